@@ -1,0 +1,42 @@
+import type { Protocol } from '../session/account.js';
+
+/** Who did it and from where: carried by every audit event. */
+export interface Actor {
+  readonly session: string;
+  readonly user: string;
+  readonly protocol: Protocol;
+  readonly ip: string;
+  readonly port: number;
+}
+
+export type TransferResult = 'ok' | 'aborted' | 'failed';
+
+export type AuditEvent =
+  | { event: 'login'; method: 'password' | 'publickey' }
+  | { event: 'login-failed'; method: 'password' | 'publickey'; reason: string }
+  | { event: 'logout'; duration_ms: number }
+  | {
+      event: 'upload' | 'download';
+      path: string;
+      bytes: number;
+      size: number;
+      offset: number;
+      resumed: boolean;
+      started: string;
+      duration_ms: number;
+      result: TransferResult;
+      reason?: string;
+      sha256: string | null;
+    }
+  | { event: 'delete' | 'mkdir' | 'rmdir'; path: string }
+  | { event: 'rename'; from: string; to: string }
+  | { event: 'chmod'; path: string; mode: string }
+  | { event: 'chtimes'; path: string }
+  | { event: 'symlink' | 'hardlink'; path: string; target: string }
+  | { event: 'denied'; operation: string; path: string; reason: 'permission' | 'outside-home' }
+  | { event: 'quota-exceeded'; path: string };
+
+/** Where the shared layer sends its events; audit/log.ts is the writer. */
+export interface AuditSink {
+  record(actor: Actor, event: AuditEvent): void;
+}

@@ -1,0 +1,115 @@
+import type { AuditSink } from '../audit/events.js';
+import type { Account, Protocol } from '../session/account.js';
+import { isPermission, type Permission } from '../session/permissions.js';
+import type { UserRecord, UserStore } from '../store/users.js';
+import { addressAllowed } from './ip-rules.js';
+import type { PasswordHasher } from './passwords.js';
+import { sameKey } from './public-keys.js';
+
+export type AuthFailure =
+  | 'unknown-user'
+  | 'bad-password'
+  | 'bad-key'
+  | 'disabled'
+  | 'expired'
+  | 'protocol-not-allowed'
+  | 'address-not-allowed'
+  | 'tls-required'
+  | 'key-required';
+
+/** Front-ends answer every failure alike ("login incorrect"); the reason goes to the audit log only. */
+export class AuthError extends Error {
+  constructor(readonly reason: AuthFailure) {
+    super('Login incorrect');
+    this.name = 'AuthError';
+  }
+}
+
+export interface AuthRequest {
+  username: string;
+  protocol: Protocol;
+  remoteAddress: string;
+  remotePort: number;
+  /** Connection id for the audit trail before a session exists. */
+  connection: string;
+}
+
+export function toAccount(u: UserRecord): Account {
+  const set = (ps: readonly string[]) => new Set(ps.filter(isPermission) as Permission[]);
+  return {
+    id: u.id,
+    name: u.name,
+    home: u.home,
+    permissions: { root: set(u.permissions), dirs: new Map(u.dirPermissions.map((d) => [d.path, set(d.permissions)])) },
+    quotaBytes: u.quotaBytes,
+    quotaFiles: u.quotaFiles,
+  };
+}
+
+/** The one authenticate() of all front-ends: password or public key, then the account's rules. */
+export class Authenticator {
+  constructor(
+    private readonly users: UserStore,
+    private readonly hasher: PasswordHasher,
+    private readonly audit: AuditSink,
+  ) {}
+
+  async password(req: AuthRequest, password: string): Promise<Account> {
+    const user = this.users.get(req.username);
+    const ok = await this.hasher.verify(user?.passwordHash ?? null, password);
+    if (!user) return this.fail(req, 'password', 'unknown-user');
+    if (!ok) return this.fail(req, 'password', 'bad-password');
+    this.checkRules(req, user, 'password');
+    if (user.requireKey) return this.fail(req, 'password', 'key-required');
+    if (user.passwordHash && this.hasher.needsRehash(user.passwordHash)) {
+      this.users.setPasswordHash(user.id, await this.hasher.hash(password));
+    }
+    return this.succeed(req, user, 'password');
+  }
+
+  /**
+   * Is `blob` one of the user's keys? With `verified` false this only answers
+   * the SSH client's question whether a key would do: no login, no audit event.
+   */
+  publicKey(req: AuthRequest, blob: Buffer, verified: boolean): Account {
+    const user = this.users.get(req.username);
+    const known = user !== null && this.users.keys(user.id).some((k) => sameKey(k.blob, blob));
+    if (!verified) {
+      if (!known) throw new AuthError(user ? 'bad-key' : 'unknown-user');
+      return toAccount(user as UserRecord);
+    }
+    if (!user) return this.fail(req, 'publickey', 'unknown-user');
+    if (!known) return this.fail(req, 'publickey', 'bad-key');
+    this.checkRules(req, user, 'publickey');
+    return this.succeed(req, user, 'publickey');
+  }
+
+  private checkRules(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): void {
+    if (!user.enabled) this.fail(req, method, 'disabled');
+    if (user.expiresAt && user.expiresAt.getTime() <= Date.now()) this.fail(req, method, 'expired');
+    if (!user.protocols.includes(req.protocol)) this.fail(req, method, 'protocol-not-allowed');
+    if (user.requireTls && req.protocol === 'ftp') this.fail(req, method, 'tls-required');
+    if (!addressAllowed(req.remoteAddress, user.allowIps, user.denyIps)) this.fail(req, method, 'address-not-allowed');
+  }
+
+  private succeed(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): Account {
+    this.users.recordLogin(user.id);
+    this.audit.record(this.actor(req), { event: 'login', method });
+    return toAccount(user);
+  }
+
+  private fail(req: AuthRequest, method: 'password' | 'publickey', reason: AuthFailure): never {
+    this.audit.record(this.actor(req), { event: 'login-failed', method, reason });
+    throw new AuthError(reason);
+  }
+
+  private actor(req: AuthRequest) {
+    return {
+      session: req.connection,
+      user: req.username,
+      protocol: req.protocol,
+      ip: req.remoteAddress,
+      port: req.remotePort,
+    };
+  }
+}

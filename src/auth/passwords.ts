@@ -1,0 +1,52 @@
+import argon2 from 'argon2';
+import { randomBytes } from 'node:crypto';
+
+/** OWASP's argon2id recommendation: 19 MiB, 2 passes, 1 lane. */
+export const ARGON2_PARAMS = { type: argon2.argon2id, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const;
+
+/**
+ * argon2 runs in libuv's thread pool, which file I/O shares. A bounded number
+ * of concurrent hashes keeps a login flood from starving transfers; the rest
+ * wait in line here, on the event loop, costing nothing.
+ */
+export class PasswordHasher {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  private dummy: Promise<string> | null = null;
+
+  constructor(
+    private readonly maxConcurrent = 2,
+    private readonly params: { memoryCost: number; timeCost: number; parallelism: number } = ARGON2_PARAMS,
+  ) {}
+
+  hash(password: string): Promise<string> {
+    return this.limited(() => argon2.hash(password, { ...this.params, type: argon2.argon2id }));
+  }
+
+  /** Constant work whether or not there is a hash: unknown users cost what known ones do. */
+  async verify(hash: string | null, password: string): Promise<boolean> {
+    this.dummy ??= argon2.hash(randomBytes(16).toString('hex'), { ...this.params, type: argon2.argon2id });
+    const target = hash ?? (await this.dummy);
+    const ok = await this.limited(() => argon2.verify(target, password).catch(() => false));
+    return ok && hash !== null;
+  }
+
+  needsRehash(hash: string): boolean {
+    try {
+      return argon2.needsRehash(hash, this.params);
+    } catch {
+      return true;
+    }
+  }
+
+  private async limited<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.active >= this.maxConcurrent) await new Promise<void>((r) => this.waiting.push(r));
+    this.active++;
+    try {
+      return await fn();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
+}

@@ -1,0 +1,53 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+/** A command-line mistake: printed as one line, exit code 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/** node:util parseArgs, strict, with its errors turned into one clear line. */
+export function parse<O extends Options>(args: string[], options: O, positionals: number) {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+  } catch (err) {
+    // parseArgs appends advice on `--`; the first sentence is the problem.
+    throw new UsageError((err as Error).message.split(/\.\s|\n/)[0] ?? 'bad arguments');
+  }
+  if (!(parsed.values as Record<string, unknown>).help && parsed.positionals.length !== positionals) {
+    throw new UsageError(
+      parsed.positionals.length > positionals
+        ? `unexpected argument "${parsed.positionals[positionals]}"`
+        : 'missing argument',
+    );
+  }
+  return parsed;
+}
+
+const UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
+
+/** `1048576`, `512M`, `10G`: a byte count. */
+export function parseSize(option: string, text: string): number {
+  const m = /^(\d+)([KMGT]?)(i?B)?$/i.exec(text.trim());
+  const n = m ? Number(m[1]) * (UNITS[(m[2] ?? '').toUpperCase()] ?? 1) : NaN;
+  if (!Number.isSafeInteger(n)) throw new UsageError(`--${option}: "${text}" is not a size (e.g. 1048576, 500M, 10G)`);
+  return n;
+}
+
+export function parseCount(option: string, text: string): number {
+  if (!/^\d{1,15}$/.test(text)) throw new UsageError(`--${option}: "${text}" is not a whole number`);
+  return Number(text);
+}
+
+/** ISO date or date-time, or `never`. */
+export function parseExpiry(text: string): Date | null {
+  if (text === 'never') return null;
+  const d = /^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(text) ? new Date(text) : new Date(NaN);
+  if (Number.isNaN(d.getTime())) throw new UsageError(`--expires: "${text}" is not a date (YYYY-MM-DD[THH:MM[:SS]][Z]) or "never"`);
+  return d;
+}

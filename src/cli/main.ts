@@ -1,0 +1,80 @@
+import { readFileSync } from 'node:fs';
+import { openServices, type Services } from '../app.js';
+import { ConfigError, loadConfig } from '../config/load.js';
+import { AdminError } from '../users/admin.js';
+import { UsageError } from './args.js';
+import { init, serve } from './serve.js';
+import { userCommand } from './user.js';
+
+const HELP = `Usage: sluice [--config FILE] <command>
+
+Commands:
+  serve             start the FTP, FTPS and SFTP front-ends (default for npm start)
+  init              create the data directory, database, TLS certificate and SSH host keys
+  user ...          manage users: add, list, show, passwd, set, enable, disable, remove, key, perm
+                    (sluice user --help)
+  version           print the version
+
+Configuration: ./sluice.yaml, --config FILE or SLUICE_CONFIG, then SLUICE_* variables
+(see deploy/sluice.example.yaml).
+`;
+
+const out = (s: string) => {
+  process.stdout.write(s);
+};
+
+/** Returns the exit code: 0 ok, 1 failure, 2 bad usage or configuration. */
+export async function main(argv: string[]): Promise<number> {
+  let configFile: string | undefined;
+  const args = [...argv];
+  while (args[0] === '--config' || args[0]?.startsWith('--config=')) {
+    const flag = args.shift() as string;
+    configFile = flag.includes('=') ? flag.slice('--config='.length) : args.shift();
+    if (!configFile) return fail(new UsageError('--config needs a file'));
+  }
+  const [command, ...rest] = args;
+  let services: Services | null = null;
+  try {
+    switch (command) {
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        out(HELP);
+        return command === undefined ? 2 : 0;
+      case 'version':
+      case '--version': {
+        const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+        out(`sluice ${pkg.version}\n`);
+        return 0;
+      }
+      case 'serve':
+        if (rest.includes('--help') || rest.includes('-h')) return out(HELP), 0;
+        if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"`);
+        return await serve(loadConfig({ file: configFile }), out);
+      case 'init':
+        if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"`);
+        services = await init(loadConfig({ file: configFile }), out);
+        out(`initialised ${services.config.dataDir}\n`);
+        return 0;
+      case 'user':
+        // Opened lazily, so --help and argument errors never touch the database.
+        return await userCommand(rest, () => (services ??= openServices(loadConfig({ file: configFile }))), out);
+      default:
+        throw new UsageError(`unknown command "${command}"; see sluice --help`);
+    }
+  } catch (err) {
+    return fail(err);
+  } finally {
+    await services?.close();
+  }
+}
+
+function fail(err: unknown): number {
+  if (err instanceof UsageError || err instanceof ConfigError || err instanceof AdminError) {
+    process.stderr.write(`sluice: ${err.message}\n`);
+    return 2;
+  }
+  process.stderr.write(`sluice: ${err instanceof Error ? err.message : String(err)}\n`);
+  return 1;
+}

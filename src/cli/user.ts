@@ -1,0 +1,306 @@
+import { readFileSync } from 'node:fs';
+import type { Services } from '../app.js';
+import { PERMISSIONS } from '../session/permissions.js';
+import type { UserRecord, UserSettings } from '../store/users.js';
+import {
+  AdminError,
+  parseCidrs,
+  parseKey,
+  parsePerms,
+  parseProtocols,
+  parseVirtualDir,
+  validatePassword,
+} from '../users/admin.js';
+import { UsageError, parse, parseCount, parseExpiry, parseSize } from './args.js';
+import { generatePassword, passwordFromUser, readPasswordFromStdin } from './password-input.js';
+
+export const USER_HELP = `Usage: sluice user <command> ...
+
+  add NAME [--home DIR] [--password-stdin | --generate-password] [--key FILE]
+           [--perms LIST] [--protocols LIST] [--quota-bytes N] [--quota-files N]
+           [--require-tls] [--require-key] [--allow-ip CIDR]... [--deny-ip CIDR]...
+           [--expires DATE]
+  list [--json]
+  show NAME [--json]
+  passwd NAME [--password-stdin | --generate-password]
+  set NAME [--home DIR] [--perms LIST] [--protocols LIST] [--quota-bytes N]
+           [--quota-files N] [--[no-]require-tls] [--[no-]require-key]
+           [--allow-ip CIDR]... [--deny-ip CIDR]... [--expires DATE|never]
+  disable NAME | enable NAME | remove NAME
+  key add NAME FILE|-     key list NAME     key remove NAME FINGERPRINT
+  perm NAME /PATH LIST    (LIST "inherit" drops the override)
+
+Permissions: ${PERMISSIONS.join(', ')}, or "all" / "none".
+Protocols: ftp, ftps, sftp. Sizes accept K, M, G, T suffixes.
+With no password option, add and passwd prompt on a terminal or read a pipe.
+`;
+
+const SETTINGS = {
+  home: { type: 'string' },
+  perms: { type: 'string' },
+  protocols: { type: 'string' },
+  'quota-bytes': { type: 'string' },
+  'quota-files': { type: 'string' },
+  'allow-ip': { type: 'string', multiple: true },
+  'deny-ip': { type: 'string', multiple: true },
+  expires: { type: 'string' },
+} as const;
+
+const PASSWORD = {
+  'password-stdin': { type: 'boolean' },
+  'generate-password': { type: 'boolean' },
+} as const;
+
+type SettingValues = {
+  home?: string | undefined;
+  perms?: string | undefined;
+  protocols?: string | undefined;
+  'quota-bytes'?: string | undefined;
+  'quota-files'?: string | undefined;
+  'allow-ip'?: string[] | undefined;
+  'deny-ip'?: string[] | undefined;
+  expires?: string | undefined;
+};
+
+/** Options common to add and set, validated before anything is written. */
+function settingsFrom(v: SettingValues): Partial<UserSettings> {
+  const out: Partial<UserSettings> = {};
+  if (v.home !== undefined) out.home = v.home;
+  if (v.perms !== undefined) out.permissions = parsePerms(v.perms);
+  if (v.protocols !== undefined) out.protocols = parseProtocols(v.protocols);
+  if (v['quota-bytes'] !== undefined) out.quotaBytes = parseSize('quota-bytes', v['quota-bytes']);
+  if (v['quota-files'] !== undefined) out.quotaFiles = parseCount('quota-files', v['quota-files']);
+  if (v['allow-ip'] !== undefined) out.allowIps = parseCidrs(v['allow-ip']);
+  if (v['deny-ip'] !== undefined) out.denyIps = parseCidrs(v['deny-ip']);
+  if (v.expires !== undefined) out.expiresAt = parseExpiry(v.expires);
+  return out;
+}
+
+async function choosePassword(v: { 'password-stdin'?: boolean | undefined; 'generate-password'?: boolean | undefined }) {
+  if (v['password-stdin'] && v['generate-password']) {
+    throw new UsageError('--password-stdin and --generate-password exclude each other');
+  }
+  if (v['generate-password']) return { password: generatePassword(), generated: true };
+  const password = v['password-stdin'] ? await readPasswordFromStdin() : await passwordFromUser();
+  return { password: validatePassword(password), generated: false };
+}
+
+function readKeyFile(file: string): string {
+  try {
+    return readFileSync(file === '-' ? 0 : file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read key file ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+  }
+}
+
+/** What `show --json` and `list --json` print: never the hash. */
+function publicView(u: UserRecord, keys: ReturnType<Services['users']['keys']>) {
+  const { passwordHash, ...rest } = u;
+  return { ...rest, password: passwordHash ? 'set' : 'none', keys: keys.map(({ blob: _b, ...k }) => k) };
+}
+
+export async function userCommand(args: string[], open: () => Services, out: (s: string) => void): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
+    out(USER_HELP);
+    return sub === undefined ? 2 : 0;
+  }
+  switch (sub) {
+    case 'add': {
+      const { values: v, positionals } = parse(rest, {
+        ...SETTINGS,
+        ...PASSWORD,
+        key: { type: 'string' },
+        'require-tls': { type: 'boolean' },
+        'require-key': { type: 'boolean' },
+      }, 1);
+      if (v.help) return help(out);
+      const name = positionals[0] as string;
+      const settings = settingsFrom(v);
+      const keys = v.key !== undefined ? [parseKey(readKeyFile(v.key))] : [];
+      const wantsPassword = v['password-stdin'] || v['generate-password'] || keys.length === 0;
+      const chosen = wantsPassword ? await choosePassword(v) : null;
+      const s = open();
+      const user = await s.admin.add({
+        name,
+        password: chosen?.password ?? null,
+        keys,
+        home: settings.home,
+        permissions: settings.permissions,
+        protocols: settings.protocols,
+        quotaBytes: settings.quotaBytes,
+        quotaFiles: settings.quotaFiles,
+        requireTls: v['require-tls'],
+        requireKey: v['require-key'],
+        allowIps: settings.allowIps,
+        denyIps: settings.denyIps,
+        expiresAt: settings.expiresAt,
+      });
+      out(`added user ${user.name} (home ${user.home})\n`);
+      if (chosen?.generated) out(`password: ${chosen.password}\n`);
+      return 0;
+    }
+    case 'list': {
+      const { values: v } = parse(rest, { json: { type: 'boolean' } }, 0);
+      if (v.help) return help(out);
+      const s = open();
+      const users = s.users.all();
+      if (v.json) {
+        out(JSON.stringify(users.map((u) => publicView(u, s.users.keys(u.id))), null, 2) + '\n');
+        return 0;
+      }
+      const rows = users.map((u) => [
+        u.name,
+        u.enabled ? (u.expiresAt && u.expiresAt.getTime() <= Date.now() ? 'expired' : 'enabled') : 'disabled',
+        u.protocols.join(','),
+        u.lastLoginAt ? u.lastLoginAt.toISOString() : '-',
+        u.home,
+      ]);
+      out(table(['NAME', 'STATE', 'PROTOCOLS', 'LAST LOGIN', 'HOME'], rows));
+      return 0;
+    }
+    case 'show': {
+      const { values: v, positionals } = parse(rest, { json: { type: 'boolean' } }, 1);
+      if (v.help) return help(out);
+      const s = open();
+      const user = s.admin.require(positionals[0] as string);
+      const view = publicView(user, s.users.keys(user.id));
+      if (v.json) out(JSON.stringify(view, null, 2) + '\n');
+      else out(describeUser(view));
+      return 0;
+    }
+    case 'passwd': {
+      const { values: v, positionals } = parse(rest, PASSWORD, 1);
+      if (v.help) return help(out);
+      const name = positionals[0] as string;
+      const s = open();
+      s.admin.require(name);
+      const chosen = await choosePassword(v);
+      await s.admin.setPassword(name, chosen.password);
+      out(`password changed for ${name}\n`);
+      if (chosen.generated) out(`password: ${chosen.password}\n`);
+      return 0;
+    }
+    case 'set': {
+      const { values: v, positionals } = parse(rest, {
+        ...SETTINGS,
+        'require-tls': { type: 'boolean' },
+        'no-require-tls': { type: 'boolean' },
+        'require-key': { type: 'boolean' },
+        'no-require-key': { type: 'boolean' },
+      }, 1);
+      if (v.help) return help(out);
+      const patch = settingsFrom(v);
+      if (v['require-tls'] || v['no-require-tls']) patch.requireTls = !v['no-require-tls'];
+      if (v['require-key'] || v['no-require-key']) patch.requireKey = !v['no-require-key'];
+      if (Object.keys(patch).length === 0) throw new UsageError('nothing to set; see sluice user --help');
+      open().admin.update(positionals[0] as string, patch);
+      out(`updated user ${positionals[0]}\n`);
+      return 0;
+    }
+    case 'enable':
+    case 'disable':
+    case 'remove': {
+      const { values: v, positionals } = parse(rest, {}, 1);
+      if (v.help) return help(out);
+      const name = positionals[0] as string;
+      const s = open();
+      if (sub === 'remove') s.admin.remove(name);
+      else s.admin.update(name, { enabled: sub === 'enable' });
+      out(`${sub === 'remove' ? 'removed' : sub + 'd'} user ${name}\n`);
+      return 0;
+    }
+    case 'key':
+      return keyCommand(rest, open, out);
+    case 'perm': {
+      const { values: v, positionals } = parse(rest, {}, 3);
+      if (v.help) return help(out);
+      const [name, dir, list] = positionals as [string, string, string];
+      const path = parseVirtualDir(dir);
+      const perms = list === 'inherit' ? null : parsePerms(list);
+      const s = open();
+      const user = s.admin.require(name);
+      if (path === '/' && perms !== null) s.admin.update(name, { permissions: perms });
+      else if (path === '/') throw new UsageError('the home (/) has no parent to inherit from');
+      else if (!s.users.setDirPermissions(user.id, path, perms)) throw new AdminError(`no override on ${path}`);
+      out(perms === null ? `${name}: ${path} inherits again\n` : `${name}: ${path} -> ${perms.join(',') || 'none'}\n`);
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown user command "${sub}"; see sluice user --help`);
+  }
+}
+
+async function keyCommand(args: string[], open: () => Services, out: (s: string) => void): Promise<number> {
+  const [sub, ...rest] = args;
+  switch (sub) {
+    case 'add': {
+      const { values: v, positionals } = parse(rest, {}, 2);
+      if (v.help) return help(out);
+      const [name, file] = positionals as [string, string];
+      const key = parseKey(readKeyFile(file));
+      const s = open();
+      const user = s.admin.require(name);
+      if (s.users.keys(user.id).some((k) => k.fingerprint === key.fingerprint)) {
+        throw new AdminError(`${name} already has key ${key.fingerprint}`);
+      }
+      s.users.addKey(user.id, key);
+      out(`added ${key.algorithm} key ${key.fingerprint} to ${name}\n`);
+      return 0;
+    }
+    case 'list': {
+      const { values: v, positionals } = parse(rest, {}, 1);
+      if (v.help) return help(out);
+      const s = open();
+      const user = s.admin.require(positionals[0] as string);
+      out(table(['FINGERPRINT', 'TYPE', 'COMMENT', 'ADDED'], s.users.keys(user.id).map((k) => [
+        k.fingerprint, k.algorithm, k.comment || '-', k.createdAt.toISOString(),
+      ])));
+      return 0;
+    }
+    case 'remove': {
+      const { values: v, positionals } = parse(rest, {}, 2);
+      if (v.help) return help(out);
+      const [name, fp] = positionals as [string, string];
+      const s = open();
+      if (!s.users.removeKey(s.admin.require(name).id, fp)) throw new AdminError(`${name} has no key ${fp}`);
+      out(`removed key ${fp} from ${name}\n`);
+      return 0;
+    }
+    default:
+      throw new UsageError('usage: sluice user key add NAME FILE | list NAME | remove NAME FINGERPRINT');
+  }
+}
+
+function help(out: (s: string) => void): number {
+  out(USER_HELP);
+  return 0;
+}
+
+function describeUser(u: ReturnType<typeof publicView>): string {
+  const lines = [
+    ['name', u.name],
+    ['state', u.enabled ? 'enabled' : 'disabled'],
+    ['expires', u.expiresAt ? u.expiresAt.toISOString() : 'never'],
+    ['home', u.home],
+    ['password', u.password],
+    ['protocols', u.protocols.join(',')],
+    ['require tls', u.requireTls ? 'yes' : 'no'],
+    ['require key', u.requireKey ? 'yes' : 'no'],
+    ['permissions', u.permissions.join(',') || 'none'],
+    ...u.dirPermissions.map((d) => [`  ${d.path}`, d.permissions.join(',') || 'none']),
+    ['quota', `${u.quotaBytes || 'unlimited'} bytes, ${u.quotaFiles || 'unlimited'} files`],
+    ['used', `${u.usedBytes} bytes, ${u.usedFiles} files`],
+    ['allow ip', u.allowIps.join(' ') || 'any'],
+    ['deny ip', u.denyIps.join(' ') || '-'],
+    ['last login', u.lastLoginAt ? u.lastLoginAt.toISOString() : 'never'],
+    ...u.keys.map((k) => ['key', `${k.fingerprint} ${k.algorithm} ${k.comment}`]),
+  ];
+  return lines.map(([k, v]) => `${String(k).padEnd(13)}${v}`).join('\n') + '\n';
+}
+
+function table(head: string[], rows: string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ');
+  return [line(head), ...rows.map(line)].join('\n') + '\n';
+}

@@ -1,0 +1,115 @@
+import { accessSync, constants, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+import { configSchema, type Config } from './schema.js';
+
+/** A configuration problem: one line naming the key; the process exits with code 2. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+type Raw = Record<string, unknown>;
+
+/** Environment variable -> config key, and how to read its text. */
+const ENV: readonly [string, string[], 'string' | 'port'][] = [
+  ['SLUICE_DATA_DIR', ['dataDir'], 'string'],
+  ['SLUICE_CERTS_DIR', ['certsDir'], 'string'],
+  ['SLUICE_BIND', ['bind'], 'string'],
+  ['SLUICE_LOG_LEVEL', ['logLevel'], 'string'],
+  ['SLUICE_FTP_PORT', ['ftp', 'port'], 'port'],
+  ['SLUICE_FTPS_PORT', ['ftp', 'implicitTlsPort'], 'port'],
+  ['SLUICE_SFTP_PORT', ['sftp', 'port'], 'port'],
+  ['SLUICE_PASV_PORTS', ['ftp', 'passivePorts'], 'string'],
+  ['SLUICE_FTP_TLS', ['ftp', 'tls'], 'string'],
+];
+
+/**
+ * Defaults, then the YAML file (`--config`, SLUICE_CONFIG, or ./sluice.yaml
+ * if present), then the environment. Relative directories are taken from the
+ * working directory. Throws ConfigError.
+ */
+export function loadConfig(
+  options: { file?: string | undefined; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): Config & { source: string | null } {
+  const env = options.env ?? process.env;
+  const cwd = options.cwd ?? process.cwd();
+  const explicit = options.file ?? env.SLUICE_CONFIG;
+  const file = explicit ?? (existsSync(resolve(cwd, 'sluice.yaml')) ? 'sluice.yaml' : undefined);
+  const raw: Raw = file === undefined ? {} : readYaml(resolve(cwd, file));
+
+  for (const [name, path, kind] of ENV) {
+    const text = env[name];
+    if (text === undefined || text === '') continue;
+    setPath(raw, path, kind === 'port' ? parsePort(name, text) : text);
+  }
+
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) throw new ConfigError(describe(parsed.error, ENV, env));
+  const config = parsed.data;
+  config.dataDir = resolve(cwd, config.dataDir);
+  config.certsDir = resolve(cwd, config.certsDir);
+  ensureWritableDir('dataDir', config.dataDir);
+  ensureWritableDir('certsDir', config.certsDir);
+  return { ...config, source: file === undefined ? null : resolve(cwd, file) };
+}
+
+function readYaml(path: string): Raw {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`config file ${path}: cannot read it (${(err as NodeJS.ErrnoException).code ?? err})`);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${path}: not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError(`config file ${path}: must be a mapping of keys`);
+  return doc as Raw;
+}
+
+function parsePort(name: string, text: string): number {
+  if (!/^\d{1,5}$/.test(text) || Number(text) > 65535) {
+    throw new ConfigError(`${name}: "${text}" is not a port number (0-65535; 0 disables)`);
+  }
+  return Number(text);
+}
+
+function setPath(target: Raw, path: string[], value: unknown): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    if (typeof next !== 'object' || next === null || Array.isArray(next)) node[key] = {};
+    node = node[key] as Raw;
+  }
+  node[path[path.length - 1] as string] = value;
+}
+
+/** The first problem as one line, naming the environment variable when that is where the value came from. */
+function describe(error: z.ZodError, envMap: typeof ENV, env: NodeJS.ProcessEnv): string {
+  const issue = error.issues[0];
+  if (!issue) return 'config: invalid';
+  const key = issue.path.join('.');
+  if (issue.code === 'unrecognized_keys') {
+    const prefix = key === '' ? '' : key + '.';
+    return `config: unknown key "${prefix}${issue.keys.join(`", "${prefix}`)}"`;
+  }
+  const fromEnv = envMap.find(([name, path]) => path.join('.') === key && env[name]);
+  return `config: ${key}${fromEnv ? ` (from ${fromEnv[0]})` : ''}: ${issue.message}`;
+}
+
+function ensureWritableDir(key: string, dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    accessSync(dir, constants.R_OK | constants.W_OK | constants.X_OK);
+  } catch (err) {
+    throw new ConfigError(`config: ${key}: ${dir} is not a usable directory (${(err as NodeJS.ErrnoException).code ?? err})`);
+  }
+}

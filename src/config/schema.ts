@@ -1,0 +1,46 @@
+import { z } from 'zod';
+
+const port = z.number().int().min(0).max(65535);
+const portRange = z
+  .string()
+  .regex(/^\d{1,5}-\d{1,5}$/, 'must look like 50000-50100')
+  .refine((s) => {
+    const [lo = 0, hi = 0] = s.split('-').map(Number);
+    return lo >= 1024 && hi <= 65535 && lo <= hi;
+  }, 'must be LOW-HIGH with 1024 <= LOW <= HIGH <= 65535');
+
+/** Every key and its default, in one place; deploy/sluice.example.yaml documents them. */
+export const configSchema = z
+  .object({
+    dataDir: z.string().min(1).default('./data'),
+    certsDir: z.string().min(1).default('./certs'),
+    bind: z.string().min(1).default('0.0.0.0'),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    ftp: z
+      .object({
+        port: port.default(2121),
+        implicitTlsPort: port.default(2990),
+        tls: z.enum(['required', 'optional']).default('required'),
+        passivePorts: portRange.default('50000-50100'),
+      })
+      .strict()
+      .prefault({}),
+    sftp: z.object({ port: port.default(2222) }).strict().prefault({}),
+    uploads: z
+      .object({
+        /** Fresh uploads are written to a hidden temporary name and renamed when complete. */
+        atomic: z.boolean().default(true),
+      })
+      .strict()
+      .prefault({}),
+    auth: z
+      .object({
+        /** argon2 verifications at once; the rest queue (they share the thread pool with file I/O). */
+        maxConcurrentHashes: z.number().int().min(1).max(64).default(2),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;

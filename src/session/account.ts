@@ -1,0 +1,22 @@
+import type { PermissionRules } from './permissions.js';
+
+export type Protocol = 'ftp' | 'ftps' | 'sftp';
+export const PROTOCOLS: readonly Protocol[] = ['ftp', 'ftps', 'sftp'];
+
+/** What the shared layer knows of a logged-in user: no secrets, no storage details. */
+export interface Account {
+  readonly id: number;
+  readonly name: string;
+  /** Real path of the home directory. */
+  readonly home: string;
+  readonly permissions: PermissionRules;
+  /** 0 means unlimited. */
+  readonly quotaBytes: number;
+  readonly quotaFiles: number;
+}
+
+/** Persisted usage counters, implemented by the store. */
+export interface UsageStore {
+  usage(userId: number): { bytes: number; files: number };
+  addUsage(userId: number, bytes: number, files: number): void;
+}

@@ -1,0 +1,74 @@
+import { SluiceError } from './errors.js';
+
+/** Longest single name and whole path we accept, in UTF-8 bytes (Linux NAME_MAX, PATH_MAX). */
+export const MAX_NAME_BYTES = 255;
+export const MAX_PATH_BYTES = 4096;
+/** Prefix of in-progress atomic uploads; hidden from listings and never addressable by clients. */
+export const UPLOAD_TEMP_PREFIX = '.sluice-upload-';
+
+// C0 controls and DEL: a name with CR/LF would forge FTP replies, listings and log lines.
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/**
+ * Pure: turn the session's cwd and a client path into a clean absolute virtual
+ * path. Backslashes are separators (Windows clients send them), `.` and `//`
+ * vanish, and `..` stops at the virtual root, as it does under chroot(2).
+ * Everything is decided here, before any permission check or disk access.
+ */
+export function resolveVirtual(cwd: string, input: string): string {
+  if (CONTROL.test(input)) throw new SluiceError('invalid-path', 'Invalid character in path');
+  const parts = input.startsWith('/') || input.startsWith('\\') ? [] : splitVirtual(cwd);
+  for (const seg of input.split(/[/\\]/)) {
+    if (seg === '' || seg === '.') continue;
+    if (seg === '..') {
+      parts.pop();
+      continue;
+    }
+    checkName(seg);
+    parts.push(seg);
+  }
+  const result = '/' + parts.join('/');
+  if (Buffer.byteLength(result) > MAX_PATH_BYTES) throw new SluiceError('invalid-path', 'Path too long');
+  return result;
+}
+
+/** A single file name as given by a client (SFTP SYMLINK targets, MLST names). */
+export function checkName(name: string): void {
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\\')) {
+    throw new SluiceError('invalid-path');
+  }
+  if (CONTROL.test(name)) throw new SluiceError('invalid-path', 'Invalid character in path');
+  if (Buffer.byteLength(name) > MAX_NAME_BYTES) throw new SluiceError('invalid-path', 'File name too long');
+  if (name.startsWith(UPLOAD_TEMP_PREFIX)) throw new SluiceError('invalid-path', 'Reserved file name');
+}
+
+/** Components of an already clean virtual path. */
+export function splitVirtual(path: string): string[] {
+  return path.split('/').filter((s) => s !== '');
+}
+
+export function parentOf(path: string): string {
+  const parts = splitVirtual(path);
+  parts.pop();
+  return '/' + parts.join('/');
+}
+
+export function baseName(path: string): string {
+  return splitVirtual(path).pop() ?? '';
+}
+
+/** Relative link text that leads from the directory `fromDir` to `to`, both virtual. */
+export function relativeVirtual(fromDir: string, to: string): string {
+  const from = splitVirtual(fromDir);
+  const target = splitVirtual(to);
+  let common = 0;
+  while (common < from.length && common < target.length && from[common] === target[common]) common++;
+  const up = from.slice(common).map(() => '..');
+  const rel = [...up, ...target.slice(common)].join('/');
+  return rel === '' ? '.' : rel;
+}
+
+/** Is `path` the directory `dir` or below it? Both virtual and clean. */
+export function isWithin(path: string, dir: string): boolean {
+  return dir === '/' || path === dir || path.startsWith(dir + '/');
+}

@@ -1,0 +1,485 @@
+import { randomBytes } from 'node:crypto';
+import { constants as C, promises as fsp } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import type { Actor, AuditEvent, AuditSink } from '../audit/events.js';
+import type { Account, Protocol } from './account.js';
+import { SluiceError, fromErrno } from './errors.js';
+import { toFileInfo, type FileInfo } from './file-info.js';
+import { Jail, type Location } from './jail.js';
+import { UPLOAD_TEMP_PREFIX, checkName, parentOf, relativeVirtual, resolveVirtual } from './paths.js';
+import { allows, type Permission } from './permissions.js';
+import type { QuotaBook, QuotaLedger } from './quota.js';
+import { Download, Upload, type TransferRecord } from './transfer.js';
+
+export interface SessionContext {
+  /** Connection id: the login event and every later event of the connection carry it. */
+  readonly id: string;
+  readonly protocol: Protocol;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+}
+
+export interface SessionDeps {
+  readonly audit: AuditSink;
+  readonly quotas: QuotaBook;
+  /** Fresh uploads go to a temporary name and replace the target only when complete. */
+  readonly atomicUploads: boolean;
+}
+
+export interface WriteOptions {
+  /** Start writing here (resume); the file is not truncated. */
+  offset?: number;
+  /** Every write goes to the end of the file (FTP APPE, SFTP APPEND). */
+  append?: boolean;
+  /** Fail if the file exists (SFTP CREAT|EXCL, FTP STOU). */
+  exclusive?: boolean;
+  /** Do not create a missing file (SFTP OPEN without CREAT). */
+  mustExist?: boolean;
+  /** Empty an existing file first; default true unless offset or append is given. */
+  truncate?: boolean;
+}
+
+/**
+ * One logged-in connection. Every file operation of every front-end goes
+ * through here: clean the path, check the permission, resolve it inside the
+ * home, check the quota, act, audit. Paths in and out are virtual.
+ */
+export class Session {
+  cwd = '/';
+  private readonly started = Date.now();
+  private readonly transfers = new Set<Upload | Download>();
+  private closed = false;
+
+  private constructor(
+    readonly account: Account,
+    readonly context: SessionContext,
+    private readonly jail: Jail,
+    private readonly ledger: QuotaLedger,
+    private readonly deps: SessionDeps,
+  ) {}
+
+  static async open(account: Account, context: SessionContext, deps: SessionDeps): Promise<Session> {
+    let root: string;
+    try {
+      root = await fsp.realpath(account.home);
+      if (!(await fsp.stat(root)).isDirectory()) throw new Error('home is not a directory');
+    } catch (err) {
+      throw new SluiceError('failure', 'Home directory unavailable', String(err));
+    }
+    return new Session(account, context, new Jail(root), deps.quotas.acquire(account), deps);
+  }
+
+  get id(): string {
+    return this.context.id;
+  }
+
+  get actor(): Actor {
+    return {
+      session: this.id,
+      user: this.account.name,
+      protocol: this.context.protocol,
+      ip: this.context.remoteAddress,
+      port: this.context.remotePort,
+    };
+  }
+
+  /** Clean virtual path of a client path, relative to the cwd. */
+  resolve(clientPath: string): string {
+    return resolveVirtual(this.cwd, clientPath);
+  }
+
+  audit(event: AuditEvent): void {
+    this.deps.audit.record(this.actor, event);
+  }
+
+  /** End of the connection: unfinished transfers are aborted and recorded. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all([...this.transfers].map((t) => t.abort('connection closed')));
+    this.deps.quotas.release(this.account);
+    this.audit({ event: 'logout', duration_ms: Date.now() - this.started });
+  }
+
+  // --- navigation and metadata -------------------------------------------
+
+  async chdir(clientPath: string): Promise<string> {
+    const path = this.resolve(clientPath);
+    const info = await this.stat(path);
+    if (info.type !== 'dir') throw new SluiceError('not-a-directory');
+    this.cwd = path;
+    return path;
+  }
+
+  /** Metadata; `follow` false describes a symlink itself. Files need list or download on their directory. */
+  stat(clientPath: string, follow = true): Promise<FileInfo> {
+    const path = this.resolve(clientPath);
+    return this.guard('stat', path, () =>
+      this.jail.with(path, follow, async (loc) => {
+        const st = await loc.lstat();
+        // Directories may be described to anyone who can name them; whether a file exists is
+        // for those who may list or fetch it, so a drop box cannot probe names.
+        if (!st?.isDirectory()) this.requireAny(['list', 'download'], parentOf(loc.virtualPath));
+        if (!st) throw new SluiceError('not-found');
+        return toFileInfo(loc.isRoot ? '/' : loc.name, st);
+      }),
+    );
+  }
+
+  /** Canonical virtual path, symlinks resolved; the last component need not exist. */
+  realpath(clientPath: string): Promise<string> {
+    const path = this.resolve(clientPath);
+    return this.guard('realpath', path, () => this.jail.with(path, true, async (loc) => loc.virtualPath));
+  }
+
+  /** Directory entries in the order the file system returns them, without temp upload files. */
+  async *list(clientPath: string): AsyncGenerator<FileInfo> {
+    const path = this.resolve(clientPath);
+    const dirFile = await this.guard('list', path, () =>
+      this.jail.with(this.checked('list', path, path), true, async (loc) => {
+        this.require('list', loc.virtualPath);
+        return loc.open(C.O_RDONLY | C.O_DIRECTORY);
+      }),
+    );
+    try {
+      const dir = await fsp.opendir(`/proc/self/fd/${dirFile.fd}`, { bufferSize: 128 });
+      for await (const entry of dir) {
+        if (entry.name.startsWith(UPLOAD_TEMP_PREFIX)) continue;
+        try {
+          yield toFileInfo(entry.name, await fsp.lstat(`/proc/self/fd/${dirFile.fd}/${entry.name}`));
+        } catch {
+          // removed while we listed: not an entry any more
+        }
+      }
+    } catch (err) {
+      throw fromErrno(err);
+    } finally {
+      await dirFile.close();
+    }
+  }
+
+  async readlink(clientPath: string): Promise<string> {
+    const path = this.resolve(clientPath);
+    return this.guard('readlink', path, () =>
+      this.jail.with(path, false, async (loc) => {
+        this.require('list', parentOf(loc.virtualPath));
+        const target = await fsp.readlink(loc.path);
+        if (!target.startsWith('/')) return target;
+        const inside = this.jail.toVirtual(target);
+        if (inside === null) throw new SluiceError('permission-denied', undefined, 'link leads outside the home');
+        return inside;
+      }),
+    );
+  }
+
+  // --- transfers ----------------------------------------------------------
+
+  async openRead(clientPath: string, offset = 0): Promise<Download> {
+    const path = this.resolve(clientPath);
+    const download = await this.guard('download', path, () =>
+      this.jail.with(this.checked('download', parentOf(path), path), true, async (loc) => {
+        this.require('download', parentOf(loc.virtualPath));
+        const file = await loc.open(C.O_RDONLY | C.O_NONBLOCK);
+        try {
+          const st = await file.stat();
+          if (st.isDirectory()) throw new SluiceError('is-a-directory');
+          if (!st.isFile()) throw new SluiceError('permission-denied', 'Not a regular file');
+          if (offset < 0 || offset > st.size) throw new SluiceError('invalid-path', 'Offset beyond end of file');
+          return new Download(file, path, offset, st.size, (r) => this.finished(download, r));
+        } catch (err) {
+          await file.close();
+          throw err;
+        }
+      }),
+    );
+    this.transfers.add(download);
+    return download;
+  }
+
+  async openWrite(clientPath: string, options: WriteOptions = {}): Promise<Upload> {
+    const path = this.resolve(clientPath);
+    const loc = await this.guard('upload', path, () =>
+      this.jail.resolve(this.checked('upload', parentOf(path), path), true),
+    );
+    let upload: Upload;
+    try {
+      upload = await this.guard('upload', path, () => this.startUpload(loc, path, options));
+    } catch (err) {
+      await loc.close();
+      throw err;
+    }
+    this.transfers.add(upload);
+    return upload;
+  }
+
+  private async startUpload(loc: Location, path: string, options: WriteOptions): Promise<Upload> {
+    if (loc.isRoot) throw new SluiceError('is-a-directory');
+    checkName(loc.name);
+    const dir = parentOf(loc.virtualPath);
+    this.require('upload', dir);
+    const st = await loc.lstat();
+    if (st && !st.isFile()) throw new SluiceError(st.isDirectory() ? 'is-a-directory' : 'permission-denied');
+    if (st && options.exclusive) throw new SluiceError('already-exists');
+    if (!st && options.mustExist) throw new SluiceError('not-found');
+    const existingSize = st ? st.size : null;
+    const offset = options.offset ?? 0;
+    const append = options.append ?? false;
+    const truncate = options.truncate ?? (offset === 0 && !append);
+    if (offset < 0 || (existingSize !== null && offset > existingSize) || (existingSize === null && offset > 0)) {
+      throw new SluiceError('invalid-path', 'Offset beyond end of file');
+    }
+    // Writing over bytes that exist needs overwrite; growing a file at its end is an upload.
+    if (existingSize !== null && (truncate || (!append && offset < existingSize))) {
+      this.require('overwrite', dir);
+    }
+    const atomic = this.deps.atomicUploads && truncate;
+    this.ledger.checkStart(existingSize === null, atomic || truncate ? (existingSize ?? 0) : 0);
+
+    let file: FileHandle;
+    let tempName: string | null = null;
+    if (atomic) {
+      tempName = UPLOAD_TEMP_PREFIX + randomBytes(9).toString('base64url');
+      file = await fsp.open(loc.sibling(tempName), C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644)
+        .catch((e: unknown) => { throw fromErrno(e); });
+      if (st) await file.chmod(st.mode & 0o7777).catch(() => undefined);
+    } else {
+      let flags = C.O_WRONLY | (append ? C.O_APPEND : 0);
+      if (!st) flags |= C.O_CREAT | C.O_EXCL;
+      else if (truncate) flags |= C.O_TRUNC;
+      file = await loc.open(flags);
+    }
+    const target = { loc, existingSize: truncate && !atomic ? null : existingSize, tempName, append };
+    // An in-place truncation has already freed the old bytes: account for them now.
+    if (truncate && !atomic && existingSize !== null) this.ledger.settle(0, -existingSize, -1);
+    const upload: Upload = new Upload(file, path, offset, target, this.ledger, (r) => this.finished(upload, r));
+    return upload;
+  }
+
+  private finished(transfer: Upload | Download, r: TransferRecord): void {
+    this.transfers.delete(transfer);
+    if (transfer instanceof Upload && transfer.exceededQuota) this.audit({ event: 'quota-exceeded', path: r.path });
+    this.audit({
+      event: r.direction,
+      path: r.path,
+      bytes: r.bytes,
+      size: r.size,
+      offset: r.offset,
+      resumed: r.offset > 0,
+      started: r.started.toISOString(),
+      duration_ms: Date.now() - r.started.getTime(),
+      result: r.result,
+      ...(r.reason === undefined ? {} : { reason: r.reason }),
+      sha256: r.sha256,
+    });
+  }
+
+  // --- changes --------------------------------------------------------------
+
+  async mkdir(clientPath: string): Promise<string> {
+    const path = this.resolve(clientPath);
+    await this.change('mkdir', path, false, async (loc) => {
+      if (loc.isRoot) throw new SluiceError('already-exists');
+      checkName(loc.name);
+      await fsp.mkdir(loc.path, 0o755);
+    });
+    this.audit({ event: 'mkdir', path });
+    return path;
+  }
+
+  async rmdir(clientPath: string): Promise<void> {
+    const path = this.resolve(clientPath);
+    await this.change('rmdir', path, false, async (loc) => {
+      if (loc.isRoot || path === this.cwd) throw new SluiceError('permission-denied');
+      await fsp.rmdir(loc.path);
+    });
+    this.audit({ event: 'rmdir', path });
+  }
+
+  async remove(clientPath: string): Promise<void> {
+    const path = this.resolve(clientPath);
+    await this.change('delete', path, false, async (loc) => {
+      const st = await loc.lstat();
+      if (!st) throw new SluiceError('not-found');
+      if (st.isDirectory()) throw new SluiceError('is-a-directory');
+      await fsp.unlink(loc.path);
+      if (st.isFile() && st.nlink <= 1) this.ledger.settle(0, -st.size, -1);
+    });
+    this.audit({ event: 'delete', path });
+  }
+
+  async rename(fromClient: string, toClient: string): Promise<void> {
+    const from = this.resolve(fromClient);
+    const to = this.resolve(toClient);
+    await this.guard('rename', from, () =>
+      this.jail.with(this.checked('rename', parentOf(from), from), false, (src) =>
+        this.jail.with(this.checked('rename', parentOf(to), to), false, async (dst) => {
+          if (src.isRoot || dst.isRoot) throw new SluiceError('permission-denied');
+          checkName(dst.name);
+          this.require('rename', parentOf(src.virtualPath));
+          this.require('rename', parentOf(dst.virtualPath));
+          const srcStat = await src.lstat();
+          if (!srcStat) throw new SluiceError('not-found');
+          const dstStat = await dst.lstat();
+          if (dstStat) {
+            if (dstStat.isDirectory() !== srcStat.isDirectory()) {
+              throw new SluiceError(dstStat.isDirectory() ? 'is-a-directory' : 'not-a-directory');
+            }
+            this.require('overwrite', parentOf(dst.virtualPath));
+          }
+          await fsp.rename(src.path, dst.path);
+          if (dstStat?.isFile() && !(dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev)) {
+            this.ledger.settle(0, -dstStat.size, -1);
+          }
+        }),
+      ),
+    );
+    this.audit({ event: 'rename', from, to });
+  }
+
+  async chmod(clientPath: string, mode: number): Promise<void> {
+    const path = this.resolve(clientPath);
+    await this.change('chmod', path, true, (loc) =>
+      this.onNode(loc, (fh) => fh.chmod(mode & 0o777)),
+    );
+    this.audit({ event: 'chmod', path, mode: (mode & 0o777).toString(8).padStart(4, '0') });
+  }
+
+  async setTimes(clientPath: string, mtime: Date, atime?: Date): Promise<void> {
+    const path = this.resolve(clientPath);
+    await this.change('chtimes', path, true, (loc) =>
+      this.onNode(loc, async (fh) => {
+        const st = await fh.stat();
+        await fh.utimes(atime ?? st.atime, mtime);
+      }),
+    );
+    this.audit({ event: 'chtimes', path });
+  }
+
+  /** SFTP SETSTAT size: cut or extend a file in place. */
+  async truncate(clientPath: string, size: number): Promise<void> {
+    const path = this.resolve(clientPath);
+    await this.change('overwrite', path, true, async (loc) => {
+      const file = await loc.open(C.O_WRONLY);
+      try {
+        const st = await file.stat();
+        if (!st.isFile()) throw new SluiceError('permission-denied');
+        const growth = size - st.size;
+        if (growth > 0) this.ledger.reserve(growth, 0);
+        try {
+          await file.truncate(size);
+        } finally {
+          this.ledger.settle(Math.max(0, growth), growth, 0);
+        }
+      } finally {
+        await file.close();
+      }
+    });
+  }
+
+  /**
+   * Create `linkClient` pointing to `targetClient`. The target is a path in
+   * this home, never above it; it is stored relative so the link means the
+   * same whatever the home's real location.
+   */
+  async symlink(targetClient: string, linkClient: string): Promise<void> {
+    const link = this.resolve(linkClient);
+    const target = resolveStrict(parentOf(link), targetClient);
+    await this.change('symlink', link, false, async (loc) => {
+      if (loc.isRoot) throw new SluiceError('already-exists');
+      checkName(loc.name);
+      await fsp.symlink(relativeVirtual(parentOf(loc.virtualPath), target), loc.path);
+    });
+    this.audit({ event: 'symlink', path: link, target });
+  }
+
+  async hardlink(targetClient: string, linkClient: string): Promise<void> {
+    const target = this.resolve(targetClient);
+    const link = this.resolve(linkClient);
+    await this.change('symlink', link, false, (dst) =>
+      this.jail.with(target, false, async (src) => {
+        checkName(dst.name);
+        const st = await src.lstat();
+        if (!st) throw new SluiceError('not-found');
+        if (!st.isFile()) throw new SluiceError('permission-denied', 'Only files can be hard-linked');
+        this.ledger.checkStart(true, 0);
+        await fsp.link(src.path, dst.path);
+      }),
+    );
+    this.audit({ event: 'hardlink', path: link, target });
+  }
+
+  async statfs(clientPath: string): Promise<import('node:fs').StatsFs> {
+    const path = this.resolve(clientPath);
+    return this.guard('statfs', path, () => this.jail.with(path, true, (loc) => fsp.statfs(loc.path)));
+  }
+
+  // --- shared plumbing ------------------------------------------------------
+
+  /** Check `permission` on the directory holding `path`, resolve, act. */
+  private change(
+    permission: Permission,
+    path: string,
+    follow: boolean,
+    act: (loc: Location) => Promise<void>,
+  ): Promise<void> {
+    return this.guard(permission, path, () =>
+      this.jail.with(this.checked(permission, parentOf(path), path), follow, async (loc) => {
+        this.require(permission, parentOf(loc.virtualPath));
+        await act(loc);
+      }),
+    );
+  }
+
+  /** fchmod/futimes on the node itself: a path call would follow a symlink swapped in meanwhile. */
+  private async onNode(loc: Location, act: (fh: FileHandle) => Promise<void>): Promise<void> {
+    const fh = await loc.openNode();
+    try {
+      await act(fh);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Check before touching the disk, so a refused client learns nothing of what exists. */
+  private checked(permission: Permission, dir: string, path: string): string {
+    this.require(permission, dir);
+    return path;
+  }
+
+  private require(permission: Permission, dir: string): void {
+    this.requireAny([permission], dir);
+  }
+
+  private requireAny(permissions: Permission[], dir: string): void {
+    if (!permissions.some((p) => allows(this.account.permissions, p, dir))) {
+      throw new SluiceError('permission-denied', 'Permission denied', `needs ${permissions.join(' or ')}`);
+    }
+  }
+
+  /** Every failure leaves here typed; refusals are audited once. */
+  private async guard<T>(operation: string, path: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      const e = fromErrno(err);
+      if (e.kind === 'permission-denied' && e.detail !== undefined) {
+        const reason = e.detail.includes('outside') ? 'outside-home' : 'permission';
+        this.audit({ event: 'denied', operation, path, reason });
+      }
+      throw e;
+    }
+  }
+}
+
+/** Like resolveVirtual, but a `..` that would climb above the home is an error, not a no-op. */
+function resolveStrict(cwd: string, input: string): string {
+  const depth = (p: string) => p.split(/[/\\]/).filter((s) => s !== '' && s !== '.');
+  const start = input.startsWith('/') || input.startsWith('\\') ? 0 : depth(cwd).length;
+  let level = start;
+  for (const seg of depth(input)) {
+    level += seg === '..' ? -1 : 1;
+    if (level < 0) throw new SluiceError('permission-denied', 'Permission denied', 'link target outside the home');
+  }
+  return resolveVirtual(cwd, input);
+}
+

@@ -1,0 +1,243 @@
+import { createHash, type Hash } from 'node:crypto';
+import { Transform, Writable, type Readable } from 'node:stream';
+import type { FileHandle } from 'node:fs/promises';
+import { promises as fsp } from 'node:fs';
+import type { TransferResult } from '../audit/events.js';
+import { SluiceError, fromErrno } from './errors.js';
+import type { Location } from './jail.js';
+import type { QuotaLedger } from './quota.js';
+
+/** What a finished transfer reports to its session for the audit trail. */
+export interface TransferRecord {
+  direction: 'upload' | 'download';
+  path: string;
+  bytes: number;
+  size: number;
+  offset: number;
+  started: Date;
+  result: TransferResult;
+  reason?: string;
+  sha256: string | null;
+}
+
+type Reporter = (record: TransferRecord) => void;
+
+/**
+ * SHA-256 of the bytes in the order of the file: kept while data arrives in
+ * sequence (streams, and the usual SFTP pipelining), dropped to null as soon as
+ * a write or read skips around, since then no single pass over the bytes exists.
+ */
+class SequenceHash {
+  private hash: Hash | null = createHash('sha256');
+  constructor(private next: number) {}
+  update(position: number, data: Buffer): void {
+    if (!this.hash) return;
+    if (position !== this.next) {
+      this.hash = null;
+      return;
+    }
+    this.hash.update(data);
+    this.next += data.length;
+  }
+  digest(): string | null {
+    return this.hash ? this.hash.digest('hex') : null;
+  }
+}
+
+abstract class Transfer {
+  protected readonly started = new Date();
+  protected bytes = 0;
+  private finished: Promise<void> | null = null;
+
+  constructor(
+    protected readonly file: FileHandle,
+    readonly path: string,
+    readonly offset: number,
+    protected readonly report: Reporter,
+    protected readonly hash: SequenceHash,
+  ) {}
+
+  get transferred(): number {
+    return this.bytes;
+  }
+
+  get isFinished(): boolean {
+    return this.finished !== null;
+  }
+
+  /** Successful end: everything arrived. */
+  close(): Promise<void> {
+    return this.finish('ok');
+  }
+
+  /** The client or the server stopped the transfer; partial state is cleaned up. */
+  abort(reason: string, result: TransferResult = 'aborted'): Promise<void> {
+    return this.finish(result, reason);
+  }
+
+  private finish(result: TransferResult, reason?: string): Promise<void> {
+    this.finished ??= this.settle(result, reason);
+    return this.finished;
+  }
+
+  protected abstract settle(result: TransferResult, reason?: string): Promise<void>;
+
+  protected record(direction: 'upload' | 'download', size: number, result: TransferResult, reason?: string): void {
+    this.report({
+      direction,
+      path: this.path,
+      bytes: this.bytes,
+      size,
+      offset: this.offset,
+      started: this.started,
+      result,
+      ...(reason === undefined ? {} : { reason }),
+      sha256: result === 'ok' ? this.hash.digest() : null,
+    });
+  }
+}
+
+export class Download extends Transfer {
+  constructor(file: FileHandle, path: string, offset: number, readonly size: number, report: Reporter) {
+    super(file, path, offset, report, new SequenceHash(offset));
+  }
+
+  /** Positional read; an empty buffer means end of file. */
+  async read(position: number, length: number): Promise<Buffer> {
+    if (this.isFinished) throw new SluiceError('failure', 'Transfer is closed');
+    const buf = Buffer.allocUnsafe(length);
+    const { bytesRead } = await this.file.read(buf, 0, length, position).catch((e: unknown) => {
+      throw fromErrno(e);
+    });
+    const data = bytesRead === length ? buf : buf.subarray(0, bytesRead);
+    this.bytes += bytesRead;
+    this.hash.update(position, data);
+    return data;
+  }
+
+  /** The file from `offset` as a stream with backpressure, counted and hashed. */
+  readable(): Readable {
+    let position = this.offset;
+    const counter = new Transform({
+      transform: (chunk: Buffer, _enc, done) => {
+        this.bytes += chunk.length;
+        this.hash.update(position, chunk);
+        position += chunk.length;
+        done(null, chunk);
+      },
+    });
+    const source = this.file.createReadStream({ start: this.offset, autoClose: false, highWaterMark: 256 * 1024 });
+    source.on('error', (err) => counter.destroy(fromErrno(err)));
+    return source.pipe(counter);
+  }
+
+  protected async settle(result: TransferResult, reason?: string): Promise<void> {
+    await this.file.close().catch(() => undefined);
+    this.record('download', this.size, result, reason);
+  }
+}
+
+export interface UploadTarget {
+  /** Pinned location of the final name. */
+  loc: Location;
+  /** Size of the file being replaced or appended to; null for a new file. */
+  existingSize: number | null;
+  /** Name of the temporary file in the same directory when the upload is atomic. */
+  tempName: string | null;
+  append: boolean;
+}
+
+export class Upload extends Transfer {
+  private size: number;
+  private reserved = 0;
+  private quotaHit = false;
+  /** What replacing the old file will free, so an overwrite near the quota still fits. */
+  private readonly credit: number;
+
+  constructor(
+    file: FileHandle,
+    path: string,
+    offset: number,
+    private readonly target: UploadTarget,
+    private readonly ledger: QuotaLedger,
+    report: Reporter,
+  ) {
+    super(file, path, offset, report, new SequenceHash(offset));
+    this.size = target.tempName === null ? (target.existingSize ?? 0) : 0;
+    this.credit = target.tempName === null ? 0 : (target.existingSize ?? 0);
+    if (target.existingSize === null) ledger.holdFile();
+  }
+
+  /** Write at `position` (ignored in append mode); resolves once the bytes are in the file. */
+  async write(data: Buffer, position: number = this.offset + this.bytes): Promise<void> {
+    if (this.isFinished) throw new SluiceError('failure', 'Transfer is closed');
+    const at = this.target.append ? this.size : position;
+    const growth = Math.max(0, at + data.length - this.size);
+    try {
+      this.ledger.reserve(growth, this.credit);
+    } catch (err) {
+      this.quotaHit = true;
+      throw err;
+    }
+    this.reserved += growth;
+    this.size += growth;
+    try {
+      await this.file.write(data, 0, data.length, this.target.append ? null : at);
+    } catch (err) {
+      throw fromErrno(err);
+    }
+    this.bytes += data.length;
+    this.hash.update(at, data);
+  }
+
+  /** A sink for a sequential stream (FTP data channel); backpressure is the write itself. */
+  writable(): Writable {
+    return new Writable({
+      highWaterMark: 256 * 1024,
+      write: (chunk: Buffer, _enc, done) => {
+        this.write(chunk).then(() => done(), done);
+      },
+    });
+  }
+
+  get exceededQuota(): boolean {
+    return this.quotaHit;
+  }
+
+  protected async settle(result: TransferResult, reason?: string): Promise<void> {
+    const { loc, existingSize, tempName } = this.target;
+    let bytesDelta = 0;
+    let filesDelta = 0;
+    let finalSize = existingSize ?? 0;
+    try {
+      if (this.quotaHit && tempName === null) {
+        // Over quota, in place: give back exactly what this upload added.
+        if (existingSize === null) await fsp.unlink(loc.path);
+        else await this.file.truncate(existingSize);
+        await this.file.close();
+      } else {
+        const written = (await this.file.stat()).size;
+        await this.file.close();
+        if (tempName !== null && result !== 'ok') {
+          await fsp.unlink(loc.sibling(tempName));
+        } else {
+          // Atomic: the new file replaces the old one in one rename. In place:
+          // a partial file stays, so the client can resume it.
+          if (tempName !== null) await fsp.rename(loc.sibling(tempName), loc.path);
+          finalSize = written;
+          bytesDelta = written - (existingSize ?? 0);
+          filesDelta = existingSize === null ? 1 : 0;
+        }
+      }
+    } catch (err) {
+      result = 'failed';
+      reason = `finishing upload: ${fromErrno(err).kind}`;
+      await this.file.close().catch(() => undefined);
+    } finally {
+      if (existingSize === null) this.ledger.releaseFile();
+      this.ledger.settle(this.reserved, bytesDelta, filesDelta);
+      await loc.close();
+    }
+    this.record('upload', finalSize, result, reason);
+  }
+}

@@ -1,0 +1,260 @@
+import type { Database, Statement } from 'better-sqlite3';
+import type { Protocol, UsageStore } from '../session/account.js';
+import type { Permission } from '../session/permissions.js';
+
+export interface PublicKeyRecord {
+  readonly id: number;
+  readonly algorithm: string;
+  /** SSH wire-format public key blob. */
+  readonly blob: Buffer;
+  readonly fingerprint: string;
+  readonly comment: string;
+  readonly createdAt: Date;
+}
+
+export interface UserRecord {
+  readonly id: number;
+  readonly name: string;
+  readonly passwordHash: string | null;
+  readonly home: string;
+  readonly enabled: boolean;
+  readonly expiresAt: Date | null;
+  readonly protocols: Protocol[];
+  readonly requireTls: boolean;
+  readonly requireKey: boolean;
+  readonly permissions: Permission[];
+  readonly quotaBytes: number;
+  readonly quotaFiles: number;
+  readonly usedBytes: number;
+  readonly usedFiles: number;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+  readonly lastLoginAt: Date | null;
+  readonly allowIps: string[];
+  readonly denyIps: string[];
+  readonly dirPermissions: { path: string; permissions: Permission[] }[];
+}
+
+/** Fields an admin sets; validation happens before they reach the store. */
+export interface UserSettings {
+  home: string;
+  enabled: boolean;
+  expiresAt: Date | null;
+  protocols: Protocol[];
+  requireTls: boolean;
+  requireKey: boolean;
+  permissions: Permission[];
+  quotaBytes: number;
+  quotaFiles: number;
+  allowIps: string[];
+  denyIps: string[];
+}
+
+interface UserRow {
+  id: number;
+  name: string;
+  password_hash: string | null;
+  home: string;
+  enabled: number;
+  expires_at: number | null;
+  protocols: string;
+  require_tls: number;
+  require_key: number;
+  permissions: string;
+  quota_bytes: number;
+  quota_files: number;
+  used_bytes: number;
+  used_files: number;
+  created_at: number;
+  updated_at: number;
+  last_login_at: number | null;
+}
+
+const list = (s: string) => s.split(',').filter((x) => x !== '');
+
+export class UserStore implements UsageStore {
+  private readonly q: Record<string, Statement>;
+
+  constructor(private readonly db: Database) {
+    const prepare = (sql: string) => db.prepare(sql);
+    this.q = {
+      byName: prepare('SELECT * FROM users WHERE name = ?'),
+      byId: prepare('SELECT * FROM users WHERE id = ?'),
+      all: prepare('SELECT * FROM users ORDER BY name'),
+      count: prepare('SELECT COUNT(*) AS n FROM users'),
+      insert: prepare(`INSERT INTO users (name, password_hash, home, enabled, expires_at, protocols, require_tls,
+        require_key, permissions, quota_bytes, quota_files, created_at, updated_at)
+        VALUES (@name, @password_hash, @home, @enabled, @expires_at, @protocols, @require_tls,
+        @require_key, @permissions, @quota_bytes, @quota_files, @now, @now)`),
+      update: prepare(`UPDATE users SET home = @home, enabled = @enabled, expires_at = @expires_at,
+        protocols = @protocols, require_tls = @require_tls, require_key = @require_key, permissions = @permissions,
+        quota_bytes = @quota_bytes, quota_files = @quota_files, updated_at = @now WHERE id = @id`),
+      remove: prepare('DELETE FROM users WHERE id = ?'),
+      setHash: prepare('UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?'),
+      login: prepare('UPDATE users SET last_login_at = ? WHERE id = ?'),
+      usage: prepare('SELECT used_bytes AS bytes, used_files AS files FROM users WHERE id = ?'),
+      addUsage: prepare(`UPDATE users SET used_bytes = MAX(0, used_bytes + ?), used_files = MAX(0, used_files + ?)
+        WHERE id = ?`),
+      ipRules: prepare('SELECT kind, cidr FROM user_ip_rules WHERE user_id = ? ORDER BY cidr'),
+      clearIpRules: prepare('DELETE FROM user_ip_rules WHERE user_id = ?'),
+      addIpRule: prepare('INSERT OR IGNORE INTO user_ip_rules (user_id, kind, cidr) VALUES (?, ?, ?)'),
+      dirPerms: prepare('SELECT path, permissions FROM user_dir_permissions WHERE user_id = ? ORDER BY path'),
+      setDirPerm: prepare(`INSERT INTO user_dir_permissions (user_id, path, permissions) VALUES (?, ?, ?)
+        ON CONFLICT (user_id, path) DO UPDATE SET permissions = excluded.permissions`),
+      removeDirPerm: prepare('DELETE FROM user_dir_permissions WHERE user_id = ? AND path = ?'),
+      keys: prepare('SELECT * FROM user_keys WHERE user_id = ? ORDER BY id'),
+      addKey: prepare(`INSERT INTO user_keys (user_id, algorithm, public_key, fingerprint, comment, created_at)
+        VALUES (?, ?, ?, ?, ?, ?)`),
+      removeKey: prepare('DELETE FROM user_keys WHERE user_id = ? AND fingerprint = ?'),
+    };
+  }
+
+  count(): number {
+    return (this.q.count!.get() as { n: number }).n;
+  }
+
+  get(name: string): UserRecord | null {
+    const row = this.q.byName!.get(name) as UserRow | undefined;
+    return row ? this.hydrate(row) : null;
+  }
+
+  getById(id: number): UserRecord | null {
+    const row = this.q.byId!.get(id) as UserRow | undefined;
+    return row ? this.hydrate(row) : null;
+  }
+
+  all(): UserRecord[] {
+    return (this.q.all!.all() as UserRow[]).map((r) => this.hydrate(r));
+  }
+
+  /** Insert a user with its address rules and keys in one transaction. */
+  create(name: string, passwordHash: string | null, s: UserSettings, keys: NewKey[] = []): UserRecord {
+    const id = this.db.transaction(() => {
+      const info = this.q.insert!.run({ name, password_hash: passwordHash, now: Date.now(), ...columns(s) });
+      const userId = Number(info.lastInsertRowid);
+      this.writeIpRules(userId, s);
+      for (const k of keys) this.insertKey(userId, k);
+      return userId;
+    })();
+    return this.getById(id) as UserRecord;
+  }
+
+  update(id: number, s: UserSettings): void {
+    this.db.transaction(() => {
+      this.q.update!.run({ id, now: Date.now(), ...columns(s) });
+      this.q.clearIpRules!.run(id);
+      this.writeIpRules(id, s);
+    })();
+  }
+
+  remove(id: number): void {
+    this.q.remove!.run(id);
+  }
+
+  setPasswordHash(id: number, hash: string | null): void {
+    this.q.setHash!.run(hash, Date.now(), id);
+  }
+
+  recordLogin(id: number): void {
+    this.q.login!.run(Date.now(), id);
+  }
+
+  usage(userId: number): { bytes: number; files: number } {
+    return (this.q.usage!.get(userId) as { bytes: number; files: number } | undefined) ?? { bytes: 0, files: 0 };
+  }
+
+  addUsage(userId: number, bytes: number, files: number): void {
+    this.q.addUsage!.run(bytes, files, userId);
+  }
+
+  setDirPermissions(userId: number, path: string, permissions: Permission[] | null): boolean {
+    if (permissions === null) return this.q.removeDirPerm!.run(userId, path).changes > 0;
+    this.q.setDirPerm!.run(userId, path, permissions.join(','));
+    return true;
+  }
+
+  keys(userId: number): PublicKeyRecord[] {
+    return (this.q.keys!.all(userId) as KeyRow[]).map((r) => ({
+      id: r.id,
+      algorithm: r.algorithm,
+      blob: r.public_key,
+      fingerprint: r.fingerprint,
+      comment: r.comment,
+      createdAt: new Date(r.created_at),
+    }));
+  }
+
+  addKey(userId: number, key: NewKey): void {
+    this.insertKey(userId, key);
+  }
+
+  removeKey(userId: number, fingerprint: string): boolean {
+    return this.q.removeKey!.run(userId, fingerprint).changes > 0;
+  }
+
+  private insertKey(userId: number, k: NewKey): void {
+    this.q.addKey!.run(userId, k.algorithm, k.blob, k.fingerprint, k.comment, Date.now());
+  }
+
+  private writeIpRules(userId: number, s: UserSettings): void {
+    for (const cidr of s.allowIps) this.q.addIpRule!.run(userId, 'allow', cidr);
+    for (const cidr of s.denyIps) this.q.addIpRule!.run(userId, 'deny', cidr);
+  }
+
+  private hydrate(r: UserRow): UserRecord {
+    const rules = this.q.ipRules!.all(r.id) as { kind: string; cidr: string }[];
+    const dirs = this.q.dirPerms!.all(r.id) as { path: string; permissions: string }[];
+    return {
+      id: r.id,
+      name: r.name,
+      passwordHash: r.password_hash,
+      home: r.home,
+      enabled: r.enabled === 1,
+      expiresAt: r.expires_at === null ? null : new Date(r.expires_at),
+      protocols: list(r.protocols) as Protocol[],
+      requireTls: r.require_tls === 1,
+      requireKey: r.require_key === 1,
+      permissions: list(r.permissions) as Permission[],
+      quotaBytes: r.quota_bytes,
+      quotaFiles: r.quota_files,
+      usedBytes: r.used_bytes,
+      usedFiles: r.used_files,
+      createdAt: new Date(r.created_at),
+      updatedAt: new Date(r.updated_at),
+      lastLoginAt: r.last_login_at === null ? null : new Date(r.last_login_at),
+      allowIps: rules.filter((x) => x.kind === 'allow').map((x) => x.cidr),
+      denyIps: rules.filter((x) => x.kind === 'deny').map((x) => x.cidr),
+      dirPermissions: dirs.map((d) => ({ path: d.path, permissions: list(d.permissions) as Permission[] })),
+    };
+  }
+}
+
+export interface NewKey {
+  algorithm: string;
+  blob: Buffer;
+  fingerprint: string;
+  comment: string;
+}
+
+interface KeyRow {
+  id: number;
+  algorithm: string;
+  public_key: Buffer;
+  fingerprint: string;
+  comment: string;
+  created_at: number;
+}
+
+function columns(s: UserSettings) {
+  return {
+    home: s.home,
+    enabled: s.enabled ? 1 : 0,
+    expires_at: s.expiresAt ? s.expiresAt.getTime() : null,
+    protocols: s.protocols.join(','),
+    require_tls: s.requireTls ? 1 : 0,
+    require_key: s.requireKey ? 1 : 0,
+    permissions: s.permissions.join(','),
+    quota_bytes: s.quotaBytes,
+    quota_files: s.quotaFiles,
+  };
+}

@@ -1,0 +1,184 @@
+import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import { parseCidr } from '../auth/ip-rules.js';
+import type { PasswordHasher } from '../auth/passwords.js';
+import { parsePublicKey } from '../auth/public-keys.js';
+import { PROTOCOLS, type Protocol } from '../session/account.js';
+import { resolveVirtual } from '../session/paths.js';
+import { DEFAULT_PERMISSIONS, parsePermissions, type Permission } from '../session/permissions.js';
+import type { NewKey, UserRecord, UserSettings, UserStore } from '../store/users.js';
+
+/** An admin mistake: one line, nothing written. */
+export class AdminError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AdminError';
+  }
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export function validateUserName(name: string): string {
+  if (!NAME.test(name)) {
+    throw new AdminError(`invalid user name "${name}": 1-64 of letters, digits, . _ - and starting with a letter or digit`);
+  }
+  return name;
+}
+
+export function parseProtocols(text: string): Protocol[] {
+  const out = new Set<Protocol>();
+  for (const word of text.split(',').map((w) => w.trim()).filter((w) => w !== '')) {
+    if (!(PROTOCOLS as readonly string[]).includes(word)) {
+      throw new AdminError(`unknown protocol "${word}" (one of: ${PROTOCOLS.join(', ')})`);
+    }
+    out.add(word as Protocol);
+  }
+  if (out.size === 0) throw new AdminError('at least one protocol is needed');
+  return [...out];
+}
+
+export function parsePerms(text: string): Permission[] {
+  try {
+    return parsePermissions(text);
+  } catch (err) {
+    throw new AdminError((err as Error).message);
+  }
+}
+
+export function parseCidrs(texts: readonly string[]): string[] {
+  try {
+    return texts.map(parseCidr);
+  } catch (err) {
+    throw new AdminError((err as Error).message);
+  }
+}
+
+export function parseKey(text: string): NewKey {
+  try {
+    return parsePublicKey(text);
+  } catch (err) {
+    throw new AdminError(`public key: ${(err as Error).message}`);
+  }
+}
+
+/** A clean virtual directory for a permission override; `..` tricks fold away before storage. */
+export function parseVirtualDir(text: string): string {
+  if (!text.startsWith('/')) throw new AdminError(`"${text}" must be an absolute virtual path such as /incoming`);
+  try {
+    return resolveVirtual('/', text);
+  } catch (err) {
+    throw new AdminError(`"${text}": ${(err as Error).message}`);
+  }
+}
+
+export interface NewUser {
+  name: string;
+  password: string | null;
+  keys: NewKey[];
+  home?: string | undefined;
+  permissions?: Permission[] | undefined;
+  protocols?: Protocol[] | undefined;
+  quotaBytes?: number | undefined;
+  quotaFiles?: number | undefined;
+  requireTls?: boolean | undefined;
+  requireKey?: boolean | undefined;
+  allowIps?: string[] | undefined;
+  denyIps?: string[] | undefined;
+  expiresAt?: Date | null | undefined;
+}
+
+/** User administration shared by the CLI (and any later API): validate, then write once. */
+export class UserAdmin {
+  constructor(
+    private readonly store: UserStore,
+    private readonly hasher: PasswordHasher,
+    private readonly dataDir: string,
+  ) {}
+
+  require(name: string): UserRecord {
+    const user = this.store.get(name);
+    if (!user) throw new AdminError(`no user named "${name}"`);
+    return user;
+  }
+
+  async add(u: NewUser): Promise<UserRecord> {
+    validateUserName(u.name);
+    if (this.store.get(u.name)) throw new AdminError(`user "${u.name}" already exists`);
+    if (u.password === null && u.keys.length === 0) throw new AdminError('a user needs a password or a public key');
+    const home = u.home === undefined ? join(this.dataDir, 'homes', u.name) : resolve(u.home);
+    if (!isAbsolute(home)) throw new AdminError(`home "${u.home}" must be a path`);
+    const settings: UserSettings = {
+      home,
+      enabled: true,
+      expiresAt: u.expiresAt ?? null,
+      protocols: u.protocols ?? [...PROTOCOLS],
+      requireTls: u.requireTls ?? false,
+      requireKey: u.requireKey ?? false,
+      permissions: u.permissions ?? [...DEFAULT_PERMISSIONS],
+      quotaBytes: u.quotaBytes ?? 0,
+      quotaFiles: u.quotaFiles ?? 0,
+      allowIps: u.allowIps ?? [],
+      denyIps: u.denyIps ?? [],
+    };
+    const hash = u.password === null ? null : await this.hasher.hash(u.password);
+    const createdHome = makeHome(home);
+    try {
+      return this.store.create(u.name, hash, settings, u.keys);
+    } catch (err) {
+      if (createdHome) rmSync(home, { recursive: true, force: true });
+      throw new AdminError(`could not add user: ${(err as Error).message}`);
+    }
+  }
+
+  update(name: string, patch: Partial<UserSettings>): UserRecord {
+    const user = this.require(name);
+    const settings: UserSettings = {
+      home: user.home,
+      enabled: user.enabled,
+      expiresAt: user.expiresAt,
+      protocols: user.protocols,
+      requireTls: user.requireTls,
+      requireKey: user.requireKey,
+      permissions: user.permissions,
+      quotaBytes: user.quotaBytes,
+      quotaFiles: user.quotaFiles,
+      allowIps: user.allowIps,
+      denyIps: user.denyIps,
+      ...patch,
+    };
+    if (patch.home !== undefined) {
+      settings.home = resolve(patch.home);
+      makeHome(settings.home);
+    }
+    this.store.update(user.id, settings);
+    return this.require(name);
+  }
+
+  async setPassword(name: string, password: string): Promise<void> {
+    const user = this.require(name);
+    this.store.setPasswordHash(user.id, await this.hasher.hash(password));
+  }
+
+  remove(name: string): void {
+    this.store.remove(this.require(name).id);
+  }
+}
+
+/** Create the home if missing (owner-only); true if we created it. Refuses a file in the way. */
+function makeHome(home: string): boolean {
+  try {
+    if (statSync(home).isDirectory()) return false;
+    throw new AdminError(`home ${home} exists and is not a directory`);
+  } catch (err) {
+    if (err instanceof AdminError) throw err;
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new AdminError(`home ${home}: ${(err as Error).message}`);
+  }
+  mkdirSync(home, { recursive: true, mode: 0o750 });
+  return true;
+}
+
+export function validatePassword(password: string): string {
+  if (password.length < 8) throw new AdminError('password too short (at least 8 characters)');
+  if (password.length > 1024) throw new AdminError('password too long (at most 1024 characters)');
+  return password;
+}

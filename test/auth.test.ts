@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import argon2 from 'argon2';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import ssh2 from 'ssh2';
+import { AuthError, Authenticator, type AuthRequest } from '../src/auth/authenticator.js';
+import { addressAllowed, parseCidr } from '../src/auth/ip-rules.js';
+import { PasswordHasher } from '../src/auth/passwords.js';
+import { parsePublicKey } from '../src/auth/public-keys.js';
+import { World } from './helpers/world.js';
+
+const req = (username: string, over: Partial<AuthRequest> = {}): AuthRequest => ({
+  username, protocol: 'sftp', remoteAddress: '127.0.0.1', remotePort: 5555, connection: 'c1', ...over,
+});
+const because = (reason: string) => (e: unknown) => e instanceof AuthError && e.reason === reason && e.message === 'Login incorrect';
+
+describe('authentication', () => {
+  let world: World;
+  let auth: Authenticator;
+  before(async () => {
+    world = new World();
+    auth = world.services.authenticator;
+    await world.addUser('alice', { password: 'correct horse' });
+  });
+  after(() => world.close());
+
+  it('stores argon2id with OWASP parameters and verifies', async () => {
+    const hash = world.services.users.get('alice')!.passwordHash!;
+    assert.match(hash, /^\$argon2id\$v=19\$(?=.*m=19456)(?=.*t=2)(?=.*p=1)/);
+    const account = await auth.password(req('alice'), 'correct horse');
+    assert.equal(account.name, 'alice');
+    await assert.rejects(auth.password(req('alice'), 'wrong'), because('bad-password'));
+  });
+
+  it('rehashes on login when the parameters changed', async () => {
+    const weak = await argon2.hash('old password', { type: argon2.argon2id, memoryCost: 4096, timeCost: 1, parallelism: 1 });
+    await world.addUser('old', { password: 'placeholder' });
+    const id = world.services.users.get('old')!.id;
+    world.services.users.setPasswordHash(id, weak);
+    await auth.password(req('old'), 'old password');
+    const now = world.services.users.get('old')!.passwordHash!;
+    assert.notEqual(now, weak);
+    assert.ok(/m=19456/.test(now) && /t=2/.test(now) && /p=1/.test(now));
+    await auth.password(req('old'), 'old password');
+  });
+
+  it('unknown users cost a real verification (no timing oracle) and fail alike', async () => {
+    const hasher = new PasswordHasher(2);
+    const known = await hasher.hash('pw');
+    const t0 = process.hrtime.bigint();
+    assert.equal(await hasher.verify(null, 'pw'), false);
+    const tUnknown = Number(process.hrtime.bigint() - t0) / 1e6;
+    const t1 = process.hrtime.bigint();
+    assert.equal(await hasher.verify(known, 'nope'), false);
+    const tKnown = Number(process.hrtime.bigint() - t1) / 1e6;
+    // The dummy hash has the same parameters: same order of cost (the first call also builds it).
+    assert.ok(tUnknown >= tKnown * 0.5, `unknown ${tUnknown}ms vs known ${tKnown}ms`);
+    await assert.rejects(auth.password(req('nobody'), 'x'), because('unknown-user'));
+  });
+
+  it('caps concurrent hashes', async () => {
+    const hasher = new PasswordHasher(1);
+    let maxActive = 0;
+    const probe = setInterval(() => {
+      maxActive = Math.max(maxActive, (hasher as unknown as { active: number }).active);
+    }, 1);
+    await Promise.all([1, 2, 3, 4].map((i) => hasher.hash(`p${i}`)));
+    clearInterval(probe);
+    assert.equal(maxActive, 1);
+  });
+
+  it('refuses a disabled account', async () => {
+    await world.addUser('dis');
+    world.services.admin.update('dis', { enabled: false });
+    await assert.rejects(auth.password(req('dis'), 'correct horse'), because('disabled'));
+  });
+
+  it('refuses an expired account like a disabled one', async () => {
+    await world.addUser('exp', { expiresAt: new Date(Date.now() - 1000) });
+    await assert.rejects(auth.password(req('exp'), 'correct horse'), because('expired'));
+    world.services.admin.update('exp', { expiresAt: new Date(Date.now() + 3600_000) });
+    await auth.password(req('exp'), 'correct horse');
+  });
+
+  it('refuses a protocol the user may not use, and plain FTP for a require-TLS user', async () => {
+    await world.addUser('sftponly', { protocols: ['sftp'] });
+    await assert.rejects(auth.password(req('sftponly', { protocol: 'ftps' }), 'correct horse'), because('protocol-not-allowed'));
+    await world.addUser('tls', { protocols: ['ftp', 'ftps'], requireTls: true });
+    await assert.rejects(auth.password(req('tls', { protocol: 'ftp' }), 'correct horse'), because('tls-required'));
+    await auth.password(req('tls', { protocol: 'ftps' }), 'correct horse');
+  });
+
+  it('refuses an address outside the allow list or inside the deny list', async () => {
+    await world.addUser('lan', { allowIps: ['192.168.0.0/16'], denyIps: ['192.168.66.0/24'] });
+    await assert.rejects(auth.password(req('lan'), 'correct horse'), because('address-not-allowed'));
+    await auth.password(req('lan', { remoteAddress: '::ffff:192.168.1.9' }), 'correct horse');
+    await assert.rejects(auth.password(req('lan', { remoteAddress: '192.168.66.7' }), 'correct horse'), because('address-not-allowed'));
+  });
+
+  it('a key-only user cannot log in with a password', async () => {
+    await world.addUser('keyonly', { requireKey: true });
+    await assert.rejects(auth.password(req('keyonly'), 'correct horse'), because('key-required'));
+  });
+
+  it('accepts a registered public key; a query without signature is not audited', async () => {
+    const pair = ssh2.utils.generateKeyPairSync('ed25519');
+    const other = ssh2.utils.generateKeyPairSync('ed25519');
+    await world.addUser('k', { password: null, keys: [parsePublicKey(pair.public)] });
+    const blob = parsePublicKey(pair.public).blob;
+    const before = (await world.auditLines()).length;
+    auth.publicKey(req('k'), blob, false);
+    assert.equal((await world.auditLines()).length, before, 'a key query writes nothing');
+    assert.equal(auth.publicKey(req('k'), blob, true).name, 'k');
+    assert.throws(() => auth.publicKey(req('k'), parsePublicKey(other.public).blob, true), because('bad-key'));
+  });
+
+  it('audits success and failure with the reason, never the password or hash', async () => {
+    await assert.rejects(auth.password(req('alice', { connection: 'leak' }), 'hunter2-secret'), because('bad-password'));
+    const lines = await world.auditLines();
+    const fail = lines.find((l) => l.session === 'leak');
+    assert.equal(fail?.event, 'login-failed');
+    assert.equal(fail?.reason, 'bad-password');
+    const text = readFileSync(join(world.dataDir, 'audit.log'), 'utf8');
+    for (const secret of ['hunter2-secret', 'correct horse', '$argon2']) assert.ok(!text.includes(secret), `audit log contains ${secret}`);
+    assert.ok(lines.some((l) => l.event === 'login' && l.user === 'alice' && l.method === 'password'));
+  });
+});
+
+describe('address rules (pure)', () => {
+  it('parses and normalises CIDR, refusing junk', () => {
+    assert.equal(parseCidr('10.0.0.1'), '10.0.0.1/32');
+    assert.equal(parseCidr('::1'), '::1/128');
+    assert.throws(() => parseCidr('10.0.0.0/33'), /bad prefix/);
+    assert.throws(() => parseCidr('example.com'), /not an IP/);
+  });
+  it('deny wins; an empty allow list allows all', () => {
+    assert.equal(addressAllowed('1.2.3.4', [], []), true);
+    assert.equal(addressAllowed('1.2.3.4', [], ['1.2.0.0/16']), false);
+    assert.equal(addressAllowed('2001:db8::5', ['2001:db8::/32'], []), true);
+    assert.equal(addressAllowed('2001:db9::5', ['2001:db8::/32'], []), false);
+  });
+});

@@ -1,0 +1,158 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import argon2 from 'argon2';
+import ssh2 from 'ssh2';
+import { openDatabase } from '../src/store/db.js';
+import { UserStore } from '../src/store/users.js';
+import { sluice } from './helpers/cli.js';
+
+describe('sluice CLI', () => {
+  let dir: string;
+  let keyFile: string;
+  const run = (args: string[], input?: string) => sluice(dir, args, input);
+  const json = (args: string[]) => JSON.parse(run(args).stdout) as Record<string, unknown>;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-cli-'));
+    keyFile = join(dir, 'id.pub');
+    writeFileSync(keyFile, ssh2.utils.generateKeyPairSync('ed25519', { comment: 'me@laptop' }).public + '\n');
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('prints help everywhere and exits 0', () => {
+    for (const args of [['--help'], ['user', '--help'], ['user', 'add', '--help'], ['serve', '--help']]) {
+      const r = run(args);
+      assert.equal(r.code, 0, args.join(' '));
+      assert.match(r.stdout, /Usage: sluice/);
+    }
+  });
+
+  it('adds a user from a pipe, with every option', () => {
+    const r = run(['user', 'add', 'alice', '--perms', 'list,download,upload', '--protocols', 'sftp,ftps',
+      '--quota-bytes', '10M', '--quota-files', '100', '--require-tls', '--allow-ip', '10.0.0.0/8', '--key', keyFile,
+      '--password-stdin'], 'a long password\n');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /added user alice/);
+    const u = json(['user', 'show', 'alice', '--json']);
+    assert.deepEqual(u.permissions, ['list', 'download', 'upload']);
+    assert.deepEqual(u.protocols, ['sftp', 'ftps']);
+    assert.equal(u.quotaBytes, 10 * 1024 * 1024);
+    assert.equal(u.quotaFiles, 100);
+    assert.equal(u.requireTls, true);
+    assert.deepEqual(u.allowIps, ['10.0.0.0/8']);
+    assert.equal(u.password, 'set');
+    assert.equal((u.keys as { comment: string }[])[0]?.comment, 'me@laptop');
+    assert.ok(!JSON.stringify(u).includes('argon2'), 'no hash in output');
+    assert.ok(statSync(join(dir, 'data/homes/alice')).isDirectory(), 'home created');
+    assert.equal(statSync(join(dir, 'data/sluice.db')).mode & 0o777, 0o600);
+  });
+
+  it('reads the password from stdin when no option is given and stdin is a pipe', () => {
+    const r = run(['user', 'add', 'piped'], 'piped password\n');
+    assert.equal(r.code, 0, r.stderr);
+  });
+
+  it('generates a password on request and prints it once', () => {
+    const r = run(['user', 'add', 'gen', '--generate-password']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /password: [A-Za-z0-9_-]{24}\n/);
+  });
+
+  it('new users get every permission but chmod and symlink', () => {
+    const u = json(['user', 'show', 'gen', '--json']);
+    assert.deepEqual(u.permissions, ['list', 'download', 'upload', 'overwrite', 'delete', 'rename', 'mkdir', 'rmdir', 'chtimes']);
+  });
+
+  it('lists users as a table and as JSON', () => {
+    const r = run(['user', 'list']);
+    assert.match(r.stdout, /^NAME\s+STATE/);
+    assert.match(r.stdout, /alice\s+enabled\s+sftp,ftps/);
+    assert.deepEqual((JSON.parse(run(['user', 'list', '--json']).stdout) as { name: string }[]).map((u) => u.name), ['alice', 'gen', 'piped']);
+  });
+
+  it('sets, disables, enables', () => {
+    assert.equal(run(['user', 'set', 'gen', '--quota-bytes', '1G', '--no-require-tls', '--expires', '2099-01-01']).code, 0);
+    const u = json(['user', 'show', 'gen', '--json']);
+    assert.equal(u.quotaBytes, 1024 ** 3);
+    assert.equal(u.expiresAt, '2099-01-01T00:00:00.000Z');
+    assert.equal(run(['user', 'disable', 'gen']).code, 0);
+    assert.equal(json(['user', 'show', 'gen', '--json']).enabled, false);
+    assert.match(run(['user', 'list']).stdout, /gen\s+disabled/);
+    assert.equal(run(['user', 'enable', 'gen']).code, 0);
+    assert.equal(json(['user', 'show', 'gen', '--json']).enabled, true);
+  });
+
+  it('changes a password', async () => {
+    const r = run(['user', 'passwd', 'gen', '--password-stdin'], 'another password\n');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /password changed for gen/);
+    const db = openDatabase(join(dir, 'data/sluice.db'));
+    const hash = new UserStore(db).get('gen')?.passwordHash;
+    db.close();
+    assert.ok(hash && (await argon2.verify(hash, 'another password')));
+  });
+
+  it('manages keys', () => {
+    const list = run(['user', 'key', 'list', 'alice']).stdout;
+    const fp = /SHA256:\S+/.exec(list)?.[0];
+    assert.ok(fp);
+    assert.equal(run(['user', 'key', 'add', 'alice', keyFile]).code, 2, 'the same key twice is refused');
+    assert.equal(run(['user', 'key', 'remove', 'alice', fp]).code, 0);
+    assert.doesNotMatch(run(['user', 'key', 'list', 'alice']).stdout, /SHA256/);
+    assert.equal(run(['user', 'key', 'add', 'alice', '-'], readFileSync(keyFile, 'utf8')).code, 0);
+  });
+
+  it('sets and drops per-directory permissions', () => {
+    assert.equal(run(['user', 'perm', 'alice', '/incoming/../drop', 'upload']).code, 0);
+    assert.deepEqual(json(['user', 'show', 'alice', '--json']).dirPermissions, [{ path: '/drop', permissions: ['upload'] }]);
+    assert.equal(run(['user', 'perm', 'alice', '/drop', 'inherit']).code, 0);
+    assert.deepEqual(json(['user', 'show', 'alice', '--json']).dirPermissions, []);
+  });
+
+  const badArgs: [string, string[], string, RegExp][] = [
+    ['unknown option', ['user', 'add', 'x', '--frob'], '', /^sluice: Unknown option '--frob'\n$/],
+    ['bad name', ['user', 'add', '../evil', '--password-stdin'], 'long password\n', /invalid user name/],
+    ['bad permission', ['user', 'add', 'x', '--perms', 'list,fly', '--password-stdin'], 'long password\n', /unknown permission "fly"/],
+    ['bad protocol', ['user', 'add', 'x', '--protocols', 'http', '--password-stdin'], 'long password\n', /unknown protocol "http"/],
+    ['bad quota', ['user', 'add', 'x', '--quota-bytes', 'lots', '--password-stdin'], 'long password\n', /--quota-bytes: "lots" is not a size/],
+    ['bad CIDR', ['user', 'add', 'x', '--allow-ip', '10.0.0.0/99', '--password-stdin'], 'long password\n', /bad prefix length/],
+    ['bad date', ['user', 'add', 'x', '--expires', 'tomorrow', '--password-stdin'], 'long password\n', /--expires: "tomorrow" is not a date/],
+    ['short password', ['user', 'add', 'x', '--password-stdin'], 'short\n', /password too short/],
+    ['empty stdin', ['user', 'add', 'x', '--password-stdin'], '', /no password on standard input/],
+    ['bad key file', ['user', 'add', 'x', '--key', '/nonexistent.pub'], '', /cannot read key file/],
+    ['private key as key', ['user', 'add', 'x', '--key', 'PRIVATE'], '', /private key/],
+    ['duplicate user', ['user', 'add', 'ALICE', '--password-stdin'], 'long password\n', /already exists/],
+    ['unknown user', ['user', 'show', 'nobody'], '', /no user named "nobody"/],
+    ['unknown command', ['frobnicate'], '', /unknown command "frobnicate"/],
+    ['missing argument', ['user', 'show'], '', /missing argument/],
+    ['extra argument', ['user', 'show', 'alice', 'bob'], '', /unexpected argument "bob"/],
+    ['relative perm path', ['user', 'perm', 'alice', 'drop', 'upload'], '', /must be an absolute virtual path/],
+    ['nothing to set', ['user', 'set', 'alice'], '', /nothing to set/],
+  ];
+  for (const [what, args, input, pattern] of badArgs) {
+    it(`${what}: one clear line, non-zero exit, nothing written`, () => {
+      const realArgs = args.map((a) => (a === 'PRIVATE' ? privateKeyFile() : a));
+      const before = run(['user', 'list', '--json']).stdout;
+      const r = run(realArgs, input);
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, pattern);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.equal(run(['user', 'list', '--json']).stdout, before, 'no user added or changed');
+      assert.ok(!existsSync(join(dir, 'data/homes/x')), 'no home left behind');
+    });
+  }
+
+  it('removes a user', () => {
+    assert.equal(run(['user', 'remove', 'piped']).code, 0);
+    assert.equal(run(['user', 'show', 'piped']).code, 2);
+  });
+
+  function privateKeyFile(): string {
+    const f = join(dir, 'id_private');
+    writeFileSync(f, ssh2.utils.generateKeyPairSync('ed25519').private);
+    return f;
+  }
+});

@@ -1,0 +1,94 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { ConfigError, loadConfig } from '../src/config/load.js';
+import { sluice } from './helpers/cli.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'sluice-config-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const load = (env: NodeJS.ProcessEnv = {}, file?: string) => loadConfig({ env, cwd: dir, file });
+const fails = (pattern: RegExp) => (e: unknown) => e instanceof ConfigError && pattern.test(e.message) && !e.message.includes('\n');
+
+describe('configuration', () => {
+  it('has working defaults', () => {
+    const c = load();
+    assert.equal(c.ftp.port, 2121);
+    assert.equal(c.ftp.implicitTlsPort, 2990);
+    assert.equal(c.sftp.port, 2222);
+    assert.equal(c.ftp.passivePorts, '50000-50100');
+    assert.equal(c.ftp.tls, 'required');
+    assert.equal(c.bind, '0.0.0.0');
+    assert.equal(c.dataDir, join(dir, 'data'));
+    assert.equal(c.source, null);
+  });
+
+  it('reads YAML and lets the environment override it', () => {
+    writeFileSync(join(dir, 'a.yaml'), 'ftp:\n  port: 2100\n  tls: optional\nsftp:\n  port: 0\nlogLevel: debug\n');
+    const c = load({ SLUICE_FTP_PORT: '2200', SLUICE_PASV_PORTS: '40000-40010', SLUICE_BIND: '127.0.0.1' }, 'a.yaml');
+    assert.equal(c.ftp.port, 2200);
+    assert.equal(c.ftp.tls, 'optional');
+    assert.equal(c.sftp.port, 0, 'a port of 0 disables the front-end');
+    assert.equal(c.ftp.passivePorts, '40000-40010');
+    assert.equal(c.bind, '127.0.0.1');
+    assert.equal(c.logLevel, 'debug');
+  });
+
+  it('every documented environment variable is honoured', () => {
+    const c = load({
+      SLUICE_DATA_DIR: 'd2', SLUICE_CERTS_DIR: 'c2', SLUICE_BIND: '::', SLUICE_FTP_PORT: '1', SLUICE_FTPS_PORT: '2',
+      SLUICE_SFTP_PORT: '3', SLUICE_PASV_PORTS: '2000-2001', SLUICE_FTP_TLS: 'optional', SLUICE_LOG_LEVEL: 'warn',
+    });
+    assert.deepEqual(
+      [c.dataDir, c.certsDir, c.bind, c.ftp.port, c.ftp.implicitTlsPort, c.sftp.port, c.ftp.passivePorts, c.ftp.tls, c.logLevel],
+      [join(dir, 'd2'), join(dir, 'c2'), '::', 1, 2, 3, '2000-2001', 'optional', 'warn'],
+    );
+  });
+
+  it('finds ./sluice.yaml and SLUICE_CONFIG', () => {
+    writeFileSync(join(dir, 'sluice.yaml'), 'ftp:\n  port: 2333\n');
+    assert.equal(load().ftp.port, 2333);
+    writeFileSync(join(dir, 'other.yaml'), 'ftp:\n  port: 2444\n');
+    assert.equal(load({ SLUICE_CONFIG: 'other.yaml' }).ftp.port, 2444);
+    rmSync(join(dir, 'sluice.yaml'));
+  });
+
+  const bad: [string, NodeJS.ProcessEnv, string | null, RegExp][] = [
+    ['unknown top-level key', {}, 'colour: blue\n', /unknown key "colour"/],
+    ['unknown nested key', {}, 'ftp:\n  prot: 21\n', /unknown key "ftp.prot"/],
+    ['port out of range', {}, 'ftp:\n  port: 70000\n', /ftp\.port/],
+    ['port of the wrong type', {}, 'sftp:\n  port: "ssh"\n', /sftp\.port/],
+    ['bad TLS policy', { SLUICE_FTP_TLS: 'sometimes' }, null, /ftp\.tls \(from SLUICE_FTP_TLS\)/],
+    ['bad port in the environment', { SLUICE_SFTP_PORT: '22x' }, null, /SLUICE_SFTP_PORT: "22x" is not a port/],
+    ['bad passive range', { SLUICE_PASV_PORTS: '60000-50000' }, null, /ftp\.passivePorts/],
+    ['bad log level', { SLUICE_LOG_LEVEL: 'loud' }, null, /logLevel/],
+    ['not YAML', {}, 'ftp: [\n', /not valid YAML/],
+    ['not a mapping', {}, '- a\n- b\n', /must be a mapping/],
+  ];
+  for (const [what, env, yaml, pattern] of bad) {
+    it(`refuses ${what} with one line naming the key`, () => {
+      let file: string | undefined;
+      if (yaml !== null) {
+        file = `bad-${what.replace(/\W+/g, '-')}.yaml`;
+        writeFileSync(join(dir, file), yaml);
+      }
+      assert.throws(() => load(env, file), fails(pattern));
+    });
+  }
+
+  it('refuses a missing config file and an unusable data directory', () => {
+    assert.throws(() => load({}, 'missing.yaml'), fails(/cannot read it \(ENOENT\)/));
+    writeFileSync(join(dir, 'afile'), '');
+    assert.throws(() => load({ SLUICE_DATA_DIR: 'afile/sub' }), fails(/dataDir: .* is not a usable directory/));
+  });
+
+  it('the CLI exits 2 with one line on a bad config', () => {
+    writeFileSync(join(dir, 'sluice.yaml'), 'bogus: 1\n');
+    const r = sluice(dir, ['serve']);
+    rmSync(join(dir, 'sluice.yaml'));
+    assert.equal(r.code, 2);
+    assert.equal(r.stderr, 'sluice: config: unknown key "bogus"\n');
+  });
+});

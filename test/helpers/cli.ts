@@ -1,0 +1,52 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const BIN = fileURLToPath(new URL('../../dist/bin.cjs', import.meta.url));
+
+export interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run the built `sluice` in `cwd`, like a user would. */
+export function sluice(cwd: string, args: string[], input?: string, env: NodeJS.ProcessEnv = {}): Run {
+  const r = spawnSync(process.execPath, [BIN, ...args], {
+    cwd,
+    input: input ?? '',
+    encoding: 'utf8',
+    env: { ...process.env, SLUICE_LOG_LEVEL: 'warn', ...env },
+    timeout: 60_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Start `sluice serve` and resolve once `marker` appears on stdout. */
+export function startServe(cwd: string, env: NodeJS.ProcessEnv, marker: RegExp) {
+  const child = spawn(process.execPath, [BIN, 'serve'], { cwd, env: { ...process.env, ...env } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d));
+  child.stderr.on('data', (d: Buffer) => (stderr += d));
+  const ready = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`serve did not start:\n${stdout}\n${stderr}`)), 60_000);
+    const check = () => {
+      if (marker.test(stdout)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout.on('data', check);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`serve exited ${code}:\n${stdout}\n${stderr}`));
+    });
+  });
+  const stop = async (): Promise<number | null> => {
+    if (child.exitCode !== null) return child.exitCode;
+    const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    child.kill('SIGTERM');
+    return exited;
+  };
+  return { child, ready, stop, output: () => ({ stdout, stderr }) };
+}

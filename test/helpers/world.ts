@@ -1,0 +1,89 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openServices, type Services } from '../../src/app.js';
+import { toAccount } from '../../src/auth/authenticator.js';
+import { configSchema, type Config } from '../../src/config/schema.js';
+import type { Protocol } from '../../src/session/account.js';
+import { Session } from '../../src/session/session.js';
+import type { NewUser } from '../../src/users/admin.js';
+
+/** A real sluice data directory, database and audit log in a temp folder. */
+export class World {
+  readonly dir = mkdtempSync(join(tmpdir(), 'sluice-test-'));
+  readonly services: Services;
+  private readonly sessions: Session[] = [];
+
+  constructor(overrides: Partial<Config> = {}) {
+    const config = configSchema.parse({ dataDir: join(this.dir, 'data'), certsDir: join(this.dir, 'certs'), logLevel: 'silent' });
+    this.services = openServices({ ...config, ...overrides });
+  }
+
+  get dataDir(): string {
+    return this.services.config.dataDir;
+  }
+
+  async addUser(name: string, opts: Partial<NewUser> = {}) {
+    return this.services.admin.add({ name, password: 'correct horse', keys: [], ...opts });
+  }
+
+  /** A session as a front-end would open it after login. */
+  async session(name: string, protocol: Protocol = 'sftp'): Promise<Session> {
+    const user = this.services.users.get(name);
+    if (!user) throw new Error(`no user ${name}`);
+    const s = await Session.open(
+      toAccount(user),
+      { id: `test-${this.sessions.length}`, protocol, remoteAddress: '127.0.0.1', remotePort: 40000 },
+      this.services.sessionDeps,
+    );
+    this.sessions.push(s);
+    return s;
+  }
+
+  home(name: string): string {
+    return join(this.dataDir, 'homes', name);
+  }
+
+  /** Audit lines written so far (flushes the async writer first). */
+  async auditLines(): Promise<Record<string, unknown>[]> {
+    await this.services.audit.flush();
+    const text = readFileSync(join(this.dataDir, 'audit.log'), 'utf8');
+    return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.sessions.map((s) => s.close()));
+    await this.services.close();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
+export async function writeFile(s: Session, path: string, data: string | Buffer, options = {}): Promise<void> {
+  const up = await s.openWrite(path, options);
+  try {
+    await up.write(Buffer.from(data));
+  } catch (err) {
+    await up.abort(String(err), 'failed');
+    throw err;
+  }
+  await up.close();
+}
+
+export async function readFile(s: Session, path: string, offset = 0): Promise<string> {
+  const down = await s.openRead(path, offset);
+  const chunks: Buffer[] = [];
+  for (let pos = offset; ; ) {
+    const b = await down.read(pos, 65536);
+    if (b.length === 0) break;
+    chunks.push(b);
+    pos += b.length;
+  }
+  await down.close();
+  return Buffer.concat(chunks).toString();
+}

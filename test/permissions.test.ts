@@ -1,0 +1,167 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { SluiceError } from '../src/session/errors.js';
+import { PERMISSIONS, allows, parsePermissions, permissionsAt, type Permission } from '../src/session/permissions.js';
+import type { Session } from '../src/session/session.js';
+import { World, collect, readFile, writeFile } from './helpers/world.js';
+
+const denied = (e: unknown) => e instanceof SluiceError && e.kind === 'permission-denied';
+
+describe('permission rules (pure)', () => {
+  const rules = {
+    root: new Set<Permission>(['list', 'download']),
+    dirs: new Map<string, Set<Permission>>([
+      ['/in', new Set<Permission>(['upload'])],
+      ['/in/open', new Set<Permission>(['upload', 'list'])],
+    ]),
+  };
+  it('the closest configured ancestor wins and is inherited', () => {
+    assert.deepEqual([...permissionsAt(rules, '/')], ['list', 'download']);
+    assert.deepEqual([...permissionsAt(rules, '/other/deep')], ['list', 'download']);
+    assert.deepEqual([...permissionsAt(rules, '/in')], ['upload']);
+    assert.deepEqual([...permissionsAt(rules, '/in/a/b')], ['upload']);
+    assert.deepEqual([...permissionsAt(rules, '/in/open/x')], ['upload', 'list']);
+    assert.equal(allows(rules, 'list', '/inbox'), true, '/inbox is not under /in');
+  });
+  it('parses lists, all and none, and names an unknown word', () => {
+    assert.deepEqual(parsePermissions('all'), [...PERMISSIONS]);
+    assert.deepEqual(parsePermissions('none'), []);
+    assert.deepEqual(parsePermissions('list, upload'), ['list', 'upload']);
+    assert.throws(() => parsePermissions('list,fly'), /unknown permission "fly"/);
+  });
+});
+
+/** Each permission: one user that has only it refused, one that has all allowed. */
+describe('every permission allows and refuses through the session', () => {
+  let world: World;
+  before(async () => {
+    world = new World();
+  });
+  after(() => world.close());
+
+  async function userWith(perms: Permission[]): Promise<{ s: Session; home: string }> {
+    const name = `u${Math.random().toString(36).slice(2, 10)}`;
+    await world.addUser(name, { permissions: perms });
+    const home = world.home(name);
+    writeFileSync(join(home, 'file.txt'), 'hello');
+    mkdirSync(join(home, 'dir'));
+    mkdirSync(join(home, 'empty'));
+    return { s: await world.session(name), home };
+  }
+
+  const ops: Record<Permission, (s: Session) => Promise<unknown>> = {
+    list: (s) => collect(s.list('/')),
+    download: (s) => readFile(s, 'file.txt'),
+    upload: (s) => writeFile(s, 'new.txt', 'new'),
+    overwrite: (s) => writeFile(s, 'file.txt', 'replaced'),
+    delete: (s) => s.remove('file.txt'),
+    rename: (s) => s.rename('file.txt', 'renamed.txt'),
+    mkdir: (s) => s.mkdir('made'),
+    rmdir: (s) => s.rmdir('empty'),
+    chmod: (s) => s.chmod('file.txt', 0o600),
+    chtimes: (s) => s.setTimes('file.txt', new Date('2020-01-01T00:00:00Z')),
+    symlink: (s) => s.symlink('file.txt', 'link'),
+  };
+
+  for (const perm of PERMISSIONS) {
+    it(`${perm}: allowed with it`, async () => {
+      const { s } = await userWith([...PERMISSIONS]);
+      await ops[perm](s);
+    });
+    it(`${perm}: refused without it, nothing changed`, async () => {
+      // Overwrite needs upload as well; keep everything but the one under test.
+      const { s, home } = await userWith(PERMISSIONS.filter((p) => p !== perm));
+      await assert.rejects(ops[perm](s), denied);
+      assert.equal(readFileSync(join(home, 'file.txt'), 'utf8'), 'hello');
+      assert.ok(!existsSync(join(home, 'new.txt')) && !existsSync(join(home, 'made')) && !existsSync(join(home, 'link')));
+      assert.ok(existsSync(join(home, 'empty')));
+    });
+  }
+
+  it('effects are real: chmod sets the mode, chtimes the mtime', async () => {
+    const { s, home } = await userWith([...PERMISSIONS]);
+    await s.chmod('file.txt', 0o640);
+    await s.setTimes('file.txt', new Date('2020-01-02T03:04:05Z'));
+    const info = await s.stat('file.txt');
+    assert.equal(info.mode & 0o777, 0o640);
+    assert.equal(info.mtime.toISOString(), '2020-01-02T03:04:05.000Z');
+    assert.ok(existsSync(join(home, 'file.txt')));
+  });
+
+  it('rename over an existing file needs overwrite too', async () => {
+    const { s } = await userWith(PERMISSIONS.filter((p) => p !== 'overwrite'));
+    await writeFile(s, 'other.txt', 'o');
+    await assert.rejects(s.rename('other.txt', 'file.txt'), denied);
+  });
+
+  it('denials are audited with the operation and path', async () => {
+    const { s } = await userWith(['list']);
+    await assert.rejects(s.mkdir('nope'), denied);
+    const lines = await world.auditLines();
+    assert.ok(lines.some((l) => l.event === 'denied' && l.operation === 'mkdir' && l.path === '/nope' && l.reason === 'permission'));
+  });
+});
+
+describe('per-directory overrides', () => {
+  let world: World;
+  let s: Session;
+  let home: string;
+  before(async () => {
+    world = new World();
+    // A drop box: the home is closed, /incoming takes new files and nothing else.
+    const user = await world.addUser('drop', { permissions: [] });
+    world.services.users.setDirPermissions(user.id, '/incoming', ['upload']);
+    world.services.users.setDirPermissions(user.id, '/public', ['list', 'download']);
+    home = world.home('drop');
+    mkdirSync(join(home, 'incoming'));
+    mkdirSync(join(home, 'public'));
+    writeFileSync(join(home, 'public/readme.txt'), 'read me');
+    writeFileSync(join(home, 'incoming/earlier.txt'), 'someone else');
+    s = await world.session('drop');
+  });
+  after(() => world.close());
+
+  it('drop box: can write a new file', async () => {
+    await writeFile(s, '/incoming/report.pdf', 'pdf bytes');
+    assert.equal(readFileSync(join(home, 'incoming/report.pdf'), 'utf8'), 'pdf bytes');
+  });
+  it('drop box: cannot list', async () => {
+    await assert.rejects(collect(s.list('/incoming')), denied);
+  });
+  it('drop box: cannot read, even its own upload', async () => {
+    await assert.rejects(readFile(s, '/incoming/report.pdf'), denied);
+  });
+  it('drop box: cannot overwrite', async () => {
+    await assert.rejects(writeFile(s, '/incoming/earlier.txt', 'replaced'), denied);
+    assert.equal(readFileSync(join(home, 'incoming/earlier.txt'), 'utf8'), 'someone else');
+  });
+  it('drop box: cannot delete or rename', async () => {
+    await assert.rejects(s.remove('/incoming/earlier.txt'), denied);
+    await assert.rejects(s.rename('/incoming/earlier.txt', '/incoming/x'), denied);
+  });
+  it('drop box: cannot probe whether a file exists', async () => {
+    await assert.rejects(s.stat('/incoming/earlier.txt'), denied);
+    await assert.rejects(s.stat('/incoming/no-such'), denied);
+  });
+  it('drop box: may resume its upload at the end, never rewrite the middle', async () => {
+    await writeFile(s, '/incoming/big.bin', 'part1');
+    await writeFile(s, '/incoming/big.bin', '+part2', { offset: 5 });
+    assert.equal(readFileSync(join(home, 'incoming/big.bin'), 'utf8'), 'part1+part2');
+    await assert.rejects(writeFile(s, '/incoming/big.bin', 'X', { offset: 0, truncate: false }), denied);
+  });
+  it('overrides are inherited by subdirectories; the closed home stays closed', async () => {
+    await assert.rejects(collect(s.list('/')), denied);
+    await assert.rejects(writeFile(s, '/top.txt', 'x'), denied);
+    assert.equal(await readFile(s, '/public/readme.txt'), 'read me');
+    assert.deepEqual((await collect(s.list('/public'))).map((f) => f.name), ['readme.txt']);
+    await assert.rejects(writeFile(s, '/public/x.txt', 'x'), denied);
+  });
+  it('a symlink cannot carry a write into a read-only directory', async () => {
+    const { symlinkSync } = await import('node:fs');
+    symlinkSync('../public', join(home, 'incoming/pub'));
+    await assert.rejects(writeFile(s, '/incoming/pub/sneaky.txt', 'x'), denied);
+    assert.ok(!existsSync(join(home, 'public/sneaky.txt')));
+  });
+});
