@@ -87,7 +87,9 @@ export class Authenticator {
   private checkRules(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): void {
     if (!user.enabled) this.fail(req, method, 'disabled');
     if (user.expiresAt && user.expiresAt.getTime() <= Date.now()) this.fail(req, method, 'expired');
-    if (!user.protocols.includes(req.protocol)) this.fail(req, method, 'protocol-not-allowed');
+    // Being allowed plain FTP implies being allowed the same over TLS: more security is never refused.
+    const allowed = user.protocols.includes(req.protocol) || (req.protocol === 'ftps' && user.protocols.includes('ftp'));
+    if (!allowed) this.fail(req, method, 'protocol-not-allowed');
     if (user.requireTls && req.protocol === 'ftp') this.fail(req, method, 'tls-required');
     if (!addressAllowed(req.remoteAddress, user.allowIps, user.denyIps)) this.fail(req, method, 'address-not-allowed');
   }

@@ -1,17 +1,20 @@
 import { openServices, type Services } from '../app.js';
 import { ensureKeys } from '../certs/ensure.js';
 import type { Config } from '../config/schema.js';
+import { FtpFrontEnd } from '../ftp/listener.js';
+import { ConnectionRegistry } from '../session/registry.js';
 
-/** A front-end started by `serve`: FTP, FTPS, SFTP. */
+/** A front-end started by `serve`: FTP/FTPS, SFTP. */
 export interface FrontEnd {
   readonly name: string;
+  reload?(): void;
   close(): Promise<void>;
 }
 
-export type FrontEndStarter = (services: Services) => Promise<FrontEnd | null>;
+export type FrontEndStarter = (services: Services, registry: ConnectionRegistry) => Promise<FrontEnd | null>;
 
-/** Front-ends in start order; each returns null when its port is 0. */
-export const FRONT_ENDS: FrontEndStarter[] = [];
+/** Front-ends in start order; each returns null when its ports are 0. */
+export const FRONT_ENDS: FrontEndStarter[] = [FtpFrontEnd.start];
 
 /** `sluice init`: data directory, database and keys, nothing served. */
 export async function init(config: Config, out: (s: string) => void): Promise<Services> {
@@ -39,9 +42,10 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
     );
   }
   const running: FrontEnd[] = [];
+  const registry = new ConnectionRegistry(config.limits.maxSessions, config.limits.maxSessionsPerIp);
   try {
     for (const start of FRONT_ENDS) {
-      const fe = await start(services);
+      const fe = await start(services, registry);
       if (fe) running.push(fe);
     }
   } catch (err) {
@@ -50,11 +54,14 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
     await services.close();
     return 1;
   }
+  const onHangup = () => running.forEach((fe) => fe.reload?.());
+  process.on('SIGHUP', onHangup);
   log.info({ frontEnds: running.map((fe) => fe.name), dataDir: config.dataDir }, 'sluice started');
-  // Hold the process while signals decide; front-end listeners would do this alone.
+  // With every port set to 0 nothing else holds the process until a signal comes.
   const keepAlive = setInterval(() => undefined, 1 << 30);
   const signal = await stopped;
   clearInterval(keepAlive);
+  process.off('SIGHUP', onHangup);
   log.info({ signal }, 'stopping');
   await Promise.all(running.map((fe) => fe.close()));
   await services.close();

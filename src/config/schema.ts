@@ -22,10 +22,28 @@ export const configSchema = z
         implicitTlsPort: port.default(2990),
         tls: z.enum(['required', 'optional']).default('required'),
         passivePorts: portRange.default('50000-50100'),
+        /** Address announced in PASV replies (NAT); empty: the address the client connected to. */
+        passiveAddress: z.union([z.ipv4(), z.literal('')]).default(''),
+        /** Allow PORT/EPRT (active mode); always limited to the client's own address and ports >= 1024. */
+        activeMode: z.boolean().default(true),
+        /** Data connections must resume the control connection's TLS session (vsftpd's require_ssl_reuse). */
+        requireTlsSessionReuse: z.boolean().default(true),
+        /** Seconds without a command before the control connection is closed. */
+        idleTimeout: z.number().int().min(10).max(86400).default(300),
+        /** Seconds to wait for a data connection. */
+        dataTimeout: z.number().int().min(1).max(600).default(30),
       })
       .strict()
       .prefault({}),
     sftp: z.object({ port: port.default(2222) }).strict().prefault({}),
+    limits: z
+      .object({
+        /** Connections at once, all protocols; more get 421 (FTP) or are closed (SFTP). */
+        maxSessions: z.number().int().min(1).max(100000).default(500),
+        maxSessionsPerIp: z.number().int().min(1).max(100000).default(20),
+      })
+      .strict()
+      .prefault({}),
     uploads: z
       .object({
         /** Fresh uploads are written to a hidden temporary name and renamed when complete. */

@@ -5,9 +5,10 @@ import type { Actor, AuditEvent, AuditSink } from '../audit/events.js';
 import type { Account, Protocol } from './account.js';
 import { SluiceError, fromErrno } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
-import { Jail, type Location } from './jail.js';
+import { Jail, procPath, type Location } from './jail.js';
+import { DirectoryListing } from './listing.js';
 import { UPLOAD_TEMP_PREFIX, checkName, parentOf, relativeVirtual, resolveVirtual } from './paths.js';
-import { allows, type Permission } from './permissions.js';
+import { allows, permissionsAt, type Permission } from './permissions.js';
 import type { QuotaBook, QuotaLedger } from './quota.js';
 import { Download, Upload, type TransferRecord } from './transfer.js';
 
@@ -132,8 +133,11 @@ export class Session {
     return this.guard('realpath', path, () => this.jail.with(path, true, async (loc) => loc.virtualPath));
   }
 
-  /** Directory entries in the order the file system returns them, without temp upload files. */
-  async *list(clientPath: string): AsyncGenerator<FileInfo> {
+  /**
+   * Open a directory for reading. Permission and existence are checked here,
+   * before the caller answers its client; entries come from the listing.
+   */
+  async list(clientPath: string): Promise<DirectoryListing> {
     const path = this.resolve(clientPath);
     const dirFile = await this.guard('list', path, () =>
       this.jail.with(this.checked('list', path, path), true, async (loc) => {
@@ -142,20 +146,16 @@ export class Session {
       }),
     );
     try {
-      const dir = await fsp.opendir(`/proc/self/fd/${dirFile.fd}`, { bufferSize: 128 });
-      for await (const entry of dir) {
-        if (entry.name.startsWith(UPLOAD_TEMP_PREFIX)) continue;
-        try {
-          yield toFileInfo(entry.name, await fsp.lstat(`/proc/self/fd/${dirFile.fd}/${entry.name}`));
-        } catch {
-          // removed while we listed: not an entry any more
-        }
-      }
+      return new DirectoryListing(dirFile, await fsp.opendir(procPath(dirFile.fd), { bufferSize: 128 }));
     } catch (err) {
-      throw fromErrno(err);
-    } finally {
       await dirFile.close();
+      throw fromErrno(err);
     }
+  }
+
+  /** The permissions in force in a virtual directory (MLSD perm facts). */
+  permissionsIn(virtualDir: string): ReadonlySet<Permission> {
+    return permissionsAt(this.account.permissions, virtualDir);
   }
 
   async readlink(clientPath: string): Promise<string> {

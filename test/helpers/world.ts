@@ -58,9 +58,9 @@ export class World {
   }
 }
 
-export async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+export async function collect<T>(it: AsyncIterable<T> | Promise<AsyncIterable<T>>): Promise<T[]> {
   const out: T[] = [];
-  for await (const x of it) out.push(x);
+  for await (const x of await it) out.push(x);
   return out;
 }
 

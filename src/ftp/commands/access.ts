@@ -1,0 +1,120 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AuthError } from '../../auth/authenticator.js';
+import { Session } from '../../session/session.js';
+import type { FtpConnection } from '../connection.js';
+import { Code } from '../replies.js';
+import type { CommandSpec } from './spec.js';
+
+/** Failed logins before the connection is dropped, and the pause after each. */
+const MAX_LOGIN_FAILURES = 3;
+const FAILURE_DELAY_MS = 1000;
+
+function tlsRequired(c: FtpConnection): boolean {
+  return c.ctx.config.tls === 'required' && !c.secure;
+}
+
+export const access = {
+  USER: {
+    auth: false,
+    arg: 'required',
+    run(c, arg) {
+      if (c.session) return c.reply(Code.NotLoggedIn, 'Already logged in.');
+      if (tlsRequired(c)) return c.reply(Code.NotLoggedIn, 'TLS required: use AUTH TLS (explicit FTPS) before logging in.');
+      c.userName = arg;
+      c.reply(Code.NeedPassword, 'Please specify the password.');
+    },
+  },
+  PASS: {
+    auth: false,
+    arg: 'optional',
+    async run(c, arg) {
+      if (c.session) return c.reply(Code.LoggedIn, 'Already logged in.');
+      if (tlsRequired(c)) return c.reply(Code.NotLoggedIn, 'TLS required: use AUTH TLS (explicit FTPS) before logging in.');
+      const username = c.userName;
+      if (username === null) return c.reply(Code.BadSequence, 'Login with USER first.');
+      c.userName = null;
+      const request = {
+        username,
+        protocol: c.protocol,
+        remoteAddress: c.remoteAddress,
+        remotePort: c.remotePort,
+        connection: c.id,
+      };
+      try {
+        const account = await c.ctx.authenticator.password(request, arg);
+        c.session = await Session.open(account, { id: c.id, protocol: c.protocol, remoteAddress: c.remoteAddress, remotePort: c.remotePort }, c.ctx.sessionDeps);
+        c.log.info({ user: account.name }, 'login');
+        c.reply(Code.LoggedIn, 'Login successful.');
+      } catch (err) {
+        if (!(err instanceof AuthError)) throw err;
+        c.log.info({ user: username, reason: err.reason }, 'login failed');
+        await sleep(FAILURE_DELAY_MS);
+        if (++c.loginFailures >= MAX_LOGIN_FAILURES) return c.closeAfterReply(Code.ServiceUnavailable, 'Too many failed logins.');
+        c.reply(Code.NotLoggedIn, 'Login incorrect.');
+      }
+    },
+  },
+  ACCT: { auth: false, arg: 'optional', run: (c) => c.reply(Code.NotNeeded, 'ACCT not needed.') },
+  REIN: {
+    auth: false,
+    arg: 'none',
+    async run(c) {
+      await c.logout();
+      c.reply(Code.Ready, 'Ready for a new user.');
+    },
+  },
+  QUIT: {
+    auth: false,
+    arg: 'optional',
+    duringTransfer: true,
+    async run(c) {
+      await c.transfer?.done;
+      await c.closeAfterReply(Code.Closing, 'Goodbye.');
+    },
+  },
+  AUTH: {
+    auth: false,
+    arg: 'required',
+    async run(c, arg) {
+      if (c.secure) return c.reply(Code.BadSequence, 'Already using TLS.');
+      if (!/^(TLS|SSL|TLS-C|TLS-P)$/i.test(arg.trim())) return c.reply(Code.ParameterNotImplemented, 'AUTH TLS only.');
+      await c.upgradeToTls();
+    },
+  },
+  PBSZ: {
+    auth: false,
+    arg: 'required',
+    run(c) {
+      if (!c.secure) return c.reply(Code.BadSequence, 'PBSZ needs a TLS connection.');
+      c.pbsz = true;
+      c.reply(Code.Ok, 'PBSZ=0');
+    },
+  },
+  PROT: {
+    auth: false,
+    arg: 'required',
+    run(c, arg) {
+      if (!c.secure) return c.reply(Code.BadSequence, 'PROT needs a TLS connection.');
+      if (!c.pbsz && !c.implicitTls) return c.reply(Code.BadSequence, 'PBSZ first.');
+      const level = arg.trim().toUpperCase();
+      if (level === 'P' || level === 'C') {
+        if (level === 'C' && c.ctx.config.tls === 'required') {
+          return c.reply(Code.ProtectionRefused, 'Data connections must be encrypted.');
+        }
+        c.prot = level;
+        return c.reply(Code.Ok, `Protection level set to ${level}.`);
+      }
+      if (level === 'S' || level === 'E') return c.reply(Code.ProtectionRefused, 'Only PROT C and P are supported.');
+      c.reply(Code.ParameterNotImplemented, 'Unknown protection level.');
+    },
+  },
+  CCC: { auth: false, arg: 'none', run: (c) => c.reply(Code.ProtectionRefused, 'CCC refused: the control connection stays encrypted.') },
+  HOST: {
+    auth: false,
+    arg: 'required',
+    run(c) {
+      if (c.session || c.userName !== null) return c.reply(Code.BadSequence, 'HOST must come before USER.');
+      c.reply(Code.Ready, 'Host accepted.');
+    },
+  },
+} satisfies Record<string, CommandSpec>;

@@ -1,0 +1,76 @@
+import { isIP } from 'node:net';
+import type { FtpConnection } from '../connection.js';
+import { activeTargetRefusal, parseEprtArg, parsePortArg, pasvText, type HostPort } from '../data/address.js';
+import { ActiveEndpoint } from '../data/active.js';
+import { PassiveEndpoint } from '../data/passive.js';
+import { Code } from '../replies.js';
+import type { CommandSpec } from './spec.js';
+
+function passiveRange(c: FtpConnection): [number, number] {
+  const [lo = 0, hi = 0] = c.ctx.config.passivePorts.split('-').map(Number);
+  return [lo, hi];
+}
+
+/** A new PASV/EPSV/PORT/EPRT replaces the previous endpoint: one data channel per session. */
+async function openPassive(c: FtpConnection): Promise<PassiveEndpoint | null> {
+  c.setEndpoint(null);
+  try {
+    const endpoint = await PassiveEndpoint.open({
+      host: c.localAddress,
+      range: passiveRange(c),
+      peer: c.remoteAddress,
+      timeoutMs: c.ctx.config.dataTimeout * 1000,
+      onForeignPeer: (address) => c.log.warn({ from: address }, 'passive data connection from a foreign address refused'),
+    });
+    c.setEndpoint(endpoint);
+    return endpoint;
+  } catch (err) {
+    c.log.warn({ err: String(err) }, 'no passive port');
+    c.reply(Code.CantOpenData, 'No passive port available; try again later.');
+    return null;
+  }
+}
+
+function setActive(c: FtpConnection, target: HostPort | null): void {
+  if (!c.ctx.config.activeMode) return c.reply(Code.NotImplemented, 'Active mode is disabled; use PASV or EPSV.');
+  if (c.epsvAll) return c.reply(Code.BadSequence, 'EPSV ALL in effect.');
+  if (!target) return c.reply(Code.ArgumentError, 'Illegal PORT command.');
+  const refusal = activeTargetRefusal(target, c.remoteAddress);
+  if (refusal) {
+    c.log.warn({ target: `${target.host}:${target.port}`, refusal }, 'active data target refused');
+    return c.reply(Code.SyntaxError, 'Illegal PORT command.');
+  }
+  c.setEndpoint(new ActiveEndpoint(target.host, target.port, c.localAddress, c.ctx.config.dataTimeout * 1000));
+  c.reply(Code.Ok, 'PORT command successful. Consider using PASV.');
+}
+
+export const data = {
+  PASV: {
+    auth: true,
+    arg: 'none',
+    async run(c) {
+      if (c.epsvAll) return c.reply(Code.BadSequence, 'EPSV ALL in effect.');
+      const announce = c.ctx.config.passiveAddress || c.localAddress;
+      if (isIP(announce) !== 4) return c.reply(Code.CantOpenData, 'PASV is IPv4 only; use EPSV.');
+      const endpoint = await openPassive(c);
+      if (endpoint) c.reply(Code.EnteringPassive, `Entering Passive Mode (${pasvText(announce, endpoint.port)}).`);
+    },
+  },
+  EPSV: {
+    auth: true,
+    arg: 'optional',
+    async run(c, arg) {
+      const param = arg.trim().toUpperCase();
+      if (param === 'ALL') {
+        c.epsvAll = true;
+        return c.reply(Code.Ok, 'EPSV ALL ok.');
+      }
+      const family = isIP(c.localAddress) === 6 ? '2' : '1';
+      if (param !== '' && param !== family) return c.reply(Code.PolicyRefused, `Network protocol not supported, use (${family}).`);
+      const endpoint = await openPassive(c);
+      if (endpoint) c.reply(Code.EnteringExtendedPassive, `Entering Extended Passive Mode (|||${endpoint.port}|).`);
+    },
+  },
+  PORT: { auth: true, arg: 'required', run: (c, arg) => setActive(c, parsePortArg(arg)) },
+  EPRT: { auth: true, arg: 'required', run: (c, arg) => setActive(c, parseEprtArg(arg)) },
+} satisfies Record<string, CommandSpec>;

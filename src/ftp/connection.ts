@@ -1,0 +1,265 @@
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import type { Authenticator } from '../auth/authenticator.js';
+import { plainAddress } from '../auth/ip-rules.js';
+import type { Config } from '../config/schema.js';
+import { SluiceError } from '../session/errors.js';
+import type { Session, SessionDeps } from '../session/session.js';
+import { COMMANDS, isHttpVerb, type CommandSpec } from './commands/table.js';
+import type { DataEndpoint } from './data/channel.js';
+import { LineReader, type LineEvent } from './lines.js';
+import { Code, errorReply, formatReply } from './replies.js';
+import type { TlsEngine } from './tls.js';
+
+/** What every connection of the FTP front-end shares. */
+export interface FtpContext {
+  readonly config: Config['ftp'];
+  readonly tls: TlsEngine;
+  readonly authenticator: Authenticator;
+  readonly sessionDeps: SessionDeps;
+  readonly log: Logger;
+}
+
+/** A running data transfer; ABOR and QUIT reach it through here. */
+export interface ActiveTransfer {
+  readonly done: Promise<void>;
+  abort(): void;
+  readonly bytes: () => number;
+}
+
+/** Queued command lines before we stop reading the socket. */
+const MAX_QUEUED = 16;
+
+/**
+ * One control connection: greeting, pre-auth, authenticated. It owns the
+ * socket, the session and the data endpoint, and closes all of them once.
+ */
+export class FtpConnection {
+  readonly id = randomUUID();
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  readonly log: Logger;
+  socket: Socket;
+  secure = false;
+  pbsz = false;
+  /** Data channel protection: C clear, P private (TLS). */
+  prot: 'C' | 'P' = 'C';
+  ascii = true;
+  userName: string | null = null;
+  session: Session | null = null;
+  restOffset = 0;
+  renameFrom: string | null = null;
+  epsvAll = false;
+  endpoint: DataEndpoint | null = null;
+  transfer: ActiveTransfer | null = null;
+  loginFailures = 0;
+
+  private readonly reader = new LineReader();
+  private readonly queue: LineEvent[] = [];
+  private draining = false;
+  private closed = false;
+  private readonly idle: NodeJS.Timeout;
+  private readonly onData = (chunk: Buffer) => this.receive(chunk);
+
+  constructor(
+    raw: Socket,
+    readonly ctx: FtpContext,
+    readonly implicitTls: boolean,
+    private readonly release: () => void,
+  ) {
+    this.socket = raw;
+    this.remoteAddress = plainAddress(raw.remoteAddress ?? '');
+    this.remotePort = raw.remotePort ?? 0;
+    this.log = ctx.log.child({ conn: this.id, ip: this.remoteAddress, proto: implicitTls ? 'ftps' : 'ftp' });
+    raw.on('error', (err) => this.log.debug({ err: err.message }, 'control socket error'));
+    raw.on('close', () => void this.close('peer closed'));
+    this.idle = setTimeout(() => this.onIdle(), ctx.config.idleTimeout * 1000);
+    this.idle.unref();
+  }
+
+  /** The local address clients reached us at (PASV replies, passive listeners). */
+  get localAddress(): string {
+    return plainAddress(this.socket.localAddress ?? '');
+  }
+
+  get protocol(): 'ftp' | 'ftps' {
+    return this.secure ? 'ftps' : 'ftp';
+  }
+
+  async start(): Promise<void> {
+    if (this.implicitTls) {
+      try {
+        this.adopt(await this.ctx.tls.accept(this.socket, 30_000));
+      } catch (err) {
+        this.log.debug({ err: String(err) }, 'implicit TLS handshake failed');
+        return this.close('tls handshake failed');
+      }
+      this.prot = 'P';
+    }
+    this.socket.on('data', this.onData);
+    this.reply(Code.Ready, 'sluice FTP server ready.');
+  }
+
+  reply(code: number, ...lines: string[]): void {
+    if (this.closed || this.socket.destroyed) return;
+    this.socket.write(formatReply(code, lines));
+  }
+
+  /** Take the REST offset for this transfer; it applies once. */
+  takeRestOffset(): number {
+    const offset = this.restOffset;
+    this.restOffset = 0;
+    return offset;
+  }
+
+  setEndpoint(endpoint: DataEndpoint | null): void {
+    this.endpoint?.close();
+    this.endpoint = endpoint;
+  }
+
+  /** Log out but keep the connection (REIN, AUTH): the next USER starts afresh. */
+  async logout(): Promise<void> {
+    this.setEndpoint(null);
+    this.userName = null;
+    this.renameFrom = null;
+    this.restOffset = 0;
+    const session = this.session;
+    this.session = null;
+    await session?.close();
+  }
+
+  /**
+   * AUTH TLS: stop reading plaintext before 234, refuse anything pipelined
+   * behind the AUTH command (it would be taken as sent under TLS), then hand
+   * the socket to the TLS engine and start over at login.
+   */
+  async upgradeToTls(): Promise<void> {
+    this.socket.off('data', this.onData);
+    this.socket.pause();
+    if (this.queue.length > 0 || this.reader.pending > 0) {
+      this.log.warn('bytes pipelined after AUTH TLS; closing');
+      this.reply(Code.ProtectionRefused, 'Pipelined commands after AUTH are refused.');
+      return this.close('pipelined after AUTH');
+    }
+    await new Promise<void>((resolve) => this.socket.write(formatReply(Code.SecurityExchangeOk, ['Proceed with negotiation.']), () => resolve()));
+    try {
+      this.adopt(await this.ctx.tls.accept(this.socket, 30_000));
+    } catch (err) {
+      this.log.debug({ err: String(err) }, 'AUTH TLS handshake failed');
+      return this.close('tls handshake failed');
+    }
+    await this.logout();
+    this.pbsz = false;
+    this.prot = 'C';
+    this.socket.on('data', this.onData);
+    this.socket.resume();
+  }
+
+  private adopt(secure: TLSSocket): void {
+    this.socket = secure;
+    this.secure = true;
+    secure.on('error', (err) => this.log.debug({ err: err.message }, 'control TLS error'));
+    secure.on('close', () => void this.close('peer closed'));
+  }
+
+  private receive(chunk: Buffer): void {
+    this.queue.push(...this.reader.push(chunk));
+    if (this.queue.length >= MAX_QUEUED) this.socket.pause();
+    void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      while (this.queue.length > 0 && !this.closed) {
+        const event = this.queue.shift() as LineEvent;
+        if (this.queue.length < MAX_QUEUED / 2 && this.socket.isPaused() && this.socket.listenerCount('data') > 0) {
+          this.socket.resume();
+        }
+        if ('tooLong' in event) {
+          this.reply(Code.SyntaxError, 'Command line too long.');
+          continue;
+        }
+        await this.execute(event.line);
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private async execute(line: string): Promise<void> {
+    this.idle.refresh();
+    const space = line.indexOf(' ');
+    const verb = (space < 0 ? line : line.slice(0, space)).toUpperCase();
+    const arg = space < 0 ? '' : line.slice(space + 1);
+    if (isHttpVerb(verb, line)) {
+      this.log.warn({ verb: verb.slice(0, 16) }, 'HTTP request on the FTP port; closing');
+      return this.close('http verb');
+    }
+    const spec: CommandSpec | undefined = Object.hasOwn(COMMANDS, verb) ? COMMANDS[verb as keyof typeof COMMANDS] : undefined;
+    if (!spec) {
+      this.reply(Code.SyntaxError, 'Unknown command.');
+      return;
+    }
+    const session = this.session;
+    if (spec.auth && !session) {
+      this.reply(Code.NotLoggedIn, 'Please login with USER and PASS.');
+      return;
+    }
+    if (spec.arg === 'required' && arg.trim() === '') {
+      this.reply(Code.ArgumentError, 'Missing argument.');
+      return;
+    }
+    if (spec.arg === 'none' && arg.trim() !== '') {
+      this.reply(Code.ArgumentError, 'No argument allowed.');
+      return;
+    }
+    // Only a few commands make sense while data flows; the rest wait for the transfer to end.
+    if (this.transfer && !spec.duringTransfer) await this.transfer.done;
+    try {
+      if (spec.auth) await spec.run(this, arg, session as Session);
+      else await spec.run(this, arg);
+    } catch (err) {
+      if (err instanceof SluiceError) {
+        const r = errorReply(err);
+        this.reply(r.code, r.text);
+        return;
+      }
+      this.log.error({ err, verb }, 'command failed');
+      this.reply(Code.LocalError, 'Local error in processing.');
+    }
+  }
+
+  private onIdle(): void {
+    if (this.transfer) {
+      this.idle.refresh();
+      return;
+    }
+    this.reply(Code.ServiceUnavailable, 'Timeout.');
+    void this.close('idle timeout');
+  }
+
+  async close(reason: string): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.idle);
+    this.log.debug({ reason }, 'closing');
+    this.transfer?.abort();
+    await this.transfer?.done.catch(() => undefined);
+    this.setEndpoint(null);
+    await this.session?.close().catch((err: unknown) => this.log.error({ err }, 'session close failed'));
+    this.session = null;
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+    this.release();
+  }
+
+  /** Close after the reply went out (QUIT, too many failures). */
+  async closeAfterReply(code: number, text: string): Promise<void> {
+    this.reply(code, text);
+    await this.close('quit');
+  }
+}

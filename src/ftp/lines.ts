@@ -1,0 +1,111 @@
+/** Longest command line we accept, in bytes, CRLF included. */
+export const MAX_LINE = 4096;
+
+export type LineEvent = { line: string } | { tooLong: true };
+
+const IAC = 0xff;
+const SB = 250;
+const SE = 240;
+const WILL = 251;
+const DONT = 254;
+
+/**
+ * Bounded reader of the control channel: bytes in, whole lines out. Lines
+ * may arrive split over many chunks or many in one; Telnet IAC sequences are
+ * removed (IAC IAC is a literal 0xFF); a line longer than MAX_LINE is dropped
+ * up to its end and reported once, so memory stays bounded.
+ */
+export class LineReader {
+  private buf: Buffer[] = [];
+  private size = 0;
+  private discarding = false;
+  /** Telnet state carried between chunks: 0 none, 1 after IAC, 2 option byte due, 3 in subnegotiation, 4 IAC in subnegotiation. */
+  private telnet = 0;
+
+  push(chunk: Buffer): LineEvent[] {
+    const events: LineEvent[] = [];
+    let start = 0;
+    const flushText = (end: number) => {
+      if (end > start && !this.discarding) this.append(chunk.subarray(start, end));
+    };
+    for (let i = 0; i < chunk.length; i++) {
+      const b = chunk[i] as number;
+      if (this.telnet !== 0 || b === IAC) {
+        flushText(i);
+        start = i + 1;
+        const literal = this.stepTelnet(b);
+        if (literal !== null && !this.discarding) this.append(Buffer.from([literal]));
+        continue;
+      }
+      if (b === 0x0a) {
+        flushText(i);
+        start = i + 1;
+        events.push(this.takeLine());
+        continue;
+      }
+      if (!this.discarding && this.size + (i - start) >= MAX_LINE) {
+        this.discarding = true;
+        this.buf = [];
+        this.size = 0;
+      }
+    }
+    flushText(chunk.length);
+    return events;
+  }
+
+  /** Bytes received but not yet a whole line: pipelined data the caller may need to refuse. */
+  get pending(): number {
+    return this.size;
+  }
+
+  private append(part: Buffer): void {
+    this.buf.push(part);
+    this.size += part.length;
+    if (this.size >= MAX_LINE) {
+      this.discarding = true;
+      this.buf = [];
+      this.size = 0;
+    }
+  }
+
+  private takeLine(): LineEvent {
+    if (this.discarding) {
+      this.discarding = false;
+      this.buf = [];
+      this.size = 0;
+      return { tooLong: true };
+    }
+    let text = Buffer.concat(this.buf, this.size).toString('utf8');
+    this.buf = [];
+    this.size = 0;
+    if (text.endsWith('\r')) text = text.slice(0, -1);
+    return { line: text };
+  }
+
+  /** Advance the Telnet state by one byte; returns a byte that belongs to the text, if any. */
+  private stepTelnet(b: number): number | null {
+    switch (this.telnet) {
+      case 0: // b is IAC
+        this.telnet = 1;
+        return null;
+      case 1:
+        if (b === IAC) {
+          this.telnet = 0;
+          return IAC;
+        }
+        if (b >= WILL && b <= DONT) this.telnet = 2;
+        else if (b === SB) this.telnet = 3;
+        else this.telnet = 0; // two-byte command: IP, DM, AYT, ...
+        return null;
+      case 2:
+        this.telnet = 0;
+        return null;
+      case 3:
+        if (b === IAC) this.telnet = 4;
+        return null;
+      default:
+        this.telnet = b === SE ? 0 : 3;
+        return null;
+    }
+  }
+}

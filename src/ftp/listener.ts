@@ -1,0 +1,84 @@
+import net from 'node:net';
+import type { Services } from '../app.js';
+import { plainAddress } from '../auth/ip-rules.js';
+import type { ConnectionRegistry } from '../session/registry.js';
+import { FtpConnection, type FtpContext } from './connection.js';
+import { formatReply, Code } from './replies.js';
+import { TlsEngine } from './tls.js';
+
+/** The FTP front-end: plain/explicit port and implicit TLS port, one TLS engine. */
+export class FtpFrontEnd {
+  readonly name = 'ftp';
+  private readonly servers: net.Server[] = [];
+  private readonly connections = new Set<FtpConnection>();
+  private readonly ctx: FtpContext;
+
+  private constructor(
+    private readonly services: Services,
+    private readonly registry: ConnectionRegistry,
+  ) {
+    this.ctx = {
+      config: services.config.ftp,
+      tls: new TlsEngine(services.config.certsDir),
+      authenticator: services.authenticator,
+      sessionDeps: services.sessionDeps,
+      log: services.log.child({ frontEnd: 'ftp' }),
+    };
+  }
+
+  /** Null when both FTP ports are 0. */
+  static async start(services: Services, registry: ConnectionRegistry): Promise<FtpFrontEnd | null> {
+    const { port, implicitTlsPort } = services.config.ftp;
+    if (port === 0 && implicitTlsPort === 0) return null;
+    const fe = new FtpFrontEnd(services, registry);
+    if (port !== 0) await fe.listen(port, false);
+    if (implicitTlsPort !== 0) await fe.listen(implicitTlsPort, true);
+    return fe;
+  }
+
+  /** SIGHUP: new certificate for new handshakes; live sessions keep theirs. */
+  reload(): void {
+    this.ctx.tls.reload();
+    this.ctx.log.info('TLS certificate reloaded');
+  }
+
+  private async listen(port: number, implicit: boolean): Promise<void> {
+    const server = net.createServer({ pauseOnConnect: false }, (socket) => this.accept(socket, implicit));
+    server.on('error', (err) => this.ctx.log.error({ err }, 'listener error'));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: this.services.config.bind, port }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = server.address() as net.AddressInfo;
+    this.ctx.log.info({ port: address.port, implicit }, implicit ? 'FTPS (implicit) listening' : 'FTP listening');
+    this.servers.push(server);
+  }
+
+  private accept(socket: net.Socket, implicit: boolean): void {
+    socket.on('error', () => undefined);
+    socket.setNoDelay(true);
+    const ip = plainAddress(socket.remoteAddress ?? '');
+    const release = this.registry.tryAcquire(ip);
+    if (!release) {
+      this.ctx.log.warn({ ip }, 'connection limit reached');
+      // Implicit TLS clients expect a handshake, not text: just close them.
+      if (!implicit) socket.end(formatReply(Code.ServiceUnavailable, ['Too many connections; try again later.']));
+      else socket.destroy();
+      return;
+    }
+    const conn = new FtpConnection(socket, this.ctx, implicit, () => {
+      this.connections.delete(conn);
+      release();
+    });
+    this.connections.add(conn);
+    void conn.start();
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
+    await Promise.all([...this.connections].map((c) => c.closeAfterReply(Code.ServiceUnavailable, 'Server shutting down.')));
+  }
+}

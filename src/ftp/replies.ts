@@ -1,0 +1,83 @@
+import type { SluiceError } from '../session/errors.js';
+
+/** Reply codes by name (RFC 959, 2228, 2428, 3659, 4217). */
+export const Code = {
+  RestartMarker: 110,
+  FileStatusOk: 150,
+  Ok: 200,
+  NotNeeded: 202,
+  SystemStatus: 211,
+  FileStatus: 213,
+  Help: 214,
+  SystemType: 215,
+  Ready: 220,
+  Closing: 221,
+  TransferComplete: 226,
+  EnteringPassive: 227,
+  EnteringExtendedPassive: 229,
+  LoggedIn: 230,
+  SecurityExchangeOk: 234,
+  FileActionOk: 250,
+  PathCreated: 257,
+  NeedPassword: 331,
+  PendingInfo: 350,
+  ServiceUnavailable: 421,
+  CantOpenData: 425,
+  TransferAborted: 426,
+  LocalError: 451,
+  InsufficientStorage: 452,
+  SyntaxError: 500,
+  ArgumentError: 501,
+  NotImplemented: 502,
+  BadSequence: 503,
+  ParameterNotImplemented: 504,
+  NotLoggedIn: 530,
+  PolicyRefused: 522,
+  ProtectionRefused: 534,
+  Unavailable: 550,
+  PageTypeUnknown: 551,
+  ExceededStorage: 552,
+  NameNotAllowed: 553,
+} as const;
+
+export interface Reply {
+  code: number;
+  text: string;
+}
+
+/** The one mapping from the shared layer's typed errors to FTP replies. */
+export function errorReply(err: SluiceError): Reply {
+  const text = err.message + '.';
+  switch (err.kind) {
+    case 'not-found':
+    case 'permission-denied':
+    case 'already-exists':
+    case 'not-empty':
+    case 'not-a-directory':
+    case 'is-a-directory':
+      return { code: Code.Unavailable, text };
+    case 'quota-exceeded':
+      return { code: Code.ExceededStorage, text };
+    case 'invalid-path':
+      return { code: Code.NameNotAllowed, text };
+    case 'no-space':
+      return { code: Code.InsufficientStorage, text };
+    case 'unsupported':
+      return { code: Code.ParameterNotImplemented, text };
+    case 'failure':
+      return { code: Code.LocalError, text };
+    default: {
+      const never: never = err.kind;
+      return never;
+    }
+  }
+}
+
+/** Wire form of a reply; several lines become a multi-line reply (`code-` ... `code `). */
+export function formatReply(code: number, lines: readonly string[]): string {
+  if (lines.length <= 1) return `${code} ${lines[0] ?? ''}\r\n`;
+  const last = lines.length - 1;
+  return lines
+    .map((l, i) => (i === 0 ? `${code}-${l}` : i === last ? `${code} ${l}` : l.startsWith(String(code)) ? ` ${l}` : l))
+    .join('\r\n') + '\r\n';
+}
