@@ -20,10 +20,14 @@ export class AuditLog implements AuditSink {
   private readonly stream: ReturnType<typeof pino.destination>;
   private readonly logger: Logger;
   private readonly ready: Promise<unknown>;
+  private readonly flusher: NodeJS.Timeout;
 
   constructor(file: string) {
     this.stream = pino.destination({ dest: file, sync: false, mkdir: true, minLength: 4096, mode: 0o600 });
     this.ready = once(this.stream, 'ready');
+    // Buffered for throughput, but never more than a second behind.
+    this.flusher = setInterval(() => this.stream.flush(), 1000);
+    this.flusher.unref();
     this.logger = pino(
       { base: null, redact: REDACT, timestamp: pino.stdTimeFunctions.isoTime, messageKey: 'msg' },
       this.stream,
@@ -42,6 +46,7 @@ export class AuditLog implements AuditSink {
 
   /** Write out everything buffered and close the file; called on shutdown. */
   async close(): Promise<void> {
+    clearInterval(this.flusher);
     await this.ready;
     await new Promise<void>((resolve) => {
       this.stream.once('close', () => resolve());

@@ -1,0 +1,240 @@
+import assert from 'node:assert/strict';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { RawFtp, readAll } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+
+/** The control channel as a hostile client sees it (default policy: TLS required). */
+describe('FTP control channel', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }] });
+  });
+  after(() => srv.stop());
+
+  const fresh = async () => {
+    const c = await RawFtp.connect(srv.ftpPort);
+    assert.equal((await c.read())?.code, 220);
+    return c;
+  };
+
+  it('refuses a plaintext login under the default policy, with a clear message', async () => {
+    const c = await fresh();
+    const r = await c.cmd('USER alice');
+    assert.equal(r.code, 530);
+    assert.match(r.text, /AUTH TLS/);
+    assert.equal((await c.cmd('PASS alice password')).code, 530);
+    c.close();
+  });
+
+  it('reads commands split over segments and several in one segment', async () => {
+    const c = await fresh();
+    c.send('NO');
+    await new Promise((r) => setTimeout(r, 50));
+    c.send('OP\r');
+    await new Promise((r) => setTimeout(r, 50));
+    c.send('\nSYST\r\nNOOP\r\n');
+    assert.equal((await c.read())?.code, 200);
+    assert.equal((await c.read())?.code, 215);
+    assert.equal((await c.read())?.code, 200);
+    c.close();
+  });
+
+  it('strips Telnet IAC sequences', async () => {
+    const c = await fresh();
+    c.send(Buffer.concat([Buffer.from([0xff, 0xf4, 0xff, 0xf2]), Buffer.from('NO'), Buffer.from([0xff, 0xfb, 0x01]), Buffer.from('OP\r\n')]));
+    assert.equal((await c.read())?.code, 200);
+    c.close();
+  });
+
+  it('answers an over-long line with 500 and carries on', async () => {
+    const c = await fresh();
+    c.send('NOOP ' + 'x'.repeat(5000) + '\r\nNOOP\r\n');
+    assert.equal((await c.read())?.code, 500);
+    assert.equal((await c.read())?.code, 200);
+    c.close();
+  });
+
+  it('answers unknown and out-of-sequence commands without crashing', async () => {
+    const c = await fresh();
+    assert.equal((await c.cmd('FROB')).code, 500);
+    assert.equal((await c.cmd('RETR x')).code, 530);
+    assert.equal((await c.cmd('PASS nouser')).code, 530);
+    assert.equal((await c.cmd('PROT P')).code, 503);
+    assert.equal((await c.cmd('RNTO x')).code, 530);
+    assert.equal((await c.cmd('')).code, 500);
+    c.close();
+  });
+
+  it('closes the connection on an HTTP request (cross-protocol attacks)', async () => {
+    const c = await fresh();
+    c.send('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.equal(await c.read(), null);
+  });
+
+  it('refuses bytes pipelined after AUTH TLS', async () => {
+    const c = await fresh();
+    c.send('AUTH TLS\r\nUSER alice\r\n');
+    const r = await c.read();
+    assert.notEqual(r?.code, 234);
+    assert.equal(await c.read(), null, 'connection closed');
+  });
+
+  it('never echoes client text in replies', async () => {
+    const c = await fresh();
+    const r = await c.cmd('XYZZY <script>alert(1)</script>');
+    assert.doesNotMatch(r.text, /script|XYZZY/);
+    c.close();
+  });
+
+  it('lists features, then speaks TLS with PBSZ before PROT', async () => {
+    const c = await fresh();
+    const feat = await c.cmd('FEAT');
+    assert.equal(feat.code, 211);
+    for (const f of ['AUTH TLS', 'PBSZ', 'PROT', 'EPSV', 'MLST type*;size*;modify*', 'REST STREAM', 'SIZE', 'MDTM', 'MFMT', 'UTF8', 'HOST']) {
+      assert.ok(feat.lines.some((l) => l.startsWith(' ' + f)), f);
+    }
+    await c.startTls();
+    assert.equal((await c.cmd('PROT P')).code, 503, 'PBSZ first');
+    assert.equal((await c.cmd('PBSZ 0')).code, 200);
+    assert.equal((await c.cmd('PROT C')).code, 534, 'clear data refused under the required policy');
+    assert.equal((await c.cmd('PROT P')).code, 200);
+    assert.equal((await c.cmd('CCC')).code, 534);
+    assert.equal((await c.login('alice', 'alice password')).code, 230);
+    assert.equal((await c.cmd('OPTS UTF8 ON')).code, 200);
+    assert.match((await c.cmd('PWD')).text, /^257 "\/"/);
+    c.close();
+  });
+
+  it('refuses PORT and EPRT to another address or a privileged port (no FTP bounce)', async () => {
+    const c = await fresh();
+    await c.startTls();
+    await c.login('alice', 'alice password');
+    assert.equal((await c.cmd('PORT 10,0,0,1,200,10')).code, 500);
+    assert.equal((await c.cmd('PORT 127,0,0,1,0,21')).code, 500);
+    assert.equal((await c.cmd('EPRT |1|192.0.2.7|2000|')).code, 500);
+    assert.equal((await c.cmd('EPRT |1|127.0.0.1|21|')).code, 500);
+    assert.equal((await c.cmd('PORT 1,2,3')).code, 501);
+    assert.equal((await c.cmd('PORT 127,0,0,1,200,10')).code, 200);
+    c.close();
+    const log = srv.log;
+    assert.match(log, /active data target refused/);
+  });
+
+  it('refuses a data connection that does not resume the control TLS session', async () => {
+    const c = await fresh();
+    await c.startTls();
+    await c.login('alice', 'alice password');
+    await c.cmd('PBSZ 0');
+    await c.cmd('PROT P');
+    const { port } = await c.passive(true);
+    // A TLS client with no session to offer: a full handshake.
+    const { connect } = await import('node:tls');
+    const raw = connect({ port, host: '127.0.0.1', rejectUnauthorized: false });
+    raw.on('error', () => undefined);
+    c.send('LIST\r\n');
+    let r = await c.read();
+    if (r?.code === 150) r = await c.read();
+    assert.equal(r?.code, 425);
+    assert.match(r?.text ?? '', /resume the TLS session/);
+    raw.destroy();
+    c.close();
+  });
+
+  it('accepts a data connection from the control peer only, and frees the port after one connection', async () => {
+    const c = await fresh();
+    await c.startTls();
+    await c.login('alice', 'alice password');
+    await c.cmd('PBSZ 0');
+    await c.cmd('PROT P');
+    writeFileSync(join(srv.home('alice'), 'hello.txt'), 'hello over TLS');
+    const data = await c.passive(true);
+    const sock = await data.open();
+    c.send('RETR hello.txt\r\n');
+    assert.equal((await c.read())?.code, 150);
+    assert.equal((await readAll(sock)).toString(), 'hello over TLS');
+    assert.equal((await c.read())?.code, 226);
+    // The passive port is closed now.
+    const net = await import('node:net');
+    const second = net.connect(data.port, '127.0.0.1');
+    const refused = await new Promise((r) => {
+      second.once('error', () => r(true));
+      second.once('connect', () => r(false));
+    });
+    second.destroy();
+    assert.ok(refused);
+    c.close();
+  });
+
+  it('keeps traversal inside the home in CWD, RETR, STOR, RNFR/RNTO and MLSD', async () => {
+    const c = await fresh();
+    await c.startTls();
+    await c.login('alice', 'alice password');
+    await c.cmd('PBSZ 0');
+    await c.cmd('PROT P');
+    assert.equal((await c.cmd('CWD ../../..')).code, 250);
+    assert.match((await c.cmd('PWD')).text, /"\/"/);
+    assert.equal((await c.cmd('CWD /../../etc')).code, 550);
+    assert.equal((await c.cmd('SIZE ../../../../etc/passwd')).code, 550);
+    await c.passive(true);
+    assert.equal((await c.cmd('RETR ../../../../etc/passwd')).code, 550);
+    await c.passive(true);
+    assert.equal((await c.cmd('MLSD ../../../etc')).code, 550);
+    assert.equal((await c.cmd('RNFR ../../data/sluice.db')).code, 550);
+    assert.equal((await c.cmd('RNTO ../../stolen')).code, 503);
+    writeFileSync(join(srv.home('alice'), 'mine.txt'), 'x');
+    assert.equal((await c.cmd('RNFR mine.txt')).code, 350);
+    assert.equal((await c.cmd('RNTO ../../../../tmp/escaped.txt')).code, 550, 'no /tmp in the home');
+    assert.ok(!existsSync('/tmp/escaped.txt'));
+    assert.equal((await c.cmd('MKD ../../../x\u0000y')).code, 553);
+    const d = await c.passive(true);
+    const sock = await d.open();
+    c.send('STOR ../../../../escaped-upload.txt\r\n');
+    assert.equal((await c.read())?.code, 150);
+    sock.end('data');
+    assert.equal((await c.read())?.code, 226);
+    assert.ok(existsSync(join(srv.home('alice'), 'escaped-upload.txt')), 'the upload landed at the top of the home');
+    assert.ok(!existsSync(join(srv.dir, 'escaped-upload.txt')));
+    c.close();
+  });
+
+  it('answers STAT, MLST, SIZE, MDTM, MFMT, SITE CHMOD and HELP', async () => {
+    const c = await fresh();
+    await c.startTls();
+    await c.login('alice', 'alice password');
+    writeFileSync(join(srv.home('alice'), 'facts.txt'), '12345');
+    const stat = await c.cmd('STAT');
+    assert.equal(stat.code, 211);
+    assert.match(stat.text, /Logged in as alice/);
+    const statPath = await c.cmd('STAT /');
+    assert.equal(statPath.code, 213);
+    assert.match(statPath.text, /-rw-r--r-- +1 ftp +ftp +5 .* facts\.txt/);
+    const mlst = await c.cmd('MLST facts.txt');
+    assert.equal(mlst.code, 250);
+    assert.match(mlst.lines[1] ?? '', /^ type=file;size=5;modify=\d{14};perm=[adfrw]+;unique=[0-9a-f]+g[0-9a-f]+;unix.mode=0644; \/facts\.txt$/);
+    assert.equal((await c.cmd('SIZE facts.txt')).text, '213 5');
+    assert.equal((await c.cmd('MFMT 20200102030405 facts.txt')).code, 213);
+    assert.equal((await c.cmd('MDTM facts.txt')).text, '213 20200102030405');
+    assert.equal((await c.cmd('SITE CHMOD 600 facts.txt')).code, 550, 'chmod is not a default permission');
+    assert.equal((await c.cmd('HELP')).code, 214);
+    assert.equal((await c.cmd('TYPE X')).code, 504);
+    assert.equal((await c.cmd('MODE B')).code, 504);
+    assert.equal((await c.cmd('STRU R')).code, 504);
+    assert.equal((await c.cmd('REST abc')).code, 501);
+    assert.equal((await c.cmd('QUIT')).code, 221);
+  });
+
+  it('counts failed logins and drops the connection after three', async () => {
+    const c = await fresh();
+    await c.startTls();
+    assert.equal((await c.login('alice', 'wrong')).code, 530);
+    assert.equal((await c.login('nobody', 'wrong')).code, 530);
+    assert.equal((await c.login('alice', 'wrong again')).code, 421);
+    assert.equal(await c.read(), null);
+  });
+
+  it('the server survives all of the above', () => {
+    assert.ok(srv.alive);
+  });
+});

@@ -1,0 +1,139 @@
+import net from 'node:net';
+import tls from 'node:tls';
+
+export interface Reply {
+  code: number;
+  lines: string[];
+  text: string;
+}
+
+/** A bare FTP control connection: write lines, read whole (multi-line) replies. */
+export class RawFtp {
+  private buf = '';
+  private readonly replies: Reply[] = [];
+  private waiting: ((r: Reply | null) => void) | null = null;
+  private pending: string[] = [];
+  closed = false;
+  session: Buffer | undefined;
+
+  private constructor(public socket: net.Socket) {
+    this.attach(socket);
+  }
+
+  static async connect(port: number, implicit = false): Promise<RawFtp> {
+    const socket = implicit
+      ? tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false })
+      : net.connect(port, '127.0.0.1');
+    await new Promise((r, j) => {
+      socket.once(implicit ? 'secureConnect' : 'connect', r);
+      socket.once('error', j);
+    });
+    const c = new RawFtp(socket);
+    if (implicit) (socket as tls.TLSSocket).on('session', (s) => (c.session = s));
+    return c;
+  }
+
+  private attach(socket: net.Socket): void {
+    socket.on('data', (d: Buffer) => this.feed(d.toString('utf8')));
+    socket.on('close', () => {
+      this.closed = true;
+      this.waiting?.(null);
+      this.waiting = null;
+    });
+    socket.on('error', () => undefined);
+  }
+
+  private feed(text: string): void {
+    this.buf += text;
+    let i;
+    while ((i = this.buf.indexOf('\r\n')) >= 0) {
+      const line = this.buf.slice(0, i);
+      this.buf = this.buf.slice(i + 2);
+      this.pending.push(line);
+      const first = this.pending[0] as string;
+      const code = first.slice(0, 3);
+      const done = this.pending.length === 1 ? /^\d{3}( |$)/.test(first) : line.startsWith(code + ' ');
+      if (done) {
+        const lines = this.pending;
+        this.pending = [];
+        const reply = { code: Number(code), lines, text: lines.join('\n') };
+        if (this.waiting) {
+          const w = this.waiting;
+          this.waiting = null;
+          w(reply);
+        } else this.replies.push(reply);
+      }
+    }
+  }
+
+  /** Next reply, or null when the server closed the connection. */
+  read(timeoutMs = 10_000): Promise<Reply | null> {
+    const queued = this.replies.shift();
+    if (queued) return Promise.resolve(queued);
+    if (this.closed) return Promise.resolve(null);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('no reply in time')), timeoutMs);
+      this.waiting = (r) => {
+        clearTimeout(t);
+        resolve(r);
+      };
+    });
+  }
+
+  send(raw: string | Buffer): void {
+    this.socket.write(raw);
+  }
+
+  async cmd(line: string): Promise<Reply> {
+    this.send(line + '\r\n');
+    const r = await this.read();
+    if (!r) throw new Error(`connection closed after ${line}`);
+    return r;
+  }
+
+  /** AUTH TLS and switch this connection to TLS. */
+  async startTls(): Promise<void> {
+    const r = await this.cmd('AUTH TLS');
+    if (r.code !== 234) throw new Error(`AUTH TLS: ${r.text}`);
+    this.socket.removeAllListeners('data');
+    this.socket.removeAllListeners('close');
+    const secure = tls.connect({ socket: this.socket, rejectUnauthorized: false });
+    secure.on('session', (s) => (this.session = s));
+    await new Promise((r2) => secure.once('secureConnect', r2));
+    this.socket = secure;
+    this.attach(secure);
+  }
+
+  async login(user: string, password: string): Promise<Reply> {
+    await this.cmd(`USER ${user}`);
+    return this.cmd(`PASS ${password}`);
+  }
+
+  /** Open a passive data connection (TLS resuming the control session when `secure`). */
+  async passive(secure: boolean): Promise<{ port: number; open: () => Promise<net.Socket> }> {
+    const r = await this.cmd('EPSV');
+    const port = Number(/\|\|\|(\d+)\|/.exec(r.text)?.[1]);
+    return {
+      port,
+      open: async () => {
+        const raw = net.connect(port, '127.0.0.1');
+        await new Promise((res) => raw.once('connect', res));
+        if (!secure) return raw;
+        const s = tls.connect({ socket: raw, rejectUnauthorized: false, session: this.session });
+        s.on('error', () => undefined);
+        await new Promise((res) => s.once('secureConnect', res));
+        return s;
+      },
+    };
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+export async function readAll(socket: net.Socket): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of socket) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}

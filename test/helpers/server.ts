@@ -1,0 +1,76 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { sluice, startServe } from './cli.js';
+
+/** A free TCP port on loopback (released before use; the race is harmless in tests). */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+export interface ServerOptions {
+  env?: NodeJS.ProcessEnv;
+  users?: { name: string; password: string; args?: string[] }[];
+}
+
+/** The real `sluice serve` process in a temp directory, on free loopback ports. */
+export class TestServer {
+  readonly dir = mkdtempSync(join(tmpdir(), 'sluice-srv-'));
+  ftpPort = 0;
+  ftpsPort = 0;
+  sftpPort = 0;
+  private proc: ReturnType<typeof startServe> | null = null;
+
+  static async start(options: ServerOptions = {}): Promise<TestServer> {
+    const s = new TestServer();
+    s.ftpPort = await freePort();
+    s.ftpsPort = await freePort();
+    s.sftpPort = await freePort();
+    const base = 20000 + Math.floor(Math.random() * 400) * 100;
+    const env = {
+      SLUICE_BIND: '127.0.0.1',
+      SLUICE_FTP_PORT: String(s.ftpPort),
+      SLUICE_FTPS_PORT: String(s.ftpsPort),
+      SLUICE_SFTP_PORT: '0',
+      SLUICE_PASV_PORTS: `${base}-${base + 99}`,
+      SLUICE_LOG_LEVEL: 'info',
+      ...options.env,
+    };
+    for (const u of options.users ?? []) {
+      const r = sluice(s.dir, ['user', 'add', u.name, '--password-stdin', ...(u.args ?? [])], `${u.password}\n`, env);
+      if (r.code !== 0) throw new Error(`user add ${u.name}: ${r.stderr}`);
+    }
+    s.proc = startServe(s.dir, env, /sluice started/);
+    await s.proc.ready;
+    return s;
+  }
+
+  home(user: string): string {
+    return join(this.dir, 'data', 'homes', user);
+  }
+
+  /** Audit records so far (the server flushes at least every second). */
+  async audit(wait = 1200): Promise<Record<string, unknown>[]> {
+    await new Promise((r) => setTimeout(r, wait));
+    const text = readFileSync(join(this.dir, 'data', 'audit.log'), 'utf8');
+    return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+
+  get log(): string {
+    return this.proc?.output().stdout ?? '';
+  }
+
+  get alive(): boolean {
+    return this.proc?.child.exitCode === null;
+  }
+
+  async stop(): Promise<void> {
+    await this.proc?.stop();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
