@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +15,8 @@ export async function freePort(): Promise<number> {
 
 export interface ServerOptions {
   env?: NodeJS.ProcessEnv;
+  /** Written to the server's ./sluice.yaml. */
+  yaml?: string;
   users?: { name: string; password: string; args?: string[] }[];
 }
 
@@ -41,6 +43,7 @@ export class TestServer {
       SLUICE_LOG_LEVEL: 'info',
       ...options.env,
     };
+    if (options.yaml) writeFileSync(join(s.dir, 'sluice.yaml'), options.yaml);
     for (const u of options.users ?? []) {
       const r = sluice(s.dir, ['user', 'add', u.name, '--password-stdin', ...(u.args ?? [])], `${u.password}\n`, env);
       if (r.code !== 0) throw new Error(`user add ${u.name}: ${r.stderr}`);
