@@ -72,7 +72,7 @@ export class FtpConnection {
     this.socket = raw;
     this.remoteAddress = plainAddress(raw.remoteAddress ?? '');
     this.remotePort = raw.remotePort ?? 0;
-    this.log = ctx.log.child({ conn: this.id, ip: this.remoteAddress, proto: implicitTls ? 'ftps' : 'ftp' });
+    this.log = ctx.log.child({ conn: this.id, ip: this.remoteAddress });
     raw.on('error', (err) => this.log.debug({ err: err.message }, 'control socket error'));
     raw.on('close', () => void this.close('peer closed'));
     this.idle = setTimeout(() => this.onIdle(), ctx.config.idleTimeout * 1000);

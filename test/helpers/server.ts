@@ -68,6 +68,10 @@ export class TestServer {
     return this.proc?.output().stdout ?? '';
   }
 
+  signal(sig: NodeJS.Signals): void {
+    this.proc?.child.kill(sig);
+  }
+
   get alive(): boolean {
     return this.proc?.child.exitCode === null;
   }

@@ -9,6 +9,7 @@ import type { Download, Upload } from '../../session/transfer.js';
 import { fromNetworkAscii, toNetworkAscii } from '../ascii.js';
 import type { FtpConnection } from '../connection.js';
 import { DataChannelError, openDataStream } from '../data/channel.js';
+import { PassiveEndpoint } from '../data/passive.js';
 import { listLine, listable, mlsxLine } from '../listing.js';
 import { Code, errorReply } from '../replies.js';
 import type { CommandSpec } from './spec.js';
@@ -17,6 +18,11 @@ import type { CommandSpec } from './spec.js';
 function dataReady(c: FtpConnection): boolean {
   if (!c.endpoint) {
     c.reply(Code.CantOpenData, 'Use PORT, PASV or EPSV first.');
+    return false;
+  }
+  if (c.endpoint instanceof PassiveEndpoint && !c.endpoint.usable) {
+    c.setEndpoint(null);
+    c.reply(Code.CantOpenData, 'Data connection timed out; use PASV or EPSV again.');
     return false;
   }
   if (c.ctx.config.tls === 'required' && c.prot !== 'P') {

@@ -1,0 +1,133 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+
+const local = mkdtempSync(join(tmpdir(), 'sluice-limits-'));
+const PY = fileURLToPath(new URL('./fixtures/ftplib_client.py', import.meta.url));
+
+async function loggedIn(srv: TestServer): Promise<RawFtp> {
+  const c = await RawFtp.connect(srv.ftpPort);
+  await c.read();
+  await c.startTls();
+  assert.equal((await c.login('carol', 'carol password')).code, 230);
+  await c.cmd('PBSZ 0');
+  await c.cmd('PROT P');
+  return c;
+}
+
+describe('FTP limits, timeouts, ABOR, active mode, certificate reload', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      yaml: 'limits:\n  maxSessions: 50\n  maxSessionsPerIp: 4\nftp:\n  idleTimeout: 10\n  dataTimeout: 2\n',
+      users: [{ name: 'carol', password: 'carol password' }],
+    });
+    writeFileSync(join(srv.home('carol'), 'big.bin'), randomBytes(64 * 1024 * 1024));
+  });
+  after(async () => {
+    await srv.stop();
+    rmSync(local, { recursive: true, force: true });
+  });
+
+  it('answers 421 past the per-address connection limit, and frees slots on close', async () => {
+    const open: RawFtp[] = [];
+    for (let i = 0; i < 4; i++) {
+      const c = await RawFtp.connect(srv.ftpPort);
+      assert.equal((await c.read())?.code, 220);
+      open.push(c);
+    }
+    const extra = await RawFtp.connect(srv.ftpPort);
+    const r = await extra.read();
+    assert.equal(r?.code, 421);
+    assert.equal(await extra.read(), null);
+    open.forEach((c) => c.close());
+    await new Promise((res) => setTimeout(res, 200));
+    const again = await RawFtp.connect(srv.ftpPort);
+    assert.equal((await again.read())?.code, 220);
+    again.close();
+  });
+
+  it('closes a passive port nobody connects to after the data timeout (425)', async () => {
+    const c = await loggedIn(srv);
+    const { port } = await c.passive(true);
+    await new Promise((res) => setTimeout(res, 2500));
+    const probe = net.connect(port, '127.0.0.1');
+    const refused = await new Promise((res) => {
+      probe.once('error', () => res(true));
+      probe.once('connect', () => res(false));
+    });
+    probe.destroy();
+    assert.ok(refused, 'port closed');
+    assert.equal((await c.cmd('LIST')).code, 425);
+    c.close();
+  });
+
+  it('keeps reading commands during a transfer: STAT and NOOP answer, ABOR gives 426 then 226', async () => {
+    const c = await loggedIn(srv);
+    const data = await c.passive(true);
+    const sock = await data.open();
+    c.send('RETR big.bin\r\n');
+    assert.equal((await c.read())?.code, 150);
+    // Read a little, then stop reading: the transfer stalls on backpressure.
+    await new Promise<void>((res) => sock.once('data', () => res()));
+    sock.pause();
+    const stat = await c.cmd('STAT');
+    assert.equal(stat.code, 211);
+    assert.match(stat.text, /Transfer in progress: \d+ bytes/);
+    assert.equal((await c.cmd('NOOP')).code, 200);
+    c.send('ABOR\r\n');
+    assert.equal((await c.read())?.code, 426);
+    assert.equal((await c.read())?.code, 226);
+    sock.destroy();
+    assert.equal((await c.cmd('NOOP')).code, 200, 'the control connection carries on');
+    const rec = (await srv.audit()).findLast((l) => l.event === 'download' && l.path === '/big.bin');
+    assert.equal(rec?.result, 'aborted');
+    assert.ok((rec?.bytes as number) > 0 && (rec?.bytes as number) < 64 * 1024 * 1024);
+    c.close();
+  });
+
+  it('active mode (PORT) to the client itself works, TLS included (ftplib)', () => {
+    // curl 7.88 sends active-mode FTPS data unencrypted (a client bug), so ftplib drives this one.
+    const r = spawnSync('python3', [PY, String(srv.ftpPort), 'carol', 'carol password', 'active'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { roundtrip: string }).roundtrip, 'sent in active mode');
+    assert.equal(readFileSync(join(srv.home('carol'), 'active.txt'), 'utf8'), 'sent in active mode');
+  });
+
+  it('reloads the certificate on SIGHUP without dropping sessions', async () => {
+    const before = await RawFtp.connect(srv.ftpsPort, true);
+    assert.equal((await before.read())?.code, 220);
+    const oldCert = (before.socket as tls.TLSSocket).getPeerX509Certificate();
+    const certs = join(srv.dir, 'certs');
+    const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=reloaded.example',
+      '-days', '2', '-keyout', join(certs, 'tls-key.pem'), '-out', join(certs, 'tls-cert.pem')]);
+    assert.equal(gen.status, 0, String(gen.stderr));
+    srv.signal('SIGHUP');
+    await new Promise((res) => setTimeout(res, 500));
+    assert.equal((await before.cmd('NOOP')).code, 200, 'the old session lives on');
+    const after = await RawFtp.connect(srv.ftpsPort, true);
+    assert.equal((await after.read())?.code, 220);
+    const newCert = (after.socket as tls.TLSSocket).getPeerX509Certificate();
+    assert.match(newCert?.subject ?? '', /reloaded\.example/);
+    assert.notEqual(newCert?.fingerprint256, oldCert?.fingerprint256);
+    before.close();
+    after.close();
+  });
+
+  it('closes an idle control connection with 421', async () => {
+    const c = await RawFtp.connect(srv.ftpPort);
+    assert.equal((await c.read())?.code, 220);
+    const r = await c.read(15_000);
+    assert.equal(r?.code, 421);
+    assert.equal(await c.read(), null);
+  });
+});
