@@ -10,6 +10,7 @@ export type AuthFailure =
   | 'unknown-user'
   | 'bad-password'
   | 'bad-key'
+  | 'bad-signature'
   | 'disabled'
   | 'expired'
   | 'protocol-not-allowed'
@@ -82,6 +83,11 @@ export class Authenticator {
     if (!known) return this.fail(req, 'publickey', 'bad-key');
     this.checkRules(req, user, 'publickey');
     return this.succeed(req, user, 'publickey');
+  }
+
+  /** A failure only the front-end can see (a public-key signature that does not verify). */
+  refuse(req: AuthRequest, method: 'password' | 'publickey', reason: AuthFailure): never {
+    return this.fail(req, method, reason);
   }
 
   private checkRules(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): void {

@@ -2,6 +2,7 @@ import { openServices, type Services } from '../app.js';
 import { ensureKeys } from '../certs/ensure.js';
 import type { Config } from '../config/schema.js';
 import { FtpFrontEnd } from '../ftp/listener.js';
+import { SftpFrontEnd } from '../sftp/server.js';
 import { ConnectionRegistry } from '../session/registry.js';
 
 /** A front-end started by `serve`: FTP/FTPS, SFTP. */
@@ -14,7 +15,7 @@ export interface FrontEnd {
 export type FrontEndStarter = (services: Services, registry: ConnectionRegistry) => Promise<FrontEnd | null>;
 
 /** Front-ends in start order; each returns null when its ports are 0. */
-export const FRONT_ENDS: FrontEndStarter[] = [FtpFrontEnd.start];
+export const FRONT_ENDS: FrontEndStarter[] = [FtpFrontEnd.start, SftpFrontEnd.start];
 
 /** `sluice init`: data directory, database and keys, nothing served. */
 export async function init(config: Config, out: (s: string) => void): Promise<Services> {

@@ -35,7 +35,30 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
-    sftp: z.object({ port: port.default(2222) }).strict().prefault({}),
+    sftp: z
+      .object({
+        port: port.default(2222),
+        /** Seconds without SFTP traffic before the connection is closed. */
+        idleTimeout: z.number().int().min(10).max(86400).default(300),
+        /** Seconds a client has to authenticate. */
+        loginGraceTime: z.number().int().min(5).max(600).default(60),
+        /** Failed authentication attempts before the connection is closed. */
+        maxAuthTries: z.number().int().min(1).max(100).default(6),
+        /** Open files and directories per SFTP session. */
+        maxHandles: z.number().int().min(4).max(4096).default(256),
+        /** Algorithm lists, most preferred first; the defaults exclude SHA-1 and CBC. */
+        algorithms: z
+          .object({
+            kex: z.array(z.string()).min(1).default(['curve25519-sha256', 'curve25519-sha256@libssh.org', 'ecdh-sha2-nistp256', 'ecdh-sha2-nistp384', 'diffie-hellman-group-exchange-sha256', 'diffie-hellman-group14-sha256']),
+            cipher: z.array(z.string()).min(1).default(['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'chacha20-poly1305@openssh.com', 'aes128-ctr', 'aes192-ctr', 'aes256-ctr']),
+            hmac: z.array(z.string()).min(1).default(['hmac-sha2-256-etm@openssh.com', 'hmac-sha2-512-etm@openssh.com', 'hmac-sha2-256', 'hmac-sha2-512']),
+            serverHostKey: z.array(z.string()).min(1).default(['ssh-ed25519', 'rsa-sha2-512', 'rsa-sha2-256']),
+          })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
     limits: z
       .object({
         /** Connections at once, all protocols; more get 421 (FTP) or are closed (SFTP). */

@@ -153,6 +153,12 @@ export class Session {
     }
   }
 
+  /** Limits and usage of this user's quota (0 = unlimited), e.g. for statvfs. */
+  quota(): { bytes: number; files: number; usedBytes: number; usedFiles: number } {
+    const used = this.ledger.usage;
+    return { bytes: this.account.quotaBytes, files: this.account.quotaFiles, usedBytes: used.bytes, usedFiles: used.files };
+  }
+
   /** The permissions in force in a virtual directory (MLSD perm facts). */
   permissionsIn(virtualDir: string): ReadonlySet<Permission> {
     return permissionsAt(this.account.permissions, virtualDir);
@@ -255,6 +261,30 @@ export class Session {
     return upload;
   }
 
+  /**
+   * SFTP FSETSTAT: change an open file through its descriptor (an atomic
+   * upload's final name does not exist yet), under the same permissions as
+   * the path-based calls.
+   */
+  async changeOpenFile(
+    transfer: Upload | Download,
+    change: { mode?: number; atime?: Date; mtime?: Date; size?: number },
+  ): Promise<void> {
+    const dir = parentOf(transfer.path);
+    await this.guard('setstat', transfer.path, async () => {
+      if (change.mode !== undefined) this.require('chmod', dir);
+      if (change.mtime !== undefined) this.require('chtimes', dir);
+      if (change.size !== undefined) {
+        this.require('overwrite', dir);
+        if (!(transfer instanceof Upload)) throw new SluiceError('permission-denied', 'Handle not open for writing');
+        await transfer.resize(change.size);
+      }
+      await transfer.changeFile(change);
+    });
+    if (change.mode !== undefined) this.audit({ event: 'chmod', path: transfer.path, mode: (change.mode & 0o777).toString(8).padStart(4, '0') });
+    if (change.mtime !== undefined) this.audit({ event: 'chtimes', path: transfer.path });
+  }
+
   private finished(transfer: Upload | Download, r: TransferRecord): void {
     this.transfers.delete(transfer);
     if (transfer instanceof Upload && transfer.exceededQuota) this.audit({ event: 'quota-exceeded', path: r.path });
@@ -307,7 +337,8 @@ export class Session {
     this.audit({ event: 'delete', path });
   }
 
-  async rename(fromClient: string, toClient: string): Promise<void> {
+  /** Rename; with `overwrite` false an existing target is an error (SFTP RENAME, as OpenSSH). */
+  async rename(fromClient: string, toClient: string, overwrite = true): Promise<void> {
     const from = this.resolve(fromClient);
     const to = this.resolve(toClient);
     await this.guard('rename', from, () =>
@@ -321,6 +352,7 @@ export class Session {
           if (!srcStat) throw new SluiceError('not-found');
           const dstStat = await dst.lstat();
           if (dstStat) {
+            if (!overwrite) throw new SluiceError('already-exists');
             if (dstStat.isDirectory() !== srcStat.isDirectory()) {
               throw new SluiceError(dstStat.isDirectory() ? 'is-a-directory' : 'not-a-directory');
             }

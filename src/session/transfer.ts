@@ -4,6 +4,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { promises as fsp } from 'node:fs';
 import type { TransferResult } from '../audit/events.js';
 import { SluiceError, fromErrno } from './errors.js';
+import { toFileInfo, type FileInfo } from './file-info.js';
 import type { Location } from './jail.js';
 import type { QuotaLedger } from './quota.js';
 
@@ -22,25 +23,49 @@ export interface TransferRecord {
 
 type Reporter = (record: TransferRecord) => void;
 
+/** Out-of-order bytes held for the hash at most; beyond that the hash is given up. */
+const MAX_REORDER_BYTES = 16 * 1024 * 1024;
+
 /**
- * SHA-256 of the bytes in the order of the file: kept while data arrives in
- * sequence (streams, and the usual SFTP pipelining), dropped to null as soon as
- * a write or read skips around, since then no single pass over the bytes exists.
+ * SHA-256 of the bytes in file order, computed as they pass. Pipelined SFTP
+ * requests may complete out of order: early chunks wait (bounded) for the gap
+ * to fill. A rewrite, a gap that never fills or too much waiting drops the
+ * hash to null rather than report a wrong one.
  */
 class SequenceHash {
   private hash: Hash | null = createHash('sha256');
+  private readonly waiting = new Map<number, Buffer>();
+  private waitingBytes = 0;
   constructor(private next: number) {}
+
   update(position: number, data: Buffer): void {
-    if (!this.hash) return;
-    if (position !== this.next) {
-      this.hash = null;
+    if (!this.hash || data.length === 0) return;
+    if (position < this.next) return this.drop();
+    if (position > this.next) {
+      this.waiting.set(position, data);
+      this.waitingBytes += data.length;
+      if (this.waitingBytes > MAX_REORDER_BYTES) this.drop();
       return;
     }
     this.hash.update(data);
     this.next += data.length;
+    for (let more = this.waiting.get(this.next); more; more = this.waiting.get(this.next)) {
+      this.waiting.delete(this.next);
+      this.waitingBytes -= more.length;
+      this.hash.update(more);
+      this.next += more.length;
+    }
   }
+
   digest(): string | null {
-    return this.hash ? this.hash.digest('hex') : null;
+    if (!this.hash || this.waiting.size > 0) return null;
+    return this.hash.digest('hex');
+  }
+
+  private drop(): void {
+    this.hash = null;
+    this.waiting.clear();
+    this.waitingBytes = 0;
   }
 }
 
@@ -48,6 +73,7 @@ abstract class Transfer {
   protected readonly started = new Date();
   protected bytes = 0;
   private finished: Promise<void> | null = null;
+  private result: TransferResult | null = null;
 
   constructor(
     protected readonly file: FileHandle,
@@ -63,6 +89,40 @@ abstract class Transfer {
 
   get isFinished(): boolean {
     return this.finished !== null;
+  }
+
+  /** How the transfer ended; null while it runs. */
+  get outcome(): TransferResult | null {
+    return this.result;
+  }
+
+  /** fsync@openssh.com: the bytes so far are on disk. */
+  async sync(): Promise<void> {
+    await this.file.sync().catch((e: unknown) => {
+      throw fromErrno(e);
+    });
+  }
+
+  /** Metadata of the open file (SFTP FSTAT). */
+  async info(): Promise<FileInfo> {
+    try {
+      return toFileInfo(this.path.split('/').pop() ?? '', await this.file.stat());
+    } catch (err) {
+      throw fromErrno(err);
+    }
+  }
+
+  /** Change mode or times through the open descriptor; permission checks are the session's. */
+  async changeFile(change: { mode?: number; atime?: Date; mtime?: Date }): Promise<void> {
+    try {
+      if (change.mode !== undefined) await this.file.chmod(change.mode & 0o777);
+      if (change.mtime !== undefined) {
+        const st = await this.file.stat();
+        await this.file.utimes(change.atime ?? st.atime, change.mtime);
+      }
+    } catch (err) {
+      throw fromErrno(err);
+    }
   }
 
   /** Successful end: everything arrived. */
@@ -83,6 +143,7 @@ abstract class Transfer {
   protected abstract settle(result: TransferResult, reason?: string): Promise<void>;
 
   protected record(direction: 'upload' | 'download', size: number, result: TransferResult, reason?: string): void {
+    this.result = result;
     this.report({
       direction,
       path: this.path,
@@ -198,6 +259,19 @@ export class Upload extends Transfer {
         this.write(chunk).then(() => done(), done);
       },
     });
+  }
+
+  /** SFTP FSETSTAT size on an open upload: cut or extend, within the quota. */
+  async resize(size: number): Promise<void> {
+    const growth = Math.max(0, size - this.size);
+    this.ledger.reserve(growth, this.credit);
+    this.reserved += growth;
+    try {
+      await this.file.truncate(size);
+    } catch (err) {
+      throw fromErrno(err);
+    }
+    this.size = Math.max(this.size, size);
   }
 
   get exceededQuota(): boolean {

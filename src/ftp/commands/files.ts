@@ -1,7 +1,7 @@
 import { SluiceError } from '../../session/errors.js';
 import type { Session } from '../../session/session.js';
 import type { FtpConnection } from '../connection.js';
-import { parseTimeVal, timeVal } from '../listing.js';
+import { parseTimeVal, timeVal } from '../facts.js';
 import { Code } from '../replies.js';
 import { quotePath } from './navigate.js';
 import type { CommandSpec } from './spec.js';

@@ -1,5 +1,5 @@
 import type { FtpConnection } from '../connection.js';
-import { listLine, listable } from '../listing.js';
+import { listLine, listable } from '../../listing/ls.js';
 import { Code } from '../replies.js';
 import { siteChmod } from './files.js';
 import type { CommandSpec } from './spec.js';

@@ -10,7 +10,8 @@ import { fromNetworkAscii, toNetworkAscii } from '../ascii.js';
 import type { FtpConnection } from '../connection.js';
 import { DataChannelError, openDataStream } from '../data/channel.js';
 import { PassiveEndpoint } from '../data/passive.js';
-import { listLine, listable, mlsxLine } from '../listing.js';
+import { listLine, listable } from '../../listing/ls.js';
+import { mlsxLine } from '../facts.js';
 import { Code, errorReply } from '../replies.js';
 import type { CommandSpec } from './spec.js';
 

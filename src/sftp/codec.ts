@@ -1,0 +1,264 @@
+/**
+ * SFTP v3 wire format (draft-ietf-secsh-filexfer-02) plus the OpenSSH
+ * extensions we serve. Pure: bytes in, values out, and back. Every read is
+ * bounds-checked; a malformed packet raises BadMessage, never a crash.
+ */
+
+export const FXP = {
+  INIT: 1,
+  VERSION: 2,
+  OPEN: 3,
+  CLOSE: 4,
+  READ: 5,
+  WRITE: 6,
+  LSTAT: 7,
+  FSTAT: 8,
+  SETSTAT: 9,
+  FSETSTAT: 10,
+  OPENDIR: 11,
+  READDIR: 12,
+  REMOVE: 13,
+  MKDIR: 14,
+  RMDIR: 15,
+  REALPATH: 16,
+  STAT: 17,
+  RENAME: 18,
+  READLINK: 19,
+  SYMLINK: 20,
+  STATUS: 101,
+  HANDLE: 102,
+  DATA: 103,
+  NAME: 104,
+  ATTRS: 105,
+  EXTENDED: 200,
+  EXTENDED_REPLY: 201,
+} as const;
+
+export const STATUS = {
+  OK: 0,
+  EOF: 1,
+  NO_SUCH_FILE: 2,
+  PERMISSION_DENIED: 3,
+  FAILURE: 4,
+  BAD_MESSAGE: 5,
+  NO_CONNECTION: 6,
+  CONNECTION_LOST: 7,
+  OP_UNSUPPORTED: 8,
+} as const;
+export type StatusCode = (typeof STATUS)[keyof typeof STATUS];
+
+export const OPEN_FLAGS = { READ: 0x01, WRITE: 0x02, APPEND: 0x04, CREAT: 0x08, TRUNC: 0x10, EXCL: 0x20 } as const;
+export const ATTR = { SIZE: 0x01, UIDGID: 0x02, PERMISSIONS: 0x04, ACMODTIME: 0x08, EXTENDED: 0x80000000 } as const;
+
+/** Largest packet we accept or send (OpenSSH's SFTP_MAX_MSG_LENGTH). */
+export const MAX_PACKET = 256 * 1024;
+/** Largest READ we answer in one DATA reply, leaving room for the header. */
+export const MAX_READ = MAX_PACKET - 1024;
+
+export class BadMessage extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BadMessage';
+  }
+}
+
+export interface Attrs {
+  size?: number;
+  uid?: number;
+  gid?: number;
+  permissions?: number;
+  atime?: number;
+  mtime?: number;
+}
+
+/** Sequential, bounds-checked reader over one packet's payload. */
+export class Reader {
+  private pos = 0;
+  constructor(private readonly buf: Buffer) {}
+
+  private need(n: number): void {
+    if (this.pos + n > this.buf.length) throw new BadMessage('truncated packet');
+  }
+
+  byte(): number {
+    this.need(1);
+    return this.buf[this.pos++] as number;
+  }
+
+  uint32(): number {
+    this.need(4);
+    const v = this.buf.readUInt32BE(this.pos);
+    this.pos += 4;
+    return v;
+  }
+
+  uint64(): number {
+    this.need(8);
+    const v = this.buf.readBigUInt64BE(this.pos);
+    this.pos += 8;
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new BadMessage('64-bit value out of range');
+    return Number(v);
+  }
+
+  bytes(): Buffer {
+    const n = this.uint32();
+    this.need(n);
+    const v = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return v;
+  }
+
+  /** A path or name: UTF-8 text (invalid sequences are refused by the path layer later). */
+  string(): string {
+    return this.bytes().toString('utf8');
+  }
+
+  attrs(): Attrs {
+    const flags = this.uint32();
+    const a: Attrs = {};
+    if (flags & ATTR.SIZE) a.size = this.uint64();
+    if (flags & ATTR.UIDGID) {
+      a.uid = this.uint32();
+      a.gid = this.uint32();
+    }
+    if (flags & ATTR.PERMISSIONS) a.permissions = this.uint32();
+    if (flags & ATTR.ACMODTIME) {
+      a.atime = this.uint32();
+      a.mtime = this.uint32();
+    }
+    if (flags & ATTR.EXTENDED) {
+      const count = this.uint32();
+      for (let i = 0; i < count; i++) {
+        this.bytes();
+        this.bytes();
+      }
+    }
+    return a;
+  }
+}
+
+/** Builds one packet: length prefix filled in by finish(). */
+export class Writer {
+  private chunks: Buffer[] = [];
+  private size = 0;
+
+  constructor(type: number, id?: number) {
+    this.push(Buffer.alloc(4));
+    this.byte(type);
+    if (id !== undefined) this.uint32(id);
+  }
+
+  private push(b: Buffer): this {
+    this.chunks.push(b);
+    this.size += b.length;
+    return this;
+  }
+
+  byte(v: number): this {
+    return this.push(Buffer.from([v]));
+  }
+
+  uint32(v: number): this {
+    const b = Buffer.allocUnsafe(4);
+    b.writeUInt32BE(v >>> 0);
+    return this.push(b);
+  }
+
+  uint64(v: number): this {
+    const b = Buffer.allocUnsafe(8);
+    b.writeBigUInt64BE(BigInt(Math.max(0, Math.floor(v))));
+    return this.push(b);
+  }
+
+  bytes(v: Buffer): this {
+    this.uint32(v.length);
+    return this.push(v);
+  }
+
+  string(v: string): this {
+    return this.bytes(Buffer.from(v, 'utf8'));
+  }
+
+  attrs(a: Attrs): this {
+    let flags = 0;
+    if (a.size !== undefined) flags |= ATTR.SIZE;
+    if (a.uid !== undefined && a.gid !== undefined) flags |= ATTR.UIDGID;
+    if (a.permissions !== undefined) flags |= ATTR.PERMISSIONS;
+    if (a.atime !== undefined && a.mtime !== undefined) flags |= ATTR.ACMODTIME;
+    this.uint32(flags);
+    if (a.size !== undefined) this.uint64(a.size);
+    if (flags & ATTR.UIDGID) this.uint32(a.uid as number).uint32(a.gid as number);
+    if (a.permissions !== undefined) this.uint32(a.permissions);
+    if (flags & ATTR.ACMODTIME) this.uint32(a.atime as number).uint32(a.mtime as number);
+    return this;
+  }
+
+  finish(): Buffer {
+    const out = Buffer.concat(this.chunks, this.size);
+    out.writeUInt32BE(this.size - 4, 0);
+    return out;
+  }
+}
+
+export interface Packet {
+  type: number;
+  /** Request id; absent for INIT. */
+  id: number | null;
+  body: Reader;
+}
+
+/**
+ * Splits the channel's byte stream into packets. A declared length over
+ * MAX_PACKET, or under the 5 bytes of type+id, is a protocol violation.
+ */
+export class PacketFramer {
+  private chunks: Buffer[] = [];
+  private size = 0;
+
+  push(chunk: Buffer): Packet[] {
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    const out: Packet[] = [];
+    for (;;) {
+      if (this.size < 4) break;
+      const head = this.peek(4);
+      const length = head.readUInt32BE(0);
+      if (length < 1 || length > MAX_PACKET) throw new BadMessage(`bad packet length ${length}`);
+      if (this.size < 4 + length) break;
+      const packet = this.take(4 + length).subarray(4);
+      out.push(decodePacket(packet));
+    }
+    return out;
+  }
+
+  /** Bytes received but not yet a whole packet. */
+  get buffered(): number {
+    return this.size;
+  }
+
+  private peek(n: number): Buffer {
+    if ((this.chunks[0] as Buffer).length >= n) return (this.chunks[0] as Buffer).subarray(0, n);
+    return Buffer.concat(this.chunks).subarray(0, n);
+  }
+
+  private take(n: number): Buffer {
+    const all = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks, this.size);
+    const packet = all.subarray(0, n);
+    const rest = all.subarray(n);
+    this.chunks = rest.length > 0 ? [rest] : [];
+    this.size = rest.length;
+    return packet;
+  }
+}
+
+export function decodePacket(packet: Buffer): Packet {
+  const r = new Reader(packet);
+  const type = r.byte();
+  // INIT carries a version, not a request id.
+  const id = type === FXP.INIT ? null : r.uint32();
+  return { type, id, body: r };
+}
+
+export function statusPacket(id: number, code: StatusCode, message: string): Buffer {
+  return new Writer(FXP.STATUS, id).uint32(code).string(message).string('en').finish();
+}

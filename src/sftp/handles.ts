@@ -1,0 +1,58 @@
+import type { DirectoryListing } from '../session/listing.js';
+import { SluiceError } from '../session/errors.js';
+import type { Download, Upload } from '../session/transfer.js';
+
+export type HandleEntry =
+  | { kind: 'file'; transfer: Upload | Download }
+  | { kind: 'dir'; listing: DirectoryListing; path: string };
+
+/**
+ * Opaque handles of one SFTP session: a counter, never reused, capped in
+ * number. Every lookup checks the kind; close-all runs when the channel ends.
+ */
+export class HandleTable {
+  private readonly entries = new Map<string, HandleEntry>();
+  private next = 1;
+
+  constructor(private readonly max: number) {}
+
+  add(entry: HandleEntry): Buffer {
+    if (this.entries.size >= this.max) throw new SluiceError('failure', 'Too many open handles');
+    const id = Buffer.alloc(4);
+    id.writeUInt32BE(this.next++);
+    this.entries.set(id.toString('hex'), entry);
+    return id;
+  }
+
+  file(handle: Buffer): Upload | Download {
+    const e = this.entries.get(handle.toString('hex'));
+    if (e?.kind !== 'file') throw new SluiceError('failure', 'Invalid handle');
+    return e.transfer;
+  }
+
+  dir(handle: Buffer): { listing: DirectoryListing; path: string } {
+    const e = this.entries.get(handle.toString('hex'));
+    if (e?.kind !== 'dir') throw new SluiceError('failure', 'Invalid handle');
+    return e;
+  }
+
+  /** Remove and return; the caller closes it. */
+  take(handle: Buffer): HandleEntry {
+    const key = handle.toString('hex');
+    const e = this.entries.get(key);
+    if (!e) throw new SluiceError('failure', 'Invalid handle');
+    this.entries.delete(key);
+    return e;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** Channel gone: abort unfinished transfers (recorded as such), close listings. */
+  async closeAll(reason: string): Promise<void> {
+    const all = [...this.entries.values()];
+    this.entries.clear();
+    await Promise.all(all.map((e) => (e.kind === 'file' ? e.transfer.abort(reason) : e.listing.close())));
+  }
+}

@@ -1,0 +1,216 @@
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import ssh2 from 'ssh2';
+import type { Services } from '../app.js';
+import { AuthError, type AuthRequest } from '../auth/authenticator.js';
+import { plainAddress } from '../auth/ip-rules.js';
+import { HOST_KEYS } from '../certs/ensure.js';
+import type { Account } from '../session/account.js';
+import type { ConnectionRegistry } from '../session/registry.js';
+import { Session } from '../session/session.js';
+import { SftpChannel } from './channel.js';
+
+const METHODS: ssh2.AuthenticationType[] = ['publickey', 'password', 'keyboard-interactive'];
+
+/** Per connection: who it is, how often it failed, and its timers. */
+interface ConnectionState {
+  readonly id: string;
+  readonly ip: string;
+  readonly port: number;
+  readonly log: Logger;
+  failures: number;
+  account: Account | null;
+}
+
+/**
+ * The SSH front-end: ssh2 for transport and authentication, our own SFTP
+ * codec on the raw `sftp` subsystem channel. ssh2 enforces neither a limit
+ * on authentication attempts nor a login grace time: both are counted here.
+ * Only the sftp subsystem is served; shell, exec, pty, forwarding are refused.
+ */
+export class SftpFrontEnd {
+  readonly name = 'sftp';
+  private readonly server: ssh2.Server;
+  private readonly clients = new Set<ssh2.Connection>();
+  private readonly log: Logger;
+
+  private constructor(
+    private readonly services: Services,
+    private readonly registry: ConnectionRegistry,
+  ) {
+    const { config } = services;
+    this.log = services.log.child({ frontEnd: 'sftp' });
+    const { algorithms } = config.sftp;
+    this.server = new ssh2.Server(
+      {
+        hostKeys: HOST_KEYS.map((k) => readFileSync(join(config.certsDir, k))),
+        ident: 'sluice',
+        algorithms: {
+          kex: algorithms.kex as ssh2.KexAlgorithm[],
+          cipher: algorithms.cipher as ssh2.CipherAlgorithm[],
+          hmac: algorithms.hmac as ssh2.MacAlgorithm[],
+          serverHostKey: algorithms.serverHostKey as ssh2.ServerHostKeyAlgorithm[],
+          compress: ['none'],
+        },
+      },
+      (client, info) => this.accept(client, info),
+    );
+    this.server.on('error', (err: Error) => this.log.error({ err }, 'ssh server error'));
+  }
+
+  static async start(services: Services, registry: ConnectionRegistry): Promise<SftpFrontEnd | null> {
+    if (services.config.sftp.port === 0) return null;
+    const fe = new SftpFrontEnd(services, registry);
+    await new Promise<void>((resolve, reject) => {
+      fe.server.once('error', reject);
+      fe.server.listen(services.config.sftp.port, services.config.bind, () => {
+        fe.server.off('error', reject);
+        resolve();
+      });
+    });
+    fe.log.info({ port: services.config.sftp.port }, 'SFTP listening');
+    return fe;
+  }
+
+  private accept(client: ssh2.Connection, info: ssh2.ClientInfo): void {
+    // A reset connection must never take the process down (ssh2#902).
+    client.on('error', (err: Error) => this.log.debug({ err: err.message }, 'ssh client error'));
+    const ip = plainAddress(info.ip);
+    const release = this.registry.tryAcquire(ip);
+    if (!release) {
+      this.log.warn({ ip }, 'connection limit reached');
+      client.end();
+      return;
+    }
+    this.clients.add(client);
+    const id = randomUUID();
+    const state: ConnectionState = { id, ip, port: info.port, log: this.log.child({ conn: id, ip }), failures: 0, account: null };
+    const { sftp } = this.services.config;
+    const grace = setTimeout(() => {
+      state.log.info('login grace time over');
+      client.end();
+    }, sftp.loginGraceTime * 1000);
+    grace.unref();
+    const idle = setTimeout(() => {
+      state.log.info('idle timeout');
+      client.end();
+    }, sftp.idleTimeout * 1000);
+    idle.unref();
+
+    client.on('authentication', (ctx) => void this.authenticate(client, state, ctx));
+    client.on('ready', () => {
+      clearTimeout(grace);
+      client.on('session', (accept) => this.openSession(state, accept(), () => idle.refresh()));
+    });
+    // Everything else a client may ask for is refused.
+    client.on('tcpip', (_accept, reject) => {
+      state.log.warn('direct-tcpip refused');
+      reject();
+    });
+    client.on('openssh.streamlocal', (_accept, reject) => reject());
+    client.on('request', (_accept, reject, name) => {
+      state.log.warn({ request: name }, 'global request refused');
+      reject?.();
+    });
+    client.on('close', () => {
+      clearTimeout(grace);
+      clearTimeout(idle);
+      this.clients.delete(client);
+      release();
+    });
+  }
+
+  private async authenticate(client: ssh2.Connection, state: ConnectionState, ctx: ssh2.AuthContext): Promise<void> {
+    const req: AuthRequest = {
+      username: ctx.username,
+      protocol: 'sftp',
+      remoteAddress: state.ip,
+      remotePort: state.port,
+      connection: state.id,
+    };
+    const { authenticator } = this.services;
+    try {
+      switch (ctx.method) {
+        case 'password':
+          state.account = await authenticator.password(req, ctx.password);
+          return ctx.accept();
+        case 'keyboard-interactive': {
+          const answers = await new Promise<string[]>((resolve) =>
+            ctx.prompt([{ prompt: 'Password: ', echo: false }], '', '', resolve),
+          );
+          state.account = await authenticator.password(req, answers[0] ?? '');
+          return ctx.accept();
+        }
+        case 'publickey': {
+          if (!ctx.signature || !ctx.blob) {
+            // Only the client asking whether this key would do: not a login, not a failure.
+            authenticator.publicKey(req, ctx.key.data, false);
+            return ctx.accept();
+          }
+          const key = ssh2.utils.parseKey(ctx.key.data);
+          if (key instanceof Error || !key.verify(ctx.blob, ctx.signature, ctx.hashAlgo)) {
+            authenticator.refuse(req, 'publickey', 'bad-signature');
+          }
+          state.account = authenticator.publicKey(req, ctx.key.data, true);
+          return ctx.accept();
+        }
+        default:
+          // "none" tells the client which methods exist; it is not an attempt.
+          return ctx.reject(METHODS);
+      }
+    } catch (err) {
+      if (!(err instanceof AuthError)) {
+        state.log.error({ err }, 'authentication failed unexpectedly');
+        ctx.reject(METHODS);
+        return;
+      }
+      const query = ctx.method === 'publickey' && !(ctx as ssh2.PublicKeyAuthContext).signature;
+      if (!query && ++state.failures >= this.services.config.sftp.maxAuthTries) {
+        state.log.warn({ user: ctx.username }, 'too many authentication failures');
+        ctx.reject(METHODS);
+        client.end();
+        return;
+      }
+      ctx.reject(METHODS);
+    }
+  }
+
+  private openSession(state: ConnectionState, session: ssh2.Session, activity: () => void): void {
+    const refuse = (what: string) => (_accept: unknown, reject?: () => void) => {
+      state.log.warn({ request: what }, 'session request refused');
+      reject?.();
+    };
+    for (const what of ['pty', 'x11', 'env', 'shell', 'exec', 'auth-agent', 'signal', 'window-change'] as const) {
+      session.on(what as 'shell', refuse(what) as never);
+    }
+    session.on('subsystem', (accept, reject, info) => {
+      if (info.name !== 'sftp' || !state.account) {
+        state.log.warn({ subsystem: info.name }, 'subsystem refused');
+        return reject();
+      }
+      const account = state.account;
+      // No 'data' listener until the channel loop exists: the client's INIT waits in the stream.
+      const channel = accept();
+      void Session.open(
+        account,
+        { id: state.id, protocol: 'sftp', remoteAddress: state.ip, remotePort: state.port },
+        this.services.sessionDeps,
+      ).then(
+        (s) => {
+          new SftpChannel(channel, s, state.log, { maxHandles: this.services.config.sftp.maxHandles, maxInFlight: 64, onActivity: activity });
+        },
+        (err: unknown) => {
+          state.log.error({ err }, 'could not open session');
+          channel.close();
+        },
+      );
+    });
+  }
+
+  async close(): Promise<void> {
+    await new Promise((resolve) => this.server.close(resolve));
+    for (const client of this.clients) client.end();
+  }
+}
