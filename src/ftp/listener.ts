@@ -77,8 +77,10 @@ export class FtpFrontEnd {
     void conn.start();
   }
 
+  /** Stop accepting, then end live connections: a server's close() completes only once they are gone. */
   async close(): Promise<void> {
-    await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
+    const closed = Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
     await Promise.all([...this.connections].map((c) => c.closeAfterReply(Code.ServiceUnavailable, 'Server shutting down.')));
+    await closed;
   }
 }

@@ -13,6 +13,10 @@ export interface ChannelOptions {
   maxInFlight: number;
   /** Called on every incoming chunk (idle timer). */
   onActivity(): void;
+  /** SYMLINK argument order of this client (see HandlerContext). */
+  symlinkTargetFirst: boolean;
+  /** Report the subsystem's exit status (ssh and scp exit non-zero without one). */
+  exit(status: number): void;
 }
 
 /**
@@ -37,7 +41,7 @@ export class SftpChannel {
     private readonly options: ChannelOptions,
   ) {
     this.handles = new HandleTable(options.maxHandles);
-    this.ctx = { session, handles: this.handles, maxHandles: options.maxHandles };
+    this.ctx = { session, handles: this.handles, maxHandles: options.maxHandles, symlinkTargetFirst: options.symlinkTargetFirst };
     stream.on('data', (chunk: Buffer) => {
       options.onActivity();
       this.receive(chunk);
@@ -48,6 +52,13 @@ export class SftpChannel {
     });
     stream.on('error', (err: Error) => this.log.debug({ err: err.message }, 'sftp channel error'));
     stream.on('close', () => void this.shutdown('channel closed'));
+    // The client's EOF ends the session: close our side too, or OpenSSH waits for it.
+    stream.on('end', () => {
+      void this.shutdown('client finished').then(() => {
+        options.exit(0);
+        stream.end();
+      });
+    });
   }
 
   private receive(chunk: Buffer): void {

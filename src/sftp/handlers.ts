@@ -9,6 +9,13 @@ export interface HandlerContext {
   readonly session: Session;
   readonly handles: HandleTable;
   readonly maxHandles: number;
+  /**
+   * OpenSSH's client sends SYMLINK as (target, link), the reverse of the draft,
+   * and OpenSSH's server reads it so. Other clients (ssh2, libssh2, WinSCP,
+   * PuTTY) use the draft's order unless the server calls itself OpenSSH, which
+   * sluice does not: so the order follows the client's software name.
+   */
+  readonly symlinkTargetFirst: boolean;
 }
 
 /** A request handler: decode its fields, act through the session, build the one reply. */
@@ -180,10 +187,10 @@ const requests: Partial<Record<number, Handler>> = {
     return name(id, [{ filename: target, longname: target, attrs: {} }]);
   },
 
-  async [FXP.SYMLINK]({ session }, id, body) {
-    // OpenSSH clients send (target, link), the reverse of the draft; OpenSSH's server reads them so too.
-    const target = body.string();
-    const link = body.string();
+  async [FXP.SYMLINK]({ session, symlinkTargetFirst }, id, body) {
+    const first = body.string();
+    const second = body.string();
+    const [target, link] = symlinkTargetFirst ? [first, second] : [second, first];
     await session.symlink(target, link);
     return ok(id);
   },

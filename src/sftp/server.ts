@@ -22,6 +22,8 @@ interface ConnectionState {
   readonly log: Logger;
   failures: number;
   account: Account | null;
+  /** The client's software is OpenSSH (SYMLINK argument order). */
+  openssh: boolean;
 }
 
 /**
@@ -86,7 +88,15 @@ export class SftpFrontEnd {
     }
     this.clients.add(client);
     const id = randomUUID();
-    const state: ConnectionState = { id, ip, port: info.port, log: this.log.child({ conn: id, ip }), failures: 0, account: null };
+    const state: ConnectionState = {
+      id,
+      ip,
+      port: info.port,
+      log: this.log.child({ conn: id, ip }),
+      failures: 0,
+      account: null,
+      openssh: /^OpenSSH/i.test(info.header.versions.software),
+    };
     const { sftp } = this.services.config;
     const grace = setTimeout(() => {
       state.log.info('login grace time over');
@@ -199,7 +209,13 @@ export class SftpFrontEnd {
         this.services.sessionDeps,
       ).then(
         (s) => {
-          new SftpChannel(channel, s, state.log, { maxHandles: this.services.config.sftp.maxHandles, maxInFlight: 64, onActivity: activity });
+          new SftpChannel(channel, s, state.log, {
+            maxHandles: this.services.config.sftp.maxHandles,
+            maxInFlight: 64,
+            onActivity: activity,
+            symlinkTargetFirst: state.openssh,
+            exit: (status) => channel.exit(status),
+          });
         },
         (err: unknown) => {
           state.log.error({ err }, 'could not open session');
@@ -209,8 +225,10 @@ export class SftpFrontEnd {
     });
   }
 
+  /** Stop accepting, then end live connections: close() only completes once they are gone. */
   async close(): Promise<void> {
-    await new Promise((resolve) => this.server.close(resolve));
+    const closed = new Promise((resolve) => this.server.close(resolve));
     for (const client of this.clients) client.end();
+    await closed;
   }
 }

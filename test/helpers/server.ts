@@ -38,7 +38,7 @@ export class TestServer {
       SLUICE_BIND: '127.0.0.1',
       SLUICE_FTP_PORT: String(s.ftpPort),
       SLUICE_FTPS_PORT: String(s.ftpsPort),
-      SLUICE_SFTP_PORT: '0',
+      SLUICE_SFTP_PORT: String(s.sftpPort),
       SLUICE_PASV_PORTS: `${base}-${base + 99}`,
       SLUICE_LOG_LEVEL: 'info',
       ...options.env,

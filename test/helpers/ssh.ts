@@ -1,0 +1,37 @@
+import ssh2 from 'ssh2';
+
+export interface SshLogin {
+  port: number;
+  username: string;
+  password?: string;
+  privateKey?: Buffer | string;
+}
+
+/** An ssh2 client connection; rejects on authentication failure. */
+export function sshConnect(login: SshLogin): Promise<ssh2.Client> {
+  return new Promise((resolve, reject) => {
+    const c = new ssh2.Client();
+    c.once('ready', () => resolve(c));
+    c.once('error', reject);
+    c.connect({ host: '127.0.0.1', readyTimeout: 20_000, tryKeyboard: false, ...login });
+  });
+}
+
+export function sftpOf(c: ssh2.Client): Promise<ssh2.SFTPWrapper> {
+  return new Promise((resolve, reject) => c.sftp((err, s) => (err ? reject(err) : resolve(s))));
+}
+
+/** Promise form of an ssh2 SFTP call. */
+export function call<T = void>(fn: (cb: (err: Error | null | undefined, v?: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v as T))));
+}
+
+/** The SFTP status code of a failed call (ssh2 puts it on err.code). */
+export async function statusOf(p: Promise<unknown>): Promise<number | string> {
+  try {
+    await p;
+    return 'ok';
+  } catch (err) {
+    return (err as { code?: number | string }).code ?? String(err);
+  }
+}

@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { BadMessage, FXP, MAX_PACKET, PacketFramer, Reader, STATUS, Writer, decodePacket, statusPacket } from '../src/sftp/codec.js';
+import { statusFor } from '../src/sftp/status.js';
+import { SluiceError, type ErrorKind } from '../src/session/errors.js';
+
+describe('SFTP codec (pure)', () => {
+  it('round-trips every field type, attrs included', () => {
+    const pkt = new Writer(FXP.OPEN, 7).string('/dir/ä.txt').uint32(0x1a).attrs({ size: 2 ** 40, uid: 1, gid: 2, permissions: 0o100644, atime: 10, mtime: 20 }).finish();
+    assert.equal(pkt.readUInt32BE(0), pkt.length - 4);
+    const p = decodePacket(pkt.subarray(4));
+    assert.equal(p.type, FXP.OPEN);
+    assert.equal(p.id, 7);
+    assert.equal(p.body.string(), '/dir/ä.txt');
+    assert.equal(p.body.uint32(), 0x1a);
+    assert.deepEqual(p.body.attrs(), { size: 2 ** 40, uid: 1, gid: 2, permissions: 0o100644, atime: 10, mtime: 20 });
+  });
+
+  it('INIT carries a version, not an id', () => {
+    const p = decodePacket(new Writer(FXP.INIT).uint32(3).finish().subarray(4));
+    assert.equal(p.id, null);
+    assert.equal(p.body.uint32(), 3);
+  });
+
+  it('frames packets split anywhere and several in one chunk', () => {
+    const a = new Writer(FXP.STAT, 1).string('/a').finish();
+    const b = new Writer(FXP.LSTAT, 2).string('/b').finish();
+    const all = Buffer.concat([a, b]);
+    for (let cut = 1; cut < all.length; cut++) {
+      const f = new PacketFramer();
+      const got = [...f.push(all.subarray(0, cut)), ...f.push(all.subarray(cut))];
+      assert.deepEqual(got.map((p) => [p.type, p.id]), [[FXP.STAT, 1], [FXP.LSTAT, 2]], `cut at ${cut}`);
+      assert.equal(f.buffered, 0);
+    }
+  });
+
+  it('refuses an oversized or empty length before buffering it', () => {
+    const big = Buffer.alloc(4);
+    big.writeUInt32BE(MAX_PACKET + 1);
+    assert.throws(() => new PacketFramer().push(big), BadMessage);
+    assert.throws(() => new PacketFramer().push(Buffer.alloc(4)), BadMessage);
+  });
+
+  it('a truncated field is BadMessage, never an out-of-bounds read', () => {
+    const good = new Writer(FXP.OPEN, 1).string('/file').uint32(1).attrs({}).finish().subarray(4);
+    for (let len = 1; len < good.length; len++) {
+      assert.throws(() => {
+        const p = decodePacket(good.subarray(0, len));
+        p.body.string();
+        p.body.uint32();
+        p.body.attrs();
+      }, BadMessage, `length ${len}`);
+    }
+    // A string length pointing past the packet.
+    const lying = Buffer.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1]);
+    assert.throws(() => new Reader(lying).string(), BadMessage);
+  });
+
+  it('builds status packets', () => {
+    const p = decodePacket(statusPacket(9, STATUS.EOF, 'End').subarray(4));
+    assert.equal(p.type, FXP.STATUS);
+    assert.equal(p.body.uint32(), STATUS.EOF);
+    assert.equal(p.body.string(), 'End');
+  });
+
+  it('maps every error kind to a status, never with a real path', () => {
+    const kinds: ErrorKind[] = ['not-found', 'permission-denied', 'quota-exceeded', 'already-exists', 'not-empty', 'invalid-path', 'not-a-directory', 'is-a-directory', 'no-space', 'unsupported', 'failure'];
+    for (const kind of kinds) {
+      const s = statusFor(new SluiceError(kind, undefined, '/real/server/path'));
+      assert.ok(Object.values(STATUS).includes(s.code));
+      assert.ok(!s.message.includes('/real'));
+    }
+    assert.equal(statusFor(new SluiceError('not-found')).code, STATUS.NO_SUCH_FILE);
+    assert.equal(statusFor(new SluiceError('permission-denied')).code, STATUS.PERMISSION_DENIED);
+    assert.equal(statusFor(new SluiceError('unsupported')).code, STATUS.OP_UNSUPPORTED);
+  });
+});
