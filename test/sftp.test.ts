@@ -297,3 +297,61 @@ describe('SFTP', () => {
     });
   });
 });
+
+describe('SFTP transport limits', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      yaml: 'limits:\n  maxSessions: 50\n  maxSessionsPerIp: 3\n',
+      users: [{ name: 'erin', password: 'erin password' }],
+    });
+  });
+  after(() => srv.stop());
+
+  const ssh = (args: string[]) =>
+    spawnSync('ssh', ['-p', String(srv.sftpPort), '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
+      '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10', ...args, 'erin@127.0.0.1', 'true'], { encoding: 'utf8', timeout: 30_000 });
+
+  it('offers no SHA-1 key exchange or MAC, and no CBC cipher', () => {
+    for (const opts of [['KexAlgorithms=diffie-hellman-group14-sha1'], ['Ciphers=aes128-cbc'],
+      ['Ciphers=aes128-ctr', 'MACs=hmac-sha1'], ['HostKeyAlgorithms=ssh-rsa']]) {
+      const r = ssh(opts.flatMap((o) => ['-o', o]));
+      assert.match(r.stderr, /no matching|Unable to negotiate/i, opts.join(' '));
+    }
+  });
+
+  it('closes the connection after six failed password attempts', async () => {
+    let tries = 0;
+    const { default: ssh2 } = await import('ssh2');
+    const outcome = await new Promise<string>((resolve) => {
+      const c = new ssh2.Client();
+      c.on('error', (e) => resolve(String(e)));
+      c.on('close', () => resolve('closed'));
+      c.connect({
+        host: '127.0.0.1',
+        port: srv.sftpPort,
+        username: 'erin',
+        authHandler: (_methods, _partial, next) => {
+          tries++;
+          if (tries > 10) return next(false as never);
+          next({ type: 'password', username: 'erin', password: `wrong ${tries}` } as never);
+        },
+      });
+    });
+    assert.notEqual(outcome, 'ready');
+    // The client may try once more before it sees the disconnect; the server counted six.
+    const failed = (await srv.audit()).filter((l) => l.event === 'login-failed' && l.user === 'erin');
+    assert.equal(failed.length, 6);
+    assert.ok(tries <= 7);
+  });
+
+  it('refuses connections past the per-address limit, and frees the slots', async () => {
+    const open = await Promise.all([0, 1, 2].map(() => sshConnect({ port: srv.sftpPort, username: 'erin', password: 'erin password' })));
+    await assert.rejects(sshConnect({ port: srv.sftpPort, username: 'erin', password: 'erin password' }));
+    open.forEach((c) => c.end());
+    await new Promise((r) => setTimeout(r, 300));
+    const again = await sshConnect({ port: srv.sftpPort, username: 'erin', password: 'erin password' });
+    again.end();
+    assert.ok(srv.alive);
+  });
+});

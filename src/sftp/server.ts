@@ -14,6 +14,30 @@ import { SftpChannel } from './channel.js';
 
 const METHODS: ssh2.AuthenticationType[] = ['publickey', 'password', 'keyboard-interactive'];
 
+/**
+ * The host keys as ssh2 should offer them. ssh2 derives the offered names from
+ * each key's type and always adds SHA-1 `ssh-rsa` for an RSA key, whatever the
+ * configured list says; so the RSA key is presented once per configured
+ * rsa-sha2 name instead (the public key and its signatures are the same; the
+ * negotiated name picks the hash), and `ssh-rsa` is offered only if listed.
+ */
+function hostKeysFor(certsDir: string, allowed: readonly string[]): { key: ssh2.ParsedKey }[] {
+  const keys: { key: ssh2.ParsedKey }[] = [];
+  for (const file of HOST_KEYS) {
+    const parsed = ssh2.utils.parseKey(readFileSync(join(certsDir, file)));
+    const key = Array.isArray(parsed) ? parsed[0] : parsed;
+    if (!key || key instanceof Error) throw new Error(`host key ${file}: ${key instanceof Error ? key.message : 'unreadable'}`);
+    if (key.type !== 'ssh-rsa') {
+      if (allowed.includes(key.type)) keys.push({ key });
+      continue;
+    }
+    for (const name of allowed.filter((a) => a === 'ssh-rsa' || a.startsWith('rsa-sha2-'))) {
+      keys.push({ key: new Proxy(key, { get: (target, prop) => (prop === 'type' ? name : Reflect.get(target, prop, target)) }) });
+    }
+  }
+  return keys;
+}
+
 /** Per connection: who it is, how often it failed, and its timers. */
 interface ConnectionState {
   readonly id: string;
@@ -47,7 +71,7 @@ export class SftpFrontEnd {
     const { algorithms } = config.sftp;
     this.server = new ssh2.Server(
       {
-        hostKeys: HOST_KEYS.map((k) => readFileSync(join(config.certsDir, k))),
+        hostKeys: hostKeysFor(config.certsDir, algorithms.serverHostKey),
         ident: 'sluice',
         algorithms: {
           kex: algorithms.kex as ssh2.KexAlgorithm[],
@@ -141,6 +165,8 @@ export class SftpFrontEnd {
       connection: state.id,
     };
     const { authenticator } = this.services;
+    // Attempts already on the wire when the limit was reached get no hearing.
+    if (state.failures >= this.services.config.sftp.maxAuthTries) return ctx.reject([]);
     try {
       switch (ctx.method) {
         case 'password':

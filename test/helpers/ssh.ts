@@ -13,6 +13,8 @@ export function sshConnect(login: SshLogin): Promise<ssh2.Client> {
     const c = new ssh2.Client();
     c.once('ready', () => resolve(c));
     c.once('error', reject);
+    // A server that refuses at once (connection limit) just closes: that is a failure too.
+    c.once('close', () => reject(new Error('connection closed before authentication')));
     c.connect({ host: '127.0.0.1', readyTimeout: 20_000, tryKeyboard: false, ...login });
   });
 }

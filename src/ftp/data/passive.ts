@@ -1,0 +1,141 @@
+import net, { type Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { plainAddress } from '../../auth/ip-rules.js';
+import type { TlsEngine } from '../tls.js';
+
+function deferred<T>() {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
+}
+
+export interface PassiveOptions {
+  /** Local address to listen on: the one the control connection arrived at. */
+  host: string;
+  range: readonly [number, number];
+  /** Only this address may connect (no port theft). */
+  peer: string;
+  timeoutMs: number;
+  /** PROT P at the time of PASV: TLS starts as soon as the client sends its first bytes. */
+  tls: { engine: TlsEngine; timeoutMs: number } | null;
+  onForeignPeer(address: string): void;
+}
+
+/**
+ * One passive data port: listens on a free port of the range, accepts exactly
+ * one connection from the control connection's address, then closes; or
+ * closes when the accept timeout passes. Nothing leaks a port.
+ */
+export class PassiveEndpoint {
+  private accepted: Promise<Socket>;
+  private settle!: { resolve(s: Socket): void; reject(e: Error): void };
+  private readonly timer: NodeJS.Timeout;
+  private socket: Socket | null = null;
+  private handshakeStarted = false;
+  private alive = true;
+  private readonly secureMode: boolean;
+  private readonly secured = deferred<TLSSocket>();
+
+  private constructor(
+    private readonly server: net.Server,
+    readonly port: number,
+    opts: PassiveOptions,
+  ) {
+    this.secureMode = opts.tls !== null;
+    this.accepted = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
+    // Nobody may be waiting yet; an unobserved failure is not an error of the process.
+    this.accepted.catch(() => undefined);
+    this.timer = setTimeout(() => this.fail(new Error('data connection timed out')), opts.timeoutMs);
+    this.timer.unref();
+    server.on('connection', (socket) => {
+      const from = plainAddress(socket.remoteAddress ?? '');
+      if (from !== plainAddress(opts.peer) || this.socket) {
+        opts.onForeignPeer(from);
+        socket.destroy();
+        return;
+      }
+      this.socket = socket;
+      // The TLS session ticket for the next transfer must not wait behind Nagle's algorithm.
+      socket.setNoDelay(true);
+      socket.on('error', () => undefined);
+      // Under PROT P the handshake starts when the client speaks: some clients finish it
+      // before they send the transfer command, others wait for 150 (see openDataStream).
+      const tls = opts.tls;
+      if (tls) {
+        socket.once('readable', () => {
+          this.handshakeStarted = true;
+          tls.engine.accept(socket, tls.timeoutMs).then(this.secured.resolve, this.secured.reject);
+        });
+      }
+      clearTimeout(this.timer);
+      this.server.close();
+      this.settle.resolve(socket);
+    });
+  }
+
+  static async open(opts: PassiveOptions): Promise<PassiveEndpoint> {
+    const [lo, hi] = opts.range;
+    const ports = Array.from({ length: hi - lo + 1 }, (_, i) => lo + i);
+    // Random order: predictable ports help an attacker race for the connection.
+    for (let i = ports.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [ports[i], ports[j]] = [ports[j] as number, ports[i] as number];
+    }
+    for (const port of ports) {
+      const server = net.createServer({ pauseOnConnect: true });
+      const ok = await new Promise<boolean>((resolve) => {
+        server.once('error', () => resolve(false));
+        server.listen({ host: opts.host, port, exclusive: true }, () => resolve(true));
+      });
+      if (ok) {
+        server.on('error', () => undefined);
+        return new PassiveEndpoint(server, port, opts);
+      }
+      server.close();
+    }
+    throw new Error('no passive port free');
+  }
+
+  /** False once the accept timed out or the endpoint was closed. */
+  get usable(): boolean {
+    return this.alive;
+  }
+
+  /** Whether this endpoint runs the TLS handshake itself (PROT P at PASV time). */
+  get tlsReady(): boolean {
+    return this.secureMode;
+  }
+
+  /** Whether the client has begun the TLS handshake (it spoke before being told 150). */
+  get tlsStarted(): boolean {
+    return this.handshakeStarted;
+  }
+
+  /** Under PROT P: the data connection once its handshake is done. */
+  secureConnection(): Promise<TLSSocket> {
+    return this.secured.promise;
+  }
+
+  /** The accepted connection (waits for it until the timeout). */
+  connect(): Promise<Socket> {
+    return this.accepted;
+  }
+
+  close(): void {
+    this.fail(new Error('data channel closed'));
+    this.socket?.destroy();
+  }
+
+  private fail(err: Error): void {
+    if (!this.socket) this.alive = false;
+    clearTimeout(this.timer);
+    if (this.server.listening) this.server.close();
+    this.settle.reject(err);
+    this.secured.reject(err);
+  }
+}
