@@ -14,15 +14,7 @@ import { TestServer } from './helpers/server.js';
 const local = mkdtempSync(join(tmpdir(), 'sluice-limits-'));
 const PY = fileURLToPath(new URL('./fixtures/ftplib_client.py', import.meta.url));
 
-async function loggedIn(srv: TestServer): Promise<RawFtp> {
-  const c = await RawFtp.connect(srv.ftpPort);
-  await c.read();
-  await c.startTls();
-  assert.equal((await c.login('carol', 'carol password')).code, 230);
-  await c.cmd('PBSZ 0');
-  await c.cmd('PROT P');
-  return c;
-}
+const loggedIn = (srv: TestServer) => RawFtp.secureLogin(srv.ftpPort, 'carol', 'carol password');
 
 describe('FTP limits, timeouts, ABOR, active mode, certificate reload', () => {
   let srv: TestServer;

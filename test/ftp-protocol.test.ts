@@ -123,11 +123,7 @@ describe('FTP control channel', () => {
   });
 
   it('refuses a data connection that does not resume the control TLS session', async () => {
-    const c = await fresh();
-    await c.startTls();
-    await c.login('alice', 'alice password');
-    await c.cmd('PBSZ 0');
-    await c.cmd('PROT P');
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
     const { port } = await c.passive(true);
     // A TLS client with no session to offer: a full handshake.
     const { connect } = await import('node:tls');
@@ -143,11 +139,7 @@ describe('FTP control channel', () => {
   });
 
   it('accepts a data connection from the control peer only, and frees the port after one connection', async () => {
-    const c = await fresh();
-    await c.startTls();
-    await c.login('alice', 'alice password');
-    await c.cmd('PBSZ 0');
-    await c.cmd('PROT P');
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
     writeFileSync(join(srv.home('alice'), 'hello.txt'), 'hello over TLS');
     const data = await c.passive(true);
     const sock = await data.open();
@@ -168,11 +160,7 @@ describe('FTP control channel', () => {
   });
 
   it('keeps traversal inside the home in CWD, RETR, STOR, RNFR/RNTO and MLSD', async () => {
-    const c = await fresh();
-    await c.startTls();
-    await c.login('alice', 'alice password');
-    await c.cmd('PBSZ 0');
-    await c.cmd('PROT P');
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
     assert.equal((await c.cmd('CWD ../../..')).code, 250);
     assert.match((await c.cmd('PWD')).text, /"\/"/);
     assert.equal((await c.cmd('CWD /../../etc')).code, 550);

@@ -91,6 +91,18 @@ export class RawFtp {
     return r;
   }
 
+  /** Greeting, AUTH TLS, login, PBSZ 0, PROT P: a client ready for protected transfers. */
+  static async secureLogin(port: number, user: string, password: string): Promise<RawFtp> {
+    const c = await RawFtp.connect(port);
+    await c.read();
+    await c.startTls();
+    const r = await c.login(user, password);
+    if (r.code !== 230) throw new Error(`login: ${r.text}`);
+    await c.cmd('PBSZ 0');
+    await c.cmd('PROT P');
+    return c;
+  }
+
   /** AUTH TLS and switch this connection to TLS. */
   async startTls(): Promise<void> {
     const r = await this.cmd('AUTH TLS');
