@@ -115,6 +115,15 @@ describe('FTP limits, timeouts, ABOR, active mode, certificate reload', () => {
     after.close();
   });
 
+  it('speaks TLS 1.2 at least, with AEAD suites only', () => {
+    const url = `ftp://carol:carol%20password@127.0.0.1:${srv.ftpPort}/`;
+    const run = (args: string[]) => spawnSync('curl', ['-sS', '-k', '--ssl-reqd', ...args, url], { encoding: 'utf8' });
+    assert.notEqual(run(['--tlsv1.0', '--tls-max', '1.1']).status, 0, 'TLS 1.1 refused');
+    assert.notEqual(run(['--tls-max', '1.2', '--ciphers', 'ECDHE-RSA-AES128-SHA']).status, 0, 'CBC suite refused');
+    assert.equal(run(['--tls-max', '1.2', '--ciphers', 'ECDHE-RSA-AES128-GCM-SHA256']).status, 0, 'AEAD suite accepted');
+    assert.equal(run(['--tlsv1.3']).status, 0, 'TLS 1.3 accepted');
+  });
+
   it('closes an idle control connection with 421', async () => {
     const c = await RawFtp.connect(srv.ftpPort);
     assert.equal((await c.read())?.code, 220);

@@ -302,7 +302,7 @@ describe('SFTP transport limits', () => {
   let srv: TestServer;
   before(async () => {
     srv = await TestServer.start({
-      yaml: 'limits:\n  maxSessions: 50\n  maxSessionsPerIp: 3\n',
+      yaml: 'limits:\n  maxSessions: 50\n  maxSessionsPerIp: 3\nsftp:\n  idleTimeout: 10\n',
       users: [{ name: 'erin', password: 'erin password' }],
     });
   });
@@ -343,6 +343,19 @@ describe('SFTP transport limits', () => {
     const failed = (await srv.audit()).filter((l) => l.event === 'login-failed' && l.user === 'erin');
     assert.equal(failed.length, 6);
     assert.ok(tries <= 7);
+  });
+
+  it('closes an idle connection after the idle timeout', async () => {
+    const c = await sshConnect({ port: srv.sftpPort, username: 'erin', password: 'erin password' });
+    await sftpOf(c);
+    const closed = await new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(false), 20_000);
+      c.once('close', () => {
+        clearTimeout(t);
+        resolve(true);
+      });
+    });
+    assert.ok(closed, 'closed by the server within 20 s (idle timeout 10 s)');
   });
 
   it('refuses connections past the per-address limit, and frees the slots', async () => {
