@@ -3,6 +3,7 @@ import { openServices, type Services } from '../app.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { AdminError } from '../users/admin.js';
 import { UsageError } from './args.js';
+import { auditCommand } from './audit.js';
 import { init, serve } from './serve.js';
 import { userCommand } from './user.js';
 
@@ -13,6 +14,7 @@ Commands:
   init              create the data directory, database, TLS certificate and SSH host keys
   user ...          manage users: add, list, show, passwd, set, enable, disable, remove, key, perm
                     (sluice user --help)
+  audit verify      check the audit log's hash chain (sluice audit --help)
   version           print the version
 
 Configuration: ./sluice.yaml, --config FILE or SLUICE_CONFIG, then SLUICE_* variables
@@ -57,6 +59,8 @@ export async function main(argv: string[]): Promise<number> {
         services = await init(loadConfig({ file: configFile }), out);
         out(`initialised ${services.config.dataDir}\n`);
         return 0;
+      case 'audit':
+        return auditCommand(rest, configFile, out);
       case 'user':
         // Opened lazily, so --help and argument errors never touch the database.
         return await userCommand(rest, () => (services ??= openServices(loadConfig({ file: configFile }))), out);
