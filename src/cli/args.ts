@@ -44,10 +44,19 @@ export function parseCount(option: string, text: string): number {
   return Number(text);
 }
 
+/** ISO date or date-time: `2026-11-24`, `2026-11-24T10:00`, `2026-11-24T10:00:00Z`. */
+export function parseTime(option: string, text: string): Date {
+  const d = /^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(text) ? new Date(text) : new Date(NaN);
+  if (Number.isNaN(d.getTime())) throw new UsageError(`--${option}: "${text}" is not a date (YYYY-MM-DD[THH:MM[:SS]][Z])`);
+  return d;
+}
+
 /** ISO date or date-time, or `never`. */
 export function parseExpiry(text: string): Date | null {
   if (text === 'never') return null;
-  const d = /^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(text) ? new Date(text) : new Date(NaN);
-  if (Number.isNaN(d.getTime())) throw new UsageError(`--expires: "${text}" is not a date (YYYY-MM-DD[THH:MM[:SS]][Z]) or "never"`);
-  return d;
+  try {
+    return parseTime('expires', text);
+  } catch {
+    throw new UsageError(`--expires: "${text}" is not a date (YYYY-MM-DD[THH:MM[:SS]][Z]) or "never"`);
+  }
 }

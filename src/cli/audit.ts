@@ -1,16 +1,26 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
+import { parseCidr } from '../auth/ip-rules.js';
+import { filterRecords, formatCsv, formatTable, type AuditFilter, type AuditRecord } from '../audit/query.js';
 import { join } from 'node:path';
 import { verifyLines, type ChainHead } from '../audit/chain.js';
 import { loadConfig } from '../config/load.js';
-import { UsageError, parse } from './args.js';
+import { UsageError, parse, parseTime } from './args.js';
 
 export const AUDIT_HELP = `Usage: sluice audit verify [FILE...]
+       sluice audit query [--user U] [--ip CIDR] [--protocol P] [--path GLOB]
+                          [--since T] [--until T] [--result ok|failed]
+                          [--json | --csv] [--file F]...
 
   verify    check the hash chain and sequence of the audit log (default:
             <dataDir>/audit.log); several files are checked in the order
             given, the chain continuing from one to the next. Reports the
             first line that was altered, removed, inserted or reordered;
             exit 1 on any break.
+  query     the records that match every filter, oldest first, across the
+            audit log and its rotated files (.gz too), as a table, JSON
+            lines or CSV. T is YYYY-MM-DD[THH:MM[:SS]][Z]; GLOB uses * within
+            a name and ** across names, e.g. '/incoming/**'.
 `;
 
 export function auditCommand(args: string[], configFile: string | undefined, out: (s: string) => void): number {
@@ -19,6 +29,7 @@ export function auditCommand(args: string[], configFile: string | undefined, out
     out(AUDIT_HELP);
     return sub === undefined ? 2 : 0;
   }
+  if (sub === 'query') return queryCommand(rest, configFile, out);
   if (sub !== 'verify') throw new UsageError(`unknown audit command "${sub}"; see sluice audit --help`);
   const { values, positionals } = parseVerify(rest);
   if (values.help) {
@@ -53,4 +64,81 @@ function parseVerify(args: string[]) {
   // Any number of files: parse options, keep positionals as they come.
   const parsed = parse(args.filter((a) => a.startsWith('-')), {}, 0);
   return { values: parsed.values as { help?: boolean }, positionals: args.filter((a) => !a.startsWith('-')) };
+}
+
+function queryCommand(args: string[], configFile: string | undefined, out: (s: string) => void): number {
+  const { values: v } = parse(args, {
+    user: { type: 'string' },
+    ip: { type: 'string' },
+    protocol: { type: 'string' },
+    path: { type: 'string' },
+    since: { type: 'string' },
+    until: { type: 'string' },
+    result: { type: 'string' },
+    json: { type: 'boolean' },
+    csv: { type: 'boolean' },
+    file: { type: 'string', multiple: true },
+  }, 0);
+  if (v.help) {
+    out(AUDIT_HELP);
+    return 0;
+  }
+  if (v.json && v.csv) throw new UsageError('--json and --csv exclude each other');
+  if (v.result !== undefined && v.result !== 'ok' && v.result !== 'failed') throw new UsageError('--result: "ok" or "failed"');
+  if (v.protocol !== undefined && !['ftp', 'ftps', 'sftp'].includes(v.protocol)) throw new UsageError('--protocol: ftp, ftps or sftp');
+  let cidr: string | undefined;
+  if (v.ip !== undefined) {
+    try {
+      cidr = parseCidr(v.ip);
+    } catch (err) {
+      throw new UsageError(`--ip: ${(err as Error).message}`);
+    }
+  }
+  const filter: AuditFilter = {
+    user: v.user,
+    cidr,
+    protocol: v.protocol,
+    pathGlob: v.path,
+    since: v.since === undefined ? undefined : parseTime('since', v.since),
+    until: v.until === undefined ? undefined : parseTime('until', v.until),
+    result: v.result as AuditFilter['result'],
+  };
+  const files = v.file ?? auditFiles(loadConfig({ file: configFile }).dataDir);
+  const records = filterRecords(readRecords(files), filter);
+  if (v.json) out(records.map((r) => JSON.stringify(r)).join('\n') + (records.length ? '\n' : ''));
+  else if (v.csv) out(formatCsv(records));
+  else out(formatTable(records));
+  return 0;
+}
+
+/** audit.log and its rotated siblings (audit.log.1, audit.log.2.gz, ...), oldest first. */
+function auditFiles(dataDir: string): string[] {
+  const rotated = readdirSync(dataDir)
+    .map((name) => ({ name, n: /^audit\.log\.(\d+)(\.gz)?$/.exec(name)?.[1] }))
+    .filter((f): f is { name: string; n: string } => f.n !== undefined)
+    .sort((a, b) => Number(b.n) - Number(a.n))
+    .map((f) => join(dataDir, f.name));
+  return [...rotated, join(dataDir, 'audit.log')];
+}
+
+function* readRecords(files: string[]): Generator<AuditRecord> {
+  for (const file of files) {
+    let text: string;
+    try {
+      const raw = readFileSync(file);
+      text = (file.endsWith('.gz') ? gunzipSync(raw) : raw).toString('utf8');
+    } catch (err) {
+      throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+    }
+    const lines = text.split('\n');
+    if (lines.at(-1) === '') lines.pop();
+    for (let i = 0; i < lines.length; i++) {
+      try {
+        yield JSON.parse(lines[i] as string) as AuditRecord;
+      } catch {
+        const where = i === lines.length - 1 ? 'truncated last line' : 'malformed line';
+        process.stderr.write(`sluice: ${file}:${i + 1}: ${where} skipped\n`);
+      }
+    }
+  }
 }

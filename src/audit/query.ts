@@ -1,0 +1,73 @@
+import { addressAllowed } from '../auth/ip-rules.js';
+
+export type AuditRecord = Record<string, unknown>;
+
+export interface AuditFilter {
+  user?: string | undefined;
+  cidr?: string | undefined;
+  protocol?: string | undefined;
+  pathGlob?: string | undefined;
+  since?: Date | undefined;
+  until?: Date | undefined;
+  /** ok: only ok results; failed: transfers not ok and failed logins. */
+  result?: 'ok' | 'failed' | undefined;
+}
+
+/** `*` within a name, `**` across names, `?` one character; the rest literal. */
+export function globToRegExp(glob: string): RegExp {
+  let re = '';
+  for (let i = 0; i < glob.length; i++) {
+    const ch = glob[i] as string;
+    if (ch === '*' && glob[i + 1] === '*') {
+      re += '.*';
+      i++;
+    } else if (ch === '*') re += '[^/]*';
+    else if (ch === '?') re += '[^/]';
+    else re += ch.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+const pathsOf = (r: AuditRecord): string[] =>
+  ['path', 'from', 'to'].map((k) => r[k]).filter((v): v is string => typeof v === 'string');
+
+/** Pure: the records that pass every given filter, in their order. */
+export function filterRecords(records: Iterable<AuditRecord>, f: AuditFilter): AuditRecord[] {
+  const glob = f.pathGlob === undefined ? null : globToRegExp(f.pathGlob);
+  const out: AuditRecord[] = [];
+  for (const r of records) {
+    if (f.user !== undefined && r.user !== f.user) continue;
+    if (f.protocol !== undefined && r.protocol !== f.protocol) continue;
+    if (f.cidr !== undefined && !(typeof r.ip === 'string' && addressAllowed(r.ip, [f.cidr], []))) continue;
+    if (glob && !pathsOf(r).some((p) => glob.test(p))) continue;
+    const time = typeof r.time === 'string' ? Date.parse(r.time) : NaN;
+    if (f.since && !(time >= f.since.getTime())) continue;
+    if (f.until && !(time <= f.until.getTime())) continue;
+    if (f.result === 'ok' && r.result !== 'ok') continue;
+    if (f.result === 'failed' && !((r.result !== undefined && r.result !== 'ok') || r.event === 'login-failed')) continue;
+    out.push(r);
+  }
+  return out;
+}
+
+const COLUMNS = ['time', 'user', 'protocol', 'ip', 'event', 'path', 'bytes', 'result'] as const;
+
+function cell(r: AuditRecord, col: (typeof COLUMNS)[number]): string {
+  if (col === 'path') return pathsOf(r).join(' -> ');
+  if (col === 'result') return String(r.result ?? r.reason ?? '');
+  const v = r[col];
+  return v === undefined ? '' : String(v);
+}
+
+export function formatTable(records: AuditRecord[]): string {
+  const rows = records.map((r) => COLUMNS.map((c) => cell(r, c)));
+  const head = COLUMNS.map((c) => c.toUpperCase());
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)));
+  const line = (row: string[]) => row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ');
+  return [line(head), ...rows.map(line)].join('\n') + '\n';
+}
+
+export function formatCsv(records: AuditRecord[]): string {
+  const quote = (s: string) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
+  return [COLUMNS.join(','), ...records.map((r) => COLUMNS.map((c) => quote(cell(r, c))).join(','))].join('\n') + '\n';
+}

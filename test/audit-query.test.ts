@@ -1,0 +1,110 @@
+import assert from 'node:assert/strict';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { after, before, describe, it } from 'node:test';
+import { filterRecords, globToRegExp } from '../src/audit/query.js';
+import { sluice } from './helpers/cli.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'sluice-query-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const rec = (time: string, user: string, protocol: string, ip: string, event: string, extra: Record<string, unknown> = {}) =>
+  ({ time, user, protocol, ip, port: 1, session: 's', event, ...extra });
+
+// Oldest in the rotated, gzipped file; newest in audit.log.
+const OLD = [
+  rec('2026-11-01T10:00:00.000Z', 'alice', 'sftp', '10.0.0.5', 'upload', { path: '/incoming/a.pdf', bytes: 10, result: 'ok' }),
+  rec('2026-11-01T11:00:00.000Z', 'bob', 'ftps', '192.168.1.9', 'login-failed', { reason: 'bad-password' }),
+];
+const NEW = [
+  rec('2026-11-20T09:00:00.000Z', 'alice', 'ftps', '10.0.0.5', 'download', { path: '/reports/q3.csv', bytes: 99, result: 'aborted' }),
+  rec('2026-11-21T09:00:00.000Z', 'bob', 'sftp', '192.168.1.9', 'upload', { path: '/incoming/deep/b.bin', bytes: 5, result: 'ok' }),
+  rec('2026-11-22T09:00:00.000Z', 'carol', 'ftp', '2001:db8::7', 'rename', { from: '/incoming/x', to: '/done/x' }),
+];
+
+describe('audit query', () => {
+  const data = join(dir, 'data');
+  const query = (...args: string[]) => sluice(dir, ['audit', 'query', '--json', ...args]);
+  const paths = (stdout: string) =>
+    stdout.trim().split('\n').filter((l) => l !== '').map((l) => {
+      const r = JSON.parse(l) as { time: string };
+      return r.time.slice(0, 13);
+    });
+
+  before(() => {
+    mkdirSync(data, { recursive: true });
+    writeFileSync(join(data, 'audit.log.1.gz'), gzipSync(OLD.map((r) => JSON.stringify(r)).join('\n') + '\n'));
+    writeFileSync(join(data, 'audit.log'), NEW.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  });
+
+  it('reads rotated gzip files and the live log, oldest first', () => {
+    const r = query();
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(paths(r.stdout), ['2026-11-01T10', '2026-11-01T11', '2026-11-20T09', '2026-11-21T09', '2026-11-22T09']);
+  });
+
+  const cases: [string, string[], string[]][] = [
+    ['--user', ['--user', 'alice'], ['2026-11-01T10', '2026-11-20T09']],
+    ['--ip (IPv4 CIDR)', ['--ip', '192.168.0.0/16'], ['2026-11-01T11', '2026-11-21T09']],
+    ['--ip (IPv6)', ['--ip', '2001:db8::/32'], ['2026-11-22T09']],
+    ['--protocol', ['--protocol', 'sftp'], ['2026-11-01T10', '2026-11-21T09']],
+    ['--path (** and rename targets)', ['--path', '/incoming/**'], ['2026-11-01T10', '2026-11-21T09', '2026-11-22T09']],
+    ['--path (* stays in one directory)', ['--path', '/incoming/*'], ['2026-11-01T10', '2026-11-22T09']],
+    ['--since', ['--since', '2026-11-21'], ['2026-11-21T09', '2026-11-22T09']],
+    ['--until', ['--until', '2026-11-01T10:30:00Z'], ['2026-11-01T10']],
+    ['--result ok', ['--result', 'ok'], ['2026-11-01T10', '2026-11-21T09']],
+    ['--result failed', ['--result', 'failed'], ['2026-11-01T11', '2026-11-20T09']],
+    ['several filters together', ['--user', 'bob', '--since', '2026-11-10'], ['2026-11-21T09']],
+  ];
+  for (const [what, args, expected] of cases) {
+    it(`${what} returns exactly the matching records`, () => {
+      const r = query(...args);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(paths(r.stdout), expected);
+    });
+  }
+
+  it('prints a readable table and CSV', () => {
+    const table = sluice(dir, ['audit', 'query', '--user', 'carol']).stdout;
+    assert.match(table, /^TIME\s+USER\s+PROTOCOL\s+IP\s+EVENT\s+PATH\s+BYTES\s+RESULT\n/);
+    assert.match(table, /carol\s+ftp\s+2001:db8::7\s+rename\s+\/incoming\/x -> \/done\/x/);
+    const csv = sluice(dir, ['audit', 'query', '--csv', '--user', 'alice']).stdout.trim().split('\n');
+    assert.equal(csv[0], 'time,user,protocol,ip,event,path,bytes,result');
+    assert.equal(csv.length, 3);
+  });
+
+  it('reports a truncated last line without failing', () => {
+    const f = join(dir, 'torn.log');
+    writeFileSync(f, readFileSync(join(data, 'audit.log'), 'utf8'));
+    appendFileSync(f, '{"time":"2026-11-23T0');
+    const r = sluice(dir, ['audit', 'query', '--json', '--file', f]);
+    assert.equal(r.code, 0);
+    assert.match(r.stderr, /torn\.log:4: truncated last line skipped/);
+    assert.equal(paths(r.stdout).length, 3);
+  });
+
+  for (const [args, message] of [
+    [['--since', 'yesterday'], /--since: "yesterday" is not a date/],
+    [['--ip', '10.0.0.0/40'], /--ip: .*bad prefix/],
+    [['--result', 'maybe'], /--result/],
+    [['--json', '--csv'], /exclude each other/],
+    [['--file', join(dir, 'nope.log')], /cannot read .*nope\.log: ENOENT/],
+  ] as [string[], RegExp][]) {
+    it(`refuses ${args.join(' ')} with one clear line`, () => {
+      const r = sluice(dir, ['audit', 'query', ...args]);
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.trim().split('\n').length, 1);
+    });
+  }
+
+  it('glob: ** crosses directories, * and ? do not', () => {
+    assert.ok(globToRegExp('/a/**').test('/a/b/c'));
+    assert.ok(!globToRegExp('/a/*').test('/a/b/c'));
+    assert.ok(globToRegExp('/a/?.txt').test('/a/x.txt'));
+    assert.ok(!globToRegExp('/a.b').test('/aXb'), 'dots are literal');
+    assert.equal(filterRecords([{ path: '/z' }], { pathGlob: '/z' }).length, 1);
+  });
+});
