@@ -107,4 +107,29 @@ describe('audit query', () => {
     assert.ok(!globToRegExp('/a.b').test('/aXb'), 'dots are literal');
     assert.equal(filterRecords([{ path: '/z' }], { pathGlob: '/z' }).length, 1);
   });
+
+  it('report: per user uploads, downloads, failed logins and refusals', () => {
+    const f = join(dir, 'report.log');
+    const lines = [
+      rec('2026-11-02T00:00:00Z', 'alice', 'sftp', '10.0.0.5', 'upload', { path: '/a', bytes: 100, result: 'ok' }),
+      rec('2026-11-02T00:01:00Z', 'alice', 'sftp', '10.0.0.5', 'upload', { path: '/b', bytes: 50, result: 'ok' }),
+      rec('2026-11-02T00:02:00Z', 'alice', 'sftp', '10.0.0.5', 'upload', { path: '/c', bytes: 7, result: 'failed' }),
+      rec('2026-11-02T00:03:00Z', 'alice', 'ftps', '10.0.0.5', 'download', { path: '/a', bytes: 100, result: 'ok' }),
+      rec('2026-11-02T00:04:00Z', 'bob', 'ftps', '10.0.0.6', 'login-failed', { reason: 'bad-password' }),
+      rec('2026-11-02T00:05:00Z', 'bob', 'ftps', '10.0.0.6', 'denied', { operation: 'mkdir', path: '/x', reason: 'permission' }),
+      rec('2026-11-02T00:06:00Z', 'bob', 'ftps', '10.0.0.6', 'quota-exceeded', { path: '/big' }),
+    ];
+    writeFileSync(f, lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+    const r = sluice(dir, ['audit', 'report', '--json', '--file', f]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), [
+      { user: 'alice', uploads: 2, uploadBytes: 150, downloads: 1, downloadBytes: 100, failedLogins: 0, refusals: 0 },
+      { user: 'bob', uploads: 0, uploadBytes: 0, downloads: 0, downloadBytes: 0, failedLogins: 1, refusals: 2 },
+    ]);
+    const table = sluice(dir, ['audit', 'report', '--file', f, '--since', '2026-11-02T00:03:30Z']).stdout;
+    assert.match(table, /^USER\s+UPLOADS/);
+    assert.match(table, /bob\s+0\s+0\s+0\s+0\s+1\s+2/);
+    assert.doesNotMatch(table, /alice/);
+  });
 });
+

@@ -71,3 +71,39 @@ export function formatCsv(records: AuditRecord[]): string {
   const quote = (s: string) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
   return [COLUMNS.join(','), ...records.map((r) => COLUMNS.map((c) => quote(cell(r, c))).join(','))].join('\n') + '\n';
 }
+
+export interface UserSummary {
+  user: string;
+  uploads: number;
+  uploadBytes: number;
+  downloads: number;
+  downloadBytes: number;
+  failedLogins: number;
+  refusals: number;
+}
+
+/** Pure: per user, completed transfers (count, bytes), failed logins and refusals. */
+export function summarize(records: Iterable<AuditRecord>): UserSummary[] {
+  const by = new Map<string, UserSummary>();
+  const of = (user: string) => {
+    let s = by.get(user);
+    if (!s) {
+      s = { user, uploads: 0, uploadBytes: 0, downloads: 0, downloadBytes: 0, failedLogins: 0, refusals: 0 };
+      by.set(user, s);
+    }
+    return s;
+  };
+  for (const r of records) {
+    if (typeof r.user !== 'string') continue;
+    const bytes = typeof r.bytes === 'number' ? r.bytes : 0;
+    if (r.event === 'upload' && r.result === 'ok') {
+      of(r.user).uploads++;
+      of(r.user).uploadBytes += bytes;
+    } else if (r.event === 'download' && r.result === 'ok') {
+      of(r.user).downloads++;
+      of(r.user).downloadBytes += bytes;
+    } else if (r.event === 'login-failed') of(r.user).failedLogins++;
+    else if (r.event === 'denied' || r.event === 'quota-exceeded') of(r.user).refusals++;
+  }
+  return [...by.values()].sort((a, b) => a.user.localeCompare(b.user));
+}

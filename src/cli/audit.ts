@@ -1,7 +1,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { parseCidr } from '../auth/ip-rules.js';
-import { filterRecords, formatCsv, formatTable, type AuditFilter, type AuditRecord } from '../audit/query.js';
+import { filterRecords, formatCsv, formatTable, summarize, type AuditFilter, type AuditRecord } from '../audit/query.js';
 import { join } from 'node:path';
 import { verifyLines, type ChainHead } from '../audit/chain.js';
 import { loadConfig } from '../config/load.js';
@@ -11,6 +11,7 @@ export const AUDIT_HELP = `Usage: sluice audit verify [FILE...]
        sluice audit query [--user U] [--ip CIDR] [--protocol P] [--path GLOB]
                           [--since T] [--until T] [--result ok|failed]
                           [--json | --csv] [--file F]...
+       sluice audit report [--since T] [--json] [--file F]...
 
   verify    check the hash chain and sequence of the audit log (default:
             <dataDir>/audit.log); several files are checked in the order
@@ -21,6 +22,8 @@ export const AUDIT_HELP = `Usage: sluice audit verify [FILE...]
             audit log and its rotated files (.gz too), as a table, JSON
             lines or CSV. T is YYYY-MM-DD[THH:MM[:SS]][Z]; GLOB uses * within
             a name and ** across names, e.g. '/incoming/**'.
+  report    per user: completed uploads and downloads (count, bytes),
+            failed logins and refusals.
 `;
 
 export function auditCommand(args: string[], configFile: string | undefined, out: (s: string) => void): number {
@@ -30,6 +33,7 @@ export function auditCommand(args: string[], configFile: string | undefined, out
     return sub === undefined ? 2 : 0;
   }
   if (sub === 'query') return queryCommand(rest, configFile, out);
+  if (sub === 'report') return reportCommand(rest, configFile, out);
   if (sub !== 'verify') throw new UsageError(`unknown audit command "${sub}"; see sluice audit --help`);
   const { values, positionals } = parseVerify(rest);
   if (values.help) {
@@ -141,4 +145,25 @@ function* readRecords(files: string[]): Generator<AuditRecord> {
       }
     }
   }
+}
+
+function reportCommand(args: string[], configFile: string | undefined, out: (s: string) => void): number {
+  const { values: v } = parse(args, { since: { type: 'string' }, json: { type: 'boolean' }, file: { type: 'string', multiple: true } }, 0);
+  if (v.help) {
+    out(AUDIT_HELP);
+    return 0;
+  }
+  const since = v.since === undefined ? undefined : parseTime('since', v.since);
+  const files = v.file ?? auditFiles(loadConfig({ file: configFile }).dataDir);
+  const summary = summarize(filterRecords(readRecords(files), { since }));
+  if (v.json) {
+    out(JSON.stringify(summary, null, 2) + '\n');
+    return 0;
+  }
+  const head = ['USER', 'UPLOADS', 'UP BYTES', 'DOWNLOADS', 'DOWN BYTES', 'FAILED LOGINS', 'REFUSALS'];
+  const rows = summary.map((u) => [u.user, u.uploads, u.uploadBytes, u.downloads, u.downloadBytes, u.failedLogins, u.refusals].map(String));
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
+  out([line(head), ...rows.map(line)].join('\n') + '\n');
+  return 0;
 }
