@@ -270,6 +270,20 @@ describe('SFTP', () => {
       assert.ok(!existsSync(join(srv.home('alice'), 'evil')));
     });
 
+    it('OpenSSH sftp: 50 MiB byte-exact, a non-ASCII name, rename over an existing file (posix-rename)', () => {
+      const data = randomBytes(50 * 1024 * 1024);
+      writeFileSync(join(local, 'os50.bin'), data);
+      writeFileSync(join(local, 'Grüße – 名前.txt'), 'unicode via openssh');
+      const r = sftpBatch([
+        'put os50.bin', 'get os50.bin os50.back', 'put "Grüße – 名前.txt"', 'put os50.bin other.bin', 'rename other.bin os50.bin', 'ls',
+      ], 'key');
+      assert.equal(r.status, 0, r.stderr + r.stdout);
+      assert.equal(sha256(readFileSync(join(local, 'os50.back'))), sha256(data));
+      assert.equal(readFileSync(join(srv.home('alice'), 'Grüße – 名前.txt'), 'utf8'), 'unicode via openssh');
+      assert.ok(!existsSync(join(srv.home('alice'), 'other.bin')), 'renamed over the existing file');
+      assert.equal(sha256(readFileSync(join(srv.home('alice'), 'os50.bin'))), sha256(data));
+    });
+
     it('scp uploads and downloads (over SFTP)', () => {
       const src = join(local, 'scp.txt');
       writeFileSync(src, 'via scp');
@@ -280,16 +294,34 @@ describe('SFTP', () => {
       assert.equal(readFileSync(join(local, 'scp.back'), 'utf8'), 'via scp');
     });
 
-    it('curl sftp:// (libssh2) uploads, lists, downloads, renames and deletes', () => {
+    it('curl sftp:// (libssh2): upload, list, download, resume both ways, rename, mkdir, rmdir, symlink, chmod, rm, non-ASCII', () => {
       const src = join(local, 'curl.txt');
-      writeFileSync(src, 'via curl sftp');
+      writeFileSync(src, 'via curl sftp 0123456789');
       const url = `sftp://127.0.0.1:${srv.sftpPort}`;
       const base = ['-sS', '-k', '-u', 'alice:alice password'];
-      assert.equal(spawnSync('curl', [...base, '-T', src, `${url}/curl.txt`]).status, 0);
-      assert.match(spawnSync('curl', [...base, `${url}/`], { encoding: 'utf8' }).stdout, /curl\.txt/);
-      assert.equal(spawnSync('curl', [...base, `${url}/curl.txt`], { encoding: 'utf8' }).stdout, 'via curl sftp');
-      assert.equal(spawnSync('curl', [...base, '-Q', 'rename /curl.txt /curl2.txt', '-Q', 'rm /curl2.txt', `${url}/`]).status, 0);
-      assert.ok(!existsSync(join(srv.home('alice'), 'curl2.txt')));
+      const curl = (args: string[]) => spawnSync('curl', [...base, ...args], { encoding: 'utf8' });
+      assert.equal(curl(['-T', src, `${url}/curl.txt`]).status, 0);
+      assert.match(curl([`${url}/`]).stdout, /curl\.txt/);
+      assert.equal(curl([`${url}/curl.txt`]).stdout, 'via curl sftp 0123456789');
+      // Resume a download into a local prefix, and an upload onto a remote prefix.
+      const partial = join(local, 'curl.part');
+      writeFileSync(partial, 'via curl');
+      assert.equal(curl(['-C', '-', '-o', partial, `${url}/curl.txt`]).status, 0);
+      assert.equal(readFileSync(partial, 'utf8'), 'via curl sftp 0123456789');
+      writeFileSync(join(srv.home('alice'), 'curl-up.txt'), 'via curl sf');
+      assert.equal(curl(['-C', '-', '-T', src, `${url}/curl-up.txt`]).status, 0);
+      assert.equal(readFileSync(join(srv.home('alice'), 'curl-up.txt'), 'utf8'), 'via curl sftp 0123456789');
+      const quote = ['mkdir /cdir', 'rename /curl.txt /cdir/c.txt', 'symlink /cdir/c.txt /clink', 'chmod 600 /cdir/c.txt'];
+      assert.equal(curl([...quote.flatMap((q) => ['-Q', q]), `${url}/`]).status, 0);
+      assert.equal(lstatSync(join(srv.home('alice'), 'cdir', 'c.txt')).mode & 0o777, 0o600);
+      assert.ok(lstatSync(join(srv.home('alice'), 'clink')).isSymbolicLink());
+      assert.equal(readFileSync(join(srv.home('alice'), 'clink'), 'utf8'), 'via curl sftp 0123456789');
+      assert.equal(curl(['-Q', 'rm /clink', '-Q', 'rm /cdir/c.txt', '-Q', 'rmdir /cdir', `${url}/`]).status, 0);
+      assert.ok(!existsSync(join(srv.home('alice'), 'cdir')) && !existsSync(join(srv.home('alice'), 'clink')));
+      const uni = join(local, 'Ünï – 名.txt');
+      writeFileSync(uni, 'unicode via curl');
+      assert.equal(curl(['-T', uni, `${url}/${encodeURIComponent('Ünï – 名.txt')}`]).status, 0);
+      assert.equal(readFileSync(join(srv.home('alice'), 'Ünï – 名.txt'), 'utf8'), 'unicode via curl');
     });
 
     it('the server survives everything above', () => {

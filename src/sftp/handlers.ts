@@ -11,9 +11,9 @@ export interface HandlerContext {
   readonly maxHandles: number;
   /**
    * OpenSSH's client sends SYMLINK as (target, link), the reverse of the draft,
-   * and OpenSSH's server reads it so. Other clients (ssh2, libssh2, WinSCP,
-   * PuTTY) use the draft's order unless the server calls itself OpenSSH, which
-   * sluice does not: so the order follows the client's software name.
+   * OpenSSH's server reads it so, and most clients (libssh2, so curl) follow.
+   * A few (ssh2, WinSCP) use the draft's order with a server that does not
+   * call itself OpenSSH, which sluice does not: the server picks by client.
    */
   readonly symlinkTargetFirst: boolean;
 }

@@ -46,8 +46,8 @@ interface ConnectionState {
   readonly log: Logger;
   failures: number;
   account: Account | null;
-  /** The client's software is OpenSSH (SYMLINK argument order). */
-  openssh: boolean;
+  /** SYMLINK arrives as (target, link): see HandlerContext.symlinkTargetFirst. */
+  symlinkTargetFirst: boolean;
 }
 
 /**
@@ -119,7 +119,9 @@ export class SftpFrontEnd {
       log: this.log.child({ conn: id, ip }),
       failures: 0,
       account: null,
-      openssh: /^OpenSSH/i.test(info.header.versions.software),
+      // OpenSSH's order is the de facto standard (OpenSSH, libssh2/curl, ...); ssh2 and
+      // WinSCP switch to the draft's order when the server is not OpenSSH.
+      symlinkTargetFirst: !/^(ssh2js|WinSCP)/i.test(info.header.versions.software),
     };
     const { sftp } = this.services.config;
     const grace = setTimeout(() => {
@@ -239,7 +241,7 @@ export class SftpFrontEnd {
             maxHandles: this.services.config.sftp.maxHandles,
             maxInFlight: 64,
             onActivity: activity,
-            symlinkTargetFirst: state.openssh,
+            symlinkTargetFirst: state.symlinkTargetFirst,
             exit: (status) => channel.exit(status),
           });
         },
