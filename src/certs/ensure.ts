@@ -31,7 +31,7 @@ export async function ensureKeys(dir: string): Promise<string[]> {
   }
   for (const name of HOST_KEYS) {
     if (await exists(join(dir, name))) continue;
-    const pair = await sshKeyPair(name === 'ssh_host_rsa_key' ? 'rsa' : 'ed25519');
+    const pair = await generateHostKey(name === 'ssh_host_rsa_key' ? 'rsa' : 'ed25519');
     await fsp.rm(join(dir, `${name}.pub`), { force: true });
     await writeNew(join(dir, name), pair.private, true);
     await writeNew(join(dir, `${name}.pub`), pair.public + '\n', false);
@@ -40,7 +40,19 @@ export async function ensureKeys(dir: string): Promise<string[]> {
   return created;
 }
 
-function sshKeyPair(type: 'rsa' | 'ed25519'): Promise<{ private: string; public: string }> {
+/**
+ * ssh2's generator now and then writes an OpenSSH private key that its own
+ * parser rejects (about 1 in 150 for ed25519): check each key, try again.
+ */
+export async function generateHostKey(type: 'rsa' | 'ed25519'): Promise<{ private: string; public: string }> {
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const pair = await generateSshKeyPair(type);
+    if (!(ssh2.utils.parseKey(pair.private) instanceof Error)) return pair;
+  }
+  throw new Error(`could not generate a valid ${type} host key`);
+}
+
+function generateSshKeyPair(type: 'rsa' | 'ed25519'): Promise<{ private: string; public: string }> {
   return new Promise((resolve, reject) => {
     const done = (err: Error | null, keys: { private: string; public: string }) => (err ? reject(err) : resolve(keys));
     const comment = `sluice@${hostname()}`;
