@@ -8,7 +8,7 @@ import type { Config } from '../config/schema.js';
 import { SluiceError } from '../session/errors.js';
 import type { Session, SessionDeps } from '../session/session.js';
 import { COMMANDS, isHttpVerb, type CommandSpec } from './commands/table.js';
-import type { DataEndpoint } from './data/channel.js';
+import type { DataEndpoint } from './data-channel/channel.js';
 import { LineReader, type LineEvent } from './lines.js';
 import { Code, errorReply, formatReply } from './replies.js';
 import type { TlsEngine } from './tls.js';

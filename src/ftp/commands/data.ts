@@ -1,8 +1,8 @@
 import { isIP } from 'node:net';
 import type { FtpConnection } from '../connection.js';
-import { activeTargetRefusal, parseEprtArg, parsePortArg, pasvText, type HostPort } from '../data/address.js';
-import { ActiveEndpoint } from '../data/active.js';
-import { PassiveEndpoint } from '../data/passive.js';
+import { activeTargetRefusal, parseEprtArg, parsePortArg, pasvText, type HostPort } from '../data-channel/address.js';
+import { ActiveEndpoint } from '../data-channel/active.js';
+import { PassiveEndpoint } from '../data-channel/passive.js';
 import { Code } from '../replies.js';
 import type { CommandSpec } from './spec.js';
 
