@@ -12,27 +12,34 @@ import { openDatabase } from './store/db.js';
 import { UserStore } from './store/users.js';
 import { UserAdmin } from './users/admin.js';
 
-/** Everything a running sluice shares between its front-ends and the CLI. */
-export interface Services {
+/** What administration needs: the user store and password hashing. */
+export interface AdminServices {
   readonly config: Config;
   readonly log: Logger;
   readonly db: Database.Database;
   readonly users: UserStore;
   readonly hasher: PasswordHasher;
   readonly admin: UserAdmin;
-  readonly audit: AuditLog;
-  readonly authenticator: Authenticator;
-  readonly sessionDeps: SessionDeps;
   close(): Promise<void>;
 }
 
-export function openServices(config: Config): Services {
+/** Everything a running sluice shares between its front-ends. */
+export interface Services extends AdminServices {
+  readonly audit: AuditLog;
+  readonly authenticator: Authenticator;
+  readonly sessionDeps: SessionDeps;
+}
+
+/**
+ * For the CLI: no audit log. The server is the audit trail's only writer;
+ * a second process appending to it would fork the hash chain.
+ */
+export function openAdmin(config: Config): AdminServices {
   const log = createLogger(config.logLevel);
   mkdirSync(join(config.dataDir, 'homes'), { recursive: true, mode: 0o750 });
   const db = openDatabase(join(config.dataDir, 'sluice.db'));
   const users = new UserStore(db);
   const hasher = new PasswordHasher(config.auth.maxConcurrentHashes);
-  const audit = new AuditLog(join(config.dataDir, 'audit.log'));
   return {
     config,
     log,
@@ -40,12 +47,23 @@ export function openServices(config: Config): Services {
     users,
     hasher,
     admin: new UserAdmin(users, hasher, config.dataDir),
+    async close() {
+      db.close();
+    },
+  };
+}
+
+export function openServices(config: Config): Services {
+  const base = openAdmin(config);
+  const audit = new AuditLog(join(config.dataDir, 'audit.log'));
+  return {
+    ...base,
     audit,
-    authenticator: new Authenticator(users, hasher, audit),
-    sessionDeps: { audit, quotas: new QuotaBook(users), atomicUploads: config.uploads.atomic },
+    authenticator: new Authenticator(base.users, base.hasher, audit),
+    sessionDeps: { audit, quotas: new QuotaBook(base.users), atomicUploads: config.uploads.atomic },
     async close() {
       await audit.close();
-      db.close();
+      await base.close();
     },
   };
 }

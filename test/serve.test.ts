@@ -46,7 +46,12 @@ describe('sluice serve on a fresh machine', () => {
     assert.equal(sluice(dir, ['user', 'add', 'u1', '--generate-password'], undefined, env).code, 0);
     const serve = startServe(dir, { ...env, SLUICE_LOG_LEVEL: 'info' }, /sluice started/);
     await serve.ready;
+    // Administration while the server runs must not write to the audit chain (one writer).
+    assert.equal(sluice(dir, ['user', 'add', 'u2', '--generate-password'], undefined, env).code, 0);
     assert.equal(await serve.stop(), 0);
+    const verify = sluice(dir, ['audit', 'verify'], undefined, env);
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+    assert.match(verify.stdout, /chain intact/);
     assert.doesNotMatch(serve.output().stdout, /No users yet/);
     assert.equal(readFileSync(join(dir, 'certs/tls-cert.pem'), 'utf8'), before);
     assert.equal(readFileSync(join(dir, 'certs/ssh_host_ed25519_key'), 'utf8'), hostKey);

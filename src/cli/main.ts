@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { openServices, type Services } from '../app.js';
+import { openAdmin, type AdminServices } from '../app.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { AdminError } from '../users/admin.js';
 import { UsageError } from './args.js';
@@ -35,7 +35,7 @@ export async function main(argv: string[]): Promise<number> {
     if (!configFile) return fail(new UsageError('--config needs a file'));
   }
   const [command, ...rest] = args;
-  let services: Services | null = null;
+  let services: AdminServices | null = null;
   try {
     switch (command) {
       case undefined:
@@ -63,7 +63,7 @@ export async function main(argv: string[]): Promise<number> {
         return auditCommand(rest, configFile, out);
       case 'user':
         // Opened lazily, so --help and argument errors never touch the database.
-        return await userCommand(rest, () => (services ??= openServices(loadConfig({ file: configFile }))), out);
+        return await userCommand(rest, () => (services ??= openAdmin(loadConfig({ file: configFile }))), out);
       default:
         throw new UsageError(`unknown command "${command}"; see sluice --help`);
     }

@@ -1,4 +1,4 @@
-import { openServices, type Services } from '../app.js';
+import { openAdmin, openServices, type AdminServices, type Services } from '../app.js';
 import { ensureKeys } from '../certs/ensure.js';
 import type { Config } from '../config/schema.js';
 import { FtpFrontEnd } from '../ftp/listener.js';
@@ -18,10 +18,14 @@ export type FrontEndStarter = (services: Services, registry: ConnectionRegistry)
 export const FRONT_ENDS: FrontEndStarter[] = [FtpFrontEnd.start, SftpFrontEnd.start];
 
 /** `sluice init`: data directory, database and keys, nothing served. */
-export async function init(config: Config, out: (s: string) => void): Promise<Services> {
+export async function init(config: Config, out: (s: string) => void): Promise<AdminServices> {
+  await createKeys(config, out);
+  return openAdmin(config);
+}
+
+async function createKeys(config: Config, out: (s: string) => void): Promise<void> {
   const created = await ensureKeys(config.certsDir);
   if (created.length > 0) out(`created in ${config.certsDir}: ${created.join(', ')}\n`);
-  return openServices(config);
 }
 
 export async function serve(config: Config, out: (s: string) => void): Promise<number> {
@@ -33,7 +37,8 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
   const stopped = new Promise<string>((resolve) => {
     for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, () => resolve(s));
   });
-  const services = await init(config, out);
+  await createKeys(config, out);
+  const services = openServices(config);
   const { log } = services;
   if (services.users.count() === 0) {
     out(

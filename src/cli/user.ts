@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { Services } from '../app.js';
+import type { AdminServices } from '../app.js';
 import { PERMISSIONS } from '../session/permissions.js';
 import type { UserRecord, UserSettings } from '../store/users.js';
 import {
@@ -94,12 +94,12 @@ function readKeyFile(file: string): string {
 }
 
 /** What `show --json` and `list --json` print: never the hash. */
-function publicView(u: UserRecord, keys: ReturnType<Services['users']['keys']>) {
+function publicView(u: UserRecord, keys: ReturnType<AdminServices['users']['keys']>) {
   const { passwordHash, ...rest } = u;
   return { ...rest, password: passwordHash ? 'set' : 'none', keys: keys.map(({ blob: _b, ...k }) => k) };
 }
 
-export async function userCommand(args: string[], open: () => Services, out: (s: string) => void): Promise<number> {
+export async function userCommand(args: string[], open: () => AdminServices, out: (s: string) => void): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
     out(USER_HELP);
@@ -231,7 +231,7 @@ export async function userCommand(args: string[], open: () => Services, out: (s:
   }
 }
 
-async function keyCommand(args: string[], open: () => Services, out: (s: string) => void): Promise<number> {
+async function keyCommand(args: string[], open: () => AdminServices, out: (s: string) => void): Promise<number> {
   const [sub, ...rest] = args;
   switch (sub) {
     case 'add': {
