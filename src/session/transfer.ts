@@ -5,6 +5,7 @@ import { promises as fsp } from 'node:fs';
 import type { TransferResult } from '../audit/events.js';
 import { SluiceError, fromErrno } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
+import { baseName } from './paths.js';
 import type { Location } from './jail.js';
 import type { QuotaLedger } from './quota.js';
 
@@ -106,7 +107,7 @@ abstract class Transfer {
   /** Metadata of the open file (SFTP FSTAT). */
   async info(): Promise<FileInfo> {
     try {
-      return toFileInfo(this.path.split('/').pop() ?? '', await this.file.stat());
+      return toFileInfo(baseName(this.path), await this.file.stat());
     } catch (err) {
       throw fromErrno(err);
     }

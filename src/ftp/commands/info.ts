@@ -3,7 +3,7 @@ import { listLine, listable } from '../../listing/ls.js';
 import { Code } from '../replies.js';
 import { siteChmod } from './files.js';
 import type { CommandSpec } from './spec.js';
-import { splitListArgs } from './transfer.js';
+import { entries, splitListArgs } from './transfer.js';
 
 /** FEAT lines (RFC 2389); each names an extension this server implements. */
 export const FEATURES = [
@@ -107,14 +107,9 @@ export const info = {
     async run(c, arg, s) {
       if (arg.trim() === '') return c.reply(Code.SystemStatus, ...statusLines(c));
       const { path } = splitListArgs(arg);
-      const fileInfo = await s.stat(path);
       const now = new Date();
       const lines = [`Status of ${s.resolve(path)}:`];
-      if (fileInfo.type === 'dir') {
-        for await (const f of await s.list(path)) if (listable(f.name)) lines.push(listLine(f, now));
-      } else {
-        lines.push(listLine({ ...fileInfo, name: s.resolve(path).split('/').pop() ?? '' }, now));
-      }
+      for await (const f of await entries(s, path)) if (listable(f.name)) lines.push(listLine(f, now));
       lines.push('End of status.');
       c.reply(Code.FileStatus, ...lines);
     },

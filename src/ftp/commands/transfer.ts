@@ -3,7 +3,7 @@ import { Readable, type Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { SluiceError } from '../../session/errors.js';
 import type { FileInfo } from '../../session/file-info.js';
-import { parentOf } from '../../session/paths.js';
+import { baseName, parentOf } from '../../session/paths.js';
 import type { Session } from '../../session/session.js';
 import type { Download, Upload } from '../../session/transfer.js';
 import { fromNetworkAscii, toNetworkAscii } from '../ascii.js';
@@ -159,9 +159,9 @@ export function splitListArgs(arg: string): { flags: string; path: string } {
 }
 
 /** Entries to list for a path: the directory's entries, or the file itself. */
-async function entries(s: Session, path: string): Promise<Entries> {
+export async function entries(s: Session, path: string): Promise<Entries> {
   const info = await s.stat(path);
-  if (info.type !== 'dir') return (async function* () { yield { ...info, name: s.resolve(path).split('/').pop() ?? '' }; })();
+  if (info.type !== 'dir') return (async function* () { yield { ...info, name: baseName(s.resolve(path)) }; })();
   return s.list(path);
 }
 
