@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { AuditLog, createLogger } from './audit/log.js';
 import { Authenticator } from './auth/authenticator.js';
@@ -25,7 +25,8 @@ export interface AdminServices {
 
 /** Everything a running sluice shares between its front-ends. */
 export interface Services extends AdminServices {
-  readonly audit: AuditLog;
+  /** null when audit.enabled is false. */
+  readonly audit: AuditLog | null;
   readonly authenticator: Authenticator;
   readonly sessionDeps: SessionDeps;
 }
@@ -55,14 +56,28 @@ export function openAdmin(config: Config): AdminServices {
 
 export function openServices(config: Config): Services {
   const base = openAdmin(config);
-  const audit = new AuditLog(join(config.dataDir, 'audit.log'));
+  const { audit: settings } = config;
+  const audit = settings.enabled
+    ? new AuditLog({
+        file: resolve(config.dataDir, settings.file),
+        rotateSize: settings.rotateSize,
+        xferlog: settings.xferlog === '' ? null : resolve(config.dataDir, settings.xferlog),
+        onError: (err) => base.log.error({ err }, 'audit log'),
+      })
+    : null;
+  if (!audit) base.log.warn('audit trail disabled (audit.enabled: false): transfers are neither hashed nor recorded');
   return {
     ...base,
     audit,
     authenticator: new Authenticator(base.users, base.hasher, audit),
-    sessionDeps: { audit, quotas: new QuotaBook(base.users), atomicUploads: config.uploads.atomic },
+    sessionDeps: {
+      audit,
+      quotas: new QuotaBook(base.users),
+      atomicUploads: config.uploads.atomic,
+      hashResumedUploads: settings.hashResumedUploads,
+    },
     async close() {
-      await audit.close();
+      await audit?.close();
       await base.close();
     },
   };

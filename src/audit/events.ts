@@ -27,6 +27,9 @@ export type AuditEvent =
       result: TransferResult;
       reason?: string;
       sha256: string | null;
+      /** Whole file after a resumed upload (audit.hashResumedUploads). */
+      file_sha256?: string;
+      type: 'ascii' | 'binary';
     }
   | { event: 'delete' | 'mkdir' | 'rmdir'; path: string }
   | { event: 'rename'; from: string; to: string }

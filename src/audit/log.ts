@@ -1,8 +1,11 @@
-import { once } from 'node:events';
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import pino, { type Logger } from 'pino';
 import type { Actor, AuditEvent, AuditSink } from './events.js';
 import { GENESIS, chainLine, lineHash, type ChainHead } from './chain.js';
+import { logFiles } from './files.js';
+import { LogFile } from './log-file.js';
+import { xferlogLine } from './xferlog.js';
 
 /** Never let a secret reach a log line, whatever object it arrives in. */
 const REDACT = {
@@ -14,86 +17,116 @@ export function createLogger(level: string): Logger {
   return pino({ level, redact: REDACT, base: { pid: process.pid } });
 }
 
+export interface AuditLogOptions {
+  /** The chained JSON lines. */
+  file: string;
+  /** Rotate at this size (bytes); 0: never by size. */
+  rotateSize: number;
+  /** wu-ftpd xferlog of the transfers as well; null: none. */
+  xferlog: string | null;
+  /** Where a failing write or rotation is reported; the server keeps serving. */
+  onError: (err: Error) => void;
+}
+
 /**
  * Audit trail as JSON lines, each chained to the one before (sequence number
  * and SHA-256 of the previous line), so an edit, a removal, an insertion or a
  * reordering shows (`sluice audit verify`). Lines are built here rather than
- * by pino so the bytes hashed are the bytes written. sonic-boom writes them
- * asynchronously from a buffer, so a transfer never waits on the audit file;
- * the buffer is flushed at least every second and on shutdown.
+ * by pino so the bytes hashed are the bytes written. They are written
+ * asynchronously from a buffer, so a transfer never waits on the audit file,
+ * and never more than a second late. The chain runs on across restarts and
+ * rotations: each new run and each new file starts with an anchor line.
  */
 export class AuditLog implements AuditSink {
-  private readonly stream: ReturnType<typeof pino.destination>;
-  private readonly ready: Promise<unknown>;
-  private readonly flusher: NodeJS.Timeout;
+  private readonly file: LogFile;
+  private readonly xferlog: LogFile | null;
   private head: ChainHead;
 
-  constructor(file: string) {
-    this.head = recoverHead(file);
-    this.stream = pino.destination({ dest: file, sync: false, mkdir: true, minLength: 4096, mode: 0o600 });
-    this.ready = once(this.stream, 'ready');
-    // Buffered for throughput, but never more than a second behind.
-    this.flusher = setInterval(() => this.stream.flush(), 1000);
-    this.flusher.unref();
-    // The anchor: where this run of the server joins the chain.
+  constructor(options: AuditLogOptions) {
+    this.head = recoverHead(options.file);
+    this.file = new LogFile(options.file, {
+      maxSize: options.rotateSize,
+      onNewFile: (reason) => this.write({ event: 'audit-rotated', reason }),
+      onError: options.onError,
+    });
+    this.xferlog = options.xferlog === null ? null : new LogFile(options.xferlog, { maxSize: options.rotateSize, onError: options.onError });
     this.write({ event: 'audit-start', pid: process.pid });
   }
 
   record(actor: Actor, event: AuditEvent): void {
-    this.write({ ...actor, ...event });
+    const time = new Date();
+    this.write({ ...actor, ...event }, time);
+    if (this.xferlog && (event.event === 'upload' || event.event === 'download')) {
+      this.xferlog.write(xferlogLine(actor, event, time) + '\n');
+    }
   }
 
-  private write(fields: Record<string, unknown>): void {
-    const { line, head } = chainLine(this.head, { time: new Date().toISOString(), ...fields });
+  private write(fields: Record<string, unknown>, time = new Date()): void {
+    const { line, head } = chainLine(this.head, { time: time.toISOString(), ...fields });
     this.head = head;
-    this.stream.write(line + '\n');
+    this.file.write(line + '\n');
   }
 
-  /** Hand everything buffered to the file. */
+  /** SIGHUP: continue in new files if logrotate moved the current ones away. */
+  async reopen(): Promise<void> {
+    await Promise.all([this.file.reopen(), this.xferlog?.reopen()]);
+  }
+
+  /** Hand everything buffered to the files. */
   async flush(): Promise<void> {
-    await this.ready;
-    await new Promise<void>((resolve) => this.stream.flush(() => resolve()));
+    await Promise.all([this.file.flush(), this.xferlog?.flush()]);
   }
 
-  /** Write out everything buffered and close the file; called on shutdown. */
+  /** Write out everything buffered and close the files; called on shutdown. */
   async close(): Promise<void> {
-    clearInterval(this.flusher);
-    await this.ready;
-    await new Promise<void>((resolve) => {
-      this.stream.once('close', () => resolve());
-      this.stream.end();
-    });
+    await Promise.all([this.file.close(), this.xferlog?.close()]);
   }
 }
 
 /**
  * Start-up only (synchronous by design): continue the chain from the last
- * complete line of an existing file. A torn last line (a crash mid-write) is
- * left for `audit verify` to report; the chain continues from the line before.
+ * complete line, in the live file or, when logrotate has just moved it away,
+ * in the newest rotated one. A torn last line (a crash mid-write) is left for
+ * `audit verify` to report; the chain continues from the line before.
  */
-function recoverHead(file: string): ChainHead {
-  let fd: number;
-  try {
-    fd = openSync(file, 'r');
-  } catch {
-    return { seq: 0, prev: GENESIS };
+function recoverHead(path: string): ChainHead {
+  for (const file of [...logFiles(path)].reverse().slice(0, 2)) {
+    const head = lastChainLine(file);
+    if (head) return head;
   }
+  return { seq: 0, prev: GENESIS };
+}
+
+function lastChainLine(file: string): ChainHead | null {
+  let text: string;
+  try {
+    text = tail(file);
+  } catch {
+    return null;
+  }
+  const lines = text.split('\n');
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const line = lines[i] as string;
+    try {
+      const rec = JSON.parse(line) as { seq?: unknown };
+      if (typeof rec.seq === 'number') return { seq: rec.seq + 1, prev: lineHash(line) };
+    } catch {
+      // torn or partial line: look further back
+    }
+  }
+  return null;
+}
+
+/** The last MiB of a log, or all of a gzipped one. */
+function tail(file: string): string {
+  if (file.endsWith('.gz')) return gunzipSync(readFileSync(file)).toString('utf8');
+  const fd = openSync(file, 'r');
   try {
     const size = fstatSync(fd).size;
     const length = Math.min(size, 1024 * 1024);
     const buf = Buffer.alloc(length);
     readSync(fd, buf, 0, length, size - length);
-    const lines = buf.toString('utf8').split('\n');
-    for (let i = lines.length - 1; i >= 0; i--) {
-      const text = lines[i] as string;
-      try {
-        const rec = JSON.parse(text) as { seq?: unknown };
-        if (typeof rec.seq === 'number') return { seq: rec.seq + 1, prev: lineHash(text) };
-      } catch {
-        // torn or partial line: look further back
-      }
-    }
-    return { seq: 0, prev: GENESIS };
+    return buf.toString('utf8');
   } finally {
     closeSync(fd);
   }

@@ -52,7 +52,7 @@ export class Authenticator {
   constructor(
     private readonly users: UserStore,
     private readonly hasher: PasswordHasher,
-    private readonly audit: AuditSink,
+    private readonly audit: AuditSink | null,
   ) {}
 
   async password(req: AuthRequest, password: string): Promise<Account> {
@@ -102,12 +102,12 @@ export class Authenticator {
 
   private succeed(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): Account {
     this.users.recordLogin(user.id);
-    this.audit.record(this.actor(req), { event: 'login', method });
+    this.audit?.record(this.actor(req), { event: 'login', method });
     return toAccount(user);
   }
 
   private fail(req: AuthRequest, method: 'password' | 'publickey', reason: AuthFailure): never {
-    this.audit.record(this.actor(req), { event: 'login-failed', method, reason });
+    this.audit?.record(this.actor(req), { event: 'login-failed', method, reason });
     throw new AuthError(reason);
   }
 

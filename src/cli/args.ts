@@ -1,4 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { bytesOf } from '../config/size.js';
 
 /** A command-line mistake: printed as one line, exit code 2. */
 export class UsageError extends Error {
@@ -29,13 +30,10 @@ export function parse<O extends Options>(args: string[], options: O, positionals
   return parsed;
 }
 
-const UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
-
 /** `1048576`, `512M`, `10G`: a byte count. */
 export function parseSize(option: string, text: string): number {
-  const m = /^(\d+)([KMGT]?)(i?B)?$/i.exec(text.trim());
-  const n = m ? Number(m[1]) * (UNITS[(m[2] ?? '').toUpperCase()] ?? 1) : NaN;
-  if (!Number.isSafeInteger(n)) throw new UsageError(`--${option}: "${text}" is not a size (e.g. 1048576, 500M, 10G)`);
+  const n = bytesOf(text);
+  if (Number.isNaN(n)) throw new UsageError(`--${option}: "${text}" is not a size (e.g. 1048576, 500M, 10G)`);
   return n;
 }
 

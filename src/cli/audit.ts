@@ -1,8 +1,9 @@
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { parseCidr } from '../auth/ip-rules.js';
 import { filterRecords, formatCsv, formatTable, summarize, type AuditFilter, type AuditRecord } from '../audit/query.js';
-import { join } from 'node:path';
+import { resolve } from 'node:path';
+import { logFiles } from '../audit/files.js';
 import { verifyLines, type ChainHead } from '../audit/chain.js';
 import { loadConfig } from '../config/load.js';
 import { UsageError, parse, parseTime } from './args.js';
@@ -14,8 +15,9 @@ export const AUDIT_HELP = `Usage: sluice audit verify [FILE...]
        sluice audit report [--since T] [--json] [--file F]...
 
   verify    check the hash chain and sequence of the audit log (default:
-            <dataDir>/audit.log); several files are checked in the order
-            given, the chain continuing from one to the next. Reports the
+            the audit log and its rotated files, oldest first); several
+            files are checked in the order given, the chain continuing from
+            one to the next. Reports the
             first line that was altered, removed, inserted or reordered;
             exit 1 on any break.
   query     the records that match every filter, oldest first, across the
@@ -40,18 +42,11 @@ export function auditCommand(args: string[], configFile: string | undefined, out
     out(AUDIT_HELP);
     return 0;
   }
-  const files = positionals.length > 0 ? positionals : [join(loadConfig({ file: configFile }).dataDir, 'audit.log')];
+  const files = positionals.length > 0 ? positionals : auditFiles(configFile);
   let head: ChainHead | undefined;
   let total = 0;
   for (const file of files) {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (err) {
-      throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
-    }
-    const lines = text.split('\n');
-    if (lines.at(-1) === '') lines.pop();
+    const lines = readLines(file);
     const result = verifyLines(lines, head);
     if (result.break) {
       out(`${file}:${result.break.line}: ${result.break.reason}\n`);
@@ -107,7 +102,7 @@ function queryCommand(args: string[], configFile: string | undefined, out: (s: s
     until: v.until === undefined ? undefined : parseTime('until', v.until),
     result: v.result as AuditFilter['result'],
   };
-  const files = v.file ?? auditFiles(loadConfig({ file: configFile }).dataDir);
+  const files = v.file ?? auditFiles(configFile);
   const records = filterRecords(readRecords(files), filter);
   if (v.json) out(records.map((r) => JSON.stringify(r)).join('\n') + (records.length ? '\n' : ''));
   else if (v.csv) out(formatCsv(records));
@@ -115,27 +110,29 @@ function queryCommand(args: string[], configFile: string | undefined, out: (s: s
   return 0;
 }
 
-/** audit.log and its rotated siblings (audit.log.1, audit.log.2.gz, ...), oldest first. */
-function auditFiles(dataDir: string): string[] {
-  const rotated = readdirSync(dataDir)
-    .map((name) => ({ name, n: /^audit\.log\.(\d+)(\.gz)?$/.exec(name)?.[1] }))
-    .filter((f): f is { name: string; n: string } => f.n !== undefined)
-    .sort((a, b) => Number(b.n) - Number(a.n))
-    .map((f) => join(dataDir, f.name));
-  return [...rotated, join(dataDir, 'audit.log')];
+/** The configured audit log and its rotated files, oldest first. */
+function auditFiles(configFile: string | undefined): string[] {
+  const config = loadConfig({ file: configFile });
+  return logFiles(resolve(config.dataDir, config.audit.file));
+}
+
+/** A log file's lines, gunzipped if need be, without the final newline. */
+function readLines(file: string): string[] {
+  let text: string;
+  try {
+    const raw = readFileSync(file);
+    text = (file.endsWith('.gz') ? gunzipSync(raw) : raw).toString('utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const lines = text.split('\n');
+  if (lines.at(-1) === '') lines.pop();
+  return lines;
 }
 
 function* readRecords(files: string[]): Generator<AuditRecord> {
   for (const file of files) {
-    let text: string;
-    try {
-      const raw = readFileSync(file);
-      text = (file.endsWith('.gz') ? gunzipSync(raw) : raw).toString('utf8');
-    } catch (err) {
-      throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
-    }
-    const lines = text.split('\n');
-    if (lines.at(-1) === '') lines.pop();
+    const lines = readLines(file);
     for (let i = 0; i < lines.length; i++) {
       try {
         yield JSON.parse(lines[i] as string) as AuditRecord;
@@ -154,7 +151,7 @@ function reportCommand(args: string[], configFile: string | undefined, out: (s: 
     return 0;
   }
   const since = v.since === undefined ? undefined : parseTime('since', v.since);
-  const files = v.file ?? auditFiles(loadConfig({ file: configFile }).dataDir);
+  const files = v.file ?? auditFiles(configFile);
   const summary = summarize(filterRecords(readRecords(files), { since }));
   if (v.json) {
     out(JSON.stringify(summary, null, 2) + '\n');

@@ -60,7 +60,11 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
     await services.close();
     return 1;
   }
-  const onHangup = () => running.forEach((fe) => fe.reload?.());
+  // SIGHUP: new certificates and keys, and new log files after logrotate moved them.
+  const onHangup = () => {
+    running.forEach((fe) => fe.reload?.());
+    services.audit?.reopen().catch((err: unknown) => log.error({ err }, 'audit log reopen'));
+  };
   process.on('SIGHUP', onHangup);
   log.info({ frontEnds: running.map((fe) => fe.name), dataDir: config.dataDir }, 'sluice started');
   // With every port set to 0 nothing else holds the process until a signal comes.

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { bytesOf } from './size.js';
 
 const port = z.number().int().min(0).max(65535);
 const portRange = z
@@ -8,6 +9,15 @@ const portRange = z
     const [lo = 0, hi = 0] = s.split('-').map(Number);
     return lo >= 1024 && hi <= 65535 && lo <= hi;
   }, 'must be LOW-HIGH with 1024 <= LOW <= HIGH <= 65535');
+/** A byte count, or a string like `100M` or `1GiB`. */
+const size = z.union([
+  z.number().int().min(0),
+  z.string().transform((text, ctx) => {
+    const n = bytesOf(text);
+    if (Number.isNaN(n)) ctx.addIssue({ code: 'custom', message: `"${text}" is not a size (e.g. 1048576, 100M, 1G)` });
+    return n;
+  }),
+]);
 
 /** Every key and its default, in one place; deploy/sluice.example.yaml documents them. */
 export const configSchema = z
@@ -71,6 +81,24 @@ export const configSchema = z
       .object({
         /** Fresh uploads are written to a hidden temporary name and renamed when complete. */
         atomic: z.boolean().default(true),
+      })
+      .strict()
+      .prefault({}),
+    audit: z
+      .object({
+        /**
+         * The audit trail and the hashing of transfers. Off only to measure
+         * what it costs: without it nothing proves who transferred what.
+         */
+        enabled: z.boolean().default(true),
+        /** The hash-chained JSON lines; relative to dataDir. */
+        file: z.string().min(1).default('audit.log'),
+        /** Start a new file (audit.log -> audit.log.1, ...) at this size; 0: only on SIGHUP after a move. */
+        rotateSize: size.default(104857600),
+        /** A second output in wu-ftpd xferlog format, relative to dataDir; empty: none. */
+        xferlog: z.string().default(''),
+        /** After a resumed upload, hash the whole file too (reads it once more). */
+        hashResumedUploads: z.boolean().default(false),
       })
       .strict()
       .prefault({}),

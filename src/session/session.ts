@@ -10,7 +10,7 @@ import { DirectoryListing } from './listing.js';
 import { UPLOAD_TEMP_PREFIX, checkName, parentOf, relativeVirtual, resolveVirtual } from './paths.js';
 import { allows, permissionsAt, type Permission } from './permissions.js';
 import type { QuotaBook, QuotaLedger } from './quota.js';
-import { Download, Upload, type TransferRecord } from './transfer.js';
+import { Download, Upload, type TransferOptions, type TransferRecord } from './transfer.js';
 
 export interface SessionContext {
   /** Connection id: the login event and every later event of the connection carry it. */
@@ -21,7 +21,10 @@ export interface SessionContext {
 }
 
 export interface SessionDeps {
-  readonly audit: AuditSink;
+  /** null: the audit trail is switched off, and transfers are not hashed. */
+  readonly audit: AuditSink | null;
+  /** After a resumed upload, hash the whole file for the audit record (a second read). */
+  readonly hashResumedUploads: boolean;
   readonly quotas: QuotaBook;
   /** Fresh uploads go to a temporary name and replace the target only when complete. */
   readonly atomicUploads: boolean;
@@ -38,6 +41,15 @@ export interface WriteOptions {
   mustExist?: boolean;
   /** Empty an existing file first; default true unless offset or append is given. */
   truncate?: boolean;
+  /** FTP TYPE A, for the audit record. */
+  ascii?: boolean;
+}
+
+export interface ReadOptions {
+  /** Start reading here (resume). */
+  offset?: number;
+  /** FTP TYPE A, for the audit record. */
+  ascii?: boolean;
 }
 
 /**
@@ -90,7 +102,7 @@ export class Session {
   }
 
   audit(event: AuditEvent): void {
-    this.deps.audit.record(this.actor, event);
+    this.deps.audit?.record(this.actor, event);
   }
 
   /** End of the connection: unfinished transfers are aborted and recorded. */
@@ -180,8 +192,9 @@ export class Session {
 
   // --- transfers ----------------------------------------------------------
 
-  async openRead(clientPath: string, offset = 0): Promise<Download> {
+  async openRead(clientPath: string, options: ReadOptions = {}): Promise<Download> {
     const path = this.resolve(clientPath);
+    const offset = options.offset ?? 0;
     const download = await this.guard('download', path, () =>
       this.jail.with(this.checked('download', parentOf(path), path), true, async (loc) => {
         this.require('download', parentOf(loc.virtualPath));
@@ -191,7 +204,7 @@ export class Session {
           if (st.isDirectory()) throw new SluiceError('is-a-directory');
           if (!st.isFile()) throw new SluiceError('permission-denied', 'Not a regular file');
           if (offset < 0 || offset > st.size) throw new SluiceError('invalid-path', 'Offset beyond end of file');
-          return new Download(file, path, offset, st.size, (r) => this.finished(download, r));
+          return new Download(file, path, offset, st.size, (r) => this.finished(download, r), this.transferOptions(options));
         } catch (err) {
           await file.close();
           throw err;
@@ -228,8 +241,9 @@ export class Session {
     if (st && options.exclusive) throw new SluiceError('already-exists');
     if (!st && options.mustExist) throw new SluiceError('not-found');
     const existingSize = st ? st.size : null;
-    const offset = options.offset ?? 0;
     const append = options.append ?? false;
+    // Appending is resuming at the end: the record says from where.
+    const offset = append ? (existingSize ?? 0) : (options.offset ?? 0);
     const truncate = options.truncate ?? (offset === 0 && !append);
     if (offset < 0 || (existingSize !== null && offset > existingSize) || (existingSize === null && offset > 0)) {
       throw new SluiceError('invalid-path', 'Offset beyond end of file');
@@ -257,8 +271,15 @@ export class Session {
     const target = { loc, existingSize: truncate && !atomic ? null : existingSize, tempName, append };
     // An in-place truncation has already freed the old bytes: account for them now.
     if (truncate && !atomic && existingSize !== null) this.ledger.settle(0, -existingSize, -1);
-    const upload: Upload = new Upload(file, path, offset, target, this.ledger, (r) => this.finished(upload, r));
+    const upload: Upload = new Upload(file, path, offset, target, this.ledger, (r) => this.finished(upload, r), {
+      ...this.transferOptions(options),
+      hashWholeFile: this.deps.hashResumedUploads,
+    });
     return upload;
+  }
+
+  private transferOptions(options: { ascii?: boolean }): TransferOptions {
+    return { hash: this.deps.audit !== null, ascii: options.ascii ?? false };
   }
 
   /**
@@ -300,6 +321,8 @@ export class Session {
       result: r.result,
       ...(r.reason === undefined ? {} : { reason: r.reason }),
       sha256: r.sha256,
+      ...(r.fileSha256 === undefined ? {} : { file_sha256: r.fileSha256 }),
+      type: r.ascii ? 'ascii' : 'binary',
     });
   }
 

@@ -1,7 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Transform, Writable, type Readable } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
-import { promises as fsp } from 'node:fs';
+import { constants as C, promises as fsp } from 'node:fs';
 import type { TransferResult } from '../audit/events.js';
 import { SluiceError, fromErrno } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
@@ -19,7 +19,24 @@ export interface TransferRecord {
   started: Date;
   result: TransferResult;
   reason?: string;
+  /** The bytes transferred, in file order; null when not computed or not computable. */
   sha256: string | null;
+  /** The whole file after a resumed upload, when configured. */
+  fileSha256?: string;
+  ascii: boolean;
+}
+
+/** How the shared layer treats a transfer beyond its bytes. */
+export interface TransferOptions {
+  /** Compute the SHA-256 of the bytes as they pass (the audit trail's). */
+  hash: boolean;
+  /** FTP TYPE A: the bytes are converted on the way; recorded only. */
+  ascii: boolean;
+}
+
+export interface UploadOptions extends TransferOptions {
+  /** After a resumed upload, hash the whole file (a second read). */
+  hashWholeFile: boolean;
 }
 
 type Reporter = (record: TransferRecord) => void;
@@ -72,6 +89,7 @@ class SequenceHash {
 
 abstract class Transfer {
   protected readonly started = new Date();
+  protected readonly hash: SequenceHash | null;
   protected bytes = 0;
   private finished: Promise<void> | null = null;
   private result: TransferResult | null = null;
@@ -81,8 +99,10 @@ abstract class Transfer {
     readonly path: string,
     readonly offset: number,
     protected readonly report: Reporter,
-    protected readonly hash: SequenceHash,
-  ) {}
+    private readonly options: TransferOptions,
+  ) {
+    this.hash = options.hash ? new SequenceHash(offset) : null;
+  }
 
   get transferred(): number {
     return this.bytes;
@@ -143,7 +163,7 @@ abstract class Transfer {
 
   protected abstract settle(result: TransferResult, reason?: string): Promise<void>;
 
-  protected record(direction: 'upload' | 'download', size: number, result: TransferResult, reason?: string): void {
+  protected record(direction: 'upload' | 'download', size: number, result: TransferResult, reason?: string, fileSha256?: string): void {
     this.result = result;
     this.report({
       direction,
@@ -154,14 +174,16 @@ abstract class Transfer {
       started: this.started,
       result,
       ...(reason === undefined ? {} : { reason }),
-      sha256: result === 'ok' ? this.hash.digest() : null,
+      sha256: this.hash?.digest() ?? null,
+      ...(fileSha256 === undefined ? {} : { fileSha256 }),
+      ascii: this.options.ascii,
     });
   }
 }
 
 export class Download extends Transfer {
-  constructor(file: FileHandle, path: string, offset: number, readonly size: number, report: Reporter) {
-    super(file, path, offset, report, new SequenceHash(offset));
+  constructor(file: FileHandle, path: string, offset: number, readonly size: number, report: Reporter, options: TransferOptions) {
+    super(file, path, offset, report, options);
   }
 
   /** Positional read; an empty buffer means end of file. */
@@ -173,7 +195,7 @@ export class Download extends Transfer {
     });
     const data = bytesRead === length ? buf : buf.subarray(0, bytesRead);
     this.bytes += bytesRead;
-    this.hash.update(position, data);
+    this.hash?.update(position, data);
     return data;
   }
 
@@ -183,7 +205,7 @@ export class Download extends Transfer {
     const counter = new Transform({
       transform: (chunk: Buffer, _enc, done) => {
         this.bytes += chunk.length;
-        this.hash.update(position, chunk);
+        this.hash?.update(position, chunk);
         position += chunk.length;
         done(null, chunk);
       },
@@ -223,8 +245,9 @@ export class Upload extends Transfer {
     private readonly target: UploadTarget,
     private readonly ledger: QuotaLedger,
     report: Reporter,
+    private readonly uploadOptions: UploadOptions,
   ) {
-    super(file, path, offset, report, new SequenceHash(offset));
+    super(file, path, offset, report, uploadOptions);
     this.size = target.tempName === null ? (target.existingSize ?? 0) : 0;
     this.credit = target.tempName === null ? 0 : (target.existingSize ?? 0);
     if (target.existingSize === null) ledger.holdFile();
@@ -249,7 +272,7 @@ export class Upload extends Transfer {
       throw fromErrno(err);
     }
     this.bytes += data.length;
-    this.hash.update(at, data);
+    this.hash?.update(at, data);
   }
 
   /** A sink for a sequential stream (FTP data channel); backpressure is the write itself. */
@@ -284,6 +307,7 @@ export class Upload extends Transfer {
     let bytesDelta = 0;
     let filesDelta = 0;
     let finalSize = existingSize ?? 0;
+    let fileSha256: string | undefined;
     try {
       if (this.quotaHit && tempName === null) {
         // Over quota, in place: give back exactly what this upload added.
@@ -302,6 +326,7 @@ export class Upload extends Transfer {
           finalSize = written;
           bytesDelta = written - (existingSize ?? 0);
           filesDelta = existingSize === null ? 1 : 0;
+          if (result === 'ok' && this.offset > 0 && this.uploadOptions.hashWholeFile) fileSha256 = await hashFile(loc).catch(() => undefined);
         }
       }
     } catch (err) {
@@ -313,6 +338,14 @@ export class Upload extends Transfer {
       this.ledger.settle(this.reserved, bytesDelta, filesDelta);
       await loc.close();
     }
-    this.record('upload', finalSize, result, reason);
+    this.record('upload', finalSize, result, reason, fileSha256);
   }
+}
+
+/** A second, streaming read of the finished file: only for resumed uploads, only when configured. */
+async function hashFile(loc: Location): Promise<string> {
+  const file = await loc.open(C.O_RDONLY | C.O_NONBLOCK);
+  const hash = createHash('sha256');
+  for await (const chunk of file.createReadStream({ highWaterMark: 256 * 1024 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }

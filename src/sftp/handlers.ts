@@ -56,7 +56,7 @@ const requests: Partial<Record<number, Handler>> = {
         offset: 0,
       });
     } else {
-      transfer = await session.openRead(path, 0);
+      transfer = await session.openRead(path);
     }
     try {
       return new Writer(FXP.HANDLE, id).bytes(handles.add({ kind: 'file', transfer })).finish();

@@ -46,7 +46,7 @@ export class World {
 
   /** Audit lines written so far (flushes the async writer first). */
   async auditLines(): Promise<Record<string, unknown>[]> {
-    await this.services.audit.flush();
+    await this.services.audit?.flush();
     const text = readFileSync(join(this.dataDir, 'audit.log'), 'utf8');
     return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
   }
@@ -76,7 +76,7 @@ export async function writeFile(s: Session, path: string, data: string | Buffer,
 }
 
 export async function readFile(s: Session, path: string, offset = 0): Promise<string> {
-  const down = await s.openRead(path, offset);
+  const down = await s.openRead(path, { offset });
   const chunks: Buffer[] = [];
   for (let pos = offset; ; ) {
     const b = await down.read(pos, 65536);

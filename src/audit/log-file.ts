@@ -1,0 +1,140 @@
+import { once } from 'node:events';
+import { promises as fsp, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { rotatedSiblings } from './files.js';
+import pino from 'pino';
+
+export type NewFileReason = 'size' | 'reopen';
+
+export interface LogFileOptions {
+  /** Start a new file once the current one reaches this many bytes; 0: never. */
+  maxSize: number;
+  /** Called right after a new file is started, before any other line goes into it. */
+  onNewFile?: (reason: NewFileReason) => void;
+  /** A write or a rotation failed; the log carries on where it can. */
+  onError: (err: Error) => void;
+}
+
+/**
+ * An append-only log file written asynchronously from a buffer (sonic-boom),
+ * never more than a second behind, that can be rotated without losing or
+ * reordering a line: lines written while a rotation is under way still go to
+ * the old file (renaming does not move its descriptor); the next line goes to
+ * the new one. Rotated files are named like logrotate's: `name.1` newest.
+ */
+type Stream = ReturnType<typeof pino.destination>;
+
+/** A file being written, and which file it is (to see whether logrotate moved it). */
+interface OpenFile {
+  stream: Stream;
+  /** Resolves once open; null when opening failed (reported through onError). */
+  identity: Promise<{ dev: number; ino: number } | null>;
+}
+
+export class LogFile {
+  private current: OpenFile;
+  private size: number;
+  private switching: Promise<void> | null = null;
+  private readonly flusher: NodeJS.Timeout;
+
+  constructor(
+    readonly path: string,
+    private readonly options: LogFileOptions,
+  ) {
+    // Start-up only: the size so far decides the first rotation.
+    try {
+      this.size = statSync(path).size;
+    } catch {
+      this.size = 0;
+    }
+    this.current = this.open();
+    this.flusher = setInterval(() => this.current.stream.flush(), 1000);
+    this.flusher.unref();
+  }
+
+  write(line: string): void {
+    this.current.stream.write(line);
+    this.size += Buffer.byteLength(line);
+    if (this.options.maxSize > 0 && this.size >= this.options.maxSize && !this.switching) {
+      this.switchFile('size', () => shiftRotated(this.path));
+    }
+  }
+
+  /**
+   * SIGHUP: when the file was moved away (logrotate), continue in a new one
+   * at the configured path. A file still in place is kept.
+   */
+  async reopen(): Promise<void> {
+    await this.switching;
+    const current = await this.current.identity;
+    const atPath = await fsp.stat(this.path).catch(() => null);
+    if (atPath && current && atPath.ino === current.ino && atPath.dev === current.dev) return;
+    this.switchFile('reopen', async () => undefined);
+    await this.switching;
+  }
+
+  private switchFile(reason: NewFileReason, prepare: () => Promise<void>): void {
+    this.switching = (async () => {
+      try {
+        // The file must exist before it can be moved (a burst can fill one before it is open).
+        await this.current.identity;
+        await prepare();
+      } catch (err) {
+        // Keep writing to the current file; try again after another maxSize.
+        this.size = 0;
+        this.options.onError(err as Error);
+        return;
+      }
+      const old = this.current;
+      this.size = 0;
+      this.current = this.open();
+      this.options.onNewFile?.(reason);
+      await endFile(old);
+    })().finally(() => {
+      this.switching = null;
+    });
+  }
+
+  private open(): OpenFile {
+    const stream = pino.destination({ dest: this.path, sync: false, mkdir: true, minLength: 4096, mode: 0o600 });
+    const identity = once(stream, 'ready').then(
+      // Just opened by this name: the name still leads to it.
+      () => fsp.stat(this.path).then((st) => ({ dev: st.dev, ino: st.ino }), () => null),
+      () => null,
+    );
+    stream.on('error', (err: Error) => this.options.onError(err));
+    return { stream, identity };
+  }
+
+  /** Hand everything buffered to the file. */
+  async flush(): Promise<void> {
+    await this.switching;
+    const { stream, identity } = this.current;
+    if (!(await identity)) return;
+    await new Promise<void>((resolve) => stream.flush(() => resolve()));
+  }
+
+  /** Write out everything buffered and close the file; called on shutdown. */
+  async close(): Promise<void> {
+    clearInterval(this.flusher);
+    await this.switching;
+    await endFile(this.current);
+  }
+}
+
+async function endFile({ stream, identity }: OpenFile): Promise<void> {
+  if (!(await identity)) return;
+  const closed = once(stream, 'close');
+  stream.end();
+  await closed;
+}
+
+/** name.N(.gz) -> name.N+1(.gz), highest first so nothing is overwritten, then name -> name.1. */
+async function shiftRotated(path: string): Promise<void> {
+  const dir = dirname(path);
+  const base = basename(path);
+  for (const { name, n, gz } of rotatedSiblings(base, await fsp.readdir(dir))) {
+    await fsp.rename(join(dir, name), join(dir, `${base}.${n + 1}${gz ? '.gz' : ''}`));
+  }
+  await fsp.rename(path, `${path}.1`);
+}

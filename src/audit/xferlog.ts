@@ -1,0 +1,49 @@
+import type { Actor, AuditEvent } from './events.js';
+
+type TransferEvent = Extract<AuditEvent, { event: 'upload' | 'download' }>;
+
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** ctime(3) in local time, as wu-ftpd wrote it: `Tue Nov  4 09:05:01 2026`. */
+function ctime(d: Date): string {
+  const two = (n: number) => String(n).padStart(2, '0');
+  const clock = `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+  return `${DAYS[d.getDay()]} ${MONTHS[d.getMonth()]} ${String(d.getDate()).padStart(2, ' ')} ${clock} ${d.getFullYear()}`;
+}
+
+/**
+ * A field of a whitespace-separated line: log analysers split on blanks, so a
+ * blank or a control character in a name (a client chooses names) becomes `_`
+ * rather than shift the fields or start a forged line.
+ */
+function field(text: string): string {
+  return text.replace(/[\s\x00-\x1f\x7f]/g, '_') || '_';
+}
+
+/**
+ * Pure: one transfer in the wu-ftpd xferlog(5) format, which existing
+ * analysers read: current-time transfer-time remote-host file-size filename
+ * transfer-type special-action direction access-mode username service-name
+ * authentication-method authenticated-user-id completion-status. The file
+ * size field is the bytes transferred; the name is the path the user sees.
+ */
+export function xferlogLine(actor: Actor, event: TransferEvent, end: Date): string {
+  return [
+    ctime(end),
+    // wu-ftpd counts whole seconds and never writes 0.
+    Math.max(1, Math.round(event.duration_ms / 1000)),
+    actor.ip,
+    event.bytes,
+    field(event.path),
+    event.type === 'ascii' ? 'a' : 'b',
+    '_',
+    event.event === 'upload' ? 'i' : 'o',
+    'r',
+    field(actor.user),
+    actor.protocol,
+    0,
+    '*',
+    event.result === 'ok' ? 'c' : 'i',
+  ].join(' ');
+}

@@ -1,0 +1,174 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { Client } from 'basic-ftp';
+import { sluice } from './helpers/cli.js';
+import { TestServer } from './helpers/server.js';
+import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+type Rec = Record<string, unknown>;
+
+async function ftp(port: number, secure: boolean): Promise<Client> {
+  const client = new Client(60_000);
+  await client.access({ host: '127.0.0.1', port, user: 'alice', password: 'alice password', secure, secureOptions: { rejectUnauthorized: false } });
+  return client;
+}
+
+async function ftpDownload(client: Client, path: string): Promise<Buffer> {
+  const sink = new PassThrough();
+  const chunks: Buffer[] = [];
+  sink.on('data', (c: Buffer) => chunks.push(c));
+  await client.downloadTo(sink, path);
+  return Buffer.concat(chunks);
+}
+
+/** The transfer records of one path, by direction. */
+function transfers(records: Rec[], path: string, direction: 'upload' | 'download'): Rec[] {
+  return records.filter((r) => r.event === direction && r.path === path);
+}
+
+/** wu-ftpd xferlog(5): a ctime date (5 blanks-separated words), then 13 fields. */
+const XFERLOG = /^(\w{3} \w{3} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}) (\d+) (\S+) (\d+) (\S+) ([ab]) (_) ([io]) ([agr]) (\S+) (\S+) ([01]) (\S+) ([ci])$/;
+const FIELDS = ['time', 'seconds', 'host', 'bytes', 'file', 'type', 'action', 'direction', 'access', 'user', 'service', 'auth', 'authUser', 'status'] as const;
+function parseXferlog(text: string): Record<(typeof FIELDS)[number], string>[] {
+  return text.split('\n').filter((l) => l !== '').map((line) => {
+    const m = XFERLOG.exec(line);
+    assert.ok(m, `not an xferlog line: ${line}`);
+    return Object.fromEntries(FIELDS.map((f, i) => [f, m[i + 1]])) as Record<(typeof FIELDS)[number], string>;
+  });
+}
+
+describe('audit trail of a running server', () => {
+  let srv: TestServer;
+  const data = randomBytes(3 * 1024 * 1024 + 17);
+  before(async () => {
+    srv = await TestServer.start({
+      yaml: 'ftp:\n  tls: optional\naudit:\n  xferlog: xferlog\n  hashResumedUploads: true\n',
+      users: [{ name: 'alice', password: 'alice password' }],
+    });
+  });
+  after(() => srv.stop());
+
+  it('FTP, FTPS and SFTP transfers each produce records whose SHA-256 equals the file\'s', async () => {
+    for (const [name, secure] of [['plain.bin', false], ['tls.bin', true]] as const) {
+      const c = await ftp(srv.ftpPort, secure);
+      await c.uploadFrom(Readable.from([data]), name);
+      assert.equal(sha256(await ftpDownload(c, name)), sha256(data));
+      c.close();
+    }
+    const ssh = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    const sftp = await sftpOf(ssh);
+    await new Promise<void>((resolve, reject) => {
+      const w = sftp.createWriteStream('/ssh.bin');
+      w.on('close', resolve).on('error', reject);
+      w.end(data);
+    });
+    const back: Buffer[] = [];
+    await new Promise<void>((resolve, reject) => sftp.createReadStream('/ssh.bin').on('data', (c: Buffer) => back.push(c)).on('end', resolve).on('error', reject));
+    assert.equal(sha256(Buffer.concat(back)), sha256(data));
+    ssh.end();
+
+    const records = await srv.audit();
+    for (const [path, protocol] of [['/plain.bin', 'ftp'], ['/tls.bin', 'ftps'], ['/ssh.bin', 'sftp']]) {
+      assert.equal(sha256(readFileSync(join(srv.home('alice'), path))), sha256(data));
+      for (const direction of ['upload', 'download'] as const) {
+        const [rec, ...more] = transfers(records, path as string, direction);
+        assert.ok(rec, `${direction} of ${path} recorded`);
+        assert.equal(more.length, 0, `one record per ${direction}`);
+        assert.equal(rec.protocol, protocol);
+        assert.equal(rec.sha256, sha256(data), `${protocol} ${direction} hash`);
+        assert.equal(rec.bytes, data.length);
+        assert.equal(rec.size, data.length);
+        assert.equal(rec.result, 'ok');
+        assert.equal(rec.resumed, false);
+        assert.equal(rec.user, 'alice');
+        assert.equal(rec.ip, '127.0.0.1');
+        assert.ok(Number(rec.port) > 0);
+        assert.match(String(rec.session), /\S/);
+        assert.ok(Date.parse(String(rec.started)) <= Date.parse(String(rec.time)));
+        assert.equal(typeof rec.duration_ms, 'number');
+      }
+    }
+  });
+
+  it('a resumed upload records its offset, the hash of its bytes and (configured) the whole file\'s', async () => {
+    const c = await ftp(srv.ftpPort, true);
+    const half = 1024 * 1024 + 3;
+    await c.uploadFrom(Readable.from([data.subarray(0, half)]), 'resumed.bin');
+    await c.appendFrom(Readable.from([data.subarray(half)]), 'resumed.bin');
+    c.close();
+    const [rec] = transfers(await srv.audit(), '/resumed.bin', 'upload').slice(1);
+    assert.ok(rec);
+    assert.equal(rec.resumed, true);
+    assert.equal(rec.offset, half);
+    assert.equal(rec.bytes, data.length - half);
+    assert.equal(rec.size, data.length);
+    assert.equal(rec.sha256, sha256(data.subarray(half)), 'the bytes of this transfer');
+    assert.equal(rec.file_sha256, sha256(data), 'the whole file after it');
+  });
+
+  it('writes the transfers to the xferlog too, in fields analysers parse', async () => {
+    const c = await ftp(srv.ftpPort, true);
+    await c.uploadFrom(Readable.from([Buffer.from('a\nb\n')]), 'name with spaces.txt');
+    await c.send('TYPE A');
+    await ftpDownload(c, 'name with spaces.txt');
+    c.close();
+    await srv.audit();
+    const lines = parseXferlog(readFileSync(join(srv.dir, 'data', 'xferlog'), 'utf8'));
+    const mine = (file: string, direction: string) => lines.filter((l) => l.file === file && l.direction === direction);
+    const [up] = mine('/plain.bin', 'i');
+    assert.deepEqual(
+      { ...up, time: undefined, seconds: undefined },
+      { time: undefined, seconds: undefined, host: '127.0.0.1', bytes: String(data.length), file: '/plain.bin', type: 'b', action: '_', direction: 'i', access: 'r', user: 'alice', service: 'ftp', auth: '0', authUser: '*', status: 'c' },
+    );
+    assert.ok(Math.abs(Date.parse(up?.time ?? '') - Date.now()) < 120_000, `local ctime: ${up?.time}`);
+    assert.ok(Number(up?.seconds) >= 1);
+    assert.equal(mine('/ssh.bin', 'o')[0]?.service, 'sftp');
+    assert.equal(mine('/tls.bin', 'o')[0]?.service, 'ftps');
+    // A blank in a name must not shift the fields; TYPE A is recorded as such.
+    const [ascii] = mine('/name_with_spaces.txt', 'o');
+    assert.equal(ascii?.type, 'a');
+    assert.equal(ascii?.bytes, '4', 'bytes of the file, before the CRLF conversion');
+  });
+
+  it('SIGHUP after logrotate moved the logs: new files, the chain continuing, queries spanning both', async () => {
+    const dir = join(srv.dir, 'data');
+    renameSync(join(dir, 'audit.log'), join(dir, 'audit.log.1'));
+    renameSync(join(dir, 'xferlog'), join(dir, 'xferlog.1'));
+    srv.signal('SIGHUP');
+    await new Promise((r) => setTimeout(r, 300));
+    const c = await ftp(srv.ftpPort, true);
+    await c.uploadFrom(Readable.from([Buffer.from('after rotation')]), 'after.txt');
+    c.close();
+    const records = await srv.audit();
+    assert.equal(records[0]?.event, 'audit-rotated');
+    assert.ok(transfers(records, '/after.txt', 'upload')[0], 'the new record is in the new file');
+    assert.ok(existsSync(join(dir, 'xferlog')), 'a new xferlog');
+    assert.equal(parseXferlog(readFileSync(join(dir, 'xferlog'), 'utf8')).length, 1);
+    const verify = sluice(srv.dir, ['audit', 'verify']);
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+    const q = sluice(srv.dir, ['audit', 'query', '--json', '--user', 'alice', '--path', '/*.bin']);
+    const paths = new Set(q.stdout.trim().split('\n').map((l) => (JSON.parse(l) as Rec).path));
+    assert.deepEqual([...paths].sort(), ['/plain.bin', '/resumed.bin', '/ssh.bin', '/tls.bin'], 'records from the rotated file too');
+  });
+});
+
+describe('audit trail switched off', () => {
+  it('records and hashes nothing, and says so at start', async () => {
+    const srv = await TestServer.start({ yaml: 'audit:\n  enabled: false\n', users: [{ name: 'alice', password: 'alice password' }] });
+    try {
+      const c = await ftp(srv.ftpPort, true);
+      await c.uploadFrom(Readable.from([Buffer.from('x')]), 'x.txt');
+      c.close();
+      await new Promise((r) => setTimeout(r, 1200));
+      assert.ok(!existsSync(join(srv.dir, 'data', 'audit.log')));
+      assert.match(srv.log, /audit trail disabled/);
+    } finally {
+      await srv.stop();
+    }
+  });
+});
