@@ -111,6 +111,22 @@ describe('audit trail of a running server', () => {
     assert.equal(rec.file_sha256, sha256(data), 'the whole file after it');
   });
 
+  it('an SFTP upload cut off by a disconnect is recorded as aborted, with its bytes and their hash', async () => {
+    const ssh = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    const sftp = await sftpOf(ssh);
+    const handle = await call<Buffer>((cb) => sftp.open('/cut.bin', 'w', cb));
+    const sent = data.subarray(0, 5 * 32768);
+    for (let at = 0; at < sent.length; at += 32768) {
+      await call((cb) => sftp.write(handle, sent, at, 32768, at, cb));
+    }
+    ssh.end();
+    const [rec] = transfers(await srv.audit(), '/cut.bin', 'upload');
+    assert.equal(rec?.result, 'aborted');
+    assert.equal(rec?.bytes, sent.length);
+    assert.equal(rec?.sha256, sha256(sent));
+    assert.ok(!existsSync(join(srv.home('alice'), 'cut.bin')), 'an atomic upload leaves no partial file');
+  });
+
   it('writes the transfers to the xferlog too, in fields analysers parse', async () => {
     const c = await ftp(srv.ftpPort, true);
     await c.uploadFrom(Readable.from([Buffer.from('a\nb\n')]), 'name with spaces.txt');
@@ -153,7 +169,7 @@ describe('audit trail of a running server', () => {
     assert.equal(verify.code, 0, verify.stdout + verify.stderr);
     const q = sluice(srv.dir, ['audit', 'query', '--json', '--user', 'alice', '--path', '/*.bin']);
     const paths = new Set(q.stdout.trim().split('\n').map((l) => (JSON.parse(l) as Rec).path));
-    assert.deepEqual([...paths].sort(), ['/plain.bin', '/resumed.bin', '/ssh.bin', '/tls.bin'], 'records from the rotated file too');
+    assert.deepEqual([...paths].sort(), ['/cut.bin', '/plain.bin', '/resumed.bin', '/ssh.bin', '/tls.bin'], 'records from the rotated file too');
   });
 });
 

@@ -64,6 +64,8 @@ describe('configuration', () => {
     ['bad port in the environment', { SLUICE_SFTP_PORT: '22x' }, null, /SLUICE_SFTP_PORT: "22x" is not a port/],
     ['bad passive range', { SLUICE_PASV_PORTS: '60000-50000' }, null, /ftp\.passivePorts/],
     ['bad log level', { SLUICE_LOG_LEVEL: 'loud' }, null, /logLevel/],
+    ['a size that is not one', {}, 'audit:\n  rotateSize: 10 bananas\n', /audit\.rotateSize: .*"10 bananas" is not a size/],
+    ['a negative size', {}, 'audit:\n  rotateSize: -1\n', /audit\.rotateSize/],
     ['not YAML', {}, 'ftp: [\n', /not valid YAML/],
     ['not a mapping', {}, '- a\n- b\n', /must be a mapping/],
   ];

@@ -10,14 +10,13 @@ const portRange = z
     return lo >= 1024 && hi <= 65535 && lo <= hi;
   }, 'must be LOW-HIGH with 1024 <= LOW <= HIGH <= 65535');
 /** A byte count, or a string like `100M` or `1GiB`. */
-const size = z.union([
-  z.number().int().min(0),
-  z.string().transform((text, ctx) => {
-    const n = bytesOf(text);
-    if (Number.isNaN(n)) ctx.addIssue({ code: 'custom', message: `"${text}" is not a size (e.g. 1048576, 100M, 1G)` });
-    return n;
-  }),
-]);
+const size = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  const n = typeof value === 'number' ? value : bytesOf(value);
+  if (!Number.isSafeInteger(n) || n < 0) {
+    ctx.addIssue({ code: 'custom', message: `"${value}" is not a size (e.g. 1048576, 100M, 1G)` });
+  }
+  return n;
+});
 
 /** Every key and its default, in one place; deploy/sluice.example.yaml documents them. */
 export const configSchema = z
