@@ -1,4 +1,4 @@
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { Transform, Writable, type Readable } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
 import { constants as C, promises as fsp } from 'node:fs';
@@ -8,6 +8,7 @@ import { toFileInfo, type FileInfo } from './file-info.js';
 import { baseName } from './paths.js';
 import type { Location } from './jail.js';
 import type { QuotaLedger } from './quota.js';
+import { SequenceHash } from './sequence-hash.js';
 
 /** What a finished transfer reports to its session for the audit trail. */
 export interface TransferRecord {
@@ -40,52 +41,6 @@ export interface UploadOptions extends TransferOptions {
 }
 
 type Reporter = (record: TransferRecord) => void;
-
-/** Out-of-order bytes held for the hash at most; beyond that the hash is given up. */
-const MAX_REORDER_BYTES = 16 * 1024 * 1024;
-
-/**
- * SHA-256 of the bytes in file order, computed as they pass. Pipelined SFTP
- * requests may complete out of order: early chunks wait (bounded) for the gap
- * to fill. A rewrite, a gap that never fills or too much waiting drops the
- * hash to null rather than report a wrong one.
- */
-class SequenceHash {
-  private hash: Hash | null = createHash('sha256');
-  private readonly waiting = new Map<number, Buffer>();
-  private waitingBytes = 0;
-  constructor(private next: number) {}
-
-  update(position: number, data: Buffer): void {
-    if (!this.hash || data.length === 0) return;
-    if (position < this.next) return this.drop();
-    if (position > this.next) {
-      this.waiting.set(position, data);
-      this.waitingBytes += data.length;
-      if (this.waitingBytes > MAX_REORDER_BYTES) this.drop();
-      return;
-    }
-    this.hash.update(data);
-    this.next += data.length;
-    for (let more = this.waiting.get(this.next); more; more = this.waiting.get(this.next)) {
-      this.waiting.delete(this.next);
-      this.waitingBytes -= more.length;
-      this.hash.update(more);
-      this.next += more.length;
-    }
-  }
-
-  digest(): string | null {
-    if (!this.hash || this.waiting.size > 0) return null;
-    return this.hash.digest('hex');
-  }
-
-  private drop(): void {
-    this.hash = null;
-    this.waiting.clear();
-    this.waitingBytes = 0;
-  }
-}
 
 abstract class Transfer {
   protected readonly started = new Date();
@@ -266,13 +221,20 @@ export class Upload extends Transfer {
     }
     this.reserved += growth;
     this.size += growth;
+    // The write starts first and the hash is fed while the thread pool
+    // writes, so hashing adds no wait. Hashed in the order the writes are
+    // issued: a client writing in file order (all common ones) needs no
+    // reordering, however the writes complete. A failed write spoils the hash
+    // rather than let it describe bytes the file does not hold.
+    const written = this.file.write(data, 0, data.length, this.target.append ? null : at);
+    this.hash?.update(at, data);
     try {
-      await this.file.write(data, 0, data.length, this.target.append ? null : at);
+      await written;
     } catch (err) {
+      this.hash?.spoil();
       throw fromErrno(err);
     }
     this.bytes += data.length;
-    this.hash?.update(at, data);
   }
 
   /** A sink for a sequential stream (FTP data channel); backpressure is the write itself. */
@@ -281,6 +243,11 @@ export class Upload extends Transfer {
       highWaterMark: 256 * 1024,
       write: (chunk: Buffer, _enc, done) => {
         this.write(chunk).then(() => done(), done);
+      },
+      // TLS delivers 16 KiB records: what piles up during one write goes out
+      // as one, so the file sees large writes and the thread pool few trips.
+      writev: (chunks, done) => {
+        this.write(Buffer.concat(chunks.map((c) => c.chunk as Buffer))).then(() => done(), done);
       },
     });
   }

@@ -72,6 +72,11 @@ export class TestServer {
     this.proc?.child.kill(sig);
   }
 
+  /** The server process, e.g. for its memory use. */
+  get pid(): number | undefined {
+    return this.proc?.child.pid;
+  }
+
   get alive(): boolean {
     return this.proc?.child.exitCode === null;
   }

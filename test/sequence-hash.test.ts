@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { SequenceHash } from '../src/session/sequence-hash.js';
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const data = randomBytes(10 * 32768 + 5);
+const chunks = (from = 0) => {
+  const out: [number, Buffer][] = [];
+  for (let at = from; at < data.length; at += 32768) out.push([at, data.subarray(at, at + 32768)]);
+  return out;
+};
+
+describe('SequenceHash: the SHA-256 of the bytes in file order, or null', () => {
+  it('in order', () => {
+    const h = new SequenceHash(0);
+    for (const [at, c] of chunks()) h.update(at, c);
+    assert.equal(h.digest(), sha256(data));
+  });
+
+  it('completed out of order (pipelined SFTP reads), within the bound', () => {
+    const h = new SequenceHash(0);
+    for (const [at, c] of chunks().reverse()) h.update(at, c);
+    assert.equal(h.digest(), sha256(data));
+  });
+
+  it('from a resume offset: the bytes from there on', () => {
+    const h = new SequenceHash(32768);
+    for (const [at, c] of chunks(32768)) h.update(at, c);
+    assert.equal(h.digest(), sha256(data.subarray(32768)));
+  });
+
+  it('null when a region is written twice, a gap never fills, or a write failed', () => {
+    const twice = new SequenceHash(0);
+    for (const [at, c] of [...chunks(), ...chunks().slice(0, 1)]) twice.update(at, c);
+    assert.equal(twice.digest(), null);
+    const gap = new SequenceHash(0);
+    for (const [at, c] of chunks().slice(1)) gap.update(at, c);
+    assert.equal(gap.digest(), null);
+    const failed = new SequenceHash(0);
+    for (const [at, c] of chunks()) failed.update(at, c);
+    failed.spoil();
+    assert.equal(failed.digest(), null);
+  });
+
+  it('null rather than hold more than 16 MiB waiting for a gap', () => {
+    const h = new SequenceHash(0);
+    const big = Buffer.alloc(1024 * 1024);
+    for (let i = 1; i <= 17; i++) h.update(i * big.length, big);
+    h.update(0, big);
+    assert.equal(h.digest(), null);
+  });
+});
