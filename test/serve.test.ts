@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
@@ -55,6 +55,14 @@ describe('sluice serve on a fresh machine', () => {
     assert.doesNotMatch(serve.output().stdout, /No users yet/);
     assert.equal(readFileSync(join(dir, 'certs/tls-cert.pem'), 'utf8'), before);
     assert.equal(readFileSync(join(dir, 'certs/ssh_host_ed25519_key'), 'utf8'), hostKey);
+  });
+
+  it('refuses to start, saying why, when the audit log cannot be written', () => {
+    // The data directory itself named as the audit log.
+    writeFileSync(join(dir, 'bad-audit.yaml'), 'audit:\n  file: .\n');
+    const r = sluice(dir, ['serve'], '', { ...env, SLUICE_CONFIG: join(dir, 'bad-audit.yaml') });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /sluice: EISDIR: .*open '.*data'/);
   });
 
   it('never logs a password or hash', () => {

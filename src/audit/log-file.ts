@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { promises as fsp, statSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, promises as fsp, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { rotatedSiblings } from './files.js';
 import pino from 'pino';
@@ -41,12 +41,12 @@ export class LogFile {
     readonly path: string,
     private readonly options: LogFileOptions,
   ) {
-    // Start-up only: the size so far decides the first rotation.
-    try {
-      this.size = statSync(path).size;
-    } catch {
-      this.size = 0;
-    }
+    // Start-up only (synchronous by design): a log that cannot be written
+    // stops the server here, with the reason, rather than lose every line.
+    mkdirSync(dirname(path), { recursive: true });
+    closeSync(openSync(path, 'a', 0o600));
+    // The size so far decides the first rotation.
+    this.size = statSync(path).size;
     this.current = this.open();
     this.flusher = setInterval(() => this.current.stream.flush(), 1000);
     this.flusher.unref();
