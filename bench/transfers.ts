@@ -146,6 +146,8 @@ async function main(): Promise<void> {
       const line = (label: string, a: string, b: string) =>
         console.log(`  ${label.padEnd(30)} ${fmt(ratio(a, b, 'upload'), 3).padStart(12)} ${fmt(ratio(a, b, 'download'), 3).padStart(16)}`);
       line('ratio audit on / audit off', 'sluice (audit on)', 'sluice (audit off)');
+      const cost = Math.max(...(['upload', 'download'] as const).map((d) => 1 - (ratio('sluice (audit on)', 'sluice (audit off)', d) ?? 1)));
+      console.log(`  audit cost ${(cost * 100).toFixed(1)}% of throughput at most (goal: under 5%): ${cost < 0.05 ? 'met' : 'NOT met'}`);
       if (targets.some((t) => t.name === peer)) line(`ratio sluice / ${peer}`, 'sluice (audit on)', peer);
     }
     for (const t of targets) {
