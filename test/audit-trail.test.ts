@@ -173,6 +173,31 @@ describe('audit trail of a running server', () => {
   });
 });
 
+describe('audit trail after a crash', () => {
+  it('a killed server loses at most the last second, and what it wrote still verifies', async () => {
+    const srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }] });
+    try {
+      const c = await ftp(srv.ftpPort, true);
+      await c.ensureDir('/kept');
+      const before = await srv.audit(1500);
+      assert.ok(before.some((r) => r.event === 'mkdir' && r.path === '/kept'), 'on disk within the second');
+      const exited = new Promise((r) => srv.process?.once('exit', r));
+      srv.signal('SIGKILL');
+      await exited;
+      c.close();
+      const verify = sluice(srv.dir, ['audit', 'verify']);
+      assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+      assert.deepEqual(
+        (await srv.audit(0)).slice(0, before.length),
+        before,
+        'nothing written before the crash is altered',
+      );
+    } finally {
+      await srv.stop();
+    }
+  });
+});
+
 describe('audit trail switched off', () => {
   it('records and hashes nothing, and says so at start', async () => {
     const srv = await TestServer.start({ yaml: 'audit:\n  enabled: false\n', users: [{ name: 'alice', password: 'alice password' }] });

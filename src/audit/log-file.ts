@@ -1,8 +1,8 @@
 import { once } from 'node:events';
 import { closeSync, mkdirSync, openSync, promises as fsp, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { rotatedSiblings } from './files.js';
 import pino from 'pino';
+import { rotatedSiblings } from './files.js';
 
 export type NewFileReason = 'size' | 'reopen';
 
@@ -15,13 +15,6 @@ export interface LogFileOptions {
   onError: (err: Error) => void;
 }
 
-/**
- * An append-only log file written asynchronously from a buffer (sonic-boom),
- * never more than a second behind, that can be rotated without losing or
- * reordering a line: lines written while a rotation is under way still go to
- * the old file (renaming does not move its descriptor); the next line goes to
- * the new one. Rotated files are named like logrotate's: `name.1` newest.
- */
 type Stream = ReturnType<typeof pino.destination>;
 
 /** A file being written, and which file it is (to see whether logrotate moved it). */
@@ -31,6 +24,13 @@ interface OpenFile {
   identity: Promise<{ dev: number; ino: number } | null>;
 }
 
+/**
+ * An append-only log file written asynchronously from a buffer (sonic-boom),
+ * never more than a second behind, that can be rotated without losing or
+ * reordering a line: lines written while a rotation is under way still go to
+ * the old file (renaming does not move its descriptor); the next line goes to
+ * the new one. Rotated files are named like logrotate's: `name.1` newest.
+ */
 export class LogFile {
   private current: OpenFile;
   private size: number;
@@ -48,7 +48,13 @@ export class LogFile {
     // The size so far decides the first rotation.
     this.size = statSync(path).size;
     this.current = this.open();
-    this.flusher = setInterval(() => this.current.stream.flush(), 1000);
+    this.flusher = setInterval(() => {
+      try {
+        this.current.stream.flush();
+      } catch (err) {
+        this.options.onError(err as Error);
+      }
+    }, 1000);
     this.flusher.unref();
   }
 

@@ -43,7 +43,7 @@ export function startServe(cwd: string, env: NodeJS.ProcessEnv, marker: RegExp) 
     });
   });
   const stop = async (): Promise<number | null> => {
-    if (child.exitCode !== null) return child.exitCode;
+    if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
     const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
     child.kill('SIGTERM');
     return exited;

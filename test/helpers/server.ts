@@ -72,7 +72,11 @@ export class TestServer {
     this.proc?.child.kill(sig);
   }
 
-  /** The server process, e.g. for its memory use. */
+  /** The server process, e.g. for its memory use or to see it exit. */
+  get process(): ReturnType<typeof startServe>['child'] | undefined {
+    return this.proc?.child;
+  }
+
   get pid(): number | undefined {
     return this.proc?.child.pid;
   }
