@@ -9,10 +9,11 @@ const MAX_REORDER_BYTES = 16 * 1024 * 1024;
  * fill. A rewrite, a gap that never fills or too much waiting gives up the
  * hash (null) rather than report a wrong one.
  *
- * Each update is one chunk (at most 256 KiB, ~0.15 ms), fed while the chunk's
- * file write runs in the thread pool. Measured on two cores, that costs the
- * transfer nothing visible; a hash worker thread cost 15-20% (the copy to it,
- * and a third busy thread beside the event loop and the client).
+ * Each update is one chunk (at most 256 KiB, ~0.15 ms), fed while an upload's
+ * write runs in the thread pool. On the two-core bench machine this costs
+ * 6-16% of throughput (npm run bench); a hash worker thread measured worse
+ * there, 15-20%: the copy to it, and one more busy thread on two cores shared
+ * with the client.
  */
 export class SequenceHash {
   private hash: Hash | null = createHash('sha256');
