@@ -15,7 +15,7 @@ const rec = (time: string, user: string, protocol: string, ip: string, event: st
 
 // Oldest in the rotated, gzipped file; newest in audit.log.
 const OLD = [
-  rec('2026-11-01T10:00:00.000Z', 'alice', 'sftp', '10.0.0.5', 'upload', { path: '/incoming/a.pdf', bytes: 10, result: 'ok' }),
+  rec('2026-11-01T10:00:00.000Z', 'alice', 'sftp', '10.0.0.5', 'upload', { path: '/incoming/a.pdf', bytes: 10, result: 'ok', sha256: 'ab'.repeat(32) }),
   rec('2026-11-01T11:00:00.000Z', 'bob', 'ftps', '192.168.1.9', 'login-failed', { reason: 'bad-password' }),
 ];
 const NEW = [
@@ -68,11 +68,12 @@ describe('audit query', () => {
 
   it('prints a readable table and CSV', () => {
     const table = sluice(dir, ['audit', 'query', '--user', 'carol']).stdout;
-    assert.match(table, /^TIME\s+USER\s+PROTOCOL\s+IP\s+EVENT\s+PATH\s+BYTES\s+RESULT\n/);
+    assert.match(table, /^TIME\s+USER\s+PROTOCOL\s+IP\s+EVENT\s+PATH\s+BYTES\s+RESULT\s+SHA256\n/);
     assert.match(table, /carol\s+ftp\s+2001:db8::7\s+rename\s+\/incoming\/x -> \/done\/x/);
     const csv = sluice(dir, ['audit', 'query', '--csv', '--user', 'alice']).stdout.trim().split('\n');
-    assert.equal(csv[0], 'time,user,protocol,ip,event,path,bytes,result');
+    assert.equal(csv[0], 'time,user,protocol,ip,event,path,bytes,result,sha256');
     assert.equal(csv.length, 3);
+    assert.equal(csv[1], `2026-11-01T10:00:00.000Z,alice,sftp,10.0.0.5,upload,/incoming/a.pdf,10,ok,${'ab'.repeat(32)}`);
   });
 
   it('reports a truncated last line without failing', () => {

@@ -50,13 +50,14 @@ export function filterRecords(records: Iterable<AuditRecord>, f: AuditFilter): A
   return out;
 }
 
-const COLUMNS = ['time', 'user', 'protocol', 'ip', 'event', 'path', 'bytes', 'result'] as const;
+// The hash last: an auditor compares it with the file's, and it is the widest.
+const COLUMNS = ['time', 'user', 'protocol', 'ip', 'event', 'path', 'bytes', 'result', 'sha256'] as const;
 
 function cell(r: AuditRecord, col: (typeof COLUMNS)[number]): string {
   if (col === 'path') return pathsOf(r).join(' -> ');
   if (col === 'result') return String(r.result ?? r.reason ?? '');
   const v = r[col];
-  return v === undefined ? '' : String(v);
+  return v === undefined || v === null ? '' : String(v);
 }
 
 export function formatTable(records: AuditRecord[]): string {
