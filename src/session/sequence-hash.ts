@@ -1,4 +1,4 @@
-import { createHash, type Hash } from 'node:crypto';
+import { ThreadedHash } from './hash-thread.js';
 
 /** Out-of-order bytes held for the hash at most; beyond that the hash is given up. */
 const MAX_REORDER_BYTES = 16 * 1024 * 1024;
@@ -8,15 +8,9 @@ const MAX_REORDER_BYTES = 16 * 1024 * 1024;
  * reads may complete out of order: early chunks wait (bounded) for the gap to
  * fill. A rewrite, a gap that never fills or too much waiting gives up the
  * hash (null) rather than report a wrong one.
- *
- * Each update is one chunk (at most 256 KiB, ~0.15 ms), fed while an upload's
- * write runs in the thread pool. On the two-core bench machine this costs
- * 6-16% of throughput (npm run bench); a hash worker thread measured worse
- * there, 15-20%: the copy to it, and one more busy thread on two cores shared
- * with the client.
  */
 export class SequenceHash {
-  private hash: Hash | null = createHash('sha256');
+  private hash: ThreadedHash | null = new ThreadedHash();
   private readonly waiting = new Map<number, Buffer>();
   private waitingBytes = 0;
   constructor(private next: number) {}
@@ -40,13 +34,22 @@ export class SequenceHash {
     }
   }
 
-  digest(): string | null {
-    if (!this.hash || this.waiting.size > 0) return null;
-    return this.hash.digest('hex');
+  /** While the hashing is far behind the transfer, the transfer waits for it. */
+  room(): Promise<void> | undefined {
+    return this.hash?.room();
+  }
+
+  digest(): Promise<string | null> {
+    if (!this.hash || this.waiting.size > 0) {
+      this.spoil();
+      return Promise.resolve(null);
+    }
+    return this.hash.digest();
   }
 
   /** The bytes hashed are not the bytes transferred after all. */
   spoil(): void {
+    this.hash?.discard();
     this.hash = null;
     this.waiting.clear();
     this.waitingBytes = 0;

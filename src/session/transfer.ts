@@ -9,6 +9,7 @@ import { baseName } from './paths.js';
 import type { Location } from './jail.js';
 import type { QuotaLedger } from './quota.js';
 import { SequenceHash } from './sequence-hash.js';
+import { WriteQueue } from './write-queue.js';
 
 /** What a finished transfer reports to its session for the audit trail. */
 export interface TransferRecord {
@@ -118,8 +119,9 @@ abstract class Transfer {
 
   protected abstract settle(result: TransferResult, reason?: string): Promise<void>;
 
-  protected record(direction: 'upload' | 'download', size: number, result: TransferResult, reason?: string, fileSha256?: string): void {
+  protected async record(direction: 'upload' | 'download', size: number, result: TransferResult, reason?: string, fileSha256?: string): Promise<void> {
     this.result = result;
+    const sha256 = (await this.hash?.digest()) ?? null;
     this.report({
       direction,
       path: this.path,
@@ -129,7 +131,7 @@ abstract class Transfer {
       started: this.started,
       result,
       ...(reason === undefined ? {} : { reason }),
-      sha256: this.hash?.digest() ?? null,
+      sha256,
       ...(fileSha256 === undefined ? {} : { fileSha256 }),
       ascii: this.options.ascii,
     });
@@ -151,6 +153,7 @@ export class Download extends Transfer {
     const data = bytesRead === length ? buf : buf.subarray(0, bytesRead);
     this.bytes += bytesRead;
     this.hash?.update(position, data);
+    await this.hash?.room();
     return data;
   }
 
@@ -162,7 +165,9 @@ export class Download extends Transfer {
         this.bytes += chunk.length;
         this.hash?.update(position, chunk);
         position += chunk.length;
-        done(null, chunk);
+        const room = this.hash?.room();
+        if (room) room.then(() => done(null, chunk), done);
+        else done(null, chunk);
       },
     });
     const source = this.file.createReadStream({ start: this.offset, autoClose: false, highWaterMark: 256 * 1024 });
@@ -172,7 +177,7 @@ export class Download extends Transfer {
 
   protected async settle(result: TransferResult, reason?: string): Promise<void> {
     await this.file.close().catch(() => undefined);
-    this.record('download', this.size, result, reason);
+    await this.record('download', this.size, result, reason);
   }
 }
 
@@ -192,6 +197,7 @@ export class Upload extends Transfer {
   private quotaHit = false;
   /** What replacing the old file will free, so an overwrite near the quota still fits. */
   private readonly credit: number;
+  private readonly writes: WriteQueue;
 
   constructor(
     file: FileHandle,
@@ -203,6 +209,7 @@ export class Upload extends Transfer {
     private readonly uploadOptions: UploadOptions,
   ) {
     super(file, path, offset, report, uploadOptions);
+    this.writes = new WriteQueue(file);
     this.size = target.tempName === null ? (target.existingSize ?? 0) : 0;
     this.credit = target.tempName === null ? 0 : (target.existingSize ?? 0);
     if (target.existingSize === null) ledger.holdFile();
@@ -221,12 +228,10 @@ export class Upload extends Transfer {
     }
     this.reserved += growth;
     this.size += growth;
-    // The write starts first and the hash is fed while the thread pool
-    // writes, so hashing adds no wait. Hashed in the order the writes are
-    // issued: a client writing in file order (all common ones) needs no
-    // reordering, however the writes complete. A failed write spoils the hash
-    // rather than let it describe bytes the file does not hold.
-    const written = this.file.write(data, 0, data.length, this.target.append ? null : at);
+    // Hashed in the order the writes are issued: a client writing in file
+    // order (all common ones) needs no reordering. A failed write spoils the
+    // hash rather than let it describe bytes the file does not hold.
+    const written = this.writes.write(data, this.target.append ? null : at);
     this.hash?.update(at, data);
     try {
       await written;
@@ -235,6 +240,7 @@ export class Upload extends Transfer {
       throw fromErrno(err);
     }
     this.bytes += data.length;
+    await this.hash?.room();
   }
 
   /** A sink for a sequential stream (FTP data channel); backpressure is the write itself. */
@@ -245,9 +251,15 @@ export class Upload extends Transfer {
         this.write(chunk).then(() => done(), done);
       },
       // TLS delivers 16 KiB records: what piles up during one write goes out
-      // as one, so the file sees large writes and the thread pool few trips.
+      // as one writev (WriteQueue), so the thread pool sees few trips.
       writev: (chunks, done) => {
-        this.write(Buffer.concat(chunks.map((c) => c.chunk as Buffer))).then(() => done(), done);
+        let at = this.offset + this.bytes;
+        const writes = chunks.map(({ chunk }) => {
+          const written = this.write(chunk as Buffer, at);
+          at += (chunk as Buffer).length;
+          return written;
+        });
+        Promise.all(writes).then(() => done(), done);
       },
     });
   }
@@ -305,7 +317,7 @@ export class Upload extends Transfer {
       this.ledger.settle(this.reserved, bytesDelta, filesDelta);
       await loc.close();
     }
-    this.record('upload', finalSize, result, reason, fileSha256);
+    await this.record('upload', finalSize, result, reason, fileSha256);
   }
 }
 
