@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../test/helpers/server.js';
@@ -20,6 +20,8 @@ export interface Target {
   ftps?: Endpoint;
   /** Peak resident memory of the server process so far, in MiB. */
   peakMiB(): number | null;
+  /** CPU seconds used so far by the server's event loop and by the whole process; sluice only. */
+  cpu?(): { loop: number; process: number };
   stop(): Promise<void>;
 }
 
@@ -33,6 +35,12 @@ export function peakMiB(pid: number | undefined): number | null {
   const r = spawnSync('grep', ['VmHWM', `/proc/${pid}/status`], { encoding: 'utf8' });
   const kb = /VmHWM:\s+(\d+)/.exec(r.stdout)?.[1];
   return kb === undefined ? null : Number(kb) / 1024;
+}
+
+/** CPU seconds (user + system) of /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat. */
+export function cpuSeconds(statPath: string): number {
+  const fields = readFileSync(statPath, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 async function waitForPort(port: number, child: ChildProcess, what: string): Promise<void> {

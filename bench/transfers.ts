@@ -20,7 +20,7 @@ import { bytesOf } from '../src/config/size.js';
 import { TLS_CERT, TLS_KEY } from '../src/certs/ensure.js';
 import { TestServer } from '../test/helpers/server.js';
 import { ftpsTransfer, sftpTransfer, type Direction } from './clients.js';
-import { peakMiB, startOpenSsh, startVsftpd, type Endpoint, type Target } from './peers.js';
+import { cpuSeconds, peakMiB, startOpenSsh, startVsftpd, type Endpoint, type Target } from './peers.js';
 
 const { values } = parseArgs({ options: { size: { type: 'string', default: '1G' }, runs: { type: 'string', default: '3' } } });
 const size = bytesOf(values.size);
@@ -64,6 +64,7 @@ async function startSluice(audit: boolean, pub: string): Promise<{ target: Targe
     sftp: ep(srv.sftpPort),
     ftps: ep(srv.ftpPort),
     peakMiB: () => peakMiB(srv.pid),
+    cpu: () => ({ loop: cpuSeconds(`/proc/${srv.pid}/task/${srv.pid}/stat`), process: cpuSeconds(`/proc/${srv.pid}/stat`) }),
     stop: () => srv.stop(),
   };
   return { target, certsDir: join(srv.dir, 'certs') };
@@ -97,7 +98,11 @@ async function main(): Promise<void> {
     }
 
     const times = new Map<string, number[]>();
-    const add = (k: string, s: number) => times.set(k, [...(times.get(k) ?? []), s]);
+    const add = (k: string, s: number, into = times) => into.set(k, [...(into.get(k) ?? []), s]);
+    // Milliseconds of CPU per MiB moved: far steadier from run to run than
+    // throughput on a machine whose client and servers share the cores.
+    const loopCpu = new Map<string, number[]>();
+    const processCpu = new Map<string, number[]>();
     for (let run = 1; run <= runs; run++) {
       // Round robin, in turn forwards and backwards, so drift in the machine's
       // speed spreads evenly over every server.
@@ -113,9 +118,18 @@ async function main(): Promise<void> {
               throw new Error(`${t.name} ${protocol} ${d}: ${err.message}`);
             });
           };
-          add(`${t.name}|${protocol}|upload`, await transfer('upload', source));
+          const measured = async (d: Direction, local: string) => {
+            const before = t.cpu?.();
+            add(`${t.name}|${protocol}|${d}`, await transfer(d, local));
+            const after = t.cpu?.();
+            if (before && after) {
+              add(`${t.name}|${protocol}|${d}`, ((after.loop - before.loop) * 1000 * MiB) / size, loopCpu);
+              add(`${t.name}|${protocol}|${d}`, ((after.process - before.process) * 1000 * MiB) / size, processCpu);
+            }
+          };
+          await measured('upload', source);
           if (statSync(ep.storedAt).size !== size) throw new Error(`${t.name} ${protocol}: stored size differs`);
-          add(`${t.name}|${protocol}|download`, await transfer('download', back));
+          await measured('download', back);
           if ((await fileHash(back)) !== sourceHash) throw new Error(`${t.name} ${protocol}: downloaded bytes differ`);
           rmSync(ep.storedAt);
           rmSync(back);
@@ -149,6 +163,15 @@ async function main(): Promise<void> {
       const cost = Math.max(...(['upload', 'download'] as const).map((d) => 1 - (ratio('sluice (audit on)', 'sluice (audit off)', d) ?? 1)));
       console.log(`  audit cost ${(cost * 100).toFixed(1)}% of throughput at most (goal: under 5%): ${cost < 0.05 ? 'met' : 'NOT met'}`);
       if (targets.some((t) => t.name === peer)) line(`ratio sluice / ${peer}`, 'sluice (audit on)', peer);
+      console.log(`  CPU ms per MiB, event loop / whole process:`);
+      for (const t of targets.filter((x) => x.cpu && x[protocol])) {
+        const cpu = (d: Direction) => {
+          const k = `${t.name}|${protocol}|${d}`;
+          const [loop, all] = [loopCpu.get(k), processCpu.get(k)];
+          return loop && all ? `${median(loop).toFixed(2)} / ${median(all).toFixed(2)}` : '-';
+        };
+        console.log(`  ${t.name.padEnd(30)} ${cpu('upload').padStart(12)} ${cpu('download').padStart(16)}`);
+      }
     }
     for (const t of targets) {
       const peak = t.peakMiB();

@@ -1,4 +1,4 @@
-import { ThreadedHash } from './hash-thread.js';
+import { createHash, type Hash } from 'node:crypto';
 
 /** Out-of-order bytes held for the hash at most; beyond that the hash is given up. */
 const MAX_REORDER_BYTES = 16 * 1024 * 1024;
@@ -8,9 +8,17 @@ const MAX_REORDER_BYTES = 16 * 1024 * 1024;
  * reads may complete out of order: early chunks wait (bounded) for the gap to
  * fill. A rewrite, a gap that never fills or too much waiting gives up the
  * hash (null) rather than report a wrong one.
+ *
+ * Each update is one chunk (at most 256 KiB, ~0.15 ms), fed while an upload's
+ * write runs in the thread pool. SHA-256 costs 0.6 ms of CPU per MiB even
+ * with SHA-NI; on the two-core bench machine, shared with the client, that
+ * costs 12-35% of throughput (npm run bench). A hash worker thread, measured
+ * twice there, took 0.5 ms/MiB off the event loop but added 0.2-0.3 ms/MiB of
+ * process CPU (1 MiB batches crossing isolates) and 30 MiB of peak memory,
+ * and gained no throughput: the CPU, not the loop, is what runs out.
  */
 export class SequenceHash {
-  private hash: ThreadedHash | null = new ThreadedHash();
+  private hash: Hash | null = createHash('sha256');
   private readonly waiting = new Map<number, Buffer>();
   private waitingBytes = 0;
   constructor(private next: number) {}
@@ -34,22 +42,13 @@ export class SequenceHash {
     }
   }
 
-  /** While the hashing is far behind the transfer, the transfer waits for it. */
-  room(): Promise<void> | undefined {
-    return this.hash?.room();
-  }
-
-  digest(): Promise<string | null> {
-    if (!this.hash || this.waiting.size > 0) {
-      this.spoil();
-      return Promise.resolve(null);
-    }
-    return this.hash.digest();
+  digest(): string | null {
+    if (!this.hash || this.waiting.size > 0) return null;
+    return this.hash.digest('hex');
   }
 
   /** The bytes hashed are not the bytes transferred after all. */
   spoil(): void {
-    this.hash?.discard();
     this.hash = null;
     this.waiting.clear();
     this.waitingBytes = 0;

@@ -119,9 +119,8 @@ abstract class Transfer {
 
   protected abstract settle(result: TransferResult, reason?: string): Promise<void>;
 
-  protected async record(direction: 'upload' | 'download', size: number, result: TransferResult, reason?: string, fileSha256?: string): Promise<void> {
+  protected record(direction: 'upload' | 'download', size: number, result: TransferResult, reason?: string, fileSha256?: string): void {
     this.result = result;
-    const sha256 = (await this.hash?.digest()) ?? null;
     this.report({
       direction,
       path: this.path,
@@ -131,7 +130,7 @@ abstract class Transfer {
       started: this.started,
       result,
       ...(reason === undefined ? {} : { reason }),
-      sha256,
+      sha256: this.hash?.digest() ?? null,
       ...(fileSha256 === undefined ? {} : { fileSha256 }),
       ascii: this.options.ascii,
     });
@@ -153,7 +152,6 @@ export class Download extends Transfer {
     const data = bytesRead === length ? buf : buf.subarray(0, bytesRead);
     this.bytes += bytesRead;
     this.hash?.update(position, data);
-    await this.hash?.room();
     return data;
   }
 
@@ -165,9 +163,7 @@ export class Download extends Transfer {
         this.bytes += chunk.length;
         this.hash?.update(position, chunk);
         position += chunk.length;
-        const room = this.hash?.room();
-        if (room) room.then(() => done(null, chunk), done);
-        else done(null, chunk);
+        done(null, chunk);
       },
     });
     const source = this.file.createReadStream({ start: this.offset, autoClose: false, highWaterMark: 256 * 1024 });
@@ -177,7 +173,7 @@ export class Download extends Transfer {
 
   protected async settle(result: TransferResult, reason?: string): Promise<void> {
     await this.file.close().catch(() => undefined);
-    await this.record('download', this.size, result, reason);
+    this.record('download', this.size, result, reason);
   }
 }
 
@@ -240,7 +236,6 @@ export class Upload extends Transfer {
       throw fromErrno(err);
     }
     this.bytes += data.length;
-    await this.hash?.room();
   }
 
   /** A sink for a sequential stream (FTP data channel); backpressure is the write itself. */
@@ -317,7 +312,7 @@ export class Upload extends Transfer {
       this.ledger.settle(this.reserved, bytesDelta, filesDelta);
       await loc.close();
     }
-    await this.record('upload', finalSize, result, reason, fileSha256);
+    this.record('upload', finalSize, result, reason, fileSha256);
   }
 }
 
