@@ -9,7 +9,6 @@ import { baseName } from './paths.js';
 import type { Location } from './jail.js';
 import type { QuotaLedger } from './quota.js';
 import { SequenceHash } from './sequence-hash.js';
-import { WriteQueue } from './write-queue.js';
 
 /** What a finished transfer reports to its session for the audit trail. */
 export interface TransferRecord {
@@ -193,7 +192,6 @@ export class Upload extends Transfer {
   private quotaHit = false;
   /** What replacing the old file will free, so an overwrite near the quota still fits. */
   private readonly credit: number;
-  private readonly writes: WriteQueue;
 
   constructor(
     file: FileHandle,
@@ -205,7 +203,6 @@ export class Upload extends Transfer {
     private readonly uploadOptions: UploadOptions,
   ) {
     super(file, path, offset, report, uploadOptions);
-    this.writes = new WriteQueue(file);
     this.size = target.tempName === null ? (target.existingSize ?? 0) : 0;
     this.credit = target.tempName === null ? 0 : (target.existingSize ?? 0);
     if (target.existingSize === null) ledger.holdFile();
@@ -224,10 +221,12 @@ export class Upload extends Transfer {
     }
     this.reserved += growth;
     this.size += growth;
-    // Hashed in the order the writes are issued: a client writing in file
-    // order (all common ones) needs no reordering. A failed write spoils the
-    // hash rather than let it describe bytes the file does not hold.
-    const written = this.writes.write(data, this.target.append ? null : at);
+    // The write starts first and the hash is fed while the thread pool
+    // writes, so hashing adds no wait. Hashed in the order the writes are
+    // issued: a client writing in file order (all common ones) needs no
+    // reordering, however the writes complete. A failed write spoils the hash
+    // rather than let it describe bytes the file does not hold.
+    const written = this.file.write(data, 0, data.length, this.target.append ? null : at);
     this.hash?.update(at, data);
     try {
       await written;
@@ -246,15 +245,9 @@ export class Upload extends Transfer {
         this.write(chunk).then(() => done(), done);
       },
       // TLS delivers 16 KiB records: what piles up during one write goes out
-      // as one writev (WriteQueue), so the thread pool sees few trips.
+      // as one, so the file sees large writes and the thread pool few trips.
       writev: (chunks, done) => {
-        let at = this.offset + this.bytes;
-        const writes = chunks.map(({ chunk }) => {
-          const written = this.write(chunk as Buffer, at);
-          at += (chunk as Buffer).length;
-          return written;
-        });
-        Promise.all(writes).then(() => done(), done);
+        this.write(Buffer.concat(chunks.map((c) => c.chunk as Buffer))).then(() => done(), done);
       },
     });
   }
