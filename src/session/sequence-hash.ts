@@ -12,10 +12,11 @@ const MAX_REORDER_BYTES = 16 * 1024 * 1024;
  * Each update is one chunk (at most 256 KiB, ~0.15 ms), fed while an upload's
  * write runs in the thread pool. SHA-256 costs 0.6 ms of CPU per MiB even
  * with SHA-NI; on the two-core bench machine, shared with the client, that
- * costs 12-35% of throughput (npm run bench). A hash worker thread, measured
- * twice there, took 0.5 ms/MiB off the event loop but added 0.2-0.3 ms/MiB of
- * process CPU (1 MiB batches crossing isolates) and 30 MiB of peak memory,
- * and gained no throughput: the CPU, not the loop, is what runs out.
+ * costs 12-42% of throughput (npm run bench). A hash worker thread (1 MiB
+ * batches moved to it) took 0.5 ms/MiB off the event loop but cost more CPU
+ * in all, and throughput with it was no better over SFTP and FTPS and worse
+ * over plain FTP (upload 412 against 640 MiB/s, 3.2 against 1.9 ms of
+ * process CPU per MiB): on this machine the CPU runs out, not the loop.
  */
 export class SequenceHash {
   private hash: Hash | null = createHash('sha256');
