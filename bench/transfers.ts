@@ -99,7 +99,7 @@ async function main(): Promise<void> {
 
     const times = new Map<string, number[]>();
     const add = (k: string, s: number, into = times) => into.set(k, [...(into.get(k) ?? []), s]);
-    // Milliseconds of CPU per MiB moved: far steadier from run to run than
+    // Milliseconds of CPU per MiB moved: steadier from run to run than
     // throughput on a machine whose client and servers share the cores.
     const loopCpu = new Map<string, number[]>();
     const processCpu = new Map<string, number[]>();

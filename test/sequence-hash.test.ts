@@ -44,7 +44,7 @@ describe('SequenceHash: the SHA-256 of the bytes in file order, or null', () => 
     assert.equal(failed.digest(), null);
   });
 
-  it('small transfers (hashed in place) and many streams at once', () => {
+  it('an empty or small transfer, and many streams at once', () => {
     const small = new SequenceHash(0);
     small.update(0, data.subarray(0, 1000));
     assert.equal(small.digest(), sha256(data.subarray(0, 1000)));
