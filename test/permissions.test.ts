@@ -145,11 +145,17 @@ describe('per-directory overrides', () => {
     await assert.rejects(s.stat('/incoming/earlier.txt'), denied);
     await assert.rejects(s.stat('/incoming/no-such'), denied);
   });
-  it('drop box: may resume its upload at the end, never rewrite the middle', async () => {
+  it('drop box: may not resume, append to or reopen an existing file (that would tell it exists, and its size)', async () => {
     await writeFile(s, '/incoming/big.bin', 'part1');
-    await writeFile(s, '/incoming/big.bin', '+part2', { offset: 5 });
-    assert.equal(readFileSync(join(home, 'incoming/big.bin'), 'utf8'), 'part1+part2');
-    await assert.rejects(writeFile(s, '/incoming/big.bin', 'X', { offset: 0, truncate: false }), denied);
+    for (const options of [{ offset: 5 }, { offset: 2 }, { append: true }, { offset: 0, truncate: false }, { mustExist: true, truncate: true }]) {
+      await assert.rejects(writeFile(s, '/incoming/big.bin', '+part2', options), denied, JSON.stringify(options));
+    }
+    assert.equal(readFileSync(join(home, 'incoming/big.bin'), 'utf8'), 'part1');
+    // A missing name gets the very same refusal for a resume.
+    await assert.rejects(writeFile(s, '/incoming/never.bin', '+part2', { offset: 5 }), denied);
+    // Appending to a new name is just an upload.
+    await writeFile(s, '/incoming/appended.bin', 'new', { append: true });
+    assert.equal(readFileSync(join(home, 'incoming/appended.bin'), 'utf8'), 'new');
   });
   it('overrides are inherited by subdirectories; the closed home stays closed', async () => {
     await assert.rejects(collect(s.list('/')), denied);
