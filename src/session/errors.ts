@@ -82,6 +82,7 @@ export function errnoCode(err: unknown): string | undefined {
 export class Unseen extends SluiceError {
   constructor(cause?: unknown) {
     const e = cause === undefined ? null : fromErrno(cause);
-    super('permission-denied', MESSAGES['permission-denied'], `unseen: ${e ? `${e.kind}${e.detail ? ` (${e.detail})` : ''}` : 'hidden name'}`);
+    const why = e ? `${e.kind}${e.detail ? ` (${e.detail})` : ''}` : 'hidden name';
+    super('permission-denied', MESSAGES['permission-denied'], `unseen: ${why}`);
   }
 }
