@@ -7,6 +7,7 @@ import { Authenticator } from './auth/authenticator.js';
 import { PasswordHasher } from './auth/passwords.js';
 import type { Config } from './config/schema.js';
 import { Defender } from './security/defender.js';
+import { FailureThrottle } from './security/failure-throttle.js';
 import { Gate } from './security/gate.js';
 import { QuotaBook } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
@@ -74,7 +75,9 @@ export function openServices(config: Config): Services {
       })
     : null;
   if (!audit) base.log.warn('audit trail disabled (audit.enabled: false): transfers are neither hashed nor recorded');
-  const authenticator = new Authenticator(base.users, base.hasher, audit);
+  // Failed logins come before any login, as fast as an attacker likes: aggregated per address.
+  const loginAudit = audit ? new FailureThrottle(audit) : null;
+  const authenticator = new Authenticator(base.users, base.hasher, loginAudit);
   const { limits } = config;
   const registry = new ConnectionRegistry(limits.maxSessions, limits.maxSessionsPerIp, limits.maxSessionsPerUser);
   return {
@@ -95,6 +98,7 @@ export function openServices(config: Config): Services {
       hashResumedUploads: settings.hashResumedUploads,
     },
     async close() {
+      loginAudit?.flush();
       await audit?.close();
       await base.close();
     },
