@@ -52,7 +52,7 @@ describe('admission: counted from accept, closed over the limits, a deadline to 
   const held: Idle[] = [];
   before(async () => {
     srv = await TestServer.start({
-      yaml: 'limits:\n  maxSessions: 50\n  maxSessionsPerIp: 4\n\nsftp:\n  loginGraceTime: 5\n',
+      yaml: 'limits:\n  maxSessions: 50\n  maxSessionsPerIp: 4\n  loginTimeout: 3\n',
       users: [{ name: 'carol', password: 'carol password' }],
     });
   });
@@ -63,11 +63,13 @@ describe('admission: counted from accept, closed over the limits, a deadline to 
 
   it('idle sockets over the per-address cap are closed at once, FTP and SSH, and keep no descriptor', { timeout: 60_000 }, async () => {
     const base = fds(srv);
-    const ftp = await idleSockets(srv.ftpPort, 40);
+    // SSH first: its four admitted sockets, which never send a banner, fill this address's share,
+    // so every FTP socket after them is over the cap (one cap for all protocols).
     const ssh = await idleSockets(srv.sftpPort, 40);
+    const ftp = await idleSockets(srv.ftpPort, 40);
     held.push(...ftp, ...ssh);
-    await until('over-cap FTP sockets closed', () => ftp.filter((s) => s.gone).length >= 36, 5000);
     await until('over-cap SSH sockets closed', () => ssh.filter((s) => s.gone).length >= 36, 5000);
+    await until('every FTP socket closed', () => ftp.every((s) => s.gone), 5000);
     await sleep(300);
     // 4 admitted per port from this address; a few more for the server's own files.
     const grown = fds(srv) - base;
@@ -90,7 +92,7 @@ describe('admission: counted from accept, closed over the limits, a deadline to 
   });
 
   it('NOOP before login does not extend the deadline', { timeout: 60_000 }, async () => {
-    const c = await RawFtp.connect(srv.ftpPort);
+    const c = await RawFtp.connect(srv.ftpPort, false, '127.0.0.6');
     assert.equal((await c.read())?.code, 220);
     const started = Date.now();
     let last = null;
@@ -109,14 +111,32 @@ describe('admission: counted from accept, closed over the limits, a deadline to 
   });
 
   it('an SSH client that sends its banner but never authenticates is closed too', { timeout: 60_000 }, async () => {
-    const socket = net.connect(srv.sftpPort, '127.0.0.1');
+    const socket = net.connect({ port: srv.sftpPort, host: '127.0.0.1', localAddress: '127.0.0.7' });
     socket.on('error', () => undefined);
-    socket.resume();
+    let received = '';
+    socket.on('data', (d: Buffer) => (received += d.toString('latin1')));
     await new Promise((r) => socket.once('connect', r));
     socket.write('SSH-2.0-idle\r\n');
-    const closed = new Promise((r) => socket.once('close', r));
     const started = Date.now();
-    await closed;
-    assert.ok(Date.now() - started < 9000);
+    await new Promise((r) => socket.once('close', r));
+    assert.match(received, /^SSH-2\.0-/, 'admitted: the server sent its banner');
+    const after = Date.now() - started;
+    assert.ok(after >= 2000 && after < 9000, `closed after ${after} ms (deadline 3 s)`);
+  });
+
+  it('logins that time out count as failures: five from one address get it banned', { timeout: 60_000 }, async () => {
+    const from = '127.0.0.8';
+    for (const batch of [4, 1]) {
+      const sockets = Array.from({ length: batch }, () => {
+        const s = net.connect({ port: srv.sftpPort, host: '127.0.0.1', localAddress: from });
+        s.on('error', () => undefined);
+        s.resume();
+        return new Promise((r) => s.once('close', r));
+      });
+      await Promise.all(sockets);
+    }
+    const ban = (await srv.audit()).find((l) => l.event === 'ban');
+    assert.equal(ban?.ip, from);
+    assert.equal(ban?.offence, 'login-timeout');
   });
 });

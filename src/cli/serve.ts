@@ -2,7 +2,7 @@ import { openAdmin, openServices, type AdminServices, type Services } from '../a
 import { ensureKeys } from '../certs/ensure.js';
 import type { Config } from '../config/schema.js';
 import { FtpFrontEnd } from '../ftp/listener.js';
-import { raiseDescriptorLimit } from '../security/descriptors.js';
+import { checkDescriptorLimit } from '../security/descriptors.js';
 import { SftpFrontEnd } from '../sftp/server.js';
 
 /** A front-end started by `serve`: FTP/FTPS, SFTP. */
@@ -40,7 +40,7 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
   await createKeys(config, out);
   const services = openServices(config);
   const { log } = services;
-  raiseDescriptorLimit(log);
+  checkDescriptorLimit(config.limits.maxSessions, log);
   if (services.users.count() === 0) {
     out(
       'No users yet. Add one with:\n' +

@@ -1,36 +1,30 @@
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 
-/** Soft and hard RLIMIT_NOFILE of this process, from /proc ("unlimited" as Infinity). */
-function openFileLimits(): { soft: number; hard: number } | null {
-  const line = /^Max open files\s+(\S+)\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
-  if (!line) return null;
-  const n = (s: string | undefined) => (s === 'unlimited' ? Infinity : Number(s));
-  return { soft: n(line[1]), hard: n(line[2]) };
-}
+/** Descriptors a session may need at once: control, data or channel, a file, a passive listener. */
+const PER_SESSION = 4;
+/** The database, logs, listeners and libraries. */
+const BASE = 256;
 
 /**
- * Raise the soft descriptor limit to the hard one, so the connection caps,
- * not the default 1,024 descriptors, decide when clients are refused. Node
- * has no setrlimit; util-linux's prlimit sets it on this process. Start-up
- * only (synchronous), and never fatal: the result is logged either way.
+ * Log the descriptor limit, and warn when limits.maxSessions could exhaust
+ * it before the connection caps refuse anyone. Node itself raises the soft
+ * RLIMIT_NOFILE to the hard limit at start, so the hard limit (systemd's
+ * LimitNOFILE, ulimit -Hn) is the one to raise. Start-up only.
  */
-export function raiseDescriptorLimit(log: Logger): void {
-  let before;
+export function checkDescriptorLimit(maxSessions: number, log: Logger): void {
+  let text: string;
   try {
-    before = openFileLimits();
+    text = readFileSync('/proc/self/limits', 'utf8');
   } catch {
-    before = null;
+    return log.warn('descriptor limit unknown (/proc/self/limits unreadable)');
   }
-  if (!before) return log.warn('descriptor limit unknown (/proc/self/limits unreadable)');
-  if (before.soft >= before.hard) return log.info({ nofile: before.soft }, 'descriptor limit');
-  const hard = Number.isFinite(before.hard) ? String(before.hard) : 'unlimited';
-  const r = spawnSync('prlimit', ['--pid', String(process.pid), `--nofile=${hard}:${hard}`], { encoding: 'utf8', timeout: 5000 });
-  const after = openFileLimits();
-  if (r.status === 0 && after && after.soft > before.soft) {
-    log.info({ nofile: after.soft, was: before.soft }, 'descriptor limit raised');
+  const soft = /^Max open files\s+(\S+)/m.exec(text)?.[1];
+  const nofile = soft === 'unlimited' ? Infinity : Number(soft);
+  const needed = BASE + PER_SESSION * maxSessions;
+  if (nofile < needed) {
+    log.warn({ nofile, needed, maxSessions }, 'descriptor limit below what limits.maxSessions may need: raise the hard limit (LimitNOFILE) or lower limits.maxSessions');
   } else {
-    log.warn({ nofile: before.soft, hard: before.hard, err: r.error?.message ?? r.stderr.trim() }, 'could not raise the descriptor limit (prlimit)');
+    log.info({ nofile }, 'descriptor limit');
   }
 }
