@@ -10,6 +10,8 @@ import type { Defender, Offence } from './defender.js';
 
 /** After the pre-login deadline the front-end may say goodbye; this long later the socket is destroyed anyway. */
 const GOODBYE_MS = 2000;
+/** At most one "connection limit reached" line this often. */
+const REFUSAL_LOG_MS = 10_000;
 
 export interface GateSettings {
   readonly limits: Config['limits'];
@@ -28,6 +30,10 @@ export type LoginRequest = Omit<AuthRequest, 'remoteAddress'>;
  * the defender.
  */
 export class Gate {
+  /** Refusals at the limits since the last warning: logged in sums, so a flood cannot fill the log. */
+  private refused = 0;
+  private warnedAt = 0;
+
   constructor(
     readonly registry: ConnectionRegistry,
     readonly defender: Defender,
@@ -50,7 +56,7 @@ export class Gate {
     }
     const release = this.registry.tryAcquire(ip);
     if (!release) {
-      this.log.warn({ ip }, 'connection limit reached');
+      this.noteRefusal(ip);
       refuse(socket, busyReply);
       return null;
     }
@@ -60,6 +66,15 @@ export class Gate {
       release();
     });
     return guest;
+  }
+
+  private noteRefusal(ip: string): void {
+    this.refused++;
+    const now = Date.now();
+    if (now - this.warnedAt < REFUSAL_LOG_MS) return;
+    this.log.warn({ ip, refused: this.refused }, 'connection limit reached');
+    this.refused = 0;
+    this.warnedAt = now;
   }
 }
 

@@ -64,8 +64,8 @@ export class SftpFrontEnd {
   private readonly server: ssh2.Server;
   private readonly listener: net.Server;
   private readonly clients = new Set<ssh2.Connection>();
-  /** Admitted sockets ssh2 has not yet announced, by remote address and port. */
-  private readonly admitted = new Map<string, Guest>();
+  /** Admitted sockets ssh2 has not yet announced (no banner yet), by remote address and port. */
+  private readonly admitted = new Map<string, { guest: Guest; socket: net.Socket }>();
   private readonly log: Logger;
 
   private constructor(private readonly services: Services) {
@@ -111,7 +111,7 @@ export class SftpFrontEnd {
     const guest = this.services.gate.admit(socket, 'sftp');
     if (!guest) return;
     const key = `${socket.remoteAddress}|${socket.remotePort}`;
-    this.admitted.set(key, guest);
+    this.admitted.set(key, { guest, socket });
     socket.once('close', () => this.admitted.delete(key));
     // Until ssh2 has a client object, the deadline can only drop the socket (the gate destroys it).
     this.server.injectSocket(socket);
@@ -121,7 +121,7 @@ export class SftpFrontEnd {
     // A reset connection must never take the process down (ssh2#902).
     client.on('error', (err: Error) => this.log.debug({ err: err.message }, 'ssh client error'));
     const key = `${info.ip}|${info.port}`;
-    const guest = this.admitted.get(key);
+    const guest = this.admitted.get(key)?.guest;
     if (!guest) {
       // Only sockets we admitted reach ssh2; one missing here closed in between.
       client.end();
@@ -276,6 +276,7 @@ export class SftpFrontEnd {
   /** Stop accepting, then end live connections: close() only completes once they are gone. */
   async close(): Promise<void> {
     const closed = new Promise((resolve) => this.listener.close(resolve));
+    for (const { socket } of this.admitted.values()) socket.destroy();
     for (const client of this.clients) client.end();
     await closed;
   }
