@@ -6,8 +6,13 @@ import { AuditLog, createLogger } from './audit/log.js';
 import { Authenticator } from './auth/authenticator.js';
 import { PasswordHasher } from './auth/passwords.js';
 import type { Config } from './config/schema.js';
+import { Defender } from './security/defender.js';
+import { FailureThrottle } from './security/failure-throttle.js';
+import { Gate } from './security/gate.js';
 import { QuotaBook } from './session/quota.js';
+import { ConnectionRegistry } from './session/registry.js';
 import type { SessionDeps } from './session/session.js';
+import { BanStore } from './store/bans.js';
 import { openDatabase } from './store/db.js';
 import { UserStore } from './store/users.js';
 import { UserAdmin } from './users/admin.js';
@@ -18,6 +23,7 @@ export interface AdminServices {
   readonly log: Logger;
   readonly db: Database.Database;
   readonly users: UserStore;
+  readonly bans: BanStore;
   readonly hasher: PasswordHasher;
   readonly admin: UserAdmin;
   close(): Promise<void>;
@@ -28,6 +34,8 @@ export interface Services extends AdminServices {
   /** null when audit.enabled is false. */
   readonly audit: AuditLog | null;
   readonly authenticator: Authenticator;
+  /** Admission and login policy, shared by every front-end. */
+  readonly gate: Gate;
   readonly sessionDeps: SessionDeps;
 }
 
@@ -46,6 +54,7 @@ export function openAdmin(config: Config): AdminServices {
     log,
     db,
     users,
+    bans: new BanStore(db),
     hasher,
     admin: new UserAdmin(users, hasher, config.dataDir),
     async close() {
@@ -66,10 +75,22 @@ export function openServices(config: Config): Services {
       })
     : null;
   if (!audit) base.log.warn('audit trail disabled (audit.enabled: false): transfers are neither hashed nor recorded');
+  // Failed logins come before any login, as fast as an attacker likes: aggregated per address.
+  const loginAudit = audit ? new FailureThrottle(audit) : null;
+  const authenticator = new Authenticator(base.users, base.hasher, loginAudit);
+  const { limits } = config;
+  const registry = new ConnectionRegistry(limits.maxSessions, limits.maxSessionsPerIp, limits.maxSessionsPerUser);
   return {
     ...base,
     audit,
-    authenticator: new Authenticator(base.users, base.hasher, audit),
+    authenticator,
+    gate: new Gate(
+      registry,
+      new Defender(base.bans, config.defender, audit, base.log.child({ part: 'defender' })),
+      authenticator,
+      config,
+      base.log.child({ part: 'gate' }),
+    ),
     sessionDeps: {
       audit,
       quotas: new QuotaBook(base.users),
@@ -77,6 +98,7 @@ export function openServices(config: Config): Services {
       hashResumedUploads: settings.hashResumedUploads,
     },
     async close() {
+      loginAudit?.flush();
       await audit?.close();
       await base.close();
     },

@@ -37,7 +37,11 @@ export type AuditEvent =
   | { event: 'chtimes'; path: string }
   | { event: 'symlink' | 'hardlink'; path: string; target: string }
   | { event: 'denied'; operation: string; path: string; reason: 'permission' | 'outside-home' }
-  | { event: 'quota-exceeded'; path: string };
+  | { event: 'quota-exceeded'; path: string }
+  /** The defender banned the actor's address (once per ban; refused connections are not recorded). */
+  | { event: 'ban'; until: string; seconds: number; count: number; offence: string }
+  /** Failed logins from the actor's address not recorded one by one within the window, counted. */
+  | { event: 'login-failed-repeated'; count: number; window_s: number };
 
 /** Where the shared layer sends its events; audit/log.ts is the writer. */
 export interface AuditSink {

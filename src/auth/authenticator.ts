@@ -16,7 +16,20 @@ export type AuthFailure =
   | 'protocol-not-allowed'
   | 'address-not-allowed'
   | 'tls-required'
-  | 'key-required';
+  | 'key-required'
+  | 'bad-name'
+  | 'session-limit'
+  | 'too-many-tries';
+
+/**
+ * The longest user name, in bytes, checked at the edge: `sluice user add`
+ * allows 64 ASCII characters, so a longer name cannot exist and is refused
+ * without a look-up, and never written whole to the audit trail.
+ */
+export const MAX_USER_NAME_BYTES = 64;
+
+/** Called once the credentials are good, with the stored name: false refuses the login (per-user session limit). */
+export type Claim = (user: string) => boolean;
 
 /** Front-ends answer every failure alike ("login incorrect"); the reason goes to the audit log only. */
 export class AuthError extends Error {
@@ -55,24 +68,29 @@ export class Authenticator {
     private readonly audit: AuditSink | null,
   ) {}
 
-  async password(req: AuthRequest, password: string): Promise<Account> {
+  async password(req: AuthRequest, password: string, claim?: Claim): Promise<Account> {
+    if (overlong(req.username)) return this.fail(req, 'password', 'bad-name');
     const user = this.users.get(req.username);
     const ok = await this.hasher.verify(user?.passwordHash ?? null, password);
     if (!user) return this.fail(req, 'password', 'unknown-user');
-    if (!ok) return this.fail(req, 'password', 'bad-password');
+    if (!ok) return this.fail(req, 'password', 'bad-password', user);
     this.checkRules(req, user, 'password');
-    if (user.requireKey) return this.fail(req, 'password', 'key-required');
+    if (user.requireKey) return this.fail(req, 'password', 'key-required', user);
     if (user.passwordHash && this.hasher.needsRehash(user.passwordHash)) {
       this.users.setPasswordHash(user.id, await this.hasher.hash(password));
     }
-    return this.succeed(req, user, 'password');
+    return this.succeed(req, user, 'password', claim);
   }
 
   /**
    * Is `blob` one of the user's keys? With `verified` false this only answers
    * the SSH client's question whether a key would do: no login, no audit event.
    */
-  publicKey(req: AuthRequest, blob: Buffer, verified: boolean): Account {
+  publicKey(req: AuthRequest, blob: Buffer, verified: boolean, claim?: Claim): Account {
+    if (overlong(req.username)) {
+      if (!verified) throw new AuthError('bad-name');
+      return this.fail(req, 'publickey', 'bad-name');
+    }
     const user = this.users.get(req.username);
     const known = user !== null && this.users.keys(user.id).some((k) => sameKey(k.blob, blob));
     if (!verified) {
@@ -80,44 +98,56 @@ export class Authenticator {
       return toAccount(user as UserRecord);
     }
     if (!user) return this.fail(req, 'publickey', 'unknown-user');
-    if (!known) return this.fail(req, 'publickey', 'bad-key');
+    if (!known) return this.fail(req, 'publickey', 'bad-key', user);
     this.checkRules(req, user, 'publickey');
-    return this.succeed(req, user, 'publickey');
+    return this.succeed(req, user, 'publickey', claim);
   }
 
   /** A failure only the front-end can see (a public-key signature that does not verify). */
   refuse(req: AuthRequest, method: 'password' | 'publickey', reason: AuthFailure): never {
-    return this.fail(req, method, reason);
+    const user = overlong(req.username) ? undefined : (this.users.get(req.username) ?? undefined);
+    return this.fail(req, method, reason, user);
   }
 
   private checkRules(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): void {
-    if (!user.enabled) this.fail(req, method, 'disabled');
-    if (user.expiresAt && user.expiresAt.getTime() <= Date.now()) this.fail(req, method, 'expired');
+    if (!user.enabled) this.fail(req, method, 'disabled', user);
+    if (user.expiresAt && user.expiresAt.getTime() <= Date.now()) this.fail(req, method, 'expired', user);
     // Being allowed plain FTP implies being allowed the same over TLS: more security is never refused.
     const allowed = user.protocols.includes(req.protocol) || (req.protocol === 'ftps' && user.protocols.includes('ftp'));
-    if (!allowed) this.fail(req, method, 'protocol-not-allowed');
-    if (user.requireTls && req.protocol === 'ftp') this.fail(req, method, 'tls-required');
-    if (!addressAllowed(req.remoteAddress, user.allowIps, user.denyIps)) this.fail(req, method, 'address-not-allowed');
+    if (!allowed) this.fail(req, method, 'protocol-not-allowed', user);
+    if (user.requireTls && req.protocol === 'ftp') this.fail(req, method, 'tls-required', user);
+    if (!addressAllowed(req.remoteAddress, user.allowIps, user.denyIps)) this.fail(req, method, 'address-not-allowed', user);
   }
 
-  private succeed(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): Account {
+  private succeed(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey', claim: Claim | undefined): Account {
+    if (claim && !claim(user.name)) this.fail(req, method, 'session-limit', user);
     this.users.recordLogin(user.id);
-    this.audit?.record(this.actor(req), { event: 'login', method });
+    this.audit?.record(this.actor(req, user), { event: 'login', method });
     return toAccount(user);
   }
 
-  private fail(req: AuthRequest, method: 'password' | 'publickey', reason: AuthFailure): never {
-    this.audit?.record(this.actor(req), { event: 'login-failed', method, reason });
+  private fail(req: AuthRequest, method: 'password' | 'publickey', reason: AuthFailure, user?: UserRecord): never {
+    this.audit?.record(this.actor(req, user), { event: 'login-failed', method, reason });
     throw new AuthError(reason);
   }
 
-  private actor(req: AuthRequest) {
+  /** The user as stored (a login as ALICE is alice's), else what was sent, bounded. */
+  private actor(req: AuthRequest, user: UserRecord | undefined) {
     return {
       session: req.connection,
-      user: req.username,
+      user: user?.name ?? boundedName(req.username),
       protocol: req.protocol,
       ip: req.remoteAddress,
       port: req.remotePort,
     };
   }
+}
+
+function overlong(name: string): boolean {
+  return Buffer.byteLength(name) > MAX_USER_NAME_BYTES;
+}
+
+/** An over-long name is recorded by its start and length, so the audit trail stays small. */
+function boundedName(name: string): string {
+  return overlong(name) ? `${name.slice(0, 32)}...(${Buffer.byteLength(name)} bytes)` : name;
 }

@@ -32,3 +32,13 @@ export function addressAllowed(address: string, allow: readonly string[], deny: 
   if (deny.length > 0 && blockList(deny).check(ip, type)) return false;
   return allow.length === 0 || blockList(allow).check(ip, type);
 }
+
+/** A matcher for a fixed list of CIDR blocks, built once (the defender's allow list, checked at every accept). */
+export function cidrMatcher(cidrs: readonly string[]): (address: string) => boolean {
+  if (cidrs.length === 0) return () => false;
+  const list = blockList(cidrs);
+  return (address) => {
+    const ip = plainAddress(address);
+    return list.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4');
+  };
+}

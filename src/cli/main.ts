@@ -4,6 +4,7 @@ import { ConfigError, loadConfig } from '../config/load.js';
 import { AdminError } from '../users/admin.js';
 import { UsageError } from './args.js';
 import { auditCommand } from './audit.js';
+import { banCommand } from './ban.js';
 import { init, serve } from './serve.js';
 import { userCommand } from './user.js';
 
@@ -14,6 +15,7 @@ Commands:
   init              create the data directory, database, TLS certificate and SSH host keys
   user ...          manage users: add, list, show, passwd, set, enable, disable, remove, key, perm
                     (sluice user --help)
+  ban ...           banned addresses: list, add, remove (sluice ban --help)
   audit verify      check the audit log's hash chain (sluice audit --help)
   version           print the version
 
@@ -61,6 +63,8 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'audit':
         return auditCommand(rest, configFile, out);
+      case 'ban':
+        return banCommand(rest, () => (services ??= openAdmin(loadConfig({ file: configFile }))), out);
       case 'user':
         // Opened lazily, so --help and argument errors never touch the database.
         return await userCommand(rest, () => (services ??= openAdmin(loadConfig({ file: configFile }))), out);

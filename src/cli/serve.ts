@@ -2,8 +2,8 @@ import { openAdmin, openServices, type AdminServices, type Services } from '../a
 import { ensureKeys } from '../certs/ensure.js';
 import type { Config } from '../config/schema.js';
 import { FtpFrontEnd } from '../ftp/listener.js';
+import { checkDescriptorLimit } from '../security/descriptors.js';
 import { SftpFrontEnd } from '../sftp/server.js';
-import { ConnectionRegistry } from '../session/registry.js';
 
 /** A front-end started by `serve`: FTP/FTPS, SFTP. */
 export interface FrontEnd {
@@ -12,7 +12,7 @@ export interface FrontEnd {
   close(): Promise<void>;
 }
 
-export type FrontEndStarter = (services: Services, registry: ConnectionRegistry) => Promise<FrontEnd | null>;
+export type FrontEndStarter = (services: Services) => Promise<FrontEnd | null>;
 
 /** Front-ends in start order; each returns null when its ports are 0. */
 export const FRONT_ENDS: FrontEndStarter[] = [FtpFrontEnd.start, SftpFrontEnd.start];
@@ -40,6 +40,7 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
   await createKeys(config, out);
   const services = openServices(config);
   const { log } = services;
+  checkDescriptorLimit(config.limits.maxSessions, log);
   if (services.users.count() === 0) {
     out(
       'No users yet. Add one with:\n' +
@@ -48,10 +49,9 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
     );
   }
   const running: FrontEnd[] = [];
-  const registry = new ConnectionRegistry(config.limits.maxSessions, config.limits.maxSessionsPerIp);
   try {
     for (const start of FRONT_ENDS) {
-      const fe = await start(services, registry);
+      const fe = await start(services);
       if (fe) running.push(fe);
     }
   } catch (err) {

@@ -299,7 +299,7 @@ function describeUser(u: ReturnType<typeof publicView>): string {
   return lines.map(([k, v]) => `${String(k).padEnd(13)}${v}`).join('\n') + '\n';
 }
 
-function table(head: string[], rows: string[][]): string {
+export function table(head: string[], rows: string[][]): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ');
   return [line(head), ...rows.map(line)].join('\n') + '\n';

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseCidr } from '../auth/ip-rules.js';
 import { bytesOf } from './size.js';
 
 const port = z.number().int().min(0).max(65535);
@@ -16,6 +17,16 @@ const size = z.union([z.number(), z.string()]).transform((value, ctx) => {
     ctx.addIssue({ code: 'custom', message: `"${value}" is not a size (e.g. 1048576, 100M, 1G)` });
   }
   return n;
+});
+
+/** An address or CIDR block, in canonical form. */
+const cidr = z.string().transform((text, ctx) => {
+  try {
+    return parseCidr(text);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    return z.NEVER;
+  }
 });
 
 /** Every key and its default, in one place; deploy/sluice.example.yaml documents them. */
@@ -49,10 +60,6 @@ export const configSchema = z
         port: port.default(2222),
         /** Seconds without SFTP traffic before the connection is closed. */
         idleTimeout: z.number().int().min(10).max(86400).default(300),
-        /** Seconds a client has to authenticate. */
-        loginGraceTime: z.number().int().min(5).max(600).default(60),
-        /** Failed authentication attempts before the connection is closed. */
-        maxAuthTries: z.number().int().min(1).max(100).default(6),
         /** Open files and directories per SFTP session. */
         maxHandles: z.number().int().min(4).max(4096).default(256),
         /** Algorithm lists, most preferred first; the defaults exclude SHA-1 and CBC. */
@@ -73,6 +80,13 @@ export const configSchema = z
         /** Connections at once, all protocols; more get 421 (FTP) or are closed (SFTP). */
         maxSessions: z.number().int().min(1).max(100000).default(500),
         maxSessionsPerIp: z.number().int().min(1).max(100000).default(20),
+        /** Logged-in sessions of one user at once, FTP and SFTP together; 0: no limit. */
+        maxSessionsPerUser: z.number().int().min(0).max(100000).default(10),
+        /**
+         * Seconds from accept to a successful login, on every port (SSH banner
+         * and authentication, FTP greeting to PASS); commands before login do not extend it.
+         */
+        loginTimeout: z.number().int().min(1).max(600).default(30),
       })
       .strict()
       .prefault({}),
@@ -105,6 +119,27 @@ export const configSchema = z
       .object({
         /** argon2 verifications at once; the rest queue (they share the thread pool with file I/O). */
         maxConcurrentHashes: z.number().int().min(1).max(64).default(2),
+        /** Failed logins on one connection before it is closed, every protocol. */
+        maxTries: z.number().int().min(1).max(100).default(3),
+        /** Seconds each failed login waits before it is answered. */
+        failureDelay: z.number().min(0).max(30).default(1),
+      })
+      .strict()
+      .prefault({}),
+    defender: z
+      .object({
+        /** Ban addresses that fail too often; bans added with `sluice ban add` apply even when off. */
+        enabled: z.boolean().default(true),
+        /** Failures (failed logins, protocol abuse, login timeouts) from one address that earn a ban... */
+        threshold: z.number().int().min(1).max(1000).default(5),
+        /** ...within this many seconds. */
+        window: z.number().int().min(1).max(86400).default(600),
+        /** Seconds of the first ban; each further ban of the address doubles it, up to maxBanTime. */
+        banTime: z.number().int().min(1).max(31536000).default(900),
+        /** The longest ban; an address whose last ban ended longer ago than this starts over at banTime. */
+        maxBanTime: z.number().int().min(1).max(31536000).default(86400),
+        /** Addresses or CIDR blocks never banned (monitoring, your own offices). */
+        allowList: z.array(cidr).default([]),
       })
       .strict()
       .prefault({}),

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Authenticator } from '../auth/authenticator.js';
 import { plainAddress } from '../auth/ip-rules.js';
 import type { Config } from '../config/schema.js';
+import type { Guest } from '../security/gate.js';
 import { SluiceError } from '../session/errors.js';
 import type { Session, SessionDeps } from '../session/session.js';
 import { COMMANDS, isHttpVerb, type CommandSpec } from './commands/table.js';
@@ -54,7 +55,6 @@ export class FtpConnection {
   epsvAll = false;
   endpoint: DataEndpoint | null = null;
   transfer: ActiveTransfer | null = null;
-  loginFailures = 0;
 
   private readonly reader = new LineReader();
   private readonly queue: LineEvent[] = [];
@@ -67,6 +67,8 @@ export class FtpConnection {
     raw: Socket,
     readonly ctx: FtpContext,
     readonly implicitTls: boolean,
+    /** Admission and login policy: the pre-login deadline, failed tries, the per-user limit. */
+    readonly guest: Guest,
     private readonly release: () => void,
   ) {
     this.socket = raw;
@@ -77,6 +79,7 @@ export class FtpConnection {
     raw.on('close', () => void this.close('peer closed'));
     this.idle = setTimeout(() => this.onIdle(), ctx.config.idleTimeout * 1000);
     this.idle.unref();
+    guest.whenExpired(() => void this.closeAfterReply(Code.ServiceUnavailable, 'Login timeout.'));
   }
 
   /** The local address clients reached us at (PASV replies, passive listeners). */
@@ -94,6 +97,8 @@ export class FtpConnection {
         this.adopt(await this.ctx.tls.accept(this.socket, 30_000));
       } catch (err) {
         this.log.debug({ err: String(err) }, 'implicit TLS handshake failed');
+        // A client that sent nothing only probed the port: that scores nothing.
+        if (this.socket.bytesRead > 0) this.guest.offence('handshake-failed');
         return this.close('tls handshake failed');
       }
       this.prot = 'P';
@@ -127,6 +132,7 @@ export class FtpConnection {
     this.restOffset = 0;
     const session = this.session;
     this.session = null;
+    this.guest.logout();
     await session?.close();
   }
 
@@ -141,6 +147,7 @@ export class FtpConnection {
     if (this.queue.length > 0 || this.reader.pending > 0) {
       this.log.warn('bytes pipelined after AUTH TLS; closing');
       this.reply(Code.ProtectionRefused, 'Pipelined commands after AUTH are refused.');
+      this.guest.offence('protocol-abuse');
       return this.close('pipelined after AUTH');
     }
     await new Promise<void>((resolve) => this.socket.write(formatReply(Code.SecurityExchangeOk, ['Proceed with negotiation.']), () => resolve()));
@@ -148,6 +155,7 @@ export class FtpConnection {
       this.adopt(await this.ctx.tls.accept(this.socket, 30_000));
     } catch (err) {
       this.log.debug({ err: String(err) }, 'AUTH TLS handshake failed');
+      if (!this.session) this.guest.offence('handshake-failed');
       return this.close('tls handshake failed');
     }
     await this.logout();
@@ -197,6 +205,7 @@ export class FtpConnection {
     const arg = space < 0 ? '' : line.slice(space + 1);
     if (isHttpVerb(verb, line)) {
       this.log.warn({ verb: verb.slice(0, 16) }, 'HTTP request on the FTP port; closing');
+      this.guest.offence('protocol-abuse');
       return this.close('http verb');
     }
     const spec: CommandSpec | undefined = Object.hasOwn(COMMANDS, verb) ? COMMANDS[verb as keyof typeof COMMANDS] : undefined;

@@ -1,7 +1,5 @@
 import net from 'node:net';
 import type { Services } from '../app.js';
-import { plainAddress } from '../auth/ip-rules.js';
-import type { ConnectionRegistry } from '../session/registry.js';
 import { FtpConnection, type FtpContext } from './connection.js';
 import { formatReply, Code } from './replies.js';
 import { TlsEngine } from './tls.js';
@@ -13,10 +11,7 @@ export class FtpFrontEnd {
   private readonly connections = new Set<FtpConnection>();
   private readonly ctx: FtpContext;
 
-  private constructor(
-    private readonly services: Services,
-    private readonly registry: ConnectionRegistry,
-  ) {
+  private constructor(private readonly services: Services) {
     this.ctx = {
       config: services.config.ftp,
       tls: new TlsEngine(services.config.certsDir),
@@ -27,10 +22,10 @@ export class FtpFrontEnd {
   }
 
   /** Null when both FTP ports are 0. */
-  static async start(services: Services, registry: ConnectionRegistry): Promise<FtpFrontEnd | null> {
+  static async start(services: Services): Promise<FtpFrontEnd | null> {
     const { port, implicitTlsPort } = services.config.ftp;
     if (port === 0 && implicitTlsPort === 0) return null;
-    const fe = new FtpFrontEnd(services, registry);
+    const fe = new FtpFrontEnd(services);
     if (port !== 0) await fe.listen(port, false);
     if (implicitTlsPort !== 0) await fe.listen(implicitTlsPort, true);
     return fe;
@@ -59,20 +54,12 @@ export class FtpFrontEnd {
 
   private accept(socket: net.Socket, implicit: boolean): void {
     socket.on('error', () => undefined);
+    // Implicit TLS clients expect a handshake, not text: they are just closed.
+    const busy = implicit ? undefined : formatReply(Code.ServiceUnavailable, ['Too many connections; try again later.']);
+    const guest = this.services.gate.admit(socket, implicit ? 'ftps' : 'ftp', busy);
+    if (!guest) return;
     socket.setNoDelay(true);
-    const ip = plainAddress(socket.remoteAddress ?? '');
-    const release = this.registry.tryAcquire(ip);
-    if (!release) {
-      this.ctx.log.warn({ ip }, 'connection limit reached');
-      // Implicit TLS clients expect a handshake, not text: just close them.
-      if (!implicit) socket.end(formatReply(Code.ServiceUnavailable, ['Too many connections; try again later.']));
-      else socket.destroy();
-      return;
-    }
-    const conn = new FtpConnection(socket, this.ctx, implicit, () => {
-      this.connections.delete(conn);
-      release();
-    });
+    const conn = new FtpConnection(socket, this.ctx, implicit, guest, () => this.connections.delete(conn));
     this.connections.add(conn);
     void conn.start();
   }

@@ -1,34 +1,56 @@
 /**
- * Live connections of all front-ends, counted at accept: a total cap and a
- * per-address cap, so one client cannot take every slot.
+ * Live connections of all front-ends, counted from accept (before any byte is
+ * read, so connections that never log in count too): a total cap and a
+ * per-address cap, so one client cannot take every slot; and logged-in
+ * sessions per user, FTP and SFTP together.
  */
 export class ConnectionRegistry {
   private total = 0;
   private readonly perIp = new Map<string, number>();
+  private readonly perUser = new Map<string, number>();
 
   constructor(
     private readonly maxTotal: number,
     private readonly maxPerIp: number,
+    /** 0: no limit. */
+    private readonly maxPerUser = 0,
   ) {}
 
   /** A release function, or null when a limit is reached. */
   tryAcquire(ip: string): (() => void) | null {
-    const mine = this.perIp.get(ip) ?? 0;
-    if (this.total >= this.maxTotal || mine >= this.maxPerIp) return null;
+    if (this.total >= this.maxTotal || (this.perIp.get(ip) ?? 0) >= this.maxPerIp) return null;
     this.total++;
-    this.perIp.set(ip, mine + 1);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.total--;
-      const n = (this.perIp.get(ip) ?? 1) - 1;
-      if (n === 0) this.perIp.delete(ip);
-      else this.perIp.set(ip, n);
-    };
+    return once(take(this.perIp, ip), () => this.total--);
+  }
+
+  /** A slot for one logged-in session of `user` (its stored name), or null at the limit. */
+  tryAcquireUser(user: string): (() => void) | null {
+    if (this.maxPerUser > 0 && (this.perUser.get(user) ?? 0) >= this.maxPerUser) return null;
+    return once(take(this.perUser, user), () => undefined);
   }
 
   get size(): number {
     return this.total;
   }
+}
+
+/** Count one more under `key`; the returned function counts it back. */
+function take(counts: Map<string, number>, key: string): () => void {
+  counts.set(key, (counts.get(key) ?? 0) + 1);
+  return () => {
+    const n = (counts.get(key) ?? 1) - 1;
+    if (n === 0) counts.delete(key);
+    else counts.set(key, n);
+  };
+}
+
+/** Releases run once, however often a close path calls them. */
+function once(release: () => void, also: () => void): () => void {
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    release();
+    also();
+  };
 }

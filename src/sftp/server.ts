@@ -1,14 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import ssh2 from 'ssh2';
 import type { Services } from '../app.js';
 import { AuthError, type AuthRequest } from '../auth/authenticator.js';
-import { plainAddress } from '../auth/ip-rules.js';
 import { HOST_KEYS } from '../certs/ensure.js';
 import type { Account } from '../session/account.js';
-import type { ConnectionRegistry } from '../session/registry.js';
+import type { Guest } from '../security/gate.js';
 import { Session } from '../session/session.js';
 import { SftpChannel } from './channel.js';
 
@@ -44,7 +44,7 @@ interface ConnectionState {
   readonly ip: string;
   readonly port: number;
   readonly log: Logger;
-  failures: number;
+  readonly guest: Guest;
   account: Account | null;
   /** SYMLINK arrives as (target, link): see HandlerContext.symlinkTargetFirst. */
   symlinkTargetFirst: boolean;
@@ -53,19 +53,22 @@ interface ConnectionState {
 /**
  * The SSH front-end: ssh2 for transport and authentication, our own SFTP
  * codec on the raw `sftp` subsystem channel. ssh2 enforces neither a limit
- * on authentication attempts nor a login grace time: both are counted here.
+ * on authentication attempts nor a login grace time, and tells us of a
+ * connection only once its banner arrived: so we listen ourselves, admit
+ * each socket through the gate at accept (counted, deadline running), and
+ * only then hand it to ssh2.
  * Only the sftp subsystem is served; shell, exec, pty, forwarding are refused.
  */
 export class SftpFrontEnd {
   readonly name = 'sftp';
   private readonly server: ssh2.Server;
+  private readonly listener: net.Server;
   private readonly clients = new Set<ssh2.Connection>();
+  /** Admitted sockets ssh2 has not yet announced (no banner yet), by remote address and port. */
+  private readonly admitted = new Map<string, { guest: Guest; socket: net.Socket }>();
   private readonly log: Logger;
 
-  private constructor(
-    private readonly services: Services,
-    private readonly registry: ConnectionRegistry,
-  ) {
+  private constructor(private readonly services: Services) {
     const { config } = services;
     this.log = services.log.child({ frontEnd: 'sftp' });
     const { algorithms } = config.sftp;
@@ -84,15 +87,17 @@ export class SftpFrontEnd {
       (client, info) => this.accept(client, info),
     );
     this.server.on('error', (err: Error) => this.log.error({ err }, 'ssh server error'));
+    this.listener = net.createServer((socket) => this.admit(socket));
+    this.listener.on('error', (err) => this.log.error({ err }, 'listener error'));
   }
 
-  static async start(services: Services, registry: ConnectionRegistry): Promise<SftpFrontEnd | null> {
+  static async start(services: Services): Promise<SftpFrontEnd | null> {
     if (services.config.sftp.port === 0) return null;
-    const fe = new SftpFrontEnd(services, registry);
+    const fe = new SftpFrontEnd(services);
     await new Promise<void>((resolve, reject) => {
-      fe.server.once('error', reject);
-      fe.server.listen(services.config.sftp.port, services.config.bind, () => {
-        fe.server.off('error', reject);
+      fe.listener.once('error', reject);
+      fe.listener.listen(services.config.sftp.port, services.config.bind, () => {
+        fe.listener.off('error', reject);
         resolve();
       });
     });
@@ -100,35 +105,49 @@ export class SftpFrontEnd {
     return fe;
   }
 
+  /** Counted and timed from accept, before the client has sent a byte. */
+  private admit(socket: net.Socket): void {
+    socket.on('error', () => undefined);
+    const guest = this.services.gate.admit(socket, 'sftp');
+    if (!guest) return;
+    const key = `${socket.remoteAddress}|${socket.remotePort}`;
+    this.admitted.set(key, { guest, socket });
+    socket.once('close', () => this.admitted.delete(key));
+    // Until ssh2 has a client object, the deadline can only drop the socket (the gate destroys it).
+    this.server.injectSocket(socket);
+  }
+
   private accept(client: ssh2.Connection, info: ssh2.ClientInfo): void {
     // A reset connection must never take the process down (ssh2#902).
     client.on('error', (err: Error) => this.log.debug({ err: err.message }, 'ssh client error'));
-    const ip = plainAddress(info.ip);
-    const release = this.registry.tryAcquire(ip);
-    if (!release) {
-      this.log.warn({ ip }, 'connection limit reached');
+    const key = `${info.ip}|${info.port}`;
+    const guest = this.admitted.get(key)?.guest;
+    if (!guest) {
+      // Only sockets we admitted reach ssh2; one missing here closed in between.
       client.end();
       return;
     }
+    // A handshake or protocol error before login (garbage, failed key exchange) is scored; a reset is not.
+    client.on('error', (err: Error & { level?: string }) => {
+      if (!client.authenticated && (err.level === 'handshake' || err.level === 'protocol')) guest.offence('handshake-failed');
+    });
+    this.admitted.delete(key);
+    const ip = guest.ip;
     this.clients.add(client);
     const id = randomUUID();
+    guest.whenExpired(() => client.end());
     const state: ConnectionState = {
       id,
       ip,
       port: info.port,
       log: this.log.child({ conn: id, ip }),
-      failures: 0,
+      guest,
       account: null,
       // OpenSSH's order is the de facto standard (OpenSSH, libssh2/curl, ...); ssh2 and
       // WinSCP switch to the draft's order when the server is not OpenSSH.
       symlinkTargetFirst: !/^(ssh2js|WinSCP)/i.test(info.header.versions.software),
     };
     const { sftp } = this.services.config;
-    const grace = setTimeout(() => {
-      state.log.info('login grace time over');
-      client.end();
-    }, sftp.loginGraceTime * 1000);
-    grace.unref();
     const idle = setTimeout(() => {
       state.log.info('idle timeout');
       client.end();
@@ -137,7 +156,6 @@ export class SftpFrontEnd {
 
     client.on('authentication', (ctx) => void this.authenticate(client, state, ctx));
     client.on('ready', () => {
-      clearTimeout(grace);
       client.on('session', (accept) => this.openSession(state, accept(), () => idle.refresh()));
     });
     // Everything else a client may ask for is refused.
@@ -151,10 +169,8 @@ export class SftpFrontEnd {
       reject?.();
     });
     client.on('close', () => {
-      clearTimeout(grace);
       clearTimeout(idle);
       this.clients.delete(client);
-      release();
     });
   }
 
@@ -167,18 +183,19 @@ export class SftpFrontEnd {
       connection: state.id,
     };
     const { authenticator } = this.services;
+    const { guest } = state;
     // Attempts already on the wire when the limit was reached get no hearing.
-    if (state.failures >= this.services.config.sftp.maxAuthTries) return ctx.reject([]);
+    if (guest.exhausted) return ctx.reject([]);
     try {
       switch (ctx.method) {
         case 'password':
-          state.account = await authenticator.password(req, ctx.password);
+          state.account = await guest.password(req, ctx.password);
           return ctx.accept();
         case 'keyboard-interactive': {
           const answers = await new Promise<string[]>((resolve) =>
             ctx.prompt([{ prompt: 'Password: ', echo: false }], '', '', resolve),
           );
-          state.account = await authenticator.password(req, answers[0] ?? '');
+          state.account = await guest.password(req, answers[0] ?? '');
           return ctx.accept();
         }
         case 'publickey': {
@@ -188,10 +205,8 @@ export class SftpFrontEnd {
             return ctx.accept();
           }
           const key = ssh2.utils.parseKey(ctx.key.data);
-          if (key instanceof Error || !key.verify(ctx.blob, ctx.signature, ctx.hashAlgo)) {
-            authenticator.refuse(req, 'publickey', 'bad-signature');
-          }
-          state.account = authenticator.publicKey(req, ctx.key.data, true);
+          const signatureOk = !(key instanceof Error) && key.verify(ctx.blob, ctx.signature, ctx.hashAlgo) === true;
+          state.account = await guest.publicKey(req, ctx.key.data, signatureOk);
           return ctx.accept();
         }
         default:
@@ -204,9 +219,14 @@ export class SftpFrontEnd {
         ctx.reject(METHODS);
         return;
       }
-      const query = ctx.method === 'publickey' && !(ctx as ssh2.PublicKeyAuthContext).signature;
-      if (!query && ++state.failures >= this.services.config.sftp.maxAuthTries) {
-        state.log.warn({ user: ctx.username }, 'too many authentication failures');
+      if (err.reason === 'session-limit') {
+        state.log.warn({ user: ctx.username }, 'too many sessions for this user');
+        ctx.reject([]);
+        client.end();
+        return;
+      }
+      if (guest.exhausted) {
+        state.log.warn({ user: ctx.username.slice(0, 64) }, 'too many authentication failures');
         ctx.reject(METHODS);
         client.end();
         return;
@@ -255,7 +275,8 @@ export class SftpFrontEnd {
 
   /** Stop accepting, then end live connections: close() only completes once they are gone. */
   async close(): Promise<void> {
-    const closed = new Promise((resolve) => this.server.close(resolve));
+    const closed = new Promise((resolve) => this.listener.close(resolve));
+    for (const { socket } of this.admitted.values()) socket.destroy();
     for (const client of this.clients) client.end();
     await closed;
   }

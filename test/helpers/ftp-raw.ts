@@ -20,10 +20,11 @@ export class RawFtp {
     this.attach(socket);
   }
 
-  static async connect(port: number, implicit = false): Promise<RawFtp> {
+  /** `localAddress`: another loopback address (127.0.0.2...) to connect from, as a second client would. */
+  static async connect(port: number, implicit = false, localAddress?: string): Promise<RawFtp> {
     const socket = implicit
-      ? tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false })
-      : net.connect(port, '127.0.0.1');
+      ? tls.connect({ port, host: '127.0.0.1', localAddress, rejectUnauthorized: false })
+      : net.connect({ port, host: '127.0.0.1', localAddress });
     await new Promise((r, j) => {
       socket.once(implicit ? 'secureConnect' : 'connect', r);
       socket.once('error', j);
@@ -92,8 +93,8 @@ export class RawFtp {
   }
 
   /** Greeting, AUTH TLS, login, PBSZ 0, PROT P: a client ready for protected transfers. */
-  static async secureLogin(port: number, user: string, password: string): Promise<RawFtp> {
-    const c = await RawFtp.connect(port);
+  static async secureLogin(port: number, user: string, password: string, localAddress?: string): Promise<RawFtp> {
+    const c = await RawFtp.connect(port, false, localAddress);
     await c.read();
     await c.startTls();
     const r = await c.login(user, password);

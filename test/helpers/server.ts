@@ -27,6 +27,7 @@ export class TestServer {
   ftpsPort = 0;
   sftpPort = 0;
   private proc: ReturnType<typeof startServe> | null = null;
+  private env: NodeJS.ProcessEnv = {};
 
   static async start(options: ServerOptions = {}): Promise<TestServer> {
     const s = new TestServer();
@@ -48,9 +49,17 @@ export class TestServer {
       const r = sluice(s.dir, ['user', 'add', u.name, '--password-stdin', ...(u.args ?? [])], `${u.password}\n`, env);
       if (r.code !== 0) throw new Error(`user add ${u.name}: ${r.stderr}`);
     }
+    s.env = env;
     s.proc = startServe(s.dir, env, /sluice started/);
     await s.proc.ready;
     return s;
+  }
+
+  /** Stop the process and start it again on the same directory and ports. */
+  async restart(): Promise<void> {
+    await this.proc?.stop();
+    this.proc = startServe(this.dir, this.env, /sluice started/);
+    await this.proc.ready;
   }
 
   home(user: string): string {

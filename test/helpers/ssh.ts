@@ -5,6 +5,8 @@ export interface SshLogin {
   username: string;
   password?: string;
   privateKey?: Buffer | string;
+  /** Connect from another loopback address (127.0.0.2...), as a second client would. */
+  localAddress?: string;
 }
 
 /** An ssh2 client connection; rejects on authentication failure. */
@@ -12,7 +14,8 @@ export function sshConnect(login: SshLogin): Promise<ssh2.Client> {
   return new Promise((resolve, reject) => {
     const c = new ssh2.Client();
     c.once('ready', () => resolve(c));
-    c.once('error', reject);
+    // A connection refused at accept may report twice (reset, then lost before handshake).
+    c.on('error', reject);
     // A server that refuses at once (connection limit) just closes: that is a failure too.
     c.once('close', () => reject(new Error('connection closed before authentication')));
     c.connect({ host: '127.0.0.1', readyTimeout: 20_000, tryKeyboard: false, ...login });

@@ -1,13 +1,8 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { AuthError } from '../../auth/authenticator.js';
 import { Session } from '../../session/session.js';
 import type { FtpConnection } from '../connection.js';
 import { Code } from '../replies.js';
 import type { CommandSpec } from './spec.js';
-
-/** Failed logins before the connection is dropped, and the pause after each. */
-const MAX_LOGIN_FAILURES = 3;
-const FAILURE_DELAY_MS = 1000;
 
 function tlsRequired(c: FtpConnection): boolean {
   return c.ctx.config.tls === 'required' && !c.secure;
@@ -41,15 +36,15 @@ export const access = {
         connection: c.id,
       };
       try {
-        const account = await c.ctx.authenticator.password(request, arg);
+        const account = await c.guest.password(request, arg);
         c.session = await Session.open(account, { id: c.id, protocol: c.protocol, remoteAddress: c.remoteAddress, remotePort: c.remotePort }, c.ctx.sessionDeps);
         c.log.info({ user: account.name }, 'login');
         c.reply(Code.LoggedIn, 'Login successful.');
       } catch (err) {
         if (!(err instanceof AuthError)) throw err;
-        c.log.info({ user: username, reason: err.reason }, 'login failed');
-        await sleep(FAILURE_DELAY_MS);
-        if (++c.loginFailures >= MAX_LOGIN_FAILURES) return c.closeAfterReply(Code.ServiceUnavailable, 'Too many failed logins.');
+        c.log.info({ user: username.slice(0, 64), reason: err.reason }, 'login failed');
+        if (err.reason === 'session-limit') return c.reply(Code.NotLoggedIn, 'Too many sessions for this user; try again later.');
+        if (c.guest.exhausted) return c.closeAfterReply(Code.ServiceUnavailable, 'Too many failed logins.');
         c.reply(Code.NotLoggedIn, 'Login incorrect.');
       }
     },

@@ -1,0 +1,82 @@
+import net from 'node:net';
+import type { AdminServices } from '../app.js';
+import { plainAddress } from '../auth/ip-rules.js';
+import { UsageError, parse } from './args.js';
+import { table } from './user.js';
+
+export const BAN_HELP = `Usage: sluice ban <command> ...
+
+  list [--json]                 bans in force
+  add ADDRESS [--for DURATION]  ban an address (default: until removed)
+  remove ADDRESS                lift a ban (the defender also forgets the address's past bans)
+
+DURATION: seconds, or a number with s, m, h or d (30m, 12h, 7d).
+A running server sees these changes at the next connection.
+`;
+
+/** The address as the server will see it (IPv6 in canonical form, IPv4-mapped stripped). */
+function parseAddress(text: string): string {
+  const plain = plainAddress(text.trim());
+  const family = net.isIP(plain);
+  if (family === 0) throw new UsageError(`"${text}" is not an IP address`);
+  return new net.SocketAddress({ address: plain, family: family === 6 ? 'ipv6' : 'ipv4' }).address;
+}
+
+const UNIT: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };
+
+function parseDuration(text: string): number {
+  const m = /^(\d{1,9})([smhd]?)$/.exec(text.trim());
+  if (!m || Number(m[1]) === 0) throw new UsageError(`--for: "${text}" is not a duration (e.g. 3600, 30m, 12h, 7d)`);
+  return Number(m[1]) * (UNIT[m[2] ?? ''] ?? 1);
+}
+
+export function banCommand(args: string[], open: () => AdminServices, out: (s: string) => void): number {
+  const [sub, ...rest] = args;
+  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
+    out(BAN_HELP);
+    return sub === undefined ? 2 : 0;
+  }
+  switch (sub) {
+    case 'list': {
+      const { values: v } = parse(rest, { json: { type: 'boolean' } }, 0);
+      if (v.help) return help(out);
+      const bans = open().bans.active();
+      if (v.json) {
+        out(JSON.stringify(bans, null, 2) + '\n');
+        return 0;
+      }
+      const rows = bans.map((b) => [b.address, b.until ? b.until.toISOString() : 'until removed', String(b.count), b.reason]);
+      out(table(['ADDRESS', 'UNTIL', 'COUNT', 'REASON'], rows));
+      return 0;
+    }
+    case 'add': {
+      const { values: v, positionals } = parse(rest, { for: { type: 'string' } }, 1);
+      if (v.help) return help(out);
+      const address = parseAddress(positionals[0] as string);
+      const seconds = v.for === undefined ? null : parseDuration(v.for);
+      const until = seconds === null ? null : new Date(Date.now() + seconds * 1000);
+      const bans = open().bans;
+      bans.put(address, until, (bans.get(address)?.count ?? 0) + 1, 'added by an administrator');
+      out(`banned ${address} ${until ? `until ${until.toISOString()}` : 'until removed'}\n`);
+      return 0;
+    }
+    case 'remove': {
+      const { values: v, positionals } = parse(rest, {}, 1);
+      if (v.help) return help(out);
+      const address = parseAddress(positionals[0] as string);
+      if (!open().bans.remove(address)) {
+        out(`${address} was not banned\n`);
+        return 1;
+      }
+      out(`lifted the ban on ${address}\n`);
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown ban command "${sub}"; see sluice ban --help`);
+  }
+}
+
+function help(out: (s: string) => void): number {
+  out(BAN_HELP);
+  return 0;
+}

@@ -1,0 +1,195 @@
+import type { Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import { AuthError, type Authenticator, type AuthRequest } from '../auth/authenticator.js';
+import { plainAddress } from '../auth/ip-rules.js';
+import type { Config } from '../config/schema.js';
+import type { Account, Protocol } from '../session/account.js';
+import type { ConnectionRegistry } from '../session/registry.js';
+import type { Defender, Offence } from './defender.js';
+
+/** After the pre-login deadline the front-end may say goodbye; this long later the socket is destroyed anyway. */
+const GOODBYE_MS = 2000;
+/** At most one "connection limit reached" line this often. */
+const REFUSAL_LOG_MS = 10_000;
+
+export interface GateSettings {
+  readonly limits: Config['limits'];
+  readonly auth: Config['auth'];
+}
+
+/** A login attempt as the front-end knows it; the address is the Guest's. */
+export type LoginRequest = Omit<AuthRequest, 'remoteAddress'>;
+
+/**
+ * Admission and login for every front-end, in one place: each accepted
+ * socket is checked against the bans and counted (per address and in total)
+ * before anything is read from it, refused at once when banned or over a
+ * limit, and given a deadline to log in; every login goes through the same
+ * policy (tries, delay, per-user sessions) and every failure is scored by
+ * the defender.
+ */
+export class Gate {
+  /** Refusals at the limits since the last warning: logged in sums, so a flood cannot fill the log. */
+  private refused = 0;
+  private warnedAt = 0;
+
+  constructor(
+    readonly registry: ConnectionRegistry,
+    readonly defender: Defender,
+    readonly authenticator: Authenticator,
+    readonly settings: GateSettings,
+    readonly log: Logger,
+  ) {}
+
+  /**
+   * Call first thing on a fresh socket. Null: refused and being closed
+   * (after `busyReply`, when given, so FTP clients learn why). Otherwise the
+   * connection's Guest, whose slot is freed when the socket closes.
+   */
+  admit(socket: Socket, protocol: Protocol, busyReply?: string): Guest | null {
+    const ip = plainAddress(socket.remoteAddress ?? '');
+    if (this.defender.banned(ip)) {
+      // Not logged one by one: a banned address may knock thousands of times (the ban itself was audited).
+      socket.destroy();
+      return null;
+    }
+    const release = this.registry.tryAcquire(ip);
+    if (!release) {
+      this.noteRefusal(ip);
+      refuse(socket, busyReply);
+      return null;
+    }
+    const guest = new Guest(this, socket, ip, protocol);
+    socket.once('close', () => {
+      guest.dispose();
+      release();
+    });
+    return guest;
+  }
+
+  private noteRefusal(ip: string): void {
+    this.refused++;
+    const now = Date.now();
+    if (now - this.warnedAt < REFUSAL_LOG_MS) return;
+    this.log.warn({ ip, refused: this.refused }, 'connection limit reached');
+    this.refused = 0;
+    this.warnedAt = now;
+  }
+}
+
+/** Close now; a reply first if there is one, and never wait for a peer that does not read. */
+function refuse(socket: Socket, reply: string | undefined): void {
+  if (reply === undefined) {
+    socket.destroy();
+    return;
+  }
+  socket.end(reply, () => socket.destroy());
+  setTimeout(() => socket.destroy(), GOODBYE_MS).unref();
+}
+
+/**
+ * One accepted connection until it closes: its pre-login deadline, its failed
+ * logins, and the per-user slot of the session it logged in to.
+ */
+export class Guest {
+  private deadline: NodeJS.Timeout | null = null;
+  private onExpired: () => void = () => undefined;
+  private userSlot: (() => void) | null = null;
+  private failures = 0;
+  private closed = false;
+  private banned = false;
+
+  constructor(
+    private readonly gate: Gate,
+    private readonly socket: Socket,
+    readonly ip: string,
+    private readonly protocol: Protocol,
+  ) {
+    this.arm();
+  }
+
+  /** What the front-end says when the login deadline passes (the socket is destroyed shortly after regardless). */
+  whenExpired(goodbye: () => void): void {
+    this.onExpired = goodbye;
+  }
+
+  /** Failed logins have reached auth.maxTries, or got the address banned: the front-end closes the connection. */
+  get exhausted(): boolean {
+    return this.banned || this.failures >= this.gate.settings.auth.maxTries;
+  }
+
+  /** Protocol abuse or a failed handshake before login, seen by the front-end: scored by the defender. */
+  offence(offence: Offence): void {
+    if (this.gate.defender.score(this.ip, this.protocol, offence)) this.banned = true;
+  }
+
+  async password(login: LoginRequest, password: string): Promise<Account> {
+    const req = { ...login, remoteAddress: this.ip };
+    return this.attempt(req, () => this.gate.authenticator.password(req, password, this.claim));
+  }
+
+  /**
+   * A public key with a verified signature (`signatureOk` false: a signature
+   * that did not verify, a failure the front-end alone can see).
+   */
+  async publicKey(login: LoginRequest, blob: Buffer, signatureOk: boolean): Promise<Account> {
+    const req = { ...login, remoteAddress: this.ip };
+    return this.attempt(req, () => {
+      if (!signatureOk) this.gate.authenticator.refuse(req, 'publickey', 'bad-signature');
+      return this.gate.authenticator.publicKey(req, blob, true, this.claim);
+    });
+  }
+
+  /** FTP REIN and AUTH TLS: logged out but still connected, so the login deadline runs again. */
+  logout(): void {
+    if (!this.userSlot) return;
+    this.userSlot();
+    this.userSlot = null;
+    this.arm();
+  }
+
+  /** The socket closed: stop the timer, free the user's session slot. */
+  dispose(): void {
+    this.closed = true;
+    if (this.deadline) clearTimeout(this.deadline);
+    this.deadline = null;
+    this.userSlot?.();
+    this.userSlot = null;
+  }
+
+  /** The per-user session limit, checked by the authenticator once the credentials are good. */
+  private readonly claim = (user: string): boolean => {
+    // A login that completes after its connection closed must not take a slot nobody frees.
+    if (this.closed) return false;
+    this.userSlot = this.gate.registry.tryAcquireUser(user);
+    return this.userSlot !== null;
+  };
+
+  private async attempt(req: AuthRequest, login: () => Promise<Account> | Account): Promise<Account> {
+    if (this.exhausted) throw new AuthError('too-many-tries');
+    try {
+      const account = await login();
+      if (this.deadline) clearTimeout(this.deadline);
+      this.deadline = null;
+      return account;
+    } catch (err) {
+      if (!(err instanceof AuthError) || err.reason === 'session-limit') throw err;
+      this.failures++;
+      if (this.gate.defender.score(this.ip, req.protocol, 'login-failed')) this.banned = true;
+      // Every failure costs the client this long, on every protocol: guessing stays slow.
+      await sleep(this.gate.settings.auth.failureDelay * 1000);
+      throw err;
+    }
+  }
+
+  private arm(): void {
+    this.deadline = setTimeout(() => {
+      this.gate.log.info({ ip: this.ip }, 'login timeout');
+      this.offence('login-timeout');
+      this.onExpired();
+      setTimeout(() => this.socket.destroy(), GOODBYE_MS).unref();
+    }, this.gate.settings.limits.loginTimeout * 1000);
+    this.deadline.unref();
+  }
+}

@@ -1,0 +1,75 @@
+import type { Database, Statement } from 'better-sqlite3';
+
+export interface BanRecord {
+  readonly address: string;
+  /** null: until removed. */
+  readonly until: Date | null;
+  /** How many bans in a row this address earned; the next one lasts longer. */
+  readonly count: number;
+  readonly reason: string;
+  readonly createdAt: Date;
+}
+
+interface BanRow {
+  address: string;
+  until: number | null;
+  count: number;
+  reason: string;
+  created_at: number;
+}
+
+/**
+ * Banned addresses, shared by the server (checked at every accept: one
+ * primary-key look-up) and the CLI (which writes here directly, so a running
+ * server sees its bans at the next connection).
+ */
+export class BanStore {
+  private readonly q: Record<'get' | 'active' | 'put' | 'remove', Statement>;
+
+  constructor(db: Database) {
+    this.q = {
+      get: db.prepare('SELECT * FROM bans WHERE address = ?'),
+      active: db.prepare('SELECT * FROM bans WHERE until IS NULL OR until > ? ORDER BY address'),
+      put: db.prepare(`INSERT INTO bans (address, until, count, reason, created_at) VALUES (@address, @until, @count, @reason, @now)
+        ON CONFLICT (address) DO UPDATE SET until = excluded.until, count = excluded.count, reason = excluded.reason,
+        created_at = excluded.created_at`),
+      remove: db.prepare('DELETE FROM bans WHERE address = ?'),
+    };
+  }
+
+  /** The address's row, current ban or past one. */
+  get(address: string): BanRecord | null {
+    const row = this.q.get.get(address) as BanRow | undefined;
+    return row ? hydrate(row) : null;
+  }
+
+  /** Is the address banned at `now`? */
+  banned(address: string, now = Date.now()): boolean {
+    const row = this.q.get.get(address) as BanRow | undefined;
+    return row !== undefined && (row.until === null || row.until > now);
+  }
+
+  /** Bans in force at `now`. */
+  active(now = Date.now()): BanRecord[] {
+    return (this.q.active.all(now) as BanRow[]).map(hydrate);
+  }
+
+  put(address: string, until: Date | null, count: number, reason: string): void {
+    this.q.put.run({ address, until: until?.getTime() ?? null, count, reason, now: Date.now() });
+  }
+
+  /** Lift the ban and forget the address's history; false when there was none. */
+  remove(address: string): boolean {
+    return this.q.remove.run(address).changes > 0;
+  }
+}
+
+function hydrate(r: BanRow): BanRecord {
+  return {
+    address: r.address,
+    until: r.until === null ? null : new Date(r.until),
+    count: r.count,
+    reason: r.reason,
+    createdAt: new Date(r.created_at),
+  };
+}

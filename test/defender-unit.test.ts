@@ -1,0 +1,87 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import pino from 'pino';
+import type { Actor, AuditEvent } from '../src/audit/events.js';
+import { configSchema } from '../src/config/schema.js';
+import { Defender } from '../src/security/defender.js';
+import { FailureThrottle } from '../src/security/failure-throttle.js';
+import { BanStore } from '../src/store/bans.js';
+import { openDatabase } from '../src/store/db.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'sluice-defender-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function setup(name: string, defender: Record<string, unknown>) {
+  const db = openDatabase(join(dir, `${name}.db`));
+  const bans = new BanStore(db);
+  const events: { actor: Actor; event: AuditEvent }[] = [];
+  const settings = configSchema.parse({ defender }).defender;
+  const d = new Defender(bans, settings, { record: (actor, event) => events.push({ actor, event }) }, pino({ level: 'silent' }));
+  /** Let the address's current ban end `ago` ms ago, as if time had passed. */
+  const expire = (ip: string, ago: number) => {
+    const b = bans.get(ip);
+    assert.ok(b);
+    bans.put(ip, new Date(Date.now() - ago), b.count, b.reason);
+  };
+  return { d, bans, events, expire };
+}
+
+describe('defender (in process)', () => {
+  it('bans at the threshold, doubles each further ban up to maxBanTime, and starts over after a quiet maxBanTime', () => {
+    const { d, bans, events, expire } = setup('escalate', { threshold: 2, banTime: 10, maxBanTime: 25 });
+    const ip = '192.0.2.7';
+    const seconds = () => events.filter((e) => e.event.event === 'ban').map((e) => (e.event as { seconds: number }).seconds);
+    assert.equal(d.score(ip, 'ftp', 'login-failed'), false);
+    assert.equal(d.banned(ip), false);
+    assert.equal(d.score(ip, 'sftp', 'protocol-abuse'), true);
+    assert.equal(d.banned(ip), true);
+    assert.equal(d.score(ip, 'sftp', 'login-failed'), false, 'a failure while banned starts a new count, no second ban');
+    assert.equal(d.score(ip, 'sftp', 'login-failed'), true, 'the same ban, not a new one');
+    assert.deepEqual(seconds(), [10]);
+    for (const expected of [[10, 20], [10, 20, 25]]) {
+      expire(ip, 1000);
+      assert.equal(d.banned(ip), false);
+      d.score(ip, 'ftp', 'login-failed');
+      d.score(ip, 'ftp', 'login-failed');
+      assert.deepEqual(seconds(), expected);
+    }
+    expire(ip, 26_000);
+    d.score(ip, 'ftp', 'login-failed');
+    d.score(ip, 'ftp', 'login-failed');
+    assert.deepEqual(seconds(), [10, 20, 25, 10]);
+    assert.equal(bans.get(ip)?.count, 1);
+  });
+
+  it('never bans the allow list, never scores when off, yet honours stored bans when off', () => {
+    const { d, events } = setup('allow', { threshold: 1, allowList: ['198.51.100.0/24', '2001:db8::/32'] });
+    assert.equal(d.score('198.51.100.9', 'ftp', 'login-failed'), false);
+    assert.equal(d.score('2001:db8::5', 'ftp', 'login-failed'), false);
+    assert.equal(d.score('::ffff:198.51.100.9', 'ftp', 'login-failed'), false);
+    assert.equal(events.length, 0);
+    const off = setup('off', { enabled: false, threshold: 1 });
+    assert.equal(off.d.score('192.0.2.1', 'ftp', 'login-failed'), false);
+    off.bans.put('192.0.2.1', null, 1, 'added by an administrator');
+    assert.equal(off.d.banned('192.0.2.1'), true);
+  });
+});
+
+describe('failure throttle (in process)', () => {
+  it('passes ten failures per address a window, then counts the rest into one summary', () => {
+    const out: AuditEvent[] = [];
+    const t = new FailureThrottle({ record: (_a, e) => out.push(e) });
+    const actor = (ip: string): Actor => ({ session: 's', user: 'u', protocol: 'sftp', ip, port: 1 });
+    const failed: AuditEvent = { event: 'login-failed', method: 'password', reason: 'bad-password' };
+    for (let i = 0; i < 500; i++) t.record(actor('192.0.2.1'), failed);
+    for (let i = 0; i < 3; i++) t.record(actor('192.0.2.2'), failed);
+    t.record(actor('192.0.2.1'), { event: 'logout', duration_ms: 1 });
+    assert.equal(out.filter((e) => e.event === 'login-failed').length, 13);
+    assert.equal(out.filter((e) => e.event === 'logout').length, 1, 'other events pass straight through');
+    t.flush();
+    assert.deepEqual(out.filter((e) => e.event === 'login-failed-repeated'), [{ event: 'login-failed-repeated', count: 490, window_s: 60 }]);
+    t.flush();
+    assert.equal(out.filter((e) => e.event === 'login-failed-repeated').length, 1, 'a new window starts empty');
+  });
+});

@@ -1,0 +1,129 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import ssh2 from 'ssh2';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+import { sftpOf, sshConnect } from './helpers/ssh.js';
+
+describe('login policy: sessions per user over every protocol, names as stored', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      yaml: 'limits:\n  maxSessionsPerUser: 2\nauth:\n  failureDelay: 0\n',
+      users: [{ name: 'carol', password: 'carol password' }],
+    });
+  });
+  after(() => srv.stop());
+
+  it('counts FTP and SFTP sessions of one user together, refusing the third with a clear message', { timeout: 60_000 }, async () => {
+    const ftp = await RawFtp.secureLogin(srv.ftpPort, 'carol', 'carol password');
+    const ssh = await sshConnect({ port: srv.sftpPort, username: 'carol', password: 'carol password' });
+    await sftpOf(ssh);
+    const third = await RawFtp.connect(srv.ftpPort);
+    await third.read();
+    await third.startTls();
+    const r = await third.login('carol', 'carol password');
+    assert.equal(r.code, 530);
+    assert.match(r.text, /too many sessions/i);
+    await assert.rejects(sshConnect({ port: srv.sftpPort, username: 'carol', password: 'carol password' }));
+    // A slot freed by logging out (FTP REIN) is free for any protocol.
+    assert.equal((await ftp.cmd('REIN')).code, 220);
+    const again = await sshConnect({ port: srv.sftpPort, username: 'carol', password: 'carol password' });
+    again.end();
+    ssh.end();
+    ftp.close();
+    third.close();
+    const refused = (await srv.audit()).filter((l) => l.event === 'login-failed' && l.reason === 'session-limit');
+    assert.equal(refused.length, 2);
+  });
+
+  it('audits a login as CAROL under the stored name carol, on both protocols', { timeout: 60_000 }, async () => {
+    const ftp = await RawFtp.secureLogin(srv.ftpPort, 'CAROL', 'carol password');
+    ftp.close();
+    const ssh = await sshConnect({ port: srv.sftpPort, username: 'Carol', password: 'carol password' });
+    ssh.end();
+    await assert.rejects(sshConnect({ port: srv.sftpPort, username: 'CaRoL', password: 'wrong' }));
+    const audit = await srv.audit();
+    const logins = audit.filter((l) => l.event === 'login' || l.event === 'login-failed');
+    assert.ok(logins.length >= 3);
+    for (const l of logins) assert.equal(l.user, 'carol', JSON.stringify(l));
+  });
+});
+
+type Sign = (data: Buffer, cb: (signature: Buffer) => void) => void;
+/** ssh2's wire protocol object: lets a test send what a hostile client sends. */
+interface ClientProtocol {
+  authPK(user: string, key: ssh2.ParsedKey, algo: string | undefined, sign: Sign): void;
+}
+
+/**
+ * An attacker's loop: signed public-key requests with `name` and a signature
+ * of random bytes, one after the other on one connection. OpenSSH and ssh2
+ * ask before signing; the attacker does not.
+ */
+function bogusSignatures(port: number, name: string, attempts: number): Promise<number> {
+  const key = ssh2.utils.parseKey(ssh2.utils.generateKeyPairSync('ed25519').private) as ssh2.ParsedKey;
+  return new Promise((resolve) => {
+    const c = new ssh2.Client();
+    let sent = 0;
+    c.on('error', () => undefined);
+    c.on('close', () => resolve(sent));
+    c.connect({
+      host: '127.0.0.1',
+      port,
+      username: name,
+      readyTimeout: 120_000,
+      authHandler: (_methods, _partial, next) => {
+        // The first round only gets ssh2's bookkeeping going ("none" is no attempt).
+        if (sent === 0 && !started) {
+          started = true;
+          return next({ type: 'none', username: name });
+        }
+        if (sent >= attempts) return next(false as never);
+        sent++;
+        (c as unknown as { _protocol: ClientProtocol })._protocol.authPK(name, key, undefined, (_d, cb) => cb(randomBytes(64)));
+        return undefined;
+      },
+    });
+    let started = false;
+  });
+}
+
+describe('failed logins before authentication cannot fill the audit trail', () => {
+  let srv: TestServer;
+  before(async () => {
+    // Without the defender (or for an allow-listed address) only the aggregation bounds the log.
+    srv = await TestServer.start({ yaml: 'defender:\n  enabled: false\nauth:\n  maxTries: 100\n  failureDelay: 0\n' });
+  });
+  after(() => srv.stop());
+
+  it('2,000 bogus SSH public-key attempts with 30 KB user names add a few KB, then one summary line', { timeout: 300_000 }, async () => {
+    const log = join(srv.dir, 'data', 'audit.log');
+    await srv.audit();
+    const before = statSync(log).size;
+    const name = 'A'.repeat(30 * 1024);
+    let total = 0;
+    // auth.maxTries (at most 100) per connection: 20 connections, 5 at a time.
+    for (let round = 0; round < 4; round++) {
+      const sent = await Promise.all([0, 1, 2, 3, 4].map(() => bogusSignatures(srv.sftpPort, name, 100)));
+      total += sent.reduce((a, b) => a + b, 0);
+    }
+    assert.ok(total >= 1900, `attempts sent: ${total}`);
+    await srv.audit();
+    const grown = statSync(log).size - before;
+    assert.ok(grown < 20_000, `the audit log grew by ${grown} bytes for ${total} attempts`);
+    // The window's tally is written when it ends, at the latest on shutdown.
+    await srv.restart();
+    const audit = await srv.audit();
+    const failed = audit.filter((l) => l.event === 'login-failed');
+    assert.ok(failed.length <= 10);
+    for (const l of failed) assert.ok(String(l.user).length < 100, 'the name is not written whole');
+    const summary = audit.filter((l) => l.event === 'login-failed-repeated');
+    assert.equal(summary.length, 1);
+    assert.equal(summary[0]?.ip, '127.0.0.1');
+    assert.ok((summary[0]?.count as number) + failed.length >= total - 8, 'every failure accounted for');
+  });
+});
