@@ -11,7 +11,7 @@ import { COMMANDS, isHttpVerb, type CommandSpec } from './commands/table.js';
 import type { DataEndpoint } from './data-channel/channel.js';
 import { LineReader, type LineEvent } from './lines.js';
 import { Code, errorReply, formatReply } from './replies.js';
-import type { TlsEngine } from './tls.js';
+import type { TlsBinding, TlsEngine } from './tls.js';
 
 /** What every connection of the FTP front-end shares. */
 export interface FtpContext {
@@ -55,6 +55,8 @@ export class FtpConnection {
   endpoint: DataEndpoint | null = null;
   transfer: ActiveTransfer | null = null;
   loginFailures = 0;
+  /** This connection's own TLS sessions: its data connections must resume one of them. */
+  readonly tlsBinding: TlsBinding;
 
   private readonly reader = new LineReader();
   private readonly queue: LineEvent[] = [];
@@ -70,6 +72,7 @@ export class FtpConnection {
     private readonly release: () => void,
   ) {
     this.socket = raw;
+    this.tlsBinding = ctx.tls.bind();
     this.remoteAddress = plainAddress(raw.remoteAddress ?? '');
     this.remotePort = raw.remotePort ?? 0;
     this.log = ctx.log.child({ conn: this.id, ip: this.remoteAddress });
@@ -91,7 +94,7 @@ export class FtpConnection {
   async start(): Promise<void> {
     if (this.implicitTls) {
       try {
-        this.adopt(await this.ctx.tls.accept(this.socket, 30_000));
+        this.adopt(await this.tlsBinding.accept(this.socket, 30_000));
       } catch (err) {
         this.log.debug({ err: String(err) }, 'implicit TLS handshake failed');
         return this.close('tls handshake failed');
@@ -145,7 +148,7 @@ export class FtpConnection {
     }
     await new Promise<void>((resolve) => this.socket.write(formatReply(Code.SecurityExchangeOk, ['Proceed with negotiation.']), () => resolve()));
     try {
-      this.adopt(await this.ctx.tls.accept(this.socket, 30_000));
+      this.adopt(await this.tlsBinding.accept(this.socket, 30_000));
     } catch (err) {
       this.log.debug({ err: String(err) }, 'AUTH TLS handshake failed');
       return this.close('tls handshake failed');

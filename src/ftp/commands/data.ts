@@ -20,7 +20,9 @@ async function openPassive(c: FtpConnection): Promise<PassiveEndpoint | null> {
       range: passiveRange(c),
       peer: c.remoteAddress,
       timeoutMs: c.ctx.config.dataTimeout * 1000,
-      tls: c.prot === 'P' ? { engine: c.ctx.tls, timeoutMs: c.ctx.config.dataTimeout * 1000 } : null,
+      tls: c.prot === 'P'
+        ? { binding: c.tlsBinding, mustResume: c.ctx.config.requireTlsSessionReuse, timeoutMs: c.ctx.config.dataTimeout * 1000 }
+        : null,
       onForeignPeer: (address) => c.log.warn({ from: address }, 'passive data connection from a foreign address refused'),
     });
     c.setEndpoint(endpoint);

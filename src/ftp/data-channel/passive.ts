@@ -1,7 +1,7 @@
 import net, { type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { plainAddress } from '../../auth/ip-rules.js';
-import type { TlsEngine } from '../tls.js';
+import type { TlsBinding } from '../tls.js';
 
 function deferred<T>() {
   let resolve!: (v: T) => void;
@@ -22,7 +22,7 @@ export interface PassiveOptions {
   peer: string;
   timeoutMs: number;
   /** PROT P at the time of PASV: TLS starts as soon as the client sends its first bytes. */
-  tls: { engine: TlsEngine; timeoutMs: number } | null;
+  tls: { binding: TlsBinding; mustResume: boolean; timeoutMs: number } | null;
   onForeignPeer(address: string): void;
 }
 
@@ -69,7 +69,7 @@ export class PassiveEndpoint {
       if (tls) {
         socket.once('readable', () => {
           this.handshakeStarted = true;
-          tls.engine.accept(socket, tls.timeoutMs).then(this.secured.resolve, this.secured.reject);
+          tls.binding.acceptData(socket, tls.timeoutMs, tls.mustResume).then(this.secured.resolve, this.secured.reject);
         });
       }
       clearTimeout(this.timer);
