@@ -9,6 +9,7 @@ import { SluiceError } from '../session/errors.js';
 import type { Session, SessionDeps } from '../session/session.js';
 import { COMMANDS, isHttpVerb, type CommandSpec } from './commands/table.js';
 import type { DataEndpoint } from './data-channel/channel.js';
+import type { PassivePortShares } from './data-channel/ports.js';
 import { LineReader, type LineEvent } from './lines.js';
 import { Code, errorReply, formatReply } from './replies.js';
 import type { TlsBinding, TlsEngine } from './tls.js';
@@ -17,6 +18,7 @@ import type { TlsBinding, TlsEngine } from './tls.js';
 export interface FtpContext {
   readonly config: Config['ftp'];
   readonly tls: TlsEngine;
+  readonly passivePorts: PassivePortShares;
   readonly authenticator: Authenticator;
   readonly sessionDeps: SessionDeps;
   readonly log: Logger;
