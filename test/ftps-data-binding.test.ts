@@ -168,7 +168,7 @@ describe('FTPS data connections are bound to their own control connection', () =
         c.send('LIST\r\n');
         assert.equal((await finalReply(c))?.code, 425);
         first.secure?.destroy();
-        const leftover = await Promise.race([first.session, new Promise<undefined>((r) => setTimeout(r, 1000))]);
+        const leftover = await Promise.race([first.session, new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000))]);
         // Second race: resume whatever that handshake handed out.
         const port = await epsv(c);
         const stolen = await dataConnect(port, v, leftover);

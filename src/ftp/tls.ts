@@ -131,7 +131,7 @@ export class TlsBinding {
       const code = (err as NodeJS.ErrnoException).code;
       throw code !== undefined && FULL_HANDSHAKE_REFUSED.has(code) ? new ResumptionRequiredError() : err;
     }
-    // Cannot happen without a certificate; kept as the invariant's last line of defence.
+    // A full handshake cannot complete without a certificate; should a suite ever need none, this still refuses it.
     if (!secure.isSessionReused()) {
       secure.destroy();
       throw new ResumptionRequiredError();
