@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { readFileSync, rmSync, mkdtempSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -147,6 +148,12 @@ describe('testssl.sh against the default FTPS configuration', () => {
       throw new Error(`testssl ${name}: no findings\n${output}`);
     }
   }
+
+  it('the generated certificate is valid no longer than the 825 days auditors accept', () => {
+    const cert = new X509Certificate(readFileSync(join(srv.dir, 'certs', 'tls-cert.pem')));
+    const days = (Date.parse(cert.validTo) - Date.parse(cert.validFrom)) / 86_400_000;
+    assert.ok(days <= 825, `${days} days`);
+  });
 
   it('explicit (--starttls ftp) and implicit port: renegotiation refused, protocols graded OK', { skip: noTestssl, timeout: 300_000 }, async () => {
     const runs = await Promise.all([
