@@ -55,14 +55,14 @@ export class TlsEngine {
     this.material = this.read();
   }
 
-  /** Re-read certificate and key (SIGHUP): new control connections get them, open ones keep theirs. */
+  /** Re-read certificate and key (SIGHUP): control handshakes from now on get them; established TLS keeps its own. */
   reload(): void {
     this.material = this.read();
   }
 
   /** Every TLS socket of one control connection goes through the binding this returns. */
   bind(): TlsBinding {
-    return new TlsBinding(this.material);
+    return new TlsBinding(() => this.material);
   }
 
   private read(): KeyMaterial {
@@ -95,12 +95,13 @@ export class TlsBinding {
   private readonly sessionIdContext = randomBytes(16).toString('hex');
   /** Node asks its `server` option for session-ID storage; only emit/listenerCount are used. */
   private readonly sessions = new EventEmitter();
-  /** TLS 1.2 session-ID sessions: only the control handshake creates one (no renegotiation). */
+  /** The TLS 1.2 session-ID session of the last full handshake: with reuse required, the control connection's. */
   private session: { id: string; data: Buffer } | null = null;
   private control: tls.SecureContext | null = null;
   private resumeOnly: tls.SecureContext | null = null;
 
-  constructor(private readonly material: KeyMaterial) {
+  /** `material` is read at the control handshake, so a connection made before a reload still gets the new certificate. */
+  constructor(private readonly material: () => KeyMaterial) {
     this.sessions.on('newSession', (id: Buffer, data: Buffer, done: () => void) => {
       this.session = { id: id.toString('hex'), data };
       done();
@@ -169,7 +170,7 @@ export class TlsBinding {
 
   private context(withCertificate: boolean): tls.SecureContext {
     const context = tls.createSecureContext({
-      ...(withCertificate ? this.material : {}),
+      ...(withCertificate ? this.material() : {}),
       minVersion: 'TLSv1.2',
       ciphers: CIPHERS,
       honorCipherOrder: true,
