@@ -78,7 +78,7 @@ describe('admission: counted from accept, closed over the limits, a deadline to 
 
   it('another address still gets in, over FTP and SSH, while the first holds its slots', { timeout: 60_000 }, async () => {
     assert.ok(held.some((s) => !s.gone), 'the admitted idle sockets are still open');
-    const c = await RawFtp.secureLogin(srv.ftpPort, 'carol', 'carol password', '127.0.0.2');
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'carol', 'carol password', { localAddress: '127.0.0.2' });
     assert.equal((await c.cmd('PWD')).code, 257);
     c.close();
     const s = await sshConnect({ port: srv.sftpPort, username: 'carol', password: 'carol password', localAddress: '127.0.0.2' });

@@ -10,14 +10,16 @@ import { SluiceError } from '../session/errors.js';
 import type { Session, SessionDeps } from '../session/session.js';
 import { COMMANDS, isHttpVerb, type CommandSpec } from './commands/table.js';
 import type { DataEndpoint } from './data-channel/channel.js';
+import type { PassivePortShares } from './data-channel/ports.js';
 import { LineReader, type LineEvent } from './lines.js';
 import { Code, errorReply, formatReply } from './replies.js';
-import type { TlsEngine } from './tls.js';
+import type { TlsBinding, TlsEngine } from './tls.js';
 
 /** What every connection of the FTP front-end shares. */
 export interface FtpContext {
   readonly config: Config['ftp'];
   readonly tls: TlsEngine;
+  readonly passivePorts: PassivePortShares;
   readonly authenticator: Authenticator;
   readonly sessionDeps: SessionDeps;
   readonly log: Logger;
@@ -55,6 +57,8 @@ export class FtpConnection {
   epsvAll = false;
   endpoint: DataEndpoint | null = null;
   transfer: ActiveTransfer | null = null;
+  /** This connection's own TLS sessions: its data connections must resume one of them. */
+  readonly tlsBinding: TlsBinding;
 
   private readonly reader = new LineReader();
   private readonly queue: LineEvent[] = [];
@@ -72,6 +76,7 @@ export class FtpConnection {
     private readonly release: () => void,
   ) {
     this.socket = raw;
+    this.tlsBinding = ctx.tls.bind();
     this.remoteAddress = plainAddress(raw.remoteAddress ?? '');
     this.remotePort = raw.remotePort ?? 0;
     this.log = ctx.log.child({ conn: this.id, ip: this.remoteAddress });
@@ -94,7 +99,7 @@ export class FtpConnection {
   async start(): Promise<void> {
     if (this.implicitTls) {
       try {
-        this.adopt(await this.ctx.tls.accept(this.socket, 30_000));
+        this.adopt(await this.tlsBinding.accept(this.socket, 30_000));
       } catch (err) {
         this.log.debug({ err: String(err) }, 'implicit TLS handshake failed');
         // A client that sent nothing only probed the port: that scores nothing.
@@ -152,7 +157,7 @@ export class FtpConnection {
     }
     await new Promise<void>((resolve) => this.socket.write(formatReply(Code.SecurityExchangeOk, ['Proceed with negotiation.']), () => resolve()));
     try {
-      this.adopt(await this.ctx.tls.accept(this.socket, 30_000));
+      this.adopt(await this.tlsBinding.accept(this.socket, 30_000));
     } catch (err) {
       this.log.debug({ err: String(err) }, 'AUTH TLS handshake failed');
       if (!this.session) this.guest.offence('handshake-failed');

@@ -1,6 +1,7 @@
 import net from 'node:net';
 import type { Services } from '../app.js';
 import { FtpConnection, type FtpContext } from './connection.js';
+import { PassivePortShares } from './data-channel/ports.js';
 import { formatReply, Code } from './replies.js';
 import { TlsEngine } from './tls.js';
 
@@ -15,6 +16,7 @@ export class FtpFrontEnd {
     this.ctx = {
       config: services.config.ftp,
       tls: new TlsEngine(services.config.certsDir),
+      passivePorts: new PassivePortShares(services.config.ftp.maxPassivePortsPerIp, services.config.ftp.maxPassivePortsPerUser),
       authenticator: services.authenticator,
       sessionDeps: services.sessionDeps,
       log: services.log.child({ frontEnd: 'ftp' }),

@@ -1,7 +1,8 @@
-import { randomBytes } from 'node:crypto';
+import { constants, randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import tls from 'node:tls';
 import { TLS_CERT, TLS_KEY } from '../certs/ensure.js';
 
@@ -18,50 +19,137 @@ const CIPHERS = [
   'ECDHE-RSA-AES128-GCM-SHA256',
 ].join(':');
 
-const SESSION_CACHE_MAX = 4096;
+/**
+ * Renegotiation (TLS 1.2) is refused outright, client- or server-initiated:
+ * nothing in FTP needs it, and Node would otherwise let a client renegotiate
+ * three times every ten minutes on every socket, a cheap CPU drain (testssl.sh
+ * rates it VULNERABLE).
+ */
+const SECURE_OPTIONS = constants.SSL_OP_NO_RENEGOTIATION;
+
+/** OpenSSL's answers when a resume-only context meets a full handshake (no certificate to offer). */
+const FULL_HANDSHAKE_REFUSED = new Set(['ERR_SSL_NO_SHARED_CIPHER', 'ERR_SSL_NO_SUITABLE_SIGNATURE_ALGORITHM']);
+
+interface KeyMaterial {
+  key: Buffer;
+  cert: Buffer;
+}
+
+/** A data connection tried a full TLS handshake where it had to resume the control connection's session. */
+export class ResumptionRequiredError extends Error {
+  constructor() {
+    super('data connection did not resume the control TLS session');
+    this.name = 'ResumptionRequiredError';
+  }
+}
 
 /**
- * One TLS engine for every socket of the FTP front-end: implicit control
- * connections, AUTH TLS upgrades and data connections. Node resumes a session
- * only within one context (ticket keys) and one session store (session IDs,
- * TLS 1.2), so all of them share this one; a data connection can then prove
- * it belongs to the control connection by resuming its session.
+ * The FTP front-end's certificate. Each control connection gets a TlsBinding
+ * of its own from it: no session, ticket or ticket key is shared between two
+ * control connections.
  */
 export class TlsEngine {
-  private context: tls.SecureContext;
-  /** Holds the session-ID callbacks; it never listens. */
-  private readonly sessions = new tls.Server();
-  private readonly cache = new Map<string, Buffer>();
-  private readonly ticketKeys = randomBytes(48);
+  private material: KeyMaterial;
 
   constructor(private readonly certsDir: string) {
-    this.context = this.load();
+    this.material = this.read();
+  }
+
+  /** Re-read certificate and key (SIGHUP): control handshakes from now on get them; established TLS keeps its own. */
+  reload(): void {
+    this.material = this.read();
+  }
+
+  /** Every TLS socket of one control connection goes through the binding this returns. */
+  bind(): TlsBinding {
+    return new TlsBinding(() => this.material);
+  }
+
+  private read(): KeyMaterial {
+    return { key: readFileSync(join(this.certsDir, TLS_KEY)), cert: readFileSync(join(this.certsDir, TLS_CERT)) };
+  }
+}
+
+/**
+ * The TLS of one control connection and of its data connections: a data
+ * connection proves it comes from the control connection's client by
+ * resuming that client's session, so resumption has to be possible from this
+ * control connection's sessions and from nobody else's.
+ *
+ * - Ticket key and session-ID context are drawn per binding, and TLS 1.2
+ *   session IDs are kept per binding: a session or ticket of another control
+ *   connection (another client behind the same NAT, who did only AUTH TLS)
+ *   is unknown here and resumes nothing.
+ * - Data connections use a context without certificate: a full handshake
+ *   cannot complete there, only a resumption can. So no session ever starts
+ *   on a data port, and whoever connects to it first cannot obtain a ticket
+ *   of this binding to use on the next one. Every resumable session of the
+ *   binding descends from the control connection's own handshake.
+ *
+ * Node resumes only within one context's ticket keys and one session store:
+ * the control and data contexts share this binding's keys, session-ID
+ * context and store.
+ */
+export class TlsBinding {
+  private readonly ticketKeys = randomBytes(48);
+  private readonly sessionIdContext = randomBytes(16).toString('hex');
+  /** Node asks its `server` option for session-ID storage; only emit/listenerCount are used. */
+  private readonly sessions = new EventEmitter();
+  /** The TLS 1.2 session-ID session of the last full handshake: with reuse required, the control connection's. */
+  private session: { id: string; data: Buffer } | null = null;
+  private control: tls.SecureContext | null = null;
+  private resumeOnly: tls.SecureContext | null = null;
+
+  /** `material` is read at the control handshake, so a connection made before a reload still gets the new certificate. */
+  constructor(private readonly material: () => KeyMaterial) {
     this.sessions.on('newSession', (id: Buffer, data: Buffer, done: () => void) => {
-      if (this.cache.size >= SESSION_CACHE_MAX) this.cache.delete(this.cache.keys().next().value as string);
-      this.cache.set(id.toString('hex'), data);
+      this.session = { id: id.toString('hex'), data };
       done();
     });
     this.sessions.on('resumeSession', (id: Buffer, done: (err: Error | null, data: Buffer | null) => void) => {
-      done(null, this.cache.get(id.toString('hex')) ?? null);
+      done(null, this.session?.id === id.toString('hex') ? this.session.data : null);
     });
   }
 
-  /** Re-read certificate and key (SIGHUP); open sessions keep theirs, tickets stay valid. */
-  reload(): void {
-    this.context = this.load();
+  /** Server side of TLS with the certificate: the control connection's handshake. */
+  accept(socket: Socket, handshakeTimeoutMs: number): Promise<tls.TLSSocket> {
+    this.control ??= this.context(true);
+    return this.handshake(socket, this.control, handshakeTimeoutMs);
   }
 
-  /** Start the server side of TLS on `socket`; resolves once the handshake is done. */
-  accept(socket: Socket, handshakeTimeoutMs: number): Promise<tls.TLSSocket> {
+  /**
+   * Server side of TLS on a data connection. With `mustResume` only a
+   * resumption of this binding's sessions completes; anything else fails with
+   * ResumptionRequiredError. Without it, any client may do a full handshake.
+   */
+  async acceptData(socket: Socket, handshakeTimeoutMs: number, mustResume: boolean): Promise<tls.TLSSocket> {
+    if (!mustResume) return this.accept(socket, handshakeTimeoutMs);
+    this.resumeOnly ??= this.context(false);
+    let secure;
+    try {
+      secure = await this.handshake(socket, this.resumeOnly, handshakeTimeoutMs);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw code !== undefined && FULL_HANDSHAKE_REFUSED.has(code) ? new ResumptionRequiredError() : err;
+    }
+    // A full handshake cannot complete without a certificate; should a suite ever need none, this still refuses it.
+    if (!secure.isSessionReused()) {
+      secure.destroy();
+      throw new ResumptionRequiredError();
+    }
+    return secure;
+  }
+
+  private handshake(socket: Socket, secureContext: tls.SecureContext, timeoutMs: number): Promise<tls.TLSSocket> {
     const secure = new tls.TLSSocket(socket, {
       isServer: true,
-      server: this.sessions,
-      secureContext: this.context,
+      server: this.sessions as unknown as Server,
+      secureContext,
       ALPNProtocols: ['ftp'],
       requestCert: false,
     });
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => fail(new Error('TLS handshake timed out')), handshakeTimeoutMs);
+      const timer = setTimeout(() => fail(new Error('TLS handshake timed out')), timeoutMs);
       timer.unref();
       const onClose = () => fail(new Error('closed during TLS handshake'));
       const fail = (err: Error) => {
@@ -80,15 +168,15 @@ export class TlsEngine {
     });
   }
 
-  private load(): tls.SecureContext {
+  private context(withCertificate: boolean): tls.SecureContext {
     const context = tls.createSecureContext({
-      key: readFileSync(join(this.certsDir, TLS_KEY)),
-      cert: readFileSync(join(this.certsDir, TLS_CERT)),
+      ...(withCertificate ? this.material() : {}),
       minVersion: 'TLSv1.2',
       ciphers: CIPHERS,
       honorCipherOrder: true,
+      secureOptions: SECURE_OPTIONS,
       ticketKeys: this.ticketKeys,
-      sessionIdContext: 'sluice-ftp',
+      sessionIdContext: this.sessionIdContext,
       sessionTimeout: 3600,
     });
     renewTicketsOnResumption(context, this.ticketKeys);

@@ -93,10 +93,15 @@ export class RawFtp {
   }
 
   /** Greeting, AUTH TLS, login, PBSZ 0, PROT P: a client ready for protected transfers. */
-  static async secureLogin(port: number, user: string, password: string, localAddress?: string): Promise<RawFtp> {
+  static async secureLogin(
+    port: number,
+    user: string,
+    password: string,
+    { localAddress, ...tlsOptions }: tls.ConnectionOptions & { localAddress?: string } = {},
+  ): Promise<RawFtp> {
     const c = await RawFtp.connect(port, false, localAddress);
     await c.read();
-    await c.startTls();
+    await c.startTls(tlsOptions);
     const r = await c.login(user, password);
     if (r.code !== 230) throw new Error(`login: ${r.text}`);
     await c.cmd('PBSZ 0');
@@ -105,12 +110,12 @@ export class RawFtp {
   }
 
   /** AUTH TLS and switch this connection to TLS. */
-  async startTls(): Promise<void> {
+  async startTls(options: tls.ConnectionOptions = {}): Promise<void> {
     const r = await this.cmd('AUTH TLS');
     if (r.code !== 234) throw new Error(`AUTH TLS: ${r.text}`);
     this.socket.removeAllListeners('data');
     this.socket.removeAllListeners('close');
-    const secure = tls.connect({ socket: this.socket, rejectUnauthorized: false });
+    const secure = tls.connect({ rejectUnauthorized: false, ...options, socket: this.socket });
     secure.on('session', (s) => (this.session = s));
     await new Promise((r2) => secure.once('secureConnect', r2));
     this.socket = secure;

@@ -3,6 +3,7 @@ import type { FtpConnection } from '../connection.js';
 import { activeTargetRefusal, parseEprtArg, parsePortArg, pasvText, type HostPort } from '../data-channel/address.js';
 import { ActiveEndpoint } from '../data-channel/active.js';
 import { PassiveEndpoint } from '../data-channel/passive.js';
+import type { Session } from '../../session/session.js';
 import { Code } from '../replies.js';
 import type { CommandSpec } from './spec.js';
 
@@ -11,21 +12,35 @@ function passiveRange(c: FtpConnection): [number, number] {
   return [lo, hi];
 }
 
-/** A new PASV/EPSV/PORT/EPRT replaces the previous endpoint: one data channel per session. */
-async function openPassive(c: FtpConnection): Promise<PassiveEndpoint | null> {
+/**
+ * A new PASV/EPSV/PORT/EPRT replaces the previous endpoint: one data channel
+ * per session. A passive listener also needs a slot of its address's and its
+ * user's share of the range.
+ */
+async function openPassive(c: FtpConnection, s: Session): Promise<PassiveEndpoint | null> {
   c.setEndpoint(null);
+  const slot = c.ctx.passivePorts.take(c.remoteAddress, s.account.name);
+  if ('refused' in slot) {
+    c.log.warn({ per: slot.refused }, 'passive port share used up');
+    c.reply(Code.CantOpenData, `Too many passive ports open for this ${slot.refused}; try again later.`);
+    return null;
+  }
   try {
     const endpoint = await PassiveEndpoint.open({
       host: c.localAddress,
       range: passiveRange(c),
       peer: c.remoteAddress,
       timeoutMs: c.ctx.config.dataTimeout * 1000,
-      tls: c.prot === 'P' ? { engine: c.ctx.tls, timeoutMs: c.ctx.config.dataTimeout * 1000 } : null,
+      tls: c.prot === 'P'
+        ? { binding: c.tlsBinding, mustResume: c.ctx.config.requireTlsSessionReuse, timeoutMs: c.ctx.config.dataTimeout * 1000 }
+        : null,
       onForeignPeer: (address) => c.log.warn({ from: address }, 'passive data connection from a foreign address refused'),
+      onStopListening: slot.release,
     });
     c.setEndpoint(endpoint);
     return endpoint;
   } catch (err) {
+    slot.release();
     c.log.warn({ err: String(err) }, 'no passive port');
     c.reply(Code.CantOpenData, 'No passive port available; try again later.');
     return null;
@@ -49,18 +64,18 @@ export const data = {
   PASV: {
     auth: true,
     arg: 'none',
-    async run(c) {
+    async run(c, _arg, s) {
       if (c.epsvAll) return c.reply(Code.BadSequence, 'EPSV ALL in effect.');
       const announce = c.ctx.config.passiveAddress || c.localAddress;
       if (isIP(announce) !== 4) return c.reply(Code.CantOpenData, 'PASV is IPv4 only; use EPSV.');
-      const endpoint = await openPassive(c);
+      const endpoint = await openPassive(c, s);
       if (endpoint) c.reply(Code.EnteringPassive, `Entering Passive Mode (${pasvText(announce, endpoint.port)}).`);
     },
   },
   EPSV: {
     auth: true,
     arg: 'optional',
-    async run(c, arg) {
+    async run(c, arg, s) {
       const param = arg.trim().toUpperCase();
       if (param === 'ALL') {
         c.epsvAll = true;
@@ -68,7 +83,7 @@ export const data = {
       }
       const family = isIP(c.localAddress) === 6 ? '2' : '1';
       if (param !== '' && param !== family) return c.reply(Code.PolicyRefused, `Network protocol not supported, use (${family}).`);
-      const endpoint = await openPassive(c);
+      const endpoint = await openPassive(c, s);
       if (endpoint) c.reply(Code.EnteringExtendedPassive, `Entering Extended Passive Mode (|||${endpoint.port}|).`);
     },
   },

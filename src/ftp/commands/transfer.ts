@@ -52,7 +52,7 @@ function runTransfer(
   let stream: Duplex | null = null;
   let aborted = false;
   const security = {
-    tls: c.prot === 'P' ? c.ctx.tls : null,
+    tls: c.prot === 'P' ? c.tlsBinding : null,
     requireReuse: c.ctx.config.requireTlsSessionReuse,
     handshakeTimeoutMs: c.ctx.config.dataTimeout * 1000,
   };

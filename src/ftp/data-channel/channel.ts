@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
-import type { TlsEngine } from '../tls.js';
+import { ResumptionRequiredError, type TlsBinding } from '../tls.js';
 import type { ActiveEndpoint } from './active.js';
 import { PassiveEndpoint } from './passive.js';
 
@@ -18,7 +18,8 @@ export class DataChannelError extends Error {
 }
 
 export interface DataSecurity {
-  tls: TlsEngine | null;
+  /** The control connection's TLS binding under PROT P, null under PROT C. */
+  tls: TlsBinding | null;
   requireReuse: boolean;
   handshakeTimeoutMs: number;
 }
@@ -30,8 +31,9 @@ export interface DataSecurity {
  * up: for those the handshake is finished first, so the fresh session ticket of
  * this data connection reaches the client before 150 and it can resume the next
  * data connection with it. With reuse required, a TLS data connection must
- * resume a session of this engine; with the peer address check, a stranger
- * cannot take the transfer.
+ * resume a session of its own control connection (TlsBinding): another client
+ * from the same address cannot take the transfer, and a stranger is stopped
+ * by the peer address check already.
  */
 export async function openDataStream(endpoint: DataEndpoint, security: DataSecurity, announce: () => void): Promise<Duplex> {
   if (endpoint instanceof PassiveEndpoint && endpoint.tlsReady !== (security.tls !== null)) {
@@ -43,7 +45,7 @@ export async function openDataStream(endpoint: DataEndpoint, security: DataSecur
     const early = endpoint.tlsStarted;
     if (!early) announce();
     const secure = await withTimeout(endpoint.secureConnection(), security.handshakeTimeoutMs);
-    checkReuse(secure, security);
+    secure.on('error', () => undefined);
     if (early) {
       // Let the session ticket written at the end of the handshake leave first.
       await new Promise((resolve) => setImmediate(resolve));
@@ -62,21 +64,18 @@ export async function openDataStream(endpoint: DataEndpoint, security: DataSecur
   if (!security.tls) return raw;
   let secure;
   try {
-    secure = await security.tls.accept(raw, security.handshakeTimeoutMs);
+    secure = await security.tls.acceptData(raw, security.handshakeTimeoutMs, security.requireReuse);
   } catch (err) {
     raw.destroy();
-    throw new DataChannelError('tls', String(err));
+    throw handshakeFailure(err);
   }
-  checkReuse(secure, security);
+  secure.on('error', () => undefined);
   return secure;
 }
 
-function checkReuse(secure: TLSSocket, security: DataSecurity): void {
-  secure.on('error', () => undefined);
-  if (security.requireReuse && !secure.isSessionReused()) {
-    secure.destroy();
-    throw new DataChannelError('no-reuse', 'data connection did not resume the control TLS session');
-  }
+function handshakeFailure(err: unknown): DataChannelError {
+  if (err instanceof ResumptionRequiredError) return new DataChannelError('no-reuse', err.message);
+  return new DataChannelError(/timed out/.test(String(err)) ? 'timeout' : 'tls', String(err));
 }
 
 async function withTimeout(p: Promise<TLSSocket>, ms: number): Promise<TLSSocket> {
@@ -89,7 +88,7 @@ async function withTimeout(p: Promise<TLSSocket>, ms: number): Promise<TLSSocket
       }),
     ]);
   } catch (err) {
-    throw new DataChannelError(/timed out/.test(String(err)) ? 'timeout' : 'tls', String(err));
+    throw handshakeFailure(err);
   } finally {
     clearTimeout(timer);
   }

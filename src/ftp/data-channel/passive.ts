@@ -1,7 +1,7 @@
 import net, { type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { plainAddress } from '../../auth/ip-rules.js';
-import type { TlsEngine } from '../tls.js';
+import type { TlsBinding } from '../tls.js';
 
 function deferred<T>() {
   let resolve!: (v: T) => void;
@@ -22,8 +22,10 @@ export interface PassiveOptions {
   peer: string;
   timeoutMs: number;
   /** PROT P at the time of PASV: TLS starts as soon as the client sends its first bytes. */
-  tls: { engine: TlsEngine; timeoutMs: number } | null;
+  tls: { binding: TlsBinding; mustResume: boolean; timeoutMs: number } | null;
   onForeignPeer(address: string): void;
+  /** The port is no longer listening: accepted, timed out or closed (may come more than once). */
+  onStopListening(): void;
 }
 
 /**
@@ -40,6 +42,7 @@ export class PassiveEndpoint {
   private alive = true;
   private readonly secureMode: boolean;
   private readonly secured = deferred<TLSSocket>();
+  private readonly onStopListening: () => void;
 
   private constructor(
     private readonly server: net.Server,
@@ -47,6 +50,7 @@ export class PassiveEndpoint {
     opts: PassiveOptions,
   ) {
     this.secureMode = opts.tls !== null;
+    this.onStopListening = opts.onStopListening;
     this.accepted = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     // Nobody may be waiting yet; an unobserved failure is not an error of the process.
     this.accepted.catch(() => undefined);
@@ -69,11 +73,11 @@ export class PassiveEndpoint {
       if (tls) {
         socket.once('readable', () => {
           this.handshakeStarted = true;
-          tls.engine.accept(socket, tls.timeoutMs).then(this.secured.resolve, this.secured.reject);
+          tls.binding.acceptData(socket, tls.timeoutMs, tls.mustResume).then(this.secured.resolve, this.secured.reject);
         });
       }
       clearTimeout(this.timer);
-      this.server.close();
+      this.stopListening();
       this.settle.resolve(socket);
     });
   }
@@ -131,10 +135,15 @@ export class PassiveEndpoint {
     this.socket?.destroy();
   }
 
+  private stopListening(): void {
+    if (this.server.listening) this.server.close();
+    this.onStopListening();
+  }
+
   private fail(err: Error): void {
     if (!this.socket) this.alive = false;
     clearTimeout(this.timer);
-    if (this.server.listening) this.server.close();
+    this.stopListening();
     this.settle.reject(err);
     this.secured.reject(err);
   }

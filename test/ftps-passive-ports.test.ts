@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+
+/** Issue #11, limits: the passive port range is not exhaustible by one user or one address. */
+describe('passive ports: a share per address and per user', () => {
+  let srv: TestServer;
+  const open: RawFtp[] = [];
+  before(async () => {
+    srv = await TestServer.start({
+      yaml: 'ftp:\n  tls: optional\n  maxPassivePortsPerIp: 4\n  maxPassivePortsPerUser: 2\n',
+      users: ['alice', 'bob', 'carol'].map((name) => ({ name, password: `${name} password` })),
+    });
+  });
+  after(async () => {
+    open.forEach((c) => c.close());
+    await srv.stop();
+  });
+
+  async function login(user: string): Promise<RawFtp> {
+    const c = await RawFtp.connect(srv.ftpPort);
+    open.push(c);
+    assert.equal((await c.read())?.code, 220);
+    assert.equal((await c.login(user, `${user} password`)).code, 230);
+    return c;
+  }
+
+  it('refuses a passive port past the share of the user, then of the address, and gives slots back', async () => {
+    const [a1, a2, a3] = [await login('alice'), await login('alice'), await login('alice')];
+    assert.equal((await a1.cmd('EPSV')).code, 229);
+    assert.equal((await a2.cmd('EPSV')).code, 229);
+    const overUser = await a3.cmd('EPSV');
+    assert.equal(overUser.code, 425, 'a third passive port for one user');
+    assert.match(overUser.text, /for this user/);
+    // Each session holds one passive port at most: a new EPSV replaces the old one.
+    for (let i = 0; i < 5; i++) assert.equal((await a1.cmd('PASV')).code, 227);
+
+    const [b1, b2, c1] = [await login('bob'), await login('bob'), await login('carol')];
+    assert.equal((await b1.cmd('EPSV')).code, 229);
+    assert.equal((await b2.cmd('EPSV')).code, 229);
+    const overAddress = await c1.cmd('EPSV');
+    assert.equal(overAddress.code, 425, 'a fifth passive port for one address');
+    assert.match(overAddress.text, /for this address/);
+
+    // A port no longer listening is no longer held: once connected to...
+    const r = await a2.cmd('EPSV');
+    const data = net.connect(Number(/\|\|\|(\d+)\|/.exec(r.text)?.[1]), '127.0.0.1');
+    await new Promise((resolve) => data.once('connect', resolve));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal((await a3.cmd('EPSV')).code, 229, "alice's connected port gave its slot back");
+    data.destroy();
+    // ...or once its session is gone.
+    b1.close();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal((await c1.cmd('EPSV')).code, 229, "bob's closed session gave its slot back");
+  });
+});
