@@ -379,10 +379,11 @@ export class Upload extends Transfer {
   private async replace(tempName: string, written: number): Promise<{ bytes: number; files: number }> {
     const { loc } = this.target;
     const before = await loc.lstat();
+    // Unreadable (a user's chmod 000): then the lstat must do.
     const old = before?.isFile() ? await loc.openNode().catch(() => null) : null;
     try {
-      const now = await old?.stat();
-      const expected = now?.nlink === 1 ? now.size : 0;
+      const now = old ? await old.stat() : before;
+      const expected = now?.isFile() && now.nlink === 1 ? now.size : 0;
       this.ledger.checkCommit(this.reserved, written, expected, before === null && !this.target.holdsFile);
       await fsp.rename(loc.sibling(tempName), loc.path);
       let freed = expected;
