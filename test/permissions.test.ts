@@ -1,9 +1,18 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SluiceError } from '../src/session/errors.js';
-import { PERMISSIONS, allows, parsePermissions, permissionsAt, type Permission } from '../src/session/permissions.js';
+import {
+  PERMISSIONS,
+  allows,
+  carriesOverride,
+  narrows,
+  parsePermissions,
+  permissionsAt,
+  seesNames,
+  type Permission,
+} from '../src/session/permissions.js';
 import type { Session } from '../src/session/session.js';
 import { World, collect, readFile, writeFile } from './helpers/world.js';
 
@@ -24,6 +33,26 @@ describe('permission rules (pure)', () => {
     assert.deepEqual([...permissionsAt(rules, '/in/a/b')], ['upload']);
     assert.deepEqual([...permissionsAt(rules, '/in/open/x')], ['upload', 'list']);
     assert.equal(allows(rules, 'list', '/inbox'), true, '/inbox is not under /in');
+  });
+  it('names can be learnt where list or download is granted', () => {
+    const r = { ...rules, dirs: new Map([...rules.dirs, ['/dl', new Set<Permission>(['download'])]]) };
+    const table: [string, boolean][] = [['/', true], ['/in', false], ['/in/deep', false], ['/in/open', true], ['/dl/x', true]];
+    for (const [dir, sees] of table) assert.equal(seesNames(r, dir), sees, dir);
+  });
+  it('configured directories and their ancestors carry an override; the rest do not', () => {
+    const table: [string, boolean][] = [['/', true], ['/in', true], ['/in/open', true], ['/in/a', false], ['/in/open/x', false], ['/inbox', false], ['/other', false]];
+    for (const [path, carries] of table) assert.equal(carriesOverride(rules, path), carries, path);
+  });
+  it('a move narrows when every right at the destination is held at the source', () => {
+    const table: [string, string, boolean][] = [
+      ['/', '/other', true],
+      ['/in', '/in/a', true],
+      ['/', '/in', false], // upload is not held at /
+      ['/in', '/', false], // list and download would be gained
+      ['/in', '/in/open', false], // list would be gained
+      ['/in/open', '/in', true],
+    ];
+    for (const [from, to, ok] of table) assert.equal(narrows(rules, from, to), ok, `${from} -> ${to}`);
   });
   it('parses lists, all and none, and names an unknown word', () => {
     assert.deepEqual(parsePermissions('all'), [...PERMISSIONS]);
@@ -145,11 +174,17 @@ describe('per-directory overrides', () => {
     await assert.rejects(s.stat('/incoming/earlier.txt'), denied);
     await assert.rejects(s.stat('/incoming/no-such'), denied);
   });
-  it('drop box: may resume its upload at the end, never rewrite the middle', async () => {
+  it('drop box: may not resume, append to or reopen an existing file (that would tell it exists, and its size)', async () => {
     await writeFile(s, '/incoming/big.bin', 'part1');
-    await writeFile(s, '/incoming/big.bin', '+part2', { offset: 5 });
-    assert.equal(readFileSync(join(home, 'incoming/big.bin'), 'utf8'), 'part1+part2');
-    await assert.rejects(writeFile(s, '/incoming/big.bin', 'X', { offset: 0, truncate: false }), denied);
+    for (const options of [{ offset: 5 }, { offset: 2 }, { append: true }, { offset: 0, truncate: false }, { mustExist: true, truncate: true }]) {
+      await assert.rejects(writeFile(s, '/incoming/big.bin', '+part2', options), denied, JSON.stringify(options));
+    }
+    assert.equal(readFileSync(join(home, 'incoming/big.bin'), 'utf8'), 'part1');
+    // A missing name gets the very same refusal for a resume.
+    await assert.rejects(writeFile(s, '/incoming/never.bin', '+part2', { offset: 5 }), denied);
+    // Appending to a new name is just an upload.
+    await writeFile(s, '/incoming/appended.bin', 'new', { append: true });
+    assert.equal(readFileSync(join(home, 'incoming/appended.bin'), 'utf8'), 'new');
   });
   it('overrides are inherited by subdirectories; the closed home stays closed', async () => {
     await assert.rejects(collect(s.list('/')), denied);
@@ -158,8 +193,25 @@ describe('per-directory overrides', () => {
     assert.deepEqual((await collect(s.list('/public'))).map((f) => f.name), ['readme.txt']);
     await assert.rejects(writeFile(s, '/public/x.txt', 'x'), denied);
   });
+  it('a symlink into the drop box tells no more than the drop box itself', async () => {
+    // Planted in the readable /public: every probe through it passes the drop box, and gets one answer.
+    symlinkSync('../incoming', join(home, 'public/in-link'));
+    mkdirSync(join(home, 'incoming/sub'));
+    const answers = async (path: string) => {
+      const out: string[] = [];
+      for (const probe of [() => s.stat(path), () => s.stat(`${path}/x`), () => s.readlink(path), () => s.statfs(path), () => readFile(s, path)]) {
+        out.push(await probe().then(() => 'ok', (e: unknown) => (e instanceof SluiceError ? `${e.kind} ${e.message}` : String(e))));
+      }
+      return out;
+    };
+    const file = await answers('/public/in-link/earlier.txt');
+    assert.deepEqual(await answers('/public/in-link/sub'), file);
+    assert.deepEqual(await answers('/public/in-link/no-such'), file);
+    assert.ok(file.every((a) => a === 'permission-denied Permission denied'), file.join());
+    assert.equal(await s.realpath('/public/in-link/sub/x'), '/public/in-link/sub/x', 'the path as named, not resolved');
+    assert.equal(await s.realpath('/public/in-link/earlier.txt/x'), '/public/in-link/earlier.txt/x');
+  });
   it('a symlink cannot carry a write into a read-only directory', async () => {
-    const { symlinkSync } = await import('node:fs');
     symlinkSync('../public', join(home, 'incoming/pub'));
     await assert.rejects(writeFile(s, '/incoming/pub/sneaky.txt', 'x'), denied);
     assert.ok(!existsSync(join(home, 'public/sneaky.txt')));

@@ -72,3 +72,17 @@ export function fromErrno(err: unknown): SluiceError {
 export function errnoCode(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | null)?.code;
 }
+
+/**
+ * The one answer about a name in a directory where the user may not learn
+ * which names exist: always the same kind and text, whatever really went
+ * wrong (not found, not a directory, exists, beyond the end...). The real
+ * cause stays in `detail`, for the log.
+ */
+export class Unseen extends SluiceError {
+  constructor(cause?: unknown) {
+    const e = cause === undefined ? null : fromErrno(cause);
+    const why = e ? `${e.kind}${e.detail ? ` (${e.detail})` : ''}` : 'hidden name';
+    super('permission-denied', MESSAGES['permission-denied'], `unseen: ${why}`);
+  }
+}

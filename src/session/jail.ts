@@ -1,6 +1,6 @@
 import { constants as C, promises as fsp, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { SluiceError, errnoCode, fromErrno } from './errors.js';
+import { SluiceError, Unseen, errnoCode, fromErrno } from './errors.js';
 import { splitVirtual } from './paths.js';
 
 /*
@@ -33,6 +33,11 @@ export class Location {
     readonly name: string,
     /** Canonical virtual path, symlinks resolved. */
     readonly virtualPath: string,
+    /**
+     * A name on the way (this one included) was looked up where the caller
+     * may not learn which names exist: whatever happens next must not tell.
+     */
+    readonly blind = false,
   ) {}
 
   get isRoot(): boolean {
@@ -87,13 +92,17 @@ export class Jail {
   /**
    * Resolve a clean virtual path. `followFinal` decides whether a symlink as
    * the last component is followed (stat, open) or acted on (lstat, remove).
+   * `unseen(dir, name)` says whether looking `name` up in `dir` is something
+   * the caller may not learn the outcome of: once one such lookup is made,
+   * every failure is the same Unseen refusal, and the Location is `blind`.
    * The caller must close() the returned Location.
    */
-  async resolve(virtualPath: string, followFinal: boolean): Promise<Location> {
+  async resolve(virtualPath: string, followFinal: boolean, unseen?: (dir: string, name: string) => boolean): Promise<Location> {
     const pending = splitVirtual(virtualPath);
     const stack: FileHandle[] = [];
     const names: string[] = [];
     let links = 0;
+    let blind = false;
     const closeAll = async (keep?: FileHandle) => {
       await Promise.all(stack.filter((h) => h !== keep).map((h) => h.close().catch(() => undefined)));
     };
@@ -109,12 +118,13 @@ export class Jail {
           names.pop();
           continue;
         }
+        blind ||= unseen?.('/' + names.join('/'), name) ?? false;
         const child = procPath(top.fd, name);
         if (pending.length === 0) {
           const st = followFinal ? await lstatOrNull(child) : null;
           if (!st?.isSymbolicLink()) {
             await closeAll(top);
-            return new Location(top, name, '/' + [...names, name].join('/'));
+            return new Location(top, name, '/' + [...names, name].join('/'), blind);
           }
         } else {
           try {
@@ -145,16 +155,16 @@ export class Jail {
       const top = stack[stack.length - 1] as FileHandle;
       if (top === root) {
         await closeAll(root);
-        return new Location(root, '', '/');
+        return new Location(root, '', '/', blind);
       }
       // The path ended in a directory reached through `..` or a link: re-enter it by name from its parent.
       const last = names[names.length - 1] as string;
       const parent = stack[stack.length - 2] as FileHandle;
       await closeAll(parent);
-      return new Location(parent, last, '/' + names.join('/'));
+      return new Location(parent, last, '/' + names.join('/'), blind);
     } catch (err) {
       await closeAll();
-      throw fromErrno(err);
+      throw blind ? new Unseen(err) : fromErrno(err);
     }
   }
 
@@ -165,14 +175,28 @@ export class Jail {
     return '/' + splitVirtual(real.slice(this.root.length)).join('/');
   }
 
-  /** Run `fn` on a resolved location and always release it. */
-  async with<T>(virtualPath: string, followFinal: boolean, fn: (loc: Location) => Promise<T>): Promise<T> {
-    const loc = await this.resolve(virtualPath, followFinal);
+  /** Run `fn` on a resolved location and always release it (see resolve for `unseen`). */
+  async with<T>(
+    virtualPath: string,
+    followFinal: boolean,
+    unseen: ((dir: string, name: string) => boolean) | undefined,
+    fn: (loc: Location) => Promise<T>,
+  ): Promise<T> {
+    const loc = await this.resolve(virtualPath, followFinal, unseen);
     try {
-      return await fn(loc);
+      return await blindly(loc, () => fn(loc));
     } finally {
       await loc.close();
     }
+  }
+}
+
+/** Work on a location: where it is blind, any failure is the one Unseen refusal. */
+export async function blindly<T>(loc: Location, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    throw loc.blind && !(err instanceof Unseen) ? new Unseen(err) : err;
   }
 }
 

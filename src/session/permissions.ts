@@ -61,3 +61,37 @@ export function permissionsAt(rules: PermissionRules, dir: string): ReadonlySet<
 export function allows(rules: PermissionRules, permission: Permission, dir: string): boolean {
   return permissionsAt(rules, dir).has(permission);
 }
+
+/**
+ * May the user learn which names exist in `dir`? A listing shows them, and
+ * download probes them one by one, so either permission reveals them; without
+ * both, every answer about a name there must be the same whatever exists.
+ */
+export function seesNames(rules: PermissionRules, dir: string): boolean {
+  const set = permissionsAt(rules, dir);
+  return set.has('list') || set.has('download');
+}
+
+/**
+ * Is `path` a directory the administrator configured rights for, or an
+ * ancestor of one? Overrides are keyed by name: moving or removing such a
+ * directory would carry its contents out from under the rights meant for them
+ * (or bring others' contents under them). Their names are no secret either:
+ * the administrator gave them to the user.
+ */
+export function carriesOverride(rules: PermissionRules, path: string): boolean {
+  for (const dir of rules.dirs.keys()) if (isWithin(dir, path)) return true;
+  return false;
+}
+
+/**
+ * Does moving or linking a file from directory `from` to directory `to` keep
+ * the user's rights on it within those it had? Every right in force at `to`
+ * must be in force at `from`, so nothing can be read, changed or exposed
+ * through a second place that could not be where it was.
+ */
+export function narrows(rules: PermissionRules, from: string, to: string): boolean {
+  const had = permissionsAt(rules, from);
+  for (const p of permissionsAt(rules, to)) if (!had.has(p)) return false;
+  return true;
+}

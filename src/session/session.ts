@@ -3,12 +3,12 @@ import { constants as C, promises as fsp, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { Actor, AuditEvent, AuditSink } from '../audit/events.js';
 import type { Account, Protocol } from './account.js';
-import { SluiceError, fromErrno } from './errors.js';
+import { SluiceError, Unseen, fromErrno } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
-import { Jail, procPath, type Location } from './jail.js';
+import { Jail, blindly, procPath, type Location } from './jail.js';
 import { DirectoryListing } from './listing.js';
 import { UPLOAD_TEMP_PREFIX, checkName, parentOf, relativeVirtual, resolveVirtual } from './paths.js';
-import { allows, permissionsAt, type Permission } from './permissions.js';
+import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission } from './permissions.js';
 import type { QuotaBook, QuotaLedger } from './quota.js';
 import { Download, Upload, type TransferOptions, type TransferRecord } from './transfer.js';
 
@@ -124,25 +124,35 @@ export class Session {
     return path;
   }
 
-  /** Metadata; `follow` false describes a symlink itself. Files need list or download on their directory. */
+  /**
+   * Metadata; `follow` false describes a symlink itself. Nothing is described
+   * where the user may not learn which names exist (a drop box), files and
+   * directories alike, so a probe gets one answer whatever is there.
+   */
   stat(clientPath: string, follow = true): Promise<FileInfo> {
     const path = this.resolve(clientPath);
     return this.guard('stat', path, () =>
-      this.jail.with(path, follow, async (loc) => {
+      this.within(path, follow, 'look', async (loc) => {
         const st = await loc.lstat();
-        // Directories may be described to anyone who can name them; whether a file exists is
-        // for those who may list or fetch it, so a drop box cannot probe names.
-        if (!st?.isDirectory()) this.requireAny(['list', 'download'], parentOf(loc.virtualPath));
         if (!st) throw new SluiceError('not-found');
         return toFileInfo(loc.isRoot ? '/' : loc.name, st);
       }),
     );
   }
 
-  /** Canonical virtual path, symlinks resolved; the last component need not exist. */
+  /**
+   * Canonical virtual path, symlinks resolved; the last component need not
+   * exist. Where the user may not learn which names exist, the path as named:
+   * resolving it would tell what is there.
+   */
   realpath(clientPath: string): Promise<string> {
     const path = this.resolve(clientPath);
-    return this.guard('realpath', path, () => this.jail.with(path, true, async (loc) => loc.virtualPath));
+    return this.guard('realpath', path, () =>
+      this.within(path, true, 'look', async (loc) => loc.virtualPath).catch((err: unknown) => {
+        if (err instanceof Unseen) return path;
+        throw err;
+      }),
+    );
   }
 
   /**
@@ -152,7 +162,7 @@ export class Session {
   async list(clientPath: string): Promise<DirectoryListing> {
     const path = this.resolve(clientPath);
     const dirFile = await this.guard('list', path, () =>
-      this.jail.with(this.checked('list', path, path), true, async (loc) => {
+      this.within(this.checked('list', path, path), true, 'look', async (loc) => {
         this.require('list', loc.virtualPath);
         return loc.open(C.O_RDONLY | C.O_DIRECTORY);
       }),
@@ -176,16 +186,23 @@ export class Session {
     return permissionsAt(this.account.permissions, virtualDir);
   }
 
+  /** A link's target as the user sees it: a path in this home, never a name above it. */
   async readlink(clientPath: string): Promise<string> {
     const path = this.resolve(clientPath);
     return this.guard('readlink', path, () =>
-      this.jail.with(path, false, async (loc) => {
+      this.within(path, false, 'look', async (loc) => {
+        // The home's own path is a magic link to its real path.
+        if (loc.isRoot) throw new SluiceError('invalid-path');
         this.require('list', parentOf(loc.virtualPath));
         const target = await fsp.readlink(loc.path);
-        if (!target.startsWith('/')) return target;
+        if (!target.startsWith('/')) {
+          // Shown as stored, unless its `..` climbs above the home: the rest would name what lies outside.
+          resolveStrict(parentOf(loc.virtualPath), target);
+          return target;
+        }
         const inside = this.jail.toVirtual(target);
         if (inside === null) throw new SluiceError('permission-denied', undefined, 'link leads outside the home');
-        return inside;
+        return resolveStrict('/', inside);
       }),
     );
   }
@@ -196,7 +213,7 @@ export class Session {
     const path = this.resolve(clientPath);
     const offset = options.offset ?? 0;
     const download = await this.guard('download', path, () =>
-      this.jail.with(this.checked('download', parentOf(path), path), true, async (loc) => {
+      this.within(this.checked('download', parentOf(path), path), true, 'look', async (loc) => {
         this.require('download', parentOf(loc.virtualPath));
         const file = await loc.open(C.O_RDONLY | C.O_NONBLOCK);
         try {
@@ -218,11 +235,11 @@ export class Session {
   async openWrite(clientPath: string, options: WriteOptions = {}): Promise<Upload> {
     const path = this.resolve(clientPath);
     const loc = await this.guard('upload', path, () =>
-      this.jail.resolve(this.checked('upload', parentOf(path), path), true),
+      this.jail.resolve(this.checked('upload', parentOf(path), path), true, this.unseen),
     );
     let upload: Upload;
     try {
-      upload = await this.guard('upload', path, () => this.startUpload(loc, path, options));
+      upload = await this.guard('upload', path, () => blindly(loc, () => this.startUpload(loc, path, options)));
     } catch (err) {
       await loc.close();
       throw err;
@@ -245,6 +262,7 @@ export class Session {
     // Appending is resuming at the end: the record says from where.
     const offset = append ? (existingSize ?? 0) : (options.offset ?? 0);
     const truncate = options.truncate ?? (offset === 0 && !append);
+    this.refuseInPlace(loc, st, { offset, truncate, mustExist: options.mustExist ?? false });
     if (offset < 0 || (existingSize !== null && offset > existingSize) || (existingSize === null && offset > 0)) {
       throw new SluiceError('invalid-path', 'Offset beyond end of file');
     }
@@ -296,6 +314,19 @@ export class Session {
       hashWholeFile: this.deps.hashResumedUploads,
     });
     return upload;
+  }
+
+  /**
+   * Refusals that depend on the file being written over. Where the user may
+   * not learn which names exist, a write may only create a file or replace
+   * one whole: resuming, appending or opening without creating would tell
+   * that a name exists and how long it is. A file with another name (a hard
+   * link) is never changed where it lies, which would change it under both
+   * names: it is replaced whole, which gives this name a new file.
+   */
+  private refuseInPlace(loc: Location, st: Stats | null, write: { offset: number; truncate: boolean; mustExist: boolean }): void {
+    if (loc.blind && (write.offset !== 0 || write.mustExist || (st !== null && !write.truncate))) throw new Unseen();
+    if (st?.isFile() && st.nlink > 1 && !(write.truncate && this.deps.atomicUploads)) throw linkedElsewhere();
   }
 
   private transferOptions(options: { ascii?: boolean }): TransferOptions {
@@ -363,6 +394,7 @@ export class Session {
     const path = this.resolve(clientPath);
     await this.change('rmdir', path, false, async (loc) => {
       if (loc.isRoot || path === this.cwd) throw new SluiceError('permission-denied');
+      this.requireNoOverride(loc.virtualPath);
       await fsp.rmdir(loc.path);
       this.ledger.settle(0, 0, -1);
     });
@@ -372,6 +404,7 @@ export class Session {
   async remove(clientPath: string): Promise<void> {
     const path = this.resolve(clientPath);
     await this.change('delete', path, false, async (loc) => {
+      this.requireNoOverride(loc.virtualPath);
       const st = await loc.lstat();
       if (!st) throw new SluiceError('not-found');
       if (st.isDirectory()) throw new SluiceError('is-a-directory');
@@ -381,19 +414,32 @@ export class Session {
     this.audit({ event: 'delete', path });
   }
 
-  /** Rename; with `overwrite` false an existing target is an error (SFTP RENAME, as OpenSSH). */
+  /**
+   * Rename; with `overwrite` false an existing target is an error (SFTP RENAME, as OpenSSH).
+   * Needs rename on both directories. A move to another directory creates a
+   * name there (upload, or mkdir for a directory) and may not widen the
+   * user's rights on what moves; configured directories stay where they are.
+   */
   async rename(fromClient: string, toClient: string, overwrite = true): Promise<void> {
     const from = this.resolve(fromClient);
     const to = this.resolve(toClient);
     await this.guard('rename', from, () =>
-      this.jail.with(this.checked('rename', parentOf(from), from), false, (src) =>
-        this.jail.with(this.checked('rename', parentOf(to), to), false, async (dst) => {
+      this.within(this.checked('rename', parentOf(from), from), false, 'change', (src) =>
+        this.within(this.checked('rename', parentOf(to), to), false, 'change', async (dst) => {
           if (src.isRoot || dst.isRoot) throw new SluiceError('permission-denied');
           checkName(dst.name);
-          this.require('rename', parentOf(src.virtualPath));
-          this.require('rename', parentOf(dst.virtualPath));
+          const srcDir = parentOf(src.virtualPath);
+          const dstDir = parentOf(dst.virtualPath);
+          this.require('rename', srcDir);
+          this.require('rename', dstDir);
+          this.requireNoOverride(src.virtualPath);
+          this.requireNoOverride(dst.virtualPath);
           const srcStat = await src.lstat();
           if (!srcStat) throw new SluiceError('not-found');
+          if (srcDir !== dstDir) {
+            this.require(srcStat.isDirectory() ? 'mkdir' : 'upload', dstDir);
+            this.requireNarrows(srcDir, dstDir);
+          }
           const dstStat = await dst.lstat();
           if (dstStat) {
             if (!overwrite) throw new SluiceError('already-exists');
@@ -415,9 +461,11 @@ export class Session {
 
   async chmod(clientPath: string, mode: number): Promise<void> {
     const path = this.resolve(clientPath);
-    await this.change('chmod', path, true, (loc) =>
-      this.onNode(loc, (fh) => fh.chmod(mode & 0o777)),
-    );
+    await this.change('chmod', path, true, (loc) => {
+      // The home's mode is the administrator's: a user could shut the server out of it or open it to every local account.
+      if (loc.isRoot) throw new SluiceError('permission-denied', 'Permission denied', 'chmod of the home');
+      return this.onNode(loc, (fh) => fh.chmod(mode & 0o777));
+    });
     this.audit({ event: 'chmod', path, mode: (mode & 0o777).toString(8).padStart(4, '0') });
   }
 
@@ -440,6 +488,7 @@ export class Session {
       try {
         const st = await file.stat();
         if (!st.isFile()) throw new SluiceError('permission-denied');
+        if (st.nlink > 1) throw linkedElsewhere();
         const growth = size - st.size;
         if (growth > 0) this.ledger.reserve(growth, 0);
         try {
@@ -464,17 +513,27 @@ export class Session {
     await this.change('symlink', link, false, async (loc) => {
       if (loc.isRoot) throw new SluiceError('already-exists');
       checkName(loc.name);
+      this.requireNoOverride(loc.virtualPath);
       await this.ledger.addName(() => fsp.symlink(relativeVirtual(parentOf(loc.virtualPath), target), loc.path));
     });
     this.audit({ event: 'symlink', path: link, target });
   }
 
+  /**
+   * A second name for a file. It must not give the file rights it lacks
+   * where it is (reading a drop box's file, writing a read-only one): it needs
+   * download on the file's directory, and the link's directory may not grant
+   * anything the file's does not.
+   */
   async hardlink(targetClient: string, linkClient: string): Promise<void> {
     const target = this.resolve(targetClient);
     const link = this.resolve(linkClient);
     await this.change('symlink', link, false, (dst) =>
-      this.jail.with(target, false, async (src) => {
+      this.within(this.checked('download', parentOf(target), target), false, 'look', async (src) => {
         checkName(dst.name);
+        this.requireNoOverride(dst.virtualPath);
+        this.require('download', parentOf(src.virtualPath));
+        this.requireNarrows(parentOf(src.virtualPath), parentOf(dst.virtualPath));
         const st = await src.lstat();
         if (!st) throw new SluiceError('not-found');
         if (!st.isFile()) throw new SluiceError('permission-denied', 'Only files can be hard-linked');
@@ -486,7 +545,7 @@ export class Session {
 
   async statfs(clientPath: string): Promise<import('node:fs').StatsFs> {
     const path = this.resolve(clientPath);
-    return this.guard('statfs', path, () => this.jail.with(path, true, (loc) => fsp.statfs(loc.path)));
+    return this.guard('statfs', path, () => this.within(path, true, 'look', (loc) => fsp.statfs(loc.path)));
   }
 
   // --- shared plumbing ------------------------------------------------------
@@ -499,11 +558,42 @@ export class Session {
     act: (loc: Location) => Promise<void>,
   ): Promise<void> {
     return this.guard(permission, path, () =>
-      this.jail.with(this.checked(permission, parentOf(path), path), follow, async (loc) => {
+      this.within(this.checked(permission, parentOf(path), path), follow, 'change', async (loc) => {
         this.require(permission, parentOf(loc.virtualPath));
         await act(loc);
       }),
     );
+  }
+
+  /**
+   * Resolve and act. Where a name on the way was looked up in a directory
+   * whose names the user may not learn, a 'look' (what exists, what it holds)
+   * is refused outright and a 'change' succeeds or fails as one Unseen
+   * refusal, whatever the real cause: such a user learns a name exists only
+   * by creating something under it.
+   */
+  private within<T>(path: string, follow: boolean, access: 'look' | 'change', act: (loc: Location) => Promise<T>): Promise<T> {
+    return this.jail.with(path, follow, this.unseen, async (loc) => {
+      if (loc.blind && access === 'look') throw new Unseen();
+      return act(loc);
+    });
+  }
+
+  /** Whether looking `name` up in `dir` must not tell: configured directories are no secret. */
+  private readonly unseen = (dir: string, name: string): boolean =>
+    !seesNames(this.account.permissions, dir) && !carriesOverride(this.account.permissions, dir === '/' ? `/${name}` : `${dir}/${name}`);
+
+  /** Directories with configured rights (or holding one) stay put: see carriesOverride. */
+  private requireNoOverride(path: string): void {
+    if (carriesOverride(this.account.permissions, path)) {
+      throw new SluiceError('permission-denied', 'Permission denied', 'path carries a permission override');
+    }
+  }
+
+  private requireNarrows(from: string, to: string): void {
+    if (!narrows(this.account.permissions, from, to)) {
+      throw new SluiceError('permission-denied', 'Permission denied', `rights at ${to} exceed those at ${from}`);
+    }
   }
 
   /** fchmod/futimes on the node itself: a path call would follow a symlink swapped in meanwhile. */
@@ -523,12 +613,8 @@ export class Session {
   }
 
   private require(permission: Permission, dir: string): void {
-    this.requireAny([permission], dir);
-  }
-
-  private requireAny(permissions: Permission[], dir: string): void {
-    if (!permissions.some((p) => allows(this.account.permissions, p, dir))) {
-      throw new SluiceError('permission-denied', 'Permission denied', `needs ${permissions.join(' or ')}`);
+    if (!allows(this.account.permissions, permission, dir)) {
+      throw new SluiceError('permission-denied', 'Permission denied', `needs ${permission}`);
     }
   }
 
@@ -545,6 +631,10 @@ export class Session {
       throw e;
     }
   }
+}
+
+function linkedElsewhere(): SluiceError {
+  return new SluiceError('permission-denied', 'File has other links: upload it whole', 'in-place write to a hard-linked file');
 }
 
 /** What removing one name frees: a file's bytes go with its last link only. */
