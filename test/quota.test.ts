@@ -65,6 +65,20 @@ describe('quotas and uploads', () => {
     assert.equal((await s.stat('f')).size, 950);
   });
 
+  it('an overwrite whose target gained a hard link while it ran is refused at the final rename; the old file stays', async () => {
+    await world.addUser('q6', { quotaBytes: 1000, permissions: ['list', 'download', 'upload', 'overwrite', 'delete', 'symlink'] });
+    const s = await world.session('q6');
+    await writeFile(s, 'f', Buffer.alloc(900, 1));
+    const up = await s.openWrite('f');
+    await up.write(Buffer.alloc(950, 2)); // fits only by counting on the 900 bytes it replaces
+    await s.hardlink('f', 'h'); // now replacing f frees nothing
+    await assert.rejects(up.close(), overQuota);
+    assert.deepEqual(readFileSync(join(world.home('q6'), 'f')), Buffer.alloc(900, 1));
+    assert.deepEqual(readdirSync(world.home('q6')).sort(), ['f', 'h']);
+    assert.deepEqual(world.services.users.usage(world.services.users.get('q6')!.id), { bytes: 900, files: 2 });
+    assert.equal((await world.auditLines()).findLast((l) => l.event === 'upload')?.result, 'failed');
+  });
+
   it('atomic upload: an aborted replacement leaves the old file whole', async () => {
     await world.addUser('at');
     const s = await world.session('at');

@@ -47,3 +47,10 @@ export type AuditEvent =
 export interface AuditSink {
   record(actor: Actor, event: AuditEvent): void;
 }
+
+/** Events of the server itself, with no session behind them. */
+export type SystemEvent = { event: 'upload-temps-removed'; home: string; count: number; bytes: number };
+
+export interface SystemAuditSink {
+  system(event: SystemEvent): void;
+}

@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import pino, { type Logger } from 'pino';
-import type { Actor, AuditEvent, AuditSink } from './events.js';
+import type { Actor, AuditEvent, AuditSink, SystemAuditSink, SystemEvent } from './events.js';
 import { GENESIS, chainLine, lineHash, type ChainHead } from './chain.js';
 import { logFiles } from './files.js';
 import { LogFile } from './log-file.js';
@@ -37,7 +37,7 @@ export interface AuditLogOptions {
  * and never more than a second late. The chain runs on across restarts and
  * rotations: each new run and each new file starts with an anchor line.
  */
-export class AuditLog implements AuditSink {
+export class AuditLog implements AuditSink, SystemAuditSink {
   private readonly file: LogFile;
   private readonly xferlog: LogFile | null;
   private head: ChainHead;
@@ -59,6 +59,10 @@ export class AuditLog implements AuditSink {
     if (this.xferlog && (event.event === 'upload' || event.event === 'download')) {
       this.xferlog.write(xferlogLine(actor, event, time) + '\n');
     }
+  }
+
+  system(event: SystemEvent): void {
+    this.write({ ...event });
   }
 
   private write(fields: Record<string, unknown>, time = new Date()): void {

@@ -5,12 +5,20 @@ import { SluiceError } from './errors.js';
  * One ledger per user, shared by all of that user's sessions, so concurrent
  * uploads are summed. Bytes are reserved as they are written and settled into
  * the persisted counters when the operation ends.
+ *
+ * What is counted: bytes of regular files, each inode once (a hard link adds
+ * none; removing a name frees bytes only when it was the last link), and
+ * names: every file, hard link, directory and symlink in the home. Bytes in
+ * flight (an atomic upload's temporary) are reserved whole, so the disk holds
+ * no more than the quota plus the files an overwrite in flight will replace.
  */
 export class QuotaLedger {
   private usedBytes: number;
   private usedFiles: number;
   private inflightBytes = 0;
   private inflightFiles = 0;
+  /** Files (dev:ino) whose size an overwrite in flight counts on freeing: one claimant each. */
+  private readonly claims = new Set<string>();
 
   constructor(
     private readonly account: Account,
@@ -25,19 +33,23 @@ export class QuotaLedger {
     return { bytes: this.usedBytes, files: this.usedFiles };
   }
 
-  /** Before an upload starts: is there room for a new file and for any byte at all? */
+  /**
+   * Before an upload starts: is there room for any byte at all, counting what
+   * replacing the old file frees, and for a new name? A new name's slot is
+   * held from here; the upload releases it when it ends.
+   */
   checkStart(createsFile: boolean, credit: number): void {
-    const { quotaFiles, quotaBytes } = this.account;
-    if (createsFile && quotaFiles > 0 && this.usedFiles + this.inflightFiles + 1 > quotaFiles) {
-      throw new SluiceError('quota-exceeded');
-    }
+    const { quotaBytes } = this.account;
     if (quotaBytes > 0 && this.usedBytes + this.inflightBytes - credit >= quotaBytes) {
       throw new SluiceError('quota-exceeded');
     }
+    if (createsFile) this.holdFile();
   }
 
-  /** Reserve a new file slot while its upload runs. */
+  /** Reserve a slot for a new name while it is being made; throws quota-exceeded when none is left. */
   holdFile(): void {
+    const limit = this.account.quotaFiles;
+    if (limit > 0 && this.usedFiles + this.inflightFiles + 1 > limit) throw new SluiceError('quota-exceeded');
     this.inflightFiles++;
   }
 
@@ -45,9 +57,27 @@ export class QuotaLedger {
     this.inflightFiles--;
   }
 
+  /** mkdir, symlink, hard link: one more name, within the file quota even when several race. */
+  async addName(make: () => Promise<void>): Promise<void> {
+    this.holdFile();
+    try {
+      await make();
+      this.settle(0, 0, 1);
+    } finally {
+      this.releaseFile();
+    }
+  }
+
+  /** Would `bytes` more fit without counting on any credit? */
+  fits(bytes: number): boolean {
+    const limit = this.account.quotaBytes;
+    return limit === 0 || this.usedBytes + this.inflightBytes + bytes <= limit;
+  }
+
   /**
-   * Reserve `bytes` of growth; `credit` is what the transfer frees when it ends
-   * (the size of a file it replaces). Throws quota-exceeded without reserving.
+   * Reserve `bytes` of growth; `credit` is what the transfer will free when it
+   * ends (the size of the file it replaces, measured now). Throws
+   * quota-exceeded without reserving.
    */
   reserve(bytes: number, credit: number): void {
     const limit = this.account.quotaBytes;
@@ -55,6 +85,36 @@ export class QuotaLedger {
       throw new SluiceError('quota-exceeded');
     }
     this.inflightBytes += bytes;
+  }
+
+  /**
+   * Claim the right to count on freeing the file `key` (dev:ino). Two uploads
+   * replacing one file would otherwise both count its size as room.
+   */
+  claim(key: string): boolean {
+    if (this.claims.has(key)) return false;
+    this.claims.add(key);
+    return true;
+  }
+
+  unclaim(key: string): void {
+    this.claims.delete(key);
+  }
+
+  /**
+   * The moment an upload's bytes land: `written` bytes replace `freed` (what
+   * the target really frees now), and a new name needs a slot unless the
+   * upload holds one. Every other reservation still counts, so what is
+   * committed plus what is in flight stays within the quota.
+   */
+  checkCommit(reserved: number, written: number, freed: number, newName: boolean): void {
+    const { quotaBytes, quotaFiles } = this.account;
+    if (quotaBytes > 0 && this.usedBytes + this.inflightBytes - reserved + written - freed > quotaBytes) {
+      throw new SluiceError('quota-exceeded');
+    }
+    if (newName && quotaFiles > 0 && this.usedFiles + this.inflightFiles + 1 > quotaFiles) {
+      throw new SluiceError('quota-exceeded');
+    }
   }
 
   /** End of an operation: drop its reservation and record the real change. */

@@ -271,24 +271,44 @@ export class Session {
       this.require('overwrite', dir);
     }
     const atomic = this.deps.atomicUploads && truncate;
-    this.ledger.checkStart(existingSize === null, atomic || truncate ? (existingSize ?? 0) : 0);
+    // An atomic overwrite may count the old file's size as room while it runs,
+    // if it is that file's only name and no other upload counts on it already;
+    // what it really frees is measured again when the bytes land.
+    const key = st ? `${st.dev}:${st.ino}` : '';
+    const claim = atomic && st && st.nlink === 1 && this.ledger.claim(key) ? { key, ino: st.ino, dev: st.dev } : null;
+    const holdsFile = existingSize === null;
+    // Truncating in place frees the old bytes at once, whatever links the file has.
+    const credit = claim && st ? st.size : truncate && !atomic ? (existingSize ?? 0) : 0;
+    try {
+      this.ledger.checkStart(holdsFile, credit);
+    } catch (err) {
+      if (claim) this.ledger.unclaim(key);
+      throw err;
+    }
 
     let file: FileHandle;
     let tempName: string | null = null;
-    if (atomic) {
-      tempName = UPLOAD_TEMP_PREFIX + randomBytes(9).toString('base64url');
-      file = await fsp.open(loc.sibling(tempName), C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644)
-        .catch((e: unknown) => { throw fromErrno(e); });
-      if (st) await file.chmod(st.mode & 0o7777).catch(() => undefined);
-    } else {
-      let flags = C.O_WRONLY | (append ? C.O_APPEND : 0);
-      if (!st) flags |= C.O_CREAT | C.O_EXCL;
-      else if (truncate) flags |= C.O_TRUNC;
-      file = await loc.open(flags);
+    try {
+      if (atomic) {
+        tempName = UPLOAD_TEMP_PREFIX + randomBytes(9).toString('base64url');
+        file = await fsp.open(loc.sibling(tempName), C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644)
+          .catch((e: unknown) => { throw fromErrno(e); });
+        if (st) await file.chmod(st.mode & 0o7777).catch(() => undefined);
+      } else {
+        let flags = C.O_WRONLY | (append ? C.O_APPEND : 0);
+        if (!st) flags |= C.O_CREAT | C.O_EXCL;
+        else if (truncate) flags |= C.O_TRUNC;
+        file = await loc.open(flags);
+      }
+    } catch (err) {
+      if (holdsFile) this.ledger.releaseFile();
+      if (claim) this.ledger.unclaim(key);
+      throw err;
     }
-    const target = { loc, existingSize: truncate && !atomic ? null : existingSize, tempName, append };
-    // An in-place truncation has already freed the old bytes: account for them now.
-    if (truncate && !atomic && existingSize !== null) this.ledger.settle(0, -existingSize, -1);
+    // An in-place truncation has already freed the old bytes: account for them now; the name stays.
+    const truncatedInPlace = truncate && !atomic && existingSize !== null;
+    if (truncatedInPlace) this.ledger.settle(0, -existingSize, 0);
+    const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, tempName, append, holdsFile, claim };
     const upload: Upload = new Upload(file, path, offset, target, this.ledger, (r) => this.finished(upload, r), {
       ...this.transferOptions(options),
       hashWholeFile: this.deps.hashResumedUploads,
@@ -364,7 +384,7 @@ export class Session {
     await this.change('mkdir', path, false, async (loc) => {
       if (loc.isRoot) throw new SluiceError('already-exists');
       checkName(loc.name);
-      await fsp.mkdir(loc.path, 0o755);
+      await this.ledger.addName(() => fsp.mkdir(loc.path, 0o755));
     });
     this.audit({ event: 'mkdir', path });
     return path;
@@ -376,6 +396,7 @@ export class Session {
       if (loc.isRoot || path === this.cwd) throw new SluiceError('permission-denied');
       this.requireNoOverride(loc.virtualPath);
       await fsp.rmdir(loc.path);
+      this.ledger.settle(0, 0, -1);
     });
     this.audit({ event: 'rmdir', path });
   }
@@ -388,7 +409,7 @@ export class Session {
       if (!st) throw new SluiceError('not-found');
       if (st.isDirectory()) throw new SluiceError('is-a-directory');
       await fsp.unlink(loc.path);
-      if (st.isFile() && st.nlink <= 1) this.ledger.settle(0, -st.size, -1);
+      this.ledger.settle(0, -freedBytes(st), -1);
     });
     this.audit({ event: 'delete', path });
   }
@@ -428,8 +449,9 @@ export class Session {
             this.require('overwrite', parentOf(dst.virtualPath));
           }
           await fsp.rename(src.path, dst.path);
-          if (dstStat?.isFile() && !(dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev)) {
-            this.ledger.settle(0, -dstStat.size, -1);
+          // A name replaced by another link to the same file is left alone by rename(2).
+          if (dstStat && !(dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev)) {
+            this.ledger.settle(0, -freedBytes(dstStat), -1);
           }
         }),
       ),
@@ -492,7 +514,7 @@ export class Session {
       if (loc.isRoot) throw new SluiceError('already-exists');
       checkName(loc.name);
       this.requireNoOverride(loc.virtualPath);
-      await fsp.symlink(relativeVirtual(parentOf(loc.virtualPath), target), loc.path);
+      await this.ledger.addName(() => fsp.symlink(relativeVirtual(parentOf(loc.virtualPath), target), loc.path));
     });
     this.audit({ event: 'symlink', path: link, target });
   }
@@ -515,8 +537,7 @@ export class Session {
         const st = await src.lstat();
         if (!st) throw new SluiceError('not-found');
         if (!st.isFile()) throw new SluiceError('permission-denied', 'Only files can be hard-linked');
-        this.ledger.checkStart(true, 0);
-        await fsp.link(src.path, dst.path);
+        await this.ledger.addName(() => fsp.link(src.path, dst.path));
       }),
     );
     this.audit({ event: 'hardlink', path: link, target });
@@ -614,6 +635,11 @@ export class Session {
 
 function linkedElsewhere(): SluiceError {
   return new SluiceError('permission-denied', 'File has other links: upload it whole', 'in-place write to a hard-linked file');
+}
+
+/** What removing one name frees: a file's bytes go with its last link only. */
+function freedBytes(st: Stats): number {
+  return st.isFile() && st.nlink <= 1 ? st.size : 0;
 }
 
 /** Like resolveVirtual, but a `..` that would climb above the home is an error, not a no-op. */

@@ -179,19 +179,28 @@ export class Download extends Transfer {
 export interface UploadTarget {
   /** Pinned location of the final name. */
   loc: Location;
-  /** Size of the file being replaced or appended to; null for a new file. */
+  /** Size of the file being appended to or written in place; null for a new file. */
   existingSize: number | null;
   /** Name of the temporary file in the same directory when the upload is atomic. */
   tempName: string | null;
   append: boolean;
+  /** The upload holds a slot of the file quota for a new name. */
+  holdsFile: boolean;
+  /**
+   * The file an atomic upload replaces, claimed in the ledger (dev:ino) so
+   * that its size may count as room while the upload runs; null: no credit.
+   */
+  claim: { key: string; ino: number; dev: number } | null;
 }
 
 export class Upload extends Transfer {
   private size: number;
   private reserved = 0;
   private quotaHit = false;
-  /** What replacing the old file will free, so an overwrite near the quota still fits. */
-  private readonly credit: number;
+  /** The first write that failed: the upload can then only end as failed, never replace anything. */
+  private writeError: SluiceError | null = null;
+  /** Why close() did not complete the upload (refused at the final rename). */
+  private closeError: SluiceError | null = null;
 
   constructor(
     file: FileHandle,
@@ -204,23 +213,18 @@ export class Upload extends Transfer {
   ) {
     super(file, path, offset, report, uploadOptions);
     this.size = target.tempName === null ? (target.existingSize ?? 0) : 0;
-    this.credit = target.tempName === null ? 0 : (target.existingSize ?? 0);
-    if (target.existingSize === null) ledger.holdFile();
   }
 
   /** Write at `position` (ignored in append mode); resolves once the bytes are in the file. */
   async write(data: Buffer, position: number = this.offset + this.bytes): Promise<void> {
     if (this.isFinished) throw new SluiceError('failure', 'Transfer is closed');
-    const at = this.target.append ? this.size : position;
-    const growth = Math.max(0, at + data.length - this.size);
+    if (this.writeError) throw this.writeError;
+    let at: number;
     try {
-      this.ledger.reserve(growth, this.credit);
+      at = await this.reserve(this.target.append ? null : position, data.length);
     } catch (err) {
-      this.quotaHit = true;
-      throw err;
+      throw this.failWrite(err);
     }
-    this.reserved += growth;
-    this.size += growth;
     // The write starts first and the hash is fed while the thread pool
     // writes, so hashing adds no wait. Hashed in the order the writes are
     // issued: a client writing in file order (all common ones) needs no
@@ -232,7 +236,7 @@ export class Upload extends Transfer {
       await written;
     } catch (err) {
       this.hash?.spoil();
-      throw fromErrno(err);
+      throw this.failWrite(err);
     }
     this.bytes += data.length;
   }
@@ -254,27 +258,73 @@ export class Upload extends Transfer {
 
   /** SFTP FSETSTAT size on an open upload: cut or extend, within the quota. */
   async resize(size: number): Promise<void> {
-    const growth = Math.max(0, size - this.size);
-    this.ledger.reserve(growth, this.credit);
-    this.reserved += growth;
+    await this.reserve(size, 0);
     try {
       await this.file.truncate(size);
     } catch (err) {
       throw fromErrno(err);
     }
-    this.size = Math.max(this.size, size);
   }
 
   get exceededQuota(): boolean {
     return this.quotaHit;
   }
 
+  /**
+   * Grow the reservation for `length` bytes at `position` (null: at the end)
+   * and say where they go. Credit for the file an overwrite replaces is asked
+   * for only when the growth does not fit without it, and measured then: a
+   * target renamed, deleted or hard-linked since the start frees nothing.
+   * The position is settled after that wait, as concurrent writes (SFTP
+   * pipelines them) move the size meanwhile.
+   */
+  private async reserve(position: number | null, length: number): Promise<number> {
+    const fits = this.ledger.fits(Math.max(0, (position ?? this.size) + length - this.size));
+    const credit = fits ? 0 : await this.creditNow();
+    const at = position ?? this.size;
+    const growth = Math.max(0, at + length - this.size);
+    this.ledger.reserve(growth, credit);
+    this.reserved += growth;
+    this.size += growth;
+    return at;
+  }
+
+  /** What replacing the target would free now; 0 once it is no longer the claimed, singly linked file. */
+  private async creditNow(): Promise<number> {
+    const claim = this.target.claim;
+    if (claim === null) return 0;
+    const st = await this.target.loc.lstat().catch(() => null);
+    if (st?.isFile() && st.nlink === 1 && st.ino === claim.ino && st.dev === claim.dev) return st.size;
+    this.ledger.unclaim(claim.key);
+    this.target.claim = null;
+    return 0;
+  }
+
+  private failWrite(err: unknown): SluiceError {
+    const e = fromErrno(err);
+    if (e.kind === 'quota-exceeded') this.quotaHit = true;
+    this.writeError ??= e;
+    return e;
+  }
+
+  /** Successful end, unless a write failed or the bytes cannot land within the quota: then it rejects. */
+  override async close(): Promise<void> {
+    await super.close();
+    const error = this.closeError ?? this.writeError;
+    if (error) throw error;
+  }
+
   protected async settle(result: TransferResult, reason?: string): Promise<void> {
+    if (result === 'ok' && this.writeError) {
+      result = 'failed';
+      reason = `write failed: ${this.writeError.kind}`;
+    }
     const { loc, existingSize, tempName } = this.target;
     let bytesDelta = 0;
     let filesDelta = 0;
     let finalSize = existingSize ?? 0;
     let fileSha256: string | undefined;
+    let tempLeft = tempName !== null;
     try {
       if (this.quotaHit && tempName === null) {
         // Over quota, in place: give back exactly what this upload added.
@@ -286,26 +336,65 @@ export class Upload extends Transfer {
         await this.file.close();
         if (tempName !== null && result !== 'ok') {
           await fsp.unlink(loc.sibling(tempName));
+          tempLeft = false;
+        } else if (tempName !== null) {
+          const change = await this.replace(tempName, written);
+          tempLeft = false;
+          finalSize = written;
+          bytesDelta = change.bytes;
+          filesDelta = change.files;
         } else {
-          // Atomic: the new file replaces the old one in one rename. In place:
-          // a partial file stays, so the client can resume it.
-          if (tempName !== null) await fsp.rename(loc.sibling(tempName), loc.path);
+          // In place: a partial file stays, so the client can resume it.
           finalSize = written;
           bytesDelta = written - (existingSize ?? 0);
           filesDelta = existingSize === null ? 1 : 0;
-          if (result === 'ok' && this.offset > 0 && this.uploadOptions.hashWholeFile) fileSha256 = await hashFile(loc).catch(() => undefined);
         }
+        if (result === 'ok' && this.offset > 0 && this.uploadOptions.hashWholeFile) fileSha256 = await hashFile(loc).catch(() => undefined);
       }
     } catch (err) {
+      const e = fromErrno(err);
+      if (e.kind === 'quota-exceeded') this.quotaHit = true;
+      if (result === 'ok') this.closeError = e;
       result = 'failed';
-      reason = `finishing upload: ${fromErrno(err).kind}`;
+      reason = `finishing upload: ${e.kind}`;
       await this.file.close().catch(() => undefined);
+      if (tempName !== null && tempLeft) await fsp.unlink(loc.sibling(tempName)).catch(() => undefined);
     } finally {
-      if (existingSize === null) this.ledger.releaseFile();
+      if (this.target.holdsFile) this.ledger.releaseFile();
+      if (this.target.claim) this.ledger.unclaim(this.target.claim.key);
       this.ledger.settle(this.reserved, bytesDelta, filesDelta);
       await loc.close();
     }
     this.record('upload', finalSize, result, reason, fileSha256);
+  }
+
+  /**
+   * Rename the complete temporary over the final name, accounted against what
+   * is really there now (not at the start): a target renamed or deleted
+   * meanwhile frees nothing, nor one with another hard link. Refused, before
+   * the rename, when the result would not fit; the old file then stays.
+   * The old file is held open across the rename so that its link count
+   * afterwards, not a guess, says whether its bytes were freed.
+   */
+  private async replace(tempName: string, written: number): Promise<{ bytes: number; files: number }> {
+    const { loc } = this.target;
+    const before = await loc.lstat();
+    // Unreadable (a user's chmod 000): then the lstat must do.
+    const old = before?.isFile() ? await loc.openNode().catch(() => null) : null;
+    try {
+      const now = old ? await old.stat() : before;
+      const expected = now?.isFile() && now.nlink === 1 ? now.size : 0;
+      this.ledger.checkCommit(this.reserved, written, expected, before === null && !this.target.holdsFile);
+      await fsp.rename(loc.sibling(tempName), loc.path);
+      let freed = expected;
+      if (old) {
+        const after = await old.stat();
+        freed = after.nlink === 0 ? after.size : 0;
+      }
+      return { bytes: written - freed, files: before === null ? 1 : 0 };
+    } finally {
+      await old?.close();
+    }
   }
 }
 

@@ -1,0 +1,137 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { TestServer } from './helpers/server.js';
+import { call } from './helpers/ssh.js';
+import { KiB, MiB, diskUsage, ftpsRemote, persistedUsage, sftpRemote, waitFor, type PacedUpload, type Remote } from './helpers/quota.js';
+
+/*
+ * Issue #11, vulnerability 3: an overwrite was credited with the old file's
+ * size as measured when the upload started. Each attack below stored well
+ * over the quota on the old code. After each: what the home really holds
+ * (every inode once) stays within the quota, and the usage the server
+ * persisted is what is on disk.
+ */
+
+const QUOTA = MiB;
+const PASSWORD = 'quota attack password';
+const ATTACKS = ['rename', 'delete', 'concurrent', 'hardlink'] as const;
+const PROTOCOLS = ['ftps', 'sftp'] as const;
+
+const userOf = (protocol: string, attack: string) => `${protocol}-${attack}`;
+
+/** Wait until `uploads` uploads are in flight in the user's home, holding `bytes` between them. */
+async function landed(srv: TestServer, user: string, uploads: number, bytes: number): Promise<void> {
+  await waitFor(`${uploads} upload(s) in flight`, () => {
+    const disk = diskUsage(srv.home(user));
+    return disk.temps.length >= uploads && disk.tempBytes >= bytes;
+  });
+}
+
+describe('quota: an overwrite is accounted when its bytes land, against what they really replace', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      users: PROTOCOLS.flatMap((p) =>
+        ATTACKS.map((a) => ({
+          name: userOf(p, a),
+          password: PASSWORD,
+          args: ['--quota-bytes', String(QUOTA), ...(a === 'hardlink' ? ['--perms', 'list,download,upload,overwrite,delete,rename,mkdir,rmdir,chtimes,symlink'] : [])],
+        })),
+      ),
+    });
+  });
+  after(() => srv.stop());
+
+  const remote = (protocol: (typeof PROTOCOLS)[number], user: string): Promise<Remote> =>
+    protocol === 'ftps' ? ftpsRemote(srv, user, PASSWORD) : sftpRemote(srv, user, PASSWORD);
+
+  /** After any attack: try to fill the quota as the usage says, then compare with the disk. */
+  async function assertWithinQuota(r: Remote, user: string): Promise<void> {
+    // An FTP client may see its data connection fail before the server has cleaned up.
+    await waitFor('the failed upload to be cleaned up', () => diskUsage(srv.home(user)).temps.length === 0);
+    await r.put('/fill.bin', randomBytes(600 * KiB)).catch(() => undefined);
+    const disk = diskUsage(srv.home(user));
+    assert.ok(disk.bytes <= QUOTA, `${disk.bytes} bytes stored under a ${QUOTA}-byte quota`);
+    assert.deepEqual(persistedUsage(srv, user), { bytes: disk.bytes, files: disk.files }, 'persisted usage matches the disk');
+  }
+
+  async function write(up: PacedUpload, total: number, chunk = 64 * KiB): Promise<void> {
+    for (let sent = 0; sent < total; sent += chunk) await up.write(randomBytes(Math.min(chunk, total - sent)));
+  }
+
+  for (const protocol of PROTOCOLS) {
+    describe(protocol, () => {
+      it('renaming the target during the upload frees nothing', async () => {
+        const user = userOf(protocol, 'rename');
+        const r = await remote(protocol, user);
+        try {
+          await r.put('/f.bin', randomBytes(900 * KiB));
+          const up = await r.start('/f.bin');
+          await up.write(randomBytes(64 * KiB));
+          await landed(srv, user, 1, 64 * KiB);
+          await r.rename('/f.bin', '/g.bin');
+          await write(up, 836 * KiB);
+          assert.ok(await up.finish(), 'the upload is refused: the file it would have replaced is gone');
+          await assertWithinQuota(r, user);
+        } finally {
+          await r.close();
+        }
+      });
+
+      it('deleting the target during the upload frees nothing twice', async () => {
+        const user = userOf(protocol, 'delete');
+        const r = await remote(protocol, user);
+        try {
+          await r.put('/f.bin', randomBytes(900 * KiB));
+          const up = await r.start('/f.bin');
+          await up.write(randomBytes(64 * KiB));
+          await landed(srv, user, 1, 64 * KiB);
+          await r.remove('/f.bin');
+          await write(up, 836 * KiB);
+          await up.finish();
+          await assertWithinQuota(r, user);
+        } finally {
+          await r.close();
+        }
+      });
+
+      it('two concurrent overwrites of one file do not both count it as room', async () => {
+        const user = userOf(protocol, 'concurrent');
+        const r = await remote(protocol, user);
+        try {
+          await r.put('/f.bin', randomBytes(600 * KiB));
+          const a = await r.start('/f.bin');
+          const b = await r.start('/f.bin');
+          await a.write(randomBytes(64 * KiB));
+          await b.write(randomBytes(64 * KiB));
+          await landed(srv, user, 2, 128 * KiB);
+          await write(a, 436 * KiB);
+          await write(b, 436 * KiB);
+          const results = await Promise.all([a.finish(), b.finish()]);
+          assert.ok(results.some((e) => e !== null), 'at most one of them fits');
+          await assertWithinQuota(r, user);
+        } finally {
+          await r.close();
+        }
+      });
+
+      it('overwriting a file that has another hard link frees nothing', async () => {
+        const user = userOf(protocol, 'hardlink');
+        const r = await remote(protocol, user);
+        const s = await sftpRemote(srv, user, PASSWORD);
+        try {
+          await r.put('/f.bin', randomBytes(600 * KiB));
+          await call((cb) => s.sftp.ext_openssh_hardlink('/f.bin', '/h.bin', cb));
+          const up = await r.start('/f.bin');
+          await write(up, 1000 * KiB);
+          assert.ok(await up.finish(), 'refused: the old bytes stay under /h.bin');
+          await assertWithinQuota(r, user);
+        } finally {
+          await s.close();
+          await r.close();
+        }
+      });
+    });
+  }
+});
