@@ -6,6 +6,7 @@ import { AuditLog, createLogger } from './audit/log.js';
 import { Authenticator } from './auth/authenticator.js';
 import { PasswordHasher } from './auth/passwords.js';
 import type { Config } from './config/schema.js';
+import { HandleBook } from './session/open-handles.js';
 import { QuotaBook } from './session/quota.js';
 import type { SessionDeps } from './session/session.js';
 import { openDatabase } from './store/db.js';
@@ -73,6 +74,7 @@ export function openServices(config: Config): Services {
     sessionDeps: {
       audit,
       quotas: new QuotaBook(base.users),
+      openHandles: new HandleBook(config.sftp.maxHandlesPerUser),
       atomicUploads: config.uploads.atomic,
       hashResumedUploads: settings.hashResumedUploads,
     },

@@ -55,6 +55,12 @@ export const configSchema = z
         maxAuthTries: z.number().int().min(1).max(100).default(6),
         /** Open files and directories per SFTP session. */
         maxHandles: z.number().int().min(4).max(4096).default(256),
+        /** Open files and directories per user, all their SFTP sessions and connections together. */
+        maxHandlesPerUser: z.number().int().min(4).max(65536).default(256),
+        /** Session channels open at once on one SSH connection (OpenSSH's MaxSessions). */
+        maxChannelsPerConnection: z.number().int().min(1).max(100).default(10),
+        /** Bytes one connection may hold for requests in progress and replies its client has not read. */
+        maxQueuedBytes: size.default(8388608),
         /** Algorithm lists, most preferred first; the defaults exclude SHA-1 and CBC. */
         algorithms: z
           .object({

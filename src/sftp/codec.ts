@@ -205,6 +205,10 @@ export interface Packet {
   /** Request id; absent for INIT. */
   id: number | null;
   body: Reader;
+  /** The whole packet's size on the wire, length prefix included. */
+  size: number;
+  /** What follows the type and id, for looking ahead without consuming `body`. */
+  payload: Buffer;
 }
 
 /**
@@ -252,11 +256,29 @@ export class PacketFramer {
 }
 
 export function decodePacket(packet: Buffer): Packet {
-  const r = new Reader(packet);
-  const type = r.byte();
+  const head = new Reader(packet);
+  const type = head.byte();
   // INIT carries a version, not a request id.
-  const id = type === FXP.INIT ? null : r.uint32();
-  return { type, id, body: r };
+  const id = type === FXP.INIT ? null : head.uint32();
+  const payload = packet.subarray(id === null ? 1 : 5);
+  return { type, id, body: new Reader(payload), size: 4 + packet.length, payload };
+}
+
+/**
+ * The most data a request's reply can carry: a READ's length, clamped to
+ * MAX_READ as the handler clamps it; 0 for every other request (their replies
+ * are small) and for a malformed READ (it gets a STATUS).
+ */
+export function replyDataLength(packet: Packet): number {
+  if (packet.type !== FXP.READ) return 0;
+  try {
+    const r = new Reader(packet.payload);
+    r.bytes();
+    r.uint64();
+    return Math.min(r.uint32(), MAX_READ);
+  } catch {
+    return 0;
+  }
 }
 
 export function statusPacket(id: number, code: StatusCode, message: string): Buffer {

@@ -10,7 +10,9 @@ import { HOST_KEYS } from '../certs/ensure.js';
 import type { Account } from '../session/account.js';
 import type { ConnectionRegistry } from '../session/registry.js';
 import { Session } from '../session/session.js';
+import { ByteBudget } from './budget.js';
 import { SftpChannel } from './channel.js';
+import { enforceWindow } from './window.js';
 
 const METHODS: ssh2.AuthenticationType[] = ['publickey', 'password', 'keyboard-interactive'];
 
@@ -48,6 +50,10 @@ interface ConnectionState {
   account: Account | null;
   /** SYMLINK arrives as (target, link): see HandlerContext.symlinkTargetFirst. */
   symlinkTargetFirst: boolean;
+  /** Session channels open now (sftp.maxChannelsPerConnection). */
+  channels: number;
+  /** What the connection's SFTP channels may hold in memory, together (sftp.maxQueuedBytes). */
+  readonly budget: ByteBudget;
 }
 
 /**
@@ -122,6 +128,8 @@ export class SftpFrontEnd {
       // OpenSSH's order is the de facto standard (OpenSSH, libssh2/curl, ...); ssh2 and
       // WinSCP switch to the draft's order when the server is not OpenSSH.
       symlinkTargetFirst: !/^(ssh2js|WinSCP)/i.test(info.header.versions.software),
+      channels: 0,
+      budget: new ByteBudget(this.services.config.sftp.maxQueuedBytes),
     };
     const { sftp } = this.services.config;
     const grace = setTimeout(() => {
@@ -138,7 +146,7 @@ export class SftpFrontEnd {
     client.on('authentication', (ctx) => void this.authenticate(client, state, ctx));
     client.on('ready', () => {
       clearTimeout(grace);
-      client.on('session', (accept) => this.openSession(state, accept(), () => idle.refresh()));
+      client.on('session', (accept, reject) => this.openSession(client, state, accept, reject, () => idle.refresh()));
     });
     // Everything else a client may ask for is refused.
     client.on('tcpip', (_accept, reject) => {
@@ -215,7 +223,21 @@ export class SftpFrontEnd {
     }
   }
 
-  private openSession(state: ConnectionState, session: ssh2.Session, activity: () => void): void {
+  private openSession(
+    client: ssh2.Connection,
+    state: ConnectionState,
+    accept: () => ssh2.Session,
+    reject: () => void,
+    activity: () => void,
+  ): void {
+    // Each channel may hold handles and buffers: a connection gets a few, like OpenSSH's MaxSessions.
+    if (state.channels >= this.services.config.sftp.maxChannelsPerConnection) {
+      state.log.warn({ channels: state.channels }, 'session channel refused: too many on this connection');
+      return reject();
+    }
+    state.channels++;
+    const session = accept();
+    session.once('close', () => state.channels--);
     const refuse = (what: string) => (_accept: unknown, reject?: () => void) => {
       state.log.warn({ request: what }, 'session request refused');
       reject?.();
@@ -231,6 +253,10 @@ export class SftpFrontEnd {
       const account = state.account;
       // No 'data' listener until the channel loop exists: the client's INIT waits in the stream.
       const channel = accept();
+      enforceWindow(channel, () => {
+        state.log.warn('peer ignored the channel window; disconnecting');
+        client.end();
+      });
       void Session.open(
         account,
         { id: state.id, protocol: 'sftp', remoteAddress: state.ip, remotePort: state.port },
@@ -240,6 +266,7 @@ export class SftpFrontEnd {
           new SftpChannel(channel, s, state.log, {
             maxHandles: this.services.config.sftp.maxHandles,
             maxInFlight: 64,
+            budget: state.budget,
             onActivity: activity,
             symlinkTargetFirst: state.symlinkTargetFirst,
             exit: (status) => channel.exit(status),
