@@ -40,6 +40,14 @@ function hostKeysFor(certsDir: string, allowed: readonly string[]): { key: ssh2.
   return keys;
 }
 
+/** The algorithm a public-key request signs with: ssh2 names every RSA key `ssh-rsa` and reports the hash apart. */
+function signatureAlgorithm(ctx: ssh2.PublicKeyAuthContext): string {
+  if (ctx.key.algo !== 'ssh-rsa') return ctx.key.algo;
+  if (ctx.hashAlgo === 'sha512') return 'rsa-sha2-512';
+  if (ctx.hashAlgo === 'sha256') return 'rsa-sha2-256';
+  return 'ssh-rsa';
+}
+
 /** Per connection: who it is, how often it failed, and its timers. */
 interface ConnectionState {
   readonly id: string;
@@ -190,6 +198,12 @@ export class SftpFrontEnd {
           return ctx.accept();
         }
         case 'publickey': {
+          const accepted: readonly string[] = this.services.config.sftp.algorithms.userAuthSignatures;
+          // SHA-1 `ssh-rsa` (or any unlisted algorithm) is refused before the key is even looked at.
+          if (!accepted.includes(signatureAlgorithm(ctx))) {
+            if (!ctx.signature) return ctx.reject(METHODS);
+            authenticator.refuse(req, 'publickey', 'weak-algorithm');
+          }
           if (!ctx.signature || !ctx.blob) {
             // Only the client asking whether this key would do: not a login, not a failure.
             authenticator.publicKey(req, ctx.key.data, false);
