@@ -81,7 +81,7 @@ function reads(handle: Buffer, count: number, length: number, first: number): Bu
 }
 
 interface Internals {
-  _protocol: { channelData(id: number, data: Buffer): void };
+  _protocol: { channelData(id: number, data: Buffer): void; channelWindowAdjust(id: number, amount: number): void };
   _sock: Socket;
 }
 
@@ -164,6 +164,29 @@ describe('SFTP memory stays bounded whatever a logged-in client does', () => {
       await sleep(5000);
     });
     for (const conn of conns) conn.end();
+    t.diagnostic(`server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    assert.ok(peak - before < BOUND, `server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    await stillServes();
+  });
+
+  it('holds a bounded amount when the client opens its window without reading what arrives', async (t) => {
+    const before = rssOf(pid);
+    const conn = await login();
+    const ch = await subsystem(conn);
+    const handle = await openForRead(ch, '/big.bin');
+    const internals = conn as unknown as Internals;
+    const id = (ch as unknown as { outgoing: { id: number } }).outgoing.id;
+    conn.on('error', () => undefined);
+    // Stop reading the TCP socket, then grant the server an enormous window: its replies can
+    // only pile up in its own socket buffer.
+    internals._sock.pause();
+    internals._protocol.channelWindowAdjust(id, 0xfffff000);
+    const peak = await peakRss(pid, async () => {
+      ch.write(reads(handle, 2000, 2 ** 31, 10));
+      await sleep(5000);
+    });
+    conn.end();
+    internals._sock.destroy();
     t.diagnostic(`server grew by ${Math.round((peak - before) / MiB)} MiB`);
     assert.ok(peak - before < BOUND, `server grew by ${Math.round((peak - before) / MiB)} MiB`);
     await stillServes();

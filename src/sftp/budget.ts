@@ -1,21 +1,30 @@
 /**
  * Bytes one SSH connection may hold for its SFTP channels: requests being
- * worked on (a WRITE's data, a READ's coming reply) and replies the client has
- * not taken yet. A channel that cannot take its next request's share stops
- * reading, so the client's window shuts; it is woken when bytes come back.
+ * worked on (a WRITE's data, a READ's coming reply), replies the client's
+ * window has not taken yet, and what the transport has not sent (ssh2 writes
+ * to the socket whatever its window allows, however full the socket is). A
+ * channel that cannot take its next request's share stops reading, so the
+ * client's window shuts; it is woken when bytes come back.
  */
 export class ByteBudget {
   private used = 0;
   private readonly waiters = new Set<() => void>();
 
-  constructor(readonly limit: number) {}
+  /** `backlog`: bytes written to the transport and not yet sent. */
+  constructor(
+    readonly limit: number,
+    private readonly backlog: () => number = () => 0,
+  ) {}
 
   /**
-   * Take `n` bytes if they fit. A caller that holds nothing may always take:
-   * one request at a time must go through, however large, or it would wait forever.
+   * Take `n` bytes if they fit. A caller that holds nothing may take while the
+   * transport is not full: one request at a time must go through, however large,
+   * or it would wait forever.
    */
   tryTake(n: number, holdsNothing: boolean): boolean {
-    if (!holdsNothing && this.used + n > this.limit) return false;
+    const unsent = this.backlog();
+    if (unsent >= this.limit) return false;
+    if (!holdsNothing && this.used + unsent + n > this.limit) return false;
     this.used += n;
     return true;
   }
@@ -28,14 +37,15 @@ export class ByteBudget {
   give(n: number): void {
     if (n === 0) return;
     this.used -= n;
+    this.wake();
+  }
+
+  /** Room may have come back (bytes given back, the transport drained): let waiting channels try. */
+  wake(): void {
     for (const wake of [...this.waiters]) wake();
   }
 
-  get held(): number {
-    return this.used;
-  }
-
-  /** `wake` runs whenever bytes come back; the returned function unregisters it. */
+  /** `wake` runs whenever room may have come back; the returned function unregisters it. */
   watch(wake: () => void): () => void {
     this.waiters.add(wake);
     return () => this.waiters.delete(wake);

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import ssh2 from 'ssh2';
@@ -46,6 +47,20 @@ function signatureAlgorithm(ctx: ssh2.PublicKeyAuthContext): string {
   if (ctx.hashAlgo === 'sha512') return 'rsa-sha2-512';
   if (ctx.hashAlgo === 'sha256') return 'rsa-sha2-256';
   return 'ssh-rsa';
+}
+
+/**
+ * The byte budget of one connection, counting what its socket has not sent:
+ * ssh2 writes to the socket whatever the client's window allows and ignores
+ * the socket's backpressure, so a client that widens its window without
+ * reading would otherwise pile replies up there.
+ */
+function connectionBudget(client: ssh2.Connection, limit: number): ByteBudget {
+  const socket = (client as unknown as { _sock?: unknown })._sock;
+  if (!(socket instanceof Socket)) throw new Error('ssh2 connection without a socket');
+  const budget = new ByteBudget(limit, () => socket.writableLength);
+  socket.on('drain', () => budget.wake());
+  return budget;
 }
 
 /** Per connection: who it is, how often it failed, and its timers. */
@@ -137,7 +152,7 @@ export class SftpFrontEnd {
       // WinSCP switch to the draft's order when the server is not OpenSSH.
       symlinkTargetFirst: !/^(ssh2js|WinSCP)/i.test(info.header.versions.software),
       channels: 0,
-      budget: new ByteBudget(this.services.config.sftp.maxQueuedBytes),
+      budget: connectionBudget(client, this.services.config.sftp.maxQueuedBytes),
     };
     const { sftp } = this.services.config;
     const grace = setTimeout(() => {
