@@ -16,10 +16,6 @@ export class UserHandles {
   release(): void {
     this.open = Math.max(0, this.open - 1);
   }
-
-  get count(): number {
-    return this.open;
-  }
 }
 
 /**
