@@ -55,6 +55,11 @@ export const MAX_PACKET = 256 * 1024;
 /** Largest READ we answer in one DATA reply, leaving room for the header. */
 export const MAX_READ = MAX_PACKET - 1024;
 
+/** A READ's length as served: clients may ask for up to 4 GiB in one request. */
+export function clampRead(length: number): number {
+  return Math.min(length, MAX_READ);
+}
+
 export class BadMessage extends Error {
   constructor(message: string) {
     super(message);
@@ -265,9 +270,9 @@ export function decodePacket(packet: Buffer): Packet {
 }
 
 /**
- * The most data a request's reply can carry: a READ's length, clamped to
- * MAX_READ as the handler clamps it; 0 for every other request (their replies
- * are small) and for a malformed READ (it gets a STATUS).
+ * The most data a request's reply can carry: a READ's length as served; 0 for
+ * every other request (their replies are small) and for a malformed READ (it
+ * gets a STATUS).
  */
 export function replyDataLength(packet: Packet): number {
   if (packet.type !== FXP.READ) return 0;
@@ -275,7 +280,7 @@ export function replyDataLength(packet: Packet): number {
     const r = new Reader(packet.payload);
     r.bytes();
     r.uint64();
-    return Math.min(r.uint32(), MAX_READ);
+    return clampRead(r.uint32());
   } catch {
     return 0;
   }
