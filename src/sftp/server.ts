@@ -55,9 +55,12 @@ function signatureAlgorithm(ctx: ssh2.PublicKeyAuthContext): string {
  * the socket's backpressure, so a client that widens its window without
  * reading would otherwise pile replies up there.
  */
-function connectionBudget(client: ssh2.Connection, limit: number): ByteBudget {
+function connectionBudget(client: ssh2.Connection, limit: number, log: Logger): ByteBudget {
   const socket = (client as unknown as { _sock?: unknown })._sock;
-  if (!(socket instanceof Socket)) throw new Error('ssh2 connection without a socket');
+  if (!(socket instanceof Socket)) {
+    log.error('ssh2 connection without a socket: unsent replies are not counted');
+    return new ByteBudget(limit);
+  }
   const budget = new ByteBudget(limit, () => socket.writableLength);
   socket.on('drain', () => budget.wake());
   return budget;
@@ -152,7 +155,7 @@ export class SftpFrontEnd {
       // WinSCP switch to the draft's order when the server is not OpenSSH.
       symlinkTargetFirst: !/^(ssh2js|WinSCP)/i.test(info.header.versions.software),
       channels: 0,
-      budget: connectionBudget(client, this.services.config.sftp.maxQueuedBytes),
+      budget: connectionBudget(client, this.services.config.sftp.maxQueuedBytes, this.log),
     };
     const { sftp } = this.services.config;
     const grace = setTimeout(() => {
@@ -282,10 +285,14 @@ export class SftpFrontEnd {
       const account = state.account;
       // No 'data' listener until the channel loop exists: the client's INIT waits in the stream.
       const channel = accept();
-      enforceWindow(channel, () => {
+      const guarded = enforceWindow(channel, () => {
         state.log.warn('peer ignored the channel window; disconnecting');
         client.end();
       });
+      if (!guarded) {
+        state.log.error('cannot enforce the SSH window with this ssh2 version; channel closed');
+        return channel.close();
+      }
       void Session.open(
         account,
         { id: state.id, protocol: 'sftp', remoteAddress: state.ip, remotePort: state.port },

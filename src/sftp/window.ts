@@ -6,13 +6,13 @@ import type ssh2 from 'ssh2';
  * buffered (a negative window even earns it a larger adjust). The window we
  * grant is exact, so any byte past it is a broken or hostile peer: drop what
  * it sent and let `onOverrun` end the connection, as OpenSSH does ("peer
- * ignored channel window").
+ * ignored channel window"). False when this ssh2 keeps its window elsewhere:
+ * the caller must then not serve the channel.
  */
-export function enforceWindow(channel: ssh2.ServerChannel, onOverrun: () => void): void {
+export function enforceWindow(channel: ssh2.ServerChannel, onOverrun: () => void): boolean {
   const incoming = (channel as { incoming: unknown }).incoming;
   if (typeof incoming !== 'object' || incoming === null || typeof (incoming as { window?: unknown }).window !== 'number') {
-    // A different ssh2 internals layout: fail loudly at the first session rather than run unguarded.
-    throw new Error('ssh2 channel has no incoming window to enforce');
+    return false;
   }
   const state = incoming as { window: number };
   const push = channel.push.bind(channel);
@@ -28,4 +28,5 @@ export function enforceWindow(channel: ssh2.ServerChannel, onOverrun: () => void
     }
     return push(chunk, encoding);
   };
+  return true;
 }
