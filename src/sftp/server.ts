@@ -76,6 +76,10 @@ interface ConnectionState {
   account: Account | null;
   /** SYMLINK arrives as (target, link): see HandlerContext.symlinkTargetFirst. */
   symlinkTargetFirst: boolean;
+}
+
+/** Per logged-in connection, from its first session channel on. */
+interface ChannelLimits {
   /** Session channels open now (sftp.maxChannelsPerConnection). */
   channels: number;
   /** What the connection's SFTP channels may hold in memory, together (sftp.maxQueuedBytes). */
@@ -92,6 +96,7 @@ export class SftpFrontEnd {
   readonly name = 'sftp';
   private readonly server: ssh2.Server;
   private readonly clients = new Set<ssh2.Connection>();
+  private readonly limits = new WeakMap<ssh2.Connection, ChannelLimits>();
   private readonly log: Logger;
 
   private constructor(
@@ -154,8 +159,6 @@ export class SftpFrontEnd {
       // OpenSSH's order is the de facto standard (OpenSSH, libssh2/curl, ...); ssh2 and
       // WinSCP switch to the draft's order when the server is not OpenSSH.
       symlinkTargetFirst: !/^(ssh2js|WinSCP)/i.test(info.header.versions.software),
-      channels: 0,
-      budget: connectionBudget(client, this.services.config.sftp.maxQueuedBytes, this.log),
     };
     const { sftp } = this.services.config;
     const grace = setTimeout(() => {
@@ -255,6 +258,15 @@ export class SftpFrontEnd {
     }
   }
 
+  private limitsOf(client: ssh2.Connection, log: Logger): ChannelLimits {
+    let limits = this.limits.get(client);
+    if (!limits) {
+      limits = { channels: 0, budget: connectionBudget(client, this.services.config.sftp.maxQueuedBytes, log) };
+      this.limits.set(client, limits);
+    }
+    return limits;
+  }
+
   private openSession(
     client: ssh2.Connection,
     state: ConnectionState,
@@ -262,14 +274,15 @@ export class SftpFrontEnd {
     reject: () => void,
     activity: () => void,
   ): void {
+    const limits = this.limitsOf(client, state.log);
     // Each channel may hold handles and buffers: a connection gets a few, like OpenSSH's MaxSessions.
-    if (state.channels >= this.services.config.sftp.maxChannelsPerConnection) {
-      state.log.warn({ channels: state.channels }, 'session channel refused: too many on this connection');
+    if (limits.channels >= this.services.config.sftp.maxChannelsPerConnection) {
+      state.log.warn({ channels: limits.channels }, 'session channel refused: too many on this connection');
       return reject();
     }
-    state.channels++;
+    limits.channels++;
     const session = accept();
-    session.once('close', () => state.channels--);
+    session.once('close', () => limits.channels--);
     const refuse = (what: string) => (_accept: unknown, reject?: () => void) => {
       state.log.warn({ request: what }, 'session request refused');
       reject?.();
@@ -302,7 +315,7 @@ export class SftpFrontEnd {
           new SftpChannel(channel, s, state.log, {
             maxHandles: this.services.config.sftp.maxHandles,
             maxInFlight: 64,
-            budget: state.budget,
+            budget: limits.budget,
             onActivity: activity,
             symlinkTargetFirst: state.symlinkTargetFirst,
             exit: (status) => channel.exit(status),
