@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { SluiceError, fromErrno } from '../session/errors.js';
 import type { Session } from '../session/session.js';
 import type { ByteBudget } from './budget.js';
-import { BadMessage, FXP, PacketFramer, STATUS, Writer, replyDataLength, statusPacket, type Packet } from './codec.js';
+import { BadMessage, FXP, PacketFramer, STATUS, Writer, leadingHandle, replyDataLength, statusPacket, type Packet } from './codec.js';
 import { HandleTable } from './handles.js';
 import { EXTENSIONS, handlerFor, type HandlerContext } from './handlers.js';
 import { statusFor } from './status.js';
@@ -38,6 +38,8 @@ export class SftpChannel {
   /** Framed but not started: at most what one incoming chunk held. */
   private waiting: Packet[] = [];
   private inFlight = 0;
+  /** Per file handle, the last WRITE started: the next one waits for it (see ordered()). */
+  private readonly writes = new Map<string, Promise<Buffer>>();
   /** Bytes of the budget this channel holds. */
   private held = 0;
   private initialized = false;
@@ -115,12 +117,31 @@ export class SftpChannel {
     if (packet.type === FXP.INIT || packet.id === null) return this.violation('INIT twice');
     const id = packet.id;
     this.inFlight++;
-    void this.handle(packet.type, id, packet).then((reply) => {
+    void this.ordered(packet, () => this.handle(packet.type, id, packet)).then((reply) => {
       this.inFlight--;
       // The reply takes the place of what the request held.
       this.send(reply);
       this.release(cost);
     });
+  }
+
+  /**
+   * WRITEs on one handle run one after another in the order received, as
+   * OpenSSH's server runs every request: an append (OpenSSH's reput) lands
+   * wherever the file ends when the system runs it, so two in flight could
+   * swap. Everything else runs at once.
+   */
+  private ordered(packet: Packet, run: () => Promise<Buffer>): Promise<Buffer> {
+    const key = packet.type === FXP.WRITE ? leadingHandle(packet) : null;
+    if (key === null) return run();
+    const previous = this.writes.get(key);
+    // handle() never rejects: every failure is a STATUS reply.
+    const result = previous ? previous.then(run) : run();
+    this.writes.set(key, result);
+    void result.then(() => {
+      if (this.writes.get(key) === result) this.writes.delete(key);
+    });
+    return result;
   }
 
   private async handle(type: number, id: number, packet: Packet): Promise<Buffer> {
