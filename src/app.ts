@@ -9,6 +9,7 @@ import type { Config } from './config/schema.js';
 import { Defender } from './security/defender.js';
 import { FailureThrottle } from './security/failure-throttle.js';
 import { Gate } from './security/gate.js';
+import { HandleBook } from './session/open-handles.js';
 import { QuotaBook } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
 import type { SessionDeps } from './session/session.js';
@@ -94,6 +95,7 @@ export function openServices(config: Config): Services {
     sessionDeps: {
       audit,
       quotas: new QuotaBook(base.users),
+      openHandles: new HandleBook(config.sftp.maxHandlesPerUser),
       atomicUploads: config.uploads.atomic,
       hashResumedUploads: settings.hashResumedUploads,
     },

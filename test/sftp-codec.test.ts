@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { BadMessage, FXP, MAX_PACKET, PacketFramer, Reader, STATUS, Writer, decodePacket, statusPacket } from '../src/sftp/codec.js';
+import { BadMessage, FXP, MAX_PACKET, MAX_READ, PacketFramer, Reader, STATUS, Writer, decodePacket, replyDataLength, statusPacket } from '../src/sftp/codec.js';
 import { statusFor } from '../src/sftp/status.js';
 import { SluiceError, type ErrorKind } from '../src/session/errors.js';
 
@@ -73,5 +73,22 @@ describe('SFTP codec (pure)', () => {
     assert.equal(statusFor(new SluiceError('not-found')).code, STATUS.NO_SUCH_FILE);
     assert.equal(statusFor(new SluiceError('permission-denied')).code, STATUS.PERMISSION_DENIED);
     assert.equal(statusFor(new SluiceError('unsupported')).code, STATUS.OP_UNSUPPORTED);
+  });
+});
+
+describe('replyDataLength (what a request may cost in reply data)', () => {
+  const read = (length: number) => decodePacket(new Writer(FXP.READ, 1).bytes(Buffer.from('h')).uint64(0).uint32(length).finish().subarray(4));
+  it('is a READ length, clamped as the handler clamps it', () => {
+    assert.equal(replyDataLength(read(100)), 100);
+    assert.equal(replyDataLength(read(2 ** 31)), MAX_READ);
+    assert.equal(replyDataLength(read(0xffffffff)), MAX_READ);
+  });
+  it('is 0 for other requests and for a malformed READ', () => {
+    assert.equal(replyDataLength(decodePacket(new Writer(FXP.STAT, 1).string('/a').finish().subarray(4))), 0);
+    assert.equal(replyDataLength(decodePacket(new Writer(FXP.READ, 1).bytes(Buffer.from('h')).finish().subarray(4))), 0);
+  });
+  it('counts the whole packet size, length prefix included', () => {
+    const pkt = new Writer(FXP.STAT, 1).string('/a').finish();
+    assert.equal(decodePacket(pkt.subarray(4)).size, pkt.length);
   });
 });

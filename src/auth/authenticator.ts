@@ -11,6 +11,7 @@ export type AuthFailure =
   | 'bad-password'
   | 'bad-key'
   | 'bad-signature'
+  | 'weak-algorithm'
   | 'disabled'
   | 'expired'
   | 'protocol-not-allowed'

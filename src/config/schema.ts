@@ -65,13 +65,27 @@ export const configSchema = z
         idleTimeout: z.number().int().min(10).max(86400).default(300),
         /** Open files and directories per SFTP session. */
         maxHandles: z.number().int().min(4).max(4096).default(256),
-        /** Algorithm lists, most preferred first; the defaults exclude SHA-1 and CBC. */
+        /** Open files and directories per user, all their SFTP sessions and connections together. */
+        maxHandlesPerUser: z.number().int().min(4).max(65536).default(256),
+        /** Session channels open at once on one SSH connection (OpenSSH's MaxSessions). */
+        maxChannelsPerConnection: z.number().int().min(1).max(100).default(10),
+        /** Bytes one connection may hold for requests in progress and replies its client has not read. */
+        maxQueuedBytes: size.default(8388608),
+        /**
+         * Algorithm lists, most preferred first; the defaults exclude SHA-1, CBC, the NIST
+         * curves for key exchange and encrypt-and-MAC MACs, so that `ssh-audit` grades them clean.
+         */
         algorithms: z
           .object({
-            kex: z.array(z.string()).min(1).default(['curve25519-sha256', 'curve25519-sha256@libssh.org', 'ecdh-sha2-nistp256', 'ecdh-sha2-nistp384', 'diffie-hellman-group-exchange-sha256', 'diffie-hellman-group14-sha256']),
+            kex: z.array(z.string()).min(1).default(['curve25519-sha256', 'curve25519-sha256@libssh.org', 'diffie-hellman-group-exchange-sha256', 'diffie-hellman-group14-sha256']),
             cipher: z.array(z.string()).min(1).default(['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'chacha20-poly1305@openssh.com', 'aes128-ctr', 'aes192-ctr', 'aes256-ctr']),
-            hmac: z.array(z.string()).min(1).default(['hmac-sha2-256-etm@openssh.com', 'hmac-sha2-512-etm@openssh.com', 'hmac-sha2-256', 'hmac-sha2-512']),
+            hmac: z.array(z.string()).min(1).default(['hmac-sha2-256-etm@openssh.com', 'hmac-sha2-512-etm@openssh.com']),
             serverHostKey: z.array(z.string()).min(1).default(['ssh-ed25519', 'rsa-sha2-512', 'rsa-sha2-256']),
+            /** Signatures accepted for public-key login (OpenSSH's PubkeyAcceptedAlgorithms); SHA-1 `ssh-rsa` only if listed. */
+            userAuthSignatures: z
+              .array(z.enum(['ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa']))
+              .min(1)
+              .default(['ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'rsa-sha2-512', 'rsa-sha2-256']),
           })
           .strict()
           .prefault({}),

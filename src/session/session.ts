@@ -7,6 +7,7 @@ import { SluiceError, Unseen, fromErrno } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
 import { Jail, blindly, procPath, type Location } from './jail.js';
 import { DirectoryListing } from './listing.js';
+import type { HandleBook, UserHandles } from './open-handles.js';
 import { UPLOAD_TEMP_PREFIX, checkName, parentOf, relativeVirtual, resolveVirtual } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission } from './permissions.js';
 import type { QuotaBook, QuotaLedger } from './quota.js';
@@ -26,6 +27,8 @@ export interface SessionDeps {
   /** After a resumed upload, hash the whole file for the audit record (a second read). */
   readonly hashResumedUploads: boolean;
   readonly quotas: QuotaBook;
+  /** Open files and directories per user, across sessions. */
+  readonly openHandles: HandleBook;
   /** Fresh uploads go to a temporary name and replace the target only when complete. */
   readonly atomicUploads: boolean;
 }
@@ -62,6 +65,8 @@ export class Session {
   private readonly started = Date.now();
   private readonly transfers = new Set<Upload | Download>();
   private closed = false;
+  /** The user's open handles, counted across all their sessions (front-ends that hold handles use it). */
+  readonly openHandles: UserHandles;
 
   private constructor(
     readonly account: Account,
@@ -69,7 +74,9 @@ export class Session {
     private readonly jail: Jail,
     private readonly ledger: QuotaLedger,
     private readonly deps: SessionDeps,
-  ) {}
+  ) {
+    this.openHandles = deps.openHandles.acquire(account);
+  }
 
   static async open(account: Account, context: SessionContext, deps: SessionDeps): Promise<Session> {
     let root: string;
@@ -111,6 +118,7 @@ export class Session {
     this.closed = true;
     await Promise.all([...this.transfers].map((t) => t.abort('connection closed')));
     this.deps.quotas.release(this.account);
+    this.deps.openHandles.release(this.account);
     this.audit({ event: 'logout', duration_ms: Date.now() - this.started });
   }
 

@@ -2,7 +2,8 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { SluiceError, fromErrno } from '../session/errors.js';
 import type { Session } from '../session/session.js';
-import { BadMessage, FXP, PacketFramer, STATUS, Writer, statusPacket, type Packet } from './codec.js';
+import type { ByteBudget } from './budget.js';
+import { BadMessage, FXP, PacketFramer, STATUS, Writer, leadingHandle, replyDataLength, statusPacket, type Packet } from './codec.js';
 import { HandleTable } from './handles.js';
 import { EXTENSIONS, handlerFor, type HandlerContext } from './handlers.js';
 import { statusFor } from './status.js';
@@ -11,6 +12,8 @@ export interface ChannelOptions {
   maxHandles: number;
   /** Requests being worked on at once; past it we stop reading (OpenSSH clients keep 64 in flight). */
   maxInFlight: number;
+  /** Shared by the channels of one connection: what requests and unsent replies may hold. */
+  budget: ByteBudget;
   /** Called on every incoming chunk (idle timer). */
   onActivity(): void;
   /** SYMLINK argument order of this client (see HandlerContext). */
@@ -21,18 +24,27 @@ export interface ChannelOptions {
 
 /**
  * The SFTP request loop on one subsystem channel. Backpressure both ways:
- * reading stops while too many requests are in flight or while the channel
- * cannot take more output (its SSH window is shut), so memory stays bounded
- * whatever the client does. Every request gets exactly one reply.
+ * a request starts only while fewer than maxInFlight run and the connection's
+ * byte budget can hold it and its reply (a READ counts the data it will
+ * answer with); replies count until the client has taken them. Otherwise the
+ * framed requests wait and reading stops, so the client's window shuts and
+ * memory stays bounded whatever the client does. Every request gets exactly
+ * one reply.
  */
 export class SftpChannel {
   private readonly framer = new PacketFramer();
   private readonly handles: HandleTable;
   private readonly ctx: HandlerContext;
+  /** Framed but not started: at most what one incoming chunk held. */
+  private waiting: Packet[] = [];
   private inFlight = 0;
-  private waitingForDrain = false;
+  /** Per file handle, the last WRITE started: the next one waits for it (see ordered()). */
+  private readonly writes = new Map<string, Promise<Buffer>>();
+  /** Bytes of the budget this channel holds. */
+  private held = 0;
   private initialized = false;
   private closed = false;
+  private readonly unwatch: () => void;
 
   constructor(
     private readonly stream: Duplex,
@@ -40,15 +52,12 @@ export class SftpChannel {
     private readonly log: Logger,
     private readonly options: ChannelOptions,
   ) {
-    this.handles = new HandleTable(options.maxHandles);
+    this.handles = new HandleTable(options.maxHandles, session.openHandles);
     this.ctx = { session, handles: this.handles, maxHandles: options.maxHandles, symlinkTargetFirst: options.symlinkTargetFirst };
+    this.unwatch = options.budget.watch(() => this.pump());
     stream.on('data', (chunk: Buffer) => {
       options.onActivity();
       this.receive(chunk);
-    });
-    stream.on('drain', () => {
-      this.waitingForDrain = false;
-      this.maybeResume();
     });
     stream.on('error', (err: Error) => this.log.debug({ err: err.message }, 'sftp channel error'));
     stream.on('close', () => void this.shutdown('channel closed'));
@@ -62,34 +71,77 @@ export class SftpChannel {
   }
 
   private receive(chunk: Buffer): void {
-    let packets: Packet[];
+    // Chunks ssh2 had already buffered still flow after a violation destroyed the stream.
+    if (this.closed) return;
     try {
-      packets = this.framer.push(chunk);
+      this.waiting.push(...this.framer.push(chunk));
     } catch (err) {
       return this.violation(String(err));
     }
-    for (const packet of packets) this.dispatch(packet);
+    this.pump();
   }
 
-  private dispatch(packet: Packet): void {
-    if (!this.initialized) {
-      // Anything before INIT ends the session, as OpenSSH's server does.
-      if (packet.type !== FXP.INIT) return this.violation('request before INIT');
-      this.initialized = true;
-      const version = new Writer(FXP.VERSION).uint32(3);
-      for (const [name, data] of EXTENSIONS) version.string(name).string(data);
-      this.send(version.finish());
-      return;
+  /** Start what the limits allow; read on only once nothing waits. */
+  private pump(): void {
+    let started = 0;
+    for (const packet of this.waiting) {
+      if (this.closed) return;
+      if (!this.initialized) {
+        started++;
+        this.init(packet);
+        continue;
+      }
+      if (this.inFlight >= this.options.maxInFlight) break;
+      const cost = packet.size + replyDataLength(packet);
+      if (!this.options.budget.tryTake(cost, this.held === 0)) break;
+      this.held += cost;
+      started++;
+      this.dispatch(packet, cost);
     }
+    if (started > 0) this.waiting = this.waiting.slice(started);
+    if (this.closed) return;
+    if (this.waiting.length > 0) this.stream.pause();
+    else this.stream.resume();
+  }
+
+  private init(packet: Packet): void {
+    // Anything before INIT ends the session, as OpenSSH's server does.
+    if (packet.type !== FXP.INIT) return this.violation('request before INIT');
+    this.initialized = true;
+    const version = new Writer(FXP.VERSION).uint32(3);
+    for (const [name, data] of EXTENSIONS) version.string(name).string(data);
+    this.send(version.finish());
+  }
+
+  private dispatch(packet: Packet, cost: number): void {
     if (packet.type === FXP.INIT || packet.id === null) return this.violation('INIT twice');
     const id = packet.id;
     this.inFlight++;
-    if (this.inFlight >= this.options.maxInFlight) this.stream.pause();
-    void this.handle(packet.type, id, packet).then((reply) => {
+    void this.ordered(packet, () => this.handle(packet.type, id, packet)).then((reply) => {
       this.inFlight--;
+      // The reply takes the place of what the request held.
       this.send(reply);
-      this.maybeResume();
+      this.release(cost);
     });
+  }
+
+  /**
+   * WRITEs on one handle run one after another in the order received, as
+   * OpenSSH's server runs every request: an append (OpenSSH's reput) lands
+   * wherever the file ends when the system runs it, so two in flight could
+   * swap. Everything else runs at once.
+   */
+  private ordered(packet: Packet, run: () => Promise<Buffer>): Promise<Buffer> {
+    const key = packet.type === FXP.WRITE ? leadingHandle(packet) : null;
+    if (key === null) return run();
+    const previous = this.writes.get(key);
+    // handle() never rejects: every failure is a STATUS reply.
+    const result = previous ? previous.then(run) : run();
+    this.writes.set(key, result);
+    void result.then(() => {
+      if (this.writes.get(key) === result) this.writes.delete(key);
+    });
+    return result;
   }
 
   private async handle(type: number, id: number, packet: Packet): Promise<Buffer> {
@@ -109,14 +161,17 @@ export class SftpChannel {
 
   private send(reply: Buffer): void {
     if (this.closed) return;
-    if (!this.stream.write(reply)) {
-      this.waitingForDrain = true;
-      this.stream.pause();
-    }
+    this.options.budget.take(reply.length);
+    this.held += reply.length;
+    // The callback comes once ssh2 has handed the reply to the transport, i.e. the client's window took it.
+    this.stream.write(reply, () => this.release(reply.length));
   }
 
-  private maybeResume(): void {
-    if (!this.closed && !this.waitingForDrain && this.inFlight < this.options.maxInFlight) this.stream.resume();
+  private release(n: number): void {
+    // After shutdown everything was given back at once.
+    if (this.closed) return;
+    this.held -= n;
+    this.options.budget.give(n);
   }
 
   private violation(reason: string): void {
@@ -128,6 +183,11 @@ export class SftpChannel {
   private async shutdown(reason: string): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.waiting = [];
+    this.unwatch();
+    // Replies still queued are dropped with the channel (ssh2 never completes writes on a closed channel).
+    this.options.budget.give(this.held);
+    this.held = 0;
     await this.handles.closeAll(reason);
     await this.session.close();
   }

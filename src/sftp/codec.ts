@@ -55,6 +55,11 @@ export const MAX_PACKET = 256 * 1024;
 /** Largest READ we answer in one DATA reply, leaving room for the header. */
 export const MAX_READ = MAX_PACKET - 1024;
 
+/** A READ's length as served: clients may ask for up to 4 GiB in one request. */
+export function clampRead(length: number): number {
+  return Math.min(length, MAX_READ);
+}
+
 export class BadMessage extends Error {
   constructor(message: string) {
     super(message);
@@ -205,6 +210,10 @@ export interface Packet {
   /** Request id; absent for INIT. */
   id: number | null;
   body: Reader;
+  /** The whole packet's size on the wire, length prefix included. */
+  size: number;
+  /** What follows the type and id, for looking ahead without consuming `body`. */
+  payload: Buffer;
 }
 
 /**
@@ -252,11 +261,38 @@ export class PacketFramer {
 }
 
 export function decodePacket(packet: Buffer): Packet {
-  const r = new Reader(packet);
-  const type = r.byte();
+  const head = new Reader(packet);
+  const type = head.byte();
   // INIT carries a version, not a request id.
-  const id = type === FXP.INIT ? null : r.uint32();
-  return { type, id, body: r };
+  const id = type === FXP.INIT ? null : head.uint32();
+  const payload = packet.subarray(id === null ? 1 : 5);
+  return { type, id, body: new Reader(payload), size: 4 + packet.length, payload };
+}
+
+/** The handle a request names first (WRITE, READ, CLOSE...), as a map key; null if malformed. */
+export function leadingHandle(packet: Packet): string | null {
+  try {
+    return new Reader(packet.payload).bytes().toString('hex');
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The most data a request's reply can carry: a READ's length as served; 0 for
+ * every other request (their replies are small) and for a malformed READ (it
+ * gets a STATUS).
+ */
+export function replyDataLength(packet: Packet): number {
+  if (packet.type !== FXP.READ) return 0;
+  try {
+    const r = new Reader(packet.payload);
+    r.bytes();
+    r.uint64();
+    return clampRead(r.uint32());
+  } catch {
+    return 0;
+  }
 }
 
 export function statusPacket(id: number, code: StatusCode, message: string): Buffer {

@@ -2,7 +2,7 @@ import { SluiceError } from '../session/errors.js';
 import type { Session } from '../session/session.js';
 import { Download, Upload } from '../session/transfer.js';
 import { longname, toAttrs } from './attrs.js';
-import { FXP, MAX_PACKET, MAX_READ, OPEN_FLAGS, STATUS, Writer, statusPacket, type Attrs, type Reader } from './codec.js';
+import { FXP, MAX_PACKET, MAX_READ, OPEN_FLAGS, STATUS, Writer, clampRead, statusPacket, type Attrs, type Reader } from './codec.js';
 import type { HandleTable } from './handles.js';
 
 export interface HandlerContext {
@@ -80,7 +80,7 @@ const requests: Partial<Record<number, Handler>> = {
   async [FXP.READ]({ handles }, id, body) {
     const transfer = handles.file(body.bytes());
     const offset = body.uint64();
-    const length = Math.min(body.uint32(), MAX_READ);
+    const length = clampRead(body.uint32());
     if (!(transfer instanceof Download)) throw new SluiceError('permission-denied', 'Handle not open for reading');
     const data = await transfer.read(offset, length);
     if (data.length === 0) return statusPacket(id, STATUS.EOF, 'End of file');

@@ -1,5 +1,6 @@
 import type { DirectoryListing } from '../session/listing.js';
 import { SluiceError } from '../session/errors.js';
+import type { UserHandles } from '../session/open-handles.js';
 import type { Download, Upload } from '../session/transfer.js';
 
 export type HandleEntry =
@@ -8,16 +9,21 @@ export type HandleEntry =
 
 /**
  * Opaque handles of one SFTP session: a counter, never reused, capped in
- * number. Every lookup checks the kind; close-all runs when the channel ends.
+ * number per session and, through `user`, per user across all their
+ * sessions. Every lookup checks the kind; close-all runs when the channel ends.
  */
 export class HandleTable {
   private readonly entries = new Map<string, HandleEntry>();
   private next = 1;
 
-  constructor(private readonly max: number) {}
+  constructor(
+    private readonly max: number,
+    private readonly user: UserHandles,
+  ) {}
 
   add(entry: HandleEntry): Buffer {
     if (this.entries.size >= this.max) throw new SluiceError('failure', 'Too many open handles');
+    this.user.hold();
     const id = Buffer.alloc(4);
     id.writeUInt32BE(this.next++);
     this.entries.set(id.toString('hex'), entry);
@@ -42,6 +48,7 @@ export class HandleTable {
     const e = this.entries.get(key);
     if (!e) throw new SluiceError('failure', 'Invalid handle');
     this.entries.delete(key);
+    this.user.release();
     return e;
   }
 
@@ -53,6 +60,7 @@ export class HandleTable {
   async closeAll(reason: string): Promise<void> {
     const all = [...this.entries.values()];
     this.entries.clear();
+    for (let i = 0; i < all.length; i++) this.user.release();
     await Promise.all(all.map((e) => (e.kind === 'file' ? e.transfer.abort(reason) : e.listing.close())));
   }
 }

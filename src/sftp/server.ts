@@ -10,7 +10,9 @@ import { HOST_KEYS } from '../certs/ensure.js';
 import type { Account } from '../session/account.js';
 import type { Guest } from '../security/gate.js';
 import { Session } from '../session/session.js';
+import { ByteBudget } from './budget.js';
 import { SftpChannel } from './channel.js';
+import { enforceWindow } from './window.js';
 
 const METHODS: ssh2.AuthenticationType[] = ['publickey', 'password', 'keyboard-interactive'];
 
@@ -38,6 +40,31 @@ function hostKeysFor(certsDir: string, allowed: readonly string[]): { key: ssh2.
   return keys;
 }
 
+/** The algorithm a public-key request signs with: ssh2 names every RSA key `ssh-rsa` and reports the hash apart. */
+function signatureAlgorithm(ctx: ssh2.PublicKeyAuthContext): string {
+  if (ctx.key.algo !== 'ssh-rsa') return ctx.key.algo;
+  if (ctx.hashAlgo === 'sha512') return 'rsa-sha2-512';
+  if (ctx.hashAlgo === 'sha256') return 'rsa-sha2-256';
+  return 'ssh-rsa';
+}
+
+/**
+ * The byte budget of one connection, counting what its socket has not sent:
+ * ssh2 writes to the socket whatever the client's window allows and ignores
+ * the socket's backpressure, so a client that widens its window without
+ * reading would otherwise pile replies up there.
+ */
+function connectionBudget(client: ssh2.Connection, limit: number, log: Logger): ByteBudget {
+  const socket = (client as unknown as { _sock?: unknown })._sock;
+  if (!(socket instanceof net.Socket)) {
+    log.error('ssh2 connection without a socket: unsent replies are not counted');
+    return new ByteBudget(limit);
+  }
+  const budget = new ByteBudget(limit, () => socket.writableLength);
+  socket.on('drain', () => budget.wake());
+  return budget;
+}
+
 /** Per connection: who it is, how often it failed, and its timers. */
 interface ConnectionState {
   readonly id: string;
@@ -48,6 +75,14 @@ interface ConnectionState {
   account: Account | null;
   /** SYMLINK arrives as (target, link): see HandlerContext.symlinkTargetFirst. */
   symlinkTargetFirst: boolean;
+}
+
+/** Per logged-in connection, from its first session channel on. */
+interface ChannelLimits {
+  /** Session channels open now (sftp.maxChannelsPerConnection). */
+  channels: number;
+  /** What the connection's SFTP channels may hold in memory, together (sftp.maxQueuedBytes). */
+  readonly budget: ByteBudget;
 }
 
 /**
@@ -66,6 +101,7 @@ export class SftpFrontEnd {
   private readonly clients = new Set<ssh2.Connection>();
   /** Admitted sockets ssh2 has not yet announced (no banner yet), by remote address and port. */
   private readonly admitted = new Map<string, { guest: Guest; socket: net.Socket }>();
+  private readonly limits = new WeakMap<ssh2.Connection, ChannelLimits>();
   private readonly log: Logger;
 
   private constructor(private readonly services: Services) {
@@ -156,7 +192,7 @@ export class SftpFrontEnd {
 
     client.on('authentication', (ctx) => void this.authenticate(client, state, ctx));
     client.on('ready', () => {
-      client.on('session', (accept) => this.openSession(state, accept(), () => idle.refresh()));
+      client.on('session', (accept, reject) => this.openSession(client, state, accept, reject, () => idle.refresh()));
     });
     // Everything else a client may ask for is refused.
     client.on('tcpip', (_accept, reject) => {
@@ -199,6 +235,12 @@ export class SftpFrontEnd {
           return ctx.accept();
         }
         case 'publickey': {
+          const accepted: readonly string[] = this.services.config.sftp.algorithms.userAuthSignatures;
+          // SHA-1 `ssh-rsa` (or any unlisted algorithm) is refused before the key is even looked at.
+          if (!accepted.includes(signatureAlgorithm(ctx))) {
+            if (!ctx.signature) return ctx.reject(METHODS);
+            authenticator.refuse(req, 'publickey', 'weak-algorithm');
+          }
           if (!ctx.signature || !ctx.blob) {
             // Only the client asking whether this key would do: not a login, not a failure.
             authenticator.publicKey(req, ctx.key.data, false);
@@ -235,7 +277,31 @@ export class SftpFrontEnd {
     }
   }
 
-  private openSession(state: ConnectionState, session: ssh2.Session, activity: () => void): void {
+  private limitsOf(client: ssh2.Connection, log: Logger): ChannelLimits {
+    let limits = this.limits.get(client);
+    if (!limits) {
+      limits = { channels: 0, budget: connectionBudget(client, this.services.config.sftp.maxQueuedBytes, log) };
+      this.limits.set(client, limits);
+    }
+    return limits;
+  }
+
+  private openSession(
+    client: ssh2.Connection,
+    state: ConnectionState,
+    accept: () => ssh2.Session,
+    reject: () => void,
+    activity: () => void,
+  ): void {
+    const limits = this.limitsOf(client, state.log);
+    // Each channel may hold handles and buffers: a connection gets a few, like OpenSSH's MaxSessions.
+    if (limits.channels >= this.services.config.sftp.maxChannelsPerConnection) {
+      state.log.warn({ channels: limits.channels }, 'session channel refused: too many on this connection');
+      return reject();
+    }
+    limits.channels++;
+    const session = accept();
+    session.once('close', () => limits.channels--);
     const refuse = (what: string) => (_accept: unknown, reject?: () => void) => {
       state.log.warn({ request: what }, 'session request refused');
       reject?.();
@@ -251,6 +317,14 @@ export class SftpFrontEnd {
       const account = state.account;
       // No 'data' listener until the channel loop exists: the client's INIT waits in the stream.
       const channel = accept();
+      const guarded = enforceWindow(channel, () => {
+        state.log.warn('peer ignored the channel window; disconnecting');
+        client.end();
+      });
+      if (!guarded) {
+        state.log.error('cannot enforce the SSH window with this ssh2 version; channel closed');
+        return channel.close();
+      }
       void Session.open(
         account,
         { id: state.id, protocol: 'sftp', remoteAddress: state.ip, remotePort: state.port },
@@ -260,6 +334,7 @@ export class SftpFrontEnd {
           new SftpChannel(channel, s, state.log, {
             maxHandles: this.services.config.sftp.maxHandles,
             maxInFlight: 64,
+            budget: limits.budget,
             onActivity: activity,
             symlinkTargetFirst: state.symlinkTargetFirst,
             exit: (status) => channel.exit(status),

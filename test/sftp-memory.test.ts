@@ -1,0 +1,194 @@
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import type ssh2 from 'ssh2';
+import { FXP, OPEN_FLAGS, Writer } from '../src/sftp/codec.js';
+import { TestServer } from './helpers/server.js';
+import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+
+const MiB = 1024 * 1024;
+/** How much the server may grow while one hostile client does its worst. */
+const BOUND = 100 * MiB;
+
+function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  assert.ok(m, 'VmRSS readable');
+  return Number(m[1]) * 1024;
+}
+
+/** Highest RSS of the process seen while `during` runs, sampled every 50 ms. */
+async function peakRss(pid: number, during: () => Promise<void>): Promise<number> {
+  let peak = rssOf(pid);
+  const timer = setInterval(() => {
+    peak = Math.max(peak, rssOf(pid));
+  }, 50);
+  try {
+    await during();
+  } finally {
+    clearInterval(timer);
+  }
+  return Math.max(peak, rssOf(pid));
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The raw sftp subsystem channel: we speak the SFTP packets ourselves. */
+function subsystem(conn: ssh2.Client): Promise<ssh2.ClientChannel> {
+  return new Promise((resolve, reject) => conn.subsys('sftp', (err, ch) => (err ? reject(err) : resolve(ch))));
+}
+
+/** Reads whole SFTP packets from a channel, one at a time, on demand. */
+function packetReader(ch: ssh2.ClientChannel): () => Promise<Buffer> {
+  let buf = Buffer.alloc(0);
+  let wake: (() => void) | null = null;
+  ch.on('data', (d: Buffer) => {
+    buf = Buffer.concat([buf, d]);
+    wake?.();
+  });
+  return async () => {
+    for (;;) {
+      if (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
+        const n = buf.readUInt32BE(0);
+        const packet = buf.subarray(4, 4 + n);
+        buf = buf.subarray(4 + n);
+        return packet;
+      }
+      await new Promise<void>((r) => (wake = r));
+    }
+  };
+}
+
+/** INIT, then OPEN `path` for reading: returns the handle, and leaves the channel unread from then on. */
+async function openForRead(ch: ssh2.ClientChannel, path: string): Promise<Buffer> {
+  const next = packetReader(ch);
+  ch.write(new Writer(FXP.INIT).uint32(3).finish());
+  assert.equal((await next())[0], FXP.VERSION);
+  ch.write(new Writer(FXP.OPEN, 1).string(path).uint32(OPEN_FLAGS.READ).uint32(0).finish());
+  const reply = await next();
+  assert.equal(reply[0], FXP.HANDLE, 'OPEN answered with a handle');
+  ch.removeAllListeners('data');
+  ch.pause();
+  return reply.subarray(9, 9 + reply.readUInt32BE(5));
+}
+
+/** READ requests asking for `length` bytes at offset 0, ids from `first`. */
+function reads(handle: Buffer, count: number, length: number, first: number): Buffer {
+  const out: Buffer[] = [];
+  for (let i = 0; i < count; i++) out.push(new Writer(FXP.READ, first + i).bytes(handle).uint64(0).uint32(length).finish());
+  return Buffer.concat(out);
+}
+
+interface Internals {
+  _protocol: { channelData(id: number, data: Buffer): void; channelWindowAdjust(id: number, amount: number): void };
+  _sock: Socket;
+}
+
+describe('SFTP memory stays bounded whatever a logged-in client does', () => {
+  let srv: TestServer;
+  let pid: number;
+  const login = () => sshConnect({ port: srv.sftpPort, username: 'mona', password: 'mona password' });
+
+  // A fresh server for each attack: memory one left behind must not hide the next one's growth.
+  beforeEach(async () => {
+    srv = await TestServer.start({ users: [{ name: 'mona', password: 'mona password', args: ['--perms', 'all'] }] });
+    writeFileSync(join(srv.home('mona'), 'big.bin'), Buffer.alloc(4 * MiB, 7));
+    pid = srv.pid as number;
+    // Warm the server up (key exchange, first session) so the baseline is not its start-up growth.
+    const c = await login();
+    await call<Buffer>((cb) => sftpOf(c).then((s) => s.readFile('/big.bin', cb), cb));
+    c.end();
+    await sleep(300);
+  });
+  afterEach(() => srv.stop());
+
+  async function stillServes(): Promise<void> {
+    const c = await login();
+    try {
+      const s = await sftpOf(c);
+      const data = await call<Buffer>((cb) => s.readFile('/big.bin', cb));
+      assert.equal(data.length, 4 * MiB);
+    } finally {
+      c.end();
+    }
+  }
+
+  it('disconnects a client that sends past the SSH window, without buffering what it sent', async (t) => {
+    const before = rssOf(pid);
+    const conn = await login();
+    const ch = await subsystem(conn);
+    const handle = await openForRead(ch, '/big.bin');
+    // Stall the server's reading first (its replies cannot leave: we read nothing), so whatever
+    // arrives next has to wait in its buffers.
+    ch.write(reads(handle, 200, 2 ** 31, 10));
+    await sleep(500);
+    const internals = conn as unknown as Internals;
+    const id = (ch as unknown as { outgoing: { id: number } }).outgoing.id;
+    let closed = false;
+    conn.on('close', () => (closed = true));
+    conn.on('error', () => undefined);
+    // Not a divisor of the window: ssh2 drops data only when the window is exactly 0.
+    const chunk = Buffer.alloc(30000, 0x41);
+    let sent = 0;
+    const peak = await peakRss(pid, async () => {
+      // Straight to the transport, past the window ssh2's channel would respect.
+      while (!closed && sent < 400 * MiB) {
+        internals._protocol.channelData(id, chunk);
+        sent += chunk.length;
+        if (internals._sock.writableLength > 4 * MiB) {
+          await new Promise((r) => {
+            internals._sock.once('drain', r);
+            internals._sock.once('close', r);
+          });
+        }
+      }
+      await sleep(1000);
+    });
+    conn.end();
+    t.diagnostic(`server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    assert.ok(peak - before < BOUND, `server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    assert.ok(closed, `the server kept the connection after ${Math.round(sent / MiB)} MiB past the window`);
+    await stillServes();
+  });
+
+  it('holds a bounded amount for READ(2^31) requests whose replies the client never reads', async (t) => {
+    const before = rssOf(pid);
+    const conns = await Promise.all([login(), login()]);
+    const peak = await peakRss(pid, async () => {
+      for (const conn of conns) {
+        const ch = await subsystem(conn);
+        const handle = await openForRead(ch, '/big.bin');
+        ch.write(reads(handle, 2000, 2 ** 31, 10));
+      }
+      await sleep(5000);
+    });
+    for (const conn of conns) conn.end();
+    t.diagnostic(`server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    assert.ok(peak - before < BOUND, `server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    await stillServes();
+  });
+
+  it('holds a bounded amount when the client opens its window without reading what arrives', async (t) => {
+    const before = rssOf(pid);
+    const conn = await login();
+    const ch = await subsystem(conn);
+    const handle = await openForRead(ch, '/big.bin');
+    const internals = conn as unknown as Internals;
+    const id = (ch as unknown as { outgoing: { id: number } }).outgoing.id;
+    conn.on('error', () => undefined);
+    // Stop reading the TCP socket, then grant the server an enormous window: its replies can
+    // only pile up in its own socket buffer.
+    internals._sock.pause();
+    internals._protocol.channelWindowAdjust(id, 0xfffff000);
+    const peak = await peakRss(pid, async () => {
+      ch.write(reads(handle, 2000, 2 ** 31, 10));
+      await sleep(5000);
+    });
+    conn.end();
+    internals._sock.destroy();
+    t.diagnostic(`server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    assert.ok(peak - before < BOUND, `server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    await stillServes();
+  });
+});

@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type ssh2 from 'ssh2';
+import { FXP, OPEN_FLAGS, STATUS, Writer } from '../src/sftp/codec.js';
+import { TestServer } from './helpers/server.js';
+import { sshConnect } from './helpers/ssh.js';
+
+/** Whole SFTP packets from a channel, in arrival order. */
+function packets(ch: ssh2.ClientChannel): () => Promise<Buffer> {
+  let buf = Buffer.alloc(0);
+  let wake: (() => void) | null = null;
+  ch.on('data', (d: Buffer) => {
+    buf = Buffer.concat([buf, d]);
+    wake?.();
+  });
+  return async () => {
+    for (;;) {
+      if (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
+        const n = buf.readUInt32BE(0);
+        const p = buf.subarray(4, 4 + n);
+        buf = buf.subarray(4 + n);
+        return p;
+      }
+      await new Promise<void>((r) => (wake = r));
+    }
+  };
+}
+
+describe('SFTP request order', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({ users: [{ name: 'ola', password: 'ola password', args: ['--perms', 'all'] }] });
+  });
+  after(() => srv.stop());
+
+  it('lands pipelined APPEND writes in the order sent (OpenSSH reput)', async () => {
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'ola', password: 'ola password' });
+    try {
+      const ch = await new Promise<ssh2.ClientChannel>((resolve, reject) => conn.subsys('sftp', (err, c) => (err ? reject(err) : resolve(c))));
+      const next = packets(ch);
+      ch.write(new Writer(FXP.INIT).uint32(3).finish());
+      assert.equal((await next())[0], FXP.VERSION);
+      const flags = OPEN_FLAGS.WRITE | OPEN_FLAGS.CREAT | OPEN_FLAGS.APPEND;
+      ch.write(new Writer(FXP.OPEN, 1).string('/appended.bin').uint32(flags).uint32(0).finish());
+      const opened = await next();
+      assert.equal(opened[0], FXP.HANDLE);
+      const handle = opened.subarray(9, 9 + opened.readUInt32BE(5));
+      // Writes pipelined as fast as the server takes them, each a different byte: any swap shows in the file.
+      const count = 250;
+      const size = 16 * 1024;
+      const burst: Buffer[] = [];
+      for (let i = 0; i < count; i++) {
+        burst.push(new Writer(FXP.WRITE, 10 + i).bytes(handle).uint64(i * size).bytes(Buffer.alloc(size, i)).finish());
+      }
+      ch.write(Buffer.concat(burst));
+      for (let i = 0; i < count; i++) {
+        const reply = await next();
+        assert.equal(reply[0], FXP.STATUS);
+        assert.equal(reply.readUInt32BE(5), STATUS.OK);
+      }
+      ch.write(new Writer(FXP.CLOSE, 2).bytes(handle).finish());
+      assert.equal((await next()).readUInt32BE(5), STATUS.OK);
+      const file = readFileSync(join(srv.home('ola'), 'appended.bin'));
+      assert.equal(file.length, count * size);
+      const order = Array.from({ length: count }, (_, i) => file[i * size]);
+      assert.deepEqual(order, Array.from({ length: count }, (_, i) => i));
+    } finally {
+      conn.end();
+    }
+  });
+});
