@@ -22,7 +22,11 @@ describe('SSH crypto policy (defaults)', () => {
     rsaKey = join(local, 'rsa_key');
     const k = spawnSync('ssh-keygen', ['-q', '-t', 'rsa', '-b', '3072', '-N', '', '-C', 'rsa', '-f', rsaKey]);
     assert.equal(k.status, 0, String(k.stderr));
-    srv = await TestServer.start({ users: [{ name: 'ria', password: 'ria password', args: ['--key', `${rsaKey}.pub`] }] });
+    srv = await TestServer.start({
+      // ssh-audit's probes end before key exchange completes: the defender rightly scores them.
+      yaml: 'defender:\n  allowList: ["127.0.0.1/32"]\n',
+      users: [{ name: 'ria', password: 'ria password', args: ['--key', `${rsaKey}.pub`] }],
+    });
   });
   after(() => srv.stop());
 
