@@ -58,6 +58,7 @@ describe('configuration', () => {
   const bad: [string, NodeJS.ProcessEnv, string | null, RegExp][] = [
     ['unknown top-level key', {}, 'colour: blue\n', /unknown key "colour"/],
     ['unknown nested key', {}, 'ftp:\n  prot: 21\n', /unknown key "ftp.prot"/],
+    ['a key that moved', {}, 'sftp:\n  maxAuthTries: 3\n', /"sftp.maxAuthTries" is now "auth.maxTries"/],
     ['port out of range', {}, 'ftp:\n  port: 70000\n', /ftp\.port/],
     ['port of the wrong type', {}, 'sftp:\n  port: "ssh"\n', /sftp\.port/],
     ['bad TLS policy', { SLUICE_FTP_TLS: 'sometimes' }, null, /ftp\.tls \(from SLUICE_FTP_TLS\)/],

@@ -92,6 +92,12 @@ function setPath(target: Raw, path: string[], value: unknown): void {
   node[path[path.length - 1] as string] = value;
 }
 
+/** Keys that became one setting shared by every front-end: the old name points to the new. */
+const MOVED: Readonly<Record<string, string>> = {
+  'sftp.maxAuthTries': 'auth.maxTries',
+  'sftp.loginGraceTime': 'limits.loginTimeout',
+};
+
 /** The first problem as one line, naming the environment variable when that is where the value came from. */
 function describe(error: z.ZodError, envMap: typeof ENV, env: NodeJS.ProcessEnv): string {
   const issue = error.issues[0];
@@ -99,6 +105,8 @@ function describe(error: z.ZodError, envMap: typeof ENV, env: NodeJS.ProcessEnv)
   const key = issue.path.join('.');
   if (issue.code === 'unrecognized_keys') {
     const prefix = key === '' ? '' : key + '.';
+    const old = issue.keys.map((k) => prefix + k).find((k) => MOVED[k] !== undefined);
+    if (old) return `config: "${old}" is now "${MOVED[old]}" (one setting for every protocol)`;
     return `config: unknown key "${prefix}${issue.keys.join(`", "${prefix}`)}"`;
   }
   const fromEnv = envMap.find(([name, path]) => path.join('.') === key && env[name]);
