@@ -3,7 +3,7 @@ import argon2 from 'argon2';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import ssh2 from 'ssh2';
+import { userKeyPair } from './helpers/ssh.js';
 import { AuthError, Authenticator, type AuthRequest } from '../src/auth/authenticator.js';
 import { addressAllowed, parseCidr } from '../src/auth/ip-rules.js';
 import { PasswordHasher } from '../src/auth/passwords.js';
@@ -104,8 +104,8 @@ describe('authentication', () => {
   });
 
   it('accepts a registered public key; a query without signature is not audited', async () => {
-    const pair = ssh2.utils.generateKeyPairSync('ed25519');
-    const other = ssh2.utils.generateKeyPairSync('ed25519');
+    const pair = userKeyPair();
+    const other = userKeyPair();
     await world.addUser('k', { password: null, keys: [parsePublicKey(pair.public)] });
     const blob = parsePublicKey(pair.public).blob;
     const before = (await world.auditLines()).length;

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import argon2 from 'argon2';
-import ssh2 from 'ssh2';
+import { userKeyPair } from './helpers/ssh.js';
 import { openDatabase } from '../src/store/db.js';
 import { UserStore } from '../src/store/users.js';
 import { sluice } from './helpers/cli.js';
@@ -18,7 +18,7 @@ describe('sluice CLI', () => {
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'sluice-cli-'));
     keyFile = join(dir, 'id.pub');
-    writeFileSync(keyFile, ssh2.utils.generateKeyPairSync('ed25519', { comment: 'me@laptop' }).public + '\n');
+    writeFileSync(keyFile, userKeyPair('me@laptop').public + '\n');
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -152,7 +152,7 @@ describe('sluice CLI', () => {
 
   function privateKeyFile(): string {
     const f = join(dir, 'id_private');
-    writeFileSync(f, ssh2.utils.generateKeyPairSync('ed25519').private);
+    writeFileSync(f, userKeyPair().private);
     return f;
   }
 });

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import ssh2 from 'ssh2';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
-import { sftpOf, sshConnect } from './helpers/ssh.js';
+import { sftpOf, sshConnect, userKeyPair } from './helpers/ssh.js';
 
 describe('login policy: sessions per user over every protocol, names as stored', () => {
   let srv: TestServer;
@@ -65,7 +65,7 @@ interface ClientProtocol {
  * ask before signing; the attacker does not.
  */
 function bogusSignatures(port: number, name: string, attempts: number): Promise<number> {
-  const key = ssh2.utils.parseKey(ssh2.utils.generateKeyPairSync('ed25519').private) as ssh2.ParsedKey;
+  const key = ssh2.utils.parseKey(userKeyPair().private) as ssh2.ParsedKey;
   return new Promise((resolve) => {
     const c = new ssh2.Client();
     let sent = 0;

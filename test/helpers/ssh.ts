@@ -40,3 +40,15 @@ export async function statusOf(p: Promise<unknown>): Promise<number | string> {
     return (err as { code?: number | string }).code ?? String(err);
   }
 }
+
+/**
+ * An ed25519 key pair from ssh2's generator, drawn again when ssh2's own
+ * parser rejects what it wrote (it drops a leading zero byte about 1 time in
+ * 200; the server's host keys are checked the same way, see certs/ensure.ts).
+ */
+export function userKeyPair(comment?: string): { private: string; public: string } {
+  for (;;) {
+    const pair = ssh2.utils.generateKeyPairSync('ed25519', comment === undefined ? {} : { comment });
+    if (!(ssh2.utils.parseKey(pair.public) instanceof Error) && !(ssh2.utils.parseKey(pair.private) instanceof Error)) return pair;
+  }
+}
