@@ -99,7 +99,11 @@ export class AuditLog implements AuditSink {
 
   /** Write out everything buffered and close the files; called on shutdown. */
   async close(): Promise<void> {
-    await this.keeping;
+    // A deletion record can start a rotation, which queues another pass: wait for the last one.
+    for (let pass: Promise<void> | null = null; pass !== this.keeping; ) {
+      pass = this.keeping;
+      await pass;
+    }
     await Promise.all([this.file.close(), this.xferlog?.close()]);
   }
 }
