@@ -98,9 +98,9 @@ export const configSchema = z
          * Retention of rotated files (audit.log.N, .gz too), applied at start
          * and after each rotation. A file is deleted only once its last line
          * is seen to chain into the next file, and each deletion is recorded.
-         * 30 x rotateSize bounds the disk (3 GiB by default) while keeping
-         * far more history than a disk-fill attack can push out quickly;
-         * keep the trail for longer by shipping it off the machine.
+         * 30 x rotateSize bounds the disk (3 GiB by default). Whoever can
+         * fill the log can also push old files out: keep the trail for
+         * longer, and safe from that, by shipping it off the machine.
          */
         keep: z
           .object({
