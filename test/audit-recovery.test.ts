@@ -104,9 +104,11 @@ describe('audit trail across a crash that tears the last line', () => {
       const r = sluice(srv.dir, ['audit', 'verify', 'removed.log']);
       assert.equal(r.code, 1, r.stdout);
       assert.match(r.stdout, /records a torn line that is not before it/);
-      // Any other alteration still breaks the chain.
-      writeFileSync(join(srv.dir, 'edited.log'), text.toString('utf8').replace('/after.txt', '/AFTER.txt'));
-      assert.equal(sluice(srv.dir, ['audit', 'verify', 'edited.log']).code, 1);
+      // Any other alteration still breaks the chain: here the last whole line before the tear, which the restart chained to.
+      writeFileSync(join(srv.dir, 'edited.log'), lines.map((l, i) => (i === at - 1 ? l.replace('"time":"', '"time":"X') : l)).join('\n'));
+      const e = sluice(srv.dir, ['audit', 'verify', 'edited.log']);
+      assert.equal(e.code, 1, e.stdout);
+      assert.match(e.stdout, new RegExp(`edited\\.log:${at}: altered`));
     } finally {
       await srv.stop();
     }

@@ -155,6 +155,8 @@ export function verifyLines(
   // The line before was passed over as a tear: the record that names it must come now.
   let afterTear = options.afterTear ?? false;
   let seenAny = head !== null;
+  // The line `head` was taken from (0: the previous file's last): an alteration is named there.
+  let headLine = 0;
   const result = (b: ChainBreak | null) => ({ break: b, head, torn, endsTorn: afterTear });
   for (let i = 0; i < lines.length; i++) {
     const raw = lines[i] as Line;
@@ -177,9 +179,10 @@ export function verifyLines(
     afterTear = false;
     if (head) {
       const reason = linkBreak(head, rec);
-      if (reason) return result({ line: reason.startsWith('altered') ? i : i + 1, reason });
+      if (reason) return result({ line: reason.startsWith('altered') ? headLine : i + 1, reason });
     }
     head = { seq: rec.seq + 1, prev: lineHash(text) };
+    headLine = i + 1;
     seenAny = true;
   }
   return result(null);

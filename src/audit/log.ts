@@ -67,6 +67,8 @@ export class AuditLog implements AuditSink {
 
   /** audit.keep: delete rotated files beyond it that chain into their successor; each deletion is a record. */
   private applyKeep(): void {
+    const { keep } = this.options;
+    if (keep.count === 0 && keep.days === 0) return;
     this.keeping = this.keeping
       .then(() => this.file.flush())
       .then(() => applyKeep(this.options.file, this.options.keep, Date.now(), (outcome) => this.write({ ...outcome })))

@@ -46,7 +46,6 @@ export type KeepOutcome =
  * a kept file. `report` gets each outcome (for the audit trail).
  */
 export async function applyKeep(path: string, keep: KeepPolicy, now: number, report: (o: KeepOutcome) => void): Promise<void> {
-  if (keep.count === 0 && keep.days === 0) return;
   const dir = dirname(path);
   const rotated = await Promise.all(
     rotatedSiblings(basename(path), await fsp.readdir(dir)).map(async (f) => ({ name: f.name, mtimeMs: (await fsp.stat(join(dir, f.name))).mtimeMs })),
