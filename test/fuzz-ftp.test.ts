@@ -139,7 +139,11 @@ describe('FTP fuzz: random command lines against the running server', () => {
         await fc.assert(
           fc.asyncProperty(fc.array(line, { minLength: 1, maxLength: 8 }), async (lines) => {
             // A connection is reused while it lasts and is still in the state under test.
-            if (c && (c.closed || (await c.cmd('PWD')).code !== 257)) c = null;
+            if (c && (c.closed || (await c.cmd('PWD')).code !== 257)) {
+              // Logged out (REIN): close it, or the server rightly keeps it until its idle timeout.
+              c.close();
+              c = null;
+            }
             c ??= await connect(srv.ftpPort, login);
             const open = await exchange(c, lines);
             if (!open || !login) {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { configSchema } from '../../src/config/schema.js';
 
 /**
@@ -53,6 +53,21 @@ export const RSS_SLACK = 80 * 1024 * 1024;
 /** Descriptors once every fuzz client is gone: the baseline, give or take a log file switching. */
 export const FD_SLACK = 8;
 
+/** What the descriptors lead to (sockets, files), to tell a leak's kind from the failure alone. */
+function fdTargets(pid: number): string {
+  const counts = new Map<string, number>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`).replace(/\[\d+\]$/, '');
+    } catch {
+      continue;
+    }
+    counts.set(target, (counts.get(target) ?? 0) + 1);
+  }
+  return [...counts].map(([t, n]) => `${n} x ${t}`).join(', ');
+}
+
 /**
  * After the fuzz clients closed: descriptors back to the baseline (the server
  * may take a moment to see the closes) and memory within its bound.
@@ -63,7 +78,7 @@ export async function assertBounded(pid: number, baseline: Usage): Promise<Usage
     await new Promise((r) => setTimeout(r, 100));
     now = usageOf(pid);
   }
-  assert.ok(now.fds <= baseline.fds + FD_SLACK, `descriptors: ${now.fds} after fuzzing, ${baseline.fds} before`);
+  assert.ok(now.fds <= baseline.fds + FD_SLACK, `descriptors: ${now.fds} after fuzzing, ${baseline.fds} before: ${fdTargets(pid)}`);
   assert.ok(
     now.rssBytes <= baseline.rssBytes + RSS_SLACK,
     `RSS: ${(now.rssBytes / 2 ** 20).toFixed(0)} MiB after fuzzing, ${(baseline.rssBytes / 2 ** 20).toFixed(0)} MiB before`,
