@@ -71,6 +71,7 @@ export function openServices(config: Config): Services {
     ? new AuditLog({
         file: resolve(config.dataDir, settings.file),
         rotateSize: settings.rotateSize,
+        keep: settings.keep,
         xferlog: settings.xferlog === '' ? null : resolve(config.dataDir, settings.xferlog),
         onError: (err) => base.log.error({ err }, 'audit log'),
       })

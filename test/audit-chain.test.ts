@@ -4,7 +4,8 @@ import { gzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { GENESIS, chainLine, verifyLines, type ChainHead } from '../src/audit/chain.js';
+import { GENESIS, chainLine, chainsInto, lastLines, tearOf, verifyLines, type ChainHead } from '../src/audit/chain.js';
+import { beyondKeep } from '../src/audit/retention.js';
 import { AuditLog, type AuditLogOptions } from '../src/audit/log.js';
 import { sluice } from './helpers/cli.js';
 
@@ -13,7 +14,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 
 const failOnError = (err: Error) => assert.fail(`audit log error: ${err.message}`);
 function openLog(file: string, options: Partial<AuditLogOptions> = {}): AuditLog {
-  return new AuditLog({ file, rotateSize: 0, xferlog: null, onError: failOnError, ...options });
+  return new AuditLog({ file, rotateSize: 0, keep: { count: 0, days: 0 }, xferlog: null, onError: failOnError, ...options });
 }
 const linesOf = (f: string) => readFileSync(f, 'utf8').trim().split('\n');
 const recordsOf = (f: string) => linesOf(f).map((l) => JSON.parse(l) as { seq: number; event: string; reason?: string });
@@ -64,6 +65,77 @@ describe('audit hash chain (pure)', () => {
   });
 });
 
+/** `n` chained lines, then the first `cut` bytes of one more, then a restart's anchor recording that fragment. */
+function tornChain(n: number, cut: number): { lines: string[]; fragment: string } {
+  let head: ChainHead = { seq: 0, prev: GENESIS };
+  const lines: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const r = chainLine(head, { event: 'mkdir', path: `/d${i}` });
+    lines.push(r.line);
+    head = r.head;
+  }
+  const fragment = chainLine(head, { event: 'mkdir', path: '/lost' }).line.slice(0, cut);
+  const anchor = chainLine(head, { event: 'audit-start', torn: tearOf(Buffer.from(fragment)) });
+  return { lines: [...lines, fragment, anchor.line, chainLine(anchor.head, { event: 'mkdir', path: '/after' }).line], fragment };
+}
+
+describe('audit hash chain: a line torn by a crash (pure)', () => {
+  it('a fragment recorded by the restart after it verifies and is reported', () => {
+    const { lines } = tornChain(5, 30);
+    const r = verifyLines(lines);
+    assert.equal(r.break, null);
+    assert.deepEqual(r.torn, [{ line: 6, bytes: 30 }]);
+  });
+  it('a whole line that only lost its newline is a tear like any other', () => {
+    const { lines, fragment } = tornChain(3, 10_000);
+    assert.ok(JSON.parse(fragment));
+    assert.equal(verifyLines(lines).break, null);
+  });
+  it('an altered fragment, a removed one, or a fragment nobody recorded, breaks the chain', () => {
+    const { lines } = tornChain(5, 30);
+    const altered = lines.map((l, i) => (i === 5 ? l.replace('"seq"', '"SEQ"') : l));
+    assert.equal(verifyLines(altered).break?.line, 6);
+    const removed = lines.filter((_, i) => i !== 5);
+    assert.match(verifyLines(removed).break?.reason ?? '', /records a torn line that is not before it/);
+    const unrecorded = chain(6);
+    unrecorded.splice(3, 0, 'garbage');
+    assert.equal(verifyLines(unrecorded).break?.line, 4);
+  });
+  it('a tear at the end of one file, recorded at the start of the next, verifies across them', () => {
+    const { lines } = tornChain(4, 25);
+    const older = lines.slice(0, 5);
+    const newer = lines.slice(5);
+    const first = verifyLines(older, { next: newer[0] });
+    assert.equal(first.break, null);
+    assert.equal(first.endsTorn, true);
+    assert.equal(verifyLines(newer, { start: first.head ?? undefined, afterTear: true }).break, null);
+    assert.match(verifyLines(newer, { start: first.head ?? undefined }).break?.reason ?? '', /not before it/);
+  });
+  it('retention sees whether a file chains into the next, a recorded tear included', () => {
+    const lines = chain(6);
+    const file = (ls: string[], end = '\n') => Buffer.from(ls.join('\n') + end);
+    const firsts = (ls: string[]) => ls.slice(0, 2).map((l) => Buffer.from(l));
+    assert.ok(chainsInto(lastLines(file(lines.slice(0, 3))), firsts(lines.slice(3))));
+    assert.ok(!chainsInto(lastLines(file(lines.slice(0, 3))), firsts(lines.slice(4))), 'a line missing between');
+    assert.ok(!chainsInto(lastLines(file(lines.slice(0, 2))), firsts(lines.slice(3))));
+    const torn = tornChain(4, 25).lines;
+    assert.ok(chainsInto(lastLines(file(torn.slice(0, 5), '')), firsts(torn.slice(5))), 'torn at the end of the older file');
+    assert.ok(chainsInto(lastLines(file(torn.slice(0, 4))), firsts(torn.slice(4))), 'torn at the start of the newer file');
+    assert.ok(!chainsInto(lastLines(file(torn.slice(0, 4))), firsts(torn.slice(5))), 'the recorded fragment is missing');
+  });
+  it('audit.keep picks the files beyond the count or older than the age, oldest first', () => {
+    const day = 86_400_000;
+    const now = 100 * day;
+    const files = [5, 4, 3, 2, 1].map((n) => ({ name: `audit.log.${n}`, mtimeMs: now - n * 10 * day }));
+    assert.deepEqual(beyondKeep(files, { count: 3, days: 0 }, now), [
+      { name: 'audit.log.5', reason: 'count' },
+      { name: 'audit.log.4', reason: 'count' },
+    ]);
+    assert.deepEqual(beyondKeep(files, { count: 0, days: 25 }, now).map((f) => f.name), ['audit.log.5', 'audit.log.4', 'audit.log.3']);
+    assert.deepEqual(beyondKeep(files, { count: 0, days: 0 }, now), []);
+  });
+});
+
 describe('audit log file and sluice audit verify', () => {
   const file = join(dir, 'audit.log');
   const actor = { session: 's1', user: 'alice', protocol: 'sftp' as const, ip: '127.0.0.1', port: 1 };
@@ -101,6 +173,31 @@ describe('audit log file and sluice audit verify', () => {
     });
   }
 
+  it('a restart after a torn last line records it, and verify accepts it; also when the tear is in the rotated file', async () => {
+    const torn = join(dir, 'torn.log');
+    writeFileSync(torn, readFileSync(file));
+    const size = readFileSync(torn).length;
+    rmSync(torn);
+    writeFileSync(torn, readFileSync(file).subarray(0, size - 40));
+    const log = openLog(torn);
+    log.record(actor, { event: 'mkdir', path: '/after' });
+    await log.close();
+    const r = verify(torn);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /torn by a crash and recorded at restart: .*torn\.log:12 \(\d+ bytes\)/);
+
+    const root = join(dir, 'torn-rotated');
+    mkdirSync(join(root, 'data'), { recursive: true });
+    const live = join(root, 'data', 'audit.log');
+    writeFileSync(live + '.1', readFileSync(file).subarray(0, size - 40));
+    const again = openLog(live);
+    await again.close();
+    assert.equal(recordsOf(live)[0]?.seq, 11, 'continues from the last whole line of the rotated file');
+    const rr = sluice(root, ['audit', 'verify']);
+    assert.equal(rr.code, 0, rr.stdout + rr.stderr);
+    assert.match(rr.stdout, /audit\.log\.1:12 /);
+  });
+
   it('reports an unreadable file clearly', () => {
     const r = verify(join(dir, 'missing.log'));
     assert.equal(r.code, 2);
@@ -122,8 +219,8 @@ describe('audit log rotation', () => {
     const log = openLog(file, { rotateSize: 2000 });
     for (let i = 0; i < 60; i++) {
       log.record(actor, { event: 'mkdir', path: `/d${i}` });
-      // Let rotations run between records, as they do between real events.
-      if (i % 10 === 9) await new Promise((r) => setTimeout(r, 20));
+      // Let rotations finish between records, as they do between real events (a fixed pause is too short on a busy machine).
+      if (i % 10 === 9) await log.flush();
     }
     await log.close();
     const rotated = readdirSync(data).filter((n) => /^audit\.log\.\d+$/.test(n)).sort((a, b) => Number(b.slice(10)) - Number(a.slice(10)));

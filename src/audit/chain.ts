@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 /** `prev` of the first line ever written. */
 export const GENESIS = '0'.repeat(64);
 
-export function lineHash(line: string): string {
+export function lineHash(line: string | Uint8Array): string {
   return createHash('sha256').update(line).digest('hex');
 }
 
@@ -13,10 +13,106 @@ export interface ChainHead {
   prev: string;
 }
 
+/**
+ * A partial last line left by a crash (the file did not end in a newline),
+ * as the restart that found it records it: its length and SHA-256, raw bytes.
+ * The fragment stays in the file, outside the chain; the record that names it
+ * is chained, so the fragment cannot be altered or removed unseen.
+ */
+export interface Tear {
+  bytes: number;
+  sha256: string;
+}
+
+export function tearOf(fragment: Uint8Array): Tear {
+  return { bytes: fragment.length, sha256: lineHash(fragment) };
+}
+
 /** Pure: one audit line carrying its sequence number and the hash of the line before it. */
 export function chainLine(head: ChainHead, record: Record<string, unknown>): { line: string; head: ChainHead } {
   const line = JSON.stringify({ seq: head.seq, prev: head.prev, ...record });
   return { line, head: { seq: head.seq + 1, prev: lineHash(line) } };
+}
+
+/**
+ * Pure: a file's end split into its last complete chain line and the torn
+ * fragment after it (null when the text ends in a newline). Unparsable
+ * complete lines are passed over, as a restart does.
+ */
+export function lastLines(text: Buffer): { head: ChainHead | null; fragment: Buffer | null } {
+  const end = text.lastIndexOf(0x0a);
+  const fragment = end === text.length - 1 ? null : text.subarray(end + 1);
+  const lines = text.subarray(0, end + 1).toString('utf8').split('\n');
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const rec = parseRecord(lines[i] as string);
+    if (rec) return { head: { seq: rec.seq + 1, prev: lineHash(lines[i] as string) }, fragment };
+  }
+  return { head: null, fragment };
+}
+
+interface ChainRecord {
+  seq: number;
+  prev: string;
+  torn?: unknown;
+}
+
+/** A line as the chain sees it: a record, or why it is not one. */
+function parseLine(text: string): ChainRecord | 'not-json' | 'not-chained' {
+  let rec: Partial<ChainRecord> | null;
+  try {
+    rec = JSON.parse(text) as Partial<ChainRecord> | null;
+  } catch {
+    return 'not-json';
+  }
+  return rec && typeof rec.seq === 'number' && typeof rec.prev === 'string' ? (rec as ChainRecord) : 'not-chained';
+}
+
+function parseRecord(text: string): ChainRecord | null {
+  const rec = parseLine(text);
+  return typeof rec === 'string' ? null : rec;
+}
+
+function recordedTear(rec: ChainRecord | null): Tear | null {
+  const t = rec?.torn as Partial<Tear> | undefined;
+  return t && typeof t.bytes === 'number' && typeof t.sha256 === 'string' ? { bytes: t.bytes, sha256: t.sha256 } : null;
+}
+
+/** Pure: why `rec` cannot follow `head`, or null when it does. */
+function linkBreak(head: ChainHead, rec: ChainRecord): string | null {
+  if (rec.seq > head.seq) return `sequence jumps from ${head.seq - 1} to ${rec.seq}: line(s) removed or reordered`;
+  if (rec.seq < head.seq) return `sequence goes back to ${rec.seq} after ${head.seq - 1}: line(s) inserted or reordered`;
+  if (rec.prev !== head.prev) return 'altered: the next line does not chain to it';
+  return null;
+}
+
+/**
+ * Pure: do `next` (the first lines of the newer file) continue the chain from
+ * `end` (the end of the older one)? A tear recorded by the restart, at the end
+ * of the older file or as the newer file's first line, is accepted.
+ */
+export function chainsInto(end: { head: ChainHead | null; fragment: Buffer | null }, next: readonly Buffer[]): boolean {
+  let fragment = end.fragment;
+  let target = next[0];
+  const second = next[1];
+  if (!fragment && target && second && tornBy(target, second.toString('utf8'))) {
+    fragment = target;
+    target = second;
+  }
+  const rec = target === undefined ? null : parseRecord(target.toString('utf8'));
+  if (!rec || !end.head || linkBreak(end.head, rec) !== null) return false;
+  const tear = recordedTear(rec);
+  if (!fragment) return tear === null;
+  return tear !== null && sameTear(tear, fragment);
+}
+
+function tornBy(fragment: Uint8Array, record: string): boolean {
+  const tear = recordedTear(parseRecord(record));
+  return tear !== null && sameTear(tear, fragment);
+}
+
+function sameTear(tear: Tear, fragment: Uint8Array): boolean {
+  const found = tearOf(fragment);
+  return tear.bytes === found.bytes && tear.sha256 === found.sha256;
 }
 
 export interface ChainBreak {
@@ -25,37 +121,69 @@ export interface ChainBreak {
   reason: string;
 }
 
+/** A verified tear: the 1-based number of the fragment's line and its length. */
+export interface TornLine {
+  line: number;
+  bytes: number;
+}
+
+type Line = string | Buffer;
+const textOf = (l: Line) => (typeof l === 'string' ? l : l.toString('utf8'));
+const bytesOf = (l: Line) => (typeof l === 'string' ? Buffer.from(l) : l);
+
+export interface VerifyOptions {
+  /** Continue the chain from a previous file (rotation); without it the first line is taken as it stands. */
+  start?: ChainHead;
+  /** The previous file ended in a torn line this file's first line must record. */
+  afterTear?: boolean;
+  /** The first line of the following file, which may record a tear at this file's end. */
+  next?: Line;
+}
+
 /**
- * Pure: check a file's lines (without newlines). Returns the first break and
- * the chain head after the last good line. `start` continues a chain from a
- * previous file (rotation); without it the first line is taken as it stands.
+ * Pure: check a file's lines (without newlines; Buffers keep a torn
+ * fragment's exact bytes). Returns the first break, the chain head after the
+ * last good line, and the torn lines found recorded by the restart after
+ * them (`endsTorn`: the last line is one).
  */
-export function verifyLines(lines: readonly string[], start?: ChainHead): { break: ChainBreak | null; head: ChainHead | null } {
-  let head: ChainHead | null = start ?? null;
+export function verifyLines(
+  lines: readonly Line[],
+  options: VerifyOptions = {},
+): { break: ChainBreak | null; head: ChainHead | null; torn: TornLine[]; endsTorn: boolean } {
+  let head: ChainHead | null = options.start ?? null;
+  const torn: TornLine[] = [];
+  // The line before was passed over as a tear: the record that names it must come now.
+  let afterTear = options.afterTear ?? false;
+  let seenAny = head !== null;
+  // The line `head` was taken from (0: the previous file's last): an alteration is named there.
+  let headLine = 0;
+  const result = (b: ChainBreak | null) => ({ break: b, head, torn, endsTorn: afterTear });
   for (let i = 0; i < lines.length; i++) {
-    const text = lines[i] as string;
-    let rec: { seq?: unknown; prev?: unknown };
-    try {
-      rec = JSON.parse(text) as typeof rec;
-    } catch {
-      const last = i === lines.length - 1;
-      return { break: { line: i + 1, reason: last ? 'truncated or malformed last line' : 'not a JSON line (altered)' }, head };
+    const raw = lines[i] as Line;
+    const text = textOf(raw);
+    const after = i + 1 < lines.length ? lines[i + 1] : options.next;
+    if (after !== undefined && tornBy(bytesOf(raw), textOf(after))) {
+      // Torn by a crash and recorded by the restart: outside the chain, checked by that record.
+      torn.push({ line: i + 1, bytes: bytesOf(raw).length });
+      afterTear = true;
+      continue;
     }
-    if (typeof rec.seq !== 'number' || typeof rec.prev !== 'string') {
-      return { break: { line: i + 1, reason: 'no sequence number or chain hash (altered)' }, head };
+    const rec = parseLine(text);
+    if (rec === 'not-json') {
+      return result({ line: i + 1, reason: i === lines.length - 1 ? 'truncated or malformed last line' : 'not a JSON line (altered)' });
     }
+    if (rec === 'not-chained') return result({ line: i + 1, reason: 'no sequence number or chain hash (altered)' });
+    if (recordedTear(rec) && !afterTear && seenAny) {
+      return result({ line: i + 1, reason: 'records a torn line that is not before it (removed or altered)' });
+    }
+    afterTear = false;
     if (head) {
-      if (rec.seq > head.seq) {
-        return { break: { line: i + 1, reason: `sequence jumps from ${head.seq - 1} to ${rec.seq}: line(s) removed or reordered` }, head };
-      }
-      if (rec.seq < head.seq) {
-        return { break: { line: i + 1, reason: `sequence goes back to ${rec.seq} after ${head.seq - 1}: line(s) inserted or reordered` }, head };
-      }
-      if (rec.prev !== head.prev) {
-        return { break: { line: i, reason: 'altered: the next line does not chain to it' }, head };
-      }
+      const reason = linkBreak(head, rec);
+      if (reason) return result({ line: reason.startsWith('altered') ? headLine : i + 1, reason });
     }
     head = { seq: rec.seq + 1, prev: lineHash(text) };
+    headLine = i + 1;
+    seenAny = true;
   }
-  return { break: null, head };
+  return result(null);
 }

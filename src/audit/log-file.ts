@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { closeSync, mkdirSync, openSync, promises as fsp, statSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, promises as fsp, readSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import pino from 'pino';
 import { rotatedSiblings } from './files.js';
@@ -36,6 +36,7 @@ export class LogFile {
   private size: number;
   private switching: Promise<void> | null = null;
   private readonly flusher: NodeJS.Timeout;
+  private closed = false;
 
   constructor(
     readonly path: string,
@@ -44,9 +45,8 @@ export class LogFile {
     // Start-up only (synchronous by design): a log that cannot be written
     // stops the server here, with the reason, rather than lose every line.
     mkdirSync(dirname(path), { recursive: true });
-    closeSync(openSync(path, 'a', 0o600));
     // The size so far decides the first rotation.
-    this.size = statSync(path).size;
+    this.size = endLine(path);
     this.current = this.open();
     this.flusher = setInterval(() => {
       try {
@@ -59,6 +59,11 @@ export class LogFile {
   }
 
   write(line: string): void {
+    if (this.closed) {
+      // A session still closing as the server stops: the line goes to the error log rather than crash the exit.
+      this.options.onError(new Error(`line written after close, not in ${basename(this.path)}: ${line.trimEnd()}`));
+      return;
+    }
     this.current.stream.write(line);
     this.size += Buffer.byteLength(line);
     if (this.options.maxSize > 0 && this.size >= this.options.maxSize && !this.switching) {
@@ -124,7 +129,26 @@ export class LogFile {
   async close(): Promise<void> {
     clearInterval(this.flusher);
     await this.switching;
+    this.closed = true;
     await endFile(this.current);
+  }
+}
+
+/**
+ * Start-up only: create the file, and when a crash left its last line
+ * unfinished, end it with a newline so the next line is not glued onto the
+ * fragment. Returns the file's size.
+ */
+function endLine(path: string): number {
+  const fd = openSync(path, 'a+', 0o600);
+  try {
+    const { size } = fstatSync(fd);
+    const last = Buffer.alloc(1);
+    if (size === 0 || (readSync(fd, last, 0, 1, size - 1) === 1 && last[0] === 0x0a)) return size;
+    writeSync(fd, '\n');
+    return size + 1;
+  } finally {
+    closeSync(fd);
   }
 }
 

@@ -2,9 +2,10 @@ import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs'
 import { gunzipSync } from 'node:zlib';
 import pino, { type Logger } from 'pino';
 import type { Actor, AuditEvent, AuditSink, SystemAuditSink, SystemEvent } from './events.js';
-import { GENESIS, chainLine, lineHash, type ChainHead } from './chain.js';
+import { GENESIS, chainLine, lastLines, tearOf, type ChainHead } from './chain.js';
 import { logFiles } from './files.js';
 import { LogFile } from './log-file.js';
+import { applyKeep, type KeepPolicy } from './retention.js';
 import { xferlogLine } from './xferlog.js';
 
 /** Never let a secret reach a log line, whatever object it arrives in. */
@@ -22,6 +23,8 @@ export interface AuditLogOptions {
   file: string;
   /** Rotate at this size (bytes); 0: never by size. */
   rotateSize: number;
+  /** Retention of the rotated files (audit.keep). */
+  keep: KeepPolicy;
   /** wu-ftpd xferlog of the transfers as well; null: none. */
   xferlog: string | null;
   /** Where a failing write or rotation is reported; the server keeps serving. */
@@ -36,21 +39,40 @@ export interface AuditLogOptions {
  * asynchronously from a buffer, so a transfer never waits on the audit file,
  * and never more than a second late. The chain runs on across restarts and
  * rotations: each new run and each new file starts with an anchor line.
+ * A line torn by a crash stays where it is, outside the chain: the restart
+ * ends it with a newline and its anchor records the fragment (`torn`).
  */
 export class AuditLog implements AuditSink, SystemAuditSink {
   private readonly file: LogFile;
   private readonly xferlog: LogFile | null;
   private head: ChainHead;
+  /** Retention runs one at a time, after the new file's first line is on disk. */
+  private keeping: Promise<void> = Promise.resolve();
 
-  constructor(options: AuditLogOptions) {
-    this.head = recoverHead(options.file);
+  constructor(private readonly options: AuditLogOptions) {
+    const { head, fragment } = recover(options.file);
+    this.head = head;
     this.file = new LogFile(options.file, {
       maxSize: options.rotateSize,
-      onNewFile: (reason) => this.write({ event: 'audit-rotated', reason }),
+      onNewFile: (reason) => {
+        this.write({ event: 'audit-rotated', reason });
+        this.applyKeep();
+      },
       onError: options.onError,
     });
     this.xferlog = options.xferlog === null ? null : new LogFile(options.xferlog, { maxSize: options.rotateSize, onError: options.onError });
-    this.write({ event: 'audit-start', pid: process.pid });
+    this.write({ event: 'audit-start', pid: process.pid, ...(fragment ? { torn: tearOf(fragment) } : {}) });
+    this.applyKeep();
+  }
+
+  /** audit.keep: delete rotated files beyond it that chain into their successor; each deletion is a record. */
+  private applyKeep(): void {
+    const { keep } = this.options;
+    if (keep.count === 0 && keep.days === 0) return;
+    this.keeping = this.keeping
+      .then(() => this.file.flush())
+      .then(() => applyKeep(this.options.file, this.options.keep, Date.now(), (outcome) => this.write({ ...outcome })))
+      .catch((err: Error) => this.options.onError(err));
   }
 
   record(actor: Actor, event: AuditEvent): void {
@@ -83,6 +105,11 @@ export class AuditLog implements AuditSink, SystemAuditSink {
 
   /** Write out everything buffered and close the files; called on shutdown. */
   async close(): Promise<void> {
+    // A deletion record can start a rotation, which queues another pass: wait for the last one.
+    for (let pass: Promise<void> | null = null; pass !== this.keeping; ) {
+      pass = this.keeping;
+      await pass;
+    }
     await Promise.all([this.file.close(), this.xferlog?.close()]);
   }
 }
@@ -90,47 +117,36 @@ export class AuditLog implements AuditSink, SystemAuditSink {
 /**
  * Start-up only (synchronous by design): continue the chain from the last
  * complete line, in the live file or, when logrotate has just moved it away,
- * in the newest rotated one. A torn last line (a crash mid-write) is left for
- * `audit verify` to report; the chain continues from the line before.
+ * in the newest rotated one; and find a line torn by a crash at the end of
+ * the newest file written (the chain continues from the line before it).
  */
-function recoverHead(path: string): ChainHead {
+function recover(path: string): { head: ChainHead; fragment: Buffer | null } {
+  let fragment: Buffer | null | undefined;
   for (const file of [...logFiles(path)].reverse().slice(0, 2)) {
-    const head = lastChainLine(file);
-    if (head) return head;
-  }
-  return { seq: 0, prev: GENESIS };
-}
-
-function lastChainLine(file: string): ChainHead | null {
-  let text: string;
-  try {
-    text = tail(file);
-  } catch {
-    return null;
-  }
-  const lines = text.split('\n');
-  for (let i = lines.length - 1; i >= 0; i--) {
-    const line = lines[i] as string;
+    let text: Buffer;
     try {
-      const rec = JSON.parse(line) as { seq?: unknown };
-      if (typeof rec.seq === 'number') return { seq: rec.seq + 1, prev: lineHash(line) };
+      text = tail(file);
     } catch {
-      // torn or partial line: look further back
+      continue;
     }
+    if (text.length === 0) continue;
+    const end = lastLines(text);
+    if (fragment === undefined) fragment = end.fragment;
+    if (end.head) return { head: end.head, fragment };
   }
-  return null;
+  return { head: { seq: 0, prev: GENESIS }, fragment: fragment ?? null };
 }
 
 /** The last MiB of a log, or all of a gzipped one. */
-function tail(file: string): string {
-  if (file.endsWith('.gz')) return gunzipSync(readFileSync(file)).toString('utf8');
+function tail(file: string): Buffer {
+  if (file.endsWith('.gz')) return gunzipSync(readFileSync(file));
   const fd = openSync(file, 'r');
   try {
     const size = fstatSync(fd).size;
     const length = Math.min(size, 1024 * 1024);
     const buf = Buffer.alloc(length);
     readSync(fd, buf, 0, length, size - length);
-    return buf.toString('utf8');
+    return buf;
   } finally {
     closeSync(fd);
   }

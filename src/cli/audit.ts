@@ -19,7 +19,9 @@ export const AUDIT_HELP = `Usage: sluice audit verify [FILE...]
             files are checked in the order given, the chain continuing from
             one to the next. Reports the
             first line that was altered, removed, inserted or reordered;
-            exit 1 on any break.
+            exit 1 on any break. A line torn by a crash is accepted when
+            the restart after it recorded it (its length and SHA-256), and
+            reported.
   query     the records that match every filter, oldest first, across the
             audit log and its rotated files (.gz too), as a table, JSON
             lines or CSV. T is YYYY-MM-DD[THH:MM[:SS]][Z]; GLOB uses * within
@@ -43,19 +45,28 @@ export function auditCommand(args: string[], configFile: string | undefined, out
     return 0;
   }
   const files = positionals.length > 0 ? positionals : auditFiles(configFile);
-  let head: ChainHead | undefined;
+  let start: ChainHead | undefined;
+  let afterTear = false;
   let total = 0;
-  for (const file of files) {
-    const lines = readLines(file);
-    const result = verifyLines(lines, head);
+  const tears: string[] = [];
+  // Each file is checked knowing the next one's first line, which may record a tear at this one's end.
+  let lines = files.length > 0 ? readLines(files[0] as string) : [];
+  for (let i = 0; i < files.length; i++) {
+    const file = files[i] as string;
+    const following = i + 1 < files.length ? readLines(files[i + 1] as string) : [];
+    const result = verifyLines(lines, { start, afterTear, next: following[0] });
     if (result.break) {
       out(`${file}:${result.break.line}: ${result.break.reason}\n`);
       return 1;
     }
-    head = result.head ?? head;
+    tears.push(...result.torn.map((t) => `${file}:${t.line} (${t.bytes} bytes)`));
+    start = result.head ?? start;
+    afterTear = result.endsTorn;
     total += lines.length;
+    lines = following;
   }
-  out(`ok: ${total} lines, chain intact\n`);
+  const torn = tears.length === 0 ? '' : `; torn by a crash and recorded at restart: ${tears.join(', ')}`;
+  out(`ok: ${total} lines, chain intact${torn}\n`);
   return 0;
 }
 
@@ -116,17 +127,22 @@ function auditFiles(configFile: string | undefined): string[] {
   return logFiles(resolve(config.dataDir, config.audit.file));
 }
 
-/** A log file's lines, gunzipped if need be, without the final newline. */
-function readLines(file: string): string[] {
-  let text: string;
+/** A log file's lines as raw bytes (a torn fragment's are hashed as written), gunzipped if need be, without the final newline. */
+function readLines(file: string): Buffer[] {
+  let raw: Buffer;
   try {
-    const raw = readFileSync(file);
-    text = (file.endsWith('.gz') ? gunzipSync(raw) : raw).toString('utf8');
+    raw = readFileSync(file);
+    if (file.endsWith('.gz')) raw = gunzipSync(raw);
   } catch (err) {
     throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  const lines = text.split('\n');
-  if (lines.at(-1) === '') lines.pop();
+  const lines: Buffer[] = [];
+  let from = 0;
+  for (let nl = raw.indexOf(0x0a); nl >= 0; nl = raw.indexOf(0x0a, from)) {
+    lines.push(raw.subarray(from, nl));
+    from = nl + 1;
+  }
+  if (from < raw.length) lines.push(raw.subarray(from));
   return lines;
 }
 
@@ -135,7 +151,7 @@ function* readRecords(files: string[]): Generator<AuditRecord> {
     const lines = readLines(file);
     for (let i = 0; i < lines.length; i++) {
       try {
-        yield JSON.parse(lines[i] as string) as AuditRecord;
+        yield JSON.parse((lines[i] as Buffer).toString('utf8')) as AuditRecord;
       } catch {
         const where = i === lines.length - 1 ? 'truncated last line' : 'malformed line';
         process.stderr.write(`sluice: ${file}:${i + 1}: ${where} skipped\n`);

@@ -125,6 +125,23 @@ export const configSchema = z
         file: z.string().min(1).default('audit.log'),
         /** Start a new file (audit.log -> audit.log.1, ...) at this size; 0: only on SIGHUP after a move. */
         rotateSize: size.default(104857600),
+        /**
+         * Retention of rotated files (audit.log.N, .gz too), applied at start
+         * and after each rotation. A file is deleted only once its last line
+         * is seen to chain into the next file, and each deletion is recorded.
+         * 30 x rotateSize bounds the disk (3 GiB by default). Whoever can
+         * fill the log can also push old files out: keep the trail for
+         * longer, and safe from that, by shipping it off the machine.
+         */
+        keep: z
+          .object({
+            /** Rotated files kept, newest first; 0: no limit by count. */
+            count: z.number().int().min(0).default(30),
+            /** Rotated files last written more than this many days ago are deleted; 0: no limit by age. */
+            days: z.number().int().min(0).default(0),
+          })
+          .strict()
+          .prefault({}),
         /** A second output in wu-ftpd xferlog format, relative to dataDir; empty: none. */
         xferlog: z.string().default(''),
         /** After a resumed upload, hash the whole file too (reads it once more). */

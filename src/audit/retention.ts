@@ -1,0 +1,109 @@
+import { createReadStream, promises as fsp } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { createGunzip } from 'node:zlib';
+import { chainsInto, lastLines } from './chain.js';
+import { rotatedSiblings } from './files.js';
+
+/** audit.keep: how many rotated files, and how old, the server keeps; 0 in either: no limit by it. */
+export interface KeepPolicy {
+  count: number;
+  days: number;
+}
+
+export interface Rotated {
+  name: string;
+  mtimeMs: number;
+}
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * Pure: the rotated files (given oldest first) beyond the policy, oldest
+ * first, each with the reason. Position counts, not the number in the name,
+ * so a gap left by hand does not keep more files than asked.
+ */
+export function beyondKeep(rotated: readonly Rotated[], keep: KeepPolicy, now: number): { name: string; reason: 'count' | 'age' }[] {
+  const out: { name: string; reason: 'count' | 'age' }[] = [];
+  rotated.forEach((f, i) => {
+    const newerOnes = rotated.length - 1 - i;
+    if (keep.count > 0 && newerOnes >= keep.count) out.push({ name: f.name, reason: 'count' });
+    else if (keep.days > 0 && now - f.mtimeMs > keep.days * DAY_MS) out.push({ name: f.name, reason: 'age' });
+  });
+  return out;
+}
+
+/** What retention did to one file, for the audit trail. */
+export type KeepOutcome =
+  | { event: 'audit-deleted'; file: string; reason: 'count' | 'age'; last_seq: number }
+  | { event: 'audit-keep-refused'; file: string; reason: string };
+
+/**
+ * Delete the rotated files of `path` beyond `keep`, oldest first, each only
+ * once its last line is seen to chain into the first line of the file after
+ * it: then the newer file alone still proves where the chain stood, and a
+ * file that was altered or lost its successor is kept for an operator to
+ * look at. Stops at the first file it may not delete, so no gap opens behind
+ * a kept file. `report` gets each outcome (for the audit trail).
+ */
+export async function applyKeep(path: string, keep: KeepPolicy, now: number, report: (o: KeepOutcome) => void): Promise<void> {
+  const dir = dirname(path);
+  const rotated = await Promise.all(
+    rotatedSiblings(basename(path), await fsp.readdir(dir)).map(async (f) => ({ name: f.name, mtimeMs: (await fsp.stat(join(dir, f.name))).mtimeMs })),
+  );
+  for (const { name, reason } of beyondKeep(rotated, keep, now)) {
+    const i = rotated.findIndex((f) => f.name === name);
+    const newer = rotated[i + 1]?.name ?? basename(path);
+    const end = lastLines(await fileEnd(join(dir, name)));
+    if (!end.head || !chainsInto(end, await firstLines(join(dir, newer)))) {
+      report({ event: 'audit-keep-refused', file: name, reason: `its last line does not chain into ${newer}` });
+      return;
+    }
+    await fsp.unlink(join(dir, name));
+    report({ event: 'audit-deleted', file: name, reason, last_seq: end.head.seq - 1 });
+  }
+}
+
+/** Far more than one audit line: the end of a file always holds its last complete line. */
+const WINDOW = 1024 * 1024;
+
+/** The last MiB of a log (gunzipped when it is .gz), read without holding the whole file. */
+async function fileEnd(file: string): Promise<Buffer> {
+  if (!file.endsWith('.gz')) {
+    const fh = await fsp.open(file, 'r');
+    try {
+      const { size } = await fh.stat();
+      const length = Math.min(size, WINDOW);
+      const buf = Buffer.alloc(length);
+      await fh.read(buf, 0, length, size - length);
+      return buf;
+    } finally {
+      await fh.close();
+    }
+  }
+  let tail = Buffer.alloc(0);
+  for await (const chunk of createReadStream(file).pipe(createGunzip())) {
+    tail = Buffer.concat([tail, chunk as Buffer]);
+    if (tail.length > 2 * WINDOW) tail = tail.subarray(tail.length - WINDOW);
+  }
+  return tail.length > WINDOW ? tail.subarray(tail.length - WINDOW) : tail;
+}
+
+/** A log's first two lines (fewer if it has fewer), gunzipped when it is .gz. */
+async function firstLines(file: string): Promise<Buffer[]> {
+  const source = createReadStream(file);
+  const stream = file.endsWith('.gz') ? source.pipe(createGunzip()) : source;
+  let head = Buffer.alloc(0);
+  try {
+    for await (const chunk of stream) {
+      head = Buffer.concat([head, chunk as Buffer]);
+      const first = head.indexOf(0x0a);
+      if ((first >= 0 && head.indexOf(0x0a, first + 1) >= 0) || head.length > 2 * WINDOW) break;
+    }
+  } catch {
+    return [];
+  } finally {
+    source.destroy();
+  }
+  const lines = head.toString('latin1').split('\n').slice(0, 2);
+  return lines.filter((l, i) => i < lines.length - 1 || l !== '').map((l) => Buffer.from(l, 'latin1'));
+}
