@@ -45,6 +45,9 @@ export class SftpChannel {
   private initialized = false;
   private closed = false;
   private readonly unwatch: () => void;
+  private ended!: () => void;
+  /** Settles once the session is closed and its end recorded: a server stopping waits for it. */
+  readonly done = new Promise<void>((resolve) => (this.ended = resolve));
 
   constructor(
     private readonly stream: Duplex,
@@ -188,7 +191,11 @@ export class SftpChannel {
     // Replies still queued are dropped with the channel (ssh2 never completes writes on a closed channel).
     this.options.budget.give(this.held);
     this.held = 0;
-    await this.handles.closeAll(reason);
-    await this.session.close();
+    try {
+      await this.handles.closeAll(reason);
+      await this.session.close();
+    } finally {
+      this.ended();
+    }
   }
 }

@@ -99,6 +99,7 @@ export class SftpFrontEnd {
   private readonly server: ssh2.Server;
   private readonly listener: net.Server;
   private readonly clients = new Set<ssh2.Connection>();
+  private readonly channels = new Set<SftpChannel>();
   /** Admitted sockets ssh2 has not yet announced (no banner yet), by remote address and port. */
   private readonly admitted = new Map<string, { guest: Guest; socket: net.Socket }>();
   private readonly limits = new WeakMap<ssh2.Connection, ChannelLimits>();
@@ -331,7 +332,7 @@ export class SftpFrontEnd {
         this.services.sessionDeps,
       ).then(
         (s) => {
-          new SftpChannel(channel, s, state.log, {
+          const sftp = new SftpChannel(channel, s, state.log, {
             maxHandles: this.services.config.sftp.maxHandles,
             maxInFlight: 64,
             budget: limits.budget,
@@ -339,6 +340,8 @@ export class SftpFrontEnd {
             symlinkTargetFirst: state.symlinkTargetFirst,
             exit: (status) => channel.exit(status),
           });
+          this.channels.add(sftp);
+          void sftp.done.then(() => this.channels.delete(sftp));
         },
         (err: unknown) => {
           state.log.error({ err }, 'could not open session');
@@ -348,11 +351,13 @@ export class SftpFrontEnd {
     });
   }
 
-  /** Stop accepting, then end live connections: close() only completes once they are gone. */
+  /** Stop accepting, then end live connections: close() only completes once they and their sessions are gone. */
   async close(): Promise<void> {
     const closed = new Promise((resolve) => this.listener.close(resolve));
     for (const { socket } of this.admitted.values()) socket.destroy();
     for (const client of this.clients) client.end();
     await closed;
+    // Connections are gone, but their sessions may still be closing files and recording it.
+    await Promise.all([...this.channels].map((c) => c.done));
   }
 }
