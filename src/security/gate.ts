@@ -127,9 +127,14 @@ export class Guest {
     this.onExpired = goodbye;
   }
 
-  /** Failed logins have reached auth.maxTries, or got the address banned: the front-end closes the connection. */
+  /**
+   * Failed logins have reached auth.maxTries, or the address is banned: the
+   * front-end closes the connection. The ban is looked up, not only remembered:
+   * connections opened before it (by this address's failures anywhere, or by
+   * `sluice ban add`) would otherwise keep guessing, auth.maxTries each.
+   */
   get exhausted(): boolean {
-    return this.banned || this.failures >= this.gate.settings.auth.maxTries;
+    return this.banned || this.failures >= this.gate.settings.auth.maxTries || this.gate.defender.banned(this.ip);
   }
 
   /** Protocol abuse or a failed handshake before login, seen by the front-end: scored by the defender. */
