@@ -14,20 +14,29 @@ DURATION: seconds, or a number with s, m, h or d (30m, 12h, 7d).
 A running server sees these changes at the next connection.
 `;
 
-/** The address as the server will see it (IPv6 in canonical form, IPv4-mapped stripped). */
+/**
+ * The address as the server will see it: made canonical first (IPv6 case and
+ * zero runs, an IPv4-mapped address written in hex), then stripped of the
+ * IPv4-mapped prefix as every accepted socket's address is. The other order
+ * stored `::FFFF:192.0.2.1` as a ban that no connection ever matched.
+ */
 function parseAddress(text: string): string {
-  const plain = plainAddress(text.trim());
-  const family = net.isIP(plain);
+  const address = text.trim();
+  const family = net.isIP(address);
   if (family === 0) throw new UsageError(`"${text}" is not an IP address`);
-  return new net.SocketAddress({ address: plain, family: family === 6 ? 'ipv6' : 'ipv4' }).address;
+  return plainAddress(new net.SocketAddress({ address, family: family === 6 ? 'ipv6' : 'ipv4' }).address);
 }
 
 const UNIT: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };
+/** Past this a timed ban makes no sense (and far past it its end is no date at all): leave --for out instead. */
+const MAX_BAN_SECONDS = 100 * 365 * 86400;
 
 function parseDuration(text: string): number {
   const m = /^(\d{1,9})([smhd]?)$/.exec(text.trim());
   if (!m || Number(m[1]) === 0) throw new UsageError(`--for: "${text}" is not a duration (e.g. 3600, 30m, 12h, 7d)`);
-  return Number(m[1]) * (UNIT[m[2] ?? ''] ?? 1);
+  const seconds = Number(m[1]) * (UNIT[m[2] ?? ''] ?? 1);
+  if (seconds > MAX_BAN_SECONDS) throw new UsageError(`--for: "${text}" is over 100 years; leave --for out to ban until removed`);
+  return seconds;
 }
 
 export function banCommand(args: string[], open: () => AdminServices, out: (s: string) => void): number {

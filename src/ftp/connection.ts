@@ -103,7 +103,7 @@ export class FtpConnection {
       } catch (err) {
         this.log.debug({ err: String(err) }, 'implicit TLS handshake failed');
         // A client that sent nothing only probed the port: that scores nothing.
-        if (this.socket.bytesRead > 0) this.guest.offence('handshake-failed');
+        if (this.socket.bytesRead > 0) this.guest.handshakeFailed(err);
         return this.close('tls handshake failed');
       }
       this.prot = 'P';
@@ -160,7 +160,7 @@ export class FtpConnection {
       this.adopt(await this.tlsBinding.accept(this.socket, 30_000));
     } catch (err) {
       this.log.debug({ err: String(err) }, 'AUTH TLS handshake failed');
-      if (!this.session) this.guest.offence('handshake-failed');
+      if (!this.session) this.guest.handshakeFailed(err);
       return this.close('tls handshake failed');
     }
     await this.logout();

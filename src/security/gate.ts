@@ -78,6 +78,19 @@ export class Gate {
   }
 }
 
+/**
+ * A handshake the client turned down rather than broke: a TLS alert it sent
+ * after checking our certificate (curl or a monitor that does not trust it),
+ * or an SSH client with no algorithm in common (ssh-keyscan asking for every
+ * key type, an old client). Both are ordinary, and cost the server no more
+ * than a completed handshake followed by a close, which scores nothing either.
+ */
+function declined(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  if (typeof e?.code === 'string' && /^ERR_SSL_(TLSV1|SSLV3)_ALERT_/.test(e.code)) return true;
+  return typeof e?.message === 'string' && e.message.startsWith('Handshake failed: no matching ');
+}
+
 /** Close now; a reply first if there is one, and never wait for a peer that does not read. */
 function refuse(socket: Socket, reply: string | undefined): void {
   if (reply === undefined) {
@@ -114,14 +127,24 @@ export class Guest {
     this.onExpired = goodbye;
   }
 
-  /** Failed logins have reached auth.maxTries, or got the address banned: the front-end closes the connection. */
+  /**
+   * Failed logins have reached auth.maxTries, or the address is banned: the
+   * front-end closes the connection. The ban is looked up, not only remembered:
+   * connections opened before it (by this address's failures anywhere, or by
+   * `sluice ban add`) would otherwise keep guessing, auth.maxTries each.
+   */
   get exhausted(): boolean {
-    return this.banned || this.failures >= this.gate.settings.auth.maxTries;
+    return this.banned || this.failures >= this.gate.settings.auth.maxTries || this.gate.defender.banned(this.ip);
   }
 
   /** Protocol abuse or a failed handshake before login, seen by the front-end: scored by the defender. */
   offence(offence: Offence): void {
     if (this.gate.defender.score(this.ip, this.protocol, offence)) this.banned = true;
+  }
+
+  /** A TLS or SSH handshake that failed before login: an offence, unless the client turned us down (see declined). */
+  handshakeFailed(err: unknown): void {
+    if (!declined(err)) this.offence('handshake-failed');
   }
 
   async password(login: LoginRequest, password: string): Promise<Account> {

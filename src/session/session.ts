@@ -470,8 +470,11 @@ export class Session {
   async chmod(clientPath: string, mode: number): Promise<void> {
     const path = this.resolve(clientPath);
     await this.change('chmod', path, true, (loc) => {
-      // The home's mode is the administrator's: a user could shut the server out of it or open it to every local account.
-      if (loc.isRoot) throw new SluiceError('permission-denied', 'Permission denied', 'chmod of the home');
+      // The modes of the home and of directories given rights of their own (see carriesOverride) are the
+      // administrator's: a user could shut the server out of them or open them to every local account.
+      if (loc.isRoot || carriesOverride(this.account.permissions, loc.virtualPath)) {
+        throw new SluiceError('permission-denied', 'Permission denied', 'chmod of the home or a configured directory');
+      }
       return this.onNode(loc, (fh) => fh.chmod(mode & 0o777));
     });
     this.audit({ event: 'chmod', path, mode: (mode & 0o777).toString(8).padStart(4, '0') });

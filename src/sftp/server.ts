@@ -164,9 +164,9 @@ export class SftpFrontEnd {
       client.end();
       return;
     }
-    // A handshake or protocol error before login (garbage, failed key exchange) is scored; a reset is not.
+    // A handshake or protocol error before login (garbage, a broken key exchange) is scored; a declined one or a reset is not.
     client.on('error', (err: Error & { level?: string }) => {
-      if (!client.authenticated && (err.level === 'handshake' || err.level === 'protocol')) guest.offence('handshake-failed');
+      if (!client.authenticated && (err.level === 'handshake' || err.level === 'protocol')) guest.handshakeFailed(err);
     });
     this.admitted.delete(key);
     const ip = guest.ip;
