@@ -12,12 +12,14 @@ import { KiB, MiB, diskUsage, persistedUsage, sftpRemote } from './helpers/quota
  * the same file. Each stored far over the quota (or counted double) before:
  * a CLOSE pipelined behind a WRITE measured the file before the WRITE landed;
  * a truncation while an in-place upload was open was credited, and the
- * upload's writes up to its old size were not charged again.
+ * upload's writes up to its old size were not charged again; a new file
+ * written in place and renamed away was "given back" by unlinking its old
+ * name, which no longer existed, so it stayed whole and uncounted.
  */
 
 const QUOTA = MiB;
 const PASSWORD = 'in place quota password';
-const USERS = ['pipelined', 'truncated', 'appends'];
+const USERS = ['pipelined', 'truncated', 'appends', 'renamed'];
 
 describe('quota: writes racing their end or another writer of the same file', () => {
   let srv: TestServer;
@@ -74,6 +76,24 @@ describe('quota: writes racing their end or another writer of the same file', ()
         await call((cb) => r.sftp.close(handle, cb)).catch(() => undefined);
       }
       assertAccounted('truncated');
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('SFTP: a new file renamed while written in place, then over quota, is given back all the same', async () => {
+    const r = await sftpRemote(srv, 'renamed', PASSWORD);
+    try {
+      const data = randomBytes(900 * KiB);
+      for (let i = 0; i < 3; i++) {
+        // 'a': CREAT|WRITE|APPEND without TRUNC, so the upload writes the new file where it lies.
+        const handle = await call<Buffer>((cb) => r.sftp.open('/new', 'a', cb));
+        await call((cb) => r.sftp.write(handle, data, 0, data.length, 0, cb)).catch(() => undefined);
+        await call((cb) => r.sftp.rename('/new', `/kept${i}`, cb)).catch(() => undefined);
+        await call((cb) => r.sftp.write(handle, data, 0, data.length, 0, cb)).catch(() => undefined);
+        await call((cb) => r.sftp.close(handle, cb)).catch(() => undefined);
+      }
+      assertAccounted('renamed');
     } finally {
       await r.close();
     }

@@ -353,9 +353,10 @@ export class Upload extends Transfer {
     let tempLeft = tempName !== null;
     try {
       if (this.quotaHit && tempName === null) {
-        // Over quota, in place: give back exactly what this upload added.
-        if (existingSize === null) await fsp.unlink(loc.path);
-        else await this.file.truncate(existingSize);
+        // Over quota, in place: give back exactly what this upload added,
+        // through the descriptor, as the name may have been renamed meanwhile.
+        await this.file.truncate(existingSize ?? 0);
+        if (existingSize === null && !(await this.unlinkIfStillNamed())) filesDelta = 1;
         await this.file.close();
       } else {
         const written = (await this.file.stat()).size;
@@ -393,6 +394,15 @@ export class Upload extends Transfer {
       await loc.close();
     }
     this.record('upload', finalSize, result, reason, fileSha256);
+  }
+
+  /** Remove the name this upload created, if it still names this file; false when it was renamed away. */
+  private async unlinkIfStillNamed(): Promise<boolean> {
+    const { loc } = this.target;
+    const [mine, there] = await Promise.all([this.file.stat(), loc.lstat()]);
+    if (there === null || there.ino !== mine.ino || there.dev !== mine.dev) return false;
+    await fsp.unlink(loc.path);
+    return true;
   }
 
   /**
