@@ -19,6 +19,8 @@ export class QuotaLedger {
   private inflightFiles = 0;
   /** Files (dev:ino) whose size an overwrite in flight counts on freeing: one claimant each. */
   private readonly claims = new Set<string>();
+  /** Files (dev:ino) being changed in place, by an upload or a truncation. */
+  private readonly writers = new Set<string>();
 
   constructor(
     private readonly account: Account,
@@ -99,6 +101,21 @@ export class QuotaLedger {
 
   unclaim(key: string): void {
     this.claims.delete(key);
+  }
+
+  /**
+   * One writer at a time changes a file (dev:ino) where it lies: an in-place
+   * upload charges what the file grew by since it opened, so another writer or
+   * a truncation meanwhile would be counted twice or not at all. Throws when
+   * the file is taken; `unlockInPlace` when done.
+   */
+  lockInPlace(key: string): void {
+    if (this.writers.has(key)) throw new SluiceError('failure', 'File is being written by another transfer');
+    this.writers.add(key);
+  }
+
+  unlockInPlace(key: string): void {
+    this.writers.delete(key);
   }
 
   /**

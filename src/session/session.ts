@@ -296,6 +296,7 @@ export class Session {
 
     let file: FileHandle;
     let tempName: string | null = null;
+    let lock: string | null = null;
     try {
       if (atomic) {
         tempName = UPLOAD_TEMP_PREFIX + randomBytes(9).toString('base64url');
@@ -303,12 +304,19 @@ export class Session {
           .catch((e: unknown) => { throw fromErrno(e); });
         if (st) await file.chmod(st.mode & 0o7777).catch(() => undefined);
       } else {
+        // Taken before the open: O_TRUNC would cut the file under its other writer.
+        if (st) {
+          this.ledger.lockInPlace(key);
+          lock = key;
+        }
         let flags = C.O_WRONLY | (append ? C.O_APPEND : 0);
         if (!st) flags |= C.O_CREAT | C.O_EXCL;
         else if (truncate) flags |= C.O_TRUNC;
         file = await loc.open(flags);
+        if (!st) lock = await this.lockCreated(loc, file);
       }
     } catch (err) {
+      if (lock) this.ledger.unlockInPlace(lock);
       if (holdsFile) this.ledger.releaseFile();
       if (claim) this.ledger.unclaim(key);
       throw err;
@@ -316,12 +324,30 @@ export class Session {
     // An in-place truncation has already freed the old bytes: account for them now; the name stays.
     const truncatedInPlace = truncate && !atomic && existingSize !== null;
     if (truncatedInPlace) this.ledger.settle(0, -existingSize, 0);
-    const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, tempName, append, holdsFile, claim };
+    const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, tempName, append, holdsFile, claim, lock };
     const upload: Upload = new Upload(file, path, offset, target, this.ledger, (r) => this.finished(upload, r), {
       ...this.transferOptions(options),
       hashWholeFile: this.deps.hashResumedUploads,
     });
     return upload;
+  }
+
+  /**
+   * The in-place lock of a file this upload has just created. Another session
+   * may have opened the new name in place first: then it is its file, and
+   * this upload removes its own name and gives up.
+   */
+  private async lockCreated(loc: Location, file: FileHandle): Promise<string> {
+    try {
+      const made = await file.stat();
+      const key = `${made.dev}:${made.ino}`;
+      this.ledger.lockInPlace(key);
+      return key;
+    } catch (err) {
+      await file.close().catch(() => undefined);
+      await fsp.unlink(loc.path).catch(() => undefined);
+      throw fromErrno(err);
+    }
   }
 
   /**
@@ -500,12 +526,18 @@ export class Session {
         const st = await file.stat();
         if (!st.isFile()) throw new SluiceError('permission-denied');
         if (st.nlink > 1) throw linkedElsewhere();
+        const key = `${st.dev}:${st.ino}`;
+        this.ledger.lockInPlace(key);
         const growth = size - st.size;
-        if (growth > 0) this.ledger.reserve(growth, 0);
         try {
-          await file.truncate(size);
+          if (growth > 0) this.ledger.reserve(growth, 0);
+          try {
+            await file.truncate(size);
+          } finally {
+            this.ledger.settle(Math.max(0, growth), growth, 0);
+          }
         } finally {
-          this.ledger.settle(Math.max(0, growth), growth, 0);
+          this.ledger.unlockInPlace(key);
         }
       } finally {
         await file.close();

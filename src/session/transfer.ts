@@ -191,6 +191,8 @@ export interface UploadTarget {
    * that its size may count as room while the upload runs; null: no credit.
    */
   claim: { key: string; ino: number; dev: number } | null;
+  /** The file (dev:ino) an in-place upload holds the ledger's in-place lock of; null for an atomic upload. */
+  lock: string | null;
 }
 
 export class Upload extends Transfer {
@@ -201,6 +203,8 @@ export class Upload extends Transfer {
   private writeError: SluiceError | null = null;
   /** Why close() did not complete the upload (refused at the final rename). */
   private closeError: SluiceError | null = null;
+  /** Writes and resizes still running. */
+  private readonly changing = new Set<Promise<void>>();
 
   constructor(
     file: FileHandle,
@@ -216,8 +220,24 @@ export class Upload extends Transfer {
   }
 
   /** Write at `position` (ignored in append mode); resolves once the bytes are in the file. */
-  async write(data: Buffer, position: number = this.offset + this.bytes): Promise<void> {
-    if (this.isFinished) throw new SluiceError('failure', 'Transfer is closed');
+  write(data: Buffer, position: number = this.offset + this.bytes): Promise<void> {
+    if (this.isFinished) return Promise.reject(new SluiceError('failure', 'Transfer is closed'));
+    return this.track(this.writeNow(data, position));
+  }
+
+  /**
+   * SFTP pipelines: a CLOSE may arrive while a WRITE or a resize is still
+   * running. The end waits for them, or the size measured at the end (what the
+   * quota is charged) would miss bytes that land after it.
+   */
+  private track(op: Promise<void>): Promise<void> {
+    this.changing.add(op);
+    const done = (): void => void this.changing.delete(op);
+    op.then(done, done);
+    return op;
+  }
+
+  private async writeNow(data: Buffer, position: number): Promise<void> {
     if (this.writeError) throw this.writeError;
     let at: number;
     try {
@@ -257,7 +277,12 @@ export class Upload extends Transfer {
   }
 
   /** SFTP FSETSTAT size on an open upload: cut or extend, within the quota. */
-  async resize(size: number): Promise<void> {
+  resize(size: number): Promise<void> {
+    if (this.isFinished) return Promise.reject(new SluiceError('failure', 'Transfer is closed'));
+    return this.track(this.resizeNow(size));
+  }
+
+  private async resizeNow(size: number): Promise<void> {
     await this.reserve(size, 0);
     try {
       await this.file.truncate(size);
@@ -315,6 +340,7 @@ export class Upload extends Transfer {
   }
 
   protected async settle(result: TransferResult, reason?: string): Promise<void> {
+    while (this.changing.size > 0) await Promise.allSettled([...this.changing]);
     if (result === 'ok' && this.writeError) {
       result = 'failed';
       reason = `write failed: ${this.writeError.kind}`;
@@ -327,9 +353,10 @@ export class Upload extends Transfer {
     let tempLeft = tempName !== null;
     try {
       if (this.quotaHit && tempName === null) {
-        // Over quota, in place: give back exactly what this upload added.
-        if (existingSize === null) await fsp.unlink(loc.path);
-        else await this.file.truncate(existingSize);
+        // Over quota, in place: give back exactly what this upload added,
+        // through the descriptor, as the name may have been renamed meanwhile.
+        await this.file.truncate(existingSize ?? 0);
+        if (existingSize === null && !(await this.unlinkIfStillNamed())) filesDelta = 1;
         await this.file.close();
       } else {
         const written = (await this.file.stat()).size;
@@ -362,10 +389,20 @@ export class Upload extends Transfer {
     } finally {
       if (this.target.holdsFile) this.ledger.releaseFile();
       if (this.target.claim) this.ledger.unclaim(this.target.claim.key);
+      if (this.target.lock) this.ledger.unlockInPlace(this.target.lock);
       this.ledger.settle(this.reserved, bytesDelta, filesDelta);
       await loc.close();
     }
     this.record('upload', finalSize, result, reason, fileSha256);
+  }
+
+  /** Remove the name this upload created, if it still names this file; false when it was renamed away. */
+  private async unlinkIfStillNamed(): Promise<boolean> {
+    const { loc } = this.target;
+    const [mine, there] = await Promise.all([this.file.stat(), loc.lstat()]);
+    if (there === null || there.ino !== mine.ino || there.dev !== mine.dev) return false;
+    await fsp.unlink(loc.path);
+    return true;
   }
 
   /**

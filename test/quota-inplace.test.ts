@@ -1,0 +1,122 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { Client as FtpClient } from 'basic-ftp';
+import { TestServer } from './helpers/server.js';
+import { call } from './helpers/ssh.js';
+import { KiB, MiB, diskUsage, persistedUsage, sftpRemote } from './helpers/quota.js';
+
+/*
+ * Quota accounting of writes that race their own end or another writer of
+ * the same file. Each stored far over the quota (or counted double) before:
+ * a CLOSE pipelined behind a WRITE measured the file before the WRITE landed;
+ * a truncation while an in-place upload was open was credited, and the
+ * upload's writes up to its old size were not charged again; a new file
+ * written in place and renamed away was "given back" by unlinking its old
+ * name, which no longer existed, so it stayed whole and uncounted.
+ */
+
+const QUOTA = MiB;
+const PASSWORD = 'in place quota password';
+const USERS = ['pipelined', 'truncated', 'appends', 'renamed'];
+
+describe('quota: writes racing their end or another writer of the same file', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      users: USERS.map((name) => ({ name, password: PASSWORD, args: ['--quota-bytes', String(QUOTA)] })),
+    });
+  });
+  after(() => srv.stop());
+
+  function assertAccounted(user: string): void {
+    const disk = diskUsage(srv.home(user));
+    assert.ok(disk.bytes <= QUOTA, `${disk.bytes} bytes stored under a ${QUOTA}-byte quota`);
+    assert.deepEqual(persistedUsage(srv, user), { bytes: disk.bytes, files: disk.files }, 'persisted usage matches the disk');
+  }
+
+  it('SFTP: a CLOSE sent right behind a WRITE charges the bytes that WRITE lands', async () => {
+    const r = await sftpRemote(srv, 'pipelined', PASSWORD);
+    try {
+      const data = randomBytes(200 * KiB);
+      for (let i = 0; i < 10; i++) {
+        const handle = await call<Buffer>((cb) => r.sftp.open(`/f${i}`, 'w', cb));
+        // Both requests leave at once, as a pipelining client sends them.
+        await Promise.all([
+          call((cb) => r.sftp.write(handle, data, 0, data.length, 0, cb)).catch(() => undefined),
+          call((cb) => r.sftp.close(handle, cb)).catch(() => undefined),
+        ]);
+      }
+      assertAccounted('pipelined');
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('SFTP: a file open for writing in place cannot be truncated under it', async () => {
+    const r = await sftpRemote(srv, 'truncated', PASSWORD);
+    try {
+      const size = 900 * KiB;
+      for (let i = 0; i < 3; i++) {
+        const name = `/t${i}`;
+        await r.put(name, randomBytes(size)).catch(() => undefined);
+        const handle = await call<Buffer>((cb) => r.sftp.open(name, 'r+', cb)).catch(() => null);
+        if (handle === null) continue;
+        await call((cb) => r.sftp.setstat(name, { size: 0 }, cb)).catch(() => undefined);
+        const second = await call<Buffer>((cb) => r.sftp.open(name, 'r+', cb)).catch(() => null);
+        if (second) {
+          await call((cb) => r.sftp.fsetstat(second, { size: 0 }, cb)).catch(() => undefined);
+          await call((cb) => r.sftp.close(second, cb)).catch(() => undefined);
+        }
+        const data = randomBytes(size);
+        for (let at = 0; at < size; at += 32 * KiB) {
+          await call((cb) => r.sftp.write(handle, data, at, Math.min(32 * KiB, size - at), at, cb)).catch(() => undefined);
+        }
+        await call((cb) => r.sftp.close(handle, cb)).catch(() => undefined);
+      }
+      assertAccounted('truncated');
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('SFTP: a new file renamed while written in place, then over quota, is given back all the same', async () => {
+    const r = await sftpRemote(srv, 'renamed', PASSWORD);
+    try {
+      const data = randomBytes(900 * KiB);
+      for (let i = 0; i < 3; i++) {
+        // 'a': CREAT|WRITE|APPEND without TRUNC, so the upload writes the new file where it lies.
+        const handle = await call<Buffer>((cb) => r.sftp.open('/new', 'a', cb));
+        await call((cb) => r.sftp.write(handle, data, 0, data.length, 0, cb)).catch(() => undefined);
+        await call((cb) => r.sftp.rename('/new', `/kept${i}`, cb)).catch(() => undefined);
+        await call((cb) => r.sftp.write(handle, data, 0, data.length, 0, cb)).catch(() => undefined);
+        await call((cb) => r.sftp.close(handle, cb)).catch(() => undefined);
+      }
+      assertAccounted('renamed');
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('FTPS: two APPEs to one file at once are not both charged with the other\'s bytes', async () => {
+    const connect = async () => {
+      const c = new FtpClient(30_000);
+      await c.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'appends', password: PASSWORD, secure: true, secureOptions: { rejectUnauthorized: false } });
+      return c;
+    };
+    const [a, b] = [await connect(), await connect()];
+    try {
+      await a.uploadFrom(Readable.from([randomBytes(KiB)]), '/log');
+      const results = await Promise.allSettled([
+        a.appendFrom(Readable.from([randomBytes(200 * KiB)]), '/log'),
+        b.appendFrom(Readable.from([randomBytes(200 * KiB)]), '/log'),
+      ]);
+      assert.ok(results.some((x) => x.status === 'fulfilled'), 'one of the appends goes through');
+      assertAccounted('appends');
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+});
