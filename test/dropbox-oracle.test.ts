@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -91,7 +92,6 @@ describe('a drop box is no existence oracle', () => {
   };
 
   const same: [string, Probe][] = [
-    ['FTP CWD', ftpLine('CWD')],
     ['FTP SIZE', ftpLine('SIZE')],
     ['FTP MDTM', ftpLine('MDTM')],
     ['FTP MLST', ftpLine('MLST')],
@@ -154,11 +154,35 @@ describe('a drop box is no existence oracle', () => {
     }
   }
 
+  it('FTP CWD enters an existing directory, which storing NAME/x tells as well, and refuses a file and a missing name alike', async () => {
+    const cwd = async (path: string) => {
+      const r = await ftp.cmd(`CWD ${path}`);
+      return `${r.code} ${r.text}`;
+    };
+    assert.match(await cwd('/incoming/adir'), /^250 /);
+    const file = await cwd('/incoming/afile');
+    assert.match(file, /^550 .*Permission denied/);
+    assert.equal(await cwd(`/incoming/missing-${++serial}`), file);
+    for (const c of ['afile', 'adir', `missing-${++serial}`]) assert.equal(await cwd(`/incoming/${c}/x`), file, c);
+  });
+
   it('the drop box still takes new files and keeps existing ones untouched', async () => {
     assert.equal(readFileSync(join(home, 'incoming/afile'), 'utf8'), 'hello');
     assert.ok(readdirSync(join(home, 'incoming/adir')).length > 0, 'files were stored in the existing subdirectory');
     assert.equal((await ftp.cmd('CWD /incoming')).code, 250, 'the configured directory itself can be entered');
     const stat = await call<ssh2.Stats>((cb) => sftp.sftp.stat('/incoming', cb));
     assert.ok(stat.isDirectory());
+  });
+
+  it('a tree can be uploaded into a drop box that allows mkdir (curl --ftp-create-dirs: MKD, then CWD into it)', () => {
+    assert.equal(sluice(srv.dir, ['user', 'perm', 'drop', '/tree', 'upload,mkdir'], undefined, { SLUICE_LOG_LEVEL: 'warn' }).code, 0);
+    mkdirSync(join(home, 'tree/old'), { recursive: true });
+    const file = join(srv.dir, 'tree-upload.txt');
+    writeFileSync(file, 'a tree of files');
+    for (const dest of ['new/deeper/f.txt', 'old/f.txt']) {
+      const r = spawnSync('curl', ['-sS', '-k', '--ssl-reqd', '--ftp-create-dirs', '-T', file, `ftp://drop:drop%20password@127.0.0.1:${srv.ftpPort}/tree/${dest}`], { encoding: 'utf8', timeout: 60_000 });
+      assert.equal(r.status, 0, `${dest}: ${r.stderr}`);
+      assert.equal(readFileSync(join(home, 'tree', dest), 'utf8'), 'a tree of files');
+    }
   });
 });

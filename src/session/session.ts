@@ -124,10 +124,24 @@ export class Session {
 
   // --- navigation and metadata -------------------------------------------
 
+  /**
+   * Change directory. Inside a drop box (see within) a user who may create
+   * there enters an existing directory and gets one refusal for anything
+   * else: no more than storing `NAME/x` or making `NAME` tells them. Clients
+   * that upload a tree (curl --ftp-create-dirs, FileZilla) enter a directory,
+   * or make it when they cannot.
+   */
   async chdir(clientPath: string): Promise<string> {
     const path = this.resolve(clientPath);
-    const info = await this.stat(path);
-    if (info.type !== 'dir') throw new SluiceError('not-a-directory');
+    const rights = permissionsAt(this.account.permissions, path);
+    const mayCreate = rights.has('upload') || rights.has('mkdir');
+    await this.guard('chdir', path, () =>
+      this.within(path, true, mayCreate ? 'change' : 'look', async (loc) => {
+        const st = await loc.lstat();
+        if (!st) throw new SluiceError('not-found');
+        if (!st.isDirectory()) throw new SluiceError('not-a-directory');
+      }),
+    );
     this.cwd = path;
     return path;
   }
