@@ -4,14 +4,6 @@ import { sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
-/** The FTP greeting's code for a client from `from`, or 'closed' when refused before it. */
-async function greeting(port: number, from: string): Promise<number | 'closed'> {
-  const c = await RawFtp.connect(port, false, from).catch(() => null);
-  if (!c) return 'closed';
-  const r = await c.read(5000).catch(() => null);
-  c.close();
-  return r?.code ?? 'closed';
-}
 
 /*
  * `sluice ban add|remove` against the running server: every way of writing an
@@ -27,7 +19,6 @@ describe('sluice ban: what is written is what the server matches', () => {
     await srv.stop();
   });
 
-  const bans = () => (JSON.parse(sluice(srv.dir, ['ban', 'list', '--json']).stdout) as { address: string }[]).map((b) => b.address);
 
   for (const [written, seen] of [
     ['::FFFF:127.0.0.6', '127.0.0.6'],
@@ -37,12 +28,12 @@ describe('sluice ban: what is written is what the server matches', () => {
     it(`an IPv4-mapped ${written} bans ${seen}, and the lower-case form lifts it`, { timeout: 60_000 }, async () => {
       const added = sluice(srv.dir, ['ban', 'add', written]);
       assert.equal(added.code, 0, added.stderr);
-      assert.deepEqual(bans(), [seen]);
-      assert.equal(await greeting(srv.ftpPort, seen), 'closed', 'the ban is in force for the address connections come from');
+      assert.deepEqual(srv.bans(), [seen]);
+      assert.equal(await RawFtp.greeting(srv.ftpPort, seen), 'closed', 'the ban is in force for the address connections come from');
       const removed = sluice(srv.dir, ['ban', 'remove', `::ffff:${seen}`]);
       assert.equal(removed.code, 0, removed.stdout + removed.stderr);
-      assert.deepEqual(bans(), []);
-      assert.equal(await greeting(srv.ftpPort, seen), 220);
+      assert.deepEqual(srv.bans(), []);
+      assert.equal(await RawFtp.greeting(srv.ftpPort, seen), 220);
     });
   }
 
@@ -50,7 +41,7 @@ describe('sluice ban: what is written is what the server matches', () => {
     const r = sluice(srv.dir, ['ban', 'add', '127.0.0.9', '--for', '999999999d']);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /^sluice: --for: "999999999d" .+\n$/);
-    assert.deepEqual(bans(), []);
-    assert.equal(await greeting(srv.ftpPort, '127.0.0.9'), 220);
+    assert.deepEqual(srv.bans(), []);
+    assert.equal(await RawFtp.greeting(srv.ftpPort, '127.0.0.9'), 220);
   });
 });

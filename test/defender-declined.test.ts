@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
@@ -13,13 +12,6 @@ import { TestServer } from './helpers/server.js';
  * (a whole office behind one NAT). Garbage on the same ports still scores.
  */
 
-async function greeting(port: number, from: string): Promise<number | 'closed'> {
-  const c = await RawFtp.connect(port, false, from).catch(() => null);
-  if (!c) return 'closed';
-  const r = await c.read(5000).catch(() => null);
-  c.close();
-  return r?.code ?? 'closed';
-}
 
 function need(t: TestContext, program: string): boolean {
   if (spawnSync('which', [program]).status === 0) return true;
@@ -37,7 +29,6 @@ describe('defender: a client that declines the handshake is not an attacker', ()
     await srv.stop();
   });
 
-  const banned = () => (JSON.parse(sluice(srv.dir, ['ban', 'list', '--json']).stdout) as { address: string }[]).map((b) => b.address);
 
   it('curl refusing the self-signed certificate, implicit and explicit FTPS, six times each', { timeout: 120_000 }, async (t) => {
     if (!need(t, 'curl')) return;
@@ -48,14 +39,14 @@ describe('defender: a client that declines the handshake is not an attacker', ()
       const explicit = spawnSync('curl', ['-s', '--max-time', '10', '--interface', from, '--ssl-reqd', `ftp://127.0.0.1:${srv.ftpPort}/`, '-u', 'x:y']);
       assert.equal(explicit.status, 60, 'curl refuses the certificate');
     }
-    assert.deepEqual(banned(), []);
-    assert.equal(await greeting(srv.ftpPort, from), 220);
+    assert.deepEqual(srv.bans(), []);
+    assert.equal(await RawFtp.greeting(srv.ftpPort, from), 220);
   });
 
   it('ssh-keyscan for a host key type the server does not have, six times', { timeout: 120_000 }, async (t) => {
     if (!need(t, 'ssh-keyscan')) return;
     for (let i = 0; i < 6; i++) spawnSync('ssh-keyscan', ['-t', 'ecdsa', '-p', String(srv.sftpPort), '127.0.0.1'], { timeout: 20_000 });
-    assert.deepEqual(banned(), []);
+    assert.deepEqual(srv.bans(), []);
   });
 
   it('bytes that are no TLS at all on the implicit port still get the address banned', { timeout: 60_000 }, async () => {
@@ -67,7 +58,7 @@ describe('defender: a client that declines the handshake is not an attacker', ()
       s.write('USER someone\r\n');
       await new Promise((r) => s.once('close', r));
     }
-    assert.ok(banned().includes(from), 'banned');
-    assert.equal(await greeting(srv.ftpPort, from), 'closed');
+    assert.ok(srv.bans().includes(from), 'banned');
+    assert.equal(await RawFtp.greeting(srv.ftpPort, from), 'closed');
   });
 });

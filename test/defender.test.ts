@@ -9,14 +9,6 @@ import { sshConnect } from './helpers/ssh.js';
 const ATTACKER = '127.0.0.2';
 const ALLOWED = '127.0.0.3';
 
-/** What a client from `from` gets on connecting: the FTP greeting's code, or 'closed' before any. */
-async function greeting(port: number, from: string): Promise<number | 'closed'> {
-  const c = await RawFtp.connect(port, false, from).catch(() => null);
-  if (!c) return 'closed';
-  const r = await c.read(5000).catch(() => null);
-  c.close();
-  return r?.code ?? 'closed';
-}
 
 /** Whether the SSH port answers `from` with its banner. */
 async function sshBanner(port: number, from: string): Promise<boolean> {
@@ -63,22 +55,22 @@ describe('defender: failures over every protocol ban an address, persistently, o
   });
 
   it('five failed logins, FTP and SFTP mixed, get the address refused on every port', { timeout: 120_000 }, async () => {
-    assert.equal(await greeting(srv.ftpPort, ATTACKER), 220);
+    assert.equal(await RawFtp.greeting(srv.ftpPort, ATTACKER), 220);
     await failFtp(srv.ftpPort, ATTACKER, 3);
     await failSftp(srv.sftpPort, ATTACKER);
-    assert.equal(await greeting(srv.ftpPort, ATTACKER), 220, 'four failures are not enough');
+    assert.equal(await RawFtp.greeting(srv.ftpPort, ATTACKER), 220, 'four failures are not enough');
     await failSftp(srv.sftpPort, ATTACKER);
-    assert.equal(await greeting(srv.ftpPort, ATTACKER), 'closed', 'FTP: closed before the greeting');
+    assert.equal(await RawFtp.greeting(srv.ftpPort, ATTACKER), 'closed', 'FTP: closed before the greeting');
     assert.equal(await implicitTls(srv.ftpsPort, ATTACKER), false, 'implicit FTPS: closed before the handshake');
     assert.equal(await sshBanner(srv.sftpPort, ATTACKER), false, 'SSH: closed before the banner');
     // Everybody else is served as before.
-    assert.equal(await greeting(srv.ftpPort, '127.0.0.1'), 220);
+    assert.equal(await RawFtp.greeting(srv.ftpPort, '127.0.0.1'), 220);
     const ok = await sshConnect({ port: srv.sftpPort, username: 'carol', password: 'carol password' });
     ok.end();
   });
 
   it('records the ban once, however often the address knocks afterwards', { timeout: 60_000 }, async () => {
-    for (let i = 0; i < 10; i++) assert.equal(await greeting(srv.ftpPort, ATTACKER), 'closed');
+    for (let i = 0; i < 10; i++) assert.equal(await RawFtp.greeting(srv.ftpPort, ATTACKER), 'closed');
     const bans = (await srv.audit()).filter((l) => l.event === 'ban');
     assert.equal(bans.length, 1);
     assert.equal(bans[0]?.ip, ATTACKER);
@@ -89,14 +81,14 @@ describe('defender: failures over every protocol ban an address, persistently, o
     await failFtp(srv.ftpPort, ALLOWED, 3);
     await failFtp(srv.ftpPort, ALLOWED, 3);
     await failSftp(srv.sftpPort, ALLOWED);
-    assert.equal(await greeting(srv.ftpPort, ALLOWED), 220);
+    assert.equal(await RawFtp.greeting(srv.ftpPort, ALLOWED), 220);
     assert.equal(await sshBanner(srv.sftpPort, ALLOWED), true);
     assert.ok(!(await srv.audit()).some((l) => l.event === 'ban' && l.ip === ALLOWED));
   });
 
   it('keeps the ban across a restart; `sluice ban list` shows it', { timeout: 120_000 }, async () => {
     await srv.restart();
-    assert.equal(await greeting(srv.ftpPort, ATTACKER), 'closed');
+    assert.equal(await RawFtp.greeting(srv.ftpPort, ATTACKER), 'closed');
     assert.equal(await sshBanner(srv.sftpPort, ATTACKER), false);
     const list = sluice(srv.dir, ['ban', 'list', '--json']);
     assert.equal(list.code, 0, list.stderr);
@@ -107,11 +99,11 @@ describe('defender: failures over every protocol ban an address, persistently, o
   it('`sluice ban remove` lifts it and `sluice ban add` bans, both seen by the running server at once', { timeout: 60_000 }, async () => {
     const removed = sluice(srv.dir, ['ban', 'remove', ATTACKER]);
     assert.equal(removed.code, 0, removed.stderr);
-    assert.equal(await greeting(srv.ftpPort, ATTACKER), 220);
+    assert.equal(await RawFtp.greeting(srv.ftpPort, ATTACKER), 220);
     assert.equal(await sshBanner(srv.sftpPort, ATTACKER), true);
     const added = sluice(srv.dir, ['ban', 'add', '127.0.0.4', '--for', '1h']);
     assert.equal(added.code, 0, added.stderr);
-    assert.equal(await greeting(srv.ftpPort, '127.0.0.4'), 'closed');
+    assert.equal(await RawFtp.greeting(srv.ftpPort, '127.0.0.4'), 'closed');
     assert.equal(await sshBanner(srv.sftpPort, '127.0.0.4'), false);
     assert.equal(sluice(srv.dir, ['ban', 'add', 'not-an-address']).code, 2);
   });
@@ -126,7 +118,7 @@ describe('defender: failures over every protocol ban an address, persistently, o
       }
     }
     await new Promise((r) => setTimeout(r, 300));
-    assert.equal(await greeting(srv.ftpPort, '127.0.0.5'), 220);
+    assert.equal(await RawFtp.greeting(srv.ftpPort, '127.0.0.5'), 220);
     assert.equal(await sshBanner(srv.sftpPort, '127.0.0.5'), true);
   });
 });

@@ -20,6 +20,15 @@ export class RawFtp {
     this.attach(socket);
   }
 
+  /** What a client from `from` gets on connecting: the greeting's code, or 'closed' when refused before it. */
+  static async greeting(port: number, from: string): Promise<number | 'closed'> {
+    const c = await RawFtp.connect(port, false, from).catch(() => null);
+    if (!c) return 'closed';
+    const r = await c.read(5000).catch(() => null);
+    c.close();
+    return r?.code ?? 'closed';
+  }
+
   /** `localAddress`: another loopback address (127.0.0.2...) to connect from, as a second client would. */
   static async connect(port: number, implicit = false, localAddress?: string): Promise<RawFtp> {
     const socket = implicit

@@ -62,6 +62,12 @@ export class TestServer {
     await this.proc.ready;
   }
 
+  /** Addresses banned now, as `sluice ban list` shows them. */
+  bans(): string[] {
+    const r = sluice(this.dir, ['ban', 'list', '--json']);
+    return (JSON.parse(r.stdout) as { address: string }[]).map((b) => b.address);
+  }
+
   home(user: string): string {
     return join(this.dir, 'data', 'homes', user);
   }
