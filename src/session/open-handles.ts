@@ -1,5 +1,5 @@
-import type { Account } from './account.js';
 import { SluiceError } from './errors.js';
+import { PerUser } from './per-user.js';
 
 /** One user's open files and directories, shared by all of that user's sessions. */
 export class UserHandles {
@@ -21,25 +21,10 @@ export class UserHandles {
 /**
  * Open handles per user across all their connections and channels, so that
  * one login cannot take the process's descriptors from everyone else by
- * opening many channels or connections. An entry lives while the user has a session.
+ * opening many channels or connections.
  */
-export class HandleBook {
-  private readonly users = new Map<number, { handles: UserHandles; refs: number }>();
-
-  constructor(private readonly maxPerUser: number) {}
-
-  acquire(account: Account): UserHandles {
-    let entry = this.users.get(account.id);
-    if (!entry) {
-      entry = { handles: new UserHandles(this.maxPerUser), refs: 0 };
-      this.users.set(account.id, entry);
-    }
-    entry.refs++;
-    return entry.handles;
-  }
-
-  release(account: Account): void {
-    const entry = this.users.get(account.id);
-    if (entry && --entry.refs === 0) this.users.delete(account.id);
+export class HandleBook extends PerUser<UserHandles> {
+  constructor(maxPerUser: number) {
+    super(() => new UserHandles(maxPerUser));
   }
 }

@@ -1,5 +1,6 @@
 import type { Account, UsageStore } from './account.js';
 import { SluiceError } from './errors.js';
+import { PerUser } from './per-user.js';
 
 /**
  * One ledger per user, shared by all of that user's sessions, so concurrent
@@ -144,24 +145,9 @@ export class QuotaLedger {
   }
 }
 
-/** Ledgers of the users with live sessions; an entry goes when its last session ends. */
-export class QuotaBook {
-  private readonly ledgers = new Map<number, { ledger: QuotaLedger; refs: number }>();
-
-  constructor(private readonly store: UsageStore) {}
-
-  acquire(account: Account): QuotaLedger {
-    let entry = this.ledgers.get(account.id);
-    if (!entry) {
-      entry = { ledger: new QuotaLedger(account, this.store), refs: 0 };
-      this.ledgers.set(account.id, entry);
-    }
-    entry.refs++;
-    return entry.ledger;
-  }
-
-  release(account: Account): void {
-    const entry = this.ledgers.get(account.id);
-    if (entry && --entry.refs === 0) this.ledgers.delete(account.id);
+/** Ledgers of the users with live sessions. */
+export class QuotaBook extends PerUser<QuotaLedger> {
+  constructor(store: UsageStore) {
+    super((account) => new QuotaLedger(account, store));
   }
 }
