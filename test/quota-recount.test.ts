@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { linkSync, mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
 import { KiB, diskUsage, persistedUsage, sftpRemote, waitFor } from './helpers/quota.js';
 import { call } from './helpers/ssh.js';
@@ -68,7 +69,7 @@ describe('usage recounted from the disk at start', () => {
     });
   }
 
-  it('a home whose stored usage lacks directories, symlinks and links is corrected at start', async () => {
+  it('a home whose stored usage lacks directories, symlinks and links is corrected at start, for each user of it', async () => {
     const r = await sftpRemote(srv, 'legacy', PASSWORD);
     await r.put('/kept.bin', randomBytes(64 * KiB));
     await r.close();
@@ -76,6 +77,9 @@ describe('usage recounted from the disk at start', () => {
     assert.deepEqual(stored, { bytes: 64 * KiB, files: 1 });
 
     const home = srv.home('legacy');
+    // A second user of the same home: each is charged for all of it.
+    const added = sluice(srv.dir, ['user', 'add', 'sharer', '--password-stdin', '--home', home], `${PASSWORD}\n`);
+    assert.equal(added.code, 0, added.stderr);
     await srv.restart(() => {
       // What a home written under an older version holds beyond its stored count.
       mkdirSync(join(home, 'docs', 'deep'), { recursive: true });
@@ -87,6 +91,8 @@ describe('usage recounted from the disk at start', () => {
     const disk = diskUsage(home);
     assert.deepEqual(disk, { bytes: 74 * KiB, files: 6, temps: [], tempBytes: 0 });
     assert.deepEqual(persistedUsage(srv, 'legacy'), { bytes: disk.bytes, files: disk.files });
+    assert.deepEqual(persistedUsage(srv, 'sharer'), { bytes: disk.bytes, files: disk.files });
+    assert.equal((await recounted('sharer')).length, 1, 'one usage-recounted record for the other user');
     const records = await recounted('legacy');
     assert.equal(records.length, 1, 'one usage-recounted record');
     assert.deepEqual(
@@ -97,5 +103,6 @@ describe('usage recounted from the disk at start', () => {
     // A start with nothing to correct records nothing.
     await srv.restart();
     assert.equal((await recounted('legacy')).length, 1);
+    assert.equal((await recounted('sharer')).length, 1);
   });
 });
