@@ -116,5 +116,7 @@ describe('user store', () => {
     store.addUsage(u.id, 100, 2);
     store.addUsage(u.id, -30, -1);
     assert.deepEqual(store.usage(u.id), { bytes: 70, files: 1 });
+    store.setUsage(u.id, 5, 9);
+    assert.deepEqual(store.usage(u.id), { bytes: 5, files: 9 });
   });
 });

@@ -49,7 +49,10 @@ export interface AuditSink {
 }
 
 /** Events of the server itself, with no session behind them. */
-export type SystemEvent = { event: 'upload-temps-removed'; home: string; count: number; bytes: number };
+export type SystemEvent =
+  | { event: 'upload-temps-removed'; home: string; count: number; bytes: number }
+  /** The start-up recount found a user's stored usage differing from the disk and stored the disk's. */
+  | { event: 'usage-recounted'; user: string; home: string; oldBytes: number; oldFiles: number; bytes: number; files: number };
 
 export interface SystemAuditSink {
   system(event: SystemEvent): void;

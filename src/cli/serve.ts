@@ -5,7 +5,7 @@ import type { Config } from '../config/schema.js';
 import { FtpFrontEnd } from '../ftp/listener.js';
 import { checkDescriptorLimit } from '../security/descriptors.js';
 import { SftpFrontEnd } from '../sftp/server.js';
-import { sweepUploadTemps } from '../session/upload-temps.js';
+import { sweepHomes } from '../session/home-sweep.js';
 
 /** A front-end started by `serve`: FTP/FTPS, SFTP. */
 export interface FrontEnd {
@@ -50,8 +50,9 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
         `(data in ${config.dataDir}; see README.md)\n`,
     );
   }
-  // Before any session, so no upload in progress can be taken for a crash's leftover.
-  await sweepUploadTemps(join(config.dataDir, 'homes'), services.users.all().map((u) => u.home), services.audit, log);
+  // Before any session, so no upload in progress can be taken for a crash's leftover
+  // and no usage changes while the homes are recounted.
+  await sweepHomes(join(config.dataDir, 'homes'), services.users.all(), services.users, services.audit, log);
   const running: FrontEnd[] = [];
   try {
     for (const start of FRONT_ENDS) {

@@ -19,4 +19,6 @@ export interface Account {
 export interface UsageStore {
   usage(userId: number): { bytes: number; files: number };
   addUsage(userId: number, bytes: number, files: number): void;
+  /** Replace the counters with a recount of the disk. */
+  setUsage(userId: number, bytes: number, files: number): void;
 }

@@ -95,6 +95,7 @@ export class UserStore implements UsageStore {
       usage: prepare('SELECT used_bytes AS bytes, used_files AS files FROM users WHERE id = ?'),
       addUsage: prepare(`UPDATE users SET used_bytes = MAX(0, used_bytes + ?), used_files = MAX(0, used_files + ?)
         WHERE id = ?`),
+      setUsage: prepare('UPDATE users SET used_bytes = ?, used_files = ? WHERE id = ?'),
       ipRules: prepare('SELECT kind, cidr FROM user_ip_rules WHERE user_id = ? ORDER BY cidr'),
       clearIpRules: prepare('DELETE FROM user_ip_rules WHERE user_id = ?'),
       addIpRule: prepare('INSERT OR IGNORE INTO user_ip_rules (user_id, kind, cidr) VALUES (?, ?, ?)'),
@@ -165,6 +166,10 @@ export class UserStore implements UsageStore {
 
   addUsage(userId: number, bytes: number, files: number): void {
     this.q.addUsage!.run(bytes, files, userId);
+  }
+
+  setUsage(userId: number, bytes: number, files: number): void {
+    this.q.setUsage!.run(bytes, files, userId);
   }
 
   setDirPermissions(userId: number, path: string, permissions: Permission[] | null): boolean {

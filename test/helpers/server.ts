@@ -55,9 +55,10 @@ export class TestServer {
     return s;
   }
 
-  /** Stop the process and start it again on the same directory and ports. */
-  async restart(): Promise<void> {
+  /** Stop the process (if still running) and start it again on the same directory and ports. */
+  async restart(whileStopped?: () => void): Promise<void> {
     await this.proc?.stop();
+    whileStopped?.();
     this.proc = startServe(this.dir, this.env, /sluice started/);
     await this.proc.ready;
   }
@@ -85,6 +86,15 @@ export class TestServer {
 
   signal(sig: NodeJS.Signals): void {
     this.proc?.child.kill(sig);
+  }
+
+  /** Kill the process without letting it clean up, as a crash would, and wait for it to die. */
+  async kill(): Promise<void> {
+    const child = this.proc?.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const died = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await died;
   }
 
   /** The server process, e.g. for its memory use or to see it exit. */
