@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { statSync } from 'node:fs';
+import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import ssh2 from 'ssh2';
@@ -50,6 +50,58 @@ describe('login policy: sessions per user over every protocol, names as stored',
     const logins = audit.filter((l) => l.event === 'login' || l.event === 'login-failed');
     assert.ok(logins.length >= 3);
     for (const l of logins) assert.equal(l.user, 'carol', JSON.stringify(l));
+  });
+});
+
+describe('a login whose home cannot be opened is no login: the deadline runs on, the session slot is freed', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      yaml: 'limits:\n  maxSessionsPerUser: 1\n  loginTimeout: 4\nauth:\n  failureDelay: 0\n',
+      users: [{ name: 'bob', password: 'bob password' }],
+    });
+  });
+  after(() => srv.stop());
+
+  /** Bob's home gone, as after an unmounted volume or a botched migration. */
+  const withoutHome = () => rmSync(srv.home('bob'), { recursive: true, force: true });
+  const withHome = () => mkdirSync(srv.home('bob'), { recursive: true });
+
+  it('FTP: after the 451 the connection is closed at the login deadline, and bob can log in elsewhere meanwhile', { timeout: 60_000 }, async () => {
+    withoutHome();
+    const c = await RawFtp.connect(srv.ftpPort);
+    await c.read();
+    await c.startTls();
+    const started = Date.now();
+    assert.equal((await c.login('bob', 'bob password')).code, 451);
+    withHome();
+    // The only slot bob has (maxSessionsPerUser 1) is not held by the failed login.
+    const other = await RawFtp.secureLogin(srv.ftpPort, 'bob', 'bob password', { localAddress: '127.0.0.2' });
+    other.close();
+    let last = null;
+    while (Date.now() - started < 20_000) {
+      last = await c.cmd('NOOP').catch(() => null);
+      if (last === null || last.code !== 200) break;
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    assert.equal(last?.code, 421, 'the login deadline ended the connection');
+    assert.match(last?.text ?? '', /timeout/i);
+    assert.ok(Date.now() - started < 12_000, 'closed at the 4 s deadline');
+    c.close();
+    const failed = (await srv.audit()).filter((l) => l.event === 'login-failed' && l.user === 'bob');
+    assert.equal(failed.length, 0, 'not scored or audited as a failed login: the credentials were good');
+  });
+
+  it('SFTP: the session cannot open, the connection is ended and the slot freed', { timeout: 60_000 }, async () => {
+    withoutHome();
+    const ssh = await sshConnect({ port: srv.sftpPort, username: 'bob', password: 'bob password' });
+    const closed = new Promise<boolean>((r) => ssh.once('close', () => r(true)));
+    await assert.rejects(sftpOf(ssh));
+    const timer = new Promise<boolean>((r) => setTimeout(() => r(false), 15_000).unref());
+    assert.ok(await Promise.race([closed, timer]), 'the connection was ended');
+    withHome();
+    const ftp = await RawFtp.secureLogin(srv.ftpPort, 'bob', 'bob password', { localAddress: '127.0.0.3' });
+    ftp.close();
   });
 });
 

@@ -11,7 +11,13 @@ import type { BanStore } from '../store/bans.js';
  */
 export type Offence = 'login-failed' | 'login-timeout' | 'protocol-abuse' | 'handshake-failed';
 
-/** Past this many scored addresses, forget those with nothing left in the window. */
+/**
+ * At most this many addresses are scored at once (about 100 bytes each):
+ * past it the one whose last offence is oldest is forgotten, so a flood from
+ * many addresses (one IPv6 /64 holds plenty) cannot grow memory without bound.
+ */
+const MAX_TRACKED = 100_000;
+/** Forgetting first runs past this many addresses, then each time the map has doubled or reached MAX_TRACKED. */
 const PRUNE_AT = 10_000;
 
 /**
@@ -21,7 +27,13 @@ const PRUNE_AT = 10_000;
  * so they survive a restart and bans added by the CLI apply at once.
  */
 export class Defender {
+  /**
+   * Offence times per address, kept in the order of each address's last
+   * offence (re-inserted on every score): the expired and the oldest are
+   * always at the front, so forgetting them never walks the whole map.
+   */
   private readonly recent = new Map<string, number[]>();
+  private pruneAt = PRUNE_AT;
   private readonly allowed: (ip: string) => boolean;
 
   constructor(
@@ -45,13 +57,16 @@ export class Defender {
     const since = now - this.settings.window * 1000;
     const times = (this.recent.get(ip) ?? []).filter((t) => t > since);
     times.push(now);
-    if (times.length < this.settings.threshold) {
-      this.recent.set(ip, times);
-      if (this.recent.size > PRUNE_AT) this.prune(since);
-      return false;
-    }
     this.recent.delete(ip);
-    return this.ban(ip, protocol, offence, now);
+    if (times.length >= this.settings.threshold) return this.ban(ip, protocol, offence, now);
+    this.recent.set(ip, times);
+    if (this.recent.size > this.pruneAt) this.forget(since);
+    return false;
+  }
+
+  /** Addresses with offences in the window (bounded by MAX_TRACKED). */
+  get tracked(): number {
+    return this.recent.size;
   }
 
   private ban(ip: string, protocol: Protocol, offence: Offence, now: number): boolean {
@@ -69,7 +84,20 @@ export class Defender {
     return true;
   }
 
-  private prune(since: number): void {
-    for (const [ip, times] of this.recent) if ((times.at(-1) ?? 0) <= since) this.recent.delete(ip);
+  /**
+   * Drop addresses whose last offence left the window, and the oldest until a
+   * tenth of MAX_TRACKED is free. A walk costs O(size), and the next waits
+   * until the map has doubled or grown by that tenth: O(1) per score,
+   * amortized. The walk stops at the first address still in the window and
+   * under the cap (all later ones are newer); a clock stepping back only
+   * stops it early.
+   */
+  private forget(since: number): void {
+    const keep = MAX_TRACKED * 0.9;
+    for (const [ip, times] of this.recent) {
+      if (this.recent.size <= keep && (times.at(-1) ?? 0) > since) break;
+      this.recent.delete(ip);
+    }
+    this.pruneAt = Math.min(Math.max(PRUNE_AT, this.recent.size * 2), MAX_TRACKED);
   }
 }

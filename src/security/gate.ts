@@ -109,6 +109,7 @@ export class Guest {
   private deadline: NodeJS.Timeout | null = null;
   private onExpired: () => void = () => undefined;
   private userSlot: (() => void) | null = null;
+  private inSession = false;
   private failures = 0;
   private closed = false;
   private banned = false;
@@ -164,11 +165,36 @@ export class Guest {
     });
   }
 
+  /**
+   * After good credentials, open the account's session: only once it is open
+   * is the client logged in and the deadline stopped. If it cannot be opened
+   * (a missing home), the slot taken for it is freed and the deadline keeps
+   * running; that is not scored, since it is no fault of the client's.
+   */
+  async enter<T>(open: () => Promise<T>): Promise<T> {
+    try {
+      const session = await open();
+      this.inSession = true;
+      if (this.deadline) clearTimeout(this.deadline);
+      this.deadline = null;
+      return session;
+    } catch (err) {
+      // An SFTP connection with a session already open keeps its slot for that one.
+      if (!this.inSession) this.freeSlot();
+      throw err;
+    }
+  }
+
+  /** A session has been opened (enter) and not logged out of. */
+  get loggedIn(): boolean {
+    return this.inSession;
+  }
+
   /** FTP REIN and AUTH TLS: logged out but still connected, so the login deadline runs again. */
   logout(): void {
     if (!this.userSlot) return;
-    this.userSlot();
-    this.userSlot = null;
+    this.freeSlot();
+    this.inSession = false;
     this.arm();
   }
 
@@ -177,6 +203,10 @@ export class Guest {
     this.closed = true;
     if (this.deadline) clearTimeout(this.deadline);
     this.deadline = null;
+    this.freeSlot();
+  }
+
+  private freeSlot(): void {
     this.userSlot?.();
     this.userSlot = null;
   }
@@ -192,10 +222,7 @@ export class Guest {
   private async attempt(req: AuthRequest, login: () => Promise<Account> | Account): Promise<Account> {
     if (this.exhausted) throw new AuthError('too-many-tries');
     try {
-      const account = await login();
-      if (this.deadline) clearTimeout(this.deadline);
-      this.deadline = null;
-      return account;
+      return await login();
     } catch (err) {
       if (!(err instanceof AuthError) || err.reason === 'session-limit') throw err;
       this.failures++;

@@ -326,11 +326,8 @@ export class SftpFrontEnd {
         state.log.error('cannot enforce the SSH window with this ssh2 version; channel closed');
         return channel.close();
       }
-      void Session.open(
-        account,
-        { id: state.id, protocol: 'sftp', remoteAddress: state.ip, remotePort: state.port },
-        this.services.sessionDeps,
-      ).then(
+      const where = { id: state.id, protocol: 'sftp', remoteAddress: state.ip, remotePort: state.port } as const;
+      void state.guest.enter(() => Session.open(account, where, this.services.sessionDeps)).then(
         (s) => {
           const sftp = new SftpChannel(channel, s, state.log, {
             maxHandles: this.services.config.sftp.maxHandles,
@@ -346,6 +343,8 @@ export class SftpFrontEnd {
         (err: unknown) => {
           state.log.error({ err }, 'could not open session');
           channel.close();
+          // The slot is freed and the login undone: another channel must not open a session without one.
+          if (!state.guest.loggedIn) client.end();
         },
       );
     });

@@ -37,7 +37,8 @@ export const access = {
       };
       try {
         const account = await c.guest.password(request, arg);
-        c.session = await Session.open(account, { id: c.id, protocol: c.protocol, remoteAddress: c.remoteAddress, remotePort: c.remotePort }, c.ctx.sessionDeps);
+        const where = { id: c.id, protocol: c.protocol, remoteAddress: c.remoteAddress, remotePort: c.remotePort };
+        c.session = await c.guest.enter(() => Session.open(account, where, c.ctx.sessionDeps));
         c.log.info({ user: account.name }, 'login');
         c.reply(Code.LoggedIn, 'Login successful.');
       } catch (err) {
