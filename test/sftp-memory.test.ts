@@ -11,6 +11,13 @@ import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 const MiB = 1024 * 1024;
 /** How much the server may grow while one hostile client does its worst. */
 const BOUND = 100 * MiB;
+/**
+ * 4 connections with 10 channels each. What they may make the server hold is 4 x 16 MiB
+ * (sftp.maxQueuedBytes for requests and replies, as much again in SSH windows); RSS also
+ * shows what the allocator and the GC keep of the data that flowed meanwhile (about
+ * 100 MiB here). Without windows of our own it grew by 240 MiB.
+ */
+const MANY_CHANNELS_BOUND = 200 * MiB;
 
 function rssOf(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -60,12 +67,12 @@ function packetReader(ch: ssh2.ClientChannel): () => Promise<Buffer> {
   };
 }
 
-/** INIT, then OPEN `path` for reading: returns the handle, and leaves the channel unread from then on. */
-async function openForRead(ch: ssh2.ClientChannel, path: string): Promise<Buffer> {
+/** INIT, then OPEN `path` (for reading by default): returns the handle, and leaves the channel unread from then on. */
+async function openForRead(ch: ssh2.ClientChannel, path: string, flags: number = OPEN_FLAGS.READ): Promise<Buffer> {
   const next = packetReader(ch);
   ch.write(new Writer(FXP.INIT).uint32(3).finish());
   assert.equal((await next())[0], FXP.VERSION);
-  ch.write(new Writer(FXP.OPEN, 1).string(path).uint32(OPEN_FLAGS.READ).uint32(0).finish());
+  ch.write(new Writer(FXP.OPEN, 1).string(path).uint32(flags).uint32(0).finish());
   const reply = await next();
   assert.equal(reply[0], FXP.HANDLE, 'OPEN answered with a handle');
   ch.removeAllListeners('data');
@@ -92,7 +99,11 @@ describe('SFTP memory stays bounded whatever a logged-in client does', () => {
 
   // A fresh server for each attack: memory one left behind must not hide the next one's growth.
   beforeEach(async () => {
-    srv = await TestServer.start({ users: [{ name: 'mona', password: 'mona password', args: ['--perms', 'all'] }] });
+    // One user runs 4 connections x 10 channels below: more sessions than a user gets by default.
+    srv = await TestServer.start({
+      users: [{ name: 'mona', password: 'mona password', args: ['--perms', 'all'] }],
+      yaml: 'limits:\n  maxSessionsPerUser: 0\n',
+    });
     writeFileSync(join(srv.home('mona'), 'big.bin'), Buffer.alloc(4 * MiB, 7));
     pid = srv.pid as number;
     // Warm the server up (key exchange, first session) so the baseline is not its start-up growth.
@@ -166,6 +177,59 @@ describe('SFTP memory stays bounded whatever a logged-in client does', () => {
     for (const conn of conns) conn.end();
     t.diagnostic(`server grew by ${Math.round((peak - before) / MiB)} MiB`);
     assert.ok(peak - before < BOUND, `server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    await stillServes();
+  });
+
+  it('holds a bounded amount over many channels whose READ(2^32-1) replies are never read', async (t) => {
+    // What the SSH layer buffers for a channel that stopped reading counts too: 4 connections
+    // with every channel they may open must stay within a few times sftp.maxQueuedBytes each.
+    const before = rssOf(pid);
+    const conns = await Promise.all([login(), login(), login(), login()]);
+    const peak = await peakRss(pid, async () => {
+      await Promise.all(
+        conns.map(async (conn) => {
+          for (let c = 0; c < 10; c++) {
+            const ch = await subsystem(conn);
+            const handle = await openForRead(ch, '/big.bin');
+            ch.write(reads(handle, 2000, 2 ** 32 - 1, 10));
+          }
+        }),
+      );
+      await sleep(5000);
+    });
+    for (const conn of conns) conn.end();
+    t.diagnostic(`server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    assert.ok(peak - before < MANY_CHANNELS_BOUND, `server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    await stillServes();
+  });
+
+  it('holds a bounded amount for channels that send WRITEs while the connection cannot take them', async (t) => {
+    const before = rssOf(pid);
+    const conns = await Promise.all([login(), login(), login(), login()]);
+    const peak = await peakRss(pid, async () => {
+      await Promise.all(
+        conns.map(async (conn, n) => {
+          // One channel fills the connection's budget with replies it never reads...
+          const reader = await subsystem(conn);
+          reader.write(reads(await openForRead(reader, '/big.bin'), 2000, 2 ** 32 - 1, 10));
+          await sleep(500);
+          // ...so what the others send can only wait: in the SSH layer, unless its window is counted.
+          for (let c = 1; c < 10; c++) {
+            const ch = await subsystem(conn);
+            const handle = await openForRead(ch, `/w${n}-${c}.bin`, OPEN_FLAGS.WRITE | OPEN_FLAGS.CREAT);
+            const chunk = Buffer.alloc(32 * 1024 - 64, 0x61);
+            for (let i = 0; i < 200; i++) {
+              ch.write(new Writer(FXP.WRITE, 10 + i).bytes(handle).uint64(i * chunk.length).bytes(chunk).finish());
+            }
+          }
+        }),
+      );
+      // Their windows fill at once; waiting longer only lets the trickle of WRITEs churn memory.
+      await sleep(1500);
+    });
+    for (const conn of conns) conn.end();
+    t.diagnostic(`server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    assert.ok(peak - before < MANY_CHANNELS_BOUND, `server grew by ${Math.round((peak - before) / MiB)} MiB`);
     await stillServes();
   });
 

@@ -14,7 +14,7 @@ export interface ChannelOptions {
   maxInFlight: number;
   /** Shared by the channels of one connection: what requests and unsent replies may hold. */
   budget: ByteBudget;
-  /** Called on every incoming chunk (idle timer). */
+  /** Called on every incoming chunk, once the stream gave it up (idle timer, SSH window). */
   onActivity(): void;
   /** SYMLINK argument order of this client (see HandlerContext). */
   symlinkTargetFirst: boolean;

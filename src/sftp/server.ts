@@ -12,7 +12,7 @@ import type { Guest } from '../security/gate.js';
 import { Session } from '../session/session.js';
 import { ByteBudget } from './budget.js';
 import { SftpChannel } from './channel.js';
-import { enforceWindow } from './window.js';
+import { acceptWithWindow, channelWindow, ownWindow } from './window.js';
 
 const METHODS: ssh2.AuthenticationType[] = ['publickey', 'password', 'keyboard-interactive'];
 
@@ -300,8 +300,15 @@ export class SftpFrontEnd {
       state.log.warn({ channels: limits.channels }, 'session channel refused: too many on this connection');
       return reject();
     }
+    const { maxQueuedBytes, maxChannelsPerConnection } = this.services.config.sftp;
+    const window = channelWindow(maxQueuedBytes, maxChannelsPerConnection);
+    const session = acceptWithWindow(client, accept, window);
+    if (!session) {
+      state.log.error('cannot set the SSH window with this ssh2 version; connection closed');
+      client.end();
+      return;
+    }
     limits.channels++;
-    const session = accept();
     session.once('close', () => limits.channels--);
     const refuse = (what: string) => (_accept: unknown, reject?: () => void) => {
       state.log.warn({ request: what }, 'session request refused');
@@ -318,11 +325,11 @@ export class SftpFrontEnd {
       const account = state.account;
       // No 'data' listener until the channel loop exists: the client's INIT waits in the stream.
       const channel = accept();
-      const guarded = enforceWindow(channel, () => {
+      const reopen = ownWindow(channel, client, window, () => {
         state.log.warn('peer ignored the channel window; disconnecting');
         client.end();
       });
-      if (!guarded) {
+      if (!reopen) {
         state.log.error('cannot enforce the SSH window with this ssh2 version; channel closed');
         return channel.close();
       }
@@ -333,7 +340,10 @@ export class SftpFrontEnd {
             maxHandles: this.services.config.sftp.maxHandles,
             maxInFlight: 64,
             budget: limits.budget,
-            onActivity: activity,
+            onActivity: () => {
+              activity();
+              reopen();
+            },
             symlinkTargetFirst: state.symlinkTargetFirst,
             exit: (status) => channel.exit(status),
           });

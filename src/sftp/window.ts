@@ -1,32 +1,112 @@
 import type ssh2 from 'ssh2';
 
+/** ssh2's own channel window, and the smallest we grant: two of its 32 KiB packets. */
+const SSH2_WINDOW = 2 * 1024 * 1024;
+const MIN_WINDOW = 64 * 1024;
+
 /**
- * ssh2 drops a peer's channel data only when the window is exactly 0: a peer
- * that ignores the window drives it negative, and everything it sends is
- * buffered (a negative window even earns it a larger adjust). The window we
- * grant is exact, so any byte past it is a broken or hostile peer: drop what
- * it sent and let `onOverrun` end the connection, as OpenSSH does ("peer
- * ignored channel window"). False when this ssh2 keeps its window elsewhere:
- * the caller must then not serve the channel.
+ * The SSH window each session channel of a connection gets: together they
+ * hold at most `maxQueuedBytes`, what the connection's byte budget holds
+ * besides. ssh2 grants 2 MiB a channel and keeps re-opening it while the
+ * channel's stream buffers up to another 2 MiB, none of it counted: a client
+ * whose channels stopped reading made the server hold 4 MiB on each.
  */
-export function enforceWindow(channel: ssh2.ServerChannel, onOverrun: () => void): boolean {
-  const incoming = (channel as { incoming: unknown }).incoming;
-  if (typeof incoming !== 'object' || incoming === null || typeof (incoming as { window?: unknown }).window !== 'number') {
-    return false;
+export function channelWindow(maxQueuedBytes: number, maxChannels: number): number {
+  return Math.min(SSH2_WINDOW, Math.max(MIN_WINDOW, Math.floor(maxQueuedBytes / maxChannels)));
+}
+
+interface Internals {
+  _protocol?: {
+    channelOpenConfirm?: (remote: number, local: number, window: number, packetSize: number) => void;
+    channelWindowAdjust?: (remote: number, amount: number) => void;
+  };
+}
+
+/**
+ * Accept a session channel granting the client `window` bytes instead of
+ * ssh2's fixed 2 MiB (ssh2 has no option for it). Null when this ssh2 keeps
+ * its window elsewhere: the caller must then refuse the channel.
+ */
+export function acceptWithWindow(client: ssh2.Connection, accept: () => ssh2.Session, window: number): ssh2.Session | null {
+  const protocol = (client as unknown as Internals)._protocol;
+  const confirm = protocol?.channelOpenConfirm;
+  if (!protocol || typeof confirm !== 'function') return null;
+  protocol.channelOpenConfirm = (remote, local, _window, packetSize) => confirm.call(protocol, remote, local, window, packetSize);
+  let session: ssh2.Session;
+  try {
+    session = accept();
+  } finally {
+    delete protocol.channelOpenConfirm;
   }
+  const incoming = (session as unknown as { _chanInfo?: { incoming?: { window?: unknown } } })._chanInfo?.incoming;
+  if (typeof incoming?.window !== 'number') {
+    // The client was granted `window`; ssh2 would count it from its own 2 MiB.
+    return null;
+  }
+  incoming.window = window;
+  return session;
+}
+
+/**
+ * Take the window of an accepted subsystem channel over from ssh2, which
+ * re-opens it to 2 MiB whenever its stream buffer is below 2 MiB, paused or
+ * not. Here the window plus what the stream holds unread never passes
+ * `window`: the window re-opens only as the channel loop reads, so a channel
+ * that stopped reading stops its client once the window is used.
+ *
+ * ssh2 also drops a peer's channel data only when the window is exactly 0: a
+ * peer that ignores the window drives it negative, and everything it sends is
+ * buffered. The window we grant is exact, so any byte past it is a broken or
+ * hostile peer: drop what it sent and let `onOverrun` end the connection, as
+ * OpenSSH does ("peer ignored channel window").
+ *
+ * Returns what the channel's reader must call whenever it took data (a
+ * 'data' event), or null when this ssh2 keeps its window elsewhere: the
+ * caller must then not serve the channel.
+ */
+export function ownWindow(channel: ssh2.ServerChannel, client: ssh2.Connection, window: number, onOverrun: () => void): (() => void) | null {
+  const incoming = (channel as { incoming: unknown }).incoming;
+  const outgoing = (channel as { outgoing: unknown }).outgoing;
+  const adjust = (client as unknown as Internals)._protocol?.channelWindowAdjust;
+  if (
+    typeof incoming !== 'object' ||
+    incoming === null ||
+    typeof (incoming as { window?: unknown }).window !== 'number' ||
+    typeof outgoing !== 'object' ||
+    outgoing === null ||
+    typeof (outgoing as { id?: unknown }).id !== 'number' ||
+    typeof adjust !== 'function'
+  ) {
+    return null;
+  }
+  const protocol = (client as unknown as Internals)._protocol;
   const state = incoming as { window: number };
+  const peer = outgoing as { id: number; state: string };
   const push = channel.push.bind(channel);
   let overrun = false;
-  // ssh2 subtracts the data's length from the window, then pushes it.
+  const reopen = (): void => {
+    if (overrun || peer.state !== 'open') return;
+    const open = state.window + channel.readableLength;
+    // In halves, as ssh2 and OpenSSH do: one adjust per packet would double the packets.
+    if (open > window / 2) return;
+    state.window += window - open;
+    adjust.call(protocol, peer.id, window - open);
+  };
+  // ssh2 subtracts the data's length from the window, then pushes it, and re-opens the window when the push returns true.
   channel.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
-    if (chunk !== null && (overrun || state.window < 0)) {
+    if (chunk === null) return push(chunk, encoding);
+    if (overrun || state.window < 0) {
       if (!overrun) {
         overrun = true;
         onOverrun();
       }
       return false;
     }
-    return push(chunk, encoding);
+    push(chunk, encoding);
+    return false;
   };
-  return true;
+  // ssh2's _read re-opens the window to 2 MiB. The stream calls it only once between two pushes,
+  // so it cannot tell us when a paused stream's reader drained it: the reader's 'data' does.
+  (channel as unknown as { _read: () => void })._read = () => undefined;
+  return reopen;
 }
