@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
 import { FXP, OPEN_FLAGS, Writer } from '../src/sftp/codec.js';
 import { TestServer } from './helpers/server.js';
-import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+import { call, sftpOf, sftpPackets, sshConnect } from './helpers/ssh.js';
 
 const MiB = 1024 * 1024;
 /** How much the server may grow while one hostile client does its worst. */
@@ -46,30 +46,10 @@ function subsystem(conn: ssh2.Client): Promise<ssh2.ClientChannel> {
   return new Promise((resolve, reject) => conn.subsys('sftp', (err, ch) => (err ? reject(err) : resolve(ch))));
 }
 
-/** Reads whole SFTP packets from a channel, one at a time, on demand. */
-function packetReader(ch: ssh2.ClientChannel): () => Promise<Buffer> {
-  let buf = Buffer.alloc(0);
-  let wake: (() => void) | null = null;
-  ch.on('data', (d: Buffer) => {
-    buf = Buffer.concat([buf, d]);
-    wake?.();
-  });
-  return async () => {
-    for (;;) {
-      if (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
-        const n = buf.readUInt32BE(0);
-        const packet = buf.subarray(4, 4 + n);
-        buf = buf.subarray(4 + n);
-        return packet;
-      }
-      await new Promise<void>((r) => (wake = r));
-    }
-  };
-}
 
 /** INIT, then OPEN `path` (for reading by default): returns the handle, and leaves the channel unread from then on. */
 async function openForRead(ch: ssh2.ClientChannel, path: string, flags: number = OPEN_FLAGS.READ): Promise<Buffer> {
-  const next = packetReader(ch);
+  const next = sftpPackets(ch);
   ch.write(new Writer(FXP.INIT).uint32(3).finish());
   assert.equal((await next())[0], FXP.VERSION);
   ch.write(new Writer(FXP.OPEN, 1).string(path).uint32(flags).uint32(0).finish());

@@ -5,28 +5,8 @@ import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
 import { FXP, OPEN_FLAGS, STATUS, Writer } from '../src/sftp/codec.js';
 import { TestServer } from './helpers/server.js';
-import { sshConnect } from './helpers/ssh.js';
+import { sftpPackets, sshConnect } from './helpers/ssh.js';
 
-/** Whole SFTP packets from a channel, in arrival order. */
-function packets(ch: ssh2.ClientChannel): () => Promise<Buffer> {
-  let buf = Buffer.alloc(0);
-  let wake: (() => void) | null = null;
-  ch.on('data', (d: Buffer) => {
-    buf = Buffer.concat([buf, d]);
-    wake?.();
-  });
-  return async () => {
-    for (;;) {
-      if (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
-        const n = buf.readUInt32BE(0);
-        const p = buf.subarray(4, 4 + n);
-        buf = buf.subarray(4 + n);
-        return p;
-      }
-      await new Promise<void>((r) => (wake = r));
-    }
-  };
-}
 
 describe('SFTP request order', () => {
   let srv: TestServer;
@@ -39,7 +19,7 @@ describe('SFTP request order', () => {
     const conn = await sshConnect({ port: srv.sftpPort, username: 'ola', password: 'ola password' });
     try {
       const ch = await new Promise<ssh2.ClientChannel>((resolve, reject) => conn.subsys('sftp', (err, c) => (err ? reject(err) : resolve(c))));
-      const next = packets(ch);
+      const next = sftpPackets(ch);
       ch.write(new Writer(FXP.INIT).uint32(3).finish());
       assert.equal((await next())[0], FXP.VERSION);
       const flags = OPEN_FLAGS.WRITE | OPEN_FLAGS.CREAT | OPEN_FLAGS.APPEND;

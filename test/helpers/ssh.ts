@@ -52,3 +52,24 @@ export function userKeyPair(comment?: string): { private: string; public: string
     if (!(ssh2.utils.parseKey(pair.public) instanceof Error) && !(ssh2.utils.parseKey(pair.private) instanceof Error)) return pair;
   }
 }
+
+/** Whole SFTP packets (length prefix stripped) from a raw subsystem channel, one at a time, on demand. */
+export function sftpPackets(ch: ssh2.ClientChannel): () => Promise<Buffer> {
+  let buf = Buffer.alloc(0);
+  let wake: (() => void) | null = null;
+  ch.on('data', (d: Buffer) => {
+    buf = Buffer.concat([buf, d]);
+    wake?.();
+  });
+  return async () => {
+    for (;;) {
+      if (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
+        const n = buf.readUInt32BE(0);
+        const packet = buf.subarray(4, 4 + n);
+        buf = buf.subarray(4 + n);
+        return packet;
+      }
+      await new Promise<void>((r) => (wake = r));
+    }
+  };
+}
