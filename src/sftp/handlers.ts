@@ -178,7 +178,7 @@ const requests: Partial<Record<number, Handler>> = {
   },
 
   async [FXP.RENAME]({ session }, id, body) {
-    await session.rename(body.string(), body.string(), false);
+    await session.rename(body.string(), body.string(), 'fail');
     return ok(id);
   },
 
@@ -200,27 +200,27 @@ const requests: Partial<Record<number, Handler>> = {
 async function statvfs(session: Session, id: number, path: string): Promise<Buffer> {
   const fs = await session.statfs(path);
   const q = session.quota();
-  const bsize = fs.bsize || 4096;
+  const bsize = fs.blockSize || 4096;
   let blocks = fs.blocks;
-  let free = fs.bavail;
+  let free = fs.blocksAvailable;
   if (q.bytes > 0) {
     blocks = Math.floor(q.bytes / bsize);
     free = Math.max(0, Math.floor((q.bytes - q.usedBytes) / bsize));
   }
   let files = fs.files;
-  let ffree = fs.ffree;
+  let ffree = fs.filesFree;
   if (q.files > 0) {
     files = q.files;
     ffree = Math.max(0, q.files - q.usedFiles);
   }
   const w = new Writer(FXP.EXTENDED_REPLY, id);
-  for (const v of [bsize, bsize, blocks, Math.min(fs.bfree, free), free, files, ffree, ffree, 0, 0, 255]) w.uint64(v);
+  for (const v of [bsize, bsize, blocks, Math.min(fs.blocksFree, free), free, files, ffree, ffree, 0, 0, 255]) w.uint64(v);
   return w.finish();
 }
 
 const extensions: Record<string, Handler> = {
   async 'posix-rename@openssh.com'({ session }, id, body) {
-    await session.rename(body.string(), body.string(), true);
+    await session.rename(body.string(), body.string(), 'replace');
     return ok(id);
   },
   async 'statvfs@openssh.com'({ session }, id, body) {
