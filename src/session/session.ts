@@ -300,7 +300,7 @@ export class Session {
     let lock: string | null = null;
     try {
       if (atomic) {
-        staged = await loc.stage(st ? st.mode & 0o7777 : 0o644);
+        staged = await loc.stage(st ? st.mode & 0o7777 : null);
         file = staged.file;
       } else {
         // Taken before the open: a truncation would cut the file under its other writer.

@@ -241,11 +241,11 @@ class LocalLocation implements Location {
     return new LocalFile(await this.open(flags));
   }
 
-  async stage(mode: number): Promise<StagedFile> {
+  async stage(mode: number | null): Promise<StagedFile> {
     const temp = procPath(this.dir.fd, UPLOAD_TEMP_PREFIX + randomBytes(9).toString('base64url'));
     const file = new LocalFile(await sys(fsp.open(temp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644)));
-    // The old file's mode, where it can be given: the umask would narrow it at the open.
-    await file.chmod(mode).catch(() => undefined);
+    // The old file's mode, where it can be given: the umask narrowed it at the open.
+    if (mode !== null) await file.chmod(mode).catch(() => undefined);
     return {
       file,
       commit: () => sys(fsp.rename(temp, this.path)),

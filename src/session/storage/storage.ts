@@ -122,8 +122,8 @@ export interface Location {
   hold(): Promise<HeldNode | null>;
   openRead(): Promise<OpenFile>;
   openWrite(mode: WriteMode): Promise<OpenFile>;
-  /** A new file to replace this name whole; `mode` is its permission bits. */
-  stage(mode: number): Promise<StagedFile>;
+  /** A new file to replace this name whole; `mode`: its permission bits (null: the storage's default). */
+  stage(mode: number | null): Promise<StagedFile>;
   openDir(): Promise<DirectoryReader>;
   mkdir(): Promise<void>;
   rmdir(): Promise<void>;
