@@ -58,6 +58,26 @@ export async function openLocalStorage(home: string): Promise<Storage> {
   }
 }
 
+/**
+ * Whether this process can confine through /proc/self/fd: the magic link of
+ * an open directory leads to that very directory. Without it (no /proc
+ * mounted, as in some containers) no operation of the local storage works,
+ * and none has a fallback that keeps the guarantee.
+ */
+export async function localStorageUsable(): Promise<boolean> {
+  try {
+    const fh = await fsp.open('/', DIR_FLAGS);
+    try {
+      const [own, viaProc] = await Promise.all([fh.stat(), fsp.stat(procPath(fh.fd))]);
+      return own.ino === viaProc.ino && own.dev === viaProc.dev;
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return false;
+  }
+}
+
 function nodeType(st: Stats): NodeType {
   return st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
 }
