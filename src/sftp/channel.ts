@@ -5,7 +5,7 @@ import type { Session } from '../session/session.js';
 import type { ByteBudget } from './budget.js';
 import { BadMessage, FXP, PacketFramer, STATUS, Writer, leadingHandle, replyDataLength, statusPacket, type Packet } from './codec.js';
 import { HandleTable } from './handles.js';
-import { EXTENSIONS, handlerFor, type HandlerContext } from './handlers.js';
+import { advertisedExtensions, specFor, type HandlerContext } from './handlers.js';
 import { statusFor } from './status.js';
 
 export interface ChannelOptions {
@@ -112,7 +112,7 @@ export class SftpChannel {
     if (packet.type !== FXP.INIT) return this.violation('request before INIT');
     this.initialized = true;
     const version = new Writer(FXP.VERSION).uint32(3);
-    for (const [name, data] of EXTENSIONS) version.string(name).string(data);
+    for (const [name, data] of advertisedExtensions()) version.string(name).string(data);
     this.send(version.finish());
   }
 
@@ -148,14 +148,17 @@ export class SftpChannel {
   }
 
   private async handle(type: number, id: number, packet: Packet): Promise<Buffer> {
-    const handler = handlerFor(type);
-    if (!handler) return statusPacket(id, STATUS.OP_UNSUPPORTED, 'Unsupported request');
+    let request: string | number = type;
     try {
-      return await handler(this.ctx, id, packet.body);
+      const spec = specFor(type, packet.body);
+      if (!spec) return statusPacket(id, STATUS.OP_UNSUPPORTED, type === FXP.EXTENDED ? 'Unsupported extension' : 'Unsupported request');
+      request = spec.name;
+      if (this.log.isLevelEnabled('debug')) this.log.debug({ request, writes: spec.writes, id }, 'sftp request');
+      return await spec.run(this.ctx, id, packet.body);
     } catch (err) {
       if (err instanceof BadMessage) return statusPacket(id, STATUS.BAD_MESSAGE, 'Malformed request');
       if (!(err instanceof SluiceError) && !(err as NodeJS.ErrnoException).code) {
-        this.log.error({ err, type }, 'sftp handler failed');
+        this.log.error({ err, request }, 'sftp handler failed');
       }
       const { code, message } = statusFor(fromErrno(err));
       return statusPacket(id, code, message);
