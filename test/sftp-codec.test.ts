@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { BadMessage, FXP, MAX_PACKET, MAX_READ, PacketFramer, Reader, STATUS, Writer, decodePacket, replyDataLength, statusPacket } from '../src/sftp/codec.js';
+import { workingBytes } from '../src/sftp/handlers.js';
 import { statusFor } from '../src/sftp/status.js';
 import { SluiceError, type ErrorKind } from '../src/session/errors.js';
 
@@ -93,6 +94,16 @@ describe('replyDataLength (what a request may cost in reply data)', () => {
   it('is 0 for other requests and for a malformed READ', () => {
     assert.equal(replyDataLength(decodePacket(new Writer(FXP.STAT, 1).string('/a').finish().subarray(4))), 0);
     assert.equal(replyDataLength(decodePacket(new Writer(FXP.READ, 1).bytes(Buffer.from('h')).finish().subarray(4))), 0);
+  });
+  it('workingBytes adds what a handler holds: a copy-data its chunk, other extensions nothing', () => {
+    const ext = (name: string) => decodePacket(new Writer(FXP.EXTENDED, 1).string(name).finish().subarray(4));
+    assert.equal(workingBytes(read(100)), 100);
+    assert.equal(workingBytes(read(0xffffffff)), MAX_READ);
+    assert.equal(workingBytes(ext('copy-data')), 64 * 1024);
+    assert.equal(workingBytes(ext('statvfs@openssh.com')), 0);
+    assert.equal(workingBytes(ext('no-such')), 0);
+    assert.equal(workingBytes(decodePacket(new Writer(FXP.EXTENDED, 1).uint32(99).finish().subarray(4))), 0, 'a name running past the end');
+    assert.equal(workingBytes(decodePacket(new Writer(FXP.STAT, 1).string('/a').finish().subarray(4))), 0);
   });
   it('counts the whole packet size, length prefix included', () => {
     const pkt = new Writer(FXP.STAT, 1).string('/a').finish();

@@ -418,20 +418,20 @@ export class Session {
    * Copy bytes between two files this session has open (SFTP copy-data), as
    * the server's own download and upload: each counts, hashes, is held to the
    * quota and audited as if the client had moved the bytes itself, and the
-   * records name each other's path. The opens checked the permissions. One
-   * chunk at a time, each written before the next is read. `length` 0 copies
-   * to the end the source has when the copy starts: a copy into its own file
-   * would otherwise chase the end it moves.
+   * records name each other's path. The opens checked the permissions. At most
+   * `chunk` bytes at a time, each written before the next is read. `length` 0
+   * copies to the end the source has when the copy starts: a copy into its own
+   * file would otherwise chase the end it moves.
    */
-  async copy(from: Download, fromOffset: number, length: number, to: Upload, toOffset: number): Promise<void> {
+  async copy(from: Download, to: Upload, range: { from: number; to: number; length: number; chunk: number }): Promise<void> {
     if (!this.transfers.has(from) || !this.transfers.has(to)) throw new SluiceError('failure', 'Transfer is closed');
-    const end = length === 0 ? (await from.info()).size : fromOffset + length;
+    const end = range.length === 0 ? (await from.info()).size : range.from + range.length;
     this.copied(from, to.path);
     this.copied(to, from.path);
-    for (let at = fromOffset; at < end; ) {
-      const data = await from.read(at, Math.min(COPY_CHUNK, end - at));
+    for (let at = range.from; at < end; ) {
+      const data = await from.read(at, Math.min(range.chunk, end - at));
       if (data.length === 0) break;
-      await to.write(data, toOffset + (at - fromOffset));
+      await to.write(data, range.to + (at - range.from));
       at += data.length;
     }
   }
@@ -741,9 +741,6 @@ export class Session {
     }
   }
 }
-
-/** What a copy holds in memory at once (OpenSSH's server copies 64 KiB at a time too). */
-const COPY_CHUNK = 64 * 1024;
 
 function linkedElsewhere(): SluiceError {
   return new SluiceError('permission-denied', 'File has other links: upload it whole', 'in-place write to a hard-linked file');

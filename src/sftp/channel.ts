@@ -3,9 +3,9 @@ import type { Logger } from 'pino';
 import { SluiceError, fromErrno } from '../session/errors.js';
 import type { Session } from '../session/session.js';
 import type { ByteBudget } from './budget.js';
-import { BadMessage, FXP, PacketFramer, STATUS, Writer, leadingHandle, replyDataLength, statusPacket, type Packet } from './codec.js';
+import { BadMessage, FXP, PacketFramer, STATUS, Writer, leadingHandle, statusPacket, type Packet } from './codec.js';
 import { HandleTable } from './handles.js';
-import { advertisedExtensions, specFor, type HandlerContext } from './handlers.js';
+import { advertisedExtensions, specFor, workingBytes, type HandlerContext } from './handlers.js';
 import { statusFor } from './status.js';
 
 export interface ChannelOptions {
@@ -25,8 +25,8 @@ export interface ChannelOptions {
 /**
  * The SFTP request loop on one subsystem channel. Backpressure both ways:
  * a request starts only while fewer than maxInFlight run and the connection's
- * byte budget can hold it and its reply (a READ counts the data it will
- * answer with); replies count until the client has taken them. Otherwise the
+ * byte budget can hold it, its reply and what it works with (a READ counts
+ * the data it will answer with, a copy its chunk); replies count until the client has taken them. Otherwise the
  * framed requests wait and reading stops, so the client's window shuts and
  * memory stays bounded whatever the client does. Every request gets exactly
  * one reply.
@@ -95,7 +95,7 @@ export class SftpChannel {
         continue;
       }
       if (this.inFlight >= this.options.maxInFlight) break;
-      const cost = packet.size + replyDataLength(packet);
+      const cost = packet.size + workingBytes(packet);
       if (!this.options.budget.tryTake(cost, this.held === 0)) break;
       this.held += cost;
       started++;

@@ -2,7 +2,9 @@ import { SluiceError } from '../session/errors.js';
 import type { Session } from '../session/session.js';
 import { Download, Upload } from '../session/transfer.js';
 import { longname, toAttrs } from './attrs.js';
-import { FXP, MAX_PACKET, MAX_READ, OPEN_FLAGS, STATUS, Writer, clampRead, statusPacket, type Attrs, type Reader } from './codec.js';
+import {
+  FXP, MAX_PACKET, MAX_READ, OPEN_FLAGS, Reader, STATUS, Writer, clampRead, replyDataLength, statusPacket, type Attrs, type Packet,
+} from './codec.js';
 import type { HandleTable } from './handles.js';
 
 export interface HandlerContext {
@@ -27,6 +29,8 @@ export interface RequestSpec {
   readonly name: string;
   /** Changes something on disk (OpenSSH's does_write). */
   readonly writes: boolean;
+  /** Bytes it holds while it runs besides the request and the reply (counted in the connection's budget). */
+  readonly holds?: number;
   readonly run: Handler;
 }
 
@@ -34,6 +38,8 @@ export interface RequestSpec {
 export interface ExtensionSpec extends RequestSpec {
   readonly version: string;
 }
+
+const COPY_CHUNK = 64 * 1024;
 
 const ok = (id: number) => statusPacket(id, STATUS.OK, 'Success');
 
@@ -385,6 +391,8 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
     name: 'copy-data',
     version: '1',
     writes: true,
+    // One chunk at a time (OpenSSH's server copies 64 KiB at a time too).
+    holds: COPY_CHUNK,
     // OpenSSH `sftp cp`: read-from-handle, read-from-offset, read-data-length (0: to the end), write-to-handle, write-to-offset.
     async run({ session, handles }, id, body) {
       const from = handles.file(body.bytes());
@@ -394,7 +402,7 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
       const toOffset = body.uint64();
       if (!(from instanceof Download)) throw new SluiceError('permission-denied', 'Handle not open for reading');
       if (!(to instanceof Upload)) throw new SluiceError('permission-denied', 'Handle not open for writing');
-      await session.copy(from, fromOffset, length, to, toOffset);
+      await session.copy(from, to, { from: fromOffset, to: toOffset, length, chunk: COPY_CHUNK });
       return ok(id);
     },
   },
@@ -416,6 +424,20 @@ export function specFor(type: number, body: Reader): RequestSpec | null {
     return Object.hasOwn(EXTENSIONS, extension) ? (EXTENSIONS[extension] ?? null) : null;
   }
   return Object.hasOwn(REQUESTS, type) ? (REQUESTS[type] ?? null) : null;
+}
+
+/**
+ * Budget a request takes while it runs beyond its own bytes: its reply's
+ * data (a READ's) and what its handler holds; a malformed one gets a STATUS.
+ */
+export function workingBytes(packet: Packet): number {
+  let spec: RequestSpec | null = null;
+  try {
+    spec = specFor(packet.type, new Reader(packet.payload));
+  } catch {
+    // Too short to name its extension: answered BAD_MESSAGE at once.
+  }
+  return replyDataLength(packet) + (spec?.holds ?? 0);
 }
 
 async function fileOrDir<T>(
