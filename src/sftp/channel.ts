@@ -26,10 +26,10 @@ export interface ChannelOptions {
  * The SFTP request loop on one subsystem channel. Backpressure both ways:
  * a request starts only while fewer than maxInFlight run and the connection's
  * byte budget can hold it, its reply and what it works with (a READ counts
- * the data it will answer with, a copy its chunk); replies count until the client has taken them. Otherwise the
- * framed requests wait and reading stops, so the client's window shuts and
- * memory stays bounded whatever the client does. Every request gets exactly
- * one reply.
+ * the data it will answer with, a copy its chunk); replies count until the
+ * client has taken them. Otherwise the framed requests wait and reading
+ * stops, so the client's window shuts and memory stays bounded whatever the
+ * client does. Every request gets exactly one reply.
  */
 export class SftpChannel {
   private readonly framer = new PacketFramer();

@@ -73,7 +73,7 @@ async function applyAttrs(s: Session, target: string | Upload | Download, a: Att
   if (times) await s.setTimes(target, times.mtime, times.atime);
 }
 
-/** Every request type served but EXTENDED (see extendedSpec); anything else is OP_UNSUPPORTED. */
+/** Every request type served but EXTENDED (see specFor); anything else is OP_UNSUPPORTED. */
 const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.OPEN]: {
     name: 'open',
