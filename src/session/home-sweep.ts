@@ -31,7 +31,7 @@ interface SweepLog {
  * its count: every one of them sees, and is charged for, all of it. A home
  * nested in another is walked on its own and also counted in the outer one,
  * whose user sees it too. Symlinks are never followed: every directory is
- * opened O_NOFOLLOW through its parent's descriptor, as the jail does. A home
+ * opened O_NOFOLLOW through its parent's descriptor, as the local storage does. A home
  * that cannot be walked whole is logged, not fatal, and its usage left as it is.
  */
 export async function sweepHomes(
