@@ -1,6 +1,8 @@
 import net from 'node:net';
 import type { Services } from '../app.js';
-import { FtpConnection, type FtpContext } from './connection.js';
+import { COMMANDS } from './commands/table.js';
+import { FtpConnection } from './connection.js';
+import type { FtpContext } from './control.js';
 import { PassivePortShares } from './data-channel/ports.js';
 import { formatReply, Code } from './replies.js';
 import { TlsEngine } from './tls.js';
@@ -61,7 +63,7 @@ export class FtpFrontEnd {
     const guest = this.services.gate.admit(socket, implicit ? 'ftps' : 'ftp', busy);
     if (!guest) return;
     socket.setNoDelay(true);
-    const conn = new FtpConnection(socket, this.ctx, implicit, guest, () => this.connections.delete(conn));
+    const conn = new FtpConnection(socket, this.ctx, COMMANDS, implicit, guest, () => this.connections.delete(conn));
     this.connections.add(conn);
     void conn.start();
   }
