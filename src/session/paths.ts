@@ -72,3 +72,31 @@ export function relativeVirtual(fromDir: string, to: string): string {
 export function isWithin(path: string, dir: string): boolean {
   return dir === '/' || path === dir || path.startsWith(dir + '/');
 }
+
+/** Like resolveVirtual, but a `..` that would climb above the home is an error, not a no-op. */
+export function resolveStrict(cwd: string, input: string): string {
+  const depth = (p: string) => p.split(/[/\\]/).filter((s) => s !== '' && s !== '.');
+  const start = input.startsWith('/') || input.startsWith('\\') ? 0 : depth(cwd).length;
+  let level = start;
+  for (const seg of depth(input)) {
+    level += seg === '..' ? -1 : 1;
+    if (level < 0) throw new SluiceError('permission-denied', 'Permission denied', 'link target outside the home');
+  }
+  return resolveVirtual(cwd, input);
+}
+
+/**
+ * Pure: a symlink's text as the user may see it. Relative text is shown as
+ * stored, unless its `..` climbs above the home (then it throws): the rest
+ * would name what lies outside. Absolute text is a host path: shown as the
+ * virtual path when `toVirtual` places it in the home, null when outside.
+ * Throws, as resolveVirtual does, on text that is no clean path.
+ */
+export function visibleLinkTarget(linkDir: string, text: string, toVirtual: (real: string) => string | null): string | null {
+  if (!text.startsWith('/')) {
+    resolveStrict(linkDir, text);
+    return text;
+  }
+  const inside = toVirtual(text);
+  return inside === null ? null : resolveStrict('/', inside);
+}
