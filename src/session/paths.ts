@@ -32,7 +32,15 @@ export function resolveVirtual(cwd: string, input: string): string {
   return result;
 }
 
-/** A single file name as given by a client (SFTP SYMLINK targets, MLST names). */
+/**
+ * One name as a client gives it: resolveVirtual checks every component with
+ * it, and operations that create a name check the final one. Refusing C0
+ * controls and DEL is what keeps every name made through sluice whole in
+ * line-based output: LIST/NLST lines, and MLSD/MLST entries, `facts SP name
+ * CRLF` (RFC 3659 7.2), where only CR or LF can end a name early (`;`, `=`
+ * and spaces are fine after the first space). Names made on the host are
+ * filtered when listed (listing/ls.ts `listable`).
+ */
 export function checkName(name: string): void {
   if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\\')) {
     throw new SluiceError('invalid-path');
