@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type tls from 'node:tls';
 import { RawFtp, readAll } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
@@ -94,5 +95,27 @@ describe('FTP FEAT, HELP and OPTS MLST', () => {
     assert.equal((await c.cmd('OPTS MLST modify;UNIX.MODE')).text, '200 MLST OPTS modify;unix.mode;');
     assert.match((await mlsd(c))[0] ?? '', /^modify=\d{14};unix\.mode=0644; five\.txt$/);
     c.close();
+  });
+
+  it('SIGHUP with no readable certificate keeps the old one and the server', async () => {
+    const certs = join(srv.dir, 'certs');
+    const first = await RawFtp.connect(srv.ftpsPort, true);
+    assert.equal((await first.read())?.code, 220);
+    const before = (first.socket as tls.TLSSocket).getPeerX509Certificate()?.fingerprint256;
+    renameSync(join(certs, 'tls-cert.pem'), join(certs, 'moved.pem'));
+    try {
+      srv.signal('SIGHUP');
+      await new Promise((r) => setTimeout(r, 500));
+      assert.ok(srv.alive, 'the server lives on');
+      assert.match(srv.log, /TLS certificate reload failed/);
+      assert.equal((await first.cmd('NOOP')).code, 200);
+      const second = await RawFtp.connect(srv.ftpsPort, true);
+      assert.equal((await second.read())?.code, 220);
+      assert.equal((second.socket as tls.TLSSocket).getPeerX509Certificate()?.fingerprint256, before);
+      second.close();
+    } finally {
+      renameSync(join(certs, 'moved.pem'), join(certs, 'tls-cert.pem'));
+      first.close();
+    }
   });
 });
