@@ -30,7 +30,7 @@ export function permFact(info: FileInfo, perms: ReadonlySet<Permission>): string
 }
 
 /** The facts this server knows, in the order it emits them (RFC 3659 7.5, 7.8). */
-export const FACTS = ['type', 'size', 'modify', 'perm', 'unique', 'unix.mode'] as const;
+const FACTS = ['type', 'size', 'modify', 'perm', 'unique', 'unix.mode'] as const;
 export type Fact = (typeof FACTS)[number];
 
 /** What a new connection emits: every fact. */

@@ -8,7 +8,7 @@ import type { FtpControl } from './control.js';
 import { runTransfer } from './data-channel/runner.js';
 
 /** What LIST, NLST, MLSD and STAT walk: a directory's entries, or one file. */
-export type Entries = AsyncIterable<FileInfo> & { close?(): Promise<void> };
+type Entries = AsyncIterable<FileInfo> & { close?(): Promise<void> };
 
 /** LIST/NLST options (`-la`) come before the path; everything after them is the path, verbatim. */
 export function splitListArgs(arg: string): { flags: string; path: string } {

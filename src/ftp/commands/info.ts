@@ -5,7 +5,7 @@ import { listable } from '../../listing/ls.js';
 import { Code } from '../replies.js';
 
 /** FEAT lines (RFC 2389), each from the command that implements the extension: none without its command. */
-export function featureLines(c: FtpControl): string[] {
+function featureLines(c: FtpControl): string[] {
   const lines = new Set<string>();
   for (const spec of Object.values(c.commands)) {
     if (spec.feat !== undefined) lines.add(typeof spec.feat === 'string' ? spec.feat : spec.feat(c));
