@@ -33,7 +33,7 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
   constructor(
     private readonly dirFile: FileHandle,
     private readonly dir: Dir,
-    /** A symlink's text -> what the user may see of it (null: nothing); may throw on text that is no clean path. */
+    /** A symlink's text (as on disk) -> what the user may see of it (null: nothing); may throw on text that is no clean path. */
     private readonly linkTarget: (text: string) => string | null,
   ) {}
 

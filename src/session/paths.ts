@@ -94,17 +94,15 @@ export function resolveStrict(cwd: string, input: string): string {
 }
 
 /**
- * Pure: a symlink's text as the user may see it. Relative text is shown as
- * stored, unless its `..` climbs above the home (then it throws): the rest
- * would name what lies outside. Absolute text is a host path: shown as the
- * virtual path when `toVirtual` places it in the home, null when outside.
- * Throws, as resolveVirtual does, on text that is no clean path.
+ * Pure: what the user may see of a symlink. `text` is the link's text with an
+ * absolute target already made a virtual path, or null when that target lies
+ * outside the home (then nothing is shown). Relative text is shown as stored,
+ * unless its `..` climbs above the home (then it throws): the rest would name
+ * what lies outside. Throws, as resolveVirtual does, on text that is no clean path.
  */
-export function visibleLinkTarget(linkDir: string, text: string, toVirtual: (real: string) => string | null): string | null {
-  if (!text.startsWith('/')) {
-    resolveStrict(linkDir, text);
-    return text;
-  }
-  const inside = toVirtual(text);
-  return inside === null ? null : resolveStrict('/', inside);
+export function visibleLinkTarget(linkDir: string, text: string | null): string | null {
+  if (text === null) return null;
+  if (text.startsWith('/')) return resolveStrict('/', text);
+  resolveStrict(linkDir, text);
+  return text;
 }

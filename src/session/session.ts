@@ -189,7 +189,7 @@ export class Session {
         return { dirFile: await loc.open(C.O_RDONLY | C.O_DIRECTORY), dir: loc.virtualPath };
       }),
     );
-    const linkTarget = (text: string) => visibleLinkTarget(dir, text, (real) => this.jail.toVirtual(real));
+    const linkTarget = (text: string) => visibleLinkTarget(dir, this.virtualLinkText(text));
     try {
       return new DirectoryListing(dirFile, await fsp.opendir(procPath(dirFile.fd), { bufferSize: 128 }), linkTarget);
     } catch (err) {
@@ -217,11 +217,16 @@ export class Session {
         // The home's own path is a magic link to its real path.
         if (loc.isRoot) throw new SluiceError('invalid-path');
         this.require('list', parentOf(loc.virtualPath));
-        const shown = visibleLinkTarget(parentOf(loc.virtualPath), await fsp.readlink(loc.path), (real) => this.jail.toVirtual(real));
+        const shown = visibleLinkTarget(parentOf(loc.virtualPath), this.virtualLinkText(await fsp.readlink(loc.path)));
         if (shown === null) throw new SluiceError('permission-denied', undefined, 'link leads outside the home');
         return shown;
       }),
     );
+  }
+
+  /** A symlink's text with an absolute (host) target made virtual; null when that target is outside the home. */
+  private virtualLinkText(text: string): string | null {
+    return text.startsWith('/') ? this.jail.toVirtual(text) : text;
   }
 
   // --- transfers ----------------------------------------------------------
