@@ -8,7 +8,7 @@ import { toFileInfo, type FileInfo } from './file-info.js';
 import { Jail, blindly, procPath, type Location } from './jail.js';
 import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
-import { UPLOAD_TEMP_PREFIX, checkName, parentOf, relativeVirtual, resolveVirtual } from './paths.js';
+import { UPLOAD_TEMP_PREFIX, checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission } from './permissions.js';
 import type { QuotaBook, QuotaLedger } from './quota.js';
 import { Download, Upload, type TransferOptions, type TransferRecord } from './transfer.js';
@@ -198,14 +198,15 @@ export class Session {
    */
   async list(clientPath: string): Promise<DirectoryListing> {
     const path = this.resolve(clientPath);
-    const dirFile = await this.guard('list', path, () =>
+    const { dirFile, dir } = await this.guard('list', path, () =>
       this.within(this.checked('list', path, path), true, 'look', async (loc) => {
         this.require('list', loc.virtualPath);
-        return loc.open(C.O_RDONLY | C.O_DIRECTORY);
+        return { dirFile: await loc.open(C.O_RDONLY | C.O_DIRECTORY), dir: loc.virtualPath };
       }),
     );
+    const linkTarget = (text: string) => visibleLinkTarget(dir, this.virtualLinkText(text));
     try {
-      return new DirectoryListing(dirFile, await fsp.opendir(procPath(dirFile.fd), { bufferSize: 128 }));
+      return new DirectoryListing(dirFile, await fsp.opendir(procPath(dirFile.fd), { bufferSize: 128 }), linkTarget);
     } catch (err) {
       await dirFile.close();
       throw fromErrno(err);
@@ -225,17 +226,16 @@ export class Session {
         // The home's own path is a magic link to its real path.
         if (loc.isRoot) throw new SluiceError('invalid-path');
         this.require('list', parentOf(loc.virtualPath));
-        const target = await fsp.readlink(loc.path);
-        if (!target.startsWith('/')) {
-          // Shown as stored, unless its `..` climbs above the home: the rest would name what lies outside.
-          resolveStrict(parentOf(loc.virtualPath), target);
-          return target;
-        }
-        const inside = this.jail.toVirtual(target);
-        if (inside === null) throw new SluiceError('permission-denied', undefined, 'link leads outside the home');
-        return resolveStrict('/', inside);
+        const shown = visibleLinkTarget(parentOf(loc.virtualPath), this.virtualLinkText(await fsp.readlink(loc.path)));
+        if (shown === null) throw new SluiceError('permission-denied', undefined, 'link leads outside the home');
+        return shown;
       }),
     );
+  }
+
+  /** A symlink's text with an absolute (host) target made virtual; null when that target is outside the home. */
+  private virtualLinkText(text: string): string | null {
+    return text.startsWith('/') ? this.jail.toVirtual(text) : text;
   }
 
   // --- transfers ----------------------------------------------------------
@@ -749,17 +749,5 @@ function linkedElsewhere(): SluiceError {
 /** What removing one name frees: a file's bytes go with its last link only. */
 function freedBytes(st: Stats): number {
   return st.isFile() && st.nlink <= 1 ? st.size : 0;
-}
-
-/** Like resolveVirtual, but a `..` that would climb above the home is an error, not a no-op. */
-function resolveStrict(cwd: string, input: string): string {
-  const depth = (p: string) => p.split(/[/\\]/).filter((s) => s !== '' && s !== '.');
-  const start = input.startsWith('/') || input.startsWith('\\') ? 0 : depth(cwd).length;
-  let level = start;
-  for (const seg of depth(input)) {
-    level += seg === '..' ? -1 : 1;
-    if (level < 0) throw new SluiceError('permission-denied', 'Permission denied', 'link target outside the home');
-  }
-  return resolveVirtual(cwd, input);
 }
 
