@@ -4,7 +4,7 @@ import { SluiceError, Unseen, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
 import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
-import { checkName, parentOf, relativeVirtual, resolveVirtual } from './paths.js';
+import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission } from './permissions.js';
 import type { QuotaBook, QuotaLedger } from './quota.js';
 import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile, type Storage, type StorageOpener } from './storage/storage.js';
@@ -195,13 +195,13 @@ export class Session {
    */
   async list(clientPath: string): Promise<DirectoryListing> {
     const path = this.resolve(clientPath);
-    const dir = await this.guard('list', path, () =>
+    const { reader, dir } = await this.guard('list', path, () =>
       this.within(this.checked('list', path, path), true, 'look', async (loc) => {
         this.require('list', loc.virtualPath);
-        return loc.openDir();
+        return { reader: await loc.openDir(), dir: loc.virtualPath };
       }),
     );
-    return new DirectoryListing(dir);
+    return new DirectoryListing(reader, (text) => visibleLinkTarget(dir, text));
   }
 
   /** The permissions in force in a virtual directory (MLSD perm facts). */
@@ -217,12 +217,9 @@ export class Session {
         // The home's own path is a magic link to its real path.
         if (loc.isRoot) throw new SluiceError('invalid-path');
         this.require('list', parentOf(loc.virtualPath));
-        const target = await loc.readlink();
-        if (target === null) throw new SluiceError('permission-denied', undefined, 'link leads outside the home');
-        if (target.startsWith('/')) return resolveStrict('/', target);
-        // Shown as stored, unless its `..` climbs above the home: the rest would name what lies outside.
-        resolveStrict(parentOf(loc.virtualPath), target);
-        return target;
+        const shown = visibleLinkTarget(parentOf(loc.virtualPath), await loc.readlink());
+        if (shown === null) throw new SluiceError('permission-denied', undefined, 'link leads outside the home');
+        return shown;
       }),
     );
   }
@@ -731,16 +728,3 @@ function refusal(why: UploadRefusal): SluiceError {
 function freedBytes(st: NodeStat): number {
   return st.type === 'file' && st.nlink <= 1 ? st.size : 0;
 }
-
-/** Like resolveVirtual, but a `..` that would climb above the home is an error, not a no-op. */
-function resolveStrict(cwd: string, input: string): string {
-  const depth = (p: string) => p.split(/[/\\]/).filter((s) => s !== '' && s !== '.');
-  const start = input.startsWith('/') || input.startsWith('\\') ? 0 : depth(cwd).length;
-  let level = start;
-  for (const seg of depth(input)) {
-    level += seg === '..' ? -1 : 1;
-    if (level < 0) throw new SluiceError('permission-denied', 'Permission denied', 'link target outside the home');
-  }
-  return resolveVirtual(cwd, input);
-}
-
