@@ -13,6 +13,7 @@ import { HandleBook } from './session/open-handles.js';
 import { QuotaBook } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
 import type { SessionDeps } from './session/session.js';
+import { openLocalStorage } from './session/storage/local.js';
 import { BanStore } from './store/bans.js';
 import { openDatabase } from './store/db.js';
 import { UserStore } from './store/users.js';
@@ -98,6 +99,7 @@ export function openServices(config: Config): Services {
       quotas: new QuotaBook(base.users),
       openHandles: new HandleBook(config.sftp.maxHandlesPerUser),
       atomicUploads: config.uploads.atomic,
+      storage: openLocalStorage,
       hashResumedUploads: settings.hashResumedUploads,
     },
     async close() {

@@ -98,8 +98,8 @@ describe('chroot: hostile paths stay inside the home', () => {
   it('refuses mkdir, remove, rename, chmod through links that lead out', async () => {
     await assert.rejects(s.mkdir('abs-out/x'), refused(['permission-denied']));
     await assert.rejects(s.remove('abs-out/secret.txt'), refused(['permission-denied']));
-    await assert.rejects(s.rename('inside.txt', 'rel-out/x'), refused(['permission-denied']));
-    await assert.rejects(s.rename('abs-out/secret.txt', 'stolen.txt'), refused(['permission-denied']));
+    await assert.rejects(s.rename('inside.txt', 'rel-out/x', 'replace'), refused(['permission-denied']));
+    await assert.rejects(s.rename('abs-out/secret.txt', 'stolen.txt', 'replace'), refused(['permission-denied']));
     await assert.rejects(s.chmod('secret-link', 0o777), refused(['permission-denied']));
     await assert.rejects(s.setTimes('secret-link', new Date(0)), refused(['permission-denied']));
     outsideUntouched();
@@ -139,9 +139,9 @@ describe('chroot: hostile paths stay inside the home', () => {
 
   it('a client-made link moved deeper cannot climb out', async () => {
     await s.symlink('..', 'sub/up1');
-    await s.rename('sub/up1', 'sub/deeper/up1');
+    await s.rename('sub/up1', 'sub/deeper/up1', 'replace');
     // sub/deeper/up1 -> .. -> /sub : still inside; moved to the top it would point above the home.
-    await s.rename('sub/deeper/up1', 'up1');
+    await s.rename('sub/deeper/up1', 'up1', 'replace');
     await assert.rejects(collect(s.list('up1')), refused(['permission-denied']));
   });
 
@@ -202,7 +202,7 @@ describe('chroot: hostile paths stay inside the home', () => {
 
   it('the home itself cannot be removed or renamed', async () => {
     await assert.rejects(s.rmdir('/'), refused(['permission-denied']));
-    await assert.rejects(s.rename('/', '/x'), refused(['permission-denied']));
+    await assert.rejects(s.rename('/', '/x', 'replace'), refused(['permission-denied']));
     await assert.rejects(s.remove('..'), refused(['permission-denied', 'is-a-directory']));
   });
 

@@ -86,7 +86,7 @@ describe('every permission allows and refuses through the session', () => {
     upload: (s) => writeFile(s, 'new.txt', 'new'),
     overwrite: (s) => writeFile(s, 'file.txt', 'replaced'),
     delete: (s) => s.remove('file.txt'),
-    rename: (s) => s.rename('file.txt', 'renamed.txt'),
+    rename: (s) => s.rename('file.txt', 'renamed.txt', 'replace'),
     mkdir: (s) => s.mkdir('made'),
     rmdir: (s) => s.rmdir('empty'),
     chmod: (s) => s.chmod('file.txt', 0o600),
@@ -122,7 +122,7 @@ describe('every permission allows and refuses through the session', () => {
   it('rename over an existing file needs overwrite too', async () => {
     const { s } = await userWith(PERMISSIONS.filter((p) => p !== 'overwrite'));
     await writeFile(s, 'other.txt', 'o');
-    await assert.rejects(s.rename('other.txt', 'file.txt'), denied);
+    await assert.rejects(s.rename('other.txt', 'file.txt', 'replace'), denied);
   });
 
   it('denials are audited with the operation and path', async () => {
@@ -168,7 +168,7 @@ describe('per-directory overrides', () => {
   });
   it('drop box: cannot delete or rename', async () => {
     await assert.rejects(s.remove('/incoming/earlier.txt'), denied);
-    await assert.rejects(s.rename('/incoming/earlier.txt', '/incoming/x'), denied);
+    await assert.rejects(s.rename('/incoming/earlier.txt', '/incoming/x', 'replace'), denied);
   });
   it('drop box: cannot probe whether a file exists', async () => {
     await assert.rejects(s.stat('/incoming/earlier.txt'), denied);

@@ -6,6 +6,7 @@ import { FtpFrontEnd } from '../ftp/listener.js';
 import { checkDescriptorLimit } from '../security/descriptors.js';
 import { SftpFrontEnd } from '../sftp/server.js';
 import { sweepHomes } from '../session/home-sweep.js';
+import { localStorageUsable } from '../session/storage/local.js';
 
 /** A front-end started by `serve`: FTP/FTPS, SFTP. */
 export interface FrontEnd {
@@ -36,6 +37,10 @@ async function createKeys(config: Config, out: (s: string) => void): Promise<voi
 export async function serve(config: Config, out: (s: string) => void): Promise<number> {
   if (!process.platform.startsWith('linux')) {
     out('sluice serve needs Linux (/proc/self/fd confines every file operation to the home)\n');
+    return 1;
+  }
+  if (!(await localStorageUsable())) {
+    out('sluice serve needs /proc mounted (/proc/self/fd confines every file operation to the home)\n');
     return 1;
   }
   // Listen for the stop signal first: a stop during start-up must still close cleanly.

@@ -1,7 +1,8 @@
 /**
  * Typed errors of the shared layer. Front-ends map `kind` to their own reply
  * codes with an exhaustive switch; `message` is always a fixed, client-safe
- * text, never an errno message (those carry real server paths).
+ * text, never an errno message (those carry real server paths). errno
+ * becomes a kind in one place, at the storage boundary (storage/errno.ts).
  */
 export type ErrorKind =
   | 'not-found'
@@ -42,35 +43,13 @@ export class SluiceError extends Error {
   }
 }
 
-const ERRNO_KINDS: Readonly<Record<string, ErrorKind>> = {
-  ENOENT: 'not-found',
-  EACCES: 'permission-denied',
-  EPERM: 'permission-denied',
-  EROFS: 'permission-denied',
-  ELOOP: 'permission-denied',
-  EEXIST: 'already-exists',
-  ENOTEMPTY: 'not-empty',
-  ENOTDIR: 'not-a-directory',
-  EISDIR: 'is-a-directory',
-  ENOSPC: 'no-space',
-  EDQUOT: 'no-space',
-  ENAMETOOLONG: 'invalid-path',
-  EINVAL: 'invalid-path',
-  EXDEV: 'unsupported',
-  ENOTSUP: 'unsupported',
-  EOPNOTSUPP: 'unsupported',
-};
-
-/** The only errno translation in the code base. */
-export function fromErrno(err: unknown): SluiceError {
-  if (err instanceof SluiceError) return err;
-  const code = (err as NodeJS.ErrnoException | null)?.code;
-  const kind = (code && ERRNO_KINDS[code]) || 'failure';
-  return new SluiceError(kind, MESSAGES[kind], code ?? String(err));
-}
-
-export function errnoCode(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | null)?.code;
+/**
+ * A SluiceError as it is; anything else reaching the session's edge is a
+ * failure of ours, never a client's fault, and says nothing more to one.
+ * Storage translated errno already (storage/errno.ts, the only place).
+ */
+export function toSluiceError(err: unknown): SluiceError {
+  return err instanceof SluiceError ? err : new SluiceError('failure', undefined, String(err));
 }
 
 /**
@@ -81,7 +60,7 @@ export function errnoCode(err: unknown): string | undefined {
  */
 export class Unseen extends SluiceError {
   constructor(cause?: unknown) {
-    const e = cause === undefined ? null : fromErrno(cause);
+    const e = cause === undefined ? null : toSluiceError(cause);
     const why = e ? `${e.kind}${e.detail ? ` (${e.detail})` : ''}` : 'hidden name';
     super('permission-denied', MESSAGES['permission-denied'], `unseen: ${why}`);
   }

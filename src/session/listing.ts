@@ -1,10 +1,8 @@
-import type { Dir } from 'node:fs';
-import { promises as fsp } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
-import { fromErrno } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
-import { procPath } from './jail.js';
-import { UPLOAD_TEMP_PREFIX } from './paths.js';
+import type { DirectoryReader } from './storage/storage.js';
+
+/** Names taken from the storage per call while all of a directory's are gathered. */
+const NAME_BATCH = 512;
 
 /** Pure: names in the order of their UTF-8 bytes, as vsftpd and `LC_ALL=C ls` sort them. */
 export function sortByBytes(names: readonly string[]): string[] {
@@ -22,8 +20,8 @@ export function sortByBytes(names: readonly string[]): string[] {
  * There is no cap on entries; memory is bounded by the names of one directory
  * times the listings open at once (an FTP connection runs one at a time, SFTP
  * counts them among its handles: sftp.maxHandles, sftp.maxHandlesPerUser).
- * Entries are described by lstat relative to the pinned directory fd; temp
- * upload files are hidden. The owner must close() it (iteration does).
+ * Entries are described as they are read, never following a symlink. The
+ * owner must close() it (iteration does).
  */
 export class DirectoryListing implements AsyncIterable<FileInfo> {
   private closed = false;
@@ -31,10 +29,9 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
   private next = 0;
 
   constructor(
-    private readonly dirFile: FileHandle,
-    private readonly dir: Dir,
-    /** A symlink's text (as on disk) -> what the user may see of it (null: nothing); may throw on text that is no clean path. */
-    private readonly linkTarget: (text: string) => string | null,
+    private readonly dir: DirectoryReader,
+    /** A symlink's text (see Location.readlink) -> what the user may see of it (null: nothing); may throw on text that is no clean path. */
+    private readonly linkTarget: (text: string | null) => string | null,
   ) {}
 
   /** Up to `max` entries; an empty array at the end. */
@@ -43,40 +40,34 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
     const out: FileInfo[] = [];
     while (out.length < max && this.next < this.names.length && !this.closed) {
       const name = this.names[this.next++] as string;
-      try {
-        out.push(await this.describe(name));
-      } catch {
-        // removed while we listed: not an entry any more
-      }
+      // Removed while we listed: not an entry any more.
+      const info = await this.describe(name).catch(() => null);
+      if (info) out.push(info);
     }
     return out;
   }
 
   private async readNames(): Promise<string[]> {
     const names: string[] = [];
-    try {
-      for (let entry = await this.dir.read(); entry !== null && !this.closed; entry = await this.dir.read()) {
-        if (!entry.name.startsWith(UPLOAD_TEMP_PREFIX)) names.push(entry.name);
-      }
-    } catch (err) {
-      throw fromErrno(err);
+    for (let batch = await this.dir.names(NAME_BATCH); batch.length > 0 && !this.closed; batch = await this.dir.names(NAME_BATCH)) {
+      names.push(...batch);
     }
     return sortByBytes(names);
   }
 
-  private async describe(name: string): Promise<FileInfo> {
-    const path = procPath(this.dirFile.fd, name);
-    const info = toFileInfo(name, await fsp.lstat(path));
+  private async describe(name: string): Promise<FileInfo | null> {
+    const st = await this.dir.stat(name);
+    if (st === null) return null;
+    const info = toFileInfo(name, st);
     if (info.type !== 'symlink') return info;
-    const target = await fsp.readlink(path).then(this.linkTarget, () => null).catch(() => null);
+    const target = await this.dir.readlink(name).then(this.linkTarget).catch(() => null);
     return target === null ? info : { ...info, target };
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.dir.close().catch(() => undefined);
-    await this.dirFile.close().catch(() => undefined);
+    await this.dir.close();
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<FileInfo> {

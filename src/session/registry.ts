@@ -28,10 +28,6 @@ export class ConnectionRegistry {
     if (this.maxPerUser > 0 && (this.perUser.get(user) ?? 0) >= this.maxPerUser) return null;
     return once(take(this.perUser, user), () => undefined);
   }
-
-  get size(): number {
-    return this.total;
-  }
 }
 
 /** Count one more under `key`; the returned function counts it back. */

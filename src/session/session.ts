@@ -1,17 +1,15 @@
-import { randomBytes } from 'node:crypto';
-import { constants as C, promises as fsp, type Stats } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
 import type { Actor, AuditEvent, AuditSink } from '../audit/events.js';
 import type { Account, Protocol } from './account.js';
-import { SluiceError, Unseen, fromErrno } from './errors.js';
+import { SluiceError, Unseen, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
-import { Jail, blindly, procPath, type Location } from './jail.js';
 import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
-import { UPLOAD_TEMP_PREFIX, checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
+import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission } from './permissions.js';
 import type { QuotaBook, QuotaLedger } from './quota.js';
+import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile, type Storage, type StorageOpener } from './storage/storage.js';
 import { Download, Upload, type TransferOptions, type TransferRecord } from './transfer.js';
+import { planUpload, type UploadRefusal } from './upload-plan.js';
 
 export interface SessionContext {
   /** Connection id: the login event and every later event of the connection carry it. */
@@ -31,6 +29,8 @@ export interface SessionDeps {
   readonly openHandles: HandleBook;
   /** Fresh uploads go to a temporary name and replace the target only when complete. */
   readonly atomicUploads: boolean;
+  /** Where a home's files are. */
+  readonly storage: StorageOpener;
 }
 
 export interface WriteOptions {
@@ -44,8 +44,8 @@ export interface WriteOptions {
   mustExist?: boolean;
   /** Empty an existing file first; default true unless offset or append is given. */
   truncate?: boolean;
-  /** FTP TYPE A, for the audit record. */
-  ascii?: boolean;
+  /** The front-end converts line endings on the way (FTP TYPE A), for the audit record. */
+  convertedLineEndings?: boolean;
 }
 
 /** Room for a user's files (see Session.space); bytes, and names. */
@@ -64,9 +64,12 @@ export interface Space {
 export interface ReadOptions {
   /** Start reading here (resume). */
   offset?: number;
-  /** FTP TYPE A, for the audit record. */
-  ascii?: boolean;
+  /** The front-end converts line endings on the way (FTP TYPE A), for the audit record. */
+  convertedLineEndings?: boolean;
 }
+
+/** What a rename does when the target name exists. */
+export type IfExists = 'replace' | 'fail';
 
 /**
  * One logged-in connection. Every file operation of every front-end goes
@@ -86,7 +89,7 @@ export class Session {
   private constructor(
     readonly account: Account,
     readonly context: SessionContext,
-    private readonly jail: Jail,
+    private readonly storage: Storage,
     private readonly ledger: QuotaLedger,
     private readonly deps: SessionDeps,
   ) {
@@ -94,14 +97,8 @@ export class Session {
   }
 
   static async open(account: Account, context: SessionContext, deps: SessionDeps): Promise<Session> {
-    let root: string;
-    try {
-      root = await fsp.realpath(account.home);
-      if (!(await fsp.stat(root)).isDirectory()) throw new Error('home is not a directory');
-    } catch (err) {
-      throw new SluiceError('failure', 'Home directory unavailable', String(err));
-    }
-    return new Session(account, context, new Jail(root), deps.quotas.acquire(account), deps);
+    const storage = await deps.storage(account.home);
+    return new Session(account, context, storage, deps.quotas.acquire(account), deps);
   }
 
   get id(): string {
@@ -152,9 +149,9 @@ export class Session {
     const mayCreate = rights.has('upload') || rights.has('mkdir');
     await this.guard('chdir', path, () =>
       this.within(path, true, mayCreate ? 'change' : 'look', async (loc) => {
-        const st = await loc.lstat();
+        const st = await loc.stat();
         if (!st) throw new SluiceError('not-found');
-        if (!st.isDirectory()) throw new SluiceError('not-a-directory');
+        if (st.type !== 'dir') throw new SluiceError('not-a-directory');
       }),
     );
     this.cwd = path;
@@ -170,7 +167,7 @@ export class Session {
     const path = this.resolve(clientPath);
     return this.guard('stat', path, () =>
       this.within(path, follow, 'look', async (loc) => {
-        const st = await loc.lstat();
+        const st = await loc.stat();
         if (!st) throw new SluiceError('not-found');
         return toFileInfo(loc.isRoot ? '/' : loc.name, st);
       }),
@@ -198,19 +195,13 @@ export class Session {
    */
   async list(clientPath: string): Promise<DirectoryListing> {
     const path = this.resolve(clientPath);
-    const { dirFile, dir } = await this.guard('list', path, () =>
+    const { reader, dir } = await this.guard('list', path, () =>
       this.within(this.checked('list', path, path), true, 'look', async (loc) => {
         this.require('list', loc.virtualPath);
-        return { dirFile: await loc.open(C.O_RDONLY | C.O_DIRECTORY), dir: loc.virtualPath };
+        return { reader: await loc.openDir(), dir: loc.virtualPath };
       }),
     );
-    const linkTarget = (text: string) => visibleLinkTarget(dir, this.virtualLinkText(text));
-    try {
-      return new DirectoryListing(dirFile, await fsp.opendir(procPath(dirFile.fd), { bufferSize: 128 }), linkTarget);
-    } catch (err) {
-      await dirFile.close();
-      throw fromErrno(err);
-    }
+    return new DirectoryListing(reader, (text) => visibleLinkTarget(dir, text));
   }
 
   /** The permissions in force in a virtual directory (MLSD perm facts). */
@@ -226,16 +217,11 @@ export class Session {
         // The home's own path is a magic link to its real path.
         if (loc.isRoot) throw new SluiceError('invalid-path');
         this.require('list', parentOf(loc.virtualPath));
-        const shown = visibleLinkTarget(parentOf(loc.virtualPath), this.virtualLinkText(await fsp.readlink(loc.path)));
+        const shown = visibleLinkTarget(parentOf(loc.virtualPath), await loc.readlink());
         if (shown === null) throw new SluiceError('permission-denied', undefined, 'link leads outside the home');
         return shown;
       }),
     );
-  }
-
-  /** A symlink's text with an absolute (host) target made virtual; null when that target is outside the home. */
-  private virtualLinkText(text: string): string | null {
-    return text.startsWith('/') ? this.jail.toVirtual(text) : text;
   }
 
   // --- transfers ----------------------------------------------------------
@@ -246,11 +232,11 @@ export class Session {
     const download = await this.guard('download', path, () =>
       this.within(this.checked('download', parentOf(path), path), true, 'look', async (loc) => {
         this.require('download', parentOf(loc.virtualPath));
-        const file = await loc.open(C.O_RDONLY | C.O_NONBLOCK);
+        const file = await loc.openRead();
         try {
           const st = await file.stat();
-          if (st.isDirectory()) throw new SluiceError('is-a-directory');
-          if (!st.isFile()) throw new SluiceError('permission-denied', 'Not a regular file');
+          if (st.type === 'dir') throw new SluiceError('is-a-directory');
+          if (st.type !== 'file') throw new SluiceError('permission-denied', 'Not a regular file');
           if (offset < 0 || offset > st.size) throw new SluiceError('invalid-path', 'Offset beyond end of file');
           return new Download(file, path, offset, st.size, (r) => this.finished(download, r), this.transferOptions(options));
         } catch (err) {
@@ -266,7 +252,7 @@ export class Session {
   async openWrite(clientPath: string, options: WriteOptions = {}): Promise<Upload> {
     const path = this.resolve(clientPath);
     const loc = await this.guard('upload', path, () =>
-      this.jail.resolve(this.checked('upload', parentOf(path), path), true, this.unseen),
+      this.storage.resolve(this.checked('upload', parentOf(path), path), true, this.unseen),
     );
     let upload: Upload;
     try {
@@ -284,30 +270,28 @@ export class Session {
     checkName(loc.name);
     const dir = parentOf(loc.virtualPath);
     this.require('upload', dir);
-    const st = await loc.lstat();
-    if (st && !st.isFile()) throw new SluiceError(st.isDirectory() ? 'is-a-directory' : 'permission-denied');
-    if (st && options.exclusive) throw new SluiceError('already-exists');
-    if (!st && options.mustExist) throw new SluiceError('not-found');
+    const st = await loc.stat();
+    const plan = planUpload(
+      st,
+      {
+        ...(options.offset === undefined ? {} : { offset: options.offset }),
+        ...(options.truncate === undefined ? {} : { truncate: options.truncate }),
+        append: options.append ?? false,
+        exclusive: options.exclusive ?? false,
+        mustExist: options.mustExist ?? false,
+      },
+      { atomicUploads: this.deps.atomicUploads, blind: loc.blind },
+    );
+    if ('refused' in plan) throw refusal(plan.refused);
+    if (plan.needsOverwrite) this.require('overwrite', dir);
+    const { atomic, truncate, append } = plan;
     const existingSize = st ? st.size : null;
-    const append = options.append ?? false;
-    // Appending is resuming at the end: the record says from where.
-    const offset = append ? (existingSize ?? 0) : (options.offset ?? 0);
-    const truncate = options.truncate ?? (offset === 0 && !append);
-    this.refuseInPlace(loc, st, { offset, truncate, mustExist: options.mustExist ?? false });
-    if (offset < 0 || (existingSize !== null && offset > existingSize) || (existingSize === null && offset > 0)) {
-      throw new SluiceError('invalid-path', 'Offset beyond end of file');
-    }
-    // Writing over bytes that exist needs overwrite; growing a file at its end is an upload.
-    if (existingSize !== null && (truncate || (!append && offset < existingSize))) {
-      this.require('overwrite', dir);
-    }
-    const atomic = this.deps.atomicUploads && truncate;
     // An atomic overwrite may count the old file's size as room while it runs,
     // if it is that file's only name and no other upload counts on it already;
     // what it really frees is measured again when the bytes land.
-    const key = st ? `${st.dev}:${st.ino}` : '';
+    const key = st ? nodeKey(st) : '';
     const claim = atomic && st && st.nlink === 1 && this.ledger.claim(key) ? { key, ino: st.ino, dev: st.dev } : null;
-    const holdsFile = existingSize === null;
+    const holdsFile = plan.createsFile;
     // Truncating in place frees the old bytes at once, whatever links the file has.
     const credit = claim && st ? st.size : truncate && !atomic ? (existingSize ?? 0) : 0;
     try {
@@ -317,25 +301,20 @@ export class Session {
       throw err;
     }
 
-    let file: FileHandle;
-    let tempName: string | null = null;
+    let file: OpenFile;
+    let staged: StagedFile | null = null;
     let lock: string | null = null;
     try {
       if (atomic) {
-        tempName = UPLOAD_TEMP_PREFIX + randomBytes(9).toString('base64url');
-        file = await fsp.open(loc.sibling(tempName), C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644)
-          .catch((e: unknown) => { throw fromErrno(e); });
-        if (st) await file.chmod(st.mode & 0o7777).catch(() => undefined);
+        staged = await loc.stage(st ? st.mode & 0o7777 : null);
+        file = staged.file;
       } else {
-        // Taken before the open: O_TRUNC would cut the file under its other writer.
+        // Taken before the open: a truncation would cut the file under its other writer.
         if (st) {
           this.ledger.lockInPlace(key);
           lock = key;
         }
-        let flags = C.O_WRONLY | (append ? C.O_APPEND : 0);
-        if (!st) flags |= C.O_CREAT | C.O_EXCL;
-        else if (truncate) flags |= C.O_TRUNC;
-        file = await loc.open(flags);
+        file = await loc.openWrite({ create: st === null, truncate, append });
         if (!st) lock = await this.lockCreated(loc, file);
       }
     } catch (err) {
@@ -347,8 +326,8 @@ export class Session {
     // An in-place truncation has already freed the old bytes: account for them now; the name stays.
     const truncatedInPlace = truncate && !atomic && existingSize !== null;
     if (truncatedInPlace) this.ledger.settle(0, -existingSize, 0);
-    const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, tempName, append, holdsFile, claim, lock };
-    const upload: Upload = new Upload(file, path, offset, target, this.ledger, (r) => this.finished(upload, r), {
+    const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, staged, append, holdsFile, claim, lock };
+    const upload: Upload = new Upload(file, path, plan.offset, target, this.ledger, (r) => this.finished(upload, r), {
       ...this.transferOptions(options),
       hashWholeFile: this.deps.hashResumedUploads,
     });
@@ -360,34 +339,20 @@ export class Session {
    * may have opened the new name in place first: then it is its file, and
    * this upload removes its own name and gives up.
    */
-  private async lockCreated(loc: Location, file: FileHandle): Promise<string> {
+  private async lockCreated(loc: Location, file: OpenFile): Promise<string> {
     try {
-      const made = await file.stat();
-      const key = `${made.dev}:${made.ino}`;
+      const key = nodeKey(await file.stat());
       this.ledger.lockInPlace(key);
       return key;
     } catch (err) {
       await file.close().catch(() => undefined);
-      await fsp.unlink(loc.path).catch(() => undefined);
-      throw fromErrno(err);
+      await loc.unlink().catch(() => undefined);
+      throw err;
     }
   }
 
-  /**
-   * Refusals that depend on the file being written over. Where the user may
-   * not learn which names exist, a write may only create a file or replace
-   * one whole: resuming, appending or opening without creating would tell
-   * that a name exists and how long it is. A file with another name (a hard
-   * link) is never changed where it lies, which would change it under both
-   * names: it is replaced whole, which gives this name a new file.
-   */
-  private refuseInPlace(loc: Location, st: Stats | null, write: { offset: number; truncate: boolean; mustExist: boolean }): void {
-    if (loc.blind && (write.offset !== 0 || write.mustExist || (st !== null && !write.truncate))) throw new Unseen();
-    if (st?.isFile() && st.nlink > 1 && !(write.truncate && this.deps.atomicUploads)) throw linkedElsewhere();
-  }
-
-  private transferOptions(options: { ascii?: boolean }): TransferOptions {
-    return { hash: this.deps.audit !== null, ascii: options.ascii ?? false };
+  private transferOptions(options: { convertedLineEndings?: boolean }): TransferOptions {
+    return { hash: this.deps.audit !== null, convertedLineEndings: options.convertedLineEndings ?? false };
   }
 
   /**
@@ -459,7 +424,7 @@ export class Session {
       ...(r.reason === undefined ? {} : { reason: r.reason }),
       sha256: r.sha256,
       ...(r.fileSha256 === undefined ? {} : { file_sha256: r.fileSha256 }),
-      type: r.ascii ? 'ascii' : 'binary',
+      type: r.convertedLineEndings ? 'ascii' : 'binary',
       ...(copied === undefined ? {} : r.direction === 'upload' ? { copied_from: [...copied] } : { copied_to: [...copied] }),
     });
   }
@@ -471,7 +436,7 @@ export class Session {
     await this.change('mkdir', path, false, async (loc) => {
       if (loc.isRoot) throw new SluiceError('already-exists');
       checkName(loc.name);
-      await this.ledger.addName(() => fsp.mkdir(loc.path, 0o755));
+      await this.ledger.addName(() => loc.mkdir());
     });
     this.audit({ event: 'mkdir', path });
     return path;
@@ -482,7 +447,7 @@ export class Session {
     await this.change('rmdir', path, false, async (loc) => {
       if (loc.isRoot || path === this.cwd) throw new SluiceError('permission-denied');
       this.requireNoOverride(loc.virtualPath);
-      await fsp.rmdir(loc.path);
+      await loc.rmdir();
       this.ledger.settle(0, 0, -1);
     });
     this.audit({ event: 'rmdir', path });
@@ -492,22 +457,22 @@ export class Session {
     const path = this.resolve(clientPath);
     await this.change('delete', path, false, async (loc) => {
       this.requireNoOverride(loc.virtualPath);
-      const st = await loc.lstat();
+      const st = await loc.stat();
       if (!st) throw new SluiceError('not-found');
-      if (st.isDirectory()) throw new SluiceError('is-a-directory');
-      await fsp.unlink(loc.path);
+      if (st.type === 'dir') throw new SluiceError('is-a-directory');
+      await loc.unlink();
       this.ledger.settle(0, -freedBytes(st), -1);
     });
     this.audit({ event: 'delete', path });
   }
 
   /**
-   * Rename; with `overwrite` false an existing target is an error (SFTP RENAME, as OpenSSH).
+   * Rename; `ifExists` says whether an existing target is replaced or an error.
    * Needs rename on both directories. A move to another directory creates a
    * name there (upload, or mkdir for a directory) and may not widen the
    * user's rights on what moves; configured directories stay where they are.
    */
-  async rename(fromClient: string, toClient: string, overwrite = true): Promise<void> {
+  async rename(fromClient: string, toClient: string, ifExists: IfExists): Promise<void> {
     const from = this.resolve(fromClient);
     const to = this.resolve(toClient);
     await this.guard('rename', from, () =>
@@ -521,21 +486,21 @@ export class Session {
           this.require('rename', dstDir);
           this.requireNoOverride(src.virtualPath);
           this.requireNoOverride(dst.virtualPath);
-          const srcStat = await src.lstat();
+          const srcStat = await src.stat();
           if (!srcStat) throw new SluiceError('not-found');
           if (srcDir !== dstDir) {
-            this.require(srcStat.isDirectory() ? 'mkdir' : 'upload', dstDir);
+            this.require(srcStat.type === 'dir' ? 'mkdir' : 'upload', dstDir);
             this.requireNarrows(srcDir, dstDir);
           }
-          const dstStat = await dst.lstat();
+          const dstStat = await dst.stat();
           if (dstStat) {
-            if (!overwrite) throw new SluiceError('already-exists');
-            if (dstStat.isDirectory() !== srcStat.isDirectory()) {
-              throw new SluiceError(dstStat.isDirectory() ? 'is-a-directory' : 'not-a-directory');
+            if (ifExists === 'fail') throw new SluiceError('already-exists');
+            if ((dstStat.type === 'dir') !== (srcStat.type === 'dir')) {
+              throw new SluiceError(dstStat.type === 'dir' ? 'is-a-directory' : 'not-a-directory');
             }
             this.require('overwrite', parentOf(dst.virtualPath));
           }
-          await fsp.rename(src.path, dst.path);
+          await src.renameTo(dst);
           // A name replaced by another link to the same file is left alone by rename(2).
           if (dstStat && !(dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev)) {
             this.ledger.settle(0, -freedBytes(dstStat), -1);
@@ -554,19 +519,14 @@ export class Session {
       if (loc.isRoot || carriesOverride(this.account.permissions, loc.virtualPath)) {
         throw new SluiceError('permission-denied', 'Permission denied', 'chmod of the home or a configured directory');
       }
-      return this.onNode(loc, (fh) => fh.chmod(mode & 0o777));
+      return loc.chmod(mode & 0o777);
     });
     this.audit({ event: 'chmod', path, mode: (mode & 0o777).toString(8).padStart(4, '0') });
   }
 
   async setTimes(clientPath: string, mtime: Date, atime?: Date): Promise<void> {
     const path = this.resolve(clientPath);
-    await this.change('chtimes', path, true, (loc) =>
-      this.onNode(loc, async (fh) => {
-        const st = await fh.stat();
-        await fh.utimes(atime ?? st.atime, mtime);
-      }),
-    );
+    await this.change('chtimes', path, true, (loc) => loc.setTimes(mtime, atime));
     this.audit({ event: 'chtimes', path });
   }
 
@@ -574,12 +534,12 @@ export class Session {
   async truncate(clientPath: string, size: number): Promise<void> {
     const path = this.resolve(clientPath);
     await this.change('overwrite', path, true, async (loc) => {
-      const file = await loc.open(C.O_WRONLY);
+      const file = await loc.openWrite({ create: false, truncate: false, append: false });
       try {
         const st = await file.stat();
-        if (!st.isFile()) throw new SluiceError('permission-denied');
-        if (st.nlink > 1) throw linkedElsewhere();
-        const key = `${st.dev}:${st.ino}`;
+        if (st.type !== 'file') throw new SluiceError('permission-denied');
+        if (st.nlink > 1) throw refusal('linked-elsewhere');
+        const key = nodeKey(st);
         this.ledger.lockInPlace(key);
         const growth = size - st.size;
         try {
@@ -610,7 +570,7 @@ export class Session {
       if (loc.isRoot) throw new SluiceError('already-exists');
       checkName(loc.name);
       this.requireNoOverride(loc.virtualPath);
-      await this.ledger.addName(() => fsp.symlink(relativeVirtual(parentOf(loc.virtualPath), target), loc.path));
+      await this.ledger.addName(() => loc.symlink(relativeVirtual(parentOf(loc.virtualPath), target)));
     });
     this.audit({ event: 'symlink', path: link, target });
   }
@@ -630,10 +590,10 @@ export class Session {
         this.requireNoOverride(dst.virtualPath);
         this.require('download', parentOf(src.virtualPath));
         this.requireNarrows(parentOf(src.virtualPath), parentOf(dst.virtualPath));
-        const st = await src.lstat();
+        const st = await src.stat();
         if (!st) throw new SluiceError('not-found');
-        if (!st.isFile()) throw new SluiceError('permission-denied', 'Only files can be hard-linked');
-        await this.ledger.addName(() => fsp.link(src.path, dst.path));
+        if (st.type !== 'file') throw new SluiceError('permission-denied', 'Only files can be hard-linked');
+        await this.ledger.addName(() => dst.link(src));
       }),
     );
     this.audit({ event: 'hardlink', path: link, target });
@@ -646,14 +606,14 @@ export class Session {
    */
   async space(clientPath: string): Promise<Space> {
     const path = this.resolve(clientPath);
-    const fs = await this.guard('statfs', path, () => this.within(path, true, 'look', (loc) => fsp.statfs(loc.path)));
-    const blockSize = fs.bsize || 4096;
+    const fs = await this.guard('statfs', path, () => this.within(path, true, 'look', (loc) => loc.space()));
+    const blockSize = fs.blockSize || 4096;
     const { quotaBytes, quotaFiles } = this.account;
     const used = this.ledger.usage;
-    const disk = { totalBytes: fs.blocks * blockSize, freeBytes: fs.bfree * blockSize, availableBytes: fs.bavail * blockSize };
+    const disk = { totalBytes: fs.blocks * blockSize, freeBytes: fs.blocksFree * blockSize, availableBytes: fs.blocksAvailable * blockSize };
     const left = Math.max(0, quotaBytes - used.bytes);
     const bytes = quotaBytes > 0 ? { totalBytes: quotaBytes, freeBytes: Math.min(disk.freeBytes, left), availableBytes: left } : disk;
-    const files = quotaFiles > 0 ? { files: quotaFiles, freeFiles: Math.max(0, quotaFiles - used.files) } : { files: fs.files, freeFiles: fs.ffree };
+    const files = quotaFiles > 0 ? { files: quotaFiles, freeFiles: Math.max(0, quotaFiles - used.files) } : { files: fs.files, freeFiles: fs.filesFree };
     return { blockSize, ...bytes, ...files };
   }
 
@@ -681,11 +641,16 @@ export class Session {
    * refusal, whatever the real cause: such a user learns a name exists only
    * by creating something under it.
    */
-  private within<T>(path: string, follow: boolean, access: 'look' | 'change', act: (loc: Location) => Promise<T>): Promise<T> {
-    return this.jail.with(path, follow, this.unseen, async (loc) => {
-      if (loc.blind && access === 'look') throw new Unseen();
-      return act(loc);
-    });
+  private async within<T>(path: string, follow: boolean, access: 'look' | 'change', act: (loc: Location) => Promise<T>): Promise<T> {
+    const loc = await this.storage.resolve(path, follow, this.unseen);
+    try {
+      return await blindly(loc, async () => {
+        if (loc.blind && access === 'look') throw new Unseen();
+        return act(loc);
+      });
+    } finally {
+      await loc.close();
+    }
   }
 
   /** Whether looking `name` up in `dir` must not tell: configured directories are no secret. */
@@ -702,16 +667,6 @@ export class Session {
   private requireNarrows(from: string, to: string): void {
     if (!narrows(this.account.permissions, from, to)) {
       throw new SluiceError('permission-denied', 'Permission denied', `rights at ${to} exceed those at ${from}`);
-    }
-  }
-
-  /** fchmod/futimes on the node itself: a path call would follow a symlink swapped in meanwhile. */
-  private async onNode(loc: Location, act: (fh: FileHandle) => Promise<void>): Promise<void> {
-    const fh = await loc.openNode();
-    try {
-      await act(fh);
-    } finally {
-      await fh.close();
     }
   }
 
@@ -732,7 +687,7 @@ export class Session {
     try {
       return await fn();
     } catch (err) {
-      const e = fromErrno(err);
+      const e = toSluiceError(err);
       if (e.kind === 'permission-denied' && e.detail !== undefined) {
         const reason = e.detail.includes('outside') ? 'outside-home' : 'permission';
         this.audit({ event: 'denied', operation, path, reason });
@@ -742,12 +697,34 @@ export class Session {
   }
 }
 
-function linkedElsewhere(): SluiceError {
-  return new SluiceError('permission-denied', 'File has other links: upload it whole', 'in-place write to a hard-linked file');
+/** Work on a location: where it is blind, any failure is the one Unseen refusal. */
+async function blindly<T>(loc: Location, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    throw loc.blind && !(err instanceof Unseen) ? new Unseen(err) : err;
+  }
+}
+
+/** Why an upload (or a truncation) may not write, as the client is told. */
+function refusal(why: UploadRefusal): SluiceError {
+  switch (why) {
+    case 'is-a-directory':
+    case 'already-exists':
+    case 'not-found':
+      return new SluiceError(why);
+    case 'not-a-file':
+      return new SluiceError('permission-denied');
+    case 'unseen':
+      return new Unseen();
+    case 'linked-elsewhere':
+      return new SluiceError('permission-denied', 'File has other links: upload it whole', 'in-place write to a hard-linked file');
+    case 'beyond-end':
+      return new SluiceError('invalid-path', 'Offset beyond end of file');
+  }
 }
 
 /** What removing one name frees: a file's bytes go with its last link only. */
-function freedBytes(st: Stats): number {
-  return st.isFile() && st.nlink <= 1 ? st.size : 0;
+function freedBytes(st: NodeStat): number {
+  return st.type === 'file' && st.nlink <= 1 ? st.size : 0;
 }
-

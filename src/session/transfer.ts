@@ -1,14 +1,12 @@
 import { createHash } from 'node:crypto';
 import { Transform, Writable, type Readable } from 'node:stream';
-import type { FileHandle } from 'node:fs/promises';
-import { constants as C, promises as fsp } from 'node:fs';
 import type { TransferResult } from '../audit/events.js';
-import { SluiceError, fromErrno } from './errors.js';
+import { SluiceError, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
 import { baseName } from './paths.js';
-import type { Location } from './jail.js';
 import type { QuotaLedger } from './quota.js';
 import { SequenceHash } from './sequence-hash.js';
+import type { Location, OpenFile, StagedFile } from './storage/storage.js';
 
 /** What a finished transfer reports to its session for the audit trail. */
 export interface TransferRecord {
@@ -24,15 +22,15 @@ export interface TransferRecord {
   sha256: string | null;
   /** The whole file after a resumed upload, when configured. */
   fileSha256?: string;
-  ascii: boolean;
+  convertedLineEndings: boolean;
 }
 
 /** How the shared layer treats a transfer beyond its bytes. */
 export interface TransferOptions {
   /** Compute the SHA-256 of the bytes as they pass (the audit trail's). */
   hash: boolean;
-  /** FTP TYPE A: the bytes are converted on the way; recorded only. */
-  ascii: boolean;
+  /** The front-end converts line endings on the way (FTP TYPE A); recorded only. */
+  convertedLineEndings: boolean;
 }
 
 export interface UploadOptions extends TransferOptions {
@@ -50,7 +48,7 @@ abstract class Transfer {
   private result: TransferResult | null = null;
 
   constructor(
-    protected readonly file: FileHandle,
+    protected readonly file: OpenFile,
     readonly path: string,
     readonly offset: number,
     protected readonly report: Reporter,
@@ -73,32 +71,19 @@ abstract class Transfer {
   }
 
   /** fsync@openssh.com: the bytes so far are on disk. */
-  async sync(): Promise<void> {
-    await this.file.sync().catch((e: unknown) => {
-      throw fromErrno(e);
-    });
+  sync(): Promise<void> {
+    return this.file.sync();
   }
 
   /** Metadata of the open file (SFTP FSTAT). */
   async info(): Promise<FileInfo> {
-    try {
-      return toFileInfo(baseName(this.path), await this.file.stat());
-    } catch (err) {
-      throw fromErrno(err);
-    }
+    return toFileInfo(baseName(this.path), await this.file.stat());
   }
 
   /** Change mode or times through the open descriptor; permission checks are the session's. */
   async changeFile(change: { mode?: number; atime?: Date; mtime?: Date }): Promise<void> {
-    try {
-      if (change.mode !== undefined) await this.file.chmod(change.mode & 0o777);
-      if (change.mtime !== undefined) {
-        const st = await this.file.stat();
-        await this.file.utimes(change.atime ?? st.atime, change.mtime);
-      }
-    } catch (err) {
-      throw fromErrno(err);
-    }
+    if (change.mode !== undefined) await this.file.chmod(change.mode & 0o777);
+    if (change.mtime !== undefined) await this.file.setTimes(change.mtime, change.atime);
   }
 
   /** Successful end: everything arrived. */
@@ -131,25 +116,21 @@ abstract class Transfer {
       ...(reason === undefined ? {} : { reason }),
       sha256: this.hash?.digest() ?? null,
       ...(fileSha256 === undefined ? {} : { fileSha256 }),
-      ascii: this.options.ascii,
+      convertedLineEndings: this.options.convertedLineEndings,
     });
   }
 }
 
 export class Download extends Transfer {
-  constructor(file: FileHandle, path: string, offset: number, readonly size: number, report: Reporter, options: TransferOptions) {
+  constructor(file: OpenFile, path: string, offset: number, readonly size: number, report: Reporter, options: TransferOptions) {
     super(file, path, offset, report, options);
   }
 
   /** Positional read; an empty buffer means end of file. */
   async read(position: number, length: number): Promise<Buffer> {
     if (this.isFinished) throw new SluiceError('failure', 'Transfer is closed');
-    const buf = Buffer.allocUnsafe(length);
-    const { bytesRead } = await this.file.read(buf, 0, length, position).catch((e: unknown) => {
-      throw fromErrno(e);
-    });
-    const data = bytesRead === length ? buf : buf.subarray(0, bytesRead);
-    this.bytes += bytesRead;
+    const data = await this.file.read(position, length);
+    this.bytes += data.length;
     this.hash?.update(position, data);
     return data;
   }
@@ -165,8 +146,8 @@ export class Download extends Transfer {
         done(null, chunk);
       },
     });
-    const source = this.file.createReadStream({ start: this.offset, autoClose: false, highWaterMark: 256 * 1024 });
-    source.on('error', (err) => counter.destroy(fromErrno(err)));
+    const source = this.file.readStream(this.offset);
+    source.on('error', (err) => counter.destroy(err));
     return source.pipe(counter);
   }
 
@@ -179,10 +160,10 @@ export class Download extends Transfer {
 export interface UploadTarget {
   /** Pinned location of the final name. */
   loc: Location;
+  /** The staged file of an atomic upload, put in place of the final name at the end; null: in place. */
+  staged: StagedFile | null;
   /** Size of the file being appended to or written in place; null for a new file. */
   existingSize: number | null;
-  /** Name of the temporary file in the same directory when the upload is atomic. */
-  tempName: string | null;
   append: boolean;
   /** The upload holds a slot of the file quota for a new name. */
   holdsFile: boolean;
@@ -207,7 +188,7 @@ export class Upload extends Transfer {
   private readonly changing = new Set<Promise<void>>();
 
   constructor(
-    file: FileHandle,
+    file: OpenFile,
     path: string,
     offset: number,
     private readonly target: UploadTarget,
@@ -216,7 +197,7 @@ export class Upload extends Transfer {
     private readonly uploadOptions: UploadOptions,
   ) {
     super(file, path, offset, report, uploadOptions);
-    this.size = target.tempName === null ? (target.existingSize ?? 0) : 0;
+    this.size = target.staged === null ? (target.existingSize ?? 0) : 0;
   }
 
   /** Write at `position` (ignored in append mode); resolves once the bytes are in the file. */
@@ -250,7 +231,7 @@ export class Upload extends Transfer {
     // issued: a client writing in file order (all common ones) needs no
     // reordering, however the writes complete. A failed write spoils the hash
     // rather than let it describe bytes the file does not hold.
-    const written = this.file.write(data, 0, data.length, this.target.append ? null : at);
+    const written = this.file.write(data, this.target.append ? null : at);
     this.hash?.update(at, data);
     try {
       await written;
@@ -284,11 +265,7 @@ export class Upload extends Transfer {
 
   private async resizeNow(size: number): Promise<void> {
     await this.reserve(size, 0);
-    try {
-      await this.file.truncate(size);
-    } catch (err) {
-      throw fromErrno(err);
-    }
+    await this.file.truncate(size);
   }
 
   get exceededQuota(): boolean {
@@ -318,15 +295,15 @@ export class Upload extends Transfer {
   private async creditNow(): Promise<number> {
     const claim = this.target.claim;
     if (claim === null) return 0;
-    const st = await this.target.loc.lstat().catch(() => null);
-    if (st?.isFile() && st.nlink === 1 && st.ino === claim.ino && st.dev === claim.dev) return st.size;
+    const st = await this.target.loc.stat().catch(() => null);
+    if (st?.type === 'file' && st.nlink === 1 && st.ino === claim.ino && st.dev === claim.dev) return st.size;
     this.ledger.unclaim(claim.key);
     this.target.claim = null;
     return 0;
   }
 
   private failWrite(err: unknown): SluiceError {
-    const e = fromErrno(err);
+    const e = toSluiceError(err);
     if (e.kind === 'quota-exceeded') this.quotaHit = true;
     this.writeError ??= e;
     return e;
@@ -345,28 +322,28 @@ export class Upload extends Transfer {
       result = 'failed';
       reason = `write failed: ${this.writeError.kind}`;
     }
-    const { loc, existingSize, tempName } = this.target;
+    const { loc, existingSize, staged } = this.target;
     let bytesDelta = 0;
     let filesDelta = 0;
     let finalSize = existingSize ?? 0;
     let fileSha256: string | undefined;
-    let tempLeft = tempName !== null;
+    let stagedLeft = staged !== null;
     try {
-      if (this.quotaHit && tempName === null) {
+      if (this.quotaHit && staged === null) {
         // Over quota, in place: give back exactly what this upload added,
-        // through the descriptor, as the name may have been renamed meanwhile.
+        // through the open file, as the name may have been renamed meanwhile.
         await this.file.truncate(existingSize ?? 0);
         if (existingSize === null && !(await this.unlinkIfStillNamed())) filesDelta = 1;
         await this.file.close();
       } else {
         const written = (await this.file.stat()).size;
         await this.file.close();
-        if (tempName !== null && result !== 'ok') {
-          await fsp.unlink(loc.sibling(tempName));
-          tempLeft = false;
-        } else if (tempName !== null) {
-          const change = await this.replace(tempName, written);
-          tempLeft = false;
+        if (staged !== null && result !== 'ok') {
+          await staged.discard();
+          stagedLeft = false;
+        } else if (staged !== null) {
+          const change = await this.replace(staged, written);
+          stagedLeft = false;
           finalSize = written;
           bytesDelta = change.bytes;
           filesDelta = change.files;
@@ -379,13 +356,13 @@ export class Upload extends Transfer {
         if (result === 'ok' && this.offset > 0 && this.uploadOptions.hashWholeFile) fileSha256 = await hashFile(loc).catch(() => undefined);
       }
     } catch (err) {
-      const e = fromErrno(err);
+      const e = toSluiceError(err);
       if (e.kind === 'quota-exceeded') this.quotaHit = true;
       if (result === 'ok') this.closeError = e;
       result = 'failed';
       reason = `finishing upload: ${e.kind}`;
       await this.file.close().catch(() => undefined);
-      if (tempName !== null && tempLeft) await fsp.unlink(loc.sibling(tempName)).catch(() => undefined);
+      if (staged !== null && stagedLeft) await staged.discard().catch(() => undefined);
     } finally {
       if (this.target.holdsFile) this.ledger.releaseFile();
       if (this.target.claim) this.ledger.unclaim(this.target.claim.key);
@@ -399,30 +376,30 @@ export class Upload extends Transfer {
   /** Remove the name this upload created, if it still names this file; false when it was renamed away. */
   private async unlinkIfStillNamed(): Promise<boolean> {
     const { loc } = this.target;
-    const [mine, there] = await Promise.all([this.file.stat(), loc.lstat()]);
+    const [mine, there] = await Promise.all([this.file.stat(), loc.stat()]);
     if (there === null || there.ino !== mine.ino || there.dev !== mine.dev) return false;
-    await fsp.unlink(loc.path);
+    await loc.unlink();
     return true;
   }
 
   /**
-   * Rename the complete temporary over the final name, accounted against what
+   * Put the complete staged file in place of the final name, accounted against what
    * is really there now (not at the start): a target renamed or deleted
    * meanwhile frees nothing, nor one with another hard link. Refused, before
    * the rename, when the result would not fit; the old file then stays.
    * The old file is held open across the rename so that its link count
    * afterwards, not a guess, says whether its bytes were freed.
    */
-  private async replace(tempName: string, written: number): Promise<{ bytes: number; files: number }> {
+  private async replace(staged: StagedFile, written: number): Promise<{ bytes: number; files: number }> {
     const { loc } = this.target;
-    const before = await loc.lstat();
-    // Unreadable (a user's chmod 000): then the lstat must do.
-    const old = before?.isFile() ? await loc.openNode().catch(() => null) : null;
+    const before = await loc.stat();
+    // Gone or swapped since the stat: then the stat must do.
+    const old = before?.type === 'file' ? await loc.hold().catch(() => null) : null;
     try {
       const now = old ? await old.stat() : before;
-      const expected = now?.isFile() && now.nlink === 1 ? now.size : 0;
+      const expected = now?.type === 'file' && now.nlink === 1 ? now.size : 0;
       this.ledger.checkCommit(this.reserved, written, expected, before === null && !this.target.holdsFile);
-      await fsp.rename(loc.sibling(tempName), loc.path);
+      await staged.commit();
       let freed = expected;
       if (old) {
         const after = await old.stat();
@@ -437,8 +414,12 @@ export class Upload extends Transfer {
 
 /** A second, streaming read of the finished file: only for resumed uploads, only when configured. */
 async function hashFile(loc: Location): Promise<string> {
-  const file = await loc.open(C.O_RDONLY | C.O_NONBLOCK);
-  const hash = createHash('sha256');
-  for await (const chunk of file.createReadStream({ highWaterMark: 256 * 1024 })) hash.update(chunk as Buffer);
-  return hash.digest('hex');
+  const file = await loc.openRead();
+  try {
+    const hash = createHash('sha256');
+    for await (const chunk of file.readStream(0)) hash.update(chunk as Buffer);
+    return hash.digest('hex');
+  } finally {
+    await file.close().catch(() => undefined);
+  }
 }

@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { SluiceError, fromErrno } from '../session/errors.js';
+import { SluiceError } from '../session/errors.js';
 import type { Session } from '../session/session.js';
 import type { ByteBudget } from './budget.js';
 import { BadMessage, FXP, PacketFramer, STATUS, Writer, leadingHandle, statusPacket, type Packet } from './codec.js';
@@ -157,10 +157,9 @@ export class SftpChannel {
       return await spec.run(this.ctx, id, packet.body);
     } catch (err) {
       if (err instanceof BadMessage) return statusPacket(id, STATUS.BAD_MESSAGE, 'Malformed request');
-      if (!(err instanceof SluiceError) && !(err as NodeJS.ErrnoException).code) {
-        this.log.error({ err, request }, 'sftp handler failed');
-      }
-      const { code, message } = statusFor(fromErrno(err));
+      // The session types every failure it knows: anything else is a bug of ours.
+      if (!(err instanceof SluiceError)) this.log.error({ err, request }, 'sftp handler failed');
+      const { code, message } = statusFor(err instanceof SluiceError ? err : new SluiceError('failure'));
       return statusPacket(id, code, message);
     }
   }

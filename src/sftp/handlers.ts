@@ -263,7 +263,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
     name: 'rename',
     writes: true,
     async run({ session }, id, body) {
-      await session.rename(body.string(), body.string(), false);
+      await session.rename(body.string(), body.string(), 'fail');
       return ok(id);
     },
   },
@@ -314,7 +314,7 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
     version: '1',
     writes: true,
     async run({ session }, id, body) {
-      await session.rename(body.string(), body.string(), true);
+      await session.rename(body.string(), body.string(), 'replace');
       return ok(id);
     },
   },

@@ -22,7 +22,9 @@ export function diskUsage(home: string): { bytes: number; files: number; temps: 
   const walk = (dir: string) => {
     for (const name of readdirSync(dir)) {
       const path = join(dir, name);
-      const st = lstatSync(path);
+      // A name the server removes while we walk (an upload's temporary at its end) is not counted.
+      const st = lstatSync(path, { throwIfNoEntry: false });
+      if (!st) continue;
       if (name.startsWith(UPLOAD_TEMP_PREFIX)) {
         out.temps.push(path);
         out.tempBytes += st.size;

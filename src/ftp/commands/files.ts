@@ -56,7 +56,7 @@ export const files = {
       const from = c.renameFrom;
       c.renameFrom = null;
       if (from === null) return c.reply(Code.BadSequence, 'RNFR required first.');
-      await s.rename(from, arg);
+      await s.rename(from, arg, 'replace');
       c.reply(Code.FileActionOk, 'Rename successful.');
     },
   },

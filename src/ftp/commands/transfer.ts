@@ -14,7 +14,7 @@ async function store(c: FtpControl, s: Session, path: string, mode: 'store' | 'a
   if (!dataReady(c)) return;
   const offset = c.takeRestOffset();
   const where = mode === 'append' ? { append: true } : mode === 'unique' ? { exclusive: true } : { offset };
-  const upload = await s.openWrite(path, { ...where, ascii: c.ascii });
+  const upload = await s.openWrite(path, { ...where, convertedLineEndings: c.ascii });
   runTransfer(c, mode === 'unique' ? `FILE: ${path}` : openingText(c), upload, (data) =>
     c.ascii ? pipeline(data, fromNetworkAscii(), upload.writable()) : pipeline(data, upload.writable()),
   );
@@ -27,7 +27,7 @@ export const transfer = {
     help: 'RETR <path>',
     async run(c, arg, s) {
       if (!dataReady(c)) return;
-      const download = await s.openRead(arg, { offset: c.takeRestOffset(), ascii: c.ascii });
+      const download = await s.openRead(arg, { offset: c.takeRestOffset(), convertedLineEndings: c.ascii });
       runTransfer(c, openingText(c), download, (data) =>
         c.ascii ? pipeline(download.readable(), toNetworkAscii(), data) : pipeline(download.readable(), data),
       );

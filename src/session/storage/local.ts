@@ -1,0 +1,449 @@
+import { randomBytes } from 'node:crypto';
+import { constants as C, promises as fsp, type Dir, type Stats } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { SluiceError, Unseen } from '../errors.js';
+import { UPLOAD_TEMP_PREFIX, splitVirtual } from '../paths.js';
+import { errnoCode, fromErrno, sys } from './errno.js';
+import type {
+  DirectoryReader,
+  HeldNode,
+  Location,
+  NodeStat,
+  NodeType,
+  OpenFile,
+  StagedFile,
+  Storage,
+  StorageSpace,
+  WriteMode,
+} from './storage.js';
+
+/*
+ * The local file system, confined to a home: the only proof that a path
+ * stays inside it. Node has no openat(2), so we get its guarantee through
+ * /proc/self/fd: every directory on the way is opened with O_NOFOLLOW
+ * relative to the fd of its parent, and the final operation names
+ * `/proc/self/fd/<parent fd>/<name>`. The parent is pinned by inode, so a
+ * directory renamed or swapped for a symlink after we looked cannot redirect
+ * the operation (no check-then-use race). Symlinks are followed here, by us,
+ * one component at a time; one that leads above the home is refused.
+ */
+
+const PROC_FD = '/proc/self/fd/';
+const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
+/**
+ * Linux's O_PATH (Node does not export it; open(2) gets the number as is): a
+ * descriptor that names a node without opening its content, so it needs no
+ * read access. With O_NOFOLLOW it names a final symlink itself.
+ */
+const O_PATH = 0o10000000;
+const MAX_SYMLINKS = 40;
+/** Bytes per read of a streamed download. */
+const STREAM_CHUNK = 256 * 1024;
+
+const outside = () => new SluiceError('permission-denied', 'Permission denied', 'path leads outside the home');
+
+export function procPath(fd: number, name = ''): string {
+  return name === '' ? PROC_FD + fd : `${PROC_FD}${fd}/${name}`;
+}
+
+/** The storage of a home on this machine; `home` is resolved to its real path first. */
+export async function openLocalStorage(home: string): Promise<Storage> {
+  try {
+    const root = await fsp.realpath(home);
+    if (!(await fsp.stat(root)).isDirectory()) throw new Error('home is not a directory');
+    return new LocalStorage(root);
+  } catch (err) {
+    throw new SluiceError('failure', 'Home directory unavailable', String(err));
+  }
+}
+
+/**
+ * Whether this process can confine through /proc/self/fd: the magic link of
+ * an open directory leads to that very directory. Without it (no /proc
+ * mounted, as in some containers) no operation of the local storage works,
+ * and none has a fallback that keeps the guarantee.
+ */
+export async function localStorageUsable(): Promise<boolean> {
+  try {
+    const fh = await fsp.open('/', DIR_FLAGS);
+    try {
+      const [own, viaProc] = await Promise.all([fh.stat(), fsp.stat(procPath(fh.fd))]);
+      return own.ino === viaProc.ino && own.dev === viaProc.dev;
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return false;
+  }
+}
+
+function nodeType(st: Stats): NodeType {
+  return st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
+}
+
+function toNodeStat(st: Stats): NodeStat {
+  return {
+    type: nodeType(st),
+    size: st.size,
+    mode: st.mode,
+    nlink: st.nlink,
+    uid: st.uid,
+    gid: st.gid,
+    mtime: st.mtime,
+    atime: st.atime,
+    ino: st.ino,
+    dev: st.dev,
+  };
+}
+
+async function lstatOrNull(path: string): Promise<Stats | null> {
+  try {
+    return await fsp.lstat(path);
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return null;
+    throw fromErrno(err);
+  }
+}
+
+class LocalFile implements OpenFile {
+  constructor(private readonly fh: FileHandle) {}
+
+  async read(position: number, length: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(length);
+    const { bytesRead } = await sys(this.fh.read(buf, 0, length, position));
+    return bytesRead === length ? buf : buf.subarray(0, bytesRead);
+  }
+
+  async write(data: Buffer, position: number | null): Promise<void> {
+    await sys(this.fh.write(data, 0, data.length, position));
+  }
+
+  readStream(start: number): Readable {
+    const fh = this.fh;
+    let position = start;
+    // What fs.ReadStream does (one pread per chunk, read-ahead to the
+    // highWaterMark), with its errors typed.
+    return new Readable({
+      highWaterMark: STREAM_CHUNK,
+      read() {
+        const buf = Buffer.allocUnsafe(STREAM_CHUNK);
+        fh.read(buf, 0, STREAM_CHUNK, position).then(
+          ({ bytesRead }) => {
+            if (bytesRead === 0) return void this.push(null);
+            position += bytesRead;
+            this.push(bytesRead === STREAM_CHUNK ? buf : buf.subarray(0, bytesRead));
+          },
+          (err: unknown) => this.destroy(fromErrno(err)),
+        );
+      },
+    });
+  }
+
+  async stat(): Promise<NodeStat> {
+    return toNodeStat(await sys(this.fh.stat()));
+  }
+
+  truncate(size: number): Promise<void> {
+    return sys(this.fh.truncate(size));
+  }
+
+  sync(): Promise<void> {
+    return sys(this.fh.sync());
+  }
+
+  chmod(mode: number): Promise<void> {
+    return sys(this.fh.chmod(mode));
+  }
+
+  async setTimes(mtime: Date, atime?: Date): Promise<void> {
+    await sys(this.fh.utimes(atime ?? (await this.fh.stat()).atime, mtime));
+  }
+
+  close(): Promise<void> {
+    return sys(this.fh.close());
+  }
+}
+
+class HeldPath implements HeldNode {
+  constructor(private readonly fh: FileHandle) {}
+
+  async stat(): Promise<NodeStat> {
+    return toNodeStat(await sys(this.fh.stat()));
+  }
+
+  close(): Promise<void> {
+    return sys(this.fh.close());
+  }
+}
+
+class LocalDirectory implements DirectoryReader {
+  constructor(
+    private readonly dirFile: FileHandle,
+    private readonly dir: Dir,
+    private readonly storage: LocalStorage,
+  ) {}
+
+  async names(max: number): Promise<string[]> {
+    const out: string[] = [];
+    while (out.length < max) {
+      const entry = await sys(this.dir.read());
+      if (entry === null) break;
+      if (!entry.name.startsWith(UPLOAD_TEMP_PREFIX)) out.push(entry.name);
+    }
+    return out;
+  }
+
+  async stat(name: string): Promise<NodeStat | null> {
+    const st = await lstatOrNull(procPath(this.dirFile.fd, name));
+    return st && toNodeStat(st);
+  }
+
+  async readlink(name: string): Promise<string | null> {
+    return this.storage.linkText(await sys(fsp.readlink(procPath(this.dirFile.fd, name))));
+  }
+
+  async close(): Promise<void> {
+    await this.dir.close().catch(() => undefined);
+    await this.dirFile.close().catch(() => undefined);
+  }
+}
+
+/** A resolved location: the pinned parent directory and the final name in it. */
+class LocalLocation implements Location {
+  constructor(
+    private readonly storage: LocalStorage,
+    private readonly dir: FileHandle,
+    readonly name: string,
+    readonly virtualPath: string,
+    readonly blind: boolean,
+  ) {}
+
+  get isRoot(): boolean {
+    return this.name === '';
+  }
+
+  /** Path for a syscall on the final component (it does not follow a final symlink unless the call does). */
+  private get path(): string {
+    return procPath(this.dir.fd, this.name);
+  }
+
+  async stat(): Promise<NodeStat | null> {
+    // The home's own path is the magic link itself: describe the directory it pins.
+    const st = this.isRoot ? await sys(this.dir.stat()) : await lstatOrNull(this.path);
+    return st && toNodeStat(st);
+  }
+
+  async hold(): Promise<HeldNode | null> {
+    try {
+      return new HeldPath(await this.open(O_PATH));
+    } catch (err) {
+      if (err instanceof SluiceError && err.kind === 'not-found') return null;
+      throw err;
+    }
+  }
+
+  /** Open the final component itself (never what it links to). */
+  private open(flags: number, mode = 0o644): Promise<FileHandle> {
+    // Re-opening the pinned home through its magic link is the one open that must follow.
+    return sys(fsp.open(this.path, this.isRoot ? flags & ~C.O_NOFOLLOW : flags | C.O_NOFOLLOW, mode));
+  }
+
+  async openRead(): Promise<OpenFile> {
+    // O_NONBLOCK: a FIFO put in a home must not hang the open.
+    return new LocalFile(await this.open(C.O_RDONLY | C.O_NONBLOCK));
+  }
+
+  async openWrite(mode: WriteMode): Promise<OpenFile> {
+    let flags = C.O_WRONLY | (mode.append ? C.O_APPEND : 0);
+    if (mode.create) flags |= C.O_CREAT | C.O_EXCL;
+    else if (mode.truncate) flags |= C.O_TRUNC;
+    return new LocalFile(await this.open(flags));
+  }
+
+  async stage(mode: number | null): Promise<StagedFile> {
+    const temp = procPath(this.dir.fd, UPLOAD_TEMP_PREFIX + randomBytes(9).toString('base64url'));
+    const file = new LocalFile(await sys(fsp.open(temp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644)));
+    // The old file's mode, where it can be given: the umask narrowed it at the open.
+    if (mode !== null) await file.chmod(mode).catch(() => undefined);
+    return {
+      file,
+      commit: () => sys(fsp.rename(temp, this.path)),
+      discard: () => sys(fsp.unlink(temp)),
+    };
+  }
+
+  async openDir(): Promise<DirectoryReader> {
+    const dirFile = await this.open(C.O_RDONLY | C.O_DIRECTORY);
+    try {
+      return new LocalDirectory(dirFile, await sys(fsp.opendir(procPath(dirFile.fd), { bufferSize: 128 })), this.storage);
+    } catch (err) {
+      await dirFile.close();
+      throw err;
+    }
+  }
+
+  mkdir(): Promise<void> {
+    return sys(fsp.mkdir(this.path, 0o755)).then(() => undefined);
+  }
+
+  rmdir(): Promise<void> {
+    return sys(fsp.rmdir(this.path));
+  }
+
+  unlink(): Promise<void> {
+    return sys(fsp.unlink(this.path));
+  }
+
+  symlink(text: string): Promise<void> {
+    return sys(fsp.symlink(text, this.path));
+  }
+
+  async readlink(): Promise<string | null> {
+    return this.storage.linkText(await sys(fsp.readlink(this.path)));
+  }
+
+  link(existing: Location): Promise<void> {
+    return sys(fsp.link(this.storage.own(existing).path, this.path));
+  }
+
+  renameTo(target: Location): Promise<void> {
+    return sys(fsp.rename(this.path, this.storage.own(target).path));
+  }
+
+  chmod(mode: number): Promise<void> {
+    return this.onNode((path) => fsp.chmod(path, mode));
+  }
+
+  setTimes(mtime: Date, atime?: Date): Promise<void> {
+    return this.onNode((path, st) => fsp.utimes(path, atime ?? st.atime, mtime));
+  }
+
+  /**
+   * Act on the node through a path that names exactly it: an O_PATH
+   * descriptor opened without following, relative to the pinned parent,
+   * then its /proc/self/fd magic link, which chmod(2) and utimes(2) follow to
+   * that very inode. A path call on the name would follow a symlink swapped
+   * in meanwhile; fchmod on a read-only descriptor would need read access,
+   * which an owner who took away their own read bit no longer has (and
+   * fchmod refuses O_PATH descriptors). A symlink itself is never changed.
+   */
+  private async onNode(act: (path: string, st: Stats) => Promise<void>): Promise<void> {
+    const fh = this.isRoot ? this.dir : await this.open(O_PATH);
+    try {
+      const st = await sys(fh.stat());
+      if (st.isSymbolicLink()) throw new SluiceError('permission-denied', undefined, 'attributes of a symlink itself');
+      await sys(act(procPath(fh.fd), st));
+    } finally {
+      if (fh !== this.dir) await fh.close();
+    }
+  }
+
+  async space(): Promise<StorageSpace> {
+    const fs = await sys(fsp.statfs(this.path));
+    return { blockSize: fs.bsize, blocks: fs.blocks, blocksFree: fs.bfree, blocksAvailable: fs.bavail, files: fs.files, filesFree: fs.ffree };
+  }
+
+  async close(): Promise<void> {
+    await this.dir.close().catch(() => undefined);
+  }
+}
+
+export class LocalStorage implements Storage {
+  /** @param root real path of the home (already resolved with realpath). */
+  constructor(private readonly root: string) {}
+
+  async resolve(virtualPath: string, followFinal: boolean, unseen?: (dir: string, name: string) => boolean): Promise<Location> {
+    const pending = splitVirtual(virtualPath);
+    const stack: FileHandle[] = [];
+    const names: string[] = [];
+    let links = 0;
+    let blind = false;
+    const closeAll = async (keep?: FileHandle) => {
+      await Promise.all(stack.filter((h) => h !== keep).map((h) => h.close().catch(() => undefined)));
+    };
+    const at = (dir: FileHandle, name: string, path: string) => new LocalLocation(this, dir, name, path, blind);
+    try {
+      stack.push(await openDir(this.root));
+      while (pending.length > 0) {
+        const name = pending.shift() as string;
+        const top = stack[stack.length - 1] as FileHandle;
+        if (name === '.') continue;
+        if (name === '..') {
+          if (stack.length === 1) throw outside();
+          await (stack.pop() as FileHandle).close();
+          names.pop();
+          continue;
+        }
+        blind ||= unseen?.('/' + names.join('/'), name) ?? false;
+        const child = procPath(top.fd, name);
+        if (pending.length === 0) {
+          const st = followFinal ? await lstatOrNull(child) : null;
+          if (!st?.isSymbolicLink()) {
+            await closeAll(top);
+            return at(top, name, '/' + [...names, name].join('/'));
+          }
+        } else {
+          try {
+            stack.push(await openDir(child));
+            names.push(name);
+            continue;
+          } catch (err) {
+            const code = errnoCode(err);
+            if (code !== 'ENOTDIR' && code !== 'ELOOP') throw err;
+            if (!(await lstatOrNull(child))?.isSymbolicLink()) throw new SluiceError('not-a-directory');
+          }
+        }
+        if (++links > MAX_SYMLINKS) throw new SluiceError('invalid-path', 'Too many levels of symbolic links');
+        const target = await fsp.readlink(child);
+        if (target.startsWith('/')) {
+          // An absolute link is only meaningful if it names a place in this home.
+          const inside = this.toVirtual(target);
+          if (inside === null) throw outside();
+          await closeAll(stack[0]);
+          stack.length = 1;
+          names.length = 0;
+          pending.unshift(...splitVirtual(inside));
+        } else {
+          pending.unshift(...target.split('/').filter((s) => s !== ''));
+        }
+      }
+      const root = stack[0] as FileHandle;
+      const top = stack[stack.length - 1] as FileHandle;
+      if (top === root) {
+        await closeAll(root);
+        return at(root, '', '/');
+      }
+      // The path ended in a directory reached through `..` or a link: re-enter it by name from its parent.
+      const last = names[names.length - 1] as string;
+      const parent = stack[stack.length - 2] as FileHandle;
+      await closeAll(parent);
+      return at(parent, last, '/' + names.join('/'));
+    } catch (err) {
+      await closeAll();
+      throw blind ? new Unseen(fromErrno(err)) : fromErrno(err);
+    }
+  }
+
+  /** Real absolute path -> virtual path, or null when it is not inside the home. */
+  private toVirtual(real: string): string | null {
+    if (real === this.root) return '/';
+    if (!real.startsWith(this.root + '/')) return null;
+    return '/' + splitVirtual(real.slice(this.root.length)).join('/');
+  }
+
+  /** A symlink's text as Location.readlink gives it. */
+  linkText(text: string): string | null {
+    return text.startsWith('/') ? this.toVirtual(text) : text;
+  }
+
+  /** A location of this storage: two storages' locations are never mixed. */
+  own(loc: Location): LocalLocation {
+    if (!(loc instanceof LocalLocation)) throw new SluiceError('unsupported', undefined, 'locations of two storages');
+    return loc;
+  }
+}
+
+function openDir(path: string): Promise<FileHandle> {
+  return fsp.open(path, DIR_FLAGS);
+}

@@ -1,0 +1,165 @@
+import type { Readable } from 'node:stream';
+
+/*
+ * The session layer's only way to the files: virtual locations in, typed
+ * results out. Every failure leaves a Storage as a SluiceError (errno, or
+ * whatever a backend has, is translated once, inside it), and nothing of the
+ * backend (descriptors, handles, stat objects, host paths) crosses this line,
+ * so another backend (object storage) can implement it. local.ts is the one
+ * implementation today.
+ */
+
+export type NodeType = 'file' | 'dir' | 'symlink' | 'other';
+
+/** Metadata of one node, protocol- and backend-neutral. */
+export interface NodeStat {
+  readonly type: NodeType;
+  readonly size: number;
+  /** Full st_mode, file-type bits included. */
+  readonly mode: number;
+  /** Names the node has; a file with more than one is changed under all of them. */
+  readonly nlink: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly mtime: Date;
+  readonly atime: Date;
+  /** Stable identity (MLSD `unique`, the quota's claims and locks): dev and ino together. */
+  readonly ino: number;
+  readonly dev: number;
+}
+
+/** One key per node, for as long as it exists. */
+export function nodeKey(st: NodeStat): string {
+  return `${st.dev}:${st.ino}`;
+}
+
+/** Room on the storage under a location. */
+export interface StorageSpace {
+  readonly blockSize: number;
+  readonly blocks: number;
+  /** Free blocks, including those only the superuser may use. */
+  readonly blocksFree: number;
+  /** Free blocks for us. */
+  readonly blocksAvailable: number;
+  readonly files: number;
+  readonly filesFree: number;
+}
+
+/** Something that names a node while it is held, whatever happens to its names meanwhile. */
+export interface HeldNode {
+  stat(): Promise<NodeStat>;
+  close(): Promise<void>;
+}
+
+/** An open file. Positions are bytes from the start; null writes at the end (append). */
+export interface OpenFile extends HeldNode {
+  /** Up to `length` bytes at `position`; shorter at the end, empty beyond it. */
+  read(position: number, length: number): Promise<Buffer>;
+  /** Resolves once every byte is in the file. */
+  write(data: Buffer, position: number | null): Promise<void>;
+  /** From `start` to the end, with backpressure; it errors with SluiceErrors. The file stays open. */
+  readStream(start: number): Readable;
+  truncate(size: number): Promise<void>;
+  sync(): Promise<void>;
+  chmod(mode: number): Promise<void>;
+  /** `atime` undefined: left as it is. */
+  setTimes(mtime: Date, atime?: Date): Promise<void>;
+}
+
+/**
+ * A file written under a name no client sees, put in place of its location
+ * whole by commit() (after the file is closed), or dropped by discard().
+ */
+export interface StagedFile {
+  readonly file: OpenFile;
+  commit(): Promise<void>;
+  discard(): Promise<void>;
+}
+
+/** An open directory: names in batches, entries described on demand. */
+export interface DirectoryReader {
+  /** Up to `max` names, in the storage's own order; none at the end. Staged files are never named. */
+  names(max: number): Promise<string[]>;
+  /** The entry itself (a symlink is not followed); null when it has gone. */
+  stat(name: string): Promise<NodeStat | null>;
+  /** A symlink entry's text, in the terms of Location.readlink. */
+  readlink(name: string): Promise<string | null>;
+  close(): Promise<void>;
+}
+
+/** How an existing or new file is opened for writing in place. */
+export interface WriteMode {
+  /** Make the file; it must not exist. Otherwise it must. */
+  create: boolean;
+  /** Empty the existing file first. */
+  truncate: boolean;
+  /** Every write goes to the end of the file. */
+  append: boolean;
+}
+
+/**
+ * A resolved virtual path: its final name is pinned where it was found, so
+ * a directory renamed or swapped on the way afterwards cannot redirect what
+ * is done here. Operations act on the final name itself, never on what a
+ * symlink there points to (resolve followed it already, when asked to).
+ * The owner must close() it.
+ */
+export interface Location {
+  /** Final component; '' for the home itself. */
+  readonly name: string;
+  /** Canonical virtual path, symlinks resolved. */
+  readonly virtualPath: string;
+  /**
+   * A name on the way (this one included) was looked up where the caller
+   * may not learn which names exist: whatever happens next must not tell.
+   */
+  readonly blind: boolean;
+  readonly isRoot: boolean;
+
+  /** The node, or null when the name does not exist. */
+  stat(): Promise<NodeStat | null>;
+  /** Hold the node, needing no access to its content; null when the name does not exist. */
+  hold(): Promise<HeldNode | null>;
+  openRead(): Promise<OpenFile>;
+  openWrite(mode: WriteMode): Promise<OpenFile>;
+  /** A new file to replace this name whole; `mode`: its permission bits (null: the storage's default). */
+  stage(mode: number | null): Promise<StagedFile>;
+  openDir(): Promise<DirectoryReader>;
+  mkdir(): Promise<void>;
+  rmdir(): Promise<void>;
+  /** Remove a name that is not a directory. */
+  unlink(): Promise<void>;
+  /** Make this name a symlink with `text` (relative, as written). */
+  symlink(text: string): Promise<void>;
+  /**
+   * The symlink's text as the user may read it: relative text as stored, an
+   * absolute target as its virtual path, null when it names a place outside
+   * the home.
+   */
+  readlink(): Promise<string | null>;
+  /** Make this name another link to the file at `existing` (same storage). */
+  link(existing: Location): Promise<void>;
+  /** Move this name to `target` (same storage), replacing what is there. */
+  renameTo(target: Location): Promise<void>;
+  /** Permission bits of the node; refused on a symlink. Needs no access to its content. */
+  chmod(mode: number): Promise<void>;
+  /** Times of the node (`atime` undefined: left as it is); refused on a symlink. Needs no access to its content. */
+  setTimes(mtime: Date, atime?: Date): Promise<void>;
+  space(): Promise<StorageSpace>;
+  close(): Promise<void>;
+}
+
+/** One user's home. */
+export interface Storage {
+  /**
+   * Resolve a clean virtual path. `followFinal` decides whether a symlink as
+   * the last component is followed (stat, open) or acted on (lstat, remove).
+   * `unseen(dir, name)` says whether looking `name` up in `dir` is something
+   * the caller may not learn the outcome of: once one such lookup is made,
+   * every failure is the same Unseen refusal, and the Location is `blind`.
+   */
+  resolve(virtualPath: string, followFinal: boolean, unseen?: (dir: string, name: string) => boolean): Promise<Location>;
+}
+
+/** A home's storage, for a user's sessions; fails (typed) when the home is unusable. */
+export type StorageOpener = (home: string) => Promise<Storage>;
