@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { SluiceError } from '../src/session/errors.js';
-import { relativeVirtual, resolveVirtual } from '../src/session/paths.js';
+import { checkName, relativeVirtual, resolveVirtual, visibleLinkTarget } from '../src/session/paths.js';
 
 describe('resolveVirtual (pure)', () => {
   const cases: [cwd: string, input: string, expected: string][] = [
@@ -58,4 +58,46 @@ describe('resolveVirtual (pure)', () => {
     assert.equal(relativeVirtual('/', '/x'), 'x');
     assert.equal(relativeVirtual('/a', '/a'), '.');
   });
+});
+
+describe('checkName (pure): what can break an MLSx entry is refused at creation', () => {
+  const refused = ['a\rb', 'a\nb', 'a\r\n250 ok', '\0', 'tab\there', 'esc\x1b[31m', 'del\x7f', '', '.', '..', 'a/b', 'a\\b'];
+  for (const name of refused) {
+    it(`refuses ${JSON.stringify(name)}`, () => {
+      assert.throws(() => checkName(name), (e: unknown) => e instanceof SluiceError && e.kind === 'invalid-path');
+    });
+  }
+  // An MLSx entry's name is everything after the first space: these cannot split it.
+  for (const name of ['a;b', 'type=file;', ' leading space', 'trailing ', 'a b; c=d', '名前']) {
+    it(`accepts ${JSON.stringify(name)}`, () => assert.doesNotThrow(() => checkName(name)));
+  }
+});
+
+describe('visibleLinkTarget (pure)', () => {
+  // The text as the session layer hands it over: an absolute target already virtual, null when outside the home.
+  const cases: [linkDir: string, text: string | null, shown: string | null][] = [
+    ['/', 'file', 'file'],
+    ['/a/b', '../c', '../c'],
+    ['/a', 'x/../y', 'x/../y'],
+    ['/a', './x', './x'],
+    ['/', '/dir/file', '/dir/file'],
+    ['/deep/er', '/dir//./file', '/dir/file'],
+    ['/', '/', '/'],
+    ['/', null, null],
+    ['/a/b', null, null],
+  ];
+  for (const [dir, text, shown] of cases) {
+    it(`${dir}: ${text} -> ${shown}`, () => assert.equal(visibleLinkTarget(dir, text), shown));
+  }
+  const refused: [string, string][] = [
+    ['/', '../outside'],
+    ['/a', '../../etc/passwd'],
+    ['/a', 'b/../../../x'],
+    ['/', '/../x'],
+    ['/', 'bad\nname'],
+    ['/', '/dir/x\r\n'],
+  ];
+  for (const [dir, text] of refused) {
+    it(`${dir}: ${JSON.stringify(text)} throws`, () => assert.throws(() => visibleLinkTarget(dir, text), SluiceError));
+  }
 });

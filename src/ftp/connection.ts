@@ -2,35 +2,16 @@ import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import type { Authenticator } from '../auth/authenticator.js';
 import { plainAddress } from '../auth/ip-rules.js';
-import type { Config } from '../config/schema.js';
 import type { Guest } from '../security/gate.js';
 import { SluiceError } from '../session/errors.js';
-import type { Session, SessionDeps } from '../session/session.js';
-import { COMMANDS, isHttpVerb, type CommandSpec } from './commands/table.js';
+import type { Session } from '../session/session.js';
+import type { ActiveTransfer, CommandSpec, CommandTable, FtpContext, FtpControl } from './control.js';
 import type { DataEndpoint } from './data-channel/channel.js';
-import type { PassivePortShares } from './data-channel/ports.js';
-import { LineReader, type LineEvent } from './lines.js';
+import { ALL_FACTS, type Fact } from './facts.js';
+import { LineReader, isHttpVerb, type LineEvent } from './lines.js';
 import { Code, errorReply, formatReply } from './replies.js';
-import type { TlsBinding, TlsEngine } from './tls.js';
-
-/** What every connection of the FTP front-end shares. */
-export interface FtpContext {
-  readonly config: Config['ftp'];
-  readonly tls: TlsEngine;
-  readonly passivePorts: PassivePortShares;
-  readonly authenticator: Authenticator;
-  readonly sessionDeps: SessionDeps;
-  readonly log: Logger;
-}
-
-/** A running data transfer; ABOR and QUIT reach it through here. */
-export interface ActiveTransfer {
-  readonly done: Promise<void>;
-  abort(): void;
-  readonly bytes: () => number;
-}
+import type { TlsBinding } from './tls.js';
 
 /** Queued command lines before we stop reading the socket. */
 const MAX_QUEUED = 16;
@@ -39,7 +20,7 @@ const MAX_QUEUED = 16;
  * One control connection: greeting, pre-auth, authenticated. It owns the
  * socket, the session and the data endpoint, and closes all of them once.
  */
-export class FtpConnection {
+export class FtpConnection implements FtpControl {
   readonly id = randomUUID();
   readonly remoteAddress: string;
   readonly remotePort: number;
@@ -55,6 +36,7 @@ export class FtpConnection {
   restOffset = 0;
   renameFrom: string | null = null;
   epsvAll = false;
+  mlstFacts: ReadonlySet<Fact> = ALL_FACTS;
   endpoint: DataEndpoint | null = null;
   transfer: ActiveTransfer | null = null;
   /** This connection's own TLS sessions: its data connections must resume one of them. */
@@ -70,6 +52,7 @@ export class FtpConnection {
   constructor(
     raw: Socket,
     readonly ctx: FtpContext,
+    readonly commands: CommandTable,
     readonly implicitTls: boolean,
     /** Admission and login policy: the pre-login deadline, failed tries, the per-user limit. */
     readonly guest: Guest,
@@ -213,7 +196,7 @@ export class FtpConnection {
       this.guest.offence('protocol-abuse');
       return this.close('http verb');
     }
-    const spec: CommandSpec | undefined = Object.hasOwn(COMMANDS, verb) ? COMMANDS[verb as keyof typeof COMMANDS] : undefined;
+    const spec: CommandSpec | undefined = Object.hasOwn(this.commands, verb) ? this.commands[verb] : undefined;
     if (!spec) {
       this.reply(Code.SyntaxError, 'Unknown command.');
       return;

@@ -29,16 +29,61 @@ export function permFact(info: FileInfo, perms: ReadonlySet<Permission>): string
     (has('download') ? 'r' : '') + (has('overwrite') ? 'w' : '');
 }
 
-/** MLSD/MLST entry: `type=file;size=3;modify=...;perm=...;unique=...;unix.mode=0644; name`. */
-export function mlsxLine(info: FileInfo, perms: ReadonlySet<Permission>, name: string = info.name): string {
-  const type = info.type === 'dir' ? 'dir' : info.type === 'file' ? 'file' : info.type === 'symlink' ? 'OS.unix=symlink' : 'OS.unix=other';
-  const facts = [
-    `type=${type}`,
-    ...(info.type === 'dir' ? [] : [`size=${info.size}`]),
-    `modify=${timeVal(info.mtime)}`,
-    `perm=${permFact(info, perms)}`,
-    `unique=${info.dev.toString(16)}g${info.ino.toString(16)}`,
-    `unix.mode=0${(info.mode & 0o7777).toString(8).padStart(3, '0')}`,
-  ];
-  return `${facts.join(';')}; ${name}`;
+/** The facts this server knows, in the order it emits them (RFC 3659 7.5, 7.8). */
+const FACTS = ['type', 'size', 'modify', 'perm', 'unique', 'unix.mode'] as const;
+export type Fact = (typeof FACTS)[number];
+
+/** What a new connection emits: every fact. */
+export const ALL_FACTS: ReadonlySet<Fact> = new Set(FACTS);
+
+/**
+ * `OPTS MLST fact1;fact2;` (RFC 3659 7.9): the facts asked for that this
+ * server knows; names are case-insensitive, unknown ones ignored, and an
+ * empty list selects none.
+ */
+export function selectFacts(list: string): Set<Fact> {
+  const asked = new Set(list.split(';').map((f) => f.trim().toLowerCase()));
+  return new Set(FACTS.filter((f) => asked.has(f)));
+}
+
+/** `type;size;`: the facts in emission order, each followed by `;`, selected ones marked `*` when `mark` is set. */
+export function factList(selected: ReadonlySet<Fact>, mark: boolean): string {
+  return FACTS.filter((f) => mark || selected.has(f))
+    .map((f) => (mark && selected.has(f) ? `${f}*;` : `${f};`))
+    .join('');
+}
+
+function factValue(fact: Fact, info: FileInfo, perms: ReadonlySet<Permission>): string | null {
+  switch (fact) {
+    case 'type':
+      return info.type === 'dir' ? 'dir' : info.type === 'file' ? 'file' : info.type === 'symlink' ? 'OS.unix=symlink' : 'OS.unix=other';
+    case 'size':
+      return info.type === 'dir' ? null : String(info.size);
+    case 'modify':
+      return timeVal(info.mtime);
+    case 'perm':
+      return permFact(info, perms);
+    case 'unique':
+      return `${info.dev.toString(16)}g${info.ino.toString(16)}`;
+    case 'unix.mode':
+      return `0${(info.mode & 0o7777).toString(8).padStart(3, '0')}`;
+    default: {
+      const never: never = fact;
+      return never;
+    }
+  }
+}
+
+/**
+ * MLSD/MLST entry: `type=file;size=3;modify=...;perm=...;unique=...;unix.mode=0644; name`,
+ * only the selected facts; with none, ` name` (RFC 3659 7.2: the facts are optional, the space is not).
+ */
+export function mlsxLine(info: FileInfo, perms: ReadonlySet<Permission>, selected: ReadonlySet<Fact>, name: string = info.name): string {
+  let facts = '';
+  for (const fact of FACTS) {
+    if (!selected.has(fact)) continue;
+    const value = factValue(fact, info, perms);
+    if (value !== null) facts += `${fact}=${value};`;
+  }
+  return `${facts} ${name}`;
 }

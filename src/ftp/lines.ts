@@ -109,3 +109,10 @@ export class LineReader {
     }
   }
 }
+
+const HTTP_VERBS = new Set(['GET', 'POST', 'PUT', 'HEAD', 'CONNECT', 'DELETE', 'OPTIONS', 'PATCH', 'TRACE']);
+
+/** A browser or cross-protocol attack (ALPACA) talking HTTP to us: close, answer nothing. `verb` is upper case. */
+export function isHttpVerb(verb: string, line: string): boolean {
+  return HTTP_VERBS.has(verb) || /\sHTTP\/\d/i.test(line);
+}

@@ -1,6 +1,9 @@
 import net from 'node:net';
 import type { Services } from '../app.js';
-import { FtpConnection, type FtpContext } from './connection.js';
+import { readTlsMaterial, type TlsMaterial } from '../certs/tls-material.js';
+import { COMMANDS } from './commands/table.js';
+import { FtpConnection } from './connection.js';
+import type { FtpContext } from './control.js';
 import { PassivePortShares } from './data-channel/ports.js';
 import { formatReply, Code } from './replies.js';
 import { TlsEngine } from './tls.js';
@@ -12,10 +15,13 @@ export class FtpFrontEnd {
   private readonly connections = new Set<FtpConnection>();
   private readonly ctx: FtpContext;
 
-  private constructor(private readonly services: Services) {
+  private constructor(
+    private readonly services: Services,
+    material: TlsMaterial,
+  ) {
     this.ctx = {
       config: services.config.ftp,
-      tls: new TlsEngine(services.config.certsDir),
+      tls: new TlsEngine(material),
       passivePorts: new PassivePortShares(services.config.ftp.maxPassivePortsPerIp, services.config.ftp.maxPassivePortsPerUser),
       authenticator: services.authenticator,
       sessionDeps: services.sessionDeps,
@@ -27,16 +33,24 @@ export class FtpFrontEnd {
   static async start(services: Services): Promise<FtpFrontEnd | null> {
     const { port, implicitTlsPort } = services.config.ftp;
     if (port === 0 && implicitTlsPort === 0) return null;
-    const fe = new FtpFrontEnd(services);
+    const fe = new FtpFrontEnd(services, await readTlsMaterial(services.config.certsDir));
     if (port !== 0) await fe.listen(port, false);
     if (implicitTlsPort !== 0) await fe.listen(implicitTlsPort, true);
     return fe;
   }
 
-  /** SIGHUP: new certificate for new handshakes; live sessions keep theirs. */
+  /**
+   * SIGHUP: new certificate for new handshakes; live sessions keep theirs.
+   * A certificate that cannot be read leaves the old one in use.
+   */
   reload(): void {
-    this.ctx.tls.reload();
-    this.ctx.log.info('TLS certificate reloaded');
+    readTlsMaterial(this.services.config.certsDir).then(
+      (material) => {
+        this.ctx.tls.reload(material);
+        this.ctx.log.info('TLS certificate reloaded');
+      },
+      (err: unknown) => this.ctx.log.error({ err }, 'TLS certificate reload failed; the old one stays in use'),
+    );
   }
 
   private async listen(port: number, implicit: boolean): Promise<void> {
@@ -61,7 +75,7 @@ export class FtpFrontEnd {
     const guest = this.services.gate.admit(socket, implicit ? 'ftps' : 'ftp', busy);
     if (!guest) return;
     socket.setNoDelay(true);
-    const conn = new FtpConnection(socket, this.ctx, implicit, guest, () => this.connections.delete(conn));
+    const conn = new FtpConnection(socket, this.ctx, COMMANDS, implicit, guest, () => this.connections.delete(conn));
     this.connections.add(conn);
     void conn.start();
   }

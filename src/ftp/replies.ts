@@ -2,7 +2,6 @@ import type { SluiceError } from '../session/errors.js';
 
 /** Reply codes by name (RFC 959, 2228, 2428, 3659, 4217). */
 export const Code = {
-  RestartMarker: 110,
   FileStatusOk: 150,
   Ok: 200,
   NotNeeded: 202,
@@ -35,7 +34,6 @@ export const Code = {
   PolicyRefused: 522,
   ProtectionRefused: 534,
   Unavailable: 550,
-  PageTypeUnknown: 551,
   ExceededStorage: 552,
   NameNotAllowed: 553,
 } as const;

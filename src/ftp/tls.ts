@@ -1,10 +1,8 @@
 import { constants, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Server, Socket } from 'node:net';
 import tls from 'node:tls';
-import { TLS_CERT, TLS_KEY } from '../certs/ensure.js';
+import type { TlsMaterial } from '../certs/tls-material.js';
 
 /** TLS 1.2 suites with forward secrecy and AEAD only; TLS 1.3 suites are all AEAD. */
 const CIPHERS = [
@@ -30,11 +28,6 @@ const SECURE_OPTIONS = constants.SSL_OP_NO_RENEGOTIATION;
 /** OpenSSL's answers when a resume-only context meets a full handshake (no certificate to offer). */
 const FULL_HANDSHAKE_REFUSED = new Set(['ERR_SSL_NO_SHARED_CIPHER', 'ERR_SSL_NO_SUITABLE_SIGNATURE_ALGORITHM']);
 
-interface KeyMaterial {
-  key: Buffer;
-  cert: Buffer;
-}
-
 /** A data connection tried a full TLS handshake where it had to resume the control connection's session. */
 export class ResumptionRequiredError extends Error {
   constructor() {
@@ -49,24 +42,16 @@ export class ResumptionRequiredError extends Error {
  * control connections.
  */
 export class TlsEngine {
-  private material: KeyMaterial;
+  constructor(private material: TlsMaterial) {}
 
-  constructor(private readonly certsDir: string) {
-    this.material = this.read();
-  }
-
-  /** Re-read certificate and key (SIGHUP): control handshakes from now on get them; established TLS keeps its own. */
-  reload(): void {
-    this.material = this.read();
+  /** New certificate and key (SIGHUP): control handshakes from now on get them; established TLS keeps its own. */
+  reload(material: TlsMaterial): void {
+    this.material = material;
   }
 
   /** Every TLS socket of one control connection goes through the binding this returns. */
   bind(): TlsBinding {
     return new TlsBinding(() => this.material);
-  }
-
-  private read(): KeyMaterial {
-    return { key: readFileSync(join(this.certsDir, TLS_KEY)), cert: readFileSync(join(this.certsDir, TLS_CERT)) };
   }
 }
 
@@ -101,7 +86,7 @@ export class TlsBinding {
   private resumeOnly: tls.SecureContext | null = null;
 
   /** `material` is read at the control handshake, so a connection made before a reload still gets the new certificate. */
-  constructor(private readonly material: () => KeyMaterial) {
+  constructor(private readonly material: () => TlsMaterial) {
     this.sessions.on('newSession', (id: Buffer, data: Buffer, done: () => void) => {
       this.session = { id: id.toString('hex'), data };
       done();

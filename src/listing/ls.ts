@@ -45,11 +45,17 @@ export function lsDate(date: Date, now: Date): string {
   return `${month} ${day} ${tail}`;
 }
 
+export interface ListLineOptions {
+  /** Follow a symlink's name with ` -> target` as `ls -l` does, where the session layer gave a target. */
+  linkTarget?: boolean;
+}
+
 /**
  * One `ls -l` line as FileZilla, WinSCP and lftp parse it. Owner and group
  * are fixed words: server uids are nobody's business.
  */
-export function listLine(info: FileInfo, now: Date): string {
+export function listLine(info: FileInfo, now: Date, options: ListLineOptions = {}): string {
+  const name = options.linkTarget && info.type === 'symlink' && info.target !== undefined ? `${info.name} -> ${info.target}` : info.name;
   return [
     modeString(info),
     String(info.nlink).padStart(4, ' '),
@@ -57,6 +63,6 @@ export function listLine(info: FileInfo, now: Date): string {
     'ftp'.padEnd(8, ' '),
     String(info.size).padStart(12, ' '),
     lsDate(info.mtime, now),
-    info.name,
+    name,
   ].join(' ');
 }

@@ -17,6 +17,12 @@ export interface FileInfo {
   /** Stable identity for MLSD `unique`. */
   readonly ino: number;
   readonly dev: number;
+  /**
+   * A symlink's target as the user may see it (listings only): its text when
+   * relative, the virtual path when it names a place in the home; absent when
+   * it leads outside the home or is not a clean path. Never a host path.
+   */
+  readonly target?: string;
 }
 
 export function toFileInfo(name: string, st: Stats): FileInfo {

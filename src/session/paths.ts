@@ -32,7 +32,15 @@ export function resolveVirtual(cwd: string, input: string): string {
   return result;
 }
 
-/** A single file name as given by a client (SFTP SYMLINK targets, MLST names). */
+/**
+ * One name as a client gives it: resolveVirtual checks every component with
+ * it, and operations that create a name check the final one. Refusing C0
+ * controls and DEL is what keeps every name made through sluice whole in
+ * line-based output: LIST/NLST lines, and MLSD/MLST entries, `facts SP name
+ * CRLF` (RFC 3659 7.2), where only CR or LF can end a name early (`;`, `=`
+ * and spaces are fine after the first space). Names made on the host are
+ * filtered when listed (listing/ls.ts `listable`).
+ */
 export function checkName(name: string): void {
   if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\\')) {
     throw new SluiceError('invalid-path');
@@ -71,4 +79,30 @@ export function relativeVirtual(fromDir: string, to: string): string {
 /** Is `path` the directory `dir` or below it? Both virtual and clean. */
 export function isWithin(path: string, dir: string): boolean {
   return dir === '/' || path === dir || path.startsWith(dir + '/');
+}
+
+/** Like resolveVirtual, but a `..` that would climb above the home is an error, not a no-op. */
+export function resolveStrict(cwd: string, input: string): string {
+  const depth = (p: string) => p.split(/[/\\]/).filter((s) => s !== '' && s !== '.');
+  const start = input.startsWith('/') || input.startsWith('\\') ? 0 : depth(cwd).length;
+  let level = start;
+  for (const seg of depth(input)) {
+    level += seg === '..' ? -1 : 1;
+    if (level < 0) throw new SluiceError('permission-denied', 'Permission denied', 'link target outside the home');
+  }
+  return resolveVirtual(cwd, input);
+}
+
+/**
+ * Pure: what the user may see of a symlink. `text` is the link's text with an
+ * absolute target already made a virtual path, or null when that target lies
+ * outside the home (then nothing is shown). Relative text is shown as stored,
+ * unless its `..` climbs above the home (then it throws): the rest would name
+ * what lies outside. Throws, as resolveVirtual does, on text that is no clean path.
+ */
+export function visibleLinkTarget(linkDir: string, text: string | null): string | null {
+  if (text === null) return null;
+  if (text.startsWith('/')) return resolveStrict('/', text);
+  resolveStrict(linkDir, text);
+  return text;
 }

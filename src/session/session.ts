@@ -8,7 +8,7 @@ import { toFileInfo, type FileInfo } from './file-info.js';
 import { Jail, blindly, procPath, type Location } from './jail.js';
 import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
-import { UPLOAD_TEMP_PREFIX, checkName, parentOf, relativeVirtual, resolveVirtual } from './paths.js';
+import { UPLOAD_TEMP_PREFIX, checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission } from './permissions.js';
 import type { QuotaBook, QuotaLedger } from './quota.js';
 import { Download, Upload, type TransferOptions, type TransferRecord } from './transfer.js';
@@ -48,6 +48,19 @@ export interface WriteOptions {
   ascii?: boolean;
 }
 
+/** Room for a user's files (see Session.space); bytes, and names. */
+export interface Space {
+  /** The file system's block size, the unit to show the rest in. */
+  blockSize: number;
+  totalBytes: number;
+  /** Free, including what only the superuser may use. */
+  freeBytes: number;
+  /** Free for this user. */
+  availableBytes: number;
+  files: number;
+  freeFiles: number;
+}
+
 export interface ReadOptions {
   /** Start reading here (resume). */
   offset?: number;
@@ -64,6 +77,8 @@ export class Session {
   cwd = '/';
   private readonly started = Date.now();
   private readonly transfers = new Set<Upload | Download>();
+  /** Transfers a copy read from or wrote to (see copy()): the paths at the other end. */
+  private readonly copies = new Map<Upload | Download, Set<string>>();
   private closed = false;
   /** The user's open handles, counted across all their sessions (front-ends that hold handles use it). */
   readonly openHandles: UserHandles;
@@ -183,24 +198,19 @@ export class Session {
    */
   async list(clientPath: string): Promise<DirectoryListing> {
     const path = this.resolve(clientPath);
-    const dirFile = await this.guard('list', path, () =>
+    const { dirFile, dir } = await this.guard('list', path, () =>
       this.within(this.checked('list', path, path), true, 'look', async (loc) => {
         this.require('list', loc.virtualPath);
-        return loc.open(C.O_RDONLY | C.O_DIRECTORY);
+        return { dirFile: await loc.open(C.O_RDONLY | C.O_DIRECTORY), dir: loc.virtualPath };
       }),
     );
+    const linkTarget = (text: string) => visibleLinkTarget(dir, this.virtualLinkText(text));
     try {
-      return new DirectoryListing(dirFile, await fsp.opendir(procPath(dirFile.fd), { bufferSize: 128 }));
+      return new DirectoryListing(dirFile, await fsp.opendir(procPath(dirFile.fd), { bufferSize: 128 }), linkTarget);
     } catch (err) {
       await dirFile.close();
       throw fromErrno(err);
     }
-  }
-
-  /** Limits and usage of this user's quota (0 = unlimited), e.g. for statvfs. */
-  quota(): { bytes: number; files: number; usedBytes: number; usedFiles: number } {
-    const used = this.ledger.usage;
-    return { bytes: this.account.quotaBytes, files: this.account.quotaFiles, usedBytes: used.bytes, usedFiles: used.files };
   }
 
   /** The permissions in force in a virtual directory (MLSD perm facts). */
@@ -216,17 +226,16 @@ export class Session {
         // The home's own path is a magic link to its real path.
         if (loc.isRoot) throw new SluiceError('invalid-path');
         this.require('list', parentOf(loc.virtualPath));
-        const target = await fsp.readlink(loc.path);
-        if (!target.startsWith('/')) {
-          // Shown as stored, unless its `..` climbs above the home: the rest would name what lies outside.
-          resolveStrict(parentOf(loc.virtualPath), target);
-          return target;
-        }
-        const inside = this.jail.toVirtual(target);
-        if (inside === null) throw new SluiceError('permission-denied', undefined, 'link leads outside the home');
-        return resolveStrict('/', inside);
+        const shown = visibleLinkTarget(parentOf(loc.virtualPath), this.virtualLinkText(await fsp.readlink(loc.path)));
+        if (shown === null) throw new SluiceError('permission-denied', undefined, 'link leads outside the home');
+        return shown;
       }),
     );
+  }
+
+  /** A symlink's text with an absolute (host) target made virtual; null when that target is outside the home. */
+  private virtualLinkText(text: string): string | null {
+    return text.startsWith('/') ? this.jail.toVirtual(text) : text;
   }
 
   // --- transfers ----------------------------------------------------------
@@ -405,8 +414,37 @@ export class Session {
     if (change.mtime !== undefined) this.audit({ event: 'chtimes', path: transfer.path });
   }
 
+  /**
+   * Copy bytes between two files this session has open (SFTP copy-data), as
+   * the server's own download and upload: each counts, hashes, is held to the
+   * quota and audited as if the client had moved the bytes itself, and the
+   * records name each other's path. The opens checked the permissions. At most
+   * `chunk` bytes at a time, each written before the next is read. `length` 0
+   * copies to the end the source has when the copy starts: a copy into its own
+   * file would otherwise chase the end it moves.
+   */
+  async copy(from: Download, to: Upload, range: { from: number; to: number; length: number; chunk: number }): Promise<void> {
+    if (!this.transfers.has(from) || !this.transfers.has(to)) throw new SluiceError('failure', 'Transfer is closed');
+    const end = range.length === 0 ? (await from.info()).size : range.from + range.length;
+    this.copied(from, to.path);
+    this.copied(to, from.path);
+    for (let at = range.from; at < end; ) {
+      const data = await from.read(at, Math.min(range.chunk, end - at));
+      if (data.length === 0) break;
+      await to.write(data, range.to + (at - range.from));
+      at += data.length;
+    }
+  }
+
+  private copied(transfer: Upload | Download, otherEnd: string): void {
+    const paths = this.copies.get(transfer) ?? new Set<string>();
+    this.copies.set(transfer, paths.add(otherEnd));
+  }
+
   private finished(transfer: Upload | Download, r: TransferRecord): void {
     this.transfers.delete(transfer);
+    const copied = this.copies.get(transfer);
+    this.copies.delete(transfer);
     if (transfer instanceof Upload && transfer.exceededQuota) this.audit({ event: 'quota-exceeded', path: r.path });
     this.audit({
       event: r.direction,
@@ -422,6 +460,7 @@ export class Session {
       sha256: r.sha256,
       ...(r.fileSha256 === undefined ? {} : { file_sha256: r.fileSha256 }),
       type: r.ascii ? 'ascii' : 'binary',
+      ...(copied === undefined ? {} : r.direction === 'upload' ? { copied_from: [...copied] } : { copied_to: [...copied] }),
     });
   }
 
@@ -600,9 +639,22 @@ export class Session {
     this.audit({ event: 'hardlink', path: link, target });
   }
 
-  async statfs(clientPath: string): Promise<import('node:fs').StatsFs> {
+  /**
+   * Room where `clientPath` lies, as `df` should show it to this user: where
+   * the user has a quota, its limits and what is left of them; elsewhere the
+   * file system's.
+   */
+  async space(clientPath: string): Promise<Space> {
     const path = this.resolve(clientPath);
-    return this.guard('statfs', path, () => this.within(path, true, 'look', (loc) => fsp.statfs(loc.path)));
+    const fs = await this.guard('statfs', path, () => this.within(path, true, 'look', (loc) => fsp.statfs(loc.path)));
+    const blockSize = fs.bsize || 4096;
+    const { quotaBytes, quotaFiles } = this.account;
+    const used = this.ledger.usage;
+    const disk = { totalBytes: fs.blocks * blockSize, freeBytes: fs.bfree * blockSize, availableBytes: fs.bavail * blockSize };
+    const left = Math.max(0, quotaBytes - used.bytes);
+    const bytes = quotaBytes > 0 ? { totalBytes: quotaBytes, freeBytes: Math.min(disk.freeBytes, left), availableBytes: left } : disk;
+    const files = quotaFiles > 0 ? { files: quotaFiles, freeFiles: Math.max(0, quotaFiles - used.files) } : { files: fs.files, freeFiles: fs.ffree };
+    return { blockSize, ...bytes, ...files };
   }
 
   // --- shared plumbing ------------------------------------------------------
@@ -697,17 +749,5 @@ function linkedElsewhere(): SluiceError {
 /** What removing one name frees: a file's bytes go with its last link only. */
 function freedBytes(st: Stats): number {
   return st.isFile() && st.nlink <= 1 ? st.size : 0;
-}
-
-/** Like resolveVirtual, but a `..` that would climb above the home is an error, not a no-op. */
-function resolveStrict(cwd: string, input: string): string {
-  const depth = (p: string) => p.split(/[/\\]/).filter((s) => s !== '' && s !== '.');
-  const start = input.startsWith('/') || input.startsWith('\\') ? 0 : depth(cwd).length;
-  let level = start;
-  for (const seg of depth(input)) {
-    level += seg === '..' ? -1 : 1;
-    if (level < 0) throw new SluiceError('permission-denied', 'Permission denied', 'link target outside the home');
-  }
-  return resolveVirtual(cwd, input);
 }
 

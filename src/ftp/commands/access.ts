@@ -1,10 +1,9 @@
 import { AuthError } from '../../auth/authenticator.js';
 import { Session } from '../../session/session.js';
-import type { FtpConnection } from '../connection.js';
+import type { CommandSpec, FtpControl } from '../control.js';
 import { Code } from '../replies.js';
-import type { CommandSpec } from './spec.js';
 
-function tlsRequired(c: FtpConnection): boolean {
+function tlsRequired(c: FtpControl): boolean {
   return c.ctx.config.tls === 'required' && !c.secure;
 }
 
@@ -12,6 +11,7 @@ export const access = {
   USER: {
     auth: false,
     arg: 'required',
+    help: 'USER <name>',
     run(c, arg) {
       if (c.session) return c.reply(Code.NotLoggedIn, 'Already logged in.');
       if (tlsRequired(c)) return c.reply(Code.NotLoggedIn, 'TLS required: use AUTH TLS (explicit FTPS) before logging in.');
@@ -22,6 +22,7 @@ export const access = {
   PASS: {
     auth: false,
     arg: 'optional',
+    help: 'PASS <password>',
     async run(c, arg) {
       if (c.session) return c.reply(Code.LoggedIn, 'Already logged in.');
       if (tlsRequired(c)) return c.reply(Code.NotLoggedIn, 'TLS required: use AUTH TLS (explicit FTPS) before logging in.');
@@ -50,10 +51,11 @@ export const access = {
       }
     },
   },
-  ACCT: { auth: false, arg: 'optional', run: (c) => c.reply(Code.NotNeeded, 'ACCT not needed.') },
+  ACCT: { auth: false, arg: 'optional', help: 'ACCT (not needed)', run: (c) => c.reply(Code.NotNeeded, 'ACCT not needed.') },
   REIN: {
     auth: false,
     arg: 'none',
+    help: 'REIN',
     async run(c) {
       await c.logout();
       c.reply(Code.Ready, 'Ready for a new user.');
@@ -63,6 +65,7 @@ export const access = {
     auth: false,
     arg: 'optional',
     duringTransfer: true,
+    help: 'QUIT',
     async run(c) {
       await c.transfer?.done;
       await c.closeAfterReply(Code.Closing, 'Goodbye.');
@@ -71,6 +74,8 @@ export const access = {
   AUTH: {
     auth: false,
     arg: 'required',
+    feat: 'AUTH TLS',
+    help: 'AUTH TLS',
     async run(c, arg) {
       if (c.secure) return c.reply(Code.BadSequence, 'Already using TLS.');
       if (!/^(TLS|SSL|TLS-C|TLS-P)$/i.test(arg.trim())) return c.reply(Code.ParameterNotImplemented, 'AUTH TLS only.');
@@ -80,6 +85,8 @@ export const access = {
   PBSZ: {
     auth: false,
     arg: 'required',
+    feat: 'PBSZ',
+    help: 'PBSZ 0',
     run(c) {
       if (!c.secure) return c.reply(Code.BadSequence, 'PBSZ needs a TLS connection.');
       c.pbsz = true;
@@ -89,6 +96,8 @@ export const access = {
   PROT: {
     auth: false,
     arg: 'required',
+    feat: 'PROT',
+    help: 'PROT C|P',
     run(c, arg) {
       if (!c.secure) return c.reply(Code.BadSequence, 'PROT needs a TLS connection.');
       if (!c.pbsz && !c.implicitTls) return c.reply(Code.BadSequence, 'PBSZ first.');
@@ -104,10 +113,12 @@ export const access = {
       c.reply(Code.ParameterNotImplemented, 'Unknown protection level.');
     },
   },
-  CCC: { auth: false, arg: 'none', run: (c) => c.reply(Code.ProtectionRefused, 'CCC refused: the control connection stays encrypted.') },
+  CCC: { auth: false, arg: 'none', help: 'CCC (refused)', run: (c) => c.reply(Code.ProtectionRefused, 'CCC refused: the control connection stays encrypted.') },
   HOST: {
     auth: false,
     arg: 'required',
+    feat: 'HOST',
+    help: 'HOST <name>',
     run(c) {
       if (c.session || c.userName !== null) return c.reply(Code.BadSequence, 'HOST must come before USER.');
       c.reply(Code.Ready, 'Host accepted.');

@@ -1,13 +1,12 @@
 import { isIP } from 'node:net';
-import type { FtpConnection } from '../connection.js';
+import type { Session } from '../../session/session.js';
+import type { CommandSpec, FtpControl } from '../control.js';
 import { activeTargetRefusal, parseEprtArg, parsePortArg, pasvText, type HostPort } from '../data-channel/address.js';
 import { ActiveEndpoint } from '../data-channel/active.js';
 import { PassiveEndpoint } from '../data-channel/passive.js';
-import type { Session } from '../../session/session.js';
 import { Code } from '../replies.js';
-import type { CommandSpec } from './spec.js';
 
-function passiveRange(c: FtpConnection): [number, number] {
+function passiveRange(c: FtpControl): [number, number] {
   const [lo = 0, hi = 0] = c.ctx.config.passivePorts.split('-').map(Number);
   return [lo, hi];
 }
@@ -17,7 +16,7 @@ function passiveRange(c: FtpConnection): [number, number] {
  * per session. A passive listener also needs a slot of its address's and its
  * user's share of the range.
  */
-async function openPassive(c: FtpConnection, s: Session): Promise<PassiveEndpoint | null> {
+async function openPassive(c: FtpControl, s: Session): Promise<PassiveEndpoint | null> {
   c.setEndpoint(null);
   const slot = c.ctx.passivePorts.take(c.remoteAddress, s.account.name);
   if ('refused' in slot) {
@@ -47,7 +46,7 @@ async function openPassive(c: FtpConnection, s: Session): Promise<PassiveEndpoin
   }
 }
 
-function setActive(c: FtpConnection, target: HostPort | null): void {
+function setActive(c: FtpControl, target: HostPort | null): void {
   if (!c.ctx.config.activeMode) return c.reply(Code.NotImplemented, 'Active mode is disabled; use PASV or EPSV.');
   if (c.epsvAll) return c.reply(Code.BadSequence, 'EPSV ALL in effect.');
   if (!target) return c.reply(Code.ArgumentError, 'Illegal PORT command.');
@@ -64,6 +63,7 @@ export const data = {
   PASV: {
     auth: true,
     arg: 'none',
+    help: 'PASV',
     async run(c, _arg, s) {
       if (c.epsvAll) return c.reply(Code.BadSequence, 'EPSV ALL in effect.');
       const announce = c.ctx.config.passiveAddress || c.localAddress;
@@ -75,6 +75,8 @@ export const data = {
   EPSV: {
     auth: true,
     arg: 'optional',
+    feat: 'EPSV',
+    help: 'EPSV [1|2|ALL]',
     async run(c, arg, s) {
       const param = arg.trim().toUpperCase();
       if (param === 'ALL') {
@@ -87,6 +89,6 @@ export const data = {
       if (endpoint) c.reply(Code.EnteringExtendedPassive, `Entering Extended Passive Mode (|||${endpoint.port}|).`);
     },
   },
-  PORT: { auth: true, arg: 'required', run: (c, arg) => setActive(c, parsePortArg(arg)) },
-  EPRT: { auth: true, arg: 'required', run: (c, arg) => setActive(c, parseEprtArg(arg)) },
+  PORT: { auth: true, arg: 'required', help: 'PORT h1,h2,h3,h4,p1,p2', run: (c, arg) => setActive(c, parsePortArg(arg)) },
+  EPRT: { auth: true, arg: 'required', feat: 'EPRT', help: 'EPRT |af|address|port|', run: (c, arg) => setActive(c, parseEprtArg(arg)) },
 } satisfies Record<string, CommandSpec>;

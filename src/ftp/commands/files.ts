@@ -1,14 +1,13 @@
 import { SluiceError } from '../../session/errors.js';
-import type { Session } from '../../session/session.js';
-import type { FtpConnection } from '../connection.js';
+import type { CommandSpec } from '../control.js';
 import { parseTimeVal, timeVal } from '../facts.js';
 import { Code } from '../replies.js';
 import { quotePath } from './navigate.js';
-import type { CommandSpec } from './spec.js';
 
 const mkd: CommandSpec = {
   auth: true,
   arg: 'required',
+  help: 'MKD <path>',
   async run(c, arg, s) {
     const path = await s.mkdir(arg);
     c.reply(Code.PathCreated, `${quotePath(path)} created.`);
@@ -17,19 +16,12 @@ const mkd: CommandSpec = {
 const rmd: CommandSpec = {
   auth: true,
   arg: 'required',
+  help: 'RMD <path>',
   async run(c, arg, s) {
     await s.rmdir(arg);
     c.reply(Code.FileActionOk, 'Remove directory operation successful.');
   },
 };
-
-/** `SITE CHMOD 644 file`: mode in octal, under the chmod permission. */
-export async function siteChmod(c: FtpConnection, args: string, s: Session): Promise<void> {
-  const m = /^([0-7]{3,4})\s+(.+)$/.exec(args);
-  if (!m) return c.reply(Code.ArgumentError, 'Usage: SITE CHMOD <octal mode> <path>.');
-  await s.chmod(m[2] as string, parseInt(m[1] as string, 8));
-  c.reply(Code.Ok, 'SITE CHMOD command ok.');
-}
 
 export const files = {
   MKD: mkd,
@@ -39,6 +31,7 @@ export const files = {
   DELE: {
     auth: true,
     arg: 'required',
+    help: 'DELE <path>',
     async run(c, arg, s) {
       await s.remove(arg);
       c.reply(Code.FileActionOk, 'Delete operation successful.');
@@ -47,6 +40,7 @@ export const files = {
   RNFR: {
     auth: true,
     arg: 'required',
+    help: 'RNFR <path>',
     async run(c, arg, s) {
       c.renameFrom = null;
       await s.stat(arg, false);
@@ -57,6 +51,7 @@ export const files = {
   RNTO: {
     auth: true,
     arg: 'required',
+    help: 'RNTO <path>',
     async run(c, arg, s) {
       const from = c.renameFrom;
       c.renameFrom = null;
@@ -68,6 +63,8 @@ export const files = {
   SIZE: {
     auth: true,
     arg: 'required',
+    feat: 'SIZE',
+    help: 'SIZE <path>',
     async run(c, arg, s) {
       const info = await s.stat(arg);
       if (info.type !== 'file') throw new SluiceError('not-found', 'Not a plain file');
@@ -77,6 +74,8 @@ export const files = {
   MDTM: {
     auth: true,
     arg: 'required',
+    feat: 'MDTM',
+    help: 'MDTM <path>',
     async run(c, arg, s) {
       const info = await s.stat(arg);
       c.reply(Code.FileStatus, timeVal(info.mtime));
@@ -85,6 +84,8 @@ export const files = {
   MFMT: {
     auth: true,
     arg: 'required',
+    feat: 'MFMT',
+    help: 'MFMT YYYYMMDDHHMMSS <path>',
     async run(c, arg, s) {
       const space = arg.indexOf(' ');
       const when = space > 0 ? parseTimeVal(arg.slice(0, space)) : null;

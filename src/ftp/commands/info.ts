@@ -1,28 +1,27 @@
-import type { FtpConnection } from '../connection.js';
-import { listLine, listable } from '../../listing/ls.js';
+import type { CommandSpec, FtpControl } from '../control.js';
+import { factList, selectFacts } from '../facts.js';
+import { entries, ftpListLine, splitListArgs } from '../listing.js';
+import { listable } from '../../listing/ls.js';
 import { Code } from '../replies.js';
-import { siteChmod } from './files.js';
-import type { CommandSpec } from './spec.js';
-import { entries, splitListArgs } from './transfer.js';
 
-/** FEAT lines (RFC 2389); each names an extension this server implements. */
-export const FEATURES = [
-  'AUTH TLS',
-  'PBSZ',
-  'PROT',
-  'EPRT',
-  'EPSV',
-  'HOST',
-  'MDTM',
-  'MFMT',
-  'MLST type*;size*;modify*;perm*;unique*;unix.mode*;',
-  'REST STREAM',
-  'SIZE',
-  'TVFS',
-  'UTF8',
-];
+/** FEAT lines (RFC 2389), each from the command that implements the extension: none without its command. */
+function featureLines(c: FtpControl): string[] {
+  const lines = new Set<string>();
+  for (const spec of Object.values(c.commands)) {
+    if (spec.feat !== undefined) lines.add(typeof spec.feat === 'string' ? spec.feat : spec.feat(c));
+  }
+  return [...lines].sort();
+}
 
-function statusLines(c: FtpConnection): string[] {
+/** The verbs for HELP, a dozen to a line. */
+function verbLines(c: FtpControl): string[] {
+  const verbs = Object.keys(c.commands).sort();
+  const lines: string[] = [];
+  for (let i = 0; i < verbs.length; i += 12) lines.push(' ' + verbs.slice(i, i + 12).join(' '));
+  return lines;
+}
+
+function statusLines(c: FtpControl): string[] {
   const lines = ['FTP server status:', ` Connected to ${c.remoteAddress}`];
   lines.push(c.session ? ` Logged in as ${c.session.account.name}` : ' Not logged in');
   lines.push(` TYPE: ${c.ascii ? 'ASCII' : 'BINARY'}`);
@@ -34,30 +33,33 @@ function statusLines(c: FtpConnection): string[] {
 }
 
 export const info = {
-  SYST: { auth: false, arg: 'none', run: (c) => c.reply(Code.SystemType, 'UNIX Type: L8') },
-  NOOP: { auth: false, arg: 'optional', duringTransfer: true, run: (c) => c.reply(Code.Ok, 'NOOP ok.') },
-  CLNT: { auth: false, arg: 'optional', run: (c) => c.reply(Code.Ok, 'Noted.') },
+  SYST: { auth: false, arg: 'none', help: 'SYST', run: (c) => c.reply(Code.SystemType, 'UNIX Type: L8') },
+  NOOP: { auth: false, arg: 'optional', duringTransfer: true, help: 'NOOP', run: (c) => c.reply(Code.Ok, 'NOOP ok.') },
+  CLNT: { auth: false, arg: 'optional', help: 'CLNT <client name>', run: (c) => c.reply(Code.Ok, 'Noted.') },
   FEAT: {
     auth: false,
     arg: 'none',
-    run: (c) => c.reply(Code.SystemStatus, 'Features:', ...FEATURES.map((f) => ` ${f}`), 'End'),
+    help: 'FEAT',
+    run: (c) => c.reply(Code.SystemStatus, 'Features:', ...featureLines(c).map((f) => ` ${f}`), 'End'),
   },
   HELP: {
     auth: false,
     arg: 'optional',
-    run: (c) =>
-      c.reply(
-        Code.Help,
-        'The following commands are recognized.',
-        ' ABOR ACCT ALLO APPE AUTH CCC CDUP CLNT CWD DELE EPRT EPSV FEAT HELP HOST LIST MDTM MFMT MKD MLSD',
-        ' MLST MODE NLST NOOP OPTS PASS PASV PBSZ PORT PROT PWD QUIT REIN REST RETR RMD RNFR RNTO SITE SIZE',
-        ' STAT STOR STOU STRU SYST TYPE USER XCUP XCWD XMKD XPWD XRMD',
-        'Help OK.',
-      ),
+    help: 'HELP [verb]',
+    run(c, arg) {
+      const verb = arg.trim().toUpperCase();
+      if (verb === '') return c.reply(Code.Help, 'The following commands are recognized.', ...verbLines(c), 'Help OK.');
+      const spec = Object.hasOwn(c.commands, verb) ? c.commands[verb] : undefined;
+      if (!spec) return c.reply(Code.NotImplemented, 'Unknown command.');
+      c.reply(Code.Help, `Syntax: ${spec.help}`);
+    },
   },
   OPTS: {
     auth: false,
     arg: 'required',
+    // OPTS UTF8 is what RFC 2640's UTF8 feature promises; paths are UTF-8 always.
+    feat: 'UTF8',
+    help: 'OPTS UTF8 ON | OPTS MLST fact;fact;...',
     run(c, arg) {
       const [option = '', ...rest] = arg.trim().split(/\s+/);
       const value = rest.join(' ');
@@ -67,7 +69,8 @@ export const info = {
           if (value === '' || value.toUpperCase() === 'ON') return c.reply(Code.Ok, 'Always in UTF8 mode.');
           return c.reply(Code.ArgumentError, 'UTF8 cannot be turned off.');
         case 'MLST':
-          return c.reply(Code.Ok, 'MLST OPTS type;size;modify;perm;unique;unix.mode;');
+          c.mlstFacts = selectFacts(value);
+          return c.reply(Code.Ok, `MLST OPTS ${factList(c.mlstFacts, false)}`.trimEnd());
         default:
           return c.reply(Code.ArgumentError, 'Option not understood.');
       }
@@ -76,6 +79,7 @@ export const info = {
   TYPE: {
     auth: true,
     arg: 'required',
+    help: 'TYPE A|I',
     run(c, arg) {
       const t = arg.trim().toUpperCase().replace(/\s+/g, ' ');
       if (t === 'A' || t === 'A N') {
@@ -92,38 +96,29 @@ export const info = {
   MODE: {
     auth: true,
     arg: 'required',
+    help: 'MODE S',
     run: (c, arg) => (arg.trim().toUpperCase() === 'S' ? c.reply(Code.Ok, 'Mode set to S.') : c.reply(Code.ParameterNotImplemented, 'Bad MODE command.')),
   },
   STRU: {
     auth: true,
     arg: 'required',
+    help: 'STRU F',
     run: (c, arg) => (arg.trim().toUpperCase() === 'F' ? c.reply(Code.Ok, 'Structure set to F.') : c.reply(Code.ParameterNotImplemented, 'Bad STRU command.')),
   },
-  ALLO: { auth: true, arg: 'optional', run: (c) => c.reply(Code.NotNeeded, 'ALLO command ignored.') },
+  ALLO: { auth: true, arg: 'optional', help: 'ALLO (ignored)', run: (c) => c.reply(Code.NotNeeded, 'ALLO command ignored.') },
   STAT: {
     auth: true,
     arg: 'optional',
     duringTransfer: true,
+    help: 'STAT [path]',
     async run(c, arg, s) {
       if (arg.trim() === '') return c.reply(Code.SystemStatus, ...statusLines(c));
       const { path } = splitListArgs(arg);
       const now = new Date();
       const lines = [`Status of ${s.resolve(path)}:`];
-      for await (const f of await entries(s, path)) if (listable(f.name)) lines.push(listLine(f, now));
+      for await (const f of await entries(s, path)) if (listable(f.name)) lines.push(ftpListLine(f, now));
       lines.push('End of status.');
       c.reply(Code.FileStatus, ...lines);
-    },
-  },
-  SITE: {
-    auth: true,
-    arg: 'required',
-    async run(c, arg, s) {
-      const space = arg.indexOf(' ');
-      const sub = (space < 0 ? arg : arg.slice(0, space)).toUpperCase();
-      const rest = space < 0 ? '' : arg.slice(space + 1);
-      if (sub === 'CHMOD') return siteChmod(c, rest, s);
-      if (sub === 'HELP') return c.reply(Code.Help, 'SITE commands: CHMOD HELP', 'End.');
-      c.reply(Code.SyntaxError, 'Unknown SITE command.');
     },
   },
 } satisfies Record<string, CommandSpec>;

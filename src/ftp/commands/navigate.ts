@@ -1,6 +1,5 @@
-import type { FtpConnection } from '../connection.js';
 import { Code } from '../replies.js';
-import type { CommandSpec } from './spec.js';
+import type { CommandSpec } from '../control.js';
 
 /** RFC 959: a quote inside a quoted path name is doubled. */
 export function quotePath(path: string): string {
@@ -10,11 +9,15 @@ export function quotePath(path: string): string {
 const pwd: CommandSpec = {
   auth: true,
   arg: 'none',
-  run: (c: FtpConnection, _arg, s) => c.reply(Code.PathCreated, `${quotePath(s.cwd)} is the current directory.`),
+  help: 'PWD',
+  run: (c, _arg, s) => c.reply(Code.PathCreated, `${quotePath(s.cwd)} is the current directory.`),
 };
 const cwd: CommandSpec = {
   auth: true,
   arg: 'required',
+  // Paths are one tree with `/` separators (RFC 3659 6).
+  feat: 'TVFS',
+  help: 'CWD <directory>',
   async run(c, arg, s) {
     await s.chdir(arg);
     c.reply(Code.FileActionOk, 'Directory successfully changed.');
@@ -23,6 +26,7 @@ const cwd: CommandSpec = {
 const cdup: CommandSpec = {
   auth: true,
   arg: 'none',
+  help: 'CDUP',
   async run(c, _arg, s) {
     await s.chdir('..');
     c.reply(Code.FileActionOk, 'Directory successfully changed.');

@@ -1,19 +1,12 @@
+import type { CommandTable } from '../control.js';
 import { access } from './access.js';
 import { data } from './data.js';
 import { files } from './files.js';
 import { info } from './info.js';
+import { listing } from './listing.js';
 import { navigate } from './navigate.js';
-import type { CommandSpec } from './spec.js';
+import { site } from './site.js';
 import { transfer } from './transfer.js';
 
-export type { CommandSpec } from './spec.js';
-
-/** Every verb the server knows; anything else is 500. */
-export const COMMANDS = { ...access, ...info, ...navigate, ...files, ...data, ...transfer } satisfies Record<string, CommandSpec>;
-
-const HTTP_VERBS = new Set(['GET', 'POST', 'PUT', 'HEAD', 'CONNECT', 'DELETE', 'OPTIONS', 'PATCH', 'TRACE']);
-
-/** A browser or cross-protocol attack (ALPACA) talking HTTP to us: close, answer nothing. */
-export function isHttpVerb(verb: string, line: string): boolean {
-  return HTTP_VERBS.has(verb) || /\sHTTP\/\d/i.test(line);
-}
+/** Every verb the server knows; anything else is 500. The listener hands it to each connection. */
+export const COMMANDS: CommandTable = { ...access, ...info, ...navigate, ...files, ...data, ...transfer, ...listing, ...site };

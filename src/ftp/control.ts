@@ -1,0 +1,106 @@
+import type { Logger } from 'pino';
+import type { Authenticator } from '../auth/authenticator.js';
+import type { Config } from '../config/schema.js';
+import type { Guest } from '../security/gate.js';
+import type { Session, SessionDeps } from '../session/session.js';
+import type { DataEndpoint } from './data-channel/channel.js';
+import type { PassivePortShares } from './data-channel/ports.js';
+import type { Fact } from './facts.js';
+import type { TlsBinding, TlsEngine } from './tls.js';
+
+/*
+ * The contract between a control connection and the commands it runs. The
+ * connection implements FtpControl and is handed a CommandTable by the
+ * listener; commands see only this interface. This file imports nothing from
+ * commands/ or connection.ts, so no import circle runs through it.
+ */
+
+/** What every connection of the FTP front-end shares. */
+export interface FtpContext {
+  readonly config: Config['ftp'];
+  readonly tls: TlsEngine;
+  readonly passivePorts: PassivePortShares;
+  readonly authenticator: Authenticator;
+  readonly sessionDeps: SessionDeps;
+  readonly log: Logger;
+}
+
+/** A running data transfer; ABOR and QUIT reach it through here. */
+export interface ActiveTransfer {
+  readonly done: Promise<void>;
+  abort(): void;
+  readonly bytes: () => number;
+}
+
+/** One control connection as its commands see it: state they read and set, and what they may ask of it. */
+export interface FtpControl {
+  readonly id: string;
+  readonly ctx: FtpContext;
+  readonly log: Logger;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  /** The local address clients reached us at (PASV replies, passive listeners). */
+  readonly localAddress: string;
+  readonly protocol: 'ftp' | 'ftps';
+  readonly implicitTls: boolean;
+  /** Admission and login policy: the pre-login deadline, failed tries, the per-user limit. */
+  readonly guest: Guest;
+  /** This connection's own TLS sessions: its data connections must resume one of them. */
+  readonly tlsBinding: TlsBinding;
+  /** Every verb this connection answers; FEAT and HELP are derived from it. */
+  readonly commands: CommandTable;
+  readonly secure: boolean;
+  pbsz: boolean;
+  /** Data channel protection: C clear, P private (TLS). */
+  prot: 'C' | 'P';
+  ascii: boolean;
+  userName: string | null;
+  session: Session | null;
+  restOffset: number;
+  renameFrom: string | null;
+  epsvAll: boolean;
+  /** The facts MLST and MLSD emit (OPTS MLST, RFC 3659 7.9). */
+  mlstFacts: ReadonlySet<Fact>;
+  endpoint: DataEndpoint | null;
+  transfer: ActiveTransfer | null;
+
+  reply(code: number, ...lines: string[]): void;
+  /** Take the REST offset for this transfer; it applies once. */
+  takeRestOffset(): number;
+  /** Replace the data endpoint, closing the previous one. */
+  setEndpoint(endpoint: DataEndpoint | null): void;
+  /** Log out but keep the connection (REIN, AUTH): the next USER starts afresh. */
+  logout(): Promise<void>;
+  /** AUTH TLS: switch the control connection to TLS and start over at login. */
+  upgradeToTls(): Promise<void>;
+  /** Close after the reply went out (QUIT, too many failures). */
+  closeAfterReply(code: number, text: string): Promise<void>;
+}
+
+interface Common {
+  /** Whether the verb takes an argument. */
+  readonly arg: 'none' | 'optional' | 'required';
+  /** May run while a data transfer is in progress (ABOR, STAT, NOOP, QUIT). */
+  readonly duringTransfer?: boolean;
+  /** Its FEAT line (RFC 2389), if it is an extension; a function where the line depends on the connection. */
+  readonly feat?: string | ((c: FtpControl) => string);
+  /** Syntax for `HELP verb`. */
+  readonly help: string;
+}
+
+/** A command usable before login (vsftpd's prelogin set). */
+export interface PreLoginCommand extends Common {
+  readonly auth: false;
+  run(c: FtpControl, arg: string): Promise<void> | void;
+}
+
+/** A command that needs a logged-in session; the dispatcher hands it over. */
+export interface SessionCommand extends Common {
+  readonly auth: true;
+  run(c: FtpControl, arg: string, s: Session): Promise<void> | void;
+}
+
+export type CommandSpec = PreLoginCommand | SessionCommand;
+
+/** Verb (upper case) -> command. */
+export type CommandTable = Readonly<Record<string, CommandSpec>>;

@@ -1,0 +1,124 @@
+import type { Duplex } from 'node:stream';
+import { SluiceError } from '../../session/errors.js';
+import type { Download, Upload } from '../../session/transfer.js';
+import type { FtpControl } from '../control.js';
+import { Code, errorReply } from '../replies.js';
+import { DataChannelError, openDataStream } from './channel.js';
+import { PassiveEndpoint } from './passive.js';
+
+/** 425 unless a data endpoint is set up and the protection level suits the policy. */
+export function dataReady(c: FtpControl): boolean {
+  if (!c.endpoint) {
+    c.reply(Code.CantOpenData, 'Use PORT, PASV or EPSV first.');
+    return false;
+  }
+  if (c.endpoint instanceof PassiveEndpoint && !c.endpoint.usable) {
+    c.setEndpoint(null);
+    c.reply(Code.CantOpenData, 'Data connection timed out; use PASV or EPSV again.');
+    return false;
+  }
+  if (c.ctx.config.tls === 'required' && c.prot !== 'P') {
+    c.reply(Code.PolicyRefused, 'Data connections must be encrypted: use PROT P.');
+    return false;
+  }
+  return true;
+}
+
+/**
+ * Run one data transfer in the background, so the control channel stays
+ * readable (ABOR, STAT, NOOP). The caller has opened the file, so errors
+ * come before 150; 150 goes out when the data channel is ready for it, and
+ * 226 only after the data connection is flushed and closed.
+ */
+export function runTransfer(
+  c: FtpControl,
+  opening: string,
+  transfer: Upload | Download | null,
+  pump: (data: Duplex) => Promise<void>,
+  cleanup?: () => Promise<void>,
+): void {
+  const endpoint = c.endpoint;
+  c.endpoint = null;
+  if (!endpoint) throw new Error('runTransfer without endpoint');
+  let stream: Duplex | null = null;
+  let aborted = false;
+  const security = {
+    tls: c.prot === 'P' ? c.tlsBinding : null,
+    requireReuse: c.ctx.config.requireTlsSessionReuse,
+    handshakeTimeoutMs: c.ctx.config.dataTimeout * 1000,
+  };
+  const done = (async () => {
+    try {
+      stream = await openDataStream(endpoint, security, () => c.reply(Code.FileStatusOk, opening));
+      if (aborted) throw new Error('aborted');
+      await pump(stream);
+      await closeGracefully(stream, security.handshakeTimeoutMs);
+      await transfer?.close();
+      c.reply(Code.TransferComplete, 'Transfer complete.');
+    } catch (err) {
+      await finishFailed(c, transfer, err, aborted);
+    } finally {
+      (stream as Duplex | null)?.destroy();
+      endpoint.close();
+      await cleanup?.();
+      c.transfer = null;
+    }
+  })();
+  c.transfer = {
+    done,
+    bytes: () => transfer?.transferred ?? 0,
+    abort() {
+      aborted = true;
+      (stream as Duplex | null)?.destroy();
+      endpoint.close();
+    },
+  };
+}
+
+/**
+ * End the data connection the way TLS expects: close_notify, then FIN, and
+ * wait for the peer to close. An OpenSSL client that sees a TLS 1.3 connection
+ * end without close_notify marks its session unresumable, and every later
+ * data connection of that control connection would then fail the reuse check.
+ */
+async function closeGracefully(stream: Duplex, timeoutMs: number): Promise<void> {
+  if (stream.destroyed) return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      stream.destroy();
+      resolve();
+    }, timeoutMs);
+    timer.unref();
+    stream.once('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    stream.on('error', () => undefined);
+    // The peer may still send its own close_notify: read and drop whatever is left.
+    stream.resume();
+    stream.end();
+  });
+}
+
+async function finishFailed(c: FtpControl, transfer: Upload | Download | null, err: unknown, aborted: boolean): Promise<void> {
+  if (aborted) {
+    await transfer?.abort('aborted by client');
+    return c.reply(Code.TransferAborted, 'Transfer aborted.');
+  }
+  if (err instanceof DataChannelError) {
+    c.log.warn({ reason: err.reason, detail: err.message }, 'data connection failed');
+    await transfer?.abort(`data connection: ${err.reason}`, 'failed');
+    const text = err.reason === 'no-reuse'
+      ? 'Data connection must resume the TLS session of the control connection.'
+      : "Can't open data connection.";
+    return c.reply(Code.CantOpenData, text);
+  }
+  if (err instanceof SluiceError) {
+    await transfer?.abort(err.kind, 'failed');
+    const r = errorReply(err);
+    return c.reply(r.code, r.text);
+  }
+  c.log.info({ err: String(err) }, 'transfer interrupted');
+  await transfer?.abort(`connection: ${(err as NodeJS.ErrnoException).code ?? 'closed'}`, 'failed');
+  c.reply(Code.TransferAborted, 'Connection closed; transfer aborted.');
+}

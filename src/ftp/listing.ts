@@ -1,0 +1,49 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { listLine, listable } from '../listing/ls.js';
+import type { FileInfo } from '../session/file-info.js';
+import { baseName } from '../session/paths.js';
+import type { Session } from '../session/session.js';
+import type { FtpControl } from './control.js';
+import { runTransfer } from './data-channel/runner.js';
+
+/** What LIST, NLST, MLSD and STAT walk: a directory's entries, or one file. */
+type Entries = AsyncIterable<FileInfo> & { close?(): Promise<void> };
+
+/** LIST/NLST options (`-la`) come before the path; everything after them is the path, verbatim. */
+export function splitListArgs(arg: string): { flags: string; path: string } {
+  let rest = arg;
+  let flags = '';
+  for (;;) {
+    const m = /^(-[A-Za-z1]+)(?:\s+|$)/.exec(rest);
+    if (!m) break;
+    flags += (m[1] as string).slice(1);
+    rest = rest.slice(m[0].length);
+  }
+  return { flags, path: rest === '' ? '.' : rest };
+}
+
+/** Entries to list for a path: the directory's entries, or the file itself. */
+export async function entries(s: Session, path: string): Promise<Entries> {
+  const info = await s.stat(path);
+  if (info.type !== 'dir') return (async function* () { yield { ...info, name: baseName(s.resolve(path)) }; })();
+  return s.list(path);
+}
+
+/** LIST and STAT lines: `ls -l`, a symlink followed by `-> target` as vsftpd and Pure-FTPd send it. */
+export function ftpListLine(info: FileInfo, now: Date): string {
+  return listLine(info, now, { linkTarget: true });
+}
+
+/** Send one line per listable entry over the data connection, then 226. */
+export function sendListing(c: FtpControl, source: Entries, format: (f: FileInfo) => string): void {
+  runTransfer(c, 'Here comes the directory listing.', null, (data) =>
+    pipeline(
+      Readable.from((async function* () {
+        for await (const f of source) if (listable(f.name)) yield format(f) + '\r\n';
+      })()),
+      data,
+    ),
+    () => source.close?.() ?? Promise.resolve(),
+  );
+}

@@ -1,0 +1,98 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Client } from 'basic-ftp';
+import { RawFtp, readAll } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+
+/** Names in created order: reversed and shuffled against byte order, so no directory order on disk is already sorted. */
+const FILES = ['zeta', 'Zeta', 'é.txt', 'alpha', 'a b', 'Beta', '_under', '10', '9', ...Array.from({ length: 40 }, () => randomBytes(4).toString('hex'))];
+const byteOrder = (names: string[]) => [...names].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+
+/** `-rw-r--r--    1 ftp      ftp             5 Nov 24 21:10 name`: the name part (with ` -> target`, if any). */
+function lsName(line: string): string {
+  const m = /^[-dl?][-rwxsStT]{9} +\d+ ftp +ftp +\d+ [A-Z][a-z]{2} [ \d]\d (?:\d\d:\d\d| \d{4}) (.*)$/.exec(line);
+  assert.ok(m, `not an ls -l line: ${JSON.stringify(line)}`);
+  return m[1] as string;
+}
+
+describe('FTP listings: name order and symlink targets', () => {
+  let srv: TestServer;
+  let home: string;
+  before(async () => {
+    srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }] });
+    home = srv.home('alice');
+    for (const name of FILES) writeFileSync(join(home, name), name);
+    mkdirSync(join(home, 'sub'));
+    writeFileSync(join(home, 'sub', 'deep.txt'), 'deep');
+    symlinkSync('alpha', join(home, 'link-relative'));
+    symlinkSync('sub/../alpha', join(home, 'link-dotted'));
+    symlinkSync(join(home, 'sub', 'deep.txt'), join(home, 'link-absolute-inside'));
+    symlinkSync(srv.dir, join(home, 'link-absolute-outside'));
+    symlinkSync('../../../../../../etc/passwd', join(home, 'link-climbing'));
+  });
+  after(() => srv.stop());
+
+  /** One listing command's data, as lines, over a TLS data connection. */
+  const listing = async (c: RawFtp, command: string): Promise<string[]> => {
+    const data = await c.passive(true);
+    c.send(`${command}\r\n`);
+    const socket = await data.open();
+    assert.equal((await c.read())?.code, 150);
+    const text = (await readAll(socket)).toString('utf8');
+    assert.equal((await c.read())?.code, 226);
+    return text.split('\r\n').filter((l) => l !== '');
+  };
+
+  const links: Record<string, string | null> = {
+    'link-relative': 'alpha',
+    'link-dotted': 'sub/../alpha',
+    'link-absolute-inside': '/sub/deep.txt',
+    'link-absolute-outside': null,
+    'link-climbing': null,
+  };
+  const all = byteOrder([...FILES, 'sub', ...Object.keys(links)]);
+
+  it('LIST, NLST and MLSD come in byte order of the names', async () => {
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+    assert.deepEqual(await listing(c, 'NLST'), all);
+    assert.deepEqual((await listing(c, 'LIST')).map((l) => lsName(l).replace(/ -> .*$/, '')), all);
+    assert.deepEqual((await listing(c, 'MLSD')).map((l) => l.slice(l.indexOf(' ') + 1)), all);
+    c.close();
+  });
+
+  it('LIST shows a symlink as name -> target as the user sees it, never a host path', async () => {
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+    const lines = await listing(c, 'LIST -la');
+    for (const [name, target] of Object.entries(links)) {
+      const line = lines.find((l) => lsName(l).split(' -> ')[0] === name);
+      assert.ok(line, name);
+      assert.match(line, /^l/);
+      assert.equal(lsName(line), target === null ? name : `${name} -> ${target}`);
+    }
+    const text = lines.join('\n');
+    assert.ok(!text.includes(srv.dir), 'no host path');
+    assert.ok(!text.includes('etc/passwd'), 'nothing of a link that climbs out');
+    // STAT <dir> sends the same lines over the control connection.
+    const stat = await c.cmd('STAT .');
+    assert.ok(stat.lines.some((l) => l.endsWith(' link-absolute-inside -> /sub/deep.txt')), stat.text);
+    assert.ok(!stat.text.includes(srv.dir));
+    c.close();
+  });
+
+  it('basic-ftp parses LIST into names and link targets', async () => {
+    const client = new Client(30_000);
+    await client.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'alice', password: 'alice password', secure: true, secureOptions: { rejectUnauthorized: false } });
+    // basic-ftp prefers MLSD; LIST is what this test is about.
+    (client as unknown as { availableListCommands: string[] }).availableListCommands = ['LIST'];
+    const list = await client.list();
+    assert.deepEqual(list.map((f) => f.name), all);
+    const linkOf = (name: string) => list.find((f) => f.name === name)?.link;
+    assert.equal(linkOf('link-relative'), 'alpha');
+    assert.equal(linkOf('link-absolute-inside'), '/sub/deep.txt');
+    assert.ok(!linkOf('link-absolute-outside'), 'no target for a link out of the home');
+    client.close();
+  });
+});
