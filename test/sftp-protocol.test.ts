@@ -248,11 +248,4 @@ describe('SFTP protocol edges, against the running server', () => {
       c.end();
     }
   });
-
-  it('the SFTP front-end reads no file itself (host keys come from the start-up)', () => {
-    const dir = join(import.meta.dirname, '..', 'src', 'sftp');
-    for (const file of readdirSync(dir)) {
-      assert.doesNotMatch(readFileSync(join(dir, file), 'utf8'), /from 'node:fs(\/promises)?'/, file);
-    }
-  });
 });
