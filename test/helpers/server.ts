@@ -84,8 +84,17 @@ export class TestServer {
     return this.proc?.output().stdout ?? '';
   }
 
+  get stderr(): string {
+    return this.proc?.output().stderr ?? '';
+  }
+
   signal(sig: NodeJS.Signals): void {
     this.proc?.child.kill(sig);
+  }
+
+  /** Stop the process as SIGTERM does, letting it flush its logs, and keep its directory to read. */
+  async terminate(): Promise<void> {
+    await this.proc?.stop();
   }
 
   /** Kill the process without letting it clean up, as a crash would, and wait for it to die. */
