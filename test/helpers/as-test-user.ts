@@ -32,6 +32,11 @@ interface Account {
   gid: number;
 }
 
+function fail(message: string): never {
+  process.stderr.write(`sluice tests: ${message}\n`);
+  process.exit(2);
+}
+
 function lookup(name: string): Account | null {
   let line: string;
   try {
@@ -47,12 +52,12 @@ function chooseAccount(): Account | null {
   const wanted = process.env.SLUICE_TEST_USER;
   if (wanted) {
     const account = lookup(wanted);
-    if (!account) throw new Error(`SLUICE_TEST_USER=${wanted}: no such user`);
+    if (!account) fail(`SLUICE_TEST_USER=${wanted}: no such user`);
     return account;
   }
   const dedicated = lookup('sluice-test');
   // CI tests what production runs, a dedicated user; nobody is a convenience for a developer's machine.
-  if (!dedicated && process.env.CI) throw new Error('CI runs the tests as user sluice-test: create it (.ci/run does)');
+  if (!dedicated && process.env.CI) fail('CI runs the tests as user sluice-test: create it (.ci/run does)');
   return dedicated ?? lookup('nobody');
 }
 
@@ -64,16 +69,20 @@ if (account) {
   process.setgroups?.([]);
   process.setgid?.(account.gid);
   process.setuid?.(account.uid);
-  // Built as root by `pretest`: say so plainly rather than fail every test.
+  if (process.getuid?.() !== account.uid || process.getgroups?.().some((g) => g !== account.gid)) {
+    fail(`could not become ${account.name}: still uid ${process.getuid?.()}, groups ${process.getgroups?.()}`);
+  }
+  // `pretest` builds as root: a checkout this user cannot read would fail every test, so say it once.
   const repo = fileURLToPath(new URL('../../', import.meta.url));
   for (const path of ['dist/bin.cjs', 'node_modules/tsx/package.json']) {
     try {
       accessSync(join(repo, path), constants.R_OK);
     } catch {
-      throw new Error(`user ${account.name} cannot read ${join(repo, path)}: make the checkout readable by it`);
+      fail(`user ${account.name} cannot read ${join(repo, path)}: make the checkout readable by it`);
     }
   }
-  // A private, writable home: ssh clients, tsx and python want one, and root's must not leak in.
+  // A private, writable HOME: curl, lftp and python read their dot files from there, and root's
+  // must not apply. (OpenSSH takes the home from the passwd entry instead; the tests pass it options.)
   home = mkdtempSync(join(tmpdir(), 'sluice-test-home-'));
   Object.assign(env, { HOME: home, USER: account.name, LOGNAME: account.name });
   process.stderr.write(`sluice tests: servers and clients run as ${account.name} (uid ${account.uid}, gid ${account.gid})\n`);
