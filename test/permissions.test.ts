@@ -199,7 +199,7 @@ describe('per-directory overrides', () => {
     mkdirSync(join(home, 'incoming/sub'));
     const answers = async (path: string) => {
       const out: string[] = [];
-      for (const probe of [() => s.stat(path), () => s.stat(`${path}/x`), () => s.readlink(path), () => s.statfs(path), () => readFile(s, path)]) {
+      for (const probe of [() => s.stat(path), () => s.stat(`${path}/x`), () => s.readlink(path), () => s.space(path), () => readFile(s, path)]) {
         out.push(await probe().then(() => 'ok', (e: unknown) => (e instanceof SluiceError ? `${e.kind} ${e.message}` : String(e))));
       }
       return out;

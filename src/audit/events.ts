@@ -30,6 +30,10 @@ export type AuditEvent =
       /** Whole file after a resumed upload (audit.hashResumedUploads). */
       file_sha256?: string;
       type: 'ascii' | 'binary';
+      /** The bytes came from these files by a server-side copy (SFTP copy-data), not from the client. */
+      copied_from?: string[];
+      /** The bytes read went to these files by a server-side copy, not to the client. */
+      copied_to?: string[];
     }
   | { event: 'delete' | 'mkdir' | 'rmdir'; path: string }
   | { event: 'rename'; from: string; to: string }

@@ -40,6 +40,17 @@ export async function ensureKeys(dir: string): Promise<string[]> {
   return created;
 }
 
+/** The SSH host keys (private, OpenSSH format) as the SFTP front-end takes them. */
+export async function readHostKeys(dir: string): Promise<HostKeyFile[]> {
+  return Promise.all(HOST_KEYS.map(async (name) => ({ name, data: await fsp.readFile(join(dir, name)) })));
+}
+
+export interface HostKeyFile {
+  /** The file's name, for messages. */
+  readonly name: string;
+  readonly data: Buffer;
+}
+
 /**
  * ssh2's generator now and then writes an OpenSSH private key that its own
  * parser rejects (about 1 in 150 for ed25519): check each key, try again.

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { openAdmin, openServices, type AdminServices, type Services } from '../app.js';
-import { ensureKeys } from '../certs/ensure.js';
+import { ensureKeys, readHostKeys } from '../certs/ensure.js';
 import type { Config } from '../config/schema.js';
 import { FtpFrontEnd } from '../ftp/listener.js';
 import { checkDescriptorLimit } from '../security/descriptors.js';
@@ -17,7 +17,10 @@ export interface FrontEnd {
 export type FrontEndStarter = (services: Services) => Promise<FrontEnd | null>;
 
 /** Front-ends in start order; each returns null when its ports are 0. */
-export const FRONT_ENDS: FrontEndStarter[] = [FtpFrontEnd.start, SftpFrontEnd.start];
+export const FRONT_ENDS: FrontEndStarter[] = [
+  FtpFrontEnd.start,
+  async (services) => SftpFrontEnd.start(services, { hostKeys: await readHostKeys(services.config.certsDir) }),
+];
 
 /** `sluice init`: data directory, database and keys, nothing served. */
 export async function init(config: Config, out: (s: string) => void): Promise<AdminServices> {

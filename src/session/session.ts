@@ -48,6 +48,19 @@ export interface WriteOptions {
   ascii?: boolean;
 }
 
+/** Room for a user's files (see Session.space); bytes, and names. */
+export interface Space {
+  /** The file system's block size, the unit to show the rest in. */
+  blockSize: number;
+  totalBytes: number;
+  /** Free, including what only the superuser may use. */
+  freeBytes: number;
+  /** Free for this user. */
+  availableBytes: number;
+  files: number;
+  freeFiles: number;
+}
+
 export interface ReadOptions {
   /** Start reading here (resume). */
   offset?: number;
@@ -64,6 +77,8 @@ export class Session {
   cwd = '/';
   private readonly started = Date.now();
   private readonly transfers = new Set<Upload | Download>();
+  /** Transfers a copy read from or wrote to (see copy()): the paths at the other end. */
+  private readonly copies = new Map<Upload | Download, Set<string>>();
   private closed = false;
   /** The user's open handles, counted across all their sessions (front-ends that hold handles use it). */
   readonly openHandles: UserHandles;
@@ -195,12 +210,6 @@ export class Session {
       await dirFile.close();
       throw fromErrno(err);
     }
-  }
-
-  /** Limits and usage of this user's quota (0 = unlimited), e.g. for statvfs. */
-  quota(): { bytes: number; files: number; usedBytes: number; usedFiles: number } {
-    const used = this.ledger.usage;
-    return { bytes: this.account.quotaBytes, files: this.account.quotaFiles, usedBytes: used.bytes, usedFiles: used.files };
   }
 
   /** The permissions in force in a virtual directory (MLSD perm facts). */
@@ -405,8 +414,37 @@ export class Session {
     if (change.mtime !== undefined) this.audit({ event: 'chtimes', path: transfer.path });
   }
 
+  /**
+   * Copy bytes between two files this session has open (SFTP copy-data), as
+   * the server's own download and upload: each counts, hashes, is held to the
+   * quota and audited as if the client had moved the bytes itself, and the
+   * records name each other's path. The opens checked the permissions. At most
+   * `chunk` bytes at a time, each written before the next is read. `length` 0
+   * copies to the end the source has when the copy starts: a copy into its own
+   * file would otherwise chase the end it moves.
+   */
+  async copy(from: Download, to: Upload, range: { from: number; to: number; length: number; chunk: number }): Promise<void> {
+    if (!this.transfers.has(from) || !this.transfers.has(to)) throw new SluiceError('failure', 'Transfer is closed');
+    const end = range.length === 0 ? (await from.info()).size : range.from + range.length;
+    this.copied(from, to.path);
+    this.copied(to, from.path);
+    for (let at = range.from; at < end; ) {
+      const data = await from.read(at, Math.min(range.chunk, end - at));
+      if (data.length === 0) break;
+      await to.write(data, range.to + (at - range.from));
+      at += data.length;
+    }
+  }
+
+  private copied(transfer: Upload | Download, otherEnd: string): void {
+    const paths = this.copies.get(transfer) ?? new Set<string>();
+    this.copies.set(transfer, paths.add(otherEnd));
+  }
+
   private finished(transfer: Upload | Download, r: TransferRecord): void {
     this.transfers.delete(transfer);
+    const copied = this.copies.get(transfer);
+    this.copies.delete(transfer);
     if (transfer instanceof Upload && transfer.exceededQuota) this.audit({ event: 'quota-exceeded', path: r.path });
     this.audit({
       event: r.direction,
@@ -422,6 +460,7 @@ export class Session {
       sha256: r.sha256,
       ...(r.fileSha256 === undefined ? {} : { file_sha256: r.fileSha256 }),
       type: r.ascii ? 'ascii' : 'binary',
+      ...(copied === undefined ? {} : r.direction === 'upload' ? { copied_from: [...copied] } : { copied_to: [...copied] }),
     });
   }
 
@@ -600,9 +639,22 @@ export class Session {
     this.audit({ event: 'hardlink', path: link, target });
   }
 
-  async statfs(clientPath: string): Promise<import('node:fs').StatsFs> {
+  /**
+   * Room where `clientPath` lies, as `df` should show it to this user: where
+   * the user has a quota, its limits and what is left of them; elsewhere the
+   * file system's.
+   */
+  async space(clientPath: string): Promise<Space> {
     const path = this.resolve(clientPath);
-    return this.guard('statfs', path, () => this.within(path, true, 'look', (loc) => fsp.statfs(loc.path)));
+    const fs = await this.guard('statfs', path, () => this.within(path, true, 'look', (loc) => fsp.statfs(loc.path)));
+    const blockSize = fs.bsize || 4096;
+    const { quotaBytes, quotaFiles } = this.account;
+    const used = this.ledger.usage;
+    const disk = { totalBytes: fs.blocks * blockSize, freeBytes: fs.bfree * blockSize, availableBytes: fs.bavail * blockSize };
+    const left = Math.max(0, quotaBytes - used.bytes);
+    const bytes = quotaBytes > 0 ? { totalBytes: quotaBytes, freeBytes: Math.min(disk.freeBytes, left), availableBytes: left } : disk;
+    const files = quotaFiles > 0 ? { files: quotaFiles, freeFiles: Math.max(0, quotaFiles - used.files) } : { files: fs.files, freeFiles: fs.ffree };
+    return { blockSize, ...bytes, ...files };
   }
 
   // --- shared plumbing ------------------------------------------------------

@@ -3,9 +3,9 @@ import type { Logger } from 'pino';
 import { SluiceError, fromErrno } from '../session/errors.js';
 import type { Session } from '../session/session.js';
 import type { ByteBudget } from './budget.js';
-import { BadMessage, FXP, PacketFramer, STATUS, Writer, leadingHandle, replyDataLength, statusPacket, type Packet } from './codec.js';
+import { BadMessage, FXP, PacketFramer, STATUS, Writer, leadingHandle, statusPacket, type Packet } from './codec.js';
 import { HandleTable } from './handles.js';
-import { EXTENSIONS, handlerFor, type HandlerContext } from './handlers.js';
+import { advertisedExtensions, specFor, workingBytes, type HandlerContext } from './handlers.js';
 import { statusFor } from './status.js';
 
 export interface ChannelOptions {
@@ -25,11 +25,11 @@ export interface ChannelOptions {
 /**
  * The SFTP request loop on one subsystem channel. Backpressure both ways:
  * a request starts only while fewer than maxInFlight run and the connection's
- * byte budget can hold it and its reply (a READ counts the data it will
- * answer with); replies count until the client has taken them. Otherwise the
- * framed requests wait and reading stops, so the client's window shuts and
- * memory stays bounded whatever the client does. Every request gets exactly
- * one reply.
+ * byte budget can hold it, its reply and what it works with (a READ counts
+ * the data it will answer with, a copy its chunk); replies count until the
+ * client has taken them. Otherwise the framed requests wait and reading
+ * stops, so the client's window shuts and memory stays bounded whatever the
+ * client does. Every request gets exactly one reply.
  */
 export class SftpChannel {
   private readonly framer = new PacketFramer();
@@ -95,7 +95,7 @@ export class SftpChannel {
         continue;
       }
       if (this.inFlight >= this.options.maxInFlight) break;
-      const cost = packet.size + replyDataLength(packet);
+      const cost = packet.size + workingBytes(packet);
       if (!this.options.budget.tryTake(cost, this.held === 0)) break;
       this.held += cost;
       started++;
@@ -112,7 +112,7 @@ export class SftpChannel {
     if (packet.type !== FXP.INIT) return this.violation('request before INIT');
     this.initialized = true;
     const version = new Writer(FXP.VERSION).uint32(3);
-    for (const [name, data] of EXTENSIONS) version.string(name).string(data);
+    for (const [name, data] of advertisedExtensions()) version.string(name).string(data);
     this.send(version.finish());
   }
 
@@ -148,14 +148,17 @@ export class SftpChannel {
   }
 
   private async handle(type: number, id: number, packet: Packet): Promise<Buffer> {
-    const handler = handlerFor(type);
-    if (!handler) return statusPacket(id, STATUS.OP_UNSUPPORTED, 'Unsupported request');
+    let request: string | number = type;
     try {
-      return await handler(this.ctx, id, packet.body);
+      const spec = specFor(type, packet.body);
+      if (!spec) return statusPacket(id, STATUS.OP_UNSUPPORTED, type === FXP.EXTENDED ? 'Unsupported extension' : 'Unsupported request');
+      request = spec.name;
+      if (this.log.isLevelEnabled('debug')) this.log.debug({ request, writes: spec.writes, id }, 'sftp request');
+      return await spec.run(this.ctx, id, packet.body);
     } catch (err) {
       if (err instanceof BadMessage) return statusPacket(id, STATUS.BAD_MESSAGE, 'Malformed request');
       if (!(err instanceof SluiceError) && !(err as NodeJS.ErrnoException).code) {
-        this.log.error({ err, type }, 'sftp handler failed');
+        this.log.error({ err, request }, 'sftp handler failed');
       }
       const { code, message } = statusFor(fromErrno(err));
       return statusPacket(id, code, message);

@@ -52,6 +52,8 @@ export const ATTR = { SIZE: 0x01, UIDGID: 0x02, PERMISSIONS: 0x04, ACMODTIME: 0x
 
 /** Largest packet we accept or send (OpenSSH's SFTP_MAX_MSG_LENGTH). */
 export const MAX_PACKET = 256 * 1024;
+/** Smallest packet a client may send: type byte and uint32 (see PacketFramer). */
+const MIN_PACKET = 5;
 /** Largest READ we answer in one DATA reply, leaving room for the header. */
 export const MAX_READ = MAX_PACKET - 1024;
 
@@ -218,7 +220,9 @@ export interface Packet {
 
 /**
  * Splits the channel's byte stream into packets. A declared length over
- * MAX_PACKET, or under the 5 bytes of type+id, is a protocol violation.
+ * MAX_PACKET, or under 5 bytes, is a protocol violation: every request a
+ * client sends holds a type byte and a uint32 (INIT's version, any other
+ * request's id), and a packet without its id cannot even be answered.
  */
 export class PacketFramer {
   private chunks: Buffer[] = [];
@@ -232,17 +236,12 @@ export class PacketFramer {
       if (this.size < 4) break;
       const head = this.peek(4);
       const length = head.readUInt32BE(0);
-      if (length < 1 || length > MAX_PACKET) throw new BadMessage(`bad packet length ${length}`);
+      if (length < MIN_PACKET || length > MAX_PACKET) throw new BadMessage(`bad packet length ${length}`);
       if (this.size < 4 + length) break;
       const packet = this.take(4 + length).subarray(4);
       out.push(decodePacket(packet));
     }
     return out;
-  }
-
-  /** Bytes received but not yet a whole packet. */
-  get buffered(): number {
-    return this.size;
   }
 
   private peek(n: number): Buffer {

@@ -2,7 +2,9 @@ import { SluiceError } from '../session/errors.js';
 import type { Session } from '../session/session.js';
 import { Download, Upload } from '../session/transfer.js';
 import { longname, toAttrs } from './attrs.js';
-import { FXP, MAX_PACKET, MAX_READ, OPEN_FLAGS, STATUS, Writer, clampRead, statusPacket, type Attrs, type Reader } from './codec.js';
+import {
+  FXP, MAX_PACKET, MAX_READ, OPEN_FLAGS, Reader, STATUS, Writer, clampRead, replyDataLength, statusPacket, type Attrs, type Packet,
+} from './codec.js';
 import type { HandleTable } from './handles.js';
 
 export interface HandlerContext {
@@ -21,6 +23,24 @@ export interface HandlerContext {
 /** A request handler: decode its fields, act through the session, build the one reply. */
 type Handler = (ctx: HandlerContext, id: number, body: Reader) => Promise<Buffer>;
 
+/** One request the server serves, as OpenSSH's `struct sftp_handler`. */
+export interface RequestSpec {
+  /** For the log. */
+  readonly name: string;
+  /** Changes something on disk (OpenSSH's does_write). */
+  readonly writes: boolean;
+  /** Bytes it holds while it runs besides the request and the reply (counted in the connection's budget). */
+  readonly holds?: number;
+  readonly run: Handler;
+}
+
+/** An EXTENDED request; VERSION advertises each with its version. */
+export interface ExtensionSpec extends RequestSpec {
+  readonly version: string;
+}
+
+const COPY_CHUNK = 64 * 1024;
+
 const ok = (id: number) => statusPacket(id, STATUS.OK, 'Success');
 
 function name(id: number, entries: { filename: string; longname: string; attrs: Attrs }[]): Buffer {
@@ -33,253 +53,391 @@ function seconds(t: number): Date {
   return new Date(t * 1000);
 }
 
-/** SETSTAT and friends: every attribute through its own permission; owners cannot change. */
-async function applyAttrs(s: Session, path: string, a: Attrs): Promise<void> {
+/**
+ * The one attribute step (SETSTAT, FSETSTAT, lsetstat): owners cannot change;
+ * every other attribute goes through its own permission, on a path or, for an
+ * open file, through its descriptor.
+ */
+async function applyAttrs(s: Session, target: string | Upload | Download, a: Attrs): Promise<void> {
   if (a.uid !== undefined) throw new SluiceError('permission-denied', 'Changing the owner is not allowed');
-  if (a.size !== undefined) await s.truncate(path, a.size);
-  if (a.permissions !== undefined) await s.chmod(path, a.permissions);
-  if (a.mtime !== undefined) await s.setTimes(path, seconds(a.mtime), seconds(a.atime ?? a.mtime));
+  const times = a.mtime === undefined ? undefined : { mtime: seconds(a.mtime), atime: seconds(a.atime ?? a.mtime) };
+  if (typeof target !== 'string') {
+    return s.changeOpenFile(target, {
+      ...(a.permissions === undefined ? {} : { mode: a.permissions }),
+      ...times,
+      ...(a.size === undefined ? {} : { size: a.size }),
+    });
+  }
+  if (a.size !== undefined) await s.truncate(target, a.size);
+  if (a.permissions !== undefined) await s.chmod(target, a.permissions);
+  if (times) await s.setTimes(target, times.mtime, times.atime);
 }
 
-const requests: Partial<Record<number, Handler>> = {
-  async [FXP.OPEN]({ session, handles }, id, body) {
-    const path = body.string();
-    const flags = body.uint32();
-    body.attrs(); // the client's mode for new files is not honoured: files are created 0644
-    let transfer: Upload | Download;
-    if (flags & (OPEN_FLAGS.WRITE | OPEN_FLAGS.APPEND)) {
-      transfer = await session.openWrite(path, {
-        append: (flags & OPEN_FLAGS.APPEND) !== 0,
-        exclusive: (flags & OPEN_FLAGS.EXCL) !== 0 && (flags & OPEN_FLAGS.CREAT) !== 0,
-        mustExist: (flags & OPEN_FLAGS.CREAT) === 0,
-        truncate: (flags & OPEN_FLAGS.TRUNC) !== 0,
-        offset: 0,
-      });
-    } else {
-      transfer = await session.openRead(path);
-    }
-    try {
-      return new Writer(FXP.HANDLE, id).bytes(handles.add({ kind: 'file', transfer })).finish();
-    } catch (err) {
-      await transfer.abort('too many handles', 'failed');
-      throw err;
-    }
-  },
-
-  async [FXP.CLOSE]({ handles }, id, body) {
-    const entry = handles.take(body.bytes());
-    if (entry.kind === 'dir') {
-      await entry.listing.close();
-      return ok(id);
-    }
-    await entry.transfer.close();
-    if (entry.transfer.outcome !== 'ok') throw new SluiceError('failure', 'The file could not be completed');
-    return ok(id);
-  },
-
-  async [FXP.READ]({ handles }, id, body) {
-    const transfer = handles.file(body.bytes());
-    const offset = body.uint64();
-    const length = clampRead(body.uint32());
-    if (!(transfer instanceof Download)) throw new SluiceError('permission-denied', 'Handle not open for reading');
-    const data = await transfer.read(offset, length);
-    if (data.length === 0) return statusPacket(id, STATUS.EOF, 'End of file');
-    return new Writer(FXP.DATA, id).bytes(data).finish();
-  },
-
-  async [FXP.WRITE]({ handles }, id, body) {
-    const transfer = handles.file(body.bytes());
-    const offset = body.uint64();
-    const data = body.bytes();
-    if (!(transfer instanceof Upload)) throw new SluiceError('permission-denied', 'Handle not open for writing');
-    await transfer.write(data, offset);
-    return ok(id);
-  },
-
-  async [FXP.STAT]({ session }, id, body) {
-    return new Writer(FXP.ATTRS, id).attrs(toAttrs(await session.stat(body.string(), true))).finish();
-  },
-
-  async [FXP.LSTAT]({ session }, id, body) {
-    return new Writer(FXP.ATTRS, id).attrs(toAttrs(await session.stat(body.string(), false))).finish();
-  },
-
-  async [FXP.FSTAT]({ session, handles }, id, body) {
-    const handle = body.bytes();
-    const info = await fileOrDir(handles, handle, (t) => t.info(), (path) => session.stat(path));
-    return new Writer(FXP.ATTRS, id).attrs(toAttrs(info)).finish();
-  },
-
-  async [FXP.SETSTAT]({ session }, id, body) {
-    await applyAttrs(session, body.string(), body.attrs());
-    return ok(id);
-  },
-
-  async [FXP.FSETSTAT]({ session, handles }, id, body) {
-    const handle = body.bytes();
-    const a = body.attrs();
-    await fileOrDir(
-      handles,
-      handle,
-      (t) => {
-        if (a.uid !== undefined) throw new SluiceError('permission-denied', 'Changing the owner is not allowed');
-        return session.changeOpenFile(t, {
-          ...(a.permissions === undefined ? {} : { mode: a.permissions }),
-          ...(a.mtime === undefined ? {} : { mtime: seconds(a.mtime), atime: seconds(a.atime ?? a.mtime) }),
-          ...(a.size === undefined ? {} : { size: a.size }),
+/** Every request type served but EXTENDED (see specFor); anything else is OP_UNSUPPORTED. */
+const REQUESTS: Partial<Record<number, RequestSpec>> = {
+  [FXP.OPEN]: {
+    name: 'open',
+    // Its flags decide, and the session's checks (upload, overwrite) with them: as OpenSSH's, counted as reading.
+    writes: false,
+    async run({ session, handles }, id, body) {
+      const path = body.string();
+      const flags = body.uint32();
+      body.attrs(); // the client's mode for new files is not honoured: files are created 0644
+      let transfer: Upload | Download;
+      if (flags & (OPEN_FLAGS.WRITE | OPEN_FLAGS.APPEND)) {
+        transfer = await session.openWrite(path, {
+          append: (flags & OPEN_FLAGS.APPEND) !== 0,
+          exclusive: (flags & OPEN_FLAGS.EXCL) !== 0 && (flags & OPEN_FLAGS.CREAT) !== 0,
+          mustExist: (flags & OPEN_FLAGS.CREAT) === 0,
+          truncate: (flags & OPEN_FLAGS.TRUNC) !== 0,
+          offset: 0,
         });
-      },
-      (path) => applyAttrs(session, path, a),
-    );
-    return ok(id);
+      } else {
+        transfer = await session.openRead(path);
+      }
+      try {
+        return new Writer(FXP.HANDLE, id).bytes(handles.add({ kind: 'file', transfer })).finish();
+      } catch (err) {
+        await transfer.abort('too many handles', 'failed');
+        throw err;
+      }
+    },
   },
 
-  async [FXP.OPENDIR]({ session, handles }, id, body) {
-    const path = session.resolve(body.string());
-    const listing = await session.list(path);
-    try {
-      return new Writer(FXP.HANDLE, id).bytes(handles.add({ kind: 'dir', listing, path })).finish();
-    } catch (err) {
-      await listing.close();
-      throw err;
-    }
+  [FXP.CLOSE]: {
+    name: 'close',
+    writes: false,
+    async run({ handles }, id, body) {
+      const entry = handles.take(body.bytes());
+      if (entry.kind === 'dir') {
+        await entry.listing.close();
+        return ok(id);
+      }
+      await entry.transfer.close();
+      if (entry.transfer.outcome !== 'ok') throw new SluiceError('failure', 'The file could not be completed');
+      return ok(id);
+    },
   },
 
-  async [FXP.READDIR]({ handles }, id, body) {
-    const { listing } = handles.dir(body.bytes());
-    // About 100 entries a reply, then EOF: FileZilla and WinSCP loop forever without it.
-    const batch = await listing.read(100);
-    if (batch.length === 0) return statusPacket(id, STATUS.EOF, 'End of directory');
-    const now = new Date();
-    return name(id, batch.map((f) => ({ filename: f.name, longname: longname(f, now), attrs: toAttrs(f) })));
+  [FXP.READ]: {
+    name: 'read',
+    writes: false,
+    async run({ handles }, id, body) {
+      const transfer = handles.file(body.bytes());
+      const offset = body.uint64();
+      const length = clampRead(body.uint32());
+      if (!(transfer instanceof Download)) throw new SluiceError('permission-denied', 'Handle not open for reading');
+      const data = await transfer.read(offset, length);
+      if (data.length === 0) return statusPacket(id, STATUS.EOF, 'End of file');
+      return new Writer(FXP.DATA, id).bytes(data).finish();
+    },
   },
 
-  async [FXP.REMOVE]({ session }, id, body) {
-    await session.remove(body.string());
-    return ok(id);
+  [FXP.WRITE]: {
+    name: 'write',
+    writes: true,
+    async run({ handles }, id, body) {
+      const transfer = handles.file(body.bytes());
+      const offset = body.uint64();
+      const data = body.bytes();
+      if (!(transfer instanceof Upload)) throw new SluiceError('permission-denied', 'Handle not open for writing');
+      await transfer.write(data, offset);
+      return ok(id);
+    },
   },
 
-  async [FXP.MKDIR]({ session }, id, body) {
-    const path = body.string();
-    body.attrs();
-    await session.mkdir(path);
-    return ok(id);
+  [FXP.LSTAT]: {
+    name: 'lstat',
+    writes: false,
+    async run({ session }, id, body) {
+      return new Writer(FXP.ATTRS, id).attrs(toAttrs(await session.stat(body.string(), false))).finish();
+    },
   },
 
-  async [FXP.RMDIR]({ session }, id, body) {
-    await session.rmdir(body.string());
-    return ok(id);
+  [FXP.FSTAT]: {
+    name: 'fstat',
+    writes: false,
+    async run({ session, handles }, id, body) {
+      const handle = body.bytes();
+      const info = await fileOrDir(handles, handle, (t) => t.info(), (path) => session.stat(path));
+      return new Writer(FXP.ATTRS, id).attrs(toAttrs(info)).finish();
+    },
   },
 
-  async [FXP.REALPATH]({ session }, id, body) {
-    // "" and "." are the home, which is "/".
-    const path = await session.realpath(body.string() || '.');
-    return name(id, [{ filename: path, longname: path, attrs: {} }]);
+  [FXP.SETSTAT]: {
+    name: 'setstat',
+    writes: true,
+    async run({ session }, id, body) {
+      await applyAttrs(session, body.string(), body.attrs());
+      return ok(id);
+    },
   },
 
-  async [FXP.RENAME]({ session }, id, body) {
-    await session.rename(body.string(), body.string(), false);
-    return ok(id);
+  [FXP.FSETSTAT]: {
+    name: 'fsetstat',
+    writes: true,
+    async run({ session, handles }, id, body) {
+      const handle = body.bytes();
+      const a = body.attrs();
+      await fileOrDir(handles, handle, (t) => applyAttrs(session, t, a), (path) => applyAttrs(session, path, a));
+      return ok(id);
+    },
   },
 
-  async [FXP.READLINK]({ session }, id, body) {
-    const target = await session.readlink(body.string());
-    return name(id, [{ filename: target, longname: target, attrs: {} }]);
+  [FXP.OPENDIR]: {
+    name: 'opendir',
+    writes: false,
+    async run({ session, handles }, id, body) {
+      const path = session.resolve(body.string());
+      const listing = await session.list(path);
+      try {
+        return new Writer(FXP.HANDLE, id).bytes(handles.add({ kind: 'dir', listing, path })).finish();
+      } catch (err) {
+        await listing.close();
+        throw err;
+      }
+    },
   },
 
-  async [FXP.SYMLINK]({ session, symlinkTargetFirst }, id, body) {
-    const first = body.string();
-    const second = body.string();
-    const [target, link] = symlinkTargetFirst ? [first, second] : [second, first];
-    await session.symlink(target, link);
-    return ok(id);
+  [FXP.READDIR]: {
+    name: 'readdir',
+    writes: false,
+    async run({ handles }, id, body) {
+      const { listing } = handles.dir(body.bytes());
+      // About 100 entries a reply, then EOF: FileZilla and WinSCP loop forever without it.
+      const batch = await listing.read(100);
+      if (batch.length === 0) return statusPacket(id, STATUS.EOF, 'End of directory');
+      const now = new Date();
+      return name(id, batch.map((f) => ({ filename: f.name, longname: longname(f, now), attrs: toAttrs(f) })));
+    },
+  },
+
+  [FXP.REMOVE]: {
+    name: 'remove',
+    writes: true,
+    async run({ session }, id, body) {
+      await session.remove(body.string());
+      return ok(id);
+    },
+  },
+
+  [FXP.MKDIR]: {
+    name: 'mkdir',
+    writes: true,
+    async run({ session }, id, body) {
+      const path = body.string();
+      body.attrs(); // as OPEN: directories are created 0755
+      await session.mkdir(path);
+      return ok(id);
+    },
+  },
+
+  [FXP.RMDIR]: {
+    name: 'rmdir',
+    writes: true,
+    async run({ session }, id, body) {
+      await session.rmdir(body.string());
+      return ok(id);
+    },
+  },
+
+  [FXP.REALPATH]: {
+    name: 'realpath',
+    writes: false,
+    async run({ session }, id, body) {
+      // "" and "." are the home, which is "/".
+      const path = await session.realpath(body.string() || '.');
+      return name(id, [{ filename: path, longname: path, attrs: {} }]);
+    },
+  },
+
+  [FXP.STAT]: {
+    name: 'stat',
+    writes: false,
+    async run({ session }, id, body) {
+      return new Writer(FXP.ATTRS, id).attrs(toAttrs(await session.stat(body.string(), true))).finish();
+    },
+  },
+
+  [FXP.RENAME]: {
+    name: 'rename',
+    writes: true,
+    async run({ session }, id, body) {
+      await session.rename(body.string(), body.string(), false);
+      return ok(id);
+    },
+  },
+
+  [FXP.READLINK]: {
+    name: 'readlink',
+    writes: false,
+    async run({ session }, id, body) {
+      const target = await session.readlink(body.string());
+      return name(id, [{ filename: target, longname: target, attrs: {} }]);
+    },
+  },
+
+  [FXP.SYMLINK]: {
+    name: 'symlink',
+    writes: true,
+    async run({ session, symlinkTargetFirst }, id, body) {
+      const first = body.string();
+      const second = body.string();
+      const [target, link] = symlinkTargetFirst ? [first, second] : [second, first];
+      await session.symlink(target, link);
+      return ok(id);
+    },
   },
 };
 
-/** statvfs reply; with a quota, the numbers describe the quota (as `df` in sftp should). */
+/** statvfs reply: the session's numbers in blocks of its block size (with a quota, the quota's: `df` in sftp shows it). */
 async function statvfs(session: Session, id: number, path: string): Promise<Buffer> {
-  const fs = await session.statfs(path);
-  const q = session.quota();
-  const bsize = fs.bsize || 4096;
-  let blocks = fs.blocks;
-  let free = fs.bavail;
-  if (q.bytes > 0) {
-    blocks = Math.floor(q.bytes / bsize);
-    free = Math.max(0, Math.floor((q.bytes - q.usedBytes) / bsize));
-  }
-  let files = fs.files;
-  let ffree = fs.ffree;
-  if (q.files > 0) {
-    files = q.files;
-    ffree = Math.max(0, q.files - q.usedFiles);
-  }
+  const space = await session.space(path);
+  const blocks = (bytes: number) => Math.floor(bytes / space.blockSize);
   const w = new Writer(FXP.EXTENDED_REPLY, id);
-  for (const v of [bsize, bsize, blocks, Math.min(fs.bfree, free), free, files, ffree, ffree, 0, 0, 255]) w.uint64(v);
+  // f_bsize, f_frsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree, f_favail, f_fsid, f_flag, f_namemax
+  for (const v of [
+    space.blockSize, space.blockSize, blocks(space.totalBytes), blocks(space.freeBytes), blocks(space.availableBytes),
+    space.files, space.freeFiles, space.freeFiles, 0, 0, 255,
+  ]) w.uint64(v);
   return w.finish();
 }
 
-const extensions: Record<string, Handler> = {
-  async 'posix-rename@openssh.com'({ session }, id, body) {
-    await session.rename(body.string(), body.string(), true);
-    return ok(id);
+/**
+ * Every extension served, by name: VERSION advertises exactly these (see
+ * advertisedExtensions), so none is offered without a handler, nor served
+ * unannounced.
+ */
+const EXTENSIONS: Record<string, ExtensionSpec> = {
+  'posix-rename@openssh.com': {
+    name: 'posix-rename',
+    version: '1',
+    writes: true,
+    async run({ session }, id, body) {
+      await session.rename(body.string(), body.string(), true);
+      return ok(id);
+    },
   },
-  async 'statvfs@openssh.com'({ session }, id, body) {
-    return statvfs(session, id, body.string());
+  'statvfs@openssh.com': {
+    name: 'statvfs',
+    version: '2',
+    writes: false,
+    async run({ session }, id, body) {
+      return statvfs(session, id, body.string());
+    },
   },
-  async 'fstatvfs@openssh.com'({ session, handles }, id, body) {
-    const handle = body.bytes();
-    const path = await fileOrDir(handles, handle, async (t) => t.path, async (p) => p);
-    return statvfs(session, id, path);
+  'fstatvfs@openssh.com': {
+    name: 'fstatvfs',
+    version: '2',
+    writes: false,
+    async run({ session, handles }, id, body) {
+      const handle = body.bytes();
+      const path = await fileOrDir(handles, handle, async (t) => t.path, async (p) => p);
+      return statvfs(session, id, path);
+    },
   },
-  async 'hardlink@openssh.com'({ session }, id, body) {
-    await session.hardlink(body.string(), body.string());
-    return ok(id);
+  'hardlink@openssh.com': {
+    name: 'hardlink',
+    version: '1',
+    writes: true,
+    async run({ session }, id, body) {
+      await session.hardlink(body.string(), body.string());
+      return ok(id);
+    },
   },
-  async 'fsync@openssh.com'({ handles }, id, body) {
-    await handles.file(body.bytes()).sync();
-    return ok(id);
+  'fsync@openssh.com': {
+    name: 'fsync',
+    version: '1',
+    writes: true,
+    async run({ handles }, id, body) {
+      await handles.file(body.bytes()).sync();
+      return ok(id);
+    },
   },
-  async 'limits@openssh.com'({ maxHandles }, id) {
-    return new Writer(FXP.EXTENDED_REPLY, id).uint64(MAX_PACKET).uint64(MAX_READ).uint64(MAX_READ).uint64(maxHandles).finish();
+  'limits@openssh.com': {
+    name: 'limits',
+    version: '1',
+    writes: false,
+    async run({ maxHandles }, id) {
+      return new Writer(FXP.EXTENDED_REPLY, id).uint64(MAX_PACKET).uint64(MAX_READ).uint64(MAX_READ).uint64(maxHandles).finish();
+    },
   },
-  async 'expand-path@openssh.com'({ session }, id, body) {
-    const raw = body.string();
-    // "~" and "~/x" are relative to the home, which is the root here.
-    const path = raw === '~' ? '/' : raw.startsWith('~/') ? raw.slice(1) : raw;
-    const resolved = await session.realpath(path || '.');
-    return name(id, [{ filename: resolved, longname: resolved, attrs: {} }]);
+  'expand-path@openssh.com': {
+    name: 'expand-path',
+    version: '1',
+    writes: false,
+    async run({ session }, id, body) {
+      const raw = body.string();
+      // "~" and "~/x" are relative to the home, which is the root here.
+      const path = raw === '~' ? '/' : raw.startsWith('~/') ? raw.slice(1) : raw;
+      const resolved = await session.realpath(path || '.');
+      return name(id, [{ filename: resolved, longname: resolved, attrs: {} }]);
+    },
   },
-  async 'lsetstat@openssh.com'({ session }, id, body) {
-    const path = body.string();
-    const attrs = body.attrs();
-    const info = await session.stat(path, false);
-    if (info.type === 'symlink') throw new SluiceError('unsupported', 'Attributes of a symlink itself cannot be set');
-    await applyAttrs(session, path, attrs);
-    return ok(id);
+  'lsetstat@openssh.com': {
+    name: 'lsetstat',
+    version: '1',
+    writes: true,
+    async run({ session }, id, body) {
+      const path = body.string();
+      const attrs = body.attrs();
+      const info = await session.stat(path, false);
+      if (info.type === 'symlink') throw new SluiceError('unsupported', 'Attributes of a symlink itself cannot be set');
+      await applyAttrs(session, path, attrs);
+      return ok(id);
+    },
+  },
+  'copy-data': {
+    name: 'copy-data',
+    version: '1',
+    writes: true,
+    // One chunk at a time (OpenSSH's server copies 64 KiB at a time too).
+    holds: COPY_CHUNK,
+    // OpenSSH `sftp cp`: read-from-handle, read-from-offset, read-data-length (0: to the end), write-to-handle, write-to-offset.
+    async run({ session, handles }, id, body) {
+      const from = handles.file(body.bytes());
+      const fromOffset = body.uint64();
+      const length = body.uint64();
+      const to = handles.file(body.bytes());
+      const toOffset = body.uint64();
+      if (!(from instanceof Download)) throw new SluiceError('permission-denied', 'Handle not open for reading');
+      if (!(to instanceof Upload)) throw new SluiceError('permission-denied', 'Handle not open for writing');
+      await session.copy(from, to, { from: fromOffset, to: toOffset, length, chunk: COPY_CHUNK });
+      return ok(id);
+    },
   },
 };
 
-/** Names and versions advertised in VERSION. */
-export const EXTENSIONS: [string, string][] = [
-  ['posix-rename@openssh.com', '1'],
-  ['statvfs@openssh.com', '2'],
-  ['fstatvfs@openssh.com', '2'],
-  ['hardlink@openssh.com', '1'],
-  ['fsync@openssh.com', '1'],
-  ['limits@openssh.com', '1'],
-  ['expand-path@openssh.com', '1'],
-  ['lsetstat@openssh.com', '1'],
-];
+/** The VERSION reply's extension-pairs, composed from the table (OpenSSH's compose_extension()). */
+export function advertisedExtensions(): [name: string, version: string][] {
+  return Object.entries(EXTENSIONS).map(([extension, spec]) => [extension, spec.version]);
+}
 
-requests[FXP.EXTENDED] = async (ctx, id, body) => {
-  const extension = body.string();
-  const handler = Object.hasOwn(extensions, extension) ? extensions[extension] : undefined;
-  if (!handler) return statusPacket(id, STATUS.OP_UNSUPPORTED, 'Unsupported extension');
-  return handler(ctx, id, body);
-};
+/**
+ * What serves a request: its table entry, or for EXTENDED the extension
+ * named first in its body (read from `body`); null when none does. A body
+ * too short to name an extension raises BadMessage.
+ */
+export function specFor(type: number, body: Reader): RequestSpec | null {
+  if (type === FXP.EXTENDED) {
+    const extension = body.string();
+    return Object.hasOwn(EXTENSIONS, extension) ? (EXTENSIONS[extension] ?? null) : null;
+  }
+  return Object.hasOwn(REQUESTS, type) ? (REQUESTS[type] ?? null) : null;
+}
 
-export function handlerFor(type: number): Handler | undefined {
-  return Object.hasOwn(requests, type) ? requests[type] : undefined;
+/**
+ * Budget a request takes while it runs beyond its own bytes: its reply's
+ * data (a READ's) and what its handler holds; a malformed one gets a STATUS.
+ */
+export function workingBytes(packet: Packet): number {
+  let spec: RequestSpec | null = null;
+  try {
+    spec = specFor(packet.type, new Reader(packet.payload));
+  } catch {
+    // Too short to name its extension: answered BAD_MESSAGE at once.
+  }
+  return replyDataLength(packet) + (spec?.holds ?? 0);
 }
 
 async function fileOrDir<T>(

@@ -52,10 +52,6 @@ export class HandleTable {
     return e;
   }
 
-  get size(): number {
-    return this.entries.size;
-  }
-
   /** Channel gone: abort unfinished transfers (recorded as such), close listings. */
   async closeAll(reason: string): Promise<void> {
     const all = [...this.entries.values()];

@@ -1,12 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
 import ssh2 from 'ssh2';
 import type { Services } from '../app.js';
 import { AuthError, type AuthRequest } from '../auth/authenticator.js';
-import { HOST_KEYS } from '../certs/ensure.js';
+import type { HostKeyFile } from '../certs/ensure.js';
 import type { Account } from '../session/account.js';
 import type { Guest } from '../security/gate.js';
 import { Session } from '../session/session.js';
@@ -23,12 +21,12 @@ const METHODS: ssh2.AuthenticationType[] = ['publickey', 'password', 'keyboard-i
  * rsa-sha2 name instead (the public key and its signatures are the same; the
  * negotiated name picks the hash), and `ssh-rsa` is offered only if listed.
  */
-function hostKeysFor(certsDir: string, allowed: readonly string[]): { key: ssh2.ParsedKey }[] {
+function hostKeysFor(files: readonly HostKeyFile[], allowed: readonly string[]): { key: ssh2.ParsedKey }[] {
   const keys: { key: ssh2.ParsedKey }[] = [];
-  for (const file of HOST_KEYS) {
-    const parsed = ssh2.utils.parseKey(readFileSync(join(certsDir, file)));
+  for (const file of files) {
+    const parsed = ssh2.utils.parseKey(file.data);
     const key = Array.isArray(parsed) ? parsed[0] : parsed;
-    if (!key || key instanceof Error) throw new Error(`host key ${file}: ${key instanceof Error ? key.message : 'unreadable'}`);
+    if (!key || key instanceof Error) throw new Error(`host key ${file.name}: ${key instanceof Error ? key.message : 'unreadable'}`);
     if (key.type !== 'ssh-rsa') {
       if (allowed.includes(key.type)) keys.push({ key });
       continue;
@@ -63,6 +61,12 @@ function connectionBudget(client: ssh2.Connection, limit: number, log: Logger): 
   const budget = new ByteBudget(limit, () => socket.writableLength);
   socket.on('drain', () => budget.wake());
   return budget;
+}
+
+/** What the SFTP front-end takes besides the shared services. */
+export interface SftpOptions {
+  /** Private host keys; the start-up reads them (certs/ensure.ts), this layer touches no file. */
+  readonly hostKeys: readonly HostKeyFile[];
 }
 
 /** Per connection: who it is, how often it failed, and its timers. */
@@ -105,13 +109,16 @@ export class SftpFrontEnd {
   private readonly limits = new WeakMap<ssh2.Connection, ChannelLimits>();
   private readonly log: Logger;
 
-  private constructor(private readonly services: Services) {
+  private constructor(
+    private readonly services: Services,
+    options: SftpOptions,
+  ) {
     const { config } = services;
     this.log = services.log.child({ frontEnd: 'sftp' });
     const { algorithms } = config.sftp;
     this.server = new ssh2.Server(
       {
-        hostKeys: hostKeysFor(config.certsDir, algorithms.serverHostKey),
+        hostKeys: hostKeysFor(options.hostKeys, algorithms.serverHostKey),
         ident: 'sluice',
         algorithms: {
           kex: algorithms.kex as ssh2.KexAlgorithm[],
@@ -128,9 +135,9 @@ export class SftpFrontEnd {
     this.listener.on('error', (err) => this.log.error({ err }, 'listener error'));
   }
 
-  static async start(services: Services): Promise<SftpFrontEnd | null> {
+  static async start(services: Services, options: SftpOptions): Promise<SftpFrontEnd | null> {
     if (services.config.sftp.port === 0) return null;
-    const fe = new SftpFrontEnd(services);
+    const fe = new SftpFrontEnd(services, options);
     await new Promise<void>((resolve, reject) => {
       fe.listener.once('error', reject);
       fe.listener.listen(services.config.sftp.port, services.config.bind, () => {

@@ -1,0 +1,258 @@
+import assert from 'node:assert/strict';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type ssh2 from 'ssh2';
+import { advertisedExtensions } from '../src/sftp/handlers.js';
+import { TestServer } from './helpers/server.js';
+import { call, sftpOf, sftpPackets, sshConnect } from './helpers/ssh.js';
+
+const FXP = { INIT: 1, VERSION: 2, OPEN: 3, CLOSE: 4, OPENDIR: 11, STATUS: 101, HANDLE: 102, NAME: 104, EXTENDED: 200, EXTENDED_REPLY: 201 };
+const OK = 0;
+const OP_UNSUPPORTED = 8;
+const READ = 0x01;
+const WRITE_CREATE_TRUNCATE = 0x02 | 0x08 | 0x10;
+
+const u32 = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0);
+  return b;
+};
+const u64 = (n: number) => Buffer.concat([u32(Math.floor(n / 2 ** 32)), u32(n)]);
+const str = (s: Buffer | string) => {
+  const b = typeof s === 'string' ? Buffer.from(s, 'utf8') : s;
+  return Buffer.concat([u32(b.length), b]);
+};
+const frame = (type: number, body: Buffer) => Buffer.concat([u32(body.length + 1), Buffer.from([type]), body]);
+const NO_ATTRS = u32(0);
+
+/** A raw SFTP channel: INIT sent, VERSION's extensions read, then one request at a time. */
+class Raw {
+  private nextId = 1;
+  private constructor(
+    readonly channel: ssh2.ClientChannel,
+    private readonly next: () => Promise<Buffer>,
+    readonly extensions: [string, string][],
+  ) {}
+
+  static async open(client: ssh2.Client): Promise<Raw> {
+    const channel = await call<ssh2.ClientChannel>((cb) => client.subsys('sftp', cb));
+    const next = sftpPackets(channel);
+    channel.write(frame(FXP.INIT, u32(3)));
+    const version = await next();
+    assert.equal(version[0], FXP.VERSION);
+    assert.equal(version.readUInt32BE(1), 3);
+    const extensions: [string, string][] = [];
+    for (let at = 5; at < version.length; ) {
+      const fields: string[] = [];
+      for (let i = 0; i < 2; i++) {
+        const n = version.readUInt32BE(at);
+        fields.push(version.subarray(at + 4, at + 4 + n).toString('utf8'));
+        at += 4 + n;
+      }
+      extensions.push(fields as [string, string]);
+    }
+    return new Raw(channel, next, extensions);
+  }
+
+  /** Send one request, return its reply's type and what follows the id. */
+  async request(type: number, body: Buffer): Promise<{ type: number; body: Buffer }> {
+    const id = this.nextId++;
+    this.channel.write(frame(type, Buffer.concat([u32(id), body])));
+    const reply = await this.next();
+    assert.equal(reply.readUInt32BE(1), id, 'the reply carries the request id');
+    return { type: reply[0] as number, body: reply.subarray(5) };
+  }
+
+  /** Open, and remember the handle for closeAll(). */
+  async handle(type: number, body: Buffer): Promise<Buffer> {
+    const r = await this.request(type, body);
+    assert.equal(r.type, FXP.HANDLE, `a handle (got ${r.type}, status ${r.type === FXP.STATUS ? r.body.readUInt32BE(0) : '-'})`);
+    const handle = r.body.subarray(4, 4 + r.body.readUInt32BE(0));
+    this.opened.push(handle);
+    return handle;
+  }
+
+  private readonly opened: Buffer[] = [];
+
+  async closeAll(): Promise<void> {
+    for (const handle of this.opened.splice(0)) assert.equal(status(await this.request(FXP.CLOSE, str(handle))).code, OK);
+  }
+}
+
+function status(reply: { type: number; body: Buffer }): { code: number; message: string; language: string } {
+  assert.equal(reply.type, FXP.STATUS, `a STATUS reply (got ${reply.type})`);
+  const b = reply.body;
+  const n = b.readUInt32BE(4);
+  const message = b.subarray(8, 8 + n).toString('utf8');
+  const m = b.readUInt32BE(8 + n);
+  return { code: b.readUInt32BE(0), message, language: b.subarray(12 + n, 12 + n + m).toString('utf8') };
+}
+
+describe('SFTP protocol edges, against the running server', () => {
+  let srv: TestServer;
+  let client: ssh2.Client;
+  let sftp: ssh2.SFTPWrapper;
+
+  before(async () => {
+    srv = await TestServer.start({
+      // The short-packet test opens a channel per case on one connection.
+      yaml: 'sftp:\n  maxChannelsPerConnection: 100\n',
+      users: [
+        { name: 'pat', password: 'pat password', args: ['--perms', 'all'] },
+        { name: 'quoted', password: 'quoted password', args: ['--quota-bytes', String(1024 * 1024), '--quota-files', '10'] },
+      ],
+    });
+    client = await sshConnect({ port: srv.sftpPort, username: 'pat', password: 'pat password' });
+    sftp = await sftpOf(client);
+  });
+  after(async () => {
+    client?.end();
+    await srv.stop();
+  });
+
+  it('VERSION advertises exactly the extensions with a handler, and each of them answers', async () => {
+    const raw = await Raw.open(client);
+    assert.deepEqual(raw.extensions, advertisedExtensions(), 'VERSION lists the handler table');
+    await call((cb) => sftp.writeFile('/a.txt', 'copy me', cb));
+    await call((cb) => sftp.writeFile('/w.txt', '', cb));
+    // A well-formed request for each extension and the reply it must get; a new extension without one here fails.
+    const requests: Record<string, () => Promise<{ body: Buffer; reply: number }>> = {
+      'posix-rename@openssh.com': async () => ({ body: Buffer.concat([str('/a.txt'), str('/b.txt')]), reply: FXP.STATUS }),
+      'statvfs@openssh.com': async () => ({ body: str('/'), reply: FXP.EXTENDED_REPLY }),
+      'fstatvfs@openssh.com': async () => ({ body: str(await raw.handle(FXP.OPENDIR, str('/'))), reply: FXP.EXTENDED_REPLY }),
+      'hardlink@openssh.com': async () => ({ body: Buffer.concat([str('/b.txt'), str('/h.txt')]), reply: FXP.STATUS }),
+      'fsync@openssh.com': async () => ({ body: str(await raw.handle(FXP.OPEN, Buffer.concat([str('/w.txt'), u32(0x02), NO_ATTRS]))), reply: FXP.STATUS }),
+      'limits@openssh.com': async () => ({ body: Buffer.alloc(0), reply: FXP.EXTENDED_REPLY }),
+      'expand-path@openssh.com': async () => ({ body: str('~/b.txt'), reply: FXP.NAME }),
+      'lsetstat@openssh.com': async () => ({ body: Buffer.concat([str('/b.txt'), u32(0x04), u32(0o600)]), reply: FXP.STATUS }),
+      'copy-data': async () => {
+        const from = await raw.handle(FXP.OPEN, Buffer.concat([str('/b.txt'), u32(READ), NO_ATTRS]));
+        const to = await raw.handle(FXP.OPEN, Buffer.concat([str('/c.txt'), u32(WRITE_CREATE_TRUNCATE), NO_ATTRS]));
+        return { body: Buffer.concat([str(from), u64(0), u64(0), str(to), u64(0)]), reply: FXP.STATUS };
+      },
+    };
+    assert.deepEqual(raw.extensions.map(([name]) => name).sort(), Object.keys(requests).sort(), 'every advertised extension is exercised here');
+    for (const [name] of raw.extensions) {
+      const want = await (requests[name] as () => Promise<{ body: Buffer; reply: number }>)();
+      const r = await raw.request(FXP.EXTENDED, Buffer.concat([str(name), want.body]));
+      assert.equal(r.type, want.reply, `${name}: reply type`);
+      if (r.type === FXP.STATUS) assert.equal(status(r).code, OK, `${name}: ${status(r).message}`);
+    }
+    // What the extensions did, seen on disk.
+    await raw.closeAll();
+    const home = srv.home('pat');
+    assert.deepEqual(readdirSync(home).sort(), ['b.txt', 'c.txt', 'h.txt', 'w.txt']);
+    assert.equal(readFileSync(join(home, 'c.txt'), 'utf8'), 'copy me');
+    assert.equal(statSync(join(home, 'b.txt')).nlink, 2);
+    assert.equal(statSync(join(home, 'b.txt')).mode & 0o777, 0o600);
+    // Names nobody serves, including OpenSSH extensions sluice does not offer.
+    for (const name of ['home-directory', 'users-groups-by-id@openssh.com', 'no-such@example.com', '']) {
+      assert.equal(status(await raw.request(FXP.EXTENDED, str(name))).code, OP_UNSUPPORTED, name);
+    }
+    raw.channel.close();
+  });
+
+  it('a packet too short for a type and a uint32 ends its channel, INIT included; the server serves on', async () => {
+    const cases: [string, number, boolean][] = [];
+    for (const length of [1, 2, 3, 4]) {
+      cases.push([`INIT of length ${length}`, FXP.INIT, false]);
+      for (let type = 3; type <= 20; type++) cases.push([`type ${type} of length ${length}`, type, true]);
+      cases.push([`EXTENDED of length ${length}`, FXP.EXTENDED, true]);
+    }
+    for (const [what, type, afterInit] of cases) {
+      const length = Number(/length (\d)/.exec(what)?.[1]);
+      const channel = afterInit
+        ? (await Raw.open(client)).channel
+        : await call<ssh2.ClientChannel>((cb) => client.subsys('sftp', cb));
+      const outcome = new Promise<string>((resolve) => {
+        channel.once('data', (d: Buffer) => resolve(`a reply of type ${d[4]}`));
+        channel.once('close', () => resolve('closed'));
+      });
+      channel.write(Buffer.concat([u32(length), Buffer.from([type]), Buffer.alloc(length - 1)]));
+      const got = await outcome;
+      if (got !== 'closed') channel.close();
+      assert.equal(got, 'closed', `${what}: no reply, the channel ends`);
+    }
+    assert.ok(srv.alive);
+    assert.equal(String(await call<Buffer>((cb) => sftp.readFile('/c.txt', cb))), 'copy me', 'the first channel still works');
+  });
+
+  it('a failing request never shows a server path in its STATUS', async () => {
+    await call((cb) => sftp.writeFile('/f.txt', 'file', cb));
+    await call((cb) => sftp.mkdir('/d', cb));
+    await call((cb) => sftp.mkdir('/full', cb));
+    await call((cb) => sftp.writeFile('/full/x', 'x', cb));
+    const raw = await Raw.open(client);
+    // Each fails in a system call on a real path (the jail's /proc/self/fd/N/name): errno messages name it.
+    const failing: [string, number, Buffer][] = [
+      ['OPEN under a file (ENOTDIR)', FXP.OPEN, Buffer.concat([str('/f.txt/x'), u32(READ), NO_ATTRS])],
+      ['OPEN to create under a file (ENOTDIR)', FXP.OPEN, Buffer.concat([str('/f.txt/x'), u32(WRITE_CREATE_TRUNCATE), NO_ATTRS])],
+      ['OPEN of a directory for writing (EISDIR)', FXP.OPEN, Buffer.concat([str('/d'), u32(WRITE_CREATE_TRUNCATE), NO_ATTRS])],
+      ['OPENDIR of a file (ENOTDIR)', FXP.OPENDIR, str('/f.txt')],
+      ['MKDIR under a file (ENOTDIR)', 14, Buffer.concat([str('/f.txt/sub'), NO_ATTRS])],
+      ['MKDIR of an existing name (EEXIST)', 14, Buffer.concat([str('/d'), NO_ATTRS])],
+      ['RMDIR of a file (ENOTDIR)', 15, str('/f.txt')],
+      ['RMDIR of a full directory (ENOTEMPTY)', 15, str('/full')],
+      ['READLINK of a file (EINVAL)', 19, str('/f.txt')],
+      ['RENAME under a file (ENOTDIR)', 18, Buffer.concat([str('/f.txt'), str('/f.txt/y')])],
+      ['RENAME of a directory into itself (EINVAL)', 18, Buffer.concat([str('/d'), str('/d/inner')])],
+      ['STAT of a missing name (ENOENT)', 17, str('/missing/x')],
+    ];
+    for (const [what, type, body] of failing) {
+      const s = status(await raw.request(type, body));
+      assert.notEqual(s.code, OK, `${what} fails`);
+      // No path at all: neither the home's nor the descriptor path the system call saw.
+      assert.doesNotMatch(`${s.message} ${s.language}`, /\//, `${what}: "${s.message}"`);
+    }
+    raw.channel.close();
+  });
+
+  it('an owner change is refused alike by SETSTAT, FSETSTAT (file or directory) and lsetstat, before any other attribute', async () => {
+    await call((cb) => sftp.writeFile('/own.txt', 'mine', cb));
+    await call((cb) => sftp.mkdir('/owndir', cb));
+    const raw = await Raw.open(client);
+    // UIDGID and PERMISSIONS together: the mode must not change either.
+    const attrs = Buffer.concat([u32(0x02 | 0x04), u32(0), u32(0), u32(0o600)]);
+    const file = await raw.handle(FXP.OPEN, Buffer.concat([str('/own.txt'), u32(READ), NO_ATTRS]));
+    const dir = await raw.handle(FXP.OPENDIR, str('/owndir'));
+    for (const [what, type, body] of [
+      ['SETSTAT', 9, Buffer.concat([str('/own.txt'), attrs])],
+      ['FSETSTAT on a file', 10, Buffer.concat([str(file), attrs])],
+      ['FSETSTAT on a directory', 10, Buffer.concat([str(dir), attrs])],
+      ['lsetstat', FXP.EXTENDED, Buffer.concat([str('lsetstat@openssh.com'), str('/own.txt'), attrs])],
+    ] as const) {
+      const s = status(await raw.request(type, body));
+      assert.deepEqual([s.code, s.message], [3, 'Changing the owner is not allowed'], what);
+    }
+    await raw.closeAll();
+    raw.channel.close();
+    assert.equal(statSync(join(srv.home('pat'), 'own.txt')).mode & 0o777, 0o644);
+    assert.equal(statSync(join(srv.home('pat'), 'owndir')).mode & 0o777, 0o755);
+  });
+
+  it('statvfs shows a quota as the file system (df in sftp)', async () => {
+    const c = await sshConnect({ port: srv.sftpPort, username: 'quoted', password: 'quoted password' });
+    try {
+      const s = await sftpOf(c);
+      await call((cb) => s.writeFile('/100k', Buffer.alloc(100 * 1024), cb));
+      const v = await call<Record<string, number>>((cb) => s.ext_openssh_statvfs('/', cb));
+      const blocks = (bytes: number) => Math.floor(bytes / (v.f_bsize as number));
+      assert.ok((v.f_bsize as number) > 0);
+      assert.equal(v.f_frsize, v.f_bsize);
+      assert.equal(v.f_blocks, blocks(1024 * 1024));
+      assert.equal(v.f_bavail, blocks(1024 * 1024 - 100 * 1024));
+      assert.ok((v.f_bfree as number) <= (v.f_bavail as number));
+      assert.deepEqual([v.f_files, v.f_ffree, v.f_favail], [10, 9, 9]);
+    } finally {
+      c.end();
+    }
+  });
+
+  it('the SFTP front-end reads no file itself (host keys come from the start-up)', () => {
+    const dir = join(import.meta.dirname, '..', 'src', 'sftp');
+    for (const file of readdirSync(dir)) {
+      assert.doesNotMatch(readFileSync(join(dir, file), 'utf8'), /from 'node:fs(\/promises)?'/, file);
+    }
+  });
+});
