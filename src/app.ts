@@ -1,4 +1,3 @@
-import type Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
@@ -23,7 +22,6 @@ import { UserAdmin } from './users/admin.js';
 export interface AdminServices {
   readonly config: Config;
   readonly log: Logger;
-  readonly db: Database.Database;
   readonly users: UserStore;
   readonly bans: BanStore;
   readonly hasher: PasswordHasher;
@@ -54,7 +52,6 @@ export function openAdmin(config: Config): AdminServices {
   return {
     config,
     log,
-    db,
     users,
     bans: new BanStore(db),
     hasher,

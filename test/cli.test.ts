@@ -112,6 +112,12 @@ describe('sluice CLI', () => {
     assert.deepEqual(json(['user', 'show', 'alice', '--json']).dirPermissions, []);
   });
 
+  it('sets the home permissions with perm /', () => {
+    assert.equal(run(['user', 'perm', 'alice', '/', 'list,download,upload,mkdir']).code, 0);
+    assert.deepEqual(json(['user', 'show', 'alice', '--json']).permissions, ['list', 'download', 'upload', 'mkdir']);
+    assert.deepEqual(json(['user', 'show', 'alice', '--json']).dirPermissions, []);
+  });
+
   const badArgs: [string, string[], string, RegExp][] = [
     ['unknown option', ['user', 'add', 'x', '--frob'], '', /^sluice: Unknown option '--frob'\n$/],
     ['bad name', ['user', 'add', '../evil', '--password-stdin'], 'long password\n', /invalid user name/],
@@ -130,11 +136,21 @@ describe('sluice CLI', () => {
     ['missing argument', ['user', 'show'], '', /missing argument/],
     ['extra argument', ['user', 'show', 'alice', 'bob'], '', /unexpected argument "bob"/],
     ['relative perm path', ['user', 'perm', 'alice', 'drop', 'upload'], '', /must be an absolute virtual path/],
+    ['bad perm list', ['user', 'perm', 'alice', '/drop', 'list,fly'], '', /unknown permission "fly"/],
+    ['perm of an unknown user', ['user', 'perm', 'nobody', '/drop', 'upload'], '', /no user named "nobody"/],
+    ['home cannot inherit', ['user', 'perm', 'alice', '/', 'inherit'], '', /the home \(\/\) has no parent to inherit from/],
+    ['no override to drop', ['user', 'perm', 'alice', '/never/set', 'inherit'], '', /no override on \/never\/set/],
+    ['key twice', ['user', 'key', 'add', 'alice', 'PUBLIC'], '', /alice already has key SHA256:/],
+    ['private key added', ['user', 'key', 'add', 'alice', 'PRIVATE'], '', /private key/],
+    ['not a key', ['user', 'key', 'add', 'alice', '-'], 'ssh-ed25519 AAAAnotbase64!\n', /public key:/],
+    ['key of an unknown user', ['user', 'key', 'add', 'nobody', 'PUBLIC'], '', /no user named "nobody"/],
+    ['unknown key', ['user', 'key', 'remove', 'alice', 'SHA256:none'], '', /alice has no key SHA256:none/],
+    ['keys of an unknown user', ['user', 'key', 'list', 'nobody'], '', /no user named "nobody"/],
     ['nothing to set', ['user', 'set', 'alice'], '', /nothing to set/],
   ];
   for (const [what, args, input, pattern] of badArgs) {
     it(`${what}: one clear line, non-zero exit, nothing written`, () => {
-      const realArgs = args.map((a) => (a === 'PRIVATE' ? privateKeyFile() : a));
+      const realArgs = args.map((a) => (a === 'PRIVATE' ? privateKeyFile() : a === 'PUBLIC' ? keyFile : a));
       const before = run(['user', 'list', '--json']).stdout;
       const r = run(realArgs, input);
       assert.notEqual(r.code, 0);

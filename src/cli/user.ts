@@ -1,15 +1,15 @@
 import { readFileSync } from 'node:fs';
 import type { AdminServices } from '../app.js';
 import { PERMISSIONS } from '../session/permissions.js';
-import type { UserRecord, UserSettings } from '../store/users.js';
+import type { UserSettings } from '../store/users.js';
 import {
-  AdminError,
   parseCidrs,
   parseKey,
   parsePerms,
   parseProtocols,
   parseVirtualDir,
   validatePassword,
+  type UserView,
 } from '../users/admin.js';
 import { UsageError, parse, parseCount, parseExpiry, parseSize } from './args.js';
 import { generatePassword, passwordFromUser, readPasswordFromStdin } from './password-input.js';
@@ -93,12 +93,6 @@ function readKeyFile(file: string): string {
   }
 }
 
-/** What `show --json` and `list --json` print: never the hash. */
-function publicView(u: UserRecord, keys: ReturnType<AdminServices['users']['keys']>) {
-  const { passwordHash, ...rest } = u;
-  return { ...rest, password: passwordHash ? 'set' : 'none', keys: keys.map(({ blob: _b, ...k }) => k) };
-}
-
 export async function userCommand(args: string[], open: () => AdminServices, out: (s: string) => void): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
@@ -143,10 +137,9 @@ export async function userCommand(args: string[], open: () => AdminServices, out
     case 'list': {
       const { values: v } = parse(rest, { json: { type: 'boolean' } }, 0);
       if (v.help) return help(out);
-      const s = open();
-      const users = s.users.all();
+      const users = open().admin.list();
       if (v.json) {
-        out(JSON.stringify(users.map((u) => publicView(u, s.users.keys(u.id))), null, 2) + '\n');
+        out(JSON.stringify(users, null, 2) + '\n');
         return 0;
       }
       const rows = users.map((u) => [
@@ -162,9 +155,7 @@ export async function userCommand(args: string[], open: () => AdminServices, out
     case 'show': {
       const { values: v, positionals } = parse(rest, { json: { type: 'boolean' } }, 1);
       if (v.help) return help(out);
-      const s = open();
-      const user = s.admin.require(positionals[0] as string);
-      const view = publicView(user, s.users.keys(user.id));
+      const view = open().admin.show(positionals[0] as string);
       if (v.json) out(JSON.stringify(view, null, 2) + '\n');
       else out(describeUser(view));
       return 0;
@@ -216,13 +207,10 @@ export async function userCommand(args: string[], open: () => AdminServices, out
       const { values: v, positionals } = parse(rest, {}, 3);
       if (v.help) return help(out);
       const [name, dir, list] = positionals as [string, string, string];
-      const path = parseVirtualDir(dir);
+      // Argument errors are found before the database is opened.
+      parseVirtualDir(dir);
       const perms = list === 'inherit' ? null : parsePerms(list);
-      const s = open();
-      const user = s.admin.require(name);
-      if (path === '/' && perms !== null) s.admin.update(name, { permissions: perms });
-      else if (path === '/') throw new UsageError('the home (/) has no parent to inherit from');
-      else if (!s.users.setDirPermissions(user.id, path, perms)) throw new AdminError(`no override on ${path}`);
+      const path = open().admin.setDirPermissions(name, dir, perms);
       out(perms === null ? `${name}: ${path} inherits again\n` : `${name}: ${path} -> ${perms.join(',') || 'none'}\n`);
       return 0;
     }
@@ -239,21 +227,15 @@ async function keyCommand(args: string[], open: () => AdminServices, out: (s: st
       if (v.help) return help(out);
       const [name, file] = positionals as [string, string];
       const key = parseKey(readKeyFile(file));
-      const s = open();
-      const user = s.admin.require(name);
-      if (s.users.keys(user.id).some((k) => k.fingerprint === key.fingerprint)) {
-        throw new AdminError(`${name} already has key ${key.fingerprint}`);
-      }
-      s.users.addKey(user.id, key);
+      open().admin.addKey(name, key);
       out(`added ${key.algorithm} key ${key.fingerprint} to ${name}\n`);
       return 0;
     }
     case 'list': {
       const { values: v, positionals } = parse(rest, {}, 1);
       if (v.help) return help(out);
-      const s = open();
-      const user = s.admin.require(positionals[0] as string);
-      out(table(['FINGERPRINT', 'TYPE', 'COMMENT', 'ADDED'], s.users.keys(user.id).map((k) => [
+      const { keys } = open().admin.show(positionals[0] as string);
+      out(table(['FINGERPRINT', 'TYPE', 'COMMENT', 'ADDED'], keys.map((k) => [
         k.fingerprint, k.algorithm, k.comment || '-', k.createdAt.toISOString(),
       ])));
       return 0;
@@ -262,8 +244,7 @@ async function keyCommand(args: string[], open: () => AdminServices, out: (s: st
       const { values: v, positionals } = parse(rest, {}, 2);
       if (v.help) return help(out);
       const [name, fp] = positionals as [string, string];
-      const s = open();
-      if (!s.users.removeKey(s.admin.require(name).id, fp)) throw new AdminError(`${name} has no key ${fp}`);
+      open().admin.removeKey(name, fp);
       out(`removed key ${fp} from ${name}\n`);
       return 0;
     }
@@ -277,7 +258,7 @@ function help(out: (s: string) => void): number {
   return 0;
 }
 
-function describeUser(u: ReturnType<typeof publicView>): string {
+function describeUser(u: UserView): string {
   const lines = [
     ['name', u.name],
     ['state', u.enabled ? 'enabled' : 'disabled'],

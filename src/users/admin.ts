@@ -6,7 +6,7 @@ import { parsePublicKey } from '../auth/public-keys.js';
 import { PROTOCOLS, type Protocol } from '../session/account.js';
 import { resolveVirtual } from '../session/paths.js';
 import { DEFAULT_PERMISSIONS, parsePermissions, type Permission } from '../session/permissions.js';
-import type { NewKey, UserRecord, UserSettings, UserStore } from '../store/users.js';
+import type { NewKey, PublicKeyRecord, UserRecord, UserSettings, UserStore } from '../store/users.js';
 
 /** An admin mistake: one line, nothing written. */
 export class AdminError extends Error {
@@ -87,7 +87,16 @@ export interface NewUser {
   expiresAt?: Date | null | undefined;
 }
 
-/** User administration shared by the CLI (and any later API): validate, then write once. */
+/** A key as administration shows it: the fingerprint, not the blob. */
+export type KeyView = Omit<PublicKeyRecord, 'blob'>;
+
+/** A user as administration shows it: whether a password is set, never its hash. */
+export type UserView = Omit<UserRecord, 'passwordHash'> & { password: 'set' | 'none'; keys: KeyView[] };
+
+/**
+ * User administration: every change the CLI (and any later API) makes to
+ * users goes through here, so each is validated the same way, then written once.
+ */
 export class UserAdmin {
   constructor(
     private readonly store: UserStore,
@@ -161,6 +170,50 @@ export class UserAdmin {
 
   remove(name: string): void {
     this.store.remove(this.require(name).id);
+  }
+
+  list(): UserView[] {
+    return this.store.all().map((u) => this.view(u));
+  }
+
+  show(name: string): UserView {
+    return this.view(this.require(name));
+  }
+
+  addKey(name: string, key: NewKey): void {
+    const user = this.require(name);
+    // The store's unique index would refuse it too, but as a constraint error, not a sentence.
+    if (this.store.keys(user.id).some((k) => k.fingerprint === key.fingerprint)) {
+      throw new AdminError(`${name} already has key ${key.fingerprint}`);
+    }
+    this.store.addKey(user.id, key);
+  }
+
+  removeKey(name: string, fingerprint: string): void {
+    if (!this.store.removeKey(this.require(name).id, fingerprint)) throw new AdminError(`${name} has no key ${fingerprint}`);
+  }
+
+  /**
+   * The permissions of one directory and below; null drops its override so
+   * it inherits again. For / these are the user's own permissions, which
+   * have nothing to inherit from. Returns the clean path stored.
+   */
+  setDirPermissions(name: string, dir: string, permissions: Permission[] | null): string {
+    const path = parseVirtualDir(dir);
+    const user = this.require(name);
+    if (path === '/') {
+      if (permissions === null) throw new AdminError('the home (/) has no parent to inherit from');
+      this.update(name, { permissions });
+    } else if (!this.store.setDirPermissions(user.id, path, permissions)) {
+      throw new AdminError(`no override on ${path}`);
+    }
+    return path;
+  }
+
+  private view(user: UserRecord): UserView {
+    const { passwordHash, ...rest } = user;
+    const keys = this.store.keys(user.id).map(({ blob: _blob, ...key }) => key);
+    return { ...rest, password: passwordHash ? 'set' : 'none', keys };
   }
 }
 

@@ -6,11 +6,21 @@ import { sluice, startServe } from './cli.js';
 
 /** A free TCP port on loopback (released before use; the race is harmless in tests). */
 export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((r) => server.close(r));
-  return port;
+  const [port] = await freePorts(1);
+  return port as number;
+}
+
+/**
+ * `n` distinct free ports: all held at once, then released. (One at a time,
+ * the kernel may hand out the same port twice, and the server then fails to
+ * bind its second listener.)
+ */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = Array.from({ length: n }, () => net.createServer());
+  await Promise.all(servers.map((s) => new Promise<void>((r) => s.listen(0, '127.0.0.1', r))));
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
 }
 
 export interface ServerOptions {
@@ -31,9 +41,7 @@ export class TestServer {
 
   static async start(options: ServerOptions = {}): Promise<TestServer> {
     const s = new TestServer();
-    s.ftpPort = await freePort();
-    s.ftpsPort = await freePort();
-    s.sftpPort = await freePort();
+    [s.ftpPort, s.ftpsPort, s.sftpPort] = (await freePorts(3)) as [number, number, number];
     const base = 20000 + Math.floor(Math.random() * 400) * 100;
     const env = {
       SLUICE_BIND: '127.0.0.1',
@@ -84,8 +92,17 @@ export class TestServer {
     return this.proc?.output().stdout ?? '';
   }
 
+  get stderr(): string {
+    return this.proc?.output().stderr ?? '';
+  }
+
   signal(sig: NodeJS.Signals): void {
     this.proc?.child.kill(sig);
+  }
+
+  /** Stop the process as SIGTERM does, letting it flush its logs, and keep its directory to read. */
+  async terminate(): Promise<void> {
+    await this.proc?.stop();
   }
 
   /** Kill the process without letting it clean up, as a crash would, and wait for it to die. */

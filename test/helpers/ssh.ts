@@ -7,6 +7,8 @@ export interface SshLogin {
   privateKey?: Buffer | string;
   /** Connect from another loopback address (127.0.0.2...), as a second client would. */
   localAddress?: string;
+  /** The authentication attempts, in order, instead of one from password/privateKey. */
+  authHandler?: ssh2.ConnectConfig['authHandler'];
 }
 
 /** An ssh2 client connection; rejects on authentication failure. */
