@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
 import { after, describe, it } from 'node:test';
 import ssh2 from 'ssh2';
-import { sluice, startServe } from './helpers/cli.js';
+import { BIN, sluice, startServe } from './helpers/cli.js';
 import { connectClient } from './helpers/file-clients.js';
-import { TestServer } from './helpers/server.js';
+import { TestServer, freePorts } from './helpers/server.js';
 import { sshConnect } from './helpers/ssh.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-serve-'));
@@ -66,6 +67,21 @@ describe('sluice serve on a fresh machine', () => {
     const r = sluice(dir, ['serve'], '', { ...env, SLUICE_CONFIG: join(dir, 'bad-audit.yaml') });
     assert.equal(r.code, 1);
     assert.match(r.stderr, /sluice: EISDIR: .*open '.*data'/);
+  });
+
+  it('exits, closing the ports it opened, when a later port cannot be bound', async () => {
+    // FTP binds first, then implicit FTPS fails on the same port: the FTP listener must not keep the process alive.
+    const [port] = await freePorts(1);
+    const r = spawnSync(process.execPath, [BIN, 'serve'], {
+      cwd: dir,
+      encoding: 'utf8',
+      env: { ...process.env, ...env, SLUICE_FTP_PORT: String(port), SLUICE_FTPS_PORT: String(port), SLUICE_LOG_LEVEL: 'info' },
+      timeout: 30_000,
+      killSignal: 'SIGKILL', // a server stuck this way ignores SIGTERM too
+    });
+    assert.equal(r.status, 1, `exit ${r.status} signal ${r.signal}\n${r.stdout}${r.stderr}`);
+    assert.match(r.stdout + r.stderr, /could not start/);
+    assert.match(r.stdout + r.stderr, /EADDRINUSE/);
   });
 });
 

@@ -34,8 +34,14 @@ export class FtpFrontEnd {
     const { port, implicitTlsPort } = services.config.ftp;
     if (port === 0 && implicitTlsPort === 0) return null;
     const fe = new FtpFrontEnd(services, await readTlsMaterial(services.config.certsDir));
-    if (port !== 0) await fe.listen(port, false);
-    if (implicitTlsPort !== 0) await fe.listen(implicitTlsPort, true);
+    try {
+      if (port !== 0) await fe.listen(port, false);
+      if (implicitTlsPort !== 0) await fe.listen(implicitTlsPort, true);
+    } catch (err) {
+      // The caller only closes front-ends that started: a port already bound would keep the process alive.
+      await fe.close();
+      throw err;
+    }
     return fe;
   }
 
