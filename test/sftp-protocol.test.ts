@@ -101,6 +101,7 @@ describe('SFTP protocol edges, against the running server', () => {
       users: [
         { name: 'pat', password: 'pat password', args: ['--perms', 'all'] },
         { name: 'quoted', password: 'quoted password', args: ['--quota-bytes', String(1024 * 1024), '--quota-files', '10'] },
+        { name: 'copier', password: 'copier password', args: ['--perms', 'all', '--quota-bytes', String(1024 * 1024)] },
       ],
     });
     client = await sshConnect({ port: srv.sftpPort, username: 'pat', password: 'pat password' });
@@ -151,6 +152,34 @@ describe('SFTP protocol edges, against the running server', () => {
       assert.equal(status(await raw.request(FXP.EXTENDED, str(name))).code, OP_UNSUPPORTED, name);
     }
     raw.channel.close();
+  });
+
+  it('copy-data into its own file ends: the same name is refused, another link stops at the size it had', async () => {
+    // Under a 1 MiB quota, so that a copy chasing its own end fails fast instead of filling the disk.
+    const quoted = await sshConnect({ port: srv.sftpPort, username: 'copier', password: 'copier password' });
+    try {
+      const raw = await Raw.open(quoted);
+      const q = await sftpOf(quoted);
+      await call((cb) => q.writeFile('/self.bin', Buffer.alloc(100_000, 7), cb));
+      const copy = (from: Buffer, to: Buffer) =>
+        raw.request(FXP.EXTENDED, Buffer.concat([str('copy-data'), str(from), u64(0), u64(2 ** 40), str(to), u64(65_536)]));
+      const IN_PLACE = 0x02 | 0x08; // WRITE|CREAT, no TRUNC: writes into the file itself
+      const from = await raw.handle(FXP.OPEN, Buffer.concat([str('/self.bin'), u32(READ), NO_ATTRS]));
+      const same = await raw.handle(FXP.OPEN, Buffer.concat([str('/self.bin'), u32(IN_PLACE), NO_ATTRS]));
+      assert.notEqual(status(await copy(from, same)).code, OK, 'a copy onto its own name is refused');
+      await raw.closeAll();
+      assert.equal(statSync(join(srv.home('copier'), 'self.bin')).size, 100_000);
+      // Through a symlink the names differ: writing ahead of the reader must not chase the end it moves.
+      await call((cb) => q.symlink('self.bin', '/alias.bin', cb));
+      const source = await raw.handle(FXP.OPEN, Buffer.concat([str('/self.bin'), u32(READ), NO_ATTRS]));
+      const alias = await raw.handle(FXP.OPEN, Buffer.concat([str('/alias.bin'), u32(IN_PLACE), NO_ATTRS]));
+      assert.equal(status(await copy(source, alias)).code, OK);
+      await raw.closeAll();
+      assert.equal(statSync(join(srv.home('copier'), 'self.bin')).size, 65_536 + 100_000, 'the copy stopped at the size the source had');
+      raw.channel.close();
+    } finally {
+      quoted.end();
+    }
   });
 
   it('a packet too short for a type and a uint32 ends its channel, INIT included; the server serves on', async () => {

@@ -384,13 +384,17 @@ export class Session {
    * the server's own download and upload: each counts, hashes, is held to the
    * quota and audited as if the client had moved the bytes itself, and the
    * records name each other's path. The opens checked the permissions. At most
-   * `chunk` bytes at a time, each written before the next is read. `length` 0
-   * copies to the end the source has when the copy starts: a copy into its own
-   * file would otherwise chase the end it moves.
+   * `chunk` bytes at a time, each written before the next is read. The copy
+   * ends at the end the source has when it starts, whatever `length` asks (0:
+   * all of it): a copy into its own file, by that name or through another link,
+   * would otherwise chase the end it moves and fill the disk from one request.
+   * Like OpenSSH, a copy onto the file's own name is refused outright.
    */
   async copy(from: Download, to: Upload, range: { from: number; to: number; length: number; chunk: number }): Promise<void> {
     if (!this.transfers.has(from) || !this.transfers.has(to)) throw new SluiceError('failure', 'Transfer is closed');
-    const end = range.length === 0 ? (await from.info()).size : range.from + range.length;
+    if (from.path === to.path) throw new SluiceError('failure', 'Source and target are the same file');
+    const size = (await from.info()).size;
+    const end = range.length === 0 ? size : Math.min(size, range.from + range.length);
     this.copied(from, to.path);
     this.copied(to, from.path);
     for (let at = range.from; at < end; ) {
