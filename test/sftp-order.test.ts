@@ -50,4 +50,43 @@ describe('SFTP request order', () => {
       conn.end();
     }
   });
+
+  it('keeps copy-data in line with the WRITEs through its target handle', async () => {
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'ola', password: 'ola password' });
+    try {
+      const ch = await new Promise<ssh2.ClientChannel>((resolve, reject) => conn.subsys('sftp', (err, c) => (err ? reject(err) : resolve(c))));
+      const next = sftpPackets(ch);
+      ch.write(new Writer(FXP.INIT).uint32(3).finish());
+      assert.equal((await next())[0], FXP.VERSION);
+      const open = async (id: number, path: string, flags: number) => {
+        ch.write(new Writer(FXP.OPEN, id).string(path).uint32(flags).uint32(0).finish());
+        const reply = await next();
+        assert.equal(reply[0], FXP.HANDLE);
+        return reply.subarray(9, 9 + reply.readUInt32BE(5));
+      };
+      const size = 64 * 1024;
+      const seed = new Writer(FXP.WRITE, 3).bytes(await open(1, '/source.bin', OPEN_FLAGS.WRITE | OPEN_FLAGS.CREAT)).uint64(0);
+      ch.write(seed.bytes(Buffer.alloc(size, 0xcc)).finish());
+      assert.equal((await next()).readUInt32BE(5), STATUS.OK);
+      const source = await open(4, '/source.bin', OPEN_FLAGS.READ);
+      const target = await open(5, '/mixed.bin', OPEN_FLAGS.WRITE | OPEN_FLAGS.CREAT | OPEN_FLAGS.APPEND);
+      // WRITE, copy-data, WRITE, ... pipelined: each appends where the file ends when it runs.
+      const rounds = 40;
+      const burst: Buffer[] = [];
+      for (let i = 0; i < rounds; i++) {
+        burst.push(new Writer(FXP.WRITE, 100 + 2 * i).bytes(target).uint64(0).bytes(Buffer.alloc(size, i)).finish());
+        burst.push(
+          new Writer(FXP.EXTENDED, 101 + 2 * i).string('copy-data').bytes(source).uint64(0).uint64(size).bytes(target).uint64(0).finish(),
+        );
+      }
+      ch.write(Buffer.concat(burst));
+      for (let i = 0; i < 2 * rounds; i++) assert.equal((await next()).readUInt32BE(5), STATUS.OK);
+      const file = readFileSync(join(srv.home('ola'), 'mixed.bin'));
+      assert.equal(file.length, 2 * rounds * size);
+      const order = Array.from({ length: 2 * rounds }, (_, k) => file[k * size]);
+      assert.deepEqual(order, Array.from({ length: 2 * rounds }, (_, k) => (k % 2 === 0 ? k / 2 : 0xcc)));
+    } finally {
+      conn.end();
+    }
+  });
 });

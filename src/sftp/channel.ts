@@ -3,9 +3,9 @@ import type { Logger } from 'pino';
 import { SluiceError } from '../session/errors.js';
 import type { Session } from '../session/session.js';
 import type { ByteBudget } from './budget.js';
-import { BadMessage, FXP, PacketFramer, STATUS, Writer, leadingHandle, statusPacket, type Packet } from './codec.js';
+import { BadMessage, FXP, PacketFramer, STATUS, Writer, statusPacket, type Packet } from './codec.js';
 import { HandleTable } from './handles.js';
-import { advertisedExtensions, specFor, workingBytes, type HandlerContext } from './handlers.js';
+import { advertisedExtensions, specFor, workingBytes, writeOrderKey, type HandlerContext } from './handlers.js';
 import { statusFor } from './status.js';
 
 export interface ChannelOptions {
@@ -129,13 +129,13 @@ export class SftpChannel {
   }
 
   /**
-   * WRITEs on one handle run one after another in the order received, as
-   * OpenSSH's server runs every request: an append (OpenSSH's reput) lands
-   * wherever the file ends when the system runs it, so two in flight could
-   * swap. Everything else runs at once.
+   * Requests that write through one handle (WRITE, copy-data) run one after
+   * another in the order received, as OpenSSH's server runs every request: an
+   * append (OpenSSH's reput) lands wherever the file ends when the system runs
+   * it, so two in flight could swap. Everything else runs at once.
    */
   private ordered(packet: Packet, run: () => Promise<Buffer>): Promise<Buffer> {
-    const key = packet.type === FXP.WRITE ? leadingHandle(packet) : null;
+    const key = writeOrderKey(packet);
     if (key === null) return run();
     const previous = this.writes.get(key);
     // handle() never rejects: every failure is a STATUS reply.

@@ -268,15 +268,6 @@ export function decodePacket(packet: Buffer): Packet {
   return { type, id, body: new Reader(payload), size: 4 + packet.length, payload };
 }
 
-/** The handle a request names first (WRITE, READ, CLOSE...), as a map key; null if malformed. */
-export function leadingHandle(packet: Packet): string | null {
-  try {
-    return new Reader(packet.payload).bytes().toString('hex');
-  } catch {
-    return null;
-  }
-}
-
 /**
  * The most data a request's reply can carry: a READ's length as served; 0 for
  * every other request (their replies are small) and for a malformed READ (it

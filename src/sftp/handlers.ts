@@ -31,6 +31,11 @@ export interface RequestSpec {
   readonly writes: boolean;
   /** Bytes it holds while it runs besides the request and the reply (counted in the connection's budget). */
   readonly holds?: number;
+  /**
+   * The file handle it writes bytes through, read from its fields (after an
+   * extension's name): requests naming the same one run in the order received.
+   */
+  readonly writesThrough?: (body: Reader) => Buffer;
   readonly run: Handler;
 }
 
@@ -136,6 +141,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.WRITE]: {
     name: 'write',
     writes: true,
+    writesThrough: (body) => body.bytes(),
     async run({ handles }, id, body) {
       const transfer = handles.file(body.bytes());
       const offset = body.uint64();
@@ -393,6 +399,12 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
     writes: true,
     // One chunk at a time (OpenSSH's server copies 64 KiB at a time too).
     holds: COPY_CHUNK,
+    writesThrough(body) {
+      body.bytes();
+      body.uint64();
+      body.uint64();
+      return body.bytes();
+    },
     // OpenSSH `sftp cp`: read-from-handle, read-from-offset, read-data-length (0: to the end), write-to-handle, write-to-offset.
     async run({ session, handles }, id, body) {
       const from = handles.file(body.bytes());
@@ -438,6 +450,20 @@ export function workingBytes(packet: Packet): number {
     // Too short to name its extension: answered BAD_MESSAGE at once.
   }
   return replyDataLength(packet) + (spec?.holds ?? 0);
+}
+
+/**
+ * The handle a request writes bytes through, as a map key, so that writes
+ * through one handle keep their order; null for everything else, malformed
+ * requests included (they are answered BAD_MESSAGE without touching a file).
+ */
+export function writeOrderKey(packet: Packet): string | null {
+  try {
+    const body = new Reader(packet.payload);
+    return specFor(packet.type, body)?.writesThrough?.(body).toString('hex') ?? null;
+  } catch {
+    return null;
+  }
 }
 
 async function fileOrDir<T>(
