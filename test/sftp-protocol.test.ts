@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -180,6 +181,17 @@ describe('SFTP protocol edges, against the running server', () => {
     } finally {
       quoted.end();
     }
+  });
+
+  it('a FIFO planted in a home neither hangs a truncate nor starves the file system of threads', async () => {
+    const made = spawnSync('mkfifo', [join(srv.home('pat'), 'pipe')]);
+    assert.equal(made.status, 0, String(made.stderr));
+    // More than libuv's pool: if each open blocked, every later file operation of the server would wait.
+    const tries = Array.from({ length: 8 }, () => call((cb) => sftp.setstat('/pipe', { size: 0 }, cb)).then(() => 'ok', (err: Error) => err.message));
+    const outcomes = await Promise.race([Promise.all(tries), new Promise<string>((r) => setTimeout(() => r('hung'), 10_000).unref())]);
+    assert.notEqual(outcomes, 'hung');
+    for (const outcome of outcomes) assert.notEqual(outcome, 'ok');
+    await call((cb) => sftp.writeFile('/after-fifo.txt', 'still serving', cb));
   });
 
   it('a packet too short for a type and a uint32 ends its channel, INIT included; the server serves on', async () => {

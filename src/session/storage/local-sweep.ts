@@ -1,9 +1,9 @@
-import { constants as C, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UPLOAD_TEMP_PREFIX } from '../paths.js';
 import { errnoCode, fromErrno } from './errno.js';
-import { procPath } from './local.js';
+import { DIR_FLAGS, procPath } from './local.js';
 
 /*
  * The local side of the start-up sweep (see home-sweep.ts): finding the
@@ -11,8 +11,6 @@ import { procPath } from './local.js';
  * directory is opened O_NOFOLLOW through its parent's descriptor, as the
  * local storage does.
  */
-
-const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
 
 /** What one walk of a home found and took out. */
 export interface HomeWalk {

@@ -30,7 +30,7 @@ import type {
  */
 
 const PROC_FD = '/proc/self/fd/';
-const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
+export const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
 /**
  * Linux's O_PATH (Node does not export it; open(2) gets the number as is): a
  * descriptor that names a node without opening its content, so it needs no
@@ -255,7 +255,8 @@ class LocalLocation implements Location {
   }
 
   async openWrite(mode: WriteMode): Promise<OpenFile> {
-    let flags = C.O_WRONLY | (mode.append ? C.O_APPEND : 0);
+    // O_NONBLOCK as for reads: an open for writing of a FIFO without a reader would otherwise hold a pool thread.
+    let flags = C.O_WRONLY | C.O_NONBLOCK | (mode.append ? C.O_APPEND : 0);
     if (mode.create) flags |= C.O_CREAT | C.O_EXCL;
     else if (mode.truncate) flags |= C.O_TRUNC;
     return new LocalFile(await this.open(flags));
