@@ -112,9 +112,11 @@ export class FtpConnection implements FtpControl {
     this.endpoint = endpoint;
   }
 
-  /** Log out but keep the connection (REIN, AUTH): the next USER starts afresh. */
+  /** Log out but keep the connection (REIN, AUTH): the next USER starts afresh, with every parameter at its default (RFC 959 REIN). */
   async logout(): Promise<void> {
     this.setEndpoint(null);
+    this.ascii = true;
+    this.mlstFacts = ALL_FACTS;
     this.userName = null;
     this.renameFrom = null;
     this.restOffset = 0;

@@ -27,7 +27,7 @@ type Handler = (ctx: HandlerContext, id: number, body: Reader) => Promise<Buffer
 export interface RequestSpec {
   /** For the log. */
   readonly name: string;
-  /** Changes something on disk (OpenSSH's does_write). */
+  /** Changes something on disk (OpenSSH's does_write): logged with each request; a read-only mode would refuse on it. */
   readonly writes: boolean;
   /** Bytes it holds while it runs besides the request and the reply (counted in the connection's budget). */
   readonly holds?: number;
