@@ -95,6 +95,7 @@ describe('many small files on one control connection', () => {
     rmSync(local, { recursive: true, force: true });
   });
 
+  // A client of our own, without curl's idle second: the full batch, timed per file.
   for (const kind of ['ftp', 'ftpes'] as const) {
     it(`${kind}: ${FILES} puts then ${FILES} gets, each step of each file well under a second`, { timeout: 180_000 }, async () => {
       const client = await FtpClient.connect(kind, srv, 'alice', 'alice password');
@@ -142,11 +143,10 @@ describe('many small files on one control connection', () => {
         put: run(['--ftp-create-dirs', '-T', join(local, 'up', glob), url]),
         get: run(['--create-dirs', '-o', join(out, 'f#1'), `${url}${glob}`]),
       };
-      for (const [direction, gaps] of Object.entries(batches)) {
-        const { busyMs, idleMs, worst } = gaps;
-        t.diagnostic(`${kind} ${direction}: ${Math.round(busyMs)} ms, besides ${Math.round(idleMs)} ms of curl's own idling; slowest: ${Math.round(worst.ms)} ms, ${worst.between}`);
-        assert.ok(gaps.worst.ms < STEP_LIMIT_MS, `${kind} ${direction}: ${gaps.worst.ms} ms between ${gaps.worst.between}`);
-        assert.ok(gaps.busyMs < BATCH_LIMIT_MS, `${kind} ${direction}: ${count} files took ${gaps.busyMs} ms`);
+      for (const [direction, { busyMs, idleMs, worst }] of Object.entries(batches)) {
+        t.diagnostic(`${kind} ${direction}: ${Math.round(busyMs)} ms, besides ${Math.round(idleMs)} ms of curl's own idling; slowest step ${Math.round(worst.ms)} ms: ${worst.between}`);
+        assert.ok(worst.ms < STEP_LIMIT_MS, `${kind} ${direction}: ${Math.round(worst.ms)} ms between ${worst.between}`);
+        assert.ok(busyMs < BATCH_LIMIT_MS, `${kind} ${direction}: ${count} files took ${Math.round(busyMs)} ms`);
       }
       for (const name of names.slice(0, count)) {
         const text = content.get(name);
