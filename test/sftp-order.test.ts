@@ -7,6 +7,14 @@ import { FXP, OPEN_FLAGS, STATUS, Writer } from '../src/sftp/codec.js';
 import { TestServer } from './helpers/server.js';
 import { sftpPackets, sshConnect } from './helpers/ssh.js';
 
+/** An SFTP channel past INIT/VERSION, and its packet reader. */
+async function initialised(conn: ssh2.Client): Promise<{ ch: ssh2.ClientChannel; next: () => Promise<Buffer> }> {
+  const ch = await new Promise<ssh2.ClientChannel>((resolve, reject) => conn.subsys('sftp', (err, c) => (err ? reject(err) : resolve(c))));
+  const next = sftpPackets(ch);
+  ch.write(new Writer(FXP.INIT).uint32(3).finish());
+  assert.equal((await next())[0], FXP.VERSION);
+  return { ch, next };
+}
 
 describe('SFTP request order', () => {
   let srv: TestServer;
@@ -18,10 +26,7 @@ describe('SFTP request order', () => {
   it('lands pipelined APPEND writes in the order sent (OpenSSH reput)', async () => {
     const conn = await sshConnect({ port: srv.sftpPort, username: 'ola', password: 'ola password' });
     try {
-      const ch = await new Promise<ssh2.ClientChannel>((resolve, reject) => conn.subsys('sftp', (err, c) => (err ? reject(err) : resolve(c))));
-      const next = sftpPackets(ch);
-      ch.write(new Writer(FXP.INIT).uint32(3).finish());
-      assert.equal((await next())[0], FXP.VERSION);
+      const { ch, next } = await initialised(conn);
       const flags = OPEN_FLAGS.WRITE | OPEN_FLAGS.CREAT | OPEN_FLAGS.APPEND;
       ch.write(new Writer(FXP.OPEN, 1).string('/appended.bin').uint32(flags).uint32(0).finish());
       const opened = await next();
@@ -54,10 +59,7 @@ describe('SFTP request order', () => {
   it('keeps copy-data in line with the WRITEs through its target handle', async () => {
     const conn = await sshConnect({ port: srv.sftpPort, username: 'ola', password: 'ola password' });
     try {
-      const ch = await new Promise<ssh2.ClientChannel>((resolve, reject) => conn.subsys('sftp', (err, c) => (err ? reject(err) : resolve(c))));
-      const next = sftpPackets(ch);
-      ch.write(new Writer(FXP.INIT).uint32(3).finish());
-      assert.equal((await next())[0], FXP.VERSION);
+      const { ch, next } = await initialised(conn);
       const open = async (id: number, path: string, flags: number) => {
         ch.write(new Writer(FXP.OPEN, id).string(path).uint32(flags).uint32(0).finish());
         const reply = await next();
