@@ -29,7 +29,7 @@ export function runClient(cmd: string, args: string[], timeoutMs: number, input 
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
       if (code === 0) resolve({ stdout, seconds });
       else if (signal === 'SIGKILL') reject(new Error(`${cmd} took over ${timeoutMs / 1000} s and was stopped`));
-      else reject(new Error(`${cmd} exited ${code ?? signal}: ${stderr.trim().slice(-500)}`));
+      else reject(new Error(`${cmd} exited ${code ?? signal}: ${[...new Set(stderr.trim().split('\n'))].join(' | ').slice(0, 400)}`));
     });
     child.stdin.end(input);
   });

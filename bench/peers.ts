@@ -11,6 +11,7 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../test/helpers/server.js';
 import { onCleanup } from './cleanup.js';
+import { cpuCgroup } from './cgroup.js';
 import { usageOf } from './procfs.js';
 import type { Target } from './workload.js';
 
@@ -33,16 +34,20 @@ export async function waitForPort(port: number, child: ChildProcess, what: strin
   throw new Error(`${what} did not listen on ${port}`);
 }
 
-/** Starts `binary`, and registers its stop (SIGTERM, then wait) for the bench's end. */
-function daemon(binary: string, args: string[]): ChildProcess {
+/**
+ * Starts `binary` in a CPU cgroup of its own (before it can fork), and
+ * registers its stop (SIGTERM, then wait) for the bench's end.
+ */
+function daemon(name: string, binary: string, args: string[]): { child: ChildProcess; cpu: (() => number) | null } {
   const child = spawn(binary, args, { stdio: 'ignore' });
+  const cpu = child.pid === undefined ? null : cpuCgroup(name, child.pid);
   onCleanup(async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((r) => child.once('exit', r));
     child.kill('SIGTERM');
     await exited;
   });
-  return child;
+  return { child, cpu };
 }
 
 /** Why a peer cannot run here, or null. */
@@ -52,9 +57,9 @@ function missing(binary: string, name: string, pkg: string): string | null {
   return null;
 }
 
-function target(name: string, kind: Target['kind'], child: ChildProcess, endpoints: Target['endpoints']): Target {
-  const pid = child.pid as number;
-  return { name, kind, pid, endpoints, usage: () => usageOf(pid, false) };
+function target(name: string, kind: Target['kind'], d: ReturnType<typeof daemon>, endpoints: Target['endpoints']): Target {
+  const pid = d.child.pid as number;
+  return { name, kind, pid, endpoints, usage: () => usageOf(pid, false, d.cpu) };
 }
 
 /**
@@ -86,9 +91,9 @@ export async function startOpenSsh(work: string, publicKey: string): Promise<Tar
     'Subsystem sftp internal-sftp',
     `PidFile ${join(dir, 'sshd.pid')}`,
   ].join('\n') + '\n');
-  const child = daemon(SSHD, ['-D', '-e', '-f', config]);
-  await waitForPort(port, child, 'sshd');
-  return target('OpenSSH', 'openssh', child, {
+  const d = daemon('openssh', SSHD, ['-D', '-e', '-f', config]);
+  await waitForPort(port, d.child, 'sshd');
+  return target('OpenSSH', 'openssh', d, {
     sftp: { port, user: userInfo().username, password: null, remoteDir: home, localDir: home },
   });
 }
@@ -141,8 +146,8 @@ export async function startVsftpd(work: string, certFile: string, keyFile: strin
     `pasv_max_port=${pasv + 99}`,
     'xferlog_enable=NO',
   ].join('\n') + '\n');
-  const child = daemon(VSFTPD, [config]);
-  await waitForPort(port, child, 'vsftpd');
+  const d = daemon('vsftpd', VSFTPD, [config]);
+  await waitForPort(port, d.child, 'vsftpd');
   const ep = { port, user: userInfo().username, password: 'any', remoteDir: '/', localDir: root };
-  return target('vsftpd', 'vsftpd', child, { ftp: ep, ftps: ep });
+  return target('vsftpd', 'vsftpd', d, { ftp: ep, ftps: ep });
 }

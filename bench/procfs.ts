@@ -49,18 +49,24 @@ function statusKiB(pid: number, key: 'VmRSS' | 'VmHWM'): number {
 }
 
 /**
- * CPU of the process and of all its descendants, reaped or alive (a reaped
- * child's time lands in its parent's cutime/cstime once waited for), resident
- * memory of the whole tree now.
+ * CPU of the process and of all its descendants: from its cgroup when it has
+ * one (see cgroup.ts), else from /proc, reaped or alive (a reaped child's time
+ * lands in its parent's cutime/cstime once waited for); resident memory of the
+ * whole tree now.
  */
-export function usageOf(pid: number, loopThread: boolean): Usage {
+export function usageOf(pid: number, loopThread: boolean, cgroupCpu: (() => number) | null): Usage {
   const tree = descendants(pid);
-  const cpuSeconds = cpuOf(`/proc/${pid}/stat`, true) + tree.reduce((s, p) => s + cpuOf(`/proc/${p}/stat`, true), 0);
+  const cpuSeconds = cgroupCpu?.() ?? cpuOf(`/proc/${pid}/stat`, true) + tree.reduce((s, p) => s + cpuOf(`/proc/${p}/stat`, true), 0);
   return {
     cpuSeconds,
     loopCpuSeconds: loopThread ? cpuOf(`/proc/${pid}/task/${pid}/stat`, false) : null,
-    rssMiB: [pid, ...tree].reduce((s, p) => s + statusKiB(p, 'VmRSS'), 0) / 1024,
+    rssMiB: treeRssMiB(pid, tree),
   };
+}
+
+/** Resident memory now of the process and its descendants. */
+export function treeRssMiB(pid: number, tree = descendants(pid)): number {
+  return [pid, ...tree].reduce((s, p) => s + statusKiB(p, 'VmRSS'), 0) / 1024;
 }
 
 /**
@@ -86,11 +92,11 @@ export async function peakRssDuring<T>(pid: number, fn: () => Promise<T>): Promi
   } catch {
     // not root: the samples alone give the peak
   }
-  let peak = usageOf(pid, false).rssMiB;
-  const timer = setInterval(() => (peak = Math.max(peak, usageOf(pid, false).rssMiB)), 50);
+  let peak = treeRssMiB(pid);
+  const timer = setInterval(() => (peak = Math.max(peak, treeRssMiB(pid))), 50);
   try {
     const result = await fn();
-    peak = Math.max(peak, usageOf(pid, false).rssMiB, statusKiB(pid, 'VmHWM') / 1024);
+    peak = Math.max(peak, treeRssMiB(pid), statusKiB(pid, 'VmHWM') / 1024);
     return { result, peakMiB: peak };
   } finally {
     clearInterval(timer);

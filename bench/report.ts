@@ -25,7 +25,7 @@ export function median(xs: number[]): number {
 }
 
 /** The run's main figure in the workload's unit. */
-function valueOf(w: Workload, m: Measurement): number {
+export function valueOf(w: Workload, m: Measurement): number {
   if (w.unit === 'MB/s') return (m.bytes ?? 0) / 1e6 / m.seconds;
   if (w.unit === 'files/s') return (m.files ?? 0) / m.seconds;
   if (m.value === undefined) throw new Error(`${w.name}: a run in ${w.unit} must give its value`);

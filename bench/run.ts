@@ -23,10 +23,10 @@ import { makeRandomFile, makeSmallTree } from './files.js';
 import { parseOptions } from './options.js';
 import { startOpenSsh, startVsftpd } from './peers.js';
 import { peakRssDuring, settle } from './procfs.js';
-import { printGoals, printTable, type Cell } from './report.js';
+import { printGoals, printTable, valueOf, type Cell } from './report.js';
 import { startSluice } from './sluice.js';
 import { allWorkloads } from './workloads/index.js';
-import type { BenchContext, PeerName, Target, Workload } from './workload.js';
+import { fmt, type BenchContext, type PeerName, type Target, type Workload } from './workload.js';
 
 const MiB = 1024 * 1024;
 
@@ -34,6 +34,9 @@ function once<T>(fn: () => Promise<T>): () => Promise<T> {
   let p: Promise<T> | null = null;
   return () => (p ??= fn());
 }
+
+const started = Date.now();
+const elapsed = () => `${((Date.now() - started) / 1000).toFixed(0)} s since start`;
 
 async function main(): Promise<number> {
   const opts = parseOptions(process.argv.slice(2), allWorkloads);
@@ -119,6 +122,7 @@ async function main(): Promise<number> {
       loopCpuSeconds: after.loopCpuSeconds !== null && before.loopCpuSeconds !== null ? after.loopCpuSeconds - before.loopCpuSeconds : null,
       peakRssMiB: peakMiB,
     });
+    console.log(`  ${w.name.padEnd(18)} ${t.name.padEnd(18)} ${fmt(valueOf(w, result)).padStart(8)} ${w.unit}`);
   };
 
   for (const group of [...new Set(opts.workloads.map((w) => w.group))]) {
@@ -147,7 +151,7 @@ async function main(): Promise<number> {
       await each(async (w, cell) => {
         if (run <= runsOf(w)) await measure(w, cell);
       }, run % 2 === 0);
-      console.log(`  run ${run}/${most} done`);
+      console.log(`  run ${run}/${most} done, ${elapsed()}`);
     }
     await each(async (w, cell) => w.cleanup?.(cell.target, ctx));
   }
@@ -157,7 +161,7 @@ async function main(): Promise<number> {
   for (const [peer, why] of skipped) console.log(`skipped ${peer}: ${why}`);
   if (warning) console.log(warning);
   const failed = rows.flatMap(({ w, cells }) => cells.filter((c) => c.error).map((c) => `${w.name} on ${c.target.name}: ${c.error}`));
-  console.log(`\n${notMet} goal(s) not met.`);
+  console.log(`\n${notMet} goal(s) not met; ${elapsed()}.`);
   if (failed.length > 0) {
     console.log(`FAILED (${failed.length}):`);
     for (const f of failed) console.log(`  ${f}`);

@@ -7,6 +7,7 @@
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { TestServer } from '../test/helpers/server.js';
+import { cpuCgroup } from './cgroup.js';
 import { onCleanup } from './cleanup.js';
 import { usageOf } from './procfs.js';
 import type { SluiceOptions, Target } from './workload.js';
@@ -38,6 +39,8 @@ export async function startSluice(options: SluiceOptions, publicKeyFile: string)
     yaml: stringify(config),
     users: users.map((u) => ({ ...u, args: ['--key', publicKeyFile] })),
   });
+  const pid = srv.pid as number;
+  const cpu = cpuCgroup(options.name, pid);
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
@@ -45,14 +48,13 @@ export async function startSluice(options: SluiceOptions, publicKeyFile: string)
     await srv.stop();
   };
   onCleanup(stop);
-  const pid = srv.pid as number;
   const ep = (port: number) => ({ port, user: BENCH_USER.name, password: BENCH_USER.password, remoteDir: '/', localDir: srv.home(BENCH_USER.name) });
   return {
     name: options.name,
     kind: 'sluice',
     pid,
     endpoints: { ftp: ep(srv.ftpPort), ftps: ep(srv.ftpPort), sftp: ep(srv.sftpPort) },
-    usage: () => usageOf(pid, true),
+    usage: () => usageOf(pid, true, cpu),
     stop,
     certsDir: join(srv.dir, 'certs'),
   };
