@@ -67,6 +67,10 @@ export interface BenchContext {
   quick: boolean;
   /** A random file of `size` bytes, made once per bench run, and its SHA-256. */
   bigFile(): Promise<{ path: string; sha256: string }>;
+  /** A directory of `files` random 4 KiB files named f0000, f0001, ..., made once per bench run. */
+  smallTree(): Promise<string>;
+  /** A name not used before in this bench run, for a fresh remote directory or local file. */
+  fresh(prefix: string): string;
   /** A further sluice for a workload that needs other settings; stopped when the bench ends (or by the returned stop). */
   startSluice(options: SluiceOptions): Promise<Target & { stop(): Promise<void> }>;
   /** A progress line (the table comes at the end). */
@@ -96,7 +100,8 @@ export interface Summary {
   value: number;
   cpuMsPerMiB: number | null;
   loopCpuMsPerMiB: number | null;
-  peakRssMiB: number | null;
+  /** Maximum over all runs, of the server and its children. */
+  peakRssMiB: number;
   /** Maximum over all runs: one stall is a stall. */
   maxGapMs: number | null;
   extra: Record<string, number | string>;
@@ -167,4 +172,11 @@ export function noGapOver(ms: number, what = 'between files'): Goal {
 
 export function fmt(x: number): string {
   return x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2);
+}
+
+/** The target's endpoint for `protocol`; the runner gives a workload only targets that have one. */
+export function endpointOf(target: Target, protocol: Protocol): Endpoint {
+  const ep = target.endpoints[protocol];
+  if (!ep) throw new Error(`${target.name} serves no ${protocol}`);
+  return ep;
 }
