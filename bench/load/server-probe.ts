@@ -16,25 +16,30 @@ export interface ProbeReport {
   memory: NodeJS.MemoryUsage;
 }
 
-/**
- * Runs `start` with the probe in the environment a sluice process inherits
- * (NODE_OPTIONS, not product code: the server under test is the one users run).
- */
-export async function withProbe<T>(work: string, start: () => Promise<T>): Promise<{ started: T; probe: Probe }> {
-  const dir = mkdtempSync(join(work, 'probe-'));
-  const file = join(dir, 'report.json');
-  const saved = { NODE_OPTIONS: process.env.NODE_OPTIONS, SLUICE_BENCH_PROBE: process.env.SLUICE_BENCH_PROBE };
-  process.env.NODE_OPTIONS = `${saved.NODE_OPTIONS ?? ''} --import ${PRELOAD}`.trim();
-  process.env.SLUICE_BENCH_PROBE = file;
+/** Runs `start` with `vars` in the environment a sluice process inherits (TestServer passes ours on). */
+export async function withEnv<T>(vars: Record<string, string>, start: () => Promise<T>): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, vars);
   try {
-    const started = await start();
-    return { started, probe: new Probe(file, dir) };
+    return await start();
   } finally {
     for (const [k, v] of Object.entries(saved)) {
       if (v === undefined) delete process.env[k];
       else process.env[k] = v;
     }
   }
+}
+
+/**
+ * Runs `start` with the probe preloaded (NODE_OPTIONS, not product code: the
+ * server under test is the one users run).
+ */
+export async function withProbe<T>(work: string, start: () => Promise<T>): Promise<{ started: T; probe: Probe }> {
+  const dir = mkdtempSync(join(work, 'probe-'));
+  const file = join(dir, 'report.json');
+  const nodeOptions = `${process.env.NODE_OPTIONS ?? ''} --import ${PRELOAD}`.trim();
+  const started = await withEnv({ NODE_OPTIONS: nodeOptions, SLUICE_BENCH_PROBE: file }, start);
+  return { started, probe: new Probe(file, dir) };
 }
 
 export class Probe {
