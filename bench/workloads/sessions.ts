@@ -19,8 +19,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Credentials, Order, Protocol, Report } from '../load/sessions-client.js';
 import { ARGON2_PARAMS } from '../../src/auth/passwords.js';
-import { unitMallocEnv } from '../../test/helpers/deploy.js';
-import { withEnv, withProbe } from '../load/server-probe.js';
+import { withProbe } from '../load/server-probe.js';
 import type { BenchContext, Goal, Measurement, Target, Workload } from '../workload.js';
 
 const CLIENT = fileURLToPath(new URL('../load/sessions-client.ts', import.meta.url));
@@ -110,27 +109,22 @@ async function openSessions(
 /**
  * What password logins leave behind, whatever the sessions: each argon2
  * verification mallocs 19 MiB on one of libuv's threads, and glibc keeps the
- * freed block in that thread's arena unless the arenas are capped (as
- * deploy/sluice.service does). 48 SFTP logins on two fresh servers, one with
- * glibc's defaults and one with the unit's settings.
+ * freed block in that thread's arena (after the first free, blocks that size
+ * are no longer mmapped). 48 SFTP password logins on a fresh server.
  */
 async function loginRetention(ctx: BenchContext): Promise<Record<string, number>> {
-  const out: Record<string, number> = {};
-  for (const [label, env] of [['glibc default', {}], ['deploy unit', unitMallocEnv()]] as const) {
-    const srv = await withEnv(env, () => ctx.startSluice({ name: `sluice (logins, ${label})`, users: [{ name: 'retention', password: PASSWORD }] }));
-    try {
-      const ports = { sftp: srv.endpoints.sftp?.port ?? 0, ftps: srv.endpoints.ftps?.port ?? 0 };
-      const users = [{ user: 'retention', password: PASSWORD }];
-      await loginRun(ports, 1, 1, users, ['sftp']);
-      const before = srv.usage().rssMiB;
-      await loginRun(ports, 16, 3, users, ['sftp']);
-      await new Promise((r) => setTimeout(r, 500));
-      out[`RSS MiB kept by 48 logins, ${label}`] = srv.usage().rssMiB - before;
-    } finally {
-      await srv.stop();
-    }
+  const srv = await ctx.startSluice({ name: 'sluice (login retention)', users: [{ name: 'retention', password: PASSWORD }] });
+  try {
+    const ports = { sftp: srv.endpoints.sftp?.port ?? 0, ftps: srv.endpoints.ftps?.port ?? 0 };
+    const users = [{ user: 'retention', password: PASSWORD }];
+    await loginRun(ports, 1, 1, users, ['sftp']);
+    const before = srv.usage().rssMiB;
+    await loginRun(ports, 16, 3, users, ['sftp']);
+    await new Promise((r) => setTimeout(r, 500));
+    return { 'RSS MiB kept by 48 password logins': srv.usage().rssMiB - before };
+  } finally {
+    await srv.stop();
   }
-  return out;
 }
 
 /** RSS once the logins' garbage had time to go. */
@@ -166,9 +160,8 @@ const idleSessions: Workload = {
     const perProtocol = ctx.quick ? 500 : 5000;
     raiseDescriptorLimit(65536);
     const retention = await loginRetention(ctx);
-    // As deploy/sluice.service runs it: its malloc settings apply.
     const { started, probe } = await withProbe(ctx.work, () =>
-      withEnv(unitMallocEnv(), () => ctx.startSluice({
+      ctx.startSluice({
         name: 'sluice (idle sessions)',
         config: {
           limits: { maxSessions: 4 * perProtocol + 100, maxSessionsPerIp: 100000, maxSessionsPerUser: 0, loginTimeout: 600 },
@@ -176,7 +169,7 @@ const idleSessions: Workload = {
           sftp: { idleTimeout: 86400 },
         },
         users: [{ name: 'idle', password: PASSWORD }],
-      })),
+      }),
     );
     const holders: (() => Promise<void>)[] = [];
     try {
@@ -204,7 +197,7 @@ const idleSessions: Workload = {
       const extra: Record<string, number | string> = {
         'sessions open': sftp.opened + ftps.opened,
         'RSS MiB before': before,
-        // The FTPS figure includes what the 5,000 password logins left in the allocator (see the two below).
+        // The FTPS figure includes what the 5,000 password logins left in the allocator (see the retention below).
         'KiB per SFTP session': kib(afterSftp - before, sftp.opened),
         'KiB per FTPS session': kib(after - afterSftp, ftps.opened),
         ...retention,
@@ -311,13 +304,11 @@ const logins: Workload = {
     const seconds = ctx.quick ? 10 : 30;
     const rate = 50;
     const { started, probe } = await withProbe(ctx.work, () =>
-      withEnv(unitMallocEnv(), () =>
-        ctx.startSluice({
-          name: 'sluice (logins)',
-          config: { limits: { maxSessionsPerIp: 10000, maxSessionsPerUser: 0, maxSessions: 10000 } },
-          users: [{ name: 'login', password: PASSWORD }],
-        }),
-      ),
+      ctx.startSluice({
+        name: 'sluice (logins)',
+        config: { limits: { maxSessionsPerIp: 10000, maxSessionsPerUser: 0, maxSessions: 10000 } },
+        users: [{ name: 'login', password: PASSWORD }],
+      }),
     );
     try {
       const sftp = started.endpoints.sftp;
