@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { TestServer } from '../test/helpers/server.js';
 import { cpuCgroup } from './cgroup.js';
-import { onCleanup } from './cleanup.js';
+import { onCleanup, starting } from './cleanup.js';
 import { usageOf } from './procfs.js';
 import type { SluiceOptions, Target } from './workload.js';
 
@@ -35,10 +35,12 @@ export type RunningSluice = Target & { stop(): Promise<void>; certsDir: string }
 export async function startSluice(options: SluiceOptions, publicKeyFile: string): Promise<RunningSluice> {
   const config = merge({ ftp: { tls: 'optional' } }, options.config ?? {});
   const users = [BENCH_USER, ...(options.users ?? [])];
-  const srv = await TestServer.start({
-    yaml: stringify(config),
-    users: users.map((u) => ({ ...u, args: ['--key', publicKeyFile] })),
-  });
+  const srv = await starting(() =>
+    TestServer.start({
+      yaml: stringify(config),
+      users: users.map((u) => ({ ...u, args: ['--key', publicKeyFile] })),
+    }),
+  );
   const pid = srv.pid as number;
   const cpu = cpuCgroup(options.name, pid);
   let stopped = false;
