@@ -48,7 +48,7 @@ export function runClient(cmd: string, args: string[], timeoutMs: number, input 
 }
 
 /** curl's version as [major, minor], or null when it does not run. */
-export function curlVersion(curl: string): [number, number] | null {
+function curlVersion(curl: string): [number, number] | null {
   const r = spawnSync(curl, ['--version'], { encoding: 'utf8' });
   const m = /^curl (\d+)\.(\d+)/.exec(r.stdout ?? '');
   return m ? [Number(m[1]), Number(m[2])] : null;

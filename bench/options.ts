@@ -12,7 +12,7 @@ export interface Options {
   workloads: Workload[];
 }
 
-export const USAGE = `usage: npm run bench -- [--quick] [--only a,b] [--size 1G] [--files 1000] [--runs 3] [--list]
+const USAGE = `usage: npm run bench -- [--quick] [--only a,b] [--size 1G] [--files 1000] [--runs 3] [--list]
   --quick   smaller sizes (256M, 200 files), 1 run, only the workloads marked quick,
             no audit-off rows: under 3 minutes on an idle 2-core machine
   --only    workloads by name or group (see --list), comma-separated

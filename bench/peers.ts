@@ -18,7 +18,7 @@ import type { Target } from './workload.js';
 const SSHD = '/usr/sbin/sshd';
 const VSFTPD = '/usr/sbin/vsftpd';
 
-export async function waitForPort(port: number, child: ChildProcess, what: string): Promise<void> {
+async function waitForPort(port: number, child: ChildProcess, what: string): Promise<void> {
   for (let i = 0; i < 100; i++) {
     if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`);
     const ok = await new Promise<boolean>((resolve) => {

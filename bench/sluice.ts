@@ -12,7 +12,7 @@ import { onCleanup, starting } from './cleanup.js';
 import { usageOf } from './procfs.js';
 import type { SluiceOptions, Target } from './workload.js';
 
-export const BENCH_USER = { name: 'bench', password: 'bench password' };
+const BENCH_USER = { name: 'bench', password: 'bench password' };
 
 type Config = Record<string, unknown>;
 
@@ -20,7 +20,7 @@ function isObject(x: unknown): x is Config {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
 }
 
-export function merge(base: Config, over: Config): Config {
+function merge(base: Config, over: Config): Config {
   const out: Config = { ...base };
   for (const [k, v] of Object.entries(over)) {
     const b = out[k];
@@ -29,7 +29,7 @@ export function merge(base: Config, over: Config): Config {
   return out;
 }
 
-export type RunningSluice = Target & { stop(): Promise<void>; certsDir: string };
+type RunningSluice = Target & { stop(): Promise<void>; certsDir: string };
 
 /** A sluice with the bench user (password and key) and any further `options.users`. */
 export async function startSluice(options: SluiceOptions, publicKeyFile: string): Promise<RunningSluice> {
