@@ -3,7 +3,8 @@
  * FTPS), OpenSSH sftp and lftp. Each run is a child process with a time
  * limit; a non-zero exit or the limit fails the run with the client's stderr.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { isInterrupted, onCleanupFirst } from './cleanup.js';
 import type { BenchContext, Endpoint } from './workload.js';
 
 export interface ClientRun {
@@ -11,10 +12,18 @@ export interface ClientRun {
   seconds: number;
 }
 
+/** Clients running now: stopped first at the bench's end, before the servers they talk to. */
+const running = new Set<ChildProcess>();
+onCleanupFirst(() => {
+  for (const c of running) c.kill('SIGKILL');
+});
+
 export function runClient(cmd: string, args: string[], timeoutMs: number, input = ''): Promise<ClientRun> {
+  if (isInterrupted()) return Promise.reject(new Error('interrupted'));
   return new Promise((resolve, reject) => {
     const start = process.hrtime.bigint();
     const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    running.add(child);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d));
@@ -22,12 +31,15 @@ export function runClient(cmd: string, args: string[], timeoutMs: number, input 
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     child.on('error', (err) => {
       clearTimeout(timer);
+      running.delete(child);
       reject(err);
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      running.delete(child);
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
       if (code === 0) resolve({ stdout, seconds });
+      else if (isInterrupted()) reject(new Error('interrupted'));
       else if (signal === 'SIGKILL') reject(new Error(`${cmd} took over ${timeoutMs / 1000} s and was stopped`));
       else reject(new Error(`${cmd} exited ${code ?? signal}: ${[...new Set(stderr.trim().split('\n'))].join(' | ').slice(0, 400)}`));
     });
@@ -36,7 +48,7 @@ export function runClient(cmd: string, args: string[], timeoutMs: number, input 
 }
 
 /** curl's version as [major, minor], or null when it does not run. */
-export function curlVersion(curl: string): [number, number] | null {
+function curlVersion(curl: string): [number, number] | null {
   const r = spawnSync(curl, ['--version'], { encoding: 'utf8' });
   const m = /^curl (\d+)\.(\d+)/.exec(r.stdout ?? '');
   return m ? [Number(m[1]), Number(m[2])] : null;

@@ -15,7 +15,7 @@ export const SMALL_FILE_BYTES = 4096;
 /** Thrown when a transfer's result differs from its source: the bench then exits non-zero. */
 export class VerifyError extends Error {}
 
-export async function sha256File(path: string): Promise<string> {
+async function sha256File(path: string): Promise<string> {
   const hash = createHash('sha256');
   await pipeline(createReadStream(path, { highWaterMark: 4 * MiB }), hash);
   return hash.digest('hex');
@@ -35,7 +35,7 @@ export async function makeRandomFile(path: string, size: number): Promise<string
 }
 
 /** f0000, f0001, ...: the names curl's glob `f[0000-nnnn]` produces. */
-export function smallNames(n: number): string[] {
+function smallNames(n: number): string[] {
   return Array.from({ length: n }, (_, i) => `f${String(i).padStart(4, '0')}`);
 }
 

@@ -10,7 +10,7 @@ import net from 'node:net';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../test/helpers/server.js';
-import { onCleanup } from './cleanup.js';
+import { onCleanup, starting } from './cleanup.js';
 import { cpuCgroup } from './cgroup.js';
 import { usageOf } from './procfs.js';
 import type { Target } from './workload.js';
@@ -18,7 +18,7 @@ import type { Target } from './workload.js';
 const SSHD = '/usr/sbin/sshd';
 const VSFTPD = '/usr/sbin/vsftpd';
 
-export async function waitForPort(port: number, child: ChildProcess, what: string): Promise<void> {
+async function waitForPort(port: number, child: ChildProcess, what: string): Promise<void> {
   for (let i = 0; i < 100; i++) {
     if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`);
     const ok = await new Promise<boolean>((resolve) => {
@@ -67,7 +67,11 @@ function target(name: string, kind: Target['kind'], d: ReturnType<typeof daemon>
  * children lands in its cutime) with internal-sftp, key login as the current
  * (root) user into a scratch directory; the same cipher as sluice is asked for.
  */
-export async function startOpenSsh(work: string, publicKey: string): Promise<Target | string> {
+export function startOpenSsh(work: string, publicKey: string): Promise<Target | string> {
+  return starting(() => openSsh(work, publicKey));
+}
+
+async function openSsh(work: string, publicKey: string): Promise<Target | string> {
   const why = missing(SSHD, 'OpenSSH', 'openssh-server');
   if (why) return why;
   const dir = join(work, 'openssh');
@@ -105,7 +109,11 @@ export async function startOpenSsh(work: string, publicKey: string): Promise<Tar
  * directory, so no account or password of the machine is touched. It gets
  * sluice's certificate: the same key on both sides of the comparison.
  */
-export async function startVsftpd(work: string, certFile: string, keyFile: string): Promise<Target | string> {
+export function startVsftpd(work: string, certFile: string, keyFile: string): Promise<Target | string> {
+  return starting(() => vsftpd(work, certFile, keyFile));
+}
+
+async function vsftpd(work: string, certFile: string, keyFile: string): Promise<Target | string> {
   const why = missing(VSFTPD, 'vsftpd', 'vsftpd');
   if (why) return why;
   const dir = join(work, 'vsftpd');

@@ -30,7 +30,7 @@ function cpuOf(path: string, withChildren: boolean): number {
 }
 
 /** Every live descendant of `pid`, through each thread's `children` file. */
-export function descendants(pid: number): number[] {
+function descendants(pid: number): number[] {
   const found: number[] = [];
   const walk = (p: number) => {
     const tasks = read(`/proc/${p}/task/${p}/children`);
@@ -65,14 +65,14 @@ export function usageOf(pid: number, loopThread: boolean, cgroupCpu: (() => numb
 }
 
 /** Resident memory now of the process and its descendants. */
-export function treeRssMiB(pid: number, tree = descendants(pid)): number {
+function treeRssMiB(pid: number, tree = descendants(pid)): number {
   return [pid, ...tree].reduce((s, p) => s + statusKiB(p, 'VmRSS'), 0) / 1024;
 }
 
 /**
- * Waits (up to `ms`) until the process has no children left, so that theirs
- * CPU is counted once, in the parent's cutime, and not missed or counted
- * twice by a reap between two reads.
+ * Waits (up to `ms`) until the process has no children left: the run's
+ * sessions have ended, and without a cgroup their CPU is counted once, in the
+ * parent's cutime, not missed or counted twice by a reap between two reads.
  */
 export async function settle(pid: number, ms = 3000): Promise<void> {
   for (const end = Date.now() + ms; Date.now() < end && descendants(pid).length > 0; ) {
@@ -90,7 +90,7 @@ export async function peakRssDuring<T>(pid: number, fn: () => Promise<T>): Promi
   try {
     resetPeak(pid);
   } catch {
-    // not root: the samples alone give the peak
+    // another user's process: the samples alone give the peak
   }
   let peak = treeRssMiB(pid);
   const timer = setInterval(() => (peak = Math.max(peak, treeRssMiB(pid))), 50);
@@ -103,11 +103,11 @@ export async function peakRssDuring<T>(pid: number, fn: () => Promise<T>): Promi
   }
 }
 
-/** Resident memory now and its peak since the last reset, of one process. */
-export function rssNow(pid: number): { rssMiB: number; hwmMiB: number } {
-  return { rssMiB: statusKiB(pid, 'VmRSS') / 1024, hwmMiB: statusKiB(pid, 'VmHWM') / 1024 };
+/** Resident memory of one process now. */
+export function rssNow(pid: number): number {
+  return statusKiB(pid, 'VmRSS') / 1024;
 }
 
-export function resetPeak(pid: number): void {
+function resetPeak(pid: number): void {
   writeFileSync(`/proc/${pid}/clear_refs`, '5');
 }

@@ -32,7 +32,7 @@ export function valueOf(w: Workload, m: Measurement): number {
   return m.value;
 }
 
-export function summarize(w: Workload, cell: Cell): Summary | undefined {
+function summarize(w: Workload, cell: Cell): Summary | undefined {
   const { samples } = cell;
   if (samples.length === 0) return undefined;
   const perMiB = (pick: (s: Sample) => number | null) => {
@@ -62,13 +62,13 @@ export function summarize(w: Workload, cell: Cell): Summary | undefined {
 }
 
 /** A workload's summaries by role, as goals see them. */
-export interface Roles {
+interface Roles {
   sluice?: Summary;
   auditOff?: Summary;
   peer?: Summary;
 }
 
-export function roles(w: Workload, cells: Cell[]): Roles {
+function roles(w: Workload, cells: Cell[]): Roles {
   const r: Roles = {};
   for (const c of cells) {
     const s = summarize(w, c);

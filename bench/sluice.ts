@@ -8,11 +8,11 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { TestServer } from '../test/helpers/server.js';
 import { cpuCgroup } from './cgroup.js';
-import { onCleanup } from './cleanup.js';
+import { onCleanup, starting } from './cleanup.js';
 import { usageOf } from './procfs.js';
 import type { SluiceOptions, Target } from './workload.js';
 
-export const BENCH_USER = { name: 'bench', password: 'bench password' };
+const BENCH_USER = { name: 'bench', password: 'bench password' };
 
 type Config = Record<string, unknown>;
 
@@ -20,7 +20,7 @@ function isObject(x: unknown): x is Config {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
 }
 
-export function merge(base: Config, over: Config): Config {
+function merge(base: Config, over: Config): Config {
   const out: Config = { ...base };
   for (const [k, v] of Object.entries(over)) {
     const b = out[k];
@@ -29,16 +29,18 @@ export function merge(base: Config, over: Config): Config {
   return out;
 }
 
-export type RunningSluice = Target & { stop(): Promise<void>; certsDir: string };
+type RunningSluice = Target & { stop(): Promise<void>; certsDir: string };
 
 /** A sluice with the bench user (password and key) and any further `options.users`. */
 export async function startSluice(options: SluiceOptions, publicKeyFile: string): Promise<RunningSluice> {
   const config = merge({ ftp: { tls: 'optional' } }, options.config ?? {});
   const users = [BENCH_USER, ...(options.users ?? [])];
-  const srv = await TestServer.start({
-    yaml: stringify(config),
-    users: users.map((u) => ({ ...u, args: ['--key', publicKeyFile] })),
-  });
+  const srv = await starting(() =>
+    TestServer.start({
+      yaml: stringify(config),
+      users: users.map((u) => ({ ...u, args: ['--key', publicKeyFile] })),
+    }),
+  );
   const pid = srv.pid as number;
   const cpu = cpuCgroup(options.name, pid);
   let stopped = false;

@@ -75,7 +75,7 @@ function memory(protocol: 'sftp' | 'ftp'): Workload {
         await Promise.all([local, `${local}.got`, join(ep.localDir, name), join(ep.localDir, `${name}.src`)].map((p) => rm(p, { force: true })));
         peaks.push(peakMiB);
         extra[`peak during ${label(size)}`] = peakMiB;
-        extra[`RSS after ${label(size)}`] = rssNow(target.pid).rssMiB;
+        extra[`RSS after ${label(size)}`] = rssNow(target.pid);
       }
       const bytes = sizes(ctx).reduce((s, x) => s + 2 * x, 0);
       return { seconds: (Date.now() - start) / 1000, bytes, value: (peaks[1] ?? 0) - (peaks[0] ?? 0), extra };
