@@ -128,11 +128,18 @@ export class Download extends Transfer {
 
   /** Positional read; an empty buffer means end of file. */
   async read(position: number, length: number): Promise<Buffer> {
+    const data = Buffer.allocUnsafe(length);
+    const n = await this.readInto(data, 0, length, position);
+    return n === length ? data : data.subarray(0, n);
+  }
+
+  /** As read(), into `target` at `offset` (SFTP reads straight into its DATA reply): the bytes read, 0 at the end. */
+  async readInto(target: Buffer, offset: number, length: number, position: number): Promise<number> {
     if (this.isFinished) throw new SluiceError('failure', 'Transfer is closed');
-    const data = await this.file.read(position, length);
-    this.bytes += data.length;
-    this.hash?.update(position, data);
-    return data;
+    const n = await this.file.read(target, offset, length, position);
+    this.bytes += n;
+    this.hash?.update(position, target.subarray(offset, offset + n));
+    return n;
   }
 
   /** The file from `offset` as a stream with backpressure, counted and hashed. */
@@ -200,8 +207,11 @@ export class Upload extends Transfer {
     this.size = target.staged === null ? (target.existingSize ?? 0) : 0;
   }
 
-  /** Write at `position` (ignored in append mode); resolves once the bytes are in the file. */
-  write(data: Buffer, position: number = this.offset + this.bytes): Promise<void> {
+  /**
+   * Write at `position` (ignored in append mode); resolves once the bytes are
+   * in the file. Several buffers are consecutive bytes, written in one call.
+   */
+  write(data: Buffer | readonly Buffer[], position: number = this.offset + this.bytes): Promise<void> {
     if (this.isFinished) return Promise.reject(new SluiceError('failure', 'Transfer is closed'));
     return this.track(this.writeNow(data, position));
   }
@@ -218,11 +228,14 @@ export class Upload extends Transfer {
     return op;
   }
 
-  private async writeNow(data: Buffer, position: number): Promise<void> {
+  private async writeNow(data: Buffer | readonly Buffer[], position: number): Promise<void> {
     if (this.writeError) throw this.writeError;
+    const chunks = Buffer.isBuffer(data) ? [data] : data;
+    let length = 0;
+    for (const chunk of chunks) length += chunk.length;
     let at: number;
     try {
-      at = await this.reserve(this.target.append ? null : position, data.length);
+      at = await this.reserve(this.target.append ? null : position, length);
     } catch (err) {
       throw this.failWrite(err);
     }
@@ -232,14 +245,18 @@ export class Upload extends Transfer {
     // reordering, however the writes complete. A failed write spoils the hash
     // rather than let it describe bytes the file does not hold.
     const written = this.file.write(data, this.target.append ? null : at);
-    this.hash?.update(at, data);
+    let next = at;
+    for (const chunk of chunks) {
+      this.hash?.update(next, chunk);
+      next += chunk.length;
+    }
     try {
       await written;
     } catch (err) {
       this.hash?.spoil();
       throw this.failWrite(err);
     }
-    this.bytes += data.length;
+    this.bytes += length;
   }
 
   /** A sink for a sequential stream (FTP data channel); backpressure is the write itself. */

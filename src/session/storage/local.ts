@@ -109,14 +109,13 @@ async function lstatOrNull(path: string): Promise<Stats | null> {
 class LocalFile implements OpenFile {
   constructor(private readonly fh: FileHandle) {}
 
-  async read(position: number, length: number): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(length);
-    const { bytesRead } = await sys(this.fh.read(buf, 0, length, position));
-    return bytesRead === length ? buf : buf.subarray(0, bytesRead);
+  async read(target: Buffer, offset: number, length: number, position: number): Promise<number> {
+    return (await sys(this.fh.read(target, offset, length, position))).bytesRead;
   }
 
-  async write(data: Buffer, position: number | null): Promise<void> {
-    await sys(this.fh.write(data, 0, data.length, position));
+  async write(data: Buffer | readonly Buffer[], position: number | null): Promise<void> {
+    if (Buffer.isBuffer(data)) await sys(this.fh.write(data, 0, data.length, position));
+    else await sys(this.fh.writev(data, position ?? undefined));
   }
 
   readStream(start: number): Readable {

@@ -53,10 +53,14 @@ export interface HeldNode {
 
 /** An open file. Positions are bytes from the start; null writes at the end (append). */
 export interface OpenFile extends HeldNode {
-  /** Up to `length` bytes at `position`; shorter at the end, empty beyond it. */
-  read(position: number, length: number): Promise<Buffer>;
-  /** Resolves once every byte is in the file. */
-  write(data: Buffer, position: number | null): Promise<void>;
+  /**
+   * Up to `length` bytes at `position`, into `target` from `offset` (a caller
+   * may read straight into a reply framed around them): the bytes read,
+   * fewer at the end, 0 beyond it.
+   */
+  read(target: Buffer, offset: number, length: number, position: number): Promise<number>;
+  /** Resolves once every byte is in the file; several buffers land one after another, in one call. */
+  write(data: Buffer | readonly Buffer[], position: number | null): Promise<void>;
   /** From `start` to the end, with backpressure; it errors with SluiceErrors. The file stays open. */
   readStream(start: number): Readable;
   truncate(size: number): Promise<void>;
