@@ -135,7 +135,15 @@ export class Download extends Transfer {
     return data;
   }
 
-  /** The file from `offset` as a stream with backpressure, counted and hashed. */
+  /**
+   * The file from `offset` to its size at the open, as a stream with
+   * backpressure, counted and hashed. Bytes appended meanwhile are not sent,
+   * as vsftpd does: the client gets the file SIZE described, the audit
+   * record's `size` is what was offered, and no read is spent finding an end
+   * already known. The stream ends with the last byte: a client that closes
+   * the data connection as soon as it has them all (curl over TLS) no longer
+   * meets a transfer still waiting on that read, which it got 426 for.
+   */
   readable(): Readable {
     let position = this.offset;
     const counter = new Transform({
@@ -146,7 +154,7 @@ export class Download extends Transfer {
         done(null, chunk);
       },
     });
-    const source = this.file.readStream(this.offset);
+    const source = this.file.readStream(this.offset, this.size);
     source.on('error', (err) => counter.destroy(err));
     return source.pipe(counter);
   }

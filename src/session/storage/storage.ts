@@ -57,8 +57,12 @@ export interface OpenFile extends HeldNode {
   read(position: number, length: number): Promise<Buffer>;
   /** Resolves once every byte is in the file. */
   write(data: Buffer, position: number | null): Promise<void>;
-  /** From `start` to the end, with backpressure; it errors with SluiceErrors. The file stays open. */
-  readStream(start: number): Readable;
+  /**
+   * From `start` to the end of the file, or to `end` (exclusive) where the
+   * file reaches it, with backpressure; it errors with SluiceErrors. The file
+   * stays open.
+   */
+  readStream(start: number, end?: number): Readable;
   truncate(size: number): Promise<void>;
   sync(): Promise<void>;
   chmod(mode: number): Promise<void>;
