@@ -6,7 +6,7 @@ import { toFileInfo, type FileInfo } from './file-info.js';
 import { baseName } from './paths.js';
 import type { QuotaLedger } from './quota.js';
 import { SequenceHash } from './sequence-hash.js';
-import type { Location, OpenFile, StagedFile } from './storage/storage.js';
+import type { Location, NodeStat, OpenFile, StagedFile } from './storage/storage.js';
 
 /** What a finished transfer reports to its session for the audit trail. */
 export interface TransferRecord {
@@ -344,13 +344,16 @@ export class Upload extends Transfer {
         if (existingSize === null && !(await this.unlinkIfStillNamed())) filesDelta = 1;
         await this.file.close();
       } else {
+        // The final name is looked at while the staged file is measured and closed: one wait for both.
+        const target = staged !== null && result === 'ok' ? loc.stat() : null;
+        target?.catch(() => undefined);
         const written = (await this.file.stat()).size;
         await this.file.close();
-        if (staged !== null && result !== 'ok') {
+        if (staged !== null && target === null) {
           await staged.discard();
           stagedLeft = false;
-        } else if (staged !== null) {
-          const change = await this.replace(staged, written);
+        } else if (staged !== null && target !== null) {
+          const change = await this.replace(staged, written, await target);
           stagedLeft = false;
           finalSize = written;
           bytesDelta = change.bytes;
@@ -376,7 +379,7 @@ export class Upload extends Transfer {
       if (this.target.claim) this.ledger.unclaim(this.target.claim.key);
       if (this.target.lock) this.ledger.unlockInPlace(this.target.lock);
       this.ledger.settle(this.reserved, bytesDelta, filesDelta);
-      await loc.close();
+      void loc.close();
     }
     this.record('upload', finalSize, result, reason, fileSha256);
   }
@@ -398,9 +401,8 @@ export class Upload extends Transfer {
    * The old file is held open across the rename so that its link count
    * afterwards, not a guess, says whether its bytes were freed.
    */
-  private async replace(staged: StagedFile, written: number): Promise<{ bytes: number; files: number }> {
+  private async replace(staged: StagedFile, written: number, before: NodeStat | null): Promise<{ bytes: number; files: number }> {
     const { loc } = this.target;
-    const before = await loc.stat();
     // Gone or swapped since the stat: then the stat must do.
     const old = before?.type === 'file' ? await loc.hold().catch(() => null) : null;
     try {

@@ -120,7 +120,12 @@ export interface Location {
   readonly blind: boolean;
   readonly isRoot: boolean;
 
-  /** The node, or null when the name does not exist. */
+  /**
+   * The node, or null when the name does not exist. The first call may be
+   * answered from the lookup resolve made of the final name just before (one
+   * trip to the disk fewer for the check that opens an operation); every
+   * later call looks again.
+   */
   stat(): Promise<NodeStat | null>;
   /** Hold the node, needing no access to its content; null when the name does not exist. */
   hold(): Promise<HeldNode | null>;
@@ -150,6 +155,7 @@ export interface Location {
   /** Times of the node (`atime` undefined: left as it is); refused on a symlink. Needs no access to its content. */
   setTimes(mtime: Date, atime?: Date): Promise<void>;
   space(): Promise<StorageSpace>;
+  /** Let go of the pinned directory; never rejects, so callers need not wait for it. */
   close(): Promise<void>;
 }
 
