@@ -1,50 +1,24 @@
+/**
+ * The servers sluice is compared with, started by the bench on free loopback
+ * ports: OpenSSH's sshd with internal-sftp, and vsftpd with plain FTP and
+ * explicit FTPS. Both need root (sshd to log in a user, vsftpd to chroot);
+ * when they cannot run, the reason comes back instead of a target.
+ */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../test/helpers/server.js';
-
-/** Where a server listens, the name a client uploads to, and where that file lands on disk. */
-export interface Endpoint {
-  port: number;
-  user: string;
-  password?: string;
-  remotePath: string;
-  storedAt: string;
-}
-
-/** A server under comparison. */
-export interface Target {
-  name: string;
-  sftp?: Endpoint;
-  ftps?: Endpoint;
-  /** Peak resident memory of the server process so far, in MiB. */
-  peakMiB(): number | null;
-  /** CPU seconds used so far by the server's event loop and by the whole process; sluice only. */
-  cpu?(): { loop: number; process: number };
-  stop(): Promise<void>;
-}
+import { onCleanup, starting } from './cleanup.js';
+import { cpuCgroup } from './cgroup.js';
+import { usageOf } from './procfs.js';
+import type { Target } from './workload.js';
 
 const SSHD = '/usr/sbin/sshd';
-const SFTP_SERVER = '/usr/lib/openssh/sftp-server';
 const VSFTPD = '/usr/sbin/vsftpd';
 
-/** VmHWM of a process (Linux). */
-export function peakMiB(pid: number | undefined): number | null {
-  if (pid === undefined) return null;
-  const r = spawnSync('grep', ['VmHWM', `/proc/${pid}/status`], { encoding: 'utf8' });
-  const kb = /VmHWM:\s+(\d+)/.exec(r.stdout)?.[1];
-  return kb === undefined ? null : Number(kb) / 1024;
-}
-
-/** CPU seconds (user + system) of /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat. */
-export function cpuSeconds(statPath: string): number {
-  const fields = readFileSync(statPath, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
 async function waitForPort(port: number, child: ChildProcess, what: string): Promise<void> {
-  const net = await import('node:net');
   for (let i = 0; i < 100; i++) {
     if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`);
     const ok = await new Promise<boolean>((resolve) => {
@@ -60,31 +34,49 @@ async function waitForPort(port: number, child: ChildProcess, what: string): Pro
   throw new Error(`${what} did not listen on ${port}`);
 }
 
-function stopper(child: ChildProcess): () => Promise<void> {
-  return async () => {
+/**
+ * Starts `binary` in a CPU cgroup of its own (before it can fork), and
+ * registers its stop (SIGTERM, then wait) for the bench's end.
+ */
+function daemon(name: string, binary: string, args: string[]): { child: ChildProcess; cpu: (() => number) | null } {
+  const child = spawn(binary, args, { stdio: 'ignore' });
+  const cpu = child.pid === undefined ? null : cpuCgroup(name, child.pid);
+  onCleanup(async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((r) => child.once('exit', r));
     child.kill('SIGTERM');
     await exited;
-  };
+  });
+  return { child, cpu };
 }
 
 /** Why a peer cannot run here, or null. */
-function missing(binary: string, name: string): string | null {
-  if (!existsSync(binary)) return `${name} not installed (apt-get install -y ${name === 'OpenSSH' ? 'openssh-server' : 'vsftpd'})`;
-  if (userInfo().uid !== 0) return `${name} needs root to start here`;
+function missing(binary: string, name: string, pkg: string): string | null {
+  if (!existsSync(binary)) return `${name} not installed (apt-get install -y ${pkg})`;
+  if (userInfo().uid !== 0) return `${name} needs root to start here (run the bench as root)`;
   return null;
 }
 
+function target(name: string, kind: Target['kind'], d: ReturnType<typeof daemon>, endpoints: Target['endpoints']): Target {
+  const pid = d.child.pid as number;
+  return { name, kind, pid, endpoints, usage: () => usageOf(pid, false, d.cpu) };
+}
+
 /**
- * OpenSSH's sshd with its sftp-server, the SFTP reference: key login as the
- * current (root) user, files in `dir`. Same cipher as the client asks of sluice.
+ * sshd -D (it stays the parent of every connection, so the CPU of its reaped
+ * children lands in its cutime) with internal-sftp, key login as the current
+ * (root) user into a scratch directory; the same cipher as sluice is asked for.
  */
-export async function startOpenSsh(work: string, publicKey: string): Promise<Target | string> {
-  const why = missing(SSHD, 'OpenSSH');
+export function startOpenSsh(work: string, publicKey: string): Promise<Target | string> {
+  return starting(() => openSsh(work, publicKey));
+}
+
+async function openSsh(work: string, publicKey: string): Promise<Target | string> {
+  const why = missing(SSHD, 'OpenSSH', 'openssh-server');
   if (why) return why;
   const dir = join(work, 'openssh');
-  mkdirSync(dir, { recursive: true });
+  const home = join(dir, 'home');
+  mkdirSync(home, { recursive: true });
   mkdirSync('/run/sshd', { recursive: true });
   const hostKey = join(dir, 'host_ed25519');
   spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', hostKey]);
@@ -100,28 +92,29 @@ export async function startOpenSsh(work: string, publicKey: string): Promise<Tar
     'PasswordAuthentication no',
     'StrictModes no',
     'UsePAM no',
-    `Subsystem sftp ${SFTP_SERVER}`,
+    'Subsystem sftp internal-sftp',
     `PidFile ${join(dir, 'sshd.pid')}`,
   ].join('\n') + '\n');
-  const child = spawn(SSHD, ['-D', '-e', '-f', config], { stdio: 'ignore' });
-  await waitForPort(port, child, 'sshd');
-  return {
-    name: 'OpenSSH sftp-server',
-    sftp: { port, user: userInfo().username, remotePath: join(dir, 'bench.bin'), storedAt: join(dir, 'bench.bin') },
-    // sshd forks per connection; the listener's memory says little.
-    peakMiB: () => null,
-    stop: stopper(child),
-  };
+  const d = daemon('openssh', SSHD, ['-D', '-e', '-f', config]);
+  await waitForPort(port, d.child, 'sshd');
+  return target('OpenSSH', 'openssh', d, {
+    sftp: { port, user: userInfo().username, password: null, remoteDir: home, localDir: home },
+  });
 }
 
 /**
- * vsftpd with explicit FTPS, the trusted FTP server. It logs in system users
- * through PAM: a PAM service of its own (removed at stop) lets the current
- * (root) user in with any password, chrooted to a scratch directory, so no
- * account or password of the machine is touched.
+ * vsftpd, plain FTP and explicit FTPS on one port like sluice. It logs in
+ * system users through PAM: a PAM service of its own (removed at the end)
+ * lets the current (root) user in with any password, chrooted to a scratch
+ * directory, so no account or password of the machine is touched. It gets
+ * sluice's certificate: the same key on both sides of the comparison.
  */
-export async function startVsftpd(work: string, certFile: string, keyFile: string): Promise<Target | string> {
-  const why = missing(VSFTPD, 'vsftpd');
+export function startVsftpd(work: string, certFile: string, keyFile: string): Promise<Target | string> {
+  return starting(() => vsftpd(work, certFile, keyFile));
+}
+
+async function vsftpd(work: string, certFile: string, keyFile: string): Promise<Target | string> {
+  const why = missing(VSFTPD, 'vsftpd', 'vsftpd');
   if (why) return why;
   const dir = join(work, 'vsftpd');
   const root = join(dir, 'root');
@@ -130,8 +123,10 @@ export async function startVsftpd(work: string, certFile: string, keyFile: strin
   const pamService = `sluice-bench-${process.pid}`;
   const pamFile = `/etc/pam.d/${pamService}`;
   writeFileSync(pamFile, 'auth required pam_permit.so\naccount required pam_permit.so\nsession required pam_permit.so\n');
+  onCleanup(() => rmSync(pamFile, { force: true }));
   const port = await freePort();
-  const pasv = 40000 + Math.floor(Math.random() * 200) * 100;
+  // The same number of passive ports as the sluice the bench starts.
+  const pasv = 10000 + Math.floor(Math.random() * 100) * 100; // below sluice's ranges (TestServer: 20000 up)
   const config = join(dir, 'vsftpd.conf');
   writeFileSync(config, [
     'listen=YES',
@@ -148,8 +143,8 @@ export async function startVsftpd(work: string, certFile: string, keyFile: strin
     'allow_writeable_chroot=YES',
     'seccomp_sandbox=NO',
     'ssl_enable=YES',
-    'force_local_logins_ssl=YES',
-    'force_local_data_ssl=YES',
+    'force_local_logins_ssl=NO',
+    'force_local_data_ssl=NO',
     `rsa_cert_file=${certFile}`,
     `rsa_private_key_file=${keyFile}`,
     // sluice requires it too, and curl resumes the session on every data connection.
@@ -159,22 +154,8 @@ export async function startVsftpd(work: string, certFile: string, keyFile: strin
     `pasv_max_port=${pasv + 99}`,
     'xferlog_enable=NO',
   ].join('\n') + '\n');
-  const child = spawn(VSFTPD, [config], { stdio: 'ignore' });
-  try {
-    await waitForPort(port, child, 'vsftpd');
-  } catch (err) {
-    rmSync(pamFile, { force: true });
-    throw err;
-  }
-  const stop = stopper(child);
-  return {
-    name: 'vsftpd',
-    ftps: { port, user: userInfo().username, password: 'any', remotePath: '/bench.bin', storedAt: join(root, 'bench.bin') },
-    // vsftpd forks per session too.
-    peakMiB: () => null,
-    async stop() {
-      await stop();
-      rmSync(pamFile, { force: true });
-    },
-  };
+  const d = daemon('vsftpd', VSFTPD, [config]);
+  await waitForPort(port, d.child, 'vsftpd');
+  const ep = { port, user: userInfo().username, password: 'any', remoteDir: '/', localDir: root };
+  return target('vsftpd', 'vsftpd', d, { ftp: ep, ftps: ep });
 }

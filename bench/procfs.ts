@@ -1,0 +1,113 @@
+/**
+ * A server's CPU and memory from /proc (Linux), the same way for sluice (one
+ * process) and for the peers (a listener that forks per connection).
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import type { Usage } from './workload.js';
+
+const TICKS = 100; // USER_HZ, 100 on every Linux ABI Node runs on
+
+function read(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return null; // the process (or thread) exited between listing and reading
+  }
+}
+
+/** Fields of /proc/<pid>/stat after the command name, which may hold spaces. */
+function statFields(path: string): string[] | null {
+  const text = read(path);
+  return text === null ? null : (text.slice(text.lastIndexOf(') ') + 2).split(' '));
+}
+
+/** utime + stime (+ cutime + cstime: children already reaped) in seconds. */
+function cpuOf(path: string, withChildren: boolean): number {
+  const f = statFields(path);
+  if (!f) return 0;
+  const ticks = Number(f[11]) + Number(f[12]) + (withChildren ? Number(f[13]) + Number(f[14]) : 0);
+  return ticks / TICKS;
+}
+
+/** Every live descendant of `pid`, through each thread's `children` file. */
+function descendants(pid: number): number[] {
+  const found: number[] = [];
+  const walk = (p: number) => {
+    const tasks = read(`/proc/${p}/task/${p}/children`);
+    for (const child of (tasks ?? '').split(' ').filter((s) => s !== '').map(Number)) {
+      found.push(child);
+      walk(child);
+    }
+  };
+  walk(pid);
+  return found;
+}
+
+function statusKiB(pid: number, key: 'VmRSS' | 'VmHWM'): number {
+  const m = new RegExp(`${key}:\\s+(\\d+)`).exec(read(`/proc/${pid}/status`) ?? '');
+  return m ? Number(m[1]) : 0;
+}
+
+/**
+ * CPU of the process and of all its descendants: from its cgroup when it has
+ * one (see cgroup.ts), else from /proc, reaped or alive (a reaped child's time
+ * lands in its parent's cutime/cstime once waited for); resident memory of the
+ * whole tree now.
+ */
+export function usageOf(pid: number, loopThread: boolean, cgroupCpu: (() => number) | null): Usage {
+  const tree = descendants(pid);
+  const cpuSeconds = cgroupCpu?.() ?? cpuOf(`/proc/${pid}/stat`, true) + tree.reduce((s, p) => s + cpuOf(`/proc/${p}/stat`, true), 0);
+  return {
+    cpuSeconds,
+    loopCpuSeconds: loopThread ? cpuOf(`/proc/${pid}/task/${pid}/stat`, false) : null,
+    rssMiB: treeRssMiB(pid, tree),
+  };
+}
+
+/** Resident memory now of the process and its descendants. */
+function treeRssMiB(pid: number, tree = descendants(pid)): number {
+  return [pid, ...tree].reduce((s, p) => s + statusKiB(p, 'VmRSS'), 0) / 1024;
+}
+
+/**
+ * Waits (up to `ms`) until the process has no children left: the run's
+ * sessions have ended, and without a cgroup their CPU is counted once, in the
+ * parent's cutime, not missed or counted twice by a reap between two reads.
+ */
+export async function settle(pid: number, ms = 3000): Promise<void> {
+  for (const end = Date.now() + ms; Date.now() < end && descendants(pid).length > 0; ) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * Peak resident memory of a server's tree while `fn` runs: the larger of
+ * samples every 50 ms (forked children come and go) and the listener's own
+ * VmHWM, reset first through clear_refs (root, Linux ≥ 4.0), which catches
+ * peaks between samples.
+ */
+export async function peakRssDuring<T>(pid: number, fn: () => Promise<T>): Promise<{ result: T; peakMiB: number }> {
+  try {
+    resetPeak(pid);
+  } catch {
+    // another user's process: the samples alone give the peak
+  }
+  let peak = treeRssMiB(pid);
+  const timer = setInterval(() => (peak = Math.max(peak, treeRssMiB(pid))), 50);
+  try {
+    const result = await fn();
+    peak = Math.max(peak, treeRssMiB(pid), statusKiB(pid, 'VmHWM') / 1024);
+    return { result, peakMiB: peak };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** Resident memory of one process now. */
+export function rssNow(pid: number): number {
+  return statusKiB(pid, 'VmRSS') / 1024;
+}
+
+function resetPeak(pid: number): void {
+  writeFileSync(`/proc/${pid}/clear_refs`, '5');
+}

@@ -1,0 +1,63 @@
+/**
+ * sluice as the bench runs it: the built server (dist/) through the tests'
+ * TestServer, in its default configuration except that plain FTP is allowed
+ * (`ftp.tls: optional`), which the plain-FTP workloads need and which changes
+ * nothing for FTPS.
+ */
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { TestServer } from '../test/helpers/server.js';
+import { cpuCgroup } from './cgroup.js';
+import { onCleanup, starting } from './cleanup.js';
+import { usageOf } from './procfs.js';
+import type { SluiceOptions, Target } from './workload.js';
+
+const BENCH_USER = { name: 'bench', password: 'bench password' };
+
+type Config = Record<string, unknown>;
+
+function isObject(x: unknown): x is Config {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+function merge(base: Config, over: Config): Config {
+  const out: Config = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] = isObject(b) && isObject(v) ? merge(b, v) : v;
+  }
+  return out;
+}
+
+type RunningSluice = Target & { stop(): Promise<void>; certsDir: string };
+
+/** A sluice with the bench user (password and key) and any further `options.users`. */
+export async function startSluice(options: SluiceOptions, publicKeyFile: string): Promise<RunningSluice> {
+  const config = merge({ ftp: { tls: 'optional' } }, options.config ?? {});
+  const users = [BENCH_USER, ...(options.users ?? [])];
+  const srv = await starting(() =>
+    TestServer.start({
+      yaml: stringify(config),
+      users: users.map((u) => ({ ...u, args: ['--key', publicKeyFile] })),
+    }),
+  );
+  const pid = srv.pid as number;
+  const cpu = cpuCgroup(options.name, pid);
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    await srv.stop();
+  };
+  onCleanup(stop);
+  const ep = (port: number) => ({ port, user: BENCH_USER.name, password: BENCH_USER.password, remoteDir: '/', localDir: srv.home(BENCH_USER.name) });
+  return {
+    name: options.name,
+    kind: 'sluice',
+    pid,
+    endpoints: { ftp: ep(srv.ftpPort), ftps: ep(srv.ftpPort), sftp: ep(srv.sftpPort) },
+    usage: () => usageOf(pid, true, cpu),
+    stop,
+    certsDir: join(srv.dir, 'certs'),
+  };
+}

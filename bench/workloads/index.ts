@@ -1,0 +1,15 @@
+/** Every workload, in the order the bench runs them (--only selects by name or group). */
+import type { Workload } from '../workload.js';
+import { largeWorkloads } from './large.js';
+import { memoryWorkloads } from './memory.js';
+import { smallCurlWorkloads } from './small-curl.js';
+import { smallLftpWorkloads } from './small-lftp.js';
+import { smallSftpWorkloads } from './small-sftp.js';
+
+export const allWorkloads: Workload[] = [
+  ...smallCurlWorkloads,
+  ...smallLftpWorkloads,
+  ...smallSftpWorkloads,
+  ...largeWorkloads,
+  ...memoryWorkloads,
+];

@@ -1,0 +1,78 @@
+/**
+ * The small-file workloads' common frame: upload the bench's tree of N × 4 KiB
+ * files into a fresh remote directory, or download a copy placed on the
+ * server's disk, then compare every file byte for byte. The client is the
+ * only part that differs.
+ */
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { place, remote, SMALL_FILE_BYTES, verifyTree } from '../files.js';
+import { endpointOf, type BenchContext, type Endpoint, type Goal, type Measurement, type PeerName, type Protocol, type Workload } from '../workload.js';
+
+/** Seconds of the client's run, and each file's time when the client tells it. */
+export interface TreeRun {
+  seconds: number;
+  perFile?: number[];
+}
+
+/** Copies the tree at `from` to `to`: local to remote path (put), or remote path to a local path that does not exist yet (get). */
+export type TreeClient = (ctx: BenchContext, ep: Endpoint, from: string, to: string, timeoutMs: number) => Promise<TreeRun>;
+
+export interface TreeSpec {
+  name: string;
+  group: string;
+  title: string;
+  protocol: Protocol;
+  peer: PeerName;
+  quick: boolean;
+  auditOff: boolean;
+  goals: Goal[];
+  direction: 'put' | 'get';
+  client: TreeClient;
+}
+
+function measurement(files: number, r: TreeRun): Measurement {
+  const m: Measurement = { seconds: r.seconds, files, bytes: files * SMALL_FILE_BYTES };
+  if (r.perFile) {
+    const sorted = [...r.perFile].sort((a, b) => a - b);
+    m.maxGapMs = (sorted.at(-1) ?? 0) * 1000;
+    m.extra = { 'median ms per file': (sorted[Math.floor(sorted.length / 2)] ?? 0) * 1000 };
+  }
+  return m;
+}
+
+export function treeWorkload(spec: TreeSpec): Workload {
+  const { direction, client, protocol } = spec;
+  const down = `${spec.group}-down`;
+  return {
+    name: spec.name,
+    group: spec.group,
+    title: spec.title,
+    protocol,
+    peer: spec.peer,
+    unit: 'files/s',
+    quick: spec.quick,
+    auditOff: spec.auditOff,
+    goals: spec.goals,
+    async prepare(target, ctx) {
+      if (direction === 'get') await place(await ctx.smallTree(), join(endpointOf(target, protocol).localDir, down));
+    },
+    async run(target, ctx) {
+      const ep = endpointOf(target, protocol);
+      const src = await ctx.smallTree();
+      const what = `${target.name} ${spec.name}`;
+      // Generous: the peers need about a millisecond a file; a 1 s stall on every third file still finishes.
+      const timeout = Math.max(60_000, ctx.files * 500);
+      const [from, to, landed] = direction === 'put'
+        ? ((dir) => [src, remote(ep.remoteDir, dir), join(ep.localDir, dir)])(ctx.fresh('up'))
+        : ((out) => [remote(ep.remoteDir, down), out, out])(join(ctx.work, ctx.fresh('got')));
+      const r = await client(ctx, ep, from, to, timeout);
+      await verifyTree(src, landed, what);
+      await rm(landed, { recursive: true });
+      return measurement(ctx.files, r);
+    },
+    async cleanup(target) {
+      if (direction === 'get') await rm(join(endpointOf(target, protocol).localDir, down), { recursive: true, force: true });
+    },
+  };
+}
