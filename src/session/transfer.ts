@@ -6,7 +6,7 @@ import { toFileInfo, type FileInfo } from './file-info.js';
 import { baseName } from './paths.js';
 import type { QuotaLedger } from './quota.js';
 import { SequenceHash } from './sequence-hash.js';
-import type { Location, OpenFile, StagedFile } from './storage/storage.js';
+import type { Location, NodeStat, OpenFile, StagedFile } from './storage/storage.js';
 
 /** What a finished transfer reports to its session for the audit trail. */
 export interface TransferRecord {
@@ -142,7 +142,15 @@ export class Download extends Transfer {
     return n;
   }
 
-  /** The file from `offset` as a stream with backpressure, counted and hashed. */
+  /**
+   * The file from `offset` to its size at the open, as a stream with
+   * backpressure, counted and hashed. Bytes appended meanwhile are not sent,
+   * as vsftpd does: the client gets the file SIZE described, the audit
+   * record's `size` is what was offered, and no read is spent finding an end
+   * already known. The stream ends with the last byte: a client that closes
+   * the data connection as soon as it has them all (curl over TLS) no longer
+   * meets a transfer still waiting on that read, which it got 426 for.
+   */
   readable(): Readable {
     let position = this.offset;
     const counter = new Transform({
@@ -153,7 +161,7 @@ export class Download extends Transfer {
         done(null, chunk);
       },
     });
-    const source = this.file.readStream(this.offset);
+    const source = this.file.readStream(this.offset, this.size);
     source.on('error', (err) => counter.destroy(err));
     return source.pipe(counter);
   }
@@ -353,13 +361,16 @@ export class Upload extends Transfer {
         if (existingSize === null && !(await this.unlinkIfStillNamed())) filesDelta = 1;
         await this.file.close();
       } else {
+        // The final name is looked at while the staged file is measured and closed: one wait for both.
+        const target = staged !== null && result === 'ok' ? loc.stat() : null;
+        target?.catch(() => undefined);
         const written = (await this.file.stat()).size;
         await this.file.close();
-        if (staged !== null && result !== 'ok') {
+        if (staged !== null && target === null) {
           await staged.discard();
           stagedLeft = false;
-        } else if (staged !== null) {
-          const change = await this.replace(staged, written);
+        } else if (staged !== null && target !== null) {
+          const change = await this.replace(staged, written, await target);
           stagedLeft = false;
           finalSize = written;
           bytesDelta = change.bytes;
@@ -385,7 +396,7 @@ export class Upload extends Transfer {
       if (this.target.claim) this.ledger.unclaim(this.target.claim.key);
       if (this.target.lock) this.ledger.unlockInPlace(this.target.lock);
       this.ledger.settle(this.reserved, bytesDelta, filesDelta);
-      await loc.close();
+      void loc.close();
     }
     this.record('upload', finalSize, result, reason, fileSha256);
   }
@@ -407,9 +418,8 @@ export class Upload extends Transfer {
    * The old file is held open across the rename so that its link count
    * afterwards, not a guess, says whether its bytes were freed.
    */
-  private async replace(staged: StagedFile, written: number): Promise<{ bytes: number; files: number }> {
+  private async replace(staged: StagedFile, written: number, before: NodeStat | null): Promise<{ bytes: number; files: number }> {
     const { loc } = this.target;
-    const before = await loc.stat();
     // Gone or swapped since the stat: then the stat must do.
     const old = before?.type === 'file' ? await loc.hold().catch(() => null) : null;
     try {
