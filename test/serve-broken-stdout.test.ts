@@ -83,3 +83,23 @@ for (const users of [false, true]) {
     }
   });
 }
+
+test('a fatal log line with a dead stdout does not hang the process', async () => {
+  // The lines before it are still queued when the fatal one comes, as at a failed start.
+  const script = `
+    import { createLogger } from ${JSON.stringify(new URL('../src/audit/log.ts', import.meta.url).href)};
+    const log = createLogger('info');
+    log.info('one');
+    log.info('two');
+    log.fatal('could not start');
+    process.exitCode = 3;
+  `;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  child.stdout.destroy();
+  const exited = once(child, 'exit').then(([code]) => code as number | null);
+  try {
+    assert.equal(await exitCodeWithin(exited, 20_000), 3);
+  } finally {
+    child.kill('SIGKILL');
+  }
+});
