@@ -2,6 +2,7 @@
 import type { Workload } from '../workload.js';
 import { largeWorkloads } from './large.js';
 import { memoryWorkloads } from './memory.js';
+import { sessionWorkloads } from './sessions.js';
 import { smallCurlWorkloads } from './small-curl.js';
 import { smallLftpWorkloads } from './small-lftp.js';
 import { smallSftpWorkloads } from './small-sftp.js';
@@ -12,4 +13,5 @@ export const allWorkloads: Workload[] = [
   ...smallSftpWorkloads,
   ...largeWorkloads,
   ...memoryWorkloads,
+  ...sessionWorkloads,
 ];

@@ -1,0 +1,49 @@
+/**
+ * Preloaded into the server under test (NODE_OPTIONS='--import <this file>'),
+ * so the bench measures sluice from inside without any product code: on
+ * SIGUSR2 it writes the event loop's delay since the last SIGUSR2 and the
+ * process's memory to $SLUICE_BENCH_PROBE (JSON), then starts a new interval.
+ * With $SLUICE_BENCH_HEAP set, each SIGUSR2 also writes a heap snapshot there;
+ * with $SLUICE_BENCH_CPUPROF, a CPU profile of the event-loop thread since the
+ * previous SIGUSR2 (Node refuses --cpu-prof in NODE_OPTIONS).
+ * Inactive (nothing loaded, no handler) in processes without $SLUICE_BENCH_PROBE.
+ */
+import { writeFileSync, renameSync } from 'node:fs';
+import { Session } from 'node:inspector';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { writeHeapSnapshot } from 'node:v8';
+
+const out = process.env.SLUICE_BENCH_PROBE;
+if (out) {
+  // 1 ms sampling: a block of 20 ms (the goal's bound) cannot hide between two samples.
+  const delay = monitorEventLoopDelay({ resolution: 1 });
+  delay.enable();
+  let since = Date.now();
+  const cpuprof = process.env.SLUICE_BENCH_CPUPROF;
+  const inspector = cpuprof ? new Session() : null;
+  if (inspector) {
+    inspector.connect();
+    inspector.post('Profiler.enable', () => inspector.post('Profiler.start'));
+  }
+  process.on('SIGUSR2', () => {
+    if (inspector) {
+      inspector.post('Profiler.stop', (err, result) => {
+        if (!err) writeFileSync(cpuprof, JSON.stringify(result.profile));
+        inspector.post('Profiler.start');
+      });
+    }
+    const ms = (ns) => ns / 1e6;
+    const report = {
+      pid: process.pid,
+      seconds: (Date.now() - since) / 1000,
+      delay: { max: ms(delay.max), p99: ms(delay.percentile(99)), mean: ms(delay.mean), count: delay.count },
+      memory: process.memoryUsage(),
+      heap: process.env.SLUICE_BENCH_HEAP ? writeHeapSnapshot(process.env.SLUICE_BENCH_HEAP) : null,
+    };
+    delay.reset();
+    since = Date.now();
+    // Written whole, then renamed: the bench never reads half a report.
+    writeFileSync(`${out}.tmp`, JSON.stringify(report));
+    renameSync(`${out}.tmp`, out);
+  });
+}
