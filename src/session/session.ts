@@ -653,7 +653,8 @@ export class Session {
         return act(loc);
       });
     } finally {
-      await loc.close();
+      // Not waited for: the answer need not wait on a close nothing depends on (Location.close never rejects).
+      void loc.close();
     }
   }
 

@@ -6,7 +6,7 @@ import { toFileInfo, type FileInfo } from './file-info.js';
 import { baseName } from './paths.js';
 import type { QuotaLedger } from './quota.js';
 import { SequenceHash } from './sequence-hash.js';
-import type { Location, OpenFile, StagedFile } from './storage/storage.js';
+import type { Location, NodeStat, OpenFile, StagedFile } from './storage/storage.js';
 
 /** What a finished transfer reports to its session for the audit trail. */
 export interface TransferRecord {
@@ -128,14 +128,29 @@ export class Download extends Transfer {
 
   /** Positional read; an empty buffer means end of file. */
   async read(position: number, length: number): Promise<Buffer> {
-    if (this.isFinished) throw new SluiceError('failure', 'Transfer is closed');
-    const data = await this.file.read(position, length);
-    this.bytes += data.length;
-    this.hash?.update(position, data);
-    return data;
+    const data = Buffer.allocUnsafe(length);
+    const n = await this.readInto(data, 0, length, position);
+    return n === length ? data : data.subarray(0, n);
   }
 
-  /** The file from `offset` as a stream with backpressure, counted and hashed. */
+  /** As read(), into `target` at `offset` (SFTP reads straight into its DATA reply): the bytes read, 0 at the end. */
+  async readInto(target: Buffer, offset: number, length: number, position: number): Promise<number> {
+    if (this.isFinished) throw new SluiceError('failure', 'Transfer is closed');
+    const n = await this.file.read(target, offset, length, position);
+    this.bytes += n;
+    this.hash?.update(position, target.subarray(offset, offset + n));
+    return n;
+  }
+
+  /**
+   * The file from `offset` to its size at the open, as a stream with
+   * backpressure, counted and hashed. Bytes appended meanwhile are not sent,
+   * as vsftpd does: the client gets the file SIZE described, the audit
+   * record's `size` is what was offered, and no read is spent finding an end
+   * already known. The stream ends with the last byte: a client that closes
+   * the data connection as soon as it has them all (curl over TLS) no longer
+   * meets a transfer still waiting on that read, which it got 426 for.
+   */
   readable(): Readable {
     let position = this.offset;
     const counter = new Transform({
@@ -146,7 +161,7 @@ export class Download extends Transfer {
         done(null, chunk);
       },
     });
-    const source = this.file.readStream(this.offset);
+    const source = this.file.readStream(this.offset, this.size);
     source.on('error', (err) => counter.destroy(err));
     return source.pipe(counter);
   }
@@ -200,8 +215,11 @@ export class Upload extends Transfer {
     this.size = target.staged === null ? (target.existingSize ?? 0) : 0;
   }
 
-  /** Write at `position` (ignored in append mode); resolves once the bytes are in the file. */
-  write(data: Buffer, position: number = this.offset + this.bytes): Promise<void> {
+  /**
+   * Write at `position` (ignored in append mode); resolves once the bytes are
+   * in the file. Several buffers are consecutive bytes, written in one call.
+   */
+  write(data: Buffer | readonly Buffer[], position: number = this.offset + this.bytes): Promise<void> {
     if (this.isFinished) return Promise.reject(new SluiceError('failure', 'Transfer is closed'));
     return this.track(this.writeNow(data, position));
   }
@@ -218,11 +236,14 @@ export class Upload extends Transfer {
     return op;
   }
 
-  private async writeNow(data: Buffer, position: number): Promise<void> {
+  private async writeNow(data: Buffer | readonly Buffer[], position: number): Promise<void> {
     if (this.writeError) throw this.writeError;
+    const chunks = Buffer.isBuffer(data) ? [data] : data;
+    let length = 0;
+    for (const chunk of chunks) length += chunk.length;
     let at: number;
     try {
-      at = await this.reserve(this.target.append ? null : position, data.length);
+      at = await this.reserve(this.target.append ? null : position, length);
     } catch (err) {
       throw this.failWrite(err);
     }
@@ -232,14 +253,18 @@ export class Upload extends Transfer {
     // reordering, however the writes complete. A failed write spoils the hash
     // rather than let it describe bytes the file does not hold.
     const written = this.file.write(data, this.target.append ? null : at);
-    this.hash?.update(at, data);
+    let next = at;
+    for (const chunk of chunks) {
+      this.hash?.update(next, chunk);
+      next += chunk.length;
+    }
     try {
       await written;
     } catch (err) {
       this.hash?.spoil();
       throw this.failWrite(err);
     }
-    this.bytes += data.length;
+    this.bytes += length;
   }
 
   /** A sink for a sequential stream (FTP data channel); backpressure is the write itself. */
@@ -336,13 +361,16 @@ export class Upload extends Transfer {
         if (existingSize === null && !(await this.unlinkIfStillNamed())) filesDelta = 1;
         await this.file.close();
       } else {
+        // The final name is looked at while the staged file is measured and closed: one wait for both.
+        const target = staged !== null && result === 'ok' ? loc.stat() : null;
+        target?.catch(() => undefined);
         const written = (await this.file.stat()).size;
         await this.file.close();
-        if (staged !== null && result !== 'ok') {
+        if (staged !== null && target === null) {
           await staged.discard();
           stagedLeft = false;
-        } else if (staged !== null) {
-          const change = await this.replace(staged, written);
+        } else if (staged !== null && target !== null) {
+          const change = await this.replace(staged, written, await target);
           stagedLeft = false;
           finalSize = written;
           bytesDelta = change.bytes;
@@ -368,7 +396,7 @@ export class Upload extends Transfer {
       if (this.target.claim) this.ledger.unclaim(this.target.claim.key);
       if (this.target.lock) this.ledger.unlockInPlace(this.target.lock);
       this.ledger.settle(this.reserved, bytesDelta, filesDelta);
-      await loc.close();
+      void loc.close();
     }
     this.record('upload', finalSize, result, reason, fileSha256);
   }
@@ -390,9 +418,8 @@ export class Upload extends Transfer {
    * The old file is held open across the rename so that its link count
    * afterwards, not a guess, says whether its bytes were freed.
    */
-  private async replace(staged: StagedFile, written: number): Promise<{ bytes: number; files: number }> {
+  private async replace(staged: StagedFile, written: number, before: NodeStat | null): Promise<{ bytes: number; files: number }> {
     const { loc } = this.target;
-    const before = await loc.stat();
     // Gone or swapped since the stat: then the stat must do.
     const old = before?.type === 'file' ? await loc.hold().catch(() => null) : null;
     try {

@@ -5,7 +5,9 @@ import type { Session } from '../session/session.js';
 import type { ByteBudget } from './budget.js';
 import { BadMessage, FXP, PacketFramer, STATUS, Writer, statusPacket, type Packet } from './codec.js';
 import { HandleTable } from './handles.js';
-import { advertisedExtensions, specFor, workingBytes, writeOrderKey, type HandlerContext } from './handlers.js';
+import {
+  advertisedExtensions, leadingRun, ok, specFor, workingBytes, writeOrderKey, writeRequest, writeThrough, type HandlerContext, type WriteRequest,
+} from './handlers.js';
 import { statusFor } from './status.js';
 
 export interface ChannelOptions {
@@ -21,6 +23,16 @@ export interface ChannelOptions {
   /** Report the subsystem's exit status (ssh and scp exit non-zero without one). */
   exit(status: number): void;
 }
+
+/** A request waiting for the ones before it that write through the same handle. */
+interface Queued {
+  packet: Packet;
+  run(): Promise<Buffer>;
+  done(reply: Buffer): void;
+}
+
+/** Bytes of consecutive WRITEs put in one write at most. */
+const MAX_WRITE_RUN = 2 * 1024 * 1024;
 
 /**
  * The SFTP request loop on one subsystem channel. Backpressure both ways:
@@ -38,8 +50,8 @@ export class SftpChannel {
   /** Framed but not started: at most what one incoming chunk held. */
   private waiting: Packet[] = [];
   private inFlight = 0;
-  /** Per file handle, the last WRITE started: the next one waits for it (see ordered()). */
-  private readonly writes = new Map<string, Promise<Buffer>>();
+  /** Per file handle, the requests writing through it, in order, the one running first (see ordered()). */
+  private readonly writes = new Map<string, Queued[]>();
   /** Bytes of the budget this channel holds. */
   private held = 0;
   private initialized = false;
@@ -137,14 +149,48 @@ export class SftpChannel {
   private ordered(packet: Packet, run: () => Promise<Buffer>): Promise<Buffer> {
     const key = writeOrderKey(packet);
     if (key === null) return run();
-    const previous = this.writes.get(key);
-    // handle() never rejects: every failure is a STATUS reply.
-    const result = previous ? previous.then(run) : run();
-    this.writes.set(key, result);
-    void result.then(() => {
-      if (this.writes.get(key) === result) this.writes.delete(key);
+    return new Promise((done) => {
+      const item = { packet, run, done };
+      const queue = this.writes.get(key);
+      if (queue) return void queue.push(item);
+      const fresh = [item];
+      this.writes.set(key, fresh);
+      void this.drain(key, fresh);
     });
-    return result;
+  }
+
+  /**
+   * Run one handle's queue. The WRITEs that waited together, each where the
+   * one before it ends (every client's pipeline of one file), go to the file
+   * as one write: one trip to the thread pool instead of one each.
+   */
+  private async drain(key: string, queue: Queued[]): Promise<void> {
+    while (queue.length > 0) {
+      const writes = queue.map((q) => writeRequest(q.packet));
+      const n = leadingRun(writes, MAX_WRITE_RUN);
+      const batch = queue.splice(0, Math.max(n, 1));
+      if (n < 2) {
+        const [only] = batch as [Queued];
+        only.done(await only.run());
+        continue;
+      }
+      const run = writes.slice(0, n) as WriteRequest[];
+      const replies = await this.writeRun(run);
+      batch.forEach((q, i) => q.done(replies[i] as Buffer));
+    }
+    this.writes.delete(key);
+  }
+
+  /** Consecutive WRITEs through one handle as one write; each gets its own reply, all the same. */
+  private async writeRun(run: readonly WriteRequest[]): Promise<Buffer[]> {
+    const first = run[0] as WriteRequest;
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ request: 'write', writes: true, ids: run.map((w) => w.id) }, 'sftp requests');
+    try {
+      await writeThrough(this.ctx, first.handle, first.offset, run.map((w) => w.data));
+      return run.map((w) => ok(w.id));
+    } catch (err) {
+      return run.map((w) => this.failure(w.id, err, 'write'));
+    }
   }
 
   private async handle(type: number, id: number, packet: Packet): Promise<Buffer> {
@@ -156,12 +202,17 @@ export class SftpChannel {
       if (this.log.isLevelEnabled('debug')) this.log.debug({ request, writes: spec.writes, id }, 'sftp request');
       return await spec.run(this.ctx, id, packet.body);
     } catch (err) {
-      if (err instanceof BadMessage) return statusPacket(id, STATUS.BAD_MESSAGE, 'Malformed request');
-      // The session types every failure it knows: anything else is a bug of ours.
-      if (!(err instanceof SluiceError)) this.log.error({ err, request }, 'sftp handler failed');
-      const { code, message } = statusFor(err instanceof SluiceError ? err : new SluiceError('failure'));
-      return statusPacket(id, code, message);
+      return this.failure(id, err, request);
     }
+  }
+
+  /** The STATUS reply for a request that failed. */
+  private failure(id: number, err: unknown, request: string | number): Buffer {
+    if (err instanceof BadMessage) return statusPacket(id, STATUS.BAD_MESSAGE, 'Malformed request');
+    // The session types every failure it knows: anything else is a bug of ours.
+    if (!(err instanceof SluiceError)) this.log.error({ err, request }, 'sftp handler failed');
+    const { code, message } = statusFor(err instanceof SluiceError ? err : new SluiceError('failure'));
+    return statusPacket(id, code, message);
   }
 
   private send(reply: Buffer): void {

@@ -285,6 +285,29 @@ export function replyDataLength(packet: Packet): number {
   }
 }
 
+/** Bytes of a DATA reply before its data: length, type, id, the data's length. */
+const DATA_HEADER = 13;
+
+/**
+ * A DATA reply whose data is read straight into it (no copy from a read
+ * buffer into the packet): `fill` writes up to `capacity` bytes at the
+ * offset it is given and says how many it wrote; null when it wrote none.
+ */
+export async function dataPacket(
+  id: number,
+  capacity: number,
+  fill: (into: Buffer, offset: number) => Promise<number>,
+): Promise<Buffer | null> {
+  const packet = Buffer.allocUnsafe(DATA_HEADER + capacity);
+  const n = await fill(packet, DATA_HEADER);
+  if (n === 0) return null;
+  packet.writeUInt32BE(DATA_HEADER - 4 + n, 0);
+  packet[4] = FXP.DATA;
+  packet.writeUInt32BE(id, 5);
+  packet.writeUInt32BE(n, 9);
+  return n === capacity ? packet : packet.subarray(0, DATA_HEADER + n);
+}
+
 export function statusPacket(id: number, code: StatusCode, message: string): Buffer {
   return new Writer(FXP.STATUS, id).uint32(code).string(message).string('en').finish();
 }

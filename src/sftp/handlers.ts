@@ -3,7 +3,7 @@ import type { Session } from '../session/session.js';
 import { Download, Upload } from '../session/transfer.js';
 import { longname, toAttrs } from './attrs.js';
 import {
-  FXP, MAX_PACKET, MAX_READ, OPEN_FLAGS, Reader, STATUS, Writer, clampRead, replyDataLength, statusPacket, type Attrs, type Packet,
+  FXP, MAX_PACKET, MAX_READ, OPEN_FLAGS, Reader, STATUS, Writer, clampRead, dataPacket, replyDataLength, statusPacket, type Attrs, type Packet,
 } from './codec.js';
 import type { HandleTable } from './handles.js';
 
@@ -46,7 +46,7 @@ export interface ExtensionSpec extends RequestSpec {
 
 const COPY_CHUNK = 64 * 1024;
 
-const ok = (id: number) => statusPacket(id, STATUS.OK, 'Success');
+export const ok = (id: number): Buffer => statusPacket(id, STATUS.OK, 'Success');
 
 function name(id: number, entries: { filename: string; longname: string; attrs: Attrs }[]): Buffer {
   const w = new Writer(FXP.NAME, id).uint32(entries.length);
@@ -132,9 +132,8 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
       const offset = body.uint64();
       const length = clampRead(body.uint32());
       if (!(transfer instanceof Download)) throw new SluiceError('permission-denied', 'Handle not open for reading');
-      const data = await transfer.read(offset, length);
-      if (data.length === 0) return statusPacket(id, STATUS.EOF, 'End of file');
-      return new Writer(FXP.DATA, id).bytes(data).finish();
+      const reply = await dataPacket(id, length, (into, at) => transfer.readInto(into, at, length, offset));
+      return reply ?? statusPacket(id, STATUS.EOF, 'End of file');
     },
   },
 
@@ -142,12 +141,10 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
     name: 'write',
     writes: true,
     writesThrough: (body) => body.bytes(),
-    async run({ handles }, id, body) {
-      const transfer = handles.file(body.bytes());
+    async run(ctx, id, body) {
+      const handle = body.bytes();
       const offset = body.uint64();
-      const data = body.bytes();
-      if (!(transfer instanceof Upload)) throw new SluiceError('permission-denied', 'Handle not open for writing');
-      await transfer.write(data, offset);
+      await writeThrough(ctx, handle, offset, [body.bytes()]);
       return ok(id);
     },
   },
@@ -464,6 +461,51 @@ export function writeOrderKey(packet: Packet): string | null {
   } catch {
     return null;
   }
+}
+
+/** Consecutive bytes from `offset` through a handle open for writing, in one write. */
+export async function writeThrough({ handles }: HandlerContext, handle: Buffer, offset: number, data: readonly Buffer[]): Promise<void> {
+  const transfer = handles.file(handle);
+  if (!(transfer instanceof Upload)) throw new SluiceError('permission-denied', 'Handle not open for writing');
+  await transfer.write(data, offset);
+}
+
+export interface WriteRequest {
+  readonly id: number;
+  readonly handle: Buffer;
+  readonly offset: number;
+  readonly data: Buffer;
+}
+
+/** A WRITE's fields; null for any other request and for a malformed WRITE (answered on its own). */
+export function writeRequest(packet: Packet): WriteRequest | null {
+  if (packet.type !== FXP.WRITE || packet.id === null) return null;
+  try {
+    const body = new Reader(packet.payload);
+    return { id: packet.id, handle: body.bytes(), offset: body.uint64(), data: body.bytes() };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * How many of `writes`, from the first, are WRITEs of one run: each at the
+ * offset where the one before it ended, `maxBytes` at most together (but
+ * always the first). They can go to the file as one write.
+ */
+export function leadingRun(writes: readonly (WriteRequest | null)[], maxBytes: number): number {
+  const first = writes[0];
+  if (!first) return 0;
+  let end = first.offset + first.data.length;
+  let bytes = first.data.length;
+  let n = 1;
+  for (const w of writes.slice(1)) {
+    if (!w || w.offset !== end || bytes + w.data.length > maxBytes) break;
+    end += w.data.length;
+    bytes += w.data.length;
+    n++;
+  }
+  return n;
 }
 
 async function fileOrDir<T>(

@@ -10,7 +10,7 @@ import type { Guest } from '../security/gate.js';
 import { Session } from '../session/session.js';
 import { ByteBudget } from './budget.js';
 import { SftpChannel } from './channel.js';
-import { acceptWithWindow, channelWindow, ownWindow } from './window.js';
+import { WindowPool, acceptWithWindow, channelWindow, ownWindow } from './window.js';
 
 const METHODS: ssh2.AuthenticationType[] = ['publickey', 'password', 'keyboard-interactive'];
 
@@ -87,6 +87,8 @@ interface ChannelLimits {
   channels: number;
   /** What the connection's SFTP channels may hold in memory, together (sftp.maxQueuedBytes). */
   readonly budget: ByteBudget;
+  /** Their SSH windows, together as much again. */
+  readonly windows: WindowPool;
 }
 
 /**
@@ -288,7 +290,12 @@ export class SftpFrontEnd {
   private limitsOf(client: ssh2.Connection, log: Logger): ChannelLimits {
     let limits = this.limits.get(client);
     if (!limits) {
-      limits = { channels: 0, budget: connectionBudget(client, this.services.config.sftp.maxQueuedBytes, log) };
+      const { maxQueuedBytes, maxChannelsPerConnection } = this.services.config.sftp;
+      limits = {
+        channels: 0,
+        budget: connectionBudget(client, maxQueuedBytes, log),
+        windows: new WindowPool(maxQueuedBytes, channelWindow(maxQueuedBytes, maxChannelsPerConnection)),
+      };
       this.limits.set(client, limits);
     }
     return limits;
@@ -307,8 +314,7 @@ export class SftpFrontEnd {
       state.log.warn({ channels: limits.channels }, 'session channel refused: too many on this connection');
       return reject();
     }
-    const { maxQueuedBytes, maxChannelsPerConnection } = this.services.config.sftp;
-    const window = channelWindow(maxQueuedBytes, maxChannelsPerConnection);
+    const window = limits.windows.share;
     const session = acceptWithWindow(client, accept, window);
     if (!session) {
       state.log.error('cannot set the SSH window with this ssh2 version; connection closed');
@@ -316,7 +322,11 @@ export class SftpFrontEnd {
       return;
     }
     limits.channels++;
-    session.once('close', () => limits.channels--);
+    const member = limits.windows.join();
+    session.once('close', () => {
+      limits.channels--;
+      member.leave();
+    });
     const refuse = (what: string) => (_accept: unknown, reject?: () => void) => {
       state.log.warn({ request: what }, 'session request refused');
       reject?.();
@@ -332,7 +342,7 @@ export class SftpFrontEnd {
       const account = state.account;
       // No 'data' listener until the channel loop exists: the client's INIT waits in the stream.
       const channel = accept();
-      const reopen = ownWindow(channel, client, window, () => {
+      const reopen = ownWindow(channel, client, member, window, () => {
         state.log.warn('peer ignored the channel window; disconnecting');
         client.end();
       });

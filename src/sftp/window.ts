@@ -5,14 +5,56 @@ const SSH2_WINDOW = 2 * 1024 * 1024;
 const MIN_WINDOW = 64 * 1024;
 
 /**
- * The SSH window each session channel of a connection gets: together they
- * hold at most `maxQueuedBytes`, what the connection's byte budget holds
+ * The SSH window each session channel of a connection is sure of: together
+ * they hold at most `maxQueuedBytes`, what the connection's byte budget holds
  * besides. ssh2 grants 2 MiB a channel and keeps re-opening it while the
  * channel's stream buffers up to another 2 MiB, none of it counted: a client
  * whose channels stopped reading made the server hold 4 MiB on each.
  */
 export function channelWindow(maxQueuedBytes: number, maxChannels: number): number {
   return Math.min(SSH2_WINDOW, Math.max(MIN_WINDOW, Math.floor(maxQueuedBytes / maxChannels)));
+}
+
+/**
+ * The SSH windows of one connection's channels, drawn from one pool of
+ * `limit` bytes: a channel holds what its window still lets the client send
+ * plus what it received and has not read. Each channel is sure of `share`
+ * (with the channels allowed, at most the limit); what others do not hold
+ * beyond their shares it may borrow, so the one busy channel of a connection
+ * (an upload: OpenSSH keeps 64 writes of 255 KiB in flight) gets the whole
+ * pool instead of a fixed 1/N of it.
+ */
+export class WindowPool {
+  private readonly members = new Set<PoolMember>();
+
+  constructor(
+    readonly limit: number,
+    readonly share: number,
+  ) {}
+
+  /** A session channel, from its acceptance on: until its reader tells otherwise, it holds its share. */
+  join(): PoolMember {
+    const pool = this;
+    const member: PoolMember = {
+      held: () => pool.share,
+      target() {
+        let others = 0;
+        for (const m of pool.members) if (m !== member) others += Math.max(m.held(), pool.share);
+        return Math.max(pool.share, pool.limit - others);
+      },
+      leave: () => void pool.members.delete(member),
+    };
+    this.members.add(member);
+    return member;
+  }
+}
+
+export interface PoolMember {
+  /** Bytes the channel holds: window still open to its client plus data received and not read. */
+  held: () => number;
+  /** How much it may hold now. */
+  target(): number;
+  leave(): void;
 }
 
 interface Internals {
@@ -50,9 +92,10 @@ export function acceptWithWindow(client: ssh2.Connection, accept: () => ssh2.Ses
 /**
  * Take the window of an accepted subsystem channel over from ssh2, which
  * re-opens it to 2 MiB whenever its stream buffer is below 2 MiB, paused or
- * not. Here the window plus what the stream holds unread never passes
- * `window`: the window re-opens only as the channel loop reads, so a channel
- * that stopped reading stops its client once the window is used.
+ * not. Here the window plus what the stream holds unread never passes what
+ * the pool lets the channel hold: the window re-opens only as the channel
+ * loop reads, so a channel that stopped reading stops its client once the
+ * window is used.
  *
  * ssh2 also drops a peer's channel data only when the window is exactly 0: a
  * peer that ignores the window drives it negative, and everything it sends is
@@ -64,7 +107,13 @@ export function acceptWithWindow(client: ssh2.Connection, accept: () => ssh2.Ses
  * 'data' event), or null when this ssh2 keeps its window elsewhere: the
  * caller must then not serve the channel.
  */
-export function ownWindow(channel: ssh2.ServerChannel, client: ssh2.Connection, window: number, onOverrun: () => void): (() => void) | null {
+export function ownWindow(
+  channel: ssh2.ServerChannel,
+  client: ssh2.Connection,
+  member: PoolMember,
+  share: number,
+  onOverrun: () => void,
+): (() => void) | null {
   const incoming = (channel as { incoming: unknown }).incoming;
   const outgoing = (channel as { outgoing: unknown }).outgoing;
   const adjust = (client as unknown as Internals)._protocol?.channelWindowAdjust;
@@ -84,13 +133,19 @@ export function ownWindow(channel: ssh2.ServerChannel, client: ssh2.Connection, 
   const peer = outgoing as { id: number; state: string };
   const push = channel.push.bind(channel);
   let overrun = false;
+  const held = (): number => Math.max(0, state.window) + channel.readableLength;
+  member.held = held;
+  /** What the channel may hold as of the last re-opening: the next comes once half of it is used. */
+  let granted = share;
   const reopen = (): void => {
     if (overrun || peer.state !== 'open') return;
-    const open = state.window + channel.readableLength;
+    const open = held();
     // In halves, as ssh2 and OpenSSH do: one adjust per packet would double the packets.
-    if (open > window / 2) return;
-    state.window += window - open;
-    adjust.call(protocol, peer.id, window - open);
+    if (open > granted / 2) return;
+    granted = member.target();
+    if (granted <= open) return;
+    state.window += granted - open;
+    adjust.call(protocol, peer.id, granted - open);
   };
   // ssh2 subtracts the data's length from the window, then pushes it, and re-opens the window when the push returns true.
   channel.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {

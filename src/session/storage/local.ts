@@ -109,30 +109,34 @@ async function lstatOrNull(path: string): Promise<Stats | null> {
 class LocalFile implements OpenFile {
   constructor(private readonly fh: FileHandle) {}
 
-  async read(position: number, length: number): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(length);
-    const { bytesRead } = await sys(this.fh.read(buf, 0, length, position));
-    return bytesRead === length ? buf : buf.subarray(0, bytesRead);
+  async read(target: Buffer, offset: number, length: number, position: number): Promise<number> {
+    return (await sys(this.fh.read(target, offset, length, position))).bytesRead;
   }
 
-  async write(data: Buffer, position: number | null): Promise<void> {
-    await sys(this.fh.write(data, 0, data.length, position));
+  async write(data: Buffer | readonly Buffer[], position: number | null): Promise<void> {
+    if (Buffer.isBuffer(data)) await sys(this.fh.write(data, 0, data.length, position));
+    else await sys(this.fh.writev(data, position ?? undefined));
   }
 
-  readStream(start: number): Readable {
+  readStream(start: number, end = Infinity): Readable {
     const fh = this.fh;
     let position = start;
     // What fs.ReadStream does (one pread per chunk, read-ahead to the
-    // highWaterMark), with its errors typed.
+    // highWaterMark), with its errors typed. Each read asks only for what is
+    // left before `end`, and reaching it ends the stream without another
+    // read: a small file costs one buffer its size and one trip to the
+    // thread pool, not two 256 KiB buffers.
     return new Readable({
       highWaterMark: STREAM_CHUNK,
       read() {
-        const buf = Buffer.allocUnsafe(STREAM_CHUNK);
-        fh.read(buf, 0, STREAM_CHUNK, position).then(
+        const length = Math.min(STREAM_CHUNK, end - position);
+        if (length <= 0) return void this.push(null);
+        const buf = Buffer.allocUnsafe(length);
+        fh.read(buf, 0, length, position).then(
           ({ bytesRead }) => {
             if (bytesRead === 0) return void this.push(null);
             position += bytesRead;
-            this.push(bytesRead === STREAM_CHUNK ? buf : buf.subarray(0, bytesRead));
+            this.push(bytesRead === length ? buf : buf.subarray(0, bytesRead));
           },
           (err: unknown) => this.destroy(fromErrno(err)),
         );
@@ -217,6 +221,8 @@ class LocalLocation implements Location {
     readonly name: string,
     readonly virtualPath: string,
     readonly blind: boolean,
+    /** What resolve's lookup of the final name found (null: nothing), for the first stat(); undefined: none made. */
+    private found?: Stats | null,
   ) {}
 
   get isRoot(): boolean {
@@ -229,6 +235,11 @@ class LocalLocation implements Location {
   }
 
   async stat(): Promise<NodeStat | null> {
+    const found = this.found;
+    if (found !== undefined) {
+      this.found = undefined;
+      return found && toNodeStat(found);
+    }
     // The home's own path is the magic link itself: describe the directory it pins.
     const st = this.isRoot ? await sys(this.dir.stat()) : await lstatOrNull(this.path);
     return st && toNodeStat(st);
@@ -346,13 +357,77 @@ class LocalLocation implements Location {
   }
 
   async close(): Promise<void> {
-    await this.dir.close().catch(() => undefined);
+    await this.storage.letGo(this.dir);
+  }
+}
+
+/** How long the home's directory stays open after its last use (see HomeDirectory). */
+const HOME_LINGER_MS = 2000;
+
+/**
+ * The home's own directory, opened once for a burst of operations rather
+ * than once per path: every resolve starts there, and a batch of small files
+ * would otherwise pay an open and a close of it per command. Shared by
+ * reference count; closed once nobody has used it for HOME_LINGER_MS, so an
+ * idle session holds no descriptor for it. A home renamed away meanwhile is
+ * followed only after that pause, as an operation already under way would be.
+ */
+class HomeDirectory {
+  private opening: Promise<FileHandle> | null = null;
+  private handle: FileHandle | null = null;
+  private users = 0;
+  private linger: NodeJS.Timeout | null = null;
+
+  constructor(private readonly path: string) {}
+
+  async acquire(): Promise<FileHandle> {
+    this.users++;
+    if (this.linger) clearTimeout(this.linger);
+    this.linger = null;
+    try {
+      this.opening ??= openDir(this.path).then((fh) => (this.handle = fh));
+      return await this.opening;
+    } catch (err) {
+      // Not kept: the next operation tries again.
+      this.opening = null;
+      this.users--;
+      throw err;
+    }
+  }
+
+  /** Whether `fh` is the home's handle; if so, one user lets go of it. */
+  release(fh: FileHandle): boolean {
+    if (fh !== this.handle) return false;
+    if (--this.users === 0) {
+      this.linger = setTimeout(() => this.expire(), HOME_LINGER_MS);
+      this.linger.unref();
+    }
+    return true;
+  }
+
+  private expire(): void {
+    this.linger = null;
+    const fh = this.handle;
+    if (this.users > 0 || fh === null) return;
+    this.handle = null;
+    this.opening = null;
+    void fh.close().catch(() => undefined);
   }
 }
 
 export class LocalStorage implements Storage {
+  private readonly home: HomeDirectory;
+
   /** @param root real path of the home (already resolved with realpath). */
-  constructor(private readonly root: string) {}
+  constructor(private readonly root: string) {
+    this.home = new HomeDirectory(root);
+  }
+
+  /** Close a directory handle of a resolve or a location; the home's own is only let go of. Never rejects. */
+  async letGo(fh: FileHandle): Promise<void> {
+    if (this.home.release(fh)) return;
+    await fh.close().catch(() => undefined);
+  }
 
   async resolve(virtualPath: string, followFinal: boolean, unseen?: (dir: string, name: string) => boolean): Promise<Location> {
     const pending = splitVirtual(virtualPath);
@@ -360,12 +435,13 @@ export class LocalStorage implements Storage {
     const names: string[] = [];
     let links = 0;
     let blind = false;
+    // Directories left behind are closed without waiting: nothing uses them again, and a close cannot fail in a way that matters.
     const closeAll = async (keep?: FileHandle) => {
-      await Promise.all(stack.filter((h) => h !== keep).map((h) => h.close().catch(() => undefined)));
+      await Promise.all(stack.filter((h) => h !== keep).map((h) => this.letGo(h)));
     };
-    const at = (dir: FileHandle, name: string, path: string) => new LocalLocation(this, dir, name, path, blind);
+    const at = (dir: FileHandle, name: string, path: string, found?: Stats | null) => new LocalLocation(this, dir, name, path, blind, found);
     try {
-      stack.push(await openDir(this.root));
+      stack.push(await this.home.acquire());
       while (pending.length > 0) {
         const name = pending.shift() as string;
         const top = stack[stack.length - 1] as FileHandle;
@@ -379,10 +455,10 @@ export class LocalStorage implements Storage {
         blind ||= unseen?.('/' + names.join('/'), name) ?? false;
         const child = procPath(top.fd, name);
         if (pending.length === 0) {
-          const st = followFinal ? await lstatOrNull(child) : null;
+          const st = followFinal ? await lstatOrNull(child) : undefined;
           if (!st?.isSymbolicLink()) {
-            await closeAll(top);
-            return at(top, name, '/' + [...names, name].join('/'));
+            void closeAll(top);
+            return at(top, name, '/' + [...names, name].join('/'), st);
           }
         } else {
           try {
@@ -412,13 +488,13 @@ export class LocalStorage implements Storage {
       const root = stack[0] as FileHandle;
       const top = stack[stack.length - 1] as FileHandle;
       if (top === root) {
-        await closeAll(root);
+        void closeAll(root);
         return at(root, '', '/');
       }
       // The path ended in a directory reached through `..` or a link: re-enter it by name from its parent.
       const last = names[names.length - 1] as string;
       const parent = stack[stack.length - 2] as FileHandle;
-      await closeAll(parent);
+      void closeAll(parent);
       return at(parent, last, '/' + names.join('/'));
     } catch (err) {
       await closeAll();

@@ -53,12 +53,20 @@ export interface HeldNode {
 
 /** An open file. Positions are bytes from the start; null writes at the end (append). */
 export interface OpenFile extends HeldNode {
-  /** Up to `length` bytes at `position`; shorter at the end, empty beyond it. */
-  read(position: number, length: number): Promise<Buffer>;
-  /** Resolves once every byte is in the file. */
-  write(data: Buffer, position: number | null): Promise<void>;
-  /** From `start` to the end, with backpressure; it errors with SluiceErrors. The file stays open. */
-  readStream(start: number): Readable;
+  /**
+   * Up to `length` bytes at `position`, into `target` from `offset` (a caller
+   * may read straight into a reply framed around them): the bytes read,
+   * fewer at the end, 0 beyond it.
+   */
+  read(target: Buffer, offset: number, length: number, position: number): Promise<number>;
+  /** Resolves once every byte is in the file; several buffers land one after another, in one call. */
+  write(data: Buffer | readonly Buffer[], position: number | null): Promise<void>;
+  /**
+   * From `start` to the end of the file, or to `end` (exclusive) where the
+   * file reaches it, with backpressure; it errors with SluiceErrors. The file
+   * stays open.
+   */
+  readStream(start: number, end?: number): Readable;
   truncate(size: number): Promise<void>;
   sync(): Promise<void>;
   chmod(mode: number): Promise<void>;
@@ -116,7 +124,12 @@ export interface Location {
   readonly blind: boolean;
   readonly isRoot: boolean;
 
-  /** The node, or null when the name does not exist. */
+  /**
+   * The node, or null when the name does not exist. The first call may be
+   * answered from the lookup resolve made of the final name just before (one
+   * trip to the disk fewer for the check that opens an operation); every
+   * later call looks again.
+   */
   stat(): Promise<NodeStat | null>;
   /** Hold the node, needing no access to its content; null when the name does not exist. */
   hold(): Promise<HeldNode | null>;
@@ -146,6 +159,7 @@ export interface Location {
   /** Times of the node (`atime` undefined: left as it is); refused on a symlink. Needs no access to its content. */
   setTimes(mtime: Date, atime?: Date): Promise<void>;
   space(): Promise<StorageSpace>;
+  /** Let go of the pinned directory; never rejects, so callers need not wait for it. */
   close(): Promise<void>;
 }
 

@@ -1,0 +1,94 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, writeFileSync } from 'node:fs';
+import type net from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { FtpClient } from './helpers/file-clients.js';
+import { readAll } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+
+/*
+ * RETR sends the file as it was when it was opened, the size SIZE gave and
+ * the audit record states, as vsftpd does: bytes appended meanwhile are not
+ * sent, and the server knows its end without another read. A client that
+ * stops at that size and closes the data connection at once (curl, over TLS,
+ * closes as soon as it has the bytes SIZE announced) finds the transfer
+ * complete, not aborted.
+ */
+
+const BIG = 32 << 20;
+
+describe('RETR sends the file as it was at the open', () => {
+  let srv: TestServer;
+  const big = randomBytes(BIG);
+  const small = randomBytes(4096);
+  before(async () => {
+    srv = await TestServer.start({
+      yaml: 'ftp:\n  tls: optional\n',
+      users: [{ name: 'alice', password: 'alice password' }],
+    });
+    const home = srv.home('alice');
+    writeFileSync(join(home, 'big.bin'), big);
+    writeFileSync(join(home, 'small.bin'), small);
+  });
+  after(() => srv.stop());
+
+  it('bytes appended while the download runs are not sent', { timeout: 60_000 }, async () => {
+    const client = await FtpClient.connect('ftp', srv, 'alice', 'alice password');
+    try {
+      assert.equal((await client.cmd('TYPE I')).code, 200);
+      const endpoint = await client.raw.passive(false);
+      const sock: net.Socket = await endpoint.open();
+      // Not read yet: the server fills the socket buffers and waits, far short of 32 MiB.
+      sock.pause();
+      client.raw.send('RETR big.bin\r\n');
+      assert.equal((await client.raw.read())?.code, 150);
+      await new Promise((r) => setTimeout(r, 500));
+      appendFileSync(join(srv.home('alice'), 'big.bin'), randomBytes(1 << 20));
+      const data = await readAll(sock);
+      assert.equal((await client.raw.read())?.code, 226);
+      assert.equal(data.length, BIG, 'the size at the open, not the size at the end');
+      assert.ok(data.equals(big));
+      const record = (await srv.audit()).find((r) => r.event === 'download' && r.path === '/big.bin');
+      assert.equal(record?.bytes, BIG);
+      assert.equal(record?.size, BIG);
+      assert.equal(record?.result, 'ok');
+    } finally {
+      client.close();
+    }
+  });
+
+  it('FTPS: a client that closes as soon as it has the announced bytes gets 226 every time', { timeout: 120_000 }, async () => {
+    const client = await FtpClient.connect('ftpes', srv, 'alice', 'alice password');
+    try {
+      assert.equal((await client.cmd('TYPE I')).code, 200);
+      for (let i = 0; i < 200; i++) {
+        assert.equal((await client.cmd('SIZE small.bin')).text, `213 ${small.length}`);
+        const endpoint = await client.raw.passive(true);
+        const sock: net.Socket = await endpoint.open();
+        client.raw.send('RETR small.bin\r\n');
+        assert.equal((await client.raw.read())?.code, 150);
+        const chunks: Buffer[] = [];
+        let got = 0;
+        await new Promise<void>((resolve) => {
+          sock.on('data', (d: Buffer) => {
+            chunks.push(d);
+            got += d.length;
+            // All that SIZE announced: done, close at once.
+            if (got >= small.length) {
+              sock.end();
+              resolve();
+            }
+          });
+          sock.on('close', () => resolve());
+        });
+        assert.ok(Buffer.concat(chunks).equals(small), `download ${i} intact`);
+        const last = await client.raw.read();
+        assert.equal(last?.code, 226, `download ${i}: ${last?.text}`);
+      }
+    } finally {
+      client.close();
+    }
+  });
+});
