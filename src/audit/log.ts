@@ -15,7 +15,13 @@ const REDACT = {
 };
 
 export function createLogger(level: string): Logger {
-  return pino({ level, redact: REDACT, base: { pid: process.pid } });
+  // Lines go to stdout through pino's own asynchronous stream, which drops them once
+  // the reader of stdout is gone (EPIPE). Handed over as a bare writer so pino does
+  // not flush synchronously after a fatal line: sonic-boom's synchronous flush retries
+  // a failed write forever, and with a dead stdout the process would hang there instead
+  // of exiting. The fatal line is still written before the process exits.
+  const stdout = pino.destination({ dest: 1, sync: false });
+  return pino({ level, redact: REDACT, base: { pid: process.pid } }, { write: (line: string) => stdout.write(line) });
 }
 
 export interface AuditLogOptions {

@@ -5,6 +5,7 @@ import { AdminError } from '../users/admin.js';
 import { UsageError } from './args.js';
 import { auditCommand } from './audit.js';
 import { banCommand } from './ban.js';
+import { dropOutputWhenReaderGone } from './stdio.js';
 import { init, serve } from './serve.js';
 import { userCommand } from './user.js';
 
@@ -29,6 +30,7 @@ const out = (s: string) => {
 
 /** Returns the exit code: 0 ok, 1 failure, 2 bad usage or configuration. */
 export async function main(argv: string[]): Promise<number> {
+  dropOutputWhenReaderGone();
   let configFile: string | undefined;
   const args = [...argv];
   while (args[0] === '--config' || args[0]?.startsWith('--config=')) {
