@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { BadMessage, FXP, MAX_PACKET, MAX_READ, PacketFramer, Reader, STATUS, Writer, decodePacket, replyDataLength, statusPacket } from '../src/sftp/codec.js';
+import { BadMessage, FXP, MAX_PACKET, MAX_READ, PacketFramer, Reader, STATUS, Writer, dataPacket, decodePacket, replyDataLength, statusPacket } from '../src/sftp/codec.js';
 import { workingBytes } from '../src/sftp/handlers.js';
 import { statusFor } from '../src/sftp/status.js';
 import { SluiceError, type ErrorKind } from '../src/session/errors.js';
@@ -15,6 +15,21 @@ describe('SFTP codec (pure)', () => {
     assert.equal(p.body.string(), '/dir/ä.txt');
     assert.equal(p.body.uint32(), 0x1a);
     assert.deepEqual(p.body.attrs(), { size: 2 ** 40, uid: 1, gid: 2, permissions: 0o100644, atime: 10, mtime: 20 });
+  });
+
+  it('a DATA reply holds only the memory its length says (the budget counts that length)', async () => {
+    const fill = (n: number) => async (into: Buffer, offset: number) => into.fill(7, offset, offset + n) && n;
+    for (const n of [1, 100, MAX_READ / 2 - 1]) {
+      const packet = await dataPacket(9, MAX_READ, fill(n));
+      assert.ok(packet);
+      assert.equal(packet.length, 13 + n);
+      assert.equal(packet.readUInt32BE(9), n);
+      // A short read answered by a view would pin the whole 255 KiB allocation.
+      assert.ok(packet.buffer.byteLength < MAX_READ / 2 + 8192, `${n} bytes read: ${packet.buffer.byteLength} bytes held`);
+    }
+    const full = await dataPacket(9, MAX_READ, fill(MAX_READ));
+    assert.equal(full?.length, 13 + MAX_READ);
+    assert.equal(await dataPacket(9, MAX_READ, async () => 0), null);
   });
 
   it('INIT carries a version, not an id', () => {

@@ -305,7 +305,13 @@ export async function dataPacket(
   packet[4] = FXP.DATA;
   packet.writeUInt32BE(id, 5);
   packet.writeUInt32BE(n, 9);
-  return n === capacity ? packet : packet.subarray(0, DATA_HEADER + n);
+  if (n === capacity) return packet;
+  // A view of a short read would keep the whole allocation alive while the
+  // budget counts only the view: a client reading a 1-byte file with 255 KiB
+  // READs, never taking the replies, would hold 255 KiB per 14 bytes counted.
+  // Nearly full reads keep the view; they waste at most half of what is counted.
+  const used = packet.subarray(0, DATA_HEADER + n);
+  return n >= capacity / 2 ? used : Buffer.from(used);
 }
 
 export function statusPacket(id: number, code: StatusCode, message: string): Buffer {

@@ -114,8 +114,12 @@ class LocalFile implements OpenFile {
   }
 
   async write(data: Buffer | readonly Buffer[], position: number | null): Promise<void> {
-    if (Buffer.isBuffer(data)) await sys(this.fh.write(data, 0, data.length, position));
-    else await sys(this.fh.writev(data, position ?? undefined));
+    const buffers = Buffer.isBuffer(data) ? [data] : data;
+    const length = buffers.reduce((sum, b) => sum + b.length, 0);
+    const { bytesWritten } = await sys(this.fh.writev(buffers, position ?? undefined));
+    // A disk that fills up part-way answers with the bytes it took and no
+    // error; the rest would be acknowledged, hashed and counted unwritten.
+    if (bytesWritten !== length) throw new SluiceError('no-space', undefined, `short write: ${bytesWritten} of ${length} bytes`);
   }
 
   readStream(start: number, end = Infinity): Readable {
