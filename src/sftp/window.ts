@@ -22,7 +22,9 @@ export function channelWindow(maxQueuedBytes: number, maxChannels: number): numb
  * (with the channels allowed, at most the limit); what others do not hold
  * beyond their shares it may borrow, so the one busy channel of a connection
  * (an upload: OpenSSH keeps 64 writes of 255 KiB in flight) gets the whole
- * pool instead of a fixed 1/N of it.
+ * pool instead of a fixed 1/N of it. A window granted cannot be taken back,
+ * so channels opened after one borrowed the rest still get their share: at
+ * worst the windows hold limit + (channels - 1) × share.
  */
 export class WindowPool {
   private readonly members = new Set<PoolMember>();
