@@ -275,9 +275,9 @@ export class Upload extends Transfer {
         this.write(chunk).then(() => done(), done);
       },
       // TLS delivers 16 KiB records: what piles up during one write goes out
-      // as one, so the file sees large writes and the thread pool few trips.
+      // as one writev, so the thread pool sees few trips and nothing is copied.
       writev: (chunks, done) => {
-        this.write(Buffer.concat(chunks.map((c) => c.chunk as Buffer))).then(() => done(), done);
+        this.write(chunks.map((c) => c.chunk as Buffer)).then(() => done(), done);
       },
     });
   }
