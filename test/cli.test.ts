@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +22,14 @@ describe('sluice CLI', () => {
     writeFileSync(keyFile, userKeyPair('me@laptop').public + '\n');
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('runs as `npx sluice` does: the built bin executed directly, through its #! line', () => {
+    // npm links the package's own bin without setting its mode; tsc writes 0644.
+    const r = spawnSync('dist/bin.cjs', ['version'], { encoding: 'utf8' });
+    assert.equal(r.error, undefined, `dist/bin.cjs: ${r.error?.message}`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /\d+\.\d+\.\d+/);
+  });
 
   it('prints help everywhere and exits 0', () => {
     for (const args of [['--help'], ['user', '--help'], ['user', 'add', '--help'], ['serve', '--help']]) {
