@@ -2,19 +2,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type ssh2 from 'ssh2';
 import { FXP, OPEN_FLAGS, STATUS, Writer } from '../src/sftp/codec.js';
 import { TestServer } from './helpers/server.js';
-import { sftpPackets, sshConnect } from './helpers/ssh.js';
-
-/** An SFTP channel past INIT/VERSION, and its packet reader. */
-async function initialised(conn: ssh2.Client): Promise<{ ch: ssh2.ClientChannel; next: () => Promise<Buffer> }> {
-  const ch = await new Promise<ssh2.ClientChannel>((resolve, reject) => conn.subsys('sftp', (err, c) => (err ? reject(err) : resolve(c))));
-  const next = sftpPackets(ch);
-  ch.write(new Writer(FXP.INIT).uint32(3).finish());
-  assert.equal((await next())[0], FXP.VERSION);
-  return { ch, next };
-}
+import { initialised, sshConnect } from './helpers/ssh.js';
 
 describe('SFTP request order', () => {
   let srv: TestServer;

@@ -8,7 +8,7 @@ import { FXP, MAX_READ, OPEN_FLAGS, STATUS, Writer, dataPacket, decodePacket } f
 import { leadingRun, writeRequest } from '../src/sftp/handlers.js';
 import { WindowPool, channelWindow } from '../src/sftp/window.js';
 import { TestServer } from './helpers/server.js';
-import { sftpPackets, sshConnect } from './helpers/ssh.js';
+import { initialised, sshConnect } from './helpers/ssh.js';
 
 const MiB = 1024 * 1024;
 
@@ -60,15 +60,6 @@ describe('SFTP throughput parts (pure)', () => {
     assert.equal(a.target(), 8 * MiB, 'and gives it back when it goes');
   });
 });
-
-/** An SFTP channel past INIT/VERSION, and its packet reader. */
-async function initialised(conn: ssh2.Client): Promise<{ ch: ssh2.ClientChannel; next: () => Promise<Buffer> }> {
-  const ch = await new Promise<ssh2.ClientChannel>((resolve, reject) => conn.subsys('sftp', (err, c) => (err ? reject(err) : resolve(c))));
-  const next = sftpPackets(ch);
-  ch.write(new Writer(FXP.INIT).uint32(3).finish());
-  assert.equal((await next())[0], FXP.VERSION);
-  return { ch, next };
-}
 
 async function open(ch: ssh2.ClientChannel, next: () => Promise<Buffer>, path: string, flags: number): Promise<Buffer> {
   ch.write(new Writer(FXP.OPEN, 1).string(path).uint32(flags).uint32(0).finish());

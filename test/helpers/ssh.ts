@@ -1,4 +1,6 @@
+import assert from 'node:assert/strict';
 import ssh2 from 'ssh2';
+import { FXP, Writer } from '../../src/sftp/codec.js';
 
 export interface SshLogin {
   port: number;
@@ -74,4 +76,13 @@ export function sftpPackets(ch: ssh2.ClientChannel): () => Promise<Buffer> {
       await new Promise<void>((r) => (wake = r));
     }
   };
+}
+
+/** An SFTP channel past INIT/VERSION, and its packet reader. */
+export async function initialised(conn: ssh2.Client): Promise<{ ch: ssh2.ClientChannel; next: () => Promise<Buffer> }> {
+  const ch = await new Promise<ssh2.ClientChannel>((resolve, reject) => conn.subsys('sftp', (err, c) => (err ? reject(err) : resolve(c))));
+  const next = sftpPackets(ch);
+  ch.write(new Writer(FXP.INIT).uint32(3).finish());
+  assert.equal((await next())[0], FXP.VERSION);
+  return { ch, next };
 }
