@@ -54,6 +54,12 @@ export function descendants(pid: number): number[] {
   return found;
 }
 
+/** Whether `pid` has a handler for signal number `signo` (SigCgt), i.e. the signal will not end it. */
+export function catchesSignal(pid: number, signo: number): boolean {
+  const m = /SigCgt:\s+([0-9a-f]+)/.exec(read(`/proc/${pid}/status`) ?? '');
+  return m !== null && (BigInt(`0x${m[1]}`) & (1n << BigInt(signo - 1))) !== 0n;
+}
+
 function statusKiB(pid: number, key: 'VmRSS' | 'VmHWM'): number {
   const m = new RegExp(`${key}:\\s+(\\d+)`).exec(read(`/proc/${pid}/status`) ?? '');
   return m ? Number(m[1]) : 0;

@@ -1,7 +1,9 @@
 /**
- * `npm run bench`: every workload of issue #13 against sluice (default
- * config, audit on), its peer (vsftpd or OpenSSH, started here on loopback)
- * and, where cheap, sluice with the audit off; one table, one line per goal.
+ * `npm run bench`: every workload of issues #13 and #14 against sluice
+ * (default config, audit on, or the sluices a workload names, such as one
+ * worker and a worker per core), its peer (vsftpd or OpenSSH, started here on
+ * loopback) and, where cheap, sluice with the audit off; one table, one line
+ * per goal.
  *
  * Per group of workloads (e.g. ftp-small: put and get): place the sources,
  * one warm-up run per server, then the measured runs round robin, the order of
