@@ -18,7 +18,8 @@ const TIMEOUT = 30 * 60_000;
 
 const ONE = 'sluice workers 1';
 const AUTO = 'sluice workers auto';
-// The environment rather than the config file: the same for every build the bench may run.
+// The environment rather than the config file: a build without workers ignores the variable
+// (both rows are then one process) where its config loader would refuse the key.
 const SLUICES: SluiceOptions[] = [
   { name: ONE, env: { SLUICE_WORKERS: '1' } },
   { name: AUTO, env: { SLUICE_WORKERS: 'auto' } },
