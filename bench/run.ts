@@ -179,6 +179,13 @@ async function main(): Promise<number> {
   return 0;
 }
 
+// An error outside main's promise chain (an 'error' event nobody listens to) would otherwise
+// end the bench with its servers still running and its cgroups, PAM file and temp dirs left.
+process.on('uncaughtException', (err) => {
+  console.error(`bench failed: ${err.stack ?? String(err)}`);
+  void cleanupAll().finally(() => process.exit(1));
+});
+
 main()
   .then(async (code) => {
     await cleanupAll();
