@@ -38,6 +38,7 @@ export async function startSluice(options: SluiceOptions, publicKeyFile: string)
   const srv = await starting(() =>
     TestServer.start({
       yaml: stringify(config),
+      ...(options.env ? { env: options.env } : {}),
       users: users.map((u) => ({ ...u, args: ['--key', publicKeyFile] })),
     }),
   );
