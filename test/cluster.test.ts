@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PassThrough } from 'node:stream';
+import type tls from 'node:tls';
 import { Client as FtpClient } from 'basic-ftp';
 import { sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
@@ -237,5 +239,54 @@ describe('workers: 2 — a worker killed mid-upload', () => {
     assert.equal(pids.size, 2);
     assert.ok(!pids.has(victimPid));
     victim.close();
+  });
+});
+
+describe('workers: 2 — signals reach every worker', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await start(2);
+  });
+  after(() => srv.stop());
+
+  it('SIGHUP: every worker serves the new certificate, and the audit log is reopened', async () => {
+    const certs = join(srv.dir, 'certs');
+    const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=reloaded.example',
+      '-days', '2', '-keyout', join(certs, 'tls-key.pem'), '-out', join(certs, 'tls-cert.pem')]);
+    assert.equal(gen.status, 0, String(gen.stderr));
+    const log = join(srv.dir, 'data', 'audit.log');
+    renameSync(log, `${log}.1`);
+    srv.signal('SIGHUP');
+    await waitFor('both workers to reload', () => srv.log.split('\n').filter((l) => l.includes('TLS certificate reloaded')).length === 2);
+    const seen = loginPids(srv).length;
+    for (let i = 0; i < 4; i++) {
+      const c = await RawFtp.connect(srv.ftpsPort, true);
+      assert.equal((await c.read())?.code, 220);
+      assert.match((c.socket as tls.TLSSocket).getPeerX509Certificate()?.subject ?? '', /reloaded\.example/);
+      assert.equal((await c.login('alice', PASSWORD)).code, 230);
+      c.close();
+    }
+    assert.equal(new Set(await newLogins(srv, seen, 4)).size, 2);
+    await waitFor('the new audit log', () => existsSync(log) && readFileSync(log, 'utf8').includes('"event":"login"'));
+  });
+
+  it('SIGTERM: the sessions of every worker end and are recorded, one chain, exit 0', async () => {
+    const seen = loginPids(srv).length;
+    const a = await ftpLogin(srv);
+    const b = await ftpLogin(srv);
+    assert.equal(new Set(await newLogins(srv, seen, 2)).size, 2);
+    const exited = new Promise<number | null>((resolve) => srv.process?.once('exit', (code) => resolve(code)));
+    srv.signal('SIGTERM');
+    assert.equal(await exited, 0);
+    for (const c of [a, b]) c.close();
+    const records = readFileSync(join(srv.dir, 'data', 'audit.log'), 'utf8')
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l) as { event: string; session?: string });
+    const logins = records.filter((r) => r.event === 'login').map((r) => r.session);
+    const logouts = new Set(records.filter((r) => r.event === 'logout').map((r) => r.session));
+    assert.ok(logins.length >= 2 && logins.slice(-2).every((s) => logouts.has(s)), 'a session ended unrecorded');
+    const verify = sluice(srv.dir, ['audit', 'verify']);
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
   });
 });

@@ -33,6 +33,7 @@ export function processChannel(): Channel {
  */
 export class RemoteCoordinator implements Coordinator, InFlightUploads {
   private next = 1;
+  private gone = false;
   private readonly waiting = new Map<number, { resolve: (v: Answer) => void; reject: (e: Error) => void }>();
   readonly ledgers: Ledgers;
   readonly audit: AuditTrail | null;
@@ -69,6 +70,7 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
 
   /** Requests still unanswered get an error when the primary is gone: nothing else would ever settle them. */
   primaryGone(): void {
+    this.gone = true;
     for (const w of this.waiting.values()) w.reject(new SluiceError('failure', 'Server is stopping'));
     this.waiting.clear();
   }
@@ -110,6 +112,7 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
   }
 
   private ask(question: Question): Promise<Answer> {
+    if (this.gone) return Promise.reject(new SluiceError('failure', 'Server is stopping'));
     const id = this.next++;
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
