@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -288,5 +288,46 @@ describe('workers: 2 — signals reach every worker', () => {
     assert.ok(logins.length >= 2 && logins.slice(-2).every((s) => logouts.has(s)), 'a session ended unrecorded');
     const verify = sluice(srv.dir, ['audit', 'verify']);
     assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+  });
+});
+
+describe('workers: 2 — the primary outlives its workers', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await start(2);
+  });
+  after(() => srv.stop());
+
+  const workerPids = () =>
+    execFileSync('pgrep', ['-P', String(srv.pid)])
+      .toString()
+      .trim()
+      .split('\n')
+      .map(Number);
+  const readyLines = () => srv.log.split('\n').filter((l) => l.includes('"msg":"worker ready"')).length;
+
+  it('every worker killed at once: both are started again and serve', async () => {
+    for (const pid of workerPids()) process.kill(pid, 'SIGKILL');
+    await waitFor('two new workers', () => readyLines() === 4);
+    assert.ok(srv.alive, 'the primary exited');
+    const seen = loginPids(srv).length;
+    for (let i = 0; i < 2; i++) (await ftpLogin(srv)).close();
+    assert.equal(new Set(await newLogins(srv, seen, 2)).size, 2);
+  });
+
+  it('SIGTERM while a worker is being started again still stops every worker promptly', async () => {
+    const [victim] = workerPids();
+    const restarts = readyLines();
+    process.kill(victim as number, 'SIGKILL');
+    await waitFor('the death noticed', () => srv.log.split('\n').filter((l) => l.includes('worker died')).length >= 3);
+    // The replacement is forked a second later; stop while it is still loading.
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.equal(readyLines(), restarts, 'the new worker was ready already: the case was not hit');
+    const t0 = Date.now();
+    const exited = new Promise<number | null>((resolve) => srv.process?.once('exit', (code) => resolve(code)));
+    srv.signal('SIGTERM');
+    assert.equal(await exited, 0);
+    // The grace for a worker that does not stop is 30 s; a stop that reached it takes a few.
+    assert.ok(Date.now() - t0 < 15_000, `stopping took ${Date.now() - t0} ms`);
   });
 });

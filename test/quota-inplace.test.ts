@@ -19,7 +19,7 @@ import { KiB, MiB, diskUsage, persistedUsage, sftpRemote } from './helpers/quota
 
 const QUOTA = MiB;
 const PASSWORD = 'in place quota password';
-const USERS = ['pipelined', 'truncated', 'appends', 'renamed'];
+const USERS = ['pipelined', 'truncated', 'appends', 'renamed', 'resizer'];
 
 describe('quota: writes racing their end or another writer of the same file', () => {
   let srv: TestServer;
@@ -49,6 +49,23 @@ describe('quota: writes racing their end or another writer of the same file', ()
         ]);
       }
       assertAccounted('pipelined');
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('SFTP: an FSETSTAT size refused for the quota ends the upload; its writes are not taken uncharged', async () => {
+    const r = await sftpRemote(srv, 'resizer', PASSWORD);
+    try {
+      await r.put('/f', randomBytes(1));
+      const handle = await call<Buffer>((cb) => r.sftp.open('/f', 'r+', cb));
+      await assert.rejects(call((cb) => r.sftp.fsetstat(handle, { size: 8 * MiB }, cb)), /quota/i);
+      const data = randomBytes(64 * KiB);
+      for (let at = 0; at < 8 * MiB; at += data.length) {
+        await call((cb) => r.sftp.write(handle, data, 0, data.length, at, cb)).catch(() => undefined);
+      }
+      await call((cb) => r.sftp.close(handle, cb)).catch(() => undefined);
+      assertAccounted('resizer');
     } finally {
       await r.close();
     }

@@ -2,7 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import type { Coordination } from '../app.js';
 import { WorkerLink } from '../coordinator/ipc-server.js';
-import { isWorkerMessage, type PrimaryMessage } from '../coordinator/ipc-messages.js';
+import { isMessage, type PrimaryMessage, type WorkerMessage } from '../coordinator/ipc-messages.js';
 
 /** A worker that has not stopped this long after being told to is killed. */
 const STOP_GRACE_MS = 30_000;
@@ -26,6 +26,8 @@ export async function superviseWorkers(
 ): Promise<number> {
   let frontEnds: string[] = [];
   const links = new Map<Worker, WorkerLink>();
+  /** Workers listening for messages: one still starting would not hear `stop`, so it is told once ready. */
+  const ready = new Set<Worker>();
   let stopping = false;
   const exited = new Set<Promise<void>>();
 
@@ -37,7 +39,13 @@ export async function superviseWorkers(
     const link = new WorkerLink(worker.id, coordination.coordinator, coordination.quotas, send);
     links.set(worker, link);
     worker.on('message', (m: unknown) => {
-      if (isWorkerMessage(m)) link.handle(m);
+      if (!isMessage<WorkerMessage>(m)) return;
+      try {
+        link.handle(m);
+      } catch (err) {
+        // One worker's failed step (a store write refused) must not end the server.
+        log.error({ err, worker: worker.id, message: m.t }, 'worker message failed');
+      }
     });
     // A worker's IPC channel failing must not take the primary down; its exit follows.
     worker.on('error', (err) => log.error({ err, worker: worker.id }, 'worker channel'));
@@ -47,6 +55,7 @@ export async function superviseWorkers(
     const died = new Promise<[number, string | null]>((resolve) => worker.once('exit', (code, signal) => resolve([code, signal])));
     const exit = Promise.all([died, disconnected]).then(([[code, signal]]) => {
       links.delete(worker);
+      ready.delete(worker);
       const why = signal ? `worker process ended by ${signal}` : `worker process exited with code ${code}`;
       link.workerGone(why, coordination.coordinator.audit);
       if (!stopping) {
@@ -59,25 +68,24 @@ export async function superviseWorkers(
     exited.add(exit);
     void exit.then(() => exited.delete(exit));
     return new Promise<void>((resolve, reject) => {
-      const ready = (m: unknown) => {
-        if (isWorkerMessage(m) && m.t === 'ready') {
-          worker.off('message', ready);
+      const onReady = (m: unknown) => {
+        if (isMessage<WorkerMessage>(m) && m.t === 'ready') {
+          worker.off('message', onReady);
+          ready.add(worker);
           frontEnds = m.frontEnds;
           log.info({ worker: worker.id, pid: worker.process.pid }, 'worker ready');
+          if (stopping) send({ t: 'stop' });
           resolve();
         }
       };
-      worker.on('message', ready);
+      worker.on('message', onReady);
       void exit.then(() => reject(new Error(`worker ${worker.id} exited before it was ready`)));
     });
   };
 
   const stopAll = async (): Promise<void> => {
     stopping = true;
-    for (const [worker, link] of links) {
-      if (worker.isConnected()) worker.send({ t: 'stop' } satisfies PrimaryMessage);
-      else link.workerGone('stopping', coordination.coordinator.audit);
-    }
+    for (const worker of ready) if (worker.isConnected()) worker.send({ t: 'stop' } satisfies PrimaryMessage);
     const grace = setTimeout(() => {
       for (const worker of links.keys()) worker.process.kill('SIGKILL');
     }, STOP_GRACE_MS);
@@ -92,13 +100,16 @@ export async function superviseWorkers(
     await stopAll();
     return 1;
   }
+  // With every worker dead and the next not yet started, nothing else would hold the process.
+  const keepAlive = setInterval(() => undefined, 1 << 30);
   const onHangup = () => {
-    for (const worker of links.keys()) if (worker.isConnected()) worker.send({ t: 'reload' } satisfies PrimaryMessage);
+    for (const worker of ready) if (worker.isConnected()) worker.send({ t: 'reload' } satisfies PrimaryMessage);
     coordination.auditLog?.reopen().catch((err: unknown) => log.error({ err }, 'audit log reopen'));
   };
   process.on('SIGHUP', onHangup);
   log.info({ frontEnds, dataDir, workers: count }, 'sluice started');
   const signal = await stopped;
+  clearInterval(keepAlive);
   process.off('SIGHUP', onHangup);
   const live = [...links.values()].map((l) => ({ worker: l.worker, ...l.live }));
   log.info({ signal, workers: live }, 'stopping');

@@ -24,7 +24,7 @@ export type AuditTrail = AuditSink & SystemAuditSink;
  * serve it: connection and session limits, the defender's failure counts,
  * each user's quota ledger, and the audit trail's one writer. Kept in this
  * process (`LocalCoordinator`) or, with workers, in the primary, which the
- * workers ask over IPC (`cluster/`). Answers may take a round trip, so every
+ * workers ask over IPC (`ipc-client.ts`, answered by `ipc-server.ts`). Answers may take a round trip, so every
  * question is asynchronous; what needs no answer is sent and never waited on.
  */
 export interface Coordinator {

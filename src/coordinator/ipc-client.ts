@@ -4,7 +4,7 @@ import { SluiceError } from '../session/errors.js';
 import type { Ledger, Ledgers } from '../session/quota.js';
 import type { InFlightUploads } from '../session/session.js';
 import type { AuditTrail, Coordinator, Offence, Release } from './coordinator.js';
-import { isPrimaryMessage, type Answer, type LedgerNote, type LedgerQuestion, type PrimaryMessage, type Question, type WorkerMessage } from './ipc-messages.js';
+import { isMessage, type Answer, type LedgerNote, type LedgerQuestion, type PrimaryMessage, type Question, type WorkerMessage } from './ipc-messages.js';
 
 /** How a worker talks to the primary: Node's IPC channel (process.send), in order. */
 export interface Channel {
@@ -16,12 +16,12 @@ export interface Channel {
 export function processChannel(): Channel {
   return {
     send: (message) => {
-      // The channel closes only as the worker exits; what is sent then is lost with the process anyway.
+      // Closed: the primary is gone (the worker is stopping, see primaryGone), and with it whoever would read this.
       if (process.connected) process.send?.(message);
     },
     onMessage: (listener) =>
       process.on('message', (m: unknown) => {
-        if (isPrimaryMessage(m)) listener(m);
+        if (isMessage<PrimaryMessage>(m)) listener(m);
       }),
   };
 }
@@ -99,6 +99,7 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
       lockInPlace: async (key) => void (await ask({ method: 'lockInPlace', args: [key] })),
       checkCommit: async (...args) => void (await ask({ method: 'checkCommit', args })),
       usage: async () => (await ask({ method: 'usage', args: [] })) as { bytes: number; files: number },
+      synced: async () => void (await ask({ method: 'synced', args: [] })),
       releaseFile: () => note({ method: 'releaseFile', args: [] }),
       unclaim: (key) => note({ method: 'unclaim', args: [key] }),
       unlockInPlace: (key) => note({ method: 'unlockInPlace', args: [key] }),

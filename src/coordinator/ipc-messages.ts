@@ -11,7 +11,9 @@ export type LedgerQuestion =
   | { method: 'claim'; args: [key: string] }
   | { method: 'lockInPlace'; args: [key: string] }
   | { method: 'checkCommit'; args: [reserved: number, written: number, freed: number, newName: boolean] }
-  | { method: 'usage'; args: [] };
+  | { method: 'usage'; args: [] }
+  /** Answered once the notes before it are applied (they are, in order): a barrier. */
+  | { method: 'synced'; args: [] };
 
 /** What a worker's ledger says and does not wait for. */
 export type LedgerNote =
@@ -61,10 +63,7 @@ export type PrimaryMessage =
   /** SIGHUP reached the primary: reload certificates and keys. */
   | { t: 'reload' };
 
-export function isWorkerMessage(m: unknown): m is WorkerMessage {
-  return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
-}
-
-export function isPrimaryMessage(m: unknown): m is PrimaryMessage {
+/** One of ours (either direction): the channel also carries the cluster module's own messages. */
+export function isMessage<M extends WorkerMessage | PrimaryMessage>(m: unknown): m is M {
   return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
 }

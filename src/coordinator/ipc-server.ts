@@ -133,6 +133,8 @@ export class WorkerLink {
         return h.checkCommit(...q.args);
       case 'usage':
         return h.usage();
+      case 'synced':
+        return h.synced();
     }
   }
 

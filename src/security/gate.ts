@@ -54,7 +54,10 @@ export class Gate {
       socket.destroy();
       return null;
     }
-    const release = await this.coordinator.admit(ip);
+    const release = await this.coordinator.admit(ip).catch((err: unknown) => {
+      this.log.error({ err, ip }, 'admission failed: connection refused');
+      return null;
+    });
     if (!release) {
       this.noteRefusal(ip);
       refuse(socket, busyReply);
@@ -149,7 +152,12 @@ export class Guest {
   }
 
   private async score(offence: Offence, protocol: Protocol): Promise<void> {
-    if (await this.gate.coordinator.score(this.ip, protocol, offence)) this.banned = true;
+    try {
+      if (await this.gate.coordinator.score(this.ip, protocol, offence)) this.banned = true;
+    } catch (err) {
+      // Unscored (the coordinator is gone or failed): the failure itself is still refused and counted per connection.
+      this.gate.log.error({ err, ip: this.ip }, 'offence not scored');
+    }
   }
 
   /** A TLS or SSH handshake that failed before login: an offence, unless the client turned us down (see declined). */

@@ -132,7 +132,8 @@ export class QuotaLedger {
  * A user's quota ledger as one session sees it. The ledger itself may live
  * in this process or in another (the primary, for all workers): each call is
  * one atomic step there, and calls from one process reach it in the order
- * they were made, so the releases need no answer.
+ * they were made, so the releases need no answer; where another process must
+ * see a release before it acts, `synced()` waits for it.
  */
 export interface Ledger {
   checkStart(createsFile: boolean, credit: number): Promise<void>;
@@ -146,6 +147,8 @@ export interface Ledger {
   checkCommit(reserved: number, written: number, freed: number, newName: boolean): Promise<void>;
   settle(reserved: number, bytesDelta: number, filesDelta: number): void;
   usage(): Promise<{ bytes: number; files: number }>;
+  /** Resolves once everything said before has reached the ledger. */
+  synced(): Promise<void>;
   /** The session has ended. */
   release(): void;
 }
@@ -237,6 +240,8 @@ export class LedgerHandle implements Ledger {
   async usage(): Promise<{ bytes: number; files: number }> {
     return this.ledger.usage;
   }
+
+  async synced(): Promise<void> {}
 
   /** Everything still held is given back: nothing, when the session ended its transfers first. */
   release(): void {

@@ -564,6 +564,7 @@ export class Session {
           }
         } finally {
           this.ledger.unlockInPlace(key);
+          await this.ledger.synced();
         }
       } finally {
         await file.close();

@@ -289,7 +289,13 @@ export class Upload extends Transfer {
   }
 
   private async resizeNow(size: number): Promise<void> {
-    await this.reserve(size, 0);
+    try {
+      await this.reserve(size, 0);
+    } catch (err) {
+      // As for a refused write: the size was taken before the ledger answered, and writes
+      // pipelined meanwhile counted on it, so the upload cannot go on within the quota.
+      throw this.failWrite(err);
+    }
     await this.file.truncate(size);
   }
 
@@ -408,6 +414,9 @@ export class Upload extends Transfer {
       this.ledger.settle(this.reserved, bytesDelta, filesDelta);
       void loc.close();
     }
+    // The releases reach the ledger before the client hears of the end: its next upload of
+    // this file, on any process, finds the file unlocked and unclaimed.
+    await this.ledger.synced().catch(() => undefined);
     this.record('upload', finalSize, result, reason, fileSha256);
   }
 
