@@ -98,6 +98,16 @@ describe('storage: directories kept between operations', () => {
     assert.equal(readFileSync(join(home, 'p/q/r/g'), 'utf8'), 'G');
   });
 
+  it('many operations at once across directories (the kept chain replaced under them) each reach their own file', async () => {
+    const dirs = ['c/0', 'c/1/x', 'c/2', 'c/1/y', 'c/3/z/w'];
+    for (const d of dirs) mkdirSync(join(home, d), { recursive: true });
+    const files = Array.from({ length: 200 }, (_, i) => ({ path: `${dirs[i % dirs.length]}/f${i}`, text: `file ${i} `.repeat(i + 1) }));
+    await Promise.all(files.map((f) => writeFile(s, f.path, f.text)));
+    for (const f of files) assert.equal(readFileSync(join(home, f.path), 'utf8'), f.text, f.path);
+    const back = await Promise.all(files.map((f) => readFile(s, f.path)));
+    back.forEach((text, i) => assert.equal(text, files[i]?.text));
+  });
+
   it('a session gone lets go of every directory it kept, after the pause', async () => {
     mkdirSync(join(home, 'deep/a/b'), { recursive: true });
     const t = await world.session('alice');
