@@ -3,11 +3,13 @@
  * its own (cgroup v1 cpuacct, or v2): the kernel charges each process's time
  * to the cgroup as it runs, so a per-connection child that exits without
  * being waited for (its time then never reaches the listener's cutime) still
- * counts. Only the accounting hierarchy is used; scheduling is unchanged.
+ * counts, and so do sluice's cluster workers. Only the accounting hierarchy
+ * is used; scheduling is unchanged.
  */
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { onCleanup } from './cleanup.js';
+import { descendants } from './procfs.js';
 
 const V1 = '/sys/fs/cgroup/cpuacct';
 const V2 = '/sys/fs/cgroup';
@@ -38,9 +40,19 @@ export function cpuCgroup(name: string, pid: number): (() => number) | null {
     }
   });
   try {
+    // The server first: what it forks from now on starts in the cgroup. Then what it forked
+    // before (sluice's cluster workers, forked before it reports itself started): a move
+    // takes one process, not its children.
     writeFileSync(join(dir, 'cgroup.procs'), String(pid));
   } catch {
     return null;
+  }
+  for (const child of descendants(pid)) {
+    try {
+      writeFileSync(join(dir, 'cgroup.procs'), String(child));
+    } catch {
+      // exited since the listing (the server could be moved, so this one could have been)
+    }
   }
   return v1
     ? () => Number(readFileSync(join(dir, 'cpuacct.usage'), 'utf8')) / 1e9

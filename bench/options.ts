@@ -16,7 +16,8 @@ const USAGE = `usage: npm run bench -- [--quick] [--only a,b] [--size 1G] [--fil
   --quick   smaller sizes (256M, 200 files), 1 run, only the workloads marked quick,
             no audit-off rows: under 3 minutes on an idle 2-core machine
   --only    workloads by name or group (see --list), comma-separated
-  --size    the large file (default 1G; 256M with --quick)
+  --size    the large file, and each aggregate client's (default 1G; 256M with --quick,
+            of which the aggregate clients move a quarter)
   --files   the small files of 4 KiB (default 1000; 200 with --quick; at most 10000)
   --runs    measured runs per workload after one warm-up (default 3; 1 with --quick)
   --list    print the workloads and exit`;

@@ -1,8 +1,9 @@
 /**
  * A server's CPU and memory from /proc (Linux), the same way for sluice (one
- * process) and for the peers (a listener that forks per connection).
+ * process, or a primary and its cluster workers) and for the peers (a
+ * listener that forks per connection): always the whole process tree.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Usage } from './workload.js';
 
 const TICKS = 100; // USER_HZ, 100 on every Linux ABI Node runs on
@@ -29,18 +30,34 @@ function cpuOf(path: string, withChildren: boolean): number {
   return ticks / TICKS;
 }
 
-/** Every live descendant of `pid`, through each thread's `children` file. */
-function descendants(pid: number): number[] {
+/** Children of every thread of `pid`: the kernel lists a child under the thread that forked it. */
+function childrenOf(pid: number): number[] {
+  let threads: string[];
+  try {
+    threads = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return []; // exited
+  }
+  return threads.flatMap((t) => (read(`/proc/${pid}/task/${t}/children`) ?? '').split(' ').filter((s) => s !== '').map(Number));
+}
+
+/** Every live descendant of `pid` (sluice's cluster workers, the peers' per-connection processes). */
+export function descendants(pid: number): number[] {
   const found: number[] = [];
   const walk = (p: number) => {
-    const tasks = read(`/proc/${p}/task/${p}/children`);
-    for (const child of (tasks ?? '').split(' ').filter((s) => s !== '').map(Number)) {
+    for (const child of childrenOf(p)) {
       found.push(child);
       walk(child);
     }
   };
   walk(pid);
   return found;
+}
+
+/** Whether `pid` has a handler for signal number `signo` (SigCgt), i.e. the signal will not end it. */
+export function catchesSignal(pid: number, signo: number): boolean {
+  const m = /SigCgt:\s+([0-9a-f]+)/.exec(read(`/proc/${pid}/status`) ?? '');
+  return m !== null && (BigInt(`0x${m[1]}`) & (1n << BigInt(signo - 1))) !== 0n;
 }
 
 function statusKiB(pid: number, key: 'VmRSS' | 'VmHWM'): number {
@@ -52,14 +69,16 @@ function statusKiB(pid: number, key: 'VmRSS' | 'VmHWM'): number {
  * CPU of the process and of all its descendants: from its cgroup when it has
  * one (see cgroup.ts), else from /proc, reaped or alive (a reaped child's time
  * lands in its parent's cutime/cstime once waited for); resident memory of the
- * whole tree now.
+ * whole tree now. `loopThreads`: every process of the tree is a Node process
+ * (sluice's primary and workers), whose main threads' CPU is that of their
+ * event loops.
  */
-export function usageOf(pid: number, loopThread: boolean, cgroupCpu: (() => number) | null): Usage {
+export function usageOf(pid: number, loopThreads: boolean, cgroupCpu: (() => number) | null): Usage {
   const tree = descendants(pid);
   const cpuSeconds = cgroupCpu?.() ?? cpuOf(`/proc/${pid}/stat`, true) + tree.reduce((s, p) => s + cpuOf(`/proc/${p}/stat`, true), 0);
   return {
     cpuSeconds,
-    loopCpuSeconds: loopThread ? cpuOf(`/proc/${pid}/task/${pid}/stat`, false) : null,
+    loopCpuSeconds: loopThreads ? [pid, ...tree].reduce((s, p) => s + cpuOf(`/proc/${p}/task/${p}/stat`, false), 0) : null,
     rssMiB: treeRssMiB(pid, tree),
   };
 }
@@ -73,6 +92,8 @@ function treeRssMiB(pid: number, tree = descendants(pid)): number {
  * Waits (up to `ms`) until the process has no children left: the run's
  * sessions have ended, and without a cgroup their CPU is counted once, in the
  * parent's cutime, not missed or counted twice by a reap between two reads.
+ * For a listener that forks per session (the peers): sluice's children are
+ * its workers, which stay.
  */
 export async function settle(pid: number, ms = 3000): Promise<void> {
   for (const end = Date.now() + ms; Date.now() < end && descendants(pid).length > 0; ) {
@@ -82,30 +103,30 @@ export async function settle(pid: number, ms = 3000): Promise<void> {
 
 /**
  * Peak resident memory of a server's tree while `fn` runs: the larger of
- * samples every 50 ms (forked children come and go) and the listener's own
- * VmHWM, reset first through clear_refs (root, Linux ≥ 4.0), which catches
- * peaks between samples.
+ * samples every 50 ms (forked children come and go) and the sum of the VmHWM
+ * of the processes alive at the end (the listener, sluice's workers), each
+ * reset first through clear_refs (root, Linux ≥ 4.0), which catches peaks
+ * between samples. With several long-lived processes that sum is an upper
+ * bound: their peaks need not coincide.
  */
 export async function peakRssDuring<T>(pid: number, fn: () => Promise<T>): Promise<{ result: T; peakMiB: number }> {
-  try {
-    resetPeak(pid);
-  } catch {
-    // another user's process: the samples alone give the peak
+  for (const p of [pid, ...descendants(pid)]) {
+    try {
+      resetPeak(p);
+    } catch {
+      // another user's process, or gone: the samples alone give the peak
+    }
   }
   let peak = treeRssMiB(pid);
   const timer = setInterval(() => (peak = Math.max(peak, treeRssMiB(pid))), 50);
   try {
     const result = await fn();
-    peak = Math.max(peak, treeRssMiB(pid), statusKiB(pid, 'VmHWM') / 1024);
+    const hwm = [pid, ...descendants(pid)].reduce((s, p) => s + statusKiB(p, 'VmHWM'), 0) / 1024;
+    peak = Math.max(peak, treeRssMiB(pid), hwm);
     return { result, peakMiB: peak };
   } finally {
     clearInterval(timer);
   }
-}
-
-/** Resident memory of one process now. */
-export function rssNow(pid: number): number {
-  return statusKiB(pid, 'VmRSS') / 1024;
 }
 
 function resetPeak(pid: number): void {

@@ -1,5 +1,5 @@
-/** Medians of the measured runs, the table, and one line per goal of #13. */
-import { fmt, type Measurement, type Summary, type Target, type Workload } from './workload.js';
+/** Medians of the measured runs, the table, and one line per goal of #13 and #14. */
+import { AUDIT_OFF, fmt, SLUICE, type Measurement, type Roles, type Summary, type Target, type Workload } from './workload.js';
 
 const MiB = 1024 * 1024;
 
@@ -62,23 +62,21 @@ function summarize(w: Workload, cell: Cell): Summary | undefined {
 }
 
 /** A workload's summaries by role, as goals see them. */
-interface Roles {
-  sluice?: Summary;
-  auditOff?: Summary;
-  peer?: Summary;
-}
-
 function roles(w: Workload, cells: Cell[]): Roles {
-  const r: Roles = {};
+  const r: Roles = { byName: {} };
   for (const c of cells) {
     const s = summarize(w, c);
     if (!s) continue;
+    r.byName[c.target.name] = s;
     if (c.target.kind !== 'sluice') r.peer = s;
-    else if (c.target.name === 'sluice') r.sluice = s;
-    else r.auditOff = s;
+    else if (c.target.name === SLUICE) r.sluice = s;
+    else if (c.target.name === AUDIT_OFF) r.auditOff = s;
   }
   return r;
 }
+
+/** The sluice rows a workload runs on. */
+const sluicesOf = (w: Workload) => w.sluices?.map((o) => o.name) ?? [SLUICE];
 
 const col = (text: string, width: number) => text.padStart(width);
 
@@ -104,18 +102,21 @@ export function printTable(rows: { w: Workload; cells: Cell[] }[]): void {
       if (c.error) console.log(`  ${''.padEnd(18)}FAILED later: ${c.error}`);
     }
     if (r.sluice && r.auditOff) console.log(`  audit on / audit off: ${(r.sluice.value / r.auditOff.value).toFixed(2)}×`);
+    const [first, ...later] = sluicesOf(w).map((name) => r.byName[name]);
+    for (const s of later) if (first && s) console.log(`  ${s.target} / ${first.target}: ${(s.value / first.value).toFixed(2)}×`);
   }
 }
 
 /** One line per goal; the number of goals not met. */
 export function printGoals(rows: { w: Workload; cells: Cell[] }[], skipped: Map<string, string>): number {
-  console.log('\nGoals of issue #13, judged on this run:');
+  console.log('\nGoals of issues #13 and #14, judged on this run:');
   let notMet = 0;
   for (const { w, cells } of rows) {
     const r = roles(w, cells);
     for (const g of w.goals) {
       const v = g.judge(r);
-      const why = !r.sluice ? 'sluice failed' : w.peer && !r.peer ? (skipped.get(w.peer) ?? `${w.peer} failed`) : 'not measured';
+      const lost = sluicesOf(w).find((name) => !r.byName[name]);
+      const why = lost ? `${lost} failed` : w.peer && !r.peer ? (skipped.get(w.peer) ?? `${w.peer} failed`) : 'not measured';
       if (v && !v.met) notMet++;
       const verdict = v ? (v.met ? 'met    ' : 'NOT met') : 'n/a    ';
       console.log(`  ${verdict}  ${w.name.padEnd(18)} ${g.text}: ${v ? v.figures : why}`);

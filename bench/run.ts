@@ -1,7 +1,9 @@
 /**
- * `npm run bench`: every workload of issue #13 against sluice (default
- * config, audit on), its peer (vsftpd or OpenSSH, started here on loopback)
- * and, where cheap, sluice with the audit off; one table, one line per goal.
+ * `npm run bench`: every workload of issues #13 and #14 against sluice
+ * (default config, audit on, or the sluices a workload names, such as one
+ * worker and a worker per core), its peer (vsftpd or OpenSSH, started here on
+ * loopback) and, where cheap, sluice with the audit off; one table, one line
+ * per goal.
  *
  * Per group of workloads (e.g. ftp-small: put and get): place the sources,
  * one warm-up run per server, then the measured runs round robin, the order of
@@ -26,7 +28,7 @@ import { peakRssDuring, settle } from './procfs.js';
 import { printGoals, printTable, valueOf, type Cell } from './report.js';
 import { startSluice } from './sluice.js';
 import { allWorkloads } from './workloads/index.js';
-import { fmt, type BenchContext, type PeerName, type Target, type Workload } from './workload.js';
+import { AUDIT_OFF, fmt, SLUICE, type BenchContext, type PeerName, type Target, type Workload } from './workload.js';
 
 const MiB = 1024 * 1024;
 
@@ -75,12 +77,17 @@ async function main(): Promise<number> {
   const warning = opts.workloads.some((w) => w.protocol !== 'sftp') ? curlWarning(curl) : null;
   if (warning) console.log(warning);
 
-  const sluice = await startSluice({ name: 'sluice' }, `${key}.pub`);
+  const sluice = await startSluice({ name: SLUICE }, `${key}.pub`);
   const targets: Target[] = [sluice];
   // --quick leaves out the audit-off rows: a third fewer runs, and they answer a question (the audit's cost) the full run is for.
   const auditOff = !opts.quick && opts.workloads.some((w) => w.auditOff);
   if (auditOff) {
-    targets.push(await startSluice({ name: 'sluice audit off', config: { audit: { enabled: false } } }, `${key}.pub`));
+    targets.push(await startSluice({ name: AUDIT_OFF, config: { audit: { enabled: false } } }, `${key}.pub`));
+  }
+  // The sluices that workloads ask for by name (e.g. one worker, a worker per core), one of each.
+  const variants = new Map<string, Target>();
+  for (const options of opts.workloads.flatMap((w) => w.sluices ?? [])) {
+    if (!variants.has(options.name)) variants.set(options.name, await startSluice(options, `${key}.pub`));
   }
   const peers = new Map<PeerName, Target>();
   const skipped = new Map<string, string>();
@@ -98,8 +105,7 @@ async function main(): Promise<number> {
   for (const [peer, why] of skipped) console.log(`skipped ${peer}: ${why}`);
 
   const targetsOf = (w: Workload) => [
-    sluice,
-    ...targets.filter((t) => t !== sluice && w.auditOff),
+    ...(w.sluices ? w.sluices.map((o) => variants.get(o.name) as Target) : [sluice, ...targets.filter((t) => t !== sluice && w.auditOff)]),
     ...(w.peer && peers.has(w.peer) ? [peers.get(w.peer) as Target] : []),
   ].filter((t) => t.endpoints[w.protocol]);
 
@@ -113,10 +119,11 @@ async function main(): Promise<number> {
     const t = cell.target;
     // No dirty pages left by the run before, and the peers' children of the run before reaped.
     spawnSync('sync');
-    await settle(t.pid);
+    const reaped = () => (t.kind === 'sluice' ? Promise.resolve() : settle(t.pid));
+    await reaped();
     const before = t.usage();
     const { result, peakMiB } = await peakRssDuring(t.pid, () => w.run(t, ctx));
-    await settle(t.pid);
+    await reaped();
     const after = t.usage();
     cell.samples.push({
       m: result,
@@ -171,6 +178,13 @@ async function main(): Promise<number> {
   }
   return 0;
 }
+
+// An error outside main's promise chain (an 'error' event nobody listens to) would otherwise
+// end the bench with its servers still running and its cgroups, PAM file and temp dirs left.
+process.on('uncaughtException', (err) => {
+  console.error(`bench failed: ${err.stack ?? String(err)}`);
+  void cleanupAll().finally(() => process.exit(1));
+});
 
 main()
   .then(async (code) => {

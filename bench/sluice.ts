@@ -1,8 +1,8 @@
 /**
  * sluice as the bench runs it: the built server (dist/) through the tests'
- * TestServer, in its default configuration except that plain FTP is allowed
- * (`ftp.tls: optional`), which the plain-FTP workloads need and which changes
- * nothing for FTPS.
+ * TestServer, in its default configuration (workers: auto) except that plain
+ * FTP is allowed (`ftp.tls: optional`), which the plain-FTP workloads need and
+ * which changes nothing for FTPS.
  */
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -38,6 +38,8 @@ export async function startSluice(options: SluiceOptions, publicKeyFile: string)
   const srv = await starting(() =>
     TestServer.start({
       yaml: stringify(config),
+      // The tests' server runs one process; a user's runs one worker per core (workers: auto).
+      env: { SLUICE_WORKERS: 'auto', ...options.env },
       users: users.map((u) => ({ ...u, args: ['--key', publicKeyFile] })),
     }),
   );

@@ -3,7 +3,7 @@
  * (workloads/*.ts, sessions.ts): a workload measures one thing against one
  * running server and returns what it saw; the runner starts the servers,
  * interleaves the runs, samples each server's CPU and memory around every run,
- * takes medians, prints the table and judges the goals of issue #13.
+ * takes medians, prints the table and judges the goals of issues #13 and #14.
  */
 
 export type Protocol = 'ftp' | 'ftps' | 'sftp';
@@ -33,12 +33,16 @@ export interface Usage {
   rssMiB: number;
 }
 
+/** The row of the default sluice, and of the one with the audit off. */
+export const SLUICE = 'sluice';
+export const AUDIT_OFF = 'sluice audit off';
+
 /** A running server under comparison; the runner owns its start and stop. */
 export interface Target {
-  /** Row label: 'sluice', 'sluice audit off', 'vsftpd', 'OpenSSH'. */
+  /** Row label: SLUICE, AUDIT_OFF, a SluiceOptions.name, 'vsftpd', 'OpenSSH'. */
   name: string;
   kind: 'sluice' | PeerName;
-  /** The listener process (sshd -D, vsftpd, or sluice's only process). */
+  /** The listener process (sshd -D, vsftpd, or sluice's primary, the parent of its workers). */
   pid: number;
   /** ftp and ftps share one port on both FTP servers: ftps is explicit (AUTH TLS) and requires TLS. */
   endpoints: Partial<Record<Protocol, Endpoint>>;
@@ -49,6 +53,8 @@ export interface Target {
 export interface SluiceOptions {
   name: string;
   config?: Record<string, unknown>;
+  /** Added to the server's environment, e.g. SLUICE_WORKERS. */
+  env?: Record<string, string>;
   /** Extra accounts; every account also accepts BenchContext.sshKey. */
   users?: { name: string; password: string }[];
 }
@@ -114,10 +120,18 @@ export interface Verdict {
   figures: string;
 }
 
-/** A goal of #13, judged on one workload's summaries; null when it cannot be (peer skipped). */
+/** A workload's summaries: by role, and every one by its row's name. */
+export interface Roles {
+  sluice?: Summary;
+  auditOff?: Summary;
+  peer?: Summary;
+  byName: Record<string, Summary>;
+}
+
+/** A goal of #13 or #14, judged on one workload's summaries; null when it cannot be (peer skipped). */
 export interface Goal {
   text: string;
-  judge(r: { sluice?: Summary; auditOff?: Summary; peer?: Summary }): Verdict | null;
+  judge(r: Roles): Verdict | null;
 }
 
 export interface Workload {
@@ -134,6 +148,12 @@ export interface Workload {
   quick: boolean;
   /** Also measured on sluice with audit off (where that is cheap). */
   auditOff: boolean;
+  /**
+   * The sluices this workload runs on instead of the default one (and the
+   * audit-off one), each started once for the whole bench; ratios of the
+   * later ones over the first are printed under the table.
+   */
+  sluices?: SluiceOptions[];
   /** Measured runs when not --runs (a workload of minutes says 1). */
   runs?: number;
   /** Skip the warm-up run (a workload that warms itself, or one too long to repeat). */
@@ -155,6 +175,20 @@ export function atLeastPeer(min: number, unit: Unit, peerName: string): Goal {
       if (!sluice || !peer) return null;
       const ratio = sluice.value / peer.value;
       return { met: ratio >= min, figures: `${ratio.toFixed(2)}× (${fmt(sluice.value)} vs ${fmt(peer.value)} ${unit})` };
+    },
+  };
+}
+
+/** Row `of`'s median over row `over`'s (target names), for goals such as 'sluice workers auto ≥ 1.2× sluice workers 1'. */
+export function atLeast(min: number, unit: Unit, of: string, over: string): Goal {
+  return {
+    text: `${of} ≥ ${min.toFixed(2)}× ${over}`,
+    judge({ byName }) {
+      const a = byName[of];
+      const b = byName[over];
+      if (!a || !b) return null;
+      const ratio = a.value / b.value;
+      return { met: ratio >= min, figures: `${ratio.toFixed(2)}× (${fmt(a.value)} vs ${fmt(b.value)} ${unit})` };
     },
   };
 }

@@ -5,13 +5,16 @@ import { AuditLog, createLogger } from './audit/log.js';
 import { Authenticator } from './auth/authenticator.js';
 import { PasswordHasher } from './auth/passwords.js';
 import type { Config } from './config/schema.js';
+import type { Coordinator } from './coordinator/coordinator.js';
+import { LocalCoordinator } from './coordinator/local.js';
+import { BanCheck } from './security/ban-check.js';
 import { Defender } from './security/defender.js';
 import { FailureThrottle } from './security/failure-throttle.js';
 import { Gate } from './security/gate.js';
 import { HandleBook } from './session/open-handles.js';
 import { QuotaBook } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
-import type { SessionDeps } from './session/session.js';
+import type { InFlightUploads, SessionDeps } from './session/session.js';
 import { openLocalStorage } from './session/storage/local.js';
 import { BanStore } from './store/bans.js';
 import { openDatabase } from './store/db.js';
@@ -31,12 +34,23 @@ export interface AdminServices {
 
 /** Everything a running sluice shares between its front-ends. */
 export interface Services extends AdminServices {
-  /** null when audit.enabled is false. */
-  readonly audit: AuditLog | null;
   readonly authenticator: Authenticator;
+  /** What must hold for the whole server (limits, scores, quotas, audit): here, or in the primary. */
+  readonly coordinator: Coordinator;
   /** Admission and login policy, shared by every front-end. */
   readonly gate: Gate;
   readonly sessionDeps: SessionDeps;
+}
+
+/** The state a server keeps once however many processes serve: see Coordinator. */
+export interface Coordination {
+  readonly coordinator: LocalCoordinator;
+  /** The writer of the trail; null when audit.enabled is false. */
+  readonly auditLog: AuditLog | null;
+  /** Each user's ledger, for the primary answering workers synchronously. */
+  readonly quotas: QuotaBook;
+  /** Ends the failure-throttle window and flushes the trail. */
+  close(): Promise<void>;
 }
 
 /**
@@ -62,10 +76,10 @@ export function openAdmin(config: Config): AdminServices {
   };
 }
 
-export function openServices(config: Config): Services {
-  const base = openAdmin(config);
+/** The coordinator's state, on the store `base` opened: the audit trail is written here and nowhere else. */
+export function openCoordination(config: Config, base: AdminServices): Coordination {
   const { audit: settings } = config;
-  const audit = settings.enabled
+  const auditLog = settings.enabled
     ? new AuditLog({
         file: resolve(config.dataDir, settings.file),
         rotateSize: settings.rotateSize,
@@ -74,34 +88,65 @@ export function openServices(config: Config): Services {
         onError: (err) => base.log.error({ err }, 'audit log'),
       })
     : null;
-  if (!audit) base.log.warn('audit trail disabled (audit.enabled: false): transfers are neither hashed nor recorded');
+  if (!auditLog) base.log.warn('audit trail disabled (audit.enabled: false): transfers are neither hashed nor recorded');
   // Failed logins come before any login, as fast as an attacker likes: aggregated per address.
-  const loginAudit = audit ? new FailureThrottle(audit) : null;
-  const authenticator = new Authenticator(base.users, base.hasher, loginAudit);
+  // Every other event passes the throttle untouched.
+  const throttle = auditLog ? new FailureThrottle(auditLog) : null;
+  const audit = auditLog && throttle ? { record: throttle.record.bind(throttle), system: auditLog.system.bind(auditLog) } : null;
   const { limits } = config;
   const registry = new ConnectionRegistry(limits.maxSessions, limits.maxSessionsPerIp, limits.maxSessionsPerUser);
+  const defender = new Defender(banCheck(config, base), config.defender, audit, base.log.child({ part: 'defender' }));
+  const quotas = new QuotaBook(base.users);
+  return {
+    coordinator: new LocalCoordinator(registry, defender, quotas, audit),
+    auditLog,
+    quotas,
+    async close() {
+      throttle?.flush();
+      await auditLog?.close();
+    },
+  };
+}
+
+function banCheck(config: Config, base: AdminServices): BanCheck {
+  return new BanCheck(base.bans, config.defender.allowList);
+}
+
+/**
+ * A serving process's services on its own store, with the coordinator that
+ * keeps the shared state: this process's own, or the primary's for a worker
+ * (which also gets told of each upload, to record it should the worker die).
+ */
+export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlight?: InFlightUploads): Services {
+  const { config } = base;
+  const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit);
   return {
     ...base,
-    audit,
+    coordinator,
     authenticator,
-    gate: new Gate(
-      registry,
-      new Defender(base.bans, config.defender, audit, base.log.child({ part: 'defender' })),
-      authenticator,
-      config,
-      base.log.child({ part: 'gate' }),
-    ),
+    gate: new Gate(coordinator, banCheck(config, base), authenticator, config, base.log.child({ part: 'gate' })),
     sessionDeps: {
-      audit,
-      quotas: new QuotaBook(base.users),
+      audit: coordinator.audit,
+      quotas: coordinator.ledgers,
       openHandles: new HandleBook(config.sftp.maxHandlesPerUser),
       atomicUploads: config.uploads.atomic,
       storage: openLocalStorage,
-      hashResumedUploads: settings.hashResumedUploads,
+      hashResumedUploads: config.audit.hashResumedUploads,
+      ...(inFlight ? { inFlight } : {}),
     },
+  };
+}
+
+/** One process keeping everything itself (workers: 1, and the tests of the shared layer). */
+export function openServices(config: Config): Services & Pick<Coordination, 'auditLog'> {
+  const base = openAdmin(config);
+  const coordination = openCoordination(config, base);
+  const services = servicesOn(base, coordination.coordinator);
+  return {
+    ...services,
+    auditLog: coordination.auditLog,
     async close() {
-      loginAudit?.flush();
-      await audit?.close();
+      await coordination.close();
       await base.close();
     },
   };

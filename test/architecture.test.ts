@@ -116,7 +116,9 @@ test('only the storage implementation touches the file system among session/, ft
 
 test('the shared layer imports no front-end, and no front-end imports the other or the store', () => {
   const rules: [RegExp, RegExp][] = [
-    [/^(session|security|auth|audit)\//, /^(ftp|sftp|cli)\//],
+    [/^(session|security|auth|audit|coordinator)\//, /^(ftp|sftp|cli|cluster)\//],
+    // The coordinator keeps state; the store and the processes are others' to open and run.
+    [/^coordinator\//, /^(store|cluster)\//],
     [/^ftp\//, /^(sftp|store|cli)\//],
     [/^sftp\//, /^(ftp|store|cli)\//],
   ];

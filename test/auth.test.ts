@@ -109,10 +109,10 @@ describe('authentication', () => {
     await world.addUser('k', { password: null, keys: [parsePublicKey(pair.public)] });
     const blob = parsePublicKey(pair.public).blob;
     const before = (await world.auditLines()).length;
-    auth.publicKey(req('k'), blob, false);
+    await auth.publicKey(req('k'), blob, false);
     assert.equal((await world.auditLines()).length, before, 'a key query writes nothing');
-    assert.equal(auth.publicKey(req('k'), blob, true).name, 'k');
-    assert.throws(() => auth.publicKey(req('k'), parsePublicKey(other.public).blob, true), because('bad-key'));
+    assert.equal((await auth.publicKey(req('k'), blob, true)).name, 'k');
+    await assert.rejects(auth.publicKey(req('k'), parsePublicKey(other.public).blob, true), because('bad-key'));
   });
 
   it('audits success and failure with the reason, never the password or hash', async () => {

@@ -6,6 +6,7 @@ import { after, describe, it } from 'node:test';
 import pino from 'pino';
 import type { Actor, AuditEvent } from '../src/audit/events.js';
 import { configSchema } from '../src/config/schema.js';
+import { BanCheck } from '../src/security/ban-check.js';
 import { Defender } from '../src/security/defender.js';
 import { FailureThrottle } from '../src/security/failure-throttle.js';
 import { BanStore } from '../src/store/bans.js';
@@ -19,7 +20,10 @@ function setup(name: string, defender: Record<string, unknown>) {
   const bans = new BanStore(db);
   const events: { actor: Actor; event: AuditEvent }[] = [];
   const settings = configSchema.parse({ defender }).defender;
-  const d = new Defender(bans, settings, { record: (actor, event) => events.push({ actor, event }) }, pino({ level: 'silent' }));
+  const check = new BanCheck(bans, settings.allowList);
+  const scorer = new Defender(check, settings, { record: (actor, event) => events.push({ actor, event }) }, pino({ level: 'silent' }));
+  // What the gate asks (banned) and what the coordinator asks (score), as one object for the cases below.
+  const d = { score: scorer.score.bind(scorer), banned: check.banned.bind(check), get tracked() { return scorer.tracked; } };
   /** Let the address's current ban end `ago` ms ago, as if time had passed. */
   const expire = (ip: string, ago: number) => {
     const b = bans.get(ip);

@@ -1,19 +1,52 @@
 /**
- * The bench's window into a sluice process: bench/probe/loop-delay.mjs,
- * preloaded into it, reports the event loop's delay and the memory split
- * (heap, external, buffers) on SIGUSR2.
+ * The bench's window into sluice's processes: bench/probe/loop-delay.mjs,
+ * preloaded into each of them (the primary and its workers), reports the event
+ * loop's delay and the memory split (heap, external, buffers) on SIGUSR2.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { constants } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { catchesSignal, descendants } from '../procfs.js';
 
 const PRELOAD = fileURLToPath(new URL('../probe/loop-delay.mjs', import.meta.url));
 
 export interface ProbeReport {
   seconds: number;
-  /** Milliseconds the event loop was late, since the previous report. */
+  /**
+   * Milliseconds an event loop was late, since the previous report: the
+   * largest max and p99 of the processes (so p99 is an upper bound of the
+   * pooled one), the mean over all their samples.
+   */
   delay: { max: number; p99: number; mean: number; count: number };
+  /** Summed over the processes. */
   memory: NodeJS.MemoryUsage;
+  /** Processes that answered. */
+  processes: number;
+}
+
+type OneReport = Omit<ProbeReport, 'processes'>;
+
+function combine(reports: OneReport[]): ProbeReport {
+  const count = reports.reduce((s, r) => s + r.delay.count, 0);
+  const sum = (pick: (m: NodeJS.MemoryUsage) => number) => reports.reduce((s, r) => s + pick(r.memory), 0);
+  return {
+    seconds: Math.max(...reports.map((r) => r.seconds)),
+    delay: {
+      max: Math.max(...reports.map((r) => r.delay.max)),
+      p99: Math.max(...reports.map((r) => r.delay.p99)),
+      mean: count === 0 ? 0 : reports.reduce((s, r) => s + r.delay.mean * r.delay.count, 0) / count,
+      count,
+    },
+    memory: {
+      rss: sum((m) => m.rss),
+      heapTotal: sum((m) => m.heapTotal),
+      heapUsed: sum((m) => m.heapUsed),
+      external: sum((m) => m.external),
+      arrayBuffers: sum((m) => m.arrayBuffers),
+    },
+    processes: reports.length,
+  };
 }
 
 /** Runs `start` with `vars` in the environment a sluice process inherits (TestServer passes ours on). */
@@ -48,12 +81,29 @@ export class Probe {
     private readonly dir: string,
   ) {}
 
-  /** The report of `pid` since the previous call (null: the probe is not loaded there). */
+  /**
+   * The report of `pid` and of its descendants (sluice's workers) since the
+   * previous call, from those that answer within `waitMs` (null: the probe is
+   * not loaded in `pid`).
+   */
   async read(pid: number, waitMs = 5000): Promise<ProbeReport | null> {
-    rmSync(this.file, { force: true });
-    process.kill(pid, 'SIGUSR2');
-    for (const end = Date.now() + waitMs; Date.now() < end && !existsSync(this.file); ) await new Promise((r) => setTimeout(r, 25));
-    return existsSync(this.file) ? (JSON.parse(readFileSync(this.file, 'utf8')) as ProbeReport) : null;
+    // Only processes with a handler: SIGUSR2 ends any other.
+    const probed = [pid, ...descendants(pid)].filter((p) => catchesSignal(p, constants.signals.SIGUSR2));
+    const files = new Map(probed.map((p) => [p, `${this.file}.${p}`]));
+    if (!files.has(pid)) return null;
+    for (const [p, file] of files) {
+      rmSync(file, { force: true });
+      try {
+        process.kill(p, 'SIGUSR2');
+      } catch {
+        files.delete(p); // exited since the listing
+      }
+    }
+    const all = () => [...files.values()].every((f) => existsSync(f));
+    for (const end = Date.now() + waitMs; Date.now() < end && !all(); ) await new Promise((r) => setTimeout(r, 25));
+    if (!existsSync(files.get(pid) as string)) return null;
+    const reports = [...files.values()].filter((f) => existsSync(f)).map((f) => JSON.parse(readFileSync(f, 'utf8')) as OneReport);
+    return combine(reports);
   }
 
   remove(): void {

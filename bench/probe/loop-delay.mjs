@@ -2,24 +2,30 @@
  * Preloaded into the server under test (NODE_OPTIONS='--import <this file>'),
  * so the bench measures sluice from inside without any product code: on
  * SIGUSR2 it writes the event loop's delay since the last SIGUSR2 and the
- * process's memory to $SLUICE_BENCH_PROBE (JSON), then starts a new interval.
+ * process's memory to $SLUICE_BENCH_PROBE.<pid> (JSON), then starts a new
+ * interval. Cluster workers inherit NODE_OPTIONS, so each of sluice's
+ * processes loads it and answers for itself.
  * With $SLUICE_BENCH_HEAP set, each SIGUSR2 also writes a heap snapshot there;
  * with $SLUICE_BENCH_CPUPROF, a CPU profile of the event-loop thread since the
- * previous SIGUSR2 (Node refuses --cpu-prof in NODE_OPTIONS).
+ * previous SIGUSR2 (Node refuses --cpu-prof in NODE_OPTIONS). A worker adds
+ * .<pid> to both paths.
  * Inactive (nothing loaded, no handler) in processes without $SLUICE_BENCH_PROBE.
  */
+import cluster from 'node:cluster';
 import { writeFileSync, renameSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { writeHeapSnapshot } from 'node:v8';
 
-const out = process.env.SLUICE_BENCH_PROBE;
-if (out) {
+const probe = process.env.SLUICE_BENCH_PROBE;
+if (probe) {
+  const out = `${probe}.${process.pid}`;
+  const own = (path) => (path && cluster.isWorker ? `${path}.${process.pid}` : path);
   // 1 ms sampling: a block of 20 ms (the goal's bound) cannot hide between two samples.
   const delay = monitorEventLoopDelay({ resolution: 1 });
   delay.enable();
   let since = Date.now();
-  const cpuprof = process.env.SLUICE_BENCH_CPUPROF;
+  const cpuprof = own(process.env.SLUICE_BENCH_CPUPROF);
   const inspector = cpuprof ? new Session() : null;
   if (inspector) {
     inspector.connect();
@@ -38,7 +44,7 @@ if (out) {
       seconds: (Date.now() - since) / 1000,
       delay: { max: ms(delay.max), p99: ms(delay.percentile(99)), mean: ms(delay.mean), count: delay.count },
       memory: process.memoryUsage(),
-      heap: process.env.SLUICE_BENCH_HEAP ? writeHeapSnapshot(process.env.SLUICE_BENCH_HEAP) : null,
+      heap: process.env.SLUICE_BENCH_HEAP ? writeHeapSnapshot(own(process.env.SLUICE_BENCH_HEAP)) : null,
     };
     delay.reset();
     since = Date.now();

@@ -1,5 +1,6 @@
 /** Every workload, in the order the bench runs them (--only selects by name or group). */
 import type { Workload } from '../workload.js';
+import { aggregateWorkloads } from './aggregate.js';
 import { largeWorkloads } from './large.js';
 import { memoryWorkloads } from './memory.js';
 import { sessionWorkloads } from './sessions.js';
@@ -12,6 +13,7 @@ export const allWorkloads: Workload[] = [
   ...smallLftpWorkloads,
   ...smallSftpWorkloads,
   ...largeWorkloads,
+  ...aggregateWorkloads,
   ...memoryWorkloads,
   ...sessionWorkloads,
 ];

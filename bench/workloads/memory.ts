@@ -8,7 +8,7 @@ import { rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { curlBase, ftpUrl, runClient, sftpBatch } from '../clients.js';
 import { remote, VerifyError } from '../files.js';
-import { peakRssDuring, rssNow } from '../procfs.js';
+import { peakRssDuring } from '../procfs.js';
 import { endpointOf, fmt, type BenchContext, type Endpoint, type Workload } from '../workload.js';
 
 const MiB = 1024 * 1024;
@@ -75,7 +75,7 @@ function memory(protocol: 'sftp' | 'ftp'): Workload {
         await Promise.all([local, `${local}.got`, join(ep.localDir, name), join(ep.localDir, `${name}.src`)].map((p) => rm(p, { force: true })));
         peaks.push(peakMiB);
         extra[`peak during ${label(size)}`] = peakMiB;
-        extra[`RSS after ${label(size)}`] = rssNow(target.pid);
+        extra[`RSS after ${label(size)}`] = target.usage().rssMiB;
       }
       const bytes = sizes(ctx).reduce((s, x) => s + 2 * x, 0);
       return { seconds: (Date.now() - start) / 1000, bytes, value: (peaks[1] ?? 0) - (peaks[0] ?? 0), extra };

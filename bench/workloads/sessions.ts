@@ -40,7 +40,8 @@ function client(order: Order): { report: Promise<Report>; release(): Promise<voi
   return {
     report,
     async release() {
-      if (child.connected) child.send('close');
+      // A logins client exits on its own once it has reported: the channel may be gone by now (EPIPE), which is fine.
+      if (child.connected) child.send('close', () => undefined);
       await exited;
     },
   };
@@ -206,6 +207,8 @@ const idleSessions: Workload = {
       if (report) {
         const m = report.memory;
         Object.assign(extra, {
+          // Summed over sluice's processes (the primary and its workers).
+          'processes probed': report.processes,
           'heap used MiB': m.heapUsed / MiB,
           'external MiB': m.external / MiB,
           'array buffers MiB': m.arrayBuffers / MiB,

@@ -30,7 +30,7 @@ export type AuthFailure =
 export const MAX_USER_NAME_BYTES = 64;
 
 /** Called once the credentials are good, with the stored name: false refuses the login (per-user session limit). */
-export type Claim = (user: string) => boolean;
+export type Claim = (user: string) => Promise<boolean>;
 
 /** Front-ends answer every failure alike ("login incorrect"); the reason goes to the audit log only. */
 export class AuthError extends Error {
@@ -80,14 +80,14 @@ export class Authenticator {
     if (user.passwordHash && this.hasher.needsRehash(user.passwordHash)) {
       this.users.setPasswordHash(user.id, await this.hasher.hash(password));
     }
-    return this.succeed(req, user, 'password', claim);
+    return await this.succeed(req, user, 'password', claim);
   }
 
   /**
    * Is `blob` one of the user's keys? With `verified` false this only answers
    * the SSH client's question whether a key would do: no login, no audit event.
    */
-  publicKey(req: AuthRequest, blob: Buffer, verified: boolean, claim?: Claim): Account {
+  async publicKey(req: AuthRequest, blob: Buffer, verified: boolean, claim?: Claim): Promise<Account> {
     if (overlong(req.username)) {
       if (!verified) throw new AuthError('bad-name');
       return this.fail(req, 'publickey', 'bad-name');
@@ -101,7 +101,7 @@ export class Authenticator {
     if (!user) return this.fail(req, 'publickey', 'unknown-user');
     if (!known) return this.fail(req, 'publickey', 'bad-key', user);
     this.checkRules(req, user, 'publickey');
-    return this.succeed(req, user, 'publickey', claim);
+    return await this.succeed(req, user, 'publickey', claim);
   }
 
   /** A failure only the front-end can see (a public-key signature that does not verify). */
@@ -120,8 +120,8 @@ export class Authenticator {
     if (!addressAllowed(req.remoteAddress, user.allowIps, user.denyIps)) this.fail(req, method, 'address-not-allowed', user);
   }
 
-  private succeed(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey', claim: Claim | undefined): Account {
-    if (claim && !claim(user.name)) this.fail(req, method, 'session-limit', user);
+  private async succeed(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey', claim: Claim | undefined): Promise<Account> {
+    if (claim && !(await claim(user.name))) this.fail(req, method, 'session-limit', user);
     this.users.recordLogin(user.id);
     this.audit?.record(this.actor(req, user), { event: 'login', method });
     return toAccount(user);

@@ -15,7 +15,7 @@ export class ConfigError extends Error {
 type Raw = Record<string, unknown>;
 
 /** Environment variable -> config key, and how to read its text. */
-const ENV: readonly [string, string[], 'string' | 'port'][] = [
+const ENV: readonly [string, string[], 'string' | 'port' | 'workers'][] = [
   ['SLUICE_DATA_DIR', ['dataDir'], 'string'],
   ['SLUICE_CERTS_DIR', ['certsDir'], 'string'],
   ['SLUICE_BIND', ['bind'], 'string'],
@@ -25,6 +25,7 @@ const ENV: readonly [string, string[], 'string' | 'port'][] = [
   ['SLUICE_SFTP_PORT', ['sftp', 'port'], 'port'],
   ['SLUICE_PASV_PORTS', ['ftp', 'passivePorts'], 'string'],
   ['SLUICE_FTP_TLS', ['ftp', 'tls'], 'string'],
+  ['SLUICE_WORKERS', ['workers'], 'workers'],
 ];
 
 /**
@@ -44,7 +45,7 @@ export function loadConfig(
   for (const [name, path, kind] of ENV) {
     const text = env[name];
     if (text === undefined || text === '') continue;
-    setPath(raw, path, kind === 'port' ? parsePort(name, text) : text);
+    setPath(raw, path, kind === 'port' ? parsePort(name, text) : kind === 'workers' && /^\d+$/.test(text) ? Number(text) : text);
   }
 
   const parsed = configSchema.safeParse(raw);

@@ -13,6 +13,7 @@ export class FtpFrontEnd {
   readonly name = 'ftp';
   private readonly servers: net.Server[] = [];
   private readonly connections = new Set<FtpConnection>();
+  private closing = false;
   private readonly ctx: FtpContext;
 
   private constructor(
@@ -60,7 +61,7 @@ export class FtpFrontEnd {
   }
 
   private async listen(port: number, implicit: boolean): Promise<void> {
-    const server = net.createServer({ pauseOnConnect: false }, (socket) => this.accept(socket, implicit));
+    const server = net.createServer({ pauseOnConnect: false }, (socket) => void this.accept(socket, implicit));
     server.on('error', (err) => this.ctx.log.error({ err }, 'listener error'));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -74,12 +75,14 @@ export class FtpFrontEnd {
     this.servers.push(server);
   }
 
-  private accept(socket: net.Socket, implicit: boolean): void {
+  private async accept(socket: net.Socket, implicit: boolean): Promise<void> {
     socket.on('error', () => undefined);
     // Implicit TLS clients expect a handshake, not text: they are just closed.
     const busy = implicit ? undefined : formatReply(Code.ServiceUnavailable, ['Too many connections; try again later.']);
-    const guest = this.services.gate.admit(socket, implicit ? 'ftps' : 'ftp', busy);
+    const guest = await this.services.gate.admit(socket, implicit ? 'ftps' : 'ftp', busy);
     if (!guest) return;
+    // Admitted while the front-end was closing: nothing would end this connection.
+    if (this.closing) return void socket.destroy();
     socket.setNoDelay(true);
     const conn = new FtpConnection(socket, this.ctx, COMMANDS, implicit, guest, () => this.connections.delete(conn));
     this.connections.add(conn);
@@ -88,6 +91,7 @@ export class FtpFrontEnd {
 
   /** Stop accepting, then end live connections: a server's close() completes only once they are gone. */
   async close(): Promise<void> {
+    this.closing = true;
     const closed = Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
     await Promise.all([...this.connections].map((c) => c.closeAfterReply(Code.ServiceUnavailable, 'Server shutting down.')));
     await closed;

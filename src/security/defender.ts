@@ -1,15 +1,9 @@
 import type { Logger } from 'pino';
 import type { AuditSink } from '../audit/events.js';
-import { cidrMatcher } from '../auth/ip-rules.js';
 import type { Config } from '../config/schema.js';
+import type { Offence, Scorer } from '../coordinator/coordinator.js';
 import type { Protocol } from '../session/account.js';
-import type { BanStore } from '../store/bans.js';
-
-/**
- * What an address is scored for. A bare connect-and-close (health checks,
- * port probes) is none of these and scores nothing.
- */
-export type Offence = 'login-failed' | 'login-timeout' | 'protocol-abuse' | 'handshake-failed';
+import type { BanCheck } from './ban-check.js';
 
 /**
  * At most this many addresses are scored at once (about 100 bytes each):
@@ -26,7 +20,7 @@ const PRUNE_AT = 10_000;
  * doubling with each further ban, up to maxBanTime. Bans live in the store,
  * so they survive a restart and bans added by the CLI apply at once.
  */
-export class Defender {
+export class Defender implements Scorer {
   /**
    * Offence times per address, kept in the order of each address's last
    * offence (re-inserted on every score): the expired and the oldest are
@@ -34,25 +28,17 @@ export class Defender {
    */
   private readonly recent = new Map<string, number[]>();
   private pruneAt = PRUNE_AT;
-  private readonly allowed: (ip: string) => boolean;
 
   constructor(
-    private readonly bans: BanStore,
+    private readonly check: BanCheck,
     private readonly settings: Config['defender'],
     private readonly audit: AuditSink | null,
     private readonly log: Logger,
-  ) {
-    this.allowed = cidrMatcher(settings.allowList);
-  }
-
-  /** Checked at accept, before any work: one primary-key look-up. */
-  banned(ip: string): boolean {
-    return !this.allowed(ip) && this.bans.banned(ip);
-  }
+  ) {}
 
   /** Count one offence; true when it got the address banned. */
   score(ip: string, protocol: Protocol, offence: Offence): boolean {
-    if (!this.settings.enabled || this.allowed(ip)) return false;
+    if (!this.settings.enabled || this.check.allowed(ip)) return false;
     const now = Date.now();
     const since = now - this.settings.window * 1000;
     const times = (this.recent.get(ip) ?? []).filter((t) => t > since);
@@ -71,14 +57,14 @@ export class Defender {
 
   private ban(ip: string, protocol: Protocol, offence: Offence, now: number): boolean {
     const { banTime, maxBanTime, threshold, window } = this.settings;
-    const previous = this.bans.get(ip);
+    const previous = this.check.bans.get(ip);
     // Connections admitted before the ban may still fail: that is the same ban, recorded once.
     if (previous && (previous.until === null || previous.until.getTime() > now)) return true;
     const recent = previous?.until && now - previous.until.getTime() < maxBanTime * 1000;
     const count = recent ? previous.count + 1 : 1;
     const seconds = Math.min(banTime * 2 ** Math.min(count - 1, 30), maxBanTime);
     const until = new Date(now + seconds * 1000);
-    this.bans.put(ip, until, count, `${threshold} failures in ${window} s, the last ${offence}`);
+    this.check.bans.put(ip, until, count, `${threshold} failures in ${window} s, the last ${offence}`);
     this.log.warn({ ip, until: until.toISOString(), count, offence }, 'address banned');
     this.audit?.record({ session: '', user: '', protocol, ip, port: 0 }, { event: 'ban', until: until.toISOString(), seconds, count, offence });
     return true;

@@ -4,9 +4,9 @@ import type { Logger } from 'pino';
 import { AuthError, type Authenticator, type AuthRequest } from '../auth/authenticator.js';
 import { plainAddress } from '../auth/ip-rules.js';
 import type { Config } from '../config/schema.js';
+import type { Coordinator, Offence, Release } from '../coordinator/coordinator.js';
 import type { Account, Protocol } from '../session/account.js';
-import type { ConnectionRegistry } from '../session/registry.js';
-import type { Defender, Offence } from './defender.js';
+import type { BanCheck } from './ban-check.js';
 
 /** After the pre-login deadline the front-end may say goodbye; this long later the socket is destroyed anyway. */
 const GOODBYE_MS = 2000;
@@ -35,8 +35,8 @@ export class Gate {
   private warnedAt = 0;
 
   constructor(
-    readonly registry: ConnectionRegistry,
-    readonly defender: Defender,
+    readonly coordinator: Coordinator,
+    readonly bans: BanCheck,
     readonly authenticator: Authenticator,
     readonly settings: GateSettings,
     readonly log: Logger,
@@ -47,17 +47,22 @@ export class Gate {
    * (after `busyReply`, when given, so FTP clients learn why). Otherwise the
    * connection's Guest, whose slot is freed when the socket closes.
    */
-  admit(socket: Socket, protocol: Protocol, busyReply?: string): Guest | null {
+  async admit(socket: Socket, protocol: Protocol, busyReply?: string): Promise<Guest | null> {
     const ip = plainAddress(socket.remoteAddress ?? '');
-    if (this.defender.banned(ip)) {
+    if (this.bans.banned(ip)) {
       // Not logged one by one: a banned address may knock thousands of times (the ban itself was audited).
       socket.destroy();
       return null;
     }
-    const release = this.registry.tryAcquire(ip);
+    const release = await this.coordinator.admit(ip);
     if (!release) {
       this.noteRefusal(ip);
       refuse(socket, busyReply);
+      return null;
+    }
+    if (socket.destroyed) {
+      // Gone while the slot was being counted: its 'close' has passed, nothing else would free it.
+      release();
       return null;
     }
     const guest = new Guest(this, socket, ip, protocol);
@@ -108,7 +113,7 @@ function refuse(socket: Socket, reply: string | undefined): void {
 export class Guest {
   private deadline: NodeJS.Timeout | null = null;
   private onExpired: () => void = () => undefined;
-  private userSlot: (() => void) | null = null;
+  private userSlot: Release | null = null;
   private inSession = false;
   private failures = 0;
   private closed = false;
@@ -135,12 +140,16 @@ export class Guest {
    * `sluice ban add`) would otherwise keep guessing, auth.maxTries each.
    */
   get exhausted(): boolean {
-    return this.banned || this.failures >= this.gate.settings.auth.maxTries || this.gate.defender.banned(this.ip);
+    return this.banned || this.failures >= this.gate.settings.auth.maxTries || this.gate.bans.banned(this.ip);
   }
 
   /** Protocol abuse or a failed handshake before login, seen by the front-end: scored by the defender. */
   offence(offence: Offence): void {
-    if (this.gate.defender.score(this.ip, this.protocol, offence)) this.banned = true;
+    void this.score(offence, this.protocol);
+  }
+
+  private async score(offence: Offence, protocol: Protocol): Promise<void> {
+    if (await this.gate.coordinator.score(this.ip, protocol, offence)) this.banned = true;
   }
 
   /** A TLS or SSH handshake that failed before login: an offence, unless the client turned us down (see declined). */
@@ -212,10 +221,12 @@ export class Guest {
   }
 
   /** The per-user session limit, checked by the authenticator once the credentials are good. */
-  private readonly claim = (user: string): boolean => {
+  private readonly claim = async (user: string): Promise<boolean> => {
     // A login that completes after its connection closed must not take a slot nobody frees.
     if (this.closed) return false;
-    this.userSlot = this.gate.registry.tryAcquireUser(user);
+    const slot = await this.gate.coordinator.claimUser(user);
+    if (slot && this.closed) slot();
+    this.userSlot = this.closed ? null : slot;
     return this.userSlot !== null;
   };
 
@@ -226,7 +237,7 @@ export class Guest {
     } catch (err) {
       if (!(err instanceof AuthError) || err.reason === 'session-limit') throw err;
       this.failures++;
-      if (this.gate.defender.score(this.ip, req.protocol, 'login-failed')) this.banned = true;
+      await this.score('login-failed', req.protocol);
       // Every failure costs the client this long, on every protocol: guessing stays slow.
       await sleep(this.gate.settings.auth.failureDelay * 1000);
       throw err;

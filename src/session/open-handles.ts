@@ -1,3 +1,4 @@
+import type { Account } from './account.js';
 import { SluiceError } from './errors.js';
 import { PerUser } from './per-user.js';
 
@@ -26,5 +27,13 @@ export class UserHandles {
 export class HandleBook extends PerUser<UserHandles> {
   constructor(maxPerUser: number) {
     super(() => new UserHandles(maxPerUser));
+  }
+
+  acquire(account: Account): UserHandles {
+    return this.take(account);
+  }
+
+  release(account: Account): void {
+    this.drop(account);
   }
 }

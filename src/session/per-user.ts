@@ -10,7 +10,7 @@ export class PerUser<T> {
 
   constructor(private readonly make: (account: Account) => T) {}
 
-  acquire(account: Account): T {
+  protected take(account: Account): T {
     let entry = this.entries.get(account.id);
     if (!entry) {
       entry = { value: this.make(account), refs: 0 };
@@ -20,7 +20,7 @@ export class PerUser<T> {
     return entry.value;
   }
 
-  release(account: Account): void {
+  protected drop(account: Account): void {
     const entry = this.entries.get(account.id);
     if (entry && --entry.refs === 0) this.entries.delete(account.id);
   }

@@ -60,23 +60,6 @@ export class QuotaLedger {
     this.inflightFiles--;
   }
 
-  /** mkdir, symlink, hard link: one more name, within the file quota even when several race. */
-  async addName(make: () => Promise<void>): Promise<void> {
-    this.holdFile();
-    try {
-      await make();
-      this.settle(0, 0, 1);
-    } finally {
-      this.releaseFile();
-    }
-  }
-
-  /** Would `bytes` more fit without counting on any credit? */
-  fits(bytes: number): boolean {
-    const limit = this.account.quotaBytes;
-    return limit === 0 || this.usedBytes + this.inflightBytes + bytes <= limit;
-  }
-
   /**
    * Reserve `bytes` of growth; `credit` is what the transfer will free when it
    * ends (the size of the file it replaces, measured now). Throws
@@ -145,9 +128,143 @@ export class QuotaLedger {
   }
 }
 
-/** Ledgers of the users with live sessions. */
-export class QuotaBook extends PerUser<QuotaLedger> {
+/**
+ * A user's quota ledger as one session sees it. The ledger itself may live
+ * in this process or in another (the primary, for all workers): each call is
+ * one atomic step there, and calls from one process reach it in the order
+ * they were made, so the releases need no answer.
+ */
+export interface Ledger {
+  checkStart(createsFile: boolean, credit: number): Promise<void>;
+  holdFile(): Promise<void>;
+  releaseFile(): void;
+  reserve(bytes: number, credit: number): Promise<void>;
+  claim(key: string): Promise<boolean>;
+  unclaim(key: string): void;
+  lockInPlace(key: string): Promise<void>;
+  unlockInPlace(key: string): void;
+  checkCommit(reserved: number, written: number, freed: number, newName: boolean): Promise<void>;
+  settle(reserved: number, bytesDelta: number, filesDelta: number): void;
+  usage(): Promise<{ bytes: number; files: number }>;
+  /** The session has ended. */
+  release(): void;
+}
+
+/** Where a session gets its user's ledger. */
+export interface Ledgers {
+  acquire(account: Account): Promise<Ledger>;
+}
+
+/** mkdir, symlink, hard link: one more name, within the file quota even when several race. */
+export async function addName(ledger: Ledger, make: () => Promise<void>): Promise<void> {
+  await ledger.holdFile();
+  try {
+    await make();
+    ledger.settle(0, 0, 1);
+  } finally {
+    ledger.releaseFile();
+  }
+}
+
+/**
+ * One session's use of its user's QuotaLedger, in the process that keeps the
+ * ledgers. It remembers what the session holds (reserved bytes, name slots,
+ * claims, in-place locks), so that when the session's process dies mid-upload
+ * `release()` gives all of it back and the others' room is not lost with it.
+ */
+export class LedgerHandle implements Ledger {
+  private reserved = 0;
+  private files = 0;
+  private readonly claims = new Set<string>();
+  private readonly locks = new Set<string>();
+  private released = false;
+
+  constructor(
+    private readonly ledger: QuotaLedger,
+    private readonly onRelease: () => void,
+  ) {}
+
+  async checkStart(createsFile: boolean, credit: number): Promise<void> {
+    this.ledger.checkStart(createsFile, credit);
+    if (createsFile) this.files++;
+  }
+
+  async holdFile(): Promise<void> {
+    this.ledger.holdFile();
+    this.files++;
+  }
+
+  releaseFile(): void {
+    if (this.files === 0) return;
+    this.files--;
+    this.ledger.releaseFile();
+  }
+
+  async reserve(bytes: number, credit: number): Promise<void> {
+    this.ledger.reserve(bytes, credit);
+    this.reserved += bytes;
+  }
+
+  async claim(key: string): Promise<boolean> {
+    if (!this.ledger.claim(key)) return false;
+    this.claims.add(key);
+    return true;
+  }
+
+  unclaim(key: string): void {
+    if (this.claims.delete(key)) this.ledger.unclaim(key);
+  }
+
+  async lockInPlace(key: string): Promise<void> {
+    this.ledger.lockInPlace(key);
+    this.locks.add(key);
+  }
+
+  unlockInPlace(key: string): void {
+    if (this.locks.delete(key)) this.ledger.unlockInPlace(key);
+  }
+
+  async checkCommit(reserved: number, written: number, freed: number, newName: boolean): Promise<void> {
+    this.ledger.checkCommit(reserved, written, freed, newName);
+  }
+
+  settle(reserved: number, bytesDelta: number, filesDelta: number): void {
+    const dropped = Math.min(reserved, this.reserved);
+    this.reserved -= dropped;
+    this.ledger.settle(dropped, bytesDelta, filesDelta);
+  }
+
+  async usage(): Promise<{ bytes: number; files: number }> {
+    return this.ledger.usage;
+  }
+
+  /** Everything still held is given back: nothing, when the session ended its transfers first. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    if (this.reserved > 0) this.ledger.settle(this.reserved, 0, 0);
+    this.reserved = 0;
+    for (; this.files > 0; this.files--) this.ledger.releaseFile();
+    for (const key of this.claims) this.ledger.unclaim(key);
+    for (const key of this.locks) this.ledger.unlockInPlace(key);
+    this.claims.clear();
+    this.locks.clear();
+    this.onRelease();
+  }
+}
+
+/** The ledgers of the users with live sessions, kept in this process. */
+export class QuotaBook extends PerUser<QuotaLedger> implements Ledgers {
   constructor(store: UsageStore) {
     super((account) => new QuotaLedger(account, store));
+  }
+
+  async acquire(account: Account): Promise<Ledger> {
+    return this.handle(account);
+  }
+
+  /** The same, synchronously, for the primary answering a worker. */
+  handle(account: Account): LedgerHandle {
+    return new LedgerHandle(this.take(account), () => this.drop(account));
   }
 }

@@ -6,7 +6,7 @@ import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission } from './permissions.js';
-import type { QuotaBook, QuotaLedger } from './quota.js';
+import { addName, type Ledger, type Ledgers } from './quota.js';
 import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile, type Storage, type StorageOpener } from './storage/storage.js';
 import { Download, Upload, type TransferOptions, type TransferRecord } from './transfer.js';
 import { planUpload, type UploadRefusal } from './upload-plan.js';
@@ -24,13 +24,21 @@ export interface SessionDeps {
   readonly audit: AuditSink | null;
   /** After a resumed upload, hash the whole file for the audit record (a second read). */
   readonly hashResumedUploads: boolean;
-  readonly quotas: QuotaBook;
+  /** Each user's quota ledger, shared by all their sessions wherever they run. */
+  readonly quotas: Ledgers;
   /** Open files and directories per user, across sessions. */
   readonly openHandles: HandleBook;
   /** Fresh uploads go to a temporary name and replace the target only when complete. */
   readonly atomicUploads: boolean;
   /** Where a home's files are. */
   readonly storage: StorageOpener;
+  /** Told of each upload as it starts, when a process other than this one must record it should this one die. */
+  readonly inFlight?: InFlightUploads;
+}
+
+/** See SessionDeps.inFlight: the upload's audit record, when it comes, closes it. */
+export interface InFlightUploads {
+  started(actor: Actor, path: string, offset: number, started: Date): void;
 }
 
 export interface WriteOptions {
@@ -90,7 +98,7 @@ export class Session {
     readonly account: Account,
     readonly context: SessionContext,
     private readonly storage: Storage,
-    private readonly ledger: QuotaLedger,
+    private readonly ledger: Ledger,
     private readonly deps: SessionDeps,
   ) {
     this.openHandles = deps.openHandles.acquire(account);
@@ -98,7 +106,7 @@ export class Session {
 
   static async open(account: Account, context: SessionContext, deps: SessionDeps): Promise<Session> {
     const storage = await deps.storage(account.home);
-    return new Session(account, context, storage, deps.quotas.acquire(account), deps);
+    return new Session(account, context, storage, await deps.quotas.acquire(account), deps);
   }
 
   get id(): string {
@@ -129,7 +137,7 @@ export class Session {
     if (this.closed) return;
     this.closed = true;
     await Promise.all([...this.transfers].map((t) => t.abort('connection closed')));
-    this.deps.quotas.release(this.account);
+    this.ledger.release();
     this.deps.openHandles.release(this.account);
     this.audit({ event: 'logout', duration_ms: Date.now() - this.started });
   }
@@ -290,12 +298,12 @@ export class Session {
     // if it is that file's only name and no other upload counts on it already;
     // what it really frees is measured again when the bytes land.
     const key = st ? nodeKey(st) : '';
-    const claim = atomic && st && st.nlink === 1 && this.ledger.claim(key) ? { key, ino: st.ino, dev: st.dev } : null;
+    const claim = atomic && st && st.nlink === 1 && (await this.ledger.claim(key)) ? { key, ino: st.ino, dev: st.dev } : null;
     const holdsFile = plan.createsFile;
     // Truncating in place frees the old bytes at once, whatever links the file has.
     const credit = claim && st ? st.size : truncate && !atomic ? (existingSize ?? 0) : 0;
     try {
-      this.ledger.checkStart(holdsFile, credit);
+      await this.ledger.checkStart(holdsFile, credit);
     } catch (err) {
       if (claim) this.ledger.unclaim(key);
       throw err;
@@ -311,7 +319,7 @@ export class Session {
       } else {
         // Taken before the open: a truncation would cut the file under its other writer.
         if (st) {
-          this.ledger.lockInPlace(key);
+          await this.ledger.lockInPlace(key);
           lock = key;
         }
         file = await loc.openWrite({ create: st === null, truncate, append });
@@ -331,6 +339,7 @@ export class Session {
       ...this.transferOptions(options),
       hashWholeFile: this.deps.hashResumedUploads,
     });
+    this.deps.inFlight?.started(this.actor, path, plan.offset, upload.started);
     return upload;
   }
 
@@ -342,7 +351,7 @@ export class Session {
   private async lockCreated(loc: Location, file: OpenFile): Promise<string> {
     try {
       const key = nodeKey(await file.stat());
-      this.ledger.lockInPlace(key);
+      await this.ledger.lockInPlace(key);
       return key;
     } catch (err) {
       await file.close().catch(() => undefined);
@@ -440,7 +449,7 @@ export class Session {
     await this.change('mkdir', path, false, async (loc) => {
       if (loc.isRoot) throw new SluiceError('already-exists');
       checkName(loc.name);
-      await this.ledger.addName(() => loc.mkdir());
+      await addName(this.ledger, () => loc.mkdir());
     });
     this.audit({ event: 'mkdir', path });
     return path;
@@ -544,10 +553,10 @@ export class Session {
         if (st.type !== 'file') throw new SluiceError('permission-denied');
         if (st.nlink > 1) throw refusal('linked-elsewhere');
         const key = nodeKey(st);
-        this.ledger.lockInPlace(key);
+        await this.ledger.lockInPlace(key);
         const growth = size - st.size;
         try {
-          if (growth > 0) this.ledger.reserve(growth, 0);
+          if (growth > 0) await this.ledger.reserve(growth, 0);
           try {
             await file.truncate(size);
           } finally {
@@ -574,7 +583,7 @@ export class Session {
       if (loc.isRoot) throw new SluiceError('already-exists');
       checkName(loc.name);
       this.requireNoOverride(loc.virtualPath);
-      await this.ledger.addName(() => loc.symlink(relativeVirtual(parentOf(loc.virtualPath), target)));
+      await addName(this.ledger, () => loc.symlink(relativeVirtual(parentOf(loc.virtualPath), target)));
     });
     this.audit({ event: 'symlink', path: link, target });
   }
@@ -597,7 +606,7 @@ export class Session {
         const st = await src.stat();
         if (!st) throw new SluiceError('not-found');
         if (st.type !== 'file') throw new SluiceError('permission-denied', 'Only files can be hard-linked');
-        await this.ledger.addName(() => dst.link(src));
+        await addName(this.ledger, () => dst.link(src));
       }),
     );
     this.audit({ event: 'hardlink', path: link, target });
@@ -613,7 +622,7 @@ export class Session {
     const fs = await this.guard('statfs', path, () => this.within(path, true, 'look', (loc) => loc.space()));
     const blockSize = fs.blockSize || 4096;
     const { quotaBytes, quotaFiles } = this.account;
-    const used = this.ledger.usage;
+    const used = await this.ledger.usage();
     const disk = { totalBytes: fs.blocks * blockSize, freeBytes: fs.blocksFree * blockSize, availableBytes: fs.blocksAvailable * blockSize };
     const left = Math.max(0, quotaBytes - used.bytes);
     const bytes = quotaBytes > 0 ? { totalBytes: quotaBytes, freeBytes: Math.min(disk.freeBytes, left), availableBytes: left } : disk;

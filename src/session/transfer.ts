@@ -4,7 +4,7 @@ import type { TransferResult } from '../audit/events.js';
 import { SluiceError, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
 import { baseName } from './paths.js';
-import type { QuotaLedger } from './quota.js';
+import type { Ledger } from './quota.js';
 import { SequenceHash } from './sequence-hash.js';
 import type { Location, NodeStat, OpenFile, StagedFile } from './storage/storage.js';
 
@@ -41,7 +41,7 @@ export interface UploadOptions extends TransferOptions {
 type Reporter = (record: TransferRecord) => void;
 
 abstract class Transfer {
-  protected readonly started = new Date();
+  readonly started = new Date();
   protected readonly hash: SequenceHash | null;
   protected bytes = 0;
   private finished: Promise<void> | null = null;
@@ -207,7 +207,7 @@ export class Upload extends Transfer {
     path: string,
     offset: number,
     private readonly target: UploadTarget,
-    private readonly ledger: QuotaLedger,
+    private readonly ledger: Ledger,
     report: Reporter,
     private readonly uploadOptions: UploadOptions,
   ) {
@@ -302,17 +302,27 @@ export class Upload extends Transfer {
    * and say where they go. Credit for the file an overwrite replaces is asked
    * for only when the growth does not fit without it, and measured then: a
    * target renamed, deleted or hard-linked since the start frees nothing.
-   * The position is settled after that wait, as concurrent writes (SFTP
-   * pipelines them) move the size meanwhile.
    */
   private async reserve(position: number | null, length: number): Promise<number> {
-    const fits = this.ledger.fits(Math.max(0, (position ?? this.size) + length - this.size));
-    const credit = fits ? 0 : await this.creditNow();
+    // Taken before the ledger answers: writes pipelined meanwhile count from
+    // this size, so no byte is reserved twice.
     const at = position ?? this.size;
     const growth = Math.max(0, at + length - this.size);
-    this.ledger.reserve(growth, credit);
-    this.reserved += growth;
+    if (growth === 0) return at;
     this.size += growth;
+    this.reserved += growth;
+    try {
+      try {
+        await this.ledger.reserve(growth, 0);
+      } catch (err) {
+        if (!(err instanceof SluiceError && err.kind === 'quota-exceeded') || this.target.claim === null) throw err;
+        await this.ledger.reserve(growth, await this.creditNow());
+      }
+    } catch (err) {
+      // The upload can only fail now (failWrite): its size matters no more, its reservation does.
+      this.reserved -= growth;
+      throw err;
+    }
     return at;
   }
 
@@ -425,7 +435,7 @@ export class Upload extends Transfer {
     try {
       const now = old ? await old.stat() : before;
       const expected = now?.type === 'file' && now.nlink === 1 ? now.size : 0;
-      this.ledger.checkCommit(this.reserved, written, expected, before === null && !this.target.holdsFile);
+      await this.ledger.checkCommit(this.reserved, written, expected, before === null && !this.target.holdsFile);
       await staged.commit();
       let freed = expected;
       if (old) {

@@ -108,6 +108,7 @@ export class SftpFrontEnd {
   private readonly channels = new Set<SftpChannel>();
   /** Admitted sockets ssh2 has not yet announced (no banner yet), by remote address and port. */
   private readonly admitted = new Map<string, { guest: Guest; socket: net.Socket }>();
+  private closing = false;
   private readonly limits = new WeakMap<ssh2.Connection, ChannelLimits>();
   private readonly log: Logger;
 
@@ -133,7 +134,7 @@ export class SftpFrontEnd {
       (client, info) => this.accept(client, info),
     );
     this.server.on('error', (err: Error) => this.log.error({ err }, 'ssh server error'));
-    this.listener = net.createServer((socket) => this.admit(socket));
+    this.listener = net.createServer((socket) => void this.admit(socket));
     this.listener.on('error', (err) => this.log.error({ err }, 'listener error'));
   }
 
@@ -152,10 +153,12 @@ export class SftpFrontEnd {
   }
 
   /** Counted and timed from accept, before the client has sent a byte. */
-  private admit(socket: net.Socket): void {
+  private async admit(socket: net.Socket): Promise<void> {
     socket.on('error', () => undefined);
-    const guest = this.services.gate.admit(socket, 'sftp');
+    const guest = await this.services.gate.admit(socket, 'sftp');
     if (!guest) return;
+    // Admitted while the front-end was closing: nothing would end this connection.
+    if (this.closing) return void socket.destroy();
     const key = `${socket.remoteAddress}|${socket.remotePort}`;
     this.admitted.set(key, { guest, socket });
     socket.once('close', () => this.admitted.delete(key));
@@ -253,7 +256,7 @@ export class SftpFrontEnd {
           }
           if (!ctx.signature || !ctx.blob) {
             // Only the client asking whether this key would do: not a login, not a failure.
-            authenticator.publicKey(req, ctx.key.data, false);
+            await authenticator.publicKey(req, ctx.key.data, false);
             return ctx.accept();
           }
           const key = ssh2.utils.parseKey(ctx.key.data);
@@ -379,6 +382,7 @@ export class SftpFrontEnd {
 
   /** Stop accepting, then end live connections: close() only completes once they and their sessions are gone. */
   async close(): Promise<void> {
+    this.closing = true;
     const closed = new Promise((resolve) => this.listener.close(resolve));
     for (const { socket } of this.admitted.values()) socket.destroy();
     for (const client of this.clients) client.end();

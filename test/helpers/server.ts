@@ -50,6 +50,9 @@ export class TestServer {
       SLUICE_SFTP_PORT: String(s.sftpPort),
       SLUICE_PASV_PORTS: `${base}-${base + 99}`,
       SLUICE_LOG_LEVEL: 'info',
+      // One process unless a test asks for workers: fewer processes keep the parallel suite fast;
+      // SLUICE_TEST_WORKERS runs every suite on workers (test/cluster.test.ts does so always).
+      SLUICE_WORKERS: process.env.SLUICE_TEST_WORKERS ?? '1',
       ...options.env,
     };
     if (options.yaml) writeFileSync(join(s.dir, 'sluice.yaml'), options.yaml);

@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openServices, type Services } from '../../src/app.js';
+import type { AuditLog } from '../../src/audit/log.js';
 import { toAccount } from '../../src/auth/authenticator.js';
 import { configSchema, type Config } from '../../src/config/schema.js';
 import type { Protocol } from '../../src/session/account.js';
@@ -11,7 +12,7 @@ import type { NewUser } from '../../src/users/admin.js';
 /** A real sluice data directory, database and audit log in a temp folder. */
 export class World {
   readonly dir = mkdtempSync(join(tmpdir(), 'sluice-test-'));
-  readonly services: Services;
+  readonly services: Services & { readonly auditLog: AuditLog | null };
   private readonly sessions: Session[] = [];
 
   constructor(overrides: Partial<Config> = {}) {
@@ -46,7 +47,7 @@ export class World {
 
   /** Audit lines written so far (flushes the async writer first). */
   async auditLines(): Promise<Record<string, unknown>[]> {
-    await this.services.audit?.flush();
+    await this.services.auditLog?.flush();
     const text = readFileSync(join(this.dataDir, 'audit.log'), 'utf8');
     return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
   }

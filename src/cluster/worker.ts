@@ -1,0 +1,55 @@
+import { openAdmin, servicesOn } from '../app.js';
+import type { Config } from '../config/schema.js';
+import { processChannel, RemoteCoordinator } from '../coordinator/ipc-client.js';
+import type { WorkerMessage } from '../coordinator/ipc-messages.js';
+import { startFrontEnds, type FrontEnd } from '../front-ends.js';
+
+/**
+ * A worker: every front-end on the listening ports the primary shares, its
+ * own sessions, its own handle on the store; the shared state is the
+ * primary's (RemoteCoordinator). It stops when the primary says so, or when
+ * the primary is gone.
+ */
+export async function serveAsWorker(config: Config): Promise<number> {
+  // Signals are the primary's to act on: a Ctrl-C reaches the whole process
+  // group, and the primary then tells each worker to stop.
+  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, () => undefined);
+  try {
+    return await serveUntilStopped(config);
+  } finally {
+    // The sessions' last audit records are queued on the channel: close it once
+    // they are written; the open channel is all that would keep this process.
+    const last: WorkerMessage = { t: 'stopped' };
+    if (process.connected) await new Promise<void>((resolve) => process.send?.(last, undefined, {}, () => resolve()));
+    if (process.connected) process.disconnect();
+  }
+}
+
+async function serveUntilStopped(config: Config): Promise<number> {
+  const channel = processChannel();
+  const coordinator = new RemoteCoordinator(channel, config.audit.enabled);
+  const base = openAdmin(config);
+  const services = servicesOn(base, coordinator, coordinator);
+  const stop = new Promise<'stop' | 'primary gone'>((resolve) => {
+    channel.onMessage((m) => m.t === 'stop' && resolve('stop'));
+    process.once('disconnect', () => resolve('primary gone'));
+  });
+  let running: FrontEnd[];
+  try {
+    running = await startFrontEnds(services);
+  } catch (err) {
+    base.log.fatal({ err }, 'worker could not start');
+    await base.close();
+    return 1;
+  }
+  channel.onMessage((m) => m.t === 'reload' && running.forEach((fe) => fe.reload?.()));
+  channel.send({ t: 'ready', frontEnds: running.map((fe) => fe.name) });
+  const reason = await stop;
+  if (reason === 'primary gone') {
+    base.log.error('primary process gone: stopping');
+    coordinator.primaryGone();
+  }
+  await Promise.all(running.map((fe) => fe.close()));
+  await base.close();
+  return 0;
+}

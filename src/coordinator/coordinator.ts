@@ -1,0 +1,40 @@
+import type { AuditSink, SystemAuditSink } from '../audit/events.js';
+import type { Protocol } from '../session/account.js';
+import type { Ledgers } from '../session/quota.js';
+
+/**
+ * What an address is scored for. A bare connect-and-close (health checks,
+ * port probes) is none of these and scores nothing.
+ */
+export type Offence = 'login-failed' | 'login-timeout' | 'protocol-abuse' | 'handshake-failed';
+
+/** Gives back a counted place (a connection, a user's session); only the first call counts. */
+export type Release = () => void;
+
+/** Where offences are counted; true when this one got the address banned. */
+export interface Scorer {
+  score(ip: string, protocol: Protocol, offence: Offence): boolean;
+}
+
+/** Where the trail goes: session events, and the server's own. */
+export type AuditTrail = AuditSink & SystemAuditSink;
+
+/**
+ * Everything that must hold for the whole server however many processes
+ * serve it: connection and session limits, the defender's failure counts,
+ * each user's quota ledger, and the audit trail's one writer. Kept in this
+ * process (`LocalCoordinator`) or, with workers, in the primary, which the
+ * workers ask over IPC (`cluster/`). Answers may take a round trip, so every
+ * question is asynchronous; what needs no answer is sent and never waited on.
+ */
+export interface Coordinator {
+  /** A connection slot for `ip`, or null when the total or the per-address limit is reached. */
+  admit(ip: string): Promise<Release | null>;
+  /** A slot for one logged-in session of `user` (its stored name), or null at the per-user limit. */
+  claimUser(user: string): Promise<Release | null>;
+  /** Count one offence of `ip`; true when it got the address banned (on every process at once: the ban is stored). */
+  score(ip: string, protocol: Protocol, offence: Offence): Promise<boolean>;
+  readonly ledgers: Ledgers;
+  /** null: the audit trail is switched off. */
+  readonly audit: AuditTrail | null;
+}

@@ -1,0 +1,131 @@
+import type { Actor, AuditEvent, SystemEvent } from '../audit/events.js';
+import type { Account, Protocol } from '../session/account.js';
+import { SluiceError } from '../session/errors.js';
+import type { Ledger, Ledgers } from '../session/quota.js';
+import type { InFlightUploads } from '../session/session.js';
+import type { AuditTrail, Coordinator, Offence, Release } from './coordinator.js';
+import { isPrimaryMessage, type Answer, type LedgerNote, type LedgerQuestion, type PrimaryMessage, type Question, type WorkerMessage } from './ipc-messages.js';
+
+/** How a worker talks to the primary: Node's IPC channel (process.send), in order. */
+export interface Channel {
+  send(message: WorkerMessage): void;
+  onMessage(listener: (message: PrimaryMessage) => void): void;
+}
+
+/** The worker's side of the IPC channel the cluster module opened. */
+export function processChannel(): Channel {
+  return {
+    send: (message) => {
+      // The channel closes only as the worker exits; what is sent then is lost with the process anyway.
+      if (process.connected) process.send?.(message);
+    },
+    onMessage: (listener) =>
+      process.on('message', (m: unknown) => {
+        if (isPrimaryMessage(m)) listener(m);
+      }),
+  };
+}
+
+/**
+ * A worker's coordinator: every question goes to the primary, which keeps the
+ * one state of the whole server (see Coordinator). Slots and ledger handles
+ * are numbers the primary gave; giving them back is a message, not a wait.
+ */
+export class RemoteCoordinator implements Coordinator, InFlightUploads {
+  private next = 1;
+  private gone = false;
+  private readonly waiting = new Map<number, { resolve: (v: Answer) => void; reject: (e: Error) => void }>();
+  readonly ledgers: Ledgers;
+  readonly audit: AuditTrail | null;
+
+  constructor(
+    private readonly channel: Channel,
+    auditEnabled: boolean,
+  ) {
+    channel.onMessage((m) => this.answered(m));
+    this.ledgers = { acquire: (account) => this.ledger(account) };
+    this.audit = auditEnabled
+      ? {
+          record: (actor: Actor, event: AuditEvent) => channel.send({ t: 'audit', actor, event }),
+          system: (event: SystemEvent) => channel.send({ t: 'system', event }),
+        }
+      : null;
+  }
+
+  async admit(ip: string): Promise<Release | null> {
+    return this.slot(await this.ask({ op: 'admit', ip }));
+  }
+
+  async claimUser(user: string): Promise<Release | null> {
+    return this.slot(await this.ask({ op: 'claim-user', user }));
+  }
+
+  async score(ip: string, protocol: Protocol, offence: Offence): Promise<boolean> {
+    return (await this.ask({ op: 'score', ip, protocol, offence })) === true;
+  }
+
+  started(actor: Actor, path: string, offset: number, started: Date): void {
+    if (this.audit) this.channel.send({ t: 'upload-open', actor, path, offset, started: started.toISOString() });
+  }
+
+  /** Requests still unanswered get an error when the primary is gone: nothing else would ever settle them. */
+  primaryGone(): void {
+    this.gone = true;
+    for (const w of this.waiting.values()) w.reject(new SluiceError('failure', 'Server is stopping'));
+    this.waiting.clear();
+  }
+
+  private slot(answer: Answer): Release | null {
+    if (typeof answer !== 'number') return null;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.channel.send({ t: 'release', slot: answer });
+    };
+  }
+
+  private async ledger(account: Account): Promise<Ledger> {
+    const { id, quotaBytes, quotaFiles } = account;
+    const handle = (await this.ask({ op: 'ledger', account: { id, quotaBytes, quotaFiles } })) as number;
+    const ask = (q: LedgerQuestion) => this.ask({ op: 'ledger-ask', handle, ...q });
+    const note = (n: LedgerNote) => this.channel.send({ t: 'ledger-note', handle, ...n });
+    let released = false;
+    return {
+      checkStart: async (createsFile, credit) => void (await ask({ method: 'checkStart', args: [createsFile, credit] })),
+      holdFile: async () => void (await ask({ method: 'holdFile', args: [] })),
+      reserve: async (bytes, credit) => void (await ask({ method: 'reserve', args: [bytes, credit] })),
+      claim: async (key) => (await ask({ method: 'claim', args: [key] })) === true,
+      lockInPlace: async (key) => void (await ask({ method: 'lockInPlace', args: [key] })),
+      checkCommit: async (...args) => void (await ask({ method: 'checkCommit', args })),
+      usage: async () => (await ask({ method: 'usage', args: [] })) as { bytes: number; files: number },
+      releaseFile: () => note({ method: 'releaseFile', args: [] }),
+      unclaim: (key) => note({ method: 'unclaim', args: [key] }),
+      unlockInPlace: (key) => note({ method: 'unlockInPlace', args: [key] }),
+      settle: (...args) => note({ method: 'settle', args }),
+      release: () => {
+        if (released) return;
+        released = true;
+        note({ method: 'release', args: [] });
+      },
+    };
+  }
+
+  private ask(question: Question): Promise<Answer> {
+    if (this.gone) return Promise.reject(new SluiceError('failure', 'Server is stopping'));
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.channel.send({ t: 'ask', id, ...question });
+    });
+  }
+
+  private answered(m: PrimaryMessage): void {
+    if (m.t !== 'answer' && m.t !== 'error') return;
+    const w = this.waiting.get(m.id);
+    if (!w) return;
+    this.waiting.delete(m.id);
+    if (m.t === 'answer') w.resolve(m.value);
+    else w.reject(new SluiceError(m.kind, m.message));
+  }
+}

@@ -1,0 +1,70 @@
+import type { Actor, AuditEvent, SystemEvent } from '../audit/events.js';
+import type { Protocol } from '../session/account.js';
+import type { ErrorKind } from '../session/errors.js';
+import type { Offence } from './coordinator.js';
+
+/** What a worker's ledger asks and waits for. */
+export type LedgerQuestion =
+  | { method: 'checkStart'; args: [createsFile: boolean, credit: number] }
+  | { method: 'holdFile'; args: [] }
+  | { method: 'reserve'; args: [bytes: number, credit: number] }
+  | { method: 'claim'; args: [key: string] }
+  | { method: 'lockInPlace'; args: [key: string] }
+  | { method: 'checkCommit'; args: [reserved: number, written: number, freed: number, newName: boolean] }
+  | { method: 'usage'; args: [] };
+
+/** What a worker's ledger says and does not wait for. */
+export type LedgerNote =
+  | { method: 'releaseFile'; args: [] }
+  | { method: 'unclaim'; args: [key: string] }
+  | { method: 'unlockInPlace'; args: [key: string] }
+  | { method: 'settle'; args: [reserved: number, bytesDelta: number, filesDelta: number] }
+  | { method: 'release'; args: [] };
+
+/** The quota-relevant part of an account: what the primary's ledger needs. */
+export interface LedgerAccount {
+  id: number;
+  quotaBytes: number;
+  quotaFiles: number;
+}
+
+export type Question =
+  | { op: 'admit'; ip: string }
+  | { op: 'claim-user'; user: string }
+  | { op: 'score'; ip: string; protocol: Protocol; offence: Offence }
+  | { op: 'ledger'; account: LedgerAccount }
+  | ({ op: 'ledger-ask'; handle: number } & LedgerQuestion);
+
+/** Worker to primary. Messages of one worker arrive in the order sent. */
+export type WorkerMessage =
+  | ({ t: 'ask'; id: number } & Question)
+  | { t: 'release'; slot: number }
+  | ({ t: 'ledger-note'; handle: number } & LedgerNote)
+  | { t: 'audit'; actor: Actor; event: AuditEvent }
+  | { t: 'system'; event: SystemEvent }
+  /** An upload has started: if the worker dies before its audit record arrives, the primary records it aborted. */
+  | { t: 'upload-open'; actor: Actor; path: string; offset: number; started: string }
+  /** The front-ends are listening. */
+  | { t: 'ready'; frontEnds: string[] }
+  /** The worker has stopped serving; everything it had to send was sent before this. */
+  | { t: 'stopped' };
+
+/** A slot (admit, claim-user) or ledger handle is a number the worker gives back; null: refused. */
+export type Answer = boolean | number | null | { bytes: number; files: number } | void;
+
+/** Primary to worker. */
+export type PrimaryMessage =
+  | { t: 'answer'; id: number; value: Answer }
+  | { t: 'error'; id: number; kind: ErrorKind; message: string }
+  /** Stop accepting, end the sessions, send what is left, exit. */
+  | { t: 'stop' }
+  /** SIGHUP reached the primary: reload certificates and keys. */
+  | { t: 'reload' };
+
+export function isWorkerMessage(m: unknown): m is WorkerMessage {
+  return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
+}
+
+export function isPrimaryMessage(m: unknown): m is PrimaryMessage {
+  return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
+}

@@ -1,0 +1,186 @@
+import type { Actor, AuditEvent } from '../audit/events.js';
+import type { Account } from '../session/account.js';
+import { toSluiceError } from '../session/errors.js';
+import type { LedgerHandle, QuotaBook } from '../session/quota.js';
+import type { AuditTrail, Release } from './coordinator.js';
+import type { LocalCoordinator } from './local.js';
+import type { Answer, LedgerNote, LedgerQuestion, PrimaryMessage, Question, WorkerMessage } from './ipc-messages.js';
+
+/** An upload a worker has started and not yet recorded. */
+interface OpenUpload {
+  actor: Actor;
+  path: string;
+  offset: number;
+  started: string;
+}
+
+/**
+ * The primary's side of one worker: answers its questions from the primary's
+ * coordinator and remembers everything the worker holds (connection and
+ * session slots, ledger handles, uploads in flight), so that when the worker
+ * dies, `workerGone` gives it all back and records its uploads as aborted.
+ */
+export class WorkerLink {
+  private nextId = 1;
+  /** Connection slots (no user) and logged-in sessions (their user): this worker's part of the session registry. */
+  private readonly slots = new Map<number, { release: Release; user?: string }>();
+  private readonly handles = new Map<number, LedgerHandle>();
+  private readonly uploads = new Map<string, OpenUpload>();
+
+  constructor(
+    readonly worker: number,
+    private readonly coordinator: LocalCoordinator,
+    private readonly quotas: QuotaBook,
+    private readonly send: (m: PrimaryMessage) => void,
+  ) {}
+
+  /** Connections open on this worker, and the users logged in on it (one entry per session). */
+  get live(): { connections: number; users: string[] } {
+    const users = [...this.slots.values()].flatMap((s) => (s.user === undefined ? [] : [s.user]));
+    return { connections: this.slots.size - users.length, users };
+  }
+
+  handle(m: WorkerMessage): void {
+    switch (m.t) {
+      case 'ask':
+        void this.answer(m.id, m);
+        return;
+      case 'release':
+        this.slots.get(m.slot)?.release();
+        this.slots.delete(m.slot);
+        return;
+      case 'ledger-note':
+        this.note(m.handle, m);
+        return;
+      case 'audit':
+        if (m.event.event === 'upload') this.uploads.delete(uploadKey(m.actor, m.event.path, m.event.started));
+        this.coordinator.audit?.record(m.actor, m.event);
+        return;
+      case 'system':
+        this.coordinator.audit?.system(m.event);
+        return;
+      case 'upload-open':
+        this.uploads.set(uploadKey(m.actor, m.path, m.started), { actor: m.actor, path: m.path, offset: m.offset, started: m.started });
+        return;
+      case 'ready':
+      case 'stopped':
+        return;
+    }
+  }
+
+  /**
+   * The worker has exited. Its sockets died with it: their slots are free, its
+   * sessions' reservations go back to the ledgers, and each upload it had not
+   * finished is recorded as aborted. An atomic upload's temporary stays
+   * hidden until the next start's sweep; the final name was never touched.
+   */
+  workerGone(reason: string, audit: AuditTrail | null): void {
+    for (const s of this.slots.values()) s.release();
+    this.slots.clear();
+    for (const h of this.handles.values()) h.release();
+    this.handles.clear();
+    for (const u of this.uploads.values()) audit?.record(u.actor, abortedUpload(u, reason));
+    this.uploads.clear();
+  }
+
+  private async answer(id: number, q: Question): Promise<void> {
+    try {
+      this.send({ t: 'answer', id, value: await this.ask(q) });
+    } catch (err) {
+      const e = toSluiceError(err);
+      this.send({ t: 'error', id, kind: e.kind, message: e.message });
+    }
+  }
+
+  private async ask(q: Question): Promise<Answer> {
+    switch (q.op) {
+      case 'admit':
+        return this.keep(await this.coordinator.admit(q.ip));
+      case 'claim-user':
+        return this.keep(await this.coordinator.claimUser(q.user), q.user);
+      case 'score':
+        return this.coordinator.score(q.ip, q.protocol, q.offence);
+      case 'ledger': {
+        const id = this.nextId++;
+        const account = { ...q.account, name: '', home: '', permissions: { root: new Set(), dirs: new Map() } } satisfies Account;
+        this.handles.set(id, this.quotas.handle(account));
+        return id;
+      }
+      case 'ledger-ask':
+        return this.ledgerAsk(this.ledger(q.handle), q);
+    }
+  }
+
+  private ledger(handle: number): LedgerHandle {
+    const h = this.handles.get(handle);
+    if (!h) throw new Error(`worker ${this.worker}: no ledger handle ${handle}`);
+    return h;
+  }
+
+  private ledgerAsk(h: LedgerHandle, q: LedgerQuestion): Promise<Answer> | Answer {
+    switch (q.method) {
+      case 'checkStart':
+        return h.checkStart(...q.args);
+      case 'holdFile':
+        return h.holdFile();
+      case 'reserve':
+        return h.reserve(...q.args);
+      case 'claim':
+        return h.claim(...q.args);
+      case 'lockInPlace':
+        return h.lockInPlace(...q.args);
+      case 'checkCommit':
+        return h.checkCommit(...q.args);
+      case 'usage':
+        return h.usage();
+    }
+  }
+
+  private note(handle: number, n: LedgerNote): void {
+    const h = this.handles.get(handle);
+    if (!h) return;
+    switch (n.method) {
+      case 'releaseFile':
+        return h.releaseFile();
+      case 'unclaim':
+        return h.unclaim(...n.args);
+      case 'unlockInPlace':
+        return h.unlockInPlace(...n.args);
+      case 'settle':
+        return h.settle(...n.args);
+      case 'release':
+        h.release();
+        this.handles.delete(handle);
+        return;
+    }
+  }
+
+  private keep(release: Release | null, user?: string): number | null {
+    if (!release) return null;
+    const slot = this.nextId++;
+    this.slots.set(slot, user === undefined ? { release } : { release, user });
+    return slot;
+  }
+}
+
+function uploadKey(actor: Actor, path: string, started: string): string {
+  return `${actor.session}\0${path}\0${started}`;
+}
+
+function abortedUpload(u: OpenUpload, reason: string): AuditEvent {
+  return {
+    event: 'upload',
+    path: u.path,
+    // What reached the file before the worker died is not known here; the sweep at the next start recounts the home.
+    bytes: 0,
+    size: 0,
+    offset: u.offset,
+    resumed: u.offset > 0,
+    started: u.started,
+    duration_ms: Date.now() - Date.parse(u.started),
+    result: 'aborted',
+    reason,
+    sha256: null,
+    type: 'binary',
+  };
+}

@@ -1,0 +1,30 @@
+import type { Protocol } from '../session/account.js';
+import type { Ledgers } from '../session/quota.js';
+import type { ConnectionRegistry } from '../session/registry.js';
+import type { AuditTrail, Coordinator, Offence, Release, Scorer } from './coordinator.js';
+
+/**
+ * The coordinator of one process: the state is here, so every answer is
+ * immediate. A single-process server uses it directly; with workers, the
+ * primary keeps one and answers the workers' questions from it.
+ */
+export class LocalCoordinator implements Coordinator {
+  constructor(
+    private readonly registry: ConnectionRegistry,
+    private readonly defender: Scorer,
+    readonly ledgers: Ledgers,
+    readonly audit: AuditTrail | null,
+  ) {}
+
+  async admit(ip: string): Promise<Release | null> {
+    return this.registry.tryAcquire(ip);
+  }
+
+  async claimUser(user: string): Promise<Release | null> {
+    return this.registry.tryAcquireUser(user);
+  }
+
+  async score(ip: string, protocol: Protocol, offence: Offence): Promise<boolean> {
+    return this.defender.score(ip, protocol, offence);
+  }
+}

@@ -1,0 +1,292 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { PassThrough } from 'node:stream';
+import type tls from 'node:tls';
+import { Client as FtpClient } from 'basic-ftp';
+import { sluice } from './helpers/cli.js';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { KiB, MiB, diskUsage, ftpsRemote, persistedUsage, waitFor } from './helpers/quota.js';
+import { TestServer } from './helpers/server.js';
+import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+
+/*
+ * Issue #14: with workers, connections are spread over several processes, and
+ * what must hold for the whole server (limits, bans, quotas, the audit chain)
+ * is kept by the primary. Each case runs on workers: 2, and the ones about
+ * shared state on workers: 1 as well, so both coordinators are held to the
+ * same behaviour.
+ */
+
+const PASSWORD = 'cluster test password';
+
+/** Worker pids that logged an FTP login, in order (pino lines carry the pid). */
+function loginPids(srv: TestServer): number[] {
+  return srv.log
+    .split('\n')
+    .filter((l) => l.includes('"msg":"login"'))
+    .map((l) => (JSON.parse(l) as { pid: number }).pid);
+}
+
+/** The pids of the `n` logins after the first `seen`, once their lines are out (the log is written asynchronously). */
+async function newLogins(srv: TestServer, seen: number, n: number): Promise<number[]> {
+  await waitFor(`${n} login lines`, () => loginPids(srv).length >= seen + n);
+  return loginPids(srv).slice(seen, seen + n);
+}
+
+async function ftpLogin(srv: TestServer, user = 'alice', localAddress?: string): Promise<RawFtp> {
+  const c = await RawFtp.connect(srv.ftpPort, false, localAddress);
+  assert.equal((await c.read())?.code, 220);
+  const r = await c.login(user, PASSWORD);
+  assert.equal(r.code, 230, r.text);
+  return c;
+}
+
+type User = { name: string; password: string; args?: string[] };
+
+async function start(workers: number, yaml = '', users: User[] = [{ name: 'alice', password: PASSWORD }]): Promise<TestServer> {
+  return TestServer.start({ yaml: `ftp:\n  tls: optional\n${yaml}`, users, env: { SLUICE_WORKERS: String(workers) } });
+}
+
+describe('workers: 2 — sessions on both workers, one server', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await start(2);
+  });
+  after(() => srv.stop());
+
+  it('starts two workers beside the primary and says so', () => {
+    const started = srv.log.split('\n').find((l) => l.includes('"msg":"sluice started"'));
+    assert.ok(started, srv.log);
+    const line = JSON.parse(started) as { workers: number; frontEnds: string[]; pid: number };
+    assert.equal(line.workers, 2);
+    assert.deepEqual(line.frontEnds, ['ftp', 'sftp']);
+    assert.equal(line.pid, srv.pid);
+  });
+
+  it('FTP and SFTP logins land on both workers, never on the primary', async () => {
+    const seen = loginPids(srv).length;
+    const conns = [];
+    for (let i = 0; i < 4; i++) conns.push(await ftpLogin(srv));
+    for (const c of conns) c.close();
+    const pids = new Set(await newLogins(srv, seen, 4));
+    assert.equal(pids.size, 2, `logins came from ${[...pids].join(', ')}`);
+    assert.ok(!pids.has(srv.pid as number));
+    // SFTP on each worker: a listing through both of two connections.
+    for (let i = 0; i < 2; i++) {
+      const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: PASSWORD });
+      const sftp = await sftpOf(conn);
+      await call((cb) => sftp.readdir('/', cb));
+      conn.end();
+    }
+  });
+});
+
+for (const workers of [1, 2]) {
+  describe(`workers: ${workers} — limits, bans and quotas hold across the server`, () => {
+    let srv: TestServer;
+    before(async () => {
+      srv = await start(
+        workers,
+        'limits:\n  maxSessionsPerIp: 3\nauth:\n  failureDelay: 0\ndefender:\n  threshold: 3\n',
+        [
+          { name: 'alice', password: PASSWORD },
+          { name: 'quota', password: PASSWORD, args: ['--quota-bytes', String(MiB)] },
+        ],
+      );
+    });
+    after(() => srv.stop());
+
+    it('the per-address limit counts the connections of every worker', async () => {
+      const seen = loginPids(srv).length;
+      const held = [await ftpLogin(srv), await ftpLogin(srv), await ftpLogin(srv)];
+      if (workers > 1) assert.equal(new Set(await newLogins(srv, seen, 3)).size, 2);
+      const refused = await RawFtp.connect(srv.ftpPort);
+      const reply = await refused.read();
+      assert.equal(reply?.code, 421, reply?.text);
+      refused.close();
+      held.pop()?.close();
+      // The slot comes back once that connection is gone, whichever worker had it.
+      let again: RawFtp | null = null;
+      for (let i = 0; i < 50 && again === null; i++) {
+        const c = await RawFtp.connect(srv.ftpPort);
+        const r = await c.read();
+        if (r?.code === 220) again = c;
+        else {
+          c.close();
+          await new Promise((res) => setTimeout(res, 100));
+        }
+      }
+      assert.ok(again, 'no slot came back');
+      again.close();
+      for (const c of held) c.close();
+    });
+
+    it('failures spread over the workers ban the address on all of them at once', async () => {
+      const from = '127.0.0.7';
+      for (let i = 0; i < 3; i++) {
+        const c = await RawFtp.connect(srv.ftpPort, false, from);
+        await c.read();
+        await c.cmd('USER alice');
+        const r = await c.cmd('PASS wrong');
+        // The failure that bans the address is answered as the end of the connection.
+        assert.equal(r.code, i < 2 ? 530 : 421, r.text);
+        c.close();
+      }
+      await waitFor('the ban', () => srv.bans().includes(from));
+      // Every worker refuses it: as many connections as there are workers, and more.
+      for (let i = 0; i < 4; i++) assert.equal(await RawFtp.greeting(srv.ftpPort, from), 'closed');
+      // Another address is unaffected.
+      assert.equal(await RawFtp.greeting(srv.ftpPort, '127.0.0.8'), 220);
+    });
+
+    it("a user's quota holds across two concurrent uploads (on different workers)", async () => {
+      const remote = await ftpsRemote(srv, 'quota', PASSWORD);
+      try {
+        const seen = loginPids(srv).length;
+        const first = await remote.start('/first.bin');
+        const second = await remote.start('/second.bin');
+        if (workers > 1) assert.equal(new Set(await newLogins(srv, seen, 2)).size, 2, 'the two uploads share a worker');
+        await first.write(randomBytes(600 * KiB));
+        // The first upload's bytes are in (held in flight, not yet committed) before the second's come.
+        await waitFor('the first upload in flight', () => diskUsage(srv.home('quota')).tempBytes >= 600 * KiB);
+        await second.write(randomBytes(600 * KiB));
+        const results = [await first.finish(), await second.finish()];
+        // The second is refused (552, or its data connection cut first, as basic-ftp may see it).
+        assert.deepEqual(
+          results.map((r) => r === null),
+          [true, false],
+          `results: ${results.map(String).join(', ')}`,
+        );
+        const records = await srv.audit();
+        assert.ok(records.some((r) => r.event === 'quota-exceeded' && r.path === '/second.bin'));
+        const disk = diskUsage(srv.home('quota'));
+        assert.ok(disk.bytes <= MiB, `${disk.bytes} bytes on disk`);
+        assert.equal(disk.bytes, 600 * KiB);
+        assert.deepEqual(persistedUsage(srv, 'quota'), { bytes: disk.bytes, files: disk.files });
+      } finally {
+        await remote.close();
+      }
+    });
+
+    it('one unbroken audit chain holds the records of every worker', async () => {
+      const conns = [await ftpLogin(srv), await ftpLogin(srv)];
+      for (const c of conns) c.close();
+      await srv.terminate();
+      const verify = sluice(srv.dir, ['audit', 'verify']);
+      assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+      const records = readFileSync(join(srv.dir, 'data', 'audit.log'), 'utf8')
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as { event: string; session?: string });
+      const sessions = new Set(records.filter((r) => r.event === 'login').map((r) => r.session));
+      assert.ok(sessions.size >= 2);
+      // Written by the primary alone: one start record for the run.
+      assert.equal(records.filter((r) => r.event === 'audit-start').length, 1);
+    });
+  });
+}
+
+describe('workers: 2 — a worker killed mid-upload', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await start(2);
+  });
+  after(() => srv.stop());
+
+  it('is restarted; its upload is recorded aborted, leaves no file, and the other worker serves on', async () => {
+    // Two sessions, one per worker: the second login's worker is the one to kill.
+    const other = new FtpClient(30_000);
+    await other.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'alice', password: PASSWORD });
+    const victim = new FtpClient(30_000);
+    await victim.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'alice', password: PASSWORD });
+    const [otherPid, victimPid] = (await newLogins(srv, 0, 2)) as [number, number];
+    assert.notEqual(otherPid, victimPid);
+
+    const source = new PassThrough();
+    const upload = victim.uploadFrom(source, 'doomed.bin').then(() => null, (e: Error) => e);
+    source.write(randomBytes(256 * KiB));
+    await waitFor('the upload to start', () => diskUsage(srv.home('alice')).tempBytes > 0);
+    process.kill(victimPid, 'SIGKILL');
+    assert.ok((await upload) instanceof Error);
+    source.destroy();
+
+    // The other worker's session goes on: a whole upload and a listing.
+    const body = randomBytes(64 * KiB);
+    const src = new PassThrough();
+    src.end(body);
+    await other.uploadFrom(src, 'survivor.bin');
+    assert.deepEqual(readFileSync(join(srv.home('alice'), 'survivor.bin')), body);
+    assert.ok((await other.list()).some((f) => f.name === 'survivor.bin'));
+    other.close();
+
+    assert.ok(!existsSync(join(srv.home('alice'), 'doomed.bin')));
+    assert.ok(!readdirSync(srv.home('alice')).includes('doomed.bin'));
+    const records = await srv.audit();
+    const aborted = records.find((r) => r.event === 'upload' && r.path === '/doomed.bin');
+    assert.ok(aborted, 'no record of the killed upload');
+    assert.equal(aborted.result, 'aborted');
+    assert.match(String(aborted.reason), /SIGKILL/);
+
+    // A new worker took its place: two workers ready again, new logins work.
+    await waitFor('a new worker', () => srv.log.split('\n').filter((l) => l.includes('"msg":"worker ready"')).length === 3);
+    const seen = loginPids(srv).length;
+    for (let i = 0; i < 4; i++) (await ftpLogin(srv)).close();
+    const pids = new Set(await newLogins(srv, seen, 4));
+    assert.equal(pids.size, 2);
+    assert.ok(!pids.has(victimPid));
+    victim.close();
+  });
+});
+
+describe('workers: 2 — signals reach every worker', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await start(2);
+  });
+  after(() => srv.stop());
+
+  it('SIGHUP: every worker serves the new certificate, and the audit log is reopened', async () => {
+    const certs = join(srv.dir, 'certs');
+    const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=reloaded.example',
+      '-days', '2', '-keyout', join(certs, 'tls-key.pem'), '-out', join(certs, 'tls-cert.pem')]);
+    assert.equal(gen.status, 0, String(gen.stderr));
+    const log = join(srv.dir, 'data', 'audit.log');
+    renameSync(log, `${log}.1`);
+    srv.signal('SIGHUP');
+    await waitFor('both workers to reload', () => srv.log.split('\n').filter((l) => l.includes('TLS certificate reloaded')).length === 2);
+    const seen = loginPids(srv).length;
+    for (let i = 0; i < 4; i++) {
+      const c = await RawFtp.connect(srv.ftpsPort, true);
+      assert.equal((await c.read())?.code, 220);
+      assert.match((c.socket as tls.TLSSocket).getPeerX509Certificate()?.subject ?? '', /reloaded\.example/);
+      assert.equal((await c.login('alice', PASSWORD)).code, 230);
+      c.close();
+    }
+    assert.equal(new Set(await newLogins(srv, seen, 4)).size, 2);
+    await waitFor('the new audit log', () => existsSync(log) && readFileSync(log, 'utf8').includes('"event":"login"'));
+  });
+
+  it('SIGTERM: the sessions of every worker end and are recorded, one chain, exit 0', async () => {
+    const seen = loginPids(srv).length;
+    const a = await ftpLogin(srv);
+    const b = await ftpLogin(srv);
+    assert.equal(new Set(await newLogins(srv, seen, 2)).size, 2);
+    const exited = new Promise<number | null>((resolve) => srv.process?.once('exit', (code) => resolve(code)));
+    srv.signal('SIGTERM');
+    assert.equal(await exited, 0);
+    for (const c of [a, b]) c.close();
+    const records = readFileSync(join(srv.dir, 'data', 'audit.log'), 'utf8')
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l) as { event: string; session?: string });
+    const logins = records.filter((r) => r.event === 'login').map((r) => r.session);
+    const logouts = new Set(records.filter((r) => r.event === 'logout').map((r) => r.session));
+    assert.ok(logins.length >= 2 && logins.slice(-2).every((s) => logouts.has(s)), 'a session ended unrecorded');
+    const verify = sluice(srv.dir, ['audit', 'verify']);
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+  });
+});
