@@ -52,8 +52,10 @@ export function runTransfer(
       stream = await openDataStream(endpoint, security, () => c.reply(Code.FileStatusOk, opening));
       if (aborted) throw new Error('aborted');
       await pump(stream);
-      await closeGracefully(stream, security.handshakeTimeoutMs);
-      await transfer?.close();
+      // Every byte has passed: the file's end (close, rename, audit) needs nothing more from the data
+      // connection, so it runs while the connection closes (for a download, a round trip to the client).
+      const [, ended] = await Promise.allSettled([closeGracefully(stream, security.handshakeTimeoutMs), transfer?.close()]);
+      if (ended.status === 'rejected') throw ended.reason;
       c.reply(Code.TransferComplete, 'Transfer complete.');
     } catch (err) {
       await finishFailed(c, transfer, err, aborted);

@@ -382,7 +382,11 @@ class HomeDirectory {
   private users = 0;
   private linger: NodeJS.Timeout | null = null;
 
-  constructor(private readonly path: string) {}
+  constructor(
+    private readonly path: string,
+    /** Called when the handle is closed after the pause: the storage lets go of what it kept with it. */
+    private readonly onExpire: () => void,
+  ) {}
 
   async acquire(): Promise<FileHandle> {
     this.users++;
@@ -416,57 +420,192 @@ class HomeDirectory {
     this.handle = null;
     this.opening = null;
     void fh.close().catch(() => undefined);
+    this.onExpire();
+  }
+}
+
+/** A directory of the kept chain: its name in the one before it, and its identity for the check. */
+interface ChainLink {
+  readonly name: string;
+  readonly fh: FileHandle;
+  /** dev and ino of the open directory (null: unknown, the link is never trusted). */
+  readonly identity: Promise<Stats | null>;
+}
+
+/** Deepest chain of directories kept: bounds the descriptors an idle session holds. */
+const MAX_CHAIN = 16;
+
+/**
+ * The directories the last resolve walked through below the home, kept open
+ * for the next one: a batch of files in one directory would otherwise pay an
+ * open and a close of every directory on the way per file. A kept directory
+ * is trusted again only after a look at its name in its parent (lstat, which
+ * never follows a link) shows that very directory (dev and ino; an open
+ * descriptor keeps the inode from being reused): the same proof the open
+ * with O_NOFOLLOW gave, renewed on every resolve, so a directory renamed,
+ * removed, or swapped for a link since is never used by its old name. The
+ * kept handles are shared by reference count with the locations that use
+ * them, and let go of with the home's handle after its pause.
+ */
+class DirectoryChain {
+  private links: ChainLink[] = [];
+  private readonly users = new Map<FileHandle, number>();
+
+  /** The kept links that the directory names `dirs` begin with. */
+  prefix(dirs: readonly string[]): ChainLink[] {
+    let k = 0;
+    while (k < dirs.length && k < this.links.length && this.links[k]?.name === dirs[k]) k++;
+    return this.links.slice(0, k);
+  }
+
+  /** One more user of `fh`, which must be closed through release() (a handle the caller has just opened counts from zero). */
+  take(fh: FileHandle): void {
+    this.users.set(fh, (this.users.get(fh) ?? 0) + 1);
+  }
+
+  /** One user lets go of `fh`; it is closed once nobody, the chain included, uses it. */
+  release(fh: FileHandle): void {
+    const n = this.users.get(fh) ?? 0;
+    if (n > 1) return void this.users.set(fh, n - 1);
+    this.users.delete(fh);
+    void fh.close().catch(() => undefined);
+  }
+
+  /** Keep `links` in place of the chain kept so far. */
+  keep(links: ChainLink[]): void {
+    const old = this.links;
+    this.links = links;
+    for (const l of links) this.take(l.fh);
+    for (const l of old) this.release(l.fh);
   }
 }
 
 export class LocalStorage implements Storage {
   private readonly home: HomeDirectory;
+  private readonly chain = new DirectoryChain();
 
   /** @param root real path of the home (already resolved with realpath). */
   constructor(private readonly root: string) {
-    this.home = new HomeDirectory(root);
+    this.home = new HomeDirectory(root, () => this.chain.keep([]));
   }
 
-  /** Close a directory handle of a resolve or a location; the home's own is only let go of. Never rejects. */
+  /** Let go of a directory handle of a resolve or a location (closed once unused). Never rejects. */
   async letGo(fh: FileHandle): Promise<void> {
     if (this.home.release(fh)) return;
-    await fh.close().catch(() => undefined);
+    this.chain.release(fh);
   }
 
   async resolve(virtualPath: string, followFinal: boolean, unseen?: (dir: string, name: string) => boolean): Promise<Location> {
-    const pending = splitVirtual(virtualPath);
-    const stack: FileHandle[] = [];
-    const names: string[] = [];
-    let links = 0;
+    const parts = splitVirtual(virtualPath);
+    const blindAt = (dirs: readonly string[], name: string) => unseen?.('/' + dirs.join('/'), name) ?? false;
+    let home: FileHandle;
+    try {
+      home = await this.home.acquire();
+    } catch (err) {
+      throw fromErrno(err);
+    }
+    const kept = await this.keptPrefix(home, parts, followFinal);
+    if (kept && 'location' in kept) {
+      let blind = false;
+      for (let i = 0; i < parts.length; i++) blind ||= blindAt(parts.slice(0, i), parts[i] as string);
+      const { fh, found } = kept.location;
+      void this.letGo(home);
+      return new LocalLocation(this, fh, parts[parts.length - 1] as string, '/' + parts.join('/'), blind, found);
+    }
+    return this.walk(home, kept?.links ?? [], parts, followFinal, blindAt);
+  }
+
+  /**
+   * The longest prefix of the path's directories that the kept chain still
+   * holds, each checked by a look at its name (in parallel; the final name
+   * is looked up alongside when every directory is kept). The caller holds
+   * one use of every link returned; with `location`, only of that handle.
+   * Null when nothing is kept or a check fails: the path is walked afresh.
+   */
+  private async keptPrefix(
+    home: FileHandle,
+    parts: readonly string[],
+    followFinal: boolean,
+  ): Promise<{ links: ChainLink[] } | { location: { fh: FileHandle; found: Stats | null | undefined } } | null> {
+    if (parts.includes('.') || parts.includes('..')) return null;
+    const dirs = parts.slice(0, -1);
+    const links = this.chain.prefix(dirs);
+    if (links.length === 0) return null;
+    for (const l of links) this.chain.take(l.fh);
+    const parents = [home, ...links.map((l) => l.fh)];
+    const top = parents[parents.length - 1] as FileHandle;
+    const whole = links.length === dirs.length;
+    const final = whole && followFinal ? lstatOrNull(procPath(top.fd, parts[parts.length - 1] as string)) : undefined;
+    const checks = links.map(async (l, i) => {
+      const [now, was] = await Promise.all([lstatOrNull(procPath((parents[i] as FileHandle).fd, l.name)), l.identity]);
+      return now !== null && was !== null && now.isDirectory() && now.ino === was.ino && now.dev === was.dev;
+    });
+    let found: Stats | null | undefined;
+    let held: boolean;
+    try {
+      const [ok, st] = await Promise.all([Promise.all(checks), final]);
+      found = st;
+      // A final symlink is for the walk to follow.
+      held = ok.every(Boolean) && !st?.isSymbolicLink();
+    } catch {
+      held = false;
+    }
+    if (!held) {
+      for (const l of links) this.chain.release(l.fh);
+      return null;
+    }
+    if (!whole) return { links };
+    for (const l of links) if (l.fh !== top) this.chain.release(l.fh);
+    return { location: { fh: top, found } };
+  }
+
+  /** Resolve by opening each directory in turn from `links` (kept, checked, held) on, following symlinks. */
+  private async walk(
+    home: FileHandle,
+    links: ChainLink[],
+    parts: string[],
+    followFinal: boolean,
+    blindAt: (dirs: readonly string[], name: string) => boolean,
+  ): Promise<Location> {
+    const pending = parts.slice(links.length);
+    const stack: FileHandle[] = [home, ...links.map((l) => l.fh)];
+    const names: string[] = links.map((l) => l.name);
+    let followed = 0;
     let blind = false;
+    for (let i = 0; i < links.length; i++) blind ||= blindAt(names.slice(0, i), names[i] as string);
+    // Only a walk by plain names, no link and no `..`, leaves a chain worth keeping.
+    let plain = true;
     // Directories left behind are closed without waiting: nothing uses them again, and a close cannot fail in a way that matters.
     const closeAll = async (keep?: FileHandle) => {
       await Promise.all(stack.filter((h) => h !== keep).map((h) => this.letGo(h)));
     };
-    const at = (dir: FileHandle, name: string, path: string, found?: Stats | null) => new LocalLocation(this, dir, name, path, blind, found);
+    const at = (dir: FileHandle, name: string, path: string, found?: Stats | null) => {
+      if (plain) this.keepChain(stack, names, links);
+      void closeAll(dir);
+      return new LocalLocation(this, dir, name, path, blind, found);
+    };
     try {
-      stack.push(await this.home.acquire());
       while (pending.length > 0) {
         const name = pending.shift() as string;
         const top = stack[stack.length - 1] as FileHandle;
         if (name === '.') continue;
         if (name === '..') {
           if (stack.length === 1) throw outside();
-          await (stack.pop() as FileHandle).close();
+          plain = false;
+          void this.letGo(stack.pop() as FileHandle);
           names.pop();
           continue;
         }
-        blind ||= unseen?.('/' + names.join('/'), name) ?? false;
+        blind ||= blindAt(names, name);
         const child = procPath(top.fd, name);
         if (pending.length === 0) {
           const st = followFinal ? await lstatOrNull(child) : undefined;
-          if (!st?.isSymbolicLink()) {
-            void closeAll(top);
-            return at(top, name, '/' + [...names, name].join('/'), st);
-          }
+          if (!st?.isSymbolicLink()) return at(top, name, '/' + [...names, name].join('/'), st);
         } else {
           try {
-            stack.push(await openDir(child));
+            const fh = await openDir(child);
+            this.chain.take(fh);
+            stack.push(fh);
             names.push(name);
             continue;
           } catch (err) {
@@ -475,13 +614,14 @@ export class LocalStorage implements Storage {
             if (!(await lstatOrNull(child))?.isSymbolicLink()) throw new SluiceError('not-a-directory');
           }
         }
-        if (++links > MAX_SYMLINKS) throw new SluiceError('invalid-path', 'Too many levels of symbolic links');
+        plain = false;
+        if (++followed > MAX_SYMLINKS) throw new SluiceError('invalid-path', 'Too many levels of symbolic links');
         const target = await fsp.readlink(child);
         if (target.startsWith('/')) {
           // An absolute link is only meaningful if it names a place in this home.
           const inside = this.toVirtual(target);
           if (inside === null) throw outside();
-          await closeAll(stack[0]);
+          await Promise.all(stack.slice(1).map((h) => this.letGo(h)));
           stack.length = 1;
           names.length = 0;
           pending.unshift(...splitVirtual(inside));
@@ -491,19 +631,29 @@ export class LocalStorage implements Storage {
       }
       const root = stack[0] as FileHandle;
       const top = stack[stack.length - 1] as FileHandle;
-      if (top === root) {
-        void closeAll(root);
-        return at(root, '', '/');
-      }
+      if (top === root) return at(root, '', '/');
       // The path ended in a directory reached through `..` or a link: re-enter it by name from its parent.
       const last = names[names.length - 1] as string;
       const parent = stack[stack.length - 2] as FileHandle;
-      void closeAll(parent);
       return at(parent, last, '/' + names.join('/'));
     } catch (err) {
       await closeAll();
       throw blind ? new Unseen(fromErrno(err)) : fromErrno(err);
     }
+  }
+
+  /** Keep the directories below the home that a plain walk opened (stack[1..], named by `names`), for the next resolve. */
+  private keepChain(stack: readonly FileHandle[], names: readonly string[], reused: readonly ChainLink[]): void {
+    if (names.length === 0 || names.length > MAX_CHAIN) return;
+    this.chain.keep(
+      names.map((name, i) => {
+        const fh = stack[i + 1] as FileHandle;
+        const known = reused[i];
+        if (known?.fh === fh) return known;
+        const identity = fh.stat().catch(() => null);
+        return { name, fh, identity };
+      }),
+    );
   }
 
   /** Real absolute path -> virtual path, or null when it is not inside the home. */

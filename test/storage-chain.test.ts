@@ -1,0 +1,122 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { SluiceError } from '../src/session/errors.js';
+import type { Session } from '../src/session/session.js';
+import { World, readFile, writeFile } from './helpers/world.js';
+
+/** Descriptors of this process that name something under `dir`. */
+function openUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      if (target === dir || target.startsWith(dir + '/')) out.push(target);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out;
+}
+
+/**
+ * The directories of the last resolve stay open for the next one: a kept
+ * directory is used again only while its name still leads to it, so every
+ * change made between two operations (by anyone: another session, a shell)
+ * is seen as the walk afresh would see it.
+ */
+describe('storage: directories kept between operations', () => {
+  let world: World;
+  let s: Session;
+  let home: string;
+  let outside: string;
+
+  before(async () => {
+    world = new World();
+    await world.addUser('alice', { permissions: ['list', 'download', 'upload', 'overwrite', 'delete', 'rename', 'mkdir', 'rmdir'] });
+    home = world.home('alice');
+    outside = join(world.dir, 'outside');
+    mkdirSync(outside);
+    s = await world.session('alice');
+  });
+  after(() => world.close());
+
+  it('a directory renamed away and made anew: the next upload lands in the new one', async () => {
+    mkdirSync(join(home, 'site/css'), { recursive: true });
+    await writeFile(s, 'site/css/a.css', 'A');
+    renameSync(join(home, 'site'), join(home, 'site-old'));
+    mkdirSync(join(home, 'site/css'), { recursive: true });
+    await writeFile(s, 'site/css/b.css', 'B');
+    assert.equal(readFileSync(join(home, 'site/css/b.css'), 'utf8'), 'B');
+    assert.ok(!existsSync(join(home, 'site-old/css/b.css')), 'not written into the renamed directory');
+    // Only the deeper one swapped: the kept parent is still good, the child is not.
+    renameSync(join(home, 'site/css'), join(home, 'site/css-old'));
+    mkdirSync(join(home, 'site/css'));
+    await writeFile(s, 'site/css/c.css', 'C');
+    assert.equal(readFileSync(join(home, 'site/css/c.css'), 'utf8'), 'C');
+    assert.deepEqual(readdirSync(join(home, 'site/css-old')), ['b.css']);
+  });
+
+  it('a kept directory removed: the next operation fails as for a missing directory', async () => {
+    mkdirSync(join(home, 'gone'));
+    await writeFile(s, 'gone/x', 'x');
+    rmSync(join(home, 'gone'), { recursive: true });
+    await assert.rejects(writeFile(s, 'gone/y', 'y'), (e: unknown) => e instanceof SluiceError && e.kind === 'not-found');
+    await assert.rejects(readFile(s, 'gone/x'), (e: unknown) => e instanceof SluiceError && e.kind === 'not-found');
+  });
+
+  it('a kept directory swapped for a link to the outside: refused, nothing written outside', async () => {
+    mkdirSync(join(home, 'box/inner'), { recursive: true });
+    await writeFile(s, 'box/inner/one', '1');
+    renameSync(join(home, 'box'), join(home, 'box-moved'));
+    symlinkSync(outside, join(home, 'box'));
+    await assert.rejects(writeFile(s, 'box/inner/two', '2'), (e: unknown) => e instanceof SluiceError && e.kind === 'permission-denied');
+    // The deeper one swapped while its parent stays.
+    rmSync(join(home, 'box'));
+    renameSync(join(home, 'box-moved'), join(home, 'box'));
+    await writeFile(s, 'box/inner/three', '3');
+    renameSync(join(home, 'box/inner'), join(home, 'box/inner-moved'));
+    symlinkSync(outside, join(home, 'box/inner'));
+    await assert.rejects(writeFile(s, 'box/inner/four', '4'), (e: unknown) => e instanceof SluiceError && e.kind === 'permission-denied');
+    await assert.rejects(readFile(s, 'box/inner/three'), (e: unknown) => e instanceof SluiceError);
+    assert.deepEqual(readdirSync(outside), []);
+    assert.deepEqual(readdirSync(join(home, 'box/inner-moved')).sort(), ['one', 'three']);
+  });
+
+  it('paths that share only part of the kept chain, and paths through `..`, reach the right files', async () => {
+    mkdirSync(join(home, 'p/q/r'), { recursive: true });
+    mkdirSync(join(home, 'p/z'), { recursive: true });
+    writeFileSync(join(home, 'p/q/r/f'), 'R');
+    writeFileSync(join(home, 'p/z/f'), 'Z');
+    writeFileSync(join(home, 'p/q/f'), 'Q');
+    assert.equal(await readFile(s, 'p/q/r/f'), 'R');
+    assert.equal(await readFile(s, 'p/z/f'), 'Z');
+    assert.equal(await readFile(s, 'p/q/r/../f'), 'Q');
+    assert.equal(await readFile(s, 'p/q/f'), 'Q');
+    await writeFile(s, 'p/q/r/g', 'G');
+    assert.equal(readFileSync(join(home, 'p/q/r/g'), 'utf8'), 'G');
+  });
+
+  it('many operations at once across directories (the kept chain replaced under them) each reach their own file', async () => {
+    const dirs = ['c/0', 'c/1/x', 'c/2', 'c/1/y', 'c/3/z/w'];
+    for (const d of dirs) mkdirSync(join(home, d), { recursive: true });
+    const files = Array.from({ length: 200 }, (_, i) => ({ path: `${dirs[i % dirs.length]}/f${i}`, text: `file ${i} `.repeat(i + 1) }));
+    await Promise.all(files.map((f) => writeFile(s, f.path, f.text)));
+    for (const f of files) assert.equal(readFileSync(join(home, f.path), 'utf8'), f.text, f.path);
+    const back = await Promise.all(files.map((f) => readFile(s, f.path)));
+    back.forEach((text, i) => assert.equal(text, files[i]?.text));
+  });
+
+  it('a session gone lets go of every directory it kept, after the pause', async () => {
+    mkdirSync(join(home, 'deep/a/b'), { recursive: true });
+    const t = await world.session('alice');
+    await writeFile(t, 'deep/a/b/f', 'x');
+    assert.equal(await readFile(t, 'deep/a/b/f'), 'x');
+    await t.close();
+    await s.close();
+    // HOME_LINGER_MS is 2 s.
+    await new Promise((r) => setTimeout(r, 2500));
+    assert.deepEqual(openUnder(home), []);
+  });
+});
