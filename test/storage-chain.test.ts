@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SluiceError } from '../src/session/errors.js';
@@ -106,6 +106,21 @@ describe('storage: directories kept between operations', () => {
     for (const f of files) assert.equal(readFileSync(join(home, f.path), 'utf8'), f.text, f.path);
     const back = await Promise.all(files.map((f) => readFile(s, f.path)));
     back.forEach((text, i) => assert.equal(text, files[i]?.text));
+  });
+
+  it('a kept directory whose read bit is taken refuses as a fresh walk does', async () => {
+    mkdirSync(join(home, 'r/s'), { recursive: true });
+    writeFileSync(join(home, 'r/s/f'), 'R');
+    const fresh = await world.session('alice');
+    chmodSync(join(home, 'r'), 0o300);
+    const cold = await readFile(fresh, 'r/s/f').then(() => 'ok', (e: SluiceError) => e.kind);
+    chmodSync(join(home, 'r'), 0o755);
+    assert.equal(await readFile(s, 'r/s/f'), 'R');
+    chmodSync(join(home, 'r'), 0o300);
+    const warm = await readFile(s, 'r/s/f').then(() => 'ok', (e: SluiceError) => e.kind);
+    chmodSync(join(home, 'r'), 0o755);
+    assert.equal(cold, 'permission-denied');
+    assert.equal(warm, cold);
   });
 
   it('a session gone lets go of every directory it kept, after the pause', async () => {

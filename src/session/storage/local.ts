@@ -538,7 +538,18 @@ export class LocalStorage implements Storage {
     const final = whole && followFinal ? lstatOrNull(procPath(top.fd, parts[parts.length - 1] as string)) : undefined;
     const checks = links.map(async (l, i) => {
       const [now, was] = await Promise.all([lstatOrNull(procPath((parents[i] as FileHandle).fd, l.name)), l.identity]);
-      return now !== null && was !== null && now.isDirectory() && now.ino === was.ino && now.dev === was.dev;
+      // The same directory, and with the same access: a fresh walk opens each directory for
+      // reading, so one whose mode or owner changed is walked again, to be refused as then.
+      return (
+        now !== null &&
+        was !== null &&
+        now.isDirectory() &&
+        now.ino === was.ino &&
+        now.dev === was.dev &&
+        now.mode === was.mode &&
+        now.uid === was.uid &&
+        now.gid === was.gid
+      );
     });
     let found: Stats | null | undefined;
     let held: boolean;
