@@ -67,6 +67,16 @@ describe('workers: 2 — sessions on both workers, one server', () => {
     assert.equal(line.pid, srv.pid);
   });
 
+  it("shares one process's thread pool among the workers (each has 16 / 2)", async () => {
+    const workers = execFileSync('pgrep', ['-P', String(srv.pid)]).toString().trim().split('\n');
+    assert.equal(workers.length, 2);
+    for (const pid of workers) {
+      // libuv reads it once, at the pool's start: the environment the worker was started with is its size.
+      const env = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+      assert.ok(env.includes('UV_THREADPOOL_SIZE=8'), env.filter((e) => e.startsWith('UV_')).join(' '));
+    }
+  });
+
   it('FTP and SFTP logins land on both workers, never on the primary', async () => {
     const seen = loginPids(srv).length;
     const conns = [];

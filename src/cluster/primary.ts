@@ -31,8 +31,9 @@ export async function superviseWorkers(
   let stopping = false;
   const exited = new Set<Promise<void>>();
 
+  const threads = threadsPerWorker(count);
   const fork = (): Promise<void> => {
-    const worker = cluster.fork();
+    const worker = cluster.fork({ UV_THREADPOOL_SIZE: String(threads) });
     const send = (m: PrimaryMessage) => {
       if (worker.isConnected()) worker.send(m);
     };
@@ -115,4 +116,15 @@ export async function superviseWorkers(
   log.info({ signal, workers: live }, 'stopping');
   await stopAll();
   return 0;
+}
+
+/**
+ * Each worker's share of libuv's thread pool (UV_THREADPOOL_SIZE, 16 unless
+ * set, see bin.cts), at least 4: the server as a whole keeps the threads one
+ * process would have. Each thread that has run an argon2 hash keeps its
+ * 19 MiB in glibc's arena, so a full pool per worker would multiply that.
+ */
+function threadsPerWorker(count: number): number {
+  const total = Number(process.env.UV_THREADPOOL_SIZE) || 16;
+  return Math.max(4, Math.ceil(total / count));
 }
