@@ -39,7 +39,8 @@ export async function startSluice(options: SluiceOptions, publicKeyFile: string)
     TestServer.start({
       yaml: stringify(config),
       // The tests' server runs one process; a user's runs one worker per core (workers: auto).
-      env: { SLUICE_WORKERS: 'auto', ...options.env },
+      // SLUICE_BENCH_WORKERS sets another count for every workload that does not set its own.
+      env: { SLUICE_WORKERS: process.env.SLUICE_BENCH_WORKERS ?? 'auto', ...options.env },
       users: users.map((u) => ({ ...u, args: ['--key', publicKeyFile] })),
     }),
   );
