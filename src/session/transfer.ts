@@ -364,6 +364,7 @@ export class Upload extends Transfer {
       reason = `write failed: ${this.writeError.kind}`;
     }
     const { loc, existingSize, staged } = this.target;
+    const heldFile = this.target.claim !== null || this.target.lock !== null;
     let bytesDelta = 0;
     let filesDelta = 0;
     let finalSize = existingSize ?? 0;
@@ -415,8 +416,9 @@ export class Upload extends Transfer {
       void loc.close();
     }
     // The releases reach the ledger before the client hears of the end: its next upload of
-    // this file, on any process, finds the file unlocked and unclaimed.
-    await this.ledger.synced().catch(() => undefined);
+    // this file, on any process, finds the file unlocked and unclaimed. (A new file held
+    // neither: its releases only move counts, and waiting would cost every small file a trip.)
+    if (heldFile) await this.ledger.synced().catch(() => undefined);
     this.record('upload', finalSize, result, reason, fileSha256);
   }
 
