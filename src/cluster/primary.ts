@@ -60,7 +60,7 @@ export async function superviseWorkers(
       const why = signal ? `worker process ended by ${signal}` : `worker process exited with code ${code}`;
       link.workerGone(why, coordination.coordinator.audit);
       if (!stopping) {
-        log.error({ worker: worker.id, pid: worker.process.pid, code, signal }, 'worker died: starting another');
+        log.error({ worker: worker.id, workerPid: worker.process.pid, code, signal }, 'worker died: starting another');
         setTimeout(() => {
           if (!stopping) fork().catch((err: unknown) => log.error({ err }, 'worker restart'));
         }, RESTART_DELAY_MS).unref();
@@ -74,7 +74,7 @@ export async function superviseWorkers(
           worker.off('message', onReady);
           ready.add(worker);
           frontEnds = m.frontEnds;
-          log.info({ worker: worker.id, pid: worker.process.pid }, 'worker ready');
+          log.info({ worker: worker.id, workerPid: worker.process.pid }, 'worker ready');
           if (stopping) send({ t: 'stop' });
           resolve();
         }
