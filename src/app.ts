@@ -77,7 +77,8 @@ export function openAdmin(config: Config): AdminServices {
 }
 
 /** The coordinator's state, on the store `base` opened: the audit trail is written here and nowhere else. */
-export function openCoordination(config: Config, base: AdminServices): Coordination {
+export function openCoordination(base: AdminServices): Coordination {
+  const { config } = base;
   const { audit: settings } = config;
   const auditLog = settings.enabled
     ? new AuditLog({
@@ -95,7 +96,7 @@ export function openCoordination(config: Config, base: AdminServices): Coordinat
   const audit = auditLog && throttle ? { record: throttle.record.bind(throttle), system: auditLog.system.bind(auditLog) } : null;
   const { limits } = config;
   const registry = new ConnectionRegistry(limits.maxSessions, limits.maxSessionsPerIp, limits.maxSessionsPerUser);
-  const defender = new Defender(banCheck(config, base), config.defender, audit, base.log.child({ part: 'defender' }));
+  const defender = new Defender(banCheck(base), config.defender, audit, base.log.child({ part: 'defender' }));
   const quotas = new QuotaBook(base.users);
   return {
     coordinator: new LocalCoordinator(registry, defender, quotas, audit),
@@ -108,8 +109,8 @@ export function openCoordination(config: Config, base: AdminServices): Coordinat
   };
 }
 
-function banCheck(config: Config, base: AdminServices): BanCheck {
-  return new BanCheck(base.bans, config.defender.allowList);
+function banCheck(base: AdminServices): BanCheck {
+  return new BanCheck(base.bans, base.config.defender.allowList);
 }
 
 /**
@@ -124,7 +125,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
     ...base,
     coordinator,
     authenticator,
-    gate: new Gate(coordinator, banCheck(config, base), authenticator, config, base.log.child({ part: 'gate' })),
+    gate: new Gate(coordinator, banCheck(base), authenticator, config, base.log.child({ part: 'gate' })),
     sessionDeps: {
       audit: coordinator.audit,
       quotas: coordinator.ledgers,
@@ -140,7 +141,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
 /** One process keeping everything itself (workers: 1, and the tests of the shared layer). */
 export function openServices(config: Config): Services & Pick<Coordination, 'auditLog'> {
   const base = openAdmin(config);
-  const coordination = openCoordination(config, base);
+  const coordination = openCoordination(base);
   const services = servicesOn(base, coordination.coordinator);
   return {
     ...services,

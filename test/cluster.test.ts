@@ -188,10 +188,7 @@ for (const workers of [1, 2]) {
       await srv.terminate();
       const verify = sluice(srv.dir, ['audit', 'verify']);
       assert.equal(verify.code, 0, verify.stdout + verify.stderr);
-      const records = readFileSync(join(srv.dir, 'data', 'audit.log'), 'utf8')
-        .split('\n')
-        .filter((l) => l !== '')
-        .map((l) => JSON.parse(l) as { event: string; session?: string });
+      const records = await srv.audit(0);
       const sessions = new Set(records.filter((r) => r.event === 'login').map((r) => r.session));
       assert.ok(sessions.size >= 2);
       // Written by the primary alone: one start record for the run.
@@ -289,10 +286,7 @@ describe('workers: 2 — signals reach every worker', () => {
     srv.signal('SIGTERM');
     assert.equal(await exited, 0);
     for (const c of [a, b]) c.close();
-    const records = readFileSync(join(srv.dir, 'data', 'audit.log'), 'utf8')
-      .split('\n')
-      .filter((l) => l !== '')
-      .map((l) => JSON.parse(l) as { event: string; session?: string });
+    const records = await srv.audit(0);
     const logins = records.filter((r) => r.event === 'login').map((r) => r.session);
     const logouts = new Set(records.filter((r) => r.event === 'logout').map((r) => r.session));
     assert.ok(logins.length >= 2 && logins.slice(-2).every((s) => logouts.has(s)), 'a session ended unrecorded');

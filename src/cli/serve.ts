@@ -44,7 +44,7 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
   });
   await createKeys(config, out);
   const base = openAdmin(config);
-  const coordination = openCoordination(config, base);
+  const coordination = openCoordination(base);
   const { log } = base;
   checkDescriptorLimit(config.limits.maxSessions, log);
   if (base.users.count() === 0) {
