@@ -25,6 +25,17 @@ describe('SequenceHash: the SHA-256 of the bytes in file order, or null', () => 
     assert.equal(h.digest(), sha256(data));
   });
 
+  it('keeps its own copy of a chunk it waits with: the caller may reuse its buffer (recycled SFTP replies)', () => {
+    const h = new SequenceHash(0);
+    const scratch = Buffer.alloc(CHUNK);
+    for (const [at, c] of chunks().reverse()) {
+      c.copy(scratch);
+      h.update(at, scratch.subarray(0, c.length));
+      scratch.fill(0xee);
+    }
+    assert.equal(h.digest(), sha256(data));
+  });
+
   it('from a resume offset: the bytes from there on', () => {
     const h = new SequenceHash(32768);
     for (const [at, c] of chunks(32768)) h.update(at, c);

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { FXP, OPEN_FLAGS, STATUS, Writer } from '../src/sftp/codec.js';
+import { FXP, MAX_READ, OPEN_FLAGS, STATUS, Writer } from '../src/sftp/codec.js';
 import { TestServer } from './helpers/server.js';
 import { initialised, sshConnect } from './helpers/ssh.js';
 
@@ -12,6 +13,50 @@ describe('SFTP request order', () => {
     srv = await TestServer.start({ users: [{ name: 'ola', password: 'ola password', args: ['--perms', 'all'] }] });
   });
   after(() => srv.stop());
+
+  it('hashes a download whose READs complete out of order while other READs reuse the reply buffers', async () => {
+    const chunks = 6;
+    const first = randomBytes(chunks * MAX_READ);
+    const other = randomBytes(chunks * MAX_READ);
+    writeFileSync(join(srv.home('ola'), 'first.bin'), first);
+    writeFileSync(join(srv.home('ola'), 'other.bin'), other);
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'ola', password: 'ola password' });
+    try {
+      const { ch, next } = await initialised(conn);
+      const open = async (id: number, path: string) => {
+        ch.write(new Writer(FXP.OPEN, id).string(path).uint32(OPEN_FLAGS.READ).uint32(0).finish());
+        const reply = await next();
+        assert.equal(reply[0], FXP.HANDLE);
+        return reply.subarray(9, 9 + reply.readUInt32BE(5));
+      };
+      const a = await open(1, '/first.bin');
+      const b = await open(2, '/other.bin');
+      const read = async (handle: Buffer, from: number, to: number, id: number) => {
+        for (let i = from; i < to; i++) ch.write(new Writer(FXP.READ, id + i).bytes(handle).uint64(i * MAX_READ).uint32(MAX_READ).finish());
+        for (let i = from; i < to; i++) {
+          const reply = await next();
+          assert.equal(reply[0], FXP.DATA);
+          const at = reply.readUInt32BE(1) - id;
+          const file = handle === a ? first : other;
+          assert.deepEqual(reply.subarray(9), file.subarray(at * MAX_READ, (at + 1) * MAX_READ));
+        }
+      };
+      // All of the first file but its start: the audit's hash waits for it, holding the rest.
+      await read(a, 1, chunks, 100);
+      // Meanwhile the replies' buffers serve the other file.
+      await read(b, 0, chunks, 200);
+      await read(a, 0, 1, 300);
+      for (const [id, handle] of [[3, a], [4, b]] as const) {
+        ch.write(new Writer(FXP.CLOSE, id).bytes(handle).finish());
+        assert.equal((await next()).readUInt32BE(5), STATUS.OK);
+      }
+    } finally {
+      conn.end();
+    }
+    const rec = (await srv.audit()).findLast((l) => l.event === 'download' && l.path === '/first.bin');
+    assert.equal(rec?.result, 'ok');
+    assert.equal(rec?.sha256, createHash('sha256').update(first).digest('hex'));
+  });
 
   it('lands pipelined APPEND writes in the order sent (OpenSSH reput)', async () => {
     const conn = await sshConnect({ port: srv.sftpPort, username: 'ola', password: 'ola password' });

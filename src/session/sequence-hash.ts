@@ -23,7 +23,7 @@ export class SequenceHash {
     if (!this.hash || data.length === 0) return;
     if (position < this.next) return this.spoil();
     if (position > this.next) {
-      this.waiting.set(position, data);
+      this.waiting.set(position, Buffer.from(data));
       this.waitingBytes += data.length;
       if (this.waitingBytes > MAX_REORDER_BYTES) this.spoil();
       return;

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { SluiceError } from '../session/errors.js';
 import type { Session } from '../session/session.js';
 import type { ByteBudget } from './budget.js';
-import { BadMessage, FXP, PacketFramer, STATUS, Writer, statusPacket, type Packet } from './codec.js';
+import { BadMessage, FXP, PacketFramer, STATUS, Writer, recycleReply, statusPacket, type Packet } from './codec.js';
 import { HandleTable } from './handles.js';
 import {
   advertisedExtensions, leadingRun, ok, specFor, workingBytes, writeOrderKey, writeRequest, writeThrough, type HandlerContext, type WriteRequest,
@@ -219,8 +219,12 @@ export class SftpChannel {
     if (this.closed) return;
     this.options.budget.take(reply.length);
     this.held += reply.length;
-    // The callback comes once ssh2 has handed the reply to the transport, i.e. the client's window took it.
-    this.stream.write(reply, () => this.release(reply.length));
+    // The callback comes once ssh2 has handed the reply to the transport, i.e. the client's window took it:
+    // ssh2 copied it into its packets, so a READ reply's buffer may serve the next READ.
+    this.stream.write(reply, (err) => {
+      this.release(reply.length);
+      if (!err) recycleReply(reply);
+    });
   }
 
   private release(n: number): void {

@@ -63,6 +63,29 @@ function connectionBudget(client: ssh2.Connection, limit: number, log: Logger): 
   return budget;
 }
 
+/**
+ * ssh2 hands the socket each SSH packet on its own (OpenSSH clients take at
+ * most 32 KiB a packet): one write system call, and one trip through the
+ * TCP stack, per packet. Packets written in one turn of the event loop (a
+ * 255 KiB READ reply is eight) go out as one writev instead.
+ */
+function coalesceWrites(socket: net.Socket): void {
+  const write = socket.write.bind(socket) as (...args: unknown[]) => boolean;
+  let corked = false;
+  const flush = (): void => {
+    corked = false;
+    socket.uncork();
+  };
+  socket.write = ((...args: unknown[]): boolean => {
+    if (!corked) {
+      corked = true;
+      socket.cork();
+      process.nextTick(flush);
+    }
+    return write(...args);
+  }) as typeof socket.write;
+}
+
 /** What the SFTP front-end takes besides the shared services. */
 export interface SftpOptions {
   /** Private host keys; the start-up reads them (certs/ensure.ts), this layer touches no file. */
@@ -162,6 +185,7 @@ export class SftpFrontEnd {
     const key = `${socket.remoteAddress}|${socket.remotePort}`;
     this.admitted.set(key, { guest, socket });
     socket.once('close', () => this.admitted.delete(key));
+    coalesceWrites(socket);
     // Until ssh2 has a client object, the deadline can only drop the socket (the gate destroys it).
     this.server.injectSocket(socket);
   }
