@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { PassThrough } from 'node:stream';
 import type tls from 'node:tls';
 import { Client as FtpClient } from 'basic-ftp';
+import { allocatorEnv, thpSetting } from '../src/cluster/allocator.js';
 import { sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { KiB, MiB, diskUsage, ftpsRemote, persistedUsage, waitFor } from './helpers/quota.js';
@@ -67,13 +68,19 @@ describe('workers: 2 — sessions on both workers, one server', () => {
     assert.equal(line.pid, srv.pid);
   });
 
-  it("shares one process's thread pool among the workers (each has 16 / 2)", async () => {
+  it("shares one process's thread pool among the workers (each has 16 / 2), and starts them with the malloc settings", async () => {
     const workers = execFileSync('pgrep', ['-P', String(srv.pid)]).toString().trim().split('\n');
     assert.equal(workers.length, 2);
     for (const pid of workers) {
       // libuv reads it once, at the pool's start: the environment the worker was started with is its size.
       const env = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
       assert.ok(env.includes('UV_THREADPOOL_SIZE=8'), env.filter((e) => e.startsWith('UV_')).join(' '));
+      // And glibc's malloc settings (test/allocator.test.ts has why and when). glibc parses
+      // GLIBC_TUNABLES in place, leaving the environment block cut at its first ':'.
+      for (const [k, v] of Object.entries(allocatorEnv(process.env, thpSetting()))) {
+        const seen = env.find((e) => e.startsWith(`${k}=`));
+        assert.ok(seen !== undefined && `${k}=${v}`.startsWith(seen) && seen.length > k.length + 1, `${k}=${v}: ${seen}`);
+      }
     }
   });
 

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Coordination } from '../app.js';
 import { WorkerLink } from '../coordinator/ipc-server.js';
 import { isMessage, type PrimaryMessage, type WorkerMessage } from '../coordinator/ipc-messages.js';
+import { allocatorEnv, thpSetting } from './allocator.js';
 
 /** A worker that has not stopped this long after being told to is killed. */
 const STOP_GRACE_MS = 30_000;
@@ -32,8 +33,9 @@ export async function superviseWorkers(
   const exited = new Set<Promise<void>>();
 
   const threads = threadsPerWorker(count);
+  const allocator = allocatorEnv(process.env, thpSetting());
   const fork = (): Promise<void> => {
-    const worker = cluster.fork({ UV_THREADPOOL_SIZE: String(threads), MALLOC_ARENA_MAX: mallocArenas() });
+    const worker = cluster.fork({ UV_THREADPOOL_SIZE: String(threads), ...allocator });
     const send = (m: PrimaryMessage) => {
       if (worker.isConnected()) worker.send(m);
     };
@@ -126,20 +128,4 @@ export async function superviseWorkers(
 function threadsPerWorker(count: number): number {
   const total = Number(process.env.UV_THREADPOOL_SIZE) || 16;
   return Math.max(4, Math.ceil(total / count));
-}
-
-/**
- * glibc gives each thread that allocates its own malloc arena, and an arena
- * keeps the 19 MiB block of every argon2 hash its thread ran: with a pool of
- * threads taking turns at the hashes, a worker ended up holding one block per
- * thread (about 160 MiB per worker after a few hundred password logins,
- * however idle afterwards). One arena holds only what the concurrent hashes
- * (auth.maxConcurrentHashes) need, at no measured cost in login CPU; the
- * thread pool's file I/O does not allocate, so the shared arena's lock is not
- * contended. Forcing the blocks back to the kernel instead
- * (MALLOC_MMAP_THRESHOLD_) made each login cost 3-4 times the CPU in page
- * faults. An operator's own setting wins.
- */
-function mallocArenas(): string {
-  return process.env.MALLOC_ARENA_MAX ?? '1';
 }

@@ -1,0 +1,20 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { allocatorEnv } from '../src/cluster/allocator.js';
+
+const MAPPED = 'glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1048576';
+
+describe("workers' malloc settings (allocatorEnv)", () => {
+  const cases: [string, NodeJS.ProcessEnv, string | null, Record<string, string>][] = [
+    ['THP on request: one arena, blocks mapped as huge pages', {}, 'always defer [madvise] never\n', { MALLOC_ARENA_MAX: '1', GLIBC_TUNABLES: MAPPED }],
+    ['THP always', {}, '[always] madvise never\n', { MALLOC_ARENA_MAX: '1', GLIBC_TUNABLES: MAPPED }],
+    // Mapping 19 MiB in 4 KiB pages per login would cost more CPU than the hash: the arena alone then.
+    ['THP off', {}, 'always madvise [never]\n', { MALLOC_ARENA_MAX: '1' }],
+    ['no THP in the kernel', {}, null, { MALLOC_ARENA_MAX: '1' }],
+    ["the operator's arena count wins", { MALLOC_ARENA_MAX: '4' }, null, { MALLOC_ARENA_MAX: '4' }],
+    ["the operator's tunables win, even empty", { GLIBC_TUNABLES: '' }, '[madvise]', { MALLOC_ARENA_MAX: '1', GLIBC_TUNABLES: '' }],
+  ];
+  for (const [name, env, thp, expected] of cases) {
+    it(name, () => assert.deepEqual(allocatorEnv(env, thp), expected));
+  }
+});
