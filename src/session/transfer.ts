@@ -42,6 +42,8 @@ type Reporter = (record: TransferRecord) => void;
 
 /** Bytes of a sequential upload gathered into one file write (see Upload.writable). */
 const UPLOAD_BATCH = 1024 * 1024;
+/** How long the first bytes of a batch wait for the rest at most (see Upload.writable). */
+const UPLOAD_LINGER_MS = 20;
 
 abstract class Transfer {
   readonly started = new Date();
@@ -275,35 +277,49 @@ export class Upload extends Transfer {
    * (16 KiB TLS records, 64 KiB socket reads) are gathered up to UPLOAD_BATCH
    * and written as one writev: each write costs a trip to the thread pool and,
    * with workers, a quota reservation sent to the primary, so fewer, larger
-   * writes spend less CPU per MiB. Backpressure: a full batch is accepted only
-   * once it is in the file, and what arrives meanwhile waits in the stream's
-   * buffer (one batch more at most), so the data connection is paused beyond
-   * two batches. The quota still counts every byte: a batch reserves exactly
+   * writes spend less CPU per MiB. Bytes wait at most UPLOAD_LINGER_MS to be
+   * gathered: a slow or pausing client's bytes still reach the file, and
+   * reserve their room in the quota, about when they arrive (a concurrent
+   * upload that comes later is the one refused). Backpressure: a full batch
+   * is accepted only once it is in the file, and what arrives meanwhile waits
+   * in the stream's buffer (one batch more at most). A batch reserves exactly
    * its length, so an upload fits or is refused at the same byte as before.
    */
   writable(): Writable {
     let batch: Buffer[] = [];
     let gathered = 0;
-    const flush = (done: (err?: Error | null) => void): void => {
+    let linger: NodeJS.Timeout | null = null;
+    // Writes go one after another: each one's position follows from the bytes written before it.
+    let writing: Promise<void> = Promise.resolve();
+    let failed: Error | null = null;
+    const flush = (): Promise<void> => {
+      if (linger) clearTimeout(linger);
+      linger = null;
       const chunks = batch;
       batch = [];
       gathered = 0;
-      if (chunks.length === 0) return done();
-      this.write(chunks).then(() => done(), done);
+      if (chunks.length > 0) writing = writing.then(() => this.write(chunks));
+      return writing;
     };
     const take = (chunks: Buffer[], done: (err?: Error | null) => void): void => {
+      if (failed) return done(failed);
       for (const chunk of chunks) {
         batch.push(chunk);
         gathered += chunk.length;
       }
-      if (gathered < UPLOAD_BATCH) return done();
-      flush(done);
+      if (gathered >= UPLOAD_BATCH) return void flush().then(() => done(), done);
+      linger ??= setTimeout(() => void flush().catch((err: Error) => (failed = err)), UPLOAD_LINGER_MS).unref();
+      done();
     };
     return new Writable({
       highWaterMark: UPLOAD_BATCH,
       write: (chunk: Buffer, _enc, done) => take([chunk], done),
       writev: (chunks, done) => take(chunks.map((c) => c.chunk as Buffer), done),
-      final: (done) => flush(done),
+      final: (done) => void flush().then(() => done(), done),
+      destroy: (err, done) => {
+        if (linger) clearTimeout(linger);
+        done(err);
+      },
     });
   }
 
