@@ -8,7 +8,7 @@ import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
 /*
- * An FTP upload's chunks are gathered into large file writes (1 MiB). These
+ * An FTP upload's chunks are gathered into larger file writes (256 KiB). These
  * uploads cross several such batches and end inside one: every byte must
  * land in order, the last partial batch included, the audit hash must be
  * the bytes', and the quota must refuse exactly the first byte beyond it.
@@ -101,7 +101,7 @@ describe('FTP uploads gathered into large writes', () => {
     c.send('STOR stalled.bin\r\n');
     const data$ = await pasv.open();
     assert.equal((await c.read())?.code, 150);
-    // Less than a batch beyond two: a part is written, a part only gathered.
+    // Not a whole number of batches: a part is written, a part may be only gathered.
     await sendInPieces(data$, randomBytes(2 * MiB + 300 * 1024));
     c.send('ABOR\r\n');
     const replies = [await c.read(), await c.read()].map((r) => r?.code);

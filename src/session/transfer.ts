@@ -41,7 +41,7 @@ export interface UploadOptions extends TransferOptions {
 type Reporter = (record: TransferRecord) => void;
 
 /** Bytes of a sequential upload gathered into one file write (see Upload.writable). */
-const UPLOAD_BATCH = 1024 * 1024;
+const UPLOAD_BATCH = 256 * 1024;
 /** How long the first bytes of a batch wait for the rest at most (see Upload.writable). */
 const UPLOAD_LINGER_MS = 20;
 
