@@ -89,6 +89,20 @@ function treeRssMiB(pid: number, tree = descendants(pid)): number {
 }
 
 /**
+ * Proportional resident memory of the process and its descendants: a page
+ * that n of them share (the node binary's, the code they all load) counts
+ * 1/n in each, so the sum counts it once, where the RSS sum counts it n times.
+ */
+export function treePssMiB(pid: number): number {
+  return [pid, ...descendants(pid)].reduce((s, p) => s + smapsKiB(p, 'Pss'), 0) / 1024;
+}
+
+function smapsKiB(pid: number, field: string): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(read(`/proc/${pid}/smaps_rollup`) ?? '');
+  return m ? Number(m[1]) : 0;
+}
+
+/**
  * Waits (up to `ms`) until the process has no children left: the run's
  * sessions have ended, and without a cgroup their CPU is counted once, in the
  * parent's cutime, not missed or counted twice by a reap between two reads.

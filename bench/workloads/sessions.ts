@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import type { Credentials, Order, Protocol, Report } from '../load/sessions-client.js';
 import { ARGON2_PARAMS } from '../../src/auth/passwords.js';
 import { withProbe } from '../load/server-probe.js';
+import { treePssMiB } from '../procfs.js';
 import type { BenchContext, Goal, Measurement, Target, Workload } from '../workload.js';
 
 const CLIENT = fileURLToPath(new URL('../load/sessions-client.ts', import.meta.url));
@@ -191,6 +192,7 @@ const idleSessions: Workload = {
       holders.push(ftps.release);
       const seconds = (performance.now() - t0) / 1000;
       const after = await settledRss(started);
+      const pss = treePssMiB(started.pid);
       ctx.log(`idle-sessions: ${ftps.opened} FTPS open in ${ftps.seconds.toFixed(0)} s; RSS ${after.toFixed(0)} MiB`);
       const failed = sftp.failed + ftps.failed;
       if (failed > 0) throw new Error(`idle-sessions: ${failed} sessions failed to open: ${[...sftp.errors, ...ftps.errors][0]}`);
@@ -198,6 +200,8 @@ const idleSessions: Workload = {
       const kib = (mib: number, n: number) => (mib * 1024) / n;
       const extra: Record<string, number | string> = {
         'sessions open': sftp.opened + ftps.opened,
+        // The goal is judged on the RSS sum, which counts the pages the processes share once per process.
+        'PSS MiB': pss,
         'RSS MiB before': before,
         // The FTPS figure includes what the 5,000 password logins left in the allocator (see the retention below).
         'KiB per SFTP session': kib(afterSftp - before, sftp.opened),
