@@ -37,8 +37,8 @@ export type Question =
   | { op: 'ledger'; account: LedgerAccount }
   | ({ op: 'ledger-ask'; handle: number } & LedgerQuestion);
 
-/** Worker to primary. Messages of one worker arrive in the order sent. */
-export type WorkerMessage =
+/** Worker to primary, one at a time. Messages of one worker arrive in the order sent. */
+export type SingleWorkerMessage =
   | ({ t: 'ask'; id: number } & Question)
   | { t: 'release'; slot: number }
   | ({ t: 'ledger-note'; handle: number } & LedgerNote)
@@ -50,6 +50,13 @@ export type WorkerMessage =
   | { t: 'ready'; frontEnds: string[] }
   /** The worker has stopped serving; everything it had to send was sent before this. */
   | { t: 'stopped' };
+
+/**
+ * What a worker sends: one message, or several said in one tick of its event
+ * loop, sent as one (a write and a wake-up of the primary each, not several)
+ * and handled in their order.
+ */
+export type WorkerMessage = SingleWorkerMessage | { t: 'batch'; messages: SingleWorkerMessage[] };
 
 /** A slot (admit, claim-user) or ledger handle is a number the worker gives back; null: refused. */
 export type Answer = boolean | number | null | { bytes: number; files: number } | void;
