@@ -57,7 +57,7 @@ describe('worker to primary: what needs no answer is batched per tick', () => {
   it("an upload's end (its ledger notes and its record) crosses as one message, and the primary applies every part", async () => {
     const { coordinator, sent } = wire(coordination, 1);
     const ledger = await coordinator.ledgers.acquire(account);
-    await ledger.checkStart(true, 0);
+    await ledger.checkStart({ createsFile: true, credit: 0, claim: null, lock: null });
     sent.length = 0;
     ledger.releaseFile();
     ledger.settle(0, 0, 0);
@@ -105,5 +105,55 @@ describe('worker to primary: what needs no answer is batched per tick', () => {
     await other.holdFile();
     other.release();
     ledger.release();
+  });
+});
+
+describe("an upload's start: claim, check and in-place lock in one round trip, held across workers", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-ipc-'));
+  let base: AdminServices;
+  let coordination: Coordination;
+  before(() => {
+    base = openAdmin(loadConfig({ env: { SLUICE_LOG_LEVEL: 'silent' }, cwd: dir }));
+    coordination = openCoordination(base);
+  });
+  after(async () => {
+    await coordination.close();
+    await base.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const user = (id: number, quotaBytes: number, quotaFiles: number): Account => ({ ...account, id, quotaBytes, quotaFiles });
+
+  it("an overwrite's claim counts its credit on one worker only; the other is refused, and wins once it is given back", async () => {
+    const carol = user(5001, 100, 0);
+    const filler = await wire(coordination, 1).coordinator.ledgers.acquire(carol);
+    await filler.reserve(100, 0);
+    const a = wire(coordination, 2);
+    const b = wire(coordination, 3);
+    const [la, lb] = await Promise.all([a.coordinator.ledgers.acquire(carol), b.coordinator.ledgers.acquire(carol)]);
+    const start = { createsFile: false, credit: 50, claim: '1:77', lock: null };
+    a.sent.length = 0;
+    assert.equal(await la.checkStart(start), true);
+    assert.equal(a.sent.length, 1, 'claim and check: one question');
+    // Without the claim, no credit: the quota is full.
+    await assert.rejects(lb.checkStart(start), { kind: 'quota-exceeded' });
+    la.unclaim('1:77');
+    await la.synced();
+    assert.equal(await lb.checkStart(start), true);
+    for (const l of [filler, la, lb]) l.release();
+  });
+
+  it('the in-place lock is one writer across workers; a refused start keeps no name slot', async () => {
+    const dave = user(5002, 0, 1);
+    const a = await wire(coordination, 4).coordinator.ledgers.acquire(dave);
+    const b = await wire(coordination, 5).coordinator.ledgers.acquire(dave);
+    assert.equal(await a.checkStart({ createsFile: false, credit: 0, claim: null, lock: '1:88' }), false);
+    await assert.rejects(b.checkStart({ createsFile: true, credit: 0, claim: null, lock: '1:88' }), { kind: 'failure' });
+    // The slot b asked for went back with the refusal: the one name dave may add is still there.
+    await b.holdFile();
+    a.unlockInPlace('1:88');
+    await a.synced();
+    b.releaseFile();
+    assert.equal(await b.checkStart({ createsFile: true, credit: 0, claim: null, lock: '1:88' }), false);
+    for (const l of [a, b]) l.release();
   });
 });

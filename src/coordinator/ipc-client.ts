@@ -101,10 +101,9 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
     const note = (n: LedgerNote) => this.post({ t: 'ledger-note', handle, ...n });
     let released = false;
     return {
-      checkStart: async (createsFile, credit) => void (await ask({ method: 'checkStart', args: [createsFile, credit] })),
+      checkStart: async (start) => (await ask({ method: 'checkStart', args: [start] })) === true,
       holdFile: async () => void (await ask({ method: 'holdFile', args: [] })),
       reserve: async (bytes, credit) => void (await ask({ method: 'reserve', args: [bytes, credit] })),
-      claim: async (key) => (await ask({ method: 'claim', args: [key] })) === true,
       lockInPlace: async (key) => void (await ask({ method: 'lockInPlace', args: [key] })),
       checkCommit: async (...args) => void (await ask({ method: 'checkCommit', args })),
       usage: async () => (await ask({ method: 'usage', args: [] })) as { bytes: number; files: number },

@@ -1,14 +1,14 @@
 import type { Actor, AuditEvent, SystemEvent } from '../audit/events.js';
 import type { Protocol } from '../session/account.js';
 import type { ErrorKind } from '../session/errors.js';
+import type { UploadStart } from '../session/quota.js';
 import type { Offence } from './coordinator.js';
 
 /** What a worker's ledger asks and waits for. */
 export type LedgerQuestion =
-  | { method: 'checkStart'; args: [createsFile: boolean, credit: number] }
+  | { method: 'checkStart'; args: [start: UploadStart] }
   | { method: 'holdFile'; args: [] }
   | { method: 'reserve'; args: [bytes: number, credit: number] }
-  | { method: 'claim'; args: [key: string] }
   | { method: 'lockInPlace'; args: [key: string] }
   | { method: 'checkCommit'; args: [reserved: number, written: number, freed: number, newName: boolean] }
   | { method: 'usage'; args: [] }

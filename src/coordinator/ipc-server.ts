@@ -144,8 +144,6 @@ export class WorkerLink {
         return h.holdFile();
       case 'reserve':
         return h.reserve(...q.args);
-      case 'claim':
-        return h.claim(...q.args);
       case 'lockInPlace':
         return h.lockInPlace(...q.args);
       case 'checkCommit':
