@@ -33,7 +33,7 @@ export async function superviseWorkers(
 
   const threads = threadsPerWorker(count);
   const fork = (): Promise<void> => {
-    const worker = cluster.fork({ UV_THREADPOOL_SIZE: String(threads) });
+    const worker = cluster.fork({ UV_THREADPOOL_SIZE: String(threads), MALLOC_ARENA_MAX: mallocArenas() });
     const send = (m: PrimaryMessage) => {
       if (worker.isConnected()) worker.send(m);
     };
@@ -121,10 +121,25 @@ export async function superviseWorkers(
 /**
  * Each worker's share of libuv's thread pool (UV_THREADPOOL_SIZE, 16 unless
  * set, see bin.cts), at least 4: the server as a whole keeps the threads one
- * process would have. Each thread that has run an argon2 hash keeps its
- * 19 MiB in glibc's arena, so a full pool per worker would multiply that.
+ * process would have.
  */
 function threadsPerWorker(count: number): number {
   const total = Number(process.env.UV_THREADPOOL_SIZE) || 16;
   return Math.max(4, Math.ceil(total / count));
+}
+
+/**
+ * glibc gives each thread that allocates its own malloc arena, and an arena
+ * keeps the 19 MiB block of every argon2 hash its thread ran: with a pool of
+ * threads taking turns at the hashes, a worker ended up holding one block per
+ * thread (about 160 MiB per worker after a few hundred password logins,
+ * however idle afterwards). One arena holds only what the concurrent hashes
+ * (auth.maxConcurrentHashes) need, at no measured cost in login CPU; the
+ * thread pool's file I/O does not allocate, so the shared arena's lock is not
+ * contended. Forcing the blocks back to the kernel instead
+ * (MALLOC_MMAP_THRESHOLD_) made each login cost 3-4 times the CPU in page
+ * faults. An operator's own setting wins.
+ */
+function mallocArenas(): string {
+  return process.env.MALLOC_ARENA_MAX ?? '1';
 }
