@@ -4,7 +4,7 @@ import { SluiceError } from '../session/errors.js';
 import type { Ledger, Ledgers } from '../session/quota.js';
 import type { InFlightUploads } from '../session/session.js';
 import type { AuditTrail, Coordinator, Offence, Release } from './coordinator.js';
-import { isMessage, type Answer, type LedgerNote, type LedgerQuestion, type PrimaryMessage, type Question, type WorkerMessage } from './ipc-messages.js';
+import { isMessage, type Answer, type LedgerNote, type LedgerQuestion, type PrimaryMessage, type Question, type SingleWorkerMessage, type WorkerMessage } from './ipc-messages.js';
 
 /** How a worker talks to the primary: Node's IPC channel (process.send), in order. */
 export interface Channel {
@@ -30,10 +30,19 @@ export function processChannel(): Channel {
  * A worker's coordinator: every question goes to the primary, which keeps the
  * one state of the whole server (see Coordinator). Slots and ledger handles
  * are numbers the primary gave; giving them back is a message, not a wait.
+ *
+ * What needs no answer (audit records, ledger notes, released slots) waits
+ * for the end of the current tick and goes with whatever else was said in it
+ * as one message: an upload's end (its ledger notes and its record) costs one
+ * write, not three. A question takes what is waiting along at once, so the
+ * primary still sees everything in the order it was said; and the wait ends
+ * before any later tick, so whatever the worker sends after (its `stopped`)
+ * comes after it.
  */
 export class RemoteCoordinator implements Coordinator, InFlightUploads {
   private next = 1;
   private gone = false;
+  private pending: SingleWorkerMessage[] = [];
   private readonly waiting = new Map<number, { resolve: (v: Answer) => void; reject: (e: Error) => void }>();
   readonly ledgers: Ledgers;
   readonly audit: AuditTrail | null;
@@ -46,8 +55,8 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
     this.ledgers = { acquire: (account) => this.ledger(account) };
     this.audit = auditEnabled
       ? {
-          record: (actor: Actor, event: AuditEvent) => channel.send({ t: 'audit', actor, event }),
-          system: (event: SystemEvent) => channel.send({ t: 'system', event }),
+          record: (actor: Actor, event: AuditEvent) => this.post({ t: 'audit', actor, event }),
+          system: (event: SystemEvent) => this.post({ t: 'system', event }),
         }
       : null;
   }
@@ -65,7 +74,7 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
   }
 
   started(actor: Actor, path: string, offset: number, started: Date): void {
-    if (this.audit) this.channel.send({ t: 'upload-open', actor, path, offset, started: started.toISOString() });
+    if (this.audit) this.post({ t: 'upload-open', actor, path, offset, started: started.toISOString() });
   }
 
   /** Requests still unanswered get an error when the primary is gone: nothing else would ever settle them. */
@@ -81,7 +90,7 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
     return () => {
       if (released) return;
       released = true;
-      this.channel.send({ t: 'release', slot: answer });
+      this.post({ t: 'release', slot: answer });
     };
   }
 
@@ -89,13 +98,12 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
     const { id, quotaBytes, quotaFiles } = account;
     const handle = (await this.ask({ op: 'ledger', account: { id, quotaBytes, quotaFiles } })) as number;
     const ask = (q: LedgerQuestion) => this.ask({ op: 'ledger-ask', handle, ...q });
-    const note = (n: LedgerNote) => this.channel.send({ t: 'ledger-note', handle, ...n });
+    const note = (n: LedgerNote) => this.post({ t: 'ledger-note', handle, ...n });
     let released = false;
     return {
-      checkStart: async (createsFile, credit) => void (await ask({ method: 'checkStart', args: [createsFile, credit] })),
+      checkStart: async (start) => (await ask({ method: 'checkStart', args: [start] })) === true,
       holdFile: async () => void (await ask({ method: 'holdFile', args: [] })),
       reserve: async (bytes, credit) => void (await ask({ method: 'reserve', args: [bytes, credit] })),
-      claim: async (key) => (await ask({ method: 'claim', args: [key] })) === true,
       lockInPlace: async (key) => void (await ask({ method: 'lockInPlace', args: [key] })),
       checkCommit: async (...args) => void (await ask({ method: 'checkCommit', args })),
       usage: async () => (await ask({ method: 'usage', args: [] })) as { bytes: number; files: number },
@@ -117,8 +125,21 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
     const id = this.next++;
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
-      this.channel.send({ t: 'ask', id, ...question });
+      this.pending.push({ t: 'ask', id, ...question });
+      this.flush();
     });
+  }
+
+  /** Said, not asked: sent with the rest of this tick's messages. */
+  private post(message: SingleWorkerMessage): void {
+    if (this.pending.push(message) === 1) queueMicrotask(() => this.flush());
+  }
+
+  private flush(): void {
+    const messages = this.pending;
+    if (messages.length === 0) return;
+    this.pending = [];
+    this.channel.send(messages.length === 1 ? (messages[0] as SingleWorkerMessage) : { t: 'batch', messages });
   }
 
   private answered(m: PrimaryMessage): void {

@@ -1,14 +1,14 @@
 import type { Actor, AuditEvent, SystemEvent } from '../audit/events.js';
 import type { Protocol } from '../session/account.js';
 import type { ErrorKind } from '../session/errors.js';
+import type { UploadStart } from '../session/quota.js';
 import type { Offence } from './coordinator.js';
 
 /** What a worker's ledger asks and waits for. */
 export type LedgerQuestion =
-  | { method: 'checkStart'; args: [createsFile: boolean, credit: number] }
+  | { method: 'checkStart'; args: [start: UploadStart] }
   | { method: 'holdFile'; args: [] }
   | { method: 'reserve'; args: [bytes: number, credit: number] }
-  | { method: 'claim'; args: [key: string] }
   | { method: 'lockInPlace'; args: [key: string] }
   | { method: 'checkCommit'; args: [reserved: number, written: number, freed: number, newName: boolean] }
   | { method: 'usage'; args: [] }
@@ -37,8 +37,8 @@ export type Question =
   | { op: 'ledger'; account: LedgerAccount }
   | ({ op: 'ledger-ask'; handle: number } & LedgerQuestion);
 
-/** Worker to primary. Messages of one worker arrive in the order sent. */
-export type WorkerMessage =
+/** Worker to primary, one at a time. Messages of one worker arrive in the order sent. */
+export type SingleWorkerMessage =
   | ({ t: 'ask'; id: number } & Question)
   | { t: 'release'; slot: number }
   | ({ t: 'ledger-note'; handle: number } & LedgerNote)
@@ -50,6 +50,13 @@ export type WorkerMessage =
   | { t: 'ready'; frontEnds: string[] }
   /** The worker has stopped serving; everything it had to send was sent before this. */
   | { t: 'stopped' };
+
+/**
+ * What a worker sends: one message, or several said in one tick of its event
+ * loop, sent as one (a write and a wake-up of the primary each, not several)
+ * and handled in their order.
+ */
+export type WorkerMessage = SingleWorkerMessage | { t: 'batch'; messages: SingleWorkerMessage[] };
 
 /** A slot (admit, claim-user) or ledger handle is a number the worker gives back; null: refused. */
 export type Answer = boolean | number | null | { bytes: number; files: number } | void;

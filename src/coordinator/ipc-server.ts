@@ -4,7 +4,7 @@ import { toSluiceError } from '../session/errors.js';
 import type { LedgerHandle, QuotaBook } from '../session/quota.js';
 import type { AuditTrail, Release } from './coordinator.js';
 import type { LocalCoordinator } from './local.js';
-import type { Answer, LedgerNote, LedgerQuestion, PrimaryMessage, Question, WorkerMessage } from './ipc-messages.js';
+import type { Answer, LedgerNote, LedgerQuestion, PrimaryMessage, Question, SingleWorkerMessage, WorkerMessage } from './ipc-messages.js';
 
 /** An upload a worker has started and not yet recorded. */
 interface OpenUpload {
@@ -41,6 +41,25 @@ export class WorkerLink {
   }
 
   handle(m: WorkerMessage): void {
+    if (m.t === 'batch') this.handleEach(m.messages);
+    else this.handleOne(m);
+  }
+
+  /** Each in turn, whatever one of them throws: the others were said as much as if sent alone. */
+  private handleEach(messages: SingleWorkerMessage[]): void {
+    const failed: unknown[] = [];
+    for (const one of messages) {
+      try {
+        this.handleOne(one);
+      } catch (err) {
+        failed.push(err);
+      }
+    }
+    if (failed.length === 1) throw failed[0];
+    if (failed.length > 1) throw new AggregateError(failed, `${failed.length} messages of a batch failed`);
+  }
+
+  private handleOne(m: SingleWorkerMessage): void {
     switch (m.t) {
       case 'ask':
         void this.answer(m.id, m);
@@ -125,8 +144,6 @@ export class WorkerLink {
         return h.holdFile();
       case 'reserve':
         return h.reserve(...q.args);
-      case 'claim':
-        return h.claim(...q.args);
       case 'lockInPlace':
         return h.lockInPlace(...q.args);
       case 'checkCommit':

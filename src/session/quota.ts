@@ -136,11 +136,16 @@ export class QuotaLedger {
  * see a release before it acts, `synced()` waits for it.
  */
 export interface Ledger {
-  checkStart(createsFile: boolean, credit: number): Promise<void>;
+  /**
+   * Before an upload opens its file, in one step: claim the file it replaces
+   * (when `claim` is given: its size, `credit`, counts as room only if won),
+   * check the start (see QuotaLedger.checkStart), take the in-place lock
+   * (`lock`). True when the claim was won. Refused: nothing is left held.
+   */
+  checkStart(start: UploadStart): Promise<boolean>;
   holdFile(): Promise<void>;
   releaseFile(): void;
   reserve(bytes: number, credit: number): Promise<void>;
-  claim(key: string): Promise<boolean>;
   unclaim(key: string): void;
   lockInPlace(key: string): Promise<void>;
   unlockInPlace(key: string): void;
@@ -151,6 +156,18 @@ export interface Ledger {
   synced(): Promise<void>;
   /** The session has ended. */
   release(): void;
+}
+
+/** What an upload asks its ledger for before it opens its file (Ledger.checkStart). */
+export interface UploadStart {
+  /** The upload makes a new name: hold a slot of the file quota for it. */
+  createsFile: boolean;
+  /** What the upload frees (the replaced file's size, or what truncating in place frees). */
+  credit: number;
+  /** The file (dev:ino) an atomic overwrite replaces, whose size is `credit` if the claim is won; null: none. */
+  claim: string | null;
+  /** The file (dev:ino) to lock for writing in place; null: none. */
+  lock: string | null;
 }
 
 /** Where a session gets its user's ledger. */
@@ -187,9 +204,25 @@ export class LedgerHandle implements Ledger {
     private readonly onRelease: () => void,
   ) {}
 
-  async checkStart(createsFile: boolean, credit: number): Promise<void> {
-    this.ledger.checkStart(createsFile, credit);
-    if (createsFile) this.files++;
+  async checkStart({ createsFile, credit, claim, lock }: UploadStart): Promise<boolean> {
+    const claimed = claim !== null && this.claim(claim);
+    try {
+      this.ledger.checkStart(createsFile, claim === null || claimed ? credit : 0);
+      if (createsFile) this.files++;
+      if (lock !== null) {
+        try {
+          this.ledger.lockInPlace(lock);
+        } catch (err) {
+          if (createsFile) this.releaseFile();
+          throw err;
+        }
+        this.locks.add(lock);
+      }
+    } catch (err) {
+      if (claimed) this.unclaim(claim);
+      throw err;
+    }
+    return claimed;
   }
 
   async holdFile(): Promise<void> {
@@ -208,7 +241,7 @@ export class LedgerHandle implements Ledger {
     this.reserved += bytes;
   }
 
-  async claim(key: string): Promise<boolean> {
+  private claim(key: string): boolean {
     if (!this.ledger.claim(key)) return false;
     this.claims.add(key);
     return true;

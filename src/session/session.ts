@@ -298,30 +298,23 @@ export class Session {
     // if it is that file's only name and no other upload counts on it already;
     // what it really frees is measured again when the bytes land.
     const key = st ? nodeKey(st) : '';
-    const claim = atomic && st && st.nlink === 1 && (await this.ledger.claim(key)) ? { key, ino: st.ino, dev: st.dev } : null;
+    const claimable = atomic && st !== null && st.nlink === 1;
     const holdsFile = plan.createsFile;
     // Truncating in place frees the old bytes at once, whatever links the file has.
-    const credit = claim && st ? st.size : truncate && !atomic ? (existingSize ?? 0) : 0;
-    try {
-      await this.ledger.checkStart(holdsFile, credit);
-    } catch (err) {
-      if (claim) this.ledger.unclaim(key);
-      throw err;
-    }
+    const credit = claimable ? st.size : truncate && !atomic ? (existingSize ?? 0) : 0;
+    // In place, the lock is taken before the open: a truncation would cut the file under its other writer.
+    // One step with the claim and the check: with workers, one round trip to the primary.
+    let lock: string | null = !atomic && st ? key : null;
+    const claimed = await this.ledger.checkStart({ createsFile: holdsFile, credit, claim: claimable ? key : null, lock });
+    const claim = claimed && st ? { key, ino: st.ino, dev: st.dev } : null;
 
     let file: OpenFile;
     let staged: StagedFile | null = null;
-    let lock: string | null = null;
     try {
       if (atomic) {
         staged = await loc.stage(st ? st.mode & 0o7777 : null);
         file = staged.file;
       } else {
-        // Taken before the open: a truncation would cut the file under its other writer.
-        if (st) {
-          await this.ledger.lockInPlace(key);
-          lock = key;
-        }
         file = await loc.openWrite({ create: st === null, truncate, append });
         if (!st) lock = await this.lockCreated(loc, file);
       }

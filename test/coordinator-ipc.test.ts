@@ -1,0 +1,159 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { openAdmin, openCoordination, type AdminServices, type Coordination } from '../src/app.js';
+import type { Actor } from '../src/audit/events.js';
+import { loadConfig } from '../src/config/load.js';
+import { RemoteCoordinator, type Channel } from '../src/coordinator/ipc-client.js';
+import type { PrimaryMessage, SingleWorkerMessage, WorkerMessage } from '../src/coordinator/ipc-messages.js';
+import { WorkerLink } from '../src/coordinator/ipc-server.js';
+import type { Account } from '../src/session/account.js';
+import { waitFor } from './helpers/quota.js';
+
+/*
+ * Issue #14 (performance): a worker's messages to the primary. The real
+ * worker side (RemoteCoordinator) and primary side (WorkerLink, on the
+ * primary's real coordination over a store in a temp directory) joined by a
+ * channel that carries messages as the IPC channel does: serialized, in
+ * order, each delivered in a later tick. What crosses it is counted.
+ */
+
+/** One worker's end of a channel to `link`, counting what it sends. */
+function wire(coordination: Coordination, worker: number): { coordinator: RemoteCoordinator; link: WorkerLink; sent: WorkerMessage[] } {
+  const sent: WorkerMessage[] = [];
+  const listeners: ((m: PrimaryMessage) => void)[] = [];
+  const toWorker = (m: PrimaryMessage) => setImmediate(() => listeners.forEach((l) => l(JSON.parse(JSON.stringify(m)) as PrimaryMessage)));
+  const link = new WorkerLink(worker, coordination.coordinator, coordination.quotas, toWorker);
+  const channel: Channel = {
+    send: (m) => {
+      sent.push(m);
+      const copy = JSON.parse(JSON.stringify(m)) as WorkerMessage;
+      setImmediate(() => link.handle(copy));
+    },
+    onMessage: (l) => void listeners.push(l),
+  };
+  return { coordinator: new RemoteCoordinator(channel, true), link, sent };
+}
+
+const account: Account = { id: 4242, name: 'carol', home: '', quotaBytes: 0, quotaFiles: 1, permissions: { root: new Set(), dirs: new Map() } };
+const actor: Actor = { session: 's1', user: 'carol', protocol: 'sftp', ip: '127.0.0.1', port: 40000 };
+
+describe('worker to primary: what needs no answer is batched per tick', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-ipc-'));
+  let base: AdminServices;
+  let coordination: Coordination;
+  before(() => {
+    base = openAdmin(loadConfig({ env: { SLUICE_LOG_LEVEL: 'silent' }, cwd: dir }));
+    coordination = openCoordination(base);
+  });
+  after(async () => {
+    await coordination.close();
+    await base.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("an upload's end (its ledger notes and its record) crosses as one message, and the primary applies every part", async () => {
+    const { coordinator, sent } = wire(coordination, 1);
+    const ledger = await coordinator.ledgers.acquire(account);
+    await ledger.checkStart({ createsFile: true, credit: 0, claim: null, lock: null });
+    sent.length = 0;
+    ledger.releaseFile();
+    ledger.settle(0, 0, 0);
+    coordinator.audit?.record(actor, { event: 'mkdir', path: '/batched-record' });
+    await ledger.synced();
+    // The three notes went with the question that followed them in the same tick: one message.
+    assert.equal(sent.length, 1);
+    assert.deepEqual(
+      (sent[0] as Extract<WorkerMessage, { t: 'batch' }>).messages.map((m) => m.t),
+      ['ledger-note', 'ledger-note', 'audit', 'ask'],
+    );
+    // The slot given back is free again: another worker can take it.
+    const other = await wire(coordination, 2).coordinator.ledgers.acquire(account);
+    await other.holdFile();
+    other.release();
+    ledger.release();
+    await waitFor('the record in the audit log', () => existsSync(join(dir, 'data', 'audit.log')) && readFileSync(join(dir, 'data', 'audit.log'), 'utf8').includes('"path":"/batched-record"'));
+  });
+
+  it('what is said in one tick with no question after it still goes, once, at the end of the tick', async () => {
+    const { coordinator, sent } = wire(coordination, 3);
+    const ledger = await coordinator.ledgers.acquire(account);
+    await ledger.holdFile();
+    sent.length = 0;
+    ledger.releaseFile();
+    ledger.release();
+    assert.equal(sent.length, 0, 'sent before the tick ended');
+    await Promise.resolve();
+    assert.equal(sent.length, 1);
+    // Applied: the file slot is free for another worker.
+    const other = await wire(coordination, 4).coordinator.ledgers.acquire(account);
+    await other.holdFile();
+    other.release();
+  });
+
+  it('a message of a batch that fails does not lose the ones after it', async () => {
+    const { coordinator, link, sent } = wire(coordination, 5);
+    const ledger = await coordinator.ledgers.acquire(account);
+    await ledger.holdFile();
+    const ask = sent.find((m) => m.t === 'ask' && m.op === 'ledger-ask');
+    assert.ok(ask?.t === 'ask' && ask.op === 'ledger-ask');
+    const broken = { t: 'audit', actor } as unknown as SingleWorkerMessage;
+    assert.throws(() => link.handle({ t: 'batch', messages: [broken, { t: 'ledger-note', handle: ask.handle, method: 'releaseFile', args: [] }] }));
+    const other = await wire(coordination, 6).coordinator.ledgers.acquire(account);
+    await other.holdFile();
+    other.release();
+    ledger.release();
+  });
+});
+
+describe("an upload's start: claim, check and in-place lock in one round trip, held across workers", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-ipc-'));
+  let base: AdminServices;
+  let coordination: Coordination;
+  before(() => {
+    base = openAdmin(loadConfig({ env: { SLUICE_LOG_LEVEL: 'silent' }, cwd: dir }));
+    coordination = openCoordination(base);
+  });
+  after(async () => {
+    await coordination.close();
+    await base.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const user = (id: number, quotaBytes: number, quotaFiles: number): Account => ({ ...account, id, quotaBytes, quotaFiles });
+
+  it("an overwrite's claim counts its credit on one worker only; the other is refused, and wins once it is given back", async () => {
+    const carol = user(5001, 100, 0);
+    const filler = await wire(coordination, 1).coordinator.ledgers.acquire(carol);
+    await filler.reserve(100, 0);
+    const a = wire(coordination, 2);
+    const b = wire(coordination, 3);
+    const [la, lb] = await Promise.all([a.coordinator.ledgers.acquire(carol), b.coordinator.ledgers.acquire(carol)]);
+    const start = { createsFile: false, credit: 50, claim: '1:77', lock: null };
+    a.sent.length = 0;
+    assert.equal(await la.checkStart(start), true);
+    assert.equal(a.sent.length, 1, 'claim and check: one question');
+    // Without the claim, no credit: the quota is full.
+    await assert.rejects(lb.checkStart(start), { kind: 'quota-exceeded' });
+    la.unclaim('1:77');
+    await la.synced();
+    assert.equal(await lb.checkStart(start), true);
+    for (const l of [filler, la, lb]) l.release();
+  });
+
+  it('the in-place lock is one writer across workers; a refused start keeps no name slot', async () => {
+    const dave = user(5002, 0, 1);
+    const a = await wire(coordination, 4).coordinator.ledgers.acquire(dave);
+    const b = await wire(coordination, 5).coordinator.ledgers.acquire(dave);
+    assert.equal(await a.checkStart({ createsFile: false, credit: 0, claim: null, lock: '1:88' }), false);
+    await assert.rejects(b.checkStart({ createsFile: true, credit: 0, claim: null, lock: '1:88' }), { kind: 'failure' });
+    // The slot b asked for went back with the refusal: the one name dave may add is still there.
+    await b.holdFile();
+    a.unlockInPlace('1:88');
+    await a.synced();
+    b.releaseFile();
+    assert.equal(await b.checkStart({ createsFile: true, credit: 0, claim: null, lock: '1:88' }), false);
+    for (const l of [a, b]) l.release();
+  });
+});
