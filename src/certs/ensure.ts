@@ -1,4 +1,3 @@
-import forge from 'node-forge';
 import { generateKeyPair as nodeKeyPair, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { hostname } from 'node:os';
@@ -79,6 +78,9 @@ async function selfSignedCertificate(dnsNames: string[], ips: string[]): Promise
     publicKeyEncoding: { type: 'spki', format: 'pem' },
     privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
   });
+  // Loaded only here, on a first start: forge's code is about 9 MiB of heap that every
+  // process of a running server (the primary and each worker) would otherwise keep.
+  const { default: forge } = await import('node-forge');
   const cert = forge.pki.createCertificate();
   cert.publicKey = forge.pki.publicKeyFromPem(publicKey);
   cert.serialNumber = '01' + randomBytes(15).toString('hex');
