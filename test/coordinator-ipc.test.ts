@@ -40,7 +40,8 @@ function wire(coordination: Coordination, worker: number): { coordinator: Remote
 const account: Account = { id: 4242, name: 'carol', home: '', quotaBytes: 0, quotaFiles: 1, permissions: { root: new Set(), dirs: new Map() } };
 const actor: Actor = { session: 's1', user: 'carol', protocol: 'sftp', ip: '127.0.0.1', port: 40000 };
 
-describe('worker to primary: what needs no answer is batched per tick', () => {
+/** The primary's real coordination on a store in a temp dir, opened before the suite's cases and closed after them. */
+function primaryOnTempStore(): { dir: string; primary: () => Coordination } {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-ipc-'));
   let base: AdminServices;
   let coordination: Coordination;
@@ -53,9 +54,14 @@ describe('worker to primary: what needs no answer is batched per tick', () => {
     await base.close();
     rmSync(dir, { recursive: true, force: true });
   });
+  return { dir, primary: () => coordination };
+}
+
+describe('worker to primary: what needs no answer is batched per tick', () => {
+  const { dir, primary } = primaryOnTempStore();
 
   it("an upload's end (its ledger notes and its record) crosses as one message, and the primary applies every part", async () => {
-    const { coordinator, sent } = wire(coordination, 1);
+    const { coordinator, sent } = wire(primary(), 1);
     const ledger = await coordinator.ledgers.acquire(account);
     await ledger.checkStart({ createsFile: true, credit: 0, claim: null, lock: null });
     sent.length = 0;
@@ -70,7 +76,7 @@ describe('worker to primary: what needs no answer is batched per tick', () => {
       ['ledger-note', 'ledger-note', 'audit', 'ask'],
     );
     // The slot given back is free again: another worker can take it.
-    const other = await wire(coordination, 2).coordinator.ledgers.acquire(account);
+    const other = await wire(primary(), 2).coordinator.ledgers.acquire(account);
     await other.holdFile();
     other.release();
     ledger.release();
@@ -78,7 +84,7 @@ describe('worker to primary: what needs no answer is batched per tick', () => {
   });
 
   it('what is said in one tick with no question after it still goes, once, at the end of the tick', async () => {
-    const { coordinator, sent } = wire(coordination, 3);
+    const { coordinator, sent } = wire(primary(), 3);
     const ledger = await coordinator.ledgers.acquire(account);
     await ledger.holdFile();
     sent.length = 0;
@@ -88,20 +94,20 @@ describe('worker to primary: what needs no answer is batched per tick', () => {
     await Promise.resolve();
     assert.equal(sent.length, 1);
     // Applied: the file slot is free for another worker.
-    const other = await wire(coordination, 4).coordinator.ledgers.acquire(account);
+    const other = await wire(primary(), 4).coordinator.ledgers.acquire(account);
     await other.holdFile();
     other.release();
   });
 
   it('a message of a batch that fails does not lose the ones after it', async () => {
-    const { coordinator, link, sent } = wire(coordination, 5);
+    const { coordinator, link, sent } = wire(primary(), 5);
     const ledger = await coordinator.ledgers.acquire(account);
     await ledger.holdFile();
     const ask = sent.find((m) => m.t === 'ask' && m.op === 'ledger-ask');
     assert.ok(ask?.t === 'ask' && ask.op === 'ledger-ask');
     const broken = { t: 'audit', actor } as unknown as SingleWorkerMessage;
     assert.throws(() => link.handle({ t: 'batch', messages: [broken, { t: 'ledger-note', handle: ask.handle, method: 'releaseFile', args: [] }] }));
-    const other = await wire(coordination, 6).coordinator.ledgers.acquire(account);
+    const other = await wire(primary(), 6).coordinator.ledgers.acquire(account);
     await other.holdFile();
     other.release();
     ledger.release();
@@ -109,26 +115,15 @@ describe('worker to primary: what needs no answer is batched per tick', () => {
 });
 
 describe("an upload's start: claim, check and in-place lock in one round trip, held across workers", () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sluice-ipc-'));
-  let base: AdminServices;
-  let coordination: Coordination;
-  before(() => {
-    base = openAdmin(loadConfig({ env: { SLUICE_LOG_LEVEL: 'silent' }, cwd: dir }));
-    coordination = openCoordination(base);
-  });
-  after(async () => {
-    await coordination.close();
-    await base.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const { primary } = primaryOnTempStore();
   const user = (id: number, quotaBytes: number, quotaFiles: number): Account => ({ ...account, id, quotaBytes, quotaFiles });
 
   it("an overwrite's claim counts its credit on one worker only; the other is refused, and wins once it is given back", async () => {
     const carol = user(5001, 100, 0);
-    const filler = await wire(coordination, 1).coordinator.ledgers.acquire(carol);
+    const filler = await wire(primary(), 1).coordinator.ledgers.acquire(carol);
     await filler.reserve(100, 0);
-    const a = wire(coordination, 2);
-    const b = wire(coordination, 3);
+    const a = wire(primary(), 2);
+    const b = wire(primary(), 3);
     const [la, lb] = await Promise.all([a.coordinator.ledgers.acquire(carol), b.coordinator.ledgers.acquire(carol)]);
     const start = { createsFile: false, credit: 50, claim: '1:77', lock: null };
     a.sent.length = 0;
@@ -144,8 +139,8 @@ describe("an upload's start: claim, check and in-place lock in one round trip, h
 
   it('the in-place lock is one writer across workers; a refused start keeps no name slot', async () => {
     const dave = user(5002, 0, 1);
-    const a = await wire(coordination, 4).coordinator.ledgers.acquire(dave);
-    const b = await wire(coordination, 5).coordinator.ledgers.acquire(dave);
+    const a = await wire(primary(), 4).coordinator.ledgers.acquire(dave);
+    const b = await wire(primary(), 5).coordinator.ledgers.acquire(dave);
     assert.equal(await a.checkStart({ createsFile: false, credit: 0, claim: null, lock: '1:88' }), false);
     await assert.rejects(b.checkStart({ createsFile: true, credit: 0, claim: null, lock: '1:88' }), { kind: 'failure' });
     // The slot b asked for went back with the refusal: the one name dave may add is still there.
