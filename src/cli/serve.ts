@@ -5,9 +5,8 @@ import type { Logger } from 'pino';
 import { openAdmin, openCoordination, servicesOn, type AdminServices, type Coordination, type Services } from '../app.js';
 import { ensureKeys } from '../certs/ensure.js';
 import { superviseWorkers } from '../cluster/primary.js';
-import { serveAsWorker } from '../cluster/worker.js';
 import type { Config } from '../config/schema.js';
-import { startFrontEnds, type FrontEnd } from '../front-ends.js';
+import type { FrontEnd } from '../front-ends.js';
 import { checkDescriptorLimit } from '../security/descriptors.js';
 import { sweepHomes } from '../session/home-sweep.js';
 import { localStorageUsable } from '../session/storage/local.js';
@@ -37,7 +36,9 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
     out('sluice serve needs /proc mounted (/proc/self/fd confines every file operation to the home)\n');
     return 1;
   }
-  if (cluster.isWorker) return serveAsWorker(config);
+  // The protocol code is loaded only where sessions run: the primary of workers
+  // never serves one, and each module it loads is memory in one more process.
+  if (cluster.isWorker) return (await import('../cluster/worker.js')).serveAsWorker(config);
   // Listen for the stop signal first: a stop during start-up must still close cleanly.
   const stopped = new Promise<string>((resolve) => {
     for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, () => resolve(s));
@@ -71,6 +72,7 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
 async function serveHere(services: Services, coordination: Coordination, stopped: Promise<string>, log: Logger): Promise<number> {
   let running: FrontEnd[];
   try {
+    const { startFrontEnds } = await import('../front-ends.js');
     running = await startFrontEnds(services);
   } catch (err) {
     log.fatal({ err }, 'could not start');
