@@ -1,11 +1,13 @@
 import type { Services } from './app.js';
 import { readHostKeys } from './certs/ensure.js';
 import { FtpFrontEnd } from './ftp/listener.js';
+import type { Listening } from './listening.js';
 import { SftpFrontEnd } from './sftp/server.js';
 
 /** A front-end started by `serve`: FTP/FTPS, SFTP. */
 export interface FrontEnd {
   readonly name: string;
+  readonly listeners: readonly Listening[];
   reload?(): void;
   close(): Promise<void>;
 }

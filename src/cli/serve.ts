@@ -10,6 +10,7 @@ import type { FrontEnd } from '../front-ends.js';
 import { checkDescriptorLimit } from '../security/descriptors.js';
 import { sweepHomes } from '../session/home-sweep.js';
 import { localStorageUsable } from '../session/storage/local.js';
+import { logStarted } from '../started.js';
 
 /** `sluice init`: data directory, database and keys, nothing served. */
 export async function init(config: Config, out: (s: string) => void): Promise<AdminServices> {
@@ -62,7 +63,7 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
   const code =
     workers === 1
       ? await serveHere(servicesOn(base, coordination.coordinator), coordination, stopped, log)
-      : await superviseWorkers(workers, config.dataDir, coordination, stopped, log);
+      : await superviseWorkers(workers, config, coordination, stopped, log);
   await coordination.close();
   await base.close();
   return code;
@@ -84,7 +85,8 @@ async function serveHere(services: Services, coordination: Coordination, stopped
     coordination.auditLog?.reopen().catch((err: unknown) => log.error({ err }, 'audit log reopen'));
   };
   process.on('SIGHUP', onHangup);
-  log.info({ frontEnds: running.map((fe) => fe.name), dataDir: services.config.dataDir, workers: 1 }, 'sluice started');
+  const { dataDir, certsDir } = services.config;
+  await logStarted(log, { listeners: running.flatMap((fe) => fe.listeners), frontEnds: running.map((fe) => fe.name), dataDir, certsDir, workers: 1 });
   // With every port set to 0 nothing else holds the process until a signal comes.
   const keepAlive = setInterval(() => undefined, 1 << 30);
   const signal = await stopped;

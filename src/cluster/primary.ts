@@ -3,6 +3,8 @@ import type { Logger } from 'pino';
 import type { Coordination } from '../app.js';
 import { WorkerLink } from '../coordinator/ipc-server.js';
 import { isMessage, type PrimaryMessage, type WorkerMessage } from '../coordinator/ipc-messages.js';
+import type { Listening } from '../listening.js';
+import { logStarted } from '../started.js';
 import { allocatorEnv, thpSetting } from './allocator.js';
 
 /** A worker that has not stopped this long after being told to is killed. */
@@ -20,12 +22,13 @@ const RESTART_DELAY_MS = 1000;
  */
 export async function superviseWorkers(
   count: number,
-  dataDir: string,
+  dirs: { readonly dataDir: string; readonly certsDir: string },
   coordination: Coordination,
   stopped: Promise<string>,
   log: Logger,
 ): Promise<number> {
   let frontEnds: string[] = [];
+  let listeners: Listening[] = [];
   const links = new Map<Worker, WorkerLink>();
   /** Workers listening for messages: one still starting would not hear `stop`, so it is told once ready. */
   const ready = new Set<Worker>();
@@ -76,6 +79,7 @@ export async function superviseWorkers(
           worker.off('message', onReady);
           ready.add(worker);
           frontEnds = m.frontEnds;
+          listeners = m.listeners;
           log.info({ worker: worker.id, workerPid: worker.process.pid }, 'worker ready');
           if (stopping) send({ t: 'stop' });
           resolve();
@@ -110,7 +114,7 @@ export async function superviseWorkers(
     coordination.auditLog?.reopen().catch((err: unknown) => log.error({ err }, 'audit log reopen'));
   };
   process.on('SIGHUP', onHangup);
-  log.info({ frontEnds, dataDir, workers: count }, 'sluice started');
+  await logStarted(log, { listeners, frontEnds, ...dirs, workers: count });
   const signal = await stopped;
   clearInterval(keepAlive);
   process.off('SIGHUP', onHangup);

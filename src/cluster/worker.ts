@@ -43,7 +43,7 @@ async function serveUntilStopped(config: Config): Promise<number> {
     return 1;
   }
   channel.onMessage((m) => m.t === 'reload' && running.forEach((fe) => fe.reload?.()));
-  channel.send({ t: 'ready', frontEnds: running.map((fe) => fe.name) });
+  channel.send({ t: 'ready', frontEnds: running.map((fe) => fe.name), listeners: running.flatMap((fe) => fe.listeners) });
   const reason = await stop;
   if (reason === 'primary gone') {
     base.log.error('primary process gone: stopping');

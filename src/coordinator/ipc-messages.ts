@@ -2,6 +2,7 @@ import type { Actor, AuditEvent, SystemEvent } from '../audit/events.js';
 import type { Protocol } from '../session/account.js';
 import type { ErrorKind } from '../session/errors.js';
 import type { UploadStart } from '../session/quota.js';
+import type { Listening } from '../listening.js';
 import type { Offence } from './coordinator.js';
 
 /** What a worker's ledger asks and waits for. */
@@ -47,7 +48,7 @@ export type SingleWorkerMessage =
   /** An upload has started: if the worker dies before its audit record arrives, the primary records it aborted. */
   | { t: 'upload-open'; actor: Actor; path: string; offset: number; started: string }
   /** The front-ends are listening. */
-  | { t: 'ready'; frontEnds: string[] }
+  | { t: 'ready'; frontEnds: string[]; listeners: Listening[] }
   /** The worker has stopped serving; everything it had to send was sent before this. */
   | { t: 'stopped' };
 

@@ -1,5 +1,7 @@
 import net from 'node:net';
 import type { Services } from '../app.js';
+import type { Listening } from '../listening.js';
+import { certificateFingerprint } from '../certs/fingerprints.js';
 import { readTlsMaterial, type TlsMaterial } from '../certs/tls-material.js';
 import { COMMANDS } from './commands/table.js';
 import { FtpConnection } from './connection.js';
@@ -12,6 +14,7 @@ import { TlsEngine } from './tls.js';
 export class FtpFrontEnd {
   readonly name = 'ftp';
   private readonly servers: net.Server[] = [];
+  readonly listeners: Listening[] = [];
   private readonly connections = new Set<FtpConnection>();
   private closing = false;
   private readonly ctx: FtpContext;
@@ -51,13 +54,14 @@ export class FtpFrontEnd {
    * A certificate that cannot be read leaves the old one in use.
    */
   reload(): void {
-    readTlsMaterial(this.services.config.certsDir).then(
-      (material) => {
+    readTlsMaterial(this.services.config.certsDir)
+      .then((material) => {
+        // Also the check that the new file holds a certificate at all, before it replaces the old one.
+        const fingerprint = certificateFingerprint(material.cert);
         this.ctx.tls.reload(material);
-        this.ctx.log.info('TLS certificate reloaded');
-      },
-      (err: unknown) => this.ctx.log.error({ err }, 'TLS certificate reload failed; the old one stays in use'),
-    );
+        this.ctx.log.info({ fingerprint }, `TLS certificate reloaded: ${fingerprint}`);
+      })
+      .catch((err: unknown) => this.ctx.log.error({ err }, 'TLS certificate reload failed; the old one stays in use'));
   }
 
   private async listen(port: number, implicit: boolean): Promise<void> {
@@ -72,6 +76,7 @@ export class FtpFrontEnd {
     });
     const address = server.address() as net.AddressInfo;
     this.ctx.log.info({ port: address.port, implicit }, implicit ? 'FTPS (implicit) listening' : 'FTP listening');
+    this.listeners.push({ protocol: implicit ? 'ftps' : 'ftp', address: address.address, port: address.port });
     this.servers.push(server);
   }
 

@@ -5,6 +5,7 @@ import ssh2 from 'ssh2';
 import type { Services } from '../app.js';
 import { AuthError, type AuthRequest } from '../auth/authenticator.js';
 import type { HostKeyFile } from '../certs/ensure.js';
+import type { Listening } from '../listening.js';
 import type { Account } from '../session/account.js';
 import type { Guest } from '../security/gate.js';
 import { Session } from '../session/session.js';
@@ -173,6 +174,11 @@ export class SftpFrontEnd {
     });
     fe.log.info({ port: services.config.sftp.port }, 'SFTP listening');
     return fe;
+  }
+
+  get listeners(): Listening[] {
+    const { address, port } = this.listener.address() as net.AddressInfo;
+    return [{ protocol: 'sftp', address, port }];
   }
 
   /** Counted and timed from accept, before the client has sent a byte. */

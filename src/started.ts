@@ -1,0 +1,57 @@
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import ssh2 from 'ssh2';
+import { HOST_KEYS, TLS_CERT } from './certs/ensure.js';
+import { certificateFingerprint, sshKeyFingerprint } from './certs/fingerprints.js';
+import type { Listening } from './listening.js';
+
+export interface StartReport {
+  readonly listeners: readonly Listening[];
+  readonly frontEnds: readonly string[];
+  readonly certsDir: string;
+  readonly dataDir: string;
+  readonly workers: number;
+}
+
+/**
+ * Once, when every listener is up: where the server listens and the
+ * fingerprints of its SSH host keys and TLS certificate, in the text of
+ * `ssh-keygen -lf` and `openssl x509 -fingerprint -sha256`, so a user can
+ * check what a client is shown on first contact; then the start line.
+ */
+export async function logStarted(log: Logger, report: StartReport): Promise<void> {
+  for (const { protocol, address, port } of report.listeners) {
+    log.info({ protocol, address, port }, `listening: ${protocol} ${address.includes(':') ? `[${address}]` : address}:${port}`);
+  }
+  if (report.listeners.some((l) => l.protocol === 'sftp')) {
+    for (const name of HOST_KEYS) {
+      await fingerprint(log, `SSH host key ${name}.pub`, () => hostKeyFingerprint(report.certsDir, name));
+    }
+  }
+  if (report.listeners.some((l) => l.protocol !== 'sftp')) {
+    await fingerprint(log, `TLS certificate ${TLS_CERT}`, async () => certificateFingerprint(await fsp.readFile(join(report.certsDir, TLS_CERT))));
+  }
+  log.info({ frontEnds: report.frontEnds, dataDir: report.dataDir, workers: report.workers }, 'sluice started');
+}
+
+async function fingerprint(log: Logger, what: string, compute: () => Promise<string>): Promise<void> {
+  try {
+    const text = await compute();
+    log.info({ fingerprint: text }, `${what}: ${text}`);
+  } catch (err) {
+    // The front-ends read these files and started: a fingerprint that cannot be shown is no reason to stop.
+    log.warn({ err }, `${what}: no fingerprint`);
+  }
+}
+
+/** From the `.pub` file, as `ssh-keygen -lf` reads it; from the private key when there is none. */
+async function hostKeyFingerprint(certsDir: string, name: string): Promise<string> {
+  const line = await fsp.readFile(join(certsDir, `${name}.pub`), 'utf8').catch(async (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+    const key = ssh2.utils.parseKey(await fsp.readFile(join(certsDir, name)));
+    if (!key || key instanceof Error || Array.isArray(key)) throw new Error(`host key ${name}: unreadable`);
+    return `${key.type} ${key.getPublicSSH().toString('base64')} ${key.comment}`;
+  });
+  return sshKeyFingerprint(line.split('\n')[0] ?? '');
+}

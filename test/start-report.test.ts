@@ -1,0 +1,91 @@
+// At start the server logs its listeners and the fingerprints of its SSH host
+// keys and TLS certificate in exactly the text the user's own tools print, so
+// the two can be compared character for character.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import type tls from 'node:tls';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { waitFor } from './helpers/quota.js';
+import { TestServer } from './helpers/server.js';
+
+function tool(command: string, args: string[]): string {
+  const r = spawnSync(command, args, { encoding: 'utf8' });
+  assert.equal(r.status, 0, `${command} ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+const logLines = (srv: TestServer) =>
+  srv.log.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+for (const workers of ['1', '2']) {
+  describe(`start report, workers: ${workers}`, () => {
+    let srv: TestServer;
+    /** The certificate the SIGHUP test installed, as openssl shows it. */
+    let installed = '';
+    before(async () => {
+      srv = await TestServer.start({ env: { SLUICE_WORKERS: workers } });
+    });
+    after(() => srv.stop());
+
+    it('lists every listener once, with protocol, address and port', () => {
+      const listening = logLines(srv).filter((l) => typeof l.protocol === 'string' && l.port !== undefined);
+      assert.deepEqual(
+        listening.map(({ protocol, address, port, msg }) => ({ protocol, address, port, msg })),
+        [
+          { protocol: 'ftp', address: '127.0.0.1', port: srv.ftpPort, msg: `listening: ftp 127.0.0.1:${srv.ftpPort}` },
+          { protocol: 'ftps', address: '127.0.0.1', port: srv.ftpsPort, msg: `listening: ftps 127.0.0.1:${srv.ftpsPort}` },
+          { protocol: 'sftp', address: '127.0.0.1', port: srv.sftpPort, msg: `listening: sftp 127.0.0.1:${srv.sftpPort}` },
+        ],
+      );
+    });
+
+    it('shows the fingerprints as ssh-keygen -lf and openssl x509 -fingerprint -sha256 do, before the start line', () => {
+      const certs = join(srv.dir, 'certs');
+      const expected = [
+        tool('ssh-keygen', ['-lf', join(certs, 'ssh_host_ed25519_key.pub')]),
+        tool('ssh-keygen', ['-lf', join(certs, 'ssh_host_rsa_key.pub')]),
+        tool('openssl', ['x509', '-noout', '-fingerprint', '-sha256', '-in', join(certs, 'tls-cert.pem')]),
+      ];
+      assert.match(expected[0]!, /^256 SHA256:\S+ .* \(ED25519\)$/);
+      assert.match(expected[1]!, /^3072 SHA256:\S+ .* \(RSA\)$/);
+      const lines = logLines(srv);
+      assert.deepEqual(
+        lines.filter((l) => l.fingerprint !== undefined).map((l) => l.fingerprint),
+        expected,
+      );
+      const started = lines.findIndex((l) => l.msg === 'sluice started');
+      assert.ok(lines.slice(started).every((l) => l.fingerprint === undefined), 'fingerprints come before the start line');
+      assert.ok(srv.log.includes(`SSH host key ssh_host_ed25519_key.pub: ${expected[0]}`));
+      assert.ok(srv.log.includes(`TLS certificate tls-cert.pem: ${expected[2]}`));
+    });
+
+    it('SIGHUP with a new certificate logs its fingerprint', async () => {
+      const certs = join(srv.dir, 'certs');
+      const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+        '-subj', '/CN=reloaded.example', '-days', '2', '-keyout', join(certs, 'tls-key.pem'), '-out', join(certs, 'tls-cert.pem')]);
+      assert.equal(gen.status, 0, String(gen.stderr));
+      const now = tool('openssl', ['x509', '-noout', '-fingerprint', '-sha256', '-in', join(certs, 'tls-cert.pem')]);
+      srv.signal('SIGHUP');
+      const reloaded = () => logLines(srv).filter((l) => l.msg === `TLS certificate reloaded: ${now}`);
+      await waitFor('the reload line', () => reloaded().length === Number(workers));
+      assert.equal(reloaded()[0]?.fingerprint, now);
+      installed = now;
+    });
+
+    it('SIGHUP with a file that holds no certificate keeps the old one', async () => {
+      writeFileSync(join(srv.dir, 'certs', 'tls-cert.pem'), 'not a certificate\n');
+      srv.signal('SIGHUP');
+      const failed = () => srv.log.split('\n').filter((l) => l.includes('TLS certificate reload failed')).length;
+      await waitFor('the refusal', () => failed() === Number(workers));
+      assert.ok(srv.alive);
+      const c = await RawFtp.connect(srv.ftpsPort, true);
+      assert.equal((await c.read())?.code, 220);
+      const served = (c.socket as tls.TLSSocket).getPeerX509Certificate()?.fingerprint256;
+      c.close();
+      assert.equal(`sha256 Fingerprint=${served}`, installed);
+    });
+  });
+}
