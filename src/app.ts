@@ -58,7 +58,7 @@ export interface Coordination {
  * a second process appending to it would fork the hash chain.
  */
 export function openAdmin(config: Config): AdminServices {
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, config.logFormat);
   mkdirSync(join(config.dataDir, 'homes'), { recursive: true, mode: 0o750 });
   const db = openDatabase(join(config.dataDir, 'sluice.db'));
   const users = new UserStore(db);

@@ -1,5 +1,8 @@
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { isatty } from 'node:tty';
 import { gunzipSync } from 'node:zlib';
+import type { prettyFactory } from 'pino-pretty';
 import pino, { type Logger } from 'pino';
 import type { Actor, AuditEvent, AuditSink, SystemAuditSink, SystemEvent } from './events.js';
 import { GENESIS, chainLine, lastLines, tearOf, type ChainHead } from './chain.js';
@@ -14,14 +17,29 @@ const REDACT = {
   censor: '[redacted]',
 };
 
-export function createLogger(level: string): Logger {
+export function createLogger(level: string, format: LogFormat): Logger {
   // Lines go to stdout through pino's own asynchronous stream, which drops them once
   // the reader of stdout is gone (EPIPE). Handed over as a bare writer so pino does
   // not flush synchronously after a fatal line: sonic-boom's synchronous flush retries
   // a failed write forever, and with a dead stdout the process would hang there instead
   // of exiting. The fatal line is still written before the process exits.
   const stdout = pino.destination({ dest: 1, sync: false });
-  return pino({ level, redact: REDACT, base: { pid: process.pid } }, { write: (line: string) => stdout.write(line) });
+  const pretty = format === 'pretty' || (format === 'auto' && isatty(1)) ? prettyLines() : null;
+  const write = pretty ? (line: string) => stdout.write(pretty(line)) : (line: string) => stdout.write(line);
+  return pino({ level, redact: REDACT, base: { pid: process.pid } }, { write });
+}
+
+/** logFormat: `auto` is pretty on a terminal and JSON lines otherwise (a pipe, a file, journald). */
+export type LogFormat = 'auto' | 'json' | 'pretty';
+
+/**
+ * pino-pretty's formatter, called in this thread on each line: as a pino
+ * transport it would start a worker thread in every process of the server.
+ * Loaded only when used, since it adds about 1.8 MiB to each process.
+ */
+function prettyLines(): (line: string) => string {
+  const { prettyFactory: factory } = createRequire(import.meta.url)('pino-pretty') as { prettyFactory: typeof prettyFactory };
+  return factory({ colorize: isatty(1), translateTime: 'SYS:yyyy-mm-dd HH:MM:ss.l', ignore: 'hostname' });
 }
 
 export interface AuditLogOptions {

@@ -20,6 +20,7 @@ const ENV: readonly [string, string[], 'string' | 'port' | 'workers'][] = [
   ['SLUICE_CERTS_DIR', ['certsDir'], 'string'],
   ['SLUICE_BIND', ['bind'], 'string'],
   ['SLUICE_LOG_LEVEL', ['logLevel'], 'string'],
+  ['SLUICE_LOG_FORMAT', ['logFormat'], 'string'],
   ['SLUICE_FTP_PORT', ['ftp', 'port'], 'port'],
   ['SLUICE_FTPS_PORT', ['ftp', 'implicitTlsPort'], 'port'],
   ['SLUICE_SFTP_PORT', ['sftp', 'port'], 'port'],

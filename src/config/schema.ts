@@ -36,6 +36,8 @@ export const configSchema = z
     certsDir: z.string().min(1).default('./certs'),
     bind: z.string().min(1).default('0.0.0.0'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** Console log: 'auto' human lines on a terminal, JSON lines otherwise; the audit file is JSON whatever this says. */
+    logFormat: z.enum(['auto', 'json', 'pretty']).default('auto'),
     /** Processes serving connections: 'auto' one per core; 1 serves in the one process, without a primary. */
     workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default('auto'),
     ftp: z
