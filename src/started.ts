@@ -26,7 +26,7 @@ export async function logStarted(log: Logger, report: StartReport): Promise<void
   }
   if (report.listeners.some((l) => l.protocol === 'sftp')) {
     for (const name of HOST_KEYS) {
-      await fingerprint(log, `SSH host key ${name}.pub`, () => hostKeyFingerprint(report.certsDir, name));
+      await fingerprint(log, `SSH host key ${name}`, () => hostKeyFingerprint(report.certsDir, name));
     }
   }
   if (report.listeners.some((l) => l.protocol !== 'sftp')) {

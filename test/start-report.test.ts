@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import type tls from 'node:tls';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { RawFtp } from './helpers/ftp-raw.js';
@@ -58,8 +58,17 @@ for (const workers of ['1', '2']) {
       );
       const started = lines.findIndex((l) => l.msg === 'sluice started');
       assert.ok(lines.slice(started).every((l) => l.fingerprint === undefined), 'fingerprints come before the start line');
-      assert.ok(srv.log.includes(`SSH host key ssh_host_ed25519_key.pub: ${expected[0]}`));
+      assert.ok(srv.log.includes(`SSH host key ssh_host_ed25519_key: ${expected[0]}`));
       assert.ok(srv.log.includes(`TLS certificate tls-cert.pem: ${expected[2]}`));
+    });
+
+    it('a host key without its .pub file: the fingerprint ssh-keygen -lf shows for the private key', async () => {
+      const certs = join(srv.dir, 'certs');
+      await srv.restart(() => rmSync(join(certs, 'ssh_host_rsa_key.pub')));
+      const expected = tool('ssh-keygen', ['-lf', join(certs, 'ssh_host_rsa_key')]);
+      assert.match(expected, /^3072 SHA256:\S+ sluice@\S+ \(RSA\)$/);
+      const shown = logLines(srv).filter((l) => typeof l.msg === 'string' && l.msg.startsWith('SSH host key ssh_host_rsa_key: '));
+      assert.equal(shown.at(-1)?.fingerprint, expected);
     });
 
     it('SIGHUP with a new certificate logs its fingerprint', async () => {
