@@ -1,8 +1,8 @@
 import net from 'node:net';
 import type { Services } from '../app.js';
-import type { Listening } from '../listening.js';
 import { certificateFingerprint } from '../certs/fingerprints.js';
 import { readTlsMaterial, type TlsMaterial } from '../certs/tls-material.js';
+import type { Listening } from '../listening.js';
 import { COMMANDS } from './commands/table.js';
 import { FtpConnection } from './connection.js';
 import type { FtpContext } from './control.js';

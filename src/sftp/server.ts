@@ -128,6 +128,7 @@ export class SftpFrontEnd {
   readonly name = 'sftp';
   private readonly server: ssh2.Server;
   private readonly listener: net.Server;
+  readonly listeners: Listening[] = [];
   private readonly clients = new Set<ssh2.Connection>();
   private readonly channels = new Set<SftpChannel>();
   /** Admitted sockets ssh2 has not yet announced (no banner yet), by remote address and port. */
@@ -173,12 +174,9 @@ export class SftpFrontEnd {
       });
     });
     fe.log.info({ port: services.config.sftp.port }, 'SFTP listening');
+    const { address, port } = fe.listener.address() as net.AddressInfo;
+    fe.listeners.push({ protocol: 'sftp', address, port });
     return fe;
-  }
-
-  get listeners(): Listening[] {
-    const { address, port } = this.listener.address() as net.AddressInfo;
-    return [{ protocol: 'sftp', address, port }];
   }
 
   /** Counted and timed from accept, before the client has sent a byte. */
