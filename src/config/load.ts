@@ -15,7 +15,7 @@ export class ConfigError extends Error {
 type Raw = Record<string, unknown>;
 
 /** Environment variable -> config key, and how to read its text. */
-const ENV: readonly [string, string[], 'string' | 'port' | 'workers'][] = [
+const ENV: readonly [string, string[], 'string' | 'port' | 'workers' | 'list'][] = [
   ['SLUICE_DATA_DIR', ['dataDir'], 'string'],
   ['SLUICE_CERTS_DIR', ['certsDir'], 'string'],
   ['SLUICE_BIND', ['bind'], 'string'],
@@ -26,6 +26,9 @@ const ENV: readonly [string, string[], 'string' | 'port' | 'workers'][] = [
   ['SLUICE_PASV_PORTS', ['ftp', 'passivePorts'], 'string'],
   ['SLUICE_FTP_TLS', ['ftp', 'tls'], 'string'],
   ['SLUICE_WORKERS', ['workers'], 'workers'],
+  ['SLUICE_FTP_PROXY_PROTOCOL', ['ftp', 'proxyProtocol'], 'string'],
+  ['SLUICE_SFTP_PROXY_PROTOCOL', ['sftp', 'proxyProtocol'], 'string'],
+  ['SLUICE_TRUSTED_PROXIES', ['trustedProxies'], 'list'],
 ];
 
 /**
@@ -45,7 +48,7 @@ export function loadConfig(
   for (const [name, path, kind] of ENV) {
     const text = env[name];
     if (text === undefined || text === '') continue;
-    setPath(raw, path, kind === 'port' ? parsePort(name, text) : kind === 'workers' && /^\d+$/.test(text) ? Number(text) : text);
+    setPath(raw, path, envValue(name, text, kind));
   }
 
   const parsed = configSchema.safeParse(raw);
@@ -74,6 +77,13 @@ function readYaml(path: string): Raw {
   if (doc === null || doc === undefined) return {};
   if (typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError(`config file ${path}: must be a mapping of keys`);
   return doc as Raw;
+}
+
+function envValue(name: string, text: string, kind: (typeof ENV)[number][2]): unknown {
+  if (kind === 'port') return parsePort(name, text);
+  if (kind === 'workers' && /^\d+$/.test(text)) return Number(text);
+  if (kind === 'list') return text.split(',').map((item) => item.trim());
+  return text;
 }
 
 function parsePort(name: string, text: string): number {
