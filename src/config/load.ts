@@ -120,7 +120,8 @@ function describe(error: z.ZodError, envMap: typeof ENV, env: NodeJS.ProcessEnv)
     if (old) return `config: "${old}" is now "${MOVED[old]}" (one setting for every protocol)`;
     return `config: unknown key "${prefix}${issue.keys.join(`", "${prefix}`)}"`;
   }
-  const fromEnv = envMap.find(([name, path]) => path.join('.') === key && env[name]);
+  // A list's issue names an item (trustedProxies.1): it still came from the list's variable.
+  const fromEnv = envMap.find(([name, path]) => (key === path.join('.') || key.startsWith(`${path.join('.')}.`)) && env[name]);
   return `config: ${key}${fromEnv ? ` (from ${fromEnv[0]})` : ''}: ${issue.message}`;
 }
 
