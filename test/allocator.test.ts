@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { allocatorEnv } from '../src/cluster/allocator.js';
+import { allocatorEnv, workerExecArgv } from '../src/cluster/allocator.js';
 
 const MAPPED = 'glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1048576';
 
@@ -16,5 +16,17 @@ describe("workers' malloc settings (allocatorEnv)", () => {
   ];
   for (const [name, env, thp, expected] of cases) {
     it(name, () => assert.deepEqual(allocatorEnv(env, thp), expected));
+  }
+});
+
+describe("workers' V8 flags (workerExecArgv)", () => {
+  const cases: [string, string[], string | undefined, string[]][] = [
+    ['a smaller young generation after the primary\'s own flags', ['--enable-source-maps'], undefined, ['--enable-source-maps', '--max-semi-space-size=8']],
+    ["the operator's flag on the command line wins", ['--max-semi-space-size=32'], undefined, ['--max-semi-space-size=32']],
+    ["the operator's flag in NODE_OPTIONS wins", [], '--trace-warnings  --max-semi-space-size=4', []],
+    ['other NODE_OPTIONS change nothing', [], '--trace-warnings', ['--max-semi-space-size=8']],
+  ];
+  for (const [name, execArgv, nodeOptions, expected] of cases) {
+    it(name, () => assert.deepEqual(workerExecArgv(execArgv, nodeOptions), expected));
   }
 });

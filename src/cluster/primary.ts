@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Coordination } from '../app.js';
 import { WorkerLink } from '../coordinator/ipc-server.js';
 import { isMessage, type PrimaryMessage, type WorkerMessage } from '../coordinator/ipc-messages.js';
-import { allocatorEnv, thpSetting } from './allocator.js';
+import { allocatorEnv, thpSetting, workerExecArgv } from './allocator.js';
 
 /** A worker that has not stopped this long after being told to is killed. */
 const STOP_GRACE_MS = 30_000;
@@ -34,6 +34,7 @@ export async function superviseWorkers(
 
   const threads = threadsPerWorker(count);
   const allocator = allocatorEnv(process.env, thpSetting());
+  cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv, process.env.NODE_OPTIONS) });
   const fork = (): Promise<void> => {
     const worker = cluster.fork({ UV_THREADPOOL_SIZE: String(threads), ...allocator });
     const send = (m: PrimaryMessage) => {
