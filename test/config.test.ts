@@ -47,6 +47,11 @@ describe('configuration', () => {
     );
   });
 
+  it('reads the PROXY protocol settings from the environment', () => {
+    const c = load({ SLUICE_TRUSTED_PROXIES: '10.0.0.5, fd00::/64', SLUICE_FTP_PROXY_PROTOCOL: 'v2', SLUICE_SFTP_PROXY_PROTOCOL: 'optional' });
+    assert.deepEqual([c.trustedProxies, c.ftp.proxyProtocol, c.sftp.proxyProtocol], [['10.0.0.5/32', 'fd00::/64'], 'v2', 'optional']);
+  });
+
   it('finds ./sluice.yaml and SLUICE_CONFIG', () => {
     writeFileSync(join(dir, 'sluice.yaml'), 'ftp:\n  port: 2333\n');
     assert.equal(load().ftp.port, 2333);
@@ -69,6 +74,10 @@ describe('configuration', () => {
     ['a negative size', {}, 'audit:\n  rotateSize: -1\n', /audit\.rotateSize/],
     ['not YAML', {}, 'ftp: [\n', /not valid YAML/],
     ['not a mapping', {}, '- a\n- b\n', /must be a mapping/],
+    ['a bad trusted proxy', { SLUICE_TRUSTED_PROXIES: '10.0.0.0/8, 300.1.2.3' }, null, /^config: trustedProxies\.1 \(from SLUICE_TRUSTED_PROXIES\): "300\.1\.2\.3" is not an IP/],
+    ['a bad IPv6 prefix', {}, 'trustedProxies: ["fd00::/129"]\n', /trustedProxies\.0: "fd00::\/129" has a bad prefix length/],
+    ['an unknown PROXY mode', { SLUICE_SFTP_PROXY_PROTOCOL: 'v3' }, null, /sftp\.proxyProtocol \(from SLUICE_SFTP_PROXY_PROTOCOL\)/],
+    ['PROXY v2 with no trusted proxy', { SLUICE_FTP_PROXY_PROTOCOL: 'v2' }, null, /ftp\.proxyProtocol.*needs trustedProxies/],
   ];
   for (const [what, env, yaml, pattern] of bad) {
     it(`refuses ${what} with one line naming the key`, () => {

@@ -15,7 +15,7 @@ export class ConfigError extends Error {
 type Raw = Record<string, unknown>;
 
 /** Environment variable -> config key, and how to read its text. */
-const ENV: readonly [string, string[], 'string' | 'port' | 'workers'][] = [
+const ENV: readonly [string, string[], 'string' | 'port' | 'workers' | 'list'][] = [
   ['SLUICE_DATA_DIR', ['dataDir'], 'string'],
   ['SLUICE_CERTS_DIR', ['certsDir'], 'string'],
   ['SLUICE_BIND', ['bind'], 'string'],
@@ -27,6 +27,9 @@ const ENV: readonly [string, string[], 'string' | 'port' | 'workers'][] = [
   ['SLUICE_PASV_PORTS', ['ftp', 'passivePorts'], 'string'],
   ['SLUICE_FTP_TLS', ['ftp', 'tls'], 'string'],
   ['SLUICE_WORKERS', ['workers'], 'workers'],
+  ['SLUICE_FTP_PROXY_PROTOCOL', ['ftp', 'proxyProtocol'], 'string'],
+  ['SLUICE_SFTP_PROXY_PROTOCOL', ['sftp', 'proxyProtocol'], 'string'],
+  ['SLUICE_TRUSTED_PROXIES', ['trustedProxies'], 'list'],
 ];
 
 /**
@@ -46,7 +49,7 @@ export function loadConfig(
   for (const [name, path, kind] of ENV) {
     const text = env[name];
     if (text === undefined || text === '') continue;
-    setPath(raw, path, kind === 'port' ? parsePort(name, text) : kind === 'workers' && /^\d+$/.test(text) ? Number(text) : text);
+    setPath(raw, path, envValue(name, text, kind));
   }
 
   const parsed = configSchema.safeParse(raw);
@@ -75,6 +78,13 @@ function readYaml(path: string): Raw {
   if (doc === null || doc === undefined) return {};
   if (typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError(`config file ${path}: must be a mapping of keys`);
   return doc as Raw;
+}
+
+function envValue(name: string, text: string, kind: (typeof ENV)[number][2]): unknown {
+  if (kind === 'port') return parsePort(name, text);
+  if (kind === 'workers' && /^\d+$/.test(text)) return Number(text);
+  if (kind === 'list') return text.split(',').map((item) => item.trim());
+  return text;
 }
 
 function parsePort(name: string, text: string): number {
@@ -111,7 +121,8 @@ function describe(error: z.ZodError, envMap: typeof ENV, env: NodeJS.ProcessEnv)
     if (old) return `config: "${old}" is now "${MOVED[old]}" (one setting for every protocol)`;
     return `config: unknown key "${prefix}${issue.keys.join(`", "${prefix}`)}"`;
   }
-  const fromEnv = envMap.find(([name, path]) => path.join('.') === key && env[name]);
+  // A list's issue names an item (trustedProxies.1): it still came from the list's variable.
+  const fromEnv = envMap.find(([name, path]) => (key === path.join('.') || key.startsWith(`${path.join('.')}.`)) && env[name]);
   return `config: ${key}${fromEnv ? ` (from ${fromEnv[0]})` : ''}: ${issue.message}`;
 }
 

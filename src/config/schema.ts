@@ -29,6 +29,9 @@ const cidr = z.string().transform((text, ctx) => {
   }
 });
 
+/** Whether connections carry a PROXY protocol header (see src/security/proxy-header.ts). */
+const proxyProtocol = z.enum(['off', 'v1', 'v2', 'optional']).default('off');
+
 /** Every key and its default, in one place; deploy/sluice.example.yaml documents them. */
 export const configSchema = z
   .object({
@@ -40,6 +43,8 @@ export const configSchema = z
     logFormat: z.enum(['auto', 'json', 'pretty']).default('auto'),
     /** Processes serving connections: 'auto' one per core; 1 serves in the one process, without a primary. */
     workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default('auto'),
+    /** Load balancers whose PROXY headers are believed; nobody else may send one. */
+    trustedProxies: z.array(cidr).default([]),
     ftp: z
       .object({
         port: port.default(2121),
@@ -59,12 +64,16 @@ export const configSchema = z
         idleTimeout: z.number().int().min(10).max(86400).default(300),
         /** Seconds to wait for a data connection. */
         dataTimeout: z.number().int().min(1).max(600).default(30),
+        /** PROXY header from trustedProxies on control and passive data connections. */
+        proxyProtocol,
       })
       .strict()
       .prefault({}),
     sftp: z
       .object({
         port: port.default(2222),
+        /** PROXY header from trustedProxies. */
+        proxyProtocol,
         /** Seconds without SFTP traffic before the connection is closed. */
         idleTimeout: z.number().int().min(10).max(86400).default(300),
         /** Open files and directories per SFTP session. */
@@ -182,6 +191,15 @@ export const configSchema = z
       .strict()
       .prefault({}),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    // v1/v2 with nobody trusted would refuse every connection: surely a mistake, said at start rather than at each accept.
+    for (const front of ['ftp', 'sftp'] as const) {
+      const mode = config[front].proxyProtocol;
+      if ((mode === 'v1' || mode === 'v2') && config.trustedProxies.length === 0) {
+        ctx.addIssue({ code: 'custom', path: [front, 'proxyProtocol'], message: `"${mode}" needs trustedProxies (the balancers' addresses)` });
+      }
+    }
+  });
 
 export type Config = z.infer<typeof configSchema>;

@@ -60,7 +60,8 @@ export class FtpConnection implements FtpControl {
   ) {
     this.socket = raw;
     this.tlsBinding = ctx.tls.bind();
-    this.remoteAddress = plainAddress(raw.remoteAddress ?? '');
+    // The gate's address for this client: a trusted balancer's PROXY header, else the socket's peer.
+    this.remoteAddress = guest.ip;
     this.remotePort = raw.remotePort ?? 0;
     this.log = ctx.log.child({ conn: this.id, ip: this.remoteAddress });
     raw.on('error', (err) => this.log.debug({ err: err.message }, 'control socket error'));

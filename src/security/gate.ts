@@ -2,11 +2,11 @@ import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { AuthError, type Authenticator, type AuthRequest } from '../auth/authenticator.js';
-import { plainAddress } from '../auth/ip-rules.js';
 import type { Config } from '../config/schema.js';
 import type { Coordinator, Offence, Release } from '../coordinator/coordinator.js';
 import type { Account, Protocol } from '../session/account.js';
 import type { BanCheck } from './ban-check.js';
+import { ProxyHeaders, type Origin, type ProxyMode } from './proxy-header.js';
 
 /** After the pre-login deadline the front-end may say goodbye; this long later the socket is destroyed anyway. */
 const GOODBYE_MS = 2000;
@@ -16,6 +16,9 @@ const REFUSAL_LOG_MS = 10_000;
 export interface GateSettings {
   readonly limits: Config['limits'];
   readonly auth: Config['auth'];
+  readonly trustedProxies: Config['trustedProxies'];
+  readonly ftp: { readonly proxyProtocol: ProxyMode };
+  readonly sftp: { readonly proxyProtocol: ProxyMode };
 }
 
 /** A login attempt as the front-end knows it; the address is the Guest's. */
@@ -33,6 +36,7 @@ export class Gate {
   /** Refusals at the limits since the last warning: logged in sums, so a flood cannot fill the log. */
   private refused = 0;
   private warnedAt = 0;
+  private readonly proxies: ProxyHeaders;
 
   constructor(
     readonly coordinator: Coordinator,
@@ -40,7 +44,19 @@ export class Gate {
     readonly authenticator: Authenticator,
     readonly settings: GateSettings,
     readonly log: Logger,
-  ) {}
+  ) {
+    this.proxies = new ProxyHeaders(settings.trustedProxies, log);
+  }
+
+  /**
+   * The client address of a fresh socket (its PROXY header's, from a trusted
+   * balancer), or null when it has been closed. Everything about a client
+   * keys on this address, never on the socket's own peer.
+   */
+  origin(socket: Socket, protocol: Protocol): Promise<Origin> {
+    const mode = protocol === 'sftp' ? this.settings.sftp.proxyProtocol : this.settings.ftp.proxyProtocol;
+    return this.proxies.origin(socket, mode);
+  }
 
   /**
    * Call first thing on a fresh socket. Null: refused and being closed
@@ -48,7 +64,8 @@ export class Gate {
    * connection's Guest, whose slot is freed when the socket closes.
    */
   async admit(socket: Socket, protocol: Protocol, busyReply?: string): Promise<Guest | null> {
-    const ip = plainAddress(socket.remoteAddress ?? '');
+    const ip = await this.origin(socket, protocol);
+    if (ip === null) return null;
     if (this.bans.banned(ip)) {
       // Not logged one by one: a banned address may knock thousands of times (the ban itself was audited).
       socket.destroy();
@@ -129,6 +146,11 @@ export class Guest {
     private readonly protocol: Protocol,
   ) {
     this.arm();
+  }
+
+  /** A data connection of this client's: its client address, read as the control connection's was (null: closed). */
+  dataOrigin(socket: Socket): Promise<Origin> {
+    return this.gate.origin(socket, this.protocol);
   }
 
   /** What the front-end says when the login deadline passes (the socket is destroyed shortly after regardless). */

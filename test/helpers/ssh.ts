@@ -4,6 +4,8 @@ import { FXP, Writer } from '../../src/sftp/codec.js';
 
 export interface SshLogin {
   port: number;
+  /** 127.0.0.1 unless given (a balancer in front of the server listens elsewhere). */
+  host?: string;
   username: string;
   password?: string;
   privateKey?: Buffer | string;

@@ -29,6 +29,7 @@ async function openPassive(c: FtpControl, s: Session): Promise<PassiveEndpoint |
       host: c.localAddress,
       range: passiveRange(c),
       peer: c.remoteAddress,
+      origin: (socket) => c.guest.dataOrigin(socket),
       timeoutMs: c.ctx.config.dataTimeout * 1000,
       tls: c.prot === 'P'
         ? { binding: c.tlsBinding, mustResume: c.ctx.config.requireTlsSessionReuse, timeoutMs: c.ctx.config.dataTimeout * 1000 }

@@ -18,8 +18,10 @@ export interface PassiveOptions {
   /** Local address to listen on: the one the control connection arrived at. */
   host: string;
   range: readonly [number, number];
-  /** Only this address may connect (no port theft). */
+  /** Only this client address may connect (no port theft). */
   peer: string;
+  /** A data connection's client address, found as the control connection's was (PROXY header); null: it was closed. */
+  origin(socket: Socket): Promise<string | null>;
   timeoutMs: number;
   /** PROT P at the time of PASV: TLS starts as soon as the client sends its first bytes. */
   tls: { binding: TlsBinding; mustResume: boolean; timeoutMs: number } | null;
@@ -56,30 +58,33 @@ export class PassiveEndpoint {
     this.accepted.catch(() => undefined);
     this.timer = setTimeout(() => this.fail(new Error('data connection timed out')), opts.timeoutMs);
     this.timer.unref();
-    server.on('connection', (socket) => {
-      const from = plainAddress(socket.remoteAddress ?? '');
-      if (from !== plainAddress(opts.peer) || this.socket) {
-        opts.onForeignPeer(from);
-        socket.destroy();
-        return;
-      }
-      this.socket = socket;
-      // The TLS session ticket for the next transfer must not wait behind Nagle's algorithm.
-      socket.setNoDelay(true);
-      socket.on('error', () => undefined);
-      // Under PROT P the handshake starts when the client speaks: some clients finish it
-      // before they send the transfer command, others wait for 150 (see openDataStream).
-      const tls = opts.tls;
-      if (tls) {
-        socket.once('readable', () => {
-          this.handshakeStarted = true;
-          tls.binding.acceptData(socket, tls.timeoutMs, tls.mustResume).then(this.secured.resolve, this.secured.reject);
-        });
-      }
-      clearTimeout(this.timer);
-      this.stopListening();
-      this.settle.resolve(socket);
-    });
+    server.on('connection', (socket) => void this.admit(socket, opts));
+  }
+
+  private async admit(socket: Socket, opts: PassiveOptions): Promise<void> {
+    socket.on('error', () => undefined);
+    const from = await opts.origin(socket);
+    if (from === null) return;
+    if (from !== plainAddress(opts.peer) || this.socket || !this.alive) {
+      opts.onForeignPeer(from);
+      socket.destroy();
+      return;
+    }
+    this.socket = socket;
+    // The TLS session ticket for the next transfer must not wait behind Nagle's algorithm.
+    socket.setNoDelay(true);
+    // Under PROT P the handshake starts when the client speaks: some clients finish it
+    // before they send the transfer command, others wait for 150 (see openDataStream).
+    const tls = opts.tls;
+    if (tls) {
+      socket.once('readable', () => {
+        this.handshakeStarted = true;
+        tls.binding.acceptData(socket, tls.timeoutMs, tls.mustResume).then(this.secured.resolve, this.secured.reject);
+      });
+    }
+    clearTimeout(this.timer);
+    this.stopListening();
+    this.settle.resolve(socket);
   }
 
   static async open(opts: PassiveOptions): Promise<PassiveEndpoint> {

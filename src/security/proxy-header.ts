@@ -1,0 +1,179 @@
+import { isIP, type Socket } from 'node:net';
+import { Command, IPv4ProxyAddress, IPv6ProxyAddress, V1ProxyProtocol, V2ProxyProtocol } from 'proxy-protocol-js';
+import type { Logger } from 'pino';
+import { cidrMatcher, plainAddress } from '../auth/ip-rules.js';
+
+export type ProxyMode = 'off' | 'v1' | 'v2' | 'optional';
+
+/** The spec's longest v1 line, CRLF included. */
+const V1_MAX = 107;
+/** The spec's bound for v2 (16-byte preamble, addresses and TLVs): a receiver need never buffer more. */
+const V2_MAX = 536;
+const V1_SIGNATURE = Buffer.from('PROXY ');
+const V2_SIGNATURE = Buffer.from('\r\n\r\n\0\r\nQUIT\n', 'binary');
+/** A balancer sends its header with the connection: a peer this slow is broken or hostile, and must not hold the socket. */
+export const HEADER_TIMEOUT_MS = 3000;
+const REFUSAL_LOG_MS = 10_000;
+
+/** What the first bytes of a connection say, as far as they go. */
+export type HeaderParse =
+  /** Not enough bytes yet to decide. */
+  | { kind: 'incomplete' }
+  /** Not a PROXY header at all. */
+  | { kind: 'absent' }
+  | { kind: 'invalid'; reason: string }
+  /** A header carrying the client's address; `length` bytes of it precede the client's own. */
+  | { kind: 'proxied'; version: 1 | 2; address: string; length: number }
+  /** A header without a client (v2 LOCAL, v1 UNKNOWN): the balancer's own health check. */
+  | { kind: 'local'; version: 1 | 2; length: number };
+
+function startsWith(buf: Buffer, signature: Buffer): 'yes' | 'maybe' | 'no' {
+  const n = Math.min(buf.length, signature.length);
+  if (!buf.subarray(0, n).equals(signature.subarray(0, n))) return 'no';
+  return n === signature.length ? 'yes' : 'maybe';
+}
+
+/** Pure: the header at the start of `buf`, parsed by proxy-protocol-js once it is whole. */
+export function parseProxyHeader(buf: Buffer): HeaderParse {
+  const v1 = startsWith(buf, V1_SIGNATURE);
+  const v2 = startsWith(buf, V2_SIGNATURE);
+  if (v1 === 'yes') return parseV1(buf);
+  if (v2 === 'yes') return parseV2(buf);
+  return v1 === 'maybe' || v2 === 'maybe' ? { kind: 'incomplete' } : { kind: 'absent' };
+}
+
+function parseV1(buf: Buffer): HeaderParse {
+  const end = buf.subarray(0, V1_MAX).indexOf('\r\n');
+  if (end < 0) return buf.length >= V1_MAX ? { kind: 'invalid', reason: 'v1 header too long' } : { kind: 'incomplete' };
+  const length = end + 2;
+  const line = buf.subarray(0, length).toString('latin1');
+  if (line.startsWith('PROXY UNKNOWN')) return { kind: 'local', version: 1, length };
+  let header: V1ProxyProtocol;
+  try {
+    header = V1ProxyProtocol.parse(line);
+  } catch {
+    return { kind: 'invalid', reason: 'malformed v1 header' };
+  }
+  // The library's pattern takes any word for an address: check it is one, of the family announced.
+  const family = header.inetProtocol === 'TCP4' ? 4 : 6;
+  const address = header.source.ipAddress;
+  if (isIP(address) !== family) return { kind: 'invalid', reason: 'bad v1 source address' };
+  return { kind: 'proxied', version: 1, address: plainAddress(address), length };
+}
+
+function parseV2(buf: Buffer): HeaderParse {
+  if (buf.length < 16) return { kind: 'incomplete' };
+  const length = 16 + buf.readUInt16BE(14);
+  if (length > V2_MAX) return { kind: 'invalid', reason: 'v2 header too long' };
+  if (buf.length < length) return { kind: 'incomplete' };
+  let header: V2ProxyProtocol;
+  try {
+    header = V2ProxyProtocol.parse(new Uint8Array(buf.subarray(0, length)));
+  } catch {
+    return { kind: 'invalid', reason: 'malformed v2 header' };
+  }
+  if (header.command === Command.LOCAL) return { kind: 'local', version: 2, length };
+  const address = v2Source(header);
+  return address === null ? { kind: 'invalid', reason: 'v2 header without an IP source' } : { kind: 'proxied', version: 2, address, length };
+}
+
+function v2Source(header: V2ProxyProtocol): string | null {
+  const { proxyAddress } = header;
+  if (proxyAddress instanceof IPv4ProxyAddress) return proxyAddress.sourceAddress.address.join('.');
+  if (!(proxyAddress instanceof IPv6ProxyAddress)) return null;
+  const bytes = Buffer.from(proxyAddress.sourceAddress.address);
+  const groups = Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(i * 2).toString(16));
+  // Round-tripped through URL for the canonical short form (the one ban lists and logs show).
+  return plainAddress(new URL(`http://[${groups.join(':')}]/`).hostname.slice(1, -1));
+}
+
+/** The connection's client: its address, or null when it has been closed. */
+export type Origin = string | null;
+
+/**
+ * The one place a connection's client address comes from, for every
+ * front-end and the FTP data connections: the socket's own peer, or, from a
+ * trusted balancer, the address in its PROXY header. The header is read
+ * before anything else sees the socket (at most V2_MAX bytes, within
+ * HEADER_TIMEOUT_MS), and the bytes after it are handed back to the socket
+ * untouched.
+ */
+export class ProxyHeaders {
+  private readonly trusted: (address: string) => boolean;
+  private refused = 0;
+  private warnedAt = 0;
+
+  constructor(
+    trustedProxies: readonly string[],
+    private readonly log: Logger,
+  ) {
+    this.trusted = cidrMatcher(trustedProxies);
+  }
+
+  async origin(socket: Socket, mode: ProxyMode): Promise<Origin> {
+    const peer = plainAddress(socket.remoteAddress ?? '');
+    if (mode === 'off') return peer;
+    if (!this.trusted(peer)) {
+      // Served as it is under optional; under v1/v2 everything must come through the balancer.
+      if (mode === 'optional') return peer;
+      return this.refuse(socket, peer, 'not a trusted proxy');
+    }
+    const header = await readHeader(socket, HEADER_TIMEOUT_MS);
+    if (header.kind === 'absent' && mode === 'optional') return peer;
+    if (header.kind === 'local') {
+      // The balancer's health check: nobody to serve, nothing to score.
+      socket.destroy();
+      return null;
+    }
+    if (header.kind !== 'proxied') return this.refuse(socket, peer, header.kind === 'invalid' ? header.reason : 'no PROXY header');
+    if (mode !== 'optional' && `v${header.version}` !== mode) return this.refuse(socket, peer, `PROXY v${header.version} header, ${mode} expected`);
+    return header.address;
+  }
+
+  /** Logged in sums at most every REFUSAL_LOG_MS: a flood of bad connections cannot fill the log. */
+  private refuse(socket: Socket, peer: string, reason: string): null {
+    socket.destroy();
+    this.refused++;
+    const now = Date.now();
+    if (now - this.warnedAt >= REFUSAL_LOG_MS) {
+      this.log.warn({ ip: peer, reason, refused: this.refused }, 'PROXY protocol: connection refused');
+      this.refused = 0;
+      this.warnedAt = now;
+    }
+    return null;
+  }
+}
+
+/**
+ * Reads until parseProxyHeader decides (its limits bound the bytes held),
+ * then unshifts whatever follows the header. A peer that sends nothing within
+ * the timeout has sent no header ('absent'); one that stops halfway, an
+ * invalid one.
+ */
+function readHeader(socket: Socket, timeoutMs: number): Promise<HeaderParse> {
+  return new Promise((resolve) => {
+    let buf = Buffer.alloc(0);
+    const finish = (result: HeaderParse, rest: Buffer): void => {
+      clearTimeout(timer);
+      socket.off('readable', onReadable);
+      socket.off('close', onClose);
+      if (rest.length > 0) socket.unshift(rest);
+      resolve(result);
+    };
+    const onReadable = (): void => {
+      let chunk: Buffer | null;
+      while ((chunk = socket.read() as Buffer | null) !== null) {
+        buf = Buffer.concat([buf, chunk]);
+        const result = parseProxyHeader(buf);
+        if (result.kind === 'incomplete') continue;
+        const used = result.kind === 'proxied' || result.kind === 'local' ? result.length : 0;
+        return finish(result, buf.subarray(used));
+      }
+    };
+    const onClose = (): void => finish({ kind: 'invalid', reason: 'closed before the header' }, Buffer.alloc(0));
+    const timer = setTimeout(() => finish(buf.length === 0 ? { kind: 'absent' } : { kind: 'invalid', reason: 'header timeout' }, buf), timeoutMs);
+    timer.unref();
+    socket.on('readable', onReadable);
+    socket.once('close', onClose);
+  });
+}

@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { Command, IPv4Address, IPv4ProxyAddress, TransportProtocol, V2ProxyProtocol } from 'proxy-protocol-js';
+import { RawFtp, readAll } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+
+/*
+ * A passive data connection through a balancer carries a PROXY header too:
+ * the client address in it, not the balancer's, must be the control
+ * connection's, as the peer address must be for direct clients. Raw sockets
+ * from the trusted proxy address (127.0.0.1) play the balancer.
+ */
+const header = (client: [number, number, number, number]): Buffer =>
+  Buffer.from(
+    new V2ProxyProtocol(Command.PROXY, TransportProtocol.STREAM, new IPv4ProxyAddress(IPv4Address.createFrom(client), 40000, IPv4Address.createFrom([127, 0, 0, 1]), 21)).build(),
+  );
+
+/** A data connection to `port` from the proxy, its header naming `client`; what the server then sends, or 'closed' at once. */
+async function dataFrom(port: number, client: [number, number, number, number]): Promise<net.Socket> {
+  const socket = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.1' });
+  socket.on('error', () => undefined);
+  await new Promise((r) => socket.once('connect', r));
+  socket.write(header(client));
+  return socket;
+}
+
+describe('FTP passive data connections with PROXY headers', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      env: { SLUICE_TRUSTED_PROXIES: '127.0.0.1', SLUICE_FTP_PROXY_PROTOCOL: 'v2', SLUICE_FTP_TLS: 'optional' },
+      users: [{ name: 'carol', password: 'carol password', args: ['--protocols', 'ftp,ftps,sftp'] }],
+    });
+  });
+  after(async () => {
+    await srv.stop();
+  });
+
+  it("refuses a data connection whose header names another client, accepts the control's", { timeout: 60_000 }, async () => {
+    const c = await RawFtp.connect(srv.ftpPort, false, '127.0.0.1');
+    c.send(header([127, 0, 0, 2]));
+    assert.equal((await c.read())?.code, 220);
+    assert.equal((await c.login('carol', 'carol password')).code, 230);
+    const { port } = await c.passive(false);
+    const thief = await dataFrom(port, [127, 0, 0, 3]);
+    assert.equal((await readAll(thief)).length, 0, 'closed without a byte');
+    const own = await dataFrom(port, [127, 0, 0, 2]);
+    c.send('NLST\r\n');
+    assert.equal((await c.read())?.code, 150);
+    await readAll(own);
+    assert.equal((await c.read())?.code, 226);
+    c.close();
+    const refusals = srv.log.split('\n').filter((l) => l.includes('passive data connection from a foreign address refused'));
+    assert.deepEqual(refusals.map((l) => (JSON.parse(l) as { from: string }).from), ['127.0.0.3']);
+  });
+});
