@@ -69,7 +69,7 @@ for (const users of [false, true]) {
     }
     const srv = serveWithDeadStdout(dir, config);
     try {
-      // By the time it answers, "No users yet" and "FTP listening" went to the dead pipe.
+      // By the time it answers, "No users yet" and "listening: ftp" went to the dead pipe.
       assert.equal(await greetingOnceUp(port, srv.exited, srv.stderr), 220);
       // A connection logs too; the server must answer the next one all the same.
       await new Promise((r) => setTimeout(r, 500));

@@ -75,7 +75,6 @@ export class FtpFrontEnd {
       });
     });
     const address = server.address() as net.AddressInfo;
-    this.ctx.log.info({ port: address.port, implicit }, implicit ? 'FTPS (implicit) listening' : 'FTP listening');
     this.listeners.push({ protocol: implicit ? 'ftps' : 'ftp', address: address.address, port: address.port });
     this.servers.push(server);
   }

@@ -173,7 +173,6 @@ export class SftpFrontEnd {
         resolve();
       });
     });
-    fe.log.info({ port: services.config.sftp.port }, 'SFTP listening');
     const { address, port } = fe.listener.address() as net.AddressInfo;
     fe.listeners.push({ protocol: 'sftp', address, port });
     return fe;
