@@ -16,6 +16,8 @@ import { QuotaBook } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
 import type { InFlightUploads, SessionDeps } from './session/session.js';
 import { openLocalStorage } from './session/storage/local.js';
+import { StartRecord } from './start-record.js';
+import { AdminTokenStore } from './store/admin-tokens.js';
 import { BanStore } from './store/bans.js';
 import { openDatabase } from './store/db.js';
 import { UserStore } from './store/users.js';
@@ -27,6 +29,8 @@ export interface AdminServices {
   readonly log: Logger;
   readonly users: UserStore;
   readonly bans: BanStore;
+  /** The admin API's bearer tokens (hashed). */
+  readonly tokens: AdminTokenStore;
   readonly hasher: PasswordHasher;
   readonly admin: UserAdmin;
   close(): Promise<void>;
@@ -49,6 +53,8 @@ export interface Coordination {
   readonly auditLog: AuditLog | null;
   /** Each user's ledger, for the primary answering workers synchronously. */
   readonly quotas: QuotaBook;
+  /** What the start report said (listeners, front-ends), for the admin API. */
+  readonly started: StartRecord;
   /** Ends the failure-throttle window and flushes the trail. */
   close(): Promise<void>;
 }
@@ -68,6 +74,7 @@ export function openAdmin(config: Config): AdminServices {
     log,
     users,
     bans: new BanStore(db),
+    tokens: new AdminTokenStore(db),
     hasher,
     admin: new UserAdmin(users, hasher, config.dataDir),
     async close() {
@@ -102,6 +109,7 @@ export function openCoordination(base: AdminServices): Coordination {
     coordinator: new LocalCoordinator(registry, defender, quotas, audit),
     auditLog,
     quotas,
+    started: new StartRecord(),
     async close() {
       throttle?.flush();
       await auditLog?.close();
