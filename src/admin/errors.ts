@@ -22,11 +22,21 @@ export class NotFound extends Error {
   }
 }
 
+/** What this server cannot do (now): 503. */
+export class Unavailable extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'Unavailable';
+  }
+}
+
 /** `parse()` with its AdminError or UsageError turned into a BadInput on `field`. */
 export function inField<T>(field: string, parse: () => T): T {
   try {
     return parse();
   } catch (err) {
+    // An unknown user stays a 404, whichever field led to it.
+    if (err instanceof NoSuchUser) throw err;
     if (err instanceof AdminError || err instanceof UsageError) throw new BadInput(field, err.message);
     throw err;
   }
@@ -44,6 +54,7 @@ export function describeIssue(where: string, issue: SchemaIssue): string {
   const at = [where, ...issue.instancePath.split('/').filter((p) => p !== '')].join('.');
   if (issue.keyword === 'additionalProperties') return `${at}.${String(issue.params.additionalProperty)}: unknown field`;
   if (issue.keyword === 'required') return `${at}.${String(issue.params.missingProperty)}: missing`;
+  if (issue.keyword === 'enum' && Array.isArray(issue.params.allowedValues)) return `${at}: must be one of ${issue.params.allowedValues.join(', ')}`;
   return `${at}: ${issue.message ?? issue.keyword}`;
 }
 
@@ -61,6 +72,7 @@ export function answerErrors(app: FastifyInstance, log: Logger): void {
       return reply.code(400).send({ error: first ? describeIssue(where, first) : err.message });
     }
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(400).send({ error: `body: larger than ${BODY_LIMIT} bytes` });
+    if (err instanceof Unavailable) return reply.code(503).send({ error: err.message });
     if (err instanceof NotFound || err instanceof NoSuchUser) return reply.code(404).send({ error: err.message });
     if (err instanceof BadInput || err instanceof AdminError || err instanceof UsageError) return reply.code(400).send({ error: err.message });
     if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {

@@ -1,6 +1,5 @@
-import net from 'node:net';
 import type { AdminServices } from '../app.js';
-import { plainAddress } from '../auth/ip-rules.js';
+import { canonicalAddress } from '../auth/ip-rules.js';
 import { UsageError, parse } from './args.js';
 import { table } from './user.js';
 
@@ -14,22 +13,15 @@ DURATION: seconds, or a number with s, m, h or d (30m, 12h, 7d).
 A running server sees these changes at the next connection.
 `;
 
-/**
- * The address as the server will see it: made canonical first (IPv6 case and
- * zero runs, an IPv4-mapped address written in hex), then stripped of the
- * IPv4-mapped prefix as every accepted socket's address is. The other order
- * stored `::FFFF:192.0.2.1` as a ban that no connection ever matched.
- */
 function parseAddress(text: string): string {
-  const address = text.trim();
-  const family = net.isIP(address);
-  if (family === 0) throw new UsageError(`"${text}" is not an IP address`);
-  return plainAddress(new net.SocketAddress({ address, family: family === 6 ? 'ipv6' : 'ipv4' }).address);
+  const address = canonicalAddress(text);
+  if (address === null) throw new UsageError(`"${text}" is not an IP address`);
+  return address;
 }
 
 const UNIT: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };
 /** Past this a timed ban makes no sense (and far past it its end is no date at all): leave --for out instead. */
-const MAX_BAN_SECONDS = 100 * 365 * 86400;
+export const MAX_BAN_SECONDS = 100 * 365 * 86400;
 
 function parseDuration(text: string): number {
   const m = /^(\d{1,9})([smhd]?)$/.exec(text.trim());
@@ -64,8 +56,7 @@ export function banCommand(args: string[], open: () => AdminServices, out: (s: s
       const address = parseAddress(positionals[0] as string);
       const seconds = v.for === undefined ? null : parseDuration(v.for);
       const until = seconds === null ? null : new Date(Date.now() + seconds * 1000);
-      const bans = open().bans;
-      bans.put(address, until, (bans.get(address)?.count ?? 0) + 1, 'added by an administrator');
+      open().bans.add(address, until);
       out(`banned ${address} ${until ? `until ${until.toISOString()}` : 'until removed'}\n`);
       return 0;
     }
