@@ -134,6 +134,8 @@ export class SftpFrontEnd {
   /** Admitted sockets ssh2 has not yet announced (no banner yet), by remote address and port. */
   private readonly admitted = new Map<string, { guest: Guest; socket: net.Socket }>();
   private closing = false;
+  /** Settles once the listener is closed and its connections are gone. */
+  private listenerClosed: Promise<unknown> | null = null;
   private readonly limits = new WeakMap<ssh2.Connection, ChannelLimits>();
   private readonly log: Logger;
 
@@ -381,9 +383,17 @@ export class SftpFrontEnd {
         return channel.close();
       }
       const where = { id: state.id, protocol: 'sftp', remoteAddress: state.ip, remotePort: state.port } as const;
-      void state.guest.enter(() => Session.open(account, where, this.services.sessionDeps)).then(
+      let sftp: SftpChannel | null = null;
+      const connection = {
+        end: async (reason: string) => {
+          state.log.info({ reason }, 'session ended by the server');
+          client.end();
+          await sftp?.done;
+        },
+      };
+      void state.guest.enter(() => Session.open(account, where, this.services.sessionDeps, connection)).then(
         (s) => {
-          const sftp = new SftpChannel(channel, s, state.log, {
+          sftp = new SftpChannel(channel, s, state.log, {
             maxHandles: this.services.config.sftp.maxHandles,
             maxInFlight: 64,
             budget: limits.budget,
@@ -394,8 +404,9 @@ export class SftpFrontEnd {
             symlinkTargetFirst: state.symlinkTargetFirst,
             exit: (status) => channel.exit(status),
           });
-          this.channels.add(sftp);
-          void sftp.done.then(() => this.channels.delete(sftp));
+          const opened = sftp;
+          this.channels.add(opened);
+          void opened.done.then(() => this.channels.delete(opened));
         },
         (err: unknown) => {
           state.log.error({ err }, 'could not open session');
@@ -407,13 +418,18 @@ export class SftpFrontEnd {
     });
   }
 
+  /** New connections are refused (the port closes); live ones go on. */
+  stopAccepting(): void {
+    this.closing = true;
+    this.listenerClosed ??= new Promise((resolve) => this.listener.close(resolve));
+  }
+
   /** Stop accepting, then end live connections: close() only completes once they and their sessions are gone. */
   async close(): Promise<void> {
-    this.closing = true;
-    const closed = new Promise((resolve) => this.listener.close(resolve));
+    this.stopAccepting();
     for (const { socket } of this.admitted.values()) socket.destroy();
     for (const client of this.clients) client.end();
-    await closed;
+    await this.listenerClosed;
     // Connections are gone, but their sessions may still be closing files and recording it.
     await Promise.all([...this.channels].map((c) => c.done));
   }
