@@ -32,10 +32,11 @@ export const FRONT_ENDS: FrontEndStarter[] = [
  */
 export async function drainFrontEnds(running: readonly FrontEnd[], live: LiveRegistry, seconds: number, hurry: Promise<unknown>): Promise<DrainCounts> {
   for (const fe of running) fe.stopAccepting();
+  const reason = 'server shutting down';
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, seconds * 1000)));
+  const timeout = new Promise<string>((resolve) => (timer = setTimeout(() => resolve(`${reason}: drain timeout`), seconds * 1000)));
   try {
-    return await live.drain('server shutting down', Promise.race([timeout, hurry]));
+    return await live.drain(reason, Promise.race([timeout, hurry.then(() => `${reason}: drain cut short`)]));
   } finally {
     clearTimeout(timer);
     await Promise.all(running.map((fe) => fe.close()));

@@ -150,12 +150,12 @@ export class LiveRegistry implements LiveSessionsView {
   /**
    * The server stops: idle sessions end at once; the others once their
    * transfers in progress have ended (no new one starts), or when `deadline`
-   * settles, whichever comes first: then what is left is aborted.
+   * settles, whichever comes first: then what is left is aborted, for the
+   * reason it settles with.
    */
-  async drain(reason: string, deadline: Promise<unknown>): Promise<DrainCounts> {
+  async drain(reason: string, deadline: Promise<string>): Promise<DrainCounts> {
     this.stopping = reason;
     const counts: DrainCounts = { endedIdle: 0, transfersFinished: 0, transfersAborted: 0 };
-    const late = deadline.then(() => true);
     await Promise.all(
       [...this.entries].map(async (entry) => {
         const running = entry.session.inProgress;
@@ -163,8 +163,8 @@ export class LiveRegistry implements LiveSessionsView {
           counts.endedIdle++;
           return this.endNow(entry, reason);
         }
-        const cut = await Promise.race([entry.session.windDown(reason, false).then(() => false), late]);
-        if (cut) await this.endNow(entry, `${reason}: drain timeout`);
+        const cut = await Promise.race([entry.session.windDown(reason, false).then(() => null), deadline]);
+        if (cut !== null) await this.endNow(entry, cut);
         else await entry.connection.end(reason, true);
         for (const t of running) {
           if (t.outcome === 'ok') counts.transfersFinished++;

@@ -385,7 +385,8 @@ export class SftpFrontEnd {
       const where = { id: state.id, protocol: 'sftp', remoteAddress: state.ip, remotePort: state.port } as const;
       let sftp: SftpChannel | null = null;
       const connection = {
-        end: async (reason: string) => {
+        end: async (reason: string, afterReply: boolean) => {
+          if (afterReply) await sftp?.answered();
           state.log.info({ reason }, 'session ended by the server');
           client.end();
           await sftp?.done;
