@@ -7,10 +7,12 @@ import { PasswordHasher } from './auth/passwords.js';
 import type { Config } from './config/schema.js';
 import type { Coordinator } from './coordinator/coordinator.js';
 import { LocalCoordinator } from './coordinator/local.js';
+import { AllSessions } from './coordinator/sessions.js';
 import { BanCheck } from './security/ban-check.js';
 import { Defender } from './security/defender.js';
 import { FailureThrottle } from './security/failure-throttle.js';
 import { Gate } from './security/gate.js';
+import { LiveRegistry } from './session/live.js';
 import { HandleBook } from './session/open-handles.js';
 import { QuotaBook } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
@@ -44,6 +46,8 @@ export interface Services extends AdminServices {
   /** Admission and login policy, shared by every front-end. */
   readonly gate: Gate;
   readonly sessionDeps: SessionDeps;
+  /** This process's logged-in sessions (the whole server's are Coordination.sessions). */
+  readonly live: LiveRegistry;
 }
 
 /** The state a server keeps once however many processes serve: see Coordinator. */
@@ -55,6 +59,8 @@ export interface Coordination {
   readonly quotas: QuotaBook;
   /** What the start report said (listeners, front-ends), for the admin API. */
   readonly started: StartRecord;
+  /** Every logged-in session of the server (a LiveSessionsView): the serving process's registry, or each worker's over IPC. */
+  readonly sessions: AllSessions;
   /** Ends the failure-throttle window and flushes the trail. */
   close(): Promise<void>;
 }
@@ -110,6 +116,7 @@ export function openCoordination(base: AdminServices): Coordination {
     auditLog,
     quotas,
     started: new StartRecord(),
+    sessions: new AllSessions(),
     async close() {
       throttle?.flush();
       await auditLog?.close();
@@ -126,9 +133,10 @@ function banCheck(base: AdminServices): BanCheck {
  * keeps the shared state: this process's own, or the primary's for a worker
  * (which also gets told of each upload, to record it should the worker die).
  */
-export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlight?: InFlightUploads): Services {
+export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlight?: InFlightUploads, worker = 0): Services {
   const { config } = base;
   const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit);
+  const live = new LiveRegistry(worker);
   return {
     ...base,
     coordinator,
@@ -142,7 +150,9 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
       storage: openLocalStorage,
       hashResumedUploads: config.audit.hashResumedUploads,
       ...(inFlight ? { inFlight } : {}),
+      live,
     },
+    live,
   };
 }
 

@@ -56,7 +56,7 @@ export function banRoutes(api: FastifyInstance, { base, sessions }: AdminContext
       const address = addressIn('body.address', req.body.address);
       const { seconds } = req.body;
       base.bans.add(address, seconds === undefined ? null : new Date(Date.now() + seconds * 1000));
-      const sessionsEnded = sessions ? await endAddress(sessions, address) : 0;
+      const sessionsEnded = await endAddress(sessions, address);
       return reply.code(201).send({ ...base.bans.get(address), sessionsEnded });
     },
   );

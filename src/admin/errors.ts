@@ -22,14 +22,6 @@ export class NotFound extends Error {
   }
 }
 
-/** What this server cannot do (now): 503. */
-export class Unavailable extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'Unavailable';
-  }
-}
-
 /** `parse()` with its AdminError or UsageError turned into a BadInput on `field`. */
 export function inField<T>(field: string, parse: () => T): T {
   try {
@@ -72,7 +64,6 @@ export function answerErrors(app: FastifyInstance, log: Logger): void {
       return reply.code(400).send({ error: first ? describeIssue(where, first) : err.message });
     }
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(400).send({ error: `body: larger than ${BODY_LIMIT} bytes` });
-    if (err instanceof Unavailable) return reply.code(503).send({ error: err.message });
     if (err instanceof NotFound || err instanceof NoSuchUser) return reply.code(404).send({ error: err.message });
     if (err instanceof BadInput || err instanceof AdminError || err instanceof UsageError) return reply.code(400).send({ error: err.message });
     if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {

@@ -1,7 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import type { LiveSessionsView } from '../session/live.js';
 import type { AdminContext } from './context.js';
-import { NotFound, Unavailable } from './errors.js';
+import { NotFound } from './errors.js';
 
 /*
  * Live sessions, wherever they run (this process or the workers), through
@@ -35,11 +34,7 @@ const session = {
 const ended = { type: 'object', properties: { sessionsEnded: { type: 'integer' } } } as const;
 const reasonQuery = { type: 'object', additionalProperties: false, properties: { reason: { type: 'string', maxLength: 200 } } } as const;
 
-export function sessionRoutes(api: FastifyInstance, context: AdminContext): void {
-  const view = (): LiveSessionsView => {
-    if (!context.sessions) throw new Unavailable('live sessions are not available in this build');
-    return context.sessions;
-  };
+export function sessionRoutes(api: FastifyInstance, { sessions }: AdminContext): void {
   const why = (reason: string | undefined) => reason ?? 'ended by an administrator';
 
   api.get<{ Querystring: { user?: string } }>(
@@ -52,7 +47,7 @@ export function sessionRoutes(api: FastifyInstance, context: AdminContext): void
       },
     },
     async (req) => {
-      const all = await view().list();
+      const all = await sessions.list();
       return req.query.user === undefined ? all : all.filter((s) => s.user === req.query.user);
     },
   );
@@ -68,7 +63,7 @@ export function sessionRoutes(api: FastifyInstance, context: AdminContext): void
       },
     },
     async (req) => {
-      if (!(await view().end(req.params.id, why(req.query.reason)))) throw new NotFound(`no live session ${req.params.id}`);
+      if (!(await sessions.end(req.params.id, why(req.query.reason)))) throw new NotFound(`no live session ${req.params.id}`);
       return { sessionsEnded: 1 };
     },
   );
@@ -83,6 +78,6 @@ export function sessionRoutes(api: FastifyInstance, context: AdminContext): void
         response: { 200: ended },
       },
     },
-    async (req) => ({ sessionsEnded: await view().endUser(req.params.name, why(req.query.reason)) }),
+    async (req) => ({ sessionsEnded: await sessions.endUser(req.params.name, why(req.query.reason)) }),
   );
 }

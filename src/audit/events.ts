@@ -17,7 +17,8 @@ export type TransferResult = 'ok' | 'aborted' | 'failed';
 export type AuditEvent =
   | { event: 'login'; method: 'password' | 'publickey' }
   | { event: 'login-failed'; method: 'password' | 'publickey'; reason: string }
-  | { event: 'logout'; duration_ms: number }
+  /** reason: why the server ended the session (an administrator, a stop); absent when the client ended it. */
+  | { event: 'logout'; duration_ms: number; reason?: string }
   | {
       event: 'upload' | 'download';
       path: string;

@@ -82,6 +82,8 @@ export const configSchema = z
         maxHandlesPerUser: z.number().int().min(4).max(65536).default(256),
         /** Session channels open at once on one SSH connection (OpenSSH's MaxSessions). */
         maxChannelsPerConnection: z.number().int().min(1).max(100).default(10),
+        /** Legacy SCP (`scp -O`, `pscp -scp`) on exec channels, for users allowed SFTP. */
+        scp: z.boolean().default(true),
         /** Bytes one connection may hold for requests in progress and replies its client has not read; its SSH windows at most as much again, plus the share of each channel opened after one borrowed the rest. */
         maxQueuedBytes: size.default(8388608),
         /**
@@ -187,6 +189,13 @@ export const configSchema = z
         tls: z.boolean().default(false),
         /** /metrics without a token (/healthz and /readyz never need one). */
         metricsPublic: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+    shutdown: z
+      .object({
+        /** Seconds SIGTERM lets transfers in progress finish before the rest are ended (aborted); idle sessions end at once. */
+        drainTimeout: z.number().min(0).max(86400).default(30),
       })
       .strict()
       .prefault({}),
