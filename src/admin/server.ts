@@ -9,6 +9,7 @@ import { BanCheck } from '../security/ban-check.js';
 import { version } from '../version.js';
 import { authenticate, clientAddress } from './auth.js';
 import type { AdminContext, AdminRoutes } from './context.js';
+import { adminEndpoint } from './endpoint.js';
 import { answerErrors, BODY_LIMIT } from './errors.js';
 import { apiRoutes } from './routes.js';
 
@@ -16,17 +17,6 @@ export interface AdminServer {
   /** Where it listens, as an operator would write it. */
   readonly address: string;
   close(): Promise<void>;
-}
-
-/** Where admin.listen says to listen: a unix socket path (anything with a /), or a TCP address and port. */
-export type AdminEndpoint = { path: string } | { host: string; port: number };
-
-/** Pure: admin.listen as an endpoint; the config schema has checked its form. */
-export function adminEndpoint(listen: string): AdminEndpoint {
-  if (listen.includes('/')) return { path: listen };
-  const colon = listen.lastIndexOf(':');
-  const host = listen.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
-  return { host, port: Number(listen.slice(colon + 1)) };
 }
 
 /**

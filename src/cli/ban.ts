@@ -1,5 +1,6 @@
 import type { AdminServices } from '../app.js';
 import { canonicalAddress } from '../auth/ip-rules.js';
+import { ifRunning, type Reach } from '../admin/client.js';
 import { UsageError, parse } from './args.js';
 import { table } from './user.js';
 
@@ -10,7 +11,9 @@ export const BAN_HELP = `Usage: sluice ban <command> ...
   remove ADDRESS                lift a ban (the defender also forgets the address's past bans)
 
 DURATION: seconds, or a number with s, m, h or d (30m, 12h, 7d).
-A running server sees these changes at the next connection.
+With the admin API on (admin.listen) and the server running, add and remove go
+through it, and a ban also ends the address's live sessions at once; otherwise
+they are written to the database, which the server reads at each connection.
 `;
 
 function parseAddress(text: string): string {
@@ -31,7 +34,7 @@ function parseDuration(text: string): number {
   return seconds;
 }
 
-export function banCommand(args: string[], open: () => AdminServices, out: (s: string) => void): number {
+export async function banCommand(args: string[], open: () => AdminServices, reach: Reach, out: (s: string) => void): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
     out(BAN_HELP);
@@ -55,6 +58,13 @@ export function banCommand(args: string[], open: () => AdminServices, out: (s: s
       if (v.help) return help(out);
       const address = parseAddress(positionals[0] as string);
       const seconds = v.for === undefined ? null : parseDuration(v.for);
+      // Through the running server, which also ends the address's live sessions; else in the store, read at the next connection.
+      const reply = await ifRunning(reach, 'POST', '/bans', seconds === null ? { address } : { address, seconds });
+      if (reply) {
+        const ban = reply.body as { until: string | null; sessionsEnded: number };
+        out(`banned ${address} ${ban.until ? `until ${ban.until}` : 'until removed'}; ${ban.sessionsEnded} live session(s) ended\n`);
+        return 0;
+      }
       const until = seconds === null ? null : new Date(Date.now() + seconds * 1000);
       open().bans.add(address, until);
       out(`banned ${address} ${until ? `until ${until.toISOString()}` : 'until removed'}\n`);
@@ -64,6 +74,10 @@ export function banCommand(args: string[], open: () => AdminServices, out: (s: s
       const { values: v, positionals } = parse(rest, {}, 1);
       if (v.help) return help(out);
       const address = parseAddress(positionals[0] as string);
+      if (await ifRunning(reach, 'DELETE', `/bans/${encodeURIComponent(address)}`)) {
+        out(`lifted the ban on ${address}\n`);
+        return 0;
+      }
       if (!open().bans.remove(address)) {
         out(`${address} was not banned\n`);
         return 1;
