@@ -1,10 +1,10 @@
 import { promises as fsp } from 'node:fs';
 import net from 'node:net';
-import { join } from 'node:path';
+import tls from 'node:tls';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { TLS_CERT, TLS_KEY } from '../certs/ensure.js';
+import { readTlsMaterial } from '../certs/tls-material.js';
 import { BanCheck } from '../security/ban-check.js';
 import { version } from '../version.js';
 import { authenticate, clientAddress } from './auth.js';
@@ -33,9 +33,7 @@ export async function startAdminApi(
   const endpoint = adminEndpoint(config.admin.listen);
   const local = 'path' in endpoint;
   if (local && config.admin.tls) throw new Error('admin.tls: a unix socket needs no TLS; use an ADDRESS:PORT in admin.listen');
-  const https = config.admin.tls
-    ? { key: await fsp.readFile(join(config.certsDir, TLS_KEY)), cert: await fsp.readFile(join(config.certsDir, TLS_CERT)) }
-    : null;
+  const https = config.admin.tls ? await readTlsMaterial(config.certsDir) : null;
   const app = Fastify({
     ...(https ? { https } : {}),
     bodyLimit: BODY_LIMIT,
@@ -72,9 +70,20 @@ export async function startAdminApi(
   if (local) await listenOnSocket(app, endpoint.path);
   else await listen(app, endpoint);
   log.info({ address: config.admin.listen, tls: config.admin.tls }, `admin API listening on ${config.admin.listen}`);
+  // SIGHUP: the renewed certificate, as the FTPS listeners take it; a file that cannot be used keeps the old one.
+  const server = app.server;
+  const onHangup = server instanceof tls.Server
+    ? () => {
+        readTlsMaterial(config.certsDir)
+          .then((material) => server.setSecureContext(material))
+          .catch((err: unknown) => log.error({ err }, 'admin API: TLS certificate reload failed, the old one stays'));
+      }
+    : null;
+  if (onHangup) process.on('SIGHUP', onHangup);
   return {
     address: config.admin.listen,
     async close() {
+      if (onHangup) process.off('SIGHUP', onHangup);
       await app.close();
     },
   };
