@@ -32,7 +32,6 @@ export async function startAdminApi(
   const { config } = context.base;
   const endpoint = adminEndpoint(config.admin.listen);
   const local = 'path' in endpoint;
-  if (local && config.admin.tls) throw new Error('admin.tls: a unix socket needs no TLS; use an ADDRESS:PORT in admin.listen');
   const https = config.admin.tls ? await readTlsMaterial(config.certsDir) : null;
   const app = Fastify({
     ...(https ? { https } : {}),

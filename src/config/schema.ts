@@ -219,6 +219,9 @@ export const configSchema = z
   })
   .strict()
   .superRefine((config, ctx) => {
+    if (config.admin.tls && config.admin.listen.includes('/')) {
+      ctx.addIssue({ code: 'custom', path: ['admin', 'tls'], message: 'a unix socket takes no TLS: use ADDRESS:PORT in admin.listen, or tls: false' });
+    }
     // v1/v2 with nobody trusted would refuse every connection: surely a mistake, said at start rather than at each accept.
     for (const front of ['ftp', 'sftp'] as const) {
       const mode = config[front].proxyProtocol;
