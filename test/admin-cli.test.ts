@@ -62,8 +62,8 @@ describe('sluice session|ban|user through the admin API on the unix socket', () 
     assert.equal(kill.code, 0, kill.stderr);
     await gone;
     const again = sluice(srv.dir, ['session', 'kill', mine[0]?.id as string], '', SOCKET);
-    assert.equal(again.code, 1);
-    assert.match(again.stderr, /no live session/);
+    assert.equal(again.code, 2);
+    assert.match(again.stderr, /^sluice: no live session \S+\n$/);
 
     const second = await ftpSession(srv.ftpPort, 'alice');
     const secondGone = closed(socketOf(second));
@@ -85,7 +85,9 @@ describe('sluice session|ban|user through the admin API on the unix socket', () 
     const ftpGone = closed(socketOf(ftp));
     assert.equal(sluice(srv.dir, ['user', 'remove', 'carol'], '', SOCKET).stdout, 'removed user carol; 1 live session(s) ended\n');
     await ftpGone;
-    assert.equal(sluice(srv.dir, ['user', 'remove', 'carol'], '', SOCKET).code, 1, 'a refusal of the API is one line');
+    const twice = sluice(srv.dir, ['user', 'remove', 'carol'], '', SOCKET);
+    assert.equal(twice.code, 2, 'a refusal of the API: one line, the exit code of the same mistake without a server');
+    assert.equal(twice.stderr, 'sluice: no user named "carol"\n');
   });
 
   it('ban add ends the live sessions from the address; ban remove lifts it', { timeout: 60_000 }, async () => {
@@ -98,6 +100,8 @@ describe('sluice session|ban|user through the admin API on the unix socket', () 
     assert.equal(await RawFtp.greeting(srv.ftpPort, from), 'closed');
     assert.equal(sluice(srv.dir, ['ban', 'remove', from], '', SOCKET).stdout, `lifted the ban on ${from}\n`);
     assert.equal(await RawFtp.greeting(srv.ftpPort, from), 220);
+    const notBanned = sluice(srv.dir, ['ban', 'remove', from], '', SOCKET);
+    assert.deepEqual([notBanned.code, notBanned.stdout], [1, `${from} was not banned\n`], 'as without a server');
   });
 
   it('with no server running: session says so; ban and user act on the store', { timeout: 60_000 }, async () => {

@@ -12,9 +12,13 @@ export interface ApiReply {
   readonly body: unknown;
 }
 
-/** The admin API could not be used: one line for the user (exit 1). */
+/** The admin API could not be used, or refused: one line for the user. */
 export class ApiError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** The HTTP status of a refusal; null when the API could not be reached or read. */
+    readonly status: number | null = null,
+  ) {
     super(message);
     this.name = 'ApiError';
   }
@@ -90,7 +94,7 @@ export type Reach = () => AdminClient | null;
  */
 export async function ifRunning(reach: Reach, method: string, path: string, body?: unknown): Promise<ApiReply | null> {
   const reply = (await reach()?.request(method, path, body)) ?? null;
-  if (reply !== null && reply.status >= 400) throw new ApiError(refusal(reply));
+  if (reply !== null && reply.status >= 400) throw new ApiError(refusal(reply), reply.status);
   return reply;
 }
 

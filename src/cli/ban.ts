@@ -1,6 +1,6 @@
 import type { AdminServices } from '../app.js';
 import { canonicalAddress } from '../auth/ip-rules.js';
-import { ifRunning, type Reach } from '../admin/client.js';
+import { ApiError, ifRunning, type Reach } from '../admin/client.js';
 import { UsageError, parse } from './args.js';
 import { table } from './user.js';
 
@@ -74,11 +74,15 @@ export async function banCommand(args: string[], open: () => AdminServices, reac
       const { values: v, positionals } = parse(rest, {}, 1);
       if (v.help) return help(out);
       const address = parseAddress(positionals[0] as string);
-      if (await ifRunning(reach, 'DELETE', `/bans/${encodeURIComponent(address)}`)) {
+      const lifted = await ifRunning(reach, 'DELETE', `/bans/${encodeURIComponent(address)}`).catch((err: unknown) => {
+        if (err instanceof ApiError && err.status === 404) return false;
+        throw err;
+      });
+      if (lifted) {
         out(`lifted the ban on ${address}\n`);
         return 0;
       }
-      if (!open().bans.remove(address)) {
+      if (lifted === false || !open().bans.remove(address)) {
         out(`${address} was not banned\n`);
         return 1;
       }

@@ -2,7 +2,7 @@ import { openAdmin, type AdminServices } from '../app.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { AdminError } from '../users/admin.js';
 import { version } from '../version.js';
-import { adminClient } from '../admin/client.js';
+import { adminClient, ApiError } from '../admin/client.js';
 import type { Config } from '../config/schema.js';
 import { adminCommand } from './admin.js';
 import { sessionCommand } from './session.js';
@@ -93,7 +93,9 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 function fail(err: unknown): number {
-  if (err instanceof UsageError || err instanceof ConfigError || err instanceof AdminError) {
+  // The API's 400 and 404 are the mistakes the store's AdminError reports when no server runs: the same exit code.
+  const refused = err instanceof ApiError && err.status !== null && err.status >= 400 && err.status < 500 && err.status !== 401;
+  if (err instanceof UsageError || err instanceof ConfigError || err instanceof AdminError || refused) {
     process.stderr.write(`sluice: ${err.message}\n`);
     return 2;
   }
