@@ -133,6 +133,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
       atomicUploads: config.uploads.atomic,
       storage: openLocalStorage,
       hashResumedUploads: config.audit.hashResumedUploads,
+      rates: { up: config.limits.rateUp, down: config.limits.rateDown },
       ...(inFlight ? { inFlight } : {}),
     },
   };

@@ -58,6 +58,8 @@ export function toAccount(u: UserRecord): Account {
     permissions: { root: set(u.permissions), dirs: new Map(u.dirPermissions.map((d) => [d.path, set(d.permissions)])) },
     quotaBytes: u.quotaBytes,
     quotaFiles: u.quotaFiles,
+    rateUp: u.rateUp,
+    rateDown: u.rateDown,
   };
 }
 

@@ -119,6 +119,9 @@ export const configSchema = z
          * and authentication, FTP greeting to PASS); commands before login do not extend it.
          */
         loginTimeout: z.number().int().min(1).max(600).default(30),
+        /** Bytes per second each session may upload / download, for users without their own limit; 0: none. */
+        rateUp: size.default(0),
+        rateDown: size.default(0),
       })
       .strict()
       .prefault({}),
