@@ -120,7 +120,8 @@ function banCheck(base: AdminServices): BanCheck {
  */
 export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlight?: InFlightUploads): Services {
   const { config } = base;
-  const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit);
+  const { anonymous } = config.ftp;
+  const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit, anonymous.enabled ? anonymous : null);
   return {
     ...base,
     coordinator,

@@ -66,6 +66,19 @@ export const configSchema = z
         dataTimeout: z.number().int().min(1).max(600).default(30),
         /** PROXY header from trustedProxies on control and passive data connections. */
         proxyProtocol,
+        /** Logins as `anonymous` or `ftp` with any password, read-only in `root` (see users/anonymous.ts). */
+        anonymous: z
+          .object({
+            enabled: z.boolean().default(false),
+            /** The anonymous files: a directory on the host, relative to the working directory. */
+            root: z.string().default(''),
+            /** A virtual directory under root where anonymous users may only upload ('' for none). */
+            incoming: z.union([z.literal(''), z.string().regex(/^\/[^\0]*[^/]$/, 'an absolute virtual path such as /incoming')]).default(''),
+            /** Anonymous sessions at once, all addresses together. */
+            maxSessions: z.number().int().min(1).max(100000).default(10),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),
@@ -198,6 +211,9 @@ export const configSchema = z
   })
   .strict()
   .superRefine((config, ctx) => {
+    if (config.ftp.anonymous.enabled && config.ftp.anonymous.root === '') {
+      ctx.addIssue({ code: 'custom', path: ['ftp', 'anonymous', 'root'], message: 'anonymous FTP needs a root directory' });
+    }
     // v1/v2 with nobody trusted would refuse every connection: surely a mistake, said at start rather than at each accept.
     for (const front of ['ftp', 'sftp'] as const) {
       const mode = config[front].proxyProtocol;

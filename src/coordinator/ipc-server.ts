@@ -116,7 +116,7 @@ export class WorkerLink {
       case 'admit':
         return this.keep(await this.coordinator.admit(q.ip));
       case 'claim-user':
-        return this.keep(await this.coordinator.claimUser(q.user), q.user);
+        return this.keep(await this.coordinator.claimUser(q.user, q.max), q.user);
       case 'score':
         return this.coordinator.score(q.ip, q.protocol, q.offence);
       case 'ledger': {

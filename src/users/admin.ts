@@ -224,7 +224,7 @@ export class UserAdmin {
 }
 
 /** Create the home if missing (owner-only); true if we created it. Refuses a file in the way. */
-function makeHome(home: string): boolean {
+export function makeHome(home: string): boolean {
   try {
     if (statSync(home).isDirectory()) return false;
     throw new AdminError(`home ${home} exists and is not a directory`);
