@@ -11,6 +11,7 @@ import { BanCheck } from './security/ban-check.js';
 import { Defender } from './security/defender.js';
 import { FailureThrottle } from './security/failure-throttle.js';
 import { Gate } from './security/gate.js';
+import { UploadReceipts } from './session/checksum.js';
 import { HandleBook } from './session/open-handles.js';
 import { QuotaBook } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
@@ -135,6 +136,8 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
       storage: openLocalStorage,
       hashResumedUploads: config.audit.hashResumedUploads,
       rates: { up: config.limits.rateUp, down: config.limits.rateDown },
+      hashRate: config.limits.hashRate,
+      receipts: new UploadReceipts(),
       ...(inFlight ? { inFlight } : {}),
     },
   };

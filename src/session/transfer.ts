@@ -7,7 +7,8 @@ import { baseName } from './paths.js';
 import type { Ledger } from './quota.js';
 import type { RateLimit } from './rate-limit.js';
 import { SequenceHash } from './sequence-hash.js';
-import type { Location, NodeStat, OpenFile, StagedFile } from './storage/storage.js';
+import { hashRange, type Checksum, type ChecksumRange } from './checksum.js';
+import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile } from './storage/storage.js';
 
 /** What a finished transfer reports to its session for the audit trail. */
 export interface TransferRecord {
@@ -24,6 +25,8 @@ export interface TransferRecord {
   /** The whole file after a resumed upload, when configured. */
   fileSha256?: string;
   convertedLineEndings: boolean;
+  /** An upload's file as it ended (dev:ino and mtime), for UploadReceipts. */
+  node?: { key: string; mtimeMs: number };
 }
 
 /** How the shared layer treats a transfer beyond its bytes. */
@@ -111,7 +114,14 @@ abstract class Transfer {
 
   protected abstract settle(result: TransferResult, reason?: string): Promise<void>;
 
-  protected record(direction: 'upload' | 'download', size: number, result: TransferResult, reason?: string, fileSha256?: string): void {
+  protected record(
+    direction: 'upload' | 'download',
+    size: number,
+    result: TransferResult,
+    reason?: string,
+    fileSha256?: string,
+    node?: TransferRecord['node'],
+  ): void {
     this.result = result;
     this.report({
       direction,
@@ -125,7 +135,14 @@ abstract class Transfer {
       sha256: this.hash?.digest() ?? null,
       ...(fileSha256 === undefined ? {} : { fileSha256 }),
       convertedLineEndings: this.options.convertedLineEndings,
+      ...(node === undefined ? {} : { node }),
     });
+  }
+
+  /** SHA-256 of a range of the open file (SFTP check-file-handle); the session checks the permission. */
+  checksum(range: ChecksumRange, rate: RateLimit): Promise<Checksum> {
+    if (this.isFinished) return Promise.reject(new SluiceError('failure', 'Transfer is closed'));
+    return this.file.stat().then((st) => hashRange(this.file, st.size, range, rate));
   }
 }
 
@@ -420,6 +437,7 @@ export class Upload extends Transfer {
     let filesDelta = 0;
     let finalSize = existingSize ?? 0;
     let fileSha256: string | undefined;
+    let node: TransferRecord['node'];
     let stagedLeft = staged !== null;
     try {
       if (this.quotaHit && staged === null) {
@@ -432,7 +450,9 @@ export class Upload extends Transfer {
         // The final name is looked at while the staged file is measured and closed: one wait for both.
         const target = staged !== null && result === 'ok' ? loc.stat() : null;
         target?.catch(() => undefined);
-        const written = (await this.file.stat()).size;
+        const st = await this.file.stat();
+        const written = st.size;
+        node = { key: nodeKey(st), mtimeMs: st.mtime.getTime() };
         await this.file.close();
         if (staged !== null && target === null) {
           await staged.discard();
@@ -470,7 +490,7 @@ export class Upload extends Transfer {
     // this file, on any process, finds the file unlocked and unclaimed. (A new file held
     // neither: its releases only move counts, and waiting would cost every small file a trip.)
     if (heldFile) await this.ledger.synced().catch(() => undefined);
-    this.record('upload', finalSize, result, reason, fileSha256);
+    this.record('upload', finalSize, result, reason, fileSha256, node);
   }
 
   /** Remove the name this upload created, if it still names this file; false when it was renamed away. */
