@@ -58,7 +58,9 @@ export interface AuditSink {
 export type SystemEvent =
   | { event: 'upload-temps-removed'; home: string; count: number; bytes: number }
   /** The start-up recount found a user's stored usage differing from the disk and stored the disk's. */
-  | { event: 'usage-recounted'; user: string; home: string; oldBytes: number; oldFiles: number; bytes: number; files: number };
+  | { event: 'usage-recounted'; user: string; home: string; oldBytes: number; oldFiles: number; bytes: number; files: number }
+  /** A configured hook (hooks.actions) failed or was dropped; what triggered it, and why. */
+  | { event: 'hook-failed'; hook: string; trigger: string; user: string; path: string; reason: string };
 
 export interface SystemAuditSink {
   system(event: SystemEvent): void;

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parseCidr } from '../auth/ip-rules.js';
 import { bytesOf } from './size.js';
+import { HOOK_EVENTS, HOOK_FIELDS, unknownPlaceholders } from '../hooks/events.js';
 
 const port = z.number().int().min(0).max(65535);
 const portRange = z
@@ -144,6 +145,36 @@ export const configSchema = z
       .object({
         /** Fresh uploads are written to a hidden temporary name and renamed when complete. */
         atomic: z.boolean().default(true),
+      })
+      .strict()
+      .prefault({}),
+    hooks: z
+      .object({
+        /** Hooks running at once, all actions together. */
+        concurrency: z.number().int().min(1).max(64).default(4),
+        actions: z
+          .array(
+            z
+              .object({
+                name: z.string().min(1).max(64),
+                on: z.array(z.enum(HOOK_EVENTS)).min(1),
+                /** argv, each `{field}` replaced (see hooks/events.ts); never run through a shell. */
+                command: z.array(z.string().min(1)).min(1).optional(),
+                url: z.url({ protocol: /^https?$/ }).optional(),
+                secret: z.string().default(''),
+                timeout: z.number().int().min(1).max(3600).default(30),
+                retries: z.number().int().min(0).max(10).default(3),
+              })
+              .strict()
+              .superRefine((a, ctx) => {
+                if (!a.command && !a.url) ctx.addIssue({ code: 'custom', message: 'a hook needs a command or a url' });
+                const unknown = unknownPlaceholders(a.command ?? []);
+                if (unknown.length > 0) {
+                  ctx.addIssue({ code: 'custom', path: ['command'], message: `unknown placeholder {${unknown[0]}} (one of: ${HOOK_FIELDS.join(', ')})` });
+                }
+              }),
+          )
+          .default([]),
       })
       .strict()
       .prefault({}),
