@@ -12,7 +12,10 @@ import { BanCheck } from './security/ban-check.js';
 import { Defender } from './security/defender.js';
 import { FailureThrottle } from './security/failure-throttle.js';
 import { Gate } from './security/gate.js';
+import { ClamdScanner } from './scan/clamd.js';
+import { QuarantineDir } from './scan/quarantine.js';
 import { UploadReceipts } from './session/checksum.js';
+import type { UploadScanning } from './session/scanning.js';
 import { HandleBook } from './session/open-handles.js';
 import { QuotaBook } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
@@ -163,9 +166,31 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
       rates: { up: config.limits.rateUp, down: config.limits.rateDown },
       hashRate: config.limits.hashRate,
       receipts: new UploadReceipts(),
+      scanning: scanningOf(config),
       ...(inFlight ? { inFlight } : {}),
     },
   };
+}
+
+/**
+ * Quarantine mode, whenever a scanner is configured: users may be scanned by
+ * their own setting even when the server's default is off.
+ */
+function scanningOf(config: Config): UploadScanning | null {
+  const { uploads } = config;
+  const address = uploads.clamdSocket !== '' ? { path: uploads.clamdSocket } : uploads.clamdHost !== '' ? hostPort(uploads.clamdHost) : null;
+  if (!address) return null;
+  return {
+    scanner: new ClamdScanner(address),
+    quarantine: new QuarantineDir(resolve(config.dataDir, uploads.quarantineDir)),
+    timeoutMs: uploads.scanTimeout * 1000,
+    byDefault: uploads.scan === 'clamd',
+  };
+}
+
+function hostPort(text: string): { host: string; port: number } {
+  const at = text.lastIndexOf(':');
+  return { host: text.slice(0, at), port: Number(text.slice(at + 1)) };
 }
 
 /** One process keeping everything itself (workers: 1, and the tests of the shared layer). */

@@ -44,6 +44,8 @@ export type AuditEvent =
   | { event: 'symlink' | 'hardlink'; path: string; target: string }
   | { event: 'denied'; operation: string; path: string; reason: 'permission' | 'outside-home' }
   | { event: 'quota-exceeded'; path: string }
+  /** The scanner found malware in an upload: it did not take its name, and was kept at `file`, outside the home. */
+  | { event: 'quarantined'; path: string; signature: string; file: string }
   /** The defender banned the actor's address (once per ban; refused connections are not recorded). */
   | { event: 'ban'; until: string; seconds: number; count: number; offence: string }
   /** Failed logins from the actor's address not recorded one by one within the window, counted. */

@@ -66,6 +66,7 @@ export function toAccount(u: UserRecord): Account {
     quotaFiles: u.quotaFiles,
     rateUp: u.rateUp,
     rateDown: u.rateDown,
+    scan: u.scan,
   };
 }
 

@@ -145,6 +145,15 @@ export const configSchema = z
       .object({
         /** Fresh uploads are written to a hidden temporary name and renamed when complete. */
         atomic: z.boolean().default(true),
+        /** Quarantine mode for users without their own setting: each complete upload is scanned before it takes its name. */
+        scan: z.enum(['off', 'clamd']).default('off'),
+        /** clamd's unix socket, or its address as HOST:PORT (one of them with scan: clamd). */
+        clamdSocket: z.string().default(''),
+        clamdHost: z.string().regex(/^[^:\s]+:\d{1,5}$/, 'HOST:PORT').or(z.literal('')).default(''),
+        /** Seconds an upload waits for the verdict (the scanner down included); then it is refused. */
+        scanTimeout: z.number().int().min(1).max(3600).default(60),
+        /** Where infected uploads are kept, outside every home; relative to dataDir. */
+        quarantineDir: z.string().min(1).default('quarantine'),
       })
       .strict()
       .prefault({}),
@@ -244,6 +253,13 @@ export const configSchema = z
   })
   .strict()
   .superRefine((config, ctx) => {
+    const { uploads } = config;
+    if (uploads.scan === 'clamd' && (uploads.clamdSocket === '') === (uploads.clamdHost === '')) {
+      ctx.addIssue({ code: 'custom', path: ['uploads', 'clamdSocket'], message: 'scan: clamd needs clamdSocket or clamdHost (one of them)' });
+    }
+    if (uploads.scan !== 'off' && !uploads.atomic) {
+      ctx.addIssue({ code: 'custom', path: ['uploads', 'atomic'], message: 'scanned uploads must be atomic (a file written in place would be there unscanned)' });
+    }
     if (config.ftp.anonymous.enabled && config.ftp.anonymous.root === '') {
       ctx.addIssue({ code: 'custom', path: ['ftp', 'anonymous', 'root'], message: 'anonymous FTP needs a root directory' });
     }

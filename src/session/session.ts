@@ -8,6 +8,7 @@ import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, vi
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission } from './permissions.js';
 import { addName, type Ledger, type Ledgers } from './quota.js';
 import { RateLimit, ratesOf, type Rates } from './rate-limit.js';
+import type { UploadScanning } from './scanning.js';
 import { hashRange, type Checksum, type ChecksumRange, type UploadReceipts } from './checksum.js';
 import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile, type Storage, type StorageOpener } from './storage/storage.js';
 import { Download, Upload, type TransferOptions, type TransferRecord } from './transfer.js';
@@ -40,6 +41,8 @@ export interface SessionDeps {
   readonly receipts: UploadReceipts;
   /** Bandwidth limits of a session, bytes per second (0: none), for accounts without their own. */
   readonly rates: { readonly up: number; readonly down: number };
+  /** Quarantine mode (uploads.scan); null: off. */
+  readonly scanning: UploadScanning | null;
   /** Told of each upload as it starts, when a process other than this one must record it should this one die. */
   readonly inFlight?: InFlightUploads;
 }
@@ -105,6 +108,8 @@ export class Session {
   private readonly rates: Rates;
   /** Checksums read files at this rate at most. */
   private readonly hashing: RateLimit;
+  /** This session's uploads are scanned (the account's setting, else the server's). */
+  private readonly scanning: UploadScanning | null;
 
   private constructor(
     readonly account: Account,
@@ -116,6 +121,7 @@ export class Session {
     this.openHandles = deps.openHandles.acquire(account);
     this.rates = ratesOf(account.rateUp ?? deps.rates.up, account.rateDown ?? deps.rates.down);
     this.hashing = new RateLimit(deps.hashRate);
+    this.scanning = deps.scanning && (account.scan ?? deps.scanning.byDefault) ? deps.scanning : null;
   }
 
   static async open(account: Account, context: SessionContext, deps: SessionDeps): Promise<Session> {
@@ -302,7 +308,7 @@ export class Session {
         exclusive: options.exclusive ?? false,
         mustExist: options.mustExist ?? false,
       },
-      { atomicUploads: this.deps.atomicUploads, blind: loc.blind },
+      { atomicUploads: this.deps.atomicUploads, blind: loc.blind, scanned: this.scanning !== null },
     );
     if ('refused' in plan) throw refusal(plan.refused);
     if (plan.needsOverwrite) this.require('overwrite', dir);
@@ -345,6 +351,7 @@ export class Session {
     const upload: Upload = new Upload(file, path, plan.offset, target, this.ledger, (r) => this.finished(upload, r), {
       ...this.transferOptions(options, this.rates.up),
       hashWholeFile: this.deps.hashResumedUploads,
+      scan: this.scanning ? { scanning: this.scanning, user: this.account.name } : null,
     });
     this.deps.inFlight?.started(this.actor, path, plan.offset, upload.started);
     return upload;
@@ -431,6 +438,7 @@ export class Session {
     const copied = this.copies.get(transfer);
     this.copies.delete(transfer);
     if (transfer instanceof Upload && transfer.exceededQuota) this.audit({ event: 'quota-exceeded', path: r.path });
+    if (r.quarantined) this.audit({ event: 'quarantined', path: r.path, signature: r.quarantined.signature, file: r.quarantined.file });
     if (r.direction === 'upload' && r.result === 'ok' && r.node && !r.convertedLineEndings) {
       // The hash covers the whole file only if the upload wrote all of it, or hashed it after a resume.
       const whole = r.fileSha256 ?? (r.offset === 0 && r.bytes === r.size ? r.sha256 : null);
@@ -780,6 +788,8 @@ function refusal(why: UploadRefusal): SluiceError {
       return new SluiceError('permission-denied', 'File has other links: upload it whole', 'in-place write to a hard-linked file');
     case 'beyond-end':
       return new SluiceError('invalid-path', 'Offset beyond end of file');
+    case 'scan-needs-whole':
+      return new SluiceError('unsupported', 'Uploads are scanned here: resuming or appending is not possible, send the whole file');
   }
 }
 

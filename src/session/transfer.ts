@@ -8,6 +8,7 @@ import type { Ledger } from './quota.js';
 import type { RateLimit } from './rate-limit.js';
 import { SequenceHash } from './sequence-hash.js';
 import { hashRange, type Checksum, type ChecksumRange } from './checksum.js';
+import { verdictWithin, type UploadScanning } from './scanning.js';
 import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile } from './storage/storage.js';
 
 /** What a finished transfer reports to its session for the audit trail. */
@@ -27,6 +28,8 @@ export interface TransferRecord {
   convertedLineEndings: boolean;
   /** An upload's file as it ended (dev:ino and mtime), for UploadReceipts. */
   node?: { key: string; mtimeMs: number };
+  /** The scanner found malware: kept in quarantine at `file`. */
+  quarantined?: { signature: string; file: string };
 }
 
 /** How the shared layer treats a transfer beyond its bytes. */
@@ -42,6 +45,8 @@ export interface TransferOptions {
 export interface UploadOptions extends TransferOptions {
   /** After a resumed upload, hash the whole file (a second read). */
   hashWholeFile: boolean;
+  /** Scan the complete upload before it takes its name; null: not scanned. */
+  scan: { scanning: UploadScanning; user: string } | null;
 }
 
 type Reporter = (record: TransferRecord) => void;
@@ -121,6 +126,7 @@ abstract class Transfer {
     reason?: string,
     fileSha256?: string,
     node?: TransferRecord['node'],
+    quarantined?: TransferRecord['quarantined'],
   ): void {
     this.result = result;
     this.report({
@@ -136,6 +142,7 @@ abstract class Transfer {
       ...(fileSha256 === undefined ? {} : { fileSha256 }),
       convertedLineEndings: this.options.convertedLineEndings,
       ...(node === undefined ? {} : { node }),
+      ...(quarantined === undefined ? {} : { quarantined }),
     });
   }
 
@@ -438,6 +445,7 @@ export class Upload extends Transfer {
     let finalSize = existingSize ?? 0;
     let fileSha256: string | undefined;
     let node: TransferRecord['node'];
+    let quarantined: TransferRecord['quarantined'];
     let stagedLeft = staged !== null;
     try {
       if (this.quotaHit && staged === null) {
@@ -453,6 +461,16 @@ export class Upload extends Transfer {
         const st = await this.file.stat();
         const written = st.size;
         node = { key: nodeKey(st), mtimeMs: st.mtime.getTime() };
+        const { scan } = this.uploadOptions;
+        if (scan && staged !== null && result === 'ok') {
+          // Still under its hidden name: nothing can see or fetch it until the verdict. Unscannable fails closed (throws).
+          const verdict = await verdictWithin(scan.scanning, () => this.file.readStream(0, written));
+          if (!verdict.clean) {
+            const file = await scan.scanning.quarantine.keep(this.file.readStream(0, written), { user: scan.user, path: this.path });
+            quarantined = { signature: verdict.signature, file };
+            throw new SluiceError('rejected', `Upload rejected: malware found (${verdict.signature})`);
+          }
+        }
         await this.file.close();
         if (staged !== null && target === null) {
           await staged.discard();
@@ -476,7 +494,7 @@ export class Upload extends Transfer {
       if (e.kind === 'quota-exceeded') this.quotaHit = true;
       if (result === 'ok') this.closeError = e;
       result = 'failed';
-      reason = `finishing upload: ${e.kind}`;
+      reason = quarantined ? `malware: ${quarantined.signature}` : `finishing upload: ${e.kind}`;
       await this.file.close().catch(() => undefined);
       if (staged !== null && stagedLeft) await staged.discard().catch(() => undefined);
     } finally {
@@ -490,7 +508,7 @@ export class Upload extends Transfer {
     // this file, on any process, finds the file unlocked and unclaimed. (A new file held
     // neither: its releases only move counts, and waiting would cost every small file a trip.)
     if (heldFile) await this.ledger.synced().catch(() => undefined);
-    this.record('upload', finalSize, result, reason, fileSha256, node);
+    this.record('upload', finalSize, result, reason, fileSha256, node, quarantined);
   }
 
   /** Remove the name this upload created, if it still names this file; false when it was renamed away. */
