@@ -19,13 +19,15 @@ export const USER_HELP = `Usage: sluice user <command> ...
 
   add NAME [--home DIR] [--password-stdin | --generate-password] [--key FILE]
            [--perms LIST] [--protocols LIST] [--quota-bytes N] [--quota-files N]
+           [--rate-up RATE] [--rate-down RATE] [--scan | --no-scan]
            [--require-tls] [--require-key] [--allow-ip CIDR]... [--deny-ip CIDR]...
            [--expires DATE]
   list [--json]
   show NAME [--json]
   passwd NAME [--password-stdin | --generate-password]
   set NAME [--home DIR] [--perms LIST] [--protocols LIST] [--quota-bytes N]
-           [--quota-files N] [--[no-]require-tls] [--[no-]require-key]
+           [--quota-files N] [--rate-up RATE] [--rate-down RATE] [--scan | --no-scan]
+           [--[no-]require-tls] [--[no-]require-key]
            [--allow-ip CIDR]... [--deny-ip CIDR]... [--expires DATE|never]
   disable NAME | enable NAME | remove NAME
                           (disable and remove end the user's live sessions when the
@@ -34,7 +36,9 @@ export const USER_HELP = `Usage: sluice user <command> ...
   perm NAME /PATH LIST    (LIST "inherit" drops the override)
 
 Permissions: ${PERMISSIONS.join(', ')}, or "all" / "none".
-Protocols: ftp, ftps, sftp. Sizes accept K, M, G, T suffixes.
+Protocols: ftp, ftps, sftp (sftp admits legacy scp too). Sizes accept K, M, G, T suffixes.
+RATE: bytes per second of each session (5M: 5 MiB/s), 0 for none, "default" for the
+server's limits.rateUp / limits.rateDown.
 With no password option, add and passwd prompt on a terminal or read a pipe.
 `;
 
@@ -44,6 +48,10 @@ const SETTINGS = {
   protocols: { type: 'string' },
   'quota-bytes': { type: 'string' },
   'quota-files': { type: 'string' },
+  'rate-up': { type: 'string' },
+  'rate-down': { type: 'string' },
+  scan: { type: 'boolean' },
+  'no-scan': { type: 'boolean' },
   'allow-ip': { type: 'string', multiple: true },
   'deny-ip': { type: 'string', multiple: true },
   expires: { type: 'string' },
@@ -60,6 +68,10 @@ type SettingValues = {
   protocols?: string | undefined;
   'quota-bytes'?: string | undefined;
   'quota-files'?: string | undefined;
+  'rate-up'?: string | undefined;
+  'rate-down'?: string | undefined;
+  scan?: boolean | undefined;
+  'no-scan'?: boolean | undefined;
   'allow-ip'?: string[] | undefined;
   'deny-ip'?: string[] | undefined;
   expires?: string | undefined;
@@ -73,6 +85,10 @@ function settingsFrom(v: SettingValues): Partial<UserSettings> {
   if (v.protocols !== undefined) out.protocols = parseProtocols(v.protocols);
   if (v['quota-bytes'] !== undefined) out.quotaBytes = parseSize('quota-bytes', v['quota-bytes']);
   if (v['quota-files'] !== undefined) out.quotaFiles = parseCount('quota-files', v['quota-files']);
+  if (v['rate-up'] !== undefined) out.rateUp = parseRate('rate-up', v['rate-up']);
+  if (v['rate-down'] !== undefined) out.rateDown = parseRate('rate-down', v['rate-down']);
+  if (v.scan && v['no-scan']) throw new UsageError('--scan and --no-scan exclude each other');
+  if (v.scan || v['no-scan']) out.scan = Boolean(v.scan);
   if (v['allow-ip'] !== undefined) out.allowIps = parseCidrs(v['allow-ip']);
   if (v['deny-ip'] !== undefined) out.denyIps = parseCidrs(v['deny-ip']);
   if (v.expires !== undefined) out.expiresAt = parseExpiry(v.expires);
@@ -127,6 +143,9 @@ export async function userCommand(args: string[], open: () => AdminServices, rea
         protocols: settings.protocols,
         quotaBytes: settings.quotaBytes,
         quotaFiles: settings.quotaFiles,
+        rateUp: settings.rateUp,
+        rateDown: settings.rateDown,
+        scan: settings.scan,
         requireTls: v['require-tls'],
         requireKey: v['require-key'],
         allowIps: settings.allowIps,
@@ -269,6 +288,16 @@ function help(out: (s: string) => void): number {
   return 0;
 }
 
+/** `--rate-up 5M`: bytes per second; 0 for none, `default` for the server's limits.rateUp/rateDown. */
+function parseRate(flag: string, text: string): number | null {
+  return text === 'default' ? null : parseSize(flag, text);
+}
+
+function describeRate(rate: number | null): string {
+  if (rate === null) return 'server default';
+  return rate === 0 ? 'unlimited' : `${rate} bytes/s`;
+}
+
 function describeUser(u: UserView): string {
   const lines = [
     ['name', u.name],
@@ -283,6 +312,9 @@ function describeUser(u: UserView): string {
     ...u.dirPermissions.map((d) => [`  ${d.path}`, d.permissions.join(',') || 'none']),
     ['quota', `${u.quotaBytes || 'unlimited'} bytes, ${u.quotaFiles || 'unlimited'} files`],
     ['used', `${u.usedBytes} bytes, ${u.usedFiles} files`],
+    ['rate up', describeRate(u.rateUp)],
+    ['rate down', describeRate(u.rateDown)],
+    ['scan', u.scan === null ? 'server default' : u.scan ? 'yes' : 'no'],
     ['allow ip', u.allowIps.join(' ') || 'any'],
     ['deny ip', u.denyIps.join(' ') || '-'],
     ['last login', u.lastLoginAt ? u.lastLoginAt.toISOString() : 'never'],

@@ -20,6 +20,11 @@ export interface Account {
   /** 0 means unlimited. */
   readonly quotaBytes: number;
   readonly quotaFiles: number;
+  /** Bytes per second, each session; null: the server's default, 0: none. */
+  readonly rateUp: number | null;
+  readonly rateDown: number | null;
+  /** Uploads scanned for malware; null: the server's uploads.scan. */
+  readonly scan: boolean | null;
 }
 
 /** Persisted usage counters, implemented by the store. */
