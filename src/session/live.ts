@@ -1,4 +1,5 @@
 import type { Protocol } from './account.js';
+import { SluiceError } from './errors.js';
 
 /** A transfer in progress, as an operator sees it. */
 export interface LiveTransfer {
@@ -97,7 +98,7 @@ interface Entry {
  */
 export class LiveRegistry implements LiveSessionsView {
   private readonly entries = new Set<Entry>();
-  /** Why the server is stopping, once it is: sessions that log in after that are ended at once. */
+  /** Why the server is stopping, once it is: no session opens after that. */
   private stopping: string | null = null;
 
   constructor(
@@ -105,11 +106,15 @@ export class LiveRegistry implements LiveSessionsView {
     private readonly worker: number,
   ) {}
 
+  /** Throws once the server is stopping: a login then opens no session (Session.open asks before and after it opens one). */
+  admit(): void {
+    if (this.stopping !== null) throw new SluiceError('failure', 'Server is shutting down');
+  }
+
   /** A session has logged in; the returned function removes it (when it closes). */
   add(session: LiveSession, connection: LiveConnection): () => void {
     const entry = { session, connection };
     this.entries.add(entry);
-    if (this.stopping !== null) void this.endNow(entry, this.stopping);
     return () => void this.entries.delete(entry);
   }
 

@@ -116,8 +116,17 @@ export class Session implements LiveSession {
 
   /** `connection`: how the front-end ends this session's connection when the server ends the session. */
   static async open(account: Account, context: SessionContext, deps: SessionDeps, connection: LiveConnection): Promise<Session> {
+    deps.live.admit();
     const storage = await deps.storage(account.home);
-    return new Session(account, context, storage, await deps.quotas.acquire(account), deps, connection);
+    const session = new Session(account, context, storage, await deps.quotas.acquire(account), deps, connection);
+    // The server began to stop while this one opened: a drain that started without it would not end it.
+    try {
+      deps.live.admit();
+    } catch (err) {
+      await session.close();
+      throw err;
+    }
+    return session;
   }
 
   get id(): string {
