@@ -98,8 +98,8 @@ interface Entry {
  */
 export class LiveRegistry implements LiveSessionsView {
   private readonly entries = new Set<Entry>();
-  /** Why the server is stopping, once it is: no session opens after that. */
-  private stopping: string | null = null;
+  /** Set once the server is stopping: no session opens after that. */
+  private stopping = false;
 
   constructor(
     /** The cluster worker id of this process; 0 when one process serves everything. */
@@ -108,7 +108,7 @@ export class LiveRegistry implements LiveSessionsView {
 
   /** Throws once the server is stopping: a login then opens no session (Session.open asks before and after it opens one). */
   admit(): void {
-    if (this.stopping !== null) throw new SluiceError('failure', 'Server is shutting down');
+    if (this.stopping) throw new SluiceError('failure', 'Server is shutting down');
   }
 
   /** A session has logged in; the returned function removes it (when it closes). */
@@ -159,7 +159,7 @@ export class LiveRegistry implements LiveSessionsView {
    * reason it settles with.
    */
   async drain(reason: string, deadline: Promise<string>): Promise<DrainCounts> {
-    this.stopping = reason;
+    this.stopping = true;
     const counts: DrainCounts = { endedIdle: 0, transfersFinished: 0, transfersAborted: 0 };
     await Promise.all(
       [...this.entries].map(async (entry) => {
