@@ -5,13 +5,15 @@ import { AuditLog, createLogger } from './audit/log.js';
 import { Authenticator } from './auth/authenticator.js';
 import { PasswordHasher } from './auth/passwords.js';
 import type { Config } from './config/schema.js';
-import type { Coordinator } from './coordinator/coordinator.js';
+import type { AuditTrail, Coordinator } from './coordinator/coordinator.js';
+import { Hooks } from './hooks/runner.js';
 import { LocalCoordinator } from './coordinator/local.js';
 import { AllSessions } from './coordinator/sessions.js';
 import { BanCheck } from './security/ban-check.js';
 import { Defender } from './security/defender.js';
 import { FailureThrottle } from './security/failure-throttle.js';
 import { Gate } from './security/gate.js';
+import { UploadReceipts } from './session/checksum.js';
 import { LiveRegistry } from './session/live.js';
 import { HandleBook } from './session/open-handles.js';
 import { QuotaBook } from './session/quota.js';
@@ -95,11 +97,18 @@ export function openCoordination(base: AdminServices): Coordination {
         onError: (err) => base.log.error({ err }, 'audit log'),
       })
     : null;
-  if (!auditLog) base.log.warn('audit trail disabled (audit.enabled: false): transfers are neither hashed nor recorded');
+  if (!auditLog) base.log.warn('audit trail disabled (audit.enabled: false): nothing is recorded');
+  const { hooks: hookSettings } = config;
+  const hooks =
+    hookSettings.actions.length > 0
+      ? new Hooks(hookSettings.actions, hookSettings.concurrency, base.log.child({ part: 'hooks' }), (e) => auditLog?.system(e))
+      : null;
+  // Hooks see the events as the trail records them (after the throttle below), even with the file off.
+  const trail = teeTrail(auditLog, hooks);
   // Failed logins come before any login, as fast as an attacker likes: aggregated per address.
   // Every other event passes the throttle untouched.
-  const throttle = auditLog ? new FailureThrottle(auditLog) : null;
-  const audit = auditLog && throttle ? { record: throttle.record.bind(throttle), system: auditLog.system.bind(auditLog) } : null;
+  const throttle = trail ? new FailureThrottle(trail) : null;
+  const audit = trail && throttle ? { record: throttle.record.bind(throttle), system: trail.system.bind(trail) } : null;
   const { limits } = config;
   const registry = new ConnectionRegistry(limits.maxSessions, limits.maxSessionsPerIp, limits.maxSessionsPerUser);
   const defender = new Defender(banCheck(base), config.defender, audit, base.log.child({ part: 'defender' }));
@@ -111,8 +120,25 @@ export function openCoordination(base: AdminServices): Coordination {
     sessions: new AllSessions(),
     async close() {
       throttle?.flush();
+      await hooks?.drain(HOOK_DRAIN_MS);
       await auditLog?.close();
     },
+  };
+}
+
+/** A stopping server waits this long for hooks still running (their failures are still recorded). */
+const HOOK_DRAIN_MS = 5000;
+
+/** The audit file and the hooks as one trail; null when neither is on. */
+function teeTrail(auditLog: AuditLog | null, hooks: Hooks | null): AuditTrail | null {
+  if (!hooks) return auditLog;
+  if (!auditLog) return { record: (a, e) => hooks.record(a, e), system: () => undefined };
+  return {
+    record(actor, event) {
+      auditLog.record(actor, event);
+      hooks.record(actor, event);
+    },
+    system: (e) => auditLog.system(e),
   };
 }
 
@@ -127,7 +153,8 @@ function banCheck(base: AdminServices): BanCheck {
  */
 export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlight?: InFlightUploads, worker = 0): Services {
   const { config } = base;
-  const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit);
+  const { anonymous } = config.ftp;
+  const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit, anonymous.enabled ? anonymous : null);
   const live = new LiveRegistry(worker);
   return {
     ...base,
@@ -141,6 +168,9 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
       atomicUploads: config.uploads.atomic,
       storage: openLocalStorage,
       hashResumedUploads: config.audit.hashResumedUploads,
+      rates: { up: config.limits.rateUp, down: config.limits.rateDown },
+      hashRate: config.limits.hashRate,
+      receipts: new UploadReceipts(),
       ...(inFlight ? { inFlight } : {}),
       live,
     },

@@ -13,6 +13,8 @@ export type TransferResult = 'ok' | 'aborted' | 'failed';
 
 export type AuditEvent =
   | { event: 'login'; method: 'password' | 'publickey' }
+  /** `email`: what an anonymous FTP client gave as its password, as it gave it (bounded); never a credential. */
+  | { event: 'login'; method: 'anonymous'; email: string }
   | { event: 'login-failed'; method: 'password' | 'publickey'; reason: string }
   /** reason: why the server ended the session (an administrator, a stop); absent when the client ended it. */
   | { event: 'logout'; duration_ms: number; reason?: string }
@@ -57,7 +59,9 @@ export interface AuditSink {
 export type SystemEvent =
   | { event: 'upload-temps-removed'; home: string; count: number; bytes: number }
   /** The start-up recount found a user's stored usage differing from the disk and stored the disk's. */
-  | { event: 'usage-recounted'; user: string; home: string; oldBytes: number; oldFiles: number; bytes: number; files: number };
+  | { event: 'usage-recounted'; user: string; home: string; oldBytes: number; oldFiles: number; bytes: number; files: number }
+  /** A configured hook (hooks.actions) failed or was dropped; what triggered it, and why. */
+  | { event: 'hook-failed'; hook: string; trigger: string; user: string; path: string; reason: string };
 
 export interface SystemAuditSink {
   system(event: SystemEvent): void;

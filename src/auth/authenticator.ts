@@ -30,7 +30,13 @@ export type AuthFailure =
 export const MAX_USER_NAME_BYTES = 64;
 
 /** Called once the credentials are good, with the stored name: false refuses the login (per-user session limit). */
-export type Claim = (user: string) => Promise<boolean>;
+/** The stored account anonymous FTP logins use (users/anonymous.ts makes it); the audit trail names them by it. */
+export const ANONYMOUS = 'anonymous';
+/** What a client may type as USER for an anonymous login (vsftpd's and ProFTPD's names). */
+export const ANONYMOUS_LOGINS: readonly string[] = [ANONYMOUS, 'ftp'];
+
+/** A session slot for `user`, under `max` sessions of theirs at once when given (else the server's per-user limit). */
+export type Claim = (user: string, max?: number) => Promise<boolean>;
 
 /** Front-ends answer every failure alike ("login incorrect"); the reason goes to the audit log only. */
 export class AuthError extends Error {
@@ -58,6 +64,8 @@ export function toAccount(u: UserRecord): Account {
     permissions: { root: set(u.permissions), dirs: new Map(u.dirPermissions.map((d) => [d.path, set(d.permissions)])) },
     quotaBytes: u.quotaBytes,
     quotaFiles: u.quotaFiles,
+    rateUp: u.rateUp,
+    rateDown: u.rateDown,
   };
 }
 
@@ -67,10 +75,15 @@ export class Authenticator {
     private readonly users: UserStore,
     private readonly hasher: PasswordHasher,
     private readonly audit: AuditSink | null,
+    /** Anonymous FTP, when ftp.anonymous.enabled; see users/anonymous.ts. */
+    private readonly anonymous: { readonly maxSessions: number } | null = null,
   ) {}
 
   async password(req: AuthRequest, password: string, claim?: Claim): Promise<Account> {
     if (overlong(req.username)) return this.fail(req, 'password', 'bad-name');
+    if (this.anonymous && ANONYMOUS_LOGINS.includes(req.username.toLowerCase()) && (req.protocol === 'ftp' || req.protocol === 'ftps')) {
+      return this.anonymousLogin(req, password, this.anonymous.maxSessions, claim);
+    }
     const user = this.users.get(req.username);
     const ok = await this.hasher.verify(user?.passwordHash ?? null, password);
     if (!user) return this.fail(req, 'password', 'unknown-user');
@@ -108,6 +121,21 @@ export class Authenticator {
   refuse(req: AuthRequest, method: 'password' | 'publickey', reason: AuthFailure): never {
     const user = overlong(req.username) ? undefined : (this.users.get(req.username) ?? undefined);
     return this.fail(req, method, reason, user);
+  }
+
+  /**
+   * Any password: by convention the client's e-mail address, recorded (bounded)
+   * and never checked. The stored account's rules (enabled, protocols, TLS,
+   * addresses) and its own session limit still apply.
+   */
+  private async anonymousLogin(req: AuthRequest, password: string, maxSessions: number, claim: Claim | undefined): Promise<Account> {
+    const user = this.users.get(ANONYMOUS);
+    if (!user) return this.fail(req, 'password', 'unknown-user');
+    this.checkRules(req, user, 'password');
+    if (claim && !(await claim(user.name, maxSessions))) this.fail(req, 'password', 'session-limit', user);
+    this.users.recordLogin(user.id);
+    this.audit?.record(this.actor(req, user), { event: 'login', method: 'anonymous', email: password.slice(0, 100) });
+    return toAccount(user);
   }
 
   private checkRules(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): void {

@@ -13,6 +13,7 @@ import { drainSummary } from '../session/live.js';
 import { localStorageUsable } from '../session/storage/local.js';
 import { logStarted } from '../started.js';
 import { nextStopSignal } from '../stop-signal.js';
+import { provisionAnonymous } from '../users/anonymous.js';
 
 /** `sluice init`: data directory, database and keys, nothing served. */
 export async function init(config: Config, out: (s: string) => void): Promise<AdminServices> {
@@ -48,6 +49,13 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
   });
   await createKeys(config, out);
   const base = openAdmin(config);
+  try {
+    provisionAnonymous(base.users, config.ftp.anonymous);
+  } catch (err) {
+    out(`${(err as Error).message}\n`);
+    await base.close();
+    return 1;
+  }
   const coordination = openCoordination(base);
   const { log } = base;
   checkDescriptorLimit(config.limits.maxSessions, log);

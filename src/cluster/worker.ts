@@ -32,7 +32,8 @@ export async function serveAsWorker(config: Config): Promise<number> {
 
 async function serveUntilStopped(config: Config): Promise<{ code: number; drained?: DrainCounts }> {
   const channel = processChannel();
-  const coordinator = new RemoteCoordinator(channel, config.audit.enabled);
+  // The primary runs the hooks on the events it is sent: sent whenever either needs them.
+  const coordinator = new RemoteCoordinator(channel, config.audit.enabled || config.hooks.actions.length > 0);
   const base = openAdmin(config);
   const services = servicesOn(base, coordinator, coordinator, cluster.worker?.id ?? 0);
   let hurry: () => void = () => undefined;

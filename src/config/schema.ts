@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parseCidr } from '../auth/ip-rules.js';
 import { bytesOf } from './size.js';
+import { HOOK_EVENTS, HOOK_FIELDS, unknownPlaceholders } from '../hooks/events.js';
 
 const port = z.number().int().min(0).max(65535);
 const portRange = z
@@ -66,6 +67,19 @@ export const configSchema = z
         dataTimeout: z.number().int().min(1).max(600).default(30),
         /** PROXY header from trustedProxies on control and passive data connections. */
         proxyProtocol,
+        /** Logins as `anonymous` or `ftp` with any password, read-only in `root` (see users/anonymous.ts). */
+        anonymous: z
+          .object({
+            enabled: z.boolean().default(false),
+            /** The anonymous files: a directory on the host, relative to the working directory. */
+            root: z.string().default(''),
+            /** A virtual directory under root where anonymous users may only upload ('' for none). */
+            incoming: z.union([z.literal(''), z.string().regex(/^\/[^\0]*[^/]$/, 'an absolute virtual path such as /incoming')]).default(''),
+            /** Anonymous sessions at once, all addresses together. */
+            maxSessions: z.number().int().min(1).max(100000).default(10),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),
@@ -119,6 +133,11 @@ export const configSchema = z
          * and authentication, FTP greeting to PASS); commands before login do not extend it.
          */
         loginTimeout: z.number().int().min(1).max(600).default(30),
+        /** Bytes per second each session may upload / download, for users without their own limit; 0: none. */
+        rateUp: size.default(0),
+        rateDown: size.default(0),
+        /** Bytes per second one session may have read for checksums (FTP HASH, SFTP check-file) of files not just uploaded. */
+        hashRate: size.default(134217728),
       })
       .strict()
       .prefault({}),
@@ -126,6 +145,36 @@ export const configSchema = z
       .object({
         /** Fresh uploads are written to a hidden temporary name and renamed when complete. */
         atomic: z.boolean().default(true),
+      })
+      .strict()
+      .prefault({}),
+    hooks: z
+      .object({
+        /** Hooks running at once, all actions together. */
+        concurrency: z.number().int().min(1).max(64).default(4),
+        actions: z
+          .array(
+            z
+              .object({
+                name: z.string().min(1).max(64),
+                on: z.array(z.enum(HOOK_EVENTS)).min(1),
+                /** argv, each `{field}` replaced (see hooks/events.ts); never run through a shell. */
+                command: z.array(z.string().min(1)).min(1).optional(),
+                url: z.url({ protocol: /^https?$/ }).optional(),
+                secret: z.string().default(''),
+                timeout: z.number().int().min(1).max(3600).default(30),
+                retries: z.number().int().min(0).max(10).default(3),
+              })
+              .strict()
+              .superRefine((a, ctx) => {
+                if (!a.command && !a.url) ctx.addIssue({ code: 'custom', message: 'a hook needs a command or a url' });
+                const unknown = unknownPlaceholders(a.command ?? []);
+                if (unknown.length > 0) {
+                  ctx.addIssue({ code: 'custom', path: ['command'], message: `unknown placeholder {${unknown[0]}} (one of: ${HOOK_FIELDS.join(', ')})` });
+                }
+              }),
+          )
+          .default([]),
       })
       .strict()
       .prefault({}),
@@ -202,6 +251,9 @@ export const configSchema = z
   })
   .strict()
   .superRefine((config, ctx) => {
+    if (config.ftp.anonymous.enabled && config.ftp.anonymous.root === '') {
+      ctx.addIssue({ code: 'custom', path: ['ftp', 'anonymous', 'root'], message: 'anonymous FTP needs a root directory' });
+    }
     // v1/v2 with nobody trusted would refuse every connection: surely a mistake, said at start rather than at each accept.
     for (const front of ['ftp', 'sftp'] as const) {
       const mode = config[front].proxyProtocol;

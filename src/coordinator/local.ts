@@ -20,8 +20,8 @@ export class LocalCoordinator implements Coordinator {
     return this.registry.tryAcquire(ip);
   }
 
-  async claimUser(user: string): Promise<Release | null> {
-    return this.registry.tryAcquireUser(user);
+  async claimUser(user: string, max?: number): Promise<Release | null> {
+    return this.registry.tryAcquireUser(user, max);
   }
 
   async score(ip: string, protocol: Protocol, offence: Offence): Promise<boolean> {

@@ -20,6 +20,9 @@ export interface Account {
   /** 0 means unlimited. */
   readonly quotaBytes: number;
   readonly quotaFiles: number;
+  /** Bytes per second, each session; null: the server's default, 0: none. */
+  readonly rateUp: number | null;
+  readonly rateDown: number | null;
 }
 
 /** Persisted usage counters, implemented by the store. */

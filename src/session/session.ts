@@ -8,6 +8,8 @@ import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission } from './permissions.js';
 import { addName, type Ledger, type Ledgers } from './quota.js';
+import { RateLimit, ratesOf, type Rates } from './rate-limit.js';
+import { hashRange, type Checksum, type ChecksumRange, type UploadReceipts } from './checksum.js';
 import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile, type Storage, type StorageOpener } from './storage/storage.js';
 import { Download, Upload, type TransferOptions, type TransferRecord } from './transfer.js';
 import { planUpload, type UploadRefusal } from './upload-plan.js';
@@ -33,6 +35,12 @@ export interface SessionDeps {
   readonly atomicUploads: boolean;
   /** Where a home's files are. */
   readonly storage: StorageOpener;
+  /** Bytes per second one session may have hashed for checksums (FTP HASH, SFTP check-file). */
+  readonly hashRate: number;
+  /** Hashes of whole uploads, so a checksum of what was just uploaded needs no read. */
+  readonly receipts: UploadReceipts;
+  /** Bandwidth limits of a session, bytes per second (0: none), for accounts without their own. */
+  readonly rates: { readonly up: number; readonly down: number };
   /** Told of each upload as it starts, when a process other than this one must record it should this one die. */
   readonly inFlight?: InFlightUploads;
   /** This process's logged-in sessions: each is added at open and removed at close. */
@@ -101,6 +109,10 @@ export class Session implements LiveSession {
   private closed = false;
   /** The user's open handles, counted across all their sessions (front-ends that hold handles use it). */
   readonly openHandles: UserHandles;
+  /** Shared by the session's transfers in each direction: parallel SFTP transfers together keep the rate. */
+  private readonly rates: Rates;
+  /** Checksums read files at this rate at most. */
+  private readonly hashing: RateLimit;
 
   private constructor(
     readonly account: Account,
@@ -111,6 +123,8 @@ export class Session implements LiveSession {
     connection: LiveConnection,
   ) {
     this.openHandles = deps.openHandles.acquire(account);
+    this.rates = ratesOf(account.rateUp ?? deps.rates.up, account.rateDown ?? deps.rates.down);
+    this.hashing = new RateLimit(deps.hashRate);
     this.unregister = deps.live.add(this, connection);
   }
 
@@ -303,7 +317,7 @@ export class Session implements LiveSession {
           if (st.type === 'dir') throw new SluiceError('is-a-directory');
           if (st.type !== 'file') throw new SluiceError('permission-denied', 'Not a regular file');
           if (offset < 0 || offset > st.size) throw new SluiceError('invalid-path', 'Offset beyond end of file');
-          return new Download(file, path, offset, st.size, (r) => this.finished(download, r), this.transferOptions(options));
+          return new Download(file, path, offset, st.size, (r) => this.finished(download, r), this.transferOptions(options, this.rates.down));
         } catch (err) {
           await file.close();
           throw err;
@@ -385,7 +399,7 @@ export class Session implements LiveSession {
     if (truncatedInPlace) this.ledger.settle(0, -existingSize, 0);
     const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, staged, append, holdsFile, claim, lock };
     const upload: Upload = new Upload(file, path, plan.offset, target, this.ledger, (r) => this.finished(upload, r), {
-      ...this.transferOptions(options),
+      ...this.transferOptions(options, this.rates.up),
       hashWholeFile: this.deps.hashResumedUploads,
     });
     this.deps.inFlight?.started(this.actor, path, plan.offset, upload.started);
@@ -409,8 +423,8 @@ export class Session implements LiveSession {
     }
   }
 
-  private transferOptions(options: { convertedLineEndings?: boolean }): TransferOptions {
-    return { hash: this.deps.audit !== null, convertedLineEndings: options.convertedLineEndings ?? false };
+  private transferOptions(options: { convertedLineEndings?: boolean }, rate: RateLimit | null): TransferOptions {
+    return { hash: this.deps.audit !== null, convertedLineEndings: options.convertedLineEndings ?? false, rate };
   }
 
   /**
@@ -474,6 +488,11 @@ export class Session implements LiveSession {
     const copied = this.copies.get(transfer);
     this.copies.delete(transfer);
     if (transfer instanceof Upload && transfer.exceededQuota) this.audit({ event: 'quota-exceeded', path: r.path });
+    if (r.direction === 'upload' && r.result === 'ok' && r.node && !r.convertedLineEndings) {
+      // The hash covers the whole file only if the upload wrote all of it, or hashed it after a resume.
+      const whole = r.fileSha256 ?? (r.offset === 0 && r.bytes === r.size ? r.sha256 : null);
+      if (whole) this.deps.receipts.remember(r.node.key, r.size, r.node.mtimeMs, whole);
+    }
     this.audit({
       event: r.direction,
       path: r.path,
@@ -490,6 +509,38 @@ export class Session implements LiveSession {
       type: r.convertedLineEndings ? 'ascii' : 'binary',
       ...(copied === undefined ? {} : r.direction === 'upload' ? { copied_from: [...copied] } : { copied_to: [...copied] }),
     });
+  }
+
+  /**
+   * SHA-256 receipts (FTP HASH, SFTP check-file): of a path, or of a file the
+   * session has open. Reading the bytes is downloading them, so it takes the
+   * download permission (an upload-only drop box gives no hashes back). The
+   * whole file's hash comes from its upload's record when the file is as
+   * that upload left it; anything else is read at the session's hashing rate.
+   */
+  async checksum(target: string | Upload | Download, range: ChecksumRange = { offset: 0, length: 0, blockSize: 0 }): Promise<Checksum> {
+    if (typeof target !== 'string') {
+      if (target instanceof Upload) this.require('download', parentOf(target.path));
+      return target.checksum(range, this.hashing);
+    }
+    const path = this.resolve(target);
+    return this.guard('checksum', path, () =>
+      this.within(this.checked('download', parentOf(path), path), true, 'look', async (loc) => {
+        this.require('download', parentOf(loc.virtualPath));
+        const file = await loc.openRead();
+        try {
+          const st = await file.stat();
+          if (st.type === 'dir') throw new SluiceError('is-a-directory');
+          if (st.type !== 'file') throw new SluiceError('permission-denied', 'Not a regular file');
+          const whole = range.offset === 0 && range.length === 0 && range.blockSize === 0;
+          const known = whole ? this.deps.receipts.lookup(nodeKey(st), st.size, st.mtime.getTime()) : null;
+          if (known) return { offset: 0, end: st.size, digests: [Buffer.from(known, 'hex')], fromRecord: true };
+          return await hashRange(file, st.size, range, this.hashing);
+        } finally {
+          await file.close();
+        }
+      }),
+    );
   }
 
   // --- changes --------------------------------------------------------------

@@ -5,8 +5,10 @@ import { SluiceError, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
 import { baseName } from './paths.js';
 import type { Ledger } from './quota.js';
+import type { RateLimit } from './rate-limit.js';
 import { SequenceHash } from './sequence-hash.js';
-import type { Location, NodeStat, OpenFile, StagedFile } from './storage/storage.js';
+import { hashRange, type Checksum, type ChecksumRange } from './checksum.js';
+import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile } from './storage/storage.js';
 
 /** What a finished transfer reports to its session for the audit trail. */
 export interface TransferRecord {
@@ -23,6 +25,8 @@ export interface TransferRecord {
   /** The whole file after a resumed upload, when configured. */
   fileSha256?: string;
   convertedLineEndings: boolean;
+  /** An upload's file as it ended (dev:ino and mtime), for UploadReceipts. */
+  node?: { key: string; mtimeMs: number };
 }
 
 /** How the shared layer treats a transfer beyond its bytes. */
@@ -31,6 +35,8 @@ export interface TransferOptions {
   hash: boolean;
   /** The front-end converts line endings on the way (FTP TYPE A); recorded only. */
   convertedLineEndings: boolean;
+  /** The session's bandwidth limit in this transfer's direction; null: none. */
+  rate: RateLimit | null;
 }
 
 export interface UploadOptions extends TransferOptions {
@@ -58,7 +64,7 @@ abstract class Transfer {
     readonly path: string,
     readonly offset: number,
     protected readonly report: Reporter,
-    private readonly options: TransferOptions,
+    protected readonly options: TransferOptions,
   ) {
     this.hash = options.hash ? new SequenceHash(offset) : null;
   }
@@ -109,7 +115,13 @@ abstract class Transfer {
 
   protected abstract settle(result: TransferResult, reason?: string): Promise<void>;
 
-  protected record(size: number, result: TransferResult, reason?: string, fileSha256?: string): void {
+  protected record(
+    size: number,
+    result: TransferResult,
+    reason?: string,
+    fileSha256?: string,
+    node?: TransferRecord['node'],
+  ): void {
     this.result = result;
     this.report({
       direction: this.direction,
@@ -123,7 +135,14 @@ abstract class Transfer {
       sha256: this.hash?.digest() ?? null,
       ...(fileSha256 === undefined ? {} : { fileSha256 }),
       convertedLineEndings: this.options.convertedLineEndings,
+      ...(node === undefined ? {} : { node }),
     });
+  }
+
+  /** SHA-256 of a range of the open file (SFTP check-file-handle); the session checks the permission. */
+  checksum(range: ChecksumRange, rate: RateLimit): Promise<Checksum> {
+    if (this.isFinished) return Promise.reject(new SluiceError('failure', 'Transfer is closed'));
+    return this.file.stat().then((st) => hashRange(this.file, st.size, range, rate));
   }
 }
 
@@ -143,6 +162,7 @@ export class Download extends Transfer {
   /** As read(), into `target` at `offset` (SFTP reads straight into its DATA reply): the bytes read, 0 at the end. */
   async readInto(target: Buffer, offset: number, length: number, position: number): Promise<number> {
     if (this.isFinished) throw new SluiceError('failure', 'Transfer is closed');
+    await this.options.rate?.take(length);
     const n = await this.file.read(target, offset, length, position);
     this.bytes += n;
     this.hash?.update(position, target.subarray(offset, offset + n));
@@ -160,12 +180,16 @@ export class Download extends Transfer {
    */
   readable(): Readable {
     let position = this.offset;
+    const { rate } = this.options;
     const counter = new Transform({
       transform: (chunk: Buffer, _enc, done) => {
         this.bytes += chunk.length;
         this.hash?.update(position, chunk);
         position += chunk.length;
-        done(null, chunk);
+        // Held back, not slept on: the next chunk is read only once this one is passed on.
+        const wait = rate ? rate.delay(chunk.length) : 0;
+        if (wait === 0) done(null, chunk);
+        else setTimeout(() => done(null, chunk), wait);
       },
     });
     const source = this.file.readStream(this.offset, this.size);
@@ -249,6 +273,8 @@ export class Upload extends Transfer {
     const chunks = Buffer.isBuffer(data) ? [data] : data;
     let length = 0;
     for (const chunk of chunks) length += chunk.length;
+    // Before the room is reserved: a limited upload does not hold quota it has not sent yet.
+    await this.options.rate?.take(length);
     let at: number;
     try {
       at = await this.reserve(this.target.append ? null : position, length);
@@ -413,6 +439,7 @@ export class Upload extends Transfer {
     let filesDelta = 0;
     let finalSize = existingSize ?? 0;
     let fileSha256: string | undefined;
+    let node: TransferRecord['node'];
     let stagedLeft = staged !== null;
     try {
       if (this.quotaHit && staged === null) {
@@ -425,7 +452,9 @@ export class Upload extends Transfer {
         // The final name is looked at while the staged file is measured and closed: one wait for both.
         const target = staged !== null && result === 'ok' ? loc.stat() : null;
         target?.catch(() => undefined);
-        const written = (await this.file.stat()).size;
+        const st = await this.file.stat();
+        const written = st.size;
+        node = { key: nodeKey(st), mtimeMs: st.mtime.getTime() };
         await this.file.close();
         if (staged !== null && target === null) {
           await staged.discard();
@@ -463,7 +492,7 @@ export class Upload extends Transfer {
     // this file, on any process, finds the file unlocked and unclaimed. (A new file held
     // neither: its releases only move counts, and waiting would cost every small file a trip.)
     if (heldFile) await this.ledger.synced().catch(() => undefined);
-    this.record(finalSize, result, reason, fileSha256);
+    this.record(finalSize, result, reason, fileSha256, node);
   }
 
   /** Remove the name this upload created, if it still names this file; false when it was renamed away. */

@@ -80,6 +80,8 @@ export interface NewUser {
   protocols?: Protocol[] | undefined;
   quotaBytes?: number | undefined;
   quotaFiles?: number | undefined;
+  rateUp?: number | null | undefined;
+  rateDown?: number | null | undefined;
   requireTls?: boolean | undefined;
   requireKey?: boolean | undefined;
   allowIps?: string[] | undefined;
@@ -126,6 +128,8 @@ export class UserAdmin {
       permissions: u.permissions ?? [...DEFAULT_PERMISSIONS],
       quotaBytes: u.quotaBytes ?? 0,
       quotaFiles: u.quotaFiles ?? 0,
+      rateUp: u.rateUp ?? null,
+      rateDown: u.rateDown ?? null,
       allowIps: u.allowIps ?? [],
       denyIps: u.denyIps ?? [],
     };
@@ -151,6 +155,8 @@ export class UserAdmin {
       permissions: user.permissions,
       quotaBytes: user.quotaBytes,
       quotaFiles: user.quotaFiles,
+      rateUp: user.rateUp,
+      rateDown: user.rateDown,
       allowIps: user.allowIps,
       denyIps: user.denyIps,
       ...patch,
@@ -218,7 +224,7 @@ export class UserAdmin {
 }
 
 /** Create the home if missing (owner-only); true if we created it. Refuses a file in the way. */
-function makeHome(home: string): boolean {
+export function makeHome(home: string): boolean {
   try {
     if (statSync(home).isDirectory()) return false;
     throw new AdminError(`home ${home} exists and is not a directory`);
