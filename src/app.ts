@@ -8,6 +8,7 @@ import type { Config } from './config/schema.js';
 import type { AuditTrail, Coordinator } from './coordinator/coordinator.js';
 import { Hooks } from './hooks/runner.js';
 import { LocalCoordinator } from './coordinator/local.js';
+import { AllSessions } from './coordinator/sessions.js';
 import { BanCheck } from './security/ban-check.js';
 import { Defender } from './security/defender.js';
 import { FailureThrottle } from './security/failure-throttle.js';
@@ -15,6 +16,7 @@ import { Gate } from './security/gate.js';
 import { ClamdScanner } from './scan/clamd.js';
 import { QuarantineDir } from './scan/quarantine.js';
 import { UploadReceipts } from './session/checksum.js';
+import { LiveRegistry } from './session/live.js';
 import type { UploadScanning } from './session/scanning.js';
 import { HandleBook } from './session/open-handles.js';
 import { QuotaBook } from './session/quota.js';
@@ -45,6 +47,8 @@ export interface Services extends AdminServices {
   /** Admission and login policy, shared by every front-end. */
   readonly gate: Gate;
   readonly sessionDeps: SessionDeps;
+  /** This process's logged-in sessions (the whole server's are Coordination.sessions). */
+  readonly live: LiveRegistry;
 }
 
 /** The state a server keeps once however many processes serve: see Coordinator. */
@@ -54,6 +58,8 @@ export interface Coordination {
   readonly auditLog: AuditLog | null;
   /** Each user's ledger, for the primary answering workers synchronously. */
   readonly quotas: QuotaBook;
+  /** Every logged-in session of the server (a LiveSessionsView): the serving process's registry, or each worker's over IPC. */
+  readonly sessions: AllSessions;
   /** Ends the failure-throttle window and flushes the trail. */
   close(): Promise<void>;
 }
@@ -114,6 +120,7 @@ export function openCoordination(base: AdminServices): Coordination {
     coordinator: new LocalCoordinator(registry, defender, quotas, audit),
     auditLog,
     quotas,
+    sessions: new AllSessions(),
     async close() {
       throttle?.flush();
       await hooks?.drain(HOOK_DRAIN_MS);
@@ -147,10 +154,11 @@ function banCheck(base: AdminServices): BanCheck {
  * keeps the shared state: this process's own, or the primary's for a worker
  * (which also gets told of each upload, to record it should the worker die).
  */
-export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlight?: InFlightUploads): Services {
+export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlight?: InFlightUploads, worker = 0): Services {
   const { config } = base;
   const { anonymous } = config.ftp;
   const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit, anonymous.enabled ? anonymous : null);
+  const live = new LiveRegistry(worker);
   return {
     ...base,
     coordinator,
@@ -168,7 +176,9 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
       receipts: new UploadReceipts(),
       scanning: scanningOf(config),
       ...(inFlight ? { inFlight } : {}),
+      live,
     },
+    live,
   };
 }
 

@@ -52,6 +52,12 @@ describe('configuration', () => {
     assert.deepEqual([c.trustedProxies, c.ftp.proxyProtocol, c.sftp.proxyProtocol], [['10.0.0.5/32', 'fd00::/64'], 'v2', 'optional']);
   });
 
+  it('reads the drain timeout from the environment', () => {
+    assert.equal(load().shutdown.drainTimeout, 30);
+    assert.equal(load({ SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '5' }).shutdown.drainTimeout, 5);
+    assert.equal(load({ SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '0.5' }).shutdown.drainTimeout, 0.5);
+  });
+
   it('finds ./sluice.yaml and SLUICE_CONFIG', () => {
     writeFileSync(join(dir, 'sluice.yaml'), 'ftp:\n  port: 2333\n');
     assert.equal(load().ftp.port, 2333);
@@ -77,6 +83,8 @@ describe('configuration', () => {
     ['a bad trusted proxy', { SLUICE_TRUSTED_PROXIES: '10.0.0.0/8, 300.1.2.3' }, null, /^config: trustedProxies\.1 \(from SLUICE_TRUSTED_PROXIES\): "300\.1\.2\.3" is not an IP/],
     ['a bad IPv6 prefix', {}, 'trustedProxies: ["fd00::/129"]\n', /trustedProxies\.0: "fd00::\/129" has a bad prefix length/],
     ['an unknown PROXY mode', { SLUICE_SFTP_PROXY_PROTOCOL: 'v3' }, null, /sftp\.proxyProtocol \(from SLUICE_SFTP_PROXY_PROTOCOL\)/],
+    ['a drain timeout that is not a number', { SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '30s' }, null, /shutdown\.drainTimeout \(from SLUICE_SHUTDOWN_DRAIN_TIMEOUT\)/],
+    ['a negative drain timeout', {}, 'shutdown:\n  drainTimeout: -1\n', /shutdown\.drainTimeout/],
     ['PROXY v2 with no trusted proxy', { SLUICE_FTP_PROXY_PROTOCOL: 'v2' }, null, /ftp\.proxyProtocol.*needs trustedProxies/],
   ];
   for (const [what, env, yaml, pattern] of bad) {

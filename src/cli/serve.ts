@@ -9,8 +9,10 @@ import type { Config } from '../config/schema.js';
 import type { FrontEnd } from '../front-ends.js';
 import { checkDescriptorLimit } from '../security/descriptors.js';
 import { sweepHomes } from '../session/home-sweep.js';
+import { drainSummary } from '../session/live.js';
 import { localStorageUsable } from '../session/storage/local.js';
 import { logStarted } from '../started.js';
+import { nextStopSignal } from '../stop-signal.js';
 import { provisionAnonymous } from '../users/anonymous.js';
 
 /** `sluice init`: data directory, database and keys, nothing served. */
@@ -94,6 +96,7 @@ async function serveHere(services: Services, coordination: Coordination, stopped
   };
   process.on('SIGHUP', onHangup);
   const { dataDir, certsDir } = services.config;
+  const leave = coordination.sessions.join(services.live);
   await logStarted(log, { listeners: running.flatMap((fe) => fe.listeners), frontEnds: running.map((fe) => fe.name), dataDir, certsDir, workers: 1 });
   // With every port set to 0 nothing else holds the process until a signal comes.
   const keepAlive = setInterval(() => undefined, 1 << 30);
@@ -101,6 +104,11 @@ async function serveHere(services: Services, coordination: Coordination, stopped
   clearInterval(keepAlive);
   process.off('SIGHUP', onHangup);
   log.info({ signal }, 'stopping');
-  await Promise.all(running.map((fe) => fe.close()));
+  const hurry = nextStopSignal();
+  const { drainFrontEnds } = await import('../front-ends.js');
+  const drained = await drainFrontEnds(running, services.live, services.config.shutdown.drainTimeout, hurry.signalled);
+  hurry.dispose();
+  leave();
+  log.info(drained, drainSummary(drained));
   return 0;
 }

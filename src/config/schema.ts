@@ -233,6 +233,13 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    shutdown: z
+      .object({
+        /** Seconds SIGTERM lets transfers in progress finish before the rest are ended (aborted); idle sessions end at once. */
+        drainTimeout: z.number().min(0).max(86400).default(30),
+      })
+      .strict()
+      .prefault({}),
     defender: z
       .object({
         /** Ban addresses that fail too often; bans added with `sluice ban add` apply even when off. */
