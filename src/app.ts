@@ -7,6 +7,9 @@ import { PasswordHasher } from './auth/passwords.js';
 import type { Config } from './config/schema.js';
 import type { Coordinator } from './coordinator/coordinator.js';
 import { LocalCoordinator } from './coordinator/local.js';
+import { ServingState } from './metrics/health.js';
+import { ServerMetrics } from './metrics/registry.js';
+import { sampleProcess } from './metrics/sampler.js';
 import { BanCheck } from './security/ban-check.js';
 import { Defender } from './security/defender.js';
 import { FailureThrottle } from './security/failure-throttle.js';
@@ -49,6 +52,10 @@ export interface Coordination {
   readonly auditLog: AuditLog | null;
   /** Each user's ledger, for the primary answering workers synchronously. */
   readonly quotas: QuotaBook;
+  /** The server's numbers, every worker's included (/metrics). */
+  readonly metrics: ServerMetrics;
+  /** Whether the serving processes listen (/readyz). */
+  readonly serving: ServingState;
   /** Ends the failure-throttle window and flushes the trail. */
   close(): Promise<void>;
 }
@@ -80,6 +87,8 @@ export function openAdmin(config: Config): AdminServices {
 export function openCoordination(base: AdminServices): Coordination {
   const { config } = base;
   const { audit: settings } = config;
+  const metrics = new ServerMetrics(() => base.bans.activeCount());
+  const stopSampling = sampleProcess((sample) => metrics.sampled('0', sample));
   const auditLog = settings.enabled
     ? new AuditLog({
         file: resolve(config.dataDir, settings.file),
@@ -87,6 +96,7 @@ export function openCoordination(base: AdminServices): Coordination {
         keep: settings.keep,
         xferlog: settings.xferlog === '' ? null : resolve(config.dataDir, settings.xferlog),
         onError: (err) => base.log.error({ err }, 'audit log'),
+        metrics,
       })
     : null;
   if (!auditLog) base.log.warn('audit trail disabled (audit.enabled: false): transfers are neither hashed nor recorded');
@@ -99,10 +109,13 @@ export function openCoordination(base: AdminServices): Coordination {
   const defender = new Defender(banCheck(base), config.defender, audit, base.log.child({ part: 'defender' }));
   const quotas = new QuotaBook(base.users);
   return {
-    coordinator: new LocalCoordinator(registry, defender, quotas, audit),
+    coordinator: new LocalCoordinator(registry, defender, quotas, audit, metrics),
     auditLog,
     quotas,
+    metrics,
+    serving: new ServingState(),
     async close() {
+      stopSampling();
       throttle?.flush();
       await auditLog?.close();
     },
@@ -120,7 +133,7 @@ function banCheck(base: AdminServices): BanCheck {
  */
 export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlight?: InFlightUploads): Services {
   const { config } = base;
-  const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit);
+  const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit, coordinator.metrics);
   return {
     ...base,
     coordinator,
@@ -128,6 +141,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
     gate: new Gate(coordinator, banCheck(base), authenticator, config, base.log.child({ part: 'gate' })),
     sessionDeps: {
       audit: coordinator.audit,
+      metrics: coordinator.metrics,
       quotas: coordinator.ledgers,
       openHandles: new HandleBook(config.sftp.maxHandlesPerUser),
       atomicUploads: config.uploads.atomic,

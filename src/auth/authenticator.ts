@@ -1,4 +1,5 @@
 import type { AuditSink } from '../audit/events.js';
+import type { MetricsSink } from '../metrics/events.js';
 import type { Account, Protocol } from '../session/account.js';
 import { isPermission, type Permission } from '../session/permissions.js';
 import type { UserRecord, UserStore } from '../store/users.js';
@@ -67,6 +68,7 @@ export class Authenticator {
     private readonly users: UserStore,
     private readonly hasher: PasswordHasher,
     private readonly audit: AuditSink | null,
+    private readonly metrics: MetricsSink,
   ) {}
 
   async password(req: AuthRequest, password: string, claim?: Claim): Promise<Account> {
@@ -124,11 +126,13 @@ export class Authenticator {
     if (claim && !(await claim(user.name))) this.fail(req, method, 'session-limit', user);
     this.users.recordLogin(user.id);
     this.audit?.record(this.actor(req, user), { event: 'login', method });
+    this.metrics.count({ m: 'login', protocol: req.protocol, result: 'ok', reason: '' });
     return toAccount(user);
   }
 
   private fail(req: AuthRequest, method: 'password' | 'publickey', reason: AuthFailure, user?: UserRecord): never {
     this.audit?.record(this.actor(req, user), { event: 'login-failed', method, reason });
+    this.metrics.count({ m: 'login', protocol: req.protocol, result: 'failed', reason });
     throw new AuthError(reason);
   }
 

@@ -60,6 +60,7 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
   // and no usage changes while the homes are recounted.
   await sweepHomes(join(config.dataDir, 'homes'), base.users.all(), base.users, coordination.coordinator.audit, log);
   const workers = workerCount(config.workers);
+  coordination.serving.expect(workers);
   const code =
     workers === 1
       ? await serveHere(servicesOn(base, coordination.coordinator), coordination, stopped, log)
@@ -85,6 +86,7 @@ async function serveHere(services: Services, coordination: Coordination, stopped
     coordination.auditLog?.reopen().catch((err: unknown) => log.error({ err }, 'audit log reopen'));
   };
   process.on('SIGHUP', onHangup);
+  coordination.serving.started(0);
   const { dataDir, certsDir } = services.config;
   await logStarted(log, { listeners: running.flatMap((fe) => fe.listeners), frontEnds: running.map((fe) => fe.name), dataDir, certsDir, workers: 1 });
   // With every port set to 0 nothing else holds the process until a signal comes.
@@ -92,6 +94,7 @@ async function serveHere(services: Services, coordination: Coordination, stopped
   const signal = await stopped;
   clearInterval(keepAlive);
   process.off('SIGHUP', onHangup);
+  coordination.serving.stopping();
   log.info({ signal }, 'stopping');
   await Promise.all(running.map((fe) => fe.close()));
   return 0;

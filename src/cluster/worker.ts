@@ -3,6 +3,7 @@ import type { Config } from '../config/schema.js';
 import { processChannel, RemoteCoordinator } from '../coordinator/ipc-client.js';
 import type { WorkerMessage } from '../coordinator/ipc-messages.js';
 import { startFrontEnds, type FrontEnd } from '../front-ends.js';
+import { sampleProcess } from '../metrics/sampler.js';
 
 /**
  * A worker: every front-end on the listening ports the primary shares, its
@@ -44,7 +45,10 @@ async function serveUntilStopped(config: Config): Promise<number> {
   }
   channel.onMessage((m) => m.t === 'reload' && running.forEach((fe) => fe.reload?.()));
   channel.send({ t: 'ready', frontEnds: running.map((fe) => fe.name), listeners: running.flatMap((fe) => fe.listeners) });
+  // The primary labels this worker's samples with its id; not ordered with anything else, so sent at once.
+  const stopSampling = sampleProcess((sample) => channel.send({ t: 'process-sample', sample }));
   const reason = await stop;
+  stopSampling();
   if (reason === 'primary gone') {
     base.log.error('primary process gone: stopping');
     coordinator.primaryGone();

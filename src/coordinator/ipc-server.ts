@@ -1,5 +1,5 @@
 import type { Actor, AuditEvent } from '../audit/events.js';
-import type { Account } from '../session/account.js';
+import type { Account, Protocol } from '../session/account.js';
 import { toSluiceError } from '../session/errors.js';
 import type { LedgerHandle, QuotaBook } from '../session/quota.js';
 import type { AuditTrail, Release } from './coordinator.js';
@@ -26,6 +26,8 @@ export class WorkerLink {
   private readonly slots = new Map<number, { release: Release; user?: string }>();
   private readonly handles = new Map<number, LedgerHandle>();
   private readonly uploads = new Map<string, OpenUpload>();
+  /** Sessions open on this worker by protocol, as its metric events said: closed for it if it dies. */
+  private readonly sessions = new Map<Protocol, number>();
 
   constructor(
     readonly worker: number,
@@ -78,6 +80,13 @@ export class WorkerLink {
       case 'system':
         this.coordinator.audit?.system(m.event);
         return;
+      case 'metric':
+        if (m.event.m === 'session') this.sessions.set(m.event.protocol, (this.sessions.get(m.event.protocol) ?? 0) + m.event.change);
+        this.coordinator.metrics.count(m.event);
+        return;
+      case 'process-sample':
+        this.coordinator.metrics.sampled(String(this.worker), m.sample);
+        return;
       case 'upload-open':
         this.uploads.set(uploadKey(m.actor, m.path, m.started), { actor: m.actor, path: m.path, offset: m.offset, started: m.started });
         return;
@@ -100,6 +109,10 @@ export class WorkerLink {
     this.handles.clear();
     for (const u of this.uploads.values()) audit?.record(u.actor, abortedUpload(u, reason));
     this.uploads.clear();
+    const { metrics } = this.coordinator;
+    for (const [protocol, open] of this.sessions) for (let i = 0; i < open; i++) metrics.count({ m: 'session', protocol, change: -1 });
+    this.sessions.clear();
+    metrics.workerGone(String(this.worker));
   }
 
   private async answer(id: number, q: Question): Promise<void> {

@@ -1,3 +1,4 @@
+import type { ServerMetricsSink } from '../metrics/events.js';
 import type { Protocol } from '../session/account.js';
 import type { Ledgers } from '../session/quota.js';
 import type { ConnectionRegistry } from '../session/registry.js';
@@ -14,6 +15,7 @@ export class LocalCoordinator implements Coordinator {
     private readonly defender: Scorer,
     readonly ledgers: Ledgers,
     readonly audit: AuditTrail | null,
+    readonly metrics: ServerMetricsSink,
   ) {}
 
   async admit(ip: string): Promise<Release | null> {

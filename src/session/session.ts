@@ -1,4 +1,5 @@
 import type { Actor, AuditEvent, AuditSink } from '../audit/events.js';
+import type { MetricsSink } from '../metrics/events.js';
 import type { Account, Protocol } from './account.js';
 import { SluiceError, Unseen, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
@@ -22,6 +23,8 @@ export interface SessionContext {
 export interface SessionDeps {
   /** null: the audit trail is switched off, and transfers are not hashed. */
   readonly audit: AuditSink | null;
+  /** Sessions, transfers and quota refusals are counted here, with the audit trail on or off. */
+  readonly metrics: MetricsSink;
   /** After a resumed upload, hash the whole file for the audit record (a second read). */
   readonly hashResumedUploads: boolean;
   /** Each user's quota ledger, shared by all their sessions wherever they run. */
@@ -102,6 +105,7 @@ export class Session {
     private readonly deps: SessionDeps,
   ) {
     this.openHandles = deps.openHandles.acquire(account);
+    deps.metrics.count({ m: 'session', protocol: context.protocol, change: 1 });
   }
 
   static async open(account: Account, context: SessionContext, deps: SessionDeps): Promise<Session> {
@@ -140,6 +144,7 @@ export class Session {
     this.ledger.release();
     this.deps.openHandles.release(this.account);
     this.audit({ event: 'logout', duration_ms: Date.now() - this.started });
+    this.deps.metrics.count({ m: 'session', protocol: this.context.protocol, change: -1 });
   }
 
   // --- navigation and metadata -------------------------------------------
@@ -376,7 +381,7 @@ export class Session {
         await transfer.resize(change.size);
       }
       await transfer.changeFile(change);
-    });
+    }, true);
     if (change.mode !== undefined) this.audit({ event: 'chmod', path: transfer.path, mode: (change.mode & 0o777).toString(8).padStart(4, '0') });
     if (change.mtime !== undefined) this.audit({ event: 'chtimes', path: transfer.path });
   }
@@ -416,7 +421,12 @@ export class Session {
     this.transfers.delete(transfer);
     const copied = this.copies.get(transfer);
     this.copies.delete(transfer);
-    if (transfer instanceof Upload && transfer.exceededQuota) this.audit({ event: 'quota-exceeded', path: r.path });
+    if (transfer instanceof Upload && transfer.exceededQuota) {
+      this.audit({ event: 'quota-exceeded', path: r.path });
+      this.quotaRefused();
+    }
+    const durationMs = Date.now() - r.started.getTime();
+    this.deps.metrics.count({ m: 'transfer', protocol: this.context.protocol, direction: r.direction, bytes: r.bytes, seconds: durationMs / 1000, result: r.result });
     this.audit({
       event: r.direction,
       path: r.path,
@@ -425,7 +435,7 @@ export class Session {
       offset: r.offset,
       resumed: r.offset > 0,
       started: r.started.toISOString(),
-      duration_ms: Date.now() - r.started.getTime(),
+      duration_ms: durationMs,
       result: r.result,
       ...(r.reason === undefined ? {} : { reason: r.reason }),
       sha256: r.sha256,
@@ -690,8 +700,12 @@ export class Session {
     }
   }
 
-  /** Every failure leaves here typed; refusals are audited once. */
-  private async guard<T>(operation: string, path: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Every failure leaves here typed; refusals are audited and counted once.
+   * `onTransfer`: the operation works on an open upload, whose own end counts
+   * a quota refusal (see finished), so it is not counted here as well.
+   */
+  private async guard<T>(operation: string, path: string, fn: () => Promise<T>, onTransfer = false): Promise<T> {
     try {
       return await fn();
     } catch (err) {
@@ -700,8 +714,13 @@ export class Session {
         const reason = e.detail.includes('outside') ? 'outside-home' : 'permission';
         this.audit({ event: 'denied', operation, path, reason });
       }
+      if (e.kind === 'quota-exceeded' && !onTransfer) this.quotaRefused();
       throw e;
     }
+  }
+
+  private quotaRefused(): void {
+    this.deps.metrics.count({ m: 'quota-refused', protocol: this.context.protocol });
   }
 }
 
