@@ -19,6 +19,8 @@ import { QuotaBook } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
 import type { InFlightUploads, SessionDeps } from './session/session.js';
 import { openLocalStorage } from './session/storage/local.js';
+import { StartRecord } from './start-record.js';
+import { AdminTokenStore } from './store/admin-tokens.js';
 import { BanStore } from './store/bans.js';
 import { openDatabase } from './store/db.js';
 import { UserStore } from './store/users.js';
@@ -30,6 +32,8 @@ export interface AdminServices {
   readonly log: Logger;
   readonly users: UserStore;
   readonly bans: BanStore;
+  /** The admin API's bearer tokens (hashed). */
+  readonly tokens: AdminTokenStore;
   readonly hasher: PasswordHasher;
   readonly admin: UserAdmin;
   close(): Promise<void>;
@@ -56,6 +60,8 @@ export interface Coordination {
   readonly metrics: ServerMetrics;
   /** Whether the serving processes listen (/readyz). */
   readonly serving: ServingState;
+  /** What the start report said (listeners, front-ends), for the admin API. */
+  readonly started: StartRecord;
   /** Ends the failure-throttle window and flushes the trail. */
   close(): Promise<void>;
 }
@@ -75,6 +81,7 @@ export function openAdmin(config: Config): AdminServices {
     log,
     users,
     bans: new BanStore(db),
+    tokens: new AdminTokenStore(db),
     hasher,
     admin: new UserAdmin(users, hasher, config.dataDir),
     async close() {
@@ -114,6 +121,7 @@ export function openCoordination(base: AdminServices): Coordination {
     quotas,
     metrics,
     serving: new ServingState(),
+    started: new StartRecord(),
     async close() {
       stopSampling();
       throttle?.flush();

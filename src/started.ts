@@ -46,7 +46,7 @@ async function fingerprint(log: Logger, what: string, compute: () => Promise<str
 }
 
 /** From the `.pub` file, as `ssh-keygen -lf` reads it; from the private key when there is none. */
-async function hostKeyFingerprint(certsDir: string, name: string): Promise<string> {
+export async function hostKeyFingerprint(certsDir: string, name: string): Promise<string> {
   const line = await fsp.readFile(join(certsDir, `${name}.pub`), 'utf8').catch(async (err: NodeJS.ErrnoException) => {
     if (err.code !== 'ENOENT') throw err;
     const key = ssh2.utils.parseKey(await fsp.readFile(join(certsDir, name)));

@@ -1,10 +1,13 @@
 import type { Protocol } from '../session/account.js';
 
+/** Where a client came in: a file protocol, or the admin API (which scores failed tokens with the rest). */
+export type Service = Protocol | 'admin';
+
 /** Who did it and from where: carried by every audit event. */
 export interface Actor {
   readonly session: string;
   readonly user: string;
-  readonly protocol: Protocol;
+  readonly protocol: Service;
   readonly ip: string;
   readonly port: number;
 }
@@ -56,7 +59,12 @@ export interface AuditSink {
 export type SystemEvent =
   | { event: 'upload-temps-removed'; home: string; count: number; bytes: number }
   /** The start-up recount found a user's stored usage differing from the disk and stored the disk's. */
-  | { event: 'usage-recounted'; user: string; home: string; oldBytes: number; oldFiles: number; bytes: number; files: number };
+  | { event: 'usage-recounted'; user: string; home: string; oldBytes: number; oldFiles: number; bytes: number; files: number }
+  /**
+   * One request to the admin API, answered: `token` the name of the bearer
+   * token, `local-socket` over the unix socket, null when none was valid.
+   */
+  | { event: 'admin'; token: string | null; ip: string; method: string; path: string; status: number };
 
 export interface SystemAuditSink {
   system(event: SystemEvent): void;

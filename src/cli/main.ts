@@ -1,7 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { openAdmin, type AdminServices } from '../app.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { AdminError } from '../users/admin.js';
+import { version } from '../version.js';
+import { adminCommand } from './admin.js';
 import { UsageError } from './args.js';
 import { auditCommand } from './audit.js';
 import { banCommand } from './ban.js';
@@ -17,6 +18,7 @@ Commands:
   user ...          manage users: add, list, show, passwd, set, enable, disable, remove, key, perm
                     (sluice user --help)
   ban ...           banned addresses: list, add, remove (sluice ban --help)
+  admin token ...   bearer tokens of the admin API: create, remove, list (sluice admin --help)
   audit verify      check the audit log's hash chain (sluice audit --help)
   version           print the version
 
@@ -50,8 +52,7 @@ export async function main(argv: string[]): Promise<number> {
         return command === undefined ? 2 : 0;
       case 'version':
       case '--version': {
-        const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-        out(`sluice ${pkg.version}\n`);
+        out(`sluice ${version()}\n`);
         return 0;
       }
       case 'serve':
@@ -65,6 +66,8 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'audit':
         return auditCommand(rest, configFile, out);
+      case 'admin':
+        return adminCommand(rest, () => (services ??= openAdmin(loadConfig({ file: configFile }))), out);
       case 'ban':
         return banCommand(rest, () => (services ??= openAdmin(loadConfig({ file: configFile }))), out);
       case 'user':

@@ -2,6 +2,7 @@ import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import type { AdminServer } from '../admin/server.js';
 import { openAdmin, openCoordination, servicesOn, type AdminServices, type Coordination, type Services } from '../app.js';
 import { ensureKeys } from '../certs/ensure.js';
 import { superviseWorkers } from '../cluster/primary.js';
@@ -59,15 +60,32 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
   // Before any session, so no upload in progress can be taken for a crash's leftover
   // and no usage changes while the homes are recounted.
   await sweepHomes(join(config.dataDir, 'homes'), base.users.all(), base.users, coordination.coordinator.audit, log);
+  let admin: AdminServer | null;
+  try {
+    admin = await startAdmin(base, coordination, log);
+  } catch (err) {
+    log.fatal({ err }, 'could not start the admin API');
+    await coordination.close();
+    await base.close();
+    return 1;
+  }
   const workers = workerCount(config.workers);
   coordination.serving.expect(workers);
   const code =
     workers === 1
       ? await serveHere(servicesOn(base, coordination.coordinator), coordination, stopped, log)
       : await superviseWorkers(workers, config, coordination, stopped, log);
+  await admin?.close();
   await coordination.close();
   await base.close();
   return code;
+}
+
+/** The admin API where the coordinator is, when admin.listen is set; its code (fastify) is loaded only then. */
+async function startAdmin(base: AdminServices, coordination: Coordination, log: Logger): Promise<AdminServer | null> {
+  if (base.config.admin.listen === '') return null;
+  const { startAdminApi } = await import('../admin/server.js');
+  return startAdminApi({ base, coordination, sessions: null }, [], log);
 }
 
 /** workers: 1: the front-ends run in this process, on its own coordinator. */
@@ -88,7 +106,8 @@ async function serveHere(services: Services, coordination: Coordination, stopped
   process.on('SIGHUP', onHangup);
   coordination.serving.started(0);
   const { dataDir, certsDir } = services.config;
-  await logStarted(log, { listeners: running.flatMap((fe) => fe.listeners), frontEnds: running.map((fe) => fe.name), dataDir, certsDir, workers: 1 });
+  const report = { listeners: running.flatMap((fe) => fe.listeners), frontEnds: running.map((fe) => fe.name), dataDir, certsDir, workers: 1 };
+  await logStarted(log, coordination.started.keep(report));
   // With every port set to 0 nothing else holds the process until a signal comes.
   const keepAlive = setInterval(() => undefined, 1 << 30);
   const signal = await stopped;

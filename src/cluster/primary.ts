@@ -118,7 +118,7 @@ export async function superviseWorkers(
     coordination.auditLog?.reopen().catch((err: unknown) => log.error({ err }, 'audit log reopen'));
   };
   process.on('SIGHUP', onHangup);
-  await logStarted(log, { listeners, frontEnds, ...dirs, workers: count });
+  await logStarted(log, coordination.started.keep({ listeners, frontEnds, ...dirs, workers: count }));
   const signal = await stopped;
   clearInterval(keepAlive);
   process.off('SIGHUP', onHangup);

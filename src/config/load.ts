@@ -30,6 +30,7 @@ const ENV: readonly [string, string[], 'string' | 'port' | 'workers' | 'list'][]
   ['SLUICE_FTP_PROXY_PROTOCOL', ['ftp', 'proxyProtocol'], 'string'],
   ['SLUICE_SFTP_PROXY_PROTOCOL', ['sftp', 'proxyProtocol'], 'string'],
   ['SLUICE_TRUSTED_PROXIES', ['trustedProxies'], 'list'],
+  ['SLUICE_ADMIN_LISTEN', ['admin', 'listen'], 'string'],
 ];
 
 /**

@@ -173,6 +173,23 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    admin: z
+      .object({
+        /**
+         * The admin HTTP API: '' off; `ADDRESS:PORT` (e.g. 127.0.0.1:8022), or a
+         * unix socket path (anything with a / in it), created mode 0600.
+         */
+        listen: z
+          .string()
+          .refine((s) => s === '' || s.includes('/') || /^(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}$/.test(s), 'must be ADDRESS:PORT (e.g. 127.0.0.1:8022) or a unix socket path')
+          .default(''),
+        /** HTTPS with the server's TLS certificate (certsDir/tls-cert.pem); TCP only. */
+        tls: z.boolean().default(false),
+        /** /metrics without a token (/healthz and /readyz never need one). */
+        metricsPublic: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
     defender: z
       .object({
         /** Ban addresses that fail too often; bans added with `sluice ban add` apply even when off. */

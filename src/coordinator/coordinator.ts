@@ -1,4 +1,4 @@
-import type { AuditSink, SystemAuditSink } from '../audit/events.js';
+import type { AuditSink, Service, SystemAuditSink } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
 import type { Protocol } from '../session/account.js';
 import type { Ledgers } from '../session/quota.js';
@@ -12,9 +12,9 @@ export type Offence = 'login-failed' | 'login-timeout' | 'protocol-abuse' | 'han
 /** Gives back a counted place (a connection, a user's session); only the first call counts. */
 export type Release = () => void;
 
-/** Where offences are counted; true when this one got the address banned. */
+/** Where offences are counted, from any front-end or the admin API; true when this one got the address banned. */
 export interface Scorer {
-  score(ip: string, protocol: Protocol, offence: Offence): boolean;
+  score(ip: string, protocol: Service, offence: Offence): boolean;
 }
 
 /** Where the trail goes: session events, and the server's own. */

@@ -1,5 +1,5 @@
+import type { Service } from '../audit/events.js';
 import type { ServerMetricsSink } from '../metrics/events.js';
-import type { Protocol } from '../session/account.js';
 import type { Ledgers } from '../session/quota.js';
 import type { ConnectionRegistry } from '../session/registry.js';
 import type { AuditTrail, Coordinator, Offence, Release, Scorer } from './coordinator.js';
@@ -26,7 +26,8 @@ export class LocalCoordinator implements Coordinator {
     return this.registry.tryAcquireUser(user);
   }
 
-  async score(ip: string, protocol: Protocol, offence: Offence): Promise<boolean> {
+  /** Wider than Coordinator's: the admin API, which runs only beside this coordinator, scores too. */
+  async score(ip: string, protocol: Service, offence: Offence): Promise<boolean> {
     return this.defender.score(ip, protocol, offence);
   }
 }

@@ -1,8 +1,7 @@
 import type { Logger } from 'pino';
-import type { AuditSink } from '../audit/events.js';
+import type { AuditSink, Service } from '../audit/events.js';
 import type { Config } from '../config/schema.js';
 import type { Offence, Scorer } from '../coordinator/coordinator.js';
-import type { Protocol } from '../session/account.js';
 import type { BanCheck } from './ban-check.js';
 
 /**
@@ -37,7 +36,7 @@ export class Defender implements Scorer {
   ) {}
 
   /** Count one offence; true when it got the address banned. */
-  score(ip: string, protocol: Protocol, offence: Offence): boolean {
+  score(ip: string, protocol: Service, offence: Offence): boolean {
     if (!this.settings.enabled || this.check.allowed(ip)) return false;
     const now = Date.now();
     const since = now - this.settings.window * 1000;
@@ -55,7 +54,7 @@ export class Defender implements Scorer {
     return this.recent.size;
   }
 
-  private ban(ip: string, protocol: Protocol, offence: Offence, now: number): boolean {
+  private ban(ip: string, protocol: Service, offence: Offence, now: number): boolean {
     const { banTime, maxBanTime, threshold, window } = this.settings;
     const previous = this.check.bans.get(ip);
     // Connections admitted before the ban may still fail: that is the same ban, recorded once.

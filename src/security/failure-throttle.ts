@@ -1,5 +1,4 @@
-import type { Actor, AuditEvent, AuditSink } from '../audit/events.js';
-import type { Protocol } from '../session/account.js';
+import type { Actor, AuditEvent, AuditSink, Service } from '../audit/events.js';
 
 /** Failed logins per address recorded one by one in each window; the rest are counted. */
 const RECORDED_PER_WINDOW = 10;
@@ -9,7 +8,7 @@ const MAX_ADDRESSES = 10_000;
 
 interface Tally {
   seen: number;
-  protocol: Protocol;
+  protocol: Service;
 }
 
 /**

@@ -16,6 +16,14 @@ export class AdminError extends Error {
   }
 }
 
+/** The user named does not exist (the admin API answers 404). */
+export class NoSuchUser extends AdminError {
+  constructor(name: string) {
+    super(`no user named "${name}"`);
+    this.name = 'NoSuchUser';
+  }
+}
+
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export function validateUserName(name: string): string {
@@ -106,7 +114,7 @@ export class UserAdmin {
 
   require(name: string): UserRecord {
     const user = this.store.get(name);
-    if (!user) throw new AdminError(`no user named "${name}"`);
+    if (!user) throw new NoSuchUser(name);
     return user;
   }
 

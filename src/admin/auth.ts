@@ -1,0 +1,93 @@
+import type { Socket } from 'node:net';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { SystemAuditSink } from '../audit/events.js';
+import { plainAddress } from '../auth/ip-rules.js';
+import type { LocalCoordinator } from '../coordinator/local.js';
+import type { AdminTokenStore } from '../store/admin-tokens.js';
+import { bearerToken, hashToken } from './tokens.js';
+
+/**
+ * Who may call a route, set in its `config.access`:
+ * - 'token' (the default, every /api/v1 route and anything unknown): a valid
+ *   bearer token; over the unix socket none is asked (see LOCAL_SOCKET).
+ * - 'public': anyone who reaches the listener: /healthz and /readyz, which a
+ *   load balancer or orchestrator probes without credentials and which say
+ *   nothing an operator would hide.
+ * - 'metrics': anyone when admin.metricsPublic is true (a Prometheus on a
+ *   trusted network), else as 'token': the counters show users' activity.
+ */
+export type Access = 'token' | 'public' | 'metrics';
+
+/**
+ * The principal of requests over the unix socket. The socket is created mode
+ * 0600 in a path the operator chose: only the server's own user (and root)
+ * can connect, the same people who can read the database and every token's
+ * hash, so a token would add nothing there. Audited under this name.
+ */
+export const LOCAL_SOCKET = 'local-socket';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    access?: Access;
+  }
+  interface FastifyRequest {
+    /** The token's name (or LOCAL_SOCKET) once authenticated; null before, and on public routes. */
+    principal: string | null;
+  }
+}
+
+export interface AuthOptions {
+  readonly tokens: AdminTokenStore;
+  readonly scorer: Pick<LocalCoordinator, 'score'>;
+  readonly audit: SystemAuditSink | null;
+  /** The listener is a unix socket: see LOCAL_SOCKET. */
+  readonly local: boolean;
+  readonly metricsPublic: boolean;
+}
+
+/** The client's address as the defender and the trail know it; the unix socket has none. */
+export function clientAddress(socket: Socket): string {
+  const address = socket.remoteAddress;
+  return address === undefined ? 'local' : plainAddress(address);
+}
+
+/**
+ * Bearer-token authentication on every route that needs it, a failure scored
+ * as a failed login (the defender bans an address guessing tokens as one
+ * guessing passwords), and every answered request audited.
+ */
+export function authenticate(app: FastifyInstance, options: AuthOptions): void {
+  app.decorateRequest('principal', null);
+  app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
+    const access = req.routeOptions.config.access ?? 'token';
+    if (access === 'public' || (access === 'metrics' && options.metricsPublic)) return;
+    if (options.local) {
+      req.principal = LOCAL_SOCKET;
+      return;
+    }
+    const token = bearerToken(req.headers.authorization);
+    const name = token === null ? null : options.tokens.use(hashToken(token));
+    if (name !== null) {
+      req.principal = name;
+      return;
+    }
+    await options.scorer.score(clientAddress(req.socket), 'admin', 'login-failed');
+    await reply
+      .code(401)
+      .header('www-authenticate', 'Bearer realm="sluice"')
+      .send({ error: token === null ? 'a bearer token is needed (sluice admin token create NAME)' : 'unknown token' });
+  });
+  // Probes of the public routes come every few seconds from machines, not from
+  // administrators: recording them would bury the trail's real entries.
+  app.addHook('onResponse', async (req: FastifyRequest, reply: FastifyReply) => {
+    if (req.routeOptions.config.access === 'public') return;
+    options.audit?.system({
+      event: 'admin',
+      token: req.principal,
+      ip: clientAddress(req.socket),
+      method: req.method,
+      path: req.url.slice(0, 1024),
+      status: reply.statusCode,
+    });
+  });
+}

@@ -1,0 +1,74 @@
+import type { FastifyError, FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { UsageError } from '../cli/args.js';
+import { AdminError, NoSuchUser } from '../users/admin.js';
+
+/** Bodies larger than this are refused before they are parsed. */
+export const BODY_LIMIT = 64 * 1024;
+
+/** Bad input found by a route after the schema passed it: 400, naming the field. */
+export class BadInput extends Error {
+  constructor(field: string, message: string) {
+    super(`${field}: ${message}`);
+    this.name = 'BadInput';
+  }
+}
+
+/** Something the request names that is not there: 404. */
+export class NotFound extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NotFound';
+  }
+}
+
+/** `parse()` with its AdminError or UsageError turned into a BadInput on `field`. */
+export function inField<T>(field: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    if (err instanceof AdminError || err instanceof UsageError) throw new BadInput(field, err.message);
+    throw err;
+  }
+}
+
+interface SchemaIssue {
+  instancePath: string;
+  keyword: string;
+  message?: string;
+  params: Record<string, unknown>;
+}
+
+/** Pure: one schema violation as a sentence naming its field, e.g. `body.quotaBytes: must be integer`. */
+export function describeIssue(where: string, issue: SchemaIssue): string {
+  const at = [where, ...issue.instancePath.split('/').filter((p) => p !== '')].join('.');
+  if (issue.keyword === 'additionalProperties') return `${at}.${String(issue.params.additionalProperty)}: unknown field`;
+  if (issue.keyword === 'required') return `${at}.${String(issue.params.missingProperty)}: missing`;
+  return `${at}: ${issue.message ?? issue.keyword}`;
+}
+
+/**
+ * Every error becomes one JSON `{ "error": "..." }`: schema violations and
+ * routes' own checks 400 naming the field, oversized or malformed bodies
+ * 400, unknown things 404; anything else 500, logged, its text kept from
+ * the client.
+ */
+export function answerErrors(app: FastifyInstance, log: Logger): void {
+  app.setErrorHandler(async (err: FastifyError, req, reply) => {
+    if (err.validation) {
+      const where = err.validationContext === 'querystring' ? 'query' : (err.validationContext ?? 'request');
+      const first = err.validation[0] as SchemaIssue | undefined;
+      return reply.code(400).send({ error: first ? describeIssue(where, first) : err.message });
+    }
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(400).send({ error: `body: larger than ${BODY_LIMIT} bytes` });
+    if (err instanceof NotFound || err instanceof NoSuchUser) return reply.code(404).send({ error: err.message });
+    if (err instanceof BadInput || err instanceof AdminError || err instanceof UsageError) return reply.code(400).send({ error: err.message });
+    if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
+      // Fastify's own refusals: a body that is not JSON, an unsupported content type.
+      return reply.code(err.statusCode).send({ error: `body: ${err.message}` });
+    }
+    log.error({ err, method: req.method, url: req.url }, 'admin API');
+    return reply.code(500).send({ error: 'internal error (see the server log)' });
+  });
+  app.setNotFoundHandler(async (req, reply) => reply.code(404).send({ error: `no resource ${req.method} ${req.url.split('?')[0]}` }));
+}

@@ -1,0 +1,139 @@
+import { promises as fsp } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { TLS_CERT, TLS_KEY } from '../certs/ensure.js';
+import { BanCheck } from '../security/ban-check.js';
+import { version } from '../version.js';
+import { authenticate, clientAddress } from './auth.js';
+import type { AdminContext, AdminRoutes } from './context.js';
+import { answerErrors, BODY_LIMIT } from './errors.js';
+import { apiRoutes } from './routes.js';
+
+export interface AdminServer {
+  /** Where it listens, as an operator would write it. */
+  readonly address: string;
+  close(): Promise<void>;
+}
+
+/** Where admin.listen says to listen: a unix socket path (anything with a /), or a TCP address and port. */
+export type AdminEndpoint = { path: string } | { host: string; port: number };
+
+/** Pure: admin.listen as an endpoint; the config schema has checked its form. */
+export function adminEndpoint(listen: string): AdminEndpoint {
+  if (listen.includes('/')) return { path: listen };
+  const colon = listen.lastIndexOf(':');
+  const host = listen.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
+  return { host, port: Number(listen.slice(colon + 1)) };
+}
+
+/**
+ * The admin API on admin.listen (set), in the process that holds the
+ * coordinator. Fails (throws) rather than serve without it when the address
+ * is taken or the socket path holds something else.
+ */
+export async function startAdminApi(
+  context: AdminContext,
+  extensions: readonly AdminRoutes[],
+  log: Logger,
+): Promise<AdminServer> {
+  const { config } = context.base;
+  const endpoint = adminEndpoint(config.admin.listen);
+  const local = 'path' in endpoint;
+  if (local && config.admin.tls) throw new Error('admin.tls: a unix socket needs no TLS; use an ADDRESS:PORT in admin.listen');
+  const https = config.admin.tls
+    ? { key: await fsp.readFile(join(config.certsDir, TLS_KEY)), cert: await fsp.readFile(join(config.certsDir, TLS_CERT)) }
+    : null;
+  const app = Fastify({
+    ...(https ? { https } : {}),
+    bodyLimit: BODY_LIMIT,
+    logger: false,
+    // Schemas are the contract: an unknown field is an error, never silently dropped,
+    // and "5" is not a number.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+  });
+  answerErrors(app, log);
+  authenticate(app, {
+    tokens: context.base.tokens,
+    scorer: context.coordination.coordinator,
+    audit: context.coordination.coordinator.audit,
+    local,
+    metricsPublic: config.admin.metricsPublic,
+  });
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'sluice admin API', version: version() },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  await app.register(async (api) => apiRoutes(api, context), { prefix: '/api/v1' });
+  for (const routes of extensions) await app.register(async (scope) => routes(scope, context));
+  await app.ready();
+
+  // A banned address is refused at accept, as on every other port.
+  const bans = new BanCheck(context.base.bans, config.defender.allowList);
+  app.server.on('connection', (socket: net.Socket) => {
+    if (socket.remoteAddress !== undefined && bans.banned(clientAddress(socket))) socket.destroy();
+  });
+  if (local) await listenOnSocket(app, endpoint.path);
+  else await listen(app, endpoint);
+  log.info({ address: config.admin.listen, tls: config.admin.tls }, `admin API listening on ${config.admin.listen}`);
+  return {
+    address: config.admin.listen,
+    async close() {
+      await app.close();
+    },
+  };
+}
+
+function listen(app: FastifyInstance, options: net.ListenOptions): Promise<void> {
+  return new Promise((resolve, reject) => {
+    app.server.once('error', reject);
+    app.server.listen(options, () => {
+      app.server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Listen on a unix socket created mode 0600: the umask is narrowed around the
+ * bind itself (synchronous in the process that listens), so the socket never
+ * exists with a wider mode, not even between bind and a chmod. A socket left
+ * by a crashed run is replaced; a live one, or any other file, is refused.
+ */
+async function listenOnSocket(app: FastifyInstance, path: string): Promise<void> {
+  await removeStaleSocket(path);
+  const previous = process.umask(0o177);
+  let bound: Promise<void>;
+  try {
+    bound = listen(app, { path });
+  } finally {
+    process.umask(previous);
+  }
+  await bound;
+  await fsp.chmod(path, 0o600);
+}
+
+async function removeStaleSocket(path: string): Promise<void> {
+  const stat = await fsp.lstat(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return null;
+    throw err;
+  });
+  if (stat === null) return;
+  if (!stat.isSocket()) throw new Error(`admin.listen: ${path} exists and is not a socket; not replacing it`);
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = net.connect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (alive) throw new Error(`admin.listen: ${path} is in use by a running process`);
+  await fsp.unlink(path);
+}

@@ -1,0 +1,63 @@
+import type { AdminServices } from '../app.js';
+import { newToken } from '../admin/tokens.js';
+import { UsageError, parse } from './args.js';
+import { table } from './user.js';
+
+export const ADMIN_HELP = `Usage: sluice admin token <command> ...
+
+  token create NAME   make a bearer token for the admin API over TCP and print it
+                      once, alone on stdout (only its SHA-256 is stored)
+  token remove NAME   revoke it; the running server refuses it at once
+  token list          names, when created, when last used
+
+Use it as:  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8022/api/v1/server
+Over the unix socket (admin.listen a path) no token is needed: see deploy/sluice.example.yaml.
+`;
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export function adminCommand(args: string[], open: () => AdminServices, out: (s: string) => void): number {
+  const [what, sub, ...rest] = args;
+  if (what === undefined || what === '--help' || what === '-h' || what === 'help') {
+    out(ADMIN_HELP);
+    return what === undefined ? 2 : 0;
+  }
+  if (what !== 'token') throw new UsageError(`unknown admin command "${what}"; see sluice admin --help`);
+  switch (sub) {
+    case 'create': {
+      const { values: v, positionals } = parse(rest, {}, 1);
+      if (v.help) return help(out);
+      const name = positionals[0] as string;
+      if (!NAME.test(name)) throw new UsageError(`invalid token name "${name}": 1-64 of letters, digits, . _ - and starting with a letter or digit`);
+      const { token, hash } = newToken();
+      if (!open().tokens.add(name, hash)) throw new UsageError(`a token named "${name}" exists already; remove it first`);
+      out(`${token}\n`);
+      return 0;
+    }
+    case 'remove': {
+      const { values: v, positionals } = parse(rest, {}, 1);
+      if (v.help) return help(out);
+      const name = positionals[0] as string;
+      if (!open().tokens.remove(name)) {
+        process.stderr.write(`sluice: no token named "${name}"\n`);
+        return 1;
+      }
+      out(`removed token ${name}\n`);
+      return 0;
+    }
+    case 'list': {
+      const { values: v } = parse(rest, {}, 0);
+      if (v.help) return help(out);
+      const rows = open().tokens.all().map((t) => [t.name, t.createdAt.toISOString(), t.lastUsed ? t.lastUsed.toISOString() : 'never']);
+      out(table(['NAME', 'CREATED', 'LAST USED'], rows));
+      return 0;
+    }
+    default:
+      throw new UsageError('usage: sluice admin token create NAME | remove NAME | list');
+  }
+}
+
+function help(out: (s: string) => void): number {
+  out(ADMIN_HELP);
+  return 0;
+}

@@ -1,0 +1,64 @@
+import type { Database, Statement } from 'better-sqlite3';
+
+export interface AdminTokenRecord {
+  readonly name: string;
+  readonly createdAt: Date;
+  readonly lastUsed: Date | null;
+}
+
+interface TokenRow {
+  name: string;
+  created_at: number;
+  last_used: number | null;
+}
+
+/**
+ * The admin API's tokens, by name, as the SHA-256 of each (admin/tokens.ts
+ * makes and hashes them): written by the CLI, read by the server at every
+ * request, so a token removed is refused at once.
+ */
+export class AdminTokenStore {
+  private readonly q: Record<'add' | 'remove' | 'byHash' | 'used' | 'all', Statement>;
+
+  constructor(db: Database) {
+    this.q = {
+      add: db.prepare('INSERT INTO admin_tokens (name, hash, created_at) VALUES (?, ?, ?)'),
+      remove: db.prepare('DELETE FROM admin_tokens WHERE name = ?'),
+      byHash: db.prepare('SELECT name FROM admin_tokens WHERE hash = ?'),
+      used: db.prepare('UPDATE admin_tokens SET last_used = ? WHERE name = ?'),
+      all: db.prepare('SELECT name, created_at, last_used FROM admin_tokens ORDER BY name'),
+    };
+  }
+
+  /** False: a token of that name exists already. */
+  add(name: string, hash: Buffer): boolean {
+    try {
+      this.q.add.run(name, hash, Date.now());
+      return true;
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') return false;
+      throw err;
+    }
+  }
+
+  /** False: there was none of that name. */
+  remove(name: string): boolean {
+    return this.q.remove.run(name).changes > 0;
+  }
+
+  /** The name of the token with this hash, noted as used now; null: no such token. */
+  use(hash: Buffer): string | null {
+    const row = this.q.byHash.get(hash) as { name: string } | undefined;
+    if (!row) return null;
+    this.q.used.run(Date.now(), row.name);
+    return row.name;
+  }
+
+  all(): AdminTokenRecord[] {
+    return (this.q.all.all() as TokenRow[]).map((r) => ({
+      name: r.name,
+      createdAt: new Date(r.created_at),
+      lastUsed: r.last_used === null ? null : new Date(r.last_used),
+    }));
+  }
+}

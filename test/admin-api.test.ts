@@ -1,0 +1,147 @@
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
+import { sluice } from './helpers/cli.js';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { freePort, TestServer } from './helpers/server.js';
+
+/*
+ * The admin API's listener and authentication against the real server
+ * process: tokens made and revoked by the CLI, 401s scored by the defender
+ * until the address is banned, every request in the audit trail, the unix
+ * socket 0600 and token-free, TLS with the server's certificate.
+ */
+
+function createToken(srv: TestServer, name: string): string {
+  const r = sluice(srv.dir, ['admin', 'token', 'create', name]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stderr, '');
+  assert.match(r.stdout, /^sluice_[A-Za-z0-9_-]{43}\n$/, 'the token alone on its line, nothing else on stdout');
+  return r.stdout.trim();
+}
+
+type Record = { [k: string]: unknown };
+const adminEvents = (records: Record[]) => records.filter((r) => r.event === 'admin');
+
+describe('admin API over TCP: bearer tokens', () => {
+  let srv: TestServer;
+  let api: AdminTarget;
+  before(async () => {
+    const port = await freePort();
+    api = { port };
+    srv = await TestServer.start({ env: { SLUICE_ADMIN_LISTEN: `127.0.0.1:${port}` } });
+  });
+  after(async () => {
+    await srv.stop();
+  });
+
+  it('refuses no token and a wrong one with 401, serves a valid one, and a removed one is refused at once', { timeout: 60_000 }, async () => {
+    api = { ...api, from: '127.0.0.42' };
+    assert.equal((await adminRequest(api, 'GET', '/api/v1/server')).status, 401);
+    assert.equal((await adminRequest(api, 'GET', '/api/v1/server', { token: 'sluice_wrong' })).status, 401);
+    const token = createToken(srv, 'ops');
+    const ok = await adminRequest(api, 'GET', '/api/v1/server', { token });
+    assert.equal(ok.status, 200, ok.text);
+    const again = sluice(srv.dir, ['admin', 'token', 'create', 'ops']);
+    assert.equal(again.code, 2, 'a second token of the same name is refused');
+    assert.equal(again.stdout, '');
+    const removed = sluice(srv.dir, ['admin', 'token', 'remove', 'ops']);
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.equal((await adminRequest(api, 'GET', '/api/v1/server', { token })).status, 401);
+    assert.equal(sluice(srv.dir, ['admin', 'token', 'remove', 'ops']).code, 1, 'removing it twice says there is none');
+    // Unknown paths need a token too (nothing is told to a stranger), then are 404.
+    assert.equal((await adminRequest(api, 'GET', '/api/v1/nothing')).status, 401);
+    const other = createToken(srv, 'ops2');
+    assert.equal((await adminRequest(api, 'GET', '/api/v1/nothing', { token: other })).status, 404);
+  });
+
+  it('bans an address after defender.threshold wrong tokens, on every port', { timeout: 60_000 }, async () => {
+    const from = '127.0.0.41';
+    for (let i = 0; i < 5; i++) {
+      assert.equal((await adminRequest(api, 'GET', '/api/v1/server', { token: `sluice_guess${i}`, localAddress: from })).status, 401);
+    }
+    assert.ok(srv.bans().includes(from), `banned: ${srv.bans().join(', ')}`);
+    await assert.rejects(adminRequest(api, 'GET', '/api/v1/server', { localAddress: from }), 'refused at accept');
+    assert.equal(await RawFtp.greeting(srv.ftpPort, from), 'closed');
+    const ban = (await srv.audit()).find((r) => r.event === 'ban' && r.ip === from);
+    assert.equal(ban?.protocol, 'admin');
+  });
+
+  it('audits every request (token name, method, path, status) and keeps the chain intact', { timeout: 60_000 }, async () => {
+    api = { ...api, from: '127.0.0.43' };
+    const token = createToken(srv, 'auditor');
+    await adminRequest(api, 'GET', '/api/v1/server?x=1', { token });
+    await adminRequest(api, 'GET', '/api/v1/server', { token: 'sluice_nope' });
+    const events = adminEvents(await srv.audit());
+    assert.ok(
+      events.some((e) => e.token === 'auditor' && e.method === 'GET' && e.path === '/api/v1/server?x=1' && e.status === 200 && e.ip === '127.0.0.43'),
+      JSON.stringify(events),
+    );
+    assert.ok(events.some((e) => e.token === null && e.status === 401));
+    const verify = sluice(srv.dir, ['audit', 'verify']);
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+  });
+
+  it('serves the OpenAPI document generated from the routes', { timeout: 60_000 }, async () => {
+    const token = createToken(srv, 'doc');
+    const r = await adminRequest(api, 'GET', '/api/v1/openapi.json', { token });
+    assert.equal(r.status, 200);
+    const doc = r.json as { openapi: string; paths: Record<string, unknown> };
+    assert.match(doc.openapi, /^3\./);
+    assert.ok(doc.paths['/api/v1/server'], Object.keys(doc.paths).join(' '));
+  });
+});
+
+describe('admin API on a unix socket', () => {
+  let srv: TestServer;
+  let socketPath: string;
+  before(async () => {
+    srv = await TestServer.start({ env: { SLUICE_ADMIN_LISTEN: './admin.sock' } });
+    socketPath = join(srv.dir, 'admin.sock');
+  });
+  after(async () => {
+    await srv.stop();
+  });
+
+  it('is created mode 0600 and needs no token, audited as the local socket', { timeout: 60_000 }, async () => {
+    assert.equal(statSync(socketPath).mode & 0o777, 0o600);
+    assert.ok(statSync(socketPath).isSocket());
+    const r = await adminRequest({ socketPath }, 'GET', '/api/v1/server');
+    assert.equal(r.status, 200, r.text);
+    const events = adminEvents(await srv.audit());
+    assert.ok(events.some((e) => e.token === 'local-socket' && e.path === '/api/v1/server' && e.status === 200), JSON.stringify(events));
+  });
+
+  it('replaces a stale socket left by a crash, and refuses to replace any other file', { timeout: 60_000 }, async () => {
+    await srv.kill();
+    assert.ok(existsSync(socketPath), 'a killed server leaves its socket file');
+    await srv.restart();
+    assert.equal((await adminRequest({ socketPath }, 'GET', '/api/v1/server')).status, 200);
+    await srv.terminate();
+    writeFileSync(socketPath, 'not a socket');
+    await assert.rejects(srv.restart(), /admin\.sock exists and is not a socket/);
+    assert.equal(readFileSync(socketPath, 'utf8'), 'not a socket');
+  });
+});
+
+describe('admin API with admin.tls', () => {
+  let srv: TestServer;
+  let port: number;
+  before(async () => {
+    port = await freePort();
+    srv = await TestServer.start({ env: { SLUICE_ADMIN_LISTEN: `127.0.0.1:${port}` }, yaml: 'admin:\n  tls: true\n' });
+  });
+  after(async () => {
+    await srv.stop();
+  });
+
+  it('answers HTTPS with the server certificate, and plain HTTP not at all', { timeout: 60_000 }, async () => {
+    const token = createToken(srv, 'tls');
+    const r = await adminRequest({ port, tls: true }, 'GET', '/api/v1/server', { token });
+    assert.equal(r.status, 200, r.text);
+    const plain = await adminRequest({ port }, 'GET', '/api/v1/server', { token }).catch(() => null);
+    assert.notEqual(plain?.status, 200);
+  });
+});
