@@ -84,8 +84,8 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
 /** The admin API where the coordinator is, when admin.listen is set; its code (fastify) is loaded only then. */
 async function startAdmin(base: AdminServices, coordination: Coordination, log: Logger): Promise<AdminServer | null> {
   if (base.config.admin.listen === '') return null;
-  const { startAdminApi } = await import('../admin/server.js');
-  return startAdminApi({ base, coordination, sessions: null }, [], log);
+  const [{ startAdminApi }, { monitorRoutes }] = await Promise.all([import('../admin/server.js'), import('../metrics/routes.js')]);
+  return startAdminApi({ base, coordination, sessions: null }, [monitorRoutes], log);
 }
 
 /** workers: 1: the front-ends run in this process, on its own coordinator. */

@@ -1,23 +1,10 @@
 import { join, resolve } from 'node:path';
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import type { AdminServices, Coordination } from '../app.js';
+import type { AdminContext, AdminRoutes } from '../admin/context.js';
 import { TLS_CERT } from '../certs/ensure.js';
 import { readiness, type ReadinessSources } from './health.js';
-import type { ServerMetrics } from './registry.js';
-
-export interface MonitorRoutesOptions {
-  readonly metrics: ServerMetrics;
-  readonly readiness: ReadinessSources;
-  /**
-   * Runs before /metrics answers: the admin API's token check, unless
-   * admin.metricsPublic. /healthz and /readyz never need a token: a load
-   * balancer or an orchestrator asks them.
-   */
-  readonly guardMetrics?: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
-}
 
 /** What /readyz looks at, in the process that holds the coordination. */
-export function readinessSources(base: AdminServices, coordination: Coordination): ReadinessSources {
+export function readinessSources({ base, coordination }: Pick<AdminContext, 'base' | 'coordination'>): ReadinessSources {
   const { config } = base;
   return {
     serving: coordination.serving,
@@ -27,15 +14,20 @@ export function readinessSources(base: AdminServices, coordination: Coordination
   };
 }
 
-/** /healthz, /readyz and /metrics, as a fastify plugin for the admin listener. */
-export const monitorRoutes: FastifyPluginAsync<MonitorRoutesOptions> = async (app, opts) => {
+/**
+ * /healthz, /readyz and /metrics on the admin listener. The probes need no
+ * token (a load balancer or an orchestrator asks them, and they say nothing
+ * an operator would hide); /metrics needs one unless admin.metricsPublic
+ * (the counters show users' activity): see admin/auth.ts.
+ */
+export const monitorRoutes: AdminRoutes = async (app, context) => {
+  const sources = readinessSources(context);
+  const { metrics } = context.coordination;
   // The process answers: nothing else is looked at, so a slow disk cannot make it fail.
-  app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_request, reply) => {
-    const r = await readiness(opts.readiness);
+  app.get('/healthz', { config: { access: 'public' } }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { config: { access: 'public' } }, async (_request, reply) => {
+    const r = await readiness(sources);
     return reply.code(r.ready ? 200 : 503).send(r);
   });
-  app.get('/metrics', { ...(opts.guardMetrics ? { onRequest: opts.guardMetrics } : {}) }, async (_request, reply) =>
-    reply.type(opts.metrics.contentType).send(await opts.metrics.text()),
-  );
+  app.get('/metrics', { config: { access: 'metrics' } }, async (_request, reply) => reply.type(metrics.contentType).send(await metrics.text()));
 };
