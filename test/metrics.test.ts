@@ -230,3 +230,41 @@ describe('/readyz says why the server is not ready; /metrics needs a token unles
     assert.match(r.body, /^sluice_sessions\{protocol="sftp"\} 0$/m);
   });
 });
+
+describe('workers: 2 — workers killed: the counts stay, their sessions end, their process series go', () => {
+  let srv: TestServer;
+  let admin: number;
+  before(async () => {
+    ({ srv, admin } = await start('2', 'admin:\n  metricsPublic: true\n'));
+  });
+  after(() => srv.stop());
+
+  it('after every worker is killed and started again', async () => {
+    const conns = [];
+    for (let i = 0; i < 2; i++) conns.push(await sshConnect({ port: srv.sftpPort, username: 'alice', password: PASSWORD }));
+    for (const [i, c] of conns.entries()) {
+      const sftp = await sftpOf(c);
+      await call((cb) => sftp.writeFile(`f${i}`, Buffer.alloc(700), cb));
+    }
+    const during = await scrape(admin);
+    assert.equal(sample(during, 'sluice_sessions', { protocol: 'sftp' }), 2);
+    const pids = execFileSync('pgrep', ['-P', String(srv.pid)]).toString().trim().split('\n').map(Number);
+    assert.equal(pids.length, 2);
+    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    await Promise.all(conns.map((c) => new Promise((r) => (c.once('close', r), c.on('error', () => undefined)))));
+
+    // Two new workers (ids 3 and 4) are up when /readyz says so.
+    const deadline = Date.now() + 20_000;
+    while ((await curl(admin, '/readyz')).status !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    let s = await scrape(admin);
+    for (let i = 0; i < 30 && !s.has('sluice_process_resident_memory_bytes{worker="4"}'); i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      s = await scrape(admin);
+    }
+    assert.equal(sample(s, 'sluice_sessions', { protocol: 'sftp' }), 0);
+    assert.equal(sample(s, 'sluice_logins_total', { protocol: 'sftp', result: 'ok', reason: '' }), 2);
+    assert.equal(sample(s, 'sluice_transfer_bytes_total', { protocol: 'sftp', direction: 'upload' }), 1400);
+    const workersSeen = [...s.keys()].filter((k) => k.startsWith('sluice_process_resident_memory_bytes')).map((k) => /worker="(\d+)"/.exec(k)?.[1]);
+    assert.deepEqual(workersSeen.sort(), ['0', '3', '4']);
+  });
+});
