@@ -12,7 +12,8 @@ export const SAMPLE_MS = 5000;
  */
 export function sampleProcess(onSample: (sample: ProcessSample) => void): () => void {
   // The histogram's timer wakes the process at this interval even when idle: 20 ms
-  // halves prom-client's 10 ms, and a delay still shows to the millisecond.
+  // halves prom-client's 10 ms. A stall shorter than that may fall between two
+  // ticks unseen; the stalls worth an operator's attention are longer.
   const delay = monitorEventLoopDelay({ resolution: 20 });
   delay.enable();
   const take = () => {
