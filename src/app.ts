@@ -141,7 +141,8 @@ function banCheck(base: AdminServices): BanCheck {
  */
 export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlight?: InFlightUploads): Services {
   const { config } = base;
-  const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit, coordinator.metrics);
+  const { anonymous } = config.ftp;
+  const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit, coordinator.metrics, anonymous.enabled ? anonymous : null);
   return {
     ...base,
     coordinator,
@@ -155,6 +156,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
       atomicUploads: config.uploads.atomic,
       storage: openLocalStorage,
       hashResumedUploads: config.audit.hashResumedUploads,
+      rates: { up: config.limits.rateUp, down: config.limits.rateDown },
       ...(inFlight ? { inFlight } : {}),
     },
   };

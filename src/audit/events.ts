@@ -16,6 +16,8 @@ export type TransferResult = 'ok' | 'aborted' | 'failed';
 
 export type AuditEvent =
   | { event: 'login'; method: 'password' | 'publickey' }
+  /** `email`: what an anonymous FTP client gave as its password, as it gave it (bounded); never a credential. */
+  | { event: 'login'; method: 'anonymous'; email: string }
   | { event: 'login-failed'; method: 'password' | 'publickey'; reason: string }
   | { event: 'logout'; duration_ms: number }
   | {

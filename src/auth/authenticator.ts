@@ -1,4 +1,4 @@
-import type { AuditSink } from '../audit/events.js';
+import type { AuditEvent, AuditSink } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
 import type { Account, Protocol } from '../session/account.js';
 import { isPermission, type Permission } from '../session/permissions.js';
@@ -31,7 +31,13 @@ export type AuthFailure =
 export const MAX_USER_NAME_BYTES = 64;
 
 /** Called once the credentials are good, with the stored name: false refuses the login (per-user session limit). */
-export type Claim = (user: string) => Promise<boolean>;
+/** The stored account anonymous FTP logins use (users/anonymous.ts makes it); the audit trail names them by it. */
+export const ANONYMOUS = 'anonymous';
+/** What a client may type as USER for an anonymous login (vsftpd's and ProFTPD's names). */
+export const ANONYMOUS_LOGINS: readonly string[] = [ANONYMOUS, 'ftp'];
+
+/** A session slot for `user`, under `max` sessions of theirs at once when given (else the server's per-user limit). */
+export type Claim = (user: string, max?: number) => Promise<boolean>;
 
 /** Front-ends answer every failure alike ("login incorrect"); the reason goes to the audit log only. */
 export class AuthError extends Error {
@@ -59,6 +65,8 @@ export function toAccount(u: UserRecord): Account {
     permissions: { root: set(u.permissions), dirs: new Map(u.dirPermissions.map((d) => [d.path, set(d.permissions)])) },
     quotaBytes: u.quotaBytes,
     quotaFiles: u.quotaFiles,
+    rateUp: u.rateUp,
+    rateDown: u.rateDown,
   };
 }
 
@@ -69,10 +77,15 @@ export class Authenticator {
     private readonly hasher: PasswordHasher,
     private readonly audit: AuditSink | null,
     private readonly metrics: MetricsSink,
+    /** Anonymous FTP, when ftp.anonymous.enabled; see users/anonymous.ts. */
+    private readonly anonymous: { readonly maxSessions: number } | null = null,
   ) {}
 
   async password(req: AuthRequest, password: string, claim?: Claim): Promise<Account> {
     if (overlong(req.username)) return this.fail(req, 'password', 'bad-name');
+    if (this.anonymous && ANONYMOUS_LOGINS.includes(req.username.toLowerCase()) && (req.protocol === 'ftp' || req.protocol === 'ftps')) {
+      return this.anonymousLogin(req, password, this.anonymous.maxSessions, claim);
+    }
     const user = this.users.get(req.username);
     const ok = await this.hasher.verify(user?.passwordHash ?? null, password);
     if (!user) return this.fail(req, 'password', 'unknown-user');
@@ -112,6 +125,19 @@ export class Authenticator {
     return this.fail(req, method, reason, user);
   }
 
+  /**
+   * Any password: by convention the client's e-mail address, recorded (bounded)
+   * and never checked. The stored account's rules (enabled, protocols, TLS,
+   * addresses) and its own session limit still apply.
+   */
+  private async anonymousLogin(req: AuthRequest, password: string, maxSessions: number, claim: Claim | undefined): Promise<Account> {
+    const user = this.users.get(ANONYMOUS);
+    if (!user) return this.fail(req, 'password', 'unknown-user');
+    this.checkRules(req, user, 'password');
+    if (claim && !(await claim(user.name, maxSessions))) this.fail(req, 'password', 'session-limit', user);
+    return this.loggedIn(req, user, { event: 'login', method: 'anonymous', email: password.slice(0, 100) });
+  }
+
   private checkRules(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): void {
     if (!user.enabled) this.fail(req, method, 'disabled', user);
     if (user.expiresAt && user.expiresAt.getTime() <= Date.now()) this.fail(req, method, 'expired', user);
@@ -124,8 +150,13 @@ export class Authenticator {
 
   private async succeed(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey', claim: Claim | undefined): Promise<Account> {
     if (claim && !(await claim(user.name))) this.fail(req, method, 'session-limit', user);
+    return this.loggedIn(req, user, { event: 'login', method });
+  }
+
+  /** Every good login ends here: stored, audited, counted. */
+  private loggedIn(req: AuthRequest, user: UserRecord, event: Extract<AuditEvent, { event: 'login' }>): Account {
     this.users.recordLogin(user.id);
-    this.audit?.record(this.actor(req, user), { event: 'login', method });
+    this.audit?.record(this.actor(req, user), event);
     this.metrics.count({ m: 'login', protocol: req.protocol, result: 'ok', reason: '' });
     return toAccount(user);
   }

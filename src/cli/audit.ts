@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import { logFiles } from '../audit/files.js';
 import { verifyLines, type ChainHead } from '../audit/chain.js';
 import { loadConfig } from '../config/load.js';
+import { AUDITED_PROTOCOLS } from '../session/account.js';
 import { UsageError, parse, parseTime } from './args.js';
 
 export const AUDIT_HELP = `Usage: sluice audit verify [FILE...]
@@ -95,7 +96,7 @@ function queryCommand(args: string[], configFile: string | undefined, out: (s: s
   }
   if (v.json && v.csv) throw new UsageError('--json and --csv exclude each other');
   if (v.result !== undefined && v.result !== 'ok' && v.result !== 'failed') throw new UsageError('--result: "ok" or "failed"');
-  if (v.protocol !== undefined && !['ftp', 'ftps', 'sftp'].includes(v.protocol)) throw new UsageError('--protocol: ftp, ftps or sftp');
+  if (v.protocol !== undefined && !AUDITED_PROTOCOLS.includes(v.protocol)) throw new UsageError(`--protocol: one of ${AUDITED_PROTOCOLS.join(', ')}`);
   let cidr: string | undefined;
   if (v.ip !== undefined) {
     try {

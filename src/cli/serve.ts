@@ -12,6 +12,7 @@ import { checkDescriptorLimit } from '../security/descriptors.js';
 import { sweepHomes } from '../session/home-sweep.js';
 import { localStorageUsable } from '../session/storage/local.js';
 import { logStarted } from '../started.js';
+import { provisionAnonymous } from '../users/anonymous.js';
 
 /** `sluice init`: data directory, database and keys, nothing served. */
 export async function init(config: Config, out: (s: string) => void): Promise<AdminServices> {
@@ -47,6 +48,13 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
   });
   await createKeys(config, out);
   const base = openAdmin(config);
+  try {
+    provisionAnonymous(base.users, config.ftp.anonymous);
+  } catch (err) {
+    out(`${(err as Error).message}\n`);
+    await base.close();
+    return 1;
+  }
   const coordination = openCoordination(base);
   const { log } = base;
   checkDescriptorLimit(config.limits.maxSessions, log);

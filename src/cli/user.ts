@@ -18,20 +18,24 @@ export const USER_HELP = `Usage: sluice user <command> ...
 
   add NAME [--home DIR] [--password-stdin | --generate-password] [--key FILE]
            [--perms LIST] [--protocols LIST] [--quota-bytes N] [--quota-files N]
+           [--rate-up RATE] [--rate-down RATE]
            [--require-tls] [--require-key] [--allow-ip CIDR]... [--deny-ip CIDR]...
            [--expires DATE]
   list [--json]
   show NAME [--json]
   passwd NAME [--password-stdin | --generate-password]
   set NAME [--home DIR] [--perms LIST] [--protocols LIST] [--quota-bytes N]
-           [--quota-files N] [--[no-]require-tls] [--[no-]require-key]
+           [--quota-files N] [--rate-up RATE] [--rate-down RATE]
+           [--[no-]require-tls] [--[no-]require-key]
            [--allow-ip CIDR]... [--deny-ip CIDR]... [--expires DATE|never]
   disable NAME | enable NAME | remove NAME
   key add NAME FILE|-     key list NAME     key remove NAME FINGERPRINT
   perm NAME /PATH LIST    (LIST "inherit" drops the override)
 
 Permissions: ${PERMISSIONS.join(', ')}, or "all" / "none".
-Protocols: ftp, ftps, sftp. Sizes accept K, M, G, T suffixes.
+Protocols: ftp, ftps, sftp (sftp admits legacy scp too). Sizes accept K, M, G, T suffixes.
+RATE: bytes per second of each session (5M: 5 MiB/s), 0 for none, "default" for the
+server's limits.rateUp / limits.rateDown.
 With no password option, add and passwd prompt on a terminal or read a pipe.
 `;
 
@@ -41,6 +45,8 @@ const SETTINGS = {
   protocols: { type: 'string' },
   'quota-bytes': { type: 'string' },
   'quota-files': { type: 'string' },
+  'rate-up': { type: 'string' },
+  'rate-down': { type: 'string' },
   'allow-ip': { type: 'string', multiple: true },
   'deny-ip': { type: 'string', multiple: true },
   expires: { type: 'string' },
@@ -57,6 +63,8 @@ type SettingValues = {
   protocols?: string | undefined;
   'quota-bytes'?: string | undefined;
   'quota-files'?: string | undefined;
+  'rate-up'?: string | undefined;
+  'rate-down'?: string | undefined;
   'allow-ip'?: string[] | undefined;
   'deny-ip'?: string[] | undefined;
   expires?: string | undefined;
@@ -70,6 +78,8 @@ function settingsFrom(v: SettingValues): Partial<UserSettings> {
   if (v.protocols !== undefined) out.protocols = parseProtocols(v.protocols);
   if (v['quota-bytes'] !== undefined) out.quotaBytes = parseSize('quota-bytes', v['quota-bytes']);
   if (v['quota-files'] !== undefined) out.quotaFiles = parseCount('quota-files', v['quota-files']);
+  if (v['rate-up'] !== undefined) out.rateUp = parseRate('rate-up', v['rate-up']);
+  if (v['rate-down'] !== undefined) out.rateDown = parseRate('rate-down', v['rate-down']);
   if (v['allow-ip'] !== undefined) out.allowIps = parseCidrs(v['allow-ip']);
   if (v['deny-ip'] !== undefined) out.denyIps = parseCidrs(v['deny-ip']);
   if (v.expires !== undefined) out.expiresAt = parseExpiry(v.expires);
@@ -124,6 +134,8 @@ export async function userCommand(args: string[], open: () => AdminServices, out
         protocols: settings.protocols,
         quotaBytes: settings.quotaBytes,
         quotaFiles: settings.quotaFiles,
+        rateUp: settings.rateUp,
+        rateDown: settings.rateDown,
         requireTls: v['require-tls'],
         requireKey: v['require-key'],
         allowIps: settings.allowIps,
@@ -258,6 +270,16 @@ function help(out: (s: string) => void): number {
   return 0;
 }
 
+/** `--rate-up 5M`: bytes per second; 0 for none, `default` for the server's limits.rateUp/rateDown. */
+function parseRate(flag: string, text: string): number | null {
+  return text === 'default' ? null : parseSize(flag, text);
+}
+
+function describeRate(rate: number | null): string {
+  if (rate === null) return 'server default';
+  return rate === 0 ? 'unlimited' : `${rate} bytes/s`;
+}
+
 function describeUser(u: UserView): string {
   const lines = [
     ['name', u.name],
@@ -272,6 +294,8 @@ function describeUser(u: UserView): string {
     ...u.dirPermissions.map((d) => [`  ${d.path}`, d.permissions.join(',') || 'none']),
     ['quota', `${u.quotaBytes || 'unlimited'} bytes, ${u.quotaFiles || 'unlimited'} files`],
     ['used', `${u.usedBytes} bytes, ${u.usedFiles} files`],
+    ['rate up', describeRate(u.rateUp)],
+    ['rate down', describeRate(u.rateDown)],
     ['allow ip', u.allowIps.join(' ') || 'any'],
     ['deny ip', u.denyIps.join(' ') || '-'],
     ['last login', u.lastLoginAt ? u.lastLoginAt.toISOString() : 'never'],

@@ -58,6 +58,7 @@ export function loadConfig(
   const config = parsed.data;
   config.dataDir = resolve(cwd, config.dataDir);
   config.certsDir = resolve(cwd, config.certsDir);
+  if (config.ftp.anonymous.root !== '') config.ftp.anonymous.root = resolve(cwd, config.ftp.anonymous.root);
   ensureWritableDir('dataDir', config.dataDir);
   ensureWritableDir('certsDir', config.certsDir);
   return { ...config, source: file === undefined ? null : resolve(cwd, file) };

@@ -66,6 +66,19 @@ export const configSchema = z
         dataTimeout: z.number().int().min(1).max(600).default(30),
         /** PROXY header from trustedProxies on control and passive data connections. */
         proxyProtocol,
+        /** Logins as `anonymous` or `ftp` with any password, read-only in `root` (see users/anonymous.ts). */
+        anonymous: z
+          .object({
+            enabled: z.boolean().default(false),
+            /** The anonymous files: a directory on the host, relative to the working directory. */
+            root: z.string().default(''),
+            /** A virtual directory under root where anonymous users may only upload ('' for none). */
+            incoming: z.union([z.literal(''), z.string().regex(/^\/[^\0]*[^/]$/, 'an absolute virtual path such as /incoming')]).default(''),
+            /** Anonymous sessions at once, all addresses together. */
+            maxSessions: z.number().int().min(1).max(100000).default(10),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),
@@ -82,6 +95,8 @@ export const configSchema = z
         maxHandlesPerUser: z.number().int().min(4).max(65536).default(256),
         /** Session channels open at once on one SSH connection (OpenSSH's MaxSessions). */
         maxChannelsPerConnection: z.number().int().min(1).max(100).default(10),
+        /** Legacy SCP (`scp -O`, `pscp -scp`) on exec channels, for users allowed SFTP. */
+        scp: z.boolean().default(true),
         /** Bytes one connection may hold for requests in progress and replies its client has not read; its SSH windows at most as much again, plus the share of each channel opened after one borrowed the rest. */
         maxQueuedBytes: size.default(8388608),
         /**
@@ -117,6 +132,9 @@ export const configSchema = z
          * and authentication, FTP greeting to PASS); commands before login do not extend it.
          */
         loginTimeout: z.number().int().min(1).max(600).default(30),
+        /** Bytes per second each session may upload / download, for users without their own limit; 0: none. */
+        rateUp: size.default(0),
+        rateDown: size.default(0),
       })
       .strict()
       .prefault({}),
@@ -210,6 +228,9 @@ export const configSchema = z
   })
   .strict()
   .superRefine((config, ctx) => {
+    if (config.ftp.anonymous.enabled && config.ftp.anonymous.root === '') {
+      ctx.addIssue({ code: 'custom', path: ['ftp', 'anonymous', 'root'], message: 'anonymous FTP needs a root directory' });
+    }
     // v1/v2 with nobody trusted would refuse every connection: surely a mistake, said at start rather than at each accept.
     for (const front of ['ftp', 'sftp'] as const) {
       const mode = config[front].proxyProtocol;

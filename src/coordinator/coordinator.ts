@@ -31,8 +31,8 @@ export type AuditTrail = AuditSink & SystemAuditSink;
 export interface Coordinator {
   /** A connection slot for `ip`, or null when the total or the per-address limit is reached. */
   admit(ip: string): Promise<Release | null>;
-  /** A slot for one logged-in session of `user` (its stored name), or null at the per-user limit. */
-  claimUser(user: string): Promise<Release | null>;
+  /** A slot for one logged-in session of `user` (its stored name), or null at the per-user limit (`max` when given). */
+  claimUser(user: string, max?: number): Promise<Release | null>;
   /** Count one offence of `ip`; true when it got the address banned (on every process at once: the ban is stored). */
   score(ip: string, protocol: Protocol, offence: Offence): Promise<boolean>;
   readonly ledgers: Ledgers;

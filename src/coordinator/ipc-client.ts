@@ -68,8 +68,8 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
     return this.slot(await this.ask({ op: 'admit', ip }));
   }
 
-  async claimUser(user: string): Promise<Release | null> {
-    return this.slot(await this.ask({ op: 'claim-user', user }));
+  async claimUser(user: string, max?: number): Promise<Release | null> {
+    return this.slot(await this.ask({ op: 'claim-user', user, ...(max === undefined ? {} : { max }) }));
   }
 
   async score(ip: string, protocol: Protocol, offence: Offence): Promise<boolean> {

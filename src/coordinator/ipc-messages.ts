@@ -34,7 +34,7 @@ export interface LedgerAccount {
 
 export type Question =
   | { op: 'admit'; ip: string }
-  | { op: 'claim-user'; user: string }
+  | { op: 'claim-user'; user: string; max?: number }
   | { op: 'score'; ip: string; protocol: Protocol; offence: Offence }
   | { op: 'ledger'; account: LedgerAccount }
   | ({ op: 'ledger-ask'; handle: number } & LedgerQuestion);

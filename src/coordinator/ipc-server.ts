@@ -129,12 +129,12 @@ export class WorkerLink {
       case 'admit':
         return this.keep(await this.coordinator.admit(q.ip));
       case 'claim-user':
-        return this.keep(await this.coordinator.claimUser(q.user), q.user);
+        return this.keep(await this.coordinator.claimUser(q.user, q.max), q.user);
       case 'score':
         return this.coordinator.score(q.ip, q.protocol, q.offence);
       case 'ledger': {
         const id = this.nextId++;
-        const account = { ...q.account, name: '', home: '', permissions: { root: new Set(), dirs: new Map() } } satisfies Account;
+        const account = { ...q.account, name: '', home: '', rateUp: null, rateDown: null, permissions: { root: new Set(), dirs: new Map() } } satisfies Account;
         this.handles.set(id, this.quotas.handle(account));
         return id;
       }

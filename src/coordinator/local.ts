@@ -22,8 +22,8 @@ export class LocalCoordinator implements Coordinator {
     return this.registry.tryAcquire(ip);
   }
 
-  async claimUser(user: string): Promise<Release | null> {
-    return this.registry.tryAcquireUser(user);
+  async claimUser(user: string, max?: number): Promise<Release | null> {
+    return this.registry.tryAcquireUser(user, max);
   }
 
   /** Wider than Coordinator's: the admin API, which runs only beside this coordinator, scores too. */

@@ -2,7 +2,8 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Protocol } from '../session/account.js';
 import type { AuditMetrics, MetricEvent, ProcessSample, ServerMetricsSink } from './events.js';
 
-const PROTOCOLS = ['ftp', 'ftps', 'sftp'] as const satisfies readonly Protocol[];
+/** Every protocol, so that each has its series from the start (a new one fails the build until listed). */
+const PROTOCOLS = Object.keys({ ftp: true, ftps: true, sftp: true, scp: true } satisfies Record<Protocol, true>) as Protocol[];
 const DIRECTIONS = ['upload', 'download'] as const;
 
 /**

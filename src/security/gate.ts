@@ -251,10 +251,10 @@ export class Guest {
   }
 
   /** The per-user session limit, checked by the authenticator once the credentials are good. */
-  private readonly claim = async (user: string): Promise<boolean> => {
+  private readonly claim = async (user: string, max?: number): Promise<boolean> => {
     // A login that completes after its connection closed must not take a slot nobody frees.
     if (this.closed) return false;
-    const slot = await this.gate.coordinator.claimUser(user);
+    const slot = await this.gate.coordinator.claimUser(user, max);
     if (slot && this.closed) slot();
     this.userSlot = this.closed ? null : slot;
     return this.userSlot !== null;

@@ -1,7 +1,14 @@
 import type { PermissionRules } from './permissions.js';
 
-export type Protocol = 'ftp' | 'ftps' | 'sftp';
+export type Protocol = 'ftp' | 'ftps' | 'sftp' | 'scp';
+/**
+ * What a user may be allowed to log in with. scp rides an SSH login like
+ * SFTP: a user allowed `sftp` may use either (config sftp.scp decides for
+ * the server); the audit records say which.
+ */
 export const PROTOCOLS: readonly Protocol[] = ['ftp', 'ftps', 'sftp'];
+/** What audit records may name. */
+export const AUDITED_PROTOCOLS: readonly string[] = [...PROTOCOLS, 'scp'];
 
 /** What the shared layer knows of a logged-in user: no secrets, no storage details. */
 export interface Account {
@@ -13,6 +20,9 @@ export interface Account {
   /** 0 means unlimited. */
   readonly quotaBytes: number;
   readonly quotaFiles: number;
+  /** Bytes per second, each session; null: the server's default, 0: none. */
+  readonly rateUp: number | null;
+  readonly rateDown: number | null;
 }
 
 /** Persisted usage counters, implemented by the store. */

@@ -23,9 +23,9 @@ export class ConnectionRegistry {
     return once(take(this.perIp, ip), () => this.total--);
   }
 
-  /** A slot for one logged-in session of `user` (its stored name), or null at the limit. */
-  tryAcquireUser(user: string): (() => void) | null {
-    if (this.maxPerUser > 0 && (this.perUser.get(user) ?? 0) >= this.maxPerUser) return null;
+  /** A slot for one logged-in session of `user` (its stored name), or null at the limit (`max` for this user, when given). */
+  tryAcquireUser(user: string, max = this.maxPerUser): (() => void) | null {
+    if (max > 0 && (this.perUser.get(user) ?? 0) >= max) return null;
     return once(take(this.perUser, user), () => undefined);
   }
 }

@@ -8,6 +8,7 @@ import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission } from './permissions.js';
 import { addName, type Ledger, type Ledgers } from './quota.js';
+import { ratesOf, type RateLimit, type Rates } from './rate-limit.js';
 import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile, type Storage, type StorageOpener } from './storage/storage.js';
 import { Download, Upload, type TransferOptions, type TransferRecord } from './transfer.js';
 import { planUpload, type UploadRefusal } from './upload-plan.js';
@@ -35,6 +36,8 @@ export interface SessionDeps {
   readonly atomicUploads: boolean;
   /** Where a home's files are. */
   readonly storage: StorageOpener;
+  /** Bandwidth limits of a session, bytes per second (0: none), for accounts without their own. */
+  readonly rates: { readonly up: number; readonly down: number };
   /** Told of each upload as it starts, when a process other than this one must record it should this one die. */
   readonly inFlight?: InFlightUploads;
 }
@@ -96,6 +99,8 @@ export class Session {
   private closed = false;
   /** The user's open handles, counted across all their sessions (front-ends that hold handles use it). */
   readonly openHandles: UserHandles;
+  /** Shared by the session's transfers in each direction: parallel SFTP transfers together keep the rate. */
+  private readonly rates: Rates;
 
   private constructor(
     readonly account: Account,
@@ -105,6 +110,7 @@ export class Session {
     private readonly deps: SessionDeps,
   ) {
     this.openHandles = deps.openHandles.acquire(account);
+    this.rates = ratesOf(account.rateUp ?? deps.rates.up, account.rateDown ?? deps.rates.down);
     deps.metrics.count({ m: 'session', protocol: context.protocol, change: 1 });
   }
 
@@ -251,7 +257,7 @@ export class Session {
           if (st.type === 'dir') throw new SluiceError('is-a-directory');
           if (st.type !== 'file') throw new SluiceError('permission-denied', 'Not a regular file');
           if (offset < 0 || offset > st.size) throw new SluiceError('invalid-path', 'Offset beyond end of file');
-          return new Download(file, path, offset, st.size, (r) => this.finished(download, r), this.transferOptions(options));
+          return new Download(file, path, offset, st.size, (r) => this.finished(download, r), this.transferOptions(options, this.rates.down));
         } catch (err) {
           await file.close();
           throw err;
@@ -334,7 +340,7 @@ export class Session {
     if (truncatedInPlace) this.ledger.settle(0, -existingSize, 0);
     const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, staged, append, holdsFile, claim, lock };
     const upload: Upload = new Upload(file, path, plan.offset, target, this.ledger, (r) => this.finished(upload, r), {
-      ...this.transferOptions(options),
+      ...this.transferOptions(options, this.rates.up),
       hashWholeFile: this.deps.hashResumedUploads,
     });
     this.deps.inFlight?.started(this.actor, path, plan.offset, upload.started);
@@ -358,8 +364,8 @@ export class Session {
     }
   }
 
-  private transferOptions(options: { convertedLineEndings?: boolean }): TransferOptions {
-    return { hash: this.deps.audit !== null, convertedLineEndings: options.convertedLineEndings ?? false };
+  private transferOptions(options: { convertedLineEndings?: boolean }, rate: RateLimit | null): TransferOptions {
+    return { hash: this.deps.audit !== null, convertedLineEndings: options.convertedLineEndings ?? false, rate };
   }
 
   /**

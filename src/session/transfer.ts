@@ -5,6 +5,7 @@ import { SluiceError, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
 import { baseName } from './paths.js';
 import type { Ledger } from './quota.js';
+import type { RateLimit } from './rate-limit.js';
 import { SequenceHash } from './sequence-hash.js';
 import type { Location, NodeStat, OpenFile, StagedFile } from './storage/storage.js';
 
@@ -31,6 +32,8 @@ export interface TransferOptions {
   hash: boolean;
   /** The front-end converts line endings on the way (FTP TYPE A); recorded only. */
   convertedLineEndings: boolean;
+  /** The session's bandwidth limit in this transfer's direction; null: none. */
+  rate: RateLimit | null;
 }
 
 export interface UploadOptions extends TransferOptions {
@@ -57,7 +60,7 @@ abstract class Transfer {
     readonly path: string,
     readonly offset: number,
     protected readonly report: Reporter,
-    private readonly options: TransferOptions,
+    protected readonly options: TransferOptions,
   ) {
     this.hash = options.hash ? new SequenceHash(offset) : null;
   }
@@ -141,6 +144,7 @@ export class Download extends Transfer {
   /** As read(), into `target` at `offset` (SFTP reads straight into its DATA reply): the bytes read, 0 at the end. */
   async readInto(target: Buffer, offset: number, length: number, position: number): Promise<number> {
     if (this.isFinished) throw new SluiceError('failure', 'Transfer is closed');
+    await this.options.rate?.take(length);
     const n = await this.file.read(target, offset, length, position);
     this.bytes += n;
     this.hash?.update(position, target.subarray(offset, offset + n));
@@ -158,12 +162,16 @@ export class Download extends Transfer {
    */
   readable(): Readable {
     let position = this.offset;
+    const { rate } = this.options;
     const counter = new Transform({
       transform: (chunk: Buffer, _enc, done) => {
         this.bytes += chunk.length;
         this.hash?.update(position, chunk);
         position += chunk.length;
-        done(null, chunk);
+        // Held back, not slept on: the next chunk is read only once this one is passed on.
+        const wait = rate ? rate.delay(chunk.length) : 0;
+        if (wait === 0) done(null, chunk);
+        else setTimeout(() => done(null, chunk), wait);
       },
     });
     const source = this.file.readStream(this.offset, this.size);
@@ -246,6 +254,8 @@ export class Upload extends Transfer {
     const chunks = Buffer.isBuffer(data) ? [data] : data;
     let length = 0;
     for (const chunk of chunks) length += chunk.length;
+    // Before the room is reserved: a limited upload does not hold quota it has not sent yet.
+    await this.options.rate?.take(length);
     let at: number;
     try {
       at = await this.reserve(this.target.append ? null : position, length);

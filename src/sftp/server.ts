@@ -11,7 +11,9 @@ import type { Guest } from '../security/gate.js';
 import { Session } from '../session/session.js';
 import { ByteBudget } from './budget.js';
 import { SftpChannel } from './channel.js';
-import { WindowPool, acceptWithWindow, channelWindow, ownWindow } from './window.js';
+import { WindowPool, acceptWithWindow, channelWindow, ownWindow, type PoolMember } from './window.js';
+import { parseScpCommand, ScpCommandError, type ScpCommand } from '../scp/command.js';
+import { runScp } from '../scp/run.js';
 
 const METHODS: ssh2.AuthenticationType[] = ['publickey', 'password', 'keyboard-interactive'];
 
@@ -130,7 +132,8 @@ export class SftpFrontEnd {
   private readonly listener: net.Server;
   readonly listeners: Listening[] = [];
   private readonly clients = new Set<ssh2.Connection>();
-  private readonly channels = new Set<SftpChannel>();
+  /** Each channel's session until it is closed and its end recorded: a server stopping waits for them. */
+  private readonly running = new Set<Promise<void>>();
   /** Admitted sockets ssh2 has not yet announced (no banner yet), by remote address and port. */
   private readonly admitted = new Map<string, { guest: Guest; socket: net.Socket }>();
   private closing = false;
@@ -361,7 +364,7 @@ export class SftpFrontEnd {
       state.log.warn({ request: what }, 'session request refused');
       reject?.();
     };
-    for (const what of ['pty', 'x11', 'env', 'shell', 'exec', 'auth-agent', 'signal', 'window-change'] as const) {
+    for (const what of ['pty', 'x11', 'env', 'shell', 'auth-agent', 'signal', 'window-change'] as const) {
       session.on(what as 'shell', refuse(what) as never);
     }
     session.on('subsystem', (accept, reject, info) => {
@@ -369,42 +372,92 @@ export class SftpFrontEnd {
         state.log.warn({ subsystem: info.name }, 'subsystem refused');
         return reject();
       }
-      const account = state.account;
-      // No 'data' listener until the channel loop exists: the client's INIT waits in the stream.
-      const channel = accept();
-      const reopen = ownWindow(channel, client, member, window, () => {
-        state.log.warn('peer ignored the channel window; disconnecting');
-        client.end();
+      this.serveChannel(client, state, accept, 'sftp', member, window, (channel, s, reopen) => {
+        // No 'data' listener until the channel loop exists: the client's INIT waits in the stream.
+        const sftp = new SftpChannel(channel, s, state.log, {
+          maxHandles: this.services.config.sftp.maxHandles,
+          maxInFlight: 64,
+          budget: limits.budget,
+          onActivity: () => {
+            activity();
+            reopen();
+          },
+          symlinkTargetFirst: state.symlinkTargetFirst,
+          exit: (status) => channel.exit(status),
+        });
+        return sftp.done;
       });
-      if (!reopen) {
-        state.log.error('cannot enforce the SSH window with this ssh2 version; channel closed');
-        return channel.close();
-      }
-      const where = { id: state.id, protocol: 'sftp', remoteAddress: state.ip, remotePort: state.port } as const;
-      void state.guest.enter(() => Session.open(account, where, this.services.sessionDeps)).then(
-        (s) => {
-          const sftp = new SftpChannel(channel, s, state.log, {
-            maxHandles: this.services.config.sftp.maxHandles,
-            maxInFlight: 64,
-            budget: limits.budget,
-            onActivity: () => {
-              activity();
-              reopen();
-            },
-            symlinkTargetFirst: state.symlinkTargetFirst,
-            exit: (status) => channel.exit(status),
-          });
-          this.channels.add(sftp);
-          void sftp.done.then(() => this.channels.delete(sftp));
-        },
-        (err: unknown) => {
-          state.log.error({ err }, 'could not open session');
-          channel.close();
-          // The slot is freed and the login undone: another channel must not open a session without one.
-          if (!state.guest.loggedIn) client.end();
-        },
-      );
     });
+    session.on('exec', (accept, reject, info) => {
+      if (!state.account || !this.services.config.sftp.scp) {
+        state.log.warn({ command: info.command.slice(0, 200) }, 'exec refused');
+        return reject();
+      }
+      let cmd: ScpCommand;
+      try {
+        cmd = parseScpCommand(info.command);
+      } catch (err) {
+        // Told on stderr, as a shell would: the client's scp prints it.
+        state.log.warn({ command: info.command.slice(0, 200), err: (err as Error).message }, 'exec refused');
+        const channel = accept();
+        channel.stderr.write(`sluice: ${(err as Error).message}\n`);
+        channel.exit(err instanceof ScpCommandError && info.command.trimStart().startsWith('scp') ? 1 : 127);
+        channel.end();
+        return;
+      }
+      this.serveChannel(client, state, accept, 'scp', member, window, async (channel, s, reopen) => {
+        const status = await runScp(channel, s, cmd, state.log, () => {
+          activity();
+          reopen();
+        }).catch((err: unknown) => {
+          state.log.error({ err }, 'scp failed');
+          return 1;
+        });
+        await s.close();
+        channel.exit(status);
+        channel.end();
+      });
+    });
+  }
+
+  /**
+   * Accept a session channel for `protocol` on the account logged in, with
+   * its SSH window under our control, open the account's session and hand
+   * both to `serve`; the server's close() waits for what it returns.
+   */
+  private serveChannel(
+    client: ssh2.Connection,
+    state: ConnectionState,
+    accept: () => ssh2.ServerChannel,
+    protocol: 'sftp' | 'scp',
+    member: PoolMember,
+    window: number,
+    serve: (channel: ssh2.ServerChannel, session: Session, reopen: () => void) => Promise<void>,
+  ): void {
+    const account = state.account as Account;
+    const channel = accept();
+    const reopen = ownWindow(channel, client, member, window, () => {
+      state.log.warn('peer ignored the channel window; disconnecting');
+      client.end();
+    });
+    if (!reopen) {
+      state.log.error('cannot enforce the SSH window with this ssh2 version; channel closed');
+      return void channel.close();
+    }
+    const where = { id: state.id, protocol, remoteAddress: state.ip, remotePort: state.port } as const;
+    void state.guest.enter(() => Session.open(account, where, this.services.sessionDeps)).then(
+      (s) => {
+        const done = serve(channel, s, reopen);
+        this.running.add(done);
+        void done.finally(() => this.running.delete(done));
+      },
+      (err: unknown) => {
+        state.log.error({ err }, 'could not open session');
+        channel.close();
+        // The slot is freed and the login undone: another channel must not open a session without one.
+        if (!state.guest.loggedIn) client.end();
+      },
+    );
   }
 
   /** Stop accepting, then end live connections: close() only completes once they and their sessions are gone. */
@@ -415,6 +468,6 @@ export class SftpFrontEnd {
     for (const client of this.clients) client.end();
     await closed;
     // Connections are gone, but their sessions may still be closing files and recording it.
-    await Promise.all([...this.channels].map((c) => c.done));
+    await Promise.all([...this.running]);
   }
 }

@@ -25,6 +25,9 @@ export interface UserRecord {
   readonly permissions: Permission[];
   readonly quotaBytes: number;
   readonly quotaFiles: number;
+  /** Bytes per second; null: the server's default (limits.rateUp / rateDown), 0: none. */
+  readonly rateUp: number | null;
+  readonly rateDown: number | null;
   readonly usedBytes: number;
   readonly usedFiles: number;
   readonly createdAt: Date;
@@ -46,6 +49,8 @@ export interface UserSettings {
   permissions: Permission[];
   quotaBytes: number;
   quotaFiles: number;
+  rateUp: number | null;
+  rateDown: number | null;
   allowIps: string[];
   denyIps: string[];
 }
@@ -63,6 +68,8 @@ interface UserRow {
   permissions: string;
   quota_bytes: number;
   quota_files: number;
+  rate_up: number | null;
+  rate_down: number | null;
   used_bytes: number;
   used_files: number;
   created_at: number;
@@ -83,12 +90,13 @@ export class UserStore implements UsageStore {
       all: prepare('SELECT * FROM users ORDER BY name'),
       count: prepare('SELECT COUNT(*) AS n FROM users'),
       insert: prepare(`INSERT INTO users (name, password_hash, home, enabled, expires_at, protocols, require_tls,
-        require_key, permissions, quota_bytes, quota_files, created_at, updated_at)
+        require_key, permissions, quota_bytes, quota_files, rate_up, rate_down, created_at, updated_at)
         VALUES (@name, @password_hash, @home, @enabled, @expires_at, @protocols, @require_tls,
-        @require_key, @permissions, @quota_bytes, @quota_files, @now, @now)`),
+        @require_key, @permissions, @quota_bytes, @quota_files, @rate_up, @rate_down, @now, @now)`),
       update: prepare(`UPDATE users SET home = @home, enabled = @enabled, expires_at = @expires_at,
         protocols = @protocols, require_tls = @require_tls, require_key = @require_key, permissions = @permissions,
-        quota_bytes = @quota_bytes, quota_files = @quota_files, updated_at = @now WHERE id = @id`),
+        quota_bytes = @quota_bytes, quota_files = @quota_files, rate_up = @rate_up, rate_down = @rate_down,
+        updated_at = @now WHERE id = @id`),
       remove: prepare('DELETE FROM users WHERE id = ?'),
       setHash: prepare('UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?'),
       login: prepare('UPDATE users SET last_login_at = ? WHERE id = ?'),
@@ -222,6 +230,8 @@ export class UserStore implements UsageStore {
       permissions: list(r.permissions) as Permission[],
       quotaBytes: r.quota_bytes,
       quotaFiles: r.quota_files,
+      rateUp: r.rate_up,
+      rateDown: r.rate_down,
       usedBytes: r.used_bytes,
       usedFiles: r.used_files,
       createdAt: new Date(r.created_at),
@@ -261,5 +271,7 @@ function columns(s: UserSettings) {
     permissions: s.permissions.join(','),
     quota_bytes: s.quotaBytes,
     quota_files: s.quotaFiles,
+    rate_up: s.rateUp,
+    rate_down: s.rateDown,
   };
 }

@@ -88,6 +88,8 @@ export interface NewUser {
   protocols?: Protocol[] | undefined;
   quotaBytes?: number | undefined;
   quotaFiles?: number | undefined;
+  rateUp?: number | null | undefined;
+  rateDown?: number | null | undefined;
   requireTls?: boolean | undefined;
   requireKey?: boolean | undefined;
   allowIps?: string[] | undefined;
@@ -134,6 +136,8 @@ export class UserAdmin {
       permissions: u.permissions ?? [...DEFAULT_PERMISSIONS],
       quotaBytes: u.quotaBytes ?? 0,
       quotaFiles: u.quotaFiles ?? 0,
+      rateUp: u.rateUp ?? null,
+      rateDown: u.rateDown ?? null,
       allowIps: u.allowIps ?? [],
       denyIps: u.denyIps ?? [],
     };
@@ -159,6 +163,8 @@ export class UserAdmin {
       permissions: user.permissions,
       quotaBytes: user.quotaBytes,
       quotaFiles: user.quotaFiles,
+      rateUp: user.rateUp,
+      rateDown: user.rateDown,
       allowIps: user.allowIps,
       denyIps: user.denyIps,
       ...patch,
@@ -226,7 +232,7 @@ export class UserAdmin {
 }
 
 /** Create the home if missing (owner-only); true if we created it. Refuses a file in the way. */
-function makeHome(home: string): boolean {
+export function makeHome(home: string): boolean {
   try {
     if (statSync(home).isDirectory()) return false;
     throw new AdminError(`home ${home} exists and is not a directory`);

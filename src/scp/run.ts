@@ -1,0 +1,26 @@
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Session } from '../session/session.js';
+import type { ScpCommand } from './command.js';
+import { receive } from './sink.js';
+import { send } from './source.js';
+import { ScpProtocolError, ScpWire } from './wire.js';
+
+/**
+ * One scp run on an exec channel, to its end: the exit status the client's
+ * scp reports (0: every file went through; 1: some failed, each said why).
+ * A client that breaks the protocol gets a fatal reply and the run ends; the
+ * session's unfinished transfer is recorded as aborted when it closes.
+ */
+export async function runScp(channel: Duplex, session: Session, cmd: ScpCommand, log: Logger, taken: () => void): Promise<number> {
+  const wire = new ScpWire(channel, taken);
+  try {
+    const failures = cmd.role === 'sink' ? await receive(wire, session, cmd) : await send(wire, session, cmd);
+    return failures === 0 ? 0 : 1;
+  } catch (err) {
+    if (!(err instanceof ScpProtocolError)) throw err;
+    log.warn({ err: err.message, role: cmd.role }, 'scp protocol error');
+    await wire.fail(err.message, true).catch(() => undefined);
+    return 1;
+  }
+}

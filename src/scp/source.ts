@@ -1,0 +1,130 @@
+import { SluiceError, toSluiceError } from '../session/errors.js';
+import type { FileInfo } from '../session/file-info.js';
+import type { Session } from '../session/session.js';
+import type { ScpWire } from './wire.js';
+
+/** A run stops when the client says it cannot go on (a reply of 2, or the channel gone). */
+class Stopped extends Error {}
+
+/** Directories nested deeper than this are not sent: a tree that deep is a loop of links or an attack. */
+const MAX_DEPTH = 64;
+
+/**
+ * `scp -f PATH...`: we send, the client stores. Each file is a download of
+ * the session (permission, audit with SHA-256), streamed with backpressure
+ * from the file to the channel. A path that fails is reported to the client
+ * (a warning) and the run goes on with the next. Returns how many failed.
+ */
+export async function send(wire: ScpWire, session: Session, cmd: { paths: readonly string[]; recursive: boolean; preserve: boolean }): Promise<number> {
+  let failures = 0;
+  const warn = async (path: string, err: unknown): Promise<void> => {
+    failures++;
+    await wire.fail(`${path}: ${toSluiceError(err).message}`);
+  };
+  // The client's first OK says it is ready.
+  await expectOk(wire);
+
+  /** `linked`: a symlink met inside a tree, followed to a file but never to a directory (a loop would never end). */
+  const sendPath = async (path: string, depth: number, linked = false): Promise<void> => {
+    if (baseName(path).includes('\n')) return warn(path, new SluiceError('failure', 'name contains a newline'));
+    let info: FileInfo;
+    try {
+      info = await session.stat(path);
+    } catch (err) {
+      return warn(path, err);
+    }
+    if (info.type === 'dir') {
+      if (linked) return warn(path, new SluiceError('failure', 'link to a directory not followed'));
+      if (!cmd.recursive) return warn(path, new SluiceError('failure', 'not a regular file'));
+      if (depth >= MAX_DEPTH) return warn(path, new SluiceError('failure', 'too deep'));
+      return sendDir(path, info, depth);
+    }
+    if (info.type !== 'file') return warn(path, new SluiceError('failure', 'not a regular file'));
+    return sendFile(path, info);
+  };
+
+  const sendTimes = async (info: FileInfo): Promise<boolean> => {
+    if (!cmd.preserve) return true;
+    await wire.send(`T${seconds(info.mtime)} 0 ${seconds(info.atime)} 0\n`);
+    return expectOk(wire);
+  };
+
+  const sendFile = async (path: string, info: FileInfo): Promise<void> => {
+    let download;
+    try {
+      download = await session.openRead(path);
+    } catch (err) {
+      return warn(path, err);
+    }
+    try {
+      if (!(await sendTimes(info)) || !(await announce(wire, 'C', info.mode, download.size, baseName(path)))) {
+        await download.abort('refused by client');
+        return;
+      }
+      let sent = 0;
+      for await (const chunk of download.readable()) {
+        sent += (chunk as Buffer).length;
+        await wire.send(chunk as Buffer);
+      }
+      if (sent !== download.size) {
+        // The file shrank while it was read: the client counts on the size announced.
+        await wire.send(Buffer.alloc(download.size - sent));
+        await download.abort('file changed while read', 'failed');
+        await warn(path, new SluiceError('failure', 'file changed while read'));
+        await expectOk(wire);
+        return;
+      }
+      await wire.ok();
+      await download.close();
+      await expectOk(wire);
+    } catch (err) {
+      await download.abort(err instanceof Stopped ? 'connection closed' : toSluiceError(err).kind, 'failed');
+      if (err instanceof Stopped) throw err;
+      // The bytes announced were not all sent: the client cannot find the next line again.
+      throw new Stopped();
+    }
+  };
+
+  const sendDir = async (path: string, info: FileInfo, depth: number): Promise<void> => {
+    // Names first, then the entries: no directory stays open while the client stores a file.
+    const entries: { name: string; linked: boolean }[] = [];
+    try {
+      for await (const entry of await session.list(path)) entries.push({ name: entry.name, linked: entry.type === 'symlink' });
+    } catch (err) {
+      return warn(path, err);
+    }
+    if (!(await sendTimes(info)) || !(await announce(wire, 'D', info.mode, 0, baseName(path)))) return;
+    for (const { name, linked } of entries) await sendPath(path === '/' ? `/${name}` : `${path}/${name}`, depth + 1, linked);
+    await wire.send('E\n');
+    await expectOk(wire);
+  };
+
+  try {
+    for (const path of cmd.paths) await sendPath(session.resolve(path), 0);
+  } catch (err) {
+    if (!(err instanceof Stopped)) throw err;
+    failures++;
+  }
+  return failures;
+}
+
+/** `C0644 1234 name` / `D0755 0 name`, and the client's answer to it: false when it refused this one. */
+async function announce(wire: ScpWire, type: 'C' | 'D', mode: number, size: number, name: string): Promise<boolean> {
+  await wire.send(`${type}${(mode & 0o7777).toString(8).padStart(4, '0')} ${size} ${name}\n`);
+  return expectOk(wire);
+}
+
+/** true: the client said OK; false: it refused this one (a warning); throws Stopped when it cannot go on. */
+async function expectOk(wire: ScpWire): Promise<boolean> {
+  const r = await wire.reply();
+  if (r === null || (!r.ok && r.fatal)) throw new Stopped();
+  return r.ok;
+}
+
+function seconds(d: Date): number {
+  return Math.floor(d.getTime() / 1000);
+}
+
+function baseName(path: string): string {
+  return path === '/' ? '/' : path.slice(path.lastIndexOf('/') + 1);
+}

@@ -1,0 +1,134 @@
+import type { Duplex } from 'node:stream';
+
+/** The peer broke the SCP protocol: the run ends, nothing more is read. */
+export class ScpProtocolError extends Error {
+  override name = 'ScpProtocolError';
+}
+
+/** Control lines (C, D, E, T, and the text after a 1 or 2 reply) are short; a longer one is not SCP. */
+const MAX_LINE = 8192;
+
+/**
+ * One SCP channel, read on demand: the protocol alternates control lines,
+ * one-byte replies and file data of a size announced before, so the reader
+ * takes exactly what each step needs. The channel stays in paused mode: what
+ * the client sent waits in the SSH window until it is asked for, and each
+ * read lets `taken` re-open the window (see sftp/window.ts ownWindow).
+ */
+export class ScpWire {
+  private leftover: Buffer | null = null;
+  /** Nothing more will be read: the client's EOF, or the channel gone. */
+  private ended = false;
+  /** Nothing more can be sent. */
+  private closed = false;
+  private wake: (() => void) | null = null;
+
+  constructor(
+    private readonly channel: Duplex,
+    private readonly taken: () => void,
+  ) {
+    const signal = () => {
+      const w = this.wake;
+      this.wake = null;
+      w?.();
+    };
+    channel.on('readable', signal);
+    channel.on('end', () => {
+      this.ended = true;
+      signal();
+    });
+    for (const e of ['close', 'error'] as const) {
+      channel.on(e, () => {
+        this.ended = true;
+        this.closed = true;
+        signal();
+      });
+    }
+  }
+
+  /** Up to `max` bytes, or null at the end of the channel. */
+  async chunk(max: number): Promise<Buffer | null> {
+    for (;;) {
+      let c = this.leftover;
+      this.leftover = null;
+      if (!c) {
+        c = this.channel.read() as Buffer | null;
+        if (c) this.taken();
+      }
+      if (c) {
+        if (c.length > max) {
+          this.leftover = c.subarray(max);
+          return c.subarray(0, max);
+        }
+        return c;
+      }
+      if (this.ended) return null;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+
+  /** One byte (a reply code), or null at the end. */
+  async byte(): Promise<number | null> {
+    const c = await this.chunk(1);
+    return c ? (c[0] as number) : null;
+  }
+
+  /** A line without its newline, or null at the end before any byte of it. */
+  async line(): Promise<string | null> {
+    const parts: Buffer[] = [];
+    let length = 0;
+    for (;;) {
+      const c = await this.chunk(MAX_LINE + 1 - length);
+      if (!c) {
+        if (length === 0) return null;
+        throw new ScpProtocolError('channel ended inside a line');
+      }
+      const nl = c.indexOf(0x0a);
+      if (nl >= 0) {
+        if (nl + 1 < c.length) this.leftover = c.subarray(nl + 1);
+        parts.push(c.subarray(0, nl));
+        return Buffer.concat(parts).toString('utf8');
+      }
+      parts.push(c);
+      length += c.length;
+      if (length > MAX_LINE) throw new ScpProtocolError('line too long');
+    }
+  }
+
+  /**
+   * The peer's answer to what we sent: 0 is yes; 1 (a warning: this file
+   * failed) and 2 (fatal) carry a message line. null: the channel ended.
+   */
+  async reply(): Promise<{ ok: true } | { ok: false; fatal: boolean; message: string } | null> {
+    const code = await this.byte();
+    if (code === null) return null;
+    if (code === 0) return { ok: true };
+    if (code !== 1 && code !== 2) throw new ScpProtocolError(`unexpected reply byte ${code}`);
+    return { ok: false, fatal: code === 2, message: (await this.line()) ?? '' };
+  }
+
+  /** Send with backpressure: resolves once the channel takes more. */
+  async send(data: Buffer | string): Promise<void> {
+    if (this.closed) throw new ScpProtocolError('channel closed');
+    if (this.channel.write(data)) return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        this.channel.off('drain', done);
+        this.channel.off('close', done);
+        resolve();
+      };
+      this.channel.on('drain', done);
+      this.channel.on('close', done);
+    });
+  }
+
+  /** A reply of ours: OK. */
+  ok(): Promise<void> {
+    return this.send(Buffer.of(0));
+  }
+
+  /** A reply of ours: this file failed (1), or the run is over (2). Newlines in the text would end it early. */
+  fail(message: string, fatal = false): Promise<void> {
+    return this.send(Buffer.concat([Buffer.of(fatal ? 2 : 1), Buffer.from(`scp: ${message.replace(/[\r\n]/g, ' ')}\n`)]));
+  }
+}

@@ -1,0 +1,45 @@
+/**
+ * A token bucket: bytes per second, with a burst of a tenth of a second (at
+ * least 64 KiB, so one large SFTP request or upload batch is not split into
+ * many waits). A transfer asks before it moves bytes and waits on a timer
+ * for what the bucket lacks: the wait holds back the stream or the request,
+ * which holds back the client through TCP or the SSH window, and nothing
+ * sleeps the event loop. Transfers that share a bucket queue behind each
+ * other's debt, so together they keep the rate.
+ */
+export class RateLimit {
+  private tokens: number;
+  private readonly burst: number;
+  private last = performance.now();
+
+  constructor(readonly bytesPerSecond: number) {
+    this.burst = Math.max(64 * 1024, bytesPerSecond / 10);
+    this.tokens = this.burst;
+  }
+
+  /** Take `bytes` now; how many milliseconds to wait before moving them (0: at once). */
+  delay(bytes: number): number {
+    const now = performance.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.bytesPerSecond) / 1000);
+    this.last = now;
+    this.tokens -= bytes;
+    return this.tokens >= 0 ? 0 : (-this.tokens * 1000) / this.bytesPerSecond;
+  }
+
+  /** Resolves when `bytes` may move. */
+  take(bytes: number): Promise<void> {
+    const ms = this.delay(bytes);
+    return ms === 0 ? Promise.resolve() : new Promise((resolve) => setTimeout(resolve, ms));
+  }
+}
+
+/** One limit per direction; null: none. */
+export interface Rates {
+  readonly up: RateLimit | null;
+  readonly down: RateLimit | null;
+}
+
+/** Bytes per second (0: none) as the limits of one session. */
+export function ratesOf(up: number, down: number): Rates {
+  return { up: up > 0 ? new RateLimit(up) : null, down: down > 0 ? new RateLimit(down) : null };
+}

@@ -1,0 +1,61 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { ANONYMOUS } from '../auth/authenticator.js';
+import type { Config } from '../config/schema.js';
+import type { UserRecord, UserSettings, UserStore } from '../store/users.js';
+import { AdminError, makeHome, parseVirtualDir } from './admin.js';
+
+type AnonymousSettings = Config['ftp']['anonymous'];
+
+/**
+ * Anonymous FTP is an account like any other, made from the configuration at
+ * each start: one home (the root), read-only (list, download) with an
+ * upload-only drop box at `incoming` (no listing, no download, no overwrite,
+ * no rename: what was uploaded cannot be fetched back or replaced), FTP only,
+ * no password and no key, so no other way in leads to it. Being stored, it
+ * has the quota, bandwidth limits and address rules `sluice user set
+ * anonymous` gives it, and the session layer treats it like every user.
+ * A real user named `anonymous` or `ftp` (one with credentials) is never
+ * taken over: the start is refused instead.
+ */
+export function provisionAnonymous(users: UserStore, settings: AnonymousSettings): void {
+  const existing = users.get(ANONYMOUS);
+  if (existing && hasCredentials(users, existing)) {
+    if (!settings.enabled) return;
+    throw new AdminError(`user "${ANONYMOUS}" has a password or keys: rename it (or remove it) before enabling ftp.anonymous`);
+  }
+  if (!settings.enabled) {
+    // Left from a run with anonymous FTP on: nothing logs in with it while it is off.
+    if (existing?.enabled) users.update(existing.id, { ...settingsOf(existing), enabled: false });
+    return;
+  }
+  const ftp = users.get('ftp');
+  if (ftp) throw new AdminError('user "ftp" exists, and with ftp.anonymous enabled "ftp" is an anonymous login: rename or remove that user');
+  const incoming = settings.incoming === '' ? '' : parseVirtualDir(settings.incoming);
+  if (incoming !== settings.incoming) throw new AdminError(`ftp.anonymous.incoming: "${settings.incoming}" is not a clean path (try "${incoming}")`);
+  makeHome(settings.root);
+  if (incoming !== '') mkdirSync(join(settings.root, incoming), { recursive: true, mode: 0o750 });
+  const wanted: UserSettings = {
+    ...(existing ? settingsOf(existing) : { quotaBytes: 0, quotaFiles: 0, rateUp: null, rateDown: null, allowIps: [], denyIps: [] }),
+    home: settings.root,
+    enabled: true,
+    expiresAt: null,
+    protocols: ['ftp'],
+    requireTls: false,
+    requireKey: false,
+    permissions: ['list', 'download'],
+  };
+  const id = existing ? existing.id : users.create(ANONYMOUS, null, wanted).id;
+  if (existing) users.update(id, wanted);
+  for (const d of existing?.dirPermissions ?? []) if (d.path !== settings.incoming) users.setDirPermissions(id, d.path, null);
+  if (settings.incoming !== '') users.setDirPermissions(id, settings.incoming, ['upload']);
+}
+
+function hasCredentials(users: UserStore, user: UserRecord): boolean {
+  return user.passwordHash !== null || users.keys(user.id).length > 0;
+}
+
+function settingsOf(u: UserRecord): UserSettings {
+  const { home, enabled, expiresAt, protocols, requireTls, requireKey, permissions, quotaBytes, quotaFiles, rateUp, rateDown, allowIps, denyIps } = u;
+  return { home, enabled, expiresAt, protocols, requireTls, requireKey, permissions, quotaBytes, quotaFiles, rateUp, rateDown, allowIps, denyIps };
+}

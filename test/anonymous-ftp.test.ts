@@ -1,0 +1,167 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { sluice } from './helpers/cli.js';
+import { TestServer } from './helpers/server.js';
+import { sshConnect } from './helpers/ssh.js';
+
+/** A raw control connection past its greeting. */
+async function control(port: number): Promise<RawFtp> {
+  const c = await RawFtp.connect(port);
+  assert.equal((await c.read())?.code, 220);
+  return c;
+}
+
+/** curl as an anonymous client (curl logs in as anonymous by itself when the URL names no user). */
+function curl(args: string[]) {
+  return spawnSync('curl', ['-sS', '--max-time', '30', ...args], { encoding: 'utf8' });
+}
+
+/** Python's ftplib: login() with no arguments is an anonymous login. */
+const FTPLIB = `
+import ftplib, io, json, sys
+f = ftplib.FTP()
+f.connect('127.0.0.1', int(sys.argv[1]), timeout=30)
+out = {'login': f.login()}
+out['list'] = sorted(f.nlst())
+buf = io.BytesIO()
+f.retrbinary('RETR /pub/readme.txt', buf.write)
+out['readme'] = buf.getvalue().decode()
+out['stor'] = f.storbinary('STOR /incoming/from-python.txt', io.BytesIO(b'python upload'))
+def refused(fn):
+    try:
+        fn()
+        return 'allowed'
+    except ftplib.error_perm as e:
+        return str(e)[:3]
+out['list_incoming'] = refused(lambda: f.nlst('/incoming'))
+out['retr_incoming'] = refused(lambda: f.retrbinary('RETR /incoming/from-python.txt', io.BytesIO().write))
+out['overwrite'] = refused(lambda: f.storbinary('STOR /incoming/from-python.txt', io.BytesIO(b'other')))
+out['rename'] = refused(lambda: f.rename('/incoming/from-python.txt', '/incoming/x.txt'))
+out['delete'] = refused(lambda: f.delete('/pub/readme.txt'))
+out['stor_pub'] = refused(lambda: f.storbinary('STOR /pub/new.txt', io.BytesIO(b'x')))
+out['mkd'] = refused(lambda: f.mkd('/pub/new'))
+out['escape'] = refused(lambda: f.retrbinary('RETR ../../../../etc/passwd', io.BytesIO().write))
+f.quit()
+print(json.dumps(out))
+`;
+
+describe('anonymous FTP', () => {
+  let srv: TestServer;
+  let root: string;
+  before(async () => {
+    root = mkdtempSync(join(tmpdir(), 'sluice-anon-'));
+    mkdirSync(join(root, 'pub'));
+    writeFileSync(join(root, 'pub', 'readme.txt'), 'public file\n');
+    srv = await TestServer.start({
+      yaml: `ftp:\n  tls: optional\n  anonymous:\n    enabled: true\n    root: ${root}\n    incoming: /incoming\n    maxSessions: 2\n`,
+      users: [{ name: 'alice', password: 'alice password' }],
+    });
+  });
+  after(async () => {
+    await srv?.stop();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('curl logs in anonymously: lists and downloads, and uploads into incoming only', () => {
+    const base = `ftp://127.0.0.1:${srv.ftpPort}`;
+    assert.match(curl([`${base}/pub/`]).stdout, /readme\.txt/);
+    assert.equal(curl([`${base}/pub/readme.txt`]).stdout, 'public file\n');
+    const up = join(root, '..', `anon-up-${process.pid}.txt`);
+    writeFileSync(up, 'curl upload');
+    try {
+      assert.equal(curl(['-T', up, `${base}/incoming/from-curl.txt`]).status, 0);
+      assert.equal(readFileSync(join(root, 'incoming', 'from-curl.txt'), 'utf8'), 'curl upload');
+      assert.notEqual(curl(['-T', up, `${base}/pub/from-curl.txt`]).status, 0, 'read-only outside incoming');
+    } finally {
+      rmSync(up, { force: true });
+    }
+    assert.deepEqual(readdirSync(join(root, 'pub')), ['readme.txt']);
+  });
+
+  it('ftplib login() with no arguments: read-only, incoming takes new files it never shows or gives back', () => {
+    const r = spawnSync('python3', ['-c', FTPLIB, String(srv.ftpPort)], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as Record<string, unknown>;
+    assert.match(String(out.login), /^230/);
+    assert.deepEqual(out.list, ['incoming', 'pub']);
+    assert.equal(out.readme, 'public file\n');
+    assert.match(String(out.stor), /^226/);
+    assert.equal(readFileSync(join(root, 'incoming', 'from-python.txt'), 'utf8'), 'python upload');
+    for (const k of ['list_incoming', 'retr_incoming', 'overwrite', 'rename', 'delete', 'stor_pub', 'mkd', 'escape']) {
+      assert.match(String(out[k]), /^55\d$/, `${k}: ${String(out[k])}`);
+    }
+    assert.equal(readFileSync(join(root, 'incoming', 'from-python.txt'), 'utf8'), 'python upload', 'not overwritten');
+  });
+
+  it('the e-mail given is recorded, the user is "anonymous" whichever name was typed, and the session limit is its own', async () => {
+    const a = await control(srv.ftpPort);
+    const b = await control(srv.ftpPort);
+    const c = await control(srv.ftpPort);
+    try {
+      assert.equal((await a.login('ftp', 'someone@example.org')).code, 230);
+      assert.equal((await b.login('ANONYMOUS', '')).code, 230);
+      const third = await c.login('anonymous', 'x@y');
+      assert.equal(third.code, 530);
+      assert.match(third.text, /Too many sessions/);
+      // A real user is not held to the anonymous limit.
+      const d = await control(srv.ftpPort);
+      assert.equal((await d.login('alice', 'alice password')).code, 230);
+      d.socket.destroy();
+    } finally {
+      for (const x of [a, b, c]) x.socket.destroy();
+    }
+    const logins = (await srv.audit()).filter((l) => l.event === 'login' && l.method === 'anonymous');
+    assert.ok(logins.some((l) => l.user === 'anonymous' && l.email === 'someone@example.org'));
+    assert.ok(logins.every((l) => l.user === 'anonymous'));
+  });
+
+  it('never over SFTP, and no password logs in as the anonymous account there', async () => {
+    for (const username of ['anonymous', 'ftp']) {
+      await assert.rejects(sshConnect({ port: srv.sftpPort, username, password: 'me@example.org' }), /authentication/i);
+    }
+  });
+
+  it('its quota and limits are set like any user\'s', () => {
+    const r = sluice(srv.dir, ['user', 'show', 'anonymous']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /password\s+none/);
+    assert.match(r.stdout, /protocols\s+ftp\n/);
+    assert.match(r.stdout, /permissions\s+list,download\n\s+\/incoming\s+upload\n/);
+  });
+});
+
+describe('anonymous FTP off (the default), or misconfigured', () => {
+  it('refuses anonymous logins like any unknown user', async () => {
+    const srv = await TestServer.start({ yaml: 'ftp:\n  tls: optional\n' });
+    try {
+      const c = await control(srv.ftpPort);
+      assert.equal((await c.login('anonymous', 'me@example.org')).code, 530);
+      c.socket.destroy();
+      assert.notEqual(curl([`ftp://127.0.0.1:${srv.ftpPort}/`]).status, 0);
+    } finally {
+      await srv.stop();
+    }
+  });
+
+  it('will not start without a root, or take over a real user named ftp', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-anon-cfg-'));
+    try {
+      writeFileSync(join(dir, 'sluice.yaml'), 'ftp:\n  anonymous:\n    enabled: true\n');
+      let r = sluice(dir, ['serve']);
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr + r.stdout, /ftp\.anonymous\.root.*anonymous FTP needs a root directory/);
+      writeFileSync(join(dir, 'sluice.yaml'), `ftp:\n  port: 0\n  implicitTlsPort: 0\n  anonymous:\n    enabled: true\n    root: ${dir}/anon\nsftp:\n  port: 0\n`);
+      assert.equal(sluice(dir, ['user', 'add', 'ftp', '--password-stdin'], 'a real password\n').code, 0);
+      r = sluice(dir, ['serve']);
+      assert.equal(r.code, 1);
+      assert.match(r.stdout + r.stderr, /user "ftp" exists/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

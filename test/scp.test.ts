@@ -1,0 +1,283 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type ssh2 from 'ssh2';
+import { parseScpCommand } from '../src/scp/command.js';
+import { TestServer } from './helpers/server.js';
+import { sshConnect } from './helpers/ssh.js';
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+describe('parseScpCommand', () => {
+  const ok: [string, unknown][] = [
+    ['scp -t /up', { role: 'sink', target: '/up', recursive: false, preserve: false, targetIsDirectory: false }],
+    ['scp -r -p -d -t -- -odd', { role: 'sink', target: '-odd', recursive: true, preserve: true, targetIsDirectory: true }],
+    ['scp -v -t up', { role: 'sink', target: 'up', recursive: false, preserve: false, targetIsDirectory: false }],
+    ['scp -pr -f a b', { role: 'source', paths: ['a', 'b'], recursive: true, preserve: true }],
+    ["scp -f 'my file' \"it's\" a\\ b", { role: 'source', paths: ['my file', "it's", 'a b'], recursive: false, preserve: false }],
+    ['scp -f ~/x ~ ~/', { role: 'source', paths: ['/x', '/', '/'], recursive: false, preserve: false }],
+    ['scp -f no#comment', { role: 'source', paths: ['no#comment'], recursive: false, preserve: false }],
+  ];
+  for (const [line, want] of ok) it(`takes ${line}`, () => assert.deepEqual(parseScpCommand(line), want));
+
+  const refused: [string, RegExp][] = [
+    ['id', /only scp/],
+    ['sh -c "scp -t x"', /only scp/],
+    ['/usr/bin/scp -t x', /only scp/],
+    ['scp -S /bin/sh -t x', /unsupported option -S/],
+    ['scp -t', /one target/],
+    ['scp -t a b', /one target/],
+    ['scp -f', /no source/],
+    ['scp -t -f x', /exactly one/],
+    ['scp x', /exactly one/],
+    ['scp -d -f x', /-d applies/],
+    ['scp -f *.txt', /wildcards/],
+    ['scp -t x;id', /shell syntax ";"/],
+    ['scp -t $(id)', /shell syntax "\$"/],
+    ['scp -t "$HOME"', /expansion/],
+    ['scp -t `id`', /shell syntax "`"/],
+    ['scp -t x|id', /shell syntax "\|"/],
+    ['scp -t x>y', /shell syntax ">"/],
+    ['scp -t ~root/x', /~user/],
+    ["scp -t 'open", /unterminated/],
+    ['scp -t x\nid', /control character/],
+    ['scp -t #x', /shell syntax "#"/],
+    [`scp -t ${'a'.repeat(9000)}`, /too long/],
+  ];
+  for (const [line, why] of refused) it(`refuses ${JSON.stringify(line.slice(0, 40))}`, () => assert.throws(() => parseScpCommand(line), why));
+});
+
+describe('legacy SCP (scp -O, pscp -scp) through the session layer', () => {
+  let srv: TestServer;
+  let local: string;
+  const opts = ['-O', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'BatchMode=no'];
+  const scp = (user: string, args: string[]) =>
+    spawnSync('sshpass', ['-p', `${user} password`, 'scp', ...opts, '-P', String(srv.sftpPort), ...args], { encoding: 'utf8', cwd: local, timeout: 60_000 });
+  const remote = (user: string, path: string) => `${user}@127.0.0.1:${path}`;
+
+  before(async (t) => {
+    if (spawnSync('which', ['sshpass']).status !== 0) {
+      if (process.env.CI) assert.fail('sshpass must be installed in CI');
+      t.skip('sshpass is not installed (.ci/run installs it)');
+    }
+    srv = await TestServer.start({
+      users: [
+        { name: 'alice', password: 'alice password', args: ['--perms', 'all'] },
+        { name: 'bob', password: 'bob password' },
+        { name: 'quinn', password: 'quinn password', args: ['--quota-bytes', '1M'] },
+      ],
+    });
+    local = mkdtempSync(join(tmpdir(), 'sluice-scp-'));
+  });
+  after(async () => {
+    await srv?.stop();
+    if (local) rmSync(local, { recursive: true, force: true });
+  });
+
+  it('uploads and downloads one file byte-exact, audited as scp with its SHA-256', async () => {
+    const data = randomBytes(3 * 1024 * 1024 + 17);
+    writeFileSync(join(local, 'one.bin'), data);
+    let r = scp('alice', ['one.bin', remote('alice', 'one.bin')]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(sha256(readFileSync(join(srv.home('alice'), 'one.bin'))), sha256(data));
+    r = scp('alice', [remote('alice', '/one.bin'), 'back.bin']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(sha256(readFileSync(join(local, 'back.bin'))), sha256(data));
+    const audit = await srv.audit();
+    const up = audit.find((l) => l.event === 'upload' && l.path === '/one.bin');
+    const down = audit.find((l) => l.event === 'download' && l.path === '/one.bin');
+    assert.equal(up?.protocol, 'scp');
+    assert.equal(up?.result, 'ok');
+    assert.equal(up?.sha256, sha256(data));
+    assert.equal(down?.protocol, 'scp');
+    assert.equal(down?.sha256, sha256(data));
+  });
+
+  it('-r: a tree up into a directory and back, and an upload into an existing directory keeps the name', () => {
+    const tree = join(local, 'tree');
+    mkdirSync(join(tree, 'sub', 'deeper'), { recursive: true });
+    writeFileSync(join(tree, 'a.txt'), 'a');
+    writeFileSync(join(tree, 'sub', 'b.bin'), randomBytes(200_000));
+    writeFileSync(join(tree, 'sub', 'deeper', 'empty'), '');
+    let r = scp('alice', ['-r', 'tree', remote('alice', '/')]);
+    assert.equal(r.status, 0, r.stderr);
+    const home = join(srv.home('alice'), 'tree');
+    assert.deepEqual(readdirSync(home).sort(), ['a.txt', 'sub']);
+    assert.deepEqual(readFileSync(join(home, 'sub', 'b.bin')), readFileSync(join(tree, 'sub', 'b.bin')));
+    assert.equal(statSync(join(home, 'sub', 'deeper', 'empty')).size, 0);
+    r = scp('alice', ['-r', remote('alice', 'tree'), 'copy']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(readFileSync(join(local, 'copy', 'sub', 'b.bin')), readFileSync(join(tree, 'sub', 'b.bin')));
+    r = scp('alice', ['tree/a.txt', remote('alice', 'tree/sub')]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(readFileSync(join(home, 'sub', 'a.txt'), 'utf8'), 'a');
+  });
+
+  it('-p keeps times, and the mode only where the user may chmod', () => {
+    const f = join(local, 'old.txt');
+    writeFileSync(f, 'old');
+    chmodSync(f, 0o640);
+    utimesSync(f, new Date('2001-02-03T04:05:06Z'), new Date('2001-02-03T04:05:06Z'));
+    for (const user of ['alice', 'bob']) {
+      const r = scp(user, ['-p', 'old.txt', remote(user, 'old.txt')]);
+      assert.equal(r.status, 0, r.stderr);
+      const st = statSync(join(srv.home(user), 'old.txt'));
+      assert.equal(st.mtime.toISOString(), '2001-02-03T04:05:06.000Z', `${user}: times kept (chtimes is a default right)`);
+      if (user === 'alice') assert.equal(st.mode & 0o777, 0o640, 'alice may chmod');
+      else assert.notEqual(st.mode & 0o777, 0o640, 'bob may not chmod: the mode is the server default');
+    }
+    const r = scp('alice', ['-p', remote('alice', 'old.txt'), 'kept.txt']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(statSync(join(local, 'kept.txt')).mtime.toISOString(), '2001-02-03T04:05:06.000Z');
+  });
+
+  it('no path leaves the home: .. stops at its root, a link out is refused, nothing is written outside', () => {
+    const outside = mkdtempSync(join(tmpdir(), 'sluice-scp-out-'));
+    try {
+      writeFileSync(join(local, 'x.txt'), 'x');
+      symlinkSync(outside, join(srv.home('alice'), 'out'));
+      let r = scp('alice', ['x.txt', remote('alice', 'out/x.txt')]);
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, /Permission denied|No such file/);
+      r = scp('alice', ['x.txt', remote('alice', `../../../../..${outside}/y.txt`)]);
+      assert.notEqual(r.status, 0, 'the path is the home-relative one, which does not exist');
+      assert.deepEqual(readdirSync(outside), []);
+      r = scp('alice', [remote('alice', '../../../../etc/passwd'), 'stolen']);
+      assert.notEqual(r.status, 0);
+      assert.ok(!existsSync(join(local, 'stolen')));
+    } finally {
+      rmSync(outside, { recursive: true, force: true });
+    }
+  });
+
+  it('over quota: refused with the reason, no file under the name, and the next upload still works', () => {
+    writeFileSync(join(local, 'big.bin'), randomBytes(2 * 1024 * 1024));
+    writeFileSync(join(local, 'small.bin'), randomBytes(1000));
+    let r = scp('quinn', ['big.bin', remote('quinn', 'big.bin')]);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /Quota exceeded/);
+    assert.ok(!existsSync(join(srv.home('quinn'), 'big.bin')));
+    r = scp('quinn', ['small.bin', 'big.bin', 'small.bin', remote('quinn', '/')]);
+    assert.notEqual(r.status, 0, 'one of three failed');
+    assert.equal(statSync(join(srv.home('quinn'), 'small.bin')).size, 1000);
+    assert.ok(!existsSync(join(srv.home('quinn'), 'big.bin')));
+  });
+
+  it('any other command is refused without a shell; scp off refuses exec altogether', async () => {
+    const exec = (c: ssh2.Client, command: string) =>
+      new Promise<{ code: number | null; stderr: string }>((resolve, reject) =>
+        c.exec(command, (err, ch) => {
+          if (err) return reject(err);
+          let stderr = '';
+          let code: number | null = null;
+          ch.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+          ch.on('exit', (n: number) => (code = n));
+          ch.on('close', () => resolve({ code, stderr }));
+          ch.resume();
+        }),
+      );
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      assert.deepEqual(await exec(c, 'id'), { code: 127, stderr: 'sluice: only scp is served here\n' });
+      const marker = join(srv.home('alice'), 'pwned');
+      const r = await exec(c, `scp -t /x; touch ${marker}`);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /shell syntax ";"/);
+      assert.ok(!existsSync(marker));
+    } finally {
+      c.end();
+    }
+  });
+
+  /** An exec channel speaking SCP ourselves: what a hostile or broken client sends. */
+  const rawSink = async (c: ssh2.Client, command: string) => {
+    const ch = await new Promise<ssh2.ClientChannel>((resolve, reject) => c.exec(command, (err, s) => (err ? reject(err) : resolve(s))));
+    const got: Buffer[] = [];
+    ch.on('data', (d: Buffer) => got.push(d));
+    const closed = new Promise<void>((resolve) => ch.on('close', () => resolve()));
+    const replies = async (n: number) => {
+      for (let i = 0; i < 100 && Buffer.concat(got).length < n; i++) await new Promise((r) => setTimeout(r, 20));
+      return Buffer.concat(got);
+    };
+    return { ch, closed, replies };
+  };
+
+  it('a name that is not one component, a directory without -r, a size past 2^53: a fatal reply, nothing written', async () => {
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      for (const [line, why] of [
+        ['C0644 3 ../escape', /unexpected file name/],
+        ['C0644 3 a/b', /unexpected file name/],
+        ['D0755 0 dir', /directory received without -r/],
+        ['C0644 99999999999999999 big', /expected C, D, E or T/],
+        ['C0644 9999999999999999 big', /file size out of range/],
+      ] as const) {
+        const { ch, closed, replies } = await rawSink(c, 'scp -t /');
+        ch.write(`${line}\n`);
+        const r = await replies(2);
+        assert.equal(r[0], 0, 'ready');
+        assert.equal(r[1], 2, `${line}: fatal`);
+        assert.match(r.subarray(2).toString(), why);
+        await closed;
+      }
+      assert.ok(!existsSync(join(srv.home('alice'), 'escape')) && !existsSync(join(srv.home('alice'), 'dir')));
+    } finally {
+      c.end();
+    }
+  });
+
+  it('a client gone in the middle of a file: the upload is recorded aborted and leaves no file under its name', async () => {
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    const { ch, replies } = await rawSink(c, 'scp -t /');
+    ch.write('C0644 100000 cut.bin\n');
+    await replies(2);
+    ch.write(Buffer.alloc(5000, 1));
+    await new Promise((r) => setTimeout(r, 200));
+    c.end();
+    const audit = await srv.audit();
+    const rec = audit.find((l) => l.event === 'upload' && l.path === '/cut.bin');
+    assert.equal(rec?.result, 'aborted');
+    assert.equal(rec?.protocol, 'scp');
+    assert.ok(!existsSync(join(srv.home('alice'), 'cut.bin')));
+  });
+
+  it("PuTTY's pscp -scp: upload and download", (t) => {
+    if (spawnSync('which', ['pscp']).status !== 0) {
+      if (process.env.CI) assert.fail('pscp (putty-tools) must be installed in CI');
+      t.skip('pscp is not installed (.ci/run installs putty-tools)');
+      return;
+    }
+    const data = randomBytes(500_000);
+    writeFileSync(join(local, 'putty.bin'), data);
+    // pscp -batch trusts only a host key it is given: the server's ed25519 key, by its SHA256 fingerprint.
+    const keygen = spawnSync('ssh-keygen', ['-lf', join(srv.dir, 'certs', 'ssh_host_ed25519_key')], { encoding: 'utf8' });
+    const fingerprint = /SHA256:\S+/.exec(keygen.stdout)?.[0];
+    assert.ok(fingerprint, keygen.stderr);
+    const pscp = (args: string[]) =>
+      spawnSync('pscp', ['-scp', '-batch', '-hostkey', fingerprint, '-P', String(srv.sftpPort), '-pw', 'alice password', ...args], { encoding: 'utf8', cwd: local, timeout: 60_000 });
+    let r = pscp(['putty.bin', remote('alice', 'putty.bin')]);
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+    assert.equal(sha256(readFileSync(join(srv.home('alice'), 'putty.bin'))), sha256(data));
+    r = pscp([remote('alice', 'putty.bin'), 'putty.back']);
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+    assert.equal(sha256(readFileSync(join(local, 'putty.back'))), sha256(data));
+  });
+});
+
+describe('legacy SCP switched off (sftp.scp: false)', () => {
+  it('refuses the exec request itself; SFTP still works', async () => {
+    const srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }], yaml: 'sftp:\n  scp: false\n' });
+    try {
+      const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+      await assert.rejects(new Promise((resolve, reject) => c.exec('scp -t /x', (err, s) => (err ? reject(err) : resolve(s)))));
+      await new Promise<void>((resolve, reject) => c.sftp((err) => (err ? reject(err) : resolve())));
+      c.end();
+    } finally {
+      await srv.stop();
+    }
+  });
+});
