@@ -32,7 +32,9 @@ async function scrape(port: number): Promise<Map<string, number>> {
   return parseMetrics(r.body);
 }
 
-async function start(workers: string, yaml = '', users = [{ name: 'alice', password: PASSWORD }]): Promise<{ srv: TestServer; admin: number }> {
+type User = { name: string; password: string; args?: string[] };
+
+async function start(workers: string, yaml = '', users: User[] = [{ name: 'alice', password: PASSWORD }]): Promise<{ srv: TestServer; admin: number }> {
   const admin = await freePort();
   const srv = await TestServer.start({
     env: { SLUICE_WORKERS: workers, SLUICE_ADMIN_LISTEN: `127.0.0.1:${admin}` },
@@ -251,7 +253,12 @@ describe('workers: 2 — workers killed: the counts stay, their sessions end, th
     const pids = execFileSync('pgrep', ['-P', String(srv.pid)]).toString().trim().split('\n').map(Number);
     assert.equal(pids.length, 2);
     for (const pid of pids) process.kill(pid, 'SIGKILL');
-    await Promise.all(conns.map((c) => new Promise((r) => (c.once('close', r), c.on('error', () => undefined)))));
+    await Promise.all(
+      conns.map((c) => {
+        c.on('error', () => undefined);
+        return new Promise<void>((resolve) => c.once('close', () => resolve()));
+      }),
+    );
 
     // Two new workers (ids 3 and 4) are up when /readyz says so.
     const deadline = Date.now() + 20_000;
