@@ -5,7 +5,8 @@ import { AuditLog, createLogger } from './audit/log.js';
 import { Authenticator } from './auth/authenticator.js';
 import { PasswordHasher } from './auth/passwords.js';
 import type { Config } from './config/schema.js';
-import type { Coordinator } from './coordinator/coordinator.js';
+import type { AuditTrail, Coordinator } from './coordinator/coordinator.js';
+import { Hooks } from './hooks/runner.js';
 import { LocalCoordinator } from './coordinator/local.js';
 import { ServingState } from './metrics/health.js';
 import { ServerMetrics } from './metrics/registry.js';
@@ -14,6 +15,10 @@ import { BanCheck } from './security/ban-check.js';
 import { Defender } from './security/defender.js';
 import { FailureThrottle } from './security/failure-throttle.js';
 import { Gate } from './security/gate.js';
+import { ClamdScanner } from './scan/clamd.js';
+import { QuarantineDir } from './scan/quarantine.js';
+import { UploadReceipts } from './session/checksum.js';
+import type { UploadScanning } from './session/scanning.js';
 import { HandleBook } from './session/open-handles.js';
 import { QuotaBook } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
@@ -106,11 +111,18 @@ export function openCoordination(base: AdminServices): Coordination {
         metrics,
       })
     : null;
-  if (!auditLog) base.log.warn('audit trail disabled (audit.enabled: false): transfers are neither hashed nor recorded');
+  if (!auditLog) base.log.warn('audit trail disabled (audit.enabled: false): nothing is recorded');
+  const { hooks: hookSettings } = config;
+  const hooks =
+    hookSettings.actions.length > 0
+      ? new Hooks(hookSettings.actions, hookSettings.concurrency, base.log.child({ part: 'hooks' }), (e) => auditLog?.system(e))
+      : null;
+  // Hooks see the events as the trail records them (after the throttle below), even with the file off.
+  const trail = teeTrail(auditLog, hooks);
   // Failed logins come before any login, as fast as an attacker likes: aggregated per address.
   // Every other event passes the throttle untouched.
-  const throttle = auditLog ? new FailureThrottle(auditLog) : null;
-  const audit = auditLog && throttle ? { record: throttle.record.bind(throttle), system: auditLog.system.bind(auditLog) } : null;
+  const throttle = trail ? new FailureThrottle(trail) : null;
+  const audit = trail && throttle ? { record: throttle.record.bind(throttle), system: trail.system.bind(trail) } : null;
   const { limits } = config;
   const registry = new ConnectionRegistry(limits.maxSessions, limits.maxSessionsPerIp, limits.maxSessionsPerUser);
   const defender = new Defender(banCheck(base), config.defender, audit, base.log.child({ part: 'defender' }));
@@ -125,8 +137,25 @@ export function openCoordination(base: AdminServices): Coordination {
     async close() {
       stopSampling();
       throttle?.flush();
+      await hooks?.drain(HOOK_DRAIN_MS);
       await auditLog?.close();
     },
+  };
+}
+
+/** A stopping server waits this long for hooks still running (their failures are still recorded). */
+const HOOK_DRAIN_MS = 5000;
+
+/** The audit file and the hooks as one trail; null when neither is on. */
+function teeTrail(auditLog: AuditLog | null, hooks: Hooks | null): AuditTrail | null {
+  if (!hooks) return auditLog;
+  if (!auditLog) return { record: (a, e) => hooks.record(a, e), system: () => undefined };
+  return {
+    record(actor, event) {
+      auditLog.record(actor, event);
+      hooks.record(actor, event);
+    },
+    system: (e) => auditLog.system(e),
   };
 }
 
@@ -157,9 +186,33 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
       storage: openLocalStorage,
       hashResumedUploads: config.audit.hashResumedUploads,
       rates: { up: config.limits.rateUp, down: config.limits.rateDown },
+      hashRate: config.limits.hashRate,
+      receipts: new UploadReceipts(),
+      scanning: scanningOf(config),
       ...(inFlight ? { inFlight } : {}),
     },
   };
+}
+
+/**
+ * Quarantine mode, whenever a scanner is configured: users may be scanned by
+ * their own setting even when the server's default is off.
+ */
+function scanningOf(config: Config): UploadScanning | null {
+  const { uploads } = config;
+  const address = uploads.clamdSocket !== '' ? { path: uploads.clamdSocket } : uploads.clamdHost !== '' ? hostPort(uploads.clamdHost) : null;
+  if (!address) return null;
+  return {
+    scanner: new ClamdScanner(address),
+    quarantine: new QuarantineDir(resolve(config.dataDir, uploads.quarantineDir)),
+    timeoutMs: uploads.scanTimeout * 1000,
+    byDefault: uploads.scan === 'clamd',
+  };
+}
+
+function hostPort(text: string): { host: string; port: number } {
+  const at = text.lastIndexOf(':');
+  return { host: text.slice(0, at), port: Number(text.slice(at + 1)) };
 }
 
 /** One process keeping everything itself (workers: 1, and the tests of the shared layer). */

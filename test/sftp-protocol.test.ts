@@ -128,6 +128,15 @@ describe('SFTP protocol edges, against the running server', () => {
       'limits@openssh.com': async () => ({ body: Buffer.alloc(0), reply: FXP.EXTENDED_REPLY }),
       'expand-path@openssh.com': async () => ({ body: str('~/b.txt'), reply: FXP.NAME }),
       'lsetstat@openssh.com': async () => ({ body: Buffer.concat([str('/b.txt'), u32(0x04), u32(0o600)]), reply: FXP.STATUS }),
+      'check-file-name': async () => ({ body: Buffer.concat([str('/b.txt'), str('sha256'), u64(0), u64(0), u32(0)]), reply: FXP.EXTENDED_REPLY }),
+      'check-file-handle': async () => ({
+        body: Buffer.concat([str(await raw.handle(FXP.OPEN, Buffer.concat([str('/b.txt'), u32(READ), NO_ATTRS]))), str('sha256'), u64(0), u64(0), u32(0)]),
+        reply: FXP.EXTENDED_REPLY,
+      }),
+      'check-file': async () => ({
+        body: Buffer.concat([str(await raw.handle(FXP.OPEN, Buffer.concat([str('/b.txt'), u32(READ), NO_ATTRS]))), str('sha256'), u64(0), u64(0), u32(0)]),
+        reply: FXP.EXTENDED_REPLY,
+      }),
       'copy-data': async () => {
         const from = await raw.handle(FXP.OPEN, Buffer.concat([str('/b.txt'), u32(READ), NO_ATTRS]));
         const to = await raw.handle(FXP.OPEN, Buffer.concat([str('/c.txt'), u32(WRITE_CREATE_TRUNCATE), NO_ATTRS]));

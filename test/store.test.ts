@@ -13,7 +13,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 
 const settings = (over: Partial<UserSettings> = {}): UserSettings => ({
   home: '/srv/x', enabled: true, expiresAt: null, protocols: ['sftp'], requireTls: false, requireKey: false,
-  permissions: ['list'], quotaBytes: 0, quotaFiles: 0, rateUp: null, rateDown: null, allowIps: [], denyIps: [], ...over,
+  permissions: ['list'], quotaBytes: 0, quotaFiles: 0, rateUp: null, rateDown: null, scan: null, allowIps: [], denyIps: [], ...over,
 });
 
 describe('migrations', () => {

@@ -31,7 +31,8 @@ function* everyCase(): Generator<Case> {
           for (const mustExist of BOOLS)
             for (const truncate of TRUNCATES)
               for (const atomicUploads of BOOLS)
-                for (const blind of BOOLS) {
+                for (const blind of BOOLS)
+                  for (const scanned of BOOLS) {
                   const request: UploadRequest = {
                     append,
                     exclusive,
@@ -39,8 +40,8 @@ function* everyCase(): Generator<Case> {
                     ...(offset === undefined ? {} : { offset }),
                     ...(truncate === undefined ? {} : { truncate }),
                   };
-                  yield { existing, node, request, setting: { atomicUploads, blind } };
-                }
+                  yield { existing, node, request, setting: { atomicUploads, blind, scanned } };
+                  }
 }
 
 /** Where the first byte goes, and whether the file is emptied first, as the client asked. */
@@ -64,6 +65,7 @@ const REFUSALS: [string, (c: Case) => boolean, UploadRefusal][] = [
     (c) => (c.node?.nlink ?? 0) > 1 && !(empties(c) && c.setting.atomicUploads),
     'linked-elsewhere',
   ],
+  ['a scanned upload is whole and staged, never written in place', (c) => c.setting.scanned && !(c.setting.atomicUploads && empties(c)), 'scan-needs-whole'],
   ['no negative offset', (c) => startsAt(c) < 0, 'beyond-end'],
   ['no offset past the end of the file (or of nothing)', (c) => startsAt(c) > (c.node?.size ?? 0), 'beyond-end'],
 ];
@@ -96,11 +98,11 @@ describe('planUpload', () => {
       const outcome = 'refused' in got ? got.refused : 'planned';
       seen.set(outcome, (seen.get(outcome) ?? 0) + 1);
     }
-    assert.equal(count, 7 * 6 * 2 * 2 * 2 * 3 * 2 * 2);
+    assert.equal(count, 7 * 6 * 2 * 2 * 2 * 3 * 2 * 2 * 2);
     // Every row of the table decides some case: none is shadowed by those above it.
     assert.deepEqual(
       [...seen.keys()].sort(),
-      ['already-exists', 'beyond-end', 'is-a-directory', 'linked-elsewhere', 'not-a-file', 'not-found', 'planned', 'unseen'],
+      ['already-exists', 'beyond-end', 'is-a-directory', 'linked-elsewhere', 'not-a-file', 'not-found', 'planned', 'scan-needs-whole', 'unseen'],
     );
     for (const [rule, when] of REFUSALS) {
       const first = [...everyCase()].some((c) => when(c) && REFUSALS.find(([, w]) => w(c))?.[0] === rule);
@@ -114,77 +116,77 @@ describe('planUpload', () => {
       'FTP STOR of a new file, atomic',
       null,
       { append: false, exclusive: false, mustExist: false },
-      { atomicUploads: true, blind: false },
+      { atomicUploads: true, blind: false, scanned: false },
       { offset: 0, truncate: true, append: false, atomic: true, needsOverwrite: false, createsFile: true },
     ],
     [
       'FTP STOR over a file',
       EXISTING.file ?? null,
       { append: false, exclusive: false, mustExist: false },
-      { atomicUploads: true, blind: false },
+      { atomicUploads: true, blind: false, scanned: false },
       { offset: 0, truncate: true, append: false, atomic: true, needsOverwrite: true, createsFile: false },
     ],
     [
       'FTP REST 10 + STOR: a resume at the end is an upload, not an overwrite',
       EXISTING.file ?? null,
       { offset: 10, append: false, exclusive: false, mustExist: false },
-      { atomicUploads: true, blind: false },
+      { atomicUploads: true, blind: false, scanned: false },
       { offset: 10, truncate: false, append: false, atomic: false, needsOverwrite: false, createsFile: false },
     ],
     [
       'FTP REST 4 + STOR: writes over bytes 4..9',
       EXISTING.file ?? null,
       { offset: 4, append: false, exclusive: false, mustExist: false },
-      { atomicUploads: true, blind: false },
+      { atomicUploads: true, blind: false, scanned: false },
       { offset: 4, truncate: false, append: false, atomic: false, needsOverwrite: true, createsFile: false },
     ],
     [
       'FTP APPE: starts at the end',
       EXISTING.file ?? null,
       { append: true, exclusive: false, mustExist: false },
-      { atomicUploads: true, blind: false },
+      { atomicUploads: true, blind: false, scanned: false },
       { offset: 10, truncate: false, append: true, atomic: false, needsOverwrite: false, createsFile: false },
     ],
     [
       'SFTP OPEN WRITE without CREAT or TRUNC: in place from 0',
       EXISTING.file ?? null,
       { offset: 0, truncate: false, append: false, exclusive: false, mustExist: true },
-      { atomicUploads: true, blind: false },
+      { atomicUploads: true, blind: false, scanned: false },
       { offset: 0, truncate: false, append: false, atomic: false, needsOverwrite: true, createsFile: false },
     ],
     [
       'STOR into a drop box over a name that exists: replaced whole',
       EXISTING.file ?? null,
       { append: false, exclusive: false, mustExist: false },
-      { atomicUploads: false, blind: true },
+      { atomicUploads: false, blind: true, scanned: false },
       { offset: 0, truncate: true, append: false, atomic: false, needsOverwrite: true, createsFile: false },
     ],
     [
       'APPE in a drop box',
       null,
       { append: true, exclusive: false, mustExist: false },
-      { atomicUploads: true, blind: true },
+      { atomicUploads: true, blind: true, scanned: false },
       { offset: 0, truncate: false, append: true, atomic: false, needsOverwrite: false, createsFile: true },
     ],
     [
       'APPE in a drop box over a name that exists',
       EXISTING.file ?? null,
       { append: true, exclusive: false, mustExist: false },
-      { atomicUploads: true, blind: true },
+      { atomicUploads: true, blind: true, scanned: false },
       { refused: 'unseen' },
     ],
     [
       'REST 4 + STOR on a hard-linked file',
       EXISTING['linked file'] ?? null,
       { offset: 4, append: false, exclusive: false, mustExist: false },
-      { atomicUploads: true, blind: false },
+      { atomicUploads: true, blind: false, scanned: false },
       { refused: 'linked-elsewhere' },
     ],
     [
       'STOU over a taken name',
       EXISTING.file ?? null,
       { append: false, exclusive: true, mustExist: false },
-      { atomicUploads: true, blind: false },
+      { atomicUploads: true, blind: false, scanned: false },
       { refused: 'already-exists' },
     ],
   ];

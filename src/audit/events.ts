@@ -47,6 +47,8 @@ export type AuditEvent =
   | { event: 'symlink' | 'hardlink'; path: string; target: string }
   | { event: 'denied'; operation: string; path: string; reason: 'permission' | 'outside-home' }
   | { event: 'quota-exceeded'; path: string }
+  /** The scanner found malware in an upload: it did not take its name, and was kept at `file`, outside the home. */
+  | { event: 'quarantined'; path: string; signature: string; file: string }
   /** The defender banned the actor's address (once per ban; refused connections are not recorded). */
   | { event: 'ban'; until: string; seconds: number; count: number; offence: string }
   /** Failed logins from the actor's address not recorded one by one within the window, counted. */
@@ -66,7 +68,9 @@ export type SystemEvent =
    * One request to the admin API, answered: `token` the name of the bearer
    * token, `local-socket` over the unix socket, null when none was valid.
    */
-  | { event: 'admin'; token: string | null; ip: string; method: string; path: string; status: number };
+  | { event: 'admin'; token: string | null; ip: string; method: string; path: string; status: number }
+  /** A configured hook (hooks.actions) failed or was dropped; what triggered it, and why. */
+  | { event: 'hook-failed'; hook: string; trigger: string; user: string; path: string; reason: string };
 
 export interface SystemAuditSink {
   system(event: SystemEvent): void;

@@ -67,6 +67,7 @@ export function toAccount(u: UserRecord): Account {
     quotaFiles: u.quotaFiles,
     rateUp: u.rateUp,
     rateDown: u.rateDown,
+    scan: u.scan,
   };
 }
 

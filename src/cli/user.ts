@@ -18,14 +18,14 @@ export const USER_HELP = `Usage: sluice user <command> ...
 
   add NAME [--home DIR] [--password-stdin | --generate-password] [--key FILE]
            [--perms LIST] [--protocols LIST] [--quota-bytes N] [--quota-files N]
-           [--rate-up RATE] [--rate-down RATE]
+           [--rate-up RATE] [--rate-down RATE] [--scan | --no-scan]
            [--require-tls] [--require-key] [--allow-ip CIDR]... [--deny-ip CIDR]...
            [--expires DATE]
   list [--json]
   show NAME [--json]
   passwd NAME [--password-stdin | --generate-password]
   set NAME [--home DIR] [--perms LIST] [--protocols LIST] [--quota-bytes N]
-           [--quota-files N] [--rate-up RATE] [--rate-down RATE]
+           [--quota-files N] [--rate-up RATE] [--rate-down RATE] [--scan | --no-scan]
            [--[no-]require-tls] [--[no-]require-key]
            [--allow-ip CIDR]... [--deny-ip CIDR]... [--expires DATE|never]
   disable NAME | enable NAME | remove NAME
@@ -47,6 +47,8 @@ const SETTINGS = {
   'quota-files': { type: 'string' },
   'rate-up': { type: 'string' },
   'rate-down': { type: 'string' },
+  scan: { type: 'boolean' },
+  'no-scan': { type: 'boolean' },
   'allow-ip': { type: 'string', multiple: true },
   'deny-ip': { type: 'string', multiple: true },
   expires: { type: 'string' },
@@ -65,6 +67,8 @@ type SettingValues = {
   'quota-files'?: string | undefined;
   'rate-up'?: string | undefined;
   'rate-down'?: string | undefined;
+  scan?: boolean | undefined;
+  'no-scan'?: boolean | undefined;
   'allow-ip'?: string[] | undefined;
   'deny-ip'?: string[] | undefined;
   expires?: string | undefined;
@@ -80,6 +84,8 @@ function settingsFrom(v: SettingValues): Partial<UserSettings> {
   if (v['quota-files'] !== undefined) out.quotaFiles = parseCount('quota-files', v['quota-files']);
   if (v['rate-up'] !== undefined) out.rateUp = parseRate('rate-up', v['rate-up']);
   if (v['rate-down'] !== undefined) out.rateDown = parseRate('rate-down', v['rate-down']);
+  if (v.scan && v['no-scan']) throw new UsageError('--scan and --no-scan exclude each other');
+  if (v.scan || v['no-scan']) out.scan = Boolean(v.scan);
   if (v['allow-ip'] !== undefined) out.allowIps = parseCidrs(v['allow-ip']);
   if (v['deny-ip'] !== undefined) out.denyIps = parseCidrs(v['deny-ip']);
   if (v.expires !== undefined) out.expiresAt = parseExpiry(v.expires);
@@ -136,6 +142,7 @@ export async function userCommand(args: string[], open: () => AdminServices, out
         quotaFiles: settings.quotaFiles,
         rateUp: settings.rateUp,
         rateDown: settings.rateDown,
+        scan: settings.scan,
         requireTls: v['require-tls'],
         requireKey: v['require-key'],
         allowIps: settings.allowIps,
@@ -296,6 +303,7 @@ function describeUser(u: UserView): string {
     ['used', `${u.usedBytes} bytes, ${u.usedFiles} files`],
     ['rate up', describeRate(u.rateUp)],
     ['rate down', describeRate(u.rateDown)],
+    ['scan', u.scan === null ? 'server default' : u.scan ? 'yes' : 'no'],
     ['allow ip', u.allowIps.join(' ') || 'any'],
     ['deny ip', u.denyIps.join(' ') || '-'],
     ['last login', u.lastLoginAt ? u.lastLoginAt.toISOString() : 'never'],

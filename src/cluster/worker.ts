@@ -28,7 +28,8 @@ export async function serveAsWorker(config: Config): Promise<number> {
 
 async function serveUntilStopped(config: Config): Promise<number> {
   const channel = processChannel();
-  const coordinator = new RemoteCoordinator(channel, config.audit.enabled);
+  // The primary runs the hooks on the events it is sent: sent whenever either needs them.
+  const coordinator = new RemoteCoordinator(channel, config.audit.enabled || config.hooks.actions.length > 0);
   const base = openAdmin(config);
   const services = servicesOn(base, coordinator, coordinator);
   const stop = new Promise<'stop' | 'primary gone'>((resolve) => {

@@ -59,6 +59,7 @@ export function loadConfig(
   config.dataDir = resolve(cwd, config.dataDir);
   config.certsDir = resolve(cwd, config.certsDir);
   if (config.ftp.anonymous.root !== '') config.ftp.anonymous.root = resolve(cwd, config.ftp.anonymous.root);
+  if (config.uploads.clamdSocket !== '') config.uploads.clamdSocket = resolve(cwd, config.uploads.clamdSocket);
   ensureWritableDir('dataDir', config.dataDir);
   ensureWritableDir('certsDir', config.certsDir);
   return { ...config, source: file === undefined ? null : resolve(cwd, file) };

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parseCidr } from '../auth/ip-rules.js';
 import { bytesOf } from './size.js';
+import { HOOK_EVENTS, HOOK_FIELDS, unknownPlaceholders } from '../hooks/events.js';
 
 const port = z.number().int().min(0).max(65535);
 const portRange = z
@@ -135,6 +136,8 @@ export const configSchema = z
         /** Bytes per second each session may upload / download, for users without their own limit; 0: none. */
         rateUp: size.default(0),
         rateDown: size.default(0),
+        /** Bytes per second one session may have read for checksums (FTP HASH, SFTP check-file) of files not just uploaded. */
+        hashRate: size.default(134217728),
       })
       .strict()
       .prefault({}),
@@ -142,6 +145,45 @@ export const configSchema = z
       .object({
         /** Fresh uploads are written to a hidden temporary name and renamed when complete. */
         atomic: z.boolean().default(true),
+        /** Quarantine mode for users without their own setting: each complete upload is scanned before it takes its name. */
+        scan: z.enum(['off', 'clamd']).default('off'),
+        /** clamd's unix socket, or its address as HOST:PORT (one of them with scan: clamd). */
+        clamdSocket: z.string().default(''),
+        clamdHost: z.string().regex(/^[^:\s]+:\d{1,5}$/, 'HOST:PORT').or(z.literal('')).default(''),
+        /** Seconds an upload waits for the verdict (the scanner down included); then it is refused. */
+        scanTimeout: z.number().int().min(1).max(3600).default(60),
+        /** Where infected uploads are kept, outside every home; relative to dataDir. */
+        quarantineDir: z.string().min(1).default('quarantine'),
+      })
+      .strict()
+      .prefault({}),
+    hooks: z
+      .object({
+        /** Hooks running at once, all actions together. */
+        concurrency: z.number().int().min(1).max(64).default(4),
+        actions: z
+          .array(
+            z
+              .object({
+                name: z.string().min(1).max(64),
+                on: z.array(z.enum(HOOK_EVENTS)).min(1),
+                /** argv, each `{field}` replaced (see hooks/events.ts); never run through a shell. */
+                command: z.array(z.string().min(1)).min(1).optional(),
+                url: z.url({ protocol: /^https?$/ }).optional(),
+                secret: z.string().default(''),
+                timeout: z.number().int().min(1).max(3600).default(30),
+                retries: z.number().int().min(0).max(10).default(3),
+              })
+              .strict()
+              .superRefine((a, ctx) => {
+                if (!a.command && !a.url) ctx.addIssue({ code: 'custom', message: 'a hook needs a command or a url' });
+                const unknown = unknownPlaceholders(a.command ?? []);
+                if (unknown.length > 0) {
+                  ctx.addIssue({ code: 'custom', path: ['command'], message: `unknown placeholder {${unknown[0]}} (one of: ${HOOK_FIELDS.join(', ')})` });
+                }
+              }),
+          )
+          .default([]),
       })
       .strict()
       .prefault({}),
@@ -228,6 +270,13 @@ export const configSchema = z
   })
   .strict()
   .superRefine((config, ctx) => {
+    const { uploads } = config;
+    if (uploads.scan === 'clamd' && (uploads.clamdSocket === '') === (uploads.clamdHost === '')) {
+      ctx.addIssue({ code: 'custom', path: ['uploads', 'clamdSocket'], message: 'scan: clamd needs clamdSocket or clamdHost (one of them)' });
+    }
+    if (uploads.scan !== 'off' && !uploads.atomic) {
+      ctx.addIssue({ code: 'custom', path: ['uploads', 'atomic'], message: 'scanned uploads must be atomic (a file written in place would be there unscanned)' });
+    }
     if (config.ftp.anonymous.enabled && config.ftp.anonymous.root === '') {
       ctx.addIssue({ code: 'custom', path: ['ftp', 'anonymous', 'root'], message: 'anonymous FTP needs a root directory' });
     }

@@ -134,7 +134,7 @@ export class WorkerLink {
         return this.coordinator.score(q.ip, q.protocol, q.offence);
       case 'ledger': {
         const id = this.nextId++;
-        const account = { ...q.account, name: '', home: '', rateUp: null, rateDown: null, permissions: { root: new Set(), dirs: new Map() } } satisfies Account;
+        const account = { ...q.account, name: '', home: '', rateUp: null, rateDown: null, scan: null, permissions: { root: new Set(), dirs: new Map() } } satisfies Account;
         this.handles.set(id, this.quotas.handle(account));
         return id;
       }

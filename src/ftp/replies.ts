@@ -53,6 +53,7 @@ export function errorReply(err: SluiceError): Reply {
     case 'not-empty':
     case 'not-a-directory':
     case 'is-a-directory':
+    case 'rejected':
       return { code: Code.Unavailable, text };
     case 'quota-exceeded':
       return { code: Code.ExceededStorage, text };

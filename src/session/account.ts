@@ -23,6 +23,8 @@ export interface Account {
   /** Bytes per second, each session; null: the server's default, 0: none. */
   readonly rateUp: number | null;
   readonly rateDown: number | null;
+  /** Uploads scanned for malware; null: the server's uploads.scan. */
+  readonly scan: boolean | null;
 }
 
 /** Persisted usage counters, implemented by the store. */

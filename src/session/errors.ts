@@ -15,6 +15,8 @@ export type ErrorKind =
   | 'is-a-directory'
   | 'no-space'
   | 'unsupported'
+  /** Refused by a check of the content (the malware scanner), or because none could be made. */
+  | 'rejected'
   | 'failure';
 
 const MESSAGES: Record<ErrorKind, string> = {
@@ -28,6 +30,7 @@ const MESSAGES: Record<ErrorKind, string> = {
   'is-a-directory': 'Is a directory',
   'no-space': 'No space left on device',
   unsupported: 'Operation not supported',
+  rejected: 'Upload rejected',
   failure: 'Operation failed',
 };
 

@@ -8,7 +8,9 @@ import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission } from './permissions.js';
 import { addName, type Ledger, type Ledgers } from './quota.js';
-import { ratesOf, type RateLimit, type Rates } from './rate-limit.js';
+import { RateLimit, ratesOf, type Rates } from './rate-limit.js';
+import type { UploadScanning } from './scanning.js';
+import { hashRange, type Checksum, type ChecksumRange, type UploadReceipts } from './checksum.js';
 import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile, type Storage, type StorageOpener } from './storage/storage.js';
 import { Download, Upload, type TransferOptions, type TransferRecord } from './transfer.js';
 import { planUpload, type UploadRefusal } from './upload-plan.js';
@@ -36,8 +38,14 @@ export interface SessionDeps {
   readonly atomicUploads: boolean;
   /** Where a home's files are. */
   readonly storage: StorageOpener;
+  /** Bytes per second one session may have hashed for checksums (FTP HASH, SFTP check-file). */
+  readonly hashRate: number;
+  /** Hashes of whole uploads, so a checksum of what was just uploaded needs no read. */
+  readonly receipts: UploadReceipts;
   /** Bandwidth limits of a session, bytes per second (0: none), for accounts without their own. */
   readonly rates: { readonly up: number; readonly down: number };
+  /** Quarantine mode (uploads.scan); null: off. */
+  readonly scanning: UploadScanning | null;
   /** Told of each upload as it starts, when a process other than this one must record it should this one die. */
   readonly inFlight?: InFlightUploads;
 }
@@ -101,6 +109,10 @@ export class Session {
   readonly openHandles: UserHandles;
   /** Shared by the session's transfers in each direction: parallel SFTP transfers together keep the rate. */
   private readonly rates: Rates;
+  /** Checksums read files at this rate at most. */
+  private readonly hashing: RateLimit;
+  /** This session's uploads are scanned (the account's setting, else the server's). */
+  private readonly scanning: UploadScanning | null;
 
   private constructor(
     readonly account: Account,
@@ -111,6 +123,8 @@ export class Session {
   ) {
     this.openHandles = deps.openHandles.acquire(account);
     this.rates = ratesOf(account.rateUp ?? deps.rates.up, account.rateDown ?? deps.rates.down);
+    this.hashing = new RateLimit(deps.hashRate);
+    this.scanning = deps.scanning && (account.scan ?? deps.scanning.byDefault) ? deps.scanning : null;
     deps.metrics.count({ m: 'session', protocol: context.protocol, change: 1 });
   }
 
@@ -299,7 +313,7 @@ export class Session {
         exclusive: options.exclusive ?? false,
         mustExist: options.mustExist ?? false,
       },
-      { atomicUploads: this.deps.atomicUploads, blind: loc.blind },
+      { atomicUploads: this.deps.atomicUploads, blind: loc.blind, scanned: this.scanning !== null },
     );
     if ('refused' in plan) throw refusal(plan.refused);
     if (plan.needsOverwrite) this.require('overwrite', dir);
@@ -342,6 +356,7 @@ export class Session {
     const upload: Upload = new Upload(file, path, plan.offset, target, this.ledger, (r) => this.finished(upload, r), {
       ...this.transferOptions(options, this.rates.up),
       hashWholeFile: this.deps.hashResumedUploads,
+      scan: this.scanning ? { scanning: this.scanning, user: this.account.name } : null,
     });
     this.deps.inFlight?.started(this.actor, path, plan.offset, upload.started);
     return upload;
@@ -433,6 +448,12 @@ export class Session {
     }
     const durationMs = Date.now() - r.started.getTime();
     this.deps.metrics.count({ m: 'transfer', protocol: this.context.protocol, direction: r.direction, bytes: r.bytes, seconds: durationMs / 1000, result: r.result });
+    if (r.quarantined) this.audit({ event: 'quarantined', path: r.path, signature: r.quarantined.signature, file: r.quarantined.file });
+    if (r.direction === 'upload' && r.result === 'ok' && r.node && !r.convertedLineEndings) {
+      // The hash covers the whole file only if the upload wrote all of it, or hashed it after a resume.
+      const whole = r.fileSha256 ?? (r.offset === 0 && r.bytes === r.size ? r.sha256 : null);
+      if (whole) this.deps.receipts.remember(r.node.key, r.size, r.node.mtimeMs, whole);
+    }
     this.audit({
       event: r.direction,
       path: r.path,
@@ -449,6 +470,38 @@ export class Session {
       type: r.convertedLineEndings ? 'ascii' : 'binary',
       ...(copied === undefined ? {} : r.direction === 'upload' ? { copied_from: [...copied] } : { copied_to: [...copied] }),
     });
+  }
+
+  /**
+   * SHA-256 receipts (FTP HASH, SFTP check-file): of a path, or of a file the
+   * session has open. Reading the bytes is downloading them, so it takes the
+   * download permission (an upload-only drop box gives no hashes back). The
+   * whole file's hash comes from its upload's record when the file is as
+   * that upload left it; anything else is read at the session's hashing rate.
+   */
+  async checksum(target: string | Upload | Download, range: ChecksumRange = { offset: 0, length: 0, blockSize: 0 }): Promise<Checksum> {
+    if (typeof target !== 'string') {
+      if (target instanceof Upload) this.require('download', parentOf(target.path));
+      return target.checksum(range, this.hashing);
+    }
+    const path = this.resolve(target);
+    return this.guard('checksum', path, () =>
+      this.within(this.checked('download', parentOf(path), path), true, 'look', async (loc) => {
+        this.require('download', parentOf(loc.virtualPath));
+        const file = await loc.openRead();
+        try {
+          const st = await file.stat();
+          if (st.type === 'dir') throw new SluiceError('is-a-directory');
+          if (st.type !== 'file') throw new SluiceError('permission-denied', 'Not a regular file');
+          const whole = range.offset === 0 && range.length === 0 && range.blockSize === 0;
+          const known = whole ? this.deps.receipts.lookup(nodeKey(st), st.size, st.mtime.getTime()) : null;
+          if (known) return { offset: 0, end: st.size, digests: [Buffer.from(known, 'hex')], fromRecord: true };
+          return await hashRange(file, st.size, range, this.hashing);
+        } finally {
+          await file.close();
+        }
+      }),
+    );
   }
 
   // --- changes --------------------------------------------------------------
@@ -754,6 +807,8 @@ function refusal(why: UploadRefusal): SluiceError {
       return new SluiceError('permission-denied', 'File has other links: upload it whole', 'in-place write to a hard-linked file');
     case 'beyond-end':
       return new SluiceError('invalid-path', 'Offset beyond end of file');
+    case 'scan-needs-whole':
+      return new SluiceError('unsupported', 'Uploads are scanned here: resuming or appending is not possible, send the whole file');
   }
 }
 

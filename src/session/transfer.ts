@@ -7,7 +7,9 @@ import { baseName } from './paths.js';
 import type { Ledger } from './quota.js';
 import type { RateLimit } from './rate-limit.js';
 import { SequenceHash } from './sequence-hash.js';
-import type { Location, NodeStat, OpenFile, StagedFile } from './storage/storage.js';
+import { hashRange, type Checksum, type ChecksumRange } from './checksum.js';
+import { verdictWithin, type UploadScanning } from './scanning.js';
+import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile } from './storage/storage.js';
 
 /** What a finished transfer reports to its session for the audit trail. */
 export interface TransferRecord {
@@ -24,6 +26,10 @@ export interface TransferRecord {
   /** The whole file after a resumed upload, when configured. */
   fileSha256?: string;
   convertedLineEndings: boolean;
+  /** An upload's file as it ended (dev:ino and mtime), for UploadReceipts. */
+  node?: { key: string; mtimeMs: number };
+  /** The scanner found malware: kept in quarantine at `file`. */
+  quarantined?: { signature: string; file: string };
 }
 
 /** How the shared layer treats a transfer beyond its bytes. */
@@ -39,6 +45,8 @@ export interface TransferOptions {
 export interface UploadOptions extends TransferOptions {
   /** After a resumed upload, hash the whole file (a second read). */
   hashWholeFile: boolean;
+  /** Scan the complete upload before it takes its name; null: not scanned. */
+  scan: { scanning: UploadScanning; user: string } | null;
 }
 
 type Reporter = (record: TransferRecord) => void;
@@ -111,7 +119,15 @@ abstract class Transfer {
 
   protected abstract settle(result: TransferResult, reason?: string): Promise<void>;
 
-  protected record(direction: 'upload' | 'download', size: number, result: TransferResult, reason?: string, fileSha256?: string): void {
+  protected record(
+    direction: 'upload' | 'download',
+    size: number,
+    result: TransferResult,
+    reason?: string,
+    fileSha256?: string,
+    node?: TransferRecord['node'],
+    quarantined?: TransferRecord['quarantined'],
+  ): void {
     this.result = result;
     this.report({
       direction,
@@ -125,7 +141,15 @@ abstract class Transfer {
       sha256: this.hash?.digest() ?? null,
       ...(fileSha256 === undefined ? {} : { fileSha256 }),
       convertedLineEndings: this.options.convertedLineEndings,
+      ...(node === undefined ? {} : { node }),
+      ...(quarantined === undefined ? {} : { quarantined }),
     });
+  }
+
+  /** SHA-256 of a range of the open file (SFTP check-file-handle); the session checks the permission. */
+  checksum(range: ChecksumRange, rate: RateLimit): Promise<Checksum> {
+    if (this.isFinished) return Promise.reject(new SluiceError('failure', 'Transfer is closed'));
+    return this.file.stat().then((st) => hashRange(this.file, st.size, range, rate));
   }
 }
 
@@ -420,6 +444,8 @@ export class Upload extends Transfer {
     let filesDelta = 0;
     let finalSize = existingSize ?? 0;
     let fileSha256: string | undefined;
+    let node: TransferRecord['node'];
+    let quarantined: TransferRecord['quarantined'];
     let stagedLeft = staged !== null;
     try {
       if (this.quotaHit && staged === null) {
@@ -432,7 +458,19 @@ export class Upload extends Transfer {
         // The final name is looked at while the staged file is measured and closed: one wait for both.
         const target = staged !== null && result === 'ok' ? loc.stat() : null;
         target?.catch(() => undefined);
-        const written = (await this.file.stat()).size;
+        const st = await this.file.stat();
+        const written = st.size;
+        node = { key: nodeKey(st), mtimeMs: st.mtime.getTime() };
+        const { scan } = this.uploadOptions;
+        if (scan && staged !== null && result === 'ok') {
+          // Still under its hidden name: nothing can see or fetch it until the verdict. Unscannable fails closed (throws).
+          const verdict = await verdictWithin(scan.scanning, () => this.file.readStream(0, written));
+          if (!verdict.clean) {
+            const file = await scan.scanning.quarantine.keep(this.file.readStream(0, written), { user: scan.user, path: this.path });
+            quarantined = { signature: verdict.signature, file };
+            throw new SluiceError('rejected', `Upload rejected: malware found (${verdict.signature})`);
+          }
+        }
         await this.file.close();
         if (staged !== null && target === null) {
           await staged.discard();
@@ -456,7 +494,7 @@ export class Upload extends Transfer {
       if (e.kind === 'quota-exceeded') this.quotaHit = true;
       if (result === 'ok') this.closeError = e;
       result = 'failed';
-      reason = `finishing upload: ${e.kind}`;
+      reason = quarantined ? `malware: ${quarantined.signature}` : `finishing upload: ${e.kind}`;
       await this.file.close().catch(() => undefined);
       if (staged !== null && stagedLeft) await staged.discard().catch(() => undefined);
     } finally {
@@ -470,7 +508,7 @@ export class Upload extends Transfer {
     // this file, on any process, finds the file unlocked and unclaimed. (A new file held
     // neither: its releases only move counts, and waiting would cost every small file a trip.)
     if (heldFile) await this.ledger.synced().catch(() => undefined);
-    this.record('upload', finalSize, result, reason, fileSha256);
+    this.record('upload', finalSize, result, reason, fileSha256, node, quarantined);
   }
 
   /** Remove the name this upload created, if it still names this file; false when it was renamed away. */

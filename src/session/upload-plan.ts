@@ -26,6 +26,8 @@ export interface UploadSetting {
   atomicUploads: boolean;
   /** The user may not learn whether the name exists (a drop box). */
   blind: boolean;
+  /** Uploads are scanned before they take their name: only whole, staged ones can be. */
+  scanned: boolean;
 }
 
 export interface UploadPlan {
@@ -50,6 +52,8 @@ export type UploadRefusal =
   | 'unseen'
   /** A hard-linked file is never changed where it lies: that would change it under its other names. */
   | 'linked-elsewhere'
+  /** A scanned upload must be whole and staged: bytes written in place would be there unscanned. */
+  | 'scan-needs-whole'
   | 'beyond-end';
 
 /**
@@ -73,6 +77,7 @@ export function planUpload(existing: ExistingNode | null, request: UploadRequest
   if (setting.blind && (offset !== 0 || request.mustExist || (existing !== null && !truncate))) return { refused: 'unseen' };
   const atomic = setting.atomicUploads && truncate;
   if (existing && existing.nlink > 1 && !atomic) return { refused: 'linked-elsewhere' };
+  if (setting.scanned && !atomic) return { refused: 'scan-needs-whole' };
   if (offset < 0 || offset > size) return { refused: 'beyond-end' };
   return {
     offset,

@@ -186,6 +186,11 @@ export class Writer {
     return this.bytes(Buffer.from(v, 'utf8'));
   }
 
+  /** Bytes with no length before them: a last field that runs to the end of the packet. */
+  raw(v: Buffer): this {
+    return this.push(v);
+  }
+
   attrs(a: Attrs): this {
     let flags = 0;
     if (a.size !== undefined) flags |= ATTR.SIZE;

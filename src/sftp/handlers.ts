@@ -306,6 +306,25 @@ async function statvfs(session: Session, id: number, path: string): Promise<Buff
   return w.finish();
 }
 
+/** Bytes a checksum holds while it reads (see session/checksum.ts). */
+const CHECKSUM_HOLDS = 256 * 1024;
+
+/**
+ * check-file-name / check-file-handle (draft-ietf-secsh-filexfer-extensions)
+ * and paramiko's check-file: the rest of the request after the name or
+ * handle, and the one reply layout all three share, whose first string is
+ * "check-file" (paramiko reads it so).
+ */
+async function checkFile(session: Session, target: string | Upload | Download, id: number, body: Reader): Promise<Buffer> {
+  const algorithms = body.string().split(',');
+  const range = { offset: body.uint64(), length: body.uint64(), blockSize: body.uint32() };
+  if (!algorithms.includes('sha256')) throw new SluiceError('unsupported', 'Only sha256 is supported');
+  const sum = await session.checksum(target, range);
+  const w = new Writer(FXP.EXTENDED_REPLY, id).string('check-file').string('sha256');
+  for (const d of sum.digests) w.raw(d);
+  return w.finish();
+}
+
 /**
  * Every extension served, by name: VERSION advertises exactly these (see
  * advertisedExtensions), so none is offered without a handler, nor served
@@ -388,6 +407,34 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
       if (info.type === 'symlink') throw new SluiceError('unsupported', 'Attributes of a symlink itself cannot be set');
       await applyAttrs(session, path, attrs);
       return ok(id);
+    },
+  },
+  'check-file-name': {
+    name: 'check-file-name',
+    version: '1',
+    writes: false,
+    holds: CHECKSUM_HOLDS,
+    async run({ session }, id, body) {
+      return checkFile(session, body.string(), id, body);
+    },
+  },
+  'check-file-handle': {
+    name: 'check-file-handle',
+    version: '1',
+    writes: false,
+    holds: CHECKSUM_HOLDS,
+    async run({ session, handles }, id, body) {
+      return checkFile(session, handles.file(body.bytes()), id, body);
+    },
+  },
+  // paramiko's SFTPFile.check(): check-file-handle by an older name.
+  'check-file': {
+    name: 'check-file',
+    version: '1',
+    writes: false,
+    holds: CHECKSUM_HOLDS,
+    async run({ session, handles }, id, body) {
+      return checkFile(session, handles.file(body.bytes()), id, body);
     },
   },
   'copy-data': {

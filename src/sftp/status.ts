@@ -18,6 +18,7 @@ export function statusFor(err: SluiceError): { code: StatusCode; message: string
     case 'not-a-directory':
     case 'is-a-directory':
     case 'no-space':
+    case 'rejected':
     case 'failure':
       // SFTP v3 has no finer codes; the text says which.
       return { code: STATUS.FAILURE, message };

@@ -28,6 +28,8 @@ export interface UserRecord {
   /** Bytes per second; null: the server's default (limits.rateUp / rateDown), 0: none. */
   readonly rateUp: number | null;
   readonly rateDown: number | null;
+  /** Uploads scanned for malware; null: the server's uploads.scan. */
+  readonly scan: boolean | null;
   readonly usedBytes: number;
   readonly usedFiles: number;
   readonly createdAt: Date;
@@ -51,6 +53,7 @@ export interface UserSettings {
   quotaFiles: number;
   rateUp: number | null;
   rateDown: number | null;
+  scan: boolean | null;
   allowIps: string[];
   denyIps: string[];
 }
@@ -70,6 +73,7 @@ interface UserRow {
   quota_files: number;
   rate_up: number | null;
   rate_down: number | null;
+  scan: number | null;
   used_bytes: number;
   used_files: number;
   created_at: number;
@@ -90,12 +94,12 @@ export class UserStore implements UsageStore {
       all: prepare('SELECT * FROM users ORDER BY name'),
       count: prepare('SELECT COUNT(*) AS n FROM users'),
       insert: prepare(`INSERT INTO users (name, password_hash, home, enabled, expires_at, protocols, require_tls,
-        require_key, permissions, quota_bytes, quota_files, rate_up, rate_down, created_at, updated_at)
+        require_key, permissions, quota_bytes, quota_files, rate_up, rate_down, scan, created_at, updated_at)
         VALUES (@name, @password_hash, @home, @enabled, @expires_at, @protocols, @require_tls,
-        @require_key, @permissions, @quota_bytes, @quota_files, @rate_up, @rate_down, @now, @now)`),
+        @require_key, @permissions, @quota_bytes, @quota_files, @rate_up, @rate_down, @scan, @now, @now)`),
       update: prepare(`UPDATE users SET home = @home, enabled = @enabled, expires_at = @expires_at,
         protocols = @protocols, require_tls = @require_tls, require_key = @require_key, permissions = @permissions,
-        quota_bytes = @quota_bytes, quota_files = @quota_files, rate_up = @rate_up, rate_down = @rate_down,
+        quota_bytes = @quota_bytes, quota_files = @quota_files, rate_up = @rate_up, rate_down = @rate_down, scan = @scan,
         updated_at = @now WHERE id = @id`),
       remove: prepare('DELETE FROM users WHERE id = ?'),
       setHash: prepare('UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?'),
@@ -232,6 +236,7 @@ export class UserStore implements UsageStore {
       quotaFiles: r.quota_files,
       rateUp: r.rate_up,
       rateDown: r.rate_down,
+      scan: r.scan === null ? null : r.scan === 1,
       usedBytes: r.used_bytes,
       usedFiles: r.used_files,
       createdAt: new Date(r.created_at),
@@ -273,5 +278,6 @@ function columns(s: UserSettings) {
     quota_files: s.quotaFiles,
     rate_up: s.rateUp,
     rate_down: s.rateDown,
+    scan: s.scan === null ? null : s.scan ? 1 : 0,
   };
 }

@@ -90,6 +90,7 @@ export interface NewUser {
   quotaFiles?: number | undefined;
   rateUp?: number | null | undefined;
   rateDown?: number | null | undefined;
+  scan?: boolean | null | undefined;
   requireTls?: boolean | undefined;
   requireKey?: boolean | undefined;
   allowIps?: string[] | undefined;
@@ -138,6 +139,7 @@ export class UserAdmin {
       quotaFiles: u.quotaFiles ?? 0,
       rateUp: u.rateUp ?? null,
       rateDown: u.rateDown ?? null,
+      scan: u.scan ?? null,
       allowIps: u.allowIps ?? [],
       denyIps: u.denyIps ?? [],
     };
@@ -165,6 +167,7 @@ export class UserAdmin {
       quotaFiles: user.quotaFiles,
       rateUp: user.rateUp,
       rateDown: user.rateDown,
+      scan: user.scan,
       allowIps: user.allowIps,
       denyIps: user.denyIps,
       ...patch,

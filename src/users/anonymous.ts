@@ -36,7 +36,7 @@ export function provisionAnonymous(users: UserStore, settings: AnonymousSettings
   makeHome(settings.root);
   if (incoming !== '') mkdirSync(join(settings.root, incoming), { recursive: true, mode: 0o750 });
   const wanted: UserSettings = {
-    ...(existing ? settingsOf(existing) : { quotaBytes: 0, quotaFiles: 0, rateUp: null, rateDown: null, allowIps: [], denyIps: [] }),
+    ...(existing ? settingsOf(existing) : { quotaBytes: 0, quotaFiles: 0, rateUp: null, rateDown: null, scan: null, allowIps: [], denyIps: [] }),
     home: settings.root,
     enabled: true,
     expiresAt: null,
@@ -56,6 +56,6 @@ function hasCredentials(users: UserStore, user: UserRecord): boolean {
 }
 
 function settingsOf(u: UserRecord): UserSettings {
-  const { home, enabled, expiresAt, protocols, requireTls, requireKey, permissions, quotaBytes, quotaFiles, rateUp, rateDown, allowIps, denyIps } = u;
-  return { home, enabled, expiresAt, protocols, requireTls, requireKey, permissions, quotaBytes, quotaFiles, rateUp, rateDown, allowIps, denyIps };
+  const { home, enabled, expiresAt, protocols, requireTls, requireKey, permissions, quotaBytes, quotaFiles, rateUp, rateDown, scan, allowIps, denyIps } = u;
+  return { home, enabled, expiresAt, protocols, requireTls, requireKey, permissions, quotaBytes, quotaFiles, rateUp, rateDown, scan, allowIps, denyIps };
 }

@@ -59,7 +59,7 @@ export const info = {
     arg: 'required',
     // OPTS UTF8 is what RFC 2640's UTF8 feature promises; paths are UTF-8 always.
     feat: 'UTF8',
-    help: 'OPTS UTF8 ON | OPTS MLST fact;fact;...',
+    help: 'OPTS UTF8 ON | OPTS MLST fact;fact;... | OPTS HASH [SHA-256]',
     run(c, arg) {
       const [option = '', ...rest] = arg.trim().split(/\s+/);
       const value = rest.join(' ');
@@ -68,6 +68,10 @@ export const info = {
         case 'UTF-8':
           if (value === '' || value.toUpperCase() === 'ON') return c.reply(Code.Ok, 'Always in UTF8 mode.');
           return c.reply(Code.ArgumentError, 'UTF8 cannot be turned off.');
+        case 'HASH':
+          // draft-bryan-ftpext-hash: no argument asks which is selected; SHA-256 is the only one there is.
+          if (value === '' || value.toUpperCase() === 'SHA-256') return c.reply(Code.Ok, 'SHA-256');
+          return c.reply(Code.ParameterNotImplemented, 'Only SHA-256 is supported.');
         case 'MLST':
           c.mlstFacts = selectFacts(value);
           return c.reply(Code.Ok, `MLST OPTS ${factList(c.mlstFacts, false)}`.trimEnd());

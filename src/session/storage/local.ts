@@ -279,7 +279,8 @@ class LocalLocation implements Location {
 
   async stage(mode: number | null): Promise<StagedFile> {
     const temp = procPath(this.dir.fd, UPLOAD_TEMP_PREFIX + randomBytes(9).toString('base64url'));
-    const file = new LocalFile(await sys(fsp.open(temp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644)));
+    // Read as well as written: a scanned upload is read back before it takes its name (session/scanning.ts).
+    const file = new LocalFile(await sys(fsp.open(temp, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644)));
     // The old file's mode, where it can be given: the umask narrowed it at the open.
     if (mode !== null) await file.chmod(mode).catch(() => undefined);
     return {

@@ -1,0 +1,136 @@
+import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Actor, AuditEvent, AuditSink, SystemEvent } from '../audit/events.js';
+import { expandArgv, hookEventOf, type HookEvent, type HookFields } from './events.js';
+
+/** One configured action (config hooks.actions). */
+export interface HookAction {
+  readonly name: string;
+  readonly on: readonly HookEvent[];
+  /** argv template, run without a shell. */
+  readonly command?: readonly string[] | undefined;
+  /** POSTed the fields as JSON. */
+  readonly url?: string | undefined;
+  /** HMAC-SHA256 key of the X-Sluice-Signature header; '' for none. */
+  readonly secret: string;
+  /** Seconds a command or one POST may take. */
+  readonly timeout: number;
+  /** Further POSTs after a failed one, 1 s, 2 s, 4 s... apart. */
+  readonly retries: number;
+}
+
+/** Hooks waiting for a free slot; past this, new ones are dropped (and audited) rather than held without end. */
+const MAX_QUEUED = 1000;
+/** What a failing command said on stderr, kept for the log and the audit record. */
+const STDERR_KEPT = 512;
+
+/**
+ * Runs the configured actions on the events of the audit trail, as the
+ * trail records them. Fire and forget: the session that caused the event
+ * never waits, a slow or failing hook only fills this queue. At most
+ * `concurrency` run at once; a failure (exit status, time-out, HTTP error
+ * after its retries, queue full) is logged and recorded as `hook-failed`.
+ */
+export class Hooks implements AuditSink {
+  private running = 0;
+  private readonly queue: (() => Promise<void>)[] = [];
+  private idle: (() => void) | null = null;
+
+  constructor(
+    private readonly actions: readonly HookAction[],
+    private readonly concurrency: number,
+    private readonly log: Logger,
+    private readonly failed: (event: SystemEvent) => void,
+  ) {}
+
+  record(actor: Actor, event: AuditEvent): void {
+    const hit = hookEventOf(actor, event, new Date());
+    if (!hit) return;
+    for (const action of this.actions) if (action.on.includes(hit.event)) this.enqueue(action, hit.fields);
+  }
+
+  /** Resolves once nothing runs or waits, or after `ms` (a stopping server does not wait on a hung hook). */
+  async drain(ms: number): Promise<void> {
+    if (this.running === 0 && this.queue.length === 0) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.idle = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  private enqueue(action: HookAction, fields: HookFields): void {
+    if (this.queue.length >= MAX_QUEUED) return this.fail(action, fields, 'queue full');
+    this.queue.push(() => this.run(action, fields));
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.running < this.concurrency && this.queue.length > 0) {
+      const job = this.queue.shift() as () => Promise<void>;
+      this.running++;
+      void job().finally(() => {
+        this.running--;
+        this.pump();
+        if (this.running === 0 && this.queue.length === 0) this.idle?.();
+      });
+    }
+  }
+
+  private async run(action: HookAction, fields: HookFields): Promise<void> {
+    try {
+      if (action.command) await runCommand(expandArgv(action.command, fields), action.timeout * 1000);
+      if (action.url) await post(action.url, fields, action.secret, action.timeout * 1000, action.retries);
+    } catch (err) {
+      this.fail(action, fields, (err as Error).message);
+    }
+  }
+
+  private fail(action: HookAction, fields: HookFields, reason: string): void {
+    this.log.warn({ hook: action.name, trigger: fields.event, user: fields.user, path: fields.path, reason }, 'hook failed');
+    this.failed({ event: 'hook-failed', hook: action.name, trigger: fields.event, user: fields.user, path: fields.path, reason });
+  }
+}
+
+function runCommand(argv: string[], timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      if (stderr.length < STDERR_KEPT) stderr += d.toString('utf8').slice(0, STDERR_KEPT - stderr.length);
+    });
+    child.on('error', (err) => reject(new Error(`command: ${err.message}`)));
+    child.on('close', (code, signal) => {
+      if (code === 0) return resolve();
+      const why = signal === 'SIGKILL' ? `timed out after ${timeoutMs / 1000} s` : signal ? `ended by ${signal}` : `exit status ${code}`;
+      reject(new Error(`command ${why}${stderr.trim() === '' ? '' : `: ${stderr.trim()}`}`));
+    });
+  });
+}
+
+/** The receiver checks X-Sluice-Signature: "sha256=" and the HMAC-SHA256 of the exact body with the shared secret. */
+export function signature(secret: string, body: string): string {
+  return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+}
+
+async function post(url: string, fields: HookFields, secret: string, timeoutMs: number, retries: number): Promise<void> {
+  const body = JSON.stringify(fields);
+  const headers: Record<string, string> = { 'content-type': 'application/json', 'x-sluice-event': fields.event };
+  if (secret !== '') headers['x-sluice-signature'] = signature(secret, body);
+  let last = '';
+  for (let attempt = 0; attempt <= retries; attempt++) {
+    if (attempt > 0) await new Promise((r) => setTimeout(r, 1000 * 2 ** (attempt - 1)));
+    try {
+      const res = await fetch(url, { method: 'POST', headers, body, signal: AbortSignal.timeout(timeoutMs), redirect: 'error' });
+      await res.body?.cancel();
+      if (res.ok) return;
+      last = `HTTP ${res.status}`;
+    } catch (err) {
+      last = (err as Error).name === 'TimeoutError' ? `timed out after ${timeoutMs / 1000} s` : (err as Error).message;
+    }
+  }
+  throw new Error(`webhook: ${last} (${retries + 1} attempts)`);
+}

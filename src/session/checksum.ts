@@ -1,0 +1,87 @@
+import { createHash } from 'node:crypto';
+import { SluiceError } from './errors.js';
+import type { RateLimit } from './rate-limit.js';
+import type { OpenFile } from './storage/storage.js';
+
+/** What a checksum covers: bytes [offset, end) of the file, hashed in blocks of `blockSize` (0: one hash). */
+export interface ChecksumRange {
+  readonly offset: number;
+  /** 0: to the end of the file. */
+  readonly length: number;
+  readonly blockSize: number;
+}
+
+export interface Checksum {
+  readonly offset: number;
+  readonly end: number;
+  /** SHA-256 of each block, in order (one when blockSize is 0). */
+  readonly digests: Buffer[];
+  /** Answered from the upload's record, without reading the file. */
+  readonly fromRecord: boolean;
+}
+
+/** Smallest block worth a hash of its own (draft-ietf-secsh-filexfer-extensions: 256). */
+export const MIN_BLOCK = 256;
+/** Most hashes one answer carries: 128 KiB of digests, within any reply's size. */
+const MAX_BLOCKS = 4096;
+const READ = 256 * 1024;
+
+/**
+ * SHA-256 of a range of an open file, read in pieces with positional reads:
+ * memory stays one piece, and each piece first takes its bytes from the
+ * session's hashing rate, so a client asking again and again for hashes of a
+ * large file costs the server no more than that rate.
+ */
+export async function hashRange(file: OpenFile, size: number, range: ChecksumRange, rate: RateLimit): Promise<Checksum> {
+  const { offset, blockSize } = range;
+  if (blockSize !== 0 && blockSize < MIN_BLOCK) throw new SluiceError('failure', `Block size below ${MIN_BLOCK}`);
+  if (offset > size) throw new SluiceError('invalid-path', 'Offset beyond end of file');
+  const end = range.length === 0 ? size : Math.min(size, offset + range.length);
+  if (blockSize !== 0 && Math.ceil((end - offset) / blockSize) > MAX_BLOCKS) throw new SluiceError('failure', 'Too many blocks: ask for larger ones');
+  const digests: Buffer[] = [];
+  const buf = Buffer.allocUnsafe(READ);
+  let hash = createHash('sha256');
+  let inBlock = 0;
+  for (let pos = offset; pos < end; ) {
+    const want = Math.min(READ, end - pos, blockSize === 0 ? READ : blockSize - inBlock);
+    await rate.take(want);
+    const n = await file.read(buf, 0, want, pos);
+    // The file shrank while it was read: what is there is all there is.
+    if (n === 0) break;
+    hash.update(buf.subarray(0, n));
+    pos += n;
+    inBlock += n;
+    if (blockSize !== 0 && inBlock === blockSize) {
+      digests.push(hash.digest());
+      hash = createHash('sha256');
+      inBlock = 0;
+    }
+  }
+  if (blockSize === 0 || inBlock > 0 || digests.length === 0) digests.push(hash.digest());
+  return { offset, end, digests, fromRecord: false };
+}
+
+/**
+ * The SHA-256 of files this process saw uploaded whole, by node (dev:ino),
+ * valid while size and mtime are what they were when the upload ended: a
+ * client asking for the hash of what it just sent is answered from the
+ * audit record's hash without reading the file again. Bounded: the oldest
+ * entries go first. Per process: with workers, an upload served by another
+ * worker (or before a restart) is hashed from the file instead.
+ */
+export class UploadReceipts {
+  private readonly byNode = new Map<string, { size: number; mtimeMs: number; sha256: string }>();
+
+  constructor(private readonly max = 10_000) {}
+
+  remember(node: string, size: number, mtimeMs: number, sha256: string): void {
+    this.byNode.delete(node);
+    this.byNode.set(node, { size, mtimeMs, sha256 });
+    if (this.byNode.size > this.max) this.byNode.delete(this.byNode.keys().next().value as string);
+  }
+
+  lookup(node: string, size: number, mtimeMs: number): string | null {
+    const r = this.byNode.get(node);
+    return r && r.size === size && r.mtimeMs === mtimeMs ? r.sha256 : null;
+  }
+}

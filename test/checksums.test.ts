@@ -1,0 +1,164 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, openSync, rmSync, statSync, utimesSync, writeFileSync, writeSync, closeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { FXP, OPEN_FLAGS, STATUS, Writer } from '../src/sftp/codec.js';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+import { initialised, sshConnect } from './helpers/ssh.js';
+
+const MiB = 1024 * 1024;
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+/** What sha256sum(1) says of a file. */
+const sha256sum = (file: string) => spawnSync('sha256sum', [file], { encoding: 'utf8' }).stdout.split(' ')[0];
+
+describe('checksums: FTP HASH / XSHA256, SFTP check-file-name / check-file-handle / check-file', () => {
+  let srv: TestServer;
+  let local: string;
+  let ftp: RawFtp;
+  const up = randomBytes(3 * MiB + 5);
+
+  before(async () => {
+    local = mkdtempSync(join(tmpdir(), 'sluice-hash-'));
+    srv = await TestServer.start({
+      // A low hashing rate, so a checksum that reads the file shows it in its time.
+      yaml: 'ftp:\n  tls: optional\nlimits:\n  hashRate: 4M\n',
+      users: [
+        { name: 'alice', password: 'alice password' },
+        { name: 'drop', password: 'drop password', args: ['--perms', 'upload'] },
+      ],
+    });
+    writeFileSync(join(local, 'up.bin'), up);
+    const r = spawnSync('curl', ['-sS', '-T', join(local, 'up.bin'), `ftp://alice:alice%20password@127.0.0.1:${srv.ftpPort}/up.bin`]);
+    assert.equal(r.status, 0, String(r.stderr));
+    ftp = await RawFtp.connect(srv.ftpPort);
+    assert.equal((await ftp.read())?.code, 220);
+    assert.equal((await ftp.login('alice', 'alice password')).code, 230);
+  });
+  after(async () => {
+    ftp?.socket.destroy();
+    await srv?.stop();
+    rmSync(local, { recursive: true, force: true });
+  });
+
+  it('FEAT announces HASH; OPTS HASH selects SHA-256 and nothing else', async () => {
+    assert.match((await ftp.cmd('FEAT')).text, /^ HASH SHA-256\*$/m);
+    assert.equal((await ftp.cmd('OPTS HASH')).text, '200 SHA-256');
+    assert.equal((await ftp.cmd('OPTS HASH SHA-256')).code, 200);
+    assert.equal((await ftp.cmd('OPTS HASH MD5')).code, 504);
+  });
+
+  it('a file just uploaded is answered from its upload record, without reading it', async () => {
+    const file = join(srv.home('alice'), 'up.bin');
+    const t0 = performance.now();
+    const r = await ftp.cmd('HASH /up.bin');
+    assert.ok(performance.now() - t0 < 500, 'no read at 4 MiB/s');
+    assert.equal(r.text, `213 SHA-256 0-${up.length} ${sha256(up)} /up.bin`);
+    // Change the bytes behind the server's back but keep size and mtime: the record still answers...
+    const { mtime } = statSync(file);
+    const fd = openSync(file, 'r+');
+    writeSync(fd, Buffer.from('changed'), 0, 7, 0);
+    closeSync(fd);
+    utimesSync(file, mtime, mtime);
+    assert.equal((await ftp.cmd('XSHA256 up.bin')).text, `250 ${sha256(up)}`);
+    // ...and a file whose mtime moved is read again.
+    utimesSync(file, new Date(), new Date());
+    assert.equal((await ftp.cmd('XSHA256 up.bin')).text, `250 ${sha256sum(file)}`);
+  });
+
+  it('any other file is read at the session hashing rate, and matches sha256sum', async () => {
+    const file = join(srv.home('alice'), 'disk.bin');
+    writeFileSync(file, randomBytes(10 * MiB));
+    const t0 = performance.now();
+    const r = await ftp.cmd('HASH disk.bin');
+    const seconds = (performance.now() - t0) / 1000;
+    assert.equal(r.text, `213 SHA-256 0-${10 * MiB} ${sha256sum(file)} disk.bin`);
+    assert.ok(seconds > 2, `10 MiB at 4 MiB/s took ${seconds.toFixed(2)} s`);
+  });
+
+  it('refusals: no file, a directory, no download right (a drop box gives no hashes)', async () => {
+    assert.equal((await ftp.cmd('HASH /missing')).code, 550);
+    assert.equal((await ftp.cmd('HASH /')).code, 550);
+    const d = await RawFtp.connect(srv.ftpPort);
+    await d.read();
+    await d.login('drop', 'drop password');
+    assert.equal((await d.cmd('STOR x')).code, 425, 'the drop user may store (no data connection here)');
+    writeFileSync(join(srv.home('drop'), 'secret.bin'), 'secret');
+    assert.equal((await d.cmd('HASH secret.bin')).code, 550);
+    d.socket.destroy();
+  });
+
+  it('SFTP check-file-name and check-file-handle: whole files and blocks, raw requests', async () => {
+    const file = join(srv.home('alice'), 'blocks.bin');
+    const data = randomBytes(Math.floor(2.5 * MiB));
+    writeFileSync(file, data);
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const { ch, next } = await initialised(conn);
+      const check = async (head: Writer, offset: number, length: number, block: number) => {
+        ch.write(head.string('sha256,md5').uint64(offset).uint64(length).uint32(block).finish());
+        return next();
+      };
+      const parse = (reply: Buffer) => {
+        assert.equal(reply[0], FXP.EXTENDED_REPLY, `status ${reply.readUInt32BE(5)}`);
+        let at = 5;
+        const str = () => {
+          const n = reply.readUInt32BE(at);
+          const s = reply.subarray(at + 4, at + 4 + n).toString();
+          at += 4 + n;
+          return s;
+        };
+        assert.equal(str(), 'check-file');
+        assert.equal(str(), 'sha256');
+        return reply.subarray(at);
+      };
+      let r = parse(await check(new Writer(FXP.EXTENDED, 1).string('check-file-name').string('/blocks.bin'), 0, 0, 0));
+      assert.equal(r.toString('hex'), sha256(data));
+      r = parse(await check(new Writer(FXP.EXTENDED, 2).string('check-file-name').string('/blocks.bin'), 0, 0, MiB));
+      assert.equal(r.toString('hex'), [0, 1, 2].map((i) => sha256(data.subarray(i * MiB, (i + 1) * MiB))).join(''));
+      r = parse(await check(new Writer(FXP.EXTENDED, 3).string('check-file-name').string('/blocks.bin'), 1000, 5000, 0));
+      assert.equal(r.toString('hex'), sha256(data.subarray(1000, 6000)));
+      // Through a handle.
+      ch.write(new Writer(FXP.OPEN, 4).string('/blocks.bin').uint32(OPEN_FLAGS.READ).uint32(0).finish());
+      const open = await next();
+      const handle = open.subarray(9, 9 + open.readUInt32BE(5));
+      r = parse(await check(new Writer(FXP.EXTENDED, 5).string('check-file-handle').bytes(handle), 0, 0, 0));
+      assert.equal(r.toString('hex'), sha256(data));
+      // Refused: an algorithm list without sha256, blocks too small, too many blocks.
+      ch.write(new Writer(FXP.EXTENDED, 6).string('check-file-name').string('/blocks.bin').string('md5').uint64(0).uint64(0).uint32(0).finish());
+      assert.equal((await next()).readUInt32BE(5), STATUS.OP_UNSUPPORTED);
+      for (const [id, block] of [[7, 100], [8, 256]] as const) {
+        ch.write(new Writer(FXP.EXTENDED, id).string('check-file-name').string('/blocks.bin').string('sha256').uint64(0).uint64(0).uint32(block).finish());
+        const reply = await next();
+        assert.equal(reply[0], FXP.STATUS);
+        assert.equal(reply.readUInt32BE(5), STATUS.FAILURE);
+      }
+    } finally {
+      conn.end();
+    }
+  });
+
+  it("paramiko's SFTPFile.check() (check-file) equals sha256sum", (t) => {
+    const py = spawnSync('python3', ['-c', 'import paramiko'], { encoding: 'utf8' });
+    if (py.status !== 0) {
+      if (process.env.CI) assert.fail('python3-paramiko must be installed in CI');
+      t.skip('paramiko is not installed (.ci/run installs python3-paramiko)');
+      return;
+    }
+    const script = `
+import paramiko, sys
+t = paramiko.Transport(('127.0.0.1', int(sys.argv[1])))
+t.connect(username='alice', password='alice password')
+s = paramiko.SFTPClient.from_transport(t)
+with s.open('/up.bin') as f:
+    print(f.check('sha256').hex())
+t.close()
+`;
+    const r = spawnSync('python3', ['-c', script, String(srv.sftpPort)], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), sha256sum(join(srv.home('alice'), 'up.bin')));
+  });
+});

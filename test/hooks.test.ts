@@ -1,0 +1,176 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { expandArgv, unknownPlaceholders, type HookFields } from '../src/hooks/events.js';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { sluice } from './helpers/cli.js';
+import { TestServer } from './helpers/server.js';
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('hook argv templates', () => {
+  const fields = { event: 'upload', path: '/a b;rm -rf ~', user: 'alice' } as HookFields;
+  it('one value stays one argument, whatever it holds', () => {
+    assert.deepEqual(expandArgv(['notify', '{user}', '--path={path}', '{event}:{user}'], fields), ['notify', 'alice', '--path=/a b;rm -rf ~', 'upload:alice']);
+  });
+  it('names placeholders that are no field', () => {
+    assert.deepEqual(unknownPlaceholders(['x', '{user}', '{password}', '{home}x']), ['password', 'home']);
+  });
+});
+
+/** Waits until `file` has `n` lines, each a JSON array of the argv a hook was run with. */
+async function lines(file: string, n: number): Promise<string[][]> {
+  for (let i = 0; i < 100; i++) {
+    const got = existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter((l) => l !== '') : [];
+    if (got.length >= n) return got.map((l) => JSON.parse(l) as string[]);
+    await sleep(100);
+  }
+  assert.fail(`fewer than ${n} hook runs in ${file}`);
+}
+
+describe('hooks on a running server: commands without a shell, signed webhooks with retries, failures audited', () => {
+  let srv: TestServer;
+  let dir: string;
+  let web: Server;
+  const posts: { headers: Record<string, string | string[] | undefined>; body: string }[] = [];
+  const out = () => join(dir, 'runs.jsonl');
+  const curl = (args: string[]) => spawnSync('curl', ['-sS', '--max-time', '30', ...args], { encoding: 'utf8' });
+  const ftp = (path: string) => `ftp://alice:alice%20password@127.0.0.1:${srv.ftpPort}${path}`;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-hooks-'));
+    // The first POST of each event fails, so every delivery needs its retry.
+    let calls = 0;
+    web = createServer((req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        calls++;
+        if (calls % 2 === 1) return res.writeHead(500).end();
+        posts.push({ headers: req.headers, body });
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
+    const port = (web.address() as AddressInfo).port;
+    const script = join(dir, 'record.js');
+    writeFileSync(script, "require('fs').appendFileSync(process.argv[2], JSON.stringify(process.argv.slice(3)) + '\\n');\n");
+    writeFileSync(join(dir, 'fail.js'), "process.stderr.write('disk on fire'); process.exit(3);\n");
+    const yaml = [
+      'ftp:',
+      '  tls: optional',
+      'hooks:',
+      '  actions:',
+      '    - name: record',
+      '      on: [upload, download, delete, rename, login, login-failed, quota-exceeded]',
+      `      command: ['${process.execPath}', '${script}', '${out()}', '{event}', '{user}', '{path}', '{target}', '{sha256}', '{reason}']`,
+      '    - name: web',
+      '      on: [upload]',
+      `      url: 'http://127.0.0.1:${port}/hook'`,
+      "      secret: 's3cret'",
+      '      retries: 2',
+      '      timeout: 5',
+      '    - name: slow',
+      '      on: [delete]',
+      "      command: ['sleep', '30']",
+      '      timeout: 1',
+      '    - name: broken',
+      '      on: [rename]',
+      `      command: ['${process.execPath}', '${join(dir, 'fail.js')}']`,
+      '',
+    ].join('\n');
+    srv = await TestServer.start({ yaml, users: [{ name: 'alice', password: 'alice password', args: ['--perms', 'all', '--quota-bytes', '100000'] }] });
+  });
+  after(async () => {
+    await srv?.stop();
+    web?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('each event runs the command once with the record’s fields, a name with shell syntax staying one argument', async () => {
+    const data = randomBytes(5000);
+    const file = join(dir, 'up.bin');
+    writeFileSync(file, data);
+    assert.equal(curl(['-T', file, ftp('/a%3Btouch%20pwned')]).status, 0);
+    const c = await RawFtp.connect(srv.ftpPort);
+    await c.read();
+    assert.equal((await c.login('alice', 'wrong')).code, 530);
+    assert.equal((await c.login('alice', 'alice password')).code, 230);
+    assert.equal((await c.cmd('RNFR /a;touch pwned')).code, 350);
+    assert.equal((await c.cmd('RNTO /b')).code, 250);
+    c.socket.destroy();
+    const runs = await lines(out(), 5);
+    const byEvent = (e: string) => runs.filter((r) => r[0] === e);
+    assert.deepEqual(byEvent('upload')[0], ['upload', 'alice', '/a;touch pwned', '', sha256(data), '']);
+    assert.deepEqual(byEvent('rename')[0], ['rename', 'alice', '/a;touch pwned', '/b', '', '']);
+    assert.deepEqual(byEvent('login-failed')[0], ['login-failed', 'alice', '', '', '', 'bad-password']);
+    assert.ok(byEvent('login').length >= 2);
+    assert.ok(!existsSync(join(srv.home('alice'), 'pwned')) && !existsSync('pwned'), 'no shell ran');
+  });
+
+  it('the webhook gets the fields as JSON with a valid HMAC-SHA256 signature, after a retry', async () => {
+    for (let i = 0; i < 50 && posts.length === 0; i++) await sleep(100);
+    const post = posts[0];
+    assert.ok(post, 'delivered on the second attempt');
+    const body = JSON.parse(post.body) as Record<string, string>;
+    assert.equal(body.event, 'upload');
+    assert.equal(body.path, '/a;touch pwned');
+    assert.equal(post.headers['x-sluice-event'], 'upload');
+    assert.equal(post.headers['x-sluice-signature'], `sha256=${createHmac('sha256', 's3cret').update(post.body).digest('hex')}`);
+  });
+
+  it('a hook that hangs or fails is recorded hook-failed and holds up nobody', async () => {
+    const c = await RawFtp.connect(srv.ftpPort);
+    await c.read();
+    await c.login('alice', 'alice password');
+    const t0 = performance.now();
+    assert.equal((await c.cmd('DELE /b')).code, 250);
+    // The delete's hook sleeps; the session goes on at once.
+    assert.equal((await c.cmd('PWD')).code, 257);
+    assert.ok(performance.now() - t0 < 1000);
+    c.socket.destroy();
+    await sleep(1500);
+    const failed = (await srv.audit()).filter((l) => l.event === 'hook-failed');
+    assert.ok(failed.some((l) => l.hook === 'slow' && l.trigger === 'delete' && String(l.reason).includes('timed out after 1 s')), JSON.stringify(failed));
+    assert.ok(failed.some((l) => l.hook === 'broken' && l.trigger === 'rename' && String(l.reason) === 'command exit status 3: disk on fire'), JSON.stringify(failed));
+    assert.equal(sluice(srv.dir, ['audit', 'verify']).code, 0);
+  });
+
+  it('over quota runs the quota-exceeded hook', async () => {
+    const big = join(dir, 'big.bin');
+    writeFileSync(big, randomBytes(200_000));
+    assert.notEqual(curl(['-T', big, ftp('/big.bin')]).status, 0);
+    const seen = async () => (await lines(out(), 1)).some((r) => r[0] === 'quota-exceeded' && r[2] === '/big.bin');
+    for (let i = 0; i < 50 && !(await seen()); i++) await sleep(100);
+    assert.ok(await seen());
+  });
+});
+
+describe('hooks with workers', () => {
+  it('run in the primary on the events of every worker', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-hooks-w-'));
+    const script = join(dir, 'record.js');
+    writeFileSync(script, "require('fs').appendFileSync(process.argv[2], JSON.stringify(process.argv.slice(3)) + '\\n');\n");
+    const out = join(dir, 'runs.jsonl');
+    const yaml = `ftp:\n  tls: optional\nhooks:\n  actions:\n    - name: record\n      on: [upload]\n      command: ['${process.execPath}', '${script}', '${out}', '{user}', '{path}']\n`;
+    const srv = await TestServer.start({ yaml, users: [{ name: 'alice', password: 'alice password' }], env: { SLUICE_WORKERS: '2' } });
+    try {
+      writeFileSync(join(dir, 'f'), 'x');
+      for (const n of [1, 2, 3, 4]) {
+        const r = spawnSync('curl', ['-sS', '-T', join(dir, 'f'), `ftp://alice:alice%20password@127.0.0.1:${srv.ftpPort}/f${n}`]);
+        assert.equal(r.status, 0, String(r.stderr));
+      }
+      assert.deepEqual((await lines(out, 4)).map((r) => r[1]).sort(), ['/f1', '/f2', '/f3', '/f4']);
+    } finally {
+      await srv.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,116 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Clamd, EICAR, EICAR_SIGNATURE, clamdMissing } from './helpers/clamd.js';
+import { sluice } from './helpers/cli.js';
+import { TestServer } from './helpers/server.js';
+import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+
+describe('quarantine mode with a real clamd', () => {
+  let clamd: Clamd;
+  let srv: TestServer;
+  let local: string;
+  const curl = (user: string, file: string, path: string) =>
+    spawnSync('curl', ['-sS', '--max-time', '60', '-T', file, `ftp://${user}:${user}%20password@127.0.0.1:${srv.ftpPort}${path}`], { encoding: 'utf8' });
+  const quarantined = (user: string) => {
+    const dir = join(srv.dir, 'data', 'quarantine', user);
+    return existsSync(dir) ? readdirSync(dir) : [];
+  };
+
+  before(async (t) => {
+    const missing = clamdMissing();
+    if (missing) {
+      if (process.env.CI) assert.fail(`clamd must be installed in CI: ${missing}`);
+      t.skip(missing);
+      return;
+    }
+    clamd = new Clamd();
+    await clamd.start();
+    local = mkdtempSync(join(tmpdir(), 'sluice-scan-'));
+    writeFileSync(join(local, 'clean.txt'), 'just text\n');
+    writeFileSync(join(local, 'eicar.com'), EICAR);
+    srv = await TestServer.start({
+      yaml: `ftp:\n  tls: optional\nuploads:\n  scan: clamd\n  clamdSocket: ${clamd.socket}\n  scanTimeout: 3\n`,
+      users: [
+        { name: 'alice', password: 'alice password' },
+        { name: 'bob', password: 'bob password', args: ['--no-scan'] },
+      ],
+    });
+  });
+  after(async () => {
+    await srv?.stop();
+    await clamd?.cleanup();
+    if (local) rmSync(local, { recursive: true, force: true });
+  });
+
+  it('a clean upload lands; an infected one does not, is kept outside the home and audited with its signature (FTP 550)', async () => {
+    let r = curl('alice', join(local, 'clean.txt'), '/clean.txt');
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(readFileSync(join(srv.home('alice'), 'clean.txt'), 'utf8'), 'just text\n');
+    r = curl('alice', join(local, 'eicar.com'), '/eicar.com');
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /550/);
+    assert.deepEqual(readdirSync(srv.home('alice')).sort(), ['clean.txt'], 'nothing under the name, no staged file left');
+    const kept = quarantined('alice');
+    assert.equal(kept.length, 1);
+    assert.equal(readFileSync(join(srv.dir, 'data', 'quarantine', 'alice', kept[0] as string), 'utf8'), EICAR);
+    const audit = await srv.audit();
+    const q = audit.find((l) => l.event === 'quarantined');
+    assert.equal(q?.signature, EICAR_SIGNATURE);
+    assert.equal(q?.path, '/eicar.com');
+    const up = audit.find((l) => l.event === 'upload' && l.path === '/eicar.com');
+    assert.equal(up?.result, 'failed');
+    assert.equal(up?.reason, `malware: ${EICAR_SIGNATURE}`);
+    assert.equal(sluice(srv.dir, ['audit', 'verify']).code, 0);
+  });
+
+  it('over SFTP the same, the CLOSE failing with the reason; a user with --no-scan is not scanned', async () => {
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const s = await sftpOf(c);
+      await assert.rejects(call((cb) => s.writeFile('/eicar2.com', EICAR, cb)), /malware found \(Sluice\.Test\.EICAR\.UNOFFICIAL\)/);
+      await call((cb) => s.writeFile('/ok.txt', 'fine', cb));
+    } finally {
+      c.end();
+    }
+    assert.ok(!existsSync(join(srv.home('alice'), 'eicar2.com')));
+    assert.equal(readFileSync(join(srv.home('alice'), 'ok.txt'), 'utf8'), 'fine');
+    assert.equal(curl('bob', join(local, 'eicar.com'), '/eicar.com').status, 0);
+    assert.equal(readFileSync(join(srv.home('bob'), 'eicar.com'), 'utf8'), EICAR);
+    assert.match(sluice(srv.dir, ['user', 'show', 'bob']).stdout, /scan\s+no/);
+  });
+
+  it('resuming is refused for a scanned user: bytes written in place would be there unscanned', () => {
+    const r = spawnSync('curl', ['-sS', '-C', '5', '-T', join(local, 'clean.txt'), `ftp://alice:alice%20password@127.0.0.1:${srv.ftpPort}/clean.txt`], { encoding: 'utf8' });
+    assert.notEqual(r.status, 0);
+    assert.equal(readFileSync(join(srv.home('alice'), 'clean.txt'), 'utf8'), 'just text\n');
+  });
+
+  it('clamd down: the upload waits, hidden, then fails closed with a clear error; nothing lands unscanned', async () => {
+    await clamd.stop();
+    const t0 = performance.now();
+    const upload = new Promise<{ status: number | null; stderr: string }>((resolve) => {
+      const p = spawn('curl', ['-sS', '--max-time', '60', '-T', join(local, 'clean.txt'), `ftp://alice:alice%20password@127.0.0.1:${srv.ftpPort}/waiting.txt`]);
+      let stderr = '';
+      p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      p.on('close', (status) => resolve({ status, stderr }));
+    });
+    await new Promise((r) => setTimeout(r, 1500));
+    // While it waits for a verdict the file is under no name anyone can list or fetch.
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    const names = await call<{ filename: string }[]>((cb) => sftpOf(c).then((s) => s.readdir('/', cb), cb));
+    c.end();
+    assert.ok(!names.some((n) => n.filename.includes('waiting')), JSON.stringify(names.map((n) => n.filename)));
+    const r = await upload;
+    const seconds = (performance.now() - t0) / 1000;
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /550/);
+    assert.ok(seconds >= 2.5, `failed after ${seconds.toFixed(1)} s, scanTimeout is 3 s`);
+    assert.ok(!existsSync(join(srv.home('alice'), 'waiting.txt')));
+    const up = (await srv.audit()).find((l) => l.event === 'upload' && l.path === '/waiting.txt');
+    assert.equal(up?.result, 'failed');
+  });
+});
