@@ -8,6 +8,7 @@ import type { Config } from './config/schema.js';
 import type { AuditTrail, Coordinator } from './coordinator/coordinator.js';
 import { Hooks } from './hooks/runner.js';
 import { LocalCoordinator } from './coordinator/local.js';
+import { AllSessions } from './coordinator/sessions.js';
 import { ServingState } from './metrics/health.js';
 import { ServerMetrics } from './metrics/registry.js';
 import { sampleProcess } from './metrics/sampler.js';
@@ -18,6 +19,7 @@ import { Gate } from './security/gate.js';
 import { ClamdScanner } from './scan/clamd.js';
 import { QuarantineDir } from './scan/quarantine.js';
 import { UploadReceipts } from './session/checksum.js';
+import { LiveRegistry } from './session/live.js';
 import type { UploadScanning } from './session/scanning.js';
 import { HandleBook } from './session/open-handles.js';
 import { QuotaBook } from './session/quota.js';
@@ -52,6 +54,8 @@ export interface Services extends AdminServices {
   /** Admission and login policy, shared by every front-end. */
   readonly gate: Gate;
   readonly sessionDeps: SessionDeps;
+  /** This process's logged-in sessions (the whole server's are Coordination.sessions). */
+  readonly live: LiveRegistry;
 }
 
 /** The state a server keeps once however many processes serve: see Coordinator. */
@@ -67,6 +71,8 @@ export interface Coordination {
   readonly serving: ServingState;
   /** What the start report said (listeners, front-ends), for the admin API. */
   readonly started: StartRecord;
+  /** Every logged-in session of the server (a LiveSessionsView): the serving process's registry, or each worker's over IPC. */
+  readonly sessions: AllSessions;
   /** Ends the failure-throttle window and flushes the trail. */
   close(): Promise<void>;
 }
@@ -134,6 +140,7 @@ export function openCoordination(base: AdminServices): Coordination {
     metrics,
     serving: new ServingState(),
     started: new StartRecord(),
+    sessions: new AllSessions(),
     async close() {
       stopSampling();
       throttle?.flush();
@@ -168,10 +175,11 @@ function banCheck(base: AdminServices): BanCheck {
  * keeps the shared state: this process's own, or the primary's for a worker
  * (which also gets told of each upload, to record it should the worker die).
  */
-export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlight?: InFlightUploads): Services {
+export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlight?: InFlightUploads, worker = 0): Services {
   const { config } = base;
   const { anonymous } = config.ftp;
   const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit, coordinator.metrics, anonymous.enabled ? anonymous : null);
+  const live = new LiveRegistry(worker);
   return {
     ...base,
     coordinator,
@@ -190,7 +198,9 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
       receipts: new UploadReceipts(),
       scanning: scanningOf(config),
       ...(inFlight ? { inFlight } : {}),
+      live,
     },
+    live,
   };
 }
 

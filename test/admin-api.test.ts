@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import tls from 'node:tls';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -13,6 +16,17 @@ import { freePort, TestServer } from './helpers/server.js';
  * until the address is banned, every request in the audit trail, the unix
  * socket 0600 and token-free, TLS with the server's certificate.
  */
+
+/** The fingerprint of the certificate the admin listener presents now. */
+function servedFingerprint(port: number): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false }, () => {
+      resolve(socket.getPeerX509Certificate()?.fingerprint256);
+      socket.end();
+    });
+    socket.once('error', reject);
+  });
+}
 
 function createToken(srv: TestServer, name: string): string {
   const r = sluice(srv.dir, ['admin', 'token', 'create', name]);
@@ -143,5 +157,17 @@ describe('admin API with admin.tls', () => {
     assert.equal(r.status, 200, r.text);
     const plain = await adminRequest({ port }, 'GET', '/api/v1/server', { token }).catch(() => null);
     assert.notEqual(plain?.status, 200);
+  });
+
+  it('takes a renewed certificate on SIGHUP', { timeout: 60_000 }, async () => {
+    const certs = join(srv.dir, 'certs');
+    const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+      '-subj', '/CN=renewed.example', '-days', '2', '-keyout', join(certs, 'tls-key.pem'), '-out', join(certs, 'tls-cert.pem')]);
+    assert.equal(gen.status, 0, String(gen.stderr));
+    const renewed = new X509Certificate(readFileSync(join(certs, 'tls-cert.pem'))).fingerprint256;
+    assert.notEqual(await servedFingerprint(port), renewed);
+    srv.signal('SIGHUP');
+    for (let i = 0; i < 50 && (await servedFingerprint(port)) !== renewed; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(await servedFingerprint(port), renewed);
   });
 });

@@ -52,6 +52,12 @@ describe('configuration', () => {
     assert.deepEqual([c.trustedProxies, c.ftp.proxyProtocol, c.sftp.proxyProtocol], [['10.0.0.5/32', 'fd00::/64'], 'v2', 'optional']);
   });
 
+  it('reads admin.listen from SLUICE_ADMIN_LISTEN: an address and port, or a unix socket path', () => {
+    assert.equal(load({ SLUICE_ADMIN_LISTEN: '127.0.0.1:8022' }).admin.listen, '127.0.0.1:8022');
+    assert.equal(load({ SLUICE_ADMIN_LISTEN: '/run/sluice/admin.sock' }).admin.listen, '/run/sluice/admin.sock');
+    assert.equal(load().admin.listen, '', 'off by default');
+  });
+
   it('finds ./sluice.yaml and SLUICE_CONFIG', () => {
     writeFileSync(join(dir, 'sluice.yaml'), 'ftp:\n  port: 2333\n');
     assert.equal(load().ftp.port, 2333);
@@ -77,6 +83,8 @@ describe('configuration', () => {
     ['a bad trusted proxy', { SLUICE_TRUSTED_PROXIES: '10.0.0.0/8, 300.1.2.3' }, null, /^config: trustedProxies\.1 \(from SLUICE_TRUSTED_PROXIES\): "300\.1\.2\.3" is not an IP/],
     ['a bad IPv6 prefix', {}, 'trustedProxies: ["fd00::/129"]\n', /trustedProxies\.0: "fd00::\/129" has a bad prefix length/],
     ['an unknown PROXY mode', { SLUICE_SFTP_PROXY_PROTOCOL: 'v3' }, null, /sftp\.proxyProtocol \(from SLUICE_SFTP_PROXY_PROTOCOL\)/],
+    ['an admin address without a port', { SLUICE_ADMIN_LISTEN: '127.0.0.1' }, null, /^config: admin\.listen \(from SLUICE_ADMIN_LISTEN\): must be ADDRESS:PORT/],
+    ['TLS on the admin socket', { SLUICE_ADMIN_LISTEN: '/run/admin.sock' }, 'admin:\n  tls: true\n', /^config: admin\.tls: a unix socket takes no TLS/],
     ['PROXY v2 with no trusted proxy', { SLUICE_FTP_PROXY_PROTOCOL: 'v2' }, null, /ftp\.proxyProtocol.*needs trustedProxies/],
   ];
   for (const [what, env, yaml, pattern] of bad) {

@@ -6,8 +6,8 @@ import type { LiveSessionsView } from '../session/live.js';
 export interface AdminContext {
   readonly base: AdminServices;
   readonly coordination: Coordination;
-  /** null: this build has no live-session registry; the session routes answer 503. */
-  readonly sessions: LiveSessionsView | null;
+  /** Every logged-in session of the server, wherever it runs. */
+  readonly sessions: LiveSessionsView;
 }
 
 /**

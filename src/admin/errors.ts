@@ -27,6 +27,8 @@ export function inField<T>(field: string, parse: () => T): T {
   try {
     return parse();
   } catch (err) {
+    // An unknown user stays a 404, whichever field led to it.
+    if (err instanceof NoSuchUser) throw err;
     if (err instanceof AdminError || err instanceof UsageError) throw new BadInput(field, err.message);
     throw err;
   }
@@ -44,6 +46,7 @@ export function describeIssue(where: string, issue: SchemaIssue): string {
   const at = [where, ...issue.instancePath.split('/').filter((p) => p !== '')].join('.');
   if (issue.keyword === 'additionalProperties') return `${at}.${String(issue.params.additionalProperty)}: unknown field`;
   if (issue.keyword === 'required') return `${at}.${String(issue.params.missingProperty)}: missing`;
+  if (issue.keyword === 'enum' && Array.isArray(issue.params.allowedValues)) return `${at}: must be one of ${issue.params.allowedValues.join(', ')}`;
   return `${at}: ${issue.message ?? issue.keyword}`;
 }
 

@@ -1,14 +1,15 @@
 import { promises as fsp } from 'node:fs';
 import net from 'node:net';
-import { join } from 'node:path';
+import tls from 'node:tls';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { TLS_CERT, TLS_KEY } from '../certs/ensure.js';
+import { readTlsMaterial } from '../certs/tls-material.js';
 import { BanCheck } from '../security/ban-check.js';
 import { version } from '../version.js';
 import { authenticate, clientAddress } from './auth.js';
 import type { AdminContext, AdminRoutes } from './context.js';
+import { adminEndpoint } from './endpoint.js';
 import { answerErrors, BODY_LIMIT } from './errors.js';
 import { apiRoutes } from './routes.js';
 
@@ -16,17 +17,6 @@ export interface AdminServer {
   /** Where it listens, as an operator would write it. */
   readonly address: string;
   close(): Promise<void>;
-}
-
-/** Where admin.listen says to listen: a unix socket path (anything with a /), or a TCP address and port. */
-export type AdminEndpoint = { path: string } | { host: string; port: number };
-
-/** Pure: admin.listen as an endpoint; the config schema has checked its form. */
-export function adminEndpoint(listen: string): AdminEndpoint {
-  if (listen.includes('/')) return { path: listen };
-  const colon = listen.lastIndexOf(':');
-  const host = listen.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
-  return { host, port: Number(listen.slice(colon + 1)) };
 }
 
 /**
@@ -42,10 +32,7 @@ export async function startAdminApi(
   const { config } = context.base;
   const endpoint = adminEndpoint(config.admin.listen);
   const local = 'path' in endpoint;
-  if (local && config.admin.tls) throw new Error('admin.tls: a unix socket needs no TLS; use an ADDRESS:PORT in admin.listen');
-  const https = config.admin.tls
-    ? { key: await fsp.readFile(join(config.certsDir, TLS_KEY)), cert: await fsp.readFile(join(config.certsDir, TLS_CERT)) }
-    : null;
+  const https = config.admin.tls ? await readTlsMaterial(config.certsDir) : null;
   const app = Fastify({
     ...(https ? { https } : {}),
     bodyLimit: BODY_LIMIT,
@@ -82,9 +69,20 @@ export async function startAdminApi(
   if (local) await listenOnSocket(app, endpoint.path);
   else await listen(app, endpoint);
   log.info({ address: config.admin.listen, tls: config.admin.tls }, `admin API listening on ${config.admin.listen}`);
+  // SIGHUP: the renewed certificate, as the FTPS listeners take it; a file that cannot be used keeps the old one.
+  const server = app.server;
+  const onHangup = server instanceof tls.Server
+    ? () => {
+        readTlsMaterial(config.certsDir)
+          .then((material) => server.setSecureContext(material))
+          .catch((err: unknown) => log.error({ err }, 'admin API: TLS certificate reload failed, the old one stays'));
+      }
+    : null;
+  if (onHangup) process.on('SIGHUP', onHangup);
   return {
     address: config.admin.listen,
     async close() {
+      if (onHangup) process.off('SIGHUP', onHangup);
       await app.close();
     },
   };

@@ -19,7 +19,8 @@ export type AuditEvent =
   /** `email`: what an anonymous FTP client gave as its password, as it gave it (bounded); never a credential. */
   | { event: 'login'; method: 'anonymous'; email: string }
   | { event: 'login-failed'; method: 'password' | 'publickey'; reason: string }
-  | { event: 'logout'; duration_ms: number }
+  /** reason: why the server ended the session (an administrator, a stop); absent when the client ended it. */
+  | { event: 'logout'; duration_ms: number; reason?: string }
   | {
       event: 'upload' | 'download';
       path: string;

@@ -33,21 +33,27 @@ const pathsOf = (r: AuditRecord): string[] =>
 
 /** Pure: the records that pass every given filter, in their order. */
 export function filterRecords(records: Iterable<AuditRecord>, f: AuditFilter): AuditRecord[] {
-  const glob = f.pathGlob === undefined ? null : globToRegExp(f.pathGlob);
+  const matches = recordMatcher(f);
   const out: AuditRecord[] = [];
-  for (const r of records) {
-    if (f.user !== undefined && r.user !== f.user) continue;
-    if (f.protocol !== undefined && r.protocol !== f.protocol) continue;
-    if (f.cidr !== undefined && !(typeof r.ip === 'string' && addressAllowed(r.ip, [f.cidr], []))) continue;
-    if (glob && !pathsOf(r).some((p) => glob.test(p))) continue;
-    const time = typeof r.time === 'string' ? Date.parse(r.time) : NaN;
-    if (f.since && !(time >= f.since.getTime())) continue;
-    if (f.until && !(time <= f.until.getTime())) continue;
-    if (f.result === 'ok' && r.result !== 'ok') continue;
-    if (f.result === 'failed' && !((r.result !== undefined && r.result !== 'ok') || r.event === 'login-failed')) continue;
-    out.push(r);
-  }
+  for (const r of records) if (matches(r)) out.push(r);
   return out;
+}
+
+/** Pure: does one record pass every given filter? For readers that stream. */
+export function recordMatcher(f: AuditFilter): (r: AuditRecord) => boolean {
+  const glob = f.pathGlob === undefined ? null : globToRegExp(f.pathGlob);
+  return (r) => {
+    if (f.user !== undefined && r.user !== f.user) return false;
+    if (f.protocol !== undefined && r.protocol !== f.protocol) return false;
+    if (f.cidr !== undefined && !(typeof r.ip === 'string' && addressAllowed(r.ip, [f.cidr], []))) return false;
+    if (glob && !pathsOf(r).some((p) => glob.test(p))) return false;
+    const time = typeof r.time === 'string' ? Date.parse(r.time) : NaN;
+    if (f.since && !(time >= f.since.getTime())) return false;
+    if (f.until && !(time <= f.until.getTime())) return false;
+    if (f.result === 'ok' && r.result !== 'ok') return false;
+    if (f.result === 'failed' && !((r.result !== undefined && r.result !== 'ok') || r.event === 'login-failed')) return false;
+    return true;
+  };
 }
 
 // The hash last: an auditor compares it with the file's, and it is the widest.

@@ -1,4 +1,4 @@
-import { BlockList, isIP } from 'node:net';
+import { BlockList, isIP, SocketAddress } from 'node:net';
 
 /** Validate `a.b.c.d/n`, `::1/128` or a bare address; returns the canonical text or throws. */
 export function parseCidr(text: string): string {
@@ -23,6 +23,20 @@ function blockList(cidrs: readonly string[]): BlockList {
 /** Strip the IPv4-mapped prefix Node reports on dual-stack sockets. */
 export function plainAddress(address: string): string {
   return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+}
+
+/**
+ * The address as the server will see it: made canonical first (IPv6 case and
+ * zero runs, an IPv4-mapped address written in hex), then stripped of the
+ * IPv4-mapped prefix as every accepted socket's address is. The other order
+ * stored `::FFFF:192.0.2.1` as a ban that no connection ever matched.
+ * null: not an IP address.
+ */
+export function canonicalAddress(text: string): string | null {
+  const address = text.trim();
+  const family = isIP(address);
+  if (family === 0) return null;
+  return plainAddress(new SocketAddress({ address, family: family === 6 ? 'ipv6' : 'ipv4' }).address);
 }
 
 /** Deny wins; a non-empty allow list admits only what it names. */

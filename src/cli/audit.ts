@@ -95,6 +95,28 @@ function queryCommand(args: string[], configFile: string | undefined, out: (s: s
     return 0;
   }
   if (v.json && v.csv) throw new UsageError('--json and --csv exclude each other');
+  const filter = auditFilter(v);
+  const files = v.file ?? auditFiles(configFile);
+  const records = filterRecords(readRecords(files), filter);
+  if (v.json) out(records.map((r) => JSON.stringify(r)).join('\n') + (records.length ? '\n' : ''));
+  else if (v.csv) out(formatCsv(records));
+  else out(formatTable(records));
+  return 0;
+}
+
+/** The filter options of `audit query`, as text. */
+export interface FilterOptions {
+  user?: string | undefined;
+  ip?: string | undefined;
+  protocol?: string | undefined;
+  path?: string | undefined;
+  since?: string | undefined;
+  until?: string | undefined;
+  result?: string | undefined;
+}
+
+/** The filter `audit query` applies, checked; a bad value is a UsageError naming its option. The admin API filters with it too. */
+export function auditFilter(v: FilterOptions): AuditFilter {
   if (v.result !== undefined && v.result !== 'ok' && v.result !== 'failed') throw new UsageError('--result: "ok" or "failed"');
   if (v.protocol !== undefined && !AUDITED_PROTOCOLS.includes(v.protocol)) throw new UsageError(`--protocol: one of ${AUDITED_PROTOCOLS.join(', ')}`);
   let cidr: string | undefined;
@@ -105,7 +127,7 @@ function queryCommand(args: string[], configFile: string | undefined, out: (s: s
       throw new UsageError(`--ip: ${(err as Error).message}`);
     }
   }
-  const filter: AuditFilter = {
+  return {
     user: v.user,
     cidr,
     protocol: v.protocol,
@@ -114,12 +136,6 @@ function queryCommand(args: string[], configFile: string | undefined, out: (s: s
     until: v.until === undefined ? undefined : parseTime('until', v.until),
     result: v.result as AuditFilter['result'],
   };
-  const files = v.file ?? auditFiles(configFile);
-  const records = filterRecords(readRecords(files), filter);
-  if (v.json) out(records.map((r) => JSON.stringify(r)).join('\n') + (records.length ? '\n' : ''));
-  else if (v.csv) out(formatCsv(records));
-  else out(formatTable(records));
-  return 0;
 }
 
 /** The configured audit log and its rotated files, oldest first. */

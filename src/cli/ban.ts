@@ -1,6 +1,6 @@
-import net from 'node:net';
 import type { AdminServices } from '../app.js';
-import { plainAddress } from '../auth/ip-rules.js';
+import { canonicalAddress } from '../auth/ip-rules.js';
+import { ApiError, ifRunning, type Reach } from '../admin/client.js';
 import { UsageError, parse } from './args.js';
 import { table } from './user.js';
 
@@ -11,25 +11,20 @@ export const BAN_HELP = `Usage: sluice ban <command> ...
   remove ADDRESS                lift a ban (the defender also forgets the address's past bans)
 
 DURATION: seconds, or a number with s, m, h or d (30m, 12h, 7d).
-A running server sees these changes at the next connection.
+With the admin API on (admin.listen) and the server running, add and remove go
+through it, and a ban also ends the address's live sessions at once; otherwise
+they are written to the database, which the server reads at each connection.
 `;
 
-/**
- * The address as the server will see it: made canonical first (IPv6 case and
- * zero runs, an IPv4-mapped address written in hex), then stripped of the
- * IPv4-mapped prefix as every accepted socket's address is. The other order
- * stored `::FFFF:192.0.2.1` as a ban that no connection ever matched.
- */
 function parseAddress(text: string): string {
-  const address = text.trim();
-  const family = net.isIP(address);
-  if (family === 0) throw new UsageError(`"${text}" is not an IP address`);
-  return plainAddress(new net.SocketAddress({ address, family: family === 6 ? 'ipv6' : 'ipv4' }).address);
+  const address = canonicalAddress(text);
+  if (address === null) throw new UsageError(`"${text}" is not an IP address`);
+  return address;
 }
 
 const UNIT: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };
 /** Past this a timed ban makes no sense (and far past it its end is no date at all): leave --for out instead. */
-const MAX_BAN_SECONDS = 100 * 365 * 86400;
+export const MAX_BAN_SECONDS = 100 * 365 * 86400;
 
 function parseDuration(text: string): number {
   const m = /^(\d{1,9})([smhd]?)$/.exec(text.trim());
@@ -39,7 +34,7 @@ function parseDuration(text: string): number {
   return seconds;
 }
 
-export function banCommand(args: string[], open: () => AdminServices, out: (s: string) => void): number {
+export async function banCommand(args: string[], open: () => AdminServices, reach: Reach, out: (s: string) => void): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
     out(BAN_HELP);
@@ -63,9 +58,15 @@ export function banCommand(args: string[], open: () => AdminServices, out: (s: s
       if (v.help) return help(out);
       const address = parseAddress(positionals[0] as string);
       const seconds = v.for === undefined ? null : parseDuration(v.for);
+      // Through the running server, which also ends the address's live sessions; else in the store, read at the next connection.
+      const reply = await ifRunning(reach, 'POST', '/bans', seconds === null ? { address } : { address, seconds });
+      if (reply) {
+        const ban = reply.body as { until: string | null; sessionsEnded: number };
+        out(`banned ${address} ${ban.until ? `until ${ban.until}` : 'until removed'}; ${ban.sessionsEnded} live session(s) ended\n`);
+        return 0;
+      }
       const until = seconds === null ? null : new Date(Date.now() + seconds * 1000);
-      const bans = open().bans;
-      bans.put(address, until, (bans.get(address)?.count ?? 0) + 1, 'added by an administrator');
+      open().bans.add(address, until);
       out(`banned ${address} ${until ? `until ${until.toISOString()}` : 'until removed'}\n`);
       return 0;
     }
@@ -73,7 +74,15 @@ export function banCommand(args: string[], open: () => AdminServices, out: (s: s
       const { values: v, positionals } = parse(rest, {}, 1);
       if (v.help) return help(out);
       const address = parseAddress(positionals[0] as string);
-      if (!open().bans.remove(address)) {
+      const lifted = await ifRunning(reach, 'DELETE', `/bans/${encodeURIComponent(address)}`).catch((err: unknown) => {
+        if (err instanceof ApiError && err.status === 404) return false;
+        throw err;
+      });
+      if (lifted) {
+        out(`lifted the ban on ${address}\n`);
+        return 0;
+      }
+      if (lifted === false || !open().bans.remove(address)) {
         out(`${address} was not banned\n`);
         return 1;
       }

@@ -2,7 +2,10 @@ import { openAdmin, type AdminServices } from '../app.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { AdminError } from '../users/admin.js';
 import { version } from '../version.js';
+import { adminClient, ApiError } from '../admin/client.js';
+import type { Config } from '../config/schema.js';
 import { adminCommand } from './admin.js';
+import { sessionCommand } from './session.js';
 import { UsageError } from './args.js';
 import { auditCommand } from './audit.js';
 import { banCommand } from './ban.js';
@@ -19,6 +22,7 @@ Commands:
                     (sluice user --help)
   ban ...           banned addresses: list, add, remove (sluice ban --help)
   admin token ...   bearer tokens of the admin API: create, remove, list (sluice admin --help)
+  session ...       live sessions of the running server: list, kill (sluice session --help)
   audit verify      check the audit log's hash chain (sluice audit --help)
   version           print the version
 
@@ -42,6 +46,9 @@ export async function main(argv: string[]): Promise<number> {
   }
   const [command, ...rest] = args;
   let services: AdminServices | null = null;
+  let loaded: Config | null = null;
+  const config = () => (loaded ??= loadConfig({ file: configFile }));
+  const reach = () => adminClient(config());
   try {
     switch (command) {
       case undefined:
@@ -67,12 +74,14 @@ export async function main(argv: string[]): Promise<number> {
       case 'audit':
         return auditCommand(rest, configFile, out);
       case 'admin':
-        return adminCommand(rest, () => (services ??= openAdmin(loadConfig({ file: configFile }))), out);
+        return adminCommand(rest, () => (services ??= openAdmin(config())), out);
       case 'ban':
-        return banCommand(rest, () => (services ??= openAdmin(loadConfig({ file: configFile }))), out);
+        return await banCommand(rest, () => (services ??= openAdmin(config())), reach, out);
       case 'user':
         // Opened lazily, so --help and argument errors never touch the database.
-        return await userCommand(rest, () => (services ??= openAdmin(loadConfig({ file: configFile }))), out);
+        return await userCommand(rest, () => (services ??= openAdmin(config())), reach, out);
+      case 'session':
+        return await sessionCommand(rest, reach, out);
       default:
         throw new UsageError(`unknown command "${command}"; see sluice --help`);
     }
@@ -84,7 +93,9 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 function fail(err: unknown): number {
-  if (err instanceof UsageError || err instanceof ConfigError || err instanceof AdminError) {
+  // The API's 400 and 404 are the mistakes the store's AdminError reports when no server runs: the same exit code.
+  const refused = err instanceof ApiError && err.status !== null && err.status >= 400 && err.status < 500 && err.status !== 401;
+  if (err instanceof UsageError || err instanceof ConfigError || err instanceof AdminError || refused) {
     process.stderr.write(`sluice: ${err.message}\n`);
     return 2;
   }

@@ -10,8 +10,10 @@ import type { Config } from '../config/schema.js';
 import type { FrontEnd } from '../front-ends.js';
 import { checkDescriptorLimit } from '../security/descriptors.js';
 import { sweepHomes } from '../session/home-sweep.js';
+import { drainSummary } from '../session/live.js';
 import { localStorageUsable } from '../session/storage/local.js';
 import { logStarted } from '../started.js';
+import { nextStopSignal } from '../stop-signal.js';
 import { provisionAnonymous } from '../users/anonymous.js';
 
 /** `sluice init`: data directory, database and keys, nothing served. */
@@ -93,7 +95,7 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
 async function startAdmin(base: AdminServices, coordination: Coordination, log: Logger): Promise<AdminServer | null> {
   if (base.config.admin.listen === '') return null;
   const [{ startAdminApi }, { monitorRoutes }] = await Promise.all([import('../admin/server.js'), import('../metrics/routes.js')]);
-  return startAdminApi({ base, coordination, sessions: null }, [monitorRoutes], log);
+  return startAdminApi({ base, coordination, sessions: coordination.sessions }, [monitorRoutes], log);
 }
 
 /** workers: 1: the front-ends run in this process, on its own coordinator. */
@@ -114,6 +116,7 @@ async function serveHere(services: Services, coordination: Coordination, stopped
   process.on('SIGHUP', onHangup);
   coordination.serving.started(0);
   const { dataDir, certsDir } = services.config;
+  const leave = coordination.sessions.join(services.live);
   const report = { listeners: running.flatMap((fe) => fe.listeners), frontEnds: running.map((fe) => fe.name), dataDir, certsDir, workers: 1 };
   await logStarted(log, coordination.started.keep(report));
   // With every port set to 0 nothing else holds the process until a signal comes.
@@ -123,6 +126,11 @@ async function serveHere(services: Services, coordination: Coordination, stopped
   process.off('SIGHUP', onHangup);
   coordination.serving.stopping();
   log.info({ signal }, 'stopping');
-  await Promise.all(running.map((fe) => fe.close()));
+  const hurry = nextStopSignal();
+  const { drainFrontEnds } = await import('../front-ends.js');
+  const drained = await drainFrontEnds(running, services.live, services.config.shutdown.drainTimeout, hurry.signalled);
+  hurry.dispose();
+  leave();
+  log.info(drained, drainSummary(drained));
   return 0;
 }

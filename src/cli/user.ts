@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { ifRunning, type Reach } from '../admin/client.js';
 import type { AdminServices } from '../app.js';
 import { PERMISSIONS } from '../session/permissions.js';
 import type { UserSettings } from '../store/users.js';
@@ -29,6 +30,8 @@ export const USER_HELP = `Usage: sluice user <command> ...
            [--[no-]require-tls] [--[no-]require-key]
            [--allow-ip CIDR]... [--deny-ip CIDR]... [--expires DATE|never]
   disable NAME | enable NAME | remove NAME
+                          (disable and remove end the user's live sessions when the
+                          admin API is on and the server runs)
   key add NAME FILE|-     key list NAME     key remove NAME FINGERPRINT
   perm NAME /PATH LIST    (LIST "inherit" drops the override)
 
@@ -109,7 +112,7 @@ function readKeyFile(file: string): string {
   }
 }
 
-export async function userCommand(args: string[], open: () => AdminServices, out: (s: string) => void): Promise<number> {
+export async function userCommand(args: string[], open: () => AdminServices, reach: Reach, out: (s: string) => void): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
     out(USER_HELP);
@@ -214,10 +217,18 @@ export async function userCommand(args: string[], open: () => AdminServices, out
       const { values: v, positionals } = parse(rest, {}, 1);
       if (v.help) return help(out);
       const name = positionals[0] as string;
+      const done = `${sub === 'remove' ? 'removed' : sub + 'd'} user ${name}`;
+      // Disabling or removing goes through the running server when there is one, which ends the user's live sessions at once.
+      const path = `/users/${encodeURIComponent(name)}`;
+      const reply = sub === 'enable' ? null : await ifRunning(reach, sub === 'remove' ? 'DELETE' : 'PATCH', path, sub === 'remove' ? undefined : { enabled: false });
+      if (reply) {
+        out(`${done}; ${(reply.body as { sessionsEnded: number }).sessionsEnded} live session(s) ended\n`);
+        return 0;
+      }
       const s = open();
       if (sub === 'remove') s.admin.remove(name);
       else s.admin.update(name, { enabled: sub === 'enable' });
-      out(`${sub === 'remove' ? 'removed' : sub + 'd'} user ${name}\n`);
+      out(`${done}\n`);
       return 0;
     }
     case 'key':

@@ -4,11 +4,16 @@ import type { Coordination } from '../app.js';
 import { WorkerLink } from '../coordinator/ipc-server.js';
 import { isMessage, type PrimaryMessage, type WorkerMessage } from '../coordinator/ipc-messages.js';
 import type { Listening } from '../listening.js';
+import { drainSummary, type DrainCounts } from '../session/live.js';
 import { logStarted } from '../started.js';
+import { nextStopSignal } from '../stop-signal.js';
 import { allocatorEnv, thpSetting, workerExecArgv } from './allocator.js';
 
-/** A worker that has not stopped this long after being told to is killed. */
-const STOP_GRACE_MS = 30_000;
+/**
+ * A worker that has not stopped this long after its drain's deadline (see
+ * shutdown.drainTimeout) is killed: time to end what is left and send the last records.
+ */
+const STOP_MARGIN_MS = 10_000;
 /** A worker that dies is started again after this long, so a worker that cannot run does not spin. */
 const RESTART_DELAY_MS = 1000;
 
@@ -22,7 +27,7 @@ const RESTART_DELAY_MS = 1000;
  */
 export async function superviseWorkers(
   count: number,
-  dirs: { readonly dataDir: string; readonly certsDir: string },
+  settings: { readonly dataDir: string; readonly certsDir: string; readonly shutdown: { readonly drainTimeout: number } },
   coordination: Coordination,
   stopped: Promise<string>,
   log: Logger,
@@ -34,6 +39,7 @@ export async function superviseWorkers(
   const ready = new Set<Worker>();
   let stopping = false;
   const exited = new Set<Promise<void>>();
+  const drained: DrainCounts = { endedIdle: 0, transfersFinished: 0, transfersAborted: 0 };
 
   const threads = threadsPerWorker(count);
   const allocator = allocatorEnv(process.env, thpSetting());
@@ -45,6 +51,7 @@ export async function superviseWorkers(
     };
     const link = new WorkerLink(worker.id, coordination.coordinator, coordination.quotas, send);
     links.set(worker, link);
+    const leave = coordination.sessions.join(link.sessions);
     worker.on('message', (m: unknown) => {
       if (!isMessage<WorkerMessage>(m)) return;
       try {
@@ -64,6 +71,8 @@ export async function superviseWorkers(
       links.delete(worker);
       ready.delete(worker);
       coordination.serving.stopped(worker.id);
+      leave();
+      if (link.drained) addTo(drained, link.drained);
       const why = signal ? `worker process ended by ${signal}` : `worker process exited with code ${code}`;
       link.workerGone(why, coordination.coordinator.audit);
       if (!stopping) {
@@ -99,7 +108,7 @@ export async function superviseWorkers(
     for (const worker of ready) if (worker.isConnected()) worker.send({ t: 'stop' } satisfies PrimaryMessage);
     const grace = setTimeout(() => {
       for (const worker of links.keys()) worker.process.kill('SIGKILL');
-    }, STOP_GRACE_MS);
+    }, settings.shutdown.drainTimeout * 1000 + STOP_MARGIN_MS);
     while (exited.size > 0) await Promise.all([...exited]);
     clearTimeout(grace);
   };
@@ -118,14 +127,27 @@ export async function superviseWorkers(
     coordination.auditLog?.reopen().catch((err: unknown) => log.error({ err }, 'audit log reopen'));
   };
   process.on('SIGHUP', onHangup);
-  await logStarted(log, coordination.started.keep({ listeners, frontEnds, ...dirs, workers: count }));
+  const { dataDir, certsDir } = settings;
+  await logStarted(log, coordination.started.keep({ listeners, frontEnds, dataDir, certsDir, workers: count }));
   const signal = await stopped;
   clearInterval(keepAlive);
   process.off('SIGHUP', onHangup);
   const live = [...links.values()].map((l) => ({ worker: l.worker, ...l.live }));
   log.info({ signal, workers: live }, 'stopping');
+  const hurry = nextStopSignal();
+  void hurry.signalled.then(() => {
+    for (const worker of ready) if (worker.isConnected()) worker.send({ t: 'stop', now: true } satisfies PrimaryMessage);
+  });
   await stopAll();
+  hurry.dispose();
+  log.info(drained, drainSummary(drained));
   return 0;
+}
+
+function addTo(total: DrainCounts, more: DrainCounts): void {
+  total.endedIdle += more.endedIdle;
+  total.transfersFinished += more.transfersFinished;
+  total.transfersAborted += more.transfersAborted;
 }
 
 /**

@@ -1,9 +1,11 @@
+import cluster from 'node:cluster';
 import { openAdmin, servicesOn } from '../app.js';
 import type { Config } from '../config/schema.js';
-import { processChannel, RemoteCoordinator } from '../coordinator/ipc-client.js';
+import { answerSessions, processChannel, RemoteCoordinator } from '../coordinator/ipc-client.js';
 import type { WorkerMessage } from '../coordinator/ipc-messages.js';
-import { startFrontEnds, type FrontEnd } from '../front-ends.js';
+import { drainFrontEnds, startFrontEnds, type FrontEnd } from '../front-ends.js';
 import { sampleProcess } from '../metrics/sampler.js';
+import type { DrainCounts } from '../session/live.js';
 
 /**
  * A worker: every front-end on the listening ports the primary shares, its
@@ -15,26 +17,45 @@ export async function serveAsWorker(config: Config): Promise<number> {
   // Signals are the primary's to act on: a Ctrl-C reaches the whole process
   // group, and the primary then tells each worker to stop.
   for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, () => undefined);
+  let drained: DrainCounts | undefined;
   try {
-    return await serveUntilStopped(config);
+    const served = await serveUntilStopped(config);
+    drained = served.drained;
+    return served.code;
   } finally {
     // The sessions' last audit records are queued on the channel: close it once
     // they are written; the open channel is all that would keep this process.
-    const last: WorkerMessage = { t: 'stopped' };
+    const last: WorkerMessage = drained ? { t: 'stopped', drained } : { t: 'stopped' };
     if (process.connected) await new Promise<void>((resolve) => process.send?.(last, undefined, {}, () => resolve()));
     if (process.connected) process.disconnect();
   }
 }
 
-async function serveUntilStopped(config: Config): Promise<number> {
+async function serveUntilStopped(config: Config): Promise<{ code: number; drained?: DrainCounts }> {
   const channel = processChannel();
   // The primary runs the hooks on the events it is sent: sent whenever either needs them.
   const coordinator = new RemoteCoordinator(channel, config.audit.enabled || config.hooks.actions.length > 0);
   const base = openAdmin(config);
-  const services = servicesOn(base, coordinator, coordinator);
+  const services = servicesOn(base, coordinator, coordinator, cluster.worker?.id ?? 0);
+  let hurry: () => void = () => undefined;
+  const hurried = new Promise<void>((resolve) => (hurry = resolve));
   const stop = new Promise<'stop' | 'primary gone'>((resolve) => {
-    channel.onMessage((m) => m.t === 'stop' && resolve('stop'));
-    process.once('disconnect', () => resolve('primary gone'));
+    channel.onMessage((m) => {
+      if (m.t !== 'stop') return;
+      resolve('stop');
+      if (m.now) hurry();
+    });
+    // Also during a drain: nobody is left to answer or record what it would wait for.
+    process.once('disconnect', () => {
+      base.log.error('primary process gone: stopping');
+      coordinator.primaryGone();
+      resolve('primary gone');
+      hurry();
+    });
+  });
+  channel.onMessage((m) => {
+    if (m.t !== 'sessions') return;
+    void answerSessions(services.live, m).then((value) => channel.send({ t: 'sessions-answer', id: m.id, value }));
   });
   let running: FrontEnd[];
   try {
@@ -42,7 +63,7 @@ async function serveUntilStopped(config: Config): Promise<number> {
   } catch (err) {
     base.log.fatal({ err }, 'worker could not start');
     await base.close();
-    return 1;
+    return { code: 1 };
   }
   channel.onMessage((m) => m.t === 'reload' && running.forEach((fe) => fe.reload?.()));
   channel.send({ t: 'ready', frontEnds: running.map((fe) => fe.name), listeners: running.flatMap((fe) => fe.listeners) });
@@ -51,10 +72,11 @@ async function serveUntilStopped(config: Config): Promise<number> {
   const reason = await stop;
   stopSampling();
   if (reason === 'primary gone') {
-    base.log.error('primary process gone: stopping');
-    coordinator.primaryGone();
+    await Promise.all(running.map((fe) => fe.close()));
+    await base.close();
+    return { code: 0 };
   }
-  await Promise.all(running.map((fe) => fe.close()));
+  const drained = await drainFrontEnds(running, services.live, config.shutdown.drainTimeout, hurried);
   await base.close();
-  return 0;
+  return { code: 0, drained };
 }

@@ -15,7 +15,7 @@ export class ConfigError extends Error {
 type Raw = Record<string, unknown>;
 
 /** Environment variable -> config key, and how to read its text. */
-const ENV: readonly [string, string[], 'string' | 'port' | 'workers' | 'list'][] = [
+const ENV: readonly [string, string[], 'string' | 'port' | 'workers' | 'list' | 'number'][] = [
   ['SLUICE_DATA_DIR', ['dataDir'], 'string'],
   ['SLUICE_CERTS_DIR', ['certsDir'], 'string'],
   ['SLUICE_BIND', ['bind'], 'string'],
@@ -31,6 +31,7 @@ const ENV: readonly [string, string[], 'string' | 'port' | 'workers' | 'list'][]
   ['SLUICE_SFTP_PROXY_PROTOCOL', ['sftp', 'proxyProtocol'], 'string'],
   ['SLUICE_TRUSTED_PROXIES', ['trustedProxies'], 'list'],
   ['SLUICE_ADMIN_LISTEN', ['admin', 'listen'], 'string'],
+  ['SLUICE_SHUTDOWN_DRAIN_TIMEOUT', ['shutdown', 'drainTimeout'], 'number'],
 ];
 
 /**
@@ -86,6 +87,8 @@ function readYaml(path: string): Raw {
 function envValue(name: string, text: string, kind: (typeof ENV)[number][2]): unknown {
   if (kind === 'port') return parsePort(name, text);
   if (kind === 'workers' && /^\d+$/.test(text)) return Number(text);
+  // Not a number: left as text, for the schema to name the variable in its refusal.
+  if (kind === 'number' && /^\d+(\.\d+)?$/.test(text)) return Number(text);
   if (kind === 'list') return text.split(',').map((item) => item.trim());
   return text;
 }

@@ -250,6 +250,13 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    shutdown: z
+      .object({
+        /** Seconds SIGTERM lets transfers in progress finish before the rest are ended (aborted); idle sessions end at once. */
+        drainTimeout: z.number().min(0).max(86400).default(30),
+      })
+      .strict()
+      .prefault({}),
     defender: z
       .object({
         /** Ban addresses that fail too often; bans added with `sluice ban add` apply even when off. */
@@ -270,6 +277,9 @@ export const configSchema = z
   })
   .strict()
   .superRefine((config, ctx) => {
+    if (config.admin.tls && config.admin.listen.includes('/')) {
+      ctx.addIssue({ code: 'custom', path: ['admin', 'tls'], message: 'a unix socket takes no TLS: use ADDRESS:PORT in admin.listen, or tls: false' });
+    }
     const { uploads } = config;
     if (uploads.scan === 'clamd' && (uploads.clamdSocket === '') === (uploads.clamdHost === '')) {
       ctx.addIssue({ code: 'custom', path: ['uploads', 'clamdSocket'], message: 'scan: clamd needs clamdSocket or clamdHost (one of them)' });

@@ -2,10 +2,14 @@ import type { Actor, AuditEvent, SystemEvent } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
 import type { Account, Protocol } from '../session/account.js';
 import { SluiceError } from '../session/errors.js';
+import type { LiveSessionsView } from '../session/live.js';
 import type { Ledger, Ledgers } from '../session/quota.js';
 import type { InFlightUploads } from '../session/session.js';
 import type { AuditTrail, Coordinator, Offence, Release } from './coordinator.js';
-import { isMessage, type Answer, type LedgerNote, type LedgerQuestion, type PrimaryMessage, type Question, type SingleWorkerMessage, type WorkerMessage } from './ipc-messages.js';
+import {
+  isMessage, type Answer, type LedgerNote, type LedgerQuestion, type PrimaryMessage, type Question, type SessionsAnswer, type SessionsQuestion,
+  type SingleWorkerMessage, type WorkerMessage,
+} from './ipc-messages.js';
 
 /** How a worker talks to the primary: Node's IPC channel (process.send), in order. */
 export interface Channel {
@@ -152,5 +156,17 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
     this.waiting.delete(m.id);
     if (m.t === 'answer') w.resolve(m.value);
     else w.reject(new SluiceError(m.kind, m.message));
+  }
+}
+
+/** A worker's answer to the primary's question about its logged-in sessions. */
+export function answerSessions(live: LiveSessionsView, q: SessionsQuestion): Promise<SessionsAnswer> {
+  switch (q.op) {
+    case 'list':
+      return live.list();
+    case 'end':
+      return live.end(q.session, q.reason);
+    case 'end-user':
+      return live.endUser(q.user, q.reason);
   }
 }

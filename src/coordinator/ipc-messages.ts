@@ -2,6 +2,7 @@ import type { Actor, AuditEvent, SystemEvent } from '../audit/events.js';
 import type { MetricEvent, ProcessSample } from '../metrics/events.js';
 import type { Protocol } from '../session/account.js';
 import type { ErrorKind } from '../session/errors.js';
+import type { DrainCounts, LiveSessionInfo } from '../session/live.js';
 import type { UploadStart } from '../session/quota.js';
 import type { Listening } from '../listening.js';
 import type { Offence } from './coordinator.js';
@@ -53,8 +54,10 @@ export type SingleWorkerMessage =
   | { t: 'upload-open'; actor: Actor; path: string; offset: number; started: string }
   /** The front-ends are listening. */
   | { t: 'ready'; frontEnds: string[]; listeners: Listening[] }
-  /** The worker has stopped serving; everything it had to send was sent before this. */
-  | { t: 'stopped' };
+  /** The answer to a SessionsQuestion of the same id. */
+  | { t: 'sessions-answer'; id: number; value: SessionsAnswer }
+  /** The worker has stopped serving; everything it had to send was sent before this. What its drain did, if it drained. */
+  | { t: 'stopped'; drained?: DrainCounts };
 
 /**
  * What a worker sends: one message, or several said in one tick of its event
@@ -66,12 +69,22 @@ export type WorkerMessage = SingleWorkerMessage | { t: 'batch'; messages: Single
 /** A slot (admit, claim-user) or ledger handle is a number the worker gives back; null: refused. */
 export type Answer = boolean | number | null | { bytes: number; files: number } | void;
 
+/** What the primary asks a worker about its logged-in sessions (LiveSessionsView). */
+export type SessionsQuestion =
+  | { op: 'list' }
+  | { op: 'end'; session: string; reason: string }
+  | { op: 'end-user'; user: string; reason: string };
+
+/** list: the sessions; end: whether it was there; end-user: how many were ended. */
+export type SessionsAnswer = LiveSessionInfo[] | boolean | number;
+
 /** Primary to worker. */
 export type PrimaryMessage =
   | { t: 'answer'; id: number; value: Answer }
   | { t: 'error'; id: number; kind: ErrorKind; message: string }
-  /** Stop accepting, end the sessions, send what is left, exit. */
-  | { t: 'stop' }
+  /** Stop accepting, drain the sessions, send what is left, exit. `now`: a second signal, end the drain at once. */
+  | { t: 'stop'; now?: boolean }
+  | ({ t: 'sessions'; id: number } & SessionsQuestion)
   /** SIGHUP reached the primary: reload certificates and keys. */
   | { t: 'reload' };
 

@@ -1,10 +1,21 @@
 import type { Actor, AuditEvent } from '../audit/events.js';
 import type { Account, Protocol } from '../session/account.js';
 import { toSluiceError } from '../session/errors.js';
+import type { DrainCounts, LiveSessionInfo, LiveSessionsView } from '../session/live.js';
 import type { LedgerHandle, QuotaBook } from '../session/quota.js';
 import type { AuditTrail, Release } from './coordinator.js';
 import type { LocalCoordinator } from './local.js';
-import type { Answer, LedgerNote, LedgerQuestion, PrimaryMessage, Question, SingleWorkerMessage, WorkerMessage } from './ipc-messages.js';
+import type {
+  Answer, LedgerNote, LedgerQuestion, PrimaryMessage, Question, SessionsAnswer, SessionsQuestion, SingleWorkerMessage, WorkerMessage,
+} from './ipc-messages.js';
+
+/**
+ * How long the primary waits for a worker's answer about its sessions. A
+ * worker that has not answered by then (stuck, or dying) is left out: the
+ * list has none of its sessions, an end counts none there. Its answer, if
+ * it comes later, is dropped; an end it received still happens.
+ */
+export const SESSIONS_ANSWER_MS = 2000;
 
 /** An upload a worker has started and not yet recorded. */
 interface OpenUpload {
@@ -27,7 +38,17 @@ export class WorkerLink {
   private readonly handles = new Map<number, LedgerHandle>();
   private readonly uploads = new Map<string, OpenUpload>();
   /** Sessions open on this worker by protocol, as its metric events said: closed for it if it dies. */
-  private readonly sessions = new Map<Protocol, number>();
+  private readonly openSessions = new Map<Protocol, number>();
+  /** Session questions sent and not yet answered: what to do with the answer. */
+  private readonly asked = new Map<number, (answer: SessionsAnswer | null) => void>();
+  /** What the worker's drain did, from its `stopped`. */
+  drained: DrainCounts | null = null;
+  /** This worker's logged-in sessions, asked over IPC (see SESSIONS_ANSWER_MS). */
+  readonly sessions: LiveSessionsView = {
+    list: async () => ((await this.askSessions({ op: 'list' })) as LiveSessionInfo[] | null) ?? [],
+    end: async (session, reason) => (await this.askSessions({ op: 'end', session, reason })) === true,
+    endUser: async (user, reason) => ((await this.askSessions({ op: 'end-user', user, reason })) as number | null) ?? 0,
+  };
 
   constructor(
     readonly worker: number,
@@ -81,7 +102,7 @@ export class WorkerLink {
         this.coordinator.audit?.system(m.event);
         return;
       case 'metric':
-        if (m.event.m === 'session') this.sessions.set(m.event.protocol, (this.sessions.get(m.event.protocol) ?? 0) + m.event.change);
+        if (m.event.m === 'session') this.openSessions.set(m.event.protocol, (this.openSessions.get(m.event.protocol) ?? 0) + m.event.change);
         this.coordinator.metrics.count(m.event);
         return;
       case 'process-sample':
@@ -90,8 +111,13 @@ export class WorkerLink {
       case 'upload-open':
         this.uploads.set(uploadKey(m.actor, m.path, m.started), { actor: m.actor, path: m.path, offset: m.offset, started: m.started });
         return;
-      case 'ready':
+      case 'sessions-answer':
+        this.asked.get(m.id)?.(m.value);
+        return;
       case 'stopped':
+        this.drained = m.drained ?? null;
+        return;
+      case 'ready':
         return;
     }
   }
@@ -110,9 +136,25 @@ export class WorkerLink {
     for (const u of this.uploads.values()) audit?.record(u.actor, abortedUpload(u, reason));
     this.uploads.clear();
     const { metrics } = this.coordinator;
-    for (const [protocol, open] of this.sessions) for (let i = 0; i < open; i++) metrics.count({ m: 'session', protocol, change: -1 });
-    this.sessions.clear();
+    for (const [protocol, open] of this.openSessions) for (let i = 0; i < open; i++) metrics.count({ m: 'session', protocol, change: -1 });
+    this.openSessions.clear();
     metrics.workerGone(String(this.worker));
+    for (const answered of this.asked.values()) answered(null);
+  }
+
+  /** The worker's answer, or null when it gives none in time (or is gone). */
+  private askSessions(q: SessionsQuestion): Promise<SessionsAnswer | null> {
+    const id = this.nextId++;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => answered(null), SESSIONS_ANSWER_MS);
+      const answered = (answer: SessionsAnswer | null) => {
+        clearTimeout(timer);
+        this.asked.delete(id);
+        resolve(answer);
+      };
+      this.asked.set(id, answered);
+      this.send({ t: 'sessions', id, ...q });
+    });
   }
 
   private async answer(id: number, q: Question): Promise<void> {

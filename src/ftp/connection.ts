@@ -262,4 +262,12 @@ export class FtpConnection implements FtpControl {
     this.reply(code, text);
     await this.close('quit');
   }
+
+  async endByServer(reason: string, afterReply: boolean): Promise<void> {
+    // The transfer has ended in the shared layer; its 226 goes out once the data connection is closed.
+    if (afterReply) await this.transfer?.done.catch(() => undefined);
+    this.log.info({ reason }, 'session ended by the server');
+    // The reason is the operator's text, not the client's: still kept to one printable line.
+    await this.closeAfterReply(Code.ServiceUnavailable, `Session ended: ${reason.replace(/[^\x20-\x7e]/g, ' ').slice(0, 200)}.`);
+  }
 }

@@ -75,6 +75,8 @@ export interface FtpControl {
   upgradeToTls(): Promise<void>;
   /** Close after the reply went out (QUIT, too many failures). */
   closeAfterReply(code: number, text: string): Promise<void>;
+  /** The server ends the session (LiveConnection.end): 421, then close. */
+  endByServer(reason: string, afterReply: boolean): Promise<void>;
 }
 
 interface Common {

@@ -17,6 +17,8 @@ export class FtpFrontEnd {
   readonly listeners: Listening[] = [];
   private readonly connections = new Set<FtpConnection>();
   private closing = false;
+  /** Settles once every listener is closed and its connections are gone. */
+  private listenersClosed: Promise<unknown> | null = null;
   private readonly ctx: FtpContext;
 
   private constructor(
@@ -93,11 +95,16 @@ export class FtpFrontEnd {
     void conn.start();
   }
 
+  /** New connections are refused (the ports close); live ones go on. */
+  stopAccepting(): void {
+    this.closing = true;
+    this.listenersClosed ??= Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
+  }
+
   /** Stop accepting, then end live connections: a server's close() completes only once they are gone. */
   async close(): Promise<void> {
-    this.closing = true;
-    const closed = Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
+    this.stopAccepting();
     await Promise.all([...this.connections].map((c) => c.closeAfterReply(Code.ServiceUnavailable, 'Server shutting down.')));
-    await closed;
+    await this.listenersClosed;
   }
 }

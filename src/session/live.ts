@@ -38,3 +38,160 @@ export interface LiveSessionsView {
   /** Ends every session of `user` (its stored name); how many were ended. */
   endUser(user: string, reason: string): Promise<number>;
 }
+
+/**
+ * How a front-end ends one of its connections (FTP: a 421 reply then close;
+ * SFTP: close the SSH connection). The shared layer has already aborted the
+ * session's transfers, or waited for them, and recorded why.
+ */
+export interface LiveConnection {
+  /**
+   * `afterReply`: the session's last transfer has ended in the shared layer
+   * but its client may still be owed the protocol's final reply (FTP 226):
+   * send it first. Settles once the session is closed and its end recorded.
+   */
+  end(reason: string, afterReply: boolean): Promise<void>;
+}
+
+/** What a drain did (see LiveRegistry.drain). */
+export interface DrainCounts {
+  /** Sessions with no transfer in progress, ended at once. */
+  endedIdle: number;
+  /** Transfers in progress at the stop that completed. */
+  transfersFinished: number;
+  /** Transfers in progress at the stop that did not: cut at the deadline, or failed on their own. */
+  transfersAborted: number;
+}
+
+/** The parts of a Session the registry reads and acts on (see Session). */
+export interface LiveSession {
+  readonly id: string;
+  readonly account: { readonly name: string };
+  readonly context: { readonly protocol: Protocol; readonly remoteAddress: string; readonly remotePort: number };
+  readonly since: Date;
+  readonly inProgress: readonly LiveTransferState[];
+  /** See Session.windDown. */
+  windDown(reason: string, abort: boolean): Promise<void>;
+}
+
+/** A transfer as the registry sees it (Upload, Download). */
+export interface LiveTransferState {
+  readonly direction: 'upload' | 'download';
+  readonly path: string;
+  readonly transferred: number;
+  readonly started: Date;
+  /** null while it runs. */
+  readonly outcome: 'ok' | 'aborted' | 'failed' | null;
+}
+
+interface Entry {
+  readonly session: LiveSession;
+  readonly connection: LiveConnection;
+}
+
+/**
+ * The logged-in sessions of this process, whatever their front-end: a
+ * session is added when it opens (Session.open) and removed when it closes.
+ * Ending one aborts its transfers here, so they are recorded alike for every
+ * protocol, then asks its front-end to close the connection.
+ */
+export class LiveRegistry implements LiveSessionsView {
+  private readonly entries = new Set<Entry>();
+  /** Why the server is stopping, once it is: sessions that log in after that are ended at once. */
+  private stopping: string | null = null;
+
+  constructor(
+    /** The cluster worker id of this process; 0 when one process serves everything. */
+    private readonly worker: number,
+  ) {}
+
+  /** A session has logged in; the returned function removes it (when it closes). */
+  add(session: LiveSession, connection: LiveConnection): () => void {
+    const entry = { session, connection };
+    this.entries.add(entry);
+    if (this.stopping !== null) void this.endNow(entry, this.stopping);
+    return () => void this.entries.delete(entry);
+  }
+
+  async list(): Promise<LiveSessionInfo[]> {
+    // An SFTP connection may hold several sessions (one per subsystem channel): one line, all their transfers.
+    const byId = new Map<string, LiveSessionInfo>();
+    for (const { session: s } of this.entries) {
+      const transfers = s.inProgress.map(liveTransfer);
+      const seen = byId.get(s.id);
+      byId.set(
+        s.id,
+        seen
+          ? { ...seen, transfers: [...seen.transfers, ...transfers] }
+          : {
+              id: s.id,
+              user: s.account.name,
+              protocol: s.context.protocol,
+              ip: s.context.remoteAddress,
+              port: s.context.remotePort,
+              worker: this.worker,
+              since: s.since.toISOString(),
+              transfers,
+            },
+      );
+    }
+    return [...byId.values()];
+  }
+
+  async end(id: string, reason: string): Promise<boolean> {
+    const ended = await this.endWhere((s) => s.id === id, reason);
+    return ended.size > 0;
+  }
+
+  async endUser(user: string, reason: string): Promise<number> {
+    return (await this.endWhere((s) => s.account.name === user, reason)).size;
+  }
+
+  /**
+   * The server stops: idle sessions end at once; the others once their
+   * transfers in progress have ended (no new one starts), or when `deadline`
+   * settles, whichever comes first: then what is left is aborted, for the
+   * reason it settles with.
+   */
+  async drain(reason: string, deadline: Promise<string>): Promise<DrainCounts> {
+    this.stopping = reason;
+    const counts: DrainCounts = { endedIdle: 0, transfersFinished: 0, transfersAborted: 0 };
+    await Promise.all(
+      [...this.entries].map(async (entry) => {
+        const running = entry.session.inProgress;
+        if (running.length === 0) {
+          counts.endedIdle++;
+          return this.endNow(entry, reason);
+        }
+        const cut = await Promise.race([entry.session.windDown(reason, false).then(() => null), deadline]);
+        if (cut !== null) await this.endNow(entry, cut);
+        else await entry.connection.end(reason, true);
+        for (const t of running) {
+          if (t.outcome === 'ok') counts.transfersFinished++;
+          else counts.transfersAborted++;
+        }
+      }),
+    );
+    return counts;
+  }
+
+  private async endWhere(match: (s: LiveSession) => boolean, reason: string): Promise<Set<string>> {
+    const chosen = [...this.entries].filter((e) => match(e.session));
+    await Promise.all(chosen.map((e) => this.endNow(e, reason)));
+    return new Set(chosen.map((e) => e.session.id));
+  }
+
+  /** Abort first: the records then carry `reason`, not whatever the front-end's close would say. */
+  private async endNow(entry: Entry, reason: string): Promise<void> {
+    await Promise.all([entry.session.windDown(reason, true), entry.connection.end(reason, false)]);
+  }
+}
+
+function liveTransfer(t: LiveTransferState): LiveTransfer {
+  return { direction: t.direction, path: t.path, bytes: t.transferred, started: t.started.toISOString() };
+}
+
+/** The drain's one log line. */
+export function drainSummary(c: DrainCounts): string {
+  return `drained: ${c.endedIdle} idle sessions ended, ${c.transfersFinished} transfers finished, ${c.transfersAborted} aborted`;
+}

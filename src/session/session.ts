@@ -3,6 +3,7 @@ import type { MetricsSink } from '../metrics/events.js';
 import type { Account, Protocol } from './account.js';
 import { SluiceError, Unseen, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
+import type { LiveConnection, LiveRegistry, LiveSession } from './live.js';
 import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
@@ -48,6 +49,8 @@ export interface SessionDeps {
   readonly scanning: UploadScanning | null;
   /** Told of each upload as it starts, when a process other than this one must record it should this one die. */
   readonly inFlight?: InFlightUploads;
+  /** This process's logged-in sessions: each is added at open and removed at close. */
+  readonly live: LiveRegistry;
 }
 
 /** See SessionDeps.inFlight: the upload's audit record, when it comes, closes it. */
@@ -98,10 +101,15 @@ export type IfExists = 'replace' | 'fail';
  * through here: clean the path, check the permission, resolve it inside the
  * home, check the quota, act, audit. Paths in and out are virtual.
  */
-export class Session {
+export class Session implements LiveSession {
   cwd = '/';
   private readonly started = Date.now();
   private readonly transfers = new Set<Upload | Download>();
+  /** Waiting for the last transfer to end (see windDown). */
+  private idleWaiters: (() => void)[] = [];
+  /** Set once the server ends the session (see windDown): why, for the logout record; no transfer starts after it. */
+  private endReason: string | null = null;
+  private readonly unregister: () => void;
   /** Transfers a copy read from or wrote to (see copy()): the paths at the other end. */
   private readonly copies = new Map<Upload | Download, Set<string>>();
   private closed = false;
@@ -120,17 +128,20 @@ export class Session {
     private readonly storage: Storage,
     private readonly ledger: Ledger,
     private readonly deps: SessionDeps,
+    connection: LiveConnection,
   ) {
     this.openHandles = deps.openHandles.acquire(account);
     this.rates = ratesOf(account.rateUp ?? deps.rates.up, account.rateDown ?? deps.rates.down);
     this.hashing = new RateLimit(deps.hashRate);
     this.scanning = deps.scanning && (account.scan ?? deps.scanning.byDefault) ? deps.scanning : null;
+    this.unregister = deps.live.add(this, connection);
     deps.metrics.count({ m: 'session', protocol: context.protocol, change: 1 });
   }
 
-  static async open(account: Account, context: SessionContext, deps: SessionDeps): Promise<Session> {
+  /** `connection`: how the front-end ends this session's connection when the server ends the session. */
+  static async open(account: Account, context: SessionContext, deps: SessionDeps, connection: LiveConnection): Promise<Session> {
     const storage = await deps.storage(account.home);
-    return new Session(account, context, storage, await deps.quotas.acquire(account), deps);
+    return new Session(account, context, storage, await deps.quotas.acquire(account), deps, connection);
   }
 
   get id(): string {
@@ -160,11 +171,47 @@ export class Session {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.unregister();
     await Promise.all([...this.transfers].map((t) => t.abort('connection closed')));
     this.ledger.release();
     this.deps.openHandles.release(this.account);
-    this.audit({ event: 'logout', duration_ms: Date.now() - this.started });
+    this.audit({ event: 'logout', duration_ms: Date.now() - this.started, ...(this.endReason === null ? {} : { reason: this.endReason }) });
     this.deps.metrics.count({ m: 'session', protocol: this.context.protocol, change: -1 });
+  }
+
+  /** When the session logged in. */
+  get since(): Date {
+    return new Date(this.started);
+  }
+
+  /** Transfers opened and not yet ended. */
+  get inProgress(): readonly (Upload | Download)[] {
+    return [...this.transfers];
+  }
+
+  /**
+   * The server is ending this session (an administrator, a stop): from now
+   * on no transfer starts, and the logout record gives `reason`. Settles once
+   * no transfer is left: those running end as their client drives them, or,
+   * with `abort`, at once, recorded as aborted for `reason`.
+   */
+  async windDown(reason: string, abort: boolean): Promise<void> {
+    this.endReason = reason;
+    if (abort) await Promise.all([...this.transfers].map((t) => t.abort(reason)));
+    while (this.transfers.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Refuses a new transfer once the server is ending the session. */
+  private startable(): void {
+    if (this.endReason !== null) throw new SluiceError('failure', 'Server is ending this session');
+  }
+
+  /** A transfer opened while the server began ending the session ends with it. */
+  private async track<T extends Upload | Download>(transfer: T): Promise<T> {
+    this.transfers.add(transfer);
+    if (this.endReason === null) return transfer;
+    await transfer.abort(this.endReason);
+    throw new SluiceError('failure', 'Server is ending this session');
   }
 
   // --- navigation and metadata -------------------------------------------
@@ -260,6 +307,7 @@ export class Session {
   // --- transfers ----------------------------------------------------------
 
   async openRead(clientPath: string, options: ReadOptions = {}): Promise<Download> {
+    this.startable();
     const path = this.resolve(clientPath);
     const offset = options.offset ?? 0;
     const download = await this.guard('download', path, () =>
@@ -278,11 +326,11 @@ export class Session {
         }
       }),
     );
-    this.transfers.add(download);
-    return download;
+    return this.track(download);
   }
 
   async openWrite(clientPath: string, options: WriteOptions = {}): Promise<Upload> {
+    this.startable();
     const path = this.resolve(clientPath);
     const loc = await this.guard('upload', path, () =>
       this.storage.resolve(this.checked('upload', parentOf(path), path), true, this.unseen),
@@ -294,8 +342,7 @@ export class Session {
       await loc.close();
       throw err;
     }
-    this.transfers.add(upload);
-    return upload;
+    return this.track(upload);
   }
 
   private async startUpload(loc: Location, path: string, options: WriteOptions): Promise<Upload> {
@@ -440,6 +487,7 @@ export class Session {
 
   private finished(transfer: Upload | Download, r: TransferRecord): void {
     this.transfers.delete(transfer);
+    if (this.transfers.size === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
     const copied = this.copies.get(transfer);
     this.copies.delete(transfer);
     if (transfer instanceof Upload && transfer.exceededQuota) {

@@ -57,6 +57,7 @@ const UPLOAD_BATCH = 256 * 1024;
 const UPLOAD_LINGER_MS = 20;
 
 abstract class Transfer {
+  abstract readonly direction: 'upload' | 'download';
   readonly started = new Date();
   protected readonly hash: SequenceHash | null;
   protected bytes = 0;
@@ -120,7 +121,6 @@ abstract class Transfer {
   protected abstract settle(result: TransferResult, reason?: string): Promise<void>;
 
   protected record(
-    direction: 'upload' | 'download',
     size: number,
     result: TransferResult,
     reason?: string,
@@ -130,7 +130,7 @@ abstract class Transfer {
   ): void {
     this.result = result;
     this.report({
-      direction,
+      direction: this.direction,
       path: this.path,
       bytes: this.bytes,
       size,
@@ -154,6 +154,7 @@ abstract class Transfer {
 }
 
 export class Download extends Transfer {
+  readonly direction = 'download';
   constructor(file: OpenFile, path: string, offset: number, readonly size: number, report: Reporter, options: TransferOptions) {
     super(file, path, offset, report, options);
   }
@@ -205,7 +206,7 @@ export class Download extends Transfer {
 
   protected async settle(result: TransferResult, reason?: string): Promise<void> {
     await this.file.close().catch(() => undefined);
-    this.record('download', this.size, result, reason);
+    this.record(this.size, result, reason);
   }
 }
 
@@ -229,6 +230,7 @@ export interface UploadTarget {
 }
 
 export class Upload extends Transfer {
+  readonly direction = 'upload';
   private size: number;
   private reserved = 0;
   private quotaHit = false;
@@ -508,7 +510,7 @@ export class Upload extends Transfer {
     // this file, on any process, finds the file unlocked and unclaimed. (A new file held
     // neither: its releases only move counts, and waiting would cost every small file a trip.)
     if (heldFile) await this.ledger.synced().catch(() => undefined);
-    this.record('upload', finalSize, result, reason, fileSha256, node, quarantined);
+    this.record(finalSize, result, reason, fileSha256, node, quarantined);
   }
 
   /** Remove the name this upload created, if it still names this file; false when it was renamed away. */

@@ -56,6 +56,10 @@ export class SftpChannel {
   private held = 0;
   private initialized = false;
   private closed = false;
+  /** Replies handed to the stream that the transport has not yet taken. */
+  private unsent = 0;
+  /** Waiting for every request to be answered (see answered()). */
+  private answeredWaiters: (() => void)[] = [];
   private readonly unwatch: () => void;
   private ended!: () => void;
   /** Settles once the session is closed and its end recorded: a server stopping waits for it. */
@@ -128,6 +132,24 @@ export class SftpChannel {
     this.send(version.finish());
   }
 
+  /**
+   * Settles once every request started so far has its reply taken by the
+   * transport: the server ending the session after a transfer lets the
+   * client hear how its CLOSE went first.
+   */
+  answered(): Promise<void> {
+    if (this.quiet) return Promise.resolve();
+    return new Promise((resolve) => this.answeredWaiters.push(resolve));
+  }
+
+  private get quiet(): boolean {
+    return this.closed || (this.inFlight === 0 && this.unsent === 0);
+  }
+
+  private wakeAnswered(): void {
+    if (this.quiet) for (const resolve of this.answeredWaiters.splice(0)) resolve();
+  }
+
   private dispatch(packet: Packet, cost: number): void {
     if (packet.type === FXP.INIT || packet.id === null) return this.violation('INIT twice');
     const id = packet.id;
@@ -137,6 +159,7 @@ export class SftpChannel {
       // The reply takes the place of what the request held.
       this.send(reply);
       this.release(cost);
+      this.wakeAnswered();
     });
   }
 
@@ -219,11 +242,14 @@ export class SftpChannel {
     if (this.closed) return;
     this.options.budget.take(reply.length);
     this.held += reply.length;
+    this.unsent++;
     // The callback comes once ssh2 has handed the reply to the transport, i.e. the client's window took it:
     // ssh2 copied it into its packets, so a READ reply's buffer may serve the next READ.
     this.stream.write(reply, (err) => {
+      this.unsent--;
       this.release(reply.length);
       if (!err) recycleReply(reply);
+      this.wakeAnswered();
     });
   }
 
@@ -248,6 +274,7 @@ export class SftpChannel {
     // Replies still queued are dropped with the channel (ssh2 never completes writes on a closed channel).
     this.options.budget.give(this.held);
     this.held = 0;
+    this.wakeAnswered();
     try {
       await this.handles.closeAll(reason);
       await this.session.close();

@@ -137,6 +137,8 @@ export class SftpFrontEnd {
   /** Admitted sockets ssh2 has not yet announced (no banner yet), by remote address and port. */
   private readonly admitted = new Map<string, { guest: Guest; socket: net.Socket }>();
   private closing = false;
+  /** Settles once the listener is closed and its connections are gone. */
+  private listenerClosed: Promise<unknown> | null = null;
   private readonly limits = new WeakMap<ssh2.Connection, ChannelLimits>();
   private readonly log: Logger;
 
@@ -385,7 +387,7 @@ export class SftpFrontEnd {
           symlinkTargetFirst: state.symlinkTargetFirst,
           exit: (status) => channel.exit(status),
         });
-        return sftp.done;
+        return { done: sftp.done, answered: () => sftp.answered() };
       });
     });
     session.on('exec', (accept, reject, info) => {
@@ -405,17 +407,21 @@ export class SftpFrontEnd {
         channel.end();
         return;
       }
-      this.serveChannel(client, state, accept, 'scp', member, window, async (channel, s, reopen) => {
-        const status = await runScp(channel, s, cmd, state.log, () => {
-          activity();
-          reopen();
-        }).catch((err: unknown) => {
-          state.log.error({ err }, 'scp failed');
-          return 1;
-        });
-        await s.close();
-        channel.exit(status);
-        channel.end();
+      this.serveChannel(client, state, accept, 'scp', member, window, (channel, s, reopen) => {
+        const done = (async () => {
+          const status = await runScp(channel, s, cmd, state.log, () => {
+            activity();
+            reopen();
+          }).catch((err: unknown) => {
+            state.log.error({ err }, 'scp failed');
+            return 1;
+          });
+          await s.close();
+          channel.exit(status);
+          channel.end();
+        })();
+        // scp acknowledges a file in the same turn of the event loop as its upload ends (sink.ts): a turn later the OK is on the channel.
+        return { done, answered: () => new Promise<void>((resolve) => setImmediate(resolve)) };
       });
     });
   }
@@ -423,7 +429,9 @@ export class SftpFrontEnd {
   /**
    * Accept a session channel for `protocol` on the account logged in, with
    * its SSH window under our control, open the account's session and hand
-   * both to `serve`; the server's close() waits for what it returns.
+   * both to `serve`; the server's close() waits for its `done`. The server
+   * ending the session (LiveConnection) closes the SSH connection, once the
+   * client has been `answered` when its last transfer has just ended.
    */
   private serveChannel(
     client: ssh2.Connection,
@@ -432,7 +440,7 @@ export class SftpFrontEnd {
     protocol: 'sftp' | 'scp',
     member: PoolMember,
     window: number,
-    serve: (channel: ssh2.ServerChannel, session: Session, reopen: () => void) => Promise<void>,
+    serve: (channel: ssh2.ServerChannel, session: Session, reopen: () => void) => { done: Promise<void>; answered(): Promise<void> },
   ): void {
     const account = state.account as Account;
     const channel = accept();
@@ -445,9 +453,19 @@ export class SftpFrontEnd {
       return void channel.close();
     }
     const where = { id: state.id, protocol, remoteAddress: state.ip, remotePort: state.port } as const;
-    void state.guest.enter(() => Session.open(account, where, this.services.sessionDeps)).then(
+    let served: ReturnType<typeof serve> | null = null;
+    const connection = {
+      end: async (reason: string, afterReply: boolean) => {
+        if (afterReply) await served?.answered();
+        state.log.info({ reason }, 'session ended by the server');
+        client.end();
+        await served?.done;
+      },
+    };
+    void state.guest.enter(() => Session.open(account, where, this.services.sessionDeps, connection)).then(
       (s) => {
-        const done = serve(channel, s, reopen);
+        served = serve(channel, s, reopen);
+        const { done } = served;
         this.running.add(done);
         void done.finally(() => this.running.delete(done));
       },
@@ -460,13 +478,18 @@ export class SftpFrontEnd {
     );
   }
 
+  /** New connections are refused (the port closes); live ones go on. */
+  stopAccepting(): void {
+    this.closing = true;
+    this.listenerClosed ??= new Promise((resolve) => this.listener.close(resolve));
+  }
+
   /** Stop accepting, then end live connections: close() only completes once they and their sessions are gone. */
   async close(): Promise<void> {
-    this.closing = true;
-    const closed = new Promise((resolve) => this.listener.close(resolve));
+    this.stopAccepting();
     for (const { socket } of this.admitted.values()) socket.destroy();
     for (const client of this.clients) client.end();
-    await closed;
+    await this.listenerClosed;
     // Connections are gone, but their sessions may still be closing files and recording it.
     await Promise.all([...this.running]);
   }

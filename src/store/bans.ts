@@ -64,6 +64,11 @@ export class BanStore {
     this.q.put.run({ address, until: until?.getTime() ?? null, count, reason, now: Date.now() });
   }
 
+  /** A ban by an administrator: counted as one more in the address's row, so the defender's next one is longer. */
+  add(address: string, until: Date | null): void {
+    this.put(address, until, (this.get(address)?.count ?? 0) + 1, 'added by an administrator');
+  }
+
   /** Lift the ban and forget the address's history; false when there was none. */
   remove(address: string): boolean {
     return this.q.remove.run(address).changes > 0;

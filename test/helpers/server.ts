@@ -53,6 +53,8 @@ export class TestServer {
       // One process unless a test asks for workers: fewer processes keep the parallel suite fast;
       // SLUICE_TEST_WORKERS runs every suite on workers (test/cluster.test.ts does so always).
       SLUICE_WORKERS: process.env.SLUICE_TEST_WORKERS ?? '1',
+      // A test that stops its server with a transfer still open waits this long, not an operator's 30 s.
+      SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '2',
       ...options.env,
     };
     if (options.yaml) writeFileSync(join(s.dir, 'sluice.yaml'), options.yaml);

@@ -32,10 +32,13 @@ export class World {
   async session(name: string, protocol: Protocol = 'sftp'): Promise<Session> {
     const user = this.services.users.get(name);
     if (!user) throw new Error(`no user ${name}`);
-    const s = await Session.open(
+    // No connection to close: ending the session is closing it.
+    const connection = { end: () => s.close() };
+    const s: Session = await Session.open(
       toAccount(user),
       { id: `test-${this.sessions.length}`, protocol, remoteAddress: '127.0.0.1', remotePort: 40000 },
       this.services.sessionDeps,
+      connection,
     );
     this.sessions.push(s);
     return s;

@@ -39,7 +39,8 @@ export const access = {
       try {
         const account = await c.guest.password(request, arg);
         const where = { id: c.id, protocol: c.protocol, remoteAddress: c.remoteAddress, remotePort: c.remotePort };
-        c.session = await c.guest.enter(() => Session.open(account, where, c.ctx.sessionDeps));
+        const connection = { end: (reason: string, afterReply: boolean) => c.endByServer(reason, afterReply) };
+        c.session = await c.guest.enter(() => Session.open(account, where, c.ctx.sessionDeps, connection));
         c.log.info({ user: account.name }, 'login');
         c.reply(Code.LoggedIn, 'Login successful.');
       } catch (err) {

@@ -1,0 +1,73 @@
+import type { FastifyInstance } from 'fastify';
+import { canonicalAddress } from '../auth/ip-rules.js';
+import { MAX_BAN_SECONDS } from '../cli/ban.js';
+import type { LiveSessionsView } from '../session/live.js';
+import type { AdminContext } from './context.js';
+import { BadInput, NotFound } from './errors.js';
+
+/*
+ * Bans, in the store the server checks at every accept (as `sluice ban`
+ * writes them); a ban added here also ends the address's live sessions.
+ */
+
+const banView = {
+  type: 'object',
+  properties: {
+    address: { type: 'string' },
+    until: { type: 'string', format: 'date-time', nullable: true, description: 'null: until removed' },
+    count: { type: 'integer' },
+    reason: { type: 'string' },
+    createdAt: { type: 'string', format: 'date-time' },
+  },
+} as const;
+const addressParams = { type: 'object', additionalProperties: false, required: ['address'], properties: { address: { type: 'string', maxLength: 64 } } } as const;
+
+function addressIn(field: string, text: string): string {
+  const address = canonicalAddress(text);
+  if (address === null) throw new BadInput(field, `"${text}" is not an IP address`);
+  return address;
+}
+
+/** Ends the live sessions from `address`: how many. */
+async function endAddress(sessions: LiveSessionsView, address: string): Promise<number> {
+  const from = (await sessions.list()).filter((s) => s.ip === address);
+  const ended = await Promise.all(from.map((s) => sessions.end(s.id, 'address banned by an administrator')));
+  return ended.filter(Boolean).length;
+}
+
+export function banRoutes(api: FastifyInstance, { base, sessions }: AdminContext): void {
+  api.get('/bans', { schema: { summary: 'Bans in force', response: { 200: { type: 'array', items: banView } } } }, async () => base.bans.active());
+
+  api.post<{ Body: { address: string; seconds?: number } }>(
+    '/bans',
+    {
+      schema: {
+        summary: "Ban an address (for `seconds`, or until removed) and end its live sessions",
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['address'],
+          properties: { address: { type: 'string', maxLength: 64 }, seconds: { type: 'integer', minimum: 1, maximum: MAX_BAN_SECONDS } },
+        },
+        response: { 201: { ...banView, properties: { ...banView.properties, sessionsEnded: { type: 'integer' } } } },
+      },
+    },
+    async (req, reply) => {
+      const address = addressIn('body.address', req.body.address);
+      const { seconds } = req.body;
+      base.bans.add(address, seconds === undefined ? null : new Date(Date.now() + seconds * 1000));
+      const sessionsEnded = await endAddress(sessions, address);
+      return reply.code(201).send({ ...base.bans.get(address), sessionsEnded });
+    },
+  );
+
+  api.delete<{ Params: { address: string } }>(
+    '/bans/:address',
+    { schema: { summary: "Lift a ban (the defender also forgets the address's past bans)", params: addressParams, response: { 200: { type: 'object', properties: { lifted: { type: 'string' } } } } } },
+    async (req) => {
+      const address = addressIn('params.address', req.params.address);
+      if (!base.bans.remove(address)) throw new NotFound(`${address} is not banned`);
+      return { lifted: address };
+    },
+  );
+}

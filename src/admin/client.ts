@@ -1,0 +1,105 @@
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import { join } from 'node:path';
+import { TLS_CERT } from '../certs/ensure.js';
+import type { Config } from '../config/schema.js';
+import { adminEndpoint } from './endpoint.js';
+
+/** An answer of the admin API. */
+export interface ApiReply {
+  readonly status: number;
+  readonly body: unknown;
+}
+
+/** The admin API could not be used, or refused: one line for the user. */
+export class ApiError extends Error {
+  constructor(
+    message: string,
+    /** The HTTP status of a refusal; null when the API could not be reached or read. */
+    readonly status: number | null = null,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+/** What sluice admin/session commands send and expect back. */
+export interface AdminClient {
+  /** Where it talks to, as admin.listen says. */
+  readonly address: string;
+  /** null: nothing listens there (no server running). */
+  request(method: string, path: string, body?: unknown): Promise<ApiReply | null>;
+}
+
+/**
+ * The CLI's way to the running server's admin API, on admin.listen: the unix
+ * socket (no token: its mode 0600 is the credential), or TCP with the token
+ * in SLUICE_ADMIN_TOKEN, over HTTPS checked against the server's own
+ * certificate file when admin.tls. null when admin.listen is empty (the API is off).
+ */
+export function adminClient(config: Config, env: NodeJS.ProcessEnv = process.env): AdminClient | null {
+  if (config.admin.listen === '') return null;
+  const endpoint = adminEndpoint(config.admin.listen);
+  const headers: Record<string, string> = {};
+  let target: http.RequestOptions;
+  if ('path' in endpoint) target = { socketPath: endpoint.path };
+  else {
+    const token = env.SLUICE_ADMIN_TOKEN;
+    if (!token) {
+      throw new ApiError(`the admin API listens on TCP (${config.admin.listen}): set SLUICE_ADMIN_TOKEN to a token from \`sluice admin token create NAME\``);
+    }
+    headers.authorization = `Bearer ${token}`;
+    target = { host: endpoint.host, port: endpoint.port };
+  }
+  const secure = config.admin.tls && !('path' in endpoint);
+  // The server's own certificate is the only one trusted, whatever name it carries (a self-signed one names the host, not 127.0.0.1).
+  const tls = secure ? { ca: readFileSync(join(config.certsDir, TLS_CERT)), checkServerIdentity: () => undefined } : {};
+  return {
+    address: config.admin.listen,
+    request: (method, path, body) =>
+      new Promise((resolve, reject) => {
+        const payload = body === undefined ? undefined : JSON.stringify(body);
+        const req = (secure ? https : http).request(
+          { ...target, ...tls, method, path: `/api/v1${path}`, agent: false, headers: payload === undefined ? headers : { ...headers, 'content-type': 'application/json' } },
+          (res) => {
+            let text = '';
+            res.setEncoding('utf8');
+            res.on('data', (d: string) => (text += d));
+            res.on('end', () => {
+              try {
+                resolve({ status: res.statusCode ?? 0, body: text === '' ? null : JSON.parse(text) });
+              } catch {
+                reject(new ApiError(`the admin API on ${config.admin.listen} answered ${res.statusCode} with something not JSON`));
+              }
+            });
+          },
+        );
+        req.on('error', (err: NodeJS.ErrnoException) => {
+          if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') resolve(null);
+          else reject(new ApiError(`admin API on ${config.admin.listen}: ${err.code ?? err.message}`));
+        });
+        req.end(payload);
+      }),
+  };
+}
+
+/** The client of the configured API, or null when it is off; made only when a command needs it. */
+export type Reach = () => AdminClient | null;
+
+/**
+ * A request to the running server when there is one: null when the API is
+ * off or nothing listens, so the caller acts on the store itself instead;
+ * a refusal (4xx, 5xx) is an ApiError.
+ */
+export async function ifRunning(reach: Reach, method: string, path: string, body?: unknown): Promise<ApiReply | null> {
+  const reply = (await reach()?.request(method, path, body)) ?? null;
+  if (reply !== null && reply.status >= 400) throw new ApiError(refusal(reply), reply.status);
+  return reply;
+}
+
+/** The `error` of a refusal, or the status when there is none. */
+export function refusal(reply: ApiReply): string {
+  const error = (reply.body as { error?: unknown } | null)?.error;
+  return typeof error === 'string' ? error : `HTTP ${reply.status}`;
+}

@@ -1,0 +1,83 @@
+import type { FastifyInstance } from 'fastify';
+import type { AdminContext } from './context.js';
+import { NotFound } from './errors.js';
+
+/*
+ * Live sessions, wherever they run (this process or the workers), through
+ * LiveSessionsView: listed with their transfers in progress, ended one by one
+ * or all of a user's. Ending closes the connection; unfinished uploads are
+ * recorded aborted.
+ */
+
+const transfer = {
+  type: 'object',
+  properties: {
+    direction: { type: 'string', enum: ['upload', 'download'] },
+    path: { type: 'string' },
+    bytes: { type: 'integer' },
+    started: { type: 'string', format: 'date-time' },
+  },
+} as const;
+const session = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    user: { type: 'string' },
+    protocol: { type: 'string', enum: ['ftp', 'ftps', 'sftp'] },
+    ip: { type: 'string' },
+    port: { type: 'integer' },
+    worker: { type: 'integer', description: '0: the server runs in one process' },
+    since: { type: 'string', format: 'date-time' },
+    transfers: { type: 'array', items: transfer },
+  },
+} as const;
+const ended = { type: 'object', properties: { sessionsEnded: { type: 'integer' } } } as const;
+const reasonQuery = { type: 'object', additionalProperties: false, properties: { reason: { type: 'string', maxLength: 200 } } } as const;
+
+export function sessionRoutes(api: FastifyInstance, { sessions }: AdminContext): void {
+  const why = (reason: string | undefined) => reason ?? 'ended by an administrator';
+
+  api.get<{ Querystring: { user?: string } }>(
+    '/sessions',
+    {
+      schema: {
+        summary: 'Logged-in sessions, with their transfers in progress',
+        querystring: { type: 'object', additionalProperties: false, properties: { user: { type: 'string', maxLength: 64 } } },
+        response: { 200: { type: 'array', items: session } },
+      },
+    },
+    async (req) => {
+      const all = await sessions.list();
+      return req.query.user === undefined ? all : all.filter((s) => s.user === req.query.user);
+    },
+  );
+
+  api.delete<{ Params: { id: string }; Querystring: { reason?: string } }>(
+    '/sessions/:id',
+    {
+      schema: {
+        summary: 'End one session',
+        params: { type: 'object', additionalProperties: false, required: ['id'], properties: { id: { type: 'string', maxLength: 128 } } },
+        querystring: reasonQuery,
+        response: { 200: ended },
+      },
+    },
+    async (req) => {
+      if (!(await sessions.end(req.params.id, why(req.query.reason)))) throw new NotFound(`no live session ${req.params.id}`);
+      return { sessionsEnded: 1 };
+    },
+  );
+
+  api.delete<{ Params: { name: string }; Querystring: { reason?: string } }>(
+    '/users/:name/sessions',
+    {
+      schema: {
+        summary: 'End every session of a user',
+        params: { type: 'object', additionalProperties: false, required: ['name'], properties: { name: { type: 'string', maxLength: 64 } } },
+        querystring: reasonQuery,
+        response: { 200: ended },
+      },
+    },
+    async (req) => ({ sessionsEnded: await sessions.endUser(req.params.name, why(req.query.reason)) }),
+  );
+}

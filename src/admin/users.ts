@@ -1,0 +1,241 @@
+import type { FastifyInstance } from 'fastify';
+import { PROTOCOLS } from '../session/account.js';
+import { PERMISSIONS } from '../session/permissions.js';
+import type { UserSettings } from '../store/users.js';
+import { parseCidrs, parseKey, parsePerms, parseProtocols, validatePassword, validateUserName, type UserAdmin } from '../users/admin.js';
+import type { AdminContext } from './context.js';
+import { inField } from './errors.js';
+
+/*
+ * Users, through UserAdmin: the very code `sluice user` runs, so every change
+ * is validated and written as the CLI does it. The schemas take JSON types
+ * (arrays, integers, booleans) where the CLI takes text; what the CLI then
+ * checks, the same parse functions check here.
+ */
+
+const name = { type: 'string', minLength: 1, maxLength: 64 } as const;
+const nameParams = { type: 'object', additionalProperties: false, required: ['name'], properties: { name } } as const;
+const permissions = { type: 'array', maxItems: PERMISSIONS.length, items: { type: 'string', enum: [...PERMISSIONS] } } as const;
+const cidrs = { type: 'array', maxItems: 256, items: { type: 'string', maxLength: 64 } } as const;
+
+/** What both create and update may set. */
+const settings = {
+  home: { type: 'string', minLength: 1, maxLength: 4096 },
+  permissions,
+  protocols: { type: 'array', minItems: 1, maxItems: PROTOCOLS.length, items: { type: 'string', enum: [...PROTOCOLS] } },
+  quotaBytes: { type: 'integer', minimum: 0, description: 'bytes; 0: unlimited' },
+  quotaFiles: { type: 'integer', minimum: 0, description: '0: unlimited' },
+  requireTls: { type: 'boolean' },
+  requireKey: { type: 'boolean' },
+  allowIps: cidrs,
+  denyIps: cidrs,
+  expiresAt: { type: 'string', format: 'date-time', nullable: true, description: 'null: never' },
+} as const;
+const password = { type: 'string', minLength: 1, maxLength: 1024 } as const;
+const publicKey = { type: 'string', minLength: 1, maxLength: 16384, description: 'one line of an OpenSSH .pub file' } as const;
+
+const keyView = {
+  type: 'object',
+  properties: { id: { type: 'integer' }, algorithm: { type: 'string' }, fingerprint: { type: 'string' }, comment: { type: 'string' }, createdAt: { type: 'string', format: 'date-time' } },
+} as const;
+const date = { type: 'string', format: 'date-time' } as const;
+const userView = {
+  type: 'object',
+  properties: {
+    id: { type: 'integer' },
+    name: { type: 'string' },
+    home: { type: 'string' },
+    enabled: { type: 'boolean' },
+    expiresAt: { ...date, nullable: true },
+    protocols: { type: 'array', items: { type: 'string' } },
+    requireTls: { type: 'boolean' },
+    requireKey: { type: 'boolean' },
+    permissions: { type: 'array', items: { type: 'string' } },
+    dirPermissions: { type: 'array', items: { type: 'object', properties: { path: { type: 'string' }, permissions: { type: 'array', items: { type: 'string' } } } } },
+    quotaBytes: { type: 'integer' },
+    quotaFiles: { type: 'integer' },
+    usedBytes: { type: 'integer' },
+    usedFiles: { type: 'integer' },
+    allowIps: { type: 'array', items: { type: 'string' } },
+    denyIps: { type: 'array', items: { type: 'string' } },
+    password: { type: 'string', enum: ['set', 'none'] },
+    keys: { type: 'array', items: keyView },
+    createdAt: date,
+    updatedAt: date,
+    lastLoginAt: { ...date, nullable: true },
+  },
+} as const;
+const ended = { type: 'object', properties: { sessionsEnded: { type: 'integer' } } } as const;
+
+type Settings = {
+  home?: string;
+  permissions?: string[];
+  protocols?: string[];
+  quotaBytes?: number;
+  quotaFiles?: number;
+  requireTls?: boolean;
+  requireKey?: boolean;
+  allowIps?: string[];
+  denyIps?: string[];
+  expiresAt?: string | null;
+};
+
+/** The body's settings, each checked by the CLI's own parser and named in any 400. */
+function settingsFrom(b: Settings): Partial<UserSettings> {
+  const out: Partial<UserSettings> = {};
+  if (b.home !== undefined) out.home = b.home;
+  if (b.permissions !== undefined) out.permissions = inField('body.permissions', () => parsePerms(b.permissions?.join(',') || 'none'));
+  if (b.protocols !== undefined) out.protocols = inField('body.protocols', () => parseProtocols((b.protocols ?? []).join(',')));
+  if (b.quotaBytes !== undefined) out.quotaBytes = b.quotaBytes;
+  if (b.quotaFiles !== undefined) out.quotaFiles = b.quotaFiles;
+  if (b.requireTls !== undefined) out.requireTls = b.requireTls;
+  if (b.requireKey !== undefined) out.requireKey = b.requireKey;
+  if (b.allowIps !== undefined) out.allowIps = inField('body.allowIps', () => parseCidrs(b.allowIps ?? []));
+  if (b.denyIps !== undefined) out.denyIps = inField('body.denyIps', () => parseCidrs(b.denyIps ?? []));
+  if (b.expiresAt !== undefined) out.expiresAt = b.expiresAt === null ? null : new Date(b.expiresAt);
+  return out;
+}
+
+export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContext): void {
+  const admin: UserAdmin = base.admin;
+  /** A change that must reach live sessions at once: the user's sessions are ended. */
+  const endSessions = (user: string, reason: string) => sessions.endUser(user, reason);
+
+  api.get('/users', { schema: { summary: 'List users', response: { 200: { type: 'array', items: userView } } } }, async () => admin.list());
+
+  api.get<{ Params: { name: string } }>(
+    '/users/:name',
+    { schema: { summary: 'Show a user', params: nameParams, response: { 200: userView } } },
+    async (req) => admin.show(req.params.name),
+  );
+
+  api.post<{ Body: Settings & { name: string; password?: string; keys?: string[] } }>(
+    '/users',
+    {
+      schema: {
+        summary: 'Create a user (a password or at least one key)',
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['name'],
+          properties: { name, password, keys: { type: 'array', maxItems: 64, items: publicKey }, ...settings },
+        },
+        response: { 201: userView },
+      },
+    },
+    async (req, reply) => {
+      const b = req.body;
+      inField('body.name', () => validateUserName(b.name));
+      const s = settingsFrom(b);
+      const user = await admin.add({
+        name: b.name,
+        password: b.password === undefined ? null : inField('body.password', () => validatePassword(b.password as string)),
+        keys: (b.keys ?? []).map((k, i) => inField(`body.keys.${i}`, () => parseKey(k))),
+        home: s.home,
+        permissions: s.permissions,
+        protocols: s.protocols,
+        quotaBytes: s.quotaBytes,
+        quotaFiles: s.quotaFiles,
+        requireTls: s.requireTls,
+        requireKey: s.requireKey,
+        allowIps: s.allowIps,
+        denyIps: s.denyIps,
+        expiresAt: s.expiresAt,
+      });
+      return reply.code(201).send(admin.show(user.name));
+    },
+  );
+
+  api.patch<{ Params: { name: string }; Body: Settings & { enabled?: boolean; password?: string } }>(
+    '/users/:name',
+    {
+      schema: {
+        summary: 'Change a user; enabled: false also ends their live sessions',
+        params: nameParams,
+        body: { type: 'object', additionalProperties: false, minProperties: 1, properties: { enabled: { type: 'boolean' }, password, ...settings } },
+        response: { 200: { ...userView, properties: { ...userView.properties, ...ended.properties } } },
+      },
+    },
+    async (req) => {
+      const { password: newPassword, enabled, ...rest } = req.body;
+      const patch = settingsFrom(rest);
+      if (enabled !== undefined) patch.enabled = enabled;
+      const checked = newPassword === undefined ? null : inField('body.password', () => validatePassword(newPassword));
+      admin.require(req.params.name);
+      if (Object.keys(patch).length > 0) admin.update(req.params.name, patch);
+      if (checked !== null) await admin.setPassword(req.params.name, checked);
+      const sessionsEnded = enabled === false ? await endSessions(req.params.name, 'user disabled by an administrator') : 0;
+      return { ...admin.show(req.params.name), sessionsEnded };
+    },
+  );
+
+  api.delete<{ Params: { name: string } }>(
+    '/users/:name',
+    { schema: { summary: 'Remove a user and end their live sessions (the home is kept)', params: nameParams, response: { 200: ended } } },
+    async (req) => {
+      admin.remove(req.params.name);
+      return { sessionsEnded: await endSessions(req.params.name, 'user removed by an administrator') };
+    },
+  );
+
+  api.get<{ Params: { name: string } }>(
+    '/users/:name/keys',
+    { schema: { summary: "A user's public keys", params: nameParams, response: { 200: { type: 'array', items: keyView } } } },
+    async (req) => admin.show(req.params.name).keys,
+  );
+
+  api.post<{ Params: { name: string }; Body: { key: string } }>(
+    '/users/:name/keys',
+    {
+      schema: {
+        summary: 'Add a public key',
+        params: nameParams,
+        body: { type: 'object', additionalProperties: false, required: ['key'], properties: { key: publicKey } },
+        response: { 201: keyView },
+      },
+    },
+    async (req, reply) => {
+      const key = inField('body.key', () => parseKey(req.body.key));
+      admin.addKey(req.params.name, key);
+      return reply.code(201).send(admin.show(req.params.name).keys.find((k) => k.fingerprint === key.fingerprint));
+    },
+  );
+
+  api.delete<{ Params: { name: string; fingerprint: string } }>(
+    '/users/:name/keys/:fingerprint',
+    {
+      schema: {
+        summary: "Remove a key (its fingerprint URL-encoded, e.g. SHA256%3A...) and end the user's live sessions",
+        params: { type: 'object', additionalProperties: false, required: ['name', 'fingerprint'], properties: { name, fingerprint: { type: 'string', maxLength: 128 } } },
+        response: { 200: ended },
+      },
+    },
+    async (req) => {
+      admin.removeKey(req.params.name, req.params.fingerprint);
+      return { sessionsEnded: await endSessions(req.params.name, 'key removed by an administrator') };
+    },
+  );
+
+  api.put<{ Params: { name: string }; Body: { path: string; permissions: string[] | null } }>(
+    '/users/:name/permissions',
+    {
+      schema: {
+        summary: 'Permissions of one directory and below; null drops the override (it inherits again)',
+        params: nameParams,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['path', 'permissions'],
+          properties: { path: { type: 'string', minLength: 1, maxLength: 4096 }, permissions: { ...permissions, nullable: true } },
+        },
+        response: { 200: { type: 'object', properties: { path: { type: 'string' }, permissions: { type: 'array', nullable: true, items: { type: 'string' } } } } },
+      },
+    },
+    async (req) => {
+      const { permissions: list } = req.body;
+      const perms = list === null ? null : inField('body.permissions', () => parsePerms(list.join(',') || 'none'));
+      const path = inField('body.path', () => admin.setDirPermissions(req.params.name, req.body.path, perms));
+      return { path, permissions: perms };
+    },
+  );
+}

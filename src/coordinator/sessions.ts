@@ -1,0 +1,30 @@
+import type { LiveSessionInfo, LiveSessionsView } from '../session/live.js';
+
+/**
+ * The logged-in sessions of the whole server: the union of its parts, each
+ * a process's own registry (workers: 1) or a worker asked over IPC (the
+ * primary's WorkerLink, which answers for a silent worker by itself, so one
+ * worker cannot hold up the others' answers). A session id names one
+ * session however many parts are asked.
+ */
+export class AllSessions implements LiveSessionsView {
+  private readonly parts = new Set<LiveSessionsView>();
+
+  /** A part joins; the returned function takes it out (a worker that exited). */
+  join(part: LiveSessionsView): () => void {
+    this.parts.add(part);
+    return () => void this.parts.delete(part);
+  }
+
+  async list(): Promise<LiveSessionInfo[]> {
+    return (await Promise.all([...this.parts].map((p) => p.list()))).flat();
+  }
+
+  async end(id: string, reason: string): Promise<boolean> {
+    return (await Promise.all([...this.parts].map((p) => p.end(id, reason)))).some(Boolean);
+  }
+
+  async endUser(user: string, reason: string): Promise<number> {
+    return (await Promise.all([...this.parts].map((p) => p.endUser(user, reason)))).reduce((a, b) => a + b, 0);
+  }
+}

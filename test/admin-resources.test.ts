@@ -1,0 +1,182 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
+import { sluice } from './helpers/cli.js';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { userKeyPair } from './helpers/ssh.js';
+import { TestServer } from './helpers/server.js';
+import { join } from 'node:path';
+
+/*
+ * Each admin API resource against the real server, over the unix socket (no
+ * token there): the happy path, what the CLI and the server then see, and
+ * the 400s (unknown field, wrong type, oversized body) naming the field.
+ */
+
+type Json = { [k: string]: unknown };
+
+describe('admin API resources', () => {
+  let srv: TestServer;
+  let api: AdminTarget;
+  const call = (method: string, path: string, body?: unknown) => adminRequest(api, method, `/api/v1${path}`, body === undefined ? {} : { body });
+  const ftpLogin = async (user: string, password: string) => {
+    const c = await RawFtp.connect(srv.ftpPort);
+    await c.read();
+    const r = await c.login(user, password);
+    c.close();
+    return r.code;
+  };
+
+  before(async () => {
+    srv = await TestServer.start({ env: { SLUICE_ADMIN_LISTEN: './admin.sock' }, yaml: 'ftp:\n  tls: optional\n' });
+    api = { socketPath: join(srv.dir, 'admin.sock') };
+  });
+  after(async () => {
+    await srv.stop();
+  });
+
+  it('users: create, show, list, update, directory permissions, keys, disable, remove: what the CLI sees and the server enforces', { timeout: 60_000 }, async () => {
+    const created = await call('POST', '/users', { name: 'carol', password: 'carol-secret', quotaBytes: 1_000_000, protocols: ['ftp', 'sftp'] });
+    assert.equal(created.status, 201, created.text);
+    assert.equal((created.json as Json).password, 'set');
+    assert.equal(await ftpLogin('carol', 'carol-secret'), 230);
+    const shown = JSON.parse(sluice(srv.dir, ['user', 'show', 'carol', '--json']).stdout) as Json;
+    assert.equal(shown.quotaBytes, 1_000_000);
+    assert.deepEqual(shown.protocols, ['ftp', 'sftp']);
+    assert.deepEqual(((await call('GET', '/users')).json as Json[]).map((u) => u.name), ['carol']);
+    assert.equal(((await call('GET', '/users/carol')).json as Json).name, 'carol');
+
+    const patched = await call('PATCH', '/users/carol', { quotaFiles: 7, allowIps: ['127.0.0.0/8'], expiresAt: null });
+    assert.equal(patched.status, 200, patched.text);
+    assert.equal((JSON.parse(sluice(srv.dir, ['user', 'show', 'carol', '--json']).stdout) as Json).quotaFiles, 7);
+
+    const perm = await call('PUT', '/users/carol/permissions', { path: '/drop/../in', permissions: ['upload'] });
+    assert.deepEqual(perm.json, { path: '/in', permissions: ['upload'] });
+    assert.deepEqual(((await call('GET', '/users/carol')).json as Json).dirPermissions, [{ path: '/in', permissions: ['upload'] }]);
+    assert.equal((await call('PUT', '/users/carol/permissions', { path: '/in', permissions: null })).status, 200);
+
+    const key = userKeyPair('carol@test');
+    const added = await call('POST', '/users/carol/keys', { key: key.public });
+    assert.equal(added.status, 201, added.text);
+    const fingerprint = (added.json as Json).fingerprint as string;
+    assert.match(fingerprint, /^SHA256:/);
+    assert.deepEqual(((await call('GET', '/users/carol/keys')).json as Json[]).map((k) => k.fingerprint), [fingerprint]);
+    assert.equal((await call('POST', '/users/carol/keys', { key: key.public })).status, 400, 'the same key twice');
+    const keyGone = await call('DELETE', `/users/carol/keys/${encodeURIComponent(fingerprint)}`);
+    assert.equal(keyGone.status, 200, keyGone.text);
+    assert.deepEqual((await call('GET', '/users/carol/keys')).json, []);
+
+    const disabled = await call('PATCH', '/users/carol', { enabled: false });
+    assert.equal((disabled.json as Json).enabled, false);
+    assert.equal(await ftpLogin('carol', 'carol-secret'), 530);
+    await call('PATCH', '/users/carol', { enabled: true, password: 'carol-second' });
+    assert.equal(await ftpLogin('carol', 'carol-second'), 230);
+
+    assert.equal((await call('DELETE', '/users/carol')).status, 200);
+    assert.equal((await call('GET', '/users/carol')).status, 404);
+    assert.equal(sluice(srv.dir, ['user', 'show', 'carol']).code, 2);
+    assert.equal((await call('DELETE', '/users/carol')).status, 404);
+  });
+
+  for (const [what, method, path, body, error] of [
+    ['an unknown field', 'POST', '/users', { name: 'dave', password: 'dave-secret', shell: '/bin/sh' }, /^body\.shell: unknown field$/],
+    ['a wrong type', 'POST', '/users', { name: 'dave', password: 'dave-secret', quotaBytes: '5' }, /^body\.quotaBytes: must be integer$/],
+    ['a missing field', 'POST', '/users', { password: 'dave-secret' }, /^body\.name: missing$/],
+    ['a bad name', 'POST', '/users', { name: '../dave', password: 'dave-secret' }, /^body\.name: invalid user name/],
+    ['a short password', 'POST', '/users', { name: 'dave', password: 'short' }, /^body\.password: password too short/],
+    ['an unknown permission', 'POST', '/users', { name: 'dave', password: 'dave-secret', permissions: ['fly'] }, /^body\.permissions\.0: must be one of list, /],
+    ['a bad CIDR', 'POST', '/users', { name: 'dave', password: 'dave-secret', denyIps: ['10.0.0.0/33'] }, /^body\.denyIps: "10\.0\.0\.0\/33" has a bad prefix length$/],
+    ['a bad key', 'POST', '/users', { name: 'dave', keys: ['ssh-ed25519 AAAA'] }, /^body\.keys\.0: public key: /],
+    ['an empty change', 'PATCH', '/users/nobody', {}, /^body: must NOT have fewer than 1 properties$/],
+    ['a relative directory', 'PUT', '/users/nobody/permissions', { path: 'in', permissions: [] }, /^body\.path: /],
+    ['a bad address', 'POST', '/bans', { address: '10.0.0.300' }, /^body\.address: "10\.0\.0\.300" is not an IP address$/],
+    ['a ban of no length', 'POST', '/bans', { address: '10.0.0.3', seconds: 0 }, /^body\.seconds: must be >= 1$/],
+  ] as const) {
+    it(`400 naming the field for ${what}, nothing written`, { timeout: 60_000 }, async () => {
+      const r = await call(method, path, body);
+      assert.equal(r.status, 400, r.text);
+      assert.match((r.json as Json).error as string, error);
+      assert.deepEqual((await call('GET', '/users')).json, []);
+      assert.deepEqual((await call('GET', '/bans')).json, []);
+    });
+  }
+
+  it('400 for an oversized body and for one that is not JSON; 404 for an unknown resource', { timeout: 60_000 }, async () => {
+    const big = await call('POST', '/users', { name: 'erin', password: 'x'.repeat(70_000) });
+    assert.equal(big.status, 400);
+    assert.match((big.json as Json).error as string, /^body: larger than 65536 bytes$/);
+    const garbled = await adminRequest(api, 'POST', '/api/v1/users', { rawBody: '{"name": ' });
+    assert.equal(garbled.status, 400);
+    assert.equal((await call('GET', '/widgets')).status, 404);
+    assert.equal((await call('GET', '/users/nobody')).status, 404);
+    assert.deepEqual((await call('GET', '/users')).json, []);
+  });
+
+  it('bans: add (refused at accept on every port at once), list, remove; 404 when there is none', { timeout: 60_000 }, async () => {
+    const added = await call('POST', '/bans', { address: '::ffff:127.0.0.51', seconds: 3600 });
+    assert.equal(added.status, 201, added.text);
+    assert.equal((added.json as Json).address, '127.0.0.51');
+    assert.deepEqual(((await call('GET', '/bans')).json as Json[]).map((b) => b.address), ['127.0.0.51']);
+    assert.deepEqual(srv.bans(), ['127.0.0.51'], 'the CLI sees it');
+    assert.equal(await RawFtp.greeting(srv.ftpPort, '127.0.0.51'), 'closed');
+    assert.equal((await call('DELETE', '/bans/127.0.0.51')).status, 200);
+    assert.equal(await RawFtp.greeting(srv.ftpPort, '127.0.0.51'), 220);
+    assert.equal((await call('DELETE', '/bans/127.0.0.51')).status, 404);
+  });
+
+  it('audit: the records `sluice audit query` shows for the same filters, streamed as NDJSON', { timeout: 60_000 }, async () => {
+    await call('POST', '/users', { name: 'frank', password: 'frank-secret' });
+    assert.equal(await ftpLogin('frank', 'frank-secret'), 230);
+    assert.equal(await ftpLogin('frank', 'wrong-password'), 530);
+    await srv.audit();
+    const r = await adminRequest(api, 'GET', '/api/v1/audit?user=frank&protocol=ftp&since=2020-01-01');
+    assert.equal(r.status, 200, r.text);
+    assert.match(r.headers['content-type'] ?? '', /^application\/x-ndjson/);
+    const lines = r.text.trim().split('\n').map((l) => JSON.parse(l) as Json);
+    const cli = sluice(srv.dir, ['audit', 'query', '--json', '--user', 'frank', '--protocol', 'ftp', '--since', '2020-01-01']);
+    assert.deepEqual(lines, cli.stdout.trim().split('\n').map((l) => JSON.parse(l) as Json));
+    assert.deepEqual(lines.map((l) => l.event), ['login', 'logout', 'login-failed']);
+    const failed = await adminRequest(api, 'GET', '/api/v1/audit?user=frank&result=failed');
+    assert.deepEqual(failed.text.trim().split('\n').map((l) => (JSON.parse(l) as Json).event), ['login-failed']);
+    const bad = await adminRequest(api, 'GET', '/api/v1/audit?since=yesterday');
+    assert.equal(bad.status, 400);
+    assert.match((bad.json as Json).error as string, /^query\.since: "yesterday" is not a date/);
+    assert.equal((await adminRequest(api, 'GET', '/api/v1/audit?colour=red')).status, 400);
+  });
+
+  it('server: version, uptime, listeners, certificate expiry, host-key fingerprints as the start report logged them', { timeout: 60_000 }, async () => {
+    const r = await call('GET', '/server');
+    assert.equal(r.status, 200, r.text);
+    const s = r.json as { version: string; uptimeSeconds: number; listeners: Json[]; certificate: Json; hostKeys: { name: string; fingerprint: string }[] };
+    assert.equal(`sluice ${s.version}\n`, sluice(srv.dir, ['version']).stdout);
+    assert.ok(s.uptimeSeconds >= 0);
+    assert.deepEqual(
+      s.listeners.map((l) => l.port).sort(),
+      [srv.ftpPort, srv.ftpsPort, srv.sftpPort].sort(),
+    );
+    assert.ok((s.certificate.daysLeft as number) > 7);
+    assert.ok(srv.log.includes(s.certificate.fingerprint as string), 'the certificate fingerprint the start report logged');
+    assert.equal(s.hostKeys.length, 2);
+    for (const k of s.hostKeys) assert.ok(srv.log.includes(k.fingerprint), `${k.name} as logged at start`);
+  });
+
+  it('the OpenAPI document describes every route, with the schemas that validate it', { timeout: 60_000 }, async () => {
+    const doc = (await call('GET', '/openapi.json')).json as { paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: Json }> } }>> };
+    assert.deepEqual(Object.keys(doc.paths).sort(), [
+      '/api/v1/audit',
+      '/api/v1/bans',
+      '/api/v1/bans/{address}',
+      '/api/v1/server',
+      '/api/v1/sessions',
+      '/api/v1/sessions/{id}',
+      '/api/v1/users',
+      '/api/v1/users/{name}',
+      '/api/v1/users/{name}/keys',
+      '/api/v1/users/{name}/keys/{fingerprint}',
+      '/api/v1/users/{name}/permissions',
+      '/api/v1/users/{name}/sessions',
+    ]);
+    const create = doc.paths['/api/v1/users']?.post?.requestBody?.content['application/json']?.schema;
+    assert.equal(create?.additionalProperties, false);
+  });
+});

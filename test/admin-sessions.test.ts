@@ -1,0 +1,136 @@
+import assert from 'node:assert/strict';
+import type net from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type ssh2 from 'ssh2';
+import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+import { call, sftpOf, sshConnect, userKeyPair } from './helpers/ssh.js';
+
+/*
+ * Live sessions through the admin API, on the real server (workers 1, or the
+ * primary asking its workers): listed with their uploads in flight; ended one
+ * by one, all of a user's, and at once when the user is disabled or removed or
+ * loses a key: the connections close and the uploads are recorded aborted.
+ */
+
+const PASSWORD = 'admin sessions password';
+type Json = { [k: string]: unknown };
+
+describe('admin API: live sessions', () => {
+  let srv: TestServer;
+  let api: AdminTarget;
+  const request = (method: string, path: string, body?: unknown) => adminRequest(api, method, `/api/v1${path}`, body === undefined ? {} : { body });
+
+  before(async () => {
+    srv = await TestServer.start({
+      env: { SLUICE_ADMIN_LISTEN: './admin.sock', SLUICE_FTP_TLS: 'optional' },
+      users: ['alice', 'bob', 'carol', 'dave'].map((name) => ({ name, password: PASSWORD })),
+    });
+    api = { socketPath: join(srv.dir, 'admin.sock') };
+  });
+  after(async () => {
+    await srv.stop();
+  });
+
+  async function ftpUpload(user: string, path: string): Promise<{ control: RawFtp; data: net.Socket }> {
+    const control = await RawFtp.connect(srv.ftpPort);
+    assert.equal((await control.read())?.code, 220);
+    assert.equal((await control.login(user, PASSWORD)).code, 230);
+    assert.equal((await control.cmd('TYPE I')).code, 200);
+    const pasv = await control.passive(false);
+    control.send(`STOR ${path}\r\n`);
+    const data = await pasv.open();
+    assert.equal((await control.read())?.code, 150);
+    data.write(Buffer.alloc(4096, 1));
+    data.on('error', () => undefined);
+    return { control, data };
+  }
+
+  async function sftpUpload(user: string, path: string, options: { privateKey?: string } = {}): Promise<ssh2.Client> {
+    const conn = await sshConnect({ port: srv.sftpPort, username: user, ...(options.privateKey ? { privateKey: options.privateKey } : { password: PASSWORD }) });
+    conn.on('error', () => undefined);
+    const sftp = await sftpOf(conn);
+    const handle = await call<Buffer>((cb) => sftp.open(path, 'w', cb));
+    await call((cb) => sftp.write(handle, Buffer.alloc(4096, 1), 0, 4096, 0, cb));
+    return conn;
+  }
+
+  const closed = (socket: net.Socket | ssh2.Client) => new Promise<void>((resolve) => socket.once('close', () => resolve()));
+
+  async function sessionsOf(user: string): Promise<Json[]> {
+    const r = await request('GET', `/sessions?user=${user}`);
+    assert.equal(r.status, 200, r.text);
+    return r.json as Json[];
+  }
+
+  /** The upload records of `user`'s `path`, once the trail has them. */
+  async function uploadOf(user: string, path: string): Promise<Json | undefined> {
+    for (let i = 0; i < 10; i++) {
+      const found = (await srv.audit(500)).find((r) => r.event === 'upload' && r.user === user && r.path === path);
+      if (found) return found;
+    }
+    return undefined;
+  }
+
+  it('lists sessions with their transfers in progress', { timeout: 60_000 }, async () => {
+    const ftp = await ftpUpload('alice', '/a.bin');
+    const sftp = await sftpUpload('alice', '/b.bin');
+    const list = await sessionsOf('alice');
+    assert.deepEqual(list.map((s) => s.protocol).sort(), ['ftp', 'sftp']);
+    for (const s of list) {
+      assert.equal(s.ip, '127.0.0.1');
+      const [t] = s.transfers as Json[];
+      assert.equal(t?.direction, 'upload');
+    }
+    ftp.data.destroy();
+    ftp.control.close();
+    sftp.end();
+  });
+
+  it('disabling a user ends their live FTP and SFTP sessions at once; the uploads are recorded aborted', { timeout: 60_000 }, async () => {
+    const ftp = await ftpUpload('bob', '/ftp-cut.bin');
+    const sftp = await sftpUpload('bob', '/sftp-cut.bin');
+    const gone = [closed(ftp.data), closed(sftp)];
+    const r = await request('PATCH', '/users/bob', { enabled: false });
+    assert.equal(r.status, 200, r.text);
+    assert.equal((r.json as Json).sessionsEnded, 2);
+    await Promise.all(gone);
+    assert.deepEqual(await sessionsOf('bob'), []);
+    assert.equal((await uploadOf('bob', '/ftp-cut.bin'))?.result, 'aborted');
+    assert.equal((await uploadOf('bob', '/sftp-cut.bin'))?.result, 'aborted');
+  });
+
+  it('removing a user, or one of their keys, ends their sessions', { timeout: 60_000 }, async () => {
+    const key = userKeyPair('carol@test');
+    const added = await request('POST', '/users/carol/keys', { key: key.public });
+    assert.equal(added.status, 201, added.text);
+    const byKey = await sftpUpload('carol', '/key.bin', { privateKey: key.private });
+    const gone = closed(byKey);
+    const removed = await request('DELETE', `/users/carol/keys/${encodeURIComponent((added.json as Json).fingerprint as string)}`);
+    assert.equal((removed.json as Json).sessionsEnded, 1);
+    await gone;
+    const ftp = await ftpUpload('carol', '/gone.bin');
+    const cut = closed(ftp.data);
+    assert.equal(((await request('DELETE', '/users/carol')).json as Json).sessionsEnded, 1);
+    await cut;
+    assert.equal((await uploadOf('carol', '/gone.bin'))?.result, 'aborted');
+  });
+
+  it('ends one session by id, then all of a user; 404 for an unknown id', { timeout: 60_000 }, async () => {
+    const one = await sftpUpload('dave', '/one.bin');
+    const two = await ftpUpload('dave', '/two.bin');
+    const sftpSession = (await sessionsOf('dave')).find((s) => s.protocol === 'sftp');
+    const firstGone = closed(one);
+    const ended = await request('DELETE', `/sessions/${encodeURIComponent(sftpSession?.id as string)}`);
+    assert.equal(ended.status, 200, ended.text);
+    await firstGone;
+    assert.deepEqual((await sessionsOf('dave')).map((s) => s.protocol), ['ftp']);
+    assert.equal((await request('DELETE', `/sessions/${encodeURIComponent(sftpSession?.id as string)}`)).status, 404);
+    const secondGone = closed(two.data);
+    assert.equal(((await request('DELETE', '/users/dave/sessions')).json as Json).sessionsEnded, 1);
+    await secondGone;
+    assert.deepEqual(await sessionsOf('dave'), []);
+  });
+});

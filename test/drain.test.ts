@@ -1,0 +1,194 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import type ssh2 from 'ssh2';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { sftpRemote, waitFor, type PacedUpload } from './helpers/quota.js';
+import { TestServer } from './helpers/server.js';
+import { sshConnect, sftpOf } from './helpers/ssh.js';
+
+/*
+ * Issue #15, lifecycle: SIGTERM stops accepting at once, ends idle sessions at
+ * once, lets transfers in progress finish up to shutdown.drainTimeout, then
+ * ends the rest as aborted; the audit is flushed and the process exits 0,
+ * having logged one line with the counts. On one process and on workers.
+ */
+
+const PASSWORD = 'drain test password';
+const HALF = 256 * 1024;
+
+async function start(workers: number, drainTimeout: number): Promise<TestServer> {
+  return TestServer.start({
+    yaml: 'ftp:\n  tls: optional\n',
+    users: [{ name: 'alice', password: PASSWORD }],
+    env: { SLUICE_WORKERS: String(workers), SLUICE_SHUTDOWN_DRAIN_TIMEOUT: String(drainTimeout) },
+  });
+}
+
+async function ftpLogin(srv: TestServer): Promise<RawFtp> {
+  const c = await RawFtp.connect(srv.ftpPort);
+  assert.equal((await c.read())?.code, 220);
+  assert.equal((await c.login('alice', PASSWORD)).code, 230);
+  return c;
+}
+
+/** A plain FTP STOR whose bytes the test sends when it likes. */
+async function ftpUpload(srv: TestServer, path: string): Promise<{ control: RawFtp; data: net.Socket }> {
+  const control = await ftpLogin(srv);
+  assert.equal((await control.cmd('TYPE I')).code, 200);
+  const pasv = await control.passive(false);
+  control.send(`STOR ${path}\r\n`);
+  const data = await pasv.open();
+  assert.equal((await control.read())?.code, 150);
+  return { control, data };
+}
+
+async function sftpLogin(srv: TestServer): Promise<ssh2.Client> {
+  const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: PASSWORD });
+  c.on('error', () => undefined);
+  await sftpOf(c);
+  return c;
+}
+
+function closed(socket: net.Socket | ssh2.Client): Promise<void> {
+  return new Promise((resolve) => socket.once('close', () => resolve()));
+}
+
+/** Whether a new connection to `port` is refused. */
+function refused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.once('error', () => resolve(true));
+  });
+}
+
+function exitOf(srv: TestServer): Promise<number | null> {
+  return new Promise((resolve) => srv.process?.once('exit', (code) => resolve(code)));
+}
+
+/** The one count line (from the primary, with workers). */
+function drainLine(srv: TestServer): Record<string, unknown> {
+  const lines = srv.log.split('\n').filter((l) => l.includes('"msg":"drained:'));
+  assert.equal(lines.length, 1, srv.log);
+  return JSON.parse(lines[0] as string) as Record<string, unknown>;
+}
+
+function uploads(records: Record<string, unknown>[], path: string): Record<string, unknown>[] {
+  return records.filter((r) => r.event === 'upload' && r.path === path);
+}
+
+for (const workers of [1, 2]) {
+  describe(`SIGTERM drain, workers: ${workers}`, () => {
+    it('transfers in progress finish (FTP 226, SFTP OK, audited ok, whole file), idle sessions end at once, new connections are refused, exit 0', async () => {
+      const srv = await start(workers, 60);
+      try {
+        const body = randomBytes(2 * HALF);
+        const ftp = await ftpUpload(srv, '/ftp-slow.bin');
+        const sftp = await sftpRemote(srv, 'alice', PASSWORD);
+        const sftpUp: PacedUpload = await sftp.start('/sftp-slow.bin');
+        await new Promise<void>((resolve) => ftp.data.write(body.subarray(0, HALF), () => resolve()));
+        await sftpUp.write(body.subarray(0, HALF));
+        const idleFtp = await ftpLogin(srv);
+        const idleSftp = await sftpLogin(srv);
+        const idleSftpClosed = closed(idleSftp);
+        const exited = exitOf(srv);
+
+        srv.signal('SIGTERM');
+        // Idle sessions are ended at once: 421, then the connection closes.
+        assert.equal((await idleFtp.read())?.code, 421);
+        await idleSftpClosed;
+        // The ports are closed while the uploads still run.
+        for (const port of [srv.ftpPort, srv.sftpPort]) {
+          let tries = 0;
+          while (!(await refused(port))) {
+            assert.ok(++tries < 100, `port ${port} still accepts during the drain`);
+            await new Promise((r) => setTimeout(r, 50));
+          }
+        }
+        assert.equal(srv.process?.exitCode, null, 'the server did not wait for the transfers');
+
+        // The uploads complete, each answered as usual; then their sessions end.
+        const ftpClosed = closed(ftp.control.socket);
+        await new Promise<void>((resolve) => ftp.data.end(body.subarray(HALF), () => resolve()));
+        assert.equal((await ftp.control.read())?.code, 226);
+        assert.equal((await ftp.control.read())?.code, 421);
+        await ftpClosed;
+        await sftpUp.write(body.subarray(HALF));
+        assert.equal(await sftpUp.finish(), null);
+        assert.equal(await exited, 0, srv.log + srv.stderr);
+
+        for (const name of ['ftp-slow.bin', 'sftp-slow.bin']) assert.ok(readFileSync(join(srv.home('alice'), name)).equals(body), name);
+        const records = await srv.audit(0);
+        for (const path of ['/ftp-slow.bin', '/sftp-slow.bin']) {
+          const [record, ...more] = uploads(records, path);
+          assert.equal(more.length, 0);
+          assert.equal(record?.result, 'ok', JSON.stringify(record));
+          assert.equal(record?.bytes, body.length);
+        }
+        const line = drainLine(srv);
+        assert.deepEqual([line.endedIdle, line.transfersFinished, line.transfersAborted], [2, 2, 0], JSON.stringify(line));
+        const logouts = records.filter((r) => r.event === 'logout');
+        assert.equal(logouts.length, 4);
+        assert.ok(logouts.every((r) => r.reason === 'server shutting down'), JSON.stringify(logouts));
+      } finally {
+        await srv.stop();
+      }
+    });
+
+    it('at drainTimeout the unfinished uploads are aborted (recorded so, no file under their names), exit 0', async () => {
+      const srv = await start(workers, 1);
+      try {
+        const ftp = await ftpUpload(srv, '/ftp-cut.bin');
+        const sftp = await sftpRemote(srv, 'alice', PASSWORD);
+        const sftpUp = await sftp.start('/sftp-cut.bin');
+        await new Promise<void>((resolve) => ftp.data.write(randomBytes(HALF), () => resolve()));
+        await sftpUp.write(randomBytes(HALF));
+        const exited = exitOf(srv);
+        srv.signal('SIGTERM');
+        assert.equal(await exited, 0, srv.log + srv.stderr);
+        // The FTP client hears why its session ended.
+        assert.equal((await ftp.control.read())?.code, 421);
+
+        const records = await srv.audit(0);
+        for (const path of ['/ftp-cut.bin', '/sftp-cut.bin']) {
+          const [record, ...more] = uploads(records, path);
+          assert.equal(more.length, 0);
+          assert.equal(record?.result, 'aborted', JSON.stringify(record));
+          assert.equal(record?.reason, 'server shutting down: drain timeout');
+        }
+        assert.deepEqual(readdirSync(srv.home('alice')).filter((n) => !n.startsWith('.')), []);
+        for (const name of ['ftp-cut.bin', 'sftp-cut.bin']) assert.ok(!existsSync(join(srv.home('alice'), name)));
+        const line = drainLine(srv);
+        assert.deepEqual([line.endedIdle, line.transfersFinished, line.transfersAborted], [0, 0, 2], JSON.stringify(line));
+      } finally {
+        await srv.stop();
+      }
+    });
+
+    it('a second SIGTERM ends the drain at once', { timeout: 60_000 }, async () => {
+      const srv = await start(workers, 600);
+      try {
+        const sftp = await sftpRemote(srv, 'alice', PASSWORD);
+        const up = await sftp.start('/second.bin');
+        await up.write(randomBytes(HALF));
+        const exited = exitOf(srv);
+        srv.signal('SIGTERM');
+        await waitFor('the stop under way', () => srv.log.includes('"msg":"stopping"'));
+        srv.signal('SIGTERM');
+        assert.equal(await exited, 0, srv.log + srv.stderr);
+        const [record] = uploads(await srv.audit(0), '/second.bin');
+        assert.equal(record?.result, 'aborted');
+        assert.equal(record?.reason, 'server shutting down: drain cut short');
+      } finally {
+        await srv.stop();
+      }
+    });
+  });
+}

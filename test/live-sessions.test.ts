@@ -1,0 +1,245 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import type net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type ssh2 from 'ssh2';
+import { openAdmin, openCoordination, servicesOn, type AdminServices, type Coordination, type Services } from '../src/app.js';
+import { ensureKeys } from '../src/certs/ensure.js';
+import { loadConfig } from '../src/config/load.js';
+import { answerSessions } from '../src/coordinator/ipc-client.js';
+import type { PrimaryMessage, WorkerMessage } from '../src/coordinator/ipc-messages.js';
+import { SESSIONS_ANSWER_MS, WorkerLink } from '../src/coordinator/ipc-server.js';
+import { AllSessions } from '../src/coordinator/sessions.js';
+import { startFrontEnds, type FrontEnd } from '../src/front-ends.js';
+import type { LiveSessionInfo } from '../src/session/live.js';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { freePorts } from './helpers/server.js';
+import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+
+/*
+ * Issue #15: the live-session registry, through the shared layer, with the
+ * real FTP and SFTP front-ends started in this process (as `sluice serve`
+ * with workers: 1 starts them) and real clients: what an operator lists, and
+ * ending a session or a user's sessions, their uploads recorded aborted for
+ * the reason given. Then the primary's side over IPC: WorkerLink asking a
+ * worker's registry through a channel that carries messages as the IPC
+ * channel does (serialized, a later tick), and a worker that never answers.
+ */
+
+const PASSWORD = 'live sessions password';
+const REASON = 'ended by administrator';
+
+let dir: string;
+let base: AdminServices;
+let coordination: Coordination;
+let services: Services;
+let running: FrontEnd[];
+let ftpPort: number;
+let sftpPort: number;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'sluice-live-'));
+  const [ftp, sftp, pasv] = (await freePorts(3)) as [number, number, number];
+  [ftpPort, sftpPort] = [ftp, sftp];
+  const config = loadConfig({
+    cwd: dir,
+    env: {
+      SLUICE_LOG_LEVEL: 'silent',
+      SLUICE_BIND: '127.0.0.1',
+      SLUICE_FTP_PORT: String(ftp),
+      SLUICE_FTPS_PORT: '0',
+      SLUICE_SFTP_PORT: String(sftp),
+      SLUICE_FTP_TLS: 'optional',
+      SLUICE_PASV_PORTS: `${Math.max(pasv, 1024)}-${Math.max(pasv, 1024) + 20}`,
+    },
+  });
+  await ensureKeys(config.certsDir);
+  base = openAdmin(config);
+  coordination = openCoordination(base);
+  services = servicesOn(base, coordination.coordinator);
+  coordination.sessions.join(services.live);
+  for (const name of ['alice', 'bob']) await base.admin.add({ name, password: PASSWORD, keys: [] });
+  running = await startFrontEnds(services);
+});
+
+after(async () => {
+  await Promise.all(running.map((fe) => fe.close()));
+  await coordination.close();
+  await base.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function ftpLogin(user: string): Promise<RawFtp> {
+  const c = await RawFtp.connect(ftpPort);
+  assert.equal((await c.read())?.code, 220);
+  assert.equal((await c.login(user, PASSWORD)).code, 230);
+  return c;
+}
+
+async function ftpUpload(user: string, path: string): Promise<{ control: RawFtp; data: net.Socket }> {
+  const control = await ftpLogin(user);
+  assert.equal((await control.cmd('TYPE I')).code, 200);
+  const pasv = await control.passive(false);
+  control.send(`STOR ${path}\r\n`);
+  const data = await pasv.open();
+  assert.equal((await control.read())?.code, 150);
+  return { control, data };
+}
+
+async function audit(): Promise<Record<string, unknown>[]> {
+  await coordination.auditLog?.flush();
+  const text = readFileSync(join(base.config.dataDir, 'audit.log'), 'utf8');
+  return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+/** The one session of `user` over `protocol` in the list. */
+async function sessionOf(user: string, protocol: string): Promise<LiveSessionInfo> {
+  const mine = (await coordination.sessions.list()).filter((s) => s.user === user && s.protocol === protocol);
+  assert.equal(mine.length, 1, JSON.stringify(mine));
+  return mine[0] as LiveSessionInfo;
+}
+
+function closed(socket: net.Socket | ssh2.Client): Promise<void> {
+  return new Promise((resolve) => socket.once('close', () => resolve()));
+}
+
+/** An SFTP session of `user`, with an upload of `path` open and `bytes` written. */
+async function sftpUpload(user: string, path: string, bytes: number): Promise<{ conn: ssh2.Client; finish: () => Promise<void> }> {
+  const conn = await sshConnect({ port: sftpPort, username: user, password: PASSWORD });
+  conn.on('error', () => undefined);
+  const sftp = await sftpOf(conn);
+  const handle = await call<Buffer>((cb) => sftp.open(path, 'w', cb));
+  await call((cb) => sftp.write(handle, Buffer.alloc(bytes, 1), 0, bytes, 0, cb));
+  return { conn, finish: () => call((cb) => sftp.close(handle, cb)) };
+}
+
+/** Until the list holds no session of `user` (closes are seen a little after the client's). */
+async function noSessionsOf(user: string): Promise<void> {
+  for (let i = 0; (await coordination.sessions.list()).some((s) => s.user === user); i++) {
+    assert.ok(i < 200, `${user} still listed`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe('live sessions in one process (FTP and SFTP front-ends, real clients)', () => {
+  it('lists each logged-in session with its address, login time and transfers in progress, bytes so far', async () => {
+    const t0 = Date.now();
+    const ftp = await ftpLogin('alice');
+    const sftp = await sftpUpload('alice', '/listed.bin', 4096);
+    try {
+      const f = await sessionOf('alice', 'ftp');
+      assert.equal(f.ip, '127.0.0.1');
+      assert.equal(f.port, ftp.socket.localPort);
+      assert.equal(f.worker, 0);
+      assert.ok(Date.parse(f.since) >= t0 - 1000 && Date.parse(f.since) <= Date.now());
+      assert.deepEqual(f.transfers, []);
+      const s = await sessionOf('alice', 'sftp');
+      assert.equal(s.transfers.length, 1);
+      const [t] = s.transfers;
+      assert.deepEqual({ direction: t?.direction, path: t?.path, bytes: t?.bytes }, { direction: 'upload', path: '/listed.bin', bytes: 4096 });
+      assert.notEqual(s.id, f.id);
+    } finally {
+      await sftp.finish();
+      sftp.conn.end();
+      ftp.close();
+    }
+    await noSessionsOf('alice');
+  });
+
+  it('ending an SFTP session closes its connection; its upload is recorded aborted for the reason given, no file left', async () => {
+    const sftp = await sftpUpload('alice', '/cut-sftp.bin', 64 * 1024);
+    const s = await sessionOf('alice', 'sftp');
+    const gone = closed(sftp.conn);
+    assert.equal(await coordination.sessions.end(s.id, REASON), true);
+    await gone;
+    const records = (await audit()).filter((r) => r.session === s.id);
+    const upload = records.find((r) => r.event === 'upload');
+    assert.equal(upload?.result, 'aborted', JSON.stringify(records));
+    assert.equal(upload?.reason, REASON);
+    assert.equal(records.find((r) => r.event === 'logout')?.reason, REASON);
+    assert.ok(!existsSync(join(base.config.dataDir, 'homes', 'alice', 'cut-sftp.bin')));
+    assert.ok(!(await coordination.sessions.list()).some((x) => x.id === s.id));
+    assert.equal(await coordination.sessions.end(s.id, REASON), false, 'ended twice');
+  });
+
+  it('ending an FTP session mid-upload: 421, then close; the upload recorded aborted for the reason', async () => {
+    const { control, data } = await ftpUpload('alice', '/cut-ftp.bin');
+    data.on('error', () => undefined);
+    await new Promise<void>((resolve) => data.write(Buffer.alloc(64 * 1024, 3), () => resolve()));
+    const f = await sessionOf('alice', 'ftp');
+    const gone = closed(control.socket);
+    assert.equal(await coordination.sessions.end(f.id, REASON), true);
+    const reply = await control.read();
+    assert.equal(reply?.code, 421, reply?.text);
+    assert.match(reply?.text ?? '', /ended by administrator/);
+    await gone;
+    const records = (await audit()).filter((r) => r.session === f.id);
+    const upload = records.find((r) => r.event === 'upload');
+    assert.equal(upload?.result, 'aborted', JSON.stringify(records));
+    assert.equal(upload?.reason, REASON);
+    assert.ok(!existsSync(join(base.config.dataDir, 'homes', 'alice', 'cut-ftp.bin')));
+  });
+
+  it("ending a user's sessions ends all of them, over both protocols, and nobody else's", async () => {
+    const alice = await ftpLogin('alice');
+    const bobFtp = await ftpLogin('bob');
+    const bobSftp = await sftpUpload('bob', '/bob.bin', 1024);
+    const bobSftpGone = closed(bobSftp.conn);
+    try {
+      const bobGone = closed(bobFtp.socket);
+      assert.equal(await coordination.sessions.endUser('bob', REASON), 2);
+      assert.equal((await bobFtp.read())?.code, 421);
+      await bobGone;
+      await bobSftpGone;
+      const users = (await coordination.sessions.list()).map((s) => s.user);
+      assert.deepEqual(users, ['alice']);
+      assert.equal((await alice.cmd('NOOP')).code, 200);
+      assert.equal(await coordination.sessions.endUser('bob', REASON), 0);
+    } finally {
+      alice.close();
+    }
+    await noSessionsOf('alice');
+  });
+});
+
+describe('live sessions over IPC: the primary asks each worker', () => {
+  /** The primary's side of a worker whose registry is this process's; `answers` false: a worker that never answers. */
+  function link(worker: number, answers: boolean): WorkerLink {
+    const toWorker = (m: PrimaryMessage): void => {
+      if (!answers || m.t !== 'sessions') return;
+      const question = JSON.parse(JSON.stringify(m)) as typeof m;
+      setImmediate(() => {
+        void answerSessions(services.live, question).then((value) => {
+          const answer = JSON.parse(JSON.stringify({ t: 'sessions-answer', id: question.id, value })) as WorkerMessage;
+          setImmediate(() => l.handle(answer));
+        });
+      });
+    };
+    const l = new WorkerLink(worker, coordination.coordinator, coordination.quotas, toWorker);
+    return l;
+  }
+
+  it('lists and ends through the worker; a worker that does not answer is left out after SESSIONS_ANSWER_MS', async () => {
+    const all = new AllSessions();
+    all.join(link(1, true).sessions);
+    all.join(link(2, false).sessions);
+    const ftp = await ftpLogin('alice');
+    try {
+      const t0 = Date.now();
+      const listed = await all.list();
+      const waited = Date.now() - t0;
+      assert.ok(waited >= SESSIONS_ANSWER_MS - 50, `answered in ${waited} ms: the silent worker was not waited for`);
+      assert.ok(waited < SESSIONS_ANSWER_MS + 3000, `the silent worker held the list ${waited} ms`);
+      assert.deepEqual(listed.map((s) => [s.user, s.protocol]), [['alice', 'ftp']]);
+      const gone = closed(ftp.socket);
+      assert.equal(await all.end((listed[0] as LiveSessionInfo).id, REASON), true);
+      assert.equal((await ftp.read())?.code, 421);
+      await gone;
+      assert.equal(await all.endUser('alice', REASON), 0);
+    } finally {
+      ftp.close();
+    }
+  });
+});
