@@ -58,6 +58,12 @@ describe('configuration', () => {
     assert.equal(load().admin.listen, '', 'off by default');
   });
 
+  it('reads the drain timeout from the environment', () => {
+    assert.equal(load().shutdown.drainTimeout, 30);
+    assert.equal(load({ SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '5' }).shutdown.drainTimeout, 5);
+    assert.equal(load({ SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '0.5' }).shutdown.drainTimeout, 0.5);
+  });
+
   it('finds ./sluice.yaml and SLUICE_CONFIG', () => {
     writeFileSync(join(dir, 'sluice.yaml'), 'ftp:\n  port: 2333\n');
     assert.equal(load().ftp.port, 2333);
@@ -85,6 +91,8 @@ describe('configuration', () => {
     ['an unknown PROXY mode', { SLUICE_SFTP_PROXY_PROTOCOL: 'v3' }, null, /sftp\.proxyProtocol \(from SLUICE_SFTP_PROXY_PROTOCOL\)/],
     ['an admin address without a port', { SLUICE_ADMIN_LISTEN: '127.0.0.1' }, null, /^config: admin\.listen \(from SLUICE_ADMIN_LISTEN\): must be ADDRESS:PORT/],
     ['TLS on the admin socket', { SLUICE_ADMIN_LISTEN: '/run/admin.sock' }, 'admin:\n  tls: true\n', /^config: admin\.tls: a unix socket takes no TLS/],
+    ['a drain timeout that is not a number', { SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '30s' }, null, /shutdown\.drainTimeout \(from SLUICE_SHUTDOWN_DRAIN_TIMEOUT\)/],
+    ['a negative drain timeout', {}, 'shutdown:\n  drainTimeout: -1\n', /shutdown\.drainTimeout/],
     ['PROXY v2 with no trusted proxy', { SLUICE_FTP_PROXY_PROTOCOL: 'v2' }, null, /ftp\.proxyProtocol.*needs trustedProxies/],
   ];
   for (const [what, env, yaml, pattern] of bad) {

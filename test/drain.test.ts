@@ -98,12 +98,18 @@ for (const workers of [1, 2]) {
         const idleFtp = await ftpLogin(srv);
         const idleSftp = await sftpLogin(srv);
         const idleSftpClosed = closed(idleSftp);
+        const pending = await RawFtp.connect(srv.ftpPort);
+        assert.equal((await pending.read())?.code, 220);
+        assert.equal((await pending.cmd('USER alice')).code, 331);
         const exited = exitOf(srv);
 
         srv.signal('SIGTERM');
         // Idle sessions are ended at once: 421, then the connection closes.
         assert.equal((await idleFtp.read())?.code, 421);
         await idleSftpClosed;
+        // A login during the drain opens no session.
+        const late = await pending.cmd(`PASS ${PASSWORD}`);
+        assert.equal(late.code, 451, late.text);
         // The ports are closed while the uploads still run.
         for (const port of [srv.ftpPort, srv.sftpPort]) {
           let tries = 0;

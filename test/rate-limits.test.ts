@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -107,6 +107,21 @@ describe('bandwidth limits: per user and the server default, over FTP, FTPS and 
     t.diagnostic(`unlimited: ${other.toFixed(2)} s`);
     assert.ok(other < 2, `the unlimited user's upload took ${other.toFixed(2)} s`);
     for (const name of ['up-ftp.bin', 'up-ftps.bin', 'up-sftp.bin']) assert.deepEqual(readFileSync(join(srv.home('slow'), name)), readFileSync(file));
+  });
+
+  it('legacy SCP keeps the same limits (the server measures the transfer: 20 MiB up in 4 s)', async (t) => {
+    if (spawnSync('sh', ['-c', 'command -v sshpass']).status !== 0) {
+      if (process.env.CI) assert.fail('sshpass must be installed in CI');
+      return t.skip('sshpass is not installed (.ci/run installs it)');
+    }
+    const opts = ['-O', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'BatchMode=no', '-P', String(srv.sftpPort)];
+    const r = spawnSync('sshpass', ['-p', 'slow password', 'scp', ...opts, file, 'slow@127.0.0.1:/up-scp.bin'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const rec = (await srv.audit()).find((l) => l.event === 'upload' && l.path === '/up-scp.bin');
+    const seconds = Number(rec?.duration_ms) / 1000;
+    t.diagnostic(`SCP upload: ${seconds.toFixed(2)} s`);
+    assert.equal(rec?.protocol, 'scp');
+    assert.ok(seconds >= LOW && seconds <= HIGH, `SCP upload took ${seconds.toFixed(2)} s`);
   });
 
   it('downloads follow the server default (5 MiB/s) unless the user has their own (0: none)', async (t) => {

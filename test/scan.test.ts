@@ -83,6 +83,18 @@ describe('quarantine mode with a real clamd', () => {
     assert.match(sluice(srv.dir, ['user', 'show', 'bob']).stdout, /scan\s+no/);
   });
 
+  it('legacy SCP is scanned the same: the infected file is refused with the reason and never lands', (t) => {
+    if (spawnSync('sh', ['-c', 'command -v sshpass']).status !== 0) {
+      if (process.env.CI) assert.fail('sshpass must be installed in CI');
+      return t.skip('sshpass is not installed (.ci/run installs it)');
+    }
+    const opts = ['-O', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'BatchMode=no', '-P', String(srv.sftpPort)];
+    const r = spawnSync('sshpass', ['-p', 'alice password', 'scp', ...opts, join(local, 'eicar.com'), 'alice@127.0.0.1:/by-scp.com'], { encoding: 'utf8', timeout: 60_000 });
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /malware found \(Sluice\.Test\.EICAR\.UNOFFICIAL\)/);
+    assert.ok(!existsSync(join(srv.home('alice'), 'by-scp.com')));
+  });
+
   it('resuming is refused for a scanned user: bytes written in place would be there unscanned', () => {
     const r = spawnSync('curl', ['-sS', '-C', '5', '-T', join(local, 'clean.txt'), `ftp://alice:alice%20password@127.0.0.1:${srv.ftpPort}/clean.txt`], { encoding: 'utf8' });
     assert.notEqual(r.status, 0);

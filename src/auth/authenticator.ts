@@ -21,6 +21,8 @@ export type AuthFailure =
   | 'key-required'
   | 'bad-name'
   | 'session-limit'
+  /** Good credentials, but the client had gone by the time its session would have opened. */
+  | 'connection-closed'
   | 'too-many-tries';
 
 /**
@@ -30,14 +32,17 @@ export type AuthFailure =
  */
 export const MAX_USER_NAME_BYTES = 64;
 
-/** Called once the credentials are good, with the stored name: false refuses the login (per-user session limit). */
 /** The stored account anonymous FTP logins use (users/anonymous.ts makes it); the audit trail names them by it. */
 export const ANONYMOUS = 'anonymous';
 /** What a client may type as USER for an anonymous login (vsftpd's and ProFTPD's names). */
 export const ANONYMOUS_LOGINS: readonly string[] = [ANONYMOUS, 'ftp'];
 
-/** A session slot for `user`, under `max` sessions of theirs at once when given (else the server's per-user limit). */
-export type Claim = (user: string, max?: number) => Promise<boolean>;
+/**
+ * Called once the credentials are good, with the stored name: a session slot
+ * for `user`, under `max` sessions of theirs when given (else the server's
+ * per-user limit); 'limit' or 'closed' (the client went away meanwhile) refuse the login.
+ */
+export type Claim = (user: string, max?: number) => Promise<'ok' | 'limit' | 'closed'>;
 
 /** Front-ends answer every failure alike ("login incorrect"); the reason goes to the audit log only. */
 export class AuthError extends Error {
@@ -135,7 +140,7 @@ export class Authenticator {
     const user = this.users.get(ANONYMOUS);
     if (!user) return this.fail(req, 'password', 'unknown-user');
     this.checkRules(req, user, 'password');
-    if (claim && !(await claim(user.name, maxSessions))) this.fail(req, 'password', 'session-limit', user);
+    await this.claimSlot(req, 'password', user, claim, maxSessions);
     return this.loggedIn(req, user, { event: 'login', method: 'anonymous', email: password.slice(0, 100) });
   }
 
@@ -150,7 +155,7 @@ export class Authenticator {
   }
 
   private async succeed(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey', claim: Claim | undefined): Promise<Account> {
-    if (claim && !(await claim(user.name))) this.fail(req, method, 'session-limit', user);
+    await this.claimSlot(req, method, user, claim);
     return this.loggedIn(req, user, { event: 'login', method });
   }
 
@@ -160,6 +165,12 @@ export class Authenticator {
     this.audit?.record(this.actor(req, user), event);
     this.metrics.count({ m: 'login', protocol: req.protocol, result: 'ok', reason: '' });
     return toAccount(user);
+  }
+
+  private async claimSlot(req: AuthRequest, method: 'password' | 'publickey', user: UserRecord, claim: Claim | undefined, max?: number): Promise<void> {
+    const got = claim ? await claim(user.name, max) : 'ok';
+    if (got === 'limit') this.fail(req, method, 'session-limit', user);
+    if (got === 'closed') this.fail(req, method, 'connection-closed', user);
   }
 
   private fail(req: AuthRequest, method: 'password' | 'publickey', reason: AuthFailure, user?: UserRecord): never {

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { AuthError, type Authenticator, type AuthRequest } from '../auth/authenticator.js';
+import { AuthError, type Authenticator, type AuthRequest, type Claim } from '../auth/authenticator.js';
 import type { Config } from '../config/schema.js';
 import type { Coordinator, Offence, Release } from '../coordinator/coordinator.js';
 import type { Account, Protocol } from '../session/account.js';
@@ -251,13 +251,14 @@ export class Guest {
   }
 
   /** The per-user session limit, checked by the authenticator once the credentials are good. */
-  private readonly claim = async (user: string, max?: number): Promise<boolean> => {
+  private readonly claim: Claim = async (user, max) => {
     // A login that completes after its connection closed must not take a slot nobody frees.
-    if (this.closed) return false;
+    if (this.closed) return 'closed';
     const slot = await this.gate.coordinator.claimUser(user, max);
     if (slot && this.closed) slot();
-    this.userSlot = this.closed ? null : slot;
-    return this.userSlot !== null;
+    if (this.closed) return 'closed';
+    this.userSlot = slot;
+    return slot ? 'ok' : 'limit';
   };
 
   private async attempt(req: AuthRequest, login: () => Promise<Account> | Account): Promise<Account> {
@@ -265,7 +266,8 @@ export class Guest {
     try {
       return await login();
     } catch (err) {
-      if (!(err instanceof AuthError) || err.reason === 'session-limit') throw err;
+      // Neither is the client's fault: good credentials, no slot free, or nobody left to log in.
+      if (!(err instanceof AuthError) || err.reason === 'session-limit' || err.reason === 'connection-closed') throw err;
       this.failures++;
       await this.score('login-failed', req.protocol);
       // Every failure costs the client this long, on every protocol: guessing stays slow.

@@ -1,4 +1,5 @@
 import type { Protocol } from './account.js';
+import { SluiceError } from './errors.js';
 
 /** A transfer in progress, as an operator sees it. */
 export interface LiveTransfer {
@@ -97,19 +98,23 @@ interface Entry {
  */
 export class LiveRegistry implements LiveSessionsView {
   private readonly entries = new Set<Entry>();
-  /** Why the server is stopping, once it is: sessions that log in after that are ended at once. */
-  private stopping: string | null = null;
+  /** Set once the server is stopping: no session opens after that. */
+  private stopping = false;
 
   constructor(
     /** The cluster worker id of this process; 0 when one process serves everything. */
     private readonly worker: number,
   ) {}
 
+  /** Throws once the server is stopping: a login then opens no session (Session.open asks before and after it opens one). */
+  admit(): void {
+    if (this.stopping) throw new SluiceError('failure', 'Server is shutting down');
+  }
+
   /** A session has logged in; the returned function removes it (when it closes). */
   add(session: LiveSession, connection: LiveConnection): () => void {
     const entry = { session, connection };
     this.entries.add(entry);
-    if (this.stopping !== null) void this.endNow(entry, this.stopping);
     return () => void this.entries.delete(entry);
   }
 
@@ -154,7 +159,7 @@ export class LiveRegistry implements LiveSessionsView {
    * reason it settles with.
    */
   async drain(reason: string, deadline: Promise<string>): Promise<DrainCounts> {
-    this.stopping = reason;
+    this.stopping = true;
     const counts: DrainCounts = { endedIdle: 0, transfersFinished: 0, transfersAborted: 0 };
     await Promise.all(
       [...this.entries].map(async (entry) => {

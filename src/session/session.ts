@@ -140,8 +140,17 @@ export class Session implements LiveSession {
 
   /** `connection`: how the front-end ends this session's connection when the server ends the session. */
   static async open(account: Account, context: SessionContext, deps: SessionDeps, connection: LiveConnection): Promise<Session> {
+    deps.live.admit();
     const storage = await deps.storage(account.home);
-    return new Session(account, context, storage, await deps.quotas.acquire(account), deps, connection);
+    const session = new Session(account, context, storage, await deps.quotas.acquire(account), deps, connection);
+    // The server began to stop while this one opened: a drain that started without it would not end it.
+    try {
+      deps.live.admit();
+    } catch (err) {
+      await session.close();
+      throw err;
+    }
+    return session;
   }
 
   get id(): string {
@@ -310,23 +319,36 @@ export class Session implements LiveSession {
     this.startable();
     const path = this.resolve(clientPath);
     const offset = options.offset ?? 0;
-    const download = await this.guard('download', path, () =>
+    const download: Download = await this.readable('download', path, true, async (file, st) => {
+      if (offset < 0 || offset > st.size) throw new SluiceError('invalid-path', 'Offset beyond end of file');
+      return new Download(file, path, offset, st.size, (r) => this.finished(download, r), this.transferOptions(options, this.rates.down));
+    });
+    return this.track(download);
+  }
+
+  /**
+   * A regular file opened for reading where the user may download it, handed
+   * to `use` with its metadata; closed when `use` fails, or always unless
+   * `keep` (a Download owns it from then on).
+   */
+  private readable<T>(operation: string, path: string, keep: boolean, use: (file: OpenFile, st: NodeStat) => Promise<T>): Promise<T> {
+    return this.guard(operation, path, () =>
       this.within(this.checked('download', parentOf(path), path), true, 'look', async (loc) => {
         this.require('download', parentOf(loc.virtualPath));
         const file = await loc.openRead();
+        let kept = false;
         try {
           const st = await file.stat();
           if (st.type === 'dir') throw new SluiceError('is-a-directory');
           if (st.type !== 'file') throw new SluiceError('permission-denied', 'Not a regular file');
-          if (offset < 0 || offset > st.size) throw new SluiceError('invalid-path', 'Offset beyond end of file');
-          return new Download(file, path, offset, st.size, (r) => this.finished(download, r), this.transferOptions(options, this.rates.down));
-        } catch (err) {
-          await file.close();
-          throw err;
+          const out = await use(file, st);
+          kept = keep;
+          return out;
+        } finally {
+          if (!kept) await file.close();
         }
       }),
     );
-    return this.track(download);
   }
 
   async openWrite(clientPath: string, options: WriteOptions = {}): Promise<Upload> {
@@ -533,23 +555,12 @@ export class Session implements LiveSession {
       return target.checksum(range, this.hashing);
     }
     const path = this.resolve(target);
-    return this.guard('checksum', path, () =>
-      this.within(this.checked('download', parentOf(path), path), true, 'look', async (loc) => {
-        this.require('download', parentOf(loc.virtualPath));
-        const file = await loc.openRead();
-        try {
-          const st = await file.stat();
-          if (st.type === 'dir') throw new SluiceError('is-a-directory');
-          if (st.type !== 'file') throw new SluiceError('permission-denied', 'Not a regular file');
-          const whole = range.offset === 0 && range.length === 0 && range.blockSize === 0;
-          const known = whole ? this.deps.receipts.lookup(nodeKey(st), st.size, st.mtime.getTime()) : null;
-          if (known) return { offset: 0, end: st.size, digests: [Buffer.from(known, 'hex')], fromRecord: true };
-          return await hashRange(file, st.size, range, this.hashing);
-        } finally {
-          await file.close();
-        }
-      }),
-    );
+    return this.readable('checksum', path, false, async (file, st) => {
+      const whole = range.offset === 0 && range.length === 0 && range.blockSize === 0;
+      const known = whole ? this.deps.receipts.lookup(nodeKey(st), st.size, st.mtime.getTime()) : null;
+      if (known) return { offset: 0, end: st.size, digests: [Buffer.from(known, 'hex')], fromRecord: true };
+      return hashRange(file, st.size, range, this.hashing);
+    });
   }
 
   // --- changes --------------------------------------------------------------

@@ -325,6 +325,16 @@ async function checkFile(session: Session, target: string | Upload | Download, i
   return w.finish();
 }
 
+const CHECK_FILE_HANDLE: ExtensionSpec = {
+  name: 'check-file-handle',
+  version: '1',
+  writes: false,
+  holds: CHECKSUM_HOLDS,
+  async run({ session, handles }, id, body) {
+    return checkFile(session, handles.file(body.bytes()), id, body);
+  },
+};
+
 /**
  * Every extension served, by name: VERSION advertises exactly these (see
  * advertisedExtensions), so none is offered without a handler, nor served
@@ -418,25 +428,9 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
       return checkFile(session, body.string(), id, body);
     },
   },
-  'check-file-handle': {
-    name: 'check-file-handle',
-    version: '1',
-    writes: false,
-    holds: CHECKSUM_HOLDS,
-    async run({ session, handles }, id, body) {
-      return checkFile(session, handles.file(body.bytes()), id, body);
-    },
-  },
+  'check-file-handle': CHECK_FILE_HANDLE,
   // paramiko's SFTPFile.check(): check-file-handle by an older name.
-  'check-file': {
-    name: 'check-file',
-    version: '1',
-    writes: false,
-    holds: CHECKSUM_HOLDS,
-    async run({ session, handles }, id, body) {
-      return checkFile(session, handles.file(body.bytes()), id, body);
-    },
-  },
+  'check-file': { ...CHECK_FILE_HANDLE, name: 'check-file' },
   'copy-data': {
     name: 'copy-data',
     version: '1',
