@@ -9,6 +9,9 @@ import type { AuditTrail, Coordinator } from './coordinator/coordinator.js';
 import { Hooks } from './hooks/runner.js';
 import { LocalCoordinator } from './coordinator/local.js';
 import { AllSessions } from './coordinator/sessions.js';
+import { ServingState } from './metrics/health.js';
+import { ServerMetrics } from './metrics/registry.js';
+import { sampleProcess } from './metrics/sampler.js';
 import { BanCheck } from './security/ban-check.js';
 import { Defender } from './security/defender.js';
 import { FailureThrottle } from './security/failure-throttle.js';
@@ -62,6 +65,10 @@ export interface Coordination {
   readonly auditLog: AuditLog | null;
   /** Each user's ledger, for the primary answering workers synchronously. */
   readonly quotas: QuotaBook;
+  /** The server's numbers, every worker's included (/metrics). */
+  readonly metrics: ServerMetrics;
+  /** Whether the serving processes listen (/readyz). */
+  readonly serving: ServingState;
   /** What the start report said (listeners, front-ends), for the admin API. */
   readonly started: StartRecord;
   /** Every logged-in session of the server (a LiveSessionsView): the serving process's registry, or each worker's over IPC. */
@@ -98,6 +105,8 @@ export function openAdmin(config: Config): AdminServices {
 export function openCoordination(base: AdminServices): Coordination {
   const { config } = base;
   const { audit: settings } = config;
+  const metrics = new ServerMetrics(() => base.bans.activeCount());
+  const stopSampling = sampleProcess((sample) => metrics.sampled('0', sample));
   const auditLog = settings.enabled
     ? new AuditLog({
         file: resolve(config.dataDir, settings.file),
@@ -105,6 +114,7 @@ export function openCoordination(base: AdminServices): Coordination {
         keep: settings.keep,
         xferlog: settings.xferlog === '' ? null : resolve(config.dataDir, settings.xferlog),
         onError: (err) => base.log.error({ err }, 'audit log'),
+        metrics,
       })
     : null;
   if (!auditLog) base.log.warn('audit trail disabled (audit.enabled: false): nothing is recorded');
@@ -124,12 +134,15 @@ export function openCoordination(base: AdminServices): Coordination {
   const defender = new Defender(banCheck(base), config.defender, audit, base.log.child({ part: 'defender' }));
   const quotas = new QuotaBook(base.users);
   return {
-    coordinator: new LocalCoordinator(registry, defender, quotas, audit),
+    coordinator: new LocalCoordinator(registry, defender, quotas, audit, metrics),
     auditLog,
     quotas,
+    metrics,
+    serving: new ServingState(),
     started: new StartRecord(),
     sessions: new AllSessions(),
     async close() {
+      stopSampling();
       throttle?.flush();
       await hooks?.drain(HOOK_DRAIN_MS);
       await auditLog?.close();
@@ -165,7 +178,7 @@ function banCheck(base: AdminServices): BanCheck {
 export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlight?: InFlightUploads, worker = 0): Services {
   const { config } = base;
   const { anonymous } = config.ftp;
-  const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit, anonymous.enabled ? anonymous : null);
+  const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit, coordinator.metrics, anonymous.enabled ? anonymous : null);
   const live = new LiveRegistry(worker);
   return {
     ...base,
@@ -174,6 +187,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
     gate: new Gate(coordinator, banCheck(base), authenticator, config, base.log.child({ part: 'gate' })),
     sessionDeps: {
       audit: coordinator.audit,
+      metrics: coordinator.metrics,
       quotas: coordinator.ledgers,
       openHandles: new HandleBook(config.sftp.maxHandlesPerUser),
       atomicUploads: config.uploads.atomic,

@@ -175,6 +175,9 @@ describe('admin API resources', () => {
       '/api/v1/users/{name}/keys/{fingerprint}',
       '/api/v1/users/{name}/permissions',
       '/api/v1/users/{name}/sessions',
+      '/healthz',
+      '/metrics',
+      '/readyz',
     ]);
     const create = doc.paths['/api/v1/users']?.post?.requestBody?.content['application/json']?.schema;
     assert.equal(create?.additionalProperties, false);

@@ -4,6 +4,7 @@ import { isatty } from 'node:tty';
 import { gunzipSync } from 'node:zlib';
 import type { prettyFactory } from 'pino-pretty';
 import pino, { type Logger } from 'pino';
+import type { AuditMetrics } from '../metrics/events.js';
 import type { Actor, AuditEvent, AuditSink, SystemAuditSink, SystemEvent } from './events.js';
 import { GENESIS, chainLine, lastLines, tearOf, type ChainHead } from './chain.js';
 import { logFiles } from './files.js';
@@ -53,6 +54,8 @@ export interface AuditLogOptions {
   xferlog: string | null;
   /** Where a failing write or rotation is reported; the server keeps serving. */
   onError: (err: Error) => void;
+  /** Told of each line of the trail and how long each timed flush of the file took. */
+  metrics?: AuditMetrics;
 }
 
 /**
@@ -83,6 +86,7 @@ export class AuditLog implements AuditSink, SystemAuditSink {
         this.applyKeep();
       },
       onError: options.onError,
+      ...(options.metrics ? { onFlushed: (seconds: number) => options.metrics?.flushed(seconds) } : {}),
     });
     this.xferlog = options.xferlog === null ? null : new LogFile(options.xferlog, { maxSize: options.rotateSize, onError: options.onError });
     this.write({ event: 'audit-start', pid: process.pid, ...(fragment ? { torn: tearOf(fragment) } : {}) });
@@ -115,6 +119,7 @@ export class AuditLog implements AuditSink, SystemAuditSink {
     const { line, head } = chainLine(this.head, { time: time.toISOString(), ...fields });
     this.head = head;
     this.file.write(line + '\n');
+    this.options.metrics?.linesWritten(1);
   }
 
   /** SIGHUP: continue in new files if logrotate moved the current ones away. */

@@ -1,4 +1,5 @@
-import type { AuditSink } from '../audit/events.js';
+import type { AuditEvent, AuditSink } from '../audit/events.js';
+import type { MetricsSink } from '../metrics/events.js';
 import type { Account, Protocol } from '../session/account.js';
 import { isPermission, type Permission } from '../session/permissions.js';
 import type { UserRecord, UserStore } from '../store/users.js';
@@ -81,6 +82,7 @@ export class Authenticator {
     private readonly users: UserStore,
     private readonly hasher: PasswordHasher,
     private readonly audit: AuditSink | null,
+    private readonly metrics: MetricsSink,
     /** Anonymous FTP, when ftp.anonymous.enabled; see users/anonymous.ts. */
     private readonly anonymous: { readonly maxSessions: number } | null = null,
   ) {}
@@ -139,9 +141,7 @@ export class Authenticator {
     if (!user) return this.fail(req, 'password', 'unknown-user');
     this.checkRules(req, user, 'password');
     await this.claimSlot(req, 'password', user, claim, maxSessions);
-    this.users.recordLogin(user.id);
-    this.audit?.record(this.actor(req, user), { event: 'login', method: 'anonymous', email: password.slice(0, 100) });
-    return toAccount(user);
+    return this.loggedIn(req, user, { event: 'login', method: 'anonymous', email: password.slice(0, 100) });
   }
 
   private checkRules(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): void {
@@ -156,8 +156,14 @@ export class Authenticator {
 
   private async succeed(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey', claim: Claim | undefined): Promise<Account> {
     await this.claimSlot(req, method, user, claim);
+    return this.loggedIn(req, user, { event: 'login', method });
+  }
+
+  /** Every good login ends here: stored, audited, counted. */
+  private loggedIn(req: AuthRequest, user: UserRecord, event: Extract<AuditEvent, { event: 'login' }>): Account {
     this.users.recordLogin(user.id);
-    this.audit?.record(this.actor(req, user), { event: 'login', method });
+    this.audit?.record(this.actor(req, user), event);
+    this.metrics.count({ m: 'login', protocol: req.protocol, result: 'ok', reason: '' });
     return toAccount(user);
   }
 
@@ -169,6 +175,7 @@ export class Authenticator {
 
   private fail(req: AuthRequest, method: 'password' | 'publickey', reason: AuthFailure, user?: UserRecord): never {
     this.audit?.record(this.actor(req, user), { event: 'login-failed', method, reason });
+    this.metrics.count({ m: 'login', protocol: req.protocol, result: 'failed', reason });
     throw new AuthError(reason);
   }
 

@@ -80,6 +80,7 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
     return 1;
   }
   const workers = workerCount(config.workers);
+  coordination.serving.expect(workers);
   const code =
     workers === 1
       ? await serveHere(servicesOn(base, coordination.coordinator), coordination, stopped, log)
@@ -93,8 +94,8 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
 /** The admin API where the coordinator is, when admin.listen is set; its code (fastify) is loaded only then. */
 async function startAdmin(base: AdminServices, coordination: Coordination, log: Logger): Promise<AdminServer | null> {
   if (base.config.admin.listen === '') return null;
-  const { startAdminApi } = await import('../admin/server.js');
-  return startAdminApi({ base, coordination, sessions: coordination.sessions }, [], log);
+  const [{ startAdminApi }, { monitorRoutes }] = await Promise.all([import('../admin/server.js'), import('../metrics/routes.js')]);
+  return startAdminApi({ base, coordination, sessions: coordination.sessions }, [monitorRoutes], log);
 }
 
 /** workers: 1: the front-ends run in this process, on its own coordinator. */
@@ -113,6 +114,7 @@ async function serveHere(services: Services, coordination: Coordination, stopped
     coordination.auditLog?.reopen().catch((err: unknown) => log.error({ err }, 'audit log reopen'));
   };
   process.on('SIGHUP', onHangup);
+  coordination.serving.started(0);
   const { dataDir, certsDir } = services.config;
   const leave = coordination.sessions.join(services.live);
   const report = { listeners: running.flatMap((fe) => fe.listeners), frontEnds: running.map((fe) => fe.name), dataDir, certsDir, workers: 1 };
@@ -122,6 +124,7 @@ async function serveHere(services: Services, coordination: Coordination, stopped
   const signal = await stopped;
   clearInterval(keepAlive);
   process.off('SIGHUP', onHangup);
+  coordination.serving.stopping();
   log.info({ signal }, 'stopping');
   const hurry = nextStopSignal();
   const { drainFrontEnds } = await import('../front-ends.js');

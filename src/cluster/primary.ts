@@ -70,6 +70,7 @@ export async function superviseWorkers(
     const exit = Promise.all([died, disconnected]).then(([[code, signal]]) => {
       links.delete(worker);
       ready.delete(worker);
+      coordination.serving.stopped(worker.id);
       leave();
       if (link.drained) addTo(drained, link.drained);
       const why = signal ? `worker process ended by ${signal}` : `worker process exited with code ${code}`;
@@ -88,6 +89,7 @@ export async function superviseWorkers(
         if (isMessage<WorkerMessage>(m) && m.t === 'ready') {
           worker.off('message', onReady);
           ready.add(worker);
+          coordination.serving.started(worker.id);
           frontEnds = m.frontEnds;
           listeners = m.listeners;
           log.info({ worker: worker.id, workerPid: worker.process.pid }, 'worker ready');
@@ -102,6 +104,7 @@ export async function superviseWorkers(
 
   const stopAll = async (): Promise<void> => {
     stopping = true;
+    coordination.serving.stopping();
     for (const worker of ready) if (worker.isConnected()) worker.send({ t: 'stop' } satisfies PrimaryMessage);
     const grace = setTimeout(() => {
       for (const worker of links.keys()) worker.process.kill('SIGKILL');

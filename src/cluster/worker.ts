@@ -4,6 +4,7 @@ import type { Config } from '../config/schema.js';
 import { answerSessions, processChannel, RemoteCoordinator } from '../coordinator/ipc-client.js';
 import type { WorkerMessage } from '../coordinator/ipc-messages.js';
 import { drainFrontEnds, startFrontEnds, type FrontEnd } from '../front-ends.js';
+import { sampleProcess } from '../metrics/sampler.js';
 import type { DrainCounts } from '../session/live.js';
 
 /**
@@ -66,7 +67,10 @@ async function serveUntilStopped(config: Config): Promise<{ code: number; draine
   }
   channel.onMessage((m) => m.t === 'reload' && running.forEach((fe) => fe.reload?.()));
   channel.send({ t: 'ready', frontEnds: running.map((fe) => fe.name), listeners: running.flatMap((fe) => fe.listeners) });
+  // The primary labels this worker's samples with its id; not ordered with anything else, so sent at once.
+  const stopSampling = sampleProcess((sample) => channel.send({ t: 'process-sample', sample }));
   const reason = await stop;
+  stopSampling();
   if (reason === 'primary gone') {
     await Promise.all(running.map((fe) => fe.close()));
     await base.close();

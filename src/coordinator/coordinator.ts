@@ -1,4 +1,5 @@
 import type { AuditSink, Service, SystemAuditSink } from '../audit/events.js';
+import type { MetricsSink } from '../metrics/events.js';
 import type { Protocol } from '../session/account.js';
 import type { Ledgers } from '../session/quota.js';
 
@@ -37,4 +38,6 @@ export interface Coordinator {
   readonly ledgers: Ledgers;
   /** null: the audit trail is switched off. */
   readonly audit: AuditTrail | null;
+  /** Counted whether the audit trail is on or off. */
+  readonly metrics: MetricsSink;
 }

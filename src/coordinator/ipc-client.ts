@@ -1,4 +1,5 @@
 import type { Actor, AuditEvent, SystemEvent } from '../audit/events.js';
+import type { MetricsSink } from '../metrics/events.js';
 import type { Account, Protocol } from '../session/account.js';
 import { SluiceError } from '../session/errors.js';
 import type { LiveSessionsView } from '../session/live.js';
@@ -50,6 +51,8 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
   private readonly waiting = new Map<number, { resolve: (v: Answer) => void; reject: (e: Error) => void }>();
   readonly ledgers: Ledgers;
   readonly audit: AuditTrail | null;
+  /** Counts go to the primary with the tick's other messages: a transfer's end stays one write. */
+  readonly metrics: MetricsSink = { count: (event) => this.post({ t: 'metric', event }) };
 
   constructor(
     private readonly channel: Channel,

@@ -1,4 +1,5 @@
 import type { Actor, AuditEvent, SystemEvent } from '../audit/events.js';
+import type { MetricEvent, ProcessSample } from '../metrics/events.js';
 import type { Protocol } from '../session/account.js';
 import type { ErrorKind } from '../session/errors.js';
 import type { DrainCounts, LiveSessionInfo } from '../session/live.js';
@@ -46,6 +47,9 @@ export type SingleWorkerMessage =
   | ({ t: 'ledger-note'; handle: number } & LedgerNote)
   | { t: 'audit'; actor: Actor; event: AuditEvent }
   | { t: 'system'; event: SystemEvent }
+  | { t: 'metric'; event: MetricEvent }
+  /** The worker's own use of the machine (sent every few seconds, see metrics/sampler.ts). */
+  | { t: 'process-sample'; sample: ProcessSample }
   /** An upload has started: if the worker dies before its audit record arrives, the primary records it aborted. */
   | { t: 'upload-open'; actor: Actor; path: string; offset: number; started: string }
   /** The front-ends are listening. */

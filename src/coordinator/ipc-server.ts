@@ -1,5 +1,5 @@
 import type { Actor, AuditEvent } from '../audit/events.js';
-import type { Account } from '../session/account.js';
+import type { Account, Protocol } from '../session/account.js';
 import { toSluiceError } from '../session/errors.js';
 import type { DrainCounts, LiveSessionInfo, LiveSessionsView } from '../session/live.js';
 import type { LedgerHandle, QuotaBook } from '../session/quota.js';
@@ -37,6 +37,8 @@ export class WorkerLink {
   private readonly slots = new Map<number, { release: Release; user?: string }>();
   private readonly handles = new Map<number, LedgerHandle>();
   private readonly uploads = new Map<string, OpenUpload>();
+  /** Sessions open on this worker by protocol, as its metric events said: closed for it if it dies. */
+  private readonly openSessions = new Map<Protocol, number>();
   /** Session questions sent and not yet answered: what to do with the answer. */
   private readonly asked = new Map<number, (answer: SessionsAnswer | null) => void>();
   /** What the worker's drain did, from its `stopped`. */
@@ -99,6 +101,13 @@ export class WorkerLink {
       case 'system':
         this.coordinator.audit?.system(m.event);
         return;
+      case 'metric':
+        if (m.event.m === 'session') this.openSessions.set(m.event.protocol, (this.openSessions.get(m.event.protocol) ?? 0) + m.event.change);
+        this.coordinator.metrics.count(m.event);
+        return;
+      case 'process-sample':
+        this.coordinator.metrics.sampled(String(this.worker), m.sample);
+        return;
       case 'upload-open':
         this.uploads.set(uploadKey(m.actor, m.path, m.started), { actor: m.actor, path: m.path, offset: m.offset, started: m.started });
         return;
@@ -126,6 +135,10 @@ export class WorkerLink {
     this.handles.clear();
     for (const u of this.uploads.values()) audit?.record(u.actor, abortedUpload(u, reason));
     this.uploads.clear();
+    const { metrics } = this.coordinator;
+    for (const [protocol, open] of this.openSessions) for (let i = 0; i < open; i++) metrics.count({ m: 'session', protocol, change: -1 });
+    this.openSessions.clear();
+    metrics.workerGone(String(this.worker));
     for (const answered of this.asked.values()) answered(null);
   }
 

@@ -1,4 +1,5 @@
 import type { Service } from '../audit/events.js';
+import type { ServerMetricsSink } from '../metrics/events.js';
 import type { Ledgers } from '../session/quota.js';
 import type { ConnectionRegistry } from '../session/registry.js';
 import type { AuditTrail, Coordinator, Offence, Release, Scorer } from './coordinator.js';
@@ -14,6 +15,7 @@ export class LocalCoordinator implements Coordinator {
     private readonly defender: Scorer,
     readonly ledgers: Ledgers,
     readonly audit: AuditTrail | null,
+    readonly metrics: ServerMetricsSink,
   ) {}
 
   async admit(ip: string): Promise<Release | null> {

@@ -1,4 +1,5 @@
 import type { Actor, AuditEvent, AuditSink } from '../audit/events.js';
+import type { MetricsSink } from '../metrics/events.js';
 import type { Account, Protocol } from './account.js';
 import { SluiceError, Unseen, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
@@ -26,6 +27,8 @@ export interface SessionContext {
 export interface SessionDeps {
   /** null: the audit trail is switched off, and transfers are not hashed. */
   readonly audit: AuditSink | null;
+  /** Sessions, transfers and quota refusals are counted here, with the audit trail on or off. */
+  readonly metrics: MetricsSink;
   /** After a resumed upload, hash the whole file for the audit record (a second read). */
   readonly hashResumedUploads: boolean;
   /** Each user's quota ledger, shared by all their sessions wherever they run. */
@@ -132,6 +135,7 @@ export class Session implements LiveSession {
     this.hashing = new RateLimit(deps.hashRate);
     this.scanning = deps.scanning && (account.scan ?? deps.scanning.byDefault) ? deps.scanning : null;
     this.unregister = deps.live.add(this, connection);
+    deps.metrics.count({ m: 'session', protocol: context.protocol, change: 1 });
   }
 
   /** `connection`: how the front-end ends this session's connection when the server ends the session. */
@@ -181,6 +185,7 @@ export class Session implements LiveSession {
     this.ledger.release();
     this.deps.openHandles.release(this.account);
     this.audit({ event: 'logout', duration_ms: Date.now() - this.started, ...(this.endReason === null ? {} : { reason: this.endReason }) });
+    this.deps.metrics.count({ m: 'session', protocol: this.context.protocol, change: -1 });
   }
 
   /** When the session logged in. */
@@ -466,7 +471,7 @@ export class Session implements LiveSession {
         await transfer.resize(change.size);
       }
       await transfer.changeFile(change);
-    });
+    }, true);
     if (change.mode !== undefined) this.audit({ event: 'chmod', path: transfer.path, mode: (change.mode & 0o777).toString(8).padStart(4, '0') });
     if (change.mtime !== undefined) this.audit({ event: 'chtimes', path: transfer.path });
   }
@@ -507,7 +512,12 @@ export class Session implements LiveSession {
     if (this.transfers.size === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
     const copied = this.copies.get(transfer);
     this.copies.delete(transfer);
-    if (transfer instanceof Upload && transfer.exceededQuota) this.audit({ event: 'quota-exceeded', path: r.path });
+    if (transfer instanceof Upload && transfer.exceededQuota) {
+      this.audit({ event: 'quota-exceeded', path: r.path });
+      this.quotaRefused();
+    }
+    const durationMs = Date.now() - r.started.getTime();
+    this.deps.metrics.count({ m: 'transfer', protocol: this.context.protocol, direction: r.direction, bytes: r.bytes, seconds: durationMs / 1000, result: r.result });
     if (r.quarantined) this.audit({ event: 'quarantined', path: r.path, signature: r.quarantined.signature, file: r.quarantined.file });
     if (r.direction === 'upload' && r.result === 'ok' && r.node && !r.convertedLineEndings) {
       // The hash covers the whole file only if the upload wrote all of it, or hashed it after a resume.
@@ -522,7 +532,7 @@ export class Session implements LiveSession {
       offset: r.offset,
       resumed: r.offset > 0,
       started: r.started.toISOString(),
-      duration_ms: Date.now() - r.started.getTime(),
+      duration_ms: durationMs,
       result: r.result,
       ...(r.reason === undefined ? {} : { reason: r.reason }),
       sha256: r.sha256,
@@ -808,8 +818,12 @@ export class Session implements LiveSession {
     }
   }
 
-  /** Every failure leaves here typed; refusals are audited once. */
-  private async guard<T>(operation: string, path: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Every failure leaves here typed; refusals are audited and counted once.
+   * `onTransfer`: the operation works on an open upload, whose own end counts
+   * a quota refusal (see finished), so it is not counted here as well.
+   */
+  private async guard<T>(operation: string, path: string, fn: () => Promise<T>, onTransfer = false): Promise<T> {
     try {
       return await fn();
     } catch (err) {
@@ -818,8 +832,13 @@ export class Session implements LiveSession {
         const reason = e.detail.includes('outside') ? 'outside-home' : 'permission';
         this.audit({ event: 'denied', operation, path, reason });
       }
+      if (e.kind === 'quota-exceeded' && !onTransfer) this.quotaRefused();
       throw e;
     }
+  }
+
+  private quotaRefused(): void {
+    this.deps.metrics.count({ m: 'quota-refused', protocol: this.context.protocol });
   }
 }
 

@@ -24,12 +24,13 @@ interface BanRow {
  * server sees its bans at the next connection).
  */
 export class BanStore {
-  private readonly q: Record<'get' | 'active' | 'put' | 'remove', Statement>;
+  private readonly q: Record<'get' | 'active' | 'activeCount' | 'put' | 'remove', Statement>;
 
   constructor(db: Database) {
     this.q = {
       get: db.prepare('SELECT * FROM bans WHERE address = ?'),
       active: db.prepare('SELECT * FROM bans WHERE until IS NULL OR until > ? ORDER BY address'),
+      activeCount: db.prepare('SELECT count(*) AS n FROM bans WHERE until IS NULL OR until > ?'),
       put: db.prepare(`INSERT INTO bans (address, until, count, reason, created_at) VALUES (@address, @until, @count, @reason, @now)
         ON CONFLICT (address) DO UPDATE SET until = excluded.until, count = excluded.count, reason = excluded.reason,
         created_at = excluded.created_at`),
@@ -52,6 +53,11 @@ export class BanStore {
   /** Bans in force at `now`. */
   active(now = Date.now()): BanRecord[] {
     return (this.q.active.all(now) as BanRow[]).map(hydrate);
+  }
+
+  /** How many bans are in force at `now`. */
+  activeCount(now = Date.now()): number {
+    return (this.q.activeCount.get(now) as { n: number }).n;
   }
 
   put(address: string, until: Date | null, count: number, reason: string): void {
