@@ -5,7 +5,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
-import { RawFtp } from './helpers/ftp-raw.js';
+import { loggedIn, RawFtp, startUpload } from './helpers/ftp-raw.js';
 import { sftpRemote, waitFor, type PacedUpload } from './helpers/quota.js';
 import { TestServer } from './helpers/server.js';
 import { sshConnect, sftpOf } from './helpers/ssh.js';
@@ -28,22 +28,12 @@ async function start(workers: number, drainTimeout: number): Promise<TestServer>
   });
 }
 
-async function ftpLogin(srv: TestServer): Promise<RawFtp> {
-  const c = await RawFtp.connect(srv.ftpPort);
-  assert.equal((await c.read())?.code, 220);
-  assert.equal((await c.login('alice', PASSWORD)).code, 230);
-  return c;
-}
+const ftpLogin = (srv: TestServer): Promise<RawFtp> => loggedIn(srv.ftpPort, 'alice', PASSWORD);
 
 /** A plain FTP STOR whose bytes the test sends when it likes. */
 async function ftpUpload(srv: TestServer, path: string): Promise<{ control: RawFtp; data: net.Socket }> {
   const control = await ftpLogin(srv);
-  assert.equal((await control.cmd('TYPE I')).code, 200);
-  const pasv = await control.passive(false);
-  control.send(`STOR ${path}\r\n`);
-  const data = await pasv.open();
-  assert.equal((await control.read())?.code, 150);
-  return { control, data };
+  return { control, data: await startUpload(control, path) };
 }
 
 async function sftpLogin(srv: TestServer): Promise<ssh2.Client> {

@@ -14,7 +14,7 @@ import { SESSIONS_ANSWER_MS, WorkerLink } from '../src/coordinator/ipc-server.js
 import { AllSessions } from '../src/coordinator/sessions.js';
 import { startFrontEnds, type FrontEnd } from '../src/front-ends.js';
 import type { LiveSessionInfo } from '../src/session/live.js';
-import { RawFtp } from './helpers/ftp-raw.js';
+import { loggedIn, RawFtp, startUpload } from './helpers/ftp-raw.js';
 import { freePorts } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
@@ -71,21 +71,11 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function ftpLogin(user: string): Promise<RawFtp> {
-  const c = await RawFtp.connect(ftpPort);
-  assert.equal((await c.read())?.code, 220);
-  assert.equal((await c.login(user, PASSWORD)).code, 230);
-  return c;
-}
+const ftpLogin = (user: string): Promise<RawFtp> => loggedIn(ftpPort, user, PASSWORD);
 
 async function ftpUpload(user: string, path: string): Promise<{ control: RawFtp; data: net.Socket }> {
   const control = await ftpLogin(user);
-  assert.equal((await control.cmd('TYPE I')).code, 200);
-  const pasv = await control.passive(false);
-  control.send(`STOR ${path}\r\n`);
-  const data = await pasv.open();
-  assert.equal((await control.read())?.code, 150);
-  return { control, data };
+  return { control, data: await startUpload(control, path) };
 }
 
 async function audit(): Promise<Record<string, unknown>[]> {

@@ -164,3 +164,24 @@ export async function readAll(socket: net.Socket): Promise<Buffer> {
   for await (const c of socket) chunks.push(c as Buffer);
   return Buffer.concat(chunks);
 }
+
+/** A control connection past its greeting, logged in as `user`. */
+export async function loggedIn(port: number, user: string, password: string): Promise<RawFtp> {
+  const c = await RawFtp.connect(port);
+  const greeting = await c.read();
+  if (greeting?.code !== 220) throw new Error(`greeting: ${greeting?.text ?? 'closed'}`);
+  const login = await c.login(user, password);
+  if (login.code !== 230) throw new Error(`login: ${login.text}`);
+  return c;
+}
+
+/** A plain FTP STOR whose bytes the caller sends when it likes: its data connection, once the server said 150. */
+export async function startUpload(control: RawFtp, path: string): Promise<net.Socket> {
+  if ((await control.cmd('TYPE I')).code !== 200) throw new Error('TYPE I refused');
+  const pasv = await control.passive(false);
+  control.send(`STOR ${path}\r\n`);
+  const data = await pasv.open();
+  const opening = await control.read();
+  if (opening?.code !== 150) throw new Error(`STOR: ${opening?.text ?? 'closed'}`);
+  return data;
+}
