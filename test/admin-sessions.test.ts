@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
-import { RawFtp } from './helpers/ftp-raw.js';
+import { loggedIn, RawFtp, startUpload } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect, userKeyPair } from './helpers/ssh.js';
 
@@ -34,15 +34,12 @@ describe('admin API: live sessions', () => {
     await srv.stop();
   });
 
-  async function ftpUpload(user: string, path: string): Promise<{ control: RawFtp; data: net.Socket }> {
-    const control = await RawFtp.connect(srv.ftpPort);
-    assert.equal((await control.read())?.code, 220);
-    assert.equal((await control.login(user, PASSWORD)).code, 230);
-    assert.equal((await control.cmd('TYPE I')).code, 200);
-    const pasv = await control.passive(false);
-    control.send(`STOR ${path}\r\n`);
-    const data = await pasv.open();
-    assert.equal((await control.read())?.code, 150);
+  /** An upload left in flight, over plain FTP or (`secure`) explicit FTPS with a protected data connection. */
+  async function ftpUpload(user: string, path: string, secure = false): Promise<{ control: RawFtp; data: net.Socket }> {
+    const control = secure
+      ? await RawFtp.secureLogin(srv.ftpPort, user, PASSWORD, { rejectUnauthorized: false })
+      : await loggedIn(srv.ftpPort, user, PASSWORD);
+    const data = await startUpload(control, path, secure);
     data.write(Buffer.alloc(4096, 1));
     data.on('error', () => undefined);
     return { control, data };
@@ -89,8 +86,8 @@ describe('admin API: live sessions', () => {
     sftp.end();
   });
 
-  it('disabling a user ends their live FTP and SFTP sessions at once; the uploads are recorded aborted', { timeout: 60_000 }, async () => {
-    const ftp = await ftpUpload('bob', '/ftp-cut.bin');
+  it('disabling a user ends their live FTPS and SFTP sessions at once; the uploads are recorded aborted', { timeout: 60_000 }, async () => {
+    const ftp = await ftpUpload('bob', '/ftp-cut.bin', true);
     const sftp = await sftpUpload('bob', '/sftp-cut.bin');
     const gone = [closed(ftp.data), closed(sftp)];
     const r = await request('PATCH', '/users/bob', { enabled: false });

@@ -175,10 +175,10 @@ export async function loggedIn(port: number, user: string, password: string): Pr
   return c;
 }
 
-/** A plain FTP STOR whose bytes the caller sends when it likes: its data connection, once the server said 150. */
-export async function startUpload(control: RawFtp, path: string): Promise<net.Socket> {
+/** A STOR whose bytes the caller sends when it likes: its data connection (TLS when `secure`), once the server said 150. */
+export async function startUpload(control: RawFtp, path: string, secure = false): Promise<net.Socket> {
   if ((await control.cmd('TYPE I')).code !== 200) throw new Error('TYPE I refused');
-  const pasv = await control.passive(false);
+  const pasv = await control.passive(secure);
   control.send(`STOR ${path}\r\n`);
   const data = await pasv.open();
   const opening = await control.read();
