@@ -144,6 +144,16 @@ export class Authenticator {
     return this.loggedIn(req, user, { event: 'login', method: 'anonymous', email: password.slice(0, 100) });
   }
 
+  /**
+   * Whether an account logged in earlier may still open a session: it still
+   * exists, enabled and not expired. An SSH connection authenticates once and opens sessions later;
+   * a user disabled or removed in between must not get one.
+   */
+  stillAllowed(account: Account): boolean {
+    const user = this.users.get(account.name);
+    return user !== null && user.enabled && !(user.expiresAt && user.expiresAt.getTime() <= Date.now());
+  }
+
   private checkRules(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): void {
     if (!user.enabled) this.fail(req, method, 'disabled', user);
     if (user.expiresAt && user.expiresAt.getTime() <= Date.now()) this.fail(req, method, 'expired', user);

@@ -444,6 +444,12 @@ export class SftpFrontEnd {
   ): void {
     const account = state.account as Account;
     const channel = accept();
+    if (!this.services.authenticator.stillAllowed(account)) {
+      state.log.warn({ user: account.name }, 'account disabled, removed or expired since the login: connection closed');
+      channel.close();
+      client.end();
+      return;
+    }
     const reopen = ownWindow(channel, client, member, window, () => {
       state.log.warn('peer ignored the channel window; disconnecting');
       client.end();
