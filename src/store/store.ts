@@ -1,0 +1,81 @@
+import type { AdminTokenRecord } from './admin-tokens.js';
+import type { BanRecord } from './bans.js';
+import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from './users.js';
+
+export type { AdminTokenRecord, BanRecord, NewKey, PublicKeyRecord, UserRecord, UserSettings };
+
+/**
+ * The user store as the rest of sluice sees it, whichever database keeps it:
+ * SQLite in this process (the default) or PostgreSQL shared by several
+ * nodes. Every call may be a network round trip, so every call is
+ * asynchronous; what a transfer needs is read once at login (the Account),
+ * so no transfer path waits on it.
+ */
+export interface Store {
+  readonly kind: 'sqlite' | 'postgres';
+  readonly users: UserRepository;
+  readonly bans: BanRepository;
+  readonly tokens: AdminTokenRepository;
+  /** Answers a trivial query (for /readyz); rejects when the database does not. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A name or key that exists already: both databases' unique constraints, as one error. */
+export class StoreConflict extends Error {
+  override readonly name = 'StoreConflict';
+}
+
+export interface UserRepository {
+  count(): Promise<number>;
+  /** By name, case-insensitively (names are unique regardless of case). */
+  get(name: string): Promise<UserRecord | null>;
+  getById(id: number): Promise<UserRecord | null>;
+  all(): Promise<UserRecord[]>;
+  /** Insert a user with its address rules and keys in one transaction; StoreConflict when the name is taken. */
+  create(name: string, passwordHash: string | null, settings: UserSettings, keys?: NewKey[]): Promise<UserRecord>;
+  update(id: number, settings: UserSettings): Promise<void>;
+  remove(id: number): Promise<void>;
+  setPasswordHash(id: number, hash: string | null): Promise<void>;
+  recordLogin(id: number): Promise<void>;
+  usage(userId: number): Promise<{ bytes: number; files: number }>;
+  /** Add to the counters atomically (never below zero), whatever other nodes add at the same time. */
+  addUsage(userId: number, bytes: number, files: number): Promise<void>;
+  /** Replace the counters with a recount of the disk. */
+  setUsage(userId: number, bytes: number, files: number): Promise<void>;
+  /** null removes the directory's override; false when there was none to remove. */
+  setDirPermissions(userId: number, path: string, permissions: UserRecord['permissions'] | null): Promise<boolean>;
+  keys(userId: number): Promise<PublicKeyRecord[]>;
+  /** StoreConflict when the user has that key already. */
+  addKey(userId: number, key: NewKey): Promise<void>;
+  removeKey(userId: number, fingerprint: string): Promise<boolean>;
+}
+
+export interface BanRepository {
+  /** The address's row, current ban or past one. */
+  get(address: string): Promise<BanRecord | null>;
+  /** Bans in force at `now`. */
+  active(now?: number): Promise<BanRecord[]>;
+  activeCount(now?: number): Promise<number>;
+  put(address: string, until: Date | null, count: number, reason: string): Promise<void>;
+  /** A ban by an administrator: counted as one more in the address's row, so the defender's next one is longer. */
+  add(address: string, until: Date | null): Promise<void>;
+  /** Lift the ban and forget the address's history; false when there was none. */
+  remove(address: string): Promise<boolean>;
+  /**
+   * Is the address banned now? Asked at every accept, so it answers without
+   * waiting: from the database itself where that is a local look-up
+   * (SQLite), from a copy the database keeps current otherwise.
+   */
+  banned(address: string): boolean;
+}
+
+export interface AdminTokenRepository {
+  /** False: a token of that name exists already. */
+  add(name: string, hash: Buffer): Promise<boolean>;
+  /** False: there was none of that name. */
+  remove(name: string): Promise<boolean>;
+  /** The name of the token with this hash, noted as used now; null: no such token. */
+  use(hash: Buffer): Promise<string | null>;
+  all(): Promise<AdminTokenRecord[]>;
+}
