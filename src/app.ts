@@ -27,10 +27,10 @@ import { ConnectionRegistry } from './session/registry.js';
 import type { InFlightUploads, SessionDeps } from './session/session.js';
 import { openLocalStorage } from './session/storage/local.js';
 import { StartRecord } from './start-record.js';
-import { AdminTokenStore } from './store/admin-tokens.js';
-import { BanStore } from './store/bans.js';
-import { openDatabase } from './store/db.js';
-import { UserStore } from './store/users.js';
+import { AdminTokenStore } from './store/sqlite/admin-tokens.js';
+import { BanStore } from './store/sqlite/bans.js';
+import { openDatabase } from './store/sqlite/db.js';
+import { UserStore } from './store/sqlite/users.js';
 import { UserAdmin } from './users/admin.js';
 
 /** What administration needs: the user store and password hashing. */

@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import argon2 from 'argon2';
 import { userKeyPair } from './helpers/ssh.js';
-import { openDatabase } from '../src/store/db.js';
-import { UserStore } from '../src/store/users.js';
+import { openDatabase } from '../src/store/sqlite/db.js';
+import { UserStore } from '../src/store/sqlite/users.js';
 import { sluice } from './helpers/cli.js';
 
 describe('sluice CLI', () => {

@@ -9,8 +9,8 @@ import { configSchema } from '../src/config/schema.js';
 import { BanCheck } from '../src/security/ban-check.js';
 import { Defender } from '../src/security/defender.js';
 import { FailureThrottle } from '../src/security/failure-throttle.js';
-import { BanStore } from '../src/store/bans.js';
-import { openDatabase } from '../src/store/db.js';
+import { BanStore } from '../src/store/sqlite/bans.js';
+import { openDatabase } from '../src/store/sqlite/db.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-defender-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

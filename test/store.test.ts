@@ -4,9 +4,13 @@ import { mkdtempSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { MIGRATIONS_DIR, openDatabase } from '../src/store/db.js';
-import { loadMigrations, migrate } from '../src/store/migrate.js';
-import { UserStore, type UserSettings } from '../src/store/users.js';
+import { loadMigrations, migrationsDir } from '../src/store/migrations.js';
+import type { UserSettings } from '../src/store/records.js';
+import { openDatabase } from '../src/store/sqlite/db.js';
+import { migrate } from '../src/store/sqlite/migrate.js';
+import { UserStore } from '../src/store/sqlite/users.js';
+
+const MIGRATIONS_DIR = migrationsDir('sqlite');
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-store-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { SystemAuditSink } from '../audit/events.js';
 import { plainAddress } from '../auth/ip-rules.js';
 import type { LocalCoordinator } from '../coordinator/local.js';
-import type { AdminTokenStore } from '../store/admin-tokens.js';
+import type { AdminTokenStore } from '../store/sqlite/admin-tokens.js';
 import { bearerToken, hashToken } from './tokens.js';
 
 /**

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { PROTOCOLS } from '../session/account.js';
 import { PERMISSIONS } from '../session/permissions.js';
-import type { UserSettings } from '../store/users.js';
+import type { UserSettings } from '../store/records.js';
 import { parseCidrs, parseKey, parsePerms, parseProtocols, validatePassword, validateUserName, type UserAdmin } from '../users/admin.js';
 import type { AdminContext } from './context.js';
 import { inField } from './errors.js';

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { ifRunning, type Reach } from '../admin/client.js';
 import type { AdminServices } from '../app.js';
 import { PERMISSIONS } from '../session/permissions.js';
-import type { UserSettings } from '../store/users.js';
+import type { UserSettings } from '../store/records.js';
 import {
   parseCidrs,
   parseKey,

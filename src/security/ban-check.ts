@@ -1,5 +1,5 @@
 import { cidrMatcher } from '../auth/ip-rules.js';
-import type { BanStore } from '../store/bans.js';
+import type { BanStore } from '../store/sqlite/bans.js';
 
 /**
  * Is an address banned? Bans live in the store, so one made by any process

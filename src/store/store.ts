@@ -1,6 +1,4 @@
-import type { AdminTokenRecord } from './admin-tokens.js';
-import type { BanRecord } from './bans.js';
-import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from './users.js';
+import type { AdminTokenRecord, BanRecord, NewKey, PublicKeyRecord, UserRecord, UserSettings } from './records.js';
 
 export type { AdminTokenRecord, BanRecord, NewKey, PublicKeyRecord, UserRecord, UserSettings };
 

@@ -6,7 +6,8 @@ import { parsePublicKey } from '../auth/public-keys.js';
 import { PROTOCOLS, type Protocol } from '../session/account.js';
 import { resolveVirtual } from '../session/paths.js';
 import { DEFAULT_PERMISSIONS, parsePermissions, type Permission } from '../session/permissions.js';
-import type { NewKey, PublicKeyRecord, UserRecord, UserSettings, UserStore } from '../store/users.js';
+import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
+import type { UserStore } from '../store/sqlite/users.js';
 
 /** An admin mistake: one line, nothing written. */
 export class AdminError extends Error {

@@ -2,7 +2,8 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ANONYMOUS } from '../auth/authenticator.js';
 import type { Config } from '../config/schema.js';
-import type { UserRecord, UserSettings, UserStore } from '../store/users.js';
+import type { UserRecord, UserSettings } from '../store/records.js';
+import type { UserStore } from '../store/sqlite/users.js';
 import { AdminError, makeHome, parseVirtualDir } from './admin.js';
 
 type AnonymousSettings = Config['ftp']['anonymous'];

@@ -1,14 +1,5 @@
 import type { Database, Statement } from 'better-sqlite3';
-
-export interface BanRecord {
-  readonly address: string;
-  /** null: until removed. */
-  readonly until: Date | null;
-  /** How many bans in a row this address earned; the next one lasts longer. */
-  readonly count: number;
-  readonly reason: string;
-  readonly createdAt: Date;
-}
+import type { BanRecord } from '../records.js';
 
 interface BanRow {
   address: string;

@@ -1,62 +1,7 @@
 import type { Database, Statement } from 'better-sqlite3';
-import type { Protocol, UsageStore } from '../session/account.js';
-import type { Permission } from '../session/permissions.js';
-
-export interface PublicKeyRecord {
-  readonly id: number;
-  readonly algorithm: string;
-  /** SSH wire-format public key blob. */
-  readonly blob: Buffer;
-  readonly fingerprint: string;
-  readonly comment: string;
-  readonly createdAt: Date;
-}
-
-export interface UserRecord {
-  readonly id: number;
-  readonly name: string;
-  readonly passwordHash: string | null;
-  readonly home: string;
-  readonly enabled: boolean;
-  readonly expiresAt: Date | null;
-  readonly protocols: Protocol[];
-  readonly requireTls: boolean;
-  readonly requireKey: boolean;
-  readonly permissions: Permission[];
-  readonly quotaBytes: number;
-  readonly quotaFiles: number;
-  /** Bytes per second; null: the server's default (limits.rateUp / rateDown), 0: none. */
-  readonly rateUp: number | null;
-  readonly rateDown: number | null;
-  /** Uploads scanned for malware; null: the server's uploads.scan. */
-  readonly scan: boolean | null;
-  readonly usedBytes: number;
-  readonly usedFiles: number;
-  readonly createdAt: Date;
-  readonly updatedAt: Date;
-  readonly lastLoginAt: Date | null;
-  readonly allowIps: string[];
-  readonly denyIps: string[];
-  readonly dirPermissions: { path: string; permissions: Permission[] }[];
-}
-
-/** Fields an admin sets; validation happens before they reach the store. */
-export interface UserSettings {
-  home: string;
-  enabled: boolean;
-  expiresAt: Date | null;
-  protocols: Protocol[];
-  requireTls: boolean;
-  requireKey: boolean;
-  permissions: Permission[];
-  quotaBytes: number;
-  quotaFiles: number;
-  rateUp: number | null;
-  rateDown: number | null;
-  scan: boolean | null;
-  allowIps: string[];
-  denyIps: string[];
-}
+import type { Protocol, UsageStore } from '../../session/account.js';
+import type { Permission } from '../../session/permissions.js';
+import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../records.js';
 
 interface UserRow {
   id: number;
@@ -247,13 +192,6 @@ export class UserStore implements UsageStore {
       dirPermissions: dirs.map((d) => ({ path: d.path, permissions: list(d.permissions) as Permission[] })),
     };
   }
-}
-
-export interface NewKey {
-  algorithm: string;
-  blob: Buffer;
-  fingerprint: string;
-  comment: string;
 }
 
 interface KeyRow {

@@ -1,10 +1,5 @@
 import type { Database, Statement } from 'better-sqlite3';
-
-export interface AdminTokenRecord {
-  readonly name: string;
-  readonly createdAt: Date;
-  readonly lastUsed: Date | null;
-}
+import type { AdminTokenRecord } from '../records.js';
 
 interface TokenRow {
   name: string;

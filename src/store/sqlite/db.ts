@@ -1,16 +1,14 @@
 import Database from 'better-sqlite3';
 import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { loadMigrations, migrate } from './migrate.js';
-
-export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations', import.meta.url));
+import { loadMigrations, migrationsDir } from '../migrations.js';
+import { migrate } from './migrate.js';
 
 /**
  * Open (creating if needed) the user database: owner-only file mode, WAL,
  * foreign keys, migrations applied. Start-up only, so synchronous I/O is fine.
  */
-export function openDatabase(file: string, migrationsDir = MIGRATIONS_DIR): Database.Database {
+export function openDatabase(file: string, dir = migrationsDir('sqlite')): Database.Database {
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   // Create it 0600 ourselves: SQLite would use the umask, and its -wal/-shm follow the main file's mode.
   closeSync(openSync(file, 'a', 0o600));
@@ -21,7 +19,7 @@ export function openDatabase(file: string, migrationsDir = MIGRATIONS_DIR): Data
     db.pragma('foreign_keys = ON');
     db.pragma('busy_timeout = 5000');
     db.pragma('synchronous = NORMAL');
-    migrate(db, loadMigrations(migrationsDir));
+    migrate(db, loadMigrations(dir));
   } catch (err) {
     db.close();
     throw err;
