@@ -41,6 +41,8 @@ export class WorkerLink {
   private readonly openSessions = new Map<Protocol, number>();
   /** Session questions sent and not yet answered: what to do with the answer. */
   private readonly asked = new Map<number, (answer: SessionsAnswer | null) => void>();
+  /** The worker has exited (workerGone). */
+  private gone = false;
   /** What the worker's drain did, from its `stopped`. */
   drained: DrainCounts | null = null;
   /** This worker's logged-in sessions, asked over IPC (see SESSIONS_ANSWER_MS). */
@@ -129,6 +131,7 @@ export class WorkerLink {
    * hidden until the next start's sweep; the final name was never touched.
    */
   workerGone(reason: string, audit: AuditTrail | null): void {
+    this.gone = true;
     for (const s of this.slots.values()) s.release();
     this.slots.clear();
     for (const h of this.handles.values()) h.release();
@@ -177,7 +180,10 @@ export class WorkerLink {
       case 'ledger': {
         const id = this.nextId++;
         const account = { ...q.account, name: '', home: '', rateUp: null, rateDown: null, scan: null, permissions: { root: new Set(), dirs: new Map() } } satisfies Account;
-        this.handles.set(id, this.quotas.handle(account));
+        const handle = await this.quotas.handle(account);
+        // The worker died while the ledger opened: nothing will release it but this.
+        if (this.gone) handle.release();
+        else this.handles.set(id, handle);
         return id;
       }
       case 'ledger-ask':

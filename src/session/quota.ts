@@ -1,6 +1,93 @@
-import type { Account, UsageStore } from './account.js';
+import type { Account } from './account.js';
 import { SluiceError } from './errors.js';
-import { PerUser } from './per-user.js';
+
+/** What a quota counts: bytes of regular files, and names. */
+export interface Usage {
+  bytes: number;
+  files: number;
+}
+
+/**
+ * Where the ledgers of one process get their users' usage and the room they
+ * may hand out. One node (LocalRooms): the room is the quota less what is
+ * used, all of it at once. Several nodes on one database
+ * (store/postgres/quota.ts): each node holds a lease of the quota, taken a
+ * few MiB at a time, so a transfer waits on the database only when its
+ * node's lease runs out, and the nodes' leases with what is used never pass
+ * the quota.
+ */
+export interface QuotaRooms {
+  /** A ledger of `account` is made in this process. */
+  open(account: Account): Promise<QuotaRoom>;
+}
+
+/** One user's room in one process: what its ledger may have in flight. */
+export interface QuotaRoom {
+  /** The user's usage when the ledger was made. */
+  readonly used: Usage;
+  /** The room at first (for each limited dimension; unlimited ones are never checked). */
+  readonly room: Usage;
+  /**
+   * At least `need` more room, resolving to how much was added (perhaps
+   * more); rejects with quota-exceeded when the quota has not that much left.
+   * null: the room is the whole quota already, no more can come.
+   */
+  readonly grow: ((need: Usage) => Promise<Usage>) | null;
+  /**
+   * An operation has ended: the counters change by `delta` and the room by
+   * minus `moved` (what landed came out of it, what was freed went back);
+   * `spare` is the room nothing is in flight in now. Returns at once what of
+   * `spare` goes back; nothing here is waited on, and what it writes is
+   * written in the order given.
+   */
+  settle(delta: Usage, moved: Usage, spare: Usage): Usage;
+  /** The ledger is dropped: its room goes back. */
+  close(): void;
+}
+
+/** The persisted counters of one process's store (sync: SQLite as it is; async: the Store interface). */
+export interface UsageCounters {
+  usage(userId: number): Usage | Promise<Usage>;
+  addUsage(userId: number, bytes: number, files: number): void | Promise<void>;
+}
+
+const NOTHING: Usage = { bytes: 0, files: 0 };
+
+/** One node: the room is the quota less what is used, and the store's counters are its own. */
+export class LocalRooms implements QuotaRooms {
+  constructor(
+    private readonly store: UsageCounters,
+    /** Where an asynchronous store's failure to count goes (a synchronous one throws to the caller). */
+    private readonly onError?: (err: unknown) => void,
+  ) {}
+
+  async open(account: Account): Promise<QuotaRoom> {
+    const used = await this.store.usage(account.id);
+    return {
+      used,
+      room: { bytes: account.quotaBytes - used.bytes, files: account.quotaFiles - used.files },
+      grow: null,
+      settle: (delta) => {
+        if (delta.bytes !== 0 || delta.files !== 0) {
+          const done = this.store.addUsage(account.id, delta.bytes, delta.files);
+          if (done && this.onError) done.catch(this.onError);
+        }
+        return NOTHING;
+      },
+      close: () => undefined,
+    };
+  }
+}
+
+/**
+ * quota-exceeded, with how much room was missing: a ledger whose room can
+ * grow (several nodes) asks for that much and tries again.
+ */
+class Shortfall extends SluiceError {
+  constructor(readonly need: Usage) {
+    super('quota-exceeded');
+  }
+}
 
 /**
  * One ledger per user, shared by all of that user's sessions, so concurrent
@@ -12,10 +99,15 @@ import { PerUser } from './per-user.js';
  * names: every file, hard link, directory and symlink in the home. Bytes in
  * flight (an atomic upload's temporary) are reserved whole, so the disk holds
  * no more than the quota plus the files an overwrite in flight will replace.
+ *
+ * Every check is `in flight + asked <= room`: with one node the room is the
+ * quota less what is used, so this is `used + in flight + asked <= quota`;
+ * with several it is this node's lease, and a check that falls short throws
+ * a Shortfall, which `grown` turns into a larger lease when the quota has it.
  */
 export class QuotaLedger {
-  private usedBytes: number;
-  private usedFiles: number;
+  private used: Usage;
+  private room: Usage;
   private inflightBytes = 0;
   private inflightFiles = 0;
   /** Files (dev:ino) whose size an overwrite in flight counts on freeing: one claimant each. */
@@ -25,15 +117,14 @@ export class QuotaLedger {
 
   constructor(
     private readonly account: Account,
-    private readonly store: UsageStore,
+    private readonly source: QuotaRoom,
   ) {
-    const u = store.usage(account.id);
-    this.usedBytes = u.bytes;
-    this.usedFiles = u.files;
+    this.used = { ...source.used };
+    this.room = { ...source.room };
   }
 
-  get usage(): { bytes: number; files: number } {
-    return { bytes: this.usedBytes, files: this.usedFiles };
+  get usage(): Usage {
+    return { ...this.used };
   }
 
   /**
@@ -42,17 +133,15 @@ export class QuotaLedger {
    * held from here; the upload releases it when it ends.
    */
   checkStart(createsFile: boolean, credit: number): void {
-    const { quotaBytes } = this.account;
-    if (quotaBytes > 0 && this.usedBytes + this.inflightBytes - credit >= quotaBytes) {
-      throw new SluiceError('quota-exceeded');
-    }
+    const short = this.inflightBytes - credit + 1 - this.room.bytes;
+    if (this.account.quotaBytes > 0 && short > 0) throw new Shortfall({ bytes: short, files: 0 });
     if (createsFile) this.holdFile();
   }
 
   /** Reserve a slot for a new name while it is being made; throws quota-exceeded when none is left. */
   holdFile(): void {
-    const limit = this.account.quotaFiles;
-    if (limit > 0 && this.usedFiles + this.inflightFiles + 1 > limit) throw new SluiceError('quota-exceeded');
+    const short = this.inflightFiles + 1 - this.room.files;
+    if (this.account.quotaFiles > 0 && short > 0) throw new Shortfall({ bytes: 0, files: short });
     this.inflightFiles++;
   }
 
@@ -66,11 +155,26 @@ export class QuotaLedger {
    * quota-exceeded without reserving.
    */
   reserve(bytes: number, credit: number): void {
-    const limit = this.account.quotaBytes;
-    if (limit > 0 && this.usedBytes + this.inflightBytes + bytes - credit > limit) {
-      throw new SluiceError('quota-exceeded');
-    }
+    const short = this.inflightBytes + bytes - credit - this.room.bytes;
+    if (this.account.quotaBytes > 0 && short > 0) throw new Shortfall({ bytes: short, files: 0 });
     this.inflightBytes += bytes;
+  }
+
+  /**
+   * After a check threw: true once the room it missed has been added (its
+   * room can grow, and the quota had it), so the check may run again.
+   */
+  async grown(err: unknown): Promise<boolean> {
+    if (!(err instanceof Shortfall) || this.source.grow === null) return false;
+    let added: Usage;
+    try {
+      added = await this.source.grow(err.need);
+    } catch (e) {
+      if (e instanceof SluiceError && e.kind === 'quota-exceeded') return false;
+      throw e;
+    }
+    this.room = { bytes: this.room.bytes + added.bytes, files: this.room.files + added.files };
+    return true;
   }
 
   /**
@@ -110,21 +214,27 @@ export class QuotaLedger {
    */
   checkCommit(reserved: number, written: number, freed: number, newName: boolean): void {
     const { quotaBytes, quotaFiles } = this.account;
-    if (quotaBytes > 0 && this.usedBytes + this.inflightBytes - reserved + written - freed > quotaBytes) {
-      throw new SluiceError('quota-exceeded');
-    }
-    if (newName && quotaFiles > 0 && this.usedFiles + this.inflightFiles + 1 > quotaFiles) {
-      throw new SluiceError('quota-exceeded');
-    }
+    const bytes = quotaBytes > 0 ? Math.max(0, this.inflightBytes - reserved + written - freed - this.room.bytes) : 0;
+    const files = newName && quotaFiles > 0 ? Math.max(0, this.inflightFiles + 1 - this.room.files) : 0;
+    if (bytes > 0 || files > 0) throw new Shortfall({ bytes, files });
   }
 
   /** End of an operation: drop its reservation and record the real change. */
   settle(reserved: number, bytesDelta: number, filesDelta: number): void {
     this.inflightBytes -= reserved;
-    if (bytesDelta === 0 && filesDelta === 0) return;
-    this.usedBytes = Math.max(0, this.usedBytes + bytesDelta);
-    this.usedFiles = Math.max(0, this.usedFiles + filesDelta);
-    this.store.addUsage(this.account.id, bytesDelta, filesDelta);
+    const before = this.used;
+    this.used = { bytes: Math.max(0, before.bytes + bytesDelta), files: Math.max(0, before.files + filesDelta) };
+    // What lands comes out of the room and what is freed goes back into it: used plus room stays the same.
+    const moved = { bytes: this.used.bytes - before.bytes, files: this.used.files - before.files };
+    this.room = { bytes: this.room.bytes - moved.bytes, files: this.room.files - moved.files };
+    const spare = { bytes: this.room.bytes - this.inflightBytes, files: this.room.files - this.inflightFiles };
+    const back = this.source.settle({ bytes: bytesDelta, files: filesDelta }, moved, spare);
+    this.room = { bytes: this.room.bytes - back.bytes, files: this.room.files - back.files };
+  }
+
+  /** The last session of the user in this process has ended. */
+  close(): void {
+    this.source.close();
   }
 }
 
@@ -204,7 +314,12 @@ export class LedgerHandle implements Ledger {
     private readonly onRelease: () => void,
   ) {}
 
-  async checkStart({ createsFile, credit, claim, lock }: UploadStart): Promise<boolean> {
+  checkStart(start: UploadStart): Promise<boolean> {
+    return this.withRoom(() => this.startNow(start));
+  }
+
+  /** The start in one synchronous step, which leaves nothing held when it throws. */
+  private startNow({ createsFile, credit, claim, lock }: UploadStart): boolean {
     const claimed = claim !== null && this.claim(claim);
     try {
       this.ledger.checkStart(createsFile, claim === null || claimed ? credit : 0);
@@ -226,7 +341,7 @@ export class LedgerHandle implements Ledger {
   }
 
   async holdFile(): Promise<void> {
-    this.ledger.holdFile();
+    await this.withRoom(() => this.ledger.holdFile());
     this.files++;
   }
 
@@ -237,8 +352,24 @@ export class LedgerHandle implements Ledger {
   }
 
   async reserve(bytes: number, credit: number): Promise<void> {
-    this.ledger.reserve(bytes, credit);
+    await this.withRoom(() => this.ledger.reserve(bytes, credit));
     this.reserved += bytes;
+  }
+
+  /**
+   * Runs `step`, a check that takes what it checked in the same synchronous
+   * step; when it falls short and the ledger's room can grow (several
+   * nodes), asks for what was missing and runs it again. One node: the first
+   * answer stands, as before.
+   */
+  private async withRoom<T>(step: () => T): Promise<T> {
+    for (;;) {
+      try {
+        return step();
+      } catch (err) {
+        if (!(await this.ledger.grown(err))) throw err;
+      }
+    }
   }
 
   private claim(key: string): boolean {
@@ -260,8 +391,8 @@ export class LedgerHandle implements Ledger {
     if (this.locks.delete(key)) this.ledger.unlockInPlace(key);
   }
 
-  async checkCommit(reserved: number, written: number, freed: number, newName: boolean): Promise<void> {
-    this.ledger.checkCommit(reserved, written, freed, newName);
+  checkCommit(reserved: number, written: number, freed: number, newName: boolean): Promise<void> {
+    return this.withRoom(() => this.ledger.checkCommit(reserved, written, freed, newName));
   }
 
   settle(reserved: number, bytesDelta: number, filesDelta: number): void {
@@ -291,18 +422,44 @@ export class LedgerHandle implements Ledger {
   }
 }
 
-/** The ledgers of the users with live sessions, kept in this process. */
-export class QuotaBook extends PerUser<QuotaLedger> implements Ledgers {
-  constructor(store: UsageStore) {
-    super((account) => new QuotaLedger(account, store));
+/**
+ * The ledgers of the users with live sessions, kept in this process: made at
+ * a user's first session, closed after the last, when the room they held
+ * goes back.
+ */
+export class QuotaBook implements Ledgers {
+  private readonly rooms: QuotaRooms;
+  private readonly ledgers = new Map<number, { ledger: Promise<QuotaLedger>; refs: number }>();
+
+  /** `source`: a store's own counters (one node), or the rooms several nodes share. */
+  constructor(source: QuotaRooms | UsageCounters) {
+    this.rooms = 'open' in source ? source : new LocalRooms(source);
   }
 
   async acquire(account: Account): Promise<Ledger> {
     return this.handle(account);
   }
 
-  /** The same, synchronously, for the primary answering a worker. */
-  handle(account: Account): LedgerHandle {
-    return new LedgerHandle(this.take(account), () => this.drop(account));
+  /** The same, as the ledger's own type, for the primary answering a worker. */
+  async handle(account: Account): Promise<LedgerHandle> {
+    let entry = this.ledgers.get(account.id);
+    if (!entry) {
+      entry = { ledger: this.rooms.open(account).then((room) => new QuotaLedger(account, room)), refs: 0 };
+      this.ledgers.set(account.id, entry);
+    }
+    entry.refs++;
+    try {
+      return new LedgerHandle(await entry.ledger, () => this.drop(account.id));
+    } catch (err) {
+      this.drop(account.id);
+      throw err;
+    }
+  }
+
+  private drop(userId: number): void {
+    const entry = this.ledgers.get(userId);
+    if (!entry || --entry.refs > 0) return;
+    this.ledgers.delete(userId);
+    entry.ledger.then((ledger) => ledger.close(), () => undefined);
   }
 }
