@@ -72,7 +72,8 @@ describe('PostgreSQL migrations', { skip: postgresMissing() ?? false }, () => {
     const url = await server.createDatabase();
     await withClient(url, (c) => migrate(c, MIGRATIONS.slice(0, 2)));
     await withClient(url, (c) => c.query("INSERT INTO schema_migrations VALUES (999, 'future', 1)"));
-    await assert.rejects(withClient(url, (c) => migrate(c, MIGRATIONS)), /schema version 999 is newer than this sluice understands \(5\)/);
+    await assert.rejects(withClient(url, (c) => migrate(c, MIGRATIONS)),
+      new RegExp(`schema version 999 is newer than this sluice understands \\(${MIGRATIONS.at(-1)?.version}\\)`));
     const tables = await withClient(url, async (c) =>
       (await c.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")).rows);
     assert.deepEqual(tables.map((t) => t.tablename), ['bans', 'schema_migrations', 'user_dir_permissions', 'user_ip_rules', 'user_keys', 'users']);

@@ -1,0 +1,5 @@
+-- Intentionally empty: version 6 of the PostgreSQL schema holds what several
+-- nodes count together (quota leases, offences, sessions per user). One node
+-- on SQLite counts all of that in its own memory (session/quota.ts,
+-- security/defender.ts, session/registry.ts), so SQLite needs no tables; the
+-- version exists here so both dialects keep the same list.

@@ -1,0 +1,41 @@
+import type pg from 'pg';
+import type { FailureTally } from '../../coordinator/shared-state.js';
+
+/** The highest defender.threshold the configuration allows: an address never needs more times kept. */
+const MAX_KEPT = 1000;
+/** Rows whose last offence left the window are deleted at most this often, by each node. */
+const PRUNE_EVERY_MS = 60_000;
+
+/**
+ * One statement per offence: the upsert locks the address's row, so offences
+ * counted at once on several nodes take turns and each sees the others'
+ * (five on two nodes reach five). The times before the window are dropped
+ * as each one is added.
+ */
+const ADD = `
+  INSERT INTO offences (address, times, last_at) VALUES ($1, ARRAY[$2::bigint], $2)
+  ON CONFLICT (address) DO UPDATE SET
+    times = ARRAY(SELECT t FROM unnest(offences.times) AS t WHERE t > $3 ORDER BY t DESC LIMIT $4) || $2::bigint,
+    last_at = GREATEST(offences.last_at, $2)
+  RETURNING cardinality(times) AS n`;
+
+/** The defender's offences per address, counted in PostgreSQL across every node. */
+export class PostgresFailureTally implements FailureTally {
+  private pruneAfter = 0;
+
+  constructor(private readonly pool: pg.Pool) {}
+
+  async add(ip: string, now: number, since: number): Promise<number> {
+    const { rows } = await this.pool.query<{ n: number }>(ADD, [ip, now, since, MAX_KEPT - 1]);
+    if (now >= this.pruneAfter) {
+      this.pruneAfter = now + PRUNE_EVERY_MS;
+      // Addresses that stopped offending: the table holds only the window's.
+      await this.pool.query('DELETE FROM offences WHERE last_at <= $1', [since]);
+    }
+    return rows[0]?.n ?? 1;
+  }
+
+  async clear(ip: string): Promise<void> {
+    await this.pool.query('DELETE FROM offences WHERE address = $1', [ip]);
+  }
+}

@@ -1,0 +1,154 @@
+import type pg from 'pg';
+import type { Account } from '../../session/account.js';
+import { SluiceError } from '../../session/errors.js';
+import type { QuotaRoom, QuotaRooms, Usage } from '../../session/quota.js';
+
+/**
+ * A node asks for this much more than it needs, so that the next uploads'
+ * bytes are handed out from its lease without a round trip: at most 8 MiB,
+ * and at most 1/32 of the quota, so that what the other nodes cannot use
+ * while this one holds it stays small beside the quota.
+ */
+const LEASE_BYTES = 8 * 1024 * 1024;
+const LEASE_FILES = 16;
+const LEASE_SHARE = 32;
+
+/** Room for `need` (and `extra` more), all of it or none: used + held stays within the quota. */
+const GRANT = `
+  WITH granted AS (
+    UPDATE users SET held_bytes = held_bytes + $3, held_files = held_files + $4
+    WHERE id = $2
+      AND (quota_bytes = 0 OR used_bytes + held_bytes + $3 <= quota_bytes)
+      AND (quota_files = 0 OR used_files + held_files + $4 <= quota_files)
+    RETURNING id)
+  INSERT INTO quota_holds (node_id, user_id, bytes, files) SELECT $1, id, $3, $4 FROM granted
+  ON CONFLICT (node_id, user_id) DO UPDATE
+    SET bytes = quota_holds.bytes + EXCLUDED.bytes, files = quota_holds.files + EXCLUDED.files`;
+
+/** What landed moves from the node's hold to used (what was freed the other way), less what it gives back. */
+const SETTLE = `
+  WITH hold AS (
+    INSERT INTO quota_holds (node_id, user_id, bytes, files) VALUES ($1, $2, $5, $6)
+    ON CONFLICT (node_id, user_id) DO UPDATE
+      SET bytes = quota_holds.bytes + EXCLUDED.bytes, files = quota_holds.files + EXCLUDED.files)
+  UPDATE users SET used_bytes = GREATEST(0, used_bytes + $3), used_files = GREATEST(0, used_files + $4),
+    held_bytes = held_bytes + $5, held_files = held_files + $6
+  WHERE id = $2`;
+
+/** A node's holds (one user's, or all when $2 is null) go back to the users' rows. */
+const DROP = `
+  WITH dropped AS (
+    DELETE FROM quota_holds WHERE node_id = $1 AND ($2::integer IS NULL OR user_id = $2)
+    RETURNING user_id, bytes, files)
+  UPDATE users SET held_bytes = users.held_bytes - dropped.bytes, held_files = users.held_files - dropped.files
+  FROM dropped WHERE users.id = dropped.user_id`;
+
+/** The user's counters, and what this node holds already (a hold a failed drop left). */
+const OPEN = `
+  SELECT u.used_bytes, u.used_files, COALESCE(h.bytes, 0) AS held_bytes, COALESCE(h.files, 0) AS held_files
+  FROM users u LEFT JOIN quota_holds h ON h.user_id = u.id AND h.node_id = $2
+  WHERE u.id = $1`;
+
+interface OpenRow {
+  used_bytes: number;
+  used_files: number;
+  held_bytes: number;
+  held_files: number;
+}
+
+/**
+ * Quota room for the ledgers of one node of several on one PostgreSQL: the
+ * node holds a lease of each user's quota (a row of quota_holds) and hands it
+ * out locally; it asks the database only when the lease runs out, and then
+ * for a little more. A grant is one conditional UPDATE of the user's row, so
+ * the nodes' holds and what is used never pass the quota together, however
+ * many nodes ask at once. What ends moves from the hold to used in one
+ * statement, which no transfer waits for; the statements of one user run in
+ * the order they were made.
+ *
+ * Node ids must be unique: a node's holds are found, and at its start
+ * dropped, by its id.
+ */
+export class PostgresQuota implements QuotaRooms {
+  /** The tail of each user's statements. */
+  private readonly queues = new Map<number, Promise<void>>();
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly nodeId: string,
+    private readonly onError: (err: unknown) => void,
+  ) {}
+
+  /**
+   * The rooms of node `nodeId`, once the holds it left when it last stopped
+   * (or died) are back in the users' rows. `onError`: a statement no one
+   * waits for failed (the counters may then be off until a recount).
+   */
+  static async start(pool: pg.Pool, nodeId: string, onError: (err: unknown) => void): Promise<PostgresQuota> {
+    await pool.query(DROP, [nodeId, null]);
+    return new PostgresQuota(pool, nodeId, onError);
+  }
+
+  /** Everything this node holds goes back (a clean stop); ledgers still open hold nothing any more. */
+  async stop(): Promise<void> {
+    await Promise.all(this.queues.values());
+    await this.pool.query(DROP, [this.nodeId, null]);
+  }
+
+  async open(account: Account): Promise<QuotaRoom> {
+    const id = account.id;
+    const row = await this.run(id, async () => (await this.pool.query<OpenRow>(OPEN, [id, this.nodeId])).rows[0]);
+    const limited = { bytes: account.quotaBytes > 0, files: account.quotaFiles > 0 };
+    const lease = {
+      bytes: Math.min(LEASE_BYTES, Math.floor(account.quotaBytes / LEASE_SHARE)),
+      files: Math.min(LEASE_FILES, Math.floor(account.quotaFiles / LEASE_SHARE)),
+    };
+    // Unlimited: nothing is held, so nothing moves in or out of a hold.
+    const only = (u: Usage): Usage => ({ bytes: limited.bytes ? u.bytes : 0, files: limited.files ? u.files : 0 });
+    const grant = (room: Usage): Promise<boolean> =>
+      this.run(id, async () => (await this.pool.query(GRANT, [this.nodeId, id, room.bytes, room.files])).rowCount === 1);
+    return {
+      used: { bytes: row?.used_bytes ?? 0, files: row?.used_files ?? 0 },
+      room: { bytes: row?.held_bytes ?? 0, files: row?.held_files ?? 0 },
+      grow: async (need) => {
+        const generous = {
+          bytes: need.bytes > 0 ? need.bytes + lease.bytes : 0,
+          files: need.files > 0 ? need.files + lease.files : 0,
+        };
+        if (await grant(generous)) return generous;
+        if (await grant(need)) return need;
+        throw new SluiceError('quota-exceeded');
+      },
+      settle: (delta, moved, spare) => {
+        // Spare past twice the lease goes back, down to one lease: others may need it.
+        const back = only({
+          bytes: spare.bytes > 2 * lease.bytes ? spare.bytes - lease.bytes : 0,
+          files: spare.files > 2 * lease.files ? spare.files - lease.files : 0,
+        });
+        const m = only(moved);
+        const hold = { bytes: -m.bytes - back.bytes, files: -m.files - back.files };
+        if (delta.bytes !== 0 || delta.files !== 0 || hold.bytes !== 0 || hold.files !== 0) {
+          this.later(id, SETTLE, [this.nodeId, id, delta.bytes, delta.files, hold.bytes, hold.files]);
+        }
+        return back;
+      },
+      close: () => this.later(id, DROP, [this.nodeId, id]),
+    };
+  }
+
+  /** A statement nothing waits for, in its user's order. */
+  private later(userId: number, sql: string, params: unknown[]): void {
+    this.run(userId, async () => void (await this.pool.query(sql, params))).catch(this.onError);
+  }
+
+  /** Run `op` after every statement of the user made before it. */
+  private run<T>(userId: number, op: () => Promise<T>): Promise<T> {
+    const result = (this.queues.get(userId) ?? Promise.resolve()).then(op);
+    const tail = result.then(() => undefined, () => undefined);
+    this.queues.set(userId, tail);
+    void tail.then(() => {
+      if (this.queues.get(userId) === tail) this.queues.delete(userId);
+    });
+    return result;
+  }
+}

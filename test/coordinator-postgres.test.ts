@@ -1,0 +1,221 @@
+// What several nodes count together on one PostgreSQL: each user's quota
+// (leases per node), the defender's offences per address, logged-in sessions
+// per user. Each node is a separate Pool with its own node id, as two sluice
+// processes would be; the ledgers are the same QuotaBook the server uses.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import type { Account } from '../src/session/account.js';
+import { SluiceError } from '../src/session/errors.js';
+import { QuotaBook, type Ledger } from '../src/session/quota.js';
+import { loadMigrations, migrationsDir } from '../src/store/migrations.js';
+import { clientConfig } from '../src/store/postgres/connection.js';
+import { PostgresFailureTally } from '../src/store/postgres/failures.js';
+import { migrate } from '../src/store/postgres/migrate.js';
+import { PostgresQuota } from '../src/store/postgres/quota.js';
+import { PostgresUserSessions } from '../src/store/postgres/user-sessions.js';
+import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
+
+const overQuota = (e: unknown) => e instanceof SluiceError && e.kind === 'quota-exceeded';
+
+describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ?? false }, () => {
+  let server: TestPostgres;
+  const pools: pg.Pool[] = [];
+  before(async () => (server = await startPostgres()));
+  after(async () => {
+    await Promise.all(pools.map((p) => p.end()));
+    await server?.stop();
+  });
+
+  /** A fresh, migrated database and `n` pools on it: one per node. */
+  async function database(n: number): Promise<pg.Pool[]> {
+    const url = await server.createDatabase();
+    const client = new pg.Client(clientConfig(url));
+    await client.connect();
+    try {
+      await migrate(client, loadMigrations(migrationsDir('postgres')));
+    } finally {
+      await client.end();
+    }
+    const made = Array.from({ length: n }, () => new pg.Pool(clientConfig(url)));
+    pools.push(...made);
+    return made;
+  }
+
+  async function addUser(pool: pg.Pool, name: string, quotaBytes: number, quotaFiles = 0): Promise<Account> {
+    const { rows } = await pool.query<{ id: number }>(
+      `INSERT INTO users (name, home, protocols, permissions, quota_bytes, quota_files, created_at, updated_at)
+       VALUES ($1, '/nonexistent', 'sftp', '', $2, $3, 0, 0) RETURNING id`, [name, quotaBytes, quotaFiles]);
+    const id = rows[0]!.id;
+    return { id, name, home: '/nonexistent', permissions: { root: new Set(), dirs: new Map() }, quotaBytes, quotaFiles, rateUp: null, rateDown: null, scan: null };
+  }
+
+  async function counters(pool: pg.Pool, id: number) {
+    const { rows } = await pool.query('SELECT used_bytes, used_files, held_bytes, held_files FROM users WHERE id = $1', [id]);
+    return rows[0] as { used_bytes: number; used_files: number; held_bytes: number; held_files: number };
+  }
+
+  /**
+   * One atomic upload of `size` bytes, as a transfer drives its ledger:
+   * a name slot at the start, the bytes reserved chunk by chunk, the commit
+   * check, the settle. Resolves to the bytes that landed (0: refused).
+   */
+  async function upload(ledger: Ledger, size: number): Promise<number> {
+    let reserved = 0;
+    try {
+      await ledger.checkStart({ createsFile: true, credit: 0, claim: null, lock: null });
+      for (let at = 0; at < size; at += 250) {
+        const chunk = Math.min(250, size - at);
+        await ledger.reserve(chunk, 0);
+        reserved += chunk;
+        // Other uploads' chunks come in between, on this node and the other.
+        await new Promise((r) => setImmediate(r));
+      }
+      await ledger.checkCommit(reserved, size, 0, false);
+    } catch (err) {
+      assert.ok(overQuota(err), String(err));
+      ledger.settle(reserved, 0, 0);
+      ledger.releaseFile();
+      return 0;
+    }
+    ledger.settle(reserved, size, 1);
+    ledger.releaseFile();
+    return size;
+  }
+
+  it('30 concurrent uploads of one user over two nodes stay within the byte quota, and used is what landed', async () => {
+    const [a, b] = await database(2);
+    const account = await addUser(a!, 'q30', 20_000);
+    const rooms = [await PostgresQuota.start(a!, 'node-a', assert.fail), await PostgresQuota.start(b!, 'node-b', assert.fail)];
+    const books = rooms.map((r) => new QuotaBook(r));
+    const ledgers = await Promise.all(books.map((book) => book.acquire(account)));
+    // 30 uploads of 1000..1900 bytes (43 500 in all): only some fit in 20 000.
+    const sizes = Array.from({ length: 30 }, (_, i) => 1000 + (i % 10) * 100);
+    const landed = await Promise.all(sizes.map((size, i) => upload(ledgers[i % 2]!, size)));
+    const total = landed.reduce((x, y) => x + y, 0);
+    const fitted = landed.filter((n) => n > 0).length;
+    assert.ok(total <= 20_000, `${total} bytes landed, over the quota`);
+    assert.ok(fitted >= 10 && fitted < 30, `${fitted} uploads fitted`);
+    for (const l of ledgers) l.release();
+    await Promise.all(rooms.map((r) => r.stop()));
+    const c = await counters(a!, account.id);
+    assert.equal(c.used_bytes, total, 'used_bytes is the sum of what landed');
+    assert.equal(c.used_files, fitted);
+    assert.deepEqual([c.held_bytes, c.held_files], [0, 0]);
+  });
+
+  it('names too: 30 concurrent new files over two nodes, a file quota of 12, exactly 12 land', async () => {
+    const [a, b] = await database(2);
+    const account = await addUser(a!, 'f30', 0, 12);
+    const rooms = [await PostgresQuota.start(a!, 'node-a', assert.fail), await PostgresQuota.start(b!, 'node-b', assert.fail)];
+    const ledgers = await Promise.all(rooms.map((r) => new QuotaBook(r).acquire(account)));
+    const made = await Promise.all(Array.from({ length: 30 }, async (_, i) => {
+      const ledger = ledgers[i % 2]!;
+      try {
+        await ledger.holdFile();
+      } catch (err) {
+        assert.ok(overQuota(err), String(err));
+        return false;
+      }
+      await new Promise((r) => setImmediate(r));
+      ledger.settle(0, 10, 1);
+      ledger.releaseFile();
+      return true;
+    }));
+    assert.equal(made.filter(Boolean).length, 12);
+    for (const l of ledgers) l.release();
+    await Promise.all(rooms.map((r) => r.stop()));
+    assert.deepEqual(await counters(a!, account.id), { used_bytes: 120, used_files: 12, held_bytes: 0, held_files: 0 });
+  });
+
+  it('an overwrite at the full quota is credited with what it replaces, and a new file on the other node is not', async () => {
+    const [a, b] = await database(2);
+    const account = await addUser(a!, 'ow', 1000);
+    const rooms = [await PostgresQuota.start(a!, 'node-a', assert.fail), await PostgresQuota.start(b!, 'node-b', assert.fail)];
+    const [la, lb] = await Promise.all(rooms.map((r) => new QuotaBook(r).acquire(account)));
+    assert.equal(await upload(la!, 1000), 1000);
+    assert.equal(await la!.checkStart({ createsFile: false, credit: 1000, claim: 'dev:1', lock: null }), true);
+    await la!.reserve(800, 1000);
+    await assert.rejects(lb!.reserve(100, 0), overQuota, 'the full quota has no room for a new file');
+    await la!.checkCommit(800, 800, 1000, false);
+    la!.settle(800, -200, 0);
+    la!.unclaim('dev:1');
+    la!.release();
+    assert.equal(await upload(lb!, 200), 200, 'what the overwrite freed is room on the other node');
+    lb!.release();
+    await Promise.all(rooms.map((r) => r.stop()));
+    assert.deepEqual(await counters(a!, account.id), { used_bytes: 1000, used_files: 2, held_bytes: 0, held_files: 0 });
+  });
+
+  it('a node that died keeps its lease from the others until it starts again, which gives it back', async () => {
+    const [a, b, restarted] = await database(3);
+    const account = await addUser(a!, 'stale', 1000);
+    const dying = new QuotaBook(await PostgresQuota.start(a!, 'node-a', assert.fail));
+    const other = await PostgresQuota.start(b!, 'node-b', assert.fail);
+    const lb = await new QuotaBook(other).acquire(account);
+    await lb.reserve(100, 0);
+    // Node a reserves 800 and dies: no settle, no release, no stop.
+    await (await dying.acquire(account)).reserve(800, 0);
+    const held = await counters(b!, account.id);
+    assert.ok(held.held_bytes >= 900, `held ${held.held_bytes}`);
+    await assert.rejects(lb.reserve(200, 0), overQuota, 'the dead node holds its lease');
+    await PostgresQuota.start(restarted!, 'node-a', assert.fail);
+    const { rows } = await b!.query('SELECT node_id FROM quota_holds');
+    assert.deepEqual(rows, [{ node_id: 'node-b' }], "node a's hold is gone, node b's kept");
+    await lb.reserve(200, 0);
+    lb.settle(300, 300, 1);
+    lb.release();
+    await other.stop();
+    assert.deepEqual(await counters(b!, account.id), { used_bytes: 300, used_files: 1, held_bytes: 0, held_files: 0 });
+  });
+
+  it('offences counted on two nodes at once add up to five', async () => {
+    const [a, b] = await database(2);
+    const tallies = [new PostgresFailureTally(a!), new PostgresFailureTally(b!)];
+    const now = Date.now();
+    const counts = await Promise.all(Array.from({ length: 5 }, (_, i) => tallies[i % 2]!.add('192.0.2.7', now + i, now - 600_000)));
+    assert.deepEqual(counts.sort((x, y) => x - y), [1, 2, 3, 4, 5]);
+    assert.equal(await tallies[0]!.add('192.0.2.8', now, now - 600_000), 1, 'another address counts apart');
+    await tallies[1]!.clear('192.0.2.7');
+    assert.equal(await tallies[0]!.add('192.0.2.7', now + 10, now - 600_000), 1, 'cleared: counting starts again');
+  });
+
+  it('offences older than the window are not counted, and addresses that stopped offending are pruned', async () => {
+    const [a, b] = await database(2);
+    const early = 1_000_000;
+    await new PostgresFailureTally(a!).add('192.0.2.1', early, early - 600_000);
+    await new PostgresFailureTally(a!).add('192.0.2.2', early, early - 600_000);
+    const later = early + 700_000;
+    // A fresh tally prunes at its first offence: 192.0.2.1's row goes, 192.0.2.2's old time is dropped from its row.
+    assert.equal(await new PostgresFailureTally(b!).add('192.0.2.2', later, later - 600_000), 1);
+    const { rows } = await a!.query('SELECT address, times FROM offences ORDER BY address');
+    assert.deepEqual(rows, [{ address: '192.0.2.2', times: [String(later)] }]);
+  });
+
+  it('sessions per user: concurrent claims on two nodes never pass the limit, a release frees a slot', async () => {
+    const [a, b] = await database(2);
+    const nodes = [await PostgresUserSessions.start(a!, 'node-a'), await PostgresUserSessions.start(b!, 'node-b')];
+    const claims = await Promise.all(Array.from({ length: 20 }, (_, i) => nodes[i % 2]!.claim('alice', 3)));
+    assert.equal(claims.filter(Boolean).length, 3);
+    assert.equal(await nodes[0]!.claim('alice', 3), false);
+    assert.equal(await nodes[1]!.claim('bob', 3), true, 'another user counts apart');
+    const holder = nodes[claims.findIndex(Boolean) % 2]!;
+    await holder.release('alice');
+    assert.equal(await nodes[0]!.claim('alice', 3), true);
+    assert.equal(await nodes[1]!.claim('alice', 0), true, '0: no limit');
+  });
+
+  it("sessions per user: a node's counts from before its restart are dropped, the other node's kept", async () => {
+    const [a, b, restarted] = await database(3);
+    const na = await PostgresUserSessions.start(a!, 'node-a');
+    const nb = await PostgresUserSessions.start(b!, 'node-b');
+    assert.equal(await na.claim('carol', 3), true);
+    assert.equal(await na.claim('carol', 3), true);
+    assert.equal(await nb.claim('carol', 3), true);
+    assert.equal(await nb.claim('carol', 3), false);
+    await PostgresUserSessions.start(restarted!, 'node-a');
+    assert.equal(await nb.claim('carol', 3), true);
+    assert.equal(await nb.claim('carol', 3), true);
+    assert.equal(await nb.claim('carol', 3), false, "node b's two and the new one: the limit");
+  });
+});
