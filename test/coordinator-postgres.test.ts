@@ -151,6 +151,18 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     assert.deepEqual(await counters(a!, account.id), { used_bytes: 1000, used_files: 2, held_bytes: 0, held_files: 0 });
   });
 
+  it('a user without a quota: every upload on either node lands and is counted', async () => {
+    const [a, b] = await database(2);
+    const account = await addUser(a!, 'free', 0);
+    const rooms = [await PostgresQuota.start(a!, 'node-a', assert.fail), await PostgresQuota.start(b!, 'node-b', assert.fail)];
+    const ledgers = await Promise.all(rooms.map((r) => new QuotaBook(r).acquire(account)));
+    const landed = await Promise.all(Array.from({ length: 10 }, (_, i) => upload(ledgers[i % 2]!, 700)));
+    assert.deepEqual(landed, Array(10).fill(700));
+    for (const l of ledgers) l.release();
+    await Promise.all(rooms.map((r) => r.stop()));
+    assert.deepEqual(await counters(a!, account.id), { used_bytes: 7000, used_files: 10, held_bytes: 0, held_files: 0 });
+  });
+
   it('a node that died keeps its lease from the others until it starts again, which gives it back', async () => {
     const [a, b, restarted] = await database(3);
     const account = await addUser(a!, 'stale', 1000);

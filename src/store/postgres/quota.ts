@@ -25,10 +25,15 @@ const GRANT = `
   ON CONFLICT (node_id, user_id) DO UPDATE
     SET bytes = quota_holds.bytes + EXCLUDED.bytes, files = quota_holds.files + EXCLUDED.files`;
 
-/** What landed moves from the node's hold to used (what was freed the other way), less what it gives back. */
+/**
+ * What landed moves from the node's hold to used (what was freed the other
+ * way), less what it gives back. A user without a quota holds nothing: only
+ * the counters change.
+ */
 const SETTLE = `
   WITH hold AS (
-    INSERT INTO quota_holds (node_id, user_id, bytes, files) VALUES ($1, $2, $5, $6)
+    INSERT INTO quota_holds (node_id, user_id, bytes, files)
+    SELECT $1::text, $2::integer, $5::bigint, $6::bigint WHERE $5::bigint <> 0 OR $6::bigint <> 0
     ON CONFLICT (node_id, user_id) DO UPDATE
       SET bytes = quota_holds.bytes + EXCLUDED.bytes, files = quota_holds.files + EXCLUDED.files)
   UPDATE users SET used_bytes = GREATEST(0, used_bytes + $3), used_files = GREATEST(0, used_files + $4),
