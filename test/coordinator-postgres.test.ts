@@ -145,6 +145,7 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     la!.settle(800, -200, 0);
     la!.unclaim('dev:1');
     la!.release();
+    await rooms[0]!.settled();
     assert.equal(await upload(lb!, 200), 200, 'what the overwrite freed is room on the other node');
     lb!.release();
     await Promise.all(rooms.map((r) => r.stop()));

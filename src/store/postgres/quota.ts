@@ -94,9 +94,18 @@ export class PostgresQuota implements QuotaRooms {
     return new PostgresQuota(pool, nodeId, onError);
   }
 
+  /**
+   * Resolves once every statement made so far has run: what this node
+   * settled or gave back is then room for the others (until then they may
+   * be refused what it freed a moment ago).
+   */
+  async settled(): Promise<void> {
+    await Promise.all(this.queues.values());
+  }
+
   /** Everything this node holds goes back (a clean stop); ledgers still open hold nothing any more. */
   async stop(): Promise<void> {
-    await Promise.all(this.queues.values());
+    await this.settled();
     await this.pool.query(DROP, [this.nodeId, null]);
   }
 
