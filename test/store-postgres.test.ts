@@ -148,8 +148,12 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
       "SELECT pid FROM pg_stat_activity WHERE application_name = 'sluice bans' AND datname = current_database()")).rows);
     try {
       await withClient(url, async (sql) => {
+        // Whoever may connect may NOTIFY: what is not the trigger's shape is ignored, not obeyed or thrown.
+        await sql.query(`NOTIFY sluice_bans, 'not json'`);
+        await sql.query(`NOTIFY sluice_bans, '{"address": "203.0.113.9", "until": "soon"}'`);
         await sql.query("INSERT INTO bans (address, until, reason, created_at) VALUES ('203.0.113.1', NULL, 'psql', 1)");
         assert.ok(await within(1000, () => store.bans.banned('203.0.113.1')), 'a row inserted by hand is seen');
+        assert.equal(store.bans.banned('203.0.113.9'), false);
         const [first] = await listenerPid();
         await sql.query('SELECT pg_terminate_backend($1)', [first.pid]);
         // Written while the node is not listening: the refill after reconnecting must find it.

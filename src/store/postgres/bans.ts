@@ -117,7 +117,8 @@ export class PostgresBans implements BanRepository {
     const client = new pg.Client(clientConfig(this.url, 'sluice bans'));
     client.on('notification', (msg) => {
       if (msg.channel !== CHANNEL || msg.payload === undefined || this.listener !== client) return;
-      const notice = JSON.parse(msg.payload) as Notice;
+      const notice = parseNotice(msg.payload);
+      if (notice === null) return;
       if (this.held) this.held.push(notice);
       else this.apply(notice);
     });
@@ -185,6 +186,26 @@ export class PostgresBans implements BanRepository {
     }, this.retryMs);
     this.retry.unref();
   }
+}
+
+/**
+ * Anyone with access to the database may NOTIFY on the channel: what is not
+ * the trigger's shape is ignored rather than trusted (or thrown from an event handler).
+ */
+function parseNotice(payload: string): Notice | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(payload);
+  } catch {
+    return null;
+  }
+  if (typeof v !== 'object' || v === null) return null;
+  const o = v as Record<string, unknown>;
+  if (o.reload === true) return { reload: true };
+  if (typeof o.address !== 'string') return null;
+  if (o.removed === true) return { address: o.address, removed: true };
+  if (o.until === null || typeof o.until === 'number') return { address: o.address, until: o.until };
+  return null;
 }
 
 function hydrate(r: BanRow): BanRecord {
