@@ -10,8 +10,6 @@ import { PostgresUsers } from './users.js';
 export interface PostgresStoreOptions {
   /** Connections this node holds at most; every node has its own pool. */
   poolSize?: number;
-  /** Tests only: another set of migrations. */
-  migrations?: string;
 }
 
 const DEFAULT_POOL_SIZE = 10;
@@ -31,7 +29,7 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
   try {
     const client = await pool.connect();
     try {
-      await migrate(client, loadMigrations(options.migrations ?? migrationsDir('postgres')));
+      await migrate(client, loadMigrations(migrationsDir('postgres')));
     } finally {
       client.release();
     }
