@@ -46,6 +46,8 @@ function prettyLines(): (line: string) => string {
 export interface AuditLogOptions {
   /** The chained JSON lines. */
   file: string;
+  /** The node id (config nodeId) carried in every line: this file's chain is that node's. */
+  node: string;
   /** Rotate at this size (bytes); 0: never by size. */
   rotateSize: number;
   /** Retention of the rotated files (audit.keep). */
@@ -68,6 +70,8 @@ export interface AuditLogOptions {
  * rotations: each new run and each new file starts with an anchor line.
  * A line torn by a crash stays where it is, outside the chain: the restart
  * ends it with a newline and its anchor records the fragment (`torn`).
+ * Every line names its node (`node`), under the hash like the rest, so the
+ * chains of several nodes can be verified apart and their records merged.
  */
 export class AuditLog implements AuditSink, SystemAuditSink {
   private readonly file: LogFile;
@@ -116,7 +120,7 @@ export class AuditLog implements AuditSink, SystemAuditSink {
   }
 
   private write(fields: Record<string, unknown>, time = new Date()): void {
-    const { line, head } = chainLine(this.head, { time: time.toISOString(), ...fields });
+    const { line, head } = chainLine(this.head, { node: this.options.node, time: time.toISOString(), ...fields });
     this.head = head;
     this.file.write(line + '\n');
     this.options.metrics?.linesWritten(1);
