@@ -54,6 +54,8 @@ interface ChainRecord {
   seq: number;
   prev: string;
   torn?: unknown;
+  /** The writing node's id; absent in lines written before nodes had one. */
+  node?: unknown;
 }
 
 /** A line as the chain sees it: a record, or why it is not one. */
@@ -143,13 +145,16 @@ export interface VerifyOptions {
 /**
  * Pure: check a file's lines (without newlines; Buffers keep a torn
  * fragment's exact bytes). Returns the first break, the chain head after the
- * last good line, and the torn lines found recorded by the restart after
- * them (`endsTorn`: the last line is one).
+ * last good line, the torn lines found recorded by the restart after
+ * them (`endsTorn`: the last line is one), and the node id of the last line
+ * that names one (null: none does, as in files from before node ids). A
+ * line's node counts once the next line chains to it (or it ends the file
+ * unbroken): the line a break names cannot rename the chain it breaks.
  */
 export function verifyLines(
   lines: readonly Line[],
   options: VerifyOptions = {},
-): { break: ChainBreak | null; head: ChainHead | null; torn: TornLine[]; endsTorn: boolean } {
+): { break: ChainBreak | null; head: ChainHead | null; torn: TornLine[]; endsTorn: boolean; node: string | null } {
   let head: ChainHead | null = options.start ?? null;
   const torn: TornLine[] = [];
   // The line before was passed over as a tear: the record that names it must come now.
@@ -157,7 +162,10 @@ export function verifyLines(
   let seenAny = head !== null;
   // The line `head` was taken from (0: the previous file's last): an alteration is named there.
   let headLine = 0;
-  const result = (b: ChainBreak | null) => ({ break: b, head, torn, endsTorn: afterTear });
+  let node: string | null = null;
+  // The node named by the line `head` was taken from, not yet vouched for by a next line.
+  let headNode: string | null = null;
+  const result = (b: ChainBreak | null) => ({ break: b, head, torn, endsTorn: afterTear, node: b ? node : headNode ?? node });
   for (let i = 0; i < lines.length; i++) {
     const raw = lines[i] as Line;
     const text = textOf(raw);
@@ -181,8 +189,10 @@ export function verifyLines(
       const reason = linkBreak(head, rec);
       if (reason) return result({ line: reason.startsWith('altered') ? headLine : i + 1, reason });
     }
+    node = headNode ?? node;
     head = { seq: rec.seq + 1, prev: lineHash(text) };
     headLine = i + 1;
+    headNode = typeof rec.node === 'string' ? rec.node : null;
     seenAny = true;
   }
   return result(null);
