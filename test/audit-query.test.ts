@@ -86,6 +86,15 @@ describe('audit query', () => {
     assert.equal(paths(r.stdout).length, 3);
   });
 
+  it('passes over lines that are JSON but no record, naming them', () => {
+    const f = join(dir, 'odd.log');
+    writeFileSync(f, ['null', JSON.stringify(NEW[0]), '[1]', '7'].join('\n') + '\n');
+    const r = sluice(dir, ['audit', 'query', '--json', '--file', f]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(paths(r.stdout), ['2026-11-20T09']);
+    assert.match(r.stderr, /odd\.log:1: malformed line skipped\n.*odd\.log:3: malformed line skipped\n.*odd\.log:4: truncated last line skipped/s);
+  });
+
   for (const [args, message] of [
     [['--since', 'yesterday'], /--since: "yesterday" is not a date/],
     [['--ip', '10.0.0.0/40'], /--ip: .*bad prefix/],

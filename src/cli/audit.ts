@@ -155,12 +155,22 @@ function readLines(file: string): Buffer[] {
 function* readRecords(file: string): Generator<AuditRecord> {
   const lines = readLines(file);
   for (let i = 0; i < lines.length; i++) {
-    try {
-      yield JSON.parse((lines[i] as Buffer).toString('utf8')) as AuditRecord;
-    } catch {
+    const record = parseRecord(lines[i] as Buffer);
+    if (record) yield record;
+    else {
       const where = i === lines.length - 1 ? 'truncated last line' : 'malformed line';
       process.stderr.write(`sluice: ${file}:${i + 1}: ${where} skipped\n`);
     }
+  }
+}
+
+/** A line as a record, or null when it is none (torn, or not a JSON object). */
+function parseRecord(line: Buffer): AuditRecord | null {
+  try {
+    const value = JSON.parse(line.toString('utf8')) as unknown;
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as AuditRecord) : null;
+  } catch {
+    return null;
   }
 }
 
