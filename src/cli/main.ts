@@ -45,10 +45,12 @@ export async function main(argv: string[]): Promise<number> {
     if (!configFile) return fail(new UsageError('--config needs a file'));
   }
   const [command, ...rest] = args;
-  let services: AdminServices | null = null;
+  let services: Promise<AdminServices> | null = null;
   let loaded: Config | null = null;
   const config = () => (loaded ??= loadConfig({ file: configFile }));
   const reach = () => adminClient(config());
+  // Opened lazily, so --help and argument errors never touch the database.
+  const open = () => (services ??= openAdmin(config()));
   try {
     switch (command) {
       case undefined:
@@ -68,18 +70,17 @@ export async function main(argv: string[]): Promise<number> {
         return await serve(loadConfig({ file: configFile }), out);
       case 'init':
         if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"`);
-        services = await init(loadConfig({ file: configFile }), out);
-        out(`initialised ${services.config.dataDir}\n`);
+        services = init(loadConfig({ file: configFile }), out);
+        out(`initialised ${(await services).config.dataDir}\n`);
         return 0;
       case 'audit':
         return auditCommand(rest, configFile, out);
       case 'admin':
-        return adminCommand(rest, () => (services ??= openAdmin(config())), out);
+        return await adminCommand(rest, open, out);
       case 'ban':
-        return await banCommand(rest, () => (services ??= openAdmin(config())), reach, out);
+        return await banCommand(rest, open, reach, out);
       case 'user':
-        // Opened lazily, so --help and argument errors never touch the database.
-        return await userCommand(rest, () => (services ??= openAdmin(config())), reach, out);
+        return await userCommand(rest, open, reach, out);
       case 'session':
         return await sessionCommand(rest, reach, out);
       default:
@@ -88,7 +89,9 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     return fail(err);
   } finally {
-    await services?.close();
+    // A store that failed to open has reported why already: nothing to close.
+    const opened = await services?.catch(() => null);
+    await opened?.close();
   }
 }
 

@@ -29,6 +29,7 @@ const ENV: readonly [string, string[], 'string' | 'port' | 'workers' | 'list' | 
   ['SLUICE_PASV_PORTS', ['ftp', 'passivePorts'], 'string'],
   ['SLUICE_FTP_TLS', ['ftp', 'tls'], 'string'],
   ['SLUICE_WORKERS', ['workers'], 'workers'],
+  ['SLUICE_STORE_URL', ['store'], 'string'],
   ['SLUICE_FTP_PROXY_PROTOCOL', ['ftp', 'proxyProtocol'], 'string'],
   ['SLUICE_SFTP_PROXY_PROTOCOL', ['sftp', 'proxyProtocol'], 'string'],
   ['SLUICE_TRUSTED_PROXIES', ['trustedProxies'], 'list'],

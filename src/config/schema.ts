@@ -54,6 +54,15 @@ export const configSchema = z
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** Console log: 'auto' human lines on a terminal, JSON lines otherwise; the audit file is JSON whatever this says. */
     logFormat: z.enum(['auto', 'json', 'pretty']).default('auto'),
+    /**
+     * Where users, keys, bans and usage live: '' SQLite in dataDir/sluice.db;
+     * `postgres://USER:PASSWORD@HOST:PORT/DB` PostgreSQL, shared by every node
+     * of a cluster (see README "Running several nodes").
+     */
+    store: z
+      .string()
+      .refine((s) => s === '' || /^postgres(ql)?:\/\/./.test(s), "must be '' (SQLite in dataDir) or a postgres:// URL")
+      .default(''),
     /** Processes serving connections: 'auto' one per core; 1 serves in the one process, without a primary. */
     workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default('auto'),
     /** Load balancers whose PROXY headers are believed; nobody else may send one. */

@@ -1,0 +1,185 @@
+// What only the PostgreSQL store has: migrations under an advisory lock, the
+// URL's password kept out of messages, the ban cache fed by LISTEN/NOTIFY
+// surviving a lost connection. The Store contract itself, for both databases,
+// is test/store-contract.test.ts.
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { inspect } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { loadMigrations, migrationsDir } from '../src/store/migrations.js';
+import { clientConfig } from '../src/store/postgres/connection.js';
+import { migrate } from '../src/store/postgres/migrate.js';
+import { openPostgresStore } from '../src/store/postgres/store.js';
+import type { Store } from '../src/store/store.js';
+import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
+
+const MIGRATIONS = loadMigrations(migrationsDir('postgres'));
+
+async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client(clientConfig(url, 'test'));
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Poll `probe` until true or `ms` pass. */
+async function within(ms: number, probe: () => boolean | Promise<boolean>): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!(await probe())) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return true;
+}
+
+const versions = (url: string) =>
+  withClient(url, async (c) => (await c.query('SELECT version, name FROM schema_migrations ORDER BY version')).rows);
+
+describe('PostgreSQL migrations', { skip: postgresMissing() ?? false }, () => {
+  let server: TestPostgres;
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-pgmig-'));
+  before(async () => (server = await startPostgres()));
+  after(async () => {
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('have the same versions and names as the SQLite ones', () => {
+    const sqlite = loadMigrations(migrationsDir('sqlite')).map((m) => [m.version, m.name]);
+    assert.deepEqual(MIGRATIONS.map((m) => [m.version, m.name]), sqlite);
+  });
+
+  it('apply on a fresh database, are recorded, and a re-run applies nothing and keeps the data', async () => {
+    const url = await server.createDatabase();
+    assert.deepEqual(await withClient(url, (c) => migrate(c, MIGRATIONS)), MIGRATIONS.map((m) => m.version));
+    assert.deepEqual(await versions(url), MIGRATIONS.map((m) => ({ version: m.version, name: m.name })));
+    await withClient(url, (c) => c.query("INSERT INTO bans (address, reason, created_at) VALUES ('192.0.2.1', 'kept', 1)"));
+    assert.deepEqual(await withClient(url, (c) => migrate(c, MIGRATIONS)), []);
+    const kept = await withClient(url, async (c) => (await c.query('SELECT reason FROM bans')).rows);
+    assert.deepEqual(kept, [{ reason: 'kept' }]);
+  });
+
+  it('started by several nodes at once on an empty database, all succeed and each version is applied once', async () => {
+    const url = await server.createDatabase();
+    const clients = await Promise.all(Array.from({ length: 4 }, async () => {
+      const c = new pg.Client(clientConfig(url, 'test'));
+      await c.connect();
+      return c;
+    }));
+    try {
+      const applied = await Promise.all(clients.map((c) => migrate(c, MIGRATIONS)));
+      assert.deepEqual(applied.flat().sort((a, b) => a - b), MIGRATIONS.map((m) => m.version));
+    } finally {
+      await Promise.all(clients.map((c) => c.end()));
+    }
+    assert.deepEqual(await versions(url), MIGRATIONS.map((m) => ({ version: m.version, name: m.name })));
+  });
+
+  it('a database newer than the code is refused and left untouched', async () => {
+    const url = await server.createDatabase();
+    await withClient(url, (c) => migrate(c, MIGRATIONS.slice(0, 2)));
+    await withClient(url, (c) => c.query("INSERT INTO schema_migrations VALUES (999, 'future', 1)"));
+    await assert.rejects(withClient(url, (c) => migrate(c, MIGRATIONS)), /schema version 999 is newer than this sluice understands \(5\)/);
+    const tables = await withClient(url, async (c) =>
+      (await c.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")).rows);
+    assert.deepEqual(tables.map((t) => t.tablename), ['bans', 'schema_migrations', 'user_dir_permissions', 'user_ip_rules', 'user_keys', 'users']);
+  });
+
+  it('a failing migration leaves nothing of itself behind', async () => {
+    const mdir = join(dir, 'failing');
+    mkdirSync(mdir);
+    writeFileSync(join(mdir, '001_ok.sql'), 'CREATE TABLE a (x INTEGER);');
+    writeFileSync(join(mdir, '002_bad.sql'), 'CREATE TABLE b (y INTEGER); INSERT INTO nope VALUES (1);');
+    const url = await server.createDatabase();
+    await assert.rejects(withClient(url, (c) => migrate(c, loadMigrations(mdir))),
+      /migration 2 \(bad\) failed: relation "nope" does not exist/);
+    const tables = await withClient(url, async (c) =>
+      (await c.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")).rows);
+    assert.deepEqual(tables.map((t) => t.tablename), ['a', 'schema_migrations']);
+    assert.deepEqual(await versions(url), [{ version: 1, name: 'ok' }]);
+  });
+
+  it('a migration and its bookkeeping row commit together', async () => {
+    // PostgreSQL runs one multi-statement file atomically by itself; the row that records it is a
+    // second statement. Make that one fail (the version is taken) and the file's table must go too.
+    const mdir = join(dir, 'bookkeeping');
+    mkdirSync(mdir);
+    writeFileSync(join(mdir, '001_ok.sql'), 'CREATE TABLE a (x INTEGER);');
+    writeFileSync(join(mdir, '002_taken.sql'), "CREATE TABLE b (y INTEGER); INSERT INTO schema_migrations VALUES (2, 'x', 0);");
+    const url = await server.createDatabase();
+    await assert.rejects(withClient(url, (c) => migrate(c, loadMigrations(mdir))), /migration 2 \(taken\) failed: duplicate key/);
+    const tables = await withClient(url, async (c) =>
+      (await c.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")).rows);
+    assert.deepEqual(tables.map((t) => t.tablename), ['a', 'schema_migrations']);
+    assert.deepEqual(await versions(url), [{ version: 1, name: 'ok' }]);
+  });
+});
+
+describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
+  let server: TestPostgres;
+  before(async () => (server = await startPostgres()));
+  after(async () => server?.stop());
+
+  it('names the database without its password when it cannot open', async () => {
+    const password = new URL(server.url).password;
+    const wrong = new URL(server.url);
+    wrong.password = 'not-the-password-42';
+    const refused = new URL(server.url);
+    refused.port = '1';
+    for (const [url, secret, why] of [[wrong.toString(), 'not-the-password-42', /password authentication failed/],
+      [refused.toString(), password, /ECONNREFUSED/]] as const) {
+      const err = await openPostgresStore(url).then(() => assert.fail('opened'), (e: unknown) => e as Error);
+      assert.match(err.message, why);
+      assert.match(err.message, new RegExp(`postgres://sluice:\\*\\*\\*@127\\.0\\.0\\.1:${new URL(url).port}/sluice`));
+      assert.doesNotMatch(inspect(err, { depth: 10 }), new RegExp(secret));
+    }
+  });
+
+  it('the ban copy follows writes made outside sluice, and survives a lost notification connection', async () => {
+    const url = await server.createDatabase();
+    const store = await openPostgresStore(url);
+    const listenerPid = () => withClient(url, async (c) => (await c.query(
+      "SELECT pid FROM pg_stat_activity WHERE application_name = 'sluice bans' AND datname = current_database()")).rows);
+    try {
+      await withClient(url, async (sql) => {
+        // Whoever may connect may NOTIFY: what is not the trigger's shape is ignored, not obeyed or thrown.
+        await sql.query(`NOTIFY sluice_bans, 'not json'`);
+        await sql.query(`NOTIFY sluice_bans, '{"address": "203.0.113.9", "until": "soon"}'`);
+        await sql.query("INSERT INTO bans (address, until, reason, created_at) VALUES ('203.0.113.1', NULL, 'psql', 1)");
+        assert.ok(await within(1000, () => store.bans.banned('203.0.113.1')), 'a row inserted by hand is seen');
+        assert.equal(store.bans.banned('203.0.113.9'), false);
+        const [first] = await listenerPid();
+        await sql.query('SELECT pg_terminate_backend($1)', [first.pid]);
+        // Written while the node is not listening: the refill after reconnecting must find it.
+        await sql.query("INSERT INTO bans (address, until, reason, created_at) VALUES ('203.0.113.2', NULL, 'psql', 1)");
+        assert.ok(await within(10_000, () => store.bans.banned('203.0.113.2')), 'refilled after reconnecting');
+        const [second] = await listenerPid();
+        assert.notEqual(second?.pid, first.pid);
+        await sql.query("DELETE FROM bans WHERE address = '203.0.113.1'");
+        assert.ok(await within(1000, () => !store.bans.banned('203.0.113.1')), 'listening again after reconnecting');
+        await sql.query('TRUNCATE bans');
+        assert.ok(await within(1000, () => !store.bans.banned('203.0.113.2')), 'TRUNCATE empties the copy');
+      });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('close() ends the pool and the notification connection', async () => {
+    const url = await server.createDatabase();
+    const store: Store = await openPostgresStore(url);
+    await store.users.count();
+    const connections = () => withClient(url, async (c) => (await c.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'sluice%' AND datname = current_database()"))
+      .rows[0]?.n);
+    assert.ok((await connections() ?? 0) >= 2);
+    await store.close();
+    assert.ok(await within(5000, async () => (await connections()) === 0));
+  });
+});
