@@ -5,8 +5,9 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { GENESIS, chainLine, type ChainHead } from '../src/audit/chain.js';
-import { collectSeries, seriesOf } from '../src/audit/files.js';
+import { collectSeries, logFiles, seriesOf } from '../src/audit/files.js';
 import { place, timeOrder } from '../src/audit/query.js';
+import { verifySeries } from '../src/audit/verify.js';
 import { ConfigError, loadConfig } from '../src/config/load.js';
 import { sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
@@ -80,6 +81,28 @@ describe('merging and grouping (pure)', () => {
     );
   });
 
+  it('a chain is named by its last line\'s node, never by a line its break names, across rotated files', () => {
+    let head: ChainHead = { seq: 0, prev: GENESIS };
+    const line = (fields: Record<string, unknown>) => {
+      const r = chainLine(head, fields);
+      head = r.head;
+      return r.line;
+    };
+    // Two lines from before node ids, then node a; rotated after the fourth line.
+    const lines = [line({ event: 'audit-start' }), line({ event: 'mkdir' }), line({ node: 'a', event: 'audit-start' }), line({ node: 'a', event: 'mkdir' }), line({ node: 'a', event: 'audit-rotated' }), line({ node: 'a', event: 'mkdir' })];
+    const files = (l: string[]) => new Map([['f.1', l.slice(0, 4)], ['f', l.slice(4)]]);
+    const check = (m: Map<string, string[]>) => verifySeries(['f.1', 'f'], (f) => (m.get(f) ?? []).map((x) => Buffer.from(x)));
+    assert.deepEqual([check(files(lines)).node, check(files(lines)).break], ['a', null]);
+    const old = verifySeries(['f.1'], () => lines.slice(0, 2).map((x) => Buffer.from(x)));
+    assert.deepEqual([old.node, old.break], [null, null]);
+    for (const at of [3, 4]) {
+      const edited = lines.map((l, i) => (i === at ? l.replace('"node":"a"', '"node":"b"') : l));
+      const r = check(files(edited));
+      assert.match(r.break?.reason ?? '', /altered/, `line ${at + 1} edited`);
+      assert.equal(r.node, 'a', `the edited line ${at + 1} does not name the chain`);
+    }
+  });
+
   it('files group into one series per log and directory, in the order given', () => {
     assert.deepEqual(seriesOf(['a/audit.log.2.gz', 'b/audit.log', 'a/audit.log.1', 'a/audit.log', 'a/other.log']), [
       ['a/audit.log.2.gz', 'a/audit.log.1', 'a/audit.log'],
@@ -151,8 +174,12 @@ describe('two nodes, each its own chain, verified apart and queried together', (
 
   before(async () => {
     const users = [{ name: 'alice', password: PASSWORD }];
-    // One node on one process, the other on workers (the primary writes its trail).
-    alpha = await TestServer.start({ users, yaml: 'admin:\n  listen: ./admin.sock\n', env: { SLUICE_NODE_ID: 'alpha', SLUICE_WORKERS: '1' } });
+    // One node on one process, its trail rotating into several files; the other on workers (the primary writes its trail).
+    alpha = await TestServer.start({
+      users,
+      yaml: 'admin:\n  listen: ./admin.sock\naudit:\n  rotateSize: 500\n',
+      env: { SLUICE_NODE_ID: 'alpha', SLUICE_WORKERS: '1' },
+    });
     beta = await TestServer.start({ users, env: { SLUICE_NODE_ID: 'beta', SLUICE_WORKERS: '2' } });
     // Alternating between the nodes, each step finished before the next starts: the merged order is known.
     await upload(alpha, '/a1.txt');
@@ -174,8 +201,9 @@ describe('two nodes, each its own chain, verified apart and queried together', (
 
   it('every record names its node: logins, transfers, failures, system events, anchors', () => {
     const expected = { alpha: ['audit-start', 'login', 'upload', 'logout', 'admin'], beta: ['audit-start', 'login', 'upload', 'logout', 'login-failed'] };
+    assert.ok(readdirSync(join(collected, 'alpha')).length >= 2, 'alpha\'s trail rotated');
     for (const [node, events] of Object.entries(expected)) {
-      const records = recordsOf(join(collected, node, 'audit.log'));
+      const records = logFiles(join(collected, node, 'audit.log')).flatMap(recordsOf);
       for (const e of events) assert.ok(records.some((r) => r.event === e), `${node} recorded ${e}`);
       assert.deepEqual([...new Set(records.map((r) => r.node))], [node], `every ${node} line names ${node}`);
     }
@@ -227,7 +255,7 @@ describe('two nodes, each its own chain, verified apart and queried together', (
     // Moving a record to the other node (its node field edited) breaks the chain too: the field is under the hash.
     const moved = join(dir, 'moved');
     cpSync(collected, moved, { recursive: true });
-    const alphaFile = join(moved, 'alpha', 'audit.log');
+    const alphaFile = logFiles(join(moved, 'alpha', 'audit.log')).find((f) => readFileSync(f, 'utf8').includes('"/a2.txt"')) as string;
     const alphaLines = readFileSync(alphaFile, 'utf8').split('\n');
     const a2 = alphaLines.findIndex((l) => l.includes('"/a2.txt"'));
     alphaLines[a2] = (alphaLines[a2] as string).replace('"node":"alpha"', '"node":"beta"');
@@ -235,6 +263,20 @@ describe('two nodes, each its own chain, verified apart and queried together', (
     const m = sluice(dir, ['audit', 'verify', moved]);
     assert.equal(m.code, 1, m.stdout);
     assert.match(m.stdout, /^node alpha: .*altered/m);
+  });
+
+  it('a rotated file missing from one node\'s logs is a gap in that node\'s chain only', () => {
+    const gap = join(dir, 'gap');
+    cpSync(collected, gap, { recursive: true });
+    const files = logFiles(join(gap, 'alpha', 'audit.log'));
+    assert.ok(files.length >= 3, files.join(' '));
+    // Not the oldest: a chain may begin anywhere (retention deletes the oldest files).
+    const [removed, next] = files.slice(-2) as [string, string];
+    rmSync(removed);
+    const r = sluice(dir, ['audit', 'verify', gap]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stdout, new RegExp(`^node alpha: ${next}:1: sequence jumps`, 'm'));
+    assert.match(r.stdout, /^node beta: ok: \d+ lines, chain intact$/m);
   });
 
   it('the same node id in two logs fails: one id, one writer', () => {
@@ -259,20 +301,24 @@ describe('two nodes, each its own chain, verified apart and queried together', (
     assert.match(r.stdout, /old\/audit\.log \(no node id\): ok: 3 lines, chain intact/);
 
     // The upgrade: the server starts on the old file, continues its chain and names itself from then on.
-    await alpha.restart(() => writeFileSync(join(alpha.dir, 'data', 'audit.log'), old));
+    const data = join(alpha.dir, 'data');
+    await alpha.restart(() => {
+      for (const f of readdirSync(data).filter((n) => n.startsWith('audit.log'))) rmSync(join(data, f));
+      writeFileSync(join(data, 'audit.log'), old);
+    });
     await upload(alpha, '/new.txt');
     await alpha.terminate();
-    const mixed = join(alpha.dir, 'data', 'audit.log');
-    const records = recordsOf(mixed);
+    const files = logFiles(join(data, 'audit.log'));
+    const records = files.flatMap(recordsOf);
     assert.deepEqual(records.map((x) => x.seq), [...records.keys()], 'one chain');
     assert.deepEqual(records.slice(0, 3).map((x) => x.node), [undefined, undefined, undefined]);
     assert.deepEqual([...new Set(records.slice(3).map((x) => x.node))], ['alpha']);
-    const v = sluice(dir, ['audit', 'verify', mixed, join(collected, 'beta')]);
+    const v = sluice(dir, ['audit', 'verify', ...files, join(collected, 'beta')]);
     assert.equal(v.code, 0, v.stdout + v.stderr);
     assert.match(v.stdout, new RegExp(`^node alpha: ok: ${records.length} lines, chain intact$`, 'm'));
 
     // Queried with beta's, the old records count as alpha's: they sort among equal times by that node.
-    const q = sluice(dir, ['audit', 'query', '--json', '--file', mixed, '--file', join(collected, 'beta'), '--path', '/*.txt', '--result', 'ok']);
+    const q = sluice(dir, ['audit', 'query', '--json', ...files.flatMap((f) => ['--file', f]), '--file', join(collected, 'beta'), '--path', '/*.txt', '--result', 'ok']);
     assert.equal(q.code, 0, q.stderr);
     assert.deepEqual(jsonLines(q.stdout).map((x) => x.path), ['/old.txt', '/b1.txt', '/b2.txt', '/new.txt']);
   });

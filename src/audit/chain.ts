@@ -136,6 +136,8 @@ const bytesOf = (l: Line) => (typeof l === 'string' ? Buffer.from(l) : l);
 export interface VerifyOptions {
   /** Continue the chain from a previous file (rotation); without it the first line is taken as it stands. */
   start?: ChainHead;
+  /** The node named by the line `start` was taken from (its `headNode`), vouched for once this file chains to it. */
+  startNode?: string | null;
   /** The previous file ended in a torn line this file's first line must record. */
   afterTear?: boolean;
   /** The first line of the following file, which may record a tear at this file's end. */
@@ -146,15 +148,16 @@ export interface VerifyOptions {
  * Pure: check a file's lines (without newlines; Buffers keep a torn
  * fragment's exact bytes). Returns the first break, the chain head after the
  * last good line, the torn lines found recorded by the restart after
- * them (`endsTorn`: the last line is one), and the node id of the last line
- * that names one (null: none does, as in files from before node ids). A
- * line's node counts once the next line chains to it (or it ends the file
- * unbroken): the line a break names cannot rename the chain it breaks.
+ * them (`endsTorn`: the last line is one). And the chain's node: `node`,
+ * the id of the last line naming one that the next line chains to (null:
+ * none, as in files from before node ids), and `headNode`, the last line's,
+ * which nothing vouches for yet (the next file's first line may): the line a
+ * break names cannot rename the chain it breaks.
  */
 export function verifyLines(
   lines: readonly Line[],
   options: VerifyOptions = {},
-): { break: ChainBreak | null; head: ChainHead | null; torn: TornLine[]; endsTorn: boolean; node: string | null } {
+): { break: ChainBreak | null; head: ChainHead | null; torn: TornLine[]; endsTorn: boolean; node: string | null; headNode: string | null } {
   let head: ChainHead | null = options.start ?? null;
   const torn: TornLine[] = [];
   // The line before was passed over as a tear: the record that names it must come now.
@@ -164,8 +167,8 @@ export function verifyLines(
   let headLine = 0;
   let node: string | null = null;
   // The node named by the line `head` was taken from, not yet vouched for by a next line.
-  let headNode: string | null = null;
-  const result = (b: ChainBreak | null) => ({ break: b, head, torn, endsTorn: afterTear, node: b ? node : headNode ?? node });
+  let headNode = options.startNode ?? null;
+  const result = (b: ChainBreak | null) => ({ break: b, head, torn, endsTorn: afterTear, node, headNode });
   for (let i = 0; i < lines.length; i++) {
     const raw = lines[i] as Line;
     const text = textOf(raw);

@@ -23,23 +23,27 @@ export interface SeriesResult {
 export function verifySeries(files: readonly string[], read: ReadLines): SeriesResult {
   const result: SeriesResult = { files, node: null, lines: 0, torn: [], break: null };
   let start: ChainHead | undefined;
+  let startNode: string | null = null;
   let afterTear = false;
   let lines = files.length > 0 ? read(files[0] as string) : [];
   for (let i = 0; i < files.length; i++) {
     const file = files[i] as string;
     const following = i + 1 < files.length ? read(files[i + 1] as string) : [];
-    const checked = verifyLines(lines, { start, afterTear, next: following[0] });
+    const checked = verifyLines(lines, { start, startNode, afterTear, next: following[0] });
     result.node = checked.node ?? result.node;
     if (checked.break) {
       result.break = { file, ...checked.break };
       return result;
     }
+    startNode = checked.headNode;
     result.torn.push(...checked.torn.map((t) => `${file}:${t.line} (${t.bytes} bytes)`));
     start = checked.head ?? start;
     afterTear = checked.endsTorn;
     result.lines += lines.length;
     lines = following;
   }
+  // Unbroken to its end: the last line's node names the chain (nothing after it could vouch for it).
+  result.node = startNode ?? result.node;
   return result;
 }
 
