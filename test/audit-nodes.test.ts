@@ -100,6 +100,7 @@ describe('merging and grouping (pure)', () => {
       const r = check(files(edited));
       assert.match(r.break?.reason ?? '', /altered/, `line ${at + 1} edited`);
       assert.equal(r.node, 'a', `the edited line ${at + 1} does not name the chain`);
+      assert.deepEqual([r.break?.file, r.break?.line], at === 3 ? ['f.1', 4] : ['f', 1], 'the edited line is named');
     }
   });
 

@@ -118,7 +118,7 @@ function sameTear(tear: Tear, fragment: Uint8Array): boolean {
 }
 
 export interface ChainBreak {
-  /** 1-based line number in the file. */
+  /** 1-based line number in the file; 0: the last line of the previous file (VerifyOptions.start). */
   line: number;
   reason: string;
 }

@@ -23,6 +23,8 @@ export interface SeriesResult {
 export function verifySeries(files: readonly string[], read: ReadLines): SeriesResult {
   const result: SeriesResult = { files, node: null, lines: 0, torn: [], break: null };
   let start: ChainHead | undefined;
+  // The file `start` came from and its number of lines: a break at line 0 is that file's last chain line.
+  let startAt = { file: '', lines: 0 };
   let startNode: string | null = null;
   let afterTear = false;
   let lines = files.length > 0 ? read(files[0] as string) : [];
@@ -32,11 +34,13 @@ export function verifySeries(files: readonly string[], read: ReadLines): SeriesR
     const checked = verifyLines(lines, { start, startNode, afterTear, next: following[0] });
     result.node = checked.node ?? result.node;
     if (checked.break) {
-      result.break = { file, ...checked.break };
+      const { line, reason } = checked.break;
+      result.break = line === 0 ? { file: startAt.file, line: startAt.lines, reason } : { file, line, reason };
       return result;
     }
     startNode = checked.headNode;
     result.torn.push(...checked.torn.map((t) => `${file}:${t.line} (${t.bytes} bytes)`));
+    if (checked.head && checked.head !== start) startAt = { file, lines: lines.length - (checked.endsTorn ? 1 : 0) };
     start = checked.head ?? start;
     afterTear = checked.endsTorn;
     result.lines += lines.length;
