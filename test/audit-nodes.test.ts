@@ -216,6 +216,15 @@ describe('two nodes, each its own chain, verified apart and queried together', (
     assert.match(r.stdout, /^node alpha: ok: \d+ lines, chain intact$/m);
     assert.match(r.stdout, /^node beta: ok: \d+ lines, chain intact$/m);
     assert.match(r.stdout, /^ok: 2 chains, each intact$/m);
+    // As query and report take them, with --file: the same.
+    const f = sluice(dir, ['audit', 'verify', '--file', join(collected, 'alpha'), join(collected, 'beta')]);
+    assert.equal(f.code, 0, f.stdout + f.stderr);
+    assert.equal(f.stdout, r.stdout);
+    for (const bad of [['--file'], ['--bogus', collected]]) {
+      const e = sluice(dir, ['audit', 'verify', ...bad]);
+      assert.equal(e.code, 2, bad.join(' '));
+      assert.equal(e.stderr.trim().split('\n').length, 1, e.stderr);
+    }
   });
 
   it('query merges both nodes\' records in time order', () => {

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 import { parseCidr } from '../auth/ip-rules.js';
 import { resolve } from 'node:path';
@@ -9,7 +10,7 @@ import { loadConfig } from '../config/load.js';
 import { AUDITED_PROTOCOLS } from '../session/account.js';
 import { UsageError, parse, parseTime } from './args.js';
 
-export const AUDIT_HELP = `Usage: sluice audit verify [FILE|DIR...]
+export const AUDIT_HELP = `Usage: sluice audit verify [FILE|DIR...] [--file FILE|DIR]...
        sluice audit query [--user U] [--ip CIDR] [--protocol P] [--path GLOB]
                           [--since T] [--until T] [--result ok|failed]
                           [--json | --csv] [--file FILE|DIR]...
@@ -46,21 +47,27 @@ export function auditCommand(args: string[], configFile: string | undefined, out
   if (sub === 'query') return queryCommand(rest, configFile, out);
   if (sub === 'report') return reportCommand(rest, configFile, out);
   if (sub !== 'verify') throw new UsageError(`unknown audit command "${sub}"; see sluice audit --help`);
-  const { values, positionals } = parseVerify(rest);
-  if (values.help) {
+  const { help, files } = parseVerify(rest);
+  if (help) {
     out(AUDIT_HELP);
     return 0;
   }
-  const results = auditSeries(positionals, configFile).map((files) => verifySeries(files, readLines));
+  const results = auditSeries(files, configFile).map((files) => verifySeries(files, readLines));
   const { ok, lines } = verdict(results);
   out(lines.map((l) => l + '\n').join(''));
   return ok ? 0 : 1;
 }
 
-function parseVerify(args: string[]) {
-  // Any number of files: parse options, keep positionals as they come.
-  const parsed = parse(args.filter((a) => a.startsWith('-')), {}, 0);
-  return { values: parsed.values as { help?: boolean }, positionals: args.filter((a) => !a.startsWith('-')) };
+/** verify takes its files and directories as arguments, or with --file as query and report do, in the order given. */
+function parseVerify(args: string[]): { help: boolean; files: string[] } {
+  const options = { file: { type: 'string', multiple: true } } as const;
+  // A first, lenient pass only to see the order; the strict one below refuses what is wrong.
+  const { tokens } = parseArgs({ args, options, allowPositionals: true, strict: false, tokens: true });
+  const files = tokens.flatMap((t) =>
+    t.kind === 'positional' ? [t.value] : t.kind === 'option' && t.name === 'file' && t.value !== undefined ? [t.value] : [],
+  );
+  const { values } = parse(args, options, tokens.filter((t) => t.kind === 'positional').length);
+  return { help: values.help === true, files };
 }
 
 function queryCommand(args: string[], configFile: string | undefined, out: (s: string) => void): number {
