@@ -5,6 +5,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { GENESIS, chainLine, type ChainHead } from '../src/audit/chain.js';
+import { AuditLog } from '../src/audit/log.js';
 import { collectSeries, logFiles, seriesOf } from '../src/audit/files.js';
 import { place, timeOrder } from '../src/audit/query.js';
 import { verifySeries } from '../src/audit/verify.js';
@@ -138,6 +139,31 @@ function oldFormat(events: Record<string, unknown>[]): string {
 }
 
 const actor = { session: 'old1', user: 'alice', protocol: 'sftp', ip: '10.1.2.3', port: 5000 };
+
+describe('one audit file, one writer', () => {
+  /** Open the log as `node`, write one line, close it; what it reported. */
+  async function writeAs(file: string, node: string): Promise<string[]> {
+    const errors: string[] = [];
+    const log = new AuditLog({ file, node, rotateSize: 0, keep: { count: 0, days: 0 }, xferlog: null, onError: (e) => errors.push(e.message) });
+    log.system({ event: 'hook-failed', hook: 'h', trigger: 't', user: 'u', path: '/p', reason: 'r' });
+    await log.close();
+    return errors;
+  }
+
+  it('a node starting on a file another node wrote last says so; its own file or one from before node ids, not', async () => {
+    const file = join(dir, 'shared', 'audit.log');
+    assert.deepEqual(await writeAs(file, 'one'), []);
+    assert.deepEqual(await writeAs(file, 'one'), [], 'its own file');
+    const [err, ...more] = await writeAs(file, 'two');
+    assert.match(err ?? '', /audit\.log was last written by node "one", this is node "two": .*two nodes share this audit file/);
+    assert.equal(more.length, 0);
+    assert.deepEqual([...new Set(recordsOf(file).map((r) => r.node))], ['one', 'two'], 'the chain goes on, named by its writer');
+    const old = join(dir, 'shared', 'old.log');
+    writeFileSync(old, oldFormat([]));
+    assert.deepEqual(await writeAs(old, 'one'), [], 'an upgrade from before node ids');
+  });
+});
+
 
 describe('two nodes, each its own chain, verified apart and queried together', () => {
   const PASSWORD = 'alice password';

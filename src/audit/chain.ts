@@ -36,18 +36,22 @@ export function chainLine(head: ChainHead, record: Record<string, unknown>): { l
 
 /**
  * Pure: a file's end split into its last complete chain line and the torn
- * fragment after it (null when the text ends in a newline). Unparsable
- * complete lines are passed over, as a restart does.
+ * fragment after it (null when the text ends in a newline), with the node
+ * that line names (null: none). Unparsable complete lines are passed over,
+ * as a restart does.
  */
-export function lastLines(text: Buffer): { head: ChainHead | null; fragment: Buffer | null } {
+export function lastLines(text: Buffer): { head: ChainHead | null; fragment: Buffer | null; node: string | null } {
   const end = text.lastIndexOf(0x0a);
   const fragment = end === text.length - 1 ? null : text.subarray(end + 1);
   const lines = text.subarray(0, end + 1).toString('utf8').split('\n');
   for (let i = lines.length - 1; i >= 0; i--) {
     const rec = parseRecord(lines[i] as string);
-    if (rec) return { head: { seq: rec.seq + 1, prev: lineHash(lines[i] as string) }, fragment };
+    if (rec) {
+      const node = typeof rec.node === 'string' ? rec.node : null;
+      return { head: { seq: rec.seq + 1, prev: lineHash(lines[i] as string) }, fragment, node };
+    }
   }
-  return { head: null, fragment };
+  return { head: null, fragment, node: null };
 }
 
 interface ChainRecord {
