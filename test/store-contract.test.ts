@@ -3,8 +3,12 @@
 // to the rest of sluice on SQLite and on PostgreSQL.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { openPostgresStore } from '../src/store/postgres/store.js';
+import { openSqliteStore } from '../src/store/sqlite/store.js';
 import type { NewKey, UserSettings } from '../src/store/records.js';
 import { StoreConflict, type Store } from '../src/store/store.js';
 import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
@@ -17,6 +21,21 @@ interface Backend {
   /** An empty database; each open() is one more Store on it, as another node (or the CLI) would hold. */
   fresh(): Promise<() => Promise<Store>>;
 }
+
+const sqlite = (): Backend => {
+  let dir = '';
+  let made = 0;
+  return {
+    name: 'SQLite',
+    skip: false,
+    start: async () => void (dir = mkdtempSync(join(tmpdir(), 'sluice-contract-'))),
+    stop: async () => rmSync(dir, { recursive: true, force: true }),
+    fresh: async () => {
+      const file = join(dir, `store-${++made}.db`);
+      return async () => openSqliteStore(file);
+    },
+  };
+};
 
 const postgres = (): Backend => {
   let server: TestPostgres | null = null;
@@ -53,7 +72,7 @@ async function within(ms: number, probe: () => boolean): Promise<boolean> {
   return true;
 }
 
-for (const backend of [postgres()]) {
+for (const backend of [sqlite(), postgres()]) {
   describe(`Store contract on ${backend.name}`, { skip: backend.skip }, () => {
     const opened: Store[] = [];
     /** A Store on an empty database, closed after the suite. */
@@ -74,7 +93,7 @@ for (const backend of [postgres()]) {
 
     it('creates a user with rules and keys, and reads it back by name in any case and by id', async () => {
       const [store] = await fresh();
-      assert.equal(store.kind, backend.name === 'SQLite' ? 'sqlite' : 'postgres');
+      assert.equal(store.kind, { SQLite: 'sqlite', PostgreSQL: 'postgres' }[backend.name]);
       await store.ping();
       const expires = new Date(Date.now() + 86_400_000);
       const created = await store.users.create('Alice', '$argon2id$hash', settings({

@@ -2,12 +2,17 @@
 // interface; refused into a non-empty target; a failure half-way keeps nothing.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { copyStore } from '../src/store/copy.js';
 import { openPostgresStore } from '../src/store/postgres/store.js';
+import { openSqliteStore } from '../src/store/sqlite/store.js';
 import type { NewKey, UserRecord, UserSettings } from '../src/store/records.js';
 import type { Store } from '../src/store/store.js';
+import { sluice } from './helpers/cli.js';
 import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
 
 const settings = (over: Partial<UserSettings> = {}): UserSettings => ({
@@ -54,9 +59,9 @@ async function contents(s: Store) {
   };
 }
 
-/** The Store pairs copied between; SQLite joins as a source once its Store is in main. */
 describe('copyStore', { skip: postgresMissing() ?? false }, () => {
   let server: TestPostgres;
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-copy-'));
   const opened: Store[] = [];
   const open = async () => {
     const s = await openPostgresStore(await server.createDatabase(), { poolSize: 2 });
@@ -67,6 +72,7 @@ describe('copyStore', { skip: postgresMissing() ?? false }, () => {
   after(async () => {
     await Promise.all(opened.map((s) => s.close()));
     await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('copies users with keys, rules, permissions and usage, and bans, into PostgreSQL', async () => {
@@ -81,6 +87,32 @@ describe('copyStore', { skip: postgresMissing() ?? false }, () => {
     assert.equal(to.bans.banned('192.0.2.3'), false);
     // The copies are whole users: log-in by name in any case finds them with their password hash.
     assert.equal((await to.users.get('alice'))?.passwordHash, '$argon2id$a');
+  });
+
+  it('sluice store migrate-from-sqlite copies a real SQLite file into PostgreSQL, once', async () => {
+    const file = join(dir, 'sluice.db');
+    const sqlite = openSqliteStore(file);
+    await fill(sqlite);
+    const source = await contents(sqlite);
+    await sqlite.close();
+    const url = await server.createDatabase();
+    const password = new URL(url).password;
+    const r = sluice(dir, ['store', 'migrate-from-sqlite', file, '--to', url]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^copied 3 users \(3 keys\) and 3 bans from .+sluice\.db into postgres:\/\/sluice:\*\*\*@127\.0\.0\.1:\d+\/sluice_\d+\n/);
+    assert.match(r.stdout, /admin tokens not copied, .+: ops\n$/);
+    assert.ok(!(r.stdout + r.stderr).includes(password));
+    const target = await openPostgresStore(url, { poolSize: 2 });
+    opened.push(target);
+    assert.deepEqual(await contents(target), source);
+    // Once: the configured store (here from the environment) now holds users, and a second copy is refused.
+    const again = sluice(dir, ['store', 'migrate-from-sqlite', file], undefined, { SLUICE_STORE_URL: url });
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /^sluice: the target store is not empty \(3 users, 3 bans, 0 admin tokens\)/);
+    assert.deepEqual(await contents(target), source);
+    const missing = sluice(dir, ['store', 'migrate-from-sqlite', join(dir, 'nope.db'), '--to', url]);
+    assert.deepEqual([missing.code, missing.stderr], [2, `sluice: ${join(dir, 'nope.db')}: no such file\n`]);
+    assert.equal(existsSync(join(dir, 'nope.db')), false);
   });
 
   it('refuses a target that is not empty, and writes nothing there', async () => {

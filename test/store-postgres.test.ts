@@ -171,6 +171,23 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
     }
   });
 
+  it('a notification connection that stops answering (a frozen server process) is replaced', { timeout: 60_000 }, async () => {
+    const url = await server.createDatabase();
+    const store = await openPostgresStore(url);
+    const [listener] = await withClient(url, async (c) => (await c.query(
+      "SELECT pid FROM pg_stat_activity WHERE application_name = 'sluice bans' AND datname = current_database()")).rows);
+    // Stopped, its connection stays open and says nothing: only the heartbeat can tell.
+    process.kill(listener.pid, 'SIGSTOP');
+    try {
+      await withClient(url, (sql) =>
+        sql.query("INSERT INTO bans (address, until, reason, created_at) VALUES ('203.0.113.5', NULL, 'psql', 1)"));
+      assert.ok(await within(30_000, () => store.bans.banned('203.0.113.5')), 'seen through a new connection');
+    } finally {
+      process.kill(listener.pid, 'SIGCONT');
+      await store.close();
+    }
+  });
+
   it('close() ends the pool and the notification connection', async () => {
     const url = await server.createDatabase();
     const store: Store = await openPostgresStore(url);

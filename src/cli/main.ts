@@ -6,6 +6,7 @@ import { adminClient, ApiError } from '../admin/client.js';
 import type { Config } from '../config/schema.js';
 import { adminCommand } from './admin.js';
 import { sessionCommand } from './session.js';
+import { storeCommand } from './store.js';
 import { UsageError } from './args.js';
 import { auditCommand } from './audit.js';
 import { banCommand } from './ban.js';
@@ -23,6 +24,7 @@ Commands:
   ban ...           banned addresses: list, add, remove (sluice ban --help)
   admin token ...   bearer tokens of the admin API: create, remove, list (sluice admin --help)
   session ...       live sessions of the running server: list, kill (sluice session --help)
+  store ...         copy a SQLite database into PostgreSQL once (sluice store --help)
   audit verify      check the audit log's hash chain (sluice audit --help)
   version           print the version
 
@@ -83,6 +85,8 @@ export async function main(argv: string[]): Promise<number> {
         return await userCommand(rest, open, reach, out);
       case 'session':
         return await sessionCommand(rest, reach, out);
+      case 'store':
+        return await storeCommand(rest, config, out);
       default:
         throw new UsageError(`unknown command "${command}"; see sluice --help`);
     }

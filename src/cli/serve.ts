@@ -68,8 +68,11 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
     );
   }
   // Before any session, so no upload in progress can be taken for a crash's leftover
-  // and no usage changes while the homes are recounted.
-  await sweepHomes(join(config.dataDir, 'homes'), await base.users.all(), base.users, coordination.coordinator.audit, log);
+  // and no usage changes while the homes are recounted. Not on a shared store: other
+  // nodes serve the same homes while this one starts, and their uploads are in progress.
+  if (base.store.kind === 'sqlite') {
+    await sweepHomes(join(config.dataDir, 'homes'), await base.users.all(), base.users, coordination.coordinator.audit, log);
+  }
   let admin: AdminServer | null;
   try {
     admin = await startAdmin(base, coordination, log);

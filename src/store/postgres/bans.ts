@@ -17,14 +17,20 @@ type Notice = { reload: true } | { address: string; removed: true } | { address:
 const CHANNEL = 'sluice_bans';
 const RETRY_MIN_MS = 250;
 const RETRY_MAX_MS = 5_000;
+/**
+ * How often the notification connection is asked a trivial query, and how
+ * long it has to answer: a network cut or a frozen server sends no error, and
+ * a node would go on answering from a copy nothing updates any more.
+ */
+const HEARTBEAT_MS = 5_000;
 
 /**
  * Banned addresses in PostgreSQL, shared by every node. banned() is asked at
  * every accept and must not wait for the network, so each node keeps the bans
  * in force in memory: filled at open, kept current by the notifications the
  * bans table's trigger sends for every write, from any node or `sluice ban`.
- * A lost notification connection is re-established and the copy refilled;
- * until then it answers from what it knew. Expiry needs no notification: the
+ * A lost notification connection (an error, or no answer to the heartbeat)
+ * is re-established and the copy refilled; until then it answers from what it knew. Expiry needs no notification: the
  * copy keeps each ban's end and compares it with this node's clock.
  */
 export class PostgresBans implements BanRepository {
@@ -35,6 +41,7 @@ export class PostgresBans implements BanRepository {
   private held: Notice[] | null = null;
   private retryMs = RETRY_MIN_MS;
   private retry: NodeJS.Timeout | null = null;
+  private heartbeat: NodeJS.Timeout | null = null;
   private closed = false;
 
   private constructor(
@@ -46,6 +53,8 @@ export class PostgresBans implements BanRepository {
   static async open(pool: pg.Pool, url: string): Promise<PostgresBans> {
     const bans = new PostgresBans(pool, url);
     await bans.listen();
+    bans.heartbeat = setInterval(() => bans.probe(), HEARTBEAT_MS);
+    bans.heartbeat.unref();
     return bans;
   }
 
@@ -99,6 +108,7 @@ export class PostgresBans implements BanRepository {
   async close(): Promise<void> {
     this.closed = true;
     if (this.retry) clearTimeout(this.retry);
+    if (this.heartbeat) clearInterval(this.heartbeat);
     const listener = this.listener;
     this.listener = null;
     await listener?.end();
@@ -123,13 +133,8 @@ export class PostgresBans implements BanRepository {
       else this.apply(notice);
     });
     // 'error' and 'end' both come when the connection drops; the first one counts.
-    const lost = () => {
-      if (this.listener !== client) return;
-      this.listener = null;
-      this.reconnectLater();
-    };
-    client.on('error', lost);
-    client.on('end', lost);
+    client.on('error', () => this.drop(client));
+    client.on('end', () => this.drop(client));
     try {
       await client.connect();
       await client.query(`LISTEN ${CHANNEL}`);
@@ -166,12 +171,32 @@ export class PostgresBans implements BanRepository {
     if ('reload' in notice) {
       // TRUNCATE: no rows to name, so read them all again; a failure there is a lost connection.
       const client = this.listener;
-      if (client) this.refill(client).catch(() => client.end().catch(() => undefined));
+      if (client) this.refill(client).catch(() => this.drop(client));
     } else if ('removed' in notice || (notice.until !== null && notice.until <= Date.now())) {
       this.inForce.delete(notice.address);
     } else {
       this.inForce.set(notice.address, notice.until);
     }
+  }
+
+  private probe(): void {
+    const client = this.listener;
+    if (!client) return;
+    const timer = setTimeout(() => this.drop(client), HEARTBEAT_MS);
+    timer.unref();
+    client.query('SELECT 1').then(() => clearTimeout(timer), () => {
+      clearTimeout(timer);
+      this.drop(client);
+    });
+  }
+
+  /** Give up on `client` (its notices are ignored from now on) and connect anew. */
+  private drop(client: pg.Client): void {
+    if (this.listener !== client) return;
+    this.listener = null;
+    // On a dead link this may never finish: nothing waits for it.
+    client.end().catch(() => undefined);
+    this.reconnectLater();
   }
 
   private reconnectLater(): void {

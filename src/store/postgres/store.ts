@@ -8,13 +8,17 @@ import { migrate } from './migrate.js';
 import { PostgresUsers } from './users.js';
 
 export interface PostgresStoreOptions {
-  /** Connections this node holds at most; every node has its own pool. */
+  /** Connections this Store holds at most, besides the one that listens for bans. */
   poolSize?: number;
-  /** Tests only: another set of migrations. */
-  migrations?: string;
 }
 
-const DEFAULT_POOL_SIZE = 10;
+/**
+ * Every serving process (each worker, the primary) and every CLI run opens
+ * its own Store, so this is multiplied by processes and then by nodes, against
+ * PostgreSQL's max_connections (100 by default). Queries are short (a login
+ * is one round trip), so a few connections per process carry the load.
+ */
+const DEFAULT_POOL_SIZE = 4;
 
 /**
  * The Store in PostgreSQL, shared by several nodes: connect, apply missing
@@ -31,7 +35,7 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
   try {
     const client = await pool.connect();
     try {
-      await migrate(client, loadMigrations(options.migrations ?? migrationsDir('postgres')));
+      await migrate(client, loadMigrations(migrationsDir('postgres')));
     } finally {
       client.release();
     }
