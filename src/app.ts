@@ -110,6 +110,7 @@ export function openCoordination(base: AdminServices): Coordination {
   const auditLog = settings.enabled
     ? new AuditLog({
         file: resolve(config.dataDir, settings.file),
+        node: config.nodeId,
         rotateSize: settings.rotateSize,
         keep: settings.keep,
         xferlog: settings.xferlog === '' ? null : resolve(config.dataDir, settings.xferlog),

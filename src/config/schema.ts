@@ -30,12 +30,24 @@ const cidr = z.string().transform((text, ctx) => {
   }
 });
 
+/** What a node id may be: it names the node's audit chain in every record and on the command line. */
+export const NODE_ID = /^[A-Za-z0-9._-]{1,64}$/;
+export const NODE_ID_RULE = '1 to 64 of A-Z a-z 0-9 . _ -';
+
 /** Whether connections carry a PROXY protocol header (see src/security/proxy-header.ts). */
 const proxyProtocol = z.enum(['off', 'v1', 'v2', 'optional']).default('off');
 
 /** Every key and its default, in one place; deploy/sluice.example.yaml documents them. */
 export const configSchema = z
   .object({
+    /**
+     * This node's name in every audit record, so that the trails of several
+     * nodes can be told apart and merged; '' takes the host name (load.ts).
+     */
+    nodeId: z
+      .string()
+      .refine((s) => s === '' || NODE_ID.test(s), `must be ${NODE_ID_RULE}`)
+      .default(''),
     dataDir: z.string().min(1).default('./data'),
     certsDir: z.string().min(1).default('./certs'),
     bind: z.string().min(1).default('0.0.0.0'),
