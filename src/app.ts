@@ -8,6 +8,7 @@ import type { Config } from './config/schema.js';
 import type { AuditTrail, Coordinator } from './coordinator/coordinator.js';
 import { Hooks } from './hooks/runner.js';
 import { LocalCoordinator } from './coordinator/local.js';
+import type { FailureTally } from './coordinator/shared-state.js';
 import { AllSessions } from './coordinator/sessions.js';
 import { ServingState } from './metrics/health.js';
 import { ServerMetrics } from './metrics/registry.js';
@@ -15,6 +16,7 @@ import { sampleProcess } from './metrics/sampler.js';
 import { BanCheck } from './security/ban-check.js';
 import { Defender } from './security/defender.js';
 import { FailureThrottle } from './security/failure-throttle.js';
+import { MemoryFailureTally } from './security/failure-tally.js';
 import { Gate } from './security/gate.js';
 import { ClamdScanner } from './scan/clamd.js';
 import { QuarantineDir } from './scan/quarantine.js';
@@ -27,20 +29,20 @@ import { ConnectionRegistry } from './session/registry.js';
 import type { InFlightUploads, SessionDeps } from './session/session.js';
 import { openLocalStorage } from './session/storage/local.js';
 import { StartRecord } from './start-record.js';
-import { AdminTokenStore } from './store/sqlite/admin-tokens.js';
-import { BanStore } from './store/sqlite/bans.js';
-import { openDatabase } from './store/sqlite/db.js';
-import { UserStore } from './store/sqlite/users.js';
+import { openStore } from './store/open.js';
+import { SqliteStore } from './store/sqlite/store.js';
+import type { AdminTokenRepository, BanRepository, Store, UserRepository } from './store/store.js';
 import { UserAdmin } from './users/admin.js';
 
 /** What administration needs: the user store and password hashing. */
 export interface AdminServices {
   readonly config: Config;
   readonly log: Logger;
-  readonly users: UserStore;
-  readonly bans: BanStore;
+  readonly store: Store;
+  readonly users: UserRepository;
+  readonly bans: BanRepository;
   /** The admin API's bearer tokens (hashed). */
-  readonly tokens: AdminTokenStore;
+  readonly tokens: AdminTokenRepository;
   readonly hasher: PasswordHasher;
   readonly admin: UserAdmin;
   close(): Promise<void>;
@@ -81,23 +83,21 @@ export interface Coordination {
  * For the CLI: no audit log. The server is the audit trail's only writer;
  * a second process appending to it would fork the hash chain.
  */
-export function openAdmin(config: Config): AdminServices {
+export async function openAdmin(config: Config): Promise<AdminServices> {
   const log = createLogger(config.logLevel, config.logFormat);
   mkdirSync(join(config.dataDir, 'homes'), { recursive: true, mode: 0o750 });
-  const db = openDatabase(join(config.dataDir, 'sluice.db'));
-  const users = new UserStore(db);
+  const store = await openStore(config);
   const hasher = new PasswordHasher(config.auth.maxConcurrentHashes);
   return {
     config,
     log,
-    users,
-    bans: new BanStore(db),
-    tokens: new AdminTokenStore(db),
+    store,
+    users: store.users,
+    bans: store.bans,
+    tokens: store.tokens,
     hasher,
-    admin: new UserAdmin(users, hasher, config.dataDir),
-    async close() {
-      db.close();
-    },
+    admin: new UserAdmin(store.users, hasher, config.dataDir),
+    close: () => store.close(),
   };
 }
 
@@ -110,6 +110,7 @@ export function openCoordination(base: AdminServices): Coordination {
   const auditLog = settings.enabled
     ? new AuditLog({
         file: resolve(config.dataDir, settings.file),
+        node: config.nodeId,
         rotateSize: settings.rotateSize,
         keep: settings.keep,
         xferlog: settings.xferlog === '' ? null : resolve(config.dataDir, settings.xferlog),
@@ -131,8 +132,8 @@ export function openCoordination(base: AdminServices): Coordination {
   const audit = trail && throttle ? { record: throttle.record.bind(throttle), system: trail.system.bind(trail) } : null;
   const { limits } = config;
   const registry = new ConnectionRegistry(limits.maxSessions, limits.maxSessionsPerIp, limits.maxSessionsPerUser);
-  const defender = new Defender(banCheck(base), config.defender, audit, base.log.child({ part: 'defender' }));
-  const quotas = new QuotaBook(base.users);
+  const { tally, quotas } = sharedState(base.store);
+  const defender = new Defender(banCheck(base), tally, config.defender, audit, base.log.child({ part: 'defender' }));
   return {
     coordinator: new LocalCoordinator(registry, defender, quotas, audit, metrics),
     auditLog,
@@ -164,6 +165,15 @@ function teeTrail(auditLog: AuditLog | null, hooks: Hooks | null): AuditTrail | 
     },
     system: (e) => auditLog.system(e),
   };
+}
+
+/**
+ * What one node counts in its own memory when it alone uses the store
+ * (SQLite), and what every node counts in the shared database otherwise.
+ */
+function sharedState(store: Store): { tally: FailureTally; quotas: QuotaBook } {
+  if (store instanceof SqliteStore) return { tally: new MemoryFailureTally(), quotas: new QuotaBook(store.users.counters) };
+  throw new Error(`the ${store.kind} store cannot coordinate nodes yet`);
 }
 
 function banCheck(base: AdminServices): BanCheck {
@@ -226,8 +236,8 @@ function hostPort(text: string): { host: string; port: number } {
 }
 
 /** One process keeping everything itself (workers: 1, and the tests of the shared layer). */
-export function openServices(config: Config): Services & Pick<Coordination, 'auditLog'> {
-  const base = openAdmin(config);
+export async function openServices(config: Config): Promise<Services & Pick<Coordination, 'auditLog'>> {
+  const base = await openAdmin(config);
   const coordination = openCoordination(base);
   const services = servicesOn(base, coordination.coordinator);
   return {

@@ -14,7 +14,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 
 const failOnError = (err: Error) => assert.fail(`audit log error: ${err.message}`);
 function openLog(file: string, options: Partial<AuditLogOptions> = {}): AuditLog {
-  return new AuditLog({ file, rotateSize: 0, keep: { count: 0, days: 0 }, xferlog: null, onError: failOnError, ...options });
+  return new AuditLog({ file, node: 'n1', rotateSize: 0, keep: { count: 0, days: 0 }, xferlog: null, onError: failOnError, ...options });
 }
 const linesOf = (f: string) => readFileSync(f, 'utf8').trim().split('\n');
 const recordsOf = (f: string) => linesOf(f).map((l) => JSON.parse(l) as { seq: number; event: string; reason?: string });

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
-import { filterRecords, globToRegExp } from '../src/audit/query.js';
+import { globToRegExp, recordMatcher } from '../src/audit/query.js';
 import { sluice } from './helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-query-'));
@@ -68,12 +68,12 @@ describe('audit query', () => {
 
   it('prints a readable table and CSV', () => {
     const table = sluice(dir, ['audit', 'query', '--user', 'carol']).stdout;
-    assert.match(table, /^TIME\s+USER\s+PROTOCOL\s+IP\s+EVENT\s+PATH\s+BYTES\s+RESULT\s+SHA256\n/);
+    assert.match(table, /^TIME\s+NODE\s+USER\s+PROTOCOL\s+IP\s+EVENT\s+PATH\s+BYTES\s+RESULT\s+SHA256\n/);
     assert.match(table, /carol\s+ftp\s+2001:db8::7\s+rename\s+\/incoming\/x -> \/done\/x/);
     const csv = sluice(dir, ['audit', 'query', '--csv', '--user', 'alice']).stdout.trim().split('\n');
-    assert.equal(csv[0], 'time,user,protocol,ip,event,path,bytes,result,sha256');
+    assert.equal(csv[0], 'time,node,user,protocol,ip,event,path,bytes,result,sha256');
     assert.equal(csv.length, 3);
-    assert.equal(csv[1], `2026-11-01T10:00:00.000Z,alice,sftp,10.0.0.5,upload,/incoming/a.pdf,10,ok,${'ab'.repeat(32)}`);
+    assert.equal(csv[1], `2026-11-01T10:00:00.000Z,,alice,sftp,10.0.0.5,upload,/incoming/a.pdf,10,ok,${'ab'.repeat(32)}`);
   });
 
   it('reports a truncated last line without failing', () => {
@@ -84,6 +84,15 @@ describe('audit query', () => {
     assert.equal(r.code, 0);
     assert.match(r.stderr, /torn\.log:4: truncated last line skipped/);
     assert.equal(paths(r.stdout).length, 3);
+  });
+
+  it('passes over lines that are JSON but no record, naming them', () => {
+    const f = join(dir, 'odd.log');
+    writeFileSync(f, ['null', JSON.stringify(NEW[0]), '[1]', '7'].join('\n') + '\n');
+    const r = sluice(dir, ['audit', 'query', '--json', '--file', f]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(paths(r.stdout), ['2026-11-20T09']);
+    assert.match(r.stderr, /odd\.log:1: malformed line skipped\n.*odd\.log:3: malformed line skipped\n.*odd\.log:4: truncated last line skipped/s);
   });
 
   for (const [args, message] of [
@@ -106,7 +115,7 @@ describe('audit query', () => {
     assert.ok(!globToRegExp('/a/*').test('/a/b/c'));
     assert.ok(globToRegExp('/a/?.txt').test('/a/x.txt'));
     assert.ok(!globToRegExp('/a.b').test('/aXb'), 'dots are literal');
-    assert.equal(filterRecords([{ path: '/z' }], { pathGlob: '/z' }).length, 1);
+    assert.ok(recordMatcher({ pathGlob: '/z' })({ path: '/z' }));
   });
 
   it('report: per user uploads, downloads, failed logins and refusals', () => {

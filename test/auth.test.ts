@@ -19,14 +19,14 @@ describe('authentication', () => {
   let world: World;
   let auth: Authenticator;
   before(async () => {
-    world = new World();
+    world = await World.open();
     auth = world.services.authenticator;
     await world.addUser('alice', { password: 'correct horse' });
   });
   after(() => world.close());
 
   it('stores argon2id with OWASP parameters and verifies', async () => {
-    const hash = world.services.users.get('alice')!.passwordHash!;
+    const hash = (await world.services.users.get('alice'))!.passwordHash!;
     assert.match(hash, /^\$argon2id\$v=19\$(?=.*m=19456)(?=.*t=2)(?=.*p=1)/);
     const account = await auth.password(req('alice'), 'correct horse');
     assert.equal(account.name, 'alice');
@@ -36,10 +36,10 @@ describe('authentication', () => {
   it('rehashes on login when the parameters changed', async () => {
     const weak = await argon2.hash('old password', { type: argon2.argon2id, memoryCost: 4096, timeCost: 1, parallelism: 1 });
     await world.addUser('old', { password: 'placeholder' });
-    const id = world.services.users.get('old')!.id;
-    world.services.users.setPasswordHash(id, weak);
+    const id = (await world.services.users.get('old'))!.id;
+    await world.services.users.setPasswordHash(id, weak);
     await auth.password(req('old'), 'old password');
-    const now = world.services.users.get('old')!.passwordHash!;
+    const now = (await world.services.users.get('old'))!.passwordHash!;
     assert.notEqual(now, weak);
     assert.ok(/m=19456/.test(now) && /t=2/.test(now) && /p=1/.test(now));
     await auth.password(req('old'), 'old password');
@@ -72,14 +72,14 @@ describe('authentication', () => {
 
   it('refuses a disabled account', async () => {
     await world.addUser('dis');
-    world.services.admin.update('dis', { enabled: false });
+    await world.services.admin.update('dis', { enabled: false });
     await assert.rejects(auth.password(req('dis'), 'correct horse'), because('disabled'));
   });
 
   it('refuses an expired account like a disabled one', async () => {
     await world.addUser('exp', { expiresAt: new Date(Date.now() - 1000) });
     await assert.rejects(auth.password(req('exp'), 'correct horse'), because('expired'));
-    world.services.admin.update('exp', { expiresAt: new Date(Date.now() + 3600_000) });
+    await world.services.admin.update('exp', { expiresAt: new Date(Date.now() + 3600_000) });
     await auth.password(req('exp'), 'correct horse');
   });
 

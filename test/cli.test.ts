@@ -6,8 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import argon2 from 'argon2';
 import { userKeyPair } from './helpers/ssh.js';
-import { openDatabase } from '../src/store/sqlite/db.js';
-import { UserStore } from '../src/store/sqlite/users.js';
+import { openSqliteStore } from '../src/store/sqlite/store.js';
 import { sluice } from './helpers/cli.js';
 
 describe('sluice CLI', () => {
@@ -98,9 +97,9 @@ describe('sluice CLI', () => {
     const r = run(['user', 'passwd', 'gen', '--password-stdin'], 'another password\n');
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /password changed for gen/);
-    const db = openDatabase(join(dir, 'data/sluice.db'));
-    const hash = new UserStore(db).get('gen')?.passwordHash;
-    db.close();
+    const store = openSqliteStore(join(dir, 'data/sluice.db'));
+    const hash = (await store.users.get('gen'))?.passwordHash;
+    await store.close();
     assert.ok(hash && (await argon2.verify(hash, 'another password')));
   });
 

@@ -45,8 +45,8 @@ function primaryOnTempStore(): { dir: string; primary: () => Coordination } {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-ipc-'));
   let base: AdminServices;
   let coordination: Coordination;
-  before(() => {
-    base = openAdmin(loadConfig({ env: { SLUICE_LOG_LEVEL: 'silent' }, cwd: dir }));
+  before(async () => {
+    base = await openAdmin(loadConfig({ env: { SLUICE_LOG_LEVEL: 'silent' }, cwd: dir }));
     coordination = openCoordination(base);
   });
   after(async () => {

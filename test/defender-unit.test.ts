@@ -9,69 +9,69 @@ import { configSchema } from '../src/config/schema.js';
 import { BanCheck } from '../src/security/ban-check.js';
 import { Defender } from '../src/security/defender.js';
 import { FailureThrottle } from '../src/security/failure-throttle.js';
-import { BanStore } from '../src/store/sqlite/bans.js';
-import { openDatabase } from '../src/store/sqlite/db.js';
+import { MemoryFailureTally } from '../src/security/failure-tally.js';
+import { openSqliteStore } from '../src/store/sqlite/store.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-defender-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 function setup(name: string, defender: Record<string, unknown>) {
-  const db = openDatabase(join(dir, `${name}.db`));
-  const bans = new BanStore(db);
+  const { bans } = openSqliteStore(join(dir, `${name}.db`));
+  const tally = new MemoryFailureTally();
   const events: { actor: Actor; event: AuditEvent }[] = [];
   const settings = configSchema.parse({ defender }).defender;
   const check = new BanCheck(bans, settings.allowList);
-  const scorer = new Defender(check, settings, { record: (actor, event) => events.push({ actor, event }) }, pino({ level: 'silent' }));
+  const scorer = new Defender(check, tally, settings, { record: (actor, event) => events.push({ actor, event }) }, pino({ level: 'silent' }));
   // What the gate asks (banned) and what the coordinator asks (score), as one object for the cases below.
-  const d = { score: scorer.score.bind(scorer), banned: check.banned.bind(check), get tracked() { return scorer.tracked; } };
+  const d = { score: scorer.score.bind(scorer), banned: check.banned.bind(check), get tracked() { return tally.tracked; } };
   /** Let the address's current ban end `ago` ms ago, as if time had passed. */
-  const expire = (ip: string, ago: number) => {
-    const b = bans.get(ip);
+  const expire = async (ip: string, ago: number) => {
+    const b = await bans.get(ip);
     assert.ok(b);
-    bans.put(ip, new Date(Date.now() - ago), b.count, b.reason);
+    await bans.put(ip, new Date(Date.now() - ago), b.count, b.reason);
   };
   return { d, bans, events, expire };
 }
 
 describe('defender (in process)', () => {
-  it('bans at the threshold, doubles each further ban up to maxBanTime, and starts over after a quiet maxBanTime', () => {
+  it('bans at the threshold, doubles each further ban up to maxBanTime, and starts over after a quiet maxBanTime', async () => {
     const { d, bans, events, expire } = setup('escalate', { threshold: 2, banTime: 10, maxBanTime: 25 });
     const ip = '192.0.2.7';
     const seconds = () => events.filter((e) => e.event.event === 'ban').map((e) => (e.event as { seconds: number }).seconds);
-    assert.equal(d.score(ip, 'ftp', 'login-failed'), false);
+    assert.equal(await d.score(ip, 'ftp', 'login-failed'), false);
     assert.equal(d.banned(ip), false);
-    assert.equal(d.score(ip, 'sftp', 'protocol-abuse'), true);
+    assert.equal(await d.score(ip, 'sftp', 'protocol-abuse'), true);
     assert.equal(d.banned(ip), true);
-    assert.equal(d.score(ip, 'sftp', 'login-failed'), false, 'a failure while banned starts a new count, no second ban');
-    assert.equal(d.score(ip, 'sftp', 'login-failed'), true, 'the same ban, not a new one');
+    assert.equal(await d.score(ip, 'sftp', 'login-failed'), false, 'a failure while banned starts a new count, no second ban');
+    assert.equal(await d.score(ip, 'sftp', 'login-failed'), true, 'the same ban, not a new one');
     assert.deepEqual(seconds(), [10]);
     for (const expected of [[10, 20], [10, 20, 25]]) {
-      expire(ip, 1000);
+      await expire(ip, 1000);
       assert.equal(d.banned(ip), false);
-      d.score(ip, 'ftp', 'login-failed');
-      d.score(ip, 'ftp', 'login-failed');
+      await d.score(ip, 'ftp', 'login-failed');
+      await d.score(ip, 'ftp', 'login-failed');
       assert.deepEqual(seconds(), expected);
     }
-    expire(ip, 26_000);
-    d.score(ip, 'ftp', 'login-failed');
-    d.score(ip, 'ftp', 'login-failed');
+    await expire(ip, 26_000);
+    await d.score(ip, 'ftp', 'login-failed');
+    await d.score(ip, 'ftp', 'login-failed');
     assert.deepEqual(seconds(), [10, 20, 25, 10]);
-    assert.equal(bans.get(ip)?.count, 1);
+    assert.equal((await bans.get(ip))?.count, 1);
   });
 
-  it('never bans the allow list, never scores when off, yet honours stored bans when off', () => {
+  it('never bans the allow list, never scores when off, yet honours stored bans when off', async () => {
     const { d, events } = setup('allow', { threshold: 1, allowList: ['198.51.100.0/24', '2001:db8::/32'] });
-    assert.equal(d.score('198.51.100.9', 'ftp', 'login-failed'), false);
-    assert.equal(d.score('2001:db8::5', 'ftp', 'login-failed'), false);
-    assert.equal(d.score('::ffff:198.51.100.9', 'ftp', 'login-failed'), false);
+    assert.equal(await d.score('198.51.100.9', 'ftp', 'login-failed'), false);
+    assert.equal(await d.score('2001:db8::5', 'ftp', 'login-failed'), false);
+    assert.equal(await d.score('::ffff:198.51.100.9', 'ftp', 'login-failed'), false);
     assert.equal(events.length, 0);
     const off = setup('off', { enabled: false, threshold: 1 });
-    assert.equal(off.d.score('192.0.2.1', 'ftp', 'login-failed'), false);
-    off.bans.put('192.0.2.1', null, 1, 'added by an administrator');
+    assert.equal(await off.d.score('192.0.2.1', 'ftp', 'login-failed'), false);
+    await off.bans.put('192.0.2.1', null, 1, 'added by an administrator');
     assert.equal(off.d.banned('192.0.2.1'), true);
   });
 
-  it('scores 200k distinct addresses in linear time and memory, forgetting the oldest past the cap', { timeout: 60_000 }, () => {
+  it('scores 200k distinct addresses in linear time and memory, forgetting the oldest past the cap', { timeout: 60_000 }, async () => {
     const { d } = setup('flood', { threshold: 2 });
     // One IPv6 /64 offers this many addresses and more, each offence a cheap HTTP verb on the FTP port.
     const ip = (i: number) => `2001:db8:1:1::${(i >>> 16).toString(16)}:${(i & 0xffff).toString(16)}`;
@@ -80,13 +80,13 @@ describe('defender (in process)', () => {
     const budgetMs = 10_000;
     const start = performance.now();
     for (let i = 0; i < total; i++) {
-      assert.equal(d.score(ip(i), 'ftp', 'protocol-abuse'), false);
+      assert.equal(await d.score(ip(i), 'ftp', 'protocol-abuse'), false);
       if (i % 10_000 === 0) assert.ok(performance.now() - start < budgetMs, `${i} addresses took over ${budgetMs} ms`);
     }
     assert.ok(performance.now() - start < budgetMs, `${total} addresses took over ${budgetMs} ms`);
     assert.ok(d.tracked <= 100_000, `tracking ${d.tracked} addresses`);
-    assert.equal(d.score(ip(total - 1), 'ftp', 'protocol-abuse'), true, 'a recent address keeps its count');
-    assert.equal(d.score(ip(0), 'ftp', 'protocol-abuse'), false, 'the oldest was forgotten');
+    assert.equal(await d.score(ip(total - 1), 'ftp', 'protocol-abuse'), true, 'a recent address keeps its count');
+    assert.equal(await d.score(ip(0), 'ftp', 'protocol-abuse'), false, 'the oldest was forgotten');
   });
 });
 

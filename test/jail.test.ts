@@ -17,7 +17,7 @@ describe('chroot: hostile paths stay inside the home', () => {
   let outside: string;
 
   before(async () => {
-    world = new World();
+    world = await World.open();
     await world.addUser('alice', { permissions: ['list', 'download', 'upload', 'overwrite', 'delete', 'rename', 'mkdir', 'rmdir', 'chmod', 'chtimes', 'symlink'] });
     await world.addUser('bob');
     home = world.home('alice');

@@ -56,7 +56,7 @@ before(async () => {
     },
   });
   await ensureKeys(config.certsDir);
-  base = openAdmin(config);
+  base = await openAdmin(config);
   coordination = openCoordination(base);
   services = servicesOn(base, coordination.coordinator);
   coordination.sessions.join(services.live);

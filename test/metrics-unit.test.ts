@@ -50,7 +50,7 @@ test('ServingState: ready only with every expected process up, and never while s
 });
 
 test('ServerMetrics: each event counts where it says, and nothing else moves', async () => {
-  const m = new ServerMetrics(() => 4);
+  const m = new ServerMetrics(async () => 4);
   const events: MetricEvent[] = [
     { m: 'login', protocol: 'ftp', result: 'ok', reason: '' },
     { m: 'login', protocol: 'sftp', result: 'failed', reason: 'bad-password' },
@@ -88,7 +88,7 @@ test('ServerMetrics: each event counts where it says, and nothing else moves', a
 });
 
 test('ServerMetrics: process samples per worker; CPU grows by each sample\'s difference; a gone worker leaves no series', async () => {
-  const m = new ServerMetrics(() => 0);
+  const m = new ServerMetrics(async () => 0);
   m.sampled('0', { rssBytes: 100, cpuSeconds: 1.5, loopDelayP99Seconds: 0.01, loopDelayMaxSeconds: 0.02 });
   m.sampled('1', { rssBytes: 200, cpuSeconds: 2, loopDelayP99Seconds: 0, loopDelayMaxSeconds: 0 });
   m.sampled('1', { rssBytes: 300, cpuSeconds: 2.5, loopDelayP99Seconds: 0.03, loopDelayMaxSeconds: 0.04 });
@@ -120,7 +120,7 @@ describe('readiness, on real files', () => {
   const serving = new ServingState();
   serving.expect(1);
   serving.started(0);
-  const base: ReadinessSources = { serving, storeAnswers: () => undefined, auditFile: join(dir, 'audit', 'audit.log'), certFile: long };
+  const base: ReadinessSources = { serving, storeAnswers: async () => undefined, auditFile: join(dir, 'audit', 'audit.log'), certFile: long };
 
   test('all well: ready, no reasons', async () => {
     assert.deepEqual(await readiness(base), { ready: true, reasons: [] });
@@ -130,7 +130,7 @@ describe('readiness, on real files', () => {
     const cases: [string, Partial<ReadinessSources>, RegExp][] = [
       ['short certificate', { certFile: short }, /^certificate expires in [23]\.\d days .*less than 7$/],
       ['no certificate', { certFile: join(dir, 'none.pem') }, /^certificate unreadable: ENOENT$/],
-      ['store fails', { storeAnswers: () => { throw new Error('database is locked'); } }, /^store does not answer: database is locked$/],
+      ['store fails', { storeAnswers: async () => { throw new Error('database is locked'); } }, /^store does not answer: database is locked$/],
       ['audit directory missing', { auditFile: join(dir, 'gone', 'audit.log') }, /^audit log not writable: ENOENT on .*gone$/],
       ['audit file a directory', { auditFile: join(dir, 'audit') }, /^audit log not writable: .*audit is not a file$/],
     ];

@@ -66,7 +66,7 @@ describe('permission rules (pure)', () => {
 describe('every permission allows and refuses through the session', () => {
   let world: World;
   before(async () => {
-    world = new World();
+    world = await World.open();
   });
   after(() => world.close());
 
@@ -138,11 +138,11 @@ describe('per-directory overrides', () => {
   let s: Session;
   let home: string;
   before(async () => {
-    world = new World();
+    world = await World.open();
     // A drop box: the home is closed, /incoming takes new files and nothing else.
     const user = await world.addUser('drop', { permissions: [] });
-    world.services.users.setDirPermissions(user.id, '/incoming', ['upload']);
-    world.services.users.setDirPermissions(user.id, '/public', ['list', 'download']);
+    await world.services.users.setDirPermissions(user.id, '/incoming', ['upload']);
+    await world.services.users.setDirPermissions(user.id, '/public', ['list', 'download']);
     home = world.home('drop');
     mkdirSync(join(home, 'incoming'));
     mkdirSync(join(home, 'public'));

@@ -9,8 +9,8 @@ const overQuota = (e: unknown) => e instanceof SluiceError && e.kind === 'quota-
 
 describe('quotas and uploads', () => {
   let world: World;
-  before(() => {
-    world = new World();
+  before(async () => {
+    world = await World.open();
   });
   after(() => world.close());
 
@@ -24,7 +24,7 @@ describe('quotas and uploads', () => {
     await up.abort('quota', 'failed');
     assert.ok(!existsSync(join(world.home('q1'), 'b.bin')));
     assert.deepEqual(readdirSync(world.home('q1')), ['a.bin'], 'no temporary file left');
-    assert.deepEqual(world.services.users.usage(world.services.users.get('q1')!.id), { bytes: 600, files: 1 });
+    assert.deepEqual(await world.services.users.usage((await world.services.users.get('q1'))!.id), { bytes: 600, files: 1 });
   });
 
   it('refuses before the write once the quota is used up', async () => {
@@ -75,7 +75,7 @@ describe('quotas and uploads', () => {
     await assert.rejects(up.close(), overQuota);
     assert.deepEqual(readFileSync(join(world.home('q6'), 'f')), Buffer.alloc(900, 1));
     assert.deepEqual(readdirSync(world.home('q6')).sort(), ['f', 'h']);
-    assert.deepEqual(world.services.users.usage(world.services.users.get('q6')!.id), { bytes: 900, files: 2 });
+    assert.deepEqual(await world.services.users.usage((await world.services.users.get('q6'))!.id), { bytes: 900, files: 2 });
     assert.equal((await world.auditLines()).findLast((l) => l.event === 'upload')?.result, 'failed');
   });
 

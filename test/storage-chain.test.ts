@@ -33,7 +33,7 @@ describe('storage: directories kept between operations', () => {
   let outside: string;
 
   before(async () => {
-    world = new World();
+    world = await World.open();
     await world.addUser('alice', { permissions: ['list', 'download', 'upload', 'overwrite', 'delete', 'rename', 'mkdir', 'rmdir'] });
     home = world.home('alice');
     outside = join(world.dir, 'outside');

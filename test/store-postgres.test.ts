@@ -6,23 +6,36 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { inspect } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { loadMigrations, migrationsDir } from '../src/store/migrations.js';
 import { clientConfig } from '../src/store/postgres/connection.js';
 import { migrate } from '../src/store/postgres/migrate.js';
+import { openPostgresStore } from '../src/store/postgres/store.js';
+import type { Store } from '../src/store/store.js';
 import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
 
 const MIGRATIONS = loadMigrations(migrationsDir('postgres'));
 
 async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client(clientConfig(url));
+  const client = new pg.Client(clientConfig(url, 'test'));
   await client.connect();
   try {
     return await fn(client);
   } finally {
     await client.end();
   }
+}
+
+/** Poll `probe` until true or `ms` pass. */
+async function within(ms: number, probe: () => boolean | Promise<boolean>): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!(await probe())) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return true;
 }
 
 const versions = (url: string) =>
@@ -55,7 +68,7 @@ describe('PostgreSQL migrations', { skip: postgresMissing() ?? false }, () => {
   it('started by several nodes at once on an empty database, all succeed and each version is applied once', async () => {
     const url = await server.createDatabase();
     const clients = await Promise.all(Array.from({ length: 4 }, async () => {
-      const c = new pg.Client(clientConfig(url));
+      const c = new pg.Client(clientConfig(url, 'test'));
       await c.connect();
       return c;
     }));
@@ -106,5 +119,85 @@ describe('PostgreSQL migrations', { skip: postgresMissing() ?? false }, () => {
       (await c.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")).rows);
     assert.deepEqual(tables.map((t) => t.tablename), ['a', 'schema_migrations']);
     assert.deepEqual(await versions(url), [{ version: 1, name: 'ok' }]);
+  });
+});
+
+describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
+  let server: TestPostgres;
+  before(async () => (server = await startPostgres()));
+  after(async () => server?.stop());
+
+  it('names the database without its password when it cannot open', async () => {
+    const password = new URL(server.url).password;
+    const wrong = new URL(server.url);
+    wrong.password = 'not-the-password-42';
+    const refused = new URL(server.url);
+    refused.port = '1';
+    for (const [url, secret, why] of [[wrong.toString(), 'not-the-password-42', /password authentication failed/],
+      [refused.toString(), password, /ECONNREFUSED/]] as const) {
+      const err = await openPostgresStore(url).then(() => assert.fail('opened'), (e: unknown) => e as Error);
+      assert.match(err.message, why);
+      assert.match(err.message, new RegExp(`postgres://sluice:\\*\\*\\*@127\\.0\\.0\\.1:${new URL(url).port}/sluice`));
+      assert.doesNotMatch(inspect(err, { depth: 10 }), new RegExp(secret));
+    }
+  });
+
+  it('the ban copy follows writes made outside sluice, and survives a lost notification connection', async () => {
+    const url = await server.createDatabase();
+    const store = await openPostgresStore(url);
+    const listenerPid = () => withClient(url, async (c) => (await c.query(
+      "SELECT pid FROM pg_stat_activity WHERE application_name = 'sluice bans' AND datname = current_database()")).rows);
+    try {
+      await withClient(url, async (sql) => {
+        // Whoever may connect may NOTIFY: what is not the trigger's shape is ignored, not obeyed or thrown.
+        await sql.query(`NOTIFY sluice_bans, 'not json'`);
+        await sql.query(`NOTIFY sluice_bans, '{"address": "203.0.113.9", "until": "soon"}'`);
+        await sql.query("INSERT INTO bans (address, until, reason, created_at) VALUES ('203.0.113.1', NULL, 'psql', 1)");
+        assert.ok(await within(1000, () => store.bans.banned('203.0.113.1')), 'a row inserted by hand is seen');
+        assert.equal(store.bans.banned('203.0.113.9'), false);
+        const [first] = await listenerPid();
+        await sql.query('SELECT pg_terminate_backend($1)', [first.pid]);
+        // Written while the node is not listening: the refill after reconnecting must find it.
+        await sql.query("INSERT INTO bans (address, until, reason, created_at) VALUES ('203.0.113.2', NULL, 'psql', 1)");
+        assert.ok(await within(10_000, () => store.bans.banned('203.0.113.2')), 'refilled after reconnecting');
+        const [second] = await listenerPid();
+        assert.notEqual(second?.pid, first.pid);
+        await sql.query("DELETE FROM bans WHERE address = '203.0.113.1'");
+        assert.ok(await within(1000, () => !store.bans.banned('203.0.113.1')), 'listening again after reconnecting');
+        await sql.query('TRUNCATE bans');
+        assert.ok(await within(1000, () => !store.bans.banned('203.0.113.2')), 'TRUNCATE empties the copy');
+      });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a notification connection that stops answering (a frozen server process) is replaced', { timeout: 60_000 }, async () => {
+    const url = await server.createDatabase();
+    const store = await openPostgresStore(url);
+    const [listener] = await withClient(url, async (c) => (await c.query(
+      "SELECT pid FROM pg_stat_activity WHERE application_name = 'sluice bans' AND datname = current_database()")).rows);
+    // Stopped, its connection stays open and says nothing: only the heartbeat can tell.
+    process.kill(listener.pid, 'SIGSTOP');
+    try {
+      await withClient(url, (sql) =>
+        sql.query("INSERT INTO bans (address, until, reason, created_at) VALUES ('203.0.113.5', NULL, 'psql', 1)"));
+      assert.ok(await within(30_000, () => store.bans.banned('203.0.113.5')), 'seen through a new connection');
+    } finally {
+      process.kill(listener.pid, 'SIGCONT');
+      await store.close();
+    }
+  });
+
+  it('close() ends the pool and the notification connection', async () => {
+    const url = await server.createDatabase();
+    const store: Store = await openPostgresStore(url);
+    await store.users.count();
+    const connections = () => withClient(url, async (c) => (await c.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'sluice%' AND datname = current_database()"))
+      .rows[0]?.n);
+    assert.ok((await connections() ?? 0) >= 2);
+    await store.close();
+    assert.ok(await within(5000, async () => (await connections()) === 0));
   });
 });

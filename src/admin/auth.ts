@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { SystemAuditSink } from '../audit/events.js';
 import { plainAddress } from '../auth/ip-rules.js';
 import type { LocalCoordinator } from '../coordinator/local.js';
-import type { AdminTokenStore } from '../store/sqlite/admin-tokens.js';
+import type { AdminTokenRepository } from '../store/store.js';
 import { bearerToken, hashToken } from './tokens.js';
 
 /**
@@ -37,7 +37,7 @@ declare module 'fastify' {
 }
 
 export interface AuthOptions {
-  readonly tokens: AdminTokenStore;
+  readonly tokens: AdminTokenRepository;
   readonly scorer: Pick<LocalCoordinator, 'score'>;
   readonly audit: SystemAuditSink | null;
   /** The listener is a unix socket: see LOCAL_SOCKET. */
@@ -66,7 +66,7 @@ export function authenticate(app: FastifyInstance, options: AuthOptions): void {
       return;
     }
     const token = bearerToken(req.headers.authorization);
-    const name = token === null ? null : options.tokens.use(hashToken(token));
+    const name = token === null ? null : await options.tokens.use(hashToken(token));
     if (name !== null) {
       req.principal = name;
       return;

@@ -55,9 +55,9 @@ export function banRoutes(api: FastifyInstance, { base, sessions }: AdminContext
     async (req, reply) => {
       const address = addressIn('body.address', req.body.address);
       const { seconds } = req.body;
-      base.bans.add(address, seconds === undefined ? null : new Date(Date.now() + seconds * 1000));
+      await base.bans.add(address, seconds === undefined ? null : new Date(Date.now() + seconds * 1000));
       const sessionsEnded = await endAddress(sessions, address);
-      return reply.code(201).send({ ...base.bans.get(address), sessionsEnded });
+      return reply.code(201).send({ ...(await base.bans.get(address)), sessionsEnded });
     },
   );
 
@@ -66,7 +66,7 @@ export function banRoutes(api: FastifyInstance, { base, sessions }: AdminContext
     { schema: { summary: "Lift a ban (the defender also forgets the address's past bans)", params: addressParams, response: { 200: { type: 'object', properties: { lifted: { type: 'string' } } } } } },
     async (req) => {
       const address = addressIn('params.address', req.params.address);
-      if (!base.bans.remove(address)) throw new NotFound(`${address} is not banned`);
+      if (!(await base.bans.remove(address))) throw new NotFound(`${address} is not banned`);
       return { lifted: address };
     },
   );

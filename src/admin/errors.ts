@@ -27,11 +27,24 @@ export function inField<T>(field: string, parse: () => T): T {
   try {
     return parse();
   } catch (err) {
-    // An unknown user stays a 404, whichever field led to it.
-    if (err instanceof NoSuchUser) throw err;
-    if (err instanceof AdminError || err instanceof UsageError) throw new BadInput(field, err.message);
-    throw err;
+    throw asFieldError(field, err);
   }
+}
+
+/** inField for a change the store makes (asynchronously). */
+export async function inFieldAsync<T>(field: string, change: () => Promise<T>): Promise<T> {
+  try {
+    return await change();
+  } catch (err) {
+    throw asFieldError(field, err);
+  }
+}
+
+function asFieldError(field: string, err: unknown): unknown {
+  // An unknown user stays a 404, whichever field led to it.
+  if (err instanceof NoSuchUser) return err;
+  if (err instanceof AdminError || err instanceof UsageError) return new BadInput(field, err.message);
+  return err;
 }
 
 interface SchemaIssue {

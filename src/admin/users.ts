@@ -4,7 +4,7 @@ import { PERMISSIONS } from '../session/permissions.js';
 import type { UserSettings } from '../store/records.js';
 import { parseCidrs, parseKey, parsePerms, parseProtocols, validatePassword, validateUserName, type UserAdmin } from '../users/admin.js';
 import type { AdminContext } from './context.js';
-import { inField } from './errors.js';
+import { inField, inFieldAsync } from './errors.js';
 
 /*
  * Users, through UserAdmin: the very code `sluice user` runs, so every change
@@ -142,7 +142,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
         denyIps: s.denyIps,
         expiresAt: s.expiresAt,
       });
-      return reply.code(201).send(admin.show(user.name));
+      return reply.code(201).send(await admin.show(user.name));
     },
   );
 
@@ -161,11 +161,11 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       const patch = settingsFrom(rest);
       if (enabled !== undefined) patch.enabled = enabled;
       const checked = newPassword === undefined ? null : inField('body.password', () => validatePassword(newPassword));
-      admin.require(req.params.name);
-      if (Object.keys(patch).length > 0) admin.update(req.params.name, patch);
+      await admin.require(req.params.name);
+      if (Object.keys(patch).length > 0) await admin.update(req.params.name, patch);
       if (checked !== null) await admin.setPassword(req.params.name, checked);
       const sessionsEnded = enabled === false ? await endSessions(req.params.name, 'user disabled by an administrator') : 0;
-      return { ...admin.show(req.params.name), sessionsEnded };
+      return { ...(await admin.show(req.params.name)), sessionsEnded };
     },
   );
 
@@ -173,7 +173,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     '/users/:name',
     { schema: { summary: 'Remove a user and end their live sessions (the home is kept)', params: nameParams, response: { 200: ended } } },
     async (req) => {
-      admin.remove(req.params.name);
+      await admin.remove(req.params.name);
       return { sessionsEnded: await endSessions(req.params.name, 'user removed by an administrator') };
     },
   );
@@ -181,7 +181,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
   api.get<{ Params: { name: string } }>(
     '/users/:name/keys',
     { schema: { summary: "A user's public keys", params: nameParams, response: { 200: { type: 'array', items: keyView } } } },
-    async (req) => admin.show(req.params.name).keys,
+    async (req) => (await admin.show(req.params.name)).keys,
   );
 
   api.post<{ Params: { name: string }; Body: { key: string } }>(
@@ -196,8 +196,8 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     },
     async (req, reply) => {
       const key = inField('body.key', () => parseKey(req.body.key));
-      admin.addKey(req.params.name, key);
-      return reply.code(201).send(admin.show(req.params.name).keys.find((k) => k.fingerprint === key.fingerprint));
+      await admin.addKey(req.params.name, key);
+      return reply.code(201).send((await admin.show(req.params.name)).keys.find((k) => k.fingerprint === key.fingerprint));
     },
   );
 
@@ -211,7 +211,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       },
     },
     async (req) => {
-      admin.removeKey(req.params.name, req.params.fingerprint);
+      await admin.removeKey(req.params.name, req.params.fingerprint);
       return { sessionsEnded: await endSessions(req.params.name, 'key removed by an administrator') };
     },
   );
@@ -234,7 +234,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     async (req) => {
       const { permissions: list } = req.body;
       const perms = list === null ? null : inField('body.permissions', () => parsePerms(list.join(',') || 'none'));
-      const path = inField('body.path', () => admin.setDirPermissions(req.params.name, req.body.path, perms));
+      const path = await inFieldAsync('body.path', () => admin.setDirPermissions(req.params.name, req.body.path, perms));
       return { path, permissions: perms };
     },
   );

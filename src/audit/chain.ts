@@ -36,24 +36,30 @@ export function chainLine(head: ChainHead, record: Record<string, unknown>): { l
 
 /**
  * Pure: a file's end split into its last complete chain line and the torn
- * fragment after it (null when the text ends in a newline). Unparsable
- * complete lines are passed over, as a restart does.
+ * fragment after it (null when the text ends in a newline), with the node
+ * that line names (null: none). Unparsable complete lines are passed over,
+ * as a restart does.
  */
-export function lastLines(text: Buffer): { head: ChainHead | null; fragment: Buffer | null } {
+export function lastLines(text: Buffer): { head: ChainHead | null; fragment: Buffer | null; node: string | null } {
   const end = text.lastIndexOf(0x0a);
   const fragment = end === text.length - 1 ? null : text.subarray(end + 1);
   const lines = text.subarray(0, end + 1).toString('utf8').split('\n');
   for (let i = lines.length - 1; i >= 0; i--) {
     const rec = parseRecord(lines[i] as string);
-    if (rec) return { head: { seq: rec.seq + 1, prev: lineHash(lines[i] as string) }, fragment };
+    if (rec) {
+      const node = typeof rec.node === 'string' ? rec.node : null;
+      return { head: { seq: rec.seq + 1, prev: lineHash(lines[i] as string) }, fragment, node };
+    }
   }
-  return { head: null, fragment };
+  return { head: null, fragment, node: null };
 }
 
 interface ChainRecord {
   seq: number;
   prev: string;
   torn?: unknown;
+  /** The writing node's id; absent in lines written before nodes had one. */
+  node?: unknown;
 }
 
 /** A line as the chain sees it: a record, or why it is not one. */
@@ -116,7 +122,7 @@ function sameTear(tear: Tear, fragment: Uint8Array): boolean {
 }
 
 export interface ChainBreak {
-  /** 1-based line number in the file. */
+  /** 1-based line number in the file; 0: the last line of the previous file (VerifyOptions.start). */
   line: number;
   reason: string;
 }
@@ -134,6 +140,8 @@ const bytesOf = (l: Line) => (typeof l === 'string' ? Buffer.from(l) : l);
 export interface VerifyOptions {
   /** Continue the chain from a previous file (rotation); without it the first line is taken as it stands. */
   start?: ChainHead;
+  /** The node named by the line `start` was taken from (its `headNode`), vouched for once this file chains to it. */
+  startNode?: string | null;
   /** The previous file ended in a torn line this file's first line must record. */
   afterTear?: boolean;
   /** The first line of the following file, which may record a tear at this file's end. */
@@ -143,13 +151,17 @@ export interface VerifyOptions {
 /**
  * Pure: check a file's lines (without newlines; Buffers keep a torn
  * fragment's exact bytes). Returns the first break, the chain head after the
- * last good line, and the torn lines found recorded by the restart after
- * them (`endsTorn`: the last line is one).
+ * last good line, the torn lines found recorded by the restart after
+ * them (`endsTorn`: the last line is one). And the chain's node: `node`,
+ * the id of the last line naming one that the next line chains to (null:
+ * none, as in files from before node ids), and `headNode`, the last line's,
+ * which nothing vouches for yet (the next file's first line may): the line a
+ * break names cannot rename the chain it breaks.
  */
 export function verifyLines(
   lines: readonly Line[],
   options: VerifyOptions = {},
-): { break: ChainBreak | null; head: ChainHead | null; torn: TornLine[]; endsTorn: boolean } {
+): { break: ChainBreak | null; head: ChainHead | null; torn: TornLine[]; endsTorn: boolean; node: string | null; headNode: string | null } {
   let head: ChainHead | null = options.start ?? null;
   const torn: TornLine[] = [];
   // The line before was passed over as a tear: the record that names it must come now.
@@ -157,7 +169,10 @@ export function verifyLines(
   let seenAny = head !== null;
   // The line `head` was taken from (0: the previous file's last): an alteration is named there.
   let headLine = 0;
-  const result = (b: ChainBreak | null) => ({ break: b, head, torn, endsTorn: afterTear });
+  let node: string | null = null;
+  // The node named by the line `head` was taken from, not yet vouched for by a next line.
+  let headNode = options.startNode ?? null;
+  const result = (b: ChainBreak | null) => ({ break: b, head, torn, endsTorn: afterTear, node, headNode });
   for (let i = 0; i < lines.length; i++) {
     const raw = lines[i] as Line;
     const text = textOf(raw);
@@ -181,8 +196,10 @@ export function verifyLines(
       const reason = linkBreak(head, rec);
       if (reason) return result({ line: reason.startsWith('altered') ? headLine : i + 1, reason });
     }
+    node = headNode ?? node;
     head = { seq: rec.seq + 1, prev: lineHash(text) };
     headLine = i + 1;
+    headNode = typeof rec.node === 'string' ? rec.node : null;
     seenAny = true;
   }
   return result(null);

@@ -1,11 +1,13 @@
-import { readdirSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { readdirSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 
 export interface RotatedFile {
   name: string;
   n: number;
   gz: boolean;
 }
+
+const ROTATED = /^(.+)\.(\d{1,9})(\.gz)?$/;
 
 /** Pure: the rotated siblings of `base` among `names` (`audit.log.3`, `audit.log.3.gz`), oldest (highest N) first. */
 export function rotatedSiblings(base: string, names: readonly string[]): RotatedFile[] {
@@ -27,4 +29,74 @@ export function logFiles(path: string): string[] {
     names = [];
   }
   return [...rotatedSiblings(basename(path), names).map((f) => join(dirname(path), f.name)), path];
+}
+
+/** Pure: the live log a file name belongs to: `audit.log.3.gz` -> `audit.log`. */
+export function liveName(name: string): string {
+  return ROTATED.exec(name)?.[1] ?? name;
+}
+
+/**
+ * Pure: files grouped into series, one per log (a live file and its rotated
+ * siblings in one directory): each series is one writer's chain. Series come
+ * in the order of their first file, files within one in the order given.
+ */
+export function seriesOf(paths: readonly string[]): string[][] {
+  const by = new Map<string, string[]>();
+  for (const path of paths) {
+    const key = join(dirname(path), liveName(basename(path)));
+    const series = by.get(key);
+    if (series) series.push(path);
+    else by.set(key, [path]);
+  }
+  return [...by.values()];
+}
+
+/**
+ * Files and directories (collected from several nodes) as series, see
+ * seriesOf. A file is taken as given; a directory stands for every log in it
+ * and below it, each oldest file first; names starting with a dot (editors',
+ * rsync's temporary files) are passed over. A file named twice counts once.
+ */
+export function collectSeries(args: readonly string[]): string[][] {
+  const files: string[] = [];
+  const seen = new Set<string>();
+  const add = (file: string) => {
+    const key = resolve(file);
+    if (!seen.has(key)) {
+      seen.add(key);
+      files.push(file);
+    }
+  };
+  for (const arg of args) {
+    if (isDirectory(arg)) logsUnder(arg).forEach(add);
+    else add(arg);
+  }
+  return seriesOf(files);
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false; // read as a file, which reports why it cannot be
+  }
+}
+
+/** Every log in `dir` and below, each one's rotated files oldest first then the live one, in name order. */
+function logsUnder(dir: string): string[] {
+  const names = readdirSync(dir).filter((n) => !n.startsWith('.')).sort();
+  const out: string[] = [];
+  const subdirs: string[] = [];
+  const files = names.filter((n) => {
+    if (!isDirectory(join(dir, n))) return true;
+    subdirs.push(n);
+    return false;
+  });
+  for (const live of [...new Set(files.map(liveName))]) {
+    out.push(...rotatedSiblings(live, files).map((f) => join(dir, f.name)));
+    if (files.includes(live)) out.push(join(dir, live));
+  }
+  for (const sub of subdirs) out.push(...logsUnder(join(dir, sub)));
+  return out;
 }

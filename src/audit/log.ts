@@ -46,6 +46,8 @@ function prettyLines(): (line: string) => string {
 export interface AuditLogOptions {
   /** The chained JSON lines. */
   file: string;
+  /** The node id (config nodeId) carried in every line: this file's chain is that node's. */
+  node: string;
   /** Rotate at this size (bytes); 0: never by size. */
   rotateSize: number;
   /** Retention of the rotated files (audit.keep). */
@@ -68,6 +70,8 @@ export interface AuditLogOptions {
  * rotations: each new run and each new file starts with an anchor line.
  * A line torn by a crash stays where it is, outside the chain: the restart
  * ends it with a newline and its anchor records the fragment (`torn`).
+ * Every line names its node (`node`), under the hash like the rest, so the
+ * chains of several nodes can be verified apart and their records merged.
  */
 export class AuditLog implements AuditSink, SystemAuditSink {
   private readonly file: LogFile;
@@ -77,8 +81,14 @@ export class AuditLog implements AuditSink, SystemAuditSink {
   private keeping: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: AuditLogOptions) {
-    const { head, fragment } = recover(options.file);
+    const { head, fragment, node } = recover(options.file);
     this.head = head;
+    if (node !== null && node !== options.node) {
+      // One chain has one writer: a file another node writes too would interleave two chains into a broken one.
+      options.onError(
+        new Error(`${options.file} was last written by node "${node}", this is node "${options.node}": unless nodeId was changed, two nodes share this audit file (each needs its own audit.file)`),
+      );
+    }
     this.file = new LogFile(options.file, {
       maxSize: options.rotateSize,
       onNewFile: (reason) => {
@@ -116,7 +126,7 @@ export class AuditLog implements AuditSink, SystemAuditSink {
   }
 
   private write(fields: Record<string, unknown>, time = new Date()): void {
-    const { line, head } = chainLine(this.head, { time: time.toISOString(), ...fields });
+    const { line, head } = chainLine(this.head, { node: this.options.node, time: time.toISOString(), ...fields });
     this.head = head;
     this.file.write(line + '\n');
     this.options.metrics?.linesWritten(1);
@@ -147,9 +157,10 @@ export class AuditLog implements AuditSink, SystemAuditSink {
  * Start-up only (synchronous by design): continue the chain from the last
  * complete line, in the live file or, when logrotate has just moved it away,
  * in the newest rotated one; and find a line torn by a crash at the end of
- * the newest file written (the chain continues from the line before it).
+ * the newest file written (the chain continues from the line before it);
+ * and the node that wrote that last line.
  */
-function recover(path: string): { head: ChainHead; fragment: Buffer | null } {
+function recover(path: string): { head: ChainHead; fragment: Buffer | null; node: string | null } {
   let fragment: Buffer | null | undefined;
   for (const file of [...logFiles(path)].reverse().slice(0, 2)) {
     let text: Buffer;
@@ -161,9 +172,9 @@ function recover(path: string): { head: ChainHead; fragment: Buffer | null } {
     if (text.length === 0) continue;
     const end = lastLines(text);
     if (fragment === undefined) fragment = end.fragment;
-    if (end.head) return { head: end.head, fragment };
+    if (end.head) return { head: end.head, fragment, node: end.node };
   }
-  return { head: { seq: 0, prev: GENESIS }, fragment: fragment ?? null };
+  return { head: { seq: 0, prev: GENESIS }, fragment: fragment ?? null, node: null };
 }
 
 /** The last MiB of a log, or all of a gzipped one. */

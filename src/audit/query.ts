@@ -31,14 +31,6 @@ export function globToRegExp(glob: string): RegExp {
 const pathsOf = (r: AuditRecord): string[] =>
   ['path', 'from', 'to'].map((k) => r[k]).filter((v): v is string => typeof v === 'string');
 
-/** Pure: the records that pass every given filter, in their order. */
-export function filterRecords(records: Iterable<AuditRecord>, f: AuditFilter): AuditRecord[] {
-  const matches = recordMatcher(f);
-  const out: AuditRecord[] = [];
-  for (const r of records) if (matches(r)) out.push(r);
-  return out;
-}
-
 /** Pure: does one record pass every given filter? For readers that stream. */
 export function recordMatcher(f: AuditFilter): (r: AuditRecord) => boolean {
   const glob = f.pathGlob === undefined ? null : globToRegExp(f.pathGlob);
@@ -56,8 +48,39 @@ export function recordMatcher(f: AuditFilter): (r: AuditRecord) => boolean {
   };
 }
 
+/** A record and where it stands among every node's records. */
+export interface Placed {
+  record: AuditRecord;
+  /** Milliseconds; -Infinity when the record has no readable time (it sorts first). */
+  time: number;
+  /** The record's node, or for a record from before node ids the node its chain names. */
+  node: string;
+  seq: number;
+}
+
+/** Pure: a record placed, for records read from the chain of `node` ('' when it names none). */
+export function place(record: AuditRecord, node: string): Placed {
+  const time = typeof record.time === 'string' ? Date.parse(record.time) : NaN;
+  return {
+    record,
+    time: Number.isNaN(time) ? -Infinity : time,
+    node: typeof record.node === 'string' ? record.node : node,
+    seq: typeof record.seq === 'number' ? record.seq : 0,
+  };
+}
+
+/**
+ * Pure, for a stable sort: every node's records in time order; equal times by
+ * node id, then by sequence number (the node's own order).
+ */
+export function timeOrder(a: Placed, b: Placed): number {
+  if (a.time !== b.time) return a.time < b.time ? -1 : 1;
+  if (a.node !== b.node) return a.node < b.node ? -1 : 1;
+  return a.seq - b.seq;
+}
+
 // The hash last: an auditor compares it with the file's, and it is the widest.
-const COLUMNS = ['time', 'user', 'protocol', 'ip', 'event', 'path', 'bytes', 'result', 'sha256'] as const;
+const COLUMNS = ['time', 'node', 'user', 'protocol', 'ip', 'event', 'path', 'bytes', 'result', 'sha256'] as const;
 
 function cell(r: AuditRecord, col: (typeof COLUMNS)[number]): string {
   if (col === 'path') return pathsOf(r).join(' -> ');

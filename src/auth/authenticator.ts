@@ -3,7 +3,7 @@ import type { MetricsSink } from '../metrics/events.js';
 import type { Account, Protocol } from '../session/account.js';
 import { isPermission, type Permission } from '../session/permissions.js';
 import type { UserRecord } from '../store/records.js';
-import type { UserStore } from '../store/sqlite/users.js';
+import type { UserRepository } from '../store/store.js';
 import { addressAllowed } from './ip-rules.js';
 import type { PasswordHasher } from './passwords.js';
 import { sameKey } from './public-keys.js';
@@ -80,7 +80,7 @@ export function toAccount(u: UserRecord): Account {
 /** The one authenticate() of all front-ends: password or public key, then the account's rules. */
 export class Authenticator {
   constructor(
-    private readonly users: UserStore,
+    private readonly users: UserRepository,
     private readonly hasher: PasswordHasher,
     private readonly audit: AuditSink | null,
     private readonly metrics: MetricsSink,
@@ -93,14 +93,14 @@ export class Authenticator {
     if (this.anonymous && ANONYMOUS_LOGINS.includes(req.username.toLowerCase()) && (req.protocol === 'ftp' || req.protocol === 'ftps')) {
       return this.anonymousLogin(req, password, this.anonymous.maxSessions, claim);
     }
-    const user = this.users.get(req.username);
+    const user = await this.users.get(req.username);
     const ok = await this.hasher.verify(user?.passwordHash ?? null, password);
     if (!user) return this.fail(req, 'password', 'unknown-user');
     if (!ok) return this.fail(req, 'password', 'bad-password', user);
     this.checkRules(req, user, 'password');
     if (user.requireKey) return this.fail(req, 'password', 'key-required', user);
     if (user.passwordHash && this.hasher.needsRehash(user.passwordHash)) {
-      this.users.setPasswordHash(user.id, await this.hasher.hash(password));
+      await this.users.setPasswordHash(user.id, await this.hasher.hash(password));
     }
     return await this.succeed(req, user, 'password', claim);
   }
@@ -114,8 +114,8 @@ export class Authenticator {
       if (!verified) throw new AuthError('bad-name');
       return this.fail(req, 'publickey', 'bad-name');
     }
-    const user = this.users.get(req.username);
-    const known = user !== null && this.users.keys(user.id).some((k) => sameKey(k.blob, blob));
+    const user = await this.users.get(req.username);
+    const known = user !== null && (await this.users.keys(user.id)).some((k) => sameKey(k.blob, blob));
     if (!verified) {
       if (!known) throw new AuthError(user ? 'bad-key' : 'unknown-user');
       return toAccount(user as UserRecord);
@@ -127,8 +127,8 @@ export class Authenticator {
   }
 
   /** A failure only the front-end can see (a public-key signature that does not verify). */
-  refuse(req: AuthRequest, method: 'password' | 'publickey', reason: AuthFailure): never {
-    const user = overlong(req.username) ? undefined : (this.users.get(req.username) ?? undefined);
+  async refuse(req: AuthRequest, method: 'password' | 'publickey', reason: AuthFailure): Promise<never> {
+    const user = overlong(req.username) ? undefined : ((await this.users.get(req.username)) ?? undefined);
     return this.fail(req, method, reason, user);
   }
 
@@ -138,11 +138,11 @@ export class Authenticator {
    * addresses) and its own session limit still apply.
    */
   private async anonymousLogin(req: AuthRequest, password: string, maxSessions: number, claim: Claim | undefined): Promise<Account> {
-    const user = this.users.get(ANONYMOUS);
+    const user = await this.users.get(ANONYMOUS);
     if (!user) return this.fail(req, 'password', 'unknown-user');
     this.checkRules(req, user, 'password');
     await this.claimSlot(req, 'password', user, claim, maxSessions);
-    return this.loggedIn(req, user, { event: 'login', method: 'anonymous', email: password.slice(0, 100) });
+    return await this.loggedIn(req, user, { event: 'login', method: 'anonymous', email: password.slice(0, 100) });
   }
 
   /**
@@ -150,8 +150,8 @@ export class Authenticator {
    * exists, enabled and not expired. An SSH connection authenticates once and opens sessions later;
    * a user disabled or removed in between must not get one.
    */
-  stillAllowed(account: Account): boolean {
-    const user = this.users.get(account.name);
+  async stillAllowed(account: Account): Promise<boolean> {
+    const user = await this.users.get(account.name);
     return user !== null && user.enabled && !(user.expiresAt && user.expiresAt.getTime() <= Date.now());
   }
 
@@ -167,12 +167,12 @@ export class Authenticator {
 
   private async succeed(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey', claim: Claim | undefined): Promise<Account> {
     await this.claimSlot(req, method, user, claim);
-    return this.loggedIn(req, user, { event: 'login', method });
+    return await this.loggedIn(req, user, { event: 'login', method });
   }
 
   /** Every good login ends here: stored, audited, counted. */
-  private loggedIn(req: AuthRequest, user: UserRecord, event: Extract<AuditEvent, { event: 'login' }>): Account {
-    this.users.recordLogin(user.id);
+  private async loggedIn(req: AuthRequest, user: UserRecord, event: Extract<AuditEvent, { event: 'login' }>): Promise<Account> {
+    await this.users.recordLogin(user.id);
     this.audit?.record(this.actor(req, user), event);
     this.metrics.count({ m: 'login', protocol: req.protocol, result: 'ok', reason: '' });
     return toAccount(user);

@@ -16,7 +16,7 @@ Over the unix socket (admin.listen a path) no token is needed: see deploy/sluice
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
-export function adminCommand(args: string[], open: () => AdminServices, out: (s: string) => void): number {
+export async function adminCommand(args: string[], open: () => Promise<AdminServices>, out: (s: string) => void): Promise<number> {
   const [what, sub, ...rest] = args;
   if (what === undefined || what === '--help' || what === '-h' || what === 'help') {
     out(ADMIN_HELP);
@@ -30,7 +30,7 @@ export function adminCommand(args: string[], open: () => AdminServices, out: (s:
       const name = positionals[0] as string;
       if (!NAME.test(name)) throw new UsageError(`invalid token name "${name}": 1-64 of letters, digits, . _ - and starting with a letter or digit`);
       const { token, hash } = newToken();
-      if (!open().tokens.add(name, hash)) throw new UsageError(`a token named "${name}" exists already; remove it first`);
+      if (!(await (await open()).tokens.add(name, hash))) throw new UsageError(`a token named "${name}" exists already; remove it first`);
       out(`${token}\n`);
       return 0;
     }
@@ -38,7 +38,7 @@ export function adminCommand(args: string[], open: () => AdminServices, out: (s:
       const { values: v, positionals } = parse(rest, {}, 1);
       if (v.help) return help(out);
       const name = positionals[0] as string;
-      if (!open().tokens.remove(name)) {
+      if (!(await (await open()).tokens.remove(name))) {
         process.stderr.write(`sluice: no token named "${name}"\n`);
         return 1;
       }
@@ -48,7 +48,7 @@ export function adminCommand(args: string[], open: () => AdminServices, out: (s:
     case 'list': {
       const { values: v } = parse(rest, {}, 0);
       if (v.help) return help(out);
-      const rows = open().tokens.all().map((t) => [t.name, t.createdAt.toISOString(), t.lastUsed ? t.lastUsed.toISOString() : 'never']);
+      const rows = (await (await open()).tokens.all()).map((t) => [t.name, t.createdAt.toISOString(), t.lastUsed ? t.lastUsed.toISOString() : 'never']);
       out(table(['NAME', 'CREATED', 'LAST USED'], rows));
       return 0;
     }

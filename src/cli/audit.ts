@@ -1,34 +1,41 @@
 import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 import { parseCidr } from '../auth/ip-rules.js';
-import { filterRecords, formatCsv, formatTable, summarize, type AuditFilter, type AuditRecord } from '../audit/query.js';
 import { resolve } from 'node:path';
-import { logFiles } from '../audit/files.js';
-import { verifyLines, type ChainHead } from '../audit/chain.js';
+import { collectSeries, logFiles } from '../audit/files.js';
+import { formatCsv, formatTable, place, recordMatcher, summarize, timeOrder, type AuditFilter, type AuditRecord, type Placed } from '../audit/query.js';
+import { verdict, verifySeries } from '../audit/verify.js';
 import { loadConfig } from '../config/load.js';
 import { AUDITED_PROTOCOLS } from '../session/account.js';
 import { UsageError, parse, parseTime } from './args.js';
 
-export const AUDIT_HELP = `Usage: sluice audit verify [FILE...]
+export const AUDIT_HELP = `Usage: sluice audit verify [FILE|DIR...] [--file FILE|DIR]...
        sluice audit query [--user U] [--ip CIDR] [--protocol P] [--path GLOB]
                           [--since T] [--until T] [--result ok|failed]
-                          [--json | --csv] [--file F]...
-       sluice audit report [--since T] [--json] [--file F]...
+                          [--json | --csv] [--file FILE|DIR]...
+       sluice audit report [--since T] [--json] [--file FILE|DIR]...
 
-  verify    check the hash chain and sequence of the audit log (default:
-            the audit log and its rotated files, oldest first); several
-            files are checked in the order given, the chain continuing from
-            one to the next. Reports the
-            first line that was altered, removed, inserted or reordered;
-            exit 1 on any break. A line torn by a crash is accepted when
-            the restart after it recorded it (its length and SHA-256), and
-            reported.
-  query     the records that match every filter, oldest first, across the
-            audit log and its rotated files (.gz too), as a table, JSON
+  Without files: the configured audit log and its rotated files (.gz too).
+  Several nodes' logs: give each node's files, or directories holding them
+  (every log in and below a directory, e.g. one directory per node copied
+  from the nodes; names starting with a dot are passed over). A log and its
+  rotated files (audit.log.2.gz, audit.log.1, audit.log) are one node's chain.
+
+  verify    check the hash chain and sequence of each node's log apart: the
+            files of one log in the order given (a directory's oldest
+            first), the chain continuing from one to the next. Reports the
+            first line that was altered, removed, inserted or reordered in
+            each, named by the node's id; exit 1 on any break, or when two
+            logs carry the same node id. A line torn by a crash is accepted
+            when the restart after it recorded it (its length and SHA-256),
+            and reported. Logs from before node ids verify as before.
+  query     the records that match every filter, every node's merged in time
+            order (equal times by node id, then sequence), as a table, JSON
             lines or CSV. T is YYYY-MM-DD[THH:MM[:SS]][Z]; GLOB uses * within
             a name and ** across names, e.g. '/incoming/**'.
-  report    per user: completed uploads and downloads (count, bytes),
-            failed logins and refusals.
+  report    per user, over every node given: completed uploads and downloads
+            (count, bytes), failed logins and refusals.
 `;
 
 export function auditCommand(args: string[], configFile: string | undefined, out: (s: string) => void): number {
@@ -40,41 +47,27 @@ export function auditCommand(args: string[], configFile: string | undefined, out
   if (sub === 'query') return queryCommand(rest, configFile, out);
   if (sub === 'report') return reportCommand(rest, configFile, out);
   if (sub !== 'verify') throw new UsageError(`unknown audit command "${sub}"; see sluice audit --help`);
-  const { values, positionals } = parseVerify(rest);
-  if (values.help) {
+  const { help, files } = parseVerify(rest);
+  if (help) {
     out(AUDIT_HELP);
     return 0;
   }
-  const files = positionals.length > 0 ? positionals : auditFiles(configFile);
-  let start: ChainHead | undefined;
-  let afterTear = false;
-  let total = 0;
-  const tears: string[] = [];
-  // Each file is checked knowing the next one's first line, which may record a tear at this one's end.
-  let lines = files.length > 0 ? readLines(files[0] as string) : [];
-  for (let i = 0; i < files.length; i++) {
-    const file = files[i] as string;
-    const following = i + 1 < files.length ? readLines(files[i + 1] as string) : [];
-    const result = verifyLines(lines, { start, afterTear, next: following[0] });
-    if (result.break) {
-      out(`${file}:${result.break.line}: ${result.break.reason}\n`);
-      return 1;
-    }
-    tears.push(...result.torn.map((t) => `${file}:${t.line} (${t.bytes} bytes)`));
-    start = result.head ?? start;
-    afterTear = result.endsTorn;
-    total += lines.length;
-    lines = following;
-  }
-  const torn = tears.length === 0 ? '' : `; torn by a crash and recorded at restart: ${tears.join(', ')}`;
-  out(`ok: ${total} lines, chain intact${torn}\n`);
-  return 0;
+  const results = auditSeries(files, configFile).map((files) => verifySeries(files, readLines));
+  const { ok, lines } = verdict(results);
+  out(lines.map((l) => l + '\n').join(''));
+  return ok ? 0 : 1;
 }
 
-function parseVerify(args: string[]) {
-  // Any number of files: parse options, keep positionals as they come.
-  const parsed = parse(args.filter((a) => a.startsWith('-')), {}, 0);
-  return { values: parsed.values as { help?: boolean }, positionals: args.filter((a) => !a.startsWith('-')) };
+/** verify takes its files and directories as arguments, or with --file as query and report do, in the order given. */
+function parseVerify(args: string[]): { help: boolean; files: string[] } {
+  const options = { file: { type: 'string', multiple: true } } as const;
+  // A first, lenient pass only to see the order; the strict one below refuses what is wrong.
+  const { tokens } = parseArgs({ args, options, allowPositionals: true, strict: false, tokens: true });
+  const files = tokens.flatMap((t) =>
+    t.kind === 'positional' ? [t.value] : t.kind === 'option' && t.name === 'file' && t.value !== undefined ? [t.value] : [],
+  );
+  const { values } = parse(args, options, tokens.filter((t) => t.kind === 'positional').length);
+  return { help: values.help === true, files };
 }
 
 function queryCommand(args: string[], configFile: string | undefined, out: (s: string) => void): number {
@@ -96,8 +89,10 @@ function queryCommand(args: string[], configFile: string | undefined, out: (s: s
   }
   if (v.json && v.csv) throw new UsageError('--json and --csv exclude each other');
   const filter = auditFilter(v);
-  const files = v.file ?? auditFiles(configFile);
-  const records = filterRecords(readRecords(files), filter);
+  const matches = recordMatcher(filter);
+  const records = readPlaced(auditSeries(v.file ?? [], configFile), matches)
+    .sort(timeOrder)
+    .map((p) => p.record);
   if (v.json) out(records.map((r) => JSON.stringify(r)).join('\n') + (records.length ? '\n' : ''));
   else if (v.csv) out(formatCsv(records));
   else out(formatTable(records));
@@ -138,10 +133,11 @@ export function auditFilter(v: FilterOptions): AuditFilter {
   };
 }
 
-/** The configured audit log and its rotated files, oldest first. */
-function auditFiles(configFile: string | undefined): string[] {
+/** The series (one per node's log) named by `args`, files and directories; none: the configured log and its rotated files. */
+function auditSeries(args: readonly string[], configFile: string | undefined): string[][] {
+  if (args.length > 0) return collectSeries(args);
   const config = loadConfig({ file: configFile });
-  return logFiles(resolve(config.dataDir, config.audit.file));
+  return [logFiles(resolve(config.dataDir, config.audit.file))];
 }
 
 /** A log file's lines as raw bytes (a torn fragment's are hashed as written), gunzipped if need be, without the final newline. */
@@ -163,18 +159,46 @@ function readLines(file: string): Buffer[] {
   return lines;
 }
 
-function* readRecords(files: string[]): Generator<AuditRecord> {
-  for (const file of files) {
-    const lines = readLines(file);
-    for (let i = 0; i < lines.length; i++) {
-      try {
-        yield JSON.parse((lines[i] as Buffer).toString('utf8')) as AuditRecord;
-      } catch {
-        const where = i === lines.length - 1 ? 'truncated last line' : 'malformed line';
-        process.stderr.write(`sluice: ${file}:${i + 1}: ${where} skipped\n`);
-      }
+function* readRecords(file: string): Generator<AuditRecord> {
+  const lines = readLines(file);
+  for (let i = 0; i < lines.length; i++) {
+    const record = parseRecord(lines[i] as Buffer);
+    if (record) yield record;
+    else {
+      const where = i === lines.length - 1 ? 'truncated last line' : 'malformed line';
+      process.stderr.write(`sluice: ${file}:${i + 1}: ${where} skipped\n`);
     }
   }
+}
+
+/** A line as a record, or null when it is none (torn, or not a JSON object). */
+function parseRecord(line: Buffer): AuditRecord | null {
+  try {
+    const value = JSON.parse(line.toString('utf8')) as unknown;
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as AuditRecord) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The records that match, each placed by its node: a record from before node
+ * ids takes the node its log names later (the upgraded node that wrote it).
+ */
+function readPlaced(series: readonly string[][], matches: (r: AuditRecord) => boolean): Placed[] {
+  const placed: Placed[] = [];
+  for (const files of series) {
+    const found: AuditRecord[] = [];
+    let node = '';
+    for (const file of files) {
+      for (const r of readRecords(file)) {
+        if (typeof r.node === 'string') node = r.node;
+        if (matches(r)) found.push(r);
+      }
+    }
+    placed.push(...found.map((r) => place(r, node)));
+  }
+  return placed;
 }
 
 function reportCommand(args: string[], configFile: string | undefined, out: (s: string) => void): number {
@@ -184,8 +208,7 @@ function reportCommand(args: string[], configFile: string | undefined, out: (s: 
     return 0;
   }
   const since = v.since === undefined ? undefined : parseTime('since', v.since);
-  const files = v.file ?? auditFiles(configFile);
-  const summary = summarize(filterRecords(readRecords(files), { since }));
+  const summary = summarize(readPlaced(auditSeries(v.file ?? [], configFile), recordMatcher({ since })).map((p) => p.record));
   if (v.json) {
     out(JSON.stringify(summary, null, 2) + '\n');
     return 0;

@@ -34,7 +34,7 @@ function parseDuration(text: string): number {
   return seconds;
 }
 
-export async function banCommand(args: string[], open: () => AdminServices, reach: Reach, out: (s: string) => void): Promise<number> {
+export async function banCommand(args: string[], open: () => Promise<AdminServices>, reach: Reach, out: (s: string) => void): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
     out(BAN_HELP);
@@ -44,7 +44,7 @@ export async function banCommand(args: string[], open: () => AdminServices, reac
     case 'list': {
       const { values: v } = parse(rest, { json: { type: 'boolean' } }, 0);
       if (v.help) return help(out);
-      const bans = open().bans.active();
+      const bans = await (await open()).bans.active();
       if (v.json) {
         out(JSON.stringify(bans, null, 2) + '\n');
         return 0;
@@ -66,7 +66,7 @@ export async function banCommand(args: string[], open: () => AdminServices, reac
         return 0;
       }
       const until = seconds === null ? null : new Date(Date.now() + seconds * 1000);
-      open().bans.add(address, until);
+      await (await open()).bans.add(address, until);
       out(`banned ${address} ${until ? `until ${until.toISOString()}` : 'until removed'}\n`);
       return 0;
     }
@@ -82,7 +82,7 @@ export async function banCommand(args: string[], open: () => AdminServices, reac
         out(`lifted the ban on ${address}\n`);
         return 0;
       }
-      if (lifted === false || !open().bans.remove(address)) {
+      if (lifted === false || !(await (await open()).bans.remove(address))) {
         out(`${address} was not banned\n`);
         return 1;
       }

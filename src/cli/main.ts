@@ -6,6 +6,7 @@ import { adminClient, ApiError } from '../admin/client.js';
 import type { Config } from '../config/schema.js';
 import { adminCommand } from './admin.js';
 import { sessionCommand } from './session.js';
+import { storeCommand } from './store.js';
 import { UsageError } from './args.js';
 import { auditCommand } from './audit.js';
 import { banCommand } from './ban.js';
@@ -23,6 +24,7 @@ Commands:
   ban ...           banned addresses: list, add, remove (sluice ban --help)
   admin token ...   bearer tokens of the admin API: create, remove, list (sluice admin --help)
   session ...       live sessions of the running server: list, kill (sluice session --help)
+  store ...         copy a SQLite database into PostgreSQL once (sluice store --help)
   audit verify      check the audit log's hash chain (sluice audit --help)
   version           print the version
 
@@ -45,10 +47,12 @@ export async function main(argv: string[]): Promise<number> {
     if (!configFile) return fail(new UsageError('--config needs a file'));
   }
   const [command, ...rest] = args;
-  let services: AdminServices | null = null;
+  let services: Promise<AdminServices> | null = null;
   let loaded: Config | null = null;
   const config = () => (loaded ??= loadConfig({ file: configFile }));
   const reach = () => adminClient(config());
+  // Opened lazily, so --help and argument errors never touch the database.
+  const open = () => (services ??= openAdmin(config()));
   try {
     switch (command) {
       case undefined:
@@ -68,27 +72,30 @@ export async function main(argv: string[]): Promise<number> {
         return await serve(loadConfig({ file: configFile }), out);
       case 'init':
         if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"`);
-        services = await init(loadConfig({ file: configFile }), out);
-        out(`initialised ${services.config.dataDir}\n`);
+        services = init(loadConfig({ file: configFile }), out);
+        out(`initialised ${(await services).config.dataDir}\n`);
         return 0;
       case 'audit':
         return auditCommand(rest, configFile, out);
       case 'admin':
-        return adminCommand(rest, () => (services ??= openAdmin(config())), out);
+        return await adminCommand(rest, open, out);
       case 'ban':
-        return await banCommand(rest, () => (services ??= openAdmin(config())), reach, out);
+        return await banCommand(rest, open, reach, out);
       case 'user':
-        // Opened lazily, so --help and argument errors never touch the database.
-        return await userCommand(rest, () => (services ??= openAdmin(config())), reach, out);
+        return await userCommand(rest, open, reach, out);
       case 'session':
         return await sessionCommand(rest, reach, out);
+      case 'store':
+        return await storeCommand(rest, config, out);
       default:
         throw new UsageError(`unknown command "${command}"; see sluice --help`);
     }
   } catch (err) {
     return fail(err);
   } finally {
-    await services?.close();
+    // A store that failed to open has reported why already: nothing to close.
+    const opened = await services?.catch(() => null);
+    await opened?.close();
   }
 }
 

@@ -49,9 +49,9 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
     for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, () => resolve(s));
   });
   await createKeys(config, out);
-  const base = openAdmin(config);
+  const base = await openAdmin(config);
   try {
-    provisionAnonymous(base.users, config.ftp.anonymous);
+    await provisionAnonymous(base.users, config.ftp.anonymous);
   } catch (err) {
     out(`${(err as Error).message}\n`);
     await base.close();
@@ -60,7 +60,7 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
   const coordination = openCoordination(base);
   const { log } = base;
   checkDescriptorLimit(config.limits.maxSessions, log);
-  if (base.users.count() === 0) {
+  if ((await base.users.count()) === 0) {
     out(
       'No users yet. Add one with:\n' +
         '  npx sluice user add alice --generate-password\n' +
@@ -68,8 +68,11 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
     );
   }
   // Before any session, so no upload in progress can be taken for a crash's leftover
-  // and no usage changes while the homes are recounted.
-  await sweepHomes(join(config.dataDir, 'homes'), base.users.all(), base.users, coordination.coordinator.audit, log);
+  // and no usage changes while the homes are recounted. Not on a shared store: other
+  // nodes serve the same homes while this one starts, and their uploads are in progress.
+  if (base.store.kind === 'sqlite') {
+    await sweepHomes(join(config.dataDir, 'homes'), await base.users.all(), base.users, coordination.coordinator.audit, log);
+  }
   let admin: AdminServer | null;
   try {
     admin = await startAdmin(base, coordination, log);

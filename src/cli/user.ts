@@ -112,7 +112,7 @@ function readKeyFile(file: string): string {
   }
 }
 
-export async function userCommand(args: string[], open: () => AdminServices, reach: Reach, out: (s: string) => void): Promise<number> {
+export async function userCommand(args: string[], open: () => Promise<AdminServices>, reach: Reach, out: (s: string) => void): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
     out(USER_HELP);
@@ -133,7 +133,7 @@ export async function userCommand(args: string[], open: () => AdminServices, rea
       const keys = v.key !== undefined ? [parseKey(readKeyFile(v.key))] : [];
       const wantsPassword = v['password-stdin'] || v['generate-password'] || keys.length === 0;
       const chosen = wantsPassword ? await choosePassword(v) : null;
-      const s = open();
+      const s = await open();
       const user = await s.admin.add({
         name,
         password: chosen?.password ?? null,
@@ -159,7 +159,7 @@ export async function userCommand(args: string[], open: () => AdminServices, rea
     case 'list': {
       const { values: v } = parse(rest, { json: { type: 'boolean' } }, 0);
       if (v.help) return help(out);
-      const users = open().admin.list();
+      const users = await (await open()).admin.list();
       if (v.json) {
         out(JSON.stringify(users, null, 2) + '\n');
         return 0;
@@ -177,7 +177,7 @@ export async function userCommand(args: string[], open: () => AdminServices, rea
     case 'show': {
       const { values: v, positionals } = parse(rest, { json: { type: 'boolean' } }, 1);
       if (v.help) return help(out);
-      const view = open().admin.show(positionals[0] as string);
+      const view = await (await open()).admin.show(positionals[0] as string);
       if (v.json) out(JSON.stringify(view, null, 2) + '\n');
       else out(describeUser(view));
       return 0;
@@ -186,8 +186,8 @@ export async function userCommand(args: string[], open: () => AdminServices, rea
       const { values: v, positionals } = parse(rest, PASSWORD, 1);
       if (v.help) return help(out);
       const name = positionals[0] as string;
-      const s = open();
-      s.admin.require(name);
+      const s = await open();
+      await s.admin.require(name);
       const chosen = await choosePassword(v);
       await s.admin.setPassword(name, chosen.password);
       out(`password changed for ${name}\n`);
@@ -207,7 +207,7 @@ export async function userCommand(args: string[], open: () => AdminServices, rea
       if (v['require-tls'] || v['no-require-tls']) patch.requireTls = !v['no-require-tls'];
       if (v['require-key'] || v['no-require-key']) patch.requireKey = !v['no-require-key'];
       if (Object.keys(patch).length === 0) throw new UsageError('nothing to set; see sluice user --help');
-      open().admin.update(positionals[0] as string, patch);
+      await (await open()).admin.update(positionals[0] as string, patch);
       out(`updated user ${positionals[0]}\n`);
       return 0;
     }
@@ -225,9 +225,9 @@ export async function userCommand(args: string[], open: () => AdminServices, rea
         out(`${done}; ${(reply.body as { sessionsEnded: number }).sessionsEnded} live session(s) ended\n`);
         return 0;
       }
-      const s = open();
-      if (sub === 'remove') s.admin.remove(name);
-      else s.admin.update(name, { enabled: sub === 'enable' });
+      const s = await open();
+      if (sub === 'remove') await s.admin.remove(name);
+      else await s.admin.update(name, { enabled: sub === 'enable' });
       out(`${done}\n`);
       return 0;
     }
@@ -240,7 +240,7 @@ export async function userCommand(args: string[], open: () => AdminServices, rea
       // Argument errors are found before the database is opened.
       parseVirtualDir(dir);
       const perms = list === 'inherit' ? null : parsePerms(list);
-      const path = open().admin.setDirPermissions(name, dir, perms);
+      const path = await (await open()).admin.setDirPermissions(name, dir, perms);
       out(perms === null ? `${name}: ${path} inherits again\n` : `${name}: ${path} -> ${perms.join(',') || 'none'}\n`);
       return 0;
     }
@@ -249,7 +249,7 @@ export async function userCommand(args: string[], open: () => AdminServices, rea
   }
 }
 
-async function keyCommand(args: string[], open: () => AdminServices, out: (s: string) => void): Promise<number> {
+async function keyCommand(args: string[], open: () => Promise<AdminServices>, out: (s: string) => void): Promise<number> {
   const [sub, ...rest] = args;
   switch (sub) {
     case 'add': {
@@ -257,14 +257,14 @@ async function keyCommand(args: string[], open: () => AdminServices, out: (s: st
       if (v.help) return help(out);
       const [name, file] = positionals as [string, string];
       const key = parseKey(readKeyFile(file));
-      open().admin.addKey(name, key);
+      await (await open()).admin.addKey(name, key);
       out(`added ${key.algorithm} key ${key.fingerprint} to ${name}\n`);
       return 0;
     }
     case 'list': {
       const { values: v, positionals } = parse(rest, {}, 1);
       if (v.help) return help(out);
-      const { keys } = open().admin.show(positionals[0] as string);
+      const { keys } = await (await open()).admin.show(positionals[0] as string);
       out(table(['FINGERPRINT', 'TYPE', 'COMMENT', 'ADDED'], keys.map((k) => [
         k.fingerprint, k.algorithm, k.comment || '-', k.createdAt.toISOString(),
       ])));
@@ -274,7 +274,7 @@ async function keyCommand(args: string[], open: () => AdminServices, out: (s: st
       const { values: v, positionals } = parse(rest, {}, 2);
       if (v.help) return help(out);
       const [name, fp] = positionals as [string, string];
-      open().admin.removeKey(name, fp);
+      await (await open()).admin.removeKey(name, fp);
       out(`removed key ${fp} from ${name}\n`);
       return 0;
     }

@@ -35,7 +35,7 @@ async function serveUntilStopped(config: Config): Promise<{ code: number; draine
   const channel = processChannel();
   // The primary runs the hooks on the events it is sent: sent whenever either needs them.
   const coordinator = new RemoteCoordinator(channel, config.audit.enabled || config.hooks.actions.length > 0);
-  const base = openAdmin(config);
+  const base = await openAdmin(config);
   const services = servicesOn(base, coordinator, coordinator, cluster.worker?.id ?? 0);
   let hurry: () => void = () => undefined;
   const hurried = new Promise<void>((resolve) => (hurry = resolve));

@@ -1,8 +1,9 @@
 import { accessSync, constants, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
-import { configSchema, type Config } from './schema.js';
+import { NODE_ID, NODE_ID_RULE, configSchema, type Config } from './schema.js';
 
 /** A configuration problem: one line naming the key; the process exits with code 2. */
 export class ConfigError extends Error {
@@ -16,6 +17,7 @@ type Raw = Record<string, unknown>;
 
 /** Environment variable -> config key, and how to read its text. */
 const ENV: readonly [string, string[], 'string' | 'port' | 'workers' | 'list' | 'number'][] = [
+  ['SLUICE_NODE_ID', ['nodeId'], 'string'],
   ['SLUICE_DATA_DIR', ['dataDir'], 'string'],
   ['SLUICE_CERTS_DIR', ['certsDir'], 'string'],
   ['SLUICE_BIND', ['bind'], 'string'],
@@ -27,6 +29,7 @@ const ENV: readonly [string, string[], 'string' | 'port' | 'workers' | 'list' | 
   ['SLUICE_PASV_PORTS', ['ftp', 'passivePorts'], 'string'],
   ['SLUICE_FTP_TLS', ['ftp', 'tls'], 'string'],
   ['SLUICE_WORKERS', ['workers'], 'workers'],
+  ['SLUICE_STORE_URL', ['store'], 'string'],
   ['SLUICE_FTP_PROXY_PROTOCOL', ['ftp', 'proxyProtocol'], 'string'],
   ['SLUICE_SFTP_PROXY_PROTOCOL', ['sftp', 'proxyProtocol'], 'string'],
   ['SLUICE_TRUSTED_PROXIES', ['trustedProxies'], 'list'],
@@ -40,7 +43,7 @@ const ENV: readonly [string, string[], 'string' | 'port' | 'workers' | 'list' | 
  * working directory. Throws ConfigError.
  */
 export function loadConfig(
-  options: { file?: string | undefined; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+  options: { file?: string | undefined; env?: NodeJS.ProcessEnv; cwd?: string; hostname?: string } = {},
 ): Config & { source: string | null } {
   const env = options.env ?? process.env;
   const cwd = options.cwd ?? process.cwd();
@@ -57,6 +60,7 @@ export function loadConfig(
   const parsed = configSchema.safeParse(raw);
   if (!parsed.success) throw new ConfigError(describe(parsed.error, ENV, env));
   const config = parsed.data;
+  config.nodeId = nodeIdOf(config.nodeId, options.hostname ?? hostname());
   config.dataDir = resolve(cwd, config.dataDir);
   config.certsDir = resolve(cwd, config.certsDir);
   if (config.ftp.anonymous.root !== '') config.ftp.anonymous.root = resolve(cwd, config.ftp.anonymous.root);
@@ -64,6 +68,13 @@ export function loadConfig(
   ensureWritableDir('dataDir', config.dataDir);
   ensureWritableDir('certsDir', config.certsDir);
   return { ...config, source: file === undefined ? null : resolve(cwd, file) };
+}
+
+/** The configured node id, or the host name when none is: a host name that is no valid id must be replaced by one. */
+function nodeIdOf(configured: string, host: string): string {
+  if (configured !== '') return configured;
+  if (NODE_ID.test(host)) return host;
+  throw new ConfigError(`config: nodeId: the host name ${JSON.stringify(host)} is no node id (${NODE_ID_RULE}): set nodeId or SLUICE_NODE_ID`);
 }
 
 function readYaml(path: string): Raw {

@@ -30,18 +30,39 @@ const cidr = z.string().transform((text, ctx) => {
   }
 });
 
+/** What a node id may be: it names the node's audit chain in every record and on the command line. */
+export const NODE_ID = /^[A-Za-z0-9._-]{1,64}$/;
+export const NODE_ID_RULE = '1 to 64 of A-Z a-z 0-9 . _ -';
+
 /** Whether connections carry a PROXY protocol header (see src/security/proxy-header.ts). */
 const proxyProtocol = z.enum(['off', 'v1', 'v2', 'optional']).default('off');
 
 /** Every key and its default, in one place; deploy/sluice.example.yaml documents them. */
 export const configSchema = z
   .object({
+    /**
+     * This node's name in every audit record, so that the trails of several
+     * nodes can be told apart and merged; '' takes the host name (load.ts).
+     */
+    nodeId: z
+      .string()
+      .refine((s) => s === '' || NODE_ID.test(s), `must be ${NODE_ID_RULE}`)
+      .default(''),
     dataDir: z.string().min(1).default('./data'),
     certsDir: z.string().min(1).default('./certs'),
     bind: z.string().min(1).default('0.0.0.0'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** Console log: 'auto' human lines on a terminal, JSON lines otherwise; the audit file is JSON whatever this says. */
     logFormat: z.enum(['auto', 'json', 'pretty']).default('auto'),
+    /**
+     * Where users, keys, bans and usage live: '' SQLite in dataDir/sluice.db;
+     * `postgres://USER:PASSWORD@HOST:PORT/DB` PostgreSQL, shared by every node
+     * of a cluster (see README "Running several nodes").
+     */
+    store: z
+      .string()
+      .refine((s) => s === '' || /^postgres(ql)?:\/\/./.test(s), "must be '' (SQLite in dataDir) or a postgres:// URL")
+      .default(''),
     /** Processes serving connections: 'auto' one per core; 1 serves in the one process, without a primary. */
     workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default('auto'),
     /** Load balancers whose PROXY headers are believed; nobody else may send one. */

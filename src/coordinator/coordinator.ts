@@ -14,7 +14,7 @@ export type Release = () => void;
 
 /** Where offences are counted, from any front-end or the admin API; true when this one got the address banned. */
 export interface Scorer {
-  score(ip: string, protocol: Service, offence: Offence): boolean;
+  score(ip: string, protocol: Service, offence: Offence): Promise<boolean>;
 }
 
 /** Where the trail goes: session events, and the server's own. */

@@ -55,8 +55,8 @@ export function certificateProblem(validTo: Date, now: Date, minDays = CERT_MIN_
 
 export interface ReadinessSources {
   readonly serving: ServingState;
-  /** Throws when the store cannot answer a trivial query. */
-  storeAnswers(): void;
+  /** Rejects when the store cannot answer a trivial query. */
+  storeAnswers(): Promise<void>;
   /** The audit trail's file; null when the trail is switched off. */
   readonly auditFile: string | null;
   /** The TLS certificate (PEM) the FTPS listeners serve. */
@@ -75,7 +75,7 @@ export async function readiness(src: ReadinessSources, now = new Date()): Promis
   const serving = src.serving.problem();
   if (serving) reasons.push(serving);
   try {
-    src.storeAnswers();
+    await src.storeAnswers();
   } catch (err) {
     reasons.push(`store does not answer: ${messageOf(err)}`);
   }

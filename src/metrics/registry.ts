@@ -29,7 +29,7 @@ export class ServerMetrics implements ServerMetricsSink, AuditMetrics {
   /** CPU seconds each worker had at its last sample: the counter grows by the difference. */
   private readonly cpuSeen = new Map<string, number>();
 
-  constructor(bansActive: () => number) {
+  constructor(bansActive: () => Promise<number>) {
     const registers = [this.registry];
     this.sessions = new Gauge({ name: 'sluice_sessions', help: 'Logged-in sessions now', labelNames: ['protocol'], registers });
     this.logins = new Counter({
@@ -57,8 +57,8 @@ export class ServerMetrics implements ServerMetricsSink, AuditMetrics {
       name: 'sluice_bans_active',
       help: 'Addresses banned now',
       registers,
-      collect() {
-        this.set(bansActive());
+      async collect() {
+        this.set(await bansActive());
       },
     });
     this.auditLines = new Counter({ name: 'sluice_audit_lines_total', help: 'Lines written to the audit trail', registers });

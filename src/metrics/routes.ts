@@ -8,7 +8,7 @@ export function readinessSources({ base, coordination }: Pick<AdminContext, 'bas
   const { config } = base;
   return {
     serving: coordination.serving,
-    storeAnswers: () => void base.users.count(),
+    storeAnswers: () => base.store.ping(),
     auditFile: config.audit.enabled ? resolve(config.dataDir, config.audit.file) : null,
     certFile: join(config.certsDir, TLS_CERT),
   };

@@ -1,5 +1,5 @@
 import { cidrMatcher } from '../auth/ip-rules.js';
-import type { BanStore } from '../store/sqlite/bans.js';
+import type { BanRepository } from '../store/store.js';
 
 /**
  * Is an address banned? Bans live in the store, so one made by any process
@@ -10,7 +10,7 @@ export class BanCheck {
   readonly allowed: (ip: string) => boolean;
 
   constructor(
-    readonly bans: BanStore,
+    readonly bans: BanRepository,
     allowList: readonly string[],
   ) {
     this.allowed = cidrMatcher(allowList);

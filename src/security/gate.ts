@@ -199,7 +199,7 @@ export class Guest {
   async publicKey(login: LoginRequest, blob: Buffer, signatureOk: boolean): Promise<Account> {
     const req = { ...login, remoteAddress: this.ip };
     return this.attempt(req, () => {
-      if (!signatureOk) this.gate.authenticator.refuse(req, 'publickey', 'bad-signature');
+      if (!signatureOk) return this.gate.authenticator.refuse(req, 'publickey', 'bad-signature');
       return this.gate.authenticator.publicKey(req, blob, true, this.claim);
     });
   }

@@ -27,7 +27,13 @@ export interface Account {
   readonly scan: boolean | null;
 }
 
-/** Persisted usage counters, implemented by the store. */
+/** The stored usage counters as the start-up recount reads and replaces them, wherever the store is. */
+export interface StoredUsage {
+  usage(userId: number): Promise<{ bytes: number; files: number }>;
+  setUsage(userId: number, bytes: number, files: number): Promise<void>;
+}
+
+/** Persisted usage counters answered at once, for the ledgers of a single-node store (SQLite). */
 export interface UsageStore {
   usage(userId: number): { bytes: number; files: number };
   addUsage(userId: number, bytes: number, files: number): void;

@@ -1,5 +1,5 @@
 import type { SystemAuditSink } from '../audit/events.js';
-import type { UsageStore } from './account.js';
+import type { StoredUsage } from './account.js';
 import { realHome, subdirectories, walkHome } from './storage/local-sweep.js';
 
 /** A user whose home the sweep recounts. */
@@ -37,7 +37,7 @@ interface SweepLog {
 export async function sweepHomes(
   homesDir: string,
   users: readonly SweptUser[],
-  store: UsageStore,
+  store: StoredUsage,
   audit: SystemAuditSink | null,
   log: SweepLog,
 ): Promise<void> {
@@ -69,21 +69,21 @@ export async function sweepHomes(
       audit?.system({ event: 'upload-temps-removed', ...removed });
       log.info(removed, 'removed upload temporaries left by an earlier run');
     }
-    if (error === null) for (const user of owners) recordUsage(user, home, walk.usage, store, audit, log);
+    if (error === null) for (const user of owners) await recordUsage(user, home, walk.usage, store, audit, log);
   }
 }
 
-function recordUsage(
+async function recordUsage(
   user: SweptUser,
   home: string,
   real: { bytes: number; files: number },
-  store: UsageStore,
+  store: StoredUsage,
   audit: SystemAuditSink | null,
   log: SweepLog,
-): void {
-  const stored = store.usage(user.id);
+): Promise<void> {
+  const stored = await store.usage(user.id);
   if (stored.bytes === real.bytes && stored.files === real.files) return;
-  store.setUsage(user.id, real.bytes, real.files);
+  await store.setUsage(user.id, real.bytes, real.files);
   const event = { user: user.name, home, oldBytes: stored.bytes, oldFiles: stored.files, ...real };
   audit?.system({ event: 'usage-recounted', ...event });
   log.info(event, 'stored usage differed from the disk: recounted');

@@ -284,7 +284,7 @@ export class SftpFrontEnd {
           // SHA-1 `ssh-rsa` (or any unlisted algorithm) is refused before the key is even looked at.
           if (!accepted.includes(signatureAlgorithm(ctx))) {
             if (!ctx.signature) return ctx.reject(METHODS);
-            authenticator.refuse(req, 'publickey', 'weak-algorithm');
+            await authenticator.refuse(req, 'publickey', 'weak-algorithm');
           }
           if (!ctx.signature || !ctx.blob) {
             // Only the client asking whether this key would do: not a login, not a failure.
@@ -444,12 +444,6 @@ export class SftpFrontEnd {
   ): void {
     const account = state.account as Account;
     const channel = accept();
-    if (!this.services.authenticator.stillAllowed(account)) {
-      state.log.warn({ user: account.name }, 'account disabled, removed or expired since the login: connection closed');
-      channel.close();
-      client.end();
-      return;
-    }
     const reopen = ownWindow(channel, client, member, window, () => {
       state.log.warn('peer ignored the channel window; disconnecting');
       client.end();
@@ -468,8 +462,18 @@ export class SftpFrontEnd {
         await served?.done;
       },
     };
-    void state.guest.enter(() => Session.open(account, where, this.services.sessionDeps, connection)).then(
+    const open = async (): Promise<Session | null> => {
+      if (!(await this.services.authenticator.stillAllowed(account))) return null;
+      return state.guest.enter(() => Session.open(account, where, this.services.sessionDeps, connection));
+    };
+    void open().then(
       (s) => {
+        if (!s) {
+          state.log.warn({ user: account.name }, 'account disabled, removed or expired since the login: connection closed');
+          channel.close();
+          client.end();
+          return;
+        }
         served = serve(channel, s, reopen);
         const { done } = served;
         this.running.add(done);

@@ -7,7 +7,7 @@ import { PROTOCOLS, type Protocol } from '../session/account.js';
 import { resolveVirtual } from '../session/paths.js';
 import { DEFAULT_PERMISSIONS, parsePermissions, type Permission } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
-import type { UserStore } from '../store/sqlite/users.js';
+import { StoreConflict, type UserRepository } from '../store/store.js';
 
 /** An admin mistake: one line, nothing written. */
 export class AdminError extends Error {
@@ -111,20 +111,20 @@ export type UserView = Omit<UserRecord, 'passwordHash'> & { password: 'set' | 'n
  */
 export class UserAdmin {
   constructor(
-    private readonly store: UserStore,
+    private readonly store: UserRepository,
     private readonly hasher: PasswordHasher,
     private readonly dataDir: string,
   ) {}
 
-  require(name: string): UserRecord {
-    const user = this.store.get(name);
+  async require(name: string): Promise<UserRecord> {
+    const user = await this.store.get(name);
     if (!user) throw new NoSuchUser(name);
     return user;
   }
 
   async add(u: NewUser): Promise<UserRecord> {
     validateUserName(u.name);
-    if (this.store.get(u.name)) throw new AdminError(`user "${u.name}" already exists`);
+    if (await this.store.get(u.name)) throw new AdminError(`user "${u.name}" already exists`);
     if (u.password === null && u.keys.length === 0) throw new AdminError('a user needs a password or a public key');
     const home = u.home === undefined ? join(this.dataDir, 'homes', u.name) : resolve(u.home);
     if (!isAbsolute(home)) throw new AdminError(`home "${u.home}" must be a path`);
@@ -147,15 +147,17 @@ export class UserAdmin {
     const hash = u.password === null ? null : await this.hasher.hash(u.password);
     const createdHome = makeHome(home);
     try {
-      return this.store.create(u.name, hash, settings, u.keys);
+      return await this.store.create(u.name, hash, settings, u.keys);
     } catch (err) {
       if (createdHome) rmSync(home, { recursive: true, force: true });
+      // Another administrator (or node) added the same name since the check above.
+      if (err instanceof StoreConflict) throw new AdminError(`user "${u.name}" already exists`);
       throw new AdminError(`could not add user: ${(err as Error).message}`);
     }
   }
 
-  update(name: string, patch: Partial<UserSettings>): UserRecord {
-    const user = this.require(name);
+  async update(name: string, patch: Partial<UserSettings>): Promise<UserRecord> {
+    const user = await this.require(name);
     const settings: UserSettings = {
       home: user.home,
       enabled: user.enabled,
@@ -177,38 +179,40 @@ export class UserAdmin {
       settings.home = resolve(patch.home);
       makeHome(settings.home);
     }
-    this.store.update(user.id, settings);
+    await this.store.update(user.id, settings);
     return this.require(name);
   }
 
   async setPassword(name: string, password: string): Promise<void> {
-    const user = this.require(name);
-    this.store.setPasswordHash(user.id, await this.hasher.hash(password));
+    const user = await this.require(name);
+    await this.store.setPasswordHash(user.id, await this.hasher.hash(password));
   }
 
-  remove(name: string): void {
-    this.store.remove(this.require(name).id);
+  async remove(name: string): Promise<void> {
+    await this.store.remove((await this.require(name)).id);
   }
 
-  list(): UserView[] {
-    return this.store.all().map((u) => this.view(u));
+  async list(): Promise<UserView[]> {
+    return Promise.all((await this.store.all()).map((u) => this.view(u)));
   }
 
-  show(name: string): UserView {
-    return this.view(this.require(name));
+  async show(name: string): Promise<UserView> {
+    return this.view(await this.require(name));
   }
 
-  addKey(name: string, key: NewKey): void {
-    const user = this.require(name);
+  async addKey(name: string, key: NewKey): Promise<void> {
+    const user = await this.require(name);
     // The store's unique index would refuse it too, but as a constraint error, not a sentence.
-    if (this.store.keys(user.id).some((k) => k.fingerprint === key.fingerprint)) {
-      throw new AdminError(`${name} already has key ${key.fingerprint}`);
+    try {
+      await this.store.addKey(user.id, key);
+    } catch (err) {
+      if (err instanceof StoreConflict) throw new AdminError(`${name} already has key ${key.fingerprint}`);
+      throw err;
     }
-    this.store.addKey(user.id, key);
   }
 
-  removeKey(name: string, fingerprint: string): void {
-    if (!this.store.removeKey(this.require(name).id, fingerprint)) throw new AdminError(`${name} has no key ${fingerprint}`);
+  async removeKey(name: string, fingerprint: string): Promise<void> {
+    if (!(await this.store.removeKey((await this.require(name)).id, fingerprint))) throw new AdminError(`${name} has no key ${fingerprint}`);
   }
 
   /**
@@ -216,21 +220,21 @@ export class UserAdmin {
    * it inherits again. For / these are the user's own permissions, which
    * have nothing to inherit from. Returns the clean path stored.
    */
-  setDirPermissions(name: string, dir: string, permissions: Permission[] | null): string {
+  async setDirPermissions(name: string, dir: string, permissions: Permission[] | null): Promise<string> {
     const path = parseVirtualDir(dir);
-    const user = this.require(name);
+    const user = await this.require(name);
     if (path === '/') {
       if (permissions === null) throw new AdminError('the home (/) has no parent to inherit from');
-      this.update(name, { permissions });
-    } else if (!this.store.setDirPermissions(user.id, path, permissions)) {
+      await this.update(name, { permissions });
+    } else if (!(await this.store.setDirPermissions(user.id, path, permissions))) {
       throw new AdminError(`no override on ${path}`);
     }
     return path;
   }
 
-  private view(user: UserRecord): UserView {
+  private async view(user: UserRecord): Promise<UserView> {
     const { passwordHash, ...rest } = user;
-    const keys = this.store.keys(user.id).map(({ blob: _blob, ...key }) => key);
+    const keys = (await this.store.keys(user.id)).map(({ blob: _blob, ...key }) => key);
     return { ...rest, password: passwordHash ? 'set' : 'none', keys };
   }
 }

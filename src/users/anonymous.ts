@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { ANONYMOUS } from '../auth/authenticator.js';
 import type { Config } from '../config/schema.js';
 import type { UserRecord, UserSettings } from '../store/records.js';
-import type { UserStore } from '../store/sqlite/users.js';
+import { StoreConflict, type UserRepository } from '../store/store.js';
 import { AdminError, makeHome, parseVirtualDir } from './admin.js';
 
 type AnonymousSettings = Config['ftp']['anonymous'];
@@ -19,18 +19,28 @@ type AnonymousSettings = Config['ftp']['anonymous'];
  * A real user named `anonymous` or `ftp` (one with credentials) is never
  * taken over: the start is refused instead.
  */
-export function provisionAnonymous(users: UserStore, settings: AnonymousSettings): void {
-  const existing = users.get(ANONYMOUS);
-  if (existing && hasCredentials(users, existing)) {
+export async function provisionAnonymous(users: UserRepository, settings: AnonymousSettings): Promise<void> {
+  try {
+    await provision(users, settings);
+  } catch (err) {
+    // Another node sharing the store made the account at the same moment: theirs is updated instead.
+    if (!(err instanceof StoreConflict)) throw err;
+    await provision(users, settings);
+  }
+}
+
+async function provision(users: UserRepository, settings: AnonymousSettings): Promise<void> {
+  const existing = await users.get(ANONYMOUS);
+  if (existing && (await hasCredentials(users, existing))) {
     if (!settings.enabled) return;
     throw new AdminError(`user "${ANONYMOUS}" has a password or keys: rename it (or remove it) before enabling ftp.anonymous`);
   }
   if (!settings.enabled) {
     // Left from a run with anonymous FTP on: nothing logs in with it while it is off.
-    if (existing?.enabled) users.update(existing.id, { ...settingsOf(existing), enabled: false });
+    if (existing?.enabled) await users.update(existing.id, { ...settingsOf(existing), enabled: false });
     return;
   }
-  const ftp = users.get('ftp');
+  const ftp = await users.get('ftp');
   if (ftp) throw new AdminError('user "ftp" exists, and with ftp.anonymous enabled "ftp" is an anonymous login: rename or remove that user');
   const incoming = settings.incoming === '' ? '' : parseVirtualDir(settings.incoming);
   if (incoming !== settings.incoming) throw new AdminError(`ftp.anonymous.incoming: "${settings.incoming}" is not a clean path (try "${incoming}")`);
@@ -46,14 +56,14 @@ export function provisionAnonymous(users: UserStore, settings: AnonymousSettings
     requireKey: false,
     permissions: ['list', 'download'],
   };
-  const id = existing ? existing.id : users.create(ANONYMOUS, null, wanted).id;
-  if (existing) users.update(id, wanted);
-  for (const d of existing?.dirPermissions ?? []) if (d.path !== settings.incoming) users.setDirPermissions(id, d.path, null);
-  if (settings.incoming !== '') users.setDirPermissions(id, settings.incoming, ['upload']);
+  const id = existing ? existing.id : (await users.create(ANONYMOUS, null, wanted)).id;
+  if (existing) await users.update(id, wanted);
+  for (const d of existing?.dirPermissions ?? []) if (d.path !== settings.incoming) await users.setDirPermissions(id, d.path, null);
+  if (settings.incoming !== '') await users.setDirPermissions(id, settings.incoming, ['upload']);
 }
 
-function hasCredentials(users: UserStore, user: UserRecord): boolean {
-  return user.passwordHash !== null || users.keys(user.id).length > 0;
+async function hasCredentials(users: UserRepository, user: UserRecord): Promise<boolean> {
+  return user.passwordHash !== null || (await users.keys(user.id)).length > 0;
 }
 
 function settingsOf(u: UserRecord): UserSettings {

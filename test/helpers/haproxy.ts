@@ -13,11 +13,15 @@ export function haproxyMissing(): string | null {
   return `${HAPROXY} not installed: HAProxy tests skipped`;
 }
 
-/** One TCP front: HAProxy listens on `listen` (a port or LOW-HIGH) and passes to `to` (same port when omitted), with a PROXY v2 header. */
+/**
+ * One TCP front: HAProxy listens on `listen` (a port or LOW-HIGH) and passes
+ * to `to` (same port when omitted; several ports: round robin between them,
+ * one sluice node each), with a PROXY v2 header.
+ */
 export interface Front {
   name: string;
   listen: string;
-  to?: number;
+  to?: number | number[];
 }
 
 /** A real HAProxy in TCP mode on `host`, sending PROXY v2 to sluice on 127.0.0.1; killed by stop(). */
@@ -62,12 +66,14 @@ export class HaProxy {
 }
 
 function config(host: string, fronts: Front[]): string {
-  const sections = fronts.map(
-    (f) => `
+  const server = (name: string, port: number | undefined) => `  server ${name} 127.0.0.1${port === undefined ? '' : `:${port}`} send-proxy-v2 source 127.0.0.1`;
+  const sections = fronts.map((f) => {
+    const servers = Array.isArray(f.to) ? ['  balance roundrobin', ...f.to.map((port, i) => server(`node${i}`, port))] : [server('sluice', f.to)];
+    return `
 listen ${f.name}
   bind ${host}:${f.listen}
-  server sluice 127.0.0.1${f.to === undefined ? '' : `:${f.to}`} send-proxy-v2 source 127.0.0.1`,
-  );
+${servers.join('\n')}`;
+  });
   return `global
   maxconn 200
 

@@ -125,9 +125,21 @@ export async function startPostgres(): Promise<TestPostgres> {
     throw err;
   }
   const admin = (database: string) => `postgres://${ADMIN}:${adminPassword}@127.0.0.1:${port}/${database}`;
-  const stop = async () => {
+  const stopArgs = ['stop', '-D', data, '-m', 'immediate', '-w'];
+  // A test file that dies before its after() hook must not leave a server running: 'exit' allows only synchronous work.
+  const onExit = () => {
     try {
-      await run(pgctl, ['stop', '-D', data, '-m', 'immediate', '-w'], account);
+      execFileSync(pgctl, stopArgs, { stdio: 'ignore', ...(account ?? {}) });
+    } catch {
+      // stopped already
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', onExit);
+  const stop = async () => {
+    process.off('exit', onExit);
+    try {
+      await run(pgctl, stopArgs, account);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

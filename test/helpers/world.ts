@@ -11,13 +11,17 @@ import type { NewUser } from '../../src/users/admin.js';
 
 /** A real sluice data directory, database and audit log in a temp folder. */
 export class World {
-  readonly dir = mkdtempSync(join(tmpdir(), 'sluice-test-'));
-  readonly services: Services & { readonly auditLog: AuditLog | null };
   private readonly sessions: Session[] = [];
 
-  constructor(overrides: Partial<Config> = {}) {
-    const config = configSchema.parse({ dataDir: join(this.dir, 'data'), certsDir: join(this.dir, 'certs'), logLevel: 'silent' });
-    this.services = openServices({ ...config, ...overrides });
+  private constructor(
+    readonly dir: string,
+    readonly services: Services & { readonly auditLog: AuditLog | null },
+  ) {}
+
+  static async open(overrides: Partial<Config> = {}): Promise<World> {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-test-'));
+    const config = configSchema.parse({ dataDir: join(dir, 'data'), certsDir: join(dir, 'certs'), logLevel: 'silent' });
+    return new World(dir, await openServices({ ...config, ...overrides }));
   }
 
   get dataDir(): string {
@@ -30,7 +34,7 @@ export class World {
 
   /** A session as a front-end would open it after login. */
   async session(name: string, protocol: Protocol = 'sftp'): Promise<Session> {
-    const user = this.services.users.get(name);
+    const user = await this.services.users.get(name);
     if (!user) throw new Error(`no user ${name}`);
     // No connection to close: ending the session is closing it.
     const connection = { end: () => s.close() };

@@ -1,4 +1,5 @@
 import type { Database, Statement } from 'better-sqlite3';
+import type { AdminTokenRepository } from '../store.js';
 import type { AdminTokenRecord } from '../records.js';
 
 interface TokenRow {
@@ -12,7 +13,7 @@ interface TokenRow {
  * makes and hashes them): written by the CLI, read by the server at every
  * request, so a token removed is refused at once.
  */
-export class AdminTokenStore {
+export class SqliteAdminTokens implements AdminTokenRepository {
   private readonly q: Record<'add' | 'remove' | 'byHash' | 'used' | 'all', Statement>;
 
   constructor(db: Database) {
@@ -26,7 +27,7 @@ export class AdminTokenStore {
   }
 
   /** False: a token of that name exists already. */
-  add(name: string, hash: Buffer): boolean {
+  async add(name: string, hash: Buffer): Promise<boolean> {
     try {
       this.q.add.run(name, hash, Date.now());
       return true;
@@ -37,19 +38,19 @@ export class AdminTokenStore {
   }
 
   /** False: there was none of that name. */
-  remove(name: string): boolean {
+  async remove(name: string): Promise<boolean> {
     return this.q.remove.run(name).changes > 0;
   }
 
   /** The name of the token with this hash, noted as used now; null: no such token. */
-  use(hash: Buffer): string | null {
+  async use(hash: Buffer): Promise<string | null> {
     const row = this.q.byHash.get(hash) as { name: string } | undefined;
     if (!row) return null;
     this.q.used.run(Date.now(), row.name);
     return row.name;
   }
 
-  all(): AdminTokenRecord[] {
+  async all(): Promise<AdminTokenRecord[]> {
     return (this.q.all.all() as TokenRow[]).map((r) => ({
       name: r.name,
       createdAt: new Date(r.created_at),

@@ -1,4 +1,5 @@
 import type { Database, Statement } from 'better-sqlite3';
+import type { BanRepository } from '../store.js';
 import type { BanRecord } from '../records.js';
 
 interface BanRow {
@@ -14,7 +15,7 @@ interface BanRow {
  * primary-key look-up) and the CLI (which writes here directly, so a running
  * server sees its bans at the next connection).
  */
-export class BanStore {
+export class SqliteBans implements BanRepository {
   private readonly q: Record<'get' | 'active' | 'activeCount' | 'put' | 'remove', Statement>;
 
   constructor(db: Database) {
@@ -30,38 +31,38 @@ export class BanStore {
   }
 
   /** The address's row, current ban or past one. */
-  get(address: string): BanRecord | null {
+  async get(address: string): Promise<BanRecord | null> {
     const row = this.q.get.get(address) as BanRow | undefined;
     return row ? hydrate(row) : null;
   }
 
-  /** Is the address banned at `now`? */
+  /** Is the address banned at `now`? A primary-key look-up in a local file: no copy to keep current. */
   banned(address: string, now = Date.now()): boolean {
     const row = this.q.get.get(address) as BanRow | undefined;
     return row !== undefined && (row.until === null || row.until > now);
   }
 
   /** Bans in force at `now`. */
-  active(now = Date.now()): BanRecord[] {
+  async active(now = Date.now()): Promise<BanRecord[]> {
     return (this.q.active.all(now) as BanRow[]).map(hydrate);
   }
 
   /** How many bans are in force at `now`. */
-  activeCount(now = Date.now()): number {
+  async activeCount(now = Date.now()): Promise<number> {
     return (this.q.activeCount.get(now) as { n: number }).n;
   }
 
-  put(address: string, until: Date | null, count: number, reason: string): void {
+  async put(address: string, until: Date | null, count: number, reason: string): Promise<void> {
     this.q.put.run({ address, until: until?.getTime() ?? null, count, reason, now: Date.now() });
   }
 
   /** A ban by an administrator: counted as one more in the address's row, so the defender's next one is longer. */
-  add(address: string, until: Date | null): void {
-    this.put(address, until, (this.get(address)?.count ?? 0) + 1, 'added by an administrator');
+  async add(address: string, until: Date | null): Promise<void> {
+    await this.put(address, until, ((await this.get(address))?.count ?? 0) + 1, 'added by an administrator');
   }
 
   /** Lift the ban and forget the address's history; false when there was none. */
-  remove(address: string): boolean {
+  async remove(address: string): Promise<boolean> {
     return this.q.remove.run(address).changes > 0;
   }
 }

@@ -2,6 +2,7 @@ import type { Database, Statement } from 'better-sqlite3';
 import type { Protocol, UsageStore } from '../../session/account.js';
 import type { Permission } from '../../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../records.js';
+import { StoreConflict, type UserRepository } from '../store.js';
 
 interface UserRow {
   id: number;
@@ -28,7 +29,12 @@ interface UserRow {
 
 const list = (s: string) => s.split(',').filter((x) => x !== '');
 
-export class UserStore implements UsageStore {
+/**
+ * Users in SQLite. Every call is a local, indexed statement that returns at
+ * once; the methods are asynchronous only to share UserRepository with the
+ * databases that are a round trip away.
+ */
+export class SqliteUsers implements UserRepository {
   private readonly q: Record<string, Statement>;
 
   constructor(private readonly db: Database) {
@@ -67,37 +73,39 @@ export class UserStore implements UsageStore {
     };
   }
 
-  count(): number {
+  async count(): Promise<number> {
     return (this.q.count!.get() as { n: number }).n;
   }
 
-  get(name: string): UserRecord | null {
+  async get(name: string): Promise<UserRecord | null> {
     const row = this.q.byName!.get(name) as UserRow | undefined;
     return row ? this.hydrate(row) : null;
   }
 
-  getById(id: number): UserRecord | null {
+  async getById(id: number): Promise<UserRecord | null> {
     const row = this.q.byId!.get(id) as UserRow | undefined;
     return row ? this.hydrate(row) : null;
   }
 
-  all(): UserRecord[] {
+  async all(): Promise<UserRecord[]> {
     return (this.q.all!.all() as UserRow[]).map((r) => this.hydrate(r));
   }
 
   /** Insert a user with its address rules and keys in one transaction. */
-  create(name: string, passwordHash: string | null, s: UserSettings, keys: NewKey[] = []): UserRecord {
-    const id = this.db.transaction(() => {
-      const info = this.q.insert!.run({ name, password_hash: passwordHash, now: Date.now(), ...columns(s) });
-      const userId = Number(info.lastInsertRowid);
-      this.writeIpRules(userId, s);
-      for (const k of keys) this.insertKey(userId, k);
-      return userId;
-    })();
-    return this.getById(id) as UserRecord;
+  async create(name: string, passwordHash: string | null, s: UserSettings, keys: NewKey[] = []): Promise<UserRecord> {
+    const id = conflictsAsStoreConflict(() =>
+      this.db.transaction(() => {
+        const info = this.q.insert!.run({ name, password_hash: passwordHash, now: Date.now(), ...columns(s) });
+        const userId = Number(info.lastInsertRowid);
+        this.writeIpRules(userId, s);
+        for (const k of keys) this.insertKey(userId, k);
+        return userId;
+      })(),
+    );
+    return this.hydrate(this.q.byId!.get(id) as UserRow);
   }
 
-  update(id: number, s: UserSettings): void {
+  async update(id: number, s: UserSettings): Promise<void> {
     this.db.transaction(() => {
       this.q.update!.run({ id, now: Date.now(), ...columns(s) });
       this.q.clearIpRules!.run(id);
@@ -105,37 +113,47 @@ export class UserStore implements UsageStore {
     })();
   }
 
-  remove(id: number): void {
+  async remove(id: number): Promise<void> {
     this.q.remove!.run(id);
   }
 
-  setPasswordHash(id: number, hash: string | null): void {
+  async setPasswordHash(id: number, hash: string | null): Promise<void> {
     this.q.setHash!.run(hash, Date.now(), id);
   }
 
-  recordLogin(id: number): void {
+  async recordLogin(id: number): Promise<void> {
     this.q.login!.run(Date.now(), id);
   }
 
-  usage(userId: number): { bytes: number; files: number } {
-    return (this.q.usage!.get(userId) as { bytes: number; files: number } | undefined) ?? { bytes: 0, files: 0 };
+  async usage(userId: number): Promise<{ bytes: number; files: number }> {
+    return this.counters.usage(userId);
   }
 
-  addUsage(userId: number, bytes: number, files: number): void {
-    this.q.addUsage!.run(bytes, files, userId);
+  async addUsage(userId: number, bytes: number, files: number): Promise<void> {
+    this.counters.addUsage(userId, bytes, files);
   }
 
-  setUsage(userId: number, bytes: number, files: number): void {
-    this.q.setUsage!.run(bytes, files, userId);
+  async setUsage(userId: number, bytes: number, files: number): Promise<void> {
+    this.counters.setUsage(userId, bytes, files);
   }
 
-  setDirPermissions(userId: number, path: string, permissions: Permission[] | null): boolean {
+  /**
+   * The usage counters, answered synchronously: the quota ledgers of a
+   * single-node server read and settle them inside one step.
+   */
+  readonly counters: UsageStore = {
+    usage: (userId) => (this.q.usage!.get(userId) as { bytes: number; files: number } | undefined) ?? { bytes: 0, files: 0 },
+    addUsage: (userId, bytes, files) => void this.q.addUsage!.run(bytes, files, userId),
+    setUsage: (userId, bytes, files) => void this.q.setUsage!.run(bytes, files, userId),
+  };
+
+  async setDirPermissions(userId: number, path: string, permissions: Permission[] | null): Promise<boolean> {
     if (permissions === null) return this.q.removeDirPerm!.run(userId, path).changes > 0;
     this.q.setDirPerm!.run(userId, path, permissions.join(','));
     return true;
   }
 
-  keys(userId: number): PublicKeyRecord[] {
+  async keys(userId: number): Promise<PublicKeyRecord[]> {
     return (this.q.keys!.all(userId) as KeyRow[]).map((r) => ({
       id: r.id,
       algorithm: r.algorithm,
@@ -146,11 +164,11 @@ export class UserStore implements UsageStore {
     }));
   }
 
-  addKey(userId: number, key: NewKey): void {
-    this.insertKey(userId, key);
+  async addKey(userId: number, key: NewKey): Promise<void> {
+    conflictsAsStoreConflict(() => this.insertKey(userId, key));
   }
 
-  removeKey(userId: number, fingerprint: string): boolean {
+  async removeKey(userId: number, fingerprint: string): Promise<boolean> {
     return this.q.removeKey!.run(userId, fingerprint).changes > 0;
   }
 
@@ -201,6 +219,17 @@ interface KeyRow {
   fingerprint: string;
   comment: string;
   created_at: number;
+}
+
+/** SQLite's unique constraints (a taken name, a key the user has) as the store's one conflict error. */
+function conflictsAsStoreConflict<T>(write: () => T): T {
+  try {
+    return write();
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new StoreConflict((err as Error).message);
+    throw err;
+  }
 }
 
 function columns(s: UserSettings) {

@@ -1,0 +1,57 @@
+import { existsSync } from 'node:fs';
+import type { Config } from '../config/schema.js';
+import { copyStore } from '../store/copy.js';
+import { describeUrl } from '../store/postgres/connection.js';
+import { openPostgresStore } from '../store/postgres/store.js';
+import { openSqliteStore } from '../store/sqlite/store.js';
+import type { Store } from '../store/store.js';
+import { UsageError, parse } from './args.js';
+
+export const STORE_HELP = `Usage: sluice store <command> ...
+
+  migrate-from-sqlite FILE [--to URL]
+      copy the users (password hashes, settings, address rules, keys, directory
+      permissions, usage) and the bans of the SQLite database FILE into
+      PostgreSQL, once: the target must be empty. The target is --to URL, else
+      the configured store (store: or SLUICE_STORE_URL); prefer those, as a
+      password on the command line is visible to other local users.
+      FILE is brought to this version's schema first, then only read.
+      Admin tokens are not copied (only their hashes are kept): create them again.
+`;
+
+const POSTGRES = /^postgres(ql)?:\/\/./;
+
+export async function storeCommand(args: string[], config: () => Config, out: (s: string) => void): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
+    out(STORE_HELP);
+    return sub === undefined ? 2 : 0;
+  }
+  if (sub !== 'migrate-from-sqlite') throw new UsageError(`unknown store command "${sub}"; see sluice store --help`);
+  const { values: v, positionals } = parse(rest, { to: { type: 'string' } }, 1);
+  if (v.help) {
+    out(STORE_HELP);
+    return 0;
+  }
+  const file = positionals[0] as string;
+  // Opening a SQLite file that is not there would create an empty one and copy nothing.
+  if (!existsSync(file)) throw new UsageError(`${file}: no such file`);
+  const url = v.to ?? config().store;
+  if (!POSTGRES.test(url)) {
+    throw new UsageError('no PostgreSQL store to copy into: pass --to postgres://... or set store (SLUICE_STORE_URL)');
+  }
+  const from = openSqliteStore(file);
+  let to: Store | null = null;
+  try {
+    to = await openPostgresStore(url);
+    const r = await copyStore(from, to);
+    out(`copied ${r.users} users (${r.keys} keys) and ${r.bans} bans from ${file} into ${describeUrl(url)}\n`);
+    if (r.tokensNotCopied.length > 0) {
+      out(`admin tokens not copied, create them again (sluice admin token create NAME): ${r.tokensNotCopied.join(', ')}\n`);
+    }
+    return 0;
+  } finally {
+    await from.close();
+    await to?.close();
+  }
+}

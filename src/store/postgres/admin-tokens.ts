@@ -1,0 +1,45 @@
+import type pg from 'pg';
+import type { AdminTokenRecord } from '../records.js';
+import type { AdminTokenRepository } from '../store.js';
+import { uniqueViolation } from './connection.js';
+
+interface TokenRow {
+  name: string;
+  created_at: number;
+  last_used: number | null;
+}
+
+/** The admin API's tokens, as the SQLite AdminTokenStore keeps them: only each token's SHA-256. */
+export class PostgresAdminTokens implements AdminTokenRepository {
+  constructor(private readonly pool: pg.Pool) {}
+
+  async add(name: string, hash: Buffer): Promise<boolean> {
+    try {
+      await this.pool.query('INSERT INTO admin_tokens (name, hash, created_at) VALUES ($1, $2, $3)', [name, hash, Date.now()]);
+      return true;
+    } catch (err) {
+      if (uniqueViolation(err, 'admin_tokens_pkey')) return false;
+      throw err;
+    }
+  }
+
+  async remove(name: string): Promise<boolean> {
+    const r = await this.pool.query('DELETE FROM admin_tokens WHERE name = $1', [name]);
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async use(hash: Buffer): Promise<string | null> {
+    const { rows } = await this.pool.query<{ name: string }>(
+      'UPDATE admin_tokens SET last_used = $1 WHERE hash = $2 RETURNING name', [Date.now(), hash]);
+    return rows[0]?.name ?? null;
+  }
+
+  async all(): Promise<AdminTokenRecord[]> {
+    const { rows } = await this.pool.query<TokenRow>('SELECT name, created_at, last_used FROM admin_tokens ORDER BY name');
+    return rows.map((r) => ({
+      name: r.name,
+      createdAt: new Date(r.created_at),
+      lastUsed: r.last_used === null ? null : new Date(r.last_used),
+    }));
+  }
+}

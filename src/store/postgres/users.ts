@@ -1,0 +1,227 @@
+import type pg from 'pg';
+import type { Protocol } from '../../session/account.js';
+import type { Permission } from '../../session/permissions.js';
+import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../records.js';
+import { StoreConflict, type UserRepository } from '../store.js';
+import { transaction, uniqueViolation } from './connection.js';
+
+interface UserRow {
+  id: number;
+  name: string;
+  password_hash: string | null;
+  home: string;
+  enabled: boolean;
+  expires_at: number | null;
+  protocols: string;
+  require_tls: boolean;
+  require_key: boolean;
+  permissions: string;
+  quota_bytes: number;
+  quota_files: number;
+  rate_up: number | null;
+  rate_down: number | null;
+  scan: boolean | null;
+  used_bytes: number;
+  used_files: number;
+  created_at: number;
+  updated_at: number;
+  last_login_at: number | null;
+  ip_rules: { kind: string; cidr: string }[];
+  dirs: { path: string; permissions: string }[];
+}
+
+interface KeyRow {
+  id: number;
+  algorithm: string;
+  public_key: Buffer;
+  fingerprint: string;
+  comment: string;
+  created_at: number;
+}
+
+/**
+ * A user with its address rules and directory permissions in one statement:
+ * one round trip at login, and one snapshot, so a concurrent update is seen
+ * whole or not at all.
+ */
+const SELECT_USER = `SELECT u.*,
+  (SELECT coalesce(json_agg(json_build_object('kind', r.kind, 'cidr', r.cidr) ORDER BY r.cidr), '[]')
+     FROM user_ip_rules r WHERE r.user_id = u.id) AS ip_rules,
+  (SELECT coalesce(json_agg(json_build_object('path', d.path, 'permissions', d.permissions) ORDER BY d.path), '[]')
+     FROM user_dir_permissions d WHERE d.user_id = u.id) AS dirs
+  FROM users u`;
+
+/** What an admin sets, in the order settings() gives the values. */
+const COLUMNS = ['home', 'enabled', 'expires_at', 'protocols', 'require_tls', 'require_key', 'permissions', 'quota_bytes',
+  'quota_files', 'rate_up', 'rate_down', 'scan'];
+const INSERT_USER = `INSERT INTO users (name, password_hash, ${COLUMNS.join(', ')}, created_at, updated_at)
+  VALUES ($1, $2, ${COLUMNS.map((_, i) => `$${i + 3}`).join(', ')}, $${COLUMNS.length + 3}, $${COLUMNS.length + 3}) RETURNING id`;
+const UPDATE_USER = `UPDATE users SET ${COLUMNS.map((c, i) => `${c} = $${i + 2}`).join(', ')},
+  updated_at = $${COLUMNS.length + 2} WHERE id = $1`;
+
+const list = (s: string) => s.split(',').filter((x) => x !== '');
+
+/** The users and what hangs off them, as the SQLite UserStore keeps them, over a pool. */
+export class PostgresUsers implements UserRepository {
+  constructor(private readonly pool: pg.Pool) {}
+
+  async count(): Promise<number> {
+    const { rows } = await this.pool.query<{ n: number }>('SELECT count(*) AS n FROM users');
+    return rows[0]?.n ?? 0;
+  }
+
+  get(name: string): Promise<UserRecord | null> {
+    return this.one(this.pool, `${SELECT_USER} WHERE lower(u.name) = lower($1)`, [name]);
+  }
+
+  getById(id: number): Promise<UserRecord | null> {
+    return this.one(this.pool, `${SELECT_USER} WHERE u.id = $1`, [id]);
+  }
+
+  async all(): Promise<UserRecord[]> {
+    const { rows } = await this.pool.query<UserRow>(`${SELECT_USER} ORDER BY lower(u.name)`);
+    return rows.map(hydrate);
+  }
+
+  async create(name: string, passwordHash: string | null, s: UserSettings, keys: NewKey[] = []): Promise<UserRecord> {
+    try {
+      return await transaction(this.pool, async (c) => {
+        const now = Date.now();
+        const { rows } = await c.query<{ id: number }>(INSERT_USER, [name, passwordHash, ...settings(s), now]);
+        const id = (rows[0] as { id: number }).id;
+        await writeIpRules(c, id, s);
+        for (const k of keys) await insertKey(c, id, k, now);
+        return (await this.one(c, `${SELECT_USER} WHERE u.id = $1`, [id])) as UserRecord;
+      });
+    } catch (err) {
+      if (uniqueViolation(err, 'users_name_nocase')) throw new StoreConflict(`user ${name} exists already`);
+      if (uniqueViolation(err)) throw new StoreConflict(`user ${name}: the same key given twice`);
+      throw err;
+    }
+  }
+
+  async update(id: number, s: UserSettings): Promise<void> {
+    await transaction(this.pool, async (c) => {
+      await c.query(UPDATE_USER, [id, ...settings(s), Date.now()]);
+      await c.query('DELETE FROM user_ip_rules WHERE user_id = $1', [id]);
+      await writeIpRules(c, id, s);
+    });
+  }
+
+  async remove(id: number): Promise<void> {
+    await this.pool.query('DELETE FROM users WHERE id = $1', [id]);
+  }
+
+  async setPasswordHash(id: number, hash: string | null): Promise<void> {
+    await this.pool.query('UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3', [hash, Date.now(), id]);
+  }
+
+  async recordLogin(id: number): Promise<void> {
+    await this.pool.query('UPDATE users SET last_login_at = $1 WHERE id = $2', [Date.now(), id]);
+  }
+
+  async usage(userId: number): Promise<{ bytes: number; files: number }> {
+    const { rows } = await this.pool.query<{ bytes: number; files: number }>(
+      'SELECT used_bytes AS bytes, used_files AS files FROM users WHERE id = $1', [userId]);
+    return rows[0] ?? { bytes: 0, files: 0 };
+  }
+
+  async addUsage(userId: number, bytes: number, files: number): Promise<void> {
+    // One UPDATE: PostgreSQL re-reads the row it waited for, so concurrent additions from any node all count.
+    await this.pool.query(`UPDATE users SET used_bytes = GREATEST(0, used_bytes + $1), used_files = GREATEST(0, used_files + $2)
+      WHERE id = $3`, [bytes, files, userId]);
+  }
+
+  async setUsage(userId: number, bytes: number, files: number): Promise<void> {
+    await this.pool.query('UPDATE users SET used_bytes = $1, used_files = $2 WHERE id = $3', [bytes, files, userId]);
+  }
+
+  async setDirPermissions(userId: number, path: string, permissions: Permission[] | null): Promise<boolean> {
+    if (permissions === null) {
+      const r = await this.pool.query('DELETE FROM user_dir_permissions WHERE user_id = $1 AND path = $2', [userId, path]);
+      return (r.rowCount ?? 0) > 0;
+    }
+    await this.pool.query(`INSERT INTO user_dir_permissions (user_id, path, permissions) VALUES ($1, $2, $3)
+      ON CONFLICT (user_id, path) DO UPDATE SET permissions = excluded.permissions`, [userId, path, permissions.join(',')]);
+    return true;
+  }
+
+  async keys(userId: number): Promise<PublicKeyRecord[]> {
+    const { rows } = await this.pool.query<KeyRow>('SELECT * FROM user_keys WHERE user_id = $1 ORDER BY id', [userId]);
+    return rows.map((r) => ({
+      id: r.id,
+      algorithm: r.algorithm,
+      blob: r.public_key,
+      fingerprint: r.fingerprint,
+      comment: r.comment,
+      createdAt: new Date(r.created_at),
+    }));
+  }
+
+  async addKey(userId: number, key: NewKey): Promise<void> {
+    try {
+      await insertKey(this.pool, userId, key, Date.now());
+    } catch (err) {
+      if (uniqueViolation(err)) throw new StoreConflict(`the user has the key ${key.fingerprint} already`);
+      throw err;
+    }
+  }
+
+  async removeKey(userId: number, fingerprint: string): Promise<boolean> {
+    const r = await this.pool.query('DELETE FROM user_keys WHERE user_id = $1 AND fingerprint = $2', [userId, fingerprint]);
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  private async one(db: pg.Pool | pg.PoolClient, sql: string, values: unknown[]): Promise<UserRecord | null> {
+    const { rows } = await db.query<UserRow>(sql, values);
+    return rows[0] ? hydrate(rows[0]) : null;
+  }
+}
+
+/** The values of COLUMNS. */
+function settings(s: UserSettings): unknown[] {
+  return [s.home, s.enabled, s.expiresAt?.getTime() ?? null, s.protocols.join(','), s.requireTls, s.requireKey,
+    s.permissions.join(','), s.quotaBytes, s.quotaFiles, s.rateUp, s.rateDown, s.scan];
+}
+
+async function writeIpRules(c: pg.PoolClient, userId: number, s: UserSettings): Promise<void> {
+  const rules = [...s.allowIps.map((cidr) => ['allow', cidr]), ...s.denyIps.map((cidr) => ['deny', cidr])];
+  if (rules.length === 0) return;
+  // The same address listed twice is one rule, as SQLite's INSERT OR IGNORE makes it.
+  await c.query(`INSERT INTO user_ip_rules (user_id, kind, cidr)
+    SELECT $1, kind, cidr FROM unnest($2::text[], $3::text[]) AS t (kind, cidr) ON CONFLICT DO NOTHING`,
+  [userId, rules.map((r) => r[0]), rules.map((r) => r[1])]);
+}
+
+function insertKey(db: pg.Pool | pg.PoolClient, userId: number, k: NewKey, now: number) {
+  return db.query(`INSERT INTO user_keys (user_id, algorithm, public_key, fingerprint, comment, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6)`, [userId, k.algorithm, k.blob, k.fingerprint, k.comment, now]);
+}
+
+function hydrate(r: UserRow): UserRecord {
+  return {
+    id: r.id,
+    name: r.name,
+    passwordHash: r.password_hash,
+    home: r.home,
+    enabled: r.enabled,
+    expiresAt: r.expires_at === null ? null : new Date(r.expires_at),
+    protocols: list(r.protocols) as Protocol[],
+    requireTls: r.require_tls,
+    requireKey: r.require_key,
+    permissions: list(r.permissions) as Permission[],
+    quotaBytes: r.quota_bytes,
+    quotaFiles: r.quota_files,
+    rateUp: r.rate_up,
+    rateDown: r.rate_down,
+    scan: r.scan,
+    usedBytes: r.used_bytes,
+    usedFiles: r.used_files,
+    createdAt: new Date(r.created_at),
+    updatedAt: new Date(r.updated_at),
+    lastLoginAt: r.last_login_at === null ? null : new Date(r.last_login_at),
+    allowIps: r.ip_rules.filter((x) => x.kind === 'allow').map((x) => x.cidr),
+    denyIps: r.ip_rules.filter((x) => x.kind === 'deny').map((x) => x.cidr),
+    dirPermissions: r.dirs.map((d) => ({ path: d.path, permissions: list(d.permissions) as Permission[] })),
+  };
+}

@@ -1,0 +1,33 @@
+import type Database from 'better-sqlite3';
+import type { Store } from '../store.js';
+import { SqliteAdminTokens } from './admin-tokens.js';
+import { SqliteBans } from './bans.js';
+import { openDatabase } from './db.js';
+import { SqliteUsers } from './users.js';
+
+/** The embedded store: one SQLite file in this machine's data directory. */
+export class SqliteStore implements Store {
+  readonly kind = 'sqlite';
+  readonly users: SqliteUsers;
+  readonly bans: SqliteBans;
+  readonly tokens: SqliteAdminTokens;
+
+  constructor(private readonly db: Database.Database) {
+    this.users = new SqliteUsers(db);
+    this.bans = new SqliteBans(db);
+    this.tokens = new SqliteAdminTokens(db);
+  }
+
+  async ping(): Promise<void> {
+    this.db.prepare('SELECT 1').get();
+  }
+
+  async close(): Promise<void> {
+    this.db.close();
+  }
+}
+
+/** Open (creating and migrating) the SQLite store at `file`. */
+export function openSqliteStore(file: string): SqliteStore {
+  return new SqliteStore(openDatabase(file));
+}
