@@ -67,16 +67,22 @@ interface OpenRow {
  * out locally; it asks the database only when the lease runs out, and then
  * for a little more. A grant is one conditional UPDATE of the user's row, so
  * the nodes' holds and what is used never pass the quota together, however
- * many nodes ask at once. What ends moves from the hold to used in one
- * statement, which no transfer waits for; the statements of one user run in
- * the order they were made.
+ * many nodes ask at once. What ends moves from the hold to used, which no
+ * transfer waits for: the settles that come while one statement runs go
+ * together in the next, so a user's many small uploads cost few statements.
+ *
+ * Settles, opens and drops of one user run in the order they were made (a
+ * drop must not take a later ledger's hold). Grants need no place in that
+ * order: a settle leaves used + held as it was, and holds only add up.
  *
  * Node ids must be unique: a node's holds are found, and at its start
  * dropped, by its id.
  */
 export class PostgresQuota implements QuotaRooms {
-  /** The tail of each user's statements. */
+  /** The tail of each user's ordered statements. */
   private readonly queues = new Map<number, Promise<void>>();
+  /** Settles not yet sent, summed per user: [used bytes, used files, held bytes, held files]. */
+  private readonly pending = new Map<number, number[]>();
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -119,8 +125,8 @@ export class PostgresQuota implements QuotaRooms {
     };
     // Unlimited: nothing is held, so nothing moves in or out of a hold.
     const only = (u: Usage): Usage => ({ bytes: limited.bytes ? u.bytes : 0, files: limited.files ? u.files : 0 });
-    const grant = (room: Usage): Promise<boolean> =>
-      this.run(id, async () => (await this.pool.query(GRANT, [this.nodeId, id, room.bytes, room.files])).rowCount === 1);
+    const grant = async (room: Usage): Promise<boolean> =>
+      (await this.pool.query(GRANT, [this.nodeId, id, room.bytes, room.files])).rowCount === 1;
     return {
       used: { bytes: row?.used_bytes ?? 0, files: row?.used_files ?? 0 },
       room: { bytes: row?.held_bytes ?? 0, files: row?.held_files ?? 0 },
@@ -142,17 +148,27 @@ export class PostgresQuota implements QuotaRooms {
         const m = only(moved);
         const hold = { bytes: -m.bytes - back.bytes, files: -m.files - back.files };
         if (delta.bytes !== 0 || delta.files !== 0 || hold.bytes !== 0 || hold.files !== 0) {
-          this.later(id, SETTLE, [this.nodeId, id, delta.bytes, delta.files, hold.bytes, hold.files]);
+          this.settleLater(id, [delta.bytes, delta.files, hold.bytes, hold.files]);
         }
         return back;
       },
-      close: () => this.later(id, DROP, [this.nodeId, id]),
+      close: () => void this.run(id, async () => void (await this.pool.query(DROP, [this.nodeId, id]))).catch(this.onError),
     };
   }
 
-  /** A statement nothing waits for, in its user's order. */
-  private later(userId: number, sql: string, params: unknown[]): void {
-    this.run(userId, async () => void (await this.pool.query(sql, params))).catch(this.onError);
+  /** Added to the user's next settle statement, made now unless one is waiting its turn. */
+  private settleLater(userId: number, change: number[]): void {
+    const waiting = this.pending.get(userId);
+    if (waiting) {
+      change.forEach((n, i) => (waiting[i] = (waiting[i] ?? 0) + n));
+      return;
+    }
+    this.pending.set(userId, change);
+    this.run(userId, async () => {
+      const sum = this.pending.get(userId) ?? [];
+      this.pending.delete(userId);
+      await this.pool.query(SETTLE, [this.nodeId, userId, ...sum]);
+    }).catch(this.onError);
   }
 
   /** Run `op` after every statement of the user made before it. */
