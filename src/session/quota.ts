@@ -45,33 +45,26 @@ export interface QuotaRoom {
   close(): void;
 }
 
-/** The persisted counters of one process's store (sync: SQLite as it is; async: the Store interface). */
+/** The persisted counters of a store in this process, answered at once (SQLite). */
 export interface UsageCounters {
-  usage(userId: number): Usage | Promise<Usage>;
-  addUsage(userId: number, bytes: number, files: number): void | Promise<void>;
+  usage(userId: number): Usage;
+  addUsage(userId: number, bytes: number, files: number): void;
 }
 
 const NOTHING: Usage = { bytes: 0, files: 0 };
 
 /** One node: the room is the quota less what is used, and the store's counters are its own. */
 export class LocalRooms implements QuotaRooms {
-  constructor(
-    private readonly store: UsageCounters,
-    /** Where an asynchronous store's failure to count goes (a synchronous one throws to the caller). */
-    private readonly onError?: (err: unknown) => void,
-  ) {}
+  constructor(private readonly store: UsageCounters) {}
 
   async open(account: Account): Promise<QuotaRoom> {
-    const used = await this.store.usage(account.id);
+    const used = this.store.usage(account.id);
     return {
       used,
       room: { bytes: account.quotaBytes - used.bytes, files: account.quotaFiles - used.files },
       grow: null,
       settle: (delta) => {
-        if (delta.bytes !== 0 || delta.files !== 0) {
-          const done = this.store.addUsage(account.id, delta.bytes, delta.files);
-          if (done && this.onError) done.catch(this.onError);
-        }
+        if (delta.bytes !== 0 || delta.files !== 0) this.store.addUsage(account.id, delta.bytes, delta.files);
         return NOTHING;
       },
       close: () => undefined,
@@ -123,6 +116,7 @@ export class QuotaLedger {
     this.room = { ...source.room };
   }
 
+  /** Several nodes: what was used when the ledger opened, with this node's changes since. */
   get usage(): Usage {
     return { ...this.used };
   }

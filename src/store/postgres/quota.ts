@@ -73,7 +73,10 @@ interface OpenRow {
  *
  * Settles, opens and drops of one user run in the order they were made (a
  * drop must not take a later ledger's hold). Grants need no place in that
- * order: a settle leaves used + held as it was, and holds only add up.
+ * order: a settle leaves used + held as it was or lowers it, and changes to
+ * a hold add up in any order. (A grant still under way when its ledger is
+ * dropped lands after the drop: the user's next ledger on this node takes
+ * that hold over if it opens later, and its own drop removes it otherwise.)
  *
  * Node ids must be unique: a node's holds are found, and at its start
  * dropped, by its id.
