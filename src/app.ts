@@ -102,7 +102,7 @@ export async function openAdmin(config: Config): Promise<AdminServices> {
 }
 
 /** The coordinator's state, on the store `base` opened: the audit trail is written here and nowhere else. */
-export function openCoordination(base: AdminServices): Coordination {
+export async function openCoordination(base: AdminServices): Promise<Coordination> {
   const { config } = base;
   const { audit: settings } = config;
   const metrics = new ServerMetrics(() => base.bans.activeCount());
@@ -238,7 +238,7 @@ function hostPort(text: string): { host: string; port: number } {
 /** One process keeping everything itself (workers: 1, and the tests of the shared layer). */
 export async function openServices(config: Config): Promise<Services & Pick<Coordination, 'auditLog'>> {
   const base = await openAdmin(config);
-  const coordination = openCoordination(base);
+  const coordination = await openCoordination(base);
   const services = servicesOn(base, coordination.coordinator);
   return {
     ...services,

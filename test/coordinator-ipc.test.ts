@@ -47,7 +47,7 @@ function primaryOnTempStore(): { dir: string; primary: () => Coordination } {
   let coordination: Coordination;
   before(async () => {
     base = await openAdmin(loadConfig({ env: { SLUICE_LOG_LEVEL: 'silent' }, cwd: dir }));
-    coordination = openCoordination(base);
+    coordination = await openCoordination(base);
   });
   after(async () => {
     await coordination.close();

@@ -57,7 +57,7 @@ before(async () => {
   });
   await ensureKeys(config.certsDir);
   base = await openAdmin(config);
-  coordination = openCoordination(base);
+  coordination = await openCoordination(base);
   services = servicesOn(base, coordination.coordinator);
   coordination.sessions.join(services.live);
   for (const name of ['alice', 'bob']) await base.admin.add({ name, password: PASSWORD, keys: [] });

@@ -172,7 +172,9 @@ export class Authenticator {
 
   /** Every good login ends here: stored, audited, counted. */
   private async loggedIn(req: AuthRequest, user: UserRecord, event: Extract<AuditEvent, { event: 'login' }>): Promise<Account> {
-    await this.users.recordLogin(user.id);
+    // Bookkeeping only, after the session slot was taken: a store that fails here must not
+    // fail a login already decided (the slot would be held by a login that never was).
+    await this.users.recordLogin(user.id).catch(() => undefined);
     this.audit?.record(this.actor(req, user), event);
     this.metrics.count({ m: 'login', protocol: req.protocol, result: 'ok', reason: '' });
     return toAccount(user);

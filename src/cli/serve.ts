@@ -51,14 +51,31 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
   await createKeys(config, out);
   const base = await openAdmin(config);
   try {
+    return await serveOn(base, stopped, out);
+  } finally {
+    // Also when starting failed: an open PostgreSQL pool would keep the process alive.
+    await base.close();
+  }
+}
+
+async function serveOn(base: AdminServices, stopped: Promise<string>, out: (s: string) => void): Promise<number> {
+  const { config } = base;
+  try {
     await provisionAnonymous(base.users, config.ftp.anonymous);
   } catch (err) {
     out(`${(err as Error).message}\n`);
-    await base.close();
     return 1;
   }
-  const coordination = openCoordination(base);
-  const { log } = base;
+  const coordination = await openCoordination(base);
+  try {
+    return await serveWith(base, coordination, stopped, out);
+  } finally {
+    await coordination.close();
+  }
+}
+
+async function serveWith(base: AdminServices, coordination: Coordination, stopped: Promise<string>, out: (s: string) => void): Promise<number> {
+  const { config, log } = base;
   checkDescriptorLimit(config.limits.maxSessions, log);
   if ((await base.users.count()) === 0) {
     out(
@@ -78,8 +95,6 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
     admin = await startAdmin(base, coordination, log);
   } catch (err) {
     log.fatal({ err }, 'could not start the admin API');
-    await coordination.close();
-    await base.close();
     return 1;
   }
   const workers = workerCount(config.workers);
@@ -89,8 +104,6 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
       ? await serveHere(servicesOn(base, coordination.coordinator), coordination, stopped, log)
       : await superviseWorkers(workers, config, coordination, stopped, log);
   await admin?.close();
-  await coordination.close();
-  await base.close();
   return code;
 }
 

@@ -462,12 +462,17 @@ export class SftpFrontEnd {
         await served?.done;
       },
     };
+    // The client may close the channel while its session opens: that 'close' comes before
+    // the channel's server listens, and a session opened for it is closed at once.
+    let gone = false;
+    channel.once('close', () => (gone = true));
     const open = async (): Promise<Session | null> => {
       if (!(await this.services.authenticator.stillAllowed(account))) return null;
       return state.guest.enter(() => Session.open(account, where, this.services.sessionDeps, connection));
     };
     void open().then(
       (s) => {
+        if (s && gone) return void this.closeUnserved(s);
         if (!s) {
           state.log.warn({ user: account.name }, 'account disabled, removed or expired since the login: connection closed');
           channel.close();
@@ -486,6 +491,12 @@ export class SftpFrontEnd {
         if (!state.guest.loggedIn) client.end();
       },
     );
+  }
+
+  private closeUnserved(session: Session): void {
+    const done = session.close();
+    this.running.add(done);
+    void done.finally(() => this.running.delete(done));
   }
 
   /** New connections are refused (the port closes); live ones go on. */

@@ -149,9 +149,9 @@ export class UserAdmin {
     try {
       return await this.store.create(u.name, hash, settings, u.keys);
     } catch (err) {
-      if (createdHome) rmSync(home, { recursive: true, force: true });
-      // Another administrator (or node) added the same name since the check above.
+      // Another administrator (or node) added the same name since the check above: the home is theirs now.
       if (err instanceof StoreConflict) throw new AdminError(`user "${u.name}" already exists`);
+      if (createdHome) rmSync(home, { recursive: true, force: true });
       throw new AdminError(`could not add user: ${(err as Error).message}`);
     }
   }
