@@ -1,0 +1,44 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, it } from 'node:test';
+import { openAdmin, openCoordination, type AdminServices, type Coordination } from '../src/app.js';
+import { loadConfig } from '../src/config/load.js';
+import { WorkerLink } from '../src/coordinator/ipc-server.js';
+
+/*
+ * A ledger opens asynchronously (its user's usage may come from the
+ * database), so a worker can die between asking for one and getting it. The
+ * primary's real coordination on a store in a temp directory.
+ */
+const dir = mkdtempSync(join(tmpdir(), 'sluice-ledger-gone-'));
+let base: AdminServices;
+let coordination: Coordination;
+before(async () => {
+  base = await openAdmin(loadConfig({ env: { SLUICE_LOG_LEVEL: 'silent' }, cwd: dir }));
+  coordination = await openCoordination(base);
+});
+after(async () => {
+  await coordination.close();
+  await base.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+it('a ledger asked for by a worker that dies before the answer is closed, not kept for ever', async () => {
+  const user = await base.users.create('dora', null, {
+    home: dir, enabled: true, expiresAt: null, protocols: ['sftp'], requireTls: false, requireKey: false, permissions: ['list'],
+    quotaBytes: 1000, quotaFiles: 10, rateUp: null, rateDown: null, scan: null, allowIps: [], denyIps: [],
+  });
+  const link = new WorkerLink(1, coordination.coordinator, coordination.quotas, () => undefined);
+  link.handle({ t: 'ask', id: 1, op: 'ledger', account: { id: user.id, quotaBytes: 1000, quotaFiles: 10 } });
+  link.workerGone('killed', null);
+  // Wait for the open the dead worker started to finish.
+  await new Promise((r) => setImmediate(r));
+  // A recount since: a ledger made now reads it, one the dead worker still held would not.
+  await base.users.setUsage(user.id, 500, 5);
+  const account = { id: user.id, name: 'dora', home: dir, quotaBytes: 1000, quotaFiles: 10, rateUp: null, rateDown: null, scan: null, permissions: { root: new Set(), dirs: new Map() } } as const;
+  const ledger = await coordination.quotas.acquire(account);
+  assert.deepEqual(await ledger.usage(), { bytes: 500, files: 5 });
+  ledger.release();
+});
