@@ -209,6 +209,19 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     assert.deepEqual(rows, [{ address: '192.0.2.2', times: [String(later)] }]);
   });
 
+  it('a flood of addresses within the window is cut to the newest 100 000 at the next prune', async () => {
+    const [a] = await database(1);
+    const now = 10_000_000;
+    // 100 010 addresses offending within the window, each at its own time.
+    await a!.query(`INSERT INTO offences (address, times, last_at)
+      SELECT '10.' || (i / 65536) || '.' || (i / 256 % 256) || '.' || (i % 256), ARRAY[$1 + i], $1 + i
+      FROM generate_series(1, 100010) AS i`, [now]);
+    assert.equal(await new PostgresFailureTally(a!).add('192.0.2.9', now + 200_000, now - 600_000), 1);
+    const { rows } = await a!.query('SELECT COUNT(*)::int AS n, MIN(last_at)::bigint AS oldest FROM offences');
+    assert.equal(rows[0].n, 100_000);
+    assert.equal(Number(rows[0].oldest), now + 12, 'the oldest eleven went (and room for the new one)');
+  });
+
   it('sessions per user: concurrent claims on two nodes never pass the limit, a release frees a slot', async () => {
     const [a, b] = await database(2);
     const nodes = [await PostgresUserSessions.start(a!, 'node-a'), await PostgresUserSessions.start(b!, 'node-b')];

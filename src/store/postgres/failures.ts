@@ -3,7 +3,13 @@ import type { FailureTally } from '../../coordinator/shared-state.js';
 
 /** The highest defender.threshold the configuration allows: an address never needs more times kept. */
 const MAX_KEPT = 1000;
-/** Rows whose last offence left the window are deleted at most this often, by each node. */
+/**
+ * Addresses kept at most, as in one node's memory (security/failure-tally.ts):
+ * past it those whose last offence is oldest are forgotten, so a flood from
+ * many addresses cannot grow the table without bound within one window.
+ */
+const MAX_TRACKED = 100_000;
+/** Rows whose last offence left the window, and those past MAX_TRACKED, are deleted at most this often by each node. */
 const PRUNE_EVERY_MS = 60_000;
 
 /**
@@ -12,6 +18,10 @@ const PRUNE_EVERY_MS = 60_000;
  * (five on two nodes reach five). The times before the window are dropped
  * as each one is added.
  */
+const PRUNE = `
+  DELETE FROM offences WHERE last_at <= $1
+    OR last_at < (SELECT last_at FROM offences ORDER BY last_at DESC OFFSET $2 LIMIT 1)`;
+
 const ADD = `
   INSERT INTO offences (address, times, last_at) VALUES ($1, ARRAY[$2::bigint], $2)
   ON CONFLICT (address) DO UPDATE SET
@@ -29,8 +39,8 @@ export class PostgresFailureTally implements FailureTally {
     const { rows } = await this.pool.query<{ n: number }>(ADD, [ip, now, since, MAX_KEPT - 1]);
     if (now >= this.pruneAfter) {
       this.pruneAfter = now + PRUNE_EVERY_MS;
-      // Addresses that stopped offending: the table holds only the window's.
-      await this.pool.query('DELETE FROM offences WHERE last_at <= $1', [since]);
+      // Addresses that stopped offending: the table holds only the window's, and at most MAX_TRACKED.
+      await this.pool.query(PRUNE, [since, MAX_TRACKED - 1]);
     }
     return rows[0]?.n ?? 1;
   }
