@@ -24,7 +24,7 @@ import { UploadReceipts } from './session/checksum.js';
 import { LiveRegistry } from './session/live.js';
 import type { UploadScanning } from './session/scanning.js';
 import { HandleBook } from './session/open-handles.js';
-import { QuotaBook } from './session/quota.js';
+import { LocalRooms, QuotaBook, type QuotaRooms } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
 import type { InFlightUploads, SessionDeps } from './session/session.js';
 import { openLocalStorage } from './session/storage/local.js';
@@ -132,10 +132,12 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   const audit = trail && throttle ? { record: throttle.record.bind(throttle), system: trail.system.bind(trail) } : null;
   const { limits } = config;
   const registry = new ConnectionRegistry(limits.maxSessions, limits.maxSessionsPerIp, limits.maxSessionsPerUser);
-  const { tally, quotas } = sharedState(base.store);
-  const defender = new Defender(banCheck(base), tally, config.defender, audit, base.log.child({ part: 'defender' }));
+  const shared = await base.store.shared(config.nodeId, (err) => base.log.error({ err }, 'shared store: a count was not written'));
+  const counts = shared ?? localCounts(base.store);
+  const quotas = new QuotaBook(counts.quota);
+  const defender = new Defender(banCheck(base), counts.failures, config.defender, audit, base.log.child({ part: 'defender' }));
   return {
-    coordinator: new LocalCoordinator(registry, defender, quotas, audit, metrics),
+    coordinator: new LocalCoordinator(registry, shared?.userSessions ?? null, defender, quotas, audit, metrics),
     auditLog,
     quotas,
     metrics,
@@ -146,6 +148,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
       stopSampling();
       throttle?.flush();
       await hooks?.drain(HOOK_DRAIN_MS);
+      await shared?.stop().catch((err: unknown) => base.log.error({ err }, 'shared store: leases and session counts not given back'));
       await auditLog?.close();
     },
   };
@@ -168,12 +171,12 @@ function teeTrail(auditLog: AuditLog | null, hooks: Hooks | null): AuditTrail | 
 }
 
 /**
- * What one node counts in its own memory when it alone uses the store
- * (SQLite), and what every node counts in the shared database otherwise.
+ * What a node alone on its store counts in its own memory: offences, and
+ * quota room settled into the store's counters, which answer at once.
  */
-function sharedState(store: Store): { tally: FailureTally; quotas: QuotaBook } {
-  if (store instanceof SqliteStore) return { tally: new MemoryFailureTally(), quotas: new QuotaBook(store.users.counters) };
-  throw new Error(`the ${store.kind} store cannot coordinate nodes yet`);
+function localCounts(store: Store): { failures: FailureTally; quota: QuotaRooms } {
+  if (!(store instanceof SqliteStore)) throw new Error(`the ${store.kind} store shares no counts and has no local counters`);
+  return { failures: new MemoryFailureTally(), quota: new LocalRooms(store.users.counters) };
 }
 
 function banCheck(base: AdminServices): BanCheck {

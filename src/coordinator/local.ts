@@ -3,6 +3,7 @@ import type { ServerMetricsSink } from '../metrics/events.js';
 import type { Ledgers } from '../session/quota.js';
 import type { ConnectionRegistry } from '../session/registry.js';
 import type { AuditTrail, Coordinator, Offence, Release, Scorer } from './coordinator.js';
+import type { UserSessionCounts } from './shared-state.js';
 
 /**
  * The coordinator of one process: the state is here, so every answer is
@@ -12,6 +13,8 @@ import type { AuditTrail, Coordinator, Offence, Release, Scorer } from './coordi
 export class LocalCoordinator implements Coordinator {
   constructor(
     private readonly registry: ConnectionRegistry,
+    /** Sessions per user counted with the other nodes' (a shared store); null: in the registry. */
+    private readonly userSessions: UserSessionCounts | null,
     private readonly defender: Scorer,
     readonly ledgers: Ledgers,
     readonly audit: AuditTrail | null,
@@ -23,7 +26,16 @@ export class LocalCoordinator implements Coordinator {
   }
 
   async claimUser(user: string, max?: number): Promise<Release | null> {
-    return this.registry.tryAcquireUser(user, max);
+    const shared = this.userSessions;
+    if (!shared) return this.registry.tryAcquireUser(user, max);
+    if (!(await shared.claim(user, max ?? this.registry.maxPerUser))) return null;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      // Not waited on: a count the database missed is taken out when this node next starts.
+      void shared.release(user).catch(() => undefined);
+    };
   }
 
   /** Wider than Coordinator's: the admin API, which runs only beside this coordinator, scores too. */

@@ -13,7 +13,7 @@ export class ConnectionRegistry {
     private readonly maxTotal: number,
     private readonly maxPerIp: number,
     /** 0: no limit. */
-    private readonly maxPerUser = 0,
+    readonly maxPerUser = 0,
   ) {}
 
   /** A release function, or null when a limit is reached. */

@@ -1,3 +1,5 @@
+import type { FailureTally, UserSessionCounts } from '../coordinator/shared-state.js';
+import type { QuotaRooms } from '../session/quota.js';
 import type { AdminTokenRecord, BanRecord, NewKey, PublicKeyRecord, UserRecord, UserSettings } from './records.js';
 
 export type { AdminTokenRecord, BanRecord, NewKey, PublicKeyRecord, UserRecord, UserSettings };
@@ -14,9 +16,29 @@ export interface Store {
   readonly users: UserRepository;
   readonly bans: BanRepository;
   readonly tokens: AdminTokenRepository;
+  /**
+   * What the nodes sharing this store count together, as node `nodeId`'s
+   * part of it (a node id is unique; what a node held when it last stopped
+   * or died is given back first). null: the store is one node's (SQLite),
+   * which counts in its own memory. `onError`: a write no one waits for
+   * failed.
+   */
+  shared(nodeId: string, onError: (err: unknown) => void): Promise<SharedCounts | null>;
   /** Answers a trivial query (for /readyz); rejects when the database does not. */
   ping(): Promise<void>;
   close(): Promise<void>;
+}
+
+/** One node's part of the counts several nodes keep in their shared store. */
+export interface SharedCounts {
+  /** The defender's offences per address, every node's. */
+  readonly failures: FailureTally;
+  /** Logged-in sessions per user, every node's. */
+  readonly userSessions: UserSessionCounts;
+  /** Each user's quota, of which this node holds leases. */
+  readonly quota: QuotaRooms;
+  /** A clean stop: this node's leases and session counts go back. */
+  stop(): Promise<void>;
 }
 
 /** A name or key that exists already: both databases' unique constraints, as one error. */

@@ -5,6 +5,9 @@ import { PostgresAdminTokens } from './admin-tokens.js';
 import { PostgresBans } from './bans.js';
 import { clientConfig, describeUrl } from './connection.js';
 import { migrate } from './migrate.js';
+import { PostgresFailureTally } from './failures.js';
+import { PostgresQuota } from './quota.js';
+import { PostgresUserSessions } from './user-sessions.js';
 import { PostgresUsers } from './users.js';
 
 export interface PostgresStoreOptions {
@@ -49,6 +52,17 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
     users: new PostgresUsers(pool),
     bans,
     tokens: new PostgresAdminTokens(pool),
+    async shared(nodeId, onError) {
+      const [quota, userSessions] = await Promise.all([PostgresQuota.start(pool, nodeId, onError), PostgresUserSessions.start(pool, nodeId)]);
+      return {
+        failures: new PostgresFailureTally(pool),
+        userSessions,
+        quota,
+        stop: async () => {
+          await Promise.all([quota.stop(), userSessions.stop()]);
+        },
+      };
+    },
     async ping() {
       await pool.query('SELECT 1');
     },

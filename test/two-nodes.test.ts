@@ -1,0 +1,215 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { sluice } from './helpers/cli.js';
+import { HaProxy, haproxyMissing } from './helpers/haproxy.js';
+import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
+import { freePorts, TestServer } from './helpers/server.js';
+import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+
+/*
+ * Two sluice nodes on one real PostgreSQL and one homes directory, behind a
+ * real HAProxy balancing SFTP round robin with PROXY v2 from 127.0.0.1 (the
+ * trusted proxy). Clients reach the balancer on 127.0.0.5, or a node itself
+ * from another loopback address (served directly: proxyProtocol optional).
+ */
+const BALANCER = '127.0.0.5';
+const skip = postgresMissing() ?? haproxyMissing();
+if (skip) console.log(`# ${skip}`);
+
+type Sftp = Awaited<ReturnType<typeof sftpOf>>;
+
+async function withSftp<T>(port: number, host: string, from: string, user: string, password: string, fn: (s: Sftp) => Promise<T>): Promise<T> {
+  const conn = await sshConnect({ port, host, localAddress: from, username: user, password });
+  try {
+    return await fn(await sftpOf(conn));
+  } finally {
+    conn.end();
+  }
+}
+
+/**
+ * Write `data` to `path` over SFTP, once `go` resolves (so that uploads
+ * opened on several connections write at the same time); resolves to 'ok'
+ * or the server's message.
+ */
+async function put(s: Sftp, path: string, data: Buffer, go: Promise<void> = Promise.resolve()): Promise<string> {
+  try {
+    const handle = await call<Buffer>((cb) => s.open(path, 'w', cb));
+    await go;
+    await call((cb) => s.write(handle, data, 0, data.length, 0, cb));
+    await call((cb) => s.close(handle, cb));
+    return 'ok';
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+/** Does a connection from `from` to `port` get an SSH banner (true) or get closed first (false)? */
+function greeted(host: string, port: number, from: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port, localAddress: from });
+    let text = '';
+    socket.on('data', (d: Buffer) => {
+      text += d.toString();
+      if (text.includes('SSH-2.0')) {
+        socket.destroy();
+        resolve(true);
+      }
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => resolve(text.includes('SSH-2.0')));
+    setTimeout(() => socket.destroy(), 3000);
+  });
+}
+
+async function until(ms: number, probe: () => Promise<boolean>): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await probe()) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The files under their own names in `dir`, with their sizes (not the hidden temporaries of uploads in progress or being removed). */
+function filesUnder(dir: string): { name: string; size: number }[] {
+  return readdirSync(dir)
+    .filter((name) => !name.startsWith('.sluice-upload-'))
+    .map((name) => ({ name, size: statSync(join(dir, name)).size }));
+}
+
+describe('two nodes on one PostgreSQL behind HAProxy', { skip: skip ?? false, timeout: 240_000 }, () => {
+  let db: TestPostgres;
+  let a: TestServer;
+  let b: TestServer;
+  let ha: HaProxy;
+  let sftpFront = 0;
+  const shared = mkdtempSync(join(tmpdir(), 'sluice-nodes-'));
+  const homes = join(shared, 'homes');
+  const certs = join(shared, 'certs');
+  const env = (node: string, store: string) => ({
+    SLUICE_STORE_URL: store,
+    SLUICE_NODE_ID: node,
+    // One balancer, one host key: both nodes present the same (README "Running several nodes").
+    SLUICE_CERTS_DIR: certs,
+    SLUICE_TRUSTED_PROXIES: '127.0.0.1',
+    SLUICE_SFTP_PROXY_PROTOCOL: 'optional',
+    SLUICE_FTP_PROXY_PROTOCOL: 'optional',
+  });
+  const yaml = 'limits:\n  maxSessionsPerIp: 100\n  maxSessionsPerUser: 100\n';
+  const cli = (node: TestServer, args: string[], input?: string) => sluice(node.dir, args, input, node === a ? env('node-a', db.url) : env('node-b', db.url));
+
+  before(async () => {
+    mkdirSync(homes, { mode: 0o777 });
+    db = await startPostgres();
+    a = await TestServer.start({ env: env('node-a', db.url), yaml, users: [{ name: 'alice', password: 'alice-pw-123', args: ['--home', join(homes, 'alice')] }] });
+    b = await TestServer.start({ env: env('node-b', db.url), yaml });
+    [sftpFront] = (await freePorts(1)) as [number];
+    ha = await HaProxy.start(BALANCER, [{ name: 'sftp', listen: String(sftpFront), to: [a.sftpPort, b.sftpPort] }]);
+  });
+  after(async () => {
+    await ha?.stop();
+    await a?.stop();
+    await b?.stop();
+    await db?.stop();
+    rmSync(shared, { recursive: true, force: true });
+  });
+
+  it('a user added through node A logs in on node B', async () => {
+    const added = cli(a, ['user', 'add', 'carol', '--password-stdin', '--home', join(homes, 'carol')], 'carol-pw-123\n');
+    assert.equal(added.code, 0, added.stderr);
+    const listed = await withSftp(b.sftpPort, '127.0.0.1', '127.0.0.9', 'carol', 'carol-pw-123', (s) => call<unknown[]>((cb) => s.readdir('/', cb)));
+    assert.deepEqual(listed, []);
+    const logins = (await b.audit()).filter((r) => r.event === 'login' && r.user === 'carol');
+    assert.equal(logins.length, 1);
+    assert.equal(logins[0]?.node, 'node-b');
+  });
+
+  it('5 failed logins spread over both nodes ban the address on both within 1 s', async () => {
+    const from = '127.0.0.2';
+    for (let i = 0; i < 5; i++) {
+      await assert.rejects(sshConnect({ port: sftpFront, host: BALANCER, localAddress: from, username: 'alice', password: `wrong-${i}` }));
+    }
+    const failedOn = async (node: TestServer) => (await node.audit(0)).filter((r) => r.event === 'login-failed' && r.ip === from).length;
+    await new Promise((r) => setTimeout(r, 1200));
+    const [onA, onB] = [await failedOn(a), await failedOn(b)];
+    assert.ok(onA > 0 && onB > 0, `round robin spread the failures: ${onA} on A, ${onB} on B`);
+    assert.equal(onA + onB, 5);
+    // Each node itself refuses the address, whichever counted the fifth failure.
+    for (const node of [a, b]) assert.ok(await until(1000, async () => !(await greeted('127.0.0.1', node.sftpPort, from))), `banned on ${node === a ? 'A' : 'B'}`);
+    assert.equal(await greeted(BALANCER, sftpFront, from), false);
+    assert.equal(await greeted(BALANCER, sftpFront, from), false);
+    assert.equal(await greeted(BALANCER, sftpFront, '127.0.0.6'), true, 'another address is served');
+  });
+
+  it("30 concurrent uploads over both nodes keep exactly to the user's byte quota", async () => {
+    const added = cli(a, ['user', 'add', 'quota', '--password-stdin', '--home', join(homes, 'quota'), '--quota-bytes', '1000000'], 'quota-pw-123\n');
+    assert.equal(added.code, 0, added.stderr);
+    const size = 150_000;
+    // Every upload opens its file first; all write once all are open, so they are in flight together.
+    let opened = 0;
+    let allOpen: () => void = () => undefined;
+    const go = new Promise<void>((resolve) => (allOpen = resolve));
+    const results = await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        withSftp(sftpFront, BALANCER, '127.0.0.3', 'quota', 'quota-pw-123', async (s) => {
+          const started = put(s, `/f${i}`, Buffer.alloc(size, i), go);
+          if (++opened === 30) allOpen();
+          return started;
+        }).catch((e: Error) => {
+          // A login that failed must not keep the others waiting (it fails the test below).
+          if (++opened === 30) allOpen();
+          return `login: ${e.message}`;
+        }),
+      ),
+    );
+    const odd = results.filter((r) => r !== 'ok' && r !== 'Quota exceeded');
+    if (odd.length > 0) {
+      const failed = [...(await a.audit()), ...(await b.audit(0))].filter((r) => r.event === 'login-failed');
+      assert.fail(`${odd.join('; ')}; failed logins: ${JSON.stringify(failed)}`);
+    }
+    const stored = filesUnder(join(homes, 'quota'));
+    const onDisk = stored.reduce((n, f) => n + f.size, 0);
+    assert.ok(onDisk <= 1_000_000, `${onDisk} bytes on disk over a 1,000,000-byte quota`);
+    assert.equal(results.filter((r) => r === 'ok').length, stored.length, `${results.join(', ')}; on disk: ${stored.map((f) => f.name).join(' ')}`);
+    assert.ok(stored.length >= 5, `only ${stored.length} uploads landed: the quota has room for 6`);
+    assert.ok(stored.every((f) => f.size === size), 'no partial file under a final name');
+    const shown = JSON.parse(cli(b, ['user', 'show', 'quota', '--json']).stdout) as { usedBytes: number; usedFiles: number };
+    assert.deepEqual({ bytes: shown.usedBytes, files: shown.usedFiles }, { bytes: onDisk, files: stored.length });
+    const servedBy = async (node: TestServer) => (await node.audit(0)).filter((r) => r.event === 'upload' && r.user === 'quota').length;
+    await new Promise((r) => setTimeout(r, 1200));
+    assert.ok((await servedBy(a)) > 0 && (await servedBy(b)) > 0, 'both nodes took uploads');
+  });
+
+  it('a node killed mid-upload leaves no partial file under the final name; the other keeps serving', async () => {
+    const connA = await sshConnect({ port: a.sftpPort, localAddress: '127.0.0.4', username: 'alice', password: 'alice-pw-123' });
+    const sA = await sftpOf(connA);
+    connA.on('error', () => undefined);
+    const handle = await call<Buffer>((cb) => sA.open('/big.bin', 'w', cb));
+    await call((cb) => sA.write(handle, Buffer.alloc(1 << 20, 1), 0, 1 << 20, 0, cb));
+    await a.kill();
+    assert.ok(!readdirSync(join(homes, 'alice')).includes('big.bin'), 'the interrupted upload is not under its name');
+    const status = await withSftp(b.sftpPort, '127.0.0.1', '127.0.0.4', 'alice', 'alice-pw-123', (s) => put(s, '/after.bin', Buffer.alloc(4096, 2)));
+    assert.equal(status, 'ok');
+    assert.equal(statSync(join(homes, 'alice', 'after.bin')).size, 4096);
+  });
+
+  it("audit verify accepts both nodes' chains and query shows both in time order", async () => {
+    await b.terminate();
+    const logs = [join(a.dir, 'data', 'audit.log'), join(b.dir, 'data', 'audit.log')];
+    const verified = cli(b, ['audit', 'verify', ...logs]);
+    assert.equal(verified.code, 0, verified.stdout + verified.stderr);
+    assert.match(verified.stdout, /node-a/);
+    assert.match(verified.stdout, /node-b/);
+    const queried = cli(b, ['audit', 'query', '--json', ...logs.flatMap((f) => ['--file', f])]);
+    assert.equal(queried.code, 0, queried.stderr);
+    const records = queried.stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { time: string; node: string });
+    assert.deepEqual(new Set(records.map((r) => r.node)), new Set(['node-a', 'node-b']));
+    const times = records.map((r) => Date.parse(r.time));
+    assert.deepEqual(times, [...times].sort((x, y) => x - y));
+  });
+});
