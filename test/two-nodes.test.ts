@@ -107,7 +107,8 @@ describe('two nodes on one PostgreSQL behind HAProxy', { skip: skip ?? false, ti
     mkdirSync(homes, { mode: 0o777 });
     db = await startPostgres();
     a = await TestServer.start({ env: env('node-a', db.url), yaml, users: [{ name: 'alice', password: 'alice-pw-123', args: ['--home', join(homes, 'alice')] }] });
-    b = await TestServer.start({ env: env('node-b', db.url), yaml });
+    // One node of each kind: A serves in one process, B with a primary and two workers.
+    b = await TestServer.start({ env: { ...env('node-b', db.url), SLUICE_WORKERS: '2' }, yaml });
     [sftpFront] = (await freePorts(1)) as [number];
     ha = await HaProxy.start(BALANCER, [{ name: 'sftp', listen: String(sftpFront), to: [a.sftpPort, b.sftpPort] }]);
   });
