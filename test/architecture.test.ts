@@ -130,10 +130,11 @@ test('the shared layer imports no front-end, and no front-end imports the other 
   assert.deepEqual(offenders, []);
 });
 
-test('only store/ opens SQLite (others may name its types)', () => {
-  const offenders = files
-    .filter((file) => !name(file).startsWith('store/'))
-    .filter((file) => /^import\s+(?!type\s)[^;]*from\s*['"]better-sqlite3['"]/m.test(readFileSync(file, 'utf8')))
-    .map(name);
+test('only store/ opens a database: SQLite in store/sqlite/, PostgreSQL in store/postgres/ (others may name their types)', () => {
+  const opens = (driver: string) => (file: string) => new RegExp(`^import\\s+(?!type\\s)[^;]*from\\s*['"]${driver}['"]`, 'm').test(readFileSync(file, 'utf8'));
+  const offenders = [
+    ...files.filter((file) => !name(file).startsWith('store/sqlite/') && opens('better-sqlite3')(file)),
+    ...files.filter((file) => !name(file).startsWith('store/postgres/') && opens('pg')(file)),
+  ].map(name);
   assert.deepEqual(offenders, []);
 });

@@ -8,7 +8,6 @@ import { loadMigrations, migrationsDir } from '../src/store/migrations.js';
 import type { UserSettings } from '../src/store/records.js';
 import { openDatabase } from '../src/store/sqlite/db.js';
 import { migrate } from '../src/store/sqlite/migrate.js';
-import { StoreConflict } from '../src/store/store.js';
 import { SqliteUsers } from '../src/store/sqlite/users.js';
 
 const MIGRATIONS_DIR = migrationsDir('sqlite');
@@ -74,54 +73,5 @@ describe('migrations', () => {
     const file = join(dir, 'mode.db');
     openDatabase(file).close();
     assert.equal(statSync(file).mode & 0o777, 0o600);
-  });
-});
-
-describe('user store', () => {
-  const db = openDatabase(join(dir, 'users.db'));
-  const store = new SqliteUsers(db);
-  after(() => db.close());
-
-  it('creates, reads, updates and removes with rules, keys and overrides', async () => {
-    const u = await store.create('carol', 'hash', settings({ allowIps: ['10.0.0.0/8'], denyIps: ['10.1.0.0/16'] }), [
-      { algorithm: 'ssh-ed25519', blob: Buffer.from('k'), fingerprint: 'SHA256:x', comment: 'laptop' },
-    ]);
-    assert.equal(u.name, 'carol');
-    assert.deepEqual(u.allowIps, ['10.0.0.0/8']);
-    assert.deepEqual(u.denyIps, ['10.1.0.0/16']);
-    assert.equal((await store.keys(u.id))[0]?.comment, 'laptop');
-    await store.setDirPermissions(u.id, '/in', ['upload']);
-    await store.update(u.id, settings({ enabled: false, quotaBytes: 5, allowIps: [] }));
-    const v = (await store.get('carol'))!;
-    assert.equal(v.enabled, false);
-    assert.equal(v.quotaBytes, 5);
-    assert.deepEqual(v.allowIps, []);
-    assert.deepEqual(v.dirPermissions, [{ path: '/in', permissions: ['upload'] }]);
-    await store.remove(u.id);
-    assert.equal(await store.get('carol'), null);
-    assert.equal(db.prepare('SELECT COUNT(*) AS n FROM user_keys').get() && (db.prepare('SELECT COUNT(*) AS n FROM user_keys').get() as { n: number }).n, 0);
-  });
-
-  it('names are unique regardless of case', async () => {
-    await store.create('Dave', null, settings());
-    await assert.rejects(store.create('dave', null, settings()), StoreConflict);
-  });
-
-  it('a failed insert writes nothing (no half user)', async () => {
-    const before = await store.count();
-    const bad = [{ algorithm: 'a', blob: Buffer.from('1'), fingerprint: 'same', comment: '' },
-      { algorithm: 'a', blob: Buffer.from('2'), fingerprint: 'same', comment: '' }];
-    await assert.rejects(store.create('eve', null, settings(), bad), StoreConflict);
-    assert.equal(await store.count(), before);
-    assert.equal(await store.get('eve'), null);
-  });
-
-  it('keeps usage counters', async () => {
-    const u = await store.create('frank', null, settings());
-    await store.addUsage(u.id, 100, 2);
-    await store.addUsage(u.id, -30, -1);
-    assert.deepEqual(await store.usage(u.id), { bytes: 70, files: 1 });
-    await store.setUsage(u.id, 5, 9);
-    assert.deepEqual(await store.usage(u.id), { bytes: 5, files: 9 });
   });
 });
