@@ -1,4 +1,4 @@
-/** Medians of the measured runs, the table, and one line per goal of #13 and #14. */
+/** Medians of the measured runs, the table, and one line per goal of #13, #14 and #16. */
 import { AUDIT_OFF, fmt, SLUICE, type Measurement, type Roles, type Summary, type Target, type Workload } from './workload.js';
 
 const MiB = 1024 * 1024;
@@ -109,14 +109,14 @@ export function printTable(rows: { w: Workload; cells: Cell[] }[]): void {
 
 /** One line per goal; the number of goals not met. */
 export function printGoals(rows: { w: Workload; cells: Cell[] }[], skipped: Map<string, string>): number {
-  console.log('\nGoals of issues #13 and #14, judged on this run:');
+  console.log('\nGoals of issues #13, #14 and #16, judged on this run:');
   let notMet = 0;
   for (const { w, cells } of rows) {
     const r = roles(w, cells);
     for (const g of w.goals) {
       const v = g.judge(r);
       const lost = sluicesOf(w).find((name) => !r.byName[name]);
-      const why = lost ? `${lost} failed` : w.peer && !r.peer ? (skipped.get(w.peer) ?? `${w.peer} failed`) : 'not measured';
+      const why = lost ? (skipped.get(lost) ?? `${lost} failed`) : w.peer && !r.peer ? (skipped.get(w.peer) ?? `${w.peer} failed`) : 'not measured';
       if (v && !v.met) notMet++;
       const verdict = v ? (v.met ? 'met    ' : 'NOT met') : 'n/a    ';
       console.log(`  ${verdict}  ${w.name.padEnd(18)} ${g.text}: ${v ? v.figures : why}`);

@@ -85,12 +85,19 @@ async function main(): Promise<number> {
     targets.push(await startSluice({ name: AUDIT_OFF, config: { audit: { enabled: false } } }, `${key}.pub`));
   }
   // The sluices that workloads ask for by name (e.g. one worker, a worker per core), one of each.
-  const variants = new Map<string, Target>();
-  for (const options of opts.workloads.flatMap((w) => w.sluices ?? [])) {
-    if (!variants.has(options.name)) variants.set(options.name, await startSluice(options, `${key}.pub`));
-  }
   const peers = new Map<PeerName, Target>();
   const skipped = new Map<string, string>();
+  const variants = new Map<string, Target>();
+  for (const options of opts.workloads.flatMap((w) => w.sluices ?? [])) {
+    if (variants.has(options.name) || skipped.has(options.name)) continue;
+    // One that cannot start here (a PostgreSQL store without PostgreSQL) leaves its rows out, not the bench.
+    try {
+      variants.set(options.name, await startSluice(options, `${key}.pub`));
+    } catch (err) {
+      if (isInterrupted()) throw err;
+      skipped.set(options.name, (err as Error).message);
+    }
+  }
   const wanted = new Set(opts.workloads.flatMap((w) => (w.peer ? [w.peer] : [])));
   if (wanted.has('openssh')) {
     const t = await startOpenSsh(work, readFileSync(`${key}.pub`, 'utf8'));
@@ -105,7 +112,7 @@ async function main(): Promise<number> {
   for (const [peer, why] of skipped) console.log(`skipped ${peer}: ${why}`);
 
   const targetsOf = (w: Workload) => [
-    ...(w.sluices ? w.sluices.map((o) => variants.get(o.name) as Target) : [sluice, ...targets.filter((t) => t !== sluice && w.auditOff)]),
+    ...(w.sluices ? w.sluices.flatMap((o) => variants.get(o.name) ?? []) : [sluice, ...targets.filter((t) => t !== sluice && w.auditOff)]),
     ...(w.peer && peers.has(w.peer) ? [peers.get(w.peer) as Target] : []),
   ].filter((t) => t.endpoints[w.protocol]);
 

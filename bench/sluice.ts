@@ -6,6 +6,7 @@
  */
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { postgresMissing, startPostgres } from '../test/helpers/postgres.js';
 import { TestServer } from '../test/helpers/server.js';
 import { cpuCgroup } from './cgroup.js';
 import { onCleanup, starting } from './cleanup.js';
@@ -31,17 +32,27 @@ function merge(base: Config, over: Config): Config {
 
 type RunningSluice = Target & { stop(): Promise<void>; certsDir: string };
 
+/** The URL of a fresh PostgreSQL (the tests' one: loopback, temp dir), stopped at the bench's end after the sluice on it. */
+async function postgresStore(): Promise<Record<string, string>> {
+  const missing = postgresMissing();
+  if (missing !== null) throw new Error(missing);
+  const pg = await starting(startPostgres);
+  onCleanup(() => pg.stop());
+  return { SLUICE_STORE_URL: pg.url };
+}
+
 /** A sluice with the bench user (password and key) and any further `options.users`. */
 export async function startSluice(options: SluiceOptions, publicKeyFile: string): Promise<RunningSluice> {
   const config = merge({ ftp: { tls: 'optional' } }, options.config ?? {});
   const users = [BENCH_USER, ...(options.users ?? [])];
+  const store = options.postgres ? await postgresStore() : {};
   const srv = await starting(() =>
     TestServer.start({
       yaml: stringify(config),
       // The tests' server runs one process; a user's runs one worker per core (workers: auto).
       // SLUICE_BENCH_WORKERS sets another count for every workload that does not set its own.
-      env: { SLUICE_WORKERS: process.env.SLUICE_BENCH_WORKERS ?? 'auto', ...options.env },
-      users: users.map((u) => ({ ...u, args: ['--key', publicKeyFile] })),
+      env: { SLUICE_WORKERS: process.env.SLUICE_BENCH_WORKERS ?? 'auto', ...store, ...options.env },
+      users: users.map((u) => ({ ...u, args: ['--key', publicKeyFile, ...(options.userArgs ?? [])] })),
     }),
   );
   const pid = srv.pid as number;

@@ -57,6 +57,10 @@ export interface SluiceOptions {
   env?: Record<string, string>;
   /** Extra accounts; every account also accepts BenchContext.sshKey. */
   users?: { name: string; password: string }[];
+  /** Further `sluice user add` options for every account, the bench user included, e.g. a quota. */
+  userArgs?: string[];
+  /** On a PostgreSQL of its own (SLUICE_STORE_URL), started with it and stopped after it, instead of the SQLite file. */
+  postgres?: boolean;
 }
 
 export interface BenchContext {
@@ -179,18 +183,28 @@ export function atLeastPeer(min: number, unit: Unit, peerName: string): Goal {
   };
 }
 
-/** Row `of`'s median over row `over`'s (target names), for goals such as 'sluice workers auto ≥ 1.2× sluice workers 1'. */
-export function atLeast(min: number, unit: Unit, of: string, over: string): Goal {
+/** Row `of`'s median over row `over`'s (target names), judged by `met`. */
+function ratioGoal(text: string, unit: Unit, of: string, over: string, met: (ratio: number) => boolean): Goal {
   return {
-    text: `${of} ≥ ${min.toFixed(2)}× ${over}`,
+    text,
     judge({ byName }) {
       const a = byName[of];
       const b = byName[over];
       if (!a || !b) return null;
       const ratio = a.value / b.value;
-      return { met: ratio >= min, figures: `${ratio.toFixed(2)}× (${fmt(a.value)} vs ${fmt(b.value)} ${unit})` };
+      return { met: met(ratio), figures: `${ratio.toFixed(2)}× (${fmt(a.value)} vs ${fmt(b.value)} ${unit})` };
     },
   };
+}
+
+/** For goals such as 'sluice workers auto ≥ 1.2× sluice workers 1'. */
+export function atLeast(min: number, unit: Unit, of: string, over: string): Goal {
+  return ratioGoal(`${of} ≥ ${min.toFixed(2)}× ${over}`, unit, of, over, (r) => r >= min);
+}
+
+/** For figures where less is better (latency), such as 'sluice PostgreSQL ≤ 1.10× sluice SQLite'. */
+export function atMost(max: number, unit: Unit, of: string, over: string): Goal {
+  return ratioGoal(`${of} ≤ ${max.toFixed(2)}× ${over}`, unit, of, over, (r) => r <= max);
 }
 
 /** No wait between consecutive files (or event-loop block) over `ms` in any run. */

@@ -7,6 +7,9 @@
  *   addresses round robin), report, keep them open until told `close`.
  * - `logins`: start one login every 1/rate s for `seconds`, each closed once
  *   logged in, and report every login's latency (connect to logged in).
+ * - `serial`: `count` logins one after another, each closed (and its close
+ *   awaited) before the next starts, and report every login's latency: the
+ *   latency of an idle server, with no queue in front of it.
  */
 import net from 'node:net';
 import tls from 'node:tls';
@@ -24,14 +27,16 @@ export interface Credentials {
 
 export type Order =
   | { kind: 'hold'; protocol: Protocol; port: number; count: number; concurrency: number; addresses: string[]; users: Credentials[] }
-  | { kind: 'logins'; protocols: Protocol[]; ports: Record<Protocol, number>; rate: number; seconds: number; users: Credentials[] };
+  | { kind: 'logins'; protocols: Protocol[]; ports: Record<Protocol, number>; rate: number; seconds: number; users: Credentials[] }
+  | { kind: 'serial'; protocol: Protocol; port: number; count: number; who: Credentials };
 
 export type Report =
   | { kind: 'held'; opened: number; failed: number; errors: string[]; seconds: number }
-  | { kind: 'logins'; latencies: Record<Protocol, number[]>; failed: number; errors: string[] };
+  | { kind: 'logins'; latencies: Record<Protocol, number[]>; failed: number; errors: string[] }
+  | { kind: 'serial'; latencies: number[]; error: string | null };
 
-/** Something to close, once logged in. */
-type Open = { close(): void };
+/** Something to close, once logged in; resolves once the connection is gone. */
+type Open = { close(): Promise<void> };
 
 /** Replies of an FTP control connection, one at a time (the bench never pipelines). */
 function replies(socket: net.Socket): () => Promise<string> {
@@ -96,7 +101,12 @@ async function ftpsLogin(port: number, localAddress: string, who: Credentials): 
     await expect(read, '331');
     secure.write(`PASS ${who.password}\r\n`);
     await expect(read, '230');
-    return { close: () => secure.end('QUIT\r\n') };
+    return {
+      close: () => new Promise<void>((resolve) => {
+        secure.once('close', () => resolve());
+        secure.end('QUIT\r\n');
+      }),
+    };
   } catch (err) {
     raw.destroy();
     throw err;
@@ -109,9 +119,15 @@ function sftpLogin(port: number, localAddress: string, who: Credentials, subsyst
     const client = new ssh2.Client();
     client.on('error', reject);
     client.on('close', () => reject(new Error('ssh connection closed')));
+    const open: Open = {
+      close: () => new Promise<void>((done) => {
+        client.once('close', () => done());
+        client.end();
+      }),
+    };
     client.on('ready', () => {
-      if (!subsystem) return resolve({ close: () => client.end() });
-      client.sftp((err) => (err ? reject(err) : resolve({ close: () => client.end() })));
+      if (!subsystem) return resolve(open);
+      client.sftp((err) => (err ? reject(err) : resolve(open)));
     });
     client.connect({
       host: '127.0.0.1',
@@ -151,7 +167,7 @@ async function hold(order: Extract<Order, { kind: 'hold' }>): Promise<void> {
   const report: Report = { kind: 'held', opened: open.length, failed, errors, seconds: (performance.now() - start) / 1000 };
   process.send?.(report);
   process.once('message', () => {
-    for (const o of open) o.close();
+    for (const o of open) void o.close();
     // Closing thousands gracefully is not what is measured.
     setTimeout(() => process.exit(0), 2000).unref();
   });
@@ -176,7 +192,7 @@ async function logins(order: Extract<Order, { kind: 'logins' }>): Promise<void> 
       login(protocol, order.ports[protocol], '127.0.0.1', who, false).then(
         (o) => {
           latencies[protocol].push(performance.now() - t0);
-          o.close();
+          void o.close();
         },
         (err: unknown) => {
           failed++;
@@ -191,6 +207,25 @@ async function logins(order: Extract<Order, { kind: 'logins' }>): Promise<void> 
   setTimeout(() => process.exit(0), 1000).unref();
 }
 
+async function serial(order: Extract<Order, { kind: 'serial' }>): Promise<void> {
+  const latencies: number[] = [];
+  let error: string | null = null;
+  try {
+    for (let i = 0; i < order.count; i++) {
+      const t0 = performance.now();
+      const o = await login(order.protocol, order.port, '127.0.0.1', order.who, false);
+      latencies.push(performance.now() - t0);
+      await o.close();
+    }
+  } catch (err) {
+    // The first failure ends the run: an idle server has no reason to refuse a login.
+    error = `login ${latencies.length + 1}: ${String(err)}`;
+  }
+  const report: Report = { kind: 'serial', latencies, error };
+  process.send?.(report);
+  setTimeout(() => process.exit(0), 1000).unref();
+}
+
 process.once('message', (order: Order) => {
-  void (order.kind === 'hold' ? hold(order) : logins(order));
+  void (order.kind === 'hold' ? hold(order) : order.kind === 'logins' ? logins(order) : serial(order));
 });

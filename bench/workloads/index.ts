@@ -7,6 +7,7 @@ import { sessionWorkloads } from './sessions.js';
 import { smallCurlWorkloads } from './small-curl.js';
 import { smallLftpWorkloads } from './small-lftp.js';
 import { smallSftpWorkloads } from './small-sftp.js';
+import { storeWorkloads } from './store.js';
 
 export const allWorkloads: Workload[] = [
   ...smallCurlWorkloads,
@@ -16,4 +17,5 @@ export const allWorkloads: Workload[] = [
   ...aggregateWorkloads,
   ...memoryWorkloads,
   ...sessionWorkloads,
+  ...storeWorkloads,
 ];

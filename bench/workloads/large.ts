@@ -16,12 +16,12 @@ type FileClient = (ctx: BenchContext, ep: Endpoint, from: string, to: string) =>
 const DOWN = 'large-down.bin';
 const TIMEOUT = 30 * 60_000;
 
-const sftpFile = (direction: Direction): FileClient => (ctx, ep, from, to) => sftpBatch(ctx, ep, [`${direction} ${from} ${to}`], TIMEOUT);
+export const sftpFile = (direction: Direction): FileClient => (ctx, ep, from, to) => sftpBatch(ctx, ep, [`${direction} ${from} ${to}`], TIMEOUT);
 
 const curlFile = (tls: boolean, direction: Direction): FileClient => (ctx, ep, from, to) =>
   runClient(ctx.curl, [...curlBase(ep, tls), ...(direction === 'put' ? ['-T', from, ftpUrl(ep, to)] : ['-o', to, ftpUrl(ep, from)])], TIMEOUT);
 
-function large(protocol: Protocol, direction: Direction, peer: PeerName, goals: Goal[], auditOff: boolean, client: FileClient, how: string): Workload {
+export function large(protocol: Protocol, direction: Direction, peer: PeerName, goals: Goal[], auditOff: boolean, client: FileClient, how: string): Workload {
   return {
     name: `${protocol}-large-${direction}`,
     group: `${protocol}-large`,

@@ -30,7 +30,7 @@ const PASSWORD = 'bench session password';
 const SOURCES = Array.from({ length: 250 }, (_, i) => `127.1.0.${i + 1}`);
 
 /** A forked client process, driven by one order and answering with one report. */
-function client(order: Order): { report: Promise<Report>; release(): Promise<void> } {
+export function client(order: Order): { report: Promise<Report>; release(): Promise<void> } {
   const child = fork(CLIENT, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const report = new Promise<Report>((resolve, reject) => {
@@ -57,7 +57,7 @@ function sshKeyText(ctx: BenchContext): string {
   return readFileSync(ctx.sshKey, 'utf8');
 }
 
-function percentile(xs: number[], p: number): number {
+export function percentile(xs: number[], p: number): number {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] as number;
