@@ -4,11 +4,12 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
 import { sluice } from './helpers/cli.js';
 import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { freePort, TestServer } from './helpers/server.js';
-import { call, sftpOf, sshConnect, statusOf, userKeyPair, type SshLogin } from './helpers/ssh.js';
+import { call, sftpOf, sshConnect, userKeyPair, type SshLogin } from './helpers/ssh.js';
 
 /*
  * `sluice user|admin|ban` and the admin API against one real PostgreSQL from
@@ -58,16 +59,19 @@ async function withSftp<T>(login: SshLogin, fn: (s: Awaited<ReturnType<typeof sf
   }
 }
 
-/** Write `data` to `path` in one SFTP file: 'ok' or the server's status code. */
-async function put(s: Awaited<ReturnType<typeof sftpOf>>, path: string, data: Buffer): Promise<number | string> {
-  return statusOf((async () => {
+/** Write `data` to `path` in one SFTP file: 'ok', or the server's status code and message. */
+async function put(s: Awaited<ReturnType<typeof sftpOf>>, path: string, data: Buffer): Promise<string> {
+  try {
     const handle = await call<Buffer>((cb) => s.open(path, 'w', cb));
     try {
       await call((cb) => s.write(handle, data, 0, data.length, 0, cb));
     } finally {
       await call((cb) => s.close(handle, cb));
     }
-  })());
+    return 'ok';
+  } catch (err) {
+    return `${String((err as { code?: unknown }).code)} ${(err as Error).message}`;
+  }
 }
 
 describe('sluice CLI on node A and the admin API on node B share one PostgreSQL', { skip: skip ?? false, timeout: 120_000 }, () => {
@@ -138,8 +142,7 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
       overQuota: await put(s, '/second.bin', Buffer.alloc(5_000, 2)),
       readOnlyDir: await put(s, '/ro/x.bin', Buffer.alloc(10, 3)),
     }));
-    // 4: SSH_FX_FAILURE carries "Quota exceeded"; 3: SSH_FX_PERMISSION_DENIED.
-    assert.deepEqual(results, { inQuota: 'ok', overQuota: 4, readOnlyDir: 3 });
+    assert.deepEqual(results, { inQuota: 'ok', overQuota: '4 Quota exceeded', readOnlyDir: '3 Permission denied' });
     assert.ok(!existsSync(join(home, 'second.bin')) && !existsSync(join(home, 'ro', 'x.bin')));
     const listed = await withSftp({ port: a.sftpPort, localAddress: '127.0.0.62', username: 'dora', privateKey: key.private }, (s) =>
       call<{ filename: string }[]>((cb) => s.readdir('/', cb)),
@@ -202,5 +205,30 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
     const login = { port: a.sftpPort, localAddress: '127.0.0.66', username: 'Fay' };
     assert.deepEqual(await withSftp({ ...login, password: 'fay-secret-12' }, (s) => call<unknown[]>((cb) => s.readdir('/', cb))), []);
     await assert.rejects(sshConnect({ ...login, password: 'other-secret' }));
+  });
+
+  // Fails today: src/users/admin.ts:152-153 keeps the home it made when the store refuses the name
+  // ("the home is theirs now"), true only when the winner has the same home path.
+  it('a name another node commits between the check and the insert is refused (400) by the store, leaving no home behind', { todo: 'src/users/admin.ts:153 leaves the refused user\'s new home' }, async () => {
+    const home = join(homes, 'hal-api');
+    const sql = new pg.Client({ connectionString: db.url });
+    await sql.connect();
+    try {
+      // Another node's insert, not committed yet: the API's look-up does not see it, its insert must wait for it.
+      await sql.query('BEGIN');
+      await sql.query(`INSERT INTO users (name, home, protocols, permissions, created_at, updated_at) VALUES ($1, $2, 'sftp', 'list', 1, 1)`, ['Hal', join(homes, 'Hal')]);
+      const reply = request('POST', '/users', { name: 'hal', password: 'hal-secret-12', home });
+      // The API made the home just before its insert: it is past its own check.
+      assert.ok(await until(10_000, async () => existsSync(home)), 'the API reached its insert');
+      await sql.query('COMMIT');
+      const refused = await reply;
+      assert.equal(refused.status, 400, refused.text);
+      assert.match((refused.json as Json).error as string, /already exists/);
+    } finally {
+      await sql.end();
+    }
+    const shown = await request('GET', '/users/hal');
+    assert.deepEqual([(shown.json as Json).name, (shown.json as Json).home], ['Hal', join(homes, 'Hal')]);
+    assert.ok(!existsSync(home), 'the refused user\'s home is removed');
   });
 });
