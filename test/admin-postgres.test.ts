@@ -209,7 +209,7 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
 
   // Fails today: src/users/admin.ts:152-153 keeps the home it made when the store refuses the name
   // ("the home is theirs now"), true only when the winner has the same home path.
-  it('a name another node commits between the check and the insert is refused (400) by the store, leaving no home behind', { todo: 'src/users/admin.ts:153 leaves the refused user\'s new home' }, async () => {
+  it('a name another node commits between the check and the insert is refused (400) by the store, leaving no home behind', async () => {
     const home = join(homes, 'hal-api');
     const sql = new pg.Client({ connectionString: db.url });
     await sql.connect();
