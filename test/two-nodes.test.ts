@@ -150,6 +150,24 @@ describe('two nodes on one PostgreSQL behind HAProxy', { skip: skip ?? false, ti
     assert.equal(cli(a, ['user', 'remove', 'ftp']).code, 0);
   });
 
+  it("a user disabled through node B loses its live session on node A at once", async () => {
+    const added = cli(a, ['user', 'add', 'dan', '--password-stdin', '--home', join(homes, 'dan')], 'dan-pw-1234\n');
+    assert.equal(added.code, 0, added.stderr);
+    const conn = await sshConnect({ port: a.sftpPort, localAddress: '127.0.0.7', username: 'dan', password: 'dan-pw-1234' });
+    conn.on('error', () => undefined);
+    await sftpOf(conn);
+    const closed = new Promise<void>((resolve) => conn.once('close', () => resolve()));
+    const disabled = cli(b, ['user', 'disable', 'dan']);
+    assert.equal(disabled.code, 0, disabled.stderr);
+    const at = Date.now();
+    const outcome = await Promise.race([closed.then(() => 'closed'), new Promise((r) => setTimeout(() => r('still open'), 3000))]);
+    conn.end();
+    assert.equal(outcome, 'closed', 'the session on A went on after the user was disabled through B');
+    assert.ok(Date.now() - at < 3000);
+    const logout = (await a.audit()).find((r) => r.event === 'logout' && r.user === 'dan');
+    assert.equal(logout?.reason, 'user disabled by an administrator');
+  });
+
   it('5 failed logins spread over both nodes ban the address on both within 1 s', async () => {
     const from = '127.0.0.2';
     for (let i = 0; i < 5; i++) {
