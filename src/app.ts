@@ -135,6 +135,12 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   const shared = await base.store.shared(config.nodeId, (err) => base.log.error({ err }, 'shared store: a count was not written'));
   const counts = shared ?? localCounts(base.store);
   const quotas = new QuotaBook(counts.quota);
+  const sessions = new AllSessions();
+  // A user disabled or removed through another node (or this node's CLI) loses its sessions here too,
+  // as the admin API's own changes end them; its notice for a change made here finds none left.
+  shared?.onUserRevoked((user, why) => {
+    sessions.endUser(user, `${why} by an administrator`).catch((err: unknown) => base.log.error({ err, user }, 'ending sessions'));
+  });
   const defender = new Defender(banCheck(base), counts.failures, config.defender, audit, base.log.child({ part: 'defender' }));
   return {
     coordinator: new LocalCoordinator(registry, shared?.userSessions ?? null, defender, quotas, audit, metrics),
@@ -143,7 +149,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
     metrics,
     serving: new ServingState(),
     started: new StartRecord(),
-    sessions: new AllSessions(),
+    sessions,
     async close() {
       stopSampling();
       throttle?.flush();

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { sluice } from './helpers/cli.js';
+import { sluice, startServe } from './helpers/cli.js';
 import { HaProxy, haproxyMissing } from './helpers/haproxy.js';
 import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { freePorts, TestServer } from './helpers/server.js';
@@ -128,6 +128,44 @@ describe('two nodes on one PostgreSQL behind HAProxy', { skip: skip ?? false, ti
     const logins = (await b.audit()).filter((r) => r.event === 'login' && r.user === 'carol');
     assert.equal(logins.length, 1);
     assert.equal(logins[0]?.node, 'node-b');
+  });
+
+  it('a node that cannot start on the shared store says why and exits (its pool does not keep it alive)', async () => {
+    const added = cli(a, ['user', 'add', 'ftp', '--password-stdin', '--home', join(homes, 'ftp')], 'ftp-user-pw-1\n');
+    assert.equal(added.code, 0, added.stderr);
+    const dir = mkdtempSync(join(shared, 'node-c-'));
+    writeFileSync(join(dir, 'sluice.yaml'), `ftp:\n  anonymous:\n    enabled: true\n    root: ${join(shared, 'anon')}\n`);
+    const [ftp, ftps, sftp] = (await freePorts(3)) as [number, number, number];
+    const c = startServe(dir, { ...env('node-c', db.url), SLUICE_BIND: '127.0.0.1', SLUICE_FTP_PORT: String(ftp), SLUICE_FTPS_PORT: String(ftps), SLUICE_SFTP_PORT: String(sftp), SLUICE_WORKERS: '1' }, /sluice started/);
+    c.ready.catch(() => undefined);
+    const exited = new Promise<number | null>((resolve) => c.child.once('exit', resolve));
+    const code = await Promise.race([exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 20_000))]);
+    if (code === 'hung') {
+      // Such a process also ignores its first SIGTERM (the start is waiting for it): kill it.
+      c.child.kill('SIGKILL');
+      await exited;
+    }
+    assert.equal(code, 1, c.output().stdout + c.output().stderr);
+    assert.match(c.output().stdout, /user "ftp" exists/);
+    assert.equal(cli(a, ['user', 'remove', 'ftp']).code, 0);
+  });
+
+  it("a user disabled through node B loses its live session on node A at once", async () => {
+    const added = cli(a, ['user', 'add', 'dan', '--password-stdin', '--home', join(homes, 'dan')], 'dan-pw-1234\n');
+    assert.equal(added.code, 0, added.stderr);
+    const conn = await sshConnect({ port: a.sftpPort, localAddress: '127.0.0.7', username: 'dan', password: 'dan-pw-1234' });
+    conn.on('error', () => undefined);
+    await sftpOf(conn);
+    const closed = new Promise<void>((resolve) => conn.once('close', () => resolve()));
+    const disabled = cli(b, ['user', 'disable', 'dan']);
+    assert.equal(disabled.code, 0, disabled.stderr);
+    const at = Date.now();
+    const outcome = await Promise.race([closed.then(() => 'closed'), new Promise((r) => setTimeout(() => r('still open'), 3000))]);
+    conn.end();
+    assert.equal(outcome, 'closed', 'the session on A went on after the user was disabled through B');
+    assert.ok(Date.now() - at < 3000);
+    const logout = (await a.audit()).find((r) => r.event === 'logout' && r.user === 'dan');
+    assert.equal(logout?.reason, 'user disabled by an administrator');
   });
 
   it('5 failed logins spread over both nodes ban the address on both within 1 s', async () => {

@@ -37,6 +37,11 @@ export interface SharedCounts {
   readonly userSessions: UserSessionCounts;
   /** Each user's quota, of which this node holds leases. */
   readonly quota: QuotaRooms;
+  /**
+   * `listener` is told of every user whose access was narrowed on any node
+   * (disabled, expired, removed, a key removed), to end its sessions here.
+   */
+  onUserRevoked(listener: (user: string, why: string) => void): void;
   /** A clean stop: this node's leases and session counts go back. */
   stop(): Promise<void>;
 }

@@ -149,9 +149,11 @@ export class UserAdmin {
     try {
       return await this.store.create(u.name, hash, settings, u.keys);
     } catch (err) {
-      // Another administrator (or node) added the same name since the check above: the home is theirs now.
+      // Another administrator (or node) added the same name since the check above: the new
+      // home is removed unless it is the one that user got (the same path, made by either).
+      const winner = err instanceof StoreConflict ? await this.store.get(u.name) : null;
+      if (createdHome && winner?.home !== home) rmSync(home, { recursive: true, force: true });
       if (err instanceof StoreConflict) throw new AdminError(`user "${u.name}" already exists`);
-      if (createdHome) rmSync(home, { recursive: true, force: true });
       throw new AdminError(`could not add user: ${(err as Error).message}`);
     }
   }

@@ -15,6 +15,11 @@ interface BanRow {
 type Notice = { reload: true } | { address: string; removed: true } | { address: string; until: number | null };
 
 const CHANNEL = 'sluice_bans';
+/** migrations/postgres/007_user_revoked.sql: a user disabled, expired, removed or without a key it had. */
+const USERS_CHANNEL = 'sluice_users';
+
+/** Told of a user whose access was narrowed on any node: `why` as the trigger says it ('user disabled'...). */
+export type RevokedListener = (user: string, why: string) => void;
 const RETRY_MIN_MS = 250;
 const RETRY_MAX_MS = 5_000;
 /**
@@ -43,6 +48,7 @@ export class PostgresBans implements BanRepository {
   private retry: NodeJS.Timeout | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
   private closed = false;
+  private readonly revoked = new Set<RevokedListener>();
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -104,6 +110,16 @@ export class PostgresBans implements BanRepository {
     return false;
   }
 
+  /**
+   * Users' access narrowed on any node comes on the same connection as the
+   * bans (one per process, reconnected alike). While it is down notices are
+   * missed: sessions then go on, and SSH still asks the store per channel.
+   */
+  onUserRevoked(listener: RevokedListener): () => void {
+    this.revoked.add(listener);
+    return () => void this.revoked.delete(listener);
+  }
+
   /** Stop listening; the pool is the Store's to end. */
   async close(): Promise<void> {
     this.closed = true;
@@ -126,7 +142,9 @@ export class PostgresBans implements BanRepository {
   private async listen(): Promise<void> {
     const client = new pg.Client(clientConfig(this.url, 'sluice bans'));
     client.on('notification', (msg) => {
-      if (msg.channel !== CHANNEL || msg.payload === undefined || this.listener !== client) return;
+      if (msg.payload === undefined || this.listener !== client) return;
+      if (msg.channel === USERS_CHANNEL) return this.tellRevoked(msg.payload);
+      if (msg.channel !== CHANNEL) return;
       const notice = parseNotice(msg.payload);
       if (notice === null) return;
       if (this.held) this.held.push(notice);
@@ -137,7 +155,7 @@ export class PostgresBans implements BanRepository {
     client.on('end', () => this.drop(client));
     try {
       await client.connect();
-      await client.query(`LISTEN ${CHANNEL}`);
+      await client.query(`LISTEN ${CHANNEL}; LISTEN ${USERS_CHANNEL}`);
       if (this.closed) {
         await client.end();
         return;
@@ -177,6 +195,11 @@ export class PostgresBans implements BanRepository {
     } else {
       this.inForce.set(notice.address, notice.until);
     }
+  }
+
+  private tellRevoked(payload: string): void {
+    const notice = parseRevoked(payload);
+    if (notice) for (const listener of this.revoked) listener(notice.user, notice.why);
   }
 
   private probe(): void {
@@ -231,6 +254,17 @@ function parseNotice(payload: string): Notice | null {
   if (o.removed === true) return { address: o.address, removed: true };
   if (o.until === null || typeof o.until === 'number') return { address: o.address, until: o.until };
   return null;
+}
+
+function parseRevoked(payload: string): { user: string; why: string } | null {
+  try {
+    const v = JSON.parse(payload) as unknown;
+    if (typeof v !== 'object' || v === null) return null;
+    const { user, why } = v as Record<string, unknown>;
+    return typeof user === 'string' && typeof why === 'string' ? { user, why } : null;
+  } catch {
+    return null;
+  }
 }
 
 function hydrate(r: BanRow): BanRecord {

@@ -58,6 +58,7 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
         failures: new PostgresFailureTally(pool),
         userSessions,
         quota,
+        onUserRevoked: (listener) => void bans.onUserRevoked(listener),
         stop: async () => {
           await Promise.all([quota.stop(), userSessions.stop()]);
         },

@@ -1,0 +1,5 @@
+-- Intentionally empty: version 7 of the PostgreSQL schema tells the other
+-- nodes sharing it that a user was disabled, expired, removed or lost a key,
+-- so they end its sessions. One node on SQLite is told by its own admin API
+-- (the CLI goes through it while the server runs); the version exists here so
+-- both dialects keep the same list.
