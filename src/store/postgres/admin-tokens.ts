@@ -1,13 +1,8 @@
 import type pg from 'pg';
 import type { AdminTokenRecord } from '../records.js';
+import { tokenOf, type TokenRow } from '../rows.js';
 import type { AdminTokenRepository } from '../store.js';
 import { uniqueViolation } from './connection.js';
-
-interface TokenRow {
-  name: string;
-  created_at: number;
-  last_used: number | null;
-}
 
 /** The admin API's tokens, as the SQLite AdminTokenStore keeps them: only each token's SHA-256. */
 export class PostgresAdminTokens implements AdminTokenRepository {
@@ -36,10 +31,6 @@ export class PostgresAdminTokens implements AdminTokenRepository {
 
   async all(): Promise<AdminTokenRecord[]> {
     const { rows } = await this.pool.query<TokenRow>('SELECT name, created_at, last_used FROM admin_tokens ORDER BY name');
-    return rows.map((r) => ({
-      name: r.name,
-      createdAt: new Date(r.created_at),
-      lastUsed: r.last_used === null ? null : new Date(r.last_used),
-    }));
+    return rows.map(tokenOf);
   }
 }

@@ -1,15 +1,8 @@
 import pg from 'pg';
 import type { BanRecord } from '../records.js';
+import { banOf, type BanRow } from '../rows.js';
 import type { BanRepository } from '../store.js';
 import { clientConfig } from './connection.js';
-
-interface BanRow {
-  address: string;
-  until: number | null;
-  count: number;
-  reason: string;
-  created_at: number;
-}
 
 /** What migrations/postgres/002_bans.sql's trigger sends on channel sluice_bans. */
 type Notice = { reload: true } | { address: string; removed: true } | { address: string; until: number | null };
@@ -66,13 +59,13 @@ export class PostgresBans implements BanRepository {
 
   async get(address: string): Promise<BanRecord | null> {
     const { rows } = await this.pool.query<BanRow>('SELECT * FROM bans WHERE address = $1', [address]);
-    return rows[0] ? hydrate(rows[0]) : null;
+    return rows[0] ? banOf(rows[0]) : null;
   }
 
   async active(now = Date.now()): Promise<BanRecord[]> {
     const { rows } = await this.pool.query<BanRow>(
       'SELECT * FROM bans WHERE until IS NULL OR until > $1 ORDER BY address', [now]);
-    return rows.map(hydrate);
+    return rows.map(banOf);
   }
 
   async activeCount(now = Date.now()): Promise<number> {
@@ -265,14 +258,4 @@ function parseRevoked(payload: string): { user: string; why: string } | null {
   } catch {
     return null;
   }
-}
-
-function hydrate(r: BanRow): BanRecord {
-  return {
-    address: r.address,
-    until: r.until === null ? null : new Date(r.until),
-    count: r.count,
-    reason: r.reason,
-    createdAt: new Date(r.created_at),
-  };
 }

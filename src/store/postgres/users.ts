@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { Protocol } from '../../session/account.js';
 import type { Permission } from '../../session/permissions.js';
+import { keyOf, type KeyRow } from '../rows.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../records.js';
 import { StoreConflict, type UserRepository } from '../store.js';
 import { transaction, uniqueViolation } from './connection.js';
@@ -28,15 +29,6 @@ interface UserRow {
   last_login_at: number | null;
   ip_rules: { kind: string; cidr: string }[];
   dirs: { path: string; permissions: string }[];
-}
-
-interface KeyRow {
-  id: number;
-  algorithm: string;
-  public_key: Buffer;
-  fingerprint: string;
-  comment: string;
-  created_at: number;
 }
 
 /**
@@ -148,14 +140,7 @@ export class PostgresUsers implements UserRepository {
 
   async keys(userId: number): Promise<PublicKeyRecord[]> {
     const { rows } = await this.pool.query<KeyRow>('SELECT * FROM user_keys WHERE user_id = $1 ORDER BY id', [userId]);
-    return rows.map((r) => ({
-      id: r.id,
-      algorithm: r.algorithm,
-      blob: r.public_key,
-      fingerprint: r.fingerprint,
-      comment: r.comment,
-      createdAt: new Date(r.created_at),
-    }));
+    return rows.map(keyOf);
   }
 
   async addKey(userId: number, key: NewKey): Promise<void> {

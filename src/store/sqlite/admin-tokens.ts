@@ -1,12 +1,7 @@
 import type { Database, Statement } from 'better-sqlite3';
 import type { AdminTokenRepository } from '../store.js';
 import type { AdminTokenRecord } from '../records.js';
-
-interface TokenRow {
-  name: string;
-  created_at: number;
-  last_used: number | null;
-}
+import { tokenOf, type TokenRow } from '../rows.js';
 
 /**
  * The admin API's tokens, by name, as the SHA-256 of each (admin/tokens.ts
@@ -51,10 +46,6 @@ export class SqliteAdminTokens implements AdminTokenRepository {
   }
 
   async all(): Promise<AdminTokenRecord[]> {
-    return (this.q.all.all() as TokenRow[]).map((r) => ({
-      name: r.name,
-      createdAt: new Date(r.created_at),
-      lastUsed: r.last_used === null ? null : new Date(r.last_used),
-    }));
+    return (this.q.all.all() as TokenRow[]).map(tokenOf);
   }
 }

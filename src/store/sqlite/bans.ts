@@ -1,14 +1,7 @@
 import type { Database, Statement } from 'better-sqlite3';
 import type { BanRepository } from '../store.js';
 import type { BanRecord } from '../records.js';
-
-interface BanRow {
-  address: string;
-  until: number | null;
-  count: number;
-  reason: string;
-  created_at: number;
-}
+import { banOf, type BanRow } from '../rows.js';
 
 /**
  * Banned addresses, shared by the server (checked at every accept: one
@@ -33,7 +26,7 @@ export class SqliteBans implements BanRepository {
   /** The address's row, current ban or past one. */
   async get(address: string): Promise<BanRecord | null> {
     const row = this.q.get.get(address) as BanRow | undefined;
-    return row ? hydrate(row) : null;
+    return row ? banOf(row) : null;
   }
 
   /** Is the address banned at `now`? A primary-key look-up in a local file: no copy to keep current. */
@@ -44,7 +37,7 @@ export class SqliteBans implements BanRepository {
 
   /** Bans in force at `now`. */
   async active(now = Date.now()): Promise<BanRecord[]> {
-    return (this.q.active.all(now) as BanRow[]).map(hydrate);
+    return (this.q.active.all(now) as BanRow[]).map(banOf);
   }
 
   /** How many bans are in force at `now`. */
@@ -65,14 +58,4 @@ export class SqliteBans implements BanRepository {
   async remove(address: string): Promise<boolean> {
     return this.q.remove.run(address).changes > 0;
   }
-}
-
-function hydrate(r: BanRow): BanRecord {
-  return {
-    address: r.address,
-    until: r.until === null ? null : new Date(r.until),
-    count: r.count,
-    reason: r.reason,
-    createdAt: new Date(r.created_at),
-  };
 }

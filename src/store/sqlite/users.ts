@@ -1,6 +1,7 @@
 import type { Database, Statement } from 'better-sqlite3';
 import type { Protocol, UsageStore } from '../../session/account.js';
 import type { Permission } from '../../session/permissions.js';
+import { keyOf, type KeyRow } from '../rows.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../records.js';
 import { StoreConflict, type UserRepository } from '../store.js';
 
@@ -154,14 +155,7 @@ export class SqliteUsers implements UserRepository {
   }
 
   async keys(userId: number): Promise<PublicKeyRecord[]> {
-    return (this.q.keys!.all(userId) as KeyRow[]).map((r) => ({
-      id: r.id,
-      algorithm: r.algorithm,
-      blob: r.public_key,
-      fingerprint: r.fingerprint,
-      comment: r.comment,
-      createdAt: new Date(r.created_at),
-    }));
+    return (this.q.keys!.all(userId) as KeyRow[]).map(keyOf);
   }
 
   async addKey(userId: number, key: NewKey): Promise<void> {
@@ -210,15 +204,6 @@ export class SqliteUsers implements UserRepository {
       dirPermissions: dirs.map((d) => ({ path: d.path, permissions: list(d.permissions) as Permission[] })),
     };
   }
-}
-
-interface KeyRow {
-  id: number;
-  algorithm: string;
-  public_key: Buffer;
-  fingerprint: string;
-  comment: string;
-  created_at: number;
 }
 
 /** SQLite's unique constraints (a taken name, a key the user has) as the store's one conflict error. */
