@@ -193,6 +193,10 @@ export class SftpFrontEnd {
     const key = `${socket.remoteAddress}|${socket.remotePort}`;
     this.admitted.set(key, { guest, socket });
     socket.once('close', () => this.admitted.delete(key));
+    // SSH is request and reply: with Nagle, a reply written while an earlier packet is
+    // unacknowledged waits for the client's delayed ACK (40 ms on Linux), and logins took
+    // 27 or 70 ms by chance. Writes are batched per turn already (coalesceWrites).
+    socket.setNoDelay(true);
     coalesceWrites(socket);
     // Until ssh2 has a client object, the deadline can only drop the socket (the gate destroys it).
     this.server.injectSocket(socket);
