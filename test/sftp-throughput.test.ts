@@ -110,7 +110,7 @@ describe('SFTP throughput (OpenSSH-sized requests)', () => {
     try {
       conn.setNoDelay(true);
       const sftp = await sftpOf(conn);
-      const stat = () => call((cb) => sftp.stat('/big.bin', cb));
+      const stat = () => call<ssh2.Stats>((cb) => sftp.stat('/big.bin', cb));
       const rounds: number[] = [];
       for (let i = 0; i < 30; i++) {
         const t0 = performance.now();
