@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { openPostgresStore } from '../src/store/postgres/store.js';
 import { openSqliteStore } from '../src/store/sqlite/store.js';
 import type { NewKey, UserSettings } from '../src/store/records.js';
-import { StoreConflict, type Store } from '../src/store/store.js';
+import { StoreConflict, type Credentials, type Store } from '../src/store/store.js';
 import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
 
 interface Backend {
@@ -188,6 +188,33 @@ for (const backend of [sqlite(), postgres()]) {
       // The name is free again: nothing of erin was left behind.
       const again = await store.users.create('erin', null, settings());
       assert.deepEqual([again.allowIps, again.denyIps, again.dirPermissions], [[], [], []]);
+    });
+
+    it('credentials: a user and its keys by name in any case; each change through another Store is seen within 1 s', async () => {
+      const [a, open] = await fresh();
+      const b = await open();
+      assert.equal(await a.users.credentials('nobody'), null);
+      const u = await b.users.create('Gina', 'h1', settings(), [key(1)]);
+      const first = await a.users.credentials('GINA');
+      assert.equal(first?.user.id, u.id);
+      assert.equal(first?.user.name, 'Gina');
+      assert.deepEqual(first?.keys.map((k) => [k.fingerprint, k.blob]), [[key(1).fingerprint, key(1).blob]]);
+      const changes: [string, () => Promise<unknown>, (c: Credentials | null) => boolean][] = [
+        ['password', () => b.users.setPasswordHash(u.id, 'h2'), (c) => c?.user.passwordHash === 'h2'],
+        ['key added', () => b.users.addKey(u.id, key(2)), (c) => c?.keys.length === 2],
+        ['key removed', () => b.users.removeKey(u.id, key(1).fingerprint), (c) => c?.keys.map((k) => k.comment).join() === 'k2'],
+        ['directory permissions', () => b.users.setDirPermissions(u.id, '/in', ['upload']), (c) => c?.user.dirPermissions.length === 1],
+        ['disabled, with address rules', () => b.users.update(u.id, settings({ enabled: false, allowIps: ['192.0.2.1'] })),
+          (c) => c?.user.enabled === false && c.user.allowIps.join() === '192.0.2.1'],
+        ['removed', () => b.users.remove(u.id), (c) => c === null],
+      ];
+      for (const [what, change, seen] of changes) {
+        await a.users.credentials('gina');
+        await change();
+        const deadline = Date.now() + 1000;
+        while (!seen(await a.users.credentials('gina')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        assert.ok(seen(await a.users.credentials('gina')), `${what}: seen by the other Store`);
+      }
     });
 
     it('per-directory permissions: set, replace, list in path order, remove', async () => {

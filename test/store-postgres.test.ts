@@ -14,6 +14,8 @@ import { clientConfig } from '../src/store/postgres/connection.js';
 import { migrate } from '../src/store/postgres/migrate.js';
 import { openPostgresStore } from '../src/store/postgres/store.js';
 import type { Store } from '../src/store/store.js';
+import type { UserRecord } from '../src/store/records.js';
+import { UserCache } from '../src/store/postgres/user-cache.js';
 import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
 
 const MIGRATIONS = loadMigrations(migrationsDir('postgres'));
@@ -40,6 +42,33 @@ async function within(ms: number, probe: () => boolean | Promise<boolean>): Prom
 
 const versions = (url: string) =>
   withClient(url, async (c) => (await c.query('SELECT version, name FROM schema_migrations ORDER BY version')).rows);
+
+describe("logins' copy of users (pure)", () => {
+  const found = (n: number) => ({ user: { id: n } as UserRecord, keys: [] });
+  it('keeps what it read while listening, not what a notice overtook, nor anything while deaf', async () => {
+    const cache = new UserCache();
+    let reads = 0;
+    const read = (n: number) => async () => (reads++, found(n));
+    await cache.get('a', read(1));
+    assert.equal(reads, 1);
+    cache.lost();
+    await cache.listening();
+    await cache.get('a', read(1));
+    await cache.get('A', read(2));
+    assert.equal(reads, 2, 'kept once listening, by name in any case');
+    let finish: () => void = () => undefined;
+    const slow = cache.get('b', () => new Promise((resolve) => (finish = () => resolve(found(3)))));
+    cache.notice();
+    finish();
+    assert.equal((await slow)?.user.id, 3);
+    await cache.get('b', read(4));
+    assert.equal(reads, 3, 'a read a notice overtook is not kept');
+    cache.lost();
+    await cache.get('a', read(5));
+    await cache.get('a', read(5));
+    assert.equal(reads, 5, 'nothing kept while not listening');
+  });
+});
 
 describe('PostgreSQL migrations', { skip: postgresMissing() ?? false }, () => {
   let server: TestPostgres;
@@ -146,7 +175,7 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
     const url = await server.createDatabase();
     const store = await openPostgresStore(url);
     const listenerPid = () => withClient(url, async (c) => (await c.query(
-      "SELECT pid FROM pg_stat_activity WHERE application_name = 'sluice bans' AND datname = current_database()")).rows);
+      "SELECT pid FROM pg_stat_activity WHERE application_name = 'sluice notices' AND datname = current_database()")).rows);
     try {
       await withClient(url, async (sql) => {
         // Whoever may connect may NOTIFY: what is not the trigger's shape is ignored, not obeyed or thrown.
@@ -176,7 +205,7 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
     const url = await server.createDatabase();
     const store = await openPostgresStore(url);
     const [listener] = await withClient(url, async (c) => (await c.query(
-      "SELECT pid FROM pg_stat_activity WHERE application_name = 'sluice bans' AND datname = current_database()")).rows);
+      "SELECT pid FROM pg_stat_activity WHERE application_name = 'sluice notices' AND datname = current_database()")).rows);
     // Stopped, its connection stays open and says nothing: only the heartbeat can tell.
     process.kill(listener.pid, 'SIGSTOP');
     try {
@@ -187,6 +216,64 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
       process.kill(listener.pid, 'SIGCONT');
       await store.close();
     }
+  });
+
+  it("logins' copy of a user is kept across usage and last-login writes, and dropped by any change or a lost connection", async () => {
+    const url = await server.createDatabase();
+    const store = await openPostgresStore(url);
+    const notices = () => withClient(url, async (c) => (await c.query<{ pid: number }>(
+      "SELECT pid FROM pg_stat_activity WHERE application_name = 'sluice notices' AND datname = current_database()")).rows);
+    const used = async () => (await store.users.credentials('hana'))?.user.usedBytes;
+    try {
+      await withClient(url, async (sql) => {
+        await sql.query(`INSERT INTO users (name, home, protocols, permissions, created_at, updated_at)
+          VALUES ('hana', '/srv/hana', 'sftp', 'list', 1, 1)`);
+        assert.equal(await used(), 0);
+        // Written behind the copy's back, in columns no login decides on: no notice, so the copy stands.
+        await sql.query("UPDATE users SET used_bytes = 5, last_login_at = 2 WHERE name = 'hana'");
+        await store.users.recordLogin((await store.users.get('hana'))!.id);
+        await store.users.addUsage((await store.users.get('hana'))!.id, 1, 1);
+        await new Promise((r) => setTimeout(r, 200));
+        assert.equal(await used(), 0, 'read once, then from the copy');
+        // Anything a login decides on, changed by hand, drops it.
+        await sql.query("UPDATE users SET protocols = 'sftp,ftps' WHERE name = 'hana'");
+        assert.ok(await within(1000, async () => (await used()) === 6), 'a change by hand is seen');
+        await sql.query("UPDATE users SET used_bytes = 7 WHERE name = 'hana'");
+        const [first] = await notices();
+        await sql.query('SELECT pg_terminate_backend($1)', [first!.pid]);
+        // Listening again, the copy starts empty: what changed while it was deaf is read afresh.
+        assert.ok(await within(10_000, async () => (await notices()).some((n) => n.pid !== first!.pid)), 'reconnected');
+        assert.ok(await within(1000, async () => (await used()) === 7), 'read afresh after the lost connection');
+      });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('last logins are written together, never moved back, and close() writes those still waiting', async () => {
+    const url = await server.createDatabase();
+    const store = await openPostgresStore(url);
+    const lastLogins = () => withClient(url, async (c) =>
+      (await c.query<{ name: string; last_login_at: number | null }>('SELECT name, last_login_at FROM users ORDER BY name')).rows);
+    let waiting: Promise<void>;
+    try {
+      await withClient(url, (sql) => sql.query(`INSERT INTO users (name, home, protocols, permissions, created_at, updated_at, last_login_at)
+        VALUES ('ida', '/h', 'sftp', 'list', 1, 1, NULL), ('jo', '/h', 'sftp', 'list', 1, 1, NULL), ('kim', '/h', 'sftp', 'list', 1, 1, 9e15)`));
+      const ids = new Map((await store.users.all()).map((u) => [u.name, u.id]));
+      const before = Date.now();
+      const logins = ['ida', 'jo', 'kim', 'ida', 'jo'].map((n) => store.users.recordLogin(ids.get(n)!));
+      assert.deepEqual((await lastLogins()).map((r) => r.last_login_at), [null, null, 9e15], 'not yet: they wait for each other');
+      await Promise.all(logins);
+      const [ida, jo, kim] = await lastLogins();
+      assert.ok(ida!.last_login_at! >= before && jo!.last_login_at! >= before, 'written together');
+      assert.equal(kim!.last_login_at, 9e15, 'a later time stands');
+      waiting = store.users.recordLogin(ids.get('ida')!);
+      await withClient(url, (sql) => sql.query("UPDATE users SET last_login_at = NULL WHERE name = 'ida'"));
+    } finally {
+      await store.close();
+    }
+    await waiting;
+    assert.ok((await lastLogins())[0]!.last_login_at! >= Date.now() - 60_000, 'written by close()');
   });
 
   it('close() ends the pool and the notification connection', async () => {

@@ -93,7 +93,7 @@ export class Authenticator {
     if (this.anonymous && ANONYMOUS_LOGINS.includes(req.username.toLowerCase()) && (req.protocol === 'ftp' || req.protocol === 'ftps')) {
       return this.anonymousLogin(req, password, this.anonymous.maxSessions, claim);
     }
-    const user = await this.users.get(req.username);
+    const user = (await this.users.credentials(req.username))?.user ?? null;
     const ok = await this.hasher.verify(user?.passwordHash ?? null, password);
     if (!user) return this.fail(req, 'password', 'unknown-user');
     if (!ok) return this.fail(req, 'password', 'bad-password', user);
@@ -114,8 +114,9 @@ export class Authenticator {
       if (!verified) throw new AuthError('bad-name');
       return this.fail(req, 'publickey', 'bad-name');
     }
-    const user = await this.users.get(req.username);
-    const known = user !== null && (await this.users.keys(user.id)).some((k) => sameKey(k.blob, blob));
+    const found = await this.users.credentials(req.username);
+    const user = found?.user ?? null;
+    const known = found !== null && found.keys.some((k) => sameKey(k.blob, blob));
     if (!verified) {
       if (!known) throw new AuthError(user ? 'bad-key' : 'unknown-user');
       return toAccount(user as UserRecord);
@@ -128,7 +129,7 @@ export class Authenticator {
 
   /** A failure only the front-end can see (a public-key signature that does not verify). */
   async refuse(req: AuthRequest, method: 'password' | 'publickey', reason: AuthFailure): Promise<never> {
-    const user = overlong(req.username) ? undefined : ((await this.users.get(req.username)) ?? undefined);
+    const user = overlong(req.username) ? undefined : (await this.users.credentials(req.username))?.user;
     return this.fail(req, method, reason, user);
   }
 
@@ -138,7 +139,7 @@ export class Authenticator {
    * addresses) and its own session limit still apply.
    */
   private async anonymousLogin(req: AuthRequest, password: string, maxSessions: number, claim: Claim | undefined): Promise<Account> {
-    const user = await this.users.get(ANONYMOUS);
+    const user = (await this.users.credentials(ANONYMOUS))?.user;
     if (!user) return this.fail(req, 'password', 'unknown-user');
     this.checkRules(req, user, 'password');
     await this.claimSlot(req, 'password', user, claim, maxSessions);
@@ -151,8 +152,8 @@ export class Authenticator {
    * a user disabled or removed in between must not get one.
    */
   async stillAllowed(account: Account): Promise<boolean> {
-    const user = await this.users.get(account.name);
-    return user !== null && user.enabled && !(user.expiresAt && user.expiresAt.getTime() <= Date.now());
+    const user = (await this.users.credentials(account.name))?.user;
+    return user !== undefined && user.enabled && !(user.expiresAt && user.expiresAt.getTime() <= Date.now());
   }
 
   private checkRules(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): void {
@@ -172,9 +173,9 @@ export class Authenticator {
 
   /** Every good login ends here: stored, audited, counted. */
   private async loggedIn(req: AuthRequest, user: UserRecord, event: Extract<AuditEvent, { event: 'login' }>): Promise<Account> {
-    // Bookkeeping only, after the session slot was taken: a store that fails here must not
-    // fail a login already decided (the slot would be held by a login that never was).
-    await this.users.recordLogin(user.id).catch(() => undefined);
+    // Bookkeeping only, after the session slot was taken: not waited for (on a shared store it
+    // is a round trip), and a store that fails here must not fail a login already decided.
+    void this.users.recordLogin(user.id).catch(() => undefined);
     this.audit?.record(this.actor(req, user), event);
     this.metrics.count({ m: 'login', protocol: req.protocol, result: 'ok', reason: '' });
     return toAccount(user);

@@ -46,6 +46,12 @@ export interface SharedCounts {
   stop(): Promise<void>;
 }
 
+/** A user and its public keys, as a login reads them. */
+export interface Credentials {
+  readonly user: UserRecord;
+  readonly keys: readonly PublicKeyRecord[];
+}
+
 /** A name or key that exists already: both databases' unique constraints, as one error. */
 export class StoreConflict extends Error {
   override readonly name = 'StoreConflict';
@@ -55,6 +61,12 @@ export interface UserRepository {
   count(): Promise<number>;
   /** By name, case-insensitively (names are unique regardless of case). */
   get(name: string): Promise<UserRecord | null>;
+  /**
+   * What a login decides on, by name as get(): the user and its keys, in one
+   * snapshot. May come from a copy the store keeps current (PostgreSQL: see
+   * postgres/user-cache.ts), so its usage counters and last login may be behind.
+   */
+  credentials(name: string): Promise<Credentials | null>;
   getById(id: number): Promise<UserRecord | null>;
   all(): Promise<UserRecord[]>;
   /** Insert a user with its address rules and keys in one transaction; StoreConflict when the name is taken. */
@@ -62,6 +74,7 @@ export interface UserRepository {
   update(id: number, settings: UserSettings): Promise<void>;
   remove(id: number): Promise<void>;
   setPasswordHash(id: number, hash: string | null): Promise<void>;
+  /** Settles once written; a shared store writes these in batches (postgres/last-logins.ts), up to a second later. */
   recordLogin(id: number): Promise<void>;
   usage(userId: number): Promise<{ bytes: number; files: number }>;
   /** Add to the counters atomically (never below zero), whatever other nodes add at the same time. */

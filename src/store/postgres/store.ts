@@ -4,14 +4,18 @@ import type { Store } from '../store.js';
 import { PostgresAdminTokens } from './admin-tokens.js';
 import { PostgresBans } from './bans.js';
 import { clientConfig, describeUrl } from './connection.js';
+import { LastLogins } from './last-logins.js';
 import { migrate } from './migrate.js';
+import { Notices } from './notices.js';
+import { REVOKED_CHANNEL, Revocations } from './revocations.js';
+import { USER_CHANGED_CHANNEL, UserCache } from './user-cache.js';
 import { PostgresFailureTally } from './failures.js';
 import { PostgresQuota } from './quota.js';
 import { PostgresUserSessions } from './user-sessions.js';
 import { PostgresUsers } from './users.js';
 
 export interface PostgresStoreOptions {
-  /** Connections this Store holds at most, besides the one that listens for bans. */
+  /** Connections this Store holds at most, besides the one that listens for notices. */
   poolSize?: number;
 }
 
@@ -26,7 +30,7 @@ const DEFAULT_POOL_SIZE = 4;
 /**
  * The Store in PostgreSQL, shared by several nodes: connect, apply missing
  * migrations (under an advisory lock), load the bans in force and listen for
- * changes to them. Rejects, naming the database without its password, when
+ * changes to them and to users. Rejects, naming the database without its password, when
  * any of that fails.
  */
 export async function openPostgresStore(url: string, options: PostgresStoreOptions = {}): Promise<Store> {
@@ -34,7 +38,13 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
   // An idle connection that breaks (a server restart) is dropped by the pool and the next query
   // connects anew; without a listener the 'error' event would end the process.
   pool.on('error', () => undefined);
-  let bans: PostgresBans;
+  const notices = new Notices(url);
+  const bans = new PostgresBans(pool, notices);
+  const revocations = new Revocations();
+  notices.subscribe(REVOKED_CHANNEL, revocations);
+  const cache = new UserCache();
+  const lastLogins = new LastLogins(pool);
+  notices.subscribe(USER_CHANGED_CHANNEL, cache);
   try {
     const client = await pool.connect();
     try {
@@ -42,14 +52,15 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
     } finally {
       client.release();
     }
-    bans = await PostgresBans.open(pool, url);
+    await notices.start();
   } catch (err) {
+    await notices.close();
     await pool.end();
     throw new Error(`PostgreSQL store ${describeUrl(url)}: ${(err as Error).message}`, { cause: err });
   }
   return {
     kind: 'postgres',
-    users: new PostgresUsers(pool),
+    users: new PostgresUsers(pool, cache, lastLogins),
     bans,
     tokens: new PostgresAdminTokens(pool),
     async shared(nodeId, onError) {
@@ -58,7 +69,7 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
         failures: new PostgresFailureTally(pool),
         userSessions,
         quota,
-        onUserRevoked: (listener) => void bans.onUserRevoked(listener),
+        onUserRevoked: (listener) => revocations.on(listener),
         stop: async () => {
           await Promise.all([quota.stop(), userSessions.stop()]);
         },
@@ -68,7 +79,8 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
       await pool.query('SELECT 1');
     },
     async close() {
-      await bans.close();
+      await lastLogins.close();
+      await notices.close();
       await pool.end();
     },
   };

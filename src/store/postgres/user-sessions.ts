@@ -41,11 +41,11 @@ export class PostgresUserSessions implements UserSessionCounts {
   }
 
   async claim(user: string, max: number): Promise<boolean> {
-    return (await this.pool.query(CLAIM, [this.nodeId, user, max])).rowCount === 1;
+    return (await this.pool.query({ name: 'sluice-claim-user-session', text: CLAIM, values: [this.nodeId, user, max] })).rowCount === 1;
   }
 
   async release(user: string): Promise<void> {
-    await this.pool.query(RELEASE, [this.nodeId, user]);
+    await this.pool.query({ name: 'sluice-release-user-session', text: RELEASE, values: [this.nodeId, user] });
   }
 
   /** A clean stop: this node's sessions are over. */

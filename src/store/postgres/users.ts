@@ -3,8 +3,10 @@ import type { Protocol } from '../../session/account.js';
 import type { Permission } from '../../session/permissions.js';
 import { keyOf, type KeyRow } from '../rows.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../records.js';
-import { StoreConflict, type UserRepository } from '../store.js';
+import { StoreConflict, type Credentials, type UserRepository } from '../store.js';
 import { transaction, uniqueViolation } from './connection.js';
+import type { LastLogins } from './last-logins.js';
+import type { UserCache } from './user-cache.js';
 
 interface UserRow {
   id: number;
@@ -43,6 +45,13 @@ const SELECT_USER = `SELECT u.*,
      FROM user_dir_permissions d WHERE d.user_id = u.id) AS dirs
   FROM users u`;
 
+/** SELECT_USER with the user's keys as well: what a login reads, in one round trip and one snapshot. */
+const SELECT_CREDENTIALS = SELECT_USER.replace(/\n {2}FROM users u$/, `,
+  (SELECT coalesce(json_agg(json_build_object('id', k.id, 'algorithm', k.algorithm, 'public_key', encode(k.public_key, 'base64'),
+     'fingerprint', k.fingerprint, 'comment', k.comment, 'created_at', k.created_at) ORDER BY k.id), '[]')
+     FROM user_keys k WHERE k.user_id = u.id) AS keys
+  FROM users u WHERE lower(u.name) = lower($1)`);
+
 /** What an admin sets, in the order settings() gives the values. */
 const COLUMNS = ['home', 'enabled', 'expires_at', 'protocols', 'require_tls', 'require_key', 'permissions', 'quota_bytes',
   'quota_files', 'rate_up', 'rate_down', 'scan'];
@@ -55,7 +64,12 @@ const list = (s: string) => s.split(',').filter((x) => x !== '');
 
 /** The users and what hangs off them, as the SQLite UserStore keeps them, over a pool. */
 export class PostgresUsers implements UserRepository {
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    /** Logins' copy; every write here drops it at once, other nodes' writes by their notice. */
+    private readonly cache: UserCache,
+    private readonly lastLogins: LastLogins,
+  ) {}
 
   async count(): Promise<number> {
     const { rows } = await this.pool.query<{ n: number }>('SELECT count(*) AS n FROM users');
@@ -64,6 +78,16 @@ export class PostgresUsers implements UserRepository {
 
   get(name: string): Promise<UserRecord | null> {
     return this.one(this.pool, `${SELECT_USER} WHERE lower(u.name) = lower($1)`, [name]);
+  }
+
+  credentials(name: string): Promise<Credentials | null> {
+    return this.cache.get(name, async () => {
+      const { rows } = await this.pool.query<UserRow & { keys: (Omit<KeyRow, 'public_key'> & { public_key: string })[] }>(
+        SELECT_CREDENTIALS, [name]);
+      const row = rows[0];
+      if (!row) return null;
+      return { user: hydrate(row), keys: row.keys.map((k) => keyOf({ ...k, public_key: Buffer.from(k.public_key, 'base64') })) };
+    });
   }
 
   getById(id: number): Promise<UserRecord | null> {
@@ -93,23 +117,23 @@ export class PostgresUsers implements UserRepository {
   }
 
   async update(id: number, s: UserSettings): Promise<void> {
-    await transaction(this.pool, async (c) => {
+    await this.changing(() => transaction(this.pool, async (c) => {
       await c.query(UPDATE_USER, [id, ...settings(s), Date.now()]);
       await c.query('DELETE FROM user_ip_rules WHERE user_id = $1', [id]);
       await writeIpRules(c, id, s);
-    });
+    }));
   }
 
   async remove(id: number): Promise<void> {
-    await this.pool.query('DELETE FROM users WHERE id = $1', [id]);
+    await this.changing(() => this.pool.query('DELETE FROM users WHERE id = $1', [id]));
   }
 
   async setPasswordHash(id: number, hash: string | null): Promise<void> {
-    await this.pool.query('UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3', [hash, Date.now(), id]);
+    await this.changing(() => this.pool.query('UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3', [hash, Date.now(), id]));
   }
 
-  async recordLogin(id: number): Promise<void> {
-    await this.pool.query('UPDATE users SET last_login_at = $1 WHERE id = $2', [Date.now(), id]);
+  recordLogin(id: number): Promise<void> {
+    return this.lastLogins.record(id);
   }
 
   async usage(userId: number): Promise<{ bytes: number; files: number }> {
@@ -130,11 +154,11 @@ export class PostgresUsers implements UserRepository {
 
   async setDirPermissions(userId: number, path: string, permissions: Permission[] | null): Promise<boolean> {
     if (permissions === null) {
-      const r = await this.pool.query('DELETE FROM user_dir_permissions WHERE user_id = $1 AND path = $2', [userId, path]);
+      const r = await this.changing(() => this.pool.query('DELETE FROM user_dir_permissions WHERE user_id = $1 AND path = $2', [userId, path]));
       return (r.rowCount ?? 0) > 0;
     }
-    await this.pool.query(`INSERT INTO user_dir_permissions (user_id, path, permissions) VALUES ($1, $2, $3)
-      ON CONFLICT (user_id, path) DO UPDATE SET permissions = excluded.permissions`, [userId, path, permissions.join(',')]);
+    await this.changing(() => this.pool.query(`INSERT INTO user_dir_permissions (user_id, path, permissions) VALUES ($1, $2, $3)
+      ON CONFLICT (user_id, path) DO UPDATE SET permissions = excluded.permissions`, [userId, path, permissions.join(',')]));
     return true;
   }
 
@@ -145,7 +169,7 @@ export class PostgresUsers implements UserRepository {
 
   async addKey(userId: number, key: NewKey): Promise<void> {
     try {
-      await insertKey(this.pool, userId, key, Date.now());
+      await this.changing(() => insertKey(this.pool, userId, key, Date.now()));
     } catch (err) {
       if (uniqueViolation(err)) throw new StoreConflict(`the user has the key ${key.fingerprint} already`);
       throw err;
@@ -153,8 +177,17 @@ export class PostgresUsers implements UserRepository {
   }
 
   async removeKey(userId: number, fingerprint: string): Promise<boolean> {
-    const r = await this.pool.query('DELETE FROM user_keys WHERE user_id = $1 AND fingerprint = $2', [userId, fingerprint]);
+    const r = await this.changing(() => this.pool.query('DELETE FROM user_keys WHERE user_id = $1 AND fingerprint = $2', [userId, fingerprint]));
     return (r.rowCount ?? 0) > 0;
+  }
+
+  /** A write to what logins read: this node's copy goes however it ends (its notice reaches the other nodes). */
+  private async changing<T>(write: () => Promise<T>): Promise<T> {
+    try {
+      return await write();
+    } finally {
+      this.cache.forget();
+    }
   }
 
   private async one(db: pg.Pool | pg.PoolClient, sql: string, values: unknown[]): Promise<UserRecord | null> {

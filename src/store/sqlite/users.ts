@@ -3,7 +3,7 @@ import type { Protocol, UsageStore } from '../../session/account.js';
 import type { Permission } from '../../session/permissions.js';
 import { keyOf, type KeyRow } from '../rows.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../records.js';
-import { StoreConflict, type UserRepository } from '../store.js';
+import { StoreConflict, type Credentials, type UserRepository } from '../store.js';
 
 interface UserRow {
   id: number;
@@ -81,6 +81,13 @@ export class SqliteUsers implements UserRepository {
   async get(name: string): Promise<UserRecord | null> {
     const row = this.q.byName!.get(name) as UserRow | undefined;
     return row ? this.hydrate(row) : null;
+  }
+
+  /** Both reads in one turn, so no write of this process comes between them. */
+  async credentials(name: string): Promise<Credentials | null> {
+    const row = this.q.byName!.get(name) as UserRow | undefined;
+    if (!row) return null;
+    return { user: this.hydrate(row), keys: (this.q.keys!.all(row.id) as KeyRow[]).map(keyOf) };
   }
 
   async getById(id: number): Promise<UserRecord | null> {

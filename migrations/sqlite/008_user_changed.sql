@@ -1,0 +1,4 @@
+-- Intentionally empty: version 8 of the PostgreSQL schema tells the nodes
+-- sharing it that a user changed, so they drop the copy of users they log in
+-- from. One node on SQLite reads its own file at every login and keeps no
+-- copy; the version exists here so both dialects keep the same list.
