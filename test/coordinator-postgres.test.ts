@@ -164,6 +164,27 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     assert.deepEqual(await counters(a!, account.id), { used_bytes: 7000, used_files: 10, held_bytes: 0, held_files: 0 });
   });
 
+  it("one user's small uploads one after another are counted in few statements, and exactly", async () => {
+    const [a] = await database(1);
+    const account = await addUser(a!, 'many', 0);
+    // Every statement that changes users' counters, counted by the database itself.
+    await a!.query(`CREATE TABLE counted (n integer NOT NULL); INSERT INTO counted VALUES (0);
+      CREATE FUNCTION count_it() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN UPDATE counted SET n = n + 1; RETURN NULL; END $$;
+      CREATE TRIGGER counting AFTER UPDATE OF used_bytes ON users FOR EACH STATEMENT EXECUTE FUNCTION count_it();`);
+    const room = await PostgresQuota.start(a!, 'node-a', assert.fail);
+    const ledger = await new QuotaBook(room).acquire(account);
+    // 20 uploads 2 ms apart, each settled as it ends: a statement each before they were gathered.
+    for (let i = 0; i < 20; i++) {
+      assert.equal(await upload(ledger, 100), 100);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    ledger.release();
+    await room.stop();
+    assert.deepEqual(await counters(a!, account.id), { used_bytes: 2000, used_files: 20, held_bytes: 0, held_files: 0 });
+    const statements = (await a!.query<{ n: number }>('SELECT n FROM counted')).rows[0]!.n;
+    assert.ok(statements <= 5, `${statements} statements for 20 uploads`);
+  });
+
   it('a node that died keeps its lease from the others until it starts again, which gives it back', async () => {
     const [a, b, restarted] = await database(3);
     const account = await addUser(a!, 'stale', 1000);

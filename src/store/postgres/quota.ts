@@ -12,6 +12,14 @@ import type { QuotaRoom, QuotaRooms, Usage } from '../../session/quota.js';
 const LEASE_BYTES = 8 * 1024 * 1024;
 const LEASE_FILES = 16;
 const LEASE_SHARE = 32;
+/**
+ * How long a settle waits for the user's next ones to go in the same
+ * statement: one after another, small uploads end every few milliseconds,
+ * and a statement each costs the database (and the cores it shares) a commit.
+ * Nothing waits for a settle; the bytes stay held meanwhile, so the others'
+ * room is right all along.
+ */
+const GATHER_MS = 50;
 
 /** Room for `need` (and `extra` more), all of it or none: used + held stays within the quota. */
 const GRANT = `
@@ -68,8 +76,8 @@ interface OpenRow {
  * for a little more. A grant is one conditional UPDATE of the user's row, so
  * the nodes' holds and what is used never pass the quota together, however
  * many nodes ask at once. What ends moves from the hold to used, which no
- * transfer waits for: the settles that come while one statement runs go
- * together in the next, so a user's many small uploads cost few statements.
+ * transfer waits for: the settles that come within GATHER_MS, or while one
+ * statement runs, go together, so a user's many small uploads cost few statements.
  *
  * Settles, opens and drops of one user run in the order they were made (a
  * drop must not take a later ledger's hold). Grants need no place in that
@@ -86,6 +94,8 @@ export class PostgresQuota implements QuotaRooms {
   private readonly queues = new Map<number, Promise<void>>();
   /** Settles not yet sent, summed per user: [used bytes, used files, held bytes, held files]. */
   private readonly pending = new Map<number, number[]>();
+  /** Users whose pending settle is gathering others (GATHER_MS), not yet in the queue. */
+  private readonly gathering = new Map<number, NodeJS.Timeout>();
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -109,6 +119,7 @@ export class PostgresQuota implements QuotaRooms {
    * be refused what it freed a moment ago).
    */
   async settled(): Promise<void> {
+    for (const userId of [...this.gathering.keys()]) this.sendSettle(userId);
     await Promise.all(this.queues.values());
   }
 
@@ -159,7 +170,7 @@ export class PostgresQuota implements QuotaRooms {
     };
   }
 
-  /** Added to the user's next settle statement, made now unless one is waiting its turn. */
+  /** Added to the user's next settle statement, which gathers for GATHER_MS unless one is gathering or waiting its turn. */
   private settleLater(userId: number, change: number[]): void {
     const waiting = this.pending.get(userId);
     if (waiting) {
@@ -167,15 +178,31 @@ export class PostgresQuota implements QuotaRooms {
       return;
     }
     this.pending.set(userId, change);
-    this.run(userId, async () => {
+    const timer = setTimeout(() => this.sendSettle(userId), GATHER_MS);
+    timer.unref();
+    this.gathering.set(userId, timer);
+  }
+
+  /** The user's gathering settle joins the queue now. */
+  private sendSettle(userId: number): void {
+    const timer = this.gathering.get(userId);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.gathering.delete(userId);
+    this.enqueue(userId, async () => {
       const sum = this.pending.get(userId) ?? [];
       this.pending.delete(userId);
       await this.pool.query(SETTLE, [this.nodeId, userId, ...sum]);
     }).catch(this.onError);
   }
 
-  /** Run `op` after every statement of the user made before it. */
+  /** Run `op` after every statement of the user made before it, a gathering settle included. */
   private run<T>(userId: number, op: () => Promise<T>): Promise<T> {
+    this.sendSettle(userId);
+    return this.enqueue(userId, op);
+  }
+
+  private enqueue<T>(userId: number, op: () => Promise<T>): Promise<T> {
     const result = (this.queues.get(userId) ?? Promise.resolve()).then(op);
     const tail = result.then(() => undefined, () => undefined);
     this.queues.set(userId, tail);
