@@ -55,10 +55,6 @@ export class Notices {
     this.heartbeat.unref();
   }
 
-  get listening(): boolean {
-    return this.client !== null;
-  }
-
   async close(): Promise<void> {
     this.closed = true;
     if (this.retry) clearTimeout(this.retry);
