@@ -217,6 +217,23 @@ for (const backend of [sqlite(), postgres()]) {
       }
     });
 
+    it('updates change only what they name, and two Stores updating other settings at once both land', async () => {
+      const [a, open] = await fresh();
+      const b = await open();
+      const u = await a.users.create('hal', null, settings({ allowIps: ['10.0.0.1'], rateDown: 9 }));
+      for (let i = 1; i <= 20; i++) {
+        await Promise.all([
+          a.users.update(u.id, { quotaBytes: i }),
+          b.users.update(u.id, { rateUp: i, denyIps: [`192.0.2.${i}`] }),
+          b.users.update(u.id, { quotaFiles: i }),
+        ]);
+        const v = (await a.users.getById(u.id))!;
+        assert.deepEqual([v.quotaBytes, v.rateUp, v.quotaFiles, v.denyIps], [i, i, i, [`192.0.2.${i}`]], `round ${i}`);
+        assert.deepEqual([v.allowIps, v.rateDown, v.home], [['10.0.0.1'], 9, '/srv/x'], 'the rest as it was');
+      }
+      await a.users.update(9_999_999, { enabled: false });
+    });
+
     it('per-directory permissions: set, replace, list in path order, remove', async () => {
       const [store] = await fresh();
       const u = await store.users.create('frank', null, settings());

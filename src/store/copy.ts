@@ -1,4 +1,5 @@
-import type { Store, UserRecord, UserSettings } from './store.js';
+import { settingsOf } from './records.js';
+import type { Store } from './store.js';
 
 export interface CopyReport {
   users: number;
@@ -59,23 +60,4 @@ export async function copyStore(from: Store, to: Store): Promise<CopyReport> {
 async function undo(to: Store, users: number[], bans: string[]): Promise<boolean> {
   const results = await Promise.allSettled([...users.map((id) => to.users.remove(id)), ...bans.map((a) => to.bans.remove(a))]);
   return results.every((r) => r.status === 'fulfilled');
-}
-
-function settingsOf(u: UserRecord): UserSettings {
-  return {
-    home: u.home,
-    enabled: u.enabled,
-    expiresAt: u.expiresAt,
-    protocols: u.protocols,
-    requireTls: u.requireTls,
-    requireKey: u.requireKey,
-    permissions: u.permissions,
-    quotaBytes: u.quotaBytes,
-    quotaFiles: u.quotaFiles,
-    rateUp: u.rateUp,
-    rateDown: u.rateDown,
-    scan: u.scan,
-    allowIps: u.allowIps,
-    denyIps: u.denyIps,
-  };
 }

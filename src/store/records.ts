@@ -59,6 +59,26 @@ export interface UserSettings {
   denyIps: string[];
 }
 
+/** What an administrator set for `u`, as create() and update() take it. */
+export function settingsOf(u: UserRecord): UserSettings {
+  return {
+    home: u.home,
+    enabled: u.enabled,
+    expiresAt: u.expiresAt,
+    protocols: u.protocols,
+    requireTls: u.requireTls,
+    requireKey: u.requireKey,
+    permissions: u.permissions,
+    quotaBytes: u.quotaBytes,
+    quotaFiles: u.quotaFiles,
+    rateUp: u.rateUp,
+    rateDown: u.rateDown,
+    scan: u.scan,
+    allowIps: u.allowIps,
+    denyIps: u.denyIps,
+  };
+}
+
 export interface NewKey {
   algorithm: string;
   blob: Buffer;

@@ -71,7 +71,12 @@ export interface UserRepository {
   all(): Promise<UserRecord[]>;
   /** Insert a user with its address rules and keys in one transaction; StoreConflict when the name is taken. */
   create(name: string, passwordHash: string | null, settings: UserSettings, keys?: NewKey[]): Promise<UserRecord>;
-  update(id: number, settings: UserSettings): Promise<void>;
+  /**
+   * Change the settings `patch` names, the others as they are: read and
+   * written under the row's lock, so concurrent updates of other settings
+   * (from any node or the CLI) are never lost. Nothing when there is no such user.
+   */
+  update(id: number, patch: Partial<UserSettings>): Promise<void>;
   remove(id: number): Promise<void>;
   setPasswordHash(id: number, hash: string | null): Promise<void>;
   /** Settles once written; a shared store writes these in batches (postgres/last-logins.ts), up to a second later. */

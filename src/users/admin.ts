@@ -160,28 +160,13 @@ export class UserAdmin {
 
   async update(name: string, patch: Partial<UserSettings>): Promise<UserRecord> {
     const user = await this.require(name);
-    const settings: UserSettings = {
-      home: user.home,
-      enabled: user.enabled,
-      expiresAt: user.expiresAt,
-      protocols: user.protocols,
-      requireTls: user.requireTls,
-      requireKey: user.requireKey,
-      permissions: user.permissions,
-      quotaBytes: user.quotaBytes,
-      quotaFiles: user.quotaFiles,
-      rateUp: user.rateUp,
-      rateDown: user.rateDown,
-      scan: user.scan,
-      allowIps: user.allowIps,
-      denyIps: user.denyIps,
-      ...patch,
-    };
+    const change = { ...patch };
     if (patch.home !== undefined) {
-      settings.home = resolve(patch.home);
-      makeHome(settings.home);
+      change.home = resolve(patch.home);
+      makeHome(change.home);
     }
-    await this.store.update(user.id, settings);
+    // Only what is changed goes to the store, which merges it under the row's lock.
+    await this.store.update(user.id, change);
     return this.require(name);
   }
 

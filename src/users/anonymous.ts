@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ANONYMOUS } from '../auth/authenticator.js';
 import type { Config } from '../config/schema.js';
-import type { UserRecord, UserSettings } from '../store/records.js';
+import { settingsOf, type UserRecord, type UserSettings } from '../store/records.js';
 import { StoreConflict, type UserRepository } from '../store/store.js';
 import { AdminError, makeHome, parseVirtualDir } from './admin.js';
 
@@ -37,7 +37,7 @@ async function provision(users: UserRepository, settings: AnonymousSettings): Pr
   }
   if (!settings.enabled) {
     // Left from a run with anonymous FTP on: nothing logs in with it while it is off.
-    if (existing?.enabled) await users.update(existing.id, { ...settingsOf(existing), enabled: false });
+    if (existing?.enabled) await users.update(existing.id, { enabled: false });
     return;
   }
   const ftp = await users.get('ftp');
@@ -64,9 +64,4 @@ async function provision(users: UserRepository, settings: AnonymousSettings): Pr
 
 async function hasCredentials(users: UserRepository, user: UserRecord): Promise<boolean> {
   return user.passwordHash !== null || (await users.keys(user.id)).length > 0;
-}
-
-function settingsOf(u: UserRecord): UserSettings {
-  const { home, enabled, expiresAt, protocols, requireTls, requireKey, permissions, quotaBytes, quotaFiles, rateUp, rateDown, scan, allowIps, denyIps } = u;
-  return { home, enabled, expiresAt, protocols, requireTls, requireKey, permissions, quotaBytes, quotaFiles, rateUp, rateDown, scan, allowIps, denyIps };
 }

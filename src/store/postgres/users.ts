@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { Protocol } from '../../session/account.js';
 import type { Permission } from '../../session/permissions.js';
 import { keyOf, type KeyRow } from '../rows.js';
-import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../records.js';
+import { settingsOf, type NewKey, type PublicKeyRecord, type UserRecord, type UserSettings } from '../records.js';
 import { StoreConflict, type Credentials, type UserRepository } from '../store.js';
 import { transaction, uniqueViolation } from './connection.js';
 import type { LastLogins } from './last-logins.js';
@@ -116,8 +116,12 @@ export class PostgresUsers implements UserRepository {
     }
   }
 
-  async update(id: number, s: UserSettings): Promise<void> {
+  async update(id: number, patch: Partial<UserSettings>): Promise<void> {
     await this.changing(() => transaction(this.pool, async (c) => {
+      // The lock first, then a read that sees what any update before ours committed.
+      if ((await c.query('SELECT id FROM users WHERE id = $1 FOR UPDATE', [id])).rowCount === 0) return;
+      const current = (await this.one(c, `${SELECT_USER} WHERE u.id = $1`, [id])) as UserRecord;
+      const s = { ...settingsOf(current), ...patch };
       await c.query(UPDATE_USER, [id, ...settings(s), Date.now()]);
       await c.query('DELETE FROM user_ip_rules WHERE user_id = $1', [id]);
       await writeIpRules(c, id, s);

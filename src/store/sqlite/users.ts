@@ -2,7 +2,7 @@ import type { Database, Statement } from 'better-sqlite3';
 import type { Protocol, UsageStore } from '../../session/account.js';
 import type { Permission } from '../../session/permissions.js';
 import { keyOf, type KeyRow } from '../rows.js';
-import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../records.js';
+import { settingsOf, type NewKey, type PublicKeyRecord, type UserRecord, type UserSettings } from '../records.js';
 import { StoreConflict, type Credentials, type UserRepository } from '../store.js';
 
 interface UserRow {
@@ -113,12 +113,16 @@ export class SqliteUsers implements UserRepository {
     return this.hydrate(this.q.byId!.get(id) as UserRow);
   }
 
-  async update(id: number, s: UserSettings): Promise<void> {
+  async update(id: number, patch: Partial<UserSettings>): Promise<void> {
+    // IMMEDIATE: the write lock before the read, or the CLI and the server could merge over each other.
     this.db.transaction(() => {
+      const row = this.q.byId!.get(id) as UserRow | undefined;
+      if (!row) return;
+      const s = { ...settingsOf(this.hydrate(row)), ...patch };
       this.q.update!.run({ id, now: Date.now(), ...columns(s) });
       this.q.clearIpRules!.run(id);
       this.writeIpRules(id, s);
-    })();
+    }).immediate();
   }
 
   async remove(id: number): Promise<void> {
