@@ -114,6 +114,47 @@ describe('worker to primary: what needs no answer is batched per tick', () => {
   });
 });
 
+describe('a user without a quota: an upload waits for no answer from the primary', () => {
+  const { primary } = primaryOnTempStore();
+  const free: Account = { ...account, id: 6001, quotaBytes: 0, quotaFiles: 0 };
+
+  it('start, name slot, reservation and commit check are said, not asked; the primary still counts them, and a claim still asks', async () => {
+    const { coordinator, link, sent } = wire(primary(), 1);
+    const ledger = await coordinator.ledgers.acquire(free);
+    sent.length = 0;
+    assert.equal(await ledger.checkStart({ createsFile: true, credit: 0, claim: null, lock: null }), false);
+    await ledger.reserve(4096, 0);
+    await ledger.holdFile();
+    await ledger.checkCommit(4096, 4096, 0, true);
+    const asked = () => sent.flatMap((m) => (m.t === 'batch' ? m.messages : [m])).filter((m) => m.t === 'ask');
+    assert.deepEqual(asked(), [], 'no question');
+    await ledger.synced();
+    // What was said reached the primary's handle: released with the session, it gives all of it back.
+    const handle = (link as unknown as { handles: Map<number, { reserved: number; files: number }> }).handles.values().next().value!;
+    assert.deepEqual([handle.reserved, handle.files], [4096, 2]);
+    ledger.settle(4096, 4096, 1);
+    ledger.releaseFile();
+    ledger.releaseFile();
+    await ledger.synced();
+    assert.deepEqual([handle.reserved, handle.files], [0, 0]);
+    sent.length = 0;
+    assert.equal(await ledger.checkStart({ createsFile: false, credit: 10, claim: '1:99', lock: null }), true);
+    assert.equal(asked().length, 1, 'a claim is asked');
+    ledger.release();
+  });
+
+  it('a limited user asks as before', async () => {
+    const { coordinator, sent } = wire(primary(), 2);
+    const ledger = await coordinator.ledgers.acquire({ ...free, id: 6002, quotaBytes: 1 << 20 });
+    sent.length = 0;
+    await ledger.checkStart({ createsFile: true, credit: 0, claim: null, lock: null });
+    await ledger.reserve(4096, 0);
+    await ledger.checkCommit(4096, 4096, 0, true);
+    assert.equal(sent.filter((m) => m.t === 'ask').length, 3);
+    ledger.release();
+  });
+});
+
 describe("an upload's start: claim, check and in-place lock in one round trip, held across workers", () => {
   const { primary } = primaryOnTempStore();
   const user = (id: number, quotaBytes: number, quotaFiles: number): Account => ({ ...account, id, quotaBytes, quotaFiles });

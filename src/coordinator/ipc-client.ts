@@ -7,7 +7,7 @@ import type { Ledger, Ledgers } from '../session/quota.js';
 import type { InFlightUploads } from '../session/session.js';
 import type { AuditTrail, Coordinator, Offence, Release } from './coordinator.js';
 import {
-  isMessage, type Answer, type LedgerNote, type LedgerQuestion, type PrimaryMessage, type Question, type SessionsAnswer, type SessionsQuestion,
+  isMessage, type Answer, type LedgerNote, type LedgerOpened, type LedgerQuestion, type PrimaryMessage, type Question, type SessionsAnswer, type SessionsQuestion,
   type SingleWorkerMessage, type WorkerMessage,
 } from './ipc-messages.js';
 
@@ -103,16 +103,23 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
 
   private async ledger(account: Account): Promise<Ledger> {
     const { id, quotaBytes, quotaFiles } = account;
-    const handle = (await this.ask({ op: 'ledger', account: { id, quotaBytes, quotaFiles } })) as number;
+    const { handle, unlimited } = (await this.ask({ op: 'ledger', account: { id, quotaBytes, quotaFiles } })) as LedgerOpened;
     const ask = (q: LedgerQuestion) => this.ask({ op: 'ledger-ask', handle, ...q });
     const note = (n: LedgerNote) => this.post({ t: 'ledger-note', handle, ...n });
     let released = false;
+    // Without a quota no check can fail: what they take is said with the tick's other messages, and a
+    // small upload waits for no round trip to the primary (claims and in-place locks still ask).
     return {
-      checkStart: async (start) => (await ask({ method: 'checkStart', args: [start] })) === true,
-      holdFile: async () => void (await ask({ method: 'holdFile', args: [] })),
-      reserve: async (bytes, credit) => void (await ask({ method: 'reserve', args: [bytes, credit] })),
+      checkStart: async (start) => {
+        if (!unlimited || start.claim !== null || start.lock !== null) return (await ask({ method: 'checkStart', args: [start] })) === true;
+        note({ method: 'checkStart', args: [start] });
+        return false;
+      },
+      holdFile: async () => (unlimited ? note({ method: 'holdFile', args: [] }) : void (await ask({ method: 'holdFile', args: [] }))),
+      reserve: async (bytes, credit) =>
+        unlimited ? note({ method: 'reserve', args: [bytes, credit] }) : void (await ask({ method: 'reserve', args: [bytes, credit] })),
       lockInPlace: async (key) => void (await ask({ method: 'lockInPlace', args: [key] })),
-      checkCommit: async (...args) => void (await ask({ method: 'checkCommit', args })),
+      checkCommit: async (...args) => (unlimited ? undefined : void (await ask({ method: 'checkCommit', args }))),
       usage: async () => (await ask({ method: 'usage', args: [] })) as { bytes: number; files: number },
       synced: async () => void (await ask({ method: 'synced', args: [] })),
       releaseFile: () => note({ method: 'releaseFile', args: [] }),

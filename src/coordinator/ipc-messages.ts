@@ -3,7 +3,7 @@ import type { MetricEvent, ProcessSample } from '../metrics/events.js';
 import type { Protocol } from '../session/account.js';
 import type { ErrorKind } from '../session/errors.js';
 import type { DrainCounts, LiveSessionInfo } from '../session/live.js';
-import type { UploadStart } from '../session/quota.js';
+import type { SaidStep, UploadStart } from '../session/quota.js';
 import type { Listening } from '../listening.js';
 import type { Offence } from './coordinator.js';
 
@@ -20,6 +20,7 @@ export type LedgerQuestion =
 
 /** What a worker's ledger says and does not wait for. */
 export type LedgerNote =
+  | SaidStep
   | { method: 'releaseFile'; args: [] }
   | { method: 'unclaim'; args: [key: string] }
   | { method: 'unlockInPlace'; args: [key: string] }
@@ -67,7 +68,13 @@ export type SingleWorkerMessage =
 export type WorkerMessage = SingleWorkerMessage | { t: 'batch'; messages: SingleWorkerMessage[] };
 
 /** A slot (admit, claim-user) or ledger handle is a number the worker gives back; null: refused. */
-export type Answer = boolean | number | null | { bytes: number; files: number } | void;
+export type Answer = boolean | number | null | { bytes: number; files: number } | LedgerOpened | void;
+
+/** The answer to `ledger`: the handle, and whether the ledger has no quota (then its checks are said, not asked). */
+export interface LedgerOpened {
+  handle: number;
+  unlimited: boolean;
+}
 
 /** What the primary asks a worker about its logged-in sessions (LiveSessionsView). */
 export type SessionsQuestion =

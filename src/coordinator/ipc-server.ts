@@ -6,7 +6,7 @@ import type { LedgerHandle, QuotaBook } from '../session/quota.js';
 import type { AuditTrail, Release } from './coordinator.js';
 import type { LocalCoordinator } from './local.js';
 import type {
-  Answer, LedgerNote, LedgerQuestion, PrimaryMessage, Question, SessionsAnswer, SessionsQuestion, SingleWorkerMessage, WorkerMessage,
+  Answer, LedgerNote, LedgerOpened, LedgerQuestion, PrimaryMessage, Question, SessionsAnswer, SessionsQuestion, SingleWorkerMessage, WorkerMessage,
 } from './ipc-messages.js';
 
 /**
@@ -184,7 +184,7 @@ export class WorkerLink {
         // The worker died while the ledger opened: nothing will release it but this.
         if (this.gone) handle.release();
         else this.handles.set(id, handle);
-        return id;
+        return { handle: id, unlimited: handle.unlimited } satisfies LedgerOpened;
       }
       case 'ledger-ask':
         return this.ledgerAsk(this.ledger(q.handle), q);
@@ -220,6 +220,10 @@ export class WorkerLink {
     const h = this.handles.get(handle);
     if (!h) return;
     switch (n.method) {
+      case 'checkStart':
+      case 'holdFile':
+      case 'reserve':
+        return h.said(n);
       case 'releaseFile':
         return h.releaseFile();
       case 'unclaim':

@@ -116,6 +116,11 @@ export class QuotaLedger {
     this.room = { ...source.room };
   }
 
+  /** No quota of either kind: no check of this ledger can fail. */
+  get unlimited(): boolean {
+    return this.account.quotaBytes === 0 && this.account.quotaFiles === 0;
+  }
+
   /** Several nodes: what was used when the ledger opened, with this node's changes since. */
   get usage(): Usage {
     return { ...this.used };
@@ -262,6 +267,12 @@ export interface Ledger {
   release(): void;
 }
 
+/** The steps of an unlimited ledger a worker says without waiting (LedgerHandle.said). */
+export type SaidStep =
+  | { method: 'checkStart'; args: [start: UploadStart] }
+  | { method: 'holdFile'; args: [] }
+  | { method: 'reserve'; args: [bytes: number, credit: number] };
+
 /** What an upload asks its ledger for before it opens its file (Ledger.checkStart). */
 export interface UploadStart {
   /** The upload makes a new name: hold a slot of the file quota for it. */
@@ -310,6 +321,34 @@ export class LedgerHandle implements Ledger {
 
   checkStart(start: UploadStart): Promise<boolean> {
     return this.withRoom(() => this.startNow(start));
+  }
+
+  /** See QuotaLedger.unlimited: then a worker says the steps below rather than asks them. */
+  get unlimited(): boolean {
+    return this.ledger.unlimited;
+  }
+
+  /**
+   * A step of an unlimited ledger, applied at once: a start with neither
+   * claim nor lock, a name slot, a reservation. These cannot fail (they throw
+   * if they do), so the worker that said them goes on without an answer.
+   */
+  said(step: SaidStep): void {
+    if (!this.unlimited) throw new Error(`ledger step ${step.method} said, not asked, of a ledger with a quota`);
+    switch (step.method) {
+      case 'checkStart':
+        if (step.args[0].claim !== null || step.args[0].lock !== null) throw new Error('a claim or a lock is asked, not said');
+        this.startNow(step.args[0]);
+        return;
+      case 'holdFile':
+        this.ledger.holdFile();
+        this.files++;
+        return;
+      case 'reserve':
+        this.ledger.reserve(...step.args);
+        this.reserved += step.args[0];
+        return;
+    }
   }
 
   /** The start in one synchronous step, which leaves nothing held when it throws. */
