@@ -132,7 +132,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   const audit = trail && throttle ? { record: throttle.record.bind(throttle), system: trail.system.bind(trail) } : null;
   const { limits } = config;
   const registry = new ConnectionRegistry(limits.maxSessions, limits.maxSessionsPerIp, limits.maxSessionsPerUser);
-  const shared = await base.store.shared(config.nodeId, (err) => base.log.error({ err }, 'shared store: a count was not written'));
+  const shared = await base.store.shared(config.nodeId, (err) => base.log.error({ err }, 'shared store: a count was not written, or the node id lock was lost'));
   const counts = shared ?? localCounts(base.store);
   const quotas = new QuotaBook(counts.quota);
   const sessions = new AllSessions();

@@ -16,6 +16,7 @@ import { openPostgresStore } from '../src/store/postgres/store.js';
 import type { Store } from '../src/store/store.js';
 import type { UserRecord } from '../src/store/records.js';
 import { UserCache } from '../src/store/postgres/user-cache.js';
+import { sluice } from './helpers/cli.js';
 import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
 
 const MIGRATIONS = loadMigrations(migrationsDir('postgres'));
@@ -153,8 +154,13 @@ describe('PostgreSQL migrations', { skip: postgresMissing() ?? false }, () => {
 
 describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
   let server: TestPostgres;
+  /** Where the CLI runs: no sluice.yaml, so the store is what SLUICE_STORE_URL says (SQLite without it). */
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-pgstore-'));
   before(async () => (server = await startPostgres()));
-  after(async () => server?.stop());
+  after(async () => {
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   it('names the database without its password when it cannot open', async () => {
     const password = new URL(server.url).password;
@@ -274,6 +280,43 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
     }
     await waiting;
     assert.ok((await lastLogins())[0]!.last_login_at! >= Date.now() - 60_000, 'written by close()');
+  });
+
+  it('a node id runs once; what a node that died holds is given back by `sluice store forget-node`, never while it runs', async () => {
+    const url = await server.createDatabase();
+    const [a, b] = [await openPostgresStore(url), await openPostgresStore(url)];
+    const cli = (...args: string[]) => sluice(dir, ['store', ...args], undefined, { SLUICE_STORE_URL: url });
+    const lost: unknown[] = [];
+    try {
+      const x = (await a.shared('node-x', (err) => lost.push(err)))!;
+      await assert.rejects(b.shared('node-x', assert.fail), /node id "node-x" is in use by a running node/);
+      const user = await a.users.create('lee', null, { home: '/h', enabled: true, expiresAt: null, protocols: ['sftp'], requireTls: false,
+        requireKey: false, permissions: ['list'], quotaBytes: 1_000_000, quotaFiles: 0, rateUp: null, rateDown: null, scan: null, allowIps: [], denyIps: [] });
+      const room = await x.quota.open({ ...user, permissions: { root: new Set(), dirs: new Map() } });
+      await room.grow!({ bytes: 100, files: 0 });
+      assert.equal(await x.userSessions.claim('lee', 0), true);
+      assert.match(cli('nodes').stdout, /^node-x\trunning\t(\d+) bytes and 0 files of quota leases, 1 sessions\n$/);
+      const refused = cli('forget-node', 'node-x');
+      assert.deepEqual([refused.code, refused.stdout], [1, 'node node-x is running: stop it first (a running node\'s leases are in use)\n']);
+      // The node dies: its connections end all at once, and nothing is given back.
+      await withClient(url, (sql) => sql.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sluice node node-x'"));
+      assert.ok(await within(5000, () => lost.length > 0), 'the node is told it lost its id');
+      const held = /^node-x\tnot running\t(\d+) bytes/.exec(cli('nodes').stdout);
+      assert.ok(held && Number(held[1]) >= 100, 'still held');
+      const forgot = cli('forget-node', 'node-x');
+      assert.equal(forgot.code, 0, forgot.stderr);
+      assert.match(forgot.stdout, new RegExp(`^node node-x: gave back ${held![1]} bytes and 0 files of quota leases, 1 sessions\n$`));
+      assert.deepEqual(await withClient(url, async (sql) => (await sql.query(
+        "SELECT u.held_bytes, t.count FROM users u JOIN user_session_totals t ON t.user_name = u.name WHERE u.name = 'lee'")).rows), [{ held_bytes: 0, count: 0 }]);
+      assert.equal(cli('nodes').stdout, 'no node holds leases or sessions\n');
+      const again = (await b.shared('node-x', assert.fail))!;
+      await again.stop();
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+    const sqlite = sluice(dir, ['store', 'nodes']);
+    assert.equal(sqlite.code, 2);
+    assert.match(sqlite.stderr, /only with a PostgreSQL store/);
   });
 
   it('close() ends the pool and the notification connection', async () => {

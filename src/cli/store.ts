@@ -4,7 +4,7 @@ import { copyStore } from '../store/copy.js';
 import { describeUrl } from '../store/postgres/connection.js';
 import { openPostgresStore } from '../store/postgres/store.js';
 import { openSqliteStore } from '../store/sqlite/store.js';
-import type { Store } from '../store/store.js';
+import type { NodeHolding, NodeRegistry, Store } from '../store/store.js';
 import { UsageError, parse } from './args.js';
 
 export const STORE_HELP = `Usage: sluice store <command> ...
@@ -17,6 +17,15 @@ export const STORE_HELP = `Usage: sluice store <command> ...
       password on the command line is visible to other local users.
       FILE is brought to this version's schema first, then only read.
       Admin tokens are not copied (only their hashes are kept): create them again.
+
+  nodes
+      the nodes sharing the configured PostgreSQL store that hold quota leases
+      or count sessions there, and whether each is running.
+
+  forget-node NODE_ID
+      give back what node NODE_ID holds (its quota leases and session counts),
+      as its own next start would: for a node that will not return. Refused
+      while a node with that id runs.
 `;
 
 const POSTGRES = /^postgres(ql)?:\/\/./;
@@ -27,6 +36,7 @@ export async function storeCommand(args: string[], config: () => Config, out: (s
     out(STORE_HELP);
     return sub === undefined ? 2 : 0;
   }
+  if (sub === 'nodes' || sub === 'forget-node') return nodesCommand(sub, rest, config, out);
   if (sub !== 'migrate-from-sqlite') throw new UsageError(`unknown store command "${sub}"; see sluice store --help`);
   const { values: v, positionals } = parse(rest, { to: { type: 'string' } }, 1);
   if (v.help) {
@@ -54,4 +64,38 @@ export async function storeCommand(args: string[], config: () => Config, out: (s
     await from.close();
     await to?.close();
   }
+}
+
+async function nodesCommand(sub: 'nodes' | 'forget-node', rest: string[], config: () => Config, out: (s: string) => void): Promise<number> {
+  const { values: v, positionals } = parse(rest, {}, sub === 'nodes' ? 0 : 1);
+  if (v.help) {
+    out(STORE_HELP);
+    return 0;
+  }
+  const url = config().store;
+  if (!POSTGRES.test(url)) throw new UsageError(`store ${sub}: only with a PostgreSQL store (store: or SLUICE_STORE_URL); one SQLite node holds nothing for others`);
+  const store = await openPostgresStore(url);
+  try {
+    const nodes = store.nodes as NodeRegistry;
+    if (sub === 'nodes') {
+      const list = await nodes.list();
+      if (list.length === 0) out('no node holds leases or sessions\n');
+      for (const n of list) out(`${n.nodeId}\t${n.running ? 'running' : 'not running'}\t${describe(n)}\n`);
+      return 0;
+    }
+    const nodeId = positionals[0] as string;
+    const gone = await nodes.forget(nodeId);
+    if (gone === 'running') {
+      out(`node ${nodeId} is running: stop it first (a running node's leases are in use)\n`);
+      return 1;
+    }
+    out(`node ${nodeId}: gave back ${describe(gone)}\n`);
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+function describe(n: NodeHolding): string {
+  return `${n.heldBytes} bytes and ${n.heldFiles} files of quota leases, ${n.sessions} sessions`;
 }

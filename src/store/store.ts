@@ -21,9 +21,12 @@ export interface Store {
    * part of it (a node id is unique; what a node held when it last stopped
    * or died is given back first). null: the store is one node's (SQLite),
    * which counts in its own memory. `onError`: a write no one waits for
-   * failed.
+   * failed, or the connection holding the node id was lost. Rejects when a
+   * node with this id is running already.
    */
   shared(nodeId: string, onError: (err: unknown) => void): Promise<SharedCounts | null>;
+  /** The nodes sharing this store and what each holds; null: the store is one node's (SQLite). */
+  readonly nodes: NodeRegistry | null;
   /** Answers a trivial query (for /readyz); rejects when the database does not. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -50,6 +53,27 @@ export interface SharedCounts {
 export interface Credentials {
   readonly user: UserRecord;
   readonly keys: readonly PublicKeyRecord[];
+}
+
+/** What one node holds in a shared store: quota leases, and its users' sessions in the sums. */
+export interface NodeHolding {
+  readonly nodeId: string;
+  readonly heldBytes: number;
+  readonly heldFiles: number;
+  readonly sessions: number;
+  /** A node with this id runs now (it holds its id's lock). */
+  readonly running: boolean;
+}
+
+/** For an administrator: the nodes holding something in the shared store. */
+export interface NodeRegistry {
+  list(): Promise<NodeHolding[]>;
+  /**
+   * What node `nodeId` holds goes back, as its own next start would give it
+   * back: for a node that will not return. 'running' (and nothing changes)
+   * while a node with that id runs.
+   */
+  forget(nodeId: string): Promise<NodeHolding | 'running'>;
 }
 
 /** A name or key that exists already: both databases' unique constraints, as one error. */

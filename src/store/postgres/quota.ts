@@ -109,7 +109,7 @@ export class PostgresQuota implements QuotaRooms {
    * waits for failed (the counters may then be off until a recount).
    */
   static async start(pool: pg.Pool, nodeId: string, onError: (err: unknown) => void): Promise<PostgresQuota> {
-    await pool.query(DROP, [nodeId, null]);
+    await dropNodeHolds(pool, nodeId);
     return new PostgresQuota(pool, nodeId, onError);
   }
 
@@ -126,7 +126,7 @@ export class PostgresQuota implements QuotaRooms {
   /** Everything this node holds goes back (a clean stop); ledgers still open hold nothing any more. */
   async stop(): Promise<void> {
     await this.settled();
-    await this.pool.query(DROP, [this.nodeId, null]);
+    await dropNodeHolds(this.pool, this.nodeId);
   }
 
   async open(account: Account): Promise<QuotaRoom> {
@@ -211,4 +211,9 @@ export class PostgresQuota implements QuotaRooms {
     });
     return result;
   }
+}
+
+/** Every hold of node `nodeId` goes back to its users' rows: at the node's start and clean stop, or by an administrator. */
+export async function dropNodeHolds(db: pg.Pool | pg.PoolClient, nodeId: string): Promise<void> {
+  await db.query(DROP, [nodeId, null]);
 }

@@ -6,6 +6,7 @@ import { PostgresBans } from './bans.js';
 import { clientConfig, describeUrl } from './connection.js';
 import { LastLogins } from './last-logins.js';
 import { migrate } from './migrate.js';
+import { NodeLock, PostgresNodes } from './nodes.js';
 import { Notices } from './notices.js';
 import { REVOKED_CHANNEL, Revocations } from './revocations.js';
 import { USER_CHANGED_CHANNEL, UserCache } from './user-cache.js';
@@ -63,15 +64,28 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
     users: new PostgresUsers(pool, cache, lastLogins),
     bans,
     tokens: new PostgresAdminTokens(pool),
+    nodes: new PostgresNodes(pool),
     async shared(nodeId, onError) {
-      const [quota, userSessions] = await Promise.all([PostgresQuota.start(pool, nodeId, onError), PostgresUserSessions.start(pool, nodeId)]);
+      const lock = await NodeLock.take(url, nodeId, onError);
+      let quota: PostgresQuota;
+      let userSessions: PostgresUserSessions;
+      try {
+        [quota, userSessions] = await Promise.all([PostgresQuota.start(pool, nodeId, onError), PostgresUserSessions.start(pool, nodeId)]);
+      } catch (err) {
+        await lock.release().catch(() => undefined);
+        throw err;
+      }
       return {
         failures: new PostgresFailureTally(pool),
         userSessions,
         quota,
         onUserRevoked: (listener) => revocations.on(listener),
         stop: async () => {
-          await Promise.all([quota.stop(), userSessions.stop()]);
+          try {
+            await Promise.all([quota.stop(), userSessions.stop()]);
+          } finally {
+            await lock.release().catch(() => undefined);
+          }
         },
       };
     },

@@ -36,7 +36,7 @@ export class PostgresUserSessions implements UserSessionCounts {
 
   /** The counts of node `nodeId`, once what it counted before it last stopped (or died) is taken out. Node ids must be unique. */
   static async start(pool: pg.Pool, nodeId: string): Promise<PostgresUserSessions> {
-    await pool.query(DROP_NODE, [nodeId]);
+    await dropNodeSessions(pool, nodeId);
     return new PostgresUserSessions(pool, nodeId);
   }
 
@@ -50,6 +50,11 @@ export class PostgresUserSessions implements UserSessionCounts {
 
   /** A clean stop: this node's sessions are over. */
   async stop(): Promise<void> {
-    await this.pool.query(DROP_NODE, [this.nodeId]);
+    await dropNodeSessions(this.pool, this.nodeId);
   }
+}
+
+/** Node `nodeId`'s session counts are taken out of the sums: at its start and clean stop, or by an administrator. */
+export async function dropNodeSessions(db: pg.Pool | pg.PoolClient, nodeId: string): Promise<void> {
+  await db.query(DROP_NODE, [nodeId]);
 }

@@ -11,6 +11,8 @@ export class SqliteStore implements Store {
   readonly users: SqliteUsers;
   readonly bans: SqliteBans;
   readonly tokens: SqliteAdminTokens;
+  /** One node: nothing is held in the store on another's behalf. */
+  readonly nodes = null;
 
   constructor(private readonly db: Database.Database) {
     this.users = new SqliteUsers(db);

@@ -1,0 +1,92 @@
+import pg from 'pg';
+import type { NodeHolding, NodeRegistry } from '../store.js';
+import { clientConfig, transaction } from './connection.js';
+import { dropNodeHolds } from './quota.js';
+import { dropNodeSessions } from './user-sessions.js';
+
+/** The advisory-lock class of node ids (the second key is the id's hash); migrations use the one-key form. */
+const NODE_LOCK_CLASS = 0x736c6e64; // "slnd"
+
+const TAKE = 'SELECT pg_try_advisory_lock($1, hashtext($2)) AS taken';
+
+const LIST = `
+  WITH h AS (SELECT node_id, count(*) AS users, sum(bytes) AS bytes, sum(files) AS files FROM quota_holds GROUP BY node_id),
+       s AS (SELECT node_id, sum(count) AS sessions FROM user_sessions GROUP BY node_id)
+  SELECT coalesce(h.node_id, s.node_id) AS node_id, coalesce(h.bytes, 0)::bigint AS bytes,
+    coalesce(h.files, 0)::bigint AS files, coalesce(s.sessions, 0)::bigint AS sessions
+  FROM h FULL JOIN s ON h.node_id = s.node_id ORDER BY 1`;
+
+/**
+ * A running node holds a session-level advisory lock on its id for as long
+ * as it runs, on a connection of its own: PostgreSQL lets it go when that
+ * connection ends, however the node ends. So a second node started with the
+ * same id is refused (it would drop the first one's leases and counts as its
+ * own), and an administrator can give back what a node that will not return
+ * holds only when that node is not running.
+ */
+export class NodeLock {
+  private constructor(private readonly client: pg.Client) {}
+
+  static async take(url: string, nodeId: string, onLost: (err: Error) => void): Promise<NodeLock> {
+    const client = new pg.Client(clientConfig(url, `sluice node ${nodeId}`.slice(0, 63)));
+    await client.connect();
+    try {
+      const { rows } = await client.query<{ taken: boolean }>(TAKE, [NODE_LOCK_CLASS, nodeId]);
+      if (!rows[0]?.taken) {
+        throw new Error(`node id "${nodeId}" is in use by a running node: give each node its own nodeId (SLUICE_NODE_ID)`);
+      }
+    } catch (err) {
+      await client.end().catch(() => undefined);
+      throw err;
+    }
+    const lost = (err: Error) => onLost(new Error(`the connection holding node id "${nodeId}" was lost: ${err.message}`));
+    client.on('error', lost);
+    return new NodeLock(client);
+  }
+
+  async release(): Promise<void> {
+    this.client.removeAllListeners('error');
+    this.client.on('error', () => undefined);
+    await this.client.end();
+  }
+}
+
+export class PostgresNodes implements NodeRegistry {
+  constructor(private readonly pool: pg.Pool) {}
+
+  /** Each node's holdings, and whether it runs: its lock cannot be taken (tried in a transaction that lets go of it). */
+  async list(): Promise<NodeHolding[]> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const nodes = await listOn(client);
+      for (const n of nodes) n.running = !(await tryLock(client, n.nodeId));
+      return nodes;
+    } finally {
+      await client.query('ROLLBACK').catch(() => undefined);
+      client.release();
+    }
+  }
+
+  async forget(nodeId: string): Promise<NodeHolding | 'running'> {
+    return transaction(this.pool, async (c) => {
+      // Transaction-level: held until the drops commit, so the node cannot start in between.
+      if (!(await tryLock(c, nodeId))) return 'running';
+      const before = (await listOn(c)).find((n) => n.nodeId === nodeId) ?? { nodeId, heldBytes: 0, heldFiles: 0, sessions: 0, running: false };
+      await dropNodeHolds(c, nodeId);
+      await dropNodeSessions(c, nodeId);
+      return before;
+    });
+  }
+}
+
+async function listOn(db: pg.PoolClient): Promise<{ -readonly [K in keyof NodeHolding]: NodeHolding[K] }[]> {
+  const { rows } = await db.query<{ node_id: string; bytes: number; files: number; sessions: number }>(LIST);
+  return rows.map((r) => ({ nodeId: r.node_id, heldBytes: r.bytes, heldFiles: r.files, sessions: r.sessions, running: false }));
+}
+
+/** Node `nodeId`'s lock for the rest of this transaction, unless a running node holds it. */
+async function tryLock(db: pg.PoolClient, nodeId: string): Promise<boolean> {
+  const { rows } = await db.query<{ taken: boolean }>('SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS taken', [NODE_LOCK_CLASS, nodeId]);
+  return rows[0]?.taken === true;
+}
