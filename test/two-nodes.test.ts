@@ -130,6 +130,20 @@ describe('two nodes on one PostgreSQL behind HAProxy', { skip: skip ?? false, ti
     assert.equal(logins[0]?.node, 'node-b');
   });
 
+  it("a password changed through node A is the one node B's next login checks, though B keeps a copy of the user", async () => {
+    const added = cli(a, ['user', 'add', 'erin', '--password-stdin', '--home', join(homes, 'erin')], 'erin-old-pw-1\n');
+    assert.equal(added.code, 0, added.stderr);
+    // B reads erin once here and logs her in from its copy afterwards.
+    for (let i = 0; i < 2; i++) await withSftp(b.sftpPort, '127.0.0.1', '127.0.0.10', 'erin', 'erin-old-pw-1', async () => undefined);
+    const changed = cli(a, ['user', 'passwd', 'erin', '--password-stdin'], 'erin-new-pw-2\n');
+    assert.equal(changed.code, 0, changed.stderr);
+    await new Promise((r) => setTimeout(r, 200));
+    await assert.rejects(withSftp(b.sftpPort, '127.0.0.1', '127.0.0.10', 'erin', 'erin-old-pw-1', async () => undefined), 'the old password on B');
+    await withSftp(b.sftpPort, '127.0.0.1', '127.0.0.10', 'erin', 'erin-new-pw-2', async () => undefined);
+    const failed = (await b.audit()).filter((r) => r.event === 'login-failed' && r.user === 'erin');
+    assert.deepEqual(failed.map((r) => r.reason), ['bad-password']);
+  });
+
   it('a node that cannot start on the shared store says why and exits (its pool does not keep it alive)', async () => {
     const added = cli(a, ['user', 'add', 'ftp', '--password-stdin', '--home', join(homes, 'ftp')], 'ftp-user-pw-1\n');
     assert.equal(added.code, 0, added.stderr);
