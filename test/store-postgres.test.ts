@@ -3,6 +3,8 @@
 // surviving a lost connection. The Store contract itself, for both databases,
 // is test/store-contract.test.ts.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +17,7 @@ import { migrate } from '../src/store/postgres/migrate.js';
 import { openPostgresStore } from '../src/store/postgres/store.js';
 import type { Store } from '../src/store/store.js';
 import type { UserRecord } from '../src/store/records.js';
+import { Notices } from '../src/store/postgres/notices.js';
 import { UserCache } from '../src/store/postgres/user-cache.js';
 import { sluice } from './helpers/cli.js';
 import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
@@ -282,25 +285,46 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
     assert.ok((await lastLogins())[0]!.last_login_at! >= Date.now() - 60_000, 'written by close()');
   });
 
-  it('a node id runs once; what a node that died holds is given back by `sluice store forget-node`, never while it runs', async () => {
+  it('a node id runs once, kept across a lost connection; what a node that died holds is given back by `sluice store forget-node`, never while it runs', { timeout: 60_000 }, async () => {
     const url = await server.createDatabase();
-    const [a, b] = [await openPostgresStore(url), await openPostgresStore(url)];
-    const cli = (...args: string[]) => sluice(dir, ['store', ...args], undefined, { SLUICE_STORE_URL: url });
-    const lost: unknown[] = [];
-    try {
-      const x = (await a.shared('node-x', (err) => lost.push(err)))!;
-      await assert.rejects(b.shared('node-x', assert.fail), /node id "node-x" is in use by a running node/);
-      const user = await a.users.create('lee', null, { home: '/h', enabled: true, expiresAt: null, protocols: ['sftp'], requireTls: false,
-        requireKey: false, permissions: ['list'], quotaBytes: 1_000_000, quotaFiles: 0, rateUp: null, rateDown: null, scan: null, allowIps: [], denyIps: [] });
-      const room = await x.quota.open({ ...user, permissions: { root: new Set(), dirs: new Map() } });
+    const b = await openPostgresStore(url);
+    await b.users.create('lee', null, { home: '/h', enabled: true, expiresAt: null, protocols: ['sftp'], requireTls: false,
+      requireKey: false, permissions: ['list'], quotaBytes: 1_000_000, quotaFiles: 0, rateUp: null, rateDown: null, scan: null, allowIps: [], denyIps: [] });
+    // Node x in a process of its own: a lease for lee and one session of hers, then it waits to be killed.
+    const script = join(dir, 'node-x.mts');
+    writeFileSync(script, `
+      import { openPostgresStore } from ${JSON.stringify(join(process.cwd(), 'src/store/postgres/store.ts'))};
+      const store = await openPostgresStore(process.env.URL!);
+      const x = (await store.shared('node-x', (err) => console.log('lost', (err as Error).message)))!;
+      const lee = (await store.users.get('lee'))!;
+      const room = await x.quota.open({ ...lee, permissions: { root: new Set(), dirs: new Map() } });
       await room.grow!({ bytes: 100, files: 0 });
-      assert.equal(await x.userSessions.claim('lee', 0), true);
-      assert.match(cli('nodes').stdout, /^node-x\trunning\t(\d+) bytes and 0 files of quota leases, 1 sessions\n$/);
+      await x.userSessions.claim('lee', 0);
+      console.log('ready');
+      setInterval(() => undefined, 1000);
+    `);
+    const child = spawn(process.execPath, ['--import', 'tsx', script], { env: { ...process.env, URL: url }, stdio: ['ignore', 'pipe', 'inherit'] });
+    let said = '';
+    child.stdout.on('data', (d: Buffer) => (said += d.toString()));
+    const cli = (...args: string[]) => sluice(dir, ['store', ...args], undefined, { SLUICE_STORE_URL: url });
+    const running = /^node-x\trunning\t(\d+) bytes and 0 files of quota leases, 1 sessions\n$/;
+    try {
+      assert.ok(await within(30_000, () => said.includes('ready')), said);
+      await assert.rejects(b.shared('node-x', assert.fail), /node id "node-x" is in use by a running node/);
+      assert.match(cli('nodes').stdout, running);
       const refused = cli('forget-node', 'node-x');
       assert.deepEqual([refused.code, refused.stdout], [1, 'node node-x is running: stop it first (a running node\'s leases are in use)\n']);
-      // The node dies: its connections end all at once, and nothing is given back.
+      // Its lock's connection is cut: the node is told, and takes its id again.
       await withClient(url, (sql) => sql.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sluice node node-x'"));
-      assert.ok(await within(5000, () => lost.length > 0), 'the node is told it lost its id');
+      assert.ok(await within(5000, () => said.includes('lost the connection holding node id "node-x"')), said);
+      assert.ok(await within(10_000, async () => (await withClient(url, async (sql) => (await sql.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'sluice node node-x'")).rows[0].n)) === 1), 'reconnected');
+      assert.match(cli('nodes').stdout, running, 'running again');
+      assert.equal(cli('forget-node', 'node-x').code, 1);
+      // The node dies: its connections end with it, and nothing is given back.
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+      assert.ok(await within(5000, async () => cli('nodes').stdout.includes('not running')));
       const held = /^node-x\tnot running\t(\d+) bytes/.exec(cli('nodes').stdout);
       assert.ok(held && Number(held[1]) >= 100, 'still held');
       const forgot = cli('forget-node', 'node-x');
@@ -312,11 +336,40 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
       const again = (await b.shared('node-x', assert.fail))!;
       await again.stop();
     } finally {
-      await Promise.all([a.close(), b.close()]);
+      child.kill('SIGKILL');
+      await b.close();
     }
     const sqlite = sluice(dir, ['store', 'nodes']);
     assert.equal(sqlite.code, 2);
     assert.match(sqlite.stderr, /only with a PostgreSQL store/);
+  });
+
+  it('a notices connection lost while it is being set up is retried once, and close() leaves none behind', async () => {
+    const url = await server.createDatabase();
+    const notices = new Notices(url);
+    let setups = 0;
+    notices.subscribe('test_channel', {
+      notice: () => undefined,
+      lost: () => undefined,
+      async listening(client) {
+        // The second set-up (the first reconnection) loses its socket in the middle of a read.
+        if (++setups !== 2) return;
+        const slow = client.query('SELECT pg_sleep(3)');
+        setTimeout(() => (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy(), 300);
+        await slow;
+      },
+    });
+    const open = () => withClient(url, async (c) => (await c.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'sluice notices' AND datname = current_database()")).rows[0]!.n);
+    await notices.start();
+    await withClient(url, (c) => c.query(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sluice notices' AND datname = current_database()"));
+    assert.ok(await within(10_000, () => setups >= 3), 'set up again after the second loss');
+    await new Promise((r) => setTimeout(r, 3500));
+    assert.equal(setups, 3, 'one attempt at a time');
+    assert.equal(await open(), 1);
+    await notices.close();
+    assert.ok(await within(5000, async () => (await open()) === 0), 'none left after close()');
   });
 
   it('close() ends the pool and the notification connection', async () => {

@@ -1,6 +1,7 @@
-import pg from 'pg';
+import type pg from 'pg';
 import type { NodeHolding, NodeRegistry } from '../store.js';
-import { clientConfig, transaction } from './connection.js';
+import { transaction } from './connection.js';
+import { KeptConnection } from './kept-connection.js';
 import { dropNodeHolds } from './quota.js';
 import { dropNodeSessions } from './user-sessions.js';
 
@@ -22,32 +23,36 @@ const LIST = `
  * connection ends, however the node ends. So a second node started with the
  * same id is refused (it would drop the first one's leases and counts as its
  * own), and an administrator can give back what a node that will not return
- * holds only when that node is not running.
+ * holds only when that node is not running. A lost connection (an error, or
+ * no answer to the heartbeat) is made anew and the lock taken again at once;
+ * `onLost` hears of the gap, and of a lock someone else took meanwhile.
  */
 export class NodeLock {
-  private constructor(private readonly client: pg.Client) {}
+  private constructor(private readonly connection: KeptConnection) {}
 
   static async take(url: string, nodeId: string, onLost: (err: Error) => void): Promise<NodeLock> {
-    const client = new pg.Client(clientConfig(url, `sluice node ${nodeId}`.slice(0, 63)));
-    await client.connect();
-    try {
-      const { rows } = await client.query<{ taken: boolean }>(TAKE, [NODE_LOCK_CLASS, nodeId]);
-      if (!rows[0]?.taken) {
-        throw new Error(`node id "${nodeId}" is in use by a running node: give each node its own nodeId (SLUICE_NODE_ID)`);
-      }
-    } catch (err) {
-      await client.end().catch(() => undefined);
-      throw err;
-    }
-    const lost = (err: Error) => onLost(new Error(`the connection holding node id "${nodeId}" was lost: ${err.message}`));
-    client.on('error', lost);
-    return new NodeLock(client);
+    let held = false;
+    const connection = new KeptConnection(url, `sluice node ${nodeId}`.slice(0, 63), {
+      up: async (client) => {
+        const { rows } = await client.query<{ taken: boolean }>(TAKE, [NODE_LOCK_CLASS, nodeId]);
+        if (rows[0]?.taken) {
+          held = true;
+          return;
+        }
+        const err = new Error(`node id "${nodeId}" is in use by a running node: give each node its own nodeId (SLUICE_NODE_ID)`);
+        if (held) onLost(new Error(`node id "${nodeId}" was taken by another process while this node's connection was lost: ${err.message}`));
+        throw err;
+      },
+      down: () => {
+        if (held) onLost(new Error(`the connection holding node id "${nodeId}" was lost; taking it again`));
+      },
+    });
+    await connection.start();
+    return new NodeLock(connection);
   }
 
-  async release(): Promise<void> {
-    this.client.removeAllListeners('error');
-    this.client.on('error', () => undefined);
-    await this.client.end();
+  release(): Promise<void> {
+    return this.connection.close();
   }
 }
 
@@ -63,8 +68,10 @@ export class PostgresNodes implements NodeRegistry {
       for (const n of nodes) n.running = !(await tryLock(client, n.nodeId));
       return nodes;
     } finally {
-      await client.query('ROLLBACK').catch(() => undefined);
-      client.release();
+      // A connection that cannot roll back may still hold the locks it tried: not handed on.
+      let broken = false;
+      await client.query('ROLLBACK').catch(() => (broken = true));
+      client.release(broken);
     }
   }
 
