@@ -185,6 +185,21 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     assert.ok(statements <= 5, `${statements} statements for 20 uploads`);
   });
 
+  it('an upload that ends while the node stops is counted, and takes nothing off the holds twice', async () => {
+    const [a] = await database(1);
+    const account = await addUser(a!, 'late', 1000);
+    const room = await PostgresQuota.start(a!, 'node-a', assert.fail);
+    const ledger = await new QuotaBook(room).acquire(account);
+    await ledger.reserve(300, 0);
+    const stopping = room.stop();
+    // Ends after stop() began: its settle would land after the drop of the whole hold.
+    ledger.settle(300, 300, 1);
+    await stopping;
+    await room.settled();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(await counters(a!, account.id), { used_bytes: 300, used_files: 1, held_bytes: 0, held_files: 0 });
+  });
+
   it('a node that died keeps its lease from the others until it starts again, which gives it back', async () => {
     const [a, b, restarted] = await database(3);
     const account = await addUser(a!, 'stale', 1000);

@@ -152,8 +152,10 @@ export class Authenticator {
    * a user disabled or removed in between must not get one.
    */
   async stillAllowed(account: Account): Promise<boolean> {
-    const user = (await this.users.credentials(account.name))?.user;
-    return user !== undefined && user.enabled && !(user.expiresAt && user.expiresAt.getTime() <= Date.now());
+    // The store itself, not a copy of it (credentials()): this is the check that catches a
+    // change whose notice has not arrived, and it is not on the way to a login.
+    const user = await this.users.get(account.name);
+    return user !== null && user.enabled && !(user.expiresAt && user.expiresAt.getTime() <= Date.now());
   }
 
   private checkRules(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): void {

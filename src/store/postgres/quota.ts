@@ -96,6 +96,12 @@ export class PostgresQuota implements QuotaRooms {
   private readonly pending = new Map<number, number[]>();
   /** Users whose pending settle is gathering others (GATHER_MS), not yet in the queue. */
   private readonly gathering = new Map<number, NodeJS.Timeout>();
+  /**
+   * stop() has begun: its drop gives back the whole hold, so a settle from
+   * now on changes only what is used, never the hold (it might land after the
+   * drop and take the same bytes off twice).
+   */
+  private stopping = false;
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -125,6 +131,7 @@ export class PostgresQuota implements QuotaRooms {
 
   /** Everything this node holds goes back (a clean stop); ledgers still open hold nothing any more. */
   async stop(): Promise<void> {
+    this.stopping = true;
     await this.settled();
     await dropNodeHolds(this.pool, this.nodeId);
   }
@@ -172,6 +179,7 @@ export class PostgresQuota implements QuotaRooms {
 
   /** Added to the user's next settle statement, which gathers for GATHER_MS unless one is gathering or waiting its turn. */
   private settleLater(userId: number, change: number[]): void {
+    if (this.stopping) change = [change[0] ?? 0, change[1] ?? 0, 0, 0];
     const waiting = this.pending.get(userId);
     if (waiting) {
       change.forEach((n, i) => (waiting[i] = (waiting[i] ?? 0) + n));
