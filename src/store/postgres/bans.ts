@@ -7,7 +7,7 @@ import { noticeObject, type Notices, type Subscriber } from './notices.js';
 /** What migrations/postgres/002_bans.sql's trigger sends on channel sluice_bans. */
 type Notice = { reload: true } | { address: string; removed: true } | { address: string; until: number | null };
 
-export const BANS_CHANNEL = 'sluice_bans';
+const BANS_CHANNEL = 'sluice_bans';
 
 /**
  * Banned addresses in PostgreSQL, shared by every node. banned() is asked at

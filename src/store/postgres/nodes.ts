@@ -11,7 +11,7 @@ const NODE_LOCK_CLASS = 0x736c6e64; // "slnd"
 const TAKE = 'SELECT pg_try_advisory_lock($1, hashtext($2)) AS taken';
 
 const LIST = `
-  WITH h AS (SELECT node_id, count(*) AS users, sum(bytes) AS bytes, sum(files) AS files FROM quota_holds GROUP BY node_id),
+  WITH h AS (SELECT node_id, sum(bytes) AS bytes, sum(files) AS files FROM quota_holds GROUP BY node_id),
        s AS (SELECT node_id, sum(count) AS sessions FROM user_sessions GROUP BY node_id)
   SELECT coalesce(h.node_id, s.node_id) AS node_id, coalesce(h.bytes, 0)::bigint AS bytes,
     coalesce(h.files, 0)::bigint AS files, coalesce(s.sessions, 0)::bigint AS sessions

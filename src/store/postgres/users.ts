@@ -38,19 +38,19 @@ interface UserRow {
  * one round trip at login, and one snapshot, so a concurrent update is seen
  * whole or not at all.
  */
-const SELECT_USER = `SELECT u.*,
+const USER_COLUMNS = `u.*,
   (SELECT coalesce(json_agg(json_build_object('kind', r.kind, 'cidr', r.cidr) ORDER BY r.cidr), '[]')
      FROM user_ip_rules r WHERE r.user_id = u.id) AS ip_rules,
   (SELECT coalesce(json_agg(json_build_object('path', d.path, 'permissions', d.permissions) ORDER BY d.path), '[]')
-     FROM user_dir_permissions d WHERE d.user_id = u.id) AS dirs
-  FROM users u`;
+     FROM user_dir_permissions d WHERE d.user_id = u.id) AS dirs`;
+const SELECT_USER = `SELECT ${USER_COLUMNS} FROM users u`;
 
-/** SELECT_USER with the user's keys as well: what a login reads, in one round trip and one snapshot. */
-const SELECT_CREDENTIALS = SELECT_USER.replace(/\n {2}FROM users u$/, `,
+/** The user with its keys as well: what a login reads, in one round trip and one snapshot. */
+const SELECT_CREDENTIALS = `SELECT ${USER_COLUMNS},
   (SELECT coalesce(json_agg(json_build_object('id', k.id, 'algorithm', k.algorithm, 'public_key', encode(k.public_key, 'base64'),
      'fingerprint', k.fingerprint, 'comment', k.comment, 'created_at', k.created_at) ORDER BY k.id), '[]')
      FROM user_keys k WHERE k.user_id = u.id) AS keys
-  FROM users u WHERE lower(u.name) = lower($1)`);
+  FROM users u WHERE lower(u.name) = lower($1)`;
 
 /** What an admin sets, in the order settings() gives the values. */
 const COLUMNS = ['home', 'enabled', 'expires_at', 'protocols', 'require_tls', 'require_key', 'permissions', 'quota_bytes',
