@@ -10,7 +10,7 @@ import { Client as FtpClient } from 'basic-ftp';
 import { allocatorEnv, thpSetting } from '../src/cluster/allocator.js';
 import { sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
-import { KiB, MiB, diskUsage, ftpsRemote, persistedUsage, waitFor } from './helpers/quota.js';
+import { KiB, MiB, diskUsage, ftpsRemote, persistedUsage, sftpRemote, waitFor } from './helpers/quota.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
@@ -131,6 +131,7 @@ for (const workers of [1, 2]) {
         [
           { name: 'alice', password: PASSWORD },
           { name: 'quota', password: PASSWORD, args: ['--quota-bytes', String(MiB)] },
+          { name: 'later', password: PASSWORD },
         ],
       );
     });
@@ -205,6 +206,44 @@ for (const workers of [1, 2]) {
         assert.deepEqual(persistedUsage(srv, 'quota'), { bytes: disk.bytes, files: disk.files });
       } finally {
         await remote.close();
+      }
+    });
+
+    it('a quota set while the user is logged in holds from the next login on, for that session and the ones already open', async () => {
+      const data = randomBytes(300 * KiB);
+      const set = (bytes: number) => {
+        const r = sluice(srv.dir, ['user', 'set', 'later', '--quota-bytes', String(bytes)]);
+        assert.equal(r.code, 0, r.stderr);
+      };
+      // Over SFTP, whose refusals leave the session open; FTPS for the logins after.
+      const before = await sftpRemote(srv, 'later', PASSWORD);
+      // Refused: 552, or the data connection cut first, as basic-ftp may see it; the disk says which files landed.
+      const refused = (e: unknown) => e instanceof Error;
+      try {
+        await before.put('/a.bin', data);
+        set(512 * KiB);
+        const next = await ftpsRemote(srv, 'later', PASSWORD);
+        try {
+          await assert.rejects(next.put('/b.bin', data), refused, 'the login after the change');
+          // Opened with no quota (on a worker, told it needs not ask): it is held to the new one as well.
+          await assert.rejects(before.put('/c.bin', data), refused, 'the session opened before the change');
+          await waitFor('only a.bin, the refused uploads tidied away', () => readdirSync(srv.home('later')).join() === 'a.bin');
+          set(0);
+        } finally {
+          await next.close();
+        }
+        // The quota gone again: the next login lifts it, the room a node held went back with it.
+        const after = await ftpsRemote(srv, 'later', PASSWORD);
+        try {
+          await after.put('/d.bin', data);
+          await before.put('/e.bin', data);
+        } finally {
+          await after.close();
+        }
+        await waitFor('the usage written', () => persistedUsage(srv, 'later').bytes === 3 * data.length);
+        assert.deepEqual(persistedUsage(srv, 'later'), { bytes: 3 * data.length, files: 3 });
+      } finally {
+        await before.close();
       }
     });
 

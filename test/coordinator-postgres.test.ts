@@ -222,6 +222,50 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     assert.deepEqual(await counters(b!, account.id), { used_bytes: 300, used_files: 1, held_bytes: 0, held_files: 0 });
   });
 
+  it("a quota changed while the user's ledger is open: the next login's limits hold on that node, and its lease follows them", async () => {
+    const [a, b] = await database(2);
+    const account = await addUser(a!, 'changed', 0);
+    const rooms = [await PostgresQuota.start(a!, 'node-a', assert.fail), await PostgresQuota.start(b!, 'node-b', assert.fail)];
+    const [bookA, bookB] = rooms.map((r) => new QuotaBook(r)) as [QuotaBook, QuotaBook];
+    const first = await bookA.acquire(account);
+    // Without a quota nothing is held: 600 bytes in flight, unchecked.
+    await first.reserve(600, 0);
+    // As an administrator sets it; a login then reads it.
+    const setQuota = async (quotaBytes: number): Promise<Account> => {
+      await a!.query('UPDATE users SET quota_bytes = $2 WHERE id = $1', [account.id, quotaBytes]);
+      return { ...account, quotaBytes };
+    };
+    const limited = await setQuota(1000);
+    const second = await bookA.acquire(limited);
+    // The 600 in flight count: 500 more do not fit, on either session of node a.
+    await assert.rejects(second.reserve(500, 0), overQuota);
+    await assert.rejects(first.reserve(500, 0), overQuota);
+    await second.reserve(300, 0);
+    assert.ok((await counters(a!, account.id)).held_bytes >= 900, 'the lease now covers what was in flight');
+    // Node b sees the same quota: node a's lease leaves it at most 100.
+    const onB = await bookB.acquire(limited);
+    await assert.rejects(onB.reserve(200, 0), overQuota);
+    first.settle(600, 600, 1);
+    second.settle(300, 0, 0);
+    // The quota lowered: node a gives back what it held beyond what is in flight.
+    const lowered = await bookA.acquire(await setQuota(700));
+    await rooms[0]!.settled();
+    assert.deepEqual(await counters(a!, account.id), { used_bytes: 600, used_files: 1, held_bytes: 0, held_files: 0 });
+    await onB.reserve(100, 0);
+    await assert.rejects(lowered.reserve(1, 0), overQuota, 'node b holds the last 100');
+    onB.settle(100, 0, 0);
+    // The quota gone: every session of node a goes on unchecked, and node a holds nothing.
+    const free = await bookA.acquire(await setQuota(0));
+    await first.reserve(5000, 0);
+    first.settle(5000, 5000, 1);
+    await rooms[0]!.settled();
+    const c = await counters(a!, account.id);
+    assert.deepEqual([c.used_bytes, c.used_files], [5600, 2]);
+    for (const l of [first, second, lowered, free, onB]) l.release();
+    await Promise.all(rooms.map((r) => r.stop()));
+    assert.deepEqual(await counters(a!, account.id), { used_bytes: 5600, used_files: 2, held_bytes: 0, held_files: 0 });
+  });
+
   it('offences counted on two nodes at once add up to five', async () => {
     const [a, b] = await database(2);
     const tallies = [new PostgresFailureTally(a!), new PostgresFailureTally(b!)];

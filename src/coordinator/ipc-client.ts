@@ -49,6 +49,8 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
   private gone = false;
   private pending: SingleWorkerMessage[] = [];
   private readonly waiting = new Map<number, { resolve: (v: Answer) => void; reject: (e: Error) => void }>();
+  /** Open ledger handles that say their steps (no quota when opened): told here when the ledger gets one. */
+  private readonly unlimited = new Map<number, () => void>();
   readonly ledgers: Ledgers;
   readonly audit: AuditTrail | null;
   /** Counts go to the primary with the tick's other messages: a transfer's end stays one write. */
@@ -103,7 +105,10 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
 
   private async ledger(account: Account): Promise<Ledger> {
     const { id, quotaBytes, quotaFiles } = account;
-    const { handle, unlimited } = (await this.ask({ op: 'ledger', account: { id, quotaBytes, quotaFiles } })) as LedgerOpened;
+    const opened = (await this.ask({ op: 'ledger', account: { id, quotaBytes, quotaFiles } })) as LedgerOpened;
+    const { handle } = opened;
+    let { unlimited } = opened;
+    if (unlimited) this.unlimited.set(handle, () => (unlimited = false));
     const ask = (q: LedgerQuestion) => this.ask({ op: 'ledger-ask', handle, ...q });
     const note = (n: LedgerNote) => this.post({ t: 'ledger-note', handle, ...n });
     let released = false;
@@ -129,6 +134,7 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
       release: () => {
         if (released) return;
         released = true;
+        this.unlimited.delete(handle);
         note({ method: 'release', args: [] });
       },
     };
@@ -157,6 +163,11 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
   }
 
   private answered(m: PrimaryMessage): void {
+    if (m.t === 'ledger-limited') {
+      this.unlimited.get(m.handle)?.();
+      this.unlimited.delete(m.handle);
+      return;
+    }
     if (m.t !== 'answer' && m.t !== 'error') return;
     const w = this.waiting.get(m.id);
     if (!w) return;

@@ -93,7 +93,9 @@ export type PrimaryMessage =
   | { t: 'stop'; now?: boolean }
   | ({ t: 'sessions'; id: number } & SessionsQuestion)
   /** SIGHUP reached the primary: reload certificates and keys. */
-  | { t: 'reload' };
+  | { t: 'reload' }
+  /** The ledger of a handle opened unlimited has got a quota (a later login's): its steps are asked from now on. */
+  | { t: 'ledger-limited'; handle: number };
 
 /** One of ours (either direction): the channel also carries the cluster module's own messages. */
 export function isMessage<M extends WorkerMessage | PrimaryMessage>(m: unknown): m is M {

@@ -180,11 +180,13 @@ export class WorkerLink {
       case 'ledger': {
         const id = this.nextId++;
         const account = { ...q.account, name: '', home: '', rateUp: null, rateDown: null, scan: null, permissions: { root: new Set(), dirs: new Map() } } satisfies Account;
-        const handle = await this.quotas.handle(account);
+        const handle = await this.quotas.handle(account, () => this.send({ t: 'ledger-limited', handle: id }));
         // The worker died while the ledger opened: nothing will release it but this.
         if (this.gone) handle.release();
         else this.handles.set(id, handle);
-        return { handle: id, unlimited: handle.unlimited } satisfies LedgerOpened;
+        // Read as the answer is serialized, in its place among the messages to the worker: a quota a
+        // login brought before it is in the answer, one after it comes as ledger-limited after it.
+        return { handle: id, get unlimited() { return handle.unlimited; } } satisfies LedgerOpened;
       }
       case 'ledger-ask':
         return this.ledgerAsk(this.ledger(q.handle), q);

@@ -41,6 +41,11 @@ export interface QuotaRoom {
    * written in the order given.
    */
   settle(delta: Usage, moved: Usage, spare: Usage): Usage;
+  /**
+   * The user's limits are now `account`'s (a later login read them): the room
+   * the ledger has, with `inflight` of it taken, becomes what is returned.
+   */
+  relimit(account: Account, room: Usage, inflight: Usage): Usage;
   /** The ledger is dropped: its room goes back. */
   close(): void;
 }
@@ -59,6 +64,7 @@ export class LocalRooms implements QuotaRooms {
 
   async open(account: Account): Promise<QuotaRoom> {
     const used = this.store.usage(account.id);
+    let limits = account;
     return {
       used,
       room: { bytes: account.quotaBytes - used.bytes, files: account.quotaFiles - used.files },
@@ -66,6 +72,12 @@ export class LocalRooms implements QuotaRooms {
       settle: (delta) => {
         if (delta.bytes !== 0 || delta.files !== 0) this.store.addUsage(account.id, delta.bytes, delta.files);
         return NOTHING;
+      },
+      // Used plus room is the quota (0 when unlimited, where the room is never checked): it moves by what the quota moved.
+      relimit: (next, room) => {
+        const moved = { bytes: next.quotaBytes - limits.quotaBytes, files: next.quotaFiles - limits.quotaFiles };
+        limits = next;
+        return { bytes: room.bytes + moved.bytes, files: room.files + moved.files };
       },
       close: () => undefined,
     };
@@ -99,6 +111,8 @@ class Shortfall extends SluiceError {
  * a Shortfall, which `grown` turns into a larger lease when the quota has it.
  */
 export class QuotaLedger {
+  /** The newest login's: a quota set or changed while the user is logged in applies from the next login on, to every session. */
+  private limits: { quotaBytes: number; quotaFiles: number };
   private used: Usage;
   private room: Usage;
   private inflightBytes = 0;
@@ -109,16 +123,40 @@ export class QuotaLedger {
   private readonly writers = new Set<string>();
 
   constructor(
-    private readonly account: Account,
+    account: Account,
     private readonly source: QuotaRoom,
   ) {
+    this.limits = { quotaBytes: account.quotaBytes, quotaFiles: account.quotaFiles };
     this.used = { ...source.used };
     this.room = { ...source.room };
   }
 
   /** No quota of either kind: no check of this ledger can fail. */
   get unlimited(): boolean {
-    return this.account.quotaBytes === 0 && this.account.quotaFiles === 0;
+    return this.limits.quotaBytes === 0 && this.limits.quotaFiles === 0;
+  }
+
+  /**
+   * A login read the user's limits afresh: from now on every check of every
+   * session counts against them; what is in flight stays reserved (uploads
+   * under way go on until their next check). True when they changed.
+   */
+  relimit(account: Account): boolean {
+    const { quotaBytes, quotaFiles } = account;
+    if (quotaBytes === this.limits.quotaBytes && quotaFiles === this.limits.quotaFiles) return false;
+    this.room = this.source.relimit(account, this.room, { bytes: this.inflightBytes, files: this.inflightFiles });
+    this.limits = { quotaBytes, quotaFiles };
+    return true;
+  }
+
+  /**
+   * Steps a session took without asking, believing the user unlimited (see
+   * LedgerHandle.said): reserved unchecked, so that the checks after them,
+   * under any limits set since, count them.
+   */
+  take(bytes: number, files: number): void {
+    this.inflightBytes += bytes;
+    this.inflightFiles += files;
   }
 
   /** Several nodes: what was used when the ledger opened, with this node's changes since. */
@@ -133,14 +171,14 @@ export class QuotaLedger {
    */
   checkStart(createsFile: boolean, credit: number): void {
     const short = this.inflightBytes - credit + 1 - this.room.bytes;
-    if (this.account.quotaBytes > 0 && short > 0) throw new Shortfall({ bytes: short, files: 0 });
+    if (this.limits.quotaBytes > 0 && short > 0) throw new Shortfall({ bytes: short, files: 0 });
     if (createsFile) this.holdFile();
   }
 
   /** Reserve a slot for a new name while it is being made; throws quota-exceeded when none is left. */
   holdFile(): void {
     const short = this.inflightFiles + 1 - this.room.files;
-    if (this.account.quotaFiles > 0 && short > 0) throw new Shortfall({ bytes: 0, files: short });
+    if (this.limits.quotaFiles > 0 && short > 0) throw new Shortfall({ bytes: 0, files: short });
     this.inflightFiles++;
   }
 
@@ -155,7 +193,7 @@ export class QuotaLedger {
    */
   reserve(bytes: number, credit: number): void {
     const short = this.inflightBytes + bytes - credit - this.room.bytes;
-    if (this.account.quotaBytes > 0 && short > 0) throw new Shortfall({ bytes: short, files: 0 });
+    if (this.limits.quotaBytes > 0 && short > 0) throw new Shortfall({ bytes: short, files: 0 });
     this.inflightBytes += bytes;
   }
 
@@ -212,7 +250,7 @@ export class QuotaLedger {
    * committed plus what is in flight stays within the quota.
    */
   checkCommit(reserved: number, written: number, freed: number, newName: boolean): void {
-    const { quotaBytes, quotaFiles } = this.account;
+    const { quotaBytes, quotaFiles } = this.limits;
     const bytes = quotaBytes > 0 ? Math.max(0, this.inflightBytes - reserved + written - freed - this.room.bytes) : 0;
     const files = newName && quotaFiles > 0 ? Math.max(0, this.inflightFiles + 1 - this.room.files) : 0;
     if (bytes > 0 || files > 0) throw new Shortfall({ bytes, files });
@@ -329,26 +367,32 @@ export class LedgerHandle implements Ledger {
   }
 
   /**
-   * A step of an unlimited ledger, applied at once: a start with neither
-   * claim nor lock, a name slot, a reservation. These cannot fail (they throw
-   * if they do), so the worker that said them goes on without an answer.
+   * A step a worker took without waiting, told the ledger had no quota: a
+   * start with neither claim nor lock, a name slot, a reservation. Applied
+   * unchecked, since the worker went on: limits a later login brought (the
+   * worker is told, and asks from then on) count it from their next check.
    */
   said(step: SaidStep): void {
-    if (!this.unlimited) throw new Error(`ledger step ${step.method} said, not asked, of a ledger with a quota`);
     switch (step.method) {
-      case 'checkStart':
-        if (step.args[0].claim !== null || step.args[0].lock !== null) throw new Error('a claim or a lock is asked, not said');
-        this.startNow(step.args[0]);
+      case 'checkStart': {
+        const { createsFile, claim, lock } = step.args[0];
+        if (claim !== null || lock !== null) throw new Error('a claim or a lock is asked, not said');
+        if (createsFile) this.take(0, 1);
         return;
+      }
       case 'holdFile':
-        this.ledger.holdFile();
-        this.files++;
+        this.take(0, 1);
         return;
       case 'reserve':
-        this.ledger.reserve(...step.args);
-        this.reserved += step.args[0];
+        this.take(step.args[0], 0);
         return;
     }
+  }
+
+  private take(bytes: number, files: number): void {
+    this.ledger.take(bytes, files);
+    this.reserved += bytes;
+    this.files += files;
   }
 
   /** The start in one synchronous step, which leaves nothing held when it throws. */
@@ -462,7 +506,7 @@ export class LedgerHandle implements Ledger {
  */
 export class QuotaBook implements Ledgers {
   private readonly rooms: QuotaRooms;
-  private readonly ledgers = new Map<number, { ledger: Promise<QuotaLedger>; refs: number }>();
+  private readonly ledgers = new Map<number, BookEntry>();
 
   /** `source`: a store's own counters (one node), or the rooms several nodes share. */
   constructor(source: QuotaRooms | UsageCounters) {
@@ -473,20 +517,36 @@ export class QuotaBook implements Ledgers {
     return this.handle(account);
   }
 
-  /** The same, as the ledger's own type, for the primary answering a worker. */
-  async handle(account: Account): Promise<LedgerHandle> {
+  /**
+   * The same, as the ledger's own type, for the primary answering a worker.
+   * The ledger takes `account`'s limits, a login's fresh read of them.
+   * `onLimited`: called if the ledger, unlimited now, gets a quota while the
+   * handle is open (a worker that says its steps must start to ask).
+   */
+  async handle(account: Account, onLimited?: () => void): Promise<LedgerHandle> {
     let entry = this.ledgers.get(account.id);
     if (!entry) {
-      entry = { ledger: this.rooms.open(account).then((room) => new QuotaLedger(account, room)), refs: 0 };
+      entry = { ledger: this.rooms.open(account).then((room) => new QuotaLedger(account, room)), refs: 0, unlimitedHandles: new Set() };
       this.ledgers.set(account.id, entry);
     }
     entry.refs++;
+    const { unlimitedHandles } = entry;
+    let ledger: QuotaLedger;
     try {
-      return new LedgerHandle(await entry.ledger, () => this.drop(account.id));
+      ledger = await entry.ledger;
     } catch (err) {
       this.drop(account.id);
       throw err;
     }
+    if (ledger.relimit(account) && !ledger.unlimited) {
+      for (const tell of unlimitedHandles) tell();
+      unlimitedHandles.clear();
+    }
+    if (onLimited && ledger.unlimited) unlimitedHandles.add(onLimited);
+    return new LedgerHandle(ledger, () => {
+      if (onLimited) unlimitedHandles.delete(onLimited);
+      this.drop(account.id);
+    });
   }
 
   private drop(userId: number): void {
@@ -495,4 +555,11 @@ export class QuotaBook implements Ledgers {
     this.ledgers.delete(userId);
     entry.ledger.then((ledger) => ledger.close(), () => undefined);
   }
+}
+
+interface BookEntry {
+  ledger: Promise<QuotaLedger>;
+  refs: number;
+  /** What to call when the ledger gets a quota, for each open handle given out while it had none. */
+  unlimitedHandles: Set<() => void>;
 }

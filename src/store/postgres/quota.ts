@@ -139,11 +139,8 @@ export class PostgresQuota implements QuotaRooms {
   async open(account: Account): Promise<QuotaRoom> {
     const id = account.id;
     const row = await this.run(id, async () => (await this.pool.query<OpenRow>(OPEN, [id, this.nodeId])).rows[0]);
-    const limited = { bytes: account.quotaBytes > 0, files: account.quotaFiles > 0 };
-    const lease = {
-      bytes: Math.min(LEASE_BYTES, Math.floor(account.quotaBytes / LEASE_SHARE)),
-      files: Math.min(LEASE_FILES, Math.floor(account.quotaFiles / LEASE_SHARE)),
-    };
+    let limited = limitedOf(account);
+    let lease = leaseOf(account);
     // Unlimited: nothing is held, so nothing moves in or out of a hold.
     const only = (u: Usage): Usage => ({ bytes: limited.bytes ? u.bytes : 0, files: limited.files ? u.files : 0 });
     const grant = async (room: Usage): Promise<boolean> =>
@@ -172,6 +169,24 @@ export class PostgresQuota implements QuotaRooms {
           this.settleLater(id, [delta.bytes, delta.files, hold.bytes, hold.files]);
         }
         return back;
+      },
+      relimit: (next, room, inflight) => {
+        const was = limited;
+        limited = limitedOf(next);
+        lease = leaseOf(next);
+        // The room of a limited dimension is this node's hold. A quota that changed gives back what no
+        // transfer has in flight, so that the next grant is checked against it; a dimension that lost its
+        // quota gives back all; one that got a quota holds nothing yet (nothing was held without one).
+        const one = (d: keyof Usage): { room: number; hold: number } => {
+          if (!was[d]) return { room: 0, hold: 0 };
+          if (!limited[d]) return { room: 0, hold: -room[d] };
+          const back = Math.max(0, room[d] - inflight[d]);
+          return { room: room[d] - back, hold: -back };
+        };
+        const bytes = one('bytes');
+        const files = one('files');
+        if (bytes.hold !== 0 || files.hold !== 0) this.settleLater(id, [0, 0, bytes.hold, files.hold]);
+        return { bytes: bytes.room, files: files.room };
       },
       close: () => void this.run(id, async () => void (await this.pool.query(DROP, [this.nodeId, id]))).catch(this.onError),
     };
@@ -219,6 +234,17 @@ export class PostgresQuota implements QuotaRooms {
     });
     return result;
   }
+}
+
+function limitedOf(account: Account): { bytes: boolean; files: boolean } {
+  return { bytes: account.quotaBytes > 0, files: account.quotaFiles > 0 };
+}
+
+function leaseOf(account: Account): Usage {
+  return {
+    bytes: Math.min(LEASE_BYTES, Math.floor(account.quotaBytes / LEASE_SHARE)),
+    files: Math.min(LEASE_FILES, Math.floor(account.quotaFiles / LEASE_SHARE)),
+  };
 }
 
 /** Every hold of node `nodeId` goes back to its users' rows: at the node's start and clean stop, or by an administrator. */
