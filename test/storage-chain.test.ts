@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, promises as fsp, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SluiceError } from '../src/session/errors.js';
@@ -121,6 +121,40 @@ describe('storage: directories kept between operations', () => {
     chmodSync(join(home, 'r'), 0o755);
     assert.equal(cold, 'permission-denied');
     assert.equal(warm, cold);
+  });
+
+  it('a download in a kept directory opens the file in the same step as the check, and keeps nothing a failed check opened', async () => {
+    mkdirSync(join(home, 'dl'));
+    writeFileSync(join(home, 'dl/f'), 'A');
+    assert.equal(await readFile(s, 'dl/f'), 'A');
+    // The file is opened where the check looks, not looked up first: one trip to the disk fewer.
+    const lstat = fsp.lstat;
+    const looked: string[] = [];
+    fsp.lstat = ((path: string, ...rest: []) => (looked.push(String(path)), lstat(path, ...rest))) as typeof fsp.lstat;
+    try {
+      assert.equal(await readFile(s, 'dl/f'), 'A');
+    } finally {
+      fsp.lstat = lstat;
+    }
+    assert.deepEqual(looked.filter((p) => p.endsWith('/f')), [], `looked up: ${looked.join(', ')}`);
+    // Renamed away and made anew: the file opened in the old directory is not the one read, and is closed.
+    renameSync(join(home, 'dl'), join(home, 'dl-old'));
+    mkdirSync(join(home, 'dl'));
+    writeFileSync(join(home, 'dl/f'), 'B');
+    assert.equal(await readFile(s, 'dl/f'), 'B');
+    // Swapped for a link to the outside, where a file of that name waits: refused, nothing read or left open there.
+    renameSync(join(home, 'dl'), join(home, 'dl-new'));
+    symlinkSync(outside, join(home, 'dl'));
+    writeFileSync(join(outside, 'f'), 'OUT');
+    try {
+      await assert.rejects(readFile(s, 'dl/f'), (e: unknown) => e instanceof SluiceError && e.kind === 'permission-denied');
+    } finally {
+      rmSync(join(outside, 'f'));
+    }
+    await new Promise((r) => setImmediate(r));
+    // (The kept directories themselves may stay open until the chain is replaced; no file does.)
+    const files = [...openUnder(join(home, 'dl-old')), ...openUnder(join(home, 'dl-new')), ...openUnder(outside)].filter((t) => t.endsWith('/f'));
+    assert.deepEqual(files, []);
   });
 
   it('a session gone lets go of every directory it kept, after the pause', async () => {

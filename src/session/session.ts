@@ -332,8 +332,8 @@ export class Session implements LiveSession {
    * `keep` (a Download owns it from then on).
    */
   private readable<T>(operation: string, path: string, keep: boolean, use: (file: OpenFile, st: NodeStat) => Promise<T>): Promise<T> {
-    return this.guard(operation, path, () =>
-      this.within(this.checked('download', parentOf(path), path), true, 'look', async (loc) => {
+    return this.guard(operation, path, async () =>
+      this.at(await this.storage.resolveForRead(this.checked('download', parentOf(path), path), this.unseen), 'look', async (loc) => {
         this.require('download', parentOf(loc.virtualPath));
         const file = await loc.openRead();
         let kept = false;
@@ -777,7 +777,11 @@ export class Session implements LiveSession {
    * by creating something under it.
    */
   private async within<T>(path: string, follow: boolean, access: 'look' | 'change', act: (loc: Location) => Promise<T>): Promise<T> {
-    const loc = await this.storage.resolve(path, follow, this.unseen);
+    return this.at(await this.storage.resolve(path, follow, this.unseen), access, act);
+  }
+
+  /** Act on a resolved location (refused as Unseen where the user may not learn what is there), then let it go. */
+  private async at<T>(loc: Location, access: 'look' | 'change', act: (loc: Location) => Promise<T>): Promise<T> {
     try {
       return await blindly(loc, async () => {
         if (loc.blind && access === 'look') throw new Unseen();

@@ -106,6 +106,41 @@ async function lstatOrNull(path: string): Promise<Stats | null> {
   }
 }
 
+/** How resolve looks at the final name: not at all, lstat (to follow a symlink), or open for reading. */
+type FinalLook = 'none' | 'lstat' | 'read';
+
+/** What the look at the final name found. */
+interface FinalFound {
+  /** lstat's answer (null: no such name); undefined: not looked up this way. */
+  st?: Stats | null;
+  /** Opened for reading (never through a final symlink); the Location's first openRead() takes it. */
+  opened?: FileHandle;
+  /** The name is a symlink, for the walk to follow. */
+  symlink: boolean;
+}
+
+const READ_FLAGS = C.O_RDONLY | C.O_NONBLOCK | C.O_NOFOLLOW;
+
+async function lookFinal(dir: FileHandle, name: string, look: FinalLook): Promise<FinalFound> {
+  const path = procPath(dir.fd, name);
+  switch (look) {
+    case 'none':
+      return { symlink: false };
+    case 'lstat': {
+      const st = await lstatOrNull(path);
+      return { st, symlink: st?.isSymbolicLink() ?? false };
+    }
+    case 'read':
+      try {
+        // O_NONBLOCK: a FIFO put in a home must not hang the open.
+        return { opened: await fsp.open(path, READ_FLAGS), symlink: false };
+      } catch (err) {
+        // O_NOFOLLOW refuses a final symlink with ELOOP. Any other failure is openRead's to report (it tries again).
+        return errnoCode(err) === 'ELOOP' ? { symlink: true } : { symlink: false };
+      }
+  }
+}
+
 class LocalFile implements OpenFile {
   constructor(private readonly fh: FileHandle) {}
 
@@ -225,8 +260,8 @@ class LocalLocation implements Location {
     readonly name: string,
     readonly virtualPath: string,
     readonly blind: boolean,
-    /** What resolve's lookup of the final name found (null: nothing), for the first stat(); undefined: none made. */
-    private found?: Stats | null,
+    /** What resolve's look at the final name found: the first stat() or openRead() takes it. */
+    private found: FinalFound = { symlink: false },
   ) {}
 
   get isRoot(): boolean {
@@ -239,9 +274,9 @@ class LocalLocation implements Location {
   }
 
   async stat(): Promise<NodeStat | null> {
-    const found = this.found;
+    const { st: found } = this.found;
     if (found !== undefined) {
-      this.found = undefined;
+      this.found = { ...this.found, st: undefined };
       return found && toNodeStat(found);
     }
     // The home's own path is the magic link itself: describe the directory it pins.
@@ -265,8 +300,12 @@ class LocalLocation implements Location {
   }
 
   async openRead(): Promise<OpenFile> {
-    // O_NONBLOCK: a FIFO put in a home must not hang the open.
-    return new LocalFile(await this.open(C.O_RDONLY | C.O_NONBLOCK));
+    const { opened } = this.found;
+    if (opened) {
+      this.found = { ...this.found, opened: undefined };
+      return new LocalFile(opened);
+    }
+    return new LocalFile(await this.open(READ_FLAGS));
   }
 
   async openWrite(mode: WriteMode): Promise<OpenFile> {
@@ -362,7 +401,9 @@ class LocalLocation implements Location {
   }
 
   async close(): Promise<void> {
-    await this.storage.letGo(this.dir);
+    const { opened } = this.found;
+    this.found = { symlink: false };
+    await Promise.all([opened?.close().catch(() => undefined), this.storage.letGo(this.dir)]);
   }
 }
 
@@ -496,7 +537,16 @@ export class LocalStorage implements Storage {
     this.chain.release(fh);
   }
 
-  async resolve(virtualPath: string, followFinal: boolean, unseen?: (dir: string, name: string) => boolean): Promise<Location> {
+  resolve(virtualPath: string, followFinal: boolean, unseen?: (dir: string, name: string) => boolean): Promise<Location> {
+    return this.find(virtualPath, followFinal ? 'lstat' : 'none', unseen);
+  }
+
+  resolveForRead(virtualPath: string, unseen?: (dir: string, name: string) => boolean): Promise<Location> {
+    return this.find(virtualPath, 'read', unseen);
+  }
+
+  /** `look`: none leaves a final symlink be; lstat and read follow it. */
+  private async find(virtualPath: string, look: FinalLook, unseen?: (dir: string, name: string) => boolean): Promise<Location> {
     const parts = splitVirtual(virtualPath);
     const blindAt = (dirs: readonly string[], name: string) => unseen?.('/' + dirs.join('/'), name) ?? false;
     let home: FileHandle;
@@ -505,7 +555,7 @@ export class LocalStorage implements Storage {
     } catch (err) {
       throw fromErrno(err);
     }
-    const kept = await this.keptPrefix(home, parts, followFinal);
+    const kept = await this.keptPrefix(home, parts, look);
     if (kept && 'location' in kept) {
       let blind = false;
       for (let i = 0; i < parts.length; i++) blind ||= blindAt(parts.slice(0, i), parts[i] as string);
@@ -513,7 +563,7 @@ export class LocalStorage implements Storage {
       void this.letGo(home);
       return new LocalLocation(this, fh, parts[parts.length - 1] as string, '/' + parts.join('/'), blind, found);
     }
-    return this.walk(home, kept?.links ?? [], parts, followFinal, blindAt);
+    return this.walk(home, kept?.links ?? [], parts, look, blindAt);
   }
 
   /**
@@ -526,8 +576,8 @@ export class LocalStorage implements Storage {
   private async keptPrefix(
     home: FileHandle,
     parts: readonly string[],
-    followFinal: boolean,
-  ): Promise<{ links: ChainLink[] } | { location: { fh: FileHandle; found: Stats | null | undefined } } | null> {
+    look: FinalLook,
+  ): Promise<{ links: ChainLink[] } | { location: { fh: FileHandle; found: FinalFound } } | null> {
     if (parts.includes('.') || parts.includes('..')) return null;
     const dirs = parts.slice(0, -1);
     const links = this.chain.prefix(dirs);
@@ -536,7 +586,8 @@ export class LocalStorage implements Storage {
     const parents = [home, ...links.map((l) => l.fh)];
     const top = parents[parents.length - 1] as FileHandle;
     const whole = links.length === dirs.length;
-    const final = whole && followFinal ? lstatOrNull(procPath(top.fd, parts[parts.length - 1] as string)) : undefined;
+    // Opened (look: read) in the same step as the checks, but returned, and so read, only once they pass.
+    const final = whole ? lookFinal(top, parts[parts.length - 1] as string, look) : undefined;
     const checks = links.map(async (l, i) => {
       const [now, was] = await Promise.all([lstatOrNull(procPath((parents[i] as FileHandle).fd, l.name)), l.identity]);
       // The same directory, and with the same access: a fresh walk opens each directory for
@@ -552,23 +603,20 @@ export class LocalStorage implements Storage {
         now.gid === was.gid
       );
     });
-    let found: Stats | null | undefined;
-    let held: boolean;
-    try {
-      const [ok, st] = await Promise.all([Promise.all(checks), final]);
-      found = st;
-      // A final symlink is for the walk to follow.
-      held = ok.every(Boolean) && !st?.isSymbolicLink();
-    } catch {
-      held = false;
-    }
+    const [ok, found] = await Promise.all([
+      Promise.all(checks).then((all) => all.every(Boolean), () => false),
+      final?.catch(() => undefined),
+    ]);
+    // A final symlink is for the walk to follow; a failed look at the final name, for the walk to report.
+    const held = ok && (!whole || (found !== undefined && !found.symlink));
     if (!held) {
+      void found?.opened?.close().catch(() => undefined);
       for (const l of links) this.chain.release(l.fh);
       return null;
     }
     if (!whole) return { links };
     for (const l of links) if (l.fh !== top) this.chain.release(l.fh);
-    return { location: { fh: top, found } };
+    return { location: { fh: top, found: found as FinalFound } };
   }
 
   /** Resolve by opening each directory in turn from `links` (kept, checked, held) on, following symlinks. */
@@ -576,7 +624,7 @@ export class LocalStorage implements Storage {
     home: FileHandle,
     links: ChainLink[],
     parts: string[],
-    followFinal: boolean,
+    look: FinalLook,
     blindAt: (dirs: readonly string[], name: string) => boolean,
   ): Promise<Location> {
     const pending = parts.slice(links.length);
@@ -591,7 +639,7 @@ export class LocalStorage implements Storage {
     const closeAll = async (keep?: FileHandle) => {
       await Promise.all(stack.filter((h) => h !== keep).map((h) => this.letGo(h)));
     };
-    const at = (dir: FileHandle, name: string, path: string, found?: Stats | null) => {
+    const at = (dir: FileHandle, name: string, path: string, found?: FinalFound) => {
       if (plain) this.keepChain(stack, names, links);
       void closeAll(dir);
       return new LocalLocation(this, dir, name, path, blind, found);
@@ -611,8 +659,8 @@ export class LocalStorage implements Storage {
         blind ||= blindAt(names, name);
         const child = procPath(top.fd, name);
         if (pending.length === 0) {
-          const st = followFinal ? await lstatOrNull(child) : undefined;
-          if (!st?.isSymbolicLink()) return at(top, name, '/' + [...names, name].join('/'), st);
+          const found = await lookFinal(top, name, look);
+          if (!found.symlink) return at(top, name, '/' + [...names, name].join('/'), found);
         } else {
           try {
             const fh = await openDir(child);

@@ -133,6 +133,7 @@ export interface Location {
   stat(): Promise<NodeStat | null>;
   /** Hold the node, needing no access to its content; null when the name does not exist. */
   hold(): Promise<HeldNode | null>;
+  /** The final name opened for reading, never through a final symlink (resolve followed one already). */
   openRead(): Promise<OpenFile>;
   openWrite(mode: WriteMode): Promise<OpenFile>;
   /** A new file to replace this name whole; `mode`: its permission bits (null: the storage's default). */
@@ -173,6 +174,13 @@ export interface Storage {
    * every failure is the same Unseen refusal, and the Location is `blind`.
    */
   resolve(virtualPath: string, followFinal: boolean, unseen?: (dir: string, name: string) => boolean): Promise<Location>;
+  /**
+   * As resolve(virtualPath, true, unseen), for a download: the final name is
+   * opened for reading where resolve would look it up, in the same step, and
+   * the Location's first openRead() hands out that descriptor (one trip to
+   * the disk fewer). Nothing is read before the path is proven inside the home.
+   */
+  resolveForRead(virtualPath: string, unseen?: (dir: string, name: string) => boolean): Promise<Location>;
 }
 
 /** A home's storage, for a user's sessions; fails (typed) when the home is unusable. */
