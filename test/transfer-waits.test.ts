@@ -43,4 +43,35 @@ describe('what the end of a transfer waits for', () => {
     assert.equal(held.length, 1, 'the descriptor is closed all the same');
     assert.equal((await world.auditLines()).findLast((l) => l.event === 'download')?.result, 'ok');
   });
+
+  it("a download read ahead (FTP RETR, while its data connection readies) streams a small file with no read left to wait for", async () => {
+    const text = 'small file '.repeat(300);
+    writeFileSync(join(world.home('w'), 'g'), text);
+    const s = await world.session('w');
+    const down = await s.openRead('g');
+    down.readAhead();
+    // The read ahead has landed; from here on, count what the stream asks the disk.
+    await new Promise((r) => setTimeout(r, 50));
+    const probe = await fsp.open(join(world.home('w'), 'g'));
+    const proto = Object.getPrototypeOf(probe) as { read: (...args: unknown[]) => unknown };
+    await probe.close();
+    const read = proto.read;
+    let reads = 0;
+    proto.read = function (this: unknown, ...args: unknown[]) {
+      reads++;
+      return read.apply(this, args);
+    };
+    let got: string;
+    try {
+      const chunks: Buffer[] = [];
+      for await (const chunk of down.readable()) chunks.push(chunk as Buffer);
+      got = Buffer.concat(chunks).toString();
+    } finally {
+      proto.read = read;
+    }
+    await down.close();
+    assert.equal(got, text);
+    assert.equal(reads, 0);
+    assert.equal((await world.auditLines()).findLast((l) => l.event === 'download')?.bytes, text.length);
+  });
 });

@@ -28,6 +28,7 @@ export const transfer = {
     async run(c, arg, s) {
       if (!dataReady(c)) return;
       const download = await s.openRead(arg, { offset: c.takeRestOffset(), convertedLineEndings: c.ascii });
+      download.readAhead();
       runTransfer(c, openingText(c), download, (data) =>
         c.ascii ? pipeline(download.readable(), toNetworkAscii(), data) : pipeline(download.readable(), data),
       );

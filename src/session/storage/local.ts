@@ -157,9 +157,10 @@ class LocalFile implements OpenFile {
     if (bytesWritten !== length) throw new SluiceError('no-space', undefined, `short write: ${bytesWritten} of ${length} bytes`);
   }
 
-  readStream(start: number, end = Infinity): Readable {
+  readStream(start: number, end = Infinity, first?: Promise<Buffer>): Readable {
     const fh = this.fh;
     let position = start;
+    let ahead = first;
     // What fs.ReadStream does (one pread per chunk, read-ahead to the
     // highWaterMark), with its errors typed. Each read asks only for what is
     // left before `end`, and reaching it ends the stream without another
@@ -170,12 +171,19 @@ class LocalFile implements OpenFile {
       read() {
         const length = Math.min(STREAM_CHUNK, end - position);
         if (length <= 0) return void this.push(null);
-        const buf = Buffer.allocUnsafe(length);
-        fh.read(buf, 0, length, position).then(
-          ({ bytesRead }) => {
-            if (bytesRead === 0) return void this.push(null);
-            position += bytesRead;
-            this.push(bytesRead === length ? buf : buf.subarray(0, bytesRead));
+        let chunk: Promise<Buffer>;
+        if (ahead) {
+          chunk = ahead;
+          ahead = undefined;
+        } else {
+          const buf = Buffer.allocUnsafe(length);
+          chunk = fh.read(buf, 0, length, position).then(({ bytesRead }) => (bytesRead === length ? buf : buf.subarray(0, bytesRead)));
+        }
+        chunk.then(
+          (buf) => {
+            if (buf.length === 0) return void this.push(null);
+            position += buf.length;
+            this.push(buf);
           },
           (err: unknown) => this.destroy(fromErrno(err)),
         );

@@ -64,9 +64,11 @@ export interface OpenFile extends HeldNode {
   /**
    * From `start` to the end of the file, or to `end` (exclusive) where the
    * file reaches it, with backpressure; it errors with SluiceErrors. The file
-   * stays open.
+   * stays open. `first`: a read of the bytes from `start` (not past `end`)
+   * already under way, whose buffer (empty at the end of the file) is the
+   * stream's first chunk.
    */
-  readStream(start: number, end?: number): Readable;
+  readStream(start: number, end?: number, first?: Promise<Buffer>): Readable;
   truncate(size: number): Promise<void>;
   sync(): Promise<void>;
   chmod(mode: number): Promise<void>;
