@@ -3,6 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Session } from '../../session/session.js';
 import { fromNetworkAscii, toNetworkAscii } from '../ascii.js';
 import type { CommandSpec, FtpControl } from '../control.js';
+import { PassiveEndpoint } from '../data-channel/passive.js';
 import { dataReady, runTransfer } from '../data-channel/runner.js';
 import { Code } from '../replies.js';
 
@@ -28,7 +29,8 @@ export const transfer = {
     async run(c, arg, s) {
       if (!dataReady(c)) return;
       const download = await s.openRead(arg, { offset: c.takeRestOffset(), convertedLineEndings: c.ascii });
-      download.readAhead();
+      // Only onto a connection already in: a read ahead for one that may never come would hold its buffer until the timeout.
+      if (c.endpoint instanceof PassiveEndpoint && c.endpoint.connected) download.readAhead();
       runTransfer(c, openingText(c), download, (data) =>
         c.ascii ? pipeline(download.readable(), toNetworkAscii(), data) : pipeline(download.readable(), data),
       );

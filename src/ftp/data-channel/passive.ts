@@ -115,6 +115,11 @@ export class PassiveEndpoint {
     return this.alive;
   }
 
+  /** Whether the client's data connection is in (it connects after EPSV, before or after its transfer command). */
+  get connected(): boolean {
+    return this.socket !== null;
+  }
+
   /** Whether this endpoint runs the TLS handshake itself (PROT P at PASV time). */
   get tlsReady(): boolean {
     return this.secureMode;
