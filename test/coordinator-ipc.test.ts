@@ -17,14 +17,24 @@ import { waitFor } from './helpers/quota.js';
  * worker side (RemoteCoordinator) and primary side (WorkerLink, on the
  * primary's real coordination over a store in a temp directory) joined by a
  * channel that carries messages as the IPC channel does: serialized, in
- * order, each delivered in a later tick. What crosses it is counted.
+ * order, in a later turn of the event loop; to the worker, those sent in one
+ * turn arrive in one read, each handled in a process.nextTick of its own,
+ * all of them before any promise continuation. What crosses it is counted.
  */
 
 /** One worker's end of a channel to `link`, counting what it sends. */
 function wire(coordination: Coordination, worker: number): { coordinator: RemoteCoordinator; link: WorkerLink; sent: WorkerMessage[] } {
   const sent: WorkerMessage[] = [];
   const listeners: ((m: PrimaryMessage) => void)[] = [];
-  const toWorker = (m: PrimaryMessage) => setImmediate(() => listeners.forEach((l) => l(JSON.parse(JSON.stringify(m)) as PrimaryMessage)));
+  let arriving: PrimaryMessage[] = [];
+  const toWorker = (m: PrimaryMessage) => {
+    if (arriving.push(JSON.parse(JSON.stringify(m)) as PrimaryMessage) > 1) return;
+    setImmediate(() => {
+      const read = arriving;
+      arriving = [];
+      for (const message of read) process.nextTick(() => listeners.forEach((l) => l(message)));
+    });
+  };
   const link = new WorkerLink(worker, coordination.coordinator, coordination.quotas, toWorker);
   const channel: Channel = {
     send: (m) => {
@@ -37,7 +47,7 @@ function wire(coordination: Coordination, worker: number): { coordinator: Remote
   return { coordinator: new RemoteCoordinator(channel, true), link, sent };
 }
 
-const account: Account = { id: 4242, name: 'carol', home: '', quotaBytes: 0, quotaFiles: 1, rateUp: null, rateDown: null, scan: null, permissions: { root: new Set(), dirs: new Map() } };
+const account: Account = { id: 4242, name: 'carol', home: '', quotaBytes: 0, quotaFiles: 1, rateUp: null, rateDown: null, scan: null, revision: 0, permissions: { root: new Set(), dirs: new Map() } };
 const actor: Actor = { session: 's1', user: 'carol', protocol: 'sftp', ip: '127.0.0.1', port: 40000 };
 
 /** The primary's real coordination on a store in a temp dir, opened before the suite's cases and closed after them. */
@@ -152,6 +162,47 @@ describe('a user without a quota: an upload waits for no answer from the primary
     await ledger.checkCommit(4096, 4096, 0, true);
     assert.equal(sent.filter((m) => m.t === 'ask').length, 3);
     ledger.release();
+  });
+});
+
+describe('a quota set while the user is logged in', () => {
+  const { primary } = primaryOnTempStore();
+  const free: Account = { ...account, id: 6101, quotaBytes: 0, quotaFiles: 0, revision: 1 };
+  const limited: Account = { ...free, quotaBytes: 1000, revision: 2 };
+
+  it("binds a worker's session opened without one, even when the login that brings it comes right behind the worker's answer", async () => {
+    const coordination = primary();
+    const { coordinator, link } = wire(coordination, 7);
+    // The primary's answer to the worker goes out, and in the same turn another worker's login brings the quota.
+    const send = (link as unknown as { send: (m: PrimaryMessage) => void }).send;
+    let other: Promise<unknown> | null = null;
+    (link as unknown as { send: (m: PrimaryMessage) => void }).send = (m) => {
+      send(m);
+      if (m.t === 'answer' && other === null) other = coordination.quotas.handle(limited).then((h) => h);
+    };
+    const ledger = await coordinator.ledgers.acquire(free);
+    const held = (await other) as { release(): void };
+    await assert.rejects(
+      (async () => {
+        await ledger.reserve(5000, 0);
+        await ledger.checkCommit(5000, 5000, 0, true);
+      })(),
+      (e: unknown) => e instanceof Error && /quota/i.test(e.message),
+    );
+    ledger.release();
+    held.release();
+  });
+
+  it('a session that brings an older read of the user than the last one changes no limits', async () => {
+    const quotas = primary().quotas;
+    const fresh = await quotas.acquire({ ...limited, id: 6102 });
+    await assert.rejects(fresh.reserve(5000, 0));
+    // A channel of an SSH connection made before the change, or a login that read the user just before it.
+    const stale = await quotas.acquire({ ...free, id: 6102 });
+    await assert.rejects(fresh.reserve(5000, 0));
+    await assert.rejects(stale.reserve(5000, 0));
+    stale.release();
+    fresh.release();
   });
 });
 

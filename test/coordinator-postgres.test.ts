@@ -50,7 +50,7 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
       `INSERT INTO users (name, home, protocols, permissions, quota_bytes, quota_files, created_at, updated_at)
        VALUES ($1, '/nonexistent', 'sftp', '', $2, $3, 0, 0) RETURNING id`, [name, quotaBytes, quotaFiles]);
     const id = rows[0]!.id;
-    return { id, name, home: '/nonexistent', permissions: { root: new Set(), dirs: new Map() }, quotaBytes, quotaFiles, rateUp: null, rateDown: null, scan: null };
+    return { id, name, home: '/nonexistent', permissions: { root: new Set(), dirs: new Map() }, quotaBytes, quotaFiles, rateUp: null, rateDown: null, scan: null, revision: 0 };
   }
 
   async function counters(pool: pg.Pool, id: number) {
@@ -231,12 +231,15 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     // Without a quota nothing is held: 600 bytes in flight, unchecked.
     await first.reserve(600, 0);
     // As an administrator sets it; a login then reads it.
+    let revision = account.revision;
     const setQuota = async (quotaBytes: number): Promise<Account> => {
       await a!.query('UPDATE users SET quota_bytes = $2 WHERE id = $1', [account.id, quotaBytes]);
-      return { ...account, quotaBytes };
+      return { ...account, quotaBytes, revision: ++revision };
     };
     const limited = await setQuota(1000);
     const second = await bookA.acquire(limited);
+    // A login that read the user before the change, and comes after: it lifts nothing.
+    (await bookA.acquire(account)).release();
     // The 600 in flight count: 500 more do not fit, on either session of node a.
     await assert.rejects(second.reserve(500, 0), overQuota);
     await assert.rejects(first.reserve(500, 0), overQuota);

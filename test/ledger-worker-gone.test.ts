@@ -31,13 +31,13 @@ it('a ledger asked for by a worker that dies before the answer is closed, not ke
     quotaBytes: 1000, quotaFiles: 10, rateUp: null, rateDown: null, scan: null, allowIps: [], denyIps: [],
   });
   const link = new WorkerLink(1, coordination.coordinator, coordination.quotas, () => undefined);
-  link.handle({ t: 'ask', id: 1, op: 'ledger', account: { id: user.id, quotaBytes: 1000, quotaFiles: 10 } });
+  link.handle({ t: 'ask', id: 1, op: 'ledger', account: { id: user.id, quotaBytes: 1000, quotaFiles: 10, revision: 0 } });
   link.workerGone('killed', null);
   // Wait for the open the dead worker started to finish.
   await new Promise((r) => setImmediate(r));
   // A recount since: a ledger made now reads it, one the dead worker still held would not.
   await base.users.setUsage(user.id, 500, 5);
-  const account = { id: user.id, name: 'dora', home: dir, quotaBytes: 1000, quotaFiles: 10, rateUp: null, rateDown: null, scan: null, permissions: { root: new Set(), dirs: new Map() } } as const;
+  const account = { id: user.id, name: 'dora', home: dir, quotaBytes: 1000, quotaFiles: 10, rateUp: null, rateDown: null, scan: null, revision: 0, permissions: { root: new Set(), dirs: new Map() } } as const;
   const ledger = await coordination.quotas.acquire(account);
   assert.deepEqual(await ledger.usage(), { bytes: 500, files: 5 });
   ledger.release();

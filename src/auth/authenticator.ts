@@ -74,6 +74,7 @@ export function toAccount(u: UserRecord): Account {
     rateUp: u.rateUp,
     rateDown: u.rateDown,
     scan: u.scan,
+    revision: u.updatedAt.getTime(),
   };
 }
 
@@ -147,15 +148,19 @@ export class Authenticator {
   }
 
   /**
-   * Whether an account logged in earlier may still open a session: it still
-   * exists, enabled and not expired. An SSH connection authenticates once and opens sessions later;
-   * a user disabled or removed in between must not get one.
+   * The account logged in earlier as the store has it now, for a new session
+   * of that login: null when it may no longer open one (removed, disabled,
+   * expired, or its name now another user's id). An SSH connection authenticates
+   * once and opens sessions later: each gets the user's rights and quota as
+   * they are when it opens, not as they were at the login.
    */
-  async stillAllowed(account: Account): Promise<boolean> {
+  async refreshed(account: Account): Promise<Account | null> {
     // The store itself, not a copy of it (credentials()): this is the check that catches a
     // change whose notice has not arrived, and it is not on the way to a login.
     const user = await this.users.get(account.name);
-    return user !== null && user.enabled && !(user.expiresAt && user.expiresAt.getTime() <= Date.now());
+    if (user === null || user.id !== account.id || !user.enabled) return null;
+    if (user.expiresAt && user.expiresAt.getTime() <= Date.now()) return null;
+    return toAccount(user);
   }
 
   private checkRules(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): void {

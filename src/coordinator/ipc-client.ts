@@ -48,7 +48,7 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
   private next = 1;
   private gone = false;
   private pending: SingleWorkerMessage[] = [];
-  private readonly waiting = new Map<number, { resolve: (v: Answer) => void; reject: (e: Error) => void }>();
+  private readonly waiting = new Map<number, { resolve: (v: Answer) => void; reject: (e: Error) => void; arrived?: (v: Answer) => void }>();
   /** Open ledger handles that say their steps (no quota when opened): told here when the ledger gets one. */
   private readonly unlimited = new Map<number, () => void>();
   readonly ledgers: Ledgers;
@@ -105,10 +105,16 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
 
   private async ledger(account: Account): Promise<Ledger> {
     const { id, quotaBytes, quotaFiles } = account;
-    const opened = (await this.ask({ op: 'ledger', account: { id, quotaBytes, quotaFiles } })) as LedgerOpened;
-    const { handle } = opened;
-    let { unlimited } = opened;
-    if (unlimited) this.unlimited.set(handle, () => (unlimited = false));
+    let unlimited = false;
+    // Registered as the answer arrives, not when this function resumes: a ledger-limited that came
+    // in the same read of the channel is handled before any promise continuation runs.
+    const arrived = (answer: Answer) => {
+      const opened = answer as LedgerOpened;
+      if (!opened.unlimited) return;
+      unlimited = true;
+      this.unlimited.set(opened.handle, () => (unlimited = false));
+    };
+    const { handle } = (await this.ask({ op: 'ledger', account: { id, quotaBytes, quotaFiles, revision: account.revision } }, arrived)) as LedgerOpened;
     const ask = (q: LedgerQuestion) => this.ask({ op: 'ledger-ask', handle, ...q });
     const note = (n: LedgerNote) => this.post({ t: 'ledger-note', handle, ...n });
     let released = false;
@@ -140,11 +146,12 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
     };
   }
 
-  private ask(question: Question): Promise<Answer> {
+  /** `arrived`: called with the answer the moment it is read, before the promise resolves. */
+  private ask(question: Question, arrived?: (answer: Answer) => void): Promise<Answer> {
     if (this.gone) return Promise.reject(new SluiceError('failure', 'Server is stopping'));
     const id = this.next++;
     return new Promise((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject });
+      this.waiting.set(id, { resolve, reject, ...(arrived ? { arrived } : {}) });
       this.pending.push({ t: 'ask', id, ...question });
       this.flush();
     });
@@ -172,7 +179,10 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
     const w = this.waiting.get(m.id);
     if (!w) return;
     this.waiting.delete(m.id);
-    if (m.t === 'answer') w.resolve(m.value);
+    if (m.t === 'answer') {
+      w.arrived?.(m.value);
+      w.resolve(m.value);
+    }
     else w.reject(new SluiceError(m.kind, m.message));
   }
 }

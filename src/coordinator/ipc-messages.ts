@@ -32,6 +32,7 @@ export interface LedgerAccount {
   id: number;
   quotaBytes: number;
   quotaFiles: number;
+  revision: number;
 }
 
 export type Question =

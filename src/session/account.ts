@@ -25,6 +25,12 @@ export interface Account {
   readonly rateDown: number | null;
   /** Uploads scanned for malware; null: the server's uploads.scan. */
   readonly scan: boolean | null;
+  /**
+   * When the user's record was last changed (ms since the epoch, as the
+   * store keeps it): of two reads of the same user, the later revision is
+   * the newer one, whichever was made first.
+   */
+  readonly revision: number;
 }
 
 /** The stored usage counters as the start-up recount reads and replaces them, wherever the store is. */

@@ -111,8 +111,12 @@ class Shortfall extends SluiceError {
  * a Shortfall, which `grown` turns into a larger lease when the quota has it.
  */
 export class QuotaLedger {
-  /** The newest login's: a quota set or changed while the user is logged in applies from the next login on, to every session. */
-  private limits: { quotaBytes: number; quotaFiles: number };
+  /**
+   * The newest revision of the user's record a session brought (see
+   * Account.revision): a quota set or changed while the user is logged in
+   * applies from the next session on, to every session.
+   */
+  private limits: { quotaBytes: number; quotaFiles: number; revision: number };
   private used: Usage;
   private room: Usage;
   private inflightBytes = 0;
@@ -126,7 +130,7 @@ export class QuotaLedger {
     account: Account,
     private readonly source: QuotaRoom,
   ) {
-    this.limits = { quotaBytes: account.quotaBytes, quotaFiles: account.quotaFiles };
+    this.limits = { quotaBytes: account.quotaBytes, quotaFiles: account.quotaFiles, revision: account.revision };
     this.used = { ...source.used };
     this.room = { ...source.room };
   }
@@ -137,16 +141,19 @@ export class QuotaLedger {
   }
 
   /**
-   * A login read the user's limits afresh: from now on every check of every
-   * session counts against them; what is in flight stays reserved (uploads
-   * under way go on until their next check). True when they changed.
+   * A session brought the user's record as read for it: if it is newer than
+   * any before, from now on every check of every session counts against its
+   * limits; what is in flight stays reserved (uploads under way go on until
+   * their next check). An older read (a login that read the user before a
+   * change but came here after) changes nothing. True when the limits changed.
    */
   relimit(account: Account): boolean {
-    const { quotaBytes, quotaFiles } = account;
-    if (quotaBytes === this.limits.quotaBytes && quotaFiles === this.limits.quotaFiles) return false;
-    this.room = this.source.relimit(account, this.room, { bytes: this.inflightBytes, files: this.inflightFiles });
-    this.limits = { quotaBytes, quotaFiles };
-    return true;
+    const { quotaBytes, quotaFiles, revision } = account;
+    if (revision <= this.limits.revision) return false;
+    const changed = quotaBytes !== this.limits.quotaBytes || quotaFiles !== this.limits.quotaFiles;
+    if (changed) this.room = this.source.relimit(account, this.room, { bytes: this.inflightBytes, files: this.inflightFiles });
+    this.limits = { quotaBytes, quotaFiles, revision };
+    return changed;
   }
 
   /**

@@ -471,8 +471,8 @@ export class SftpFrontEnd {
     let gone = false;
     channel.once('close', () => (gone = true));
     const open = async (): Promise<Session | null> => {
-      if (!(await this.services.authenticator.stillAllowed(account))) return null;
-      return state.guest.enter(() => Session.open(account, where, this.services.sessionDeps, connection));
+      const now = await this.services.authenticator.refreshed(account);
+      return now && state.guest.enter(() => Session.open(now, where, this.services.sessionDeps, connection));
     };
     void open().then(
       (s) => {
