@@ -29,8 +29,11 @@ export const transfer = {
     async run(c, arg, s) {
       if (!dataReady(c)) return;
       const download = await s.openRead(arg, { offset: c.takeRestOffset(), convertedLineEndings: c.ascii });
-      // Only onto a connection already in: a read ahead for one that may never come would hold its buffer until the timeout.
-      if (c.endpoint instanceof PassiveEndpoint && c.endpoint.connected) download.readAhead();
+      // Only onto a connection already in: a read ahead for one that may never come would hold its buffer
+      // until the timeout. Not under TLS: a file sent at once there often met curl closing the data
+      // connection on the last byte before our close_notify had gone, and ended as 426 (behind HAProxy,
+      // one download in two); the read's wait keeps that window as narrow as before.
+      if (c.prot !== 'P' && c.endpoint instanceof PassiveEndpoint && c.endpoint.connected) download.readAhead();
       runTransfer(c, openingText(c), download, (data) =>
         c.ascii ? pipeline(download.readable(), toNetworkAscii(), data) : pipeline(download.readable(), data),
       );
