@@ -145,7 +145,9 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     la!.settle(800, -200, 0);
     la!.unclaim('dev:1');
     la!.release();
+    // The release's drop of node a's lease is among what settled() waits for.
     await rooms[0]!.settled();
+    assert.deepEqual((await a!.query("SELECT node_id FROM quota_holds WHERE node_id = 'node-a'")).rows, []);
     assert.equal(await upload(lb!, 200), 200, 'what the overwrite freed is room on the other node');
     lb!.release();
     await Promise.all(rooms.map((r) => r.stop()));

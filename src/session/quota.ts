@@ -545,6 +545,7 @@ export class QuotaBook implements Ledgers {
       this.drop(account.id);
       throw err;
     }
+    entry.opened = ledger;
     if (ledger.relimit(account) && !ledger.unlimited) {
       for (const tell of unlimitedHandles) tell();
       unlimitedHandles.clear();
@@ -560,12 +561,17 @@ export class QuotaBook implements Ledgers {
     const entry = this.ledgers.get(userId);
     if (!entry || --entry.refs > 0) return;
     this.ledgers.delete(userId);
-    entry.ledger.then((ledger) => ledger.close(), () => undefined);
+    // At once when it is open: what the close gives back is then among the statements
+    // QuotaRooms has made when the release returns (PostgresQuota.settled waits for those).
+    if (entry.opened) entry.opened.close();
+    else entry.ledger.then((ledger) => ledger.close(), () => undefined);
   }
 }
 
 interface BookEntry {
   ledger: Promise<QuotaLedger>;
+  /** The ledger, once a handle of it was given out. */
+  opened?: QuotaLedger;
   refs: number;
   /** What to call when the ledger gets a quota, for each open handle given out while it had none. */
   unlimitedHandles: Set<() => void>;
