@@ -185,7 +185,8 @@ export class WorkerLink {
         if (this.gone) handle.release();
         else this.handles.set(id, handle);
         // Read as the answer is serialized, in its place among the messages to the worker: a quota a
-        // login brought before it is in the answer, one after it comes as ledger-limited after it.
+        // login brought before it is in the answer, one after it comes as ledger-limited after it
+        // (which the worker takes even when both arrive in one read: see RemoteCoordinator.ledger).
         return { handle: id, get unlimited() { return handle.unlimited; } } satisfies LedgerOpened;
       }
       case 'ledger-ask':

@@ -42,7 +42,7 @@ export interface QuotaRoom {
    */
   settle(delta: Usage, moved: Usage, spare: Usage): Usage;
   /**
-   * The user's limits are now `account`'s (a later login read them): the room
+   * The user's limits are now `account`'s (a newer read of the user): the room
    * the ledger has, with `inflight` of it taken, becomes what is returned.
    */
   relimit(account: Account, room: Usage, inflight: Usage): Usage;
@@ -526,7 +526,8 @@ export class QuotaBook implements Ledgers {
 
   /**
    * The same, as the ledger's own type, for the primary answering a worker.
-   * The ledger takes `account`'s limits, a login's fresh read of them.
+   * The ledger takes `account`'s limits when it is a newer read of the user
+   * than any before (QuotaLedger.relimit).
    * `onLimited`: called if the ledger, unlimited now, gets a quota while the
    * handle is open (a worker that says its steps must start to ask).
    */
