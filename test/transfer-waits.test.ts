@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { promises as fsp, writeFileSync } from 'node:fs';
+import { constants as C, promises as fsp, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { World } from './helpers/world.js';
@@ -73,5 +73,99 @@ describe('what the end of a transfer waits for', () => {
     assert.equal(got, text);
     assert.equal(reads, 0);
     assert.equal((await world.auditLines()).findLast((l) => l.event === 'download')?.bytes, text.length);
+  });
+
+  /** fsp.open as the server sees it while `watch` looks at every open (path, flags) and may replace the handle's close. */
+  async function withOpens<T>(
+    watch: (path: string, flags: number, fh: fsp.FileHandle) => void,
+    body: () => Promise<T>,
+  ): Promise<T> {
+    const open = fsp.open;
+    fsp.open = (async (...args: Parameters<typeof open>) => {
+      const fh = await open(...args);
+      watch(String(args[0]), Number(args[1] ?? 0), fh);
+      return fh;
+    }) as typeof open;
+    try {
+      return await body();
+    } finally {
+      fsp.open = open;
+    }
+  }
+
+  /** A close that waits until `release` is called. */
+  function holdClose(fh: fsp.FileHandle, held: (() => void)[]): void {
+    const close = fh.close.bind(fh);
+    fh.close = () => new Promise<void>((resolve, reject) => held.push(() => void close().then(resolve, reject)));
+  }
+
+  const O_PATH = 0o10000000;
+  const race = <T>(p: Promise<T>, ms = 1000) =>
+    Promise.race([p.then(() => 'done'), new Promise<string>((r) => setTimeout(() => r('waiting'), ms))]);
+
+  it("an overwrite's start (150, SFTP OPEN's handle) does not wait for the old mode to be set, and the new file has it", async () => {
+    const path = join(world.home('w'), 'moded');
+    writeFileSync(path, 'old');
+    await fsp.chmod(path, 0o600);
+    const s = await world.session('w');
+    const proto = Object.getPrototypeOf(await fsp.open(path).then(async (fh) => (await fh.close(), fh))) as { chmod: (mode: number) => Promise<void> };
+    const chmod = proto.chmod;
+    const held: (() => void)[] = [];
+    proto.chmod = function (this: fsp.FileHandle, mode: number) {
+      return new Promise<void>((resolve, reject) => held.push(() => void chmod.call(this, mode).then(resolve, reject)));
+    };
+    let started: string;
+    let up;
+    try {
+      const opening = s.openWrite('moded');
+      started = await race(opening);
+      for (const go of held.splice(0)) go();
+      up = await opening;
+    } finally {
+      proto.chmod = chmod;
+    }
+    assert.equal(started, 'done');
+    await up.write(Buffer.from('new bytes'));
+    await up.close();
+    assert.equal(readFileSync(path, 'utf8'), 'new bytes');
+    assert.equal(statSync(path).mode & 0o777, 0o600);
+  });
+
+  it("an overwrite's end holds the old file while the new one is still being closed, and does not wait for the hold's close", async () => {
+    writeFileSync(join(world.home('w'), 'over'), 'old content');
+    const s = await world.session('w');
+    const stagedClose: (() => void)[] = [];
+    const holdClosed: (() => void)[] = [];
+    let held = false;
+    let heldWhileClosing = false;
+    let ended: string;
+    await withOpens(
+      (path, flags, fh) => {
+        if ((flags & C.O_EXCL) !== 0 && path.includes('/.sluice-upload-')) holdClose(fh, stagedClose);
+        if ((flags & O_PATH) !== 0 && path.endsWith('/over')) {
+          held = true;
+          holdClose(fh, holdClosed);
+        }
+      },
+      async () => {
+        const up = await s.openWrite('over');
+        await up.write(Buffer.from('new content'));
+        const closing = up.close();
+        // The staged file's close hangs: the old file is held meanwhile, not after.
+        for (let i = 0; i < 100 && stagedClose.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+        await new Promise((r) => setTimeout(r, 100));
+        heldWhileClosing = held;
+        for (const go of stagedClose.splice(0)) go();
+        ended = await race(closing);
+      },
+    );
+    for (const go of holdClosed.splice(0)) go();
+    assert.ok(heldWhileClosing, 'the old file was held while the new one was being closed');
+    assert.equal(ended!, 'done', "the upload's end does not wait for the close of the old file's hold");
+    assert.equal(holdClosed.length, 0);
+    assert.equal(readFileSync(join(world.home('w'), 'over'), 'utf8'), 'new content');
+    const last = (await world.auditLines()).findLast((l) => l.event === 'upload');
+    assert.equal(last?.result, 'ok');
+    assert.equal(last?.bytes, 11);
   });
 });

@@ -9,7 +9,7 @@ import type { RateLimit } from './rate-limit.js';
 import { SequenceHash } from './sequence-hash.js';
 import { hashRange, type Checksum, type ChecksumRange } from './checksum.js';
 import { verdictWithin, type UploadScanning } from './scanning.js';
-import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile } from './storage/storage.js';
+import { nodeKey, type HeldNode, type Location, type NodeStat, type OpenFile, type StagedFile } from './storage/storage.js';
 
 /** What a finished transfer reports to its session for the audit trail. */
 export interface TransferRecord {
@@ -471,6 +471,8 @@ export class Upload extends Transfer {
     let node: TransferRecord['node'];
     let quarantined: TransferRecord['quarantined'];
     let stagedLeft = staged !== null;
+    // The final name held for replace(), until replace() takes it.
+    let targetLeft: Promise<Target> | null = null;
     try {
       if (this.quotaHit && staged === null) {
         // Over quota, in place: give back exactly what this upload added,
@@ -479,9 +481,10 @@ export class Upload extends Transfer {
         if (existingSize === null && !(await this.unlinkIfStillNamed())) filesDelta = 1;
         await this.file.close();
       } else {
-        // The final name is looked at while the staged file is measured and closed: one wait for both.
-        const target = staged !== null && result === 'ok' ? loc.stat() : null;
+        // The final name is held and looked at while the staged file is measured and closed: one wait for both.
+        const target = staged !== null && result === 'ok' ? holdTarget(loc) : null;
         target?.catch(() => undefined);
+        targetLeft = target;
         const st = await this.file.stat();
         const written = st.size;
         node = { key: nodeKey(st), mtimeMs: st.mtime.getTime() };
@@ -500,6 +503,7 @@ export class Upload extends Transfer {
           await staged.discard();
           stagedLeft = false;
         } else if (staged !== null && target !== null) {
+          targetLeft = null;
           const change = await this.replace(staged, written, await target);
           stagedLeft = false;
           finalSize = written;
@@ -522,6 +526,9 @@ export class Upload extends Transfer {
       await this.file.close().catch(() => undefined);
       if (staged !== null && stagedLeft) await staged.discard().catch(() => undefined);
     } finally {
+      // A hold replace() did not take (the upload failed first): waited for, so that its open is done before the directory is let go.
+      const untaken = await targetLeft?.catch(() => null);
+      void untaken?.held?.close().catch(() => undefined);
       if (this.target.holdsFile) this.ledger.releaseFile();
       if (this.target.claim) this.ledger.unclaim(this.target.claim.key);
       if (this.target.lock) this.ledger.unlockInPlace(this.target.lock);
@@ -552,24 +559,42 @@ export class Upload extends Transfer {
    * The old file is held open across the rename so that its link count
    * afterwards, not a guess, says whether its bytes were freed.
    */
-  private async replace(staged: StagedFile, written: number, before: NodeStat | null): Promise<{ bytes: number; files: number }> {
-    const { loc } = this.target;
-    // Gone or swapped since the stat: then the stat must do.
-    const old = before?.type === 'file' ? await loc.hold().catch(() => null) : null;
+  private async replace(staged: StagedFile, written: number, { st: now, held: old }: Target): Promise<{ bytes: number; files: number }> {
     try {
-      const now = old ? await old.stat() : before;
       const expected = now?.type === 'file' && now.nlink === 1 ? now.size : 0;
-      await this.ledger.checkCommit(this.reserved, written, expected, before === null && !this.target.holdsFile);
+      await this.ledger.checkCommit(this.reserved, written, expected, now === null && !this.target.holdsFile);
       await staged.commit();
       let freed = expected;
       if (old) {
         const after = await old.stat();
         freed = after.nlink === 0 ? after.size : 0;
       }
-      return { bytes: written - freed, files: before === null ? 1 : 0 };
+      return { bytes: written - freed, files: now === null ? 1 : 0 };
     } finally {
-      await old?.close();
+      // Not waited for: the answer needs nothing more from it.
+      void old?.close().catch(() => undefined);
     }
+  }
+}
+
+/** The final name as an upload's end finds it; `held` when it is a file, for replace() to measure across the rename. */
+interface Target {
+  st: NodeStat | null;
+  held: HeldNode | null;
+}
+
+/** Held first and described through the hold: the description is of the very file measured after the rename. */
+async function holdTarget(loc: Location): Promise<Target> {
+  const held = await loc.hold();
+  if (held === null) return { st: null, held: null };
+  try {
+    const st = await held.stat();
+    if (st.type === 'file') return { st, held };
+    void held.close().catch(() => undefined);
+    return { st, held: null };
+  } catch (err) {
+    void held.close().catch(() => undefined);
+    throw err;
   }
 }
 

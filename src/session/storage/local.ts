@@ -328,11 +328,15 @@ class LocalLocation implements Location {
     const temp = procPath(this.dir.fd, UPLOAD_TEMP_PREFIX + randomBytes(9).toString('base64url'));
     // Read as well as written: a scanned upload is read back before it takes its name (session/scanning.ts).
     const file = new LocalFile(await sys(fsp.open(temp, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644)));
-    // The old file's mode, where it can be given: the umask narrowed it at the open.
-    if (mode !== null) await file.chmod(mode).catch(() => undefined);
+    // The old file's mode, where it can be given: the umask narrowed it at the open. Set while the
+    // bytes arrive rather than before the client may send them; the file takes its name only after.
+    const moded = mode === null ? undefined : file.chmod(mode).catch(() => undefined);
     return {
       file,
-      commit: () => sys(fsp.rename(temp, this.path)),
+      commit: async () => {
+        await moded;
+        await sys(fsp.rename(temp, this.path));
+      },
       discard: () => sys(fsp.unlink(temp)),
     };
   }
