@@ -168,4 +168,35 @@ describe('what the end of a transfer waits for', () => {
     assert.equal(last?.result, 'ok');
     assert.equal(last?.bytes, 11);
   });
+
+  it("a user without a quota claims nothing for an overwrite (with workers, a round trip to the primary at each end); one with a quota does", async () => {
+    await world.addUser('limited', { quotaBytes: 1 << 20 });
+    const quotas = world.services.sessionDeps.quotas;
+    const acquire = quotas.acquire.bind(quotas);
+    const claims: (string | null)[] = [];
+    (quotas as { acquire: typeof acquire }).acquire = async (account) => {
+      const ledger = await acquire(account);
+      const checkStart = ledger.checkStart.bind(ledger);
+      ledger.checkStart = (start) => {
+        claims.push(start.claim);
+        return checkStart(start);
+      };
+      return ledger;
+    };
+    try {
+      for (const user of ['w', 'limited']) {
+        writeFileSync(join(world.home(user), 'again'), 'old content');
+        const s = await world.session(user);
+        const up = await s.openWrite('again');
+        await up.write(Buffer.from('new'));
+        await up.close();
+        assert.equal(readFileSync(join(world.home(user), 'again'), 'utf8'), 'new');
+      }
+    } finally {
+      (quotas as { acquire: typeof acquire }).acquire = acquire;
+    }
+    assert.equal(claims.length, 2);
+    assert.equal(claims[0], null, 'no claim without a quota');
+    assert.match(String(claims[1]), /^\d+:\d+$/, 'a claim of the old file with a quota');
+  });
 });

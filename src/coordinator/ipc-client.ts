@@ -121,6 +121,9 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
     // Without a quota no check can fail: what they take is said with the tick's other messages, and a
     // small upload waits for no round trip to the primary (claims and in-place locks still ask).
     return {
+      get unlimited() {
+        return unlimited;
+      },
       checkStart: async (start) => {
         if (!unlimited || start.claim !== null || start.lock !== null) return (await ask({ method: 'checkStart', args: [start] })) === true;
         note({ method: 'checkStart', args: [start] });

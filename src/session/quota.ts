@@ -290,6 +290,8 @@ export class QuotaLedger {
  * see a release before it acts, `synced()` waits for it.
  */
 export interface Ledger {
+  /** No quota now: no check can fail (a quota set later is told, and counts from the next check). */
+  readonly unlimited: boolean;
   /**
    * Before an upload opens its file, in one step: claim the file it replaces
    * (when `claim` is given: its size, `credit`, counts as room only if won),

@@ -392,7 +392,10 @@ export class Session implements LiveSession {
     // if it is that file's only name and no other upload counts on it already;
     // what it really frees is measured again when the bytes land.
     const key = st ? nodeKey(st) : '';
-    const claimable = atomic && st !== null && st.nlink === 1;
+    // Not claimed without a quota: there is no room to count it as, and with workers the claim and
+    // its release would be a round trip to the primary each. Should a quota come meanwhile, this
+    // upload's later reservations go without the credit; what the commit frees is measured then.
+    const claimable = atomic && st !== null && st.nlink === 1 && !this.ledger.unlimited;
     const holdsFile = plan.createsFile;
     // Truncating in place frees the old bytes at once, whatever links the file has.
     const credit = claimable ? st.size : truncate && !atomic ? (existingSize ?? 0) : 0;
