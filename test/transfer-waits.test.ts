@@ -199,4 +199,36 @@ describe('what the end of a transfer waits for', () => {
     assert.equal(claims[0], null, 'no claim without a quota');
     assert.match(String(claims[1]), /^\d+:\d+$/, 'a claim of the old file with a quota');
   });
+
+  it("an overwrite's end that cannot hold the old file (no descriptor to spare) lands all the same", async () => {
+    writeFileSync(join(world.home('w'), 'nofd'), 'old');
+    const s = await world.session('w');
+    const up = await s.openWrite('nofd');
+    await up.write(Buffer.from('new'));
+    const open = fsp.open;
+    fsp.open = (async (...args: Parameters<typeof open>) => {
+      if ((Number(args[1] ?? 0) & O_PATH) !== 0) throw Object.assign(new Error('EMFILE: too many open files'), { code: 'EMFILE', errno: -24, syscall: 'open' });
+      return open(...args);
+    }) as typeof open;
+    try {
+      await up.close();
+    } finally {
+      fsp.open = open;
+    }
+    assert.equal(readFileSync(join(world.home('w'), 'nofd'), 'utf8'), 'new');
+    assert.equal((await world.auditLines()).findLast((l) => l.event === 'upload')?.result, 'ok');
+  });
+
+  it('an overwrite keeps the old permission bits, never a setuid or setgid bit (set from outside the server)', async () => {
+    const s = await world.session('w');
+    for (const [name, data] of [['suid-empty', ''], ['suid-data', '#!/bin/sh\nid\n']] as const) {
+      const path = join(world.home('w'), name);
+      writeFileSync(path, 'old');
+      await fsp.chmod(path, 0o6750);
+      const up = await s.openWrite(name);
+      if (data !== '') await up.write(Buffer.from(data));
+      await up.close();
+      assert.equal(statSync(path).mode & 0o7777, 0o750, name);
+    }
+  });
 });

@@ -409,7 +409,9 @@ export class Session implements LiveSession {
     let staged: StagedFile | null = null;
     try {
       if (atomic) {
-        staged = await loc.stage(st ? st.mode & 0o7777 : null);
+        // Permission bits only: a setuid or setgid bit is the server's to drop, as a write would (the
+        // mode is set while the bytes arrive, so no write comes after it to drop them).
+        staged = await loc.stage(st ? st.mode & 0o777 : null);
         file = staged.file;
       } else {
         file = await loc.openWrite({ create: st === null, truncate, append });

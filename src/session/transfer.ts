@@ -481,10 +481,6 @@ export class Upload extends Transfer {
         if (existingSize === null && !(await this.unlinkIfStillNamed())) filesDelta = 1;
         await this.file.close();
       } else {
-        // The final name is held and looked at while the staged file is measured and closed: one wait for both.
-        const target = staged !== null && result === 'ok' ? holdTarget(loc) : null;
-        target?.catch(() => undefined);
-        targetLeft = target;
         const st = await this.file.stat();
         const written = st.size;
         node = { key: nodeKey(st), mtimeMs: st.mtime.getTime() };
@@ -498,6 +494,12 @@ export class Upload extends Transfer {
             throw new SluiceError('rejected', `Upload rejected: malware found (${verdict.signature})`);
           }
         }
+        // The final name is held and looked at while the staged file closes: one wait for both. Not
+        // before the scan's verdict: what the hold describes must be what the rename replaces, and
+        // the longer it is held before the rename, the likelier another upload replaced it meanwhile.
+        const target = staged !== null && result === 'ok' ? holdTarget(loc) : null;
+        target?.catch(() => undefined);
+        targetLeft = target;
         await this.file.close();
         if (staged !== null && target === null) {
           await staged.discard();
@@ -585,7 +587,9 @@ interface Target {
 
 /** Held first and described through the hold: the description is of the very file measured after the rename. */
 async function holdTarget(loc: Location): Promise<Target> {
-  const held = await loc.hold();
+  // Not held (no descriptor to spare, say): then the name's lstat must do, and replace() counts what it said.
+  const held = await loc.hold().catch(() => undefined);
+  if (held === undefined) return { st: await loc.stat(), held: null };
   if (held === null) return { st: null, held: null };
   try {
     const st = await held.stat();
