@@ -216,7 +216,9 @@ describe('FTPS over quota (in-place uploads)', () => {
   it('answers 552 and leaves nothing beyond what the quota allowed', async () => {
     const file = join(local, 'too-big.bin');
     mkdirSync(local, { recursive: true });
-    writeFileSync(file, randomBytes(3 * 1024 * 1024));
+    // Far over the quota: curl is still sending when the server refuses, and it reads the 552 only
+    // once its upload is out (a data connection reset under it would show "Send failure" instead).
+    writeFileSync(file, randomBytes(32 * 1024 * 1024));
     const r = curl(['--ssl-reqd', '-T', file, `ftp://small:small%20password@127.0.0.1:${srv.ftpPort}/too-big.bin`]);
     // curl reports the server's 552 as exit code 70, "Exceeded storage allocation".
     assert.equal(r.code, 70, r.stderr);

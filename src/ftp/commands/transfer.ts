@@ -4,6 +4,7 @@ import type { Session } from '../../session/session.js';
 import { fromNetworkAscii, toNetworkAscii } from '../ascii.js';
 import type { CommandSpec, FtpControl } from '../control.js';
 import { PassiveEndpoint } from '../data-channel/passive.js';
+import { receive } from '../data-channel/receive.js';
 import { dataReady, runTransfer } from '../data-channel/runner.js';
 import { Code } from '../replies.js';
 
@@ -17,7 +18,7 @@ async function store(c: FtpControl, s: Session, path: string, mode: 'store' | 'a
   const where = mode === 'append' ? { append: true } : mode === 'unique' ? { exclusive: true } : { offset };
   const upload = await s.openWrite(path, { ...where, convertedLineEndings: c.ascii });
   runTransfer(c, mode === 'unique' ? `FILE: ${path}` : openingText(c), upload, (data) =>
-    c.ascii ? pipeline(data, fromNetworkAscii(), upload.writable()) : pipeline(data, upload.writable()),
+    c.ascii ? receive(data, fromNetworkAscii(), upload.writable()) : receive(data, upload.writable()),
   );
 }
 

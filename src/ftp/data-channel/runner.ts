@@ -5,6 +5,10 @@ import type { FtpControl } from '../control.js';
 import { Code, errorReply } from '../replies.js';
 import { DataChannelError, openDataStream } from './channel.js';
 import { PassiveEndpoint } from './passive.js';
+import { drainRefused } from './receive.js';
+
+/** How long a refused upload's client may go on sending before its data connection is closed. */
+const REFUSED_DRAIN_MS = 5000;
 
 /** 425 unless a data endpoint is set up and the protection level suits the policy. */
 export function dataReady(c: FtpControl): boolean {
@@ -59,6 +63,8 @@ export function runTransfer(
       c.reply(Code.TransferComplete, 'Transfer complete.');
     } catch (err) {
       await finishFailed(c, transfer, err, aborted);
+      // An upload refused while its client still sends (see receive): the reply is out, let the rest arrive.
+      if (stream && err instanceof SluiceError) await drainRefused(stream, REFUSED_DRAIN_MS);
     } finally {
       (stream as Duplex | null)?.destroy();
       endpoint.close();
