@@ -35,7 +35,6 @@ export async function drainRefused(data: Duplex, ms: number): Promise<void> {
       stop();
       resolve();
     }
-    data.on('error', () => undefined);
     data.resume();
   });
 }
