@@ -131,17 +131,22 @@ describe('what the end of a transfer waits for', () => {
     assert.equal(statSync(path).mode & 0o777, 0o600);
   });
 
-  it("an overwrite's end holds the old file while the new one is still being closed, and does not wait for the hold's close", async () => {
+  it("an overwrite's end (no scan) holds the old file while the new one is still being measured, and does not wait for the hold's close", async () => {
     writeFileSync(join(world.home('w'), 'over'), 'old content');
     const s = await world.session('w');
-    const stagedClose: (() => void)[] = [];
+    const stagedStat: (() => void)[] = [];
     const holdClosed: (() => void)[] = [];
     let held = false;
-    let heldWhileClosing = false;
+    let heldWhileMeasuring = false;
     let ended: string;
     await withOpens(
       (path, flags, fh) => {
-        if ((flags & C.O_EXCL) !== 0 && path.includes('/.sluice-upload-')) holdClose(fh, stagedClose);
+        if ((flags & C.O_EXCL) !== 0 && path.includes('/.sluice-upload-')) {
+          // The staged file's measure (fstat) hangs until the test lets it go.
+          const stat = fh.stat.bind(fh);
+          fh.stat = ((...args: Parameters<typeof stat>) =>
+            new Promise((resolve, reject) => stagedStat.push(() => void stat(...args).then(resolve, reject)))) as typeof stat;
+        }
         if ((flags & O_PATH) !== 0 && path.endsWith('/over')) {
           held = true;
           holdClose(fh, holdClosed);
@@ -151,16 +156,15 @@ describe('what the end of a transfer waits for', () => {
         const up = await s.openWrite('over');
         await up.write(Buffer.from('new content'));
         const closing = up.close();
-        // The staged file's close hangs: the old file is held meanwhile, not after.
-        for (let i = 0; i < 100 && stagedClose.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+        for (let i = 0; i < 100 && stagedStat.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
         await new Promise((r) => setTimeout(r, 100));
-        heldWhileClosing = held;
-        for (const go of stagedClose.splice(0)) go();
+        heldWhileMeasuring = held;
+        for (const go of stagedStat.splice(0)) go();
         ended = await race(closing);
       },
     );
     for (const go of holdClosed.splice(0)) go();
-    assert.ok(heldWhileClosing, 'the old file was held while the new one was being closed');
+    assert.ok(heldWhileMeasuring, 'the old file was held while the new one was being measured');
     assert.equal(ended!, 'done', "the upload's end does not wait for the close of the old file's hold");
     assert.equal(holdClosed.length, 0);
     assert.equal(readFileSync(join(world.home('w'), 'over'), 'utf8'), 'new content');

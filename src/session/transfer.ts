@@ -481,25 +481,26 @@ export class Upload extends Transfer {
         if (existingSize === null && !(await this.unlinkIfStillNamed())) filesDelta = 1;
         await this.file.close();
       } else {
+        const replacing = staged !== null && result === 'ok';
+        const { scan } = this.uploadOptions;
+        const scanned = scan && replacing ? scan : null;
+        // The final name is held and looked at while the staged file is measured and closed: one wait
+        // for all. What the hold describes must be what the rename replaces, so it is held no longer
+        // before the rename than that: with a scan, only after the verdict.
+        let target = (targetLeft = replacing && !scanned ? holdTarget(loc) : null);
         const st = await this.file.stat();
         const written = st.size;
         node = { key: nodeKey(st), mtimeMs: st.mtime.getTime() };
-        const { scan } = this.uploadOptions;
-        if (scan && staged !== null && result === 'ok') {
+        if (scanned) {
           // Still under its hidden name: nothing can see or fetch it until the verdict. Unscannable fails closed (throws).
-          const verdict = await verdictWithin(scan.scanning, () => this.file.readStream(0, written));
+          const verdict = await verdictWithin(scanned.scanning, () => this.file.readStream(0, written));
           if (!verdict.clean) {
-            const file = await scan.scanning.quarantine.keep(this.file.readStream(0, written), { user: scan.user, path: this.path });
+            const file = await scanned.scanning.quarantine.keep(this.file.readStream(0, written), { user: scanned.user, path: this.path });
             quarantined = { signature: verdict.signature, file };
             throw new SluiceError('rejected', `Upload rejected: malware found (${verdict.signature})`);
           }
+          target = targetLeft = holdTarget(loc);
         }
-        // The final name is held and looked at while the staged file closes: one wait for both. Not
-        // before the scan's verdict: what the hold describes must be what the rename replaces, and
-        // the longer it is held before the rename, the likelier another upload replaced it meanwhile.
-        const target = staged !== null && result === 'ok' ? holdTarget(loc) : null;
-        target?.catch(() => undefined);
-        targetLeft = target;
         await this.file.close();
         if (staged !== null && target === null) {
           await staged.discard();
@@ -585,8 +586,17 @@ interface Target {
   held: HeldNode | null;
 }
 
-/** Held first and described through the hold: the description is of the very file measured after the rename. */
-async function holdTarget(loc: Location): Promise<Target> {
+/**
+ * Held first and described through the hold: the description is of the very file measured after the rename.
+ * Its failure is for whoever awaits it to see, never an unhandled rejection meanwhile.
+ */
+function holdTarget(loc: Location): Promise<Target> {
+  const target = lookThroughHold(loc);
+  target.catch(() => undefined);
+  return target;
+}
+
+async function lookThroughHold(loc: Location): Promise<Target> {
   // Not held (no descriptor to spare, say): then the name's lstat must do, and replace() counts what it said.
   const held = await loc.hold().catch(() => undefined);
   if (held === undefined) return { st: await loc.stat(), held: null };
