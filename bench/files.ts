@@ -78,6 +78,12 @@ export async function place(src: string, dest: string): Promise<void> {
   await cp(src, dest, { recursive: true });
 }
 
+/** Files of the names in `src` at `dest` on the server's disk, each with other bytes than its namesake's: what an overwrite replaces. */
+export async function placeStale(src: string, dest: string): Promise<void> {
+  await mkdir(dest, { recursive: true });
+  for (const name of await readdir(src)) await writeFile(join(dest, name), Buffer.alloc(SMALL_FILE_BYTES, 0x2e));
+}
+
 /** `dir/name` in the client's terms, for remote directories given as '/' or as an absolute path. */
 export function remote(dir: string, name: string): string {
   return `${dir.replace(/\/$/, '')}/${name}`;

@@ -9,11 +9,11 @@ import { VerifyError } from '../files.js';
 import { atLeastPeer, noGapOver, type Workload } from '../workload.js';
 import { treeWorkload, type TreeClient } from './tree.js';
 
-function curlTree(tls: boolean, direction: 'put' | 'get'): TreeClient {
+function curlTree(tls: boolean, direction: 'put' | 'overwrite' | 'get'): TreeClient {
   return async (ctx, ep, from, to, timeoutMs) => {
     const glob = `f[0000-${String(ctx.files - 1).padStart(4, '0')}]`;
     if (direction === 'get') await mkdir(to);
-    const io = direction === 'put'
+    const io = direction !== 'get'
       ? ['--ftp-create-dirs', '-T', `${from}/${glob}`, ftpUrl(ep, `${to}/`)]
       : ['-o', `${to}/f#1`, ftpUrl(ep, `${from}/${glob}`)];
     const r = await runClient(ctx.curl, [...curlBase(ep, tls), '-w', '%{time_total}\\n', ...io], timeoutMs);
@@ -24,15 +24,16 @@ function curlTree(tls: boolean, direction: 'put' | 'get'): TreeClient {
 }
 
 export const smallCurlWorkloads: Workload[] = (['ftp', 'ftps'] as const).flatMap((protocol) =>
-  (['put', 'get'] as const).map((direction) =>
+  (['put', 'get', 'overwrite'] as const).map((direction) =>
     treeWorkload({
       name: `${protocol}-small-${direction}`,
       group: `${protocol}-small`,
       title: `${protocol === 'ftps' ? 'FTPS explicit' : 'FTP'} ${direction} N × 4 KiB, one control connection (curl URL glob)`,
       protocol,
       peer: 'vsftpd',
-      quick: true,
-      auditOff: true,
+      // Uploading over files of the same names is an upload too, with its own costs (the old file held, measured, replaced).
+      quick: direction !== 'overwrite',
+      auditOff: direction !== 'overwrite',
       goals: [atLeastPeer(1.0, 'files/s', 'vsftpd'), noGapOver(100)],
       direction,
       client: curlTree(protocol === 'ftps', direction),

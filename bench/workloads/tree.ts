@@ -1,12 +1,13 @@
 /**
  * The small-file workloads' common frame: upload the bench's tree of N × 4 KiB
- * files into a fresh remote directory, or download a copy placed on the
- * server's disk, then compare every file byte for byte. The client is the
- * only part that differs.
+ * files into a fresh remote directory, upload it over files of the same
+ * names (a site uploaded again), or download a copy placed on the server's
+ * disk, then compare every file byte for byte. The client is the only part
+ * that differs.
  */
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { place, remote, SMALL_FILE_BYTES, verifyTree } from '../files.js';
+import { place, placeStale, remote, SMALL_FILE_BYTES, verifyTree } from '../files.js';
 import { endpointOf, type BenchContext, type Endpoint, type Goal, type Measurement, type PeerName, type Protocol, type Workload } from '../workload.js';
 
 /** Seconds of the client's run, and each file's time when the client tells it. */
@@ -15,7 +16,10 @@ export interface TreeRun {
   perFile?: number[];
 }
 
-/** Copies the tree at `from` to `to`: local to remote path (put), or remote path to a local path that does not exist yet (get). */
+/**
+ * Copies the tree at `from` to `to`: local to remote path (put: a new directory; overwrite: one
+ * holding files of the same names), or remote path to a local path that does not exist yet (get).
+ */
 export type TreeClient = (ctx: BenchContext, ep: Endpoint, from: string, to: string, timeoutMs: number) => Promise<TreeRun>;
 
 export interface TreeSpec {
@@ -27,7 +31,7 @@ export interface TreeSpec {
   quick: boolean;
   auditOff: boolean;
   goals: Goal[];
-  direction: 'put' | 'get';
+  direction: 'put' | 'overwrite' | 'get';
   client: TreeClient;
 }
 
@@ -44,6 +48,7 @@ function measurement(files: number, r: TreeRun): Measurement {
 export function treeWorkload(spec: TreeSpec): Workload {
   const { direction, client, protocol } = spec;
   const down = `${spec.group}-down`;
+  const over = `${spec.group}-over`;
   return {
     name: spec.name,
     group: spec.group,
@@ -63,16 +68,22 @@ export function treeWorkload(spec: TreeSpec): Workload {
       const what = `${target.name} ${spec.name}`;
       // Generous: the peers need about a millisecond a file; a 1 s stall on every third file still finishes.
       const timeout = Math.max(60_000, ctx.files * 500);
-      const [from, to, landed] = direction === 'put'
-        ? ((dir) => [src, remote(ep.remoteDir, dir), join(ep.localDir, dir)])(ctx.fresh('up'))
-        : ((out) => [remote(ep.remoteDir, down), out, out])(join(ctx.work, ctx.fresh('got')));
+      const upload = (dir: string) => [src, remote(ep.remoteDir, dir), join(ep.localDir, dir)] as const;
+      const [from, to, landed] =
+        direction === 'put' ? upload(ctx.fresh('up'))
+        : direction === 'overwrite' ? upload(over)
+        : ((out) => [remote(ep.remoteDir, down), out, out] as const)(join(ctx.work, ctx.fresh('got')));
+      // Other bytes under every name before each run, so that the check below sees the upload's.
+      if (direction === 'overwrite') await placeStale(src, landed);
       const r = await client(ctx, ep, from, to, timeout);
       await verifyTree(src, landed, what);
-      await rm(landed, { recursive: true });
+      if (direction !== 'overwrite') await rm(landed, { recursive: true });
       return measurement(ctx.files, r);
     },
     async cleanup(target) {
-      if (direction === 'get') await rm(join(endpointOf(target, protocol).localDir, down), { recursive: true, force: true });
+      const { localDir } = endpointOf(target, protocol);
+      if (direction === 'get') await rm(join(localDir, down), { recursive: true, force: true });
+      if (direction === 'overwrite') await rm(join(localDir, over), { recursive: true, force: true });
     },
   };
 }
