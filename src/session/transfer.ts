@@ -381,6 +381,18 @@ export class Upload extends Transfer {
     });
   }
 
+  /**
+   * Where what the client still sends after the upload was refused goes (a
+   * stream front-end cannot stop its client mid-send): dropped, at the
+   * upload's rate, so that a refusal is no way around a bandwidth limit.
+   */
+  leftovers(): Writable {
+    const { rate } = this.options;
+    return new Writable({
+      write: (chunk: Buffer, _enc, done) => (rate ? void rate.take(chunk.length).then(() => done()) : done()),
+    });
+  }
+
   /** SFTP FSETSTAT size on an open upload: cut or extend, within the quota. */
   resize(size: number): Promise<void> {
     if (this.isFinished) return Promise.reject(new SluiceError('failure', 'Transfer is closed'));

@@ -24,17 +24,23 @@ export async function receive(data: Duplex, ...stages: [...Transform[], Writable
   }
 }
 
-/** Read and drop what the client still sends after a refusal, until it ends or `ms` have passed. */
-export async function drainRefused(data: Duplex, ms: number): Promise<void> {
-  if (data.destroyed || data.readableEnded) return;
-  await new Promise<void>((resolve) => {
-    const timer = setTimeout(done, ms);
-    const stop = finished(data, { writable: false }, done);
-    function done(): void {
-      clearTimeout(timer);
-      stop();
-      resolve();
-    }
-    data.resume();
-  });
+/**
+ * What the client still sends after a refusal, into `sink` (which drops it),
+ * until the client ends or `ms` have passed; then the connection is destroyed.
+ */
+export async function drainRefused(data: Duplex, sink: Writable, ms: number): Promise<void> {
+  if (!data.destroyed && !data.readableEnded) {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      const stop = finished(data, { writable: false }, done);
+      function done(): void {
+        clearTimeout(timer);
+        stop();
+        resolve();
+      }
+      data.pipe(sink);
+    });
+  }
+  data.destroy();
+  sink.destroy();
 }

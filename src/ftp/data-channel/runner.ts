@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { SluiceError } from '../../session/errors.js';
-import type { Download, Upload } from '../../session/transfer.js';
+import { Upload, type Download } from '../../session/transfer.js';
 import type { FtpControl } from '../control.js';
 import { Code, errorReply } from '../replies.js';
 import { DataChannelError, openDataStream } from './channel.js';
@@ -46,6 +46,7 @@ export function runTransfer(
   if (!endpoint) throw new Error('runTransfer without endpoint');
   let stream: Duplex | null = null;
   let aborted = false;
+  let draining: Promise<void> | null = null;
   const security = {
     tls: c.prot === 'P' ? c.tlsBinding : null,
     requireReuse: c.ctx.config.requireTlsSessionReuse,
@@ -63,11 +64,17 @@ export function runTransfer(
       c.reply(Code.TransferComplete, 'Transfer complete.');
     } catch (err) {
       await finishFailed(c, transfer, err, aborted);
-      // An upload refused while its client still sends (see receive): the reply is out, let the rest arrive.
-      if (stream && err instanceof SluiceError) await drainRefused(stream, REFUSED_DRAIN_MS);
+      // An upload refused while its client still sends (see receive): the reply is out, let the rest
+      // arrive. Not waited for: the client's next command need not wait on a data connection it may
+      // hold open without sending.
+      if (stream && err instanceof SluiceError && transfer instanceof Upload) draining = drainRefused(stream, transfer.leftovers(), REFUSED_DRAIN_MS);
     } finally {
-      (stream as Duplex | null)?.destroy();
-      endpoint.close();
+      // The endpoint holds the accepted connection too: closed once the drain is over.
+      if (draining) void draining.finally(() => endpoint.close());
+      else {
+        (stream as Duplex | null)?.destroy();
+        endpoint.close();
+      }
       await cleanup?.();
       c.transfer = null;
     }

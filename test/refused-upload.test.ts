@@ -1,0 +1,67 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { RawFtp, startUpload } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+import { World } from './helpers/world.js';
+
+/*
+ * An upload refused part-way (quota, full disk) while its client still
+ * sends: the reply goes out, what the client still sends is read and dropped
+ * for a while (so that a client reading replies only after its upload, like
+ * curl, sees the 552 rather than a reset: ftp-clients.test.ts), and that
+ * while holds up neither the next command nor the user's bandwidth limit.
+ */
+describe('an FTP upload refused while its client still sends', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({ users: [{ name: 'full', password: 'full password', args: ['--quota-bytes', '64K'] }] });
+  });
+  after(() => srv.stop());
+
+  it('the next command is answered at once, though the client holds its data connection open without sending', async () => {
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'full', 'full password');
+    const data = await startUpload(c, 'over.bin', true);
+    data.write(randomBytes(256 * 1024));
+    const refused = await c.read(10_000);
+    assert.equal(refused?.code, 552, refused?.text);
+    // The data connection stays open, silent.
+    const t0 = performance.now();
+    const next = await c.cmd('EPSV');
+    const ms = performance.now() - t0;
+    assert.equal(next.code, 229);
+    assert.ok(ms < 1000, `EPSV answered after ${ms.toFixed(0)} ms`);
+    data.destroy();
+    c.close();
+  });
+});
+
+describe('what a refused upload drops', () => {
+  let world: World;
+  before(async () => {
+    world = await World.open();
+    await world.addUser('slow', { rateUp: 256 * 1024 });
+    await world.addUser('free');
+  });
+  after(() => world.close());
+
+  const drop = async (user: string, bytes: number): Promise<number> => {
+    const s = await world.session(user);
+    const up = await s.openWrite(`${user}.bin`);
+    const sink = up.leftovers();
+    const t0 = performance.now();
+    await new Promise<void>((resolve, reject) => {
+      sink.on('error', reject);
+      sink.end(Buffer.alloc(bytes), resolve);
+    });
+    await up.abort('test', 'failed');
+    return performance.now() - t0;
+  };
+
+  it("goes at the user's upload rate, as the upload would have", async () => {
+    // 640 KiB at 256 KiB/s, less the 64 KiB burst: about 2.25 s.
+    const ms = await drop('slow', 640 * 1024);
+    assert.ok(ms > 1800, `640 KiB dropped in ${ms.toFixed(0)} ms at 256 KiB/s`);
+    assert.ok((await drop('free', 640 * 1024)) < 500, 'without a limit, at once');
+  });
+});
