@@ -497,8 +497,8 @@ export class Upload extends Transfer {
         const { scan } = this.uploadOptions;
         const scanned = scan && replacing ? scan : null;
         // The final name is held and looked at while the staged file is measured and closed: one wait
-        // for all. What the hold describes must be what the rename replaces, so it is held no longer
-        // before the rename than that: with a scan, only after the verdict.
+        // for all. What the hold describes must be what the rename replaces, so it is taken no earlier
+        // than two trips before the rename, as when it followed the close: with a scan, after the verdict.
         let target = (targetLeft = replacing && !scanned ? holdTarget(loc) : null);
         const st = await this.file.stat();
         const written = st.size;
