@@ -3,7 +3,7 @@ import { promises as fsp, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { configSchema } from '../src/config/schema.js';
-import { Clamd, clamdMissing } from './helpers/clamd.js';
+import { startedClamd, type Clamd } from './helpers/clamd.js';
 import { World, writeFile } from './helpers/world.js';
 
 const O_PATH = 0o10000000;
@@ -20,14 +20,9 @@ describe('an overwrite under scanning (a real clamd)', () => {
   let world: World;
 
   before(async (t) => {
-    const missing = clamdMissing();
-    if (missing) {
-      if (process.env.CI) assert.fail(`clamd must be installed in CI: ${missing}`);
-      t.skip(missing);
-      return;
-    }
-    clamd = new Clamd();
-    await clamd.start();
+    const started = await startedClamd(t);
+    if (!started) return;
+    clamd = started;
     const defaults = configSchema.parse({ dataDir: '/unused' });
     world = await World.open({ uploads: { ...defaults.uploads, scan: 'clamd', clamdSocket: clamd.socket, scanTimeout: 30 } });
     await world.addUser('s', { quotaBytes: 1 << 20 });

@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Clamd, EICAR, EICAR_SIGNATURE, clamdMissing } from './helpers/clamd.js';
+import { EICAR, EICAR_SIGNATURE, startedClamd, type Clamd } from './helpers/clamd.js';
 import { sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
@@ -21,14 +21,9 @@ describe('quarantine mode with a real clamd', () => {
   };
 
   before(async (t) => {
-    const missing = clamdMissing();
-    if (missing) {
-      if (process.env.CI) assert.fail(`clamd must be installed in CI: ${missing}`);
-      t.skip(missing);
-      return;
-    }
-    clamd = new Clamd();
-    await clamd.start();
+    const started = await startedClamd(t);
+    if (!started) return;
+    clamd = started;
     local = mkdtempSync(join(tmpdir(), 'sluice-scan-'));
     writeFileSync(join(local, 'clean.txt'), 'just text\n');
     writeFileSync(join(local, 'eicar.com'), EICAR);
