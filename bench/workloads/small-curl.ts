@@ -31,7 +31,7 @@ export const smallCurlWorkloads: Workload[] = (['ftp', 'ftps'] as const).flatMap
       title: `${protocol === 'ftps' ? 'FTPS explicit' : 'FTP'} ${direction} N × 4 KiB, one control connection (curl URL glob)`,
       protocol,
       peer: 'vsftpd',
-      // Uploading over files of the same names is an upload too, with its own costs (the old file held, measured, replaced).
+      // The overwrites stay out of --quick, which must end within 3 minutes, and get no audit-off row.
       quick: direction !== 'overwrite',
       auditOff: direction !== 'overwrite',
       goals: [atLeastPeer(1.0, 'files/s', 'vsftpd'), noGapOver(100)],
