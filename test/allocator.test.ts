@@ -20,11 +20,13 @@ describe("workers' malloc settings (allocatorEnv)", () => {
 });
 
 describe("workers' V8 flags (workerExecArgv)", () => {
+  const HEAP = ['--max-semi-space-size=8', '--initial-old-space-size=64'];
   const cases: [string, string[], string | undefined, string[]][] = [
-    ['a smaller young generation after the primary\'s own flags', ['--enable-source-maps'], undefined, ['--enable-source-maps', '--max-semi-space-size=8']],
-    ["the operator's flag on the command line wins", ['--max-semi-space-size=32'], undefined, ['--max-semi-space-size=32']],
-    ["the operator's flag in NODE_OPTIONS wins", [], '--trace-warnings  --max-semi-space-size=4', []],
-    ['other NODE_OPTIONS change nothing', [], '--trace-warnings', ['--max-semi-space-size=8']],
+    ["a smaller young generation and a higher first old-generation limit, after the primary's own flags", ['--enable-source-maps'], undefined, ['--enable-source-maps', ...HEAP]],
+    ["the operator's flag on the command line wins", ['--max-semi-space-size=32'], undefined, ['--max-semi-space-size=32', '--initial-old-space-size=64']],
+    ["the operator's flag in NODE_OPTIONS wins", [], '--trace-warnings  --max-semi-space-size=4', ['--initial-old-space-size=64']],
+    ["the operator's flag wins spelt with underscores, as V8 also reads it", ['--initial_old_space_size=16'], undefined, ['--initial_old_space_size=16', '--max-semi-space-size=8']],
+    ['other NODE_OPTIONS change nothing', [], '--trace-warnings', HEAP],
   ];
   for (const [name, execArgv, nodeOptions, expected] of cases) {
     it(name, () => assert.deepEqual(workerExecArgv(execArgv, nodeOptions), expected));

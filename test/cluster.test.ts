@@ -68,7 +68,7 @@ describe('workers: 2 — sessions on both workers, one server', () => {
     assert.equal(line.pid, srv.pid);
   });
 
-  it("shares one process's thread pool among the workers (each has 16 / 2), and starts them with the malloc and young-generation settings", async () => {
+  it("shares one process's thread pool among the workers (each has 16 / 2), and starts them with the malloc and V8 heap settings", async () => {
     const workers = execFileSync('pgrep', ['-P', String(srv.pid)]).toString().trim().split('\n');
     assert.equal(workers.length, 2);
     for (const pid of workers) {
@@ -81,9 +81,9 @@ describe('workers: 2 — sessions on both workers, one server', () => {
         const seen = env.find((e) => e.startsWith(`${k}=`));
         assert.ok(seen !== undefined && `${k}=${v}`.startsWith(seen) && seen.length > k.length + 1, `${k}=${v}: ${seen}`);
       }
-      // And V8's young generation (test/allocator.test.ts): a flag on the worker's command line.
+      // And V8's young generation and first old-generation limit (test/allocator.test.ts): flags on the worker's command line.
       const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      assert.ok(argv.includes('--max-semi-space-size=8'), argv.join(' '));
+      for (const flag of ['--max-semi-space-size=8', '--initial-old-space-size=64']) assert.ok(argv.includes(flag), argv.join(' '));
     }
   });
 
