@@ -26,6 +26,7 @@ describe("workers' V8 flags (workerExecArgv)", () => {
     ["the operator's flag on the command line wins", ['--max-semi-space-size=32'], undefined, ['--max-semi-space-size=32', '--initial-old-space-size=64']],
     ["the operator's flag in NODE_OPTIONS wins", [], '--trace-warnings  --max-semi-space-size=4', ['--initial-old-space-size=64']],
     ["the operator's flag wins spelt with underscores, as V8 also reads it", ['--initial_old_space_size=16'], undefined, ['--initial_old_space_size=16', '--max-semi-space-size=8']],
+    ["the operator's flag wins after a single dash, as Node also takes it", ['-max-semi-space-size=16'], undefined, ['-max-semi-space-size=16', '--initial-old-space-size=64']],
     ['other NODE_OPTIONS change nothing', [], '--trace-warnings', HEAP],
   ];
   for (const [name, execArgv, nodeOptions, expected] of cases) {

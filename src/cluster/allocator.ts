@@ -47,9 +47,9 @@ export function allocatorEnv(env: NodeJS.ProcessEnv, thpSetting: string | null):
  *   as a fresh 16 KiB buffer per TLS record, garbage as soon as it is
  *   written, and V8 counts that memory against the old generation's limit
  *   until a collection frees it. A small heap's limit leaves too little room
- *   for it: V8 then ran a full mark-compact for about every 10 MiB uploaded
- *   (43-56 per 768 MiB) where a young collection frees the same buffers, and
- *   the upload spent twice the CPU per MiB. Only the first limit is raised:
+ *   for it: V8 then ran a full mark-compact for every 14-18 MiB uploaded
+ *   (43-56 per 768 MiB) where a young collection frees the same buffers;
+ *   in one process the upload spent twice the CPU per MiB. Only the first limit is raised:
  *   once the heap holds more (thousands of sessions), V8 sets its limits as
  *   before.
  */
@@ -60,11 +60,8 @@ const WORKER_V8_FLAGS: readonly (readonly [flag: string, value: number])[] = [
 
 export function workerExecArgv(execArgv: readonly string[], nodeOptions: string | undefined): string[] {
   const given = [...execArgv, ...(nodeOptions ?? '').split(/\s+/)];
-  // V8 reads - and _ in a flag's name alike.
-  const own = (flag: string) => given.some((a) => {
-    const name = a.split('=')[0]!.replace(/_/g, '-');
-    return name === flag;
-  });
+  // Node takes a V8 flag after one dash or two, and V8 reads - and _ in its name alike.
+  const own = (flag: string) => given.some((a) => a.split('=')[0]!.replace(/^-+/, '--').replace(/_/g, '-') === flag);
   return [...execArgv, ...WORKER_V8_FLAGS.filter(([flag]) => !own(flag)).map(([flag, value]) => `${flag}=${value}`)];
 }
 
