@@ -49,9 +49,11 @@ export function allocatorEnv(env: NodeJS.ProcessEnv, thpSetting: string | null):
  *   until a collection frees it. A small heap's limit leaves too little room
  *   for it: V8 then ran a full mark-compact for every 14-18 MiB uploaded
  *   (43-56 per 768 MiB) where a young collection frees the same buffers;
- *   in one process the upload spent twice the CPU per MiB. Only the first limit is raised:
- *   once the heap holds more (thousands of sessions), V8 sets its limits as
- *   before.
+ *   in one process the upload spent twice the CPU per MiB. With 16 MiB a
+ *   worker still ran 13-33 per 768 MiB, with 32 one process did in two runs
+ *   of three; 64 left at most one. Only the first limit is raised: once the
+ *   heap holds more (thousands of sessions), V8 sets its limits as before.
+ *   It costs memory during a transfer (README, Performance).
  */
 const WORKER_V8_FLAGS: readonly (readonly [flag: string, value: number])[] = [
   ['--max-semi-space-size', 8],
