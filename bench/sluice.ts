@@ -1,9 +1,11 @@
 /**
  * sluice as the bench runs it: the built server (dist/) through the tests'
- * TestServer, in its default configuration (workers: auto) except that plain
- * FTP is allowed (`ftp.tls: optional`), which the plain-FTP workloads need and
- * which changes nothing for FTPS.
+ * TestServer, started with node's flags as `npm start` gives them, in its
+ * default configuration (workers: auto) except that plain FTP is allowed
+ * (`ftp.tls: optional`), which the plain-FTP workloads need and which changes
+ * nothing for FTPS.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { postgresMissing, startPostgres } from '../test/helpers/postgres.js';
@@ -14,6 +16,18 @@ import { usageOf } from './procfs.js';
 import type { SluiceOptions, Target } from './workload.js';
 
 const BENCH_USER = { name: 'bench', password: 'bench password' };
+
+/**
+ * node's own flags in package.json's start script (`node <flags> dist/bin.cjs
+ * serve`): a `workers 1` server then runs as `npm start` runs it, with the
+ * V8 settings a primary otherwise hands its workers.
+ */
+function startScriptNodeFlags(): string[] {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: { start: string } };
+  const m = /^node((?: -[^ ]+)*) dist\/bin\.cjs serve$/.exec(pkg.scripts.start);
+  if (!m) throw new Error(`bench: cannot read node's flags from the start script: ${pkg.scripts.start}`);
+  return m[1]!.trim().split(' ').filter((f) => f !== '');
+}
 
 type Config = Record<string, unknown>;
 
@@ -53,6 +67,7 @@ export async function startSluice(options: SluiceOptions, publicKeyFile: string)
       // SLUICE_BENCH_WORKERS sets another count for every workload that does not set its own.
       env: { SLUICE_WORKERS: process.env.SLUICE_BENCH_WORKERS ?? 'auto', ...store, ...options.env },
       users: users.map((u) => ({ ...u, args: ['--key', publicKeyFile, ...(options.userArgs ?? [])] })),
+      nodeArgs: startScriptNodeFlags(),
     }),
   );
   const pid = srv.pid as number;

@@ -21,9 +21,9 @@ export function sluice(cwd: string, args: string[], input?: string, env: NodeJS.
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** Start `sluice serve` and resolve once `marker` appears on stdout. */
-export function startServe(cwd: string, env: NodeJS.ProcessEnv, marker: RegExp) {
-  const child = spawn(process.execPath, [BIN, 'serve'], { cwd, env: { ...process.env, ...env } });
+/** Start `sluice serve` (node run with `nodeArgs` first) and resolve once `marker` appears on stdout. */
+export function startServe(cwd: string, env: NodeJS.ProcessEnv, marker: RegExp, nodeArgs: readonly string[] = []) {
+  const child = spawn(process.execPath, [...nodeArgs, BIN, 'serve'], { cwd, env: { ...process.env, ...env } });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d));

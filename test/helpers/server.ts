@@ -28,6 +28,8 @@ export interface ServerOptions {
   /** Written to the server's ./sluice.yaml. */
   yaml?: string;
   users?: { name: string; password: string; args?: string[] }[];
+  /** Flags for node itself, before the script (as `npm start` gives them). */
+  nodeArgs?: string[];
 }
 
 /** The real `sluice serve` process in a temp directory, on free loopback ports. */
@@ -38,6 +40,7 @@ export class TestServer {
   sftpPort = 0;
   private proc: ReturnType<typeof startServe> | null = null;
   private env: NodeJS.ProcessEnv = {};
+  private nodeArgs: readonly string[] = [];
 
   static async start(options: ServerOptions = {}): Promise<TestServer> {
     const s = new TestServer();
@@ -63,7 +66,8 @@ export class TestServer {
       if (r.code !== 0) throw new Error(`user add ${u.name}: ${r.stderr}`);
     }
     s.env = env;
-    s.proc = startServe(s.dir, env, /sluice started/);
+    s.nodeArgs = options.nodeArgs ?? [];
+    s.proc = startServe(s.dir, env, /sluice started/, s.nodeArgs);
     await s.proc.ready;
     return s;
   }
@@ -72,7 +76,7 @@ export class TestServer {
   async restart(whileStopped?: () => void): Promise<void> {
     await this.proc?.stop();
     whileStopped?.();
-    this.proc = startServe(this.dir, this.env, /sluice started/);
+    this.proc = startServe(this.dir, this.env, /sluice started/, this.nodeArgs);
     await this.proc.ready;
   }
 
