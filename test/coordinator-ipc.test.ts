@@ -206,6 +206,63 @@ describe('a quota set while the user is logged in', () => {
   });
 });
 
+describe('what only counts (metrics, a ledger without a quota) waits for the next message, a short while at most', () => {
+  const { primary } = primaryOnTempStore();
+  const free: Account = { ...account, id: 6101, quotaBytes: 0, quotaFiles: 0 };
+  const kinds = (m: WorkerMessage | undefined) => (m === undefined ? [] : m.t === 'batch' ? m.messages.map((x) => x.t) : [m.t]);
+  const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+
+  it("a small upload's start and first write cost no message of their own: they go with its start record and its end", async () => {
+    const { coordinator, sent } = wire(primary(), 1);
+    const ledger = await coordinator.ledgers.acquire(free);
+    sent.length = 0;
+    await ledger.checkStart({ createsFile: true, credit: 0, claim: null, lock: null });
+    await nextTurn();
+    assert.equal(sent.length, 0, 'the step of an unlimited ledger went alone');
+    coordinator.started(actor, '/small', 0, new Date());
+    await nextTurn();
+    assert.deepEqual(sent.map(kinds), [['ledger-note', 'upload-open']]);
+    await ledger.reserve(4096, 0);
+    coordinator.metrics.count({ m: 'session', protocol: 'sftp', change: 1 });
+    await nextTurn();
+    assert.equal(sent.length, 1, 'a reservation or a count went alone');
+    ledger.settle(4096, 4096, 1);
+    coordinator.audit?.record(actor, { event: 'mkdir', path: '/small-record' });
+    await nextTurn();
+    assert.deepEqual(sent.map(kinds)[1], ['ledger-note', 'metric', 'ledger-note', 'audit']);
+    ledger.release();
+  });
+
+  it('with nothing after it, it still goes, within a few milliseconds', async () => {
+    const { coordinator, sent } = wire(primary(), 2);
+    const ledger = await coordinator.ledgers.acquire(free);
+    sent.length = 0;
+    await ledger.reserve(100, 0);
+    await nextTurn();
+    assert.equal(sent.length, 0);
+    await waitFor('the lingering note sent', () => sent.length === 1);
+    assert.deepEqual(kinds(sent[0]), ['ledger-note']);
+    ledger.release();
+  });
+
+  it("a limited ledger's steps and an upload's start record do not wait past the tick; flushNow sends what waits at once", async () => {
+    const { coordinator, sent } = wire(primary(), 3);
+    const limited = await coordinator.ledgers.acquire({ ...free, id: 6102, quotaBytes: 1 << 20 });
+    await limited.holdFile();
+    sent.length = 0;
+    limited.releaseFile();
+    await Promise.resolve();
+    assert.deepEqual(sent.map(kinds), [['ledger-note']]);
+    coordinator.started(actor, '/limited', 0, new Date());
+    await Promise.resolve();
+    assert.deepEqual(sent.map(kinds)[1], ['upload-open']);
+    coordinator.metrics.count({ m: 'session', protocol: 'sftp', change: -1 });
+    coordinator.flushNow();
+    assert.deepEqual(sent.map(kinds)[2], ['metric']);
+    limited.release();
+  });
+});
+
 describe("an upload's start: claim, check and in-place lock in one round trip, held across workers", () => {
   const { primary } = primaryOnTempStore();
   const user = (id: number, quotaBytes: number, quotaFiles: number): Account => ({ ...account, id, quotaBytes, quotaFiles });

@@ -1,7 +1,7 @@
 import cluster from 'node:cluster';
 import { openAdmin, servicesOn } from '../app.js';
 import type { Config } from '../config/schema.js';
-import { answerSessions, processChannel, RemoteCoordinator } from '../coordinator/ipc-client.js';
+import { answerSessions, processChannel, RemoteCoordinator, type Channel } from '../coordinator/ipc-client.js';
 import type { WorkerMessage } from '../coordinator/ipc-messages.js';
 import { drainFrontEnds, startFrontEnds, type FrontEnd } from '../front-ends.js';
 import { sampleProcess } from '../metrics/sampler.js';
@@ -35,6 +35,15 @@ async function serveUntilStopped(config: Config): Promise<{ code: number; draine
   const channel = processChannel();
   // The primary runs the hooks on the events it is sent: sent whenever either needs them.
   const coordinator = new RemoteCoordinator(channel, config.audit.enabled || config.hooks.actions.length > 0);
+  try {
+    return await serveWithCoordinator(config, channel, coordinator);
+  } finally {
+    // What still waits to be said goes before the worker's `stopped`.
+    coordinator.flushNow();
+  }
+}
+
+async function serveWithCoordinator(config: Config, channel: Channel, coordinator: RemoteCoordinator): Promise<{ code: number; drained?: DrainCounts }> {
   const base = await openAdmin(config);
   const services = servicesOn(base, coordinator, coordinator, cluster.worker?.id ?? 0);
   let hurry: () => void = () => undefined;

@@ -11,6 +11,9 @@ import {
   type SingleWorkerMessage, type WorkerMessage,
 } from './ipc-messages.js';
 
+/** How long a message that only counts may wait for another to go with (RemoteCoordinator). */
+const LINGER_MS = 10;
+
 /** How a worker talks to the primary: Node's IPC channel (process.send), in order. */
 export interface Channel {
   send(message: WorkerMessage): void;
@@ -40,9 +43,16 @@ export function processChannel(): Channel {
  * for the end of the current tick and goes with whatever else was said in it
  * as one message: an upload's end (its ledger notes and its record) costs one
  * write, not three. A question takes what is waiting along at once, so the
- * primary still sees everything in the order it was said; and the wait ends
- * before any later tick, so whatever the worker sends after (its `stopped`)
- * comes after it.
+ * primary still sees everything in the order it was said.
+ *
+ * What only counts (metrics, and the steps of a ledger without a quota, which
+ * no check can refuse) may wait longer, up to LINGER_MS, for the next message
+ * to ride with: a small upload's start and its first write then cost no write
+ * of their own, and the primary wakes half as often per file. Nothing that
+ * proves or limits waits longer than the tick: audit records, an upload's
+ * start, released slots and every step of a limited ledger still go at its
+ * end, and take what lingers along. flushNow() sends everything before the
+ * worker's `stopped`.
  */
 export class RemoteCoordinator implements Coordinator, InFlightUploads {
   private next = 1;
@@ -53,8 +63,9 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
   private readonly unlimited = new Map<number, () => void>();
   readonly ledgers: Ledgers;
   readonly audit: AuditTrail | null;
-  /** Counts go to the primary with the tick's other messages: a transfer's end stays one write. */
-  readonly metrics: MetricsSink = { count: (event) => this.post({ t: 'metric', event }) };
+  /** Counts go to the primary with the next message said: they are never what wakes it. */
+  readonly metrics: MetricsSink = { count: (event) => this.linger({ t: 'metric', event }) };
+  private lingering: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly channel: Channel,
@@ -116,7 +127,8 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
     };
     const { handle } = (await this.ask({ op: 'ledger', account: { id, quotaBytes, quotaFiles, revision: account.revision } }, arrived)) as LedgerOpened;
     const ask = (q: LedgerQuestion) => this.ask({ op: 'ledger-ask', handle, ...q });
-    const note = (n: LedgerNote) => this.post({ t: 'ledger-note', handle, ...n });
+    // A ledger without a quota only counts; a limited one's notes give back room another upload may wait for.
+    const note = (n: LedgerNote) => (unlimited ? this.linger : this.post).call(this, { t: 'ledger-note', handle, ...n });
     let released = false;
     // Without a quota no check can fail: what they take is said with the tick's other messages, and a
     // small upload waits for no round trip to the primary (claims and in-place locks still ask).
@@ -162,10 +174,30 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
 
   /** Said, not asked: sent with the rest of this tick's messages. */
   private post(message: SingleWorkerMessage): void {
-    if (this.pending.push(message) === 1) queueMicrotask(() => this.flush());
+    this.pending.push(message);
+    if (!this.flushing) {
+      this.flushing = true;
+      queueMicrotask(() => this.flush());
+    }
+  }
+
+  /** Said, and it may wait up to LINGER_MS for other messages to go with (see the class comment). */
+  private linger(message: SingleWorkerMessage): void {
+    this.pending.push(message);
+    this.lingering ??= setTimeout(() => this.flush(), LINGER_MS);
+  }
+
+  private flushing = false;
+
+  /** Whatever waits goes now, in order: before the worker's last message. */
+  flushNow(): void {
+    this.flush();
   }
 
   private flush(): void {
+    this.flushing = false;
+    if (this.lingering) clearTimeout(this.lingering);
+    this.lingering = null;
     const messages = this.pending;
     if (messages.length === 0) return;
     this.pending = [];
