@@ -208,7 +208,7 @@ describe('a quota set while the user is logged in', () => {
 
 describe('what only counts (metrics, a ledger without a quota) waits for the next message, a short while at most', () => {
   const { primary } = primaryOnTempStore();
-  const free: Account = { ...account, id: 6101, quotaBytes: 0, quotaFiles: 0 };
+  const free: Account = { ...account, id: 6201, quotaBytes: 0, quotaFiles: 0, revision: 1 };
   const kinds = (m: WorkerMessage | undefined) => (m === undefined ? [] : m.t === 'batch' ? m.messages.map((x) => x.t) : [m.t]);
   const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
 
@@ -247,7 +247,7 @@ describe('what only counts (metrics, a ledger without a quota) waits for the nex
 
   it("a limited ledger's steps and an upload's start record do not wait past the tick; flushNow sends what waits at once", async () => {
     const { coordinator, sent } = wire(primary(), 3);
-    const limited = await coordinator.ledgers.acquire({ ...free, id: 6102, quotaBytes: 1 << 20 });
+    const limited = await coordinator.ledgers.acquire({ ...free, id: 6202, quotaBytes: 1 << 20 });
     await limited.holdFile();
     sent.length = 0;
     limited.releaseFile();
@@ -260,6 +260,31 @@ describe('what only counts (metrics, a ledger without a quota) waits for the nex
     coordinator.flushNow();
     assert.deepEqual(sent.map(kinds)[2], ['metric']);
     limited.release();
+  });
+  it('a ledger opened without a quota stops waiting once the user gets one', async () => {
+    const coordination = primary();
+    const { coordinator, sent } = wire(coordination, 4);
+    const ledger = await coordinator.ledgers.acquire(free);
+    const held = await coordination.quotas.handle({ ...free, quotaBytes: 1000, revision: 2 });
+    await waitFor('the primary says the ledger has a quota', () => !ledger.unlimited);
+    sent.length = 0;
+    ledger.release();
+    await Promise.resolve();
+    assert.deepEqual(sent.map(kinds), [['ledger-note']]);
+    held.release();
+  });
+
+  it('a released connection slot and a system record do not wait past the tick', async () => {
+    const { coordinator, sent } = wire(primary(), 5);
+    const slot = await coordinator.admit('127.0.0.9');
+    assert.ok(slot);
+    sent.length = 0;
+    slot();
+    await Promise.resolve();
+    assert.deepEqual(sent.map(kinds), [['release']]);
+    coordinator.audit?.system({ event: 'upload-temps-removed', home: '/h', count: 0, bytes: 0 });
+    await Promise.resolve();
+    assert.deepEqual(sent.map(kinds)[1], ['system']);
   });
 });
 
