@@ -65,6 +65,9 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
   readonly audit: AuditTrail | null;
   /** Counts go to the primary with the next message said: they are never what wakes it. */
   readonly metrics: MetricsSink = { count: (event) => this.linger({ t: 'metric', event }) };
+  /** A flush is queued for the end of this tick (post). */
+  private flushing = false;
+  /** What only counts is waiting, at most until this timer (linger). */
   private lingering: NodeJS.Timeout | null = null;
 
   constructor(
@@ -128,7 +131,11 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
     const { handle } = (await this.ask({ op: 'ledger', account: { id, quotaBytes, quotaFiles, revision: account.revision } }, arrived)) as LedgerOpened;
     const ask = (q: LedgerQuestion) => this.ask({ op: 'ledger-ask', handle, ...q });
     // A ledger without a quota only counts; a limited one's notes give back room another upload may wait for.
-    const note = (n: LedgerNote) => (unlimited ? this.linger : this.post).call(this, { t: 'ledger-note', handle, ...n });
+    const note = (n: LedgerNote) => {
+      const message: SingleWorkerMessage = { t: 'ledger-note', handle, ...n };
+      if (unlimited) this.linger(message);
+      else this.post(message);
+    };
     let released = false;
     // Without a quota no check can fail: what they take is said with the tick's other messages, and a
     // small upload waits for no round trip to the primary (claims and in-place locks still ask).
@@ -186,8 +193,6 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
     this.pending.push(message);
     this.lingering ??= setTimeout(() => this.flush(), LINGER_MS);
   }
-
-  private flushing = false;
 
   /** Whatever waits goes now, in order: before the worker's last message. */
   flushNow(): void {
