@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { AuditLog, createLogger } from './audit/log.js';
 import { Authenticator } from './auth/authenticator.js';
-import { PasswordHasher } from './auth/passwords.js';
+import { ARGON2_PARAMS, PasswordHasher } from './auth/passwords.js';
 import type { Config } from './config/schema.js';
 import type { AuditTrail, Coordinator } from './coordinator/coordinator.js';
 import { Hooks } from './hooks/runner.js';
@@ -87,7 +87,7 @@ export async function openAdmin(config: Config): Promise<AdminServices> {
   const log = createLogger(config.logLevel, config.logFormat);
   mkdirSync(join(config.dataDir, 'homes'), { recursive: true, mode: 0o750 });
   const store = await openStore(config);
-  const hasher = new PasswordHasher(config.auth.maxConcurrentHashes);
+  const hasher = new PasswordHasher(config.auth.maxConcurrentHashes, ARGON2_PARAMS, config.auth.passwordCache * 1000);
   return {
     config,
     log,

@@ -1,5 +1,6 @@
 import argon2 from 'argon2';
 import { randomBytes } from 'node:crypto';
+import { VerifiedPasswords } from './verified-passwords.js';
 
 /** OWASP's argon2id recommendation: 19 MiB, 2 passes, 1 lane. */
 export const ARGON2_PARAMS = { type: argon2.argon2id, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const;
@@ -13,22 +14,32 @@ export class PasswordHasher {
   private active = 0;
   private readonly waiting: (() => void)[] = [];
   private dummy: Promise<string> | null = null;
+  private readonly verified: VerifiedPasswords;
 
   constructor(
     private readonly maxConcurrent = 2,
     private readonly params: { memoryCost: number; timeCost: number; parallelism: number } = ARGON2_PARAMS,
-  ) {}
+    /** Successes kept this long (verified-passwords.ts); 0: every login runs argon2. */
+    cacheMs = 0,
+  ) {
+    this.verified = new VerifiedPasswords(cacheMs);
+  }
 
   hash(password: string): Promise<string> {
     return this.limited(() => argon2.hash(password, { ...this.params, type: argon2.argon2id }));
   }
 
-  /** Constant work whether or not there is a hash: unknown users cost what known ones do. */
+  /**
+   * Unknown users cost what a wrong password does: a full verification against
+   * a dummy hash. Only a password that verified lately is answered at once.
+   */
   async verify(hash: string | null, password: string): Promise<boolean> {
+    if (hash !== null && this.verified.has(hash, password)) return true;
     this.dummy ??= argon2.hash(randomBytes(16).toString('hex'), { ...this.params, type: argon2.argon2id });
     const target = hash ?? (await this.dummy);
-    const ok = await this.limited(() => argon2.verify(target, password).catch(() => false));
-    return ok && hash !== null;
+    const ok = (await this.limited(() => argon2.verify(target, password).catch(() => false))) && hash !== null;
+    if (ok) this.verified.add(hash, password);
+    return ok;
   }
 
   needsRehash(hash: string): boolean {

@@ -247,6 +247,12 @@ export const configSchema = z
       .object({
         /** argon2 verifications at once; the rest queue (they share the thread pool with file I/O). */
         maxConcurrentHashes: z.number().int().min(1).max(64).default(2),
+        /**
+         * Seconds a password that verified is answered without argon2 on its
+         * next logins (an HMAC under a per-process key, never the password:
+         * src/auth/verified-passwords.ts); 0: every login runs argon2.
+         */
+        passwordCache: z.number().int().min(0).max(86400).default(300),
         /** Failed logins on one connection before it is closed, every protocol. */
         maxTries: z.number().int().min(1).max(100).default(3),
         /** Seconds each failed login waits before it is answered. */
