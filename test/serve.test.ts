@@ -34,6 +34,11 @@ describe('sluice serve on a fresh machine', () => {
     assert.match(cert.subjectAltName ?? '', /DNS:localhost/);
     assert.match(cert.subjectAltName ?? '', /IP Address:127\.0\.0\.1/);
     assert.ok(cert.checkPrivateKey(createPrivateKey(readFileSync(join(dir, 'certs/tls-key.pem')))));
+    // ECDSA P-256: a handshake's signature costs a hundredth of RSA-3072's.
+    assert.equal(cert.publicKey.asymmetricKeyType, 'ec');
+    assert.equal(cert.publicKey.asymmetricKeyDetails?.namedCurve, 'prime256v1');
+    assert.ok(cert.verify(cert.publicKey), 'signed by its own key');
+    assert.ok(!cert.ca);
     const rsa = ssh2.utils.parseKey(readFileSync(join(dir, 'certs/ssh_host_rsa_key')));
     const ed = ssh2.utils.parseKey(readFileSync(join(dir, 'certs/ssh_host_ed25519_key')));
     assert.ok(!(rsa instanceof Error) && !(ed instanceof Error));
