@@ -76,6 +76,28 @@ describe('authentication', () => {
     await assert.rejects(auth.password(req('dis'), 'correct horse'), because('disabled'));
   });
 
+  it('keeps a password only once its login went through, and forgets it when the account is refused later', async () => {
+    const hasher = world.services.hasher;
+    await world.addUser('kept', { allowIps: ['10.0.0.0/8'] });
+    const hash = async () => (await world.services.users.get('kept'))!.passwordHash!;
+    // The right password, but the address is not allowed: nothing kept, so a retry costs argon2 again.
+    // (From addresses of their own: failures from one address are aggregated after ten, and a later case counts on 127.0.0.1's.)
+    await assert.rejects(auth.password(req('kept', { remoteAddress: '192.0.2.7' }), 'correct horse'), because('address-not-allowed'));
+    assert.equal(hasher.kept(await hash(), 'correct horse'), false);
+    await auth.password(req('kept', { remoteAddress: '10.1.2.3' }), 'correct horse');
+    assert.equal(hasher.kept(await hash(), 'correct horse'), true);
+    await world.services.admin.update('kept', { enabled: false });
+    const t0 = process.hrtime.bigint();
+    await assert.rejects(auth.password(req('kept', { remoteAddress: '10.1.2.3' }), 'correct horse'), because('disabled'));
+    const refusedMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    assert.equal(hasher.kept(await hash(), 'correct horse'), false);
+    // As slow as a refusal that verified in full: no quicker answer tells the password was right.
+    const t1 = process.hrtime.bigint();
+    await hasher.verify(await hash(), 'correct horse');
+    const fullMs = Number(process.hrtime.bigint() - t1) / 1e6;
+    assert.ok(refusedMs > fullMs / 2, `refusal after a kept password took ${refusedMs.toFixed(1)} ms, a verification ${fullMs.toFixed(1)} ms`);
+  });
+
   it('refuses an expired account like a disabled one', async () => {
     await world.addUser('exp', { expiresAt: new Date(Date.now() - 1000) });
     await assert.rejects(auth.password(req('exp'), 'correct horse'), because('expired'));

@@ -95,15 +95,26 @@ export class Authenticator {
       return this.anonymousLogin(req, password, this.anonymous.maxSessions, claim);
     }
     const user = (await this.users.credentials(req.username))?.user ?? null;
-    const ok = await this.hasher.verify(user?.passwordHash ?? null, password);
+    const hash = user?.passwordHash ?? null;
+    const kept = hash !== null && this.hasher.kept(hash, password);
+    const ok = kept || (await this.hasher.verify(hash, password));
     if (!user) return this.fail(req, 'password', 'unknown-user');
-    if (!ok) return this.fail(req, 'password', 'bad-password', user);
-    this.checkRules(req, user, 'password');
-    if (user.requireKey) return this.fail(req, 'password', 'key-required', user);
-    if (user.passwordHash && this.hasher.needsRehash(user.passwordHash)) {
-      await this.users.setPasswordHash(user.id, await this.hasher.hash(password));
+    if (!ok || hash === null) return this.fail(req, 'password', 'bad-password', user);
+    try {
+      this.checkRules(req, user, 'password');
+      if (user.requireKey) this.fail(req, 'password', 'key-required', user);
+      if (this.hasher.needsRehash(hash)) await this.users.setPasswordHash(user.id, await this.hasher.hash(password));
+      const account = await this.succeed(req, user, 'password', claim);
+      if (!kept) this.hasher.remember(hash, password);
+      return account;
+    } catch (err) {
+      // Refused with the right password: as slow as the first refusal was, which verified in full.
+      if (kept) {
+        this.hasher.forget(hash);
+        await this.hasher.verify(hash, password);
+      }
+      throw err;
     }
-    return await this.succeed(req, user, 'password', claim);
   }
 
   /**

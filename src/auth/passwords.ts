@@ -29,17 +29,25 @@ export class PasswordHasher {
     return this.limited(() => argon2.hash(password, { ...this.params, type: argon2.argon2id }));
   }
 
-  /**
-   * Unknown users cost what a wrong password does: a full verification against
-   * a dummy hash. Only a password that verified lately is answered at once.
-   */
+  /** Unknown users cost what a wrong password does: a full verification against a dummy hash. */
   async verify(hash: string | null, password: string): Promise<boolean> {
-    if (hash !== null && this.verified.has(hash, password)) return true;
     this.dummy ??= argon2.hash(randomBytes(16).toString('hex'), { ...this.params, type: argon2.argon2id });
     const target = hash ?? (await this.dummy);
-    const ok = (await this.limited(() => argon2.verify(target, password).catch(() => false))) && hash !== null;
-    if (ok) this.verified.add(hash, password);
-    return ok;
+    return (await this.limited(() => argon2.verify(target, password).catch(() => false))) && hash !== null;
+  }
+
+  /** Did `password` verify against `hash` lately, for a login that went through (remember)? */
+  kept(hash: string, password: string): boolean {
+    return this.verified.has(hash, password);
+  }
+
+  /** Only once the login went through: a password kept before the account's rules passed would answer a refusal faster. */
+  remember(hash: string, password: string): void {
+    this.verified.add(hash, password);
+  }
+
+  forget(hash: string): void {
+    this.verified.delete(hash);
   }
 
   needsRehash(hash: string): boolean {

@@ -12,8 +12,10 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
  *   password, under a key drawn at start that never leaves the process.
  * - Entries are found by the stored hash, salt included: a changed password,
  *   from any node, is a new hash and finds nothing.
- * - Only successes are kept, and only by the caller: a wrong password always
- *   costs a full verification, so guessing gains nothing.
+ * - Only logins that went through are kept (the caller adds them once the
+ *   account's rules passed): a wrong password, and a right one for an account
+ *   refused anyway, always cost a full verification, so guessing gains
+ *   nothing, not even from the time a refusal takes.
  * - A hit does not extend an entry's life: a user logging in without pause is
  *   still verified in full once per `ttlMs`.
  * What this gives up is in SECURITY.md (a memory dump of a running worker).
@@ -26,7 +28,8 @@ export class VerifiedPasswords {
   constructor(
     private readonly ttlMs: number,
     private readonly max = 10_000,
-    private readonly now: () => number = Date.now,
+    /** Monotonic: a clock stepped back must not lengthen an entry's life. */
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   get size(): number {
@@ -48,6 +51,10 @@ export class VerifiedPasswords {
     this.entries.delete(hash);
     this.prune();
     this.entries.set(hash, { mac: this.mac(hash, password), until: this.now() + this.ttlMs });
+  }
+
+  delete(hash: string): void {
+    this.entries.delete(hash);
   }
 
   /** Expired entries go from the front; at `max`, the oldest live one goes too. */
