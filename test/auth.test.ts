@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import argon2 from 'argon2';
+import Database from 'better-sqlite3';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -96,6 +97,38 @@ describe('authentication', () => {
     await hasher.verify(await hash(), 'correct horse');
     const fullMs = Number(process.hrtime.bigint() - t1) / 1e6;
     assert.ok(refusedMs > fullMs / 2, `refusal after a kept password took ${refusedMs.toFixed(1)} ms, a verification ${fullMs.toFixed(1)} ms`);
+  });
+
+  it('a rehashed password is kept under its new hash; a rehash the store refuses does not fail the login', async () => {
+    const hasher = world.services.hasher;
+    const weak = await argon2.hash('rehash me', { type: argon2.argon2id, memoryCost: 4096, timeCost: 1, parallelism: 1 });
+    await world.addUser('rh', { password: 'placeholder' });
+    const id = (await world.services.users.get('rh'))!.id;
+    await world.services.users.setPasswordHash(id, weak);
+    await auth.password(req('rh'), 'rehash me');
+    const strong = (await world.services.users.get('rh'))!.passwordHash!;
+    assert.notEqual(strong, weak);
+    assert.equal(hasher.kept(strong, 'rehash me'), true);
+    assert.equal(hasher.kept(weak, 'rehash me'), false);
+    // The store refuses the next rehash (a trigger, through a second connection to the same database).
+    await world.services.users.setPasswordHash(id, weak);
+    const db = new Database(join(world.dataDir, 'sluice.db'));
+    db.exec("CREATE TRIGGER refuse_rehash BEFORE UPDATE OF password_hash ON users BEGIN SELECT RAISE(ABORT, 'refused'); END");
+    try {
+      assert.equal((await auth.password(req('rh'), 'rehash me')).name, 'rh');
+      assert.equal((await world.services.users.get('rh'))!.passwordHash, weak);
+    } finally {
+      db.exec('DROP TRIGGER refuse_rehash');
+      db.close();
+    }
+  });
+
+  it('a session-limit refusal keeps the password: it was right, and the reply says so anyway', async () => {
+    await world.addUser('lim');
+    const hash = (await world.services.users.get('lim'))!.passwordHash!;
+    await auth.password(req('lim'), 'correct horse');
+    await assert.rejects(auth.password(req('lim', { remoteAddress: '192.0.2.8' }), 'correct horse', async () => 'limit'), because('session-limit'));
+    assert.equal(world.services.hasher.kept(hash, 'correct horse'), true);
   });
 
   it('refuses an expired account like a disabled one', async () => {

@@ -47,5 +47,9 @@ describe('the generated TLS certificate', () => {
     const late = asn1parse((await selfSignedCertificate(['localhost'], [], new Date('2049-06-01T00:00:00Z'))).cert);
     assert.match(late, /UTCTIME\s+:490531235900Z/);
     assert.match(late, /GENERALIZEDTIME\s+:20510903235900Z/);
+    // Expiring in 2050 itself: a two-digit 50 would read as 1950.
+    const edge = asn1parse((await selfSignedCertificate(['localhost'], [], new Date('2048-06-01T00:00:00Z'))).cert);
+    assert.match(edge, /UTCTIME\s+:480531235900Z/);
+    assert.match(edge, /GENERALIZEDTIME\s+:20500903235900Z/);
   });
 });

@@ -103,17 +103,31 @@ export class Authenticator {
     try {
       this.checkRules(req, user, 'password');
       if (user.requireKey) this.fail(req, 'password', 'key-required', user);
-      if (this.hasher.needsRehash(hash)) await this.users.setPasswordHash(user.id, await this.hasher.hash(password));
-      const account = await this.succeed(req, user, 'password', claim);
-      if (!kept) this.hasher.remember(hash, password);
-      return account;
     } catch (err) {
-      // Refused with the right password: as slow as the first refusal was, which verified in full.
+      // Refused by the account's rules with the right password: no longer kept (the rules changed since),
+      // and as slow as a refusal that verified in full.
       if (kept) {
         this.hasher.forget(hash);
         await this.hasher.verify(hash, password);
       }
       throw err;
+    }
+    // Past the rules only the session limit, or a client gone meanwhile, refuses; both say the password was
+    // right whatever the time (SECURITY.md), so the entry stays for the login that comes next.
+    const account = await this.succeed(req, user, 'password', claim);
+    const current = this.hasher.needsRehash(hash) ? ((await this.rehashed(user.id, password)) ?? hash) : hash;
+    if (!kept || current !== hash) this.hasher.remember(current, password);
+    return account;
+  }
+
+  /** The password hashed at today's parameters and stored; null if the store refused (the next login tries again). */
+  private async rehashed(userId: number, password: string): Promise<string | null> {
+    try {
+      const hash = await this.hasher.hash(password);
+      await this.users.setPasswordHash(userId, hash);
+      return hash;
+    } catch {
+      return null;
     }
   }
 
