@@ -19,7 +19,7 @@ export class PasswordHasher {
   constructor(
     private readonly maxConcurrent = 2,
     private readonly params: { memoryCost: number; timeCost: number; parallelism: number } = ARGON2_PARAMS,
-    /** Successes kept this long (verified-passwords.ts); 0: every login runs argon2. */
+    /** How long a remembered password is kept (verified-passwords.ts); 0: every login runs argon2. */
     cacheMs = 0,
   ) {
     this.verified = new VerifiedPasswords(cacheMs);
