@@ -33,6 +33,8 @@ interface Queued {
 
 /** Bytes of consecutive WRITEs put in one write at most. */
 const MAX_WRITE_RUN = 2 * 1024 * 1024;
+/** Reply bytes handed to ssh2 in one turn of the event loop at most (see SftpChannel.flush). */
+const TURN_BYTES = 256 * 1024;
 
 /**
  * The SFTP request loop on one subsystem channel. Backpressure both ways:
@@ -56,8 +58,13 @@ export class SftpChannel {
   private held = 0;
   private initialized = false;
   private closed = false;
-  /** Replies handed to the stream that the transport has not yet taken. */
+  /** Replies not yet taken by the transport, whether still in the outbox or held by ssh2. */
   private unsent = 0;
+  /** Replies not yet handed to ssh2 (see flush). */
+  private readonly outbox: Buffer[] = [];
+  /** Bytes handed to ssh2 in this turn of the event loop. */
+  private sentThisTurn = 0;
+  private turnEnding = false;
   /** Waiting for every request to be answered (see answered()). */
   private answeredWaiters: (() => void)[] = [];
   private readonly unwatch: () => void;
@@ -243,14 +250,50 @@ export class SftpChannel {
     this.options.budget.take(reply.length);
     this.held += reply.length;
     this.unsent++;
-    // The callback comes once ssh2 has handed the reply to the transport, i.e. the client's window took it:
-    // ssh2 copied it into its packets, so a READ reply's buffer may serve the next READ.
-    this.stream.write(reply, (err) => {
-      this.unsent--;
-      this.release(reply.length);
-      if (!err) recycleReply(reply);
-      this.wakeAnswered();
-    });
+    this.outbox.push(reply);
+    this.flush();
+  }
+
+  /**
+   * Replies go to ssh2 one turn's worth at a time, and only while ssh2 holds
+   * none back for the client's window. ssh2 sends whatever it holds the moment
+   * a WINDOW_ADJUST opens the window, packing, padding and encrypting it all
+   * in that one turn of the event loop: with OpenSSH's 2 MiB window that held
+   * the loop for milliseconds, and every other session waited.
+   */
+  private flush(): void {
+    while (this.outbox.length > 0 && !this.closed) {
+      if (this.stream.writableLength > 0) return; // the window is shut: that reply's callback flushes on
+      if (this.sentThisTurn >= TURN_BYTES) return this.nextTurn();
+      const reply = this.outbox.shift() as Buffer;
+      if (this.sentThisTurn === 0) this.nextTurn();
+      this.sentThisTurn += reply.length;
+      // The callback comes once ssh2 has handed the reply to the transport, i.e. the client's window took it:
+      // ssh2 copied it into its packets, so a READ reply's buffer may serve the next READ.
+      this.stream.write(reply, (err) => {
+        this.unsent--;
+        this.release(reply.length);
+        if (!err) recycleReply(reply);
+        this.wakeAnswered();
+        this.flush();
+      });
+    }
+  }
+
+  /**
+   * A fresh budget, and the rest of the outbox, in the next turn of the loop:
+   * an immediate set from an immediate runs after that turn's timers and I/O.
+   */
+  private nextTurn(): void {
+    if (this.turnEnding) return;
+    this.turnEnding = true;
+    setImmediate(() =>
+      setImmediate(() => {
+        this.turnEnding = false;
+        this.sentThisTurn = 0;
+        this.flush();
+      }),
+    );
   }
 
   private release(n: number): void {
@@ -272,6 +315,7 @@ export class SftpChannel {
     this.waiting = [];
     this.unwatch();
     // Replies still queued are dropped with the channel (ssh2 never completes writes on a closed channel).
+    this.outbox.length = 0;
     this.options.budget.give(this.held);
     this.held = 0;
     this.wakeAnswered();
