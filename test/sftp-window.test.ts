@@ -56,6 +56,11 @@ class WindowedChannel extends Duplex {
 const READS = 64;
 const READ_SIZE = 32 * 1024;
 
+const until = async (what: string, ok: () => boolean) => {
+  for (let i = 0; i < 500 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(ok(), what);
+};
+
 describe('SFTP replies waiting for the client window', () => {
   let world: World;
   before(async () => {
@@ -65,8 +70,8 @@ describe('SFTP replies waiting for the client window', () => {
   });
   after(() => world.close());
 
-  it('go to ssh2 a turn at a time, so a WINDOW_ADJUST does not send them all in one turn of the event loop', async () => {
-    const stream = new WindowedChannel();
+  /** A channel on `stream` whose READS replies of 32 KiB are all made and wait for a shut window. */
+  async function waitingReplies(stream: WindowedChannel): Promise<SftpChannel> {
     stream.window = 64 * 1024;
     const channel = new SftpChannel(stream, await world.session('win'), pino({ level: 'silent' }), {
       maxHandles: 16,
@@ -76,31 +81,44 @@ describe('SFTP replies waiting for the client window', () => {
       symlinkTargetFirst: false,
       exit: () => undefined,
     });
-    const until = async (what: string, ok: () => boolean) => {
-      for (let i = 0; i < 500 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
-      assert.ok(ok(), what);
-    };
     stream.push(new Writer(FXP.INIT).uint32(3).finish());
     stream.push(new Writer(FXP.OPEN, 1).string('/big.bin').uint32(OPEN_FLAGS.READ).uint32(0).finish());
     await until('HANDLE', () => stream.out.some((p) => p[4] === FXP.HANDLE));
     const reply = stream.out.find((p) => p[4] === FXP.HANDLE) as Buffer;
     const handle = reply.subarray(13, 13 + reply.readUInt32BE(9));
     stream.window = 0;
-    const sentBefore = stream.sent;
     for (let i = 0; i < READS; i++) stream.push(new Writer(FXP.READ, 10 + i).bytes(handle).uint64(i * READ_SIZE).uint32(READ_SIZE).finish());
-    // Every READ answered, none sent: the window is shut.
     await until('the reads done', () => (channel as unknown as { inFlight: number }).inFlight === 0);
-    assert.equal(stream.sent, sentBefore);
-    // ssh2 holds back one reply at most; the rest wait with the channel.
+    return channel;
+  }
+
+  const dataIds = (stream: WindowedChannel) => stream.out.filter((p) => p[4] === FXP.DATA).map((p) => p.readUInt32BE(5)).sort((a, b) => a - b);
+  const allIds = Array.from({ length: READS }, (_, i) => 10 + i);
+
+  it('go to ssh2 a turn at a time, so a WINDOW_ADJUST does not send them all in one turn of the event loop', async () => {
+    const stream = new WindowedChannel();
+    const channel = await waitingReplies(stream);
+    // Every READ answered, none sent: the window is shut. ssh2 holds back one reply at most; the rest wait with the channel.
+    assert.equal(dataIds(stream).length, 0);
     assert.ok(stream.writableLength <= READ_SIZE + 13, `the stream holds ${stream.writableLength} bytes for the window`);
     // The client opens its window for all of them: one turn sends a bounded part, the next turns the rest.
     const inOneTurn = stream.open(READS * (READ_SIZE + 13));
     assert.ok(inOneTurn > 0 && inOneTurn <= 256 * 1024 + 2 * (READ_SIZE + 13), `${inOneTurn} bytes went out in the turn of the WINDOW_ADJUST`);
-    await until('every DATA reply', () => stream.out.filter((p) => p[4] === FXP.DATA).length === READS);
-    const data = stream.out.filter((p) => p[4] === FXP.DATA);
+    await until('every DATA reply', () => dataIds(stream).length === READS);
     // Answered as the reads complete (SFTP replies carry their request's id): each once.
-    assert.deepEqual(data.map((p) => p.readUInt32BE(5)).sort((a, b) => a - b), Array.from({ length: READS }, (_, i) => 10 + i));
+    assert.deepEqual(dataIds(stream), allIds);
     stream.push(null);
     await channel.done;
+  });
+
+  it("still go out after the client's EOF, before the channel ends", async () => {
+    const stream = new WindowedChannel();
+    const channel = await waitingReplies(stream);
+    const finished = new Promise<void>((resolve) => stream.once('finish', () => resolve()));
+    stream.push(null);
+    await channel.done;
+    stream.open(READS * (READ_SIZE + 13));
+    await finished;
+    assert.deepEqual(dataIds(stream), allIds);
   });
 });

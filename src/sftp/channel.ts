@@ -86,10 +86,15 @@ export class SftpChannel {
       this.receive(chunk);
     });
     stream.on('error', (err: Error) => this.log.debug({ err: err.message }, 'sftp channel error'));
-    stream.on('close', () => void this.shutdown('channel closed'));
-    // The client's EOF ends the session: close our side too, or OpenSSH waits for it.
+    stream.on('close', () => {
+      this.outbox.length = 0;
+      void this.shutdown('channel closed');
+    });
+    // The client's EOF ends the session: close our side too, or OpenSSH waits for it. Replies already made
+    // go out first, as the window lets them (a client that pipes its requests sends EOF right after them).
     stream.on('end', () => {
       void this.shutdown('client finished').then(() => {
+        for (const reply of this.outbox.splice(0)) stream.write(reply);
         options.exit(0);
         stream.end();
       });
@@ -314,8 +319,8 @@ export class SftpChannel {
     this.closed = true;
     this.waiting = [];
     this.unwatch();
-    // Replies still queued are dropped with the channel (ssh2 never completes writes on a closed channel).
-    this.outbox.length = 0;
+    // Replies still queued are dropped with the channel (ssh2 never completes writes on a closed channel);
+    // after the client's EOF the outbox still goes out (see the 'end' listener).
     this.options.budget.give(this.held);
     this.held = 0;
     this.wakeAnswered();
