@@ -211,7 +211,11 @@ describe('FTPS over quota (in-place uploads)', () => {
       users: [{ name: 'small', password: 'small password', args: ['--quota-bytes', '1M'] }],
     });
   });
-  after(() => srv.stop());
+  after(async () => {
+    await srv.stop();
+    // The suite above removed this directory once; this case made it again for its 32 MiB file.
+    rmSync(local, { recursive: true, force: true });
+  });
 
   it('answers 552 and leaves nothing beyond what the quota allowed', async () => {
     const file = join(local, 'too-big.bin');
