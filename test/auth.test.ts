@@ -26,6 +26,15 @@ describe('authentication', () => {
   });
   after(() => world.close());
 
+  /** A user whose stored hash has weaker argon2 parameters than today's, as an older release wrote it. */
+  async function userWithWeakHash(name: string, password: string): Promise<{ id: number; weak: string }> {
+    const weak = await argon2.hash(password, { type: argon2.argon2id, memoryCost: 4096, timeCost: 1, parallelism: 1 });
+    await world.addUser(name, { password: 'placeholder' });
+    const id = (await world.services.users.get(name))!.id;
+    await world.services.users.setPasswordHash(id, weak);
+    return { id, weak };
+  }
+
   it('stores argon2id with OWASP parameters and verifies', async () => {
     const hash = (await world.services.users.get('alice'))!.passwordHash!;
     assert.match(hash, /^\$argon2id\$v=19\$(?=.*m=19456)(?=.*t=2)(?=.*p=1)/);
@@ -35,10 +44,7 @@ describe('authentication', () => {
   });
 
   it('rehashes on login when the parameters changed', async () => {
-    const weak = await argon2.hash('old password', { type: argon2.argon2id, memoryCost: 4096, timeCost: 1, parallelism: 1 });
-    await world.addUser('old', { password: 'placeholder' });
-    const id = (await world.services.users.get('old'))!.id;
-    await world.services.users.setPasswordHash(id, weak);
+    const { weak } = await userWithWeakHash('old', 'old password');
     await auth.password(req('old'), 'old password');
     const now = (await world.services.users.get('old'))!.passwordHash!;
     assert.notEqual(now, weak);
@@ -101,10 +107,7 @@ describe('authentication', () => {
 
   it('a rehashed password is kept under its new hash; a rehash the store refuses does not fail the login', async () => {
     const hasher = world.services.hasher;
-    const weak = await argon2.hash('rehash me', { type: argon2.argon2id, memoryCost: 4096, timeCost: 1, parallelism: 1 });
-    await world.addUser('rh', { password: 'placeholder' });
-    const id = (await world.services.users.get('rh'))!.id;
-    await world.services.users.setPasswordHash(id, weak);
+    const { id, weak } = await userWithWeakHash('rh', 'rehash me');
     await auth.password(req('rh'), 'rehash me');
     const strong = (await world.services.users.get('rh'))!.passwordHash!;
     assert.notEqual(strong, weak);
