@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { PassThrough } from 'node:stream';
 import type tls from 'node:tls';
 import { Client as FtpClient } from 'basic-ftp';
-import { allocatorEnv, thpSetting } from '../src/cluster/allocator.js';
+import { allocatorEnv } from '../src/cluster/allocator.js';
 import { sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { KiB, MiB, diskUsage, ftpsRemote, persistedUsage, sftpRemote, waitFor } from './helpers/quota.js';
@@ -78,7 +78,7 @@ describe('workers: 2 — sessions on both workers, one server', () => {
       assert.ok(env.includes('UV_THREADPOOL_SIZE=8'), env.filter((e) => e.startsWith('UV_')).join(' '));
       // And glibc's malloc settings (test/allocator.test.ts has why and when). glibc parses
       // GLIBC_TUNABLES in place, leaving the environment block cut at its first ':'.
-      for (const [k, v] of Object.entries(allocatorEnv(process.env, thpSetting()))) {
+      for (const [k, v] of Object.entries(allocatorEnv(process.env))) {
         const seen = env.find((e) => e.startsWith(`${k}=`));
         assert.ok(seen !== undefined && `${k}=${v}`.startsWith(seen) && seen.length > k.length + 1, `${k}=${v}: ${seen}`);
       }

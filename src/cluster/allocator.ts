@@ -1,8 +1,3 @@
-import { readFileSync } from 'node:fs';
-
-/** Where Linux says whether a process may ask for transparent huge pages. */
-const THP_SETTING = '/sys/kernel/mm/transparent_hugepage/enabled';
-
 /**
  * glibc's malloc settings for a worker, through its environment (glibc reads
  * them once, at the process's start, so the primary sets them when it forks).
@@ -13,24 +8,27 @@ const THP_SETTING = '/sys/kernel/mm/transparent_hugepage/enabled';
  * and stay there: with a pool of threads taking turns, a worker kept about
  * 150 MiB after a few hundred password logins, however idle afterwards.
  *
- * - One arena (MALLOC_ARENA_MAX=1): blocks are held only for the hashes that
- *   run at once (auth.maxConcurrentHashes). The pool's file I/O does not
- *   allocate, so the shared arena's lock is not contended.
- * - Where the kernel lets a process ask for transparent huge pages, a fixed
- *   1 MiB mmap threshold as well: each block is mapped for its hash and
- *   unmapped after it, and hugetlb=1 maps it as huge pages, so mapping it
- *   costs a few faults instead of about 4,900 (with 4 KiB pages a login cost
- *   3-4 times the CPU). The arena no longer holds blocks between small
- *   allocations either: an idle FTPS session measured 114 KiB instead of 133.
+ * - One arena (MALLOC_ARENA_MAX=1). The pool's file I/O does not allocate,
+ *   so the shared arena's lock is not contended.
+ * - A fixed 1 MiB mmap threshold: each block is mapped for its hash and
+ *   unmapped after it. In the arena alone, the space a freed block leaves is
+ *   taken by the sessions' small allocations, so the next hash extends the
+ *   heap again: 5,000 FTPS logins of distinct users left 133 KiB per session
+ *   there, 72 KiB with the blocks mapped.
+ *
+ * Not glibc.malloc.hugetlb=1 as well, although it makes mapping a block cheap
+ * (a few faults instead of about 4,900: a verification takes 31 ms of CPU
+ * instead of 46): it asks for huge pages for the whole heap, and each TLS
+ * connection then held about 54 KiB more (10,000 idle sessions: 1,058 MiB
+ * against 826). Kept passwords (auth.passwordCache) spare most logins the hash.
  *
  * An operator's own setting of either variable wins.
  */
-export function allocatorEnv(env: NodeJS.ProcessEnv, thpSetting: string | null): Record<string, string> {
-  const out: Record<string, string> = { MALLOC_ARENA_MAX: env.MALLOC_ARENA_MAX ?? '1' };
-  const hugePages = thpSetting !== null && /\[(always|madvise)\]/.test(thpSetting);
-  if (env.GLIBC_TUNABLES !== undefined) out.GLIBC_TUNABLES = env.GLIBC_TUNABLES;
-  else if (hugePages) out.GLIBC_TUNABLES = 'glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1048576';
-  return out;
+export function allocatorEnv(env: NodeJS.ProcessEnv): Record<string, string> {
+  return {
+    MALLOC_ARENA_MAX: env.MALLOC_ARENA_MAX ?? '1',
+    GLIBC_TUNABLES: env.GLIBC_TUNABLES ?? 'glibc.malloc.mmap_threshold=1048576',
+  };
 }
 
 /**
@@ -65,13 +63,4 @@ export function workerExecArgv(execArgv: readonly string[], nodeOptions: string 
   // Node takes a V8 flag after one dash or two, and V8 reads - and _ in its name alike.
   const own = (flag: string) => given.some((a) => a.split('=')[0]!.replace(/^-+/, '--').replace(/_/g, '-') === flag);
   return [...execArgv, ...WORKER_V8_FLAGS.filter(([flag]) => !own(flag)).map(([flag, value]) => `${flag}=${value}`)];
-}
-
-/** The kernel's transparent-huge-page setting, or null where there is none (not Linux, or a kernel without THP). */
-export function thpSetting(): string | null {
-  try {
-    return readFileSync(THP_SETTING, 'utf8');
-  } catch {
-    return null;
-  }
 }

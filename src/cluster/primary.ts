@@ -7,7 +7,7 @@ import type { Listening } from '../listening.js';
 import { drainSummary, type DrainCounts } from '../session/live.js';
 import { logStarted } from '../started.js';
 import { nextStopSignal } from '../stop-signal.js';
-import { allocatorEnv, thpSetting, workerExecArgv } from './allocator.js';
+import { allocatorEnv, workerExecArgv } from './allocator.js';
 
 /**
  * A worker that has not stopped this long after its drain's deadline (see
@@ -42,7 +42,7 @@ export async function superviseWorkers(
   const drained: DrainCounts = { endedIdle: 0, transfersFinished: 0, transfersAborted: 0 };
 
   const threads = threadsPerWorker(count);
-  const allocator = allocatorEnv(process.env, thpSetting());
+  const allocator = allocatorEnv(process.env);
   cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv, process.env.NODE_OPTIONS) });
   const fork = (): Promise<void> => {
     const worker = cluster.fork({ UV_THREADPOOL_SIZE: String(threads), ...allocator });
