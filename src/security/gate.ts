@@ -263,6 +263,10 @@ export class Guest {
 
   private async attempt(req: AuthRequest, login: () => Promise<Account> | Account): Promise<Account> {
     if (this.exhausted) throw new AuthError('too-many-tries');
+    // Every failure is answered this long after the attempt began, on every protocol: guessing stays
+    // slow, and the answer does not come sooner for a cheaper refusal (a name unknown, a hash of older,
+    // weaker parameters, an account refused by its rules) than for a wrong password.
+    const answerAt = performance.now() + this.gate.settings.auth.failureDelay * 1000;
     try {
       return await login();
     } catch (err) {
@@ -270,8 +274,7 @@ export class Guest {
       if (!(err instanceof AuthError) || err.reason === 'session-limit' || err.reason === 'connection-closed') throw err;
       this.failures++;
       await this.score('login-failed', req.protocol);
-      // Every failure costs the client this long, on every protocol: guessing stays slow.
-      await sleep(this.gate.settings.auth.failureDelay * 1000);
+      await sleep(Math.max(0, answerAt - performance.now()));
       throw err;
     }
   }

@@ -1,0 +1,78 @@
+import argon2 from 'argon2';
+import Database from 'better-sqlite3';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+
+/**
+ * How long a refused login takes must not tell which refusal it was. The
+ * costs differ: an unknown name is verified against a dummy hash with today's
+ * parameters, while a hash stored with older, weaker ones (an earlier release,
+ * an import) verifies in a few milliseconds. A wrong password for such an
+ * account used to come back about 25 ms sooner than one for a name that does
+ * not exist, which told a guesser the name existed.
+ */
+describe('refused logins are answered auth.failureDelay after they began, whatever was refused', () => {
+  const DELAY_MS = 300;
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      // Without the defender: the test's own failures would ban 127.0.0.1.
+      yaml: `defender:\n  enabled: false\nauth:\n  failureDelay: ${DELAY_MS / 1000}\n`,
+      users: [
+        { name: 'current', password: 'current password' },
+        { name: 'older', password: 'older password' },
+      ],
+    });
+    // older's hash as a release with weaker parameters left it; it is upgraded only at a good login.
+    const weak = await argon2.hash('older password', { type: argon2.argon2id, memoryCost: 1024, timeCost: 1, parallelism: 1 });
+    const db = new Database(join(srv.dir, 'data', 'sluice.db'));
+    try {
+      db.pragma('busy_timeout = 5000');
+      assert.equal(db.prepare('UPDATE users SET password_hash = ? WHERE name = ?').run(weak, 'older').changes, 1);
+    } finally {
+      db.close();
+    }
+  });
+  after(() => srv.stop());
+
+  /** Milliseconds from PASS to its 530, on a connection of its own (after AUTH TLS, as clients log in). */
+  async function refusal(user: string, password: string): Promise<number> {
+    const c = await RawFtp.connect(srv.ftpPort);
+    try {
+      await c.read();
+      await c.startTls();
+      await c.cmd(`USER ${user}`);
+      const t0 = performance.now();
+      const r = await c.cmd(`PASS ${password}`);
+      const ms = performance.now() - t0;
+      assert.equal(r.code, 530, r.text);
+      return ms;
+    } finally {
+      c.close();
+    }
+  }
+
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+
+  it('a wrong password for a weakly hashed account, an unknown name and a wrong password answer alike', { timeout: 120_000 }, async () => {
+    const kinds: Record<string, [string, string]> = {
+      'weak hash, wrong password': ['older', 'not it'],
+      'unknown name': ['nobody-here', 'not it'],
+      'wrong password': ['current', 'not it'],
+    };
+    const times: Record<string, number[]> = Object.fromEntries(Object.keys(kinds).map((k) => [k, []]));
+    // Interleaved, so that the machine's load falls on every kind alike.
+    for (let round = 0; round < 7; round++) {
+      for (const [kind, [user, password]] of Object.entries(kinds)) times[kind]!.push(await refusal(user, password));
+    }
+    const medians = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
+    const shown = JSON.stringify(medians, (_k, v: unknown) => (typeof v === 'number' ? Math.round(v * 10) / 10 : v));
+    for (const ms of Object.values(medians)) assert.ok(ms >= DELAY_MS - 5, `answered before the failure delay: ${shown}`);
+    // Before, the weakly hashed account answered a full argon2 verification (about 30 ms here) sooner.
+    const spread = Math.max(...Object.values(medians)) - Math.min(...Object.values(medians));
+    assert.ok(spread < 10, `refusals told apart by their timing: ${shown}`);
+  });
+});
