@@ -3,6 +3,7 @@ import Database from 'better-sqlite3';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { untilAnswer } from '../src/security/gate.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
@@ -11,9 +12,20 @@ import { TestServer } from './helpers/server.js';
  * costs differ: an unknown name is verified against a dummy hash with today's
  * parameters, while a hash stored with older, weaker ones (an earlier release,
  * an import) verifies in a few milliseconds. A wrong password for such an
- * account used to come back about 25 ms sooner than one for a name that does
+ * account used to come back 30-45 ms sooner than one for a name that does
  * not exist, which told a guesser the name existed.
  */
+describe('untilAnswer: a failed login waits until the first whole multiple of the failure delay', () => {
+  const cases: [string, number, number, number][] = [
+    ['a quick refusal waits out the delay', 35, 300, 265],
+    ['a refusal done at the delay is answered then', 300, 300, 0],
+    ['one that took longer (verifications queued) waits for the next multiple, not for nothing', 301, 300, 299],
+    ['and so on', 650, 300, 250],
+    ['no delay: at once', 35, 0, 0],
+  ];
+  for (const [name, elapsed, delay, wait] of cases) it(name, () => assert.equal(untilAnswer(elapsed, delay), wait));
+});
+
 describe('refused logins are answered auth.failureDelay after they began, whatever was refused', () => {
   const DELAY_MS = 300;
   let srv: TestServer;

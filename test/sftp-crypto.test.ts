@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import ssh2 from 'ssh2';
 import { TestServer } from './helpers/server.js';
 
 const local = mkdtempSync(join(tmpdir(), 'sluice-crypto-'));
@@ -62,6 +63,44 @@ describe('SSH crypto policy (defaults)', () => {
     const audit = await srv.audit();
     const logins = audit.filter((l) => l.event === 'login' && l.user === 'ria');
     assert.equal(logins.length, 1, 'only the rsa-sha2 attempt logged in');
+  });
+
+  it('answers a signed SHA-1 ssh-rsa login as any failure: after auth.failureDelay, counted toward auth.maxTries', { timeout: 60_000 }, async () => {
+    // OpenSSH asks first without a signature, which is turned down at once; a client that signs
+    // straight away (ssh2 made to sign with SHA-1 here) reaches the refusal of the signature itself.
+    const key = ssh2.utils.parseKey(readFileSync(rsaKey));
+    if (key instanceof Error) throw key;
+    const client = new ssh2.Client();
+    const signed: number[] = [];
+    client.on('handshake', () => {
+      const proto = (client as unknown as { _protocol: { authPK: (...a: unknown[]) => void } })._protocol;
+      const authPK = proto.authPK.bind(proto);
+      proto.authPK = (user: unknown, pub: unknown) => {
+        signed.push(performance.now());
+        authPK(user, pub, 'ssh-rsa', (data: Buffer, done: (sig: Buffer) => void) => done(key.sign(data, 'sha1') as Buffer));
+      };
+    });
+    // Refused: an error once no method is left, or the end of the connection at auth.maxTries.
+    const ended = new Promise<Error | null>((resolve) => {
+      client.once('error', resolve);
+      client.once('close', () => resolve(null));
+    });
+    client.once('ready', () => client.end());
+    client.connect({
+      host: '127.0.0.1',
+      port: srv.sftpPort,
+      username: 'ria',
+      // Four tries with the key: auth.maxTries (3) ends the connection before the fourth is heard.
+      authHandler: ['publickey', 'publickey', 'publickey', 'publickey'].map((type) => ({ type, username: 'ria', key: readFileSync(rsaKey) })) as never,
+      readyTimeout: 20_000,
+    });
+    await ended;
+    client.end();
+    assert.ok(signed.length >= 2, `${signed.length} signed tries`);
+    // Each answered a full failure delay (1 s) after it was sent.
+    assert.ok(signed[1]! - signed[0]! >= 990, `the second try followed the first after ${(signed[1]! - signed[0]!).toFixed(0)} ms`);
+    const refused = (await srv.audit()).filter((l) => l.event === 'login-failed' && l.user === 'ria' && l.reason === 'weak-algorithm');
+    assert.equal(refused.length, 3, 'three tries refused, then the connection ended');
   });
 });
 

@@ -117,6 +117,20 @@ function declined(err: unknown): boolean {
 }
 
 /** Close now; a reply first if there is one, and never wait for a peer that does not read. */
+/**
+ * How long a failed login still waits, `elapsedMs` after it began: until the
+ * first whole multiple of the failure delay, at least one. Guessing stays
+ * slow, and the answer's time does not tell which refusal it was: a
+ * verification against a hash of older, weaker parameters takes less than
+ * one against the dummy hash of an unknown name. When verifications queue
+ * (auth.maxConcurrentHashes) past the delay, the answer waits for the next
+ * multiple rather than come as soon as the work is done.
+ */
+export function untilAnswer(elapsedMs: number, delayMs: number): number {
+  if (delayMs <= 0) return 0;
+  return delayMs * Math.max(1, Math.ceil(elapsedMs / delayMs)) - elapsedMs;
+}
+
 function refuse(socket: Socket, reply: string | undefined): void {
   if (reply === undefined) {
     socket.destroy();
@@ -192,16 +206,20 @@ export class Guest {
     return this.attempt(req, () => this.gate.authenticator.password(req, password, this.claim));
   }
 
-  /**
-   * A public key with a verified signature (`signatureOk` false: a signature
-   * that did not verify, a failure the front-end alone can see).
-   */
-  async publicKey(login: LoginRequest, blob: Buffer, signatureOk: boolean): Promise<Account> {
+  /** A public key whose signature verified. */
+  async publicKey(login: LoginRequest, blob: Buffer): Promise<Account> {
     const req = { ...login, remoteAddress: this.ip };
-    return this.attempt(req, () => {
-      if (!signatureOk) return this.gate.authenticator.refuse(req, 'publickey', 'bad-signature');
-      return this.gate.authenticator.publicKey(req, blob, true, this.claim);
-    });
+    return this.attempt(req, () => this.gate.authenticator.publicKey(req, blob, true, this.claim));
+  }
+
+  /**
+   * A public-key login only the front-end can see fail (a signature that did
+   * not verify, or one by an algorithm not accepted): a failure like any
+   * other, delayed, counted and scored.
+   */
+  refusePublicKey(login: LoginRequest, reason: 'bad-signature' | 'weak-algorithm'): Promise<never> {
+    const req = { ...login, remoteAddress: this.ip };
+    return this.attempt(req, () => this.gate.authenticator.refuse(req, 'publickey', reason));
   }
 
   /**
@@ -261,12 +279,9 @@ export class Guest {
     return slot ? 'ok' : 'limit';
   };
 
-  private async attempt(req: AuthRequest, login: () => Promise<Account> | Account): Promise<Account> {
+  private async attempt<T>(req: AuthRequest, login: () => Promise<T> | T): Promise<T> {
     if (this.exhausted) throw new AuthError('too-many-tries');
-    // Every failure is answered this long after the attempt began, on every protocol: guessing stays
-    // slow, and the answer does not come sooner for a cheaper refusal (a name unknown, a hash of older,
-    // weaker parameters, an account refused by its rules) than for a wrong password.
-    const answerAt = performance.now() + this.gate.settings.auth.failureDelay * 1000;
+    const began = performance.now();
     try {
       return await login();
     } catch (err) {
@@ -274,7 +289,7 @@ export class Guest {
       if (!(err instanceof AuthError) || err.reason === 'session-limit' || err.reason === 'connection-closed') throw err;
       this.failures++;
       await this.score('login-failed', req.protocol);
-      await sleep(Math.max(0, answerAt - performance.now()));
+      await sleep(untilAnswer(performance.now() - began, this.gate.settings.auth.failureDelay * 1000));
       throw err;
     }
   }

@@ -288,7 +288,7 @@ export class SftpFrontEnd {
           // SHA-1 `ssh-rsa` (or any unlisted algorithm) is refused before the key is even looked at.
           if (!accepted.includes(signatureAlgorithm(ctx))) {
             if (!ctx.signature) return ctx.reject(METHODS);
-            await authenticator.refuse(req, 'publickey', 'weak-algorithm');
+            await guest.refusePublicKey(req, 'weak-algorithm');
           }
           if (!ctx.signature || !ctx.blob) {
             // Only the client asking whether this key would do: not a login, not a failure.
@@ -297,7 +297,7 @@ export class SftpFrontEnd {
           }
           const key = ssh2.utils.parseKey(ctx.key.data);
           const signatureOk = !(key instanceof Error) && key.verify(ctx.blob, ctx.signature, ctx.hashAlgo) === true;
-          state.account = await guest.publicKey(req, ctx.key.data, signatureOk);
+          state.account = signatureOk ? await guest.publicKey(req, ctx.key.data) : await guest.refusePublicKey(req, 'bad-signature');
           return ctx.accept();
         }
         default:
