@@ -116,7 +116,6 @@ function declined(err: unknown): boolean {
   return typeof e?.message === 'string' && e.message.startsWith('Handshake failed: no matching ');
 }
 
-/** Close now; a reply first if there is one, and never wait for a peer that does not read. */
 /**
  * How long a failed login still waits, `elapsedMs` after it began: until the
  * first whole multiple of the failure delay, at least one. Guessing stays
@@ -131,6 +130,7 @@ export function untilAnswer(elapsedMs: number, delayMs: number): number {
   return delayMs * Math.max(1, Math.ceil(elapsedMs / delayMs)) - elapsedMs;
 }
 
+/** Close now; a reply first if there is one, and never wait for a peer that does not read. */
 function refuse(socket: Socket, reply: string | undefined): void {
   if (reply === undefined) {
     socket.destroy();
