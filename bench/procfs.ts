@@ -83,6 +83,29 @@ export function usageOf(pid: number, loopThreads: boolean, cgroupCpu: (() => num
   };
 }
 
+/**
+ * Runs `transfer` until each process of sluice's tree that serves sessions
+ * (its cluster workers; the process itself with `workers: 1`) has served one,
+ * at most four times per process: the one whose CPU grew most during a
+ * transfer is the one that served it. Which worker takes a connection is the
+ * primary's choice, so counting runs is not enough. Returns how many ran and
+ * the processes left unserved (none, unless the primary kept choosing the same).
+ */
+export async function onEveryWorker(pid: number, transfer: () => Promise<unknown>): Promise<{ runs: number; missed: number }> {
+  const workers = descendants(pid);
+  const serving = workers.length > 0 ? workers : [pid];
+  const served = new Set<number>();
+  let runs = 0;
+  while (served.size < serving.length && runs < 4 * serving.length) {
+    const before = serving.map((p) => cpuOf(`/proc/${p}/stat`, false));
+    await transfer();
+    runs++;
+    const grew = serving.map((p, i) => cpuOf(`/proc/${p}/stat`, false) - before[i]!);
+    served.add(serving[grew.indexOf(Math.max(...grew))]!);
+  }
+  return { runs, missed: serving.length - served.size };
+}
+
 /** Resident memory now of the process and its descendants. */
 function treeRssMiB(pid: number, tree = descendants(pid)): number {
   return [pid, ...tree].reduce((s, p) => s + statusKiB(p, 'VmRSS'), 0) / 1024;
