@@ -46,11 +46,35 @@ describe('SFTP codec (pure)', () => {
     for (let cut = 1; cut < all.length; cut++) {
       const f = new PacketFramer();
       const got = [...f.push(all.subarray(0, cut)), ...f.push(all.subarray(cut))];
-      assert.deepEqual(got.map((p) => [p.type, p.id]), [[FXP.STAT, 1], [FXP.LSTAT, 2]], `cut at ${cut}`);
+      assert.deepEqual(got.map((p) => [p.type, p.id, p.body.string()]), [[FXP.STAT, 1, '/a'], [FXP.LSTAT, 2, '/b']], `cut at ${cut}`);
       // A byte left behind would shift the next packet's frame.
       const next = f.push(c);
       assert.deepEqual(next.map((p) => [p.type, p.id, p.body.string()]), [[FXP.READLINK, 3, '/c']], `after a cut at ${cut}`);
     }
+  });
+
+  it('frames a packet spread over many chunks, one byte each', () => {
+    const name = `/${'x'.repeat(300)}`;
+    const all = Buffer.concat([new Writer(FXP.STAT, 1).string(name).finish(), new Writer(FXP.LSTAT, 2).string('/b').finish()]);
+    const f = new PacketFramer();
+    const got = [...all].flatMap((byte) => f.push(Buffer.from([byte])));
+    assert.deepEqual(got.map((p) => [p.type, p.id, p.body.string()]), [[FXP.STAT, 1, name], [FXP.LSTAT, 2, '/b']]);
+  });
+
+  it('copies only a packet that spans chunks: the packets after it stay views of the chunk they came in', () => {
+    const write = (id: number) => new Writer(FXP.WRITE, id).string('h').uint64(0).bytes(Buffer.alloc(32 * 1024, id)).finish();
+    const wire = Buffer.concat([write(1), write(2), write(3)]);
+    const tail = Buffer.allocUnsafeSlow(wire.length - 100);
+    wire.copy(tail, 0, 100);
+    const f = new PacketFramer();
+    assert.deepEqual(f.push(wire.subarray(0, 100)), []);
+    const packets = f.push(tail);
+    assert.deepEqual(packets.map((p) => p.id), [1, 2, 3]);
+    for (const p of packets) assert.ok(p.payload.subarray(-(32 * 1024)).every((b) => b === p.id), `WRITE ${p.id}'s data`);
+    assert.notEqual(packets[0]!.payload.buffer, tail.buffer, 'the packet that spans is a copy');
+    // Joining the chunks for the first packet used to copy these as well.
+    assert.equal(packets[1]!.payload.buffer, tail.buffer, 'the packet behind it is a view of its chunk');
+    assert.equal(packets[2]!.payload.buffer, tail.buffer);
   });
 
   it('refuses an oversized length, or one too short for a type and a uint32, before buffering it', () => {

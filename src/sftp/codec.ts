@@ -250,17 +250,42 @@ export class PacketFramer {
   }
 
   private peek(n: number): Buffer {
-    if ((this.chunks[0] as Buffer).length >= n) return (this.chunks[0] as Buffer).subarray(0, n);
-    return Buffer.concat(this.chunks).subarray(0, n);
+    const first = this.chunks[0] as Buffer;
+    return first.length >= n ? first.subarray(0, n) : this.copyFront(n, false);
   }
 
   private take(n: number): Buffer {
-    const all = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks, this.size);
-    const packet = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.chunks = rest.length > 0 ? [rest] : [];
-    this.size = rest.length;
-    return packet;
+    const first = this.chunks[0] as Buffer;
+    if (first.length < n) return this.copyFront(n, true);
+    const rest = first.subarray(n);
+    if (rest.length > 0) this.chunks[0] = rest;
+    else this.chunks.shift();
+    this.size -= n;
+    return first.subarray(0, n);
+  }
+
+  /**
+   * The first `n` bytes, which span chunks, copied into one buffer; consumed
+   * if `consume`. Only they are copied: what follows stays in the chunks it
+   * came in. (Joining every buffered chunk copied the next packet's head as
+   * well, and again with the chunk after it: a 32 KiB WRITE, which spans two
+   * of the channel's 32 KiB chunks, had most of its bytes copied twice.)
+   */
+  private copyFront(n: number, consume: boolean): Buffer {
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    let i = 0;
+    while (filled < n) {
+      const chunk = this.chunks[i] as Buffer;
+      const k = Math.min(chunk.length, n - filled);
+      chunk.copy(out, filled, 0, k);
+      filled += k;
+      if (!consume) i++;
+      else if (k === chunk.length) this.chunks.shift();
+      else this.chunks[0] = chunk.subarray(k);
+    }
+    if (consume) this.size -= n;
+    return out;
   }
 }
 
