@@ -61,6 +61,36 @@ describe('SFTP codec (pure)', () => {
     assert.deepEqual(got.map((p) => [p.type, p.id, p.body.string()]), [[FXP.STAT, 1, name], [FXP.LSTAT, 2, '/b']]);
   });
 
+  it('frames any stream of packets however it is chunked (random packets and cuts, against the packets sent)', () => {
+    let seed = 0x5eed;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return seed % n;
+    };
+    for (let round = 0; round < 20; round++) {
+      const sent = Array.from({ length: 60 }, (_, id) => {
+        const data = Buffer.alloc(rand(3) === 0 ? rand(70_000) : rand(64), id);
+        return { id, data, wire: new Writer(FXP.WRITE, id).string('h').uint64(id).bytes(data).finish() };
+      });
+      const wire = Buffer.concat(sent.map((p) => p.wire));
+      const f = new PacketFramer();
+      const got = [];
+      for (let at = 0; at < wire.length; ) {
+        const end = Math.min(wire.length, at + 1 + rand(rand(2) === 0 ? 40 : 40_000));
+        got.push(...f.push(Buffer.from(wire.subarray(at, end))));
+        at = end;
+      }
+      assert.equal(got.length, sent.length, `round ${round}`);
+      got.forEach((p, i) => {
+        assert.equal(p.id, i);
+        assert.equal(p.size, sent[i]!.wire.length);
+        p.body.bytes();
+        p.body.uint64();
+        assert.ok(p.body.bytes().equals(sent[i]!.data), `round ${round}, packet ${i}'s data`);
+      });
+    }
+  });
+
   it('copies only a packet that spans chunks: the packets after it stay views of the chunk they came in', () => {
     const write = (id: number) => new Writer(FXP.WRITE, id).string('h').uint64(0).bytes(Buffer.alloc(32 * 1024, id)).finish();
     const wire = Buffer.concat([write(1), write(2), write(3)]);
