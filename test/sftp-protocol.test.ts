@@ -56,6 +56,11 @@ class Raw {
     return new Raw(channel, next, extensions);
   }
 
+  /** The next packet the server sends, for a request written by hand. */
+  nextReply(): Promise<Buffer> {
+    return this.next();
+  }
+
   /** Send one request, return its reply's type and what follows the id. */
   async request(type: number, body: Buffer): Promise<{ type: number; body: Buffer }> {
     const id = this.nextId++;
@@ -201,6 +206,32 @@ describe('SFTP protocol edges, against the running server', () => {
     assert.notEqual(outcomes, 'hung');
     for (const outcome of outcomes) assert.notEqual(outcome, 'ok');
     await call((cb) => sftp.writeFile('/after-fifo.txt', 'still serving', cb));
+  });
+
+  it('a request sent a byte per SSH message costs the server its bytes, not their square: other sessions keep their answers', async () => {
+    const raw = await Raw.open(client);
+    const other = await sshConnect({ port: srv.sftpPort, username: 'pat', password: 'pat password' });
+    try {
+      const sftp = await sftpOf(other);
+      // A 48 KB WRITE through a handle that does not exist: framed whole, then refused.
+      const write = frame(6, Buffer.concat([u32(77), str('no such handle'), u64(0), str(Buffer.alloc(48_000, 1))]));
+      const replied = raw.nextReply();
+      let slowest = 0;
+      for (let at = 0; at < write.length; at += 1000) {
+        for (let i = at; i < Math.min(at + 1000, write.length); i++) raw.channel.write(write.subarray(i, i + 1));
+        const asked = performance.now();
+        await call((cb) => sftp.stat('/', (err) => cb(err)));
+        slowest = Math.max(slowest, performance.now() - asked);
+      }
+      const reply = await replied;
+      assert.equal(reply[0], FXP.STATUS);
+      assert.equal(reply.readUInt32BE(1), 77, 'the WRITE arrived whole and was answered');
+      // Joining every waiting chunk for each one that came took tens of seconds of the event loop here.
+      assert.ok(slowest < 2000, `another session's STAT waited ${slowest.toFixed(0)} ms`);
+    } finally {
+      other.end();
+      raw.channel.close();
+    }
   });
 
   it('a packet too short for a type and a uint32 ends its channel, INIT included; the server serves on', async () => {

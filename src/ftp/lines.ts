@@ -1,3 +1,5 @@
+import { ByteQueue } from '../wire/byte-queue.js';
+
 /** Longest command line we accept, in bytes, CRLF included. */
 export const MAX_LINE = 4096;
 
@@ -16,8 +18,8 @@ const DONT = 254;
  * up to its end and reported once, so memory stays bounded.
  */
 export class LineReader {
-  private buf: Buffer[] = [];
-  private size = 0;
+  /** The line so far (a client may send it a byte per segment). */
+  private readonly buf = new ByteQueue();
   private discarding = false;
   /** Telnet state carried between chunks: 0 none, 1 after IAC, 2 option byte due, 3 in subnegotiation, 4 IAC in subnegotiation. */
   private telnet = 0;
@@ -43,10 +45,9 @@ export class LineReader {
         events.push(this.takeLine());
         continue;
       }
-      if (!this.discarding && this.size + (i - start) >= MAX_LINE) {
+      if (!this.discarding && this.buf.size + (i - start) >= MAX_LINE) {
         this.discarding = true;
-        this.buf = [];
-        this.size = 0;
+        this.buf.clear();
       }
     }
     flushText(chunk.length);
@@ -55,29 +56,24 @@ export class LineReader {
 
   /** Bytes received but not yet a whole line: pipelined data the caller may need to refuse. */
   get pending(): number {
-    return this.size;
+    return this.buf.size;
   }
 
   private append(part: Buffer): void {
     this.buf.push(part);
-    this.size += part.length;
-    if (this.size >= MAX_LINE) {
+    if (this.buf.size >= MAX_LINE) {
       this.discarding = true;
-      this.buf = [];
-      this.size = 0;
+      this.buf.clear();
     }
   }
 
   private takeLine(): LineEvent {
     if (this.discarding) {
       this.discarding = false;
-      this.buf = [];
-      this.size = 0;
+      this.buf.clear();
       return { tooLong: true };
     }
-    let text = Buffer.concat(this.buf, this.size).toString('utf8');
-    this.buf = [];
-    this.size = 0;
+    let text = this.buf.size === 0 ? '' : this.buf.take(this.buf.size).toString('utf8');
     if (text.endsWith('\r')) text = text.slice(0, -1);
     return { line: text };
   }

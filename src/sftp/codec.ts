@@ -3,6 +3,7 @@
  * extensions we serve. Pure: bytes in, values out, and back. Every read is
  * bounds-checked; a malformed packet raises BadMessage, never a crash.
  */
+import { ByteQueue } from '../wire/byte-queue.js';
 
 export const FXP = {
   INIT: 1,
@@ -230,61 +231,17 @@ export interface Packet {
  * request's id), and a packet without its id cannot even be answered.
  */
 export class PacketFramer {
-  private chunks: Buffer[] = [];
-  private size = 0;
+  private readonly queue = new ByteQueue();
 
   push(chunk: Buffer): Packet[] {
-    this.chunks.push(chunk);
-    this.size += chunk.length;
+    this.queue.push(chunk);
     const out: Packet[] = [];
-    for (;;) {
-      if (this.size < 4) break;
-      const head = this.peek(4);
-      const length = head.readUInt32BE(0);
+    while (this.queue.size >= 4) {
+      const length = this.queue.peek(4).readUInt32BE(0);
       if (length < MIN_PACKET || length > MAX_PACKET) throw new BadMessage(`bad packet length ${length}`);
-      if (this.size < 4 + length) break;
-      const packet = this.take(4 + length).subarray(4);
-      out.push(decodePacket(packet));
+      if (this.queue.size < 4 + length) break;
+      out.push(decodePacket(this.queue.take(4 + length).subarray(4)));
     }
-    return out;
-  }
-
-  private peek(n: number): Buffer {
-    const first = this.chunks[0] as Buffer;
-    return first.length >= n ? first.subarray(0, n) : this.copyFront(n, false);
-  }
-
-  private take(n: number): Buffer {
-    const first = this.chunks[0] as Buffer;
-    if (first.length < n) return this.copyFront(n, true);
-    const rest = first.subarray(n);
-    if (rest.length > 0) this.chunks[0] = rest;
-    else this.chunks.shift();
-    this.size -= n;
-    return first.subarray(0, n);
-  }
-
-  /**
-   * The first `n` bytes, which span chunks, copied into one buffer; consumed
-   * if `consume`. Only they are copied: what follows stays in the chunks it
-   * came in. (Joining every buffered chunk copied the next packet's head as
-   * well, and again with the chunk after it: a 32 KiB WRITE, which spans two
-   * of the channel's 32 KiB chunks, had most of its bytes copied twice.)
-   */
-  private copyFront(n: number, consume: boolean): Buffer {
-    const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    let i = 0;
-    while (filled < n) {
-      const chunk = this.chunks[i] as Buffer;
-      const k = Math.min(chunk.length, n - filled);
-      chunk.copy(out, filled, 0, k);
-      filled += k;
-      if (!consume) i++;
-      else if (k === chunk.length) this.chunks.shift();
-      else this.chunks[0] = chunk.subarray(k);
-    }
-    if (consume) this.size -= n;
     return out;
   }
 }
