@@ -230,6 +230,24 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', () => {
     }
   });
 
+  it('a control line sent a byte per SSH message is read whole (held in the shared byte queue)', async () => {
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const { ch, closed, replies } = await rawSink(c, 'scp -t /');
+      await replies(1);
+      for (const byte of Buffer.from('C0644 5 trickle.txt\n')) ch.write(Buffer.of(byte));
+      assert.deepEqual([...(await replies(2))], [0, 0], 'ready, then the line taken');
+      ch.write('hello');
+      ch.write(Buffer.of(0));
+      await replies(3);
+      ch.end();
+      await closed;
+      assert.equal(readFileSync(join(srv.home('alice'), 'trickle.txt'), 'utf8'), 'hello');
+    } finally {
+      c.end();
+    }
+  });
+
   it('a client gone in the middle of a file: the upload is recorded aborted and leaves no file under its name', async () => {
     const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
     const { ch, replies } = await rawSink(c, 'scp -t /');

@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream';
+import { ByteQueue } from '../wire/byte-queue.js';
 
 /** The peer broke the SCP protocol: the run ends, nothing more is read. */
 export class ScpProtocolError extends Error {
@@ -75,23 +76,22 @@ export class ScpWire {
 
   /** A line without its newline, or null at the end before any byte of it. */
   async line(): Promise<string | null> {
-    const parts: Buffer[] = [];
-    let length = 0;
+    // The client may send the line a byte per SSH message.
+    const parts = new ByteQueue();
     for (;;) {
-      const c = await this.chunk(MAX_LINE + 1 - length);
+      const c = await this.chunk(MAX_LINE + 1 - parts.size);
       if (!c) {
-        if (length === 0) return null;
+        if (parts.size === 0) return null;
         throw new ScpProtocolError('channel ended inside a line');
       }
       const nl = c.indexOf(0x0a);
       if (nl >= 0) {
         if (nl + 1 < c.length) this.leftover = c.subarray(nl + 1);
         parts.push(c.subarray(0, nl));
-        return Buffer.concat(parts).toString('utf8');
+        return parts.size === 0 ? '' : parts.take(parts.size).toString('utf8');
       }
       parts.push(c);
-      length += c.length;
-      if (length > MAX_LINE) throw new ScpProtocolError('line too long');
+      if (parts.size > MAX_LINE) throw new ScpProtocolError('line too long');
     }
   }
 
