@@ -59,6 +59,22 @@ describe('ByteQueue: bytes received and not yet taken, however the peer cut them
     assert.ok(ms < 3000, `${ms.toFixed(0)} ms`);
   });
 
+  it('a few bytes waiting hold a few hundred bytes of buffer, however many queues wait so', () => {
+    gc();
+    const before = process.memoryUsage().arrayBuffers;
+    const queues = Array.from({ length: 2000 }, () => {
+      const q = new ByteQueue();
+      q.push(Buffer.of(1));
+      q.push(Buffer.of(2));
+      q.push(Buffer.of(3));
+      return q;
+    });
+    gc();
+    const perQueue = (process.memoryUsage().arrayBuffers - before) / queues.length;
+    assert.deepEqual([...queues[0]!.take(3)], [1, 2, 3]);
+    assert.ok(perQueue < 1024, `${perQueue.toFixed(0)} bytes of buffers per queue`);
+  });
+
   it('holds about the bytes waiting, not a buffer object per tiny chunk', () => {
     gc();
     const before = process.memoryUsage();

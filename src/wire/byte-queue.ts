@@ -1,6 +1,11 @@
 /** A chunk under this many bytes is copied rather than held, when it has to wait. */
 const SMALL = 1024;
-/** Size of the buffers small chunks are copied into. */
+/**
+ * Sizes of the buffers small chunks are copied into: twice the bytes waiting,
+ * within these bounds, so that a few waiting bytes (one partial command on
+ * each of thousands of connections) hold a few hundred bytes, not ROOM.
+ */
+const MIN_ROOM = 256;
 const ROOM = 16 * 1024;
 
 /**
@@ -12,8 +17,8 @@ const ROOM = 16 * 1024;
  * - A chunk that arrives while nothing waits is held as it came, not
  *   copied: the common case, a whole request in one chunk, costs nothing.
  * - A small chunk that arrives while bytes wait is copied after them in a
- *   buffer of its own (ROOM): held as it came, each would cost its buffer
- *   object and array slot, about a hundred bytes of heap for one of data.
+ *   buffer of the queue's own: held as it came, each would cost its buffer
+ *   object and array slot, about two hundred bytes of heap for one of data.
  * - take() copies only when what it takes spans chunks, and then only those
  *   bytes; what it leaves stays where it was. Its cost is the bytes taken,
  *   never the bytes waiting (an earlier framer joined every waiting chunk on
@@ -65,7 +70,7 @@ export class ByteQueue {
 
   private copyIn(chunk: Buffer): void {
     if (this.room === null || this.roomAt + chunk.length > this.room.length) {
-      this.room = Buffer.allocUnsafeSlow(ROOM);
+      this.room = Buffer.allocUnsafeSlow(Math.min(ROOM, Math.max(MIN_ROOM, 2 * (this.waiting + chunk.length))));
       this.roomAt = 0;
     }
     chunk.copy(this.room, this.roomAt);
