@@ -135,7 +135,7 @@ describe('admission: counted from accept, closed over the limits, a deadline to 
       });
       await Promise.all(sockets);
     }
-    const ban = (await srv.audit()).find((l) => l.event === 'ban');
+    const ban = (await srv.auditUntil((l) => l.event === 'ban')).find((l) => l.event === 'ban');
     assert.equal(ban?.ip, from);
     assert.equal(ban?.offence, 'login-timeout');
   });

@@ -97,6 +97,19 @@ export class TestServer {
     return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
   }
 
+  /**
+   * Audit records once one satisfies `found`, polling up to `timeoutMs`: a
+   * record written in the server's next flush may come later than audit()'s
+   * fixed wait on a loaded machine.
+   */
+  async auditUntil(found: (record: Record<string, unknown>) => boolean, timeoutMs = 10_000): Promise<Record<string, unknown>[]> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const records = await this.audit(200);
+      if (records.some(found) || Date.now() > end) return records;
+    }
+  }
+
   get log(): string {
     return this.proc?.output().stdout ?? '';
   }
