@@ -39,6 +39,23 @@ const clients: Record<'sftp' | 'ftp', Client> = {
     runClient(ctx.curl, [...curlBase(ep, false), ...(direction === 'put' ? ['-T', from, ftpUrl(ep, to)] : ['-o', to, ftpUrl(ep, from)])], TIMEOUT),
 };
 
+/** A sparse file of `size` on each side, the client's put and get of them, and their removal. */
+async function sparsePair(ctx: BenchContext, ep: Endpoint, client: Client, size: number) {
+  const name = ctx.fresh('mem');
+  const local = join(ctx.work, name);
+  const uploaded = join(ep.localDir, name);
+  const source = join(ep.localDir, `${name}.src`);
+  await sparse(local, size);
+  await sparse(source, size);
+  return {
+    uploaded,
+    downloaded: `${local}.got`,
+    put: () => client(ctx, ep, 'put', local, remote(ep.remoteDir, name)),
+    get: () => client(ctx, ep, 'get', remote(ep.remoteDir, `${name}.src`), `${local}.got`),
+    remove: () => Promise.all([local, `${local}.got`, uploaded, source].map((p) => rm(p, { force: true }))),
+  };
+}
+
 const sizes = (ctx: BenchContext) => [100 * MiB, (ctx.quick ? 1024 : 4096) * MiB];
 const label = (size: number) => (size >= 1024 * MiB ? `${size / 1024 / MiB} GiB` : `${size / MiB} MiB`);
 
@@ -66,32 +83,24 @@ function memory(protocol: 'sftp' | 'ftp'): Workload {
       const ep = endpointOf(target, protocol);
       const extra: Record<string, number> = {};
       const peaks: number[] = [];
-      const warm = ctx.fresh('mem-warm');
-      const warmLocal = join(ctx.work, warm);
-      await sparse(warmLocal, 100 * MiB);
-      await sparse(join(ep.localDir, `${warm}.src`), 100 * MiB);
+      const warm = await sparsePair(ctx, ep, client, 100 * MiB);
       for (const direction of ['put', 'get'] as const) {
-        const { runs, missed } = await onEveryWorker(target.pid, () =>
-          direction === 'put' ? client(ctx, ep, 'put', warmLocal, remote(ep.remoteDir, warm)) : client(ctx, ep, 'get', remote(ep.remoteDir, `${warm}.src`), `${warmLocal}.got`),
-        );
+        const { runs, missed } = await onEveryWorker(target.pid, () => warm[direction]());
         extra[`warm-up ${direction}s`] = runs;
         if (missed > 0) extra[`workers without a warm-up ${direction}`] = missed;
       }
-      await Promise.all([warmLocal, `${warmLocal}.got`, join(ep.localDir, warm), join(ep.localDir, `${warm}.src`)].map((p) => rm(p, { force: true })));
+      await warm.remove();
       const start = Date.now();
       for (const size of sizes(ctx)) {
-        const name = ctx.fresh('mem');
-        const local = join(ctx.work, name);
-        await sparse(local, size);
-        await sparse(join(ep.localDir, `${name}.src`), size);
+        const pair = await sparsePair(ctx, ep, client, size);
         const what = `${target.name} ${protocol} ${label(size)}`;
         const { peakMiB } = await peakRssDuring(target.pid, async () => {
-          await client(ctx, ep, 'put', local, remote(ep.remoteDir, name));
-          await expectSize(join(ep.localDir, name), size, `${what} put`);
-          await client(ctx, ep, 'get', remote(ep.remoteDir, `${name}.src`), `${local}.got`);
-          await expectSize(`${local}.got`, size, `${what} get`);
+          await pair.put();
+          await expectSize(pair.uploaded, size, `${what} put`);
+          await pair.get();
+          await expectSize(pair.downloaded, size, `${what} get`);
         });
-        await Promise.all([local, `${local}.got`, join(ep.localDir, name), join(ep.localDir, `${name}.src`)].map((p) => rm(p, { force: true })));
+        await pair.remove();
         peaks.push(peakMiB);
         extra[`peak during ${label(size)}`] = peakMiB;
         extra[`RSS after ${label(size)}`] = target.usage().rssMiB;
