@@ -24,7 +24,7 @@ import { curlWarning } from './clients.js';
 import { makeRandomFile, makeSmallTree } from './files.js';
 import { parseOptions } from './options.js';
 import { startOpenSsh, startVsftpd } from './peers.js';
-import { peakRssDuring, settle } from './procfs.js';
+import { onEveryWorker, peakRssDuring, settle } from './procfs.js';
 import { printGoals, printTable, valueOf, type Cell } from './report.js';
 import { startSluice } from './sluice.js';
 import { allWorkloads } from './workloads/index.js';
@@ -159,7 +159,12 @@ async function main(): Promise<number> {
     };
     await each(async (w, cell) => w.prepare?.(cell.target, ctx));
     await each(async (w, cell) => {
-      if (!w.noWarmUp) await w.run(cell.target, ctx);
+      if (w.noWarmUp) return;
+      const { target } = cell;
+      // A worker that has not served the workload yet runs it cold (V8 compiles its code as it goes):
+      // each is warmed, not only the one that took the warm-up's connection. A peer forks per connection.
+      if (w.concurrent || target.kind !== 'sluice') await w.run(target, ctx);
+      else await onEveryWorker(target.pid, () => w.run(target, ctx));
     });
     const runsOf = (w: Workload) => opts.runs ?? w.runs ?? 3;
     const most = Math.max(...members.map((r) => runsOf(r.w)));

@@ -162,6 +162,12 @@ export interface Workload {
   runs?: number;
   /** Skip the warm-up run (a workload that warms itself, or one too long to repeat). */
   noWarmUp?: boolean;
+  /**
+   * Its run opens several connections at once, which the workers share, so
+   * one warm-up run warms them all. A run of one connection is served by one
+   * worker: its warm-up repeats until every worker has served one.
+   */
+  concurrent?: boolean;
   goals: Goal[];
   /** Once per server before its warm-up, e.g. place the files to download. */
   prepare?(target: Target, ctx: BenchContext): Promise<void>;

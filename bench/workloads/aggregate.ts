@@ -80,6 +80,7 @@ function aggregate(protocol: Protocol, direction: 'get' | 'put', peer: PeerName,
     quick: true,
     auditOff: false,
     sluices: SLUICES,
+    concurrent: true,
     goals,
     async prepare(target, ctx) {
       if (direction !== 'get') return;
