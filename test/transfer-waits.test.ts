@@ -99,6 +99,29 @@ describe('what the end of a transfer waits for', () => {
     fh.close = () => new Promise<void>((resolve, reject) => held.push(() => void close().then(resolve, reject)));
   }
 
+  /**
+   * Runs `body` while every measure of a staged upload (an fstat of its handle, or an lstat of its
+   * hidden name) hangs; `pending` holds what lets each go on. Measures are counted as they start.
+   */
+  async function withStagedMeasureHeld<T>(pending: (() => void)[], body: () => Promise<T>): Promise<T> {
+    const hang = <R>(measure: () => Promise<R>) => new Promise<R>((resolve, reject) => pending.push(() => void measure().then(resolve, reject)));
+    const lstat = fsp.lstat;
+    fsp.lstat = ((...args: Parameters<typeof lstat>) =>
+      String(args[0]).includes('/.sluice-upload-') ? hang(() => lstat(...args)) : lstat(...args)) as typeof lstat;
+    try {
+      return await withOpens(
+        (path, flags, fh) => {
+          if ((flags & C.O_EXCL) === 0 || !path.includes('/.sluice-upload-')) return;
+          const stat = fh.stat.bind(fh);
+          fh.stat = ((...args: Parameters<typeof stat>) => hang(() => stat(...args))) as typeof stat;
+        },
+        body,
+      );
+    } finally {
+      fsp.lstat = lstat;
+    }
+  }
+
   const O_PATH = 0o10000000;
   const race = <T>(p: Promise<T>, ms = 1000) =>
     Promise.race([p.then(() => 'done'), new Promise<string>((r) => setTimeout(() => r('waiting'), ms))]);
@@ -138,32 +161,32 @@ describe('what the end of a transfer waits for', () => {
     const holdClosed: (() => void)[] = [];
     let held = false;
     let heldWhileMeasuring = false;
+    let measured = 0;
     let ended: string;
-    await withOpens(
-      (path, flags, fh) => {
-        if ((flags & C.O_EXCL) !== 0 && path.includes('/.sluice-upload-')) {
-          // The staged file's measure (fstat) hangs until the test lets it go.
-          const stat = fh.stat.bind(fh);
-          fh.stat = ((...args: Parameters<typeof stat>) =>
-            new Promise((resolve, reject) => stagedStat.push(() => void stat(...args).then(resolve, reject)))) as typeof stat;
-        }
-        if ((flags & O_PATH) !== 0 && path.endsWith('/over')) {
-          held = true;
-          holdClose(fh, holdClosed);
-        }
-      },
-      async () => {
-        const up = await s.openWrite('over');
-        await up.write(Buffer.from('new content'));
-        const closing = up.close();
-        for (let i = 0; i < 100 && stagedStat.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
-        await new Promise((r) => setTimeout(r, 100));
-        heldWhileMeasuring = held;
-        for (const go of stagedStat.splice(0)) go();
-        ended = await race(closing);
-      },
+    // The staged file's measure hangs until the test lets it go.
+    await withStagedMeasureHeld(stagedStat, () =>
+      withOpens(
+        (path, flags, fh) => {
+          if ((flags & O_PATH) !== 0 && path.endsWith('/over')) {
+            held = true;
+            holdClose(fh, holdClosed);
+          }
+        },
+        async () => {
+          const up = await s.openWrite('over');
+          await up.write(Buffer.from('new content'));
+          const closing = up.close();
+          for (let i = 0; i < 100 && stagedStat.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+          await new Promise((r) => setTimeout(r, 100));
+          heldWhileMeasuring = held;
+          measured = stagedStat.length;
+          for (const go of stagedStat.splice(0)) go();
+          ended = await race(closing);
+        },
+      ),
     );
     for (const go of holdClosed.splice(0)) go();
+    assert.equal(measured, 1, 'the new file was being measured');
     assert.ok(heldWhileMeasuring, 'the old file was held while the new one was being measured');
     assert.equal(ended!, 'done', "the upload's end does not wait for the close of the old file's hold");
     assert.equal(holdClosed.length, 0);
@@ -171,6 +194,42 @@ describe('what the end of a transfer waits for', () => {
     const last = (await world.auditLines()).findLast((l) => l.event === 'upload');
     assert.equal(last?.result, 'ok');
     assert.equal(last?.bytes, 11);
+  });
+
+  it("an upload's end closes its staged file while measuring it: the close does not wait for the measure", async () => {
+    const s = await world.session('w');
+    for (const name of ['new-file', 'over-again']) {
+      if (name === 'over-again') writeFileSync(join(world.home('w'), name), 'old content');
+      const measures: (() => void)[] = [];
+      let closedWhileMeasuring = false;
+      await withStagedMeasureHeld(measures, () =>
+        withOpens(
+          (path, flags, fh) => {
+            if ((flags & C.O_EXCL) === 0 || !path.includes('/.sluice-upload-')) return;
+            const close = fh.close.bind(fh);
+            fh.close = () => {
+              closedWhileMeasuring ||= measures.length > 0;
+              return close();
+            };
+          },
+          async () => {
+            const up = await s.openWrite(name);
+            await up.write(Buffer.from('new content'));
+            const closing = up.close();
+            for (let i = 0; i < 100 && measures.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+            // Time for a close that would come only after the measure to show it does not.
+            await new Promise((r) => setTimeout(r, 100));
+            for (const go of measures.splice(0)) go();
+            await closing;
+          },
+        ),
+      );
+      assert.ok(closedWhileMeasuring, `${name}: the staged file's close began while its measure was still under way`);
+      assert.equal(readFileSync(join(world.home('w'), name), 'utf8'), 'new content');
+      const last = (await world.auditLines()).findLast((l) => l.event === 'upload');
+      assert.equal(last?.result, 'ok');
+      assert.equal(last?.bytes, 11);
+    }
   });
 
   it("a user without a quota claims nothing for an overwrite (with workers, a round trip to the primary at each end); one with a quota does", async () => {

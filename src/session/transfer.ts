@@ -496,11 +496,13 @@ export class Upload extends Transfer {
         const replacing = staged !== null && result === 'ok';
         const { scan } = this.uploadOptions;
         const scanned = scan && replacing ? scan : null;
-        // The final name is held and looked at while the staged file is measured and closed: one wait
-        // for all. What the hold describes must be what the rename replaces, so it is taken no earlier
-        // than two trips before the rename, as when it followed the close: with a scan, after the verdict.
+        // The final name is held and looked at while the staged file is measured and closed (the
+        // storage describes it by its hidden name during the close), one wait for all, unless a scan
+        // reads the file first. What the hold describes must be what the rename replaces, so it is
+        // taken no earlier than that one wait before the rename: with a scan, after the verdict.
         let target = (targetLeft = replacing && !scanned ? holdTarget(loc) : null);
-        const st = await this.file.stat();
+        const closing = staged !== null && !scanned ? staged.close() : null;
+        const st = await (closing ?? this.file.stat());
         const written = st.size;
         node = { key: nodeKey(st), mtimeMs: st.mtime.getTime() };
         if (scanned) {
@@ -513,7 +515,7 @@ export class Upload extends Transfer {
           }
           target = targetLeft = holdTarget(loc);
         }
-        await this.file.close();
+        if (!closing) await this.file.close();
         if (staged !== null && target === null) {
           await staged.discard();
           stagedLeft = false;

@@ -333,6 +333,8 @@ class LocalLocation implements Location {
     const moded = mode === null ? undefined : file.chmod(mode).catch(() => undefined);
     return {
       file,
+      // Nobody else names the file: clients cannot name a staged file, and it has its own random name.
+      close: async () => toNodeStat((await Promise.all([sys(fsp.lstat(temp)), file.close()]))[0]),
       commit: async () => {
         await moded;
         await sys(fsp.rename(temp, this.path));

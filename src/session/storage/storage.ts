@@ -82,6 +82,11 @@ export interface OpenFile extends HeldNode {
  */
 export interface StagedFile {
   readonly file: OpenFile;
+  /**
+   * Closes `file` and describes it as closed. The storage may look it up by
+   * its hidden name while the close runs, so both cost one wait.
+   */
+  close(): Promise<NodeStat>;
   commit(): Promise<void>;
   discard(): Promise<void>;
 }
