@@ -1,10 +1,10 @@
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { listLine, listable } from '../listing/ls.js';
 import type { FileInfo } from '../session/file-info.js';
 import { baseName } from '../session/paths.js';
 import type { Session } from '../session/session.js';
 import type { FtpControl } from './control.js';
+import { pump } from './data-channel/pump.js';
 import { runTransfer } from './data-channel/runner.js';
 
 /** What LIST, NLST, MLSD and STAT walk: a directory's entries, or one file. */
@@ -38,7 +38,7 @@ export function ftpListLine(info: FileInfo, now: Date): string {
 /** Send one line per listable entry over the data connection, then 226. */
 export function sendListing(c: FtpControl, source: Entries, format: (f: FileInfo) => string): void {
   runTransfer(c, 'Here comes the directory listing.', null, (data) =>
-    pipeline(
+    pump(
       Readable.from((async function* () {
         for await (const f of source) if (listable(f.name)) yield format(f) + '\r\n';
       })()),

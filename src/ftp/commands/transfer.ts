@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { pipeline } from 'node:stream/promises';
 import type { Session } from '../../session/session.js';
 import { fromNetworkAscii, toNetworkAscii } from '../ascii.js';
 import type { CommandSpec, FtpControl } from '../control.js';
 import { PassiveEndpoint } from '../data-channel/passive.js';
+import { pump } from '../data-channel/pump.js';
 import { receive } from '../data-channel/receive.js';
 import { dataReady, runTransfer } from '../data-channel/runner.js';
 import { Code } from '../replies.js';
@@ -36,7 +36,7 @@ export const transfer = {
       // one download in two); the read's wait keeps that window as narrow as before.
       if (c.prot !== 'P' && c.endpoint instanceof PassiveEndpoint && c.endpoint.connected) download.readAhead();
       runTransfer(c, openingText(c), download, (data) =>
-        c.ascii ? pipeline(download.readable(), toNetworkAscii(), data) : pipeline(download.readable(), data),
+        c.ascii ? pump(download.readable(), toNetworkAscii(), data) : pump(download.readable(), data),
       );
     },
   },

@@ -1,8 +1,8 @@
 import { finished, PassThrough, type Duplex, type Transform, type Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { pump } from './pump.js';
 
 /**
- * An upload's data connection into its stages, as stream.pipeline would,
+ * An upload's data connection into its stages, as pump (stream.pipeline) would,
  * except that a refusal of the stages (quota, disk full) leaves the data
  * connection open: the client is still sending, and most (curl) read the
  * control connection only once their upload is out, so a connection reset
@@ -11,13 +11,13 @@ import { pipeline } from 'node:stream/promises';
  */
 export async function receive(data: Duplex, ...stages: [...Transform[], Writable]): Promise<void> {
   const entry = new PassThrough();
-  // A failure of the data connection (reset, ABOR's destroy) fails the stages, as pipeline would.
+  // A failure of the data connection (reset, ABOR's destroy) fails the stages, as pump would.
   const stop = finished(data, { writable: false }, (err) => {
     if (err) entry.destroy(err);
   });
   data.pipe(entry);
   try {
-    await pipeline([entry, ...stages]);
+    await pump(entry, ...stages);
   } finally {
     stop();
     data.unpipe(entry);
