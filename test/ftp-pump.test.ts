@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { PassThrough, Readable, Transform, Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { pump } from '../src/ftp/data-channel/pump.js';
@@ -71,6 +73,47 @@ describe('pump: a data connection streamed as stream.pipeline would, without its
     // With no listener left, emit('error') would throw here (in a server: an uncaught exception).
     assert.doesNotThrow(() => dest.emit('error', new Error('late')));
     assert.doesNotThrow(() => source.emit('error', new Error('late too')));
+  });
+
+  it("a socket that ends because its peer did, before the source ended, is a failure: the transfer did not complete", async () => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const client = connect((server.address() as AddressInfo).port, '127.0.0.1');
+      const [served] = (await once(server, 'connection')) as [Socket];
+      // A source that never runs dry by itself: 64 KiB every few milliseconds.
+      let sent = 0;
+      const source = new Readable({
+        read() {
+          setTimeout(() => this.push(Buffer.alloc(64 * 1024, 1)), 2);
+          sent++;
+        },
+      });
+      const done = pump(source, served);
+      let got = 0;
+      client.on('data', (d: Buffer) => {
+        got += d.length;
+        // The client has had enough and says so (FIN); the served socket, not half-open, ends its side too.
+        if (got >= 1 << 20) client.end();
+      });
+      client.on('error', () => undefined);
+      await assert.rejects(done, { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+      assert.ok(source.destroyed, 'the source is torn down, not left reading');
+      assert.ok(sent > 0);
+      client.destroy();
+    } finally {
+      server.close();
+    }
+  });
+
+  it('a real error that comes with a premature close is the result, not the premature close', async () => {
+    const source = new PassThrough();
+    const dest = sink();
+    const done = pump(source, dest);
+    source.destroy();
+    dest.destroy(new Error('quota exceeded'));
+    await assert.rejects(done, /quota exceeded/);
   });
 
   it('aborts no AbortController (stream.pipeline aborts one per call, and captures a stack for it)', async () => {
