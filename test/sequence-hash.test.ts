@@ -73,4 +73,13 @@ describe('SequenceHash: the SHA-256 of the bytes in file order, or null', () => 
     h.update(0, big);
     assert.equal(h.digest(), null);
   });
+
+  it('bytes that still pass after the digest (a stream not yet torn down) are dropped, never thrown on', () => {
+    const h = new SequenceHash(0);
+    h.update(0, data.subarray(0, 100));
+    assert.equal(h.digest(), sha256(data.subarray(0, 100)));
+    // Before: the finished hash threw ERR_CRYPTO_HASH_FINALIZED here, uncaught in a stream's transform.
+    assert.doesNotThrow(() => h.update(100, data.subarray(100, 200)));
+    assert.equal(h.digest(), null);
+  });
 });

@@ -38,9 +38,12 @@ export class SequenceHash {
     }
   }
 
+  /** Once: the hash is ended, and bytes that still pass afterwards (a stream not yet torn down) are not hashed. */
   digest(): string | null {
-    if (!this.hash || this.waiting.size > 0) return null;
-    return this.hash.digest('hex');
+    const hash = this.hash;
+    const whole = hash !== null && this.waiting.size === 0;
+    this.spoil();
+    return whole ? hash.digest('hex') : null;
   }
 
   /** The bytes hashed are not the bytes transferred after all. */
