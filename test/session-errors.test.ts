@@ -24,10 +24,13 @@ describe('SluiceError: answers carry no stack, failures of ours do', () => {
     assert.equal(nf.detail, 'ENOENT');
   });
 
-  it("leaves the process's stack trace limit as it found it", () => {
+  it("leaves the process's stack trace limit as it found it, also when the construction throws", () => {
     const before = Error.stackTraceLimit;
     new SluiceError('not-found');
     new SluiceError('failure');
+    assert.equal(Error.stackTraceLimit, before);
+    // A message that cannot become a string makes Error's constructor throw.
+    assert.throws(() => new SluiceError('not-found', Symbol('no text') as unknown as string), TypeError);
     assert.equal(Error.stackTraceLimit, before);
     assert.ok(frames(new Error('other errors')) > 0);
   });

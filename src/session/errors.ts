@@ -46,8 +46,11 @@ export class SluiceError extends Error {
     // of a new file makes one when it looks for the file it would replace.
     const limit = Error.stackTraceLimit;
     if (kind !== 'failure') Error.stackTraceLimit = 0;
-    super(message);
-    Error.stackTraceLimit = limit;
+    try {
+      super(message);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
     this.name = 'SluiceError';
   }
 }
