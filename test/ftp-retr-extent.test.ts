@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, writeFileSync } from 'node:fs';
-import type net from 'node:net';
+import { once } from 'node:events';
+import net, { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { FtpClient } from './helpers/file-clients.js';
-import { readAll } from './helpers/ftp-raw.js';
+import { RawFtp, readAll } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
 /*
@@ -56,6 +57,73 @@ describe('RETR sends the file as it was at the open', () => {
       assert.equal(record?.result, 'ok');
     } finally {
       client.close();
+    }
+  });
+
+  it("plain FTP: 226 follows the file and the server's FIN, without waiting for the client to close its side", { timeout: 60_000 }, async () => {
+    const client = await FtpClient.connect('ftp', srv, 'alice', 'alice password');
+    try {
+      assert.equal((await client.cmd('TYPE I')).code, 200);
+      for (let i = 0; i < 3; i++) {
+        const { port } = await client.raw.passive(false);
+        // Half-open allowed: the client reads to the server's FIN and keeps its own side open.
+        const sock = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+        await once(sock, 'connect');
+        client.raw.send('RETR small.bin\r\n');
+        assert.equal((await client.raw.read())?.code, 150);
+        // Not readAll: its loop destroys the socket at the end, which closes the client's side.
+        const chunks: Buffer[] = [];
+        sock.on('data', (c: Buffer) => chunks.push(c));
+        await once(sock, 'end');
+        assert.ok(Buffer.concat(chunks).equals(small), `download ${i} intact`);
+        assert.ok(!sock.destroyed && sock.writable, "the client's side is still open");
+        const started = Date.now();
+        // Before: 226 came only once the client closed (here never), or at the data timeout.
+        const done = await client.raw.read(3000);
+        assert.equal(done?.code, 226, `download ${i}: ${done?.text ?? 'no answer within 3 s'}`);
+        assert.ok(Date.now() - started < 3000);
+        sock.end();
+      }
+      const records = (await srv.audit()).filter((r) => r.event === 'download' && r.path === '/small.bin' && r.result === 'ok');
+      assert.ok(records.length >= 3);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('FTPS: a client that goes away mid-file gets no 226, the audit says failed, and the server serves on', { timeout: 60_000 }, async () => {
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+    try {
+      assert.equal((await c.cmd('TYPE I')).code, 200);
+      for (const how of ['end', 'destroy'] as const) {
+        const endpoint = await c.passive(true);
+        c.send('RETR big.bin\r\n');
+        const sock = await endpoint.open();
+        assert.equal((await c.read())?.code, 150);
+        let got = 0;
+        const closed = once(sock, 'close');
+        sock.on('error', () => undefined);
+        sock.on('data', (d: Buffer) => {
+          const was = got;
+          got += d.length;
+          // close_notify and FIN (end), or a bare close: either way the server reads that the client is gone.
+          if (was < 1 << 20 && got >= 1 << 20) how === 'end' ? sock.end() : sock.destroy();
+        });
+        await closed;
+        const reply = await c.read();
+        assert.ok(got < BIG);
+        assert.notEqual(reply?.code, 226, `${how}: ${got} of ${BIG} bytes answered ${reply?.text}`);
+        const records = await srv.auditUntil((r) => r.event === 'download' && r.path === '/big.bin' && r.result !== 'ok', 5000);
+        assert.ok(records.some((r) => r.event === 'download' && r.path === '/big.bin' && r.result === 'failed'), `${how}: recorded as failed`);
+      }
+      const endpoint = await c.passive(true);
+      c.send('RETR small.bin\r\n');
+      const sock = await endpoint.open();
+      assert.equal((await c.read())?.code, 150);
+      assert.ok((await readAll(sock)).equals(small));
+      assert.equal((await c.read())?.code, 226);
+    } finally {
+      c.close();
     }
   });
 
