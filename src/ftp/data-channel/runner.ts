@@ -1,4 +1,4 @@
-import { finished, type Duplex } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { SluiceError } from '../../session/errors.js';
 import { Upload, type Download } from '../../session/transfer.js';
 import type { FtpControl } from '../control.js';
@@ -59,7 +59,7 @@ export function runTransfer(
       await pump(stream);
       // Every byte has passed: the file's end (close, rename, audit) needs nothing more from the data
       // connection, so it runs while the connection closes (for a download, a round trip to the client).
-      const [, ended] = await Promise.allSettled([closeGracefully(stream, security.handshakeTimeoutMs, security.tls !== null), transfer?.close()]);
+      const [, ended] = await Promise.allSettled([closeGracefully(stream, security.handshakeTimeoutMs), transfer?.close()]);
       if (ended.status === 'rejected') throw ended.reason;
       c.reply(Code.TransferComplete, 'Transfer complete.');
     } catch (err) {
@@ -91,16 +91,12 @@ export function runTransfer(
 }
 
 /**
- * End the data connection before 226. Over TLS, the way TLS expects:
- * close_notify, then FIN, and wait for the peer to close. An OpenSSL client
- * that sees a TLS 1.3 connection end without close_notify marks its session
- * unresumable, and every later data connection of that control connection
- * would then fail the reuse check. Over plain TCP, once our FIN is on its way
- * (every byte sent before it), as vsftpd does: waiting for the client's own
- * FIN as well cost each downloaded file a round trip to the client. The
- * kernel finishes the close after the socket is let go.
+ * End the data connection the way TLS expects: close_notify, then FIN, and
+ * wait for the peer to close. An OpenSSL client that sees a TLS 1.3 connection
+ * end without close_notify marks its session unresumable, and every later
+ * data connection of that control connection would then fail the reuse check.
  */
-async function closeGracefully(stream: Duplex, timeoutMs: number, tls: boolean): Promise<void> {
+async function closeGracefully(stream: Duplex, timeoutMs: number): Promise<void> {
   if (stream.destroyed) return;
   await new Promise<void>((resolve) => {
     const timer = setTimeout(() => {
@@ -108,12 +104,10 @@ async function closeGracefully(stream: Duplex, timeoutMs: number, tls: boolean):
       resolve();
     }, timeoutMs);
     timer.unref();
-    const ended = () => {
+    stream.once('close', () => {
       clearTimeout(timer);
       resolve();
-    };
-    if (tls) stream.once('close', ended);
-    else finished(stream, { readable: false }, ended);
+    });
     stream.on('error', () => undefined);
     // The peer may still send its own close_notify: read and drop whatever is left.
     stream.resume();
