@@ -92,4 +92,15 @@ describe('ByteQueue: bytes received and not yet taken, however the peer cut them
     assert.ok(heapPerQueue < 16 * 1024, `${(heapPerQueue / 1024).toFixed(1)} KiB of heap per queue`);
     assert.ok(buffersPerQueue < 40 * 1024, `${(buffersPerQueue / 1024).toFixed(1)} KiB of buffers per queue`);
   });
+
+  it('takeAll: everything queued at once, an empty buffer when nothing waits', () => {
+    const q = new ByteQueue();
+    assert.equal(q.takeAll().length, 0);
+    q.push(Buffer.from('ab'));
+    q.push(Buffer.from('c'));
+    q.push(Buffer.from('def'));
+    assert.equal(q.takeAll().toString(), 'abcdef');
+    assert.equal(q.size, 0);
+    assert.equal(q.takeAll().length, 0);
+  });
 });

@@ -73,7 +73,7 @@ export class LineReader {
       this.buf.clear();
       return { tooLong: true };
     }
-    let text = this.buf.size === 0 ? '' : this.buf.take(this.buf.size).toString('utf8');
+    let text = this.buf.takeAll().toString('utf8');
     if (text.endsWith('\r')) text = text.slice(0, -1);
     return { line: text };
   }

@@ -88,7 +88,7 @@ export class ScpWire {
       if (nl >= 0) {
         if (nl + 1 < c.length) this.leftover = c.subarray(nl + 1);
         parts.push(c.subarray(0, nl));
-        return parts.size === 0 ? '' : parts.take(parts.size).toString('utf8');
+        return parts.takeAll().toString('utf8');
       }
       parts.push(c);
       if (parts.size > MAX_LINE) throw new ScpProtocolError('line too long');

@@ -62,6 +62,11 @@ export class ByteQueue {
     return first.subarray(0, n);
   }
 
+  /** Everything queued, taken off (an empty buffer when nothing waits): a line reader's whole line. */
+  takeAll(): Buffer {
+    return this.waiting === 0 ? Buffer.alloc(0) : this.take(this.waiting);
+  }
+
   /** Drop everything queued. */
   clear(): void {
     this.chunks = [];
