@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -22,12 +22,23 @@ describe('sluice CLI', () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('runs as `npx sluice` does: the built bin executed directly, through its #! line', () => {
-    // npm links the package's own bin without setting its mode; tsc writes 0644.
-    const r = spawnSync('dist/bin.cjs', ['version'], { encoding: 'utf8' });
-    assert.equal(r.error, undefined, `dist/bin.cjs: ${r.error?.message}`);
+  it('runs as `npx sluice` does: the package bin executed directly, through its #! line', () => {
+    // npm runs the package's own bin as it finds it: its mode is git's, not the build's (tsc writes 0644).
+    const r = spawnSync('bin/sluice.cjs', ['version'], { encoding: 'utf8' });
+    assert.equal(r.error, undefined, `bin/sluice.cjs: ${r.error?.message}`);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /\d+\.\d+\.\d+/);
+    assert.equal((JSON.parse(readFileSync('package.json', 'utf8')) as { bin: Record<string, string> }).bin.sluice, 'bin/sluice.cjs');
+  });
+
+  it('says so, and nothing else, when run before the first build', () => {
+    const copy = join(dir, 'unbuilt', 'bin', 'sluice.cjs');
+    mkdirSync(join(dir, 'unbuilt', 'bin'), { recursive: true });
+    copyFileSync('bin/sluice.cjs', copy);
+    const r = spawnSync(process.execPath, [copy, 'version'], { encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /^sluice is not built yet: run `npm run build`/);
   });
 
   it('prints help everywhere and exits 0', () => {
