@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
 describe('a client that leaves while its good login completes', () => {
@@ -24,5 +25,30 @@ describe('a client that leaves while its good login completes', () => {
     assert.equal(failed.length, 3, JSON.stringify(failed));
     assert.ok(failed.every((l) => l.reason === 'connection-closed'), JSON.stringify(failed.map((l) => l.reason)));
     assert.deepEqual(srv.bans(), []);
+  });
+});
+
+describe('a guesser that leaves before the failure delay', () => {
+  let srv: TestServer;
+  before(async () => {
+    // The default delay (1 s) and threshold (5): a right password is answered long before the delay ends.
+    srv = await TestServer.start({ yaml: 'ftp:\n  tls: optional\n', users: [{ name: 'alice', password: 'alice password' }] });
+  });
+  after(() => srv?.stop());
+
+  it('has each wrong guess counted all the same: five get its address banned', { timeout: 60_000 }, async () => {
+    const from = '127.0.0.7';
+    for (let i = 0; i < 5; i++) {
+      const socket = net.connect({ port: srv.ftpPort, host: '127.0.0.1', localAddress: from });
+      await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+      socket.write(`USER alice\r\nPASS wrong ${i}\r\n`);
+      // Past a right password's answer, well before the failure's.
+      await new Promise((r) => setTimeout(r, 250));
+      socket.destroy();
+    }
+    const failed = (await srv.audit(2500)).filter((l) => l.event === 'login-failed');
+    assert.equal(failed.length, 5, JSON.stringify(failed));
+    assert.equal(await RawFtp.greeting(srv.ftpPort, from), 'closed');
+    assert.deepEqual(srv.bans(), [from]);
   });
 });
