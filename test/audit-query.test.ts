@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
-import { globToRegExp, recordMatcher } from '../src/audit/query.js';
+import { globMatcher, recordMatcher } from '../src/audit/query.js';
 import { sluice } from './helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-query-'));
@@ -111,11 +111,42 @@ describe('audit query', () => {
   }
 
   it('glob: ** crosses directories, * and ? do not', () => {
-    assert.ok(globToRegExp('/a/**').test('/a/b/c'));
-    assert.ok(!globToRegExp('/a/*').test('/a/b/c'));
-    assert.ok(globToRegExp('/a/?.txt').test('/a/x.txt'));
-    assert.ok(!globToRegExp('/a.b').test('/aXb'), 'dots are literal');
+    assert.ok(globMatcher('/a/**')('/a/b/c'));
+    assert.ok(!globMatcher('/a/*')('/a/b/c'));
+    assert.ok(globMatcher('/a/?.txt')('/a/x.txt'));
+    assert.ok(!globMatcher('/a/?.txt')('/a//.txt'), '? is no separator');
+    assert.ok(!globMatcher('/a.b')('/aXb'), 'dots are literal');
+    assert.ok(globMatcher('**')('') && globMatcher('/a/***')('/a/b/c') && !globMatcher('/a/*')('/a/b/'));
     assert.ok(recordMatcher({ pathGlob: '/z' })({ path: '/z' }));
+  });
+
+  it('glob: matches as the plain regular expression would, on random patterns and paths', () => {
+    // The reference: the obvious translation, exact but exponential on many stars (kept small here).
+    const reference = (glob: string) => {
+      const re = glob.replace(/\*\*|\*|\?|[.+^${}()|[\]\\]/g, (m) => (m === '**' ? '.*' : m === '*' ? '[^/]*' : m === '?' ? '[^/]' : `\\${m}`));
+      return new RegExp(`^${re}$`);
+    };
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+    const pick = (alphabet: string[], max: number) => Array.from({ length: rand(max) }, () => alphabet[rand(alphabet.length)]).join('');
+    for (let i = 0; i < 5000; i++) {
+      const glob = pick(['a', 'b', '/', '.', '*', '**', '?'], 7);
+      const path = pick(['a', 'b', '/', '.'], 9);
+      assert.equal(globMatcher(glob)(path), reference(glob).test(path), `${JSON.stringify(glob)} on ${JSON.stringify(path)}`);
+    }
+  });
+
+  it('glob: many stars against a long path cost a path times a pattern, not more', () => {
+    // 24 stars and a letter that never matches: the regular expression took seconds for one record.
+    const match = globMatcher(`${'*'.repeat(24)}!`);
+    const path = `/${'a'.repeat(60)}/${'b'.repeat(60)}/${'c'.repeat(60)}`;
+    const t0 = performance.now();
+    for (let i = 0; i < 100; i++) assert.equal(match(path), false);
+    assert.ok(performance.now() - t0 < 1000, `${(performance.now() - t0).toFixed(0)} ms for 100 records`);
+    const worst = globMatcher(`${'/**'.repeat(512)}x`);
+    const t1 = performance.now();
+    assert.equal(worst('/a'.repeat(2048)), false);
+    assert.ok(performance.now() - t1 < 1000, `${(performance.now() - t1).toFixed(0)} ms for a 1,024-star pattern`);
   });
 
   it('report: per user uploads, downloads, failed logins and refusals', () => {
