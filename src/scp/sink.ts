@@ -152,7 +152,7 @@ async function receiveFile(wire: ScpWire, session: Session, path: string, size: 
 
 /** -p: mode and times where the user may change them; where not, silently not (no client asked for more). */
 async function preserveFile(session: Session, upload: Upload, mode: number | null, times: Times | null): Promise<SluiceError | null> {
-  const may = session.permissionsIn(parentOf(upload.path));
+  const may = session.permissionsOver(upload);
   const change = {
     ...(mode !== null && may.has('chmod') ? { mode } : {}),
     ...(times && may.has('chtimes') ? times : {}),

@@ -105,6 +105,12 @@ export class Session implements LiveSession {
   cwd = '/';
   private readonly started = Date.now();
   private readonly transfers = new Set<Upload | Download>();
+  /**
+   * The directory each open file really is in, links resolved: the one whose
+   * permissions its handle's changes take. The path it was opened by may lead
+   * through a link into a directory with other rights.
+   */
+  private readonly placed = new WeakMap<Upload | Download, string>();
   /** Waiting for the last transfer to end (see windDown). */
   private idleWaiters: (() => void)[] = [];
   /** Set once the server ends the session (see windDown): why, for the logout record; no transfer starts after it. */
@@ -293,6 +299,17 @@ export class Session implements LiveSession {
     return new DirectoryListing(reader, (text) => visibleLinkTarget(dir, text));
   }
 
+  /** The permissions over a file this session has open: those of the directory it really is in. */
+  permissionsOver(transfer: Upload | Download): ReadonlySet<Permission> {
+    return permissionsAt(this.account.permissions, this.dirOf(transfer));
+  }
+
+  private dirOf(transfer: Upload | Download): string {
+    const dir = this.placed.get(transfer);
+    if (dir === undefined) throw new SluiceError('failure', 'Not a file this session opened');
+    return dir;
+  }
+
   /** The permissions in force in a virtual directory (MLSD perm facts). */
   permissionsIn(virtualDir: string): ReadonlySet<Permission> {
     return permissionsAt(this.account.permissions, virtualDir);
@@ -319,9 +336,11 @@ export class Session implements LiveSession {
     this.startable();
     const path = this.resolve(clientPath);
     const offset = options.offset ?? 0;
-    const download: Download = await this.readable('download', path, true, async (file, st) => {
+    const download: Download = await this.readable('download', path, true, async (file, st, dir) => {
       if (offset < 0 || offset > st.size) throw new SluiceError('invalid-path', 'Offset beyond end of file');
-      return new Download(file, path, offset, st.size, (r) => this.finished(download, r), this.transferOptions(options, this.rates.down));
+      const opened = new Download(file, path, offset, st.size, (r) => this.finished(download, r), this.transferOptions(options, this.rates.down));
+      this.placed.set(opened, dir);
+      return opened;
     });
     return this.track(download);
   }
@@ -331,17 +350,18 @@ export class Session implements LiveSession {
    * to `use` with its metadata; closed when `use` fails, or always unless
    * `keep` (a Download owns it from then on).
    */
-  private readable<T>(operation: string, path: string, keep: boolean, use: (file: OpenFile, st: NodeStat) => Promise<T>): Promise<T> {
+  private readable<T>(operation: string, path: string, keep: boolean, use: (file: OpenFile, st: NodeStat, dir: string) => Promise<T>): Promise<T> {
     return this.guard(operation, path, async () =>
       this.at(await this.storage.resolveForRead(this.checked('download', parentOf(path), path), this.unseen), 'look', async (loc) => {
-        this.require('download', parentOf(loc.virtualPath));
+        const dir = parentOf(loc.virtualPath);
+        this.require('download', dir);
         const file = await loc.openRead();
         let kept = false;
         try {
           const st = await file.stat();
           if (st.type === 'dir') throw new SluiceError('is-a-directory');
           if (st.type !== 'file') throw new SluiceError('permission-denied', 'Not a regular file');
-          const out = await use(file, st);
+          const out = await use(file, st, dir);
           kept = keep;
           return out;
         } finally {
@@ -432,6 +452,7 @@ export class Session implements LiveSession {
       hashWholeFile: this.deps.hashResumedUploads,
       scan: this.scanning ? { scanning: this.scanning, user: this.account.name } : null,
     });
+    this.placed.set(upload, dir);
     this.deps.inFlight?.started(this.actor, path, plan.offset, upload.started);
     return upload;
   }
@@ -466,7 +487,7 @@ export class Session implements LiveSession {
     transfer: Upload | Download,
     change: { mode?: number; atime?: Date; mtime?: Date; size?: number },
   ): Promise<void> {
-    const dir = parentOf(transfer.path);
+    const dir = this.dirOf(transfer);
     await this.guard('setstat', transfer.path, async () => {
       if (change.mode !== undefined) this.require('chmod', dir);
       if (change.mtime !== undefined) this.require('chtimes', dir);
@@ -556,7 +577,7 @@ export class Session implements LiveSession {
    */
   async checksum(target: string | Upload | Download, range: ChecksumRange = { offset: 0, length: 0, blockSize: 0 }): Promise<Checksum> {
     if (typeof target !== 'string') {
-      if (target instanceof Upload) this.require('download', parentOf(target.path));
+      if (target instanceof Upload) this.require('download', this.dirOf(target));
       return target.checksum(range, this.hashing);
     }
     const path = this.resolve(target);
