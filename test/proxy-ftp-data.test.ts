@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { Command, IPv4Address, IPv4ProxyAddress, TransportProtocol, V2ProxyProtocol } from 'proxy-protocol-js';
+import { Command, IPv4Address, IPv4ProxyAddress, IPv6Address, IPv6ProxyAddress, TransportProtocol, V2ProxyProtocol } from 'proxy-protocol-js';
+import { sluice } from './helpers/cli.js';
 import { RawFtp, readAll } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
@@ -53,5 +54,39 @@ describe('FTP passive data connections with PROXY headers', () => {
     c.close();
     const refusals = srv.log.split('\n').filter((l) => l.includes('passive data connection from a foreign address refused'));
     assert.deepEqual(refusals.map((l) => (JSON.parse(l) as { from: string }).from), ['127.0.0.3']);
+  });
+});
+
+describe('a banned client through a dual-stack balancer', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({ env: { SLUICE_TRUSTED_PROXIES: '127.0.0.1', SLUICE_FTP_PROXY_PROTOCOL: 'v2', SLUICE_FTP_TLS: 'optional' } });
+  });
+  after(async () => {
+    await srv.stop();
+  });
+
+  it('is refused when its header gives it as an IPv4-mapped IPv6 address, as when it gives it as IPv4', { timeout: 60_000 }, async () => {
+    // Found by an adversarial review: the mapped form came out as ::ffff:7f00:21, which no ban on 127.0.0.33 matched.
+    assert.equal(sluice(srv.dir, ['ban', 'add', '127.0.0.33', '--for', '1h']).code, 0);
+    const mapped = Buffer.from(
+      new V2ProxyProtocol(
+        Command.PROXY,
+        TransportProtocol.STREAM,
+        new IPv6ProxyAddress(IPv6Address.createFrom([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 33]), 40000, IPv6Address.createFrom(Array(16).fill(0)), 21),
+      ).build(),
+    );
+    for (const head of [header([127, 0, 0, 33]), mapped]) {
+      const socket = net.connect({ port: srv.ftpPort, host: '127.0.0.1', localAddress: '127.0.0.1' });
+      socket.on('error', () => undefined);
+      await new Promise((r) => socket.once('connect', r));
+      socket.write(head);
+      assert.equal((await readAll(socket)).length, 0, 'closed without a greeting');
+    }
+    // And one not banned still gets in the same way.
+    const c = await RawFtp.connect(srv.ftpPort, false, '127.0.0.1');
+    c.send(header([127, 0, 0, 34]));
+    assert.equal((await c.read())?.code, 220);
+    c.close();
   });
 });

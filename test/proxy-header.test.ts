@@ -13,6 +13,11 @@ const V2_IPV6 = v2(
   Command.PROXY,
   new IPv6ProxyAddress(IPv6Address.createFrom([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]), 1, IPv6Address.createFrom(Array(16).fill(0)), 2),
 );
+const V2_MAPPED = v2(
+  Command.PROXY,
+  // HAProxy on a dual-stack listener hands on an IPv4 client as AF_INET6 ::ffff:192.0.2.33.
+  new IPv6ProxyAddress(IPv6Address.createFrom([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 33]), 1, IPv6Address.createFrom(Array(16).fill(0)), 2),
+);
 const V2_LOCAL = v2(Command.LOCAL, new UnspecProxyAddress());
 const V1 = Buffer.from('PROXY TCP4 192.0.2.7 10.0.0.1 40000 2121\r\n');
 const SSH = Buffer.from('SSH-2.0-OpenSSH_9.2\r\n');
@@ -22,6 +27,9 @@ describe('parseProxyHeader', () => {
     ['v1 TCP4', Buffer.concat([V1, SSH]), { kind: 'proxied', version: 1, address: '192.0.2.7', length: V1.length }],
     ['v1 TCP6', Buffer.from('PROXY TCP6 2001:db8::5 ::1 1 2\r\n'), { kind: 'proxied', version: 1, address: '2001:db8::5', length: 32 }],
     ['v1 TCP6 with a mapped IPv4', Buffer.from('PROXY TCP6 ::ffff:192.0.2.9 ::1 1 2\r\n'), { kind: 'proxied', version: 1, address: '192.0.2.9', length: 37 }],
+    // Each address in the one form a direct connection from it has, or a ban on one would miss the other.
+    ['v1 TCP6 with a mapped IPv4 in hex', Buffer.from('PROXY TCP6 ::FFFF:C000:0221 ::1 1 2\r\n'), { kind: 'proxied', version: 1, address: '192.0.2.33', length: 37 }],
+    ['v1 TCP6 in capitals, zeros written out', Buffer.from('PROXY TCP6 2001:DB8:0:0:0:0:0:5 ::1 1 2\r\n'), { kind: 'proxied', version: 1, address: '2001:db8::5', length: 41 }],
     ['v1 UNKNOWN', Buffer.from('PROXY UNKNOWN\r\n'), { kind: 'local', version: 1, length: 15 }],
     ['v1 truncated', V1.subarray(0, 20), { kind: 'incomplete' }],
     ['v1 signature prefix', Buffer.from('PRO'), { kind: 'incomplete' }],
@@ -31,6 +39,7 @@ describe('parseProxyHeader', () => {
     ['v1 garbage', Buffer.from('PROXY HELLO there\r\n'), { kind: 'invalid', reason: 'malformed v1 header' }],
     ['v2 IPv4', Buffer.concat([V2_IPV4, SSH]), { kind: 'proxied', version: 2, address: '192.0.2.7', length: V2_IPV4.length }],
     ['v2 IPv6', V2_IPV6, { kind: 'proxied', version: 2, address: '2001:db8::5', length: V2_IPV6.length }],
+    ['v2 IPv6 with a mapped IPv4', V2_MAPPED, { kind: 'proxied', version: 2, address: '192.0.2.33', length: V2_MAPPED.length }],
     ['v2 LOCAL', V2_LOCAL, { kind: 'local', version: 2, length: 16 }],
     ['v2 truncated preamble', V2_IPV4.subarray(0, 14), { kind: 'incomplete' }],
     ['v2 truncated addresses', V2_IPV4.subarray(0, 20), { kind: 'incomplete' }],

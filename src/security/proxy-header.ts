@@ -1,7 +1,7 @@
 import { isIP, type Socket } from 'node:net';
 import { Command, IPv4ProxyAddress, IPv6ProxyAddress, V1ProxyProtocol, V2ProxyProtocol } from 'proxy-protocol-js';
 import type { Logger } from 'pino';
-import { cidrMatcher, plainAddress } from '../auth/ip-rules.js';
+import { canonicalAddress, cidrMatcher, plainAddress } from '../auth/ip-rules.js';
 
 export type ProxyMode = 'off' | 'v1' | 'v2' | 'optional';
 
@@ -58,7 +58,7 @@ function parseV1(buf: Buffer): HeaderParse {
   const family = header.inetProtocol === 'TCP4' ? 4 : 6;
   const address = header.source.ipAddress;
   if (isIP(address) !== family) return { kind: 'invalid', reason: 'bad v1 source address' };
-  return { kind: 'proxied', version: 1, address: plainAddress(address), length };
+  return { kind: 'proxied', version: 1, address: canonicalAddress(address) as string, length };
 }
 
 function parseV2(buf: Buffer): HeaderParse {
@@ -83,8 +83,7 @@ function v2Source(header: V2ProxyProtocol): string | null {
   if (!(proxyAddress instanceof IPv6ProxyAddress)) return null;
   const bytes = Buffer.from(proxyAddress.sourceAddress.address);
   const groups = Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(i * 2).toString(16));
-  // Round-tripped through URL for the canonical short form (the one ban lists and logs show).
-  return plainAddress(new URL(`http://[${groups.join(':')}]/`).hostname.slice(1, -1));
+  return canonicalAddress(groups.join(':'));
 }
 
 /** The connection's client: its address, or null when it has been closed. */
