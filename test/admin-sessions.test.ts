@@ -26,7 +26,7 @@ describe('admin API: live sessions', () => {
   before(async () => {
     srv = await TestServer.start({
       env: { SLUICE_ADMIN_LISTEN: './admin.sock', SLUICE_FTP_TLS: 'optional' },
-      users: ['alice', 'bob', 'carol', 'dave'].map((name) => ({ name, password: PASSWORD })),
+      users: ['alice', 'bob', 'carol', 'dave', 'erin', 'frank'].map((name) => ({ name, password: PASSWORD })),
     });
     api = { socketPath: join(srv.dir, 'admin.sock') };
   });
@@ -113,6 +113,26 @@ describe('admin API: live sessions', () => {
     assert.equal(((await request('DELETE', '/users/carol')).json as Json).sessionsEnded, 1);
     await cut;
     assert.equal((await uploadOf('carol', '/gone.bin'))?.result, 'aborted');
+  });
+
+  it('a user named in another case (found so, as at login) still loses their sessions', { timeout: 60_000 }, async () => {
+    // Found by an adversarial review: sessions were matched by the name as typed, so
+    // PATCH /users/ERIN {enabled: false} ended none and erin went on uploading.
+    const ftp = await ftpUpload('erin', '/case.bin');
+    const cut = closed(ftp.data);
+    const r = await request('PATCH', '/users/ERIN', { enabled: false });
+    assert.equal(r.status, 200, r.text);
+    assert.equal((r.json as Json).sessionsEnded, 1);
+    await cut;
+    const sftp = await sftpUpload('frank', '/case-one.bin');
+    const first = closed(sftp);
+    assert.equal(((await request('DELETE', '/users/FRANK/sessions')).json as Json).sessionsEnded, 1);
+    await first;
+    const again = await ftpUpload('frank', '/case-two.bin');
+    const second = closed(again.data);
+    assert.equal(((await request('DELETE', '/users/Frank')).json as Json).sessionsEnded, 1);
+    await second;
+    assert.deepEqual(await sessionsOf('frank'), []);
   });
 
   it('ends one session by id, then all of a user; 404 for an unknown id', { timeout: 60_000 }, async () => {

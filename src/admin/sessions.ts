@@ -34,7 +34,7 @@ const session = {
 const ended = { type: 'object', properties: { sessionsEnded: { type: 'integer' } } } as const;
 const reasonQuery = { type: 'object', additionalProperties: false, properties: { reason: { type: 'string', maxLength: 200 } } } as const;
 
-export function sessionRoutes(api: FastifyInstance, { sessions }: AdminContext): void {
+export function sessionRoutes(api: FastifyInstance, { base, sessions }: AdminContext): void {
   const why = (reason: string | undefined) => reason ?? 'ended by an administrator';
 
   api.get<{ Querystring: { user?: string } }>(
@@ -78,6 +78,10 @@ export function sessionRoutes(api: FastifyInstance, { sessions }: AdminContext):
         response: { 200: ended },
       },
     },
-    async (req) => ({ sessionsEnded: await sessions.endUser(req.params.name, why(req.query.reason)) }),
+    async (req) => {
+      // Sessions carry the stored name; a user removed since keeps the name asked for.
+      const stored = (await base.admin.require(req.params.name).catch(() => null))?.name ?? req.params.name;
+      return { sessionsEnded: await sessions.endUser(stored, why(req.query.reason)) };
+    },
   );
 }

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { PROTOCOLS } from '../session/account.js';
 import { PERMISSIONS } from '../session/permissions.js';
-import type { UserSettings } from '../store/records.js';
+import type { UserRecord, UserSettings } from '../store/records.js';
 import { parseCidrs, parseKey, parsePerms, parseProtocols, validatePassword, validateUserName, type UserAdmin } from '../users/admin.js';
 import type { AdminContext } from './context.js';
 import { inField, inFieldAsync } from './errors.js';
@@ -98,8 +98,12 @@ function settingsFrom(b: Settings): Partial<UserSettings> {
 
 export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContext): void {
   const admin: UserAdmin = base.admin;
-  /** A change that must reach live sessions at once: the user's sessions are ended. */
-  const endSessions = (user: string, reason: string) => sessions.endUser(user, reason);
+  /**
+   * A change that must reach live sessions at once: the user's sessions are
+   * ended. By the name as stored: the API finds a user whatever the case of
+   * the name it is given, as logins do, and sessions carry the stored name.
+   */
+  const endSessions = (user: UserRecord, reason: string) => sessions.endUser(user.name, reason);
 
   api.get('/users', { schema: { summary: 'List users', response: { 200: { type: 'array', items: userView } } } }, async () => admin.list());
 
@@ -161,10 +165,10 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       const patch = settingsFrom(rest);
       if (enabled !== undefined) patch.enabled = enabled;
       const checked = newPassword === undefined ? null : inField('body.password', () => validatePassword(newPassword));
-      await admin.require(req.params.name);
+      const user = await admin.require(req.params.name);
       if (Object.keys(patch).length > 0) await admin.update(req.params.name, patch);
       if (checked !== null) await admin.setPassword(req.params.name, checked);
-      const sessionsEnded = enabled === false ? await endSessions(req.params.name, 'user disabled by an administrator') : 0;
+      const sessionsEnded = enabled === false ? await endSessions(user, 'user disabled by an administrator') : 0;
       return { ...(await admin.show(req.params.name)), sessionsEnded };
     },
   );
@@ -173,8 +177,9 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     '/users/:name',
     { schema: { summary: 'Remove a user and end their live sessions (the home is kept)', params: nameParams, response: { 200: ended } } },
     async (req) => {
-      await admin.remove(req.params.name);
-      return { sessionsEnded: await endSessions(req.params.name, 'user removed by an administrator') };
+      const user = await admin.require(req.params.name);
+      await admin.remove(user.name);
+      return { sessionsEnded: await endSessions(user, 'user removed by an administrator') };
     },
   );
 
@@ -211,8 +216,9 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       },
     },
     async (req) => {
-      await admin.removeKey(req.params.name, req.params.fingerprint);
-      return { sessionsEnded: await endSessions(req.params.name, 'key removed by an administrator') };
+      const user = await admin.require(req.params.name);
+      await admin.removeKey(user.name, req.params.fingerprint);
+      return { sessionsEnded: await endSessions(user, 'key removed by an administrator') };
     },
   );
 
