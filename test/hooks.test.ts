@@ -174,3 +174,29 @@ describe('hooks with workers', () => {
     }
   });
 });
+
+describe('hooks when the server stops', () => {
+  it('a slow hook with more waiting does not keep it alive: they are ended and dropped after the drain, each recorded', { timeout: 60_000 }, async () => {
+    // Found by an adversarial review: the drain only stopped waiting, and the queue went on
+    // starting commands; a stopping server with a slow hook and a full queue never exited.
+    const yaml = "ftp:\n  tls: optional\nhooks:\n  concurrency: 1\n  actions:\n    - name: slow\n      on: [upload]\n      command: ['sleep', '30']\n      timeout: 60\n";
+    const srv = await TestServer.start({ yaml, users: [{ name: 'alice', password: 'alice password' }] });
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-hooks-stop-'));
+    try {
+      for (const n of [1, 2, 3]) writeFileSync(join(dir, `f${n}`), 'x');
+      const r = spawnSync('curl', ['-sS', '-T', join(dir, 'f[1-3]'), `ftp://alice:alice%20password@127.0.0.1:${srv.ftpPort}/`]);
+      assert.equal(r.status, 0, String(r.stderr));
+      await new Promise((r) => setTimeout(r, 300));
+      const t0 = Date.now();
+      await srv.terminate();
+      // The drain waits 5 s for hooks; a sleep of 30 s each, one at a time, would take 90.
+      assert.ok(Date.now() - t0 < 15_000, `stopping took ${Date.now() - t0} ms`);
+      const failed = (await srv.audit(0)).filter((l) => l.event === 'hook-failed');
+      assert.deepEqual(failed.map((l) => l.path).sort(), ['/f1', '/f2', '/f3']);
+      assert.ok(failed.every((l) => String(l.reason).includes('server stopping')), JSON.stringify(failed));
+    } finally {
+      await srv.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

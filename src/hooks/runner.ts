@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Actor, AuditEvent, AuditSink, SystemEvent } from '../audit/events.js';
 import { expandArgv, hookEventOf, type HookEvent, type HookFields } from './events.js';
@@ -34,8 +35,10 @@ const STDERR_KEPT = 512;
  */
 export class Hooks implements AuditSink {
   private running = 0;
-  private readonly queue: (() => Promise<void>)[] = [];
+  private readonly queue: { action: HookAction; fields: HookFields }[] = [];
   private idle: (() => void) | null = null;
+  /** Aborted when the server stops: running commands are killed, posts and their retries given up. */
+  private readonly stopping = new AbortController();
 
   constructor(
     private readonly actions: readonly HookAction[],
@@ -50,29 +53,38 @@ export class Hooks implements AuditSink {
     for (const action of this.actions) if (action.on.includes(hit.event)) this.enqueue(action, hit.fields);
   }
 
-  /** Resolves once nothing runs or waits, or after `ms` (a stopping server does not wait on a hung hook). */
+  /**
+   * The server stops: resolves once nothing runs or waits, or after `ms`; then
+   * what has not started is dropped and what still runs is ended, each
+   * recorded as failed, so a slow hook with a full queue cannot keep a
+   * stopping server alive (a command is killed, a post given up).
+   */
   async drain(ms: number): Promise<void> {
-    if (this.running === 0 && this.queue.length === 0) return;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      this.idle = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
+    if (this.running > 0 || this.queue.length > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, ms);
+        this.idle = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    this.stopping.abort();
+    for (const { action, fields } of this.queue.splice(0)) this.fail(action, fields, 'server stopping');
   }
 
   private enqueue(action: HookAction, fields: HookFields): void {
+    if (this.stopping.signal.aborted) return this.fail(action, fields, 'server stopping');
     if (this.queue.length >= MAX_QUEUED) return this.fail(action, fields, 'queue full');
-    this.queue.push(() => this.run(action, fields));
+    this.queue.push({ action, fields });
     this.pump();
   }
 
   private pump(): void {
     while (this.running < this.concurrency && this.queue.length > 0) {
-      const job = this.queue.shift() as () => Promise<void>;
+      const { action, fields } = this.queue.shift() as { action: HookAction; fields: HookFields };
       this.running++;
-      void job().finally(() => {
+      void this.run(action, fields).finally(() => {
         this.running--;
         this.pump();
         if (this.running === 0 && this.queue.length === 0) this.idle?.();
@@ -82,8 +94,9 @@ export class Hooks implements AuditSink {
 
   private async run(action: HookAction, fields: HookFields): Promise<void> {
     try {
-      if (action.command) await runCommand(expandArgv(action.command, fields), action.timeout * 1000);
-      if (action.url) await post(action.url, fields, action.secret, action.timeout * 1000, action.retries);
+      const { signal } = this.stopping;
+      if (action.command) await runCommand(expandArgv(action.command, fields), action.timeout * 1000, signal);
+      if (action.url) await post(action.url, fields, action.secret, action.timeout * 1000, action.retries, signal);
     } catch (err) {
       this.fail(action, fields, (err as Error).message);
     }
@@ -95,16 +108,17 @@ export class Hooks implements AuditSink {
   }
 }
 
-function runCommand(argv: string[], timeoutMs: number): Promise<void> {
+function runCommand(argv: string[], timeoutMs: number, stopping: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
+    const child = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL', signal: stopping });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => {
       if (stderr.length < STDERR_KEPT) stderr += d.toString('utf8').slice(0, STDERR_KEPT - stderr.length);
     });
-    child.on('error', (err) => reject(new Error(`command: ${err.message}`)));
+    child.on('error', (err) => reject(new Error(stopping.aborted ? 'command ended: server stopping' : `command: ${err.message}`)));
     child.on('close', (code, signal) => {
       if (code === 0) return resolve();
+      if (stopping.aborted) return reject(new Error('command ended: server stopping'));
       const why = signal === 'SIGKILL' ? `timed out after ${timeoutMs / 1000} s` : signal ? `ended by ${signal}` : `exit status ${code}`;
       reject(new Error(`command ${why}${stderr.trim() === '' ? '' : `: ${stderr.trim()}`}`));
     });
@@ -116,20 +130,21 @@ export function signature(secret: string, body: string): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 }
 
-async function post(url: string, fields: HookFields, secret: string, timeoutMs: number, retries: number): Promise<void> {
+async function post(url: string, fields: HookFields, secret: string, timeoutMs: number, retries: number, stopping: AbortSignal): Promise<void> {
   const body = JSON.stringify(fields);
   const headers: Record<string, string> = { 'content-type': 'application/json', 'x-sluice-event': fields.event };
   if (secret !== '') headers['x-sluice-signature'] = signature(secret, body);
   let last = '';
   for (let attempt = 0; attempt <= retries; attempt++) {
-    if (attempt > 0) await new Promise((r) => setTimeout(r, 1000 * 2 ** (attempt - 1)));
+    if (stopping.aborted) throw new Error('webhook: server stopping');
+    if (attempt > 0) await sleep(1000 * 2 ** (attempt - 1), undefined, { signal: stopping }).catch(() => undefined);
     try {
-      const res = await fetch(url, { method: 'POST', headers, body, signal: AbortSignal.timeout(timeoutMs), redirect: 'error' });
+      const res = await fetch(url, { method: 'POST', headers, body, signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), stopping]), redirect: 'error' });
       await res.body?.cancel();
       if (res.ok) return;
       last = `HTTP ${res.status}`;
     } catch (err) {
-      last = (err as Error).name === 'TimeoutError' ? `timed out after ${timeoutMs / 1000} s` : (err as Error).message;
+      last = stopping.aborted ? 'server stopping' : (err as Error).name === 'TimeoutError' ? `timed out after ${timeoutMs / 1000} s` : (err as Error).message;
     }
   }
   throw new Error(`webhook: ${last} (${retries + 1} attempts)`);
