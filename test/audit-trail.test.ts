@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, renameSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { Client } from 'basic-ftp';
+import type ssh2 from 'ssh2';
 import { sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
@@ -125,6 +126,18 @@ describe('audit trail of a running server', () => {
     assert.equal(rec?.bytes, sent.length);
     assert.equal(rec?.sha256, sha256(sent));
     assert.ok(!existsSync(join(srv.home('alice'), 'cut.bin')), 'an atomic upload leaves no partial file');
+  });
+
+  it('a file cut or extended by its name (SFTP SETSTAT size) is recorded with its sizes', async () => {
+    // Found by an adversarial review: the bytes of a file changed with no record at all.
+    writeFileSync(join(srv.home('alice'), 'cut-me.txt'), 'some words to lose');
+    const ssh = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    const sftp = await sftpOf(ssh);
+    await call((cb) => sftp.setstat('/cut-me.txt', { size: 0 } as ssh2.InputAttributes, cb));
+    await call((cb) => sftp.setstat('/cut-me.txt', { size: 5000 } as ssh2.InputAttributes, cb));
+    ssh.end();
+    const cuts = (await srv.audit()).filter((r) => r.event === 'truncate');
+    assert.deepEqual(cuts.map((r) => [r.user, r.path, r.was, r.size]), [['alice', '/cut-me.txt', 18, 0], ['alice', '/cut-me.txt', 0, 5000]]);
   });
 
   it('writes the transfers to the xferlog too, in fields analysers parse', async () => {

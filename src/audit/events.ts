@@ -45,6 +45,8 @@ export type AuditEvent =
   | { event: 'rename'; from: string; to: string }
   | { event: 'chmod'; path: string; mode: string }
   | { event: 'chtimes'; path: string }
+  /** A file cut or extended in place by its name (SFTP SETSTAT size): its size before (`was`) and after. */
+  | { event: 'truncate'; path: string; size: number; was: number }
   | { event: 'symlink' | 'hardlink'; path: string; target: string }
   | { event: 'denied'; operation: string; path: string; reason: 'permission' | 'outside-home' }
   | { event: 'quota-exceeded'; path: string }

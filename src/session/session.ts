@@ -693,6 +693,7 @@ export class Session implements LiveSession {
   /** SFTP SETSTAT size: cut or extend a file in place. */
   async truncate(clientPath: string, size: number): Promise<void> {
     const path = this.resolve(clientPath);
+    let was = 0;
     await this.change('overwrite', path, true, async (loc) => {
       const file = await loc.openWrite({ create: false, truncate: false, append: false });
       try {
@@ -701,6 +702,7 @@ export class Session implements LiveSession {
         if (st.nlink > 1) throw refusal('linked-elsewhere');
         const key = nodeKey(st);
         await this.ledger.lockInPlace(key);
+        was = st.size;
         const growth = size - st.size;
         try {
           if (growth > 0) await this.ledger.reserve(growth, 0);
@@ -717,6 +719,8 @@ export class Session implements LiveSession {
         await file.close();
       }
     });
+    // The bytes change as an upload's would: whoever cut or grew a file is on record.
+    this.audit({ event: 'truncate', path, size, was });
   }
 
   /**
