@@ -76,6 +76,7 @@ describe('bandwidth limits: per user and the server default, over FTP, FTPS and 
       users: [
         { name: 'slow', password: 'slow password', args: ['--rate-up', '5M'] },
         { name: 'fast', password: 'fast password', args: ['--rate-down', '0'] },
+        { name: 'capped', password: 'capped password', args: ['--rate-up', '5M', '--quota-bytes', '1M'] },
       ],
     });
     for (const name of ['ftp.bin', 'ftps.bin', 'sftp.bin']) writeFileSync(join(srv.home('slow'), name), readFileSync(file));
@@ -122,6 +123,22 @@ describe('bandwidth limits: per user and the server default, over FTP, FTPS and 
     t.diagnostic(`SCP upload: ${seconds.toFixed(2)} s`);
     assert.equal(rec?.protocol, 'scp');
     assert.ok(seconds >= LOW && seconds <= HIGH, `SCP upload took ${seconds.toFixed(2)} s`);
+  });
+
+  it('SCP: what a client sends after its file was refused is dropped at the same rate (20 MiB, refused at 1 MiB: still about 4 s)', async (t) => {
+    // Found by an adversarial review: the rest of a refused file was read and dropped as fast as it came (8 MiB/s at 200 KiB/s).
+    if (spawnSync('sh', ['-c', 'command -v sshpass']).status !== 0) {
+      if (process.env.CI) assert.fail('sshpass must be installed in CI');
+      return t.skip('sshpass is not installed (.ci/run installs it)');
+    }
+    const opts = ['-O', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'BatchMode=no', '-P', String(srv.sftpPort)];
+    const t0 = performance.now();
+    const r = spawnSync('sshpass', ['-p', 'capped password', 'scp', ...opts, file, 'capped@127.0.0.1:/over.bin'], { encoding: 'utf8', timeout: 60_000 });
+    const seconds = (performance.now() - t0) / 1000;
+    t.diagnostic(`refused SCP upload: ${seconds.toFixed(2)} s`);
+    assert.notEqual(r.status, 0, 'the upload over the quota is refused');
+    assert.ok(seconds >= 3, `the refused upload's bytes went through in ${seconds.toFixed(2)} s`);
+    assert.ok((await srv.audit()).some((l) => l.event === 'quota-exceeded' && l.path === '/over.bin'));
   });
 
   it('downloads follow the server default (5 MiB/s) unless the user has their own (0: none)', async (t) => {

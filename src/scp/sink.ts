@@ -105,6 +105,8 @@ async function receiveFile(wire: ScpWire, session: Session, path: string, size: 
   const sink = upload.writable();
   let failed: SluiceError | null = null;
   sink.on('error', (err) => (failed ??= toSluiceError(err)));
+  // Where the rest of a file goes once it failed: still read (the next line follows it), and dropped at the upload's rate.
+  let leftovers: Writable | null = null;
   let left = size;
   while (left > 0) {
     const piece = await wire.chunk(Math.min(left, PIECE));
@@ -114,8 +116,12 @@ async function receiveFile(wire: ScpWire, session: Session, path: string, size: 
       throw new ScpProtocolError('channel ended inside a file');
     }
     left -= piece.length;
-    // After a failure the rest of the file is still read, and dropped: the next line follows it.
-    if (!failed && !sink.write(piece)) await drained(sink);
+    if (!failed) {
+      if (!sink.write(piece)) await drained(sink);
+    } else {
+      leftovers ??= upload.leftovers();
+      if (!leftovers.write(piece)) await drained(leftovers);
+    }
   }
   // The client's own status for the bytes it sent: not 0 means it could not read all of its file.
   const sent = await wire.reply();
