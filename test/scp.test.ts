@@ -207,16 +207,19 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', () => {
   };
 
   it('a name that is not one component, a directory without -r, a size past 2^53: a fatal reply, nothing written', async () => {
+    mkdirSync(join(srv.home('alice'), 'target'), { recursive: true });
     const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
     try {
       for (const [line, why] of [
         ['C0644 3 ../escape', /unexpected file name/],
         ['C0644 3 a/b', /unexpected file name/],
+        // A backslash separates in virtual paths: this name wrote /escape from a target below it.
+        ['C0644 3 ..\\escape', /unexpected file name/],
         ['D0755 0 dir', /directory received without -r/],
         ['C0644 99999999999999999 big', /expected C, D, E or T/],
         ['C0644 9999999999999999 big', /file size out of range/],
       ] as const) {
-        const { ch, closed, replies } = await rawSink(c, 'scp -t /');
+        const { ch, closed, replies } = await rawSink(c, 'scp -t /target');
         ch.write(`${line}\n`);
         const r = await replies(2);
         assert.equal(r[0], 0, 'ready');

@@ -67,8 +67,9 @@ export async function receive(
     const m = ENTRY.exec(line);
     if (!m) throw new ScpProtocolError('expected C, D, E or T');
     const [, type, modeText, sizeText, name] = m as unknown as [string, 'C' | 'D', string, string, string];
-    // A name is one component: the client picks names in the directory we are in, never a path.
-    if (name === '.' || name === '..' || name.includes('/')) throw new ScpProtocolError('unexpected file name');
+    // A name is one component: the client picks names in the directory we are in, never a path
+    // (a backslash separates in virtual paths as a slash does: `..\x` would climb).
+    if (name === '.' || name === '..' || /[/\\]/.test(name)) throw new ScpProtocolError('unexpected file name');
     const size = Number(sizeText);
     if (!Number.isSafeInteger(size)) throw new ScpProtocolError('file size out of range');
     const into = dirs.at(-1)?.path ?? (targetIsDir ? target : null);
