@@ -83,7 +83,7 @@ export interface Coordination {
  * For the CLI: no audit log. The server is the audit trail's only writer;
  * a second process appending to it would fork the hash chain.
  */
-export async function openAdmin(config: Config): Promise<AdminServices> {
+export async function openAdmin(config: Config & { readonly source?: string | null }): Promise<AdminServices> {
   const log = createLogger(config.logLevel, config.logFormat);
   mkdirSync(join(config.dataDir, 'homes'), { recursive: true, mode: 0o750 });
   const store = await openStore(config);
@@ -96,7 +96,7 @@ export async function openAdmin(config: Config): Promise<AdminServices> {
     bans: store.bans,
     tokens: store.tokens,
     hasher,
-    admin: new UserAdmin(store.users, hasher, config.dataDir),
+    admin: new UserAdmin(store.users, hasher, config.dataDir, [config.dataDir, config.certsDir, ...(config.source ? [config.source] : [])]),
     close: () => store.close(),
   };
 }

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
@@ -169,5 +170,39 @@ describe('admin API with admin.tls', () => {
     srv.signal('SIGHUP');
     for (let i = 0; i < 50 && (await servedFingerprint(port)) !== renewed; i++) await new Promise((r) => setTimeout(r, 100));
     assert.equal(await servedFingerprint(port), renewed);
+  });
+});
+
+describe('admin API: a home never holds the server’s own files', () => {
+  let srv: TestServer;
+  let socketPath: string;
+  let elsewhere: string;
+  before(async () => {
+    srv = await TestServer.start({ env: { SLUICE_ADMIN_LISTEN: './admin.sock' } });
+    socketPath = join(srv.dir, 'admin.sock');
+    elsewhere = mkdtempSync(join(tmpdir(), 'sluice-homes-'));
+  });
+  after(async () => {
+    await srv.stop();
+    rmSync(elsewhere, { recursive: true, force: true });
+  });
+
+  it('refuses a home that is, holds or lies in the data or certificate directory or the config file, through a link too; takes others', { timeout: 60_000 }, async () => {
+    // Found by an adversarial review: an admin token made a user whose home was the server's
+    // directory, and that user downloaded the host keys, the TLS key and the user database.
+    const post = (name: string, home: string) => adminRequest({ socketPath }, 'POST', '/api/v1/users', { body: { name, password: 'home-secret-1', home } });
+    symlinkSync(srv.dir, join(elsewhere, 'link-to-server'));
+    const refused = [srv.dir, '/', join(srv.dir, 'data'), join(srv.dir, 'data', 'beside-homes'), join(srv.dir, 'certs'), join(srv.dir, 'certs', 'x'), join(elsewhere, 'link-to-server')];
+    for (const [i, home] of refused.entries()) {
+      const r = await post(`refused${i}`, home);
+      assert.equal(r.status, 400, `${home}: ${r.text}`);
+      assert.match(r.text, /the server's own/);
+      assert.equal((await adminRequest({ socketPath }, 'GET', `/api/v1/users/refused${i}`)).status, 404);
+    }
+    assert.equal((await post('inhomes', join(srv.dir, 'data', 'homes', 'inhomes'))).status, 201);
+    assert.equal((await post('outside', join(elsewhere, 'outside'))).status, 201);
+    const moved = await adminRequest({ socketPath }, 'PATCH', '/api/v1/users/outside', { body: { home: join(srv.dir, 'certs') } });
+    assert.equal(moved.status, 400, moved.text);
+    assert.equal(((await adminRequest({ socketPath }, 'GET', '/api/v1/users/outside')).json as { home: string }).home, join(elsewhere, 'outside'));
   });
 });

@@ -1,5 +1,5 @@
-import { mkdirSync, rmSync, statSync } from 'node:fs';
-import { isAbsolute, join, resolve } from 'node:path';
+import { existsSync, mkdirSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import { parseCidr } from '../auth/ip-rules.js';
 import type { PasswordHasher } from '../auth/passwords.js';
 import { parsePublicKey } from '../auth/public-keys.js';
@@ -110,11 +110,37 @@ export type UserView = Omit<UserRecord, 'passwordHash'> & { password: 'set' | 'n
  * users goes through here, so each is validated the same way, then written once.
  */
 export class UserAdmin {
+  /**
+   * @param serverFiles the server's own files and directories (its data and
+   * certificate directories, its config file): no home may be, hold or lie
+   * in one, except under dataDir/homes, where the default homes are.
+   */
   constructor(
     private readonly store: UserRepository,
     private readonly hasher: PasswordHasher,
     private readonly dataDir: string,
+    private readonly serverFiles: readonly string[] = [dataDir],
   ) {}
+
+  /**
+   * A home is a user's whole view of the disk, served with the server's own
+   * rights: one holding the server's files would hand out its keys, its
+   * database and its config (whoever may set a home would then control the
+   * server). Compared as real paths, so a link is no way around it.
+   */
+  private checkHome(home: string): void {
+    const place = realPlace(home);
+    const homes = realPlace(join(this.dataDir, 'homes'));
+    for (const file of this.serverFiles) {
+      const own = realPlace(file);
+      if (own === place || own.startsWith(place === sep ? sep : place + sep)) {
+        throw new AdminError(`home ${home} would hold the server's own ${own}`);
+      }
+      if (place.startsWith(own + sep) && !place.startsWith(homes + sep)) {
+        throw new AdminError(`home ${home} would lie in the server's own ${own}`);
+      }
+    }
+  }
 
   async require(name: string): Promise<UserRecord> {
     const user = await this.store.get(name);
@@ -128,6 +154,7 @@ export class UserAdmin {
     if (u.password === null && u.keys.length === 0) throw new AdminError('a user needs a password or a public key');
     const home = u.home === undefined ? join(this.dataDir, 'homes', u.name) : resolve(u.home);
     if (!isAbsolute(home)) throw new AdminError(`home "${u.home}" must be a path`);
+    this.checkHome(home);
     const settings: UserSettings = {
       home,
       enabled: true,
@@ -163,6 +190,7 @@ export class UserAdmin {
     const change = { ...patch };
     if (patch.home !== undefined) {
       change.home = resolve(patch.home);
+      this.checkHome(change.home);
       makeHome(change.home);
     }
     // Only what is changed goes to the store, which merges it under the row's lock.
@@ -227,6 +255,14 @@ export class UserAdmin {
 }
 
 /** Create the home if missing (owner-only); true if we created it. Refuses a file in the way. */
+/** Where `path` is on disk, links resolved, whether or not all of it exists yet. */
+function realPlace(path: string): string {
+  const full = resolve(path);
+  if (existsSync(full)) return realpathSync(full);
+  const parent = dirname(full);
+  return parent === full ? full : join(realPlace(parent), basename(full));
+}
+
 export function makeHome(home: string): boolean {
   try {
     if (statSync(home).isDirectory()) return false;
