@@ -49,7 +49,10 @@ describe('audit trail of a running server', () => {
   before(async () => {
     srv = await TestServer.start({
       yaml: 'ftp:\n  tls: optional\naudit:\n  xferlog: xferlog\n  hashResumedUploads: true\n',
-      users: [{ name: 'alice', password: 'alice password' }],
+      users: [
+        { name: 'alice', password: 'alice password' },
+        { name: 'olga', password: 'olga password', args: ['--quota-files', '1'] },
+      ],
     });
   });
   after(() => srv.stop());
@@ -138,6 +141,21 @@ describe('audit trail of a running server', () => {
     ssh.end();
     const cuts = (await srv.audit()).filter((r) => r.event === 'truncate');
     assert.deepEqual(cuts.map((r) => [r.user, r.path, r.was, r.size]), [['alice', '/cut-me.txt', 18, 0], ['alice', '/cut-me.txt', 0, 5000]]);
+  });
+
+  it('refusals with no permission rule behind them, and quota refusals before any transfer, are recorded too', async () => {
+    // Found by an adversarial review: rmdir or rename of the home and a mkdir over the file quota left no record.
+    const ssh = await sshConnect({ port: srv.sftpPort, username: 'olga', password: 'olga password' });
+    const sftp = await sftpOf(ssh);
+    await assert.rejects(call((cb) => sftp.rmdir('/', cb)));
+    await assert.rejects(call((cb) => sftp.rename('/', '/elsewhere', cb)));
+    await call((cb) => sftp.mkdir('/first', cb));
+    await assert.rejects(call((cb) => sftp.mkdir('/second', cb)));
+    ssh.end();
+    const mine = (await srv.audit()).filter((r) => r.user === 'olga');
+    const denied = mine.filter((r) => r.event === 'denied').map((r) => [r.operation, r.path]);
+    assert.deepEqual(denied, [['rmdir', '/'], ['rename', '/']]);
+    assert.deepEqual(mine.filter((r) => r.event === 'quota-exceeded').map((r) => r.path), ['/second']);
   });
 
   it('writes the transfers to the xferlog too, in fields analysers parse', async () => {

@@ -605,7 +605,7 @@ export class Session implements LiveSession {
   async rmdir(clientPath: string): Promise<void> {
     const path = this.resolve(clientPath);
     await this.change('rmdir', path, false, async (loc) => {
-      if (loc.isRoot || path === this.cwd) throw new SluiceError('permission-denied');
+      if (loc.isRoot || path === this.cwd) throw new SluiceError('permission-denied', undefined, loc.isRoot ? 'the home itself' : 'the working directory');
       this.requireNoOverride(loc.virtualPath);
       await loc.rmdir();
       this.ledger.settle(0, 0, -1);
@@ -638,7 +638,7 @@ export class Session implements LiveSession {
     await this.guard('rename', from, () =>
       this.within(this.checked('rename', parentOf(from), from), false, 'change', (src) =>
         this.within(this.checked('rename', parentOf(to), to), false, 'change', async (dst) => {
-          if (src.isRoot || dst.isRoot) throw new SluiceError('permission-denied');
+          if (src.isRoot || dst.isRoot) throw new SluiceError('permission-denied', undefined, 'the home itself');
           checkName(dst.name);
           const srcDir = parentOf(src.virtualPath);
           const dstDir = parentOf(dst.virtualPath);
@@ -698,7 +698,7 @@ export class Session implements LiveSession {
       const file = await loc.openWrite({ create: false, truncate: false, append: false });
       try {
         const st = await file.stat();
-        if (st.type !== 'file') throw new SluiceError('permission-denied');
+        if (st.type !== 'file') throw new SluiceError('permission-denied', undefined, 'not a regular file');
         if (st.nlink > 1) throw refusal('linked-elsewhere');
         const key = nodeKey(st);
         await this.ledger.lockInPlace(key);
@@ -757,7 +757,7 @@ export class Session implements LiveSession {
         this.requireNarrows(parentOf(src.virtualPath), parentOf(dst.virtualPath));
         const st = await src.stat();
         if (!st) throw new SluiceError('not-found');
-        if (st.type !== 'file') throw new SluiceError('permission-denied', 'Only files can be hard-linked');
+        if (st.type !== 'file') throw new SluiceError('permission-denied', 'Only files can be hard-linked', 'hard link to a non-file');
         await addName(this.ledger, () => dst.link(src));
       }),
     );
@@ -866,7 +866,11 @@ export class Session implements LiveSession {
         const reason = e.detail.includes('outside') ? 'outside-home' : 'permission';
         this.audit({ event: 'denied', operation, path, reason });
       }
-      if (e.kind === 'quota-exceeded' && !onTransfer) this.quotaRefused();
+      if (e.kind === 'quota-exceeded' && !onTransfer) {
+        // A running transfer records its own; a refusal before any (mkdir, a link, an upload's open) is recorded here.
+        this.audit({ event: 'quota-exceeded', path });
+        this.quotaRefused();
+      }
       throw e;
     }
   }
