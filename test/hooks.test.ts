@@ -20,6 +20,11 @@ describe('hook argv templates', () => {
   it('one value stays one argument, whatever it holds', () => {
     assert.deepEqual(expandArgv(['notify', '{user}', '--path={path}', '{event}:{user}'], fields), ['notify', 'alice', '--path=/a b;rm -rf ~', 'upload:alice']);
   });
+  it('a NUL in a value (a user name a client sent) does not keep the command from running', () => {
+    const argv = expandArgv(['notify', '{user}'], { ...fields, user: 'ro\0ot' });
+    assert.deepEqual(argv, ['notify', 'ro\uFFFDot']);
+    assert.equal(spawnSync(process.execPath, ['-e', '0', ...argv]).error, undefined);
+  });
   it('names placeholders that are no field', () => {
     assert.deepEqual(unknownPlaceholders(['x', '{user}', '{password}', '{home}x']), ['password', 'home']);
   });

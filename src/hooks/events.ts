@@ -42,7 +42,12 @@ export function unknownPlaceholders(argv: readonly string[]): string[] {
   return argv.flatMap((a) => [...a.matchAll(PLACEHOLDER)].map((m) => m[1] as string)).filter((p) => !known.has(p));
 }
 
-/** Pure: each `{field}` replaced by its value. One argument stays one argument whatever the value holds: no shell ever sees it. */
+/**
+ * Pure: each `{field}` replaced by its value. One argument stays one argument
+ * whatever the value holds: no shell ever sees it. An argument cannot carry a
+ * NUL, and one in a value (a name a client typed) would keep the command from
+ * running at all, so a failed login could dodge its hook: it becomes U+FFFD.
+ */
 export function expandArgv(argv: readonly string[], fields: HookFields): string[] {
-  return argv.map((a) => a.replace(PLACEHOLDER, (_, name: string) => fields[name as keyof HookFields] ?? ''));
+  return argv.map((a) => a.replace(PLACEHOLDER, (_, name: string) => (fields[name as keyof HookFields] ?? '').replaceAll('\0', '\uFFFD')));
 }
