@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
+import net from 'node:net';
 import tls from 'node:tls';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -82,6 +83,31 @@ describe('admin API over TCP: bearer tokens', () => {
     assert.equal(await RawFtp.greeting(srv.ftpPort, from), 'closed');
     const ban = (await srv.audit()).find((r) => r.event === 'ban' && r.ip === from);
     assert.equal(ban?.protocol, 'admin');
+  });
+
+  it('a ban ends what its address still has open: a kept-alive connection is served no more', { timeout: 60_000 }, async () => {
+    // Found by an adversarial review: bans were checked at accept only, so 40 guesses went through one
+    // kept-alive connection and a valid token was still served on it after the ban.
+    const token = createToken(srv, 'keepalive');
+    const socket = net.connect({ port: api.port as number, host: '127.0.0.1', localAddress: '127.0.0.44' });
+    socket.on('error', () => undefined);
+    await new Promise((r) => socket.once('connect', r));
+    let got = '';
+    socket.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    const closed = new Promise<void>((r) => socket.once('close', () => r()));
+    const ask = async (bearer: string): Promise<string> => {
+      got = '';
+      socket.write(`GET /api/v1/server HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${bearer}\r\n\r\n`);
+      for (let i = 0; i < 200 && !/^HTTP\/1\.1 \d+/.test(got); i++) await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 50));
+      return got;
+    };
+    assert.match(await ask(token), /^HTTP\/1\.1 200/);
+    for (let i = 0; i < 5; i++) assert.match(await ask(`sluice_guess_ka${i}`), /^HTTP\/1\.1 401/);
+    assert.ok(srv.bans().includes('127.0.0.44'));
+    const after = await Promise.race([ask(token), closed.then(() => 'closed')]);
+    assert.doesNotMatch(after, /^HTTP\/1\.1 200/);
+    await closed;
   });
 
   it('audits every request (token name, method, path, status) and keeps the chain intact', { timeout: 60_000 }, async () => {

@@ -42,6 +42,16 @@ export async function startAdminApi(
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
   });
   answerErrors(app, log);
+  // A banned address is refused at accept, as on every other port, and a connection it kept
+  // alive from before its ban is served nothing more: its next request ends it.
+  const bans = new BanCheck(context.base.bans, config.defender.allowList);
+  if (!local) {
+    app.addHook('onRequest', async (req, reply) => {
+      if (!bans.banned(clientAddress(req.socket))) return;
+      reply.hijack();
+      req.socket.destroy();
+    });
+  }
   authenticate(app, {
     tokens: context.base.tokens,
     scorer: context.coordination.coordinator,
@@ -61,8 +71,6 @@ export async function startAdminApi(
   for (const routes of extensions) await app.register(async (scope) => routes(scope, context));
   await app.ready();
 
-  // A banned address is refused at accept, as on every other port.
-  const bans = new BanCheck(context.base.bans, config.defender.allowList);
   app.server.on('connection', (socket: net.Socket) => {
     if (socket.remoteAddress !== undefined && bans.banned(clientAddress(socket))) socket.destroy();
   });
