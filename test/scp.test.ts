@@ -233,6 +233,24 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', () => {
     }
   });
 
+  it('a target the server refuses (a reserved or too long name) is said to the client as a fatal reply, not logged as a server error', async () => {
+    // Found by an adversarial review: such targets ended with status 1, no word to the client, and an error-level "scp failed".
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      for (const [target, why] of [['/.sluice-upload-x', /Reserved file name/], [`/${'n'.repeat(300)}`, /File name too long/]] as const) {
+        const { closed, replies } = await rawSink(c, `scp -t ${target}`);
+        const r = await replies(2);
+        const fatal = r.indexOf(2);
+        assert.ok(fatal >= 0, `${target.slice(0, 20)}: ${JSON.stringify(r.toString())}`);
+        assert.match(r.subarray(fatal + 1).toString(), why);
+        await closed;
+      }
+      assert.ok(!srv.log.includes('"msg":"scp failed"'), 'logged as a server error');
+    } finally {
+      c.end();
+    }
+  });
+
   it('a control line sent a byte per SSH message is read whole (held in the shared byte queue)', async () => {
     const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
     try {

@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import { SluiceError } from '../session/errors.js';
 import type { Session } from '../session/session.js';
 import type { ScpCommand } from './command.js';
 import { receive } from './sink.js';
@@ -18,8 +19,10 @@ export async function runScp(channel: Duplex, session: Session, cmd: ScpCommand,
     const failures = cmd.role === 'sink' ? await receive(wire, session, cmd) : await send(wire, session, cmd);
     return failures === 0 ? 0 : 1;
   } catch (err) {
-    if (!(err instanceof ScpProtocolError)) throw err;
-    log.warn({ err: err.message, role: cmd.role }, 'scp protocol error');
+    // A refusal of what the client named (its target) ends the run as a protocol error does, said to the client.
+    const refused = err instanceof SluiceError && err.kind !== 'failure';
+    if (!(err instanceof ScpProtocolError) && !refused) throw err;
+    log.warn({ err: err.message, role: cmd.role }, refused ? 'scp refused' : 'scp protocol error');
     await wire.fail(err.message, true).catch(() => undefined);
     return 1;
   }
