@@ -151,10 +151,11 @@ describe('audit trail of a running server', () => {
     await assert.rejects(call((cb) => sftp.rename('/', '/elsewhere', cb)));
     await call((cb) => sftp.mkdir('/first', cb));
     await assert.rejects(call((cb) => sftp.mkdir('/second', cb)));
+    await assert.rejects(call((cb) => sftp.setstat('/first', { uid: 0, gid: 0 } as ssh2.InputAttributes, cb)), /owner/);
     ssh.end();
     const mine = (await srv.audit()).filter((r) => r.user === 'olga');
     const denied = mine.filter((r) => r.event === 'denied').map((r) => [r.operation, r.path]);
-    assert.deepEqual(denied, [['rmdir', '/'], ['rename', '/']]);
+    assert.deepEqual(denied, [['rmdir', '/'], ['rename', '/'], ['chown', '/first']]);
     assert.deepEqual(mine.filter((r) => r.event === 'quota-exceeded').map((r) => r.path), ['/second']);
   });
 

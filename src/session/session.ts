@@ -478,6 +478,12 @@ export class Session implements LiveSession {
     return { hash: this.deps.audit !== null, convertedLineEndings: options.convertedLineEndings ?? false, rate };
   }
 
+  /** A change of owner or group: never allowed (every file is the server account's), and recorded as refused. */
+  refuseOwnerChange(target: string | Upload | Download): Promise<never> {
+    const path = typeof target === 'string' ? this.resolve(target) : target.path;
+    return this.guard('chown', path, () => Promise.reject(new SluiceError('permission-denied', 'Changing the owner is not allowed', 'owner change')));
+  }
+
   /**
    * SFTP FSETSTAT: change an open file through its descriptor (an atomic
    * upload's final name does not exist yet), under the same permissions as

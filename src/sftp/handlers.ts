@@ -64,7 +64,7 @@ function seconds(t: number): Date {
  * open file, through its descriptor.
  */
 async function applyAttrs(s: Session, target: string | Upload | Download, a: Attrs): Promise<void> {
-  if (a.uid !== undefined) throw new SluiceError('permission-denied', 'Changing the owner is not allowed');
+  if (a.uid !== undefined) return s.refuseOwnerChange(target);
   const times = a.mtime === undefined ? undefined : { mtime: seconds(a.mtime), atime: seconds(a.atime ?? a.mtime) };
   if (typeof target !== 'string') {
     return s.changeOpenFile(target, {
