@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { expandArgv, unknownPlaceholders, type HookFields } from '../src/hooks/events.js';
+import { Hooks } from '../src/hooks/runner.js';
+import { pino } from 'pino';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
@@ -203,5 +205,23 @@ describe('hooks when the server stops', () => {
       await srv.stop();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('hook queue', () => {
+  it('failed logins hold at most a quarter of it: a flood of them cannot crowd out the hooks of what users do', async () => {
+    // Found by an adversarial review: 450 failed logins from 150 addresses filled the 1,000 places
+    // behind a slow hook, and the next upload's hooks were dropped.
+    const failed: { trigger: string; reason: string }[] = [];
+    const action = { name: 'slow', on: ['login-failed', 'upload'] as const, command: ['sleep', '30'], secret: '', timeout: 60, retries: 0 };
+    const hooks = new Hooks([action] as never, 1, pino({ level: 'silent' }), (e) => failed.push(e as never));
+    const actor = (i: number) => ({ session: `s${i}`, user: 'x', protocol: 'ftp' as const, ip: `10.0.${i >> 8}.${i & 255}`, port: 1 });
+    for (let i = 0; i < 600; i++) hooks.record(actor(i), { event: 'login-failed', method: 'password', reason: 'bad-password' });
+    hooks.record(actor(9999), { event: 'upload', path: '/u', bytes: 1, size: 1, offset: 0, resumed: false, started: '', duration_ms: 1, result: 'ok', sha256: null, type: 'binary' });
+    const full = failed.filter((f) => f.reason === 'queue full of failed logins');
+    assert.equal(full.length, 600 - 1 - 250, 'one runs, 250 wait, the rest are dropped');
+    assert.ok(!failed.some((f) => f.trigger === 'upload'), 'the upload\'s hook waits its turn');
+    await hooks.drain(0);
+    assert.ok(failed.some((f) => f.trigger === 'upload' && f.reason === 'server stopping'));
   });
 });

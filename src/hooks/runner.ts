@@ -23,6 +23,12 @@ export interface HookAction {
 
 /** Hooks waiting for a free slot; past this, new ones are dropped (and audited) rather than held without end. */
 const MAX_QUEUED = 1000;
+/**
+ * Of those, the most that failed logins may hold: anyone can fail a login,
+ * from as many addresses as they have, and would otherwise fill the queue
+ * and crowd out the hooks of what users do.
+ */
+const MAX_QUEUED_FAILED_LOGINS = 250;
 /** What a failing command said on stderr, kept for the log and the audit record. */
 const STDERR_KEPT = 512;
 
@@ -36,6 +42,7 @@ const STDERR_KEPT = 512;
 export class Hooks implements AuditSink {
   private running = 0;
   private readonly queue: { action: HookAction; fields: HookFields }[] = [];
+  private queuedFailedLogins = 0;
   private idle: (() => void) | null = null;
   /** Aborted when the server stops: running commands are killed, posts and their retries given up. */
   private readonly stopping = new AbortController();
@@ -70,12 +77,16 @@ export class Hooks implements AuditSink {
       });
     }
     this.stopping.abort();
+    this.queuedFailedLogins = 0;
     for (const { action, fields } of this.queue.splice(0)) this.fail(action, fields, 'server stopping');
   }
 
   private enqueue(action: HookAction, fields: HookFields): void {
     if (this.stopping.signal.aborted) return this.fail(action, fields, 'server stopping');
     if (this.queue.length >= MAX_QUEUED) return this.fail(action, fields, 'queue full');
+    const failedLogin = fields.event === 'login-failed';
+    if (failedLogin && this.queuedFailedLogins >= MAX_QUEUED_FAILED_LOGINS) return this.fail(action, fields, 'queue full of failed logins');
+    if (failedLogin) this.queuedFailedLogins++;
     this.queue.push({ action, fields });
     this.pump();
   }
@@ -83,6 +94,7 @@ export class Hooks implements AuditSink {
   private pump(): void {
     while (this.running < this.concurrency && this.queue.length > 0) {
       const { action, fields } = this.queue.shift() as { action: HookAction; fields: HookFields };
+      if (fields.event === 'login-failed') this.queuedFailedLogins--;
       this.running++;
       void this.run(action, fields).finally(() => {
         this.running--;
