@@ -226,6 +226,9 @@ describe('admin API: a home never holds the server’s own files', () => {
       assert.equal((await adminRequest({ socketPath }, 'GET', `/api/v1/users/refused${i}`)).status, 404);
     }
     assert.equal((await post('inhomes', join(srv.dir, 'data', 'homes', 'inhomes'))).status, 201);
+    // Nor a quota no number holds exactly.
+    const huge = await adminRequest({ socketPath }, 'POST', '/api/v1/users', { body: { name: 'huge', password: 'home-secret-1', quotaBytes: 1e300 } });
+    assert.equal(huge.status, 400, huge.text);
     assert.equal((await post('outside', join(elsewhere, 'outside'))).status, 201);
     const moved = await adminRequest({ socketPath }, 'PATCH', '/api/v1/users/outside', { body: { home: join(srv.dir, 'certs') } });
     assert.equal(moved.status, 400, moved.text);

@@ -23,8 +23,9 @@ const settings = {
   home: { type: 'string', minLength: 1, maxLength: 4096 },
   permissions,
   protocols: { type: 'array', minItems: 1, maxItems: PROTOCOLS.length, items: { type: 'string', enum: [...PROTOCOLS] } },
-  quotaBytes: { type: 'integer', minimum: 0, description: 'bytes; 0: unlimited' },
-  quotaFiles: { type: 'integer', minimum: 0, description: '0: unlimited' },
+  // Past 2^53 a number is no longer exact (SQLite would keep 1e300 as a float).
+  quotaBytes: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'bytes; 0: unlimited' },
+  quotaFiles: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: '0: unlimited' },
   requireTls: { type: 'boolean' },
   requireKey: { type: 'boolean' },
   allowIps: cidrs,
