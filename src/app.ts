@@ -1,5 +1,5 @@
 import { mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { AuditLog, createLogger } from './audit/log.js';
 import { Authenticator } from './auth/authenticator.js';
@@ -96,9 +96,30 @@ export async function openAdmin(config: Config & { readonly source?: string | nu
     bans: store.bans,
     tokens: store.tokens,
     hasher,
-    admin: new UserAdmin(store.users, hasher, config.dataDir, [config.dataDir, config.certsDir, ...(config.source ? [config.source] : [])]),
+    admin: new UserAdmin(store.users, hasher, config.dataDir, serverFilesOf(config)),
     close: () => store.close(),
   };
+}
+
+/**
+ * The server's own files and directories, which no user's home may be, hold
+ * or lie in (UserAdmin): its data, keys and config, the directories its audit
+ * trail and xferlog rotate in, the quarantine, the admin socket, and the
+ * programs and scripts its hooks run (named by absolute path).
+ */
+function serverFilesOf(config: Config & { readonly source?: string | null }): string[] {
+  const inData = (path: string) => resolve(config.dataDir, path);
+  const { audit, uploads, admin, hooks } = config;
+  return [
+    config.dataDir,
+    config.certsDir,
+    ...(config.source ? [config.source] : []),
+    dirname(inData(audit.file)),
+    ...(audit.xferlog === '' ? [] : [dirname(inData(audit.xferlog))]),
+    inData(uploads.quarantineDir),
+    ...(admin.listen.includes('/') ? [resolve(admin.listen)] : []),
+    ...hooks.actions.flatMap((a) => (a.command ?? []).filter((arg) => isAbsolute(arg) && !arg.includes('{'))),
+  ];
 }
 
 /** The coordinator's state, on the store `base` opened: the audit trail is written here and nowhere else. */

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -233,5 +233,46 @@ describe('admin API: a home never holds the server’s own files', () => {
     const moved = await adminRequest({ socketPath }, 'PATCH', '/api/v1/users/outside', { body: { home: join(srv.dir, 'certs') } });
     assert.equal(moved.status, 400, moved.text);
     assert.equal(((await adminRequest({ socketPath }, 'GET', '/api/v1/users/outside')).json as { home: string }).home, join(elsewhere, 'outside'));
+  });
+});
+
+describe('admin API: a home never holds the files the server keeps outside its data directory', () => {
+  let srv: TestServer;
+  let socketPath: string;
+  let outside: string;
+  before(async () => {
+    outside = mkdtempSync(join(tmpdir(), 'sluice-own-'));
+    for (const d of ['trail', 'hooks', 'quarantine']) mkdirSync(join(outside, d));
+    writeFileSync(join(outside, 'hooks', 'notify.sh'), '#!/bin/sh\n', { mode: 0o755 });
+    const yaml = [
+      'audit:',
+      `  file: ${join(outside, 'trail', 'audit.log')}`,
+      'uploads:',
+      `  quarantineDir: ${join(outside, 'quarantine')}`,
+      'hooks:',
+      '  actions:',
+      '    - name: notify',
+      '      on: [upload]',
+      `      command: ['${join(outside, 'hooks', 'notify.sh')}', '{path}']`,
+      '',
+    ].join('\n');
+    srv = await TestServer.start({ yaml, env: { SLUICE_ADMIN_LISTEN: './admin.sock' } });
+    socketPath = join(srv.dir, 'admin.sock');
+  });
+  after(async () => {
+    await srv.stop();
+    rmSync(outside, { recursive: true, force: true });
+  });
+
+  it('refuses homes at the audit trail’s directory, a hook’s program and the quarantine, wherever they are configured', { timeout: 60_000 }, async () => {
+    // Found by a review of the fix above: with audit.file elsewhere, a user whose home was its
+    // directory deleted the trail; with a hook script elsewhere, one replaced it and ran code.
+    const post = (name: string, home: string) => adminRequest({ socketPath }, 'POST', '/api/v1/users', { body: { name, password: 'home-secret-1', home } });
+    for (const [i, home] of [join(outside, 'trail'), join(outside, 'hooks'), join(outside, 'quarantine'), outside].entries()) {
+      const r = await post(`own${i}`, home);
+      assert.equal(r.status, 400, `${home}: ${r.text}`);
+      assert.match(r.text, /the server's own/);
+    }
+    assert.equal((await post('beside', join(outside, 'beside'))).status, 201);
   });
 });
