@@ -31,6 +31,10 @@ const MAX_QUEUED = 1000;
 const MAX_QUEUED_FAILED_LOGINS = 250;
 /** What a failing command said on stderr, kept for the log and the audit record. */
 const STDERR_KEPT = 512;
+/** How long a stopping server waits for the hooks it ended to be recorded. */
+const STOPPED_GRACE_MS = 1000;
+/** How long a command's stderr is read after it exited, should something it started keep the pipe open. */
+const STDERR_GRACE_MS = 200;
 
 /**
  * Runs the configured actions on the events of the audit trail, as the
@@ -67,18 +71,23 @@ export class Hooks implements AuditSink {
    * stopping server alive (a command is killed, a post given up).
    */
   async drain(ms: number): Promise<void> {
-    if (this.running > 0 || this.queue.length > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, ms);
-        this.idle = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-    }
+    await this.idleWithin(ms);
     this.stopping.abort();
     this.queuedFailedLogins = 0;
     for (const { action, fields } of this.queue.splice(0)) this.fail(action, fields, 'server stopping');
+    // The ended ones say so as they exit, before the audit log closes.
+    await this.idleWithin(STOPPED_GRACE_MS);
+  }
+
+  private async idleWithin(ms: number): Promise<void> {
+    if (this.running === 0 && this.queue.length === 0) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.idle = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
   }
 
   private enqueue(action: HookAction, fields: HookFields): void {
@@ -120,19 +129,57 @@ export class Hooks implements AuditSink {
   }
 }
 
+/**
+ * A command in a process group of its own: a time-out or the server's stop
+ * kills the whole group, so a script's own children (a shell's `sleep`) do
+ * not outlive it, holding its stderr open and with it the hook's slot and the
+ * stopping server. The hook ends when the command exits.
+ */
 function runCommand(argv: string[], timeoutMs: number, stopping: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL', signal: stopping });
+    const child = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     let stderr = '';
+    let ended: 'timeout' | 'stopping' | null = null;
+    const killGroup = (why: 'timeout' | 'stopping') => {
+      ended ??= why;
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    };
+    const timer = setTimeout(() => killGroup('timeout'), timeoutMs);
+    const onStop = () => killGroup('stopping');
+    stopping.addEventListener('abort', onStop, { once: true });
+    if (stopping.aborted) onStop();
+    const done = () => {
+      clearTimeout(timer);
+      stopping.removeEventListener('abort', onStop);
+      // What the group's survivors would still write is not waited for.
+      child.stderr.destroy();
+    };
     child.stderr.on('data', (d: Buffer) => {
       if (stderr.length < STDERR_KEPT) stderr += d.toString('utf8').slice(0, STDERR_KEPT - stderr.length);
     });
-    child.on('error', (err) => reject(new Error(stopping.aborted ? 'command ended: server stopping' : `command: ${err.message}`)));
-    child.on('close', (code, signal) => {
-      if (code === 0) return resolve();
-      if (stopping.aborted) return reject(new Error('command ended: server stopping'));
-      const why = signal === 'SIGKILL' ? `timed out after ${timeoutMs / 1000} s` : signal ? `ended by ${signal}` : `exit status ${code}`;
-      reject(new Error(`command ${why}${stderr.trim() === '' ? '' : `: ${stderr.trim()}`}`));
+    child.on('error', (err) => {
+      done();
+      reject(new Error(ended === 'stopping' ? 'command ended: server stopping' : `command: ${err.message}`));
+    });
+    child.on('exit', (code, signal) => {
+      const settle = () => {
+        done();
+        if (code === 0 && ended === null) return resolve();
+        if (ended === 'stopping') return reject(new Error('command ended: server stopping'));
+        const why = ended === 'timeout' ? `timed out after ${timeoutMs / 1000} s` : signal ? `ended by ${signal}` : `exit status ${code}`;
+        reject(new Error(`command ${why}${stderr.trim() === '' ? '' : `: ${stderr.trim()}`}`));
+      };
+      // Its last words may still be in the pipe: read them, unless a survivor keeps the pipe open.
+      if (child.stderr.closed) return settle();
+      const late = setTimeout(settle, STDERR_GRACE_MS);
+      child.stderr.once('close', () => {
+        clearTimeout(late);
+        settle();
+      });
     });
   });
 }
