@@ -125,6 +125,7 @@ describe('admin API: live sessions', () => {
     assert.equal((r.json as Json).sessionsEnded, 1);
     await cut;
     const sftp = await sftpUpload('frank', '/case-one.bin');
+    assert.equal((await sessionsOf('FRANK')).length, 1, 'listed by the name in another case');
     const first = closed(sftp);
     assert.equal(((await request('DELETE', '/users/FRANK/sessions')).json as Json).sessionsEnded, 1);
     await first;

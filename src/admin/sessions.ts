@@ -36,6 +36,8 @@ const reasonQuery = { type: 'object', additionalProperties: false, properties: {
 
 export function sessionRoutes(api: FastifyInstance, { base, sessions }: AdminContext): void {
   const why = (reason: string | undefined) => reason ?? 'ended by an administrator';
+  /** Sessions carry the user's name as stored, found whatever the case asked; a user removed since keeps the name asked for. */
+  const storedName = async (name: string) => (await base.admin.require(name).catch(() => null))?.name ?? name;
 
   api.get<{ Querystring: { user?: string } }>(
     '/sessions',
@@ -48,7 +50,9 @@ export function sessionRoutes(api: FastifyInstance, { base, sessions }: AdminCon
     },
     async (req) => {
       const all = await sessions.list();
-      return req.query.user === undefined ? all : all.filter((s) => s.user === req.query.user);
+      if (req.query.user === undefined) return all;
+      const user = await storedName(req.query.user);
+      return all.filter((s) => s.user === user);
     },
   );
 
@@ -79,9 +83,7 @@ export function sessionRoutes(api: FastifyInstance, { base, sessions }: AdminCon
       },
     },
     async (req) => {
-      // Sessions carry the stored name; a user removed since keeps the name asked for.
-      const stored = (await base.admin.require(req.params.name).catch(() => null))?.name ?? req.params.name;
-      return { sessionsEnded: await sessions.endUser(stored, why(req.query.reason)) };
+      return { sessionsEnded: await sessions.endUser(await storedName(req.params.name), why(req.query.reason)) };
     },
   );
 }
