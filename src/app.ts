@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
+import { adminEndpoint } from './admin/endpoint.js';
 import { AuditLog, createLogger } from './audit/log.js';
 import { Authenticator } from './auth/authenticator.js';
 import { ARGON2_PARAMS, PasswordHasher } from './auth/passwords.js';
@@ -110,6 +111,7 @@ export async function openAdmin(config: Config & { readonly source?: string | nu
 function serverFilesOf(config: Config & { readonly source?: string | null }): string[] {
   const inData = (path: string) => resolve(config.dataDir, path);
   const { audit, uploads, admin, hooks } = config;
+  const socket = admin.listen === '' ? null : adminEndpoint(admin.listen);
   return [
     config.dataDir,
     config.certsDir,
@@ -117,7 +119,7 @@ function serverFilesOf(config: Config & { readonly source?: string | null }): st
     dirname(inData(audit.file)),
     ...(audit.xferlog === '' ? [] : [dirname(inData(audit.xferlog))]),
     inData(uploads.quarantineDir),
-    ...(admin.listen.includes('/') ? [resolve(admin.listen)] : []),
+    ...(socket && 'path' in socket ? [resolve(socket.path)] : []),
     ...hooks.actions.flatMap((a) => (a.command ?? []).filter((arg) => isAbsolute(arg) && !arg.includes('{'))),
   ];
 }

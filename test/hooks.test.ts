@@ -182,18 +182,32 @@ describe('hooks with workers', () => {
   });
 });
 
+/**
+ * A server with one hook on uploads, one at a time: `command` with `timeout`
+ * seconds. `files` uploads are made through one curl glob (/f1 ... /fN), then
+ * `check` looks at the server; it is stopped and cleaned up after.
+ */
+async function afterUploadsWithHook(command: string, timeout: number, files: number, check: (srv: TestServer) => Promise<void>): Promise<void> {
+  const yaml = `ftp:\n  tls: optional\nhooks:\n  concurrency: 1\n  actions:\n    - name: slow\n      on: [upload]\n      command: ['sh', '-c', '${command}']\n      timeout: ${timeout}\n`;
+  const srv = await TestServer.start({ yaml, users: [{ name: 'alice', password: 'alice password' }] });
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-hooks-'));
+  try {
+    for (let n = 1; n <= files; n++) writeFileSync(join(dir, `f${n}`), 'x');
+    const r = spawnSync('curl', ['-sS', '-T', join(dir, `f[1-${files}]`), `ftp://alice:alice%20password@127.0.0.1:${srv.ftpPort}/`]);
+    assert.equal(r.status, 0, String(r.stderr));
+    await check(srv);
+  } finally {
+    await srv.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe('hooks when the server stops', () => {
   it('a slow hook with more waiting does not keep it alive: they are ended and dropped after the drain, each recorded', { timeout: 60_000 }, async () => {
     // Found by an adversarial review: the drain only stopped waiting, and the queue went on
     // starting commands; a stopping server with a slow hook and a full queue never exited.
     // Through a shell that forks: its child must go with it (a review found a grandchild holding the stop for 25 s).
-    const yaml = "ftp:\n  tls: optional\nhooks:\n  concurrency: 1\n  actions:\n    - name: slow\n      on: [upload]\n      command: ['sh', '-c', 'sleep 30; true']\n      timeout: 60\n";
-    const srv = await TestServer.start({ yaml, users: [{ name: 'alice', password: 'alice password' }] });
-    const dir = mkdtempSync(join(tmpdir(), 'sluice-hooks-stop-'));
-    try {
-      for (const n of [1, 2, 3]) writeFileSync(join(dir, `f${n}`), 'x');
-      const r = spawnSync('curl', ['-sS', '-T', join(dir, 'f[1-3]'), `ftp://alice:alice%20password@127.0.0.1:${srv.ftpPort}/`]);
-      assert.equal(r.status, 0, String(r.stderr));
+    await afterUploadsWithHook('sleep 30; true', 60, 3, async (srv) => {
       await new Promise((r) => setTimeout(r, 300));
       const t0 = Date.now();
       await srv.terminate();
@@ -202,10 +216,7 @@ describe('hooks when the server stops', () => {
       const failed = (await srv.audit(0)).filter((l) => l.event === 'hook-failed');
       assert.deepEqual(failed.map((l) => l.path).sort(), ['/f1', '/f2', '/f3']);
       assert.ok(failed.every((l) => String(l.reason).includes('server stopping')), JSON.stringify(failed));
-    } finally {
-      await srv.stop();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
 
@@ -213,23 +224,14 @@ describe('hook time-out', () => {
   it('ends a command and what it started: the slot is free and the failure recorded when the time is up', { timeout: 60_000 }, async () => {
     // Found by a review: a shell's own child kept the pipe open, so neither the time-out nor the
     // slot came until it exited (after 8 s of a 2 s time-out, one hook had started, none recorded).
-    const yaml = "ftp:\n  tls: optional\nhooks:\n  concurrency: 1\n  actions:\n    - name: stuck\n      on: [upload]\n      command: ['sh', '-c', 'sleep 20; true']\n      timeout: 1\n";
-    const srv = await TestServer.start({ yaml, users: [{ name: 'alice', password: 'alice password' }] });
-    const dir = mkdtempSync(join(tmpdir(), 'sluice-hooks-timeout-'));
-    try {
-      for (const n of [1, 2]) writeFileSync(join(dir, `f${n}`), 'x');
-      const r = spawnSync('curl', ['-sS', '-T', join(dir, 'f[1-2]'), `ftp://alice:alice%20password@127.0.0.1:${srv.ftpPort}/`]);
-      assert.equal(r.status, 0, String(r.stderr));
+    await afterUploadsWithHook('sleep 20; true', 1, 2, async (srv) => {
       const t0 = Date.now();
       let failed: Record<string, unknown>[] = [];
       while (Date.now() - t0 < 15_000 && failed.length < 2) failed = (await srv.audit(500)).filter((l) => l.event === 'hook-failed');
       assert.deepEqual(failed.map((l) => l.path).sort(), ['/f1', '/f2']);
       assert.ok(failed.every((l) => String(l.reason).includes('timed out after 1 s')), JSON.stringify(failed));
       assert.ok(Date.now() - t0 < 10_000, `${Date.now() - t0} ms for two 1 s time-outs`);
-    } finally {
-      await srv.stop();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
 

@@ -82,8 +82,6 @@ export function sessionRoutes(api: FastifyInstance, { base, sessions }: AdminCon
         response: { 200: ended },
       },
     },
-    async (req) => {
-      return { sessionsEnded: await sessions.endUser(await storedName(req.params.name), why(req.query.reason)) };
-    },
+    async (req) => ({ sessionsEnded: await sessions.endUser(await storedName(req.params.name), why(req.query.reason)) }),
   );
 }

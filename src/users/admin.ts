@@ -111,15 +111,15 @@ export type UserView = Omit<UserRecord, 'passwordHash'> & { password: 'set' | 'n
  */
 export class UserAdmin {
   /**
-   * @param serverFiles the server's own files and directories (its data and
-   * certificate directories, its config file): no home may be, hold or lie
-   * in one, except under dataDir/homes, where the default homes are.
+   * @param serverFiles the server's own files and directories (app.ts
+   * serverFilesOf): no home may be, hold or lie in one, except under
+   * dataDir/homes, where the default homes are.
    */
   constructor(
     private readonly store: UserRepository,
     private readonly hasher: PasswordHasher,
     private readonly dataDir: string,
-    private readonly serverFiles: readonly string[] = [dataDir],
+    private readonly serverFiles: readonly string[],
   ) {}
 
   /**
