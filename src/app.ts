@@ -29,6 +29,7 @@ import { LocalRooms, QuotaBook, type QuotaRooms } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
 import type { InFlightUploads, SessionDeps } from './session/session.js';
 import { openLocalStorage } from './session/storage/local.js';
+import { ServerPlaces } from './session/storage/server-places.js';
 import { StartRecord } from './start-record.js';
 import { openStore } from './store/open.js';
 import { SqliteStore } from './store/sqlite/store.js';
@@ -209,7 +210,7 @@ function localCounts(store: Store): { failures: FailureTally; quota: QuotaRooms 
 }
 
 function banCheck(base: AdminServices): BanCheck {
-  return new BanCheck(base.bans, base.config.defender.allowList);
+  return new BanCheck(base.bans, base.config.defender.allowList, base.config.limits.ipv6Prefix);
 }
 
 /**
@@ -222,6 +223,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
   const { anonymous } = config.ftp;
   const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit, coordinator.metrics, anonymous.enabled ? anonymous : null);
   const live = new LiveRegistry(worker);
+  const serverPlaces = new ServerPlaces(config.dataDir, serverFilesOf(config));
   return {
     ...base,
     coordinator,
@@ -233,7 +235,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
       quotas: coordinator.ledgers,
       openHandles: new HandleBook(config.sftp.maxHandlesPerUser),
       atomicUploads: config.uploads.atomic,
-      storage: openLocalStorage,
+      storage: (home) => openLocalStorage(home, serverPlaces),
       hashResumedUploads: config.audit.hashResumedUploads,
       rates: { up: config.limits.rateUp, down: config.limits.rateDown },
       hashRate: config.limits.hashRate,

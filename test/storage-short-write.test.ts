@@ -19,7 +19,8 @@ describe('storage: a short write fails the write', () => {
       writeFileSync(
         script,
         `import { openLocalStorage } from ${JSON.stringify(local)};
-const storage = await openLocalStorage(process.argv[2]);
+import { ServerPlaces } from ${JSON.stringify(local.replace('/local.ts', '/server-places.ts'))};
+const storage = await openLocalStorage(process.argv[2], new ServerPlaces("/nonexistent-sluice-data", []));
 const loc = await storage.resolve('/big', false);
 const file = await loc.openWrite({ create: true, truncate: false, append: false });
 try {

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { canonicalAddress } from '../auth/ip-rules.js';
+import { banTarget, sourceOf } from '../auth/ip-rules.js';
 import { MAX_BAN_SECONDS } from '../cli/ban.js';
 import type { LiveSessionsView } from '../session/live.js';
 import type { AdminContext } from './context.js';
@@ -7,7 +7,8 @@ import { BadInput, NotFound } from './errors.js';
 
 /*
  * Bans, in the store the server checks at every accept (as `sluice ban`
- * writes them); a ban added here also ends the address's live sessions.
+ * writes them); a ban added here also ends the address's live sessions. An
+ * address, or an IPv6 network of limits.ipv6Prefix bits (as the defender bans).
  */
 
 const banView = {
@@ -22,20 +23,21 @@ const banView = {
 } as const;
 const addressParams = { type: 'object', additionalProperties: false, required: ['address'], properties: { address: { type: 'string', maxLength: 64 } } } as const;
 
-function addressIn(field: string, text: string): string {
-  const address = canonicalAddress(text);
-  if (address === null) throw new BadInput(field, `"${text}" is not an IP address`);
+function addressIn(field: string, text: string, ipv6Prefix: number): string {
+  const address = banTarget(text, ipv6Prefix);
+  if (address === null) throw new BadInput(field, `"${text}" is not an IP address${ipv6Prefix < 128 ? ` or an IPv6 network /${ipv6Prefix}` : ''}`);
   return address;
 }
 
-/** Ends the live sessions from `address`: how many. */
-async function endAddress(sessions: LiveSessionsView, address: string): Promise<number> {
-  const from = (await sessions.list()).filter((s) => s.ip === address);
+/** Ends the live sessions from `address` (or from within it, a network): how many. */
+async function endAddress(sessions: LiveSessionsView, address: string, ipv6Prefix: number): Promise<number> {
+  const from = (await sessions.list()).filter((s) => s.ip === address || sourceOf(s.ip, ipv6Prefix) === address);
   const ended = await Promise.all(from.map((s) => sessions.end(s.id, 'address banned by an administrator')));
   return ended.filter(Boolean).length;
 }
 
 export function banRoutes(api: FastifyInstance, { base, sessions }: AdminContext): void {
+  const { ipv6Prefix } = base.config.limits;
   api.get('/bans', { schema: { summary: 'Bans in force', response: { 200: { type: 'array', items: banView } } } }, async () => base.bans.active());
 
   api.post<{ Body: { address: string; seconds?: number } }>(
@@ -53,10 +55,10 @@ export function banRoutes(api: FastifyInstance, { base, sessions }: AdminContext
       },
     },
     async (req, reply) => {
-      const address = addressIn('body.address', req.body.address);
+      const address = addressIn('body.address', req.body.address, ipv6Prefix);
       const { seconds } = req.body;
       await base.bans.add(address, seconds === undefined ? null : new Date(Date.now() + seconds * 1000));
-      const sessionsEnded = await endAddress(sessions, address);
+      const sessionsEnded = await endAddress(sessions, address, ipv6Prefix);
       return reply.code(201).send({ ...(await base.bans.get(address)), sessionsEnded });
     },
   );
@@ -65,7 +67,7 @@ export function banRoutes(api: FastifyInstance, { base, sessions }: AdminContext
     '/bans/:address',
     { schema: { summary: "Lift a ban (the defender also forgets the address's past bans)", params: addressParams, response: { 200: { type: 'object', properties: { lifted: { type: 'string' } } } } } },
     async (req) => {
-      const address = addressIn('params.address', req.params.address);
+      const address = addressIn('params.address', req.params.address, ipv6Prefix);
       if (!(await base.bans.remove(address))) throw new NotFound(`${address} is not banned`);
       return { lifted: address };
     },

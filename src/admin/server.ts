@@ -44,7 +44,7 @@ export async function startAdminApi(
   answerErrors(app, log);
   // A banned address is refused at accept, as on every other port, and a connection it kept
   // alive from before its ban is served nothing more: its next request ends it.
-  const bans = new BanCheck(context.base.bans, config.defender.allowList);
+  const bans = new BanCheck(context.base.bans, config.defender.allowList, config.limits.ipv6Prefix);
   if (!local) {
     app.addHook('onRequest', async (req, reply) => {
       if (!bans.banned(clientAddress(req.socket))) return;

@@ -52,8 +52,11 @@ export type AuditEvent =
   | { event: 'quota-exceeded'; path: string }
   /** The scanner found malware in an upload: it did not take its name, and was kept at `file`, outside the home. */
   | { event: 'quarantined'; path: string; signature: string; file: string }
-  /** The defender banned the actor's address (once per ban; refused connections are not recorded). */
-  | { event: 'ban'; until: string; seconds: number; count: number; offence: string }
+  /**
+   * The defender banned `address`, the actor's address or its IPv6 network
+   * (limits.ipv6Prefix); once per ban, refused connections are not recorded.
+   */
+  | { event: 'ban'; address: string; until: string; seconds: number; count: number; offence: string }
   /** Failed logins from the actor's address not recorded one by one within the window, counted. */
   | { event: 'login-failed-repeated'; count: number; window_s: number };
 

@@ -39,6 +39,54 @@ export function canonicalAddress(text: string): string | null {
   return plainAddress(new SocketAddress({ address, family: family === 6 ? 'ipv6' : 'ipv4' }).address);
 }
 
+/** The sixteen bytes of an IPv6 address (valid, as isIP says), a dotted IPv4 tail (::1.2.3.4) included. */
+function ipv6Bytes(address: string): Buffer {
+  const dotted = /[\d.]+$/.exec(address);
+  const quad = dotted?.[0].includes('.') ? dotted[0].split('.').map(Number) : null;
+  const text = quad && dotted ? `${address.slice(0, dotted.index)}${(quad[0]! * 256 + quad[1]!).toString(16)}:${(quad[2]! * 256 + quad[3]!).toString(16)}` : address;
+  const [head = '', tail] = text.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const all = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
+  const bytes = Buffer.alloc(16);
+  all.forEach((g, i) => bytes.writeUInt16BE(parseInt(g, 16), i * 2));
+  return bytes;
+}
+
+/**
+ * What a client is counted (maxSessionsPerIp), scored and banned as: an
+ * IPv4 address itself, an IPv6 address as its network of `ipv6Prefix` bits
+ * (`2001:db8:1:2::/64`). One customer's line or host is given a whole /64,
+ * and can take a fresh address from it for every try: counted one address
+ * at a time, it is never banned.
+ */
+export function sourceOf(address: string, ipv6Prefix: number): string {
+  const canonical = canonicalAddress(address);
+  if (canonical === null || ipv6Prefix >= 128 || isIP(canonical) !== 6) return canonical ?? address;
+  return networkOf(canonical, ipv6Prefix);
+}
+
+function networkOf(address: string, prefix: number): string {
+  const bytes = ipv6Bytes(address);
+  for (let bit = prefix; bit < 128; bit++) bytes[bit >> 3] = (bytes[bit >> 3] as number) & ~(0x80 >> (bit & 7));
+  const groups = Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(i * 2).toString(16));
+  return `${new SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address}/${prefix}`;
+}
+
+/**
+ * An address or network an administrator may ban: any address, or an IPv6
+ * network of exactly `ipv6Prefix` bits (what the defender bans), written
+ * canonically; null otherwise. A network of another size would match no
+ * client, since each is looked up as its address and its network only.
+ */
+export function banTarget(text: string, ipv6Prefix: number): string | null {
+  const [addr = '', bits, extra] = text.trim().split('/');
+  if (bits === undefined) return canonicalAddress(addr);
+  if (extra !== undefined || !/^\d{1,3}$/.test(bits) || Number(bits) !== ipv6Prefix || ipv6Prefix >= 128 || isIP(addr) !== 6) return null;
+  const address = canonicalAddress(addr) as string;
+  return isIP(address) === 6 ? networkOf(address, ipv6Prefix) : null;
+}
+
 /** Deny wins; a non-empty allow list admits only what it names. */
 export function addressAllowed(address: string, allow: readonly string[], deny: readonly string[]): boolean {
   const ip = plainAddress(address);

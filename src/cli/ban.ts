@@ -1,5 +1,5 @@
 import type { AdminServices } from '../app.js';
-import { canonicalAddress } from '../auth/ip-rules.js';
+import { banTarget } from '../auth/ip-rules.js';
 import { ApiError, ifRunning, type Reach } from '../admin/client.js';
 import { UsageError, parse } from './args.js';
 import { table } from './user.js';
@@ -10,15 +10,17 @@ export const BAN_HELP = `Usage: sluice ban <command> ...
   add ADDRESS [--for DURATION]  ban an address (default: until removed)
   remove ADDRESS                lift a ban (the defender also forgets the address's past bans)
 
+ADDRESS: an IP address, or an IPv6 network of limits.ipv6Prefix bits
+(2001:db8:1:2::/64), which the defender bans for any address in it.
 DURATION: seconds, or a number with s, m, h or d (30m, 12h, 7d).
 With the admin API on (admin.listen) and the server running, add and remove go
 through it, and a ban also ends the address's live sessions at once; otherwise
 they are written to the database, which the server reads at each connection.
 `;
 
-function parseAddress(text: string): string {
-  const address = canonicalAddress(text);
-  if (address === null) throw new UsageError(`"${text}" is not an IP address`);
+function parseAddress(text: string, ipv6Prefix: number): string {
+  const address = banTarget(text, ipv6Prefix);
+  if (address === null) throw new UsageError(`"${text}" is not an IP address${ipv6Prefix < 128 ? ` or an IPv6 network /${ipv6Prefix}` : ''}`);
   return address;
 }
 
@@ -34,7 +36,13 @@ function parseDuration(text: string): number {
   return seconds;
 }
 
-export async function banCommand(args: string[], open: () => Promise<AdminServices>, reach: Reach, out: (s: string) => void): Promise<number> {
+export async function banCommand(
+  args: string[],
+  ipv6Prefix: () => number,
+  open: () => Promise<AdminServices>,
+  reach: Reach,
+  out: (s: string) => void,
+): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
     out(BAN_HELP);
@@ -56,7 +64,7 @@ export async function banCommand(args: string[], open: () => Promise<AdminServic
     case 'add': {
       const { values: v, positionals } = parse(rest, { for: { type: 'string' } }, 1);
       if (v.help) return help(out);
-      const address = parseAddress(positionals[0] as string);
+      const address = parseAddress(positionals[0] as string, ipv6Prefix());
       const seconds = v.for === undefined ? null : parseDuration(v.for);
       // Through the running server, which also ends the address's live sessions; else in the store, read at the next connection.
       const reply = await ifRunning(reach, 'POST', '/bans', seconds === null ? { address } : { address, seconds });
@@ -73,7 +81,7 @@ export async function banCommand(args: string[], open: () => Promise<AdminServic
     case 'remove': {
       const { values: v, positionals } = parse(rest, {}, 1);
       if (v.help) return help(out);
-      const address = parseAddress(positionals[0] as string);
+      const address = parseAddress(positionals[0] as string, ipv6Prefix());
       const lifted = await ifRunning(reach, 'DELETE', `/bans/${encodeURIComponent(address)}`).catch((err: unknown) => {
         if (err instanceof ApiError && err.status === 404) return false;
         throw err;

@@ -80,7 +80,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'admin':
         return await adminCommand(rest, open, out);
       case 'ban':
-        return await banCommand(rest, open, reach, out);
+        return await banCommand(rest, () => config().limits.ipv6Prefix, open, reach, out);
       case 'user':
         return await userCommand(rest, open, reach, out);
       case 'session':

@@ -147,6 +147,13 @@ export const configSchema = z
         /** Connections at once, all protocols; more get 421 (FTP) or are closed (SFTP). */
         maxSessions: z.number().int().min(1).max(100000).default(500),
         maxSessionsPerIp: z.number().int().min(1).max(100000).default(20),
+        /**
+         * IPv6 clients are one source per network of this many bits: for
+         * maxSessionsPerIp, the defender's counts and its bans. A customer's
+         * line holds a whole /64 and can take a new address for every try;
+         * 128 counts each address alone.
+         */
+        ipv6Prefix: z.number().int().min(32).max(128).default(64),
         /** Logged-in sessions of one user at once, FTP and SFTP together; 0: no limit. */
         maxSessionsPerUser: z.number().int().min(0).max(100000).default(10),
         /**

@@ -29,8 +29,8 @@ export type AuditTrail = AuditSink & SystemAuditSink;
  * question is asynchronous; what needs no answer is sent and never waited on.
  */
 export interface Coordinator {
-  /** A connection slot for `ip`, or null when the total or the per-address limit is reached. */
-  admit(ip: string): Promise<Release | null>;
+  /** A connection slot for `source` (BanCheck.source), or null when the total or the per-address limit is reached. */
+  admit(source: string): Promise<Release | null>;
   /** A slot for one logged-in session of `user` (its stored name), or null at the per-user limit (`max` when given). */
   claimUser(user: string, max?: number): Promise<Release | null>;
   /** Count one offence of `ip`; true when it got the address banned (on every process at once: the ban is stored). */

@@ -6,10 +6,11 @@ import type { FailureTally } from '../coordinator/shared-state.js';
 import type { BanCheck } from './ban-check.js';
 
 /**
- * Scores failures per address across every protocol and bans an address
- * that reaches defender.threshold within defender.window: for banTime, then
- * doubling with each further ban, up to maxBanTime. Bans live in the store,
- * so they survive a restart and bans added by the CLI apply at once.
+ * Scores failures per source (an address, an IPv6 network: BanCheck.source)
+ * across every protocol and bans a source that reaches defender.threshold
+ * within defender.window: for banTime, then doubling with each further ban,
+ * up to maxBanTime. Bans live in the store, so they survive a restart and
+ * bans added by the CLI apply at once.
  */
 export class Defender implements Scorer {
   /** Bans being written, per address: offences failing at once from many connections make one ban, audited once. */
@@ -27,28 +28,30 @@ export class Defender implements Scorer {
   async score(ip: string, protocol: Service, offence: Offence): Promise<boolean> {
     if (!this.settings.enabled || this.check.allowed(ip)) return false;
     const now = Date.now();
-    const count = await this.tally.add(ip, now, now - this.settings.window * 1000);
+    const source = this.check.source(ip);
+    const count = await this.tally.add(source, now, now - this.settings.window * 1000);
     if (count < this.settings.threshold) return false;
-    const pending = this.banning.get(ip);
+    const pending = this.banning.get(source);
     if (pending) return pending;
-    const banned = this.ban(ip, protocol, offence, now).finally(() => this.banning.delete(ip));
-    this.banning.set(ip, banned);
+    const banned = this.ban(source, ip, protocol, offence, now).finally(() => this.banning.delete(source));
+    this.banning.set(source, banned);
     return banned;
   }
 
-  private async ban(ip: string, protocol: Service, offence: Offence, now: number): Promise<boolean> {
+  /** Ban `source`; `ip` is the address of its last offence. */
+  private async ban(source: string, ip: string, protocol: Service, offence: Offence, now: number): Promise<boolean> {
     const { banTime, maxBanTime, threshold, window } = this.settings;
-    await this.tally.clear(ip);
-    const previous = await this.check.bans.get(ip);
+    await this.tally.clear(source);
+    const previous = await this.check.bans.get(source);
     // Connections admitted before the ban may still fail: that is the same ban, recorded once.
     if (previous && (previous.until === null || previous.until.getTime() > now)) return true;
     const recent = previous?.until && now - previous.until.getTime() < maxBanTime * 1000;
     const count = recent ? previous.count + 1 : 1;
     const seconds = Math.min(banTime * 2 ** Math.min(count - 1, 30), maxBanTime);
     const until = new Date(now + seconds * 1000);
-    await this.check.bans.put(ip, until, count, `${threshold} failures in ${window} s, the last ${offence}`);
-    this.log.warn({ ip, until: until.toISOString(), count, offence }, 'address banned');
-    this.audit?.record({ session: '', user: '', protocol, ip, port: 0 }, { event: 'ban', until: until.toISOString(), seconds, count, offence });
+    await this.check.bans.put(source, until, count, `${threshold} failures in ${window} s, the last ${offence}`);
+    this.log.warn({ ip, source, until: until.toISOString(), count, offence }, 'address banned');
+    this.audit?.record({ session: '', user: '', protocol, ip, port: 0 }, { event: 'ban', address: source, until: until.toISOString(), seconds, count, offence });
     return true;
   }
 }

@@ -5,6 +5,7 @@ import { AuthError, type Authenticator, type AuthRequest, type Claim } from '../
 import type { Config } from '../config/schema.js';
 import type { Coordinator, Offence, Release } from '../coordinator/coordinator.js';
 import type { Account, Protocol } from '../session/account.js';
+import { SluiceError } from '../session/errors.js';
 import type { BanCheck } from './ban-check.js';
 import { ProxyHeaders, type Origin, type ProxyMode } from './proxy-header.js';
 
@@ -71,7 +72,7 @@ export class Gate {
       socket.destroy();
       return null;
     }
-    const release = await this.coordinator.admit(ip).catch((err: unknown) => {
+    const release = await this.coordinator.admit(this.bans.source(ip)).catch((err: unknown) => {
       this.log.error({ err, ip }, 'admission failed: connection refused');
       return null;
     });
@@ -226,9 +227,10 @@ export class Guest {
    * After good credentials, open the account's session: only once it is open
    * is the client logged in and the deadline stopped. If it cannot be opened
    * (a missing home), the slot taken for it is freed and the deadline keeps
-   * running; that is not scored, since it is no fault of the client's.
+   * running; that is not scored, since it is no fault of the client's, but
+   * logged for the operator, who alone can mend it.
    */
-  async enter<T>(open: () => Promise<T>): Promise<T> {
+  async enter<T>(user: string, open: () => Promise<T>): Promise<T> {
     try {
       const session = await open();
       this.inSession = true;
@@ -238,6 +240,8 @@ export class Guest {
     } catch (err) {
       // An SFTP connection with a session already open keeps its slot for that one.
       if (!this.inSession) this.freeSlot();
+      const reason = err instanceof SluiceError ? (err.detail ?? err.message) : String(err);
+      this.gate.log.warn({ user, ip: this.ip, reason }, 'session not opened');
       throw err;
     }
   }

@@ -1,12 +1,12 @@
 /**
  * Live connections of all front-ends, counted from accept (before any byte is
  * read, so connections that never log in count too): a total cap and a
- * per-address cap, so one client cannot take every slot; and logged-in
- * sessions per user, FTP and SFTP together.
+ * per-source cap (an address, an IPv6 network), so one client cannot take
+ * every slot; and logged-in sessions per user, FTP and SFTP together.
  */
 export class ConnectionRegistry {
   private total = 0;
-  private readonly perIp = new Map<string, number>();
+  private readonly perSource = new Map<string, number>();
   private readonly perUser = new Map<string, number>();
 
   constructor(
@@ -17,10 +17,10 @@ export class ConnectionRegistry {
   ) {}
 
   /** A release function, or null when a limit is reached. */
-  tryAcquire(ip: string): (() => void) | null {
-    if (this.total >= this.maxTotal || (this.perIp.get(ip) ?? 0) >= this.maxPerIp) return null;
+  tryAcquire(source: string): (() => void) | null {
+    if (this.total >= this.maxTotal || (this.perSource.get(source) ?? 0) >= this.maxPerIp) return null;
     this.total++;
-    return once(take(this.perIp, ip), () => this.total--);
+    return once(take(this.perSource, source), () => this.total--);
   }
 
   /** A slot for one logged-in session of `user` (its stored name), or null at the limit (`max` for this user, when given). */

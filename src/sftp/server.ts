@@ -472,7 +472,7 @@ export class SftpFrontEnd {
     channel.once('close', () => (gone = true));
     const open = async (): Promise<Session | null> => {
       const now = await this.services.authenticator.refreshed(account);
-      return now && state.guest.enter(() => Session.open(now, where, this.services.sessionDeps, connection));
+      return now && state.guest.enter(now.name, () => Session.open(now, where, this.services.sessionDeps, connection));
     };
     void open().then(
       (s) => {

@@ -1,10 +1,11 @@
-import { existsSync, mkdirSync, realpathSync, rmSync, statSync } from 'node:fs';
-import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
+import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
 import { parseCidr } from '../auth/ip-rules.js';
 import type { PasswordHasher } from '../auth/passwords.js';
 import { parsePublicKey } from '../auth/public-keys.js';
 import { PROTOCOLS, type Protocol } from '../session/account.js';
 import { resolveVirtual } from '../session/paths.js';
+import { ServerPlaces, realPlace } from '../session/storage/server-places.js';
 import { DEFAULT_PERMISSIONS, parsePermissions, type Permission } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
 import { StoreConflict, type UserRepository } from '../store/store.js';
@@ -122,24 +123,10 @@ export class UserAdmin {
     private readonly serverFiles: readonly string[],
   ) {}
 
-  /**
-   * A home is a user's whole view of the disk, served with the server's own
-   * rights: one holding the server's files would hand out its keys, its
-   * database and its config (whoever may set a home would then control the
-   * server). Compared as real paths, so a link is no way around it.
-   */
+  /** Whoever may set a home would otherwise control the server (ServerPlaces); the server checks again at each login. */
   private checkHome(home: string): void {
-    const place = realPlace(home);
-    const homes = realPlace(join(this.dataDir, 'homes'));
-    for (const file of this.serverFiles) {
-      const own = realPlace(file);
-      if (own === place || own.startsWith(place === sep ? sep : place + sep)) {
-        throw new AdminError(`home ${home} would hold the server's own ${own}`);
-      }
-      if (place.startsWith(own + sep) && !place.startsWith(homes + sep)) {
-        throw new AdminError(`home ${home} would lie in the server's own ${own}`);
-      }
-    }
+    const why = new ServerPlaces(this.dataDir, this.serverFiles).conflict(realPlace(home));
+    if (why) throw new AdminError(`home ${home} ${why}`);
   }
 
   async require(name: string): Promise<UserRecord> {
@@ -255,14 +242,6 @@ export class UserAdmin {
 }
 
 /** Create the home if missing (owner-only); true if we created it. Refuses a file in the way. */
-/** Where `path` is on disk, links resolved, whether or not all of it exists yet. */
-function realPlace(path: string): string {
-  const full = resolve(path);
-  if (existsSync(full)) return realpathSync(full);
-  const parent = dirname(full);
-  return parent === full ? full : join(realPlace(parent), basename(full));
-}
-
 export function makeHome(home: string): boolean {
   try {
     if (statSync(home).isDirectory()) return false;

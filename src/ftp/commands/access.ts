@@ -40,7 +40,7 @@ export const access = {
         const account = await c.guest.password(request, arg);
         const where = { id: c.id, protocol: c.protocol, remoteAddress: c.remoteAddress, remotePort: c.remotePort };
         const connection = { end: (reason: string, afterReply: boolean) => c.endByServer(reason, afterReply) };
-        c.session = await c.guest.enter(() => Session.open(account, where, c.ctx.sessionDeps, connection));
+        c.session = await c.guest.enter(account.name, () => Session.open(account, where, c.ctx.sessionDeps, connection));
         c.log.info({ user: account.name }, 'login');
         c.reply(Code.LoggedIn, 'Login successful.');
       } catch (err) {

@@ -5,6 +5,7 @@ import { Readable } from 'node:stream';
 import { SluiceError, Unseen } from '../errors.js';
 import { UPLOAD_TEMP_PREFIX, splitVirtual } from '../paths.js';
 import { errnoCode, fromErrno, sys } from './errno.js';
+import type { ServerPlaces } from './server-places.js';
 import type {
   DirectoryReader,
   HeldNode,
@@ -47,11 +48,17 @@ export function procPath(fd: number, name = ''): string {
   return name === '' ? PROC_FD + fd : `${PROC_FD}${fd}/${name}`;
 }
 
-/** The storage of a home on this machine; `home` is resolved to its real path first. */
-export async function openLocalStorage(home: string): Promise<Storage> {
+/**
+ * The storage of a home on this machine; `home` is resolved to its real path
+ * first, and refused when it overlaps the server's own files: homes stored
+ * before that was checked, or made so by a later change of config.
+ */
+export async function openLocalStorage(home: string, serverPlaces: ServerPlaces): Promise<Storage> {
   try {
     const root = await fsp.realpath(home);
     if (!(await fsp.stat(root)).isDirectory()) throw new Error('home is not a directory');
+    const conflict = serverPlaces.conflict(root);
+    if (conflict) throw new Error(`home ${root} ${conflict}`);
     return new LocalStorage(root);
   } catch (err) {
     throw new SluiceError('failure', 'Home directory unavailable', String(err));
