@@ -89,7 +89,7 @@ describe('admin API resources', () => {
     ['a bad key', 'POST', '/users', { name: 'dave', keys: ['ssh-ed25519 AAAA'] }, /^body\.keys\.0: public key: /],
     ['an empty change', 'PATCH', '/users/nobody', {}, /^body: must NOT have fewer than 1 properties$/],
     ['a relative directory', 'PUT', '/users/nobody/permissions', { path: 'in', permissions: [] }, /^body\.path: /],
-    ['a bad address', 'POST', '/bans', { address: '10.0.0.300' }, /^body\.address: "10\.0\.0\.300" is not an IP address$/],
+    ['a bad address', 'POST', '/bans', { address: '10.0.0.300' }, /^body\.address: "10\.0\.0\.300" is not an IP address or an IPv6 network \/64$/],
     ['a ban of no length', 'POST', '/bans', { address: '10.0.0.3', seconds: 0 }, /^body\.seconds: must be >= 1$/],
   ] as const) {
     it(`400 naming the field for ${what}, nothing written`, { timeout: 60_000 }, async () => {

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { banTarget, sourceOf } from '../auth/ip-rules.js';
+import { banTarget, notBanTarget, sourceOf } from '../auth/ip-rules.js';
 import { MAX_BAN_SECONDS } from '../cli/ban.js';
 import type { LiveSessionsView } from '../session/live.js';
 import type { AdminContext } from './context.js';
@@ -25,7 +25,7 @@ const addressParams = { type: 'object', additionalProperties: false, required: [
 
 function addressIn(field: string, text: string, ipv6Prefix: number): string {
   const address = banTarget(text, ipv6Prefix);
-  if (address === null) throw new BadInput(field, `"${text}" is not an IP address${ipv6Prefix < 128 ? ` or an IPv6 network /${ipv6Prefix}` : ''}`);
+  if (address === null) throw new BadInput(field, notBanTarget(text, ipv6Prefix));
   return address;
 }
 

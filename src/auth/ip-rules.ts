@@ -73,6 +73,11 @@ function networkOf(address: string, prefix: number): string {
   return `${new SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address}/${prefix}`;
 }
 
+/** What to tell someone whose ban target banTarget refused. */
+export function notBanTarget(text: string, ipv6Prefix: number): string {
+  return `"${text}" is not an IP address${ipv6Prefix < 128 ? ` or an IPv6 network /${ipv6Prefix}` : ''}`;
+}
+
 /**
  * An address or network an administrator may ban: any address, or an IPv6
  * network of exactly `ipv6Prefix` bits (what the defender bans), written

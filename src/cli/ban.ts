@@ -1,5 +1,5 @@
 import type { AdminServices } from '../app.js';
-import { banTarget } from '../auth/ip-rules.js';
+import { banTarget, notBanTarget } from '../auth/ip-rules.js';
 import { ApiError, ifRunning, type Reach } from '../admin/client.js';
 import { UsageError, parse } from './args.js';
 import { table } from './user.js';
@@ -20,7 +20,7 @@ they are written to the database, which the server reads at each connection.
 
 function parseAddress(text: string, ipv6Prefix: number): string {
   const address = banTarget(text, ipv6Prefix);
-  if (address === null) throw new UsageError(`"${text}" is not an IP address${ipv6Prefix < 128 ? ` or an IPv6 network /${ipv6Prefix}` : ''}`);
+  if (address === null) throw new UsageError(notBanTarget(text, ipv6Prefix));
   return address;
 }
 
