@@ -1,9 +1,10 @@
 import type { Database, Statement } from 'better-sqlite3';
-import type { Protocol, UsageStore } from '../../session/account.js';
+import type { Protocol } from '../../session/account.js';
 import type { Permission } from '../../session/permissions.js';
 import { keyOf, type KeyRow } from '../rows.js';
 import { settingsOf, type NewKey, type PublicKeyRecord, type UserRecord, type UserSettings } from '../records.js';
 import { StoreConflict, type Credentials, type UserRepository } from '../store.js';
+import { SqliteUsageCounters } from './usage-counters.js';
 
 interface UserRow {
   id: number;
@@ -29,6 +30,7 @@ interface UserRow {
 }
 
 const list = (s: string) => s.split(',').filter((x) => x !== '');
+const usedOf = (u: { bytes: number; files: number }) => ({ usedBytes: u.bytes, usedFiles: u.files });
 
 /**
  * Users in SQLite. Every call is a local, indexed statement that returns at
@@ -37,8 +39,14 @@ const list = (s: string) => s.split(',').filter((x) => x !== '');
  */
 export class SqliteUsers implements UserRepository {
   private readonly q: Record<string, Statement>;
+  /**
+   * The usage counters, answered synchronously: the quota ledgers of a
+   * single-node server read and settle them inside one step.
+   */
+  readonly counters: SqliteUsageCounters;
 
   constructor(private readonly db: Database) {
+    this.counters = new SqliteUsageCounters(db);
     const prepare = (sql: string) => db.prepare(sql);
     this.q = {
       byName: prepare('SELECT * FROM users WHERE name = ?'),
@@ -56,10 +64,6 @@ export class SqliteUsers implements UserRepository {
       remove: prepare('DELETE FROM users WHERE id = ?'),
       setHash: prepare('UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?'),
       login: prepare('UPDATE users SET last_login_at = ? WHERE id = ?'),
-      usage: prepare('SELECT used_bytes AS bytes, used_files AS files FROM users WHERE id = ?'),
-      addUsage: prepare(`UPDATE users SET used_bytes = MAX(0, used_bytes + ?), used_files = MAX(0, used_files + ?)
-        WHERE id = ?`),
-      setUsage: prepare('UPDATE users SET used_bytes = ?, used_files = ? WHERE id = ?'),
       ipRules: prepare('SELECT kind, cidr FROM user_ip_rules WHERE user_id = ? ORDER BY cidr'),
       clearIpRules: prepare('DELETE FROM user_ip_rules WHERE user_id = ?'),
       addIpRule: prepare('INSERT OR IGNORE INTO user_ip_rules (user_id, kind, cidr) VALUES (?, ?, ?)'),
@@ -142,22 +146,13 @@ export class SqliteUsers implements UserRepository {
   }
 
   async addUsage(userId: number, bytes: number, files: number): Promise<void> {
-    this.counters.addUsage(userId, bytes, files);
+    this.counters.addNow(userId, bytes, files);
   }
 
   async setUsage(userId: number, bytes: number, files: number): Promise<void> {
     this.counters.setUsage(userId, bytes, files);
   }
 
-  /**
-   * The usage counters, answered synchronously: the quota ledgers of a
-   * single-node server read and settle them inside one step.
-   */
-  readonly counters: UsageStore = {
-    usage: (userId) => (this.q.usage!.get(userId) as { bytes: number; files: number } | undefined) ?? { bytes: 0, files: 0 },
-    addUsage: (userId, bytes, files) => void this.q.addUsage!.run(bytes, files, userId),
-    setUsage: (userId, bytes, files) => void this.q.setUsage!.run(bytes, files, userId),
-  };
 
   async setDirPermissions(userId: number, path: string, permissions: Permission[] | null): Promise<boolean> {
     if (permissions === null) return this.q.removeDirPerm!.run(userId, path).changes > 0;
@@ -205,8 +200,7 @@ export class SqliteUsers implements UserRepository {
       rateUp: r.rate_up,
       rateDown: r.rate_down,
       scan: r.scan === null ? null : r.scan === 1,
-      usedBytes: r.used_bytes,
-      usedFiles: r.used_files,
+      ...usedOf(this.counters.withPending(r.id, { bytes: r.used_bytes, files: r.used_files })),
       createdAt: new Date(r.created_at),
       updatedAt: new Date(r.updated_at),
       lastLoginAt: r.last_login_at === null ? null : new Date(r.last_login_at),

@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import { openSqliteStore } from '../src/store/sqlite/store.js';
+
+/*
+ * The quota ledgers' usage settlements are summed in memory and written
+ * together (SqliteUsageCounters): what is read must never lag, what is
+ * written must be exact once flushed or closed, and never below zero with
+ * each change taken in turn.
+ */
+describe('SQLite usage counters written in batches', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-usage-'));
+  const file = join(dir, 'sluice.db');
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const settings = (home: string) => ({
+    home, enabled: true, expiresAt: null, protocols: ['sftp' as const], requireTls: false, requireKey: false,
+    permissions: [], quotaBytes: 0, quotaFiles: 0, rateUp: null, rateDown: null, scan: null, allowIps: [], denyIps: [], dirPermissions: [],
+  });
+  /** The row as another process reads it. */
+  const onDisk = (id: number) => {
+    const db = new Database(file, { readonly: true });
+    try {
+      return db.prepare('SELECT used_bytes AS bytes, used_files AS files FROM users WHERE id = ?').get(id);
+    } finally {
+      db.close();
+    }
+  };
+
+  it('reads see every change at once; the row gets them within 100 ms, in one write; closing writes the rest', async () => {
+    const store = openSqliteStore(file);
+    const u = await store.users.create('ivy', null, settings(dir) as never);
+    const c = store.users.counters;
+    for (let i = 0; i < 1000; i++) c.addUsage(u.id, 4096, 1);
+    assert.deepEqual(c.usage(u.id), { bytes: 4096000, files: 1000 });
+    assert.deepEqual(await store.users.usage(u.id), { bytes: 4096000, files: 1000 });
+    const viewed = (await store.users.getById(u.id))!;
+    assert.deepEqual([viewed.usedBytes, viewed.usedFiles], [4096000, 1000], 'the admin view too');
+    assert.deepEqual(onDisk(u.id), { bytes: 0, files: 0 }, 'not written yet');
+    await new Promise((r) => setTimeout(r, 250));
+    assert.deepEqual(onDisk(u.id), { bytes: 4096000, files: 1000 });
+    c.addUsage(u.id, -96000, -10);
+    await store.close();
+    assert.deepEqual(onDisk(u.id), { bytes: 4000000, files: 990 }, 'written on close');
+  });
+
+  it('never below zero, each change in turn, as written one by one', async () => {
+    const store = openSqliteStore(file);
+    const u = await store.users.create('jack', null, settings(dir) as never);
+    const c = store.users.counters;
+    c.addUsage(u.id, 1000, 2);
+    c.addUsage(u.id, -5000, -5);
+    assert.deepEqual(c.usage(u.id), { bytes: 0, files: 0 });
+    c.addUsage(u.id, 100, 1);
+    assert.deepEqual(c.usage(u.id), { bytes: 100, files: 1 }, 'not -3900 carried over');
+    c.setUsage(u.id, 7, 7);
+    assert.deepEqual(c.usage(u.id), { bytes: 7, files: 7 }, 'a recount replaces what was pending');
+    await store.users.addUsage(u.id, 3, 0);
+    assert.deepEqual(onDisk(u.id), { bytes: 10, files: 7 }, "the repository's addUsage is written at once");
+    await store.close();
+    assert.deepEqual(onDisk(u.id), { bytes: 10, files: 7 });
+  });
+});
