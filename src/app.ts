@@ -1,5 +1,5 @@
 import { mkdirSync } from 'node:fs';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { adminEndpoint } from './admin/endpoint.js';
 import { AuditLog, createLogger } from './audit/log.js';
@@ -28,6 +28,7 @@ import { HandleBook } from './session/open-handles.js';
 import { LocalRooms, QuotaBook, type QuotaRooms } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
 import type { InFlightUploads, SessionDeps } from './session/session.js';
+import { hookNamedFiles } from './hooks/named-files.js';
 import { openLocalStorage } from './session/storage/local.js';
 import { ServerPlaces } from './session/storage/server-places.js';
 import { StartRecord } from './start-record.js';
@@ -107,7 +108,7 @@ export async function openAdmin(config: Config & { readonly source?: string | nu
  * The server's own files and directories, which no user's home may be, hold
  * or lie in (UserAdmin): its data, keys and config, the directories its audit
  * trail and xferlog rotate in, the quarantine, the admin socket, and the
- * programs and scripts its hooks run (named by absolute path).
+ * programs and scripts its hooks run or name (hookNamedFiles).
  */
 function serverFilesOf(config: Config & { readonly source?: string | null }): string[] {
   const inData = (path: string) => resolve(config.dataDir, path);
@@ -121,7 +122,7 @@ function serverFilesOf(config: Config & { readonly source?: string | null }): st
     ...(audit.xferlog === '' ? [] : [dirname(inData(audit.xferlog))]),
     inData(uploads.quarantineDir),
     ...(socket && 'path' in socket ? [resolve(socket.path)] : []),
-    ...hooks.actions.flatMap((a) => (a.command ?? []).filter((arg) => isAbsolute(arg) && !arg.includes('{'))),
+    ...hooks.actions.flatMap((a) => hookNamedFiles(a.command ?? [])),
   ];
 }
 
@@ -150,9 +151,10 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
       : null;
   // Hooks see the events as the trail records them (after the throttle below), even with the file off.
   const trail = teeTrail(auditLog, hooks);
-  // Failed logins come before any login, as fast as an attacker likes: aggregated per address.
-  // Every other event passes the throttle untouched.
-  const throttle = trail ? new FailureThrottle(trail) : null;
+  // Failed logins come before any login, as fast as an attacker likes: aggregated per source
+  // (an address, an IPv6 network). Every other event passes the throttle untouched.
+  const sources = banCheck(base);
+  const throttle = trail ? new FailureThrottle(trail, (ip) => sources.source(ip)) : null;
   const audit = trail && throttle ? { record: throttle.record.bind(throttle), system: trail.system.bind(trail) } : null;
   const { limits } = config;
   const registry = new ConnectionRegistry(limits.maxSessions, limits.maxSessionsPerIp, limits.maxSessionsPerUser);
@@ -165,7 +167,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   shared?.onUserRevoked((user, why) => {
     sessions.endUser(user, `${why} by an administrator`).catch((err: unknown) => base.log.error({ err, user }, 'ending sessions'));
   });
-  const defender = new Defender(banCheck(base), counts.failures, config.defender, audit, base.log.child({ part: 'defender' }));
+  const defender = new Defender(sources, counts.failures, config.defender, audit, base.log.child({ part: 'defender' }));
   return {
     coordinator: new LocalCoordinator(registry, shared?.userSessions ?? null, defender, quotas, audit, metrics),
     auditLog,

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { banTarget, sourceOf } from '../src/auth/ip-rules.js';
+import Database from 'better-sqlite3';
+import { banTarget, sourceOf, strayNetworks } from '../src/auth/ip-rules.js';
 import { sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
@@ -19,10 +21,22 @@ describe('sourceOf, banTarget', () => {
     assert.equal(sourceOf('2001:db8:1:2:3:4:5:6', 48), '2001:db8:1::/48');
     assert.equal(sourceOf('2001:db8:1:2:3:4:5:6', 128), '2001:db8:1:2:3:4:5:6');
     assert.equal(sourceOf('2001:db8:1:ffff::1', 57), '2001:db8:1:ff80::/57');
-    assert.equal(sourceOf('::1.2.3.4', 64), '::/64');
+    assert.equal(sourceOf('::1.2.3.4', 64), '::1.2.3.4', 'IPv4-compatible: no network of anyone');
     assert.equal(sourceOf('192.0.2.7', 64), '192.0.2.7');
     // The mapped form is the IPv4 client it carries, as accepted sockets report it.
     assert.equal(sourceOf('::ffff:192.0.2.7', 64), '192.0.2.7');
+  });
+  it('take the IPv4 client out of translated and tunnelled addresses; keep loopback and link-local addresses alone', () => {
+    // Found by a review: behind NAT64 every IPv4 client shared 64:ff9b::/64, 6to4 gave one host 65,536 /64s.
+    assert.equal(sourceOf('64:ff9b::192.0.2.1', 64), '192.0.2.1');
+    assert.equal(sourceOf('64:ff9b::c633:6407', 64), '198.51.100.7');
+    assert.equal(sourceOf('::ffff:0:192.0.2.1', 64), '192.0.2.1');
+    assert.equal(sourceOf('2002:c000:201:1::5', 64), '192.0.2.1');
+    assert.equal(sourceOf('2002:c000:201:ffff::9', 64), '192.0.2.1');
+    assert.equal(sourceOf('2001:0:4136:e378:8000:63bf:3fff:fdd2', 64), '192.0.2.45', "Teredo: the client's own address (RFC 4380's example)");
+    assert.equal(sourceOf('::1', 64), '::1');
+    assert.equal(sourceOf('fe80::abcd:1', 64), 'fe80::abcd:1');
+    assert.equal(sourceOf('2001:1::1', 64), '2001:1::/64', 'beside Teredo: ordinary');
   });
   it('take an address, or an IPv6 network of exactly the configured size', () => {
     assert.equal(banTarget('2001:db8:1:2::/64', 64), '2001:db8:1:2::/64');
@@ -33,6 +47,10 @@ describe('sourceOf, banTarget', () => {
       assert.equal(banTarget(bad, 64), null, bad);
     }
     assert.equal(banTarget('2001:db8:1:2::/64', 128), null, 'no networks when each address counts alone');
+    assert.equal(banTarget('2001:db8:1:2::/56', 64, true), '2001:db8:1::/56', 'lifting takes any size');
+    assert.equal(banTarget('2001:db8:1:2::/128', 64, true), null);
+    assert.equal(banTarget('192.0.2.0/24', 64, true), null);
+    assert.deepEqual(strayNetworks(['192.0.2.1', '2001:db8::/64', '2001:db8::/56', '2001:db8::1'], 64), ['2001:db8::/56']);
   });
 });
 
@@ -70,7 +88,7 @@ const serverWith = (yaml: string) =>
 describe('IPv6 clients are counted and banned by their /64', () => {
   let srv: TestServer;
   before(async () => {
-    srv = await serverWith('limits:\n  maxSessionsPerIp: 2\n');
+    srv = await serverWith("limits:\n  maxSessionsPerIp: 2\ndefender:\n  allowList: ['2001:db8:aa:1::/64']\n");
   });
   after(async () => {
     await srv.stop();
@@ -81,6 +99,12 @@ describe('IPv6 clients are counted and banned by their /64', () => {
     assert.deepEqual(held.map((h) => h.greeting), [220, 220]);
     assert.equal(await greeting(srv.ftpPort, '2001:db8:a:1::3'), 421, 'a third address of the /64 is over the limit');
     assert.equal(await greeting(srv.ftpPort, '2001:db8:a:2::1'), 220, 'the next /64 is another client');
+    for (const h of held) h.c.close();
+  });
+
+  it('an allow-listed network counts each address alone, as before', { timeout: 60_000 }, async () => {
+    const held = await Promise.all(['::1', '::2', '::3'].map((host) => through(srv.ftpPort, `2001:db8:aa:1${host}`)));
+    assert.deepEqual(held.map((h) => h.greeting), [220, 220, 220]);
     for (const h of held) h.c.close();
   });
 
@@ -121,6 +145,23 @@ describe('limits.ipv6Prefix: 128 counts each IPv6 address alone', () => {
     await failFromFreshAddresses(srv.ftpPort, '2001:db8:b:1');
     assert.equal(await greeting(srv.ftpPort, '2001:db8:b:1::5'), 220);
     assert.equal(await greeting(srv.ftpPort, '2001:db8:b:1::99'), 220);
+    assert.equal(JSON.parse(sluice(srv.dir, ['ban', 'list', '--json']).stdout).length, 0);
+  });
+
+  it('a network banned before the prefix changed is named at start and can still be lifted', { timeout: 60_000 }, async () => {
+    // Found by a review: with another ipv6Prefix such a ban held no client, stayed listed, and could not be removed.
+    await srv.restart(() => {
+      const db = new Database(join(srv.dir, 'data', 'sluice.db'));
+      try {
+        db.prepare('INSERT INTO bans (address, until, count, reason, created_at) VALUES (?, NULL, 1, ?, ?)').run('2001:db8:f:1::/64', 'test', Date.now());
+      } finally {
+        db.close();
+      }
+    });
+    assert.match(srv.log, /bans of IPv6 networks of another size than limits.ipv6Prefix hold no client/);
+    assert.match(srv.log, /"bans":\["2001:db8:f:1::\/64"\]/);
+    const removed = sluice(srv.dir, ['ban', 'remove', '2001:db8:f:1::/64']);
+    assert.equal(removed.code, 0, removed.stderr);
     assert.equal(JSON.parse(sluice(srv.dir, ['ban', 'list', '--json']).stdout).length, 0);
   });
 });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import pino from 'pino';
 import type { Actor, AuditEvent } from '../src/audit/events.js';
+import { sourceOf } from '../src/auth/ip-rules.js';
 import { configSchema } from '../src/config/schema.js';
 import { BanCheck } from '../src/security/ban-check.js';
 import { Defender } from '../src/security/defender.js';
@@ -20,7 +21,7 @@ function setup(name: string, defender: Record<string, unknown>) {
   const tally = new MemoryFailureTally();
   const events: { actor: Actor; event: AuditEvent }[] = [];
   const settings = configSchema.parse({ defender }).defender;
-  const check = new BanCheck(bans, settings.allowList);
+  const check = new BanCheck(bans, settings.allowList, 64);
   const scorer = new Defender(check, tally, settings, { record: (actor, event) => events.push({ actor, event }) }, pino({ level: 'silent' }));
   // What the gate asks (banned) and what the coordinator asks (score), as one object for the cases below.
   const d = { score: scorer.score.bind(scorer), banned: check.banned.bind(check), get tracked() { return tally.tracked; } };
@@ -93,7 +94,7 @@ describe('defender (in process)', () => {
 describe('failure throttle (in process)', () => {
   it('passes ten failures per address a window, then counts the rest into one summary', () => {
     const out: AuditEvent[] = [];
-    const t = new FailureThrottle({ record: (_a, e) => out.push(e) });
+    const t = new FailureThrottle({ record: (_a, e) => out.push(e) }, (ip) => ip);
     const actor = (ip: string): Actor => ({ session: 's', user: 'u', protocol: 'sftp', ip, port: 1 });
     const failed: AuditEvent = { event: 'login-failed', method: 'password', reason: 'bad-password' };
     for (let i = 0; i < 500; i++) t.record(actor('192.0.2.1'), failed);
@@ -105,5 +106,17 @@ describe('failure throttle (in process)', () => {
     assert.deepEqual(out.filter((e) => e.event === 'login-failed-repeated'), [{ event: 'login-failed-repeated', count: 490, window_s: 60 }]);
     t.flush();
     assert.equal(out.filter((e) => e.event === 'login-failed-repeated').length, 1, 'a new window starts empty');
+  });
+
+  it('counts per source: an IPv6 client taking a new address of its /64 for each try gets no more lines', () => {
+    const out: [Actor, AuditEvent][] = [];
+    const t = new FailureThrottle({ record: (a, e) => out.push([a, e]) }, (ip) => sourceOf(ip, 64));
+    const failed: AuditEvent = { event: 'login-failed', method: 'password', reason: 'bad-password' };
+    for (let i = 1; i <= 500; i++) t.record({ session: 's', user: 'u', protocol: 'ftp', ip: `2001:db8:1:2::${i.toString(16)}`, port: 1 }, failed);
+    assert.equal(out.length, 10);
+    t.flush();
+    const summary = out.at(-1);
+    assert.equal(summary?.[0].ip, '2001:db8:1:2::/64');
+    assert.deepEqual(summary?.[1], { event: 'login-failed-repeated', count: 490, window_s: 60 });
   });
 });

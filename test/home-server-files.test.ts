@@ -4,6 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
+import { ServerPlaces } from '../src/session/storage/server-places.js';
+import { hookNamedFiles } from '../src/hooks/named-files.js';
+import { sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 import { sshConnect } from './helpers/ssh.js';
@@ -18,27 +21,58 @@ describe("a stored home that holds the server's own files is not opened at login
   let srv: TestServer;
   let outside: string;
   const script = () => join(outside, 'hooks', 'notify.sh');
-  before(async () => {
-    outside = mkdtempSync(join(tmpdir(), 'sluice-old-home-'));
-    mkdirSync(join(outside, 'hooks'));
-    writeFileSync(script(), '#!/bin/sh\n', { mode: 0o755 });
-    const yaml = ['hooks:', '  actions:', '    - name: notify', '      on: [upload]', `      command: ['${script()}', '{path}']`, ''].join('\n');
-    srv = await TestServer.start({
-      yaml,
-      env: { SLUICE_FTP_TLS: 'optional' },
-      users: [
-        { name: 'older', password: 'older password', args: ['--protocols', 'ftp,ftps,sftp'] },
-        { name: 'other', password: 'other password', args: ['--protocols', 'ftp,ftps,sftp'] },
-      ],
-    });
-    // As a release before the check stored it, or an edit of the database.
+  /** Point `user`'s home at `home` in sluice.db, as a release before the check stored it, or an edit of the database. */
+  const storeHome = (user: string, home: string) => {
     const db = new Database(join(srv.dir, 'data', 'sluice.db'));
     try {
       db.pragma('busy_timeout = 5000');
-      assert.equal(db.prepare('UPDATE users SET home = ? WHERE name = ?').run(join(outside, 'hooks'), 'older').changes, 1);
+      assert.equal(db.prepare('UPDATE users SET home = ? WHERE name = ?').run(home, user).changes, 1);
     } finally {
       db.close();
     }
+  };
+  const passReply = async (user: string, password: string) => {
+    const c = await RawFtp.connect(srv.ftpPort, false);
+    await c.read();
+    const reply = await c.login(user, password);
+    c.close();
+    return reply.code;
+  };
+  before(async () => {
+    outside = mkdtempSync(join(tmpdir(), 'sluice-old-home-'));
+    for (const d of ['hooks', 'shelled', 'beside']) mkdirSync(join(outside, d));
+    writeFileSync(script(), '#!/bin/sh\n', { mode: 0o755 });
+    const yaml = [
+      'auth:',
+      '  failureDelay: 0',
+      'limits:',
+      '  loginTimeout: 3',
+      'defender:',
+      '  threshold: 2',
+      'hooks:',
+      '  actions:',
+      '    - name: notify',
+      '      on: [upload]',
+      `      command: ['${script()}', '{path}']`,
+      // Found by a review: a script named relative to the server's directory, or inside a shell command, was no server file.
+      '    - name: relative',
+      '      on: [upload]',
+      "      command: ['/bin/sh', './scripts/relative.sh', '{path}']",
+      '    - name: shelled',
+      '      on: [upload]',
+      `      command: ['/bin/sh', '-c', '${join(outside, 'shelled', 'run.sh')} "{path}"']`,
+      '',
+    ].join('\n');
+    srv = await TestServer.start({
+      yaml,
+      env: { SLUICE_FTP_TLS: 'optional' },
+      users: ['older', 'relative', 'shelled', 'beside', 'other'].map((name) => ({ name, password: `${name} password`, args: ['--protocols', 'ftp,ftps,sftp'] })),
+    });
+    mkdirSync(join(srv.dir, 'scripts'));
+    storeHome('older', join(outside, 'hooks'));
+    storeHome('relative', join(srv.dir, 'scripts'));
+    storeHome('shelled', join(outside, 'shelled'));
+    storeHome('beside', join(outside, 'beside'));
   });
   after(async () => {
     await srv.stop();
@@ -53,7 +87,16 @@ describe("a stored home that holds the server's own files is not opened at login
     assert.notEqual((await c.cmd('STOR notify.sh')).code, 150, 'no upload without a session');
     c.close();
     assert.equal(readFileSync(script(), 'utf8'), '#!/bin/sh\n');
-    assert.match(srv.log, /would hold the server's own [^"]*notify\.sh/);
+    assert.match(srv.log, /"reason":"home [^"]* would hold the server's own [^"]*notify\.sh"/);
+  });
+
+  it('a script named relative to the server, or in a shell command, is a server file too; a directory beside them is not', { timeout: 60_000 }, async () => {
+    assert.equal(await passReply('relative', 'relative password'), 451);
+    assert.equal(await passReply('shelled', 'shelled password'), 451);
+    assert.equal(await passReply('beside', 'beside password'), 230);
+    const added = sluice(srv.dir, ['user', 'add', 'newbie', '--password-stdin', '--home', join(srv.dir, 'scripts')], 'newbie password\n');
+    assert.notEqual(added.code, 0, 'the CLI refuses it too');
+    assert.match(added.stderr, /would hold the server's own/);
   });
 
   it('SFTP: no session opens', { timeout: 60_000 }, async () => {
@@ -65,10 +108,45 @@ describe("a stored home that holds the server's own files is not opened at login
     }
   });
 
+  it('retries on one connection are bounded by auth.maxTries; the deadline after them scores nothing', { timeout: 60_000 }, async () => {
+    // Found by a review: each 451 left the connection open for unlimited retries, and its login deadline
+    // then scored a login-timeout, so a client with good credentials was banned (threshold 2 here).
+    for (let round = 0; round < 2; round++) {
+      const c = await RawFtp.connect(srv.ftpPort, false, '127.0.0.7');
+      await c.read();
+      const codes = [];
+      for (let i = 0; i < 4; i++) codes.push((await c.login('older', 'older password').catch(() => null))?.code ?? 'closed');
+      assert.deepEqual(codes, [451, 451, 451, 421], 'three tries, then closed');
+      c.close();
+    }
+    const idle = await RawFtp.connect(srv.ftpPort, false, '127.0.0.7');
+    await idle.read();
+    assert.equal((await idle.login('older', 'older password')).code, 451);
+    await new Promise((r) => setTimeout(r, 4500));
+    assert.equal(await RawFtp.greeting(srv.ftpPort, '127.0.0.7'), 220, 'not banned');
+    idle.close();
+    assert.ok(!(await srv.audit()).some((r) => r.event === 'ban'));
+  });
+
   it('everyone else logs in as before', { timeout: 60_000 }, async () => {
-    const c = await RawFtp.connect(srv.ftpPort, false);
-    await c.read();
-    assert.equal((await c.login('other', 'other password')).code, 230);
-    c.close();
+    assert.equal(await passReply('other', 'other password'), 230);
+  });
+});
+
+describe('ServerPlaces, hookNamedFiles', () => {
+  it('exempts homes/ of the data directory only, not a server directory configured under it', () => {
+    const data = mkdtempSync(join(tmpdir(), 'sluice-places-'));
+    try {
+      const places = new ServerPlaces(data, [data, join(data, 'homes', 'quarantine')]);
+      assert.equal(places.conflict(join(data, 'homes', 'alice')), null);
+      assert.match(places.conflict(join(data, 'homes', 'quarantine', 'evil')) ?? '', /would lie in the server's own .*quarantine/);
+      assert.match(places.conflict(join(data, 'homes')) ?? '', /the server's own/, 'homes/ itself is no home');
+    } finally {
+      rmSync(data, { recursive: true, force: true });
+    }
+  });
+  it('names the program as PATH finds it and every path in the arguments, placeholders aside', () => {
+    const files = hookNamedFiles(['sh', '-c', '/opt/x/run.sh "{path}" > /var/log/x.log; ./local/y.sh', '{path}', '/srv/{user}/z'], '/nonexistent:/bin');
+    assert.deepEqual(files, ['/bin/sh', '/opt/x/run.sh', '/var/log/x.log', join(process.cwd(), 'local/y.sh')]);
   });
 });

@@ -23,8 +23,8 @@ const banView = {
 } as const;
 const addressParams = { type: 'object', additionalProperties: false, required: ['address'], properties: { address: { type: 'string', maxLength: 64 } } } as const;
 
-function addressIn(field: string, text: string, ipv6Prefix: number): string {
-  const address = banTarget(text, ipv6Prefix);
+function addressIn(field: string, text: string, ipv6Prefix: number, anySize = false): string {
+  const address = banTarget(text, ipv6Prefix, anySize);
   if (address === null) throw new BadInput(field, notBanTarget(text, ipv6Prefix));
   return address;
 }
@@ -65,9 +65,9 @@ export function banRoutes(api: FastifyInstance, { base, sessions }: AdminContext
 
   api.delete<{ Params: { address: string } }>(
     '/bans/:address',
-    { schema: { summary: "Lift a ban (the defender also forgets the address's past bans)", params: addressParams, response: { 200: { type: 'object', properties: { lifted: { type: 'string' } } } } } },
+    { schema: { summary: "Lift a ban (the defender also forgets the address's past bans); a network's '/' written %2F", params: addressParams, response: { 200: { type: 'object', properties: { lifted: { type: 'string' } } } } } },
     async (req) => {
-      const address = addressIn('params.address', req.params.address, ipv6Prefix);
+      const address = addressIn('params.address', req.params.address, ipv6Prefix, true);
       if (!(await base.bans.remove(address))) throw new NotFound(`${address} is not banned`);
       return { lifted: address };
     },

@@ -57,7 +57,7 @@ export type AuditEvent =
    * (limits.ipv6Prefix); once per ban, refused connections are not recorded.
    */
   | { event: 'ban'; address: string; until: string; seconds: number; count: number; offence: string }
-  /** Failed logins from the actor's address not recorded one by one within the window, counted. */
+  /** Failed logins from the actor's address (an IPv6 network: limits.ipv6Prefix) not recorded one by one within the window, counted. */
   | { event: 'login-failed-repeated'; count: number; window_s: number };
 
 /** Where the shared layer sends its events; audit/log.ts is the writer. */

@@ -58,19 +58,45 @@ function ipv6Bytes(address: string): Buffer {
  * IPv4 address itself, an IPv6 address as its network of `ipv6Prefix` bits
  * (`2001:db8:1:2::/64`). One customer's line or host is given a whole /64,
  * and can take a fresh address from it for every try: counted one address
- * at a time, it is never banned.
+ * at a time, it is never banned. Except where a network is no customer's
+ * (see carried).
  */
 export function sourceOf(address: string, ipv6Prefix: number): string {
   const canonical = canonicalAddress(address);
   if (canonical === null || ipv6Prefix >= 128 || isIP(canonical) !== 6) return canonical ?? address;
-  return networkOf(canonical, ipv6Prefix);
+  return carried(ipv6Bytes(canonical)) ?? networkOf(canonical, ipv6Prefix);
+}
+
+const v4 = (b: Buffer, at: number, flip = 0): string => Array.from(b.subarray(at, at + 4), (x) => x ^ flip).join('.');
+
+/**
+ * The source of an IPv6 address whose network is shared by unrelated
+ * clients or stands for one host: the IPv4 client a translator or tunnel
+ * carries in it (NAT64 64:ff9b::/96 and SIIT ::ffff:0:0:0/96, whose /64 is
+ * the whole IPv4 internet; 6to4 2002::/16, one IPv4 host with 2^80
+ * addresses; Teredo 2001::/32, every client of one relay in a /64), or the
+ * address itself (::/96, loopback and IPv4-compatible; fe80::/10,
+ * link-local, where every neighbour shares fe80::/64). Null: an ordinary
+ * address.
+ */
+function carried(b: Buffer): string | null {
+  const zeros = (from: number, to: number) => b.subarray(from, to).every((x) => x === 0);
+  if (b.readUInt32BE(0) === 0x0064ff9b && zeros(4, 12)) return v4(b, 12);
+  if (zeros(0, 8) && b.readUInt16BE(8) === 0xffff && zeros(10, 12)) return v4(b, 12);
+  if (b.readUInt16BE(0) === 0x2002) return v4(b, 2);
+  if (b.readUInt32BE(0) === 0x20010000) return v4(b, 12, 0xff);
+  if (zeros(0, 12) || (b.readUInt16BE(0) & 0xffc0) === 0xfe80) return new SocketAddress({ address: bytesText(b), family: 'ipv6' }).address;
+  return null;
+}
+
+function bytesText(b: Buffer): string {
+  return Array.from({ length: 8 }, (_, i) => b.readUInt16BE(i * 2).toString(16)).join(':');
 }
 
 function networkOf(address: string, prefix: number): string {
   const bytes = ipv6Bytes(address);
   for (let bit = prefix; bit < 128; bit++) bytes[bit >> 3] = (bytes[bit >> 3] as number) & ~(0x80 >> (bit & 7));
-  const groups = Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(i * 2).toString(16));
-  return `${new SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address}/${prefix}`;
+  return `${new SocketAddress({ address: bytesText(bytes), family: 'ipv6' }).address}/${prefix}`;
 }
 
 /** What to tell someone whose ban target banTarget refused. */
@@ -82,14 +108,23 @@ export function notBanTarget(text: string, ipv6Prefix: number): string {
  * An address or network an administrator may ban: any address, or an IPv6
  * network of exactly `ipv6Prefix` bits (what the defender bans), written
  * canonically; null otherwise. A network of another size would match no
- * client, since each is looked up as its address and its network only.
+ * client, since each is looked up as its address and its network only; but
+ * one banned before limits.ipv6Prefix changed must still be lifted, so
+ * `anySize` (for lifting) takes an IPv6 network of any size from 1 to 127.
  */
-export function banTarget(text: string, ipv6Prefix: number): string | null {
+export function banTarget(text: string, ipv6Prefix: number, anySize = false): string | null {
   const [addr = '', bits, extra] = text.trim().split('/');
   if (bits === undefined) return canonicalAddress(addr);
-  if (extra !== undefined || !/^\d{1,3}$/.test(bits) || Number(bits) !== ipv6Prefix || ipv6Prefix >= 128 || isIP(addr) !== 6) return null;
+  const size = Number(bits);
+  if (extra !== undefined || !/^\d{1,3}$/.test(bits) || isIP(addr) !== 6) return null;
+  if (anySize ? size < 1 || size > 127 : size !== ipv6Prefix || ipv6Prefix >= 128) return null;
   const address = canonicalAddress(addr) as string;
-  return isIP(address) === 6 ? networkOf(address, ipv6Prefix) : null;
+  return isIP(address) === 6 ? networkOf(address, size) : null;
+}
+
+/** The stored bans of IPv6 networks whose size is not `ipv6Prefix`: no look-up matches them. */
+export function strayNetworks(addresses: readonly string[], ipv6Prefix: number): string[] {
+  return addresses.filter((a) => a.includes('/') && a.split('/')[1] !== String(ipv6Prefix));
 }
 
 /** Deny wins; a non-empty allow list admits only what it names. */

@@ -11,15 +11,16 @@ export const BAN_HELP = `Usage: sluice ban <command> ...
   remove ADDRESS                lift a ban (the defender also forgets the address's past bans)
 
 ADDRESS: an IP address, or an IPv6 network of limits.ipv6Prefix bits
-(2001:db8:1:2::/64), which the defender bans for any address in it.
+(2001:db8:1:2::/64), which the defender bans for any address in it;
+remove also takes a network of another size, banned before that changed.
 DURATION: seconds, or a number with s, m, h or d (30m, 12h, 7d).
 With the admin API on (admin.listen) and the server running, add and remove go
 through it, and a ban also ends the address's live sessions at once; otherwise
 they are written to the database, which the server reads at each connection.
 `;
 
-function parseAddress(text: string, ipv6Prefix: number): string {
-  const address = banTarget(text, ipv6Prefix);
+function parseAddress(text: string, ipv6Prefix: number, anySize = false): string {
+  const address = banTarget(text, ipv6Prefix, anySize);
   if (address === null) throw new UsageError(notBanTarget(text, ipv6Prefix));
   return address;
 }
@@ -81,7 +82,7 @@ export async function banCommand(
     case 'remove': {
       const { values: v, positionals } = parse(rest, {}, 1);
       if (v.help) return help(out);
-      const address = parseAddress(positionals[0] as string, ipv6Prefix());
+      const address = parseAddress(positionals[0] as string, ipv6Prefix(), true);
       const lifted = await ifRunning(reach, 'DELETE', `/bans/${encodeURIComponent(address)}`).catch((err: unknown) => {
         if (err instanceof ApiError && err.status === 404) return false;
         throw err;

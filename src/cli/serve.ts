@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { AdminServer } from '../admin/server.js';
+import { strayNetworks } from '../auth/ip-rules.js';
 import { openAdmin, openCoordination, servicesOn, type AdminServices, type Coordination, type Services } from '../app.js';
 import { ensureKeys } from '../certs/ensure.js';
 import { superviseWorkers } from '../cluster/primary.js';
@@ -90,6 +91,7 @@ async function serveWith(base: AdminServices, coordination: Coordination, stoppe
   if (base.store.kind === 'sqlite') {
     await sweepHomes(join(config.dataDir, 'homes'), await base.users.all(), base.users, coordination.coordinator.audit, log);
   }
+  warnStrayNetworks(await base.bans.active(), config.limits.ipv6Prefix, log);
   let admin: AdminServer | null;
   try {
     admin = await startAdmin(base, coordination, log);
@@ -149,4 +151,10 @@ async function serveHere(services: Services, coordination: Coordination, stopped
   leave();
   log.info(drained, drainSummary(drained));
   return 0;
+}
+
+/** Bans of IPv6 networks of another size than limits.ipv6Prefix (set before it changed, or by a node configured otherwise) match no client: say so at start. */
+function warnStrayNetworks(bans: readonly { address: string }[], ipv6Prefix: number, log: Logger): void {
+  const stray = strayNetworks(bans.map((b) => b.address), ipv6Prefix);
+  if (stray.length > 0) log.warn({ bans: stray.slice(0, 20), count: stray.length, ipv6Prefix }, 'bans of IPv6 networks of another size than limits.ipv6Prefix hold no client: lift them with sluice ban remove');
 }

@@ -18,9 +18,13 @@ export class BanCheck {
     this.allowed = cidrMatcher(allowList);
   }
 
-  /** What the address is counted, scored and banned as. */
+  /**
+   * What the address is counted, scored and banned as. An allow-listed one
+   * (your office, your monitoring) is never banned, and counts alone toward
+   * maxSessionsPerIp: its neighbours in a /64 are not its clients.
+   */
   source(ip: string): string {
-    return sourceOf(ip, this.ipv6Prefix);
+    return this.allowed(ip) ? ip : sourceOf(ip, this.ipv6Prefix);
   }
 
   /** Checked at accept, before any work: a primary-key look-up, two for IPv6 (the address, its network). */

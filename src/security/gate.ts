@@ -153,6 +153,8 @@ export class Guest {
   private failures = 0;
   private closed = false;
   private banned = false;
+  /** Good credentials were given, though no session opened: the deadline then scores nothing. */
+  private vouched = false;
 
   constructor(
     private readonly gate: Gate,
@@ -227,8 +229,11 @@ export class Guest {
    * After good credentials, open the account's session: only once it is open
    * is the client logged in and the deadline stopped. If it cannot be opened
    * (a missing home), the slot taken for it is freed and the deadline keeps
-   * running; that is not scored, since it is no fault of the client's, but
-   * logged for the operator, who alone can mend it.
+   * running, for a retry once the home is back. That is not scored, neither
+   * now nor when the deadline passes, since it is no fault of the client's,
+   * but it counts toward auth.maxTries, which bounds the retries (and their
+   * log lines) on one connection; it is logged for the operator, who alone
+   * can mend it.
    */
   async enter<T>(user: string, open: () => Promise<T>): Promise<T> {
     try {
@@ -240,6 +245,8 @@ export class Guest {
     } catch (err) {
       // An SFTP connection with a session already open keeps its slot for that one.
       if (!this.inSession) this.freeSlot();
+      this.vouched = true;
+      this.failures++;
       const reason = err instanceof SluiceError ? (err.detail ?? err.message) : String(err);
       this.gate.log.warn({ user, ip: this.ip, reason }, 'session not opened');
       throw err;
@@ -301,7 +308,7 @@ export class Guest {
   private arm(): void {
     this.deadline = setTimeout(() => {
       this.gate.log.info({ ip: this.ip }, 'login timeout');
-      this.offence('login-timeout');
+      if (!this.vouched) this.offence('login-timeout');
       this.onExpired();
       setTimeout(() => this.socket.destroy(), GOODBYE_MS).unref();
     }, this.gate.settings.limits.loginTimeout * 1000);

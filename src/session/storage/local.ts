@@ -61,7 +61,7 @@ export async function openLocalStorage(home: string, serverPlaces: ServerPlaces)
     if (conflict) throw new Error(`home ${root} ${conflict}`);
     return new LocalStorage(root);
   } catch (err) {
-    throw new SluiceError('failure', 'Home directory unavailable', String(err));
+    throw new SluiceError('failure', 'Home directory unavailable', err instanceof Error ? err.message : String(err));
   }
 }
 

@@ -20,18 +20,22 @@ export function realPlace(path: string): string {
  */
 export class ServerPlaces {
   private readonly own: string[];
+  private readonly data: string;
   private readonly homes: string;
 
   constructor(dataDir: string, files: readonly string[]) {
     this.own = files.map(realPlace);
-    this.homes = realPlace(join(dataDir, 'homes'));
+    this.data = realPlace(dataDir);
+    this.homes = join(this.data, 'homes');
   }
 
   /** Why the home at real path `home` may not be one; null when it may. */
   conflict(home: string): string | null {
     for (const own of this.own) {
       if (own === home || own.startsWith(home === sep ? sep : home + sep)) return `would hold the server's own ${own}`;
-      if (home.startsWith(own + sep) && !home.startsWith(this.homes + sep)) return `would lie in the server's own ${own}`;
+      // Only the data directory has homes in it: a quarantine or trail configured under homes/ is no home.
+      const homesHere = own === this.data && home.startsWith(this.homes + sep);
+      if (home.startsWith(own + sep) && !homesHere) return `would lie in the server's own ${own}`;
     }
     return null;
   }
