@@ -74,8 +74,8 @@ describe('defender (in process)', () => {
 
   it('scores 200k distinct addresses in linear time and memory, forgetting the oldest past the cap', { timeout: 60_000 }, async () => {
     const { d } = setup('flood', { threshold: 2 });
-    // One IPv6 /64 offers this many addresses and more, each offence a cheap HTTP verb on the FTP port.
-    const ip = (i: number) => `2001:db8:1:1::${(i >>> 16).toString(16)}:${(i & 0xffff).toString(16)}`;
+    // Four IPv6 /48s offer this many /64s (each a source of its own), each offence a cheap HTTP verb on the FTP port.
+    const ip = (i: number) => `2001:db8:${(i >>> 16).toString(16)}:${(i & 0xffff).toString(16)}::1`;
     const total = 200_000;
     // Quadratic pruning took minutes here; linear takes well under a second. Checked as it goes, so the old code fails soon.
     const budgetMs = 10_000;
