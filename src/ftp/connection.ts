@@ -9,12 +9,21 @@ import type { Session } from '../session/session.js';
 import type { ActiveTransfer, CommandSpec, CommandTable, FtpContext, FtpControl } from './control.js';
 import type { DataEndpoint } from './data-channel/channel.js';
 import { ALL_FACTS, type Fact } from './facts.js';
-import { LineReader, isHttpVerb, type LineEvent } from './lines.js';
+import { LineReader, isHttpVerb } from './lines.js';
 import { Code, errorReply, formatReply } from './replies.js';
 import type { TlsBinding } from './tls.js';
 
-/** Queued command lines before we stop reading the socket. */
-const MAX_QUEUED = 16;
+/** Bytes received and not yet taken as commands before we stop reading the socket. */
+const MAX_UNREAD = 16 * 1024;
+/**
+ * Replies not yet taken by the client before we stop taking its commands:
+ * one that pipelines commands and never reads would otherwise grow the
+ * server's memory by every reply (GBs, before login too, found by a review)
+ * while its commands kept the event loop from everyone else.
+ */
+const MAX_UNSENT = 64 * 1024;
+/** Commands run back to back before the event loop gets a turn: pipelined ones that answer at once never wait. */
+const COMMANDS_PER_TURN = 8;
 
 /**
  * One control connection: greeting, pre-auth, authenticated. It owns the
@@ -43,7 +52,6 @@ export class FtpConnection implements FtpControl {
   readonly tlsBinding: TlsBinding;
 
   private readonly reader = new LineReader();
-  private readonly queue: LineEvent[] = [];
   private draining = false;
   private closed = false;
   private readonly idle: NodeJS.Timeout;
@@ -135,7 +143,7 @@ export class FtpConnection implements FtpControl {
   async upgradeToTls(): Promise<void> {
     this.socket.off('data', this.onData);
     this.socket.pause();
-    if (this.queue.length > 0 || this.reader.pending > 0) {
+    if (this.reader.pending > 0) {
       this.log.warn('bytes pipelined after AUTH TLS; closing');
       this.reply(Code.ProtectionRefused, 'Pipelined commands after AUTH are refused.');
       this.guest.offence('protocol-abuse');
@@ -164,18 +172,29 @@ export class FtpConnection implements FtpControl {
   }
 
   private receive(chunk: Buffer): void {
-    this.queue.push(...this.reader.push(chunk));
-    if (this.queue.length >= MAX_QUEUED) this.socket.pause();
+    this.reader.feed(chunk);
+    if (this.reader.pending >= MAX_UNREAD) this.socket.pause();
     void this.drain();
   }
 
+  /**
+   * Run the commands received, one at a time, each only once the client has
+   * taken most of the replies so far (MAX_UNSENT), and giving the event loop
+   * a turn every few: a client that does not read stalls itself alone, and
+   * its idle timer, no longer refreshed, ends it.
+   */
   private async drain(): Promise<void> {
     if (this.draining) return;
     this.draining = true;
     try {
-      while (this.queue.length > 0 && !this.closed) {
-        const event = this.queue.shift() as LineEvent;
-        if (this.queue.length < MAX_QUEUED / 2 && this.socket.isPaused() && this.socket.listenerCount('data') > 0) {
+      let run = 0;
+      while (!this.closed) {
+        if (this.socket.writableLength > MAX_UNSENT) await this.repliesTaken();
+        if (++run % COMMANDS_PER_TURN === 0) await new Promise(setImmediate);
+        if (this.closed) break;
+        const event = this.reader.next();
+        if (!event) break;
+        if (this.reader.pending < MAX_UNREAD / 2 && this.socket.isPaused() && this.socket.listenerCount('data') > 0) {
           this.socket.resume();
         }
         if ('tooLong' in event) {
@@ -187,6 +206,20 @@ export class FtpConnection implements FtpControl {
     } finally {
       this.draining = false;
     }
+  }
+
+  /** Until the socket's unsent replies drained, or it closed. */
+  private repliesTaken(): Promise<void> {
+    const socket = this.socket;
+    return new Promise((resolve) => {
+      const done = () => {
+        socket.off('drain', done);
+        socket.off('close', done);
+        resolve();
+      };
+      socket.on('drain', done);
+      socket.on('close', done);
+    });
   }
 
   private async execute(line: string): Promise<void> {

@@ -12,10 +12,12 @@ const WILL = 251;
 const DONT = 254;
 
 /**
- * Bounded reader of the control channel: bytes in, whole lines out. Lines
- * may arrive split over many chunks or many in one; Telnet IAC sequences are
- * removed (IAC IAC is a literal 0xFF); a line longer than MAX_LINE is dropped
- * up to its end and reported once, so memory stays bounded.
+ * Bounded reader of the control channel: bytes in, whole lines out, one at
+ * a time. Lines may arrive split over many chunks or many in one; Telnet
+ * IAC sequences are removed (IAC IAC is a literal 0xFF); a line longer than
+ * MAX_LINE is dropped up to its end and reported once. Chunks are kept as
+ * they came until their lines are asked for, so a chunk of thousands of
+ * pipelined commands costs its own bytes, not an object per line.
  */
 export class LineReader {
   /** The line so far (a client may send it a byte per segment). */
@@ -23,40 +25,72 @@ export class LineReader {
   private discarding = false;
   /** Telnet state carried between chunks: 0 none, 1 after IAC, 2 option byte due, 3 in subnegotiation, 4 IAC in subnegotiation. */
   private telnet = 0;
+  /** Chunks fed and not yet read through; the first from `offset`. */
+  private readonly unread: Buffer[] = [];
+  private offset = 0;
+  private unreadSize = 0;
 
-  push(chunk: Buffer): LineEvent[] {
-    const events: LineEvent[] = [];
-    let start = 0;
-    const flushText = (end: number) => {
-      if (end > start && !this.discarding) this.append(chunk.subarray(start, end));
-    };
-    for (let i = 0; i < chunk.length; i++) {
-      const b = chunk[i] as number;
-      if (this.telnet !== 0 || b === IAC) {
-        flushText(i);
-        start = i + 1;
-        const literal = this.stepTelnet(b);
-        if (literal !== null && !this.discarding) this.append(Buffer.from([literal]));
-        continue;
+  feed(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.unread.push(chunk);
+    this.unreadSize += chunk.length;
+  }
+
+  /** The next whole line of what was fed; null when none is complete yet. */
+  next(): LineEvent | null {
+    for (let chunk = this.unread[0]; chunk; chunk = this.unread[0]) {
+      let start = this.offset;
+      const flushText = (end: number) => {
+        if (end > start && !this.discarding) this.append(chunk.subarray(start, end));
+      };
+      for (let i = this.offset; i < chunk.length; i++) {
+        const b = chunk[i] as number;
+        if (this.telnet !== 0 || b === IAC) {
+          flushText(i);
+          start = i + 1;
+          const literal = this.stepTelnet(b);
+          if (literal !== null && !this.discarding) this.append(Buffer.from([literal]));
+          continue;
+        }
+        if (b === 0x0a) {
+          flushText(i);
+          this.consume(i + 1);
+          return this.takeLine();
+        }
+        if (!this.discarding && this.buf.size + (i - start) >= MAX_LINE) {
+          this.discarding = true;
+          this.buf.clear();
+        }
       }
-      if (b === 0x0a) {
-        flushText(i);
-        start = i + 1;
-        events.push(this.takeLine());
-        continue;
-      }
-      if (!this.discarding && this.buf.size + (i - start) >= MAX_LINE) {
-        this.discarding = true;
-        this.buf.clear();
-      }
+      flushText(chunk.length);
+      this.consume(chunk.length);
     }
-    flushText(chunk.length);
+    return null;
+  }
+
+  /** Feed a chunk and take every whole line now in it. */
+  push(chunk: Buffer): LineEvent[] {
+    this.feed(chunk);
+    const events: LineEvent[] = [];
+    for (let e = this.next(); e; e = this.next()) events.push(e);
     return events;
   }
 
-  /** Bytes received but not yet a whole line: pipelined data the caller may need to refuse. */
+  /** Bytes received but not yet taken as lines: pipelined data the caller may need to refuse, or stop reading for. */
   get pending(): number {
-    return this.buf.size;
+    return this.buf.size + this.unreadSize;
+  }
+
+  /** The first unread chunk is read through `end`. */
+  private consume(end: number): void {
+    const chunk = this.unread[0] as Buffer;
+    this.unreadSize -= end - this.offset;
+    if (end < chunk.length) {
+      this.offset = end;
+      return;
+    }
+    this.unread.shift();
+    this.offset = 0;
   }
 
   private append(part: Buffer): void {
