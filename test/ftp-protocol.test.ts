@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { RawFtp, readAll } from './helpers/ftp-raw.js';
@@ -71,6 +71,20 @@ describe('FTP control channel', () => {
     const c = await fresh();
     c.send('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
     assert.equal(await c.read(), null);
+  });
+
+  it('takes a path holding " HTTP/1" after login for the path it is, and scores nothing', async () => {
+    // Found by a review: RETR of "about HTTP/1.txt" ended the session as an HTTP request, five got the address banned.
+    mkdirSync(join(srv.home('alice'), 'about HTTP'), { recursive: true });
+    writeFileSync(join(srv.home('alice'), 'about HTTP', '1.txt'), 'one');
+    for (let i = 0; i < 6; i++) {
+      const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+      const r = await c.cmd('SIZE about HTTP/1.txt');
+      assert.equal(r.code, 213, r.text);
+      assert.match(r.text, /\b3$/);
+      c.close();
+    }
+    assert.ok(!(await srv.audit()).some((l) => l.event === 'ban'));
   });
 
   it('refuses bytes pipelined after AUTH TLS', async () => {

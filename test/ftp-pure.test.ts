@@ -101,17 +101,23 @@ describe('LineReader (ftp/lines.ts)', () => {
     assert.equal(reader.pending, 3);
   });
 
-  const http: [verb: string, line: string, is: boolean][] = [
-    ['GET', 'GET / HTTP/1.1', true],
-    ['POST', 'POST /x', true],
-    ['CONNECT', 'CONNECT host:21', true],
-    ['RETR', 'RETR x HTTP/1.0', true],
-    ['RETR', 'RETR HTTP-notes.txt', false],
-    ['USER', 'USER get', false],
-    ['LIST', 'LIST', false],
+  const http: [verb: string, line: string, beforeLogin: boolean, is: boolean][] = [
+    ['GET', 'GET / HTTP/1.1', true, true],
+    ['GET', 'GET / HTTP/1.1', false, true],
+    ['POST', 'POST /x', true, true],
+    ['CONNECT', 'CONNECT host:21', true, true],
+    ['FOO', 'FOO /x HTTP/1.0', true, true],
+    ['RETR', 'RETR x HTTP/1.0', true, true],
+    // Found by a review: a user's path with " HTTP/1" in it ended the session and got the address banned.
+    ['RETR', 'RETR x HTTP/1.0', false, false],
+    ['RETR', 'RETR about HTTP/1.txt', true, false],
+    ['SIZE', 'SIZE about HTTP/1.txt', false, false],
+    ['RETR', 'RETR HTTP-notes.txt', true, false],
+    ['USER', 'USER get', true, false],
+    ['LIST', 'LIST', true, false],
   ];
-  for (const [verb, line, is] of http) {
-    it(`isHttpVerb(${JSON.stringify(line)}) is ${is}`, () => assert.equal(isHttpVerb(verb, line), is));
+  for (const [verb, line, beforeLogin, is] of http) {
+    it(`isHttpVerb(${JSON.stringify(line)}) ${beforeLogin ? 'before' : 'after'} login is ${is}`, () => assert.equal(isHttpVerb(verb, line, beforeLogin), is));
   }
 });
 

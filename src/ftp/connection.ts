@@ -227,7 +227,7 @@ export class FtpConnection implements FtpControl {
     const space = line.indexOf(' ');
     const verb = (space < 0 ? line : line.slice(0, space)).toUpperCase();
     const arg = space < 0 ? '' : line.slice(space + 1);
-    if (isHttpVerb(verb, line)) {
+    if (isHttpVerb(verb, line, this.session === null)) {
       this.log.warn({ verb: verb.slice(0, 16) }, 'HTTP request on the FTP port; closing');
       this.guest.offence('protocol-abuse');
       return this.close('http verb');

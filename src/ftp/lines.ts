@@ -142,7 +142,14 @@ export class LineReader {
 
 const HTTP_VERBS = new Set(['GET', 'POST', 'PUT', 'HEAD', 'CONNECT', 'DELETE', 'OPTIONS', 'PATCH', 'TRACE']);
 
-/** A browser or cross-protocol attack (ALPACA) talking HTTP to us: close, answer nothing. `verb` is upper case. */
-export function isHttpVerb(verb: string, line: string): boolean {
-  return HTTP_VERBS.has(verb) || /\sHTTP\/\d/i.test(line);
+/**
+ * A browser or cross-protocol attack (ALPACA) talking HTTP to us: close,
+ * answer nothing. `verb` is upper case. An HTTP verb is never an FTP
+ * command; a request line of another method (`X /y HTTP/1.1`) is taken as
+ * one only before login, and only in that exact shape: a user's path may
+ * hold " HTTP/1" (`RETR about HTTP/1.txt`), and taking it for an attack
+ * ended the session and scored the address toward a ban.
+ */
+export function isHttpVerb(verb: string, line: string, beforeLogin: boolean): boolean {
+  return HTTP_VERBS.has(verb) || (beforeLogin && /^\S+ \S+ HTTP\/\d\.\d$/i.test(line));
 }
