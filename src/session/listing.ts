@@ -1,32 +1,72 @@
 import { toFileInfo, type FileInfo } from './file-info.js';
 import type { DirectoryReader } from './storage/storage.js';
 
-/** Names taken from the storage per call while all of a directory's are gathered. */
+/** Names taken from the storage per call while a directory's are gathered. */
 const NAME_BATCH = 512;
+/** Names one listing gathers and sorts at most; past them it goes on in sorted runs of NAME_BATCH. */
+const MAX_SORTED = 20_000;
+/**
+ * Bytes of names (an estimate of their heap) all open listings of this
+ * process may hold for sorting. Past it a listing sorts one batch at a time:
+ * a user who opened 256 listings of a directory of 80,000 long names held
+ * 28 MiB each, until the heap ran out and the process died (found by a
+ * review).
+ */
+const SORT_BUDGET = 64 * 1024 * 1024;
+/** What a held name costs beyond its characters. */
+const NAME_OVERHEAD = 64;
 
-/** Pure: names in the order of their UTF-8 bytes, as vsftpd and `LC_ALL=C ls` sort them. */
+/**
+ * Pure: names in the order of their UTF-8 bytes, as vsftpd and `LC_ALL=C ls`
+ * sort them. That is code point order, which UTF-16 order (the default sort,
+ * several times faster than comparing encoded bytes) matches except that it
+ * puts U+E000-U+FFFF after the surrogates of the code points above them.
+ */
 export function sortByBytes(names: readonly string[]): string[] {
-  return names
-    .map((name) => ({ name, bytes: Buffer.from(name) }))
-    .sort((a, b) => Buffer.compare(a.bytes, b.bytes))
-    .map((e) => e.name);
+  return names.some((n) => WIDE.test(n)) ? [...names].sort(byCodePoint) : [...names].sort();
 }
+
+const WIDE = /[\ud800-\uffff]/;
+
+function byCodePoint(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i);
+    let y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x >= 0xd800 && y >= 0xd800) {
+      // Surrogates (code points past U+FFFF) go after U+E000-U+FFFF.
+      x = x >= 0xe000 ? x - 0x800 : x + 0x2000;
+      y = y >= 0xe000 ? y - 0x800 : y + 0x2000;
+    }
+    return x - y;
+  }
+  return a.length - b.length;
+}
+
+/** Bytes of names the open listings of this process hold for sorting. */
+let sortHeld = 0;
 
 /**
  * An open directory, read in batches (SFTP READDIR) or iterated (FTP LIST),
- * in name order for every protocol. Sorting needs every name before the
- * first entry goes out, so the first read takes all of the directory's names
- * (names only: metadata is read batch by batch) and holds them until close.
- * There is no cap on entries; memory is bounded by the names of one directory
- * times the listings open at once (an FTP connection runs one at a time, SFTP
- * counts them among its handles: sftp.maxHandles, sftp.maxHandlesPerUser).
- * Entries are described as they are read, never following a symlink. The
- * owner must close() it (iteration does).
+ * in name order for every protocol. Sorting needs the names before the first
+ * entry goes out, so the first read gathers them (names only: metadata is
+ * read batch by batch), up to MAX_SORTED names and within the process's
+ * SORT_BUDGET; a larger directory, or one listed while others hold the
+ * budget, goes on in sorted runs of NAME_BATCH names. Every entry comes
+ * once either way, and memory is bounded by the budget plus a batch per
+ * open listing. Entries are described as they are read, never following a
+ * symlink. The owner must close() it (iteration does).
  */
 export class DirectoryListing implements AsyncIterable<FileInfo> {
   private closed = false;
-  private names: string[] | null = null;
+  private started = false;
+  /** The directory has no more names to give. */
+  private drained = false;
+  private names: string[] = [];
   private next = 0;
+  /** This listing's share of sortHeld. */
+  private held = 0;
 
   constructor(
     private readonly dir: DirectoryReader,
@@ -36,9 +76,17 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
 
   /** Up to `max` entries; an empty array at the end. */
   async read(max = 100): Promise<FileInfo[]> {
-    this.names ??= await this.readNames();
+    if (!this.started) {
+      this.started = true;
+      await this.gather();
+    }
     const out: FileInfo[] = [];
-    while (out.length < max && this.next < this.names.length && !this.closed) {
+    while (out.length < max && !this.closed) {
+      if (this.next >= this.names.length) {
+        if (this.drained) break;
+        await this.gatherRun();
+        continue;
+      }
       const name = this.names[this.next++] as string;
       // Removed while we listed: not an entry any more.
       const info = await this.describe(name).catch(() => null);
@@ -47,12 +95,36 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
     return out;
   }
 
-  private async readNames(): Promise<string[]> {
+  /** The first run: as many names as MAX_SORTED and the budget allow, sorted. */
+  private async gather(): Promise<void> {
     const names: string[] = [];
-    for (let batch = await this.dir.names(NAME_BATCH); batch.length > 0 && !this.closed; batch = await this.dir.names(NAME_BATCH)) {
+    while (!this.closed && !this.drained && names.length < MAX_SORTED) {
+      const batch = await this.take();
       names.push(...batch);
+      const bytes = batch.reduce((sum, n) => sum + n.length + NAME_OVERHEAD, 0);
+      this.held += bytes;
+      sortHeld += bytes;
+      if (sortHeld > SORT_BUDGET) break;
     }
-    return sortByBytes(names);
+    this.names = sortByBytes(names);
+  }
+
+  /** A later run: the next batch, sorted; what the runs before held is given back. */
+  private async gatherRun(): Promise<void> {
+    this.release();
+    this.names = sortByBytes(await this.take());
+    this.next = 0;
+  }
+
+  private async take(): Promise<string[]> {
+    const batch = this.closed ? [] : await this.dir.names(NAME_BATCH);
+    if (batch.length === 0) this.drained = true;
+    return batch;
+  }
+
+  private release(): void {
+    sortHeld -= this.held;
+    this.held = 0;
   }
 
   private async describe(name: string): Promise<FileInfo | null> {
@@ -67,6 +139,8 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.names = [];
+    this.release();
     await this.dir.close();
   }
 
