@@ -373,7 +373,17 @@ export class SftpFrontEnd {
     for (const what of ['pty', 'x11', 'env', 'shell', 'auth-agent', 'signal', 'window-change'] as const) {
       session.on(what as 'shell', refuse(what) as never);
     }
+    // A session channel runs one subsystem or command. A second request on it found ssh2's accept()
+    // returning nothing, and the TypeError that followed closed the client's connection (found by a review).
+    let started = false;
+    const start = (what: string, reject: () => void): boolean => {
+      if (!started) return (started = true);
+      state.log.warn({ request: what }, 'session request refused: the channel runs one already');
+      reject();
+      return false;
+    };
     session.on('subsystem', (accept, reject, info) => {
+      if (!start('subsystem', reject)) return;
       if (info.name !== 'sftp' || !state.account) {
         state.log.warn({ subsystem: info.name }, 'subsystem refused');
         return reject();
@@ -395,6 +405,7 @@ export class SftpFrontEnd {
       });
     });
     session.on('exec', (accept, reject, info) => {
+      if (!start('exec', reject)) return;
       if (!state.account || !this.services.config.sftp.scp) {
         state.log.warn({ command: info.command.slice(0, 200) }, 'exec refused');
         return reject();
