@@ -13,6 +13,12 @@ import { ProxyHeaders, type Origin, type ProxyMode } from './proxy-header.js';
 const GOODBYE_MS = 2000;
 /** At most one "connection limit reached" line this often. */
 const REFUSAL_LOG_MS = 10_000;
+/**
+ * Keys an SSH client may ask about (before signing) on one connection that
+ * the user does not have. An agent offers each key it holds, so this is
+ * more than auth.maxTries, as OpenSSH's MaxAuthTries (6) counts them too.
+ */
+const MAX_KEY_OFFERS = 10;
 
 export interface GateSettings {
   readonly limits: Config['limits'];
@@ -151,6 +157,7 @@ export class Guest {
   private userSlot: Release | null = null;
   private inSession = false;
   private failures = 0;
+  private keyOffers = 0;
   private closed = false;
   private banned = false;
   /** Good credentials were given, though no session opened: the deadline then scores nothing. */
@@ -176,13 +183,18 @@ export class Guest {
   }
 
   /**
-   * Failed logins have reached auth.maxTries, or the address is banned: the
-   * front-end closes the connection. The ban is looked up, not only remembered:
+   * Failed logins have reached auth.maxTries, unknown keys MAX_KEY_OFFERS,
+   * or the address is banned: the front-end closes the connection. The ban is looked up, not only remembered:
    * connections opened before it (by this address's failures anywhere, or by
    * `sluice ban add`) would otherwise keep guessing, auth.maxTries each.
    */
   get exhausted(): boolean {
-    return this.banned || this.failures >= this.gate.settings.auth.maxTries || this.gate.bans.banned(this.ip);
+    return (
+      this.banned ||
+      this.failures >= this.gate.settings.auth.maxTries ||
+      this.keyOffers >= MAX_KEY_OFFERS ||
+      this.gate.bans.banned(this.ip)
+    );
   }
 
   /** Protocol abuse or a failed handshake before login, seen by the front-end: scored by the defender. */
@@ -207,6 +219,24 @@ export class Guest {
   async password(login: LoginRequest, password: string): Promise<Account> {
     const req = { ...login, remoteAddress: this.ip };
     return this.attempt(req, () => this.gate.authenticator.password(req, password, this.claim));
+  }
+
+  /**
+   * An SSH client asking whether a key would do, before it signs: no login,
+   * not audited or scored (an agent offering its keys one by one is no
+   * attack), but a key the user does not have counts, and past
+   * MAX_KEY_OFFERS the connection is exhausted. Unbounded, it was a free
+   * test of which public key a user has: 199 keys in 0.3 s on one
+   * connection (found by a review).
+   */
+  async offerKey(login: LoginRequest, blob: Buffer): Promise<void> {
+    if (this.exhausted) throw new AuthError('too-many-tries');
+    try {
+      await this.gate.authenticator.publicKey({ ...login, remoteAddress: this.ip }, blob, false);
+    } catch (err) {
+      if (err instanceof AuthError) this.keyOffers++;
+      throw err;
+    }
   }
 
   /** A public key whose signature verified. */

@@ -267,7 +267,6 @@ export class SftpFrontEnd {
       remotePort: state.port,
       connection: state.id,
     };
-    const { authenticator } = this.services;
     const { guest } = state;
     // Attempts already on the wire when the limit was reached get no hearing.
     if (guest.exhausted) return ctx.reject([]);
@@ -291,8 +290,8 @@ export class SftpFrontEnd {
             await guest.refusePublicKey(req, 'weak-algorithm');
           }
           if (!ctx.signature || !ctx.blob) {
-            // Only the client asking whether this key would do: not a login, not a failure.
-            await authenticator.publicKey(req, ctx.key.data, false);
+            // Only the client asking whether this key would do: not a login (see Guest.offerKey).
+            await guest.offerKey(req, ctx.key.data);
             return ctx.accept();
           }
           const key = ssh2.utils.parseKey(ctx.key.data);
