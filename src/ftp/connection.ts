@@ -55,6 +55,8 @@ export class FtpConnection implements FtpControl {
   private draining = false;
   private closed = false;
   private readonly idle: NodeJS.Timeout;
+  /** The transfer and its bytes when the idle timer last found one running. */
+  private idleMark: { transfer: ActiveTransfer; bytes: number } | null = null;
   private readonly onData = (chunk: Buffer) => this.receive(chunk);
 
   constructor(
@@ -266,10 +268,23 @@ export class FtpConnection implements FtpControl {
     }
   }
 
+  /**
+   * No command for idleTimeout: the connection ends, unless a transfer ran
+   * on meanwhile. One that has moved no byte since the last look ends it
+   * too: a client that never reads its download or sends the rest of its
+   * upload would otherwise hold its session, descriptors and quota
+   * reservation for ever (found by a review).
+   */
   private onIdle(): void {
-    if (this.transfer) {
-      this.idle.refresh();
-      return;
+    const transfer = this.transfer;
+    if (transfer) {
+      const bytes = transfer.bytes();
+      if (this.idleMark?.transfer !== transfer || this.idleMark.bytes !== bytes) {
+        this.idleMark = { transfer, bytes };
+        this.idle.refresh();
+        return;
+      }
+      this.log.info({ bytes }, 'transfer stalled');
     }
     this.reply(Code.ServiceUnavailable, 'Timeout.');
     void this.close('idle timeout');

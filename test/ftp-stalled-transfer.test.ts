@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { loggedIn, startUpload, type RawFtp } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+
+/*
+ * Found by an adversarial review: with a transfer running, the idle timer
+ * only refreshed itself, so a client that never read its download, or
+ * sent ten bytes of an upload and then nothing, held its session, its
+ * descriptors and its quota reservation for ever. A transfer that moves
+ * no byte between two looks of the idle timer (ftp.idleTimeout) now ends
+ * the connection.
+ */
+describe('FTP: a transfer that stalls', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      yaml: 'ftp:\n  idleTimeout: 10\n',
+      env: { SLUICE_FTP_TLS: 'optional' },
+      users: [{ name: 'alice', password: 'alice password', args: ['--protocols', 'ftp,ftps,sftp', '--perms', 'all'] }],
+    });
+    writeFileSync(join(srv.home('alice'), 'big.bin'), Buffer.alloc(64 * 1024 * 1024, 7));
+  });
+  after(() => srv.stop());
+
+  /** Until the control connection ends: its last reply, and how long after `since` it ended. */
+  const ending = async (c: RawFtp, since: number) => {
+    let last = null;
+    for (let r = await c.read(60_000).catch(() => null); r; r = await c.read(60_000).catch(() => null)) last = r;
+    return { last, after: Date.now() - since };
+  };
+
+  it('ends an upload that stops sending and a download never read, within two idle timeouts; the upload leaves nothing', { timeout: 90_000 }, async () => {
+    const started = Date.now();
+    const up = await loggedIn(srv.ftpPort, 'alice', 'alice password');
+    const upData = await startUpload(up, 'stalled.bin');
+    upData.write(Buffer.alloc(10, 1));
+    const down = await loggedIn(srv.ftpPort, 'alice', 'alice password');
+    await down.cmd('TYPE I');
+    const pasv = await down.passive(false);
+    down.send('RETR big.bin\r\n');
+    const downData = await pasv.open();
+    downData.pause();
+    assert.equal((await down.read())?.code, 150);
+    const [u, d] = await Promise.all([ending(up, started), ending(down, started)]);
+    upData.destroy();
+    downData.destroy();
+    for (const [what, r] of [['upload', u], ['download', d]] as const) {
+      assert.ok(r.after < 35_000, `${what} ended after ${r.after} ms`);
+      assert.equal(r.last?.code, 421, `${what}: ${JSON.stringify(r.last)}`);
+    }
+    assert.ok(!existsSync(join(srv.home('alice'), 'stalled.bin')), 'no file under the upload\'s name');
+    assert.deepEqual(readdirSync(srv.home('alice')).filter((n) => n.startsWith('.sluice-upload-')), [], 'nor a staged one');
+    const upload = (await srv.auditUntil((l) => l.event === 'upload' && l.path === '/stalled.bin')).find((l) => l.event === 'upload' && l.path === '/stalled.bin');
+    assert.equal(upload?.result, 'aborted');
+  });
+});
