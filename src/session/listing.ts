@@ -1,4 +1,4 @@
-import { toFileInfo, type FileInfo } from './file-info.js';
+import { linkInfo, toFileInfo, type FileInfo } from './file-info.js';
 import type { DirectoryReader } from './storage/storage.js';
 
 /** Names taken from the storage per call while a directory's are gathered. */
@@ -133,7 +133,7 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
     const info = toFileInfo(name, st);
     if (info.type !== 'symlink') return info;
     const target = await this.dir.readlink(name).then(this.linkTarget).catch(() => null);
-    return target === null ? info : { ...info, target };
+    return linkInfo(info, target);
   }
 
   async close(): Promise<void> {

@@ -2,7 +2,7 @@ import type { Actor, AuditEvent, AuditSink } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
 import type { Account, Protocol } from './account.js';
 import { SluiceError, Unseen, toSluiceError } from './errors.js';
-import { toFileInfo, type FileInfo } from './file-info.js';
+import { linkInfo, toFileInfo, type FileInfo } from './file-info.js';
 import type { LiveConnection, LiveRegistry, LiveSession } from './live.js';
 import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
@@ -264,7 +264,14 @@ export class Session implements LiveSession {
       this.within(path, follow, 'look', async (loc) => {
         const st = await loc.stat();
         if (!st) throw new SluiceError('not-found');
-        return toFileInfo(loc.isRoot ? '/' : loc.name, st);
+        const info = toFileInfo(loc.isRoot ? '/' : loc.name, st);
+        if (st.type !== 'symlink') return info;
+        // A target leading out of the home, or no clean path, is hidden (visibleLinkTarget throws on it).
+        const shown = await loc
+          .readlink()
+          .then((text) => visibleLinkTarget(parentOf(loc.virtualPath), text))
+          .catch(() => null);
+        return linkInfo(info, shown);
       }),
     );
   }
