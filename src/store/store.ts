@@ -103,7 +103,7 @@ export interface UserRepository {
   update(id: number, patch: Partial<UserSettings>): Promise<void>;
   remove(id: number): Promise<void>;
   setPasswordHash(id: number, hash: string | null): Promise<void>;
-  /** Settles once written; a shared store writes these in batches (postgres/last-logins.ts), up to a second later. */
+  /** Settles at once; both stores write these in batches, up to a second (postgres/last-logins.ts) or 100 ms (sqlite/deferred-writes.ts) later. */
   recordLogin(id: number): Promise<void>;
   usage(userId: number): Promise<{ bytes: number; files: number }>;
   /** Add to the counters atomically (never below zero), whatever other nodes add at the same time. */

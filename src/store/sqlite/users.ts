@@ -4,7 +4,7 @@ import type { Permission } from '../../session/permissions.js';
 import { keyOf, type KeyRow } from '../rows.js';
 import { settingsOf, type NewKey, type PublicKeyRecord, type UserRecord, type UserSettings } from '../records.js';
 import { StoreConflict, type Credentials, type UserRepository } from '../store.js';
-import { SqliteUsageCounters } from './usage-counters.js';
+import { DeferredUserWrites } from './deferred-writes.js';
 
 interface UserRow {
   id: number;
@@ -31,6 +31,7 @@ interface UserRow {
 
 const list = (s: string) => s.split(',').filter((x) => x !== '');
 const usedOf = (u: { bytes: number; files: number }) => ({ usedBytes: u.bytes, usedFiles: u.files });
+const lastLoginOf = (at: number | null) => (at === null ? null : new Date(at));
 
 /**
  * Users in SQLite. Every call is a local, indexed statement that returns at
@@ -40,13 +41,14 @@ const usedOf = (u: { bytes: number; files: number }) => ({ usedBytes: u.bytes, u
 export class SqliteUsers implements UserRepository {
   private readonly q: Record<string, Statement>;
   /**
-   * The usage counters, answered synchronously: the quota ledgers of a
-   * single-node server read and settle them inside one step.
+   * The usage counters, answered synchronously (the quota ledgers of a
+   * single-node server read and settle them inside one step), and the last
+   * logins: both written in batches.
    */
-  readonly counters: SqliteUsageCounters;
+  readonly counters: DeferredUserWrites;
 
   constructor(private readonly db: Database) {
-    this.counters = new SqliteUsageCounters(db);
+    this.counters = new DeferredUserWrites(db);
     const prepare = (sql: string) => db.prepare(sql);
     this.q = {
       byName: prepare('SELECT * FROM users WHERE name = ?'),
@@ -63,7 +65,6 @@ export class SqliteUsers implements UserRepository {
         updated_at = @now WHERE id = @id`),
       remove: prepare('DELETE FROM users WHERE id = ?'),
       setHash: prepare('UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?'),
-      login: prepare('UPDATE users SET last_login_at = ? WHERE id = ?'),
       ipRules: prepare('SELECT kind, cidr FROM user_ip_rules WHERE user_id = ? ORDER BY cidr'),
       clearIpRules: prepare('DELETE FROM user_ip_rules WHERE user_id = ?'),
       addIpRule: prepare('INSERT OR IGNORE INTO user_ip_rules (user_id, kind, cidr) VALUES (?, ?, ?)'),
@@ -138,7 +139,7 @@ export class SqliteUsers implements UserRepository {
   }
 
   async recordLogin(id: number): Promise<void> {
-    this.q.login!.run(Date.now(), id);
+    this.counters.login(id, Date.now());
   }
 
   async usage(userId: number): Promise<{ bytes: number; files: number }> {
@@ -203,7 +204,7 @@ export class SqliteUsers implements UserRepository {
       ...usedOf(this.counters.withPending(r.id, { bytes: r.used_bytes, files: r.used_files })),
       createdAt: new Date(r.created_at),
       updatedAt: new Date(r.updated_at),
-      lastLoginAt: r.last_login_at === null ? null : new Date(r.last_login_at),
+      lastLoginAt: lastLoginOf(this.counters.lastLogin(r.id, r.last_login_at)),
       allowIps: rules.filter((x) => x.kind === 'allow').map((x) => x.cidr),
       denyIps: rules.filter((x) => x.kind === 'deny').map((x) => x.cidr),
       dirPermissions: dirs.map((d) => ({ path: d.path, permissions: list(d.permissions) as Permission[] })),

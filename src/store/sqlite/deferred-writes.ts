@@ -6,35 +6,50 @@ interface Usage {
   files: number;
 }
 
-/** How long a change of usage may wait to be written with the others. */
+/** How long a change may wait to be written with the others. */
 const FLUSH_MS = 100;
 
 /**
- * The users' usage counters in SQLite, read by the quota ledgers at once. A
- * change is summed in memory and written with every other of the next
- * FLUSH_MS in one transaction: one write per upload made a WAL frame each
- * (60 µs of the event loop here), and a checkpoint with its fsyncs (about
- * 20 ms of the loop) every thousand or so small files. Reads add what is
- * not written yet, so the ledgers and the admin API see every change at
- * once. A crash loses at most FLUSH_MS of changes, which the recount of the
- * homes at the next start (home-sweep.ts) puts right, as it does for an
- * upload in place that a crash cut short.
+ * The users' usage counters and last logins in SQLite, written in batches:
+ * a change is kept in memory and written with every other of the next
+ * FLUSH_MS in one transaction. One write per upload or login made a WAL
+ * frame each (60 µs of the event loop here), and a checkpoint with its
+ * fsyncs (about 20 ms of the loop) every thousand or so of them: at 50
+ * logins a second, one every 20 s. Reads add what is not written yet, so
+ * the quota ledgers and the admin API see every change at once. A crash
+ * loses at most FLUSH_MS of changes: the recount of the homes at the next
+ * start (home-sweep.ts) puts the usage right, as it does for an upload in
+ * place that a crash cut short; a last login is only a little older.
  */
-export class SqliteUsageCounters implements UsageStore {
+export class DeferredUserWrites implements UsageStore {
   private pending = new Map<number, Usage>();
+  private logins = new Map<number, number>();
   private timer: NodeJS.Timeout | null = null;
-  private readonly q: Record<'usage' | 'add' | 'set', Statement>;
-  private readonly write: (batch: Map<number, Usage>) => void;
+  private readonly q: Record<'usage' | 'add' | 'set' | 'login', Statement>;
+  private readonly write: (usage: Map<number, Usage>, logins: Map<number, number>) => void;
 
   constructor(db: Database) {
     this.q = {
       usage: db.prepare('SELECT used_bytes AS bytes, used_files AS files FROM users WHERE id = ?'),
       add: db.prepare('UPDATE users SET used_bytes = MAX(0, used_bytes + ?), used_files = MAX(0, used_files + ?) WHERE id = ?'),
       set: db.prepare('UPDATE users SET used_bytes = ?, used_files = ? WHERE id = ?'),
+      login: db.prepare('UPDATE users SET last_login_at = ? WHERE id = ?'),
     };
-    this.write = db.transaction((batch: Map<number, Usage>) => {
-      for (const [id, d] of batch) this.q.add.run(d.bytes, d.files, id);
+    this.write = db.transaction((usage: Map<number, Usage>, logins: Map<number, number>) => {
+      for (const [id, d] of usage) this.q.add.run(d.bytes, d.files, id);
+      for (const [id, at] of logins) this.q.login.run(at, id);
     });
+  }
+
+  /** A login of `userId` at `at` (unix ms). */
+  login(userId: number, at: number): void {
+    this.logins.set(userId, at);
+    this.schedule();
+  }
+
+  /** `stored` (as read from the row) or the login not written yet. */
+  lastLogin(userId: number, stored: number | null): number | null {
+    return this.logins.get(userId) ?? stored;
   }
 
   usage(userId: number): Usage {
@@ -55,6 +70,10 @@ export class SqliteUsageCounters implements UsageStore {
     d.bytes += Math.max(0, now.bytes + bytes) - now.bytes;
     d.files += Math.max(0, now.files + files) - now.files;
     this.pending.set(userId, d);
+    this.schedule();
+  }
+
+  private schedule(): void {
     // Unref'd: a process that ends without close() loses no more than a crash would.
     this.timer ??= setTimeout(() => this.flush(), FLUSH_MS).unref();
   }
@@ -70,13 +89,14 @@ export class SqliteUsageCounters implements UsageStore {
     this.q.set.run(bytes, files, userId);
   }
 
-  /** Write the changes summed so far; called on the timer and when the store closes. */
+  /** Write the changes kept so far; called on the timer and when the store closes. */
   flush(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    if (this.pending.size === 0) return;
-    const batch = this.pending;
+    if (this.pending.size === 0 && this.logins.size === 0) return;
+    const [usage, logins] = [this.pending, this.logins];
     this.pending = new Map();
-    this.write(batch);
+    this.logins = new Map();
+    this.write(usage, logins);
   }
 }

@@ -12,7 +12,7 @@ import { openSqliteStore } from '../src/store/sqlite/store.js';
  * written must be exact once flushed or closed, and never below zero with
  * each change taken in turn.
  */
-describe('SQLite usage counters written in batches', () => {
+describe('SQLite usage counters and last logins written in batches', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-usage-'));
   const file = join(dir, 'sluice.db');
   after(() => rmSync(dir, { recursive: true, force: true }));
@@ -62,5 +62,29 @@ describe('SQLite usage counters written in batches', () => {
     assert.deepEqual(onDisk(u.id), { bytes: 10, files: 7 }, "the repository's addUsage is written at once");
     await store.close();
     assert.deepEqual(onDisk(u.id), { bytes: 10, files: 7 });
+  });
+
+  it('last logins too: seen at once, written within 100 ms or on close', async () => {
+    const store = openSqliteStore(file);
+    const u = await store.users.create('kim', null, settings(dir) as never);
+    const loginOnDisk = () => {
+      const db = new Database(file, { readonly: true });
+      try {
+        return (db.prepare('SELECT last_login_at AS at FROM users WHERE id = ?').get(u.id) as { at: number | null }).at;
+      } finally {
+        db.close();
+      }
+    };
+    const before = Date.now();
+    await store.users.recordLogin(u.id);
+    const seen = (await store.users.getById(u.id))!.lastLoginAt;
+    assert.ok(seen && seen.getTime() >= before, 'the user view has it at once');
+    assert.equal(loginOnDisk(), null, 'not written yet');
+    await new Promise((r) => setTimeout(r, 250));
+    assert.equal(loginOnDisk(), seen.getTime());
+    await store.users.recordLogin(u.id);
+    const again = (await store.users.getById(u.id))!.lastLoginAt!.getTime();
+    await store.close();
+    assert.equal(loginOnDisk(), again, 'written on close');
   });
 });
