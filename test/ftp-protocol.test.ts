@@ -87,6 +87,18 @@ describe('FTP control channel', () => {
     assert.ok(!(await srv.audit()).some((l) => l.event === 'ban'));
   });
 
+  it('answers a line too long to keep (past the 16 KiB it stops reading at) and goes on reading', async () => {
+    // Found by a review: the rest of such a line paused the socket with no whole line to resume it after.
+    const c = await fresh();
+    c.send(`NOOP\r\n${'A'.repeat(20_000)}`);
+    assert.equal((await c.read())?.code, 200);
+    await new Promise((r) => setTimeout(r, 300));
+    c.send('\r\nNOOP\r\n');
+    assert.equal((await c.read(5000))?.code, 500);
+    assert.equal((await c.read(5000))?.code, 200);
+    c.close();
+  });
+
   it('refuses bytes pipelined after AUTH TLS', async () => {
     const c = await fresh();
     c.send('AUTH TLS\r\nUSER alice\r\n');

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loggedIn, startUpload, type RawFtp } from './helpers/ftp-raw.js';
@@ -22,6 +22,9 @@ describe('FTP: a transfer that stalls', () => {
       users: [{ name: 'alice', password: 'alice password', args: ['--protocols', 'ftp,ftps,sftp', '--perms', 'all'] }],
     });
     writeFileSync(join(srv.home('alice'), 'big.bin'), Buffer.alloc(64 * 1024 * 1024, 7));
+    // A listing of about 10 MB, to be read slowly: listings move no file bytes, only the data connection's.
+    mkdirSync(join(srv.home('alice'), 'many'));
+    for (let i = 0; i < 40_000; i++) writeFileSync(join(srv.home('alice'), 'many', `${String(i).padStart(6, '0')}-${'n'.repeat(180)}`), '');
   });
   after(() => srv.stop());
 
@@ -32,7 +35,7 @@ describe('FTP: a transfer that stalls', () => {
     return { last, after: Date.now() - since };
   };
 
-  it('ends an upload that stops sending and a download never read, within two idle timeouts; the upload leaves nothing', { timeout: 90_000 }, async () => {
+  it('ends an upload that stops sending and a download never read, within two idle timeouts, not one that moves slowly; the upload leaves nothing', { timeout: 90_000 }, async () => {
     const started = Date.now();
     const up = await loggedIn(srv.ftpPort, 'alice', 'alice password');
     const upData = await startUpload(up, 'stalled.bin');
@@ -44,7 +47,36 @@ describe('FTP: a transfer that stalls', () => {
     const downData = await pasv.open();
     downData.pause();
     assert.equal((await down.read())?.code, 150);
+    // And two that move, slowly (128 KiB a second), never idle for idleTimeout: a download, and a
+    // listing, whose file bytes stay 0 (found by a review of the first version of this check).
+    const slowOnes = await Promise.all(
+      ['RETR big.bin', 'LIST many'].map(async (command) => {
+        const c = await loggedIn(srv.ftpPort, 'alice', 'alice password');
+        await c.cmd('TYPE I');
+        const pasv = await c.passive(false);
+        c.send(`${command}\r\n`);
+        const data = await pasv.open();
+        const slow = { command, c, data, bytes: 0, timer: null as NodeJS.Timeout | null };
+        data.on('data', (chunk: Buffer) => {
+          slow.bytes += chunk.length;
+          data.pause();
+          slow.timer = setTimeout(() => data.resume(), (chunk.length / (128 * 1024)) * 1000);
+        });
+        assert.equal((await c.read())?.code, 150, command);
+        return slow;
+      }),
+    );
     const [u, d] = await Promise.all([ending(up, started), ending(down, started)]);
+    // By now (20 s or more in) the stalled ones have ended; the slow ones must still be going.
+    for (const slow of slowOnes) {
+      assert.equal(await slow.c.read(3000).catch(() => 'nothing'), 'nothing', `${slow.command}: moving, it got no reply`);
+      assert.ok(slow.bytes > 1024 * 1024, `${slow.command} read ${slow.bytes} bytes`);
+    }
+    for (const slow of slowOnes) {
+      if (slow.timer) clearTimeout(slow.timer);
+      slow.data.destroy();
+      slow.c.close();
+    }
     upData.destroy();
     downData.destroy();
     for (const [what, r] of [['upload', u], ['download', d]] as const) {

@@ -180,10 +180,11 @@ export class FtpConnection implements FtpControl {
   }
 
   /**
-   * Run the commands received, one at a time, each only once the client has
-   * taken most of the replies so far (MAX_UNSENT), and giving the event loop
-   * a turn every few: a client that does not read stalls itself alone, and
-   * its idle timer, no longer refreshed, ends it.
+   * Run the commands received, one at a time, each only while fewer than
+   * MAX_UNSENT bytes of replies wait for the client (past that, once they
+   * have all gone), giving the event loop a turn every few: a client that
+   * does not read stalls itself alone, and its idle timer, no longer
+   * refreshed, ends it.
    */
   private async drain(): Promise<void> {
     if (this.draining) return;
@@ -195,10 +196,11 @@ export class FtpConnection implements FtpControl {
         if (++run % COMMANDS_PER_TURN === 0) await new Promise(setImmediate);
         if (this.closed) break;
         const event = this.reader.next();
-        if (!event) break;
+        // Also when no line came: the bytes may have been part of one too long to keep.
         if (this.reader.pending < MAX_UNREAD / 2 && this.socket.isPaused() && this.socket.listenerCount('data') > 0) {
           this.socket.resume();
         }
+        if (!event) break;
         if ('tooLong' in event) {
           this.reply(Code.SyntaxError, 'Command line too long.');
           continue;
@@ -270,17 +272,18 @@ export class FtpConnection implements FtpControl {
 
   /**
    * No command for idleTimeout: the connection ends, unless a transfer ran
-   * on meanwhile. One that has moved no byte since the last look ends it
-   * too: a client that never reads its download or sends the rest of its
-   * upload would otherwise hold its session, descriptors and quota
-   * reservation for ever (found by a review).
+   * on meanwhile. One whose data connection has moved no byte since the last
+   * look ends it too: a client that never reads its download or sends the
+   * rest of its upload would otherwise hold its session, descriptors and
+   * quota reservation for ever (found by a review). A data connection being
+   * opened or closed is left to dataTimeout.
    */
   private onIdle(): void {
     const transfer = this.transfer;
     if (transfer) {
-      const bytes = transfer.bytes();
-      if (this.idleMark?.transfer !== transfer || this.idleMark.bytes !== bytes) {
-        this.idleMark = { transfer, bytes };
+      const bytes = transfer.moved();
+      if (bytes === null || this.idleMark?.transfer !== transfer || this.idleMark.bytes !== bytes) {
+        this.idleMark = bytes === null ? null : { transfer, bytes };
         this.idle.refresh();
         return;
       }

@@ -29,7 +29,14 @@ export interface FtpContext {
 export interface ActiveTransfer {
   readonly done: Promise<void>;
   abort(): void;
+  /** Bytes of the file so far (STAT). */
   readonly bytes: () => number;
+  /**
+   * Bytes the data connection has carried either way so far, listings
+   * included; null while it is being opened or closed, which dataTimeout
+   * bounds on its own.
+   */
+  readonly moved: () => number | null;
 }
 
 /** One control connection as its commands see it: state they read and set, and what they may ask of it. */

@@ -45,6 +45,8 @@ export function runTransfer(
   c.endpoint = null;
   if (!endpoint) throw new Error('runTransfer without endpoint');
   let stream: Duplex | null = null;
+  /** The data connection is open and bytes flow: what an idle look may judge (ActiveTransfer.moved). */
+  let flowing = false;
   let aborted = false;
   let draining: Promise<void> | null = null;
   const security = {
@@ -56,7 +58,9 @@ export function runTransfer(
     try {
       stream = await openDataStream(endpoint, security, () => c.reply(Code.FileStatusOk, opening));
       if (aborted) throw new Error('aborted');
+      flowing = true;
       await pump(stream);
+      flowing = false;
       // Every byte has passed: the file's end (close, rename, audit) needs nothing more from the data
       // connection, so it runs while the connection closes (for a download, a round trip to the client).
       const [, ended] = await Promise.allSettled([closeGracefully(stream, security.handshakeTimeoutMs), transfer?.close()]);
@@ -82,6 +86,10 @@ export function runTransfer(
   c.transfer = {
     done,
     bytes: () => transfer?.transferred ?? 0,
+    moved: () => {
+      const s = stream as (Duplex & { bytesRead: number; bytesWritten: number }) | null;
+      return flowing && s ? s.bytesRead + s.bytesWritten : null;
+    },
     abort() {
       aborted = true;
       (stream as Duplex | null)?.destroy();
