@@ -88,3 +88,40 @@ describe('SQLite usage counters and last logins written in batches', () => {
     assert.equal(loginOnDisk(), again, 'written on close');
   });
 });
+
+describe('SQLite deferred writes when the database refuses them', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-usage-locked-'));
+  const file = join(dir, 'sluice.db');
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('a batch refused (locked by another process) is kept and written once the lock is gone; the process lives on', async () => {
+    // Found by a review: flush() threw from its timer, which ended the process, and the batch was gone.
+    const store = openSqliteStore(file);
+    const u = await store.users.create('lee', null, { home: dir, enabled: true, expiresAt: null, protocols: ['sftp'], requireTls: false, requireKey: false, permissions: [], quotaBytes: 0, quotaFiles: 0, rateUp: null, rateDown: null, scan: null, allowIps: [], denyIps: [], dirPermissions: [] } as never);
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on('warning', onWarning);
+    const other = new Database(file);
+    other.pragma('busy_timeout = 0');
+    other.exec('BEGIN IMMEDIATE');
+    try {
+      // The store waits busy_timeout (5 s) for the lock before it gives up: hold it past that.
+      store.users.counters.addUsage(u.id, 1000, 1);
+      await new Promise((r) => setTimeout(r, 5600));
+      assert.deepEqual(store.users.counters.usage(u.id), { bytes: 1000, files: 1 }, 'still seen');
+      assert.ok(warnings.some((w) => /not written to SQLite yet/.test(w)), `warned: ${warnings.join('; ')}`);
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+      process.off('warning', onWarning);
+    }
+    await new Promise((r) => setTimeout(r, 1500));
+    const reader = new Database(file, { readonly: true });
+    try {
+      assert.deepEqual(reader.prepare('SELECT used_bytes AS bytes, used_files AS files FROM users WHERE id = ?').get(u.id), { bytes: 1000, files: 1 }, 'written on the retry');
+    } finally {
+      reader.close();
+    }
+    await store.close();
+  });
+});

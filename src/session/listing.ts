@@ -100,6 +100,8 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
     const names: string[] = [];
     while (!this.closed && !this.drained && names.length < MAX_SORTED) {
       const batch = await this.take();
+      // Closed while the batch was read: close() has given back the charge already, take no more.
+      if (this.closed) break;
       names.push(...batch);
       const bytes = batch.reduce((sum, n) => sum + n.length + NAME_OVERHEAD, 0);
       this.held += bytes;

@@ -8,6 +8,8 @@ interface Usage {
 
 /** How long a change may wait to be written with the others. */
 const FLUSH_MS = 100;
+/** How long after a failed write it is tried again. */
+const RETRY_MS = 1000;
 
 /**
  * The users' usage counters and last logins in SQLite, written in batches:
@@ -25,6 +27,7 @@ export class DeferredUserWrites implements UsageStore {
   private pending = new Map<number, Usage>();
   private logins = new Map<number, number>();
   private timer: NodeJS.Timeout | null = null;
+  private closed = false;
   private readonly q: Record<'usage' | 'add' | 'set' | 'login', Statement>;
   private readonly write: (usage: Map<number, Usage>, logins: Map<number, number>) => void;
 
@@ -73,9 +76,9 @@ export class DeferredUserWrites implements UsageStore {
     this.schedule();
   }
 
-  private schedule(): void {
+  private schedule(delay = FLUSH_MS): void {
     // Unref'd: a process that ends without close() loses no more than a crash would.
-    this.timer ??= setTimeout(() => this.flush(), FLUSH_MS).unref();
+    if (!this.closed) this.timer ??= setTimeout(() => this.flush(), delay).unref();
   }
 
   /** Written at once: an administrator's change, or another process's store (UserRepository.addUsage). */
@@ -89,14 +92,36 @@ export class DeferredUserWrites implements UsageStore {
     this.q.set.run(bytes, files, userId);
   }
 
-  /** Write the changes kept so far; called on the timer and when the store closes. */
-  flush(): void {
+  /**
+   * Write the changes kept so far; called on the timer and by close(). A
+   * write that fails (the database locked past busy_timeout by another
+   * process, a full disk) keeps them, and is tried again a second later: thrown from the timer it would have ended
+   * the process, and lost them. False when it failed.
+   */
+  flush(): boolean {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    if (this.pending.size === 0 && this.logins.size === 0) return;
+    if (this.pending.size === 0 && this.logins.size === 0) return true;
     const [usage, logins] = [this.pending, this.logins];
     this.pending = new Map();
     this.logins = new Map();
-    this.write(usage, logins);
+    try {
+      this.write(usage, logins);
+      return true;
+    } catch (err) {
+      // The transaction wrote nothing, and nothing was added meanwhile (it runs synchronously): keep them as they were.
+      [this.pending, this.logins] = [usage, logins];
+      process.emitWarning(`usage and last logins not written to SQLite yet, trying again: ${(err as Error).message}`, 'SluiceStoreWarning');
+      this.schedule(RETRY_MS);
+      return false;
+    }
+  }
+
+  /** The last write, before the database closes: what it cannot write is lost, as in a crash (see above). */
+  close(): void {
+    this.flush();
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
   }
 }

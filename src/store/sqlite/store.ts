@@ -30,7 +30,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
-    this.users.counters.flush();
+    this.users.counters.close();
     this.db.close();
   }
 }
