@@ -29,7 +29,7 @@ describe('SSH: keys offered without a signature', () => {
   });
 
   /** Offer `unknown` strangers' keys, then carol's own: whether the login went through, and how many offers were made. */
-  const offer = (unknown: number) =>
+  const offer = (unknown: number, localAddress = '127.0.0.1') =>
     new Promise<{ ready: boolean; offers: number }>((resolve) => {
       const c = new ssh2.Client();
       let offers = 0;
@@ -42,6 +42,7 @@ describe('SSH: keys offered without a signature', () => {
       c.on('close', () => resolve({ ready, offers }));
       c.connect({
         host: '127.0.0.1',
+        localAddress,
         port: srv.sftpPort,
         username: 'carol',
         readyTimeout: 30_000,
@@ -61,5 +62,13 @@ describe('SSH: keys offered without a signature', () => {
     const r = await offer(12);
     assert.equal(r.ready, false);
     assert.ok(r.offers <= 11, `${r.offers} offers heard`);
+  });
+
+  it('each connection closed so is one failure for the defender: reconnecting for more keys gets the address banned', { timeout: 120_000 }, async () => {
+    // Found by a review of the bound above: without a score, twenty connections asked about 199 keys unnoticed.
+    for (let i = 0; i < 5; i++) assert.equal((await offer(12, '127.0.0.9')).ready, false);
+    const ban = (await srv.auditUntil((l) => l.event === 'ban')).find((l) => l.event === 'ban');
+    assert.equal(ban?.address, '127.0.0.9');
+    assert.deepEqual(await offer(0, '127.0.0.9'), { ready: false, offers: 0 }, 'banned: not even asked');
   });
 });

@@ -223,18 +223,19 @@ export class Guest {
 
   /**
    * An SSH client asking whether a key would do, before it signs: no login,
-   * not audited or scored (an agent offering its keys one by one is no
-   * attack), but a key the user does not have counts, and past
-   * MAX_KEY_OFFERS the connection is exhausted. Unbounded, it was a free
-   * test of which public key a user has: 199 keys in 0.3 s on one
-   * connection (found by a review).
+   * not audited (an agent offering its keys one by one is no attack), but a
+   * key the user does not have counts, and the MAX_KEY_OFFERS-th exhausts
+   * the connection and is scored as one failed login, so reconnecting for
+   * more is bounded by the defender. Unbounded, it was a free test of which
+   * public key a user has: 199 keys in 0.3 s on one connection (found by a
+   * review).
    */
   async offerKey(login: LoginRequest, blob: Buffer): Promise<void> {
     if (this.exhausted) throw new AuthError('too-many-tries');
     try {
       await this.gate.authenticator.publicKey({ ...login, remoteAddress: this.ip }, blob, false);
     } catch (err) {
-      if (err instanceof AuthError) this.keyOffers++;
+      if (err instanceof AuthError && ++this.keyOffers === MAX_KEY_OFFERS) await this.score('login-failed', login.protocol);
       throw err;
     }
   }

@@ -372,22 +372,27 @@ export class SftpFrontEnd {
     for (const what of ['pty', 'x11', 'env', 'shell', 'auth-agent', 'signal', 'window-change'] as const) {
       session.on(what as 'shell', refuse(what) as never);
     }
-    // A session channel runs one subsystem or command. A second request on it found ssh2's accept()
-    // returning nothing, and the TypeError that followed closed the client's connection (found by a review).
+    // A session channel runs one subsystem or command, once one was accepted. A second request on it found
+    // ssh2's accept() returning nothing, and the TypeError that followed closed the client's connection
+    // (found by a review). A refused request leaves the channel free for another.
     let started = false;
-    const start = (what: string, reject: () => void): boolean => {
-      if (!started) return (started = true);
+    const busy = (what: string, reject: () => void): boolean => {
+      if (!started) return false;
       state.log.warn({ request: what }, 'session request refused: the channel runs one already');
       reject();
-      return false;
+      return true;
+    };
+    const begin = <T>(accept: () => T): (() => T) => () => {
+      started = true;
+      return accept();
     };
     session.on('subsystem', (accept, reject, info) => {
-      if (!start('subsystem', reject)) return;
+      if (busy('subsystem', reject)) return;
       if (info.name !== 'sftp' || !state.account) {
         state.log.warn({ subsystem: info.name }, 'subsystem refused');
         return reject();
       }
-      this.serveChannel(client, state, accept, 'sftp', member, window, (channel, s, reopen) => {
+      this.serveChannel(client, state, begin(accept), 'sftp', member, window, (channel, s, reopen) => {
         // No 'data' listener until the channel loop exists: the client's INIT waits in the stream.
         const sftp = new SftpChannel(channel, s, state.log, {
           maxHandles: this.services.config.sftp.maxHandles,
@@ -404,7 +409,7 @@ export class SftpFrontEnd {
       });
     });
     session.on('exec', (accept, reject, info) => {
-      if (!start('exec', reject)) return;
+      if (busy('exec', reject)) return;
       if (!state.account || !this.services.config.sftp.scp) {
         state.log.warn({ command: info.command.slice(0, 200) }, 'exec refused');
         return reject();
@@ -415,13 +420,13 @@ export class SftpFrontEnd {
       } catch (err) {
         // Told on stderr, as a shell would: the client's scp prints it.
         state.log.warn({ command: info.command.slice(0, 200), err: (err as Error).message }, 'exec refused');
-        const channel = accept();
+        const channel = begin(accept)();
         channel.stderr.write(`sluice: ${(err as Error).message}\n`);
         channel.exit(err instanceof ScpCommandError && info.command.trimStart().startsWith('scp') ? 1 : 127);
         channel.end();
         return;
       }
-      this.serveChannel(client, state, accept, 'scp', member, window, (channel, s, reopen) => {
+      this.serveChannel(client, state, begin(accept), 'scp', member, window, (channel, s, reopen) => {
         const done = (async () => {
           const status = await runScp(channel, s, cmd, state.log, () => {
             activity();
