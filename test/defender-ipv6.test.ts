@@ -37,6 +37,8 @@ describe('sourceOf, banTarget', () => {
     assert.equal(sourceOf('::1', 64), '::1');
     assert.equal(sourceOf('fe80::abcd:1', 64), 'fe80::abcd:1');
     assert.equal(sourceOf('2001:1::1', 64), '2001:1::/64', 'beside Teredo: ordinary');
+    // RFC 6052's local-use /48 puts the IPv4 address around a reserved octet (its example, on our prefix).
+    assert.equal(sourceOf('64:ff9b:1:c000:2:2100::', 64), '192.0.2.33');
   });
   it('take an address, or an IPv6 network of exactly the configured size', () => {
     assert.equal(banTarget('2001:db8:1:2::/64', 64), '2001:db8:1:2::/64');
@@ -50,7 +52,12 @@ describe('sourceOf, banTarget', () => {
     assert.equal(banTarget('2001:db8:1:2::/56', 64, true), '2001:db8:1::/56', 'lifting takes any size');
     assert.equal(banTarget('2001:db8:1:2::/128', 64, true), null);
     assert.equal(banTarget('192.0.2.0/24', 64, true), null);
-    assert.deepEqual(strayNetworks(['192.0.2.1', '2001:db8::/64', '2001:db8::/56', '2001:db8::1'], 64), ['2001:db8::/56']);
+    assert.deepEqual(strayNetworks(['192.0.2.1', '2001:db8::/64', '2001:db8::/56', '2001:db8::1', 'fe80::/64'], 64), ['2001:db8::/56', 'fe80::/64']);
+    // Found by a review: networks whose clients count as the IPv4 address they carry, or alone, held no one.
+    for (const held of ['2002:102:304::/64', '64:ff9b::/64', '64:ff9b:1::/64', 'fe80::/64', '::/64']) {
+      assert.equal(banTarget(held, 64), null, held);
+      assert.equal(banTarget(held, 64, true), held, `${held} can still be lifted`);
+    }
   });
 });
 

@@ -72,16 +72,18 @@ const v4 = (b: Buffer, at: number, flip = 0): string => Array.from(b.subarray(at
 /**
  * The source of an IPv6 address whose network is shared by unrelated
  * clients or stands for one host: the IPv4 client a translator or tunnel
- * carries in it (NAT64 64:ff9b::/96 and SIIT ::ffff:0:0:0/96, whose /64 is
- * the whole IPv4 internet; 6to4 2002::/16, one IPv4 host with 2^80
- * addresses; Teredo 2001::/32, every client of one relay in a /64), or the
- * address itself (::/96, loopback and IPv4-compatible; fe80::/10,
- * link-local, where every neighbour shares fe80::/64). Null: an ordinary
- * address.
+ * carries in it (NAT64 64:ff9b::/96, its local-use 64:ff9b:1::/48 and SIIT
+ * ::ffff:0:0:0/96, whose /64 is the whole IPv4 internet; 6to4 2002::/16,
+ * one IPv4 host with 2^80 addresses; Teredo 2001::/32, every client of one
+ * relay in a /64), or the address itself (::/96, loopback and
+ * IPv4-compatible; fe80::/10, link-local, where every neighbour shares
+ * fe80::/64). Null: an ordinary address.
  */
 function carried(b: Buffer): string | null {
   const zeros = (from: number, to: number) => b.subarray(from, to).every((x) => x === 0);
   if (b.readUInt32BE(0) === 0x0064ff9b && zeros(4, 12)) return v4(b, 12);
+  // RFC 6052 with a /48 prefix: the IPv4 address around the reserved octet 8.
+  if (b.readUInt32BE(0) === 0x0064ff9b && b.readUInt16BE(4) === 1) return [b[6], b[7], b[9], b[10]].join('.');
   if (zeros(0, 8) && b.readUInt16BE(8) === 0xffff && zeros(10, 12)) return v4(b, 12);
   if (b.readUInt16BE(0) === 0x2002) return v4(b, 2);
   if (b.readUInt32BE(0) === 0x20010000) return v4(b, 12, 0xff);
@@ -119,12 +121,20 @@ export function banTarget(text: string, ipv6Prefix: number, anySize = false): st
   if (extra !== undefined || !/^\d{1,3}$/.test(bits) || isIP(addr) !== 6) return null;
   if (anySize ? size < 1 || size > 127 : size !== ipv6Prefix || ipv6Prefix >= 128) return null;
   const address = canonicalAddress(addr) as string;
-  return isIP(address) === 6 ? networkOf(address, size) : null;
+  if (isIP(address) !== 6) return null;
+  const network = networkOf(address, size);
+  // Clients there count as the IPv4 address they carry, or alone (carried): a ban of the network holds none.
+  return anySize || !heldByNoOne(network) ? network : null;
 }
 
-/** The stored bans of IPv6 networks whose size is not `ipv6Prefix`: no look-up matches them. */
+/** A network whose clients never count as it (carried), such as 2002:c000:201::/64 or fe80::/64. */
+function heldByNoOne(network: string): boolean {
+  return carried(ipv6Bytes(network.split('/')[0] as string)) !== null;
+}
+
+/** The stored bans of IPv6 networks no look-up matches: of another size than `ipv6Prefix`, or in a range whose clients count otherwise. */
 export function strayNetworks(addresses: readonly string[], ipv6Prefix: number): string[] {
-  return addresses.filter((a) => a.includes('/') && a.split('/')[1] !== String(ipv6Prefix));
+  return addresses.filter((a) => a.includes('/') && (a.split('/')[1] !== String(ipv6Prefix) || heldByNoOne(a)));
 }
 
 /** Deny wins; a non-empty allow list admits only what it names. */

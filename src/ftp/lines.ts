@@ -68,14 +68,6 @@ export class LineReader {
     return null;
   }
 
-  /** Feed a chunk and take every whole line now in it. */
-  push(chunk: Buffer): LineEvent[] {
-    this.feed(chunk);
-    const events: LineEvent[] = [];
-    for (let e = this.next(); e; e = this.next()) events.push(e);
-    return events;
-  }
-
   /** Bytes received but not yet taken as lines: pipelined data the caller may need to refuse, or stop reading for. */
   get pending(): number {
     return this.buf.size + this.unreadSize;

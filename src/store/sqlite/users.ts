@@ -154,7 +154,6 @@ export class SqliteUsers implements UserRepository {
     this.counters.setUsage(userId, bytes, files);
   }
 
-
   async setDirPermissions(userId: number, path: string, permissions: Permission[] | null): Promise<boolean> {
     if (permissions === null) return this.q.removeDirPerm!.run(userId, path).changes > 0;
     this.q.setDirPerm!.run(userId, path, permissions.join(','));
