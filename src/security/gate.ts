@@ -184,9 +184,10 @@ export class Guest {
 
   /**
    * Failed logins have reached auth.maxTries, unknown keys MAX_KEY_OFFERS,
-   * or the address is banned: the front-end closes the connection. The ban is looked up, not only remembered:
-   * connections opened before it (by this address's failures anywhere, or by
-   * `sluice ban add`) would otherwise keep guessing, auth.maxTries each.
+   * or the address is banned: the front-end closes the connection. The ban
+   * is looked up, not only remembered: connections opened before it (by this
+   * address's failures anywhere, or by `sluice ban add`) would otherwise keep
+   * guessing, auth.maxTries each.
    */
   get exhausted(): boolean {
     return (
