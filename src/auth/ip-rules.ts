@@ -91,7 +91,8 @@ function carried(b: Buffer): string | null {
   return null;
 }
 
-function bytesText(b: Buffer): string {
+/** Sixteen bytes as an IPv6 address's eight groups, not yet canonical (canonicalAddress makes it so). */
+export function bytesText(b: Buffer): string {
   return Array.from({ length: 8 }, (_, i) => b.readUInt16BE(i * 2).toString(16)).join(':');
 }
 

@@ -6,6 +6,7 @@ import { plainAddress } from '../auth/ip-rules.js';
 import type { Guest } from '../security/gate.js';
 import { SluiceError } from '../session/errors.js';
 import type { Session } from '../session/session.js';
+import { drainedOrEnded } from '../wire/drained.js';
 import type { ActiveTransfer, CommandSpec, CommandTable, FtpContext, FtpControl } from './control.js';
 import type { DataEndpoint } from './data-channel/channel.js';
 import { ALL_FACTS, type Fact } from './facts.js';
@@ -192,7 +193,7 @@ export class FtpConnection implements FtpControl {
     try {
       let run = 0;
       while (!this.closed) {
-        if (this.socket.writableLength > MAX_UNSENT) await this.repliesTaken();
+        if (this.socket.writableLength > MAX_UNSENT) await drainedOrEnded(this.socket, 'close');
         if (++run % COMMANDS_PER_TURN === 0) await new Promise(setImmediate);
         if (this.closed) break;
         const event = this.reader.next();
@@ -210,20 +211,6 @@ export class FtpConnection implements FtpControl {
     } finally {
       this.draining = false;
     }
-  }
-
-  /** Until the socket's unsent replies drained, or it closed. */
-  private repliesTaken(): Promise<void> {
-    const socket = this.socket;
-    return new Promise((resolve) => {
-      const done = () => {
-        socket.off('drain', done);
-        socket.off('close', done);
-        resolve();
-      };
-      socket.on('drain', done);
-      socket.on('close', done);
-    });
   }
 
   private async execute(line: string): Promise<void> {

@@ -4,6 +4,7 @@ import { parentOf } from '../session/paths.js';
 import type { Session } from '../session/session.js';
 import type { Upload } from '../session/transfer.js';
 import { ScpProtocolError, type ScpWire } from './wire.js';
+import { drainedOrEnded } from '../wire/drained.js';
 
 /** Data is handed to the upload in pieces of at most this, each taken from the SSH window as it goes. */
 const PIECE = 256 * 1024;
@@ -118,10 +119,10 @@ async function receiveFile(wire: ScpWire, session: Session, path: string, size: 
     }
     left -= piece.length;
     if (!failed) {
-      if (!sink.write(piece)) await drained(sink);
+      if (!sink.write(piece)) await drainedOrEnded(sink, 'error');
     } else {
       leftovers ??= upload.leftovers();
-      if (!leftovers.write(piece)) await drained(leftovers);
+      if (!leftovers.write(piece)) await drainedOrEnded(leftovers, 'error');
     }
   }
   // The client's own status for the bytes it sent: not 0 means it could not read all of its file.
@@ -202,18 +203,6 @@ async function isDirectory(session: Session, path: string): Promise<boolean> {
 
 function join(dir: string, name: string): string {
   return dir === '/' ? `/${name}` : `${dir}/${name}`;
-}
-
-function drained(sink: Writable): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      sink.off('drain', done);
-      sink.off('error', done);
-      resolve();
-    };
-    sink.on('drain', done);
-    sink.on('error', done);
-  });
 }
 
 /** The upload's stream flushed: null, or why it failed. */

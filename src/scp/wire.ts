@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { ByteQueue } from '../wire/byte-queue.js';
+import { drainedOrEnded } from '../wire/drained.js';
 
 /** The peer broke the SCP protocol: the run ends, nothing more is read. */
 export class ScpProtocolError extends Error {
@@ -111,15 +112,7 @@ export class ScpWire {
   async send(data: Buffer | string): Promise<void> {
     if (this.closed) throw new ScpProtocolError('channel closed');
     if (this.channel.write(data)) return;
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        this.channel.off('drain', done);
-        this.channel.off('close', done);
-        resolve();
-      };
-      this.channel.on('drain', done);
-      this.channel.on('close', done);
-    });
+    await drainedOrEnded(this.channel, 'close');
   }
 
   /** A reply of ours: OK. */

@@ -1,7 +1,7 @@
 import { isIP, type Socket } from 'node:net';
 import { Command, IPv4ProxyAddress, IPv6ProxyAddress, V1ProxyProtocol, V2ProxyProtocol } from 'proxy-protocol-js';
 import type { Logger } from 'pino';
-import { canonicalAddress, cidrMatcher, plainAddress } from '../auth/ip-rules.js';
+import { bytesText, canonicalAddress, cidrMatcher, plainAddress } from '../auth/ip-rules.js';
 
 export type ProxyMode = 'off' | 'v1' | 'v2' | 'optional';
 
@@ -81,9 +81,7 @@ function v2Source(header: V2ProxyProtocol): string | null {
   const { proxyAddress } = header;
   if (proxyAddress instanceof IPv4ProxyAddress) return proxyAddress.sourceAddress.address.join('.');
   if (!(proxyAddress instanceof IPv6ProxyAddress)) return null;
-  const bytes = Buffer.from(proxyAddress.sourceAddress.address);
-  const groups = Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(i * 2).toString(16));
-  return canonicalAddress(groups.join(':'));
+  return canonicalAddress(bytesText(Buffer.from(proxyAddress.sourceAddress.address)));
 }
 
 /** The connection's client: its address, or null when it has been closed. */
