@@ -1,10 +1,7 @@
-import { mkdirSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import type { Logger } from 'pino';
-import { adminEndpoint } from './admin/endpoint.js';
-import { AuditLog, createLogger } from './audit/log.js';
+import { resolve } from 'node:path';
+import { openAdmin, serverFilesOf, type AdminServices } from './admin-services.js';
+import { AuditLog } from './audit/log.js';
 import { Authenticator } from './auth/authenticator.js';
-import { ARGON2_PARAMS, PasswordHasher } from './auth/passwords.js';
 import type { Config } from './config/schema.js';
 import type { AuditTrail, Coordinator } from './coordinator/coordinator.js';
 import { Hooks } from './hooks/runner.js';
@@ -28,28 +25,11 @@ import { HandleBook } from './session/open-handles.js';
 import { LocalRooms, QuotaBook, type QuotaRooms } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
 import type { InFlightUploads, SessionDeps } from './session/session.js';
-import { hookNamedFiles } from './hooks/named-files.js';
 import { openLocalStorage } from './session/storage/local.js';
 import { ServerPlaces } from './session/storage/server-places.js';
 import { StartRecord } from './start-record.js';
-import { openStore } from './store/open.js';
 import { SqliteStore } from './store/sqlite/store.js';
-import type { AdminTokenRepository, BanRepository, Store, UserRepository } from './store/store.js';
-import { UserAdmin } from './users/admin.js';
-
-/** What administration needs: the user store and password hashing. */
-export interface AdminServices {
-  readonly config: Config;
-  readonly log: Logger;
-  readonly store: Store;
-  readonly users: UserRepository;
-  readonly bans: BanRepository;
-  /** The admin API's bearer tokens (hashed). */
-  readonly tokens: AdminTokenRepository;
-  readonly hasher: PasswordHasher;
-  readonly admin: UserAdmin;
-  close(): Promise<void>;
-}
+import type { Store } from './store/store.js';
 
 /** Everything a running sluice shares between its front-ends. */
 export interface Services extends AdminServices {
@@ -80,50 +60,6 @@ export interface Coordination {
   readonly sessions: AllSessions;
   /** Ends the failure-throttle window and flushes the trail. */
   close(): Promise<void>;
-}
-
-/**
- * For the CLI: no audit log. The server is the audit trail's only writer;
- * a second process appending to it would fork the hash chain.
- */
-export async function openAdmin(config: Config & { readonly source?: string | null }): Promise<AdminServices> {
-  const log = createLogger(config.logLevel, config.logFormat);
-  mkdirSync(join(config.dataDir, 'homes'), { recursive: true, mode: 0o750 });
-  const store = await openStore(config);
-  const hasher = new PasswordHasher(config.auth.maxConcurrentHashes, ARGON2_PARAMS, config.auth.passwordCache * 1000);
-  return {
-    config,
-    log,
-    store,
-    users: store.users,
-    bans: store.bans,
-    tokens: store.tokens,
-    hasher,
-    admin: new UserAdmin(store.users, hasher, config.dataDir, serverFilesOf(config)),
-    close: () => store.close(),
-  };
-}
-
-/**
- * The server's own files and directories, which no user's home may be, hold
- * or lie in (UserAdmin): its data, keys and config, the directories its audit
- * trail and xferlog rotate in, the quarantine, the admin socket, and the
- * programs and scripts its hooks run or name (hookNamedFiles).
- */
-function serverFilesOf(config: Config & { readonly source?: string | null }): string[] {
-  const inData = (path: string) => resolve(config.dataDir, path);
-  const { audit, uploads, admin, hooks } = config;
-  const socket = admin.listen === '' ? null : adminEndpoint(admin.listen);
-  return [
-    config.dataDir,
-    config.certsDir,
-    ...(config.source ? [config.source] : []),
-    dirname(inData(audit.file)),
-    ...(audit.xferlog === '' ? [] : [dirname(inData(audit.xferlog))]),
-    inData(uploads.quarantineDir),
-    ...(socket && 'path' in socket ? [resolve(socket.path)] : []),
-    ...hooks.actions.flatMap((a) => hookNamedFiles(a.command ?? [])),
-  ];
 }
 
 /** The coordinator's state, on the store `base` opened: the audit trail is written here and nowhere else. */

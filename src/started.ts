@@ -2,7 +2,7 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import ssh2 from 'ssh2';
-import { HOST_KEYS, TLS_CERT } from './certs/ensure.js';
+import { HOST_KEYS, TLS_CERT } from './certs/names.js';
 import { certificateFingerprint, sshKeyFingerprint } from './certs/fingerprints.js';
 import type { Listening } from './listening.js';
 

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import { join } from 'node:path';
-import { TLS_CERT } from '../certs/ensure.js';
+import { TLS_CERT } from '../certs/names.js';
 import type { Config } from '../config/schema.js';
 import { adminEndpoint } from './endpoint.js';
 

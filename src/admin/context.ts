@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import type { AdminServices, Coordination } from '../app.js';
+import type { AdminServices } from '../admin-services.js';
+import type { Coordination } from '../app.js';
 import type { LiveSessionsView } from '../session/live.js';
 
 /** What the routes work with: the store's services, the coordinator's state, the live sessions. */

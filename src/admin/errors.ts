@@ -1,7 +1,7 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { UsageError } from '../cli/args.js';
-import { AdminError, NoSuchUser } from '../users/admin.js';
+import { AdminError, NoSuchUser } from '../users/errors.js';
 
 /** Bodies larger than this are refused before they are parsed. */
 export const BODY_LIMIT = 64 * 1024;

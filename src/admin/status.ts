@@ -2,7 +2,7 @@ import { promises as fsp } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { HOST_KEYS, TLS_CERT } from '../certs/ensure.js';
+import { HOST_KEYS, TLS_CERT } from '../certs/names.js';
 import { certificateFingerprint } from '../certs/fingerprints.js';
 import { hostKeyFingerprint } from '../started.js';
 import { version } from '../version.js';

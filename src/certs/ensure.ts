@@ -2,11 +2,9 @@ import { promises as fsp } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
+import { HOST_KEYS, TLS_CERT, TLS_KEY } from './names.js';
 import { selfSignedCertificate } from './self-signed.js';
 
-export const TLS_CERT = 'tls-cert.pem';
-export const TLS_KEY = 'tls-key.pem';
-export const HOST_KEYS = ['ssh_host_ed25519_key', 'ssh_host_rsa_key'] as const;
 
 const exists = (p: string) => fsp.access(p).then(() => true, () => false);
 

@@ -1,6 +1,6 @@
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { TLS_CERT, TLS_KEY } from './ensure.js';
+import { TLS_CERT, TLS_KEY } from './names.js';
 
 /** The FTPS certificate chain and private key, PEM. */
 export interface TlsMaterial {

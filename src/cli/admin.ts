@@ -1,4 +1,4 @@
-import type { AdminServices } from '../app.js';
+import type { AdminServices } from '../admin-services.js';
 import { newToken } from '../admin/tokens.js';
 import { UsageError, parse } from './args.js';
 import { table } from './user.js';

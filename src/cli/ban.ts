@@ -1,4 +1,4 @@
-import type { AdminServices } from '../app.js';
+import type { AdminServices } from '../admin-services.js';
 import { banTarget, notBanTarget } from '../auth/ip-rules.js';
 import { ApiError, ifRunning, type Reach } from '../admin/client.js';
 import { UsageError, parse } from './args.js';

@@ -1,18 +1,15 @@
-import { openAdmin, type AdminServices } from '../app.js';
-import { ConfigError, loadConfig } from '../config/load.js';
-import { AdminError } from '../users/admin.js';
-import { version } from '../version.js';
-import { adminClient, ApiError } from '../admin/client.js';
+import type { AdminServices } from '../admin-services.js';
+import { ApiError, adminClient } from '../admin/client.js';
+import { ConfigError } from '../config/errors.js';
 import type { Config } from '../config/schema.js';
-import { adminCommand } from './admin.js';
-import { sessionCommand } from './session.js';
-import { storeCommand } from './store.js';
+import { AdminError } from '../users/errors.js';
+import { version } from '../version.js';
 import { UsageError } from './args.js';
-import { auditCommand } from './audit.js';
-import { banCommand } from './ban.js';
 import { dropOutputWhenReaderGone } from './stdio.js';
-import { init, serve } from './serve.js';
-import { userCommand } from './user.js';
+
+// Each command loads what it needs when it runs: `sluice version`, `--help`
+// and a mistyped command answer without loading the protocols, the store
+// driver or the config schema, and `user` or `audit` load only their part.
 
 const HELP = `Usage: sluice [--config FILE] <command>
 
@@ -47,46 +44,52 @@ export async function main(argv: string[]): Promise<number> {
     if (!configFile) return fail(new UsageError('--config needs a file'));
   }
   const [command, ...rest] = args;
+  switch (command) {
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      out(HELP);
+      return command === undefined ? 2 : 0;
+    case 'version':
+    case '--version':
+      out(`sluice ${version()}\n`);
+      return 0;
+  }
   let services: Promise<AdminServices> | null = null;
   let loaded: Config | null = null;
+  const { loadConfig } = await import('../config/load.js');
   const config = () => (loaded ??= loadConfig({ file: configFile }));
   const reach = () => adminClient(config());
   // Opened lazily, so --help and argument errors never touch the database.
-  const open = () => (services ??= openAdmin(config()));
+  const open = () => (services ??= import('../admin-services.js').then((m) => m.openAdmin(config())));
   try {
     switch (command) {
-      case undefined:
-      case 'help':
-      case '--help':
-      case '-h':
-        out(HELP);
-        return command === undefined ? 2 : 0;
-      case 'version':
-      case '--version': {
-        out(`sluice ${version()}\n`);
-        return 0;
-      }
-      case 'serve':
+      case 'serve': {
         if (rest.includes('--help') || rest.includes('-h')) return out(HELP), 0;
         if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"`);
-        return await serve(loadConfig({ file: configFile }), out);
-      case 'init':
+        const { serve } = await import('./serve.js');
+        return await serve(config(), out);
+      }
+      case 'init': {
         if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"`);
-        services = init(loadConfig({ file: configFile }), out);
+        const { init } = await import('./serve.js');
+        services = init(config(), out);
         out(`initialised ${(await services).config.dataDir}\n`);
         return 0;
+      }
       case 'audit':
-        return auditCommand(rest, configFile, out);
+        return (await import('./audit.js')).auditCommand(rest, configFile, out);
       case 'admin':
-        return await adminCommand(rest, open, out);
+        return await (await import('./admin.js')).adminCommand(rest, open, out);
       case 'ban':
-        return await banCommand(rest, () => config().limits.ipv6Prefix, open, reach, out);
+        return await (await import('./ban.js')).banCommand(rest, () => config().limits.ipv6Prefix, open, reach, out);
       case 'user':
-        return await userCommand(rest, open, reach, out);
+        return await (await import('./user.js')).userCommand(rest, open, reach, out);
       case 'session':
-        return await sessionCommand(rest, reach, out);
+        return await (await import('./session.js')).sessionCommand(rest, reach, out);
       case 'store':
-        return await storeCommand(rest, config, out);
+        return await (await import('./store.js')).storeCommand(rest, config, out);
       default:
         throw new UsageError(`unknown command "${command}"; see sluice --help`);
     }

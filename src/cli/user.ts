@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { ifRunning, type Reach } from '../admin/client.js';
-import type { AdminServices } from '../app.js';
+import type { AdminServices } from '../admin-services.js';
 import { PERMISSIONS } from '../session/permissions.js';
 import type { UserSettings } from '../store/records.js';
 import {

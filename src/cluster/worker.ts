@@ -1,5 +1,6 @@
 import cluster from 'node:cluster';
-import { openAdmin, servicesOn } from '../app.js';
+import { openAdmin } from '../admin-services.js';
+import { servicesOn } from '../app.js';
 import type { Config } from '../config/schema.js';
 import { answerSessions, processChannel, RemoteCoordinator, type Channel } from '../coordinator/ipc-client.js';
 import type { WorkerMessage } from '../coordinator/ipc-messages.js';

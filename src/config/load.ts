@@ -3,15 +3,8 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
+import { ConfigError } from './errors.js';
 import { NODE_ID, NODE_ID_RULE, configSchema, type Config } from './schema.js';
-
-/** A configuration problem: one line naming the key; the process exits with code 2. */
-export class ConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ConfigError';
-  }
-}
 
 type Raw = Record<string, unknown>;
 

@@ -1,6 +1,6 @@
 import { join, resolve } from 'node:path';
 import type { AdminContext, AdminRoutes } from '../admin/context.js';
-import { TLS_CERT } from '../certs/ensure.js';
+import { TLS_CERT } from '../certs/names.js';
 import { readiness, type ReadinessSources } from './health.js';
 
 /** What /readyz looks at, in the process that holds the coordination. */

@@ -9,22 +9,7 @@ import { ServerPlaces, realPlace } from '../session/storage/server-places.js';
 import { DEFAULT_PERMISSIONS, parsePermissions, type Permission } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
 import { StoreConflict, type UserRepository } from '../store/store.js';
-
-/** An admin mistake: one line, nothing written. */
-export class AdminError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'AdminError';
-  }
-}
-
-/** The user named does not exist (the admin API answers 404). */
-export class NoSuchUser extends AdminError {
-  constructor(name: string) {
-    super(`no user named "${name}"`);
-    this.name = 'NoSuchUser';
-  }
-}
+import { AdminError, NoSuchUser } from './errors.js';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 

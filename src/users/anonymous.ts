@@ -4,7 +4,8 @@ import { ANONYMOUS } from '../auth/authenticator.js';
 import type { Config } from '../config/schema.js';
 import { settingsOf, type UserRecord, type UserSettings } from '../store/records.js';
 import { StoreConflict, type UserRepository } from '../store/store.js';
-import { AdminError, makeHome, parseVirtualDir } from './admin.js';
+import { makeHome, parseVirtualDir } from './admin.js';
+import { AdminError } from './errors.js';
 
 type AnonymousSettings = Config['ftp']['anonymous'];
 

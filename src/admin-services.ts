@@ -1,0 +1,73 @@
+import { mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import type { Logger } from 'pino';
+import { adminEndpoint } from './admin/endpoint.js';
+import { createLogger } from './audit/log.js';
+import { ARGON2_PARAMS, PasswordHasher } from './auth/passwords.js';
+import type { Config } from './config/schema.js';
+import { hookNamedFiles } from './hooks/named-files.js';
+import { openStore } from './store/open.js';
+import type { AdminTokenRepository, BanRepository, Store, UserRepository } from './store/store.js';
+import { UserAdmin } from './users/admin.js';
+
+// Apart from app.ts: the CLI's user, ban and token commands open this and
+// nothing of the protocols, metrics or hooks that serving loads.
+
+/** What administration needs: the user store and password hashing. */
+export interface AdminServices {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly store: Store;
+  readonly users: UserRepository;
+  readonly bans: BanRepository;
+  /** The admin API's bearer tokens (hashed). */
+  readonly tokens: AdminTokenRepository;
+  readonly hasher: PasswordHasher;
+  readonly admin: UserAdmin;
+  close(): Promise<void>;
+}
+
+/**
+ * For the CLI: no audit log. The server is the audit trail's only writer;
+ * a second process appending to it would fork the hash chain.
+ */
+export async function openAdmin(config: Config & { readonly source?: string | null }): Promise<AdminServices> {
+  const log = createLogger(config.logLevel, config.logFormat);
+  mkdirSync(join(config.dataDir, 'homes'), { recursive: true, mode: 0o750 });
+  const store = await openStore(config);
+  const hasher = new PasswordHasher(config.auth.maxConcurrentHashes, ARGON2_PARAMS, config.auth.passwordCache * 1000);
+  return {
+    config,
+    log,
+    store,
+    users: store.users,
+    bans: store.bans,
+    tokens: store.tokens,
+    hasher,
+    admin: new UserAdmin(store.users, hasher, config.dataDir, serverFilesOf(config)),
+    close: () => store.close(),
+  };
+}
+
+/**
+ * The server's own files and directories, which no user's home may be, hold
+ * or lie in (UserAdmin): its data, keys and config, the directories its audit
+ * trail and xferlog rotate in, the quarantine, the admin socket, and the
+ * programs and scripts its hooks run or name (hookNamedFiles).
+ */
+export function serverFilesOf(config: Config & { readonly source?: string | null }): string[] {
+  const inData = (path: string) => resolve(config.dataDir, path);
+  const { audit, uploads, admin, hooks } = config;
+  const socket = admin.listen === '' ? null : adminEndpoint(admin.listen);
+  return [
+    config.dataDir,
+    config.certsDir,
+    ...(config.source ? [config.source] : []),
+    dirname(inData(audit.file)),
+    ...(audit.xferlog === '' ? [] : [dirname(inData(audit.xferlog))]),
+    inData(uploads.quarantineDir),
+    ...(socket && 'path' in socket ? [resolve(socket.path)] : []),
+    ...hooks.actions.flatMap((a) => hookNamedFiles(a.command ?? [])),
+  ];
+}
+
