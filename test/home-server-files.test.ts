@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { ServerPlaces } from '../src/session/storage/server-places.js';
+import { ServerPlaces, kernelFileSystem } from '../src/session/storage/server-places.js';
 import { hookNamedFiles } from '../src/hooks/named-files.js';
 import { sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
@@ -66,13 +66,14 @@ describe("a stored home that holds the server's own files is not opened at login
     srv = await TestServer.start({
       yaml,
       env: { SLUICE_FTP_TLS: 'optional' },
-      users: ['older', 'relative', 'shelled', 'beside', 'other'].map((name) => ({ name, password: `${name} password`, args: ['--protocols', 'ftp,ftps,sftp'] })),
+      users: ['older', 'relative', 'shelled', 'beside', 'other', 'kernel'].map((name) => ({ name, password: `${name} password`, args: ['--protocols', 'ftp,ftps,sftp'] })),
     });
     mkdirSync(join(srv.dir, 'scripts'));
     storeHome('older', join(outside, 'hooks'));
     storeHome('relative', join(srv.dir, 'scripts'));
     storeHome('shelled', join(outside, 'shelled'));
     storeHome('beside', join(outside, 'beside'));
+    storeHome('kernel', '/proc/self');
   });
   after(async () => {
     await srv.stop();
@@ -128,6 +129,25 @@ describe("a stored home that holds the server's own files is not opened at login
     assert.ok(!(await srv.audit()).some((r) => r.event === 'ban'));
   });
 
+  it('a home in the kernel\'s /proc, /sys or /dev is refused: at login, and by the CLI', { timeout: 60_000 }, async () => {
+    // Found by a review: a home of /proc/self served the server's own memory over SFTP, /mem read and written.
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'kernel', password: 'kernel password' }).catch((err: Error) => err);
+    if (!(conn instanceof Error)) {
+      const environ = await new Promise<string>((resolve) =>
+        conn.sftp((err, sftp) => (err ? resolve(`no session: ${err.message}`) : sftp.readFile('/environ', (e, data) => resolve(e ? `refused: ${e.message}` : data.toString('latin1'))))),
+      );
+      conn.end();
+      assert.match(environ, /^no session/, 'the sftp subsystem must not start on /proc/self');
+    }
+    assert.equal(await passReply('kernel', 'kernel password'), 451);
+    assert.match(srv.log, /"reason":"home \/proc\/\d+ would lie in the kernel's \/proc"/);
+    for (const home of ['/proc/self', '/proc', '/sys/kernel', '/dev/shm/x', '/dev']) {
+      const added = sluice(srv.dir, ['user', 'add', 'kernel2', '--password-stdin', '--home', home], 'kernel2 password\n');
+      assert.equal(added.code, 2, `${home}: ${added.stderr}`);
+      assert.match(added.stderr, /would lie in the kernel's \/(proc|sys|dev)/);
+    }
+  });
+
   it('everyone else logs in as before', { timeout: 60_000 }, async () => {
     assert.equal(await passReply('other', 'other password'), 230);
   });
@@ -144,6 +164,11 @@ describe('ServerPlaces, hookNamedFiles', () => {
     } finally {
       rmSync(data, { recursive: true, force: true });
     }
+  });
+  it('knows the kernel\'s file systems by their statfs type, wherever they are mounted', async () => {
+    assert.equal(await kernelFileSystem('/proc'), 'proc');
+    assert.equal(await kernelFileSystem('/sys'), 'sysfs');
+    assert.equal(await kernelFileSystem(tmpdir()), null);
   });
   it('names the program as PATH finds it and every path in the arguments, placeholders aside', () => {
     const files = hookNamedFiles(['sh', '-c', '/opt/x/run.sh "{path}" > /var/log/x.log; ./local/y.sh', '{path}', '/srv/{user}/z'], '/nonexistent:/bin');

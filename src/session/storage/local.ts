@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { SluiceError, Unseen } from '../errors.js';
 import { UPLOAD_TEMP_PREFIX, splitVirtual } from '../paths.js';
 import { errnoCode, fromErrno, sys } from './errno.js';
-import type { ServerPlaces } from './server-places.js';
+import { kernelFileSystem, type ServerPlaces } from './server-places.js';
 import type {
   DirectoryReader,
   HeldNode,
@@ -59,6 +59,8 @@ export async function openLocalStorage(home: string, serverPlaces: ServerPlaces)
     if (!(await fsp.stat(root)).isDirectory()) throw new Error('home is not a directory');
     const conflict = serverPlaces.conflict(root);
     if (conflict) throw new Error(`home ${root} ${conflict}`);
+    const kernel = await kernelFileSystem(root);
+    if (kernel) throw new Error(`home ${root} is on the kernel's ${kernel} file system`);
     return new LocalStorage(root);
   } catch (err) {
     throw new SluiceError('failure', 'Home directory unavailable', err instanceof Error ? err.message : String(err));

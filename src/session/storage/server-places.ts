@@ -1,4 +1,5 @@
 import { existsSync, realpathSync } from 'node:fs';
+import { statfs } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 
 /** Where `path` is on disk, links resolved, whether or not all of it exists yet. */
@@ -10,9 +11,42 @@ export function realPlace(path: string): string {
 }
 
 /**
+ * The kernel's views of processes and devices. A home in /proc/self is the
+ * server's memory (/proc/self/mem read and written over SFTP) and its
+ * environment; /sys and /dev hold devices and kernel settings. None is a
+ * place for a user's files, whatever the admin asked.
+ */
+const KERNEL_PLACES = ['/proc', '/sys', '/dev'];
+
+/**
+ * statfs(2) magic numbers of the kernel's pseudo file systems (linux/magic.h),
+ * met wherever they are mounted: a procfs mounted under /srv is as much the
+ * server's memory as /proc.
+ */
+const KERNEL_FILE_SYSTEMS = new Map<number, string>([
+  [0x9fa0, 'proc'],
+  [0x62656572, 'sysfs'],
+  [0x1cd1, 'devpts'],
+  [0x64626720, 'debugfs'],
+  [0x74726163, 'tracefs'],
+  [0x73636673, 'securityfs'],
+  [0x27e0eb, 'cgroup'],
+  [0x63677270, 'cgroup2'],
+  [0xcafe4a11, 'bpf'],
+  [0x62656570, 'configfs'],
+  [0xde5e81e4, 'efivarfs'],
+  [0x6165676c, 'pstore'],
+]);
+
+/** The kernel file system `home` (an existing directory) is on, or null for an ordinary one. */
+export async function kernelFileSystem(home: string): Promise<string | null> {
+  return KERNEL_FILE_SYSTEMS.get((await statfs(home)).type) ?? null;
+}
+
+/**
  * The server's own files and directories (app.ts serverFilesOf), which no
  * home may be, hold or lie in, except under dataDir/homes where the default
- * homes are. A home is a user's whole view of the disk, served with the
+ * homes are; nor may a home lie in the kernel's places (KERNEL_PLACES). A home is a user's whole view of the disk, served with the
  * server's own rights: one holding the server's files would hand out its
  * keys, its database and its config, or let a user replace a hook's script.
  * Compared as real paths, so a link is no way around it; resolved when made
@@ -31,6 +65,9 @@ export class ServerPlaces {
 
   /** Why the home at real path `home` may not be one; null when it may. */
   conflict(home: string): string | null {
+    for (const place of KERNEL_PLACES) {
+      if (home === place || home.startsWith(place + sep)) return `would lie in the kernel's ${place}`;
+    }
     for (const own of this.own) {
       if (own === home || own.startsWith(home === sep ? sep : home + sep)) return `would hold the server's own ${own}`;
       // Only the data directory has homes in it: a quarantine or trail configured under homes/ is no home.
