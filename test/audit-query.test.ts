@@ -149,6 +149,75 @@ describe('audit query', () => {
     assert.ok(performance.now() - t1 < 1000, `${(performance.now() - t1).toFixed(0)} ms for a 1,024-star pattern`);
   });
 
+  describe('hostile fields (a user name from a failed login is any text a client sent)', () => {
+    const FORGED_ROW = '\n2026-12-02T09:00:00.000Z  vm  alice  sftp  upload  /pay.xls';
+    const HOSTILE = [
+      rec('2026-11-03T00:00:00.000Z', FORGED_ROW, 'ftps', '10.0.0.9', 'login-failed', { reason: 'unknown-user' }),
+      rec('2026-11-03T00:01:00.000Z', '\r\x1b[2Kroot', 'ftps', '10.0.0.9', 'login-failed', { reason: 'unknown-user' }),
+      rec('2026-11-03T00:02:00.000Z', '=HYPERLINK(1)\rinjected', 'sftp', '10.0.0.9', 'login-failed', { reason: 'unknown-user' }),
+      rec('2026-11-03T00:03:00.000Z', 'tab\tdel\x7fcsi\x9b31mls\u2028ps\u2029fsi\u2068', 'sftp', '10.0.0.9', 'login-failed', { reason: 'unknown-user' }),
+      // As an older server recorded it, before such names were refused.
+      rec('2026-11-03T00:04:00.000Z', 'mallory', 'ftps', '10.0.0.9', 'upload', { path: '/a\u0085b\u202Etxt.exe', bytes: 1, result: 'ok' }),
+      rec('2026-11-03T00:05:00.000Z', '+1,"two"', 'ftps', '10.0.0.9', 'login-failed', { reason: 'unknown-user' }),
+      rec('2026-11-03T00:06:00.000Z', 'dom\\user\\n', 'ftps', '10.0.0.9', 'login-failed', { reason: 'unknown-user' }),
+    ];
+    const f = join(dir, 'hostile.log');
+    // What a terminal acts on or a reader splits lines at: C0 (but the rows' own \n), DEL, C1, U+2028/9, bidi controls.
+    const ACTIVE = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+    const FORMULA = /^[=+\-@\t\r]/;
+    before(() => writeFileSync(f, HOSTILE.map((r) => JSON.stringify(r)).join('\n') + '\n'));
+
+    it('query table: one line per record, every control, separator and bidi character escaped visibly', () => {
+      const r = sluice(dir, ['audit', 'query', '--file', f]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.doesNotMatch(r.stdout, ACTIVE);
+      const lines = r.stdout.split('\n');
+      assert.equal(lines.pop(), '');
+      assert.equal(lines.length, 1 + HOSTILE.length, r.stdout);
+      lines.slice(1).forEach((l, i) => assert.ok(l.startsWith(HOSTILE[i]!.time), `row ${i} is the record's own: ${l}`));
+      assert.ok(lines[1]!.includes(' \\n2026-12-02T09:00:00.000Z  vm  alice  sftp  upload  /pay.xls '));
+      assert.ok(lines[2]!.includes(' \\r\\x1b[2Kroot '));
+      assert.ok(lines[4]!.includes(' tab\\tdel\\x7fcsi\\x9b31mls\\u{2028}ps\\u{2029}fsi\\u{2068} '));
+      assert.ok(lines[5]!.includes(' /a\\x85b\\u{202e}txt.exe '));
+      assert.ok(lines[7]!.includes(' dom\\\\user\\\\n '), 'a backslash is doubled: no escape can be faked');
+    });
+
+    it('report table: the same escaping of user names', () => {
+      const r = sluice(dir, ['audit', 'report', '--file', f]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.doesNotMatch(r.stdout, ACTIVE);
+      const lines = r.stdout.split('\n');
+      assert.equal(lines.pop(), '');
+      assert.equal(lines.length, 1 + HOSTILE.length, r.stdout);
+      assert.ok(lines.some((l) => l.startsWith('\\n2026-12-02T09:00:00.000Z  vm  alice  sftp  upload  /pay.xls  ')));
+      assert.ok(lines.some((l) => l.startsWith('\\r\\x1b[2Kroot  ')));
+    });
+
+    it('CSV: fields with quotes, commas, CR or LF quoted; formulas start with a quote; each row one record', () => {
+      const r = sluice(dir, ['audit', 'query', '--csv', '--file', f]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(r.stdout.includes(`,"'=HYPERLINK(1)\rinjected",sftp,`), JSON.stringify(r.stdout));
+      assert.ok(r.stdout.includes(`,"'+1,""two""",ftps,`));
+      assert.ok(r.stdout.includes(`,"${FORGED_ROW}",ftps,`));
+      assert.ok(r.stdout.includes(`,"'\r\x1b[2Kroot",ftps,`));
+      // Read back as RFC 4180: one row per record, ten fields each, the user names exact but for the quote.
+      const rows = parseCsv(r.stdout);
+      assert.equal(rows.length, 1 + HOSTILE.length);
+      assert.ok(rows.every((row) => row.length === 10));
+      assert.deepEqual(
+        rows.slice(1).map((row) => row[2]),
+        HOSTILE.map((h) => (FORMULA.test(h.user) ? `'${h.user}` : h.user)),
+      );
+      assert.ok(rows.every((row) => row.every((cell) => !FORMULA.test(cell))), 'no field starts a formula');
+    });
+
+    it('JSON lines stay exact', () => {
+      const r = sluice(dir, ['audit', 'query', '--json', '--file', f]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(r.stdout.trim().split('\n').map((l) => JSON.parse(l) as unknown), HOSTILE);
+    });
+  });
+
   it('report: per user uploads, downloads, failed logins and refusals', () => {
     const f = join(dir, 'report.log');
     const lines = [
@@ -174,3 +243,31 @@ describe('audit query', () => {
   });
 });
 
+/** RFC 4180 as a spreadsheet reads it: quoted fields may hold commas, quotes ("") and line breaks; a row ends at LF, CR or CRLF. */
+function parseCsv(text: string): string[][] {
+  const rows: string[][] = [];
+  let row: string[] = [];
+  let field = '';
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i] as string;
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') {
+        field += '"';
+        i++;
+      } else if (c === '"') quoted = false;
+      else field += c;
+    } else if (c === '"' && field === '') quoted = true;
+    else if (c === ',') {
+      row.push(field);
+      field = '';
+    } else if (c === '\n' || c === '\r') {
+      if (c === '\r' && text[i + 1] === '\n') i++;
+      rows.push([...row, field]);
+      row = [];
+      field = '';
+    } else field += c;
+  }
+  if (field !== '' || row.length > 0) rows.push([...row, field]);
+  return rows;
+}

@@ -1,4 +1,5 @@
 import { addressAllowed } from '../auth/ip-rules.js';
+import { UNSAFE_CHAR_CLASS } from '../session/unsafe-chars.js';
 
 export type AuditRecord = Record<string, unknown>;
 
@@ -131,17 +132,47 @@ function cell(r: AuditRecord, col: (typeof COLUMNS)[number]): string {
   return v === undefined || v === null ? '' : String(v);
 }
 
+const SHOWN_ESCAPED = new RegExp(`[\\\\${UNSAFE_CHAR_CLASS}]`, 'g');
+const SHORT_ESCAPES: Record<string, string> = { '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/**
+ * Pure: text for a terminal. Fields come from clients (a user name from a
+ * failed login, a path): a line break in one would forge a row, ESC or CSI
+ * drive the terminal, a bidi override reorder what is read. Those characters
+ * (session/unsafe-chars.ts) are shown escaped: \n, \r, \t, \xNN up to U+00FF,
+ * \u{NNNN} above; a backslash is doubled so no escape can be faked.
+ */
+export function shown(text: string): string {
+  return text.replace(SHOWN_ESCAPED, (c) => {
+    const short = SHORT_ESCAPES[c];
+    if (short !== undefined) return short;
+    const code = c.charCodeAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u{${code.toString(16)}}`;
+  });
+}
+
 export function formatTable(records: AuditRecord[]): string {
-  const rows = records.map((r) => COLUMNS.map((c) => cell(r, c)));
+  const rows = records.map((r) => COLUMNS.map((c) => shown(cell(r, c))));
   const head = COLUMNS.map((c) => c.toUpperCase());
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)));
   const line = (row: string[]) => row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ');
   return [line(head), ...rows.map(line)].join('\n') + '\n';
 }
 
+/**
+ * Pure: one CSV field (RFC 4180), exact but for formulas. A field holding a
+ * quote, comma, CR or LF is quoted (a bare CR ends a row for some readers).
+ * A field a spreadsheet would run as a formula (first character = + - @, tab
+ * or CR; a client picks user names and paths) gets a leading `'`, as OWASP's
+ * CSV injection advice has it, so it is read as text.
+ */
+export function csvField(text: string): string {
+  const inert = /^[=+\-@\t\r]/.test(text) ? `'${text}` : text;
+  return /[",\r\n]/.test(inert) ? `"${inert.replace(/"/g, '""')}"` : inert;
+}
+
 export function formatCsv(records: AuditRecord[]): string {
-  const quote = (s: string) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
-  return [COLUMNS.join(','), ...records.map((r) => COLUMNS.map((c) => quote(cell(r, c))).join(','))].join('\n') + '\n';
+  return [COLUMNS.join(','), ...records.map((r) => COLUMNS.map((c) => csvField(cell(r, c))).join(','))].join('\n') + '\n';
 }
 
 export interface UserSummary {

@@ -4,7 +4,7 @@ import { gunzipSync } from 'node:zlib';
 import { parseCidr } from '../auth/ip-rules.js';
 import { resolve } from 'node:path';
 import { collectSeries, logFiles } from '../audit/files.js';
-import { formatCsv, formatTable, place, recordMatcher, summarize, timeOrder, type AuditFilter, type AuditRecord, type Placed } from '../audit/query.js';
+import { formatCsv, formatTable, place, recordMatcher, shown, summarize, timeOrder, type AuditFilter, type AuditRecord, type Placed } from '../audit/query.js';
 import { verdict, verifySeries } from '../audit/verify.js';
 import { loadConfig } from '../config/load.js';
 import { AUDITED_PROTOCOLS } from '../session/account.js';
@@ -214,7 +214,8 @@ function reportCommand(args: string[], configFile: string | undefined, out: (s: 
     return 0;
   }
   const head = ['USER', 'UPLOADS', 'UP BYTES', 'DOWNLOADS', 'DOWN BYTES', 'FAILED LOGINS', 'REFUSALS'];
-  const rows = summary.map((u) => [u.user, u.uploads, u.uploadBytes, u.downloads, u.downloadBytes, u.failedLogins, u.refusals].map(String));
+  // The user name may be any a client tried: shown escaped, as in the query table.
+  const rows = summary.map((u) => [shown(u.user), ...[u.uploads, u.uploadBytes, u.downloads, u.downloadBytes, u.failedLogins, u.refusals].map(String)]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
   out([line(head), ...rows.map(line)].join('\n') + '\n');
