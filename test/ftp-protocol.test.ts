@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import { Client, type FTPError } from 'basic-ftp';
 import { RawFtp, readAll } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
@@ -211,6 +213,30 @@ describe('FTP control channel', () => {
     assert.equal((await c.read())?.code, 226);
     assert.ok(existsSync(join(srv.home('alice'), 'escaped-upload.txt')), 'the upload landed at the top of the home');
     assert.ok(!existsSync(join(srv.dir, 'escaped-upload.txt')));
+    c.close();
+  });
+
+  it('refuses names with C1, bidi or line-separator characters in STOR, MKD and RNTO, with 553 and a clear reason', async () => {
+    // NEL (a line break to many xferlog readers), C1 (CSI drives terminals), U+2028/U+2029, bidi controls (RLO spoofs `aexe.txt`).
+    const names = ['a\u0085b\u202Etxt.exe', 'c1\u009b2J', 'ls\u2028ps\u2029', 'lre\u202A', 'pdi\u2069', 'lri\u2066'];
+    const ascii = (s: string) => [...s].map((c) => (c >= ' ' && c <= '~' ? c : `<U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}>`)).join('');
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+    writeFileSync(join(srv.home('alice'), 'plain.txt'), 'x');
+    for (const name of names) {
+      await c.passive(true);
+      const stor = await c.cmd(`STOR ${name}`);
+      assert.deepEqual([stor.code, stor.text], [553, '553 Invalid character in path.'], ascii(name));
+      assert.equal((await c.cmd(`MKD dir-${name}`)).code, 553);
+      assert.equal((await c.cmd('RNFR plain.txt')).code, 350);
+      assert.equal((await c.cmd(`RNTO ${name}`)).code, 553);
+    }
+    // The same upload as curl sends it (ftp://host/a%C2%85b%E2%80%AEtxt.exe), with a real client.
+    const client = new Client(30_000);
+    await client.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'alice', password: 'alice password', secure: true, secureOptions: { rejectUnauthorized: false } });
+    await assert.rejects(client.uploadFrom(Readable.from([Buffer.from('MZ')]), 'a\u0085b\u202Etxt.exe'), (e: FTPError) => e.code === 553 && /Invalid character in path/.test(e.message));
+    client.close();
+    assert.deepEqual(readdirSync(srv.home('alice')).filter((n) => /[\u0080-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/.test(n)), []);
+    assert.ok(existsSync(join(srv.home('alice'), 'plain.txt')));
     c.close();
   });
 

@@ -38,6 +38,11 @@ describe('resolveVirtual (pure)', () => {
     ['NUL then traversal', 'ok\0/../../etc'],
     ['newline (forged replies)', 'a\r\n226 ok'],
     ['DEL', 'a\x7f'],
+    ['NEL (a line break to many log readers)', 'a\u0085b'],
+    ['C1 controls, first and last (CSI drives terminals)', 'a\u0080/b\u009b[2K/c\u009f'],
+    ['line and paragraph separators', 'a\u2028b\u2029'],
+    ['a bidi override (spoofs the displayed name)', 'a\u0085b\u202Etxt.exe'],
+    ['bidi embeddings and isolates', 'x\u202A\u202B\u202C\u202D\u2066\u2067\u2068\u2069'],
     ['name over 255 bytes', 'x'.repeat(256)],
     ['multibyte name over 255 bytes', 'é'.repeat(128)],
     ['path over 4096 bytes', ('d'.repeat(200) + '/').repeat(21)],
@@ -67,8 +72,15 @@ describe('checkName (pure): what can break an MLSx entry is refused at creation'
       assert.throws(() => checkName(name), (e: unknown) => e instanceof SluiceError && e.kind === 'invalid-path');
     });
   }
+  // C1 (NEL ends log lines, CSI drives terminals), line and paragraph separators, every bidi embedding, override and isolate control.
+  for (const c of [0x80, 0x85, 0x9b, 0x9f, 0x2028, 0x2029, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069]) {
+    it(`refuses a name holding U+${c.toString(16).toUpperCase().padStart(4, '0')}`, () => {
+      assert.throws(() => checkName(`n${String.fromCharCode(c)}me`), (e: unknown) => e instanceof SluiceError && e.kind === 'invalid-path');
+    });
+  }
   // An MLSx entry's name is everything after the first space: these cannot split it.
-  for (const name of ['a;b', 'type=file;', ' leading space', 'trailing ', 'a b; c=d', '名前']) {
+  // The neighbours of what is refused are fine: U+00A0 and U+00A1 after C1, U+2027 and U+202F around the bidi controls, U+206A after the isolates.
+  for (const name of ['a;b', 'type=file;', ' leading space', 'trailing ', 'a b; c=d', '名前', 'a\u00a0b\u00a1', 'a\u2027b\u202f\u206a']) {
     it(`accepts ${JSON.stringify(name)}`, () => assert.doesNotThrow(() => checkName(name)));
   }
 });

@@ -259,6 +259,27 @@ describe('SFTP protocol edges, against the running server', () => {
     assert.equal(String(await call<Buffer>((cb) => sftp.readFile('/c.txt', cb))), 'copy me', 'the first channel still works');
   });
 
+  it('refuses names with C1, bidi or line-separator characters in OPEN, MKDIR, RENAME and SYMLINK, with a clear FAILURE', async () => {
+    // NEL (a line break to many xferlog readers), C1 (CSI drives terminals), U+2028/U+2029, bidi controls (RLO spoofs `aexe.txt`).
+    const names = ['a\u0085b\u202Etxt.exe', 'c1\u009b2J', 'ls\u2028ps\u2029', 'lre\u202A', 'pdi\u2069', 'lri\u2066'];
+    await call((cb) => sftp.writeFile('/plain.txt', 'x', cb));
+    const FAILURE = 4;
+    const ascii = (s: string) => [...s].map((c) => (c >= ' ' && c <= '~' ? c : `<U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}>`)).join('');
+    const refused = async (what: string, p: Promise<unknown>) => {
+      const err = await p.then(() => null, (e: unknown) => e as { code?: number; message?: string });
+      assert.deepEqual([err?.code, err?.message], [FAILURE, 'Invalid character in path'], what);
+    };
+    for (const name of names) {
+      const what = ascii(name);
+      await refused(`upload ${what}`, call((cb) => sftp.writeFile(`/${name}`, 'MZ', cb)));
+      await refused(`mkdir ${what}`, call((cb) => sftp.mkdir(`/dir-${name}`, cb)));
+      await refused(`rename to ${what}`, call((cb) => sftp.rename('/plain.txt', `/${name}`, cb)));
+      await refused(`symlink ${what}`, call((cb) => sftp.symlink('plain.txt', `/${name}`, cb)));
+    }
+    assert.deepEqual(readdirSync(srv.home('pat')).filter((n) => /[\u0080-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/.test(n)), []);
+    assert.equal(readFileSync(join(srv.home('pat'), 'plain.txt'), 'utf8'), 'x');
+  });
+
   it('a failing request never shows a server path in its STATUS', async () => {
     await call((cb) => sftp.writeFile('/f.txt', 'file', cb));
     await call((cb) => sftp.mkdir('/d', cb));

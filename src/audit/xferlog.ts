@@ -1,3 +1,4 @@
+import { UNSAFE_CHAR_CLASS } from '../session/unsafe-chars.js';
 import type { Actor, AuditEvent } from './events.js';
 
 type TransferEvent = Extract<AuditEvent, { event: 'upload' | 'download' }>;
@@ -12,13 +13,18 @@ function ctime(d: Date): string {
   return `${DAYS[d.getDay()]} ${MONTHS[d.getMonth()]} ${String(d.getDate()).padStart(2, ' ')} ${clock} ${d.getFullYear()}`;
 }
 
+// Blanks, and what session/unsafe-chars.ts names (C0, DEL, C1, U+2028/U+2029, bidi controls).
+const NOT_IN_FIELD = new RegExp(`[\\s${UNSAFE_CHAR_CLASS}]`, 'g');
+
 /**
  * A field of a whitespace-separated line: log analysers split on blanks, so a
  * blank or a control character in a name (a client chooses names) becomes `_`
- * rather than shift the fields or start a forged line.
+ * rather than shift the fields or start a forged line (NEL, U+0085, ends a
+ * line for many readers); a bidi control becomes `_` rather than reorder the
+ * line as displayed.
  */
 function field(text: string): string {
-  return text.replace(/[\s\x00-\x1f\x7f]/g, '_') || '_';
+  return text.replace(NOT_IN_FIELD, '_') || '_';
 }
 
 /**

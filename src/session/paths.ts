@@ -1,13 +1,11 @@
 import { SluiceError } from './errors.js';
+import { hasUnsafeChar } from './unsafe-chars.js';
 
 /** Longest single name and whole path we accept, in UTF-8 bytes (Linux NAME_MAX, PATH_MAX). */
 export const MAX_NAME_BYTES = 255;
 export const MAX_PATH_BYTES = 4096;
 /** Prefix of in-progress atomic uploads; hidden from listings and never addressable by clients. */
 export const UPLOAD_TEMP_PREFIX = '.sluice-upload-';
-
-// C0 controls and DEL: a name with CR/LF would forge FTP replies, listings and log lines.
-const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /**
  * Pure: turn the session's cwd and a client path into a clean absolute virtual
@@ -16,7 +14,7 @@ const CONTROL = /[\u0000-\u001f\u007f]/;
  * Everything is decided here, before any permission check or disk access.
  */
 export function resolveVirtual(cwd: string, input: string): string {
-  if (CONTROL.test(input)) throw new SluiceError('invalid-path', 'Invalid character in path');
+  if (hasUnsafeChar(input)) throw new SluiceError('invalid-path', 'Invalid character in path');
   const parts = input.startsWith('/') || input.startsWith('\\') ? [] : splitVirtual(cwd);
   for (const seg of input.split(/[/\\]/)) {
     if (seg === '' || seg === '.') continue;
@@ -34,18 +32,21 @@ export function resolveVirtual(cwd: string, input: string): string {
 
 /**
  * One name as a client gives it: resolveVirtual checks every component with
- * it, and operations that create a name check the final one. Refusing C0
- * controls and DEL is what keeps every name made through sluice whole in
- * line-based output: LIST/NLST lines, and MLSD/MLST entries, `facts SP name
- * CRLF` (RFC 3659 7.2), where only CR or LF can end a name early (`;`, `=`
- * and spaces are fine after the first space). Names made on the host are
- * filtered when listed (listing/ls.ts `listable`).
+ * it, and operations that create a name check the final one. Refusing the
+ * characters of unsafe-chars.ts (C0, DEL, C1, U+2028/U+2029, bidi controls)
+ * is what keeps every name made through sluice whole in line-based output:
+ * LIST/NLST lines, and MLSD/MLST entries, `facts SP name CRLF` (RFC 3659
+ * 7.2), where only CR or LF can end a name early (`;`, `=` and spaces are
+ * fine after the first space); the xferlog and other logs, whose readers
+ * also end lines at NEL or U+2028; and shown names, which a bidi override
+ * would reorder. Names made on the host are filtered when listed
+ * (listing/ls.ts `listable`).
  */
 export function checkName(name: string): void {
   if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\\')) {
     throw new SluiceError('invalid-path');
   }
-  if (CONTROL.test(name)) throw new SluiceError('invalid-path', 'Invalid character in path');
+  if (hasUnsafeChar(name)) throw new SluiceError('invalid-path', 'Invalid character in path');
   if (Buffer.byteLength(name) > MAX_NAME_BYTES) throw new SluiceError('invalid-path', 'File name too long');
   if (name.startsWith(UPLOAD_TEMP_PREFIX)) throw new SluiceError('invalid-path', 'Reserved file name');
 }

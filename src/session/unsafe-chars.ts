@@ -14,3 +14,8 @@
  */
 export const UNSAFE_CHAR_CLASS = '\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069';
 
+const UNSAFE = new RegExp(`[${UNSAFE_CHAR_CLASS}]`);
+
+export function hasUnsafeChar(text: string): boolean {
+  return UNSAFE.test(text);
+}
