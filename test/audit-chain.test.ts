@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
@@ -55,6 +56,16 @@ describe('audit hash chain (pure)', () => {
     const lines = chain(10);
     lines.splice(2, 0, lines[1] as string);
     assert.equal(verifyLines(lines).break?.line, 3);
+  });
+  it('a record cannot set its own seq or prev: the chain writes them', () => {
+    // Found by a review: a worker's audit message carrying seq and prev was written with them, breaking the chain.
+    const lines = chain(3);
+    const head = { seq: 3, prev: createHash('sha256').update(lines[2] as string).digest('hex') };
+    const forged = chainLine(head, { seq: 0, prev: GENESIS, event: 'delete', path: '/b' });
+    const rec = JSON.parse(forged.line) as Record<string, unknown>;
+    assert.deepEqual([rec.seq, rec.prev, rec.event], [3, head.prev, 'delete']);
+    assert.deepEqual(Object.keys(rec).slice(0, 2), ['seq', 'prev'], 'seq and prev stay first on the line');
+    assert.equal(verifyLines([...lines, forged.line]).break, null);
   });
   it('a truncated last line is reported by its number', () => {
     const lines = chain(10);
@@ -251,6 +262,27 @@ describe('audit log rotation', () => {
     const broken = sluice(root, ['audit', 'verify']);
     assert.equal(broken.code, 1);
     assert.match(broken.stdout, new RegExp(`${rotated[2] ?? 'audit\\.log'}:1: sequence jumps`));
+  });
+
+  it('lines cut from the start are a break: the chain begins at 0 or just after files retention recorded deleting', async () => {
+    // Found by a review: the first lines of a log deleted verified as "chain intact", the last line (an outside tail hash) unchanged.
+    const { root, file } = fresh('cut-start');
+    const log = openLog(file);
+    for (let i = 0; i < 10; i++) log.record(actor, { event: 'mkdir', path: `/d${i}` });
+    await log.close();
+    assert.equal(sluice(root, ['audit', 'verify']).code, 0);
+    const lines = linesOf(file);
+    writeFileSync(file, lines.slice(3).join('\n') + '\n');
+    const cut = sluice(root, ['audit', 'verify']);
+    assert.equal(cut.code, 1, cut.stdout);
+    assert.match(cut.stdout, /audit\.log:1: the chain's start is missing: it begins at seq 3/);
+    // Emptied while the server writes on: what follows continues the old sequence.
+    writeFileSync(file, lines.slice(9).join('\n') + '\n');
+    assert.equal(sluice(root, ['audit', 'verify']).code, 1);
+
+    // --from-rotation accepts a start at a rotation only: a start cut inside a file is none.
+    writeFileSync(file, lines.slice(3).join('\n') + '\n');
+    assert.equal(sluice(root, ['audit', 'verify', '--from-rotation']).code, 1);
   });
 
   it('after logrotate moves the file, SIGHUP (reopen) starts a new one that continues the chain', async () => {

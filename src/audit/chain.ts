@@ -28,9 +28,14 @@ export function tearOf(fragment: Uint8Array): Tear {
   return { bytes: fragment.length, sha256: lineHash(fragment) };
 }
 
-/** Pure: one audit line carrying its sequence number and the hash of the line before it. */
+/**
+ * Pure: one audit line carrying its sequence number and the hash of the line
+ * before it, first and whatever `record` holds: a record naming its own seq
+ * or prev (a worker's message is a record) cannot set them.
+ */
 export function chainLine(head: ChainHead, record: Record<string, unknown>): { line: string; head: ChainHead } {
-  const line = JSON.stringify({ seq: head.seq, prev: head.prev, ...record });
+  const chained = { seq: head.seq, prev: head.prev };
+  const line = JSON.stringify(Object.assign({ ...chained }, record, chained));
   return { line, head: { seq: head.seq + 1, prev: lineHash(line) } };
 }
 
@@ -60,6 +65,9 @@ interface ChainRecord {
   torn?: unknown;
   /** The writing node's id; absent in lines written before nodes had one. */
   node?: unknown;
+  event?: unknown;
+  /** audit-deleted: the last sequence number the deleted file held. */
+  last_seq?: unknown;
 }
 
 /** A line as the chain sees it: a record, or why it is not one. */
@@ -137,6 +145,14 @@ type Line = string | Buffer;
 const textOf = (l: Line) => (typeof l === 'string' ? l : l.toString('utf8'));
 const bytesOf = (l: Line) => (typeof l === 'string' ? Buffer.from(l) : l);
 
+/** The first line of a chain as given: where its checking began. */
+export interface ChainStart {
+  line: number;
+  seq: number;
+  prev: string;
+  event: unknown;
+}
+
 export interface VerifyOptions {
   /** Continue the chain from a previous file (rotation); without it the first line is taken as it stands. */
   start?: ChainHead;
@@ -161,7 +177,16 @@ export interface VerifyOptions {
 export function verifyLines(
   lines: readonly Line[],
   options: VerifyOptions = {},
-): { break: ChainBreak | null; head: ChainHead | null; torn: TornLine[]; endsTorn: boolean; node: string | null; headNode: string | null } {
+): {
+  break: ChainBreak | null;
+  head: ChainHead | null;
+  torn: TornLine[];
+  endsTorn: boolean;
+  node: string | null;
+  headNode: string | null;
+  first: ChainStart | null;
+  deleted: number[];
+} {
   let head: ChainHead | null = options.start ?? null;
   const torn: TornLine[] = [];
   // The line before was passed over as a tear: the record that names it must come now.
@@ -172,7 +197,10 @@ export function verifyLines(
   let node: string | null = null;
   // The node named by the line `head` was taken from, not yet vouched for by a next line.
   let headNode = options.startNode ?? null;
-  const result = (b: ChainBreak | null) => ({ break: b, head, torn, endsTorn: afterTear, node, headNode });
+  // Without `start`, the first line begins what these lines can vouch for: the caller judges whether the chain may begin there.
+  let first: ChainStart | null = null;
+  const deleted: number[] = [];
+  const result = (b: ChainBreak | null) => ({ break: b, head, torn, endsTorn: afterTear, node, headNode, first, deleted });
   for (let i = 0; i < lines.length; i++) {
     const raw = lines[i] as Line;
     const text = textOf(raw);
@@ -196,6 +224,8 @@ export function verifyLines(
       const reason = linkBreak(head, rec);
       if (reason) return result({ line: reason.startsWith('altered') ? headLine : i + 1, reason });
     }
+    if (!head) first = { line: i + 1, seq: rec.seq, prev: rec.prev, event: rec.event };
+    if (rec.event === 'audit-deleted' && typeof rec.last_seq === 'number') deleted.push(rec.last_seq);
     node = headNode ?? node;
     head = { seq: rec.seq + 1, prev: lineHash(text) };
     headLine = i + 1;

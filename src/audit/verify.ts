@@ -1,4 +1,4 @@
-import { verifyLines, type ChainBreak, type ChainHead } from './chain.js';
+import { GENESIS, verifyLines, type ChainBreak, type ChainHead, type ChainStart } from './chain.js';
 
 /** A file's lines as raw bytes (a torn fragment's are hashed as written), without the newlines. */
 export type ReadLines = (file: string) => Buffer[];
@@ -13,6 +13,18 @@ export interface SeriesResult {
   torn: string[];
   /** The first break; the lines after it are not checked. */
   break: (ChainBreak & { file: string }) | null;
+  /** The sequence number the series starts at: 0, or after files retention deleted (or, with fromRotation, others pruned). */
+  from: number;
+}
+
+export interface SeriesOptions {
+  /**
+   * Accept a series whose older files are gone without a record of it
+   * (pruned by logrotate, archived elsewhere), if it starts at a rotation;
+   * otherwise a chain that does not start at 0 must start just after files
+   * the trail itself recorded deleting.
+   */
+  fromRotation?: boolean;
 }
 
 /**
@@ -20,8 +32,10 @@ export interface SeriesResult {
  * the next. Each file is checked knowing the next one's first line, which may
  * record a tear at this one's end.
  */
-export function verifySeries(files: readonly string[], read: ReadLines): SeriesResult {
-  const result: SeriesResult = { files, node: null, lines: 0, torn: [], break: null };
+export function verifySeries(files: readonly string[], read: ReadLines, options: SeriesOptions = {}): SeriesResult {
+  const result: SeriesResult = { files, node: null, lines: 0, torn: [], break: null, from: 0 };
+  let first: (ChainStart & { file: string }) | null = null;
+  const deleted = new Set<number>();
   let start: ChainHead | undefined;
   // The file `start` came from and its number of lines: a break at line 0 is that file's last chain line.
   let startAt = { file: '', lines: 0 };
@@ -38,6 +52,8 @@ export function verifySeries(files: readonly string[], read: ReadLines): SeriesR
       result.break = line === 0 ? { file: startAt.file, line: startAt.lines, reason } : { file, line, reason };
       return result;
     }
+    if (!first && checked.first) first = { ...checked.first, file };
+    for (const seq of checked.deleted) deleted.add(seq);
     startNode = checked.headNode;
     result.torn.push(...checked.torn.map((t) => `${file}:${t.line} (${t.bytes} bytes)`));
     if (checked.head && checked.head !== start) startAt = { file, lines: lines.length - (checked.endsTorn ? 1 : 0) };
@@ -48,7 +64,29 @@ export function verifySeries(files: readonly string[], read: ReadLines): SeriesR
   }
   // Unbroken to its end: the last line's node names the chain (nothing after it could vouch for it).
   result.node = startNode ?? result.node;
+  if (first) {
+    const missing = startMissing(first, deleted, options);
+    if (missing) result.break = { file: first.file, line: first.line, reason: missing };
+    result.from = first.seq;
+  }
   return result;
+}
+
+/**
+ * Why the chain may not begin with `first`, or null when it may. Lines cut
+ * from the start leave a chain that is intact from there on: only its start
+ * tells. It is the first line ever written (seq 0 after GENESIS), or the
+ * rotation after the last file retention deleted (an audit-deleted record
+ * in the chain names its last seq), or, when the operator says older files
+ * were pruned outside sluice, a rotation.
+ */
+function startMissing(first: ChainStart, deleted: ReadonlySet<number>, options: SeriesOptions): string | null {
+  if (first.seq === 0) return first.prev === GENESIS ? null : 'the first line (seq 0) does not follow the start of a chain (altered)';
+  const rotation = first.event === 'audit-rotated';
+  if (rotation && deleted.has(first.seq - 1)) return null;
+  if (rotation && options.fromRotation) return null;
+  const pruned = rotation ? '; if older files were pruned outside sluice, verify with --from-rotation' : '';
+  return `the chain's start is missing: it begins at seq ${first.seq}, and no audit-deleted record names seq ${first.seq - 1} (lines or files removed from the start)${pruned}`;
 }
 
 /** Pure: how a series is named in the report: by its node, or by its newest file when it names none. */
@@ -74,7 +112,8 @@ export function verdict(results: readonly SeriesResult[]): { ok: boolean; lines:
       continue;
     }
     const torn = r.torn.length === 0 ? '' : `; torn by a crash and recorded at restart: ${r.torn.join(', ')}`;
-    lines.push(`${label}: ok: ${r.lines} lines, chain intact${torn}`);
+    const from = r.from === 0 ? '' : ` from seq ${r.from}`;
+    lines.push(`${label}: ok: ${r.lines} lines${from}, chain intact${torn}`);
   }
   const byNode = new Map<string, SeriesResult[]>();
   for (const r of results) if (r.node !== null) byNode.set(r.node, [...(byNode.get(r.node) ?? []), r]);

@@ -10,7 +10,7 @@ import { loadConfig } from '../config/load.js';
 import { AUDITED_PROTOCOLS } from '../session/account.js';
 import { UsageError, parse, parseTime } from './args.js';
 
-export const AUDIT_HELP = `Usage: sluice audit verify [FILE|DIR...] [--file FILE|DIR]...
+export const AUDIT_HELP = `Usage: sluice audit verify [FILE|DIR...] [--file FILE|DIR]... [--from-rotation]
        sluice audit query [--user U] [--ip CIDR] [--protocol P] [--path GLOB]
                           [--since T] [--until T] [--result ok|failed]
                           [--json | --csv] [--file FILE|DIR]...
@@ -30,6 +30,11 @@ export const AUDIT_HELP = `Usage: sluice audit verify [FILE|DIR...] [--file FILE
             logs carry the same node id. A line torn by a crash is accepted
             when the restart after it recorded it (its length and SHA-256),
             and reported. Logs from before node ids verify as before.
+            A chain must start at its first line ever written, or just after
+            the files audit.keep deleted (the trail records each), so lines
+            or files cut from its start are a break too. --from-rotation:
+            older files were pruned outside sluice (logrotate, an archive);
+            accept a chain that starts at a rotation.
   query     the records that match every filter, every node's merged in time
             order (equal times by node id, then sequence), as a table, JSON
             lines or CSV. T is YYYY-MM-DD[THH:MM[:SS]][Z]; GLOB uses * within
@@ -47,27 +52,27 @@ export function auditCommand(args: string[], configFile: string | undefined, out
   if (sub === 'query') return queryCommand(rest, configFile, out);
   if (sub === 'report') return reportCommand(rest, configFile, out);
   if (sub !== 'verify') throw new UsageError(`unknown audit command "${sub}"; see sluice audit --help`);
-  const { help, files } = parseVerify(rest);
+  const { help, files, fromRotation } = parseVerify(rest);
   if (help) {
     out(AUDIT_HELP);
     return 0;
   }
-  const results = auditSeries(files, configFile).map((files) => verifySeries(files, readLines));
+  const results = auditSeries(files, configFile).map((files) => verifySeries(files, readLines, { fromRotation }));
   const { ok, lines } = verdict(results);
   out(lines.map((l) => l + '\n').join(''));
   return ok ? 0 : 1;
 }
 
 /** verify takes its files and directories as arguments, or with --file as query and report do, in the order given. */
-function parseVerify(args: string[]): { help: boolean; files: string[] } {
-  const options = { file: { type: 'string', multiple: true } } as const;
+function parseVerify(args: string[]): { help: boolean; files: string[]; fromRotation: boolean } {
+  const options = { file: { type: 'string', multiple: true }, 'from-rotation': { type: 'boolean' } } as const;
   // A first, lenient pass only to see the order; the strict one below refuses what is wrong.
   const { tokens } = parseArgs({ args, options, allowPositionals: true, strict: false, tokens: true });
   const files = tokens.flatMap((t) =>
     t.kind === 'positional' ? [t.value] : t.kind === 'option' && t.name === 'file' && t.value !== undefined ? [t.value] : [],
   );
   const { values } = parse(args, options, tokens.filter((t) => t.kind === 'positional').length);
-  return { help: values.help === true, files };
+  return { help: values.help === true, files, fromRotation: values['from-rotation'] === true };
 }
 
 function queryCommand(args: string[], configFile: string | undefined, out: (s: string) => void): number {
