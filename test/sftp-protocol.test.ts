@@ -197,6 +197,24 @@ describe('SFTP protocol edges, against the running server', () => {
     }
   });
 
+  it('copies from many files into one name the first 16 in its audit record and counts the others', async () => {
+    // Found by a review: 300 copies of long names into one file made a 1.2 MB audit line, which broke the chain's restart.
+    const raw = await Raw.open(client);
+    const names = Array.from({ length: 20 }, (_, i) => `/many-${String(i).padStart(2, '0')}-${'n'.repeat(200)}`);
+    for (const name of names) await call((cb) => sftp.writeFile(name, 'x', cb));
+    const sink = await raw.handle(FXP.OPEN, Buffer.concat([str('/many-sink.bin'), u32(0x02 | 0x08 | 0x10), NO_ATTRS]));
+    for (const name of [...names, names[0] as string]) {
+      const from = await raw.handle(FXP.OPEN, Buffer.concat([str(name), u32(READ), NO_ATTRS]));
+      assert.equal(status(await raw.request(FXP.EXTENDED, Buffer.concat([str('copy-data'), str(from), u64(0), u64(0), str(sink), u64(0)]))).code, OK);
+    }
+    await raw.closeAll();
+    raw.channel.close();
+    const upload = (await srv.audit()).find((l) => l.event === 'upload' && l.path === '/many-sink.bin');
+    assert.ok(upload);
+    assert.deepEqual(upload.copied_from, names.slice(0, 16));
+    assert.equal(upload.copied_others, 4, 'the repeated name counts once');
+  });
+
   it('a FIFO planted in a home neither hangs a truncate nor starves the file system of threads', async () => {
     const made = spawnSync('mkfifo', [join(srv.home('pat'), 'pipe')]);
     assert.equal(made.status, 0, String(made.stderr));

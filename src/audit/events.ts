@@ -40,6 +40,8 @@ export type AuditEvent =
       copied_from?: string[];
       /** The bytes read went to these files by a server-side copy, not to the client. */
       copied_to?: string[];
+      /** How many more files than the first MAX_COPY_PATHS the copies named, not listed. */
+      copied_others?: number;
     }
   | { event: 'delete' | 'mkdir' | 'rmdir'; path: string }
   | { event: 'rename'; from: string; to: string }

@@ -96,6 +96,9 @@ export interface ReadOptions {
 /** What a rename does when the target name exists. */
 export type IfExists = 'replace' | 'fail';
 
+/** Files at the other end of server-side copies that one transfer's audit record names; more are counted. */
+const MAX_COPY_PATHS = 16;
+
 /**
  * One logged-in connection. Every file operation of every front-end goes
  * through here: clean the path, check the permission, resolve it inside the
@@ -116,8 +119,8 @@ export class Session implements LiveSession {
   /** Set once the server ends the session (see windDown): why, for the logout record; no transfer starts after it. */
   private endReason: string | null = null;
   private readonly unregister: () => void;
-  /** Transfers a copy read from or wrote to (see copy()): the paths at the other end. */
-  private readonly copies = new Map<Upload | Download, Set<string>>();
+  /** Transfers a copy read from or wrote to (see copy()): the paths at the other end, the first MAX_COPY_PATHS named. */
+  private readonly copies = new Map<Upload | Download, { paths: Set<string>; others: number }>();
   private closed = false;
   /** The user's open handles, counted across all their sessions (front-ends that hold handles use it). */
   readonly openHandles: UserHandles;
@@ -542,8 +545,12 @@ export class Session implements LiveSession {
   }
 
   private copied(transfer: Upload | Download, otherEnd: string): void {
-    const paths = this.copies.get(transfer) ?? new Set<string>();
-    this.copies.set(transfer, paths.add(otherEnd));
+    const copies = this.copies.get(transfer) ?? { paths: new Set<string>(), others: 0 };
+    this.copies.set(transfer, copies);
+    // One audit line per transfer: hundreds of long names copied into one file must not make a line of megabytes.
+    if (copies.paths.has(otherEnd)) return;
+    if (copies.paths.size < MAX_COPY_PATHS) copies.paths.add(otherEnd);
+    else copies.others++;
   }
 
   private finished(transfer: Upload | Download, r: TransferRecord): void {
@@ -577,7 +584,8 @@ export class Session implements LiveSession {
       sha256: r.sha256,
       ...(r.fileSha256 === undefined ? {} : { file_sha256: r.fileSha256 }),
       type: r.convertedLineEndings ? 'ascii' : 'binary',
-      ...(copied === undefined ? {} : r.direction === 'upload' ? { copied_from: [...copied] } : { copied_to: [...copied] }),
+      ...(copied === undefined ? {} : r.direction === 'upload' ? { copied_from: [...copied.paths] } : { copied_to: [...copied.paths] }),
+      ...(copied === undefined || copied.others === 0 ? {} : { copied_others: copied.others }),
     });
   }
 
