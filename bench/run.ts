@@ -18,7 +18,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TLS_CERT, TLS_KEY } from '../src/certs/ensure.js';
+import { TLS_CERT, TLS_KEY } from '../src/certs/names.js';
 import { cleanupAll, isInterrupted, onCleanup } from './cleanup.js';
 import { curlWarning } from './clients.js';
 import { makeRandomFile, makeSmallTree } from './files.js';

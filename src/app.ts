@@ -24,7 +24,7 @@ import type { UploadScanning } from './session/scanning.js';
 import { HandleBook } from './session/open-handles.js';
 import { LocalRooms, QuotaBook, type QuotaRooms } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
-import type { InFlightUploads, SessionDeps } from './session/session.js';
+import type { InFlightTransfers, SessionDeps } from './session/session.js';
 import { openLocalStorage } from './session/storage/local.js';
 import { ServerPlaces } from './session/storage/server-places.js';
 import { StartRecord } from './start-record.js';
@@ -156,7 +156,7 @@ function banCheck(base: AdminServices): BanCheck {
  * keeps the shared state: this process's own, or the primary's for a worker
  * (which also gets told of each upload, to record it should the worker die).
  */
-export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlight?: InFlightUploads, worker = 0): Services {
+export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlight?: InFlightTransfers, worker = 0): Services {
   const { config } = base;
   const { anonymous } = config.ftp;
   const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit, coordinator.metrics, anonymous.enabled ? anonymous : null);

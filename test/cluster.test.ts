@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, renameSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import type tls from 'node:tls';
 import { Client as FtpClient } from 'basic-ftp';
 import { allocatorEnv } from '../src/cluster/allocator.js';
@@ -312,6 +312,45 @@ describe('workers: 2 — a worker killed mid-upload', () => {
     assert.equal(pids.size, 2);
     assert.ok(!pids.has(victimPid));
     victim.close();
+  });
+});
+
+describe('workers: 2 — a worker killed mid-download', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await start(2);
+  });
+  after(() => srv.stop());
+
+  it('its download is recorded aborted and its sessions logged out, for the signal', async () => {
+    // Found by a review: only uploads were tracked, so a file partly served by the dead worker left no record, nor did its session's end.
+    writeFileSync(join(srv.home('alice'), 'big.bin'), randomBytes(32 * MiB));
+    const other = new FtpClient(30_000);
+    await other.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'alice', password: PASSWORD });
+    const victim = new FtpClient(30_000);
+    await victim.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'alice', password: PASSWORD });
+    const [otherPid, victimPid] = (await newLogins(srv, 0, 2)) as [number, number];
+    assert.notEqual(otherPid, victimPid);
+    let received = 0;
+    // Takes one chunk and never asks for more: the server's send stalls mid-file.
+    const stalled = new Writable({ write: (chunk: Buffer) => void (received += chunk.length) });
+    const download = victim.downloadTo(stalled, 'big.bin').then(() => null, (e: Error) => e);
+    await waitFor('the download to start', () => received > 0);
+    process.kill(victimPid, 'SIGKILL');
+    assert.ok((await download) instanceof Error);
+    other.close();
+    victim.close();
+
+    const records = await srv.audit();
+    const aborted = records.find((r) => r.event === 'download' && r.path === '/big.bin');
+    assert.ok(aborted, 'no record of the killed download');
+    assert.equal(aborted.result, 'aborted');
+    assert.match(String(aborted.reason), /SIGKILL/);
+    const logout = records.find((r) => r.event === 'logout' && r.session === aborted.session);
+    assert.ok(logout, "no record of the killed session's end");
+    assert.match(String(logout.reason), /SIGKILL/);
+    const verify = sluice(srv.dir, ['audit', 'verify']);
+    assert.equal(verify.code, 0, verify.stdout);
   });
 });
 

@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
-import { openAdmin, openCoordination, type AdminServices, type Coordination } from '../src/app.js';
+import { openAdmin, type AdminServices } from '../src/admin-services.js';
+import { openCoordination, type Coordination } from '../src/app.js';
 import { loadConfig } from '../src/config/load.js';
 import { WorkerLink } from '../src/coordinator/ipc-server.js';
 
@@ -41,4 +42,15 @@ it('a ledger asked for by a worker that dies before the answer is closed, not ke
   const ledger = await coordination.quotas.acquire(account);
   assert.deepEqual(await ledger.usage(), { bytes: 500, files: 5 });
   ledger.release();
+});
+
+it("a session slot a worker that dies before the answer asked for is given back, not counted for ever", async () => {
+  // Found by a review: keep() held a claim answered after the worker was gone; nothing released it.
+  const link = new WorkerLink(2, coordination.coordinator, coordination.quotas, () => undefined);
+  link.handle({ t: 'ask', id: 1, op: 'claim-user', user: 'erin', max: 1 });
+  link.workerGone('killed', null);
+  await new Promise((r) => setImmediate(r));
+  const again = await coordination.coordinator.claimUser('erin', 1);
+  assert.ok(again, "the dead worker's claim still counts: erin is at her limit of 1");
+  again();
 });

@@ -4,7 +4,7 @@ import type { Account, Protocol } from '../session/account.js';
 import { SluiceError } from '../session/errors.js';
 import type { LiveSessionsView } from '../session/live.js';
 import type { Ledger, Ledgers } from '../session/quota.js';
-import type { InFlightUploads } from '../session/session.js';
+import type { InFlightTransfers } from '../session/session.js';
 import type { AuditTrail, Coordinator, Offence, Release } from './coordinator.js';
 import {
   isMessage, type Answer, type LedgerNote, type LedgerOpened, type LedgerQuestion, type PrimaryMessage, type Question, type SessionsAnswer, type SessionsQuestion,
@@ -54,7 +54,7 @@ export function processChannel(): Channel {
  * end, and take what lingers along. flushNow() sends everything before the
  * worker's `stopped`.
  */
-export class RemoteCoordinator implements Coordinator, InFlightUploads {
+export class RemoteCoordinator implements Coordinator, InFlightTransfers {
   private next = 1;
   private gone = false;
   private pending: SingleWorkerMessage[] = [];
@@ -96,8 +96,8 @@ export class RemoteCoordinator implements Coordinator, InFlightUploads {
     return (await this.ask({ op: 'score', ip, protocol, offence })) === true;
   }
 
-  started(actor: Actor, path: string, offset: number, started: Date): void {
-    if (this.audit) this.post({ t: 'upload-open', actor, path, offset, started: started.toISOString() });
+  started(actor: Actor, direction: 'upload' | 'download', path: string, offset: number, started: Date): void {
+    if (this.audit) this.post({ t: 'transfer-open', actor, direction, path, offset, started: started.toISOString() });
   }
 
   /** Requests still unanswered get an error when the primary is gone: nothing else would ever settle them. */

@@ -53,7 +53,7 @@ export type SingleWorkerMessage =
   /** The worker's own use of the machine (sent every few seconds, see metrics/sampler.ts). */
   | { t: 'process-sample'; sample: ProcessSample }
   /** An upload has started: if the worker dies before its audit record arrives, the primary records it aborted. */
-  | { t: 'upload-open'; actor: Actor; path: string; offset: number; started: string }
+  | { t: 'transfer-open'; actor: Actor; direction: 'upload' | 'download'; path: string; offset: number; started: string }
   /** The front-ends are listening. */
   | { t: 'ready'; frontEnds: string[]; listeners: Listening[] }
   /** The answer to a SessionsQuestion of the same id. */

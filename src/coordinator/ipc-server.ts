@@ -17,26 +17,37 @@ import type {
  */
 export const SESSIONS_ANSWER_MS = 2000;
 
-/** An upload a worker has started and not yet recorded. */
-interface OpenUpload {
+/** A transfer a worker has started and not yet recorded. */
+interface OpenTransfer {
   actor: Actor;
+  direction: 'upload' | 'download';
   path: string;
   offset: number;
   started: string;
 }
 
+/** A session a worker recorded logging in and not yet out. */
+interface OpenSession {
+  actor: Actor;
+  since: number;
+}
+
 /**
  * The primary's side of one worker: answers its questions from the primary's
  * coordinator and remembers everything the worker holds (connection and
- * session slots, ledger handles, uploads in flight), so that when the worker
- * dies, `workerGone` gives it all back and records its uploads as aborted.
+ * session slots, ledger handles, transfers in flight, logged-in sessions),
+ * so that when the worker dies, `workerGone` gives it all back and records
+ * its transfers as aborted and its sessions as logged out: who transferred
+ * what stays provable when the process that served it is gone.
  */
 export class WorkerLink {
   private nextId = 1;
   /** Connection slots (no user) and logged-in sessions (their user): this worker's part of the session registry. */
   private readonly slots = new Map<number, { release: Release; user?: string }>();
   private readonly handles = new Map<number, LedgerHandle>();
-  private readonly uploads = new Map<string, OpenUpload>();
+  private readonly transfers = new Map<string, OpenTransfer>();
+  /** By session id, from the worker's login and logout records. */
+  private readonly loggedIn = new Map<string, OpenSession>();
   /** Sessions open on this worker by protocol, as its metric events said: closed for it if it dies. */
   private readonly openSessions = new Map<Protocol, number>();
   /** Session questions sent and not yet answered: what to do with the answer. */
@@ -97,7 +108,7 @@ export class WorkerLink {
         this.note(m.handle, m);
         return;
       case 'audit':
-        if (m.event.event === 'upload') this.uploads.delete(uploadKey(m.actor, m.event.path, m.event.started));
+        this.opened(m.actor, m.event);
         this.coordinator.audit?.record(m.actor, m.event);
         return;
       case 'system':
@@ -110,8 +121,8 @@ export class WorkerLink {
       case 'process-sample':
         this.coordinator.metrics.sampled(String(this.worker), m.sample);
         return;
-      case 'upload-open':
-        this.uploads.set(uploadKey(m.actor, m.path, m.started), { actor: m.actor, path: m.path, offset: m.offset, started: m.started });
+      case 'transfer-open':
+        this.transfers.set(transferKey(m.actor, m.path, m.started), { actor: m.actor, direction: m.direction, path: m.path, offset: m.offset, started: m.started });
         return;
       case 'sessions-answer':
         this.asked.get(m.id)?.(m.value);
@@ -122,6 +133,13 @@ export class WorkerLink {
       case 'ready':
         return;
     }
+  }
+
+  /** What a record of the worker's closes or opens: a transfer it ends, a session it logs in or out. */
+  private opened(actor: Actor, event: AuditEvent): void {
+    if (event.event === 'upload' || event.event === 'download') this.transfers.delete(transferKey(actor, event.path, event.started));
+    else if (event.event === 'login' && actor.session) this.loggedIn.set(actor.session, { actor, since: Date.now() });
+    else if (event.event === 'logout' && actor.session) this.loggedIn.delete(actor.session);
   }
 
   /**
@@ -136,8 +154,10 @@ export class WorkerLink {
     this.slots.clear();
     for (const h of this.handles.values()) h.release();
     this.handles.clear();
-    for (const u of this.uploads.values()) audit?.record(u.actor, abortedUpload(u, reason));
-    this.uploads.clear();
+    for (const t of this.transfers.values()) audit?.record(t.actor, abortedTransfer(t, reason));
+    this.transfers.clear();
+    for (const s of this.loggedIn.values()) audit?.record(s.actor, { event: 'logout', duration_ms: Date.now() - s.since, reason });
+    this.loggedIn.clear();
     const { metrics } = this.coordinator;
     for (const [protocol, open] of this.openSessions) for (let i = 0; i < open; i++) metrics.count({ m: 'session', protocol, change: -1 });
     this.openSessions.clear();
@@ -244,19 +264,24 @@ export class WorkerLink {
 
   private keep(release: Release | null, user?: string): number | null {
     if (!release) return null;
+    // The worker died while the coordinator answered: nothing would ever release it but this.
+    if (this.gone) {
+      release();
+      return null;
+    }
     const slot = this.nextId++;
     this.slots.set(slot, user === undefined ? { release } : { release, user });
     return slot;
   }
 }
 
-function uploadKey(actor: Actor, path: string, started: string): string {
+function transferKey(actor: Actor, path: string, started: string): string {
   return `${actor.session}\0${path}\0${started}`;
 }
 
-function abortedUpload(u: OpenUpload, reason: string): AuditEvent {
+function abortedTransfer(u: OpenTransfer, reason: string): AuditEvent {
   return {
-    event: 'upload',
+    event: u.direction,
     path: u.path,
     // What reached the file before the worker died is not known here; the sweep at the next start recounts the home.
     bytes: 0,

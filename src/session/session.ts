@@ -47,15 +47,15 @@ export interface SessionDeps {
   readonly rates: { readonly up: number; readonly down: number };
   /** Quarantine mode (uploads.scan); null: off. */
   readonly scanning: UploadScanning | null;
-  /** Told of each upload as it starts, when a process other than this one must record it should this one die. */
-  readonly inFlight?: InFlightUploads;
+  /** Told of each transfer as it starts, when a process other than this one must record it should this one die. */
+  readonly inFlight?: InFlightTransfers;
   /** This process's logged-in sessions: each is added at open and removed at close. */
   readonly live: LiveRegistry;
 }
 
-/** See SessionDeps.inFlight: the upload's audit record, when it comes, closes it. */
-export interface InFlightUploads {
-  started(actor: Actor, path: string, offset: number, started: Date): void;
+/** See SessionDeps.inFlight: the transfer's audit record, when it comes, closes it. */
+export interface InFlightTransfers {
+  started(actor: Actor, direction: 'upload' | 'download', path: string, offset: number, started: Date): void;
 }
 
 export interface WriteOptions {
@@ -350,6 +350,7 @@ export class Session implements LiveSession {
       if (offset < 0 || offset > st.size) throw new SluiceError('invalid-path', 'Offset beyond end of file');
       const opened = new Download(file, path, offset, st.size, (r) => this.finished(download, r), this.transferOptions(options, this.rates.down));
       this.placed.set(opened, dir);
+      this.deps.inFlight?.started(this.actor, 'download', path, offset, opened.started);
       return opened;
     });
     return this.track(download);
@@ -463,7 +464,7 @@ export class Session implements LiveSession {
       scan: this.scanning ? { scanning: this.scanning, user: this.account.name } : null,
     });
     this.placed.set(upload, dir);
-    this.deps.inFlight?.started(this.actor, path, plan.offset, upload.started);
+    this.deps.inFlight?.started(this.actor, 'upload', path, plan.offset, upload.started);
     return upload;
   }
 
