@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { isatty } from 'node:tty';
 import { gunzipSync } from 'node:zlib';
@@ -8,7 +8,7 @@ import type { AuditMetrics } from '../metrics/events.js';
 import type { Actor, AuditEvent, AuditSink, SystemAuditSink, SystemEvent } from './events.js';
 import { GENESIS, chainLine, lastLines, tearOf, type ChainHead } from './chain.js';
 import { logFiles } from './files.js';
-import { LogFile } from './log-file.js';
+import { LastLine, LogFile, lastLineSync } from './log-file.js';
 import { applyKeep, type KeepPolicy } from './retention.js';
 import { xferlogLine } from './xferlog.js';
 
@@ -158,35 +158,44 @@ export class AuditLog implements AuditSink, SystemAuditSink {
  * complete line, in the live file or, when logrotate has just moved it away,
  * in the newest rotated one; and find a line torn by a crash at the end of
  * the newest file written (the chain continues from the line before it);
- * and the node that wrote that last line.
+ * and the node that wrote that last line. A file whose last complete line is
+ * not a chain record stops the start: going on from an older line, or from
+ * nothing, would write a chain `sluice audit verify` rejects for good.
  */
 function recover(path: string): { head: ChainHead; fragment: Buffer | null; node: string | null } {
   let fragment: Buffer | null | undefined;
   for (const file of [...logFiles(path)].reverse().slice(0, 2)) {
-    let text: Buffer;
-    try {
-      text = tail(file);
-    } catch {
-      continue;
-    }
-    if (text.length === 0) continue;
+    const text = tail(file);
+    if (text === null || text.length === 0) continue;
     const end = lastLines(text);
     if (fragment === undefined) fragment = end.fragment;
     if (end.head) return { head: end.head, fragment, node: end.node };
+    // No complete line (a crash during a new file's first one): the chain stands where the file before left it.
+    if (text.includes(0x0a)) {
+      throw new Error(
+        `${file}: its last complete line is not an audit record, so the chain cannot be continued from it. ` +
+          'Look at that line: restore it if it was altered, or, if it is a fragment left by a crash whose restart ' +
+          'crashed before recording it, end the file after the record before it; then start sluice again',
+      );
+    }
   }
   return { head: { seq: 0, prev: GENESIS }, fragment: fragment ?? null, node: null };
 }
 
-/** The last MiB of a log, or all of a gzipped one. */
-function tail(file: string): Buffer {
-  if (file.endsWith('.gz')) return gunzipSync(readFileSync(file));
-  const fd = openSync(file, 'r');
+/** A log's end from its last complete line on (see lastLineSync); a gzipped one is read whole. null: no such file. */
+function tail(file: string): Buffer | null {
+  let fd: number;
   try {
-    const size = fstatSync(fd).size;
-    const length = Math.min(size, 1024 * 1024);
-    const buf = Buffer.alloc(length);
-    readSync(fd, buf, 0, length, size - length);
-    return buf;
+    fd = openSync(file, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  try {
+    if (!file.endsWith('.gz')) return lastLineSync(fd, file);
+    const end = new LastLine();
+    end.push(gunzipSync(readFileSync(fd)));
+    return end.text;
   } finally {
     closeSync(fd);
   }

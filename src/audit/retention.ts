@@ -3,6 +3,7 @@ import { basename, dirname, join } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { chainsInto, lastLines } from './chain.js';
 import { rotatedSiblings } from './files.js';
+import { LastLine, lastLine } from './log-file.js';
 
 /** audit.keep: how many rotated files, and how old, the server keeps; 0 in either: no limit by it. */
 export interface KeepPolicy {
@@ -63,47 +64,38 @@ export async function applyKeep(path: string, keep: KeepPolicy, now: number, rep
   }
 }
 
-/** Far more than one audit line: the end of a file always holds its last complete line. */
-const WINDOW = 1024 * 1024;
-
-/** The last MiB of a log (gunzipped when it is .gz), read without holding the whole file. */
+/** A log's end from its last complete line on, however long that line (gunzipped when it is .gz). */
 async function fileEnd(file: string): Promise<Buffer> {
   if (!file.endsWith('.gz')) {
     const fh = await fsp.open(file, 'r');
     try {
-      const { size } = await fh.stat();
-      const length = Math.min(size, WINDOW);
-      const buf = Buffer.alloc(length);
-      await fh.read(buf, 0, length, size - length);
-      return buf;
+      return await lastLine(fh, file);
     } finally {
       await fh.close();
     }
   }
-  let tail = Buffer.alloc(0);
-  for await (const chunk of createReadStream(file).pipe(createGunzip())) {
-    tail = Buffer.concat([tail, chunk as Buffer]);
-    if (tail.length > 2 * WINDOW) tail = tail.subarray(tail.length - WINDOW);
-  }
-  return tail.length > WINDOW ? tail.subarray(tail.length - WINDOW) : tail;
+  const end = new LastLine();
+  for await (const chunk of createReadStream(file).pipe(createGunzip())) end.push(chunk as Buffer);
+  return end.text;
 }
 
-/** A log's first two lines (fewer if it has fewer), gunzipped when it is .gz. */
+/** A log's first two lines (fewer if it has fewer), however long, gunzipped when it is .gz. */
 async function firstLines(file: string): Promise<Buffer[]> {
   const source = createReadStream(file);
   const stream = file.endsWith('.gz') ? source.pipe(createGunzip()) : source;
-  let head = Buffer.alloc(0);
+  const parts: Buffer[] = [];
   try {
+    let newlines = 0;
     for await (const chunk of stream) {
-      head = Buffer.concat([head, chunk as Buffer]);
-      const first = head.indexOf(0x0a);
-      if ((first >= 0 && head.indexOf(0x0a, first + 1) >= 0) || head.length > 2 * WINDOW) break;
+      parts.push(chunk as Buffer);
+      for (let i = (chunk as Buffer).indexOf(0x0a); i >= 0 && newlines < 2; i = (chunk as Buffer).indexOf(0x0a, i + 1)) newlines++;
+      if (newlines >= 2) break;
     }
   } catch {
     return [];
   } finally {
     source.destroy();
   }
-  const lines = head.toString('latin1').split('\n').slice(0, 2);
+  const lines = Buffer.concat(parts).toString('latin1').split('\n').slice(0, 2);
   return lines.filter((l, i) => i < lines.length - 1 || l !== '').map((l) => Buffer.from(l, 'latin1'));
 }

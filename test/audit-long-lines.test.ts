@@ -1,0 +1,260 @@
+import assert from 'node:assert/strict';
+import { appendFileSync, closeSync, mkdirSync, openSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { open } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { AuditLog, type AuditLogOptions } from '../src/audit/log.js';
+import { LastLine, lastLine, lastLineSync } from '../src/audit/log-file.js';
+import { FXP, OPEN_FLAGS, STATUS, Writer } from '../src/sftp/codec.js';
+import { sluice, startServe } from './helpers/cli.js';
+import { TestServer } from './helpers/server.js';
+import { initialised, sshConnect } from './helpers/ssh.js';
+
+// An audit line has no size limit of its own: an upload made by SFTP copy-data from many
+// files names each in `copied_from`. Every reader of a file's end must find its last line whole.
+
+const dir = mkdtempSync(join(tmpdir(), 'sluice-audit-long-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+type Rec = Record<string, unknown> & { seq: number; event: string };
+const actor = { session: 's1', user: 'alice', protocol: 'sftp' as const, ip: '127.0.0.1', port: 1 };
+const MiB = 1024 * 1024;
+
+function fresh(name: string): { root: string; data: string; file: string } {
+  const root = join(dir, name);
+  mkdirSync(join(root, 'data'), { recursive: true });
+  return { root, data: join(root, 'data'), file: join(root, 'data', 'audit.log') };
+}
+
+function openLog(file: string, options: Partial<AuditLogOptions> = {}): { log: AuditLog; errors: string[] } {
+  const errors: string[] = [];
+  const log = new AuditLog({ file, node: 'n1', rotateSize: 0, keep: { count: 0, days: 0 }, xferlog: null, onError: (e) => errors.push(e.message), ...options });
+  return { log, errors };
+}
+
+/** An upload record of `bytes` or more, by the paths it was copied from. */
+function bigUpload(bytes: number): Parameters<AuditLog['record']>[1] {
+  const name = '/' + 'd'.repeat(250) + '/' + 'f'.repeat(200);
+  const copied_from = Array.from({ length: Math.ceil(bytes / name.length) }, (_, i) => `${name}${i}`);
+  return { event: 'upload', path: '/joined', bytes: 1, size: 1, offset: 0, resumed: false, started: new Date().toISOString(), duration_ms: 1, result: 'ok', sha256: null, type: 'binary', copied_from };
+}
+
+const recordsOf = (f: string): Rec[] =>
+  readFileSync(f, 'utf8').split('\n').flatMap((l) => {
+    try {
+      return [JSON.parse(l) as Rec];
+    } catch {
+      return [];
+    }
+  });
+const rotatedIn = (data: string) =>
+  readdirSync(data).filter((n) => /^audit\.log\.\d+$/.test(n)).sort((a, b) => Number(b.slice(10)) - Number(a.slice(10)));
+
+describe('audit lines longer than a MiB', () => {
+  it('the readers of a file\'s end give its last complete line whole and what follows, at any chunk boundary', async () => {
+    const K = 64 * 1024;
+    /** The expected answer, the slow way: from just after the newline before the last complete line. */
+    const expected = (b: Buffer) => {
+      const end = b.lastIndexOf(0x0a);
+      return end <= 0 ? b : b.subarray(b.lastIndexOf(0x0a, end - 1) + 1);
+    };
+    const cases: Buffer[] = [Buffer.alloc(0), Buffer.from('\n'), Buffer.from('\n\n'), Buffer.from('a'), Buffer.from('a\n'), Buffer.from('a\nb'), Buffer.from('a\nb\n')];
+    for (const line of [K - 1, K, K + 1, 3 * K + 5]) {
+      for (const fragment of [0, 1, K - 1, K, 2 * K + 3]) {
+        cases.push(Buffer.concat([Buffer.from('x'.repeat(100) + '\n'), Buffer.alloc(line, 0x6c), Buffer.from('\n'), Buffer.alloc(fragment, 0x66)]));
+        cases.push(Buffer.concat([Buffer.alloc(line, 0x6c), Buffer.from('\n'), Buffer.alloc(fragment, 0x66)]));
+      }
+    }
+    const f = join(dir, 'ends');
+    for (const [i, c] of cases.entries()) {
+      writeFileSync(f, c);
+      const want = expected(c);
+      const fd = openSync(f, 'r');
+      try {
+        assert.ok(lastLineSync(fd, f).equals(want), `sync, case ${i}`);
+      } finally {
+        closeSync(fd);
+      }
+      const fh = await open(f, 'r');
+      try {
+        assert.ok((await lastLine(fh, f)).equals(want), `async, case ${i}`);
+      } finally {
+        await fh.close();
+      }
+      for (const piece of [1, 7, K]) {
+        const end = new LastLine();
+        for (let at = 0; at < c.length; at += piece) end.push(c.subarray(at, at + piece));
+        assert.ok(end.text.equals(want), `stream in pieces of ${piece}, case ${i}`);
+      }
+    }
+  });
+
+  it('a restart continues the chain from a last line of 3 MiB, in the live file and in the rotated one', async () => {
+    const { root, file } = fresh('restart');
+    const first = openLog(file);
+    first.log.record(actor, { event: 'mkdir', path: '/a' });
+    first.log.record(actor, bigUpload(3 * MiB));
+    await first.log.close();
+    const big = recordsOf(file).at(-1);
+    assert.equal(big?.event, 'upload');
+    assert.ok(readFileSync(file, 'utf8').trimEnd().split('\n').at(-1)!.length > 3 * MiB);
+
+    const second = openLog(file);
+    await second.log.close();
+    assert.deepEqual(second.errors, []);
+    const anchor = recordsOf(file).at(-1);
+    assert.equal(anchor?.event, 'audit-start');
+    assert.equal(anchor?.seq, big.seq + 1, 'the chain goes on after the long line, not from 0');
+
+    // logrotate moved the file away and the new one is not there yet: the rotated file's long last line.
+    const { log } = openLog(file);
+    log.record(actor, bigUpload(2 * MiB));
+    await log.close();
+    const last = recordsOf(file).at(-1) as Rec;
+    renameSync(file, file + '.1');
+    const third = openLog(file);
+    await third.log.close();
+    assert.equal(recordsOf(file)[0]?.seq, last.seq + 1);
+    const r = sluice(root, ['audit', 'verify']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+  });
+
+  it('a crash that tears a line of 3 MiB: the restart records the whole fragment and verify accepts it', async () => {
+    const { root, file } = fresh('torn');
+    const { log } = openLog(file);
+    log.record(actor, { event: 'mkdir', path: '/a' });
+    log.record(actor, bigUpload(3 * MiB));
+    await log.close();
+    const before = recordsOf(file);
+    const size = readFileSync(file).length;
+    truncateSync(file, size - 100);
+    const fragment = readFileSync(file).subarray(readFileSync(file).lastIndexOf(0x0a) + 1);
+    assert.ok(fragment.length > 3 * MiB);
+
+    const again = openLog(file);
+    await again.log.close();
+    const anchor = recordsOf(file).at(-1) as Rec & { torn?: { bytes: number } };
+    assert.equal(anchor.event, 'audit-start');
+    assert.equal(anchor.seq, (before.at(-2) as Rec).seq + 1, 'the chain goes on from the last whole line');
+    assert.equal(anchor.torn?.bytes, fragment.length, 'the whole fragment is recorded');
+    const r = sluice(root, ['audit', 'verify']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /torn by a crash and recorded at restart/);
+  });
+
+  it('retention deletes a rotated file whose last line is 3 MiB once it chains into the next', async () => {
+    const { root, data, file } = fresh('keep');
+    // Runs apart, so that retention at the third start meets no rotation under way.
+    const first = openLog(file, { rotateSize: 4096 });
+    for (let i = 0; i < 10; i++) first.log.record(actor, { event: 'mkdir', path: `/before${i}` });
+    // The long line fills the file: it is the last line of the file rotated now.
+    first.log.record(actor, bigUpload(3 * MiB));
+    await first.log.close();
+    const big = recordsOf(file + '.1').at(-1) as Rec;
+    assert.equal(big.event, 'upload');
+    const second = openLog(file, { rotateSize: 4096 });
+    for (let i = 0; i < 30; i++) second.log.record(actor, { event: 'mkdir', path: `/after${i}` });
+    await second.log.close();
+    assert.deepEqual(rotatedIn(data), ['audit.log.2', 'audit.log.1']);
+    assert.equal((recordsOf(join(data, 'audit.log.2')).at(-1) as Rec).seq, big.seq);
+
+    const third = openLog(file, { rotateSize: 4096, keep: { count: 1, days: 0 } });
+    await third.log.close();
+    assert.deepEqual([...first.errors, ...second.errors, ...third.errors], []);
+    const all = [...rotatedIn(data), 'audit.log'].flatMap((n) => recordsOf(join(data, n)));
+    assert.deepEqual(all.filter((r) => r.event === 'audit-keep-refused'), [], 'no refusal');
+    assert.deepEqual(
+      all.filter((r) => r.event === 'audit-deleted').map((r) => [r.file, r.last_seq]),
+      [['audit.log.2', big.seq]],
+    );
+    assert.deepEqual(rotatedIn(data), ['audit.log.1']);
+    const r = sluice(root, ['audit', 'verify']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+  });
+
+  it('a file whose last complete line is not a record stops the start rather than start a chain verify rejects', async () => {
+    for (const [name, content] of [
+      ['garbage-only', 'x'.repeat(2 * MiB) + '\n'],
+      ['garbage-last', null],
+    ] as const) {
+      const { file } = fresh(name);
+      if (content !== null) writeFileSync(file, content);
+      else {
+        const { log } = openLog(file);
+        log.record(actor, { event: 'mkdir', path: '/a' });
+        await log.close();
+        appendFileSync(file, '{"not":"a record"}\n');
+      }
+      const before = readFileSync(file);
+      assert.throws(() => openLog(file), /audit\.log: its last complete line is not an audit record/, name);
+      assert.deepEqual(readFileSync(file), before, 'nothing written');
+    }
+  });
+});
+
+describe('a server restart after an upload record of over a MiB (SFTP copy-data from many files)', () => {
+  it('continues the chain from it, and verify passes; a last line that is no record stops the start', async () => {
+    const srv = await TestServer.start({ users: [{ name: 'ola', password: 'ola password', args: ['--perms', 'all'] }] });
+    try {
+      const file = join(srv.dir, 'data', 'audit.log');
+      // 12 directories of 250 bytes: each source's virtual path is over 3 KiB, 340 of them over a MiB.
+      const deep = Array.from({ length: 12 }, (_, i) => String.fromCharCode(97 + i).repeat(250)).join('/');
+      mkdirSync(join(srv.home('ola'), deep), { recursive: true });
+      const sources = Array.from({ length: 340 }, (_, i) => `/${deep}/${'s'.repeat(200)}${i}`);
+      for (const [i, s] of sources.entries()) writeFileSync(join(srv.home('ola'), s), String(i % 10));
+      const conn = await sshConnect({ port: srv.sftpPort, username: 'ola', password: 'ola password' });
+      try {
+        const { ch, next } = await initialised(conn);
+        let id = 1;
+        const request = async (w: Writer) => {
+          ch.write(w.finish());
+          return next();
+        };
+        const open = async (path: string, flags: number) => {
+          const reply = await request(new Writer(FXP.OPEN, id++).string(path).uint32(flags).uint32(0));
+          assert.equal(reply[0], FXP.HANDLE, `open ${path.length} bytes`);
+          return reply.subarray(9, 9 + reply.readUInt32BE(5));
+        };
+        const ok = (reply: Buffer) => assert.equal(reply.readUInt32BE(5), STATUS.OK);
+        const target = await open('/joined', OPEN_FLAGS.WRITE | OPEN_FLAGS.CREAT);
+        for (const [i, s] of sources.entries()) {
+          const source = await open(s, OPEN_FLAGS.READ);
+          ok(await request(new Writer(FXP.EXTENDED, id++).string('copy-data').bytes(source).uint64(0).uint64(1).bytes(target).uint64(i)));
+          ok(await request(new Writer(FXP.CLOSE, id++).bytes(source)));
+        }
+        ok(await request(new Writer(FXP.CLOSE, id++).bytes(target)));
+        // The session stays open: the upload's record is the file's last line when the server dies.
+        const lastOf = () => JSON.parse(readFileSync(file, 'utf8').trimEnd().split('\n').at(-1) as string) as Rec;
+        const until = Date.now() + 10_000;
+        while (lastOf().event !== 'upload' && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+        const upload = lastOf();
+        assert.equal(upload.path, '/joined');
+        assert.equal((upload.copied_from as string[]).length, sources.length);
+        assert.ok(readFileSync(file, 'utf8').trimEnd().split('\n').at(-1)!.length > MiB);
+        await srv.kill();
+
+        await srv.restart();
+        await srv.terminate();
+        const records = recordsOf(file);
+        const restart = records[records.findIndex((r) => r.event === 'upload' && r.path === '/joined') + 1];
+        assert.equal(restart?.event, 'audit-start');
+        assert.equal(restart.seq, upload.seq + 1, 'the restart continues the chain after the long line');
+        const r = sluice(srv.dir, ['audit', 'verify']);
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+      } finally {
+        conn.end();
+      }
+
+      appendFileSync(file, 'not a record\n');
+      const refused = startServe(srv.dir, { SLUICE_BIND: '127.0.0.1', SLUICE_FTP_PORT: String(srv.ftpPort), SLUICE_FTPS_PORT: String(srv.ftpsPort), SLUICE_SFTP_PORT: String(srv.sftpPort) }, /sluice started/);
+      const [code] = (await once(refused.child, 'exit')) as [number | null];
+      await refused.ready.catch(() => undefined);
+      assert.notEqual(code, 0);
+      assert.match(refused.output().stdout + refused.output().stderr, /its last complete line is not an audit record/);
+    } finally {
+      await srv.stop();
+    }
+  });
+});
