@@ -37,6 +37,8 @@ export class LogFile {
   private current: OpenFile;
   private size: number;
   private switching: Promise<void> | null = null;
+  /** The last of the tasks run one at a time (exclusive()): rotations, and retention of the rotated files. */
+  private maintenance: Promise<void> = Promise.resolve();
   private readonly flusher: NodeJS.Timeout;
   private closed = false;
   /** Lines written since the last timed flush. */
@@ -100,8 +102,36 @@ export class LogFile {
     await this.switching;
   }
 
+  /**
+   * Run `task` once no rotation or earlier task is under way, and hold off
+   * rotations until it ends. Retention takes its files by name and deletes
+   * them by name several awaits later: a rotation in between (which renames
+   * every rotated file up one) would have it delete another file than the
+   * one it checked.
+   */
+  exclusive<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.maintenance.then(task);
+    this.maintenance = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  /**
+   * Within exclusive(): hand the current file's buffered lines to it. No
+   * rotation can be under way, and none waits for this (flush() would, for
+   * one queued behind the task).
+   */
+  async flushCurrent(): Promise<void> {
+    const { stream, identity } = this.current;
+    if (!(await identity)) return;
+    await new Promise<void>((resolve) => stream.flush(() => resolve()));
+  }
+
   private switchFile(reason: NewFileReason, prepare: () => Promise<void>): void {
-    this.switching = (async () => {
+    // The whole switch holds off retention: it finds the old file closed, the new one begun.
+    this.switching = this.exclusive(async () => {
       try {
         // The file must exist before it can be moved (a burst can fill one before it is open).
         await this.current.identity;
@@ -117,7 +147,7 @@ export class LogFile {
       this.current = this.open();
       this.options.onNewFile?.(reason);
       await endFile(old);
-    })().finally(() => {
+    }).finally(() => {
       this.switching = null;
     });
   }

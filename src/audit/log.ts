@@ -77,7 +77,7 @@ export class AuditLog implements AuditSink, SystemAuditSink {
   private readonly file: LogFile;
   private readonly xferlog: LogFile | null;
   private head: ChainHead;
-  /** Retention runs one at a time, after the new file's first line is on disk. */
+  /** The last retention pass queued (close() waits for it). */
   private keeping: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: AuditLogOptions) {
@@ -107,9 +107,14 @@ export class AuditLog implements AuditSink, SystemAuditSink {
   private applyKeep(): void {
     const { keep } = this.options;
     if (keep.count === 0 && keep.days === 0) return;
+    // Never beside a rotation (see LogFile.exclusive), and with the new file's first line on disk.
     this.keeping = this.keeping
-      .then(() => this.file.flush())
-      .then(() => applyKeep(this.options.file, this.options.keep, Date.now(), (outcome) => this.write({ ...outcome })))
+      .then(() =>
+        this.file.exclusive(async () => {
+          await this.file.flushCurrent();
+          await applyKeep(this.options.file, keep, Date.now(), (outcome) => this.write({ ...outcome }));
+        }),
+      )
       .catch((err: Error) => this.options.onError(err));
   }
 
@@ -148,6 +153,8 @@ export class AuditLog implements AuditSink, SystemAuditSink {
     for (let pass: Promise<void> | null = null; pass !== this.keeping; ) {
       pass = this.keeping;
       await pass;
+      // A rotation started by that pass's records queues the next pass once it is done.
+      await this.file.flush();
     }
     await Promise.all([this.file.close(), this.xferlog?.close()]);
   }

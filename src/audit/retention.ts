@@ -44,7 +44,9 @@ export type KeepOutcome =
  * it: then the newer file alone still proves where the chain stood, and a
  * file that was altered or lost its successor is kept for an operator to
  * look at. Stops at the first file it may not delete, so no gap opens behind
- * a kept file. `report` gets each outcome (for the audit trail).
+ * a kept file. `report` gets each outcome (for the audit trail). Run it
+ * where the files are not renamed meanwhile (LogFile.exclusive); a file
+ * whose name leads elsewhere by the time it would be deleted is kept.
  */
 export async function applyKeep(path: string, keep: KeepPolicy, now: number, report: (o: KeepOutcome) => void): Promise<void> {
   const dir = dirname(path);
@@ -54,9 +56,15 @@ export async function applyKeep(path: string, keep: KeepPolicy, now: number, rep
   for (const { name, reason } of beyondKeep(rotated, keep, now)) {
     const i = rotated.findIndex((f) => f.name === name);
     const newer = rotated[i + 1]?.name ?? basename(path);
-    const end = lastLines(await fileEnd(join(dir, name)));
+    const { end, id } = await endOf(join(dir, name));
     if (!end.head || !chainsInto(end, await firstLines(join(dir, newer)))) {
       report({ event: 'audit-keep-refused', file: name, reason: `its last line does not chain into ${newer}` });
+      return;
+    }
+    // Deleted only if the name still leads to the file checked (the caller keeps sluice's own rotation out; logrotate may not).
+    const now = await fsp.stat(join(dir, name)).catch(() => null);
+    if (!now || now.dev !== id.dev || now.ino !== id.ino) {
+      report({ event: 'audit-keep-refused', file: name, reason: 'it was moved or replaced while it was checked' });
       return;
     }
     await fsp.unlink(join(dir, name));
@@ -64,18 +72,22 @@ export async function applyKeep(path: string, keep: KeepPolicy, now: number, rep
   }
 }
 
-/** A log's end from its last complete line on, however long that line (gunzipped when it is .gz). */
-async function fileEnd(file: string): Promise<Buffer> {
-  if (!file.endsWith('.gz')) {
-    const fh = await fsp.open(file, 'r');
-    try {
-      return await lastLine(fh, file);
-    } finally {
-      await fh.close();
-    }
+/** A log's last complete line and what follows (gunzipped when it is .gz), however long, and which file it was read from. */
+async function endOf(file: string): Promise<{ end: ReturnType<typeof lastLines>; id: { dev: number; ino: number } }> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    const { dev, ino } = await fh.stat();
+    return { end: lastLines(await fileEnd(fh, file)), id: { dev, ino } };
+  } finally {
+    await fh.close();
   }
+}
+
+/** A log's end from its last complete line on, however long that line (gunzipped when it is .gz). */
+async function fileEnd(fh: fsp.FileHandle, file: string): Promise<Buffer> {
+  if (!file.endsWith('.gz')) return lastLine(fh, file);
   const end = new LastLine();
-  for await (const chunk of createReadStream(file).pipe(createGunzip())) end.push(chunk as Buffer);
+  for await (const chunk of fh.createReadStream({ start: 0, autoClose: false }).pipe(createGunzip())) end.push(chunk as Buffer);
   return end.text;
 }
 

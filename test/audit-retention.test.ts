@@ -1,0 +1,55 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { AuditLog, type AuditLogOptions } from '../src/audit/log.js';
+import { sluice } from './helpers/cli.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'sluice-audit-keep-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+type Rec = Record<string, unknown> & { seq: number; event: string };
+const actor = { session: 's1', user: 'alice', protocol: 'ftp' as const, ip: '127.0.0.1', port: 1 };
+
+function fresh(name: string): { root: string; data: string; file: string } {
+  const root = join(dir, name);
+  mkdirSync(join(root, 'data'), { recursive: true });
+  return { root, data: join(root, 'data'), file: join(root, 'data', 'audit.log') };
+}
+
+function openLog(file: string, options: Partial<AuditLogOptions> = {}): { log: AuditLog; errors: string[] } {
+  const errors: string[] = [];
+  const log = new AuditLog({ file, node: 'n1', rotateSize: 0, keep: { count: 0, days: 0 }, xferlog: null, onError: (e) => errors.push(e.message), ...options });
+  return { log, errors };
+}
+
+const recordsOf = (f: string): Rec[] =>
+  readFileSync(f, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Rec);
+const rotatedOf = (data: string, base: string) =>
+  readdirSync(data)
+    .filter((n) => n.startsWith(base + '.') && /^\d+$/.test(n.slice(base.length + 1)))
+    .sort((a, b) => Number(b.slice(base.length + 1)) - Number(a.slice(base.length + 1)));
+
+describe('audit.keep while rotations keep coming', () => {
+  it('bursts of records rotating every few bursts: retention deletes only whole files beyond the count and the chain verifies', async () => {
+    const { root, data, file } = fresh('bursts');
+    const { log, errors } = openLog(file, { rotateSize: 16 * 1024, keep: { count: 3, days: 0 } });
+    for (let burst = 0; burst < 100; burst++) {
+      for (let i = 0; i < 40; i++) log.record(actor, { event: 'rename', from: `/in/${burst}/${i}.part`, to: `/in/${burst}/${i}.dat` });
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await log.close();
+    assert.deepEqual(errors, []);
+    const kept = rotatedOf(data, 'audit.log');
+    const records = [...kept, 'audit.log'].flatMap((n) => recordsOf(join(data, n)));
+    assert.deepEqual(records.filter((r) => r.event === 'audit-keep-refused'), [], 'no refusal');
+    assert.equal(kept.length, 3, `keep.count rotated files remain: ${kept.join(' ')}`);
+    const deleted = records.filter((r) => r.event === 'audit-deleted');
+    assert.ok(deleted.length >= 3, `deletions: ${deleted.length}`);
+    // The oldest file kept begins right after the last deletion's last line.
+    assert.equal(recordsOf(join(data, kept[0] as string))[0]?.seq, Math.max(...deleted.map((r) => r.last_seq as number)) + 1);
+    const r = sluice(root, ['audit', 'verify']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+  });
+});
