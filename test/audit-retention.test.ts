@@ -53,3 +53,46 @@ describe('audit.keep while rotations keep coming', () => {
     assert.equal(r.code, 0, r.stdout + r.stderr);
   });
 });
+
+describe('audit.keep for the xferlog', () => {
+  it('its rotated files beyond the count are deleted too, each deletion recorded in the audit trail', async () => {
+    const { root, data, file } = fresh('xferlog');
+    const xferlog = join(data, 'xferlog');
+    const options = { rotateSize: 8 * 1024, keep: { count: 2, days: 0 }, xferlog };
+    const upload = (n: number) => ({
+      event: 'upload' as const, path: `/in/file-${n}.dat`, bytes: n, size: n, offset: 0, resumed: false,
+      started: new Date().toISOString(), duration_ms: 3, result: 'ok' as const, sha256: null, type: 'binary' as const,
+    });
+    const { log, errors } = openLog(file, options);
+    for (let burst = 0; burst < 25; burst++) {
+      for (let i = 0; i < 20; i++) log.record(actor, upload(burst * 20 + i));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await log.close();
+    assert.deepEqual(errors, []);
+    const audits = rotatedOf(data, 'audit.log');
+    const xferlogs = rotatedOf(data, 'xferlog');
+    assert.equal(audits.length, 2, `audit files: ${audits.join(' ')}`);
+    assert.equal(xferlogs.length, 2, `xferlog files beyond keep.count remain: ${xferlogs.join(' ')}`);
+    const records = [...audits, 'audit.log'].flatMap((n) => recordsOf(join(data, n)));
+    const deleted = records.filter((r) => r.event === 'xferlog-deleted');
+    assert.ok(deleted.length >= 1, 'each deletion is recorded');
+    assert.ok(deleted.every((r) => r.reason === 'count' && /^xferlog\.\d+$/.test(String(r.file))));
+    // The xferlog lines kept are the newest ones, in order, up to the last upload.
+    const lines = [...xferlogs, 'xferlog'].flatMap((n) => readFileSync(join(data, n), 'utf8').trimEnd().split('\n'));
+    const numbers = lines.map((l) => Number(/file-(\d+)\.dat/.exec(l)?.[1]));
+    assert.deepEqual(numbers, numbers.map((_, i) => 499 - (numbers.length - 1) + i));
+
+    // At start as well: a larger backlog left with keep off goes down to the count.
+    const off = openLog(file, { ...options, keep: { count: 0, days: 0 } });
+    for (let i = 0; i < 300; i++) off.log.record(actor, upload(i));
+    await off.log.close();
+    assert.ok(rotatedOf(data, 'xferlog').length > 2);
+    const again = openLog(file, options);
+    await again.log.close();
+    assert.deepEqual([...off.errors, ...again.errors], []);
+    assert.equal(rotatedOf(data, 'xferlog').length, 2);
+    const r = sluice(root, ['audit', 'verify']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+  });
+});

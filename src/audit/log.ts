@@ -9,7 +9,7 @@ import type { Actor, AuditEvent, AuditSink, SystemAuditSink, SystemEvent } from 
 import { GENESIS, chainLine, lastLines, tearOf, type ChainHead } from './chain.js';
 import { logFiles } from './files.js';
 import { LastLine, LogFile, lastLineSync } from './log-file.js';
-import { applyKeep, type KeepPolicy } from './retention.js';
+import { applyKeep, applyKeepUnchained, type KeepOutcome, type KeepPolicy } from './retention.js';
 import { xferlogLine } from './xferlog.js';
 
 /** Never let a secret reach a log line, whatever object it arrives in. */
@@ -98,21 +98,39 @@ export class AuditLog implements AuditSink, SystemAuditSink {
       onError: options.onError,
       ...(options.metrics ? { onFlushed: (seconds: number) => options.metrics?.flushed(seconds) } : {}),
     });
-    this.xferlog = options.xferlog === null ? null : new LogFile(options.xferlog, { maxSize: options.rotateSize, onError: options.onError });
+    const { xferlog } = options;
+    this.xferlog =
+      xferlog === null
+        ? null
+        : new LogFile(xferlog, {
+            maxSize: options.rotateSize,
+            onNewFile: () => this.applyXferlogKeep(xferlog),
+            onError: options.onError,
+          });
     this.write({ event: 'audit-start', pid: process.pid, ...(fragment ? { torn: tearOf(fragment) } : {}) });
     this.applyKeep();
+    if (xferlog !== null) this.applyXferlogKeep(xferlog);
   }
 
   /** audit.keep: delete rotated files beyond it that chain into their successor; each deletion is a record. */
   private applyKeep(): void {
+    this.keepPass(this.file, (now, report) => applyKeep(this.options.file, this.options.keep, now, report));
+  }
+
+  /** audit.keep for the xferlog's rotated files as well: they have no chain to check; each deletion is a record. */
+  private applyXferlogKeep(path: string): void {
+    if (this.xferlog) this.keepPass(this.xferlog, (now, report) => applyKeepUnchained(path, this.options.keep, now, report));
+  }
+
+  private keepPass(file: LogFile, pass: (now: number, report: (o: KeepOutcome) => void) => Promise<void>): void {
     const { keep } = this.options;
     if (keep.count === 0 && keep.days === 0) return;
-    // Never beside a rotation (see LogFile.exclusive), and with the new file's first line on disk.
+    // Never beside a rotation of that file (see LogFile.exclusive), and with the new file's first line on disk.
     this.keeping = this.keeping
       .then(() =>
-        this.file.exclusive(async () => {
-          await this.file.flushCurrent();
-          await applyKeep(this.options.file, keep, Date.now(), (outcome) => this.write({ ...outcome }));
+        file.exclusive(async () => {
+          await file.flushCurrent();
+          await pass(Date.now(), (outcome) => this.write({ ...outcome }));
         }),
       )
       .catch((err: Error) => this.options.onError(err));
@@ -154,7 +172,7 @@ export class AuditLog implements AuditSink, SystemAuditSink {
       pass = this.keeping;
       await pass;
       // A rotation started by that pass's records queues the next pass once it is done.
-      await this.file.flush();
+      await this.flush();
     }
     await Promise.all([this.file.close(), this.xferlog?.close()]);
   }

@@ -36,7 +36,28 @@ export function beyondKeep(rotated: readonly Rotated[], keep: KeepPolicy, now: n
 /** What retention did to one file, for the audit trail. */
 export type KeepOutcome =
   | { event: 'audit-deleted'; file: string; reason: 'count' | 'age'; last_seq: number }
+  /** A rotated xferlog file deleted: it has no chain, so nothing to check first. */
+  | { event: 'xferlog-deleted'; file: string; reason: 'count' | 'age' }
   | { event: 'audit-keep-refused'; file: string; reason: string };
+
+/** The rotated files of `path`, oldest first, with what retention needs of each. */
+async function listRotated(path: string): Promise<(Rotated & { dev: number; ino: number })[]> {
+  const dir = dirname(path);
+  return Promise.all(
+    rotatedSiblings(basename(path), await fsp.readdir(dir)).map(async (f) => {
+      const { mtimeMs, dev, ino } = await fsp.stat(join(dir, f.name));
+      return { name: f.name, mtimeMs, dev, ino };
+    }),
+  );
+}
+
+/** Does `file` still lead to the file `id` was taken from? */
+async function still(file: string, id: { dev: number; ino: number }): Promise<boolean> {
+  const now = await fsp.stat(file).catch(() => null);
+  return now !== null && now.dev === id.dev && now.ino === id.ino;
+}
+
+const MOVED = 'it was moved or replaced while it was checked';
 
 /**
  * Delete the rotated files of `path` beyond `keep`, oldest first, each only
@@ -50,9 +71,7 @@ export type KeepOutcome =
  */
 export async function applyKeep(path: string, keep: KeepPolicy, now: number, report: (o: KeepOutcome) => void): Promise<void> {
   const dir = dirname(path);
-  const rotated = await Promise.all(
-    rotatedSiblings(basename(path), await fsp.readdir(dir)).map(async (f) => ({ name: f.name, mtimeMs: (await fsp.stat(join(dir, f.name))).mtimeMs })),
-  );
+  const rotated = await listRotated(path);
   for (const { name, reason } of beyondKeep(rotated, keep, now)) {
     const i = rotated.findIndex((f) => f.name === name);
     const newer = rotated[i + 1]?.name ?? basename(path);
@@ -62,13 +81,31 @@ export async function applyKeep(path: string, keep: KeepPolicy, now: number, rep
       return;
     }
     // Deleted only if the name still leads to the file checked (the caller keeps sluice's own rotation out; logrotate may not).
-    const now = await fsp.stat(join(dir, name)).catch(() => null);
-    if (!now || now.dev !== id.dev || now.ino !== id.ino) {
-      report({ event: 'audit-keep-refused', file: name, reason: 'it was moved or replaced while it was checked' });
+    if (!(await still(join(dir, name), id))) {
+      report({ event: 'audit-keep-refused', file: name, reason: MOVED });
       return;
     }
     await fsp.unlink(join(dir, name));
     report({ event: 'audit-deleted', file: name, reason, last_seq: end.head.seq - 1 });
+  }
+}
+
+/**
+ * The same for a log with no chain (the xferlog): the rotated files of
+ * `path` beyond `keep` are deleted, oldest first, each one recorded; one
+ * whose name leads elsewhere by then is kept, and retention stops there.
+ */
+export async function applyKeepUnchained(path: string, keep: KeepPolicy, now: number, report: (o: KeepOutcome) => void): Promise<void> {
+  const dir = dirname(path);
+  const rotated = await listRotated(path);
+  for (const { name, reason } of beyondKeep(rotated, keep, now)) {
+    const listed = rotated.find((f) => f.name === name);
+    if (!listed || !(await still(join(dir, name), listed))) {
+      report({ event: 'audit-keep-refused', file: name, reason: MOVED });
+      return;
+    }
+    await fsp.unlink(join(dir, name));
+    report({ event: 'xferlog-deleted', file: name, reason });
   }
 }
 
