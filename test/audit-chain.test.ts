@@ -280,9 +280,38 @@ describe('audit log rotation', () => {
     writeFileSync(file, lines.slice(9).join('\n') + '\n');
     assert.equal(sluice(root, ['audit', 'verify']).code, 1);
 
+    const kept = fresh('kept');
+    const rotating = openLog(kept.file, { rotateSize: 2000, keep: { count: 1, days: 0 } });
+    for (let i = 0; i < 60; i++) {
+      rotating.record(actor, { event: 'mkdir', path: `/d${i}` });
+      if (i % 10 === 9) await rotating.flush();
+    }
+    await rotating.close();
+    const deleted = readdirSync(kept.data).filter((n) => /^audit\.log\.\d+$/.test(n));
+    assert.equal(deleted.length, 1, `keep.count 1: ${deleted.join(' ')}`);
+    const ok = sluice(kept.root, ['audit', 'verify']);
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    assert.match(ok.stdout, /ok: \d+ lines from seq [1-9]\d*, chain intact/, 'starts after the deleted files, as the trail recorded');
+    // The one rotated file kept, removed without a record: a break, unless the operator says logrotate pruned it.
+    rmSync(join(kept.data, deleted[0] as string));
+    const pruned = sluice(kept.root, ['audit', 'verify']);
+    assert.equal(pruned.code, 1, pruned.stdout);
+    assert.match(pruned.stdout, /start is missing.*--from-rotation/);
+    const told = sluice(kept.root, ['audit', 'verify', '--from-rotation']);
+    assert.equal(told.code, 0, told.stdout + told.stderr);
     // --from-rotation accepts a start at a rotation only: a start cut inside a file is none.
     writeFileSync(file, lines.slice(3).join('\n') + '\n');
     assert.equal(sluice(root, ['audit', 'verify', '--from-rotation']).code, 1);
+  });
+
+  it("a record cannot set the writer's node or time", async () => {
+    const { file } = fresh('stamp');
+    const log = openLog(file);
+    log.record(actor, { event: 'delete', path: '/b', node: 'other-node', time: '2020-01-01T00:00:00.000Z' } as never);
+    await log.close();
+    const last = JSON.parse(linesOf(file).at(-1) as string) as Record<string, unknown>;
+    assert.equal(last.node, 'n1');
+    assert.notEqual(last.time, '2020-01-01T00:00:00.000Z');
   });
 
   it('after logrotate moves the file, SIGHUP (reopen) starts a new one that continues the chain', async () => {

@@ -7,13 +7,13 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { AuditLog, type AuditLogOptions } from '../src/audit/log.js';
 import { LastLine, lastLine, lastLineSync } from '../src/audit/log-file.js';
-import { FXP, OPEN_FLAGS, STATUS, Writer } from '../src/sftp/codec.js';
 import { sluice, startServe } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
-import { initialised, sshConnect } from './helpers/ssh.js';
+import { sshConnect } from './helpers/ssh.js';
 
-// An audit line has no size limit of its own: an upload made by SFTP copy-data from many
-// files names each in `copied_from`. Every reader of a file's end must find its last line whole.
+// A line's length is not the readers' to assume: a session's records are bounded (a copy's names
+// 16 files), but an older version's, or a future record's, may not be. Every reader of a file's end
+// must find its last line whole.
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-audit-long-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -194,53 +194,28 @@ describe('audit lines longer than a MiB', () => {
   });
 });
 
-describe('a server restart after an upload record of over a MiB (SFTP copy-data from many files)', () => {
-  it('continues the chain from it, and verify passes; a last line that is no record stops the start', async () => {
+describe('a server restart after a kill', () => {
+  // Records of a MiB can no longer be made through a session (a copy's record names 16 files, sftp-protocol):
+  // the readers above take any length; here the server's own start, after a kill, and after a line that is no record.
+  it('continues the chain from the last line, and verify passes; a last line that is no record stops the start', async () => {
     const srv = await TestServer.start({ users: [{ name: 'ola', password: 'ola password', args: ['--perms', 'all'] }] });
     try {
       const file = join(srv.dir, 'data', 'audit.log');
-      // 12 directories of 250 bytes: each source's virtual path is over 3 KiB, 340 of them over a MiB.
-      const deep = Array.from({ length: 12 }, (_, i) => String.fromCharCode(97 + i).repeat(250)).join('/');
-      mkdirSync(join(srv.home('ola'), deep), { recursive: true });
-      const sources = Array.from({ length: 340 }, (_, i) => `/${deep}/${'s'.repeat(200)}${i}`);
-      for (const [i, s] of sources.entries()) writeFileSync(join(srv.home('ola'), s), String(i % 10));
       const conn = await sshConnect({ port: srv.sftpPort, username: 'ola', password: 'ola password' });
       try {
-        const { ch, next } = await initialised(conn);
-        let id = 1;
-        const request = async (w: Writer) => {
-          ch.write(w.finish());
-          return next();
-        };
-        const open = async (path: string, flags: number) => {
-          const reply = await request(new Writer(FXP.OPEN, id++).string(path).uint32(flags).uint32(0));
-          assert.equal(reply[0], FXP.HANDLE, `open ${path.length} bytes`);
-          return reply.subarray(9, 9 + reply.readUInt32BE(5));
-        };
-        const ok = (reply: Buffer) => assert.equal(reply.readUInt32BE(5), STATUS.OK);
-        const target = await open('/joined', OPEN_FLAGS.WRITE | OPEN_FLAGS.CREAT);
-        for (const [i, s] of sources.entries()) {
-          const source = await open(s, OPEN_FLAGS.READ);
-          ok(await request(new Writer(FXP.EXTENDED, id++).string('copy-data').bytes(source).uint64(0).uint64(1).bytes(target).uint64(i)));
-          ok(await request(new Writer(FXP.CLOSE, id++).bytes(source)));
-        }
-        ok(await request(new Writer(FXP.CLOSE, id++).bytes(target)));
-        // The session stays open: the upload's record is the file's last line when the server dies.
         const lastOf = () => JSON.parse(readFileSync(file, 'utf8').trimEnd().split('\n').at(-1) as string) as Rec;
         const until = Date.now() + 10_000;
-        while (lastOf().event !== 'upload' && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
-        const upload = lastOf();
-        assert.equal(upload.path, '/joined');
-        assert.equal((upload.copied_from as string[]).length, sources.length);
-        assert.ok(readFileSync(file, 'utf8').trimEnd().split('\n').at(-1)!.length > MiB);
+        while (lastOf().event !== 'login' && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+        const login = lastOf();
+        assert.equal(login.event, 'login');
         await srv.kill();
 
         await srv.restart();
         await srv.terminate();
         const records = recordsOf(file);
-        const restart = records[records.findIndex((r) => r.event === 'upload' && r.path === '/joined') + 1];
+        const restart = records[records.findIndex((r) => r.event === 'login' && r.seq === login.seq) + 1];
         assert.equal(restart?.event, 'audit-start');
-        assert.equal(restart.seq, upload.seq + 1, 'the restart continues the chain after the long line');
+        assert.equal(restart.seq, login.seq + 1, 'the restart continues the chain after the last line');
         const r = sluice(srv.dir, ['audit', 'verify']);
         assert.equal(r.code, 0, r.stdout + r.stderr);
       } finally {

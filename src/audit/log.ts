@@ -149,7 +149,9 @@ export class AuditLog implements AuditSink, SystemAuditSink {
   }
 
   private write(fields: Record<string, unknown>, time = new Date()): void {
-    const { line, head } = chainLine(this.head, { node: this.options.node, time: time.toISOString(), ...fields });
+    // The writer says which node and when: a record (a worker's message among them) cannot.
+    const stamp = { node: this.options.node, time: time.toISOString() };
+    const { line, head } = chainLine(this.head, Object.assign({ ...stamp }, fields, stamp));
     this.head = head;
     this.file.write(line + '\n');
     this.options.metrics?.linesWritten(1);
