@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { parseCidr } from '../auth/ip-rules.js';
 import { bytesOf } from './size.js';
 import { HOOK_EVENTS, HOOK_FIELDS, unknownPlaceholders } from '../hooks/events.js';
+import { MAX_PACKET } from '../sftp/codec.js';
 
 const port = z.number().int().min(0).max(65535);
 const portRange = z
@@ -120,7 +121,9 @@ export const configSchema = z
         /** Legacy SCP (`scp -O`, `pscp -scp`) on exec channels, for users allowed SFTP. */
         scp: z.boolean().default(true),
         /** Bytes one connection may hold for requests in progress and replies its client has not read; its SSH windows at most as much again, plus the share of each channel opened after one borrowed the rest. */
-        maxQueuedBytes: size.default(8388608),
+        maxQueuedBytes: size
+          .refine((n) => n >= MAX_PACKET, `must be at least ${MAX_PACKET / 1024}K (one SFTP message; smaller, no request could ever be taken)`)
+          .default(8388608),
         /**
          * Algorithm lists, most preferred first; the defaults exclude SHA-1, CBC, the NIST
          * curves for key exchange and encrypt-and-MAC MACs, so that `ssh-audit` grades them clean.
