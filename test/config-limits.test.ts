@@ -1,13 +1,18 @@
 // Settings that used to pass loading and then broke the running server (an
 // SFTP budget nothing fits in, a port past 65535, an algorithm ssh2 does not
 // know): each is refused when the configuration is read, by the real CLI,
-// with one line naming the key and exit code 2.
+// with one line naming the key and exit code 2. A 0 that means "no limit"
+// elsewhere in limits.* means it for the hashing rate too.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { sluice } from './helpers/cli.js';
+import { loggedIn } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-config-limits-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -44,5 +49,48 @@ describe('sftp.maxQueuedBytes holds at least one SFTP message', () => {
 
   it('accepts 256K', () => {
     accepts('sftp:\n  maxQueuedBytes: 256K\n');
+  });
+});
+
+describe('limits.hashRate: 0 is no limit, as for rateUp and rateDown', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({ yaml: 'ftp:\n  tls: optional\nlimits:\n  hashRate: 0\n', users: [{ name: 'alice', password: 'alice password' }] });
+  });
+  after(() => srv?.stop());
+
+  it('HASH reads the file at once, and the server prints no TimeoutOverflowWarning (it did for every chunk: a wait of bytes / 0)', async () => {
+    // Written on disk, not uploaded: the hash is read from the file, through the session's hashing rate.
+    const file = join(srv.home('alice'), 'disk.bin');
+    const data = randomBytes(2 * 1024 * 1024);
+    writeFileSync(file, data);
+    const ftp = await loggedIn(srv.ftpPort, 'alice', 'alice password');
+    try {
+      const r = await ftp.cmd('HASH disk.bin');
+      assert.equal(r.text, `213 SHA-256 0-${data.length} ${createHash('sha256').update(data).digest('hex')} disk.bin`);
+    } finally {
+      ftp.socket.destroy();
+    }
+    // Warnings go to stderr as the process emits them; let a late one arrive.
+    await new Promise((r) => setTimeout(r, 200));
+    assert.doesNotMatch(srv.stderr, /TimeoutOverflowWarning/);
+  });
+});
+
+describe('RateLimit: a wait longer than one timer holds', () => {
+  it('a tiny rate with a debt of more than 24.8 days waits, instead of firing at once with a TimeoutOverflowWarning', () => {
+    // In a child process: the waits it starts would keep this one alive for weeks.
+    const script = `
+      import { RateLimit } from ${JSON.stringify(new URL('../src/session/rate-limit.ts', import.meta.url).href)};
+      const warnings = [];
+      process.on('warning', (w) => warnings.push(w.name));
+      const limit = new RateLimit(1);
+      let done = 0;
+      for (let i = 0; i < 10; i++) void limit.take(256 * 1024).then(() => done++);
+      setTimeout(() => { console.log(JSON.stringify({ done, warnings })); process.exit(0); }, 300);
+    `;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { done: 0, warnings: [] });
   });
 });

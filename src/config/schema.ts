@@ -167,7 +167,7 @@ export const configSchema = z
         /** Bytes per second each session may upload / download, for users without their own limit; 0: none. */
         rateUp: size.default(0),
         rateDown: size.default(0),
-        /** Bytes per second one session may have read for checksums (FTP HASH, SFTP check-file) of files not just uploaded. */
+        /** Bytes per second one session may have read for checksums (FTP HASH, SFTP check-file) of files not just uploaded; 0: none, like rateUp/rateDown. */
         hashRate: size.default(134217728),
       })
       .strict()

@@ -12,6 +12,7 @@ export class RateLimit {
   private readonly burst: number;
   private last = performance.now();
 
+  /** `bytesPerSecond` 0 is no limit, as everywhere in limits.* (ratesOf gives no RateLimit for it; the hashing rate is always one). */
   constructor(readonly bytesPerSecond: number) {
     this.burst = Math.max(64 * 1024, bytesPerSecond / 10);
     this.tokens = this.burst;
@@ -19,6 +20,8 @@ export class RateLimit {
 
   /** Take `bytes` now; how many milliseconds to wait before moving them (0: at once). */
   delay(bytes: number): number {
+    // Without this, a wait of bytes / 0: Infinity, which setTimeout runs at once with a warning on stderr, every chunk.
+    if (this.bytesPerSecond === 0) return 0;
     const now = performance.now();
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.bytesPerSecond) / 1000);
     this.last = now;
@@ -29,8 +32,22 @@ export class RateLimit {
   /** Resolves when `bytes` may move. */
   take(bytes: number): Promise<void> {
     const ms = this.delay(bytes);
-    return ms === 0 ? Promise.resolve() : new Promise((resolve) => setTimeout(resolve, ms));
+    return ms === 0 ? Promise.resolve() : sleep(ms);
   }
+}
+
+/** setTimeout's longest wait (about 24.8 days): a longer one would fire at once, with a TimeoutOverflowWarning. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Resolves after `ms`, however long: a tiny rate's debt can outgrow one timer. */
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const step = (left: number) => {
+      const now = Math.min(left, MAX_TIMER_MS);
+      setTimeout(left > now ? () => step(left - now) : resolve, now);
+    };
+    step(ms);
+  });
 }
 
 /** One limit per direction; null: none. */
