@@ -52,6 +52,43 @@ describe('sftp.maxQueuedBytes holds at least one SFTP message', () => {
   });
 });
 
+describe('every port is checked when the configuration is read, with one line naming the key', () => {
+  const bad: [string, string, RegExp][] = [
+    ['an admin port past 65535', 'admin:\n  listen: "127.0.0.1:99999"\n', /^sluice: config: admin\.listen: "127\.0\.0\.1:99999": the port must be 1-65535$/],
+    ['admin port 0 (nobody could find it)', 'admin:\n  listen: "[::1]:0"\n', /^sluice: config: admin\.listen: "\[::1\]:0": the port must be 1-65535$/],
+    ['a clamd port past 65535', 'uploads:\n  clamdHost: "clamd.example:70000"\n', /^sluice: config: uploads\.clamdHost: "clamd\.example:70000": the port must be 1-65535$/],
+    // The URL's password stays out of the message.
+    ['a store port past 65535', 'store: "postgres://sluice:s3cret@db.example:99999/sluice"\n', /^sluice: config: store: the port in the URL \(99999\) must be 1-65535$/],
+    ['a hook URL on port 0', 'hooks:\n  actions:\n    - name: a\n      on: [upload]\n      url: "http://hooks.example:0/x"\n', /^sluice: config: hooks\.actions\.0\.url: the port must be 1-65535$/],
+    ['two front-ends on one port', 'sftp:\n  port: 2121\n', /^sluice: config: sftp\.port: port 2121 is ftp\.port's too$/],
+    ['a front-end port past 65535', 'ftp:\n  port: 70000\n', /^sluice: config: ftp\.port: /],
+    ['a passive range past 65535', 'ftp:\n  passivePorts: 65000-99999\n', /^sluice: config: ftp\.passivePorts: /],
+  ];
+  for (const [what, yaml, line] of bad) {
+    it(`refuses ${what}`, () => {
+      // With the front-ends' ports left as the file says, for the checks between them.
+      const r = withConfig(yaml, ['user', 'list'], { SLUICE_FTP_PORT: '', SLUICE_FTPS_PORT: '', SLUICE_SFTP_PORT: '' });
+      assert.equal(r.code, 2, `exit ${r.code}; stderr ${r.stderr}`);
+      assert.match(r.stderr.trimEnd(), line);
+      assert.doesNotMatch(r.stderr, /s3cret/);
+    });
+  }
+
+  it('serve stops with that one line and exit 2, not a RangeError stack', () => {
+    const r = withConfig('admin:\n  listen: "127.0.0.1:99999"\n', ['serve']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr, 'sluice: config: admin.listen: "127.0.0.1:99999": the port must be 1-65535\n');
+  });
+
+  it('accepts the edges: 65535, IPv6 in brackets, a unix socket, ports 0 for front-ends that are off', () => {
+    accepts('admin:\n  listen: "127.0.0.1:65535"\n');
+    accepts('admin:\n  listen: "[::1]:8022"\n');
+    accepts('admin:\n  listen: ./admin.sock\n');
+    accepts('uploads:\n  clamdHost: "127.0.0.1:3310"\n');
+    accepts('ftp:\n  port: 0\n  implicitTlsPort: 0\nsftp:\n  port: 0\n', { SLUICE_FTP_PORT: '', SLUICE_FTPS_PORT: '', SLUICE_SFTP_PORT: '' });
+  });
+});
+
 describe('limits.hashRate: 0 is no limit, as for rateUp and rateDown', () => {
   let srv: TestServer;
   before(async () => {

@@ -4,7 +4,23 @@ import { bytesOf } from './size.js';
 import { HOOK_EVENTS, HOOK_FIELDS, unknownPlaceholders } from '../hooks/events.js';
 import { MAX_PACKET } from '../sftp/codec.js';
 
+/** A port to listen on; 0 switches the listener off. */
 const port = z.number().int().min(0).max(65535);
+/**
+ * Pure: whether the port after the last colon of `HOST:PORT` is one to bind
+ * or call, 1-65535 (0 would be any port: nobody could find the listener).
+ */
+function portInRange(hostPort: string): boolean {
+  const n = Number(hostPort.slice(hostPort.lastIndexOf(':') + 1));
+  return Number.isInteger(n) && n >= 1 && n <= 65535;
+}
+const PORT_RANGE = 'the port must be 1-65535';
+/** Pure: the explicit port of a URL's authority (`scheme://user:pass@host:PORT/...`) when it is outside 1-65535; null otherwise. */
+function badUrlPort(url: string): string | null {
+  const authority = url.replace(/^[A-Za-z][A-Za-z0-9+.-]*:\/\//, '').split(/[/?#]/)[0] ?? '';
+  const m = /:(\d+)$/.exec(authority.slice(authority.lastIndexOf('@') + 1));
+  return m && !portInRange(m[0]) ? (m[1] as string) : null;
+}
 const portRange = z
   .string()
   .regex(/^\d{1,5}-\d{1,5}$/, 'must look like 50000-50100')
@@ -63,6 +79,8 @@ export const configSchema = z
     store: z
       .string()
       .refine((s) => s === '' || /^postgres(ql)?:\/\/./.test(s), "must be '' (SQLite in dataDir) or a postgres:// URL")
+      // The URL holds a password: the message names the port only.
+      .refine((s) => badUrlPort(s) === null, { error: (issue) => `the port in the URL (${badUrlPort(String(issue.input))}) must be 1-65535` })
       .default(''),
     /** Processes serving connections: 'auto' one per core; 1 serves in the one process, without a primary. */
     workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default('auto'),
@@ -180,7 +198,12 @@ export const configSchema = z
         scan: z.enum(['off', 'clamd']).default('off'),
         /** clamd's unix socket, or its address as HOST:PORT (one of them with scan: clamd). */
         clamdSocket: z.string().default(''),
-        clamdHost: z.string().regex(/^[^:\s]+:\d{1,5}$/, 'HOST:PORT').or(z.literal('')).default(''),
+        clamdHost: z
+          .string()
+          .regex(/^[^:\s]+:\d{1,5}$/, 'HOST:PORT')
+          .refine(portInRange, { error: (issue) => `"${String(issue.input)}": ${PORT_RANGE}` })
+          .or(z.literal(''))
+          .default(''),
         /** Seconds an upload waits for the verdict (the scanner down included); then it is refused. */
         scanTimeout: z.number().int().min(1).max(3600).default(60),
         /** Where infected uploads are kept, outside every home; relative to dataDir. */
@@ -200,7 +223,10 @@ export const configSchema = z
                 on: z.array(z.enum(HOOK_EVENTS)).min(1),
                 /** argv, each `{field}` replaced (see hooks/events.ts); never run through a shell. */
                 command: z.array(z.string().min(1)).min(1).optional(),
-                url: z.url({ protocol: /^https?$/ }).optional(),
+                url: z
+                  .url({ protocol: /^https?$/ })
+                  .refine((u) => badUrlPort(u) === null, PORT_RANGE)
+                  .optional(),
                 secret: z.string().default(''),
                 timeout: z.number().int().min(1).max(3600).default(30),
                 retries: z.number().int().min(0).max(10).default(3),
@@ -279,6 +305,7 @@ export const configSchema = z
         listen: z
           .string()
           .refine((s) => s === '' || s.includes('/') || /^(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}$/.test(s), 'must be ADDRESS:PORT (e.g. 127.0.0.1:8022) or a unix socket path')
+          .refine((s) => s === '' || s.includes('/') || portInRange(s), { error: (issue) => `"${String(issue.input)}": ${PORT_RANGE}` })
           .default(''),
         /** HTTPS with the server's TLS certificate (certsDir/tls-cert.pem); TCP only. */
         tls: z.boolean().default(false),
@@ -326,6 +353,15 @@ export const configSchema = z
     }
     if (config.ftp.anonymous.enabled && config.ftp.anonymous.root === '') {
       ctx.addIssue({ code: 'custom', path: ['ftp', 'anonymous', 'root'], message: 'anonymous FTP needs a root directory' });
+    }
+    // The front-ends bind one address: two on one port would stop serve with EADDRINUSE.
+    const taken = new Map<number, string>();
+    for (const [front, name] of [['ftp', 'port'], ['ftp', 'implicitTlsPort'], ['sftp', 'port']] as const) {
+      const value = front === 'ftp' ? config.ftp[name] : config.sftp.port;
+      if (value === 0) continue;
+      const other = taken.get(value);
+      if (other) ctx.addIssue({ code: 'custom', path: [front, name], message: `port ${value} is ${other}'s too` });
+      taken.set(value, `${front}.${name}`);
     }
     // v1/v2 with nobody trusted would refuse every connection: surely a mistake, said at start rather than at each accept.
     for (const front of ['ftp', 'sftp'] as const) {
