@@ -8,11 +8,13 @@ import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { SSH_ALGORITHMS } from '../src/config/schema.js';
 import { sluice } from './helpers/cli.js';
 import { loggedIn } from './helpers/ftp-raw.js';
-import { TestServer } from './helpers/server.js';
+import { freePort, TestServer } from './helpers/server.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-config-limits-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -32,7 +34,7 @@ function withConfig(yaml: string, args: string[], env: NodeJS.ProcessEnv = {}) {
 function refuses(yaml: string, line: RegExp, env: NodeJS.ProcessEnv = {}): void {
   const r = withConfig(yaml, ['user', 'list'], env);
   assert.equal(r.code, 2, `exit ${r.code}; stdout ${r.stdout}; stderr ${r.stderr}`);
-  assert.match(r.stderr, line);
+  assert.match(r.stderr.trimEnd(), line);
   assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
 }
 
@@ -86,6 +88,41 @@ describe('every port is checked when the configuration is read, with one line na
     accepts('admin:\n  listen: ./admin.sock\n');
     accepts('uploads:\n  clamdHost: "127.0.0.1:3310"\n');
     accepts('ftp:\n  port: 0\n  implicitTlsPort: 0\nsftp:\n  port: 0\n', { SLUICE_FTP_PORT: '', SLUICE_FTPS_PORT: '', SLUICE_SFTP_PORT: '' });
+  });
+});
+
+describe('sftp.algorithms: names ssh2 supports, checked when the configuration is read', () => {
+  it("the lists kept in the schema are ssh2's SUPPORTED_* (host keys: the part sluice has keys for)", () => {
+    const ssh2 = createRequire(import.meta.url)('ssh2/lib/protocol/constants.js') as Record<string, string[]>;
+    const sorted = (list: readonly string[]) => [...list].sort();
+    assert.deepEqual(sorted(SSH_ALGORITHMS.kex), sorted(ssh2.SUPPORTED_KEX ?? []));
+    assert.deepEqual(sorted(SSH_ALGORITHMS.cipher), sorted(ssh2.SUPPORTED_CIPHER ?? []));
+    assert.deepEqual(sorted(SSH_ALGORITHMS.hmac), sorted(ssh2.SUPPORTED_MAC ?? []));
+    for (const name of SSH_ALGORITHMS.serverHostKey) assert.ok(ssh2.SUPPORTED_SERVER_HOST_KEY?.includes(name), name);
+    // Compression is not configurable: the front-end offers 'none' only.
+    assert.ok(ssh2.SUPPORTED_COMPRESSION?.includes('none'));
+  });
+
+  const bad: [string, string, RegExp][] = [
+    ['cipher', 'cipher: [aes128-ctr, bogus-cipher]', /^sluice: config: sftp\.algorithms\.cipher\.1: "bogus-cipher" is no cipher ssh2 supports \(one of: aes128-gcm@openssh\.com, /],
+    ['kex', 'kex: [bogus-kex]', /^sluice: config: sftp\.algorithms\.kex\.0: "bogus-kex" is no key exchange ssh2 supports/],
+    ['hmac', 'hmac: [hmac-sha2-256, bogus-mac]', /^sluice: config: sftp\.algorithms\.hmac\.1: "bogus-mac" is no MAC ssh2 supports/],
+    ['serverHostKey', 'serverHostKey: [bogus-key]', /^sluice: config: sftp\.algorithms\.serverHostKey\.0: "bogus-key" is no host key algorithm/],
+    // ssh2 knows it, but sluice has no ECDSA host key: the server offered none, and no client could connect.
+    ['serverHostKey with no key of that kind', 'serverHostKey: [ecdsa-sha2-nistp256]', /^sluice: config: sftp\.algorithms\.serverHostKey\.0: "ecdsa-sha2-nistp256" is no host key algorithm for sluice's ed25519 and RSA keys \(one of: ssh-ed25519, rsa-sha2-512, rsa-sha2-256, ssh-rsa\)$/],
+  ];
+  for (const [what, list, line] of bad) {
+    it(`refuses an unknown ${what}`, () => refuses(`sftp:\n  algorithms:\n    ${list}\n`, line));
+  }
+
+  it('serve stops with one line and exit 2 before listening, not an "Unsupported algorithm" stack', async () => {
+    const r = withConfig('sftp:\n  algorithms:\n    cipher: [bogus-cipher]\n', ['serve'], { SLUICE_SFTP_PORT: String(await freePort()) });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^sluice: config: sftp\.algorithms\.cipher\.0: "bogus-cipher" is no cipher ssh2 supports \(one of: [^\n]*\)\n$/);
+  });
+
+  it('accepts what ssh2 supports beyond the defaults (SHA-1, CBC for old clients)', () => {
+    accepts('sftp:\n  algorithms:\n    kex: [diffie-hellman-group14-sha1]\n    cipher: [aes128-cbc]\n    hmac: [hmac-sha1]\n    serverHostKey: [ssh-rsa]\n');
   });
 });
 

@@ -51,6 +51,44 @@ const cidr = z.string().transform((text, ctx) => {
 export const NODE_ID = /^[A-Za-z0-9._-]{1,64}$/;
 export const NODE_ID_RULE = '1 to 64 of A-Z a-z 0-9 . _ -';
 
+/**
+ * What ssh2 (1.17, on Node 20's OpenSSL) negotiates: its SUPPORTED_* lists in
+ * lib/protocol/constants.js, kept here so that reading the configuration does
+ * not load ssh2 (about 130 ms for every CLI command);
+ * test/config-limits.test.ts asserts they equal ssh2's. A name it does not
+ * know made `serve` die with an "Unsupported algorithm" stack.
+ */
+export const SSH_ALGORITHMS = {
+  kex: [
+    'curve25519-sha256@libssh.org', 'curve25519-sha256', 'ecdh-sha2-nistp256', 'ecdh-sha2-nistp384', 'ecdh-sha2-nistp521',
+    'diffie-hellman-group-exchange-sha256', 'diffie-hellman-group14-sha256', 'diffie-hellman-group15-sha512',
+    'diffie-hellman-group16-sha512', 'diffie-hellman-group17-sha512', 'diffie-hellman-group18-sha512',
+    'diffie-hellman-group-exchange-sha1', 'diffie-hellman-group14-sha1', 'diffie-hellman-group1-sha1',
+  ],
+  cipher: [
+    'aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'aes128-ctr', 'aes192-ctr', 'chacha20-poly1305@openssh.com', 'aes256-ctr',
+    'aes256-cbc', 'aes192-cbc', 'aes128-cbc', '3des-cbc', 'aes128-gcm', 'aes256-gcm',
+  ],
+  hmac: [
+    'hmac-sha2-256-etm@openssh.com', 'hmac-sha2-512-etm@openssh.com', 'hmac-sha1-etm@openssh.com', 'hmac-sha2-256', 'hmac-sha2-512',
+    'hmac-sha1', 'hmac-md5', 'hmac-sha2-256-96', 'hmac-sha2-512-96', 'hmac-ripemd160', 'hmac-sha1-96', 'hmac-md5-96',
+  ],
+  /**
+   * Not all ssh2 knows: only what sluice's host keys (ed25519 and RSA,
+   * certs/names.ts) can sign; with only ECDSA or DSA listed it had no host
+   * key to offer and every key exchange failed.
+   */
+  serverHostKey: ['ssh-ed25519', 'rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'],
+} as const satisfies Record<string, readonly string[]>;
+
+/** A list of names from `known`, most preferred first; `what`: how the refusal calls a name not in it. */
+function algorithmList(what: string, known: readonly string[], defaults: string[]) {
+  return z
+    .array(z.string().refine((name) => known.includes(name), { error: (issue) => `"${String(issue.input)}" is no ${what} (one of: ${known.join(', ')})` }))
+    .min(1)
+    .default(defaults);
+}
+
 /** Whether connections carry a PROXY protocol header (see src/security/proxy-header.ts). */
 const proxyProtocol = z.enum(['off', 'v1', 'v2', 'optional']).default('off');
 
@@ -148,10 +186,11 @@ export const configSchema = z
          */
         algorithms: z
           .object({
-            kex: z.array(z.string()).min(1).default(['curve25519-sha256', 'curve25519-sha256@libssh.org', 'diffie-hellman-group-exchange-sha256', 'diffie-hellman-group14-sha256']),
-            cipher: z.array(z.string()).min(1).default(['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'chacha20-poly1305@openssh.com', 'aes128-ctr', 'aes192-ctr', 'aes256-ctr']),
-            hmac: z.array(z.string()).min(1).default(['hmac-sha2-256-etm@openssh.com', 'hmac-sha2-512-etm@openssh.com']),
-            serverHostKey: z.array(z.string()).min(1).default(['ssh-ed25519', 'rsa-sha2-512', 'rsa-sha2-256']),
+            kex: algorithmList('key exchange ssh2 supports', SSH_ALGORITHMS.kex, ['curve25519-sha256', 'curve25519-sha256@libssh.org', 'diffie-hellman-group-exchange-sha256', 'diffie-hellman-group14-sha256']),
+            cipher: algorithmList('cipher ssh2 supports', SSH_ALGORITHMS.cipher, ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'chacha20-poly1305@openssh.com', 'aes128-ctr', 'aes192-ctr', 'aes256-ctr']),
+            hmac: algorithmList('MAC ssh2 supports', SSH_ALGORITHMS.hmac, ['hmac-sha2-256-etm@openssh.com', 'hmac-sha2-512-etm@openssh.com']),
+            /** Host key algorithms: ssh2 knows more, sluice has ed25519 and RSA keys (ssh-rsa is SHA-1, offered only if listed). */
+            serverHostKey: algorithmList("host key algorithm for sluice's ed25519 and RSA keys", SSH_ALGORITHMS.serverHostKey, ['ssh-ed25519', 'rsa-sha2-512', 'rsa-sha2-256']),
             /** Signatures accepted for public-key login (OpenSSH's PubkeyAcceptedAlgorithms); SHA-1 `ssh-rsa` only if listed. */
             userAuthSignatures: z
               .array(z.enum(['ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa']))
