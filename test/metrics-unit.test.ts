@@ -6,9 +6,11 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { after, describe, test } from 'node:test';
+import pino from 'pino';
 import type { MetricEvent } from '../src/metrics/events.js';
-import { certificateProblem, readiness, ServingState, type ReadinessSources } from '../src/metrics/health.js';
+import { certificateProblem, readiness, ReadinessLog, ServingState, type ReadinessSources } from '../src/metrics/health.js';
 import { ServerMetrics } from '../src/metrics/registry.js';
 import { parseMetrics, sample } from './helpers/prometheus.js';
 
@@ -105,6 +107,19 @@ test('ServerMetrics: process samples per worker; CPU grows by each sample\'s dif
   assert.equal(sample(s, 'sluice_process_resident_memory_bytes', { worker: '0' }), 100);
 });
 
+/** A pino logger whose lines are kept as `LEVEL MESSAGE`. */
+function recorder(): { log: pino.Logger; lines: string[] } {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      const { level, msg } = JSON.parse(chunk.toString()) as { level: number; msg: string };
+      lines.push(`${level} ${msg}`);
+      done();
+    },
+  });
+  return { log: pino({}, sink), lines };
+}
+
 describe('readiness, on real files', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-ready-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
@@ -127,19 +142,35 @@ describe('readiness, on real files', () => {
   });
 
   test('each problem is named', async () => {
-    const cases: [string, Partial<ReadinessSources>, RegExp][] = [
-      ['short certificate', { certFile: short }, /^certificate expires in [23]\.\d days .*less than 7$/],
-      ['no certificate', { certFile: join(dir, 'none.pem') }, /^certificate unreadable: ENOENT$/],
-      ['store fails', { storeAnswers: async () => { throw new Error('database is locked'); } }, /^store does not answer: database is locked$/],
-      ['audit directory missing', { auditFile: join(dir, 'gone', 'audit.log') }, /^audit log not writable: ENOENT on .*gone$/],
-      ['audit file a directory', { auditFile: join(dir, 'audit') }, /^audit log not writable: .*audit is not a file$/],
+    // The reason is a fixed label (/readyz is public); the detail, for the log, says what and where.
+    const cases: [string, Partial<ReadinessSources>, string, RegExp][] = [
+      ['short certificate', { certFile: short }, 'certificate expires within 7 days', /^certificate .*short\.pem expires at \d{4}-.*, within 7 days$/],
+      ['no certificate', { certFile: join(dir, 'none.pem') }, 'certificate unreadable', /^certificate unreadable: ENOENT on .*none\.pem$/],
+      ['store fails', { storeAnswers: async () => { throw new Error('database is locked'); } }, 'store unavailable', /^store does not answer: database is locked$/],
+      ['audit directory missing', { auditFile: join(dir, 'gone', 'audit.log') }, 'audit log not writable', /^audit log not writable: ENOENT on .*gone$/],
+      ['audit file a directory', { auditFile: join(dir, 'audit') }, 'audit log not writable', /^audit log not writable: .*audit is not a file$/],
     ];
-    for (const [what, change, reason] of cases) {
-      const r = await readiness({ ...base, ...change });
+    for (const [what, change, reason, detail] of cases) {
+      const { log, lines } = recorder();
+      const r = await readiness({ ...base, ...change, details: new ReadinessLog(log) });
       assert.equal(r.ready, false, what);
-      assert.equal(r.reasons.length, 1, `${what}: ${r.reasons.join('; ')}`);
-      assert.match(r.reasons[0] ?? '', reason, what);
+      assert.deepEqual(r.reasons, [reason], what);
+      assert.equal(lines.length, 1, what);
+      assert.match(lines[0]?.replace(/^40 not ready: /, '') ?? '', detail, what);
     }
+  });
+
+  test('the details are logged when they change, not at every probe', async () => {
+    const { log, lines } = recorder();
+    const details = new ReadinessLog(log);
+    const broken = { ...base, certFile: short, details };
+    await readiness(broken);
+    await readiness(broken);
+    await readiness({ ...base, details });
+    await readiness({ ...base, details });
+    assert.equal(lines.length, 2, lines.join('\n'));
+    assert.match(lines[0] ?? '', /^40 not ready: certificate .*short\.pem expires at/);
+    assert.match(lines[1] ?? '', /^30 ready/);
   });
 
   test('audit directory replaced by a file: not writable, however privileged the server', async () => {
@@ -147,7 +178,7 @@ describe('readiness, on real files', () => {
     writeFileSync(join(dir, 'audit'), 'not a directory');
     try {
       const r = await readiness(base);
-      assert.deepEqual(r.reasons, [`audit log not writable: ${join(dir, 'audit')} is not a directory`]);
+      assert.deepEqual(r.reasons, ['audit log not writable']);
     } finally {
       rmSync(join(dir, 'audit'));
       renameSync(join(dir, 'audit.moved'), join(dir, 'audit'));

@@ -1,6 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { constants, promises as fsp } from 'node:fs';
 import { dirname } from 'node:path';
+import type { Logger } from 'pino';
 
 /** /readyz turns 503 when the TLS certificate has less than this left. */
 export const CERT_MIN_DAYS = 7;
@@ -36,6 +37,11 @@ export class ServingState {
     this.up.clear();
   }
 
+  /** Nothing is to listen: starting, or stopping. */
+  get starting(): boolean {
+    return this.expected === 0;
+  }
+
   /** Why not every listener is up; null when they are. */
   problem(): string | null {
     if (this.expected === 0) return 'not serving (starting or stopping)';
@@ -61,31 +67,75 @@ export interface ReadinessSources {
   readonly auditFile: string | null;
   /** The TLS certificate (PEM) the FTPS listeners serve. */
   readonly certFile: string;
+  /** Where the details behind the public reasons go (paths, error text); none: nowhere. */
+  readonly details?: ReadinessLog;
+}
+
+/**
+ * What /readyz may say to anyone: it needs no token, so a reason is one of
+ * these fixed labels, never a path or an error's text (those go to the
+ * server log, see ReadinessLog).
+ */
+export const READINESS_REASONS = [
+  'not serving (starting or stopping)',
+  'listeners not up',
+  'store unavailable',
+  'audit log not writable',
+  'certificate unreadable',
+  'certificate expired',
+  `certificate expires within ${CERT_MIN_DAYS} days`,
+] as const;
+export type ReadinessReason = (typeof READINESS_REASONS)[number];
+
+/** A reason, and what the operator needs to mend it. */
+export interface Problem {
+  readonly reason: ReadinessReason;
+  readonly detail: string;
 }
 
 export interface Readiness {
   ready: boolean;
   /** Empty when ready. */
-  reasons: string[];
+  reasons: ReadinessReason[];
 }
 
-/** Everything /readyz checks, each reason named; the checks touch the disk asynchronously only. */
+/**
+ * Logs the details of what /readyz finds wrong each time they change, not at
+ * every probe (a load balancer asks every few seconds), and once when all is
+ * well again.
+ */
+export class ReadinessLog {
+  private last: readonly Problem[] = [];
+
+  constructor(private readonly log: Pick<Logger, 'warn' | 'info'>) {}
+
+  note(problems: readonly Problem[]): void {
+    const key = (list: readonly Problem[]) => JSON.stringify(list.map((p) => p.detail));
+    if (key(problems) === key(this.last)) return;
+    this.last = problems;
+    if (problems.length === 0) this.log.info('ready: every /readyz check passes again');
+    else this.log.warn({ problems: problems.map((p) => p.detail) }, `not ready: ${problems.map((p) => p.detail).join('; ')}`);
+  }
+}
+
+/** Everything /readyz checks, each reason a fixed label; the checks touch the disk asynchronously only. */
 export async function readiness(src: ReadinessSources, now = new Date()): Promise<Readiness> {
-  const reasons: string[] = [];
+  const problems: Problem[] = [];
   const serving = src.serving.problem();
-  if (serving) reasons.push(serving);
+  if (serving) problems.push({ reason: src.serving.starting ? 'not serving (starting or stopping)' : 'listeners not up', detail: serving });
   try {
     await src.storeAnswers();
   } catch (err) {
-    reasons.push(`store does not answer: ${messageOf(err)}`);
+    problems.push({ reason: 'store unavailable', detail: `store does not answer: ${messageOf(err)}` });
   }
   if (src.auditFile !== null) {
     const audit = await auditProblem(src.auditFile);
-    if (audit) reasons.push(audit);
+    if (audit) problems.push({ reason: 'audit log not writable', detail: audit });
   }
   const cert = await certFileProblem(src.certFile, now);
-  if (cert) reasons.push(cert);
-  return { ready: reasons.length === 0, reasons };
+  if (cert) problems.push(cert);
+  src.details?.note(problems);
+  return { ready: problems.length === 0, reasons: problems.map((p) => p.reason) };
 }
 
 /**
@@ -110,14 +160,20 @@ async function auditProblem(file: string): Promise<string | null> {
   return null;
 }
 
-async function certFileProblem(file: string, now: Date): Promise<string | null> {
+async function certFileProblem(file: string, now: Date): Promise<Problem | null> {
   let validTo: Date;
   try {
     validTo = new Date(new X509Certificate(await fsp.readFile(file)).validTo);
   } catch (err) {
-    return `certificate unreadable: ${codeOf(err)}`;
+    return { reason: 'certificate unreadable', detail: `certificate unreadable: ${codeOf(err)} on ${file}` };
   }
-  return certificateProblem(validTo, now);
+  const problem = certificateProblem(validTo, now);
+  if (problem === null) return null;
+  // Details name the date, never the days left: they change when the certificate does, not at every probe.
+  if (Number.isNaN(validTo.getTime())) return { reason: 'certificate unreadable', detail: `certificate ${file}: ${problem}` };
+  const at = validTo.toISOString();
+  if (validTo.getTime() <= now.getTime()) return { reason: 'certificate expired', detail: `certificate ${file} expired at ${at}` };
+  return { reason: `certificate expires within ${CERT_MIN_DAYS} days`, detail: `certificate ${file} expires at ${at}, within ${CERT_MIN_DAYS} days` };
 }
 
 function codeOf(err: unknown): string {

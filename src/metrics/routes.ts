@@ -1,7 +1,7 @@
 import { join, resolve } from 'node:path';
 import type { AdminContext, AdminRoutes } from '../admin/context.js';
 import { TLS_CERT } from '../certs/names.js';
-import { readiness, type ReadinessSources } from './health.js';
+import { READINESS_REASONS, readiness, ReadinessLog, type ReadinessSources } from './health.js';
 
 /** What /readyz looks at, in the process that holds the coordination. */
 export function readinessSources({ base, coordination }: Pick<AdminContext, 'base' | 'coordination'>): ReadinessSources {
@@ -11,13 +11,15 @@ export function readinessSources({ base, coordination }: Pick<AdminContext, 'bas
     storeAnswers: () => base.store.ping(),
     auditFile: config.audit.enabled ? resolve(config.dataDir, config.audit.file) : null,
     certFile: join(config.certsDir, TLS_CERT),
+    details: new ReadinessLog(base.log),
   };
 }
 
 /**
  * /healthz, /readyz and /metrics on the admin listener. The probes need no
  * token (a load balancer or an orchestrator asks them, and they say nothing
- * an operator would hide); /metrics needs one unless admin.metricsPublic
+ * an operator would hide: /readyz gives fixed labels, the details go to the
+ * log); /metrics needs one unless admin.metricsPublic
  * (the counters show users' activity): see admin/auth.ts.
  */
 export const monitorRoutes: AdminRoutes = async (app, context) => {
@@ -36,7 +38,7 @@ export const monitorRoutes: AdminRoutes = async (app, context) => {
 
 const READINESS = {
   type: 'object',
-  properties: { ready: { type: 'boolean' }, reasons: { type: 'array', items: { type: 'string' } } },
+  properties: { ready: { type: 'boolean' }, reasons: { type: 'array', items: { type: 'string', enum: [...READINESS_REASONS] } } },
   required: ['ready', 'reasons'],
   additionalProperties: false,
 } as const;
