@@ -217,6 +217,16 @@ for (const backend of [sqlite(), postgres()]) {
       }
     });
 
+    it('an Invalid Date expiry is refused, never stored as "never" (NULL): create and update write nothing', async () => {
+      const [store] = await fresh();
+      await assert.rejects(store.users.create('nan', null, settings({ expiresAt: new Date(NaN) })), /expiresAt/);
+      assert.equal(await store.users.get('nan'), null);
+      const past = new Date('2020-01-01T00:00:00Z');
+      const user = await store.users.create('expired', null, settings({ expiresAt: past }));
+      await assert.rejects(store.users.update(user.id, { expiresAt: new Date('2016-12-31T23:59:60Z') }), /expiresAt/);
+      assert.equal((await store.users.get('expired'))?.expiresAt?.getTime(), past.getTime());
+    });
+
     it('updates change only what they name, and two Stores updating other settings at once both land', async () => {
       const [a, open] = await fresh();
       const b = await open();

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { PROTOCOLS } from '../session/account.js';
 import { PERMISSIONS } from '../session/permissions.js';
 import type { UserRecord, UserSettings } from '../store/records.js';
-import { parseCidrs, parseKey, parsePerms, parseProtocols, validatePassword, validateUserName, type UserAdmin } from '../users/admin.js';
+import { parseCidrs, parseExpiresAt, parseKey, parsePerms, parseProtocols, validatePassword, validateUserName, type UserAdmin } from '../users/admin.js';
 import type { AdminContext } from './context.js';
 import { inField, inFieldAsync } from './errors.js';
 
@@ -93,7 +93,8 @@ function settingsFrom(b: Settings): Partial<UserSettings> {
   if (b.requireKey !== undefined) out.requireKey = b.requireKey;
   if (b.allowIps !== undefined) out.allowIps = inField('body.allowIps', () => parseCidrs(b.allowIps ?? []));
   if (b.denyIps !== undefined) out.denyIps = inField('body.denyIps', () => parseCidrs(b.denyIps ?? []));
-  if (b.expiresAt !== undefined) out.expiresAt = b.expiresAt === null ? null : new Date(b.expiresAt);
+  // The format check lets through what no Date holds (a leap second, 23:59:60): refused here, by name.
+  if (b.expiresAt !== undefined) out.expiresAt = b.expiresAt === null ? null : inField('body.expiresAt', () => parseExpiresAt(b.expiresAt as string));
   return out;
 }
 

@@ -42,11 +42,25 @@ export function parseCount(option: string, text: string): number {
   return Number(text);
 }
 
-/** ISO date or date-time: `2026-11-24`, `2026-11-24T10:00`, `2026-11-24T10:00:00Z`. */
+const TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,3})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/;
+
+/**
+ * ISO date or date-time: `2026-11-24`, `2026-11-24T10:00`, `2026-11-24T10:00:00Z`.
+ * Each field in its range: Date rolls `2026-02-30` over to March 2, which
+ * no one meant.
+ */
 export function parseTime(option: string, text: string): Date {
-  const d = /^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(text) ? new Date(text) : new Date(NaN);
-  if (Number.isNaN(d.getTime())) throw new UsageError(`--${option}: "${text}" is not a date (YYYY-MM-DD[THH:MM[:SS]][Z])`);
-  return d;
+  const m = TIME.exec(text);
+  const [y, mo, d, h, mi, s] = (m?.slice(1) ?? []).map((f) => (f === undefined ? 0 : Number(f)));
+  const valid = m !== null && mo! >= 1 && mo! <= 12 && d! >= 1 && d! <= daysIn(y!, mo!) && h! <= 23 && mi! <= 59 && s! <= 59;
+  const at = valid ? new Date(text) : new Date(NaN);
+  if (Number.isNaN(at.getTime())) throw new UsageError(`--${option}: "${text}" is not a date (YYYY-MM-DD[THH:MM[:SS]][Z])`);
+  return at;
+}
+
+/** Days in month `month` (1-12) of `year`. */
+function daysIn(year: number, month: number): number {
+  return new Date(Date.UTC(year, month, 0)).getUTCDate();
 }
 
 /** ISO date or date-time, or `never`. */

@@ -56,6 +56,18 @@ export function parseKey(text: string): NewKey {
   }
 }
 
+/** An expiry as a date-time text; what no Date can hold (a leap second, an impossible day) is refused, never taken for "never". */
+export function parseExpiresAt(text: string): Date {
+  const at = new Date(text);
+  if (!Number.isFinite(at.getTime())) throw new AdminError(`"${text}" is not a date-time sluice can keep (a leap second, or a day the month lacks?)`);
+  return at;
+}
+
+/** An expiry given as a Date: an Invalid Date would be stored as NULL, "never". */
+function checkExpiry(at: Date | null | undefined): void {
+  if (at && !Number.isFinite(at.getTime())) throw new AdminError('expiry: not a valid date');
+}
+
 /** A clean virtual directory for a permission override; `..` tricks fold away before storage. */
 export function parseVirtualDir(text: string): string {
   if (!text.startsWith('/')) throw new AdminError(`"${text}" must be an absolute virtual path such as /incoming`);
@@ -124,6 +136,7 @@ export class UserAdmin {
     validateUserName(u.name);
     if (await this.store.get(u.name)) throw new AdminError(`user "${u.name}" already exists`);
     if (u.password === null && u.keys.length === 0) throw new AdminError('a user needs a password or a public key');
+    checkExpiry(u.expiresAt);
     const home = u.home === undefined ? join(this.dataDir, 'homes', u.name) : resolve(u.home);
     if (!isAbsolute(home)) throw new AdminError(`home "${u.home}" must be a path`);
     this.checkHome(home);
@@ -159,6 +172,7 @@ export class UserAdmin {
 
   async update(name: string, patch: Partial<UserSettings>): Promise<UserRecord> {
     const user = await this.require(name);
+    checkExpiry(patch.expiresAt);
     const change = { ...patch };
     if (patch.home !== undefined) {
       change.home = resolve(patch.home);

@@ -200,9 +200,17 @@ export class PostgresUsers implements UserRepository {
   }
 }
 
+/** unix ms, or null for "never"; an Invalid Date is refused, never taken for "never" (as in the SQLite store). */
+function expiryOf(at: Date | null): number | null {
+  if (at === null) return null;
+  const ms = at.getTime();
+  if (!Number.isFinite(ms)) throw new RangeError('expiresAt is not a valid date');
+  return ms;
+}
+
 /** The values of COLUMNS. */
 function settings(s: UserSettings): unknown[] {
-  return [s.home, s.enabled, s.expiresAt?.getTime() ?? null, s.protocols.join(','), s.requireTls, s.requireKey,
+  return [s.home, s.enabled, expiryOf(s.expiresAt), s.protocols.join(','), s.requireTls, s.requireKey,
     s.permissions.join(','), s.quotaBytes, s.quotaFiles, s.rateUp, s.rateDown, s.scan];
 }
 

@@ -222,11 +222,22 @@ function conflictsAsStoreConflict<T>(write: () => T): T {
   }
 }
 
+/**
+ * unix ms, or null for "never". An Invalid Date is refused: its NaN would be
+ * bound as NULL, and an expired account would never expire.
+ */
+function expiryOf(at: Date | null): number | null {
+  if (at === null) return null;
+  const ms = at.getTime();
+  if (!Number.isFinite(ms)) throw new RangeError('expiresAt is not a valid date');
+  return ms;
+}
+
 function columns(s: UserSettings) {
   return {
     home: s.home,
     enabled: s.enabled ? 1 : 0,
-    expires_at: s.expiresAt ? s.expiresAt.getTime() : null,
+    expires_at: expiryOf(s.expiresAt),
     protocols: s.protocols.join(','),
     require_tls: s.requireTls ? 1 : 0,
     require_key: s.requireKey ? 1 : 0,

@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
+import { sluice } from './helpers/cli.js';
+import { loggedIn } from './helpers/ftp-raw.js';
+import { userKeyPair } from './helpers/ssh.js';
+import { freePort, TestServer } from './helpers/server.js';
+
+/*
+ * What a review of the user administration found, against the real server,
+ * its admin API on the unix socket and the CLI as a process: each rule holds
+ * for the API and the CLI alike (both go through UserAdmin).
+ */
+
+type Json = { [k: string]: unknown };
+const PASSWORD = 'user rules password';
+const SOCKET = { SLUICE_ADMIN_LISTEN: './admin.sock' };
+
+describe('user administration: what is refused, API and CLI alike', () => {
+  let srv: TestServer;
+  let api: AdminTarget;
+  let anonRoot: string;
+  const call = (method: string, path: string, body?: unknown) => adminRequest(api, method, `/api/v1${path}`, body === undefined ? {} : { body });
+  const error = (r: { json: unknown }) => (r.json as { error?: string } | null)?.error ?? '';
+
+  before(async () => {
+    anonRoot = mkdtempSync(join(tmpdir(), 'sluice-anon-'));
+    srv = await TestServer.start({
+      env: SOCKET,
+      yaml: `ftp:\n  tls: optional\n  anonymous:\n    enabled: true\n    root: ${anonRoot}\n`,
+    });
+    api = { socketPath: join(srv.dir, 'admin.sock') };
+  });
+  after(async () => {
+    await srv.stop();
+    rmSync(anonRoot, { recursive: true, force: true });
+  });
+
+  it('expiresAt: a date the schema passes but no clock has (a leap second) is a 400 naming the field, and an expired account stays expired', { timeout: 60_000 }, async () => {
+    const leap = await call('POST', '/users', { name: 'leap', password: PASSWORD, expiresAt: '2016-12-31T23:59:60Z' });
+    assert.equal(leap.status, 400, leap.text);
+    assert.match(error(leap), /^body\.expiresAt: /);
+    assert.equal((await call('GET', '/users/leap')).status, 404, 'nothing written');
+    const made = await call('POST', '/users', { name: 'expired', password: PASSWORD, expiresAt: '2020-01-01T00:00:00Z' });
+    assert.equal(made.status, 201, made.text);
+    const patched = await call('PATCH', '/users/expired', { expiresAt: '2016-12-31T23:59:60Z' });
+    assert.equal(patched.status, 400, patched.text);
+    assert.match(error(patched), /^body\.expiresAt: /);
+    assert.equal(((await call('GET', '/users/expired')).json as Json).expiresAt, '2020-01-01T00:00:00.000Z', 'still expired');
+  });
+
+  it('--expires: an impossible day is refused, not rolled into the next month', { timeout: 60_000 }, () => {
+    for (const date of ['2026-02-30', '2026-13-01', '2026-04-31T10:00', '2026-01-01T24:30']) {
+      const r = sluice(srv.dir, ['user', 'add', 'feb', '--password-stdin', '--expires', date], `${PASSWORD}\n`, SOCKET);
+      assert.equal(r.code, 2, `${date}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, /--expires: .* is not a date/);
+    }
+    const ok = sluice(srv.dir, ['user', 'add', 'leapday', '--password-stdin', '--expires', '2028-02-29'], `${PASSWORD}\n`, SOCKET);
+    assert.equal(ok.code, 0, ok.stderr);
+  });
+});
