@@ -62,4 +62,27 @@ describe('user administration: what is refused, API and CLI alike', () => {
     const ok = sluice(srv.dir, ['user', 'add', 'leapday', '--password-stdin', '--expires', '2028-02-29'], `${PASSWORD}\n`, SOCKET);
     assert.equal(ok.code, 0, ok.stderr);
   });
+
+  it('the anonymous logins are no user name, and the anonymous account gets no password or key; the server still starts', { timeout: 60_000 }, async () => {
+    for (const name of ['FTP', 'ftp', 'Anonymous']) {
+      const r = await call('POST', '/users', { name, password: PASSWORD });
+      assert.equal(r.status, 400, `${name}: ${r.text}`);
+      assert.match(error(r), /^body\.name: .*reserved/);
+      const cli = sluice(srv.dir, ['user', 'add', name, '--password-stdin'], `${PASSWORD}\n`, SOCKET);
+      assert.equal(cli.code, 2, `${name}: ${cli.stdout}${cli.stderr}`);
+      assert.match(cli.stderr, /reserved/);
+    }
+    const password = await call('PATCH', '/users/anonymous', { password: PASSWORD });
+    assert.equal(password.status, 400, password.text);
+    const key = await call('POST', '/users/ANONYMOUS/keys', { key: userKeyPair().public });
+    assert.equal(key.status, 400, key.text);
+    const passwd = sluice(srv.dir, ['user', 'passwd', 'anonymous', '--password-stdin'], `${PASSWORD}\n`, SOCKET);
+    assert.equal(passwd.code, 2, passwd.stdout + passwd.stderr);
+    const shown = (await call('GET', '/users/anonymous')).json as Json;
+    assert.deepEqual([shown.password, shown.keys], ['none', []]);
+    // Its other settings are the administrator's, as the README says.
+    assert.equal((await call('PATCH', '/users/anonymous', { quotaBytes: 1_000_000 })).status, 200);
+    await srv.restart();
+    assert.equal((await call('GET', '/users/anonymous')).status, 200);
+  });
 });

@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
@@ -156,7 +157,12 @@ describe('anonymous FTP off (the default), or misconfigured', () => {
       assert.notEqual(r.code, 0);
       assert.match(r.stderr + r.stdout, /ftp\.anonymous\.root.*anonymous FTP needs a root directory/);
       writeFileSync(join(dir, 'sluice.yaml'), `ftp:\n  port: 0\n  implicitTlsPort: 0\n  anonymous:\n    enabled: true\n    root: ${dir}/anon\nsftp:\n  port: 0\n`);
-      assert.equal(sluice(dir, ['user', 'add', 'ftp', '--password-stdin'], 'a real password\n').code, 0);
+      // No such user is made any more (UserAdmin reserves the name); one made before that still exists.
+      assert.equal(sluice(dir, ['user', 'add', 'ftp', '--password-stdin'], 'a real password\n').code, 2);
+      assert.equal(sluice(dir, ['user', 'add', 'legacy', '--password-stdin'], 'a real password\n').code, 0);
+      const db = new Database(join(dir, 'data', 'sluice.db'));
+      db.prepare("UPDATE users SET name = 'ftp' WHERE name = 'legacy'").run();
+      db.close();
       r = sluice(dir, ['serve']);
       assert.equal(r.code, 1);
       assert.match(r.stdout + r.stderr, /user "ftp" exists/);

@@ -1,5 +1,6 @@
 import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
+import { ANONYMOUS_LOGINS } from '../auth/authenticator.js';
 import { parseCidr } from '../auth/ip-rules.js';
 import type { PasswordHasher } from '../auth/passwords.js';
 import { parsePublicKey } from '../auth/public-keys.js';
@@ -13,11 +14,23 @@ import { AdminError, NoSuchUser } from './errors.js';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
+/**
+ * A new user's name. The anonymous FTP logins (`anonymous`, `ftp`, in any
+ * case) are refused whether or not ftp.anonymous is on now: with it on, a
+ * user of either name stops the server from starting (anonymous.ts), so
+ * one made while it is off would break its later enabling.
+ */
 export function validateUserName(name: string): string {
   if (!NAME.test(name)) {
     throw new AdminError(`invalid user name "${name}": 1-64 of letters, digits, . _ - and starting with a letter or digit`);
   }
+  if (isAnonymousLogin(name)) throw new AdminError(`"${name}" is reserved for anonymous FTP (ftp.anonymous): choose another name`);
   return name;
+}
+
+/** A name anonymous FTP logs in with, in any case. */
+export function isAnonymousLogin(name: string): boolean {
+  return ANONYMOUS_LOGINS.includes(name.toLowerCase());
 }
 
 export function parseProtocols(text: string): Protocol[] {
@@ -184,8 +197,20 @@ export class UserAdmin {
     return this.require(name);
   }
 
+  /**
+   * The anonymous account (a reserved name, no credentials, made by
+   * anonymous.ts) never gets a password or key: with one, the next start
+   * with ftp.anonymous on is refused. A user of that name made before the
+   * names were reserved, with credentials already, keeps them changeable.
+   */
+  private async checkCredentialsAllowed(user: UserRecord): Promise<void> {
+    if (!isAnonymousLogin(user.name) || user.passwordHash !== null || (await this.store.keys(user.id)).length > 0) return;
+    throw new AdminError(`"${user.name}" is the anonymous FTP account: it takes no password or key (anonymous logins need none)`);
+  }
+
   async setPassword(name: string, password: string): Promise<void> {
     const user = await this.require(name);
+    await this.checkCredentialsAllowed(user);
     await this.store.setPasswordHash(user.id, await this.hasher.hash(password));
   }
 
@@ -203,6 +228,7 @@ export class UserAdmin {
 
   async addKey(name: string, key: NewKey): Promise<void> {
     const user = await this.require(name);
+    await this.checkCredentialsAllowed(user);
     // The store's unique index would refuse it too, but as a constraint error, not a sentence.
     try {
       await this.store.addKey(user.id, key);
