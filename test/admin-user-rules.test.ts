@@ -85,4 +85,19 @@ describe('user administration: what is refused, API and CLI alike', () => {
     await srv.restart();
     assert.equal((await call('GET', '/users/anonymous')).status, 200);
   });
+
+  it('a user removed just after logging in leaves no last login to the next user made', { timeout: 60_000 }, async () => {
+    assert.equal((await call('POST', '/users', { name: 'first', password: PASSWORD })).status, 201);
+    const { public: pub } = userKeyPair();
+    const c = await loggedIn(srv.ftpPort, 'first', PASSWORD);
+    // Within the 100 ms the last login waits to be written; a key, not a password, so no hashing delays the new user.
+    const removed = await call('DELETE', '/users/first');
+    assert.equal(removed.status, 200, removed.text);
+    c.close();
+    const next = await call('POST', '/users', { name: 'second', keys: [pub] });
+    assert.equal(next.status, 201, next.text);
+    assert.equal((next.json as Json).lastLoginAt, null);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(((await call('GET', '/users/second')).json as Json).lastLoginAt, null, 'nor once written');
+  });
 });

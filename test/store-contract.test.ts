@@ -227,6 +227,17 @@ for (const backend of [sqlite(), postgres()]) {
       assert.equal((await store.users.get('expired'))?.expiresAt?.getTime(), past.getTime());
     });
 
+    it('a user removed with its last login not yet written passes it to no user made after (SQLite reuses the id)', async () => {
+      const [store] = await fresh();
+      const gone = await store.users.create('gone', null, settings());
+      await store.users.recordLogin(gone.id);
+      await store.users.remove(gone.id);
+      const next = await store.users.create('next', null, settings());
+      assert.equal(next.lastLoginAt, null);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal((await store.users.get('next'))?.lastLoginAt, null);
+    });
+
     it('updates change only what they name, and two Stores updating other settings at once both land', async () => {
       const [a, open] = await fresh();
       const b = await open();

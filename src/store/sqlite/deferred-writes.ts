@@ -87,6 +87,12 @@ export class DeferredUserWrites implements UsageStore {
     this.q.add.run(bytes, files, userId);
   }
 
+  /** A removed user: what waits to be written for its id is dropped, or it would land on the next user given that id. */
+  forget(userId: number): void {
+    this.pending.delete(userId);
+    this.logins.delete(userId);
+  }
+
   setUsage(userId: number, bytes: number, files: number): void {
     this.pending.delete(userId);
     this.q.set.run(bytes, files, userId);

@@ -132,6 +132,9 @@ export class SqliteUsers implements UserRepository {
 
   async remove(id: number): Promise<void> {
     this.q.remove!.run(id);
+    // SQLite gives a removed user's id to the next user made (INTEGER PRIMARY KEY takes max + 1):
+    // its usage and last login still waiting to be written would become theirs.
+    this.counters.forget(id);
   }
 
   async setPasswordHash(id: number, hash: string | null): Promise<void> {
