@@ -100,4 +100,13 @@ describe('user administration: what is refused, API and CLI alike', () => {
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(((await call('GET', '/users/second')).json as Json).lastLoginAt, null, 'nor once written');
   });
+
+  it('the same key twice in one request is named as such, not as a user that exists', { timeout: 60_000 }, async () => {
+    const { public: pub } = userKeyPair('twice');
+    const r = await call('POST', '/users', { name: 'twokeys', keys: [pub, pub] });
+    assert.equal(r.status, 400, r.text);
+    assert.match(error(r), /^body\.keys\.1: .*same key as body\.keys\.0/);
+    assert.doesNotMatch(error(r), /already exists/);
+    assert.equal((await call('GET', '/users/twokeys')).status, 404);
+  });
 });

@@ -2,9 +2,19 @@ import type { FastifyInstance } from 'fastify';
 import { PROTOCOLS } from '../session/account.js';
 import { PERMISSIONS } from '../session/permissions.js';
 import type { UserRecord, UserSettings } from '../store/records.js';
-import { parseCidrs, parseExpiresAt, parseKey, parsePerms, parseProtocols, validatePassword, validateUserName, type UserAdmin } from '../users/admin.js';
+import {
+  parseCidrs,
+  parseExpiresAt,
+  parseKey,
+  parsePerms,
+  parseProtocols,
+  repeatedKey,
+  validatePassword,
+  validateUserName,
+  type UserAdmin,
+} from '../users/admin.js';
 import type { AdminContext } from './context.js';
-import { inField, inFieldAsync } from './errors.js';
+import { BadInput, inField, inFieldAsync } from './errors.js';
 
 /*
  * Users, through UserAdmin: the very code `sluice user` runs, so every change
@@ -133,10 +143,13 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       const b = req.body;
       inField('body.name', () => validateUserName(b.name));
       const s = settingsFrom(b);
+      const keys = (b.keys ?? []).map((k, i) => inField(`body.keys.${i}`, () => parseKey(k)));
+      const twice = repeatedKey(keys);
+      if (twice) throw new BadInput(`body.keys.${twice[1]}`, `the same key as body.keys.${twice[0]} (${keys[twice[1]]?.fingerprint})`);
       const user = await admin.add({
         name: b.name,
         password: b.password === undefined ? null : inField('body.password', () => validatePassword(b.password as string)),
-        keys: (b.keys ?? []).map((k, i) => inField(`body.keys.${i}`, () => parseKey(k))),
+        keys,
         home: s.home,
         permissions: s.permissions,
         protocols: s.protocols,

@@ -149,6 +149,9 @@ export class UserAdmin {
     validateUserName(u.name);
     if (await this.store.get(u.name)) throw new AdminError(`user "${u.name}" already exists`);
     if (u.password === null && u.keys.length === 0) throw new AdminError('a user needs a password or a public key');
+    const twice = repeatedKey(u.keys);
+    // Else the store's unique index refuses the second, and that reads as a taken name.
+    if (twice) throw new AdminError(`key ${u.keys[twice[1]]?.fingerprint} is given twice`);
     checkExpiry(u.expiresAt);
     const home = u.home === undefined ? join(this.dataDir, 'homes', u.name) : resolve(u.home);
     if (!isAbsolute(home)) throw new AdminError(`home "${u.home}" must be a path`);
@@ -277,6 +280,17 @@ export function makeHome(home: string): boolean {
   }
   mkdirSync(home, { recursive: true, mode: 0o750 });
   return true;
+}
+
+/** The first key given again, as the indexes [earlier, later], or null; by fingerprint, as the store's unique index compares them. */
+export function repeatedKey(keys: readonly NewKey[]): [number, number] | null {
+  const seen = new Map<string, number>();
+  for (const [i, k] of keys.entries()) {
+    const first = seen.get(k.fingerprint);
+    if (first !== undefined) return [first, i];
+    seen.set(k.fingerprint, i);
+  }
+  return null;
 }
 
 export function validatePassword(password: string): string {
