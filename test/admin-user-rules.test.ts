@@ -109,4 +109,26 @@ describe('user administration: what is refused, API and CLI alike', () => {
     assert.doesNotMatch(error(r), /already exists/);
     assert.equal((await call('GET', '/users/twokeys')).status, 404);
   });
+
+  it('a home that cannot be made is a 400 (exit 2 from the CLI), not a 500', { timeout: 60_000 }, async () => {
+    const locked = mkdtempSync(join(tmpdir(), 'sluice-locked-'));
+    chmodSync(locked, 0o555);
+    try {
+      const home = join(locked, 'home');
+      const r = await call('POST', '/users', { name: 'nohome', password: PASSWORD, home });
+      assert.equal(r.status, 400, r.text);
+      assert.equal(error(r), `home "${home}": permission denied`);
+      assert.equal((await call('POST', '/users', { name: 'movehome', password: PASSWORD })).status, 201);
+      const moved = await call('PATCH', '/users/movehome', { home });
+      assert.equal(moved.status, 400, moved.text);
+      assert.equal(error(moved), `home "${home}": permission denied`);
+      const cli = sluice(srv.dir, ['user', 'add', 'nohome', '--password-stdin', '--home', home], `${PASSWORD}\n`, SOCKET);
+      assert.equal(cli.code, 2, cli.stdout + cli.stderr);
+      assert.equal(cli.stderr, `sluice: home "${home}": permission denied\n`);
+      assert.doesNotMatch(srv.log, /EACCES/, 'no stack in the log');
+    } finally {
+      chmodSync(locked, 0o755);
+      rmSync(locked, { recursive: true, force: true });
+    }
+  });
 });

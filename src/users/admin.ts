@@ -276,11 +276,32 @@ export function makeHome(home: string): boolean {
     throw new AdminError(`home ${home} exists and is not a directory`);
   } catch (err) {
     if (err instanceof AdminError) throw err;
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new AdminError(`home ${home}: ${(err as Error).message}`);
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw homeError(home, err);
   }
-  mkdirSync(home, { recursive: true, mode: 0o750 });
+  try {
+    mkdirSync(home, { recursive: true, mode: 0o750 });
+  } catch (err) {
+    throw homeError(home, err);
+  }
   return true;
 }
+
+/** A home the service account cannot make or reach: the administrator's mistake (400, exit 2), one line, no stack. */
+function homeError(home: string, err: unknown): AdminError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const why = HOME_ERRORS[code ?? ''] ?? code ?? (err as Error).message;
+  return new AdminError(`home "${home}": ${why}`);
+}
+
+const HOME_ERRORS: Record<string, string> = {
+  EACCES: 'permission denied',
+  EPERM: 'permission denied',
+  EROFS: 'read-only file system',
+  ENOTDIR: 'a directory above it is a file',
+  ENOSPC: 'no space left on the device',
+  ENAMETOOLONG: 'name too long',
+  ELOOP: 'too many symbolic links',
+};
 
 /** The first key given again, as the indexes [earlier, later], or null; by fingerprint, as the store's unique index compares them. */
 export function repeatedKey(keys: readonly NewKey[]): [number, number] | null {
