@@ -131,4 +131,47 @@ describe('user administration: what is refused, API and CLI alike', () => {
       rmSync(locked, { recursive: true, force: true });
     }
   });
+
+  it('control and bidi characters are refused in homes and key comments', { timeout: 60_000 }, async () => {
+    const base = mkdtempSync(join(tmpdir(), 'sluice-ctl-'));
+    try {
+      for (const bad of ['\n', '\x1b[2J', '\x7f', '\x85', '\u202e', '\u2066', '\u2028']) {
+        const r = await call('POST', '/users', { name: 'ctl', password: PASSWORD, home: join(base, `a${bad}b`) });
+        assert.equal(r.status, 400, `${JSON.stringify(bad)}: ${r.text}`);
+        assert.match(error(r), /^body\.home: /);
+      }
+      assert.equal((await call('POST', '/users', { name: 'ctl', password: PASSWORD })).status, 201);
+      const line = userKeyPair().public.split(' ').slice(0, 2).join(' ');
+      for (const bad of ['\x1b[31mred', 'a\u202eb', 'x\x00y']) {
+        const r = await call('POST', '/users/ctl/keys', { key: `${line} ${bad}` });
+        assert.equal(r.status, 400, `${JSON.stringify(bad)}: ${r.text}`);
+        assert.match(error(r), /^body\.key: /);
+      }
+      const cli = sluice(srv.dir, ['user', 'set', 'ctl', '--home', join(base, 'x\x1by')], '', SOCKET);
+      assert.equal(cli.code, 2, cli.stdout + cli.stderr);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  });
+
+  it('user list, show and key list print a stored control character escaped, on its own row', { timeout: 60_000 }, async () => {
+    assert.equal((await call('POST', '/users', { name: 'legacy', password: PASSWORD })).status, 201);
+    // As written before the check (or straight into the database).
+    const db = new Database(join(srv.dir, 'data', 'sluice.db'));
+    try {
+      db.pragma('busy_timeout = 5000');
+      db.prepare('UPDATE users SET home = ? WHERE name = ?').run('/srv/legacy\nroot     enabled  ftp  -  /\x1b[2J', 'legacy');
+      db.prepare("INSERT INTO user_keys (user_id, algorithm, public_key, fingerprint, comment, created_at) SELECT id, 'ssh-ed25519', x'00', 'SHA256:fake', ?, 0 FROM users WHERE name = 'legacy'").run('me\x1b]0;owned\x07\u202e');
+    } finally {
+      db.close();
+    }
+    for (const args of [['user', 'list'], ['user', 'show', 'legacy'], ['user', 'key', 'list', 'legacy']]) {
+      const r = sluice(srv.dir, args, '', SOCKET);
+      assert.equal(r.code, 0, r.stderr);
+      // eslint-disable-next-line no-control-regex
+      assert.doesNotMatch(r.stdout, /[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]/, `${args.join(' ')}: ${JSON.stringify(r.stdout)}`);
+      assert.ok(!/^root /m.test(r.stdout), `${args.join(' ')}: no fake row`);
+    }
+    assert.match(sluice(srv.dir, ['user', 'list'], '', SOCKET).stdout, /\/srv\/legacy\\nroot +enabled +ftp +- +\/\\x1b\[2J/);
+  });
 });

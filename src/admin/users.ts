@@ -10,6 +10,7 @@ import {
   parseProtocols,
   repeatedKey,
   validatePassword,
+  validateHome,
   validateUserName,
   type UserAdmin,
 } from '../users/admin.js';
@@ -94,7 +95,7 @@ type Settings = {
 /** The body's settings, each checked by the CLI's own parser and named in any 400. */
 function settingsFrom(b: Settings): Partial<UserSettings> {
   const out: Partial<UserSettings> = {};
-  if (b.home !== undefined) out.home = b.home;
+  if (b.home !== undefined) out.home = inField('body.home', () => validateHome(b.home as string));
   if (b.permissions !== undefined) out.permissions = inField('body.permissions', () => parsePerms(b.permissions?.join(',') || 'none'));
   if (b.protocols !== undefined) out.protocols = inField('body.protocols', () => parseProtocols((b.protocols ?? []).join(',')));
   if (b.quotaBytes !== undefined) out.quotaBytes = b.quotaBytes;

@@ -61,12 +61,36 @@ export function parseCidrs(texts: readonly string[]): string[] {
   }
 }
 
+/**
+ * Characters no home or key comment may hold: C0 and C1 controls, DEL, the
+ * bidi embeddings, overrides and isolates, and the line and paragraph
+ * separators. Printed by `sluice user list` they would make fake rows or
+ * drive the terminal. (session/paths.ts is getting such a class for client
+ * paths: the two are to become one.)
+ */
+// eslint-disable-next-line no-control-regex
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/u;
+
+function refuseUnprintable(what: string, text: string): void {
+  const m = UNPRINTABLE.exec(text);
+  if (m) throw new AdminError(`${what} holds the control character U+${m[0].codePointAt(0)?.toString(16).toUpperCase().padStart(4, '0')}`);
+}
+
+/** A home as given: no control characters (see UNPRINTABLE). */
+export function validateHome(text: string): string {
+  refuseUnprintable('the home', text);
+  return text;
+}
+
 export function parseKey(text: string): NewKey {
+  let key: NewKey;
   try {
-    return parsePublicKey(text);
+    key = parsePublicKey(text);
   } catch (err) {
     throw new AdminError(`public key: ${(err as Error).message}`);
   }
+  refuseUnprintable('the key\'s comment', key.comment);
+  return key;
 }
 
 /** An expiry as a date-time text; what no Date can hold (a leap second, an impossible day) is refused, never taken for "never". */
@@ -153,7 +177,7 @@ export class UserAdmin {
     // Else the store's unique index refuses the second, and that reads as a taken name.
     if (twice) throw new AdminError(`key ${u.keys[twice[1]]?.fingerprint} is given twice`);
     checkExpiry(u.expiresAt);
-    const home = u.home === undefined ? join(this.dataDir, 'homes', u.name) : resolve(u.home);
+    const home = u.home === undefined ? join(this.dataDir, 'homes', u.name) : resolve(validateHome(u.home));
     if (!isAbsolute(home)) throw new AdminError(`home "${u.home}" must be a path`);
     this.checkHome(home);
     const settings: UserSettings = {
@@ -191,7 +215,7 @@ export class UserAdmin {
     checkExpiry(patch.expiresAt);
     const change = { ...patch };
     if (patch.home !== undefined) {
-      change.home = resolve(patch.home);
+      change.home = resolve(validateHome(patch.home));
       this.checkHome(change.home);
       makeHome(change.home);
     }
@@ -232,6 +256,7 @@ export class UserAdmin {
   async addKey(name: string, key: NewKey): Promise<void> {
     const user = await this.require(name);
     await this.checkCredentialsAllowed(user);
+    refuseUnprintable('the key\'s comment', key.comment);
     // The store's unique index would refuse it too, but as a constraint error, not a sentence.
     try {
       await this.store.addKey(user.id, key);
