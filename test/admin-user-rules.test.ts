@@ -174,4 +174,18 @@ describe('user administration: what is refused, API and CLI alike', () => {
     }
     assert.match(sluice(srv.dir, ['user', 'list'], '', SOCKET).stdout, /\/srv\/legacy\\nroot +enabled +ftp +- +\/\\x1b\[2J/);
   });
+
+  it('homes from the API are absolute; the CLI takes one relative to its own directory', { timeout: 60_000 }, async () => {
+    const r = await call('POST', '/users', { name: 'relative', password: PASSWORD, home: 'homes/relative' });
+    assert.equal(r.status, 400, r.text);
+    assert.match(error(r), /^body\.home: /);
+    assert.equal((await call('POST', '/users', { name: 'relative', password: PASSWORD })).status, 201);
+    const p = await call('PATCH', '/users/relative', { home: 'elsewhere' });
+    assert.equal(p.status, 400, p.text);
+    assert.match(error(p), /^body\.home: /);
+    // The CLI runs in the server's directory here (its config is there); its own directory is what counts.
+    const cli = sluice(srv.dir, ['user', 'set', 'relative', '--home', 'mine'], '', SOCKET);
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.equal(((await call('GET', '/users/relative')).json as Json).home, join(srv.dir, 'mine'));
+  });
 });

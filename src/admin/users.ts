@@ -31,7 +31,7 @@ const cidrs = { type: 'array', maxItems: 256, items: { type: 'string', maxLength
 
 /** What both create and update may set. */
 const settings = {
-  home: { type: 'string', minLength: 1, maxLength: 4096 },
+  home: { type: 'string', minLength: 1, maxLength: 4096, pattern: '^/', description: 'an absolute path on the server' },
   permissions,
   protocols: { type: 'array', minItems: 1, maxItems: PROTOCOLS.length, items: { type: 'string', enum: [...PROTOCOLS] } },
   // Past 2^53 a number is no longer exact (SQLite would keep 1e300 as a float).

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { ifRunning, type Reach } from '../admin/client.js';
 import type { AdminServices } from '../admin-services.js';
 import { PERMISSIONS } from '../session/permissions.js';
@@ -80,7 +81,8 @@ type SettingValues = {
 /** Options common to add and set, validated before anything is written. */
 function settingsFrom(v: SettingValues): Partial<UserSettings> {
   const out: Partial<UserSettings> = {};
-  if (v.home !== undefined) out.home = v.home;
+  // Relative to where the command runs, as for any path given to a command (the API takes absolute ones only).
+  if (v.home !== undefined) out.home = resolve(v.home);
   if (v.perms !== undefined) out.permissions = parsePerms(v.perms);
   if (v.protocols !== undefined) out.protocols = parseProtocols(v.protocols);
   if (v['quota-bytes'] !== undefined) out.quotaBytes = parseSize('quota-bytes', v['quota-bytes']);

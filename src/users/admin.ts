@@ -76,9 +76,14 @@ function refuseUnprintable(what: string, text: string): void {
   if (m) throw new AdminError(`${what} holds the control character U+${m[0].codePointAt(0)?.toString(16).toUpperCase().padStart(4, '0')}`);
 }
 
-/** A home as given: no control characters (see UNPRINTABLE). */
+/**
+ * A home as given: absolute (relative to what? the server's directory is
+ * not the administrator's: the CLI resolves a relative one against its own
+ * before), no control characters (see UNPRINTABLE).
+ */
 export function validateHome(text: string): string {
   refuseUnprintable('the home', text);
+  if (!isAbsolute(text)) throw new AdminError(`home "${text}" must be an absolute path`);
   return text;
 }
 
