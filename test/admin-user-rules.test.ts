@@ -189,3 +189,50 @@ describe('user administration: what is refused, API and CLI alike', () => {
     assert.equal(((await call('GET', '/users/relative')).json as Json).home, join(srv.dir, 'mine'));
   });
 });
+
+describe('the CLI and the admin API on TCP', () => {
+  let srv: TestServer;
+  let port: number;
+  let token: string;
+  before(async () => {
+    port = await freePort();
+    srv = await TestServer.start({ env: { SLUICE_ADMIN_LISTEN: `127.0.0.1:${port}` } });
+    token = sluice(srv.dir, ['admin', 'token', 'create', 'ops']).stdout.trim();
+  });
+  after(async () => {
+    await srv.stop();
+  });
+
+  it('refuses to ban the address the request comes from (it would lock that client out)', { timeout: 60_000 }, async () => {
+    const from = '127.0.0.81';
+    const self = await adminRequest({ port, from }, 'POST', '/api/v1/bans', { token, body: { address: from } });
+    assert.equal(self.status, 400, self.text);
+    assert.match((self.json as Json).error as string, /^body\.address: .*your own address/);
+    assert.ok(!srv.bans().includes(from));
+    const other = await adminRequest({ port, from }, 'POST', '/api/v1/bans', { token, body: { address: '127.0.0.82' } });
+    assert.equal(other.status, 201, other.text);
+    // The way out README gives for an address locked out anyway: the store itself, which the running server reads.
+    const lift = sluice(srv.dir, ['ban', 'remove', '127.0.0.82'], '', { SLUICE_ADMIN_LISTEN: '' });
+    assert.equal(lift.stdout, 'lifted the ban on 127.0.0.82\n', lift.stderr);
+    assert.equal((await adminRequest({ port, from: '127.0.0.82' }, 'GET', '/api/v1/server', { token })).status, 200);
+    const cli = sluice(srv.dir, ['ban', 'add', '127.0.0.1'], '', { SLUICE_ADMIN_LISTEN: `127.0.0.1:${port}`, SLUICE_ADMIN_TOKEN: token });
+    assert.equal(cli.code, 2, cli.stdout + cli.stderr);
+    assert.equal((await adminRequest({ port }, 'GET', '/api/v1/server', { token })).status, 200, 'the CLI\u2019s address is not banned');
+  });
+
+  it('with no server running, user and ban commands need no token; with one, a missing token is said before anything is sent', { timeout: 60_000 }, async () => {
+    const env = { SLUICE_ADMIN_LISTEN: `127.0.0.1:${port}` };
+    const running = sluice(srv.dir, ['user', 'disable', 'nobody-here'], '', env);
+    assert.equal(running.code, 1, running.stdout + running.stderr);
+    assert.match(running.stderr, /set SLUICE_ADMIN_TOKEN/);
+    await srv.terminate();
+    const ban = sluice(srv.dir, ['ban', 'add', '127.0.0.83'], '', env);
+    assert.equal(ban.code, 0, ban.stderr);
+    assert.equal(ban.stdout, 'banned 127.0.0.83 until removed\n');
+    const add = sluice(srv.dir, ['user', 'add', 'offline', '--password-stdin'], `${PASSWORD}\n`, env);
+    assert.equal(add.code, 0, add.stderr);
+    assert.equal(sluice(srv.dir, ['user', 'remove', 'offline'], '', env).stdout, 'removed user offline\n');
+    const session = sluice(srv.dir, ['session', 'list'], '', env);
+    assert.match(session.stderr, /no server is running/);
+  });
+});

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { banTarget, notBanTarget, sourceOf } from '../auth/ip-rules.js';
 import { MAX_BAN_SECONDS } from '../cli/ban.js';
 import type { LiveSessionsView } from '../session/live.js';
+import { clientAddress } from './auth.js';
 import type { AdminContext } from './context.js';
 import { BadInput, NotFound } from './errors.js';
 
@@ -56,6 +57,13 @@ export function banRoutes(api: FastifyInstance, { base, sessions }: AdminContext
     },
     async (req, reply) => {
       const address = addressIn('body.address', req.body.address, ipv6Prefix);
+      // Refused at accept from then on, this client (the CLI on this host, often) could not lift it through the API.
+      if (req.socket.remoteAddress !== undefined) {
+        const client = clientAddress(req.socket);
+        if (address === client || address === sourceOf(client, ipv6Prefix)) {
+          throw new BadInput('body.address', `${address} is your own address: banned, it would lock you out of this API (ban it from another address, or see sluice ban --help)`);
+        }
+      }
       const { seconds } = req.body;
       await base.bans.add(address, seconds === undefined ? null : new Date(Date.now() + seconds * 1000));
       const sessionsEnded = await endAddress(sessions, address, ipv6Prefix);

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
+import net from 'node:net';
 import { join } from 'node:path';
 import { TLS_CERT } from '../certs/names.js';
 import type { Config } from '../config/schema.js';
@@ -43,15 +44,17 @@ export function adminClient(config: Config, env: NodeJS.ProcessEnv = process.env
   const endpoint = adminEndpoint(config.admin.listen);
   const headers: Record<string, string> = {};
   let target: http.RequestOptions;
+  // Missing on TCP: said only once a server answers there; with none running, the commands that can act on the store do so.
+  let noToken = false;
   if ('path' in endpoint) target = { socketPath: endpoint.path };
   else {
     const token = env.SLUICE_ADMIN_TOKEN;
-    if (!token) {
-      throw new ApiError(`the admin API listens on TCP (${config.admin.listen}): set SLUICE_ADMIN_TOKEN to a token from \`sluice admin token create NAME\``);
-    }
-    headers.authorization = `Bearer ${token}`;
+    if (token) headers.authorization = `Bearer ${token}`;
+    else noToken = true;
     target = { host: endpoint.host, port: endpoint.port };
   }
+  const missingToken = () =>
+    new ApiError(`the admin API listens on TCP (${config.admin.listen}): set SLUICE_ADMIN_TOKEN to a token from \`sluice admin token create NAME\``);
   const secure = config.admin.tls && !('path' in endpoint);
   // The server's own certificate is the only one trusted, whatever name it carries (a self-signed one names the host, not 127.0.0.1).
   const tls = secure ? { ca: readFileSync(join(config.certsDir, TLS_CERT)), checkServerIdentity: () => undefined } : {};
@@ -59,6 +62,16 @@ export function adminClient(config: Config, env: NodeJS.ProcessEnv = process.env
     address: config.admin.listen,
     request: (method, path, body) =>
       new Promise((resolve, reject) => {
+        if (noToken && !('path' in endpoint)) {
+          // A bare connect: no request, so no 401 for the defender to score against this host.
+          const probe = net.connect({ host: endpoint.host, port: endpoint.port });
+          probe.once('connect', () => {
+            probe.destroy();
+            reject(missingToken());
+          });
+          probe.once('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNREFUSED' ? resolve(null) : reject(missingToken())));
+          return;
+        }
         const payload = body === undefined ? undefined : JSON.stringify(body);
         const req = (secure ? https : http).request(
           { ...target, ...tls, method, path: `/api/v1${path}`, agent: false, headers: payload === undefined ? headers : { ...headers, 'content-type': 'application/json' } },
@@ -77,7 +90,10 @@ export function adminClient(config: Config, env: NodeJS.ProcessEnv = process.env
         );
         req.on('error', (err: NodeJS.ErrnoException) => {
           if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') resolve(null);
-          else reject(new ApiError(`admin API on ${config.admin.listen}: ${err.code ?? err.message}`));
+          else if (err.code === 'ECONNRESET') {
+            // What a banned address gets at accept.
+            reject(new ApiError(`admin API on ${config.admin.listen}: the connection was closed at once (ECONNRESET): is this address banned? \`sluice ban list\`; see \`sluice ban --help\` to lift it`));
+          } else reject(new ApiError(`admin API on ${config.admin.listen}: ${err.code ?? err.message}`));
         });
         req.end(payload);
       }),

@@ -17,6 +17,8 @@ DURATION: seconds, or a number with s, m, h or d (30m, 12h, 7d).
 With the admin API on (admin.listen) and the server running, add and remove go
 through it, and a ban also ends the address's live sessions at once; otherwise
 they are written to the database, which the server reads at each connection.
+An address locked out of the API (a ban on 127.0.0.1) is lifted through the
+database: SLUICE_ADMIN_LISTEN= sluice ban remove 127.0.0.1
 `;
 
 function parseAddress(text: string, ipv6Prefix: number, anySize = false): string {
