@@ -1,5 +1,5 @@
 import { addressAllowed } from '../auth/ip-rules.js';
-import { UNSAFE_CHAR_CLASS } from '../session/unsafe-chars.js';
+import { shown } from '../session/unsafe-chars.js';
 
 export type AuditRecord = Record<string, unknown>;
 
@@ -130,25 +130,6 @@ function cell(r: AuditRecord, col: (typeof COLUMNS)[number]): string {
   if (col === 'result') return String(r.result ?? r.reason ?? '');
   const v = r[col];
   return v === undefined || v === null ? '' : String(v);
-}
-
-const SHOWN_ESCAPED = new RegExp(`[\\\\${UNSAFE_CHAR_CLASS}]`, 'g');
-const SHORT_ESCAPES: Record<string, string> = { '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
-
-/**
- * Pure: text for a terminal. Fields come from clients (a user name from a
- * failed login, a path): a line break in one would forge a row, ESC or CSI
- * drive the terminal, a bidi override reorder what is read. Those characters
- * (session/unsafe-chars.ts) are shown escaped: \n, \r, \t, \xNN up to U+00FF,
- * \u{NNNN} above; a backslash is doubled so no escape can be faked.
- */
-export function shown(text: string): string {
-  return text.replace(SHOWN_ESCAPED, (c) => {
-    const short = SHORT_ESCAPES[c];
-    if (short !== undefined) return short;
-    const code = c.charCodeAt(0);
-    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u{${code.toString(16)}}`;
-  });
 }
 
 export function formatTable(records: AuditRecord[]): string {

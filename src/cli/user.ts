@@ -13,6 +13,7 @@ import {
   validatePassword,
   type UserView,
 } from '../users/admin.js';
+import { shown } from '../session/unsafe-chars.js';
 import { UsageError, parse, parseCount, parseExpiry, parseSize } from './args.js';
 import { generatePassword, passwordFromUser, readPasswordFromStdin } from './password-input.js';
 
@@ -322,28 +323,11 @@ function describeUser(u: UserView): string {
     ['last login', u.lastLoginAt ? u.lastLoginAt.toISOString() : 'never'],
     ...u.keys.map((k) => ['key', `${k.fingerprint} ${k.algorithm} ${k.comment}`]),
   ];
-  return lines.map(([k, v]) => `${printable(String(k)).padEnd(13)}${printable(String(v))}`).join('\n') + '\n';
-}
-
-/**
- * Text from the store as one visible line: control characters (C0, C1,
- * DEL), bidi controls and line separators written as escapes (\n, \x1b,
- * \u202e). A home or key comment stored before UserAdmin refused them, or
- * written straight into the database, would otherwise print fake rows or
- * drive the terminal.
- */
-export function printable(text: string): string {
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/gu, (c) => {
-    const named = ({ '\n': '\\n', '\r': '\\r', '\t': '\\t' } as Record<string, string>)[c];
-    if (named) return named;
-    const n = c.codePointAt(0) ?? 0;
-    return n < 0x100 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
-  });
+  return lines.map(([k, v]) => `${shown(String(k)).padEnd(13)}${shown(String(v))}`).join('\n') + '\n';
 }
 
 export function table(head: string[], allRows: string[][]): string {
-  const rows = allRows.map((r) => r.map(printable));
+  const rows = allRows.map((r) => r.map(shown));
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ');
   return [line(head), ...rows.map(line)].join('\n') + '\n';

@@ -9,8 +9,9 @@
  * - the bidi embedding, override and isolate controls U+202A-U+202E and
  *   U+2066-U+2069, which reorder what is displayed (`a\u202Etxt.exe` shows as
  *   `aexe.txt`).
- * Client paths holding one are refused (paths.ts), the xferlog writes `_` for
- * them, and the audit trail's tables show them escaped (audit/query.ts).
+ * Client paths holding one are refused (paths.ts), as are homes and key
+ * comments (users/admin.ts); the xferlog writes `_` for them, and the CLI's
+ * tables show them escaped (shown).
  */
 export const UNSAFE_CHAR_CLASS = '\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069';
 
@@ -19,3 +20,28 @@ const UNSAFE = new RegExp(`[${UNSAFE_CHAR_CLASS}]`);
 export function hasUnsafeChar(text: string): boolean {
   return UNSAFE.test(text);
 }
+
+/** The first unsafe character of `text`, or null. */
+export function firstUnsafeChar(text: string): string | null {
+  return UNSAFE.exec(text)?.[0] ?? null;
+}
+
+const SHOWN_ESCAPED = new RegExp(`[\\\\${UNSAFE_CHAR_CLASS}]`, 'g');
+const SHORT_ESCAPES: Record<string, string> = { '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/**
+ * Pure: text for a terminal. Fields come from clients (a user name from a
+ * failed login, a path) or were stored before they were refused (a home):
+ * a line break in one would forge a row, ESC or CSI drive the terminal, a
+ * bidi override reorder what is read. Those characters are shown escaped: \n, \r, \t, \xNN up to U+00FF,
+ * \u{NNNN} above; a backslash is doubled so no escape can be faked.
+ */
+export function shown(text: string): string {
+  return text.replace(SHOWN_ESCAPED, (c) => {
+    const short = SHORT_ESCAPES[c];
+    if (short !== undefined) return short;
+    const code = c.charCodeAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u{${code.toString(16)}}`;
+  });
+}
+

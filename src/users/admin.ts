@@ -10,6 +10,7 @@ import { ServerPlaces, realPlace } from '../session/storage/server-places.js';
 import { DEFAULT_PERMISSIONS, parsePermissions, type Permission } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
 import { StoreConflict, type UserRepository } from '../store/store.js';
+import { firstUnsafeChar } from '../session/unsafe-chars.js';
 import { AdminError, NoSuchUser } from './errors.js';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -62,24 +63,19 @@ export function parseCidrs(texts: readonly string[]): string[] {
 }
 
 /**
- * Characters no home or key comment may hold: C0 and C1 controls, DEL, the
- * bidi embeddings, overrides and isolates, and the line and paragraph
- * separators. Printed by `sluice user list` they would make fake rows or
- * drive the terminal. (session/paths.ts is getting such a class for client
- * paths: the two are to become one.)
+ * No home or key comment may hold the characters no client path may
+ * (session/unsafe-chars.ts): printed by `sluice user list` they would make
+ * fake rows or drive the terminal.
  */
-// eslint-disable-next-line no-control-regex
-const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/u;
-
 function refuseUnprintable(what: string, text: string): void {
-  const m = UNPRINTABLE.exec(text);
-  if (m) throw new AdminError(`${what} holds the control character U+${m[0].codePointAt(0)?.toString(16).toUpperCase().padStart(4, '0')}`);
+  const c = firstUnsafeChar(text);
+  if (c !== null) throw new AdminError(`${what} holds the control character U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`);
 }
 
 /**
  * A home as given: absolute (relative to what? the server's directory is
  * not the administrator's: the CLI resolves a relative one against its own
- * before), no control characters (see UNPRINTABLE).
+ * before), no control characters (see firstUnsafeChar).
  */
 export function validateHome(text: string): string {
   refuseUnprintable('the home', text);
