@@ -1,15 +1,16 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, closeSync, mkdirSync, openSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, openSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { AuditLog, type AuditLogOptions } from '../src/audit/log.js';
+import type { AuditLog } from '../src/audit/log.js';
 import { LastLine, lastLine, lastLineSync } from '../src/audit/log-file.js';
 import { sluice, startServe } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
 import { sshConnect } from './helpers/ssh.js';
+import { freshRoot, openAuditLog, type Rec } from './helpers/audit-files.js';
 
 // A line's length is not the readers' to assume: a session's records are bounded (a copy's names
 // 16 files), but an older version's, or a future record's, may not be. Every reader of a file's end
@@ -18,21 +19,11 @@ import { sshConnect } from './helpers/ssh.js';
 const dir = mkdtempSync(join(tmpdir(), 'sluice-audit-long-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-type Rec = Record<string, unknown> & { seq: number; event: string };
 const actor = { session: 's1', user: 'alice', protocol: 'sftp' as const, ip: '127.0.0.1', port: 1 };
 const MiB = 1024 * 1024;
 
-function fresh(name: string): { root: string; data: string; file: string } {
-  const root = join(dir, name);
-  mkdirSync(join(root, 'data'), { recursive: true });
-  return { root, data: join(root, 'data'), file: join(root, 'data', 'audit.log') };
-}
-
-function openLog(file: string, options: Partial<AuditLogOptions> = {}): { log: AuditLog; errors: string[] } {
-  const errors: string[] = [];
-  const log = new AuditLog({ file, node: 'n1', rotateSize: 0, keep: { count: 0, days: 0 }, xferlog: null, onError: (e) => errors.push(e.message), ...options });
-  return { log, errors };
-}
+const fresh = (name: string) => freshRoot(dir, name);
+const openLog = openAuditLog;
 
 /** An upload record of `bytes` or more, by the paths it was copied from. */
 function bigUpload(bytes: number): Parameters<AuditLog['record']>[1] {

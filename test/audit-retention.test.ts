@@ -1,31 +1,19 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { AuditLog, type AuditLogOptions } from '../src/audit/log.js';
 import { sluice } from './helpers/cli.js';
+import { freshRoot, openAuditLog, recordsOf, type Rec } from './helpers/audit-files.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-audit-keep-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-type Rec = Record<string, unknown> & { seq: number; event: string };
 const actor = { session: 's1', user: 'alice', protocol: 'ftp' as const, ip: '127.0.0.1', port: 1 };
 
-function fresh(name: string): { root: string; data: string; file: string } {
-  const root = join(dir, name);
-  mkdirSync(join(root, 'data'), { recursive: true });
-  return { root, data: join(root, 'data'), file: join(root, 'data', 'audit.log') };
-}
+const fresh = (name: string) => freshRoot(dir, name);
+const openLog = openAuditLog;
 
-function openLog(file: string, options: Partial<AuditLogOptions> = {}): { log: AuditLog; errors: string[] } {
-  const errors: string[] = [];
-  const log = new AuditLog({ file, node: 'n1', rotateSize: 0, keep: { count: 0, days: 0 }, xferlog: null, onError: (e) => errors.push(e.message), ...options });
-  return { log, errors };
-}
-
-const recordsOf = (f: string): Rec[] =>
-  readFileSync(f, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Rec);
 const rotatedOf = (data: string, base: string) =>
   readdirSync(data)
     .filter((n) => n.startsWith(base + '.') && /^\d+$/.test(n.slice(base.length + 1)))

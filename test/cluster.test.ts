@@ -263,6 +263,17 @@ for (const workers of [1, 2]) {
   });
 }
 
+/** Two FTP sessions of alice, one per worker of a fresh server: the second login's worker is the one to kill. */
+async function sessionsOnBothWorkers(srv: TestServer): Promise<{ other: FtpClient; victim: FtpClient; victimPid: number }> {
+  const other = new FtpClient(30_000);
+  await other.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'alice', password: PASSWORD });
+  const victim = new FtpClient(30_000);
+  await victim.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'alice', password: PASSWORD });
+  const [otherPid, victimPid] = (await newLogins(srv, 0, 2)) as [number, number];
+  assert.notEqual(otherPid, victimPid);
+  return { other, victim, victimPid };
+}
+
 describe('workers: 2 — a worker killed mid-upload', () => {
   let srv: TestServer;
   before(async () => {
@@ -271,13 +282,7 @@ describe('workers: 2 — a worker killed mid-upload', () => {
   after(() => srv.stop());
 
   it('is restarted; its upload is recorded aborted, leaves no file, and the other worker serves on', async () => {
-    // Two sessions, one per worker: the second login's worker is the one to kill.
-    const other = new FtpClient(30_000);
-    await other.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'alice', password: PASSWORD });
-    const victim = new FtpClient(30_000);
-    await victim.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'alice', password: PASSWORD });
-    const [otherPid, victimPid] = (await newLogins(srv, 0, 2)) as [number, number];
-    assert.notEqual(otherPid, victimPid);
+    const { other, victim, victimPid } = await sessionsOnBothWorkers(srv);
 
     const source = new PassThrough();
     const upload = victim.uploadFrom(source, 'doomed.bin').then(() => null, (e: Error) => e);
@@ -325,12 +330,7 @@ describe('workers: 2 — a worker killed mid-download', () => {
   it('its download is recorded aborted and its sessions logged out, for the signal', async () => {
     // Found by a review: only uploads were tracked, so a file partly served by the dead worker left no record, nor did its session's end.
     writeFileSync(join(srv.home('alice'), 'big.bin'), randomBytes(32 * MiB));
-    const other = new FtpClient(30_000);
-    await other.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'alice', password: PASSWORD });
-    const victim = new FtpClient(30_000);
-    await victim.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'alice', password: PASSWORD });
-    const [otherPid, victimPid] = (await newLogins(srv, 0, 2)) as [number, number];
-    assert.notEqual(otherPid, victimPid);
+    const { other, victim, victimPid } = await sessionsOnBothWorkers(srv);
     let received = 0;
     // Takes one chunk and never asks for more: the server's send stalls mid-file.
     const stalled = new Writable({ write: (chunk: Buffer) => void (received += chunk.length) });
