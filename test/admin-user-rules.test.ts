@@ -74,6 +74,11 @@ describe('user administration: what is refused, API and CLI alike', () => {
     }
     const password = await call('PATCH', '/users/anonymous', { password: PASSWORD });
     assert.equal(password.status, 400, password.text);
+    // Refused as a whole: a setting given beside the refused password is not written either.
+    const before = ((await call('GET', '/users/anonymous')).json as Json).quotaBytes;
+    const both = await call('PATCH', '/users/anonymous', { password: PASSWORD, quotaBytes: 12345 });
+    assert.equal(both.status, 400, both.text);
+    assert.equal(((await call('GET', '/users/anonymous')).json as Json).quotaBytes, before);
     const key = await call('POST', '/users/ANONYMOUS/keys', { key: userKeyPair().public });
     assert.equal(key.status, 400, key.text);
     const passwd = sluice(srv.dir, ['user', 'passwd', 'anonymous', '--password-stdin'], `${PASSWORD}\n`, SOCKET);

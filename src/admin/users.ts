@@ -182,8 +182,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       if (enabled !== undefined) patch.enabled = enabled;
       const checked = newPassword === undefined ? null : inField('body.password', () => validatePassword(newPassword));
       const user = await admin.require(req.params.name);
-      if (Object.keys(patch).length > 0) await admin.update(req.params.name, patch);
-      if (checked !== null) await admin.setPassword(req.params.name, checked);
+      await admin.update(req.params.name, patch, checked ?? undefined);
       const sessionsEnded = enabled === false ? await endSessions(user, 'user disabled by an administrator') : 0;
       return { ...(await admin.show(req.params.name)), sessionsEnded };
     },

@@ -211,17 +211,21 @@ export class UserAdmin {
     }
   }
 
-  async update(name: string, patch: Partial<UserSettings>): Promise<UserRecord> {
+  /** Settings, and a new password when given: everything is checked before anything is written. */
+  async update(name: string, patch: Partial<UserSettings>, password?: string): Promise<UserRecord> {
     const user = await this.require(name);
     checkExpiry(patch.expiresAt);
+    if (password !== undefined) await this.checkCredentialsAllowed(user);
     const change = { ...patch };
     if (patch.home !== undefined) {
       change.home = resolve(validateHome(patch.home));
       this.checkHome(change.home);
       makeHome(change.home);
     }
+    const hash = password === undefined ? null : await this.hasher.hash(password);
     // Only what is changed goes to the store, which merges it under the row's lock.
-    await this.store.update(user.id, change);
+    if (Object.keys(change).length > 0) await this.store.update(user.id, change);
+    if (hash !== null) await this.store.setPasswordHash(user.id, hash);
     return this.require(name);
   }
 
