@@ -225,6 +225,14 @@ export class Authenticator {
     throw new AuthError(reason);
   }
 
+  /**
+   * A login audited whose session then did not open (its home refused, the
+   * server draining): its end, so that every login record has a logout.
+   */
+  notOpened(req: AuthRequest, user: string, reason: string): void {
+    this.audit?.record({ ...this.actor(req, undefined), user }, { event: 'logout', duration_ms: 0, reason: `session not opened: ${reason}` });
+  }
+
   /** The user as stored (a login as ALICE is alice's), else what was sent, bounded. */
   private actor(req: AuthRequest, user: UserRecord | undefined) {
     return {

@@ -162,6 +162,8 @@ export class Guest {
   private banned = false;
   /** Good credentials were given, though no session opened: the deadline then scores nothing. */
   private vouched = false;
+  /** The last login that succeeded (audited as one): a session it cannot open is recorded as its end. */
+  private lastLogin: AuthRequest | null = null;
 
   constructor(
     private readonly gate: Gate,
@@ -281,6 +283,8 @@ export class Guest {
       this.failures++;
       const reason = err instanceof SluiceError ? (err.detail ?? err.message) : String(err);
       this.gate.log.warn({ user, ip: this.ip, reason }, 'session not opened');
+      // A further SFTP channel of a connection whose session is open ends nothing: its logout comes with that session's.
+      if (this.lastLogin && !this.inSession) this.gate.authenticator.notOpened(this.lastLogin, user, reason);
       throw err;
     }
   }
@@ -326,7 +330,9 @@ export class Guest {
     if (this.exhausted) throw new AuthError('too-many-tries');
     const began = performance.now();
     try {
-      return await login();
+      const account = await login();
+      this.lastLogin = req;
+      return account;
     } catch (err) {
       // Neither is the client's fault: good credentials, no slot free, or nobody left to log in.
       if (!(err instanceof AuthError) || err.reason === 'session-limit' || err.reason === 'connection-closed') throw err;
