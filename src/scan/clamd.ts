@@ -1,6 +1,6 @@
 import net from 'node:net';
 import type { Readable } from 'node:stream';
-import type { ScanVerdict, Scanner } from '../session/scanning.js';
+import { ScanRefused, type ScanVerdict, type Scanner } from '../session/scanning.js';
 
 /** Where clamd listens: its unix socket, or host and port. */
 export type ClamdAddress = { readonly path: string } | { readonly host: string; readonly port: number };
@@ -11,18 +11,28 @@ const CHUNK = 64 * 1024;
 /**
  * ClamAV's clamd over INSTREAM: the file's bytes in length-prefixed chunks,
  * a zero-length chunk to end, then one reply: "stream: OK" or
- * "stream: <signature> FOUND". Anything else (an error reply, a refused or
- * broken connection, no answer within the deadline) throws: the caller
- * fails closed, no file lands unscanned.
+ * "stream: <signature> FOUND". An "... ERROR" reply is clamd refusing this
+ * file (its StreamMaxLength, say) and throws ScanRefused, final; anything
+ * else (a refused or broken connection, no answer within the deadline)
+ * throws a plain Error, worth another try. Either way the caller fails
+ * closed: no file lands unscanned.
  */
 export class ClamdScanner implements Scanner {
   constructor(private readonly address: ClamdAddress) {}
 
+  private connect(): net.Socket {
+    return 'path' in this.address ? net.connect(this.address.path) : net.connect(this.address.port, this.address.host);
+  }
+
   scan(source: Readable, deadline: AbortSignal): Promise<ScanVerdict> {
     return new Promise((resolve, reject) => {
-      const socket = 'path' in this.address ? net.connect(this.address.path) : net.connect(this.address.port, this.address.host);
+      const socket = this.connect();
       let reply = '';
       let settled = false;
+      let connected = false;
+      /** Bytes of the file written to clamd so far. */
+      let sent = 0;
+      let cut = false;
       const done = (err: Error | null, verdict?: ScanVerdict) => {
         if (settled) return;
         settled = true;
@@ -34,17 +44,39 @@ export class ClamdScanner implements Scanner {
       };
       const onAbort = () => done(new Error('clamd did not answer in time'));
       deadline.addEventListener('abort', onAbort);
-      socket.on('error', (err) => done(new Error(`clamd: ${err.message}`)));
+      const answered = (): ScanVerdict | Error | null => {
+        const end = reply.indexOf('\0');
+        return end < 0 ? null : parse(reply.slice(0, end));
+      };
+      const settle = (verdict: ScanVerdict | Error) => (verdict instanceof Error ? done(verdict) : done(null, verdict));
+      // The connection ended with no reply. clamd answers its size limit and closes while the
+      // file is still coming: the write that meets the closed socket (EPIPE, ECONNRESET) can
+      // destroy it before the reply is read. A cut after bytes were sent is asked about once,
+      // with no bytes: would clamd take this many? Its refusal is final; anything else is
+      // the broken connection it looks like, worth another try.
+      const ended = (err: Error) => {
+        if (cut || settled) return;
+        cut = true;
+        if (!connected || sent === 0) return done(err);
+        void this.refuses(sent, deadline).then((refusal) => done(refusal ?? err));
+      };
+      socket.on('error', (err) => {
+        const verdict = answered();
+        if (verdict) settle(verdict);
+        else ended(new Error(`clamd: ${err.message}`));
+      });
       socket.on('data', (d: Buffer) => {
         reply += d.toString('utf8');
-        const end = reply.indexOf('\0');
-        if (end < 0) return;
-        const verdict = parse(reply.slice(0, end));
-        if (verdict instanceof Error) done(verdict);
-        else done(null, verdict);
+        const verdict = answered();
+        if (verdict) settle(verdict);
       });
-      socket.on('close', () => done(new Error(`clamd closed the connection${reply ? `: ${reply.trim()}` : ''}`)));
+      socket.on('close', () => {
+        const verdict = answered();
+        if (verdict) settle(verdict);
+        else ended(new Error(`clamd closed the connection${reply ? `: ${reply.trim()}` : ''}`));
+      });
       socket.once('connect', () => {
+        connected = true;
         socket.write('zINSTREAM\0');
         source.on('error', (err) => done(new Error(`reading the upload: ${err.message}`)));
         source.on('data', (chunk: Buffer) => {
@@ -52,6 +84,7 @@ export class ClamdScanner implements Scanner {
             const piece = chunk.subarray(at, at + CHUNK);
             const head = Buffer.allocUnsafe(4);
             head.writeUInt32BE(piece.length);
+            sent += piece.length;
             if (!socket.write(Buffer.concat([head, piece]))) source.pause();
           }
         });
@@ -60,13 +93,54 @@ export class ClamdScanner implements Scanner {
       });
     });
   }
+
+  /**
+   * Whether clamd refuses a stream of `bytes` outright: an INSTREAM whose first chunk
+   * announces that many, and no bytes. clamd checks a chunk's length against its
+   * StreamMaxLength as soon as it reads it, so a refusal comes at once; one it would
+   * take waits for bytes that never come, and after PROBE_MS the answer is no.
+   */
+  private refuses(bytes: number, deadline: AbortSignal): Promise<ScanRefused | null> {
+    return new Promise((resolve) => {
+      const socket = this.connect();
+      let reply = '';
+      const finish = (refusal: ScanRefused | null) => {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(refusal);
+      };
+      const timer = setTimeout(() => finish(null), deadline.aborted ? 0 : PROBE_MS);
+      socket.on('error', () => finish(null));
+      socket.on('close', () => finish(null));
+      socket.on('data', (d: Buffer) => {
+        reply += d.toString('utf8');
+        const end = reply.indexOf('\0');
+        if (end < 0) return;
+        const verdict = parse(reply.slice(0, end));
+        finish(verdict instanceof ScanRefused ? verdict : null);
+      });
+      socket.once('connect', () => {
+        const head = Buffer.alloc(4);
+        head.writeUInt32BE(Math.min(bytes, 0xffffffff));
+        socket.write(Buffer.concat([Buffer.from('zINSTREAM\0'), head]));
+      });
+    });
+  }
 }
 
-/** clamd's reply to one INSTREAM, as a verdict; an ERROR reply is an Error. */
-function parse(line: string): ScanVerdict | Error {
-  const text = line.replace(/^stream: /, '');
+/** How long the probe after a cut stream waits for clamd's refusal. */
+const PROBE_MS = 1000;
+
+/** clamd's reply to one INSTREAM, as a verdict; an ERROR reply is a ScanRefused, anything else an Error. */
+export function parse(line: string): ScanVerdict | Error {
+  const text = line.replace(/^stream: /, '').trim();
   if (text === 'OK') return { clean: true };
   const found = /^(.+) FOUND$/.exec(text);
   if (found) return { clean: false, signature: found[1] as string };
+  const refused = /^(.*) ERROR$/.exec(text);
+  if (refused) {
+    const what = refused[1] as string;
+    return new ScanRefused(/size limit exceeded/i.test(what) ? 'too large to scan' : 'the scanner refused it', `clamd: ${text}`);
+  }
   return new Error(`clamd: ${text}`);
 }

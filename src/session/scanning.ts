@@ -3,7 +3,27 @@ import { SluiceError } from './errors.js';
 
 export type ScanVerdict = { readonly clean: true } | { readonly clean: false; readonly signature: string };
 
-/** A malware scanner (scan/clamd.ts): the verdict on a stream of bytes; throws when it cannot give one. */
+/**
+ * The scanner answered, and its answer is that it will not give a verdict on
+ * these bytes (clamd's "... ERROR" replies, such as its size limit): asking
+ * again would stream the same file to the same refusal, so it is final.
+ */
+export class ScanRefused extends Error {
+  constructor(
+    /** Why, for the client and the audit trail ("too large to scan"). */
+    readonly why: string,
+    /** The scanner's own words, for the log. */
+    readonly reply: string,
+  ) {
+    super(`${why} (${reply})`);
+    this.name = 'ScanRefused';
+  }
+}
+
+/**
+ * A malware scanner (scan/clamd.ts): the verdict on a stream of bytes; throws when it cannot give one,
+ * ScanRefused when it answered that it will not.
+ */
 export interface Scanner {
   scan(source: Readable, deadline: AbortSignal): Promise<ScanVerdict>;
 }
@@ -29,7 +49,9 @@ const RETRY_MS = 1000;
 /**
  * The verdict on a file, asked until `timeoutMs` has passed: a scanner that
  * is down (restarting, overloaded) gets its chances, and when the time is up
- * the upload fails closed: it is refused, never let through unscanned.
+ * the upload fails closed: it is refused, never let through unscanned. A
+ * scanner that refused the file (ScanRefused) is not asked again: the upload
+ * fails at once, with the reason.
  */
 export async function verdictWithin(scanning: UploadScanning, open: () => Readable): Promise<ScanVerdict> {
   const deadline = AbortSignal.timeout(scanning.timeoutMs);
@@ -38,6 +60,9 @@ export async function verdictWithin(scanning: UploadScanning, open: () => Readab
     try {
       return await scanning.scanner.scan(open(), deadline);
     } catch (err) {
+      if (err instanceof ScanRefused) {
+        throw new SluiceError('rejected', `Upload could not be scanned for malware: ${err.why}`, `scanner refused: ${err.message}`);
+      }
       last = (err as Error).message;
     }
     if (!deadline.aborted) await new Promise((r) => setTimeout(r, RETRY_MS));

@@ -482,6 +482,8 @@ export class Upload extends Transfer {
     let fileSha256: string | undefined;
     let node: TransferRecord['node'];
     let quarantined: TransferRecord['quarantined'];
+    /** Why a scanned upload got no verdict. */
+    let unscanned: string | undefined;
     let stagedLeft = staged !== null;
     // The final name held for replace(), until replace() takes it.
     let targetLeft: Promise<Target> | null = null;
@@ -507,7 +509,10 @@ export class Upload extends Transfer {
         node = { key: nodeKey(st), mtimeMs: st.mtime.getTime() };
         if (scanned) {
           // Still under its hidden name: nothing can see or fetch it until the verdict. Unscannable fails closed (throws).
-          const verdict = await verdictWithin(scanned.scanning, () => this.file.readStream(0, written));
+          const verdict = await verdictWithin(scanned.scanning, () => this.file.readStream(0, written)).catch((err: unknown) => {
+            unscanned = err instanceof SluiceError ? (err.detail ?? err.message) : String(err);
+            throw err;
+          });
           if (!verdict.clean) {
             const file = await scanned.scanning.quarantine.keep(this.file.readStream(0, written), { user: scanned.user, path: this.path });
             quarantined = { signature: verdict.signature, file };
@@ -539,7 +544,7 @@ export class Upload extends Transfer {
       if (e.kind === 'quota-exceeded') this.quotaHit = true;
       if (result === 'ok') this.closeError = e;
       result = 'failed';
-      reason = quarantined ? `malware: ${quarantined.signature}` : `finishing upload: ${e.kind}`;
+      reason = quarantined ? `malware: ${quarantined.signature}` : unscanned ? `not scanned: ${unscanned}` : `finishing upload: ${e.kind}`;
       await this.file.close().catch(() => undefined);
       if (staged !== null && stagedLeft) await staged.discard().catch(() => undefined);
     } finally {

@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -15,16 +15,21 @@ function clamdMissing(): string | null {
 }
 
 /** A started clamd; without clamd installed, a failure in CI and elsewhere `t` (a hook's context) skipped (null). */
-export async function startedClamd(t: object): Promise<Clamd | null> {
+export async function startedClamd(t: object, options: ClamdOptions = {}): Promise<Clamd | null> {
   const missing = clamdMissing();
   if (missing) {
     if (process.env.CI) throw new Error(`clamd must be installed in CI: ${missing}`);
     if ('skip' in t && typeof t.skip === 'function') t.skip(missing);
     return null;
   }
-  const clamd = new Clamd();
+  const clamd = new Clamd(options);
   await clamd.start();
   return clamd;
+}
+
+export interface ClamdOptions {
+  /** clamd's StreamMaxLength (an INSTREAM longer than this is refused with "... ERROR"), e.g. '1M'; clamd's default (100M) otherwise. */
+  streamMaxLength?: string;
 }
 
 /**
@@ -34,7 +39,16 @@ export async function startedClamd(t: object): Promise<Clamd | null> {
 export class Clamd {
   readonly dir = mkdtempSync(join(tmpdir(), 'sluice-clamd-'));
   readonly socket = join(this.dir, 'clamd.sock');
+  /** clamd's own log (LogFile). */
+  readonly logFile = join(this.dir, 'clamd.log');
   private proc: ChildProcess | null = null;
+
+  constructor(private readonly options: ClamdOptions = {}) {}
+
+  /** What clamd logged so far. */
+  log(): string {
+    return existsSync(this.logFile) ? readFileSync(this.logFile, 'utf8') : '';
+  }
 
   async start(): Promise<void> {
     const db = join(this.dir, 'db');
@@ -42,7 +56,9 @@ export class Clamd {
     const md5 = createHash('md5').update(EICAR).digest('hex');
     writeFileSync(join(db, 'sluice-test.hdb'), `${md5}:${Buffer.byteLength(EICAR)}:Sluice.Test.EICAR\n`);
     const conf = join(this.dir, 'clamd.conf');
-    writeFileSync(conf, [`LocalSocket ${this.socket}`, `DatabaseDirectory ${db}`, 'Foreground yes', `PidFile ${join(this.dir, 'clamd.pid')}`, ''].join('\n'));
+    const lines = [`LocalSocket ${this.socket}`, `DatabaseDirectory ${db}`, 'Foreground yes', `PidFile ${join(this.dir, 'clamd.pid')}`, `LogFile ${this.logFile}`, 'LogVerbose yes'];
+    if (this.options.streamMaxLength) lines.push(`StreamMaxLength ${this.options.streamMaxLength}`);
+    writeFileSync(conf, [...lines, ''].join('\n'));
     this.proc = spawn('clamd', ['-c', conf], { stdio: 'ignore' });
     for (let i = 0; i < 300 && !existsSync(this.socket); i++) await new Promise((r) => setTimeout(r, 100));
     if (!existsSync(this.socket)) throw new Error('clamd did not start within 30 s');
