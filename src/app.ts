@@ -196,7 +196,7 @@ function scanningOf(config: Config): UploadScanning | null {
   if (!address) return null;
   return {
     scanner: new ClamdScanner(address),
-    quarantine: new QuarantineDir(resolve(config.dataDir, uploads.quarantineDir)),
+    quarantine: new QuarantineDir(resolve(config.dataDir, uploads.quarantineDir), { totalBytes: uploads.quarantineMaxBytes, userBytes: uploads.quarantineUserMaxBytes }),
     timeoutMs: uploads.scanTimeout * 1000,
     byDefault: uploads.scan === 'clamd',
   };

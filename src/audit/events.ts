@@ -52,8 +52,11 @@ export type AuditEvent =
   | { event: 'symlink' | 'hardlink'; path: string; target: string }
   | { event: 'denied'; operation: string; path: string; reason: 'permission' | 'outside-home' }
   | { event: 'quota-exceeded'; path: string }
-  /** The scanner found malware in an upload: it did not take its name, and was kept at `file`, outside the home. */
-  | { event: 'quarantined'; path: string; signature: string; file: string }
+  /**
+   * The scanner found malware in an upload: it did not take its name. `kept`: a copy is at `file`,
+   * outside the home; otherwise `why` not (the quarantine's limits, a failed write).
+   */
+  | { event: 'quarantined'; path: string; signature: string; size: number; sha256: string | null; kept: boolean; file?: string; why?: string }
   /**
    * The defender banned `address`, the actor's address or its IPv6 network
    * (limits.ipv6Prefix); once per ban, refused connections are not recorded.

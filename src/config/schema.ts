@@ -247,6 +247,10 @@ export const configSchema = z
         scanTimeout: z.number().int().min(1).max(3600).default(60),
         /** Where infected uploads are kept, outside every home; relative to dataDir. */
         quarantineDir: z.string().min(1).default('quarantine'),
+        /** Bytes of infected uploads the quarantine keeps at most, all users together; past it one is refused as ever but not kept. 0: keep none. */
+        quarantineMaxBytes: size.default(1073741824),
+        /** The same for each user's share of the quarantine (anonymous FTP included). */
+        quarantineUserMaxBytes: size.default(104857600),
       })
       .strict()
       .prefault({}),

@@ -28,9 +28,15 @@ export interface Scanner {
   scan(source: Readable, deadline: AbortSignal): Promise<ScanVerdict>;
 }
 
-/** Where infected uploads are kept, outside every home (scan/quarantine.ts); returns where it put this one. */
+/** What the quarantine did with an infected upload: kept at `file`, or not kept and why; `sha256` of its bytes either way. */
+export type Kept = { readonly kept: true; readonly file: string; readonly sha256: string } | { readonly kept: false; readonly why: string; readonly sha256: string };
+
+/**
+ * Where infected uploads are kept, outside every home (scan/quarantine.ts), within its limits.
+ * `open` gives the upload's bytes (again, when needed); throws when keeping failed.
+ */
 export interface QuarantineStore {
-  keep(source: Readable, info: { readonly user: string; readonly path: string }): Promise<string>;
+  keep(open: () => Readable, info: { readonly user: string; readonly path: string; readonly size: number }): Promise<Kept>;
 }
 
 /** Quarantine mode (uploads.scan): each complete upload is scanned before it takes its name. */

@@ -28,8 +28,8 @@ export interface TransferRecord {
   convertedLineEndings: boolean;
   /** An upload's file as it ended (dev:ino and mtime), for UploadReceipts. */
   node?: { key: string; mtimeMs: number };
-  /** The scanner found malware: kept in quarantine at `file`. */
-  quarantined?: { signature: string; file: string };
+  /** The scanner found malware: kept in quarantine at `file`, or not (`why`). */
+  quarantined?: { signature: string; size: number; sha256: string | null; kept: boolean; file?: string; why?: string };
 }
 
 /** How the shared layer treats a transfer beyond its bytes. */
@@ -514,8 +514,15 @@ export class Upload extends Transfer {
             throw err;
           });
           if (!verdict.clean) {
-            const file = await scanned.scanning.quarantine.keep(this.file.readStream(0, written), { user: scanned.user, path: this.path });
-            quarantined = { signature: verdict.signature, file };
+            // The verdict is recorded first: a keep that fails loses the copy, never the record.
+            quarantined = { signature: verdict.signature, size: written, sha256: null, kept: false };
+            try {
+              const kept = await scanned.scanning.quarantine.keep(() => this.file.readStream(0, written), { user: scanned.user, path: this.path, size: written });
+              quarantined = kept.kept ? { ...quarantined, sha256: kept.sha256, kept: true, file: kept.file } : { ...quarantined, sha256: kept.sha256, why: kept.why };
+            } catch (err) {
+              const e = err as NodeJS.ErrnoException;
+              quarantined = { ...quarantined, why: `keeping it failed: ${e.code ?? e.message}` };
+            }
             throw new SluiceError('rejected', `Upload rejected: malware found (${verdict.signature})`);
           }
           target = targetLeft = holdTarget(loc);

@@ -1,0 +1,129 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { EICAR, EICAR_SIGNATURE, startedClamd, type Clamd } from './helpers/clamd.js';
+import { sluice } from './helpers/cli.js';
+import { TestServer } from './helpers/server.js';
+
+const EICAR_SHA256 = createHash('sha256').update(EICAR).digest('hex');
+
+/*
+ * Infected uploads never count against a quota (they are refused), so the
+ * quarantine has limits of its own; past them the upload is refused as ever,
+ * recorded in full, and not kept. Its files are named by the server alone.
+ */
+describe('the quarantine (a real clamd)', () => {
+  let clamd: Clamd;
+  let local: string;
+  const servers: TestServer[] = [];
+  const curl = (srv: TestServer, user: string, path: string) =>
+    spawnSync('curl', ['-sS', '--max-time', '60', '-T', join(local, 'eicar.com'), `ftp://${user}:${user}%20password@127.0.0.1:${srv.ftpPort}${path}`], { encoding: 'utf8' });
+  const kept = (srv: TestServer, user: string) => {
+    const dir = join(srv.dir, 'data', 'quarantine', user);
+    return existsSync(dir) ? readdirSync(dir) : [];
+  };
+  /** The quarantined records once there are `n` (polling up to 15 s). */
+  const records = async (srv: TestServer, n: number) => {
+    let found: Record<string, unknown>[] = [];
+    for (let i = 0; i < 75 && found.length < n; i++) found = (await srv.audit(200)).filter((l) => l.event === 'quarantined');
+    return found;
+  };
+  const start = (uploads: string) =>
+    TestServer.start({
+      yaml: `ftp:\n  tls: optional\nuploads:\n  scan: clamd\n  clamdSocket: ${clamd.socket}\n  scanTimeout: 10\n${uploads}`,
+      users: ['alice', 'carol'].map((name) => ({ name, password: `${name} password` })),
+    }).then((s) => (servers.push(s), s));
+
+  before(async (t) => {
+    const started = await startedClamd(t);
+    if (!started) return;
+    clamd = started;
+    local = mkdtempSync(join(tmpdir(), 'sluice-quarantine-'));
+    writeFileSync(join(local, 'eicar.com'), EICAR);
+  });
+  after(async () => {
+    for (const s of servers) await s.stop();
+    await clamd?.cleanup();
+    if (local) rmSync(local, { recursive: true, force: true });
+  });
+
+  it('an upload with a 250-byte name is kept under a name of the server, and recorded with its path, size and SHA-256', async (t) => {
+    if (!clamd) return t.skip('no clamd');
+    const srv = await start('');
+    const name = `${'n'.repeat(246)}.com`;
+    const r = curl(srv, 'alice', `/${name}`);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /550/);
+    const [q] = await records(srv, 1);
+    assert.ok(q, 'a quarantined record');
+    assert.equal(q.path, `/${name}`);
+    assert.equal(q.signature, EICAR_SIGNATURE);
+    assert.equal(q.kept, true);
+    assert.equal(q.size, EICAR.length);
+    assert.equal(q.sha256, EICAR_SHA256);
+    const files = kept(srv, 'alice');
+    assert.equal(files.length, 1);
+    assert.ok(!(files[0] as string).includes('nnnn'), `the client's name is not in ${files[0]}`);
+    assert.equal(join(srv.dir, 'data', 'quarantine', 'alice', files[0] as string), q.file);
+    assert.equal(readFileSync(q.file as string, 'utf8'), EICAR);
+    const up = (await srv.audit(0)).find((l) => l.event === 'upload' && l.path === `/${name}`);
+    assert.equal(up?.reason, `malware: ${EICAR_SIGNATURE}`);
+  });
+
+  it('keeps no more than uploads.quarantineUserMaxBytes per user and quarantineMaxBytes in all, counted again after a restart', async (t) => {
+    if (!clamd) return t.skip('no clamd');
+    // Room for two EICAR files (68 bytes) per user, three in all.
+    const srv = await start('  quarantineUserMaxBytes: 150\n  quarantineMaxBytes: 250\n');
+    for (const path of ['/a1.com', '/a2.com', '/a3.com']) assert.match(curl(srv, 'alice', path).stderr, /550/);
+    for (const path of ['/c1.com', '/c2.com']) assert.match(curl(srv, 'carol', path).stderr, /550/);
+    let q = await records(srv, 5);
+    assert.deepEqual(
+      q.map((l) => [l.path, l.kept, l.why ?? null]),
+      [
+        ['/a1.com', true, null],
+        ['/a2.com', true, null],
+        ['/a3.com', false, "the user's quarantine is full (uploads.quarantineUserMaxBytes: 150)"],
+        ['/c1.com', true, null],
+        ['/c2.com', false, 'the quarantine is full (uploads.quarantineMaxBytes: 250)'],
+      ],
+    );
+    for (const l of q) {
+      assert.equal(l.signature, EICAR_SIGNATURE);
+      assert.equal(l.size, EICAR.length);
+      assert.equal(l.sha256, EICAR_SHA256);
+      assert.equal(l.file === undefined, l.kept === false);
+    }
+    assert.equal(kept(srv, 'alice').length, 2);
+    assert.equal(kept(srv, 'carol').length, 1);
+    // What is on disk at start counts; what an administrator removes frees room.
+    await srv.restart();
+    assert.match(curl(srv, 'alice', '/a4.com').stderr, /550/);
+    rmSync(join(srv.dir, 'data', 'quarantine', 'carol'), { recursive: true });
+    assert.match(curl(srv, 'carol', '/c3.com').stderr, /550/);
+    q = await records(srv, 7);
+    assert.deepEqual(
+      q.slice(5).map((l) => [l.path, l.kept]),
+      [
+        ['/a4.com', false],
+        ['/c3.com', true],
+      ],
+    );
+    assert.equal(kept(srv, 'alice').length, 2);
+    assert.equal(sluice(srv.dir, ['audit', 'verify']).code, 0);
+  });
+
+  it('quarantineMaxBytes: 0 keeps nothing, and still records every infected upload', async (t) => {
+    if (!clamd) return t.skip('no clamd');
+    const srv = await start('  quarantineMaxBytes: 0\n');
+    assert.match(curl(srv, 'alice', '/z.com').stderr, /550/);
+    const [q] = await records(srv, 1);
+    assert.equal(q?.kept, false);
+    assert.equal(q?.sha256, EICAR_SHA256);
+    assert.equal(kept(srv, 'alice').length, 0);
+    assert.deepEqual(readdirSync(srv.home('alice')), []);
+  });
+});
