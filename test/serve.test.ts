@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import net from 'node:net';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -71,22 +73,25 @@ describe('sluice serve on a fresh machine', () => {
     writeFileSync(join(dir, 'bad-audit.yaml'), 'audit:\n  file: .\n');
     const r = sluice(dir, ['serve'], '', { ...env, SLUICE_CONFIG: join(dir, 'bad-audit.yaml') });
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /sluice: EISDIR: .*open '.*data'/);
+    assert.match(r.stderr, /sluice: cannot read the audit log .*data: EISDIR/);
   });
 
   it('exits, closing the ports it opened, when a later port cannot be bound', async () => {
-    // FTP binds first, then implicit FTPS fails on the same port: the FTP listener must not keep the process alive.
-    const [port] = await freePorts(1);
+    // FTP binds first, then implicit FTPS fails on a port another process holds: the FTP listener must not keep the process alive.
+    const [port, taken] = (await freePorts(2)) as [number, number];
+    const holder = net.createServer().listen(taken, '127.0.0.1');
+    await once(holder, 'listening');
     const r = spawnSync(process.execPath, [BIN, 'serve'], {
       cwd: dir,
       encoding: 'utf8',
-      env: { ...process.env, ...env, SLUICE_FTP_PORT: String(port), SLUICE_FTPS_PORT: String(port), SLUICE_LOG_LEVEL: 'info' },
+      env: { ...process.env, ...env, SLUICE_FTP_PORT: String(port), SLUICE_FTPS_PORT: String(taken), SLUICE_LOG_LEVEL: 'info' },
       timeout: 30_000,
       killSignal: 'SIGKILL', // a server stuck this way ignores SIGTERM too
     });
     assert.equal(r.status, 1, `exit ${r.status} signal ${r.signal}\n${r.stdout}${r.stderr}`);
     assert.match(r.stdout + r.stderr, /could not start/);
     assert.match(r.stdout + r.stderr, /EADDRINUSE/);
+    holder.close();
   });
 });
 

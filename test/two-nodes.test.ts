@@ -4,6 +4,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
 import { sluice, startServe } from './helpers/cli.js';
 import { HaProxy, haproxyMissing } from './helpers/haproxy.js';
 import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
@@ -145,8 +146,16 @@ describe('two nodes on one PostgreSQL behind HAProxy', { skip: skip ?? false, ti
   });
 
   it('a node that cannot start on the shared store says why and exits (its pool does not keep it alive)', async () => {
-    const added = cli(a, ['user', 'add', 'ftp', '--password-stdin', '--home', join(homes, 'ftp')], 'ftp-user-pw-1\n');
+    // A user named ftp from before the anonymous names were reserved: made as another, renamed in the store.
+    const added = cli(a, ['user', 'add', 'legacyftp', '--password-stdin', '--home', join(homes, 'ftp')], 'ftp-user-pw-1\n');
     assert.equal(added.code, 0, added.stderr);
+    const sql = new pg.Client({ connectionString: db.url });
+    await sql.connect();
+    try {
+      await sql.query("UPDATE users SET name = 'ftp' WHERE name = 'legacyftp'");
+    } finally {
+      await sql.end();
+    }
     const dir = mkdtempSync(join(shared, 'node-c-'));
     writeFileSync(join(dir, 'sluice.yaml'), `ftp:\n  anonymous:\n    enabled: true\n    root: ${join(shared, 'anon')}\n`);
     const [ftp, ftps, sftp] = (await freePorts(3)) as [number, number, number];

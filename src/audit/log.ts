@@ -223,6 +223,9 @@ function tail(file: string): Buffer | null {
     const end = new LastLine();
     end.push(gunzipSync(readFileSync(fd)));
     return end.text;
+  } catch (err) {
+    // Read errors (a directory configured as the log) name no file of their own.
+    throw new Error(`cannot read the audit log ${file}: ${(err as Error).message}`);
   } finally {
     closeSync(fd);
   }
