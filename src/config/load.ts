@@ -1,10 +1,14 @@
 import { accessSync, constants, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from './errors.js';
 import { NODE_ID, NODE_ID_RULE, configSchema, type Config } from './schema.js';
+
+// Loaded when a file is read: the parser is some 70 modules, and every CLI
+// command loads the configuration, most of them with no file at all.
+const yamlParser = (): typeof import('yaml').parse => (createRequire(import.meta.url)('yaml') as typeof import('yaml')).parse;
 
 type Raw = Record<string, unknown>;
 
@@ -79,7 +83,7 @@ function readYaml(path: string): Raw {
   }
   let doc: unknown;
   try {
-    doc = parseYaml(text);
+    doc = yamlParser()(text);
   } catch (err) {
     throw new ConfigError(`config file ${path}: not valid YAML: ${(err as Error).message.split('\n')[0]}`);
   }
