@@ -27,6 +27,10 @@ describe('hook argv templates', () => {
     assert.deepEqual(argv, ['notify', 'ro\uFFFDot']);
     assert.equal(spawnSync(process.execPath, ['-e', '0', ...argv]).error, undefined);
   });
+  it('a value never starts an argument with a dash; the template may', () => {
+    const f = { ...fields, user: '--version', path: '' };
+    assert.deepEqual(expandArgv(['ls', '{user}', '{path}{user}', 'x{user}', '--user={user}', '-{user}'], f), ['ls', '\\x2d-version', '\\x2d-version', 'x--version', '--user=--version', '---version']);
+  });
   it('names placeholders that are no field', () => {
     assert.deepEqual(unknownPlaceholders(['x', '{user}', '{password}', '{home}x']), ['password', 'home']);
   });

@@ -1,4 +1,5 @@
 import type { Actor, AuditEvent } from '../audit/events.js';
+import { shown } from '../session/unsafe-chars.js';
 
 /** What a hook can be run on. */
 export const HOOK_EVENTS = ['upload', 'download', 'delete', 'rename', 'login', 'login-failed', 'quota-exceeded'] as const;
@@ -12,9 +13,16 @@ export type HookFields = Record<(typeof HOOK_FIELDS)[number], string>;
  * The hook event an audit event is, with its fields; null for events no hook
  * runs on. Transfers count only when they completed: a hook on `upload` is
  * told of files that are there.
+ *
+ * The user is shown escaped (session/unsafe-chars.ts): a failed login of an
+ * unknown user carries the name the client sent, which may hold a line break
+ * (a forged line in what the hook writes), ESC or a bidi override. Stored
+ * names are letters, digits, `.`, `_` and `-` (users/admin.ts), which escaping
+ * leaves as they are, so only a client's name is ever changed, for commands
+ * and webhooks alike. The audit trail keeps the name as sent.
  */
 export function hookEventOf(actor: Actor, e: AuditEvent, time: Date): { event: HookEvent; fields: HookFields } | null {
-  const base = { time: time.toISOString(), user: actor.user, protocol: actor.protocol, ip: actor.ip, session: actor.session, path: '', target: '', bytes: '', size: '', sha256: '', reason: '' };
+  const base = { time: time.toISOString(), user: shown(actor.user), protocol: actor.protocol, ip: actor.ip, session: actor.session, path: '', target: '', bytes: '', size: '', sha256: '', reason: '' };
   switch (e.event) {
     case 'upload':
     case 'download':
@@ -47,7 +55,27 @@ export function unknownPlaceholders(argv: readonly string[]): string[] {
  * whatever the value holds: no shell ever sees it. An argument cannot carry a
  * NUL, and one in a value (a name a client typed) would keep the command from
  * running at all, so a failed login could dodge its hook: it becomes U+FFFD.
+ *
+ * Nor can a value make an option: where an argument would start with a `-`
+ * that a value put there, not the template (a failed login as `--version`
+ * given to `ls -d {user}`), that `-` is written `\x2d`, as the escaping of
+ * hookEventOf writes other characters (a backslash the client sent is
+ * already doubled there, so the escape cannot be mistaken for one). Of the
+ * fields only the user of a failed login can start with `-`: stored names
+ * start with a letter or digit, paths with `/`, the rest are the server's.
+ * A dash the template starts an argument with (`--user={user}`) is kept.
  */
 export function expandArgv(argv: readonly string[], fields: HookFields): string[] {
-  return argv.map((a) => a.replace(PLACEHOLDER, (_, name: string) => (fields[name as keyof HookFields] ?? '').replaceAll('\0', '\uFFFD')));
+  return argv.map((template) => {
+    let out = '';
+    let last = 0;
+    for (const m of template.matchAll(PLACEHOLDER)) {
+      out += template.slice(last, m.index);
+      let value = (fields[m[1] as keyof HookFields] ?? '').replaceAll('\0', '\uFFFD');
+      if (out === '' && value.startsWith('-')) value = `\\x2d${value.slice(1)}`;
+      out += value;
+      last = m.index + m[0].length;
+    }
+    return out + template.slice(last);
+  });
 }

@@ -1,0 +1,105 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+import { sshConnect } from './helpers/ssh.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The argv of each run a recording hook wrote to `file` (one JSON array a line), once there are `n`. */
+async function runs(file: string, n: number, ms = 10_000): Promise<string[][]> {
+  for (const t0 = Date.now(); Date.now() - t0 < ms; await sleep(100)) {
+    const got = existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter((l) => l !== '') : [];
+    if (got.length >= n) return got.map((l) => JSON.parse(l) as string[]);
+  }
+  assert.fail(`fewer than ${n} hook runs in ${file}`);
+}
+
+/** A node script that appends its arguments after the first (the file) as one JSON line. */
+function recorder(dir: string): string {
+  const script = join(dir, 'record.js');
+  writeFileSync(script, "require('fs').appendFileSync(process.argv[2], JSON.stringify(process.argv.slice(3)) + '\\n');\n");
+  return script;
+}
+
+describe('the name of a failed login reaches hooks neither as an option nor with control characters', () => {
+  // Found by a review: `ls -d {user}` on login-failed ran `ls -d --version` for an FTPS login as
+  // `--version`, and an SSH user name "-la\nFAKE LINE: login ok for root" arrived as it was sent.
+  let srv: TestServer;
+  let dir: string;
+  let web: Server;
+  const bodies: Record<string, string>[] = [];
+  const forged = '-la\nFAKE LINE: login ok for root';
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-hook-names-'));
+    web = createServer((req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        bodies.push(JSON.parse(body) as Record<string, string>);
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
+    const yaml = [
+      'ftp:',
+      '  tls: optional',
+      'hooks:',
+      '  actions:',
+      '    - name: record',
+      '      on: [login-failed]',
+      `      command: ['${process.execPath}', '${recorder(dir)}', '${join(dir, 'runs.jsonl')}', '-d', '{user}', 'user={user}', '{reason}']`,
+      '    - name: ls',
+      '      on: [login-failed]',
+      "      command: ['ls', '-d', '{user}']",
+      '    - name: web',
+      '      on: [login-failed]',
+      `      url: 'http://127.0.0.1:${(web.address() as AddressInfo).port}/hook'`,
+      '',
+    ].join('\n');
+    srv = await TestServer.start({ yaml, users: [{ name: 'alice', password: 'alice password' }] });
+  });
+  after(async () => {
+    await srv?.stop();
+    web?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('FTPS login as --version: the command gets \\x2d-version, not an option', async () => {
+    const c = await RawFtp.connect(srv.ftpPort);
+    await c.read();
+    await c.startTls();
+    assert.equal((await c.login('--version', 'x')).code, 530);
+    c.socket.destroy();
+    const got = (await runs(join(dir, 'runs.jsonl'), 1)).find((r) => r[3] === 'unknown-user');
+    assert.deepEqual(got, ['-d', '\\x2d-version', 'user=--version', 'unknown-user']);
+    // ls was given a name, not --version: it found no such file and said so.
+    let failed: Record<string, unknown>[] = [];
+    for (let i = 0; i < 20 && failed.length === 0; i++) failed = (await srv.audit(300)).filter((l) => l.event === 'hook-failed' && l.hook === 'ls');
+    assert.equal(failed.length, 1, JSON.stringify(failed));
+    assert.equal(failed[0]?.user, '--version');
+    assert.match(String(failed[0]?.reason), /^command exit status 2: .*x2d-version/);
+  });
+
+  it('an SSH user name with a leading dash and a line break arrives escaped, to commands and webhooks', async () => {
+    await assert.rejects(sshConnect({ port: srv.sftpPort, username: forged, password: 'x' }));
+    const all = await runs(join(dir, 'runs.jsonl'), 2);
+    const got = all.filter((r) => r[2]?.includes('FAKE LINE'));
+    assert.ok(got.length >= 1, JSON.stringify(all));
+    for (const r of got) {
+      assert.deepEqual(r.slice(0, 3), ['-d', '\\x2dla\\nFAKE LINE: login ok for root', 'user=-la\\nFAKE LINE: login ok for root']);
+    }
+    for (let i = 0; i < 50 && !bodies.some((b) => b.user?.includes('FAKE LINE')); i++) await sleep(100);
+    const posted = bodies.filter((b) => b.user?.includes('FAKE LINE'));
+    assert.ok(posted.length >= 1, JSON.stringify(bodies));
+    assert.ok(posted.every((b) => b.user === '-la\\nFAKE LINE: login ok for root'), JSON.stringify(posted));
+    // The audit trail keeps the name as it was sent.
+    assert.ok((await srv.audit()).some((l) => l.event === 'login-failed' && l.user === forged));
+  });
+});
