@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -101,5 +102,38 @@ describe('the name of a failed login reaches hooks neither as an option nor with
     assert.ok(posted.every((b) => b.user === '-la\\nFAKE LINE: login ok for root'), JSON.stringify(posted));
     // The audit trail keeps the name as it was sent.
     assert.ok((await srv.audit()).some((l) => l.event === 'login-failed' && l.user === forged));
+  });
+});
+
+describe('the environment of a hook command', () => {
+  it('holds none of the server\'s secrets, only PATH and the like and what its action names', async () => {
+    // Found by a review: hook programs inherited SLUICE_ADMIN_TOKEN, SLUICE_STORE_URL with its password, every SLUICE_* variable.
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-hook-env-'));
+    const script = join(dir, 'env.js');
+    writeFileSync(script, "require('fs').appendFileSync(process.argv[2], JSON.stringify(process.env) + '\\n');\n");
+    const out = join(dir, 'env.jsonl');
+    const yaml = `ftp:\n  tls: optional\nhooks:\n  actions:\n    - name: env\n      on: [upload]\n      command: ['${process.execPath}', '${script}', '${out}']\n      env: [HOOK_PASSED, HOOK_UNSET]\n`;
+    const srv = await TestServer.start({
+      yaml,
+      users: [{ name: 'alice', password: 'alice password' }],
+      env: { SLUICE_ADMIN_TOKEN: 'admin-secret-token', HOOK_SECRET: 'hunter2', HOOK_PASSED: 'passed on', LANG: 'C.UTF-8' },
+    });
+    try {
+      writeFileSync(join(dir, 'f'), 'x');
+      const r = spawnSync('curl', ['-sS', '-T', join(dir, 'f'), `ftp://alice:alice%20password@127.0.0.1:${srv.ftpPort}/f`]);
+      assert.equal(r.status, 0, String(r.stderr));
+      for (let i = 0; i < 100 && !existsSync(out); i++) await sleep(100);
+      const env = JSON.parse(readFileSync(out, 'utf8').split('\n')[0] as string) as Record<string, string>;
+      assert.equal(env.HOOK_SECRET, undefined);
+      assert.deepEqual(Object.keys(env).filter((k) => k.startsWith('SLUICE_')), []);
+      assert.ok(!JSON.stringify(env).includes('admin-secret-token'));
+      assert.equal(env.HOOK_PASSED, 'passed on');
+      assert.ok(!('HOOK_UNSET' in env), 'a name the server does not have is not made up');
+      assert.equal(env.PATH, process.env.PATH);
+      assert.equal(env.LANG, 'C.UTF-8');
+    } finally {
+      await srv.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -266,6 +266,15 @@ export const configSchema = z
                 on: z.array(z.enum(HOOK_EVENTS)).min(1),
                 /** argv, each `{field}` replaced (see hooks/events.ts); never run through a shell. */
                 command: z.array(z.string().min(1)).min(1).optional(),
+                /**
+                 * Names of the server's environment variables the command is
+                 * given; otherwise it has only PATH, HOME, LANG, LC_ALL and TZ
+                 * (hooks/runner.ts BASE_ENV), none of the server's secrets.
+                 */
+                env: z
+                  .array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name'))
+                  .max(64)
+                  .default([]),
                 url: z
                   .url({ protocol: /^https?$/ })
                   .refine((u) => badUrlPort(u) === null, PORT_RANGE)
@@ -277,6 +286,7 @@ export const configSchema = z
               .strict()
               .superRefine((a, ctx) => {
                 if (!a.command && !a.url) ctx.addIssue({ code: 'custom', message: 'a hook needs a command or a url' });
+                if (!a.command && a.env.length > 0) ctx.addIssue({ code: 'custom', path: ['env'], message: 'env is given to a command; this hook has none' });
                 const unknown = unknownPlaceholders(a.command ?? []);
                 if (unknown.length > 0) {
                   ctx.addIssue({ code: 'custom', path: ['command'], message: `unknown placeholder {${unknown[0]}} (one of: ${HOOK_FIELDS.join(', ')})` });

@@ -11,6 +11,8 @@ export interface HookAction {
   readonly on: readonly HookEvent[];
   /** argv template, run without a shell. */
   readonly command?: readonly string[] | undefined;
+  /** Names of the server's environment variables the command is given besides those of BASE_ENV. */
+  readonly env?: readonly string[] | undefined;
   /** POSTed the fields as JSON. */
   readonly url?: string | undefined;
   /** HMAC-SHA256 key of the X-Sluice-Signature header; '' for none. */
@@ -29,6 +31,13 @@ const MAX_QUEUED = 1000;
  * and crowd out the hooks of what users do.
  */
 const MAX_QUEUED_FAILED_LOGINS = 250;
+/**
+ * What a command is given of the server's environment, when set, besides the
+ * names its action lists (env). Nothing else: the server's environment holds
+ * secrets (SLUICE_ADMIN_TOKEN, a store URL with its password, every other
+ * SLUICE_* setting) that a hook's program has no need of.
+ */
+const BASE_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ'] as const;
 /** What a failing command said on stderr, kept for the log and the audit record. */
 const STDERR_KEPT = 512;
 /** How long a stopping server waits for the hooks it ended to be recorded. */
@@ -116,7 +125,7 @@ export class Hooks implements AuditSink {
   private async run(action: HookAction, fields: HookFields): Promise<void> {
     try {
       const { signal } = this.stopping;
-      if (action.command) await runCommand(expandArgv(action.command, fields), action.timeout * 1000, signal);
+      if (action.command) await runCommand(expandArgv(action.command, fields), hookEnv(action.env ?? []), action.timeout * 1000, signal);
       if (action.url) await post(action.url, fields, action.secret, action.timeout * 1000, action.retries, signal);
     } catch (err) {
       this.fail(action, fields, (err as Error).message);
@@ -135,9 +144,9 @@ export class Hooks implements AuditSink {
  * not outlive it, holding its stderr open and with it the hook's slot and the
  * stopping server. The hook ends when the command exits.
  */
-function runCommand(argv: string[], timeoutMs: number, stopping: AbortSignal): Promise<void> {
+function runCommand(argv: string[], env: NodeJS.ProcessEnv, timeoutMs: number, stopping: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    const child = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], detached: true, env });
     let stderr = '';
     let ended: 'timeout' | 'stopping' | null = null;
     const killGroup = (why: 'timeout' | 'stopping') => {
@@ -182,6 +191,13 @@ function runCommand(argv: string[], timeoutMs: number, stopping: AbortSignal): P
       });
     });
   });
+}
+
+/** Pure: the environment of a hook's command: BASE_ENV and the names given, those of them the server has. */
+export function hookEnv(names: readonly string[], from: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const name of [...BASE_ENV, ...names]) if (from[name] !== undefined) env[name] = from[name];
+  return env;
 }
 
 /** The receiver checks X-Sluice-Signature: "sha256=" and the HMAC-SHA256 of the exact body with the shared secret. */
