@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
-import { sshConnect } from './helpers/ssh.js';
+import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -132,6 +132,56 @@ describe('the environment of a hook command', () => {
       assert.equal(env.PATH, process.env.PATH);
       assert.equal(env.LANG, 'C.UTF-8');
     } finally {
+      await srv.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the hook queue is shared fairly between users', () => {
+  it('one user downloading in a loop does not have another user\'s hooks dropped', { timeout: 120_000 }, async () => {
+    // Found by a review: bob downloaded a tiny file 1,100 times over SFTP behind a hook taking
+    // 1 s, two at a time; the 1,000 places filled with his hooks and alice's upload hook was dropped.
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-hook-fair-'));
+    const out = join(dir, 'runs.jsonl');
+    const yaml = [
+      'hooks:',
+      '  concurrency: 2',
+      '  actions:',
+      '    - name: record',
+      '      on: [upload]',
+      `      command: ['${process.execPath}', '${recorder(dir)}', '${out}', '{user}', '{path}']`,
+      '    - name: busy',
+      '      on: [download, upload]',
+      "      command: ['/bin/sleep', '1']",
+      '',
+    ].join('\n');
+    const srv = await TestServer.start({ yaml, users: [{ name: 'alice', password: 'alice password' }, { name: 'bob', password: 'bob password' }] });
+    const clients: import('ssh2').Client[] = [];
+    try {
+      const bob = await sshConnect({ port: srv.sftpPort, username: 'bob', password: 'bob password' });
+      clients.push(bob);
+      const bobSftp = await sftpOf(bob);
+      await call((cb) => bobSftp.writeFile('/tiny', 'x', cb));
+      for (let i = 0; i < 1100; i += 20) {
+        await Promise.all(Array.from({ length: 20 }, () => call<Buffer>((cb) => bobSftp.readFile('/tiny', cb))));
+      }
+      const alice = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+      clients.push(alice);
+      const aliceSftp = await sftpOf(alice);
+      const t0 = Date.now();
+      await call((cb) => aliceSftp.writeFile('/mine', 'y', cb));
+      // Alice's hook runs at the next free slot, not after bob's backlog.
+      const got = (await runs(out, 2, 15_000)).filter((r) => r[0] === 'alice');
+      assert.deepEqual(got, [['alice', '/mine']]);
+      assert.ok(Date.now() - t0 < 10_000, `${Date.now() - t0} ms`);
+      const failed = (await srv.audit()).filter((l) => l.event === 'hook-failed');
+      assert.ok(!failed.some((l) => l.user === 'alice'), JSON.stringify(failed.filter((l) => l.user === 'alice')));
+      const bobs = failed.filter((l) => l.user === 'bob' && l.reason === 'queue full' && l.trigger === 'download');
+      // 1,100 downloads: a few run, 250 wait, the rest are dropped, each recorded.
+      assert.ok(bobs.length > 700 && bobs.length < 1100 - 250, `${bobs.length} of bob's dropped`);
+    } finally {
+      for (const c of clients) c.end();
       await srv.stop();
       rmSync(dir, { recursive: true, force: true });
     }

@@ -23,14 +23,23 @@ export interface HookAction {
   readonly retries: number;
 }
 
+interface Queued {
+  action: HookAction;
+  fields: HookFields;
+}
+
 /** Hooks waiting for a free slot; past this, new ones are dropped (and audited) rather than held without end. */
 const MAX_QUEUED = 1000;
 /**
- * Of those, the most that failed logins may hold: anyone can fail a login,
- * from as many addresses as they have, and would otherwise fill the queue
- * and crowd out the hooks of what users do.
+ * Of those, the most that one source may hold: each user, and failed logins
+ * all together (anyone can fail a login, under any name, from as many
+ * addresses as they have; a failed login as alice takes none of alice's
+ * places). One user downloading a small file in a loop would otherwise fill
+ * the queue and have everyone else's hooks dropped.
  */
-const MAX_QUEUED_FAILED_LOGINS = 250;
+const MAX_QUEUED_PER_SOURCE = MAX_QUEUED / 4;
+/** The source of failed logins; users' are `user NAME`, which no name can make this. */
+const FAILED_LOGINS = 'failed logins';
 /**
  * What a command is given of the server's environment, when set, besides the
  * names its action lists (env). Nothing else: the server's environment holds
@@ -54,8 +63,13 @@ const STDERR_GRACE_MS = 200;
  */
 export class Hooks implements AuditSink {
   private running = 0;
-  private readonly queue: { action: HookAction; fields: HookFields }[] = [];
-  private queuedFailedLogins = 0;
+  /**
+   * What waits, by source, in the order they take turns: the next hook to run
+   * is the oldest of the source first here, which then goes to the back. A
+   * source with a long queue delays each other one by at most one hook.
+   */
+  private readonly queues = new Map<string, Queued[]>();
+  private queued = 0;
   private idle: (() => void) | null = null;
   /** Aborted when the server stops: running commands are killed, posts and their retries given up. */
   private readonly stopping = new AbortController();
@@ -82,14 +96,16 @@ export class Hooks implements AuditSink {
   async drain(ms: number): Promise<void> {
     await this.idleWithin(ms);
     this.stopping.abort();
-    this.queuedFailedLogins = 0;
-    for (const { action, fields } of this.queue.splice(0)) this.fail(action, fields, 'server stopping');
+    const waiting = [...this.queues.values()].flat();
+    this.queues.clear();
+    this.queued = 0;
+    for (const { action, fields } of waiting) this.fail(action, fields, 'server stopping');
     // The ended ones say so as they exit, before the audit log closes.
     await this.idleWithin(STOPPED_GRACE_MS);
   }
 
   private async idleWithin(ms: number): Promise<void> {
-    if (this.running === 0 && this.queue.length === 0) return;
+    if (this.running === 0 && this.queued === 0) return;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, ms);
       this.idle = () => {
@@ -99,25 +115,52 @@ export class Hooks implements AuditSink {
     });
   }
 
+  /**
+   * A source past its share has its new hook dropped. A full queue (four
+   * sources at their share) makes room for a source holding fewer by
+   * dropping the newest hook of the source holding the most: the flooding
+   * source loses its own, never the others. Each drop is recorded.
+   */
   private enqueue(action: HookAction, fields: HookFields): void {
     if (this.stopping.signal.aborted) return this.fail(action, fields, 'server stopping');
-    if (this.queue.length >= MAX_QUEUED) return this.fail(action, fields, 'queue full');
-    const failedLogin = fields.event === 'login-failed';
-    if (failedLogin && this.queuedFailedLogins >= MAX_QUEUED_FAILED_LOGINS) return this.fail(action, fields, 'queue full of failed logins');
-    if (failedLogin) this.queuedFailedLogins++;
-    this.queue.push({ action, fields });
+    const source = fields.event === 'login-failed' ? FAILED_LOGINS : `user ${fields.user}`;
+    const mine = this.queues.get(source) ?? [];
+    if (mine.length >= MAX_QUEUED_PER_SOURCE || this.queued >= MAX_QUEUED) {
+      const [flooding, most] = this.queued >= MAX_QUEUED ? this.mostQueued() : ['', []];
+      if (most.length <= mine.length) return this.dropped({ action, fields });
+      this.dropped(most.pop() as Queued);
+      this.queued--;
+      if (most.length === 0) this.queues.delete(flooding);
+    }
+    mine.push({ action, fields });
+    this.queued++;
+    if (mine.length === 1) this.queues.set(source, mine);
     this.pump();
   }
 
+  private mostQueued(): [string, Queued[]] {
+    let most: [string, Queued[]] = ['', []];
+    for (const entry of this.queues) if (entry[1].length > most[1].length) most = entry;
+    return most;
+  }
+
+  private dropped({ action, fields }: Queued): void {
+    this.fail(action, fields, fields.event === 'login-failed' ? 'queue full of failed logins' : 'queue full');
+  }
+
   private pump(): void {
-    while (this.running < this.concurrency && this.queue.length > 0) {
-      const { action, fields } = this.queue.shift() as { action: HookAction; fields: HookFields };
-      if (fields.event === 'login-failed') this.queuedFailedLogins--;
+    while (this.running < this.concurrency && this.queued > 0) {
+      const [source, q] = this.queues.entries().next().value as [string, Queued[]];
+      const { action, fields } = q.shift() as Queued;
+      this.queued--;
+      // Its turn is over: to the back, or gone when it has nothing left.
+      this.queues.delete(source);
+      if (q.length > 0) this.queues.set(source, q);
       this.running++;
       void this.run(action, fields).finally(() => {
         this.running--;
         this.pump();
-        if (this.running === 0 && this.queue.length === 0) this.idle?.();
+        if (this.running === 0 && this.queued === 0) this.idle?.();
       });
     }
   }
