@@ -262,17 +262,21 @@ describe('hook queue', () => {
     const hooks = new Hooks([action] as never, 1, pino({ level: 'silent' }), (e) => failed.push(e as never));
     const upload = (user: string, path: string) =>
       hooks.record({ session: 's', user, protocol: 'sftp', ip: '10.0.0.1', port: 1 }, { event: 'upload', path, bytes: 1, size: 1, offset: 0, resumed: false, started: '', duration_ms: 1, result: 'ok', sha256: null, type: 'binary' });
-    for (let i = 0; i < 300; i++) upload('bob', `/b${i}`);
-    // One runs, 250 wait, 49 are dropped.
-    assert.equal(failed.filter((f) => f.user === 'bob' && f.reason === 'queue full').length, 49);
-    for (const u of ['carol', 'dave', 'erin']) for (let i = 0; i < 250; i++) upload(u, `/${u}${i}`);
-    assert.equal(failed.length, 49, 'the queue holds 1,000: four users at their share');
-    for (let i = 0; i < 10; i++) upload('alice', `/a${i}`);
-    assert.ok(!failed.some((f) => f.user === 'alice'), 'alice still has room');
-    assert.equal(failed.length, 59, 'each of alice\'s took the place of one of the biggest holders');
-    // Now bob and carol hold 247, dave and erin 248: a newcomer of erin's is erin's own loss.
-    upload('erin', '/again');
-    assert.deepEqual([failed.length, failed.at(-1)?.user, failed.at(-1)?.path], [60, 'erin', '/again']);
-    await hooks.drain(0);
+    try {
+      for (let i = 0; i < 300; i++) upload('bob', `/b${i}`);
+      // One runs, 250 wait, 49 are dropped.
+      assert.equal(failed.filter((f) => f.user === 'bob' && f.reason === 'queue full').length, 49);
+      for (const u of ['carol', 'dave', 'erin']) for (let i = 0; i < 250; i++) upload(u, `/${u}${i}`);
+      assert.equal(failed.length, 49, 'the queue holds 1,000: four users at their share');
+      for (let i = 0; i < 10; i++) upload('alice', `/a${i}`);
+      assert.ok(!failed.some((f) => f.user === 'alice'), 'alice still has room');
+      assert.equal(failed.length, 59, 'each of alice\'s took the place of one of the biggest holders');
+      // Now bob and carol hold 247, dave and erin 248: a newcomer of erin's is erin's own loss.
+      upload('erin', '/again');
+      assert.deepEqual([failed.length, failed.at(-1)?.user, failed.at(-1)?.path], [60, 'erin', '/again']);
+    } finally {
+      // A failed assertion must not leave the running `sleep 30` holding the test process.
+      await hooks.drain(0);
+    }
   });
 });
