@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+import { hookRecorder } from './helpers/hook-recorder.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -21,12 +22,6 @@ async function runs(file: string, n: number, ms = 10_000): Promise<string[][]> {
   assert.fail(`fewer than ${n} hook runs in ${file}`);
 }
 
-/** A node script that appends its arguments after the first (the file) as one JSON line. */
-function recorder(dir: string): string {
-  const script = join(dir, 'record.js');
-  writeFileSync(script, "require('fs').appendFileSync(process.argv[2], JSON.stringify(process.argv.slice(3)) + '\\n');\n");
-  return script;
-}
 
 describe('the name of a failed login reaches hooks neither as an option nor with control characters', () => {
   // Found by a review: `ls -d {user}` on login-failed ran `ls -d --version` for an FTPS login as
@@ -55,7 +50,7 @@ describe('the name of a failed login reaches hooks neither as an option nor with
       '  actions:',
       '    - name: record',
       '      on: [login-failed]',
-      `      command: ['${process.execPath}', '${recorder(dir)}', '${join(dir, 'runs.jsonl')}', '-d', '{user}', 'user={user}', '{reason}']`,
+      `      command: ['${process.execPath}', '${hookRecorder(dir)}', '${join(dir, 'runs.jsonl')}', '-d', '{user}', 'user={user}', '{reason}']`,
       '    - name: ls',
       '      on: [login-failed]',
       "      command: ['ls', '-d', '{user}']",
@@ -109,8 +104,7 @@ describe('the environment of a hook command', () => {
   it('holds none of the server\'s secrets, only PATH and the like and what its action names', async () => {
     // Found by a review: hook programs inherited SLUICE_ADMIN_TOKEN, SLUICE_STORE_URL with its password, every SLUICE_* variable.
     const dir = mkdtempSync(join(tmpdir(), 'sluice-hook-env-'));
-    const script = join(dir, 'env.js');
-    writeFileSync(script, "require('fs').appendFileSync(process.argv[2], JSON.stringify(process.env) + '\\n');\n");
+    const script = hookRecorder(dir, 'env');
     const out = join(dir, 'env.jsonl');
     const yaml = `ftp:\n  tls: optional\nhooks:\n  actions:\n    - name: env\n      on: [upload]\n      command: ['${process.execPath}', '${script}', '${out}']\n      env: [HOOK_PASSED, HOOK_UNSET]\n`;
     const srv = await TestServer.start({
@@ -150,7 +144,7 @@ describe('the hook queue is shared fairly between users', () => {
       '  actions:',
       '    - name: record',
       '      on: [upload]',
-      `      command: ['${process.execPath}', '${recorder(dir)}', '${out}', '{user}', '{path}']`,
+      `      command: ['${process.execPath}', '${hookRecorder(dir)}', '${out}', '{user}', '{path}']`,
       '    - name: busy',
       '      on: [download, upload]',
       "      command: ['/bin/sleep', '1']",

@@ -13,6 +13,7 @@ import { pino } from 'pino';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
+import { hookRecorder } from './helpers/hook-recorder.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -71,8 +72,7 @@ describe('hooks on a running server: commands without a shell, signed webhooks w
     });
     await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
     const port = (web.address() as AddressInfo).port;
-    const script = join(dir, 'record.js');
-    writeFileSync(script, "require('fs').appendFileSync(process.argv[2], JSON.stringify(process.argv.slice(3)) + '\\n');\n");
+    const script = hookRecorder(dir);
     writeFileSync(join(dir, 'fail.js'), "process.stderr.write('disk on fire'); process.exit(3);\n");
     const yaml = [
       'ftp:',
@@ -167,8 +167,7 @@ describe('hooks on a running server: commands without a shell, signed webhooks w
 describe('hooks with workers', () => {
   it('run in the primary on the events of every worker', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sluice-hooks-w-'));
-    const script = join(dir, 'record.js');
-    writeFileSync(script, "require('fs').appendFileSync(process.argv[2], JSON.stringify(process.argv.slice(3)) + '\\n');\n");
+    const script = hookRecorder(dir);
     const out = join(dir, 'runs.jsonl');
     const yaml = `ftp:\n  tls: optional\nhooks:\n  actions:\n    - name: record\n      on: [upload]\n      command: ['${process.execPath}', '${script}', '${out}', '{user}', '{path}']\n`;
     const srv = await TestServer.start({ yaml, users: [{ name: 'alice', password: 'alice password' }], env: { SLUICE_WORKERS: '2' } });
