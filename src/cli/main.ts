@@ -7,9 +7,9 @@ import { version } from '../version.js';
 import { UsageError } from './args.js';
 import { dropOutputWhenReaderGone } from './stdio.js';
 
-// Each command loads what it needs when it runs: `sluice version`, `--help`
-// and a mistyped command answer without loading the protocols, the store
-// driver or the config schema, and `user` or `audit` load only their part.
+// Each command loads what it needs when it runs: `sluice version` and
+// `--help` answer without loading the protocols, the store driver or the
+// config schema, and `user` or `audit` load only their part.
 
 const HELP = `Usage: sluice [--config FILE] <command>
 
