@@ -12,7 +12,6 @@ export class RateLimit {
   private readonly burst: number;
   private last = performance.now();
 
-  /** `bytesPerSecond` 0 is no limit, as everywhere in limits.* (ratesOf gives no RateLimit for it; the hashing rate is always one). */
   constructor(readonly bytesPerSecond: number) {
     this.burst = Math.max(64 * 1024, bytesPerSecond / 10);
     this.tokens = this.burst;
@@ -20,8 +19,6 @@ export class RateLimit {
 
   /** Take `bytes` now; how many milliseconds to wait before moving them (0: at once). */
   delay(bytes: number): number {
-    // Without this, a wait of bytes / 0: Infinity, which setTimeout runs at once with a warning on stderr, every chunk.
-    if (this.bytesPerSecond === 0) return 0;
     const now = performance.now();
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.bytesPerSecond) / 1000);
     this.last = now;

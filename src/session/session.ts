@@ -127,7 +127,8 @@ export class Session implements LiveSession {
   /** Shared by the session's transfers in each direction: parallel SFTP transfers together keep the rate. */
   private readonly rates: Rates;
   /** Checksums read files at this rate at most. */
-  private readonly hashing: RateLimit;
+  /** limits.hashRate; null when 0, no limit, as ratesOf reads the transfer rates. */
+  private readonly hashing: RateLimit | null;
   /** This session's uploads are scanned (the account's setting, else the server's). */
   private readonly scanning: UploadScanning | null;
 
@@ -141,7 +142,7 @@ export class Session implements LiveSession {
   ) {
     this.openHandles = deps.openHandles.acquire(account);
     this.rates = ratesOf(account.rateUp ?? deps.rates.up, account.rateDown ?? deps.rates.down);
-    this.hashing = new RateLimit(deps.hashRate);
+    this.hashing = deps.hashRate > 0 ? new RateLimit(deps.hashRate) : null;
     this.scanning = deps.scanning && (account.scan ?? deps.scanning.byDefault) ? deps.scanning : null;
     this.unregister = deps.live.add(this, connection);
     deps.metrics.count({ m: 'session', protocol: context.protocol, change: 1 });

@@ -147,7 +147,7 @@ abstract class Transfer {
   }
 
   /** SHA-256 of a range of the open file (SFTP check-file-handle); the session checks the permission. */
-  checksum(range: ChecksumRange, rate: RateLimit): Promise<Checksum> {
+  checksum(range: ChecksumRange, rate: RateLimit | null): Promise<Checksum> {
     if (this.isFinished) return Promise.reject(new SluiceError('failure', 'Transfer is closed'));
     return this.file.stat().then((st) => hashRange(this.file, st.size, range, rate));
   }
