@@ -47,8 +47,12 @@ describe('FTP: a transfer that stalls', () => {
     const downData = await pasv.open();
     downData.pause();
     assert.equal((await down.read())?.code, 150);
-    // And two that move, slowly (128 KiB a second), never idle for idleTimeout: a download, and a
-    // listing, whose file bytes stay 0 (found by a review of the first version of this check).
+    // And two that move, slowly, never idle for idleTimeout: a download, and a listing, whose file
+    // bytes stay 0 (found by a review of the first version of this check). The server sees its writes
+    // taken in steps: the kernel wakes a writer only once a third of the socket's send buffer (up to
+    // 4 MiB here) is free, so about 1.4 MB at a time. 128 KiB a second took longer than an idle window
+    // to free that, and was judged stalled once in a loaded CI run; 256 KiB a second frees it twice
+    // over in one, and still reads the listing (8.4 MB) for 30 s, past the stalled ones' ending.
     const slowOnes = await Promise.all(
       ['RETR big.bin', 'LIST many'].map(async (command) => {
         const c = await loggedIn(srv.ftpPort, 'alice', 'alice password');
@@ -60,7 +64,7 @@ describe('FTP: a transfer that stalls', () => {
         data.on('data', (chunk: Buffer) => {
           slow.bytes += chunk.length;
           data.pause();
-          slow.timer = setTimeout(() => data.resume(), (chunk.length / (128 * 1024)) * 1000);
+          slow.timer = setTimeout(() => data.resume(), (chunk.length / (256 * 1024)) * 1000);
         });
         assert.equal((await c.read())?.code, 150, command);
         return slow;
