@@ -103,6 +103,23 @@ describe('a login whose home cannot be opened is no login: the deadline runs on,
     const ftp = await RawFtp.secureLogin(srv.ftpPort, 'bob', 'bob password', { localAddress: '127.0.0.3' });
     ftp.close();
   });
+
+  it('SFTP: channels opened at once on that connection end its one login once in the audit', { timeout: 60_000 }, async () => {
+    withoutHome();
+    const ssh = await sshConnect({ port: srv.sftpPort, username: 'bob', password: 'bob password' });
+    ssh.on('error', () => undefined);
+    const closed = new Promise<void>((r) => ssh.once('close', () => r()));
+    const channels = await Promise.allSettled([sftpOf(ssh), sftpOf(ssh), sftpOf(ssh)]);
+    assert.ok(channels.every((c) => c.status === 'rejected'), 'no channel got a session');
+    await closed;
+    withHome();
+    const records = await srv.auditUntil((l) => l.event === 'logout' && l.protocol === 'sftp' && String(l.reason).startsWith('session not opened'));
+    const bySession = new Map<unknown, unknown[]>();
+    for (const l of records) {
+      if (l.user === 'bob' && (l.event === 'login' || l.event === 'logout')) bySession.set(l.session, [...(bySession.get(l.session) ?? []), l.event]);
+    }
+    for (const [session, events] of bySession) assert.deepEqual(events, ['login', 'logout'], `session ${String(session)}`);
+  });
 });
 
 type Sign = (data: Buffer, cb: (signature: Buffer) => void) => void;

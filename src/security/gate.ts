@@ -283,8 +283,10 @@ export class Guest {
       this.failures++;
       const reason = err instanceof SluiceError ? (err.detail ?? err.message) : String(err);
       this.gate.log.warn({ user, ip: this.ip, reason }, 'session not opened');
-      // A further SFTP channel of a connection whose session is open ends nothing: its logout comes with that session's.
+      // A further SFTP channel of a connection whose session is open ends nothing: its logout comes with that
+      // session's. The logout ends the login, once: channels opened together fail together (found by a review).
       if (this.lastLogin && !this.inSession) this.gate.authenticator.notOpened(this.lastLogin, user, reason);
+      this.lastLogin = null;
       throw err;
     }
   }
