@@ -129,7 +129,7 @@ describe('admin API over TCP: bearer tokens', () => {
     const token = createToken(srv, 'doc');
     const r = await adminRequest(api, 'GET', '/api/v1/openapi.json', { token });
     assert.equal(r.status, 200);
-    const doc = r.json as { openapi: string; paths: Record<string, unknown> };
+    const doc = r.json as { openapi: string; paths: { [path: string]: unknown } };
     assert.match(doc.openapi, /^3\./);
     assert.ok(doc.paths['/api/v1/server'], Object.keys(doc.paths).join(' '));
   });

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { sluice } from './helpers/cli.js';
-import { freshRoot, openAuditLog, recordsOf, type Rec } from './helpers/audit-files.js';
+import { freshRoot, openAuditLog, recordsOf } from './helpers/audit-files.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-audit-keep-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -77,7 +77,7 @@ describe('audit trail of a running server', () => {
     ssh.end();
 
     const records = await srv.audit();
-    for (const [path, protocol] of [['/plain.bin', 'ftp'], ['/tls.bin', 'ftps'], ['/ssh.bin', 'sftp']]) {
+    for (const [path, protocol] of [['/plain.bin', 'ftp'], ['/tls.bin', 'ftps'], ['/ssh.bin', 'sftp']] as const) {
       assert.equal(sha256(readFileSync(join(srv.home('alice'), path))), sha256(data));
       for (const direction of ['upload', 'download'] as const) {
         const [rec, ...more] = transfers(records, path as string, direction);

@@ -116,7 +116,7 @@ describe('workers: 2 — sessions on both workers, one server', () => {
     for (let i = 0; i < 2; i++) {
       const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: PASSWORD });
       const sftp = await sftpOf(conn);
-      await call((cb) => sftp.readdir('/', cb));
+      await call<unknown[]>((cb) => sftp.readdir('/', cb));
       conn.end();
     }
   });

@@ -14,7 +14,7 @@ import { PostgresFailureTally } from '../src/store/postgres/failures.js';
 import { migrate } from '../src/store/postgres/migrate.js';
 import { PostgresQuota } from '../src/store/postgres/quota.js';
 import { PostgresUserSessions } from '../src/store/postgres/user-sessions.js';
-import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
+import { postgresMissing, startPostgres, unexpected, type TestPostgres } from './helpers/postgres.js';
 
 const overQuota = (e: unknown) => e instanceof SluiceError && e.kind === 'quota-exceeded';
 
@@ -89,7 +89,7 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
   it('30 concurrent uploads of one user over two nodes stay within the byte quota, and used is what landed', async () => {
     const [a, b] = await database(2);
     const account = await addUser(a!, 'q30', 20_000);
-    const rooms = [await PostgresQuota.start(a!, 'node-a', assert.fail), await PostgresQuota.start(b!, 'node-b', assert.fail)];
+    const rooms = [await PostgresQuota.start(a!, 'node-a', unexpected), await PostgresQuota.start(b!, 'node-b', unexpected)];
     const books = rooms.map((r) => new QuotaBook(r));
     const ledgers = await Promise.all(books.map((book) => book.acquire(account)));
     // 30 uploads of 1000..1900 bytes (43 500 in all): only some fit in 20 000.
@@ -111,7 +111,7 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
   it('names too: 30 concurrent new files over two nodes, a file quota of 12, exactly 12 land', async () => {
     const [a, b] = await database(2);
     const account = await addUser(a!, 'f30', 0, 12);
-    const rooms = [await PostgresQuota.start(a!, 'node-a', assert.fail), await PostgresQuota.start(b!, 'node-b', assert.fail)];
+    const rooms = [await PostgresQuota.start(a!, 'node-a', unexpected), await PostgresQuota.start(b!, 'node-b', unexpected)];
     const ledgers = await Promise.all(rooms.map((r) => new QuotaBook(r).acquire(account)));
     const made = await Promise.all(Array.from({ length: 30 }, async (_, i) => {
       const ledger = ledgers[i % 2]!;
@@ -135,7 +135,7 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
   it('an overwrite at the full quota is credited with what it replaces, and a new file on the other node is not', async () => {
     const [a, b] = await database(2);
     const account = await addUser(a!, 'ow', 1000);
-    const rooms = [await PostgresQuota.start(a!, 'node-a', assert.fail), await PostgresQuota.start(b!, 'node-b', assert.fail)];
+    const rooms = [await PostgresQuota.start(a!, 'node-a', unexpected), await PostgresQuota.start(b!, 'node-b', unexpected)];
     const [la, lb] = await Promise.all(rooms.map((r) => new QuotaBook(r).acquire(account)));
     assert.equal(await upload(la!, 1000), 1000);
     assert.equal(await la!.checkStart({ createsFile: false, credit: 1000, claim: 'dev:1', lock: null }), true);
@@ -157,7 +157,7 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
   it('a user without a quota: every upload on either node lands and is counted', async () => {
     const [a, b] = await database(2);
     const account = await addUser(a!, 'free', 0);
-    const rooms = [await PostgresQuota.start(a!, 'node-a', assert.fail), await PostgresQuota.start(b!, 'node-b', assert.fail)];
+    const rooms = [await PostgresQuota.start(a!, 'node-a', unexpected), await PostgresQuota.start(b!, 'node-b', unexpected)];
     const ledgers = await Promise.all(rooms.map((r) => new QuotaBook(r).acquire(account)));
     const landed = await Promise.all(Array.from({ length: 10 }, (_, i) => upload(ledgers[i % 2]!, 700)));
     assert.deepEqual(landed, Array(10).fill(700));
@@ -173,7 +173,7 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     await a!.query(`CREATE TABLE counted (n integer NOT NULL); INSERT INTO counted VALUES (0);
       CREATE FUNCTION count_it() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN UPDATE counted SET n = n + 1; RETURN NULL; END $$;
       CREATE TRIGGER counting AFTER UPDATE OF used_bytes ON users FOR EACH STATEMENT EXECUTE FUNCTION count_it();`);
-    const room = await PostgresQuota.start(a!, 'node-a', assert.fail);
+    const room = await PostgresQuota.start(a!, 'node-a', unexpected);
     const ledger = await new QuotaBook(room).acquire(account);
     // 20 uploads 2 ms apart, each settled as it ends: a statement each before they were gathered.
     for (let i = 0; i < 20; i++) {
@@ -190,7 +190,7 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
   it('an upload that ends while the node stops is counted, and takes nothing off the holds twice', async () => {
     const [a] = await database(1);
     const account = await addUser(a!, 'late', 1000);
-    const room = await PostgresQuota.start(a!, 'node-a', assert.fail);
+    const room = await PostgresQuota.start(a!, 'node-a', unexpected);
     const ledger = await new QuotaBook(room).acquire(account);
     await ledger.reserve(300, 0);
     const stopping = room.stop();
@@ -205,8 +205,8 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
   it('a node that died keeps its lease from the others until it starts again, which gives it back', async () => {
     const [a, b, restarted] = await database(3);
     const account = await addUser(a!, 'stale', 1000);
-    const dying = new QuotaBook(await PostgresQuota.start(a!, 'node-a', assert.fail));
-    const other = await PostgresQuota.start(b!, 'node-b', assert.fail);
+    const dying = new QuotaBook(await PostgresQuota.start(a!, 'node-a', unexpected));
+    const other = await PostgresQuota.start(b!, 'node-b', unexpected);
     const lb = await new QuotaBook(other).acquire(account);
     await lb.reserve(100, 0);
     // Node a reserves 800 and dies: no settle, no release, no stop.
@@ -214,7 +214,7 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     const held = await counters(b!, account.id);
     assert.ok(held.held_bytes >= 900, `held ${held.held_bytes}`);
     await assert.rejects(lb.reserve(200, 0), overQuota, 'the dead node holds its lease');
-    await PostgresQuota.start(restarted!, 'node-a', assert.fail);
+    await PostgresQuota.start(restarted!, 'node-a', unexpected);
     const { rows } = await b!.query('SELECT node_id FROM quota_holds');
     assert.deepEqual(rows, [{ node_id: 'node-b' }], "node a's hold is gone, node b's kept");
     await lb.reserve(200, 0);
@@ -227,7 +227,7 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
   it("a quota changed while the user's ledger is open: the next login's limits hold on that node, and its lease follows them", async () => {
     const [a, b] = await database(2);
     const account = await addUser(a!, 'changed', 0);
-    const rooms = [await PostgresQuota.start(a!, 'node-a', assert.fail), await PostgresQuota.start(b!, 'node-b', assert.fail)];
+    const rooms = [await PostgresQuota.start(a!, 'node-a', unexpected), await PostgresQuota.start(b!, 'node-b', unexpected)];
     const [bookA, bookB] = rooms.map((r) => new QuotaBook(r)) as [QuotaBook, QuotaBook];
     const first = await bookA.acquire(account);
     // Without a quota nothing is held: 600 bytes in flight, unchecked.

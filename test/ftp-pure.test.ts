@@ -356,6 +356,7 @@ describe('replies (ftp/replies.ts)', () => {
     'not-empty': 550,
     'not-a-directory': 550,
     'is-a-directory': 550,
+    rejected: 550,
     'quota-exceeded': 552,
     'invalid-path': 553,
     'no-space': 452,

@@ -256,7 +256,7 @@ describe('hook queue', () => {
   });
 
   it('no user holds more than a quarter of it, and a full queue drops the newest of whoever holds the most', async () => {
-    const failed: { trigger: string; user: string; reason: string }[] = [];
+    const failed: { trigger: string; user: string; reason: string; path: string }[] = [];
     const action = { name: 'slow', on: ['upload'] as const, command: ['sleep', '30'], secret: '', timeout: 60, retries: 0 };
     const hooks = new Hooks([action] as never, 1, pino({ level: 'silent' }), (e) => failed.push(e as never));
     const upload = (user: string, path: string) =>

@@ -83,7 +83,7 @@ describe('DirectoryListing: bounded sorting', () => {
     for (const listing of open) heads.push(await listing.read(1));
     const firstRuns: number[] = [];
     for (const [i, listing] of open.entries()) {
-      const listed = [...(heads[i] ?? []), ...(await listing.read(10_000))].map((e) => e.name);
+      const listed: string[] = [...(heads[i] ?? []), ...(await listing.read(10_000))].map((e) => e.name);
       assert.equal(listed.length, 10_000);
       firstRuns.push(runs(listed)[0] as number);
     }

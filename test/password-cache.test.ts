@@ -67,7 +67,9 @@ describe('passwords kept after they verified', () => {
   after(() => srv?.stop());
 
   const ftp = (user: string, password: string, from?: string) => ftpLogin(srv.ftpPort, user, password, from);
-  const ssh = async (user: string, password: string): Promise<void> => (await sshConnect({ port: srv.sftpPort, username: user, password })).end();
+  const ssh = async (user: string, password: string): Promise<void> => {
+    (await sshConnect({ port: srv.sftpPort, username: user, password })).end();
+  };
   const failures = async (user: string) =>
     (await srv.audit()).filter((r) => r.event === 'login-failed' && r.user === user).map((r) => r.reason);
 

@@ -48,7 +48,7 @@ describe('changes through an open file reached by a link take the permissions of
     await srv?.stop();
   });
 
-  const withHandle = async (path: string, flags: string, use: (h: Buffer) => Promise<unknown>): Promise<number | string> => {
+  const withHandle = async (path: string, flags: ssh2.OpenMode, use: (h: Buffer) => Promise<unknown>): Promise<number | string> => {
     const h = await call<Buffer>((cb) => sftp.open(path, flags, cb));
     try {
       return await statusOf(use(h));

@@ -74,7 +74,7 @@ for (const users of [false, true]) {
       // A connection logs too; the server must answer the next one all the same.
       await new Promise((r) => setTimeout(r, 500));
       const ftp = await RawFtp.connect(port);
-      assert.equal((await ftp.read(5000)).code, 220);
+      assert.equal((await ftp.read(5000))?.code, 220);
       ftp.close();
       srv.child.kill('SIGTERM');
       assert.equal(await exitCodeWithin(srv.exited, 15_000), 0, srv.stderr());

@@ -20,7 +20,7 @@ import type { UserRecord } from '../src/store/records.js';
 import { Notices } from '../src/store/postgres/notices.js';
 import { UserCache } from '../src/store/postgres/user-cache.js';
 import { sluice } from './helpers/cli.js';
-import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
+import { postgresMissing, startPostgres, unexpected, type TestPostgres } from './helpers/postgres.js';
 
 const MIGRATIONS = loadMigrations(migrationsDir('postgres'));
 
@@ -310,7 +310,7 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
     const running = /^node-x\trunning\t(\d+) bytes and 0 files of quota leases, 1 sessions\n$/;
     try {
       assert.ok(await within(30_000, () => said.includes('ready')), said);
-      await assert.rejects(b.shared('node-x', assert.fail), /node id "node-x" is in use by a running node/);
+      await assert.rejects(b.shared('node-x', unexpected), /node id "node-x" is in use by a running node/);
       assert.match(cli('nodes').stdout, running);
       const refused = cli('forget-node', 'node-x');
       assert.deepEqual([refused.code, refused.stdout], [1, 'node node-x is running: stop it first (a running node\'s leases are in use)\n']);
@@ -333,7 +333,7 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
       assert.deepEqual(await withClient(url, async (sql) => (await sql.query(
         "SELECT u.held_bytes, t.count FROM users u JOIN user_session_totals t ON t.user_name = u.name WHERE u.name = 'lee'")).rows), [{ held_bytes: 0, count: 0 }]);
       assert.equal(cli('nodes').stdout, 'no node holds leases or sessions\n');
-      const again = (await b.shared('node-x', assert.fail))!;
+      const again = (await b.shared('node-x', unexpected))!;
       await again.stop();
     } finally {
       child.kill('SIGKILL');

@@ -31,9 +31,9 @@ export class RawFtp {
 
   /** `localAddress`: another loopback address (127.0.0.2...) to connect from, as a second client would. */
   static async connect(port: number, implicit = false, localAddress?: string): Promise<RawFtp> {
-    const socket = implicit
-      ? tls.connect({ port, host: '127.0.0.1', localAddress, rejectUnauthorized: false })
-      : net.connect({ port, host: '127.0.0.1', localAddress });
+    const where: net.TcpNetConnectOpts = { port, host: '127.0.0.1', localAddress };
+    // tls.connect hands its options on to net.connect, localAddress too (its type leaves that out).
+    const socket = implicit ? tls.connect({ ...where, rejectUnauthorized: false }) : net.connect(where);
     await new Promise((r, j) => {
       socket.once(implicit ? 'secureConnect' : 'connect', r);
       socket.once('error', j);

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -164,4 +165,9 @@ export async function startPostgres(): Promise<TestPostgres> {
     await stop();
     throw err;
   }
+}
+
+/** An onError for a store's background work that fails the test: nothing should go wrong there. */
+export function unexpected(err: unknown): never {
+  assert.fail(err instanceof Error ? err : String(err));
 }
