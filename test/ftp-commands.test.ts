@@ -113,7 +113,7 @@ describe('FTP FEAT, HELP and OPTS MLST', () => {
       srv.signal('SIGHUP');
       await new Promise((r) => setTimeout(r, 500));
       assert.ok(srv.alive, 'the server lives on');
-      assert.match(srv.log, /TLS certificate reload failed/);
+      await srv.logs(/TLS certificate reload failed/);
       assert.equal((await first.cmd('NOOP')).code, 200);
       const second = await RawFtp.connect(srv.ftpsPort, true);
       assert.equal((await second.read())?.code, 220);

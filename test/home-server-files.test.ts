@@ -88,7 +88,7 @@ describe("a stored home that holds the server's own files is not opened at login
     assert.notEqual((await c.cmd('STOR notify.sh')).code, 150, 'no upload without a session');
     c.close();
     assert.equal(readFileSync(script(), 'utf8'), '#!/bin/sh\n');
-    assert.match(srv.log, /"reason":"home [^"]* would hold the server's own [^"]*notify\.sh"/);
+    await srv.logs(/"reason":"home [^"]* would hold the server's own [^"]*notify\.sh"/);
   });
 
   it('a script named relative to the server, or in a shell command, is a server file too; a directory beside them is not', { timeout: 60_000 }, async () => {
@@ -140,7 +140,7 @@ describe("a stored home that holds the server's own files is not opened at login
       assert.match(environ, /^no session/, 'the sftp subsystem must not start on /proc/self');
     }
     assert.equal(await passReply('kernel', 'kernel password'), 451);
-    assert.match(srv.log, /"reason":"home \/proc\/\d+ would lie in the kernel's \/proc"/);
+    await srv.logs(/"reason":"home \/proc\/\d+ would lie in the kernel's \/proc"/);
     for (const home of ['/proc/self', '/proc', '/sys/kernel', '/dev/shm/x', '/dev']) {
       const added = sluice(srv.dir, ['user', 'add', 'kernel2', '--password-stdin', '--home', home], 'kernel2 password\n');
       assert.equal(added.code, 2, `${home}: ${added.stderr}`);

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -112,6 +113,17 @@ export class TestServer {
 
   get log(): string {
     return this.proc?.output().stdout ?? '';
+  }
+
+  /**
+   * Asserts the log comes to match `pattern` within `timeoutMs`: the server
+   * writes its lines asynchronously, so a line may come after the reply to
+   * what caused it (a full run once read the log before it).
+   */
+  async logs(pattern: RegExp, timeoutMs = 10_000): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (!pattern.test(this.log) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    assert.match(this.log, pattern);
   }
 
   get stderr(): string {
