@@ -458,7 +458,8 @@ export class Session implements LiveSession {
     // An in-place truncation has already freed the old bytes: account for them now; the name stays.
     const truncatedInPlace = truncate && !atomic && existingSize !== null;
     if (truncatedInPlace) this.ledger.settle(0, -existingSize, 0);
-    const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, staged, append, holdsFile, claim, lock };
+    const mayReplace = !(options.exclusive ?? false) && allows(this.account.permissions, 'overwrite', dir);
+    const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, staged, append, holdsFile, claim, lock, mayReplace };
     const upload: Upload = new Upload(file, path, plan.offset, target, this.ledger, (r) => this.finished(upload, r), {
       ...this.transferOptions(options, this.rates.up),
       hashWholeFile: this.deps.hashResumedUploads,

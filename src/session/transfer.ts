@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Transform, Writable, type Readable } from 'node:stream';
 import type { TransferResult } from '../audit/events.js';
-import { SluiceError, toSluiceError } from './errors.js';
+import { SluiceError, Unseen, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
 import { baseName } from './paths.js';
 import type { Ledger } from './quota.js';
@@ -249,6 +249,15 @@ export interface UploadTarget {
   claim: { key: string; ino: number; dev: number } | null;
   /** The file (dev:ino) an in-place upload holds the ledger's in-place lock of; null for an atomic upload. */
   lock: string | null;
+  /**
+   * An atomic upload may put its file in place of one found under its name
+   * at the end: the user has overwrite there, and the client did not ask for
+   * a new file only (SFTP EXCL, FTP STOU). Decided at the open with the other
+   * permissions, but a name can be taken after it (another client's upload, or
+   * the user's own file renamed away for the open and back), so it is the end
+   * that applies it.
+   */
+  mayReplace: boolean;
 }
 
 export class Upload extends Transfer {
@@ -571,6 +580,12 @@ export class Upload extends Transfer {
     this.record(finalSize, result, reason, fileSha256, node, quarantined);
   }
 
+  /** The refusal of an upload whose name was taken after its open by a file it may not replace. */
+  private nameTaken(): SluiceError {
+    // Where the user may not learn which names exist, the one answer that tells nothing more.
+    return this.target.loc.blind ? new Unseen(new SluiceError('already-exists')) : new SluiceError('already-exists');
+  }
+
   /** Remove the name this upload created, if it still names this file; false when it was renamed away. */
   private async unlinkIfStillNamed(): Promise<boolean> {
     const { loc } = this.target;
@@ -590,9 +605,12 @@ export class Upload extends Transfer {
    */
   private async replace(staged: StagedFile, written: number, { st: now, held: old }: Target): Promise<{ bytes: number; files: number }> {
     try {
+      if (now !== null && !this.target.mayReplace) throw this.nameTaken();
       const expected = now?.type === 'file' && now.nlink === 1 ? now.size : 0;
       await this.ledger.checkCommit(this.reserved, written, expected, now === null && !this.target.holdsFile);
-      await staged.commit();
+      await staged.commit(this.target.mayReplace).catch((err: unknown) => {
+        throw err instanceof SluiceError && err.kind === 'already-exists' ? this.nameTaken() : err;
+      });
       let freed = expected;
       if (old) {
         const after = await old.stat();

@@ -344,9 +344,13 @@ class LocalLocation implements Location {
       file,
       // Nobody else names the file: clients cannot name a staged file, and it has its own random name.
       close: async () => toNodeStat((await Promise.all([sys(fsp.lstat(temp)), file.close()]))[0]),
-      commit: async () => {
+      commit: async (replace) => {
         await moded;
-        await sys(fsp.rename(temp, this.path));
+        if (replace) return sys(fsp.rename(temp, this.path));
+        // Node has no renameat2(RENAME_NOREPLACE); link(2) never replaces, so it is the check and the
+        // naming in one step, and the hidden name goes after (the staged file's only other name).
+        await sys(fsp.link(temp, this.path));
+        await sys(fsp.unlink(temp));
       },
       discard: () => sys(fsp.unlink(temp)),
     };

@@ -87,7 +87,11 @@ export interface StagedFile {
    * its hidden name while the close runs, so both cost one wait.
    */
   close(): Promise<NodeStat>;
-  commit(): Promise<void>;
+  /**
+   * Give the file its name. `replace` false: only while the name is free,
+   * in one step with the check (a name taken meanwhile fails already-exists).
+   */
+  commit(replace: boolean): Promise<void>;
   discard(): Promise<void>;
 }
 
