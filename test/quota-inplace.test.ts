@@ -25,7 +25,11 @@ describe('quota: writes racing their end or another writer of the same file', ()
   let srv: TestServer;
   before(async () => {
     srv = await TestServer.start({
-      users: USERS.map((name) => ({ name, password: PASSWORD, args: ['--quota-bytes', String(QUOTA)] })),
+      users: [
+        ...USERS.map((name) => ({ name, password: PASSWORD, args: ['--quota-bytes', String(QUOTA)] })),
+        // No quota: its usage is counted all the same, for a quota set later.
+        { name: 'farsize', password: PASSWORD },
+      ],
     });
   });
   after(() => srv.stop());
@@ -35,6 +39,21 @@ describe('quota: writes racing their end or another writer of the same file', ()
     assert.ok(disk.bytes <= QUOTA, `${disk.bytes} bytes stored under a ${QUOTA}-byte quota`);
     assert.deepEqual(persistedUsage(srv, user), { bytes: disk.bytes, files: disk.files }, 'persisted usage matches the disk');
   }
+
+  it('SFTP: a SETSTAT size the file system refuses charges nothing (it once charged 8 PiB)', async () => {
+    const r = await sftpRemote(srv, 'farsize', PASSWORD);
+    try {
+      await call((cb) => r.sftp.writeFile('/small', 'hello', cb));
+      // Past any file system's largest file: ftruncate refuses it and the file keeps its 5 bytes.
+      await assert.rejects(call((cb) => r.sftp.setstat('/small', { size: 2 ** 53 - 1 }, cb)));
+      await call((cb) => r.sftp.setstat('/small', { size: 100 }, cb));
+    } finally {
+      await r.close();
+    }
+    const disk = diskUsage(srv.home('farsize'));
+    assert.equal(disk.bytes, 100);
+    assert.deepEqual(persistedUsage(srv, 'farsize'), { bytes: disk.bytes, files: disk.files });
+  });
 
   it('SFTP: a CLOSE sent right behind a WRITE charges the bytes that WRITE lands', async () => {
     const r = await sftpRemote(srv, 'pipelined', PASSWORD);

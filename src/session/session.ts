@@ -730,10 +730,14 @@ export class Session implements LiveSession {
         const growth = size - st.size;
         try {
           if (growth > 0) await this.ledger.reserve(growth, 0);
+          // Charged only once the size changed: a size the file system refuses (past its largest file)
+          // changed nothing, and had put up to 8 PiB on the user's usage.
+          let changed = false;
           try {
             await file.truncate(size);
+            changed = true;
           } finally {
-            this.ledger.settle(Math.max(0, growth), growth, 0);
+            this.ledger.settle(Math.max(0, growth), changed ? growth : 0, 0);
           }
         } finally {
           this.ledger.unlockInPlace(key);
