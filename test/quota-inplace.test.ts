@@ -19,7 +19,7 @@ import { KiB, MiB, diskUsage, persistedUsage, sftpRemote } from './helpers/quota
 
 const QUOTA = MiB;
 const PASSWORD = 'in place quota password';
-const USERS = ['pipelined', 'truncated', 'appends', 'renamed', 'resizer'];
+const USERS = ['pipelined', 'truncated', 'appends', 'renamed', 'resizer', 'remover', 'replacer', 'overwriter'];
 
 describe('quota: writes racing their end or another writer of the same file', () => {
   let srv: TestServer;
@@ -134,6 +134,44 @@ describe('quota: writes racing their end or another writer of the same file', ()
       await r.close();
     }
   });
+
+  /*
+   * An in-place upload's growth is only reserved until it ends. Removing (or
+   * renaming over) its file meanwhile gave back the file's whole size, that
+   * growth included; a WRITE at a far offset then ended the upload over the
+   * quota, which cut the file back and charged nothing: the growth was given
+   * back without ever being charged, and each round took that much off the
+   * usage while the files stayed (1.2 MiB stored under 1 MiB, usage 0).
+   * An upload put over it gave back the same. Now none of them may take the
+   * file while it is written in place.
+   */
+  for (const [user, drop] of [
+    ['remover', (r: Awaited<ReturnType<typeof sftpRemote>>) => r.remove('/w')],
+    ['replacer', (r: Awaited<ReturnType<typeof sftpRemote>>) => call((cb) => r.sftp.ext_openssh_rename('/decoy', '/w', cb))],
+    ['overwriter', (r: Awaited<ReturnType<typeof sftpRemote>>) => r.put('/w', Buffer.alloc(0))],
+  ] as const) {
+    it(`SFTP: a file written in place, then ${user}'s step on its name, gives back no byte it was never charged`, async () => {
+      const r = await sftpRemote(srv, user, PASSWORD);
+      try {
+        for (let i = 0; i < 3; i++) {
+          await r.put(`/kept${i}`, randomBytes(400 * KiB)).catch(() => undefined);
+          if (user === 'replacer') await r.put('/decoy', Buffer.alloc(0)).catch(() => undefined);
+          // WRITE|CREAT without TRUNC or APPEND: a new file written where it lies, charged at its end.
+          const handle = await call<Buffer>((cb) => r.sftp.open('/w', 0x0a, cb));
+          const data = randomBytes(400 * KiB);
+          await call((cb) => r.sftp.write(handle, data, 0, data.length, 0, cb)).catch(() => undefined);
+          await drop(r).catch(() => undefined);
+          // Far past the quota: refused, and the upload ends over quota.
+          await call((cb) => r.sftp.write(handle, data, 0, 1, 2 ** 40, cb)).catch(() => undefined);
+          await call((cb) => r.sftp.close(handle, cb)).catch(() => undefined);
+        }
+        for (let i = 3; i < 6; i++) await r.put(`/more${i}`, randomBytes(400 * KiB)).catch(() => undefined);
+        assertAccounted(user);
+      } finally {
+        await r.close();
+      }
+    });
+  }
 
   it('FTPS: two APPEs to one file at once are not both charged with the other\'s bytes', async () => {
     const connect = async () => {

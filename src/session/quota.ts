@@ -349,6 +349,29 @@ export async function addName(ledger: Ledger, make: () => Promise<void>): Promis
 }
 
 /**
+ * Remove a name whose file's bytes go with it (`key`: its dev:ino, null when
+ * it frees none: a directory, a symlink, a file with other links) by `drop`:
+ * an unlink, a rename or an upload's file put over it. Its size is what it
+ * frees, which is what the ledger charged for it only while no upload writes
+ * it in place: such an upload's growth is reserved, and charged only at its
+ * end, which would then give back, over the quota, what it had never been
+ * charged (a user took a file's size off their usage for every round of
+ * write, remove, fail). So the file must be nobody's in-place write, as for a
+ * truncation: refused with "being written by another transfer" until it is.
+ */
+export async function dropFile<T>(ledger: Ledger, key: string | null, drop: () => Promise<T>): Promise<T> {
+  if (key === null) return drop();
+  await ledger.lockInPlace(key);
+  try {
+    return await drop();
+  } finally {
+    ledger.unlockInPlace(key);
+    // The node's key may come back with a new file at once: its next writer must find it unlocked.
+    await ledger.synced();
+  }
+}
+
+/**
  * One session's use of its user's QuotaLedger, in the process that keeps the
  * ledgers. It remembers what the session holds (reserved bytes, name slots,
  * claims, in-place locks), so that when the session's process dies mid-upload

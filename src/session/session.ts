@@ -8,7 +8,7 @@ import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission } from './permissions.js';
-import { addName, type Ledger, type Ledgers } from './quota.js';
+import { addName, dropFile, type Ledger, type Ledgers } from './quota.js';
 import { RateLimit, ratesOf, type Rates } from './rate-limit.js';
 import type { UploadScanning } from './scanning.js';
 import { hashRange, type Checksum, type ChecksumRange, type UploadReceipts } from './checksum.js';
@@ -644,7 +644,7 @@ export class Session implements LiveSession {
       const st = await loc.stat();
       if (!st) throw new SluiceError('not-found');
       if (st.type === 'dir') throw new SluiceError('is-a-directory');
-      await loc.unlink();
+      await dropFile(this.ledger, freeingKey(st), () => loc.unlink());
       this.ledger.settle(0, -freedBytes(st), -1);
     });
     this.audit({ event: 'delete', path });
@@ -684,9 +684,10 @@ export class Session implements LiveSession {
             }
             this.require('overwrite', parentOf(dst.virtualPath));
           }
-          await src.renameTo(dst);
+          const sameFile = dstStat !== null && dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev;
+          await dropFile(this.ledger, dstStat && !sameFile ? freeingKey(dstStat) : null, () => src.renameTo(dst));
           // A name replaced by another link to the same file is left alone by rename(2).
-          if (dstStat && !(dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev)) {
+          if (dstStat && !sameFile) {
             this.ledger.settle(0, -freedBytes(dstStat), -1);
           }
         }),
@@ -940,4 +941,9 @@ function refusal(why: UploadRefusal): SluiceError {
 /** What removing one name frees: a file's bytes go with its last link only. */
 function freedBytes(st: NodeStat): number {
   return st.type === 'file' && st.nlink <= 1 ? st.size : 0;
+}
+
+/** The file whose bytes removing this name frees (see dropFile); null when it frees none. */
+function freeingKey(st: NodeStat): string | null {
+  return st.type === 'file' && st.nlink <= 1 ? nodeKey(st) : null;
 }

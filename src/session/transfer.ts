@@ -4,7 +4,7 @@ import type { TransferResult } from '../audit/events.js';
 import { SluiceError, Unseen, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
 import { baseName } from './paths.js';
-import type { Ledger } from './quota.js';
+import { dropFile, type Ledger } from './quota.js';
 import type { RateLimit } from './rate-limit.js';
 import { SequenceHash } from './sequence-hash.js';
 import { hashRange, type Checksum, type ChecksumRange } from './checksum.js';
@@ -608,7 +608,8 @@ export class Upload extends Transfer {
       if (now !== null && !this.target.mayReplace) throw this.nameTaken();
       const expected = now?.type === 'file' && now.nlink === 1 ? now.size : 0;
       await this.ledger.checkCommit(this.reserved, written, expected, now === null && !this.target.holdsFile);
-      await staged.commit(this.target.mayReplace).catch((err: unknown) => {
+      const replaced = now?.type === 'file' && now.nlink === 1 ? nodeKey(now) : null;
+      await dropFile(this.ledger, replaced, () => staged.commit(this.target.mayReplace)).catch((err: unknown) => {
         throw err instanceof SluiceError && err.kind === 'already-exists' ? this.nameTaken() : err;
       });
       let freed = expected;
