@@ -108,6 +108,8 @@ export class Session implements LiveSession {
   cwd = '/';
   private readonly started = Date.now();
   private readonly transfers = new Set<Upload | Download>();
+  /** Opens under way: close() waits for them (see opened). */
+  private readonly opening = new Set<Promise<unknown>>();
   /**
    * The directory each open file really is in, links resolved: the one whose
    * permissions its handle's changes take. The path it was opened by may lead
@@ -191,6 +193,10 @@ export class Session implements LiveSession {
     if (this.closed) return;
     this.closed = true;
     this.unregister();
+    // An open under way (an SFTP OPEN the client closed its channel behind) ends first: its transfer is
+    // then aborted and recorded (see track), and what it took from the ledger given back, before the
+    // ledger goes. Otherwise it lived on unrecorded, its descriptors and temporary kept for good.
+    await Promise.allSettled([...this.opening]);
     await Promise.all([...this.transfers].map((t) => t.abort('connection closed')));
     this.ledger.release();
     this.deps.openHandles.release(this.account);
@@ -222,15 +228,28 @@ export class Session implements LiveSession {
 
   /** Refuses a new transfer once the server is ending the session. */
   private startable(): void {
+    if (this.closed) throw new SluiceError('failure', 'Session is closed');
     if (this.endReason !== null) throw new SluiceError('failure', 'Server is ending this session');
   }
 
-  /** A transfer opened while the server began ending the session ends with it. */
+  /** Run an open, counted while it runs (see close), and track the transfer it opens. */
+  private async opened<T extends Upload | Download>(open: () => Promise<T>): Promise<T> {
+    const opening = open().then((transfer) => this.track(transfer));
+    this.opening.add(opening);
+    try {
+      return await opening;
+    } finally {
+      this.opening.delete(opening);
+    }
+  }
+
+  /** A transfer opened while the server began ending the session, or once it closed, ends with it. */
   private async track<T extends Upload | Download>(transfer: T): Promise<T> {
     this.transfers.add(transfer);
-    if (this.endReason === null) return transfer;
-    await transfer.abort(this.endReason);
-    throw new SluiceError('failure', 'Server is ending this session');
+    const reason = this.closed ? 'connection closed' : this.endReason;
+    if (reason === null) return transfer;
+    await transfer.abort(reason);
+    throw new SluiceError('failure', this.closed ? 'Session is closed' : 'Server is ending this session');
   }
 
   // --- navigation and metadata -------------------------------------------
@@ -343,7 +362,11 @@ export class Session implements LiveSession {
 
   // --- transfers ----------------------------------------------------------
 
-  async openRead(clientPath: string, options: ReadOptions = {}): Promise<Download> {
+  openRead(clientPath: string, options: ReadOptions = {}): Promise<Download> {
+    return this.opened(() => this.openReadNow(clientPath, options));
+  }
+
+  private async openReadNow(clientPath: string, options: ReadOptions): Promise<Download> {
     this.startable();
     const path = this.resolve(clientPath);
     const offset = options.offset ?? 0;
@@ -354,7 +377,7 @@ export class Session implements LiveSession {
       this.deps.inFlight?.started(this.actor, 'download', path, offset, opened.started);
       return opened;
     });
-    return this.track(download);
+    return download;
   }
 
   /**
@@ -383,7 +406,11 @@ export class Session implements LiveSession {
     );
   }
 
-  async openWrite(clientPath: string, options: WriteOptions = {}): Promise<Upload> {
+  openWrite(clientPath: string, options: WriteOptions = {}): Promise<Upload> {
+    return this.opened(() => this.openWriteNow(clientPath, options));
+  }
+
+  private async openWriteNow(clientPath: string, options: WriteOptions): Promise<Upload> {
     this.startable();
     const path = this.resolve(clientPath);
     const loc = await this.guard('upload', path, () =>
@@ -396,7 +423,7 @@ export class Session implements LiveSession {
       await loc.close();
       throw err;
     }
-    return this.track(upload);
+    return upload;
   }
 
   private async startUpload(loc: Location, path: string, options: WriteOptions): Promise<Upload> {

@@ -15,6 +15,8 @@ export type HandleEntry =
 export class HandleTable {
   private readonly entries = new Map<string, HandleEntry>();
   private next = 1;
+  /** After closeAll: an OPEN that finishes later gets no handle (its caller aborts what it opened). */
+  private closed = false;
 
   constructor(
     private readonly max: number,
@@ -22,6 +24,7 @@ export class HandleTable {
   ) {}
 
   add(entry: HandleEntry): Buffer {
+    if (this.closed) throw new SluiceError('failure', 'Channel closed');
     if (this.entries.size >= this.max) throw new SluiceError('failure', 'Too many open handles');
     this.user.hold();
     const id = Buffer.alloc(4);
@@ -54,6 +57,7 @@ export class HandleTable {
 
   /** Channel gone: abort unfinished transfers (recorded as such), close listings. */
   async closeAll(reason: string): Promise<void> {
+    this.closed = true;
     const all = [...this.entries.values()];
     this.entries.clear();
     for (let i = 0; i < all.length; i++) this.user.release();
