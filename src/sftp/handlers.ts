@@ -103,7 +103,8 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
       try {
         return new Writer(FXP.HANDLE, id).bytes(handles.add({ kind: 'file', transfer })).finish();
       } catch (err) {
-        await transfer.abort('too many handles', 'failed');
+        // Why it got no handle (a cap, or the channel closed while it opened), for its record.
+        await transfer.abort(err instanceof SluiceError ? err.message : 'no handle', 'failed');
         throw err;
       }
     },
