@@ -119,7 +119,9 @@ async function closeGracefully(stream: Duplex, timeoutMs: number): Promise<void>
     stream.on('error', () => undefined);
     // The peer may still send its own close_notify: read and drop whatever is left.
     stream.resume();
-    stream.end();
+    // A download's pipe has ended it already: another end() would only build an ERR_STREAM_ALREADY_FINISHED
+    // (with its stack) that nobody reads, once per file.
+    if (!stream.writableEnded) stream.end();
   });
 }
 
