@@ -1,5 +1,6 @@
 import type { Account } from './account.js';
 import { SluiceError } from './errors.js';
+import { nodeKey, type NodeStat } from './storage/storage.js';
 
 /** What a quota counts: bytes of regular files, and names. */
 export interface Usage {
@@ -346,6 +347,16 @@ export async function addName(ledger: Ledger, make: () => Promise<void>): Promis
   } finally {
     ledger.releaseFile();
   }
+}
+
+/** What removing a name with this stat frees: a file's bytes when the name is its only one. */
+export function freedBytes(st: NodeStat): number {
+  return st.type === 'file' && st.nlink <= 1 ? st.size : 0;
+}
+
+/** The file whose bytes removing this name frees (see dropFile); null when it frees none. */
+export function freeingKey(st: NodeStat): string | null {
+  return st.type === 'file' && st.nlink <= 1 ? nodeKey(st) : null;
 }
 
 /**

@@ -8,7 +8,7 @@ import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission } from './permissions.js';
-import { addName, dropFile, type Ledger, type Ledgers } from './quota.js';
+import { addName, dropFile, freedBytes, freeingKey, type Ledger, type Ledgers } from './quota.js';
 import { RateLimit, ratesOf, type Rates } from './rate-limit.js';
 import type { UploadScanning } from './scanning.js';
 import { hashRange, type Checksum, type ChecksumRange, type UploadReceipts } from './checksum.js';
@@ -966,11 +966,3 @@ function refusal(why: UploadRefusal): SluiceError {
 }
 
 /** What removing one name frees: a file's bytes go with its last link only. */
-function freedBytes(st: NodeStat): number {
-  return st.type === 'file' && st.nlink <= 1 ? st.size : 0;
-}
-
-/** The file whose bytes removing this name frees (see dropFile); null when it frees none. */
-function freeingKey(st: NodeStat): string | null {
-  return st.type === 'file' && st.nlink <= 1 ? nodeKey(st) : null;
-}

@@ -4,7 +4,7 @@ import type { TransferResult } from '../audit/events.js';
 import { SluiceError, Unseen, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
 import { baseName } from './paths.js';
-import { dropFile, type Ledger } from './quota.js';
+import { dropFile, freedBytes, freeingKey, type Ledger } from './quota.js';
 import type { RateLimit } from './rate-limit.js';
 import { SequenceHash } from './sequence-hash.js';
 import { hashRange, type Checksum, type ChecksumRange } from './checksum.js';
@@ -606,9 +606,9 @@ export class Upload extends Transfer {
   private async replace(staged: StagedFile, written: number, { st: now, held: old }: Target): Promise<{ bytes: number; files: number }> {
     try {
       if (now !== null && !this.target.mayReplace) throw this.nameTaken();
-      const expected = now?.type === 'file' && now.nlink === 1 ? now.size : 0;
+      const expected = now ? freedBytes(now) : 0;
       await this.ledger.checkCommit(this.reserved, written, expected, now === null && !this.target.holdsFile);
-      const replaced = now?.type === 'file' && now.nlink === 1 ? nodeKey(now) : null;
+      const replaced = now ? freeingKey(now) : null;
       await dropFile(this.ledger, replaced, () => staged.commit(this.target.mayReplace)).catch((err: unknown) => {
         throw err instanceof SluiceError && err.kind === 'already-exists' ? this.nameTaken() : err;
       });
