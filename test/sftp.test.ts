@@ -313,8 +313,12 @@ describe('SFTP', () => {
       writeFileSync(join(srv.home('alice'), 'curl-up.txt'), 'via curl sf');
       assert.equal(curl(['-C', '-', '-T', src, `${url}/curl-up.txt`]).status, 0);
       assert.equal(readFileSync(join(srv.home('alice'), 'curl-up.txt'), 'utf8'), 'via curl sftp 0123456789');
-      const quote = ['mkdir /cdir', 'rename /curl.txt /cdir/c.txt', 'symlink /cdir/c.txt /clink', 'chmod 600 /cdir/c.txt'];
+      const quote = ['mkdir /cdir', 'rename /curl.txt /cdir/c.txt', 'chmod 600 /cdir/c.txt'];
       assert.equal(curl([...quote.flatMap((q) => ['-Q', q]), `${url}/`]).status, 0);
+      // Debian's libssh2 1.10.0-3+deb12u1 reads a SYMLINK's STATUS reply from the wrong offset (the
+      // request id as the code; libssh2/libssh2#1731) and fails with 21 after the link was made: the
+      // link itself, checked below, is what the server is judged on.
+      assert.ok([0, 21].includes(curl(['-Q', 'symlink /cdir/c.txt /clink', `${url}/`]).status ?? -1));
       assert.equal(lstatSync(join(srv.home('alice'), 'cdir', 'c.txt')).mode & 0o777, 0o600);
       assert.ok(lstatSync(join(srv.home('alice'), 'clink')).isSymbolicLink());
       assert.equal(readFileSync(join(srv.home('alice'), 'clink'), 'utf8'), 'via curl sftp 0123456789');

@@ -1,4 +1,4 @@
-import { createHash, type Hash } from 'node:crypto';
+import { Sha256Stream } from './offloaded-sha256.js';
 
 /** Out-of-order bytes held for the hash at most; beyond that the hash is given up. */
 const MAX_REORDER_BYTES = 16 * 1024 * 1024;
@@ -9,12 +9,13 @@ const MAX_REORDER_BYTES = 16 * 1024 * 1024;
  * fill. A rewrite, a gap that never fills or too much waiting gives up the
  * hash (null) rather than report a wrong one.
  *
- * Each update is one chunk (at most 256 KiB), hashed on the event loop while
- * an upload's write runs in the thread pool: what it costs is CPU, not
- * waiting; `npm run bench` measures it (audit trail on against off).
+ * The hashing itself runs on a thread of its own past the first 256 KiB
+ * (offloaded-sha256.ts); a transfer that sends faster than that thread
+ * hashes waits on caughtUp(). `npm run bench` measures what the hash costs
+ * (audit trail on against off).
  */
 export class SequenceHash {
-  private hash: Hash | null = createHash('sha256');
+  private hash: Sha256Stream | null = new Sha256Stream();
   private readonly waiting = new Map<number, Buffer>();
   private waitingBytes = 0;
   constructor(private next: number) {}
@@ -38,16 +39,27 @@ export class SequenceHash {
     }
   }
 
+  /**
+   * A transfer waits on this between its reads or writes: null while the
+   * hashing keeps up, else a promise that resolves once it has caught up.
+   */
+  caughtUp(): Promise<void> | null {
+    return this.hash?.caughtUp() ?? null;
+  }
+
   /** Once: the hash is ended, and bytes that still pass afterwards (a stream not yet torn down) are not hashed. */
-  digest(): string | null {
+  digest(): Promise<string | null> {
     const hash = this.hash;
     const whole = hash !== null && this.waiting.size === 0;
+    this.hash = null;
     this.spoil();
-    return whole ? hash.digest('hex') : null;
+    if (!whole) hash?.drop();
+    return whole ? hash.digest() : Promise.resolve(null);
   }
 
   /** The bytes hashed are not the bytes transferred after all. */
   spoil(): void {
+    this.hash?.drop();
     this.hash = null;
     this.waiting.clear();
     this.waitingBytes = 0;

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { Transform, Writable, type Readable } from 'node:stream';
 import type { TransferResult } from '../audit/events.js';
 import { SluiceError, Unseen, toSluiceError } from './errors.js';
@@ -7,6 +6,7 @@ import { baseName } from './paths.js';
 import { dropFile, freedBytes, freeingKey, type Ledger } from './quota.js';
 import type { RateLimit } from './rate-limit.js';
 import { SequenceHash } from './sequence-hash.js';
+import { Sha256Stream } from './offloaded-sha256.js';
 import { hashRange, type Checksum, type ChecksumRange } from './checksum.js';
 import { verdictWithin, type UploadScanning } from './scanning.js';
 import { nodeKey, type HeldNode, type Location, type NodeStat, type OpenFile, type StagedFile } from './storage/storage.js';
@@ -120,15 +120,17 @@ abstract class Transfer {
 
   protected abstract settle(result: TransferResult, reason?: string): Promise<void>;
 
-  protected record(
+  protected async record(
     size: number,
     result: TransferResult,
     reason?: string,
     fileSha256?: string,
     node?: TransferRecord['node'],
     quarantined?: TransferRecord['quarantined'],
-  ): void {
+  ): Promise<void> {
     this.result = result;
+    // Past its first batch, the hash is the hashing thread's: the record waits for its last bytes.
+    const sha256 = this.hash ? await this.hash.digest() : null;
     this.report({
       direction: this.direction,
       path: this.path,
@@ -138,7 +140,7 @@ abstract class Transfer {
       started: this.started,
       result,
       ...(reason === undefined ? {} : { reason }),
-      sha256: this.hash?.digest() ?? null,
+      sha256,
       ...(fileSha256 === undefined ? {} : { fileSha256 }),
       convertedLineEndings: this.options.convertedLineEndings,
       ...(node === undefined ? {} : { node }),
@@ -192,6 +194,7 @@ export class Download extends Transfer {
     const n = await this.file.read(target, offset, length, position);
     this.bytes += n;
     this.hash?.update(position, target.subarray(offset, offset + n));
+    await this.hash?.caughtUp();
     return n;
   }
 
@@ -214,8 +217,10 @@ export class Download extends Transfer {
         position += chunk.length;
         // Held back, not slept on: the next chunk is read only once this one is passed on.
         const wait = rate ? rate.delay(chunk.length) : 0;
-        if (wait === 0) done(null, chunk);
-        else setTimeout(() => done(null, chunk), wait);
+        const pass = (): void => (wait === 0 ? done(null, chunk) : void setTimeout(() => done(null, chunk), wait));
+        const hashing = this.hash?.caughtUp();
+        if (hashing) void hashing.then(pass);
+        else pass();
       },
     });
     const source = this.file.readStream(this.offset, this.size, this.ahead);
@@ -228,7 +233,7 @@ export class Download extends Transfer {
     // What a read descriptor's close reports changes nothing, so the end (SFTP CLOSE's answer) does
     // not wait a thread-pool round trip for it: one of the few a small file's download takes.
     this.file.close().catch(() => undefined);
-    this.record(this.size, result, reason);
+    await this.record(this.size, result, reason);
   }
 }
 
@@ -337,6 +342,7 @@ export class Upload extends Transfer {
       throw this.failWrite(err);
     }
     this.bytes += length;
+    await this.hash?.caughtUp();
   }
 
   /**
@@ -577,7 +583,7 @@ export class Upload extends Transfer {
     // this file, on any process, finds the file unlocked and unclaimed. (A new file held
     // neither: its releases only move counts, and waiting would cost every small file a trip.)
     if (heldFile) await this.ledger.synced().catch(() => undefined);
-    this.record(finalSize, result, reason, fileSha256, node, quarantined);
+    await this.record(finalSize, result, reason, fileSha256, node, quarantined);
   }
 
   /** The refusal of an upload whose name was taken after its open by a file it may not replace. */
@@ -660,11 +666,16 @@ async function lookThroughHold(loc: Location): Promise<Target> {
 /** A second, streaming read of the finished file: only for resumed uploads, only when configured. */
 async function hashFile(loc: Location): Promise<string> {
   const file = await loc.openRead();
+  const hash = new Sha256Stream();
   try {
-    const hash = createHash('sha256');
-    for await (const chunk of file.readStream(0)) hash.update(chunk as Buffer);
-    return hash.digest('hex');
+    for await (const chunk of file.readStream(0)) {
+      hash.update(chunk as Buffer);
+      await hash.caughtUp();
+    }
+    return (await hash.digest()) ?? Promise.reject(new Error('hashing thread lost'));
   } finally {
+    // A read that failed leaves the stream unfinished: given up, or the thread would keep its place.
+    hash.drop();
     await file.close().catch(() => undefined);
   }
 }
