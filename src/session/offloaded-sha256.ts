@@ -143,8 +143,10 @@ class HashingThread {
       for (const s of this.blocked) s.wakeIfWithin();
     });
     // A thread that fails loses the streams it held (their digests are null, never wrong); the next large transfer starts another.
-    const lost = (): void => {
+    const lost = (why: unknown): void => {
       if (this.worker !== worker) return;
+      const open = this.streams.size;
+      process.emitWarning(`the hashing thread stopped (${why instanceof Error ? why.message : `exit ${String(why)}`}): ${open} transfer(s) will be recorded without a SHA-256`, 'SluiceHashWarning');
       this.worker = null;
       this.reffed = false;
       this.total = 0;
