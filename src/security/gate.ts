@@ -164,6 +164,8 @@ export class Guest {
   private vouched = false;
   /** The last login that succeeded (audited as one): a session it cannot open is recorded as its end. */
   private lastLogin: AuthRequest | null = null;
+  /** The first session of a login while it opens: further ones (SFTP channels opened at once) wait for it (see enter). */
+  private opening: Promise<unknown> | null = null;
 
   constructor(
     private readonly gate: Gate,
@@ -270,6 +272,22 @@ export class Guest {
    * can mend it.
    */
   async enter<T>(user: string, open: () => Promise<T>): Promise<T> {
+    // Until a session of the login is open, its sessions open one at a time: if the first cannot open, the
+    // login has ended (its logout recorded, its slot freed), and a channel opened together with it must not
+    // open a session of it afterwards, without a slot and after its logout; found when the home came back
+    // while such channels were still opening, and each recorded a logout of its own.
+    while (!this.inSession && this.opening) await this.opening.catch(() => undefined);
+    if (!this.inSession && !this.lastLogin) throw new SluiceError('failure', undefined, 'the login ended before this session opened');
+    const opened = this.open(user, open);
+    if (!this.inSession) this.opening = opened;
+    try {
+      return await opened;
+    } finally {
+      if (this.opening === opened) this.opening = null;
+    }
+  }
+
+  private async open<T>(user: string, open: () => Promise<T>): Promise<T> {
     try {
       const session = await open();
       this.inSession = true;
