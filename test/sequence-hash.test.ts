@@ -15,10 +15,15 @@ const chunks = (from = 0) => {
 };
 
 describe('SequenceHash: the SHA-256 of the bytes in file order, or null', () => {
-  it('in order', async () => {
-    const h = new SequenceHash(0);
-    for (const [at, c] of chunks()) h.update(at, c);
-    assert.equal(await h.digest(), sha256(data));
+  it('in order, on the hashing thread and on the event loop (downloads)', async () => {
+    for (const offload of [true, false]) {
+      const h = new SequenceHash(0, offload);
+      for (const [at, c] of chunks()) h.update(at, c);
+      assert.equal(await h.digest(), sha256(data));
+      const reversed = new SequenceHash(0, offload);
+      for (const [at, c] of chunks().reverse()) reversed.update(at, c);
+      assert.equal(await reversed.digest(), sha256(data));
+    }
   });
 
   it('completed out of order (pipelined SFTP reads), within the bound', async () => {

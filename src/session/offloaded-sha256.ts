@@ -178,8 +178,8 @@ export class Sha256Stream {
   private heldBytes = 0;
   /** The stream's id on the thread once it outgrew a batch; 0 before. */
   private id = 0;
-  /** Hashed here after all: no thread could be started. */
-  private local: Hash | null = null;
+  /** Hashed here, on the event loop: asked for (see the constructor), or no thread could be started. */
+  private local: Hash | null;
   private batch: Buffer | null = null;
   private batchUsed = 0;
   /** Bytes of this stream handed to the thread and not yet hashed. */
@@ -187,6 +187,11 @@ export class Sha256Stream {
   private waiters: (() => void)[] = [];
   private result: ((digest: string | null) => void) | null = null;
   private done: Promise<string | null> | null = null;
+
+  /** `offload` false: hashed on the event loop as the bytes pass, never copied. */
+  constructor(offload = true) {
+    this.local = offload ? null : createHash('sha256');
+  }
 
   update(data: Uint8Array): void {
     if (this.done) return;

@@ -10,15 +10,21 @@ const MAX_REORDER_BYTES = 16 * 1024 * 1024;
  * hash (null) rather than report a wrong one.
  *
  * The hashing itself runs on a thread of its own past the first 256 KiB
- * (offloaded-sha256.ts); a transfer that sends faster than that thread
- * hashes waits on caughtUp(). `npm run bench` measures what the hash costs
+ * (offloaded-sha256.ts) unless asked not to; a transfer that sends faster
+ * than that thread hashes waits on caughtUp(). `npm run bench` measures what the hash costs
  * (audit trail on against off).
  */
 export class SequenceHash {
-  private hash: Sha256Stream | null = new Sha256Stream();
+  private hash: Sha256Stream | null;
   private readonly waiting = new Map<number, Buffer>();
   private waitingBytes = 0;
-  constructor(private next: number) {}
+  /** `offload`: see Sha256Stream. */
+  constructor(
+    private next: number,
+    offload = true,
+  ) {
+    this.hash = new Sha256Stream(offload);
+  }
 
   update(position: number, data: Buffer): void {
     if (!this.hash || data.length === 0) return;
