@@ -4,6 +4,7 @@ import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import ssh2 from 'ssh2';
+import { sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 import { sftpOf, sshConnect, userKeyPair } from './helpers/ssh.js';
@@ -200,5 +201,27 @@ describe('failed logins before authentication cannot fill the audit trail', () =
     assert.equal(summary.length, 1);
     assert.equal(summary[0]?.ip, '127.0.0.1');
     assert.ok((summary[0]?.count as number) + failed.length >= total - 8, 'every failure accounted for');
+  });
+});
+
+describe('an account disabled between its SFTP login and its first channel', () => {
+  it('opens no session, and its login gets its logout', { timeout: 60_000 }, async () => {
+    const srv = await TestServer.start({ users: [{ name: 'dave', password: 'dave password' }] });
+    try {
+      const ssh = await sshConnect({ port: srv.sftpPort, username: 'dave', password: 'dave password' });
+      ssh.on('error', () => undefined);
+      assert.equal(sluice(srv.dir, ['user', 'disable', 'dave']).code, 0);
+      await assert.rejects(sftpOf(ssh));
+      ssh.end();
+      const records = await srv.auditUntil((l) => l.event === 'logout' && l.user === 'dave');
+      const mine = records.filter((l) => l.user === 'dave' && (l.event === 'login' || l.event === 'logout'));
+      assert.deepEqual(
+        mine.map((l) => l.event),
+        ['login', 'logout'],
+      );
+      assert.match(String(mine[1]?.reason), /^session not opened: account disabled, removed or expired since the login/);
+    } finally {
+      await srv.stop();
+    }
   });
 });

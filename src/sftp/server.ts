@@ -8,6 +8,7 @@ import type { HostKeyFile } from '../certs/ensure.js';
 import type { Listening } from '../listening.js';
 import type { Account } from '../session/account.js';
 import type { Guest } from '../security/gate.js';
+import { SluiceError } from '../session/errors.js';
 import { Session } from '../session/session.js';
 import { ByteBudget } from './budget.js';
 import { SftpChannel } from './channel.js';
@@ -485,19 +486,17 @@ export class SftpFrontEnd {
     // the channel's server listens, and a session opened for it is closed at once.
     let gone = false;
     channel.once('close', () => (gone = true));
-    const open = async (): Promise<Session | null> => {
-      const now = await this.services.authenticator.refreshed(account);
-      return now && state.guest.enter(now.name, () => Session.open(now, where, this.services.sessionDeps, connection));
-    };
+    // The account as stored now, checked inside enter(): one changed since the login (a notice
+    // not yet here) fails the session's open like a missing home, and its login gets its logout.
+    const open = (): Promise<Session> =>
+      state.guest.enter(account.name, async () => {
+        const now = await this.services.authenticator.refreshed(account);
+        if (!now) throw new SluiceError('permission-denied', undefined, 'account disabled, removed or expired since the login');
+        return Session.open(now, where, this.services.sessionDeps, connection);
+      });
     void open().then(
       (s) => {
-        if (s && gone) return void this.closeUnserved(s);
-        if (!s) {
-          state.log.warn({ user: account.name }, 'account disabled, removed or expired since the login: connection closed');
-          channel.close();
-          client.end();
-          return;
-        }
+        if (gone) return void this.closeUnserved(s);
         served = serve(channel, s, reopen);
         const { done } = served;
         this.running.add(done);
