@@ -238,6 +238,15 @@ for (const backend of [sqlite(), postgres()]) {
       assert.equal((await store.users.get('next'))?.lastLoginAt, null);
     });
 
+    it("a removed user's id is never given again, not even the newest's", async () => {
+      const [store] = await fresh();
+      const first = await store.users.create('first', null, settings());
+      const newest = await store.users.create('newest', null, settings());
+      await store.users.remove(newest.id);
+      const next = await store.users.create('next', null, settings());
+      assert.ok(next.id > newest.id && newest.id > first.id, `ids ${first.id}, ${newest.id}, then ${next.id}`);
+    });
+
     it('updates change only what they name, and two Stores updating other settings at once both land', async () => {
       const [a, open] = await fresh();
       const b = await open();

@@ -55,9 +55,10 @@ export class SqliteUsers implements UserRepository {
       byId: prepare('SELECT * FROM users WHERE id = ?'),
       all: prepare('SELECT * FROM users ORDER BY name'),
       count: prepare('SELECT COUNT(*) AS n FROM users'),
-      insert: prepare(`INSERT INTO users (name, password_hash, home, enabled, expires_at, protocols, require_tls,
+      // The id after the highest ever given (migration 009), not after the highest left.
+      insert: prepare(`INSERT INTO users (id, name, password_hash, home, enabled, expires_at, protocols, require_tls,
         require_key, permissions, quota_bytes, quota_files, rate_up, rate_down, scan, created_at, updated_at)
-        VALUES (@name, @password_hash, @home, @enabled, @expires_at, @protocols, @require_tls,
+        VALUES ((SELECT high + 1 FROM user_id_high), @name, @password_hash, @home, @enabled, @expires_at, @protocols, @require_tls,
         @require_key, @permissions, @quota_bytes, @quota_files, @rate_up, @rate_down, @scan, @now, @now)`),
       update: prepare(`UPDATE users SET home = @home, enabled = @enabled, expires_at = @expires_at,
         protocols = @protocols, require_tls = @require_tls, require_key = @require_key, permissions = @permissions,

@@ -1,0 +1,3 @@
+-- Intentionally empty: version 9 of the SQLite schema keeps a user's id
+-- from ever being given again, which PostgreSQL's identity column already
+-- ensures; the version exists here so both dialects keep the same list.
