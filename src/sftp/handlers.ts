@@ -103,8 +103,9 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
       try {
         return new Writer(FXP.HANDLE, id).bytes(handles.add({ kind: 'file', transfer })).finish();
       } catch (err) {
-        // Why it got no handle (a cap, or the channel closed while it opened), for its record.
-        await transfer.abort(err instanceof SluiceError ? err.message : 'no handle', 'failed');
+        // Why it got no handle, for its record: the client closed the channel while it opened (it gave
+        // the transfer up, as a session's close aborts it), or a cap refused it (it failed).
+        await transfer.abort(err instanceof SluiceError ? err.message : 'no handle', handles.isClosed ? 'aborted' : 'failed');
         throw err;
       }
     },

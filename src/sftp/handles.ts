@@ -23,6 +23,11 @@ export class HandleTable {
     private readonly user: UserHandles,
   ) {}
 
+  /** After closeAll: the channel is gone. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   add(entry: HandleEntry): Buffer {
     if (this.closed) throw new SluiceError('failure', 'Channel closed');
     if (this.entries.size >= this.max) throw new SluiceError('failure', 'Too many open handles');
