@@ -47,8 +47,12 @@ describe('audit.keep for the xferlog', () => {
     const { root, data, file } = fresh('xferlog');
     const xferlog = join(data, 'xferlog');
     const options = { rotateSize: 8 * 1024, keep: { count: 2, days: 0 }, xferlog };
+    // A long path makes an xferlog line more than half an audit record, so the xferlog rotates (and one of its
+    // files is deleted) at least once in what the audit keeps (two rotated files and the live one): with short
+    // paths the audit turned over its files faster than that and kept no deletion record some runs.
+    const dirs = 'd'.repeat(1000);
     const upload = (n: number) => ({
-      event: 'upload' as const, path: `/in/file-${n}.dat`, bytes: n, size: n, offset: 0, resumed: false,
+      event: 'upload' as const, path: `/in/${dirs}/file-${n}.dat`, bytes: n, size: n, offset: 0, resumed: false,
       started: new Date().toISOString(), duration_ms: 3, result: 'ok' as const, sha256: null, type: 'binary' as const,
     });
     const { log, errors } = openLog(file, options);
