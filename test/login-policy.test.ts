@@ -100,6 +100,9 @@ describe('a login whose home cannot be opened is no login: the deadline runs on,
     await assert.rejects(sftpOf(ssh));
     const timer = new Promise<boolean>((r) => setTimeout(() => r(false), 15_000).unref());
     assert.ok(await Promise.race([closed, timer]), 'the connection was ended');
+    // Said once, at warn, with its reason: an operator's error alerts are for the server's faults, not a missing home.
+    await srv.logs(/"level":40[^\n]*"user":"bob"[^\n]*"reason":"[^"]*home[^\n]*"msg":"session not opened"/);
+    assert.doesNotMatch(srv.log, /"level":50[^\n]*"msg":"could not open session"/);
     withHome();
     const ftp = await RawFtp.secureLogin(srv.ftpPort, 'bob', 'bob password', { localAddress: '127.0.0.3' });
     ftp.close();

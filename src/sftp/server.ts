@@ -503,7 +503,10 @@ export class SftpFrontEnd {
         void done.finally(() => this.running.delete(done));
       },
       (err: unknown) => {
-        state.log.error({ err }, 'could not open session');
+        // A refusal (a missing home, an account changed since the login) is no fault of the server's: the gate
+        // has said why at warn. Only what the shared layer did not expect is an error.
+        if (err instanceof SluiceError) state.log.info({ reason: err.detail ?? err.message }, 'session not opened; channel closed');
+        else state.log.error({ err }, 'could not open session');
         channel.close();
         // The slot is freed and the login undone: another channel must not open a session without one.
         if (!state.guest.loggedIn) client.end();
