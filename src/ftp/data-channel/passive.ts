@@ -2,6 +2,7 @@ import net, { type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { plainAddress } from '../../auth/ip-rules.js';
 import type { TlsBinding } from '../tls.js';
+import { randomPortOrder } from './ports.js';
 
 function deferred<T>() {
   let resolve!: (v: T) => void;
@@ -88,14 +89,7 @@ export class PassiveEndpoint {
   }
 
   static async open(opts: PassiveOptions): Promise<PassiveEndpoint> {
-    const [lo, hi] = opts.range;
-    const ports = Array.from({ length: hi - lo + 1 }, (_, i) => lo + i);
-    // Random order: predictable ports help an attacker race for the connection.
-    for (let i = ports.length - 1; i > 0; i--) {
-      const j = Math.floor(Math.random() * (i + 1));
-      [ports[i], ports[j]] = [ports[j] as number, ports[i] as number];
-    }
-    for (const port of ports) {
+    for (const port of randomPortOrder(...opts.range)) {
       const server = net.createServer({ pauseOnConnect: true });
       const ok = await new Promise<boolean>((resolve) => {
         server.once('error', () => resolve(false));
