@@ -126,7 +126,7 @@ async function vsftpd(work: string, certFile: string, keyFile: string): Promise<
   onCleanup(() => rmSync(pamFile, { force: true }));
   const port = await freePort();
   // The same number of passive ports as the sluice the bench starts.
-  const pasv = 10000 + Math.floor(Math.random() * 100) * 100; // below sluice's ranges (TestServer: 20000 up)
+  const pasv = 10000 + Math.floor(Math.random() * 100) * 100; // below the ranges the bench gives sluice (sluice.ts: 20000 up)
   const config = join(dir, 'vsftpd.conf');
   writeFileSync(config, [
     'listen=YES',

@@ -29,6 +29,22 @@ function startScriptNodeFlags(): string[] {
   return m[1]!.trim().split(' ').filter((f) => f !== '');
 }
 
+/**
+ * Each sluice's 100 passive ports, below the kernel's ephemeral range as the
+ * peer's are (peers.ts: 10000-19999): on loopback the clients' own ports
+ * come from that range, and the TIME_WAITs of their data connections took a
+ * quarter of a range inside it (TestServer picks one anywhere from 20000 up),
+ * each PASV/EPSV that drew one paying for a failed bind. The sluices of one
+ * bench get ranges of their own.
+ */
+let rangesGiven = 0;
+function passivePorts(): string {
+  const [ephemeralLow] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+  const slots = Math.max(1, Math.floor(((ephemeralLow ?? 32768) - 20000) / 100));
+  const base = 20000 + ((Math.floor(Math.random() * slots) + rangesGiven++) % slots) * 100;
+  return `${base}-${base + 99}`;
+}
+
 type Config = Record<string, unknown>;
 
 function isObject(x: unknown): x is Config {
@@ -65,7 +81,7 @@ export async function startSluice(options: SluiceOptions, publicKeyFile: string)
       yaml: stringify(config),
       // The tests' server runs one process; a user's runs one worker per core (workers: auto).
       // SLUICE_BENCH_WORKERS sets another count for every workload that does not set its own.
-      env: { SLUICE_WORKERS: process.env.SLUICE_BENCH_WORKERS ?? 'auto', ...store, ...options.env },
+      env: { SLUICE_WORKERS: process.env.SLUICE_BENCH_WORKERS ?? 'auto', SLUICE_PASV_PORTS: passivePorts(), ...store, ...options.env },
       users: users.map((u) => ({ ...u, args: ['--key', publicKeyFile, ...(options.userArgs ?? [])] })),
       nodeArgs: startScriptNodeFlags(),
     }),
