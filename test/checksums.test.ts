@@ -8,7 +8,8 @@ import { after, before, describe, it } from 'node:test';
 import { FXP, OPEN_FLAGS, STATUS, Writer } from '../src/sftp/codec.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
-import { initialised, sshConnect } from './helpers/ssh.js';
+import type ssh2 from 'ssh2';
+import { call, initialised, sftpOf, sshConnect } from './helpers/ssh.js';
 
 const MiB = 1024 * 1024;
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -67,6 +68,29 @@ describe('checksums: FTP HASH / XSHA256, SFTP check-file-name / check-file-handl
     // ...and a file whose mtime moved is read again.
     utimesSync(file, new Date(), new Date());
     assert.equal((await ftp.cmd('XSHA256 up.bin')).text, `250 ${sha256sum(file)}`);
+  });
+
+  it('an SFTP upload cut short (FSETSTAT size) and written past the cut: neither the record nor HASH vouches for bytes the file lacks', async () => {
+    // Written 0-100, cut to 50, written at 100: the file holds a hole of zeros the bytes sent never had.
+    const a = randomBytes(100);
+    const b = randomBytes(50);
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const sftp = await sftpOf(conn);
+      const h = await call<Buffer>((cb) => sftp.open('/cut.bin', 'w', cb));
+      await call((cb) => sftp.write(h, a, 0, 100, 0, cb));
+      await call((cb) => sftp.fsetstat(h, { size: 50 } as ssh2.InputAttributes, cb));
+      await call((cb) => sftp.write(h, b, 0, 50, 100, cb));
+      await call((cb) => sftp.close(h, cb));
+    } finally {
+      conn.end();
+    }
+    const file = join(srv.home('alice'), 'cut.bin');
+    assert.equal(statSync(file).size, 150);
+    const record = (await srv.auditUntil((l) => l.event === 'upload' && l.path === '/cut.bin')).find((l) => l.event === 'upload' && l.path === '/cut.bin');
+    assert.equal(record?.result, 'ok');
+    assert.equal(record?.sha256, null, 'no hash of the bytes sent, which are not the file');
+    assert.equal((await ftp.cmd('XSHA256 cut.bin')).text, `250 ${sha256sum(file)}`);
   });
 
   it('any other file is read at the session hashing rate, and matches sha256sum', async () => {

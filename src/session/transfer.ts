@@ -419,6 +419,8 @@ export class Upload extends Transfer {
   }
 
   private async resizeNow(size: number): Promise<void> {
+    // Every byte written or pipelined so far lies below this.size (reserve() moves it before the ledger answers).
+    const cut = size < this.size;
     try {
       await this.reserve(size, 0);
     } catch (err) {
@@ -426,6 +428,10 @@ export class Upload extends Transfer {
       // pipelined meanwhile counted on it, so the upload cannot go on within the quota.
       throw this.failWrite(err);
     }
+    // A cut takes bytes already hashed out of the file (a write past the cut then leaves a hole the
+    // hash never saw): the hash would describe bytes the file does not hold, and answer HASH and
+    // check-file from its receipt with them. Given up, as for a rewrite.
+    if (cut) this.hash?.spoil();
     await this.file.truncate(size);
   }
 
