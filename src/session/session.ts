@@ -473,7 +473,8 @@ export class Session implements LiveSession {
         staged = await loc.stage(st ? st.mode & 0o777 : null);
         file = staged.file;
       } else {
-        file = await loc.openWrite({ create: st === null, truncate, append });
+        // The file looked at, or none: its lock and quota steps were taken for that one (see WriteMode.same).
+        file = await loc.openWrite({ create: st === null, truncate, append, ...(st ? { same: st } : {}) });
         if (!st) lock = await this.lockCreated(loc, file);
       }
     } catch (err) {
