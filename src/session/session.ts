@@ -713,7 +713,12 @@ export class Session implements LiveSession {
             this.require('overwrite', parentOf(dst.virtualPath));
           }
           const sameFile = dstStat !== null && dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev;
-          await dropFile(this.ledger, dstStat && !sameFile ? freeingKey(dstStat) : null, () => src.renameTo(dst));
+          // The check above is not the rename: a name taken since (another request of this user, another
+          // client) must not be replaced by rename(2), which would replace it without overwrite and
+          // unaccounted. A free target is taken without replacing; a directory can then only replace an
+          // empty directory, which rename(2) refuses for any other.
+          const move = dstStat === null && srcStat.type !== 'dir' ? () => src.moveNoReplace(dst) : () => src.renameTo(dst);
+          await dropFile(this.ledger, dstStat && !sameFile ? freeingKey(dstStat) : null, move);
           // A name replaced by another link to the same file is left alone by rename(2).
           if (dstStat && !sameFile) {
             this.ledger.settle(0, -freedBytes(dstStat), -1);

@@ -7,6 +7,7 @@ import { toAccount } from '../../src/auth/authenticator.js';
 import { configSchema, type Config } from '../../src/config/schema.js';
 import type { Protocol } from '../../src/session/account.js';
 import { Session } from '../../src/session/session.js';
+import type { Location, Storage, StorageOpener } from '../../src/session/storage/storage.js';
 import type { NewUser } from '../../src/users/admin.js';
 
 /** A real sluice data directory, database and audit log in a temp folder. */
@@ -33,7 +34,7 @@ export class World {
   }
 
   /** A session as a front-end would open it after login. */
-  async session(name: string, protocol: Protocol = 'sftp'): Promise<Session> {
+  async session(name: string, protocol: Protocol = 'sftp', storage = this.services.sessionDeps.storage): Promise<Session> {
     const user = await this.services.users.get(name);
     if (!user) throw new Error(`no user ${name}`);
     // No connection to close: ending the session is closing it.
@@ -41,11 +42,52 @@ export class World {
     const s: Session = await Session.open(
       toAccount(user),
       { id: `test-${this.sessions.length}`, protocol, remoteAddress: '127.0.0.1', remotePort: 40000 },
-      this.services.sessionDeps,
+      { ...this.services.sessionDeps, storage },
       connection,
     );
     this.sessions.push(s);
     return s;
+  }
+
+  /**
+   * A session whose storage runs `meanwhile` once, just before (or just
+   * after, `at`) the first call of one of `methods` on a location of `path`:
+   * what another session or a shell may do between the session's look at a
+   * name and its act on it, made to land in that window every time.
+   */
+  async sessionRacedBy(
+    name: string,
+    path: string,
+    methods: readonly string[],
+    meanwhile: () => Promise<unknown>,
+    at: 'before' | 'after' = 'before',
+  ): Promise<Session> {
+    const real = this.services.sessionDeps.storage;
+    let armed = true;
+    const raced = (loc: Location): Location =>
+      new Proxy(loc, {
+        get(target, prop) {
+          const value = Reflect.get(target, prop, target) as unknown;
+          if (typeof value !== 'function') return value;
+          const call = (value as (...a: unknown[]) => unknown).bind(target);
+          if (!armed || target.virtualPath !== path || !methods.includes(String(prop))) return call;
+          return async (...args: unknown[]) => {
+            armed = false;
+            if (at === 'before') await meanwhile();
+            const result = await call(...args);
+            if (at === 'after') await meanwhile();
+            return result;
+          };
+        },
+      });
+    const storage: StorageOpener = async (home) => {
+      const s = await real(home);
+      return {
+        resolve: async (...a) => raced(await s.resolve(...a)),
+        resolveForRead: async (...a) => raced(await s.resolveForRead(...a)),
+      } satisfies Storage;
+    };
+    return this.session(name, 'sftp', storage);
   }
 
   home(name: string): string {

@@ -42,6 +42,9 @@ const MAX_SYMLINKS = 40;
 /** Bytes per read of a streamed download. */
 const STREAM_CHUNK = 256 * 1024;
 
+/** link(2) failures that say no hard link can be made here, not that the name is taken. */
+const NO_LINK = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EMLINK', 'EXDEV']);
+
 const outside = () => new SluiceError('permission-denied', 'Permission denied', 'path leads outside the home');
 
 export function procPath(fd: number, name = ''): string {
@@ -406,6 +409,33 @@ class LocalLocation implements Location {
     return sys(fsp.rename(this.path, this.storage.own(target).path));
   }
 
+  async moveNoReplace(target: Location): Promise<void> {
+    // Node has no renameat2(RENAME_NOREPLACE): link(2) never replaces (and never follows a final
+    // symlink, so a symlink moves as itself), then the old name goes, as a staged upload takes its name.
+    const to = this.storage.own(target).path;
+    try {
+      await fsp.link(this.path, to);
+    } catch (err) {
+      // No hard link possible here (a file system without them, a file another account owns under
+      // fs.protected_hardlinks, too many links): rename as before, after one more look.
+      if (!NO_LINK.has(errnoCode(err) ?? '')) throw fromErrno(err);
+      if ((await lstatOrNull(to)) !== null) throw new SluiceError('already-exists');
+      return sys(fsp.rename(this.path, to));
+    }
+    // The old name goes only while it still names the node just linked: had it been moved away and
+    // the name taken by another file meanwhile, unlinking it would remove that file's name.
+    const [was, now] = await Promise.all([lstatOrNull(this.path), lstatOrNull(to)]);
+    if (was === null || now === null || was.ino !== now.ino || was.dev !== now.dev) return;
+    try {
+      await sys(fsp.unlink(this.path));
+    } catch (err) {
+      if (err instanceof SluiceError && err.kind === 'not-found') return;
+      // Still at its old name: take back the new one rather than leave the file with two.
+      await fsp.unlink(to).catch(() => undefined);
+      throw err;
+    }
+  }
+
   chmod(mode: number): Promise<void> {
     return this.onNode((path) => fsp.chmod(path, mode));
   }
@@ -435,7 +465,16 @@ class LocalLocation implements Location {
   }
 
   async space(): Promise<StorageSpace> {
-    const fs = await sys(fsp.statfs(this.path));
+    // As onNode: statfs(2) follows a final symlink, and one may have been swapped in since resolve
+    // looked; the O_PATH descriptor's magic link names the node found under the pinned parent.
+    const fh = this.isRoot ? this.dir : await this.open(O_PATH);
+    let fs;
+    try {
+      if ((await sys(fh.stat())).isSymbolicLink()) throw new SluiceError('permission-denied', undefined, 'statfs of a symlink itself');
+      fs = await sys(fsp.statfs(procPath(fh.fd)));
+    } finally {
+      if (fh !== this.dir) await fh.close();
+    }
     return { blockSize: fs.bsize, blocks: fs.blocks, blocksFree: fs.bfree, blocksAvailable: fs.bavail, files: fs.files, filesFree: fs.ffree };
   }
 

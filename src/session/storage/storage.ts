@@ -172,6 +172,12 @@ export interface Location {
   link(existing: Location): Promise<void>;
   /** Move this name to `target` (same storage), replacing what is there. */
   renameTo(target: Location): Promise<void>;
+  /**
+   * Move this name (not a directory) to `target` only if no name is there:
+   * fails with already-exists otherwise, whatever took the name since it was
+   * looked at (the check and the naming are one step).
+   */
+  moveNoReplace(target: Location): Promise<void>;
   /** Permission bits of the node; refused on a symlink. Needs no access to its content. */
   chmod(mode: number): Promise<void>;
   /** Times of the node (`atime` undefined: left as it is); refused on a symlink. Needs no access to its content. */

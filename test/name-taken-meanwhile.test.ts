@@ -1,0 +1,137 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, readdirSync, readFileSync, renameSync, statfsSync, statSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { configSchema } from '../src/config/schema.js';
+import type { Session } from '../src/session/session.js';
+import { World, writeFile } from './helpers/world.js';
+
+/*
+ * The shared layer looks at a name, decides (permissions, quota steps, a
+ * lock), then acts on the name. Another session of the user, or a shell, may
+ * give the name to something else in between: the act must not take that for
+ * what was looked at. Each case here makes the change land in that window
+ * (World.sessionRacedBy); each was found by a review, the window being an IPC
+ * round trip with workers or two pipelined SFTP requests.
+ */
+
+const QUOTA = 1024 * 1024;
+const used = async (s: Session) => QUOTA - (await s.space('/')).availableBytes;
+const onDisk = (home: string) => readdirSync(home).reduce((sum, n) => sum + statSync(join(home, n)).size, 0);
+
+for (const atomic of [true, false]) {
+  describe(`an upload in place whose name was given to another file after it looked (uploads.atomic: ${atomic})`, () => {
+    let world: World;
+    let home: string;
+
+    before(async () => {
+      world = await World.open(atomic ? {} : { uploads: { ...configSchema.parse({}).uploads, atomic: false } });
+      await world.addUser('alice', { quotaBytes: QUOTA });
+      home = world.home('alice');
+    });
+    after(() => world.close());
+
+    it('is refused before anything is truncated, and the usage stays what the disk holds', async () => {
+      const other = await world.session('alice');
+      await writeFile(other, '/big', Buffer.alloc(1000, 1));
+      await writeFile(other, '/small', Buffer.alloc(10, 2));
+      assert.equal(await used(other), 1010);
+
+      // A resume (no truncation) of /big: its lock (one writer in place per file) is taken on the file it looked at,
+      // right after the look, and the rename lands in between.
+      const s = await world.sessionRacedBy('alice', '/big', ['stat'], () => other.rename('/small', '/big', 'replace'), 'after');
+      const opening = s.openWrite('/big', { offset: 0, truncate: false });
+      const up: unknown = await opening.catch((err: unknown) => err);
+      if (!(up instanceof Error)) {
+        // The open took the file renamed onto the name, unlocked: a second writer in place got in beside it.
+        const second = await other.openWrite('/big', { offset: 0, truncate: false }).then(
+          async (w) => (await w.close(), true),
+          () => false,
+        );
+        await (up as Awaited<typeof opening>).close();
+        assert.fail(`the open took the other file${second ? ', and a second writer in place got in beside it' : ''}`);
+      }
+      assert.match(up.message, /changed|again/i);
+      assert.deepEqual(readFileSync(join(home, 'big')), Buffer.alloc(10, 2), 'the file now under the name is untouched');
+      assert.equal(await used(s), onDisk(home), 'usage is what the disk holds');
+
+      if (!atomic) {
+        // An overwrite is in place too then, and truncates: not the file renamed onto the name.
+        await other.rename('/big', '/big2', 'replace');
+        await writeFile(other, '/big', Buffer.alloc(1000, 1));
+        const s2 = await world.sessionRacedBy('alice', '/big', ['stat'], () => other.rename('/big2', '/big', 'replace'), 'after');
+        await assert.rejects(writeFile(s2, '/big', 'x'), /changed|again/i);
+        assert.deepEqual(readFileSync(join(home, 'big')), Buffer.alloc(10, 2), 'not truncated');
+        assert.equal(await used(s2), onDisk(home));
+      }
+      // And the next try opens the file that is there now.
+      await writeFile(s, '/big', 'hello', { offset: 0, truncate: false });
+      assert.equal(readFileSync(join(home, 'big'), 'utf8'), 'hello' + Buffer.alloc(5, 2).toString());
+      assert.equal(await used(s), onDisk(home));
+    });
+  });
+}
+
+describe('a rename onto a name that was free when it looked', () => {
+  let world: World;
+  let home: string;
+
+  before(async () => {
+    world = await World.open();
+    // No overwrite and no delete: this user may never make a file's content disappear.
+    await world.addUser('nover', { quotaBytes: QUOTA, permissions: ['list', 'download', 'upload', 'rename'] });
+    home = world.home('nover');
+  });
+  after(() => world.close());
+
+  for (const ifExists of ['fail', 'replace'] as const) {
+    it(`does not replace the file that took the name meanwhile (${ifExists === 'fail' ? 'SFTP RENAME' : 'posix-rename, FTP RNTO'})`, async () => {
+      const other = await world.session('nover');
+      await writeFile(other, `/keep-${ifExists}`, 'PRECIOUS');
+      await writeFile(other, `/junk-${ifExists}`, 'junk');
+      // Refused while the name is taken...
+      await assert.rejects(other.rename(`/junk-${ifExists}`, `/keep-${ifExists}`, ifExists), /exists|denied/i);
+      // ...so: the file moved aside, and moved back while the rename onto its name, free at the look, goes on.
+      await other.rename(`/keep-${ifExists}`, `/aside-${ifExists}`, 'fail');
+      const s = await world.sessionRacedBy('nover', `/junk-${ifExists}`, ['renameTo', 'moveNoReplace'], () =>
+        other.rename(`/aside-${ifExists}`, `/keep-${ifExists}`, 'fail'),
+      );
+      await assert.rejects(s.rename(`/junk-${ifExists}`, `/keep-${ifExists}`, ifExists), /exists/i);
+      assert.equal(readFileSync(join(home, `keep-${ifExists}`), 'utf8'), 'PRECIOUS');
+      assert.equal(readFileSync(join(home, `junk-${ifExists}`), 'utf8'), 'junk', 'the source keeps its one name');
+      assert.equal(statSync(join(home, `keep-${ifExists}`)).nlink, 1);
+      assert.equal(await used(s), onDisk(home), 'usage is what the disk holds');
+      // A free name is still taken as before, the source gone from its old one.
+      await s.rename(`/junk-${ifExists}`, `/moved-${ifExists}`, ifExists);
+      assert.deepEqual(readdirSync(home).filter((n) => n.endsWith(ifExists)).sort(), [`keep-${ifExists}`, `moved-${ifExists}`]);
+      assert.equal(statSync(join(home, `moved-${ifExists}`)).nlink, 1);
+    });
+  }
+});
+
+describe('statvfs of a directory that a symlink out of the home replaced after the look', () => {
+  let world: World;
+  let home: string;
+
+  before(async () => {
+    world = await World.open();
+    await world.addUser('alice');
+    home = world.home('alice');
+  });
+  after(() => world.close());
+
+  it("is refused, not answered with the link target's file system", async () => {
+    mkdirSync(join(home, 'd'));
+    const s = await world.sessionRacedBy('alice', '/d', ['space'], async () => {
+      renameSync(join(home, 'd'), join(home, 'd2'));
+      symlinkSync('/dev/shm', join(home, 'd'));
+    });
+    const answer: unknown = await s.space('/d').catch((err: unknown) => err);
+    if (!(answer instanceof Error)) {
+      const shm = statfsSync('/dev/shm');
+      const leaked = (answer as { files: number }).files === shm.files;
+      assert.fail(`answered${leaked ? " with /dev/shm's numbers" : ''}`);
+    }
+    assert.match(answer.message, /denied/i);
+  });
+});
