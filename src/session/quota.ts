@@ -354,6 +354,19 @@ export function freedBytes(st: NodeStat): number {
   return st.type === 'file' && st.nlink <= 1 ? st.size : 0;
 }
 
+/**
+ * What removing a name freed, measured after the removal through a hold of
+ * the file the name led to when it was looked at: its bytes if that was its
+ * last name. Another session may have moved that file away and put another
+ * under the name meanwhile; the file removed then is not the one looked at,
+ * and taking the looked-at file's size off the usage let a user take any
+ * file's size off it again and again (found by a review). Such a removal
+ * frees nothing here: the usage errs high until the next recount, never low.
+ */
+export function freedThrough(held: NodeStat): number {
+  return held.type === 'file' && held.nlink === 0 ? held.size : 0;
+}
+
 /** The file whose bytes removing this name frees (see dropFile); null when it frees none. */
 export function freeingKey(st: NodeStat): string | null {
   return st.type === 'file' && st.nlink <= 1 ? nodeKey(st) : null;

@@ -8,7 +8,7 @@ import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission } from './permissions.js';
-import { addName, dropFile, freedBytes, freeingKey, type Ledger, type Ledgers } from './quota.js';
+import { addName, dropFile, freedThrough, freeingKey, type Ledger, type Ledgers } from './quota.js';
 import { RateLimit, ratesOf, type Rates } from './rate-limit.js';
 import type { UploadScanning } from './scanning.js';
 import { hashRange, type Checksum, type ChecksumRange, type UploadReceipts } from './checksum.js';
@@ -669,11 +669,17 @@ export class Session implements LiveSession {
     const path = this.resolve(clientPath);
     await this.change('delete', path, false, async (loc) => {
       this.requireNoOverride(loc.virtualPath);
-      const st = await loc.stat();
-      if (!st) throw new SluiceError('not-found');
-      if (st.type === 'dir') throw new SluiceError('is-a-directory');
-      await dropFile(this.ledger, freeingKey(st), () => loc.unlink());
-      this.ledger.settle(0, -freedBytes(st), -1);
+      // Looked at through a hold, and measured through it after the unlink (see freedThrough).
+      const held = await loc.hold();
+      if (!held) throw new SluiceError('not-found');
+      try {
+        const st = await held.stat();
+        if (st.type === 'dir') throw new SluiceError('is-a-directory');
+        await dropFile(this.ledger, freeingKey(st), () => loc.unlink());
+        this.ledger.settle(0, -freedThrough(await held.stat()), -1);
+      } finally {
+        void held.close().catch(() => undefined);
+      }
     });
     this.audit({ event: 'delete', path });
   }
@@ -718,10 +724,14 @@ export class Session implements LiveSession {
           // unaccounted. A free target is taken without replacing; a directory can then only replace an
           // empty directory, which rename(2) refuses for any other.
           const move = dstStat === null && srcStat.type !== 'dir' ? () => src.moveNoReplace(dst) : () => src.renameTo(dst);
-          await dropFile(this.ledger, dstStat && !sameFile ? freeingKey(dstStat) : null, move);
           // A name replaced by another link to the same file is left alone by rename(2).
-          if (dstStat && !sameFile) {
-            this.ledger.settle(0, -freedBytes(dstStat), -1);
+          const replaced = dstStat && !sameFile ? await dst.hold() : null;
+          try {
+            await dropFile(this.ledger, dstStat && !sameFile ? freeingKey(dstStat) : null, move);
+            // Measured through the hold, as for a removal (see freedThrough).
+            if (dstStat && !sameFile) this.ledger.settle(0, replaced ? -freedThrough(await replaced.stat()) : 0, -1);
+          } finally {
+            void replaced?.close().catch(() => undefined);
           }
         }),
       ),
