@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, readFileSync, renameSync, statfsSync, statSync, symlinkSync } from 'node:fs';
+import { mkdirSync, promises as fsp, readdirSync, readFileSync, renameSync, statfsSync, statSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { configSchema } from '../src/config/schema.js';
@@ -17,6 +17,10 @@ import { World, writeFile } from './helpers/world.js';
 
 const QUOTA = 1024 * 1024;
 const used = async (s: Session) => QUOTA - (await s.space('/')).availableBytes;
+const usedFiles = async (s: Session) => {
+  const space = await s.space('/');
+  return space.files - space.freeFiles;
+};
 const onDisk = (home: string) => readdirSync(home).reduce((sum, n) => sum + statSync(join(home, n)).size, 0);
 
 for (const atomic of [true, false]) {
@@ -120,15 +124,15 @@ describe('a removal, or a rename over a file, whose file another session moved a
   // /t's 1000 bytes go to /x and /y's 10 bytes come to /t: right after the look at /t, or right before the act.
   // On the code before, the 1000 bytes still on disk (as /x) were taken off the usage each time.
   const cases = [
-    { act: 'DELE/REMOVE', path: '/t', methods: ['stat', 'hold'], at: 'after', exact: false },
-    { act: 'DELE/REMOVE', path: '/t', methods: ['unlink'], at: 'before', exact: false },
-    { act: 'a rename over it', path: '/t', methods: ['stat'], at: 'after', exact: true },
-    { act: 'a rename over it', path: '/new', methods: ['renameTo'], at: 'before', exact: false },
+    { act: 'DELE/REMOVE', path: '/t', methods: ['stat', 'hold'], at: 'after' },
+    { act: 'DELE/REMOVE', path: '/t', methods: ['unlink'], at: 'before' },
+    { act: 'a rename over it', path: '/t', methods: ['stat', 'hold'], at: 'after' },
+    { act: 'a rename over it', path: '/new', methods: ['renameTo'], at: 'before' },
   ] as const;
-  for (const [i, { act, path, methods, at, exact }] of cases.entries()) {
+  for (const [i, { act, path, methods, at }] of cases.entries()) {
     it(`${act} (raced ${at} ${methods.join('/')}): the usage never falls below what the disk holds`, async () => {
       const user = `u${i}`;
-      await world.addUser(user, { quotaBytes: QUOTA, permissions: ['list', 'download', 'upload', 'rename', 'delete', 'overwrite'] });
+      await world.addUser(user, { quotaBytes: QUOTA, quotaFiles: 100, permissions: ['list', 'download', 'upload', 'rename', 'delete', 'overwrite'] });
       const home = world.home(user);
       const other = await world.session(user);
       await writeFile(other, '/t', Buffer.alloc(1000, 1));
@@ -142,11 +146,107 @@ describe('a removal, or a rename over a file, whose file another session moved a
       const usage = await used(s);
       const disk = onDisk(home);
       assert.ok(usage >= disk, `usage ${usage} below the disk's ${disk} (${readdirSync(home).join(' ')})`);
-      // What is measured is the file held at the look: when the name was given to another after that, what its
-      // removal freed is not known, and the usage errs high by it (10 bytes) until the next recount.
-      assert.equal(usage, disk + (exact ? 0 : 10));
+      // What is measured is the file held at the look: the name was given to another after that, and what its
+      // removal freed is not known; the usage errs high by it (10 bytes, one name) until the next recount.
+      assert.equal(usage, disk + 10);
+      assert.equal(await usedFiles(s), readdirSync(home).length + 1);
     });
   }
+
+  // Found by a review of the first version of this fix.
+  it('a removal of a name of a hard-linked file, whose other name goes meanwhile, gives back no growth an upload in place has not been charged', async () => {
+    await world.addUser('ua', { quotaBytes: QUOTA, permissions: ['list', 'download', 'upload', 'rename', 'delete', 'overwrite', 'symlink'] });
+    const home = world.home('ua');
+    const other = await world.session('ua');
+    await writeFile(other, '/z', Buffer.alloc(100_000, 1));
+    await writeFile(other, '/a', Buffer.alloc(1000, 2));
+    // A resume of /a, then another name for it, then 200,000 bytes reserved but charged only at the upload's end.
+    const up = await (await world.session('ua')).openWrite('/a', { offset: 1000, truncate: false });
+    await other.hardlink('/a', '/b');
+    await up.write(Buffer.alloc(200_000, 3));
+    // /a has two names at the look (so no in-place lock is taken); /b goes right before the unlink of /a.
+    const s = await world.sessionRacedBy('ua', '/a', ['unlink'], () => other.remove('/b'));
+    await s.remove('/a');
+    // The upload then fails over the quota and charges nothing: its growth must not have been taken off already.
+    await assert.rejects(up.write(Buffer.alloc(QUOTA, 4)), /quota/i);
+    await up.close().catch(() => undefined);
+    const usage = await used(s);
+    assert.ok(usage >= onDisk(home), `usage ${usage} below the disk's ${onDisk(home)}`);
+  });
+
+  it('a rename over a name given meanwhile to a file being written in place gives back none of its growth', async () => {
+    await world.addUser('ub', { quotaBytes: QUOTA, permissions: ['list', 'download', 'upload', 'rename', 'delete', 'overwrite'] });
+    const home = world.home('ub');
+    const other = await world.session('ub');
+    await writeFile(other, '/t', Buffer.alloc(1000, 1));
+    await writeFile(other, '/y', Buffer.alloc(10, 2));
+    await writeFile(other, '/new', 'new');
+    const up = await (await world.session('ub')).openWrite('/y', { offset: 10, truncate: false });
+    await up.write(Buffer.alloc(200_000, 3));
+    const s = await world.sessionRacedBy('ub', '/t', ['stat', 'hold'], async () => {
+      await other.rename('/t', '/x', 'fail');
+      await other.rename('/y', '/t', 'fail');
+    }, 'after');
+    await s.rename('/new', '/t', 'replace');
+    await up.write(Buffer.alloc(QUOTA, 4)).catch(() => undefined);
+    await up.close().catch(() => undefined);
+    const usage = await used(s);
+    assert.ok(usage >= onDisk(home), `usage ${usage} below the disk's ${onDisk(home)}`);
+  });
+});
+
+describe('a rename onto a free name whose old or new name another session removes between its link and its unlink', () => {
+  let world: World;
+
+  before(async () => {
+    world = await World.open();
+  });
+  after(() => world.close());
+
+  for (const gone of ['/dst', '/src']) {
+    it(`${gone} removed: the names on the usage are the names on disk`, async () => {
+      const user = `u${gone.slice(1)}`;
+      await world.addUser(user, { quotaBytes: QUOTA, quotaFiles: 100, permissions: ['list', 'download', 'upload', 'rename', 'delete', 'overwrite'] });
+      const home = world.home(user);
+      const other = await world.session(user);
+      await writeFile(other, '/src', 'data');
+      const s = await world.session(user);
+      // The storage's link(2) is the only one this process makes meanwhile.
+      const link = fsp.link;
+      let armed = true;
+      fsp.link = (async (from: string, to: string) => {
+        await link(from, to);
+        if (armed) {
+          armed = false;
+          await other.remove(gone);
+        }
+      }) as typeof fsp.link;
+      try {
+        await s.rename('/src', '/dst', 'fail');
+      } finally {
+        fsp.link = link;
+      }
+      // /dst removed: the file goes from its old name too, as a rename then a removal would leave it.
+      assert.deepEqual(readdirSync(home), gone === '/dst' ? [] : ['dst']);
+      assert.equal(await usedFiles(s), readdirSync(home).length);
+      // The other session's removal saw two names and freed no bytes; the rename's unlink freed the file's 4 unseen:
+      // high, never low.
+      assert.equal(await used(s), onDisk(home) + (gone === '/dst' ? 4 : 0));
+    });
+  }
+
+  it('a rename over a name that went meanwhile counts no name removed', async () => {
+    await world.addUser('ue', { quotaBytes: QUOTA, quotaFiles: 100, permissions: ['list', 'download', 'upload', 'rename', 'delete', 'overwrite'] });
+    const home = world.home('ue');
+    const other = await world.session('ue');
+    await writeFile(other, '/t', 'tttt');
+    await writeFile(other, '/new', 'new');
+    const s = await world.sessionRacedBy('ue', '/t', ['stat', 'hold'], () => other.rename('/t', '/x', 'fail'), 'after');
+    await s.rename('/new', '/t', 'replace');
+    assert.deepEqual(readdirSync(home).sort(), ['t', 'x']);
+    assert.equal(await usedFiles(s), 2);
+    assert.equal(await used(s), onDisk(home));
+  });
 });
 
 describe('statvfs of a directory that a symlink out of the home replaced after the look', () => {

@@ -355,16 +355,21 @@ export function freedBytes(st: NodeStat): number {
 }
 
 /**
- * What removing a name freed, measured after the removal through a hold of
- * the file the name led to when it was looked at: its bytes if that was its
- * last name. Another session may have moved that file away and put another
- * under the name meanwhile; the file removed then is not the one looked at,
- * and taking the looked-at file's size off the usage let a user take any
- * file's size off it again and again (found by a review). Such a removal
- * frees nothing here: the usage errs high until the next recount, never low.
+ * What removing a name took away, measured after the removal (an unlink, a
+ * rename over it) through a hold of the file the name led to when it was
+ * looked at (`before`; `after` is the hold's stat now). Another session may
+ * have moved that file away and put another under the name meanwhile: taking
+ * the looked-at file's size off the usage then let a user take any file's
+ * size off it again and again (found by a review). So a name counts as
+ * removed only if the held file lost one, and its bytes as freed only if that
+ * was its last name and the removal held the file's in-place lock (`locked`,
+ * see dropFile: an upload's growth not yet charged must not be given back).
+ * Whatever else was removed is not counted: the usage errs high until the
+ * next recount, never low.
  */
-export function freedThrough(held: NodeStat): number {
-  return held.type === 'file' && held.nlink === 0 ? held.size : 0;
+export function removedThrough(before: NodeStat, after: NodeStat, locked: boolean): { bytes: number; names: number } {
+  const hit = after.nlink < before.nlink;
+  return { bytes: hit && locked && after.type === 'file' && after.nlink === 0 ? after.size : 0, names: hit ? 1 : 0 };
 }
 
 /** The file whose bytes removing this name frees (see dropFile); null when it frees none. */

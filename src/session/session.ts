@@ -8,7 +8,7 @@ import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission } from './permissions.js';
-import { addName, dropFile, freedThrough, freeingKey, type Ledger, type Ledgers } from './quota.js';
+import { addName, dropFile, freeingKey, removedThrough, type Ledger, type Ledgers } from './quota.js';
 import { RateLimit, ratesOf, type Rates } from './rate-limit.js';
 import type { UploadScanning } from './scanning.js';
 import { hashRange, type Checksum, type ChecksumRange, type UploadReceipts } from './checksum.js';
@@ -669,14 +669,16 @@ export class Session implements LiveSession {
     const path = this.resolve(clientPath);
     await this.change('delete', path, false, async (loc) => {
       this.requireNoOverride(loc.virtualPath);
-      // Looked at through a hold, and measured through it after the unlink (see freedThrough).
+      // Looked at through a hold, and measured through it after the unlink (see removedThrough).
       const held = await loc.hold();
       if (!held) throw new SluiceError('not-found');
       try {
         const st = await held.stat();
         if (st.type === 'dir') throw new SluiceError('is-a-directory');
-        await dropFile(this.ledger, freeingKey(st), () => loc.unlink());
-        this.ledger.settle(0, -freedThrough(await held.stat()), -1);
+        const key = freeingKey(st);
+        await dropFile(this.ledger, key, () => loc.unlink());
+        const gone = removedThrough(st, await held.stat(), key !== null);
+        this.ledger.settle(0, -gone.bytes, -gone.names);
       } finally {
         void held.close().catch(() => undefined);
       }
@@ -710,28 +712,36 @@ export class Session implements LiveSession {
             this.require(srcStat.type === 'dir' ? 'mkdir' : 'upload', dstDir);
             this.requireNarrows(srcDir, dstDir);
           }
-          const dstStat = await dst.stat();
-          if (dstStat) {
-            if (ifExists === 'fail') throw new SluiceError('already-exists');
-            if ((dstStat.type === 'dir') !== (srcStat.type === 'dir')) {
-              throw new SluiceError(dstStat.type === 'dir' ? 'is-a-directory' : 'not-a-directory');
-            }
-            this.require('overwrite', parentOf(dst.virtualPath));
-          }
-          const sameFile = dstStat !== null && dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev;
-          // The check above is not the rename: a name taken since (another request of this user, another
-          // client) must not be replaced by rename(2), which would replace it without overwrite and
-          // unaccounted. A free target is taken without replacing; a directory can then only replace an
-          // empty directory, which rename(2) refuses for any other.
-          const move = dstStat === null && srcStat.type !== 'dir' ? () => src.moveNoReplace(dst) : () => src.renameTo(dst);
-          // A name replaced by another link to the same file is left alone by rename(2).
-          const replaced = dstStat && !sameFile ? await dst.hold() : null;
+          // The target looked at through a hold, and measured through it after the rename (see removedThrough).
+          const held = await dst.hold();
           try {
-            await dropFile(this.ledger, dstStat && !sameFile ? freeingKey(dstStat) : null, move);
-            // Measured through the hold, as for a removal (see freedThrough).
-            if (dstStat && !sameFile) this.ledger.settle(0, replaced ? -freedThrough(await replaced.stat()) : 0, -1);
+            const dstStat = held ? await held.stat() : null;
+            if (dstStat) {
+              if (ifExists === 'fail') throw new SluiceError('already-exists');
+              if ((dstStat.type === 'dir') !== (srcStat.type === 'dir')) {
+                throw new SluiceError(dstStat.type === 'dir' ? 'is-a-directory' : 'not-a-directory');
+              }
+              this.require('overwrite', parentOf(dst.virtualPath));
+            }
+            if (dstStat === null && srcStat.type !== 'dir') {
+              // The check above is not the rename: a name taken since (another request of this user, another
+              // client) must not be replaced by rename(2), which would replace it without overwrite and
+              // unaccounted. A free target is taken without replacing. Should the old name have been moved or
+              // removed by another session meanwhile, the new one is a name more.
+              if (!(await src.moveNoReplace(dst, srcStat))) this.ledger.settle(0, 0, 1);
+              return;
+            }
+            // A directory can only replace an empty directory, which rename(2) refuses for any other; a name
+            // replaced by another link to the same file is left alone by rename(2).
+            const replaces = dstStat !== null && !(dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev);
+            const key = replaces ? freeingKey(dstStat) : null;
+            await dropFile(this.ledger, key, () => src.renameTo(dst));
+            if (replaces && held) {
+              const gone = removedThrough(dstStat, await held.stat(), key !== null);
+              this.ledger.settle(0, -gone.bytes, -gone.names);
+            }
           } finally {
-            void replaced?.close().catch(() => undefined);
+            void held?.close().catch(() => undefined);
           }
         }),
       ),

@@ -409,7 +409,7 @@ class LocalLocation implements Location {
     return sys(fsp.rename(this.path, this.storage.own(target).path));
   }
 
-  async moveNoReplace(target: Location): Promise<void> {
+  async moveNoReplace(target: Location, moved: { dev: number; ino: number }): Promise<boolean> {
     // Node has no renameat2(RENAME_NOREPLACE): link(2) never replaces (and never follows a final
     // symlink, so a symlink moves as itself), then the old name goes, as a staged upload takes its name.
     const to = this.storage.own(target).path;
@@ -420,18 +420,20 @@ class LocalLocation implements Location {
       // fs.protected_hardlinks, too many links): rename as before, after one more look.
       if (!NO_LINK.has(errnoCode(err) ?? '')) throw fromErrno(err);
       if ((await lstatOrNull(to)) !== null) throw new SluiceError('already-exists');
-      return sys(fsp.rename(this.path, to));
+      await sys(fsp.rename(this.path, to));
+      return true;
     }
-    // The old name goes only while it still names the node just linked: had it been moved away and
-    // the name taken by another file meanwhile, unlinking it would remove that file's name.
-    const [was, now] = await Promise.all([lstatOrNull(this.path), lstatOrNull(to)]);
-    if (was === null || now === null || was.ino !== now.ino || was.dev !== now.dev) return;
+    // The old name goes only while it still names the file moved: moved away and given to another
+    // file meanwhile, it is that file's name now.
+    const isMoved = (st: Stats | null) => st !== null && st.ino === moved.ino && st.dev === moved.dev;
+    if (!isMoved(await lstatOrNull(this.path))) return false;
     try {
       await sys(fsp.unlink(this.path));
+      return true;
     } catch (err) {
-      if (err instanceof SluiceError && err.kind === 'not-found') return;
-      // Still at its old name: take back the new one rather than leave the file with two.
-      await fsp.unlink(to).catch(() => undefined);
+      if (err instanceof SluiceError && err.kind === 'not-found') return false;
+      // Still at its old name: take back the new one, while it is still the file's, rather than leave it two.
+      if (isMoved(await lstatOrNull(to))) await fsp.unlink(to).catch(() => undefined);
       throw err;
     }
   }

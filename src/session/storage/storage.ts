@@ -173,11 +173,13 @@ export interface Location {
   /** Move this name to `target` (same storage), replacing what is there. */
   renameTo(target: Location): Promise<void>;
   /**
-   * Move this name (not a directory) to `target` only if no name is there:
-   * fails with already-exists otherwise, whatever took the name since it was
-   * looked at (the check and the naming are one step).
+   * Move this name (not a directory), naming the file `moved`, to `target`
+   * only if no name is there: fails with already-exists otherwise, whatever
+   * took the name since it was looked at (the check and the naming are one
+   * step). False when the old name was not removed here (another moved or
+   * removed it meanwhile): the file then has one name more.
    */
-  moveNoReplace(target: Location): Promise<void>;
+  moveNoReplace(target: Location, moved: { dev: number; ino: number }): Promise<boolean>;
   /** Permission bits of the node; refused on a symlink. Needs no access to its content. */
   chmod(mode: number): Promise<void>;
   /** Times of the node (`atime` undefined: left as it is); refused on a symlink. Needs no access to its content. */
