@@ -275,3 +275,66 @@ describe('statvfs of a directory that a symlink out of the home replaced after t
     assert.match(answer.message, /denied/i);
   });
 });
+
+// Found by a review of this stop's fixes: the size an in-place write counts from, and a SETSTAT size's, were
+// taken before the in-place lock; another session's truncation or removal in between was counted twice.
+for (const atomic of [true, false]) {
+  describe(`an in-place upload whose file another session cut after the look (uploads.atomic: ${atomic})`, () => {
+    let world: World;
+    before(async () => {
+      world = await World.open(atomic ? {} : { uploads: { ...configSchema.parse({}).uploads, atomic: false } });
+    });
+    after(() => world.close());
+
+    const modes = [
+      { what: 'STOR in place (truncating)', options: {}, inPlace: !atomic },
+      { what: 'APPE', options: { append: true }, inPlace: true },
+      { what: 'REST 1000 + STOR', options: { offset: 1000, truncate: false }, inPlace: true },
+    ];
+    for (const [i, { what, options, inPlace }] of modes.entries()) {
+      if (!inPlace) continue;
+      it(`${what}: counts from the size under its lock, and the usage is what the disk holds`, async () => {
+        const user = `c${i}`;
+        await world.addUser(user, { quotaBytes: QUOTA, permissions: ['list', 'download', 'upload', 'overwrite'] });
+        const home = world.home(user);
+        const other = await world.session(user);
+        await writeFile(other, '/z', Buffer.alloc(100_000, 9));
+        await writeFile(other, '/t', Buffer.alloc(1000, 1));
+        // Right after the upload's look at /t (1000 bytes), before its lock: /t cut to 0 (usage -1000 for that).
+        const s = await world.sessionRacedBy(user, '/t', ['stat'], () => other.truncate('/t', 0), 'after');
+        await writeFile(s, '/t', 'hello', options);
+        // Before: the 1000 bytes came off a second time (usage 1000 below the disk, each round).
+        assert.equal(await used(s), onDisk(home), `t is ${statSync(join(home, 't')).size} bytes`);
+      });
+    }
+  });
+}
+
+describe('SETSTAT size on a file whose last name goes between its open and its lock', () => {
+  let world: World;
+  before(async () => {
+    world = await World.open();
+  });
+  after(() => world.close());
+
+  for (const [i, [what, meanwhile]] of (
+    [
+      ['removed', (o: Session) => o.remove('/t')],
+      ['replaced by a rename', (o: Session) => o.rename('/y', '/t', 'replace')],
+    ] as const
+  ).entries()) {
+    it(`${what}: refused, and the usage is what the disk holds`, async () => {
+      const user = `s${i}`;
+      await world.addUser(user, { quotaBytes: QUOTA, permissions: ['list', 'download', 'upload', 'overwrite', 'delete', 'rename'] });
+      const home = world.home(user);
+      const other = await world.session(user);
+      await writeFile(other, '/z', Buffer.alloc(100_000, 9));
+      await writeFile(other, '/t', Buffer.alloc(1000, 1));
+      await writeFile(other, '/y', Buffer.alloc(10, 2));
+      const s = await world.sessionRacedBy(user, '/t', ['openWrite'], () => meanwhile(other), 'after');
+      // Before: the file gone with its 1000 bytes (taken off by the removal) was cut by 1000 more.
+      await assert.rejects(s.truncate('/t', 0), /no such file/i);
+      assert.equal(await used(s), onDisk(home));
+    });
+  }
+});

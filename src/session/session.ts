@@ -446,7 +446,6 @@ export class Session implements LiveSession {
     if ('refused' in plan) throw refusal(plan.refused);
     if (plan.needsOverwrite) this.require('overwrite', dir);
     const { atomic, truncate, append } = plan;
-    const existingSize = st ? st.size : null;
     // An atomic overwrite may count the old file's size as room while it runs,
     // if it is that file's only name and no other upload counts on it already;
     // what it really frees is measured again when the bytes land.
@@ -457,27 +456,36 @@ export class Session implements LiveSession {
     const claimable = atomic && st !== null && st.nlink === 1 && !this.ledger.unlimited;
     const holdsFile = plan.createsFile;
     // Truncating in place frees the old bytes at once, whatever links the file has.
-    const credit = claimable ? st.size : truncate && !atomic ? (existingSize ?? 0) : 0;
+    const credit = claimable ? st.size : truncate && !atomic ? (st?.size ?? 0) : 0;
     // In place, the lock is taken before the open: a truncation would cut the file under its other writer.
     // One step with the claim and the check: with workers, one round trip to the primary.
     let lock: string | null = !atomic && st ? key : null;
     const claimed = await this.ledger.checkStart({ createsFile: holdsFile, credit, claim: claimable ? key : null, lock });
     const claim = claimed && st ? { key, ino: st.ino, dev: st.dev } : null;
 
-    let file: OpenFile;
+    let file: OpenFile | null = null;
     let staged: StagedFile | null = null;
+    // In place, the size the upload counts from is the file's under the lock: another session may have cut
+    // or grown it since the look (its own step on the usage done), and counting from the size looked at took
+    // that difference off the usage a second time, each round (found by a review).
+    let existingSize = st ? st.size : null;
     try {
       if (atomic) {
         // Permission bits only: a setuid or setgid bit is the server's to drop, as a write would (the
         // mode is set while the bytes arrive, so no write comes after it to drop them).
         staged = await loc.stage(st ? st.mode & 0o777 : null);
         file = staged.file;
+      } else if (st) {
+        // The file looked at: its lock and quota steps were taken for that one (see WriteMode.same).
+        file = await loc.openWrite({ create: false, truncate: false, append, same: st });
+        existingSize = (await file.stat()).size;
+        if (truncate) await file.truncate(0);
       } else {
-        // The file looked at, or none: its lock and quota steps were taken for that one (see WriteMode.same).
-        file = await loc.openWrite({ create: st === null, truncate, append, ...(st ? { same: st } : {}) });
-        if (!st) lock = await this.lockCreated(loc, file);
+        file = await loc.openWrite({ create: true, truncate: false, append });
+        lock = await this.lockCreated(loc, file);
       }
     } catch (err) {
+      if (file && !staged) await file.close().catch(() => undefined);
       if (lock) this.ledger.unlockInPlace(lock);
       if (holdsFile) this.ledger.releaseFile();
       if (claim) this.ledger.unclaim(key);
@@ -485,7 +493,7 @@ export class Session implements LiveSession {
     }
     // An in-place truncation has already freed the old bytes: account for them now; the name stays.
     const truncatedInPlace = truncate && !atomic && existingSize !== null;
-    if (truncatedInPlace) this.ledger.settle(0, -existingSize, 0);
+    if (truncatedInPlace) this.ledger.settle(0, -(existingSize ?? 0), 0);
     const mayReplace = !(options.exclusive ?? false) && allows(this.account.permissions, 'overwrite', dir);
     const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, staged, append, holdsFile, claim, lock, mayReplace };
     const upload: Upload = new Upload(file, path, plan.offset, target, this.ledger, (r) => this.finished(upload, r), {
@@ -775,14 +783,19 @@ export class Session implements LiveSession {
     await this.change('overwrite', path, true, async (loc) => {
       const file = await loc.openWrite({ create: false, truncate: false, append: false });
       try {
-        const st = await file.stat();
-        if (st.type !== 'file') throw new SluiceError('permission-denied', undefined, 'not a regular file');
-        if (st.nlink > 1) throw refusal('linked-elsewhere');
-        const key = nodeKey(st);
+        const looked = await file.stat();
+        if (looked.type !== 'file') throw new SluiceError('permission-denied', undefined, 'not a regular file');
+        if (looked.nlink > 1) throw refusal('linked-elsewhere');
+        const key = nodeKey(looked);
         await this.ledger.lockInPlace(key);
-        was = st.size;
-        const growth = size - st.size;
         try {
+          // Looked at again under the lock: a removal of its last name, or another truncation, may have
+          // come between the open and the lock, with its own step on the usage (found by a review).
+          const st = await file.stat();
+          if (st.nlink === 0) throw new SluiceError('not-found', undefined, 'removed while it was opened');
+          if (st.nlink > 1) throw refusal('linked-elsewhere');
+          was = st.size;
+          const growth = size - st.size;
           if (growth > 0) await this.ledger.reserve(growth, 0);
           // Charged only once the size changed: a size the file system refuses (past its largest file)
           // changed nothing, and had put up to 8 PiB on the user's usage.
