@@ -476,9 +476,14 @@ export class Session implements LiveSession {
         staged = await loc.stage(st ? st.mode & 0o777 : null);
         file = staged.file;
       } else if (st) {
-        // The file looked at: its lock and quota steps were taken for that one (see WriteMode.same).
-        file = await loc.openWrite({ create: false, truncate: false, append, same: st });
-        existingSize = (await file.stat()).size;
+        file = await loc.openWrite({ create: false, truncate: false, append });
+        const now = await file.stat();
+        // The file looked at, whose lock and quota steps were taken: another that took the name since is
+        // refused before anything is truncated (its lock was not this one's, so a second writer got in).
+        if (now.ino !== st.ino || now.dev !== st.dev) {
+          throw new SluiceError('failure', 'File changed while it was opened; try again', 'another file took the name between the look and the open');
+        }
+        existingSize = now.size;
         if (truncate) await file.truncate(0);
       } else {
         file = await loc.openWrite({ create: true, truncate: false, append });

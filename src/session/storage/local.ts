@@ -332,20 +332,8 @@ class LocalLocation implements Location {
     // O_NONBLOCK as for reads: an open for writing of a FIFO without a reader would otherwise hold a pool thread.
     let flags = C.O_WRONLY | C.O_NONBLOCK | (mode.append ? C.O_APPEND : 0);
     if (mode.create) flags |= C.O_CREAT | C.O_EXCL;
-    else if (mode.truncate && !mode.same) flags |= C.O_TRUNC;
-    const fh = await this.open(flags);
-    if (!mode.same) return new LocalFile(fh);
-    try {
-      const st = await sys(fh.stat());
-      if (st.ino !== mode.same.ino || st.dev !== mode.same.dev) {
-        throw new SluiceError('failure', 'File changed while it was opened; try again', 'another file took the name between the look and the open');
-      }
-      if (mode.truncate) await sys(fh.truncate(0));
-    } catch (err) {
-      await fh.close().catch(() => undefined);
-      throw err;
-    }
-    return new LocalFile(fh);
+    else if (mode.truncate) flags |= C.O_TRUNC;
+    return new LocalFile(await this.open(flags));
   }
 
   async stage(mode: number | null): Promise<StagedFile> {

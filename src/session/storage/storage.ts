@@ -114,12 +114,6 @@ export interface WriteMode {
   truncate: boolean;
   /** Every write goes to the end of the file. */
   append: boolean;
-  /**
-   * The existing file as stat() described it: another file that has taken
-   * the name since is refused (a 'failure' to try again), before anything
-   * is truncated.
-   */
-  same?: { dev: number; ino: number };
 }
 
 /**
