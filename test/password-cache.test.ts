@@ -114,8 +114,10 @@ describe('passwords kept after they verified', () => {
   it('a right password for an account refused anyway is never kept: every refusal verifies in full', async () => {
     const refused = async () => assert.equal(await ftp('far', 'far password'), 530);
     const [used, verifying] = await interleaved(srv.pid, refused, wrong);
-    // Kept after the first, the other three would be answered at once, and sooner than a wrong password.
-    assert.ok(used > verifying * 0.6, `4 refusals took ${used} ms of server CPU, 4 wrong passwords ${verifying} ms`);
+    // Kept after the first, the other three would be answered at once: at most a quarter of what the wrong
+    // passwords cost (each of those also pays for its failure). Verified in full, 0.39-0.55 of it was seen in CI
+    // runs (0.6 failed two of them).
+    assert.ok(used > verifying * 0.35, `4 refusals took ${used} ms of server CPU, 4 wrong passwords ${verifying} ms`);
     assert.deepEqual(await failures('far'), ['address-not-allowed', 'address-not-allowed', 'address-not-allowed', 'address-not-allowed']);
   });
 });
