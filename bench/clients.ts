@@ -41,10 +41,23 @@ export function runClient(cmd: string, args: string[], timeoutMs: number, input 
       if (code === 0) resolve({ stdout, seconds });
       else if (isInterrupted()) reject(new Error('interrupted'));
       else if (signal === 'SIGKILL') reject(new Error(`${cmd} took over ${timeoutMs / 1000} s and was stopped`));
-      else reject(new Error(`${cmd} exited ${code ?? signal}: ${[...new Set(stderr.trim().split('\n'))].join(' | ').slice(0, 400)}`));
+      else reject(new Error(`${cmd} exited ${code ?? signal}: ${[...new Set(stderr.trim().split('\n'))].join(' | ').slice(0, 400)}${ftpsReuseHint(stderr)}`));
     });
     child.stdin.end(input);
   });
+}
+
+/**
+ * Both servers refuse an FTPS data connection that does not resume the
+ * control connection's TLS session (vsftpd's require_ssl_reuse: 522; sluice:
+ * 425). Some curl builds never offer it there (curl/curl#22225, fixed by
+ * curl/curl#22246; seen with 8.21.0-DEV, while 8.14 resumes), and then every
+ * FTPS run of every server fails: said once, beside the error, so the
+ * failure is not taken for the server's.
+ */
+function ftpsReuseHint(stderr: string): string {
+  if (!/got 522|must resume the TLS session|PASV\/EPSV response: 425/.test(stderr)) return '';
+  return ' [the client did not resume the TLS session on the data connection: a curl with curl/curl#22225 (8.21.0-DEV here); take curl 8.14 (bookworm-backports) or one with curl/curl#22246]';
 }
 
 /** curl's version as [major, minor], or null when it does not run. */
