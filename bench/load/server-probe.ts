@@ -19,13 +19,31 @@ export interface ProbeReport {
    * pooled one), the mean over all their samples.
    */
   delay: { max: number; p99: number; mean: number; count: number };
+  /** What the loops did while late (see onCpuStretches in the probe): the largest of the processes; null without schedstat. */
+  stretches: Stretches | null;
   /** Summed over the processes. */
   memory: NodeJS.MemoryUsage;
   /** Processes that answered. */
   processes: number;
 }
 
+export interface Stretches {
+  /** The longest time a loop thread ran between two ticks of a 1 ms timer: its longest block. */
+  maxOnCpuMs: number;
+  /** The longest gap between two ticks, split into the loop thread's time on a CPU and in the run queue. */
+  longest: { ms: number; onCpuMs: number; waitingMs: number };
+}
+
 type OneReport = Omit<ProbeReport, 'processes'>;
+
+function combineStretches(all: (Stretches | null)[]): Stretches | null {
+  const known = all.filter((s): s is Stretches => s !== null);
+  if (known.length === 0) return null;
+  return {
+    maxOnCpuMs: Math.max(...known.map((s) => s.maxOnCpuMs)),
+    longest: known.map((s) => s.longest).reduce((a, b) => (b.ms > a.ms ? b : a)),
+  };
+}
 
 function combine(reports: OneReport[]): ProbeReport {
   const count = reports.reduce((s, r) => s + r.delay.count, 0);
@@ -38,6 +56,7 @@ function combine(reports: OneReport[]): ProbeReport {
       mean: count === 0 ? 0 : reports.reduce((s, r) => s + r.delay.mean * r.delay.count, 0) / count,
       count,
     },
+    stretches: combineStretches(reports.map((r) => r.stretches ?? null)),
     memory: {
       rss: sum((m) => m.rss),
       heapTotal: sum((m) => m.heapTotal),

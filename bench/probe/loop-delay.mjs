@@ -12,7 +12,7 @@
  * Inactive (nothing loaded, no handler) in processes without $SLUICE_BENCH_PROBE.
  */
 import cluster from 'node:cluster';
-import { writeFileSync, renameSync } from 'node:fs';
+import { readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { writeHeapSnapshot } from 'node:v8';
@@ -24,6 +24,7 @@ if (probe) {
   // 1 ms sampling: a block of 20 ms (the goal's bound) cannot hide between two samples.
   const delay = monitorEventLoopDelay({ resolution: 1 });
   delay.enable();
+  const stretches = onCpuStretches();
   let since = Date.now();
   const cpuprof = own(process.env.SLUICE_BENCH_CPUPROF);
   const inspector = cpuprof ? new Session() : null;
@@ -43,6 +44,7 @@ if (probe) {
       pid: process.pid,
       seconds: (Date.now() - since) / 1000,
       delay: { max: ms(delay.max), p99: ms(delay.percentile(99)), mean: ms(delay.mean), count: delay.count },
+      stretches: stretches?.take() ?? null,
       memory: process.memoryUsage(),
       heap: process.env.SLUICE_BENCH_HEAP ? writeHeapSnapshot(own(process.env.SLUICE_BENCH_HEAP)) : null,
     };
@@ -52,4 +54,46 @@ if (probe) {
     writeFileSync(`${out}.tmp`, JSON.stringify(report));
     renameSync(`${out}.tmp`, out);
   });
+}
+
+/**
+ * A late event loop is either running (code that does not yield: what the
+ * goal forbids) or waiting for a core the kernel gave to another process (on
+ * a 2-core machine, the clients'). The kernel's per-thread schedstat tells
+ * the two apart: a 1 ms timer reads the loop thread's time on a CPU and in
+ * the run queue at each tick. `maxOnCpu`: the longest time the thread ran
+ * between two ticks (the longest block); `longest`: the longest gap between
+ * two ticks, split into running and waiting. Null where /proc has no
+ * schedstat. Each read is a few microseconds of the loop's time.
+ */
+function onCpuStretches() {
+  const path = `/proc/self/task/${process.pid}/schedstat`;
+  const read = () => {
+    const [run, wait] = readFileSync(path, 'utf8').split(' ').map(Number);
+    return { at: performance.now(), run: run / 1e6, wait: wait / 1e6 };
+  };
+  try {
+    read();
+  } catch {
+    return null;
+  }
+  let last = read();
+  let maxOnCpu = 0;
+  let longest = { ms: 0, onCpuMs: 0, waitingMs: 0 };
+  setInterval(() => {
+    const now = read();
+    const onCpu = now.run - last.run;
+    const gap = now.at - last.at;
+    if (onCpu > maxOnCpu) maxOnCpu = onCpu;
+    if (gap > longest.ms) longest = { ms: gap, onCpuMs: onCpu, waitingMs: now.wait - last.wait };
+    last = now;
+  }, 1).unref();
+  return {
+    take() {
+      const taken = { maxOnCpuMs: maxOnCpu, longest };
+      maxOnCpu = 0;
+      longest = { ms: 0, onCpuMs: 0, waitingMs: 0 };
+      return taken;
+    },
+  };
 }

@@ -384,6 +384,13 @@ const logins: Workload = {
           'loop delay max ms logins + download': busyLoop.delay.max,
           'loop delay max ms': Math.max(idleLoop.delay.max, busyLoop.delay.max),
         });
+        // Late because running, or because waiting for a core the clients had: the goal counts both.
+        for (const [window, r] of [['logins alone', idleLoop], ['download alone', aloneLoop], ['logins + download', busyLoop]] as const) {
+          if (!r.stretches) continue;
+          const { maxOnCpuMs, longest } = r.stretches;
+          extra[`loop longest run ms ${window}`] = maxOnCpuMs;
+          extra[`loop longest gap ${window}`] = `${longest.ms.toFixed(1)} ms: ${longest.onCpuMs.toFixed(1)} running, ${longest.waitingMs.toFixed(1)} waiting for a CPU`;
+        }
       } else {
         extra['loop delay'] = 'probe not loaded in the server';
       }
