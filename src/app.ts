@@ -68,6 +68,8 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   const { audit: settings } = config;
   const metrics = new ServerMetrics(() => base.bans.activeCount());
   const stopSampling = sampleProcess((sample) => metrics.sampled('0', sample));
+  // One per server, here where its coordination is: every process's commits leave the checkpoints to it.
+  const checkpointer = base.store instanceof SqliteStore ? base.store.checkpointOnThread((message) => base.log.error(`SQLite: ${message}`)) : null;
   const auditLog = settings.enabled
     ? new AuditLog({
         file: resolve(config.dataDir, settings.file),
@@ -118,6 +120,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
       await hooks?.drain(HOOK_DRAIN_MS);
       await shared?.stop().catch((err: unknown) => base.log.error({ err }, 'shared store: leases and session counts not given back'));
       await auditLog?.close();
+      await checkpointer?.stop();
     },
   };
 }

@@ -7,6 +7,7 @@ import type { WorkerMessage } from '../coordinator/ipc-messages.js';
 import { drainFrontEnds, startFrontEnds, type FrontEnd } from '../front-ends.js';
 import { sampleProcess } from '../metrics/sampler.js';
 import type { DrainCounts } from '../session/live.js';
+import { SqliteStore } from '../store/sqlite/store.js';
 
 /**
  * A worker: every front-end on the listening ports the primary shares, its
@@ -46,6 +47,8 @@ async function serveUntilStopped(config: Config): Promise<{ code: number; draine
 
 async function serveWithCoordinator(config: Config, channel: Channel, coordinator: RemoteCoordinator): Promise<{ code: number; drained?: DrainCounts }> {
   const base = await openAdmin(config);
+  // The primary's thread checkpoints (Checkpointer): this worker's commits do not.
+  if (base.store instanceof SqliteStore) base.store.leaveCheckpoints();
   const services = servicesOn(base, coordinator, coordinator, cluster.worker?.id ?? 0);
   let hurry: () => void = () => undefined;
   const hurried = new Promise<void>((resolve) => (hurry = resolve));

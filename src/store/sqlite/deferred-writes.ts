@@ -15,9 +15,9 @@ const RETRY_MS = 1000;
  * The users' usage counters and last logins in SQLite, written in batches:
  * a change is kept in memory and written with every other of the next
  * FLUSH_MS in one transaction. One write per upload or login made a WAL
- * frame each (60 µs of the event loop here), and a checkpoint with its
- * fsyncs (about 20 ms of the loop) every thousand or so of them: at 50
- * logins a second, one every 20 s. Reads add what is not written yet, so
+ * frame each (60 µs of the event loop here), and the WAL grew 50 times as
+ * fast towards a checkpoint (a thread's since checkpointer.ts, the loop's
+ * before: about 20 ms of it). Reads add what is not written yet, so
  * the quota ledgers and the admin API see every change at once. A crash
  * loses at most FLUSH_MS of changes: the recount of the homes at the next
  * start (home-sweep.ts) puts the usage right, as it does for an upload in

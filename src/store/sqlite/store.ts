@@ -2,6 +2,7 @@ import type Database from 'better-sqlite3';
 import type { Store } from '../store.js';
 import { SqliteAdminTokens } from './admin-tokens.js';
 import { SqliteBans } from './bans.js';
+import { Checkpointer } from './checkpointer.js';
 import { openDatabase } from './db.js';
 import { SqliteUsers } from './users.js';
 
@@ -14,7 +15,10 @@ export class SqliteStore implements Store {
   /** One node: nothing is held in the store on another's behalf. */
   readonly nodes = null;
 
-  constructor(private readonly db: Database.Database) {
+  constructor(
+    private readonly db: Database.Database,
+    private readonly file: string,
+  ) {
     this.users = new SqliteUsers(db);
     this.bans = new SqliteBans(db);
     this.tokens = new SqliteAdminTokens(db);
@@ -23,6 +27,20 @@ export class SqliteStore implements Store {
   /** One node's: its counts stay in its memory (see app.ts). */
   async shared(): Promise<null> {
     return null;
+  }
+
+  /**
+   * A serving process's connection: its commits never checkpoint (see
+   * Checkpointer), the coordinating process's thread does.
+   */
+  leaveCheckpoints(): void {
+    this.db.pragma('wal_autocheckpoint = 0');
+  }
+
+  /** The coordinating process: checkpoints on a thread from now on, for every process of the server. */
+  checkpointOnThread(onError: (message: string) => void): Checkpointer {
+    this.leaveCheckpoints();
+    return new Checkpointer(this.file, onError);
   }
 
   async ping(): Promise<void> {
@@ -37,5 +55,5 @@ export class SqliteStore implements Store {
 
 /** Open (creating and migrating) the SQLite store at `file`. */
 export function openSqliteStore(file: string): SqliteStore {
-  return new SqliteStore(openDatabase(file));
+  return new SqliteStore(openDatabase(file), file);
 }
