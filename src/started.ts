@@ -1,10 +1,10 @@
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import ssh2 from 'ssh2';
 import { HOST_KEYS, TLS_CERT } from './certs/names.js';
 import { certificateFingerprint, sshKeyFingerprint } from './certs/fingerprints.js';
 import type { Listening } from './listening.js';
+import { ssh2Library } from './ssh2.js';
 
 export interface StartReport {
   readonly listeners: readonly Listening[];
@@ -49,7 +49,7 @@ async function fingerprint(log: Logger, what: string, compute: () => Promise<str
 export async function hostKeyFingerprint(certsDir: string, name: string): Promise<string> {
   const line = await fsp.readFile(join(certsDir, `${name}.pub`), 'utf8').catch(async (err: NodeJS.ErrnoException) => {
     if (err.code !== 'ENOENT') throw err;
-    const key = ssh2.utils.parseKey(await fsp.readFile(join(certsDir, name)));
+    const key = ssh2Library().utils.parseKey(await fsp.readFile(join(certsDir, name)));
     if (!key || key instanceof Error || Array.isArray(key)) throw new Error(`host key ${name}: unreadable`);
     return `${key.type} ${key.getPublicSSH().toString('base64')} ${key.comment}`;
   });

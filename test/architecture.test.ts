@@ -138,3 +138,11 @@ test('only store/ opens a database: SQLite in store/sqlite/, PostgreSQL in store
   ].map(name);
   assert.deepEqual(offenders, []);
 });
+
+test('only ssh2.ts loads ssh2 (others name its types): the pooled padding randomness is in place only while it loads', () => {
+  const loads = (file: string) => {
+    const text = readFileSync(file, 'utf8');
+    return /^import\s+(?!type\s)[^;]*from\s*['"]ssh2['"]/m.test(text) || /require\(\s*['"]ssh2['"]\s*\)|import\(\s*['"]ssh2['"]\s*\)/.test(text);
+  };
+  assert.deepEqual(files.filter((file) => name(file) !== 'ssh2.ts' && loads(file)).map(name), []);
+});

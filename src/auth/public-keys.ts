@@ -1,12 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { createRequire } from 'node:module';
+import { ssh2Library } from '../ssh2.js';
 
-/**
- * ssh2, loaded when a key is parsed: the CLI's user commands import this
- * file, and most of them never parse a key (loading ssh2 was an eighth of
- * `sluice user list`'s CPU). The server has it loaded for SFTP anyway.
- */
-const keyParser = (): typeof import('ssh2').utils.parseKey => (createRequire(import.meta.url)('ssh2') as typeof import('ssh2')).utils.parseKey;
+/** ssh2, loaded when a key is parsed: the CLI's user commands import this file, and most of them never parse a key. */
+const keyParser = () => ssh2Library().utils.parseKey;
 
 export interface ParsedPublicKey {
   algorithm: string;

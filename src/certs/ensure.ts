@@ -1,7 +1,7 @@
 import { promises as fsp } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import ssh2 from 'ssh2';
+import { ssh2Library } from '../ssh2.js';
 import { HOST_KEYS, TLS_CERT, TLS_KEY } from './names.js';
 import { selfSignedCertificate } from './self-signed.js';
 
@@ -54,7 +54,7 @@ export interface HostKeyFile {
 export async function generateHostKey(type: 'rsa' | 'ed25519'): Promise<{ private: string; public: string }> {
   for (let attempt = 0; attempt < 10; attempt++) {
     const pair = await generateSshKeyPair(type);
-    if (!(ssh2.utils.parseKey(pair.private) instanceof Error)) return pair;
+    if (!(ssh2Library().utils.parseKey(pair.private) instanceof Error)) return pair;
   }
   throw new Error(`could not generate a valid ${type} host key`);
 }
@@ -63,7 +63,7 @@ function generateSshKeyPair(type: 'rsa' | 'ed25519'): Promise<{ private: string;
   return new Promise((resolve, reject) => {
     const done = (err: Error | null, keys: { private: string; public: string }) => (err ? reject(err) : resolve(keys));
     const comment = `sluice@${hostname()}`;
-    if (type === 'rsa') ssh2.utils.generateKeyPair('rsa', { bits: 3072, comment }, done);
-    else ssh2.utils.generateKeyPair('ed25519', { comment }, done);
+    if (type === 'rsa') ssh2Library().utils.generateKeyPair('rsa', { bits: 3072, comment }, done);
+    else ssh2Library().utils.generateKeyPair('ed25519', { comment }, done);
   });
 }

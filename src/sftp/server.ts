@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import net from 'node:net';
 import type { Logger } from 'pino';
-import ssh2 from 'ssh2';
+import type ssh2 from 'ssh2';
 import type { Services } from '../app.js';
 import { AuthError, type AuthRequest } from '../auth/authenticator.js';
 import type { HostKeyFile } from '../certs/ensure.js';
@@ -15,6 +15,7 @@ import { SftpChannel } from './channel.js';
 import { WindowPool, acceptWithWindow, channelWindow, ownWindow, type PoolMember } from './window.js';
 import { parseScpCommand, ScpCommandError, type ScpCommand } from '../scp/command.js';
 import { runScp } from '../scp/run.js';
+import { ssh2Library } from '../ssh2.js';
 
 const METHODS: ssh2.AuthenticationType[] = ['publickey', 'password', 'keyboard-interactive'];
 
@@ -28,7 +29,7 @@ const METHODS: ssh2.AuthenticationType[] = ['publickey', 'password', 'keyboard-i
 function hostKeysFor(files: readonly HostKeyFile[], allowed: readonly string[]): { key: ssh2.ParsedKey }[] {
   const keys: { key: ssh2.ParsedKey }[] = [];
   for (const file of files) {
-    const parsed = ssh2.utils.parseKey(file.data);
+    const parsed = ssh2Library().utils.parseKey(file.data);
     const key = Array.isArray(parsed) ? parsed[0] : parsed;
     if (!key || key instanceof Error) throw new Error(`host key ${file.name}: ${key instanceof Error ? key.message : 'unreadable'}`);
     if (key.type !== 'ssh-rsa') {
@@ -150,7 +151,7 @@ export class SftpFrontEnd {
     const { config } = services;
     this.log = services.log.child({ frontEnd: 'sftp' });
     const { algorithms } = config.sftp;
-    this.server = new ssh2.Server(
+    this.server = new (ssh2Library().Server)(
       {
         hostKeys: hostKeysFor(options.hostKeys, algorithms.serverHostKey),
         ident: 'sluice',
@@ -295,7 +296,7 @@ export class SftpFrontEnd {
             await guest.offerKey(req, ctx.key.data);
             return ctx.accept();
           }
-          const key = ssh2.utils.parseKey(ctx.key.data);
+          const key = ssh2Library().utils.parseKey(ctx.key.data);
           const signatureOk = !(key instanceof Error) && key.verify(ctx.blob, ctx.signature, ctx.hashAlgo) === true;
           state.account = signatureOk ? await guest.publicKey(req, ctx.key.data) : await guest.refusePublicKey(req, 'bad-signature');
           return ctx.accept();
