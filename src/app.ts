@@ -68,7 +68,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   const { audit: settings } = config;
   const metrics = new ServerMetrics(() => base.bans.activeCount());
   const stopSampling = sampleProcess((sample) => metrics.sampled('0', sample));
-  // One per server, here where its coordination is: every process's commits leave the checkpoints to it.
+  // One per server, here where its coordination is: every process's commits leave the checkpoints to it (Checkpointer).
   const checkpointer = base.store instanceof SqliteStore ? base.store.checkpointOnThread((message) => base.log.error(`SQLite: ${message}`)) : null;
   const auditLog = settings.enabled
     ? new AuditLog({

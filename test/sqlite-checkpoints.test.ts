@@ -1,20 +1,23 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
+import { Checkpointer } from '../src/store/sqlite/checkpointer.js';
+import { openSqliteStore } from '../src/store/sqlite/store.js';
 import { loggedIn } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
 /*
- * A serving process's commits never checkpoint the WAL (that would fsync on
- * its event loop); a thread of the coordinating process does
- * once the WAL holds 1,000 frames or its frames have waited 5 s
- * (src/store/sqlite/checkpointer.ts). A login's one frame therefore reaches
- * the database file itself within seconds, where a connection left to itself
- * would wait for 1,000. The database file is read alone,
- * copied without its WAL: only checkpointed rows are in it.
+ * A serving process's commits leave the WAL's checkpoints (which fsync) to
+ * a thread of the coordinating process, every 5 s
+ * (src/store/sqlite/checkpointer.ts); they checkpoint only past 10,000
+ * frames, a fallback. A login's one frame therefore reaches the database
+ * file itself within seconds, where a connection left to itself would wait
+ * for 1,000. The database file is read alone, copied without its WAL: only
+ * checkpointed rows are in it.
  */
 describe('SQLite checkpoints on a thread of their own', () => {
   const scratch = mkdtempSync(join(tmpdir(), 'sluice-ckpt-'));
@@ -58,4 +61,41 @@ describe('SQLite checkpoints on a thread of their own', () => {
       }
     });
   }
+
+  it("a stopped thread leaves the process's SQLite locks alone (closing any other descriptor of -shm would drop them)", async () => {
+    const file = join(scratch, 'locks.db');
+    const store = openSqliteStore(file);
+    try {
+      const checkpointer = store.checkpointOnThread(() => undefined);
+      await new Promise((r) => setTimeout(r, 1500));
+      await checkpointer.stop();
+      // SQLite's "a connection is open" lock: a shared lock on byte 128 of -shm, which another process may not take exclusively.
+      const probe = spawnSync('python3', ['-c', `
+import fcntl, sys
+fd = open(sys.argv[1], 'r+b')
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 128)
+    print('granted')
+except OSError:
+    print('refused')
+`, `${file}-shm`], { encoding: 'utf8' });
+      assert.equal(probe.stdout.trim(), 'refused', probe.stderr);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a thread that cannot open the database says why, and is tried again later each time', async () => {
+    const said: string[] = [];
+    const checkpointer = new Checkpointer(join(scratch, 'missing', 'nothing.db'), (m) => said.push(m));
+    try {
+      await new Promise((r) => setTimeout(r, 3500));
+    } finally {
+      await checkpointer.stop();
+    }
+    assert.ok(said.length >= 2 && said.length <= 3, said.join(' | '));
+    assert.match(said[0]!, /checkpoint thread ended \(.*(open|CANTOPEN).*\): another in 1 s/);
+    assert.match(said[1]!, /another in 2 s/);
+  });
 });
+

@@ -1,68 +1,67 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 
-/** How often the thread looks at the WAL. */
-const LOOK_MS = 1000;
-/** Frames waiting in the WAL that make the thread checkpoint at once: SQLite's own wal_autocheckpoint. */
-const FRAMES = 1000;
-/** Fewer frames are moved once they have waited this long. */
-const AGE_MS = 5000;
-/** How long after the thread was lost another is started. */
+/** How often the thread checkpoints. */
+const EVERY_MS = 5000;
+/**
+ * The WAL's length (frames since it last started over) past which the thread
+ * follows its PASSIVE checkpoint with a RESTART one. A WAL starts over only
+ * when a writer finds it wholly checkpointed, which steady writes from other
+ * connections never let a PASSIVE checkpoint see; RESTART makes new writers
+ * wait until it is done, so the next one starts the WAL over.
+ */
+const RESTART_FRAMES = 4000;
+/**
+ * What serving connections keep of SQLite's own checkpoints: a net, not the
+ * way. The thread keeps the WAL far below it; without the thread (it could
+ * not start, or is between restarts) a commit checkpoints on its loop as
+ * before, only ten times as rarely, and the WAL stays bounded.
+ */
+export const FALLBACK_FRAMES = 10_000;
+/** How long after the thread was lost another is started, at first; doubled after each loss, up to MAX_RESTART_MS. */
 const RESTART_MS = 1000;
+const MAX_RESTART_MS = 60_000;
 /** How long a stop waits for the last checkpoint. */
 const STOP_MS = 5000;
 
 /**
- * The thread's whole program: its own connection to the database file, and a
- * PASSIVE checkpoint (which waits for no reader or writer) when the WAL holds
- * FRAMES frames not yet in the database file, or fewer that have waited
- * AGE_MS. Not at every look: the first commit after a checkpoint emptied the
- * WAL starts it over and fsyncs its header, on that commit's event loop.
- * What waits is read from the WAL-index (the -shm file; SQLite's file format,
- * native byte order): its header's mxFrame (offset 16) against the
- * checkpoint's nBackfill (offset 96). Unread, only the age counts. Given as
- * source, as the hashing thread is (offloaded-sha256.ts): a worker gets no
- * TypeScript loader on Node 20.
+ * The thread's whole program: its own connection to the database file and a
+ * PASSIVE checkpoint every EVERY_MS (which waits for no reader or writer, and
+ * returns at once when the WAL holds nothing new), then a RESTART one when
+ * the WAL is RESTART_FRAMES long. Not more often: the first commit
+ * after a checkpoint emptied the WAL starts it over and fsyncs its header, on
+ * that commit's event loop. Given as source, as the hashing thread is
+ * (offloaded-sha256.ts): a worker gets no TypeScript loader on Node 20. Its
+ * only file descriptors are SQLite's own (closing another descriptor of the
+ * -shm file would drop the process's POSIX locks on it).
  */
 const THREAD_SOURCE = `
-const { closeSync, openSync, readSync } = require('node:fs');
-const { endianness } = require('node:os');
 const { parentPort, workerData } = require('node:worker_threads');
-const Database = require(workerData.driver);
-const db = new Database(workerData.file, { fileMustExist: true });
-db.pragma('busy_timeout = 5000');
-const read32 = endianness() === 'LE' ? (b, at) => b.readUInt32LE(at) : (b, at) => b.readUInt32BE(at);
-const head = Buffer.alloc(100);
-let shm = null;
-const waiting = () => {
-  try {
-    shm ??= openSync(workerData.file + '-shm', 'r');
-    if (readSync(shm, head, 0, 100, 0) < 100) return null;
-    return read32(head, 16) - read32(head, 96);
-  } catch {
-    return null;
-  }
-};
-let last = Date.now();
+const said = (err) => String((err && (err.message || err.code)) || err);
+let db;
+try {
+  const Database = require(workerData.driver);
+  db = new Database(workerData.file, { fileMustExist: true });
+  db.pragma('busy_timeout = 5000');
+} catch (err) {
+  parentPort.postMessage({ failed: said(err) });
+  process.exit(1);
+}
 const checkpoint = () => {
-  last = Date.now();
   try {
-    db.pragma('wal_checkpoint(PASSIVE)');
+    const [{ log }] = db.pragma('wal_checkpoint(PASSIVE)');
+    if (log >= workerData.restartFrames) db.pragma('wal_checkpoint(RESTART)');
+    parentPort.postMessage({ ok: true });
   } catch (err) {
-    parentPort.postMessage({ error: String((err && err.message) || err) });
+    parentPort.postMessage({ error: said(err) });
   }
 };
-const timer = setInterval(() => {
-  const frames = waiting();
-  if (frames === 0) return void (last = Date.now());
-  if ((frames !== null && frames >= workerData.frames) || Date.now() - last >= workerData.ageMs) checkpoint();
-}, workerData.lookMs);
+const timer = setInterval(checkpoint, workerData.everyMs);
 parentPort.on('message', (m) => {
   if (m !== 'stop') return;
   clearInterval(timer);
   checkpoint();
   db.close();
-  if (shm !== null) closeSync(shm);
   parentPort.close();
 });
 `;
@@ -72,19 +71,21 @@ parentPort.on('message', (m) => {
  * checkpoints when a commit takes the WAL past 1,000 pages, inside that
  * commit: on a serving process's event loop, with the fsyncs of the WAL and
  * of the database file (13 ms of a worker's loop in one strace here, and
- * every session of the process waits meanwhile). Only the fsync of a fresh
- * WAL's header stays with the commit that starts it (under 6 ms in the same
- * strace), at most every AGE_MS. Serving connections turn
- * that off (`wal_autocheckpoint = 0`, SqliteStore.leaveCheckpoints) and the
- * process that coordinates (the primary, or the one process) runs this
- * thread; its checkpoints take no lock a commit needs. A thread that fails is
- * started again after a second; what it could not move waits in the WAL
- * meanwhile, as it would behind a long reader.
+ * every session of the process waits meanwhile). Serving connections raise
+ * that to FALLBACK_FRAMES (SqliteStore.leaveCheckpoints) and the process
+ * that coordinates (the primary, or the one process) runs this thread.
+ * Its checkpoints take no lock a commit needs, except the RESTART one of a
+ * long WAL. What stays with a commit is the fsync of a
+ * fresh WAL's header after a checkpoint emptied it (under 6 ms in the same
+ * strace): once per EVERY_MS per process that writes, at most. A thread that
+ * cannot start or is lost is started again, later each time, and said once
+ * per failure in the log; meanwhile the fallback checkpoints.
  */
 export class Checkpointer {
   private worker: Worker | null = null;
   private restart: NodeJS.Timeout | null = null;
   private stopped = false;
+  private delay = RESTART_MS;
 
   constructor(
     private readonly file: string,
@@ -95,21 +96,25 @@ export class Checkpointer {
 
   private start(): void {
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
-    const worker = new Worker(THREAD_SOURCE, { eval: true, workerData: { driver, file: this.file, lookMs: LOOK_MS, frames: FRAMES, ageMs: AGE_MS } });
-    worker.on('message', (m: { error?: string }) => {
-      if (m.error) this.onError(`checkpoint failed: ${m.error}`);
+    const worker = new Worker(THREAD_SOURCE, { eval: true, workerData: { driver, file: this.file, everyMs: EVERY_MS, restartFrames: RESTART_FRAMES } });
+    let why: string | null = null;
+    worker.on('message', (m: { ok?: true; error?: string; failed?: string }) => {
+      if (m.ok) this.delay = RESTART_MS;
+      else if (m.failed) why = m.failed;
+      else if (m.error) this.onError(`checkpoint failed: ${m.error}`);
     });
-    worker.on('error', (err) => this.onError(`checkpoint thread failed: ${err.message}`));
+    worker.on('error', (err: unknown) => (why = String((err as Error | undefined)?.message ?? err)));
     worker.on('exit', () => {
       if (this.worker !== worker) return;
       this.worker = null;
       if (this.stopped) return;
-      this.onError('checkpoint thread ended: starting another');
+      this.onError(`checkpoint thread ended${why ? ` (${why})` : ''}: another in ${this.delay / 1000} s; commits checkpoint meanwhile`);
       this.restart = setTimeout(() => {
         this.restart = null;
         if (!this.stopped) this.start();
-      }, RESTART_MS);
+      }, this.delay);
       this.restart.unref();
+      this.delay = Math.min(this.delay * 2, MAX_RESTART_MS);
     });
     worker.unref();
     this.worker = worker;
@@ -123,9 +128,16 @@ export class Checkpointer {
     if (!worker) return;
     const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
     worker.postMessage('stop');
-    // A thread stuck in a checkpoint (a disk that hangs) does not hold the stop: SQLite's WAL keeps what it had not moved.
-    const stuck = setTimeout(() => void worker.terminate(), STOP_MS);
-    await exited;
-    clearTimeout(stuck);
+    // A thread stuck in a checkpoint (a disk that hangs) is not waited for past STOP_MS: terminate() cannot
+    // interrupt a native call, so the stop goes on without it; the WAL keeps what it had not moved.
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        void worker.terminate();
+        resolve();
+      }, STOP_MS);
+    });
+    await Promise.race([exited, late]);
+    clearTimeout(timer);
   }
 }

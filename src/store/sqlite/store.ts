@@ -2,7 +2,7 @@ import type Database from 'better-sqlite3';
 import type { Store } from '../store.js';
 import { SqliteAdminTokens } from './admin-tokens.js';
 import { SqliteBans } from './bans.js';
-import { Checkpointer } from './checkpointer.js';
+import { Checkpointer, FALLBACK_FRAMES } from './checkpointer.js';
 import { openDatabase } from './db.js';
 import { SqliteUsers } from './users.js';
 
@@ -30,11 +30,11 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * A serving process's connection: its commits never checkpoint (see
-   * Checkpointer), the coordinating process's thread does.
+   * A serving process's connection: the coordinating process's thread
+   * checkpoints (see Checkpointer); its commits only as a fallback.
    */
   leaveCheckpoints(): void {
-    this.db.pragma('wal_autocheckpoint = 0');
+    this.db.pragma(`wal_autocheckpoint = ${FALLBACK_FRAMES}`);
   }
 
   /** The coordinating process: checkpoints on a thread from now on, for every process of the server. */
