@@ -12,7 +12,7 @@
  * Inactive (nothing loaded, no handler) in processes without $SLUICE_BENCH_PROBE.
  */
 import cluster from 'node:cluster';
-import { readFileSync, writeFileSync, renameSync } from 'node:fs';
+import { openSync, readSync, writeFileSync, renameSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { writeHeapSnapshot } from 'node:v8';
@@ -64,19 +64,21 @@ if (probe) {
  * the run queue at each tick. `maxOnCpu`: the longest time the thread ran
  * between two ticks (the longest block); `longest`: the longest gap between
  * two ticks, split into running and waiting. Null where /proc has no
- * schedstat. Each read is a few microseconds of the loop's time.
+ * schedstat. Each read is one pread, a few microseconds of the loop's time.
  */
 function onCpuStretches() {
-  const path = `/proc/self/task/${process.pid}/schedstat`;
-  const read = () => {
-    const [run, wait] = readFileSync(path, 'utf8').split(' ').map(Number);
-    return { at: performance.now(), run: run / 1e6, wait: wait / 1e6 };
-  };
+  let fd;
   try {
-    read();
+    fd = openSync(`/proc/self/task/${process.pid}/schedstat`, 'r');
   } catch {
     return null;
   }
+  // Kept open and read from its start each time: one system call a tick.
+  const buf = Buffer.alloc(128);
+  const read = () => {
+    const [run, wait] = buf.toString('latin1', 0, readSync(fd, buf, 0, buf.length, 0)).split(' ').map(Number);
+    return { at: performance.now(), run: run / 1e6, wait: wait / 1e6 };
+  };
   let last = read();
   let maxOnCpu = 0;
   let longest = { ms: 0, onCpuMs: 0, waitingMs: 0 };
