@@ -8,7 +8,8 @@ const EVERY_MS = 5000;
  * follows its PASSIVE checkpoint with a RESTART one. A WAL starts over only
  * when a writer finds it wholly checkpointed, which steady writes from other
  * connections never let a PASSIVE checkpoint see; RESTART makes new writers
- * wait until it is done, so the next one starts the WAL over.
+ * wait until it is done (35 ms of a commit in a review's run), so the next
+ * one starts the WAL over. It is tried only when no reader is in the way.
  */
 const RESTART_FRAMES = 4000;
 /**
@@ -50,7 +51,17 @@ try {
 const checkpoint = () => {
   try {
     const [{ log }] = db.pragma('wal_checkpoint(PASSIVE)');
-    if (log >= workerData.restartFrames) db.pragma('wal_checkpoint(RESTART)');
+    if (log >= workerData.restartFrames) {
+      // Without waiting: a RESTART that waits holds the writer lock meanwhile, and a reader kept open
+      // (an operator's sqlite3 shell) then stalled a commit on its event loop for the whole busy timeout.
+      // Refused, it does what it can as a PASSIVE one, and the next turn tries again.
+      db.pragma('busy_timeout = 0');
+      try {
+        db.pragma('wal_checkpoint(RESTART)');
+      } finally {
+        db.pragma('busy_timeout = 5000');
+      }
+    }
     parentPort.postMessage({ ok: true });
   } catch (err) {
     parentPort.postMessage({ error: said(err) });
