@@ -197,6 +197,30 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', { skip: wit
     }
   });
 
+  it("an env request (Debian's OpenSSH sends LANG with every session) is refused without a warning; a pty request warns", async () => {
+    const run = (c: ssh2.Client, options: ssh2.ExecOptions) =>
+      new Promise<void>((resolve) =>
+        c.exec('id', options, (err, ch) => {
+          if (err) return resolve();
+          ch.on('close', () => resolve());
+          ch.stderr.resume();
+          ch.resume();
+        }),
+      );
+    const warned = (request: string) => srv.log.split('\n').some((l) => l.includes('"level":40') && l.includes(`"request":"${request}"`));
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      await run(c, { env: { LANG: 'C.UTF-8' } });
+      await run(c, { pty: true });
+    } finally {
+      c.end();
+    }
+    // The pty refusal's warning is written by then; the env one would have been before it.
+    for (let n = 0; n < 50 && !warned('pty'); n++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(warned('pty'));
+    assert.ok(!warned('env'));
+  });
+
   /** An exec channel speaking SCP ourselves: what a hostile or broken client sends. */
   const rawSink = async (c: ssh2.Client, command: string) => {
     const ch = await new Promise<ssh2.ClientChannel>((resolve, reject) => c.exec(command, (err, s) => (err ? reject(err) : resolve(s))));

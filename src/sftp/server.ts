@@ -368,7 +368,10 @@ export class SftpFrontEnd {
       member.leave();
     });
     const refuse = (what: string) => (_accept: unknown, reject?: () => void) => {
-      state.log.warn({ request: what }, 'session request refused');
+      // Refused as OpenSSH's empty AcceptEnv refuses them; but Debian's ssh_config sends LANG and LC_* with
+      // every session, so an env request says nothing about the client and is not worth a warning.
+      if (what === 'env') state.log.debug({ request: what }, 'session request refused');
+      else state.log.warn({ request: what }, 'session request refused');
       reject?.();
     };
     for (const what of ['pty', 'x11', 'env', 'shell', 'auth-agent', 'signal', 'window-change'] as const) {
