@@ -17,11 +17,32 @@ export async function freePort(): Promise<number> {
  * bind its second listener.)
  */
 export async function freePorts(n: number): Promise<number[]> {
-  const servers = Array.from({ length: n }, () => net.createServer());
-  await Promise.all(servers.map((s) => new Promise<void>((r) => s.listen(0, '127.0.0.1', r))));
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  const ports: number[] = [];
+  while (ports.length < n) {
+    const port = LISTEN_PORTS.from + Math.floor(Math.random() * (LISTEN_PORTS.to - LISTEN_PORTS.from + 1));
+    if (!ports.includes(port) && (await listenable(port))) ports.push(port);
+  }
   return ports;
+}
+
+/**
+ * Where test servers listen: above the kernel's ephemeral range (or below the
+ * passive ranges, 20000-59999, when it reaches the top). A port the kernel
+ * picked as free (listen on 0) is an ephemeral one, which any client's
+ * connect may take before the server binds it: a suite run once failed a
+ * server's start with EADDRINUSE that way.
+ */
+const LISTEN_PORTS = ((): { from: number; to: number } => {
+  const [, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+  return high !== undefined && high <= 64_000 ? { from: high + 1, to: 65_535 } : { from: 10_000, to: 19_999 };
+})();
+
+function listenable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
 }
 
 export interface ServerOptions {
