@@ -19,9 +19,9 @@ const RESTART_FRAMES = 4000;
  * before, only ten times as rarely, and the WAL stays bounded.
  */
 export const FALLBACK_FRAMES = 10_000;
-/** How long after the thread was lost another is started, at first; doubled after each loss, up to MAX_RESTART_MS. */
-const RESTART_MS = 1000;
-const MAX_RESTART_MS = 60_000;
+/** How long after the thread was lost another is started, at first; doubled after each loss, up to MAX_RETRY_MS. */
+const RETRY_MS = 1000;
+const MAX_RETRY_MS = 60_000;
 /** How long a stop waits for the last checkpoint. */
 const STOP_MS = 5000;
 
@@ -96,7 +96,7 @@ export class Checkpointer {
   private worker: Worker | null = null;
   private restart: NodeJS.Timeout | null = null;
   private stopped = false;
-  private delay = RESTART_MS;
+  private delay = RETRY_MS;
 
   constructor(
     private readonly file: string,
@@ -110,7 +110,7 @@ export class Checkpointer {
     const worker = new Worker(THREAD_SOURCE, { eval: true, workerData: { driver, file: this.file, everyMs: EVERY_MS, restartFrames: RESTART_FRAMES } });
     let why: string | null = null;
     worker.on('message', (m: { ok?: true; error?: string; failed?: string }) => {
-      if (m.ok) this.delay = RESTART_MS;
+      if (m.ok) this.delay = RETRY_MS;
       else if (m.failed) why = m.failed;
       else if (m.error) this.onError(`checkpoint failed: ${m.error}`);
     });
@@ -125,7 +125,7 @@ export class Checkpointer {
         if (!this.stopped) this.start();
       }, this.delay);
       this.restart.unref();
-      this.delay = Math.min(this.delay * 2, MAX_RESTART_MS);
+      this.delay = Math.min(this.delay * 2, MAX_RETRY_MS);
     });
     worker.unref();
     this.worker = worker;
