@@ -24,6 +24,8 @@ export type AuthFailure =
   | 'session-limit'
   /** Good credentials, but the client had gone by the time its session would have opened. */
   | 'connection-closed'
+  /** The client replaced the request before its turn (SSH keyboard-interactive): not verified, not recorded. */
+  | 'withdrawn'
   | 'too-many-tries';
 
 /**

@@ -162,8 +162,14 @@ export class Guest {
   private banned = false;
   /** Good credentials were given, though no session opened: the deadline then scores nothing. */
   private vouched = false;
-  /** The last login that succeeded (audited as one): a session it cannot open is recorded as its end. */
-  private lastLogin: AuthRequest | null = null;
+  /**
+   * A login that succeeded (audited as one) and has not opened a session yet:
+   * one that never will (refused, replaced by another login, the connection
+   * gone first) is recorded as its end, so every login record has a logout.
+   */
+  private pending: { req: AuthRequest; user: string } | null = null;
+  /** The last login attempt of this connection: the next waits for it (see attempt). */
+  private turn: Promise<unknown> = Promise.resolve();
   /** The first session of a login while it opens: further ones (SFTP channels opened at once) wait for it (see enter). */
   private opening: Promise<unknown> | null = null;
 
@@ -221,9 +227,10 @@ export class Guest {
     if (!declined(err)) this.offence('handshake-failed');
   }
 
-  async password(login: LoginRequest, password: string): Promise<Account> {
+  /** `withdrawn`: the client replaced this request meanwhile; if it has by its turn, it is not verified. */
+  async password(login: LoginRequest, password: string, withdrawn?: AbortSignal): Promise<Account> {
     const req = { ...login, remoteAddress: this.ip };
-    return this.attempt(req, () => this.gate.authenticator.password(req, password, this.claim));
+    return this.attempt(req, () => this.gate.authenticator.password(req, password, this.claim), withdrawn);
   }
 
   /**
@@ -258,7 +265,7 @@ export class Guest {
    */
   refusePublicKey(login: LoginRequest, reason: 'bad-signature' | 'weak-algorithm'): Promise<never> {
     const req = { ...login, remoteAddress: this.ip };
-    return this.attempt(req, () => this.gate.authenticator.refuse(req, 'publickey', reason));
+    return this.attempt(req, () => this.gate.authenticator.refuse(req, 'publickey', reason)) as Promise<never>;
   }
 
   /**
@@ -277,7 +284,7 @@ export class Guest {
     // open a session of it afterwards, without a slot and after its logout; found when the home came back
     // while such channels were still opening, and each recorded a logout of its own.
     while (!this.inSession && this.opening) await this.opening.catch(() => undefined);
-    if (!this.inSession && !this.lastLogin) throw new SluiceError('failure', undefined, 'the login ended before this session opened');
+    if (!this.inSession && !this.pending) throw new SluiceError('failure', undefined, 'the login ended before this session opened');
     const opened = this.open(user, open);
     if (!this.inSession) this.opening = opened;
     try {
@@ -291,6 +298,7 @@ export class Guest {
     try {
       const session = await open();
       this.inSession = true;
+      this.pending = null;
       if (this.deadline) clearTimeout(this.deadline);
       this.deadline = null;
       return session;
@@ -303,8 +311,7 @@ export class Guest {
       this.gate.log.warn({ user, ip: this.ip, reason }, 'session not opened');
       // A further SFTP channel of a connection whose session is open ends nothing: its logout comes with that
       // session's. The logout ends the login, once: channels opened together fail together (found by a review).
-      if (this.lastLogin && !this.inSession) this.gate.authenticator.notOpened(this.lastLogin, user, reason);
-      this.lastLogin = null;
+      if (!this.inSession) this.endPending(reason);
       throw err;
     }
   }
@@ -327,6 +334,15 @@ export class Guest {
     this.closed = true;
     if (this.deadline) clearTimeout(this.deadline);
     this.deadline = null;
+    // A session opening now records its own end, whichever way it goes (see open).
+    if (!this.inSession && !this.opening) this.endPending('the client closed the connection first');
+    this.freeSlot();
+  }
+
+  /** A login that will open no session: its end recorded (once), its slot freed. */
+  private endPending(reason: string): void {
+    if (this.pending) this.gate.authenticator.notOpened(this.pending.req, this.pending.user, reason);
+    this.pending = null;
     this.freeSlot();
   }
 
@@ -346,12 +362,32 @@ export class Guest {
     return slot ? 'ok' : 'limit';
   };
 
-  private async attempt<T>(req: AuthRequest, login: () => Promise<T> | T): Promise<T> {
+  /**
+   * One login attempt at a time per connection, each checked against the
+   * limits when its turn comes. An SSH client may send requests without
+   * waiting for answers (ssh2 starts a keyboard-interactive one while the last
+   * is still being verified), and attempts that ran side by side were each
+   * checked before any had failed: one connection had 300 passwords verified
+   * at once, past auth.maxTries, every other login queued behind them (found
+   * by a review), and two that succeeded took two session slots, one of them
+   * never freed.
+   */
+  private attempt(req: AuthRequest, login: () => Promise<Account>, withdrawn?: AbortSignal): Promise<Account> {
+    const mine = this.turn.then(() => this.attemptNow(req, login, withdrawn));
+    this.turn = mine.catch(() => undefined);
+    return mine;
+  }
+
+  private async attemptNow(req: AuthRequest, login: () => Promise<Account>, withdrawn: AbortSignal | undefined): Promise<Account> {
+    if (this.closed) throw new AuthError('connection-closed');
+    if (withdrawn?.aborted) throw new AuthError('withdrawn');
     if (this.exhausted) throw new AuthError('too-many-tries');
+    // A login before this one that opened no session (its request withdrawn while it was verified) gives way.
+    if (!this.inSession) this.endPending('another login of the connection replaced it');
     const began = performance.now();
     try {
       const account = await login();
-      this.lastLogin = req;
+      this.pending = { req, user: account.name };
       return account;
     } catch (err) {
       // Neither is the client's fault: good credentials, no slot free, or nobody left to log in.

@@ -278,10 +278,16 @@ export class SftpFrontEnd {
           state.account = await guest.password(req, ctx.password);
           return ctx.accept();
         case 'keyboard-interactive': {
-          const answers = await new Promise<string[]>((resolve) =>
-            ctx.prompt([{ prompt: 'Password: ', echo: false }], '', '', resolve),
-          );
-          state.account = await guest.password(req, answers[0] ?? '');
+          // A client's next request before this one's answer withdraws it (RFC 4252; ssh2 then ignores our
+          // decision, and hands the prompt an Error if it was not answered yet).
+          const withdrawn = new AbortController();
+          ctx.once('abort', () => withdrawn.abort());
+          const answers = await new Promise<unknown>((resolve) => ctx.prompt([{ prompt: 'Password: ', echo: false }], '', '', resolve));
+          if (!Array.isArray(answers)) return;
+          const account = await guest.password(req, String(answers[0] ?? ''), withdrawn.signal);
+          // Verified before it was withdrawn: the client never hears of it, and its next login replaces it (Guest.attempt).
+          if (withdrawn.signal.aborted) return;
+          state.account = account;
           return ctx.accept();
         }
         case 'publickey': {
@@ -311,6 +317,7 @@ export class SftpFrontEnd {
         ctx.reject(METHODS);
         return;
       }
+      if (err.reason === 'withdrawn') return;
       if (err.reason === 'session-limit') {
         state.log.warn({ user: ctx.username }, 'too many sessions for this user');
         ctx.reject([]);

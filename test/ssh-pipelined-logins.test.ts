@@ -1,0 +1,121 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import ssh2 from 'ssh2';
+import { TestServer } from './helpers/server.js';
+import { sshConnect } from './helpers/ssh.js';
+
+/*
+ * An SSH client need not wait for the answer to a login request before it
+ * sends the next. ssh2 withdraws a keyboard-interactive request when another
+ * arrives before its final answer (RFC 4252) and hands the new one over at
+ * once, while the server is still verifying the password it was given. Found
+ * by a review: every such request was verified side by side, each checked
+ * against auth.maxTries before any had failed, so one connection had
+ * hundreds of passwords verified and every other login waited behind them;
+ * the right password twice took two session slots, one never freed; and a
+ * login that opened no session had no logout on record.
+ */
+
+/** ssh2's client protocol object: what a client that does not wait can send with it. */
+type ClientProtocol = { authKeyboard(user: string): void; authInfoRes(answers: string[]): void };
+
+/**
+ * One connection that answers its first keyboard-interactive prompt with
+ * `answers[0]` and, in the same breath, sends a request and an answer for
+ * each of the others. Resolves with how it ended.
+ */
+function pipelined(port: number, user: string, answers: string[], localAddress: string): Promise<'ready' | 'closed' | string> {
+  return new Promise((resolve) => {
+    const c = new ssh2.Client();
+    let asked = false;
+    c.on('error', (e) => resolve(`error: ${e.message}`));
+    c.on('ready', () => {
+      resolve('ready');
+      setTimeout(() => c.end(), 300);
+    });
+    c.on('close', () => resolve('closed'));
+    c.connect({
+      host: '127.0.0.1',
+      port,
+      localAddress,
+      username: user,
+      readyTimeout: 60_000,
+      authHandler: (_left, _partial, next) => {
+        if (asked) return next(false as never);
+        asked = true;
+        next({
+          type: 'keyboard-interactive',
+          username: user,
+          prompt: (_name: string, _instructions: string, _lang: string, _prompts: unknown, finish: (r: string[]) => void) => {
+            const rest = answers.splice(0);
+            if (rest.length === 0) return;
+            finish([rest[0] as string]);
+            const proto = (c as unknown as { _protocol: ClientProtocol })._protocol;
+            for (const answer of rest.slice(1)) {
+              proto.authKeyboard(user);
+              proto.authInfoRes([answer]);
+            }
+          },
+        } as never);
+      },
+    });
+  });
+}
+
+describe('SSH: login requests sent without waiting for answers', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      yaml: 'limits:\n  maxSessionsPerUser: 1\n  loginTimeout: 60\nauth:\n  maxTries: 3\n  failureDelay: 1\ndefender:\n  threshold: 1000\n',
+      users: [
+        { name: 'carol', password: 'carol password' },
+        { name: 'dave', password: 'dave password' },
+        { name: 'erin', password: 'erin password' },
+      ],
+    });
+  });
+  after(() => srv.stop());
+
+  const events = async (user: string) => (await srv.audit()).filter((l) => l.user === user).map((l) => String(l.event));
+
+  it('the right password twice takes one session slot, and every login gets its logout', { timeout: 60_000 }, async () => {
+    assert.equal(await pipelined(srv.sftpPort, 'dave', ['dave password', 'dave password'], '127.0.0.1'), 'ready');
+    // dave has one session at most: with a slot left behind, no later login of his would get in.
+    await srv.auditUntil((l) => l.user === 'dave' && l.event === 'logout' && (l.reason as string).includes('client closed'));
+    const again = await sshConnect({ port: srv.sftpPort, username: 'dave', password: 'dave password', localAddress: '127.0.0.3' });
+    again.end();
+    const seen = await events('dave');
+    assert.ok(!seen.includes('login-failed'), seen.join(' '));
+    assert.equal(seen.filter((e) => e === 'login').length, seen.filter((e) => e === 'logout').length, seen.join(' '));
+  });
+
+  it('a login that opens no channel before the client leaves is recorded with its logout', { timeout: 30_000 }, async () => {
+    const c = await sshConnect({ port: srv.sftpPort, username: 'erin', password: 'erin password', localAddress: '127.0.0.4' });
+    c.end();
+    const trail = await srv.auditUntil((l) => l.user === 'erin' && l.event === 'logout');
+    const logout = trail.find((l) => l.user === 'erin' && l.event === 'logout');
+    assert.equal(logout?.reason, 'session not opened: the client closed the connection first');
+  });
+
+  it('has at most auth.maxTries passwords verified per connection, and other logins do not wait behind them', { timeout: 120_000 }, async () => {
+    const guesses = Array.from({ length: 300 }, (_, i) => `guess ${i}`);
+    const burst = pipelined(srv.sftpPort, 'carol', guesses, '127.0.0.1');
+    await new Promise((r) => setTimeout(r, 500));
+    const began = Date.now();
+    const other = await sshConnect({ port: srv.sftpPort, username: 'carol', password: 'carol password', localAddress: '127.0.0.2' });
+    const waited = Date.now() - began;
+    other.end();
+    assert.notEqual(await burst, 'ready');
+    // Failures past the first few are summed in one line, written at the latest when the server stops.
+    await srv.terminate();
+    const trail = await srv.audit(0);
+    // The summary line names no user; nothing else failed from this address.
+    const fromBurst = trail.filter((l) => l.ip === '127.0.0.1');
+    const verified =
+      fromBurst.filter((l) => l.event === 'login-failed').length +
+      fromBurst.filter((l) => l.event === 'login-failed-repeated').reduce((n, l) => n + Number(l.count), 0);
+    // Withdrawn before their turn, all but the first (already being verified) and the last are never verified.
+    assert.ok(verified >= 1 && verified <= 3, `passwords verified on one connection: ${verified}`);
+    assert.ok(waited < 2000, `a login from another address waited ${waited} ms`);
+  });
+});
