@@ -121,6 +121,15 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', { skip: wit
     assert.equal(readFileSync(join(home, 'sub', 'a.txt'), 'utf8'), 'a');
   });
 
+  it('-r of the home itself (~ or /) arrives under the user\'s name, as OpenSSH names a home', () => {
+    for (const [path, into] of [['~', 'by-tilde'], ['/', 'by-slash']] as const) {
+      mkdirSync(join(local, into));
+      const r = scp('bob', ['-r', remote('bob', path), into]);
+      assert.equal(r.status, 0, `${path}: ${r.stderr}`);
+      assert.ok(statSync(join(local, into, 'bob')).isDirectory(), path);
+    }
+  });
+
   it('-p keeps times, and the mode only where the user may chmod', () => {
     const f = join(local, 'old.txt');
     writeFileSync(f, 'old');

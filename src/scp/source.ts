@@ -26,7 +26,7 @@ export async function send(wire: ScpWire, session: Session, cmd: { paths: readon
 
   /** `linked`: a symlink met inside a tree, followed to a file but never to a directory (a loop would never end). */
   const sendPath = async (path: string, depth: number, linked = false): Promise<void> => {
-    if (baseName(path).includes('\n')) return warn(path, new SluiceError('failure', 'name contains a newline'));
+    if (nameOf(path, session).includes('\n')) return warn(path, new SluiceError('failure', 'name contains a newline'));
     let info: FileInfo;
     try {
       info = await session.stat(path);
@@ -57,7 +57,7 @@ export async function send(wire: ScpWire, session: Session, cmd: { paths: readon
       return warn(path, err);
     }
     try {
-      if (!(await sendTimes(info)) || !(await announce(wire, 'C', info.mode, download.size, baseName(path)))) {
+      if (!(await sendTimes(info)) || !(await announce(wire, 'C', info.mode, download.size, nameOf(path, session)))) {
         await download.abort('refused by client');
         return;
       }
@@ -93,7 +93,7 @@ export async function send(wire: ScpWire, session: Session, cmd: { paths: readon
     } catch (err) {
       return warn(path, err);
     }
-    if (!(await sendTimes(info)) || !(await announce(wire, 'D', info.mode, 0, baseName(path)))) return;
+    if (!(await sendTimes(info)) || !(await announce(wire, 'D', info.mode, 0, nameOf(path, session)))) return;
     for (const { name, linked } of entries) await sendPath(path === '/' ? `/${name}` : `${path}/${name}`, depth + 1, linked);
     await wire.send('E\n');
     await expectOk(wire);
@@ -125,6 +125,11 @@ function seconds(d: Date): number {
   return Math.floor(d.getTime() / 1000);
 }
 
-function baseName(path: string): string {
-  return path === '/' ? '/' : path.slice(path.lastIndexOf('/') + 1);
+/**
+ * The name a path is announced by. The home itself (`~`, `/`) goes by the
+ * user's name, as OpenSSH's scp names a home by its last component: `/` is
+ * no name a client can store (OpenSSH's refuses it as "unexpected filename").
+ */
+function nameOf(path: string, session: Session): string {
+  return path === '/' ? session.account.name : path.slice(path.lastIndexOf('/') + 1);
 }
