@@ -6,12 +6,22 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { readTlsMaterial } from '../certs/tls-material.js';
 import { BanCheck } from '../security/ban-check.js';
+import { countConnection } from '../security/gate.js';
 import { version } from '../version.js';
 import { authenticate, clientAddress } from './auth.js';
 import type { AdminContext, AdminRoutes } from './context.js';
 import { adminEndpoint } from './endpoint.js';
 import { answerErrors, BODY_LIMIT } from './errors.js';
 import { apiRoutes } from './routes.js';
+
+/** A connection with nothing read or written this long is closed. */
+const IDLE_MS = 30_000;
+/** An idle connection between two requests is kept this long. */
+const KEEP_ALIVE_MS = 5_000;
+/** A request must have arrived whole (headers and body) within this. */
+const REQUEST_MS = 10_000;
+/** At a stop, what is left open this long after the listener closed is cut. */
+const CLOSE_GRACE_MS = 1_000;
 
 export interface AdminServer {
   /** Where it listens, as an operator would write it. */
@@ -37,6 +47,11 @@ export async function startAdminApi(
     ...(https ? { https } : {}),
     bodyLimit: BODY_LIMIT,
     logger: false,
+    // A connection holds a descriptor and a slot of the limits: one that sends no request, or sends it a
+    // byte at a time, or idles between requests, is closed within seconds, not the minutes Node allows.
+    connectionTimeout: IDLE_MS,
+    keepAliveTimeout: KEEP_ALIVE_MS,
+    requestTimeout: REQUEST_MS,
     // Schemas are the contract: an unknown field is an error, never silently dropped,
     // and "5" is not a number.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
@@ -71,9 +86,18 @@ export async function startAdminApi(
   for (const routes of extensions) await app.register(async (scope) => routes(scope, context));
   await app.ready();
 
-  app.server.on('connection', (socket: net.Socket) => {
-    if (socket.remoteAddress !== undefined && bans.banned(clientAddress(socket))) socket.destroy();
-  });
+  if (!local) {
+    // Counted with the protocols' connections (limits.maxConnections, maxConnectionsPerIp): the admission
+    // of the process that runs this API (it holds the coordinator) answers before the socket's first read.
+    const { coordinator } = context.coordination;
+    app.server.on('connection', (socket: net.Socket) => {
+      const ip = clientAddress(socket);
+      if (bans.banned(ip)) return void socket.destroy();
+      void countConnection(coordinator, bans.source(ip), socket, log).then((counted) => {
+        if (counted !== 'counted') socket.destroy();
+      });
+    });
+  }
   if (local) await listenOnSocket(app, endpoint.path);
   else await listen(app, endpoint);
   log.info({ address: config.admin.listen, tls: config.admin.tls }, `admin API listening on ${config.admin.listen}`);
@@ -91,7 +115,14 @@ export async function startAdminApi(
     address: config.admin.listen,
     async close() {
       if (onHangup) process.off('SIGHUP', onHangup);
-      await app.close();
+      // Node closes idle keep-alive connections itself, but not one that never sent a request: the stop
+      // would wait for its idle timeout. Requests under way get CLOSE_GRACE_MS to finish.
+      const force = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(force);
+      }
     },
   };
 }

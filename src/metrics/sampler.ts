@@ -17,9 +17,17 @@ export function sampleProcess(onSample: (sample: ProcessSample) => void): () => 
   const delay = monitorEventLoopDelay({ resolution: 20 });
   delay.enable();
   const take = () => {
+    let rssBytes;
+    try {
+      rssBytes = process.memoryUsage.rss();
+    } catch {
+      // It reads /proc, and fails when the process is out of descriptors (EMFILE): a timer's throw would end
+      // the process, where the sessions holding them end alone. The next sample covers this period too.
+      return;
+    }
     const cpu = process.cpuUsage();
     onSample({
-      rssBytes: process.memoryUsage.rss(),
+      rssBytes,
       cpuSeconds: (cpu.user + cpu.system) / 1e6,
       // No sample yet in the period (just started): the histogram reads 0.
       loopDelayP99Seconds: delay.percentile(99) / 1e9,

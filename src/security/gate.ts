@@ -78,25 +78,14 @@ export class Gate {
       socket.destroy();
       return null;
     }
-    const release = await this.coordinator.admit(this.bans.source(ip)).catch((err: unknown) => {
-      this.log.error({ err, ip }, 'admission failed: connection refused');
-      return null;
-    });
-    if (!release) {
+    const counted = await countConnection(this.coordinator, this.bans.source(ip), socket, this.log);
+    if (counted === 'refused') {
       this.noteRefusal(ip);
       refuse(socket, busyReply);
-      return null;
     }
-    if (socket.destroyed) {
-      // Gone while the slot was being counted: its 'close' has passed, nothing else would free it.
-      release();
-      return null;
-    }
+    if (counted !== 'counted') return null;
     const guest = new Guest(this, socket, ip, protocol);
-    socket.once('close', () => {
-      guest.dispose();
-      release();
-    });
+    socket.once('close', () => guest.dispose());
     return guest;
   }
 
@@ -108,6 +97,29 @@ export class Gate {
     this.refused = 0;
     this.warnedAt = now;
   }
+}
+
+/**
+ * Count an accepted socket against the connection limits (in total and per
+ * `source`) until it closes: every port does, from its accept, so that no
+ * port's connections can take the descriptors every other port needs (the
+ * admin API's were once uncounted: 20,000 idle ones ran a server out of
+ * them). 'refused': over a limit, or the count failed; the caller closes the
+ * socket. 'gone': it closed meanwhile.
+ */
+export async function countConnection(coordinator: Coordinator, source: string, socket: Socket, log: Logger): Promise<'counted' | 'refused' | 'gone'> {
+  const release = await coordinator.admit(source).catch((err: unknown) => {
+    log.error({ err, ip: source }, 'admission failed: connection refused');
+    return null;
+  });
+  if (!release) return 'refused';
+  if (socket.destroyed) {
+    // Gone while the slot was being counted: its 'close' has passed, nothing else would free it.
+    release();
+    return 'gone';
+  }
+  socket.once('close', release);
+  return 'counted';
 }
 
 /**

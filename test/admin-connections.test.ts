@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { adminRequest } from './helpers/admin-http.js';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { freePort, TestServer } from './helpers/server.js';
+import { sampleProcess } from '../src/metrics/sampler.js';
+
+/*
+ * The admin API's TCP connections were counted nowhere, and a timer of the
+ * process read /proc unguarded. Found by a review: 19,990 idle connections
+ * to the admin port, no request sent, took the process's descriptors; FTP
+ * clients got broken pipes, and the next metrics sample threw EMFILE from
+ * its timer and ended the server (every worker with the primary).
+ */
+
+/** An idle TCP connection from `from`: resolves once the server has closed it, or with 'open' after `ms`. */
+function idle(port: number, from: string, ms: number): { socket: net.Socket; ended: Promise<'closed' | 'open'> } {
+  const socket = net.connect({ port, host: '127.0.0.1', localAddress: from });
+  socket.on('error', () => undefined);
+  const ended = new Promise<'closed' | 'open'>((resolve) => {
+    const timer = setTimeout(() => resolve('open'), ms);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve('closed');
+    });
+  });
+  return { socket, ended };
+}
+
+describe('admin API connections count against the connection limits', () => {
+  let srv: TestServer;
+  let port: number;
+  before(async () => {
+    port = await freePort();
+    srv = await TestServer.start({ env: { SLUICE_ADMIN_LISTEN: `127.0.0.1:${port}` }, yaml: 'limits:\n  maxSessionsPerIp: 3\nftp:\n  tls: optional\n' });
+  });
+  after(() => srv.stop());
+
+  it('past maxSessionsPerIp an admin connection is closed at once, and the address has no FTP slot left; closed, they are free again', { timeout: 30_000 }, async () => {
+    const held = [idle(port, '127.0.0.5', 60_000), idle(port, '127.0.0.5', 60_000), idle(port, '127.0.0.5', 60_000)];
+    const fourth = idle(port, '127.0.0.5', 3000);
+    try {
+      await Promise.all(held.map((h) => new Promise((r) => h.socket.once('connect', r))));
+      assert.equal(await fourth.ended, 'closed', 'a fourth admin connection from the address');
+      assert.equal(await RawFtp.greeting(srv.ftpPort, '127.0.0.5'), 421, 'an FTP connection from the same address');
+      assert.equal(await RawFtp.greeting(srv.ftpPort, '127.0.0.6'), 220, 'one from another address');
+    } finally {
+      for (const h of [...held, fourth]) h.socket.destroy();
+    }
+    await Promise.all(held.map((h) => h.ended));
+    // The slots come back with the closes: the address is served again.
+    const reply = await adminRequest({ port, from: '127.0.0.5' }, 'GET', '/api/v1/server');
+    assert.equal(reply.status, 401);
+    assert.equal(await RawFtp.greeting(srv.ftpPort, '127.0.0.5'), 220);
+  });
+});
+
+describe('admin API at a stop', () => {
+  it('an idle admin connection does not hold up the stop', { timeout: 60_000 }, async () => {
+    const port = await freePort();
+    const srv = await TestServer.start({ env: { SLUICE_ADMIN_LISTEN: `127.0.0.1:${port}` } });
+    const held = idle(port, '127.0.0.7', 60_000);
+    try {
+      await new Promise((r) => held.socket.once('connect', r));
+      const began = Date.now();
+      await srv.stop();
+      assert.ok(Date.now() - began < 10_000, `the stop took ${Date.now() - began} ms`);
+      assert.equal(await held.ended, 'closed');
+    } finally {
+      held.socket.destroy();
+    }
+  });
+});
+
+describe('the process sampler', () => {
+  it('skips a sample it cannot take (out of descriptors) instead of throwing from its timer', () => {
+    const rss = process.memoryUsage.rss;
+    const samples: number[] = [];
+    process.memoryUsage.rss = () => {
+      throw Object.assign(new Error('EMFILE: too many open files, uv_resident_set_memory'), { code: 'EMFILE' });
+    };
+    let stop: () => void = () => undefined;
+    try {
+      stop = sampleProcess((s) => samples.push(s.rssBytes));
+    } finally {
+      process.memoryUsage.rss = rss;
+      stop();
+    }
+    assert.deepEqual(samples, []);
+    const again = sampleProcess((s) => samples.push(s.rssBytes));
+    again();
+    assert.equal(samples.length, 1);
+  });
+});
