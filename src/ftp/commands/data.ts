@@ -24,6 +24,7 @@ async function openPassive(c: FtpControl, s: Session): Promise<PassiveEndpoint |
     c.reply(Code.CantOpenData, `Too many passive ports open for this ${slot.refused}; try again later.`);
     return null;
   }
+  let foreign = 0;
   try {
     const endpoint = await PassiveEndpoint.open({
       host: c.localAddress,
@@ -34,8 +35,15 @@ async function openPassive(c: FtpControl, s: Session): Promise<PassiveEndpoint |
       tls: c.prot === 'P'
         ? { binding: c.tlsBinding, mustResume: c.ctx.config.requireTlsSessionReuse, timeoutMs: c.ctx.config.dataTimeout * 1000 }
         : null,
-      onForeignPeer: (address) => c.log.warn({ from: address }, 'passive data connection from a foreign address refused'),
-      onStopListening: slot.release,
+      onForeignPeer: (address) => {
+        // One line per port, and a count when it closes: a scan of the passive range wrote a line per connect.
+        if (foreign++ === 0) c.log.warn({ from: address }, 'passive data connection from a foreign address refused');
+      },
+      onStopListening: () => {
+        slot.release();
+        if (foreign > 1) c.log.warn({ refused: foreign }, 'passive data connections from foreign addresses refused on this port');
+        foreign = 0;
+      },
     });
     c.setEndpoint(endpoint);
     return endpoint;
