@@ -131,7 +131,7 @@ function describe(error: z.ZodError, envMap: typeof ENV, env: NodeJS.ProcessEnv)
   const key = issue.path.join('.');
   if (issue.code === 'unrecognized_keys') {
     const prefix = key === '' ? '' : key + '.';
-    const old = issue.keys.map((k) => prefix + k).find((k) => MOVED[k] !== undefined);
+    const old = issue.keys.map((k) => prefix + k).find((k) => Object.hasOwn(MOVED, k));
     if (old) return `config: "${old}" is now "${MOVED[old]}" (one setting for every protocol)`;
     return `config: unknown key "${prefix}${issue.keys.join(`", "${prefix}`)}"`;
   }
