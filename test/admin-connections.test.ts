@@ -87,7 +87,7 @@ describe('the process sampler', () => {
       process.memoryUsage.rss = rss;
       stop();
     }
-    assert.deepEqual(samples, []);
+    assert.equal(samples.length, 0);
     const again = sampleProcess((s) => samples.push(s.rssBytes));
     again();
     assert.equal(samples.length, 1);

@@ -259,6 +259,7 @@ const info = (over: Partial<FileInfo>): FileInfo => ({
   gid: 0,
   mtime: new Date(Date.UTC(2024, 0, 2, 3, 4, 5)),
   atime: new Date(0),
+  ctimeMs: 0,
   ino: 0x1234,
   dev: 0x2a,
   ...over,

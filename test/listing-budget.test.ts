@@ -10,7 +10,7 @@ import type { DirectoryReader, NodeStat } from '../src/session/storage/storage.j
  * and the process's listings share a budget; past either they go on in
  * sorted runs of 512. Every entry still comes once.
  */
-const stat: NodeStat = { type: 'file', size: 0, mode: 0o100644, nlink: 1, uid: 0, gid: 0, mtime: new Date(0), atime: new Date(0), ino: 1, dev: 1 };
+const stat: NodeStat = { type: 'file', size: 0, mode: 0o100644, nlink: 1, uid: 0, gid: 0, mtime: new Date(0), atime: new Date(0), ctimeMs: 0, ino: 1, dev: 1 };
 
 /** A directory of `names` given in a scrambled order, as a file system would. */
 function directory(names: readonly string[]): DirectoryReader & { closed: boolean } {

@@ -15,6 +15,7 @@ const info = (over: Partial<FileInfo>): FileInfo => ({
   gid: 1000,
   mtime: new Date(Date.UTC(2026, 10, 24, 21, 10, 59)),
   atime: new Date(0),
+  ctimeMs: 0,
   ino: 1,
   dev: 1,
   ...over,

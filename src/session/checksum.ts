@@ -63,25 +63,29 @@ export async function hashRange(file: OpenFile, size: number, range: ChecksumRan
 
 /**
  * The SHA-256 of files this process saw uploaded whole, by node (dev:ino),
- * valid while size and mtime are what they were when the upload ended: a
+ * valid while size and ctime are what they were when the upload ended: a
  * client asking for the hash of what it just sent is answered from the
- * audit record's hash without reading the file again. Bounded: the oldest
- * entries go first. Per process: with workers, an upload served by another
- * worker (or before a restart) is hashed from the file instead.
+ * audit record's hash without reading the file again. ctime, not mtime: a
+ * client may set a file's mtime (a review rewrote an uploaded file in place
+ * through SFTP, set the old mtime back, and HASH answered the upload's hash),
+ * but any change of the file, by sluice, another worker or the host, moves
+ * its ctime. Bounded: the oldest entries go first. Per process: with
+ * workers, an upload served by another worker (or before a restart) is
+ * hashed from the file instead.
  */
 export class UploadReceipts {
-  private readonly byNode = new Map<string, { size: number; mtimeMs: number; sha256: string }>();
+  private readonly byNode = new Map<string, { size: number; ctimeMs: number; sha256: string }>();
 
   constructor(private readonly max = 10_000) {}
 
-  remember(node: string, size: number, mtimeMs: number, sha256: string): void {
+  remember(node: string, size: number, ctimeMs: number, sha256: string): void {
     this.byNode.delete(node);
-    this.byNode.set(node, { size, mtimeMs, sha256 });
+    this.byNode.set(node, { size, ctimeMs, sha256 });
     if (this.byNode.size > this.max) this.byNode.delete(this.byNode.keys().next().value as string);
   }
 
-  lookup(node: string, size: number, mtimeMs: number): string | null {
+  lookup(node: string, size: number, ctimeMs: number): string | null {
     const r = this.byNode.get(node);
-    return r && r.size === size && r.mtimeMs === mtimeMs ? r.sha256 : null;
+    return r && r.size === size && r.ctimeMs === ctimeMs ? r.sha256 : null;
   }
 }

@@ -612,7 +612,7 @@ export class Session implements LiveSession {
     if (r.direction === 'upload' && r.result === 'ok' && r.node && !r.convertedLineEndings) {
       // The hash covers the whole file only if the upload wrote all of it, or hashed it after a resume.
       const whole = r.fileSha256 ?? (r.offset === 0 && r.bytes === r.size ? r.sha256 : null);
-      if (whole) this.deps.receipts.remember(r.node.key, r.size, r.node.mtimeMs, whole);
+      if (whole) this.deps.receipts.remember(r.node.key, r.size, r.node.ctimeMs, whole);
     }
     this.audit({
       event: r.direction,
@@ -648,7 +648,7 @@ export class Session implements LiveSession {
     const path = this.resolve(target);
     return this.readable('checksum', path, false, async (file, st) => {
       const whole = range.offset === 0 && range.length === 0 && range.blockSize === 0;
-      const known = whole ? this.deps.receipts.lookup(nodeKey(st), st.size, st.mtime.getTime()) : null;
+      const known = whole ? this.deps.receipts.lookup(nodeKey(st), st.size, st.ctimeMs) : null;
       if (known) return { offset: 0, end: st.size, digests: [Buffer.from(known, 'hex')], fromRecord: true };
       return hashRange(file, st.size, range, this.hashing);
     });

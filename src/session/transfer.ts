@@ -26,10 +26,23 @@ export interface TransferRecord {
   /** The whole file after a resumed upload, when configured. */
   fileSha256?: string;
   convertedLineEndings: boolean;
-  /** An upload's file as it ended (dev:ino and mtime), for UploadReceipts. */
-  node?: { key: string; mtimeMs: number };
+  /** An upload's file as it ended under its name (dev:ino and ctime), for UploadReceipts; none: keep no receipt. */
+  node?: { key: string; ctimeMs: number };
   /** The scanner found malware: kept in quarantine at `file`, or not (`why`). */
   quarantined?: { signature: string; size: number; sha256: string | null; kept: boolean; file?: string; why?: string };
+}
+
+/**
+ * Smallest upload whose hash is kept for HASH and check-file (UploadReceipts):
+ * keeping one costs a look at the file after its rename, one more wait for
+ * every upload, where reading a smaller file again when asked costs little.
+ */
+const RECEIPT_MIN_BYTES = 1024 * 1024;
+
+/** The staged file `st` as its name now shows it, after its rename; undefined if the name holds another file already. */
+async function receiptNode(loc: Location, st: NodeStat): Promise<TransferRecord['node']> {
+  const now = await loc.stat().catch(() => null);
+  return now !== null && now.dev === st.dev && now.ino === st.ino ? { key: nodeKey(now), ctimeMs: now.ctimeMs } : undefined;
 }
 
 /** How the shared layer treats a transfer beyond its bytes. */
@@ -531,7 +544,8 @@ export class Upload extends Transfer {
         const closing = staged !== null && !scanned ? staged.close() : null;
         const st = await (closing ?? this.file.stat());
         const written = st.size;
-        node = { key: nodeKey(st), mtimeMs: st.mtime.getTime() };
+        // In place, the file's ctime is final now; a staged one's changes with its rename (looked at after it).
+        node = staged === null ? { key: nodeKey(st), ctimeMs: st.ctimeMs } : undefined;
         if (scanned) {
           // Still under its hidden name: nothing can see or fetch it until the verdict. Unscannable fails closed (throws).
           const verdict = await verdictWithin(scanned.scanning, () => this.file.readStream(0, written)).catch((err: unknown) => {
@@ -560,6 +574,7 @@ export class Upload extends Transfer {
           targetLeft = null;
           const change = await this.replace(staged, written, await target);
           stagedLeft = false;
+          if (written >= RECEIPT_MIN_BYTES) node = await receiptNode(loc, st);
           finalSize = written;
           bytesDelta = change.bytes;
           filesDelta = change.files;

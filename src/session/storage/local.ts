@@ -104,6 +104,7 @@ function toNodeStat(st: Stats): NodeStat {
     gid: st.gid,
     mtime: st.mtime,
     atime: st.atime,
+    ctimeMs: st.ctimeMs,
     ino: st.ino,
     dev: st.dev,
   };

@@ -23,6 +23,8 @@ export interface NodeStat {
   readonly gid: number;
   readonly mtime: Date;
   readonly atime: Date;
+  /** The node's last change (bytes, size, mode, times, names), in ms: set by the kernel, never by a client. */
+  readonly ctimeMs: number;
   /** Stable identity (MLSD `unique`, the quota's claims and locks): dev and ino together. */
   readonly ino: number;
   readonly dev: number;
