@@ -59,6 +59,20 @@ function runs(names: readonly string[]): number[] {
   return lengths;
 }
 
+describe('DirectoryListing: reads at once', () => {
+  it('two reads asked together (SFTP READDIRs sent at once on one handle) give every name once, in order', async () => {
+    const names = named(3_000);
+    const listing = new DirectoryListing(directory(names), () => null);
+    const out: string[] = [];
+    for (;;) {
+      const [a, b] = await Promise.all([listing.read(700), listing.read(700)]);
+      out.push(...a.map((e) => e.name), ...b.map((e) => e.name));
+      if (b.length === 0) break;
+    }
+    assert.deepEqual(out, names);
+  });
+});
+
 describe('DirectoryListing: bounded sorting', () => {
   it('sorts a directory of up to 20,000 names whole', async () => {
     const names = named(20_000);

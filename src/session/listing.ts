@@ -67,6 +67,8 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
   private next = 0;
   /** This listing's share of sortHeld. */
   private held = 0;
+  /** The read under way: the next waits for it (see read). */
+  private reading: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly dir: DirectoryReader,
@@ -74,8 +76,19 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
     private readonly linkTarget: (text: string | null) => string | null,
   ) {}
 
-  /** Up to `max` entries; an empty array at the end. */
-  async read(max = 100): Promise<FileInfo[]> {
+  /**
+   * Up to `max` entries; an empty array at the end. Reads run one after
+   * another: two at once (SFTP READDIRs a client sent together on one
+   * handle) would have the second take names while the first still gathered
+   * and sorted its run, giving names twice, out of order or not at all.
+   */
+  read(max = 100): Promise<FileInfo[]> {
+    const mine = this.reading.then(() => this.readNow(max));
+    this.reading = mine.catch(() => undefined);
+    return mine;
+  }
+
+  private async readNow(max: number): Promise<FileInfo[]> {
     if (!this.started) {
       this.started = true;
       await this.gather();
