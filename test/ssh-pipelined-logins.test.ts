@@ -71,6 +71,7 @@ describe('SSH: login requests sent without waiting for answers', () => {
         { name: 'carol', password: 'carol password' },
         { name: 'dave', password: 'dave password' },
         { name: 'erin', password: 'erin password' },
+        { name: 'frank', password: 'frank password' },
       ],
     });
   });
@@ -87,6 +88,44 @@ describe('SSH: login requests sent without waiting for answers', () => {
     const seen = await events('dave');
     assert.ok(!seen.includes('login-failed'), seen.join(' '));
     assert.equal(seen.filter((e) => e === 'login').length, seen.filter((e) => e === 'logout').length, seen.join(' '));
+  });
+
+  it('a login verified after the client replaced its request frees its session slot at once', { timeout: 30_000 }, async () => {
+    // The right password, then, while it is being verified, a new request whose prompt is never answered.
+    const c = new ssh2.Client();
+    c.on('error', () => undefined);
+    const replaced = new Promise<void>((resolve) => {
+      c.connect({
+        host: '127.0.0.1',
+        port: srv.sftpPort,
+        localAddress: '127.0.0.8',
+        username: 'frank',
+        readyTimeout: 30_000,
+        authHandler: (_left, _partial, next) =>
+          next({
+            type: 'keyboard-interactive',
+            username: 'frank',
+            prompt: (_n: string, _i: string, _l: string, _p: unknown, finish: (r: string[]) => void) => {
+              finish(['frank password']);
+              setTimeout(() => {
+                (c as unknown as { _protocol: ClientProtocol })._protocol.authKeyboard('frank');
+                resolve();
+              }, 3);
+            },
+          } as never),
+      });
+    });
+    try {
+      await replaced;
+      await srv.auditUntil((l) => l.user === 'frank' && l.event === 'logout');
+      // frank may have one session: the replaced login's slot must be free while its connection stays.
+      const other = await sshConnect({ port: srv.sftpPort, username: 'frank', password: 'frank password', localAddress: '127.0.0.9' });
+      other.end();
+      const trail = (await srv.audit()).filter((l) => l.user === 'frank');
+      assert.equal(trail.find((l) => l.event === 'logout')?.reason, 'session not opened: the client replaced the request');
+    } finally {
+      c.end();
+    }
   });
 
   it('a login that opens no channel before the client leaves is recorded with its logout', { timeout: 30_000 }, async () => {

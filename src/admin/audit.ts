@@ -47,6 +47,9 @@ export function auditRoutes(api: FastifyInstance, { base, coordination }: AdminC
       // What the server has recorded up to this request is in the files before they are read.
       await coordination.auditLog?.flush();
       const files = logFiles(resolve(base.config.dataDir, base.config.audit.file));
+      // A narrow filter over many rotated files may write nothing for longer than the API's idle timeout:
+      // this response is a token holder's, and backpressure bounds what it holds.
+      req.raw.socket.setTimeout(0);
       return reply.type('application/x-ndjson').send(Readable.from(matching(files, matches)));
     },
   );

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { readTlsMaterial } from '../certs/tls-material.js';
 import { BanCheck } from '../security/ban-check.js';
 import { countConnection } from '../security/gate.js';
+import { ConnectionRegistry } from '../session/registry.js';
 import { version } from '../version.js';
 import { authenticate, clientAddress } from './auth.js';
 import type { AdminContext, AdminRoutes } from './context.js';
@@ -22,6 +23,9 @@ const KEEP_ALIVE_MS = 5_000;
 const REQUEST_MS = 10_000;
 /** At a stop, what is left open this long after the listener closed is cut. */
 const CLOSE_GRACE_MS = 1_000;
+/** TCP connections to the API at once, in all and from one address (limits.ipv6Prefix applies). */
+const MAX_CONNECTIONS = 64;
+const MAX_CONNECTIONS_PER_IP = 16;
 
 export interface AdminServer {
   /** Where it listens, as an operator would write it. */
@@ -44,11 +48,12 @@ export async function startAdminApi(
   const local = 'path' in endpoint;
   const https = config.admin.tls ? await readTlsMaterial(config.certsDir) : null;
   const app = Fastify({
-    ...(https ? { https } : {}),
+    // A TLS handshake not done in this time ends (Node's default: 120 s, counted before any of the timeouts below).
+    ...(https ? { https: { ...https, handshakeTimeout: REQUEST_MS } } : {}),
     bodyLimit: BODY_LIMIT,
     logger: false,
-    // A connection holds a descriptor and a slot of the limits: one that sends no request, or sends it a
-    // byte at a time, or idles between requests, is closed within seconds, not the minutes Node allows.
+    // A connection holds a descriptor and a slot of the API's budget: one that sends no request, or sends it
+    // a byte at a time, or idles between requests, is closed within seconds, not the minutes Node allows.
     connectionTimeout: IDLE_MS,
     keepAliveTimeout: KEEP_ALIVE_MS,
     requestTimeout: REQUEST_MS,
@@ -60,6 +65,7 @@ export async function startAdminApi(
   // A banned address is refused at accept, as on every other port, and a connection it kept
   // alive from before its ban is served nothing more: its next request ends it.
   const bans = new BanCheck(context.base.bans, config.defender.allowList, config.limits.ipv6Prefix);
+  const connections = new ConnectionRegistry(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP);
   if (!local) {
     app.addHook('onRequest', async (req, reply) => {
       if (!bans.banned(clientAddress(req.socket))) return;
@@ -86,18 +92,22 @@ export async function startAdminApi(
   for (const routes of extensions) await app.register(async (scope) => routes(scope, context));
   await app.ready();
 
-  if (!local) {
-    // Counted with the protocols' connections (limits.maxConnections, maxConnectionsPerIp): the admission
-    // of the process that runs this API (it holds the coordinator) answers before the socket's first read.
-    const { coordinator } = context.coordination;
-    app.server.on('connection', (socket: net.Socket) => {
-      const ip = clientAddress(socket);
-      if (bans.banned(ip)) return void socket.destroy();
-      void countConnection(coordinator, bans.source(ip), socket, log).then((counted) => {
-        if (counted !== 'counted') socket.destroy();
-      });
+  // Every connection, TLS or not, handshake done or not: what a stop cuts after its grace.
+  const sockets = new Set<net.Socket>();
+  // TCP connections have a budget of their own, apart from the protocols' limits: a flood of either
+  // cannot lock out the other (an operator banning the flood, a scrape of /metrics). Answered in
+  // microtasks, before the socket's first read.
+  const admission = { admit: async (source: string) => connections.tryAcquire(source) };
+  app.server.on('connection', (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    if (local) return;
+    const ip = clientAddress(socket);
+    if (bans.banned(ip)) return void socket.destroy();
+    void countConnection(admission, bans.source(ip), socket, log).then((counted) => {
+      if (counted !== 'counted') socket.destroy();
     });
-  }
+  });
   if (local) await listenOnSocket(app, endpoint.path);
   else await listen(app, endpoint);
   log.info({ address: config.admin.listen, tls: config.admin.tls }, `admin API listening on ${config.admin.listen}`);
@@ -115,9 +125,12 @@ export async function startAdminApi(
     address: config.admin.listen,
     async close() {
       if (onHangup) process.off('SIGHUP', onHangup);
-      // Node closes idle keep-alive connections itself, but not one that never sent a request: the stop
-      // would wait for its idle timeout. Requests under way get CLOSE_GRACE_MS to finish.
-      const force = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+      // Node closes idle keep-alive connections itself, but not one that never sent a request (nor, with
+      // TLS, finished its handshake): the stop would wait for its timeouts. Requests under way get
+      // CLOSE_GRACE_MS to finish.
+      const force = setTimeout(() => {
+        for (const socket of sockets) socket.destroy();
+      }, CLOSE_GRACE_MS);
       try {
         await app.close();
       } finally {

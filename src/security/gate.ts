@@ -100,14 +100,14 @@ export class Gate {
 }
 
 /**
- * Count an accepted socket against the connection limits (in total and per
+ * Count an accepted socket against connection limits (in total and per
  * `source`) until it closes: every port does, from its accept, so that no
  * port's connections can take the descriptors every other port needs (the
  * admin API's were once uncounted: 20,000 idle ones ran a server out of
- * them). 'refused': over a limit, or the count failed; the caller closes the
+ * them; it has a budget of its own). 'refused': over a limit, or the count failed; the caller closes the
  * socket. 'gone': it closed meanwhile.
  */
-export async function countConnection(coordinator: Coordinator, source: string, socket: Socket, log: Logger): Promise<'counted' | 'refused' | 'gone'> {
+export async function countConnection(coordinator: Pick<Coordinator, 'admit'>, source: string, socket: Socket, log: Logger): Promise<'counted' | 'refused' | 'gone'> {
   const release = await coordinator.admit(source).catch((err: unknown) => {
     log.error({ err, ip: source }, 'admission failed: connection refused');
     return null;
@@ -180,8 +180,10 @@ export class Guest {
    * gone first) is recorded as its end, so every login record has a logout.
    */
   private pending: { req: AuthRequest; user: string } | null = null;
-  /** The last login attempt of this connection: the next waits for it (see attempt). */
-  private turn: Promise<unknown> = Promise.resolve();
+  /** A login attempt is being heard (see attempt). */
+  private hearing = false;
+  /** The one attempt waiting for its turn: how to start it, or to refuse it when a newer one replaces it. */
+  private waiting: { start(): void; refuse(err: AuthError): void } | null = null;
   /** The first session of a login while it opens: further ones (SFTP channels opened at once) wait for it (see enter). */
   private opening: Promise<unknown> | null = null;
 
@@ -296,7 +298,7 @@ export class Guest {
     // open a session of it afterwards, without a slot and after its logout; found when the home came back
     // while such channels were still opening, and each recorded a logout of its own.
     while (!this.inSession && this.opening) await this.opening.catch(() => undefined);
-    if (!this.inSession && !this.pending) throw new SluiceError('failure', undefined, 'the login ended before this session opened');
+    if (!this.inSession && (this.closed || !this.pending)) throw new SluiceError('failure', undefined, 'the login ended before this session opened');
     const opened = this.open(user, open);
     if (!this.inSession) this.opening = opened;
     try {
@@ -382,28 +384,47 @@ export class Guest {
    * checked before any had failed: one connection had 300 passwords verified
    * at once, past auth.maxTries, every other login queued behind them (found
    * by a review), and two that succeeded took two session slots, one of them
-   * never freed.
+   * never freed. One attempt waits at most: a newer one replaces it, refused
+   * as withdrawn, so a client sending requests faster than they are heard
+   * queues nothing (only such an SSH client sends more than one, and each of
+   * its requests withdrew the one before anyway).
    */
   private attempt(req: AuthRequest, login: () => Promise<Account>, withdrawn?: AbortSignal): Promise<Account> {
-    const mine = this.turn.then(() => this.attemptNow(req, login, withdrawn));
-    this.turn = mine.catch(() => undefined);
-    return mine;
+    return new Promise((resolve, reject) => {
+      const start = () => {
+        this.hearing = true;
+        void this.attemptNow(req, login, withdrawn)
+          .then(resolve, reject)
+          .finally(() => {
+            this.hearing = false;
+            const next = this.waiting;
+            this.waiting = null;
+            next?.start();
+          });
+      };
+      if (!this.hearing) return start();
+      this.waiting?.refuse(new AuthError('withdrawn'));
+      this.waiting = { start, refuse: reject };
+    });
   }
 
   private async attemptNow(req: AuthRequest, login: () => Promise<Account>, withdrawn: AbortSignal | undefined): Promise<Account> {
     if (this.closed) throw new AuthError('connection-closed');
     if (withdrawn?.aborted) throw new AuthError('withdrawn');
     if (this.exhausted) throw new AuthError('too-many-tries');
-    // A login before this one that opened no session (its request withdrawn while it was verified) gives way.
-    if (!this.inSession) this.endPending('another login of the connection replaced it');
     const began = performance.now();
     try {
       const account = await login();
       this.pending = { req, user: account.name };
+      // Gone, or replaced by the client, while it was verified: this login will open nothing, and ends now.
+      if (this.closed || withdrawn?.aborted) {
+        this.endPending(this.closed ? 'the client closed the connection first' : 'the client replaced the request');
+        throw new AuthError(this.closed ? 'connection-closed' : 'withdrawn');
+      }
       return account;
     } catch (err) {
-      // Neither is the client's fault: good credentials, no slot free, or nobody left to log in.
-      if (!(err instanceof AuthError) || err.reason === 'session-limit' || err.reason === 'connection-closed') throw err;
+      // None is the client's fault: good credentials, no slot free, nobody left to log in, or not heard.
+      if (!(err instanceof AuthError) || err.reason === 'session-limit' || err.reason === 'connection-closed' || err.reason === 'withdrawn') throw err;
       this.failures++;
       await this.score('login-failed', req.protocol);
       await sleep(untilAnswer(performance.now() - began, this.gate.settings.auth.failureDelay * 1000));

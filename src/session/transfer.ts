@@ -39,10 +39,17 @@ export interface TransferRecord {
  */
 const RECEIPT_MIN_BYTES = 1024 * 1024;
 
-/** The staged file `st` as its name now shows it, after its rename; undefined if the name holds another file already. */
+/**
+ * The staged file `st` as its name now shows it, after its rename; undefined
+ * if the name holds another file already, or the file changed since it was
+ * measured (a write in place between the rename and this look would
+ * otherwise lend its ctime to the upload's hash, unless it also set the
+ * mtime back within that instant).
+ */
 async function receiptNode(loc: Location, st: NodeStat): Promise<TransferRecord['node']> {
   const now = await loc.stat().catch(() => null);
-  return now !== null && now.dev === st.dev && now.ino === st.ino ? { key: nodeKey(now), ctimeMs: now.ctimeMs } : undefined;
+  const same = now !== null && now.dev === st.dev && now.ino === st.ino && now.size === st.size && now.mtime.getTime() === st.mtime.getTime();
+  return same ? { key: nodeKey(now), ctimeMs: now.ctimeMs } : undefined;
 }
 
 /** How the shared layer treats a transfer beyond its bytes. */

@@ -284,10 +284,7 @@ export class SftpFrontEnd {
           ctx.once('abort', () => withdrawn.abort());
           const answers = await new Promise<unknown>((resolve) => ctx.prompt([{ prompt: 'Password: ', echo: false }], '', '', resolve));
           if (!Array.isArray(answers)) return;
-          const account = await guest.password(req, String(answers[0] ?? ''), withdrawn.signal);
-          // Verified before it was withdrawn: the client never hears of it, and its next login replaces it (Guest.attempt).
-          if (withdrawn.signal.aborted) return;
-          state.account = account;
+          state.account = await guest.password(req, String(answers[0] ?? ''), withdrawn.signal);
           return ctx.accept();
         }
         case 'publickey': {

@@ -25,6 +25,7 @@ async function openPassive(c: FtpControl, s: Session): Promise<PassiveEndpoint |
     return null;
   }
   let foreign = 0;
+  let counted = false;
   try {
     const endpoint = await PassiveEndpoint.open({
       host: c.localAddress,
@@ -41,8 +42,9 @@ async function openPassive(c: FtpControl, s: Session): Promise<PassiveEndpoint |
       },
       onStopListening: () => {
         slot.release();
-        if (foreign > 1) c.log.warn({ refused: foreign }, 'passive data connections from foreign addresses refused on this port');
-        foreign = 0;
+        // Said once (this may be called again), with what was refused by then.
+        if (foreign > 1 && !counted) c.log.warn({ refused: foreign }, 'passive data connections from foreign addresses refused on this port');
+        counted = true;
       },
     });
     c.setEndpoint(endpoint);
