@@ -280,6 +280,10 @@ export class FtpConnection implements FtpControl {
     void this.close('idle timeout');
   }
 
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   async close(reason: string): Promise<void> {
     if (this.closed) return;
     this.closed = true;

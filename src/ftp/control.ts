@@ -52,6 +52,8 @@ export interface FtpControl {
   readonly implicitTls: boolean;
   /** Admission and login policy: the pre-login deadline, failed tries, the per-user limit. */
   readonly guest: Guest;
+  /** The connection has closed (its close has run): a session opened now would have nobody to close it. */
+  readonly isClosed: boolean;
   /** This connection's own TLS sessions: its data connections must resume one of them. */
   readonly tlsBinding: TlsBinding;
   /** Every verb this connection answers; FEAT and HELP are derived from it. */

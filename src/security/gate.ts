@@ -412,9 +412,13 @@ export class Guest {
     if (this.closed) throw new AuthError('connection-closed');
     if (withdrawn?.aborted) throw new AuthError('withdrawn');
     if (this.exhausted) throw new AuthError('too-many-tries');
+    // Every login ends at once when it can open nothing (below), so none should be pending here; if one
+    // ever were, the claim would overwrite its session slot, never freed.
+    if (this.pending && !this.inSession) this.endPending('another login of the connection replaced it');
     const began = performance.now();
     try {
       const account = await login();
+      this.vouched = true;
       this.pending = { req, user: account.name };
       // Gone, or replaced by the client, while it was verified: this login will open nothing, and ends now.
       if (this.closed || withdrawn?.aborted) {

@@ -40,7 +40,10 @@ export const access = {
         const account = await c.guest.password(request, arg);
         const where = { id: c.id, protocol: c.protocol, remoteAddress: c.remoteAddress, remotePort: c.remotePort };
         const connection = { end: (reason: string, afterReply: boolean) => c.endByServer(reason, afterReply) };
-        c.session = await c.guest.enter(account.name, () => Session.open(account, where, c.ctx.sessionDeps, connection));
+        const session = await c.guest.enter(account.name, () => Session.open(account, where, c.ctx.sessionDeps, connection));
+        // The client left while its session opened: the connection's close has passed (found by a review).
+        if (c.isClosed) return void (await session.close());
+        c.session = session;
         c.log.info({ user: account.name }, 'login');
         c.reply(Code.LoggedIn, 'Login successful.');
       } catch (err) {
