@@ -64,15 +64,33 @@ export class TestServer {
   private env: NodeJS.ProcessEnv = {};
   private nodeArgs: readonly string[] = [];
 
+  /**
+   * A port free when picked may be bound by another test file's server before
+   * this one binds it (the suite runs files in parallel; a clean run once
+   * failed a start with EADDRINUSE so): such a start is tried again on new
+   * ports, twice at most.
+   */
   static async start(options: ServerOptions = {}): Promise<TestServer> {
-    const s = new TestServer();
-    [s.ftpPort, s.ftpsPort, s.sftpPort] = (await freePorts(3)) as [number, number, number];
+    for (let tries = 1; ; tries++) {
+      const s = new TestServer();
+      try {
+        await s.startOn(await freePorts(3), options);
+        return s;
+      } catch (err) {
+        await s.stop();
+        if (tries === 3 || !String((err as Error).message).includes('EADDRINUSE')) throw err;
+      }
+    }
+  }
+
+  private async startOn(ports: number[], options: ServerOptions): Promise<void> {
+    [this.ftpPort, this.ftpsPort, this.sftpPort] = ports as [number, number, number];
     const base = 20000 + Math.floor(Math.random() * 400) * 100;
     const env = {
       SLUICE_BIND: '127.0.0.1',
-      SLUICE_FTP_PORT: String(s.ftpPort),
-      SLUICE_FTPS_PORT: String(s.ftpsPort),
-      SLUICE_SFTP_PORT: String(s.sftpPort),
+      SLUICE_FTP_PORT: String(this.ftpPort),
+      SLUICE_FTPS_PORT: String(this.ftpsPort),
+      SLUICE_SFTP_PORT: String(this.sftpPort),
       SLUICE_PASV_PORTS: `${base}-${base + 99}`,
       SLUICE_LOG_LEVEL: 'info',
       // One process unless a test asks for workers: fewer processes keep the parallel suite fast;
@@ -82,16 +100,15 @@ export class TestServer {
       SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '2',
       ...options.env,
     };
-    if (options.yaml) writeFileSync(join(s.dir, 'sluice.yaml'), options.yaml);
+    if (options.yaml) writeFileSync(join(this.dir, 'sluice.yaml'), options.yaml);
     for (const u of options.users ?? []) {
-      const r = sluice(s.dir, ['user', 'add', u.name, '--password-stdin', ...(u.args ?? [])], `${u.password}\n`, env);
+      const r = sluice(this.dir, ['user', 'add', u.name, '--password-stdin', ...(u.args ?? [])], `${u.password}\n`, env);
       if (r.code !== 0) throw new Error(`user add ${u.name}: ${r.stderr}`);
     }
-    s.env = env;
-    s.nodeArgs = options.nodeArgs ?? [];
-    s.proc = startServe(s.dir, env, /sluice started/, s.nodeArgs);
-    await s.proc.ready;
-    return s;
+    this.env = env;
+    this.nodeArgs = options.nodeArgs ?? [];
+    this.proc = startServe(this.dir, env, /sluice started/, this.nodeArgs);
+    await this.proc.ready;
   }
 
   /** Stop the process (if still running) and start it again on the same directory and ports. */
