@@ -104,8 +104,8 @@ export class Gate {
  * `source`) until it closes: every port does, from its accept, so that no
  * port's connections can take the descriptors every other port needs (the
  * admin API's were once uncounted: 20,000 idle ones ran a server out of
- * them; it has a budget of its own). 'refused': over a limit, or the count failed; the caller closes the
- * socket. 'gone': it closed meanwhile.
+ * them; it has a budget of its own). 'refused': over a limit, or the count
+ * failed; the caller closes the socket. 'gone': it closed meanwhile.
  */
 export async function countConnection(coordinator: Pick<Coordinator, 'admit'>, source: string, socket: Socket, log: Logger): Promise<'counted' | 'refused' | 'gone'> {
   const release = await coordinator.admit(source).catch((err: unknown) => {
