@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import type tls from 'node:tls';
-import { rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { RawFtp } from './helpers/ftp-raw.js';
@@ -95,6 +95,37 @@ for (const workers of ['1', '2']) {
       const served = (c.socket as tls.TLSSocket).getPeerX509Certificate()?.fingerprint256;
       c.close();
       assert.equal(`sha256 Fingerprint=${served}`, installed);
+    });
+
+    it('SIGHUP with a new certificate whose key was not copied in keeps the old pair', async () => {
+      const certs = join(srv.dir, 'certs');
+      const elsewhere = join(srv.dir, 'next');
+      mkdirSync(elsewhere, { recursive: true });
+      const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+        '-subj', '/CN=next.example', '-days', '2', '-keyout', join(elsewhere, 'tls-key.pem'), '-out', join(elsewhere, 'tls-cert.pem')]);
+      assert.equal(gen.status, 0, String(gen.stderr));
+      // The operator's half-done renewal: the certificate is new, the key still the one installed.
+      copyFileSync(join(elsewhere, 'tls-cert.pem'), join(certs, 'tls-cert.pem'));
+      const failed = () => srv.log.split('\n').filter((l) => l.includes('TLS certificate reload failed') && l.includes('cannot be used')).length;
+      srv.signal('SIGHUP');
+      await waitFor('the refusal', () => failed() === Number(workers));
+      const c = await RawFtp.connect(srv.ftpsPort, true);
+      assert.equal((await c.read())?.code, 220, 'TLS handshakes still succeed');
+      const served = (c.socket as tls.TLSSocket).getPeerX509Certificate()?.fingerprint256;
+      c.close();
+      assert.equal(`sha256 Fingerprint=${served}`, installed);
+    });
+
+    it('a start with a certificate cut short or a key of another certificate fails, naming the files', async () => {
+      const certs = join(srv.dir, 'certs');
+      const good = readFileSync(join(srv.dir, 'next', 'tls-cert.pem'), 'utf8');
+      for (const [what, cert] of [['cut short', good.slice(0, 200)], ['key of another', good]] as const) {
+        await srv.restart(() => writeFileSync(join(certs, 'tls-cert.pem'), cert)).then(
+          () => assert.fail(`${what}: the server started`),
+          (err: Error) => assert.match(err.message, /^serve exited 1:/, what),
+        );
+        await srv.logs(/TLS certificate tls-cert\.pem with key tls-key\.pem \(in .*\) cannot be used: .*(PEM|key values mismatch)/);
+      }
     });
   });
 }

@@ -53,12 +53,12 @@ export class FtpFrontEnd {
 
   /**
    * SIGHUP: new certificate for new handshakes; live sessions keep theirs.
-   * A certificate that cannot be read leaves the old one in use.
+   * A certificate that cannot be read, or does not go with the key, leaves
+   * the old one in use (readTlsMaterial).
    */
   reload(): void {
     readTlsMaterial(this.services.config.certsDir)
       .then((material) => {
-        // Also the check that the new file holds a certificate at all, before it replaces the old one.
         const fingerprint = certificateFingerprint(material.cert);
         this.ctx.tls.reload(material);
         this.ctx.log.info({ fingerprint }, `TLS certificate reloaded: ${fingerprint}`);
