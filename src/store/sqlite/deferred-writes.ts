@@ -68,10 +68,16 @@ export class DeferredUserWrites implements UsageStore {
 
   /** The ledgers' settlements: summed, written within FLUSH_MS; never below zero, each change in turn, as when written one by one. */
   addUsage(userId: number, bytes: number, files: number): void {
-    const now = this.usage(userId);
     const d = this.pending.get(userId) ?? { bytes: 0, files: 0 };
-    d.bytes += Math.max(0, now.bytes + bytes) - now.bytes;
-    d.files += Math.max(0, now.files + files) - now.files;
+    if (bytes >= 0 && files >= 0) {
+      // Nothing to clamp: a new file's settlement (most of them) reads no row.
+      d.bytes += bytes;
+      d.files += files;
+    } else {
+      const now = this.usage(userId);
+      d.bytes += Math.max(0, now.bytes + bytes) - now.bytes;
+      d.files += Math.max(0, now.files + files) - now.files;
+    }
     this.pending.set(userId, d);
     this.schedule();
   }
