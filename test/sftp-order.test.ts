@@ -126,4 +126,48 @@ describe('SFTP request order', () => {
       conn.end();
     }
   });
+
+  it('runs a CLOSE, FSETSTAT, FSTAT and fsync sent right behind WRITEs after them: the upload is whole', async () => {
+    const old = Buffer.from('OLD CONTENT\n'.repeat(1000));
+    writeFileSync(join(srv.home('ola'), 'report.csv'), old);
+    const chunk = 32 * 1024;
+    const count = 16;
+    const data = randomBytes(chunk * count);
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'ola', password: 'ola password' });
+    try {
+      const { ch, next } = await initialised(conn);
+      ch.write(new Writer(FXP.OPEN, 1).string('/report.csv').uint32(OPEN_FLAGS.WRITE | OPEN_FLAGS.CREAT | OPEN_FLAGS.TRUNC).uint32(0).finish());
+      const opened = await next();
+      assert.equal(opened[0], FXP.HANDLE);
+      const handle = opened.subarray(9, 9 + opened.readUInt32BE(5));
+      // Every request without waiting for a reply, as a client pipelining its upload and its end does.
+      const burst: Buffer[] = [];
+      for (let i = 0; i < count; i++) burst.push(new Writer(FXP.WRITE, 10 + i).bytes(handle).uint64(i * chunk).bytes(data.subarray(i * chunk, (i + 1) * chunk)).finish());
+      burst.push(new Writer(FXP.EXTENDED, 40).string('fsync@openssh.com').bytes(handle).finish());
+      burst.push(new Writer(FXP.FSTAT, 41).bytes(handle).finish());
+      burst.push(new Writer(FXP.FSETSTAT, 42).bytes(handle).uint32(0x4).uint32(0o640).finish());
+      burst.push(new Writer(FXP.CLOSE, 43).bytes(handle).finish());
+      ch.write(Buffer.concat(burst));
+      const replies = new Map<number, Buffer>();
+      for (let i = 0; i < count + 4; i++) {
+        const reply = await next();
+        replies.set(reply.readUInt32BE(1), reply);
+      }
+      for (let i = 0; i < count; i++) assert.equal(replies.get(10 + i)?.readUInt32BE(5), STATUS.OK, `WRITE ${i}`);
+      assert.equal(replies.get(40)?.readUInt32BE(5), STATUS.OK, 'fsync');
+      const attrs = replies.get(41) as Buffer;
+      assert.equal(attrs[0], FXP.ATTRS);
+      // ATTRS: type, id, flags, then the size (flag 0x1) first.
+      assert.equal(Number(attrs.readBigUInt64BE(9)), data.length, 'FSTAT sees every WRITE before it');
+      assert.equal(replies.get(42)?.readUInt32BE(5), STATUS.OK, 'fsetstat');
+      assert.equal(replies.get(43)?.readUInt32BE(5), STATUS.OK, 'close');
+    } finally {
+      conn.end();
+    }
+    assert.ok(readFileSync(join(srv.home('ola'), 'report.csv')).equals(data), 'the file is what was sent, whole');
+    const rec = (await srv.auditUntil((l) => l.event === 'upload' && l.path === '/report.csv')).findLast((l) => l.event === 'upload' && l.path === '/report.csv');
+    assert.equal(rec?.result, 'ok');
+    assert.equal(rec?.bytes, data.length);
+    assert.equal(rec?.sha256, createHash('sha256').update(data).digest('hex'));
+  });
 });

@@ -6,7 +6,7 @@ import type { ByteBudget } from './budget.js';
 import { BadMessage, FXP, PacketFramer, STATUS, Writer, recycleReply, statusPacket, type Packet } from './codec.js';
 import { HandleTable } from './handles.js';
 import {
-  advertisedExtensions, leadingRun, ok, specFor, workingBytes, writeOrderKey, writeRequest, writeThrough, type HandlerContext, type WriteRequest,
+  advertisedExtensions, leadingRun, ok, specFor, workingBytes, handleOrderKey, writeRequest, writeThrough, type HandlerContext, type WriteRequest,
 } from './handlers.js';
 import { statusFor } from './status.js';
 
@@ -52,7 +52,7 @@ export class SftpChannel {
   /** Framed but not started: at most what one incoming chunk held. */
   private waiting: Packet[] = [];
   private inFlight = 0;
-  /** Per file handle, the requests writing through it, in order, the one running first (see ordered()). */
+  /** Per handle, the requests ordered on it, in order, the one running first (see ordered()). */
   private readonly writes = new Map<string, Queued[]>();
   /** Bytes of the budget this channel holds. */
   private held = 0;
@@ -176,13 +176,16 @@ export class SftpChannel {
   }
 
   /**
-   * Requests that write through one handle (WRITE, copy-data) run one after
-   * another in the order received, as OpenSSH's server runs every request: an
-   * append (OpenSSH's reput) lands wherever the file ends when the system runs
-   * it, so two in flight could swap. Everything else runs at once.
+   * Requests that write through one handle (WRITE, copy-data), and those
+   * acting on it after its writes (CLOSE, FSETSTAT, ...: RequestSpec.orderedOn),
+   * run one after another in the order received, as OpenSSH's server runs
+   * every request: an append (OpenSSH's reput) lands wherever the file ends
+   * when the system runs it, so two in flight could swap, and a CLOSE run
+   * beside the WRITEs before it would commit the file without them.
+   * Everything else runs at once.
    */
   private ordered(packet: Packet, run: () => Promise<Buffer>): Promise<Buffer> {
-    const key = writeOrderKey(packet);
+    const key = handleOrderKey(packet);
     if (key === null) return run();
     return new Promise((done) => {
       const item = { packet, run, done };

@@ -32,10 +32,13 @@ export interface RequestSpec {
   /** Bytes it holds while it runs besides the request and the reply (counted in the connection's budget). */
   readonly holds?: number;
   /**
-   * The file handle it writes bytes through, read from its fields (after an
-   * extension's name): requests naming the same one run in the order received.
+   * The handle it writes through or acts on after its writes (a CLOSE that
+   * commits them, FSETSTAT, FSTAT, fsync, a hash of the handle), read from
+   * its fields (after an extension's name): requests naming the same one run
+   * in the order received. READs are not among them: a client's pipeline of
+   * reads runs at once.
    */
-  readonly writesThrough?: (body: Reader) => Buffer;
+  readonly orderedOn?: (body: Reader) => Buffer;
   readonly run: Handler;
 }
 
@@ -47,6 +50,9 @@ export interface ExtensionSpec extends RequestSpec {
 const COPY_CHUNK = 64 * 1024;
 
 export const ok = (id: number): Buffer => statusPacket(id, STATUS.OK, 'Success');
+
+/** A request whose first field is the handle it acts on. */
+const handleField = (body: Reader): Buffer => body.bytes();
 
 function name(id: number, entries: { filename: string; longname: string; attrs: Attrs }[]): Buffer {
   const w = new Writer(FXP.NAME, id).uint32(entries.length);
@@ -114,6 +120,8 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.CLOSE]: {
     name: 'close',
     writes: false,
+    // After the WRITEs sent before it: an upload committed without them would be cut short, and answered OK.
+    orderedOn: handleField,
     async run({ handles }, id, body) {
       const entry = handles.take(body.bytes());
       if (entry.kind === 'dir') {
@@ -142,7 +150,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.WRITE]: {
     name: 'write',
     writes: true,
-    writesThrough: (body) => body.bytes(),
+    orderedOn: handleField,
     async run(ctx, id, body) {
       const handle = body.bytes();
       const offset = body.uint64();
@@ -162,6 +170,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.FSTAT]: {
     name: 'fstat',
     writes: false,
+    orderedOn: handleField,
     async run({ session, handles }, id, body) {
       const handle = body.bytes();
       const info = await fileOrDir(handles, handle, (t) => t.info(), (path) => session.stat(path));
@@ -181,6 +190,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.FSETSTAT]: {
     name: 'fsetstat',
     writes: true,
+    orderedOn: handleField,
     async run({ session, handles }, id, body) {
       const handle = body.bytes();
       const a = body.attrs();
@@ -332,6 +342,7 @@ const CHECK_FILE_HANDLE: ExtensionSpec = {
   version: '1',
   writes: false,
   holds: CHECKSUM_HOLDS,
+  orderedOn: handleField,
   async run({ session, handles }, id, body) {
     return checkFile(session, handles.file(body.bytes()), id, body);
   },
@@ -383,6 +394,7 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
     name: 'fsync',
     version: '1',
     writes: true,
+    orderedOn: handleField,
     async run({ handles }, id, body) {
       await handles.file(body.bytes()).sync();
       return ok(id);
@@ -439,7 +451,7 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
     writes: true,
     // One chunk at a time (OpenSSH's server copies 64 KiB at a time too).
     holds: COPY_CHUNK,
-    writesThrough(body) {
+    orderedOn(body) {
       body.bytes();
       body.uint64();
       body.uint64();
@@ -493,14 +505,15 @@ export function workingBytes(packet: Packet): number {
 }
 
 /**
- * The handle a request writes bytes through, as a map key, so that writes
- * through one handle keep their order; null for everything else, malformed
- * requests included (they are answered BAD_MESSAGE without touching a file).
+ * The handle a request is ordered on (RequestSpec.orderedOn), as a map key,
+ * so that what goes through one handle keeps its order; null for everything
+ * else, malformed requests included (they are answered BAD_MESSAGE without
+ * touching a file).
  */
-export function writeOrderKey(packet: Packet): string | null {
+export function handleOrderKey(packet: Packet): string | null {
   try {
     const body = new Reader(packet.payload);
-    return specFor(packet.type, body)?.writesThrough?.(body).toString('hex') ?? null;
+    return specFor(packet.type, body)?.orderedOn?.(body).toString('hex') ?? null;
   } catch {
     return null;
   }
