@@ -169,3 +169,63 @@ describe('storage: directories kept between operations', () => {
     assert.deepEqual(openUnder(home), []);
   });
 });
+
+/**
+ * A walk keeps the last few directories open, not every one it passes: a
+ * path 2,000 directories deep held 2,000 descriptors while one request
+ * lasted, and ten sessions exhausted the process's limit for everyone.
+ */
+describe('storage: deep paths', () => {
+  let world: World;
+  let s: Session;
+  let home: string;
+  const depth = 300;
+  const deep = Array.from({ length: depth }, () => 'd').join('/');
+
+  before(async () => {
+    world = await World.open();
+    await world.addUser('dora', { permissions: ['list', 'download', 'upload', 'symlink'] });
+    home = world.home('dora');
+    mkdirSync(join(home, deep), { recursive: true });
+    writeFileSync(join(home, deep, 'f'), 'deep file');
+    s = await world.session('dora');
+  });
+  after(() => world.close());
+
+  /** The most descriptors under the home open at once while `work` runs. */
+  async function peakDuring(work: () => Promise<unknown>): Promise<number> {
+    let peak = 0;
+    let running = true;
+    const sample = (): void => {
+      peak = Math.max(peak, openUnder(home).length);
+      if (running) setImmediate(sample);
+    };
+    sample();
+    try {
+      await work();
+    } finally {
+      running = false;
+    }
+    return peak;
+  }
+
+  it('a file 300 directories deep is read with at most a window of them open', async () => {
+    const peak = await peakDuring(async () => {
+      for (let i = 0; i < 3; i++) assert.equal(await readFile(s, `${deep}/f`), 'deep file');
+    });
+    assert.ok(peak >= 10, `the sampler saw the walk (${peak})`);
+    assert.ok(peak <= 24, `at most ${peak} descriptors at once, not one per directory`);
+  });
+
+  it('a link whose text climbs past the open window leads where it says', async () => {
+    // Made through the session: stored relative, 250 levels of `..` from where it lies.
+    const near = Array.from({ length: 50 }, () => 'd').join('/');
+    writeFileSync(join(home, near, 'g'), 'near the top');
+    await s.symlink(`/${near}`, `/${deep}/up`);
+    assert.equal(readlinkSync(join(home, deep, 'up')).split('/').filter((x) => x === '..').length, 250);
+    assert.equal(await readFile(s, `${deep}/up/g`), 'near the top');
+    assert.equal((await s.stat(`/${deep}/up`)).type, 'dir');
+    const peak = await peakDuring(() => readFile(s, `${deep}/up/g`));
+    assert.ok(peak <= 24, `at most ${peak} descriptors at once`);
+  });
+});

@@ -545,6 +545,8 @@ interface ChainLink {
 
 /** Deepest chain of directories kept: bounds the descriptors an idle session holds. */
 const MAX_CHAIN = 16;
+/** Directories a walk keeps open at most besides the home (LocalStorage.walk): a kept chain and the one below it. */
+const WALK_WINDOW = MAX_CHAIN + 1;
 
 /**
  * The directories the last resolve walked through below the home, kept open
@@ -688,7 +690,14 @@ export class LocalStorage implements Storage {
     return { location: { fh: top, found: found as FinalFound } };
   }
 
-  /** Resolve by opening each directory in turn from `links` (kept, checked, held) on, following symlinks. */
+  /**
+   * Resolve by opening each directory in turn from `links` (kept, checked,
+   * held) on, following symlinks. Only the last WALK_WINDOW directories stay
+   * open (the rest are named in `names`): a path 2,000 directories deep held
+   * 2,000 descriptors for as long as one request lasted, and ten sessions
+   * exhausted the process's. A `..` (from a link's text) that climbs past
+   * them opens the directory again by name from the home, as a fresh walk.
+   */
   private async walk(
     home: FileHandle,
     links: ChainLink[],
@@ -697,34 +706,55 @@ export class LocalStorage implements Storage {
     blindAt: (dirs: readonly string[], name: string) => boolean,
   ): Promise<Location> {
     const pending = parts.slice(links.length);
-    const stack: FileHandle[] = [home, ...links.map((l) => l.fh)];
+    // The open directories that end at the current one (names.length deep; the home when names is empty).
+    const open: FileHandle[] = links.map((l) => l.fh);
     const names: string[] = links.map((l) => l.name);
     let followed = 0;
     let blind = false;
     for (let i = 0; i < links.length; i++) blind ||= blindAt(names.slice(0, i), names[i] as string);
     // Only a walk by plain names, no link and no `..`, leaves a chain worth keeping.
     let plain = true;
+    const enter = (fh: FileHandle): void => {
+      open.push(fh);
+      if (open.length > WALK_WINDOW) void this.letGo(open.shift() as FileHandle);
+    };
+    const up = (): void => {
+      names.pop();
+      const left = open.pop();
+      if (left) void this.letGo(left);
+    };
+    // The current directory, opened again by name from the home if a climb left it closed.
+    const current = async (): Promise<FileHandle> => {
+      if (names.length === 0) return home;
+      if (open.length > 0) return open[open.length - 1] as FileHandle;
+      let dir = home;
+      for (const name of names) {
+        dir = await openDir(procPath(dir.fd, name));
+        this.chain.take(dir);
+        enter(dir);
+      }
+      return dir;
+    };
     // Directories left behind are closed without waiting: nothing uses them again, and a close cannot fail in a way that matters.
     const closeAll = async (keep?: FileHandle) => {
-      await Promise.all(stack.filter((h) => h !== keep).map((h) => this.letGo(h)));
+      await Promise.all([home, ...open].filter((h) => h !== keep).map((h) => this.letGo(h)));
     };
     const at = (dir: FileHandle, name: string, path: string, found?: FinalFound) => {
-      if (plain) this.keepChain(stack, names, links);
+      if (plain && open.length === names.length) this.keepChain([home, ...open], names, links);
       void closeAll(dir);
       return new LocalLocation(this, dir, name, path, blind, found);
     };
     try {
       while (pending.length > 0) {
         const name = pending.shift() as string;
-        const top = stack[stack.length - 1] as FileHandle;
         if (name === '.') continue;
         if (name === '..') {
-          if (stack.length === 1) throw outside();
+          if (names.length === 0) throw outside();
           plain = false;
-          void this.letGo(stack.pop() as FileHandle);
-          names.pop();
+          up();
           continue;
         }
+        const top = await current();
         blind ||= blindAt(names, name);
         const child = procPath(top.fd, name);
         if (pending.length === 0) {
@@ -734,7 +764,7 @@ export class LocalStorage implements Storage {
           try {
             const fh = await openDir(child);
             this.chain.take(fh);
-            stack.push(fh);
+            enter(fh);
             names.push(name);
             continue;
           } catch (err) {
@@ -750,21 +780,19 @@ export class LocalStorage implements Storage {
           // An absolute link is only meaningful if it names a place in this home.
           const inside = this.toVirtual(target);
           if (inside === null) throw outside();
-          await Promise.all(stack.slice(1).map((h) => this.letGo(h)));
-          stack.length = 1;
+          await Promise.all(open.splice(0).map((h) => this.letGo(h)));
           names.length = 0;
           pending.unshift(...splitVirtual(inside));
         } else {
           pending.unshift(...target.split('/').filter((s) => s !== ''));
         }
       }
-      const root = stack[0] as FileHandle;
-      const top = stack[stack.length - 1] as FileHandle;
-      if (top === root) return at(root, '', '/');
+      if (names.length === 0) return at(home, '', '/');
       // The path ended in a directory reached through `..` or a link: re-enter it by name from its parent.
+      const path = '/' + names.join('/');
       const last = names[names.length - 1] as string;
-      const parent = stack[stack.length - 2] as FileHandle;
-      return at(parent, last, '/' + names.join('/'));
+      up();
+      return at(await current(), last, path);
     } catch (err) {
       await closeAll();
       throw blind ? new Unseen(fromErrno(err)) : fromErrno(err);

@@ -1,0 +1,43 @@
+// A user can make a tree as deep as the path limit allows (2,000 directories
+// in 4 KiB). Resolving a path through it must not take a descriptor per
+// directory: ten FTP sessions asking SIZE of a file down there exhausted the
+// server's descriptors, and other users' logins and passive ports failed.
+import assert from 'node:assert/strict';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, it } from 'node:test';
+import { loggedIn, type RawFtp } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+
+let srv: TestServer;
+const deep = Array.from({ length: 1000 }, () => 'x').join('/');
+
+before(async () => {
+  srv = await TestServer.start({ yaml: 'ftp:\n  tls: optional\n', users: [{ name: 'carol', password: 'carol password' }] });
+  mkdirSync(join(srv.home('carol'), deep), { recursive: true });
+  writeFileSync(join(srv.home('carol'), deep, 'f'), 'hello');
+});
+after(() => srv.stop());
+
+it('ten sessions asking SIZE 1,000 directories deep hold a few descriptors each, not one per directory', async () => {
+  const fds = () => readdirSync(`/proc/${srv.pid}/fd`).length;
+  const sessions: RawFtp[] = [];
+  for (let i = 0; i < 10; i++) sessions.push(await loggedIn(srv.ftpPort, 'carol', 'carol password'));
+  const base = fds();
+  let peak = base;
+  const sampler = setInterval(() => (peak = Math.max(peak, fds())), 2);
+  try {
+    const replies = await Promise.all(
+      sessions.map(async (c) => {
+        const got: string[] = [];
+        for (let i = 0; i < 4; i++) got.push((await c.cmd(`SIZE /${deep}/f`)).text);
+        return got;
+      }),
+    );
+    assert.deepEqual(new Set(replies.flat()), new Set(['213 5']));
+  } finally {
+    clearInterval(sampler);
+    for (const c of sessions) c.close();
+  }
+  assert.ok(peak - base <= 400, `descriptors rose by ${peak - base} (10 sessions, 1,000 directories deep)`);
+});
