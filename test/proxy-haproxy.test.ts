@@ -83,10 +83,13 @@ describe('behind HAProxy with PROXY protocol v2', { skip: skip ?? false }, () =>
     await srv?.stop();
   });
 
-  it('SFTP: the login is audited with the client address', { timeout: 60_000 }, async () => {
-    const c = await sshConnect({ host: BALANCER, port: fronts.sftp, localAddress: '127.0.0.2', username: 'alice', password: 'alice-pw-123' });
+  it('SFTP: the login is audited with the client address and port, not the balancer\'s', { timeout: 60_000 }, async () => {
+    const [localPort] = (await freePorts(1)) as [number];
+    const c = await sshConnect({ host: BALANCER, port: fronts.sftp, localAddress: '127.0.0.2', localPort, username: 'alice', password: 'alice-pw-123' });
     c.end();
     assert.deepEqual(await logins('alice'), ['127.0.0.2']);
+    const login = (await srv.audit(0)).find((r) => r.event === 'login' && r.user === 'alice');
+    assert.equal(login?.port, localPort);
   });
 
   it('explicit FTPS: login and passive transfers (PASV and EPSV) through the balancer, audited with the client address', { timeout: 90_000 }, async () => {
@@ -102,10 +105,17 @@ describe('behind HAProxy with PROXY protocol v2', { skip: skip ?? false }, () =>
     assert.deepEqual(transfers.map((r) => [r.event, r.ip]), [['upload', '127.0.0.2'], ['download', '127.0.0.2']]);
   });
 
-  it('implicit FTPS through the balancer', { timeout: 60_000 }, async () => {
-    const r = await curl(['--interface', '127.0.0.3', '-u', 'bob:bob-pw-1234', `${ftpUrl(true)}/up.txt`]);
+  it('implicit FTPS through the balancer, audited with the client\'s port', { timeout: 60_000 }, async () => {
+    // A range: curl takes its data connections' ports from it too. It lies above the kernel's ephemeral
+    // ports (freePorts), where the balancer's own connections to the server never come from.
+    const [from] = (await freePorts(1)) as [number];
+    const to = Math.min(from + 20, 65_535);
+    const r = await curl(['--interface', '127.0.0.3', '--local-port', `${from}-${to}`, '-u', 'bob:bob-pw-1234', `${ftpUrl(true)}/up.txt`]);
     assert.equal(r.code, 0, r.stderr);
     assert.ok((await logins('bob')).includes('127.0.0.3'));
+    const login = (await srv.audit(0)).find((r) => r.event === 'login' && r.user === 'bob' && r.ip === '127.0.0.3');
+    const port = Number(login?.port);
+    assert.ok(port >= from && port <= to, `login port ${port}, the client's from ${from}-${to}`);
   });
 
   it('a ban of the client address holds through the balancer; another client still logs in', { timeout: 90_000 }, async () => {

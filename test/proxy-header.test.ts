@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { Command, IPv4Address, IPv4ProxyAddress, IPv6Address, IPv6ProxyAddress, TransportProtocol, UnspecProxyAddress, V2ProxyProtocol } from 'proxy-protocol-js';
-import { HEADER_TIMEOUT_MS, ProxyHeaders, parseProxyHeader, type HeaderParse, type ProxyMode } from '../src/security/proxy-header.js';
+import { HEADER_TIMEOUT_MS, ProxyHeaders, parseProxyHeader, type HeaderParse, type Origin, type ProxyMode } from '../src/security/proxy-header.js';
 
 const v2 = (command: Command, address: IPv4ProxyAddress | IPv6ProxyAddress | UnspecProxyAddress): Buffer =>
   Buffer.from(new V2ProxyProtocol(command, command === Command.LOCAL ? TransportProtocol.UNSPEC : TransportProtocol.STREAM, address).build());
@@ -24,12 +24,12 @@ const SSH = Buffer.from('SSH-2.0-OpenSSH_9.2\r\n');
 
 describe('parseProxyHeader', () => {
   const cases: [string, Buffer, HeaderParse][] = [
-    ['v1 TCP4', Buffer.concat([V1, SSH]), { kind: 'proxied', version: 1, address: '192.0.2.7', length: V1.length }],
-    ['v1 TCP6', Buffer.from('PROXY TCP6 2001:db8::5 ::1 1 2\r\n'), { kind: 'proxied', version: 1, address: '2001:db8::5', length: 32 }],
-    ['v1 TCP6 with a mapped IPv4', Buffer.from('PROXY TCP6 ::ffff:192.0.2.9 ::1 1 2\r\n'), { kind: 'proxied', version: 1, address: '192.0.2.9', length: 37 }],
+    ['v1 TCP4', Buffer.concat([V1, SSH]), { kind: 'proxied', version: 1, address: '192.0.2.7', port: 40000, length: V1.length }],
+    ['v1 TCP6', Buffer.from('PROXY TCP6 2001:db8::5 ::1 1 2\r\n'), { kind: 'proxied', version: 1, address: '2001:db8::5', port: 1, length: 32 }],
+    ['v1 TCP6 with a mapped IPv4', Buffer.from('PROXY TCP6 ::ffff:192.0.2.9 ::1 1 2\r\n'), { kind: 'proxied', version: 1, address: '192.0.2.9', port: 1, length: 37 }],
     // Each address in the one form a direct connection from it has, or a ban on one would miss the other.
-    ['v1 TCP6 with a mapped IPv4 in hex', Buffer.from('PROXY TCP6 ::FFFF:C000:0221 ::1 1 2\r\n'), { kind: 'proxied', version: 1, address: '192.0.2.33', length: 37 }],
-    ['v1 TCP6 in capitals, zeros written out', Buffer.from('PROXY TCP6 2001:DB8:0:0:0:0:0:5 ::1 1 2\r\n'), { kind: 'proxied', version: 1, address: '2001:db8::5', length: 41 }],
+    ['v1 TCP6 with a mapped IPv4 in hex', Buffer.from('PROXY TCP6 ::FFFF:C000:0221 ::1 1 2\r\n'), { kind: 'proxied', version: 1, address: '192.0.2.33', port: 1, length: 37 }],
+    ['v1 TCP6 in capitals, zeros written out', Buffer.from('PROXY TCP6 2001:DB8:0:0:0:0:0:5 ::1 1 2\r\n'), { kind: 'proxied', version: 1, address: '2001:db8::5', port: 1, length: 41 }],
     ['v1 UNKNOWN', Buffer.from('PROXY UNKNOWN\r\n'), { kind: 'local', version: 1, length: 15 }],
     ['v1 truncated', V1.subarray(0, 20), { kind: 'incomplete' }],
     ['v1 signature prefix', Buffer.from('PRO'), { kind: 'incomplete' }],
@@ -37,9 +37,9 @@ describe('parseProxyHeader', () => {
     ['v1 not an address', Buffer.from('PROXY TCP4 evil.example 10.0.0.1 1 2\r\n'), { kind: 'invalid', reason: 'bad v1 source address' }],
     ['v1 IPv6 as TCP4', Buffer.from('PROXY TCP4 ::1 ::1 1 2\r\n'), { kind: 'invalid', reason: 'bad v1 source address' }],
     ['v1 garbage', Buffer.from('PROXY HELLO there\r\n'), { kind: 'invalid', reason: 'malformed v1 header' }],
-    ['v2 IPv4', Buffer.concat([V2_IPV4, SSH]), { kind: 'proxied', version: 2, address: '192.0.2.7', length: V2_IPV4.length }],
-    ['v2 IPv6', V2_IPV6, { kind: 'proxied', version: 2, address: '2001:db8::5', length: V2_IPV6.length }],
-    ['v2 IPv6 with a mapped IPv4', V2_MAPPED, { kind: 'proxied', version: 2, address: '192.0.2.33', length: V2_MAPPED.length }],
+    ['v2 IPv4', Buffer.concat([V2_IPV4, SSH]), { kind: 'proxied', version: 2, address: '192.0.2.7', port: 40000, length: V2_IPV4.length }],
+    ['v2 IPv6', V2_IPV6, { kind: 'proxied', version: 2, address: '2001:db8::5', port: 1, length: V2_IPV6.length }],
+    ['v2 IPv6 with a mapped IPv4', V2_MAPPED, { kind: 'proxied', version: 2, address: '192.0.2.33', port: 1, length: V2_MAPPED.length }],
     ['v2 LOCAL', V2_LOCAL, { kind: 'local', version: 2, length: 16 }],
     ['v2 truncated preamble', V2_IPV4.subarray(0, 14), { kind: 'incomplete' }],
     ['v2 truncated addresses', V2_IPV4.subarray(0, 20), { kind: 'incomplete' }],
@@ -54,7 +54,7 @@ describe('parseProxyHeader', () => {
 });
 
 /** A ProxyHeaders origin() over a real loopback connection whose client writes `chunks`. */
-async function originOf(mode: ProxyMode, trusted: string[], chunks: Buffer[], source = '127.0.0.1'): Promise<{ origin: string | null; rest: Buffer }> {
+async function originOf(mode: ProxyMode, trusted: string[], chunks: Buffer[], source = '127.0.0.1'): Promise<{ origin: Origin; rest: Buffer; clientPort: number }> {
   const headers = new ProxyHeaders(trusted, pino({ level: 'silent' }));
   const server = net.createServer();
   server.listen(0, '127.0.0.1');
@@ -63,6 +63,7 @@ async function originOf(mode: ProxyMode, trusted: string[], chunks: Buffer[], so
   const client = net.connect({ host: '127.0.0.1', port, localAddress: source });
   client.on('error', () => undefined);
   const [socket] = (await once(server, 'connection')) as [net.Socket];
+  const clientPort = client.localPort ?? 0;
   for (const chunk of chunks) client.write(chunk);
   const origin = await headers.origin(socket, mode);
   let rest = Buffer.alloc(0);
@@ -73,12 +74,16 @@ async function originOf(mode: ProxyMode, trusted: string[], chunks: Buffer[], so
   client.destroy();
   socket.destroy();
   server.close();
-  return { origin, rest };
+  return { origin, rest, clientPort };
 }
 
 describe('ProxyHeaders.origin', () => {
-  it('takes the v2 address from a trusted proxy and hands on the bytes after it', async () => {
-    assert.deepEqual(await originOf('v2', ['127.0.0.0/8'], [V2_IPV4.subarray(0, 10), Buffer.concat([V2_IPV4.subarray(10), SSH])]), { origin: '192.0.2.7', rest: SSH });
+  it('takes the v2 address and port from a trusted proxy and hands on the bytes after it', async () => {
+    const { origin, rest } = await originOf('v2', ['127.0.0.0/8'], [V2_IPV4.subarray(0, 10), Buffer.concat([V2_IPV4.subarray(10), SSH])]);
+    assert.deepEqual({ origin, rest }, { origin: { address: '192.0.2.7', port: 40000 }, rest: SSH });
+  });
+  it('takes the v1 port too, not the balancer\'s own', async () => {
+    assert.deepEqual((await originOf('v1', ['127.0.0.1/32'], [V1])).origin, { address: '192.0.2.7', port: 40000 });
   });
   it('refuses a v1 header where v2 is required', async () => {
     assert.equal((await originOf('v2', ['127.0.0.1/32'], [V1])).origin, null);
@@ -87,13 +92,16 @@ describe('ProxyHeaders.origin', () => {
     assert.equal((await originOf('v1', ['127.0.0.1/32'], [V1], '127.0.0.2')).origin, null);
   });
   it('serves an untrusted address under optional with its own address and bytes, header or not', async () => {
-    assert.deepEqual(await originOf('optional', ['127.0.0.1/32'], [V1], '127.0.0.2'), { origin: '127.0.0.2', rest: V1 });
+    const { origin, rest, clientPort } = await originOf('optional', ['127.0.0.1/32'], [V1], '127.0.0.2');
+    assert.deepEqual({ origin, rest }, { origin: { address: '127.0.0.2', port: clientPort }, rest: V1 });
   });
   it('serves a trusted address without a header under optional', async () => {
-    assert.deepEqual(await originOf('optional', ['127.0.0.1/32'], [SSH]), { origin: '127.0.0.1', rest: SSH });
+    const { origin, rest, clientPort } = await originOf('optional', ['127.0.0.1/32'], [SSH]);
+    assert.deepEqual({ origin, rest }, { origin: { address: '127.0.0.1', port: clientPort }, rest: SSH });
   });
   it('ignores headers altogether when off', async () => {
-    assert.deepEqual(await originOf('off', ['127.0.0.1/32'], [V1]), { origin: '127.0.0.1', rest: V1 });
+    const { origin, rest, clientPort } = await originOf('off', ['127.0.0.1/32'], [V1]);
+    assert.deepEqual({ origin, rest }, { origin: { address: '127.0.0.1', port: clientPort }, rest: V1 });
   });
   it('closes a LOCAL connection', async () => {
     assert.equal((await originOf('v2', ['127.0.0.1/32'], [V2_LOCAL])).origin, null);

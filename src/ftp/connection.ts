@@ -73,7 +73,7 @@ export class FtpConnection implements FtpControl {
     this.tlsBinding = ctx.tls.bind();
     // The gate's address for this client: a trusted balancer's PROXY header, else the socket's peer.
     this.remoteAddress = guest.ip;
-    this.remotePort = raw.remotePort ?? 0;
+    this.remotePort = guest.port;
     this.log = ctx.log.child({ conn: this.id, ip: this.remoteAddress });
     raw.on('error', (err) => this.log.debug({ err: err.message }, 'control socket error'));
     raw.on('close', () => void this.close('peer closed'));

@@ -71,8 +71,9 @@ export class Gate {
    * connection's Guest, whose slot is freed when the socket closes.
    */
   async admit(socket: Socket, protocol: Protocol, busyReply?: string): Promise<Guest | null> {
-    const ip = await this.origin(socket, protocol);
-    if (ip === null) return null;
+    const origin = await this.origin(socket, protocol);
+    if (origin === null) return null;
+    const ip = origin.address;
     if (this.bans.banned(ip)) {
       // Not logged one by one: a banned address may knock thousands of times (the ban itself was audited).
       socket.destroy();
@@ -84,7 +85,7 @@ export class Gate {
       refuse(socket, busyReply);
     }
     if (counted !== 'counted') return null;
-    const guest = new Guest(this, socket, ip, protocol);
+    const guest = new Guest(this, socket, ip, origin.port, protocol);
     socket.once('close', () => guest.dispose());
     return guest;
   }
@@ -191,14 +192,16 @@ export class Guest {
     private readonly gate: Gate,
     private readonly socket: Socket,
     readonly ip: string,
+    /** The client's port: its PROXY header's from a balancer, else the socket's. */
+    readonly port: number,
     private readonly protocol: Protocol,
   ) {
     this.arm();
   }
 
   /** A data connection of this client's: its client address, read as the control connection's was (null: closed). */
-  dataOrigin(socket: Socket): Promise<Origin> {
-    return this.gate.origin(socket, this.protocol);
+  async dataOrigin(socket: Socket): Promise<string | null> {
+    return (await this.gate.origin(socket, this.protocol))?.address ?? null;
   }
 
   /** What the front-end says when the login deadline passes (the socket is destroyed shortly after regardless). */

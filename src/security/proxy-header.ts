@@ -22,8 +22,8 @@ export type HeaderParse =
   /** Not a PROXY header at all. */
   | { kind: 'absent' }
   | { kind: 'invalid'; reason: string }
-  /** A header carrying the client's address; `length` bytes of it precede the client's own. */
-  | { kind: 'proxied'; version: 1 | 2; address: string; length: number }
+  /** A header carrying the client's address and port; `length` bytes of it precede the client's own. */
+  | { kind: 'proxied'; version: 1 | 2; address: string; port: number; length: number }
   /** A header without a client (v2 LOCAL, v1 UNKNOWN): the balancer's own health check. */
   | { kind: 'local'; version: 1 | 2; length: number };
 
@@ -58,7 +58,7 @@ function parseV1(buf: Buffer): HeaderParse {
   const family = header.inetProtocol === 'TCP4' ? 4 : 6;
   const address = header.source.ipAddress;
   if (isIP(address) !== family) return { kind: 'invalid', reason: 'bad v1 source address' };
-  return { kind: 'proxied', version: 1, address: canonicalAddress(address) as string, length };
+  return { kind: 'proxied', version: 1, address: canonicalAddress(address) as string, port: header.source.port, length };
 }
 
 function parseV2(buf: Buffer): HeaderParse {
@@ -73,19 +73,24 @@ function parseV2(buf: Buffer): HeaderParse {
     return { kind: 'invalid', reason: 'malformed v2 header' };
   }
   if (header.command === Command.LOCAL) return { kind: 'local', version: 2, length };
-  const address = v2Source(header);
-  return address === null ? { kind: 'invalid', reason: 'v2 header without an IP source' } : { kind: 'proxied', version: 2, address, length };
+  const source = v2Source(header);
+  return source === null ? { kind: 'invalid', reason: 'v2 header without an IP source' } : { kind: 'proxied', version: 2, ...source, length };
 }
 
-function v2Source(header: V2ProxyProtocol): string | null {
+function v2Source(header: V2ProxyProtocol): { address: string; port: number } | null {
   const { proxyAddress } = header;
-  if (proxyAddress instanceof IPv4ProxyAddress) return proxyAddress.sourceAddress.address.join('.');
+  if (proxyAddress instanceof IPv4ProxyAddress) return { address: proxyAddress.sourceAddress.address.join('.'), port: proxyAddress.sourcePort };
   if (!(proxyAddress instanceof IPv6ProxyAddress)) return null;
-  return canonicalAddress(bytesText(Buffer.from(proxyAddress.sourceAddress.address)));
+  return { address: canonicalAddress(bytesText(Buffer.from(proxyAddress.sourceAddress.address))) as string, port: proxyAddress.sourcePort };
 }
 
-/** The connection's client: its address, or null when it has been closed. */
-export type Origin = string | null;
+/**
+ * The connection's client, or null when it has been closed. The port goes
+ * with the address into the records: behind a balancer the socket's own is
+ * the balancer's, and address and port are what names a subscriber behind
+ * carrier-grade NAT.
+ */
+export type Origin = { address: string; port: number } | null;
 
 /**
  * The one place a connection's client address comes from, for every
@@ -109,14 +114,15 @@ export class ProxyHeaders {
 
   async origin(socket: Socket, mode: ProxyMode): Promise<Origin> {
     const peer = plainAddress(socket.remoteAddress ?? '');
-    if (mode === 'off') return peer;
+    const direct = { address: peer, port: socket.remotePort ?? 0 };
+    if (mode === 'off') return direct;
     if (!this.trusted(peer)) {
       // Served as it is under optional; under v1/v2 everything must come through the balancer.
-      if (mode === 'optional') return peer;
+      if (mode === 'optional') return direct;
       return this.refuse(socket, peer, 'not a trusted proxy');
     }
     const header = await readHeader(socket, HEADER_TIMEOUT_MS);
-    if (header.kind === 'absent' && mode === 'optional') return peer;
+    if (header.kind === 'absent' && mode === 'optional') return direct;
     if (header.kind === 'local') {
       // The balancer's health check: nobody to serve, nothing to score.
       socket.destroy();
@@ -124,7 +130,7 @@ export class ProxyHeaders {
     }
     if (header.kind !== 'proxied') return this.refuse(socket, peer, header.kind === 'invalid' ? header.reason : 'no PROXY header');
     if (mode !== 'optional' && `v${header.version}` !== mode) return this.refuse(socket, peer, `PROXY v${header.version} header, ${mode} expected`);
-    return header.address;
+    return { address: header.address, port: header.port };
   }
 
   /** Logged in sums at most every REFUSAL_LOG_MS: a flood of bad connections cannot fill the log. */

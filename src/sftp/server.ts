@@ -226,7 +226,7 @@ export class SftpFrontEnd {
     const state: ConnectionState = {
       id,
       ip,
-      port: info.port,
+      port: guest.port,
       log: this.log.child({ conn: id, ip }),
       guest,
       account: null,

@@ -11,6 +11,8 @@ export interface SshLogin {
   privateKey?: Buffer | string;
   /** Connect from another loopback address (127.0.0.2...), as a second client would. */
   localAddress?: string;
+  /** Connect from this port (the records must name it, behind a balancer too). */
+  localPort?: number;
   /** The authentication attempts, in order, instead of one from password/privateKey. */
   authHandler?: ssh2.ConnectConfig['authHandler'];
 }
