@@ -6,7 +6,7 @@ import type { PasswordHasher } from '../auth/passwords.js';
 import { parsePublicKey } from '../auth/public-keys.js';
 import { PROTOCOLS, type Protocol } from '../session/account.js';
 import { resolveVirtual } from '../session/paths.js';
-import { ServerPlaces, realPlace } from '../session/storage/server-places.js';
+import { ServerPlaces, nestedHome, realHomes, realPlace } from '../session/storage/server-places.js';
 import { DEFAULT_PERMISSIONS, parsePermissions, type Permission } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
 import { StoreConflict, type UserRepository } from '../store/store.js';
@@ -158,10 +158,20 @@ export class UserAdmin {
     private readonly serverFiles: readonly string[],
   ) {}
 
-  /** Whoever may set a home would otherwise control the server (ServerPlaces); the server checks again at each login. */
-  private checkHome(home: string): void {
-    const why = new ServerPlaces(this.dataDir, this.serverFiles).conflict(realPlace(home));
+  /**
+   * Whoever may set a home would otherwise control the server (ServerPlaces);
+   * the server checks again at each login. Nor may it lie in another user's
+   * home or hold one (nestedHome); `self`, the user whose home it becomes, is
+   * not another.
+   */
+  private async checkHome(home: string, self?: number): Promise<void> {
+    const real = realPlace(home);
+    const why = new ServerPlaces(this.dataDir, this.serverFiles).conflict(real) ?? nestedHome(real, await this.otherHomes(self));
     if (why) throw new AdminError(`home ${home} ${why}`);
+  }
+
+  private async otherHomes(self?: number): Promise<{ name: string; home: string }[]> {
+    return realHomes((await this.store.all()).filter((u) => u.id !== self));
   }
 
   async require(name: string): Promise<UserRecord> {
@@ -180,7 +190,7 @@ export class UserAdmin {
     checkExpiry(u.expiresAt);
     const home = u.home === undefined ? join(this.dataDir, 'homes', u.name) : resolve(validateHome(u.home));
     if (!isAbsolute(home)) throw new AdminError(`home "${u.home}" must be a path`);
-    this.checkHome(home);
+    await this.checkHome(home);
     const settings: UserSettings = {
       home,
       enabled: true,
@@ -219,7 +229,7 @@ export class UserAdmin {
     const change = { ...patch };
     if (patch.home !== undefined) {
       change.home = resolve(validateHome(patch.home));
-      this.checkHome(change.home);
+      await this.checkHome(change.home, user.id);
       makeHome(change.home);
     }
     const hash = password === undefined ? null : await this.hasher.hash(password);

@@ -77,3 +77,28 @@ export class ServerPlaces {
     return null;
   }
 }
+
+/**
+ * Why a home at real path `home` may not be one beside the other users'
+ * (their real homes); null when it may. Two users may share one home, but
+ * neither may lie inside the other's: whoever holds the outer home can
+ * rename the inner one away and put a link of their own making in its place,
+ * and the next login of the inner user then opens wherever that link leads
+ * (a review moved a link one directory up, so that its relative text climbed
+ * out of the outer home, and the inner user's sessions served a third user's
+ * files). The kernel follows links while it resolves a home's path; nothing
+ * within a home can be trusted to be what it was.
+ */
+export function nestedHome(home: string, others: readonly { name: string; home: string }[]): string | null {
+  for (const other of others) {
+    if (home === other.home) continue;
+    if (home.startsWith(other.home === sep ? sep : other.home + sep)) return `would lie in user ${other.name}'s home ${other.home}`;
+    if (other.home.startsWith(home === sep ? sep : home + sep)) return `would hold user ${other.name}'s home ${other.home}`;
+  }
+  return null;
+}
+
+/** Users' homes as real places, for nestedHome. */
+export function realHomes(users: readonly { name: string; home: string }[]): { name: string; home: string }[] {
+  return users.map((u) => ({ name: u.name, home: realPlace(u.home) }));
+}
