@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { RawFtp } from './helpers/ftp-raw.js';
+import { loggedIn, RawFtp, type Reply } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
 /*
@@ -12,6 +13,11 @@ import { TestServer } from './helpers/server.js';
  * once, held the event loop: another user's NOOP took 16 s.
  */
 const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+/** CPU time a process has used, user and system, in clock ticks (fields 14 and 15 of /proc/<pid>/stat). */
+const cpuTicks = (pid: number) => {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return Number(fields[11]) + Number(fields[12]);
+};
 
 describe('FTP: a client that sends commands and never reads the replies', () => {
   let srv: TestServer;
@@ -54,5 +60,79 @@ describe('FTP: a client that sends commands and never reads the replies', () => 
     t.diagnostic(`server RSS ${before.toFixed(0)} → peak ${peak.toFixed(0)} MiB; another session's NOOP at most ${worst.toFixed(0)} ms`);
     assert.ok(peak - before < 64, `server RSS grew ${(peak - before).toFixed(0)} MiB (${before.toFixed(0)} → ${peak.toFixed(0)})`);
     assert.ok(worst < 1000, `another session's NOOP took up to ${worst.toFixed(0)} ms`);
+  });
+});
+
+/*
+ * Found by a review: STAT <dir> built its whole listing as one reply, and
+ * the 64 KiB check above runs only before a command, so ten connections of
+ * one user that sent STAT on a directory of 20,000 long names and never
+ * read held 35 MiB each until their idle timeout.
+ */
+describe('FTP: STAT of a large directory to clients that never read', () => {
+  let srv: TestServer;
+  const LINKS = 5_000;
+  // Each line carries its link's 4,000-byte target: 20 MB of reply from few short names, so what the server holds is the reply, not the listing's names.
+  const target = Array.from({ length: 16 }, (_, i) => String(i).padStart(250, 'd')).join('/');
+  const links = Array.from({ length: LINKS }, (_, i) => `link-${String(i).padStart(5, '0')}`);
+  // A name that reads like the reply's last line, and one with CR LF, which is never listed.
+  const odd = ['213 End of status.', 'a "quoted" \\ name', 'ünï cödé'];
+  before(async () => {
+    srv = await TestServer.start({
+      env: { SLUICE_FTP_TLS: 'optional' },
+      users: [{ name: 'dave', password: 'dave password', args: ['--protocols', 'ftp'] }],
+    });
+    const dir = join(srv.home('dave'), 'big');
+    mkdirSync(dir);
+    for (const name of links) symlinkSync(target, join(dir, name));
+    for (const name of odd) writeFileSync(join(dir, name), '');
+    writeFileSync(join(dir, 'forged\r\n213 x'), '');
+  });
+  after(() => srv.stop());
+
+  /** The whole STAT reply, well formed: a heading, a line per listable entry, the end. */
+  function assertComplete(r: Reply | null): void {
+    assert.ok(r, 'a reply');
+    assert.equal(r.code, 213);
+    assert.equal(r.lines[0], '213-Status of /big:');
+    assert.equal(r.lines.at(-1), '213 End of status.');
+    const inner = r.lines.slice(1, -1);
+    assert.ok(inner.every((l) => !l.startsWith('213')), 'no inner line a client could take for the last');
+    const names = inner.map((l) => l.split(/ +/).slice(8).join(' ').split(' -> ')[0]);
+    assert.deepEqual(names.sort(), [...links, ...odd].sort());
+    assert.ok(inner.filter((l) => l.startsWith('l')).every((l) => l.endsWith(` -> ${target}`)));
+  }
+
+  it("holds the server's memory to a little per connection; a client that reads, then one that resumes, get every line", { timeout: 120_000 }, async (t) => {
+    const pid = srv.pid as number;
+    const reader = await loggedIn(srv.ftpPort, 'dave', 'dave password');
+    const hogs: RawFtp[] = [];
+    for (let i = 0; i < 8; i++) hogs.push(await loggedIn(srv.ftpPort, 'dave', 'dave password'));
+    // Logged in first: the blocks argon2 leaves with glibc (SECURITY.md) are not what is measured.
+    const before = rssMiB(pid);
+    let peak = before;
+    for (const h of hogs) {
+      h.socket.pause();
+      h.send('STAT big\r\n');
+    }
+    // Until the server has done what it will for them (a second at least, then its CPU time still for half a second), or 30 s.
+    const start = Date.now();
+    for (let last = cpuTicks(pid), still = 0; (still < 2 || Date.now() < start + 1000) && Date.now() < start + 30_000; ) {
+      await new Promise((r) => setTimeout(r, 250));
+      peak = Math.max(peak, rssMiB(pid));
+      const now = cpuTicks(pid);
+      still = now - last < 3 ? still + 1 : 0;
+      last = now;
+    }
+    t.diagnostic(`server RSS ${before.toFixed(0)} → peak ${peak.toFixed(0)} MiB, 8 connections not reading 20 MB each`);
+    assert.ok(peak - before < 128, `server RSS grew ${(peak - before).toFixed(0)} MiB (${before.toFixed(0)} → ${peak.toFixed(0)})`);
+    // Another session of the user, the hogs still stalled, gets the whole reply.
+    assertComplete(await reader.cmd('STAT big'));
+    // A hog that starts reading gets its reply whole, and its connection goes on.
+    const late = hogs[0] as RawFtp;
+    late.socket.resume();
+    assertComplete(await late.read(60_000));
+    assert.equal((await late.cmd('NOOP')).code, 200);
+    for (const c of [reader, ...hogs]) c.close();
   });
 });

@@ -11,7 +11,7 @@ import type { ActiveTransfer, CommandSpec, CommandTable, FtpContext, FtpControl 
 import type { DataEndpoint } from './data-channel/channel.js';
 import { ALL_FACTS, type Fact } from './facts.js';
 import { LineReader, isHttpVerb } from './lines.js';
-import { Code, errorReply, formatReply } from './replies.js';
+import { Code, errorReply, formatReply, replyLine } from './replies.js';
 import type { TlsBinding } from './tls.js';
 
 /** Bytes received and not yet taken as commands before we stop reading the socket. */
@@ -23,6 +23,8 @@ const MAX_UNREAD = 16 * 1024;
  * while its commands kept the event loop from everyone else.
  */
 const MAX_UNSENT = 64 * 1024;
+/** Lines of a streamed reply gathered into one write: a TLS record, not one per line. */
+const REPLY_CHUNK = 16 * 1024;
 /** Commands run back to back before the event loop gets a turn: pipelined ones that answer at once never wait. */
 const COMMANDS_PER_TURN = 8;
 
@@ -53,6 +55,8 @@ export class FtpConnection implements FtpControl {
   readonly tlsBinding: TlsBinding;
 
   private readonly reader = new LineReader();
+  /** Replies due while a streamed one goes out (a transfer's 226 during STAT): they follow its last line. */
+  private held: string[] | null = null;
   private draining = false;
   private closed = false;
   private readonly idle: NodeJS.Timeout;
@@ -108,8 +112,55 @@ export class FtpConnection implements FtpControl {
   }
 
   reply(code: number, ...lines: string[]): void {
+    const text = formatReply(code, lines);
+    if (this.held) this.held.push(text);
+    else this.write(text);
+  }
+
+  /**
+   * A multi-line reply whose lines come one at a time (STAT of a directory,
+   * a line per entry), written as they come and only while fewer than
+   * MAX_UNSENT bytes wait for the client. The check before each command
+   * cannot bound one reply: STAT of a large directory, built whole, stayed
+   * in memory for each connection that never read it, until its idle timeout
+   * (found by a review). A client that takes the reply is not idle. Lines
+   * that fail once some have gone out can only end the reply, with a last
+   * line that says so; before that, the command fails as usual.
+   */
+  async streamReply(code: number, lines: AsyncIterable<string>): Promise<void> {
+    this.held = [];
+    let pending: string | null = null;
+    let chunk = '';
+    let written = false;
+    try {
+      for await (const line of lines) {
+        if (this.closed) return;
+        if (pending !== null) chunk += replyLine(code, pending, chunk === '' && !written ? 'first' : 'inner');
+        pending = line;
+        if (chunk.length < REPLY_CHUNK) continue;
+        this.write(chunk);
+        chunk = '';
+        written = true;
+        if (this.socket.writableLength > MAX_UNSENT) {
+          await drainedOrEnded(this.socket, 'close');
+          this.idle.refresh();
+        }
+      }
+      this.write(chunk + replyLine(code, pending ?? '', 'last'));
+    } catch (err) {
+      if (!written) throw err;
+      this.log.error({ err }, 'streamed reply failed');
+      this.write(chunk + replyLine(code, pending ?? '', 'inner') + replyLine(code, 'Cut short by a local error.', 'last'));
+    } finally {
+      const held = this.held;
+      this.held = null;
+      for (const text of held) this.write(text);
+    }
+  }
+
+  private write(text: string): void {
     if (this.closed || this.socket.destroyed) return;
-    this.socket.write(formatReply(code, lines));
+    this.socket.write(text);
   }
 
   /** Take the REST offset for this transfer; it applies once. */

@@ -74,6 +74,8 @@ export interface FtpControl {
   transfer: ActiveTransfer | null;
 
   reply(code: number, ...lines: string[]): void;
+  /** A multi-line reply whose lines come one at a time, sent only as fast as the client takes it. */
+  streamReply(code: number, lines: AsyncIterable<string>): Promise<void>;
   /** Take the REST offset for this transfer; it applies once. */
   takeRestOffset(): number;
   /** Replace the data endpoint, closing the previous one. */

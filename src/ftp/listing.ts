@@ -35,6 +35,21 @@ export function ftpListLine(info: FileInfo, now: Date): string {
   return listLine(info, now, { linkTarget: true });
 }
 
+/**
+ * STAT <path>'s reply, a line at a time: its LIST lines between a heading
+ * and an end. The source is closed however far the lines are taken.
+ */
+export async function* statLines(path: string, source: Entries): AsyncGenerator<string> {
+  try {
+    yield `Status of ${path}:`;
+    const now = new Date();
+    for await (const f of source) if (listable(f.name)) yield ftpListLine(f, now);
+    yield 'End of status.';
+  } finally {
+    await source.close?.();
+  }
+}
+
 /** Send one line per listable entry over the data connection, then 226. */
 export function sendListing(c: FtpControl, source: Entries, format: (f: FileInfo) => string): void {
   runTransfer(c, 'Here comes the directory listing.', null, (data) =>

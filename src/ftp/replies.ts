@@ -72,11 +72,20 @@ export function errorReply(err: SluiceError): Reply {
   }
 }
 
+/**
+ * Wire form of one line of a reply: the first of several `code-`, the last
+ * (or only) `code `. An inner line that starts with the code is indented: a
+ * client would take it for the last.
+ */
+export function replyLine(code: number, line: string, at: 'first' | 'inner' | 'last'): string {
+  if (at === 'first') return `${code}-${line}\r\n`;
+  if (at === 'last') return `${code} ${line}\r\n`;
+  return (line.startsWith(String(code)) ? ` ${line}` : line) + '\r\n';
+}
+
 /** Wire form of a reply; several lines become a multi-line reply (`code-` ... `code `). */
 export function formatReply(code: number, lines: readonly string[]): string {
-  if (lines.length <= 1) return `${code} ${lines[0] ?? ''}\r\n`;
   const last = lines.length - 1;
-  return lines
-    .map((l, i) => (i === 0 ? `${code}-${l}` : i === last ? `${code} ${l}` : l.startsWith(String(code)) ? ` ${l}` : l))
-    .join('\r\n') + '\r\n';
+  if (last <= 0) return replyLine(code, lines[0] ?? '', 'last');
+  return lines.map((l, i) => replyLine(code, l, i === 0 ? 'first' : i === last ? 'last' : 'inner')).join('');
 }

@@ -1,7 +1,6 @@
 import type { CommandSpec, FtpControl } from '../control.js';
 import { factList, selectFacts } from '../facts.js';
-import { entries, ftpListLine, splitListArgs } from '../listing.js';
-import { listable } from '../../listing/ls.js';
+import { entries, splitListArgs, statLines } from '../listing.js';
 import { Code } from '../replies.js';
 
 /** FEAT lines (RFC 2389), each from the command that implements the extension: none without its command. */
@@ -118,11 +117,7 @@ export const info = {
     async run(c, arg, s) {
       if (arg.trim() === '') return c.reply(Code.SystemStatus, ...statusLines(c));
       const { path } = splitListArgs(arg);
-      const now = new Date();
-      const lines = [`Status of ${s.resolve(path)}:`];
-      for await (const f of await entries(s, path)) if (listable(f.name)) lines.push(ftpListLine(f, now));
-      lines.push('End of status.');
-      c.reply(Code.FileStatus, ...lines);
+      await c.streamReply(Code.FileStatus, statLines(s.resolve(path), await entries(s, path)));
     },
   },
 } satisfies Record<string, CommandSpec>;
