@@ -208,6 +208,19 @@ describe('SFTP', () => {
       c.end();
     });
 
+    it('logs a few refusals of a connection one by one, then counts them: a flood of requests cannot fill the log', async () => {
+      const c = await login();
+      const before = srv.log.split('\n').filter((l) => l.includes('global request refused')).length;
+      const n = 200;
+      await Promise.all(
+        Array.from({ length: n }, () => assert.rejects(new Promise((res, rej) => c.forwardIn('127.0.0.1', 0, (err) => (err ? rej(err) : res(null)))))),
+      );
+      c.end();
+      await srv.logs(new RegExp(`"refused":${n}.*requests refused on this connection`));
+      const lines = srv.log.split('\n').filter((l) => l.includes('global request refused')).length - before;
+      assert.ok(lines <= 5, `${lines} lines for ${n} refusals`);
+    });
+
     it('refuses a disabled user, a wrong password, a wrong key, and a password for a key-only user', async () => {
       await assert.rejects(login({ username: 'dis', password: 'dis password' }), /authentication/i);
       await assert.rejects(login({ password: 'wrong' }), /authentication/i);

@@ -107,6 +107,20 @@ interface ConnectionState {
   account: Account | null;
   /** SYMLINK arrives as (target, link): see HandlerContext.symlinkTargetFirst. */
   symlinkTargetFirst: boolean;
+  /** Requests refused so far (see refused()). */
+  refusals: number;
+}
+
+/**
+ * Refused requests (forwarding, shells, subsystems, exec) logged one by one
+ * on a connection, at most; the rest at debug and as a count when it closes.
+ * A review sent 5,000 global requests in 3 s and got 5,000 warn lines.
+ */
+const REFUSALS_LOGGED = 5;
+
+function refused(state: ConnectionState, fields: object, msg: string): void {
+  if (++state.refusals <= REFUSALS_LOGGED) state.log.warn(fields, msg);
+  else state.log.debug(fields, msg);
 }
 
 /** Per logged-in connection, from its first session channel on. */
@@ -233,6 +247,7 @@ export class SftpFrontEnd {
       // OpenSSH's order is the de facto standard (OpenSSH, libssh2/curl, ...); ssh2 and
       // WinSCP switch to the draft's order when the server is not OpenSSH.
       symlinkTargetFirst: !/^(ssh2js|WinSCP)/i.test(info.header.versions.software),
+      refusals: 0,
     };
     const { sftp } = this.services.config;
     const idle = setTimeout(() => {
@@ -247,17 +262,21 @@ export class SftpFrontEnd {
     });
     // Everything else a client may ask for is refused.
     client.on('tcpip', (_accept, reject) => {
-      state.log.warn('direct-tcpip refused');
+      refused(state, {}, 'direct-tcpip refused');
       reject();
     });
-    client.on('openssh.streamlocal', (_accept, reject) => reject());
+    client.on('openssh.streamlocal', (_accept, reject) => {
+      refused(state, {}, 'streamlocal refused');
+      reject();
+    });
     client.on('request', (_accept, reject, name) => {
-      state.log.warn({ request: name }, 'global request refused');
+      refused(state, { request: name }, 'global request refused');
       reject?.();
     });
     client.on('close', () => {
       clearTimeout(idle);
       this.clients.delete(client);
+      if (state.refusals > REFUSALS_LOGGED) state.log.warn({ refused: state.refusals }, 'requests refused on this connection');
     });
   }
 
@@ -375,7 +394,7 @@ export class SftpFrontEnd {
       // Refused as OpenSSH's empty AcceptEnv refuses them; but Debian's ssh_config sends LANG and LC_* with
       // every session, so an env request says nothing about the client and is not worth a warning.
       if (what === 'env') state.log.debug({ request: what }, 'session request refused');
-      else state.log.warn({ request: what }, 'session request refused');
+      else refused(state, { request: what }, 'session request refused');
       reject?.();
     };
     for (const what of ['pty', 'x11', 'env', 'shell', 'auth-agent', 'signal', 'window-change'] as const) {
@@ -387,7 +406,7 @@ export class SftpFrontEnd {
     let started = false;
     const busy = (what: string, reject: () => void): boolean => {
       if (!started) return false;
-      state.log.warn({ request: what }, 'session request refused: the channel runs one already');
+      refused(state, { request: what }, 'session request refused: the channel runs one already');
       reject();
       return true;
     };
@@ -398,7 +417,7 @@ export class SftpFrontEnd {
     session.on('subsystem', (accept, reject, info) => {
       if (busy('subsystem', reject)) return;
       if (info.name !== 'sftp' || !state.account) {
-        state.log.warn({ subsystem: info.name }, 'subsystem refused');
+        refused(state, { subsystem: info.name }, 'subsystem refused');
         return reject();
       }
       this.serveChannel(client, state, begin(accept), 'sftp', member, window, (channel, s, reopen) => {
@@ -420,7 +439,7 @@ export class SftpFrontEnd {
     session.on('exec', (accept, reject, info) => {
       if (busy('exec', reject)) return;
       if (!state.account || !this.services.config.sftp.scp) {
-        state.log.warn({ command: info.command.slice(0, 200) }, 'exec refused');
+        refused(state, { command: info.command.slice(0, 200) }, 'exec refused');
         return reject();
       }
       let cmd: ScpCommand;
@@ -428,7 +447,7 @@ export class SftpFrontEnd {
         cmd = parseScpCommand(info.command);
       } catch (err) {
         // Told on stderr, as a shell would: the client's scp prints it.
-        state.log.warn({ command: info.command.slice(0, 200), err: (err as Error).message }, 'exec refused');
+        refused(state, { command: info.command.slice(0, 200), err: (err as Error).message }, 'exec refused');
         const channel = begin(accept)();
         channel.stderr.write(`sluice: ${(err as Error).message}\n`);
         channel.exit(err instanceof ScpCommandError && info.command.trimStart().startsWith('scp') ? 1 : 127);
