@@ -172,3 +172,28 @@ describe('limits.ipv6Prefix: 128 counts each IPv6 address alone', () => {
     assert.equal(JSON.parse(sluice(srv.dir, ['ban', 'list', '--json']).stdout).length, 0);
   });
 });
+
+describe('passive ports of an IPv6 client are shared by its /64', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await serverWith('ftp:\n  maxPassivePortsPerIp: 2\n');
+  });
+  after(() => srv.stop());
+
+  it('a third address of the /64 gets no passive port while two are held; the next /64 does', { timeout: 60_000 }, async () => {
+    const pasv = async (client: string) => {
+      const { c, greeting } = await through(srv.ftpPort, client);
+      assert.equal(greeting, 220);
+      assert.equal((await c.login('carol', 'carol password')).code, 230);
+      return { c, reply: await c.cmd('EPSV') };
+    };
+    const held = [await pasv('2001:db8:f:1::1'), await pasv('2001:db8:f:1::2')];
+    assert.deepEqual(held.map((h) => h.reply.code), [229, 229]);
+    const third = await pasv('2001:db8:f:1::3');
+    assert.equal(third.reply.code, 425, third.reply.text);
+    assert.match(third.reply.text, /Too many passive ports open for this address/);
+    const other = await pasv('2001:db8:f:2::1');
+    assert.equal(other.reply.code, 229, 'another /64 is another client');
+    for (const h of [...held, third, other]) h.c.close();
+  });
+});

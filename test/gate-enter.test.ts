@@ -30,7 +30,7 @@ function guestOf() {
     },
     log: { warn: quiet, info: quiet, error: quiet },
   } as unknown as Gate;
-  const guest = new Guest(gate, { destroy: quiet } as unknown as Socket, '127.0.0.1', 40000, 'sftp');
+  const guest = new Guest(gate, { destroy: quiet } as unknown as Socket, '127.0.0.1', 40000, '127.0.0.1', 'sftp');
   const login = () => guest.password({ username: 'bob', protocol: 'sftp', remotePort: 1, connection: 'c1' }, 'pw');
   return { guest, login, logouts, slots };
 }

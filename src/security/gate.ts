@@ -79,13 +79,14 @@ export class Gate {
       socket.destroy();
       return null;
     }
-    const counted = await countConnection(this.coordinator, this.bans.source(ip), socket, this.log);
+    const source = this.bans.source(ip);
+    const counted = await countConnection(this.coordinator, source, socket, this.log);
     if (counted === 'refused') {
       this.noteRefusal(ip);
       refuse(socket, busyReply);
     }
     if (counted !== 'counted') return null;
-    const guest = new Guest(this, socket, ip, origin.port, protocol);
+    const guest = new Guest(this, socket, ip, origin.port, source, protocol);
     socket.once('close', () => guest.dispose());
     return guest;
   }
@@ -194,6 +195,12 @@ export class Guest {
     readonly ip: string,
     /** The client's port: its PROXY header's from a balancer, else the socket's. */
     readonly port: number,
+    /**
+     * What the client is counted as: its address, or its IPv6 network
+     * (limits.ipv6Prefix), as connection limits and bans count it; a limit
+     * of a front-end's own per address counts by it too.
+     */
+    readonly source: string,
     private readonly protocol: Protocol,
   ) {
     this.arm();

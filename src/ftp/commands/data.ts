@@ -18,7 +18,7 @@ function passiveRange(c: FtpControl): [number, number] {
  */
 async function openPassive(c: FtpControl, s: Session): Promise<PassiveEndpoint | null> {
   c.setEndpoint(null);
-  const slot = c.ctx.passivePorts.take(c.remoteAddress, s.account.name);
+  const slot = c.ctx.passivePorts.take(c.guest.source, s.account.name);
   if ('refused' in slot) {
     c.log.warn({ per: slot.refused }, 'passive port share used up');
     c.reply(Code.CantOpenData, `Too many passive ports open for this ${slot.refused}; try again later.`);
