@@ -26,6 +26,20 @@ describe('RateLimit', () => {
   it('keeps a burst of at least 64 KiB at low rates', () => {
     assert.equal(new RateLimit(1000).delay(64 * 1024), 0);
   });
+  it("ends a wait when its signal aborts, with the signal's reason, and leaves no timer behind", async () => {
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    const ending = new AbortController();
+    const reason = new Error('session closed');
+    // A debt of three days at 1 byte/s.
+    const wait = new RateLimit(1).take(256 * 1024, ending.signal);
+    assert.equal(timers(), before + 1);
+    ending.abort(reason);
+    await assert.rejects(wait, (err) => err === reason);
+    assert.equal(timers(), before);
+    await assert.rejects(new RateLimit(1).take(256 * 1024, ending.signal), (err) => err === reason, 'aborted already');
+    assert.equal(timers(), before);
+  });
 });
 
 /** Seconds the transfer itself took, as curl measured it (after connect and login). */

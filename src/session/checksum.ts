@@ -26,13 +26,21 @@ export const MIN_BLOCK = 256;
 const MAX_BLOCKS = 4096;
 const READ = 256 * 1024;
 
+/** What a checksum's reads answer to: the session's hashing rate, and the session's end. */
+export interface Pace {
+  readonly rate: RateLimit | null;
+  /** Aborted when the session closes, with a SluiceError as its reason. */
+  readonly signal: AbortSignal;
+}
+
 /**
  * SHA-256 of a range of an open file, read in pieces with positional reads:
  * memory stays one piece, and each piece first takes its bytes from the
  * session's hashing rate, so a client asking again and again for hashes of a
- * large file costs the server no more than that rate.
+ * large file costs the server no more than that rate, and only while its
+ * session lasts: the signal is looked at before every piece.
  */
-export async function hashRange(file: OpenFile, size: number, range: ChecksumRange, rate: RateLimit | null): Promise<Checksum> {
+export async function hashRange(file: OpenFile, size: number, range: ChecksumRange, pace: Pace): Promise<Checksum> {
   const { offset, blockSize } = range;
   if (blockSize !== 0 && blockSize < MIN_BLOCK) throw new SluiceError('failure', `Block size below ${MIN_BLOCK}`);
   if (offset > size) throw new SluiceError('invalid-path', 'Offset beyond end of file');
@@ -44,7 +52,8 @@ export async function hashRange(file: OpenFile, size: number, range: ChecksumRan
   let inBlock = 0;
   for (let pos = offset; pos < end; ) {
     const want = Math.min(READ, end - pos, blockSize === 0 ? READ : blockSize - inBlock);
-    await rate?.take(want);
+    pace.signal.throwIfAborted();
+    await pace.rate?.take(want, pace.signal);
     const n = await file.read(buf, 0, want, pos);
     // The file shrank while it was read: what is there is all there is.
     if (n === 0) break;
@@ -59,6 +68,47 @@ export async function hashRange(file: OpenFile, size: number, range: ChecksumRan
   }
   if (blockSize === 0 || inBlock > 0 || digests.length === 0) digests.push(hash.digest());
   return { offset, end, digests, fromRecord: false };
+}
+
+/**
+ * A session's checksums. They run one at a time, in the order asked for,
+ * the others waiting before they open anything: they share the session's
+ * hashing rate, so several at once end no sooner together, and each would
+ * hold a descriptor and a read buffer meanwhile (an SFTP client may pipeline
+ * as many check-file requests as its channel lets run). Waiting, not
+ * refused: a client that pipelines checksums of many files gets them all,
+ * as from OpenSSH's one-request-at-a-time sftp-server. What may wait is
+ * bounded by the front-ends (FTP runs one command at a time, SFTP caps the
+ * requests in flight). end() stops the one running at its next piece and
+ * refuses the rest: a checksum must not outlive its session, or a client
+ * that asks for a large file's hash and goes away leaves the server reading
+ * it at the hashing rate, its descriptor open, as often as it reconnects.
+ */
+export class SessionChecksums {
+  private readonly ending = new AbortController();
+  private readonly pace: Pace;
+  /** Settles (never rejects) once the last checksum asked for is over. */
+  private last: Promise<unknown> = Promise.resolve();
+
+  constructor(rate: RateLimit | null) {
+    this.pace = { rate, signal: this.ending.signal };
+  }
+
+  /** `work` once the checksums asked for before it are over; refused once the session ended. */
+  run<T>(work: (pace: Pace) => Promise<T>): Promise<T> {
+    const turn = this.last.then(() => {
+      this.pace.signal.throwIfAborted();
+      return work(this.pace);
+    });
+    this.last = turn.catch(() => undefined);
+    return turn;
+  }
+
+  /** Stop them all; resolves once none runs, its file closed. */
+  async end(): Promise<void> {
+    this.ending.abort(new SluiceError('failure', 'Session is closed'));
+    await this.last;
+  }
 }
 
 /**

@@ -26,23 +26,38 @@ export class RateLimit {
     return this.tokens >= 0 ? 0 : (-this.tokens * 1000) / this.bytesPerSecond;
   }
 
-  /** Resolves when `bytes` may move. */
-  take(bytes: number): Promise<void> {
+  /** Resolves when `bytes` may move; rejects with `signal`'s reason once it aborts. */
+  take(bytes: number, signal?: AbortSignal): Promise<void> {
     const ms = this.delay(bytes);
-    return ms === 0 ? Promise.resolve() : sleep(ms);
+    return ms === 0 ? Promise.resolve() : sleep(ms, signal);
   }
 }
 
 /** setTimeout's longest wait (about 24.8 days): a longer one would fire at once, with a TimeoutOverflowWarning. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** Resolves after `ms`, however long: a tiny rate's debt can outgrow one timer. */
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => {
+/**
+ * Resolves after `ms`, however long: a tiny rate's debt can outgrow one timer.
+ * An abort ends the wait at once: what waits on a slow rate must not keep
+ * its owner (a closed session's checksum) around for the rest of the debt.
+ */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    let timer: NodeJS.Timeout;
+    const abort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
     const step = (left: number) => {
       const now = Math.min(left, MAX_TIMER_MS);
-      setTimeout(left > now ? () => step(left - now) : resolve, now);
+      timer = setTimeout(left > now ? () => step(left - now) : done, now);
     };
+    const done = () => {
+      signal?.removeEventListener('abort', abort);
+      resolve();
+    };
+    signal?.addEventListener('abort', abort, { once: true });
     step(ms);
   });
 }

@@ -11,7 +11,7 @@ import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permis
 import { addName, dropFile, freeingKey, removedThrough, type Ledger, type Ledgers } from './quota.js';
 import { RateLimit, ratesOf, type Rates } from './rate-limit.js';
 import type { UploadScanning } from './scanning.js';
-import { hashRange, type Checksum, type ChecksumRange, type UploadReceipts } from './checksum.js';
+import { SessionChecksums, hashRange, type Checksum, type ChecksumRange, type UploadReceipts } from './checksum.js';
 import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile, type Storage, type StorageOpener } from './storage/storage.js';
 import { Download, Upload, type TransferOptions, type TransferRecord } from './transfer.js';
 import { planUpload, type UploadRefusal } from './upload-plan.js';
@@ -128,9 +128,8 @@ export class Session implements LiveSession {
   readonly openHandles: UserHandles;
   /** Shared by the session's transfers in each direction: parallel SFTP transfers together keep the rate. */
   private readonly rates: Rates;
-  /** Checksums read files at this rate at most. */
-  /** limits.hashRate; null when 0, no limit, as ratesOf reads the transfer rates. */
-  private readonly hashing: RateLimit | null;
+  /** At limits.hashRate (none when 0, as ratesOf reads the transfer rates), one at a time, ended by close(). */
+  private readonly checksums: SessionChecksums;
   /** This session's uploads are scanned (the account's setting, else the server's). */
   private readonly scanning: UploadScanning | null;
 
@@ -144,7 +143,7 @@ export class Session implements LiveSession {
   ) {
     this.openHandles = deps.openHandles.acquire(account);
     this.rates = ratesOf(account.rateUp ?? deps.rates.up, account.rateDown ?? deps.rates.down);
-    this.hashing = deps.hashRate > 0 ? new RateLimit(deps.hashRate) : null;
+    this.checksums = new SessionChecksums(deps.hashRate > 0 ? new RateLimit(deps.hashRate) : null);
     this.scanning = deps.scanning && (account.scan ?? deps.scanning.byDefault) ? deps.scanning : null;
     this.unregister = deps.live.add(this, connection);
     deps.metrics.count({ m: 'session', protocol: context.protocol, change: 1 });
@@ -188,11 +187,13 @@ export class Session implements LiveSession {
     this.deps.audit?.record(this.actor, event);
   }
 
-  /** End of the connection: unfinished transfers are aborted and recorded. */
+  /** End of the connection: checksums are stopped, unfinished transfers aborted and recorded. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.unregister();
+    // Before the transfers end: a checksum through a handle (SFTP check-file-handle) reads its transfer's file.
+    await this.checksums.end();
     // An open under way (an SFTP OPEN the client closed its channel behind) ends first: its transfer is
     // then aborted and recorded (see track), and what it took from the ledger given back, before the
     // ledger goes. Otherwise it lived on unrecorded, its descriptors and temporary kept for good.
@@ -638,20 +639,26 @@ export class Session implements LiveSession {
    * session has open. Reading the bytes is downloading them, so it takes the
    * download permission (an upload-only drop box gives no hashes back). The
    * whole file's hash comes from its upload's record when the file is as
-   * that upload left it; anything else is read at the session's hashing rate.
+   * that upload left it; anything else is read at the session's hashing rate,
+   * one checksum after another, and none goes on once the session closed.
    */
-  async checksum(target: string | Upload | Download, range: ChecksumRange = { offset: 0, length: 0, blockSize: 0 }): Promise<Checksum> {
+  checksum(target: string | Upload | Download, range: ChecksumRange = { offset: 0, length: 0, blockSize: 0 }): Promise<Checksum> {
     if (typeof target !== 'string') {
-      if (target instanceof Upload) this.require('download', this.dirOf(target));
-      return target.checksum(range, this.hashing);
+      return this.checksums.run(async (pace) => {
+        if (target instanceof Upload) this.require('download', this.dirOf(target));
+        return target.checksum(range, pace);
+      });
     }
+    // Resolved now: the working directory may change while it waits its turn.
     const path = this.resolve(target);
-    return this.readable('checksum', path, false, async (file, st) => {
-      const whole = range.offset === 0 && range.length === 0 && range.blockSize === 0;
-      const known = whole ? this.deps.receipts.lookup(nodeKey(st), st.size, st.ctimeMs) : null;
-      if (known) return { offset: 0, end: st.size, digests: [Buffer.from(known, 'hex')], fromRecord: true };
-      return hashRange(file, st.size, range, this.hashing);
-    });
+    return this.checksums.run((pace) =>
+      this.readable('checksum', path, false, async (file, st) => {
+        const whole = range.offset === 0 && range.length === 0 && range.blockSize === 0;
+        const known = whole ? this.deps.receipts.lookup(nodeKey(st), st.size, st.ctimeMs) : null;
+        if (known) return { offset: 0, end: st.size, digests: [Buffer.from(known, 'hex')], fromRecord: true };
+        return hashRange(file, st.size, range, pace);
+      }),
+    );
   }
 
   // --- changes --------------------------------------------------------------

@@ -7,7 +7,7 @@ import { dropFile, freedBytes, freeingKey, type Ledger } from './quota.js';
 import type { RateLimit } from './rate-limit.js';
 import { SequenceHash } from './sequence-hash.js';
 import { Sha256Stream } from './offloaded-sha256.js';
-import { hashRange, type Checksum, type ChecksumRange } from './checksum.js';
+import { hashRange, type Checksum, type ChecksumRange, type Pace } from './checksum.js';
 import { verdictWithin, type UploadScanning } from './scanning.js';
 import { nodeKey, type HeldNode, type Location, type NodeStat, type OpenFile, type StagedFile } from './storage/storage.js';
 
@@ -171,9 +171,9 @@ abstract class Transfer {
   }
 
   /** SHA-256 of a range of the open file (SFTP check-file-handle); the session checks the permission. */
-  checksum(range: ChecksumRange, rate: RateLimit | null): Promise<Checksum> {
+  checksum(range: ChecksumRange, pace: Pace): Promise<Checksum> {
     if (this.isFinished) return Promise.reject(new SluiceError('failure', 'Transfer is closed'));
-    return this.file.stat().then((st) => hashRange(this.file, st.size, range, rate));
+    return this.file.stat().then((st) => hashRange(this.file, st.size, range, pace));
   }
 }
 
