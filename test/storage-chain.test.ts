@@ -228,4 +228,29 @@ describe('storage: deep paths', () => {
     const peak = await peakDuring(() => readFile(s, `${deep}/up/g`));
     assert.ok(peak <= 24, `at most ${peak} descriptors at once`);
   });
+
+  it('links that climb past the window and lead to each other cost a bounded number of opens, not the whole path each time', async () => {
+    // From 300 deep, two branches 18 deeper, each with a link to the other's: the walk follows 40 links
+    // before it gives up, and each climbs 19 directories, past the open window.
+    const branch = Array.from({ length: 18 }, () => 'x').join('/');
+    const [a, b] = [`/${deep}/a/${branch}`, `/${deep}/b/${branch}`];
+    mkdirSync(join(home, a), { recursive: true });
+    mkdirSync(join(home, b), { recursive: true });
+    await s.symlink(`${b}/L`, `${a}/L`);
+    await s.symlink(`${a}/L`, `${b}/L`);
+    const real = fsp.open;
+    let opens = 0;
+    // Counted, not replaced: every open still happens.
+    fsp.open = ((...args: Parameters<typeof fsp.open>) => {
+      opens++;
+      return real(...args);
+    }) as typeof fsp.open;
+    try {
+      await assert.rejects(s.stat(`${a}/L/f`), (e: unknown) => e instanceof SluiceError && e.kind === 'invalid-path');
+    } finally {
+      fsp.open = real;
+    }
+    // Reopened from home each time, about 40 x 320; from the nearest directory kept open, at most 40 x 64 more than the links' own.
+    assert.ok(opens < 5000, `${opens} opens for one stat`);
+  });
 });

@@ -545,8 +545,10 @@ interface ChainLink {
 
 /** Deepest chain of directories kept: bounds the descriptors an idle session holds. */
 const MAX_CHAIN = 16;
-/** Directories a walk keeps open at most besides the home (LocalStorage.walk): a kept chain and the one below it. */
+/** The last directories a walk keeps open (LocalStorage.walk): a kept chain and the one below it. */
 const WALK_WINDOW = MAX_CHAIN + 1;
+/** Beyond the window, a walk keeps open every this many directories on its way down. */
+const WALK_CHECKPOINT = 64;
 
 /**
  * The directories the last resolve walked through below the home, kept open
@@ -693,10 +695,13 @@ export class LocalStorage implements Storage {
   /**
    * Resolve by opening each directory in turn from `links` (kept, checked,
    * held) on, following symlinks. Only the last WALK_WINDOW directories stay
-   * open (the rest are named in `names`): a path 2,000 directories deep held
-   * 2,000 descriptors for as long as one request lasted, and ten sessions
-   * exhausted the process's. A `..` (from a link's text) that climbs past
-   * them opens the directory again by name from the home, as a fresh walk.
+   * open, and every WALK_CHECKPOINT-th on the way down; the rest are named in
+   * `names`: a path 2,000 directories deep held 2,000 descriptors for as
+   * long as one request lasted, and ten sessions exhausted the process's. A
+   * `..` (from a link's text) that climbs past the open ones reopens the
+   * directory by name from the nearest one still open, as a fresh walk
+   * would: at most WALK_CHECKPOINT opens, not the whole path again (two
+   * links leading to each other from 2,000 deep cost 81,000 opens a stat).
    */
   private async walk(
     home: FileHandle,
@@ -706,41 +711,54 @@ export class LocalStorage implements Storage {
     blindAt: (dirs: readonly string[], name: string) => boolean,
   ): Promise<Location> {
     const pending = parts.slice(links.length);
-    // The open directories that end at the current one (names.length deep; the home when names is empty).
-    const open: FileHandle[] = links.map((l) => l.fh);
+    // dirs[i] is the directory names[0..i] names, open or (null) let go; the home is below them all.
+    const dirs: (FileHandle | null)[] = links.map((l) => l.fh);
     const names: string[] = links.map((l) => l.name);
     let followed = 0;
     let blind = false;
     for (let i = 0; i < links.length; i++) blind ||= blindAt(names.slice(0, i), names[i] as string);
     // Only a walk by plain names, no link and no `..`, leaves a chain worth keeping.
     let plain = true;
+    const kept = (i: number) => i >= dirs.length - WALK_WINDOW || (i + 1) % WALK_CHECKPOINT === 0;
     const enter = (fh: FileHandle): void => {
-      open.push(fh);
-      if (open.length > WALK_WINDOW) void this.letGo(open.shift() as FileHandle);
+      dirs.push(fh);
+      const out = dirs.length - 1 - WALK_WINDOW;
+      const left = dirs[out];
+      if (left && !kept(out)) {
+        dirs[out] = null;
+        void this.letGo(left);
+      }
     };
     const up = (): void => {
       names.pop();
-      const left = open.pop();
+      const left = dirs.pop();
       if (left) void this.letGo(left);
     };
-    // The current directory, opened again by name from the home if a climb left it closed.
+    // The current directory, opened again by name from the nearest open one below it if a climb left it closed.
     const current = async (): Promise<FileHandle> => {
-      if (names.length === 0) return home;
-      if (open.length > 0) return open[open.length - 1] as FileHandle;
-      let dir = home;
-      for (const name of names) {
-        dir = await openDir(procPath(dir.fd, name));
-        this.chain.take(dir);
-        enter(dir);
+      let at = dirs.length - 1;
+      while (at >= 0 && dirs[at] === null) at--;
+      let dir = at < 0 ? home : (dirs[at] as FileHandle);
+      for (let i = at + 1; i < dirs.length; i++) {
+        const next = await openDir(procPath(dir.fd, names[i] as string));
+        this.chain.take(next);
+        dirs[i] = next;
+        // Past it, as enter() would have let it go on the way down.
+        if (i - 1 > at && !kept(i - 1)) {
+          dirs[i - 1] = null;
+          void this.letGo(dir);
+        }
+        dir = next;
       }
       return dir;
     };
     // Directories left behind are closed without waiting: nothing uses them again, and a close cannot fail in a way that matters.
     const closeAll = async (keep?: FileHandle) => {
-      await Promise.all([home, ...open].filter((h) => h !== keep).map((h) => this.letGo(h)));
+      const open = [home, ...dirs].filter((h): h is FileHandle => h !== null && h !== keep);
+      await Promise.all(open.map((h) => this.letGo(h)));
     };
     const at = (dir: FileHandle, name: string, path: string, found?: FinalFound) => {
-      if (plain && open.length === names.length) this.keepChain([home, ...open], names, links);
+      if (plain && names.length <= MAX_CHAIN) this.keepChain([home, ...(dirs as FileHandle[])], names, links);
       void closeAll(dir);
       return new LocalLocation(this, dir, name, path, blind, found);
     };
@@ -780,7 +798,7 @@ export class LocalStorage implements Storage {
           // An absolute link is only meaningful if it names a place in this home.
           const inside = this.toVirtual(target);
           if (inside === null) throw outside();
-          await Promise.all(open.splice(0).map((h) => this.letGo(h)));
+          await Promise.all(dirs.splice(0).filter((h): h is FileHandle => h !== null).map((h) => this.letGo(h)));
           names.length = 0;
           pending.unshift(...splitVirtual(inside));
         } else {
