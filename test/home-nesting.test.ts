@@ -47,6 +47,15 @@ describe('homes nested in one another', () => {
     assert.match(r.stderr, /would lie in user alice's home /);
   });
 
+  it('nor is a link inside another user\'s home: a home written through one is compared as written too', () => {
+    // alice can make such a link herself (a link moved one level up climbs out of her home).
+    mkdirSync(join(srv.dir, 'elsewhere'), { recursive: true });
+    symlinkSync('../../../elsewhere', join(srv.home('alice'), 'L'));
+    const r = add('through', join(srv.home('alice'), 'L', 'through'));
+    assert.notEqual(r.code, 0, 'refused');
+    assert.match(r.stderr, /would lie in user alice's home /);
+  });
+
   it('a change of home is checked the same way; the user\'s own old home does not count', () => {
     const twin = add('twin', srv.home('alice'));
     assert.equal(twin.code, 0, `two users may share one home: ${twin.stderr}`);

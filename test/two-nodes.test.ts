@@ -131,6 +131,24 @@ describe('two nodes on one PostgreSQL behind HAProxy', { skip: skip ?? false, ti
     assert.equal(logins[0]?.node, 'node-b');
   });
 
+  it('a home nested in another by hand in the shared store is reported when a node starts', async () => {
+    const added = cli(a, ['user', 'add', 'inner', '--password-stdin', '--home', join(homes, 'inner')], 'inner-pw-1234\n');
+    assert.equal(added.code, 0, added.stderr);
+    const nested = join(homes, 'alice', 'inner');
+    mkdirSync(nested, { recursive: true });
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    try {
+      // sluice refuses to make such a home; an edit by hand does not ask.
+      await client.query('UPDATE users SET home = $1 WHERE name = $2', [nested, 'inner']);
+      await a.restart();
+      await a.logs(/home \S+\/alice\/inner of inner lies in \S+\/alice, the home of alice, who can redirect its logins anywhere/);
+    } finally {
+      await client.query('DELETE FROM users WHERE name = $1', ['inner']);
+      await client.end();
+    }
+  });
+
   it("a password changed through node A is the one node B's next login checks, though B keeps a copy of the user", async () => {
     const added = cli(a, ['user', 'add', 'erin', '--password-stdin', '--home', join(homes, 'erin')], 'erin-old-pw-1\n');
     assert.equal(added.code, 0, added.stderr);

@@ -11,6 +11,7 @@ import { superviseWorkers } from '../cluster/primary.js';
 import type { Config } from '../config/schema.js';
 import type { FrontEnd } from '../front-ends.js';
 import { checkDescriptorLimit } from '../security/descriptors.js';
+import { reportNestedHomes } from '../session/nested-homes.js';
 import { sweepHomes } from '../session/home-sweep.js';
 import { drainSummary } from '../session/live.js';
 import { localStorageUsable } from '../session/storage/local.js';
@@ -89,9 +90,11 @@ async function serveWith(base: AdminServices, coordination: Coordination, stoppe
   // Before any session, so no upload in progress can be taken for a crash's leftover
   // and no usage changes while the homes are recounted. Not on a shared store: other
   // nodes serve the same homes while this one starts, and their uploads are in progress.
+  const users = await base.users.all();
   if (base.store.kind === 'sqlite') {
-    await sweepHomes(join(config.dataDir, 'homes'), await base.users.all(), base.users, coordination.coordinator.audit, log);
+    await sweepHomes(join(config.dataDir, 'homes'), users, base.users, coordination.coordinator.audit, log);
   }
+  await reportNestedHomes(users, log);
   warnStrayNetworks(await base.bans.active(), config.limits.ipv6Prefix, log);
   let admin: AdminServer | null;
   try {

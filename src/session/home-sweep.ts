@@ -29,7 +29,7 @@ interface SweepLog {
  *
  * Each home is walked once however many users share it, and each of them gets
  * its count: every one of them sees, and is charged for, all of it. A home
- * nested in another (sluice no longer makes one: reportNested) is walked on
+ * nested in another (sluice no longer makes one: nested-homes.ts) is walked on
  * its own and also counted in the outer one, whose user sees it too. Symlinks are never followed: every directory is
  * opened O_NOFOLLOW through its parent's descriptor, as the local storage does. A home
  * that cannot be walked whole is logged, not fatal, and its usage left as it is.
@@ -59,7 +59,6 @@ export async function sweepHomes(
     if (sharing) sharing.push(user);
     else usersByHome.set(real, [user]);
   }
-  reportNested(usersByHome, log);
   for (const [home, owners] of usersByHome) {
     const swept = await walkHome(home);
     if (swept === null) continue;
@@ -71,30 +70,6 @@ export async function sweepHomes(
       log.info(removed, 'removed upload temporaries left by an earlier run');
     }
     if (error === null) for (const user of owners) await recordUsage(user, home, walk.usage, store, audit, log);
-  }
-}
-
-/**
- * Homes nested in another user's, which sluice refuses to make (nestedHome)
- * but an older version, or an edit of the store by hand, may have left: the
- * outer user can redirect the inner user's logins, so each is an error for
- * the administrator to move. Sorted, each home is checked against the homes
- * before it that still hold it: one pass, whatever the number of users.
- */
-function reportNested(usersByHome: ReadonlyMap<string, readonly SweptUser[]>, log: SweepLog): void {
-  const holders: string[] = [];
-  // Sorted by components ('/' below every character a name may hold): a home's descendants follow it, with nothing between.
-  const byComponents = (h: string) => h.replaceAll('/', '\0');
-  const homes = [...usersByHome.keys()].filter((h) => usersByHome.get(h)?.length).sort((a, b) => (byComponents(a) < byComponents(b) ? -1 : 1));
-  for (const home of homes) {
-    while (holders.length > 0 && !home.startsWith((holders.at(-1) as string) + '/')) holders.pop();
-    const outer = holders.at(-1);
-    if (outer !== undefined) {
-      const inner = (usersByHome.get(home) ?? []).map((u) => u.name);
-      const holding = (usersByHome.get(outer) ?? []).map((u) => u.name);
-      log.error({ users: inner, home, outerUsers: holding, outerHome: outer }, `home ${home} of ${inner.join(', ')} lies in ${outer}, the home of ${holding.join(', ')}, who can redirect its logins anywhere: give it a home of its own`);
-    }
-    holders.push(home);
   }
 }
 

@@ -6,7 +6,7 @@ import type { PasswordHasher } from '../auth/passwords.js';
 import { parsePublicKey } from '../auth/public-keys.js';
 import { PROTOCOLS, type Protocol } from '../session/account.js';
 import { resolveVirtual } from '../session/paths.js';
-import { ServerPlaces, nestedHome, realHomes, realPlace } from '../session/storage/server-places.js';
+import { ServerPlaces, homeNesting, realPlace } from '../session/storage/server-places.js';
 import { DEFAULT_PERMISSIONS, parsePermissions, type Permission } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
 import { StoreConflict, type UserRepository } from '../store/store.js';
@@ -161,17 +161,13 @@ export class UserAdmin {
   /**
    * Whoever may set a home would otherwise control the server (ServerPlaces);
    * the server checks again at each login. Nor may it lie in another user's
-   * home or hold one (nestedHome); `self`, the user whose home it becomes, is
-   * not another.
+   * home or hold one (homeNesting); `self`, the user whose home it becomes,
+   * is not another.
    */
   private async checkHome(home: string, self?: number): Promise<void> {
-    const real = realPlace(home);
-    const why = new ServerPlaces(this.dataDir, this.serverFiles).conflict(real) ?? nestedHome(real, await this.otherHomes(self));
+    const others = (await this.store.all()).filter((u) => u.id !== self);
+    const why = new ServerPlaces(this.dataDir, this.serverFiles).conflict(realPlace(home)) ?? homeNesting(home, others);
     if (why) throw new AdminError(`home ${home} ${why}`);
-  }
-
-  private async otherHomes(self?: number): Promise<{ name: string; home: string }[]> {
-    return realHomes((await this.store.all()).filter((u) => u.id !== self));
   }
 
   async require(name: string): Promise<UserRecord> {

@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ANONYMOUS } from '../auth/authenticator.js';
 import type { Config } from '../config/schema.js';
-import { nestedHome, realHomes, realPlace } from '../session/storage/server-places.js';
+import { homeNesting } from '../session/storage/server-places.js';
 import { settingsOf, type UserRecord, type UserSettings } from '../store/records.js';
 import { StoreConflict, type UserRepository } from '../store/store.js';
 import { makeHome, parseVirtualDir } from './admin.js';
@@ -47,8 +47,7 @@ async function provision(users: UserRepository, settings: AnonymousSettings): Pr
   const incoming = settings.incoming === '' ? '' : parseVirtualDir(settings.incoming);
   if (incoming !== settings.incoming) throw new AdminError(`ftp.anonymous.incoming: "${settings.incoming}" is not a clean path (try "${incoming}")`);
   // Else a user holding the root could put a link in its place, and anonymous logins would serve wherever it leads.
-  const others = realHomes((await users.all()).filter((u) => u.name !== ANONYMOUS));
-  const nested = nestedHome(realPlace(settings.root), others);
+  const nested = homeNesting(settings.root, (await users.all()).filter((u) => u.name !== ANONYMOUS));
   if (nested) throw new AdminError(`ftp.anonymous.root ${settings.root} ${nested}: anonymous FTP needs a root of its own`);
   makeHome(settings.root);
   if (incoming !== '') mkdirSync(join(settings.root, incoming), { recursive: true, mode: 0o750 });

@@ -79,8 +79,8 @@ export class ServerPlaces {
 }
 
 /**
- * Why a home at real path `home` may not be one beside the other users'
- * (their real homes); null when it may. Two users may share one home, but
+ * Why a home at `home` may not be one beside the other users' homes; null
+ * when it may (see homeNesting). Two users may share one home, but
  * neither may lie inside the other's: whoever holds the outer home can
  * rename the inner one away and put a link of their own making in its place,
  * and the next login of the inner user then opens wherever that link leads
@@ -89,7 +89,7 @@ export class ServerPlaces {
  * files). The kernel follows links while it resolves a home's path; nothing
  * within a home can be trusted to be what it was.
  */
-export function nestedHome(home: string, others: readonly { name: string; home: string }[]): string | null {
+function nestedHome(home: string, others: readonly { name: string; home: string }[]): string | null {
   for (const other of others) {
     if (home === other.home) continue;
     if (home.startsWith(other.home === sep ? sep : other.home + sep)) return `would lie in user ${other.name}'s home ${other.home}`;
@@ -98,7 +98,14 @@ export function nestedHome(home: string, others: readonly { name: string; home: 
   return null;
 }
 
-/** Users' homes as real places, for nestedHome. */
-export function realHomes(users: readonly { name: string; home: string }[]): { name: string; home: string }[] {
-  return users.map((u) => ({ name: u.name, home: realPlace(u.home) }));
+/**
+ * Whether the home `home` would lie in another user's or hold one: compared
+ * both where links lead and as written, against the others' homes both ways
+ * too. As written matters as much: a home given through a link in another
+ * user's home (`/srv/alice/L/bob`, L alice's) is elsewhere for realpath, but
+ * its every login resolves alice's L, which she may point anywhere.
+ */
+export function homeNesting(home: string, others: readonly { name: string; home: string }[]): string | null {
+  const places = others.flatMap((u) => [{ name: u.name, home: resolve(u.home) }, { name: u.name, home: realPlace(u.home) }]);
+  return nestedHome(realPlace(home), places) ?? nestedHome(resolve(home), places);
 }
