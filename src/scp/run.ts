@@ -5,7 +5,7 @@ import type { Session } from '../session/session.js';
 import type { ScpCommand } from './command.js';
 import { receive } from './sink.js';
 import { send } from './source.js';
-import { ScpProtocolError, ScpWire } from './wire.js';
+import { ScpProtocolError, ScpWire, type ScpFlow } from './wire.js';
 
 /**
  * One scp run on an exec channel, to its end: the exit status the client's
@@ -13,8 +13,8 @@ import { ScpProtocolError, ScpWire } from './wire.js';
  * A client that breaks the protocol gets a fatal reply and the run ends; the
  * session's unfinished transfer is recorded as aborted when it closes.
  */
-export async function runScp(channel: Duplex, session: Session, cmd: ScpCommand, log: Logger, taken: () => void): Promise<number> {
-  const wire = new ScpWire(channel, taken);
+export async function runScp(channel: Duplex, session: Session, cmd: ScpCommand, log: Logger, flow: ScpFlow): Promise<number> {
+  const wire = new ScpWire(channel, flow);
   try {
     const failures = cmd.role === 'sink' ? await receive(wire, session, cmd) : await send(wire, session, cmd);
     return failures === 0 ? 0 : 1;

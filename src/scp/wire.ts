@@ -7,6 +7,14 @@ export class ScpProtocolError extends Error {
   override name = 'ScpProtocolError';
 }
 
+/** How an SCP channel's bytes are paced, both ways. */
+export interface ScpFlow {
+  /** A read took bytes off the channel: its SSH window may re-open (see sftp/window.ts ownWindow). */
+  taken(): void;
+  /** Resolves once the connection's transport can take more (see wire/backlog.ts). */
+  room(): Promise<void>;
+}
+
 /** Control lines (C, D, E, T, and the text after a 1 or 2 reply) are short; a longer one is not SCP. */
 const MAX_LINE = 8192;
 
@@ -14,8 +22,7 @@ const MAX_LINE = 8192;
  * One SCP channel, read on demand: the protocol alternates control lines,
  * one-byte replies and file data of a size announced before, so the reader
  * takes exactly what each step needs. The channel stays in paused mode: what
- * the client sent waits in the SSH window until it is asked for, and each
- * read lets `taken` re-open the window (see sftp/window.ts ownWindow).
+ * the client sent waits in the SSH window until it is asked for.
  */
 export class ScpWire {
   private leftover: Buffer | null = null;
@@ -27,7 +34,7 @@ export class ScpWire {
 
   constructor(
     private readonly channel: Duplex,
-    private readonly taken: () => void,
+    private readonly flow: ScpFlow,
   ) {
     const signal = () => {
       const w = this.wake;
@@ -55,7 +62,7 @@ export class ScpWire {
       this.leftover = null;
       if (!c) {
         c = this.channel.read() as Buffer | null;
-        if (c) this.taken();
+        if (c) this.flow.taken();
       }
       if (c) {
         if (c.length > max) {
@@ -108,11 +115,15 @@ export class ScpWire {
     return { ok: false, fatal: code === 2, message: (await this.line()) ?? '' };
   }
 
-  /** Send with backpressure: resolves once the channel takes more. */
+  /**
+   * Send with backpressure: resolves once the channel and the connection
+   * under it take more. The channel alone is not enough: it takes whatever
+   * the client's SSH window admits, however much its socket holds unsent.
+   */
   async send(data: Buffer | string): Promise<void> {
     if (this.closed) throw new ScpProtocolError('channel closed');
-    if (this.channel.write(data)) return;
-    await drainedOrEnded(this.channel, 'close');
+    if (!this.channel.write(data)) await drainedOrEnded(this.channel, 'close');
+    await this.flow.room();
   }
 
   /** A reply of ours: OK. */

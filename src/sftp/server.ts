@@ -16,6 +16,7 @@ import { WindowPool, acceptWithWindow, channelWindow, ownWindow, type PoolMember
 import { parseScpCommand, ScpCommandError, type ScpCommand } from '../scp/command.js';
 import { runScp } from '../scp/run.js';
 import { ssh2Library } from '../ssh2.js';
+import { TransportBacklog } from '../wire/backlog.js';
 
 const METHODS: ssh2.AuthenticationType[] = ['publickey', 'password', 'keyboard-interactive'];
 
@@ -51,20 +52,18 @@ function signatureAlgorithm(ctx: ssh2.PublicKeyAuthContext): string {
   return 'ssh-rsa';
 }
 
-/**
- * The byte budget of one connection, counting what its socket has not sent:
- * ssh2 writes to the socket whatever the client's window allows and ignores
- * the socket's backpressure, so a client that widens its window without
- * reading would otherwise pile replies up there.
- */
-function connectionBudget(client: ssh2.Connection, limit: number, log: Logger): ByteBudget {
+/** What the connection's socket has not sent (see TransportBacklog); every writer on the connection waits on it. */
+function transportBacklog(client: ssh2.Connection, log: Logger): TransportBacklog {
   const socket = (client as unknown as { _sock?: unknown })._sock;
-  if (!(socket instanceof net.Socket)) {
-    log.error('ssh2 connection without a socket: unsent replies are not counted');
-    return new ByteBudget(limit);
-  }
-  const budget = new ByteBudget(limit, () => socket.writableLength);
-  socket.on('drain', () => budget.wake());
+  if (socket instanceof net.Socket) return new TransportBacklog(socket);
+  log.error('ssh2 connection without a socket: unsent bytes are not counted');
+  return new TransportBacklog(null);
+}
+
+/** The byte budget of one connection, counting what its socket has not sent besides what its channels hold. */
+function connectionBudget(backlog: TransportBacklog, limit: number): ByteBudget {
+  const budget = new ByteBudget(limit, () => backlog.size);
+  backlog.onDrain(() => budget.wake());
   return budget;
 }
 
@@ -129,6 +128,8 @@ interface ChannelLimits {
   channels: number;
   /** What the connection's SFTP channels may hold in memory, together (sftp.maxQueuedBytes). */
   readonly budget: ByteBudget;
+  /** What its socket has not sent: SCP downloads wait while it holds sftp.maxQueuedBytes. */
+  readonly backlog: TransportBacklog;
   /** Their SSH windows, together as much again. */
   readonly windows: WindowPool;
 }
@@ -354,9 +355,11 @@ export class SftpFrontEnd {
     let limits = this.limits.get(client);
     if (!limits) {
       const { maxQueuedBytes, maxChannelsPerConnection } = this.services.config.sftp;
+      const backlog = transportBacklog(client, log);
       limits = {
         channels: 0,
-        budget: connectionBudget(client, maxQueuedBytes, log),
+        budget: connectionBudget(backlog, maxQueuedBytes),
+        backlog,
         windows: new WindowPool(maxQueuedBytes, channelWindow(maxQueuedBytes, maxChannelsPerConnection)),
       };
       this.limits.set(client, limits);
@@ -456,9 +459,12 @@ export class SftpFrontEnd {
       }
       this.serveChannel(client, state, begin(accept), 'scp', member, window, (channel, s, reopen) => {
         const done = (async () => {
-          const status = await runScp(channel, s, cmd, state.log, () => {
-            activity();
-            reopen();
+          const status = await runScp(channel, s, cmd, state.log, {
+            taken: () => {
+              activity();
+              reopen();
+            },
+            room: () => limits.backlog.within(this.services.config.sftp.maxQueuedBytes),
           }).catch((err: unknown) => {
             state.log.error({ err }, 'scp failed');
             return 1;

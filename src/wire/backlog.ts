@@ -1,0 +1,32 @@
+import type net from 'node:net';
+import { drainedOrEnded } from './drained.js';
+
+/**
+ * What a connection's socket was handed and has not sent yet. ssh2 writes to
+ * the socket whatever the client's SSH window admits and ignores the
+ * socket's own backpressure: a client that opens a wide window and stops
+ * reading TCP has every byte sent to it pile up here, in our memory. Each
+ * writer on the connection (the SFTP budget, an SCP download) must also
+ * stop while this backlog is large.
+ */
+export class TransportBacklog {
+  /** `socket` null: ssh2 kept its socket out of reach, and nothing is counted. */
+  constructor(private readonly socket: net.Socket | null) {}
+
+  /** Bytes handed to the socket and not yet sent. */
+  get size(): number {
+    return this.socket?.writableLength ?? 0;
+  }
+
+  /** `wake` runs each time the socket has sent all it held. */
+  onDrain(wake: () => void): void {
+    this.socket?.on('drain', wake);
+  }
+
+  /** Until at most `limit` bytes wait in the socket, or it is gone. */
+  async within(limit: number): Promise<void> {
+    const socket = this.socket;
+    // Past the socket's high-water mark its write() has said false, so 'drain' comes once it is empty.
+    while (socket && !socket.destroyed && socket.writableLength > limit) await drainedOrEnded(socket, 'close');
+  }
+}

@@ -1,0 +1,183 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, ftruncateSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type ssh2 from 'ssh2';
+import { TestServer } from './helpers/server.js';
+import { sshConnect } from './helpers/ssh.js';
+
+const MiB = 1024 * 1024;
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  assert.ok(m, 'VmRSS readable');
+  return Number(m[1]) * 1024;
+}
+
+/** Until `done()` holds, checked every 20 ms; fails after `ms`. */
+async function until(what: string, done: () => boolean, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!done()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+interface Internals {
+  _protocol: { channelWindowAdjust(id: number, amount: number): void };
+  _sock: Socket;
+}
+
+const ZEROS = Buffer.alloc(64 * 1024);
+
+function isZero(b: Buffer): boolean {
+  for (let at = 0; at < b.length; at += ZEROS.length) {
+    const part = b.subarray(at, at + ZEROS.length);
+    if (!part.equals(ZEROS.subarray(0, part.length))) return false;
+  }
+  return true;
+}
+
+/** The client's side of an `scp -f` exec channel: what it receives waits in `got` until taken. */
+class ScpClient {
+  got = Buffer.alloc(0);
+  /** Bytes skip() let go by, and whether any of them was not zero. */
+  private skipped = 0;
+  private skipping = 0;
+  private notZero = false;
+  exit: number | null = null;
+
+  private constructor(readonly channel: ssh2.ClientChannel) {
+    channel.on('data', (d: Buffer) => {
+      const skip = Math.min(this.skipping, d.length);
+      if (!isZero(d.subarray(0, skip))) this.notZero = true;
+      this.skipping -= skip;
+      this.skipped += skip;
+      if (d.length > skip) this.got = Buffer.concat([this.got, d.subarray(skip)]);
+    });
+    channel.on('exit', (code: number) => (this.exit = code));
+  }
+
+  static open(conn: ssh2.Client, command: string): Promise<ScpClient> {
+    return new Promise((resolve, reject) => conn.exec(command, (err, ch) => (err ? reject(err) : resolve(new ScpClient(ch)))));
+  }
+
+  ok(): void {
+    this.channel.write(Buffer.of(0));
+  }
+
+  async line(): Promise<string> {
+    await until('a line', () => this.got.includes(0x0a));
+    const nl = this.got.indexOf(0x0a);
+    const line = this.got.subarray(0, nl).toString();
+    this.got = this.got.subarray(nl + 1);
+    return line;
+  }
+
+  async bytes(n: number): Promise<Buffer> {
+    await until(`${n} bytes`, () => this.got.length >= n);
+    const out = this.got.subarray(0, n);
+    this.got = this.got.subarray(n);
+    return out;
+  }
+
+  /** Let `n` bytes of a sparse file go by: zeros, not kept. */
+  async skip(n: number, ms: number): Promise<void> {
+    const have = Math.min(n, this.got.length);
+    const target = this.skipped + n;
+    this.skipped += have;
+    if (!isZero(this.got.subarray(0, have))) this.notZero = true;
+    this.got = this.got.subarray(have);
+    this.skipping = n - have;
+    await until(`${n} bytes of file`, () => this.skipped >= target, ms);
+    assert.ok(!this.notZero, 'a sparse file arrives as zeros');
+  }
+
+  /** One file, as `scp -f PATH` sends it, after the client's first OK. */
+  async file(): Promise<{ name: string; data: Buffer }> {
+    const c = /^C0[0-7]{3} (\d+) (.+)$/.exec(await this.line());
+    assert.ok(c, 'a C line');
+    this.ok();
+    const data = await this.bytes(Number(c[1]));
+    assert.deepEqual(await this.bytes(1), Buffer.of(0), 'the file ends with OK');
+    this.ok();
+    return { name: c[2] as string, data };
+  }
+}
+
+describe('scp -f to a client that stops reading TCP', () => {
+  let srv: TestServer;
+  let pid: number;
+  const login = () => sshConnect({ port: srv.sftpPort, username: 'mona', password: 'mona password' });
+  const BIG = 256 * MiB;
+
+  before(async () => {
+    srv = await TestServer.start({
+      users: [{ name: 'mona', password: 'mona password', args: ['--perms', 'all'] }],
+      yaml: 'sftp:\n  maxQueuedBytes: 2MiB\n',
+    });
+    pid = srv.pid as number;
+    // What one SETSTAT of a size makes without quota: a large file that costs no disk.
+    const fd = openSync(join(srv.home('mona'), 'big.bin'), 'w');
+    ftruncateSync(fd, BIG);
+    closeSync(fd);
+    writeFileSync(join(srv.home('mona'), 'small.bin'), randomBytes(3 * MiB));
+  });
+  after(() => srv.stop());
+
+  it('opens its SSH window wide: the server waits while its socket holds sftp.maxQueuedBytes, then sends it all', async (t) => {
+    const conn = await login();
+    conn.on('error', () => undefined);
+    // Warm the server up (key exchange, a download) so the baseline is not its start-up growth.
+    const warm = await ScpClient.open(conn, 'scp -f /small.bin');
+    warm.ok();
+    await warm.file();
+    await sleep(300);
+    const before = rssOf(pid);
+
+    const internals = conn as unknown as Internals;
+    try {
+      const scp = await ScpClient.open(conn, 'scp -f /big.bin');
+      scp.ok();
+      assert.match(await scp.line(), new RegExp(`^C0644 ${BIG} big.bin$`));
+      // Stop reading the TCP socket, then grant the server an enormous window: what it sends can only pile up in its own socket.
+      const id = (scp.channel as unknown as { outgoing: { id: number } }).outgoing.id;
+      const incoming = (scp.channel as unknown as { incoming: { window: number } }).incoming;
+      const more = 2 ** 32 - 1 - incoming.window;
+      internals._sock.pause();
+      internals._protocol.channelWindowAdjust(id, more);
+      incoming.window += more;
+      scp.ok();
+      let peak = before;
+      for (let i = 0; i < 20; i++) {
+        await sleep(150);
+        peak = Math.max(peak, rssOf(pid));
+      }
+      t.diagnostic(`server grew by ${Math.round((peak - before) / MiB)} MiB`);
+      // Before, it read the whole file into its socket: 256 MiB and more.
+      assert.ok(peak - before < 64 * MiB, `server grew by ${Math.round((peak - before) / MiB)} MiB`);
+
+      // Read again: what waited goes on to the end of the file.
+      internals._sock.resume();
+      await scp.skip(BIG, 60_000);
+      assert.deepEqual(await scp.bytes(1), Buffer.of(0), 'the file ends with OK');
+      scp.ok();
+      await until('the exit status', () => scp.exit !== null);
+      assert.equal(scp.exit, 0);
+      // And a normal download on the same connection, byte-exact.
+      const again = await ScpClient.open(conn, 'scp -f /small.bin');
+      again.ok();
+      const { name, data } = await again.file();
+      assert.equal(name, 'small.bin');
+      assert.equal(sha256(data), sha256(readFileSync(join(srv.home('mona'), 'small.bin'))));
+    } finally {
+      // A paused socket with bytes queued at the server would hold its stop for ever.
+      internals._sock.destroy();
+    }
+  });
+
+});
