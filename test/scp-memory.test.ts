@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, ftruncateSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -97,6 +97,23 @@ class ScpClient {
     assert.ok(!this.notZero, 'a sparse file arrives as zeros');
   }
 
+  /** A walk of `scp -r -f`, after the client's first OK, to the E of its top directory: the lines it got. */
+  async walk(): Promise<string[]> {
+    const lines: string[] = [];
+    let depth = 0;
+    do {
+      const line = await this.line();
+      lines.push(line);
+      if (line.startsWith('C')) {
+        this.ok();
+        await this.bytes(Number(line.split(' ')[1]) + 1);
+      } else if (line.startsWith('D')) depth++;
+      else if (line === 'E') depth--;
+      if (!line.startsWith('\x01')) this.ok();
+    } while (depth > 0);
+    return lines;
+  }
+
   /** One file, as `scp -f PATH` sends it, after the client's first OK. */
   async file(): Promise<{ name: string; data: Buffer }> {
     const c = /^C0[0-7]{3} (\d+) (.+)$/.exec(await this.line());
@@ -180,4 +197,92 @@ describe('scp -f to a client that stops reading TCP', () => {
     }
   });
 
+});
+
+describe('scp -r -f', () => {
+  let srv: TestServer;
+  let pid: number;
+  const login = () => sshConnect({ port: srv.sftpPort, username: 'mona', password: 'mona password' });
+
+  before(async () => {
+    srv = await TestServer.start({
+      users: [{ name: 'mona', password: 'mona password', args: ['--perms', 'all'] }],
+      yaml: 'sftp:\n  maxHandlesPerUser: 8\n',
+    });
+    pid = srv.pid as number;
+    const home = srv.home('mona');
+    writeFileSync(join(home, 'small.bin'), randomBytes(64 * 1024));
+    // What SYMLINK requests make, a name each and no bytes: many long names.
+    mkdirSync(join(home, 'many'));
+    for (let i = 0; i < 10_000; i++) symlinkSync('x', join(home, 'many', String(i).padStart(6, '0') + 'n'.repeat(240)));
+    let deep = join(home, 'deep');
+    for (const level of ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j']) {
+      deep = join(deep, level);
+      mkdirSync(deep, { recursive: true });
+      writeFileSync(join(deep, 'f.txt'), level);
+    }
+  });
+  after(() => srv.stop());
+
+  it('of a directory of many names, stalled by its client: a run holds no names of its own', async (t) => {
+    const conn = await login();
+    try {
+      conn.on('error', () => undefined);
+      // Warm the server up (a session, a download) so the baseline is not its start-up growth.
+      const warm = await ScpClient.open(conn, 'scp -f /small.bin');
+      warm.ok();
+      await warm.file();
+      await sleep(300);
+      const before = rssOf(pid);
+      const runs: ScpClient[] = [];
+      for (let k = 0; k < 6; k++) {
+        const scp = await ScpClient.open(conn, 'scp -r -f /many');
+        scp.ok();
+        assert.match(await scp.line(), /^D0[0-7]{3} 0 many$/);
+        runs.push(scp);
+      }
+      await sleep(500);
+      const grown = rssOf(pid) - before;
+      t.diagnostic(`6 runs stalled at their D line: server grew by ${(grown / MiB).toFixed(1)} MiB`);
+      // Before, each run held its 10,000 names from before its D line to its end: 4-7 MiB a run.
+      assert.ok(grown < 12 * MiB, `server grew by ${(grown / MiB).toFixed(1)} MiB`);
+      // Answered, a run goes on to its end in name order: each entry a link to nothing, each a warning.
+      const first = runs[0] as ScpClient;
+      first.ok();
+      const warned: string[] = [];
+      for (let line = await first.line(); line !== 'E'; line = await first.line()) warned.push(line);
+      first.ok();
+      assert.equal(warned.length, 10_000);
+      assert.match(warned[0] as string, new RegExp(`^\x01scp: /many/000000${'n'.repeat(240)}: `));
+      assert.match(warned[9_999] as string, new RegExp(`^\x01scp: /many/009999${'n'.repeat(240)}: `));
+      await until('the exit status', () => first.exit !== null);
+      assert.equal(first.exit, 1);
+      for (const scp of runs.slice(1)) scp.channel.close();
+    } finally {
+      conn.end();
+    }
+  });
+
+  it("each open level of the walk counts among the user's open handles; a level past them is refused by name", async () => {
+    const conn = await login();
+    try {
+      const scp = await ScpClient.open(conn, 'scp -r -f /deep');
+      scp.ok();
+      const lines = await scp.walk();
+      await until('the exit status', () => scp.exit !== null);
+      // /deep and a-g are the user's 8 handles (maxHandlesPerUser): h is one more, refused, and the walk goes on without it.
+      assert.deepEqual(
+        lines.filter((l) => l.startsWith('D')).map((l) => l.split(' ')[2]),
+        ['deep', 'a', 'b', 'c', 'd', 'e', 'f', 'g'],
+      );
+      assert.deepEqual(
+        lines.filter((l) => l.startsWith('\x01')),
+        ['\x01scp: /deep/a/b/c/d/e/f/g/h: Too many open files'],
+      );
+      assert.equal(lines.filter((l) => l.startsWith('C')).length, 7);
+      assert.equal(scp.exit, 1);
+    } finally {
+      conn.end();
+    }
+  });
 });

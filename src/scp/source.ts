@@ -1,5 +1,6 @@
 import { SluiceError, toSluiceError } from '../session/errors.js';
 import type { FileInfo } from '../session/file-info.js';
+import type { DirectoryListing } from '../session/listing.js';
 import type { Session } from '../session/session.js';
 import type { ScpWire } from './wire.js';
 
@@ -86,17 +87,43 @@ export async function send(wire: ScpWire, session: Session, cmd: { paths: readon
   };
 
   const sendDir = async (path: string, info: FileInfo, depth: number): Promise<void> => {
-    // Names first, then the entries: no directory stays open while the client stores a file.
-    const entries: { name: string; linked: boolean }[] = [];
+    // Each level of the walk holds its directory open, counted as one of the user's open handles like an SFTP
+    // OPENDIR, and reads it as its entries are sent: its names are held as any listing's are, within the
+    // process's budget (session/listing.ts). Gathered here up front, a run stalled by its client held them all.
     try {
-      for await (const entry of await session.list(path)) entries.push({ name: entry.name, linked: entry.type === 'symlink' });
+      session.openHandles.hold();
     } catch (err) {
       return warn(path, err);
     }
-    if (!(await sendTimes(info)) || !(await announce(wire, 'D', info.mode, 0, nameOf(path, session)))) return;
-    for (const { name, linked } of entries) await sendPath(path === '/' ? `/${name}` : `${path}/${name}`, depth + 1, linked);
-    await wire.send('E\n');
-    await expectOk(wire);
+    try {
+      let listing: DirectoryListing;
+      try {
+        listing = await session.list(path);
+      } catch (err) {
+        return warn(path, err);
+      }
+      try {
+        if (!(await sendTimes(info)) || !(await announce(wire, 'D', info.mode, 0, nameOf(path, session)))) return;
+        for (;;) {
+          let batch: FileInfo[];
+          try {
+            batch = await listing.read();
+          } catch (err) {
+            // The client is inside the directory already: it is told, and the directory ends where the reading failed.
+            await warn(path, err);
+            break;
+          }
+          if (batch.length === 0) break;
+          for (const entry of batch) await sendPath(path === '/' ? `/${entry.name}` : `${path}/${entry.name}`, depth + 1, entry.type === 'symlink');
+        }
+      } finally {
+        await listing.close();
+      }
+      await wire.send('E\n');
+      await expectOk(wire);
+    } finally {
+      session.openHandles.release();
+    }
   };
 
   try {
