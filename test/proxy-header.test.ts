@@ -37,6 +37,7 @@ describe('parseProxyHeader', () => {
     ['v1 not an address', Buffer.from('PROXY TCP4 evil.example 10.0.0.1 1 2\r\n'), { kind: 'invalid', reason: 'bad v1 source address' }],
     ['v1 IPv6 as TCP4', Buffer.from('PROXY TCP4 ::1 ::1 1 2\r\n'), { kind: 'invalid', reason: 'bad v1 source address' }],
     ['v1 garbage', Buffer.from('PROXY HELLO there\r\n'), { kind: 'invalid', reason: 'malformed v1 header' }],
+    ['v1 port out of range', Buffer.from('PROXY TCP4 192.0.2.7 10.0.0.1 99999 2121\r\n'), { kind: 'invalid', reason: 'bad v1 source port' }],
     ['v2 IPv4', Buffer.concat([V2_IPV4, SSH]), { kind: 'proxied', version: 2, address: '192.0.2.7', port: 40000, length: V2_IPV4.length }],
     ['v2 IPv6', V2_IPV6, { kind: 'proxied', version: 2, address: '2001:db8::5', port: 1, length: V2_IPV6.length }],
     ['v2 IPv6 with a mapped IPv4', V2_MAPPED, { kind: 'proxied', version: 2, address: '192.0.2.33', port: 1, length: V2_MAPPED.length }],

@@ -58,6 +58,8 @@ function parseV1(buf: Buffer): HeaderParse {
   const family = header.inetProtocol === 'TCP4' ? 4 : 6;
   const address = header.source.ipAddress;
   if (isIP(address) !== family) return { kind: 'invalid', reason: 'bad v1 source address' };
+  // The library takes any digits: a port the records would carry must be one.
+  if (!(header.source.port <= 65_535)) return { kind: 'invalid', reason: 'bad v1 source port' };
   return { kind: 'proxied', version: 1, address: canonicalAddress(address) as string, port: header.source.port, length };
 }
 
