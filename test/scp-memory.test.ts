@@ -149,12 +149,7 @@ describe('scp -f to a client that stops reading TCP', () => {
   it('opens its SSH window wide: the server waits while its socket holds sftp.maxQueuedBytes, then sends it all', async (t) => {
     const conn = await login();
     conn.on('error', () => undefined);
-    // Warm the server up (key exchange, a download) so the baseline is not its start-up growth.
-    const warm = await ScpClient.open(conn, 'scp -f /small.bin');
-    warm.ok();
-    await warm.file();
-    await sleep(300);
-    const before = rssOf(pid);
+    const before = await warmedRss(conn, pid);
 
     const internals = conn as unknown as Internals;
     try {
@@ -228,12 +223,7 @@ describe('scp -r -f', () => {
     const conn = await login();
     try {
       conn.on('error', () => undefined);
-      // Warm the server up (a session, a download) so the baseline is not its start-up growth.
-      const warm = await ScpClient.open(conn, 'scp -f /small.bin');
-      warm.ok();
-      await warm.file();
-      await sleep(300);
-      const before = rssOf(pid);
+      const before = await warmedRss(conn, pid);
       const runs: ScpClient[] = [];
       for (let k = 0; k < 6; k++) {
         const scp = await ScpClient.open(conn, 'scp -r -f /many');
@@ -286,3 +276,15 @@ describe('scp -r -f', () => {
     }
   });
 });
+
+/**
+ * The server's RSS once it has served a session and a download, so that a
+ * baseline is not its start-up growth.
+ */
+async function warmedRss(conn: ssh2.Client, pid: number): Promise<number> {
+  const warm = await ScpClient.open(conn, 'scp -f /small.bin');
+  warm.ok();
+  await warm.file();
+  await sleep(300);
+  return rssOf(pid);
+}
