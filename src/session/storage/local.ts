@@ -736,15 +736,15 @@ export class LocalStorage implements Storage {
     };
     // The current directory, opened again by name from the nearest open one below it if a climb left it closed.
     const current = async (): Promise<FileHandle> => {
-      let at = dirs.length - 1;
-      while (at >= 0 && dirs[at] === null) at--;
-      let dir = at < 0 ? home : (dirs[at] as FileHandle);
-      for (let i = at + 1; i < dirs.length; i++) {
+      let open = dirs.length - 1;
+      while (open >= 0 && dirs[open] === null) open--;
+      let dir = open < 0 ? home : (dirs[open] as FileHandle);
+      for (let i = open + 1; i < dirs.length; i++) {
         const next = await openDir(procPath(dir.fd, names[i] as string));
         this.chain.take(next);
         dirs[i] = next;
         // Past it, as enter() would have let it go on the way down.
-        if (i - 1 > at && !kept(i - 1)) {
+        if (i - 1 > open && !kept(i - 1)) {
           dirs[i - 1] = null;
           void this.letGo(dir);
         }
