@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import { globMatcher, recordMatcher } from '../src/audit/query.js';
+import { textTable } from '../src/cli/table.js';
 import { sluice } from './helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-query-'));
@@ -240,6 +241,26 @@ describe('audit query', () => {
     assert.match(table, /^USER\s+UPLOADS/);
     assert.match(table, /bob\s+0\s+0\s+0\s+0\s+1\s+2/);
     assert.doesNotMatch(table, /alice/);
+  });
+
+  it('a trail of 150,000 records: query (table, JSON, CSV) and report answer, as do tables of that many rows', () => {
+    // Each record was once spread as one argument of a call: 125,000 overflowed the stack.
+    const f = join(dir, 'long.log');
+    const n = 150_000;
+    const lines: string[] = [];
+    for (let i = 0; i < n; i++) {
+      lines.push(JSON.stringify(rec(new Date(Date.UTC(2026, 10, 3) + i * 1000).toISOString(), `u${i % 7}`, 'sftp', '10.0.0.5', 'download', { path: '/f', bytes: 10, result: 'ok' })));
+    }
+    writeFileSync(f, lines.join('\n') + '\n');
+    for (const form of [[], ['--json'], ['--csv']]) {
+      const r = sluice(dir, ['audit', 'query', ...form, '--file', f]);
+      assert.equal(r.code, 0, `${form.join(' ')}: ${r.stderr}`);
+      assert.equal(r.stdout.trimEnd().split('\n').length, form.includes('--json') ? n : n + 1);
+    }
+    const report = sluice(dir, ['audit', 'report', '--json', '--file', f]);
+    assert.equal(report.code, 0, report.stderr);
+    assert.equal((JSON.parse(report.stdout) as { downloads: number }[]).reduce((sum, u) => sum + u.downloads, 0), n);
+    assert.equal(textTable(['A', 'B'], Array.from({ length: n }, (_, i) => [String(i), 'x'])).split('\n').length, n + 2);
   });
 });
 

@@ -132,12 +132,9 @@ function cell(r: AuditRecord, col: (typeof COLUMNS)[number]): string {
   return v === undefined || v === null ? '' : String(v);
 }
 
-export function formatTable(records: AuditRecord[]): string {
-  const rows = records.map((r) => COLUMNS.map((c) => shown(cell(r, c))));
-  const head = COLUMNS.map((c) => c.toUpperCase());
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)));
-  const line = (row: string[]) => row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ');
-  return [line(head), ...rows.map(line)].join('\n') + '\n';
+/** The query table's head and one row per record, each cell escaped for a terminal (see cli/table.ts). */
+export function tableOf(records: readonly AuditRecord[]): { head: string[]; rows: string[][] } {
+  return { head: COLUMNS.map((c) => c.toUpperCase()), rows: records.map((r) => COLUMNS.map((c) => shown(cell(r, c)))) };
 }
 
 /**

@@ -55,7 +55,7 @@ export function verifySeries(files: readonly string[], read: ReadLines, options:
     if (!first && checked.first) first = { ...checked.first, file };
     for (const seq of checked.deleted) deleted.add(seq);
     startNode = checked.headNode;
-    result.torn.push(...checked.torn.map((t) => `${file}:${t.line} (${t.bytes} bytes)`));
+    for (const t of checked.torn) result.torn.push(`${file}:${t.line} (${t.bytes} bytes)`);
     if (checked.head && checked.head !== start) startAt = { file, lines: lines.length - (checked.endsTorn ? 1 : 0) };
     start = checked.head ?? start;
     afterTear = checked.endsTorn;

@@ -4,7 +4,8 @@ import { gunzipSync } from 'node:zlib';
 import { parseCidr } from '../auth/ip-rules.js';
 import { resolve } from 'node:path';
 import { collectSeries, logFiles } from '../audit/files.js';
-import { formatCsv, formatTable, place, recordMatcher, summarize, timeOrder, type AuditFilter, type AuditRecord, type Placed } from '../audit/query.js';
+import { formatCsv, place, recordMatcher, summarize, tableOf, timeOrder, type AuditFilter, type AuditRecord, type Placed } from '../audit/query.js';
+import { textTable } from './table.js';
 import { shown } from '../session/unsafe-chars.js';
 import { verdict, verifySeries } from '../audit/verify.js';
 import { loadConfig } from '../config/load.js';
@@ -101,7 +102,10 @@ function queryCommand(args: string[], configFile: string | undefined, out: (s: s
     .map((p) => p.record);
   if (v.json) out(records.map((r) => JSON.stringify(r)).join('\n') + (records.length ? '\n' : ''));
   else if (v.csv) out(formatCsv(records));
-  else out(formatTable(records));
+  else {
+    const { head, rows } = tableOf(records);
+    out(textTable(head, rows));
+  }
   return 0;
 }
 
@@ -202,7 +206,8 @@ function readPlaced(series: readonly string[][], matches: (r: AuditRecord) => bo
         if (matches(r)) found.push(r);
       }
     }
-    placed.push(...found.map((r) => place(r, node)));
+    // One at a time: spread into push(), a series of 125,000 records overflowed the stack.
+    for (const r of found) placed.push(place(r, node));
   }
   return placed;
 }
@@ -222,8 +227,6 @@ function reportCommand(args: string[], configFile: string | undefined, out: (s: 
   const head = ['USER', 'UPLOADS', 'UP BYTES', 'DOWNLOADS', 'DOWN BYTES', 'FAILED LOGINS', 'REFUSALS'];
   // The user name may be any a client tried: shown escaped, as in the query table.
   const rows = summary.map((u) => [shown(u.user), ...[u.uploads, u.uploadBytes, u.downloads, u.downloadBytes, u.failedLogins, u.refusals].map(String)]);
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
-  out([line(head), ...rows.map(line)].join('\n') + '\n');
+  out(textTable(head, rows, (column) => column > 0));
   return 0;
 }

@@ -16,6 +16,7 @@ import {
 import { shown } from '../session/unsafe-chars.js';
 import { UsageError, parse, parseCount, parseExpiry, parseSize } from './args.js';
 import { generatePassword, passwordFromUser, readPasswordFromStdin } from './password-input.js';
+import { textTable } from './table.js';
 
 export const USER_HELP = `Usage: sluice user <command> ...
 
@@ -326,9 +327,7 @@ function describeUser(u: UserView): string {
   return lines.map(([k, v]) => `${shown(String(k)).padEnd(13)}${shown(String(v))}`).join('\n') + '\n';
 }
 
-export function table(head: string[], allRows: string[][]): string {
-  const rows = allRows.map((r) => r.map(shown));
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ');
-  return [line(head), ...rows.map(line)].join('\n') + '\n';
+/** `rows` escaped (shown) in a table: what these commands list may hold a client's choice. */
+export function table(head: string[], rows: string[][]): string {
+  return textTable(head, rows.map((r) => r.map(shown)));
 }

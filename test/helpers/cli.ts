@@ -17,6 +17,8 @@ export function sluice(cwd: string, args: string[], input?: string, env: NodeJS.
     encoding: 'utf8',
     env: { ...process.env, SLUICE_LOG_LEVEL: 'warn', ...env },
     timeout: 60_000,
+    // An audit query of a long trail prints tens of MiB; the default 1 MiB would kill it.
+    maxBuffer: 256 * 1024 * 1024,
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
