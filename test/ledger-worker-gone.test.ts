@@ -55,3 +55,23 @@ it("a session slot a worker that dies before the answer asked for is given back,
   assert.ok(again, "the dead worker's claim still counts: erin is at her limit of 1");
   again();
 });
+
+it('two transfers of one path that a session opened in the same millisecond: the one unfinished when the worker dies is recorded aborted', () => {
+  // Found by a review: keyed alike, the first one's record forgot the second, which then had no record at all.
+  const recorded: { event: string; result?: unknown; path?: unknown }[] = [];
+  const audit = { record: (_actor: unknown, event: { event: string; result?: unknown; path?: unknown }) => recorded.push(event), system: () => undefined };
+  const link = new WorkerLink(3, coordination.coordinator, coordination.quotas, () => undefined);
+  const actor = { session: 's1', user: 'fay', protocol: 'sftp' as const, ip: '10.0.0.1', port: 2222 };
+  const started = new Date().toISOString();
+  for (let i = 0; i < 2; i++) link.handle({ t: 'transfer-open', actor, direction: 'download', path: '/big.iso', offset: 0, started });
+  link.handle({
+    t: 'audit',
+    actor,
+    event: { event: 'download', path: '/big.iso', bytes: 1, size: 1, offset: 0, resumed: false, started, duration_ms: 0, result: 'ok', sha256: null, type: 'binary' },
+  });
+  link.workerGone('worker process ended by SIGKILL', audit as never);
+  assert.deepEqual(
+    recorded.filter((r) => r.event === 'download').map((r) => [r.path, r.result]),
+    [['/big.iso', 'aborted']],
+  );
+});

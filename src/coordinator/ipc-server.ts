@@ -45,7 +45,12 @@ export class WorkerLink {
   /** Connection slots (no user) and logged-in sessions (their user): this worker's part of the session registry. */
   private readonly slots = new Map<number, { release: Release; user?: string }>();
   private readonly handles = new Map<number, LedgerHandle>();
-  private readonly transfers = new Map<string, OpenTransfer>();
+  /**
+   * Transfers in flight, by session, path and start (to the millisecond):
+   * several may share one, as an SFTP client's parallel OPENs of one file
+   * arriving in one read do, and each is ended by a record of its own.
+   */
+  private readonly transfers = new Map<string, OpenTransfer[]>();
   /** By session id, from the worker's login and logout records. */
   private readonly loggedIn = new Map<string, OpenSession>();
   /** Sessions open on this worker by protocol, as its metric events said: closed for it if it dies. */
@@ -122,7 +127,7 @@ export class WorkerLink {
         this.coordinator.metrics.sampled(String(this.worker), m.sample);
         return;
       case 'transfer-open':
-        this.transfers.set(transferKey(m.actor, m.path, m.started), { actor: m.actor, direction: m.direction, path: m.path, offset: m.offset, started: m.started });
+        this.transferOpened({ actor: m.actor, direction: m.direction, path: m.path, offset: m.offset, started: m.started });
         return;
       case 'sessions-answer':
         this.asked.get(m.id)?.(m.value);
@@ -135,9 +140,25 @@ export class WorkerLink {
     }
   }
 
+  private transferOpened(t: OpenTransfer): void {
+    const key = transferKey(t.actor, t.path, t.started);
+    const same = this.transfers.get(key);
+    if (same) same.push(t);
+    else this.transfers.set(key, [t]);
+  }
+
+  /** One transfer of `key` going `direction` has its record: the others of that key are still in flight. */
+  private transferEnded(key: string, direction: 'upload' | 'download'): void {
+    const same = this.transfers.get(key);
+    if (!same) return;
+    const i = same.findIndex((t) => t.direction === direction);
+    if (i >= 0) same.splice(i, 1);
+    if (same.length === 0) this.transfers.delete(key);
+  }
+
   /** What a record of the worker's closes or opens: a transfer it ends, a session it logs in or out. */
   private opened(actor: Actor, event: AuditEvent): void {
-    if (event.event === 'upload' || event.event === 'download') this.transfers.delete(transferKey(actor, event.path, event.started));
+    if (event.event === 'upload' || event.event === 'download') this.transferEnded(transferKey(actor, event.path, event.started), event.event);
     else if (event.event === 'login' && actor.session) this.loggedIn.set(actor.session, { actor, since: Date.now() });
     else if (event.event === 'logout' && actor.session) this.loggedIn.delete(actor.session);
   }
@@ -154,7 +175,7 @@ export class WorkerLink {
     this.slots.clear();
     for (const h of this.handles.values()) h.release();
     this.handles.clear();
-    for (const t of this.transfers.values()) audit?.record(t.actor, abortedTransfer(t, reason));
+    for (const same of this.transfers.values()) for (const t of same) audit?.record(t.actor, abortedTransfer(t, reason));
     this.transfers.clear();
     for (const s of this.loggedIn.values()) audit?.record(s.actor, { event: 'logout', duration_ms: Date.now() - s.since, reason });
     this.loggedIn.clear();
