@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
 import { sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
-import { userKeyPair } from './helpers/ssh.js';
+import { sshConnect, userKeyPair } from './helpers/ssh.js';
 import { TestServer } from './helpers/server.js';
 import { join } from 'node:path';
 
@@ -142,6 +142,23 @@ describe('admin API resources', () => {
     assert.equal(bad.status, 400);
     assert.match((bad.json as Json).error as string, /^query\.since: "yesterday" is not a date/);
     assert.equal((await adminRequest(api, 'GET', '/api/v1/audit?colour=red')).status, 400);
+  });
+
+  it('audit: a name a client chose, with terminal controls in it, comes out of the JSON escaped, the same value parsed', { timeout: 60_000 }, async () => {
+    // Found by a review: JSON escapes only C0, and `audit query --json` put CSI (U+009B) and a bidi override on the terminal.
+    const evil = 'x\u009b2J\u009b31mroot\u202egnp.exe';
+    await assert.rejects(sshConnect({ port: srv.sftpPort, username: evil, password: 'not the password' }));
+    await srv.auditUntil((r) => r.event === 'login-failed' && r.user === evil);
+    const raw = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+    const streamed = await adminRequest(api, 'GET', '/api/v1/audit?result=failed');
+    const cli = sluice(srv.dir, ['audit', 'query', '--json', '--result', 'failed']);
+    const report = sluice(srv.dir, ['audit', 'report', '--json']);
+    for (const [what, text] of [['API', streamed.text], ['query', cli.stdout], ['report', report.stdout]] as const) {
+      assert.doesNotMatch(text, raw, `${what}: no raw control character`);
+      assert.ok(text.includes('\\u009b'), `${what}: escaped`);
+    }
+    assert.ok(streamed.text.trim().split('\n').some((l) => (JSON.parse(l) as Json).user === evil), 'the API parses to the name');
+    assert.ok((JSON.parse(report.stdout) as Json[]).some((u) => u.user === evil), 'the report parses to the name');
   });
 
   it('server: version, uptime, listeners, certificate expiry, host-key fingerprints as the start report logged them', { timeout: 60_000 }, async () => {

@@ -10,6 +10,7 @@ import { recordMatcher, type AuditRecord } from '../audit/query.js';
 import { UsageError } from '../cli/args.js';
 import { auditFilter, type FilterOptions } from '../cli/audit.js';
 import type { AdminContext } from './context.js';
+import { safeJson } from '../session/unsafe-chars.js';
 
 const text = { type: 'string', maxLength: 1024 } as const;
 const querySchema = {
@@ -74,7 +75,7 @@ async function* matching(files: readonly string[], matches: (r: AuditRecord) => 
       } catch {
         continue; // a line torn by a crash: `sluice audit verify` reports it
       }
-      if (matches(record)) yield JSON.stringify(record) + '\n';
+      if (matches(record)) yield safeJson(record) + '\n';
     }
   }
 }

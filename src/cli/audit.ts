@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import { collectSeries, logFiles } from '../audit/files.js';
 import { formatCsv, place, recordMatcher, summarize, tableOf, timeOrder, type AuditFilter, type AuditRecord, type Placed } from '../audit/query.js';
 import { textTable } from './table.js';
-import { shown } from '../session/unsafe-chars.js';
+import { safeJson, shown } from '../session/unsafe-chars.js';
 import { verdict, verifySeries } from '../audit/verify.js';
 import { loadConfig } from '../config/load.js';
 import { AUDITED_PROTOCOLS } from '../session/account.js';
@@ -100,7 +100,7 @@ function queryCommand(args: string[], configFile: string | undefined, out: (s: s
   const records = readPlaced(auditSeries(v.file ?? [], configFile), matches)
     .sort(timeOrder)
     .map((p) => p.record);
-  if (v.json) out(records.map((r) => JSON.stringify(r)).join('\n') + (records.length ? '\n' : ''));
+  if (v.json) out(records.map((r) => safeJson(r)).join('\n') + (records.length ? '\n' : ''));
   else if (v.csv) out(formatCsv(records));
   else {
     const { head, rows } = tableOf(records);
@@ -221,7 +221,7 @@ function reportCommand(args: string[], configFile: string | undefined, out: (s: 
   const since = v.since === undefined ? undefined : parseTime('since', v.since);
   const summary = summarize(readPlaced(auditSeries(v.file ?? [], configFile), recordMatcher({ since })).map((p) => p.record));
   if (v.json) {
-    out(JSON.stringify(summary, null, 2) + '\n');
+    out(safeJson(summary, 2) + '\n');
     return 0;
   }
   const head = ['USER', 'UPLOADS', 'UP BYTES', 'DOWNLOADS', 'DOWN BYTES', 'FAILED LOGINS', 'REFUSALS'];

@@ -45,3 +45,15 @@ export function shown(text: string): string {
   });
 }
 
+/** The unsafe characters JSON.stringify leaves as they are (it escapes C0 in strings; outside them, C0 is its own line breaks). */
+const JSON_UNESCAPED = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * Pure: JSON.stringify, with every unsafe character a \uNNNN escape. JSON
+ * escapes only C0 itself: a failed login's user name holding CSI (U+009B) or
+ * a bidi override went to the terminal of whoever read `audit query --json`
+ * (or the API's audit stream) as it was. The text parses to the same value.
+ */
+export function safeJson(value: unknown, space?: number): string {
+  return JSON.stringify(value, null, space).replace(JSON_UNESCAPED, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
