@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -30,6 +30,17 @@ async function until(what: string, done: () => boolean, ms = 20_000): Promise<vo
 interface Internals {
   _protocol: { channelWindowAdjust(id: number, amount: number): void };
   _sock: Socket;
+}
+
+/** Whether process `pid` holds a descriptor of a file named `name`. */
+function holds(pid: number, name: string): boolean {
+  return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${fd}`).endsWith(`/${name}`);
+    } catch {
+      return false; // closed meanwhile
+    }
+  });
 }
 
 const ZEROS = Buffer.alloc(64 * 1024);
@@ -192,6 +203,57 @@ describe('scp -f to a client that stops reading TCP', () => {
     }
   });
 
+  // ssh2 completes no write on a channel once it is closing, and emits its 'close' only after the data the client
+  // sent has been read, which an SCP run reads only when a reply is due: the run waited for ever to send.
+  const stalls = {
+    'its SSH window shut': (scp: ScpClient) => {
+      // The client's channel stops taking data: past its buffer ssh2 re-opens no window, and the server's write waits.
+      scp.channel.pause();
+      scp.ok();
+    },
+    'its socket full': (scp: ScpClient, internals: Internals) => {
+      const id = (scp.channel as unknown as { outgoing: { id: number } }).outgoing.id;
+      const incoming = (scp.channel as unknown as { incoming: { window: number } }).incoming;
+      const more = 2 ** 32 - 1 - incoming.window;
+      internals._sock.pause();
+      internals._protocol.channelWindowAdjust(id, more);
+      incoming.window += more;
+      scp.ok();
+    },
+  };
+  const cases: [keyof typeof stalls, 'closes the channel' | 'drops the connection'][] = [
+    ['its SSH window shut', 'closes the channel'],
+    ['its socket full', 'closes the channel'],
+    ['its socket full', 'drops the connection'],
+  ];
+  for (const [stall, end] of cases) {
+    it(`a download stalled with ${stall}, whose client ${end}: the run ends, recorded aborted, its file closed, its session logged out`, async () => {
+      const conn = await login();
+      conn.on('error', () => undefined);
+      const internals = conn as unknown as Internals;
+      const port = internals._sock.localPort;
+      try {
+        const scp = await ScpClient.open(conn, 'scp -f /big.bin');
+        scp.ok();
+        assert.match(await scp.line(), new RegExp(`^C0644 ${BIG} big.bin$`));
+        stalls[stall](scp, internals);
+        // Until the server is stuck sending: it read far less than the file.
+        await sleep(500);
+        assert.ok(holds(pid, 'big.bin'), 'the download is under way');
+        if (end === 'closes the channel') scp.channel.close();
+        else internals._sock.destroy();
+        const records = await srv.auditUntil((r) => r.event === 'logout' && r.port === port, 15_000);
+        const download = records.find((r) => r.event === 'download' && r.port === port);
+        assert.equal(download?.result, 'aborted', JSON.stringify(download));
+        assert.equal(download?.reason, 'connection closed');
+        assert.ok((download?.bytes as number) < BIG / 2, `${String(download?.bytes)} bytes read`);
+        assert.ok(records.some((r) => r.event === 'logout' && r.port === port), 'the session logged out');
+        await until('the file closed', () => !holds(pid, 'big.bin'), 5_000);
+      } finally {
+        internals._sock.destroy();
+      }
+    });
+  }
 });
 
 describe('scp -r -f', () => {

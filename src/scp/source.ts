@@ -2,7 +2,7 @@ import { SluiceError, toSluiceError } from '../session/errors.js';
 import type { FileInfo } from '../session/file-info.js';
 import type { DirectoryListing } from '../session/listing.js';
 import type { Session } from '../session/session.js';
-import type { ScpWire } from './wire.js';
+import { ScpChannelClosed, type ScpWire } from './wire.js';
 
 /** A run stops when the client says it cannot go on (a reply of 2, or the channel gone). */
 class Stopped extends Error {}
@@ -79,6 +79,11 @@ export async function send(wire: ScpWire, session: Session, cmd: { paths: readon
       await download.close();
       await expectOk(wire);
     } catch (err) {
+      // Aborted as any transfer of a session whose client left.
+      if (err instanceof ScpChannelClosed) {
+        await download.abort('connection closed');
+        throw err;
+      }
       await download.abort(err instanceof Stopped ? 'connection closed' : toSluiceError(err).kind, 'failed');
       if (err instanceof Stopped) throw err;
       // The bytes announced were not all sent: the client cannot find the next line again.

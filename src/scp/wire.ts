@@ -7,12 +7,17 @@ export class ScpProtocolError extends Error {
   override name = 'ScpProtocolError';
 }
 
+/** The channel is gone (the client closed it, or the connection dropped): nothing more can be sent, nobody is left to tell. */
+export class ScpChannelClosed extends Error {
+  override name = 'ScpChannelClosed';
+}
+
 /** How an SCP channel's bytes are paced, both ways. */
 export interface ScpFlow {
   /** A read took bytes off the channel: its SSH window may re-open (see sftp/window.ts ownWindow). */
   taken(): void;
-  /** Resolves once the connection's transport can take more (see wire/backlog.ts). */
-  room(): Promise<void>;
+  /** Resolves once the connection's transport can take more, or `stop` aborts (see wire/backlog.ts). */
+  room(stop: AbortSignal): Promise<void>;
 }
 
 /** Control lines (C, D, E, T, and the text after a 1 or 2 reply) are short; a longer one is not SCP. */
@@ -23,17 +28,26 @@ const MAX_LINE = 8192;
  * one-byte replies and file data of a size announced before, so the reader
  * takes exactly what each step needs. The channel stays in paused mode: what
  * the client sent waits in the SSH window until it is asked for.
+ *
+ * `gone` aborts once the client closed the channel or the connection
+ * dropped. ssh2 says neither on the channel in time: it completes no write
+ * once the channel is closing, and emits the channel's 'close' only after
+ * its incoming side has been read to the end, which a reader that reads only
+ * when a reply is due never does while it waits to send. Reading is
+ * untouched: what the client sent before it closed is still read on demand,
+ * until the run next has something to send.
  */
 export class ScpWire {
   private leftover: Buffer | null = null;
   /** Nothing more will be read: the client's EOF, or the channel gone. */
   private ended = false;
-  /** Nothing more can be sent. */
-  private closed = false;
+  /** ssh2 said the channel closed or failed. */
+  private broken = false;
   private wake: (() => void) | null = null;
 
   constructor(
     private readonly channel: Duplex,
+    private readonly gone: AbortSignal,
     private readonly flow: ScpFlow,
   ) {
     const signal = () => {
@@ -49,10 +63,15 @@ export class ScpWire {
     for (const e of ['close', 'error'] as const) {
       channel.on(e, () => {
         this.ended = true;
-        this.closed = true;
+        this.broken = true;
         signal();
       });
     }
+  }
+
+  /** Nothing more can be sent. */
+  private get closed(): boolean {
+    return this.broken || this.gone.aborted;
   }
 
   /** Up to `max` bytes, or null at the end of the channel. */
@@ -121,9 +140,10 @@ export class ScpWire {
    * the client's SSH window admits, however much its socket holds unsent.
    */
   async send(data: Buffer | string): Promise<void> {
-    if (this.closed) throw new ScpProtocolError('channel closed');
-    if (!this.channel.write(data)) await drainedOrEnded(this.channel, 'close');
-    await this.flow.room();
+    if (this.closed) throw new ScpChannelClosed();
+    if (!this.channel.write(data)) await drainedOrEnded(this.channel, 'close', this.gone);
+    await this.flow.room(this.gone);
+    if (this.closed) throw new ScpChannelClosed();
   }
 
   /** A reply of ours: OK. */

@@ -389,9 +389,17 @@ export class SftpFrontEnd {
     }
     limits.channels++;
     const member = limits.windows.join();
+    // The channel's own 'close' comes only once what the client sent on it has been read to the end (ssh2's
+    // onCHANNEL_CLOSE), and a reader that reads on demand may never get there: the client's CHANNEL_CLOSE
+    // (the session's 'close') or the connection's end says at once that nothing more can be sent.
+    const closed = new AbortController();
+    const gone = () => closed.abort();
+    client.once('close', gone);
     session.once('close', () => {
       limits.channels--;
       member.leave();
+      client.off('close', gone);
+      gone();
     });
     const refuse = (what: string) => (_accept: unknown, reject?: () => void) => {
       // Refused as OpenSSH's empty AcceptEnv refuses them; but Debian's ssh_config sends LANG and LC_* with
@@ -423,7 +431,7 @@ export class SftpFrontEnd {
         refused(state, { subsystem: info.name }, 'subsystem refused');
         return reject();
       }
-      this.serveChannel(client, state, begin(accept), 'sftp', member, window, (channel, s, reopen) => {
+      this.serveChannel(client, state, begin(accept), 'sftp', member, window, closed.signal, (channel, s, reopen) => {
         // No 'data' listener until the channel loop exists: the client's INIT waits in the stream.
         const sftp = new SftpChannel(channel, s, state.log, {
           maxHandles: this.services.config.sftp.maxHandles,
@@ -457,14 +465,14 @@ export class SftpFrontEnd {
         channel.end();
         return;
       }
-      this.serveChannel(client, state, begin(accept), 'scp', member, window, (channel, s, reopen) => {
+      this.serveChannel(client, state, begin(accept), 'scp', member, window, closed.signal, (channel, s, reopen) => {
         const done = (async () => {
-          const status = await runScp(channel, s, cmd, state.log, {
+          const status = await runScp(channel, closed.signal, s, cmd, state.log, {
             taken: () => {
               activity();
               reopen();
             },
-            room: () => limits.backlog.within(this.services.config.sftp.maxQueuedBytes),
+            room: (stop) => limits.backlog.within(this.services.config.sftp.maxQueuedBytes, stop),
           }).catch((err: unknown) => {
             state.log.error({ err }, 'scp failed');
             return 1;
@@ -493,6 +501,7 @@ export class SftpFrontEnd {
     protocol: 'sftp' | 'scp',
     member: PoolMember,
     window: number,
+    closed: AbortSignal,
     serve: (channel: ssh2.ServerChannel, session: Session, reopen: () => void) => { done: Promise<void>; answered(): Promise<void> },
   ): void {
     const account = state.account as Account;
@@ -515,10 +524,6 @@ export class SftpFrontEnd {
         await served?.done;
       },
     };
-    // The client may close the channel while its session opens: that 'close' comes before
-    // the channel's server listens, and a session opened for it is closed at once.
-    let gone = false;
-    channel.once('close', () => (gone = true));
     // The account as stored now, checked inside enter(): one changed since the login (a notice
     // not yet here) fails the session's open like a missing home, and its login gets its logout.
     const open = (): Promise<Session> =>
@@ -529,7 +534,8 @@ export class SftpFrontEnd {
       });
     void open().then(
       (s) => {
-        if (gone) return void this.closeUnserved(s);
+        // The client closed the channel while its session opened: the session is closed at once.
+        if (closed.aborted) return void this.closeUnserved(s);
         served = serve(channel, s, reopen);
         const { done } = served;
         this.running.add(done);

@@ -23,10 +23,10 @@ export class TransportBacklog {
     this.socket?.on('drain', wake);
   }
 
-  /** Until at most `limit` bytes wait in the socket, or it is gone. */
-  async within(limit: number): Promise<void> {
+  /** Until at most `limit` bytes wait in the socket, or it is gone, or `stop` aborts (the writer is gone). */
+  async within(limit: number, stop?: AbortSignal): Promise<void> {
     const socket = this.socket;
     // Past the socket's high-water mark its write() has said false, so 'drain' comes once it is empty.
-    while (socket && !socket.destroyed && socket.writableLength > limit) await drainedOrEnded(socket, 'close');
+    while (socket && !socket.destroyed && !stop?.aborted && socket.writableLength > limit) await drainedOrEnded(socket, 'close', stop);
   }
 }
