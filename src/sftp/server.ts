@@ -108,6 +108,8 @@ interface ConnectionState {
   symlinkTargetFirst: boolean;
   /** Requests refused so far (see refused()). */
   refusals: number;
+  /** Aborted when the connection closes: each session channel's signal follows it (see openSession). */
+  readonly ended: AbortController;
 }
 
 /**
@@ -249,6 +251,7 @@ export class SftpFrontEnd {
       // WinSCP switch to the draft's order when the server is not OpenSSH.
       symlinkTargetFirst: !/^(ssh2js|WinSCP)/i.test(info.header.versions.software),
       refusals: 0,
+      ended: new AbortController(),
     };
     const { sftp } = this.services.config;
     const idle = setTimeout(() => {
@@ -275,6 +278,7 @@ export class SftpFrontEnd {
       reject?.();
     });
     client.on('close', () => {
+      state.ended.abort();
       clearTimeout(idle);
       this.clients.delete(client);
       if (state.refusals > REFUSALS_LOGGED) state.log.warn({ refused: state.refusals }, 'requests refused on this connection');
@@ -392,14 +396,12 @@ export class SftpFrontEnd {
     // The channel's own 'close' comes only once what the client sent on it has been read to the end (ssh2's
     // onCHANNEL_CLOSE), and a reader that reads on demand may never get there: the client's CHANNEL_CLOSE
     // (the session's 'close') or the connection's end says at once that nothing more can be sent.
-    const closed = new AbortController();
-    const gone = () => closed.abort();
-    client.once('close', gone);
+    const channelClosed = new AbortController();
+    const gone = AbortSignal.any([channelClosed.signal, state.ended.signal]);
     session.once('close', () => {
       limits.channels--;
       member.leave();
-      client.off('close', gone);
-      gone();
+      channelClosed.abort();
     });
     const refuse = (what: string) => (_accept: unknown, reject?: () => void) => {
       // Refused as OpenSSH's empty AcceptEnv refuses them; but Debian's ssh_config sends LANG and LC_* with
@@ -431,7 +433,7 @@ export class SftpFrontEnd {
         refused(state, { subsystem: info.name }, 'subsystem refused');
         return reject();
       }
-      this.serveChannel(client, state, begin(accept), 'sftp', member, window, closed.signal, (channel, s, reopen) => {
+      this.serveChannel(client, state, begin(accept), 'sftp', member, window, gone, (channel, s, reopen) => {
         // No 'data' listener until the channel loop exists: the client's INIT waits in the stream.
         const sftp = new SftpChannel(channel, s, state.log, {
           maxHandles: this.services.config.sftp.maxHandles,
@@ -465,9 +467,9 @@ export class SftpFrontEnd {
         channel.end();
         return;
       }
-      this.serveChannel(client, state, begin(accept), 'scp', member, window, closed.signal, (channel, s, reopen) => {
+      this.serveChannel(client, state, begin(accept), 'scp', member, window, gone, (channel, s, reopen) => {
         const done = (async () => {
-          const status = await runScp(channel, closed.signal, s, cmd, state.log, {
+          const status = await runScp(channel, gone, s, cmd, state.log, {
             taken: () => {
               activity();
               reopen();
