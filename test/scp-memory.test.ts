@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
-import type { Socket } from 'node:net';
+import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
 import { TestServer } from './helpers/server.js';
 import { sshConnect } from './helpers/ssh.js';
+import { holds, stallWideOpen, until, type Internals } from './helpers/stall.js';
 
 const MiB = 1024 * 1024;
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -18,30 +18,6 @@ function rssOf(pid: number): number {
   return Number(m[1]) * 1024;
 }
 
-/** Until `done()` holds, checked every 20 ms; fails after `ms`. */
-async function until(what: string, done: () => boolean, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!done()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-interface Internals {
-  _protocol: { channelWindowAdjust(id: number, amount: number): void };
-  _sock: Socket;
-}
-
-/** Whether process `pid` holds a descriptor of a file named `name`. */
-function holds(pid: number, name: string): boolean {
-  return readdirSync(`/proc/${pid}/fd`).some((fd) => {
-    try {
-      return readlinkSync(`/proc/${pid}/fd/${fd}`).endsWith(`/${name}`);
-    } catch {
-      return false; // closed meanwhile
-    }
-  });
-}
 
 const ZEROS = Buffer.alloc(64 * 1024);
 
@@ -167,13 +143,7 @@ describe('scp -f to a client that stops reading TCP', () => {
       const scp = await ScpClient.open(conn, 'scp -f /big.bin');
       scp.ok();
       assert.match(await scp.line(), new RegExp(`^C0644 ${BIG} big.bin$`));
-      // Stop reading the TCP socket, then grant the server an enormous window: what it sends can only pile up in its own socket.
-      const id = (scp.channel as unknown as { outgoing: { id: number } }).outgoing.id;
-      const incoming = (scp.channel as unknown as { incoming: { window: number } }).incoming;
-      const more = 2 ** 32 - 1 - incoming.window;
-      internals._sock.pause();
-      internals._protocol.channelWindowAdjust(id, more);
-      incoming.window += more;
+      stallWideOpen(scp.channel, conn);
       scp.ok();
       let peak = before;
       for (let i = 0; i < 20; i++) {
@@ -211,13 +181,8 @@ describe('scp -f to a client that stops reading TCP', () => {
       scp.channel.pause();
       scp.ok();
     },
-    'its socket full': (scp: ScpClient, internals: Internals) => {
-      const id = (scp.channel as unknown as { outgoing: { id: number } }).outgoing.id;
-      const incoming = (scp.channel as unknown as { incoming: { window: number } }).incoming;
-      const more = 2 ** 32 - 1 - incoming.window;
-      internals._sock.pause();
-      internals._protocol.channelWindowAdjust(id, more);
-      incoming.window += more;
+    'its socket full': (scp: ScpClient, conn: ssh2.Client) => {
+      stallWideOpen(scp.channel, conn);
       scp.ok();
     },
   };
@@ -236,7 +201,7 @@ describe('scp -f to a client that stops reading TCP', () => {
         const scp = await ScpClient.open(conn, 'scp -f /big.bin');
         scp.ok();
         assert.match(await scp.line(), new RegExp(`^C0644 ${BIG} big.bin$`));
-        stalls[stall](scp, internals);
+        stalls[stall](scp, conn);
         // Until the server is stuck sending: it read far less than the file.
         await sleep(500);
         assert.ok(holds(pid, 'big.bin'), 'the download is under way');

@@ -80,6 +80,7 @@ describe('SFTP replies waiting for the client window', () => {
       onActivity: () => undefined,
       symlinkTargetFirst: false,
       exit: () => undefined,
+      gone: new AbortController().signal,
     });
     stream.push(new Writer(FXP.INIT).uint32(3).finish());
     stream.push(new Writer(FXP.OPEN, 1).string('/big.bin').uint32(OPEN_FLAGS.READ).uint32(0).finish());

@@ -22,6 +22,13 @@ export interface ChannelOptions {
   symlinkTargetFirst: boolean;
   /** Report the subsystem's exit status (ssh and scp exit non-zero without one). */
   exit(status: number): void;
+  /**
+   * Aborted once the client closed the channel or the connection dropped.
+   * ssh2 says so on the channel only once what the client sent has been
+   * read, and a channel whose reading stopped (its budget full of replies
+   * nobody will take) never got there: its session never ended.
+   */
+  gone: AbortSignal;
 }
 
 /** A request waiting for the ones before it that write through the same handle. */
@@ -86,10 +93,13 @@ export class SftpChannel {
       this.receive(chunk);
     });
     stream.on('error', (err: Error) => this.log.debug({ err: err.message }, 'sftp channel error'));
-    stream.on('close', () => {
+    const closed = () => {
       this.outbox.length = 0;
       void this.shutdown('channel closed');
-    });
+    };
+    stream.on('close', closed);
+    if (options.gone.aborted) closed();
+    else options.gone.addEventListener('abort', closed, { once: true });
     // The client's EOF ends the session: close our side too, or OpenSSH waits for it. Replies already made
     // go out first, as the window lets them (a client that pipes its requests sends EOF right after them).
     stream.on('end', () => {

@@ -445,6 +445,7 @@ export class SftpFrontEnd {
           },
           symlinkTargetFirst: state.symlinkTargetFirst,
           exit: (status) => channel.exit(status),
+          gone,
         });
         return { done: sftp.done, answered: () => sftp.answered() };
       });
