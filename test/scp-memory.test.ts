@@ -173,6 +173,31 @@ describe('scp -f to a client that stops reading TCP', () => {
     }
   });
 
+  it('ten downloads stalled on one connection wait without a listener each on its socket', async () => {
+    const conn = await login();
+    conn.on('error', () => undefined);
+    const internals = conn as unknown as Internals;
+    try {
+      const runs: ScpClient[] = [];
+      for (let i = 0; i < 10; i++) {
+        const scp = await ScpClient.open(conn, 'scp -f /big.bin');
+        scp.ok();
+        assert.match(await scp.line(), new RegExp(`^C0644 ${BIG} big.bin$`));
+        runs.push(scp);
+      }
+      // Stalled only once all are open: a paused socket takes no channel's confirmation.
+      for (const scp of runs) {
+        stallWideOpen(scp.channel, conn);
+        scp.ok();
+      }
+      await sleep(1000);
+      // Each waiter added a 'drain' and a 'close' listener to the connection's socket: Node warned past ten.
+      assert.doesNotMatch(srv.stderr, /MaxListenersExceededWarning/);
+    } finally {
+      internals._sock.destroy();
+    }
+  });
+
   // ssh2 completes no write on a channel once it is closing, and emits its 'close' only after the data the client
   // sent has been read, which an SCP run reads only when a reply is due: the run waited for ever to send.
   const stalls = {

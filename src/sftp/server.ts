@@ -108,8 +108,12 @@ interface ConnectionState {
   symlinkTargetFirst: boolean;
   /** Requests refused so far (see refused()). */
   refusals: number;
-  /** Aborted when the connection closes: each session channel's signal follows it (see openSession). */
-  readonly ended: AbortController;
+  /**
+   * The session channels open now, each aborted when it or the connection
+   * closes (see openSession): one 'close' listener on the connection for
+   * them all, and nothing kept of a channel once it is gone.
+   */
+  readonly channels: Set<AbortController>;
 }
 
 /**
@@ -251,7 +255,7 @@ export class SftpFrontEnd {
       // WinSCP switch to the draft's order when the server is not OpenSSH.
       symlinkTargetFirst: !/^(ssh2js|WinSCP)/i.test(info.header.versions.software),
       refusals: 0,
-      ended: new AbortController(),
+      channels: new Set(),
     };
     const { sftp } = this.services.config;
     const idle = setTimeout(() => {
@@ -278,7 +282,7 @@ export class SftpFrontEnd {
       reject?.();
     });
     client.on('close', () => {
-      state.ended.abort();
+      for (const channel of state.channels) channel.abort();
       clearTimeout(idle);
       this.clients.delete(client);
       if (state.refusals > REFUSALS_LOGGED) state.log.warn({ refused: state.refusals }, 'requests refused on this connection');
@@ -396,12 +400,14 @@ export class SftpFrontEnd {
     // The channel's own 'close' comes only once what the client sent on it has been read to the end (ssh2's
     // onCHANNEL_CLOSE), and a reader that reads on demand may never get there: the client's CHANNEL_CLOSE
     // (the session's 'close') or the connection's end says at once that nothing more can be sent.
-    const channelClosed = new AbortController();
-    const gone = AbortSignal.any([channelClosed.signal, state.ended.signal]);
+    const closed = new AbortController();
+    state.channels.add(closed);
+    const gone = closed.signal;
     session.once('close', () => {
       limits.channels--;
       member.leave();
-      channelClosed.abort();
+      state.channels.delete(closed);
+      closed.abort();
     });
     const refuse = (what: string) => (_accept: unknown, reject?: () => void) => {
       // Refused as OpenSSH's empty AcceptEnv refuses them; but Debian's ssh_config sends LANG and LC_* with
