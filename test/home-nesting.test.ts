@@ -78,6 +78,19 @@ describe('homes nested in one another', () => {
     await srv.restart();
     await srv.logs(/home \S+\/legacy of twin lies in \S+\/alice, the home of alice, who can redirect its logins anywhere/);
   });
+
+  it('so is a home written through a link in another user\'s home, though its real place is elsewhere', async () => {
+    const db = new Database(join(srv.dir, 'data', 'sluice.db'));
+    try {
+      // alice's L (made above) leads out of her home: realpath puts the home elsewhere, every login resolves L.
+      mkdirSync(join(srv.dir, 'elsewhere', 'through'), { recursive: true });
+      db.prepare('UPDATE users SET home = ? WHERE name = ?').run(join(srv.home('alice'), 'L', 'through'), 'twin');
+    } finally {
+      db.close();
+    }
+    await srv.restart();
+    await srv.logs(/home \S+\/alice\/L\/through of twin lies in \S+\/alice, the home of alice/);
+  });
 });
 
 describe('anonymous FTP root inside a user\'s home', () => {

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { realHome } from './storage/local-sweep.js';
 
 /** A user whose home is checked. */
@@ -20,22 +21,31 @@ interface ReportLog {
  * still hold it: one pass, whatever the number of users.
  */
 export async function reportNestedHomes(users: readonly HomeOwner[], log: ReportLog): Promise<void> {
-  const byHome = new Map<string, string[]>();
+  // Each home both as written and where links lead, as homeNesting compares them: a home written through a
+  // link in another user's home is elsewhere for realpath, but its logins resolve that link.
+  const byHome = new Map<string, Set<string>>();
   for (const user of users) {
     const real = await realHome(user.home);
-    if (real === null) continue;
-    byHome.set(real, [...(byHome.get(real) ?? []), user.name]);
+    for (const place of new Set([resolve(user.home), ...(real === null ? [] : [real])])) {
+      byHome.set(place, (byHome.get(place) ?? new Set()).add(user.name));
+    }
   }
+  const reported = new Set<string>();
   // '/' below every character a name may hold: a home's descendants follow it, with nothing between.
   const byComponents = (h: string) => h.replaceAll('/', '\0');
   const homes = [...byHome.keys()].sort((a, b) => (byComponents(a) < byComponents(b) ? -1 : 1));
   const holders: string[] = [];
   for (const home of homes) {
     while (holders.length > 0 && !home.startsWith((holders.at(-1) as string) + '/')) holders.pop();
-    const outer = holders.at(-1);
-    if (outer !== undefined) {
-      const inner = byHome.get(home) ?? [];
-      const holding = byHome.get(outer) ?? [];
+    const inner = [...(byHome.get(home) ?? [])];
+    const others = (place: string) => [...(byHome.get(place) ?? [])].filter((name) => !inner.includes(name));
+    // The nearest home above it of someone else (a user's two places may hold each other).
+    const outer = holders.findLast((place) => others(place).length > 0);
+    const holding = outer === undefined ? [] : others(outer);
+    // Once per pair of users, whichever of their places showed it.
+    const pair = `${inner.join(',')}\0${holding.join(',')}`;
+    if (outer !== undefined && holding.length > 0 && !reported.has(pair)) {
+      reported.add(pair);
       log.error({ users: inner, home, outerUsers: holding, outerHome: outer }, `home ${home} of ${inner.join(', ')} lies in ${outer}, the home of ${holding.join(', ')}, who can redirect its logins anywhere: give it a home of its own`);
     }
     holders.push(home);
