@@ -75,3 +75,19 @@ it('two transfers of one path that a session opened in the same millisecond: the
     [['/big.iso', 'aborted']],
   );
 });
+
+it('of two transfers of one key from different offsets, the record of one ends that one: the survivor is recorded aborted from its own offset', () => {
+  const recorded: { event: string; offset?: unknown }[] = [];
+  const audit = { record: (_actor: unknown, event: { event: string; offset?: unknown }) => recorded.push(event), system: () => undefined };
+  const link = new WorkerLink(4, coordination.coordinator, coordination.quotas, () => undefined);
+  const actor = { session: 's2', user: 'gil', protocol: 'sftp' as const, ip: '10.0.0.1', port: 2222 };
+  const started = new Date().toISOString();
+  for (const offset of [0, 4096]) link.handle({ t: 'transfer-open', actor, direction: 'download', path: '/f', offset, started });
+  link.handle({
+    t: 'audit',
+    actor,
+    event: { event: 'download', path: '/f', bytes: 1, size: 4097, offset: 4096, resumed: true, started, duration_ms: 0, result: 'ok', sha256: null, type: 'binary' },
+  });
+  link.workerGone('killed', audit as never);
+  assert.deepEqual(recorded.filter((r) => r.event === 'download').map((r) => r.offset), [0]);
+});

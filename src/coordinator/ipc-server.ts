@@ -147,18 +147,20 @@ export class WorkerLink {
     else this.transfers.set(key, [t]);
   }
 
-  /** One transfer of `key` going `direction` has its record: the others of that key are still in flight. */
-  private transferEnded(key: string, direction: 'upload' | 'download'): void {
+  /** One transfer of `key` going `direction` from `offset` has its record: the others of that key are still in flight. */
+  private transferEnded(key: string, direction: 'upload' | 'download', offset: number): void {
     const same = this.transfers.get(key);
     if (!same) return;
-    const i = same.findIndex((t) => t.direction === direction);
+    // The one from that offset, so that a survivor's aborted record says where it started; else any of them.
+    let i = same.findIndex((t) => t.direction === direction && t.offset === offset);
+    if (i < 0) i = same.findIndex((t) => t.direction === direction);
     if (i >= 0) same.splice(i, 1);
     if (same.length === 0) this.transfers.delete(key);
   }
 
   /** What a record of the worker's closes or opens: a transfer it ends, a session it logs in or out. */
   private opened(actor: Actor, event: AuditEvent): void {
-    if (event.event === 'upload' || event.event === 'download') this.transferEnded(transferKey(actor, event.path, event.started), event.event);
+    if (event.event === 'upload' || event.event === 'download') this.transferEnded(transferKey(actor, event.path, event.started), event.event, event.offset);
     else if (event.event === 'login' && actor.session) this.loggedIn.set(actor.session, { actor, since: Date.now() });
     else if (event.event === 'logout' && actor.session) this.loggedIn.delete(actor.session);
   }
