@@ -192,7 +192,8 @@ export class Session implements LiveSession {
     if (this.closed) return;
     this.closed = true;
     this.unregister();
-    // Before the transfers end: a checksum through a handle (SFTP check-file-handle) reads its transfer's file.
+    // Before the transfers this ends: a checksum through a handle (SFTP check-file-handle) reads its transfer's
+    // file. (A front-end that closed its handles first has ended those already; that checksum then fails on the closed file.)
     await this.checksums.end();
     // An open under way (an SFTP OPEN the client closed its channel behind) ends first: its transfer is
     // then aborted and recorded (see track), and what it took from the ledger given back, before the
