@@ -29,10 +29,11 @@ interface SweepLog {
  *
  * Each home is walked once however many users share it, and each of them gets
  * its count: every one of them sees, and is charged for, all of it. A home
- * nested in another (sluice no longer makes one: nested-homes.ts) is walked on
- * its own and also counted in the outer one, whose user sees it too. Symlinks are never followed: every directory is
- * opened O_NOFOLLOW through its parent's descriptor, as the local storage does. A home
- * that cannot be walked whole is logged, not fatal, and its usage left as it is.
+ * nested in another (sluice no longer makes one: nested-homes.ts) is walked
+ * on its own and also counted in the outer one, whose user sees it too.
+ * Symlinks are never followed: every directory is opened O_NOFOLLOW through
+ * its parent's descriptor, as the local storage does. A home that cannot be
+ * walked whole is logged, not fatal, and its usage left as it is.
  */
 export async function sweepHomes(
   homesDir: string,

@@ -6,7 +6,7 @@ import type { ByteBudget } from './budget.js';
 import { BadMessage, FXP, PacketFramer, STATUS, Writer, recycleReply, statusPacket, type Packet } from './codec.js';
 import { HandleTable } from './handles.js';
 import {
-  advertisedExtensions, leadingRun, ok, specFor, workingBytes, handleOrderKey, writeRequest, writeThrough, type HandlerContext, type WriteRequest,
+  advertisedExtensions, handleOrderKey, leadingRun, ok, specFor, workingBytes, writeRequest, writeThrough, type HandlerContext, type WriteRequest,
 } from './handlers.js';
 import { statusFor } from './status.js';
 
@@ -31,7 +31,7 @@ export interface ChannelOptions {
   gone: AbortSignal;
 }
 
-/** A request waiting for the ones before it that write through the same handle. */
+/** A request waiting for the ones before it ordered on the same handle (RequestSpec.orderedOn). */
 interface Queued {
   packet: Packet;
   run(): Promise<Buffer>;
