@@ -76,6 +76,7 @@ export function toAccount(u: UserRecord): Account {
     rateUp: u.rateUp,
     rateDown: u.rateDown,
     scan: u.scan,
+    requireTls: u.requireTls,
     revision: u.updatedAt.getTime(),
   };
 }

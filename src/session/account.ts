@@ -26,6 +26,12 @@ export interface Account {
   /** Uploads scanned for malware; null: the server's uploads.scan. */
   readonly scan: boolean | null;
   /**
+   * Files move only under TLS (the account's --require-tls): over FTP the
+   * login needs TLS (the authenticator checks it), and so does every data
+   * connection (PROT P), whatever ftp.tls lets other users do.
+   */
+  readonly requireTls: boolean;
+  /**
    * When the user's record was last changed (ms since the epoch, as the
    * store keeps it): of two reads of the same user, the later revision is
    * the newer one, whichever was made first.

@@ -21,7 +21,10 @@ export function dataReady(c: FtpControl): boolean {
     c.reply(Code.CantOpenData, 'Data connection timed out; use PASV or EPSV again.');
     return false;
   }
-  if (c.ctx.config.tls === 'required' && c.prot !== 'P') {
+  // A user made with --require-tls moves files only under TLS, on a server that lets others use plain FTP
+  // too: the login alone was guarded, and a client that never sent PROT P (or sent PROT C) after AUTH TLS
+  // had its files carried in clear (found by a review).
+  if (c.prot !== 'P' && (c.ctx.config.tls === 'required' || c.session?.account.requireTls === true)) {
     c.reply(Code.PolicyRefused, 'Data connections must be encrypted: use PROT P.');
     return false;
   }
