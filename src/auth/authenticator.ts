@@ -182,23 +182,20 @@ export class Authenticator {
    * once and opens sessions later: each gets the user's rights and quota as
    * they are when it opens, not as they were at the login.
    */
-  async refreshed(account: Account): Promise<Account | null> {
+  async refreshed(account: Account, where: Pick<AuthRequest, 'protocol' | 'remoteAddress'>): Promise<Account | null> {
     // The store itself, not a copy of it (credentials()): this is the check that catches a
     // change whose notice has not arrived, and it is not on the way to a login.
     const user = await this.users.get(account.name);
-    if (user === null || user.id !== account.id || !user.enabled) return null;
-    if (user.expiresAt && user.expiresAt.getTime() <= Date.now()) return null;
-    return toAccount(user);
+    if (user === null || user.id !== account.id) return null;
+    // The rules a login is refused by, as they are now: an address denied or a protocol taken away since the
+    // login held only for new logins, and a standing SSH connection (OpenSSH's ControlMaster) went on opening
+    // SFTP and SCP sessions (found by a review).
+    return refusal(user, where.protocol === 'scp' ? 'sftp' : where.protocol, where.remoteAddress) === null ? toAccount(user) : null;
   }
 
   private checkRules(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): void {
-    if (!user.enabled) this.fail(req, method, 'disabled', user);
-    if (user.expiresAt && user.expiresAt.getTime() <= Date.now()) this.fail(req, method, 'expired', user);
-    // Being allowed plain FTP implies being allowed the same over TLS: more security is never refused.
-    const allowed = user.protocols.includes(req.protocol) || (req.protocol === 'ftps' && user.protocols.includes('ftp'));
-    if (!allowed) this.fail(req, method, 'protocol-not-allowed', user);
-    if (user.requireTls && req.protocol === 'ftp') this.fail(req, method, 'tls-required', user);
-    if (!addressAllowed(req.remoteAddress, user.allowIps, user.denyIps)) this.fail(req, method, 'address-not-allowed', user);
+    const reason = refusal(user, req.protocol, req.remoteAddress);
+    if (reason !== null) this.fail(req, method, reason, user);
   }
 
   private async succeed(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey', claim: Claim | undefined): Promise<Account> {
@@ -246,6 +243,18 @@ export class Authenticator {
       port: req.remotePort,
     };
   }
+}
+
+/** Why the account's rules refuse a login over `protocol` from `address` now; null: they allow it. */
+function refusal(user: UserRecord, protocol: Protocol, address: string): AuthFailure | null {
+  if (!user.enabled) return 'disabled';
+  if (user.expiresAt && user.expiresAt.getTime() <= Date.now()) return 'expired';
+  // Being allowed plain FTP implies being allowed the same over TLS: more security is never refused.
+  const allowed = user.protocols.includes(protocol) || (protocol === 'ftps' && user.protocols.includes('ftp'));
+  if (!allowed) return 'protocol-not-allowed';
+  if (user.requireTls && protocol === 'ftp') return 'tls-required';
+  if (!addressAllowed(address, user.allowIps, user.denyIps)) return 'address-not-allowed';
+  return null;
 }
 
 function overlong(name: string): boolean {

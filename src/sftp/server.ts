@@ -537,8 +537,8 @@ export class SftpFrontEnd {
     // not yet here) fails the session's open like a missing home, and its login gets its logout.
     const open = (): Promise<Session> =>
       state.guest.enter(account.name, async () => {
-        const now = await this.services.authenticator.refreshed(account);
-        if (!now) throw new SluiceError('permission-denied', undefined, 'account disabled, removed or expired since the login');
+        const now = await this.services.authenticator.refreshed(account, { protocol, remoteAddress: state.ip });
+        if (!now) throw new SluiceError('permission-denied', undefined, 'account disabled, removed or expired since the login, or its rules refuse this connection now');
         return Session.open(now, where, this.services.sessionDeps, connection);
       });
     void open().then(
