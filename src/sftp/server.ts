@@ -317,8 +317,12 @@ export class SftpFrontEnd {
         }
         case 'publickey': {
           const accepted: readonly string[] = this.services.config.sftp.algorithms.userAuthSignatures;
-          // SHA-1 `ssh-rsa` (or any unlisted algorithm) is refused before the key is even looked at.
-          if (!accepted.includes(signatureAlgorithm(ctx))) {
+          const key = ssh2Library().utils.parseKey(ctx.key.data);
+          // SHA-1 `ssh-rsa` (or any unlisted algorithm) is refused before the key is even looked at. The
+          // name is the client's word and the key's own type decides how its signature is checked: an RSA
+          // key named ssh-ed25519 was verified with SHA-1 under a policy that refuses it (found by a review).
+          const named = !(key instanceof Error) && key.type === ctx.key.algo;
+          if (!named || !accepted.includes(signatureAlgorithm(ctx))) {
             if (!ctx.signature) return ctx.reject(METHODS);
             await guest.refusePublicKey(req, 'weak-algorithm');
           }
@@ -327,7 +331,6 @@ export class SftpFrontEnd {
             await guest.offerKey(req, ctx.key.data);
             return ctx.accept();
           }
-          const key = ssh2Library().utils.parseKey(ctx.key.data);
           const signatureOk = !(key instanceof Error) && key.verify(ctx.blob, ctx.signature, ctx.hashAlgo) === true;
           state.account = signatureOk ? await guest.publicKey(req, ctx.key.data) : await guest.refusePublicKey(req, 'bad-signature');
           return ctx.accept();
