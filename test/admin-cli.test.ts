@@ -40,7 +40,7 @@ describe('sluice session|ban|user through the admin API on the unix socket', () 
   before(async () => {
     srv = await TestServer.start({
       env: { ...SOCKET, SLUICE_FTP_TLS: 'optional' },
-      users: ['alice', 'bob', 'carol', 'dave'].map((name) => ({ name, password: PASSWORD })),
+      users: ['alice', 'bob', 'carol', 'dave', 'erin'].map((name) => ({ name, password: PASSWORD })),
     });
   });
   after(async () => {
@@ -88,6 +88,16 @@ describe('sluice session|ban|user through the admin API on the unix socket', () 
     const twice = sluice(srv.dir, ['user', 'remove', 'carol'], '', SOCKET);
     assert.equal(twice.code, 2, 'a refusal of the API: one line, the exit code of the same mistake without a server');
     assert.equal(twice.stderr, 'sluice: no user named "carol"\n');
+  });
+
+  it('user set --expires with a date already past ends the live sessions, as disable does', { timeout: 60_000 }, async () => {
+    const ftp = await ftpSession(srv.ftpPort, 'erin');
+    const gone = closed(socketOf(ftp));
+    const r = sluice(srv.dir, ['user', 'set', 'erin', '--expires', '2020-01-01'], '', SOCKET);
+    assert.equal(r.stdout, 'updated user erin; 1 live session(s) ended\n', r.stderr);
+    await gone;
+    const later = sluice(srv.dir, ['user', 'set', 'erin', '--expires', '2999-01-01'], '', SOCKET);
+    assert.equal(later.stdout, 'updated user erin\n', 'an expiry still to come ends nothing');
   });
 
   it('ban add ends the live sessions from the address; ban remove lifts it', { timeout: 60_000 }, async () => {

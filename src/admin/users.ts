@@ -9,6 +9,7 @@ import {
   parsePerms,
   parseProtocols,
   repeatedKey,
+  revokedBy,
   validatePassword,
   validateHome,
   validateUserName,
@@ -170,7 +171,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     '/users/:name',
     {
       schema: {
-        summary: 'Change a user; enabled: false also ends their live sessions',
+        summary: 'Change a user; enabled: false, or an expiry already past, also ends their live sessions',
         params: nameParams,
         body: { type: 'object', additionalProperties: false, minProperties: 1, properties: { enabled: { type: 'boolean' }, password, ...settings } },
         response: { 200: { ...userView, properties: { ...userView.properties, ...ended.properties } } },
@@ -183,7 +184,8 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       const checked = newPassword === undefined ? null : inField('body.password', () => validatePassword(newPassword));
       const user = await admin.require(req.params.name);
       await admin.update(req.params.name, patch, checked ?? undefined);
-      const sessionsEnded = enabled === false ? await endSessions(user, 'user disabled by an administrator') : 0;
+      const revoked = revokedBy(patch);
+      const sessionsEnded = revoked === null ? 0 : await endSessions(user, `${revoked} by an administrator`);
       return { ...(await admin.show(req.params.name)), sessionsEnded };
     },
   );

@@ -10,6 +10,7 @@ import {
   parsePerms,
   parseProtocols,
   parseVirtualDir,
+  revokedBy,
   validatePassword,
   type UserView,
 } from '../users/admin.js';
@@ -33,8 +34,9 @@ export const USER_HELP = `Usage: sluice user <command> ...
            [--[no-]require-tls] [--[no-]require-key]
            [--allow-ip CIDR]... [--deny-ip CIDR]... [--expires DATE|never]
   disable NAME | enable NAME | remove NAME
-                          (disable and remove end the user's live sessions when the
-                          admin API is on and the server runs)
+                          (disable, remove and set --expires with a date already past
+                          end the user's live sessions when the admin API is on and the
+                          server runs)
   key add NAME FILE|-     key list NAME     key remove NAME FINGERPRINT
   perm NAME /PATH LIST    (LIST "inherit" drops the override)
 
@@ -211,8 +213,12 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       if (v['require-tls'] || v['no-require-tls']) patch.requireTls = !v['no-require-tls'];
       if (v['require-key'] || v['no-require-key']) patch.requireKey = !v['no-require-key'];
       if (Object.keys(patch).length === 0) throw new UsageError('nothing to set; see sluice user --help');
-      await (await open()).admin.update(positionals[0] as string, patch);
-      out(`updated user ${positionals[0]}\n`);
+      const name = positionals[0] as string;
+      await (await open()).admin.update(name, patch);
+      // An expiry already past ends the user's sessions on the running server, as disable does.
+      const revoked = revokedBy(patch);
+      const reply = revoked === null ? null : await ifRunning(reach, 'DELETE', `/users/${encodeURIComponent(name)}/sessions?reason=${encodeURIComponent(`${revoked} by an administrator`)}`);
+      out(reply ? `updated user ${name}; ${(reply.body as { sessionsEnded: number }).sessionsEnded} live session(s) ended\n` : `updated user ${name}\n`);
       return 0;
     }
     case 'enable':

@@ -107,6 +107,17 @@ function checkExpiry(at: Date | null | undefined): void {
 }
 
 /** A clean virtual directory for a permission override; `..` tricks fold away before storage. */
+/**
+ * What a change takes away that the user's live sessions must not outlive:
+ * the reason they end with (the words PostgreSQL's trigger tells every node,
+ * migrations/postgres/007_user_revoked.sql), or null.
+ */
+export function revokedBy(patch: Partial<UserSettings>, now = Date.now()): 'user disabled' | 'user expired' | null {
+  if (patch.enabled === false) return 'user disabled';
+  if (patch.expiresAt && patch.expiresAt.getTime() <= now) return 'user expired';
+  return null;
+}
+
 export function parseVirtualDir(text: string): string {
   if (!text.startsWith('/')) throw new AdminError(`"${text}" must be an absolute virtual path such as /incoming`);
   try {
