@@ -502,7 +502,13 @@ export class Session implements LiveSession {
     const truncatedInPlace = truncate && !atomic && existingSize !== null;
     if (truncatedInPlace) this.ledger.settle(0, -(existingSize ?? 0), 0);
     const mayReplace = !(options.exclusive ?? false) && allows(this.account.permissions, 'overwrite', dir);
-    const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, staged, append, holdsFile, claim, lock, mayReplace };
+    // The directory, pinned, may have been moved since (found by a review: a user without overwrite in
+    // /archive moved the upload's directory there, then an archived file onto its name, and the end replaced it).
+    const mayReplaceWhereNow = async (): Promise<boolean> => {
+      const where = await loc.whereNow();
+      return where !== null && allows(this.account.permissions, 'overwrite', where);
+    };
+    const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, staged, append, holdsFile, claim, lock, mayReplace, mayReplaceWhereNow };
     const upload: Upload = new Upload(file, path, plan.offset, target, this.ledger, (r) => this.finished(upload, r), {
       ...this.transferOptions(options, this.rates.up),
       hashWholeFile: this.deps.hashResumedUploads,

@@ -286,6 +286,14 @@ export interface UploadTarget {
    * that applies it.
    */
   mayReplace: boolean;
+  /**
+   * Whether the user may replace a file where the upload's directory is at
+   * the end. It is pinned, so another request may have moved it since the
+   * open to a place with narrower rights (a rename may only narrow them), and
+   * put there under the upload's name a file that place keeps from being
+   * replaced. Asked only when a name is found there.
+   */
+  mayReplaceWhereNow: () => Promise<boolean>;
 }
 
 export class Upload extends Transfer {
@@ -643,11 +651,12 @@ export class Upload extends Transfer {
    */
   private async replace(staged: StagedFile, written: number, { st: now, held: old }: Target): Promise<{ bytes: number; files: number }> {
     try {
-      if (now !== null && !this.target.mayReplace) throw this.nameTaken();
+      const mayReplace = this.target.mayReplace && (now === null || (await this.target.mayReplaceWhereNow()));
+      if (now !== null && !mayReplace) throw this.nameTaken();
       const expected = now ? freedBytes(now) : 0;
       await this.ledger.checkCommit(this.reserved, written, expected, now === null && !this.target.holdsFile);
       const replaced = now ? freeingKey(now) : null;
-      await dropFile(this.ledger, replaced, () => staged.commit(this.target.mayReplace)).catch((err: unknown) => {
+      await dropFile(this.ledger, replaced, () => staged.commit(mayReplace)).catch((err: unknown) => {
         throw err instanceof SluiceError && err.kind === 'already-exists' ? this.nameTaken() : err;
       });
       let freed = expected;

@@ -469,6 +469,13 @@ class LocalLocation implements Location {
     return { blockSize: fs.bsize, blocks: fs.blocks, blocksFree: fs.bfree, blocksAvailable: fs.bavail, files: fs.files, filesFree: fs.ffree };
   }
 
+  async whereNow(): Promise<string | null> {
+    // The magic link of the pinned directory reads the path it has now (the kernel's d_path). Once the
+    // directory is removed it reads its last path and " (deleted)": a name nothing can be made in any more.
+    const real = await fsp.readlink(procPath(this.dir.fd)).catch(() => null);
+    return real === null ? null : this.storage.placeOf(real);
+  }
+
   async close(): Promise<void> {
     const { opened } = this.found;
     this.found = { symlink: false };
@@ -836,6 +843,11 @@ export class LocalStorage implements Storage {
     if (real === this.root) return '/';
     if (!real.startsWith(this.root + '/')) return null;
     return '/' + splitVirtual(real.slice(this.root.length)).join('/');
+  }
+
+  /** The virtual path of a real absolute path, or null when it is not inside the home. */
+  placeOf(real: string): string | null {
+    return real.startsWith('/') ? this.toVirtual(real) : null;
   }
 
   /** A symlink's text as Location.readlink gives it. */

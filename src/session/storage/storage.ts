@@ -181,6 +181,13 @@ export interface Location {
   /** Times of the node (`atime` undefined: left as it is); refused on a symlink. Needs no access to its content. */
   setTimes(mtime: Date, atime?: Date): Promise<void>;
   space(): Promise<StorageSpace>;
+  /**
+   * Where the directory holding this name is now, as a virtual path. It is
+   * pinned, so a rename of it (or of a directory above it) since resolve has
+   * carried this location along, and virtualPath no longer says where it is.
+   * Null when it lies in the home no more (moved out or removed on the host).
+   */
+  whereNow(): Promise<string | null>;
   /** Let go of the pinned directory; never rejects, so callers need not wait for it. */
   close(): Promise<void>;
 }
