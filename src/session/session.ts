@@ -750,6 +750,8 @@ export class Session implements LiveSession {
               }
               this.require('overwrite', parentOf(dst.virtualPath));
             }
+            // Checked last, just before the act: the target's lookup may take long (a deep path).
+            await inPlace(src, dst);
             if (dstStat === null && srcStat.type !== 'dir') {
               // The check above is not the rename: a name taken since (another request of this user, another
               // client) must not be replaced by rename(2), which would replace it without overwrite and
@@ -872,6 +874,7 @@ export class Session implements LiveSession {
         const st = await src.stat();
         if (!st) throw new SluiceError('not-found');
         if (st.type !== 'file') throw new SluiceError('permission-denied', 'Only files can be hard-linked', 'hard link to a non-file');
+        await inPlace(src, dst);
         await addName(this.ledger, () => dst.link(src));
       }),
     );
@@ -908,6 +911,7 @@ export class Session implements LiveSession {
     return this.guard(permission, path, () =>
       this.within(this.checked(permission, parentOf(path), path), follow, 'change', async (loc) => {
         this.require(permission, parentOf(loc.virtualPath));
+        await inPlace(loc);
         await act(loc);
       }),
     );
@@ -1000,6 +1004,24 @@ async function blindly<T>(loc: Location, work: () => Promise<T>): Promise<T> {
     return await work();
   } catch (err) {
     throw loc.blind && !(err instanceof Unseen) ? new Unseen(err) : err;
+  }
+}
+
+/**
+ * Each location's directory is still where its virtual path says, which the
+ * rights were checked on. It is pinned, so another request that moved it (or
+ * a directory above it) since the lookup carried it along, and a rename may
+ * move a directory only where the user's rights narrow: a file moved into it
+ * there afterwards was then renamed out, linked, removed or changed under
+ * the wider rights of where it had been (found by a review: an archived file
+ * taken out of an /archive without delete, by a rename whose target's lookup
+ * was slow). What is left is the one trip between this look and the act, in
+ * which two requests would have to land (the directory's move, then the file's).
+ */
+async function inPlace(...locs: Location[]): Promise<void> {
+  const places = await Promise.all(locs.map((l) => l.whereNow()));
+  if (places.some((place, i) => place !== parentOf((locs[i] as Location).virtualPath))) {
+    throw new SluiceError('failure', 'A directory was moved meanwhile; try again', 'a directory on the way was moved while the request ran');
   }
 }
 
