@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { closeSync, fstatSync, mkdirSync, openSync, promises as fsp, readSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, open as openFd, openSync, promises as fsp, readSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import pino from 'pino';
 import { rotatedSiblings } from './files.js';
@@ -22,7 +22,7 @@ type Stream = ReturnType<typeof pino.destination>;
 /** A file being written, and which file it is (to see whether logrotate moved it). */
 interface OpenFile {
   stream: Stream;
-  /** Resolves once open; null when opening failed (reported through onError). */
+  /** The file's identity, read from its descriptor; null when it could not be read. */
   identity: Promise<{ dev: number; ino: number } | null>;
 }
 
@@ -43,6 +43,12 @@ export class LogFile {
   private closed = false;
   /** Lines written since the last timed flush. */
   private unflushed = false;
+  /**
+   * A new file that could not be made (out of inodes, the directory not
+   * writable...): why it was wanted, tried again at each timed flush; lines
+   * go on into the current file meanwhile. null: none is owed.
+   */
+  private owed: NewFileReason | null = null;
 
   constructor(
     readonly path: string,
@@ -53,7 +59,7 @@ export class LogFile {
     mkdirSync(dirname(path), { recursive: true });
     // The size so far decides the first rotation.
     this.size = endLine(path);
-    this.current = this.open();
+    this.current = this.adopt(openSync(path, 'a', 0o600));
     this.flusher = setInterval(() => this.timedFlush(), 1000);
     this.flusher.unref();
   }
@@ -63,6 +69,7 @@ export class LogFile {
    * sonic-boom answers an empty buffer at once, which says nothing of the file.
    */
   private timedFlush(): void {
+    if (this.owed !== null && !this.switching && !this.closed) this.switchFile(this.owed, async () => undefined);
     const { stream } = this.current;
     const onFlushed = this.unflushed ? this.options.onFlushed : undefined;
     this.unflushed = false;
@@ -142,9 +149,22 @@ export class LogFile {
         this.options.onError(err as Error);
         return;
       }
+      // The new file is opened before the current one is let go: one that cannot be made (out of inodes,
+      // the directory not writable) used to become the current file all the same, a stream with no
+      // descriptor that threw from write() and whose lines a later switch dropped (found by a review).
+      let fd: number;
+      try {
+        fd = await openAppend(this.path);
+      } catch (err) {
+        this.size = 0;
+        if (this.owed === null) this.options.onError(err as Error);
+        this.owed = reason;
+        return;
+      }
+      this.owed = null;
       const old = this.current;
       this.size = 0;
-      this.current = this.open();
+      this.current = this.adopt(fd);
       this.options.onNewFile?.(reason);
       await endFile(old);
     }).finally(() => {
@@ -152,11 +172,18 @@ export class LogFile {
     });
   }
 
-  private open(): OpenFile {
-    const stream = pino.destination({ dest: this.path, sync: false, mkdir: true, minLength: 4096, mode: 0o600 });
+  /** The file open as `fd` (appending), as the one written. */
+  private adopt(fd: number): OpenFile {
+    const stream = pino.destination({ dest: fd, sync: false, minLength: 4096 });
     const identity = once(stream, 'ready').then(
-      // Just opened by this name: the name still leads to it.
-      () => fsp.stat(this.path).then((st) => ({ dev: st.dev, ino: st.ino }), () => null),
+      () => {
+        try {
+          const st = fstatSync(fd);
+          return { dev: st.dev, ino: st.ino };
+        } catch {
+          return null;
+        }
+      },
       () => null,
     );
     stream.on('error', (err: Error) => this.options.onError(err));
@@ -196,6 +223,12 @@ function endLine(path: string): number {
   } finally {
     closeSync(fd);
   }
+}
+
+/** Open (or create, 0600) `path` for appending, its directory made if missing: the descriptor. */
+async function openAppend(path: string): Promise<number> {
+  await fsp.mkdir(dirname(path), { recursive: true }).catch(() => undefined);
+  return new Promise((resolve, reject) => openFd(path, 'a', 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
 }
 
 async function endFile({ stream, identity }: OpenFile): Promise<void> {

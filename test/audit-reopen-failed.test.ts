@@ -1,0 +1,100 @@
+import assert from 'node:assert/strict';
+import { chmodSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { sluice } from './helpers/cli.js';
+import { freshRoot, openAuditLog, recordsOf } from './helpers/audit-files.js';
+import { RawFtp, loggedIn, type Reply } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+
+/*
+ * logrotate moves the trail and sends SIGHUP, and the new file cannot be
+ * made just then: the file system out of inodes (ENOSPC on the open), or the
+ * directory not writable. Found by a review (a tmpfs with nr_inodes filled,
+ * then mv audit.log audit.log.1 and kill -HUP): the writer took the stream
+ * whose open had failed as its file. Every record from then on went to a
+ * stream with no descriptor: a burst of them threw ERR_OUT_OF_RANGE (fd -1)
+ * out of the audit write into the session (FTP answered 451 Local error to a
+ * refused SITE CHMOD), and when the next SIGHUP found a file it dropped that
+ * stream with everything it held: `sluice audit verify` then failed
+ * ('sequence jumps'), the logins and refusals of that time gone. The old
+ * file stays open until the new one is: records go on into it meanwhile.
+ */
+
+const dir = mkdtempSync(join(tmpdir(), 'sluice-audit-reopen-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const actor = { session: 's1', user: 'alice', protocol: 'sftp' as const, ip: '127.0.0.1', port: 40000 };
+/** A non-root process is refused a file in a directory it cannot write; root is not. */
+const asRoot = process.getuid?.() === 0;
+
+describe('audit: a reopen whose new file cannot be made loses nothing', () => {
+  it('the writer keeps the moved file until a new one opens; the chain stays whole', async (t) => {
+    if (asRoot) return t.skip('running as root: a directory without write permission refuses root nothing');
+    const { root, data, file } = freshRoot(dir, 'unit');
+    const { log, errors } = openAuditLog(file);
+    log.record(actor, { event: 'mkdir', path: '/before' });
+    await log.flush();
+    renameSync(file, `${file}.1`);
+    chmodSync(data, 0o500);
+    try {
+      await log.reopen();
+      assert.ok(errors.some((e) => /EACCES/.test(e)), `the failed open is reported: ${errors.join('; ')}`);
+      // More than the writer's 4 KiB buffer at once: the write that hands it to the file must not throw.
+      for (let i = 0; i < 40; i++) log.record(actor, { event: 'mkdir', path: `/meanwhile-${i}-${'x'.repeat(100)}` });
+      await log.flush();
+    } finally {
+      chmodSync(data, 0o700);
+    }
+    await log.reopen();
+    log.record(actor, { event: 'mkdir', path: '/after' });
+    await log.close();
+    const paths = [...recordsOf(`${file}.1`), ...recordsOf(file)].map((r) => r.path).filter((p) => p !== undefined);
+    assert.equal(paths.length, 42, 'every record is in one of the files');
+    assert.equal(paths[0], '/before');
+    assert.equal(paths.at(-1), '/after');
+    const verify = sluice(root, ['audit', 'verify']);
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+  });
+
+  it('the server: refusals answered as such while the new file cannot be made, and the trail verifies after', async (t) => {
+    if (asRoot) return t.skip('running as root: a directory without write permission refuses root nothing');
+    const srv = await TestServer.start({
+      env: { SLUICE_FTP_TLS: 'optional' },
+      yaml: 'audit:\n  file: trail/audit.log\n',
+      users: [{ name: 'alice', password: 'alice password' }],
+    });
+    const trail = join(srv.dir, 'data', 'trail');
+    let c: RawFtp | null = null;
+    try {
+      c = await loggedIn(srv.ftpPort, 'alice', 'alice password');
+      renameSync(join(trail, 'audit.log'), join(trail, 'audit.log.1'));
+      chmodSync(trail, 0o500);
+      try {
+        srv.signal('SIGHUP');
+        await srv.logs(/EACCES[^\n]*audit\.log/);
+        // alice may not chmod: each is refused and recorded, 40 records at once.
+        for (let i = 0; i < 40; i++) {
+          const reply: Reply = await c.cmd(`SITE CHMOD 644 /nothing-${i}`);
+          assert.equal(reply.code, 550, `refused as a refusal, not a local error: ${reply.text}`);
+        }
+        await new Promise((r) => setTimeout(r, 1500));
+      } finally {
+        chmodSync(trail, 0o700);
+      }
+      srv.signal('SIGHUP');
+      await new Promise((r) => setTimeout(r, 300));
+      await c.cmd('QUIT');
+      c = null;
+      await srv.terminate();
+      const text = ['audit.log.1', 'audit.log'].map((f) => readFileSync(join(trail, f), 'utf8')).join('');
+      assert.equal(text.match(/"event":"denied"/g)?.length ?? 0, 40, 'every refusal recorded');
+      const verify = sluice(srv.dir, ['audit', 'verify']);
+      assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+    } finally {
+      c?.close();
+      await srv.stop();
+    }
+  });
+});
