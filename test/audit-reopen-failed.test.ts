@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { sluice } from './helpers/cli.js';
 import { freshRoot, openAuditLog, recordsOf } from './helpers/audit-files.js';
@@ -96,5 +98,54 @@ describe('audit: a reopen whose new file cannot be made loses nothing', () => {
       c?.close();
       await srv.stop();
     }
+  });
+
+  it('a size rotation on a file system out of inodes: lines go on in the rotated file, a new one when an inode is free', (t) => {
+    // Renaming needs no inode and creating does: only a full inode table gives this order, so the
+    // writer runs in a user and mount namespace of its own (no root needed) over a tmpfs with few.
+    if (spawnSync('unshare', ['-Urm', 'true']).status !== 0) return t.skip('unshare -Urm fails here (unprivileged user namespaces off)');
+    const root = join(dir, 'inodes');
+    const out = join(root, 'data');
+    mkdirSync(out, { recursive: true });
+    const small = join(root, 'small');
+    mkdirSync(small);
+    const script = join(root, 'rotate.mts');
+    const auditLog = pathToFileURL(resolve('src/audit/log.ts')).href;
+    writeFileSync(
+      script,
+      `import { closeSync, copyFileSync, openSync, readdirSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { AuditLog } from ${JSON.stringify(auditLog)};
+const [dir, out] = process.argv.slice(2);
+const errors = [];
+const log = new AuditLog({ file: join(dir, 'audit.log'), node: 'n1', rotateSize: 4096, keep: { count: 0, days: 0 }, xferlog: null, onError: (e) => errors.push(e.code ?? e.message) });
+const actor = { session: 's', user: 'u', protocol: 'sftp', ip: '127.0.0.1', port: 1 };
+await log.flush();
+const fillers = [];
+try { for (;;) { const f = join(dir, 'i' + fillers.length); closeSync(openSync(f, 'w')); fillers.push(f); } } catch {}
+for (let i = 0; i < 60; i++) log.record(actor, { event: 'mkdir', path: '/while-full-' + i + '-' + 'x'.repeat(100) });
+await log.flush();
+await new Promise((r) => setTimeout(r, 1500));
+for (const f of fillers) unlinkSync(f);
+await new Promise((r) => setTimeout(r, 1500));
+log.record(actor, { event: 'mkdir', path: '/after' });
+await log.close();
+for (const name of readdirSync(dir)) if (name.startsWith('audit.log')) copyFileSync(join(dir, name), join(out, name));
+console.log(JSON.stringify(errors));
+`,
+    );
+    const r = spawnSync(
+      'unshare',
+      ['-Urm', 'sh', '-c', 'mount -t tmpfs -o nr_inodes=16,size=4m tmpfs "$1" && exec "$2" --import tsx "$3" "$1" "$4"', 'sh', small, process.execPath, script, out],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /ENOSPC/, 'the open of the new file failed for want of an inode');
+    const files = readdirSync(out).filter((f) => f.startsWith('audit.log')).sort().reverse();
+    const paths = files.flatMap((f) => recordsOf(join(out, f))).map((rec) => rec.path).filter((p) => p !== undefined);
+    assert.equal(paths.length, 61, `every record kept, in ${files.join(', ')}`);
+    assert.equal(paths.at(-1), '/after');
+    const verify = sluice(root, ['audit', 'verify']);
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
   });
 });

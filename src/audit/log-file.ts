@@ -91,7 +91,8 @@ export class LogFile {
     this.current.stream.write(line);
     this.unflushed = true;
     this.size += Buffer.byteLength(line);
-    if (this.options.maxSize > 0 && this.size >= this.options.maxSize && !this.switching) {
+    // A new file owed already (see owed) is tried each second: shifting the rotated files meanwhile would move the one written.
+    if (this.options.maxSize > 0 && this.size >= this.options.maxSize && !this.switching && this.owed === null) {
       this.switchFile('size', () => shiftRotated(this.path));
     }
   }
