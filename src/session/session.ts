@@ -325,7 +325,13 @@ export class Session implements LiveSession {
     const { reader, dir } = await this.guard('list', path, () =>
       this.within(this.checked('list', path, path), true, 'look', async (loc) => {
         this.require('list', loc.virtualPath);
-        return { reader: await loc.openDir(), dir: loc.virtualPath };
+        const reader = await loc.openDir();
+        // Opened first: a directory where its path says once it is open had at least those rights when opened (see inPlace).
+        await inPlace(loc).catch(async (err: unknown) => {
+          await reader.close();
+          throw err;
+        });
+        return { reader, dir: loc.virtualPath };
       }),
     );
     return new DirectoryListing(reader, (text) => visibleLinkTarget(dir, text));
@@ -395,7 +401,10 @@ export class Session implements LiveSession {
         const file = await loc.openRead();
         let kept = false;
         try {
-          const st = await file.stat();
+          // Looked at once the file is open, before any byte is read: a lookup that followed links may
+          // have taken long, its directories pinned all the while (found by a review: a download read
+          // a file of a place without download, moved there into a directory moved there meanwhile).
+          const [st] = await Promise.all([file.stat(), inPlace(loc)]);
           if (st.type === 'dir') throw new SluiceError('is-a-directory');
           if (st.type !== 'file') throw new SluiceError('permission-denied', 'Not a regular file');
           const out = await use(file, st, dir);
@@ -472,6 +481,8 @@ export class Session implements LiveSession {
     // that difference off the usage a second time, each round (found by a review).
     let existingSize = st ? st.size : null;
     try {
+      // Just before the open: the lookup may have taken long, its directories pinned all the while.
+      await inPlace(loc);
       if (atomic) {
         // Permission bits only: a setuid or setgid bit is the server's to drop, as a write would (the
         // mode is set while the bytes arrive, so no write comes after it to drop them).
@@ -1012,11 +1023,16 @@ async function blindly<T>(loc: Location, work: () => Promise<T>): Promise<T> {
  * rights were checked on. It is pinned, so another request that moved it (or
  * a directory above it) since the lookup carried it along, and a rename may
  * move a directory only where the user's rights narrow: a file moved into it
- * there afterwards was then renamed out, linked, removed or changed under
- * the wider rights of where it had been (found by a review: an archived file
- * taken out of an /archive without delete, by a rename whose target's lookup
- * was slow). What is left is the one trip between this look and the act, in
- * which two requests would have to land (the directory's move, then the file's).
+ * there afterwards was then renamed out, linked, removed, changed or read
+ * under the wider rights of where it had been (found by a review: an archived
+ * file taken out of an /archive without delete, by a rename whose target's
+ * lookup was slow; a file of an inbox without download read through links
+ * whose lookup was slow). What is left, where this look comes before the
+ * act, is the one trip between them, in which two requests would have to
+ * land (the directory's move, then the file's). Where it comes after the
+ * open (downloads, listings) nothing is: a directory can never move to
+ * wider rights, so one where its path says now had at least those rights at
+ * the open, and so had every place a file in it came from.
  */
 async function inPlace(...locs: Location[]): Promise<void> {
   const places = await Promise.all(locs.map((l) => l.whereNow()));
