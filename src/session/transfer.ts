@@ -599,7 +599,7 @@ export class Upload extends Transfer {
           bytesDelta = written - (existingSize ?? 0);
           filesDelta = existingSize === null ? 1 : 0;
         }
-        if (result === 'ok' && this.offset > 0 && this.uploadOptions.hashWholeFile) fileSha256 = await hashFile(loc).catch(() => undefined);
+        if (result === 'ok' && this.offset > 0 && this.uploadOptions.hashWholeFile) fileSha256 = await hashFile(loc, st).catch(() => undefined);
       }
     } catch (err) {
       const e = toSluiceError(err);
@@ -704,9 +704,22 @@ async function lookThroughHold(loc: Location): Promise<Target> {
   }
 }
 
-/** A second, streaming read of the finished file: only for resumed uploads, only when configured. */
-async function hashFile(loc: Location): Promise<string> {
+/**
+ * A second, streaming read of the finished file `written`: only for resumed uploads, only when
+ * configured. Read by its name, so only while the name still leads to it: another file moved
+ * there meanwhile (one the user may not read among them) had its hash recorded as the upload's,
+ * and remembered as the receipt HASH and check-file answer for the file written (found by a review).
+ */
+async function hashFile(loc: Location, written: NodeStat): Promise<string> {
   const file = await loc.openRead();
+  const now = await file.stat().catch(async (err: unknown) => {
+    await file.close().catch(() => undefined);
+    throw err;
+  });
+  if (now.dev !== written.dev || now.ino !== written.ino) {
+    await file.close().catch(() => undefined);
+    throw new SluiceError('failure', undefined, 'another file took the name of the upload');
+  }
   const hash = new Sha256Stream();
   try {
     for await (const chunk of file.readStream(0)) {
