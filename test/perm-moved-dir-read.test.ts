@@ -14,7 +14,7 @@ import { call, sftpOf, sshConnect, statusOf } from './helpers/ssh.js';
  * (the last 17, and one in every 64 on the way down); a link's `..` that
  * climbs back to one of them finds it where it is by then, not by its name.
  * Two links a user may make (each stored as the shortest relative text) lead
- * from P 800 directories down and back up to P/n: the lookup takes a while,
+ * from P 1,300 directories down and back up to P/n: the lookup takes a while,
  * P (64 deep, kept open) stays pinned through it, and the download's rights
  * are checked on the path P had. Meanwhile a second connection moved P into
  * /inbox (list, upload, mkdir, rename: no download) and a file there onto
@@ -31,7 +31,7 @@ describe('a download through a long lookup whose directory was moved meanwhile r
   let b: ssh2.SFTPWrapper;
   // P the 64th directory down: a walk keeps it open however deep it goes on.
   const p = '/work' + '/w'.repeat(62) + '/P';
-  const down = Array.from({ length: 800 }, () => 'x').join('/');
+  const down = Array.from({ length: 1300 }, () => 'x').join('/');
 
   before(async () => {
     srv = await TestServer.start({ users: [{ name: user, password, args: ['--perms', 'all'] }] });
@@ -66,7 +66,7 @@ describe('a download through a long lookup whose directory was moved meanwhile r
     await call((cb) => a.symlink(`${p}/n`, `${p}/${down}/L2`, cb));
     await call((cb) => a.symlink(`${p}/${down}/L2`, `${p}/L`, cb));
     assert.equal(readlinkSync(join(home, p, 'L')), `${down}/L2`);
-    assert.equal(readlinkSync(join(home, p, down, 'L2')), '../'.repeat(800) + 'n');
+    assert.equal(readlinkSync(join(home, p, down, 'L2')), '../'.repeat(1300) + 'n');
     writeFileSync(join(home, p, 'n'), 'MINE');
     assert.equal(await read(`${p}/L`), 'MINE');
     await call((cb) => a.unlink(`${p}/n`, cb));

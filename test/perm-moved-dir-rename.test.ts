@@ -62,7 +62,7 @@ describe('a rename whose source directory was moved meanwhile does not act under
     mkdirSync(join(home, 'work/P'));
     let pending = true;
     const renaming = statusOf(call((cb) => a.rename('/work/P/n', `/${deep}/out`, cb))).finally(() => (pending = false));
-    await sleep(30);
+    await sleep(10);
     await call((cb) => b.rename('/work/P', '/archive/P', cb));
     await call((cb) => b.rename('/archive/ledger.txt', '/archive/P/n', cb));
     const raced = pending;
