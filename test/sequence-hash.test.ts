@@ -62,6 +62,14 @@ describe('SequenceHash: the SHA-256 of the bytes in file order, or null', () => 
     assert.equal(await failed.digest(), null);
   });
 
+  it('null when an offset still waiting is written again (a shorter rewrite would replace the longer in the hash)', async () => {
+    const h = new SequenceHash(0);
+    h.update(100, data.subarray(100, 200));
+    h.update(100, data.subarray(0, 50));
+    h.update(0, data.subarray(0, 100));
+    assert.equal(await h.digest(), null);
+  });
+
   it('an empty or small transfer, and many streams at once', async () => {
     const small = new SequenceHash(0);
     small.update(0, data.subarray(0, 1000));

@@ -30,6 +30,10 @@ export class SequenceHash {
     if (!this.hash || data.length === 0) return;
     if (position < this.next) return this.spoil();
     if (position > this.next) {
+      // A second chunk at an offset already waiting rewrites it: kept by its offset, the later one
+      // would replace the earlier in the hash while the file still holds the earlier's longer tail.
+      // Chunks that overlap at other offsets are left waiting when the gap fills, and give null there.
+      if (this.waiting.has(position)) return this.spoil();
       this.waiting.set(position, Buffer.from(data));
       this.waitingBytes += data.length;
       if (this.waitingBytes > MAX_REORDER_BYTES) this.spoil();
