@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { BIN, sluice } from './helpers/cli.js';
+import { RawFtp } from './helpers/ftp-raw.js';
 import { freePorts, TestServer } from './helpers/server.js';
 
 const USERS = [{ name: 'alice', password: 'alice password' }];
@@ -36,6 +37,30 @@ describe('logFormat', () => {
       try {
         const out = lines(srv.log).map((l) => JSON.parse(l) as { level: number; msg: string });
         assert.ok(out.some((l) => l.msg === 'sluice started' && l.level === 30), srv.log);
+      } finally {
+        await srv.stop();
+      }
+    });
+  }
+
+  for (const format of ['pretty', 'json']) {
+    it(`${format}: a client's name reaches the console with CSI, NEL and bidi controls escaped`, async () => {
+      // A failed FTP login is logged with the name the client sent: C0 is escaped by JSON, but U+009B
+      // (CSI, which terminals act on), NEL and a bidi override went to the operator's console as they were.
+      const srv = await TestServer.start({ yaml: `logFormat: ${format}\nftp:\n  tls: optional\n`, users: USERS });
+      try {
+        const ftp = await RawFtp.connect(srv.ftpPort);
+        await ftp.read();
+        const name = 'x\u009b2J\u0085\u202egnp.exe';
+        assert.equal((await ftp.login(name, 'wrong')).code, 530);
+        ftp.socket.destroy();
+        await srv.logs(/login failed/);
+        const line = srv.log.split('\n').find((l) => l.includes('login failed') || l.includes('gnp.exe')) ?? '';
+        assert.doesNotMatch(srv.log, /[\u0080-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/, line);
+        if (format === 'json') {
+          const parsed = srv.log.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string; user?: string });
+          assert.equal(parsed.find((l) => l.msg === 'login failed')?.user, name, 'the JSON line still parses to the name sent');
+        }
       } finally {
         await srv.stop();
       }

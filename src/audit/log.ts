@@ -11,6 +11,7 @@ import { logFiles } from './files.js';
 import { LastLine, LogFile, lastLineSync } from './log-file.js';
 import { applyKeep, applyKeepUnchained, type KeepOutcome, type KeepPolicy } from './retention.js';
 import { xferlogLine } from './xferlog.js';
+import { escapedJsonText } from '../session/unsafe-chars.js';
 
 /** Never let a secret reach a log line, whatever object it arrives in. */
 const REDACT = {
@@ -26,7 +27,9 @@ export function createLogger(level: string, format: LogFormat): Logger {
   // of exiting. The fatal line is still written before the process exits.
   const stdout = pino.destination({ dest: 1, sync: false });
   const pretty = format === 'pretty' || (format === 'auto' && isatty(1)) ? prettyLines() : null;
-  const write = pretty ? (line: string) => stdout.write(pretty(line)) : (line: string) => stdout.write(line);
+  // A client's text in a line (the name of a failed login) keeps C0 escaped by JSON, but CSI (U+009B), NEL
+  // and the bidi controls would reach the operator's console, or whatever reads the lines, as they are.
+  const write = pretty ? (line: string) => stdout.write(escapedJsonText(pretty(line))) : (line: string) => stdout.write(escapedJsonText(line));
   return pino({ level, redact: REDACT, base: { pid: process.pid } }, { write });
 }
 

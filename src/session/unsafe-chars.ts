@@ -55,5 +55,14 @@ const JSON_UNESCAPED = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
  * (or the API's audit stream) as it was. The text parses to the same value.
  */
 export function safeJson(value: unknown, space?: number): string {
-  return JSON.stringify(value, null, space).replace(JSON_UNESCAPED, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return escapedJsonText(JSON.stringify(value, null, space));
+}
+
+/**
+ * Pure: JSON text (or pino-pretty's rendering of it, whose values are JSON)
+ * with the unsafe characters JSON leaves as they are written as \uNNNN
+ * escapes; JSON text parses to the same value.
+ */
+export function escapedJsonText(text: string): string {
+  return text.replace(JSON_UNESCAPED, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
