@@ -87,4 +87,29 @@ describe('audit evidence: a transfer record describes the bytes that moved', () 
     // The hash of 0-65 KiB would say the client got 65 KiB in file order; it got 128 KiB, 64 KiB-65 KiB twice.
     assert.equal(rec?.sha256, null, `recorded ${String(rec?.sha256)}`);
   });
+  it('SFTP check-file over ranges of a few bytes reads a file as a download would: the trail says who read it', async () => {
+    // The SHA-256 of one byte is one of 256: range by range, a client learns the file without a download.
+    const secret = Buffer.from('the secret plan: 42');
+    writeFileSync(join(srv.home('eve'), 'secret.txt'), secret);
+    const table = new Map<string, number>();
+    for (let b = 0; b < 256; b++) table.set(sha256(Buffer.from([b])), b);
+    const learned: number[] = [];
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'eve', password: 'eve password' });
+    try {
+      const { ch, next } = await initialised(conn);
+      for (let at = 0; at < secret.length; at++) {
+        ch.write(new Writer(FXP.EXTENDED, 100 + at).string('check-file-name').string('/secret.txt').string('sha256').uint64(at).uint64(1).uint32(0).finish());
+        const reply = await next();
+        assert.equal(reply[0], FXP.EXTENDED_REPLY);
+        const digest = reply.subarray(reply.length - 32).toString('hex');
+        learned.push(table.get(digest) ?? -1);
+      }
+    } finally {
+      conn.end();
+    }
+    assert.deepEqual(Buffer.from(learned), secret, 'the file, byte by byte');
+    const named = (l: Record<string, unknown>) => l.user === 'eve' && l.path === '/secret.txt';
+    const records = (await srv.auditUntil(named, 3000)).filter((l) => l.user === 'eve' && (l.path === '/secret.txt' || l.from === '/secret.txt'));
+    assert.ok(records.length > 0, 'no record names /secret.txt: its content left the server without a trace');
+  });
 });

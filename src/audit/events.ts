@@ -50,6 +50,12 @@ export type AuditEvent =
   /** A file cut or extended in place by its name (SFTP SETSTAT size): its size before (`was`) and after. */
   | { event: 'truncate'; path: string; size: number; was: number }
   | { event: 'symlink' | 'hardlink'; path: string; target: string }
+  /**
+   * SHA-256 of bytes [offset, end) of a file given to the client (FTP HASH, SFTP check-file), in `blocks`
+   * hashes: the hash of a few bytes is as good as the bytes, so this is a read of the file as a download is.
+   * `from_record`: answered from the last upload's record without a read.
+   */
+  | { event: 'checksum'; path: string; offset: number; end: number; blocks: number; from_record: boolean }
   | { event: 'denied'; operation: string; path: string; reason: 'permission' | 'outside-home' }
   | { event: 'quota-exceeded'; path: string }
   /**
