@@ -15,7 +15,19 @@ export interface LogFileOptions {
   onError: (err: Error) => void;
   /** How long each timed flush took, from asking to the bytes handed to the file. */
   onFlushed?: (seconds: number) => void;
+  /**
+   * Lines the file has not taken (its disk full) passed MAX_UNWRITTEN bytes
+   * (true), or fell back under half of it (false).
+   */
+  onBacklog?: (over: boolean) => void;
 }
+
+/**
+ * Past this many bytes of lines not yet written, the file says so
+ * (onBacklog): the server then stops making records (AuditLog) rather
+ * than hold without end what it cannot write.
+ */
+export const MAX_UNWRITTEN = 8 * 1024 * 1024;
 
 type Stream = ReturnType<typeof pino.destination>;
 
@@ -49,6 +61,12 @@ export class LogFile {
    * go on into the current file meanwhile. null: none is owed.
    */
   private owed: NewFileReason | null = null;
+  /** Bytes handed to a stream and not written yet. */
+  private unwritten = 0;
+  /** Writes failed since the last one that went through: only the first of a run is reported. */
+  private failedWrites = 0;
+  /** onBacklog(true) was said, and not yet onBacklog(false). */
+  private over = false;
 
   constructor(
     readonly path: string,
@@ -90,7 +108,13 @@ export class LogFile {
     }
     this.current.stream.write(line);
     this.unflushed = true;
-    this.size += Buffer.byteLength(line);
+    const bytes = Buffer.byteLength(line);
+    this.size += bytes;
+    this.unwritten += bytes;
+    if (!this.over && this.unwritten > MAX_UNWRITTEN) {
+      this.over = true;
+      this.options.onBacklog?.(true);
+    }
     // A new file owed already (see owed) is tried each second: shifting the rotated files meanwhile would move the one written.
     if (this.options.maxSize > 0 && this.size >= this.options.maxSize && !this.switching && this.owed === null) {
       this.switchFile('size', () => shiftRotated(this.path));
@@ -187,8 +211,30 @@ export class LogFile {
       },
       () => null,
     );
-    stream.on('error', (err: Error) => this.options.onError(err));
+    stream.on('error', (err: Error) => this.writeFailed(err));
+    stream.on('write', (n: number) => this.written(n));
     return { stream, identity };
+  }
+
+  /**
+   * A write failed; the stream keeps the lines and tries them again with the
+   * next. A disk full fails every one of them: reported once, not a line per
+   * try (found by a review: 19,000 error lines for 43,000 records).
+   */
+  private writeFailed(err: Error): void {
+    if (this.failedWrites++ === 0) this.options.onError(err);
+  }
+
+  private written(bytes: number): void {
+    this.unwritten -= bytes;
+    if (this.failedWrites > 0) {
+      this.options.onError(new Error(`${basename(this.path)} written again, after ${this.failedWrites} failed write(s)`));
+      this.failedWrites = 0;
+    }
+    if (this.over && this.unwritten < MAX_UNWRITTEN / 2) {
+      this.over = false;
+      this.options.onBacklog?.(false);
+    }
   }
 
   /** Hand everything buffered to the file. */
@@ -199,12 +245,16 @@ export class LogFile {
     await new Promise<void>((resolve) => stream.flush(() => resolve()));
   }
 
-  /** Write out everything buffered and close the file; called on shutdown. */
+  /**
+   * Write out everything buffered and close the file; called on shutdown. A
+   * write that fails then (the disk full) ends it: what was not written is
+   * lost and said so, where waiting for room held the stop for ever.
+   */
   async close(): Promise<void> {
     clearInterval(this.flusher);
     await this.switching;
     this.closed = true;
-    await endFile(this.current);
+    await endFile(this.current, (err) => this.options.onError(new Error(`${basename(this.path)} closed with lines not written: ${err.message}`)));
   }
 }
 
@@ -232,10 +282,25 @@ async function openAppend(path: string): Promise<number> {
   return new Promise((resolve, reject) => openFd(path, 'a', 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
 }
 
-async function endFile({ stream, identity }: OpenFile): Promise<void> {
+/** End the file's stream. `giveUp`: a write that fails ends it, the stream destroyed and the failure handed over, rather than rejecting. */
+async function endFile({ stream, identity }: OpenFile, giveUp?: (err: Error) => void): Promise<void> {
   if (!(await identity)) return;
-  const closed = once(stream, 'close');
+  if (!giveUp) {
+    const closed = once(stream, 'close');
+    stream.end();
+    await closed;
+    return;
+  }
+  const ended = new Promise<Error | null>((resolve) => {
+    stream.once('close', () => resolve(null));
+    stream.once('error', (err: Error) => resolve(err));
+  });
   stream.end();
+  const failed = await ended;
+  if (failed === null) return;
+  giveUp(failed);
+  const closed = once(stream, 'close');
+  stream.destroy();
   await closed;
 }
 

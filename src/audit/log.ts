@@ -61,6 +61,11 @@ export interface AuditLogOptions {
   onError: (err: Error) => void;
   /** Told of each line of the trail and how long each timed flush of the file took. */
   metrics?: AuditMetrics;
+  /**
+   * Told when the trail or the xferlog holds more than MAX_UNWRITTEN bytes
+   * its file has not taken (true), and when both are back under half of it.
+   */
+  onBacklog?: (over: boolean) => void;
 }
 
 /**
@@ -82,6 +87,8 @@ export class AuditLog implements AuditSink, SystemAuditSink {
   private head: ChainHead;
   /** The last retention pass queued (close() waits for it). */
   private keeping: Promise<void> = Promise.resolve();
+  /** Its files over their backlog (LogFileOptions.onBacklog). */
+  private readonly behind = new Set<string>();
 
   constructor(private readonly options: AuditLogOptions) {
     const { head, fragment, node } = recover(options.file);
@@ -99,6 +106,7 @@ export class AuditLog implements AuditSink, SystemAuditSink {
         this.applyKeep();
       },
       onError: options.onError,
+      onBacklog: (over) => this.backlog(options.file, over),
       ...(options.metrics ? { onFlushed: (seconds: number) => options.metrics?.flushed(seconds) } : {}),
     });
     const { xferlog } = options;
@@ -109,10 +117,18 @@ export class AuditLog implements AuditSink, SystemAuditSink {
             maxSize: options.rotateSize,
             onNewFile: () => this.applyXferlogKeep(xferlog),
             onError: options.onError,
+            onBacklog: (over) => this.backlog(xferlog, over),
           });
     this.write({ event: 'audit-start', pid: process.pid, ...(fragment ? { torn: tearOf(fragment) } : {}) });
     this.applyKeep();
     if (xferlog !== null) this.applyXferlogKeep(xferlog);
+  }
+
+  private backlog(file: string, over: boolean): void {
+    const was = this.behind.size > 0;
+    if (over) this.behind.add(file);
+    else this.behind.delete(file);
+    if (was !== this.behind.size > 0) this.options.onBacklog?.(!was);
   }
 
   /** audit.keep: delete rotated files beyond it that chain into their successor; each deletion is a record. */

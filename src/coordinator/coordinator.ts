@@ -15,6 +15,8 @@ export type Release = () => void;
 /** Where offences are counted, from any front-end or the admin API; true when this one got the address banned. */
 export interface Scorer {
   score(ip: string, protocol: Service, offence: Offence): Promise<boolean>;
+  /** Is `source` under a ban the store has not taken (Defender)? Every other ban is looked up in the store. */
+  holds(source: string): boolean;
 }
 
 /** Where the trail goes: session events, and the server's own. */
@@ -29,8 +31,12 @@ export type AuditTrail = AuditSink & SystemAuditSink;
  * question is asynchronous; what needs no answer is sent and never waited on.
  */
 export interface Coordinator {
-  /** A connection slot for `source` (BanCheck.source), or null when the total or the per-address limit is reached. */
-  admit(source: string): Promise<Release | null>;
+  /**
+   * A connection slot for `source` (BanCheck.source); null when the total or
+   * the per-address limit is reached; 'banned' under a ban the store could
+   * not take (Scorer.holds), which the gate's own look-up cannot see.
+   */
+  admit(source: string): Promise<Release | 'banned' | null>;
   /** A slot for one logged-in session of `user` (its stored name), or null at the per-user limit (`max` when given). */
   claimUser(user: string, max?: number): Promise<Release | null>;
   /** Count one offence of `ip`; true when it got the address banned (on every process at once: the ban is stored). */

@@ -84,8 +84,9 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
       : null;
   }
 
-  async admit(ip: string): Promise<Release | null> {
-    return this.slot(await this.ask({ op: 'admit', ip }));
+  async admit(ip: string): Promise<Release | 'banned' | null> {
+    const answer = await this.ask({ op: 'admit', ip });
+    return answer === 'banned' ? answer : this.slot(answer);
   }
 
   async claimUser(user: string, max?: number): Promise<Release | null> {

@@ -69,7 +69,7 @@ export type SingleWorkerMessage =
 export type WorkerMessage = SingleWorkerMessage | { t: 'batch'; messages: SingleWorkerMessage[] };
 
 /** A slot (admit, claim-user) or ledger handle is a number the worker gives back; null: refused. */
-export type Answer = boolean | number | null | { bytes: number; files: number } | LedgerOpened | void;
+export type Answer = boolean | number | null | 'banned' | { bytes: number; files: number } | LedgerOpened | void;
 
 /** The answer to `ledger`: the handle, and whether the ledger has no quota (then its checks are said, not asked). */
 export interface LedgerOpened {

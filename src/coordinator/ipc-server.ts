@@ -215,7 +215,10 @@ export class WorkerLink {
   private async ask(q: Question): Promise<Answer> {
     switch (q.op) {
       case 'admit':
-        return this.keep(await this.coordinator.admit(q.ip));
+      {
+        const admitted = await this.coordinator.admit(q.ip);
+        return admitted === 'banned' ? admitted : this.keep(admitted);
+      }
       case 'claim-user':
         return this.keep(await this.coordinator.claimUser(q.user, q.max), q.user);
       case 'score':

@@ -19,9 +19,13 @@ export class LocalCoordinator implements Coordinator {
     readonly ledgers: Ledgers,
     readonly audit: AuditTrail | null,
     readonly metrics: ServerMetricsSink,
+    /** No connection is admitted while this says so (the audit trail cannot be written: app.ts). */
+    private readonly closed: () => boolean = () => false,
   ) {}
 
-  async admit(ip: string): Promise<Release | null> {
+  async admit(ip: string): Promise<Release | 'banned' | null> {
+    if (this.defender.holds(ip)) return 'banned';
+    if (this.closed()) return null;
     return this.registry.tryAcquire(ip);
   }
 

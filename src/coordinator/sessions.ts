@@ -24,6 +24,12 @@ export class AllSessions implements LiveSessionsView {
     return (await Promise.all([...this.parts].map((p) => p.end(id, reason)))).some(Boolean);
   }
 
+  /** Ends every session there is; how many. */
+  async endAll(reason: string): Promise<number> {
+    const ids = new Set((await this.list()).map((s) => s.id));
+    return (await Promise.all([...ids].map((id) => this.end(id, reason)))).filter(Boolean).length;
+  }
+
   async endUser(user: string, reason: string): Promise<number> {
     return (await Promise.all([...this.parts].map((p) => p.endUser(user, reason)))).reduce((a, b) => a + b, 0);
   }

@@ -15,6 +15,9 @@ import type { BanCheck } from './ban-check.js';
 export class Defender implements Scorer {
   /** Bans being written, per address: offences failing at once from many connections make one ban, audited once. */
   private readonly banning = new Map<string, Promise<boolean>>();
+  /** Bans the store did not take (its disk full, its server gone), per address: in force here until stored. */
+  private readonly held = new Map<string, HeldBan>();
+  private storing: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly check: BanCheck,
@@ -29,6 +32,7 @@ export class Defender implements Scorer {
     if (!this.settings.enabled || this.check.allowed(ip)) return false;
     const now = Date.now();
     const source = this.check.source(ip);
+    if (this.holds(source, now)) return true;
     const count = await this.tally.add(source, now, now - this.settings.window * 1000);
     if (count < this.settings.threshold) return false;
     const pending = this.banning.get(source);
@@ -49,9 +53,58 @@ export class Defender implements Scorer {
     const count = recent ? previous.count + 1 : 1;
     const seconds = Math.min(banTime * 2 ** Math.min(count - 1, 30), maxBanTime);
     const until = new Date(now + seconds * 1000);
-    await this.check.bans.put(source, until, count, `${threshold} failures in ${window} s, the last ${offence}`);
+    const reason = `${threshold} failures in ${window} s, the last ${offence}`;
+    try {
+      await this.check.bans.put(source, until, count, reason);
+      this.held.delete(source);
+    } catch (err) {
+      // Found by a review: with the store's disk full the ban was lost and the count begun again, so a
+      // user who filled the disk could then guess passwords unbanned. Admission asks here (holds).
+      this.log.error({ err, source }, 'ban not stored: in force in this process, stored again each second');
+      this.hold(source, { until, count, reason });
+    }
     this.log.warn({ ip, source, until: until.toISOString(), count, offence }, 'address banned');
     this.audit?.record({ session: '', user: '', protocol, ip, port: 0 }, { event: 'ban', address: source, until: until.toISOString(), seconds, count, offence });
     return true;
   }
+
+  holds(source: string, now = Date.now()): boolean {
+    const ban = this.held.get(source);
+    if (!ban) return false;
+    if (ban.until.getTime() > now) return true;
+    this.held.delete(source);
+    return false;
+  }
+
+  private hold(source: string, ban: HeldBan): void {
+    this.held.set(source, ban);
+    this.storing ??= setInterval(() => void this.storeHeld(), HELD_RETRY_MS).unref();
+  }
+
+  /** Each held ban into the store, oldest first; one the store still refuses waits, with those after it, for the next round. */
+  private async storeHeld(): Promise<void> {
+    for (const [source, ban] of [...this.held]) {
+      if (!this.holds(source) || this.held.get(source) !== ban) continue;
+      try {
+        await this.check.bans.put(source, ban.until, ban.count, ban.reason);
+      } catch {
+        return;
+      }
+      if (this.held.get(source) === ban) this.held.delete(source);
+      this.log.info({ source }, 'held ban stored');
+    }
+    if (this.held.size === 0 && this.storing) {
+      clearInterval(this.storing);
+      this.storing = null;
+    }
+  }
 }
+
+interface HeldBan {
+  readonly until: Date;
+  readonly count: number;
+  readonly reason: string;
+}
+
+/** How often bans the store refused are offered to it again. */
+const HELD_RETRY_MS = 1000;

@@ -81,6 +81,8 @@ export class Gate {
     }
     const source = this.bans.source(ip);
     const counted = await countConnection(this.coordinator, source, socket, this.log);
+    // A ban only the defender holds (the store could not take it): closed as a stored one is above.
+    if (counted === 'banned') socket.destroy();
     if (counted === 'refused') {
       this.noteRefusal(ip);
       refuse(socket, busyReply);
@@ -109,11 +111,17 @@ export class Gate {
  * them; it has a budget of its own). 'refused': over a limit, or the count
  * failed; the caller closes the socket. 'gone': it closed meanwhile.
  */
-export async function countConnection(coordinator: Pick<Coordinator, 'admit'>, source: string, socket: Socket, log: Logger): Promise<'counted' | 'refused' | 'gone'> {
+export async function countConnection(
+  coordinator: Pick<Coordinator, 'admit'>,
+  source: string,
+  socket: Socket,
+  log: Logger,
+): Promise<'counted' | 'refused' | 'banned' | 'gone'> {
   const release = await coordinator.admit(source).catch((err: unknown) => {
     log.error({ err, ip: source }, 'admission failed: connection refused');
     return null;
   });
+  if (release === 'banned') return release;
   if (!release) return 'refused';
   if (socket.destroyed) {
     // Gone while the slot was being counted: its 'close' has passed, nothing else would free it.
