@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { expandArgv, unknownPlaceholders, type HookFields } from '../src/hooks/events.js';
+import { expandArgv, hookEventOf, unknownPlaceholders, type HookFields } from '../src/hooks/events.js';
 import { Hooks } from '../src/hooks/runner.js';
 import { pino } from 'pino';
 import { RawFtp } from './helpers/ftp-raw.js';
@@ -34,6 +34,15 @@ describe('hook argv templates', () => {
   });
   it('names placeholders that are no field', () => {
     assert.deepEqual(unknownPlaceholders(['x', '{user}', '{password}', '{home}x']), ['password', 'home']);
+  });
+  it('{replaced}: what a rename or an upload replaced, as its audit record says', () => {
+    const actor = { session: 's', user: 'alice', protocol: 'sftp', ip: '127.0.0.1', port: 1 } as const;
+    const at = new Date(0);
+    const rename = (extra: object) => hookEventOf(actor, { event: 'rename', from: '/a', to: '/b', ...extra }, at)?.fields.replaced;
+    assert.deepEqual([rename({ replaced: { size: 10 } }), rename({ replaced_unknown: true }), rename({})], ['10', 'unknown', '']);
+    const upload = { event: 'upload', path: '/b', bytes: 3, size: 3, offset: 0, resumed: false, started: '', duration_ms: 1, result: 'ok', sha256: null, type: 'binary' } as const;
+    assert.equal(hookEventOf(actor, { ...upload, replaced: { size: 7 } }, at)?.fields.replaced, '7');
+    assert.deepEqual(unknownPlaceholders(['{replaced}']), []);
   });
 });
 

@@ -14,6 +14,28 @@ export interface Actor {
 
 export type TransferResult = 'ok' | 'aborted' | 'failed';
 
+/**
+ * What lost its name, or its bytes, to a rename or an upload: measured through a hold of the node
+ * looked at, after the act, so it is what the act really replaced (see README, Audit trail).
+ */
+export interface Replaced {
+  /** Its size when it lost the name (a symlink: its text's length). */
+  size: number;
+  /** Its SHA-256, only where the server knew it without a read: the hash of a whole upload this process recorded, the file unchanged since. */
+  sha256?: string;
+  /** What it was, when not a regular file. */
+  type?: 'dir' | 'symlink' | 'other';
+  /** Names it still has elsewhere (hard links): its bytes were not destroyed. */
+  links?: number;
+}
+
+/**
+ * A rename's or an atomic upload's record, when the target held a node when looked at but that node
+ * lost no name to the act: another request moved or removed it in between, and what the name held
+ * at the act (nothing, or a node put there meanwhile) was replaced unmeasured.
+ */
+export type ReplacedUnknown = true;
+
 export type AuditEvent =
   | { event: 'login'; method: 'password' | 'publickey' }
   /** `email`: what an anonymous FTP client gave as its password, as it gave it (bounded); never a credential. */
@@ -42,9 +64,18 @@ export type AuditEvent =
       copied_to?: string[];
       /** How many more files than the first MAX_COPY_PATHS the copies named, not listed. */
       copied_others?: number;
+      /**
+       * An upload's: the file it replaced whole (an atomic upload put over it, or emptied in place at
+       * the open, which destroys its bytes whatever the upload's result).
+       */
+      replaced?: Replaced;
+      replaced_unknown?: ReplacedUnknown;
+      /** An upload's into an existing file it did not empty (resume, append, SFTP without TRUNC): the file's size before. */
+      was?: number;
     }
   | { event: 'delete' | 'mkdir' | 'rmdir'; path: string }
-  | { event: 'rename'; from: string; to: string }
+  /** `replaced`: the node the rename took the name of (see Replaced). */
+  | { event: 'rename'; from: string; to: string; replaced?: Replaced; replaced_unknown?: ReplacedUnknown }
   | { event: 'chmod'; path: string; mode: string }
   | { event: 'chtimes'; path: string }
   /** A file cut or extended in place by its name (SFTP SETSTAT size): its size before (`was`) and after. */

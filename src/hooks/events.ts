@@ -5,8 +5,11 @@ import { shown } from '../session/unsafe-chars.js';
 export const HOOK_EVENTS = ['upload', 'download', 'delete', 'rename', 'login', 'login-failed', 'quota-exceeded'] as const;
 export type HookEvent = (typeof HOOK_EVENTS)[number];
 
-/** What a hook is told: the audit record's fields, flat, every value a string. */
-export const HOOK_FIELDS = ['event', 'time', 'user', 'protocol', 'ip', 'session', 'path', 'target', 'bytes', 'size', 'sha256', 'reason'] as const;
+/**
+ * What a hook is told: the audit record's fields, flat, every value a string. `replaced`: the size of
+ * the file an upload or a rename replaced ('' none, 'unknown' for the record's replaced_unknown).
+ */
+export const HOOK_FIELDS = ['event', 'time', 'user', 'protocol', 'ip', 'session', 'path', 'target', 'bytes', 'size', 'sha256', 'reason', 'replaced'] as const;
 export type HookFields = Record<(typeof HOOK_FIELDS)[number], string>;
 
 /**
@@ -22,17 +25,20 @@ export type HookFields = Record<(typeof HOOK_FIELDS)[number], string>;
  * and webhooks alike. The audit trail keeps the name as sent.
  */
 export function hookEventOf(actor: Actor, e: AuditEvent, time: Date): { event: HookEvent; fields: HookFields } | null {
-  const base = { time: time.toISOString(), user: shown(actor.user), protocol: actor.protocol, ip: actor.ip, session: actor.session, path: '', target: '', bytes: '', size: '', sha256: '', reason: '' };
+  const base = { time: time.toISOString(), user: shown(actor.user), protocol: actor.protocol, ip: actor.ip, session: actor.session, path: '', target: '', bytes: '', size: '', sha256: '', reason: '', replaced: '' };
   switch (e.event) {
     case 'upload':
     case 'download':
       if (e.result !== 'ok') return null;
-      return { event: e.event, fields: { ...base, event: e.event, path: e.path, bytes: String(e.bytes), size: String(e.size), sha256: e.file_sha256 ?? e.sha256 ?? '' } };
+      return {
+        event: e.event,
+        fields: { ...base, event: e.event, path: e.path, bytes: String(e.bytes), size: String(e.size), sha256: e.file_sha256 ?? e.sha256 ?? '', replaced: replacedField(e) },
+      };
     case 'delete':
     case 'quota-exceeded':
       return { event: e.event, fields: { ...base, event: e.event, path: e.path } };
     case 'rename':
-      return { event: 'rename', fields: { ...base, event: 'rename', path: e.from, target: e.to } };
+      return { event: 'rename', fields: { ...base, event: 'rename', path: e.from, target: e.to, replaced: replacedField(e) } };
     case 'login':
       return { event: 'login', fields: { ...base, event: 'login' } };
     case 'login-failed':
@@ -40,6 +46,10 @@ export function hookEventOf(actor: Actor, e: AuditEvent, time: Date): { event: H
     default:
       return null;
   }
+}
+
+function replacedField(e: { replaced?: { size: number }; replaced_unknown?: true }): string {
+  return e.replaced ? String(e.replaced.size) : e.replaced_unknown ? 'unknown' : '';
 }
 
 const PLACEHOLDER = /\{([a-z0-9]+)\}/g;

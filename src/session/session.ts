@@ -1,4 +1,4 @@
-import type { Actor, AuditEvent, AuditSink } from '../audit/events.js';
+import type { Actor, AuditEvent, AuditSink, Replaced } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
 import type { Account, Protocol } from './account.js';
 import { SluiceError, Unseen, toSluiceError } from './errors.js';
@@ -10,6 +10,7 @@ import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, vi
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission } from './permissions.js';
 import { addName, dropFile, freeingKey, removedThrough, type Ledger, type Ledgers } from './quota.js';
 import { RateLimit, ratesOf, type Rates } from './rate-limit.js';
+import { replacedFields, replacedThrough } from './replaced.js';
 import type { UploadScanning } from './scanning.js';
 import { SessionChecksums, hashRange, type Checksum, type ChecksumRange, type UploadReceipts } from './checksum.js';
 import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile, type Storage, type StorageOpener } from './storage/storage.js';
@@ -480,6 +481,9 @@ export class Session implements LiveSession {
     // or grown it since the look (its own step on the usage done), and counting from the size looked at took
     // that difference off the usage a second time, each round (found by a review).
     let existingSize = st ? st.size : null;
+    /** An in-place upload's record: the file it emptied at the open, or the size of the one it writes into. */
+    let replacedAtOpen: Replaced | null = null;
+    let was: number | null = null;
     try {
       // Just before the open: the lookup may have taken long, its directories pinned all the while.
       await inPlace(loc);
@@ -497,6 +501,9 @@ export class Session implements LiveSession {
           throw new SluiceError('failure', 'File changed while it was opened; try again', 'another file took the name between the look and the open');
         }
         existingSize = now.size;
+        // Emptied here, whatever the upload's end: its record says what was destroyed (its hash only if known).
+        if (truncate) replacedAtOpen = { size: now.size, ...knownSha(this.deps.receipts, now) };
+        else was = now.size;
         if (truncate) await file.truncate(0);
       } else {
         file = await loc.openWrite({ create: true, truncate: false, append });
@@ -519,10 +526,11 @@ export class Session implements LiveSession {
       const where = await loc.whereNow();
       return where !== null && allows(this.account.permissions, 'overwrite', where);
     };
-    const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, staged, append, holdsFile, claim, lock, mayReplace, mayReplaceWhereNow };
+    const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, staged, append, holdsFile, claim, lock, mayReplace, mayReplaceWhereNow, replacedAtOpen, was };
     const upload: Upload = new Upload(file, path, plan.offset, target, this.ledger, (r) => this.finished(upload, r), {
       ...this.transferOptions(options, this.rates.up),
       hashWholeFile: this.deps.hashResumedUploads,
+      knownSha256: (node) => knownSha(this.deps.receipts, node).sha256 ?? null,
       scan: this.scanning ? { scanning: this.scanning, user: this.account.name } : null,
     });
     this.placed.set(upload, dir);
@@ -649,6 +657,8 @@ export class Session implements LiveSession {
       type: r.convertedLineEndings ? 'ascii' : 'binary',
       ...(copied === undefined ? {} : r.direction === 'upload' ? { copied_from: [...copied.paths] } : { copied_to: [...copied.paths] }),
       ...(copied === undefined || copied.others === 0 ? {} : { copied_others: copied.others }),
+      ...replacedFields(r.replaced ?? null),
+      ...(r.was === undefined ? {} : { was: r.was }),
     });
   }
 
@@ -746,6 +756,7 @@ export class Session implements LiveSession {
   async rename(fromClient: string, toClient: string, ifExists: IfExists): Promise<void> {
     const from = this.resolve(fromClient);
     const to = this.resolve(toClient);
+    let replaced: Replaced | 'unknown' | null = null;
     await this.guard('rename', from, () =>
       this.within(this.checked('rename', parentOf(from), from), false, 'change', (src) =>
         this.within(this.checked('rename', parentOf(to), to), false, 'change', async (dst) => {
@@ -788,10 +799,16 @@ export class Session implements LiveSession {
             // replaced by another link to the same file is left alone by rename(2).
             const replaces = dstStat !== null && !(dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev);
             const key = replaces ? freeingKey(dstStat) : null;
+            // Its hash only if already known (a whole upload's receipt): the file is never read for it.
+            const known = replaces ? (knownSha(this.deps.receipts, dstStat).sha256 ?? null) : null;
             await dropFile(this.ledger, key, () => src.renameTo(dst));
             if (replaces && held) {
-              const gone = removedThrough(dstStat, await held.stat(), key !== null);
+              const after = await held.stat();
+              const gone = removedThrough(dstStat, after, key !== null);
               this.ledger.settle(0, -gone.bytes, -gone.names);
+              // On record as the quota counts it: the file looked at, if it lost its name (found by a review:
+              // a file destroyed by a rename over it left no trace but in the records before).
+              replaced = replacedThrough(dstStat, after, known) ?? 'unknown';
             }
           } finally {
             void held?.close().catch(() => undefined);
@@ -799,7 +816,7 @@ export class Session implements LiveSession {
         }),
       ),
     );
-    this.audit({ event: 'rename', from, to });
+    this.audit({ event: 'rename', from, to, ...replacedFields(replaced) });
   }
 
   async chmod(clientPath: string, mode: number): Promise<void> {
@@ -1072,6 +1089,12 @@ function refusal(why: UploadRefusal): SluiceError {
     case 'scan-needs-whole':
       return new SluiceError('unsupported', 'Uploads are scanned here: resuming or appending is not possible, send the whole file');
   }
+}
+
+/** The SHA-256 the server already holds for a file as it is (a whole upload's receipt), never read for it. */
+function knownSha(receipts: UploadReceipts, st: NodeStat): { sha256?: string } {
+  const sha256 = st.type === 'file' ? receipts.lookup(nodeKey(st), st.size, st.ctimeMs) : null;
+  return sha256 === null ? {} : { sha256 };
 }
 
 /** What removing one name frees: a file's bytes go with its last link only. */

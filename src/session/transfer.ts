@@ -1,5 +1,5 @@
 import { Transform, Writable, type Readable } from 'node:stream';
-import type { TransferResult } from '../audit/events.js';
+import type { Replaced, TransferResult } from '../audit/events.js';
 import { SluiceError, Unseen, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
 import { baseName } from './paths.js';
@@ -8,6 +8,7 @@ import type { RateLimit } from './rate-limit.js';
 import { SequenceHash } from './sequence-hash.js';
 import { Sha256Stream } from './offloaded-sha256.js';
 import { hashRange, type Checksum, type ChecksumRange, type Pace } from './checksum.js';
+import { replacedThrough } from './replaced.js';
 import { verdictWithin, type UploadScanning } from './scanning.js';
 import { nodeKey, type HeldNode, type Location, type NodeStat, type OpenFile, type StagedFile } from './storage/storage.js';
 
@@ -28,6 +29,10 @@ export interface TransferRecord {
   convertedLineEndings: boolean;
   /** An upload's file as it ended under its name (dev:ino and ctime), for UploadReceipts; none: keep no receipt. */
   node?: { key: string; ctimeMs: number };
+  /** An upload's: the file it replaced whole; 'unknown' when the one looked at was not what its rename replaced (see replacedThrough). */
+  replaced?: Replaced | 'unknown';
+  /** An upload's into an existing file it did not empty: that file's size at the open. */
+  was?: number;
   /** The scanner found malware: kept in quarantine at `file`, or not (`why`). */
   quarantined?: { signature: string; size: number; sha256: string | null; kept: boolean; file?: string; why?: string };
 }
@@ -67,6 +72,8 @@ export interface UploadOptions extends TransferOptions {
   hashWholeFile: boolean;
   /** Scan the complete upload before it takes its name; null: not scanned. */
   scan: { scanning: UploadScanning; user: string } | null;
+  /** The SHA-256 the server already holds for a file as `st` describes it (a receipt); null: none, and it is never read for one. */
+  knownSha256: (st: NodeStat) => string | null;
 }
 
 type Reporter = (record: TransferRecord) => void;
@@ -149,6 +156,7 @@ abstract class Transfer {
     fileSha256?: string,
     node?: TransferRecord['node'],
     quarantined?: TransferRecord['quarantined'],
+    replaced?: Pick<TransferRecord, 'replaced' | 'was'>,
   ): Promise<void> {
     this.result = result;
     // Past its first batch, the hash is the hashing thread's: the record waits for its last bytes.
@@ -167,6 +175,7 @@ abstract class Transfer {
       convertedLineEndings: this.options.convertedLineEndings,
       ...(node === undefined ? {} : { node }),
       ...(quarantined === undefined ? {} : { quarantined }),
+      ...replaced,
     });
   }
 
@@ -294,6 +303,10 @@ export interface UploadTarget {
    * replaced. Asked only when a name is found there.
    */
   mayReplaceWhereNow: () => Promise<boolean>;
+  /** The file an in-place upload emptied at its open (its bytes are gone whatever the end); null: none. */
+  replacedAtOpen: Replaced | null;
+  /** Size at the open of the existing file an in-place upload writes into without emptying it; null: none. */
+  was: number | null;
 }
 
 export class Upload extends Transfer {
@@ -535,6 +548,8 @@ export class Upload extends Transfer {
     let fileSha256: string | undefined;
     let node: TransferRecord['node'];
     let quarantined: TransferRecord['quarantined'];
+    /** What the staged file was put in place of (see replace()). */
+    let replaced: TransferRecord['replaced'];
     /** Why a scanned upload got no verdict. */
     let unscanned: string | undefined;
     let stagedLeft = staged !== null;
@@ -589,6 +604,7 @@ export class Upload extends Transfer {
           targetLeft = null;
           const change = await this.replace(staged, written, await target);
           stagedLeft = false;
+          replaced = change.replaced;
           if (written >= RECEIPT_MIN_BYTES) node = await receiptNode(loc, st);
           finalSize = written;
           bytesDelta = change.bytes;
@@ -623,7 +639,12 @@ export class Upload extends Transfer {
     // this file, on any process, finds the file unlocked and unclaimed. (A new file held
     // neither: its releases only move counts, and waiting would cost every small file a trip.)
     if (heldFile) await this.ledger.synced().catch(() => undefined);
-    await this.record(finalSize, result, reason, fileSha256, node, quarantined);
+    const { replacedAtOpen, was } = this.target;
+    if (replacedAtOpen) replaced = replacedAtOpen;
+    await this.record(finalSize, result, reason, fileSha256, node, quarantined, {
+      ...(replaced === undefined ? {} : { replaced }),
+      ...(was === null ? {} : { was }),
+    });
   }
 
   /** The refusal of an upload whose name was taken after its open by a file it may not replace. */
@@ -649,22 +670,35 @@ export class Upload extends Transfer {
    * The old file is held open across the rename so that its link count
    * afterwards, not a guess, says whether its bytes were freed.
    */
-  private async replace(staged: StagedFile, written: number, { st: now, held: old }: Target): Promise<{ bytes: number; files: number }> {
+  private async replace(
+    staged: StagedFile,
+    written: number,
+    { st: now, held: old }: Target,
+  ): Promise<{ bytes: number; files: number; replaced: TransferRecord['replaced'] }> {
     try {
       const mayReplace = this.target.mayReplace && (now === null || (await this.target.mayReplaceWhereNow()));
       if (now !== null && !mayReplace) throw this.nameTaken();
       const expected = now ? freedBytes(now) : 0;
       await this.ledger.checkCommit(this.reserved, written, expected, now === null && !this.target.holdsFile);
-      const replaced = now ? freeingKey(now) : null;
-      await dropFile(this.ledger, replaced, () => staged.commit(mayReplace)).catch((err: unknown) => {
+      const freeing = now ? freeingKey(now) : null;
+      // Its hash only if already known (a whole upload's receipt): the old file is never read for it.
+      const known = now ? this.uploadOptions.knownSha256(now) : null;
+      await dropFile(this.ledger, freeing, () => staged.commit(mayReplace)).catch((err: unknown) => {
         throw err instanceof SluiceError && err.kind === 'already-exists' ? this.nameTaken() : err;
       });
       let freed = expected;
-      if (old) {
+      // On record as the quota counts it: the node looked at, if it lost its name (found by a review: a file
+      // replaced by an upload left no trace). Nothing there when looked at is recorded as nothing replaced,
+      // though with mayReplace the commit's rename(2) replaces a file that took the name since: a window
+      // left (README, audit trail). Something there but not held: what the commit replaced is unknown.
+      let replaced: TransferRecord['replaced'];
+      if (now !== null) replaced = 'unknown';
+      if (old && now) {
         const after = await old.stat();
-        freed = after.nlink === 0 ? after.size : 0;
+        freed = now.type === 'file' && after.nlink === 0 ? after.size : 0;
+        replaced = replacedThrough(now, after, known) ?? 'unknown';
       }
-      return { bytes: written - freed, files: now === null ? 1 : 0 };
+      return { bytes: written - freed, files: now === null ? 1 : 0, replaced };
     } finally {
       // Not waited for: the answer needs nothing more from it.
       void old?.close().catch(() => undefined);
@@ -672,7 +706,7 @@ export class Upload extends Transfer {
   }
 }
 
-/** The final name as an upload's end finds it; `held` when it is a file, for replace() to measure across the rename. */
+/** The final name as an upload's end finds it; `held` when something is there, for replace() to measure across the rename. */
 interface Target {
   st: NodeStat | null;
   held: HeldNode | null;
@@ -694,10 +728,8 @@ async function lookThroughHold(loc: Location): Promise<Target> {
   if (held === undefined) return { st: await loc.stat(), held: null };
   if (held === null) return { st: null, held: null };
   try {
-    const st = await held.stat();
-    if (st.type === 'file') return { st, held };
-    void held.close().catch(() => undefined);
-    return { st, held: null };
+    // Any node, not only a file: what the commit replaces is on record (a symlink put there meanwhile, say).
+    return { st: await held.stat(), held };
   } catch (err) {
     void held.close().catch(() => undefined);
     throw err;
