@@ -77,3 +77,11 @@ export class Unseen extends SluiceError {
     super('permission-denied', MESSAGES['permission-denied'], `unseen: ${why}`);
   }
 }
+
+/**
+ * A request's directory is no longer where its path says, which its rights
+ * were checked on: another request moved it meanwhile (see Session's inPlace).
+ */
+export function movedMeanwhile(): SluiceError {
+  return new SluiceError('failure', 'A directory was moved meanwhile; try again', 'a directory on the way was moved while the request ran');
+}

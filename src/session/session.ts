@@ -1,7 +1,7 @@
 import type { Actor, AuditEvent, AuditSink, Replaced } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
 import type { Account, Protocol } from './account.js';
-import { SluiceError, Unseen, toSluiceError } from './errors.js';
+import { SluiceError, Unseen, movedMeanwhile, toSluiceError } from './errors.js';
 import { linkInfo, toFileInfo, type FileInfo } from './file-info.js';
 import type { LiveConnection, LiveRegistry, LiveSession } from './live.js';
 import { DirectoryListing } from './listing.js';
@@ -271,6 +271,8 @@ export class Session implements LiveSession {
     await this.guard('chdir', path, () =>
       this.within(path, true, mayCreate ? 'change' : 'look', async (loc) => {
         const st = await loc.stat();
+        // Whether it is there tells as a look would, so it is told only from where the rights were checked (see told).
+        await inPlace(loc);
         if (!st) throw new SluiceError('not-found');
         if (st.type !== 'dir') throw new SluiceError('not-a-directory');
       }),
@@ -430,7 +432,7 @@ export class Session implements LiveSession {
     );
     let upload: Upload;
     try {
-      upload = await this.guard('upload', path, () => blindly(loc, () => this.startUpload(loc, path, options)));
+      upload = await this.guard('upload', path, () => blindly(loc, () => told(loc, 'change', () => this.startUpload(loc, path, options))));
     } catch (err) {
       await loc.close();
       throw err;
@@ -969,12 +971,16 @@ export class Session implements LiveSession {
     return this.at(await this.storage.resolve(path, follow, this.unseen), access, act);
   }
 
-  /** Act on a resolved location (refused as Unseen where the user may not learn what is there), then let it go. */
+  /**
+   * Act on a resolved location (refused as Unseen where the user may not
+   * learn what is there), then let it go. A look's answer, and any failure,
+   * is given only from where its rights were checked (see told).
+   */
   private async at<T>(loc: Location, access: 'look' | 'change', act: (loc: Location) => Promise<T>): Promise<T> {
     try {
       return await blindly(loc, async () => {
         if (loc.blind && access === 'look') throw new Unseen();
-        return act(loc);
+        return told(loc, access, act);
       });
     } finally {
       // Not waited for: the answer need not wait on a close nothing depends on (Location.close never rejects).
@@ -1060,15 +1066,46 @@ async function blindly<T>(loc: Location, work: () => Promise<T>): Promise<T> {
  * whose lookup was slow). What is left, where this look comes before the
  * act, is the one trip between them, in which two requests would have to
  * land (the directory's move, then the file's). Where it comes after the
- * open (downloads, listings) nothing is: a directory can never move to
- * wider rights, so one where its path says now had at least those rights at
- * the open, and so had every place a file in it came from.
+ * open or the look (downloads, listings, metadata, refusals: see told)
+ * nothing is: a directory can never move to wider rights, so one where its
+ * path says now had at least those rights at the open, and so had every
+ * place a file in it came from.
  */
 async function inPlace(...locs: Location[]): Promise<void> {
   const places = await Promise.all(locs.map((l) => l.whereNow()));
-  if (places.some((place, i) => place !== parentOf((locs[i] as Location).virtualPath))) {
-    throw new SluiceError('failure', 'A directory was moved meanwhile; try again', 'a directory on the way was moved while the request ran');
+  if (places.some((place, i) => place !== parentOf((locs[i] as Location).virtualPath))) throw movedMeanwhile();
+  for (const l of locs) placeLooked.add(l);
+}
+
+/** Locations inPlace found in place: told() need not look again. */
+const placeLooked = new WeakSet<Location>();
+
+/**
+ * The answer of a look (stat, lstat, realpath, readlink, statvfs, and what
+ * the front-ends build on them: SIZE, MDTM, MLST...), and the failure of
+ * any request, is told only once the location's directory is found where
+ * its path says (inPlace), after the look: the lookup may have taken long,
+ * its directories pinned all the while, and one moved meanwhile into a drop
+ * box, with a file of the box moved into it, gave that file's size and
+ * times under the rights of its old path (found by a review); a refusal
+ * (an upload's offset beyond the end, a name taken, a directory) tells of
+ * the node as much. Looked at after, not alongside, the node: a directory
+ * never moves to wider rights, so one in place then had at least those
+ * rights when it was looked in, and so had every place its files came
+ * from; nothing is left to race. One readlink a look, none where the act
+ * looked already (downloads, listings, changes before they act); a change
+ * that succeeds looked before it acted.
+ */
+async function told<T>(loc: Location, access: 'look' | 'change', act: (loc: Location) => Promise<T>): Promise<T> {
+  let out: T;
+  try {
+    out = await act(loc);
+  } catch (err) {
+    if (!placeLooked.has(loc)) await inPlace(loc);
+    throw err;
   }
+  if (access === 'look' && !placeLooked.has(loc)) await inPlace(loc);
+  return out;
 }
 
 /** Why an upload (or a truncation) may not write, as the client is told. */
