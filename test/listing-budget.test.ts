@@ -36,6 +36,9 @@ function directory(names: readonly string[]): DirectoryReader & { closed: boolea
     async readlink() {
       return null;
     },
+    async whereNow() {
+      return '/';
+    },
     async close() {
       this.closed = true;
     },
@@ -62,7 +65,7 @@ function runs(names: readonly string[]): number[] {
 describe('DirectoryListing: reads at once', () => {
   it('two reads asked together (SFTP READDIRs sent at once on one handle) give every name once, in order', async () => {
     const names = named(3_000);
-    const listing = new DirectoryListing(directory(names), () => null);
+    const listing = new DirectoryListing(directory(names), () => null, '/');
     const out: string[] = [];
     for (;;) {
       const [a, b] = await Promise.all([listing.read(700), listing.read(700)]);
@@ -76,12 +79,12 @@ describe('DirectoryListing: reads at once', () => {
 describe('DirectoryListing: bounded sorting', () => {
   it('sorts a directory of up to 20,000 names whole', async () => {
     const names = named(20_000);
-    assert.deepEqual(await all(new DirectoryListing(directory(names), () => null)), names);
+    assert.deepEqual(await all(new DirectoryListing(directory(names), () => null, '/')), names);
   });
 
   it('gives a larger one whole, once each: 20,000 sorted, then runs of at most 512', async () => {
     const names = named(30_000);
-    const listed = await all(new DirectoryListing(directory(names), () => null));
+    const listed = await all(new DirectoryListing(directory(names), () => null, '/'));
     assert.deepEqual([...listed].sort(), names, 'every name once');
     const r = runs(listed);
     assert.ok((r[0] as number) >= 20_000, `first run ${r[0]}`);
@@ -91,7 +94,7 @@ describe('DirectoryListing: bounded sorting', () => {
   it('shares a budget among open listings, and gives it back on close', async () => {
     // 10,000 names of 1,000 characters hold about 10 MiB each: six fill the 64 MiB budget.
     const names = named(10_000, 1000);
-    const open = Array.from({ length: 8 }, () => new DirectoryListing(directory(names), () => null));
+    const open = Array.from({ length: 8 }, () => new DirectoryListing(directory(names), () => null, '/'));
     // Each holds its first run until it has been read through: all eight are started before any is.
     const heads = [];
     for (const listing of open) heads.push(await listing.read(1));
@@ -104,7 +107,7 @@ describe('DirectoryListing: bounded sorting', () => {
     assert.deepEqual(firstRuns.slice(0, 6), [10_000, 10_000, 10_000, 10_000, 10_000, 10_000]);
     assert.ok(firstRuns.slice(-1)[0]! <= 512, `with the budget spent, runs of a batch: ${firstRuns}`);
     for (const listing of open) await listing.close();
-    const again = new DirectoryListing(directory(names), () => null);
+    const again = new DirectoryListing(directory(names), () => null, '/');
     assert.deepEqual(await all(again), names, 'the budget was given back');
   });
 
@@ -112,14 +115,14 @@ describe('DirectoryListing: bounded sorting', () => {
     // Found by a review: a batch read after close() was charged after close() had given back the rest.
     const long = named(512, 1000);
     for (let i = 0; i < 130; i++) {
-      const listing = new DirectoryListing(directory(long), () => null);
+      const listing = new DirectoryListing(directory(long), () => null, '/');
       const reading = listing.read(10);
       await listing.close();
       await reading;
     }
     // 130 leaked batches of about 0.5 MiB would hold the whole budget: this one would come in runs of 512.
     const names = named(2000);
-    assert.deepEqual(await all(new DirectoryListing(directory(names), () => null)), names);
+    assert.deepEqual(await all(new DirectoryListing(directory(names), () => null, '/')), names);
   });
 
   it('sortByBytes is the order of UTF-8 bytes, past U+FFFF and around U+E000 too', () => {

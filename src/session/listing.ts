@@ -1,3 +1,4 @@
+import { movedMeanwhile } from './errors.js';
 import { linkInfo, toFileInfo, type FileInfo } from './file-info.js';
 import type { DirectoryReader } from './storage/storage.js';
 
@@ -57,6 +58,16 @@ let sortHeld = 0;
  * once either way, and memory is bounded by the budget plus a batch per
  * open listing. Entries are described as they are read, never following a
  * symlink. The owner must close() it (iteration does).
+ *
+ * A listing lives as long as its client keeps it (an SFTP handle, an FTP
+ * transfer a slow client drains), and its directory may be moved meanwhile,
+ * into a place whose rights refuse `list` (found by a review: an SFTP
+ * READDIR after the directory was moved into a drop box described a file
+ * moved in there after it). So before each batch goes out, once its names
+ * are read and described, the directory is looked at where it is now, and
+ * the batch is refused unless that is `path`, where the rights were checked:
+ * a directory never moves to wider rights, so one in place then had at least
+ * those rights at each read (see Session's inPlace). One readlink a batch.
  */
 export class DirectoryListing implements AsyncIterable<FileInfo> {
   private closed = false;
@@ -69,11 +80,15 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
   private held = 0;
   /** The read under way: the next waits for it (see read). */
   private reading: Promise<unknown> = Promise.resolve();
+  /** The directory was read since its place was last looked at. */
+  private unchecked = false;
 
   constructor(
     private readonly dir: DirectoryReader,
     /** A symlink's text (see Location.readlink) -> what the user may see of it (null: nothing); may throw on text that is no clean path. */
     private readonly linkTarget: (text: string | null) => string | null,
+    /** The directory's virtual path, where its rights were checked: it is read only while it is there. */
+    private readonly path: string,
   ) {}
 
   /**
@@ -101,9 +116,16 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
         continue;
       }
       const name = this.names[this.next++] as string;
+      this.unchecked = true;
       // Removed while we listed: not an entry any more.
       const info = await this.describe(name).catch(() => null);
       if (info) out.push(info);
+    }
+    // Closed meanwhile: what was read goes nowhere (its reader is closed, so its place unknown).
+    if (this.closed) return [];
+    if (this.unchecked) {
+      if ((await this.dir.whereNow()) !== this.path) throw movedMeanwhile();
+      this.unchecked = false;
     }
     return out;
   }
@@ -132,6 +154,7 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
   }
 
   private async take(): Promise<string[]> {
+    if (!this.closed) this.unchecked = true;
     const batch = this.closed ? [] : await this.dir.names(NAME_BATCH);
     if (batch.length === 0) this.drained = true;
     return batch;

@@ -329,15 +329,19 @@ export class Session implements LiveSession {
       this.within(this.checked('list', path, path), true, 'look', async (loc) => {
         this.require('list', loc.virtualPath);
         const reader = await loc.openDir();
-        // Opened first: a directory where its path says once it is open had at least those rights when opened (see inPlace).
-        await inPlace(loc).catch(async (err: unknown) => {
+        // Opened first: a directory where its path says once it is open had at least those rights when opened
+        // (see inPlace). The directory itself, not only its parent: the listing looks again before each batch.
+        try {
+          if ((await reader.whereNow()) !== loc.virtualPath) throw movedMeanwhile();
+          placeLooked.add(loc);
+        } catch (err) {
           await reader.close();
           throw err;
-        });
+        }
         return { reader, dir: loc.virtualPath };
       }),
     );
-    return new DirectoryListing(reader, (text) => visibleLinkTarget(dir, text));
+    return new DirectoryListing(reader, (text) => visibleLinkTarget(dir, text), dir);
   }
 
   /** The permissions over a file this session has open: those of the directory it really is in. */
@@ -1077,7 +1081,7 @@ async function inPlace(...locs: Location[]): Promise<void> {
   for (const l of locs) placeLooked.add(l);
 }
 
-/** Locations inPlace found in place: told() need not look again. */
+/** Locations inPlace found in place (or, for a listing, whose directory was): told() need not look again. */
 const placeLooked = new WeakSet<Location>();
 
 /**

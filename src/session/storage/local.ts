@@ -267,6 +267,12 @@ class LocalDirectory implements DirectoryReader {
     return this.storage.linkText(await sys(fsp.readlink(procPath(this.dirFile.fd, name))));
   }
 
+  async whereNow(): Promise<string | null> {
+    // As LocalLocation.whereNow, of the directory read itself.
+    const real = await fsp.readlink(procPath(this.dirFile.fd)).catch(() => null);
+    return real === null ? null : this.storage.placeOf(real);
+  }
+
   async close(): Promise<void> {
     await this.dir.close().catch(() => undefined);
     await this.dirFile.close().catch(() => undefined);

@@ -105,6 +105,8 @@ export interface DirectoryReader {
   stat(name: string): Promise<NodeStat | null>;
   /** A symlink entry's text, in the terms of Location.readlink. */
   readlink(name: string): Promise<string | null>;
+  /** Where the directory read is now, as Location.whereNow says of a location's directory. */
+  whereNow(): Promise<string | null>;
   close(): Promise<void>;
 }
 
