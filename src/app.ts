@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { openAdmin, serverFilesOf, type AdminServices } from './admin-services.js';
-import { AuditLog } from './audit/log.js';
 import { MAX_UNWRITTEN } from './audit/log-file.js';
+import { AuditLog } from './audit/log.js';
 import { Authenticator } from './auth/authenticator.js';
 import type { Config } from './config/schema.js';
 import type { AuditTrail, Coordinator } from './coordinator/coordinator.js';

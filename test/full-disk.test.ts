@@ -179,7 +179,7 @@ for (const workers of ['1', '2']) describe(`the data directory full: the server 
  * connections in 4 s grew the server by 40 MiB and wrote 19,000 'audit log'
  * error lines (4.6 MB). Nothing bounded it but the machine's memory, and a
  * server killed for it then cannot start again on the full disk. Now past
- * MAX_UNWRITTEN (16 MiB) the server makes no more records: the sessions end,
+ * MAX_UNWRITTEN (8 MiB) the server makes no more records: the sessions end,
  * connections are refused, until the file takes the lines again.
  */
 describe('the audit file system full: the server does not hold every unwritten record, nor log each', () => {

@@ -5,13 +5,13 @@ import { gunzipSync } from 'node:zlib';
 import type { prettyFactory } from 'pino-pretty';
 import pino, { type Logger } from 'pino';
 import type { AuditMetrics } from '../metrics/events.js';
+import { escapedJsonText } from '../session/unsafe-chars.js';
 import type { Actor, AuditEvent, AuditSink, SystemAuditSink, SystemEvent } from './events.js';
 import { GENESIS, chainLine, lastLines, tearOf, type ChainHead } from './chain.js';
 import { logFiles } from './files.js';
 import { LastLine, LogFile, lastLineSync } from './log-file.js';
 import { applyKeep, applyKeepUnchained, type KeepOutcome, type KeepPolicy } from './retention.js';
 import { xferlogLine } from './xferlog.js';
-import { escapedJsonText } from '../session/unsafe-chars.js';
 
 /** Never let a secret reach a log line, whatever object it arrives in. */
 const REDACT = {
