@@ -36,13 +36,15 @@ class SmallDiskServer {
   private child: ChildProcess | null = null;
   private stdout = '';
 
-  async start(size: string, yaml: string, workers = '1'): Promise<void> {
+  /** `filled`: the tmpfs is filled (dd) between `user add` and `serve`, so the server starts on a full disk. */
+  async start(size: string, yaml: string, workers = '1', filled = false): Promise<void> {
     mkdirSync(this.data);
     writeFileSync(join(this.dir, 'sluice.yaml'), yaml);
     const [ftp, ftps, sftp] = await freePorts(3);
     this.ftpPort = ftp as number;
     const base = 20000 + Math.floor(Math.random() * 400) * 100;
-    const script = 'mount -t tmpfs -o size="$1" tmpfs "$2" && printf "%s\\n" "$SLUICE_TEST_PASSWORD" | "$3" "$4" user add alice --password-stdin >/dev/null && exec "$3" "$4" serve';
+    const fill = filled ? '{ dd if=/dev/zero of="$2/filler" bs=64k 2>/dev/null; true; } && ' : '';
+    const script = `mount -t tmpfs -o size="$1" tmpfs "$2" && printf "%s\\n" "$SLUICE_TEST_PASSWORD" | "$3" "$4" user add alice --password-stdin >/dev/null && ${fill}exec "$3" "$4" serve`;
     this.child = spawn('unshare', ['-Urm', 'sh', '-c', script, 'sh', size, this.data, process.execPath, BIN], {
       cwd: this.dir,
       env: {
@@ -168,6 +170,26 @@ for (const workers of ['1', '2']) describe(`the data directory full: the server 
     await ok.read();
     assert.equal((await ok.login('alice', PASSWORD)).code, 230);
     ok.close();
+  });
+});
+
+/*
+ * Found by the same review: a server started with its data directory's file
+ * system full stopped with a bare 'sluice: disk I/O error' (SQLite's words),
+ * naming neither the file nor the cause.
+ */
+describe('the data directory full at start: the refusal names the file and the cause', () => {
+  let srv: SmallDiskServer | undefined;
+  after(async () => {
+    await srv?.stop();
+  });
+
+  it('sluice serve on a full file system', { timeout: 60_000 }, async (t) => {
+    if (!namespacesWork()) return t.skip('unshare -Urm fails here (unprivileged user namespaces off): no small file system to fill');
+    srv = new SmallDiskServer();
+    const failed = await srv.start('8m', '', '1', true).then(() => null, (err: Error) => err.message);
+    assert.ok(failed !== null, 'the server started on a full disk');
+    assert.match(failed, /sluice\.db: .*\(SQLITE_\w+\); its file system is full/);
   });
 });
 

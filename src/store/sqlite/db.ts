@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync, statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { loadMigrations, migrationsDir } from '../migrations.js';
 import { migrate } from './migrate.js';
@@ -13,16 +13,34 @@ export function openDatabase(file: string, dir = migrationsDir('sqlite')): Datab
   // Create it 0600 ourselves: SQLite would use the umask, and its -wal/-shm follow the main file's mode.
   closeSync(openSync(file, 'a', 0o600));
   chmodSync(file, 0o600);
-  const db = new Database(file);
+  let db: Database.Database | null = null;
   try {
+    db = new Database(file);
     db.pragma('journal_mode = WAL');
     db.pragma('foreign_keys = ON');
     db.pragma('busy_timeout = 5000');
     db.pragma('synchronous = NORMAL');
     migrate(db, loadMigrations(dir));
   } catch (err) {
-    db.close();
-    throw err;
+    db?.close();
+    throw whyNotOpened(file, err);
   }
   return db;
+}
+
+/**
+ * SQLite's own words name neither the file nor the cause: on a full file
+ * system the server stopped with a bare 'disk I/O error' (found by a review).
+ */
+function whyNotOpened(file: string, err: unknown): unknown {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !code.startsWith('SQLITE_')) return err;
+  const full = (() => {
+    try {
+      return statfsSync(dirname(file)).bavail === 0;
+    } catch {
+      return false;
+    }
+  })();
+  return new Error(`${file}: ${(err as Error).message} (${code})${full ? '; its file system is full' : ''}`);
 }
