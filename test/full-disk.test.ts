@@ -223,6 +223,9 @@ describe('the audit file system full: the server does not hold every unwritten r
       assert.equal((await c.login('alice', PASSWORD)).code, 230);
       return c;
     }));
+    // Admitted before the bound, logged in after it (found by the review of the fix): refused too.
+    const waiting = await RawFtp.connect(srv.ftpPort);
+    await waiting.read();
     srv.fill();
     const before = srv.rss();
     const errorsBefore = srv.log.split('\n').filter((l) => l.includes('"msg":"audit log"')).length;
@@ -251,6 +254,8 @@ describe('the audit file system full: the server does not hold every unwritten r
     // Unbounded, 160,000 records held grew it by about 110 MiB (56 for 80,000); bounded, 25-33 here.
     assert.ok(grown < 48 * 1024 * 1024, `the server grew by ${mib} MiB holding unwritten records`);
     // Refused while the lines wait; a login again once the file system has room.
+    assert.notEqual((await waiting.login('alice', PASSWORD).catch(() => null))?.code, 230, 'a connection admitted before the bound logged in after it');
+    waiting.close();
     const refusedNow = await RawFtp.connect(srv.ftpPort);
     assert.equal((await refusedNow.read())?.code, 421);
     refusedNow.close();
@@ -263,6 +268,50 @@ describe('the audit file system full: the server does not hold every unwritten r
     }
     assert.equal(code, 230, 'no login once the disk had room again');
     assert.match(srv.log, /audit trail written again/);
+  });
+});
+
+/*
+ * Found by the review of the fixes above: a size rotation (or a SIGHUP after
+ * logrotate) while the disk was full let go of a file whose writes had
+ * failed; sonic-boom tries a failed write again only when written to, so its
+ * end never came. The switch, every later rotation and the stop behind it
+ * waited for ever, and that file's last lines were never written. Now no
+ * file is let go of while its writes fail: the rotation waits for them.
+ */
+describe('the audit file system full when a rotation is due: nothing waits for ever, nothing is lost', () => {
+  let srv: SmallDiskServer;
+  before(async () => {
+    if (!namespacesWork()) return;
+    srv = new SmallDiskServer();
+    await srv.start('8m', 'audit:\n  rotateSize: 1M\n');
+  });
+  after(async () => {
+    await srv?.stop();
+  });
+
+  it('a rotation due with the disk full comes once it has room; the chain verifies and a stop ends the process', { timeout: 90_000 }, async (t) => {
+    if (!srv) return t.skip('unshare -Urm fails here (unprivileged user namespaces off): no small file system to fill');
+    const c = await RawFtp.connect(srv.ftpPort);
+    await c.read();
+    assert.equal((await c.login('alice', PASSWORD)).code, 230);
+    srv.fill();
+    // About 3 MB of records the disk cannot take: past rotateSize, under the backlog's bound.
+    for (let sent = 0; sent < 10_000; sent += 500) {
+      c.send(Array.from({ length: 500 }, (_, i) => `SITE CHMOD 644 /f${sent + i}\r\n`).join(''));
+      for (let i = 0; i < 500; i++) assert.equal((await c.read())?.code, 550);
+    }
+    rmSync(join(srv.seenData, 'filler'));
+    for (const end = Date.now() + 15_000; Date.now() < end && !/written again/.test(srv.log); ) await new Promise((r) => setTimeout(r, 200));
+    assert.match(srv.log, /written again/);
+    assert.equal((await c.cmd('NOOP')).code, 200);
+    c.close();
+    // Every line on disk by now (a timed flush a second), rotated files and all.
+    await new Promise((r) => setTimeout(r, 2500));
+    const verify = spawnSync(process.execPath, [BIN, 'audit', 'verify'], { cwd: srv.dir, env: { ...process.env, SLUICE_DATA_DIR: srv.seenData, SLUICE_LOG_LEVEL: 'warn' }, encoding: 'utf8' });
+    assert.equal(verify.status, 0, `audit verify: ${verify.stdout}${verify.stderr}`);
+    assert.match(verify.stdout, /chain intact/);
+    assert.notEqual(await srv.terminate(20_000), 'running', 'the server still runs 20 s after SIGTERM');
   });
 });
 

@@ -36,6 +36,8 @@ interface OpenFile {
   stream: Stream;
   /** The file's identity, read from its descriptor; null when it could not be read. */
   identity: Promise<{ dev: number; ino: number } | null>;
+  /** Bytes handed to this stream and not written yet (counted in LogFile.unwritten too). */
+  pending: number;
 }
 
 /**
@@ -87,7 +89,7 @@ export class LogFile {
    * sonic-boom answers an empty buffer at once, which says nothing of the file.
    */
   private timedFlush(): void {
-    if (this.owed !== null && !this.switching && !this.closed) this.switchFile(this.owed, async () => undefined);
+    if (this.owed !== null && !this.switching && !this.closed && this.failedWrites === 0) this.switchFile(this.owed, async () => undefined);
     const { stream } = this.current;
     const onFlushed = this.unflushed ? this.options.onFlushed : undefined;
     this.unflushed = false;
@@ -110,13 +112,16 @@ export class LogFile {
     this.unflushed = true;
     const bytes = Buffer.byteLength(line);
     this.size += bytes;
+    this.current.pending += bytes;
     this.unwritten += bytes;
     if (!this.over && this.unwritten > MAX_UNWRITTEN) {
       this.over = true;
       this.options.onBacklog?.(true);
     }
     // A new file owed already (see owed) is tried each second: shifting the rotated files meanwhile would move the one written.
-    if (this.options.maxSize > 0 && this.size >= this.options.maxSize && !this.switching && this.owed === null) {
+    // Nor while its writes fail (its disk full): the file let go of could not write its last lines, and
+    // its end would never come (found by a review: the switch, and the stop behind it, waited for ever).
+    if (this.options.maxSize > 0 && this.size >= this.options.maxSize && !this.switching && this.owed === null && this.failedWrites === 0) {
       this.switchFile('size', () => shiftRotated(this.path));
     }
   }
@@ -130,6 +135,11 @@ export class LogFile {
     const current = await this.current.identity;
     const atPath = await fsp.stat(this.path).catch(() => null);
     if (atPath && current && atPath.ino === current.ino && atPath.dev === current.dev) return;
+    // Not while its writes fail (see write): owed, and made once they go through again.
+    if (this.failedWrites > 0) {
+      this.owed = 'reopen';
+      return;
+    }
     this.switchFile('reopen', async () => undefined);
     await this.switching;
   }
@@ -191,7 +201,9 @@ export class LogFile {
       this.size = 0;
       this.current = this.adopt(fd);
       this.options.onNewFile?.(reason);
-      await endFile(old);
+      // Its writes went through when the switch began; a disk that fills meanwhile fails its end, which
+      // then gives up what it holds (said so) rather than wait for room that may never come.
+      await endFile(old, (err) => this.givenUp(old, err), this.failedWrites > 0);
     }).finally(() => {
       this.switching = null;
     });
@@ -211,9 +223,21 @@ export class LogFile {
       },
       () => null,
     );
+    const file: OpenFile = { stream, identity, pending: 0 };
     stream.on('error', (err: Error) => this.writeFailed(err));
-    stream.on('write', (n: number) => this.written(n));
-    return { stream, identity };
+    stream.on('write', (n: number) => {
+      file.pending -= n;
+      this.written(n);
+    });
+    return file;
+  }
+
+  /** A stream ended with lines it could not write: they are lost, and no longer count as waiting. */
+  private givenUp(file: OpenFile, err: Error): void {
+    this.options.onError(new Error(`${basename(this.path)} closed with lines not written: ${err.message}`));
+    this.unwritten -= file.pending;
+    file.pending = 0;
+    this.backlogFell();
   }
 
   /**
@@ -231,6 +255,10 @@ export class LogFile {
       this.options.onError(new Error(`${basename(this.path)} written again, after ${this.failedWrites} failed write(s)`));
       this.failedWrites = 0;
     }
+    this.backlogFell();
+  }
+
+  private backlogFell(): void {
     if (this.over && this.unwritten < MAX_UNWRITTEN / 2) {
       this.over = false;
       this.options.onBacklog?.(false);
@@ -254,7 +282,7 @@ export class LogFile {
     clearInterval(this.flusher);
     await this.switching;
     this.closed = true;
-    await endFile(this.current, (err) => this.options.onError(new Error(`${basename(this.path)} closed with lines not written: ${err.message}`)));
+    await endFile(this.current, (err) => this.givenUp(this.current, err));
   }
 }
 
@@ -282,24 +310,26 @@ async function openAppend(path: string): Promise<number> {
   return new Promise((resolve, reject) => openFd(path, 'a', 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
 }
 
-/** End the file's stream. `giveUp`: a write that fails ends it, the stream destroyed and the failure handed over, rather than rejecting. */
-async function endFile({ stream, identity }: OpenFile, giveUp?: (err: Error) => void): Promise<void> {
+/**
+ * End the file's stream. A write that fails ends it: the stream destroyed
+ * and the failure handed to `giveUp` (its lines are lost either way; waiting
+ * for room held the stop, or a switch and all behind it, for ever).
+ * `failing`: a write has failed already and none gone through since;
+ * sonic-boom tries again only when written to, so its end might never come:
+ * it is given up at once.
+ */
+async function endFile({ stream, identity }: OpenFile, giveUp: (err: Error) => void, failing = false): Promise<void> {
   if (!(await identity)) return;
-  if (!giveUp) {
-    const closed = once(stream, 'close');
-    stream.end();
-    await closed;
-    return;
-  }
-  const ended = new Promise<Error | null>((resolve) => {
-    stream.once('close', () => resolve(null));
-    stream.once('error', (err: Error) => resolve(err));
-  });
-  stream.end();
-  const failed = await ended;
+  const failed = failing
+    ? new Error('its writes were failing')
+    : await new Promise<Error | null>((resolve) => {
+        stream.once('close', () => resolve(null));
+        stream.once('error', (err: Error) => resolve(err));
+        stream.end();
+      });
   if (failed === null) return;
   giveUp(failed);
-  const closed = once(stream, 'close');
+  const closed = once(stream, 'close').catch(() => undefined);
   stream.destroy();
   await closed;
 }

@@ -30,6 +30,8 @@ export class LocalCoordinator implements Coordinator {
   }
 
   async claimUser(user: string, max?: number): Promise<Release | null> {
+    // Connections admitted before admission closed log in no more while it is (their records too would wait).
+    if (this.closed()) return null;
     const shared = this.userSessions;
     if (!shared) return this.registry.tryAcquireUser(user, max);
     if (!(await shared.claim(user, max ?? this.registry.maxPerUser))) return null;
