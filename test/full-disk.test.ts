@@ -137,19 +137,28 @@ class SmallDiskServer {
   }
 }
 
-for (const workers of ['1', '2']) describe(`the data directory full: the server still defends itself (workers ${workers})`, () => {
-  let srv: SmallDiskServer;
+const NO_NAMESPACES = 'unshare -Urm fails here (unprivileged user namespaces off): no small file system to fill';
+
+/** A server on an 8 MiB tmpfs for the enclosing describe's tests (undefined where namespaces do not work), stopped after them. */
+function onSmallDisk(yaml: string, workers = '1'): () => SmallDiskServer | undefined {
+  let srv: SmallDiskServer | undefined;
   before(async () => {
     if (!namespacesWork()) return;
     srv = new SmallDiskServer();
-    await srv.start('8m', 'auth:\n  failureDelay: 0\n', workers);
+    await srv.start('8m', yaml, workers);
   });
   after(async () => {
     await srv?.stop();
   });
+  return () => srv;
+}
+
+for (const workers of ['1', '2']) describe(`the data directory full: the server still defends itself (workers ${workers})`, () => {
+  const server = onSmallDisk('auth:\n  failureDelay: 0\n', workers);
 
   it('failed logins past the threshold get the address banned, though the ban cannot be stored', { timeout: 60_000 }, async (t) => {
-    if (!srv) return t.skip('unshare -Urm fails here (unprivileged user namespaces off): no small file system to fill');
+    const srv = server();
+    if (!srv) return t.skip(NO_NAMESPACES);
     srv.fill();
     for (let i = 0; i < 6; i++) {
       const c = await RawFtp.connect(srv.ftpPort, false, ATTACKER).catch(() => null);
@@ -185,7 +194,7 @@ describe('the data directory full at start: the refusal names the file and the c
   });
 
   it('sluice serve on a full file system', { timeout: 60_000 }, async (t) => {
-    if (!namespacesWork()) return t.skip('unshare -Urm fails here (unprivileged user namespaces off): no small file system to fill');
+    if (!namespacesWork()) return t.skip(NO_NAMESPACES);
     srv = new SmallDiskServer();
     const failed = await srv.start('8m', '', '1', true).then(() => null, (err: Error) => err.message);
     assert.ok(failed !== null, 'the server started on a full disk');
@@ -205,18 +214,11 @@ describe('the data directory full at start: the refusal names the file and the c
  * connections are refused, until the file takes the lines again.
  */
 describe('the audit file system full: the server does not hold every unwritten record, nor log each', () => {
-  let srv: SmallDiskServer;
-  before(async () => {
-    if (!namespacesWork()) return;
-    srv = new SmallDiskServer();
-    await srv.start('8m', '');
-  });
-  after(async () => {
-    await srv?.stop();
-  });
+  const server = onSmallDisk('');
 
   it('refused commands recorded with the disk full: sessions end past the bound, memory and the error log stay bounded, service comes back with the room', { timeout: 180_000 }, async (t) => {
-    if (!srv) return t.skip('unshare -Urm fails here (unprivileged user namespaces off): no small file system to fill');
+    const srv = server();
+    if (!srv) return t.skip(NO_NAMESPACES);
     const clients = await Promise.all([0, 1, 2, 3].map(async () => {
       const c = await RawFtp.connect(srv.ftpPort);
       await c.read();
@@ -280,18 +282,11 @@ describe('the audit file system full: the server does not hold every unwritten r
  * file is let go of while its writes fail: the rotation waits for them.
  */
 describe('the audit file system full when a rotation is due: nothing waits for ever, nothing is lost', () => {
-  let srv: SmallDiskServer;
-  before(async () => {
-    if (!namespacesWork()) return;
-    srv = new SmallDiskServer();
-    await srv.start('8m', 'audit:\n  rotateSize: 1M\n');
-  });
-  after(async () => {
-    await srv?.stop();
-  });
+  const server = onSmallDisk('audit:\n  rotateSize: 1M\n');
 
   it('a rotation due with the disk full comes once it has room; the chain verifies and a stop ends the process', { timeout: 90_000 }, async (t) => {
-    if (!srv) return t.skip('unshare -Urm fails here (unprivileged user namespaces off): no small file system to fill');
+    const srv = server();
+    if (!srv) return t.skip(NO_NAMESPACES);
     const c = await RawFtp.connect(srv.ftpPort);
     await c.read();
     assert.equal((await c.login('alice', PASSWORD)).code, 230);
@@ -324,18 +319,11 @@ describe('the audit file system full when a rotation is due: nothing waits for e
  * alive until SIGKILL.
  */
 describe('the audit file system full: a stop still ends the process', () => {
-  let srv: SmallDiskServer;
-  before(async () => {
-    if (!namespacesWork()) return;
-    srv = new SmallDiskServer();
-    await srv.start('8m', '');
-  });
-  after(async () => {
-    await srv?.stop();
-  });
+  const server = onSmallDisk('');
 
   it('SIGTERM with records that cannot be written exits within the drain', { timeout: 60_000 }, async (t) => {
-    if (!srv) return t.skip('unshare -Urm fails here (unprivileged user namespaces off): no small file system to fill');
+    const srv = server();
+    if (!srv) return t.skip(NO_NAMESPACES);
     srv.fill();
     // A login too: its last-login time cannot be stored either.
     const c = await RawFtp.connect(srv.ftpPort);
