@@ -97,6 +97,8 @@ describe('configuration', () => {
     ['TLS on the admin socket', { SLUICE_ADMIN_LISTEN: '/run/admin.sock' }, 'admin:\n  tls: true\n', /^config: admin\.tls: a unix socket takes no TLS/],
     ['a drain timeout that is not a number', { SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '30s' }, null, /shutdown\.drainTimeout \(from SLUICE_SHUTDOWN_DRAIN_TIMEOUT\)/],
     ['a negative drain timeout', {}, 'shutdown:\n  drainTimeout: -1\n', /shutdown\.drainTimeout/],
+    ['a hook field inside the script sh -c runs', {}, "hooks:\n  actions:\n    - name: a\n      on: [login-failed]\n      command: ['sh', '-c', '/opt/x/run.sh \"{user}\"']\n", /^config: hooks\.actions\.0\.command: a \{field\} inside code a shell or interpreter runs \("\/opt\/x\/run\.sh \\"\{user\}\\""\) would run what a client sends/],
+    ['a hook field in perl -ne code behind env', {}, "hooks:\n  actions:\n    - name: a\n      on: [upload]\n      command: ['/usr/bin/env', 'LC_ALL=C', 'perl', '-ne', 'print \"{path}\"']\n", /hooks\.actions\.0\.command: a \{field\} inside code/],
     ['a hook env that names no variable', {}, "hooks:\n  actions:\n    - name: a\n      on: [upload]\n      command: ['true']\n      env: ['A=B']\n", /hooks\.actions\.0\.env\.0: an environment variable name/],
     ['a hook env with no command', {}, "hooks:\n  actions:\n    - name: a\n      on: [upload]\n      url: 'http://127.0.0.1:1/'\n      env: ['A']\n", /hooks\.actions\.0\.env: env is given to a command/],
     ['PROXY v2 with no trusted proxy', { SLUICE_FTP_PROXY_PROTOCOL: 'v2' }, null, /ftp\.proxyProtocol.*needs trustedProxies/],

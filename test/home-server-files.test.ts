@@ -60,7 +60,7 @@ describe("a stored home that holds the server's own files is not opened at login
       "      command: ['/bin/sh', './scripts/relative.sh', '{path}']",
       '    - name: shelled',
       '      on: [upload]',
-      `      command: ['/bin/sh', '-c', '${join(outside, 'shelled', 'run.sh')} "{path}"']`,
+      `      command: ['/bin/sh', '-c', '${join(outside, 'shelled', 'run.sh')} "$1"', 'sh', '{path}']`,
       '',
     ].join('\n');
     srv = await TestServer.start({

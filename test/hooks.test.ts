@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { expandArgv, hookEventOf, unknownPlaceholders, type HookFields } from '../src/hooks/events.js';
+import { placeholderInCode } from '../src/hooks/inline-code.js';
 import { Hooks } from '../src/hooks/runner.js';
 import { pino } from 'pino';
 import { RawFtp } from './helpers/ftp-raw.js';
@@ -34,6 +35,27 @@ describe('hook argv templates', () => {
   });
   it('names placeholders that are no field', () => {
     assert.deepEqual(unknownPlaceholders(['x', '{user}', '{password}', '{home}x']), ['password', 'home']);
+  });
+  it('finds a field inside code a shell or an interpreter runs, not one given as an argument of its own', () => {
+    const refused = [
+      ['sh', '-c', 'run.sh "{path}"'],
+      ['/bin/bash', '-ec', 'echo {user}'],
+      ['busybox', 'sh', '-c', 'x {user}'],
+      ['env', 'A=1', 'nice', '-n', '5', 'dash', '-c', '{path}'],
+      ['timeout', '10', 'python3', '-c', 'print("{path}")'],
+      ['perl', '-ne', 'print "{user}"'],
+      ['node', '-e', 'x("{user}")'],
+      ['php', '-r', 'echo "{user}";'],
+    ];
+    for (const argv of refused) assert.notEqual(placeholderInCode(argv), null, argv.join(' '));
+    const allowed = [
+      ['sh', '-c', 'run.sh "$1"', 'sh', '{path}'],
+      ['sh', '/opt/x/run.sh', '{path}'],
+      ['python3', '/opt/x/notify.py', '-c', 'x', '{user}'],
+      ['notify', '-c', '{user}'],
+      ['sh', '-c', 'run.sh'],
+    ];
+    for (const argv of allowed) assert.equal(placeholderInCode(argv), null, argv.join(' '));
   });
   it('{replaced}: what a rename or an upload replaced, as its audit record says', () => {
     const actor = { session: 's', user: 'alice', protocol: 'sftp', ip: '127.0.0.1', port: 1 } as const;

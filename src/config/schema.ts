@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { parseCidr } from '../auth/ip-rules.js';
 import { bytesOf } from './size.js';
 import { HOOK_EVENTS, HOOK_FIELDS, unknownPlaceholders } from '../hooks/events.js';
+import { placeholderInCode } from '../hooks/inline-code.js';
 import { MAX_PACKET } from '../sftp/codec.js';
 
 /** A port to listen on; 0 switches the listener off. */
@@ -290,6 +291,14 @@ export const configSchema = z
                 const unknown = unknownPlaceholders(a.command ?? []);
                 if (unknown.length > 0) {
                   ctx.addIssue({ code: 'custom', path: ['command'], message: `unknown placeholder {${unknown[0]}} (one of: ${HOOK_FIELDS.join(', ')})` });
+                }
+                const code = placeholderInCode(a.command ?? []);
+                if (code !== null) {
+                  ctx.addIssue({
+                    code: 'custom',
+                    path: ['command'],
+                    message: `a {field} inside code a shell or interpreter runs (${JSON.stringify(code)}) would run what a client sends: pass it as an argument of its own after the script, as in ['sh', '-c', 'run.sh "$1"', 'sh', '{path}']`,
+                  });
                 }
               }),
           )

