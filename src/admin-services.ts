@@ -5,7 +5,7 @@ import { adminEndpoint } from './admin/endpoint.js';
 import { createLogger } from './audit/log.js';
 import { ARGON2_PARAMS, PasswordHasher } from './auth/passwords.js';
 import type { Config } from './config/schema.js';
-import { hookNamedFiles } from './hooks/named-files.js';
+import { hookCodePlaces, hookNamedFiles } from './hooks/named-files.js';
 import { openStore } from './store/open.js';
 import type { AdminTokenRepository, BanRepository, Store, UserRepository } from './store/store.js';
 import { UserAdmin } from './users/admin.js';
@@ -53,7 +53,8 @@ export async function openAdmin(config: Config & { readonly source?: string | nu
  * The server's own files and directories, which no user's home may be, hold
  * or lie in (UserAdmin): its data, keys and config, the directories its audit
  * trail and xferlog rotate in, the quarantine, the admin socket, and the
- * programs and scripts its hooks run or name (hookNamedFiles).
+ * programs and scripts its hooks run or name (hookNamedFiles) and the
+ * directories those may load code from (hookCodePlaces).
  */
 export function serverFilesOf(config: Config & { readonly source?: string | null }): string[] {
   const inData = (path: string) => resolve(config.dataDir, path);
@@ -67,7 +68,7 @@ export function serverFilesOf(config: Config & { readonly source?: string | null
     ...(audit.xferlog === '' ? [] : [dirname(inData(audit.xferlog))]),
     inData(uploads.quarantineDir),
     ...(socket && 'path' in socket ? [resolve(socket.path)] : []),
-    ...hooks.actions.flatMap((a) => hookNamedFiles(a.command ?? [])),
+    ...hooks.actions.flatMap((a) => [...hookNamedFiles(a.command ?? []), ...hookCodePlaces(a.command ?? [])]),
   ];
 }
 

@@ -242,7 +242,7 @@ describe('admin API: a home never holds the files the server keeps outside its d
   let outside: string;
   before(async () => {
     outside = mkdtempSync(join(tmpdir(), 'sluice-own-'));
-    for (const d of ['trail', 'hooks', 'quarantine']) mkdirSync(join(outside, d));
+    for (const d of ['trail', 'hooks', 'quarantine', 'py']) mkdirSync(join(outside, d));
     writeFileSync(join(outside, 'hooks', 'notify.sh'), '#!/bin/sh\n', { mode: 0o755 });
     const yaml = [
       'audit:',
@@ -254,6 +254,9 @@ describe('admin API: a home never holds the files the server keeps outside its d
       '    - name: notify',
       '      on: [upload]',
       `      command: ['${join(outside, 'hooks', 'notify.sh')}', '{path}']`,
+      '    - name: python',
+      '      on: [upload]',
+      `      command: ['/usr/bin/env', 'python3', '-u', '${join(outside, 'py', 'notify.py')}', '{path}']`,
       '',
     ].join('\n');
     srv = await TestServer.start({ yaml, env: { SLUICE_ADMIN_LISTEN: './admin.sock' } });
@@ -274,5 +277,17 @@ describe('admin API: a home never holds the files the server keeps outside its d
       assert.match(r.text, /the server's own/);
     }
     assert.equal((await post('beside', join(outside, 'beside'))).status, 201);
+  });
+
+  it('refuses homes where a hook’s program or script may load code from: beside it, and in a node_modules above it', { timeout: 60_000 }, async () => {
+    // Found by a review: a home made as <hooks>/requests beside a Python hook's script gave its user `import requests`.
+    const post = (name: string, home: string) => adminRequest({ socketPath }, 'POST', '/api/v1/users', { body: { name, password: 'home-secret-1', home } });
+    const homes = [join(outside, 'py', 'requests'), join(outside, 'hooks', 'lib'), join(outside, 'node_modules', 'x'), join(outside, 'py', 'node_modules')];
+    for (const [i, home] of homes.entries()) {
+      const r = await post(`code${i}`, home);
+      assert.equal(r.status, 400, `${home}: ${r.text}`);
+      assert.match(r.text, /would (lie in|hold) the server's own/);
+    }
+    assert.equal((await post('aside', join(outside, 'aside', 'home'))).status, 201);
   });
 });

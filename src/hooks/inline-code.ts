@@ -27,24 +27,32 @@ function takesCode(program: string, option: string): boolean {
 }
 
 /**
- * Pure: the first argument of `argv` that a shell or an interpreter it
- * starts runs as code and that holds a `{field}` (a config error), or null.
- * A program given through a launcher (`env`, `nice`, `timeout`...) is
- * looked at too; one started in ways this cannot see (a script that runs
- * `eval "$1"`) is the operator's to keep safe (SECURITY.md, Hooks).
+ * Where in `argv` the program that runs is: past launchers (`env`, `nice`,
+ * `timeout`...), their options and VAR=value words, and `busybox`; and
+ * whether it is a shell or an interpreter, which runs code it is given.
  */
-export function placeholderInCode(argv: readonly string[]): string | null {
+export function runnerOf(argv: readonly string[]): { at: number; interpreter: boolean } {
   let i = 0;
-  // Past launchers, their options and VAR=value words, to the program they start.
   while (i < argv.length && LAUNCHERS.test(basename(argv[i] as string))) {
     i++;
     while (i < argv.length && /^(?:-|[A-Za-z_][A-Za-z0-9_]*=|\d)/.test(argv[i] as string)) i++;
   }
-  const program = basename(argv[i] ?? '');
-  if (program === 'busybox') i++;
+  if (basename(argv[i] ?? '') === 'busybox') i++;
   const runner = basename(argv[i] ?? '');
-  if (!SHELLS.test(runner) && !INTERPRETERS.test(runner)) return null;
-  for (let k = i + 1; k < argv.length - 1; k++) {
+  return { at: i, interpreter: SHELLS.test(runner) || INTERPRETERS.test(runner) };
+}
+
+/**
+ * Pure: the first argument of `argv` that a shell or an interpreter it
+ * starts runs as code and that holds a `{field}` (a config error), or null.
+ * A program one started in ways this cannot see (a script that runs
+ * `eval "$1"`) is the operator's to keep safe (SECURITY.md, Hooks).
+ */
+export function placeholderInCode(argv: readonly string[]): string | null {
+  const { at, interpreter } = runnerOf(argv);
+  if (!interpreter) return null;
+  const runner = basename(argv[at] as string);
+  for (let k = at + 1; k < argv.length - 1; k++) {
     if (takesCode(runner, argv[k] as string) && /\{[a-z0-9]+\}/.test(argv[k + 1] as string)) return argv[k + 1] as string;
   }
   return null;

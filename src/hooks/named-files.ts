@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
-import { delimiter, join, resolve } from 'node:path';
+import { delimiter, dirname, join, resolve } from 'node:path';
+import { runnerOf } from './inline-code.js';
 
 /**
  * Every file a hook command may run or read, as far as its words tell:
@@ -13,14 +14,40 @@ import { delimiter, join, resolve } from 'node:path';
  */
 export function hookNamedFiles(command: readonly string[], path = process.env.PATH ?? ''): string[] {
   const [program = '', ...args] = command;
-  const files: string[] = [];
-  if (program !== '' && !program.includes('/')) {
-    for (const dir of path.split(delimiter)) if (dir !== '' && existsSync(join(dir, program))) files.push(join(dir, program));
-  }
-  for (const arg of [program, ...args]) {
-    for (const word of arg.split(/[\s'"`;|&()<>=]+/)) {
-      if (word.includes('/') && !word.includes('{')) files.push(resolve(word));
-    }
-  }
-  return files;
+  return [...programFiles(program, path), ...args.flatMap(pathWords)];
+}
+
+/** The program as spawn finds it: by its path, or in PATH when named bare. */
+function programFiles(program: string, path: string): string[] {
+  if (program === '' || program.includes('/')) return pathWords(program);
+  return path.split(delimiter).flatMap((dir) => (dir !== '' && existsSync(join(dir, program)) ? [join(dir, program)] : []));
+}
+
+/** The words of an argument that look like paths ('/' in them), placeholders aside. */
+function pathWords(arg: string): string[] {
+  return arg.split(/[\s'"`;|&()<>=]+/).flatMap((word) => (word.includes('/') && !word.includes('{') ? [resolve(word)] : []));
+}
+
+/**
+ * The directories from which the program a hook runs, and the script an
+ * interpreter it starts is given (its first argument that is no option),
+ * may load code: the directory each is in (Python imports from its
+ * script's, a shell script may source beside it) and `node_modules` in
+ * that directory and every one above it (Node's modules). No home may be,
+ * hold or lie in one (serverFilesOf), as for the files themselves: found by
+ * a review, a home made beside a Python hook's script as `requests` gave
+ * its user `import requests`, code run as the server. Only these and not
+ * the directories of every path a command names: a hook that moves uploads
+ * to /srv/ftp/archive must not keep every home under /srv/ftp out.
+ */
+export function hookCodePlaces(command: readonly string[], path = process.env.PATH ?? ''): string[] {
+  const { at, interpreter } = runnerOf(command);
+  const script = interpreter ? command.slice(at + 1).find((a) => !a.startsWith('-')) : undefined;
+  const dirs = [...programFiles(command[at] ?? '', path), ...(script === undefined ? [] : pathWords(script))].map((f) => dirname(f));
+  return [...new Set(dirs.flatMap((dir) => [dir, ...ancestors(dir).map((d) => join(d, 'node_modules'))]))];
+}
+
+function ancestors(dir: string): string[] {
+  const up = dirname(dir);
+  return up === dir ? [dir] : [dir, ...ancestors(up)];
 }
