@@ -54,6 +54,11 @@ function replacedField(e: { replaced?: { size: number }; replaced_unknown?: true
 
 const PLACEHOLDER = /\{([a-z0-9]+)\}/g;
 
+/** Pure: whether an argument of an argv template has a `{field}` in it. */
+export function holdsPlaceholder(arg: string): boolean {
+  return arg.match(PLACEHOLDER) !== null;
+}
+
 /** Pure: the placeholders of an argv template that name no field (a config error). */
 export function unknownPlaceholders(argv: readonly string[]): string[] {
   const known = new Set<string>(HOOK_FIELDS);

@@ -1,4 +1,5 @@
 import { basename } from 'node:path';
+import { holdsPlaceholder } from './events.js';
 
 /**
  * Shells and interpreters, and the options after which their next argument
@@ -53,7 +54,7 @@ export function placeholderInCode(argv: readonly string[]): string | null {
   if (!interpreter) return null;
   const runner = basename(argv[at] as string);
   for (let k = at + 1; k < argv.length - 1; k++) {
-    if (takesCode(runner, argv[k] as string) && /\{[a-z0-9]+\}/.test(argv[k + 1] as string)) return argv[k + 1] as string;
+    if (takesCode(runner, argv[k] as string) && holdsPlaceholder(argv[k + 1] as string)) return argv[k + 1] as string;
   }
   return null;
 }
