@@ -11,6 +11,7 @@ import { superviseWorkers } from '../cluster/primary.js';
 import type { Config } from '../config/schema.js';
 import type { FrontEnd } from '../front-ends.js';
 import { checkDescriptorLimit } from '../security/descriptors.js';
+import { holdServedPlaces } from '../served-places.js';
 import { reportNestedHomes } from '../session/nested-homes.js';
 import { sweepHomes } from '../session/home-sweep.js';
 import { drainSummary } from '../session/live.js';
@@ -47,6 +48,19 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
   // The protocol code is loaded only where sessions run: the primary of workers
   // never serves one, and each module it loads is memory in one more process.
   if (cluster.isWorker) return (await import('../cluster/worker.js')).serveAsWorker(config);
+  const places = holdServedPlaces(config);
+  if ('refused' in places) {
+    out(`sluice serve: ${places.refused}\n`);
+    return 1;
+  }
+  try {
+    return await serveHeld(config, out);
+  } finally {
+    places.release();
+  }
+}
+
+async function serveHeld(config: Config, out: (s: string) => void): Promise<number> {
   // Listen for the stop signal first: a stop during start-up must still close cleanly.
   const stopped = new Promise<string>((resolve) => {
     for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, () => resolve(s));

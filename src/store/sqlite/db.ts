@@ -32,7 +32,7 @@ export function openDatabase(file: string, dir = migrationsDir('sqlite')): Datab
  * SQLite's own words name neither the file nor the cause: on a full file
  * system the server stopped with a bare 'disk I/O error' (found by a review).
  */
-function whyNotOpened(file: string, err: unknown): unknown {
+export function whyNotOpened(file: string, err: unknown): unknown {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code !== 'string' || !code.startsWith('SQLITE_')) return err;
   const full = (() => {
