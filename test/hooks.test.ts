@@ -36,7 +36,7 @@ describe('hook argv templates', () => {
   it('names placeholders that are no field', () => {
     assert.deepEqual(unknownPlaceholders(['x', '{user}', '{password}', '{home}x']), ['password', 'home']);
   });
-  it('finds a field inside code a shell or an interpreter runs, not one given as an argument of its own', () => {
+  it('finds a field inside code a shell, an interpreter or a remote host runs, not one given as an argument of its own', () => {
     const refused = [
       ['sh', '-c', 'run.sh "{path}"'],
       ['/bin/bash', '-ec', 'echo {user}'],
@@ -46,6 +46,23 @@ describe('hook argv templates', () => {
       ['perl', '-ne', 'print "{user}"'],
       ['node', '-e', 'x("{user}")'],
       ['php', '-r', 'echo "{user}";'],
+      // Launchers whose options take values, and their own command options.
+      ['sudo', '-u', 'backup', 'sh', '-c', 'run.sh {user}'],
+      ['doas', '-u', 'backup', 'python3', '-c', 'f("{path}")'],
+      ['chroot', '/srv/jail', 'bash', '-c', 'x {path}'],
+      ['su', '-', 'backup', '-c', 'notify {user}'],
+      ['runuser', '-l', 'backup', '--command=notify {user}'],
+      ['flock', '/run/hook.lock', '-c', 'notify {path}'],
+      ['su', 'backup', '-cnotify {user}'],
+      ['env', '-S', 'notify {user}'],
+      // A remote shell parses what ssh sends.
+      ['ssh', 'backup@host', 'notify', '{user}'],
+      ['ssh', '-i', '/k', 'host', 'archive "{path}"'],
+      // An interpreter's own options and the script or module they lead to.
+      ['node', '--require={path}', 'hook.js'],
+      ['python3', '-m', '{user}'],
+      ['perl', '-I', '{path}', 'x.pl'],
+      ['python3', '{path}'],
     ];
     for (const argv of refused) assert.notEqual(placeholderInCode(argv), null, argv.join(' '));
     const allowed = [
@@ -54,6 +71,12 @@ describe('hook argv templates', () => {
       ['python3', '/opt/x/notify.py', '-c', 'x', '{user}'],
       ['notify', '-c', '{user}'],
       ['sh', '-c', 'run.sh'],
+      ['sudo', '-u', 'backup', 'sh', '-c', 'run.sh "$1"', 'sh', '{path}'],
+      ['python3', '/opt/x/notify.py', '--user={user}', '{path}'],
+      ['rsync', '-e', 'ssh', '{path}', 'backup@host:/srv/'],
+      ['nice', '-n', '5', 'notify', '{path}'],
+      ['timeout', '-s', 'KILL', '10', 'logger', '-t', 'sluice', '{path}'],
+      ['ionice', '-c', '3', 'notify', '{user}'],
     ];
     for (const argv of allowed) assert.equal(placeholderInCode(argv), null, argv.join(' '));
   });

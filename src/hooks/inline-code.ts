@@ -12,8 +12,29 @@ import { holdsPlaceholder } from './events.js';
  */
 const SHELLS = /^(?:sh|bash|dash|zsh|ksh|mksh|ash|fish|csh|tcsh)$/;
 const INTERPRETERS = /^(?:python[0-9.]*|perl[0-9.]*|ruby[0-9.]*|node|nodejs|php[0-9.]*|lua[0-9.]*|tclsh[0-9.]*|osascript|pwsh)$/;
-/** Ways a program is started through another: the argv goes on after them. */
-const LAUNCHERS = /^(?:env|nice|nohup|setsid|ionice|timeout|stdbuf|chrt|taskset|sudo|doas|runuser|xargs)$/;
+/** Programs whose arguments make one command line that a shell parses: ssh's on the remote host, watch's `sh -c`. */
+const COMMAND_LINES = /^(?:ssh|rsh|watch)$/;
+/**
+ * Ways a program is started through another: the argv goes on after them,
+ * past options whose values cannot be told from the program (`sudo -u x`,
+ * `chroot /jail`), so past a launcher the first shell or interpreter found
+ * anywhere is taken for the runner.
+ */
+const LAUNCHERS = /^(?:env|nice|nohup|setsid|ionice|timeout|stdbuf|chrt|taskset|sudo|doas|runuser|su|sg|xargs|chroot|setpriv|nsenter|unshare|flock|busybox)$/;
+/**
+ * Launcher options whose value is a command a shell runs (`su -c`, `flock -c`)
+ * or one split into words (`env -S`): the next word, or the rest of this one.
+ */
+const COMMAND_OPTION = /^(?:-[a-zA-Z]*[cS]|--command|--session-command|--split-string)/;
+
+type Kind = 'shell' | 'interpreter' | 'command line';
+
+function kindOf(word: string): Kind | null {
+  const name = basename(word);
+  if (SHELLS.test(name)) return 'shell';
+  if (INTERPRETERS.test(name)) return 'interpreter';
+  return COMMAND_LINES.test(name) ? 'command line' : null;
+}
 
 /**
  * Whether the word after `option` is code: for a shell, after an option word
@@ -22,39 +43,59 @@ const LAUNCHERS = /^(?:env|nice|nohup|setsid|ionice|timeout|stdbuf|chrt|taskset|
  * print. Wider than each program's own rules: a word refused here that was
  * only a file name is a config error to rewrite, never a hole.
  */
-function takesCode(program: string, option: string): boolean {
-  if (SHELLS.test(program)) return /^-[a-zA-Z]*c[a-zA-Z]*$/.test(option);
+function takesCode(kind: Kind, option: string): boolean {
+  if (kind === 'shell') return /^-[a-zA-Z]*c[a-zA-Z]*$/.test(option);
   return /^-[a-zA-Z]*[ceEpr]$/.test(option) || ['--eval', '--print', '-Command', '-command'].includes(option);
 }
 
 /**
- * Where in `argv` the program that runs is: past launchers (`env`, `nice`,
- * `timeout`...), their options and VAR=value words, and `busybox`; and
- * whether it is a shell or an interpreter, which runs code it is given.
+ * Where in `argv` the program that runs is, and what kind it is: the first
+ * word when it is no launcher, else the first shell, interpreter or
+ * command-line program past the launchers (or the word after them, when
+ * there is none).
  */
-export function runnerOf(argv: readonly string[]): { at: number; interpreter: boolean } {
+export function runnerOf(argv: readonly string[]): { at: number; kind: Kind | null } {
   let i = 0;
-  while (i < argv.length && LAUNCHERS.test(basename(argv[i] as string))) {
-    i++;
-    while (i < argv.length && /^(?:-|[A-Za-z_][A-Za-z0-9_]*=|\d)/.test(argv[i] as string)) i++;
-  }
-  if (basename(argv[i] ?? '') === 'busybox') i++;
-  const runner = basename(argv[i] ?? '');
-  return { at: i, interpreter: SHELLS.test(runner) || INTERPRETERS.test(runner) };
+  while (i < argv.length && LAUNCHERS.test(basename(argv[i] as string))) i++;
+  if (i === 0) return { at: 0, kind: kindOf(argv[0] ?? '') };
+  const found = argv.findIndex((word, k) => k >= i && kindOf(word) !== null);
+  if (found >= 0) return { at: found, kind: kindOf(argv[found] as string) };
+  // The launchers' own options and values are skipped as before: `nice -n 5 notify`.
+  while (i < argv.length && /^(?:-|[A-Za-z_][A-Za-z0-9_]*=|\d)/.test(argv[i] as string)) i++;
+  return { at: i, kind: null };
 }
 
 /**
- * Pure: the first argument of `argv` that a shell or an interpreter it
- * starts runs as code and that holds a `{field}` (a config error), or null.
- * A program one started in ways this cannot see (a script that runs
- * `eval "$1"`) is the operator's to keep safe (SECURITY.md, Hooks).
+ * Pure: the first argument of `argv` holding a `{field}` that a shell, an
+ * interpreter or a remote host runs as code, or null:
+ * - a launcher's command option (`su -c`, `runuser -c`, `flock -c`, `env -S`);
+ * - any argument of a command-line program (ssh joins them for the remote shell);
+ * - a shell's or interpreter's own options, and the script, module or code
+ *   they lead to (`node --require={path}`, `python3 -m {user}`, `python3 {path}`);
+ * - the code after `-c`, `-e` and the like, anywhere after it.
+ * Arguments after the script are its own (`python3 notify.py --user={user}`).
+ * A program started in ways this cannot see (a script that runs `eval "$1"`)
+ * is the operator's to keep safe (SECURITY.md, Hooks).
  */
 export function placeholderInCode(argv: readonly string[]): string | null {
-  const { at, interpreter } = runnerOf(argv);
-  if (!interpreter) return null;
-  const runner = basename(argv[at] as string);
-  for (let k = at + 1; k < argv.length - 1; k++) {
-    if (takesCode(runner, argv[k] as string) && holdsPlaceholder(argv[k + 1] as string)) return argv[k + 1] as string;
+  const { at, kind } = runnerOf(argv);
+  // Past a launcher, up to the runner: with none found, which word is the program is not known (`su - bob -c ...`).
+  const launched = LAUNCHERS.test(basename(argv[0] ?? '')) ? (kind === null ? argv.length : at) : 0;
+  for (let k = 0; k < launched; k++) {
+    const word = argv[k] as string;
+    if (!COMMAND_OPTION.test(word)) continue;
+    const value = holdsPlaceholder(word) ? word : argv[k + 1];
+    if (value !== undefined && holdsPlaceholder(value)) return value;
+  }
+  if (kind === null) return null;
+  const rest = argv.slice(at + 1);
+  if (kind === 'command line') return rest.find(holdsPlaceholder) ?? null;
+  let first = 0;
+  while (rest[first]?.startsWith('-')) first++;
+  const own = rest.slice(0, first + 1).find(holdsPlaceholder);
+  if (own !== undefined) return own;
+  for (let k = 0; k < rest.length - 1; k++) {
+    if (takesCode(kind, rest[k] as string) && holdsPlaceholder(rest[k + 1] as string)) return rest[k + 1] as string;
   }
   return null;
 }

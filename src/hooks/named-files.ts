@@ -41,8 +41,8 @@ function pathWords(arg: string): string[] {
  * to /srv/ftp/archive must not keep every home under /srv/ftp out.
  */
 export function hookCodePlaces(command: readonly string[], path = process.env.PATH ?? ''): string[] {
-  const { at, interpreter } = runnerOf(command);
-  const script = interpreter ? command.slice(at + 1).find((a) => !a.startsWith('-')) : undefined;
+  const { at, kind } = runnerOf(command);
+  const script = kind === 'shell' || kind === 'interpreter' ? command.slice(at + 1).find((a) => !a.startsWith('-')) : undefined;
   const dirs = [...programFiles(command[at] ?? '', path), ...(script === undefined ? [] : pathWords(script))].map((f) => dirname(f));
   return [...new Set(dirs.flatMap((dir) => [dir, ...ancestors(dir).map((d) => join(d, 'node_modules'))]))];
 }
