@@ -173,6 +173,11 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
     const gone = await request('GET', '/users/ed');
     assert.equal(gone.status, 404, gone.text);
     assert.equal((await request('DELETE', '/users/ed')).status, 404);
+    // A name no user can have is refused before the store, which could not take a NUL byte as a query.
+    for (const path of ['/users/e%00d', '/users/e%00d/keys', '/users/e%00d/sessions']) {
+      const bad = await request(path.endsWith('sessions') ? 'DELETE' : 'GET', path);
+      assert.equal(bad.status, 400, `${path}: ${bad.text}`);
+    }
   });
 
   it("a ban posted to B's API refuses the address on A within 1 s, A's CLI lists it, and DELETE lifts it on A within 1 s", async () => {

@@ -226,6 +226,17 @@ describe('two nodes on one PostgreSQL behind HAProxy', { skip: skip ?? false, ti
     assert.equal(await greeted(BALANCER, sftpFront, '127.0.0.6'), true, 'another address is served');
   });
 
+  it('logins under a name no user can have (a NUL byte) are audited and scored: the address is banned', async () => {
+    // PostgreSQL's look-up of such a name threw, so the attempts went unaudited and unbanned (found by a review).
+    const from = '127.0.0.3';
+    for (let i = 0; i < 5; i++) {
+      await assert.rejects(sshConnect({ port: a.sftpPort, host: '127.0.0.1', localAddress: from, username: `ali\u0000ce${i}`, password: 'x' }));
+    }
+    const failed = (await a.audit(0)).filter((r) => r.event === 'login-failed' && r.ip === from);
+    assert.deepEqual(failed.map((r) => r.reason), Array(5).fill('bad-name'));
+    assert.ok(await until(1000, async () => !(await greeted('127.0.0.1', a.sftpPort, from))), 'banned');
+  });
+
   it("30 concurrent uploads over both nodes keep exactly to the user's byte quota", async () => {
     const added = cli(a, ['user', 'add', 'quota', '--password-stdin', '--home', join(homes, 'quota'), '--quota-bytes', '1000000'], 'quota-pw-123\n');
     assert.equal(added.code, 0, added.stderr);

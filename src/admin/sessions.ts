@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { USER_NAME } from '../auth/authenticator.js';
 import type { AdminContext } from './context.js';
 import { NotFound } from './errors.js';
 
@@ -77,7 +78,7 @@ export function sessionRoutes(api: FastifyInstance, { base, sessions }: AdminCon
     {
       schema: {
         summary: 'End every session of a user',
-        params: { type: 'object', additionalProperties: false, required: ['name'], properties: { name: { type: 'string', maxLength: 64 } } },
+        params: { type: 'object', additionalProperties: false, required: ['name'], properties: { name: { type: 'string', pattern: USER_NAME.source } } },
         querystring: reasonQuery,
         response: { 200: ended },
       },

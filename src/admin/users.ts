@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { USER_NAME } from '../auth/authenticator.js';
 import { PROTOCOLS } from '../session/account.js';
 import { PERMISSIONS } from '../session/permissions.js';
 import type { UserRecord, UserSettings } from '../store/records.js';
@@ -26,7 +27,9 @@ import { BadInput, inField, inFieldAsync } from './errors.js';
  */
 
 const name = { type: 'string', minLength: 1, maxLength: 64 } as const;
-const nameParams = { type: 'object', additionalProperties: false, required: ['name'], properties: { name } } as const;
+// A name in a path no user can have is refused, not looked up (a NUL byte made PostgreSQL's look-up fail).
+const storedName = { ...name, pattern: USER_NAME.source } as const;
+const nameParams = { type: 'object', additionalProperties: false, required: ['name'], properties: { name: storedName } } as const;
 const permissions = { type: 'array', maxItems: PERMISSIONS.length, items: { type: 'string', enum: [...PERMISSIONS] } } as const;
 const cidrs = { type: 'array', maxItems: 256, items: { type: 'string', maxLength: 64 } } as const;
 
@@ -228,7 +231,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     {
       schema: {
         summary: "Remove a key (its fingerprint URL-encoded, e.g. SHA256%3A...) and end the user's live sessions",
-        params: { type: 'object', additionalProperties: false, required: ['name', 'fingerprint'], properties: { name, fingerprint: { type: 'string', maxLength: 128 } } },
+        params: { type: 'object', additionalProperties: false, required: ['name', 'fingerprint'], properties: { name: storedName, fingerprint: { type: 'string', maxLength: 128 } } },
         response: { 200: ended },
       },
     },

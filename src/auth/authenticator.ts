@@ -29,10 +29,16 @@ export type AuthFailure =
   | 'too-many-tries';
 
 /**
- * The longest user name, in bytes, checked at the edge: `sluice user add`
- * allows 64 ASCII characters, so a longer name cannot exist and is refused
- * without a look-up, and never written whole to the audit trail.
+ * What a user's name is made of (`sluice user add`, the admin API): 1-64
+ * ASCII letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+ * A login under any other name is refused at the edge, without a look-up: no
+ * such user can exist, and a store may not even take the name as a query (a
+ * NUL byte made PostgreSQL's look-up throw, so the attempt went unaudited and
+ * unscored by the defender: found by a review).
  */
+export const USER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** The longest user name, in bytes: longer ones are never written whole to the audit trail. */
 export const MAX_USER_NAME_BYTES = 64;
 
 /** The stored account anonymous FTP logins use (users/anonymous.ts makes it); the audit trail names them by it. */
@@ -93,7 +99,7 @@ export class Authenticator {
   ) {}
 
   async password(req: AuthRequest, password: string, claim?: Claim): Promise<Account> {
-    if (overlong(req.username)) return this.fail(req, 'password', 'bad-name');
+    if (impossible(req.username)) return this.fail(req, 'password', 'bad-name');
     if (this.anonymous && ANONYMOUS_LOGINS.includes(req.username.toLowerCase()) && (req.protocol === 'ftp' || req.protocol === 'ftps')) {
       return this.anonymousLogin(req, password, this.anonymous.maxSessions, claim);
     }
@@ -139,7 +145,7 @@ export class Authenticator {
    * the SSH client's question whether a key would do: no login, no audit event.
    */
   async publicKey(req: AuthRequest, blob: Buffer, verified: boolean, claim?: Claim): Promise<Account> {
-    if (overlong(req.username)) {
+    if (impossible(req.username)) {
       if (!verified) throw new AuthError('bad-name');
       return this.fail(req, 'publickey', 'bad-name');
     }
@@ -158,7 +164,7 @@ export class Authenticator {
 
   /** A failure only the front-end can see (a public-key signature that does not verify). */
   async refuse(req: AuthRequest, method: 'password' | 'publickey', reason: AuthFailure): Promise<never> {
-    const user = overlong(req.username) ? undefined : (await this.users.credentials(req.username))?.user;
+    const user = impossible(req.username) ? undefined : (await this.users.credentials(req.username))?.user;
     return this.fail(req, method, reason, user);
   }
 
@@ -259,6 +265,11 @@ function refusal(user: UserRecord, protocol: Protocol, address: string): AuthFai
 
 function overlong(name: string): boolean {
   return Buffer.byteLength(name) > MAX_USER_NAME_BYTES;
+}
+
+/** No user can have this name (USER_NAME). */
+function impossible(name: string): boolean {
+  return !USER_NAME.test(name);
 }
 
 /** An over-long name is recorded by its start and length, so the audit trail stays small. */

@@ -1,6 +1,6 @@
 import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
-import { ANONYMOUS_LOGINS } from '../auth/authenticator.js';
+import { ANONYMOUS_LOGINS, USER_NAME } from '../auth/authenticator.js';
 import { parseCidr } from '../auth/ip-rules.js';
 import type { PasswordHasher } from '../auth/passwords.js';
 import { parsePublicKey } from '../auth/public-keys.js';
@@ -13,8 +13,6 @@ import { StoreConflict, type UserRepository } from '../store/store.js';
 import { firstUnsafeChar } from '../session/unsafe-chars.js';
 import { AdminError, NoSuchUser } from './errors.js';
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-
 /**
  * A new user's name. The anonymous FTP logins (`anonymous`, `ftp`, in any
  * case) are refused whether or not ftp.anonymous is on now: with it on, a
@@ -22,7 +20,7 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
  * one made while it is off would break its later enabling.
  */
 export function validateUserName(name: string): string {
-  if (!NAME.test(name)) {
+  if (!USER_NAME.test(name)) {
     throw new AdminError(`invalid user name "${name}": 1-64 of letters, digits, . _ - and starting with a letter or digit`);
   }
   if (isAnonymousLogin(name)) throw new AdminError(`"${name}" is reserved for anonymous FTP (ftp.anonymous): choose another name`);
