@@ -109,7 +109,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   const registry = new ConnectionRegistry(limits.maxSessions, limits.maxSessionsPerIp, limits.maxSessionsPerUser);
   const shared = await base.store.shared(config.nodeId, (err) => base.log.error({ err }, 'shared store: a count was not written, or the node id lock was lost'));
   const counts = shared ?? localCounts(base.store);
-  const quotas = new QuotaBook(counts.quota);
+  const quotas = new QuotaBook(counts.quota, shared?.writeLocks ?? null);
   const sessions = new AllSessions();
   // A user disabled or removed through another node (or this node's CLI) loses its sessions here too,
   // as the admin API's own changes end them; its notice for a change made here finds none left.

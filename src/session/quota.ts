@@ -1,6 +1,6 @@
 import type { Account } from './account.js';
 import { SluiceError } from './errors.js';
-import { nodeKey, type NodeStat } from './storage/storage.js';
+import { inodeOfKey, nodeKey, type NodeStat } from './storage/storage.js';
 
 /** What a quota counts: bytes of regular files, and names. */
 export interface Usage {
@@ -49,6 +49,25 @@ export interface QuotaRoom {
   relimit(account: Account, room: Usage, inflight: Usage): Usage;
   /** The ledger is dropped: its room goes back. */
   close(): void;
+}
+
+/**
+ * Several nodes: the in-place locks of the users' files (see
+ * QuotaLedger.lockInPlace) among all of them (store/postgres/write-locks.ts).
+ * Each node's ledgers still lock among its own sessions first; this is asked
+ * after, so that a file one node writes in place is not removed, truncated
+ * or written in place on another meanwhile, which gave the user back bytes
+ * never charged, round after round (found by a review).
+ */
+export interface SharedWriteLocks {
+  /** True when the file `inode` of user `userId` was nobody else's and is now this node's. */
+  take(userId: number, inode: string): Promise<boolean>;
+  /**
+   * This node is done with it: let go once the store takes it. Resolves when
+   * the first attempt has run (see LedgerHandle.synced); one that failed is
+   * tried again, and the file stays locked meanwhile.
+   */
+  give(userId: number, inode: string): Promise<void>;
 }
 
 /** The persisted counters of a store in this process, answered at once (SQLite). */
@@ -412,14 +431,27 @@ export class LedgerHandle implements Ledger {
   private readonly claims = new Set<string>();
   private readonly locks = new Set<string>();
   private released = false;
+  /** The gives of shared locks let go so far (SharedWriteLocks.give), for synced(). */
+  private letGo: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly ledger: QuotaLedger,
     private readonly onRelease: () => void,
+    /** Several nodes: the in-place locks among them, for this user. */
+    private readonly shared: { locks: SharedWriteLocks; userId: number } | null = null,
   ) {}
 
-  checkStart(start: UploadStart): Promise<boolean> {
-    return this.withRoom(() => this.startNow(start));
+  async checkStart(start: UploadStart): Promise<boolean> {
+    const claimed = await this.withRoom(() => this.startNow(start));
+    if (start.lock === null) return claimed;
+    try {
+      await this.lockShared(start.lock);
+    } catch (err) {
+      if (start.createsFile) this.releaseFile();
+      if (claimed && start.claim !== null) this.unclaim(start.claim);
+      throw err;
+    }
+    return claimed;
   }
 
   /** See QuotaLedger.unlimited: then a worker says the steps below rather than asks them. */
@@ -523,10 +555,26 @@ export class LedgerHandle implements Ledger {
   async lockInPlace(key: string): Promise<void> {
     this.ledger.lockInPlace(key);
     this.locks.add(key);
+    await this.lockShared(key);
+  }
+
+  /** The lock of `key`, held here already, among the nodes too; refused: let go here as well. */
+  private async lockShared(key: string): Promise<void> {
+    if (!this.shared) return;
+    const { locks, userId } = this.shared;
+    let taken = false;
+    try {
+      taken = await locks.take(userId, inodeOfKey(key));
+    } finally {
+      if (!taken && this.locks.delete(key)) this.ledger.unlockInPlace(key);
+    }
+    if (!taken) throw new SluiceError('failure', 'File is being written by another transfer');
   }
 
   unlockInPlace(key: string): void {
-    if (this.locks.delete(key)) this.ledger.unlockInPlace(key);
+    if (!this.locks.delete(key)) return;
+    this.ledger.unlockInPlace(key);
+    if (this.shared) this.letGo = Promise.all([this.letGo, this.shared.locks.give(this.shared.userId, inodeOfKey(key))]);
   }
 
   checkCommit(reserved: number, written: number, freed: number, newName: boolean): Promise<void> {
@@ -543,7 +591,10 @@ export class LedgerHandle implements Ledger {
     return this.ledger.usage;
   }
 
-  async synced(): Promise<void> {}
+  /** Steps apply here at once; a shared lock let go waits for the store (on any node, the next writer finds it free). */
+  async synced(): Promise<void> {
+    await this.letGo;
+  }
 
   /** Everything still held is given back: nothing, when the session ended its transfers first. */
   release(): void {
@@ -553,9 +604,8 @@ export class LedgerHandle implements Ledger {
     this.reserved = 0;
     for (; this.files > 0; this.files--) this.ledger.releaseFile();
     for (const key of this.claims) this.ledger.unclaim(key);
-    for (const key of this.locks) this.ledger.unlockInPlace(key);
+    for (const key of [...this.locks]) this.unlockInPlace(key);
     this.claims.clear();
-    this.locks.clear();
     this.onRelease();
   }
 }
@@ -569,8 +619,14 @@ export class QuotaBook implements Ledgers {
   private readonly rooms: QuotaRooms;
   private readonly ledgers = new Map<number, BookEntry>();
 
-  /** `source`: a store's own counters (one node), or the rooms several nodes share. */
-  constructor(source: QuotaRooms | UsageCounters) {
+  /**
+   * `source`: a store's own counters (one node), or the rooms several nodes
+   * share, with `writeLocks`, their in-place locks.
+   */
+  constructor(
+    source: QuotaRooms | UsageCounters,
+    private readonly writeLocks: SharedWriteLocks | null = null,
+  ) {
     this.rooms = 'open' in source ? source : new LocalRooms(source);
   }
 
@@ -606,10 +662,11 @@ export class QuotaBook implements Ledgers {
       unlimitedHandles.clear();
     }
     if (onLimited && ledger.unlimited) unlimitedHandles.add(onLimited);
-    return new LedgerHandle(ledger, () => {
+    const release = () => {
       if (onLimited) unlimitedHandles.delete(onLimited);
       this.drop(account.id);
-    });
+    };
+    return new LedgerHandle(ledger, release, this.writeLocks && { locks: this.writeLocks, userId: account.id });
   }
 
   private drop(userId: number): void {

@@ -1,5 +1,5 @@
 import type { FailureTally, UserSessionCounts } from '../coordinator/shared-state.js';
-import type { QuotaRooms } from '../session/quota.js';
+import type { QuotaRooms, SharedWriteLocks } from '../session/quota.js';
 import type { AdminTokenRecord, BanRecord, NewKey, PublicKeyRecord, UserRecord, UserSettings } from './records.js';
 
 export type { AdminTokenRecord, BanRecord, NewKey, PublicKeyRecord, UserRecord, UserSettings };
@@ -40,12 +40,14 @@ export interface SharedCounts {
   readonly userSessions: UserSessionCounts;
   /** Each user's quota, of which this node holds leases. */
   readonly quota: QuotaRooms;
+  /** The in-place locks of users' files, among every node. */
+  readonly writeLocks: SharedWriteLocks;
   /**
    * `listener` is told of every user whose access was narrowed on any node
    * (disabled, expired, removed, a key removed), to end its sessions here.
    */
   onUserRevoked(listener: (user: string, why: string) => void): void;
-  /** A clean stop: this node's leases and session counts go back. */
+  /** A clean stop: this node's leases, session counts and locks go back. */
   stop(): Promise<void>;
 }
 

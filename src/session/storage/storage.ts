@@ -35,6 +35,15 @@ export function nodeKey(st: NodeStat): string {
   return `${st.dev}:${st.ino}`;
 }
 
+/**
+ * The inode of a nodeKey: what names the file on every machine that mounts
+ * the same file system (NFS, CephFS), where dev is each machine's own number
+ * for its mount.
+ */
+export function inodeOfKey(key: string): string {
+  return key.slice(key.indexOf(':') + 1);
+}
+
 /** Room on the storage under a location. */
 export interface StorageSpace {
   readonly blockSize: number;

@@ -4,6 +4,7 @@ import { transaction } from './connection.js';
 import { KeptConnection } from './kept-connection.js';
 import { dropNodeHolds } from './quota.js';
 import { dropNodeSessions } from './user-sessions.js';
+import { dropNodeWriteLocks } from './write-locks.js';
 
 /** The advisory-lock class of node ids (the second key is the id's hash); migrations use the one-key form. */
 const NODE_LOCK_CLASS = 0x736c6e64; // "slnd"
@@ -82,6 +83,7 @@ export class PostgresNodes implements NodeRegistry {
       const before = (await listOn(c)).find((n) => n.nodeId === nodeId) ?? { nodeId, heldBytes: 0, heldFiles: 0, sessions: 0, running: false };
       await dropNodeHolds(c, nodeId);
       await dropNodeSessions(c, nodeId);
+      await dropNodeWriteLocks(c, nodeId);
       return before;
     });
   }

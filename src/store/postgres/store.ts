@@ -12,6 +12,7 @@ import { REVOKED_CHANNEL, Revocations } from './revocations.js';
 import { USER_CHANGED_CHANNEL, UserCache } from './user-cache.js';
 import { PostgresFailureTally } from './failures.js';
 import { PostgresQuota } from './quota.js';
+import { PostgresWriteLocks } from './write-locks.js';
 import { PostgresUserSessions } from './user-sessions.js';
 import { PostgresUsers } from './users.js';
 
@@ -69,8 +70,13 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
       const lock = await NodeLock.take(url, nodeId, onError);
       let quota: PostgresQuota;
       let userSessions: PostgresUserSessions;
+      let writeLocks: PostgresWriteLocks;
       try {
-        [quota, userSessions] = await Promise.all([PostgresQuota.start(pool, nodeId, onError), PostgresUserSessions.start(pool, nodeId)]);
+        [quota, userSessions, writeLocks] = await Promise.all([
+          PostgresQuota.start(pool, nodeId, onError),
+          PostgresUserSessions.start(pool, nodeId),
+          PostgresWriteLocks.start(pool, nodeId, onError),
+        ]);
       } catch (err) {
         await lock.release().catch(() => undefined);
         throw err;
@@ -79,10 +85,11 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
         failures: new PostgresFailureTally(pool),
         userSessions,
         quota,
+        writeLocks,
         onUserRevoked: (listener) => revocations.on(listener),
         stop: async () => {
           try {
-            await Promise.all([quota.stop(), userSessions.stop()]);
+            await Promise.all([quota.stop(), userSessions.stop(), writeLocks.stop()]);
           } finally {
             await lock.release().catch(() => undefined);
           }

@@ -1,0 +1,3 @@
+-- Intentionally empty: version 10 of the PostgreSQL schema shares in-place
+-- locks among several nodes; one SQLite node keeps them in its own memory.
+-- The version exists here so both dialects keep the same list.

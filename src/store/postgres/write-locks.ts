@@ -1,0 +1,108 @@
+import type pg from 'pg';
+import type { SharedWriteLocks } from '../../session/quota.js';
+
+/** Taken, or this node's already (a take whose answer was lost): the row is this node's now. */
+const TAKE = `
+  INSERT INTO write_locks (user_id, inode, node_id) VALUES ($1, $2, $3)
+  ON CONFLICT (user_id, inode) DO UPDATE SET node_id = EXCLUDED.node_id WHERE write_locks.node_id = EXCLUDED.node_id`;
+
+const GIVE = 'DELETE FROM write_locks WHERE user_id = $1 AND inode = $2 AND node_id = $3';
+
+const DROP_NODE = 'DELETE FROM write_locks WHERE node_id = $1';
+
+const RETRY_MIN_MS = 250;
+const RETRY_MAX_MS = 5_000;
+
+/** A lock row this node has, or may have, in the table. */
+interface Row {
+  /** A session of this node holds the lock. */
+  held: boolean;
+  /** The row is being deleted (retried until the store takes it); a take waits for that first. */
+  giving: Promise<void> | null;
+}
+
+/**
+ * The in-place locks of several nodes on one PostgreSQL: a row per locked
+ * file, naming its node. A take is one conditional insert, so two nodes
+ * cannot both get a file. A give is not waited for: the row stays, and keeps
+ * the file from the other nodes, until its delete has run, retried while the
+ * database is away (the row errs on the side of a refusal, never of a second
+ * writer). This node's next take of the same file waits for that delete.
+ */
+export class PostgresWriteLocks implements SharedWriteLocks {
+  private readonly rows = new Map<string, Row>();
+  private stopped = false;
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly nodeId: string,
+    private readonly onError: (err: unknown) => void,
+  ) {}
+
+  /** Node `nodeId`'s locks, once those it left when it last stopped (or died) are gone. */
+  static async start(pool: pg.Pool, nodeId: string, onError: (err: unknown) => void): Promise<PostgresWriteLocks> {
+    await dropNodeWriteLocks(pool, nodeId);
+    return new PostgresWriteLocks(pool, nodeId, onError);
+  }
+
+  async take(userId: number, inode: string): Promise<boolean> {
+    const key = `${userId}:${inode}`;
+    for (let row = this.rows.get(key); row; row = this.rows.get(key)) {
+      if (!row.giving) {
+        row.held = true;
+        return true;
+      }
+      await row.giving;
+    }
+    const row: Row = { held: true, giving: null };
+    this.rows.set(key, row);
+    let taken = false;
+    try {
+      taken = (await this.pool.query(TAKE, [userId, inode, this.nodeId])).rowCount === 1;
+    } finally {
+      // Refused, or no answer: an insert that did commit must not be left behind.
+      if (!taken) void this.give(userId, inode);
+    }
+    return taken;
+  }
+
+  give(userId: number, inode: string): Promise<void> {
+    const key = `${userId}:${inode}`;
+    const row = this.rows.get(key);
+    if (!row || row.giving) return Promise.resolve();
+    row.held = false;
+    let tried: () => void = () => undefined;
+    const firstTry = new Promise<void>((resolve) => (tried = resolve));
+    row.giving = this.deleted(userId, inode, tried).then(() => void this.rows.delete(key));
+    return firstTry;
+  }
+
+  /** The row's delete, tried until the store takes it or the node stops (its stop drops every row). */
+  private async deleted(userId: number, inode: string, tried: () => void): Promise<void> {
+    let told = false;
+    for (let wait = RETRY_MIN_MS; !this.stopped; wait = Math.min(2 * wait, RETRY_MAX_MS)) {
+      try {
+        await this.pool.query(GIVE, [userId, inode, this.nodeId]);
+        return;
+      } catch (err) {
+        if (!told) this.onError(err);
+        told = true;
+        await new Promise((resolve) => setTimeout(resolve, wait).unref());
+      } finally {
+        tried();
+      }
+    }
+    tried();
+  }
+
+  /** A clean stop: no session of this node holds a lock any more. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await dropNodeWriteLocks(this.pool, this.nodeId);
+  }
+}
+
+/** Every lock of node `nodeId` goes: at the node's start and clean stop, or by an administrator. */
+export async function dropNodeWriteLocks(db: pg.Pool | pg.PoolClient, nodeId: string): Promise<void> {
+  await db.query(DROP_NODE, [nodeId]);
+}
