@@ -69,9 +69,40 @@ function reads(handle: Buffer, count: number, length: number, first: number): Bu
 }
 
 interface Internals {
-  _protocol: { channelData(id: number, data: Buffer): void; channelWindowAdjust(id: number, amount: number): void };
+  _protocol: {
+    channelData(id: number, data: Buffer): void;
+    channelWindowAdjust(id: number, amount: number): void;
+    tcpipForward(address: string, port: number, wantReply: boolean): void;
+    authNone(user: string): void;
+  };
   _sock: Socket;
 }
+
+/**
+ * Sends `request` as fast as the server takes them, never reading what comes
+ * back, until `count` went or the server has stopped reading (what this client
+ * wrote sat unsent for a second).
+ */
+async function flood(conn: ssh2.Client, request: () => void, count: number): Promise<number> {
+  const socket = (conn as unknown as Internals)._sock;
+  socket.pause();
+  let sent = 0;
+  for (let stalled = 0; sent < count && stalled < 50; ) {
+    if (socket.writableLength > 4 * MiB) {
+      stalled++;
+      await sleep(20);
+      continue;
+    }
+    stalled = 0;
+    for (let i = 0; i < 1000; i++) request();
+    sent += 1000;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  return sent;
+}
+
+/** One connection's answers to this many of ssh2's own refusals held the old server past BOUND. */
+const FLOOD = 1_000_000;
 
 describe('SFTP memory stays bounded whatever a logged-in client does', () => {
   let srv: TestServer;
@@ -213,6 +244,43 @@ describe('SFTP memory stays bounded whatever a logged-in client does', () => {
     for (const conn of conns) conn.end();
     t.diagnostic(`server grew by ${Math.round((peak - before) / MiB)} MiB`);
     assert.ok(peak - before < MANY_CHANNELS_BOUND, `server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    await stillServes();
+  });
+
+  it('holds a bounded amount for global requests ssh2 refuses itself, to a client that reads nothing', async (t) => {
+    const before = rssOf(pid);
+    const conn = await login();
+    conn.on('error', () => undefined);
+    const internals = conn as unknown as Internals;
+    let sent = 0;
+    const peak = await peakRss(pid, async () => {
+      sent = await flood(conn, () => internals._protocol.tcpipForward('0.0.0.0', 0, true), FLOOD);
+    });
+    internals._sock.destroy();
+    t.diagnostic(`${sent} requests sent; server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    assert.ok(sent < FLOOD, 'the server went on reading');
+    assert.ok(peak - before < BOUND, `server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    await stillServes();
+  });
+
+  it('holds a bounded amount for userauth "none" requests before login, to a client that reads nothing', async (t) => {
+    const before = rssOf(pid);
+    const conn = new (await import('ssh2')).default.Client();
+    conn.on('error', () => undefined);
+    const internals = conn as unknown as Internals;
+    // The handshake completes; the client then asks no method itself and floods "none" by hand.
+    const asked = new Promise<void>((resolve) => {
+      conn.connect({ host: '127.0.0.1', port: srv.sftpPort, username: 'mona', authHandler: () => resolve(), readyTimeout: 20_000 });
+    });
+    await asked;
+    let sent = 0;
+    const peak = await peakRss(pid, async () => {
+      sent = await flood(conn, () => internals._protocol.authNone('mona'), FLOOD);
+    });
+    internals._sock.destroy();
+    t.diagnostic(`${sent} requests sent; server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    assert.ok(sent < FLOOD, 'the server went on reading');
+    assert.ok(peak - before < BOUND, `server grew by ${Math.round((peak - before) / MiB)} MiB`);
     await stillServes();
   });
 

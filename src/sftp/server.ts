@@ -16,7 +16,7 @@ import { WindowPool, acceptWithWindow, channelWindow, ownWindow, type PoolMember
 import { parseScpCommand, ScpCommandError, type ScpCommand } from '../scp/command.js';
 import { runScp } from '../scp/run.js';
 import { ssh2Library } from '../ssh2.js';
-import { TransportBacklog } from '../wire/backlog.js';
+import { READ_SLACK, readOnlyWhileSent, TransportBacklog } from '../wire/backlog.js';
 
 const METHODS: ssh2.AuthenticationType[] = ['publickey', 'password', 'keyboard-interactive'];
 
@@ -221,6 +221,7 @@ export class SftpFrontEnd {
     // 27 or 70 ms by chance. Writes are batched per turn already (coalesceWrites).
     socket.setNoDelay(true);
     coalesceWrites(socket);
+    readOnlyWhileSent(socket, this.services.config.sftp.maxQueuedBytes + READ_SLACK);
     // Until ssh2 has a client object, the deadline can only drop the socket (the gate destroys it).
     this.server.injectSocket(socket);
   }

@@ -52,3 +52,44 @@ export class TransportBacklog {
     });
   }
 }
+
+/**
+ * How far past the writers' limit the backlog may grow before the client is
+ * no longer read (readOnlyWhileSent): each writer's last write before it
+ * waits (an SFTP reply of at most 256 KiB, an SCP chunk) and ssh2's small
+ * messages of its own.
+ */
+export const READ_SLACK = 1024 * 1024;
+
+/**
+ * Stops reading what the client sends while more than `limit` bytes wait to
+ * be sent to it, until the socket has sent them all. The writers on a
+ * connection wait on its backlog, but ssh2 answers some requests itself (a
+ * global request refused, a userauth "none") and writes each answer whatever
+ * waits: a client that sent such requests without end and never read its
+ * socket grew the server by about 17 MiB a second, past 1 GiB in a minute
+ * (found by a review). Unread, its requests stay in the kernel's buffers and
+ * its own. The client's idle and login deadlines run on meanwhile.
+ *
+ * `limit` lies above what the writers that wait on the backlog may leave in
+ * it (READ_SLACK past their own limit): a client that stopped reading a
+ * download is still heard when it closes the channel.
+ */
+export function readOnlyWhileSent(socket: net.Socket, limit: number): void {
+  let paused = false;
+  const write = socket.write.bind(socket) as (...args: unknown[]) => boolean;
+  socket.write = ((...args: unknown[]): boolean => {
+    const ok = write(...args);
+    if (!paused && socket.writableLength > limit) {
+      paused = true;
+      socket.pause();
+    }
+    return ok;
+  }) as typeof socket.write;
+  // Past the limit, write() said false (the limit is above the high-water mark): 'drain' comes once all is sent.
+  socket.on('drain', () => {
+    if (!paused) return;
+    paused = false;
+    socket.resume();
+  });
+}
