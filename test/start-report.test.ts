@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import type tls from 'node:tls';
-import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { RawFtp } from './helpers/ftp-raw.js';
@@ -125,6 +125,23 @@ for (const workers of ['1', '2']) {
           (err: Error) => assert.match(err.message, /^serve exited 1:/, what),
         );
         await srv.logs(/TLS certificate tls-cert\.pem with key tls-key\.pem \(in .*\) cannot be used: .*(PEM|key values mismatch)/);
+      }
+    });
+
+    it('a start with one half of the TLS pair fails naming the other, and leaves the half there as it was', async () => {
+      // Found by a new user's try: the half left was overwritten by a new self-signed pair.
+      const certs = join(srv.dir, 'certs');
+      const kept = join(srv.dir, 'kept');
+      mkdirSync(kept, { recursive: true });
+      for (const [there, missing] of [['tls-cert.pem', 'tls-key.pem'], ['tls-key.pem', 'tls-cert.pem']] as const) {
+        const before = readFileSync(join(certs, there));
+        await srv.restart(() => renameSync(join(certs, missing), join(kept, missing))).then(
+          () => assert.fail(`without ${missing}: the server started`),
+          (err: Error) => assert.match(err.message, new RegExp(`^serve exited 1:[^]*${there} is in .* without ${missing}: put ${missing} beside it`)),
+        );
+        assert.deepEqual(readFileSync(join(certs, there)), before, `${there} unchanged`);
+        assert.equal(existsSync(join(certs, missing)), false, `no new ${missing}`);
+        renameSync(join(kept, missing), join(certs, missing));
       }
     });
   });

@@ -17,10 +17,15 @@ async function writeNew(path: string, data: string, secret: boolean): Promise<vo
 export async function ensureKeys(dir: string): Promise<string[]> {
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
   const created: string[] = [];
-  if (!(await exists(join(dir, TLS_CERT))) || !(await exists(join(dir, TLS_KEY)))) {
+  const [hasCert, hasKey] = [await exists(join(dir, TLS_CERT)), await exists(join(dir, TLS_KEY))];
+  // One half alone is an operator's (a renewal half copied in, a key moved away): a new pair would
+  // overwrite it, as it did before a new user's try found it. Only a directory with neither gets one.
+  if (hasCert !== hasKey) {
+    const [there, missing] = hasCert ? [TLS_CERT, TLS_KEY] : [TLS_KEY, TLS_CERT];
+    throw new Error(`${there} is in ${dir} without ${missing}: put ${missing} beside it, or move ${there} away to have a new self-signed pair made`);
+  }
+  if (!hasCert) {
     const { cert, key } = await selfSignedCertificate(['localhost', hostname()], ['127.0.0.1', '::1']);
-    await fsp.rm(join(dir, TLS_CERT), { force: true });
-    await fsp.rm(join(dir, TLS_KEY), { force: true });
     await writeNew(join(dir, TLS_KEY), key, true);
     await writeNew(join(dir, TLS_CERT), cert, false);
     created.push(TLS_CERT, TLS_KEY);
