@@ -59,6 +59,15 @@ describe('configuration', () => {
     assert.equal(load().admin.listen, '', 'off by default');
   });
 
+  it("an empty variable sets a key whose empty value means something, and leaves the file's value of any other", () => {
+    // README: `SLUICE_ADMIN_LISTEN= sluice ban remove 127.0.0.1` writes the store directly; with admin.listen in
+    // the file, the empty variable was skipped and the CLI went to the API (found by a new user's try).
+    writeFileSync(join(dir, 'e.yaml'), "admin:\n  listen: 127.0.0.1:8022\nstore: postgres://db/x\ntrustedProxies: [10.0.0.5]\nnodeId: n1\nftp:\n  port: 2100\n");
+    const c = load({ SLUICE_ADMIN_LISTEN: '', SLUICE_STORE_URL: '', SLUICE_TRUSTED_PROXIES: '', SLUICE_NODE_ID: '', SLUICE_FTP_PORT: '', SLUICE_BIND: '' }, 'e.yaml');
+    assert.deepEqual([c.admin.listen, c.store, c.trustedProxies, c.ftp.port, c.bind], ['', '', [], 2100, '0.0.0.0']);
+    assert.notEqual(c.nodeId, 'n1', 'the host name, as with no nodeId');
+  });
+
   it('reads the drain timeout from the environment', () => {
     assert.equal(load().shutdown.drainTimeout, 30);
     assert.equal(load({ SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '5' }).shutdown.drainTimeout, 5);

@@ -12,9 +12,17 @@ const yamlParser = (): typeof import('yaml').parse => (createRequire(import.meta
 
 type Raw = Record<string, unknown>;
 
-/** Environment variable -> config key, and how to read its text. */
-const ENV: readonly [string, string[], 'string' | 'port' | 'workers' | 'list' | 'number'][] = [
-  ['SLUICE_NODE_ID', ['nodeId'], 'string'],
+/**
+ * Environment variable -> config key, and how to read its text. An empty
+ * variable is no setting (the file's value stands), except for the keys
+ * whose empty value means something (`''` SQLite, no admin API, the host
+ * name, no proxies): `SLUICE_ADMIN_LISTEN=` turns off the file's admin API
+ * for one command, as the README shows for lifting a ban on 127.0.0.1 (found
+ * by a new user's try: the file's value stood and the CLI still went to the
+ * API that refused it).
+ */
+const ENV: readonly [string, string[], 'string' | 'port' | 'workers' | 'list' | 'number', emptyIsValue?: true][] = [
+  ['SLUICE_NODE_ID', ['nodeId'], 'string', true],
   ['SLUICE_DATA_DIR', ['dataDir'], 'string'],
   ['SLUICE_CERTS_DIR', ['certsDir'], 'string'],
   ['SLUICE_BIND', ['bind'], 'string'],
@@ -26,11 +34,11 @@ const ENV: readonly [string, string[], 'string' | 'port' | 'workers' | 'list' | 
   ['SLUICE_PASV_PORTS', ['ftp', 'passivePorts'], 'string'],
   ['SLUICE_FTP_TLS', ['ftp', 'tls'], 'string'],
   ['SLUICE_WORKERS', ['workers'], 'workers'],
-  ['SLUICE_STORE_URL', ['store'], 'string'],
+  ['SLUICE_STORE_URL', ['store'], 'string', true],
   ['SLUICE_FTP_PROXY_PROTOCOL', ['ftp', 'proxyProtocol'], 'string'],
   ['SLUICE_SFTP_PROXY_PROTOCOL', ['sftp', 'proxyProtocol'], 'string'],
-  ['SLUICE_TRUSTED_PROXIES', ['trustedProxies'], 'list'],
-  ['SLUICE_ADMIN_LISTEN', ['admin', 'listen'], 'string'],
+  ['SLUICE_TRUSTED_PROXIES', ['trustedProxies'], 'list', true],
+  ['SLUICE_ADMIN_LISTEN', ['admin', 'listen'], 'string', true],
   ['SLUICE_SHUTDOWN_DRAIN_TIMEOUT', ['shutdown', 'drainTimeout'], 'number'],
 ];
 
@@ -48,9 +56,9 @@ export function loadConfig(
   const file = explicit ?? (existsSync(resolve(cwd, 'sluice.yaml')) ? 'sluice.yaml' : undefined);
   const raw: Raw = file === undefined ? {} : readYaml(resolve(cwd, file));
 
-  for (const [name, path, kind] of ENV) {
+  for (const [name, path, kind, emptyIsValue] of ENV) {
     const text = env[name];
-    if (text === undefined || text === '') continue;
+    if (text === undefined || (text === '' && !emptyIsValue)) continue;
     setPath(raw, path, envValue(name, text, kind));
   }
 
@@ -97,7 +105,7 @@ function envValue(name: string, text: string, kind: (typeof ENV)[number][2]): un
   if (kind === 'workers' && /^\d+$/.test(text)) return Number(text);
   // Not a number: left as text, for the schema to name the variable in its refusal.
   if (kind === 'number' && /^\d+(\.\d+)?$/.test(text)) return Number(text);
-  if (kind === 'list') return text.split(',').map((item) => item.trim());
+  if (kind === 'list') return text === '' ? [] : text.split(',').map((item) => item.trim());
   return text;
 }
 
