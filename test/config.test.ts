@@ -106,6 +106,11 @@ describe('configuration', () => {
     ['TLS on the admin socket', { SLUICE_ADMIN_LISTEN: '/run/admin.sock' }, 'admin:\n  tls: true\n', /^config: admin\.tls: a unix socket takes no TLS/],
     ['a drain timeout that is not a number', { SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '30s' }, null, /shutdown\.drainTimeout \(from SLUICE_SHUTDOWN_DRAIN_TIMEOUT\)/],
     ['a negative drain timeout', {}, 'shutdown:\n  drainTimeout: -1\n', /shutdown\.drainTimeout/],
+    // Found by a new user's try: these said "expected number, received string", "Invalid input" and ended on a colon.
+    ['a negative drain timeout in the environment', { SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '-1' }, null, /^config: shutdown\.drainTimeout \(from SLUICE_SHUTDOWN_DRAIN_TIMEOUT\): Too small: expected number to be >=0$/],
+    ['workers that are no count', { SLUICE_WORKERS: 'many' }, null, /^config: workers \(from SLUICE_WORKERS\): must be 'auto' \(one per core\) or a whole number from 1 to 256$/],
+    ['a negative number of workers', { SLUICE_WORKERS: '-3' }, null, /^config: workers \(from SLUICE_WORKERS\): Too small: expected number to be >=1$/],
+    ['a YAML indentation error', {}, 'ftp:\n  port: a: b\n', /not valid YAML: .* at line 2, column \d+$/],
     ['a hook field inside the script sh -c runs', {}, "hooks:\n  actions:\n    - name: a\n      on: [login-failed]\n      command: ['sh', '-c', '/opt/x/run.sh \"{user}\"']\n", /^config: hooks\.actions\.0\.command: a \{field\} inside code a shell, an interpreter or a remote host runs \("\/opt\/x\/run\.sh \\"\{user\}\\""\) would run what a client sends/],
     ['a hook field in perl -ne code behind env', {}, "hooks:\n  actions:\n    - name: a\n      on: [upload]\n      command: ['/usr/bin/env', 'LC_ALL=C', 'perl', '-ne', 'print \"{path}\"']\n", /hooks\.actions\.0\.command: a \{field\} inside code/],
     ['a hook field in code a shell runs behind sudo -u', {}, "hooks:\n  actions:\n    - name: a\n      on: [login-failed]\n      command: ['sudo', '-u', 'backup', 'sh', '-c', 'run.sh {user}']\n", /hooks\.actions\.0\.command: a \{field\} inside code .*\("run\.sh \{user\}"\)/],

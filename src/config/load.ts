@@ -93,7 +93,8 @@ function readYaml(path: string): Raw {
   try {
     doc = yamlParser()(text);
   } catch (err) {
-    throw new ConfigError(`config file ${path}: not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+    // The parser's first line ends with a colon that led to the excerpt it shows after it.
+    throw new ConfigError(`config file ${path}: not valid YAML: ${(err as Error).message.split('\n')[0]?.replace(/:$/, '')}`);
   }
   if (doc === null || doc === undefined) return {};
   if (typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError(`config file ${path}: must be a mapping of keys`);
@@ -102,9 +103,9 @@ function readYaml(path: string): Raw {
 
 function envValue(name: string, text: string, kind: (typeof ENV)[number][2]): unknown {
   if (kind === 'port') return parsePort(name, text);
-  if (kind === 'workers' && /^\d+$/.test(text)) return Number(text);
-  // Not a number: left as text, for the schema to name the variable in its refusal.
-  if (kind === 'number' && /^\d+(\.\d+)?$/.test(text)) return Number(text);
+  // A number, whatever its sign or form, is read as one, for the schema to say what range it must be in
+  // (-1 was left as text: "expected number, received string"); anything else stays text, for the schema to refuse.
+  if ((kind === 'workers' || kind === 'number') && text.trim() !== '' && Number.isFinite(Number(text))) return Number(text);
   if (kind === 'list') return text === '' ? [] : text.split(',').map((item) => item.trim());
   return text;
 }

@@ -122,7 +122,9 @@ export const configSchema = z
       .refine((s) => badUrlPort(s) === null, { error: (issue) => `the port in the URL (${badUrlPort(String(issue.input))}) must be 1-65535` })
       .default(''),
     /** Processes serving connections: 'auto' one per core; 1 serves in the one process, without a primary. */
-    workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default('auto'),
+    workers: z
+      .union([z.literal('auto'), z.number().int().min(1).max(256)], { error: "must be 'auto' (one per core) or a whole number from 1 to 256" })
+      .default('auto'),
     /** Load balancers whose PROXY headers are believed; nobody else may send one. */
     trustedProxies: z.array(cidr).default([]),
     ftp: z
