@@ -5,6 +5,7 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { readTlsMaterial } from '../certs/tls-material.js';
+import { listenOn } from '../listening.js';
 import { BanCheck } from '../security/ban-check.js';
 import { countConnection } from '../security/gate.js';
 import { ConnectionRegistry } from '../session/registry.js';
@@ -109,7 +110,7 @@ export async function startAdminApi(
     });
   });
   if (local) await listenOnSocket(app, endpoint.path);
-  else await listen(app, endpoint);
+  else await listenOn(app.server, 'the admin API', endpoint);
   log.info({ address: config.admin.listen, tls: config.admin.tls }, `admin API listening on ${config.admin.listen}`);
   // SIGHUP: the renewed certificate, as the FTPS listeners take it; a file that cannot be used keeps the old one.
   const server = app.server;
@@ -140,15 +141,6 @@ export async function startAdminApi(
   };
 }
 
-function listen(app: FastifyInstance, options: net.ListenOptions): Promise<void> {
-  return new Promise((resolve, reject) => {
-    app.server.once('error', reject);
-    app.server.listen(options, () => {
-      app.server.off('error', reject);
-      resolve();
-    });
-  });
-}
 
 /**
  * Listen on a unix socket created mode 0600: the umask is narrowed around the
@@ -161,7 +153,7 @@ async function listenOnSocket(app: FastifyInstance, path: string): Promise<void>
   const previous = process.umask(0o177);
   let bound: Promise<void>;
   try {
-    bound = listen(app, { path });
+    bound = listenOn(app.server, 'the admin API', { path });
   } finally {
     process.umask(previous);
   }

@@ -11,6 +11,7 @@ import { superviseWorkers } from '../cluster/primary.js';
 import type { Config } from '../config/schema.js';
 import type { FrontEnd } from '../front-ends.js';
 import { checkDescriptorLimit } from '../security/descriptors.js';
+import { startFailed } from '../listening.js';
 import { holdServedPlaces } from '../served-places.js';
 import { reportNestedHomes } from '../session/nested-homes.js';
 import { sweepHomes } from '../session/home-sweep.js';
@@ -114,7 +115,7 @@ async function serveWith(base: AdminServices, coordination: Coordination, stoppe
   try {
     admin = await startAdmin(base, coordination, log);
   } catch (err) {
-    log.fatal({ err }, 'could not start the admin API');
+    startFailed(log, err, 'could not start the admin API');
     return 1;
   }
   const workers = workerCount(config.workers);
@@ -141,7 +142,7 @@ async function serveHere(services: Services, coordination: Coordination, stopped
     const { startFrontEnds } = await import('../front-ends.js');
     running = await startFrontEnds(services);
   } catch (err) {
-    log.fatal({ err }, 'could not start');
+    startFailed(log, err, 'could not start');
     return 1;
   }
   // SIGHUP: new certificates and keys, and new log files after logrotate moved them.

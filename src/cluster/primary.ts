@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Coordination } from '../app.js';
 import { WorkerLink } from '../coordinator/ipc-server.js';
 import { isMessage, type PrimaryMessage, type WorkerMessage } from '../coordinator/ipc-messages.js';
-import type { Listening } from '../listening.js';
+import { StartRefused, startFailed, type Listening } from '../listening.js';
 import { drainSummary, type DrainCounts } from '../session/live.js';
 import { logStarted } from '../started.js';
 import { nextStopSignal } from '../stop-signal.js';
@@ -68,6 +68,7 @@ export async function superviseWorkers(
     const disconnected = new Promise((resolve) => worker.once('disconnect', resolve));
     const died = new Promise<[number, string | null]>((resolve) => worker.once('exit', (code, signal) => resolve([code, signal])));
     const exit = Promise.all([died, disconnected]).then(([[code, signal]]) => {
+      const wasReady = ready.has(worker);
       links.delete(worker);
       ready.delete(worker);
       coordination.serving.stopped(worker.id);
@@ -75,7 +76,8 @@ export async function superviseWorkers(
       if (link.drained) addTo(drained, link.drained);
       const why = signal ? `worker process ended by ${signal}` : `worker process exited with code ${code}`;
       link.workerGone(why, coordination.coordinator.audit);
-      if (!stopping) {
+      // One that never got ready failed its start, which says so (and starts no other).
+      if (!stopping && wasReady) {
         log.error({ worker: worker.id, workerPid: worker.process.pid, code, signal }, 'worker died: starting another');
         setTimeout(() => {
           if (!stopping) fork().catch((err: unknown) => log.error({ err }, 'worker restart'));
@@ -98,7 +100,7 @@ export async function superviseWorkers(
         }
       };
       worker.on('message', onReady);
-      void exit.then(() => reject(new Error(`worker ${worker.id} exited before it was ready`)));
+      void exit.then(() => reject(new StartRefused(`worker ${worker.id} exited before it was ready (its log line says why)`)));
     });
   };
 
@@ -116,7 +118,7 @@ export async function superviseWorkers(
   try {
     await Promise.all(Array.from({ length: count }, fork));
   } catch (err) {
-    log.fatal({ err }, 'could not start');
+    startFailed(log, err, 'could not start');
     await stopAll();
     return 1;
   }

@@ -5,6 +5,7 @@ import type { Config } from '../config/schema.js';
 import { answerSessions, processChannel, RemoteCoordinator, type Channel } from '../coordinator/ipc-client.js';
 import type { WorkerMessage } from '../coordinator/ipc-messages.js';
 import { drainFrontEnds, startFrontEnds, type FrontEnd } from '../front-ends.js';
+import { startFailed } from '../listening.js';
 import { sampleProcess } from '../metrics/sampler.js';
 import type { DrainCounts } from '../session/live.js';
 import { SqliteStore } from '../store/sqlite/store.js';
@@ -74,7 +75,7 @@ async function serveWithCoordinator(config: Config, channel: Channel, coordinato
   try {
     running = await startFrontEnds(services);
   } catch (err) {
-    base.log.fatal({ err }, 'worker could not start');
+    startFailed(base.log, err, 'worker could not start');
     await base.close();
     return { code: 1 };
   }

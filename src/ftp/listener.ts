@@ -2,7 +2,7 @@ import net from 'node:net';
 import type { Services } from '../app.js';
 import { certificateFingerprint } from '../certs/fingerprints.js';
 import { readTlsMaterial, type TlsMaterial } from '../certs/tls-material.js';
-import type { Listening } from '../listening.js';
+import { listenOn, type Listening } from '../listening.js';
 import { COMMANDS } from './commands/table.js';
 import { FtpConnection } from './connection.js';
 import type { FtpContext } from './control.js';
@@ -68,14 +68,9 @@ export class FtpFrontEnd {
 
   private async listen(port: number, implicit: boolean): Promise<void> {
     const server = net.createServer({ pauseOnConnect: false }, (socket) => void this.accept(socket, implicit));
+    await listenOn(server, implicit ? 'implicit FTPS' : 'FTP', { host: this.services.config.bind, port });
+    // After the listen: its refusal is the start's failure, said once.
     server.on('error', (err) => this.ctx.log.error({ err }, 'listener error'));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ host: this.services.config.bind, port }, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
     const address = server.address() as net.AddressInfo;
     this.listeners.push({ protocol: implicit ? 'ftps' : 'ftp', address: address.address, port: address.port });
     this.servers.push(server);

@@ -5,7 +5,7 @@ import type ssh2 from 'ssh2';
 import type { Services } from '../app.js';
 import { AuthError, type AuthRequest } from '../auth/authenticator.js';
 import type { HostKeyFile } from '../certs/ensure.js';
-import type { Listening } from '../listening.js';
+import { listenOn, type Listening } from '../listening.js';
 import type { Account } from '../session/account.js';
 import type { Guest } from '../security/gate.js';
 import { SluiceError } from '../session/errors.js';
@@ -188,19 +188,14 @@ export class SftpFrontEnd {
     );
     this.server.on('error', (err: Error) => this.log.error({ err }, 'ssh server error'));
     this.listener = net.createServer((socket) => void this.admit(socket));
-    this.listener.on('error', (err) => this.log.error({ err }, 'listener error'));
   }
 
   static async start(services: Services, options: SftpOptions): Promise<SftpFrontEnd | null> {
     if (services.config.sftp.port === 0) return null;
     const fe = new SftpFrontEnd(services, options);
-    await new Promise<void>((resolve, reject) => {
-      fe.listener.once('error', reject);
-      fe.listener.listen(services.config.sftp.port, services.config.bind, () => {
-        fe.listener.off('error', reject);
-        resolve();
-      });
-    });
+    await listenOn(fe.listener, 'SFTP', { host: services.config.bind, port: services.config.sftp.port });
+    // After the listen: its refusal is the start's failure, said once.
+    fe.listener.on('error', (err) => fe.log.error({ err }, 'listener error'));
     const { address, port } = fe.listener.address() as net.AddressInfo;
     fe.listeners.push({ protocol: 'sftp', address, port });
     return fe;
