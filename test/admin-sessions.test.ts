@@ -151,4 +151,18 @@ describe('admin API: live sessions', () => {
     await secondGone;
     assert.deepEqual(await sessionsOf('dave'), []);
   });
+
+  it('an SSH client whose session is ended reads why on the channel, as OpenSSH prints it', { timeout: 60_000 }, async () => {
+    // ssh2 disconnects with no description: OpenSSH showed an empty reason (found by a new user's try).
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: PASSWORD });
+    conn.on('error', () => undefined);
+    const channel = await new Promise<ssh2.ClientChannel>((resolve, reject) => conn.subsys('sftp', (err, ch) => (err ? reject(err) : resolve(ch))));
+    let told = '';
+    channel.stderr.on('data', (d: Buffer) => (told += d.toString()));
+    for (let i = 0; i < 50 && (await sessionsOf('alice')).length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    const gone = closed(conn);
+    assert.equal(((await request('DELETE', '/users/alice/sessions?reason=maintenance')).json as Json).sessionsEnded, 1);
+    await gone;
+    assert.match(told, /^sluice: session ended: .*maintenance.*\n$/);
+  });
 });

@@ -90,6 +90,11 @@ function coalesceWrites(socket: net.Socket): void {
   }) as typeof socket.write;
 }
 
+/** A line on the channel's stderr, which OpenSSH's sftp and scp print: why the server ends it. */
+function tellClient(channel: ssh2.ServerChannel, text: string): void {
+  if (channel.writable) channel.stderr.write(`sluice: ${text}\n`);
+}
+
 /** What the SFTP front-end takes besides the shared services. */
 export interface SftpOptions {
   /** Private host keys; the start-up reads them (certs/ensure.ts), this layer touches no file. */
@@ -528,6 +533,9 @@ export class SftpFrontEnd {
       end: async (reason: string, afterReply: boolean) => {
         if (afterReply) await served?.answered();
         state.log.info({ reason }, 'session ended by the server');
+        // ssh2 sends its DISCONNECT without a description: OpenSSH's clients print the channel's
+        // stderr, so the user reads why, as an FTP client reads its 421 (found by a new user's try).
+        tellClient(channel, `session ended: ${reason}`);
         client.end();
         await served?.done;
       },
@@ -554,6 +562,8 @@ export class SftpFrontEnd {
         // has said why at warn. Only what the shared layer did not expect is an error.
         if (err instanceof SluiceError) state.log.info({ reason: err.detail ?? err.message }, 'session not opened; channel closed');
         else state.log.error({ err }, 'could not open session');
+        // What an FTP client is told (a SluiceError's message is for clients; its detail is not).
+        tellClient(channel, `session not opened: ${err instanceof SluiceError ? err.message : 'internal error'}`);
         channel.close();
         // The slot is freed and the login undone: another channel must not open a session without one.
         if (!state.guest.loggedIn) client.end();
