@@ -333,4 +333,48 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     assert.equal(await nb.claim('carol', 3), true);
     assert.equal(await nb.claim('carol', 3), false, "node b's two and the new one: the limit");
   });
+  /**
+   * `pool`, where each statement `fate` names fails as it would with the
+   * database away: 'refused' before it runs, 'lost' after it ran (committed,
+   * the answer lost on the way).
+   */
+  function flaky(pool: pg.Pool, fate: (text: string) => 'refused' | 'lost' | null): pg.Pool {
+    const query = async (q: string | { text: string }, values?: unknown[]) => {
+      const f = fate(typeof q === 'string' ? q : q.text);
+      if (f === 'refused') throw new Error('connect ECONNREFUSED (test)');
+      const result = await pool.query(q as string, values);
+      if (f === 'lost') throw new Error('Connection terminated unexpectedly (test)');
+      return result;
+    };
+    return { query, connect: () => pool.connect() } as unknown as pg.Pool;
+  }
+
+  /** Fails the first statements matching `pattern`, one for each fate in `fates`, in order. */
+  function failing(pattern: RegExp, fates: ('refused' | 'lost')[]): (text: string) => 'refused' | 'lost' | null {
+    return (text) => (pattern.test(text) ? fates.shift() ?? null : null);
+  }
+
+  it('a release the database refused, and one it took without answering, leave the count at the sessions still live', async () => {
+    const [a, b] = await database(2);
+    const errors: unknown[] = [];
+    let fate: (text: string) => 'refused' | 'lost' | null = () => null;
+    const na = await PostgresUserSessions.start(flaky(a!, (t) => fate(t)), 'node-a', (e) => errors.push(e));
+    const nb = await PostgresUserSessions.start(b!, 'node-b');
+    for (let i = 0; i < 3; i++) assert.equal(await na.claim('dave', 4), true);
+    fate = failing(/UPDATE user_sessions SET count = count - 1/, ['refused', 'lost']);
+    await na.release('dave');
+    await na.release('dave');
+    const count = async () => (await a!.query("SELECT (SELECT count FROM user_session_totals WHERE user_name = 'dave') AS total, (SELECT count FROM user_sessions WHERE user_name = 'dave' AND node_id = 'node-a') AS mine")).rows[0];
+    // One session live on node a: a release sent again would count 0 (the lost one ran), and let a fifth session in.
+    const deadline = Date.now() + 3000;
+    while (JSON.stringify(await count()) !== JSON.stringify({ total: 1, mine: 1 }) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(await count(), { total: 1, mine: 1 });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(await count(), { total: 1, mine: 1 }, 'and it stays there');
+    for (let i = 0; i < 3; i++) assert.equal(await nb.claim('dave', 4), true);
+    assert.equal(await nb.claim('dave', 4), false, 'the limit counts the live session');
+    assert.equal(errors.length, 1, 'said once');
+    await na.release('dave');
+    assert.deepEqual(await count(), { total: 3, mine: 0 });
+  });
 });

@@ -39,7 +39,7 @@ export class LocalCoordinator implements Coordinator {
     return () => {
       if (released) return;
       released = true;
-      // Not waited on: a count the database missed is taken out when this node next starts.
+      // Not waited on: a count the database does not take now is set right once it answers (store/postgres/user-sessions.ts).
       void shared.release(user).catch(() => undefined);
     };
   }

@@ -18,6 +18,10 @@ export interface TestPostgres {
   readonly url: string;
   /** A further empty database owned by the same role: its URL. */
   createDatabase(): Promise<string>;
+  /** Stop the server as an outage would (its clients cut off), keeping its data and port for up(). */
+  down(): Promise<void>;
+  /** Start it again after down(), on the same port with the same data. */
+  up(): Promise<void>;
   /** Stop the server and remove its directory. */
   stop(): Promise<void>;
 }
@@ -105,6 +109,7 @@ export async function startPostgres(): Promise<TestPostgres> {
   if (account) for (const p of [dir, pwfile]) chownSync(p, account.uid, account.gid);
   const pgctl = join(bin, 'pg_ctl');
   let port = 0;
+  let startArgs: string[] = [];
   try {
     // C locale: lower() folds ASCII only, as SQLite's NOCASE does, whatever the machine's locale.
     await run(join(bin, 'initdb'), ['-D', data, '-U', ADMIN, `--pwfile=${pwfile}`, '-A', 'scram-sha-256', '-E', 'UTF8',
@@ -114,8 +119,9 @@ export async function startPostgres(): Promise<TestPostgres> {
       port = await freePort();
       const options = [`-p ${port}`, '-c listen_addresses=127.0.0.1', `-c unix_socket_directories=${dir}`,
         '-c fsync=off', '-c synchronous_commit=off', '-c full_page_writes=off'];
+      startArgs = ['start', '-D', data, '-w', '-t', '60', '-l', log, '-o', options.join(' ')];
       try {
-        await run(pgctl, ['start', '-D', data, '-w', '-t', '60', '-l', log, '-o', options.join(' ')], account);
+        await run(pgctl, startArgs, account);
         break;
       } catch (err) {
         if (attempt === 3) throw new Error(`${String(err)}\n${existsSync(log) ? readFileSync(log, 'utf8') : ''}`);
@@ -160,7 +166,13 @@ export async function startPostgres(): Promise<TestPostgres> {
   };
   try {
     const url = await createDatabase(ROLE);
-    return { url, createDatabase: () => createDatabase(), stop };
+    return {
+      url,
+      createDatabase: () => createDatabase(),
+      down: () => run(pgctl, ['stop', '-D', data, '-m', 'fast', '-w'], account),
+      up: () => run(pgctl, startArgs, account),
+      stop,
+    };
   } catch (err) {
     await stop();
     throw err;

@@ -74,7 +74,7 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
       try {
         [quota, userSessions, writeLocks] = await Promise.all([
           PostgresQuota.start(pool, nodeId, onError),
-          PostgresUserSessions.start(pool, nodeId),
+          PostgresUserSessions.start(pool, nodeId, onError),
           PostgresWriteLocks.start(pool, nodeId, onError),
         ]);
       } catch (err) {

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { UserSessionCounts } from '../../coordinator/shared-state.js';
+import { transaction } from './connection.js';
 
 /**
  * One more session of the user unless the sum over nodes is at the limit
@@ -27,30 +28,203 @@ const DROP_NODE = `
   WITH dropped AS (DELETE FROM user_sessions WHERE node_id = $1 RETURNING user_name, count)
   UPDATE user_session_totals t SET count = t.count - dropped.count FROM dropped WHERE t.user_name = dropped.user_name`;
 
-/** Logged-in sessions per user, counted in PostgreSQL across every node; each node's part under its id. */
+/** The sum's row first, as a claim locks it, then this node's. */
+const LOCK_TOTAL = 'SELECT count FROM user_session_totals WHERE user_name = $1 FOR UPDATE';
+const LOCK_MINE = 'SELECT count FROM user_sessions WHERE node_id = $1 AND user_name = $2 FOR UPDATE';
+const SET_MINE = `
+  INSERT INTO user_sessions (node_id, user_name, count) VALUES ($1, $2, $3)
+  ON CONFLICT (node_id, user_name) DO UPDATE SET count = EXCLUDED.count`;
+const DELETE_MINE = 'DELETE FROM user_sessions WHERE node_id = $1 AND user_name = $2';
+const MOVE_TOTAL = `
+  INSERT INTO user_session_totals (user_name, count) VALUES ($1, GREATEST(0, $2::integer))
+  ON CONFLICT (user_name) DO UPDATE SET count = GREATEST(0, user_session_totals.count + $2::integer)`;
+
+/** A repair that fails is tried again after this long, doubling up to the most. */
+const RETRY_MIN_MS = 100;
+const RETRY_MAX_MS = 1_000;
+
+/**
+ * Logged-in sessions per user, counted in PostgreSQL across every node; each
+ * node's part under its id.
+ *
+ * A release the database does not take (it is away) is not tried again as
+ * it was: a statement whose answer was lost may have committed, and a second
+ * one would count the user below the truth, past the limit. The node knows
+ * the truth, its sessions of the user that are live now, and sets its row to
+ * that (and the sum by the difference, in one transaction) once the database
+ * answers: set twice, it is still right. A claim that failed is set right the
+ * same way (it too may have committed). Before, a session that ended while
+ * the database was away kept its slot on every node until this node started
+ * again, and with maxSessionsPerUser 1 the user could not log in anywhere
+ * (found by a review).
+ */
 export class PostgresUserSessions implements UserSessionCounts {
+  /** This node's live sessions of each user: claims that succeeded, less releases. */
+  private readonly live = new Map<string, number>();
+  /** Users whose row here may be off (a release or claim failed): to be set to `live`. */
+  private readonly owed = new Set<string>();
+  /** Claims and releases of a user with a statement out now, which a repair waits for. */
+  private readonly out = new Map<string, number>();
+  private readonly drained = new Map<string, () => void>();
+  /** A repair of the user is under way: its claims wait for it, so that it sets a count that holds. */
+  private readonly repairs = new Map<string, Promise<void>>();
+  private repairing: Promise<void> | null = null;
+  /** The database was said to be away, and nothing owed has reached it since. */
+  private told = false;
+  private stopped = false;
+  /** Ends the repairs' pause between attempts: a stop ends them (its drop of this node's rows sets every count right). */
+  private wake: (() => void) | null = null;
+
   private constructor(
     private readonly pool: pg.Pool,
     private readonly nodeId: string,
+    private readonly onError: (err: unknown) => void,
   ) {}
 
-  /** The counts of node `nodeId`, once what it counted before it last stopped (or died) is taken out. Node ids must be unique. */
-  static async start(pool: pg.Pool, nodeId: string): Promise<PostgresUserSessions> {
+  /**
+   * The counts of node `nodeId`, once what it counted before it last stopped
+   * (or died) is taken out. Node ids must be unique. `onError`: a count is
+   * off while the database is away (said once per outage), or was still off
+   * at the stop.
+   */
+  static async start(pool: pg.Pool, nodeId: string, onError: (err: unknown) => void = () => undefined): Promise<PostgresUserSessions> {
     await dropNodeSessions(pool, nodeId);
-    return new PostgresUserSessions(pool, nodeId);
+    return new PostgresUserSessions(pool, nodeId, onError);
   }
 
   async claim(user: string, max: number): Promise<boolean> {
-    return (await this.pool.query({ name: 'sluice-claim-user-session', text: CLAIM, values: [this.nodeId, user, max] })).rowCount === 1;
+    for (let repair = this.repairs.get(user); repair; repair = this.repairs.get(user)) await repair;
+    this.enter(user);
+    try {
+      const ok = (await this.pool.query({ name: 'sluice-claim-user-session', text: CLAIM, values: [this.nodeId, user, max] })).rowCount === 1;
+      if (ok) this.live.set(user, (this.live.get(user) ?? 0) + 1);
+      return ok;
+    } catch (err) {
+      // Refused here, but it may have been counted there.
+      this.owe(user);
+      throw err;
+    } finally {
+      this.leave(user);
+    }
   }
 
+  /** Never rejects: what the database does not take now is set right once it answers. */
   async release(user: string): Promise<void> {
-    await this.pool.query({ name: 'sluice-release-user-session', text: RELEASE, values: [this.nodeId, user] });
+    const left = (this.live.get(user) ?? 0) - 1;
+    if (left < 0) return;
+    if (left === 0) this.live.delete(user);
+    else this.live.set(user, left);
+    // A repair owed or under way sets the row to what is live, this release included.
+    if (this.owed.has(user) || this.repairs.has(user)) {
+      this.owe(user);
+      return;
+    }
+    this.enter(user);
+    try {
+      await this.pool.query({ name: 'sluice-release-user-session', text: RELEASE, values: [this.nodeId, user] });
+    } catch (err) {
+      this.tell(err);
+      this.owe(user);
+    } finally {
+      this.leave(user);
+    }
   }
 
-  /** A clean stop: this node's sessions are over. */
+  /**
+   * A clean stop: this node's sessions are over, and its rows go (which also
+   * sets right whatever was owed). Rejects, saying which users' counts were
+   * off, when the database does not take it: they stay until the node starts again.
+   */
   async stop(): Promise<void> {
-    await dropNodeSessions(this.pool, this.nodeId);
+    this.stopped = true;
+    this.wake?.();
+    await this.repairing;
+    try {
+      await dropNodeSessions(this.pool, this.nodeId);
+    } catch (err) {
+      const off = this.owed.size > 0 ? `; the counts of ${[...this.owed].join(', ')} were off already (sessions ended while the database was away)` : '';
+      throw new Error(`this node's session counts stay in the sums until it starts again (or sluice store forget-node)${off}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  private enter(user: string): void {
+    this.out.set(user, (this.out.get(user) ?? 0) + 1);
+  }
+
+  private leave(user: string): void {
+    const n = (this.out.get(user) ?? 1) - 1;
+    if (n > 0) {
+      this.out.set(user, n);
+      return;
+    }
+    this.out.delete(user);
+    this.drained.get(user)?.();
+  }
+
+  /** Once per outage: the first failure says so, the attempts after it do not. */
+  private tell(err: unknown): void {
+    if (this.told) return;
+    this.told = true;
+    this.onError(new Error('session counts not written: set right once the database answers, tried every second', { cause: err }));
+  }
+
+  private owe(user: string): void {
+    this.owed.add(user);
+    if (this.repairing || this.stopped) return;
+    this.repairing = this.repairAll().finally(() => (this.repairing = null));
+  }
+
+  /** Every owed user's row set right, tried again with a growing pause (at most a second) until the database takes them. */
+  private async repairAll(): Promise<void> {
+    let wait = RETRY_MIN_MS;
+    while (this.owed.size > 0 && !this.stopped) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, wait);
+        timer.unref();
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = null;
+      if (this.stopped) return;
+      try {
+        for (const user of [...this.owed]) await this.repair(user);
+        wait = RETRY_MIN_MS;
+        if (this.owed.size === 0) this.told = false;
+      } catch (err) {
+        this.tell(err);
+        wait = Math.min(2 * wait, RETRY_MAX_MS);
+      }
+    }
+  }
+
+  /** Node row := the user's live sessions here, the sum moved by the difference; set twice, still right. */
+  private async repair(user: string): Promise<void> {
+    let open = (): void => undefined;
+    this.repairs.set(user, new Promise<void>((resolve) => (open = resolve)));
+    try {
+      // Claims wait from here on; those (and releases) with a statement out are let finish first.
+      if (this.out.has(user)) await new Promise<void>((resolve) => this.drained.set(user, resolve));
+      this.drained.delete(user);
+      this.owed.delete(user);
+      const count = this.live.get(user) ?? 0;
+      try {
+        await transaction(this.pool, async (c) => {
+          await c.query(LOCK_TOTAL, [user]);
+          const was = (await c.query<{ count: number }>(LOCK_MINE, [this.nodeId, user])).rows[0]?.count ?? 0;
+          if (count > 0) await c.query(SET_MINE, [this.nodeId, user, count]);
+          else await c.query(DELETE_MINE, [this.nodeId, user]);
+          if (count !== was) await c.query(MOVE_TOTAL, [user, count - was]);
+        });
+      } catch (err) {
+        this.owed.add(user);
+        throw err;
+      }
+    } finally {
+      this.repairs.delete(user);
+      open();
+    }
   }
 }
 

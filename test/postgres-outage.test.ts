@@ -1,0 +1,81 @@
+// What a node owes PostgreSQL while it is away (stopped, restarted) reaches it
+// once it is back, without the node restarting: a session that ended meanwhile
+// gives back its per-user slot. A real PostgreSQL, a real sluice process, real
+// SSH clients. Found by a review: before, it was lost until the node restarted.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
+import { TestServer } from './helpers/server.js';
+import { sftpOf, sshConnect } from './helpers/ssh.js';
+
+const skip = postgresMissing();
+if (skip) console.log(`# ${skip}`);
+
+async function until(ms: number, probe: () => Promise<boolean>): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await probe()) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('a PostgreSQL outage on a node of several', { skip: skip ?? false, timeout: 60_000 }, () => {
+  let db: TestPostgres;
+  let node: TestServer;
+  let sql: (text: string, values?: unknown[]) => Promise<Record<string, unknown>[]>;
+
+  before(async () => {
+    db = await startPostgres();
+    sql = async (text, values = []) => {
+      const client = new pg.Client({ connectionString: db.url });
+      await client.connect();
+      try {
+        return (await client.query(text, values)).rows as Record<string, unknown>[];
+      } finally {
+        await client.end();
+      }
+    };
+    node = await TestServer.start({
+      env: { SLUICE_STORE_URL: db.url, SLUICE_NODE_ID: 'node-a' },
+      yaml: 'limits:\n  maxSessionsPerIp: 100\n  maxSessionsPerUser: 1\n',
+      users: [{ name: 'alice', password: 'alice-pw-123' }],
+    });
+  });
+  after(async () => {
+    await node?.stop();
+    await db?.stop();
+  });
+
+  const login = (username: string, password: string) => sshConnect({ port: node.sftpPort, username, password });
+  /** Lines of the log past `from` (a length of it) matching `pattern`. */
+  const lines = (from: number, pattern: RegExp) => node.log.slice(from).split('\n').filter((l) => pattern.test(l)).length;
+
+  it('a session that ends while PostgreSQL is down gives its slot back once it is up, logged once', async () => {
+    const conn = await login('alice', 'alice-pw-123');
+    await sftpOf(conn);
+    assert.deepEqual(await sql("SELECT count FROM user_session_totals WHERE user_name = 'alice'"), [{ count: 1 }]);
+    const mark = node.log.length;
+    await db.down();
+    const closed = new Promise<void>((r) => conn.once('close', () => r()));
+    conn.end();
+    await closed;
+    await node.auditUntil((r) => r.event === 'logout' && r.user === 'alice');
+    // Down long enough for several attempts.
+    await new Promise((r) => setTimeout(r, 1500));
+    await db.up();
+    // maxSessionsPerUser 1: the slot the ended session held must be free again.
+    const back = await until(8000, async () => {
+      try {
+        (await login('alice', 'alice-pw-123')).end();
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    assert.ok(back, `alice is still refused: ${JSON.stringify(await sql('SELECT * FROM user_session_totals'))}`);
+    assert.ok(await until(3000, async () => (await sql("SELECT count FROM user_session_totals WHERE user_name = 'alice'"))[0]?.count === 0));
+    assert.equal(lines(mark, /session counts not written/), 1, node.log);
+  });
+});
