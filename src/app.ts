@@ -129,7 +129,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
       stopSampling();
       throttle?.flush();
       await hooks?.drain(HOOK_DRAIN_MS);
-      await shared?.stop().catch((err: unknown) => base.log.error({ err }, 'shared store: leases and session counts not given back'));
+      await shared?.stop().catch((err: unknown) => base.log.error({ err }, 'shared store: what this node owes it was not all written or given back at the stop'));
       try {
         await auditLog?.close();
       } finally {

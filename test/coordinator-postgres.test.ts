@@ -354,6 +354,25 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     return (text) => (pattern.test(text) ? fates.shift() ?? null : null);
   }
 
+  it('a settle the database refused, then took without answering, is counted once; a refused drop is sent again', async () => {
+    const [a] = await database(1);
+    const account = await addUser(a!, 'outage', 100_000);
+    const errors: unknown[] = [];
+    let fate: (text: string) => 'refused' | 'lost' | null = () => null;
+    const room = await PostgresQuota.start(flaky(a!, (t) => fate(t)), 'node-a', (e) => errors.push(e));
+    const ledger = await new QuotaBook(room).acquire(account);
+    fate = failing(/used_bytes = GREATEST/, ['refused', 'lost']);
+    assert.equal(await upload(ledger, 1000), 1000);
+    await room.settled();
+    assert.deepEqual(await counters(a!, account.id), { used_bytes: 1000, used_files: 1, held_bytes: (await counters(a!, account.id)).held_bytes, held_files: 0 });
+    fate = failing(/DELETE FROM quota_holds/, ['refused', 'refused']);
+    ledger.release();
+    await room.settled();
+    assert.deepEqual(await counters(a!, account.id), { used_bytes: 1000, used_files: 1, held_bytes: 0, held_files: 0 });
+    assert.equal(errors.length, 2, 'said once for each outage');
+    await room.stop();
+  });
+
   it('a release the database refused, and one it took without answering, leave the count at the sessions still live', async () => {
     const [a, b] = await database(2);
     const errors: unknown[] = [];

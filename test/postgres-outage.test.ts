@@ -1,13 +1,17 @@
 // What a node owes PostgreSQL while it is away (stopped, restarted) reaches it
 // once it is back, without the node restarting: a session that ended meanwhile
-// gives back its per-user slot. A real PostgreSQL, a real sluice process, real
-// SSH clients. Found by a review: before, it was lost until the node restarted.
+// gives back its per-user slot, an upload that ended meanwhile is counted and
+// the node's hold goes back. A real PostgreSQL, a real sluice process, real
+// SSH clients. Found by a review: before, both were lost until the node restarted.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { TestServer } from './helpers/server.js';
-import { sftpOf, sshConnect } from './helpers/ssh.js';
+import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
 const skip = postgresMissing();
 if (skip) console.log(`# ${skip}`);
@@ -40,7 +44,10 @@ describe('a PostgreSQL outage on a node of several', { skip: skip ?? false, time
     node = await TestServer.start({
       env: { SLUICE_STORE_URL: db.url, SLUICE_NODE_ID: 'node-a' },
       yaml: 'limits:\n  maxSessionsPerIp: 100\n  maxSessionsPerUser: 1\n',
-      users: [{ name: 'alice', password: 'alice-pw-123' }],
+      users: [
+        { name: 'alice', password: 'alice-pw-123' },
+        { name: 'bob', password: 'bob-pw-12345', args: ['--quota-bytes', '100M'] },
+      ],
     });
   });
   after(async () => {
@@ -77,5 +84,49 @@ describe('a PostgreSQL outage on a node of several', { skip: skip ?? false, time
     assert.ok(back, `alice is still refused: ${JSON.stringify(await sql('SELECT * FROM user_session_totals'))}`);
     assert.ok(await until(3000, async () => (await sql("SELECT count FROM user_session_totals WHERE user_name = 'alice'"))[0]?.count === 0));
     assert.equal(lines(mark, /session counts not written/), 1, node.log);
+  });
+
+  it('an upload that ends while PostgreSQL is down is counted once it is up, and the hold goes back', async () => {
+    const data = randomBytes(3 * 1024 * 1024);
+    const conn = await login('bob', 'bob-pw-12345');
+    const s = await sftpOf(conn);
+    const handle = await call<Buffer>((cb) => s.open('/big.bin', 'w', cb));
+    await call((cb) => s.write(handle, data, 0, data.length, 0, cb));
+    const mark = node.log.length;
+    await db.down();
+    // The upload ends (its bytes land under their name) and the session with it, the database away.
+    await call((cb) => s.close(handle, cb));
+    const closed = new Promise<void>((r) => conn.once('close', () => r()));
+    conn.end();
+    await closed;
+    await node.auditUntil((r) => r.event === 'logout' && r.user === 'bob');
+    await new Promise((r) => setTimeout(r, 1500));
+    await db.up();
+    const home = node.home('bob');
+    const disk = readdirSync(home).reduce((sum, name) => sum + statSync(join(home, name)).size, 0);
+    assert.equal(disk, data.length);
+    const want = { used_bytes: disk, used_files: 1, held_bytes: 0, held_files: 0 };
+    const row = async () => (await sql("SELECT used_bytes::int, used_files::int, held_bytes::int, held_files::int FROM users WHERE name = 'bob'"))[0];
+    const matched = await until(8000, async () => JSON.stringify(await row()) === JSON.stringify(want));
+    assert.ok(matched, `usage ${JSON.stringify(await row())}, disk ${disk}`);
+    assert.deepEqual(await sql("SELECT * FROM quota_holds"), []);
+    assert.equal(lines(mark, /quota usage or holds not written/), 1, node.log);
+  });
+
+  it('a node stopped while PostgreSQL is down makes a last attempt and says what it could not write', async () => {
+    const data = randomBytes(100_000);
+    const conn = await login('bob', 'bob-pw-12345');
+    const s = await sftpOf(conn);
+    const handle = await call<Buffer>((cb) => s.open('/late.bin', 'w', cb));
+    await call((cb) => s.write(handle, data, 0, data.length, 0, cb));
+    await db.down();
+    try {
+      await call((cb) => s.close(handle, cb));
+      conn.end();
+      await node.terminate();
+      assert.match(node.log, /usage not written, to be corrected by hand \(bob: 100000 bytes, 1 files\)/);
+    } finally {
+      await db.up();
+    }
   });
 });

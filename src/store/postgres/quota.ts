@@ -20,6 +20,9 @@ const LEASE_SHARE = 32;
  * room is right all along.
  */
 const GATHER_MS = 50;
+/** A settle or drop the database did not take is tried again after this long, doubling up to the most. */
+const RETRY_MIN_MS = 100;
+const RETRY_MAX_MS = 1_000;
 
 /** Room for `need` (and `extra` more), all of it or none: used + held stays within the quota. */
 const GRANT = `
@@ -36,21 +39,35 @@ const GRANT = `
 /**
  * What landed moves from the node's hold to used (what was freed the other
  * way), less what it gives back. A user without a quota holds nothing: only
- * the counters change.
+ * the counters change. Once only: the settle's number ($7, growing on each
+ * node) is stored for the node and the user in the same statement, and one
+ * not above the stored one changes nothing, so a settle sent again after its
+ * answer was lost (it may have committed) is not counted twice. A user
+ * removed meanwhile: nothing to change.
  */
 const SETTLE = `
-  WITH hold AS (
+  WITH fresh AS (
+    INSERT INTO quota_settles (node_id, user_id, seq) SELECT $1::text, id, $7::bigint FROM users WHERE id = $2::integer
+    ON CONFLICT (node_id, user_id) DO UPDATE SET seq = EXCLUDED.seq WHERE quota_settles.seq < EXCLUDED.seq
+    RETURNING user_id),
+  hold AS (
     INSERT INTO quota_holds (node_id, user_id, bytes, files)
-    SELECT $1::text, $2::integer, $5::bigint, $6::bigint WHERE $5::bigint <> 0 OR $6::bigint <> 0
+    SELECT $1::text, user_id, $5::bigint, $6::bigint FROM fresh WHERE $5::bigint <> 0 OR $6::bigint <> 0
     ON CONFLICT (node_id, user_id) DO UPDATE
       SET bytes = quota_holds.bytes + EXCLUDED.bytes, files = quota_holds.files + EXCLUDED.files)
   UPDATE users SET used_bytes = GREATEST(0, used_bytes + $3), used_files = GREATEST(0, used_files + $4),
     held_bytes = held_bytes + $5, held_files = held_files + $6
-  WHERE id = $2`;
+  FROM fresh WHERE users.id = fresh.user_id`;
 
-/** A node's holds (one user's, or all when $2 is null) go back to the users' rows. */
+/**
+ * A node's holds (one user's, or all when $2 is null) go back to the users'
+ * rows, and its settles' numbers go (no settle made before is sent after
+ * this). Done twice, the second finds no row: a drop sent again after its
+ * answer was lost changes nothing more.
+ */
 const DROP = `
-  WITH dropped AS (
+  WITH numbers AS (DELETE FROM quota_settles WHERE node_id = $1 AND ($2::integer IS NULL OR user_id = $2)),
+  dropped AS (
     DELETE FROM quota_holds WHERE node_id = $1 AND ($2::integer IS NULL OR user_id = $2)
     RETURNING user_id, bytes, files)
   UPDATE users SET held_bytes = users.held_bytes - dropped.bytes, held_files = users.held_files - dropped.files
@@ -86,6 +103,15 @@ interface OpenRow {
  * dropped lands after the drop: the user's next ledger on this node takes
  * that hold over if it opens later, and its own drop removes it otherwise.)
  *
+ * A settle or drop the database does not take (it is away) is kept, and sent
+ * again (with a growing pause, at most a second) until it is taken, the
+ * user's statements after it waiting their turn; meanwhile the user's next
+ * settles add up in one sum. Before, a failed settle was dropped, so an
+ * upload that ended while the database was away was never counted and the
+ * usage stayed below the disk for good; and a failed drop kept the node's
+ * hold from the other nodes until it restarted (found by a review). At a
+ * clean stop each gets one last attempt; what is still not written is said.
+ *
  * Node ids must be unique: a node's holds are found, and at its start
  * dropped, by its id.
  */
@@ -102,6 +128,17 @@ export class PostgresQuota implements QuotaRooms {
    * drop and take the same bytes off twice).
    */
   private stopping = false;
+  /** The number of the next settle statement: one a retried settle keeps (see SETTLE). */
+  private seq = 0;
+  /** Statements being retried now; `told`: the database was said to be away, and none has gone through since. */
+  private retrying = 0;
+  private told = false;
+  /** Ends the pauses between attempts (a stop makes the last attempts at once). */
+  private readonly wakes = new Set<() => void>();
+  /** Users' names, for the stop's account of what was not written. */
+  private readonly names = new Map<number, string>();
+  /** Changes to what is used that were given up at the stop, per user: [bytes, files]. */
+  private readonly unsent = new Map<number, number[]>();
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -112,7 +149,8 @@ export class PostgresQuota implements QuotaRooms {
   /**
    * The rooms of node `nodeId`, once the holds it left when it last stopped
    * (or died) are back in the users' rows. `onError`: a statement no one
-   * waits for failed (the counters may then be off until a recount).
+   * waits for failed, and is sent again until the database takes it (said
+   * once per outage).
    */
   static async start(pool: pg.Pool, nodeId: string, onError: (err: unknown) => void): Promise<PostgresQuota> {
     await dropNodeHolds(pool, nodeId);
@@ -120,7 +158,8 @@ export class PostgresQuota implements QuotaRooms {
   }
 
   /**
-   * Resolves once every statement made so far has run: what this node
+   * Resolves once every statement made so far has gone through (with the
+   * database away: once it is back, or given up at the stop): what this node
    * settled or gave back is then room for the others (until then they may
    * be refused what it freed a moment ago).
    */
@@ -129,11 +168,25 @@ export class PostgresQuota implements QuotaRooms {
     await Promise.all(this.queues.values());
   }
 
-  /** Everything this node holds goes back (a clean stop); ledgers still open hold nothing any more. */
+  /**
+   * Everything this node holds goes back (a clean stop); ledgers still open
+   * hold nothing any more. Statements the database still does not take get a
+   * last attempt; rejects naming the users whose usage was not written (the
+   * holds come back when the node starts again).
+   */
   async stop(): Promise<void> {
     this.stopping = true;
+    for (const wake of this.wakes) wake();
     await this.settled();
-    await dropNodeHolds(this.pool, this.nodeId);
+    const lost = [...this.unsent].map(([id, [bytes, files]]) => `${this.names.get(id) ?? `user id ${id}`}: ${bytes ?? 0} bytes, ${files ?? 0} files`);
+    const not = lost.length > 0 ? `usage not written, to be corrected by hand (${lost.join('; ')})` : '';
+    try {
+      await dropNodeHolds(this.pool, this.nodeId);
+    } catch (err) {
+      const holds = `this node's quota holds stay until it starts again (or sluice store forget-node): ${(err as Error).message}`;
+      throw new Error(not === '' ? holds : `${not}; ${holds}`, { cause: err });
+    }
+    if (not !== '') throw new Error(not);
   }
 
   async open(account: Account): Promise<QuotaRoom> {
@@ -166,6 +219,7 @@ export class PostgresQuota implements QuotaRooms {
         const m = only(moved);
         const hold = { bytes: -m.bytes - back.bytes, files: -m.files - back.files };
         if (delta.bytes !== 0 || delta.files !== 0 || hold.bytes !== 0 || hold.files !== 0) {
+          this.names.set(id, account.name);
           this.settleLater(id, [delta.bytes, delta.files, hold.bytes, hold.files]);
         }
         return back;
@@ -188,7 +242,7 @@ export class PostgresQuota implements QuotaRooms {
         if (bytes.hold !== 0 || files.hold !== 0) this.settleLater(id, [0, 0, bytes.hold, files.hold]);
         return { bytes: bytes.room, files: files.room };
       },
-      close: () => void this.run(id, async () => void (await this.pool.query(DROP, [this.nodeId, id]))).catch(this.onError),
+      close: () => void this.run(id, () => this.written(async () => void (await this.pool.query(DROP, [this.nodeId, id])))),
     };
   }
 
@@ -212,11 +266,57 @@ export class PostgresQuota implements QuotaRooms {
     if (timer === undefined) return;
     clearTimeout(timer);
     this.gathering.delete(userId);
-    this.enqueue(userId, async () => {
+    void this.enqueue(userId, async () => {
       const sum = this.pending.get(userId) ?? [];
       this.pending.delete(userId);
-      await this.pool.query(SETTLE, [this.nodeId, userId, ...sum]);
-    }).catch(this.onError);
+      const seq = ++this.seq;
+      if (await this.written(async () => void (await this.pool.query(SETTLE, [this.nodeId, userId, ...sum, seq])))) return;
+      // The hold part is the node's: its drop, at its stop or next start, gives the holds back.
+      const lost = this.unsent.get(userId) ?? [0, 0];
+      this.unsent.set(userId, [(lost[0] ?? 0) + (sum[0] ?? 0), (lost[1] ?? 0) + (sum[1] ?? 0)]);
+    });
+  }
+
+  /**
+   * `attempt` until it goes through: true. After a failure it is tried again
+   * with a growing pause, unless the node is stopping: then one attempt more
+   * (at once) and false. Said once per outage, not per attempt.
+   */
+  private async written(attempt: () => Promise<void>): Promise<boolean> {
+    let failed = false;
+    try {
+      for (let wait = RETRY_MIN_MS; ; wait = Math.min(2 * wait, RETRY_MAX_MS)) {
+        const last = this.stopping;
+        try {
+          await attempt();
+          return true;
+        } catch (err) {
+          if (!failed) this.retrying++;
+          failed = true;
+          if (!this.told) {
+            this.told = true;
+            this.onError(new Error('quota usage or holds not written: kept and sent again until the database takes them', { cause: err }));
+          }
+          if (last) return false;
+          if (!this.stopping) await this.pause(wait);
+        }
+      }
+    } finally {
+      if (failed && --this.retrying === 0) this.told = false;
+    }
+  }
+
+  private pause(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.wakes.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      timer.unref();
+      this.wakes.add(done);
+    });
   }
 
   /** Run `op` after every statement of the user made before it, a gathering settle included. */
@@ -247,7 +347,7 @@ function leaseOf(account: Account): Usage {
   };
 }
 
-/** Every hold of node `nodeId` goes back to its users' rows: at the node's start and clean stop, or by an administrator. */
+/** Every hold of node `nodeId` goes back to its users' rows (and its settles' numbers go): at the node's start and clean stop, or by an administrator. */
 export async function dropNodeHolds(db: pg.Pool | pg.PoolClient, nodeId: string): Promise<void> {
   await db.query(DROP, [nodeId, null]);
 }

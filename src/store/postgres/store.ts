@@ -89,7 +89,11 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
         onUserRevoked: (listener) => revocations.on(listener),
         stop: async () => {
           try {
-            await Promise.all([quota.stop(), userSessions.stop(), writeLocks.stop()]);
+            // Each says what it could not give back: one failing must not hide another's account.
+            const failed = (await Promise.allSettled([quota.stop(), userSessions.stop(), writeLocks.stop()]))
+              .flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+            if (failed.length === 1) throw failed[0];
+            if (failed.length > 1) throw new Error(failed.map((e) => (e as Error).message ?? String(e)).join('; '), { cause: failed[0] });
           } finally {
             await lock.release().catch(() => undefined);
           }

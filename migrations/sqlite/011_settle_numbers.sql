@@ -1,0 +1,4 @@
+-- Intentionally empty: version 11 of the PostgreSQL schema numbers each
+-- node's quota settles so that one sent again after a lost answer counts
+-- once; one SQLite node writes its counters in its own process, where no
+-- answer is lost. The version exists here so both dialects keep the same list.
