@@ -10,6 +10,7 @@ import { sluice } from './helpers/cli.js';
 import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { freePort, TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect, userKeyPair, type SshLogin } from './helpers/ssh.js';
+import { until } from './helpers/probe.js';
 
 /*
  * `sluice user|admin|ban` and the admin API against one real PostgreSQL from
@@ -40,14 +41,6 @@ function greeted(port: number, from: string): Promise<boolean> {
   });
 }
 
-async function until(ms: number, probe: () => Promise<boolean>): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await probe()) return true;
-    if (Date.now() >= deadline) return false;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** Log in over SFTP, run `fn`, log out; rejects when the login is refused. */
 async function withSftp<T>(login: SshLogin, fn: (s: Awaited<ReturnType<typeof sftpOf>>) => Promise<T>): Promise<T> {

@@ -12,18 +12,11 @@ import pg from 'pg';
 import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+import { until } from './helpers/probe.js';
 
 const skip = postgresMissing();
 if (skip) console.log(`# ${skip}`);
 
-async function until(ms: number, probe: () => Promise<boolean>): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await probe()) return true;
-    if (Date.now() >= deadline) return false;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('a PostgreSQL outage on a node of several', { skip: skip ?? false, timeout: 60_000 }, () => {
   let db: TestPostgres;

@@ -10,6 +10,7 @@ import { HaProxy, haproxyMissing } from './helpers/haproxy.js';
 import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { freePorts, TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+import { until } from './helpers/probe.js';
 
 /*
  * Two sluice nodes on one real PostgreSQL and one homes directory, behind a
@@ -67,14 +68,6 @@ function greeted(host: string, port: number, from: string): Promise<boolean> {
   });
 }
 
-async function until(ms: number, probe: () => Promise<boolean>): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await probe()) return true;
-    if (Date.now() >= deadline) return false;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** The files under their own names in `dir`, with their sizes (not the hidden temporaries of uploads in progress or being removed). */
 function filesUnder(dir: string): { name: string; size: number }[] {
