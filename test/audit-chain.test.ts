@@ -5,7 +5,7 @@ import { gzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { GENESIS, chainLine, chainsInto, lastLines, tearOf, verifyLines, type ChainHead } from '../src/audit/chain.js';
+import { GENESIS, chainLine, chainsInto, lastLines, nextFileHint, tearOf, verifyLines, type ChainHead } from '../src/audit/chain.js';
 import { beyondKeep } from '../src/audit/retention.js';
 import { AuditLog, type AuditLogOptions } from '../src/audit/log.js';
 import { sluice } from './helpers/cli.js';
@@ -134,6 +134,16 @@ describe('audit hash chain: a line torn by a crash (pure)', () => {
     assert.ok(chainsInto(lastLines(file(torn.slice(0, 4))), firsts(torn.slice(4))), 'torn at the start of the newer file');
     assert.ok(!chainsInto(lastLines(file(torn.slice(0, 4))), firsts(torn.slice(5))), 'the recorded fragment is missing');
   });
+  it('a file named as no rotation is taken as the next of another when it carries on its node or sequence', () => {
+    const lines = chain(4);
+    const of = (l: string, node: string) => l.replace('{', `{"node":"${node}",`);
+    assert.equal(nextFileHint(lines.slice(0, 2), lines.slice(2)), true, 'the next seq');
+    assert.equal(nextFileHint(lines.slice(0, 2), lines.slice(3)), false, 'no node, a gap: another log');
+    assert.equal(nextFileHint([lines[0] as string, of(lines[1] as string, 'a')], [of(lines[3] as string, 'a')]), true, 'its node: a gap is for verify to report');
+    assert.equal(nextFileHint([of(lines[1] as string, 'a')], [of(lines[3] as string, 'b')]), false, 'another node');
+    assert.equal(nextFileHint([], lines), false, 'nothing to carry on');
+  });
+
   it('audit.keep picks the files beyond the count or older than the age, oldest first', () => {
     const day = 86_400_000;
     const now = 100 * day;
@@ -248,6 +258,22 @@ describe('audit log rotation', () => {
     const ok = sluice(root, ['audit', 'verify']);
     assert.equal(ok.code, 0, ok.stdout + ok.stderr);
     assert.match(ok.stdout, new RegExp(`ok: ${records.length} lines`));
+
+    // Found by a new user's try of the README: files named otherwise than audit.log.N (logrotate's dateext, a1 a2 a3)
+    // were each taken as a chain of its own. `verify FILE...` chains the files given, in that order.
+    const given = files.map((f) => readFileSync(f));
+    for (const names of [given.map((_, i) => `a${i + 1}`), [...given.slice(1).map((_, i) => `audit.log-2026120${i + 1}`), 'audit.log']]) {
+      const named = join(root, `named-${names[0]}`);
+      mkdirSync(named);
+      given.forEach((bytes, i) => writeFileSync(join(named, names[i] as string), bytes));
+      const paths = names.map((n) => join(named, n));
+      const inOrder = sluice(root, ['audit', 'verify', ...paths]);
+      assert.equal(inOrder.code, 0, inOrder.stdout + inOrder.stderr);
+      assert.match(inOrder.stdout, new RegExp(`^node n1: ok: ${records.length} lines, chain intact\n$`));
+      const swapped = sluice(root, ['audit', 'verify', ...paths.slice(0, -2), ...paths.slice(-2).reverse()]);
+      assert.equal(swapped.code, 1, swapped.stdout);
+      assert.match(swapped.stdout, new RegExp(`^node n1: ${paths.at(-1)}:1: sequence jumps`, 'm'));
+    }
 
     // An auditor's questions still answer when logrotate has compressed the old files.
     const oldest = join(data, rotated[0] as string);

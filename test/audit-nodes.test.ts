@@ -112,6 +112,13 @@ describe('merging and grouping (pure)', () => {
       ['b/audit.log'],
       ['a/other.log'],
     ]);
+    // Other names (logrotate's dateext, a1 a2): a file continues the one given before it in its directory when `follows` says so.
+    const follows = (_before: string, file: string) => !file.endsWith('x');
+    assert.deepEqual(seriesOf(['d/audit.log-20261203', 'd/audit.log-20261204', 'e/a2', 'd/audit.log', 'd/audit.log.1', 'e/a3', 'e/x'], follows), [
+      ['d/audit.log-20261203', 'd/audit.log-20261204', 'd/audit.log', 'd/audit.log.1'],
+      ['e/a2', 'e/a3'],
+      ['e/x'],
+    ]);
   });
 
   it('a directory stands for every log below it, oldest file first, dot files passed over', () => {
@@ -120,7 +127,7 @@ describe('merging and grouping (pure)', () => {
       mkdirSync(join(root, f, '..'), { recursive: true });
       writeFileSync(join(root, f), '');
     }
-    assert.deepEqual(collectSeries([root, join(root, 'n1', 'audit.log')]), [
+    assert.deepEqual(collectSeries([root, join(root, 'n1', 'audit.log')], () => []), [
       ['n1/audit.log.10.gz', 'n1/audit.log.2', 'n1/audit.log.1', 'n1/audit.log'].map((f) => join(root, f)),
       [join(root, 'n2/x/audit.log')],
     ]);

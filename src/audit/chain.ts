@@ -150,6 +150,22 @@ type Line = string | Buffer;
 const textOf = (l: Line) => (typeof l === 'string' ? l : l.toString('utf8'));
 const bytesOf = (l: Line) => (typeof l === 'string' ? Buffer.from(l) : l);
 
+/**
+ * Pure: may a file whose lines are `after` be the next file of the log whose
+ * file held `before`, whatever the files are named (logrotate's dateext,
+ * names an operator chose)? Its first record names the node the other's last
+ * record names, or carries the next sequence number. A hint for grouping files
+ * into one writer's chain, not a proof: verifyLines checks the chain.
+ */
+export function nextFileHint(before: readonly Line[], after: readonly Line[]): boolean {
+  let last: ChainRecord | null = null;
+  for (let i = before.length - 1; i >= 0 && !last; i--) last = parseRecord(textOf(before[i] as Line));
+  let first: ChainRecord | null = null;
+  for (let i = 0; i < after.length && !first; i++) first = parseRecord(textOf(after[i] as Line));
+  if (!last || !first) return false;
+  return (typeof last.node === 'string' && last.node === first.node) || first.seq === last.seq + 1;
+}
+
 /** The first line of a chain as given: where its checking began. */
 export interface ChainStart {
   line: number;

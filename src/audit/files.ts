@@ -1,5 +1,7 @@
 import { readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import { nextFileHint } from './chain.js';
+import type { ReadLines } from './verify.js';
 
 export interface RotatedFile {
   name: string;
@@ -40,26 +42,40 @@ export function liveName(name: string): string {
  * Pure: files grouped into series, one per log (a live file and its rotated
  * siblings in one directory): each series is one writer's chain. Series come
  * in the order of their first file, files within one in the order given.
+ * A file whose name is no rotation of a log before it (logrotate's dateext
+ * `audit.log-20261203`, or `a1 a2 a3`) continues the series of the file
+ * given last in its directory when `follows(before, file)` says so: the
+ * order given is the order used, whatever the names.
  */
-export function seriesOf(paths: readonly string[]): string[][] {
+export function seriesOf(paths: readonly string[], follows: (before: string, file: string) => boolean = () => false): string[][] {
   const by = new Map<string, string[]>();
+  // Per directory, the file given last there and its series.
+  const last = new Map<string, { path: string; series: string[] }>();
   for (const path of paths) {
     const key = join(dirname(path), liveName(basename(path)));
-    const series = by.get(key);
+    const before = last.get(dirname(resolve(path)));
+    let series = by.get(key);
     if (series) series.push(path);
-    else by.set(key, [path]);
+    else if (before && follows(before.path, path)) (series = before.series).push(path);
+    else by.set(key, (series = [path]));
+    if (!by.has(key)) by.set(key, series);
+    last.set(dirname(resolve(path)), { path, series });
   }
-  return [...by.values()];
+  return [...new Set(by.values())];
 }
 
 /**
  * Files and directories (collected from several nodes) as series, see
- * seriesOf. A file is taken as given; a directory stands for every log in it
- * and below it, each oldest file first; names starting with a dot (editors',
+ * seriesOf. A file is taken as given, in the order given: named as no
+ * rotation of a log before it, it continues the file given last in its
+ * directory when its first record carries on that file's node or sequence
+ * (nextFileHint). A directory stands for every log in it and below it, each
+ * oldest file first, grouped by name; names starting with a dot (editors',
  * rsync's temporary files) are passed over. A file named twice counts once.
  */
-export function collectSeries(args: readonly string[]): string[][] {
+export function collectSeries(args: readonly string[], read: ReadLines): string[][] {
   const files: string[] = [];
+  const given = new Set<string>();
   const seen = new Set<string>();
   const add = (file: string) => {
     const key = resolve(file);
@@ -70,9 +86,15 @@ export function collectSeries(args: readonly string[]): string[][] {
   };
   for (const arg of args) {
     if (isDirectory(arg)) logsUnder(arg).forEach(add);
-    else add(arg);
+    else {
+      given.add(arg);
+      add(arg);
+    }
   }
-  return seriesOf(files);
+  // The file compared last is compared again, as `before`, with the next one: read once.
+  let cached: { file: string; lines: Buffer[] } | null = null;
+  const linesOf = (file: string) => (cached?.file === file ? cached.lines : (cached = { file, lines: read(file) }).lines);
+  return seriesOf(files, (before, file) => given.has(file) && nextFileHint(linesOf(before), linesOf(file)));
 }
 
 function isDirectory(path: string): boolean {

@@ -22,7 +22,10 @@ export const AUDIT_HELP = `Usage: sluice audit verify [FILE|DIR...] [--file FILE
   Several nodes' logs: give each node's files, or directories holding them
   (every log in and below a directory, e.g. one directory per node copied
   from the nodes; names starting with a dot are passed over). A log and its
-  rotated files (audit.log.2.gz, audit.log.1, audit.log) are one node's chain.
+  rotated files (audit.log.2.gz, audit.log.1, audit.log) are one node's chain;
+  so are files given by other names (logrotate's audit.log-20261203, a1 a2),
+  each carrying on the node or sequence of the file given before it in its
+  directory.
 
   verify    check the hash chain and sequence of each node's log apart: the
             files of one log in the order given (a directory's oldest
@@ -145,7 +148,7 @@ export function auditFilter(v: FilterOptions): AuditFilter {
 
 /** The series (one per node's log) named by `args`, files and directories; none: the configured log and its rotated files. */
 function auditSeries(args: readonly string[], configFile: string | undefined): string[][] {
-  if (args.length > 0) return collectSeries(args);
+  if (args.length > 0) return collectSeries(args, readLines);
   const config = loadConfig({ file: configFile });
   return [logFiles(resolve(config.dataDir, config.audit.file))];
 }
