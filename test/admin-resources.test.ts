@@ -138,6 +138,10 @@ describe('admin API resources', () => {
     assert.deepEqual(lines.map((l) => l.event), ['login', 'logout', 'login-failed']);
     const failed = await adminRequest(api, 'GET', '/api/v1/audit?user=frank&result=failed');
     assert.deepEqual(failed.text.trim().split('\n').map((l) => (JSON.parse(l) as Json).event), ['login-failed']);
+    // Every result the trail records is a filter, as in the CLI: `aborted` was refused (400, "must be one of ok, failed").
+    const aborted = await adminRequest(api, 'GET', '/api/v1/audit?result=aborted');
+    assert.equal(aborted.status, 200, aborted.text);
+    assert.equal(aborted.text, sluice(srv.dir, ['audit', 'query', '--json', '--result', 'aborted']).stdout);
     const bad = await adminRequest(api, 'GET', '/api/v1/audit?since=yesterday');
     assert.equal(bad.status, 400);
     assert.match((bad.json as Json).error as string, /^query\.since: "yesterday" is not a date/);

@@ -57,6 +57,8 @@ describe('audit query', () => {
     ['--until', ['--until', '2026-11-01T10:30:00Z'], ['2026-11-01T10']],
     ['--result ok', ['--result', 'ok'], ['2026-11-01T10', '2026-11-21T09']],
     ['--result failed', ['--result', 'failed'], ['2026-11-01T11', '2026-11-20T09']],
+    // Found by a new user's try of the README: `aborted` is a result the trail records, and was refused.
+    ['--result aborted', ['--result', 'aborted'], ['2026-11-20T09']],
     ['several filters together', ['--user', 'bob', '--since', '2026-11-10'], ['2026-11-21T09']],
   ];
   for (const [what, args, expected] of cases) {
@@ -99,7 +101,7 @@ describe('audit query', () => {
   for (const [args, message] of [
     [['--since', 'yesterday'], /--since: "yesterday" is not a date/],
     [['--ip', '10.0.0.0/40'], /--ip: .*bad prefix/],
-    [['--result', 'maybe'], /--result/],
+    [['--result', 'maybe'], /--result: one of ok, aborted, failed$/m],
     [['--json', '--csv'], /exclude each other/],
     [['--file', join(dir, 'nope.log')], /cannot read .*nope\.log: ENOENT/],
   ] as [string[], RegExp][]) {

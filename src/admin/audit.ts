@@ -5,6 +5,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
+import { TRANSFER_RESULTS } from '../audit/events.js';
 import { logFiles } from '../audit/files.js';
 import { recordMatcher, type AuditRecord } from '../audit/query.js';
 import { UsageError } from '../cli/args.js';
@@ -23,7 +24,7 @@ const querySchema = {
     path: { ...text, description: "glob: * within a name, ** across names, e.g. /incoming/**" },
     since: { ...text, description: 'YYYY-MM-DD[THH:MM[:SS]][Z]' },
     until: { ...text, description: 'YYYY-MM-DD[THH:MM[:SS]][Z]' },
-    result: { type: 'string', enum: ['ok', 'failed'] },
+    result: { type: 'string', enum: TRANSFER_RESULTS },
   },
 } as const;
 

@@ -12,7 +12,9 @@ export interface Actor {
   readonly port: number;
 }
 
-export type TransferResult = 'ok' | 'aborted' | 'failed';
+/** Every `result` a transfer record can carry: the one list the CLI's and the admin API's filters take. */
+export const TRANSFER_RESULTS = ['ok', 'aborted', 'failed'] as const;
+export type TransferResult = (typeof TRANSFER_RESULTS)[number];
 
 /**
  * What lost its name, or its bytes, to a rename or an upload: measured through a hold of the node

@@ -1,5 +1,6 @@
 import { addressAllowed } from '../auth/ip-rules.js';
 import { shown } from '../session/unsafe-chars.js';
+import type { TransferResult } from './events.js';
 
 export type AuditRecord = Record<string, unknown>;
 
@@ -10,8 +11,8 @@ export interface AuditFilter {
   pathGlob?: string | undefined;
   since?: Date | undefined;
   until?: Date | undefined;
-  /** ok: only ok results; failed: transfers not ok and failed logins. */
-  result?: 'ok' | 'failed' | undefined;
+  /** ok, aborted: only records with that result; failed: every transfer not ok (aborted too) and failed logins. */
+  result?: TransferResult | undefined;
 }
 
 type GlobToken = { kind: 'char'; ch: string } | { kind: 'one' } | { kind: 'name' } | { kind: 'any' };
@@ -85,7 +86,7 @@ export function recordMatcher(f: AuditFilter): (r: AuditRecord) => boolean {
     const time = typeof r.time === 'string' ? Date.parse(r.time) : NaN;
     if (f.since && !(time >= f.since.getTime())) return false;
     if (f.until && !(time <= f.until.getTime())) return false;
-    if (f.result === 'ok' && r.result !== 'ok') return false;
+    if ((f.result === 'ok' || f.result === 'aborted') && r.result !== f.result) return false;
     if (f.result === 'failed' && !((r.result !== undefined && r.result !== 'ok') || r.event === 'login-failed')) return false;
     return true;
   };

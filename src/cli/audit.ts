@@ -10,11 +10,12 @@ import { safeJson, shown } from '../session/unsafe-chars.js';
 import { verdict, verifySeries } from '../audit/verify.js';
 import { loadConfig } from '../config/load.js';
 import { AUDITED_PROTOCOLS } from '../session/account.js';
+import { TRANSFER_RESULTS, type TransferResult } from '../audit/events.js';
 import { UsageError, parse, parseTime } from './args.js';
 
 export const AUDIT_HELP = `Usage: sluice audit verify [FILE|DIR...] [--file FILE|DIR]... [--from-rotation]
        sluice audit query [--user U] [--ip CIDR] [--protocol P] [--path GLOB]
-                          [--since T] [--until T] [--result ok|failed]
+                          [--since T] [--until T] [--result ${TRANSFER_RESULTS.join('|')}]
                           [--json | --csv] [--file FILE|DIR]...
        sluice audit report [--since T] [--json] [--file FILE|DIR]...
 
@@ -125,7 +126,7 @@ export interface FilterOptions {
 
 /** The filter `audit query` applies, checked; a bad value is a UsageError naming its option. The admin API filters with it too. */
 export function auditFilter(v: FilterOptions): AuditFilter {
-  if (v.result !== undefined && v.result !== 'ok' && v.result !== 'failed') throw new UsageError('--result: "ok" or "failed"');
+  if (v.result !== undefined && !isResult(v.result)) throw new UsageError(`--result: one of ${TRANSFER_RESULTS.join(', ')}`);
   if (v.protocol !== undefined && !AUDITED_PROTOCOLS.includes(v.protocol)) throw new UsageError(`--protocol: one of ${AUDITED_PROTOCOLS.join(', ')}`);
   let cidr: string | undefined;
   if (v.ip !== undefined) {
@@ -142,9 +143,11 @@ export function auditFilter(v: FilterOptions): AuditFilter {
     pathGlob: v.path,
     since: v.since === undefined ? undefined : parseTime('since', v.since),
     until: v.until === undefined ? undefined : parseTime('until', v.until),
-    result: v.result as AuditFilter['result'],
+    result: v.result,
   };
 }
+
+const isResult = (text: string): text is TransferResult => (TRANSFER_RESULTS as readonly string[]).includes(text);
 
 /** The series (one per node's log) named by `args`, files and directories; none: the configured log and its rotated files. */
 function auditSeries(args: readonly string[], configFile: string | undefined): string[][] {
