@@ -142,6 +142,8 @@ describe('admin API resources', () => {
     const aborted = await adminRequest(api, 'GET', '/api/v1/audit?result=aborted');
     assert.equal(aborted.status, 200, aborted.text);
     assert.equal(aborted.text, sluice(srv.dir, ['audit', 'query', '--json', '--result', 'aborted']).stdout);
+    // And every protocol the trail records: scp was refused, its list a copy without it.
+    assert.equal((await adminRequest(api, 'GET', '/api/v1/audit?protocol=scp')).status, 200);
     const bad = await adminRequest(api, 'GET', '/api/v1/audit?since=yesterday');
     assert.equal(bad.status, 400);
     assert.match((bad.json as Json).error as string, /^query\.since: "yesterday" is not a date/);

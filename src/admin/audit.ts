@@ -11,6 +11,7 @@ import { recordMatcher, type AuditRecord } from '../audit/query.js';
 import { UsageError } from '../cli/args.js';
 import { auditFilter, type FilterOptions } from '../cli/audit.js';
 import type { AdminContext } from './context.js';
+import { AUDITED_PROTOCOLS } from '../session/account.js';
 import { safeJson } from '../session/unsafe-chars.js';
 
 const text = { type: 'string', maxLength: 1024 } as const;
@@ -20,7 +21,7 @@ const querySchema = {
   properties: {
     user: text,
     ip: { ...text, description: 'address or CIDR block' },
-    protocol: { type: 'string', enum: ['ftp', 'ftps', 'sftp'] },
+    protocol: { type: 'string', enum: AUDITED_PROTOCOLS },
     path: { ...text, description: "glob: * within a name, ** across names, e.g. /incoming/**" },
     since: { ...text, description: 'YYYY-MM-DD[THH:MM[:SS]][Z]' },
     until: { ...text, description: 'YYYY-MM-DD[THH:MM[:SS]][Z]' },
