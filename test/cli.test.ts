@@ -8,6 +8,7 @@ import argon2 from 'argon2';
 import { userKeyPair } from './helpers/ssh.js';
 import { openSqliteStore } from '../src/store/sqlite/store.js';
 import { sluice } from './helpers/cli.js';
+import { COMMANDS, topHelp, wantsHelp, type CommandName, type CommandSpec } from '../src/cli/commands.js';
 
 describe('sluice CLI', () => {
   let dir: string;
@@ -42,10 +43,21 @@ describe('sluice CLI', () => {
   });
 
   it('prints help everywhere and exits 0', () => {
-    for (const args of [['--help'], ['user', '--help'], ['user', 'add', '--help'], ['serve', '--help']]) {
+    // Found by a new user's try of the README: `init --help` and `admin token --help` were usage errors (exit 2).
+    for (const args of [['--help'], ['user', '--help'], ['user', 'add', '--help'], ['serve', '--help'], ['init', '--help'], ['admin', 'token', '--help'], ['user', 'key', 'add', '-h']]) {
       const r = run(args);
-      assert.equal(r.code, 0, args.join(' '));
+      assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stdout, /Usage: sluice/);
+    }
+    // Every subcommand in the top-level help, the audit ones among them.
+    assert.match(run(['--help']).stdout, /^  audit \.\.\. .*\n\s+verify, query, report$/m);
+  });
+
+  it('names the argument that is missing', () => {
+    for (const [args, missing] of [[['user', 'add'], 'argument NAME'], [['user', 'perm', 'alice'], 'arguments /PATH LIST']] as const) {
+      const r = run([...args]);
+      assert.equal(r.code, 2);
+      assert.equal(r.stderr, `sluice: missing ${missing}\n`);
     }
   });
 
@@ -205,4 +217,26 @@ describe('sluice CLI', () => {
     writeFileSync(f, userKeyPair().private);
     return f;
   }
+});
+
+describe('sluice CLI: help from the one table of commands (pure)', () => {
+  it('the top-level help lists every command and every subcommand', () => {
+    const help = topHelp();
+    for (const [name, spec] of Object.entries(COMMANDS) as [string, CommandSpec][]) {
+      assert.match(help, new RegExp(`^  ${name}\\b`, 'm'), name);
+      for (const sub of spec.subcommands ?? []) assert.ok(help.includes(sub), `${name} ${sub}`);
+    }
+  });
+
+  it('--help or -h anywhere before --, after a subcommand the command has', () => {
+    const cases: [CommandName, string[], boolean][] = [
+      ['init', ['--help'], true],
+      ['admin', ['token', '--help'], true],
+      ['user', ['key', 'add', 'alice', '-h'], true],
+      ['user', ['add', '--', '--help'], false],
+      ['user', ['bogus', '--help'], false],
+      ['audit', ['verify', 'a1', 'a2'], false],
+    ];
+    for (const [name, args, expected] of cases) assert.equal(wantsHelp(name, args), expected, `${name} ${args.join(' ')}`);
+  });
 });

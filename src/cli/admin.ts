@@ -25,8 +25,7 @@ export async function adminCommand(args: string[], open: () => Promise<AdminServ
   if (what !== 'token') throw new UsageError(`unknown admin command "${what}"; see sluice admin --help`);
   switch (sub) {
     case 'create': {
-      const { values: v, positionals } = parse(rest, {}, 1);
-      if (v.help) return help(out);
+      const { positionals } = parse(rest, {}, ['NAME']);
       const name = positionals[0] as string;
       if (!NAME.test(name)) throw new UsageError(`invalid token name "${name}": 1-64 of letters, digits, . _ - and starting with a letter or digit`);
       const { token, hash } = newToken();
@@ -35,8 +34,7 @@ export async function adminCommand(args: string[], open: () => Promise<AdminServ
       return 0;
     }
     case 'remove': {
-      const { values: v, positionals } = parse(rest, {}, 1);
-      if (v.help) return help(out);
+      const { positionals } = parse(rest, {}, ['NAME']);
       const name = positionals[0] as string;
       if (!(await (await open()).tokens.remove(name))) {
         process.stderr.write(`sluice: no token named "${name}"\n`);
@@ -46,8 +44,7 @@ export async function adminCommand(args: string[], open: () => Promise<AdminServ
       return 0;
     }
     case 'list': {
-      const { values: v } = parse(rest, {}, 0);
-      if (v.help) return help(out);
+      parse(rest, {}, []);
       const rows = (await (await open()).tokens.all()).map((t) => [t.name, t.createdAt.toISOString(), t.lastUsed ? t.lastUsed.toISOString() : 'never']);
       out(table(['NAME', 'CREATED', 'LAST USED'], rows));
       return 0;
@@ -55,9 +52,4 @@ export async function adminCommand(args: string[], open: () => Promise<AdminServ
     default:
       throw new UsageError('usage: sluice admin token create NAME | remove NAME | list');
   }
-}
-
-function help(out: (s: string) => void): number {
-  out(ADMIN_HELP);
-  return 0;
 }

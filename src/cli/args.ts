@@ -11,22 +11,24 @@ export class UsageError extends Error {
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
-/** node:util parseArgs, strict, with its errors turned into one clear line. */
-export function parse<O extends Options>(args: string[], options: O, positionals: number) {
+/**
+ * node:util parseArgs, strict, with its errors turned into one clear line.
+ * `positionals` names the arguments the command takes, for the message when
+ * one is missing. `--help` never reaches here: main() answers it for every
+ * command (commands.ts).
+ */
+export function parse<O extends Options>(args: string[], options: O, positionals: readonly string[]) {
   let parsed;
   try {
-    parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
   } catch (err) {
     // parseArgs appends advice on `--`; the first sentence is the problem.
     throw new UsageError((err as Error).message.split(/\.\s|\n/)[0] ?? 'bad arguments');
   }
-  if (!(parsed.values as Record<string, unknown>).help && parsed.positionals.length !== positionals) {
-    throw new UsageError(
-      parsed.positionals.length > positionals
-        ? `unexpected argument "${parsed.positionals[positionals]}"`
-        : 'missing argument',
-    );
-  }
+  const given = parsed.positionals.length;
+  if (given > positionals.length) throw new UsageError(`unexpected argument "${parsed.positionals[positionals.length]}"`);
+  const missing = positionals.slice(given);
+  if (missing.length > 0) throw new UsageError(`missing argument${missing.length > 1 ? 's' : ''} ${missing.join(' ')}`);
   return parsed;
 }
 

@@ -58,11 +58,7 @@ export function auditCommand(args: string[], configFile: string | undefined, out
   if (sub === 'query') return queryCommand(rest, configFile, out);
   if (sub === 'report') return reportCommand(rest, configFile, out);
   if (sub !== 'verify') throw new UsageError(`unknown audit command "${sub}"; see sluice audit --help`);
-  const { help, files, fromRotation } = parseVerify(rest);
-  if (help) {
-    out(AUDIT_HELP);
-    return 0;
-  }
+  const { files, fromRotation } = parseVerify(rest);
   const results = auditSeries(files, configFile).map((files) => verifySeries(files, readLines, { fromRotation }));
   const { ok, lines } = verdict(results);
   out(lines.map((l) => l + '\n').join(''));
@@ -70,15 +66,15 @@ export function auditCommand(args: string[], configFile: string | undefined, out
 }
 
 /** verify takes its files and directories as arguments, or with --file as query and report do, in the order given. */
-function parseVerify(args: string[]): { help: boolean; files: string[]; fromRotation: boolean } {
+function parseVerify(args: string[]): { files: string[]; fromRotation: boolean } {
   const options = { file: { type: 'string', multiple: true }, 'from-rotation': { type: 'boolean' } } as const;
   // A first, lenient pass only to see the order; the strict one below refuses what is wrong.
   const { tokens } = parseArgs({ args, options, allowPositionals: true, strict: false, tokens: true });
   const files = tokens.flatMap((t) =>
     t.kind === 'positional' ? [t.value] : t.kind === 'option' && t.name === 'file' && t.value !== undefined ? [t.value] : [],
   );
-  const { values } = parse(args, options, tokens.filter((t) => t.kind === 'positional').length);
-  return { help: values.help === true, files, fromRotation: values['from-rotation'] === true };
+  const { values } = parse(args, options, tokens.filter((t) => t.kind === 'positional').map(() => 'FILE'));
+  return { files, fromRotation: values['from-rotation'] === true };
 }
 
 function queryCommand(args: string[], configFile: string | undefined, out: (s: string) => void): number {
@@ -93,11 +89,7 @@ function queryCommand(args: string[], configFile: string | undefined, out: (s: s
     json: { type: 'boolean' },
     csv: { type: 'boolean' },
     file: { type: 'string', multiple: true },
-  }, 0);
-  if (v.help) {
-    out(AUDIT_HELP);
-    return 0;
-  }
+  }, []);
   if (v.json && v.csv) throw new UsageError('--json and --csv exclude each other');
   const filter = auditFilter(v);
   const matches = recordMatcher(filter);
@@ -219,11 +211,7 @@ function readPlaced(series: readonly string[][], matches: (r: AuditRecord) => bo
 }
 
 function reportCommand(args: string[], configFile: string | undefined, out: (s: string) => void): number {
-  const { values: v } = parse(args, { since: { type: 'string' }, json: { type: 'boolean' }, file: { type: 'string', multiple: true } }, 0);
-  if (v.help) {
-    out(AUDIT_HELP);
-    return 0;
-  }
+  const { values: v } = parse(args, { since: { type: 'string' }, json: { type: 'boolean' }, file: { type: 'string', multiple: true } }, []);
   const since = v.since === undefined ? undefined : parseTime('since', v.since);
   const summary = summarize(readPlaced(auditSeries(v.file ?? [], configFile), recordMatcher({ since })).map((p) => p.record));
   if (v.json) {

@@ -53,8 +53,7 @@ export async function banCommand(
   }
   switch (sub) {
     case 'list': {
-      const { values: v } = parse(rest, { json: { type: 'boolean' } }, 0);
-      if (v.help) return help(out);
+      const { values: v } = parse(rest, { json: { type: 'boolean' } }, []);
       const bans = await (await open()).bans.active();
       if (v.json) {
         out(JSON.stringify(bans, null, 2) + '\n');
@@ -65,8 +64,7 @@ export async function banCommand(
       return 0;
     }
     case 'add': {
-      const { values: v, positionals } = parse(rest, { for: { type: 'string' } }, 1);
-      if (v.help) return help(out);
+      const { values: v, positionals } = parse(rest, { for: { type: 'string' } }, ['ADDRESS']);
       const address = parseAddress(positionals[0] as string, ipv6Prefix());
       const seconds = v.for === undefined ? null : parseDuration(v.for);
       // Through the running server, which also ends the address's live sessions; else in the store, read at the next connection.
@@ -82,8 +80,7 @@ export async function banCommand(
       return 0;
     }
     case 'remove': {
-      const { values: v, positionals } = parse(rest, {}, 1);
-      if (v.help) return help(out);
+      const { positionals } = parse(rest, {}, ['ADDRESS']);
       const address = parseAddress(positionals[0] as string, ipv6Prefix(), true);
       const lifted = await ifRunning(reach, 'DELETE', `/bans/${encodeURIComponent(address)}`).catch((err: unknown) => {
         if (err instanceof ApiError && err.status === 404) return false;
@@ -103,9 +100,4 @@ export async function banCommand(
     default:
       throw new UsageError(`unknown ban command "${sub}"; see sluice ban --help`);
   }
-}
-
-function help(out: (s: string) => void): number {
-  out(BAN_HELP);
-  return 0;
 }

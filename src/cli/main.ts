@@ -5,29 +5,12 @@ import type { Config } from '../config/schema.js';
 import { AdminError } from '../users/errors.js';
 import { version } from '../version.js';
 import { UsageError } from './args.js';
+import { commandHelp, isCommand, topHelp, wantsHelp } from './commands.js';
 import { dropOutputWhenReaderGone } from './stdio.js';
 
 // Each command loads what it needs when it runs: `sluice version` and
 // `--help` answer without loading the protocols, the store driver or the
 // config schema, and `user` or `audit` load only their part.
-
-const HELP = `Usage: sluice [--config FILE] <command>
-
-Commands:
-  serve             start the FTP, FTPS and SFTP front-ends (default for npm start)
-  init              create the data directory, database, TLS certificate and SSH host keys
-  user ...          manage users: add, list, show, passwd, set, enable, disable, remove, key, perm
-                    (sluice user --help)
-  ban ...           banned addresses: list, add, remove (sluice ban --help)
-  admin token ...   bearer tokens of the admin API: create, remove, list (sluice admin --help)
-  session ...       live sessions of the running server: list, kill (sluice session --help)
-  store ...         copy a SQLite database into PostgreSQL once (sluice store --help)
-  audit verify      check the audit log's hash chain (sluice audit --help)
-  version           print the version
-
-Configuration: ./sluice.yaml, --config FILE or SLUICE_CONFIG, then SLUICE_* variables
-(see deploy/sluice.example.yaml).
-`;
 
 const out = (s: string) => {
   process.stdout.write(s);
@@ -44,12 +27,17 @@ export async function main(argv: string[]): Promise<number> {
     if (!configFile) return fail(new UsageError('--config needs a file'));
   }
   const [command, ...rest] = args;
+  // Every command and subcommand answers --help alike, from the one table of commands.
+  if (command !== undefined && isCommand(command) && wantsHelp(command, rest)) {
+    out(await commandHelp(command));
+    return 0;
+  }
   switch (command) {
     case undefined:
     case 'help':
     case '--help':
     case '-h':
-      out(HELP);
+      out(topHelp());
       return command === undefined ? 2 : 0;
     case 'version':
     case '--version':
@@ -66,7 +54,6 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (command) {
       case 'serve': {
-        if (rest.includes('--help') || rest.includes('-h')) return out(HELP), 0;
         if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"`);
         const { serve } = await import('./serve.js');
         return await serve(config(), out);

@@ -21,8 +21,7 @@ export async function sessionCommand(args: string[], reach: Reach, out: (s: stri
   }
   switch (sub) {
     case 'list': {
-      const { values: v } = parse(rest, { user: { type: 'string' }, json: { type: 'boolean' } }, 0);
-      if (v.help) return help(out);
+      const { values: v } = parse(rest, { user: { type: 'string' }, json: { type: 'boolean' } }, []);
       const query = v.user === undefined ? '' : `?user=${encodeURIComponent(v.user)}`;
       const sessions = (await ask(reach, 'GET', `/sessions${query}`)).body as LiveSessionInfo[];
       if (v.json) {
@@ -44,8 +43,7 @@ export async function sessionCommand(args: string[], reach: Reach, out: (s: stri
     case 'kill': {
       // kill takes an ID, or --user and no ID.
       const byUser = rest.some((a) => a === '--user' || a.startsWith('--user='));
-      const { values: v, positionals } = parse(rest, { user: { type: 'string' } }, byUser ? 0 : 1);
-      if (v.help) return help(out);
+      const { values: v, positionals } = parse(rest, { user: { type: 'string' } }, byUser ? [] : ['ID']);
       if (v.user !== undefined) {
         const r = await ask(reach, 'DELETE', `/users/${encodeURIComponent(v.user)}/sessions`);
         out(`ended ${(r.body as { sessionsEnded: number }).sessionsEnded} session(s) of ${v.user}\n`);
@@ -68,9 +66,4 @@ async function ask(reach: Reach, method: string, path: string): Promise<ApiReply
   const reply = await ifRunning(() => client, method, path);
   if (reply === null) throw new ApiError(`no server is running (nothing listens on ${client.address})`);
   return reply;
-}
-
-function help(out: (s: string) => void): number {
-  out(SESSION_HELP);
-  return 0;
 }

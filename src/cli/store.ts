@@ -38,11 +38,7 @@ export async function storeCommand(args: string[], config: () => Config, out: (s
   }
   if (sub === 'nodes' || sub === 'forget-node') return nodesCommand(sub, rest, config, out);
   if (sub !== 'migrate-from-sqlite') throw new UsageError(`unknown store command "${sub}"; see sluice store --help`);
-  const { values: v, positionals } = parse(rest, { to: { type: 'string' } }, 1);
-  if (v.help) {
-    out(STORE_HELP);
-    return 0;
-  }
+  const { values: v, positionals } = parse(rest, { to: { type: 'string' } }, ['FILE']);
   const file = positionals[0] as string;
   // Opening a SQLite file that is not there would create an empty one and copy nothing.
   if (!existsSync(file)) throw new UsageError(`${file}: no such file`);
@@ -67,11 +63,7 @@ export async function storeCommand(args: string[], config: () => Config, out: (s
 }
 
 async function nodesCommand(sub: 'nodes' | 'forget-node', rest: string[], config: () => Config, out: (s: string) => void): Promise<number> {
-  const { values: v, positionals } = parse(rest, {}, sub === 'nodes' ? 0 : 1);
-  if (v.help) {
-    out(STORE_HELP);
-    return 0;
-  }
+  const { positionals } = parse(rest, {}, sub === 'nodes' ? [] : ['NODE_ID']);
   const url = config().store;
   if (!POSTGRES.test(url)) throw new UsageError(`store ${sub}: only with a PostgreSQL store (store: or SLUICE_STORE_URL); one SQLite node holds nothing for others`);
   const store = await openPostgresStore(url);

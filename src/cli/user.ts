@@ -132,8 +132,7 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
         key: { type: 'string' },
         'require-tls': { type: 'boolean' },
         'require-key': { type: 'boolean' },
-      }, 1);
-      if (v.help) return help(out);
+      }, ['NAME']);
       const name = positionals[0] as string;
       const settings = settingsFrom(v);
       const keys = v.key !== undefined ? [parseKey(readKeyFile(v.key))] : [];
@@ -163,8 +162,7 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       return 0;
     }
     case 'list': {
-      const { values: v } = parse(rest, { json: { type: 'boolean' } }, 0);
-      if (v.help) return help(out);
+      const { values: v } = parse(rest, { json: { type: 'boolean' } }, []);
       const users = await (await open()).admin.list();
       if (v.json) {
         out(JSON.stringify(users, null, 2) + '\n');
@@ -181,16 +179,14 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       return 0;
     }
     case 'show': {
-      const { values: v, positionals } = parse(rest, { json: { type: 'boolean' } }, 1);
-      if (v.help) return help(out);
+      const { values: v, positionals } = parse(rest, { json: { type: 'boolean' } }, ['NAME']);
       const view = await (await open()).admin.show(positionals[0] as string);
       if (v.json) out(JSON.stringify(view, null, 2) + '\n');
       else out(describeUser(view));
       return 0;
     }
     case 'passwd': {
-      const { values: v, positionals } = parse(rest, PASSWORD, 1);
-      if (v.help) return help(out);
+      const { values: v, positionals } = parse(rest, PASSWORD, ['NAME']);
       const name = positionals[0] as string;
       const s = await open();
       await s.admin.require(name);
@@ -207,8 +203,7 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
         'no-require-tls': { type: 'boolean' },
         'require-key': { type: 'boolean' },
         'no-require-key': { type: 'boolean' },
-      }, 1);
-      if (v.help) return help(out);
+      }, ['NAME']);
       const patch = settingsFrom(v);
       if (v['require-tls'] || v['no-require-tls']) patch.requireTls = !v['no-require-tls'];
       if (v['require-key'] || v['no-require-key']) patch.requireKey = !v['no-require-key'];
@@ -224,8 +219,7 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
     case 'enable':
     case 'disable':
     case 'remove': {
-      const { values: v, positionals } = parse(rest, {}, 1);
-      if (v.help) return help(out);
+      const { positionals } = parse(rest, {}, ['NAME']);
       const name = positionals[0] as string;
       const done = `${sub === 'remove' ? 'removed' : sub + 'd'} user ${name}`;
       // Disabling or removing goes through the running server when there is one, which ends the user's live sessions at once.
@@ -244,8 +238,7 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
     case 'key':
       return keyCommand(rest, open, out);
     case 'perm': {
-      const { values: v, positionals } = parse(rest, {}, 3);
-      if (v.help) return help(out);
+      const { positionals } = parse(rest, {}, ['NAME', '/PATH', 'LIST']);
       const [name, dir, list] = positionals as [string, string, string];
       // Argument errors are found before the database is opened.
       parseVirtualDir(dir);
@@ -263,8 +256,7 @@ async function keyCommand(args: string[], open: () => Promise<AdminServices>, ou
   const [sub, ...rest] = args;
   switch (sub) {
     case 'add': {
-      const { values: v, positionals } = parse(rest, {}, 2);
-      if (v.help) return help(out);
+      const { positionals } = parse(rest, {}, ['NAME', 'FILE']);
       const [name, file] = positionals as [string, string];
       const key = parseKey(readKeyFile(file));
       await (await open()).admin.addKey(name, key);
@@ -272,8 +264,7 @@ async function keyCommand(args: string[], open: () => Promise<AdminServices>, ou
       return 0;
     }
     case 'list': {
-      const { values: v, positionals } = parse(rest, {}, 1);
-      if (v.help) return help(out);
+      const { positionals } = parse(rest, {}, ['NAME']);
       const { keys } = await (await open()).admin.show(positionals[0] as string);
       out(table(['FINGERPRINT', 'TYPE', 'COMMENT', 'ADDED'], keys.map((k) => [
         k.fingerprint, k.algorithm, k.comment || '-', k.createdAt.toISOString(),
@@ -281,8 +272,7 @@ async function keyCommand(args: string[], open: () => Promise<AdminServices>, ou
       return 0;
     }
     case 'remove': {
-      const { values: v, positionals } = parse(rest, {}, 2);
-      if (v.help) return help(out);
+      const { positionals } = parse(rest, {}, ['NAME', 'FINGERPRINT']);
       const [name, fp] = positionals as [string, string];
       await (await open()).admin.removeKey(name, fp);
       out(`removed key ${fp} from ${name}\n`);
@@ -291,11 +281,6 @@ async function keyCommand(args: string[], open: () => Promise<AdminServices>, ou
     default:
       throw new UsageError('usage: sluice user key add NAME FILE | list NAME | remove NAME FINGERPRINT');
   }
-}
-
-function help(out: (s: string) => void): number {
-  out(USER_HELP);
-  return 0;
 }
 
 /** `--rate-up 5M`: bytes per second; 0 for none, `default` for the server's limits.rateUp/rateDown. */
