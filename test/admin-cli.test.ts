@@ -70,6 +70,9 @@ describe('sluice session|ban|user through the admin API on the unix socket', () 
     const byUser = sluice(srv.dir, ['session', 'kill', '--user', 'alice'], '', SOCKET);
     assert.equal(byUser.stdout, 'ended 1 session(s) of alice\n');
     await secondGone;
+    // Found by a new user's try of the README: a name no user has said "ended 0 session(s) of nobody", exit 0.
+    const nobody = sluice(srv.dir, ['session', 'kill', '--user', 'nobody'], '', SOCKET);
+    assert.deepEqual([nobody.code, nobody.stdout, nobody.stderr], [2, '', 'sluice: no user named "nobody"\n']);
   });
 
   it('user disable and user remove end the live sessions at once', { timeout: 60_000 }, async () => {

@@ -150,6 +150,10 @@ describe('admin API: live sessions', () => {
     assert.equal(((await request('DELETE', '/users/dave/sessions')).json as Json).sessionsEnded, 1);
     await secondGone;
     assert.deepEqual(await sessionsOf('dave'), []);
+    // A user with none left: 0; a name no user has: 404, as for every /users/:name (it was 200, 0 ended).
+    assert.deepEqual((await request('DELETE', '/users/dave/sessions')).json, { sessionsEnded: 0 });
+    const nobody = await request('DELETE', '/users/nobody/sessions');
+    assert.deepEqual([nobody.status, nobody.json], [404, { error: 'no user named "nobody"' }]);
   });
 
   it('an SSH client whose session is ended reads why on the channel, as OpenSSH prints it', { timeout: 60_000 }, async () => {

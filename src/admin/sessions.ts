@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { USER_NAME } from '../auth/authenticator.js';
 import type { AdminContext } from './context.js';
 import { NotFound } from './errors.js';
+import { NoSuchUser } from '../users/errors.js';
 
 /*
  * Live sessions, wherever they run (this process or the workers), through
@@ -83,6 +84,15 @@ export function sessionRoutes(api: FastifyInstance, { base, sessions }: AdminCon
         response: { 200: ended },
       },
     },
-    async (req) => ({ sessionsEnded: await sessions.endUser(await storedName(req.params.name), why(req.query.reason)) }),
+    async (req) => {
+      const user = await base.admin.require(req.params.name).catch((err: unknown) => {
+        if (err instanceof NoSuchUser) return null;
+        throw err;
+      });
+      const sessionsEnded = await sessions.endUser(user?.name ?? req.params.name, why(req.query.reason));
+      // A user removed since may still have sessions to end; a name no user has and no session has is a mistake: 404, as every /users/:name.
+      if (!user && sessionsEnded === 0) throw new NoSuchUser(req.params.name);
+      return { sessionsEnded };
+    },
   );
 }
