@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import { RateLimit } from '../src/session/rate-limit.js';
+import { Client } from 'basic-ftp';
+import { RateLimit, pieces } from '../src/session/rate-limit.js';
 import { sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
@@ -23,8 +25,25 @@ describe('RateLimit', () => {
     assert.ok(wait > 990 && wait <= 1001, `one second for 5 MiB more, got ${wait}`);
     assert.ok(r.delay(1) > 990, 'a later taker queues behind the debt');
   });
-  it('keeps a burst of at least 64 KiB at low rates', () => {
-    assert.equal(new RateLimit(1000).delay(64 * 1024), 0);
+  it('keeps its burst at a tenth of a second down to 1 KiB, and a second of bytes below 1 KiB/s (down to 1 byte/s)', () => {
+    // Found by a new user's try of the README: a burst of at least 64 KiB let a small file through unslowed.
+    for (const [rate, burst] of [[5 * MiB, 512 * 1024], [8192, 1024], [2048, 1024], [1000, 1000], [1, 1]] as const) {
+      assert.equal(new RateLimit(rate).burst, burst, `burst at ${rate} bytes/s`);
+    }
+    const r = new RateLimit(8192);
+    assert.equal(r.delay(1024), 0, 'the burst');
+    const wait = r.delay(1024);
+    assert.ok(wait > 120 && wait <= 126, `1 KiB more waits 1/8 s, got ${wait}`);
+  });
+  it('cuts a chunk into pieces of its burst, each let through when it may move', async () => {
+    const r = new RateLimit(10 * 1024);
+    const t0 = performance.now();
+    const sizes: number[] = [];
+    for await (const piece of pieces(r, Buffer.alloc(5000))) sizes.push(piece.length);
+    const ms = performance.now() - t0;
+    assert.deepEqual(sizes, [1024, 1024, 1024, 1024, 904]);
+    // 1 KiB at once, the rest at 10 KiB/s: 0.39 s.
+    assert.ok(ms > 350 && ms < 600, `took ${ms} ms`);
   });
   it("ends a wait when its signal aborts, with the signal's reason, and leaves no timer behind", async () => {
     const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
@@ -169,5 +188,152 @@ describe('bandwidth limits: per user and the server default, over FTP, FTPS and 
     t.diagnostic(`unlimited: ${other.toFixed(2)} s`);
     assert.ok(other < 2, `the unlimited user's download took ${other.toFixed(2)} s`);
     assert.deepEqual(readFileSync(join(local, 'slow-back.bin')), readFileSync(file));
+  });
+});
+
+/** When (ms since the start) the bytes so far numbered `total`. */
+type Arrival = { ms: number; total: number };
+
+describe('a low rate (8 KiB/s) holds small files to it, in steps, both ways, over FTP, FTPS and SFTP', () => {
+  // Found by a new user's try of the README: at 8 KiB/s an FTPS download sent nothing for 23 s, then 256 KiB at
+  // once; a file under 64 KiB (the old least burst) was not slowed at all. All five run at once, one session each.
+  const RATE = 8 * 1024;
+  const SMALL = 40 * 1024;
+  /** 40 KiB at 8 KiB/s, less the first burst (1 KiB): 4.9 s; ±20%. */
+  const EXPECTED = (SMALL - 1024) / RATE;
+  let srv: TestServer;
+  let local: string;
+  const data = randomBytes(SMALL);
+
+  before(async () => {
+    local = mkdtempSync(join(tmpdir(), 'sluice-rate-low-'));
+    writeFileSync(join(local, 'small.bin'), data);
+    srv = await TestServer.start({
+      yaml: 'ftp:\n  tls: optional\n',
+      users: [{ name: 'trickle', password: 'trickle password', args: ['--rate-down', '8K', '--rate-up', '8K'] }],
+    });
+    for (const name of ['ftp.bin', 'ftps.bin', 'sftp.bin']) writeFileSync(join(srv.home('trickle'), name), data);
+    for (const dir of ['ftp-in', 'sftp-in']) mkdirSync(join(srv.home('trickle'), dir));
+  });
+  after(async () => {
+    await srv?.stop();
+    rmSync(local, { recursive: true, force: true });
+  });
+
+  /** Records each arrival of bytes, from `t0`. */
+  const recorder = (t0: number) => {
+    const arrivals: Arrival[] = [];
+    let total = 0;
+    return { arrivals, add: (n: number) => arrivals.push({ ms: performance.now() - t0, total: (total += n) }) };
+  };
+
+  async function ftpGet(secure: boolean, path: string): Promise<Arrival[]> {
+    const client = new Client(30_000);
+    try {
+      await client.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'trickle', password: 'trickle password', secure, secureOptions: { rejectUnauthorized: false } });
+      const r = recorder(performance.now());
+      const sink = new Writable({ write: (chunk: Buffer, _enc, done) => (r.add(chunk.length), done()) });
+      await client.downloadTo(sink, path);
+      return r.arrivals;
+    } finally {
+      client.close();
+    }
+  }
+
+  async function sftpGet(path: string): Promise<Arrival[]> {
+    const c = await sshConnect({ port: srv.sftpPort, username: 'trickle', password: 'trickle password' });
+    try {
+      const s = await sftpOf(c);
+      const r = recorder(performance.now());
+      // 64 READs of 32 KiB in flight, as in the test above: each answered with at most a burst.
+      await call((cb) => s.fastGet(path, join(local, 'sftp-back.bin'), { concurrency: 64, step: (_total, n) => r.add(n) }, cb));
+      return r.arrivals;
+    } finally {
+      c.end();
+    }
+  }
+
+  /**
+   * An upload's growth as the largest file in `dir` shows it (the staged one, then the named), looked at
+   * every 50 ms from `put`'s call (once logged in) until it resolves.
+   */
+  async function watched(dir: string, put: () => Promise<void>): Promise<{ arrivals: Arrival[]; seconds: number }> {
+    const t0 = performance.now();
+    const arrivals: Arrival[] = [];
+    const look = () => {
+      const largest = Math.max(0, ...readdirSync(dir).map((name) => statSync(join(dir, name), { throwIfNoEntry: false })?.size ?? 0));
+      if (largest > (arrivals.at(-1)?.total ?? 0)) arrivals.push({ ms: performance.now() - t0, total: largest });
+    };
+    const timer = setInterval(look, 50);
+    try {
+      await put();
+    } finally {
+      clearInterval(timer);
+    }
+    look();
+    return { arrivals, seconds: (performance.now() - t0) / 1000 };
+  }
+
+  async function ftpPut(dir: string, path: string): Promise<{ arrivals: Arrival[]; seconds: number }> {
+    const client = new Client(30_000);
+    try {
+      await client.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'trickle', password: 'trickle password' });
+      return await watched(dir, async () => void (await client.uploadFrom(Readable.from([data]), path)));
+    } finally {
+      client.close();
+    }
+  }
+
+  async function sftpPut(dir: string, path: string): Promise<{ arrivals: Arrival[]; seconds: number }> {
+    const c = await sshConnect({ port: srv.sftpPort, username: 'trickle', password: 'trickle password' });
+    try {
+      const s = await sftpOf(c);
+      return await watched(dir, () => call((cb) => s.fastPut(join(local, 'small.bin'), path, { concurrency: 64 }, cb)));
+    } finally {
+      c.end();
+    }
+  }
+
+  /** All of it, in about SMALL / RATE seconds, from early on in several steps with no pause over a second. */
+  function assertSteady(what: string, arrivals: Arrival[], t: { diagnostic: (s: string) => void }): void {
+    const last = arrivals.at(-1);
+    const first = arrivals[0];
+    assert.ok(first && last, `${what}: nothing arrived`);
+    let gap = 0;
+    let step = first.total;
+    for (let i = 1; i < arrivals.length; i++) {
+      gap = Math.max(gap, arrivals[i]!.ms - arrivals[i - 1]!.ms);
+      step = Math.max(step, arrivals[i]!.total - arrivals[i - 1]!.total);
+    }
+    const seconds = last.ms / 1000;
+    t.diagnostic(`${what}: ${seconds.toFixed(2)} s, ${arrivals.length} steps, first at ${first.ms.toFixed(0)} ms, largest ${step} bytes, longest gap ${gap.toFixed(0)} ms`);
+    assert.equal(last.total, SMALL, `${what}: all of it`);
+    assert.ok(seconds >= EXPECTED * 0.8 && seconds <= EXPECTED * 1.2, `${what} took ${seconds.toFixed(2)} s, not about ${EXPECTED.toFixed(2)}`);
+    assert.ok(first.ms < 1500, `${what}: the first bytes came after ${first.ms.toFixed(0)} ms`);
+    assert.ok(arrivals.length >= 10, `${what}: in ${arrivals.length} steps`);
+    assert.ok(step <= SMALL / 8, `${what}: ${step} bytes at once`);
+    assert.ok(gap <= 1200, `${what}: nothing for ${gap.toFixed(0)} ms`);
+  }
+
+  it('a 40 KiB file takes about 5 s each way, its bytes flowing in small steps from the start', async (t) => {
+    const home = srv.home('trickle');
+    const [ftpDown, ftpsDown, sftpDown, ftpUp, sftpUp] = await Promise.all([
+      ftpGet(false, '/ftp.bin'),
+      ftpGet(true, '/ftps.bin'),
+      sftpGet('/sftp.bin'),
+      ftpPut(join(home, 'ftp-in'), '/ftp-in/up.bin'),
+      sftpPut(join(home, 'sftp-in'), '/sftp-in/up.bin'),
+    ]);
+    assertSteady('FTP download', ftpDown, t);
+    assertSteady('FTPS download', ftpsDown, t);
+    assertSteady('SFTP download', sftpDown, t);
+    assert.deepEqual(readFileSync(join(local, 'sftp-back.bin')), data);
+    for (const [what, up, name] of [['FTP upload', ftpUp, 'ftp-in'], ['SFTP upload', sftpUp, 'sftp-in']] as const) {
+      // The client's own end (226, or the last WRITE's answer) comes with the last bytes, not before them.
+      t.diagnostic(`${what}: the client done after ${up.seconds.toFixed(2)} s`);
+      assert.ok(up.seconds >= EXPECTED * 0.8 && up.seconds <= EXPECTED * 1.2, `${what}: the client was done after ${up.seconds.toFixed(2)} s`);
+      assertSteady(what, up.arrivals, t);
+      assert.deepEqual(readFileSync(join(home, name, 'up.bin')), data);
+    }
   });
 });

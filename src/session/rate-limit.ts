@@ -1,19 +1,33 @@
 /**
- * A token bucket: bytes per second, with a burst of a tenth of a second (at
- * least 64 KiB, so one large SFTP request or upload batch is not split into
- * many waits). A transfer asks before it moves bytes and waits on a timer
- * for what the bucket lacks: the wait holds back the stream or the request,
- * which holds back the client through TCP or the SSH window, and nothing
- * sleeps the event loop. Transfers that share a bucket queue behind each
- * other's debt, so together they keep the rate.
+ * The least a limited transfer moves at once, or a second's worth when that
+ * is less, so no gap exceeds a second. Smaller pieces would spend a large
+ * share of a low rate on headers (a TLS record's 22 to 29 bytes, an SFTP
+ * DATA reply's 13 and its SSH packet's 40 or so); at 1 KiB they cost a few
+ * percent.
+ */
+const MIN_STEP = 1024;
+
+/**
+ * A token bucket: bytes per second, with a burst of a tenth of a second, or
+ * MIN_STEP at rates under 10 KiB/s (a second's worth under 1 KiB/s). The
+ * burst is also the most a limited transfer moves at once: pieces() cuts
+ * what a transfer holds (a 256 KiB read, a socket's 64 KiB) to it, so bytes
+ * flow in steps of at most a tenth of a second (a second at the lowest
+ * rates) and the first burst is no free pass for a small file. A transfer
+ * asks before it moves bytes and waits on a timer for what the bucket lacks:
+ * the wait holds back the stream or the request, which holds back the client
+ * through TCP or the SSH window, and nothing sleeps the event loop.
+ * Transfers that share a bucket queue behind each other's debt, so together
+ * they keep the rate.
  */
 export class RateLimit {
   private tokens: number;
-  private readonly burst: number;
+  /** Bytes the bucket holds at most, and the largest piece it grants (whole bytes). */
+  readonly burst: number;
   private last = performance.now();
 
   constructor(readonly bytesPerSecond: number) {
-    this.burst = Math.max(64 * 1024, bytesPerSecond / 10);
+    this.burst = Math.max(1, Math.floor(Math.max(bytesPerSecond / 10, Math.min(bytesPerSecond, MIN_STEP))));
     this.tokens = this.burst;
   }
 
@@ -30,6 +44,35 @@ export class RateLimit {
   take(bytes: number, signal?: AbortSignal): Promise<void> {
     const ms = this.delay(bytes);
     return ms === 0 ? Promise.resolve() : sleep(ms, signal);
+  }
+
+  /**
+   * Take at most one burst of the `want` bytes: resolves with how many (at
+   * least 1 when `want` is) once they may move.
+   */
+  async next(want: number, signal?: AbortSignal): Promise<number> {
+    const n = Math.min(want, this.burst);
+    await this.take(n, signal);
+    return n;
+  }
+
+  /** Give back bytes taken but not moved (a read that met the end of the file). */
+  refund(bytes: number): void {
+    this.tokens = Math.min(this.burst, this.tokens + bytes);
+  }
+}
+
+/**
+ * `chunk` in pieces of at most `rate`'s burst, each yielded once it may move;
+ * ends with `signal`'s reason once it aborts. A piece is a view of the chunk:
+ * nothing is copied.
+ */
+export async function* pieces(rate: RateLimit, chunk: Buffer, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  for (let at = 0; at < chunk.length; ) {
+    signal?.throwIfAborted();
+    const n = await rate.next(chunk.length - at, signal);
+    yield chunk.subarray(at, at + n);
+    at += n;
   }
 }
 

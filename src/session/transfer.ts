@@ -4,7 +4,7 @@ import { SluiceError, Unseen, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
 import { baseName } from './paths.js';
 import { dropFile, freedBytes, freeingKey, type Ledger } from './quota.js';
-import type { RateLimit } from './rate-limit.js';
+import { pieces, type RateLimit } from './rate-limit.js';
 import { SequenceHash } from './sequence-hash.js';
 import { Sha256Stream } from './offloaded-sha256.js';
 import { hashRange, type Checksum, type ChecksumRange, type Pace } from './checksum.js';
@@ -88,6 +88,8 @@ abstract class Transfer {
   readonly started = new Date();
   protected readonly hash: SequenceHash | null;
   protected bytes = 0;
+  /** Aborted by abort(): a limited request's wait for the bucket ends then, not when its debt is paid. Null: no limit. */
+  protected readonly stopping: AbortController | null;
   private finished: Promise<void> | null = null;
   private result: TransferResult | null = null;
 
@@ -101,6 +103,7 @@ abstract class Transfer {
     offloadHash: boolean,
   ) {
     this.hash = options.hash ? new SequenceHash(offset, offloadHash) : null;
+    this.stopping = options.rate ? new AbortController() : null;
   }
 
   get transferred(): number {
@@ -139,6 +142,7 @@ abstract class Transfer {
 
   /** The client or the server stopped the transfer; partial state is cleaned up. */
   abort(reason: string, result: TransferResult = 'aborted'): Promise<void> {
+    if (this.stopping?.signal.aborted === false) this.stopping.abort(new SluiceError('failure', 'Transfer is closed'));
     return this.finish(result, reason);
   }
 
@@ -222,11 +226,23 @@ export class Download extends Transfer {
     return n === length ? data : data.subarray(0, n);
   }
 
-  /** As read(), into `target` at `offset` (SFTP reads straight into its DATA reply): the bytes read, 0 at the end. */
+  /**
+   * As read(), into `target` at `offset` (SFTP reads straight into its DATA
+   * reply): the bytes read, 0 at the end. Under a limit, a short read of at
+   * most the bucket's burst, as SFTP allows (clients ask again for the rest):
+   * one 255 KiB READ charged whole sent nothing for half a minute at 8 KiB/s.
+   */
   async readInto(target: Buffer, offset: number, length: number, position: number): Promise<number> {
     if (this.isFinished) throw new SluiceError('failure', 'Transfer is closed');
-    await this.options.rate?.take(length);
-    const n = await this.file.read(target, offset, length, position);
+    const { rate } = this.options;
+    const granted = rate && length > 0 ? await rate.next(length, this.stopping?.signal) : length;
+    if (rate && this.isFinished) {
+      rate.refund(granted);
+      throw new SluiceError('failure', 'Transfer is closed');
+    }
+    const n = await this.file.read(target, offset, granted, position);
+    // Past the end (clients ask beyond it, in parallel): what was not sent is not charged.
+    if (rate && n < granted) rate.refund(granted - n);
     this.bytes += n;
     this.hash?.update(position, target.subarray(offset, offset + n));
     return n;
@@ -244,15 +260,32 @@ export class Download extends Transfer {
   readable(): Readable {
     let position = this.offset;
     const { rate } = this.options;
+    const count = (chunk: Buffer): void => {
+      this.bytes += chunk.length;
+      this.hash?.update(position, chunk);
+      position += chunk.length;
+    };
+    // Ends the wait of a limited chunk's next piece when the stream is destroyed (an abort, the drain).
+    const ending = rate ? new AbortController() : null;
     const counter = new Transform({
       transform: (chunk: Buffer, _enc, done) => {
-        this.bytes += chunk.length;
-        this.hash?.update(position, chunk);
-        position += chunk.length;
-        // Held back, not slept on: the next chunk is read only once this one is passed on.
-        const wait = rate ? rate.delay(chunk.length) : 0;
-        if (wait === 0) done(null, chunk);
-        else setTimeout(() => done(null, chunk), wait);
+        if (!rate) {
+          count(chunk);
+          return done(null, chunk);
+        }
+        // Passed on in pieces of the bucket's burst, each when it may move; the next chunk is read only
+        // once this one is all passed on. Charged whole, a 256 KiB read went out at once after half a
+        // minute at 8 KiB/s, and a file under the old 64 KiB burst was not slowed at all.
+        void (async () => {
+          for await (const piece of pieces(rate, chunk, ending?.signal)) {
+            count(piece);
+            counter.push(piece);
+          }
+        })().then(() => done(), (err: Error) => done(err));
+      },
+      destroy: (err, done) => {
+        ending?.abort(err ?? new Error('download stream destroyed'));
+        done(err);
       },
     });
     const source = this.file.readStream(this.offset, this.size, this.ahead);
@@ -341,7 +374,27 @@ export class Upload extends Transfer {
    */
   write(data: Buffer | readonly Buffer[], position: number = this.offset + this.bytes): Promise<void> {
     if (this.isFinished) return Promise.reject(new SluiceError('failure', 'Transfer is closed'));
-    return this.track(this.writeNow(data, position));
+    const { rate } = this.options;
+    return this.track(rate ? this.writePaced(rate, data, position) : this.writeNow(data, position));
+  }
+
+  /**
+   * A limited write (an SFTP WRITE), in pieces of the bucket's burst, each
+   * written once it may move: the file grows in steps, and a piece refused
+   * by the quota stops the rest. Before each piece's room is reserved: a
+   * limited upload does not hold quota it has not sent yet.
+   */
+  private async writePaced(rate: RateLimit, data: Buffer | readonly Buffer[], position: number): Promise<void> {
+    const chunks = Buffer.isBuffer(data) ? [data] : data;
+    // An empty WRITE moves no bytes: as without a limit.
+    if (chunks.every((c) => c.length === 0)) return this.writeNow(data, position);
+    let at = position;
+    for (const chunk of chunks) {
+      for await (const piece of pieces(rate, chunk, this.stopping?.signal)) {
+        await this.writeNow(piece, at);
+        at += piece.length;
+      }
+    }
   }
 
   /**
@@ -361,8 +414,6 @@ export class Upload extends Transfer {
     const chunks = Buffer.isBuffer(data) ? [data] : data;
     let length = 0;
     for (const chunk of chunks) length += chunk.length;
-    // Before the room is reserved: a limited upload does not hold quota it has not sent yet.
-    await this.options.rate?.take(length);
     let at: number;
     try {
       at = await this.reserve(this.target.append ? null : position, length);
@@ -402,8 +453,16 @@ export class Upload extends Transfer {
    * is accepted only once it is in the file, and what arrives meanwhile waits
    * in the stream's buffer (one batch more at most). A batch reserves exactly
    * its length, so an upload fits or is refused at the same byte as before.
+   *
+   * Under a limit, each chunk is taken in pieces of the bucket's burst, each
+   * added once it may move, and the stream holds at most one burst ahead of
+   * that: the client is held back by TCP or the SSH window, not by a buffer
+   * of ours it filled at once, and the file grows in steps.
    */
   writable(): Writable {
+    const { rate } = this.options;
+    // Ends the wait of a limited chunk's next piece when the stream is destroyed.
+    const ending = rate ? new AbortController() : null;
     let batch: Buffer[] = [];
     let gathered = 0;
     let linger: NodeJS.Timeout | null = null;
@@ -416,7 +475,8 @@ export class Upload extends Transfer {
       const chunks = batch;
       batch = [];
       gathered = 0;
-      if (chunks.length > 0) writing = writing.then(() => this.write(chunks));
+      // Paid already (a limit is charged as the bytes come in, below).
+      if (chunks.length > 0) writing = writing.then(() => this.writePaid(chunks));
       return writing;
     };
     const take = (chunks: Buffer[], done: (err?: Error | null) => void): void => {
@@ -429,16 +489,32 @@ export class Upload extends Transfer {
       linger ??= setTimeout(() => void flush().catch((err: Error) => (failed = err)), UPLOAD_LINGER_MS).unref();
       done();
     };
+    const takePaced = (limit: RateLimit, chunks: Buffer[], done: (err?: Error | null) => void): void =>
+      void (async () => {
+        for (const chunk of chunks) {
+          for await (const piece of pieces(limit, chunk, ending?.signal)) {
+            await new Promise<void>((resolve, reject) => take([piece], (err) => (err ? reject(err) : resolve())));
+          }
+        }
+      })().then(() => done(), (err: Error) => done(err));
+    const accept = rate ? (chunks: Buffer[], done: (err?: Error | null) => void) => takePaced(rate, chunks, done) : take;
     return new Writable({
-      highWaterMark: UPLOAD_BATCH,
-      write: (chunk: Buffer, _enc, done) => take([chunk], done),
-      writev: (chunks, done) => take(chunks.map((c) => c.chunk as Buffer), done),
+      highWaterMark: rate ? Math.min(UPLOAD_BATCH, rate.burst) : UPLOAD_BATCH,
+      write: (chunk: Buffer, _enc, done) => accept([chunk], done),
+      writev: (chunks, done) => accept(chunks.map((c) => c.chunk as Buffer), done),
       final: (done) => void flush().then(() => done(), done),
       destroy: (err, done) => {
         if (linger) clearTimeout(linger);
+        ending?.abort(err ?? new Error('upload stream destroyed'));
         done(err);
       },
     });
+  }
+
+  /** As write(), for bytes the limit was charged for already (writable()). */
+  private writePaid(data: readonly Buffer[]): Promise<void> {
+    if (this.isFinished) return Promise.reject(new SluiceError('failure', 'Transfer is closed'));
+    return this.track(this.writeNow(data, this.offset + this.bytes));
   }
 
   /**
