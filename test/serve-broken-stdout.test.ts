@@ -3,25 +3,28 @@ import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BIN, sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { freePort } from './helpers/server.js';
 
-// journald's or a supervisor's pipe can die while the server runs: the server
-// must keep serving, and still stop cleanly on SIGTERM.
+// journald's or a supervisor's pipe can die while the server runs, and so can
+// the terminal of a server started by hand: the server must keep serving, and
+// still stop cleanly on SIGTERM.
 
 const dirs: string[] = [];
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-function setup(ftpPort: number): { dir: string; config: string } {
+/** `ftp`: more settings of the FTP front-end, as YAML map entries. */
+function setup(ftpPort: number, ftp = ''): { dir: string; config: string } {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-epipe-'));
   dirs.push(dir);
   const config = join(dir, 'sluice.yaml');
   writeFileSync(
     config,
-    `dataDir: ${join(dir, 'data')}\nbind: 127.0.0.1\nftp: {port: ${ftpPort}, implicitTlsPort: 0}\nsftp: {port: 0}\nlogLevel: info\n`,
+    `dataDir: ${join(dir, 'data')}\nbind: 127.0.0.1\nftp: {port: ${ftpPort}, implicitTlsPort: 0${ftp}}\nsftp: {port: 0}\nlogLevel: info\n`,
   );
   return { dir, config };
 }
@@ -101,5 +104,82 @@ test('a fatal log line with a dead stdout does not hang the process', async () =
     assert.equal(await exitCodeWithin(exited, 20_000), 3);
   } finally {
     child.kill('SIGKILL');
+  }
+});
+
+/**
+ * Runs argv[1:] with a new pseudo-terminal as its controlling terminal and its
+ * stdin, stdout and stderr, as a shell in a terminal window would; prints its
+ * pid; shows what it writes on our stderr; closes the terminal (a hang-up:
+ * the kernel sends the server SIGHUP, and its writes fail with EIO) on a line
+ * from stdin; then prints "exit <code>" once it has ended (-<signal> if killed).
+ */
+const ON_A_TERMINAL = `
+import os, pty, select, sys
+pid, master = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+print(pid, flush=True)
+watched = [master, 0]
+while True:
+    ready = select.select(watched, [], [])[0]
+    if 0 in ready:
+        os.read(0, 64)
+        break
+    try:
+        shown = os.read(master, 65536)
+    except OSError:
+        shown = b''
+    if shown:
+        os.write(2, shown)
+    else:
+        watched.remove(master)
+os.close(master)
+print('exit', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+`;
+
+test('serve on a terminal that closes keeps serving and stops on SIGTERM', async () => {
+  // Found by a new user's try: `npx sluice serve` in a terminal, the terminal closed. npm went with it,
+  // the server got the kernel's SIGHUP (a reload: a log line), the write of that line to the closed
+  // terminal failed with EIO, thrown as uncaught, and at the exit that followed pino's flush tried it
+  // again for ever: the FTP port still accepted connections but greeted none, SIGTERM did nothing.
+  // And a server that did stop on a closed terminal was aborted by Node at its exit (SIGABRT).
+  const port = await freePort();
+  // TLS optional: a failed login without it is a log line (below).
+  const { dir, config } = setup(port, ', tls: optional');
+  const helper = spawn('python3', ['-c', ON_A_TERMINAL, process.execPath, BIN, '--config', config, 'serve'], {
+    cwd: dir,
+    env: { ...process.env, SLUICE_WORKERS: '1' },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let shown = '';
+  helper.stderr.on('data', (d: Buffer) => (shown += d));
+  const said = createInterface({ input: helper.stdout })[Symbol.asyncIterator]();
+  const pid = Number((await said.next()).value);
+  assert.ok(pid > 0, shown);
+  let ended = false;
+  const exited = said.next().then(({ value }) => {
+    ended = true;
+    return typeof value === 'string' && value.startsWith('exit ') ? Number(value.slice(5)) : null;
+  });
+  try {
+    assert.equal(await greetingOnceUp(port, exited, () => shown), 220);
+    for (let i = 0; i < 50 && !shown.includes('sluice started'); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.match(shown, /INFO.*sluice started/, 'pretty lines on the terminal');
+    helper.stdin.write('hang up\n');
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(await RawFtp.greeting(port, '127.0.0.1'), 220, 'served after the SIGHUP of the hang-up');
+    // A failed login is a log line: its write fails as well, and the server answers the next client all the same.
+    const ftp = await RawFtp.connect(port);
+    assert.equal((await ftp.read(5000))?.code, 220);
+    assert.equal((await ftp.login('nobody', 'wrong')).code, 530);
+    ftp.close();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await RawFtp.greeting(port, '127.0.0.1'), 220, 'served after a line written to the closed terminal');
+    process.kill(pid, 'SIGTERM');
+    assert.equal(await exitCodeWithin(exited, 5000), 0, 'stopped: not hung, not aborted (-6)');
+  } finally {
+    if (!ended) process.kill(pid, 'SIGKILL');
+    helper.kill('SIGKILL');
   }
 });

@@ -11,6 +11,7 @@ import { GENESIS, chainLine, lastLines, tearOf, type ChainHead } from './chain.j
 import { logFiles } from './files.js';
 import { LastLine, LogFile, lastLineSync } from './log-file.js';
 import { applyKeep, applyKeepUnchained, type KeepOutcome, type KeepPolicy } from './retention.js';
+import { stdoutLines } from './stdout.js';
 import { xferlogLine } from './xferlog.js';
 
 /** Never let a secret reach a log line, whatever object it arrives in. */
@@ -20,12 +21,10 @@ const REDACT = {
 };
 
 export function createLogger(level: string, format: LogFormat): Logger {
-  // Lines go to stdout through pino's own asynchronous stream, which drops them once
-  // the reader of stdout is gone (EPIPE). Handed over as a bare writer so pino does
-  // not flush synchronously after a fatal line: sonic-boom's synchronous flush retries
-  // a failed write forever, and with a dead stdout the process would hang there instead
-  // of exiting. The fatal line is still written before the process exits.
-  const stdout = pino.destination({ dest: 1, sync: false });
+  // Lines go to stdout asynchronously, and are dropped once it fails (a closed terminal,
+  // a pipe without reader): see stdoutLines. Handed over as a bare writer, so pino never
+  // flushes synchronously itself; a fatal line is still written before the process exits.
+  const stdout = stdoutLines();
   const pretty = format === 'pretty' || (format === 'auto' && isatty(1)) ? prettyLines() : null;
   // A client's text in a line (the name of a failed login) keeps C0 escaped by JSON, but CSI (U+009B), NEL
   // and the bidi controls would reach the operator's console, or whatever reads the lines, as they are.
