@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import argon2 from 'argon2';
 import { userKeyPair } from './helpers/ssh.js';
 import { openSqliteStore } from '../src/store/sqlite/store.js';
-import { sluice } from './helpers/cli.js';
+import { BIN, sluice } from './helpers/cli.js';
 import { COMMANDS, topHelp, wantsHelp, type CommandName, type CommandSpec } from '../src/cli/commands.js';
 
 describe('sluice CLI', () => {
@@ -51,6 +51,21 @@ describe('sluice CLI', () => {
     }
     // Every subcommand in the top-level help, the audit ones among them.
     assert.match(run(['--help']).stdout, /^  audit \.\.\. .*\n\s+verify, query, report$/m);
+  });
+
+  it('a closed terminal as its stdout: the output is dropped, not a crash', () => {
+    // A terminal closed under a command fails its writes with EIO, which was thrown as an uncaught exception (exit 1, a stack).
+    const onDeadTerminal = [
+      'import os, pty, subprocess, sys',
+      'master, slave = pty.openpty()',
+      'os.close(master)',
+      'r = subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE)',
+      'sys.stderr.buffer.write(r.stderr)',
+      'sys.exit(r.returncode)',
+    ].join('\n');
+    const r = spawnSync('python3', ['-c', onDeadTerminal, process.execPath, BIN, '--help'], { cwd: dir, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stderr, '');
   });
 
   it('names the argument that is missing', () => {
