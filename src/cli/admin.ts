@@ -18,7 +18,7 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export async function adminCommand(args: string[], open: () => Promise<AdminServices>, out: (s: string) => void): Promise<number> {
   const [what, sub, ...rest] = args;
-  if (what === undefined || what === '--help' || what === '-h' || what === 'help') {
+  if (what === undefined || what === 'help') {
     out(ADMIN_HELP);
     return what === undefined ? 2 : 0;
   }

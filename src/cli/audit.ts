@@ -51,7 +51,7 @@ export const AUDIT_HELP = `Usage: sluice audit verify [FILE|DIR...] [--file FILE
 
 export function auditCommand(args: string[], configFile: string | undefined, out: (s: string) => void): number {
   const [sub, ...rest] = args;
-  if (sub === undefined || sub === '--help' || sub === '-h') {
+  if (sub === undefined || sub === 'help') {
     out(AUDIT_HELP);
     return sub === undefined ? 2 : 0;
   }

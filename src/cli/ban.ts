@@ -47,7 +47,7 @@ export async function banCommand(
   out: (s: string) => void,
 ): Promise<number> {
   const [sub, ...rest] = args;
-  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
+  if (sub === undefined || sub === 'help') {
     out(BAN_HELP);
     return sub === undefined ? 2 : 0;
   }

@@ -15,7 +15,7 @@ the unix socket with no token, over TCP with SLUICE_ADMIN_TOKEN.
 
 export async function sessionCommand(args: string[], reach: Reach, out: (s: string) => void): Promise<number> {
   const [sub, ...rest] = args;
-  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
+  if (sub === undefined || sub === 'help') {
     out(SESSION_HELP);
     return sub === undefined ? 2 : 0;
   }

@@ -32,7 +32,7 @@ const POSTGRES = /^postgres(ql)?:\/\/./;
 
 export async function storeCommand(args: string[], config: () => Config, out: (s: string) => void): Promise<number> {
   const [sub, ...rest] = args;
-  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
+  if (sub === undefined || sub === 'help') {
     out(STORE_HELP);
     return sub === undefined ? 2 : 0;
   }

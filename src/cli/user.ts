@@ -120,7 +120,7 @@ function readKeyFile(file: string): string {
 
 export async function userCommand(args: string[], open: () => Promise<AdminServices>, reach: Reach, out: (s: string) => void): Promise<number> {
   const [sub, ...rest] = args;
-  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
+  if (sub === undefined || sub === 'help') {
     out(USER_HELP);
     return sub === undefined ? 2 : 0;
   }
