@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
@@ -360,6 +361,36 @@ describe('audit log rotation', () => {
     assert.equal(r.code, 0, r.stdout + r.stderr);
     // Out of order, the files do not chain.
     assert.equal(sluice(root, ['audit', 'verify', file, file + '.1']).code, 1);
+  });
+
+  it('deploy/sluice.logrotate names the rotated files as the CLI finds them, even where dateext is on for every log', async (t) => {
+    const logrotate = ['/usr/sbin/logrotate', '/sbin/logrotate'].find((p) => existsSync(p));
+    if (!logrotate) {
+      assert.ok(!process.env.CI, 'logrotate is not installed (.ci/run installs it)');
+      return t.skip('logrotate is not installed');
+    }
+    const { root, data, file } = fresh('logrotate');
+    const log = openLog(file);
+    log.record(actor, { event: 'mkdir', path: '/before' });
+    await log.flush();
+    // Our paths, and the reopen done below by hand instead of the reload of a systemd unit.
+    const deployed = readFileSync('deploy/sluice.logrotate', 'utf8')
+      .replaceAll('/var/lib/sluice/data', data)
+      .replace(/postrotate[\s\S]*?endscript/, '');
+    // RHEL's /etc/logrotate.conf turns dateext on for every log (audit.log-20261204): a name no command looks for unless given.
+    const conf = join(root, 'logrotate.conf');
+    writeFileSync(conf, `dateext\n${deployed}`, { mode: 0o600 });
+    const rotated = spawnSync(logrotate, ['--force', '--state', join(root, 'state'), conf], { encoding: 'utf8' });
+    assert.equal(rotated.status, 0, rotated.stderr);
+    await log.reopen();
+    log.record(actor, { event: 'mkdir', path: '/after' });
+    await log.close();
+    assert.deepEqual(readdirSync(data).sort(), ['audit.log', 'audit.log.1']);
+    const v = sluice(root, ['audit', 'verify']);
+    assert.equal(v.code, 0, v.stdout + v.stderr);
+    assert.match(v.stdout, /^node n1: ok: 4 lines, chain intact$/m);
+    const q = sluice(root, ['audit', 'query', '--json', '--path', '/*']);
+    assert.deepEqual(q.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { path: string }).path), ['/before', '/after']);
   });
 
   it('a restart after the file was moved away continues the chain from the rotated file', async () => {
