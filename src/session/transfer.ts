@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { Transform, Writable, type Readable } from 'node:stream';
 import type { Replaced, TransferResult } from '../audit/events.js';
 import { SluiceError, Unseen, toSluiceError } from './errors.js';
@@ -104,6 +105,8 @@ abstract class Transfer {
   ) {
     this.hash = options.hash ? new SequenceHash(offset, offloadHash) : null;
     this.stopping = options.rate ? new AbortController() : null;
+    // Each pipelined SFTP READ waiting on the rate listens on it (OpenSSH's sftp keeps 64 in flight): no leak to warn of.
+    if (this.stopping) setMaxListeners(0, this.stopping.signal);
   }
 
   get transferred(): number {
