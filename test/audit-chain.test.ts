@@ -142,6 +142,7 @@ describe('audit hash chain: a line torn by a crash (pure)', () => {
     assert.equal(nextFileHint(lines.slice(0, 2), lines.slice(3)), false, 'no node, a gap: another log');
     assert.equal(nextFileHint([lines[0] as string, of(lines[1] as string, 'a')], [of(lines[3] as string, 'a')]), true, 'its node: a gap is for verify to report');
     assert.equal(nextFileHint([of(lines[1] as string, 'a')], [of(lines[3] as string, 'b')]), false, 'another node');
+    assert.equal(nextFileHint([of(lines[1] as string, 'a')], [of(lines[2] as string, 'b')]), false, 'another node, whose sequence happens to follow');
     assert.equal(nextFileHint([], lines), false, 'nothing to carry on');
   });
 

@@ -154,7 +154,8 @@ const bytesOf = (l: Line) => (typeof l === 'string' ? Buffer.from(l) : l);
  * Pure: may a file whose lines are `after` be the next file of the log whose
  * file held `before`, whatever the files are named (logrotate's dateext,
  * names an operator chose)? Its first record names the node the other's last
- * record names, or carries the next sequence number. A hint for grouping files
+ * record names, or, where either names none (a log from before node ids),
+ * carries the next sequence number. A hint for grouping files
  * into one writer's chain, not a proof: verifyLines checks the chain.
  */
 export function nextFileHint(before: readonly Line[], after: readonly Line[]): boolean {
@@ -163,7 +164,9 @@ export function nextFileHint(before: readonly Line[], after: readonly Line[]): b
   let first: ChainRecord | null = null;
   for (let i = 0; i < after.length && !first; i++) first = parseRecord(textOf(after[i] as Line));
   if (!last || !first) return false;
-  return (typeof last.node === 'string' && last.node === first.node) || first.seq === last.seq + 1;
+  // Two nodes' files never join, however their sequence numbers meet.
+  if (typeof last.node === 'string' && typeof first.node === 'string') return last.node === first.node;
+  return first.seq === last.seq + 1;
 }
 
 /** The first line of a chain as given: where its checking began. */
