@@ -79,10 +79,16 @@ class StdoutLines {
     write(2, `sluice: log lines to stdout are dropped from now on: ${err.message}\n`, () => undefined);
   }
 
-  /** On 'exit': no event loop any more, so synchronously; never waiting long. */
+  /**
+   * On 'exit': no event loop any more, so synchronously. A full non-blocking
+   * stdout gets EXIT_PATIENCE_MS; a blocking one (Node makes a terminal so)
+   * holds the exit while it is paused (Ctrl-S), as any program's last write would.
+   */
   private writeRestNow(): void {
     if (this.gone) return;
-    // A chunk a thread is writing is left to it: written twice it would show twice.
+    // A chunk a thread is writing is left to it: written twice it would show twice. The lines after it
+    // (the fatal one) are written now all the same, so they may show before it (a review saw 4 in 200
+    // crashes): out of order rather than lost with the process.
     const rest = Buffer.concat([this.chunk !== null && !this.inPool ? this.chunk : Buffer.alloc(0), this.take()]);
     const giveUpAt = Date.now() + EXIT_PATIENCE_MS;
     for (let at = 0; at < rest.length; ) {
