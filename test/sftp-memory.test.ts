@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import type ssh2 from 'ssh2';
 import { FXP, OPEN_FLAGS, Writer } from '../src/sftp/codec.js';
 import { TestServer } from './helpers/server.js';
@@ -104,42 +104,45 @@ async function flood(conn: ssh2.Client, request: () => void, count: number): Pro
 /** One connection's answers to this many of ssh2's own refusals held the old server past BOUND. */
 const FLOOD = 1_000_000;
 
-describe('SFTP memory stays bounded whatever a logged-in client does', () => {
-  let srv: TestServer;
-  let pid: number;
-  const login = () => sshConnect({ port: srv.sftpPort, username: 'mona', password: 'mona password' });
-
-  // A fresh server for each attack: memory one left behind must not hide the next one's growth.
-  beforeEach(async () => {
-    // One user runs 4 connections x 10 channels below: more sessions than a user gets by default.
-    // A small budget (default 8 MiB) keeps what the server may hold well apart from the GC's
-    // leftovers of what flowed, which vary with the machine's speed.
-    srv = await TestServer.start({
-      users: [{ name: 'mona', password: 'mona password', args: ['--perms', 'all'] }],
-      yaml: 'limits:\n  maxSessionsPerUser: 0\nsftp:\n  maxQueuedBytes: 2MiB\n',
-    });
-    writeFileSync(join(srv.home('mona'), 'big.bin'), Buffer.alloc(4 * MiB, 7));
-    pid = srv.pid as number;
-    // Warm the server up (key exchange, first session) so the baseline is not its start-up growth.
-    const c = await login();
-    await call<Buffer>((cb) => sftpOf(c).then((s) => s.readFile('/big.bin', cb), cb));
-    c.end();
-    await sleep(300);
+/** A fresh server for one attack: memory one left behind must not hide the next one's growth. */
+async function victim(t: TestContext) {
+  // One user runs 4 connections x 10 channels below: more sessions than a user gets by default.
+  // A small budget (default 8 MiB) keeps what the server may hold well apart from the GC's
+  // leftovers of what flowed, which vary with the machine's speed.
+  const srv = await TestServer.start({
+    users: [{ name: 'mona', password: 'mona password', args: ['--perms', 'all'] }],
+    yaml: 'limits:\n  maxSessionsPerUser: 0\nsftp:\n  maxQueuedBytes: 2MiB\n',
   });
-  afterEach(() => srv.stop());
+  t.after(() => srv.stop());
+  writeFileSync(join(srv.home('mona'), 'big.bin'), Buffer.alloc(4 * MiB, 7));
+  const login = () => sshConnect({ port: srv.sftpPort, username: 'mona', password: 'mona password' });
+  // Warm the server up (key exchange, first session) so the baseline is not its start-up growth.
+  const c = await login();
+  await call<Buffer>((cb) => sftpOf(c).then((s) => s.readFile('/big.bin', cb), cb));
+  c.end();
+  await sleep(300);
+  return {
+    srv,
+    pid: srv.pid as number,
+    login,
+    async stillServes(): Promise<void> {
+      const c = await login();
+      try {
+        const s = await sftpOf(c);
+        const data = await call<Buffer>((cb) => s.readFile('/big.bin', cb));
+        assert.equal(data.length, 4 * MiB);
+      } finally {
+        c.end();
+      }
+    },
+  };
+}
 
-  async function stillServes(): Promise<void> {
-    const c = await login();
-    try {
-      const s = await sftpOf(c);
-      const data = await call<Buffer>((cb) => s.readFile('/big.bin', cb));
-      assert.equal(data.length, 4 * MiB);
-    } finally {
-      c.end();
-    }
-  }
-
+// The attacks run at once, each against its own server process: most of their time is
+// spent waiting for memory that should not grow, and each bound is on its own server's RSS.
+describe('SFTP memory stays bounded whatever a logged-in client does', { concurrency: true }, () => {
   it('disconnects a client that sends past the SSH window, without buffering what it sent', async (t) => {
+    const { pid, login, stillServes } = await victim(t);
     const before = rssOf(pid);
     const conn = await login();
     const ch = await subsystem(conn);
@@ -178,6 +181,7 @@ describe('SFTP memory stays bounded whatever a logged-in client does', () => {
   });
 
   it('holds a bounded amount for READ(2^31) requests whose replies the client never reads', async (t) => {
+    const { pid, login, stillServes } = await victim(t);
     const before = rssOf(pid);
     const conns = await Promise.all([login(), login()]);
     const peak = await peakRss(pid, async () => {
@@ -195,6 +199,7 @@ describe('SFTP memory stays bounded whatever a logged-in client does', () => {
   });
 
   it('holds a bounded amount over many channels whose READ(2^32-1) replies are never read', async (t) => {
+    const { pid, login, stillServes } = await victim(t);
     // What the SSH layer buffers for a channel that stopped reading counts too: 4 connections
     // with every channel they may open must stay within a few times sftp.maxQueuedBytes each.
     const before = rssOf(pid);
@@ -218,6 +223,7 @@ describe('SFTP memory stays bounded whatever a logged-in client does', () => {
   });
 
   it('holds a bounded amount for channels that send WRITEs while the connection cannot take them', async (t) => {
+    const { pid, login, stillServes } = await victim(t);
     const before = rssOf(pid);
     const conns = await Promise.all([login(), login(), login(), login()]);
     const peak = await peakRss(pid, async () => {
@@ -248,6 +254,7 @@ describe('SFTP memory stays bounded whatever a logged-in client does', () => {
   });
 
   it('holds a bounded amount for global requests ssh2 refuses itself, to a client that reads nothing', async (t) => {
+    const { pid, login, stillServes } = await victim(t);
     const before = rssOf(pid);
     const conn = await login();
     conn.on('error', () => undefined);
@@ -264,6 +271,7 @@ describe('SFTP memory stays bounded whatever a logged-in client does', () => {
   });
 
   it('holds a bounded amount for userauth "none" requests before login, to a client that reads nothing', async (t) => {
+    const { srv, pid, stillServes } = await victim(t);
     const before = rssOf(pid);
     const conn = new (await import('ssh2')).default.Client();
     conn.on('error', () => undefined);
@@ -285,6 +293,7 @@ describe('SFTP memory stays bounded whatever a logged-in client does', () => {
   });
 
   it('holds a bounded amount when the client opens its window without reading what arrives', async (t) => {
+    const { pid, login, stillServes } = await victim(t);
     const before = rssOf(pid);
     const conn = await login();
     const ch = await subsystem(conn);
