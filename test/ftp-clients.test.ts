@@ -14,6 +14,13 @@ const PY = fileURLToPath(new URL('./fixtures/ftplib_client.py', import.meta.url)
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const local = mkdtempSync(join(tmpdir(), 'sluice-clients-'));
 
+/**
+ * Data connections in a row with session reuse required: a client given no fresh ticket fails within
+ * a few (vsftpd lost 7-19 of 50). Not more: Debian's curl 7.88 waits 1 s before some of its data
+ * connects under TLS 1.3, whatever the server (curl#12033), and 50 took 15 s of the suite.
+ */
+const UPLOADS = 20;
+
 function curl(args: string[]): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync('curl', ['-sS', '-k', '--max-time', '120', ...args], { encoding: 'utf8', maxBuffer: 64 << 20 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
@@ -139,12 +146,12 @@ describe('FTPS with real clients', () => {
     });
 
     for (const [label, extra] of [['TLS 1.3', ['--tlsv1.3']], ['TLS 1.2', ['--tls-max', '1.2']]] as const) {
-      it(`50 uploads over one control connection with session reuse required (${label})`, () => {
+      it(`${UPLOADS} uploads over one control connection with session reuse required (${label})`, () => {
         const dir = join(local, `many-${label.replace(/\W/g, '')}`);
         mkdirSync(dir);
         const names: string[] = [];
         let total = 0;
-        for (let i = 1; i <= 50; i++) {
+        for (let i = 1; i <= UPLOADS; i++) {
           const size = 1000 + i * 997;
           writeFileSync(join(dir, `f${i}.bin`), randomBytes(size));
           names.push(join(dir, `f${i}.bin`));
@@ -154,9 +161,9 @@ describe('FTPS with real clients', () => {
         curl(['--ssl-reqd', ...extra, '-T', `{${names.join(',')}}`, url(`${target}/`), '--ftp-create-dirs']);
         // curl's exit status reports only the last transfer: count on disk.
         const landed = readdirSync(join(srv.home('alice'), target));
-        assert.equal(landed.length, 50, `${landed.length} of 50 files arrived`);
+        assert.equal(landed.length, UPLOADS, `${landed.length} of ${UPLOADS} files arrived`);
         let bytes = 0;
-        for (let i = 1; i <= 50; i++) {
+        for (let i = 1; i <= UPLOADS; i++) {
           const got = readFileSync(join(srv.home('alice'), target, `f${i}.bin`));
           assert.equal(sha256(got), sha256(readFileSync(join(dir, `f${i}.bin`))), `f${i}.bin`);
           bytes += got.length;
