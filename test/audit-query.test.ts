@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { globMatcher, recordMatcher } from '../src/audit/query.js';
 import { textTable } from '../src/cli/table.js';
 import { sluice } from './helpers/cli.js';
+import { cpuSince } from './helpers/cpu-time.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-query-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -143,13 +144,13 @@ describe('audit query', () => {
     // 24 stars and a letter that never matches: the regular expression took seconds for one record.
     const match = globMatcher(`${'*'.repeat(24)}!`);
     const path = `/${'a'.repeat(60)}/${'b'.repeat(60)}/${'c'.repeat(60)}`;
-    const t0 = performance.now();
+    const t0 = cpuSince();
     for (let i = 0; i < 100; i++) assert.equal(match(path), false);
-    assert.ok(performance.now() - t0 < 1000, `${(performance.now() - t0).toFixed(0)} ms for 100 records`);
+    assert.ok(t0() < 1000, `${t0().toFixed(0)} ms of CPU for 100 records`);
     const worst = globMatcher(`${'/**'.repeat(512)}x`);
-    const t1 = performance.now();
+    const t1 = cpuSince();
     assert.equal(worst('/a'.repeat(2048)), false);
-    assert.ok(performance.now() - t1 < 1000, `${(performance.now() - t1).toFixed(0)} ms for a 1,024-star pattern`);
+    assert.ok(t1() < 1000, `${t1().toFixed(0)} ms of CPU for a 1,024-star pattern`);
   });
 
   describe('hostile fields (a user name from a failed login is any text a client sent)', () => {
