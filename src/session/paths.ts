@@ -8,6 +8,17 @@ export const MAX_PATH_BYTES = 4096;
 export const UPLOAD_TEMP_PREFIX = '.sluice-upload-';
 
 /**
+ * U+FFFD, what every front-end's UTF-8 decoding (SFTP and SCP names, FTP
+ * command lines) puts for bytes that are no UTF-8: `caf\xe9` and `caf\xe8`
+ * (two Latin-1 names) both arrive as `caf\uFFFD`. Taken as a name, one
+ * client's upload replaced a file of another name and a delete removed it
+ * (found by a review). A path holding it is refused, as an unsafe character
+ * is; so is the rare name that really is U+FFFD, the price of never taking
+ * one name for another.
+ */
+const NOT_DECODED = '\uFFFD';
+
+/**
  * Pure: turn the session's cwd and a client path into a clean absolute virtual
  * path. Backslashes are separators (Windows clients send them), `.` and `//`
  * vanish, and `..` stops at the virtual root, as it does under chroot(2).
@@ -15,6 +26,7 @@ export const UPLOAD_TEMP_PREFIX = '.sluice-upload-';
  */
 export function resolveVirtual(cwd: string, input: string): string {
   if (hasUnsafeChar(input)) throw new SluiceError('invalid-path', 'Invalid character in path');
+  if (input.includes(NOT_DECODED)) throw new SluiceError('invalid-path', 'Path is not UTF-8');
   const parts = input.startsWith('/') || input.startsWith('\\') ? [] : splitVirtual(cwd);
   for (const seg of input.split(/[/\\]/)) {
     if (seg === '' || seg === '.') continue;
@@ -47,6 +59,7 @@ export function checkName(name: string): void {
     throw new SluiceError('invalid-path');
   }
   if (hasUnsafeChar(name)) throw new SluiceError('invalid-path', 'Invalid character in path');
+  if (name.includes(NOT_DECODED)) throw new SluiceError('invalid-path', 'Path is not UTF-8');
   if (Buffer.byteLength(name) > MAX_NAME_BYTES) throw new SluiceError('invalid-path', 'File name too long');
   if (name.startsWith(UPLOAD_TEMP_PREFIX)) throw new SluiceError('invalid-path', 'Reserved file name');
 }

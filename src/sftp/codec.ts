@@ -116,7 +116,7 @@ export class Reader {
     return v;
   }
 
-  /** A path or name: UTF-8 text (invalid sequences are refused by the path layer later). */
+  /** A path or name: UTF-8 text; an invalid sequence becomes U+FFFD, which the path layer refuses (session/paths.ts). */
   string(): string {
     return this.bytes().toString('utf8');
   }
