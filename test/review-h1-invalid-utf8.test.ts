@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
+import { checkName, resolveVirtual } from '../src/session/paths.js';
 import { FXP, OPEN_FLAGS, STATUS, Writer } from '../src/sftp/codec.js';
 import { loggedIn } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
@@ -91,5 +92,14 @@ describe('names that are no UTF-8 never stand for another name', () => {
     } finally {
       c.close();
     }
+  });
+
+  it('pure: every front-end decodes a bad sequence to U+FFFD, which the path layer refuses in a path and in a name', () => {
+    const decoded = Buffer.from('caf\xe9', 'latin1').toString('utf8');
+    assert.equal(decoded, 'caf\uFFFD');
+    assert.throws(() => resolveVirtual('/', decoded), { kind: 'invalid-path' });
+    assert.throws(() => resolveVirtual('/d', `x/${decoded}/y`), { kind: 'invalid-path' });
+    assert.throws(() => checkName(decoded), { kind: 'invalid-path' });
+    assert.equal(resolveVirtual('/', 'caf\u00e9'), '/caf\u00e9');
   });
 });
