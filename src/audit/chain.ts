@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { safeJson } from '../session/unsafe-chars.js';
 
 /** `prev` of the first line ever written. */
 export const GENESIS = '0'.repeat(64);
@@ -39,7 +40,10 @@ export function chainLine(head: ChainHead, record: Record<string, unknown>): { l
   const chained: Record<string, unknown> = { seq: head.seq, prev: head.prev, ...record };
   chained.seq = head.seq;
   chained.prev = head.prev;
-  const line = JSON.stringify(chained);
+  // A client's text in a record (the name of a failed login, sent before any account) keeps C0 escaped by
+  // JSON, but DEL, C1 (CSI drives the terminal of whoever tails the file, NEL ends a line for many readers),
+  // U+2028/U+2029 and the bidi controls were written raw (found by a review): \uNNNN escapes, the same value.
+  const line = safeJson(chained);
   return { line, head: { seq: head.seq + 1, prev: lineHash(line) } };
 }
 
