@@ -18,11 +18,18 @@ export function clientConfig(url: string, applicationName = 'sluice'): pg.Client
   return { connectionString: url, types, application_name: applicationName, connectionTimeoutMillis: 10_000 };
 }
 
-/** The URL as it may be shown in a message or a log: without its password. */
+/**
+ * The URL as it may be shown in a message or a log: without its password,
+ * in its user part or in its query (?password=, which libpq and pg take too;
+ * sslpassword, libpq's key passphrase).
+ */
 export function describeUrl(url: string): string {
   try {
     const u = new URL(url);
     if (u.password !== '') u.password = '***';
+    for (const key of new Set(u.searchParams.keys())) {
+      if (/password/i.test(key)) u.searchParams.set(key, '***');
+    }
     return u.toString();
   } catch {
     // Unparseable: pg will refuse it too; say so without echoing what may hold a password.
