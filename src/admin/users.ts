@@ -31,6 +31,8 @@ const name = { type: 'string', minLength: 1, maxLength: 64 } as const;
 const storedName = { ...name, pattern: USER_NAME.source } as const;
 const nameParams = { type: 'object', additionalProperties: false, required: ['name'], properties: { name: storedName } } as const;
 const permissions = { type: 'array', maxItems: PERMISSIONS.length, items: { type: 'string', enum: [...PERMISSIONS] } } as const;
+// Printable ASCII, as every fingerprint is (SHA256:...): a NUL byte made PostgreSQL's look-up fail (a 500).
+const fingerprint = { type: 'string', minLength: 1, maxLength: 128, pattern: '^[!-~]+$' } as const;
 const cidrs = { type: 'array', maxItems: 256, items: { type: 'string', maxLength: 64 } } as const;
 
 /** What both create and update may set. */
@@ -231,7 +233,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     {
       schema: {
         summary: "Remove a key (its fingerprint URL-encoded, e.g. SHA256%3A...) and end the user's live sessions",
-        params: { type: 'object', additionalProperties: false, required: ['name', 'fingerprint'], properties: { name: storedName, fingerprint: { type: 'string', maxLength: 128 } } },
+        params: { type: 'object', additionalProperties: false, required: ['name', 'fingerprint'], properties: { name: storedName, fingerprint } },
         response: { 200: ended },
       },
     },
