@@ -1,5 +1,5 @@
-import { mkdirSync, rmSync, statSync } from 'node:fs';
-import { isAbsolute, join, resolve } from 'node:path';
+import { mkdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { ANONYMOUS_LOGINS, USER_NAME } from '../auth/authenticator.js';
 import { parseCidr } from '../auth/ip-rules.js';
 import type { PasswordHasher } from '../auth/passwords.js';
@@ -220,7 +220,7 @@ export class UserAdmin {
       // Another administrator (or node) added the same name since the check above: the new
       // home is removed unless it is the one that user got (the same path, made by either).
       const winner = err instanceof StoreConflict ? await this.store.get(u.name) : null;
-      if (createdHome && winner?.home !== home) rmSync(home, { recursive: true, force: true });
+      if (createdHome !== null && winner?.home !== home) unmakeHome(home, createdHome);
       if (err instanceof StoreConflict) throw new AdminError(`user "${u.name}" already exists`);
       throw new AdminError(`could not add user: ${(err as Error).message}`);
     }
@@ -314,21 +314,42 @@ export class UserAdmin {
   }
 }
 
-/** Create the home if missing (owner-only); true if we created it. Refuses a file in the way. */
-export function makeHome(home: string): boolean {
+/**
+ * Create the home if missing (owner-only), with any directories above it that
+ * are missing. Returns the first directory it created (the home, or the
+ * highest parent it made), null if the home was there. Refuses a file in the way.
+ */
+export function makeHome(home: string): string | null {
   try {
-    if (statSync(home).isDirectory()) return false;
+    if (statSync(home).isDirectory()) return null;
     throw new AdminError(`home ${home} exists and is not a directory`);
   } catch (err) {
     if (err instanceof AdminError) throw err;
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw homeError(home, err);
   }
   try {
-    mkdirSync(home, { recursive: true, mode: 0o750 });
+    // Made by another request since the look above: nothing of it is ours to take away.
+    return mkdirSync(home, { recursive: true, mode: 0o750 }) ?? null;
   } catch (err) {
     throw homeError(home, err);
   }
-  return true;
+}
+
+/**
+ * Undo makeHome for a user that was not made: the home (new, so nothing of
+ * anyone's is in it), then each parent it made, up to `first`, while empty
+ * (another home made meanwhile below one of them keeps it).
+ */
+function unmakeHome(home: string, first: string): void {
+  rmSync(home, { recursive: true, force: true });
+  for (let dir = home; dir !== first && dirname(dir) !== dir; ) {
+    dir = dirname(dir);
+    try {
+      rmdirSync(dir);
+    } catch {
+      return;
+    }
+  }
 }
 
 /** A home the service account cannot make or reach: the administrator's mistake (400, exit 2), one line, no stack. */
