@@ -381,6 +381,9 @@ export function repeatedKey(keys: readonly NewKey[]): [number, number] | null {
 }
 
 export function validatePassword(password: string): string {
+  // What a byte that is not UTF-8 becomes when read (a Latin-1 terminal or file piped to --password-stdin,
+  // a JSON body in another encoding): every such byte would be the same character, and log in for any other.
+  if (password.includes('\uFFFD')) throw new AdminError('the password is not UTF-8 (it holds U+FFFD, what bytes that are not UTF-8 are read as): give it in UTF-8');
   if (password.length < 8) throw new AdminError('password too short (at least 8 characters)');
   if (password.length > 1024) throw new AdminError('password too long (at most 1024 characters)');
   return password;

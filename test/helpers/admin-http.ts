@@ -22,7 +22,7 @@ export function adminRequest(
   target: AdminTarget,
   method: string,
   path: string,
-  options: { token?: string; body?: unknown; rawBody?: string; localAddress?: string } = {},
+  options: { token?: string; body?: unknown; rawBody?: string | Buffer; localAddress?: string } = {},
 ): Promise<AdminReply> {
   const body = options.rawBody ?? (options.body === undefined ? undefined : JSON.stringify(options.body));
   const headers: Record<string, string> = {};

@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { join } from 'node:path';
+import { BIN } from './helpers/cli.js';
+import { adminRequest } from './helpers/admin-http.js';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+
+/*
+ * `sluice user add|passwd --password-stdin` reads bytes. Bytes that are not
+ * UTF-8 (a Latin-1 terminal's "pässword1", a file in another encoding) were
+ * decoded with U+FFFD for each bad byte: "p\xe4ssword1" and "p\xf6ssword1"
+ * became one password, p\uFFFDssword1, which any byte that is not UTF-8 in
+ * that place matched at login (the FTP and SSH front-ends decode alike). A
+ * password that cannot be read as it was given is refused, not changed.
+ */
+describe('sluice user add --password-stdin with bytes that are not UTF-8', () => {
+  let srv: TestServer;
+  const add = (name: string, input: Buffer) =>
+    spawnSync(process.execPath, [BIN, 'user', 'add', name, '--password-stdin'], {
+      cwd: srv.dir,
+      input,
+      encoding: 'utf8',
+      // The store itself, not the running server's API (user add writes the store in either case).
+      env: { ...process.env, SLUICE_LOG_LEVEL: 'warn', SLUICE_ADMIN_LISTEN: '' },
+      timeout: 60_000,
+    });
+  const ftpLogin = async (user: string, password: Buffer) => {
+    const c = await RawFtp.connect(srv.ftpPort);
+    try {
+      await c.read();
+      await c.cmd(`USER ${user}`);
+      c.send(Buffer.concat([Buffer.from('PASS '), password, Buffer.from('\r\n')]));
+      return (await c.read())?.code;
+    } finally {
+      c.close();
+    }
+  };
+
+  before(async () => {
+    srv = await TestServer.start({ yaml: 'ftp:\n  tls: optional\n', env: { SLUICE_ADMIN_LISTEN: './admin.sock' } });
+  });
+  after(async () => {
+    await srv?.stop();
+  });
+
+  it('is refused, so no other bytes log in as that password', { timeout: 60_000 }, async () => {
+    const r = add('lat', Buffer.from('p\xe4ssword1\n', 'latin1'));
+    if (r.status === 0) {
+      // What the code before did: the user was made; a login with a byte that is not the one given goes through.
+      assert.notEqual(await ftpLogin('lat', Buffer.from('p\xf6ssword1', 'latin1')), 230, 'logged in with "p\\xf6ssword1", a password never given');
+    }
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /^sluice: the password is not UTF-8/);
+    assert.equal(await ftpLogin('lat', Buffer.from('p\xe4ssword1', 'latin1')), 530, 'no user made');
+  });
+
+  it('a password in UTF-8 still works, and only as given', { timeout: 60_000 }, async () => {
+    const r = add('utf', Buffer.from('pässword1\n', 'utf8'));
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(await ftpLogin('utf', Buffer.from('pässword1', 'utf8')), 230);
+    assert.equal(await ftpLogin('utf', Buffer.from('p\xe4ssword1', 'latin1')), 530);
+  });
+
+  it('the admin API likewise: a JSON body whose password is not UTF-8 is a 400 naming it, and no user is made', { timeout: 60_000 }, async () => {
+    const api = { socketPath: join(srv.dir, 'admin.sock') };
+    const body = Buffer.concat([Buffer.from('{"name":"latapi","password":"p'), Buffer.from([0xe4]), Buffer.from('ssword1"}')]);
+    const r = await adminRequest(api, 'POST', '/api/v1/users', { rawBody: body });
+    if (r.status === 201) assert.notEqual(await ftpLogin('latapi', Buffer.from('p\xf6ssword1', 'latin1')), 230, 'logged in with "p\\xf6ssword1", a password never given');
+    assert.equal(r.status, 400, r.text);
+    assert.match((r.json as { error: string }).error, /^body\.password: the password is not UTF-8/);
+    assert.equal((await adminRequest(api, 'GET', '/api/v1/users/latapi')).status, 404);
+  });
+});
