@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ifRunning, type Reach } from '../admin/client.js';
 import type { AdminServices } from '../admin-services.js';
@@ -110,11 +110,31 @@ async function choosePassword(v: { 'password-stdin'?: boolean | undefined; 'gene
   return { password: validatePassword(password), generated: false };
 }
 
+/**
+ * A public key is one line (the API takes 16 KiB): more than this is no key, and
+ * is not read on (an endless pipe to `-`, /dev/zero, a log given by mistake
+ * would be read until memory ran out).
+ */
+const MAX_KEY_FILE = 64 * 1024;
+
 function readKeyFile(file: string): string {
+  let fd: number | null = null;
   try {
-    return readFileSync(file === '-' ? 0 : file, 'utf8');
+    fd = file === '-' ? 0 : openSync(file, 'r');
+    const buf = Buffer.alloc(MAX_KEY_FILE + 1);
+    let size = 0;
+    while (size < buf.length) {
+      const n = readSync(fd, buf, size, buf.length - size, null);
+      if (n === 0) break;
+      size += n;
+    }
+    if (size > MAX_KEY_FILE) throw new UsageError(`key file ${file}: larger than ${MAX_KEY_FILE} bytes, not a public key`);
+    return buf.toString('utf8', 0, size);
   } catch (err) {
+    if (err instanceof UsageError) throw err;
     throw new UsageError(`cannot read key file ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+  } finally {
+    if (fd !== null && fd !== 0) closeSync(fd);
   }
 }
 
