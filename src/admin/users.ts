@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { USER_NAME } from '../auth/authenticator.js';
+import { USER_NAME, refusal } from '../auth/authenticator.js';
 import { PROTOCOLS } from '../session/account.js';
 import { PERMISSIONS } from '../session/permissions.js';
 import type { UserRecord, UserSettings } from '../store/records.js';
@@ -123,6 +123,17 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
    * the name it is given, as logins do, and sessions carry the stored name.
    */
   const endSessions = (user: UserRecord, reason: string) => sessions.endUser(user.name, reason);
+  /**
+   * A change of the rules a login is checked against (protocols, TLS, addresses)
+   * ends each live session whose login they would refuse now, as the login
+   * itself would be refused: the others go on.
+   */
+  const endRefused = async (user: UserRecord, patch: Partial<UserSettings>): Promise<number> => {
+    if (patch.protocols === undefined && patch.requireTls === undefined && patch.allowIps === undefined && patch.denyIps === undefined) return 0;
+    const refused = (await sessions.list()).filter((s) => s.user === user.name && refusal(user, s.protocol, s.ip) !== null);
+    const ended = await Promise.all(refused.map((s) => sessions.end(s.id, 'rules changed by an administrator')));
+    return ended.filter(Boolean).length;
+  };
 
   api.get('/users', { schema: { summary: 'List users', response: { 200: { type: 'array', items: userView } } } }, async () => admin.list());
 
@@ -176,7 +187,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     '/users/:name',
     {
       schema: {
-        summary: 'Change a user; enabled: false, or an expiry already past, also ends their live sessions',
+        summary: 'Change a user; enabled: false, or an expiry already past, also ends their live sessions, and rules (protocols, requireTls, allowIps, denyIps) that now refuse a live session end it',
         params: nameParams,
         body: { type: 'object', additionalProperties: false, minProperties: 1, properties: { enabled: { type: 'boolean' }, password, ...settings } },
         response: { 200: { ...userView, properties: { ...userView.properties, ...ended.properties } } },
@@ -188,9 +199,11 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       if (enabled !== undefined) patch.enabled = enabled;
       const checked = newPassword === undefined ? null : inField('body.password', () => validatePassword(newPassword));
       const user = await admin.require(req.params.name);
-      await admin.update(req.params.name, patch, checked ?? undefined);
+      const updated = await admin.update(req.params.name, patch, checked ?? undefined);
       const revoked = revokedBy(patch);
-      const sessionsEnded = revoked === null ? 0 : await endSessions(user, `${revoked} by an administrator`);
+      const sessionsEnded = revoked !== null
+        ? await endSessions(user, `${revoked} by an administrator`)
+        : await endRefused(updated, patch);
       return { ...(await admin.show(req.params.name)), sessionsEnded };
     },
   );

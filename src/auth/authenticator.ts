@@ -251,8 +251,11 @@ export class Authenticator {
   }
 }
 
-/** Why the account's rules refuse a login over `protocol` from `address` now; null: they allow it. */
-function refusal(user: UserRecord, protocol: Protocol, address: string): AuthFailure | null {
+/**
+ * Why the account's rules refuse a login over `protocol` from `address` now;
+ * null: they allow it. The admin API asks it of live sessions when rules change.
+ */
+export function refusal(user: UserRecord, protocol: Protocol, address: string): AuthFailure | null {
   if (!user.enabled) return 'disabled';
   if (user.expiresAt && user.expiresAt.getTime() <= Date.now()) return 'expired';
   // Being allowed plain FTP implies being allowed the same over TLS: more security is never refused.

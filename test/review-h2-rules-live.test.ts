@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+
+/*
+ * PATCH /users/:name with rules that now refuse a session's login (its
+ * address denied or no longer allowed, its protocol taken away, TLS required
+ * of a plain FTP session) must end that session, as disabling the user does:
+ * an FTP session logged in before went on uploading and downloading for as
+ * long as its client kept it busy. Sessions the new rules still admit go on.
+ */
+describe('admin API: rules changed so they refuse a live session end it', () => {
+  let srv: TestServer;
+  let api: AdminTarget;
+  const patch = (name: string, body: unknown) => adminRequest(api, 'PATCH', `/api/v1/users/${name}`, { body });
+  const login = async (user: string, password: string, from: string) => {
+    const c = await RawFtp.connect(srv.ftpPort, false, from);
+    await c.read();
+    const r = await c.login(user, password);
+    assert.equal(r.code, 230, r.text);
+    return c;
+  };
+  /** Does the session still answer a command (true), or has the server ended it (false)? */
+  const alive = async (c: RawFtp) => {
+    try {
+      const r = await c.cmd('PWD');
+      return r.code === 257;
+    } catch {
+      return false;
+    }
+  };
+
+  before(async () => {
+    srv = await TestServer.start({
+      env: { SLUICE_ADMIN_LISTEN: './admin.sock' },
+      yaml: 'ftp:\n  tls: optional\n',
+      users: [
+        { name: 'ann', password: 'ann-secret-1' },
+        { name: 'ben', password: 'ben-secret-1' },
+        { name: 'cy', password: 'cy-secret-12' },
+      ],
+    });
+    api = { socketPath: join(srv.dir, 'admin.sock') };
+  });
+  after(async () => {
+    await srv?.stop();
+  });
+
+  it('denyIps covering one session’s address ends that session, not the other', { timeout: 60_000 }, async () => {
+    const denied = await login('ann', 'ann-secret-1', '127.0.0.21');
+    const kept = await login('ann', 'ann-secret-1', '127.0.0.22');
+    const r = await patch('ann', { denyIps: ['127.0.0.21/32'] });
+    assert.equal(r.status, 200, r.text);
+    assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 1);
+    assert.equal(await alive(denied), false, 'the session from the denied address went on');
+    assert.equal(await alive(kept), true);
+    denied.close();
+    kept.close();
+  });
+
+  it('protocols without ftp ends the plain FTP session', { timeout: 60_000 }, async () => {
+    const c = await login('ben', 'ben-secret-1', '127.0.0.23');
+    const r = await patch('ben', { protocols: ['sftp'] });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(await alive(c), false, 'the FTP session went on after ftp was taken from the user');
+    c.close();
+  });
+
+  it('a change that refuses nobody ends nothing', { timeout: 60_000 }, async () => {
+    const c = await login('cy', 'cy-secret-12', '127.0.0.24');
+    const r = await patch('cy', { quotaFiles: 10, allowIps: ['127.0.0.0/8'] });
+    assert.equal(r.status, 200, r.text);
+    assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 0);
+    assert.equal(await alive(c), true);
+    c.close();
+  });
+});
