@@ -51,7 +51,7 @@ describe('admin API resources', () => {
     assert.equal((JSON.parse(sluice(srv.dir, ['user', 'show', 'carol', '--json']).stdout) as Json).quotaFiles, 7);
 
     const perm = await call('PUT', '/users/carol/permissions', { path: '/drop/../in', permissions: ['upload'] });
-    assert.deepEqual(perm.json, { path: '/in', permissions: ['upload'] });
+    assert.deepEqual(perm.json, { path: '/in', permissions: ['upload'], sessionsEnded: 0 });
     assert.deepEqual(((await call('GET', '/users/carol')).json as Json).dirPermissions, [{ path: '/in', permissions: ['upload'] }]);
     assert.equal((await call('PUT', '/users/carol/permissions', { path: '/in', permissions: null })).status, 200);
 

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { USER_NAME, refusal } from '../auth/authenticator.js';
 import { PROTOCOLS } from '../session/account.js';
-import { PERMISSIONS } from '../session/permissions.js';
+import { PERMISSIONS, permissionsAt, type PermissionRules } from '../session/permissions.js';
 import type { UserRecord, UserSettings } from '../store/records.js';
 import {
   parseCidrs,
@@ -9,6 +9,7 @@ import {
   parseKey,
   parsePerms,
   parseProtocols,
+  parseVirtualDir,
   repeatedKey,
   revokedBy,
   validatePassword,
@@ -98,6 +99,11 @@ type Settings = {
   expiresAt?: string | null;
 };
 
+/** A user's permissions as a session holds them (as the authenticator builds them at login). */
+function rulesOf(u: UserRecord): PermissionRules {
+  return { root: new Set(u.permissions), dirs: new Map(u.dirPermissions.map((d) => [d.path, new Set(d.permissions)])) };
+}
+
 /** The body's settings, each checked by the CLI's own parser and named in any 400. */
 function settingsFrom(b: Settings): Partial<UserSettings> {
   const out: Partial<UserSettings> = {};
@@ -123,6 +129,16 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
    * the name it is given, as logins do, and sessions carry the stored name.
    */
   const endSessions = (user: UserRecord, reason: string) => sessions.endUser(user.name, reason);
+  /**
+   * A session's permissions are those read at its login: a change that takes
+   * one away in `dir` (and so below it, but where a deeper override stands,
+   * which the change leaves as it was) ends the user's sessions, as removing a key does.
+   */
+  const endNarrowed = async (before: UserRecord, after: UserRecord, dir: string): Promise<number> => {
+    const now = permissionsAt(rulesOf(after), dir);
+    if (![...permissionsAt(rulesOf(before), dir)].some((p) => !now.has(p))) return 0;
+    return endSessions(after, 'permissions taken away by an administrator');
+  };
   /**
    * A change of the rules a login is checked against (protocols, TLS, addresses)
    * ends each live session whose login they would refuse now, as the login
@@ -187,7 +203,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     '/users/:name',
     {
       schema: {
-        summary: 'Change a user; enabled: false, or an expiry already past, also ends their live sessions, and rules (protocols, requireTls, allowIps, denyIps) that now refuse a live session end it',
+        summary: 'Change a user; enabled: false, an expiry already past, or permissions taken away also end their live sessions, and rules (protocols, requireTls, allowIps, denyIps) that now refuse a live session end it',
         params: nameParams,
         body: { type: 'object', additionalProperties: false, minProperties: 1, properties: { enabled: { type: 'boolean' }, password, ...settings } },
         response: { 200: { ...userView, properties: { ...userView.properties, ...ended.properties } } },
@@ -201,9 +217,10 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       const user = await admin.require(req.params.name);
       const updated = await admin.update(req.params.name, patch, checked ?? undefined);
       const revoked = revokedBy(patch);
+      const narrowed = patch.permissions === undefined ? 0 : await endNarrowed(user, updated, '/');
       const sessionsEnded = revoked !== null
         ? await endSessions(user, `${revoked} by an administrator`)
-        : await endRefused(updated, patch);
+        : narrowed > 0 ? narrowed : await endRefused(updated, patch);
       return { ...(await admin.show(req.params.name)), sessionsEnded };
     },
   );
@@ -261,7 +278,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     '/users/:name/permissions',
     {
       schema: {
-        summary: 'Permissions of one directory and below; null drops the override (it inherits again)',
+        summary: "Permissions of one directory and below; null drops the override (it inherits again). Taking a permission away ends the user's live sessions",
         params: nameParams,
         body: {
           type: 'object',
@@ -269,14 +286,17 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
           required: ['path', 'permissions'],
           properties: { path: { type: 'string', minLength: 1, maxLength: 4096 }, permissions: { ...permissions, nullable: true } },
         },
-        response: { 200: { type: 'object', properties: { path: { type: 'string' }, permissions: { type: 'array', nullable: true, items: { type: 'string' } } } } },
+        response: { 200: { type: 'object', properties: { path: { type: 'string' }, permissions: { type: 'array', nullable: true, items: { type: 'string' } }, ...ended.properties } } },
       },
     },
     async (req) => {
       const { permissions: list } = req.body;
       const perms = list === null ? null : inField('body.permissions', () => parsePerms(list.join(',') || 'none'));
+      // The path's own mistakes first, as setDirPermissions finds them, whether or not the user exists.
+      inField('body.path', () => parseVirtualDir(req.body.path));
+      const user = await admin.require(req.params.name);
       const path = await inFieldAsync('body.path', () => admin.setDirPermissions(req.params.name, req.body.path, perms));
-      return { path, permissions: perms };
+      return { path, permissions: perms, sessionsEnded: await endNarrowed(user, await admin.require(req.params.name), path) };
     },
   );
 }

@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+
+/*
+ * A session's permissions are those read at its login. Taking a permission
+ * away through the API (PATCH permissions, PUT /users/:name/permissions) left
+ * every session open before with it: an FTP session went on making
+ * directories after mkdir was taken from the home and after the home was set
+ * to no permission at all. A change that takes something away now ends the
+ * user's live sessions, as removing a key does; one that only adds ends none.
+ */
+describe('admin API: permissions taken away end the live sessions that had them', () => {
+  let srv: TestServer;
+  let api: AdminTarget;
+  const call = (method: string, path: string, body: unknown) => adminRequest(api, method, `/api/v1${path}`, { body });
+  const login = async (user: string, password: string) => {
+    const c = await RawFtp.connect(srv.ftpPort);
+    await c.read();
+    const r = await c.login(user, password);
+    assert.equal(r.code, 230, r.text);
+    return c;
+  };
+  /** The reply to MKD, or 'ended' when the server has closed the session. */
+  const mkd = async (c: RawFtp, dir: string) => {
+    try {
+      return (await c.cmd(`MKD ${dir}`)).code;
+    } catch {
+      return 'ended';
+    }
+  };
+
+  before(async () => {
+    srv = await TestServer.start({
+      env: { SLUICE_ADMIN_LISTEN: './admin.sock' },
+      yaml: 'ftp:\n  tls: optional\n',
+      users: [
+        { name: 'dee', password: 'dee-secret-1' },
+        { name: 'eve', password: 'eve-secret-1' },
+        { name: 'fay', password: 'fay-secret-1' },
+      ],
+    });
+    api = { socketPath: join(srv.dir, 'admin.sock') };
+  });
+  after(async () => {
+    await srv?.stop();
+  });
+
+  it('PATCH permissions without mkdir: the session open before makes no more directories', { timeout: 60_000 }, async () => {
+    const c = await login('dee', 'dee-secret-1');
+    assert.equal(await mkd(c, 'one'), 257);
+    const r = await call('PATCH', '/users/dee', { permissions: ['list', 'download'] });
+    assert.equal(r.status, 200, r.text);
+    assert.notEqual(await mkd(c, 'two'), 257, 'MKD still allowed after mkdir was taken away');
+    assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 1);
+    c.close();
+  });
+
+  it('PUT /permissions narrowing a directory: the session open before is ended', { timeout: 60_000 }, async () => {
+    const c = await login('eve', 'eve-secret-1');
+    assert.equal(await mkd(c, 'in'), 257);
+    const r = await call('PUT', '/users/eve/permissions', { path: '/in', permissions: ['list'] });
+    assert.equal(r.status, 200, r.text);
+    assert.notEqual(await mkd(c, 'in/sub'), 257, 'MKD still allowed in /in after its override took mkdir away');
+    assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 1);
+    c.close();
+  });
+
+  it('permissions only added end nothing', { timeout: 60_000 }, async () => {
+    const c = await login('fay', 'fay-secret-1');
+    const r = await call('PUT', '/users/fay/permissions', { path: '/x', permissions: ['list', 'download', 'upload', 'overwrite', 'delete', 'rename', 'mkdir', 'rmdir', 'chtimes', 'chmod'] });
+    assert.equal(r.status, 200, r.text);
+    assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 0);
+    const p = await call('PATCH', '/users/fay', { permissions: ['list', 'download', 'upload', 'overwrite', 'delete', 'rename', 'mkdir', 'rmdir', 'chtimes', 'symlink'] });
+    assert.equal((p.json as { sessionsEnded: number }).sessionsEnded, 0);
+    assert.equal(await mkd(c, 'still'), 257);
+    c.close();
+  });
+});
