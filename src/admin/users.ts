@@ -1,9 +1,10 @@
 import type { FastifyInstance } from 'fastify';
 import { USER_NAME, refusal } from '../auth/authenticator.js';
 import { PROTOCOLS } from '../session/account.js';
-import { PERMISSIONS, permissionsAt, type PermissionRules } from '../session/permissions.js';
+import { PERMISSIONS } from '../session/permissions.js';
 import type { UserRecord, UserSettings } from '../store/records.js';
 import {
+  changesLoginRules,
   parseCidrs,
   parseExpiresAt,
   parseKey,
@@ -12,6 +13,7 @@ import {
   parseVirtualDir,
   repeatedKey,
   revokedBy,
+  takesAway,
   validatePassword,
   validateHome,
   validateUserName,
@@ -99,11 +101,6 @@ type Settings = {
   expiresAt?: string | null;
 };
 
-/** A user's permissions as a session holds them (as the authenticator builds them at login). */
-function rulesOf(u: UserRecord): PermissionRules {
-  return { root: new Set(u.permissions), dirs: new Map(u.dirPermissions.map((d) => [d.path, new Set(d.permissions)])) };
-}
-
 /** The body's settings, each checked by the CLI's own parser and named in any 400. */
 function settingsFrom(b: Settings): Partial<UserSettings> {
   const out: Partial<UserSettings> = {};
@@ -135,8 +132,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
    * which the change leaves as it was) ends the user's sessions, as removing a key does.
    */
   const endNarrowed = async (before: UserRecord, after: UserRecord, dir: string): Promise<number> => {
-    const now = permissionsAt(rulesOf(after), dir);
-    if (![...permissionsAt(rulesOf(before), dir)].some((p) => !now.has(p))) return 0;
+    if (!takesAway(before, after, dir)) return 0;
     return endSessions(after, 'permissions taken away by an administrator');
   };
   /**
@@ -145,7 +141,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
    * itself would be refused: the others go on.
    */
   const endRefused = async (user: UserRecord, patch: Partial<UserSettings>): Promise<number> => {
-    if (patch.protocols === undefined && patch.requireTls === undefined && patch.allowIps === undefined && patch.denyIps === undefined) return 0;
+    if (!changesLoginRules(patch)) return 0;
     const refused = (await sessions.list()).filter((s) => s.user === user.name && refusal(user, s.protocol, s.ip) !== null);
     const ended = await Promise.all(refused.map((s) => sessions.end(s.id, 'rules changed by an administrator')));
     return ended.filter(Boolean).length;

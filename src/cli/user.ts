@@ -1,16 +1,20 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { ifRunning, type Reach } from '../admin/client.js';
+import { ApiError, ifRunning, type Reach } from '../admin/client.js';
+import { refusal } from '../auth/authenticator.js';
+import type { LiveSessionInfo } from '../session/live.js';
 import type { AdminServices } from '../admin-services.js';
 import { PERMISSIONS } from '../session/permissions.js';
-import type { UserSettings } from '../store/records.js';
+import type { UserRecord, UserSettings } from '../store/records.js';
 import {
+  changesLoginRules,
   parseCidrs,
   parseKey,
   parsePerms,
   parseProtocols,
   parseVirtualDir,
   revokedBy,
+  takesAway,
   validatePassword,
   type UserView,
 } from '../users/admin.js';
@@ -229,11 +233,11 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       if (v['require-key'] || v['no-require-key']) patch.requireKey = !v['no-require-key'];
       if (Object.keys(patch).length === 0) throw new UsageError('nothing to set; see sluice user --help');
       const name = positionals[0] as string;
-      await (await open()).admin.update(name, patch);
-      // An expiry already past ends the user's sessions on the running server, as disable does.
-      const revoked = revokedBy(patch);
-      const reply = revoked === null ? null : await ifRunning(reach, 'DELETE', `/users/${encodeURIComponent(name)}/sessions?reason=${encodeURIComponent(`${revoked} by an administrator`)}`);
-      out(reply ? `updated user ${name}; ${(reply.body as { sessionsEnded: number }).sessionsEnded} live session(s) ended\n` : `updated user ${name}\n`);
+      const s = await open();
+      const before = await s.admin.require(name);
+      const after = await s.admin.update(name, patch);
+      const ended = await endLiveSessions(reach, before, after, patch, '/');
+      out(ended === null ? `updated user ${name}\n` : `updated user ${name}; ${ended} live session(s) ended\n`);
       return 0;
     }
     case 'enable':
@@ -263,13 +267,49 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       // Argument errors are found before the database is opened.
       parseVirtualDir(dir);
       const perms = list === 'inherit' ? null : parsePerms(list);
-      const path = await (await open()).admin.setDirPermissions(name, dir, perms);
-      out(perms === null ? `${name}: ${path} inherits again\n` : `${name}: ${path} -> ${perms.join(',') || 'none'}\n`);
+      const s = await open();
+      const before = await s.admin.require(name);
+      const path = await s.admin.setDirPermissions(name, dir, perms);
+      const ended = await endLiveSessions(reach, before, await s.admin.require(name), {}, path);
+      const done = perms === null ? `${name}: ${path} inherits again` : `${name}: ${path} -> ${perms.join(',') || 'none'}`;
+      out(ended === null ? `${done}\n` : `${done}; ${ended} live session(s) ended\n`);
       return 0;
     }
     default:
       throw new UsageError(`unknown user command "${sub}"; see sluice user --help`);
   }
+}
+
+/**
+ * After a change written to the store: the live sessions it takes something
+ * from, ended on the running server as the admin API's PATCH ends them. An
+ * expiry already past, or a permission taken away in `dir`, ends all the
+ * user's sessions; changed login rules (protocols, TLS, addresses) end those
+ * the rules now refuse. How many were ended; null when there was nothing to
+ * end or no server runs.
+ */
+async function endLiveSessions(reach: Reach, before: UserRecord, after: UserRecord, patch: Partial<UserSettings>, dir: string): Promise<number | null> {
+  const revoked = revokedBy(patch);
+  const reason = revoked !== null ? `${revoked} by an administrator` : takesAway(before, after, dir) ? 'permissions taken away by an administrator' : null;
+  const user = encodeURIComponent(after.name);
+  if (reason !== null) {
+    const reply = await ifRunning(reach, 'DELETE', `/users/${user}/sessions?reason=${encodeURIComponent(reason)}`);
+    return reply === null ? null : (reply.body as { sessionsEnded: number }).sessionsEnded;
+  }
+  if (!changesLoginRules(patch)) return null;
+  const listed = await ifRunning(reach, 'GET', `/sessions?user=${user}`);
+  if (listed === null) return null;
+  let ended = 0;
+  for (const live of listed.body as LiveSessionInfo[]) {
+    if (refusal(after, live.protocol, live.ip) === null) continue;
+    // A session that ended meanwhile is a 404: nothing left to end.
+    const reply = await ifRunning(reach, 'DELETE', `/sessions/${encodeURIComponent(live.id)}?reason=${encodeURIComponent('rules changed by an administrator')}`).catch((err: unknown) => {
+      if (err instanceof ApiError && err.status === 404) return null;
+      throw err;
+    });
+    if (reply !== null) ended++;
+  }
+  return ended;
 }
 
 async function keyCommand(args: string[], open: () => Promise<AdminServices>, out: (s: string) => void): Promise<number> {

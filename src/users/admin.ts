@@ -7,7 +7,7 @@ import { parsePublicKey } from '../auth/public-keys.js';
 import { PROTOCOLS, type Protocol } from '../session/account.js';
 import { resolveVirtual } from '../session/paths.js';
 import { ServerPlaces, homeNesting, realPlace } from '../session/storage/server-places.js';
-import { DEFAULT_PERMISSIONS, parsePermissions, type Permission } from '../session/permissions.js';
+import { DEFAULT_PERMISSIONS, parsePermissions, permissionsAt, type Permission, type PermissionRules } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
 import { StoreConflict, type UserRepository } from '../store/store.js';
 import { firstUnsafeChar } from '../session/unsafe-chars.js';
@@ -114,6 +114,26 @@ export function revokedBy(patch: Partial<UserSettings>, now = Date.now()): 'user
   if (patch.enabled === false) return 'user disabled';
   if (patch.expiresAt && patch.expiresAt.getTime() <= now) return 'user expired';
   return null;
+}
+
+/** Does `patch` change what a login is checked against (refusal() in the authenticator)? */
+export function changesLoginRules(patch: Partial<UserSettings>): boolean {
+  return patch.protocols !== undefined || patch.requireTls !== undefined || patch.allowIps !== undefined || patch.denyIps !== undefined;
+}
+
+/**
+ * Pure: does the change from `before` to `after` take a permission away in
+ * `dir` (and so below it, but where a deeper override stands)? A live
+ * session holds the permissions of its login: such a change must end it.
+ */
+export function takesAway(before: UserRecord, after: UserRecord, dir: string): boolean {
+  const now = permissionsAt(rulesOf(after), dir);
+  return [...permissionsAt(rulesOf(before), dir)].some((p) => !now.has(p));
+}
+
+/** A user's permissions as a session holds them (as the authenticator builds them at login). */
+function rulesOf(u: UserRecord): PermissionRules {
+  return { root: new Set(u.permissions), dirs: new Map(u.dirPermissions.map((d) => [d.path, new Set(d.permissions)])) };
 }
 
 export function parseVirtualDir(text: string): string {

@@ -1,0 +1,81 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { sluice } from './helpers/cli.js';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+
+/*
+ * `sluice user set` and `sluice user perm` write the store; a live session
+ * keeps the permissions and passed the rules of its login. With a server
+ * running, a change that takes a permission away, or rules that now refuse a
+ * session (an address denied, a protocol taken away), end those sessions, as
+ * the admin API's PATCH and PUT do: before, the FTP session went on making
+ * directories after `user set --perms list` and after `user perm NAME / none`,
+ * and from an address `--deny-ip` had just denied.
+ */
+describe('sluice user set|perm with a server running: the live sessions the change takes something from end', () => {
+  let srv: TestServer;
+  const run = (args: string[]) => {
+    const r = sluice(srv.dir, args, '', { SLUICE_ADMIN_LISTEN: './admin.sock' });
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout;
+  };
+  const login = async (user: string, password: string, from?: string) => {
+    const c = await RawFtp.connect(srv.ftpPort, false, from);
+    await c.read();
+    const r = await c.login(user, password);
+    assert.equal(r.code, 230, r.text);
+    return c;
+  };
+  /** The reply to MKD, or 'ended' when the server has closed the session. */
+  const mkd = async (c: RawFtp, dir: string) => {
+    try {
+      return (await c.cmd(`MKD ${dir}`)).code;
+    } catch {
+      return 'ended';
+    }
+  };
+
+  before(async () => {
+    srv = await TestServer.start({
+      env: { SLUICE_ADMIN_LISTEN: './admin.sock' },
+      yaml: 'ftp:\n  tls: optional\n',
+      users: [
+        { name: 'gil', password: 'gil-secret-1' },
+        { name: 'hal', password: 'hal-secret-1' },
+        { name: 'ida', password: 'ida-secret-1' },
+      ],
+    });
+  });
+  after(async () => {
+    await srv?.stop();
+  });
+
+  it('user set --perms without mkdir', { timeout: 60_000 }, async () => {
+    const c = await login('gil', 'gil-secret-1');
+    assert.equal(await mkd(c, 'one'), 257);
+    assert.equal(run(['user', 'set', 'gil', '--perms', 'list,download']), 'updated user gil; 1 live session(s) ended\n');
+    assert.notEqual(await mkd(c, 'two'), 257, 'MKD still allowed after user set --perms took mkdir away');
+    c.close();
+  });
+
+  it('user perm NAME / none', { timeout: 60_000 }, async () => {
+    const c = await login('hal', 'hal-secret-1');
+    assert.equal(await mkd(c, 'one'), 257);
+    assert.equal(run(['user', 'perm', 'hal', '/', 'none']), 'hal: / -> none; 1 live session(s) ended\n');
+    assert.notEqual(await mkd(c, 'two'), 257, 'MKD still allowed after user perm took every permission away');
+    c.close();
+  });
+
+  it('user set --deny-ip ends the session from that address only; a change that takes nothing ends nothing', { timeout: 60_000 }, async () => {
+    const denied = await login('ida', 'ida-secret-1', '127.0.0.31');
+    const kept = await login('ida', 'ida-secret-1', '127.0.0.32');
+    assert.equal(run(['user', 'set', 'ida', '--deny-ip', '127.0.0.31/32']), 'updated user ida; 1 live session(s) ended\n');
+    assert.notEqual(await mkd(denied, 'a'), 257, 'the session from the denied address went on');
+    assert.equal(await mkd(kept, 'b'), 257);
+    assert.equal(run(['user', 'set', 'ida', '--quota-files', '100']), 'updated user ida\n');
+    assert.equal(await mkd(kept, 'c'), 257);
+    denied.close();
+    kept.close();
+  });
+});
