@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
 import { RawFtp } from './helpers/ftp-raw.js';
+import { sftpOf, sshConnect } from './helpers/ssh.js';
 import { TestServer } from './helpers/server.js';
 
 /*
@@ -41,6 +42,7 @@ describe('admin API: rules changed so they refuse a live session end it', () => 
         { name: 'ann', password: 'ann-secret-1' },
         { name: 'ben', password: 'ben-secret-1' },
         { name: 'cy', password: 'cy-secret-12' },
+        { name: 'dan', password: 'dan-secret-1' },
       ],
     });
     api = { socketPath: join(srv.dir, 'admin.sock') };
@@ -76,5 +78,16 @@ describe('admin API: rules changed so they refuse a live session end it', () => 
     assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 0);
     assert.equal(await alive(c), true);
     c.close();
+  });
+
+  it('an SFTP session likewise: denyIps covering its address closes its connection', { timeout: 60_000 }, async () => {
+    const conn = await sshConnect({ port: srv.sftpPort, localAddress: '127.0.0.25', username: 'dan', password: 'dan-secret-1' });
+    await sftpOf(conn);
+    const closed = new Promise<void>((resolve) => conn.once('close', () => resolve()));
+    conn.on('error', () => undefined);
+    const r = await patch('dan', { denyIps: ['127.0.0.25/32'] });
+    assert.equal(r.status, 200, r.text);
+    assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 1);
+    await closed;
   });
 });
