@@ -16,7 +16,7 @@ import { BIN, sluice } from './helpers/cli.js';
 describe('a key file is read up to a bound, not to its end', () => {
   let dir: string;
   before(() => {
-    dir = mkdtempSync(join(tmpdir(), 'sluice-review-h2-key-'));
+    dir = mkdtempSync(join(tmpdir(), 'sluice-key-file-'));
     const r = sluice(dir, ['user', 'add', 'kim', '--generate-password']);
     assert.equal(r.code, 0, r.stderr);
   });

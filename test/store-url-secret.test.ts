@@ -13,7 +13,7 @@ import { freePort } from './helpers/server.js';
  * must not show it either.
  */
 describe('the store URL in messages: no password, wherever the URL holds it', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sluice-review-h2-url-'));
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-store-url-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   for (const [url, shown] of [
