@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
-import { RawFtp } from './helpers/ftp-raw.js';
+import { codeOrEnded, loggedIn, RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
 /*
@@ -17,21 +17,8 @@ describe('admin API: permissions taken away end the live sessions that had them'
   let srv: TestServer;
   let api: AdminTarget;
   const call = (method: string, path: string, body: unknown) => adminRequest(api, method, `/api/v1${path}`, { body });
-  const login = async (user: string, password: string) => {
-    const c = await RawFtp.connect(srv.ftpPort);
-    await c.read();
-    const r = await c.login(user, password);
-    assert.equal(r.code, 230, r.text);
-    return c;
-  };
-  /** The reply to MKD, or 'ended' when the server has closed the session. */
-  const mkd = async (c: RawFtp, dir: string) => {
-    try {
-      return (await c.cmd(`MKD ${dir}`)).code;
-    } catch {
-      return 'ended';
-    }
-  };
+  const login = (user: string, password: string) => loggedIn(srv.ftpPort, user, password);
+  const mkd = (c: RawFtp, dir: string) => codeOrEnded(c, `MKD ${dir}`);
 
   before(async () => {
     srv = await TestServer.start({

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
-import { RawFtp } from './helpers/ftp-raw.js';
+import { codeOrEnded, loggedIn, RawFtp } from './helpers/ftp-raw.js';
 import { sftpOf, sshConnect } from './helpers/ssh.js';
 import { TestServer } from './helpers/server.js';
 
@@ -17,22 +17,9 @@ describe('admin API: rules changed so they refuse a live session end it', () => 
   let srv: TestServer;
   let api: AdminTarget;
   const patch = (name: string, body: unknown) => adminRequest(api, 'PATCH', `/api/v1/users/${name}`, { body });
-  const login = async (user: string, password: string, from: string) => {
-    const c = await RawFtp.connect(srv.ftpPort, false, from);
-    await c.read();
-    const r = await c.login(user, password);
-    assert.equal(r.code, 230, r.text);
-    return c;
-  };
+  const login = (user: string, password: string, from?: string) => loggedIn(srv.ftpPort, user, password, from);
   /** Does the session still answer a command (true), or has the server ended it (false)? */
-  const alive = async (c: RawFtp) => {
-    try {
-      const r = await c.cmd('PWD');
-      return r.code === 257;
-    } catch {
-      return false;
-    }
-  };
+  const alive = async (c: RawFtp) => (await codeOrEnded(c, 'PWD')) === 257;
 
   before(async () => {
     srv = await TestServer.start({

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { sluice } from './helpers/cli.js';
-import { RawFtp } from './helpers/ftp-raw.js';
+import { codeOrEnded, loggedIn, RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
 /*
@@ -20,21 +20,8 @@ describe('sluice user set|perm with a server running: the live sessions the chan
     assert.equal(r.code, 0, r.stderr);
     return r.stdout;
   };
-  const login = async (user: string, password: string, from?: string) => {
-    const c = await RawFtp.connect(srv.ftpPort, false, from);
-    await c.read();
-    const r = await c.login(user, password);
-    assert.equal(r.code, 230, r.text);
-    return c;
-  };
-  /** The reply to MKD, or 'ended' when the server has closed the session. */
-  const mkd = async (c: RawFtp, dir: string) => {
-    try {
-      return (await c.cmd(`MKD ${dir}`)).code;
-    } catch {
-      return 'ended';
-    }
-  };
+  const login = (user: string, password: string, from?: string) => loggedIn(srv.ftpPort, user, password, from);
+  const mkd = (c: RawFtp, dir: string) => codeOrEnded(c, `MKD ${dir}`);
 
   before(async () => {
     srv = await TestServer.start({

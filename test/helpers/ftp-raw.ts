@@ -166,13 +166,22 @@ export async function readAll(socket: net.Socket): Promise<Buffer> {
 }
 
 /** A control connection past its greeting, logged in as `user`. */
-export async function loggedIn(port: number, user: string, password: string): Promise<RawFtp> {
-  const c = await RawFtp.connect(port);
+export async function loggedIn(port: number, user: string, password: string, localAddress?: string): Promise<RawFtp> {
+  const c = await RawFtp.connect(port, false, localAddress);
   const greeting = await c.read();
   if (greeting?.code !== 220) throw new Error(`greeting: ${greeting?.text ?? 'closed'}`);
   const login = await c.login(user, password);
   if (login.code !== 230) throw new Error(`login: ${login.text}`);
   return c;
+}
+
+/** The reply code to `line`, or 'ended' when the server has closed the session. */
+export async function codeOrEnded(c: RawFtp, line: string): Promise<number | 'ended'> {
+  try {
+    return (await c.cmd(line)).code;
+  } catch {
+    return 'ended';
+  }
 }
 
 /** A STOR whose bytes the caller sends when it likes: its data connection (TLS when `secure`), once the server said 150. */
