@@ -104,7 +104,6 @@ function checkExpiry(at: Date | null | undefined): void {
   if (at && !Number.isFinite(at.getTime())) throw new AdminError('expiry: not a valid date');
 }
 
-/** A clean virtual directory for a permission override; `..` tricks fold away before storage. */
 /**
  * What a change takes away that the user's live sessions must not outlive:
  * the reason they end with (the words PostgreSQL's trigger tells every node,
@@ -136,6 +135,7 @@ function rulesOf(u: UserRecord): PermissionRules {
   return { root: new Set(u.permissions), dirs: new Map(u.dirPermissions.map((d) => [d.path, new Set(d.permissions)])) };
 }
 
+/** A clean virtual directory for a permission override; `..` tricks fold away before storage. */
 export function parseVirtualDir(text: string): string {
   if (!text.startsWith('/')) throw new AdminError(`"${text}" must be an absolute virtual path such as /incoming`);
   try {
