@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
 import { codeOrEnded, loggedIn, RawFtp } from './helpers/ftp-raw.js';
-import { sftpOf, sshConnect } from './helpers/ssh.js';
+import { sftpOf, sshConnect, userKeyPair } from './helpers/ssh.js';
 import { TestServer } from './helpers/server.js';
 
 /*
@@ -21,7 +23,11 @@ describe('admin API: rules changed so they refuse a live session end it', () => 
   /** Does the session still answer a command (true), or has the server ended it (false)? */
   const alive = async (c: RawFtp) => (await codeOrEnded(c, 'PWD')) === 257;
 
+  const key = userKeyPair();
+  const keyFile = join(mkdtempSync(join(tmpdir(), 'sluice-eli-key-')), 'eli.pub');
+
   before(async () => {
+    writeFileSync(keyFile, key.public);
     srv = await TestServer.start({
       env: { SLUICE_ADMIN_LISTEN: './admin.sock' },
       yaml: 'ftp:\n  tls: optional\n',
@@ -30,12 +36,14 @@ describe('admin API: rules changed so they refuse a live session end it', () => 
         { name: 'ben', password: 'ben-secret-1' },
         { name: 'cy', password: 'cy-secret-12' },
         { name: 'dan', password: 'dan-secret-1' },
+        { name: 'eli', password: 'eli-secret-1', args: ['--protocols', 'ftp,sftp', '--key', keyFile] },
       ],
     });
     api = { socketPath: join(srv.dir, 'admin.sock') };
   });
   after(async () => {
     await srv?.stop();
+    rmSync(join(keyFile, '..'), { recursive: true, force: true });
   });
 
   it('denyIps covering one session’s address ends that session, not the other', { timeout: 60_000 }, async () => {
@@ -76,5 +84,28 @@ describe('admin API: rules changed so they refuse a live session end it', () => 
     assert.equal(r.status, 200, r.text);
     assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 1);
     await closed;
+  });
+
+  it('requireKey ends the sessions that logged in with a password, FTP and SFTP, not one that logged in with the key', { timeout: 60_000 }, async () => {
+    const ftp = await login('eli', 'eli-secret-1', '127.0.0.26');
+    const byPassword = await sshConnect({ port: srv.sftpPort, localAddress: '127.0.0.26', username: 'eli', password: 'eli-secret-1' });
+    const byKey = await sshConnect({ port: srv.sftpPort, localAddress: '127.0.0.26', username: 'eli', privateKey: key.private });
+    await sftpOf(byPassword);
+    const keyed = await sftpOf(byKey);
+    byPassword.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => byPassword.once('close', () => resolve()));
+    const listed = (await adminRequest(api, 'GET', '/api/v1/sessions?user=eli')).json as { method: string }[];
+    assert.deepEqual(listed.map((l) => l.method).sort(), ['password', 'password', 'publickey']);
+    const r = await patch('eli', { requireKey: true });
+    assert.equal(r.status, 200, r.text);
+    assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 2);
+    assert.equal(await alive(ftp), false, 'the FTP session (a password login) went on');
+    await closed;
+    // The key's session goes on, and may open another channel.
+    const names = await new Promise<unknown[]>((resolve, reject) => keyed.readdir('/', (err, list) => (err ? reject(err) : resolve(list))));
+    assert.ok(Array.isArray(names));
+    await sftpOf(byKey);
+    ftp.close();
+    byKey.end();
   });
 });

@@ -31,6 +31,7 @@ describe('sluice user set|perm with a server running: the live sessions the chan
         { name: 'gil', password: 'gil-secret-1' },
         { name: 'hal', password: 'hal-secret-1' },
         { name: 'ida', password: 'ida-secret-1' },
+        { name: 'jon', password: 'jon-secret-1' },
       ],
     });
   });
@@ -64,5 +65,14 @@ describe('sluice user set|perm with a server running: the live sessions the chan
     assert.equal(await mkd(kept, 'c'), 257);
     denied.close();
     kept.close();
+  });
+
+  it('user set --require-key ends a session that logged in with a password', { timeout: 60_000 }, async () => {
+    const c = await login('jon', 'jon-secret-1');
+    assert.equal(await mkd(c, 'one'), 257);
+    assert.equal(run(['user', 'set', 'jon', '--require-key']), 'updated user jon; 1 live session(s) ended\n');
+    const after = await mkd(c, 'two');
+    assert.ok(after === 421 || after === 'ended', `the password session went on after --require-key: ${after}`);
+    c.close();
   });
 });

@@ -28,6 +28,7 @@ const session = {
     protocol: { type: 'string', enum: ['ftp', 'ftps', 'sftp'] },
     ip: { type: 'string' },
     port: { type: 'integer' },
+    method: { type: 'string', enum: ['password', 'publickey', 'anonymous'], description: 'how the login proved itself' },
     worker: { type: 'integer', description: '0: the server runs in one process' },
     since: { type: 'string', format: 'date-time' },
     transfers: { type: 'array', items: transfer },

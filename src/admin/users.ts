@@ -136,13 +136,13 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     return endSessions(after, 'permissions taken away by an administrator');
   };
   /**
-   * A change of the rules a login is checked against (protocols, TLS, addresses)
+   * A change of the rules a login is checked against (protocols, TLS, addresses, a key required)
    * ends each live session whose login they would refuse now, as the login
    * itself would be refused: the others go on.
    */
   const endRefused = async (user: UserRecord, patch: Partial<UserSettings>): Promise<number> => {
     if (!changesLoginRules(patch)) return 0;
-    const refused = (await sessions.list()).filter((s) => s.user === user.name && refusal(user, s.protocol, s.ip) !== null);
+    const refused = (await sessions.list()).filter((s) => s.user === user.name && refusal(user, s.protocol, s.ip, s.method) !== null);
     const ended = await Promise.all(refused.map((s) => sessions.end(s.id, 'rules changed by an administrator')));
     return ended.filter(Boolean).length;
   };

@@ -1,6 +1,6 @@
 import type { AuditEvent, AuditSink } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
-import type { Account, Protocol } from '../session/account.js';
+import type { Account, LoginMethod, Protocol } from '../session/account.js';
 import { isPermission, type Permission } from '../session/permissions.js';
 import type { UserRecord } from '../store/records.js';
 import type { UserRepository } from '../store/store.js';
@@ -70,7 +70,7 @@ export interface AuthRequest {
   connection: string;
 }
 
-export function toAccount(u: UserRecord): Account {
+export function toAccount(u: UserRecord, method: LoginMethod): Account {
   const set = (ps: readonly string[]) => new Set(ps.filter(isPermission) as Permission[]);
   return {
     id: u.id,
@@ -84,6 +84,7 @@ export function toAccount(u: UserRecord): Account {
     scan: u.scan,
     requireTls: u.requireTls,
     revision: u.updatedAt.getTime(),
+    method,
   };
 }
 
@@ -111,7 +112,6 @@ export class Authenticator {
     if (!ok || hash === null) return this.fail(req, 'password', 'bad-password', user);
     try {
       this.checkRules(req, user, 'password');
-      if (user.requireKey) this.fail(req, 'password', 'key-required', user);
     } catch (err) {
       // Refused by the account's rules with the right password: no longer kept (the rules changed since),
       // and as slow as a refusal that verified in full.
@@ -154,7 +154,7 @@ export class Authenticator {
     const known = found !== null && found.keys.some((k) => sameKey(k.blob, blob));
     if (!verified) {
       if (!known) throw new AuthError(user ? 'bad-key' : 'unknown-user');
-      return toAccount(user as UserRecord);
+      return toAccount(user as UserRecord, 'publickey');
     }
     if (!user) return this.fail(req, 'publickey', 'unknown-user');
     if (!known) return this.fail(req, 'publickey', 'bad-key', user);
@@ -196,11 +196,11 @@ export class Authenticator {
     // The rules a login is refused by, as they are now: an address denied or a protocol taken away since the
     // login held only for new logins, and a standing SSH connection (OpenSSH's ControlMaster) went on opening
     // SFTP and SCP sessions (found by a review).
-    return refusal(user, where.protocol === 'scp' ? 'sftp' : where.protocol, where.remoteAddress) === null ? toAccount(user) : null;
+    return refusal(user, where.protocol, where.remoteAddress, account.method) === null ? toAccount(user, account.method) : null;
   }
 
   private checkRules(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): void {
-    const reason = refusal(user, req.protocol, req.remoteAddress);
+    const reason = refusal(user, req.protocol, req.remoteAddress, method);
     if (reason !== null) this.fail(req, method, reason, user);
   }
 
@@ -216,7 +216,7 @@ export class Authenticator {
     void this.users.recordLogin(user.id).catch(() => undefined);
     this.audit?.record(this.actor(req, user), event);
     this.metrics.count({ m: 'login', protocol: req.protocol, result: 'ok', reason: '' });
-    return toAccount(user);
+    return toAccount(user, event.method);
   }
 
   private async claimSlot(req: AuthRequest, method: 'password' | 'publickey', user: UserRecord, claim: Claim | undefined, max?: number): Promise<void> {
@@ -252,10 +252,13 @@ export class Authenticator {
 }
 
 /**
- * Why the account's rules refuse a login over `protocol` from `address` now;
- * null: they allow it. The admin API asks it of live sessions when rules change.
+ * Why the account's rules refuse a login by `method` over `protocol` from
+ * `address` now; null: they allow it. The admin API and the CLI ask it of
+ * live sessions when rules change.
  */
-export function refusal(user: UserRecord, protocol: Protocol, address: string): AuthFailure | null {
+export function refusal(user: UserRecord, protocol: Protocol, address: string, method: LoginMethod): AuthFailure | null {
+  // scp rides an SSH login, which is allowed as sftp (account.ts, PROTOCOLS).
+  if (protocol === 'scp') protocol = 'sftp';
   if (!user.enabled) return 'disabled';
   if (user.expiresAt && user.expiresAt.getTime() <= Date.now()) return 'expired';
   // Being allowed plain FTP implies being allowed the same over TLS: more security is never refused.
@@ -263,6 +266,8 @@ export function refusal(user: UserRecord, protocol: Protocol, address: string): 
   if (!allowed) return 'protocol-not-allowed';
   if (user.requireTls && protocol === 'ftp') return 'tls-required';
   if (!addressAllowed(address, user.allowIps, user.denyIps)) return 'address-not-allowed';
+  // Anonymous FTP's user is never stored with requireKey (users/anonymous.ts); any other password login is refused.
+  if (user.requireKey && method !== 'publickey') return 'key-required';
   return null;
 }
 

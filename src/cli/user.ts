@@ -301,7 +301,7 @@ async function endLiveSessions(reach: Reach, before: UserRecord, after: UserReco
   if (listed === null) return null;
   let ended = 0;
   for (const live of listed.body as LiveSessionInfo[]) {
-    if (refusal(after, live.protocol, live.ip) === null) continue;
+    if (refusal(after, live.protocol, live.ip, live.method) === null) continue;
     // A session that ended meanwhile is a 404: nothing left to end.
     const reply = await ifRunning(reach, 'DELETE', `/sessions/${encodeURIComponent(live.id)}?reason=${encodeURIComponent('rules changed by an administrator')}`).catch((err: unknown) => {
       if (err instanceof ApiError && err.status === 404) return null;

@@ -10,6 +10,9 @@ export const PROTOCOLS: readonly Protocol[] = ['ftp', 'ftps', 'sftp'];
 /** What audit records may name. */
 export const AUDITED_PROTOCOLS: readonly string[] = [...PROTOCOLS, 'scp'];
 
+/** How a login proved itself (`anonymous`: FTP's anonymous user, whose password is not checked). */
+export type LoginMethod = 'password' | 'publickey' | 'anonymous';
+
 /** What the shared layer knows of a logged-in user: no secrets, no storage details. */
 export interface Account {
   readonly id: number;
@@ -37,6 +40,12 @@ export interface Account {
    * the newer one, whichever was made first.
    */
   readonly revision: number;
+  /**
+   * How this login proved itself: a rule set later (requireKey) ends the
+   * live sessions, and refuses the new SSH channels, of logins it would
+   * refuse now.
+   */
+  readonly method: LoginMethod;
 }
 
 /** The stored usage counters as the start-up recount reads and replaces them, wherever the store is. */

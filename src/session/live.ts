@@ -1,4 +1,4 @@
-import type { Protocol } from './account.js';
+import type { LoginMethod, Protocol } from './account.js';
 import { SluiceError } from './errors.js';
 
 /** A transfer in progress, as an operator sees it. */
@@ -20,6 +20,8 @@ export interface LiveSessionInfo {
   readonly protocol: Protocol;
   readonly ip: string;
   readonly port: number;
+  /** How its login proved itself. */
+  readonly method: LoginMethod;
   /** The worker serving it; 0 when one process serves everything. */
   readonly worker: number;
   /** ISO 8601: when the session logged in. */
@@ -67,7 +69,7 @@ export interface DrainCounts {
 /** The parts of a Session the registry reads and acts on (see Session). */
 export interface LiveSession {
   readonly id: string;
-  readonly account: { readonly name: string };
+  readonly account: { readonly name: string; readonly method: LoginMethod };
   readonly context: { readonly protocol: Protocol; readonly remoteAddress: string; readonly remotePort: number };
   readonly since: Date;
   readonly inProgress: readonly LiveTransferState[];
@@ -134,6 +136,7 @@ export class LiveRegistry implements LiveSessionsView {
               protocol: s.context.protocol,
               ip: s.context.remoteAddress,
               port: s.context.remotePort,
+              method: s.account.method,
               worker: this.worker,
               since: s.since.toISOString(),
               transfers,

@@ -117,7 +117,7 @@ export function revokedBy(patch: Partial<UserSettings>, now = Date.now()): 'user
 
 /** Does `patch` change what a login is checked against (refusal() in the authenticator)? */
 export function changesLoginRules(patch: Partial<UserSettings>): boolean {
-  return patch.protocols !== undefined || patch.requireTls !== undefined || patch.allowIps !== undefined || patch.denyIps !== undefined;
+  return patch.protocols !== undefined || patch.requireTls !== undefined || patch.allowIps !== undefined || patch.denyIps !== undefined || patch.requireKey !== undefined;
 }
 
 /**
