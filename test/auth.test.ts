@@ -161,6 +161,18 @@ describe('authentication', () => {
     await assert.rejects(auth.password(req('keyonly'), 'correct horse'), because('key-required'));
   });
 
+  it('an SSH login keeps how it proved itself: a new channel of a password login is refused once a key is required', async () => {
+    await world.addUser('later', { keys: [parsePublicKey(userKeyPair().public)] });
+    const byPassword = await auth.password(req('later'), 'correct horse');
+    assert.equal(byPassword.method, 'password');
+    const where = { protocol: 'scp', remoteAddress: '127.0.0.1' } as const;
+    // scp rides the sftp login: allowed as sftp is.
+    assert.equal((await auth.refreshed(byPassword, where))?.method, 'password');
+    await world.services.admin.update('later', { requireKey: true });
+    assert.equal(await auth.refreshed(byPassword, where), null);
+    assert.equal(await auth.refreshed({ ...byPassword, method: 'publickey' }, where).then((a) => a?.method), 'publickey');
+  });
+
   it('accepts a registered public key; a query without signature is not audited', async () => {
     const pair = userKeyPair();
     const other = userKeyPair();
