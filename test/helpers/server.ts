@@ -54,6 +54,13 @@ export interface ServerOptions {
   nodeArgs?: string[];
 }
 
+/**
+ * How a start that lost its port says so: the server's own words (src/listening.ts), or the
+ * errno where a message carries it. Matching the errno alone stopped every retry once the
+ * server's message became a sentence, and a clean run failed a start so.
+ */
+const PORT_TAKEN = /EADDRINUSE|the port is in use/;
+
 /** The real `sluice serve` process in a temp directory, on free loopback ports. */
 export class TestServer {
   readonly dir = mkdtempSync(join(tmpdir(), 'sluice-srv-'));
@@ -78,7 +85,7 @@ export class TestServer {
         return s;
       } catch (err) {
         await s.stop();
-        if (tries === 3 || !String((err as Error).message).includes('EADDRINUSE')) throw err;
+        if (tries === 3 || !PORT_TAKEN.test(String((err as Error).message))) throw err;
       }
     }
   }
