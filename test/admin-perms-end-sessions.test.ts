@@ -28,6 +28,7 @@ describe('admin API: permissions taken away end the live sessions that had them'
         { name: 'dee', password: 'dee-secret-1' },
         { name: 'eve', password: 'eve-secret-1' },
         { name: 'fay', password: 'fay-secret-1' },
+        { name: 'gus', password: 'gus-secret-1' },
       ],
     });
     api = { socketPath: join(srv.dir, 'admin.sock') };
@@ -64,6 +65,15 @@ describe('admin API: permissions taken away end the live sessions that had them'
     const p = await call('PATCH', '/users/fay', { permissions: ['list', 'download', 'upload', 'overwrite', 'delete', 'rename', 'mkdir', 'rmdir', 'chtimes', 'symlink'] });
     assert.equal((p.json as { sessionsEnded: number }).sessionsEnded, 0);
     assert.equal(await mkd(c, 'still'), 257);
+    c.close();
+  });
+
+  it('disabled and narrowed in one PATCH: the session is ended and counted once', { timeout: 60_000 }, async () => {
+    const c = await login('gus', 'gus-secret-1');
+    const r = await call('PATCH', '/users/gus', { enabled: false, permissions: ['list'] });
+    assert.equal(r.status, 200, r.text);
+    assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 1);
+    assert.notEqual(await mkd(c, 'after'), 257);
     c.close();
   });
 });

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { USER_NAME, refusal } from '../auth/authenticator.js';
+import { USER_NAME } from '../auth/authenticator.js';
 import { PROTOCOLS } from '../session/account.js';
 import { PERMISSIONS } from '../session/permissions.js';
 import type { UserRecord, UserSettings } from '../store/records.js';
@@ -11,6 +11,7 @@ import {
   parsePerms,
   parseProtocols,
   parseVirtualDir,
+  refusedNow,
   repeatedKey,
   revokedBy,
   takesAway,
@@ -142,7 +143,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
    */
   const endRefused = async (user: UserRecord, patch: Partial<UserSettings>): Promise<number> => {
     if (!changesLoginRules(patch)) return 0;
-    const refused = (await sessions.list()).filter((s) => s.user === user.name && refusal(user, s.protocol, s.ip, s.method) !== null);
+    const refused = refusedNow(user, await sessions.list());
     const ended = await Promise.all(refused.map((s) => sessions.end(s.id, 'rules changed by an administrator')));
     return ended.filter(Boolean).length;
   };
@@ -199,7 +200,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     '/users/:name',
     {
       schema: {
-        summary: 'Change a user; enabled: false, an expiry already past, or permissions taken away also end their live sessions, and rules (protocols, requireTls, allowIps, denyIps) that now refuse a live session end it',
+        summary: 'Change a user; enabled: false, an expiry already past, or permissions taken away also end their live sessions, and rules (protocols, requireTls, requireKey, allowIps, denyIps) that now refuse a live session end it',
         params: nameParams,
         body: { type: 'object', additionalProperties: false, minProperties: 1, properties: { enabled: { type: 'boolean' }, password, ...settings } },
         response: { 200: { ...userView, properties: { ...userView.properties, ...ended.properties } } },
@@ -213,10 +214,11 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       const user = await admin.require(req.params.name);
       const updated = await admin.update(req.params.name, patch, checked ?? undefined);
       const revoked = revokedBy(patch);
-      const narrowed = patch.permissions === undefined ? 0 : await endNarrowed(user, updated, '/');
+      // The widest reason first: a revocation ends every session, then a permission taken away does
+      // (none is left for the rules to refuse), else the rules end those they refuse now.
       const sessionsEnded = revoked !== null
         ? await endSessions(user, `${revoked} by an administrator`)
-        : narrowed > 0 ? narrowed : await endRefused(updated, patch);
+        : (patch.permissions === undefined ? 0 : await endNarrowed(user, updated, '/')) || (await endRefused(updated, patch));
       return { ...(await admin.show(req.params.name)), sessionsEnded };
     },
   );

@@ -1,7 +1,7 @@
 import type { AuditEvent, AuditSink } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
 import type { Account, LoginMethod, Protocol } from '../session/account.js';
-import { isPermission, type Permission } from '../session/permissions.js';
+import { isPermission, type Permission, type PermissionRules } from '../session/permissions.js';
 import type { UserRecord } from '../store/records.js';
 import type { UserRepository } from '../store/store.js';
 import { addressAllowed } from './ip-rules.js';
@@ -70,13 +70,18 @@ export interface AuthRequest {
   connection: string;
 }
 
-export function toAccount(u: UserRecord, method: LoginMethod): Account {
+/** The permissions a session of `u` holds, as stored now (names no release knows are dropped). */
+export function permissionRulesOf(u: UserRecord): PermissionRules {
   const set = (ps: readonly string[]) => new Set(ps.filter(isPermission) as Permission[]);
+  return { root: set(u.permissions), dirs: new Map(u.dirPermissions.map((d) => [d.path, set(d.permissions)])) };
+}
+
+export function toAccount(u: UserRecord, method: LoginMethod): Account {
   return {
     id: u.id,
     name: u.name,
     home: u.home,
-    permissions: { root: set(u.permissions), dirs: new Map(u.dirPermissions.map((d) => [d.path, set(d.permissions)])) },
+    permissions: permissionRulesOf(u),
     quotaBytes: u.quotaBytes,
     quotaFiles: u.quotaFiles,
     rateUp: u.rateUp,

@@ -1,7 +1,6 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ApiError, ifRunning, type Reach } from '../admin/client.js';
-import { refusal } from '../auth/authenticator.js';
 import type { LiveSessionInfo } from '../session/live.js';
 import type { AdminServices } from '../admin-services.js';
 import { PERMISSIONS } from '../session/permissions.js';
@@ -13,6 +12,7 @@ import {
   parsePerms,
   parseProtocols,
   parseVirtualDir,
+  refusedNow,
   revokedBy,
   takesAway,
   validatePassword,
@@ -284,7 +284,7 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
  * After a change written to the store: the live sessions it takes something
  * from, ended on the running server as the admin API's PATCH ends them. An
  * expiry already past, or a permission taken away in `dir`, ends all the
- * user's sessions; changed login rules (protocols, TLS, addresses) end those
+ * user's sessions; changed login rules (protocols, TLS, addresses, a key required) end those
  * the rules now refuse. How many were ended; null when there was nothing to
  * end or no server runs.
  */
@@ -300,8 +300,7 @@ async function endLiveSessions(reach: Reach, before: UserRecord, after: UserReco
   const listed = await ifRunning(reach, 'GET', `/sessions?user=${user}`);
   if (listed === null) return null;
   let ended = 0;
-  for (const live of listed.body as LiveSessionInfo[]) {
-    if (refusal(after, live.protocol, live.ip, live.method) === null) continue;
+  for (const live of refusedNow(after, listed.body as LiveSessionInfo[])) {
     // A session that ended meanwhile is a 404: nothing left to end.
     const reply = await ifRunning(reach, 'DELETE', `/sessions/${encodeURIComponent(live.id)}?reason=${encodeURIComponent('rules changed by an administrator')}`).catch((err: unknown) => {
       if (err instanceof ApiError && err.status === 404) return null;

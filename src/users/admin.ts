@@ -1,13 +1,14 @@
 import { mkdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { ANONYMOUS_LOGINS, USER_NAME } from '../auth/authenticator.js';
+import { ANONYMOUS_LOGINS, USER_NAME, permissionRulesOf, refusal } from '../auth/authenticator.js';
 import { parseCidr } from '../auth/ip-rules.js';
 import type { PasswordHasher } from '../auth/passwords.js';
 import { parsePublicKey } from '../auth/public-keys.js';
 import { PROTOCOLS, type Protocol } from '../session/account.js';
 import { resolveVirtual } from '../session/paths.js';
 import { ServerPlaces, homeNesting, realPlace } from '../session/storage/server-places.js';
-import { DEFAULT_PERMISSIONS, parsePermissions, permissionsAt, type Permission, type PermissionRules } from '../session/permissions.js';
+import type { LiveSessionInfo } from '../session/live.js';
+import { DEFAULT_PERMISSIONS, parsePermissions, permissionsAt, type Permission } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
 import { StoreConflict, type UserRepository } from '../store/store.js';
 import { firstUnsafeChar } from '../session/unsafe-chars.js';
@@ -126,13 +127,13 @@ export function changesLoginRules(patch: Partial<UserSettings>): boolean {
  * session holds the permissions of its login: such a change must end it.
  */
 export function takesAway(before: UserRecord, after: UserRecord, dir: string): boolean {
-  const now = permissionsAt(rulesOf(after), dir);
-  return [...permissionsAt(rulesOf(before), dir)].some((p) => !now.has(p));
+  const now = permissionsAt(permissionRulesOf(after), dir);
+  return [...permissionsAt(permissionRulesOf(before), dir)].some((p) => !now.has(p));
 }
 
-/** A user's permissions as a session holds them (as the authenticator builds them at login). */
-function rulesOf(u: UserRecord): PermissionRules {
-  return { root: new Set(u.permissions), dirs: new Map(u.dirPermissions.map((d) => [d.path, new Set(d.permissions)])) };
+/** The live sessions of `user` that its rules, as changed, would refuse now (as refusal() refuses a login). */
+export function refusedNow(user: UserRecord, live: readonly LiveSessionInfo[]): LiveSessionInfo[] {
+  return live.filter((s) => s.user === user.name && refusal(user, s.protocol, s.ip, s.method) !== null);
 }
 
 /** A clean virtual directory for a permission override; `..` tricks fold away before storage. */
