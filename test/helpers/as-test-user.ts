@@ -92,9 +92,27 @@ if (account) {
   process.stderr.write(`sluice tests: servers and clients run as uid ${process.getuid?.()} (not root, nothing to drop)\n`);
 }
 
+/*
+ * One TLS certificate and one set of SSH host keys for every test server of this run, made here
+ * once (as the user the servers run as, so that their private keys stay 0600 and theirs):
+ * test/helpers/server.ts copies them into each new server's certsDir. A server making its own
+ * spent 0.4 s of CPU on the RSA-3072 key alone, at every one of the suite's hundreds of starts, on
+ * a suite bound by its 2 cores. The first start's own making of them is test/serve.test.ts's
+ * subject, and it starts servers of its own.
+ */
+const certs = mkdtempSync(join(tmpdir(), 'sluice-test-certs-'));
+try {
+  const { ensureKeys } = (await import(new URL('../../dist/certs/ensure.js', import.meta.url).href)) as typeof import('../../src/certs/ensure.js');
+  await ensureKeys(certs);
+  env.SLUICE_TEST_CERTS = certs;
+} catch (err) {
+  process.stderr.write(`sluice tests: no shared certificate and host keys (${(err as Error).message}): each server makes its own\n`);
+}
+
 const child = spawn(process.execPath, process.argv.slice(2), { stdio: 'inherit', env });
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => child.kill(sig));
 child.on('exit', (code, signal) => {
+  rmSync(certs, { recursive: true, force: true });
   if (home) rmSync(home, { recursive: true, force: true });
   process.exitCode = code ?? 128 + (signal ? os.signals[signal] : 0);
 });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -108,6 +108,9 @@ export class TestServer {
       ...options.env,
     };
     if (options.yaml) writeFileSync(join(this.dir, 'sluice.yaml'), options.yaml);
+    // The run's one set (test/helpers/as-test-user.ts), unless the test keeps its certificates elsewhere.
+    const shared = process.env.SLUICE_TEST_CERTS;
+    if (shared && !options.env?.SLUICE_CERTS_DIR && !/^certsDir:/m.test(options.yaml ?? '')) cpSync(shared, join(this.dir, 'certs'), { recursive: true });
     for (const u of options.users ?? []) {
       const r = sluice(this.dir, ['user', 'add', u.name, '--password-stdin', ...(u.args ?? [])], `${u.password}\n`, env);
       if (r.code !== 0) throw new Error(`user add ${u.name}: ${r.stderr}`);
