@@ -31,6 +31,7 @@ import { ServerPlaces } from './session/storage/server-places.js';
 import { StartRecord } from './start-record.js';
 import { SqliteStore } from './store/sqlite/store.js';
 import type { Store } from './store/store.js';
+import { OutlivedSessions } from './users/outlived-sessions.js';
 
 /** Everything a running sluice shares between its front-ends. */
 export interface Services extends AdminServices {
@@ -116,6 +117,12 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   shared?.onUserRevoked((user, why) => {
     sessions.endUser(user, `${why} by an administrator`).catch((err: unknown) => base.log.error({ err, user }, 'ending sessions'));
   });
+  if (shared) {
+    // Any other change there (rules, permissions) ends here the sessions it would refuse or narrow, as the admin API does for its own.
+    const outlived = new OutlivedSessions((name) => base.store.users.get(name), sessions, (err, user) =>
+      base.log.error({ err, user }, 'checking live sessions against their changed users'));
+    shared.onUserChanged(() => outlived.check());
+  }
   const defender = new Defender(sources, counts.failures, config.defender, audit, base.log.child({ part: 'defender' }));
   return {
     coordinator: new LocalCoordinator(registry, shared?.userSessions ?? null, defender, quotas, audit, metrics, () => trailBehind),

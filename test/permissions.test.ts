@@ -10,8 +10,12 @@ import {
   narrows,
   parsePermissions,
   permissionsAt,
+  listOfRules,
+  rulesOfList,
   seesNames,
+  takesAnyAway,
   type Permission,
+  type PermissionRules,
 } from '../src/session/permissions.js';
 import type { Session } from '../src/session/session.js';
 import { World, collect, readFile, writeFile } from './helpers/world.js';
@@ -53,6 +57,28 @@ describe('permission rules (pure)', () => {
       ['/in/open', '/in', true],
     ];
     for (const [from, to, ok] of table) assert.equal(narrows(rules, from, to), ok, `${from} -> ${to}`);
+  });
+  it('a change takes a permission away when any directory loses one, wherever the overrides of either side stand', () => {
+    const withDirs = (root: Permission[], dirs: [string, Permission[]][]): PermissionRules => ({
+      root: new Set(root),
+      dirs: new Map(dirs.map(([d, ps]) => [d, new Set(ps)])),
+    });
+    const table: [string, PermissionRules, boolean][] = [
+      ['the same', rules, false],
+      ['more at /', withDirs(['list', 'download', 'upload'], [['/in', ['upload']], ['/in/open', ['upload', 'list']]]), false],
+      ['less at /', withDirs(['list'], [['/in', ['upload']], ['/in/open', ['upload', 'list']]]), true],
+      ['an override dropped: /in/open falls back to /in, without list', withDirs(['list', 'download'], [['/in', ['upload']]]), true],
+      ['an override dropped: /in falls back to /, without upload', withDirs(['list', 'download'], [['/in/open', ['upload', 'list']]]), true],
+      ['a new override below, giving less', withDirs(['list', 'download'], [...rules.dirs].map(([d, ps]) => [d, [...ps]] as [string, Permission[]]).concat([['/pub', ['list']]])), true],
+      ['a new override below, giving the same', withDirs(['list', 'download'], [...rules.dirs].map(([d, ps]) => [d, [...ps]] as [string, Permission[]]).concat([['/pub', ['list', 'download']]])), false],
+    ];
+    for (const [what, after, takes] of table) assert.equal(takesAnyAway(rules, after), takes, what);
+    assert.equal(takesAnyAway(withDirs([], []), rules), false, 'from nothing, nothing is taken');
+  });
+  it('rules travel as plain lists and come back the same', () => {
+    const travelled = rulesOfList(JSON.parse(JSON.stringify(listOfRules(rules))) as ReturnType<typeof listOfRules>);
+    assert.deepEqual(travelled, rules);
+    assert.equal(takesAnyAway(rules, travelled) || takesAnyAway(travelled, rules), false);
   });
   it('parses lists, all and none, and names an unknown word', () => {
     assert.deepEqual(parsePermissions('all'), [...PERMISSIONS]);

@@ -202,6 +202,43 @@ describe('two nodes on one PostgreSQL behind HAProxy', { skip: skip ?? false, ti
     assert.equal(logout?.reason, 'user disabled by an administrator');
   });
 
+  it('a permission taken away or an address refused through one node ends on the other the sessions it concerns, and only those', async () => {
+    const added = cli(a, ['user', 'add', 'fay', '--password-stdin', '--perms', 'all', '--home', join(homes, 'fay')], 'fay-pw-12345\n');
+    assert.equal(added.code, 0, added.stderr);
+    const open = async (from: string, node = a) => {
+      const conn = await sshConnect({ port: node.sftpPort, localAddress: from, username: 'fay', password: 'fay-pw-12345' });
+      conn.on('error', () => undefined);
+      const sftp = await sftpOf(conn);
+      const closed = new Promise<void>((resolve) => conn.once('close', () => resolve()));
+      return { conn, sftp, outcome: () => Promise.race([closed.then(() => 'closed'), new Promise((r) => setTimeout(() => r('open'), 3000))]) };
+    };
+    const endings = async () => (await a.audit(0)).filter((r) => r.event === 'logout' && r.user === 'fay').map((r) => `${String(r.ip)} ${String(r.reason)}`);
+
+    // A change that takes nothing away (an override that gives what / gives already) ends nothing.
+    const kept = await open('127.0.0.7');
+    assert.equal(cli(b, ['user', 'perm', 'fay', '/in', 'all']).code, 0);
+    assert.equal(await kept.outcome(), 'open', 'an override that takes nothing away ended the session');
+
+    const narrowed = cli(b, ['user', 'perm', 'fay', '/in', 'list,download']);
+    assert.equal(narrowed.code, 0, narrowed.stderr);
+    assert.equal(await kept.outcome(), 'closed', 'the session on A kept upload in /in after B took it away');
+
+    // And on B, whose sessions live in its workers: refused there by a change made through A.
+    const [near, far, farOnB] = await Promise.all([open('127.0.0.7'), open('127.0.0.8'), open('127.0.0.8', b)]);
+    const refused = cli(a, ['user', 'set', 'fay', '--deny-ip', '127.0.0.8/32']);
+    assert.equal(refused.code, 0, refused.stderr);
+    assert.deepEqual(await Promise.all([near.outcome(), far.outcome(), farOnB.outcome()]), ['open', 'closed', 'closed']);
+    // The one left open still serves.
+    assert.ok(Array.isArray(await call<unknown[]>((cb) => near.sftp.readdir('/', cb))));
+    near.conn.end();
+    const expected = ['127.0.0.7 permissions taken away by an administrator', '127.0.0.8 rules changed by an administrator'];
+    await until(10_000, async () => {
+      const seen = await endings();
+      return expected.every((e) => seen.includes(e));
+    });
+    assert.deepEqual((await endings()).slice(0, 2), expected);
+  });
+
   it('5 failed logins spread over both nodes ban the address on both within 1 s', async () => {
     const from = '127.0.0.2';
     for (let i = 0; i < 5; i++) {

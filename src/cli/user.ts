@@ -38,9 +38,10 @@ export const USER_HELP = `Usage: sluice user <command> ...
            [--[no-]require-tls] [--[no-]require-key]
            [--allow-ip CIDR]... [--deny-ip CIDR]... [--expires DATE|never]
   disable NAME | enable NAME | remove NAME
-                          (disable, remove and set --expires with a date already past
-                          end the user's live sessions when the admin API is on and the
-                          server runs)
+                          (disable, remove, and set or perm where they refuse a live
+                          session or take a permission from it, end those sessions when
+                          the admin API is on and the server runs; on a PostgreSQL store
+                          every node ends its own)
   key add NAME FILE|-     key list NAME     key remove NAME FINGERPRINT
   perm NAME /PATH LIST    (LIST "inherit" drops the override)
 

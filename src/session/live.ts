@@ -1,5 +1,6 @@
 import type { LoginMethod, Protocol } from './account.js';
 import { SluiceError } from './errors.js';
+import { listOfRules, type PermissionList, type PermissionRules } from './permissions.js';
 
 /** A transfer in progress, as an operator sees it. */
 export interface LiveTransfer {
@@ -22,6 +23,8 @@ export interface LiveSessionInfo {
   readonly port: number;
   /** How its login proved itself. */
   readonly method: LoginMethod;
+  /** The permissions it holds, read at its login: a change that takes one away must end it. */
+  readonly permissions: PermissionList;
   /** The worker serving it; 0 when one process serves everything. */
   readonly worker: number;
   /** ISO 8601: when the session logged in. */
@@ -69,7 +72,7 @@ export interface DrainCounts {
 /** The parts of a Session the registry reads and acts on (see Session). */
 export interface LiveSession {
   readonly id: string;
-  readonly account: { readonly name: string; readonly method: LoginMethod };
+  readonly account: { readonly name: string; readonly method: LoginMethod; readonly permissions: PermissionRules };
   readonly context: { readonly protocol: Protocol; readonly remoteAddress: string; readonly remotePort: number };
   readonly since: Date;
   readonly inProgress: readonly LiveTransferState[];
@@ -137,6 +140,7 @@ export class LiveRegistry implements LiveSessionsView {
               ip: s.context.remoteAddress,
               port: s.context.remotePort,
               method: s.account.method,
+              permissions: listOfRules(s.account.permissions),
               worker: this.worker,
               since: s.since.toISOString(),
               transfers,

@@ -95,3 +95,31 @@ export function narrows(rules: PermissionRules, from: string, to: string): boole
   for (const p of permissionsAt(rules, to)) if (!had.has(p)) return false;
   return true;
 }
+
+/**
+ * Pure: does `after` take away, anywhere, a permission `before` gave? The
+ * sets are constant between override directories, so a look at the home and
+ * at each directory either names covers every path.
+ */
+export function takesAnyAway(before: PermissionRules, after: PermissionRules): boolean {
+  const dirs = new Set(['/', ...before.dirs.keys(), ...after.dirs.keys()]);
+  for (const dir of dirs) {
+    const now = permissionsAt(after, dir);
+    for (const p of permissionsAt(before, dir)) if (!now.has(p)) return true;
+  }
+  return false;
+}
+
+/** The rules as plain lists, to travel (a live session's, between processes) and back by rulesOfList. */
+export interface PermissionList {
+  readonly root: readonly Permission[];
+  readonly dirs: readonly (readonly [string, readonly Permission[]])[];
+}
+
+export function listOfRules(rules: PermissionRules): PermissionList {
+  return { root: [...rules.root], dirs: [...rules.dirs].map(([dir, set]) => [dir, [...set]] as const) };
+}
+
+export function rulesOfList(list: PermissionList): PermissionRules {
+  return { root: new Set(list.root), dirs: new Map(list.dirs.map(([dir, ps]) => [dir, new Set(ps)])) };
+}

@@ -47,6 +47,13 @@ export interface SharedCounts {
    * (disabled, expired, removed, a key removed), to end its sessions here.
    */
   onUserRevoked(listener: (user: string, why: string) => void): void;
+  /**
+   * `listener` is told that some user's settings, rules, keys or permissions
+   * changed on any node or in the CLI (which, the notice does not say), and
+   * when changes may have gone unheard: live sessions here are to be checked
+   * against their users as stored now.
+   */
+  onUserChanged(listener: () => void): void;
   /** A clean stop: this node's leases, session counts and locks go back. */
   stop(): Promise<void>;
 }

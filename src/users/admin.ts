@@ -8,7 +8,7 @@ import { PROTOCOLS, type Protocol } from '../session/account.js';
 import { resolveVirtual } from '../session/paths.js';
 import { ServerPlaces, homeNesting, realPlace } from '../session/storage/server-places.js';
 import type { LiveSessionInfo } from '../session/live.js';
-import { DEFAULT_PERMISSIONS, parsePermissions, permissionsAt, type Permission } from '../session/permissions.js';
+import { DEFAULT_PERMISSIONS, parsePermissions, permissionsAt, rulesOfList, takesAnyAway, type Permission } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
 import { StoreConflict, type UserRepository } from '../store/store.js';
 import { firstUnsafeChar } from '../session/unsafe-chars.js';
@@ -134,6 +134,22 @@ export function takesAway(before: UserRecord, after: UserRecord, dir: string): b
 /** The live sessions of `user` that its rules, as changed, would refuse now (as refusal() refuses a login). */
 export function refusedNow(user: UserRecord, live: readonly LiveSessionInfo[]): LiveSessionInfo[] {
   return live.filter((s) => s.user === user.name && refusal(user, s.protocol, s.ip, s.method) !== null);
+}
+
+/**
+ * Why live session `live` must not outlive its user as stored now (`user`,
+ * null when no user has its name any more), or null when it may go on: the
+ * user's rules would refuse its login now, or a permission it holds is taken
+ * away. What a node checks its sessions by when a user changed on another
+ * node or in the CLI, where the change was not its own to act on.
+ */
+export function outlivedBy(user: UserRecord | null, live: LiveSessionInfo): string | null {
+  if (!user) return 'user removed or renamed by an administrator';
+  const refused = refusal(user, live.protocol, live.ip, live.method);
+  if (refused === 'disabled' || refused === 'expired') return `user ${refused} by an administrator`;
+  if (refused !== null) return 'rules changed by an administrator';
+  if (takesAnyAway(rulesOfList(live.permissions), permissionRulesOf(user))) return 'permissions taken away by an administrator';
+  return null;
 }
 
 /** A clean virtual directory for a permission override; `..` tricks fold away before storage. */

@@ -10,6 +10,7 @@ import { NodeLock, PostgresNodes } from './nodes.js';
 import { Notices } from './notices.js';
 import { REVOKED_CHANNEL, Revocations } from './revocations.js';
 import { USER_CHANGED_CHANNEL, UserCache } from './user-cache.js';
+import { UserChanges } from './user-changes.js';
 import { PostgresFailureTally } from './failures.js';
 import { PostgresQuota } from './quota.js';
 import { PostgresWriteLocks } from './write-locks.js';
@@ -46,7 +47,8 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
   notices.subscribe(REVOKED_CHANNEL, revocations);
   const cache = new UserCache();
   const lastLogins = new LastLogins(pool);
-  notices.subscribe(USER_CHANGED_CHANNEL, cache);
+  const changes = new UserChanges(cache);
+  notices.subscribe(USER_CHANGED_CHANNEL, changes);
   try {
     const client = await pool.connect();
     try {
@@ -87,6 +89,7 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
         quota,
         writeLocks,
         onUserRevoked: (listener) => revocations.on(listener),
+        onUserChanged: (listener) => changes.on(listener),
         stop: async () => {
           try {
             // Each says what it could not give back: one failing must not hide another's account.

@@ -1,0 +1,61 @@
+import type { LiveSessionInfo, LiveSessionsView } from '../session/live.js';
+import type { UserRecord } from '../store/records.js';
+import { outlivedBy } from './admin.js';
+
+/**
+ * Ends the live sessions of this node that their users, as stored now, no
+ * longer allow (outlivedBy): for a change made on another node or in the CLI,
+ * which only says that some user changed. One look runs at a time; a change
+ * told during a look brings one more after it, since the look may have read
+ * that user before the change.
+ */
+export class OutlivedSessions {
+  private running = false;
+  private again = false;
+
+  constructor(
+    private readonly readUser: (name: string) => Promise<UserRecord | null>,
+    private readonly sessions: LiveSessionsView,
+    /** A user (null: the sessions) that could not be read: those sessions stay as they are until the next look. */
+    private readonly failed: (err: unknown, user: string | null) => void,
+  ) {}
+
+  /** Look again, now or right after the look running. */
+  check(): void {
+    this.again = true;
+    if (this.running) return;
+    this.running = true;
+    void this.run();
+  }
+
+  private async run(): Promise<void> {
+    try {
+      while (this.again) {
+        this.again = false;
+        await this.look().catch((err: unknown) => this.failed(err, null));
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async look(): Promise<void> {
+    const byUser = new Map<string, LiveSessionInfo[]>();
+    for (const s of await this.sessions.list()) {
+      byUser.set(s.user, [...(byUser.get(s.user) ?? []), s]);
+    }
+    for (const [name, live] of byUser) {
+      let user: UserRecord | null;
+      try {
+        user = await this.readUser(name);
+      } catch (err) {
+        this.failed(err, name);
+        continue;
+      }
+      for (const s of live) {
+        const why = outlivedBy(user, s);
+        if (why !== null) await this.sessions.end(s.id, why).catch((err: unknown) => this.failed(err, name));
+      }
+    }
+  }
+}
