@@ -106,6 +106,25 @@ describe('a PostgreSQL outage on a node of several', { skip: skip ?? false, time
     assert.equal(lines(mark, /quota usage or holds not written/), 1, node.log);
   });
 
+  it('a change made while the node hears no notices ends the sessions it refuses once the node listens again', async () => {
+    const conn = await login('alice', 'alice-pw-123');
+    conn.on('error', () => undefined);
+    await sftpOf(conn);
+    const closed = new Promise<string>((r) => conn.once('close', () => r('closed')));
+    // Listening again after the outages above (its next attempt may be seconds away).
+    assert.ok(await until(15_000, async () => (await sql("SELECT 1 FROM pg_stat_activity WHERE application_name = 'sluice notices'")).length === 1));
+    // The node's notices connection goes, and in the same transaction, before it can connect again
+    // (250 ms at the soonest), a key is required of alice, who logged in with a password: the
+    // notice of that change reaches no one. Only the look the node takes once it listens again sees it.
+    const changed = await sql(`WITH dropped AS (SELECT pg_terminate_backend(pid, 5000) AS gone FROM pg_stat_activity WHERE application_name = 'sluice notices')
+      UPDATE users SET require_key = true WHERE name = 'alice' AND (SELECT bool_and(gone) FROM dropped) RETURNING name`);
+    assert.deepEqual(changed, [{ name: 'alice' }], 'the notices connection was dropped and alice changed');
+    const outcome = await Promise.race([closed, new Promise((r) => setTimeout(() => r('still open'), 8000))]);
+    assert.equal(outcome, 'closed', 'the session outlived a rule change made while its node heard no notices');
+    const why = (r: Record<string, unknown>) => r.event === 'logout' && r.user === 'alice' && r.reason === 'rules changed by an administrator';
+    assert.ok((await node.auditUntil(why)).some(why), 'its logout says why');
+  });
+
   it('a node stopped while PostgreSQL is down makes a last attempt and says what it could not write', async () => {
     const data = randomBytes(100_000);
     const conn = await login('bob', 'bob-pw-12345');

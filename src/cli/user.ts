@@ -39,9 +39,9 @@ export const USER_HELP = `Usage: sluice user <command> ...
            [--allow-ip CIDR]... [--deny-ip CIDR]... [--expires DATE|never]
   disable NAME | enable NAME | remove NAME
                           (disable, remove, and set or perm where they refuse a live
-                          session or take a permission from it, end those sessions when
-                          the admin API is on and the server runs; on a PostgreSQL store
-                          every node ends its own)
+                          session or take a permission from it, end those sessions: on
+                          SQLite through the admin API when it is on and the server runs;
+                          on PostgreSQL every node ends its own, API or not)
   key add NAME FILE|-     key list NAME     key remove NAME FINGERPRINT
   perm NAME /PATH LIST    (LIST "inherit" drops the override)
 

@@ -18,13 +18,18 @@ export interface LiveSessionInfo {
   /** The connection id the audit records carry. */
   readonly id: string;
   readonly user: string;
+  /** The stored user's id: a user removed and made again under the same name is another user. */
+  readonly userId: number;
   readonly protocol: Protocol;
   readonly ip: string;
   readonly port: number;
   /** How its login proved itself. */
   readonly method: LoginMethod;
-  /** The permissions it holds, read at its login: a change that takes one away must end it. */
-  readonly permissions: PermissionList;
+  /**
+   * The permissions it holds, as read when it opened: a change that takes one away must end it.
+   * One per SFTP or SCP channel of an SSH connection, each read when the channel opened.
+   */
+  readonly permissions: readonly PermissionList[];
   /** The worker serving it; 0 when one process serves everything. */
   readonly worker: number;
   /** ISO 8601: when the session logged in. */
@@ -72,7 +77,7 @@ export interface DrainCounts {
 /** The parts of a Session the registry reads and acts on (see Session). */
 export interface LiveSession {
   readonly id: string;
-  readonly account: { readonly name: string; readonly method: LoginMethod; readonly permissions: PermissionRules };
+  readonly account: { readonly id: number; readonly name: string; readonly method: LoginMethod; readonly permissions: PermissionRules };
   readonly context: { readonly protocol: Protocol; readonly remoteAddress: string; readonly remotePort: number };
   readonly since: Date;
   readonly inProgress: readonly LiveTransferState[];
@@ -132,15 +137,16 @@ export class LiveRegistry implements LiveSessionsView {
       byId.set(
         s.id,
         seen
-          ? { ...seen, transfers: [...seen.transfers, ...transfers] }
+          ? { ...seen, permissions: [...seen.permissions, listOfRules(s.account.permissions)], transfers: [...seen.transfers, ...transfers] }
           : {
               id: s.id,
               user: s.account.name,
+              userId: s.account.id,
               protocol: s.context.protocol,
               ip: s.context.remoteAddress,
               port: s.context.remotePort,
               method: s.account.method,
-              permissions: listOfRules(s.account.permissions),
+              permissions: [listOfRules(s.account.permissions)],
               worker: this.worker,
               since: s.since.toISOString(),
               transfers,

@@ -139,16 +139,19 @@ export function refusedNow(user: UserRecord, live: readonly LiveSessionInfo[]): 
 /**
  * Why live session `live` must not outlive its user as stored now (`user`,
  * null when no user has its name any more), or null when it may go on: the
- * user's rules would refuse its login now, or a permission it holds is taken
- * away. What a node checks its sessions by when a user changed on another
- * node or in the CLI, where the change was not its own to act on.
+ * user's rules would refuse its login now, or a permission one of its
+ * channels holds is taken away. What a node checks its sessions by when a
+ * user changed on another node or in the CLI, where the change was not its
+ * own to act on. An expiry that merely came ends nothing (SECURITY.md):
+ * one an administrator set already past is told as a revocation instead.
  */
 export function outlivedBy(user: UserRecord | null, live: LiveSessionInfo): string | null {
-  if (!user) return 'user removed or renamed by an administrator';
-  const refused = refusal(user, live.protocol, live.ip, live.method);
-  if (refused === 'disabled' || refused === 'expired') return `user ${refused} by an administrator`;
+  if (!user || user.id !== live.userId) return 'user removed by an administrator';
+  const refused = refusal({ ...user, expiresAt: null }, live.protocol, live.ip, live.method);
+  if (refused === 'disabled') return 'user disabled by an administrator';
   if (refused !== null) return 'rules changed by an administrator';
-  if (takesAnyAway(rulesOfList(live.permissions), permissionRulesOf(user))) return 'permissions taken away by an administrator';
+  const now = permissionRulesOf(user);
+  if (live.permissions.some((held) => takesAnyAway(rulesOfList(held), now))) return 'permissions taken away by an administrator';
   return null;
 }
 

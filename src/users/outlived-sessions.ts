@@ -42,7 +42,9 @@ export class OutlivedSessions {
   private async look(): Promise<void> {
     const byUser = new Map<string, LiveSessionInfo[]>();
     for (const s of await this.sessions.list()) {
-      byUser.set(s.user, [...(byUser.get(s.user) ?? []), s]);
+      const sessions = byUser.get(s.user);
+      if (sessions) sessions.push(s);
+      else byUser.set(s.user, [s]);
     }
     for (const [name, live] of byUser) {
       let user: UserRecord | null;

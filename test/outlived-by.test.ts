@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { LiveSessionInfo } from '../src/session/live.js';
+import type { Permission } from '../src/session/permissions.js';
+import type { UserRecord } from '../src/store/records.js';
+import { outlivedBy } from '../src/users/admin.js';
+
+/*
+ * What a node ends its live sessions by when a user changed elsewhere (on
+ * another node, in the CLI, by hand in SQL): the user as stored now against
+ * what each session's login, and each of its channels, was given.
+ */
+const stored: UserRecord = {
+  id: 7, name: 'fay', passwordHash: 'x', home: '/srv/fay', enabled: true, expiresAt: null,
+  protocols: ['ftp', 'sftp'], requireTls: false, requireKey: false, permissions: ['list', 'download', 'upload'],
+  quotaBytes: 0, quotaFiles: 0, rateUp: null, rateDown: null, scan: null, usedBytes: 0, usedFiles: 0,
+  createdAt: new Date(0), updatedAt: new Date(0), lastLoginAt: null, allowIps: [], denyIps: [], dirPermissions: [],
+};
+const grants = (root: Permission[], dirs: [string, Permission[]][] = []) => ({ root, dirs });
+const live: LiveSessionInfo = {
+  id: 's1', user: 'fay', userId: 7, protocol: 'sftp', ip: '192.0.2.5', port: 50000, method: 'password',
+  permissions: [grants(['list', 'download', 'upload'])], worker: 0, since: new Date(0).toISOString(), transfers: [],
+};
+
+describe('a live session against its user as stored now (pure)', () => {
+  it('goes on when nothing it holds or logged in by is taken away', () => {
+    assert.equal(outlivedBy(stored, live), null);
+    assert.equal(outlivedBy({ ...stored, permissions: ['list', 'download', 'upload', 'delete'], quotaBytes: 5 }, live), null, 'widened');
+    assert.equal(outlivedBy({ ...stored, denyIps: ['198.51.100.0/24'] }, live), null, 'another address denied');
+    assert.equal(outlivedBy({ ...stored, protocols: ['sftp'] }, live), null, 'another protocol taken away');
+  });
+  it('an expiry that merely came ends nothing (one set already past is a revocation of its own)', () => {
+    assert.equal(outlivedBy({ ...stored, expiresAt: new Date(Date.now() - 1000) }, live), null);
+  });
+  it('ends when the user is gone, or its name is another user now', () => {
+    assert.equal(outlivedBy(null, live), 'user removed by an administrator');
+    assert.equal(outlivedBy({ ...stored, id: 8 }, live), 'user removed by an administrator');
+  });
+  it('ends when the login would be refused now', () => {
+    const rules = 'rules changed by an administrator';
+    assert.equal(outlivedBy({ ...stored, enabled: false }, live), 'user disabled by an administrator');
+    assert.equal(outlivedBy({ ...stored, denyIps: ['192.0.2.0/24'] }, live), rules);
+    assert.equal(outlivedBy({ ...stored, allowIps: ['198.51.100.0/24'] }, live), rules);
+    assert.equal(outlivedBy({ ...stored, protocols: ['ftp'] }, live), rules);
+    assert.equal(outlivedBy({ ...stored, requireKey: true }, live), rules, 'a key required of a password login');
+    assert.equal(outlivedBy({ ...stored, requireKey: true }, { ...live, method: 'publickey' }), null);
+    assert.equal(outlivedBy({ ...stored, protocols: ['sftp'] }, { ...live, protocol: 'scp' }), null, 'scp rides an sftp login');
+    assert.equal(outlivedBy({ ...stored, expiresAt: new Date(Date.now() - 1000), denyIps: ['192.0.2.5/32'] }, live), rules, 'expired, and refused besides');
+  });
+  it('ends when any of its channels holds a permission taken away, in any directory', () => {
+    const taken = 'permissions taken away by an administrator';
+    assert.equal(outlivedBy({ ...stored, permissions: ['list', 'download'] }, live), taken);
+    assert.equal(outlivedBy({ ...stored, dirPermissions: [{ path: '/in', permissions: ['list'] }] }, live), taken);
+    // The first channel opened before upload was given, the second after: taking it back concerns the second.
+    const twoChannels = { ...live, permissions: [grants(['list', 'download']), grants(['list', 'download', 'upload'])] };
+    assert.equal(outlivedBy({ ...stored, permissions: ['list', 'download'] }, twoChannels), taken);
+  });
+});
