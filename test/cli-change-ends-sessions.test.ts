@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { sluice } from './helpers/cli.js';
 import { codeOrEnded, loggedIn, RawFtp } from './helpers/ftp-raw.js';
@@ -32,6 +34,7 @@ describe('sluice user set|perm with a server running: the live sessions the chan
         { name: 'hal', password: 'hal-secret-1' },
         { name: 'ida', password: 'ida-secret-1' },
         { name: 'jon', password: 'jon-secret-1' },
+        { name: 'kai', password: 'kai-secret-1' },
       ],
     });
   });
@@ -73,6 +76,19 @@ describe('sluice user set|perm with a server running: the live sessions the chan
     assert.equal(run(['user', 'set', 'jon', '--require-key']), 'updated user jon; 1 live session(s) ended\n');
     const after = await mkd(c, 'two');
     assert.ok(after === 421 || after === 'ended', `the password session went on after --require-key: ${after}`);
+    c.close();
+  });
+
+  it('user key remove ends the sessions, as the API does (before, only PostgreSQL\'s trigger did)', { timeout: 60_000 }, async () => {
+    const key = join(srv.dir, 'kai_key');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'kai', '-f', key]);
+    const fp = /key (SHA256:\S+) to kai/.exec(run(['user', 'key', 'add', 'kai', `${key}.pub`]))?.[1];
+    assert.ok(fp);
+    const c = await login('kai', 'kai-secret-1');
+    assert.equal(await mkd(c, 'one'), 257);
+    assert.equal(run(['user', 'key', 'remove', 'kai', fp]), `removed key ${fp} from kai; 1 live session(s) ended\n`);
+    const after = await mkd(c, 'two');
+    assert.ok(after === 421 || after === 'ended', `the session went on after its user's key was removed: ${after}`);
     c.close();
   });
 });

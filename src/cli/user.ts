@@ -38,8 +38,8 @@ export const USER_HELP = `Usage: sluice user <command> ...
            [--[no-]require-tls] [--[no-]require-key]
            [--allow-ip CIDR]... [--deny-ip CIDR]... [--expires DATE|never]
   disable NAME | enable NAME | remove NAME
-                          (disable, remove, and set or perm where they refuse a live
-                          session or take a permission from it, end those sessions: on
+                          (disable, remove, key remove, and set or perm where they refuse
+                          a live session or take a permission from it, end those sessions: on
                           SQLite through the admin API when it is on and the server runs;
                           on PostgreSQL every node ends its own, API or not)
   key add NAME FILE|-     key list NAME     key remove NAME FINGERPRINT
@@ -261,7 +261,7 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       return 0;
     }
     case 'key':
-      return keyCommand(rest, open, out);
+      return keyCommand(rest, open, reach, out);
     case 'perm': {
       const { positionals } = parse(rest, {}, ['NAME', '/PATH', 'LIST']);
       const [name, dir, list] = positionals as [string, string, string];
@@ -312,7 +312,7 @@ async function endLiveSessions(reach: Reach, before: UserRecord, after: UserReco
   return ended;
 }
 
-async function keyCommand(args: string[], open: () => Promise<AdminServices>, out: (s: string) => void): Promise<number> {
+async function keyCommand(args: string[], open: () => Promise<AdminServices>, reach: Reach, out: (s: string) => void): Promise<number> {
   const [sub, ...rest] = args;
   switch (sub) {
     case 'add': {
@@ -334,6 +334,12 @@ async function keyCommand(args: string[], open: () => Promise<AdminServices>, ou
     case 'remove': {
       const { positionals } = parse(rest, {}, ['NAME', 'FINGERPRINT']);
       const [name, fp] = positionals as [string, string];
+      // Through the running server when there is one, which ends the user's live sessions at once, as disabling does.
+      const reply = await ifRunning(reach, 'DELETE', `/users/${encodeURIComponent(name)}/keys/${encodeURIComponent(fp)}`);
+      if (reply) {
+        out(`removed key ${fp} from ${name}; ${(reply.body as { sessionsEnded: number }).sessionsEnded} live session(s) ended\n`);
+        return 0;
+      }
       await (await open()).admin.removeKey(name, fp);
       out(`removed key ${fp} from ${name}\n`);
       return 0;
