@@ -129,11 +129,10 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
   const endSessions = (user: UserRecord, reason: string) => sessions.endUser(user.name, reason);
   /**
    * A session's permissions are those read at its login: a change that takes
-   * one away in `dir` (and so below it, but where a deeper override stands,
-   * which the change leaves as it was) ends the user's sessions, as removing a key does.
+   * one away anywhere ends the user's sessions, as removing a key does.
    */
-  const endNarrowed = async (before: UserRecord, after: UserRecord, dir: string): Promise<number> => {
-    if (!takesAway(before, after, dir)) return 0;
+  const endNarrowed = async (before: UserRecord, after: UserRecord): Promise<number> => {
+    if (!takesAway(before, after)) return 0;
     return endSessions(after, 'permissions taken away by an administrator');
   };
   /**
@@ -218,7 +217,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       // (none is left for the rules to refuse), else the rules end those they refuse now.
       const sessionsEnded = revoked !== null
         ? await endSessions(user, `${revoked} by an administrator`)
-        : (patch.permissions === undefined ? 0 : await endNarrowed(user, updated, '/')) || (await endRefused(updated, patch));
+        : (patch.permissions === undefined ? 0 : await endNarrowed(user, updated)) || (await endRefused(updated, patch));
       return { ...(await admin.show(req.params.name)), sessionsEnded };
     },
   );
@@ -294,7 +293,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       inField('body.path', () => parseVirtualDir(req.body.path));
       const user = await admin.require(req.params.name);
       const path = await inFieldAsync('body.path', () => admin.setDirPermissions(req.params.name, req.body.path, perms));
-      return { path, permissions: perms, sessionsEnded: await endNarrowed(user, await admin.require(req.params.name), path) };
+      return { path, permissions: perms, sessionsEnded: await endNarrowed(user, await admin.require(req.params.name)) };
     },
   );
 }

@@ -237,7 +237,7 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       const s = await open();
       const before = await s.admin.require(name);
       const after = await s.admin.update(name, patch);
-      const ended = await endLiveSessions(reach, before, after, patch, '/');
+      const ended = await endLiveSessions(reach, before, after, patch);
       out(ended === null ? `updated user ${name}\n` : `updated user ${name}; ${ended} live session(s) ended\n`);
       return 0;
     }
@@ -271,7 +271,7 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       const s = await open();
       const before = await s.admin.require(name);
       const path = await s.admin.setDirPermissions(name, dir, perms);
-      const ended = await endLiveSessions(reach, before, await s.admin.require(name), {}, path);
+      const ended = await endLiveSessions(reach, before, await s.admin.require(name), {});
       const done = perms === null ? `${name}: ${path} inherits again` : `${name}: ${path} -> ${perms.join(',') || 'none'}`;
       out(ended === null ? `${done}\n` : `${done}; ${ended} live session(s) ended\n`);
       return 0;
@@ -284,14 +284,14 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
 /**
  * After a change written to the store: the live sessions it takes something
  * from, ended on the running server as the admin API's PATCH ends them. An
- * expiry already past, or a permission taken away in `dir`, ends all the
+ * expiry already past, or a permission taken away anywhere, ends all the
  * user's sessions; changed login rules (protocols, TLS, addresses, a key required) end those
  * the rules now refuse. How many were ended; null when there was nothing to
  * end or no server runs.
  */
-async function endLiveSessions(reach: Reach, before: UserRecord, after: UserRecord, patch: Partial<UserSettings>, dir: string): Promise<number | null> {
+async function endLiveSessions(reach: Reach, before: UserRecord, after: UserRecord, patch: Partial<UserSettings>): Promise<number | null> {
   const revoked = revokedBy(patch);
-  const reason = revoked !== null ? `${revoked} by an administrator` : takesAway(before, after, dir) ? 'permissions taken away by an administrator' : null;
+  const reason = revoked !== null ? `${revoked} by an administrator` : takesAway(before, after) ? 'permissions taken away by an administrator' : null;
   const user = encodeURIComponent(after.name);
   if (reason !== null) {
     const reply = await ifRunning(reach, 'DELETE', `/users/${user}/sessions?reason=${encodeURIComponent(reason)}`);

@@ -8,7 +8,7 @@ import { PROTOCOLS, type Protocol } from '../session/account.js';
 import { resolveVirtual } from '../session/paths.js';
 import { ServerPlaces, homeNesting, realPlace } from '../session/storage/server-places.js';
 import type { LiveSessionInfo } from '../session/live.js';
-import { DEFAULT_PERMISSIONS, parsePermissions, permissionsAt, rulesOfList, takesAnyAway, type Permission } from '../session/permissions.js';
+import { DEFAULT_PERMISSIONS, parsePermissions, rulesOfList, takesAnyAway, type Permission } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
 import { StoreConflict, type UserRepository } from '../store/store.js';
 import { firstUnsafeChar } from '../session/unsafe-chars.js';
@@ -123,12 +123,11 @@ export function changesLoginRules(patch: Partial<UserSettings>): boolean {
 
 /**
  * Pure: does the change from `before` to `after` take a permission away in
- * `dir` (and so below it, but where a deeper override stands)? A live
- * session holds the permissions of its login: such a change must end it.
+ * any directory? A live session holds the permissions of its login: such a
+ * change must end it.
  */
-export function takesAway(before: UserRecord, after: UserRecord, dir: string): boolean {
-  const now = permissionsAt(permissionRulesOf(after), dir);
-  return [...permissionsAt(permissionRulesOf(before), dir)].some((p) => !now.has(p));
+export function takesAway(before: UserRecord, after: UserRecord): boolean {
+  return takesAnyAway(permissionRulesOf(before), permissionRulesOf(after));
 }
 
 /** The live sessions of `user` that its rules, as changed, would refuse now (as refusal() refuses a login). */
