@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
 import { codeOrEnded, loggedIn, RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
+import { call as sftpCall, sftpOf, sshConnect, statusOf } from './helpers/ssh.js';
 
 /*
  * A session's permissions are those read at its login. Taking a permission
@@ -11,7 +13,10 @@ import { TestServer } from './helpers/server.js';
  * every session open before with it: an FTP session went on making
  * directories after mkdir was taken from the home and after the home was set
  * to no permission at all. A change that takes something away now ends the
- * user's live sessions, as removing a key does; one that only adds ends none.
+ * user's live sessions, as removing a key does; one that only adds ends none
+ * and reaches them at once: before, they went on under the permissions of
+ * their login, so one could move a file into a directory a new override
+ * widened (which a later login may not) for that later login to delete it.
  */
 describe('admin API: permissions taken away end the live sessions that had them', () => {
   let srv: TestServer;
@@ -29,6 +34,8 @@ describe('admin API: permissions taken away end the live sessions that had them'
         { name: 'eve', password: 'eve-secret-1' },
         { name: 'fay', password: 'fay-secret-1' },
         { name: 'gus', password: 'gus-secret-1' },
+        { name: 'hal', password: 'hal-secret-1', args: ['--perms', 'list,download,upload'] },
+        { name: 'ivy', password: 'ivy-secret-1', args: ['--perms', 'list,download,upload,rename'] },
       ],
     });
     api = { socketPath: join(srv.dir, 'admin.sock') };
@@ -75,5 +82,39 @@ describe('admin API: permissions taken away end the live sessions that had them'
     assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 1);
     assert.notEqual(await mkd(c, 'after'), 257);
     c.close();
+  });
+
+  it('permissions added reach the sessions open before at once, over FTP and SFTP', { timeout: 60_000 }, async () => {
+    const c = await login('hal', 'hal-secret-1');
+    const ssh = await sshConnect({ port: srv.sftpPort, username: 'hal', password: 'hal-secret-1' });
+    try {
+      const sftp = await sftpOf(ssh);
+      assert.notEqual(await mkd(c, 'before'), 257, 'mkdir is not given yet');
+      assert.notEqual(await statusOf(sftpCall((cb) => sftp.mkdir('/before', cb))), 'ok');
+      const r = await call('PATCH', '/users/hal', { permissions: ['list', 'download', 'upload', 'mkdir'] });
+      assert.equal(r.status, 200, r.text);
+      assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 0);
+      assert.equal(await mkd(c, 'ftp-after'), 257, 'the FTP session open before did not take the mkdir given');
+      assert.equal(await statusOf(sftpCall((cb) => sftp.mkdir('/sftp-after', cb))), 'ok', 'the SFTP session open before did not take the mkdir given');
+    } finally {
+      c.close();
+      ssh.end();
+    }
+  });
+
+  it('an override added bounds the moves of the sessions open before', { timeout: 60_000 }, async () => {
+    mkdirSync(join(srv.home('ivy'), 'drop'), { recursive: true });
+    writeFileSync(join(srv.home('ivy'), 'keep.txt'), 'not to be deleted\n');
+    const c = await login('ivy', 'ivy-secret-1');
+    try {
+      const r = await call('PUT', '/users/ivy/permissions', { path: '/drop', permissions: ['list', 'download', 'upload', 'rename', 'delete'] });
+      assert.equal(r.status, 200, r.text);
+      assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 0);
+      // /drop now gives delete, which the home does not: keep.txt must not get there, where a new login could delete it.
+      assert.equal(await codeOrEnded(c, 'RNFR keep.txt'), 350);
+      assert.notEqual(await codeOrEnded(c, 'RNTO drop/keep.txt'), 250, 'the session open before moved a file into the widened /drop');
+    } finally {
+      c.close();
+    }
   });
 });

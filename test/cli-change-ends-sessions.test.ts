@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { sluice } from './helpers/cli.js';
@@ -13,7 +14,9 @@ import { TestServer } from './helpers/server.js';
  * session (an address denied, a protocol taken away), end those sessions, as
  * the admin API's PATCH and PUT do: before, the FTP session went on making
  * directories after `user set --perms list` and after `user perm NAME / none`,
- * and from an address `--deny-ip` had just denied.
+ * and from an address `--deny-ip` had just denied. A change that takes
+ * nothing away reaches the live sessions at once instead (before, they kept
+ * the permissions of their login until they ended).
  */
 describe('sluice user set|perm with a server running: the live sessions the change takes something from end', () => {
   let srv: TestServer;
@@ -35,6 +38,7 @@ describe('sluice user set|perm with a server running: the live sessions the chan
         { name: 'ida', password: 'ida-secret-1' },
         { name: 'jon', password: 'jon-secret-1' },
         { name: 'kai', password: 'kai-secret-1' },
+        { name: 'lee', password: 'lee-secret-1', args: ['--perms', 'list,download,upload'] },
       ],
     });
   });
@@ -89,6 +93,17 @@ describe('sluice user set|perm with a server running: the live sessions the chan
     assert.equal(run(['user', 'key', 'remove', 'kai', fp]), `removed key ${fp} from kai; 1 live session(s) ended\n`);
     const after = await mkd(c, 'two');
     assert.ok(after === 421 || after === 'ended', `the session went on after its user's key was removed: ${after}`);
+    c.close();
+  });
+
+  it('user set and user perm that only give: the session open before takes the new permissions at once', { timeout: 60_000 }, async () => {
+    const c = await login('lee', 'lee-secret-1');
+    assert.notEqual(await mkd(c, 'one'), 257, 'mkdir is not given yet');
+    assert.equal(run(['user', 'set', 'lee', '--perms', 'list,download,upload,mkdir']), 'updated user lee; 1 live session(s) took the new permissions\n');
+    assert.equal(await mkd(c, 'two'), 257, 'the session open before did not take the mkdir given');
+    assert.equal(run(['user', 'perm', 'lee', '/two', 'list,download,upload,mkdir,delete']), 'lee: /two -> list,download,upload,mkdir,delete; 1 live session(s) took the new permissions\n');
+    writeFileSync(join(srv.home('lee'), 'two', 'f.txt'), 'x');
+    assert.equal(await codeOrEnded(c, 'DELE two/f.txt'), 250, 'the session open before did not take the delete given in /two');
     c.close();
   });
 });

@@ -12,6 +12,7 @@ import {
   permissionsAt,
   listOfRules,
   rulesOfList,
+  sameRules,
   seesNames,
   takesAnyAway,
   type Permission,
@@ -74,6 +75,21 @@ describe('permission rules (pure)', () => {
     ];
     for (const [what, after, takes] of table) assert.equal(takesAnyAway(rules, after), takes, what);
     assert.equal(takesAnyAway(withDirs([], []), rules), false, 'from nothing, nothing is taken');
+  });
+  it('rules are the same only with the same overrides, in any order', () => {
+    const dirs = (...d: [string, Permission[]][]) => new Map(d.map(([dir, ps]) => [dir, new Set(ps)]));
+    const table: [string, PermissionRules, boolean][] = [
+      ['a copy, sets in another order', { root: new Set<Permission>(['download', 'list']), dirs: dirs(['/in/open', ['list', 'upload']], ['/in', ['upload']]) }, true],
+      ['a permission more at the home', { root: new Set<Permission>(['list', 'download', 'upload']), dirs: rules.dirs }, false],
+      ['a permission less in an override', { root: rules.root, dirs: dirs(['/in', ['upload']], ['/in/open', ['list']]) }, false],
+      ['an override more, giving what it inherits', { root: rules.root, dirs: dirs(['/in', ['upload']], ['/in/open', ['upload', 'list']], ['/in/x', ['upload']]) }, false],
+      ['an override fewer', { root: rules.root, dirs: dirs(['/in', ['upload']]) }, false],
+      ['the same sets under another directory', { root: rules.root, dirs: dirs(['/in', ['upload']], ['/in/shut', ['upload', 'list']]) }, false],
+    ];
+    for (const [what, other, same] of table) {
+      assert.equal(sameRules(rules, other), same, what);
+      assert.equal(sameRules(other, rules), same, `${what}, the other way round`);
+    }
   });
   it('rules travel as plain lists and come back the same', () => {
     const travelled = rulesOfList(JSON.parse(JSON.stringify(listOfRules(rules))) as ReturnType<typeof listOfRules>);

@@ -239,6 +239,30 @@ describe('two nodes on one PostgreSQL behind HAProxy', { skip: skip ?? false, ti
     assert.deepEqual((await endings()).slice(0, 2), expected);
   });
 
+  it('permissions given through one node reach the sessions open before on both, workers included', async () => {
+    const added = cli(a, ['user', 'add', 'gil', '--password-stdin', '--perms', 'list,download,upload', '--home', join(homes, 'gil')], 'gil-pw-12345\n');
+    assert.equal(added.code, 0, added.stderr);
+    const open = async (node: TestServer) => {
+      const conn = await sshConnect({ port: node.sftpPort, username: 'gil', password: 'gil-pw-12345' });
+      conn.on('error', () => undefined);
+      return { conn, sftp: await sftpOf(conn) };
+    };
+    const [onA, onB] = await Promise.all([open(a), open(b)]);
+    const mkdir = (s: typeof onA, path: string) => call((cb) => s.sftp.mkdir(path, cb)).then(() => true, () => false);
+    try {
+      assert.deepEqual([await mkdir(onA, '/a0'), await mkdir(onB, '/b0')], [false, false], 'mkdir is not given yet');
+      // Through A's CLI, which only writes the store (no admin API here): each node's look at the notice renews its own.
+      const given = cli(a, ['user', 'set', 'gil', '--perms', 'list,download,upload,mkdir']);
+      assert.equal(given.code, 0, given.stderr);
+      let n = 0;
+      assert.ok(await until(5000, () => mkdir(onA, `/a${++n}`)), 'the session on A did not take the mkdir given');
+      assert.ok(await until(5000, () => mkdir(onB, `/b${++n}`)), 'the session in a worker of B did not take the mkdir given');
+    } finally {
+      onA.conn.end();
+      onB.conn.end();
+    }
+  });
+
   it('5 failed logins spread over both nodes ban the address on both within 1 s', async () => {
     const from = '127.0.0.2';
     for (let i = 0; i < 5; i++) {

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { USER_NAME } from '../auth/authenticator.js';
 import type { AdminContext } from './context.js';
 import { NotFound } from './errors.js';
+import { permissionListOf } from '../users/admin.js';
 import { NoSuchUser } from '../users/errors.js';
 
 /*
@@ -94,6 +95,21 @@ export function sessionRoutes(api: FastifyInstance, { base, sessions }: AdminCon
       // A user removed since may still have sessions to end; a name no user has and no session has is a mistake: 404, as every /users/:name.
       if (!user && sessionsEnded === 0) throw new NoSuchUser(req.params.name);
       return { sessionsEnded };
+    },
+  );
+
+  api.post<{ Params: { name: string } }>(
+    '/users/:name/sessions/renew',
+    {
+      schema: {
+        summary: "The user's live sessions take its permissions as stored now: for a change written to the store without the API (the CLI on SQLite); the API's own changes do it themselves",
+        params: { type: 'object', additionalProperties: false, required: ['name'], properties: { name: { type: 'string', pattern: USER_NAME.source } } },
+        response: { 200: { type: 'object', properties: { sessionsRenewed: { type: 'integer' } } } },
+      },
+    },
+    async (req) => {
+      const user = await base.admin.require(req.params.name);
+      return { sessionsRenewed: await sessions.renewPermissions(user.id, permissionListOf(user)) };
     },
   );
 }

@@ -11,6 +11,7 @@ import {
   parsePerms,
   parseProtocols,
   parseVirtualDir,
+  permissionListOf,
   refusedNow,
   repeatedKey,
   revokedBy,
@@ -140,6 +141,12 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
    * ends each live session whose login they would refuse now, as the login
    * itself would be refused: the others go on.
    */
+  /**
+   * The sessions a change of permissions leaves (it took nothing they hold)
+   * take the new ones at once: kept, a session's old overrides let it move a
+   * file into a directory the change widened, which no later login may.
+   */
+  const renew = (user: UserRecord) => sessions.renewPermissions(user.id, permissionListOf(user));
   const endRefused = async (user: UserRecord, patch: Partial<UserSettings>): Promise<number> => {
     if (!changesLoginRules(patch)) return 0;
     const refused = refusedNow(user, await sessions.list());
@@ -199,7 +206,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     '/users/:name',
     {
       schema: {
-        summary: 'Change a user; enabled: false, an expiry already past, or permissions taken away also end their live sessions, and rules (protocols, requireTls, requireKey, allowIps, denyIps) that now refuse a live session end it',
+        summary: 'Change a user; enabled: false, an expiry already past, or permissions taken away also end their live sessions, and rules (protocols, requireTls, requireKey, allowIps, denyIps) that now refuse a live session end it; sessions left take changed permissions at once',
         params: nameParams,
         body: { type: 'object', additionalProperties: false, minProperties: 1, properties: { enabled: { type: 'boolean' }, password, ...settings } },
         response: { 200: { ...userView, properties: { ...userView.properties, ...ended.properties } } },
@@ -218,6 +225,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       const sessionsEnded = revoked !== null
         ? await endSessions(user, `${revoked} by an administrator`)
         : (patch.permissions === undefined ? 0 : await endNarrowed(user, updated)) || (await endRefused(updated, patch));
+      if (patch.permissions !== undefined) await renew(updated);
       return { ...(await admin.show(req.params.name)), sessionsEnded };
     },
   );
@@ -275,7 +283,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     '/users/:name/permissions',
     {
       schema: {
-        summary: "Permissions of one directory and below; null drops the override (it inherits again). Taking a permission away ends the user's live sessions",
+        summary: "Permissions of one directory and below; null drops the override (it inherits again). Taking a permission away ends the user's live sessions; otherwise they take the new permissions at once",
         params: nameParams,
         body: {
           type: 'object',
@@ -293,7 +301,10 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       inField('body.path', () => parseVirtualDir(req.body.path));
       const user = await admin.require(req.params.name);
       const path = await inFieldAsync('body.path', () => admin.setDirPermissions(req.params.name, req.body.path, perms));
-      return { path, permissions: perms, sessionsEnded: await endNarrowed(user, await admin.require(req.params.name)) };
+      const updated = await admin.require(req.params.name);
+      const sessionsEnded = await endNarrowed(user, updated);
+      await renew(updated);
+      return { path, permissions: perms, sessionsEnded };
     },
   );
 }

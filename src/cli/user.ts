@@ -14,6 +14,7 @@ import {
   parseVirtualDir,
   refusedNow,
   revokedBy,
+  changesPermissions,
   takesAway,
   validatePassword,
   type UserView,
@@ -39,9 +40,10 @@ export const USER_HELP = `Usage: sluice user <command> ...
            [--allow-ip CIDR]... [--deny-ip CIDR]... [--expires DATE|never]
   disable NAME | enable NAME | remove NAME
                           (disable, remove, key remove, and set or perm where they refuse
-                          a live session or take a permission from it, end those sessions: on
-                          SQLite through the admin API when it is on and the server runs;
-                          on PostgreSQL every node ends its own, API or not)
+                          a live session or take a permission from it, end those sessions;
+                          set or perm that only give, the sessions take the new permissions:
+                          on SQLite through the admin API when it is on and the server runs;
+                          on PostgreSQL every node does it for its own, API or not)
   key add NAME FILE|-     key list NAME     key remove NAME FINGERPRINT
   perm NAME /PATH LIST    (LIST "inherit" drops the override)
 
@@ -237,8 +239,7 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       const s = await open();
       const before = await s.admin.require(name);
       const after = await s.admin.update(name, patch);
-      const ended = await endLiveSessions(reach, before, after, patch);
-      out(ended === null ? `updated user ${name}\n` : `updated user ${name}; ${ended} live session(s) ended\n`);
+      out(`updated user ${name}${await toLiveSessions(reach, before, after, patch)}\n`);
       return 0;
     }
     case 'enable':
@@ -271,14 +272,27 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       const s = await open();
       const before = await s.admin.require(name);
       const path = await s.admin.setDirPermissions(name, dir, perms);
-      const ended = await endLiveSessions(reach, before, await s.admin.require(name), {});
       const done = perms === null ? `${name}: ${path} inherits again` : `${name}: ${path} -> ${perms.join(',') || 'none'}`;
-      out(ended === null ? `${done}\n` : `${done}; ${ended} live session(s) ended\n`);
+      out(`${done}${await toLiveSessions(reach, before, await s.admin.require(name), {})}\n`);
       return 0;
     }
     default:
       throw new UsageError(`unknown user command "${sub}"; see sluice user --help`);
   }
+}
+
+/**
+ * A change written to the store, told to the running server's live sessions:
+ * those it takes something from end (endLiveSessions), the others take
+ * changed permissions at once. What was done, for the command's line.
+ */
+async function toLiveSessions(reach: Reach, before: UserRecord, after: UserRecord, patch: Partial<UserSettings>): Promise<string> {
+  const ended = await endLiveSessions(reach, before, after, patch);
+  const renewed = changesPermissions(before, after)
+    ? await ifRunning(reach, 'POST', `/users/${encodeURIComponent(after.name)}/sessions/renew`)
+    : null;
+  const count = (renewed?.body as { sessionsRenewed: number } | undefined)?.sessionsRenewed ?? 0;
+  return `${ended === null ? '' : `; ${ended} live session(s) ended`}${count > 0 ? `; ${count} live session(s) took the new permissions` : ''}`;
 }
 
 /**

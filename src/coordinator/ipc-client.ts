@@ -237,5 +237,7 @@ export function answerSessions(live: LiveSessionsView, q: SessionsQuestion): Pro
       return live.end(q.session, q.reason);
     case 'end-user':
       return live.endUser(q.user, q.reason);
+    case 'renew-permissions':
+      return live.renewPermissions(q.userId, q.permissions);
   }
 }

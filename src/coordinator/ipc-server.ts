@@ -66,6 +66,7 @@ export class WorkerLink {
     list: async () => ((await this.askSessions({ op: 'list' })) as LiveSessionInfo[] | null) ?? [],
     end: async (session, reason) => (await this.askSessions({ op: 'end', session, reason })) === true,
     endUser: async (user, reason) => ((await this.askSessions({ op: 'end-user', user, reason })) as number | null) ?? 0,
+    renewPermissions: async (userId, permissions) => ((await this.askSessions({ op: 'renew-permissions', userId, permissions })) as number | null) ?? 0,
   };
 
   constructor(

@@ -1,6 +1,6 @@
 import type { LoginMethod, Protocol } from './account.js';
 import { SluiceError } from './errors.js';
-import { listOfRules, type PermissionList, type PermissionRules } from './permissions.js';
+import { listOfRules, rulesOfList, sameRules, type PermissionList, type PermissionRules } from './permissions.js';
 
 /** A transfer in progress, as an operator sees it. */
 export interface LiveTransfer {
@@ -48,6 +48,12 @@ export interface LiveSessionsView {
   end(id: string, reason: string): Promise<boolean>;
   /** Ends every session of `user` (its stored name); how many were ended. */
   endUser(user: string, reason: string): Promise<number>;
+  /**
+   * The user's permissions as stored now: each of its sessions that holds
+   * others takes these from its next check on (Session.renewPermissions);
+   * how many did.
+   */
+  renewPermissions(userId: number, permissions: PermissionList): Promise<number>;
 }
 
 /**
@@ -83,6 +89,7 @@ export interface LiveSession {
   readonly inProgress: readonly LiveTransferState[];
   /** See Session.windDown. */
   windDown(reason: string, abort: boolean): Promise<void>;
+  renewPermissions(rules: PermissionRules): void;
 }
 
 /** A transfer as the registry sees it (Upload, Download). */
@@ -163,6 +170,17 @@ export class LiveRegistry implements LiveSessionsView {
 
   async endUser(user: string, reason: string): Promise<number> {
     return (await this.endWhere((s) => s.account.name === user, reason)).size;
+  }
+
+  async renewPermissions(userId: number, permissions: PermissionList): Promise<number> {
+    const rules = rulesOfList(permissions);
+    const renewed = new Set<string>();
+    for (const { session: s } of this.entries) {
+      if (s.account.id !== userId || sameRules(s.account.permissions, rules)) continue;
+      s.renewPermissions(rules);
+      renewed.add(s.id);
+    }
+    return renewed.size;
   }
 
   /**

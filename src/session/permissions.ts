@@ -110,6 +110,16 @@ export function takesAnyAway(before: PermissionRules, after: PermissionRules): b
   return false;
 }
 
+/**
+ * Pure: are the two rule sets the same, overrides included? One that only
+ * adds an override giving what its directory inherits is not: an override
+ * also keeps its directory in place and bounds the moves in and out of it.
+ */
+export function sameRules(a: PermissionRules, b: PermissionRules): boolean {
+  const same = (x: ReadonlySet<Permission>, y: ReadonlySet<Permission> | undefined) => y !== undefined && x.size === y.size && [...x].every((p) => y.has(p));
+  return same(a.root, b.root) && a.dirs.size === b.dirs.size && [...a.dirs].every(([dir, ps]) => same(ps, b.dirs.get(dir)));
+}
+
 /** The rules as plain lists, to travel (a live session's, between processes) and back by rulesOfList. */
 export interface PermissionList {
   readonly root: readonly Permission[];

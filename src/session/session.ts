@@ -7,7 +7,7 @@ import type { LiveConnection, LiveRegistry, LiveSession } from './live.js';
 import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
-import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission } from './permissions.js';
+import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission, type PermissionRules } from './permissions.js';
 import { addName, dropFile, freeingKey, removedThrough, type Ledger, type Ledgers } from './quota.js';
 import { RateLimit, ratesOf, type Rates } from './rate-limit.js';
 import { replacedFields, replacedThrough } from './replaced.js';
@@ -135,17 +135,17 @@ export class Session implements LiveSession {
   private readonly scanning: UploadScanning | null;
 
   private constructor(
-    readonly account: Account,
+    private current: Account,
     readonly context: SessionContext,
     private readonly storage: Storage,
     private readonly ledger: Ledger,
     private readonly deps: SessionDeps,
     connection: LiveConnection,
   ) {
-    this.openHandles = deps.openHandles.acquire(account);
-    this.rates = ratesOf(account.rateUp ?? deps.rates.up, account.rateDown ?? deps.rates.down);
+    this.openHandles = deps.openHandles.acquire(current);
+    this.rates = ratesOf(current.rateUp ?? deps.rates.up, current.rateDown ?? deps.rates.down);
     this.checksums = new SessionChecksums(deps.hashRate > 0 ? new RateLimit(deps.hashRate) : null);
-    this.scanning = deps.scanning && (account.scan ?? deps.scanning.byDefault) ? deps.scanning : null;
+    this.scanning = deps.scanning && (current.scan ?? deps.scanning.byDefault) ? deps.scanning : null;
     this.unregister = deps.live.add(this, connection);
     deps.metrics.count({ m: 'session', protocol: context.protocol, change: 1 });
   }
@@ -167,6 +167,21 @@ export class Session implements LiveSession {
 
   get id(): string {
     return this.context.id;
+  }
+
+  /** The user as the login read it, with the permissions renewed since (see renewPermissions). */
+  get account(): Account {
+    return this.current;
+  }
+
+  /**
+   * The user's permissions changed: every later check goes by `rules`, as a
+   * new login's would. A session that kept its login's overrides could move a
+   * file into a directory the change widened, which no login after it may.
+   * What is open or under way stays as its own check allowed it.
+   */
+  renewPermissions(rules: PermissionRules): void {
+    this.current = { ...this.current, permissions: rules };
   }
 
   get actor(): Actor {

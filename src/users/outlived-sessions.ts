@@ -1,10 +1,20 @@
 import type { LiveSessionInfo, LiveSessionsView } from '../session/live.js';
 import type { UserRecord } from '../store/records.js';
-import { outlivedBy } from './admin.js';
+import { permissionRulesOf } from '../auth/authenticator.js';
+import { rulesOfList, sameRules } from '../session/permissions.js';
+import { outlivedBy, permissionListOf } from './admin.js';
+
+/** Does a session `user` did not outlive hold, in some channel, other permissions than the user's now? */
+function changedFor(user: UserRecord | null, live: LiveSessionInfo): boolean {
+  if (!user) return false;
+  const now = permissionRulesOf(user);
+  return live.permissions.some((held) => !sameRules(rulesOfList(held), now));
+}
 
 /**
  * Ends the live sessions of this node that their users, as stored now, no
- * longer allow (outlivedBy): for a change made on another node or in the CLI,
+ * longer allow (outlivedBy), and has the others take permissions changed
+ * since they read them: for a change made on another node or in the CLI,
  * which only says that some user changed. One look runs at a time; a change
  * told during a look brings one more after it, since the look may have read
  * that user before the change.
@@ -54,10 +64,13 @@ export class OutlivedSessions {
         this.failed(err, name);
         continue;
       }
+      let stale = false;
       for (const s of live) {
         const why = outlivedBy(user, s);
         if (why !== null) await this.sessions.end(s.id, why).catch((err: unknown) => this.failed(err, name));
+        else stale ||= changedFor(user, s);
       }
+      if (stale && user) await this.sessions.renewPermissions(user.id, permissionListOf(user)).catch((err: unknown) => this.failed(err, name));
     }
   }
 }
