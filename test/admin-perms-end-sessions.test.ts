@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
 import { codeOrEnded, loggedIn, RawFtp } from './helpers/ftp-raw.js';
+import { sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
 import { call as sftpCall, sftpOf, sshConnect, statusOf } from './helpers/ssh.js';
 
@@ -36,6 +37,7 @@ describe('admin API: permissions taken away end the live sessions that had them'
         { name: 'gus', password: 'gus-secret-1' },
         { name: 'hal', password: 'hal-secret-1', args: ['--perms', 'list,download,upload'] },
         { name: 'ivy', password: 'ivy-secret-1', args: ['--perms', 'list,download,upload,rename'] },
+        { name: 'jo', password: 'jo-secret-12', args: ['--perms', 'list,download,upload,mkdir'] },
       ],
     });
     api = { socketPath: join(srv.dir, 'admin.sock') };
@@ -113,6 +115,24 @@ describe('admin API: permissions taken away end the live sessions that had them'
       // /drop now gives delete, which the home does not: keep.txt must not get there, where a new login could delete it.
       assert.equal(await codeOrEnded(c, 'RNFR keep.txt'), 350);
       assert.notEqual(await codeOrEnded(c, 'RNTO drop/keep.txt'), 250, 'the session open before moved a file into the widened /drop');
+    } finally {
+      c.close();
+    }
+  });
+
+  it('a renewal after a narrowing written without the API ends the session that holds more, as the look of a node does', { timeout: 60_000 }, async () => {
+    const c = await login('jo', 'jo-secret-12');
+    try {
+      assert.equal(await mkd(c, 'one'), 257);
+      // The CLI with the API off writes the store only: the session still holds mkdir.
+      const set = sluice(srv.dir, ['user', 'set', 'jo', '--perms', 'list,download'], '', { SLUICE_ADMIN_LISTEN: '' });
+      assert.equal(set.code, 0, set.stderr);
+      assert.equal(await mkd(c, 'two'), 257, 'the change reached the session without being told');
+      const r = await call('POST', '/users/jo/sessions/renew', undefined);
+      assert.equal(r.status, 200, r.text);
+      assert.equal((r.json as { sessionsRenewed: number }).sessionsRenewed, 0);
+      const after = await mkd(c, 'three');
+      assert.ok(after === 421 || after === 'ended', `the session went on (${after}) after the renewal found it holding mkdir, which the stored rules no longer give`);
     } finally {
       c.close();
     }

@@ -2,7 +2,6 @@ import type { FastifyInstance } from 'fastify';
 import { USER_NAME } from '../auth/authenticator.js';
 import type { AdminContext } from './context.js';
 import { NotFound } from './errors.js';
-import { permissionListOf } from '../users/admin.js';
 import { NoSuchUser } from '../users/errors.js';
 
 /*
@@ -102,14 +101,14 @@ export function sessionRoutes(api: FastifyInstance, { base, sessions }: AdminCon
     '/users/:name/sessions/renew',
     {
       schema: {
-        summary: "The user's live sessions take its permissions as stored now: for a change written to the store without the API (the CLI on SQLite); the API's own changes do it themselves",
+        summary: "The user's live sessions take its permissions as stored now, and those holding more than these give end: for a change written to the store without the API (the CLI on SQLite); the API's own changes do it themselves",
         params: { type: 'object', additionalProperties: false, required: ['name'], properties: { name: { type: 'string', pattern: USER_NAME.source } } },
         response: { 200: { type: 'object', properties: { sessionsRenewed: { type: 'integer' } } } },
       },
     },
     async (req) => {
       const user = await base.admin.require(req.params.name);
-      return { sessionsRenewed: await sessions.renewPermissions(user.id, permissionListOf(user)) };
+      return { sessionsRenewed: await sessions.renewPermissions(user.id) };
     },
   );
 }

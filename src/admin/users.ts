@@ -11,7 +11,6 @@ import {
   parsePerms,
   parseProtocols,
   parseVirtualDir,
-  permissionListOf,
   refusedNow,
   repeatedKey,
   revokedBy,
@@ -146,7 +145,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
    * take the new ones at once: kept, a session's old overrides let it move a
    * file into a directory the change widened, which no later login may.
    */
-  const renew = (user: UserRecord) => sessions.renewPermissions(user.id, permissionListOf(user));
+  const renew = (user: UserRecord) => sessions.renewPermissions(user.id);
   const endRefused = async (user: UserRecord, patch: Partial<UserSettings>): Promise<number> => {
     if (!changesLoginRules(patch)) return 0;
     const refused = refusedNow(user, await sessions.list());

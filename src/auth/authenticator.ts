@@ -76,7 +76,8 @@ export function permissionRulesOf(u: UserRecord): PermissionRules {
   return { root: set(u.permissions), dirs: new Map(u.dirPermissions.map((d) => [d.path, set(d.permissions)])) };
 }
 
-export function toAccount(u: UserRecord, method: LoginMethod): Account {
+/** `readAt`: when `u` was read from the store (performance.now()), before any wait on the way to the login. */
+export function toAccount(u: UserRecord, method: LoginMethod, readAt: number): Account {
   return {
     id: u.id,
     name: u.name,
@@ -89,6 +90,7 @@ export function toAccount(u: UserRecord, method: LoginMethod): Account {
     scan: u.scan,
     requireTls: u.requireTls,
     revision: u.updatedAt.getTime(),
+    readAt,
     method,
   };
 }
@@ -109,6 +111,7 @@ export class Authenticator {
     if (this.anonymous && ANONYMOUS_LOGINS.includes(req.username.toLowerCase()) && (req.protocol === 'ftp' || req.protocol === 'ftps')) {
       return this.anonymousLogin(req, password, this.anonymous.maxSessions, claim);
     }
+    const readAt = performance.now();
     const user = (await this.users.credentials(req.username))?.user ?? null;
     const hash = user?.passwordHash ?? null;
     const kept = hash !== null && this.hasher.kept(hash, password);
@@ -128,7 +131,7 @@ export class Authenticator {
     }
     // Past the rules only the session limit, or a client gone meanwhile, refuses; both say the password was
     // right whatever the time (SECURITY.md), so the entry stays for the login that comes next.
-    const account = await this.succeed(req, user, 'password', claim);
+    const account = await this.succeed(req, user, 'password', claim, readAt);
     const current = this.hasher.needsRehash(hash) ? ((await this.rehashed(user.id, password)) ?? hash) : hash;
     if (!kept || current !== hash) this.hasher.remember(current, password);
     return account;
@@ -154,17 +157,18 @@ export class Authenticator {
       if (!verified) throw new AuthError('bad-name');
       return this.fail(req, 'publickey', 'bad-name');
     }
+    const readAt = performance.now();
     const found = await this.users.credentials(req.username);
     const user = found?.user ?? null;
     const known = found !== null && found.keys.some((k) => sameKey(k.blob, blob));
     if (!verified) {
       if (!known) throw new AuthError(user ? 'bad-key' : 'unknown-user');
-      return toAccount(user as UserRecord, 'publickey');
+      return toAccount(user as UserRecord, 'publickey', readAt);
     }
     if (!user) return this.fail(req, 'publickey', 'unknown-user');
     if (!known) return this.fail(req, 'publickey', 'bad-key', user);
     this.checkRules(req, user, 'publickey');
-    return await this.succeed(req, user, 'publickey', claim);
+    return await this.succeed(req, user, 'publickey', claim, readAt);
   }
 
   /** A failure only the front-end can see (a public-key signature that does not verify). */
@@ -179,11 +183,12 @@ export class Authenticator {
    * addresses) and its own session limit still apply.
    */
   private async anonymousLogin(req: AuthRequest, password: string, maxSessions: number, claim: Claim | undefined): Promise<Account> {
+    const readAt = performance.now();
     const user = (await this.users.credentials(ANONYMOUS))?.user;
     if (!user) return this.fail(req, 'password', 'unknown-user');
     this.checkRules(req, user, 'password');
     await this.claimSlot(req, 'password', user, claim, maxSessions);
-    return await this.loggedIn(req, user, { event: 'login', method: 'anonymous', email: password.slice(0, 100) });
+    return await this.loggedIn(req, user, { event: 'login', method: 'anonymous', email: password.slice(0, 100) }, readAt);
   }
 
   /**
@@ -196,12 +201,19 @@ export class Authenticator {
   async refreshed(account: Account, where: Pick<AuthRequest, 'protocol' | 'remoteAddress'>): Promise<Account | null> {
     // The store itself, not a copy of it (credentials()): this is the check that catches a
     // change whose notice has not arrived, and it is not on the way to a login.
+    const readAt = performance.now();
     const user = await this.users.get(account.name);
     if (user === null || user.id !== account.id) return null;
     // The rules a login is refused by, as they are now: an address denied or a protocol taken away since the
     // login held only for new logins, and a standing SSH connection (OpenSSH's ControlMaster) went on opening
     // SFTP and SCP sessions (found by a review).
-    return refusal(user, where.protocol, where.remoteAddress, account.method) === null ? toAccount(user, account.method) : null;
+    return refusal(user, where.protocol, where.remoteAddress, account.method) === null ? toAccount(user, account.method, readAt) : null;
+  }
+
+  /** The permissions of the account's user as stored now; null when it was removed (or its name is another user's now). */
+  async storedPermissions(account: Pick<Account, 'id' | 'name'>): Promise<PermissionRules | null> {
+    const user = await this.users.get(account.name);
+    return user === null || user.id !== account.id ? null : permissionRulesOf(user);
   }
 
   private checkRules(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): void {
@@ -209,19 +221,19 @@ export class Authenticator {
     if (reason !== null) this.fail(req, method, reason, user);
   }
 
-  private async succeed(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey', claim: Claim | undefined): Promise<Account> {
+  private async succeed(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey', claim: Claim | undefined, readAt: number): Promise<Account> {
     await this.claimSlot(req, method, user, claim);
-    return await this.loggedIn(req, user, { event: 'login', method });
+    return await this.loggedIn(req, user, { event: 'login', method }, readAt);
   }
 
   /** Every good login ends here: stored, audited, counted. */
-  private async loggedIn(req: AuthRequest, user: UserRecord, event: Extract<AuditEvent, { event: 'login' }>): Promise<Account> {
+  private async loggedIn(req: AuthRequest, user: UserRecord, event: Extract<AuditEvent, { event: 'login' }>, readAt: number): Promise<Account> {
     // Bookkeeping only, after the session slot was taken: not waited for (on a shared store it
     // is a round trip), and a store that fails here must not fail a login already decided.
     void this.users.recordLogin(user.id).catch(() => undefined);
     this.audit?.record(this.actor(req, user), event);
     this.metrics.count({ m: 'login', protocol: req.protocol, result: 'ok', reason: '' });
-    return toAccount(user, event.method);
+    return toAccount(user, event.method, readAt);
   }
 
   private async claimSlot(req: AuthRequest, method: 'password' | 'publickey', user: UserRecord, claim: Claim | undefined, max?: number): Promise<void> {

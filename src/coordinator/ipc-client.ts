@@ -238,6 +238,6 @@ export function answerSessions(live: LiveSessionsView, q: SessionsQuestion): Pro
     case 'end-user':
       return live.endUser(q.user, q.reason);
     case 'renew-permissions':
-      return live.renewPermissions(q.userId, q.permissions);
+      return live.renewPermissions(q.userId);
   }
 }

@@ -3,7 +3,6 @@ import type { MetricEvent, ProcessSample } from '../metrics/events.js';
 import type { Protocol } from '../session/account.js';
 import type { ErrorKind } from '../session/errors.js';
 import type { DrainCounts, LiveSessionInfo } from '../session/live.js';
-import type { PermissionList } from '../session/permissions.js';
 import type { SaidStep, UploadStart } from '../session/quota.js';
 import type { Listening } from '../listening.js';
 import type { Offence } from './coordinator.js';
@@ -83,7 +82,7 @@ export type SessionsQuestion =
   | { op: 'list' }
   | { op: 'end'; session: string; reason: string }
   | { op: 'end-user'; user: string; reason: string }
-  | { op: 'renew-permissions'; userId: number; permissions: PermissionList };
+  | { op: 'renew-permissions'; userId: number };
 
 /** list: the sessions; end: whether it was there; end-user, renew-permissions: how many were ended, renewed. */
 export type SessionsAnswer = LiveSessionInfo[] | boolean | number;

@@ -66,7 +66,7 @@ export class WorkerLink {
     list: async () => ((await this.askSessions({ op: 'list' })) as LiveSessionInfo[] | null) ?? [],
     end: async (session, reason) => (await this.askSessions({ op: 'end', session, reason })) === true,
     endUser: async (user, reason) => ((await this.askSessions({ op: 'end-user', user, reason })) as number | null) ?? 0,
-    renewPermissions: async (userId, permissions) => ((await this.askSessions({ op: 'renew-permissions', userId, permissions })) as number | null) ?? 0,
+    renewPermissions: async (userId) => ((await this.askSessions({ op: 'renew-permissions', userId })) as number | null) ?? 0,
   };
 
   constructor(
@@ -226,7 +226,7 @@ export class WorkerLink {
         return this.coordinator.score(q.ip, q.protocol, q.offence);
       case 'ledger': {
         const id = this.nextId++;
-        const account = { ...q.account, name: '', home: '', rateUp: null, rateDown: null, scan: null, requireTls: false, permissions: { root: new Set(), dirs: new Map() }, method: 'password' } satisfies Account;
+        const account = { ...q.account, name: '', home: '', rateUp: null, rateDown: null, scan: null, requireTls: false, permissions: { root: new Set(), dirs: new Map() }, readAt: 0, method: 'password' } satisfies Account;
         const handle = await this.quotas.handle(account, () => this.send({ t: 'ledger-limited', handle: id }));
         // The worker died while the ledger opened: nothing will release it but this.
         if (this.gone) handle.release();

@@ -1,5 +1,4 @@
 import type { LiveSessionInfo, LiveSessionsView } from '../session/live.js';
-import type { PermissionList } from '../session/permissions.js';
 
 /**
  * The logged-in sessions of the whole server: the union of its parts, each
@@ -35,7 +34,7 @@ export class AllSessions implements LiveSessionsView {
     return (await Promise.all([...this.parts].map((p) => p.endUser(user, reason)))).reduce((a, b) => a + b, 0);
   }
 
-  async renewPermissions(userId: number, permissions: PermissionList): Promise<number> {
-    return (await Promise.all([...this.parts].map((p) => p.renewPermissions(userId, permissions)))).reduce((a, b) => a + b, 0);
+  async renewPermissions(userId: number): Promise<number> {
+    return (await Promise.all([...this.parts].map((p) => p.renewPermissions(userId)))).reduce((a, b) => a + b, 0);
   }
 }

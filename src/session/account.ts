@@ -41,6 +41,12 @@ export interface Account {
    */
   readonly revision: number;
   /**
+   * When this process read the user (performance.now()): a change of its
+   * permissions told to this process after that reaches the session opened
+   * from this read, though it was not registered yet (LiveRegistry.catchUp).
+   */
+  readonly readAt: number;
+  /**
    * How this login proved itself: a rule set later (requireKey) ends the
    * live sessions, and refuses the new SSH channels, of logins it would
    * refuse now.

@@ -1,6 +1,6 @@
 import type { LoginMethod, Protocol } from './account.js';
 import { SluiceError } from './errors.js';
-import { listOfRules, rulesOfList, sameRules, type PermissionList, type PermissionRules } from './permissions.js';
+import { listOfRules, sameRules, takesAnyAway, type PermissionList, type PermissionRules } from './permissions.js';
 
 /** A transfer in progress, as an operator sees it. */
 export interface LiveTransfer {
@@ -49,11 +49,13 @@ export interface LiveSessionsView {
   /** Ends every session of `user` (its stored name); how many were ended. */
   endUser(user: string, reason: string): Promise<number>;
   /**
-   * The user's permissions as stored now: each of its sessions that holds
-   * others takes these from its next check on (Session.renewPermissions);
-   * how many did.
+   * The user's permissions changed in the store: each process reads them
+   * afresh, at this call, so that of two changes told in either order the
+   * later one holds; each of the user's sessions then takes them from its
+   * next check on (Session.renewPermissions), or ends if they take something
+   * from what it holds (or the user is gone). How many took them.
    */
-  renewPermissions(userId: number, permissions: PermissionList): Promise<number>;
+  renewPermissions(userId: number): Promise<number>;
 }
 
 /**
@@ -83,7 +85,7 @@ export interface DrainCounts {
 /** The parts of a Session the registry reads and acts on (see Session). */
 export interface LiveSession {
   readonly id: string;
-  readonly account: { readonly id: number; readonly name: string; readonly method: LoginMethod; readonly permissions: PermissionRules };
+  readonly account: { readonly id: number; readonly name: string; readonly method: LoginMethod; readonly permissions: PermissionRules; readonly readAt: number };
   readonly context: { readonly protocol: Protocol; readonly remoteAddress: string; readonly remotePort: number };
   readonly since: Date;
   readonly inProgress: readonly LiveTransferState[];
@@ -118,9 +120,14 @@ export class LiveRegistry implements LiveSessionsView {
   /** Set once the server is stopping: no session opens after that. */
   private stopping = false;
 
+  /** When this process was last told that a user's permissions changed (performance.now()), per user id. */
+  private readonly renewed = new Map<number, number>();
+
   constructor(
     /** The cluster worker id of this process; 0 when one process serves everything. */
     private readonly worker: number,
+    /** The user's permissions as stored now; null when it is gone (another user may have its id or name now). */
+    private readonly storedPermissions: (account: { readonly id: number; readonly name: string }) => Promise<PermissionRules | null>,
   ) {}
 
   /** Throws once the server is stopping: a login then opens no session (Session.open asks before and after it opens one). */
@@ -172,15 +179,47 @@ export class LiveRegistry implements LiveSessionsView {
     return (await this.endWhere((s) => s.account.name === user, reason)).size;
   }
 
-  async renewPermissions(userId: number, permissions: PermissionList): Promise<number> {
-    const rules = rulesOfList(permissions);
+  async renewPermissions(userId: number): Promise<number> {
+    // Before the read: a session whose login read the user before it, registered after the
+    // entries are taken below, catches up (catchUp).
+    this.noteRenewal(userId);
+    const chosen = [...this.entries].filter((e) => e.session.account.id === userId);
     const renewed = new Set<string>();
-    for (const { session: s } of this.entries) {
-      if (s.account.id !== userId || sameRules(s.account.permissions, rules)) continue;
-      s.renewPermissions(rules);
-      renewed.add(s.id);
+    const now = new Map<string, PermissionRules | null>();
+    for (const entry of chosen) {
+      const { account } = entry.session;
+      // By name and id: a session of a user removed since (its id taken by another) must not get the other's rights.
+      if (!now.has(account.name)) now.set(account.name, await this.storedPermissions(account));
+      const rules = now.get(account.name) ?? null;
+      if (rules === null) await this.endNow(entry, 'user removed by an administrator');
+      else if (takesAnyAway(account.permissions, rules)) await this.endNow(entry, 'permissions taken away by an administrator');
+      else if (!sameRules(account.permissions, rules)) {
+        entry.session.renewPermissions(rules);
+        renewed.add(entry.session.id);
+      }
     }
     return renewed.size;
+  }
+
+  /**
+   * A session just registered: if a change of its user's permissions was told
+   * here after its login read the user, it missed that renewal and reads them
+   * now. False: its user is gone, the session must not open.
+   */
+  async catchUp(session: LiveSession): Promise<boolean> {
+    const { account } = session;
+    if ((this.renewed.get(account.id) ?? -Infinity) < account.readAt) return true;
+    const rules = await this.storedPermissions(account);
+    if (rules === null) return false;
+    if (!sameRules(account.permissions, rules)) session.renewPermissions(rules);
+    return true;
+  }
+
+  /** Kept for as long as a login may take between its read and its session (LOGIN_SPAN_MS). */
+  private noteRenewal(userId: number): void {
+    const at = performance.now();
+    for (const [id, when] of this.renewed) if (at - when > LOGIN_SPAN_MS) this.renewed.delete(id);
+    this.renewed.set(userId, at);
   }
 
   /**
@@ -222,6 +261,13 @@ export class LiveRegistry implements LiveSessionsView {
     await Promise.all([entry.session.windDown(reason, true), entry.connection.end(reason, false)]);
   }
 }
+
+/**
+ * Longer than any login takes from reading its user to registering its
+ * session (limits.loginTimeout is 600 s at most; an SSH channel reads the
+ * user as it opens): a renewal older than this concerns no login under way.
+ */
+const LOGIN_SPAN_MS = 10 * 60 * 1000;
 
 function liveTransfer(t: LiveTransferState): LiveTransfer {
   return { direction: t.direction, path: t.path, bytes: t.transferred, started: t.started.toISOString() };

@@ -155,9 +155,10 @@ export class Session implements LiveSession {
     deps.live.admit();
     const storage = await deps.storage(account.home);
     const session = new Session(account, context, storage, await deps.quotas.acquire(account), deps, connection);
-    // The server began to stop while this one opened: a drain that started without it would not end it.
     try {
+      // The server began to stop while this one opened: a drain that started without it would not end it.
       deps.live.admit();
+      if (!(await deps.live.catchUp(session))) throw new SluiceError('permission-denied', undefined, 'user removed since the login read it');
     } catch (err) {
       await session.close();
       throw err;

@@ -2,7 +2,7 @@ import type { LiveSessionInfo, LiveSessionsView } from '../session/live.js';
 import type { UserRecord } from '../store/records.js';
 import { permissionRulesOf } from '../auth/authenticator.js';
 import { rulesOfList, sameRules } from '../session/permissions.js';
-import { outlivedBy, permissionListOf } from './admin.js';
+import { outlivedBy } from './admin.js';
 
 /** Does a session `user` did not outlive hold, in some channel, other permissions than the user's now? */
 function changedFor(user: UserRecord | null, live: LiveSessionInfo): boolean {
@@ -70,7 +70,7 @@ export class OutlivedSessions {
         if (why !== null) await this.sessions.end(s.id, why).catch((err: unknown) => this.failed(err, name));
         else stale ||= changedFor(user, s);
       }
-      if (stale && user) await this.sessions.renewPermissions(user.id, permissionListOf(user)).catch((err: unknown) => this.failed(err, name));
+      if (stale && user) await this.sessions.renewPermissions(user.id).catch((err: unknown) => this.failed(err, name));
     }
   }
 }

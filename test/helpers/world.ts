@@ -40,7 +40,7 @@ export class World {
     // No connection to close: ending the session is closing it.
     const connection = { end: () => s.close() };
     const s: Session = await Session.open(
-      toAccount(user, 'password'),
+      toAccount(user, 'password', performance.now()),
       { id: `test-${this.sessions.length}`, protocol, remoteAddress: '127.0.0.1', remotePort: 40000 },
       { ...this.services.sessionDeps, storage },
       connection,

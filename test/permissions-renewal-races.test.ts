@@ -1,0 +1,163 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { openAdmin, type AdminServices } from '../src/admin-services.js';
+import { startAdminApi, type AdminServer } from '../src/admin/server.js';
+import { openCoordination, servicesOn, type Coordination, type Services } from '../src/app.js';
+import { ensureKeys } from '../src/certs/ensure.js';
+import { loadConfig } from '../src/config/load.js';
+import { startFrontEnds, type FrontEnd } from '../src/front-ends.js';
+import type { LiveSessionsView } from '../src/session/live.js';
+import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
+import { codeOrEnded, loggedIn, RawFtp } from './helpers/ftp-raw.js';
+import { freePorts } from './helpers/server.js';
+
+/*
+ * Renewals of live sessions' permissions, against changes and logins that
+ * overlap them (found by a review of e3f2c61, where both cases failed):
+ * - the API renewed with the user as it read it right after its own write,
+ *   after awaiting the end of the sessions it ended. A second change landing
+ *   in that await was written, ended and renewed first; the first request's
+ *   renewal then came last with rules the store no longer had, and nothing
+ *   corrected it on SQLite. Each process now reads the rules at the renewal.
+ *   Here the first change's end of sessions is held, as a slow end (a
+ *   worker's round trip, a transfer being aborted) would hold it.
+ * - a login whose user was read before a change, and whose session
+ *   registered after its renewal, kept the old rules (the password's
+ *   verification, held here, takes tens of ms). It now catches up.
+ */
+const PASSWORD = 'zed-secret-12';
+
+describe('renewals of live sessions against overlapping changes and logins', () => {
+  let dir: string;
+  let base: AdminServices;
+  let coordination: Coordination;
+  let services: Services;
+  let running: FrontEnd[];
+  let admin: AdminServer;
+  let api: AdminTarget;
+  let ftpPort: number;
+  let release: () => void = () => undefined;
+  let held: Promise<void> | null = null;
+  let heldOnce = false;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-renewals-'));
+    const [ftp, sftp, pasv] = (await freePorts(3)) as [number, number, number];
+    ftpPort = ftp;
+    const config = loadConfig({
+      cwd: dir,
+      env: {
+        SLUICE_LOG_LEVEL: 'silent',
+        SLUICE_BIND: '127.0.0.1',
+        SLUICE_FTP_PORT: String(ftp),
+        SLUICE_FTPS_PORT: '0',
+        SLUICE_SFTP_PORT: String(sftp),
+        SLUICE_FTP_TLS: 'optional',
+        SLUICE_PASV_PORTS: `${Math.max(pasv, 1024)}-${Math.max(pasv, 1024) + 20}`,
+        SLUICE_ADMIN_LISTEN: join(dir, 'admin.sock'),
+      },
+    });
+    await ensureKeys(config.certsDir);
+    base = await openAdmin(config);
+    coordination = await openCoordination(base);
+    services = servicesOn(base, coordination.coordinator);
+    coordination.sessions.join(services.live);
+    await base.admin.add({ name: 'zed', password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'rename', 'delete', 'mkdir'] });
+    await base.admin.add({ name: 'yan', password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'rename'] });
+    running = await startFrontEnds(services);
+    const real = coordination.sessions;
+    // The first endUser is held until release(): a slow end of the sessions a change takes something from.
+    const sessions: LiveSessionsView = {
+      list: () => real.list(),
+      end: (id, reason) => real.end(id, reason),
+      endUser: async (user, reason) => {
+        // The sessions to end are chosen at the call (as LiveRegistry.endWhere does); their close is what is slow.
+        const ended = real.endUser(user, reason);
+        if (!heldOnce) {
+          heldOnce = true;
+          held = new Promise<void>((resolve) => (release = resolve));
+          await held;
+        }
+        return ended;
+      },
+      renewPermissions: (id) => real.renewPermissions(id),
+    };
+    admin = await startAdminApi({ base, coordination, sessions }, [], services.log);
+    api = { socketPath: join(dir, 'admin.sock') };
+  });
+
+  after(async () => {
+    await admin?.close();
+    await Promise.all((running ?? []).map((fe) => fe.close()));
+    await coordination?.close();
+    await base?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('PATCH (slow end) then PUT /drop without delete: a login after both may not delete in /drop', { timeout: 60_000 }, async () => {
+    const home = (await base.admin.require('zed')).home;
+    mkdirSync(join(home, 'drop'), { recursive: true });
+    writeFileSync(join(home, 'drop', 'f.txt'), 'keep me\n');
+    const call = (method: string, path: string, body: unknown) => adminRequest(api, method, `/api/v1${path}`, { body });
+
+    // A: takes mkdir away (so it ends the user's sessions: held here).
+    const a = call('PATCH', '/users/zed', { permissions: ['list', 'download', 'upload', 'rename', 'delete'] });
+    while (held === null) await new Promise((r) => setTimeout(r, 5));
+    // B, meanwhile: /drop without delete. Its own end and renewal go through at once.
+    const b = await call('PUT', '/users/zed/permissions', { path: '/drop', permissions: ['list', 'download', 'upload'] });
+    assert.equal(b.status, 200, b.text);
+    // A login after both changes: it reads /drop without delete.
+    const c = await loggedIn(ftpPort, 'zed', PASSWORD);
+    try {
+      release();
+      const ra = await a;
+      assert.equal(ra.status, 200, ra.text);
+      const stored = await base.admin.require('zed');
+      assert.deepEqual(stored.dirPermissions.map((d) => [d.path, d.permissions]), [['/drop', ['list', 'download', 'upload']]]);
+      assert.notEqual(await codeOrEnded(c, 'DELE drop/f.txt'), 250, 'a session deleted in /drop, which the stored rules give no delete');
+      const live = (await coordination.sessions.list()).filter((s) => s.user === 'zed');
+      assert.equal(live.length, 1);
+      assert.deepEqual(live[0]?.permissions[0]?.dirs, [['/drop', ['list', 'download', 'upload']]], 'the live session holds rules the store no longer has');
+    } finally {
+      c.close();
+    }
+  });
+  it('a login in flight (its user read before a PUT that widens /drop) takes the new rules too', { timeout: 60_000 }, async () => {
+    const home = (await base.admin.require('yan')).home;
+    mkdirSync(join(home, 'drop'), { recursive: true });
+    writeFileSync(join(home, 'keep.txt'), 'not to be deleted\n');
+    const call = (method: string, path: string, body: unknown) => adminRequest(api, method, `/api/v1${path}`, { body });
+    // The password's verification (argon2, tens of ms) is held: the login has read the user and not yet opened its session.
+    const verify = base.hasher.verify.bind(base.hasher);
+    let verifying: () => void = () => undefined;
+    const inVerify = new Promise<void>((resolve) => (verifying = resolve));
+    let go: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (go = resolve));
+    base.hasher.verify = async (hash, password) => {
+      verifying();
+      await gate;
+      return verify(hash, password);
+    };
+    const c = await RawFtp.connect(ftpPort);
+    try {
+      assert.equal((await c.read())?.code, 220);
+      const login = c.login('yan', PASSWORD);
+      await inVerify;
+      const r = await call('PUT', '/users/yan/permissions', { path: '/drop', permissions: ['list', 'download', 'upload', 'rename', 'delete'] });
+      assert.equal(r.status, 200, r.text);
+      assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 0);
+      go();
+      assert.equal((await login).code, 230);
+      base.hasher.verify = verify;
+      // /drop now gives delete, which the home does not: keep.txt must not get there (a later login could delete it).
+      assert.equal(await codeOrEnded(c, 'RNFR keep.txt'), 350);
+      assert.notEqual(await codeOrEnded(c, 'RNTO drop/keep.txt'), 250, 'the session whose login was in flight moved a file into the widened /drop');
+    } finally {
+      base.hasher.verify = verify;
+      c.close();
+    }
+  });
+});
