@@ -185,7 +185,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
   const { config } = base;
   const { anonymous } = config.ftp;
   const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit, coordinator.metrics, anonymous.enabled ? anonymous : null);
-  const live = new LiveRegistry(worker, (account) => authenticator.storedPermissions(account));
+  const live = new LiveRegistry(worker, authenticator);
   const serverPlaces = new ServerPlaces(config.dataDir, serverFilesOf(config));
   return {
     ...base,

@@ -128,7 +128,7 @@ describe('admin API: permissions taken away end the live sessions that had them'
       const set = sluice(srv.dir, ['user', 'set', 'jo', '--perms', 'list,download'], '', { SLUICE_ADMIN_LISTEN: '' });
       assert.equal(set.code, 0, set.stderr);
       assert.equal(await mkd(c, 'two'), 257, 'the change reached the session without being told');
-      const r = await call('POST', '/users/jo/sessions/renew', undefined);
+      const r = await call('POST', '/users/jo/sessions/recheck', undefined);
       assert.equal(r.status, 200, r.text);
       assert.equal((r.json as { sessionsRenewed: number }).sessionsRenewed, 0);
       const after = await mkd(c, 'three');

@@ -198,7 +198,7 @@ describe('admin API resources', () => {
       '/api/v1/users/{name}/keys/{fingerprint}',
       '/api/v1/users/{name}/permissions',
       '/api/v1/users/{name}/sessions',
-      '/api/v1/users/{name}/sessions/renew',
+      '/api/v1/users/{name}/sessions/recheck',
       '/healthz',
       '/metrics',
       '/readyz',

@@ -98,17 +98,17 @@ export function sessionRoutes(api: FastifyInstance, { base, sessions }: AdminCon
   );
 
   api.post<{ Params: { name: string } }>(
-    '/users/:name/sessions/renew',
+    '/users/:name/sessions/recheck',
     {
       schema: {
-        summary: "The user's live sessions take its permissions as stored now, and those holding more than these give end: for a change written to the store without the API (the CLI on SQLite); the API's own changes do it themselves",
+        summary: "The user changed in the store without the API (the CLI on SQLite; the API's own changes do this themselves): its live sessions take its permissions as stored now, those holding more than these give end, and logins under way read the user again",
         params: { type: 'object', additionalProperties: false, required: ['name'], properties: { name: { type: 'string', pattern: USER_NAME.source } } },
         response: { 200: { type: 'object', properties: { sessionsRenewed: { type: 'integer' } } } },
       },
     },
     async (req) => {
       const user = await base.admin.require(req.params.name);
-      return { sessionsRenewed: await sessions.renewPermissions(user.id) };
+      return { sessionsRenewed: await sessions.userChanged(user.id) };
     },
   );
 }

@@ -136,16 +136,18 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     return endSessions(after, 'permissions taken away by an administrator');
   };
   /**
+   * Every change of a user, told to every process once made and its sessions
+   * ended: the sessions it leaves take changed permissions at once (kept, a
+   * session's old overrides let it move a file into a directory the change
+   * widened, which no later login may), and a login under way that read the
+   * user before the change reads it again as its session opens.
+   */
+  const told = (user: UserRecord) => sessions.userChanged(user.id);
+  /**
    * A change of the rules a login is checked against (protocols, TLS, addresses, a key required)
    * ends each live session whose login they would refuse now, as the login
    * itself would be refused: the others go on.
    */
-  /**
-   * The sessions a change of permissions leaves (it took nothing they hold)
-   * take the new ones at once: kept, a session's old overrides let it move a
-   * file into a directory the change widened, which no later login may.
-   */
-  const renew = (user: UserRecord) => sessions.renewPermissions(user.id);
   const endRefused = async (user: UserRecord, patch: Partial<UserSettings>): Promise<number> => {
     if (!changesLoginRules(patch)) return 0;
     const refused = refusedNow(user, await sessions.list());
@@ -224,7 +226,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       const sessionsEnded = revoked !== null
         ? await endSessions(user, `${revoked} by an administrator`)
         : (patch.permissions === undefined ? 0 : await endNarrowed(user, updated)) || (await endRefused(updated, patch));
-      if (patch.permissions !== undefined) await renew(updated);
+      await told(updated);
       return { ...(await admin.show(req.params.name)), sessionsEnded };
     },
   );
@@ -235,7 +237,9 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     async (req) => {
       const user = await admin.require(req.params.name);
       await admin.remove(user.name);
-      return { sessionsEnded: await endSessions(user, 'user removed by an administrator') };
+      const sessionsEnded = await endSessions(user, 'user removed by an administrator');
+      await told(user);
+      return { sessionsEnded };
     },
   );
 
@@ -274,7 +278,9 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     async (req) => {
       const user = await admin.require(req.params.name);
       await admin.removeKey(user.name, req.params.fingerprint);
-      return { sessionsEnded: await endSessions(user, 'key removed by an administrator') };
+      const sessionsEnded = await endSessions(user, 'key removed by an administrator');
+      await told(user);
+      return { sessionsEnded };
     },
   );
 
@@ -302,7 +308,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       const path = await inFieldAsync('body.path', () => admin.setDirPermissions(req.params.name, req.body.path, perms));
       const updated = await admin.require(req.params.name);
       const sessionsEnded = await endNarrowed(user, updated);
-      await renew(updated);
+      await told(updated);
       return { path, permissions: perms, sessionsEnded };
     },
   );

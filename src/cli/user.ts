@@ -14,7 +14,6 @@ import {
   parseVirtualDir,
   refusedNow,
   revokedBy,
-  changesPermissions,
   takesAway,
   validatePassword,
   type UserView,
@@ -282,15 +281,14 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
 }
 
 /**
- * A change written to the store, told to the running server's live sessions:
- * those it takes something from end (endLiveSessions), the others take
- * changed permissions at once. What was done, for the command's line.
+ * A change written to the store, told to the running server: the live
+ * sessions it takes something from end (endLiveSessions), the others take
+ * changed permissions at once, and logins under way read the user again.
+ * What was done, for the command's line.
  */
 async function toLiveSessions(reach: Reach, before: UserRecord, after: UserRecord, patch: Partial<UserSettings>): Promise<string> {
   const ended = await endLiveSessions(reach, before, after, patch);
-  const renewed = changesPermissions(before, after)
-    ? await ifRunning(reach, 'POST', `/users/${encodeURIComponent(after.name)}/sessions/renew`)
-    : null;
+  const renewed = await ifRunning(reach, 'POST', `/users/${encodeURIComponent(after.name)}/sessions/recheck`);
   const count = (renewed?.body as { sessionsRenewed: number } | undefined)?.sessionsRenewed ?? 0;
   return `${ended === null ? '' : `; ${ended} live session(s) ended`}${count > 0 ? `; ${count} live session(s) took the new permissions` : ''}`;
 }

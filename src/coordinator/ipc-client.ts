@@ -237,7 +237,7 @@ export function answerSessions(live: LiveSessionsView, q: SessionsQuestion): Pro
       return live.end(q.session, q.reason);
     case 'end-user':
       return live.endUser(q.user, q.reason);
-    case 'renew-permissions':
-      return live.renewPermissions(q.userId);
+    case 'user-changed':
+      return live.userChanged(q.userId);
   }
 }

@@ -82,9 +82,9 @@ export type SessionsQuestion =
   | { op: 'list' }
   | { op: 'end'; session: string; reason: string }
   | { op: 'end-user'; user: string; reason: string }
-  | { op: 'renew-permissions'; userId: number };
+  | { op: 'user-changed'; userId: number | null };
 
-/** list: the sessions; end: whether it was there; end-user, renew-permissions: how many were ended, renewed. */
+/** list: the sessions; end: whether it was there; end-user, user-changed: how many were ended, took new permissions. */
 export type SessionsAnswer = LiveSessionInfo[] | boolean | number;
 
 /** Primary to worker. */

@@ -66,7 +66,7 @@ export class WorkerLink {
     list: async () => ((await this.askSessions({ op: 'list' })) as LiveSessionInfo[] | null) ?? [],
     end: async (session, reason) => (await this.askSessions({ op: 'end', session, reason })) === true,
     endUser: async (user, reason) => ((await this.askSessions({ op: 'end-user', user, reason })) as number | null) ?? 0,
-    renewPermissions: async (userId) => ((await this.askSessions({ op: 'renew-permissions', userId })) as number | null) ?? 0,
+    userChanged: async (userId) => ((await this.askSessions({ op: 'user-changed', userId })) as number | null) ?? 0,
   };
 
   constructor(

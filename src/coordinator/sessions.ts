@@ -34,7 +34,7 @@ export class AllSessions implements LiveSessionsView {
     return (await Promise.all([...this.parts].map((p) => p.endUser(user, reason)))).reduce((a, b) => a + b, 0);
   }
 
-  async renewPermissions(userId: number): Promise<number> {
-    return (await Promise.all([...this.parts].map((p) => p.renewPermissions(userId)))).reduce((a, b) => a + b, 0);
+  async userChanged(userId: number | null): Promise<number> {
+    return (await Promise.all([...this.parts].map((p) => p.userChanged(userId)))).reduce((a, b) => a + b, 0);
   }
 }

@@ -1,4 +1,4 @@
-import type { LoginMethod, Protocol } from './account.js';
+import type { Account, LoginMethod, Protocol } from './account.js';
 import { SluiceError } from './errors.js';
 import { listOfRules, sameRules, takesAnyAway, type PermissionList, type PermissionRules } from './permissions.js';
 
@@ -49,13 +49,24 @@ export interface LiveSessionsView {
   /** Ends every session of `user` (its stored name); how many were ended. */
   endUser(user: string, reason: string): Promise<number>;
   /**
-   * The user's permissions changed in the store: each process reads them
-   * afresh, at this call, so that of two changes told in either order the
-   * later one holds; each of the user's sessions then takes them from its
-   * next check on (Session.renewPermissions), or ends if they take something
-   * from what it holds (or the user is gone). How many took them.
+   * A user changed in the store (null: some user, unnamed, as a shared
+   * store's notice says). Each process notes when it was told: a login under
+   * way that read its user before checks the user again as its session
+   * registers (LiveRegistry.catchUp). With an id, each process also reads the
+   * user's permissions afresh, at this call, so that of two changes told in
+   * either order the later one holds: each of the user's sessions takes them
+   * from its next check on (Session.renewPermissions), or ends if they take
+   * something from what it holds (or the user is gone). How many took them.
    */
-  renewPermissions(userId: number): Promise<number>;
+  userChanged(userId: number | null): Promise<number>;
+}
+
+/** The store's users as a process reads them afresh (the Authenticator). */
+export interface StoredUsers {
+  /** The permissions of the account's user now; null when it is gone (another user may have its id or name now). */
+  storedPermissions(account: Pick<Account, 'id' | 'name'>): Promise<PermissionRules | null>;
+  /** The account as it may open a session now, from `where`; null when it may not (removed, disabled, expired, refused by its rules). */
+  refreshed(account: Account, where: { protocol: Protocol; remoteAddress: string }): Promise<Account | null>;
 }
 
 /**
@@ -85,7 +96,7 @@ export interface DrainCounts {
 /** The parts of a Session the registry reads and acts on (see Session). */
 export interface LiveSession {
   readonly id: string;
-  readonly account: { readonly id: number; readonly name: string; readonly method: LoginMethod; readonly permissions: PermissionRules; readonly readAt: number };
+  readonly account: Account;
   readonly context: { readonly protocol: Protocol; readonly remoteAddress: string; readonly remotePort: number };
   readonly since: Date;
   readonly inProgress: readonly LiveTransferState[];
@@ -120,14 +131,15 @@ export class LiveRegistry implements LiveSessionsView {
   /** Set once the server is stopping: no session opens after that. */
   private stopping = false;
 
-  /** When this process was last told that a user's permissions changed (performance.now()), per user id. */
-  private readonly renewed = new Map<number, number>();
+  /** When this process was last told that a user changed (performance.now()), per user id. */
+  private readonly told = new Map<number, number>();
+  /** When it was last told that some user changed, unnamed. */
+  private toldAny = -Infinity;
 
   constructor(
     /** The cluster worker id of this process; 0 when one process serves everything. */
     private readonly worker: number,
-    /** The user's permissions as stored now; null when it is gone (another user may have its id or name now). */
-    private readonly storedPermissions: (account: { readonly id: number; readonly name: string }) => Promise<PermissionRules | null>,
+    private readonly users: StoredUsers,
   ) {}
 
   /** Throws once the server is stopping: a login then opens no session (Session.open asks before and after it opens one). */
@@ -179,17 +191,18 @@ export class LiveRegistry implements LiveSessionsView {
     return (await this.endWhere((s) => s.account.name === user, reason)).size;
   }
 
-  async renewPermissions(userId: number): Promise<number> {
+  async userChanged(userId: number | null): Promise<number> {
     // Before the read: a session whose login read the user before it, registered after the
     // entries are taken below, catches up (catchUp).
-    this.noteRenewal(userId);
+    this.noteChange(userId);
+    if (userId === null) return 0;
     const chosen = [...this.entries].filter((e) => e.session.account.id === userId);
     const renewed = new Set<string>();
     const now = new Map<string, PermissionRules | null>();
     for (const entry of chosen) {
       const { account } = entry.session;
       // By name and id: a session of a user removed since (its id taken by another) must not get the other's rights.
-      if (!now.has(account.name)) now.set(account.name, await this.storedPermissions(account));
+      if (!now.has(account.name)) now.set(account.name, await this.users.storedPermissions(account));
       const rules = now.get(account.name) ?? null;
       if (rules === null) await this.endNow(entry, 'user removed by an administrator');
       else if (takesAnyAway(account.permissions, rules)) await this.endNow(entry, 'permissions taken away by an administrator');
@@ -202,24 +215,26 @@ export class LiveRegistry implements LiveSessionsView {
   }
 
   /**
-   * A session just registered: if a change of its user's permissions was told
-   * here after its login read the user, it missed that renewal and reads them
-   * now. False: its user is gone, the session must not open.
+   * A session just registered: if a change of its user was told here after
+   * its login read the user, the session missed what that change did to the
+   * sessions (ended them, renewed their permissions): it reads the user again
+   * as a login would. False: the user may not open it now.
    */
   async catchUp(session: LiveSession): Promise<boolean> {
-    const { account } = session;
-    if ((this.renewed.get(account.id) ?? -Infinity) < account.readAt) return true;
-    const rules = await this.storedPermissions(account);
-    if (rules === null) return false;
-    if (!sameRules(account.permissions, rules)) session.renewPermissions(rules);
+    const { account, context } = session;
+    if (Math.max(this.told.get(account.id) ?? -Infinity, this.toldAny) < account.readAt) return true;
+    const now = await this.users.refreshed(account, context);
+    if (now === null) return false;
+    if (!sameRules(account.permissions, now.permissions)) session.renewPermissions(now.permissions);
     return true;
   }
 
   /** Kept for as long as a login may take between its read and its session (LOGIN_SPAN_MS). */
-  private noteRenewal(userId: number): void {
+  private noteChange(userId: number | null): void {
     const at = performance.now();
-    for (const [id, when] of this.renewed) if (at - when > LOGIN_SPAN_MS) this.renewed.delete(id);
-    this.renewed.set(userId, at);
+    if (userId === null) return void (this.toldAny = at);
+    for (const [id, when] of this.told) if (at - when > LOGIN_SPAN_MS) this.told.delete(id);
+    this.told.set(userId, at);
   }
 
   /**

@@ -158,7 +158,7 @@ export class Session implements LiveSession {
     try {
       // The server began to stop while this one opened: a drain that started without it would not end it.
       deps.live.admit();
-      if (!(await deps.live.catchUp(session))) throw new SluiceError('permission-denied', undefined, 'user removed since the login read it');
+      if (!(await deps.live.catchUp(session))) throw new SluiceError('permission-denied', undefined, 'the user changed since the login read it and may not open a session now');
     } catch (err) {
       await session.close();
       throw err;

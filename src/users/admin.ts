@@ -8,7 +8,7 @@ import { PROTOCOLS, type Protocol } from '../session/account.js';
 import { resolveVirtual } from '../session/paths.js';
 import { ServerPlaces, homeNesting, realPlace } from '../session/storage/server-places.js';
 import type { LiveSessionInfo } from '../session/live.js';
-import { DEFAULT_PERMISSIONS, parsePermissions, rulesOfList, sameRules, takesAnyAway, type Permission } from '../session/permissions.js';
+import { DEFAULT_PERMISSIONS, parsePermissions, rulesOfList, takesAnyAway, type Permission } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
 import { StoreConflict, type UserRepository } from '../store/store.js';
 import { firstUnsafeChar } from '../session/unsafe-chars.js';
@@ -128,11 +128,6 @@ export function changesLoginRules(patch: Partial<UserSettings>): boolean {
  */
 export function takesAway(before: UserRecord, after: UserRecord): boolean {
   return takesAnyAway(permissionRulesOf(before), permissionRulesOf(after));
-}
-
-/** Pure: does the change from `before` to `after` alter the permissions in any way, overrides included? */
-export function changesPermissions(before: UserRecord, after: UserRecord): boolean {
-  return !sameRules(permissionRulesOf(before), permissionRulesOf(after));
 }
 
 /** The live sessions of `user` that its rules, as changed, would refuse now (as refusal() refuses a login). */

@@ -50,6 +50,9 @@ export class OutlivedSessions {
   }
 
   private async look(): Promise<void> {
+    // Before the list: a login under way that read its user before the change, and registers after
+    // the list, reads the user again as its session opens (LiveSessionsView.userChanged).
+    await this.sessions.userChanged(null);
     const byUser = new Map<string, LiveSessionInfo[]>();
     for (const s of await this.sessions.list()) {
       const sessions = byUser.get(s.user);
@@ -70,7 +73,7 @@ export class OutlivedSessions {
         if (why !== null) await this.sessions.end(s.id, why).catch((err: unknown) => this.failed(err, name));
         else stale ||= changedFor(user, s);
       }
-      if (stale && user) await this.sessions.renewPermissions(user.id).catch((err: unknown) => this.failed(err, name));
+      if (stale && user) await this.sessions.userChanged(user.id).catch((err: unknown) => this.failed(err, name));
     }
   }
 }

@@ -1,4 +1,5 @@
 import { AuthError } from '../../auth/authenticator.js';
+import { SluiceError } from '../../session/errors.js';
 import { Session } from '../../session/session.js';
 import type { CommandSpec, FtpControl } from '../control.js';
 import { Code } from '../replies.js';
@@ -47,6 +48,9 @@ export const access = {
         c.log.info({ user: account.name }, 'login');
         c.reply(Code.LoggedIn, 'Login successful.');
       } catch (err) {
+        // The user changed while its password was verified, and may not open a session now (Session.open):
+        // a refused login, not a refused file operation.
+        if (err instanceof SluiceError && err.kind === 'permission-denied') return c.reply(Code.NotLoggedIn, 'Login incorrect.');
         if (!(err instanceof AuthError)) throw err;
         c.log.info({ user: username.slice(0, 64), reason: err.reason }, 'login failed');
         if (err.reason === 'session-limit') return c.reply(Code.NotLoggedIn, 'Too many sessions for this user; try again later.');

@@ -15,8 +15,8 @@ import { codeOrEnded, loggedIn, RawFtp } from './helpers/ftp-raw.js';
 import { freePorts } from './helpers/server.js';
 
 /*
- * Renewals of live sessions' permissions, against changes and logins that
- * overlap them (found by a review of e3f2c61, where both cases failed):
+ * Changes of a user against the changes and logins that overlap them (found
+ * by a review of e3f2c61, where the first two cases failed):
  * - the API renewed with the user as it read it right after its own write,
  *   after awaiting the end of the sessions it ended. A second change landing
  *   in that await was written, ended and renewed first; the first request's
@@ -27,10 +27,12 @@ import { freePorts } from './helpers/server.js';
  * - a login whose user was read before a change, and whose session
  *   registered after its renewal, kept the old rules (the password's
  *   verification, held here, takes tens of ms). It now catches up.
+ * - the same login, its user disabled meanwhile: the API ended the user's
+ *   sessions before this one registered, and it went on. It is now refused.
  */
 const PASSWORD = 'zed-secret-12';
 
-describe('renewals of live sessions against overlapping changes and logins', () => {
+describe('changes of a user against overlapping changes and logins', () => {
   let dir: string;
   let base: AdminServices;
   let coordination: Coordination;
@@ -67,6 +69,7 @@ describe('renewals of live sessions against overlapping changes and logins', () 
     coordination.sessions.join(services.live);
     await base.admin.add({ name: 'zed', password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'rename', 'delete', 'mkdir'] });
     await base.admin.add({ name: 'yan', password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'rename'] });
+    await base.admin.add({ name: 'wes', password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'mkdir'] });
     running = await startFrontEnds(services);
     const real = coordination.sessions;
     // The first endUser is held until release(): a slow end of the sessions a change takes something from.
@@ -83,7 +86,7 @@ describe('renewals of live sessions against overlapping changes and logins', () 
         }
         return ended;
       },
-      renewPermissions: (id) => real.renewPermissions(id),
+      userChanged: (id) => real.userChanged(id),
     };
     admin = await startAdminApi({ base, coordination, sessions }, [], services.log);
     api = { socketPath: join(dir, 'admin.sock') };
@@ -130,7 +133,45 @@ describe('renewals of live sessions against overlapping changes and logins', () 
     mkdirSync(join(home, 'drop'), { recursive: true });
     writeFileSync(join(home, 'keep.txt'), 'not to be deleted\n');
     const call = (method: string, path: string, body: unknown) => adminRequest(api, method, `/api/v1${path}`, { body });
-    // The password's verification (argon2, tens of ms) is held: the login has read the user and not yet opened its session.
+    const c = await RawFtp.connect(ftpPort);
+    try {
+      assert.equal((await c.read())?.code, 220);
+      const login = await whileVerifying(c, 'yan', async () => {
+        const r = await call('PUT', '/users/yan/permissions', { path: '/drop', permissions: ['list', 'download', 'upload', 'rename', 'delete'] });
+        assert.equal(r.status, 200, r.text);
+        assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 0);
+      });
+      assert.equal(login, 230);
+      // /drop now gives delete, which the home does not: keep.txt must not get there (a later login could delete it).
+      assert.equal(await codeOrEnded(c, 'RNFR keep.txt'), 350);
+      assert.notEqual(await codeOrEnded(c, 'RNTO drop/keep.txt'), 250, 'the session whose login was in flight moved a file into the widened /drop');
+    } finally {
+      c.close();
+    }
+  });
+
+  it('a login in flight when its user is disabled opens no session', { timeout: 60_000 }, async () => {
+    const call = (method: string, path: string, body: unknown) => adminRequest(api, method, `/api/v1${path}`, { body });
+    const c = await RawFtp.connect(ftpPort);
+    try {
+      assert.equal((await c.read())?.code, 220);
+      const login = await whileVerifying(c, 'wes', async () => {
+        const r = await call('PATCH', '/users/wes', { enabled: false });
+        assert.equal(r.status, 200, r.text);
+      });
+      assert.equal(login, 530, 'a login whose user was disabled while its password was verified got in');
+      const after = await codeOrEnded(c, 'MKD in');
+      assert.notEqual(after, 257, 'the session of a disabled user made a directory');
+    } finally {
+      c.close();
+    }
+  });
+
+  /**
+   * Logs `user` in on `c` with its password's verification (argon2, tens of ms) held while `meanwhile`
+   * runs: the login has read the user and not yet opened its session. The login's reply code.
+   */
+  async function whileVerifying(c: RawFtp, user: string, meanwhile: () => Promise<void>): Promise<number> {
     const verify = base.hasher.verify.bind(base.hasher);
     let verifying: () => void = () => undefined;
     const inVerify = new Promise<void>((resolve) => (verifying = resolve));
@@ -141,23 +182,14 @@ describe('renewals of live sessions against overlapping changes and logins', () 
       await gate;
       return verify(hash, password);
     };
-    const c = await RawFtp.connect(ftpPort);
     try {
-      assert.equal((await c.read())?.code, 220);
-      const login = c.login('yan', PASSWORD);
+      const login = c.login(user, PASSWORD);
       await inVerify;
-      const r = await call('PUT', '/users/yan/permissions', { path: '/drop', permissions: ['list', 'download', 'upload', 'rename', 'delete'] });
-      assert.equal(r.status, 200, r.text);
-      assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 0);
+      await meanwhile();
       go();
-      assert.equal((await login).code, 230);
-      base.hasher.verify = verify;
-      // /drop now gives delete, which the home does not: keep.txt must not get there (a later login could delete it).
-      assert.equal(await codeOrEnded(c, 'RNFR keep.txt'), 350);
-      assert.notEqual(await codeOrEnded(c, 'RNTO drop/keep.txt'), 250, 'the session whose login was in flight moved a file into the widened /drop');
+      return (await login).code;
     } finally {
       base.hasher.verify = verify;
-      c.close();
     }
-  });
+  }
 });
