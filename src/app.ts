@@ -60,6 +60,8 @@ export interface Coordination {
   readonly started: StartRecord;
   /** Every logged-in session of the server (a LiveSessionsView): the serving process's registry, or each worker's over IPC. */
   readonly sessions: AllSessions;
+  /** The defender of every serving process: the bans it holds that the store has not taken are listed and lifted through it. */
+  readonly defender: Defender;
   /** Ends the failure-throttle window and flushes the trail. */
   close(): Promise<void>;
 }
@@ -132,6 +134,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
     serving: new ServingState(),
     started: new StartRecord(),
     sessions,
+    defender,
     async close() {
       stopSampling();
       throttle?.flush();

@@ -4,7 +4,8 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writ
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { BIN } from './helpers/cli.js';
+import { adminRequest } from './helpers/admin-http.js';
+import { BIN, sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { until } from './helpers/probe.js';
 import { freePorts } from './helpers/server.js';
@@ -33,6 +34,7 @@ function namespacesWork(): boolean {
 class SmallDiskServer {
   readonly dir = mkdtempSync(join(tmpdir(), 'sluice-full-'));
   readonly data = join(this.dir, 'data');
+  readonly adminSocket = join(this.dir, 'admin.sock');
   ftpPort = 0;
   private child: ChildProcess | null = null;
   private stdout = '';
@@ -60,6 +62,8 @@ class SmallDiskServer {
         SLUICE_FTP_TLS: 'optional',
         SLUICE_WORKERS: workers,
         SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '2',
+        // Outside the tmpfs, where the test reaches it.
+        SLUICE_ADMIN_LISTEN: this.adminSocket,
       },
     });
     let stderr = '';
@@ -180,6 +184,18 @@ for (const workers of ['1', '2']) describe(`the data directory full: the server 
     await ok.read();
     assert.equal((await ok.login('alice', PASSWORD)).code, 230);
     ok.close();
+    // The held ban is listed and can be lifted, though the store has not taken it (before, it was in
+    // neither the API's list nor `sluice ban list`, and lasted until it expired).
+    const api = { socketPath: srv.adminSocket };
+    const listed = await adminRequest(api, 'GET', '/api/v1/bans');
+    assert.equal(listed.status, 200, listed.text);
+    assert.equal((listed.json as { address: string; held?: boolean }[]).find((b) => b.address === ATTACKER)?.held, true, `the held ban is not listed: ${listed.text}`);
+    const cli = sluice(srv.dir, ['ban', 'list'], '', { SLUICE_ADMIN_LISTEN: srv.adminSocket });
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.match(cli.stdout, new RegExp(`${ATTACKER.replaceAll('.', '\\.')} .*held: not yet stored`));
+    const lifted = await adminRequest(api, 'DELETE', `/api/v1/bans/${ATTACKER}`);
+    assert.equal(lifted.status, 200, lifted.text);
+    assert.equal(await RawFtp.greeting(srv.ftpPort, ATTACKER), 220, 'the address is still refused after its held ban was lifted');
   });
 });
 

@@ -20,6 +20,7 @@ const banView = {
     count: { type: 'integer' },
     reason: { type: 'string' },
     createdAt: { type: 'string', format: 'date-time' },
+    held: { type: 'boolean', description: 'true: made by the defender and in force, but not yet in the store (its disk full, its server gone); offered to it each second' },
   },
 } as const;
 const addressParams = { type: 'object', additionalProperties: false, required: ['address'], properties: { address: { type: 'string', maxLength: 64 } } } as const;
@@ -37,9 +38,13 @@ async function endAddress(sessions: LiveSessionsView, address: string, ipv6Prefi
   return ended.filter(Boolean).length;
 }
 
-export function banRoutes(api: FastifyInstance, { base, sessions }: AdminContext): void {
+export function banRoutes(api: FastifyInstance, { base, coordination, sessions }: AdminContext): void {
   const { ipv6Prefix } = base.config.limits;
-  api.get('/bans', { schema: { summary: 'Bans in force', response: { 200: { type: 'array', items: banView } } } }, async () => base.bans.active());
+  api.get('/bans', { schema: { summary: 'Bans in force, those the store has not taken yet included', response: { 200: { type: 'array', items: banView } } } }, async () => {
+    const stored = await base.bans.active();
+    const known = new Set(stored.map((b) => b.address));
+    return [...stored, ...coordination.defender.heldBans().filter((b) => !known.has(b.address)).map((b) => ({ ...b, held: true }))];
+  });
 
   api.post<{ Body: { address: string; seconds?: number } }>(
     '/bans',
@@ -76,7 +81,9 @@ export function banRoutes(api: FastifyInstance, { base, sessions }: AdminContext
     { schema: { summary: "Lift a ban (the defender also forgets the address's past bans); a network's '/' written %2F", params: addressParams, response: { 200: { type: 'object', properties: { lifted: { type: 'string' } } } } } },
     async (req) => {
       const address = addressIn('params.address', req.params.address, ipv6Prefix, true);
-      if (!(await base.bans.remove(address))) throw new NotFound(`${address} is not banned`);
+      // The held one first: it needs no store, which may be what cannot take it.
+      const held = coordination.defender.lift(address);
+      if (!(await base.bans.remove(address)) && !held) throw new NotFound(`${address} is not banned`);
       return { lifted: address };
     },
   );

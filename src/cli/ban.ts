@@ -39,6 +39,16 @@ function parseDuration(text: string): number {
   return seconds;
 }
 
+/** A ban as `ban list` shows it, from the API or the store. */
+interface ListedBan {
+  address: string;
+  until: string | null;
+  count: number;
+  reason: string;
+  createdAt: string;
+  held?: boolean;
+}
+
 export async function banCommand(
   args: string[],
   ipv6Prefix: () => number,
@@ -54,12 +64,15 @@ export async function banCommand(
   switch (sub) {
     case 'list': {
       const { values: v } = parse(rest, { json: { type: 'boolean' } }, []);
-      const bans = await (await open()).bans.active();
+      // Through the running server when there is one, which also lists the bans its defender holds that the store has not taken.
+      const reply = await ifRunning(reach, 'GET', '/bans');
+      const bans: ListedBan[] = (reply?.body as ListedBan[] | undefined) ??
+        (await (await open()).bans.active()).map((b) => ({ ...b, until: b.until?.toISOString() ?? null, createdAt: b.createdAt.toISOString() }));
       if (v.json) {
         out(JSON.stringify(bans, null, 2) + '\n');
         return 0;
       }
-      const rows = bans.map((b) => [b.address, b.until ? b.until.toISOString() : 'until removed', String(b.count), b.reason]);
+      const rows = bans.map((b) => [b.address, b.until ?? 'until removed', String(b.count), b.held ? `${b.reason} (held: not yet stored)` : b.reason]);
       out(table(['ADDRESS', 'UNTIL', 'COUNT', 'REASON'], rows));
       return 0;
     }

@@ -3,6 +3,7 @@ import type { AuditSink, Service } from '../audit/events.js';
 import type { Config } from '../config/schema.js';
 import type { Offence, Scorer } from '../coordinator/coordinator.js';
 import type { FailureTally } from '../coordinator/shared-state.js';
+import type { BanRecord } from '../store/records.js';
 import type { BanCheck } from './ban-check.js';
 
 /**
@@ -61,7 +62,7 @@ export class Defender implements Scorer {
       // Found by a review: with the store's disk full the ban was lost and the count begun again, so a
       // user who filled the disk could then guess passwords unbanned. Admission asks here (holds).
       this.log.error({ err, source }, 'ban not stored: in force in this process, stored again each second');
-      this.hold(source, { until, count, reason });
+      this.hold(source, { until, count, reason, since: new Date(now) });
     }
     this.log.warn({ ip, source, until: until.toISOString(), count, offence }, 'address banned');
     this.audit?.record({ session: '', user: '', protocol, ip, port: 0 }, { event: 'ban', address: source, until: until.toISOString(), seconds, count, offence });
@@ -74,6 +75,16 @@ export class Defender implements Scorer {
     if (ban.until.getTime() > now) return true;
     this.held.delete(source);
     return false;
+  }
+
+  /** The bans held here, in force and not yet stored, as the ban list shows bans. */
+  heldBans(now = Date.now()): BanRecord[] {
+    return [...this.held].filter(([source]) => this.holds(source, now)).map(([address, b]) => ({ address, until: b.until, count: b.count, reason: b.reason, createdAt: b.since }));
+  }
+
+  /** An administrator lifts the held ban on `source`; false: none was held. */
+  lift(source: string): boolean {
+    return this.held.delete(source);
   }
 
   private hold(source: string, ban: HeldBan): void {
@@ -104,6 +115,7 @@ interface HeldBan {
   readonly until: Date;
   readonly count: number;
   readonly reason: string;
+  readonly since: Date;
 }
 
 /** How often bans the store refused are offered to it again. */
