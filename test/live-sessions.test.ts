@@ -14,7 +14,7 @@ import type { PrimaryMessage, WorkerMessage } from '../src/coordinator/ipc-messa
 import { SESSIONS_ANSWER_MS, WorkerLink } from '../src/coordinator/ipc-server.js';
 import { AllSessions } from '../src/coordinator/sessions.js';
 import { startFrontEnds, type FrontEnd } from '../src/front-ends.js';
-import type { LiveSessionInfo } from '../src/session/live.js';
+import { LiveRegistry, type LiveSession, type LiveSessionInfo } from '../src/session/live.js';
 import { loggedIn, RawFtp, startUpload } from './helpers/ftp-raw.js';
 import { freePorts } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
@@ -232,5 +232,36 @@ describe('live sessions over IPC: the primary asks each worker', () => {
     } finally {
       ftp.close();
     }
+  });
+});
+
+/*
+ * Found by a review: a worker answered the primary's questions without a
+ * catch, and user-changed was the first to read the store, so a read that
+ * failed (a shared store down a moment) ended the worker with every session
+ * it served. The read's failure now ends that user's sessions here instead:
+ * they would otherwise go on under rules the change may have narrowed.
+ */
+describe('a change told while the store cannot be read', () => {
+  it('is answered, and ends the sessions whose rules could not be checked', async () => {
+    const live = new LiveRegistry(1, {
+      storedPermissions: async () => {
+        throw new Error('connection terminated unexpectedly (simulated)');
+      },
+      refreshed: async () => null,
+    });
+    const ended: string[] = [];
+    const session = {
+      id: 's1',
+      account: { id: 7, name: 'zed', permissions: { root: new Set(['list']), dirs: new Map() }, method: 'password', readAt: 0 },
+      context: { protocol: 'ftp', remoteAddress: '127.0.0.1', remotePort: 1 },
+      since: new Date(),
+      inProgress: [],
+      windDown: async () => undefined,
+      renewPermissions: () => undefined,
+    } as unknown as LiveSession;
+    live.add(session, { end: async (reason) => void ended.push(reason) });
+    assert.deepEqual(await answerSessions(live, { op: 'user-changed', userId: 7 }), { renewed: 0, ended: 1 });
+    assert.match(ended[0] ?? '', /could not be read \(connection terminated unexpectedly/);
   });
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { openAdmin, type AdminServices } from '../src/admin-services.js';
 import { startAdminApi, type AdminServer } from '../src/admin/server.js';
@@ -28,7 +28,12 @@ import { freePorts } from './helpers/server.js';
  *   registered after its renewal, kept the old rules (the password's
  *   verification, held here, takes tens of ms). It now catches up.
  * - the same login, its user disabled meanwhile: the API ended the user's
- *   sessions before this one registered, and it went on. It is now refused.
+ *   sessions before this one registered, and it went on. It is now refused,
+ *   also when it registers while the API is ending them (a review of 915e11a:
+ *   the API told the processes after the end, and this login fell between).
+ * - a refused login recorded two logouts (the session's and the login's);
+ *   a store read failing at a change rejected in the worker (which dies of
+ *   an unhandled rejection) and answered 500: now the session ends.
  */
 const PASSWORD = 'zed-secret-12';
 
@@ -41,9 +46,16 @@ describe('changes of a user against overlapping changes and logins', () => {
   let admin: AdminServer;
   let api: AdminTarget;
   let ftpPort: number;
-  let release: () => void = () => undefined;
-  let held: Promise<void> | null = null;
-  let heldOnce = false;
+  /** While set, the next endUser waits on it after choosing its sessions: a slow end (a worker's round trip, a transfer aborted). */
+  let holdEnd: { entered: () => void; gate: Promise<void> } | null = null;
+  /** Holds the next endUser: `inEnd` settles once it is held, `release()` lets it go on. */
+  const holdNextEnd = (): { inEnd: Promise<void>; release: () => void } => {
+    let entered: () => void = () => undefined;
+    const inEnd = new Promise<void>((r) => (entered = r));
+    let release: () => void = () => undefined;
+    holdEnd = { entered, gate: new Promise<void>((r) => (release = r)) };
+    return { inEnd, release };
+  };
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'sluice-renewals-'));
@@ -69,20 +81,20 @@ describe('changes of a user against overlapping changes and logins', () => {
     coordination.sessions.join(services.live);
     await base.admin.add({ name: 'zed', password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'rename', 'delete', 'mkdir'] });
     await base.admin.add({ name: 'yan', password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'rename'] });
-    await base.admin.add({ name: 'wes', password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'mkdir'] });
+    for (const name of ['wes', 'vic', 'una', 'tom']) await base.admin.add({ name, password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'mkdir'] });
     running = await startFrontEnds(services);
     const real = coordination.sessions;
-    // The first endUser is held until release(): a slow end of the sessions a change takes something from.
     const sessions: LiveSessionsView = {
       list: () => real.list(),
       end: (id, reason) => real.end(id, reason),
       endUser: async (user, reason) => {
         // The sessions to end are chosen at the call (as LiveRegistry.endWhere does); their close is what is slow.
         const ended = real.endUser(user, reason);
-        if (!heldOnce) {
-          heldOnce = true;
-          held = new Promise<void>((resolve) => (release = resolve));
-          await held;
+        const hold = holdEnd;
+        if (hold) {
+          holdEnd = null;
+          hold.entered();
+          await hold.gate;
         }
         return ended;
       },
@@ -107,8 +119,9 @@ describe('changes of a user against overlapping changes and logins', () => {
     const call = (method: string, path: string, body: unknown) => adminRequest(api, method, `/api/v1${path}`, { body });
 
     // A: takes mkdir away (so it ends the user's sessions: held here).
+    const { inEnd, release } = holdNextEnd();
     const a = call('PATCH', '/users/zed', { permissions: ['list', 'download', 'upload', 'rename', 'delete'] });
-    while (held === null) await new Promise((r) => setTimeout(r, 5));
+    await inEnd;
     // B, meanwhile: /drop without delete. Its own end and renewal go through at once.
     const b = await call('PUT', '/users/zed/permissions', { path: '/drop', permissions: ['list', 'download', 'upload'] });
     assert.equal(b.status, 200, b.text);
@@ -163,6 +176,72 @@ describe('changes of a user against overlapping changes and logins', () => {
       const after = await codeOrEnded(c, 'MKD in');
       assert.notEqual(after, 257, 'the session of a disabled user made a directory');
     } finally {
+      c.close();
+    }
+  });
+
+  it('a login that registers while the PATCH that disables its user ends the sessions opens none', { timeout: 60_000 }, async () => {
+    const call = (method: string, path: string, body: unknown) => adminRequest(api, method, `/api/v1${path}`, { body });
+    const c = await RawFtp.connect(ftpPort);
+    try {
+      assert.equal((await c.read())?.code, 220);
+      let patch: Promise<{ status: number; text: string }> | null = null;
+      let release: () => void = () => undefined;
+      // The login read vic enabled; its verification ends while the PATCH is ending vic's sessions (none yet).
+      const login = await whileVerifying(c, 'vic', async () => {
+        const held = holdNextEnd();
+        release = held.release;
+        patch = call('PATCH', '/users/vic', { enabled: false });
+        await held.inEnd;
+      });
+      release();
+      const r = await (patch as unknown as Promise<{ status: number; text: string }>);
+      assert.equal(r.status, 200, r.text);
+      assert.equal(login, 530, 'a login that registered while its disabled user\'s sessions were being ended got in');
+      assert.notEqual(await codeOrEnded(c, 'MKD made-while-disabled'), 257);
+    } finally {
+      c.close();
+    }
+  });
+
+  it('a login refused as its session opens leaves one logout record, not two', { timeout: 60_000 }, async () => {
+    const call = (method: string, path: string, body: unknown) => adminRequest(api, method, `/api/v1${path}`, { body });
+    const c = await RawFtp.connect(ftpPort);
+    try {
+      assert.equal((await c.read())?.code, 220);
+      const login = await whileVerifying(c, 'una', async () => {
+        assert.equal((await call('PATCH', '/users/una', { enabled: false })).status, 200);
+      });
+      assert.equal(login, 530);
+    } finally {
+      c.close();
+    }
+    await coordination.auditLog?.flush();
+    const lines = readFileSync(resolve(base.config.dataDir, base.config.audit.file), 'utf8').split('\n').filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.user === 'una');
+    const events = lines.map((l) => l.event);
+    assert.equal(events.filter((e) => e === 'login').length, 1, JSON.stringify(events));
+    assert.equal(events.filter((e) => e === 'logout').length, 1, `logouts for one login: ${JSON.stringify(lines)}`);
+  });
+
+  it('permissions that cannot be read at a change: the change is answered, the session holding the old ones ends', { timeout: 60_000 }, async () => {
+    const call = (method: string, path: string, body: unknown) => adminRequest(api, method, `/api/v1${path}`, { body });
+    const c = await loggedIn(ftpPort, 'tom', PASSWORD);
+    const auth = services.authenticator;
+    const read = auth.storedPermissions.bind(auth);
+    // The registry's read fails once, as a shared store's would in an outage.
+    auth.storedPermissions = async () => {
+      auth.storedPermissions = read;
+      throw new Error('store unreachable (simulated)');
+    };
+    try {
+      const r = await call('PUT', '/users/tom/permissions', { path: '/wide', permissions: ['list', 'download', 'upload', 'mkdir', 'delete'] });
+      assert.equal(r.status, 200, r.text);
+      assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 1);
+      const after = await codeOrEnded(c, 'MKD still');
+      assert.ok(after === 421 || after === 'ended', `the session went on (${after}) on rules that could not be checked`);
+    } finally {
+      auth.storedPermissions = read;
       c.close();
     }
   });

@@ -103,12 +103,13 @@ export function sessionRoutes(api: FastifyInstance, { base, sessions }: AdminCon
       schema: {
         summary: "The user changed in the store without the API (the CLI on SQLite; the API's own changes do this themselves): its live sessions take its permissions as stored now, those holding more than these give end, and logins under way read the user again",
         params: { type: 'object', additionalProperties: false, required: ['name'], properties: { name: { type: 'string', pattern: USER_NAME.source } } },
-        response: { 200: { type: 'object', properties: { sessionsRenewed: { type: 'integer' } } } },
+        response: { 200: { type: 'object', properties: { sessionsRenewed: { type: 'integer' }, sessionsEnded: { type: 'integer' } } } },
       },
     },
     async (req) => {
       const user = await base.admin.require(req.params.name);
-      return { sessionsRenewed: await sessions.userChanged(user.id) };
+      const { renewed, ended } = await sessions.userChanged(user.id);
+      return { sessionsRenewed: renewed, sessionsEnded: ended };
     },
   );
 }

@@ -136,13 +136,15 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     return endSessions(after, 'permissions taken away by an administrator');
   };
   /**
-   * Every change of a user, told to every process once made and its sessions
-   * ended: the sessions it leaves take changed permissions at once (kept, a
+   * Every change of a user, told to every process once written and before
+   * the sessions it ends are ended, so that a login under way that read the
+   * user before the write reads it again as its session opens, whenever it
+   * registers. The user's sessions take changed permissions at once (kept, a
    * session's old overrides let it move a file into a directory the change
-   * widened, which no later login may), and a login under way that read the
-   * user before the change reads it again as its session opens.
+   * widened, which no later login may); those holding a permission taken
+   * away end. How many ended.
    */
-  const told = (user: UserRecord) => sessions.userChanged(user.id);
+  const told = async (user: UserRecord): Promise<number> => (await sessions.userChanged(user.id)).ended;
   /**
    * A change of the rules a login is checked against (protocols, TLS, addresses, a key required)
    * ends each live session whose login they would refuse now, as the login
@@ -221,12 +223,12 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       const user = await admin.require(req.params.name);
       const updated = await admin.update(req.params.name, patch, checked ?? undefined);
       const revoked = revokedBy(patch);
+      const endedByTelling = await told(updated);
       // The widest reason first: a revocation ends every session, then a permission taken away does
       // (none is left for the rules to refuse), else the rules end those they refuse now.
-      const sessionsEnded = revoked !== null
+      const sessionsEnded = endedByTelling + (revoked !== null
         ? await endSessions(user, `${revoked} by an administrator`)
-        : (patch.permissions === undefined ? 0 : await endNarrowed(user, updated)) || (await endRefused(updated, patch));
-      await told(updated);
+        : (patch.permissions === undefined ? 0 : await endNarrowed(user, updated)) || (await endRefused(updated, patch)));
       return { ...(await admin.show(req.params.name)), sessionsEnded };
     },
   );
@@ -237,9 +239,8 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     async (req) => {
       const user = await admin.require(req.params.name);
       await admin.remove(user.name);
-      const sessionsEnded = await endSessions(user, 'user removed by an administrator');
-      await told(user);
-      return { sessionsEnded };
+      const endedByTelling = await told(user);
+      return { sessionsEnded: endedByTelling + (await endSessions(user, 'user removed by an administrator')) };
     },
   );
 
@@ -278,9 +279,8 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     async (req) => {
       const user = await admin.require(req.params.name);
       await admin.removeKey(user.name, req.params.fingerprint);
-      const sessionsEnded = await endSessions(user, 'key removed by an administrator');
-      await told(user);
-      return { sessionsEnded };
+      const endedByTelling = await told(user);
+      return { sessionsEnded: endedByTelling + (await endSessions(user, 'key removed by an administrator')) };
     },
   );
 
@@ -307,9 +307,8 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       const user = await admin.require(req.params.name);
       const path = await inFieldAsync('body.path', () => admin.setDirPermissions(req.params.name, req.body.path, perms));
       const updated = await admin.require(req.params.name);
-      const sessionsEnded = await endNarrowed(user, updated);
-      await told(updated);
-      return { path, permissions: perms, sessionsEnded };
+      const endedByTelling = await told(updated);
+      return { path, permissions: perms, sessionsEnded: endedByTelling + (await endNarrowed(user, updated)) };
     },
   );
 }

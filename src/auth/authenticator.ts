@@ -111,8 +111,10 @@ export class Authenticator {
     if (this.anonymous && ANONYMOUS_LOGINS.includes(req.username.toLowerCase()) && (req.protocol === 'ftp' || req.protocol === 'ftps')) {
       return this.anonymousLogin(req, password, this.anonymous.maxSessions, claim);
     }
-    const readAt = performance.now();
-    const user = (await this.users.credentials(req.username))?.user ?? null;
+    const asked = performance.now();
+    const found = await this.users.credentials(req.username);
+    const user = found?.user ?? null;
+    const readAt = found?.readAt ?? asked;
     const hash = user?.passwordHash ?? null;
     const kept = hash !== null && this.hasher.kept(hash, password);
     const ok = kept || (await this.hasher.verify(hash, password));
@@ -157,9 +159,10 @@ export class Authenticator {
       if (!verified) throw new AuthError('bad-name');
       return this.fail(req, 'publickey', 'bad-name');
     }
-    const readAt = performance.now();
+    const asked = performance.now();
     const found = await this.users.credentials(req.username);
     const user = found?.user ?? null;
+    const readAt = found?.readAt ?? asked;
     const known = found !== null && found.keys.some((k) => sameKey(k.blob, blob));
     if (!verified) {
       if (!known) throw new AuthError(user ? 'bad-key' : 'unknown-user');
@@ -183,8 +186,10 @@ export class Authenticator {
    * addresses) and its own session limit still apply.
    */
   private async anonymousLogin(req: AuthRequest, password: string, maxSessions: number, claim: Claim | undefined): Promise<Account> {
-    const readAt = performance.now();
-    const user = (await this.users.credentials(ANONYMOUS))?.user;
+    const asked = performance.now();
+    const found = await this.users.credentials(ANONYMOUS);
+    const user = found?.user;
+    const readAt = found?.readAt ?? asked;
     if (!user) return this.fail(req, 'password', 'unknown-user');
     this.checkRules(req, user, 'password');
     await this.claimSlot(req, 'password', user, claim, maxSessions);

@@ -287,10 +287,12 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
  * What was done, for the command's line.
  */
 async function toLiveSessions(reach: Reach, before: UserRecord, after: UserRecord, patch: Partial<UserSettings>): Promise<string> {
+  // The recheck first, as the API tells before it ends (see LiveSessionsView.userChanged).
+  const told = await ifRunning(reach, 'POST', `/users/${encodeURIComponent(after.name)}/sessions/recheck`);
+  const { sessionsRenewed = 0, sessionsEnded = 0 } = (told?.body ?? {}) as { sessionsRenewed?: number; sessionsEnded?: number };
   const ended = await endLiveSessions(reach, before, after, patch);
-  const renewed = await ifRunning(reach, 'POST', `/users/${encodeURIComponent(after.name)}/sessions/recheck`);
-  const count = (renewed?.body as { sessionsRenewed: number } | undefined)?.sessionsRenewed ?? 0;
-  return `${ended === null ? '' : `; ${ended} live session(s) ended`}${count > 0 ? `; ${count} live session(s) took the new permissions` : ''}`;
+  const total = ended === null && sessionsEnded === 0 ? null : (ended ?? 0) + sessionsEnded;
+  return `${total === null ? '' : `; ${total} live session(s) ended`}${sessionsRenewed > 0 ? `; ${sessionsRenewed} live session(s) took the new permissions` : ''}`;
 }
 
 /**

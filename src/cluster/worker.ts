@@ -69,7 +69,11 @@ async function serveWithCoordinator(config: Config, channel: Channel, coordinato
   });
   channel.onMessage((m) => {
     if (m.t !== 'sessions') return;
-    void answerSessions(services.live, m).then((value) => channel.send({ t: 'sessions-answer', id: m.id, value }));
+    // A question that fails goes unanswered: the primary stops waiting for this worker's answer (SESSIONS_ANSWER_MS).
+    answerSessions(services.live, m).then(
+      (value) => channel.send({ t: 'sessions-answer', id: m.id, value }),
+      (err: unknown) => base.log.error({ err, op: m.op }, 'answering the primary about the sessions'),
+    );
   });
   let running: FrontEnd[];
   try {

@@ -2,7 +2,7 @@ import type { Actor, AuditEvent, SystemEvent } from '../audit/events.js';
 import type { MetricEvent, ProcessSample } from '../metrics/events.js';
 import type { Protocol } from '../session/account.js';
 import type { ErrorKind } from '../session/errors.js';
-import type { DrainCounts, LiveSessionInfo } from '../session/live.js';
+import type { DrainCounts, LiveSessionInfo, UserChangeCounts } from '../session/live.js';
 import type { SaidStep, UploadStart } from '../session/quota.js';
 import type { Listening } from '../listening.js';
 import type { Offence } from './coordinator.js';
@@ -84,8 +84,8 @@ export type SessionsQuestion =
   | { op: 'end-user'; user: string; reason: string }
   | { op: 'user-changed'; userId: number | null };
 
-/** list: the sessions; end: whether it was there; end-user, user-changed: how many were ended, took new permissions. */
-export type SessionsAnswer = LiveSessionInfo[] | boolean | number;
+/** list: the sessions; end: whether it was there; end-user: how many were ended; user-changed: what it did. */
+export type SessionsAnswer = LiveSessionInfo[] | boolean | number | UserChangeCounts;
 
 /** Primary to worker. */
 export type PrimaryMessage =

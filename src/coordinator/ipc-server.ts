@@ -1,7 +1,7 @@
 import type { Actor, AuditEvent } from '../audit/events.js';
 import type { Account, Protocol } from '../session/account.js';
 import { toSluiceError } from '../session/errors.js';
-import type { DrainCounts, LiveSessionInfo, LiveSessionsView } from '../session/live.js';
+import type { DrainCounts, LiveSessionInfo, LiveSessionsView, UserChangeCounts } from '../session/live.js';
 import type { LedgerHandle, QuotaBook } from '../session/quota.js';
 import type { AuditTrail, Release } from './coordinator.js';
 import type { LocalCoordinator } from './local.js';
@@ -66,7 +66,7 @@ export class WorkerLink {
     list: async () => ((await this.askSessions({ op: 'list' })) as LiveSessionInfo[] | null) ?? [],
     end: async (session, reason) => (await this.askSessions({ op: 'end', session, reason })) === true,
     endUser: async (user, reason) => ((await this.askSessions({ op: 'end-user', user, reason })) as number | null) ?? 0,
-    userChanged: async (userId) => ((await this.askSessions({ op: 'user-changed', userId })) as number | null) ?? 0,
+    userChanged: async (userId) => ((await this.askSessions({ op: 'user-changed', userId })) as UserChangeCounts | null) ?? { renewed: 0, ended: 0 },
   };
 
   constructor(

@@ -1,4 +1,4 @@
-import type { LiveSessionInfo, LiveSessionsView } from '../session/live.js';
+import type { LiveSessionInfo, LiveSessionsView, UserChangeCounts } from '../session/live.js';
 
 /**
  * The logged-in sessions of the whole server: the union of its parts, each
@@ -34,7 +34,8 @@ export class AllSessions implements LiveSessionsView {
     return (await Promise.all([...this.parts].map((p) => p.endUser(user, reason)))).reduce((a, b) => a + b, 0);
   }
 
-  async userChanged(userId: number | null): Promise<number> {
-    return (await Promise.all([...this.parts].map((p) => p.userChanged(userId)))).reduce((a, b) => a + b, 0);
+  async userChanged(userId: number | null): Promise<UserChangeCounts> {
+    const counts = await Promise.all([...this.parts].map((p) => p.userChanged(userId)));
+    return { renewed: counts.reduce((n, c) => n + c.renewed, 0), ended: counts.reduce((n, c) => n + c.ended, 0) };
   }
 }

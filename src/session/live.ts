@@ -56,9 +56,18 @@ export interface LiveSessionsView {
    * user's permissions afresh, at this call, so that of two changes told in
    * either order the later one holds: each of the user's sessions takes them
    * from its next check on (Session.renewPermissions), or ends if they take
-   * something from what it holds (or the user is gone). How many took them.
+   * something from what it holds, the user is gone, or they cannot be read.
+   * Tell it after the change is written and before ending the sessions the
+   * change ends: a login that registers between the two then still reads
+   * the user again.
    */
-  userChanged(userId: number | null): Promise<number>;
+  userChanged(userId: number | null): Promise<UserChangeCounts>;
+}
+
+/** What LiveSessionsView.userChanged did: sessions that took the new permissions, sessions ended. */
+export interface UserChangeCounts {
+  renewed: number;
+  ended: number;
 }
 
 /** The store's users as a process reads them afresh (the Authenticator). */
@@ -191,27 +200,35 @@ export class LiveRegistry implements LiveSessionsView {
     return (await this.endWhere((s) => s.account.name === user, reason)).size;
   }
 
-  async userChanged(userId: number | null): Promise<number> {
+  async userChanged(userId: number | null): Promise<UserChangeCounts> {
     // Before the read: a session whose login read the user before it, registered after the
     // entries are taken below, catches up (catchUp).
     this.noteChange(userId);
-    if (userId === null) return 0;
+    if (userId === null) return { renewed: 0, ended: 0 };
     const chosen = [...this.entries].filter((e) => e.session.account.id === userId);
     const renewed = new Set<string>();
-    const now = new Map<string, PermissionRules | null>();
+    const ended = new Set<string>();
+    const now = new Map<string, PermissionRules | null | Unread>();
     for (const entry of chosen) {
       const { account } = entry.session;
       // By name and id: a session of a user removed since (its id taken by another) must not get the other's rights.
-      if (!now.has(account.name)) now.set(account.name, await this.users.storedPermissions(account));
+      if (!now.has(account.name)) now.set(account.name, await this.users.storedPermissions(account).catch((err: unknown) => new Unread(err)));
       const rules = now.get(account.name) ?? null;
-      if (rules === null) await this.endNow(entry, 'user removed by an administrator');
-      else if (takesAnyAway(account.permissions, rules)) await this.endNow(entry, 'permissions taken away by an administrator');
-      else if (!sameRules(account.permissions, rules)) {
-        entry.session.renewPermissions(rules);
+      const why = rules === null
+        ? 'user removed by an administrator'
+        // Closed rather than left on rules the change may have narrowed.
+        : rules instanceof Unread ? `user changed by an administrator, and its permissions could not be read (${rules.message})`
+        : takesAnyAway(account.permissions, rules) ? 'permissions taken away by an administrator'
+        : null;
+      if (why !== null) {
+        await this.endNow(entry, why);
+        ended.add(entry.session.id);
+      } else if (!sameRules(account.permissions, rules as PermissionRules)) {
+        entry.session.renewPermissions(rules as PermissionRules);
         renewed.add(entry.session.id);
       }
     }
-    return renewed.size;
+    return { renewed: renewed.size, ended: ended.size };
   }
 
   /**
@@ -274,6 +291,14 @@ export class LiveRegistry implements LiveSessionsView {
   /** Abort first: the records then carry `reason`, not whatever the front-end's close would say. */
   private async endNow(entry: Entry, reason: string): Promise<void> {
     await Promise.all([entry.session.windDown(reason, true), entry.connection.end(reason, false)]);
+  }
+}
+
+/** A store read that failed, in place of the rules it would have read. */
+class Unread {
+  readonly message: string;
+  constructor(err: unknown) {
+    this.message = err instanceof Error ? err.message : String(err);
   }
 }
 

@@ -160,7 +160,7 @@ export class Session implements LiveSession {
       deps.live.admit();
       if (!(await deps.live.catchUp(session))) throw new SluiceError('permission-denied', undefined, 'the user changed since the login read it and may not open a session now');
     } catch (err) {
-      await session.close();
+      await session.end(false);
       throw err;
     }
     return session;
@@ -205,7 +205,16 @@ export class Session implements LiveSession {
   }
 
   /** End of the connection: checksums are stopped, unfinished transfers aborted and recorded. */
-  async close(): Promise<void> {
+  close(): Promise<void> {
+    return this.end(true);
+  }
+
+  /**
+   * `loggedOut` false: a session that never opened (Session.open failed after
+   * it registered), whose login records its own end (the gate's "session not
+   * opened"); a logout here too made two for one login.
+   */
+  private async end(loggedOut: boolean): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.unregister();
@@ -219,7 +228,7 @@ export class Session implements LiveSession {
     await Promise.all([...this.transfers].map((t) => t.abort('connection closed')));
     this.ledger.release();
     this.deps.openHandles.release(this.account);
-    this.audit({ event: 'logout', duration_ms: Date.now() - this.started, ...(this.endReason === null ? {} : { reason: this.endReason }) });
+    if (loggedOut) this.audit({ event: 'logout', duration_ms: Date.now() - this.started, ...(this.endReason === null ? {} : { reason: this.endReason }) });
     this.deps.metrics.count({ m: 'session', protocol: this.context.protocol, change: -1 });
   }
 

@@ -62,6 +62,12 @@ export interface SharedCounts {
 export interface Credentials {
   readonly user: UserRecord;
   readonly keys: readonly PublicKeyRecord[];
+  /**
+   * When they were read from the database (performance.now()), where that
+   * was before the call: a copy the store kept. A change told to the process
+   * after it must reach the login (LiveRegistry.catchUp).
+   */
+  readonly readAt?: number;
 }
 
 /** What one node holds in a shared store: quota leases, and its users' sessions in the sums. */
