@@ -1,22 +1,18 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
-import { openAdmin, type AdminServices } from '../src/admin-services.js';
-import { openCoordination, servicesOn, type Coordination, type Services } from '../src/app.js';
-import { ensureKeys } from '../src/certs/ensure.js';
-import { loadConfig } from '../src/config/load.js';
+import type { AdminServices } from '../src/admin-services.js';
+import type { Coordination, Services } from '../src/app.js';
 import { answerSessions } from '../src/coordinator/ipc-client.js';
 import type { PrimaryMessage, WorkerMessage } from '../src/coordinator/ipc-messages.js';
 import { SESSIONS_ANSWER_MS, WorkerLink } from '../src/coordinator/ipc-server.js';
 import { AllSessions } from '../src/coordinator/sessions.js';
-import { startFrontEnds, type FrontEnd } from '../src/front-ends.js';
 import { LiveRegistry, type LiveSession, type LiveSessionInfo } from '../src/session/live.js';
 import { loggedIn, RawFtp, startUpload } from './helpers/ftp-raw.js';
-import { freePorts } from './helpers/server.js';
+import { InProcessServer } from './helpers/in-process.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
 /*
@@ -32,45 +28,19 @@ import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 const PASSWORD = 'live sessions password';
 const REASON = 'ended by administrator';
 
-let dir: string;
+let srv: InProcessServer;
 let base: AdminServices;
 let coordination: Coordination;
 let services: Services;
-let running: FrontEnd[];
 let ftpPort: number;
 let sftpPort: number;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'sluice-live-'));
-  const [ftp, sftp, pasv] = (await freePorts(3)) as [number, number, number];
-  [ftpPort, sftpPort] = [ftp, sftp];
-  const config = loadConfig({
-    cwd: dir,
-    env: {
-      SLUICE_LOG_LEVEL: 'silent',
-      SLUICE_BIND: '127.0.0.1',
-      SLUICE_FTP_PORT: String(ftp),
-      SLUICE_FTPS_PORT: '0',
-      SLUICE_SFTP_PORT: String(sftp),
-      SLUICE_FTP_TLS: 'optional',
-      SLUICE_PASV_PORTS: `${Math.max(pasv, 1024)}-${Math.max(pasv, 1024) + 20}`,
-    },
-  });
-  await ensureKeys(config.certsDir);
-  base = await openAdmin(config);
-  coordination = await openCoordination(base);
-  services = servicesOn(base, coordination.coordinator);
-  coordination.sessions.join(services.live);
-  for (const name of ['alice', 'bob']) await base.admin.add({ name, password: PASSWORD, keys: [] });
-  running = await startFrontEnds(services);
+  srv = await InProcessServer.start({}, ['alice', 'bob'], PASSWORD);
+  ({ base, coordination, services, ftpPort, sftpPort } = srv);
 });
 
-after(async () => {
-  await Promise.all(running.map((fe) => fe.close()));
-  await coordination.close();
-  await base.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+after(() => srv.close());
 
 const ftpLogin = (user: string): Promise<RawFtp> => loggedIn(ftpPort, user, PASSWORD);
 

@@ -1,18 +1,14 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { openAdmin, type AdminServices } from '../src/admin-services.js';
+import type { AdminServices } from '../src/admin-services.js';
 import { startAdminApi, type AdminServer } from '../src/admin/server.js';
-import { openCoordination, servicesOn, type Coordination, type Services } from '../src/app.js';
-import { ensureKeys } from '../src/certs/ensure.js';
-import { loadConfig } from '../src/config/load.js';
-import { startFrontEnds, type FrontEnd } from '../src/front-ends.js';
+import type { Coordination, Services } from '../src/app.js';
 import type { LiveSessionsView } from '../src/session/live.js';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
 import { codeOrEnded, loggedIn, RawFtp } from './helpers/ftp-raw.js';
-import { freePorts } from './helpers/server.js';
+import { InProcessServer } from './helpers/in-process.js';
 
 /*
  * Changes of a user against the changes and logins that overlap them (found
@@ -38,14 +34,20 @@ import { freePorts } from './helpers/server.js';
 const PASSWORD = 'zed-secret-12';
 
 describe('changes of a user against overlapping changes and logins', () => {
-  let dir: string;
+  let srv: InProcessServer;
   let base: AdminServices;
   let coordination: Coordination;
   let services: Services;
-  let running: FrontEnd[];
   let admin: AdminServer;
   let api: AdminTarget;
   let ftpPort: number;
+  const call = (method: string, path: string, body: unknown) => adminRequest(api, method, `/api/v1${path}`, { body });
+  /** An FTP connection, greeted and not logged in. */
+  const greeted = async (): Promise<RawFtp> => {
+    const c = await RawFtp.connect(ftpPort);
+    assert.equal((await c.read())?.code, 220);
+    return c;
+  };
   /** While set, the next endUser waits on it after choosing its sessions: a slow end (a worker's round trip, a transfer aborted). */
   let holdEnd: { entered: () => void; gate: Promise<void> } | null = null;
   /** Holds the next endUser: `inEnd` settles once it is held, `release()` lets it go on. */
@@ -58,31 +60,11 @@ describe('changes of a user against overlapping changes and logins', () => {
   };
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'sluice-renewals-'));
-    const [ftp, sftp, pasv] = (await freePorts(3)) as [number, number, number];
-    ftpPort = ftp;
-    const config = loadConfig({
-      cwd: dir,
-      env: {
-        SLUICE_LOG_LEVEL: 'silent',
-        SLUICE_BIND: '127.0.0.1',
-        SLUICE_FTP_PORT: String(ftp),
-        SLUICE_FTPS_PORT: '0',
-        SLUICE_SFTP_PORT: String(sftp),
-        SLUICE_FTP_TLS: 'optional',
-        SLUICE_PASV_PORTS: `${Math.max(pasv, 1024)}-${Math.max(pasv, 1024) + 20}`,
-        SLUICE_ADMIN_LISTEN: join(dir, 'admin.sock'),
-      },
-    });
-    await ensureKeys(config.certsDir);
-    base = await openAdmin(config);
-    coordination = await openCoordination(base);
-    services = servicesOn(base, coordination.coordinator);
-    coordination.sessions.join(services.live);
+    srv = await InProcessServer.start((dir) => ({ SLUICE_ADMIN_LISTEN: join(dir, 'admin.sock') }));
+    ({ base, coordination, services, ftpPort } = srv);
     await base.admin.add({ name: 'zed', password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'rename', 'delete', 'mkdir'] });
     await base.admin.add({ name: 'yan', password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'rename'] });
     for (const name of ['wes', 'vic', 'una', 'tom']) await base.admin.add({ name, password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'mkdir'] });
-    running = await startFrontEnds(services);
     const real = coordination.sessions;
     const sessions: LiveSessionsView = {
       list: () => real.list(),
@@ -101,22 +83,18 @@ describe('changes of a user against overlapping changes and logins', () => {
       userChanged: (id) => real.userChanged(id),
     };
     admin = await startAdminApi({ base, coordination, sessions }, [], services.log);
-    api = { socketPath: join(dir, 'admin.sock') };
+    api = { socketPath: join(srv.dir, 'admin.sock') };
   });
 
   after(async () => {
     await admin?.close();
-    await Promise.all((running ?? []).map((fe) => fe.close()));
-    await coordination?.close();
-    await base?.close();
-    rmSync(dir, { recursive: true, force: true });
+    await srv?.close();
   });
 
   it('PATCH (slow end) then PUT /drop without delete: a login after both may not delete in /drop', { timeout: 60_000 }, async () => {
     const home = (await base.admin.require('zed')).home;
     mkdirSync(join(home, 'drop'), { recursive: true });
     writeFileSync(join(home, 'drop', 'f.txt'), 'keep me\n');
-    const call = (method: string, path: string, body: unknown) => adminRequest(api, method, `/api/v1${path}`, { body });
 
     // A: takes mkdir away (so it ends the user's sessions: held here).
     const { inEnd, release } = holdNextEnd();
@@ -145,10 +123,8 @@ describe('changes of a user against overlapping changes and logins', () => {
     const home = (await base.admin.require('yan')).home;
     mkdirSync(join(home, 'drop'), { recursive: true });
     writeFileSync(join(home, 'keep.txt'), 'not to be deleted\n');
-    const call = (method: string, path: string, body: unknown) => adminRequest(api, method, `/api/v1${path}`, { body });
-    const c = await RawFtp.connect(ftpPort);
+    const c = await greeted();
     try {
-      assert.equal((await c.read())?.code, 220);
       const login = await whileVerifying(c, 'yan', async () => {
         const r = await call('PUT', '/users/yan/permissions', { path: '/drop', permissions: ['list', 'download', 'upload', 'rename', 'delete'] });
         assert.equal(r.status, 200, r.text);
@@ -164,10 +140,8 @@ describe('changes of a user against overlapping changes and logins', () => {
   });
 
   it('a login in flight when its user is disabled opens no session', { timeout: 60_000 }, async () => {
-    const call = (method: string, path: string, body: unknown) => adminRequest(api, method, `/api/v1${path}`, { body });
-    const c = await RawFtp.connect(ftpPort);
+    const c = await greeted();
     try {
-      assert.equal((await c.read())?.code, 220);
       const login = await whileVerifying(c, 'wes', async () => {
         const r = await call('PATCH', '/users/wes', { enabled: false });
         assert.equal(r.status, 200, r.text);
@@ -181,10 +155,8 @@ describe('changes of a user against overlapping changes and logins', () => {
   });
 
   it('a login that registers while the PATCH that disables its user ends the sessions opens none', { timeout: 60_000 }, async () => {
-    const call = (method: string, path: string, body: unknown) => adminRequest(api, method, `/api/v1${path}`, { body });
-    const c = await RawFtp.connect(ftpPort);
+    const c = await greeted();
     try {
-      assert.equal((await c.read())?.code, 220);
       let patch: Promise<{ status: number; text: string }> | null = null;
       let release: () => void = () => undefined;
       // The login read vic enabled; its verification ends while the PATCH is ending vic's sessions (none yet).
@@ -205,10 +177,8 @@ describe('changes of a user against overlapping changes and logins', () => {
   });
 
   it('a login refused as its session opens leaves one logout record, not two', { timeout: 60_000 }, async () => {
-    const call = (method: string, path: string, body: unknown) => adminRequest(api, method, `/api/v1${path}`, { body });
-    const c = await RawFtp.connect(ftpPort);
+    const c = await greeted();
     try {
-      assert.equal((await c.read())?.code, 220);
       const login = await whileVerifying(c, 'una', async () => {
         assert.equal((await call('PATCH', '/users/una', { enabled: false })).status, 200);
       });
@@ -225,7 +195,6 @@ describe('changes of a user against overlapping changes and logins', () => {
   });
 
   it('permissions that cannot be read at a change: the change is answered, the session holding the old ones ends', { timeout: 60_000 }, async () => {
-    const call = (method: string, path: string, body: unknown) => adminRequest(api, method, `/api/v1${path}`, { body });
     const c = await loggedIn(ftpPort, 'tom', PASSWORD);
     const auth = services.authenticator;
     const read = auth.storedPermissions.bind(auth);

@@ -1,0 +1,63 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openAdmin, type AdminServices } from '../../src/admin-services.js';
+import { openCoordination, servicesOn, type Coordination, type Services } from '../../src/app.js';
+import { ensureKeys } from '../../src/certs/ensure.js';
+import { loadConfig } from '../../src/config/load.js';
+import { startFrontEnds, type FrontEnd } from '../../src/front-ends.js';
+import { freePorts } from './server.js';
+
+/**
+ * The serving code of `sluice serve` in this process, on loopback ports of
+ * its own (plain FTP and SFTP): for tests that reach into its parts (the
+ * live sessions, the hasher, the authenticator) while real clients talk to
+ * it. `env` adds to or overrides the settings (a function: of the server's
+ * directory, for paths in it).
+ */
+export class InProcessServer {
+  private running: FrontEnd[] = [];
+
+  private constructor(
+    readonly dir: string,
+    readonly base: AdminServices,
+    readonly coordination: Coordination,
+    readonly services: Services,
+    readonly ftpPort: number,
+    readonly sftpPort: number,
+  ) {}
+
+  static async start(env: NodeJS.ProcessEnv | ((dir: string) => NodeJS.ProcessEnv) = {}, users: string[] = [], password = ''): Promise<InProcessServer> {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-inproc-'));
+    const [ftp, sftp, pasv] = (await freePorts(3)) as [number, number, number];
+    const config = loadConfig({
+      cwd: dir,
+      env: {
+        SLUICE_LOG_LEVEL: 'silent',
+        SLUICE_BIND: '127.0.0.1',
+        SLUICE_FTP_PORT: String(ftp),
+        SLUICE_FTPS_PORT: '0',
+        SLUICE_SFTP_PORT: String(sftp),
+        SLUICE_FTP_TLS: 'optional',
+        SLUICE_PASV_PORTS: `${Math.max(pasv, 1024)}-${Math.max(pasv, 1024) + 20}`,
+        ...(typeof env === 'function' ? env(dir) : env),
+      },
+    });
+    await ensureKeys(config.certsDir);
+    const base = await openAdmin(config);
+    const coordination = await openCoordination(base);
+    const services = servicesOn(base, coordination.coordinator);
+    coordination.sessions.join(services.live);
+    for (const name of users) await base.admin.add({ name, password, keys: [] });
+    const server = new InProcessServer(dir, base, coordination, services, ftp, sftp);
+    server.running = await startFrontEnds(services);
+    return server;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.running.map((fe) => fe.close()));
+    await this.coordination.close();
+    await this.base.close();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
