@@ -9,6 +9,7 @@ import type { LiveSessionsView } from '../src/session/live.js';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
 import { codeOrEnded, loggedIn, RawFtp } from './helpers/ftp-raw.js';
 import { InProcessServer } from './helpers/in-process.js';
+import { sftpOf, sshConnect, userKeyPair } from './helpers/ssh.js';
 
 /*
  * Changes of a user against the changes and logins that overlap them (found
@@ -27,6 +28,8 @@ import { InProcessServer } from './helpers/in-process.js';
  *   sessions before this one registered, and it went on. It is now refused,
  *   also when it registers while the API is ending them (a review of 915e11a:
  *   the API told the processes after the end, and this login fell between).
+ * - an SSH login whose key was removed while it waited for its session slot
+ *   opened sessions: the key is checked again as each session opens.
  * - a refused login recorded two logouts (the session's and the login's);
  *   a store read failing at a change rejected in the worker (which dies of
  *   an unhandled rejection) and answered 500: now the session ends.
@@ -64,7 +67,7 @@ describe('changes of a user against overlapping changes and logins', () => {
     ({ base, coordination, services, ftpPort } = srv);
     await base.admin.add({ name: 'zed', password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'rename', 'delete', 'mkdir'] });
     await base.admin.add({ name: 'yan', password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'rename'] });
-    for (const name of ['wes', 'vic', 'una', 'tom']) await base.admin.add({ name, password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'mkdir'] });
+    for (const name of ['wes', 'vic', 'una', 'tom', 'kit']) await base.admin.add({ name, password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'mkdir'] });
     const real = coordination.sessions;
     const sessions: LiveSessionsView = {
       list: () => real.list(),
@@ -212,6 +215,41 @@ describe('changes of a user against overlapping changes and logins', () => {
     } finally {
       auth.storedPermissions = read;
       c.close();
+    }
+  });
+
+  it('an SSH login whose key is removed while it is under way opens no session', { timeout: 60_000 }, async () => {
+    const pair = userKeyPair();
+    const added = await call('POST', '/users/kit/keys', { key: pair.public });
+    assert.equal(added.status, 201, added.text);
+    const { fingerprint } = added.json as { fingerprint: string };
+    // The login has proved the key and waits for its session slot while the key is removed.
+    const coordinator = coordination.coordinator;
+    const claimUser = coordinator.claimUser.bind(coordinator);
+    let claiming: () => void = () => undefined;
+    const inClaim = new Promise<void>((r) => (claiming = r));
+    let go: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (go = r));
+    coordinator.claimUser = async (user, max) => {
+      coordinator.claimUser = claimUser;
+      claiming();
+      await gate;
+      return claimUser(user, max);
+    };
+    let conn: Awaited<ReturnType<typeof sshConnect>> | null = null;
+    try {
+      const connecting = sshConnect({ port: srv.sftpPort, username: 'kit', privateKey: pair.private });
+      await inClaim;
+      const removed = await call('DELETE', `/users/kit/keys/${encodeURIComponent(fingerprint)}`, undefined);
+      assert.equal(removed.status, 200, removed.text);
+      go();
+      conn = await connecting;
+      conn.on('error', () => undefined);
+      assert.equal(await sftpOf(conn).then(() => 'opened', () => 'refused'), 'refused', 'an SFTP session opened for a key removed during its login');
+    } finally {
+      coordinator.claimUser = claimUser;
+      go();
+      conn?.end();
     }
   });
 

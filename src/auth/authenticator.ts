@@ -76,8 +76,11 @@ export function permissionRulesOf(u: UserRecord): PermissionRules {
   return { root: set(u.permissions), dirs: new Map(u.dirPermissions.map((d) => [d.path, set(d.permissions)])) };
 }
 
-/** `readAt`: when `u` was read from the store (performance.now()), before any wait on the way to the login. */
-export function toAccount(u: UserRecord, method: LoginMethod, readAt: number): Account {
+/**
+ * `readAt`: when `u` was read from the store (performance.now()), before any
+ * wait on the way to the login; `key`: the fingerprint a public-key login proved.
+ */
+export function toAccount(u: UserRecord, method: LoginMethod, readAt: number, key: string | null = null): Account {
   return {
     id: u.id,
     name: u.name,
@@ -92,6 +95,7 @@ export function toAccount(u: UserRecord, method: LoginMethod, readAt: number): A
     revision: u.updatedAt.getTime(),
     readAt,
     method,
+    key,
   };
 }
 
@@ -163,15 +167,15 @@ export class Authenticator {
     const found = await this.users.credentials(req.username);
     const user = found?.user ?? null;
     const readAt = found?.readAt ?? asked;
-    const known = found !== null && found.keys.some((k) => sameKey(k.blob, blob));
+    const known = found?.keys.find((k) => sameKey(k.blob, blob)) ?? null;
     if (!verified) {
       if (!known) throw new AuthError(user ? 'bad-key' : 'unknown-user');
-      return toAccount(user as UserRecord, 'publickey', readAt);
+      return toAccount(user as UserRecord, 'publickey', readAt, known.fingerprint);
     }
     if (!user) return this.fail(req, 'publickey', 'unknown-user');
     if (!known) return this.fail(req, 'publickey', 'bad-key', user);
     this.checkRules(req, user, 'publickey');
-    return await this.succeed(req, user, 'publickey', claim, readAt);
+    return await this.succeed(req, user, 'publickey', claim, readAt, known.fingerprint);
   }
 
   /** A failure only the front-end can see (a public-key signature that does not verify). */
@@ -209,10 +213,12 @@ export class Authenticator {
     const readAt = performance.now();
     const user = await this.users.get(account.name);
     if (user === null || user.id !== account.id) return null;
+    // A key removed since: a connection that proved it opens no more sessions, as a login with it would be refused.
+    if (account.key !== null && !(await this.users.keys(user.id)).some((k) => k.fingerprint === account.key)) return null;
     // The rules a login is refused by, as they are now: an address denied or a protocol taken away since the
     // login held only for new logins, and a standing SSH connection (OpenSSH's ControlMaster) went on opening
     // SFTP and SCP sessions (found by a review).
-    return refusal(user, where.protocol, where.remoteAddress, account.method) === null ? toAccount(user, account.method, readAt) : null;
+    return refusal(user, where.protocol, where.remoteAddress, account.method) === null ? toAccount(user, account.method, readAt, account.key) : null;
   }
 
   /** The permissions of the account's user as stored now; null when it was removed (or its name is another user's now). */
@@ -226,19 +232,19 @@ export class Authenticator {
     if (reason !== null) this.fail(req, method, reason, user);
   }
 
-  private async succeed(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey', claim: Claim | undefined, readAt: number): Promise<Account> {
+  private async succeed(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey', claim: Claim | undefined, readAt: number, key: string | null = null): Promise<Account> {
     await this.claimSlot(req, method, user, claim);
-    return await this.loggedIn(req, user, { event: 'login', method }, readAt);
+    return await this.loggedIn(req, user, { event: 'login', method }, readAt, key);
   }
 
   /** Every good login ends here: stored, audited, counted. */
-  private async loggedIn(req: AuthRequest, user: UserRecord, event: Extract<AuditEvent, { event: 'login' }>, readAt: number): Promise<Account> {
+  private async loggedIn(req: AuthRequest, user: UserRecord, event: Extract<AuditEvent, { event: 'login' }>, readAt: number, key: string | null = null): Promise<Account> {
     // Bookkeeping only, after the session slot was taken: not waited for (on a shared store it
     // is a round trip), and a store that fails here must not fail a login already decided.
     void this.users.recordLogin(user.id).catch(() => undefined);
     this.audit?.record(this.actor(req, user), event);
     this.metrics.count({ m: 'login', protocol: req.protocol, result: 'ok', reason: '' });
-    return toAccount(user, event.method, readAt);
+    return toAccount(user, event.method, readAt, key);
   }
 
   private async claimSlot(req: AuthRequest, method: 'password' | 'publickey', user: UserRecord, claim: Claim | undefined, max?: number): Promise<void> {

@@ -226,7 +226,7 @@ export class WorkerLink {
         return this.coordinator.score(q.ip, q.protocol, q.offence);
       case 'ledger': {
         const id = this.nextId++;
-        const account = { ...q.account, name: '', home: '', rateUp: null, rateDown: null, scan: null, requireTls: false, permissions: { root: new Set(), dirs: new Map() }, readAt: 0, method: 'password' } satisfies Account;
+        const account = { ...q.account, name: '', home: '', rateUp: null, rateDown: null, scan: null, requireTls: false, permissions: { root: new Set(), dirs: new Map() }, readAt: 0, method: 'password', key: null } satisfies Account;
         const handle = await this.quotas.handle(account, () => this.send({ t: 'ledger-limited', handle: id }));
         // The worker died while the ledger opened: nothing will release it but this.
         if (this.gone) handle.release();

@@ -52,6 +52,12 @@ export interface Account {
    * refuse now.
    */
   readonly method: LoginMethod;
+  /**
+   * The fingerprint of the key a public-key login proved; null for other
+   * logins. A session of the login opens only while the user still has it
+   * (Authenticator.refreshed).
+   */
+  readonly key: string | null;
 }
 
 /** The stored usage counters as the start-up recount reads and replaces them, wherever the store is. */
