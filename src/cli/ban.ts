@@ -64,8 +64,13 @@ export async function banCommand(
   switch (sub) {
     case 'list': {
       const { values: v } = parse(rest, { json: { type: 'boolean' } }, []);
-      // Through the running server when there is one, which also lists the bans its defender holds that the store has not taken.
-      const reply = await ifRunning(reach, 'GET', '/bans');
+      // Through the running server when there is one, which also lists the bans its defender holds that the store has
+      // not taken. When it cannot be asked (no token for its TCP port, this host refused), the store's list, said so:
+      // before, `ban list` read the store only and needed neither.
+      const reply = await ifRunning(reach, 'GET', '/bans').catch((err: unknown) => {
+        process.stderr.write(`sluice: the running server could not be asked (${err instanceof Error ? err.message : String(err)}): the stored bans only, without those it holds unstored\n`);
+        return null;
+      });
       const bans: ListedBan[] = (reply?.body as ListedBan[] | undefined) ??
         (await (await open()).bans.active()).map((b) => ({ ...b, until: b.until?.toISOString() ?? null, createdAt: b.createdAt.toISOString() }));
       if (v.json) {

@@ -19,6 +19,8 @@ export class Defender implements Scorer {
   /** Bans the store did not take (its disk full, its server gone), per address: in force here until stored. */
   private readonly held = new Map<string, HeldBan>();
   private storing: NodeJS.Timeout | null = null;
+  /** The held ban storeHeld is writing, and whether an administrator lifted it meanwhile. */
+  private writing: { ban: HeldBan; lifted: boolean } | null = null;
 
   constructor(
     private readonly check: BanCheck,
@@ -84,7 +86,11 @@ export class Defender implements Scorer {
 
   /** An administrator lifts the held ban on `source`; false: none was held. */
   lift(source: string): boolean {
-    return this.held.delete(source);
+    const ban = this.held.get(source);
+    if (!ban) return false;
+    this.held.delete(source);
+    if (this.writing?.ban === ban) this.writing.lifted = true;
+    return true;
   }
 
   private hold(source: string, ban: HeldBan): void {
@@ -96,10 +102,18 @@ export class Defender implements Scorer {
   private async storeHeld(): Promise<void> {
     for (const [source, ban] of [...this.held]) {
       if (!this.holds(source) || this.held.get(source) !== ban) continue;
+      const writing = (this.writing = { ban, lifted: false });
       try {
         await this.check.bans.put(source, ban.until, ban.count, ban.reason);
       } catch {
         return;
+      } finally {
+        this.writing = null;
+      }
+      if (writing.lifted) {
+        // Lifted while it was written: the administrator's removal found nothing yet, so this one undoes the write.
+        await this.check.bans.remove(source).catch((err: unknown) => this.log.error({ err, source }, 'a held ban lifted while it was stored is still in the store'));
+        continue;
       }
       if (this.held.get(source) === ban) this.held.delete(source);
       this.log.info({ source }, 'held ban stored');
