@@ -123,7 +123,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
     // Any other change there (rules, permissions) ends here the sessions it would refuse or narrow, as the admin API does for its own.
     const outlived = new OutlivedSessions((name) => base.store.users.get(name), sessions, (err, user) =>
       base.log.error({ err, user }, 'checking live sessions against their changed users'));
-    shared.onUserChanged(() => outlived.check());
+    shared.onUserChanged((userId) => outlived.check(userId));
   }
   const defender = new Defender(sources, counts.failures, config.defender, audit, base.log.child({ part: 'defender' }));
   return {

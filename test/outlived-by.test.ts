@@ -4,6 +4,7 @@ import type { LiveSessionInfo } from '../src/session/live.js';
 import type { Permission } from '../src/session/permissions.js';
 import type { UserRecord } from '../src/store/records.js';
 import { outlivedBy } from '../src/users/admin.js';
+import { OutlivedSessions } from '../src/users/outlived-sessions.js';
 
 /*
  * What a node ends its live sessions by when a user changed elsewhere (on
@@ -54,5 +55,44 @@ describe('a live session against its user as stored now (pure)', () => {
     // The first channel opened before upload was given, the second after: taking it back concerns the second.
     const twoChannels = { ...live, permissions: [grants(['list', 'download']), grants(['list', 'download', 'upload'])] };
     assert.equal(outlivedBy({ ...stored, permissions: ['list', 'download'] }, twoChannels), taken);
+  });
+});
+
+/*
+ * A notice names the user whose row changed (migrations/postgres/012): the
+ * look reads that user alone. Before, every notice read every user with a
+ * session on the node, one query each, and a portal where customers change
+ * their own passwords changes users all day.
+ */
+describe('the look at a notice (users/outlived-sessions.ts)', () => {
+  const gus: LiveSessionInfo = { ...live, id: 's2', user: 'gus', userId: 8 };
+  const view = (told: (number | null)[]) => ({
+    list: async () => [live, gus],
+    end: async () => true,
+    endUser: async () => 0,
+    userChanged: async (id: number | null) => {
+      told.push(id);
+      return { renewed: 0, ended: 0 };
+    },
+  });
+  const looked = async (which: number | null): Promise<{ read: string[]; told: (number | null)[] }> => {
+    const read: string[] = [];
+    const told: (number | null)[] = [];
+    let done: () => void = () => undefined;
+    const finished = new Promise<void>((r) => (done = r));
+    const outlived = new OutlivedSessions(async (name) => {
+      read.push(name);
+      if (read.length === (which === null ? 2 : 1)) setImmediate(done);
+      return { ...stored, id: name === 'fay' ? 7 : 8, name };
+    }, view(told), (err) => assert.fail(String(err)));
+    outlived.check(which);
+    await finished;
+    return { read, told };
+  };
+  it('reads the user a notice names, and tells every process of that user', async () => {
+    assert.deepEqual(await looked(8), { read: ['gus'], told: [8] });
+  });
+  it('reads every user with a session here when the notice names nobody', async () => {
+    assert.deepEqual(await looked(null), { read: ['fay', 'gus'], told: [null] });
   });
 });

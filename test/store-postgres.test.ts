@@ -259,6 +259,38 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
     }
   });
 
+  it('a change says which user changed, so nodes look again at that user only; a TRUNCATE names nobody', async () => {
+    const url = await server.createDatabase();
+    await withClient(url, (c) => migrate(c, MIGRATIONS));
+    await withClient(url, async (listen) => {
+      const heard: string[] = [];
+      listen.on('notification', (n) => n.channel === 'sluice_user_changed' && heard.push(n.payload ?? ''));
+      await listen.query('LISTEN sluice_user_changed');
+      await withClient(url, async (sql) => {
+        const ids: number[] = [];
+        for (const name of ['ida', 'jan']) {
+          const { rows } = await sql.query<{ id: number }>(
+            `INSERT INTO users (name, home, protocols, permissions, created_at, updated_at) VALUES ($1, '/srv/' || $1, 'sftp', 'list', 1, 1) RETURNING id`, [name]);
+          ids.push(rows[0]!.id);
+        }
+        const [ida, jan] = ids as [number, number];
+        const said = async (what: string): Promise<string[]> => {
+          await sql.query(what);
+          await within(1000, async () => heard.length > 0);
+          await new Promise((r) => setTimeout(r, 100));
+          return heard.splice(0);
+        };
+        assert.deepEqual(await said(`UPDATE users SET protocols = 'sftp,ftps' WHERE id = ${ida}`), [String(ida)]);
+        // One statement over both users names each, once.
+        assert.deepEqual((await said(`UPDATE users SET enabled = enabled`)).sort(), [String(ida), String(jan)].sort());
+        assert.deepEqual(await said(`INSERT INTO user_dir_permissions (user_id, path, permissions) VALUES (${jan}, '/in', 'upload')`), [String(jan)]);
+        assert.deepEqual(await said(`INSERT INTO user_ip_rules (user_id, kind, cidr) VALUES (${ida}, 'deny', '192.0.2.0/24')`), [String(ida)]);
+        assert.deepEqual(await said('TRUNCATE user_ip_rules'), ['']);
+        assert.deepEqual(await said(`DELETE FROM users WHERE id = ${jan}`), [String(jan)]);
+      });
+    });
+  });
+
   it('last logins are written together, never moved back, and close() writes those still waiting', async () => {
     const url = await server.createDatabase();
     const store = await openPostgresStore(url);

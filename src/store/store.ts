@@ -48,12 +48,12 @@ export interface SharedCounts {
    */
   onUserRevoked(listener: (user: string, why: string) => void): void;
   /**
-   * `listener` is told that some user's settings, rules, keys or permissions
-   * changed on any node or in the CLI (which, the notice does not say), and
-   * when changes may have gone unheard: live sessions here are to be checked
-   * against their users as stored now.
+   * `listener` is told that a user's settings, rules, keys or permissions
+   * changed on any node or in the CLI (its id), and with null when changes
+   * may have gone unheard or the notice names nobody: live sessions here, of
+   * that user or of all, are to be checked against their users as stored now.
    */
-  onUserChanged(listener: () => void): void;
+  onUserChanged(listener: (userId: number | null) => void): void;
   /** A clean stop: this node's leases, session counts and locks go back. */
   stop(): Promise<void>;
 }

@@ -15,13 +15,15 @@ function changedFor(user: UserRecord | null, live: LiveSessionInfo): boolean {
  * Ends the live sessions of this node that their users, as stored now, no
  * longer allow (outlivedBy), and has the others take permissions changed
  * since they read them: for a change made on another node or in the CLI,
- * which only says that some user changed. One look runs at a time; a change
- * told during a look brings one more after it, since the look may have read
- * that user before the change.
+ * whose notice names the user (or nobody: then every user with sessions
+ * here is looked at). One look runs at a time; a change told during a look
+ * brings one more after it, since the look may have read that user before
+ * the change.
  */
 export class OutlivedSessions {
   private running = false;
-  private again = false;
+  /** Users the next look is for: their ids, or every user. */
+  private pending: Set<number> | 'all' = new Set();
 
   constructor(
     private readonly readUser: (name: string) => Promise<UserRecord | null>,
@@ -30,9 +32,10 @@ export class OutlivedSessions {
     private readonly failed: (err: unknown, user: string | null) => void,
   ) {}
 
-  /** Look again, now or right after the look running. */
-  check(): void {
-    this.again = true;
+  /** Look again at `userId`'s sessions (null: everyone's), now or right after the look running. */
+  check(userId: number | null): void {
+    if (userId === null) this.pending = 'all';
+    else if (this.pending !== 'all') this.pending.add(userId);
     if (this.running) return;
     this.running = true;
     void this.run();
@@ -40,21 +43,25 @@ export class OutlivedSessions {
 
   private async run(): Promise<void> {
     try {
-      while (this.again) {
-        this.again = false;
-        await this.look().catch((err: unknown) => this.failed(err, null));
+      while (this.pending === 'all' || this.pending.size > 0) {
+        const which = this.pending;
+        this.pending = new Set();
+        await this.look(which).catch((err: unknown) => this.failed(err, null));
       }
     } finally {
       this.running = false;
     }
   }
 
-  private async look(): Promise<void> {
+  private async look(which: ReadonlySet<number> | 'all'): Promise<void> {
     // Before the list: a login under way that read its user before the change, and registers after
-    // the list, reads the user again as its session opens (LiveSessionsView.userChanged).
-    await this.sessions.userChanged(null);
+    // the list, reads the user again as its session opens (LiveSessionsView.userChanged). A named
+    // user's sessions also take its permissions now, in every process, or end if those narrowed.
+    if (which === 'all') await this.sessions.userChanged(null);
+    else for (const id of which) await this.sessions.userChanged(id).catch((err: unknown) => this.failed(err, null));
     const byUser = new Map<string, LiveSessionInfo[]>();
     for (const s of await this.sessions.list()) {
+      if (which !== 'all' && !which.has(s.userId)) continue;
       const sessions = byUser.get(s.user);
       if (sessions) sessions.push(s);
       else byUser.set(s.user, [s]);
