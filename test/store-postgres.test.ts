@@ -285,6 +285,8 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
         assert.deepEqual((await said(`UPDATE users SET enabled = enabled`)).sort(), [String(ida), String(jan)].sort());
         assert.deepEqual(await said(`INSERT INTO user_dir_permissions (user_id, path, permissions) VALUES (${jan}, '/in', 'upload')`), [String(jan)]);
         assert.deepEqual(await said(`INSERT INTO user_ip_rules (user_id, kind, cidr) VALUES (${ida}, 'deny', '192.0.2.0/24')`), [String(ida)]);
+        // A row moved to another user changed both.
+        assert.deepEqual((await said(`UPDATE user_dir_permissions SET user_id = ${ida} WHERE user_id = ${jan}`)).sort(), [String(ida), String(jan)].sort());
         assert.deepEqual(await said('TRUNCATE user_ip_rules'), ['']);
         assert.deepEqual(await said(`DELETE FROM users WHERE id = ${jan}`), [String(jan)]);
       });

@@ -14,6 +14,12 @@ BEGIN
     PERFORM pg_notify('sluice_user_changed', changed.id::text);
   ELSE
     PERFORM pg_notify('sluice_user_changed', changed.user_id::text);
+    -- A row moved to another user (by hand: sluice never does it) changed its old owner too.
+    IF TG_OP = 'UPDATE' THEN
+      IF OLD.user_id IS DISTINCT FROM NEW.user_id THEN
+        PERFORM pg_notify('sluice_user_changed', OLD.user_id::text);
+      END IF;
+    END IF;
   END IF;
   RETURN NULL;
 END $$;

@@ -18,7 +18,7 @@ function changedFor(user: UserRecord | null, live: LiveSessionInfo): boolean {
  * whose notice names the user (or nobody: then every user with sessions
  * here is looked at). One look runs at a time; a change told during a look
  * brings one more after it, since the look may have read that user before
- * the change.
+ * the change. What a look could not read is looked at again a little later.
  */
 export class OutlivedSessions {
   private running = false;
@@ -28,8 +28,9 @@ export class OutlivedSessions {
   constructor(
     private readonly readUser: (name: string) => Promise<UserRecord | null>,
     private readonly sessions: LiveSessionsView,
-    /** A user (null: the sessions) that could not be read: those sessions stay as they are until the next look. */
+    /** A user (null: the sessions) that could not be read: those sessions are looked at again `retryMs` later. */
     private readonly failed: (err: unknown, user: string | null) => void,
+    private readonly retryMs = RETRY_MS,
   ) {}
 
   /** Look again at `userId`'s sessions (null: everyone's), now or right after the look running. */
@@ -46,21 +47,29 @@ export class OutlivedSessions {
       while (this.pending === 'all' || this.pending.size > 0) {
         const which = this.pending;
         this.pending = new Set();
-        await this.look(which).catch((err: unknown) => this.failed(err, null));
+        await this.look(which).catch((err: unknown) => {
+          this.failed(err, null);
+          this.later(null);
+        });
       }
     } finally {
       this.running = false;
     }
   }
 
+  /** Again, a little later: a store or a worker that failed the look now may answer then. */
+  private later(userId: number | null): void {
+    setTimeout(() => this.check(userId), this.retryMs).unref();
+  }
+
   private async look(which: ReadonlySet<number> | 'all'): Promise<void> {
-    // Before the list: a login under way that read its user before the change, and registers after
-    // the list, reads the user again as its session opens (LiveSessionsView.userChanged). A named
-    // user's sessions also take its permissions now, in every process, or end if those narrowed.
-    if (which === 'all') await this.sessions.userChanged(null);
-    else for (const id of which) await this.sessions.userChanged(id).catch((err: unknown) => this.failed(err, null));
+    // Before the list, in every process: a login under way that read its user before the change, and
+    // registers after the list, reads the user again as its session opens (LiveSessionsView.userChanged).
+    // One message whatever the number of users changed: a bulk change names each of them.
+    await this.sessions.userChanged(null);
     const byUser = new Map<string, LiveSessionInfo[]>();
     for (const s of await this.sessions.list()) {
+      // Only the users changed, of those with sessions here: a read for each, however many changed.
       if (which !== 'all' && !which.has(s.userId)) continue;
       const sessions = byUser.get(s.user);
       if (sessions) sessions.push(s);
@@ -72,6 +81,7 @@ export class OutlivedSessions {
         user = await this.readUser(name);
       } catch (err) {
         this.failed(err, name);
+        for (const id of new Set(live.map((s) => s.userId))) this.later(id);
         continue;
       }
       let stale = false;
@@ -84,3 +94,6 @@ export class OutlivedSessions {
     }
   }
 }
+
+/** How long a look that could not read a user, or list the sessions, waits to try again. */
+const RETRY_MS = 5000;
