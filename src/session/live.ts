@@ -49,14 +49,15 @@ export interface LiveSessionsView {
   /** Ends every session of `user` (its stored name); how many were ended. */
   endUser(user: string, reason: string): Promise<number>;
   /**
-   * A user changed in the store (null: some user, unnamed, as a shared
-   * store's notice says). Each process notes when it was told: a login under
-   * way that read its user before checks the user again as its session
-   * registers (LiveRegistry.catchUp). With an id, each process also reads the
-   * user's permissions afresh, at this call, so that of two changes told in
-   * either order the later one holds: each of the user's sessions takes them
-   * from its next check on (Session.renewPermissions), or ends if they take
-   * something from what it holds, the user is gone, or they cannot be read.
+   * A user changed in the store (null: any users, as a node's look at a
+   * shared store's notices says in one message). Each process notes when it
+   * was told: a login under way that read its user before checks the user
+   * again as its session registers (LiveRegistry.catchUp). With an id, each
+   * process also reads the user's permissions afresh, at this call, so that
+   * of two changes told in either order the later one holds: each of the
+   * user's sessions takes them from its next check on
+   * (Session.renewPermissions), or ends if they take something from what it
+   * holds, the user is gone, or they cannot be read.
    * Tell it after the change is written and before ending the sessions the
    * change ends: a login that registers between the two then still reads
    * the user again.
