@@ -8,7 +8,7 @@ import { freePort, TestServer } from './helpers/server.js';
  * bans its defender holds unstored), and reads the store when it cannot ask:
  * before, it read the store only and needed no token and no reachable API,
  * and the first version through the API failed without them (found by a
- * review of 9b3ebf7: both cases below exited 1).
+ * review of 5aeb4f3: both cases below exited 1).
  */
 
 describe('sluice ban list with the admin API on TCP', () => {

@@ -9,7 +9,7 @@ import type { BanRecord } from '../src/store/records.js';
 import type { BanRepository } from '../src/store/store.js';
 
 /*
- * Found by a review of 9b3ebf7: DELETE /bans/ADDRESS lifts a held ban
+ * Found by a review of 5aeb4f3: DELETE /bans/ADDRESS lifts a held ban
  * (Defender.lift) and removes the stored one. On a store whose writes wait on the network
  * (PostgreSQL coming back after an outage), the defender's once-a-second
  * retry (storeHeld) may have a put of that ban under way: lift drops it from

@@ -13,20 +13,20 @@ import { sftpOf, sshConnect, userKeyPair } from './helpers/ssh.js';
 
 /*
  * Changes of a user against the changes and logins that overlap them (found
- * by a review of e3f2c61, where the first two cases failed):
+ * by a review of f2ccbae, where the first two cases failed):
  * - the API renewed with the user as it read it right after its own write,
  *   after awaiting the end of the sessions it ended. A second change landing
  *   in that await was written, ended and renewed first; the first request's
  *   renewal then came last with rules the store no longer had, and nothing
  *   corrected it on SQLite. Each process now reads the rules at the renewal.
- *   Here the first change's end of sessions is held, as a slow end (a
- *   worker's round trip, a transfer being aborted) would hold it.
+ *   Here the first change's telling of the sessions is held, as a slow
+ *   message to the workers (or, then, a slow end before it) would hold it.
  * - a login whose user was read before a change, and whose session
  *   registered after its renewal, kept the old rules (the password's
  *   verification, held here, takes tens of ms). It now catches up.
  * - the same login, its user disabled meanwhile: the API ended the user's
  *   sessions before this one registered, and it went on. It is now refused,
- *   also when it registers while the API is ending them (a review of 915e11a:
+ *   also when it registers while the API is ending them (a review of cd3b95e:
  *   the API told the processes after the end, and this login fell between).
  * - an SSH login whose key was removed while it waited for its session slot
  *   opened sessions: the key is checked again as each session opens.
@@ -35,6 +35,11 @@ import { sftpOf, sshConnect, userKeyPair } from './helpers/ssh.js';
  *   an unhandled rejection) and answered 500: now the session ends.
  */
 const PASSWORD = 'zed-secret-12';
+
+interface Hold {
+  entered: () => void;
+  gate: Promise<void>;
+}
 
 describe('changes of a user against overlapping changes and logins', () => {
   let srv: InProcessServer;
@@ -51,15 +56,25 @@ describe('changes of a user against overlapping changes and logins', () => {
     assert.equal((await c.read())?.code, 220);
     return c;
   };
-  /** While set, the next endUser waits on it after choosing its sessions: a slow end (a worker's round trip, a transfer aborted). */
-  let holdEnd: { entered: () => void; gate: Promise<void> } | null = null;
-  /** Holds the next endUser: `inEnd` settles once it is held, `release()` lets it go on. */
-  const holdNextEnd = (): { inEnd: Promise<void>; release: () => void } => {
+  /**
+   * While set, the next endUser waits after choosing its sessions (a slow end: a worker's round trip, a
+   * transfer aborted), or the next userChanged waits before it is told (a slow message to the workers).
+   */
+  const held: { end: Hold | null; tell: Hold | null } = { end: null, tell: null };
+  /** Holds the next `what`: `inHold` settles once it is held, `release()` lets it go on. */
+  const holdNext = (what: keyof typeof held): { inHold: Promise<void>; release: () => void } => {
     let entered: () => void = () => undefined;
-    const inEnd = new Promise<void>((r) => (entered = r));
+    const inHold = new Promise<void>((r) => (entered = r));
     let release: () => void = () => undefined;
-    holdEnd = { entered, gate: new Promise<void>((r) => (release = r)) };
-    return { inEnd, release };
+    held[what] = { entered, gate: new Promise<void>((r) => (release = r)) };
+    return { inHold, release };
+  };
+  const wait = async (what: keyof typeof held): Promise<void> => {
+    const hold = held[what];
+    if (!hold) return;
+    held[what] = null;
+    hold.entered();
+    await hold.gate;
   };
 
   before(async () => {
@@ -75,15 +90,13 @@ describe('changes of a user against overlapping changes and logins', () => {
       endUser: async (user, reason) => {
         // The sessions to end are chosen at the call (as LiveRegistry.endWhere does); their close is what is slow.
         const ended = real.endUser(user, reason);
-        const hold = holdEnd;
-        if (hold) {
-          holdEnd = null;
-          hold.entered();
-          await hold.gate;
-        }
+        await wait('end');
         return ended;
       },
-      userChanged: (id) => real.userChanged(id),
+      userChanged: async (id) => {
+        await wait('tell');
+        return real.userChanged(id);
+      },
     };
     admin = await startAdminApi({ base, coordination, sessions }, [], services.log);
     api = { socketPath: join(srv.dir, 'admin.sock') };
@@ -94,16 +107,16 @@ describe('changes of a user against overlapping changes and logins', () => {
     await srv?.close();
   });
 
-  it('PATCH (slow end) then PUT /drop without delete: a login after both may not delete in /drop', { timeout: 60_000 }, async () => {
+  it('PATCH (told slowly) then PUT /drop without delete: a login after both may not delete in /drop', { timeout: 60_000 }, async () => {
     const home = (await base.admin.require('zed')).home;
     mkdirSync(join(home, 'drop'), { recursive: true });
     writeFileSync(join(home, 'drop', 'f.txt'), 'keep me\n');
 
-    // A: takes mkdir away (so it ends the user's sessions: held here).
-    const { inEnd, release } = holdNextEnd();
+    // A: takes mkdir away; telling the sessions is held here.
+    const { inHold, release } = holdNext('tell');
     const a = call('PATCH', '/users/zed', { permissions: ['list', 'download', 'upload', 'rename', 'delete'] });
-    await inEnd;
-    // B, meanwhile: /drop without delete. Its own end and renewal go through at once.
+    await inHold;
+    // B, meanwhile: /drop without delete. Its own telling goes through at once.
     const b = await call('PUT', '/users/zed/permissions', { path: '/drop', permissions: ['list', 'download', 'upload'] });
     assert.equal(b.status, 200, b.text);
     // A login after both changes: it reads /drop without delete.
@@ -164,10 +177,10 @@ describe('changes of a user against overlapping changes and logins', () => {
       let release: () => void = () => undefined;
       // The login read vic enabled; its verification ends while the PATCH is ending vic's sessions (none yet).
       const login = await whileVerifying(c, 'vic', async () => {
-        const held = holdNextEnd();
-        release = held.release;
+        const hold = holdNext('end');
+        release = hold.release;
         patch = call('PATCH', '/users/vic', { enabled: false });
-        await held.inEnd;
+        await hold.inHold;
       });
       release();
       const r = await (patch as unknown as Promise<{ status: number; text: string }>);

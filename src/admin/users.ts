@@ -14,7 +14,6 @@ import {
   refusedNow,
   repeatedKey,
   revokedBy,
-  takesAway,
   validatePassword,
   validateHome,
   validateUserName,
@@ -128,21 +127,13 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
    */
   const endSessions = (user: UserRecord, reason: string) => sessions.endUser(user.name, reason);
   /**
-   * A session's permissions are those read at its login: a change that takes
-   * one away anywhere ends the user's sessions, as removing a key does.
-   */
-  const endNarrowed = async (before: UserRecord, after: UserRecord): Promise<number> => {
-    if (!takesAway(before, after)) return 0;
-    return endSessions(after, 'permissions taken away by an administrator');
-  };
-  /**
    * Every change of a user, told to every process once written and before
    * the sessions it ends are ended, so that a login under way that read the
    * user before the write reads it again as its session opens, whenever it
    * registers. The user's sessions take changed permissions at once (kept, a
    * session's old overrides let it move a file into a directory the change
    * widened, which no later login may); those holding a permission taken
-   * away end. How many ended.
+   * away end, whatever their login was given. How many ended.
    */
   const told = async (user: UserRecord): Promise<number> => (await sessions.userChanged(user.id)).ended;
   /**
@@ -223,12 +214,12 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       const user = await admin.require(req.params.name);
       const updated = await admin.update(req.params.name, patch, checked ?? undefined);
       const revoked = revokedBy(patch);
+      // Told first: the sessions holding a permission taken away end there. Then a revocation ends every
+      // session left, else the rules end those they refuse now.
       const endedByTelling = await told(updated);
-      // The widest reason first: a revocation ends every session, then a permission taken away does
-      // (none is left for the rules to refuse), else the rules end those they refuse now.
       const sessionsEnded = endedByTelling + (revoked !== null
         ? await endSessions(user, `${revoked} by an administrator`)
-        : (patch.permissions === undefined ? 0 : await endNarrowed(user, updated)) || (await endRefused(updated, patch)));
+        : await endRefused(updated, patch));
       return { ...(await admin.show(req.params.name)), sessionsEnded };
     },
   );
@@ -288,7 +279,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     '/users/:name/permissions',
     {
       schema: {
-        summary: "Permissions of one directory and below; null drops the override (it inherits again). Taking a permission away ends the user's live sessions; otherwise they take the new permissions at once",
+        summary: "Permissions of one directory and below; null drops the override (it inherits again). Taking a permission away ends the user's live sessions that hold it; the others take the new permissions at once",
         params: nameParams,
         body: {
           type: 'object',
@@ -306,9 +297,7 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
       inField('body.path', () => parseVirtualDir(req.body.path));
       const user = await admin.require(req.params.name);
       const path = await inFieldAsync('body.path', () => admin.setDirPermissions(req.params.name, req.body.path, perms));
-      const updated = await admin.require(req.params.name);
-      const endedByTelling = await told(updated);
-      return { path, permissions: perms, sessionsEnded: endedByTelling + (await endNarrowed(user, updated)) };
+      return { path, permissions: perms, sessionsEnded: await told(user) };
     },
   );
 }

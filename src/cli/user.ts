@@ -14,7 +14,6 @@ import {
   parseVirtualDir,
   refusedNow,
   revokedBy,
-  takesAway,
   validatePassword,
   type UserView,
 } from '../users/admin.js';
@@ -235,10 +234,8 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       if (v['require-key'] || v['no-require-key']) patch.requireKey = !v['no-require-key'];
       if (Object.keys(patch).length === 0) throw new UsageError('nothing to set; see sluice user --help');
       const name = positionals[0] as string;
-      const s = await open();
-      const before = await s.admin.require(name);
-      const after = await s.admin.update(name, patch);
-      out(`updated user ${name}${await toLiveSessions(reach, before, after, patch)}\n`);
+      const after = await (await open()).admin.update(name, patch);
+      out(`updated user ${name}${await toLiveSessions(reach, after, patch)}\n`);
       return 0;
     }
     case 'enable':
@@ -269,10 +266,9 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       parseVirtualDir(dir);
       const perms = list === 'inherit' ? null : parsePerms(list);
       const s = await open();
-      const before = await s.admin.require(name);
       const path = await s.admin.setDirPermissions(name, dir, perms);
       const done = perms === null ? `${name}: ${path} inherits again` : `${name}: ${path} -> ${perms.join(',') || 'none'}`;
-      out(`${done}${await toLiveSessions(reach, before, await s.admin.require(name), {})}\n`);
+      out(`${done}${await toLiveSessions(reach, await s.admin.require(name), {})}\n`);
       return 0;
     }
     default:
@@ -286,28 +282,29 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
  * changed permissions at once, and logins under way read the user again.
  * What was done, for the command's line.
  */
-async function toLiveSessions(reach: Reach, before: UserRecord, after: UserRecord, patch: Partial<UserSettings>): Promise<string> {
+async function toLiveSessions(reach: Reach, after: UserRecord, patch: Partial<UserSettings>): Promise<string> {
   // The recheck first, as the API tells before it ends (see LiveSessionsView.userChanged).
   const told = await ifRunning(reach, 'POST', `/users/${encodeURIComponent(after.name)}/sessions/recheck`);
   const { sessionsRenewed = 0, sessionsEnded = 0 } = (told?.body ?? {}) as { sessionsRenewed?: number; sessionsEnded?: number };
-  const ended = await endLiveSessions(reach, before, after, patch);
+  const ended = await endLiveSessions(reach, after, patch);
   const total = ended === null && sessionsEnded === 0 ? null : (ended ?? 0) + sessionsEnded;
   return `${total === null ? '' : `; ${total} live session(s) ended`}${sessionsRenewed > 0 ? `; ${sessionsRenewed} live session(s) took the new permissions` : ''}`;
 }
 
 /**
- * After a change written to the store: the live sessions it takes something
- * from, ended on the running server as the admin API's PATCH ends them. An
- * expiry already past, or a permission taken away anywhere, ends all the
- * user's sessions; changed login rules (protocols, TLS, addresses, a key required) end those
- * the rules now refuse. How many were ended; null when there was nothing to
- * end or no server runs.
+ * After a change written to the store and told (toLiveSessions, which ends
+ * the sessions holding a permission taken away): the live sessions it takes
+ * something else from, ended on the running server as the admin API's PATCH
+ * ends them. An expiry already past ends all the user's sessions; changed
+ * login rules (protocols, TLS, addresses, a key required) end those the rules
+ * now refuse. How many were ended; null when there was nothing to end or no
+ * server runs.
  */
-async function endLiveSessions(reach: Reach, before: UserRecord, after: UserRecord, patch: Partial<UserSettings>): Promise<number | null> {
+async function endLiveSessions(reach: Reach, after: UserRecord, patch: Partial<UserSettings>): Promise<number | null> {
   const revoked = revokedBy(patch);
-  const reason = revoked !== null ? `${revoked} by an administrator` : takesAway(before, after) ? 'permissions taken away by an administrator' : null;
   const user = encodeURIComponent(after.name);
-  if (reason !== null) {
+  if (revoked !== null) {
+    const reason = `${revoked} by an administrator`;
     const reply = await ifRunning(reach, 'DELETE', `/users/${user}/sessions?reason=${encodeURIComponent(reason)}`);
     return reply === null ? null : (reply.body as { sessionsEnded: number }).sessionsEnded;
   }

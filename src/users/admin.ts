@@ -121,15 +121,6 @@ export function changesLoginRules(patch: Partial<UserSettings>): boolean {
   return patch.protocols !== undefined || patch.requireTls !== undefined || patch.allowIps !== undefined || patch.denyIps !== undefined || patch.requireKey !== undefined;
 }
 
-/**
- * Pure: does the change from `before` to `after` take a permission away in
- * any directory? A live session holds the permissions of its login: such a
- * change must end it.
- */
-export function takesAway(before: UserRecord, after: UserRecord): boolean {
-  return takesAnyAway(permissionRulesOf(before), permissionRulesOf(after));
-}
-
 /** The live sessions of `user` that its rules, as changed, would refuse now (as refusal() refuses a login). */
 export function refusedNow(user: UserRecord, live: readonly LiveSessionInfo[]): LiveSessionInfo[] {
   return live.filter((s) => s.user === user.name && refusal(user, s.protocol, s.ip, s.method) !== null);
