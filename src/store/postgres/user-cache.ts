@@ -19,8 +19,8 @@ const MAX_AGE_MS = 60_000;
  * before a change is not kept either (generation), lest it outlive the notice.
  */
 export class UserCache implements Subscriber {
-  /** `at`: Date.now() for the age; `readAt`: performance.now(), for the login (Credentials.readAt). */
-  private readonly entries = new Map<string, { found: Credentials; at: number; readAt: number }>();
+  /** Each with when it was read (performance.now()): for its age, and for the login (Credentials.readAt). */
+  private readonly entries = new Map<string, Credentials & { readonly readAt: number }>();
   private live = false;
   private generation = 0;
 
@@ -28,14 +28,14 @@ export class UserCache implements Subscriber {
   async get(name: string, read: () => Promise<Credentials | null>): Promise<Credentials | null> {
     const key = name.toLowerCase();
     const hit = this.entries.get(key);
-    if (hit && Date.now() - hit.at < MAX_AGE_MS) return { ...hit.found, readAt: hit.readAt };
+    if (hit && performance.now() - hit.readAt < MAX_AGE_MS) return hit;
     if (hit) this.entries.delete(key);
     const generation = this.generation;
     const readAt = performance.now();
     const found = await read();
     if (found && this.live && generation === this.generation) {
       if (this.entries.size >= MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value as string);
-      this.entries.set(key, { found, at: Date.now(), readAt });
+      this.entries.set(key, { ...found, readAt });
     }
     return found;
   }
