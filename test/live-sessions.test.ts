@@ -215,7 +215,7 @@ describe('live sessions over IPC: the primary asks each worker', () => {
 describe('a change told while the store cannot be read', () => {
   it('is answered, and ends the sessions whose rules could not be checked', async () => {
     const live = new LiveRegistry(1, {
-      storedPermissions: async () => {
+      storedAccess: async () => {
         throw new Error('connection terminated unexpectedly (simulated)');
       },
       refreshed: async () => null,

@@ -20,7 +20,7 @@ const stored: UserRecord = {
 const grants = (root: Permission[], dirs: [string, Permission[]][] = []) => ({ root, dirs });
 const live: LiveSessionInfo = {
   id: 's1', user: 'fay', userId: 7, protocol: 'sftp', ip: '192.0.2.5', port: 50000, method: 'password',
-  permissions: [grants(['list', 'download', 'upload'])], worker: 0, since: new Date(0).toISOString(), transfers: [],
+  permissions: [grants(['list', 'download', 'upload'])], homes: ['/srv/fay'], worker: 0, since: new Date(0).toISOString(), transfers: [],
 };
 
 describe('a live session against its user as stored now (pure)', () => {
@@ -47,6 +47,13 @@ describe('a live session against its user as stored now (pure)', () => {
     assert.equal(outlivedBy({ ...stored, requireKey: true }, { ...live, method: 'publickey' }), null);
     assert.equal(outlivedBy({ ...stored, protocols: ['sftp'] }, { ...live, protocol: 'scp' }), null, 'scp rides an sftp login');
     assert.equal(outlivedBy({ ...stored, expiresAt: new Date(Date.now() - 1000), denyIps: ['192.0.2.5/32'] }, live), rules, 'expired, and refused besides');
+  });
+  it('ends when the home any of its channels serves is no longer the user\'s', () => {
+    const moved = 'home changed by an administrator';
+    assert.equal(outlivedBy({ ...stored, home: '/srv/fay2' }, live), moved);
+    // The first channel opened before the home moved, the second after it: the first is left on a place no longer fay's.
+    assert.equal(outlivedBy({ ...stored, home: '/srv/fay2' }, { ...live, homes: ['/srv/fay', '/srv/fay2'], permissions: [...live.permissions, ...live.permissions] }), moved);
+    assert.equal(outlivedBy(stored, { ...live, homes: ['/srv/fay', '/srv/fay'] }), null);
   });
   it('ends when any of its channels holds a permission taken away, in any directory', () => {
     const taken = 'permissions taken away by an administrator';

@@ -24,6 +24,8 @@ import { sftpOf, sshConnect, userKeyPair } from './helpers/ssh.js';
  * - a login whose user was read before a change, and whose session
  *   registered after its renewal, kept the old rules (the password's
  *   verification, held here, takes tens of ms). It now catches up.
+ * - the same login, its user's home moved meanwhile: it would have served
+ *   the old home (found by a review, see home-change-ends-sessions).
  * - the same login, its user disabled meanwhile: the API ended the user's
  *   sessions before this one registered, and it went on. It is now refused,
  *   also when it registers while the API is ending them (a review of cd3b95e:
@@ -82,7 +84,7 @@ describe('changes of a user against overlapping changes and logins', () => {
     ({ base, coordination, services, ftpPort } = srv);
     await base.admin.add({ name: 'zed', password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'rename', 'delete', 'mkdir'] });
     await base.admin.add({ name: 'yan', password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'rename'] });
-    for (const name of ['wes', 'vic', 'una', 'tom', 'kit']) await base.admin.add({ name, password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'mkdir'] });
+    for (const name of ['wes', 'vic', 'una', 'tom', 'kit', 'max']) await base.admin.add({ name, password: PASSWORD, keys: [], permissions: ['list', 'download', 'upload', 'mkdir'] });
     const real = coordination.sessions;
     const sessions: LiveSessionsView = {
       list: () => real.list(),
@@ -170,6 +172,21 @@ describe('changes of a user against overlapping changes and logins', () => {
     }
   });
 
+  it('a login in flight when its home moves opens no session in the old home', { timeout: 60_000 }, async () => {
+    const newHome = join(srv.dir, 'max-moved');
+    const c = await greeted();
+    try {
+      const login = await whileVerifying(c, 'max', async () => {
+        const r = await call('PATCH', '/users/max', { home: newHome });
+        assert.equal(r.status, 200, r.text);
+      });
+      assert.equal(login, 530, 'a login whose user\'s home moved while its password was verified opened a session in the old home');
+      assert.notEqual(await codeOrEnded(c, 'MKD in-old-home'), 257);
+    } finally {
+      c.close();
+    }
+  });
+
   it('a login that registers while the PATCH that disables its user ends the sessions opens none', { timeout: 60_000 }, async () => {
     const c = await greeted();
     try {
@@ -213,10 +230,10 @@ describe('changes of a user against overlapping changes and logins', () => {
   it('permissions that cannot be read at a change: the change is answered, the session holding the old ones ends', { timeout: 60_000 }, async () => {
     const c = await loggedIn(ftpPort, 'tom', PASSWORD);
     const auth = services.authenticator;
-    const read = auth.storedPermissions.bind(auth);
+    const read = auth.storedAccess.bind(auth);
     // The registry's read fails once, as a shared store's would in an outage.
-    auth.storedPermissions = async () => {
-      auth.storedPermissions = read;
+    auth.storedAccess = async () => {
+      auth.storedAccess = read;
       throw new Error('store unreachable (simulated)');
     };
     try {
@@ -226,7 +243,7 @@ describe('changes of a user against overlapping changes and logins', () => {
       const after = await codeOrEnded(c, 'MKD still');
       assert.ok(after === 421 || after === 'ended', `the session went on (${after}) on rules that could not be checked`);
     } finally {
-      auth.storedPermissions = read;
+      auth.storedAccess = read;
       c.close();
     }
   });

@@ -1,6 +1,7 @@
 import type { AuditEvent, AuditSink } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
 import type { Account, LoginMethod, Protocol } from '../session/account.js';
+import type { StoredAccess } from '../session/live.js';
 import { isPermission, type Permission, type PermissionRules } from '../session/permissions.js';
 import type { UserRecord } from '../store/records.js';
 import type { UserRepository } from '../store/store.js';
@@ -221,10 +222,10 @@ export class Authenticator {
     return refusal(user, where.protocol, where.remoteAddress, account.method) === null ? toAccount(user, account.method, readAt, account.key) : null;
   }
 
-  /** The permissions of the account's user as stored now; null when it was removed (or its name is another user's now). */
-  async storedPermissions(account: Pick<Account, 'id' | 'name'>): Promise<PermissionRules | null> {
+  /** The home and permissions of the account's user as stored now; null when it was removed (or its name is another user's now). */
+  async storedAccess(account: Pick<Account, 'id' | 'name'>): Promise<StoredAccess | null> {
     const user = await this.users.get(account.name);
-    return user === null || user.id !== account.id ? null : permissionRulesOf(user);
+    return user === null || user.id !== account.id ? null : { home: user.home, permissions: permissionRulesOf(user) };
   }
 
   private checkRules(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): void {

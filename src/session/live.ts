@@ -30,6 +30,8 @@ export interface LiveSessionInfo {
    * One per SFTP or SCP channel of an SSH connection, each read when the channel opened.
    */
   readonly permissions: readonly PermissionList[];
+  /** The home each of those serves, as read when it opened: a change of the home must end it. */
+  readonly homes: readonly string[];
   /** The worker serving it; 0 when one process serves everything. */
   readonly worker: number;
   /** ISO 8601: when the session logged in. */
@@ -71,10 +73,16 @@ export interface UserChangeCounts {
   ended: number;
 }
 
+/** What a session of a user serves: its home, under its permissions. */
+export interface StoredAccess {
+  readonly home: string;
+  readonly permissions: PermissionRules;
+}
+
 /** The store's users as a process reads them afresh (the Authenticator). */
 export interface StoredUsers {
-  /** The permissions of the account's user now; null when it is gone (another user may have its id or name now). */
-  storedPermissions(account: Pick<Account, 'id' | 'name'>): Promise<PermissionRules | null>;
+  /** The home and permissions of the account's user now; null when it is gone (another user may have its id or name now). */
+  storedAccess(account: Pick<Account, 'id' | 'name'>): Promise<StoredAccess | null>;
   /** The account as it may open a session now, from `where`; null when it may not (removed, disabled, expired, refused by its rules). */
   refreshed(account: Account, where: { protocol: Protocol; remoteAddress: string }): Promise<Account | null>;
 }
@@ -173,7 +181,12 @@ export class LiveRegistry implements LiveSessionsView {
       byId.set(
         s.id,
         seen
-          ? { ...seen, permissions: [...seen.permissions, listOfRules(s.account.permissions)], transfers: [...seen.transfers, ...transfers] }
+          ? {
+              ...seen,
+              permissions: [...seen.permissions, listOfRules(s.account.permissions)],
+              homes: [...seen.homes, s.account.home],
+              transfers: [...seen.transfers, ...transfers],
+            }
           : {
               id: s.id,
               user: s.account.name,
@@ -183,6 +196,7 @@ export class LiveRegistry implements LiveSessionsView {
               port: s.context.remotePort,
               method: s.account.method,
               permissions: [listOfRules(s.account.permissions)],
+              homes: [s.account.home],
               worker: this.worker,
               since: s.since.toISOString(),
               transfers,
@@ -209,23 +223,23 @@ export class LiveRegistry implements LiveSessionsView {
     const chosen = [...this.entries].filter((e) => e.session.account.id === userId);
     const renewed = new Set<string>();
     const ended = new Set<string>();
-    const now = new Map<string, PermissionRules | null | Unread>();
+    const now = new Map<string, StoredAccess | null | Unread>();
     for (const entry of chosen) {
       const { account } = entry.session;
       // By name and id: a session of a user removed since (its id taken by another) must not get the other's rights.
-      if (!now.has(account.name)) now.set(account.name, await this.users.storedPermissions(account).catch((err: unknown) => new Unread(err)));
-      const rules = now.get(account.name) ?? null;
-      const why = rules === null
+      if (!now.has(account.name)) now.set(account.name, await this.users.storedAccess(account).catch((err: unknown) => new Unread(err)));
+      const access = now.get(account.name) ?? null;
+      const why = access === null
         ? 'user removed by an administrator'
         // Closed rather than left on rules the change may have narrowed.
-        : rules instanceof Unread ? `user changed by an administrator, and its permissions could not be read (${rules.message})`
-        : takesAnyAway(account.permissions, rules) ? 'permissions taken away by an administrator'
-        : null;
+        : access instanceof Unread ? `user changed by an administrator, and its permissions could not be read (${access.message})`
+        : outlivesHome(account, access)
+        ?? (takesAnyAway(account.permissions, access.permissions) ? 'permissions taken away by an administrator' : null);
       if (why !== null) {
         await this.endNow(entry, why);
         ended.add(entry.session.id);
-      } else if (!sameRules(account.permissions, rules as PermissionRules)) {
-        entry.session.renewPermissions(rules as PermissionRules);
+      } else if (!sameRules(account.permissions, (access as StoredAccess).permissions)) {
+        entry.session.renewPermissions((access as StoredAccess).permissions);
         renewed.add(entry.session.id);
       }
     }
@@ -242,7 +256,7 @@ export class LiveRegistry implements LiveSessionsView {
     const { account, context } = session;
     if (Math.max(this.told.get(account.id) ?? -Infinity, this.toldAny) < account.readAt) return true;
     const now = await this.users.refreshed(account, context);
-    if (now === null) return false;
+    if (now === null || outlivesHome(account, now) !== null) return false;
     if (!sameRules(account.permissions, now.permissions)) session.renewPermissions(now.permissions);
     return true;
   }
@@ -302,6 +316,18 @@ export class LiveRegistry implements LiveSessionsView {
   private async endNow(entry: Entry, reason: string): Promise<void> {
     await Promise.all([entry.session.windDown(reason, true), entry.connection.end(reason, false)]);
   }
+}
+
+/**
+ * Pure: why a session that serves `held.home` may not go on when its user's
+ * home is `now.home`, or null. A session is rooted where its login read the
+ * home, and a session left there once the home moved served a place that
+ * is no longer its user's: a new home may then be made inside it, and such a
+ * session planted a symlink where one was about to be made (found by a
+ * review: the new user's login followed it into a third user's home).
+ */
+export function outlivesHome(held: Pick<Account, 'home'>, now: Pick<Account, 'home'>): string | null {
+  return held.home === now.home ? null : 'home changed by an administrator';
 }
 
 /** A store read that failed, in place of the rules it would have read. */

@@ -7,7 +7,7 @@ import { parsePublicKey } from '../auth/public-keys.js';
 import { PROTOCOLS, type Protocol } from '../session/account.js';
 import { resolveVirtual } from '../session/paths.js';
 import { ServerPlaces, homeNesting, realPlace } from '../session/storage/server-places.js';
-import type { LiveSessionInfo } from '../session/live.js';
+import { outlivesHome, type LiveSessionInfo } from '../session/live.js';
 import { DEFAULT_PERMISSIONS, parsePermissions, rulesOfList, takesAnyAway, type Permission } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
 import { StoreConflict, type UserRepository } from '../store/store.js';
@@ -129,8 +129,9 @@ export function refusedNow(user: UserRecord, live: readonly LiveSessionInfo[]): 
 /**
  * Why live session `live` must not outlive its user as stored now (`user`,
  * null when no user has its name any more), or null when it may go on: the
- * user's rules would refuse its login now, or a permission one of its
- * channels holds is taken away. What a node checks its sessions by when a
+ * user's rules would refuse its login now, the home one of its channels
+ * serves is no longer the user's, or a permission one of them holds is
+ * taken away. What a node checks its sessions by when a
  * user changed on another node or in the CLI, where the change was not its
  * own to act on. An expiry that merely came ends nothing (SECURITY.md):
  * one an administrator set already past is told as a revocation instead.
@@ -140,6 +141,10 @@ export function outlivedBy(user: UserRecord | null, live: LiveSessionInfo): stri
   const refused = refusal({ ...user, expiresAt: null }, live.protocol, live.ip, live.method);
   if (refused === 'disabled') return 'user disabled by an administrator';
   if (refused !== null) return 'rules changed by an administrator';
+  for (const home of live.homes) {
+    const moved = outlivesHome({ home }, user);
+    if (moved !== null) return moved;
+  }
   const now = permissionRulesOf(user);
   if (live.permissions.some((held) => takesAnyAway(rulesOfList(held), now))) return 'permissions taken away by an administrator';
   return null;
