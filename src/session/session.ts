@@ -111,6 +111,8 @@ export class Session implements LiveSession {
   private readonly transfers = new Set<Upload | Download>();
   /** Opens under way: close() waits for them (see opened). */
   private readonly opening = new Set<Promise<unknown>>();
+  /** Changes of the tree under way (see acting): close() waits for them too. */
+  private readonly acts = new Set<Promise<unknown>>();
   /**
    * The directory each open file really is in, links resolved: the one whose
    * permissions its handle's changes take. The path it was opened by may lead
@@ -226,6 +228,9 @@ export class Session implements LiveSession {
     // ledger goes. Otherwise it lived on unrecorded, its descriptors and temporary kept for good.
     await Promise.allSettled([...this.opening]);
     await Promise.all([...this.transfers].map((t) => t.abort('connection closed')));
+    // After the transfers (a copy between two of them ends with them): a change that lands once the
+    // ledger is gone goes uncharged, and its last step and record fail with it (see acting).
+    await Promise.allSettled([...this.acts]);
     this.ledger.release();
     this.deps.openHandles.release(this.account);
     if (loggedOut) this.audit({ event: 'logout', duration_ms: Date.now() - this.started, ...(this.endReason === null ? {} : { reason: this.endReason }) });
@@ -268,6 +273,26 @@ export class Session implements LiveSession {
       return await opening;
     } finally {
       this.opening.delete(opening);
+    }
+  }
+
+  /**
+   * A change of the tree (a name made or removed, a size, a mode), as one the
+   * session's end waits for, and refused once the session is closed. Found by
+   * a review: the end waited for transfers only, and let the quota ledger go
+   * while a MKDIR, a size change or a REMOVE the client sent just before it
+   * left still ran. With workers the primary then dropped what they settled,
+   * so a user whose client left at once had names and bytes never charged,
+   * again and again, and a removal failed after its unlink, unrecorded.
+   */
+  private async acting<T>(change: () => Promise<T>): Promise<T> {
+    if (this.closed) throw new SluiceError('failure', 'Session is closed');
+    const act = change();
+    this.acts.add(act);
+    try {
+      return await act;
+    } finally {
+      this.acts.delete(act);
     }
   }
 
@@ -601,23 +626,25 @@ export class Session implements LiveSession {
    * upload's final name does not exist yet), under the same permissions as
    * the path-based calls.
    */
-  async changeOpenFile(
+  changeOpenFile(
     transfer: Upload | Download,
     change: { mode?: number; atime?: Date; mtime?: Date; size?: number },
   ): Promise<void> {
-    const dir = this.dirOf(transfer);
-    await this.guard('setstat', transfer.path, async () => {
-      if (change.mode !== undefined) this.require('chmod', dir);
-      if (change.mtime !== undefined) this.require('chtimes', dir);
-      if (change.size !== undefined) {
-        this.require('overwrite', dir);
-        if (!(transfer instanceof Upload)) throw new SluiceError('permission-denied', 'Handle not open for writing');
-        await transfer.resize(change.size);
-      }
-      await transfer.changeFile(change);
-    }, true);
-    if (change.mode !== undefined) this.audit({ event: 'chmod', path: transfer.path, mode: (change.mode & 0o777).toString(8).padStart(4, '0') });
-    if (change.mtime !== undefined) this.audit({ event: 'chtimes', path: transfer.path });
+    return this.acting(async () => {
+      const dir = this.dirOf(transfer);
+      await this.guard('setstat', transfer.path, async () => {
+        if (change.mode !== undefined) this.require('chmod', dir);
+        if (change.mtime !== undefined) this.require('chtimes', dir);
+        if (change.size !== undefined) {
+          this.require('overwrite', dir);
+          if (!(transfer instanceof Upload)) throw new SluiceError('permission-denied', 'Handle not open for writing');
+          await transfer.resize(change.size);
+        }
+        await transfer.changeFile(change);
+      }, true);
+      if (change.mode !== undefined) this.audit({ event: 'chmod', path: transfer.path, mode: (change.mode & 0o777).toString(8).padStart(4, '0') });
+      if (change.mtime !== undefined) this.audit({ event: 'chtimes', path: transfer.path });
+    });
   }
 
   /**
@@ -735,47 +762,53 @@ export class Session implements LiveSession {
 
   // --- changes --------------------------------------------------------------
 
-  async mkdir(clientPath: string): Promise<string> {
-    const path = this.resolve(clientPath);
-    await this.change('mkdir', path, false, async (loc) => {
-      if (loc.isRoot) throw new SluiceError('already-exists');
-      checkName(loc.name);
-      await addName(this.ledger, () => loc.mkdir());
+  mkdir(clientPath: string): Promise<string> {
+    return this.acting(async () => {
+      const path = this.resolve(clientPath);
+      await this.change('mkdir', path, false, async (loc) => {
+        if (loc.isRoot) throw new SluiceError('already-exists');
+        checkName(loc.name);
+        await addName(this.ledger, () => loc.mkdir());
+      });
+      this.audit({ event: 'mkdir', path });
+      return path;
     });
-    this.audit({ event: 'mkdir', path });
-    return path;
   }
 
-  async rmdir(clientPath: string): Promise<void> {
-    const path = this.resolve(clientPath);
-    await this.change('rmdir', path, false, async (loc) => {
-      if (loc.isRoot || path === this.cwd) throw new SluiceError('permission-denied', undefined, loc.isRoot ? 'the home itself' : 'the working directory');
-      this.requireNoOverride(loc.virtualPath);
-      await loc.rmdir();
-      this.ledger.settle(0, 0, -1);
+  rmdir(clientPath: string): Promise<void> {
+    return this.acting(async () => {
+      const path = this.resolve(clientPath);
+      await this.change('rmdir', path, false, async (loc) => {
+        if (loc.isRoot || path === this.cwd) throw new SluiceError('permission-denied', undefined, loc.isRoot ? 'the home itself' : 'the working directory');
+        this.requireNoOverride(loc.virtualPath);
+        await loc.rmdir();
+        this.ledger.settle(0, 0, -1);
+      });
+      this.audit({ event: 'rmdir', path });
     });
-    this.audit({ event: 'rmdir', path });
   }
 
-  async remove(clientPath: string): Promise<void> {
-    const path = this.resolve(clientPath);
-    await this.change('delete', path, false, async (loc) => {
-      this.requireNoOverride(loc.virtualPath);
-      // Looked at through a hold, and measured through it after the unlink (see removedThrough).
-      const held = await loc.hold();
-      if (!held) throw new SluiceError('not-found');
-      try {
-        const st = await held.stat();
-        if (st.type === 'dir') throw new SluiceError('is-a-directory');
-        const key = freeingKey(st);
-        await dropFile(this.ledger, key, () => loc.unlink());
-        const gone = removedThrough(st, await held.stat(), key !== null);
-        this.ledger.settle(0, -gone.bytes, -gone.names);
-      } finally {
-        void held.close().catch(() => undefined);
-      }
+  remove(clientPath: string): Promise<void> {
+    return this.acting(async () => {
+      const path = this.resolve(clientPath);
+      await this.change('delete', path, false, async (loc) => {
+        this.requireNoOverride(loc.virtualPath);
+        // Looked at through a hold, and measured through it after the unlink (see removedThrough).
+        const held = await loc.hold();
+        if (!held) throw new SluiceError('not-found');
+        try {
+          const st = await held.stat();
+          if (st.type === 'dir') throw new SluiceError('is-a-directory');
+          const key = freeingKey(st);
+          await dropFile(this.ledger, key, () => loc.unlink());
+          const gone = removedThrough(st, await held.stat(), key !== null);
+          this.ledger.settle(0, -gone.bytes, -gone.names);
+        } finally {
+          void held.close().catch(() => undefined);
+        }
+      });
+      this.audit({ event: 'delete', path });
     });
-    this.audit({ event: 'delete', path });
   }
 
   /**
@@ -784,131 +817,139 @@ export class Session implements LiveSession {
    * name there (upload, or mkdir for a directory) and may not widen the
    * user's rights on what moves; configured directories stay where they are.
    */
-  async rename(fromClient: string, toClient: string, ifExists: IfExists): Promise<void> {
-    const from = this.resolve(fromClient);
-    const to = this.resolve(toClient);
-    let replaced: Replaced | 'unknown' | null = null;
-    await this.guard('rename', from, () =>
-      this.within(this.checked('rename', parentOf(from), from), false, 'change', (src) =>
-        this.within(this.checked('rename', parentOf(to), to), false, 'change', async (dst) => {
-          if (src.isRoot || dst.isRoot) throw new SluiceError('permission-denied', undefined, 'the home itself');
-          checkName(dst.name);
-          const srcDir = parentOf(src.virtualPath);
-          const dstDir = parentOf(dst.virtualPath);
-          this.require('rename', srcDir);
-          this.require('rename', dstDir);
-          this.requireNoOverride(src.virtualPath);
-          this.requireNoOverride(dst.virtualPath);
-          const srcStat = await src.stat();
-          if (!srcStat) throw new SluiceError('not-found');
-          if (srcDir !== dstDir) {
-            this.require(srcStat.type === 'dir' ? 'mkdir' : 'upload', dstDir);
-            this.requireNarrows(srcDir, dstDir);
-          }
-          // The target looked at through a hold, and measured through it after the rename (see removedThrough).
-          const held = await dst.hold();
-          try {
-            const dstStat = held ? await held.stat() : null;
-            if (dstStat) {
-              if (ifExists === 'fail') throw new SluiceError('already-exists');
-              if ((dstStat.type === 'dir') !== (srcStat.type === 'dir')) {
-                throw new SluiceError(dstStat.type === 'dir' ? 'is-a-directory' : 'not-a-directory');
+  rename(fromClient: string, toClient: string, ifExists: IfExists): Promise<void> {
+    return this.acting(async () => {
+      const from = this.resolve(fromClient);
+      const to = this.resolve(toClient);
+      let replaced: Replaced | 'unknown' | null = null;
+      await this.guard('rename', from, () =>
+        this.within(this.checked('rename', parentOf(from), from), false, 'change', (src) =>
+          this.within(this.checked('rename', parentOf(to), to), false, 'change', async (dst) => {
+            if (src.isRoot || dst.isRoot) throw new SluiceError('permission-denied', undefined, 'the home itself');
+            checkName(dst.name);
+            const srcDir = parentOf(src.virtualPath);
+            const dstDir = parentOf(dst.virtualPath);
+            this.require('rename', srcDir);
+            this.require('rename', dstDir);
+            this.requireNoOverride(src.virtualPath);
+            this.requireNoOverride(dst.virtualPath);
+            const srcStat = await src.stat();
+            if (!srcStat) throw new SluiceError('not-found');
+            if (srcDir !== dstDir) {
+              this.require(srcStat.type === 'dir' ? 'mkdir' : 'upload', dstDir);
+              this.requireNarrows(srcDir, dstDir);
+            }
+            // The target looked at through a hold, and measured through it after the rename (see removedThrough).
+            const held = await dst.hold();
+            try {
+              const dstStat = held ? await held.stat() : null;
+              if (dstStat) {
+                if (ifExists === 'fail') throw new SluiceError('already-exists');
+                if ((dstStat.type === 'dir') !== (srcStat.type === 'dir')) {
+                  throw new SluiceError(dstStat.type === 'dir' ? 'is-a-directory' : 'not-a-directory');
+                }
+                this.require('overwrite', parentOf(dst.virtualPath));
               }
-              this.require('overwrite', parentOf(dst.virtualPath));
+              // Checked last, just before the act: the target's lookup may take long (a deep path).
+              await inPlace(src, dst);
+              if (dstStat === null && srcStat.type !== 'dir') {
+                // The check above is not the rename: a name taken since (another request of this user, another
+                // client) must not be replaced by rename(2), which would replace it without overwrite and
+                // unaccounted. A free target is taken without replacing. Should the old name have been moved or
+                // removed by another session meanwhile, the new one is a name more.
+                if (!(await src.moveNoReplace(dst, srcStat))) this.ledger.settle(0, 0, 1);
+                return;
+              }
+              // A directory can only replace an empty directory, which rename(2) refuses for any other; a name
+              // replaced by another link to the same file is left alone by rename(2).
+              const replaces = dstStat !== null && !(dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev);
+              const key = replaces ? freeingKey(dstStat) : null;
+              // Its hash only if already known (a whole upload's receipt): the file is never read for it.
+              const known = replaces ? (knownSha(this.deps.receipts, dstStat).sha256 ?? null) : null;
+              await dropFile(this.ledger, key, () => src.renameTo(dst));
+              if (replaces && held) {
+                const after = await held.stat();
+                const gone = removedThrough(dstStat, after, key !== null);
+                this.ledger.settle(0, -gone.bytes, -gone.names);
+                // On record as the quota counts it: the file looked at, if it lost its name (found by a review:
+                // a file destroyed by a rename over it left no trace but in the records before).
+                replaced = replacedThrough(dstStat, after, known) ?? 'unknown';
+              }
+            } finally {
+              void held?.close().catch(() => undefined);
             }
-            // Checked last, just before the act: the target's lookup may take long (a deep path).
-            await inPlace(src, dst);
-            if (dstStat === null && srcStat.type !== 'dir') {
-              // The check above is not the rename: a name taken since (another request of this user, another
-              // client) must not be replaced by rename(2), which would replace it without overwrite and
-              // unaccounted. A free target is taken without replacing. Should the old name have been moved or
-              // removed by another session meanwhile, the new one is a name more.
-              if (!(await src.moveNoReplace(dst, srcStat))) this.ledger.settle(0, 0, 1);
-              return;
-            }
-            // A directory can only replace an empty directory, which rename(2) refuses for any other; a name
-            // replaced by another link to the same file is left alone by rename(2).
-            const replaces = dstStat !== null && !(dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev);
-            const key = replaces ? freeingKey(dstStat) : null;
-            // Its hash only if already known (a whole upload's receipt): the file is never read for it.
-            const known = replaces ? (knownSha(this.deps.receipts, dstStat).sha256 ?? null) : null;
-            await dropFile(this.ledger, key, () => src.renameTo(dst));
-            if (replaces && held) {
-              const after = await held.stat();
-              const gone = removedThrough(dstStat, after, key !== null);
-              this.ledger.settle(0, -gone.bytes, -gone.names);
-              // On record as the quota counts it: the file looked at, if it lost its name (found by a review:
-              // a file destroyed by a rename over it left no trace but in the records before).
-              replaced = replacedThrough(dstStat, after, known) ?? 'unknown';
-            }
-          } finally {
-            void held?.close().catch(() => undefined);
-          }
-        }),
-      ),
-    );
-    this.audit({ event: 'rename', from, to, ...replacedFields(replaced) });
-  }
-
-  async chmod(clientPath: string, mode: number): Promise<void> {
-    const path = this.resolve(clientPath);
-    await this.change('chmod', path, true, (loc) => {
-      // The modes of the home and of directories given rights of their own (see carriesOverride) are the
-      // administrator's: a user could shut the server out of them or open them to every local account.
-      if (loc.isRoot || carriesOverride(this.account.permissions, loc.virtualPath)) {
-        throw new SluiceError('permission-denied', 'Permission denied', 'chmod of the home or a configured directory');
-      }
-      return loc.chmod(mode & 0o777);
+          }),
+        ),
+      );
+      this.audit({ event: 'rename', from, to, ...replacedFields(replaced) });
     });
-    this.audit({ event: 'chmod', path, mode: (mode & 0o777).toString(8).padStart(4, '0') });
   }
 
-  async setTimes(clientPath: string, mtime: Date, atime?: Date): Promise<void> {
-    const path = this.resolve(clientPath);
-    await this.change('chtimes', path, true, (loc) => loc.setTimes(mtime, atime));
-    this.audit({ event: 'chtimes', path });
+  chmod(clientPath: string, mode: number): Promise<void> {
+    return this.acting(async () => {
+      const path = this.resolve(clientPath);
+      await this.change('chmod', path, true, (loc) => {
+        // The modes of the home and of directories given rights of their own (see carriesOverride) are the
+        // administrator's: a user could shut the server out of them or open them to every local account.
+        if (loc.isRoot || carriesOverride(this.account.permissions, loc.virtualPath)) {
+          throw new SluiceError('permission-denied', 'Permission denied', 'chmod of the home or a configured directory');
+        }
+        return loc.chmod(mode & 0o777);
+      });
+      this.audit({ event: 'chmod', path, mode: (mode & 0o777).toString(8).padStart(4, '0') });
+    });
+  }
+
+  setTimes(clientPath: string, mtime: Date, atime?: Date): Promise<void> {
+    return this.acting(async () => {
+      const path = this.resolve(clientPath);
+      await this.change('chtimes', path, true, (loc) => loc.setTimes(mtime, atime));
+      this.audit({ event: 'chtimes', path });
+    });
   }
 
   /** SFTP SETSTAT size: cut or extend a file in place. */
-  async truncate(clientPath: string, size: number): Promise<void> {
-    const path = this.resolve(clientPath);
-    let was = 0;
-    await this.change('overwrite', path, true, async (loc) => {
-      const file = await loc.openWrite({ create: false, truncate: false, append: false });
-      try {
-        const looked = await file.stat();
-        if (looked.type !== 'file') throw new SluiceError('permission-denied', undefined, 'not a regular file');
-        if (looked.nlink > 1) throw refusal('linked-elsewhere');
-        const key = nodeKey(looked);
-        await this.ledger.lockInPlace(key);
+  truncate(clientPath: string, size: number): Promise<void> {
+    return this.acting(async () => {
+      const path = this.resolve(clientPath);
+      let was = 0;
+      await this.change('overwrite', path, true, async (loc) => {
+        const file = await loc.openWrite({ create: false, truncate: false, append: false });
         try {
-          // Looked at again under the lock: a removal of its last name, or another truncation, may have
-          // come between the open and the lock, with its own step on the usage (found by a review).
-          const st = await file.stat();
-          if (st.nlink === 0) throw new SluiceError('not-found', undefined, 'removed while it was opened');
-          if (st.nlink > 1) throw refusal('linked-elsewhere');
-          was = st.size;
-          const growth = size - st.size;
-          if (growth > 0) await this.ledger.reserve(growth, 0);
-          // Charged only once the size changed: a size the file system refuses (past its largest file)
-          // changed nothing, and had put up to 8 PiB on the user's usage.
-          let changed = false;
+          const looked = await file.stat();
+          if (looked.type !== 'file') throw new SluiceError('permission-denied', undefined, 'not a regular file');
+          if (looked.nlink > 1) throw refusal('linked-elsewhere');
+          const key = nodeKey(looked);
+          await this.ledger.lockInPlace(key);
           try {
-            await file.truncate(size);
-            changed = true;
+            // Looked at again under the lock: a removal of its last name, or another truncation, may have
+            // come between the open and the lock, with its own step on the usage (found by a review).
+            const st = await file.stat();
+            if (st.nlink === 0) throw new SluiceError('not-found', undefined, 'removed while it was opened');
+            if (st.nlink > 1) throw refusal('linked-elsewhere');
+            was = st.size;
+            const growth = size - st.size;
+            if (growth > 0) await this.ledger.reserve(growth, 0);
+            // Charged only once the size changed: a size the file system refuses (past its largest file)
+            // changed nothing, and had put up to 8 PiB on the user's usage.
+            let changed = false;
+            try {
+              await file.truncate(size);
+              changed = true;
+            } finally {
+              this.ledger.settle(Math.max(0, growth), changed ? growth : 0, 0);
+            }
           } finally {
-            this.ledger.settle(Math.max(0, growth), changed ? growth : 0, 0);
+            this.ledger.unlockInPlace(key);
+            await this.ledger.synced();
           }
         } finally {
-          this.ledger.unlockInPlace(key);
-          await this.ledger.synced();
+          await file.close();
         }
-      } finally {
-        await file.close();
-      }
+      });
+      // The bytes change as an upload's would: whoever cut or grew a file is on record.
+      this.audit({ event: 'truncate', path, size, was });
     });
-    // The bytes change as an upload's would: whoever cut or grew a file is on record.
-    this.audit({ event: 'truncate', path, size, was });
   }
 
   /**
@@ -916,16 +957,18 @@ export class Session implements LiveSession {
    * this home, never above it; it is stored relative so the link means the
    * same whatever the home's real location.
    */
-  async symlink(targetClient: string, linkClient: string): Promise<void> {
-    const link = this.resolve(linkClient);
-    const target = resolveStrict(parentOf(link), targetClient);
-    await this.change('symlink', link, false, async (loc) => {
-      if (loc.isRoot) throw new SluiceError('already-exists');
-      checkName(loc.name);
-      this.requireNoOverride(loc.virtualPath);
-      await addName(this.ledger, () => loc.symlink(relativeVirtual(parentOf(loc.virtualPath), target)));
+  symlink(targetClient: string, linkClient: string): Promise<void> {
+    return this.acting(async () => {
+      const link = this.resolve(linkClient);
+      const target = resolveStrict(parentOf(link), targetClient);
+      await this.change('symlink', link, false, async (loc) => {
+        if (loc.isRoot) throw new SluiceError('already-exists');
+        checkName(loc.name);
+        this.requireNoOverride(loc.virtualPath);
+        await addName(this.ledger, () => loc.symlink(relativeVirtual(parentOf(loc.virtualPath), target)));
+      });
+      this.audit({ event: 'symlink', path: link, target });
     });
-    this.audit({ event: 'symlink', path: link, target });
   }
 
   /**
@@ -934,23 +977,25 @@ export class Session implements LiveSession {
    * download on the file's directory, and the link's directory may not grant
    * anything the file's does not.
    */
-  async hardlink(targetClient: string, linkClient: string): Promise<void> {
-    const target = this.resolve(targetClient);
-    const link = this.resolve(linkClient);
-    await this.change('symlink', link, false, (dst) =>
-      this.within(this.checked('download', parentOf(target), target), false, 'look', async (src) => {
-        checkName(dst.name);
-        this.requireNoOverride(dst.virtualPath);
-        this.require('download', parentOf(src.virtualPath));
-        this.requireNarrows(parentOf(src.virtualPath), parentOf(dst.virtualPath));
-        const st = await src.stat();
-        if (!st) throw new SluiceError('not-found');
-        if (st.type !== 'file') throw new SluiceError('permission-denied', 'Only files can be hard-linked', 'hard link to a non-file');
-        await inPlace(src, dst);
-        await addName(this.ledger, () => dst.link(src));
-      }),
-    );
-    this.audit({ event: 'hardlink', path: link, target });
+  hardlink(targetClient: string, linkClient: string): Promise<void> {
+    return this.acting(async () => {
+      const target = this.resolve(targetClient);
+      const link = this.resolve(linkClient);
+      await this.change('symlink', link, false, (dst) =>
+        this.within(this.checked('download', parentOf(target), target), false, 'look', async (src) => {
+          checkName(dst.name);
+          this.requireNoOverride(dst.virtualPath);
+          this.require('download', parentOf(src.virtualPath));
+          this.requireNarrows(parentOf(src.virtualPath), parentOf(dst.virtualPath));
+          const st = await src.stat();
+          if (!st) throw new SluiceError('not-found');
+          if (st.type !== 'file') throw new SluiceError('permission-denied', 'Only files can be hard-linked', 'hard link to a non-file');
+          await inPlace(src, dst);
+          await addName(this.ledger, () => dst.link(src));
+        }),
+      );
+      this.audit({ event: 'hardlink', path: link, target });
+    });
   }
 
   /**
