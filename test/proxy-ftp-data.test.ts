@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Command, IPv4Address, IPv4ProxyAddress, IPv6Address, IPv6ProxyAddress, TransportProtocol, V2ProxyProtocol } from 'proxy-protocol-js';
 import { sluice } from './helpers/cli.js';
@@ -91,6 +93,73 @@ describe('a banned client through a dual-stack balancer', () => {
     const c = await RawFtp.connect(srv.ftpPort, false, '127.0.0.1');
     c.send(header([127, 0, 0, 34]));
     assert.equal((await c.read())?.code, 220);
+    c.close();
+  });
+});
+
+/*
+ * Under `optional`, a data connection is read as its control connection was:
+ * with a header of that version when it came through the balancer, without
+ * one when it came direct. Found by an adversarial review: a data connection
+ * from a trusted address had its first bytes taken for a possible header,
+ * whatever the control connection had done. An upload that began with a
+ * PROXY line naming the client was stored without that line (226), and an
+ * empty one, or one that began with CRLF, waited for a header until the data
+ * timeout and failed (425).
+ */
+describe('FTP data connections under PROXY protocol optional', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      env: { SLUICE_TRUSTED_PROXIES: '127.0.0.1', SLUICE_FTP_PROXY_PROTOCOL: 'optional', SLUICE_FTP_TLS: 'optional' },
+      yaml: 'ftp:\n  dataTimeout: 10\n',
+      users: [{ name: 'dave', password: 'dave password' }],
+    });
+  });
+  after(async () => {
+    await srv.stop();
+  });
+
+  /** STOR of `content` on `c`'s passive port; `head`: a PROXY header sent first on the data connection. */
+  const store = async (c: RawFtp, name: string, content: Buffer, head?: Buffer): Promise<number | undefined> => {
+    const { port } = await c.passive(false);
+    const data = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.1' });
+    data.on('error', () => undefined);
+    await new Promise((r) => data.once('connect', r));
+    c.send(`STOR ${name}\r\n`);
+    assert.equal((await c.read())?.code, 150);
+    data.end(head ? Buffer.concat([head, content]) : content);
+    return (await c.read())?.code;
+  };
+
+  it('from a client that came direct: the bytes are stored as they were sent, at once', { timeout: 60_000 }, async () => {
+    const c = await RawFtp.connect(srv.ftpPort, false, '127.0.0.1');
+    assert.equal((await c.read())?.code, 220);
+    assert.equal((await c.login('dave', 'dave password')).code, 230);
+    c.send('TYPE I\r\n');
+    assert.equal((await c.read())?.code, 200);
+    const files: [string, Buffer][] = [
+      ['proxy-line.txt', Buffer.from('PROXY TCP4 127.0.0.1 127.0.0.1 1111 2222\r\nhello world\n')],
+      ['crlf.txt', Buffer.from('\r\n')],
+      ['empty.bin', Buffer.alloc(0)],
+    ];
+    for (const [name, content] of files) {
+      const started = Date.now();
+      assert.equal(await store(c, name, content), 226, name);
+      assert.ok(Date.now() - started < 2500, `${name} took ${Date.now() - started} ms: its data connection waited for a header`);
+      assert.deepEqual(readFileSync(join(srv.home('dave'), name)), content, `${name} stored otherwise than sent`);
+    }
+    c.close();
+  });
+
+  it('from a client that came through the balancer: the data connection carries its header too', { timeout: 60_000 }, async () => {
+    const c = await RawFtp.connect(srv.ftpPort, false, '127.0.0.1');
+    c.send(header([127, 0, 0, 5]));
+    assert.equal((await c.read())?.code, 220);
+    assert.equal((await c.login('dave', 'dave password')).code, 230);
+    const content = Buffer.from('through the balancer\n');
+    assert.equal(await store(c, 'proxied.txt', content, header([127, 0, 0, 5])), 226);
+    assert.deepEqual(readFileSync(join(srv.home('dave'), 'proxied.txt')), content);
     c.close();
   });
 });

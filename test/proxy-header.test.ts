@@ -81,10 +81,10 @@ async function originOf(mode: ProxyMode, trusted: string[], chunks: Buffer[], so
 describe('ProxyHeaders.origin', () => {
   it('takes the v2 address and port from a trusted proxy and hands on the bytes after it', async () => {
     const { origin, rest } = await originOf('v2', ['127.0.0.0/8'], [V2_IPV4.subarray(0, 10), Buffer.concat([V2_IPV4.subarray(10), SSH])]);
-    assert.deepEqual({ origin, rest }, { origin: { address: '192.0.2.7', port: 40000 }, rest: SSH });
+    assert.deepEqual({ origin, rest }, { origin: { address: '192.0.2.7', port: 40000, proxy: 2 }, rest: SSH });
   });
   it('takes the v1 port too, not the balancer\'s own', async () => {
-    assert.deepEqual((await originOf('v1', ['127.0.0.1/32'], [V1])).origin, { address: '192.0.2.7', port: 40000 });
+    assert.deepEqual((await originOf('v1', ['127.0.0.1/32'], [V1])).origin, { address: '192.0.2.7', port: 40000, proxy: 1 });
   });
   it('refuses a v1 header where v2 is required', async () => {
     assert.equal((await originOf('v2', ['127.0.0.1/32'], [V1])).origin, null);

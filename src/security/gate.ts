@@ -61,7 +61,15 @@ export class Gate {
    * keys on this address, never on the socket's own peer.
    */
   origin(socket: Socket, protocol: Protocol): Promise<Origin> {
-    const mode = protocol === 'sftp' ? this.settings.sftp.proxyProtocol : this.settings.ftp.proxyProtocol;
+    return this.originAs(socket, this.proxyMode(protocol));
+  }
+
+  proxyMode(protocol: Protocol): ProxyMode {
+    return protocol === 'sftp' ? this.settings.sftp.proxyProtocol : this.settings.ftp.proxyProtocol;
+  }
+
+  /** The same, its header expected as `mode` says (a data connection's: see Guest.dataOrigin). */
+  originAs(socket: Socket, mode: ProxyMode): Promise<Origin> {
     return this.proxies.origin(socket, mode);
   }
 
@@ -88,7 +96,7 @@ export class Gate {
       refuse(socket, busyReply);
     }
     if (counted !== 'counted') return null;
-    const guest = new Guest(this, socket, ip, origin.port, source, protocol);
+    const guest = new Guest(this, socket, ip, origin.port, source, protocol, origin.proxy);
     socket.once('close', () => guest.dispose());
     return guest;
   }
@@ -210,13 +218,25 @@ export class Guest {
      */
     readonly source: string,
     private readonly protocol: Protocol,
+    /** The version of the PROXY header the connection came with; none: it came direct. */
+    private readonly proxy?: 1 | 2,
   ) {
     this.arm();
   }
 
-  /** A data connection of this client's: its client address, read as the control connection's was (null: closed). */
+  /**
+   * A data connection of this client's: its client address, read as the
+   * control connection's was (null: closed). Under `optional`, it carries a
+   * header of the version the control connection's had, or none when that
+   * came direct: a data connection from a trusted address had its first bytes
+   * taken for a possible header (found by a review: an upload that began with
+   * a PROXY line naming the client was stored without it, and an empty one,
+   * or one that began with CRLF, waited 30 s for a header and failed).
+   */
   async dataOrigin(socket: Socket): Promise<string | null> {
-    return (await this.gate.origin(socket, this.protocol))?.address ?? null;
+    const mode = this.gate.proxyMode(this.protocol);
+    const asControl: ProxyMode = mode !== 'optional' ? mode : this.proxy === undefined ? 'off' : `v${this.proxy}`;
+    return (await this.gate.originAs(socket, asControl))?.address ?? null;
   }
 
   /** What the front-end says when the login deadline passes (the socket is destroyed shortly after regardless). */

@@ -92,7 +92,8 @@ function v2Source(header: V2ProxyProtocol): { address: string; port: number } | 
  * the balancer's, and address and port are what names a subscriber behind
  * carrier-grade NAT.
  */
-export type Origin = { address: string; port: number } | null;
+/** A client's address and port; `proxy`: the version of the PROXY header they came in (none: the socket's own peer). */
+export type Origin = { address: string; port: number; proxy?: 1 | 2 } | null;
 
 /**
  * The one place a connection's client address comes from, for every
@@ -132,7 +133,7 @@ export class ProxyHeaders {
     }
     if (header.kind !== 'proxied') return this.refuse(socket, peer, header.kind === 'invalid' ? header.reason : 'no PROXY header');
     if (mode !== 'optional' && `v${header.version}` !== mode) return this.refuse(socket, peer, `PROXY v${header.version} header, ${mode} expected`);
-    return { address: header.address, port: header.port };
+    return { address: header.address, port: header.port, proxy: header.version };
   }
 
   /** Logged in sums at most every REFUSAL_LOG_MS: a flood of bad connections cannot fill the log. */
