@@ -98,9 +98,9 @@ describe('a banned client through a dual-stack balancer', () => {
 });
 
 /*
- * Under `optional`, a data connection is read as its control connection was:
- * with a header of that version when it came through the balancer, without
- * one when it came direct. Found by an adversarial review: a data connection
+ * Under `optional`, the data connections of a client that came direct from a
+ * trusted address are read without a header; any other client's come either
+ * way. Found by an adversarial review: a data connection
  * from a trusted address had its first bytes taken for a possible header,
  * whatever the control connection had done. An upload that began with a
  * PROXY line naming the client was stored without that line (226), and an
@@ -120,10 +120,10 @@ describe('FTP data connections under PROXY protocol optional', () => {
     await srv.stop();
   });
 
-  /** STOR of `content` on `c`'s passive port; `head`: a PROXY header sent first on the data connection. */
-  const store = async (c: RawFtp, name: string, content: Buffer, head?: Buffer): Promise<number | undefined> => {
+  /** STOR of `content` on `c`'s passive port, from `from`; `head`: a PROXY header sent first on the data connection. */
+  const store = async (c: RawFtp, name: string, content: Buffer, head?: Buffer, from = '127.0.0.1'): Promise<number | undefined> => {
     const { port } = await c.passive(false);
-    const data = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.1' });
+    const data = net.connect({ port, host: '127.0.0.1', localAddress: from });
     data.on('error', () => undefined);
     await new Promise((r) => data.once('connect', r));
     c.send(`STOR ${name}\r\n`);
@@ -160,6 +160,30 @@ describe('FTP data connections under PROXY protocol optional', () => {
     const content = Buffer.from('through the balancer\n');
     assert.equal(await store(c, 'proxied.txt', content, header([127, 0, 0, 5])), 226);
     assert.deepEqual(readFileSync(join(srv.home('dave'), 'proxied.txt')), content);
+    c.close();
+  });
+
+  // The balancer forwards the control port only, and passive ports are reached direct; or the other way round.
+  // Both broke with the first version of this fix (a review of a3dbd55), which read such data connections as
+  // the control connection had come, and refused them (425).
+  it('control through the balancer, data direct from the client: served', { timeout: 60_000 }, async () => {
+    const c = await RawFtp.connect(srv.ftpPort, false, '127.0.0.1');
+    c.send(header([127, 0, 0, 5]));
+    assert.equal((await c.read())?.code, 220);
+    assert.equal((await c.login('dave', 'dave password')).code, 230);
+    const content = Buffer.from('direct data\n');
+    assert.equal(await store(c, 'direct.txt', content, undefined, '127.0.0.5'), 226);
+    assert.deepEqual(readFileSync(join(srv.home('dave'), 'direct.txt')), content);
+    c.close();
+  });
+
+  it('control direct, data through the balancer: served', { timeout: 60_000 }, async () => {
+    const c = await RawFtp.connect(srv.ftpPort, false, '127.0.0.6');
+    assert.equal((await c.read())?.code, 220);
+    assert.equal((await c.login('dave', 'dave password')).code, 230);
+    const content = Buffer.from('balanced data\n');
+    assert.equal(await store(c, 'balanced.txt', content, header([127, 0, 0, 6])), 226);
+    assert.deepEqual(readFileSync(join(srv.home('dave'), 'balanced.txt')), content);
     c.close();
   });
 });

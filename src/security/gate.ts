@@ -73,6 +73,11 @@ export class Gate {
     return this.proxies.origin(socket, mode);
   }
 
+  /** Is the socket's own peer a trusted balancer? */
+  trusts(socket: Socket): boolean {
+    return this.proxies.trusts(socket);
+  }
+
   /**
    * Call first thing on a fresh socket. Null: refused and being closed
    * (after `busyReply`, when given, so FTP clients learn why). Otherwise the
@@ -226,17 +231,20 @@ export class Guest {
 
   /**
    * A data connection of this client's: its client address, read as the
-   * control connection's was (null: closed). Under `optional`, it carries a
-   * header of the version the control connection's had, or none when that
-   * came direct: a data connection from a trusted address had its first bytes
-   * taken for a possible header (found by a review: an upload that began with
-   * a PROXY line naming the client was stored without it, and an empty one,
-   * or one that began with CRLF, waited 30 s for a header and failed).
+   * control connection's was (null: closed). Under `optional`, that of a
+   * client that came direct from a trusted address (a host of the balancers'
+   * own) is read without a header: its first bytes were taken for a possible
+   * one (found by a review: an upload that began with a PROXY line naming the
+   * client was stored without it, and an empty one, or one that began with
+   * CRLF, waited for a header until the data timeout and failed). Any other
+   * client's may come either way, as its control connection could: through
+   * a balancer with a header, or direct (passive ports reached without the
+   * balancer, which forwards the control port only).
    */
   async dataOrigin(socket: Socket): Promise<string | null> {
     const mode = this.gate.proxyMode(this.protocol);
-    const asControl: ProxyMode = mode !== 'optional' ? mode : this.proxy === undefined ? 'off' : `v${this.proxy}`;
-    return (await this.gate.originAs(socket, asControl))?.address ?? null;
+    const onBalancerHost = mode === 'optional' && this.proxy === undefined && this.gate.trusts(this.socket);
+    return (await this.gate.originAs(socket, onBalancerHost ? 'off' : mode))?.address ?? null;
   }
 
   /** What the front-end says when the login deadline passes (the socket is destroyed shortly after regardless). */

@@ -115,6 +115,11 @@ export class ProxyHeaders {
     this.trusted = cidrMatcher(trustedProxies);
   }
 
+  /** Is the socket's own peer a trusted balancer? */
+  trusts(socket: Socket): boolean {
+    return this.trusted(plainAddress(socket.remoteAddress ?? ''));
+  }
+
   async origin(socket: Socket, mode: ProxyMode): Promise<Origin> {
     const peer = plainAddress(socket.remoteAddress ?? '');
     const direct = { address: peer, port: socket.remotePort ?? 0 };
