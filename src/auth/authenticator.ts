@@ -52,7 +52,13 @@ export const ANONYMOUS_LOGINS: readonly string[] = [ANONYMOUS, 'ftp'];
  * for `user`, under `max` sessions of theirs when given (else the server's
  * per-user limit); 'limit' or 'closed' (the client went away meanwhile) refuse the login.
  */
-export type Claim = (user: string, max?: number) => Promise<'ok' | 'limit' | 'closed'>;
+/**
+ * The connection's say on good credentials, before the login is taken: a
+ * session slot ('ok'), none free ('limit'), the client gone ('closed'), or
+ * the connection spent since the attempt began ('exhausted': its address
+ * banned, or its tries used up, while the credentials were verified).
+ */
+export type Claim = (user: string, max?: number) => Promise<'ok' | 'limit' | 'closed' | 'exhausted'>;
 
 /** Front-ends answer every failure alike ("login incorrect"); the reason goes to the audit log only. */
 export class AuthError extends Error {
@@ -252,6 +258,7 @@ export class Authenticator {
     const got = claim ? await claim(user.name, max) : 'ok';
     if (got === 'limit') this.fail(req, method, 'session-limit', user);
     if (got === 'closed') this.fail(req, method, 'connection-closed', user);
+    if (got === 'exhausted') this.fail(req, method, 'too-many-tries', user);
   }
 
   private fail(req: AuthRequest, method: 'password' | 'publickey', reason: AuthFailure, user?: UserRecord): never {

@@ -192,6 +192,8 @@ export class Guest {
   private userSlot: Release | null = null;
   private inSession = false;
   private failures = 0;
+  /** Keys asked about (see offerKey), and of those the user did not have. */
+  private keysAsked = 0;
   private keyOffers = 0;
   private closed = false;
   private banned = false;
@@ -300,10 +302,12 @@ export class Guest {
    * the connection and is scored as one failed login, so reconnecting for
    * more is bounded by the defender. Unbounded, it was a free test of which
    * public key a user has: 199 keys in 0.3 s on one connection (found by a
-   * review).
+   * review). A connection that asked and then left without logging in is
+   * scored once as it closes (see dispose).
    */
   async offerKey(login: LoginRequest, blob: Buffer): Promise<void> {
     if (this.exhausted) throw new AuthError('too-many-tries');
+    this.keysAsked++;
     try {
       await this.gate.authenticator.publicKey({ ...login, remoteAddress: this.ip }, blob, false);
     } catch (err) {
@@ -392,6 +396,11 @@ export class Guest {
   /** The socket closed: stop the timer, free the user's session slot. */
   dispose(): void {
     this.closed = true;
+    // Only asked which keys would do, and left without logging in (nor failing one, which is scored as it
+    // fails): one failed login, as OpenSSH's PerSourcePenalties count such a connection. Before (found by a
+    // review), a client asking 9 keys a connection and reconnecting was never scored: any number of public
+    // keys tried against a user, and the answer's timing read for which names exist.
+    if (this.keysAsked > 0 && !this.vouched && this.failures === 0 && this.keyOffers < MAX_KEY_OFFERS) void this.score('login-failed', this.protocol);
     if (this.deadline) clearTimeout(this.deadline);
     this.deadline = null;
     // A session opening now records its own end, whichever way it goes (see open).
@@ -415,6 +424,10 @@ export class Guest {
   private readonly claim: Claim = async (user, max) => {
     // A login that completes after its connection closed must not take a slot nobody frees.
     if (this.closed) return 'closed';
+    // Banned while its password waited for a hash slot and was verified: refused as any failure is, and as
+    // late (attemptNow), so the answer does not tell a right guess. Before (found by a review), a burst of
+    // guesses on maxSessionsPerIp connections had every one verified after the ban, and the right one got in.
+    if (this.exhausted) return 'exhausted';
     const slot = await this.gate.coordinator.claimUser(user, max);
     if (slot && this.closed) slot();
     if (this.closed) return 'closed';

@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import ssh2 from 'ssh2';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+import { userKeyPair } from './helpers/ssh.js';
+
+/*
+ * What the defender must count, found by an adversarial review of be2dc1f:
+ * - guesses sent at once on as many connections as an address may open
+ *   (limits.maxSessionsPerIp) were each checked when they were sent, and
+ *   then waited for a hash slot: all were verified after the ban, and the
+ *   right one, sent last, logged in. A guess whose address is banned by the
+ *   time it is verified is now refused like a wrong one.
+ * - an SSH client that asks about a few keys (no signature: "would this key
+ *   do?") and leaves, again and again, was never scored, only one that asked
+ *   about 10 on one connection: any number of public keys could be tried
+ *   against a user. Such a connection now counts as one failed login.
+ */
+describe('the defender against guesses queued before a ban and keys asked about', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      yaml: 'ftp:\n  tls: optional\nauth:\n  failureDelay: 0\n  maxConcurrentHashes: 1\ndefender:\n  threshold: 3\n',
+      users: [{ name: 'carol', password: 'carol password' }],
+    });
+  });
+  after(async () => {
+    await srv.stop();
+  });
+
+  it('a right guess verified after its address was banned does not log in', { timeout: 120_000 }, async () => {
+    const from = '127.0.0.4';
+    const conns: RawFtp[] = [];
+    for (let i = 0; i < 8; i++) {
+      const c = await RawFtp.connect(srv.ftpPort, false, from);
+      assert.equal((await c.read())?.code, 220);
+      c.send('USER carol\r\n');
+      assert.equal((await c.read())?.code, 331);
+      conns.push(c);
+    }
+    // Seven wrong ones at once, then the right one: it waits for a hash slot behind them.
+    const wrong = conns.slice(0, 7).map((c, i) => {
+      c.send(`PASS wrong ${i}\r\n`);
+      return c.read();
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    const right = conns[7] as RawFtp;
+    right.send('PASS carol password\r\n');
+    const answers = await Promise.all(wrong);
+    const rightAnswer = await right.read();
+    // Refused, or (once the address is banned) closed with 421.
+    assert.ok(answers.every((a) => a?.code === 530 || a?.code === 421), JSON.stringify(answers.map((a) => a?.code)));
+    assert.ok(srv.bans().includes(from), 'the address was not banned');
+    assert.ok(rightAnswer?.code === 530 || rightAnswer?.code === 421, `the right guess, verified after its address was banned, got ${rightAnswer?.code}`);
+    for (const c of conns) c.close();
+  });
+
+  it('connections that only ask about keys get the address banned', { timeout: 120_000 }, async () => {
+    const from = '127.0.0.5';
+    /** One SSH connection asking about `n` keys carol does not have, without signing, then giving up. */
+    const ask = (n: number) =>
+      new Promise<void>((resolve) => {
+        const keys = Array.from({ length: n }, () => ssh2.utils.parseKey(userKeyPair().private) as ssh2.ParsedKey);
+        const c = new ssh2.Client();
+        c.on('error', () => resolve());
+        c.on('close', () => resolve());
+        c.on('ready', () => c.end());
+        c.connect({
+          host: '127.0.0.1',
+          port: srv.sftpPort,
+          localAddress: from,
+          username: 'carol',
+          readyTimeout: 20_000,
+          authHandler: (_methods, _partial, next) => {
+            const key = keys.shift();
+            // An unknown key is refused at the query: its signature is never asked for.
+            if (key) next({ type: 'publickey', username: 'carol', key });
+            // No method left: the client gives up (ssh2 takes false for that; its types do not say so).
+            else (next as (method: unknown) => void)(false);
+          },
+        });
+      });
+    for (let i = 0; i < 3; i++) await ask(3);
+    let banned = false;
+    for (let i = 0; i < 50 && !banned; i++) {
+      banned = srv.bans().includes(from);
+      if (!banned) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(banned, 'three connections that asked about 3 keys each and left got nothing scored');
+  });
+});
