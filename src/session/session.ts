@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Actor, AuditEvent, AuditSink, Replaced } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
 import type { Account, Protocol } from './account.js';
@@ -99,6 +100,8 @@ export type IfExists = 'replace' | 'fail';
 
 /** Files at the other end of server-side copies that one transfer's audit record names; more are counted. */
 const MAX_COPY_PATHS = 16;
+/** How long a session's end waits for its changes under way (see end): a change not stuck takes milliseconds. */
+const ACTS_WAIT_MS = 10_000;
 
 /**
  * One logged-in connection. Every file operation of every front-end goes
@@ -229,8 +232,11 @@ export class Session implements LiveSession {
     await Promise.allSettled([...this.opening]);
     await Promise.all([...this.transfers].map((t) => t.abort('connection closed')));
     // After the transfers (a copy between two of them ends with them): a change that lands once the
-    // ledger is gone goes uncharged, and its last step and record fail with it (see acting).
-    await Promise.allSettled([...this.acts]);
+    // ledger is gone goes uncharged, and its last step and record fail with it (see acting). Waited for
+    // at most ACTS_WAIT_MS: one stuck on something outside the server (a shared store that is down holds
+    // a removal at its write lock, a hung file system) must not hold the end, and a drain, for ever. What
+    // such a change settles after that may go uncounted until the next recount: the lesser harm.
+    if (this.acts.size > 0) await Promise.race([Promise.allSettled([...this.acts]), sleep(ACTS_WAIT_MS, undefined, { ref: false })]);
     this.ledger.release();
     this.deps.openHandles.release(this.account);
     if (loggedOut) this.audit({ event: 'logout', duration_ms: Date.now() - this.started, ...(this.endReason === null ? {} : { reason: this.endReason }) });
@@ -618,7 +624,8 @@ export class Session implements LiveSession {
   /** A change of owner or group: never allowed (every file is the server account's), and recorded as refused. */
   refuseOwnerChange(target: string | Upload | Download): Promise<never> {
     const path = typeof target === 'string' ? this.resolve(target) : target.path;
-    return this.guard('chown', path, () => Promise.reject(new SluiceError('permission-denied', 'Changing the owner is not allowed', 'owner change')));
+    // An act as any other change: its refusal's record comes before the session's logout.
+    return this.acting(() => this.guard('chown', path, () => Promise.reject(new SluiceError('permission-denied', 'Changing the owner is not allowed', 'owner change'))));
   }
 
   /**
