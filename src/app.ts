@@ -121,8 +121,12 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   });
   if (shared) {
     // Any other change there (rules, permissions) ends here the sessions it would refuse or narrow, as the admin API does for its own.
-    const outlived = new OutlivedSessions((name) => base.store.users.get(name), sessions, (err, user) =>
-      base.log.error({ err, user }, 'checking live sessions against their changed users'));
+    const outlived = new OutlivedSessions(
+      (name) => base.store.users.get(name),
+      async (id) => (await base.store.users.keys(id)).map((k) => k.fingerprint),
+      sessions,
+      (err, user) => base.log.error({ err, user }, 'checking live sessions against their changed users'),
+    );
     shared.onUserChanged((userId) => outlived.check(userId));
   }
   const defender = new Defender(sources, counts.failures, config.defender, audit, base.log.child({ part: 'defender' }));

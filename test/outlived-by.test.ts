@@ -19,7 +19,7 @@ const stored: UserRecord = {
 };
 const grants = (root: Permission[], dirs: [string, Permission[]][] = []) => ({ root, dirs });
 const live: LiveSessionInfo = {
-  id: 's1', user: 'fay', userId: 7, protocol: 'sftp', ip: '192.0.2.5', port: 50000, method: 'password',
+  id: 's1', user: 'fay', userId: 7, protocol: 'sftp', ip: '192.0.2.5', port: 50000, method: 'password', key: null,
   permissions: [grants(['list', 'download', 'upload'])], homes: ['/srv/fay'], worker: 0, since: new Date(0).toISOString(), transfers: [],
 };
 
@@ -54,6 +54,25 @@ describe('a live session against its user as stored now (pure)', () => {
     // The first channel opened before the home moved, the second after it: the first is left on a place no longer fay's.
     assert.equal(outlivedBy({ ...stored, home: '/srv/fay2' }, { ...live, homes: ['/srv/fay', '/srv/fay2'], permissions: [...live.permissions, ...live.permissions] }), moved);
     assert.equal(outlivedBy(stored, { ...live, homes: ['/srv/fay', '/srv/fay'] }), null);
+  });
+  // What the revocation notices say, for a look after they went unheard (found by a review: a node whose
+  // notices connection was lost kept such sessions).
+  it('ends when the key its login proved is no longer the user\'s', () => {
+    const byKey = { ...live, method: 'publickey' as const, key: 'SHA256:abc' };
+    assert.equal(outlivedBy(stored, byKey, ['SHA256:other']), 'key removed by an administrator');
+    assert.equal(outlivedBy(stored, byKey, ['SHA256:other', 'SHA256:abc']), null);
+    assert.equal(outlivedBy(stored, byKey, null), null, 'keys not read');
+    assert.equal(outlivedBy(stored, live, []), null, 'a password login');
+  });
+  it('ends when an administrator set an expiry now passed: one before the session began, or any in a user changed since', () => {
+    const began = Date.parse('2026-12-01T10:00:00Z');
+    const since = { ...live, since: new Date(began).toISOString() };
+    const expired = { ...stored, expiresAt: new Date(began + 1000) };
+    assert.equal(outlivedBy({ ...expired, updatedAt: new Date(began + 500) }, since, null, began + 2000), 'user expired by an administrator');
+    assert.equal(outlivedBy({ ...expired, updatedAt: new Date(began - 500) }, since, null, began + 2000), null, 'an expiry that merely came');
+    assert.equal(outlivedBy({ ...expired, updatedAt: new Date(began + 500) }, since, null, began + 900), null, 'not yet expired');
+    // Set by hand in SQL (updatedAt as it was), to before the session began: its login would have been refused.
+    assert.equal(outlivedBy({ ...stored, expiresAt: new Date(began - 1000), updatedAt: new Date(began - 500) }, since), 'user expired by an administrator');
   });
   it('ends when any of its channels holds a permission taken away, in any directory', () => {
     const taken = 'permissions taken away by an administrator';
@@ -97,7 +116,7 @@ describe('the look at a notice (users/outlived-sessions.ts)', () => {
         throw new Error('connection terminated (simulated)');
       }
       return { ...stored, id: name === 'fay' ? 7 : 8, name };
-    }, view(told), () => undefined, 10);
+    }, async () => [], view(told), () => undefined, 10);
     outlived.check(which);
     // The retry's timer does not keep a process alive (a server stopping must not wait for it): this test does.
     const alive = setInterval(() => undefined, 1000);
@@ -113,6 +132,34 @@ describe('the look at a notice (users/outlived-sessions.ts)', () => {
   });
   it('reads every user with a session here when the notice names nobody', async () => {
     assert.deepEqual(await looked(null), { read: ['fay', 'gus'], told: [null] });
+  });
+  it('reads the keys of a user with a session logged in by one, and ends that session when its key is gone', async () => {
+    const byKey: LiveSessionInfo = { ...live, method: 'publickey', key: 'SHA256:abc' };
+    const ended: [string, string][] = [];
+    const keysRead: number[] = [];
+    let done: () => void = () => undefined;
+    const finished = new Promise<void>((r) => (done = r));
+    const outlived = new OutlivedSessions(
+      async () => stored,
+      async (id) => {
+        keysRead.push(id);
+        return ['SHA256:other'];
+      },
+      {
+        list: async () => [byKey],
+        end: async (id, why) => {
+          ended.push([id, why]);
+          done();
+          return true;
+        },
+        endUser: async () => 0,
+        userChanged: async () => ({ renewed: 0, ended: 0 }),
+      },
+      () => undefined,
+    );
+    outlived.check(null);
+    await finished;
+    assert.deepEqual({ keysRead, ended }, { keysRead: [7], ended: [['s1', 'key removed by an administrator']] });
   });
   it('reads again, a little later, a user it could not read', { timeout: 5000 }, async () => {
     assert.deepEqual(await looked(8, true), { read: ['gus', 'gus'], told: [null, null] });

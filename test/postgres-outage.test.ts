@@ -5,13 +5,14 @@
 // SSH clients. Found by a review: before, both were lost until the node restarted.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { TestServer } from './helpers/server.js';
-import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+import { call, sftpOf, sshConnect, userKeyPair } from './helpers/ssh.js';
 import { until } from './helpers/probe.js';
 
 const skip = postgresMissing();
@@ -23,7 +24,12 @@ describe('a PostgreSQL outage on a node of several', { skip: skip ?? false, time
   let node: TestServer;
   let sql: (text: string, values?: unknown[]) => Promise<Record<string, unknown>[]>;
 
+  const caraKey = userKeyPair();
+  const caraKeyFile = join(mkdtempSync(join(tmpdir(), 'sluice-key-')), 'cara.pub');
+
   before(async () => {
+    writeFileSync(caraKeyFile, caraKey.public);
+    chmodSync(dirname(caraKeyFile), 0o755);
     db = await startPostgres();
     sql = async (text, values = []) => {
       const client = new pg.Client({ connectionString: db.url });
@@ -40,6 +46,8 @@ describe('a PostgreSQL outage on a node of several', { skip: skip ?? false, time
       users: [
         { name: 'alice', password: 'alice-pw-123' },
         { name: 'bob', password: 'bob-pw-12345', args: ['--quota-bytes', '100M'] },
+        { name: 'dan', password: 'dan-pw-12345' },
+        { name: 'cara', password: 'cara-pw-1234', args: ['--key', caraKeyFile] },
       ],
     });
   });
@@ -123,6 +131,37 @@ describe('a PostgreSQL outage on a node of several', { skip: skip ?? false, time
     assert.equal(outcome, 'closed', 'the session outlived a rule change made while its node heard no notices');
     const why = (r: Record<string, unknown>) => r.event === 'logout' && r.user === 'alice' && r.reason === 'rules changed by an administrator';
     assert.ok((await node.auditUntil(why)).some(why), 'its logout says why');
+  });
+
+  /**
+   * `change` made in the transaction that drops the node's notices connection, so that the node hears
+   * nothing of it (see the case above); the session of `conn` must end for `reason` all the same.
+   */
+  const unheard = async (conn: import('ssh2').Client, user: string, change: string, reason: string) => {
+    conn.on('error', () => undefined);
+    const closed = new Promise<string>((r) => conn.once('close', () => r('closed')));
+    assert.ok(await until(15_000, async () => (await sql("SELECT 1 FROM pg_stat_activity WHERE application_name = 'sluice notices'")).length === 1));
+    const changed = await sql(`WITH dropped AS (SELECT pg_terminate_backend(pid, 5000) AS gone FROM pg_stat_activity WHERE application_name = 'sluice notices')
+      ${change} AND (SELECT bool_and(gone) FROM dropped) RETURNING 1 AS done`);
+    assert.ok(changed.length > 0, 'the notices connection was dropped and the change made');
+    const outcome = await Promise.race([closed, new Promise((r) => setTimeout(() => r('still open'), 8000))]);
+    assert.equal(outcome, 'closed', `${user}'s session outlived a change made while its node heard no notices`);
+    const why = (r: Record<string, unknown>) => r.event === 'logout' && r.user === user && r.reason === reason;
+    assert.ok((await node.auditUntil(why)).some(why), 'its logout says why');
+  };
+
+  // The revocations' own notices (migrations/postgres/007) went unheard too, and the look once the node
+  // listened again did not see these (found by a review): the sessions went on.
+  it('an expiry set already past while the node hears no notices ends the session once it listens again', async () => {
+    const conn = await login('dan', 'dan-pw-12345');
+    await sftpOf(conn);
+    await unheard(conn, 'dan', "UPDATE users SET expires_at = 1000 WHERE name = 'dan'", 'user expired by an administrator');
+  });
+
+  it('a key removed while the node hears no notices ends the session that logged in by it once it listens again', async () => {
+    const conn = await sshConnect({ port: node.sftpPort, username: 'cara', privateKey: caraKey.private });
+    await sftpOf(conn);
+    await unheard(conn, 'cara', "DELETE FROM user_keys WHERE user_id = (SELECT id FROM users WHERE name = 'cara')", 'key removed by an administrator');
   });
 
   it('a node stopped while PostgreSQL is down makes a last attempt and says what it could not write', async () => {

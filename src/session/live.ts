@@ -25,6 +25,8 @@ export interface LiveSessionInfo {
   readonly port: number;
   /** How its login proved itself. */
   readonly method: LoginMethod;
+  /** The fingerprint of the public key its login proved; null: another method. */
+  readonly key: string | null;
   /**
    * The permissions it holds, as read when it opened: a change that takes one away must end it.
    * One per SFTP or SCP channel of an SSH connection, each read when the channel opened.
@@ -195,6 +197,7 @@ export class LiveRegistry implements LiveSessionsView {
               ip: s.context.remoteAddress,
               port: s.context.remotePort,
               method: s.account.method,
+              key: s.account.key,
               permissions: [listOfRules(s.account.permissions)],
               homes: [s.account.home],
               worker: this.worker,

@@ -136,8 +136,18 @@ export function refusedNow(user: UserRecord, live: readonly LiveSessionInfo[]): 
  * own to act on. An expiry that merely came ends nothing (SECURITY.md):
  * one an administrator set already past is told as a revocation instead.
  */
-export function outlivedBy(user: UserRecord | null, live: LiveSessionInfo): string | null {
+export function outlivedBy(user: UserRecord | null, live: LiveSessionInfo, keys: readonly string[] | null = null, at = Date.now()): string | null {
   if (!user || user.id !== live.userId) return 'user removed by an administrator';
+  // What the revocation notices say (migrations/postgres/007), for a look after notices went unheard (the
+  // notices connection lost): found by a review, such a session outlived its key's removal, and an expiry
+  // set already past. `keys`: the user's key fingerprints as stored, when read (a session logged in by one).
+  if (live.key !== null && keys !== null && !keys.includes(live.key)) return 'key removed by an administrator';
+  // An expiry passed that an administrator set: one from before the session began (its login would have
+  // been refused), or any in a user changed since (by sluice, which stamps updatedAt). One that merely came
+  // ends nothing.
+  const since = Date.parse(live.since);
+  const expiry = user.expiresAt?.getTime() ?? Infinity;
+  if (expiry <= at && (expiry <= since || user.updatedAt.getTime() > since)) return 'user expired by an administrator';
   const refused = refusal({ ...user, expiresAt: null }, live.protocol, live.ip, live.method);
   if (refused === 'disabled') return 'user disabled by an administrator';
   if (refused !== null) return 'rules changed by an administrator';

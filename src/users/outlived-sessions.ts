@@ -27,6 +27,8 @@ export class OutlivedSessions {
 
   constructor(
     private readonly readUser: (name: string) => Promise<UserRecord | null>,
+    /** The fingerprints of a user's keys as stored. */
+    private readonly readKeys: (userId: number) => Promise<string[]>,
     private readonly sessions: LiveSessionsView,
     /** A user (null: the sessions) that could not be read: those sessions are looked at again `retryMs` later. */
     private readonly failed: (err: unknown, user: string | null) => void,
@@ -77,8 +79,11 @@ export class OutlivedSessions {
     }
     for (const [name, live] of byUser) {
       let user: UserRecord | null;
+      let keys: string[] | null = null;
       try {
         user = await this.readUser(name);
+        // Only where a session logged in by a key: a look at every user reads no keys for password logins.
+        if (user && live.some((s) => s.key !== null)) keys = await this.readKeys(user.id);
       } catch (err) {
         this.failed(err, name);
         for (const id of new Set(live.map((s) => s.userId))) this.later(id);
@@ -86,7 +91,7 @@ export class OutlivedSessions {
       }
       let stale = false;
       for (const s of live) {
-        const why = outlivedBy(user, s);
+        const why = outlivedBy(user, s, keys);
         if (why !== null) await this.sessions.end(s.id, why).catch((err: unknown) => this.failed(err, name));
         else stale ||= changedFor(user, s);
       }
