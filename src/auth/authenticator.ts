@@ -50,13 +50,9 @@ export const ANONYMOUS_LOGINS: readonly string[] = [ANONYMOUS, 'ftp'];
 /**
  * Called once the credentials are good, with the stored name: a session slot
  * for `user`, under `max` sessions of theirs when given (else the server's
- * per-user limit); 'limit' or 'closed' (the client went away meanwhile) refuse the login.
- */
-/**
- * The connection's say on good credentials, before the login is taken: a
- * session slot ('ok'), none free ('limit'), the client gone ('closed'), or
- * the connection spent since the attempt began ('exhausted': its address
- * banned, or its tries used up, while the credentials were verified).
+ * per-user limit). Refused: none free ('limit'), the client gone meanwhile
+ * ('closed'), or the connection spent while the credentials were verified
+ * ('exhausted': its address banned, or its tries used up).
  */
 export type Claim = (user: string, max?: number) => Promise<'ok' | 'limit' | 'closed' | 'exhausted'>;
 

@@ -200,8 +200,9 @@ export class Guest {
   private userSlot: Release | null = null;
   private inSession = false;
   private failures = 0;
-  /** Keys asked about (see offerKey), and of those the user did not have. */
+  /** Keys asked about (see offerKey). */
   private keysAsked = 0;
+  /** Of those, the ones the user did not have. */
   private keyOffers = 0;
   private closed = false;
   private banned = false;

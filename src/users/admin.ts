@@ -129,12 +129,12 @@ export function refusedNow(user: UserRecord, live: readonly LiveSessionInfo[]): 
 /**
  * Why live session `live` must not outlive its user as stored now (`user`,
  * null when no user has its name any more), or null when it may go on: the
- * user's rules would refuse its login now, the home one of its channels
+ * key its login proved is gone, an administrator set an expiry now passed,
+ * the user's rules would refuse its login now, the home one of its channels
  * serves is no longer the user's, or a permission one of them holds is
- * taken away. What a node checks its sessions by when a
- * user changed on another node or in the CLI, where the change was not its
- * own to act on. An expiry that merely came ends nothing (SECURITY.md):
- * one an administrator set already past is told as a revocation instead.
+ * taken away. What a node checks its sessions by when a user changed on
+ * another node or in the CLI, where the change was not its own to act on.
+ * An expiry that merely came ends nothing (SECURITY.md).
  */
 export function outlivedBy(user: UserRecord | null, live: LiveSessionInfo, keys: readonly string[] | null = null, at = Date.now()): string | null {
   if (!user || user.id !== live.userId) return 'user removed by an administrator';
