@@ -1,10 +1,9 @@
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import type { Config } from './config/schema.js';
+import { PID_FILE, readPid } from './serve-pid.js';
 import { lockFile, type HeldLock } from './store/sqlite/file-lock.js';
 
-/** Where the serving process writes its pid, beside the data directory's lock. */
-export const PID_FILE = 'serve.pid';
 
 /**
  * What one `sluice serve` must be alone on: its data directory (the start's
@@ -54,14 +53,6 @@ function writePid(file: string, pid: string): void {
     writeFileSync(file, `${pid}\n`, { mode: 0o644 });
   } catch {
     // The lock, not this file, keeps a second server out.
-  }
-}
-
-function readPid(file: string): string | null {
-  try {
-    return /^(\d+)\n?$/.exec(readFileSync(file, 'utf8'))?.[1] ?? null;
-  } catch {
-    return null;
   }
 }
 

@@ -3,6 +3,7 @@ import { ApiError, adminClient } from '../admin/client.js';
 import { ConfigError } from '../config/errors.js';
 import type { Config } from '../config/schema.js';
 import { AdminError } from '../users/errors.js';
+import { servingPid } from '../serve-pid.js';
 import { version } from '../version.js';
 import { UsageError } from './args.js';
 import { commandHelp, isCommand, topHelp, wantsHelp } from './commands.js';
@@ -49,6 +50,16 @@ export async function main(argv: string[]): Promise<number> {
   const { loadConfig } = await import('../config/load.js');
   const config = () => (loaded ??= loadConfig({ file: configFile }));
   const reach = () => adminClient(config());
+  let noted = false;
+  /** For a change of a user: with the API off, said once if a server runs (noteUnreached). */
+  const reachForChange = () => {
+    const client = reach();
+    if (client === null && !noted) {
+      noted = true;
+      noteUnreached(config());
+    }
+    return client;
+  };
   // Opened lazily, so --help and argument errors never touch the database.
   const open = () => (services ??= import('../admin-services.js').then((m) => m.openAdmin(config())));
   try {
@@ -72,7 +83,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'ban':
         return await (await import('./ban.js')).banCommand(rest, () => config().limits.ipv6Prefix, open, reach, out);
       case 'user':
-        return await (await import('./user.js')).userCommand(rest, open, reach, out);
+        return await (await import('./user.js')).userCommand(rest, open, reachForChange, out);
       case 'session':
         return await (await import('./session.js')).sessionCommand(rest, reach, out);
       case 'store':
@@ -87,6 +98,24 @@ export async function main(argv: string[]): Promise<number> {
     const opened = await services?.catch(() => null);
     await opened?.close();
   }
+}
+
+/**
+ * A change for a running server, made with its admin API off: written to the
+ * store only. On SQLite nothing tells that server (on PostgreSQL its notices
+ * do), so its live sessions go on as they logged in: said, not left for the
+ * operator to find out (found by a review: `user set --home` left sessions
+ * in the old home, and `user disable` left a session running, silently).
+ */
+function noteUnreached(config: Config): void {
+  if (config.store !== '') return;
+  const pid = servingPid(config.dataDir);
+  if (pid === null) return;
+  process.stderr.write(
+    `sluice: note: sluice serve (pid ${pid}) serves ${config.dataDir} with its admin API off (admin.listen): ` +
+      'this change is written to the store only, and its live sessions go on as they logged in until they end ' +
+      '(set admin.listen, a unix socket is enough, for changes to reach them at once; see README, Admin API)\n',
+  );
 }
 
 function fail(err: unknown): number {
