@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import type { LiveSessionInfo } from '../src/session/live.js';
 import type { Permission } from '../src/session/permissions.js';
 import type { UserRecord } from '../src/store/records.js';
+import { outlivesAccess } from '../src/session/live.js';
 import { outlivedBy } from '../src/users/admin.js';
 import { OutlivedSessions } from '../src/users/outlived-sessions.js';
 
@@ -20,7 +21,7 @@ const stored: UserRecord = {
 const grants = (root: Permission[], dirs: [string, Permission[]][] = []) => ({ root, dirs });
 const live: LiveSessionInfo = {
   id: 's1', user: 'fay', userId: 7, protocol: 'sftp', ip: '192.0.2.5', port: 50000, method: 'password', key: null,
-  permissions: [grants(['list', 'download', 'upload'])], homes: ['/srv/fay'], worker: 0, since: new Date(0).toISOString(), transfers: [],
+  permissions: [grants(['list', 'download', 'upload'])], homes: ['/srv/fay'], revisions: [0], worker: 0, since: new Date(0).toISOString(), transfers: [],
 };
 
 describe('a live session against its user as stored now (pure)', () => {
@@ -163,5 +164,31 @@ describe('the look at a notice (users/outlived-sessions.ts)', () => {
   });
   it('reads again, a little later, a user it could not read', { timeout: 5000 }, async () => {
     assert.deepEqual(await looked(8, true), { read: ['gus', 'gus'], told: [null, null] });
+  });
+});
+
+/*
+ * Found by an adversarial review of be2dc1f: a session decides at its start
+ * whether its uploads are scanned, and one from before `sluice user set
+ * --scan` took EICAR unscanned for as long as it lasted. A session may not
+ * go on scanning less surely than its user's setting now says.
+ */
+describe('a live session against its user\'s scanning now (pure)', () => {
+  const at = (scan: boolean | null) => ({ home: '/srv/fay', scan });
+  const turnedOn = 'scanning turned on by an administrator';
+  const cases: [boolean | null, boolean | null, string | null][] = [
+    [false, null, turnedOn],
+    [false, true, turnedOn],
+    [null, true, turnedOn],
+    [null, null, null],
+    [true, null, null],
+    [true, false, null],
+    [null, false, null],
+  ];
+  for (const [held, now, why] of cases) {
+    it(`held ${held}, now ${now}: ${why ?? 'goes on'}`, () => assert.equal(outlivesAccess(at(held), at(now)), why));
+  }
+  it('a home moved ends it whatever the scanning', () => {
+    assert.equal(outlivesAccess(at(true), { home: '/srv/elsewhere', scan: true }), 'home changed by an administrator');
   });
 });

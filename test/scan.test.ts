@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { EICAR, EICAR_SIGNATURE, startedClamd, type Clamd } from './helpers/clamd.js';
-import { sluice } from './helpers/cli.js';
+import { BIN, sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
@@ -28,10 +29,12 @@ describe('quarantine mode with a real clamd', () => {
     writeFileSync(join(local, 'clean.txt'), 'just text\n');
     writeFileSync(join(local, 'eicar.com'), EICAR);
     srv = await TestServer.start({
+      env: { SLUICE_ADMIN_LISTEN: './admin.sock' },
       yaml: `ftp:\n  tls: optional\nuploads:\n  scan: clamd\n  clamdSocket: ${clamd.socket}\n  scanTimeout: 3\n`,
       users: [
         { name: 'alice', password: 'alice password' },
         { name: 'bob', password: 'bob password', args: ['--no-scan'] },
+        { name: 'cid', password: 'cid password', args: ['--no-scan'] },
       ],
     });
   });
@@ -94,6 +97,49 @@ describe('quarantine mode with a real clamd', () => {
     const r = spawnSync('curl', ['-sS', '-C', '5', '-T', join(local, 'clean.txt'), `ftp://alice:alice%20password@127.0.0.1:${srv.ftpPort}/clean.txt`], { encoding: 'utf8' });
     assert.notEqual(r.status, 0);
     assert.equal(readFileSync(join(srv.home('alice'), 'clean.txt'), 'utf8'), 'just text\n');
+  });
+
+  // Found by an adversarial review of be2dc1f: a file scanned whole and clean (EICAR plus 7 bytes) was cut
+  // back in place (SFTP SETSTAT size 68) to EICAR, under its name, never scanned.
+  it('a scanned user may not change a size in place: a clean file is not cut back to what its padding hid', async () => {
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const s = await sftpOf(c);
+      await call((cb) => s.writeFile('/padded.com', `${EICAR}PADDING`, cb));
+      await assert.rejects(call((cb) => s.setstat('/padded.com', { size: EICAR.length }, cb)), /scanned here: a size may not be changed in place/);
+    } finally {
+      c.end();
+    }
+    assert.equal(readFileSync(join(srv.home('alice'), 'padded.com'), 'utf8'), `${EICAR}PADDING`);
+  });
+
+  // Found by the same review: a session decides at its start whether it scans, and one open before
+  // `user set --scan` took EICAR unscanned and served it back.
+  it('scanning turned on for a user ends its sessions that do not scan', async () => {
+    const c = await sshConnect({ port: srv.sftpPort, username: 'cid', password: 'cid password' });
+    c.on('error', () => undefined);
+    const closed = new Promise<void>((r) => c.once('close', () => r()));
+    try {
+      const s = await sftpOf(c);
+      await call((cb) => s.writeFile('/before.txt', 'not scanned', cb));
+      // Run without blocking this process: its SSH client must answer the server's close for the change to complete.
+      const r = await promisify(execFile)(process.execPath, [BIN, 'user', 'set', 'cid', '--scan'], {
+        cwd: srv.dir,
+        env: { ...process.env, SLUICE_LOG_LEVEL: 'warn', SLUICE_ADMIN_LISTEN: './admin.sock' },
+      });
+      assert.equal(r.stdout, 'updated user cid; 1 live session(s) ended\n');
+      await closed;
+    } finally {
+      c.end();
+    }
+    const again = await sshConnect({ port: srv.sftpPort, username: 'cid', password: 'cid password' });
+    try {
+      const s = await sftpOf(again);
+      await assert.rejects(call((cb) => s.writeFile('/eicar.com', EICAR, cb)), /malware found/);
+    } finally {
+      again.end();
+    }
+    assert.ok(!existsSync(join(srv.home('cid'), 'eicar.com')));
   });
 
   it('clamd down: the upload waits, hidden, then fails closed with a clear error; nothing lands unscanned', async () => {

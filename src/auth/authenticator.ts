@@ -227,7 +227,7 @@ export class Authenticator {
   /** The home and permissions of the account's user as stored now; null when it was removed (or its name is another user's now). */
   async storedAccess(account: Pick<Account, 'id' | 'name'>): Promise<StoredAccess | null> {
     const user = await this.users.get(account.name);
-    return user === null || user.id !== account.id ? null : { home: user.home, permissions: permissionRulesOf(user) };
+    return user === null || user.id !== account.id ? null : { home: user.home, permissions: permissionRulesOf(user), scan: user.scan };
   }
 
   private checkRules(req: AuthRequest, user: UserRecord, method: 'password' | 'publickey'): void {

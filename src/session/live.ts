@@ -34,6 +34,8 @@ export interface LiveSessionInfo {
   readonly permissions: readonly PermissionList[];
   /** The home each of those serves, as read when it opened: a change of the home must end it. */
   readonly homes: readonly string[];
+  /** The revision of the user each of those read (Account.revision): one older than the store's missed a change. */
+  readonly revisions: readonly number[];
   /** The worker serving it; 0 when one process serves everything. */
   readonly worker: number;
   /** ISO 8601: when the session logged in. */
@@ -75,10 +77,11 @@ export interface UserChangeCounts {
   ended: number;
 }
 
-/** What a session of a user serves: its home, under its permissions. */
+/** What a session of a user serves: its home, under its permissions, its uploads scanned or not. */
 export interface StoredAccess {
   readonly home: string;
   readonly permissions: PermissionRules;
+  readonly scan: boolean | null;
 }
 
 /** The store's users as a process reads them afresh (the Authenticator). */
@@ -187,6 +190,7 @@ export class LiveRegistry implements LiveSessionsView {
               ...seen,
               permissions: [...seen.permissions, listOfRules(s.account.permissions)],
               homes: [...seen.homes, s.account.home],
+              revisions: [...seen.revisions, s.account.revision],
               transfers: [...seen.transfers, ...transfers],
             }
           : {
@@ -200,6 +204,7 @@ export class LiveRegistry implements LiveSessionsView {
               key: s.account.key,
               permissions: [listOfRules(s.account.permissions)],
               homes: [s.account.home],
+              revisions: [s.account.revision],
               worker: this.worker,
               since: s.since.toISOString(),
               transfers,
@@ -236,7 +241,7 @@ export class LiveRegistry implements LiveSessionsView {
         ? 'user removed by an administrator'
         // Closed rather than left on rules the change may have narrowed.
         : access instanceof Unread ? `user changed by an administrator, and its permissions could not be read (${access.message})`
-        : outlivesHome(account, access)
+        : outlivesAccess(account, access)
         ?? (takesAnyAway(account.permissions, access.permissions) ? 'permissions taken away by an administrator' : null);
       if (why !== null) {
         await this.endNow(entry, why);
@@ -259,7 +264,7 @@ export class LiveRegistry implements LiveSessionsView {
     const { account, context } = session;
     if (Math.max(this.told.get(account.id) ?? -Infinity, this.toldAny) < account.readAt) return true;
     const now = await this.users.refreshed(account, context);
-    if (now === null || outlivesHome(account, now) !== null) return false;
+    if (now === null || outlivesAccess(account, now) !== null) return false;
     if (!sameRules(account.permissions, now.permissions)) session.renewPermissions(now.permissions);
     return true;
   }
@@ -331,6 +336,23 @@ export class LiveRegistry implements LiveSessionsView {
  */
 export function outlivesHome(held: Pick<Account, 'home'>, now: Pick<Account, 'home'>): string | null {
   return held.home === now.home ? null : 'home changed by an administrator';
+}
+
+/** How surely a user's uploads are scanned: never, as the server's uploads.scan says, always. */
+const SCANNED = { false: 0, null: 1, true: 2 } as const;
+
+/**
+ * Pure: outlivesHome, and why a session whose uploads are scanned as
+ * `held.scan` says may not go on when its user's setting is `now.scan`:
+ * one that may scan less than the user's uploads must be. A session decides
+ * at its start whether it scans, and one from before `--scan` took uploads
+ * unscanned for as long as it lasted (found by a review: EICAR uploaded and
+ * served back through an SFTP session open before the change).
+ */
+export function outlivesAccess(held: Pick<Account, 'home' | 'scan'>, now: Pick<Account, 'home' | 'scan'>): string | null {
+  const moved = outlivesHome(held, now);
+  if (moved !== null) return moved;
+  return SCANNED[`${now.scan}`] > SCANNED[`${held.scan}`] ? 'scanning turned on by an administrator' : null;
 }
 
 /** A store read that failed, in place of the rules it would have read. */

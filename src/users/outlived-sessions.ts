@@ -4,11 +4,16 @@ import { permissionRulesOf } from '../auth/authenticator.js';
 import { rulesOfList, sameRules } from '../session/permissions.js';
 import { outlivedBy } from './admin.js';
 
-/** Does a session `user` did not outlive hold, in some channel, other permissions than the user's now? */
+/**
+ * Does a session `user` did not outlive hold, in some channel, other
+ * permissions than the user's now, or a user read before a change of it?
+ * Then each process checks it against the user as it reads it (its scanning,
+ * say: LiveSessionsView.userChanged).
+ */
 function changedFor(user: UserRecord | null, live: LiveSessionInfo): boolean {
   if (!user) return false;
   const now = permissionRulesOf(user);
-  return live.permissions.some((held) => !sameRules(rulesOfList(held), now));
+  return live.permissions.some((held) => !sameRules(rulesOfList(held), now)) || live.revisions.some((r) => r < user.updatedAt.getTime());
 }
 
 /**
