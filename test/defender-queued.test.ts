@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import ssh2 from 'ssh2';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
-import { userKeyPair } from './helpers/ssh.js';
+import { sshConnect, userKeyPair } from './helpers/ssh.js';
 
 /*
  * What the defender must count and hide, found by an adversarial review of be2dc1f:
@@ -20,10 +23,18 @@ import { userKeyPair } from './helpers/ssh.js';
  */
 describe('the defender against guesses queued before a ban and keys asked about', () => {
   let srv: TestServer;
+  const deeKey = userKeyPair();
+  const deeKeyFile = join(mkdtempSync(join(tmpdir(), 'sluice-key-')), 'dee.pub');
+
   before(async () => {
+    writeFileSync(deeKeyFile, deeKey.public);
+    chmodSync(dirname(deeKeyFile), 0o755);
     srv = await TestServer.start({
-      yaml: 'ftp:\n  tls: optional\nauth:\n  failureDelay: 0\n  maxConcurrentHashes: 1\ndefender:\n  threshold: 3\n',
-      users: [{ name: 'carol', password: 'carol password' }],
+      yaml: 'ftp:\n  tls: optional\nauth:\n  failureDelay: 0\n  maxConcurrentHashes: 1\ndefender:\n  threshold: 3\nlimits:\n  maxSessionsPerUser: 1\n',
+      users: [
+        { name: 'carol', password: 'carol password' },
+        { name: 'dee', password: 'dee password', args: ['--key', deeKeyFile] },
+      ],
     });
   });
   after(async () => {
@@ -94,6 +105,22 @@ describe('the defender against guesses queued before a ban and keys asked about'
     const unknown = await ask(4, '127.0.0.11', 'nosuchuser');
     assert.equal(known.length + unknown.length, 8, 'every key was answered');
     assert.ok(Math.min(...known, ...unknown) >= 4.5, `answered after ${JSON.stringify([known, unknown])} ms: not held to a common moment`);
+  });
+
+  // A login with a key the user has, refused for the session limit, asked about its key first: it was judged
+  // as an attempt, which the session limit does not score (found by a review of b99d38a, which scored it).
+  it('logins by key refused for the session limit get nobody banned', { timeout: 120_000 }, async () => {
+    const from = '127.0.0.20';
+    const first = await sshConnect({ port: srv.sftpPort, username: 'dee', privateKey: deeKey.private, localAddress: from });
+    try {
+      for (let i = 0; i < 4; i++) {
+        await assert.rejects(sshConnect({ port: srv.sftpPort, username: 'dee', privateKey: deeKey.private, localAddress: from }));
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      assert.ok(!srv.bans().includes(from), 'logins refused for the session limit got their address banned');
+    } finally {
+      first.end();
+    }
   });
 
   it('connections that only ask about keys get the address banned', { timeout: 120_000 }, async () => {

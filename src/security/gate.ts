@@ -204,6 +204,8 @@ export class Guest {
   private keysAsked = 0;
   /** Of those, the ones the user did not have. */
   private keyOffers = 0;
+  /** A login was attempted (see attemptNow), and judged there: scored or not as its outcome says. */
+  private attempted = false;
   private closed = false;
   private banned = false;
   /** Good credentials were given, though no session opened: the deadline then scores nothing. */
@@ -407,11 +409,12 @@ export class Guest {
   /** The socket closed: stop the timer, free the user's session slot. */
   dispose(): void {
     this.closed = true;
-    // Only asked which keys would do, and left without logging in (nor failing one, which is scored as it
-    // fails): one failed login, as OpenSSH's PerSourcePenalties count such a connection. Before (found by a
-    // review), a client asking 9 keys a connection and reconnecting was never scored: any number of public
-    // keys tried against a user, and the answer's timing read for which names exist.
-    if (this.keysAsked > 0 && !this.vouched && this.failures === 0 && this.keyOffers < MAX_KEY_OFFERS) void this.score('login-failed', this.protocol);
+    // Only asked which keys would do, and left without attempting a login (one attempted was judged as it
+    // ended: a failure scored, the session limit not): one failed login, as OpenSSH's PerSourcePenalties
+    // count such a connection. Before (found by a review), a client asking 9 keys a connection and
+    // reconnecting was never scored: any number of public keys tried against a user, and the answer's
+    // timing read for which names exist.
+    if (this.keysAsked > 0 && !this.attempted && this.keyOffers < MAX_KEY_OFFERS) void this.score('login-failed', this.protocol);
     if (this.deadline) clearTimeout(this.deadline);
     this.deadline = null;
     // A session opening now records its own end, whichever way it goes (see open).
@@ -485,6 +488,7 @@ export class Guest {
     // Every login ends at once when it can open nothing (below), so none should be pending here; if one
     // ever were, the claim would overwrite its session slot, never freed.
     if (this.pending && !this.inSession) this.endPending('another login of the connection replaced it');
+    this.attempted = true;
     const began = performance.now();
     try {
       const account = await login();
