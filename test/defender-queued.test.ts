@@ -104,7 +104,8 @@ describe('the defender against guesses queued before a ban and keys asked about'
     const known = await ask(4, '127.0.0.10', 'carol');
     const unknown = await ask(4, '127.0.0.11', 'nosuchuser');
     assert.equal(known.length + unknown.length, 8, 'every key was answered');
-    assert.ok(Math.min(...known, ...unknown) >= 4.5, `answered after ${JSON.stringify([known, unknown])} ms: not held to a common moment`);
+    // 5 ms after the question, as the server's timers keep it: the event loop's clock may run up to a millisecond behind.
+    assert.ok(Math.min(...known, ...unknown) >= 3.5, `answered after ${JSON.stringify([known, unknown])} ms: not held to a common moment`);
   });
 
   // A login with a key the user has, refused for the session limit, asked about its key first: it was judged
