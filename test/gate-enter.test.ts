@@ -14,6 +14,7 @@ function guestOf() {
   const gate = {
     settings: { limits: { loginTimeout: 60 }, auth: { maxTries: 6, failureDelay: 0 } },
     bans: { banned: () => false },
+    turnToJudge: async () => () => undefined,
     coordinator: {
       score: async () => false,
       claimUser: async () => {

@@ -31,6 +31,7 @@ const KEY_REFUSAL_MS = 5;
 export interface GateSettings {
   readonly limits: Config['limits'];
   readonly auth: Config['auth'];
+  readonly defender: Pick<Config['defender'], 'threshold'>;
   readonly trustedProxies: Config['trustedProxies'];
   readonly ftp: { readonly proxyProtocol: ProxyMode };
   readonly sftp: { readonly proxyProtocol: ProxyMode };
@@ -84,6 +85,31 @@ export class Gate {
   /** Is the socket's own peer a trusted balancer? */
   trusts(socket: Socket): boolean {
     return this.proxies.trusts(socket);
+  }
+
+  /** Login attempts being judged per source, and those waiting for a turn (see judging). */
+  private readonly judging = new Map<string, { count: number; waiting: (() => void)[] }>();
+
+  /**
+   * A turn to judge a login attempt from `source`: at most defender.threshold
+   * at once, the rest waiting, so that no more guesses are judged than the
+   * defender lets through before its ban (each waiting one is checked
+   * against the ban when its turn comes). Before (found by reviews), guesses
+   * sent at once on maxSessionsPerIp connections were all judged, and a right
+   * one whose password the cache held skipped the hash queue and logged in
+   * wherever it was sent among them. Returns the turn's release.
+   */
+  async turnToJudge(source: string): Promise<() => void> {
+    let entry = this.judging.get(source);
+    if (!entry) this.judging.set(source, (entry = { count: 0, waiting: [] }));
+    const here = entry;
+    if (here.count >= this.settings.defender.threshold) await new Promise<void>((r) => here.waiting.push(r));
+    else here.count++;
+    return () => {
+      const next = here.waiting.shift();
+      if (next) return next();
+      if (--here.count === 0) this.judging.delete(source);
+    };
   }
 
   /**
@@ -204,7 +230,7 @@ export class Guest {
   private keysAsked = 0;
   /** Of those, the ones the user did not have. */
   private keyOffers = 0;
-  /** A login was attempted (see attemptNow), and judged there: scored or not as its outcome says. */
+  /** A login was attempted and judged (see attemptNow), or the deadline passed (scored there): nothing more to score at the close. */
   private attempted = false;
   private closed = false;
   private banned = false;
@@ -482,6 +508,15 @@ export class Guest {
   }
 
   private async attemptNow(req: AuthRequest, login: () => Promise<Account>, withdrawn: AbortSignal | undefined): Promise<Account> {
+    const done = await this.gate.turnToJudge(this.source);
+    try {
+      return await this.judged(req, login, withdrawn);
+    } finally {
+      done();
+    }
+  }
+
+  private async judged(req: AuthRequest, login: () => Promise<Account>, withdrawn: AbortSignal | undefined): Promise<Account> {
     if (this.closed) throw new AuthError('connection-closed');
     if (withdrawn?.aborted) throw new AuthError('withdrawn');
     if (this.exhausted) throw new AuthError('too-many-tries');
@@ -513,6 +548,7 @@ export class Guest {
   private arm(): void {
     this.deadline = setTimeout(() => {
       this.gate.log.info({ ip: this.ip }, 'login timeout');
+      this.attempted = true;
       if (!this.vouched) this.offence('login-timeout');
       this.onExpired();
       setTimeout(() => this.socket.destroy(), GOODBYE_MS).unref();

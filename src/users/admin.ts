@@ -129,25 +129,24 @@ export function refusedNow(user: UserRecord, live: readonly LiveSessionInfo[]): 
 /**
  * Why live session `live` must not outlive its user as stored now (`user`,
  * null when no user has its name any more), or null when it may go on: the
- * key its login proved is gone, an administrator set an expiry now passed,
+ * key its login proved is gone, an administrator set an expiry from before it,
  * the user's rules would refuse its login now, the home one of its channels
  * serves is no longer the user's, or a permission one of them holds is
  * taken away. What a node checks its sessions by when a user changed on
  * another node or in the CLI, where the change was not its own to act on.
  * An expiry that merely came ends nothing (SECURITY.md).
  */
-export function outlivedBy(user: UserRecord | null, live: LiveSessionInfo, keys: readonly string[] | null = null, at = Date.now()): string | null {
+export function outlivedBy(user: UserRecord | null, live: LiveSessionInfo, keys: readonly string[] | null = null): string | null {
   if (!user || user.id !== live.userId) return 'user removed by an administrator';
   // What the revocation notices say (migrations/postgres/007), for a look after notices went unheard (the
   // notices connection lost): found by a review, such a session outlived its key's removal, and an expiry
   // set already past. `keys`: the user's key fingerprints as stored, when read (a session logged in by one).
   if (live.key !== null && keys !== null && !keys.includes(live.key)) return 'key removed by an administrator';
-  // An expiry passed that an administrator set: one from before the session began (its login would have
-  // been refused), or any in a user changed since (by sluice, which stamps updatedAt). One that merely came
-  // ends nothing.
-  const since = Date.parse(live.since);
-  const expiry = user.expiresAt?.getTime() ?? Infinity;
-  if (expiry <= at && (expiry <= since || user.updatedAt.getTime() > since)) return 'user expired by an administrator';
+  // An expiry from before the session began: its login would have been refused, so an administrator set it
+  // since, already past. One that came after it began ends nothing, even once the user changed otherwise
+  // (a review of b7455c2 found that rule ending such sessions on PostgreSQL alone); one set past but after
+  // the session began is told by its notice alone.
+  if ((user.expiresAt?.getTime() ?? Infinity) <= Date.parse(live.since)) return 'user expired by an administrator';
   const refused = refusal({ ...user, expiresAt: null }, live.protocol, live.ip, live.method);
   if (refused === 'disabled') return 'user disabled by an administrator';
   if (refused !== null) return 'rules changed by an administrator';
