@@ -42,6 +42,10 @@ describe('a change made in the CLI that cannot reach the running server', () => 
     }
     const enabled = sluice(srv.dir, ['user', 'enable', 'ola']);
     assert.equal(enabled.code, 0, enabled.stderr);
+    // A change refused is written nowhere: no note (found by a review of 62b1c6a, which noted it first).
+    const refused = sluice(srv.dir, ['user', 'disable', 'nobody']);
+    assert.equal(refused.code, 2);
+    assert.doesNotMatch(refused.stderr, /note:/);
   });
 
   it('is said by nobody where no server runs', { timeout: 60_000 }, async () => {

@@ -50,14 +50,11 @@ export async function main(argv: string[]): Promise<number> {
   const { loadConfig } = await import('../config/load.js');
   const config = () => (loaded ??= loadConfig({ file: configFile }));
   const reach = () => adminClient(config());
-  let noted = false;
-  /** For a change of a user: with the API off, said once if a server runs (noteUnreached). */
+  let unreached = false;
+  /** For a change of a user: with the API off, said once the change is made, if a server runs (noteUnreached). */
   const reachForChange = () => {
     const client = reach();
-    if (client === null && !noted) {
-      noted = true;
-      noteUnreached(config());
-    }
+    if (client === null) unreached = true;
     return client;
   };
   // Opened lazily, so --help and argument errors never touch the database.
@@ -82,8 +79,12 @@ export async function main(argv: string[]): Promise<number> {
         return await (await import('./admin.js')).adminCommand(rest, open, out);
       case 'ban':
         return await (await import('./ban.js')).banCommand(rest, () => config().limits.ipv6Prefix, open, reach, out);
-      case 'user':
-        return await (await import('./user.js')).userCommand(rest, open, reachForChange, out);
+      case 'user': {
+        const code = await (await import('./user.js')).userCommand(rest, open, reachForChange, out);
+        // After the change, not before it: a change refused (an unknown user) was written nowhere.
+        if (code === 0 && unreached) noteUnreached(config());
+        return code;
+      }
       case 'session':
         return await (await import('./session.js')).sessionCommand(rest, reach, out);
       case 'store':
