@@ -224,7 +224,7 @@ export class Authenticator {
     return refusal(user, where.protocol, where.remoteAddress, account.method) === null ? toAccount(user, account.method, readAt, account.key) : null;
   }
 
-  /** The home and permissions of the account's user as stored now; null when it was removed (or its name is another user's now). */
+  /** The home, permissions and scanning of the account's user as stored now; null when it was removed (or its name is another user's now). */
   async storedAccess(account: Pick<Account, 'id' | 'name'>): Promise<StoredAccess | null> {
     const user = await this.users.get(account.name);
     return user === null || user.id !== account.id ? null : { home: user.home, permissions: permissionRulesOf(user), scan: user.scan };

@@ -86,7 +86,7 @@ export interface StoredAccess {
 
 /** The store's users as a process reads them afresh (the Authenticator). */
 export interface StoredUsers {
-  /** The home and permissions of the account's user now; null when it is gone (another user may have its id or name now). */
+  /** The home, permissions and scanning of the account's user now; null when it is gone (another user may have its id or name now). */
   storedAccess(account: Pick<Account, 'id' | 'name'>): Promise<StoredAccess | null>;
   /** The account as it may open a session now, from `where`; null when it may not (removed, disabled, expired, refused by its rules). */
   refreshed(account: Account, where: { protocol: Protocol; remoteAddress: string }): Promise<Account | null>;
