@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -39,6 +39,7 @@ describe('the defender against guesses queued before a ban and keys asked about'
   });
   after(async () => {
     await srv.stop();
+    rmSync(dirname(deeKeyFile), { recursive: true, force: true });
   });
 
   /** Eight FTP connections from `from` send USER carol, then seven wrong passwords at once, then the right one. */

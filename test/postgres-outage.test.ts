@@ -5,7 +5,7 @@
 // SSH clients. Found by a review: before, both were lost until the node restarted.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -54,6 +54,7 @@ describe('a PostgreSQL outage on a node of several', { skip: skip ?? false, time
   after(async () => {
     await node?.stop();
     await db?.stop();
+    rmSync(dirname(caraKeyFile), { recursive: true, force: true });
   });
 
   const login = (username: string, password: string) => sshConnect({ port: node.sftpPort, username, password });
