@@ -21,7 +21,7 @@ import { ClamdScanner } from './scan/clamd.js';
 import { QuarantineDir } from './scan/quarantine.js';
 import { UploadReceipts } from './session/checksum.js';
 import { LiveRegistry } from './session/live.js';
-import type { UploadScanning } from './session/scanning.js';
+import { scansWith, type UploadScanning } from './session/scanning.js';
 import { HandleBook } from './session/open-handles.js';
 import { LocalRooms, QuotaBook, type QuotaRooms } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
@@ -192,7 +192,8 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
   const { config } = base;
   const { anonymous } = config.ftp;
   const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit, coordinator.metrics, anonymous.enabled ? anonymous : null);
-  const live = new LiveRegistry(worker, authenticator);
+  const scanning = scanningOf(config);
+  const live = new LiveRegistry(worker, authenticator, (setting) => scansWith(scanning, setting));
   const serverPlaces = new ServerPlaces(config.dataDir, serverFilesOf(config));
   return {
     ...base,
@@ -210,7 +211,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
       rates: { up: config.limits.rateUp, down: config.limits.rateDown },
       hashRate: config.limits.hashRate,
       receipts: new UploadReceipts(),
-      scanning: scanningOf(config),
+      scanning,
       ...(inFlight ? { inFlight } : {}),
       live,
     },

@@ -219,7 +219,7 @@ describe('a change told while the store cannot be read', () => {
         throw new Error('connection terminated unexpectedly (simulated)');
       },
       refreshed: async () => null,
-    });
+    }, () => false);
     const ended: string[] = [];
     const session = {
       id: 's1',

@@ -4,6 +4,7 @@ import type { LiveSessionInfo } from '../src/session/live.js';
 import type { Permission } from '../src/session/permissions.js';
 import type { UserRecord } from '../src/store/records.js';
 import { outlivesAccess } from '../src/session/live.js';
+import { scansWith, type UploadScanning } from '../src/session/scanning.js';
 import { outlivedBy } from '../src/users/admin.js';
 import { OutlivedSessions } from '../src/users/outlived-sessions.js';
 
@@ -168,25 +169,38 @@ describe('the look at a notice (users/outlived-sessions.ts)', () => {
 /*
  * Found by an adversarial review of be2dc1f: a session decides at its start
  * whether its uploads are scanned, and one from before `sluice user set
- * --scan` took EICAR unscanned for as long as it lasted. A session may not
- * go on scanning less surely than its user's setting now says.
+ * --scan` took EICAR unscanned for as long as it lasted. A session that does
+ * not scan may not go on once its user's sessions would. Found by a review of
+ * the fix: it compared the settings (never, the server's default, always),
+ * so `--scan` for a user the server scans already ended sessions that scan.
  */
 describe('a live session against its user\'s scanning now (pure)', () => {
-  const at = (scan: boolean | null) => ({ home: '/srv/fay', scan });
+  const at = (scans: boolean) => ({ home: '/srv/fay', scans });
   const turnedOn = 'scanning turned on by an administrator';
-  const cases: [boolean | null, boolean | null, string | null][] = [
-    [false, null, turnedOn],
+  const cases: [boolean, boolean, string | null][] = [
     [false, true, turnedOn],
-    [null, true, turnedOn],
-    [null, null, null],
-    [true, null, null],
+    [false, false, null],
+    [true, true, null],
     [true, false, null],
-    [null, false, null],
   ];
   for (const [held, now, why] of cases) {
-    it(`held ${held}, now ${now}: ${why ?? 'goes on'}`, () => assert.equal(outlivesAccess(at(held), at(now)), why));
+    it(`scans ${held}, would now ${now}: ${why ?? 'goes on'}`, () => assert.equal(outlivesAccess(at(held), at(now)), why));
   }
   it('a home moved ends it whatever the scanning', () => {
-    assert.equal(outlivesAccess(at(true), { home: '/srv/elsewhere', scan: true }), 'home changed by an administrator');
+    assert.equal(outlivesAccess(at(true), { home: '/srv/elsewhere', scans: true }), 'home changed by an administrator');
   });
+  const scanner = { byDefault: false } as UploadScanning;
+  const everyone = { byDefault: true } as UploadScanning;
+  const settings: [UploadScanning | null, boolean | null, boolean][] = [
+    [null, true, false],
+    [null, null, false],
+    [scanner, null, false],
+    [scanner, true, true],
+    [everyone, null, true],
+    [everyone, false, false],
+  ];
+  for (const [scanning, setting, scans] of settings) {
+    it(`server ${scanning === null ? 'without a scanner' : `scanning ${scanning.byDefault ? 'every user' : 'by setting'}`}, user ${setting}: ${scans ? 'scans' : 'does not'}`, () =>
+      assert.equal(scansWith(scanning, setting), scans));
+  }
 });

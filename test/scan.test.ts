@@ -142,6 +142,26 @@ describe('quarantine mode with a real clamd', () => {
     assert.ok(!existsSync(join(srv.home('cid'), 'eicar.com')));
   });
 
+  // Found by a review of the fix above: it compared the settings, so `--scan` for a user the server scans
+  // by default (uploads.scan: clamd) ended sessions that scan already.
+  it('a setting that changes nothing here ends nothing: --scan for a user the server scans already', async () => {
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    c.on('error', () => undefined);
+    try {
+      const s = await sftpOf(c);
+      const r = await promisify(execFile)(process.execPath, [BIN, 'user', 'set', 'alice', '--scan'], {
+        cwd: srv.dir,
+        env: { ...process.env, SLUICE_LOG_LEVEL: 'warn', SLUICE_ADMIN_LISTEN: './admin.sock' },
+      });
+      assert.equal(r.stdout, 'updated user alice\n', 'no session ended');
+      await call((cb) => s.writeFile('/after-scan-set.txt', 'still here', cb));
+      await assert.rejects(call((cb) => s.writeFile('/eicar-after.com', EICAR, cb)), /malware found/);
+    } finally {
+      c.end();
+    }
+    assert.equal(readFileSync(join(srv.home('alice'), 'after-scan-set.txt'), 'utf8'), 'still here');
+  });
+
   it('clamd down: the upload waits, hidden, then fails closed with a clear error; nothing lands unscanned', async () => {
     await clamd.stop();
     const t0 = performance.now();

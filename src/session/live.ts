@@ -122,6 +122,8 @@ export interface LiveSession {
   readonly account: Account;
   readonly context: { readonly protocol: Protocol; readonly remoteAddress: string; readonly remotePort: number };
   readonly since: Date;
+  /** Whether its uploads are scanned (Session.scans). */
+  readonly scans: boolean;
   readonly inProgress: readonly LiveTransferState[];
   /** See Session.windDown. */
   windDown(reason: string, abort: boolean): Promise<void>;
@@ -163,6 +165,8 @@ export class LiveRegistry implements LiveSessionsView {
     /** The cluster worker id of this process; 0 when one process serves everything. */
     private readonly worker: number,
     private readonly users: StoredUsers,
+    /** Whether a session of a user whose scanning setting is this would scan its uploads here (scansWith). */
+    private readonly scansFor: (setting: boolean | null) => boolean,
   ) {}
 
   /** Throws once the server is stopping: a login then opens no session (Session.open asks before and after it opens one). */
@@ -241,7 +245,7 @@ export class LiveRegistry implements LiveSessionsView {
         ? 'user removed by an administrator'
         // Closed rather than left on rules the change may have narrowed.
         : access instanceof Unread ? `user changed by an administrator, and its permissions could not be read (${access.message})`
-        : outlivesAccess(account, access)
+        : outlivesAccess({ home: account.home, scans: entry.session.scans }, { home: access.home, scans: this.scansFor(access.scan) })
         ?? (takesAnyAway(account.permissions, access.permissions) ? 'permissions taken away by an administrator' : null);
       if (why !== null) {
         await this.endNow(entry, why);
@@ -264,7 +268,7 @@ export class LiveRegistry implements LiveSessionsView {
     const { account, context } = session;
     if (Math.max(this.told.get(account.id) ?? -Infinity, this.toldAny) < account.readAt) return true;
     const now = await this.users.refreshed(account, context);
-    if (now === null || outlivesAccess(account, now) !== null) return false;
+    if (now === null || outlivesAccess({ home: account.home, scans: session.scans }, { home: now.home, scans: this.scansFor(now.scan) }) !== null) return false;
     if (!sameRules(account.permissions, now.permissions)) session.renewPermissions(now.permissions);
     return true;
   }
@@ -338,21 +342,21 @@ export function outlivesHome(held: Pick<Account, 'home'>, now: Pick<Account, 'ho
   return held.home === now.home ? null : 'home changed by an administrator';
 }
 
-/** How surely a user's uploads are scanned: never, as the server's uploads.scan says, always. */
-const SCANNED = { false: 0, null: 1, true: 2 } as const;
-
 /**
- * Pure: outlivesHome, and why a session whose uploads are scanned as
- * `held.scan` says may not go on when its user's setting is `now.scan`:
- * one that may scan less than the user's uploads must be. A session decides
- * at its start whether it scans, and one from before `--scan` took uploads
- * unscanned for as long as it lasted (found by a review: EICAR uploaded and
- * served back through an SFTP session open before the change).
+ * Pure: outlivesHome, and why a session that scans its uploads or not
+ * (`held.scans`) may not go on when its user's sessions would now
+ * (`now.scans`): one that does not scan while its user's uploads must be.
+ * A session decides at its start whether it scans, and one from before
+ * `--scan` took uploads unscanned for as long as it lasted (found by a
+ * review: EICAR uploaded and served back through an SFTP session open
+ * before the change). What is compared is whether each scans, not the
+ * settings: a setting that changes nothing here (`--scan` where the
+ * server scans every user already) ends nothing.
  */
-export function outlivesAccess(held: Pick<Account, 'home' | 'scan'>, now: Pick<Account, 'home' | 'scan'>): string | null {
+export function outlivesAccess(held: { home: string; scans: boolean }, now: { home: string; scans: boolean }): string | null {
   const moved = outlivesHome(held, now);
   if (moved !== null) return moved;
-  return SCANNED[`${now.scan}`] > SCANNED[`${held.scan}`] ? 'scanning turned on by an administrator' : null;
+  return now.scans && !held.scans ? 'scanning turned on by an administrator' : null;
 }
 
 /** A store read that failed, in place of the rules it would have read. */

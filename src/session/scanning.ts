@@ -49,6 +49,11 @@ export interface UploadScanning {
   readonly byDefault: boolean;
 }
 
+/** Whether a session of a user whose own setting is `setting` (null: none) scans its uploads here. */
+export function scansWith(scanning: UploadScanning | null, setting: boolean | null): boolean {
+  return scanning !== null && (setting ?? scanning.byDefault);
+}
+
 /** A scanner that cannot be reached is asked again this often until the time is up. */
 const RETRY_MS = 1000;
 

@@ -12,7 +12,7 @@ import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permis
 import { addName, dropFile, freeingKey, removedThrough, type Ledger, type Ledgers } from './quota.js';
 import { RateLimit, ratesOf, type Rates } from './rate-limit.js';
 import { replacedFields, replacedThrough } from './replaced.js';
-import type { UploadScanning } from './scanning.js';
+import { scansWith, type UploadScanning } from './scanning.js';
 import { SessionChecksums, hashRange, type Checksum, type ChecksumRange, type UploadReceipts } from './checksum.js';
 import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile, type Storage, type StorageOpener } from './storage/storage.js';
 import { Download, Upload, type TransferOptions, type TransferRecord } from './transfer.js';
@@ -150,7 +150,7 @@ export class Session implements LiveSession {
     this.openHandles = deps.openHandles.acquire(current);
     this.rates = ratesOf(current.rateUp ?? deps.rates.up, current.rateDown ?? deps.rates.down);
     this.checksums = new SessionChecksums(deps.hashRate > 0 ? new RateLimit(deps.hashRate) : null);
-    this.scanning = deps.scanning && (current.scan ?? deps.scanning.byDefault) ? deps.scanning : null;
+    this.scanning = scansWith(deps.scanning, current.scan) ? deps.scanning : null;
     this.unregister = deps.live.add(this, connection);
     deps.metrics.count({ m: 'session', protocol: context.protocol, change: 1 });
   }
@@ -173,6 +173,11 @@ export class Session implements LiveSession {
 
   get id(): string {
     return this.context.id;
+  }
+
+  /** Whether its uploads are scanned: decided as it opens, from its user's setting then. */
+  get scans(): boolean {
+    return this.scanning !== null;
   }
 
   /** The user as the login read it, with the permissions renewed since (see renewPermissions). */
