@@ -22,6 +22,7 @@ import { QuarantineDir } from './scan/quarantine.js';
 import { UploadReceipts } from './session/checksum.js';
 import { LiveRegistry } from './session/live.js';
 import { scansWith, type UploadScanning } from './session/scanning.js';
+import { ConnectionBudgets } from './session/connection-budgets.js';
 import { HandleBook } from './session/open-handles.js';
 import { LocalRooms, QuotaBook, type QuotaRooms } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
@@ -208,8 +209,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
       atomicUploads: config.uploads.atomic,
       storage: (home) => openLocalStorage(home, serverPlaces),
       hashResumedUploads: config.audit.hashResumedUploads,
-      rates: { up: config.limits.rateUp, down: config.limits.rateDown },
-      hashRate: config.limits.hashRate,
+      budgets: new ConnectionBudgets({ up: config.limits.rateUp, down: config.limits.rateDown, hash: config.limits.hashRate }),
       receipts: new UploadReceipts(),
       scanning,
       ...(inFlight ? { inFlight } : {}),

@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { Client } from 'basic-ftp';
+import type ssh2 from 'ssh2';
+import { ConnectionBudgets } from '../src/session/connection-budgets.js';
 import { RateLimit, pieces } from '../src/session/rate-limit.js';
 import { sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
@@ -88,6 +90,28 @@ function curl(args: string[]): Promise<number> {
     });
   });
 }
+
+describe('ConnectionBudgets', () => {
+  it("shares a connection's budget among its sessions, at the limits each opened with, and lets it go with the last", () => {
+    const budgets = new ConnectionBudgets({ up: 0, down: 5 * MiB, hash: 4 * MiB });
+    const user = { rateUp: null, rateDown: null };
+    const a = budgets.join('conn-1', user);
+    const b = budgets.join('conn-1', user);
+    const other = budgets.join('conn-2', user);
+    assert.equal(a, b, 'two channels of one connection');
+    assert.notEqual(a, other, 'another connection');
+    assert.equal(a.rates.up, null);
+    assert.equal(a.rates.down?.bytesPerSecond, 5 * MiB);
+    const changed = budgets.join('conn-1', { rateUp: 1024, rateDown: null });
+    assert.notEqual(changed, a, 'a session opened after the limits changed keeps the new ones');
+    assert.equal(changed.rates.up?.bytesPerSecond, 1024);
+    assert.equal(budgets.size, 3);
+    a.leave();
+    assert.equal(budgets.join('conn-1', user), b, 'still held by the other session');
+    for (const leaving of [b, b, other, changed]) leaving.leave();
+    assert.equal(budgets.size, 0, 'nothing kept once the sessions are gone');
+  });
+});
 
 describe('bandwidth limits: per user and the server default, over FTP, FTPS and SFTP', () => {
   let srv: TestServer;
@@ -184,6 +208,34 @@ describe('bandwidth limits: per user and the server default, over FTP, FTPS and 
     assert.notEqual(r.status, 0, 'the upload over the quota is refused');
     assert.ok(seconds >= 3, `the refused upload's bytes went through in ${seconds.toFixed(2)} s`);
     assert.ok((await srv.audit()).some((l) => l.event === 'quota-exceeded' && l.path === '/over.bin'));
+  });
+
+  // Found by a review: each SSH channel was a session with limits of its own, so a user limited to 1 MiB/s
+  // read at 8.5 MiB/s on eight channels of one connection. The channels of a connection share one budget.
+  it('SFTP channels of one connection share its limits: 4 × 5 MiB each way on four channels at 5 MiB/s take 4 s', async (t) => {
+    const part = join(local, 'five.bin');
+    writeFileSync(part, randomBytes(5 * MiB));
+    for (let i = 0; i < 4; i++) writeFileSync(join(srv.home('slow'), `part${i}.bin`), readFileSync(part));
+    const c = await sshConnect({ port: srv.sftpPort, username: 'slow', password: 'slow password' });
+    try {
+      const channels = await Promise.all([0, 1, 2, 3].map(() => sftpOf(c)));
+      const timed = async (each: (s: ssh2.SFTPWrapper, i: number) => Promise<void>) => {
+        const t0 = performance.now();
+        await Promise.all(channels.map(each));
+        return (performance.now() - t0) / 1000;
+      };
+      const down = await timed((s, i) => call((cb) => s.fastGet(`/part${i}.bin`, join(local, `part${i}-back.bin`), { concurrency: 64 }, cb)));
+      const up = await timed((s, i) => call((cb) => s.fastPut(part, `/part${i}-up.bin`, { concurrency: 64 }, cb)));
+      t.diagnostic(`four channels: down ${down.toFixed(2)} s, up ${up.toFixed(2)} s`);
+      assert.ok(down >= LOW && down <= HIGH, `20 MiB down on four channels took ${down.toFixed(2)} s`);
+      assert.ok(up >= LOW && up <= HIGH, `20 MiB up on four channels took ${up.toFixed(2)} s`);
+    } finally {
+      c.end();
+    }
+    for (let i = 0; i < 4; i++) {
+      assert.deepEqual(readFileSync(join(local, `part${i}-back.bin`)), readFileSync(part));
+      assert.deepEqual(readFileSync(join(srv.home('slow'), `part${i}-up.bin`)), readFileSync(part));
+    }
   });
 
   it('downloads follow the server default (5 MiB/s) unless the user has their own (0: none)', async (t) => {

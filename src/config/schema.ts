@@ -224,10 +224,10 @@ export const configSchema = z
          * and authentication, FTP greeting to PASS); commands before login do not extend it.
          */
         loginTimeout: z.number().int().min(1).max(600).default(30),
-        /** Bytes per second each session may upload / download, for users without their own limit; 0: none. */
+        /** Bytes per second each connection may upload / download, for users without their own limit; 0: none. */
         rateUp: size.default(0),
         rateDown: size.default(0),
-        /** Bytes per second one session may have read for checksums (FTP HASH, SFTP check-file) of files not just uploaded; 0: none, like rateUp/rateDown. */
+        /** Bytes per second one connection may have read for checksums (FTP HASH, SFTP check-file) of files not just uploaded; 0: none, like rateUp/rateDown. */
         hashRate: size.default(134217728),
       })
       .strict()

@@ -71,40 +71,56 @@ export async function hashRange(file: OpenFile, size: number, range: ChecksumRan
 }
 
 /**
- * A session's checksums. They run one at a time, in the order asked for,
- * the others waiting before they open anything: they share the session's
- * hashing rate, so several at once end no sooner together, and each would
- * hold a descriptor and a read buffer meanwhile (an SFTP client may pipeline
- * as many check-file requests as its channel lets run). Waiting, not
- * refused: a client that pipelines checksums of many files gets them all,
- * as from OpenSSH's one-request-at-a-time sftp-server. What may wait is
- * bounded by the front-ends (FTP runs one command at a time, SFTP caps the
- * requests in flight). end() stops the one running at its next piece and
- * refuses the rest: a checksum must not outlive its session, or a client
- * that asks for a large file's hash and goes away leaves the server reading
- * it at the hashing rate, its descriptor open, as often as it reconnects.
+ * The checksums of one connection's sessions (ConnectionBudgets). They run
+ * one at a time, in the order asked for, the others waiting before they
+ * open anything: they share the connection's hashing rate, so several at
+ * once end no sooner together, and each would hold a descriptor and a read
+ * buffer meanwhile (an SFTP client may pipeline as many check-file requests
+ * as its channels let run). Waiting, not refused: a client that pipelines
+ * checksums of many files gets them all, as from OpenSSH's
+ * one-request-at-a-time sftp-server. What may wait is bounded by the
+ * front-ends (FTP runs one command at a time, SFTP caps the requests in
+ * flight per channel and the channels per connection).
  */
-export class SessionChecksums {
-  private readonly ending = new AbortController();
-  private readonly pace: Pace;
+export class HashingTurns {
   /** Settles (never rejects) once the last checksum asked for is over. */
   private last: Promise<unknown> = Promise.resolve();
 
-  constructor(rate: RateLimit | null) {
-    this.pace = { rate, signal: this.ending.signal };
-  }
+  constructor(private readonly rate: RateLimit | null) {}
 
-  /** `work` once the checksums asked for before it are over; refused once the session ended. */
-  run<T>(work: (pace: Pace) => Promise<T>): Promise<T> {
+  /** `work` once the checksums asked for before it are over; refused if `signal` aborted by then. */
+  run<T>(work: (pace: Pace) => Promise<T>, signal: AbortSignal): Promise<T> {
     const turn = this.last.then(() => {
-      this.pace.signal.throwIfAborted();
-      return work(this.pace);
+      signal.throwIfAborted();
+      return work({ rate: this.rate, signal });
     });
     this.last = turn.catch(() => undefined);
     return turn;
   }
+}
 
-  /** Stop them all; resolves once none runs, its file closed. */
+/**
+ * A session's checksums, in its connection's turns. end() stops the one
+ * running at its next piece and refuses the rest: a checksum must not
+ * outlive its session, or a client that asks for a large file's hash and
+ * goes away leaves the server reading it at the hashing rate, its
+ * descriptor open, as often as it reconnects.
+ */
+export class SessionChecksums {
+  private readonly ending = new AbortController();
+  /** Settles (never rejects) once this session's last checksum is over: the turns run in order. */
+  private last: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly turns: HashingTurns) {}
+
+  /** `work` in its turn; refused once the session ended. */
+  run<T>(work: (pace: Pace) => Promise<T>): Promise<T> {
+    const turn = this.turns.run(work, this.ending.signal);
+    this.last = turn.catch(() => undefined);
+    return turn;
+  }
+
+  /** Stop them all; resolves once none of this session's runs, its file closed. */
   async end(): Promise<void> {
     this.ending.abort(new SluiceError('failure', 'Session is closed'));
     await this.last;

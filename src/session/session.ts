@@ -10,7 +10,8 @@ import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission, type PermissionRules } from './permissions.js';
 import { addName, dropFile, freeingKey, removedThrough, type Ledger, type Ledgers } from './quota.js';
-import { RateLimit, ratesOf, type Rates } from './rate-limit.js';
+import type { RateLimit } from './rate-limit.js';
+import type { ConnectionBudget, ConnectionBudgets } from './connection-budgets.js';
 import { replacedFields, replacedThrough } from './replaced.js';
 import { scansWith, type UploadScanning } from './scanning.js';
 import { SessionChecksums, hashRange, type Checksum, type ChecksumRange, type UploadReceipts } from './checksum.js';
@@ -41,12 +42,10 @@ export interface SessionDeps {
   readonly atomicUploads: boolean;
   /** Where a home's files are. */
   readonly storage: StorageOpener;
-  /** Bytes per second one session may have hashed for checksums (FTP HASH, SFTP check-file). */
-  readonly hashRate: number;
   /** Hashes of whole uploads, so a checksum of what was just uploaded needs no read. */
   readonly receipts: UploadReceipts;
-  /** Bandwidth limits of a session, bytes per second (0: none), for accounts without their own. */
-  readonly rates: { readonly up: number; readonly down: number };
+  /** The bandwidth limits and hashing rate, shared by the sessions of one connection. */
+  readonly budgets: ConnectionBudgets;
   /** Quarantine mode (uploads.scan); null: off. */
   readonly scanning: UploadScanning | null;
   /** Told of each transfer as it starts, when a process other than this one must record it should this one die. */
@@ -132,9 +131,12 @@ export class Session implements LiveSession {
   private closed = false;
   /** The user's open handles, counted across all their sessions (front-ends that hold handles use it). */
   readonly openHandles: UserHandles;
-  /** Shared by the session's transfers in each direction: parallel SFTP transfers together keep the rate. */
-  private readonly rates: Rates;
-  /** At limits.hashRate (none when 0, as ratesOf reads the transfer rates), one at a time, ended by close(). */
+  /**
+   * Its connection's limits (ConnectionBudgets), shared by the transfers in each direction of every
+   * session on the connection: parallel SFTP transfers, on one channel or several, together keep the rate.
+   */
+  private readonly budget: ConnectionBudget;
+  /** In its connection's hashing turns, at limits.hashRate; ended by close(). */
   private readonly checksums: SessionChecksums;
   /** This session's uploads are scanned (the account's setting, else the server's). */
   private readonly scanning: UploadScanning | null;
@@ -148,8 +150,8 @@ export class Session implements LiveSession {
     connection: LiveConnection,
   ) {
     this.openHandles = deps.openHandles.acquire(current);
-    this.rates = ratesOf(current.rateUp ?? deps.rates.up, current.rateDown ?? deps.rates.down);
-    this.checksums = new SessionChecksums(deps.hashRate > 0 ? new RateLimit(deps.hashRate) : null);
+    this.budget = deps.budgets.join(context.id, current);
+    this.checksums = new SessionChecksums(this.budget.hashing);
     this.scanning = scansWith(deps.scanning, current.scan) ? deps.scanning : null;
     this.unregister = deps.live.add(this, connection);
     deps.metrics.count({ m: 'session', protocol: context.protocol, change: 1 });
@@ -244,6 +246,7 @@ export class Session implements LiveSession {
     if (this.acts.size > 0) await Promise.race([Promise.allSettled([...this.acts]), sleep(ACTS_WAIT_MS, undefined, { ref: false })]);
     this.ledger.release();
     this.deps.openHandles.release(this.account);
+    this.budget.leave();
     if (loggedOut) this.audit({ event: 'logout', duration_ms: Date.now() - this.started, ...(this.endReason === null ? {} : { reason: this.endReason }) });
     this.deps.metrics.count({ m: 'session', protocol: this.context.protocol, change: -1 });
   }
@@ -448,7 +451,7 @@ export class Session implements LiveSession {
     const offset = options.offset ?? 0;
     const download: Download = await this.readable('download', path, true, async (file, st, dir) => {
       if (offset < 0 || offset > st.size) throw new SluiceError('invalid-path', 'Offset beyond end of file');
-      const opened = new Download(file, path, offset, st.size, (r) => this.finished(download, r), this.transferOptions(options, this.rates.down));
+      const opened = new Download(file, path, offset, st.size, (r) => this.finished(download, r), this.transferOptions(options, this.budget.rates.down));
       this.placed.set(opened, dir);
       this.deps.inFlight?.started(this.actor, 'download', path, offset, opened.started);
       return opened;
@@ -595,7 +598,7 @@ export class Session implements LiveSession {
     };
     const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, staged, append, holdsFile, claim, lock, mayReplace, mayReplaceWhereNow, replacedAtOpen, was };
     const upload: Upload = new Upload(file, path, plan.offset, target, this.ledger, (r) => this.finished(upload, r), {
-      ...this.transferOptions(options, this.rates.up),
+      ...this.transferOptions(options, this.budget.rates.up),
       hashWholeFile: this.deps.hashResumedUploads,
       knownSha256: (node) => knownSha(this.deps.receipts, node).sha256 ?? null,
       scan: this.scanning ? { scanning: this.scanning, user: this.account.name } : null,
