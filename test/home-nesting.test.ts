@@ -5,10 +5,13 @@
 // login served a third user's files. Two users may still share one home.
 import assert from 'node:assert/strict';
 import Database from 'better-sqlite3';
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { sluice } from './helpers/cli.js';
+import { promisify } from 'node:util';
+import { adminRequest } from './helpers/admin-http.js';
+import { BIN, sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
 
 const PASSWORD = 'nesting password 1';
@@ -104,6 +107,53 @@ describe('anonymous FTP root inside a user\'s home', () => {
       );
     } finally {
       await srv.stop();
+    }
+  });
+});
+
+/*
+ * Found by a review: the check read the other users, then the new user's
+ * password was hashed and its home made before the insert, so two users
+ * added at once, one's home inside the other's, were each checked against a
+ * store without the other. Both were made, and the outer user read and
+ * overwrote the inner one's files. The store now checks again inside the
+ * transaction that writes the home, under a lock every such write takes.
+ */
+describe('homes added at once, one inside the other', () => {
+  let srv: TestServer;
+  let socketPath: string;
+  before(async () => {
+    srv = await TestServer.start({ env: { SLUICE_ADMIN_LISTEN: './admin.sock' } });
+    socketPath = join(srv.dir, 'admin.sock');
+  });
+  after(() => srv.stop());
+
+  it('through the admin API: of each pair one is made, the other refused, five pairs in turn', async () => {
+    const post = (name: string, home: string) => adminRequest({ socketPath }, 'POST', '/api/v1/users', { body: { name, password: PASSWORD, home } });
+    for (let i = 0; i < 5; i++) {
+      const outer = join(srv.dir, 'api-race', `site${i}`);
+      const replies = await Promise.all([post(`outer${i}`, outer), post(`inner${i}`, join(outer, 'inner'))]);
+      const statuses = replies.map((r) => r.status).sort();
+      assert.deepEqual(statuses, [201, 400], `pair ${i}: ${replies.map((r) => r.text).join(', ')}`);
+      assert.match(replies.find((r) => r.status === 400)?.text ?? '', /would (lie in|hold) user (outer|inner)\d's home/);
+    }
+  });
+
+  it('through CLI processes on the same store: the same, and the refused one leaves no home of its own behind', async () => {
+    const run = promisify(execFile);
+    const add = (name: string, home: string) =>
+      run(process.execPath, [BIN, 'user', 'add', name, '--home', home, '--generate-password'], { cwd: srv.dir, env: { ...process.env, SLUICE_LOG_LEVEL: 'warn' } }).then(
+        () => 0,
+        (err: { code?: number; stderr?: string }) => {
+          assert.match(err.stderr ?? '', /would (lie in|hold) user \w+'s home/);
+          return err.code ?? -1;
+        },
+      );
+    for (let i = 0; i < 4; i++) {
+      const outer = join(srv.dir, 'cli-race', `site${i}`);
+      const codes = await Promise.all([add(`clio${i}`, outer), add(`clii${i}`, join(outer, 'inner'))]);
+      assert.equal(codes.filter((c) => c === 0).length, 1, `pair ${i}: exit codes ${codes.join(', ')}`);
+      if (codes[0] === 0) assert.ok(!existsSync(join(outer, 'inner')), `pair ${i}: the refused inner home was removed`);
     }
   });
 });

@@ -406,6 +406,39 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
     assert.ok(await within(5000, async () => (await open()) === 0), 'none left after close()');
   });
 
+  // Found by a review: two users added at once, one's home inside the other's, were each checked against a
+  // store without the other. The check runs in the transaction that writes the home, under a lock that every
+  // such transaction takes, on every node: here two stores on one database, as two nodes.
+  it('a home is checked in the transaction that writes it, one such writer at a time across nodes', async () => {
+    const url = await server.createDatabase();
+    const nodes = [await openPostgresStore(url), await openPostgresStore(url)] as const;
+    const settings = (home: string) => ({ home, enabled: true, expiresAt: null, protocols: ['sftp'], requireTls: false, requireKey: false,
+      permissions: [], quotaBytes: 0, quotaFiles: 0, rateUp: null, rateDown: null, scan: null, allowIps: [], denyIps: [] }) as never;
+    const apart = (home: string) => (others: readonly { name: string; home: string }[]) => {
+      const nested = others.find((o) => o.home.startsWith(`${home}/`) || home.startsWith(`${o.home}/`));
+      if (nested) throw new Error(`${home} nests with ${nested.name}'s home`);
+    };
+    try {
+      for (let i = 0; i < 5; i++) {
+        const outer = `/srv/race${i}`;
+        const made = await Promise.allSettled([
+          nodes[0].users.create(`outer${i}`, null, settings(outer), [], apart(outer)),
+          nodes[1].users.create(`inner${i}`, null, settings(`${outer}/inner`), [], apart(`${outer}/inner`)),
+        ]);
+        assert.deepEqual(made.map((m) => m.status).sort(), ['fulfilled', 'rejected'], `pair ${i}`);
+        assert.match(String((made.find((m) => m.status === 'rejected') as PromiseRejectedResult).reason), /nests with/);
+      }
+      // A change of home is checked the same way, against the others only.
+      const carl = await nodes[0].users.create('carl', null, settings('/srv/carl'), [], apart('/srv/carl'));
+      await assert.rejects(nodes[1].users.update(carl.id, { home: '/srv/race0/inner/x' }, apart('/srv/race0/inner/x')), /nests with/);
+      await nodes[1].users.update(carl.id, { home: '/srv/carl/own' }, apart('/srv/carl/own'));
+      assert.equal((await nodes[0].users.get('carl'))?.home, '/srv/carl/own');
+      assert.equal((await nodes[0].users.all()).length, 6, 'one of each pair, and carl');
+    } finally {
+      await Promise.all(nodes.map((n) => n.close()));
+    }
+  });
+
   it('close() ends the pool and the notification connection', async () => {
     const url = await server.createDatabase();
     const store: Store = await openPostgresStore(url);

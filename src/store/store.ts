@@ -96,6 +96,23 @@ export class StoreConflict extends Error {
   override readonly name = 'StoreConflict';
 }
 
+/**
+ * A check of a home about to be written, against the homes of the other
+ * users as stored, run inside the transaction that writes it and under a
+ * lock every such transaction takes, on every node: two users added at once,
+ * one's home inside the other's, were each checked against a store without
+ * the other and both made (found by a review: the outer user then read and
+ * overwrote the inner one's files). Throws to refuse; nothing is written.
+ */
+export type HomeCheck = (others: readonly HomeOfUser[]) => void;
+
+/** A stored user's home, as HomeCheck sees it. */
+export interface HomeOfUser {
+  readonly id: number;
+  readonly name: string;
+  readonly home: string;
+}
+
 export interface UserRepository {
   count(): Promise<number>;
   /** By name, case-insensitively (names are unique regardless of case). */
@@ -108,14 +125,18 @@ export interface UserRepository {
   credentials(name: string): Promise<Credentials | null>;
   getById(id: number): Promise<UserRecord | null>;
   all(): Promise<UserRecord[]>;
-  /** Insert a user with its address rules and keys in one transaction; StoreConflict when the name is taken. */
-  create(name: string, passwordHash: string | null, settings: UserSettings, keys?: NewKey[]): Promise<UserRecord>;
+  /**
+   * Insert a user with its address rules and keys in one transaction; StoreConflict when the name is taken.
+   * `checkHome` runs in it first (see HomeCheck).
+   */
+  create(name: string, passwordHash: string | null, settings: UserSettings, keys?: NewKey[], checkHome?: HomeCheck): Promise<UserRecord>;
   /**
    * Change the settings `patch` names, the others as they are: read and
    * written under the row's lock, so concurrent updates of other settings
    * (from any node or the CLI) are never lost. Nothing when there is no such user.
+   * `checkHome` runs in the same transaction first (see HomeCheck).
    */
-  update(id: number, patch: Partial<UserSettings>): Promise<void>;
+  update(id: number, patch: Partial<UserSettings>, checkHome?: HomeCheck): Promise<void>;
   remove(id: number): Promise<void>;
   setPasswordHash(id: number, hash: string | null): Promise<void>;
   /** Settles at once; both stores write these in batches, up to a second (postgres/last-logins.ts) or 100 ms (sqlite/deferred-writes.ts) later. */

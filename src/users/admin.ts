@@ -1,4 +1,4 @@
-import { mkdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, rmdirSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { ANONYMOUS_LOGINS, USER_NAME, permissionRulesOf, refusal } from '../auth/authenticator.js';
 import { parseCidr } from '../auth/ip-rules.js';
@@ -10,7 +10,7 @@ import { ServerPlaces, homeNesting, realPlace } from '../session/storage/server-
 import { outlivesHome, type LiveSessionInfo } from '../session/live.js';
 import { DEFAULT_PERMISSIONS, parsePermissions, rulesOfList, takesAnyAway, type Permission } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
-import { StoreConflict, type UserRepository } from '../store/store.js';
+import { StoreConflict, type HomeCheck, type UserRepository } from '../store/store.js';
 import { firstUnsafeChar } from '../session/unsafe-chars.js';
 import { AdminError, NoSuchUser } from './errors.js';
 
@@ -215,12 +215,13 @@ export class UserAdmin {
    * Whoever may set a home would otherwise control the server (ServerPlaces);
    * the server checks again at each login. Nor may it lie in another user's
    * home or hold one (homeNesting); `self`, the user whose home it becomes,
-   * is not another.
+   * is not another. Checked here before anything is made, and again by the
+   * store as it writes the home (homeApart).
    */
   private async checkHome(home: string, self?: number): Promise<void> {
-    const others = (await this.store.all()).filter((u) => u.id !== self);
-    const why = new ServerPlaces(this.dataDir, this.serverFiles).conflict(realPlace(home)) ?? homeNesting(home, others);
+    const why = new ServerPlaces(this.dataDir, this.serverFiles).conflict(realPlace(home));
     if (why) throw new AdminError(`home ${home} ${why}`);
+    homeApart(home)((await this.store.all()).filter((u) => u.id !== self));
   }
 
   async require(name: string): Promise<UserRecord> {
@@ -259,12 +260,13 @@ export class UserAdmin {
     const hash = u.password === null ? null : await this.hasher.hash(u.password);
     const createdHome = makeHome(home);
     try {
-      return await this.store.create(u.name, hash, settings, u.keys);
+      return await this.store.create(u.name, hash, settings, u.keys, homeApart(home));
     } catch (err) {
       // Another administrator (or node) added the same name since the check above: the new
       // home is removed unless it is the one that user got (the same path, made by either).
       const winner = err instanceof StoreConflict ? await this.store.get(u.name) : null;
       if (createdHome !== null && winner?.home !== home) unmakeHome(home, createdHome);
+      if (err instanceof AdminError) throw err;
       if (err instanceof StoreConflict) throw new AdminError(`user "${u.name}" already exists`);
       throw new AdminError(`could not add user: ${(err as Error).message}`);
     }
@@ -276,14 +278,22 @@ export class UserAdmin {
     checkExpiry(patch.expiresAt);
     if (password !== undefined) await this.checkCredentialsAllowed(user);
     const change = { ...patch };
+    let createdHome: string | null = null;
     if (patch.home !== undefined) {
       change.home = resolve(validateHome(patch.home));
       await this.checkHome(change.home, user.id);
-      makeHome(change.home);
+      createdHome = makeHome(change.home);
     }
     const hash = password === undefined ? null : await this.hasher.hash(password);
     // Only what is changed goes to the store, which merges it under the row's lock.
-    if (Object.keys(change).length > 0) await this.store.update(user.id, change);
+    if (Object.keys(change).length > 0) {
+      try {
+        await this.store.update(user.id, change, change.home === undefined ? undefined : homeApart(change.home));
+      } catch (err) {
+        if (createdHome !== null) unmakeHome(change.home as string, createdHome);
+        throw err;
+      }
+    }
     if (hash !== null) await this.store.setPasswordHash(user.id, hash);
     return this.require(name);
   }
@@ -358,6 +368,14 @@ export class UserAdmin {
   }
 }
 
+/** The store's HomeCheck for `home`: no other user's home, as stored when it is written, may hold it or lie in it. */
+function homeApart(home: string): HomeCheck {
+  return (others) => {
+    const why = homeNesting(home, others);
+    if (why) throw new AdminError(`home ${home} ${why}`);
+  };
+}
+
 /**
  * Create the home if missing (owner-only), with any directories above it that
  * are missing. Returns the first directory it created (the home, or the
@@ -380,19 +398,19 @@ export function makeHome(home: string): string | null {
 }
 
 /**
- * Undo makeHome for a user that was not made: the home (new, so nothing of
- * anyone's is in it), then each parent it made, up to `first`, while empty
- * (another home made meanwhile below one of them keeps it).
+ * Undo makeHome for a user that was not made: the home, then each parent it
+ * made, up to `first`, while empty. Never a directory with something in it:
+ * a home made at the same moment inside this one (the add that won a race
+ * of nested homes, HomeCheck) is another user's.
  */
 function unmakeHome(home: string, first: string): void {
-  rmSync(home, { recursive: true, force: true });
-  for (let dir = home; dir !== first && dirname(dir) !== dir; ) {
-    dir = dirname(dir);
+  for (let dir = home; ; dir = dirname(dir)) {
     try {
       rmdirSync(dir);
     } catch {
       return;
     }
+    if (dir === first || dirname(dir) === dir) return;
   }
 }
 

@@ -3,7 +3,7 @@ import type { Protocol } from '../../session/account.js';
 import type { Permission } from '../../session/permissions.js';
 import { keyOf, type KeyRow } from '../rows.js';
 import { settingsOf, type NewKey, type PublicKeyRecord, type UserRecord, type UserSettings } from '../records.js';
-import { StoreConflict, type Credentials, type UserRepository } from '../store.js';
+import { StoreConflict, type Credentials, type HomeCheck, type HomeOfUser, type UserRepository } from '../store.js';
 import { transaction, uniqueViolation } from './connection.js';
 import type { LastLogins } from './last-logins.js';
 import type { UserCache } from './user-cache.js';
@@ -99,9 +99,10 @@ export class PostgresUsers implements UserRepository {
     return rows.map(hydrate);
   }
 
-  async create(name: string, passwordHash: string | null, s: UserSettings, keys: NewKey[] = []): Promise<UserRecord> {
+  async create(name: string, passwordHash: string | null, s: UserSettings, keys: NewKey[] = [], checkHome?: HomeCheck): Promise<UserRecord> {
     try {
       return await transaction(this.pool, async (c) => {
+        if (checkHome) checkHome(await otherHomes(c, null));
         const now = Date.now();
         const { rows } = await c.query<{ id: number }>(INSERT_USER, [name, passwordHash, ...settings(s), now]);
         const id = (rows[0] as { id: number }).id;
@@ -116,10 +117,11 @@ export class PostgresUsers implements UserRepository {
     }
   }
 
-  async update(id: number, patch: Partial<UserSettings>): Promise<void> {
+  async update(id: number, patch: Partial<UserSettings>, checkHome?: HomeCheck): Promise<void> {
     await this.changing(() => transaction(this.pool, async (c) => {
       // The lock first, then a read that sees what any update before ours committed.
       if ((await c.query('SELECT id FROM users WHERE id = $1 FOR UPDATE', [id])).rowCount === 0) return;
+      if (checkHome) checkHome(await otherHomes(c, id));
       const current = (await this.one(c, `${SELECT_USER} WHERE u.id = $1`, [id])) as UserRecord;
       const s = { ...settingsOf(current), ...patch };
       await c.query(UPDATE_USER, [id, ...settings(s), Date.now()]);
@@ -254,4 +256,19 @@ function hydrate(r: UserRow): UserRecord {
     denyIps: r.ip_rules.filter((x) => x.kind === 'deny').map((x) => x.cidr),
     dirPermissions: r.dirs.map((d) => ({ path: d.path, permissions: list(d.permissions) as Permission[] })),
   };
+}
+
+/** "slhm" in ASCII: the advisory lock of transactions that write a home (HomeCheck). */
+const HOMES_LOCK = 0x736c686d;
+
+/**
+ * The homes of the users other than `self`, read after taking HOMES_LOCK for
+ * the rest of the transaction: in READ COMMITTED each statement sees what
+ * committed before it, so a home written by a transaction that held the lock
+ * before this one is seen.
+ */
+async function otherHomes(c: pg.PoolClient, self: number | null): Promise<HomeOfUser[]> {
+  await c.query('SELECT pg_advisory_xact_lock($1)', [HOMES_LOCK]);
+  const { rows } = await c.query<HomeOfUser>('SELECT id, name, home FROM users WHERE id IS DISTINCT FROM $1', [self]);
+  return rows;
 }

@@ -3,7 +3,7 @@ import type { Protocol } from '../../session/account.js';
 import type { Permission } from '../../session/permissions.js';
 import { keyOf, type KeyRow } from '../rows.js';
 import { settingsOf, type NewKey, type PublicKeyRecord, type UserRecord, type UserSettings } from '../records.js';
-import { StoreConflict, type Credentials, type UserRepository } from '../store.js';
+import { StoreConflict, type Credentials, type HomeCheck, type HomeOfUser, type UserRepository } from '../store.js';
 import { DeferredUserWrites } from './deferred-writes.js';
 
 interface UserRow {
@@ -54,6 +54,7 @@ export class SqliteUsers implements UserRepository {
       byName: prepare('SELECT * FROM users WHERE name = ?'),
       byId: prepare('SELECT * FROM users WHERE id = ?'),
       all: prepare('SELECT * FROM users ORDER BY name'),
+      homes: prepare('SELECT id, name, home FROM users'),
       count: prepare('SELECT COUNT(*) AS n FROM users'),
       // The id after the highest ever given (migration 009), not after the highest left.
       insert: prepare(`INSERT INTO users (id, name, password_hash, home, enabled, expires_at, protocols, require_tls,
@@ -106,24 +107,27 @@ export class SqliteUsers implements UserRepository {
   }
 
   /** Insert a user with its address rules and keys in one transaction. */
-  async create(name: string, passwordHash: string | null, s: UserSettings, keys: NewKey[] = []): Promise<UserRecord> {
+  async create(name: string, passwordHash: string | null, s: UserSettings, keys: NewKey[] = [], checkHome?: HomeCheck): Promise<UserRecord> {
     const id = conflictsAsStoreConflict(() =>
+      // IMMEDIATE: the write lock before checkHome reads the other homes.
       this.db.transaction(() => {
+        checkHome?.(this.q.homes!.all() as HomeOfUser[]);
         const info = this.q.insert!.run({ name, password_hash: passwordHash, now: Date.now(), ...columns(s) });
         const userId = Number(info.lastInsertRowid);
         this.writeIpRules(userId, s);
         for (const k of keys) this.insertKey(userId, k);
         return userId;
-      })(),
+      }).immediate(),
     );
     return this.hydrate(this.q.byId!.get(id) as UserRow);
   }
 
-  async update(id: number, patch: Partial<UserSettings>): Promise<void> {
+  async update(id: number, patch: Partial<UserSettings>, checkHome?: HomeCheck): Promise<void> {
     // IMMEDIATE: the write lock before the read, or the CLI and the server could merge over each other.
     this.db.transaction(() => {
       const row = this.q.byId!.get(id) as UserRow | undefined;
       if (!row) return;
+      checkHome?.((this.q.homes!.all() as HomeOfUser[]).filter((u) => u.id !== id));
       const s = { ...settingsOf(this.hydrate(row)), ...patch };
       this.q.update!.run({ id, now: Date.now(), ...columns(s) });
       this.q.clearIpRules!.run(id);
