@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { sluice } from './helpers/cli.js';
 import { codeOrEnded, loggedIn, RawFtp } from './helpers/ftp-raw.js';
-import { TestServer } from './helpers/server.js';
+import { freePort, TestServer } from './helpers/server.js';
 
 /*
  * `sluice user set` and `sluice user perm` write the store; a live session
@@ -105,5 +105,41 @@ describe('sluice user set|perm with a server running: the live sessions the chan
     writeFileSync(join(srv.home('lee'), 'two', 'f.txt'), 'x');
     assert.equal(await codeOrEnded(c, 'DELE two/f.txt'), 250, 'the session open before did not take the delete given in /two');
     c.close();
+  });
+});
+
+/*
+ * Found by a review: with the admin API on TCP and no SLUICE_ADMIN_TOKEN,
+ * `user set` and `user perm` wrote the change, then failed (exit 1) to tell
+ * the server, so a rule was stored that the live sessions never heard of.
+ * Now such a command is refused before it writes anything.
+ */
+describe('sluice user set|perm that cannot tell the running server write nothing', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      yaml: `ftp:\n  tls: optional\nadmin:\n  listen: 127.0.0.1:${await freePort()}\n`,
+      users: [{ name: 'mia', password: 'mia-secret-1' }],
+    });
+  });
+  after(async () => {
+    await srv?.stop();
+  });
+
+  it('no token: refused, naming SLUICE_ADMIN_TOKEN; the user as before, the session going on', { timeout: 60_000 }, async () => {
+    const c = await loggedIn(srv.ftpPort, 'mia', 'mia-secret-1', '127.0.0.31');
+    try {
+      for (const args of [['user', 'set', 'mia', '--deny-ip', '127.0.0.31/32'], ['user', 'perm', 'mia', '/', 'none']]) {
+        const r = sluice(srv.dir, args);
+        assert.equal(r.code, 1, `${args.join(' ')}: ${r.stdout}`);
+        assert.match(r.stderr, /set SLUICE_ADMIN_TOKEN/);
+      }
+      const shown = sluice(srv.dir, ['user', 'show', 'mia']).stdout;
+      assert.doesNotMatch(shown, /127\.0\.0\.31/, 'no address rule written');
+      assert.match(shown, /^permissions +list,download,upload/m, 'no override written');
+      assert.equal(await codeOrEnded(c, 'MKD still'), 257);
+    } finally {
+      c.socket.destroy();
+    }
   });
 });

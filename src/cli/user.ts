@@ -234,6 +234,7 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       if (v['require-key'] || v['no-require-key']) patch.requireKey = !v['no-require-key'];
       if (Object.keys(patch).length === 0) throw new UsageError('nothing to set; see sluice user --help');
       const name = positionals[0] as string;
+      await mayTell(reach);
       const after = await (await open()).admin.update(name, patch);
       out(`updated user ${name}${await toLiveSessions(reach, after, patch)}\n`);
       return 0;
@@ -265,6 +266,7 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       // Argument errors are found before the database is opened.
       parseVirtualDir(dir);
       const perms = list === 'inherit' ? null : parsePerms(list);
+      await mayTell(reach);
       const s = await open();
       const path = await s.admin.setDirPermissions(name, dir, perms);
       const done = perms === null ? `${name}: ${path} inherits again` : `${name}: ${path} -> ${perms.join(',') || 'none'}`;
@@ -274,6 +276,17 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
     default:
       throw new UsageError(`unknown user command "${sub}"; see sluice user --help`);
   }
+}
+
+/**
+ * Before a change the running server must then be told of (toLiveSessions):
+ * a server this command cannot tell (its API on TCP and no token given, a
+ * token refused) refuses the command before anything is written. Found by a
+ * review: `user set bob --deny-ip ...` wrote the rule, then failed (exit 1)
+ * to tell the server, and bob's session from that address went on.
+ */
+async function mayTell(reach: Reach): Promise<void> {
+  await ifRunning(reach, 'GET', '/server');
 }
 
 /**
