@@ -91,6 +91,9 @@ describe('admin API resources', () => {
     ['a relative directory', 'PUT', '/users/nobody/permissions', { path: 'in', permissions: [] }, /^body\.path: /],
     ['a bad address', 'POST', '/bans', { address: '10.0.0.300' }, /^body\.address: "10\.0\.0\.300" is not an IP address or an IPv6 network \/64$/],
     ['a ban of no length', 'POST', '/bans', { address: '10.0.0.3', seconds: 0 }, /^body\.seconds: must be >= 1$/],
+    ['a negative rate', 'POST', '/users', { name: 'dave', password: 'dave-secret', rateDown: -1 }, /^body\.rateDown: must be >= 0$/],
+    ['a rate as text', 'POST', '/users', { name: 'dave', password: 'dave-secret', rateUp: '5M' }, /^body\.rateUp: must be integer$/],
+    ['scanning as text', 'POST', '/users', { name: 'dave', password: 'dave-secret', scan: 'yes' }, /^body\.scan: must be boolean$/],
   ] as const) {
     it(`400 naming the field for ${what}, nothing written`, { timeout: 60_000 }, async () => {
       const r = await call(method, path, body);
@@ -100,6 +103,19 @@ describe('admin API resources', () => {
       assert.deepEqual((await call('GET', '/bans')).json, []);
     });
   }
+
+  // Found by a review: the CLI set and showed bandwidth limits and scanning, the API neither.
+  it('users: bandwidth limits and scanning are set, shown and put back to the server default as the CLI does', { timeout: 60_000 }, async () => {
+    const created = await call('POST', '/users', { name: 'rita', password: 'rita-secret', rateUp: 1_048_576, scan: false });
+    assert.equal(created.status, 201, created.text);
+    assert.deepEqual([(created.json as Json).rateUp, (created.json as Json).rateDown, (created.json as Json).scan], [1_048_576, null, false]);
+    assert.match(sluice(srv.dir, ['user', 'show', 'rita']).stdout, /rate up\s+1048576 bytes\/s\nrate down\s+server default\nscan\s+no/);
+    const changed = await call('PATCH', '/users/rita', { rateUp: null, rateDown: 0, scan: true });
+    assert.equal(changed.status, 200, changed.text);
+    assert.deepEqual([(changed.json as Json).rateUp, (changed.json as Json).rateDown, (changed.json as Json).scan], [null, 0, true]);
+    assert.match(sluice(srv.dir, ['user', 'show', 'rita']).stdout, /rate up\s+server default\nrate down\s+unlimited\nscan\s+yes/);
+    assert.equal((await call('DELETE', '/users/rita')).status, 200);
+  });
 
   it('400 for an oversized body and for one that is not JSON; 404 for an unknown resource', { timeout: 60_000 }, async () => {
     const big = await call('POST', '/users', { name: 'erin', password: 'x'.repeat(70_000) });

@@ -46,6 +46,9 @@ const settings = {
   // Past 2^53 a number is no longer exact (SQLite would keep 1e300 as a float).
   quotaBytes: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'bytes; 0: unlimited' },
   quotaFiles: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: '0: unlimited' },
+  rateUp: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, nullable: true, description: 'bytes per second per connection; 0: none; null: the server\'s limits.rateUp' },
+  rateDown: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, nullable: true, description: 'bytes per second per connection; 0: none; null: the server\'s limits.rateDown' },
+  scan: { type: 'boolean', nullable: true, description: 'uploads scanned for malware; null: as the server\'s uploads.scan says' },
   requireTls: { type: 'boolean' },
   requireKey: { type: 'boolean' },
   allowIps: cidrs,
@@ -77,6 +80,9 @@ const userView = {
     quotaFiles: { type: 'integer' },
     usedBytes: { type: 'integer' },
     usedFiles: { type: 'integer' },
+    rateUp: { type: 'integer', nullable: true },
+    rateDown: { type: 'integer', nullable: true },
+    scan: { type: 'boolean', nullable: true },
     allowIps: { type: 'array', items: { type: 'string' } },
     denyIps: { type: 'array', items: { type: 'string' } },
     password: { type: 'string', enum: ['set', 'none'] },
@@ -94,6 +100,9 @@ type Settings = {
   protocols?: string[];
   quotaBytes?: number;
   quotaFiles?: number;
+  rateUp?: number | null;
+  rateDown?: number | null;
+  scan?: boolean | null;
   requireTls?: boolean;
   requireKey?: boolean;
   allowIps?: string[];
@@ -109,6 +118,9 @@ function settingsFrom(b: Settings): Partial<UserSettings> {
   if (b.protocols !== undefined) out.protocols = inField('body.protocols', () => parseProtocols((b.protocols ?? []).join(',')));
   if (b.quotaBytes !== undefined) out.quotaBytes = b.quotaBytes;
   if (b.quotaFiles !== undefined) out.quotaFiles = b.quotaFiles;
+  if (b.rateUp !== undefined) out.rateUp = b.rateUp;
+  if (b.rateDown !== undefined) out.rateDown = b.rateDown;
+  if (b.scan !== undefined) out.scan = b.scan;
   if (b.requireTls !== undefined) out.requireTls = b.requireTls;
   if (b.requireKey !== undefined) out.requireKey = b.requireKey;
   if (b.allowIps !== undefined) out.allowIps = inField('body.allowIps', () => parseCidrs(b.allowIps ?? []));
@@ -186,6 +198,9 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
         protocols: s.protocols,
         quotaBytes: s.quotaBytes,
         quotaFiles: s.quotaFiles,
+        rateUp: s.rateUp,
+        rateDown: s.rateDown,
+        scan: s.scan,
         requireTls: s.requireTls,
         requireKey: s.requireKey,
         allowIps: s.allowIps,
