@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -264,6 +264,57 @@ describe('FTP control channel', () => {
     assert.equal((await c.cmd('STRU R')).code, 504);
     assert.equal((await c.cmd('REST abc')).code, 501);
     assert.equal((await c.cmd('QUIT')).code, 221);
+  });
+
+  // Found by a review: a REST offset stayed pending past a transfer refused for want of PASV and past a
+  // listing, so a later STOR wrote over the old file from that byte on (0123NEW789 for NEW), and a later RETR
+  // began there. Every data command now takes it, whatever happens next (as vsftpd does).
+  it('a REST offset is taken by the next data command, however that ends', async () => {
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+    const file = join(srv.home('alice'), 'ten.bin');
+    writeFileSync(file, '0123456789');
+    /** `line` on a fresh passive data connection: what came on it (`up` sent first). */
+    const transfer = async (line: string, up?: string): Promise<string> => {
+      const data = await c.passive(true);
+      const sock = await data.open();
+      c.send(`${line}\r\n`);
+      assert.equal((await c.read())?.code, 150);
+      if (up !== undefined) sock.end(up);
+      const got = (await readAll(sock)).toString();
+      assert.equal((await c.read())?.code, 226);
+      return got;
+    };
+    assert.equal((await c.cmd('TYPE I')).code, 200);
+    assert.equal((await c.cmd('REST 4')).code, 350);
+    assert.equal((await c.cmd('RETR nothing-here')).code, 425, 'no PASV yet');
+    await transfer('STOR ten.bin', 'NEW');
+    assert.equal(readFileSync(file, 'utf8'), 'NEW', 'written from the start');
+    writeFileSync(file, '0123456789');
+    assert.equal((await c.cmd('REST 3')).code, 350);
+    assert.match(await transfer('LIST'), /ten\.bin/);
+    assert.equal(await transfer('RETR ten.bin'), '0123456789', 'read from the start');
+    assert.equal((await c.cmd('REST 5')).code, 350);
+    assert.equal((await c.cmd('REST x')).code, 501);
+    assert.equal(await transfer('RETR ten.bin'), '0123456789', 'a bad REST takes the offset before it away');
+    assert.equal((await c.cmd('REST 6')).code, 350);
+    assert.equal(await transfer('RETR ten.bin'), '6789', 'before a transfer, with its EPSV between, it holds');
+    c.close();
+  });
+
+  // Found by the same review: the years 0 to 99 were set as 1900 to 1999, and the reply told the time asked
+  // for, not the one the file system kept.
+  it('MFMT sets the year asked for and tells the time the file has', async () => {
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+    writeFileSync(join(srv.home('alice'), 'old.txt'), 'x');
+    for (const asked of ['20200102030405', '19991231235959', '16000101000000']) {
+      const r = await c.cmd(`MFMT ${asked} old.txt`);
+      assert.equal(r.code, 213, r.text);
+      const mdtm = (await c.cmd('MDTM old.txt')).text.slice(4);
+      assert.equal(r.text, `213 Modify=${mdtm}; /old.txt`, 'the reply tells what MDTM then says');
+      if (asked !== '16000101000000') assert.equal(mdtm, asked);
+      assert.equal(Math.round(statSync(join(srv.home('alice'), 'old.txt')).mtimeMs), Date.parse(`${mdtm.slice(0, 4)}-${mdtm.slice(4, 6)}-${mdtm.slice(6, 8)}T${mdtm.slice(8, 10)}:${mdtm.slice(10, 12)}:${mdtm.slice(12, 14)}Z`));
+    }
+    c.close();
   });
 
   it('counts failed logins and drops the connection after three', async () => {

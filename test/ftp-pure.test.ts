@@ -287,6 +287,10 @@ describe('MLSx facts (ftp/facts.ts)', () => {
     ['20200102030405.1234', null],
     ['2020-01-02T03:04:05', null],
     ['', null],
+    // Found by a review: Date.UTC read the years 0 to 99 as 1900 to 1999.
+    ['00500101000000', new Date('0050-01-01T00:00:00Z').getTime()],
+    ['00000229000000', new Date('0000-02-29T00:00:00Z').getTime()],
+    ['00010229000000', null],
   ];
   for (const [text, expected] of times) {
     it(`parseTimeVal(${JSON.stringify(text)})`, () => assert.equal(parseTimeVal(text)?.getTime() ?? null, expected));

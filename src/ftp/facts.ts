@@ -11,7 +11,9 @@ export function parseTimeVal(text: string): Date | null {
   const m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:\.\d{1,3})?$/.exec(text);
   if (!m) return null;
   const [, y, mo, d, h, mi, s] = m.map(Number) as number[];
-  const date = new Date(Date.UTC(y as number, (mo as number) - 1, d, h, mi, s));
+  // Date.UTC reads the years 0 to 99 as 1900 to 1999: the year is set on its own.
+  const date = new Date(Date.UTC(2000, (mo as number) - 1, d, h, mi, s));
+  date.setUTCFullYear(y as number, (mo as number) - 1, d);
   if (date.getUTCMonth() !== (mo as number) - 1 || (h as number) > 23 || (mi as number) > 59 || (s as number) > 60) {
     return null;
   }

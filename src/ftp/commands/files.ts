@@ -92,7 +92,8 @@ export const files = {
       if (!when) return c.reply(Code.ArgumentError, 'Usage: MFMT YYYYMMDDHHMMSS path.');
       const path = arg.slice(space + 1);
       await s.setTimes(path, when);
-      c.reply(Code.FileStatus, `Modify=${timeVal(when)}; ${s.resolve(path)}`);
+      // The time the file has now: a file system keeps what it can hold (ext4 turns the year 1600 into 1901).
+      c.reply(Code.FileStatus, `Modify=${timeVal((await s.stat(path)).mtime)}; ${s.resolve(path)}`);
     },
   },
 } satisfies Record<string, CommandSpec>;

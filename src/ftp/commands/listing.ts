@@ -1,6 +1,6 @@
 import { parentOf } from '../../session/paths.js';
 import type { CommandSpec } from '../control.js';
-import { dataReady } from '../data-channel/runner.js';
+import { startDataCommand } from '../data-channel/runner.js';
 import { factList, mlsxLine } from '../facts.js';
 import { entries, ftpListLine, sendListing, splitListArgs } from '../listing.js';
 import { Code } from '../replies.js';
@@ -11,7 +11,7 @@ export const listing = {
     arg: 'optional',
     help: 'LIST [-flags] [path]',
     async run(c, arg, s) {
-      if (!dataReady(c)) return;
+      if (startDataCommand(c) === null) return;
       const now = new Date();
       sendListing(c, await entries(s, splitListArgs(arg).path), (f) => ftpListLine(f, now));
     },
@@ -21,7 +21,7 @@ export const listing = {
     arg: 'optional',
     help: 'NLST [-flags] [path]',
     async run(c, arg, s) {
-      if (!dataReady(c)) return;
+      if (startDataCommand(c) === null) return;
       sendListing(c, await entries(s, splitListArgs(arg).path), (f) => f.name);
     },
   },
@@ -30,7 +30,7 @@ export const listing = {
     arg: 'optional',
     help: 'MLSD [directory]',
     async run(c, arg, s) {
-      if (!dataReady(c)) return;
+      if (startDataCommand(c) === null) return;
       const path = arg === '' ? '.' : arg;
       const info = await s.stat(path);
       if (info.type !== 'dir') return c.reply(Code.ArgumentError, 'Not a directory.');

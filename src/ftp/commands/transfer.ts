@@ -5,7 +5,7 @@ import type { CommandSpec, FtpControl } from '../control.js';
 import { PassiveEndpoint } from '../data-channel/passive.js';
 import { pump } from '../data-channel/pump.js';
 import { receive } from '../data-channel/receive.js';
-import { dataReady, runTransfer } from '../data-channel/runner.js';
+import { runTransfer, startDataCommand } from '../data-channel/runner.js';
 import { Code } from '../replies.js';
 
 function openingText(c: FtpControl): string {
@@ -13,8 +13,8 @@ function openingText(c: FtpControl): string {
 }
 
 async function store(c: FtpControl, s: Session, path: string, mode: 'store' | 'append' | 'unique'): Promise<void> {
-  if (!dataReady(c)) return;
-  const offset = c.takeRestOffset();
+  const offset = startDataCommand(c);
+  if (offset === null) return;
   const where = mode === 'append' ? { append: true } : mode === 'unique' ? { exclusive: true } : { offset };
   const upload = await s.openWrite(path, { ...where, convertedLineEndings: c.ascii });
   runTransfer(c, mode === 'unique' ? `FILE: ${path}` : openingText(c), upload, (data) =>
@@ -28,8 +28,9 @@ export const transfer = {
     arg: 'required',
     help: 'RETR <path>',
     async run(c, arg, s) {
-      if (!dataReady(c)) return;
-      const download = await s.openRead(arg, { offset: c.takeRestOffset(), convertedLineEndings: c.ascii });
+      const offset = startDataCommand(c);
+      if (offset === null) return;
+      const download = await s.openRead(arg, { offset, convertedLineEndings: c.ascii });
       // Only onto a connection already in: a read ahead for one that may never come would hold its buffer
       // until the timeout. Not under TLS: a file sent at once there often met curl closing the data
       // connection on the last byte before our close_notify had gone, and ended as 426 (behind HAProxy,
@@ -54,7 +55,10 @@ export const transfer = {
     feat: 'REST STREAM',
     help: 'REST <byte offset>',
     run(c, arg) {
-      if (!/^\d{1,15}$/.test(arg.trim())) return c.reply(Code.ArgumentError, 'REST needs a byte offset.');
+      if (!/^\d{1,15}$/.test(arg.trim())) {
+        c.restOffset = 0;
+        return c.reply(Code.ArgumentError, 'REST needs a byte offset.');
+      }
       c.restOffset = Number(arg.trim());
       c.reply(Code.PendingInfo, `Restart position accepted (${c.restOffset}).`);
     },

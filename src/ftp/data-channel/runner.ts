@@ -10,8 +10,21 @@ import { drainRefused } from './receive.js';
 /** How long a refused upload's client may go on sending before its data connection is closed. */
 const REFUSED_DRAIN_MS = 5000;
 
+/**
+ * Where every data command (a transfer or a listing) begins: the REST
+ * offset is taken, for this command whatever happens next, and the data
+ * endpoint checked. The offset when the command may go on (0 without a
+ * REST); null once refused with 425 or 521. Taken before the checks, as
+ * vsftpd does: found by a review, an offset left behind by a RETR refused for
+ * want of PASV made a later STOR write over the old file from that byte on.
+ */
+export function startDataCommand(c: FtpControl): number | null {
+  const offset = c.takeRestOffset();
+  return dataReady(c) ? offset : null;
+}
+
 /** 425 unless a data endpoint is set up and the protection level suits the policy. */
-export function dataReady(c: FtpControl): boolean {
+function dataReady(c: FtpControl): boolean {
   if (!c.endpoint) {
     c.reply(Code.CantOpenData, 'Use PORT, PASV or EPSV first.');
     return false;
