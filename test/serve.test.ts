@@ -73,7 +73,27 @@ describe('sluice serve on a fresh machine', () => {
     writeFileSync(join(dir, 'bad-audit.yaml'), 'audit:\n  file: .\n');
     const r = sluice(dir, ['serve'], '', { ...env, SLUICE_CONFIG: join(dir, 'bad-audit.yaml') });
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /sluice: cannot read the audit log .*data: EISDIR/);
+    assert.match(r.stderr, /sluice: cannot read the audit log .*data: a directory, not a regular file/);
+  });
+
+  // Found by a review: a FIFO in the audit log's place held the start in its open for ever, deaf to SIGTERM.
+  it('refuses to start, saying why, when the audit log is a FIFO', () => {
+    const fifo = join(dir, 'audit-fifo');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    try {
+      writeFileSync(join(dir, 'fifo-audit.yaml'), `audit:\n  file: ${fifo}\n`);
+      const r = spawnSync(process.execPath, [BIN, 'serve'], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { ...process.env, ...env, SLUICE_CONFIG: join(dir, 'fifo-audit.yaml') },
+        timeout: 20_000,
+        killSignal: 'SIGKILL',
+      });
+      assert.equal(r.status, 1, `exit ${r.status} signal ${r.signal}\n${r.stderr}`);
+      assert.match(r.stderr, /sluice: cannot read the audit log .*audit-fifo: a FIFO, not a regular file/);
+    } finally {
+      rmSync(fifo, { force: true });
+    }
   });
 
   for (const workers of ['1', '2']) {

@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { closeSync, fstatSync, mkdirSync, open as openFd, openSync, promises as fsp, readSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, open as openFd, openSync, promises as fsp, readSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import pino from 'pino';
 import { rotatedSiblings } from './files.js';
@@ -294,7 +294,7 @@ export class LogFile {
 function endLine(path: string): number {
   const fd = openSync(path, 'a+', 0o600);
   try {
-    const { size } = fstatSync(fd);
+    const { size } = regularFile(fstatSync(fd), path);
     const last = Buffer.alloc(1);
     if (size === 0 || (readSync(fd, last, 0, 1, size - 1) === 1 && last[0] === 0x0a)) return size;
     writeSync(fd, '\n');
@@ -302,6 +302,17 @@ function endLine(path: string): number {
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * `st` when it is a regular file; else throws, saying what it is. A log is
+ * appended to and read back: a directory, a FIFO or a device in its place is
+ * an administrator's mistake to name at start, not a file to write into.
+ */
+export function regularFile(st: Stats, name?: string): Stats {
+  if (st.isFile()) return st;
+  const kind = st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : st.isSocket() ? 'a socket' : 'a device';
+  throw new Error(`${name === undefined ? '' : `${name} is `}${kind}, not a regular file`);
 }
 
 /** Open (or create, 0600) `path` for appending, its directory made if missing: the descriptor. */

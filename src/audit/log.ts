@@ -1,4 +1,4 @@
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { isatty } from 'node:tty';
 import { gunzipSync } from 'node:zlib';
@@ -9,7 +9,7 @@ import { escapedJsonText } from '../session/unsafe-chars.js';
 import type { Actor, AuditEvent, AuditSink, SystemAuditSink, SystemEvent } from './events.js';
 import { GENESIS, chainLine, lastLines, tearOf, type ChainHead } from './chain.js';
 import { logFiles } from './files.js';
-import { LastLine, LogFile, lastLineSync } from './log-file.js';
+import { LastLine, LogFile, lastLineSync, regularFile } from './log-file.js';
 import { applyKeep, applyKeepUnchained, type KeepOutcome, type KeepPolicy } from './retention.js';
 import { stdoutLines } from './stdout.js';
 import { xferlogLine } from './xferlog.js';
@@ -237,12 +237,14 @@ function recover(path: string): { head: ChainHead; fragment: Buffer | null; node
 function tail(file: string): Buffer | null {
   let fd: number;
   try {
-    fd = openSync(file, 'r');
+    // Not blocking: a FIFO put in the log's place held the start in this open for ever, deaf to SIGTERM (found by a review).
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
   try {
+    regularFile(fstatSync(fd));
     if (!file.endsWith('.gz')) return lastLineSync(fd, file);
     const end = new LastLine();
     end.push(gunzipSync(readFileSync(fd)));
