@@ -1,7 +1,8 @@
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { HOST_KEYS, TLS_CERT } from './certs/names.js';
+import { HOST_KEYS, TLS_CERT, TLS_KEY } from './certs/names.js';
+import { exposedKeys } from './certs/private-modes.js';
 import { certificateFingerprint, sshKeyFingerprint } from './certs/fingerprints.js';
 import type { Listening } from './listening.js';
 import { ssh2Library } from './ssh2.js';
@@ -24,13 +25,18 @@ export async function logStarted(log: Logger, report: StartReport): Promise<void
   for (const { protocol, address, port } of report.listeners) {
     log.info({ protocol, address, port }, `listening: ${protocol} ${address.includes(':') ? `[${address}]` : address}:${port}`);
   }
-  if (report.listeners.some((l) => l.protocol === 'sftp')) {
+  const sftp = report.listeners.some((l) => l.protocol === 'sftp');
+  const tls = report.listeners.some((l) => l.protocol !== 'sftp');
+  if (sftp) {
     for (const name of HOST_KEYS) {
       await fingerprint(log, `SSH host key ${name}`, () => hostKeyFingerprint(report.certsDir, name));
     }
   }
-  if (report.listeners.some((l) => l.protocol !== 'sftp')) {
+  if (tls) {
     await fingerprint(log, `TLS certificate ${TLS_CERT}`, async () => certificateFingerprint(await fsp.readFile(join(report.certsDir, TLS_CERT))));
+  }
+  for (const { file, mode } of await exposedKeys(report.certsDir, [...(sftp ? HOST_KEYS : []), ...(tls ? [TLS_KEY] : [])])) {
+    log.warn({ file, mode }, `private key ${file} is readable by others than its owner (mode ${mode}): chmod 600 it`);
   }
   log.info({ frontEnds: report.frontEnds, dataDir: report.dataDir, workers: report.workers }, 'sluice started');
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import net from 'node:net';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
@@ -66,6 +66,27 @@ describe('sluice serve on a fresh machine', () => {
     assert.doesNotMatch(serve.output().stdout, /No users yet/);
     assert.equal(readFileSync(join(dir, 'certs/tls-cert.pem'), 'utf8'), before);
     assert.equal(readFileSync(join(dir, 'certs/ssh_host_ed25519_key'), 'utf8'), hostKey);
+  });
+
+  // Found by a review: private keys others may read were served without a word, where sshd ignores such a host key.
+  it('says at start which private key files others may read', async () => {
+    const ed = join(dir, 'certs/ssh_host_ed25519_key');
+    const tlsKey = join(dir, 'certs/tls-key.pem');
+    chmodSync(ed, 0o644);
+    chmodSync(tlsKey, 0o640);
+    try {
+      const [ftp, sftp] = (await freePorts(2)) as [number, number];
+      const serve = startServe(dir, { ...env, SLUICE_FTP_PORT: String(ftp), SLUICE_SFTP_PORT: String(sftp), SLUICE_LOG_LEVEL: 'info' }, /sluice started/);
+      await serve.ready;
+      assert.equal(await serve.stop(), 0);
+      const { stdout } = serve.output();
+      assert.match(stdout, /private key \S+\/certs\/ssh_host_ed25519_key is readable by others than its owner \(mode 0644\): chmod 600 it/);
+      assert.match(stdout, /private key \S+\/certs\/tls-key\.pem is readable by others than its owner \(mode 0640\)/);
+      assert.doesNotMatch(stdout, /ssh_host_rsa_key is readable/, 'the one at 0600 is not named');
+    } finally {
+      chmodSync(ed, 0o600);
+      chmodSync(tlsKey, 0o600);
+    }
   });
 
   it('refuses to start, saying why, when the audit log cannot be written', () => {
