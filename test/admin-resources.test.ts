@@ -65,6 +65,10 @@ describe('admin API resources', () => {
     const keyGone = await call('DELETE', `/users/carol/keys/${encodeURIComponent(fingerprint)}`);
     assert.equal(keyGone.status, 200, keyGone.text);
     assert.deepEqual((await call('GET', '/users/carol/keys')).json, []);
+    // Found by a review: a key not there was a 400 where every other unknown resource is a 404.
+    const keyAgain = await call('DELETE', `/users/carol/keys/${encodeURIComponent(fingerprint)}`);
+    assert.equal(keyAgain.status, 404, keyAgain.text);
+    assert.match((keyAgain.json as Json).error as string, /carol has no key SHA256:/);
 
     const disabled = await call('PATCH', '/users/carol', { enabled: false });
     assert.equal((disabled.json as Json).enabled, false);

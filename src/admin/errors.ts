@@ -1,7 +1,7 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { UsageError } from '../cli/args.js';
-import { AdminError, NoSuchUser } from '../users/errors.js';
+import { AdminError, NotStored } from '../users/errors.js';
 
 /** Bodies larger than this are refused before they are parsed. */
 export const BODY_LIMIT = 64 * 1024;
@@ -42,7 +42,7 @@ export async function inFieldAsync<T>(field: string, change: () => Promise<T>): 
 
 function asFieldError(field: string, err: unknown): unknown {
   // An unknown user stays a 404, whichever field led to it.
-  if (err instanceof NoSuchUser) return err;
+  if (err instanceof NotStored) return err;
   if (err instanceof AdminError || err instanceof UsageError) return new BadInput(field, err.message);
   return err;
 }
@@ -77,7 +77,7 @@ export function answerErrors(app: FastifyInstance, log: Logger): void {
       return reply.code(400).send({ error: first ? describeIssue(where, first) : err.message });
     }
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(400).send({ error: `body: larger than ${BODY_LIMIT} bytes` });
-    if (err instanceof NotFound || err instanceof NoSuchUser) return reply.code(404).send({ error: err.message });
+    if (err instanceof NotFound || err instanceof NotStored) return reply.code(404).send({ error: err.message });
     if (err instanceof BadInput || err instanceof AdminError || err instanceof UsageError) return reply.code(400).send({ error: err.message });
     if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
       // Fastify's own refusals: a body that is not JSON, an unsupported content type.

@@ -12,7 +12,7 @@ import { DEFAULT_PERMISSIONS, parsePermissions, rulesOfList, takesAnyAway, type 
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
 import { StoreConflict, type HomeCheck, type UserRepository } from '../store/store.js';
 import { firstUnsafeChar } from '../session/unsafe-chars.js';
-import { AdminError, NoSuchUser } from './errors.js';
+import { AdminError, NoSuchUser, NotStored } from './errors.js';
 
 /**
  * A new user's name. The anonymous FTP logins (`anonymous`, `ftp`, in any
@@ -341,7 +341,7 @@ export class UserAdmin {
   }
 
   async removeKey(name: string, fingerprint: string): Promise<void> {
-    if (!(await this.store.removeKey((await this.require(name)).id, fingerprint))) throw new AdminError(`${name} has no key ${fingerprint}`);
+    if (!(await this.store.removeKey((await this.require(name)).id, fingerprint))) throw new NotStored(`${name} has no key ${fingerprint}`);
   }
 
   /**
@@ -356,7 +356,7 @@ export class UserAdmin {
       if (permissions === null) throw new AdminError('the home (/) has no parent to inherit from');
       await this.update(name, { permissions });
     } else if (!(await this.store.setDirPermissions(user.id, path, permissions))) {
-      throw new AdminError(`no override on ${path}`);
+      throw new NotStored(`no override on ${path}`);
     }
     return path;
   }

@@ -7,8 +7,16 @@ export class AdminError extends Error {
   }
 }
 
-/** The user named does not exist (the admin API answers 404). */
-export class NoSuchUser extends AdminError {
+/** What the change names does not exist: a user, a key of theirs, an override (the admin API answers 404). */
+export class NotStored extends AdminError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NotStored';
+  }
+}
+
+/** The user named does not exist. */
+export class NoSuchUser extends NotStored {
   constructor(name: string) {
     super(`no user named "${name}"`);
     this.name = 'NoSuchUser';
