@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { Client } from 'basic-ftp';
 import { RawFtp, readAll } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
+import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
 /** Names in created order: reversed and shuffled against byte order, so no directory order on disk is already sorted. */
 const FILES = ['zeta', 'Zeta', 'é.txt', 'alpha', 'a b', 'Beta', '_under', '10', '9', ...Array.from({ length: 40 }, () => randomBytes(4).toString('hex'))];
@@ -94,5 +95,51 @@ describe('FTP listings: name order and symlink targets', () => {
     assert.equal(linkOf('link-absolute-inside'), '/sub/deep.txt');
     assert.ok(!linkOf('link-absolute-outside'), 'no target for a link out of the home');
     client.close();
+  });
+});
+
+/*
+ * Names made on the host with characters no client may give (C0 such as CR,
+ * LF, ESC and tab, C1 such as CSI, bidi controls): not listed by any
+ * protocol. Before, FTP left out only CR and LF, and a review found ESC, CSI
+ * and a bidi override sent as they were in LIST, NLST, MLSD and the STAT
+ * reply on the control connection, and every one of them in SFTP READDIR.
+ */
+describe('names made on the host that no client may give', () => {
+  const hostile = ['esc\x1b[31mred', 'csi\u009b2J', 'bidi\u202etxt.exe', 'tab\tname', 'cr\rname', 'lf\n226 forged', 'nel\u0085x'];
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }] });
+    for (const name of [...hostile, 'plain.txt']) writeFileSync(join(srv.home('alice'), name), 'x');
+  });
+  after(() => srv.stop());
+
+  it('are listed by neither FTP (LIST, NLST, MLSD, STAT) nor SFTP (READDIR); the others are', async () => {
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+    try {
+      for (const command of ['LIST', 'NLST', 'MLSD']) {
+        const data = await c.passive(true);
+        c.send(`${command}\r\n`);
+        const socket = await data.open();
+        assert.equal((await c.read())?.code, 150);
+        const text = (await readAll(socket)).toString('utf8');
+        assert.equal((await c.read())?.code, 226);
+        assert.deepEqual(text.split('\r\n').filter((l) => l !== '').map((l) => l.slice(l.lastIndexOf(' ') + 1)), ['plain.txt'], command);
+      }
+      const stat = await c.cmd('STAT .');
+      assert.equal(stat.code, 213);
+      assert.equal(stat.lines.length, 3, JSON.stringify(stat.lines));
+      assert.match(stat.lines[1] ?? '', / plain\.txt$/);
+    } finally {
+      c.close();
+    }
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const s = await sftpOf(conn);
+      const names = (await call<{ filename: string }[]>((cb) => s.readdir('/', cb))).map((e) => e.filename);
+      assert.deepEqual(names, ['plain.txt']);
+    } finally {
+      conn.end();
+    }
   });
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { listLine, listable, lsDate, modeString } from '../src/listing/ls.js';
+import { listLine, lsDate, modeString } from '../src/listing/ls.js';
 import type { FileInfo } from '../src/session/file-info.js';
 
 /** Table tests of the `ls -l` text FTP LIST and SFTP longnames share (listing/ls.ts). */
@@ -86,18 +86,4 @@ describe('listLine', () => {
   it('owner and group are never the uid or gid', () => {
     assert.doesNotMatch(listLine(info({ uid: 4242, gid: 4343 }), NOW), /4242|4343/);
   });
-});
-
-describe('listable', () => {
-  const cases: [string, boolean][] = [
-    ['plain', true],
-    ['with space', true],
-    ['tab\there', true],
-    ['a\nb', false],
-    ['a\rb', false],
-    ['\r\n226 forged', false],
-  ];
-  for (const [name, ok] of cases) {
-    it(`${JSON.stringify(name)}: ${ok}`, () => assert.equal(listable(name), ok));
-  }
 });

@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { listLine, listable } from '../listing/ls.js';
+import { listLine } from '../listing/ls.js';
 import type { FileInfo } from '../session/file-info.js';
 import { baseName } from '../session/paths.js';
 import type { Session } from '../session/session.js';
@@ -43,19 +43,19 @@ export async function* statLines(path: string, source: Entries): AsyncGenerator<
   try {
     yield `Status of ${path}:`;
     const now = new Date();
-    for await (const f of source) if (listable(f.name)) yield ftpListLine(f, now);
+    for await (const f of source) yield ftpListLine(f, now);
     yield 'End of status.';
   } finally {
     await source.close?.();
   }
 }
 
-/** Send one line per listable entry over the data connection, then 226. */
+/** Send one line per entry over the data connection, then 226. */
 export function sendListing(c: FtpControl, source: Entries, format: (f: FileInfo) => string): void {
   runTransfer(c, 'Here comes the directory listing.', null, (data) =>
     pump(
       Readable.from((async function* () {
-        for await (const f of source) if (listable(f.name)) yield format(f) + '\r\n';
+        for await (const f of source) yield format(f) + '\r\n';
       })()),
       data,
     ),

@@ -3,11 +3,6 @@ import type { FileInfo } from '../session/file-info.js';
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 const SIX_MONTHS_MS = 182 * 24 * 3600 * 1000;
 
-/** A name that would break a line-oriented listing (and could forge replies) is not listed. */
-export function listable(name: string): boolean {
-  return !/[\r\n]/.test(name);
-}
-
 function typeChar(info: FileInfo): string {
   switch (info.type) {
     case 'dir':

@@ -51,8 +51,8 @@ export function resolveVirtual(cwd: string, input: string): string {
  * 7.2), where only CR or LF can end a name early (`;`, `=` and spaces are
  * fine after the first space); the xferlog and other logs, whose readers
  * also end lines at NEL or U+2028; and shown names, which a bidi override
- * would reorder. Names made on the host are filtered when listed
- * (listing/ls.ts `listable`).
+ * would reorder. Names made on the host with such characters are not
+ * listed (listing.ts DirectoryListing).
  */
 export function checkName(name: string): void {
   if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\\')) {
