@@ -19,6 +19,17 @@ function lsName(line: string): string {
   return m[1] as string;
 }
 
+/** One listing command's data, as lines, over a TLS data connection. */
+async function listing(c: RawFtp, command: string): Promise<string[]> {
+  const data = await c.passive(true);
+  c.send(`${command}\r\n`);
+  const socket = await data.open();
+  assert.equal((await c.read())?.code, 150);
+  const text = (await readAll(socket)).toString('utf8');
+  assert.equal((await c.read())?.code, 226);
+  return text.split('\r\n').filter((l) => l !== '');
+}
+
 describe('FTP listings: name order and symlink targets', () => {
   let srv: TestServer;
   let home: string;
@@ -35,17 +46,6 @@ describe('FTP listings: name order and symlink targets', () => {
     symlinkSync('../../../../../../etc/passwd', join(home, 'link-climbing'));
   });
   after(() => srv.stop());
-
-  /** One listing command's data, as lines, over a TLS data connection. */
-  const listing = async (c: RawFtp, command: string): Promise<string[]> => {
-    const data = await c.passive(true);
-    c.send(`${command}\r\n`);
-    const socket = await data.open();
-    assert.equal((await c.read())?.code, 150);
-    const text = (await readAll(socket)).toString('utf8');
-    assert.equal((await c.read())?.code, 226);
-    return text.split('\r\n').filter((l) => l !== '');
-  };
 
   const links: Record<string, string | null> = {
     'link-relative': 'alpha',
@@ -118,13 +118,7 @@ describe('names made on the host that no client may give', () => {
     const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
     try {
       for (const command of ['LIST', 'NLST', 'MLSD']) {
-        const data = await c.passive(true);
-        c.send(`${command}\r\n`);
-        const socket = await data.open();
-        assert.equal((await c.read())?.code, 150);
-        const text = (await readAll(socket)).toString('utf8');
-        assert.equal((await c.read())?.code, 226);
-        assert.deepEqual(text.split('\r\n').filter((l) => l !== '').map((l) => l.slice(l.lastIndexOf(' ') + 1)), ['plain.txt'], command);
+        assert.deepEqual((await listing(c, command)).map((l) => l.slice(l.lastIndexOf(' ') + 1)), ['plain.txt'], command);
       }
       const stat = await c.cmd('STAT .');
       assert.equal(stat.code, 213);
