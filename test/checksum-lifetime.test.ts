@@ -4,7 +4,8 @@ import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync, readlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { FXP, Writer } from '../src/sftp/codec.js';
+import { HashingTurns, SessionChecksums } from '../src/session/checksum.js';
+import { FXP, OPEN_FLAGS, Writer } from '../src/sftp/codec.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 import { initialised, sshConnect } from './helpers/ssh.js';
@@ -137,6 +138,27 @@ describe('checksums end with their session, and run one at a time', () => {
     await quiet(srv, 10_000);
   });
 
+  // Found by a review of 5ebd382, which gave a connection's channels one queue of checksums: a channel closed
+  // behind another's checksum waited for it before its own end went on (its upload, its logout).
+  it("SFTP: a channel closed while another channel hashes ends at once, its upload recorded", { timeout: 60_000 }, async () => {
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'carol', password: 'carol password' });
+    try {
+      const [one, two] = await Promise.all([initialised(conn), initialised(conn)]);
+      one.ch.write(new Writer(FXP.EXTENDED, 1).string('check-file-name').string('/big').string('sha256').uint64(0).uint64(0).uint32(0).finish());
+      two.ch.write(new Writer(FXP.OPEN, 2).string('/open.bin').uint32(OPEN_FLAGS.WRITE | OPEN_FLAGS.CREAT | OPEN_FLAGS.TRUNC).uint32(0).finish());
+      assert.equal((await two.next())[0], FXP.HANDLE);
+      two.ch.write(new Writer(FXP.EXTENDED, 3).string('check-file-name').string('/big').string('sha256').uint64(0).uint64(0).uint32(0).finish());
+      await new Promise((r) => setTimeout(r, 300));
+      const t0 = performance.now();
+      two.ch.close();
+      await srv.auditUntil((r) => r.event === 'upload' && r.path === '/open.bin' && r.result === 'aborted', 20_000);
+      const seconds = (performance.now() - t0) / 1000;
+      assert.ok(seconds < 3, `the closed channel's upload was recorded ${seconds.toFixed(1)} s after its close`);
+    } finally {
+      conn.end();
+    }
+  });
+
   it('and a stop is not held up by them', { timeout: 60_000 }, async () => {
     const ftp = await RawFtp.connect(srv.ftpPort);
     await ftp.read();
@@ -150,5 +172,33 @@ describe('checksums end with their session, and run one at a time', () => {
     clearTimeout(timer);
     if (!stopped) await srv.kill();
     assert.ok(stopped, 'the server did not exit within 15 s of SIGTERM');
+  });
+});
+
+describe('HashingTurns', () => {
+  it("a session's end does not wait for the checksum of another session before it; the next turn does", async () => {
+    const turns = new HashingTurns(null);
+    const a = new SessionChecksums(turns);
+    const b = new SessionChecksums(turns);
+    let finishA!: () => void;
+    const order: string[] = [];
+    const running = a.run(({ signal }) => new Promise<void>((resolve, reject) => {
+      finishA = () => {
+        order.push('a');
+        resolve();
+      };
+      signal.addEventListener('abort', () => reject(signal.reason));
+    }));
+    const refused = b.run(async () => 'b');
+    const ended = await Promise.race([b.end().then(() => 'ended'), new Promise((r) => setTimeout(() => r('still waiting'), 1000))]);
+    assert.equal(ended, 'ended');
+    await assert.rejects(refused, /Session is closed/);
+    const c = new SessionChecksums(turns);
+    const third = c.run(async () => void order.push('c'));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(order, [], 'the next turn waits for the one running');
+    finishA();
+    await Promise.all([running, third]);
+    assert.deepEqual(order, ['a', 'c']);
   });
 });
