@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import ssh2 from 'ssh2';
 import { loggedIn, RawFtp } from './helpers/ftp-raw.js';
@@ -156,5 +157,56 @@ describe('the defender against guesses queued before a ban and keys asked about'
       if (!banned) await new Promise((r) => setTimeout(r, 100));
     }
     assert.ok(banned, 'three connections that asked about 3 keys each and left got nothing scored');
+  });
+});
+
+/*
+ * Found by an adversarial review: a connection that sent nothing and closed
+ * just before the login deadline, and came back at once, was never scored:
+ * 25 addresses of 20 such connections held all of the server's 500 places,
+ * and no user could log in for as long as they went on. A connection that
+ * holds its place for a third of the deadline and leaves without a login
+ * attempt now counts as a login timeout; one that leaves at once does not.
+ */
+describe('the defender against places held until just before the login deadline', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      yaml: 'ftp:\n  tls: optional\nlimits:\n  loginTimeout: 3\ndefender:\n  threshold: 3\n',
+      users: [{ name: 'eve', password: 'eve password' }],
+    });
+  });
+  after(async () => {
+    await srv.stop();
+  });
+
+  /** `count` raw connections to `port` from `from` that send nothing and close after `ms`. */
+  const hold = async (port: number, from: string, count: number, ms: number) => {
+    const sockets = await Promise.all(
+      Array.from({ length: count }, async () => {
+        const s = net.connect({ port, host: '127.0.0.1', localAddress: from });
+        s.on('error', () => undefined);
+        await new Promise((r) => s.once('connect', r));
+        return s;
+      }),
+    );
+    await new Promise((r) => setTimeout(r, ms));
+    await Promise.all(sockets.map((s) => new Promise((r) => s.once('close', r).destroy())));
+  };
+
+  it('held a third of the deadline (1 s of 3) and left before it: scored, on FTP and SSH alike', { timeout: 60_000 }, async () => {
+    await hold(srv.ftpPort, '127.0.0.61', 3, 1500);
+    await hold(srv.sftpPort, '127.0.0.62', 3, 1500);
+    const bans = srv.bans();
+    assert.ok(bans.includes('127.0.0.61') && bans.includes('127.0.0.62'), `bans: ${bans.join(', ')}`);
+    assert.equal(await RawFtp.greeting(srv.ftpPort, '127.0.0.61'), 'closed');
+  });
+
+  it('connected and left at once (a health check, a port scan): not scored', { timeout: 60_000 }, async () => {
+    await hold(srv.ftpPort, '127.0.0.63', 5, 100);
+    await hold(srv.sftpPort, '127.0.0.63', 5, 100);
+    assert.ok(!srv.bans().includes('127.0.0.63'));
+    const c = await loggedIn(srv.ftpPort, 'eve', 'eve password', '127.0.0.63');
+    c.socket.destroy();
   });
 });

@@ -27,6 +27,12 @@ const MAX_KEY_OFFERS = 10;
  * names exist (found by a review). Short: an agent offers each key it holds.
  */
 const KEY_REFUSAL_MS = 5;
+/**
+ * The share of limits.loginTimeout a connection may hold its place before
+ * logging in and leave unscored (see dispose): a client logs in within a
+ * second or two, and one that connects and leaves at once is a probe.
+ */
+const HELD_SHARE = 1 / 3;
 
 export interface GateSettings {
   readonly limits: Config['limits'];
@@ -232,6 +238,8 @@ export class Guest {
   private keyOffers = 0;
   /** A login was attempted and judged (see attemptNow), or the deadline passed (scored there): nothing more to score at the close. */
   private attempted = false;
+  /** When the login deadline last started (performance.now()). */
+  private armedAt = 0;
   private closed = false;
   private banned = false;
   /** Good credentials were given, though no session opened: the deadline then scores nothing. */
@@ -441,6 +449,14 @@ export class Guest {
     // reconnecting was never scored: any number of public keys tried against a user, and the answer's
     // timing read for which names exist.
     if (this.keysAsked > 0 && !this.attempted && this.keyOffers < MAX_KEY_OFFERS) void this.score('login-failed', this.protocol);
+    // Held its slot a good part of the deadline, then left with no login attempted: scored as the deadline
+    // would have. Found by a review: connections that sent nothing and closed just before the deadline, and
+    // came back at once, were never scored, and 25 addresses of 20 such connections held every one of the
+    // server's 500 places, so no user could log in, for as long as they went on. A client that connects and
+    // leaves at once (a health check, a port scan) is not scored.
+    else if (!this.attempted && !this.vouched && !this.inSession && performance.now() - this.armedAt >= this.gate.settings.limits.loginTimeout * 1000 * HELD_SHARE) {
+      this.offence('login-timeout');
+    }
     if (this.deadline) clearTimeout(this.deadline);
     this.deadline = null;
     // A session opening now records its own end, whichever way it goes (see open).
@@ -546,6 +562,7 @@ export class Guest {
   }
 
   private arm(): void {
+    this.armedAt = performance.now();
     this.deadline = setTimeout(() => {
       this.gate.log.info({ ip: this.ip }, 'login timeout');
       this.attempted = true;
