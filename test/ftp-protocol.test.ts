@@ -11,7 +11,12 @@ import { TestServer } from './helpers/server.js';
 describe('FTP control channel', () => {
   let srv: TestServer;
   before(async () => {
-    srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }] });
+    srv = await TestServer.start({
+      users: [
+        { name: 'alice', password: 'alice password' },
+        { name: 'drop', password: 'drop password', args: ['--perms', 'upload,chtimes'] },
+      ],
+    });
   });
   after(() => srv.stop());
 
@@ -315,6 +320,13 @@ describe('FTP control channel', () => {
       assert.equal(Math.round(statSync(join(srv.home('alice'), 'old.txt')).mtimeMs), Date.parse(`${mdtm.slice(0, 4)}-${mdtm.slice(4, 6)}-${mdtm.slice(6, 8)}T${mdtm.slice(8, 10)}:${mdtm.slice(10, 12)}:${mdtm.slice(12, 14)}Z`));
     }
     c.close();
+    // Found by a review of that fix: the reply's time came from a look of its own, which a drop box
+    // refuses: the time was set, and the client told 550.
+    const d = await RawFtp.secureLogin(srv.ftpPort, 'drop', 'drop password');
+    writeFileSync(join(srv.home('drop'), 'dropped.txt'), 'x');
+    assert.equal((await d.cmd('MFMT 20200102030405 dropped.txt')).text, '213 Modify=20200102030405; /dropped.txt');
+    assert.equal(statSync(join(srv.home('drop'), 'dropped.txt')).mtime.toISOString(), '2020-01-02T03:04:05.000Z');
+    d.close();
   });
 
   it('counts failed logins and drops the connection after three', async () => {

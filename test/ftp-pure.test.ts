@@ -291,6 +291,8 @@ describe('MLSx facts (ftp/facts.ts)', () => {
     ['00500101000000', new Date('0050-01-01T00:00:00Z').getTime()],
     ['00000229000000', new Date('0000-02-29T00:00:00Z').getTime()],
     ['00010229000000', null],
+    // A leap second rolls over into the next minute, and day (found by a review of the fix above).
+    ['20240315235960', Date.UTC(2024, 2, 16)],
   ];
   for (const [text, expected] of times) {
     it(`parseTimeVal(${JSON.stringify(text)})`, () => assert.equal(parseTimeVal(text)?.getTime() ?? null, expected));

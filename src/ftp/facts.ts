@@ -11,12 +11,14 @@ export function parseTimeVal(text: string): Date | null {
   const m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:\.\d{1,3})?$/.exec(text);
   if (!m) return null;
   const [, y, mo, d, h, mi, s] = m.map(Number) as number[];
-  // Date.UTC reads the years 0 to 99 as 1900 to 1999: the year is set on its own.
-  const date = new Date(Date.UTC(2000, (mo as number) - 1, d, h, mi, s));
+  // Date.UTC reads the years 0 to 99 as 1900 to 1999: the date is set on its own, checked, then the time
+  // (a leap second, :60, then rolls over into the next minute, and its day with it).
+  const date = new Date(0);
   date.setUTCFullYear(y as number, (mo as number) - 1, d);
   if (date.getUTCMonth() !== (mo as number) - 1 || (h as number) > 23 || (mi as number) > 59 || (s as number) > 60) {
     return null;
   }
+  date.setUTCHours(h as number, mi as number, s as number, 0);
   return date;
 }
 

@@ -915,11 +915,19 @@ export class Session implements LiveSession {
     });
   }
 
-  setTimes(clientPath: string, mtime: Date, atime?: Date): Promise<void> {
+  /**
+   * The modification time the file keeps, read in the same act: a file
+   * system keeps what it can hold (ext4 makes the year 1600 1901). Not
+   * through a look of its own, which a directory whose names the user may
+   * not see refuses after the change was made (found by a review: MFMT, as
+   * FileZilla sends after each upload, answered 550 into a drop box).
+   */
+  setTimes(clientPath: string, mtime: Date, atime?: Date): Promise<Date> {
     return this.acting(async () => {
       const path = this.resolve(clientPath);
-      await this.change('chtimes', path, true, (loc) => loc.setTimes(mtime, atime));
+      const kept = await this.change('chtimes', path, true, (loc) => loc.setTimes(mtime, atime));
       this.audit({ event: 'chtimes', path });
+      return kept;
     });
   }
 
@@ -1040,17 +1048,17 @@ export class Session implements LiveSession {
   // --- shared plumbing ------------------------------------------------------
 
   /** Check `permission` on the directory holding `path`, resolve, act. */
-  private change(
+  private change<T = void>(
     permission: Permission,
     path: string,
     follow: boolean,
-    act: (loc: Location) => Promise<void>,
-  ): Promise<void> {
+    act: (loc: Location) => Promise<T>,
+  ): Promise<T> {
     return this.guard(permission, path, () =>
       this.within(this.checked(permission, parentOf(path), path), follow, 'change', async (loc) => {
         this.require(permission, parentOf(loc.virtualPath));
         await inPlace(loc);
-        await act(loc);
+        return act(loc);
       }),
     );
   }

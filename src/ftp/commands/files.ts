@@ -91,9 +91,8 @@ export const files = {
       const when = space > 0 ? parseTimeVal(arg.slice(0, space)) : null;
       if (!when) return c.reply(Code.ArgumentError, 'Usage: MFMT YYYYMMDDHHMMSS path.');
       const path = arg.slice(space + 1);
-      await s.setTimes(path, when);
-      // The time the file has now: a file system keeps what it can hold (ext4 turns the year 1600 into 1901).
-      c.reply(Code.FileStatus, `Modify=${timeVal((await s.stat(path)).mtime)}; ${s.resolve(path)}`);
+      const kept = await s.setTimes(path, when);
+      c.reply(Code.FileStatus, `Modify=${timeVal(kept)}; ${s.resolve(path)}`);
     },
   },
 } satisfies Record<string, CommandSpec>;

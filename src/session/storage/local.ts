@@ -437,8 +437,13 @@ class LocalLocation implements Location {
     return this.onNode((path) => fsp.chmod(path, mode));
   }
 
-  setTimes(mtime: Date, atime?: Date): Promise<void> {
-    return this.onNode((path, st) => fsp.utimes(path, atime ?? st.atime, mtime));
+  async setTimes(mtime: Date, atime?: Date): Promise<Date> {
+    let kept = mtime;
+    await this.onNode(async (path, st) => {
+      await fsp.utimes(path, atime ?? st.atime, mtime);
+      kept = (await fsp.stat(path)).mtime;
+    });
+    return kept;
   }
 
   /**

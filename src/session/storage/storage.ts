@@ -189,8 +189,11 @@ export interface Location {
   moveNoReplace(target: Location, moved: { dev: number; ino: number }): Promise<boolean>;
   /** Permission bits of the node; refused on a symlink. Needs no access to its content. */
   chmod(mode: number): Promise<void>;
-  /** Times of the node (`atime` undefined: left as it is); refused on a symlink. Needs no access to its content. */
-  setTimes(mtime: Date, atime?: Date): Promise<void>;
+  /**
+   * Times of the node (`atime` undefined: left as it is); refused on a symlink. Needs no access to its
+   * content. The modification time the node keeps: a file system keeps what it can hold.
+   */
+  setTimes(mtime: Date, atime?: Date): Promise<Date>;
   space(): Promise<StorageSpace>;
   /**
    * Where the directory holding this name is now, as a virtual path. It is
