@@ -133,10 +133,10 @@ export interface UserRepository {
   /**
    * Change the settings `patch` names, the others as they are: read and
    * written under the row's lock, so concurrent updates of other settings
-   * (from any node or the CLI) are never lost. Nothing when there is no such user.
+   * (from any node or the CLI) are never lost. False, and nothing written, when there is no such user.
    * `checkHome` runs in the same transaction first (see HomeCheck).
    */
-  update(id: number, patch: Partial<UserSettings>, checkHome?: HomeCheck): Promise<void>;
+  update(id: number, patch: Partial<UserSettings>, checkHome?: HomeCheck): Promise<boolean>;
   remove(id: number): Promise<void>;
   setPasswordHash(id: number, hash: string | null): Promise<void>;
   /** Settles at once; both stores write these in batches, up to a second (postgres/last-logins.ts) or 100 ms (sqlite/deferred-writes.ts) later. */

@@ -224,6 +224,11 @@ export class UserAdmin {
     homeApart(home)((await this.store.all()).filter((u) => u.id !== self));
   }
 
+  /** Every stored home, resolved: what unmakeHome must leave, an add or change that won a race among them. */
+  private async storedHomes(): Promise<Set<string>> {
+    return new Set((await this.store.all().catch(() => [])).map((u) => resolve(u.home)));
+  }
+
   async require(name: string): Promise<UserRecord> {
     const user = await this.store.get(name);
     if (!user) throw new NoSuchUser(name);
@@ -265,7 +270,7 @@ export class UserAdmin {
       // Another administrator (or node) added the same name since the check above: the new
       // home is removed unless it is the one that user got (the same path, made by either).
       const winner = err instanceof StoreConflict ? await this.store.get(u.name) : null;
-      if (createdHome !== null && winner?.home !== home) unmakeHome(home, createdHome);
+      if (createdHome !== null && winner?.home !== home) unmakeHome(home, createdHome, await this.storedHomes());
       if (err instanceof AdminError) throw err;
       if (err instanceof StoreConflict) throw new AdminError(`user "${u.name}" already exists`);
       throw new AdminError(`could not add user: ${(err as Error).message}`);
@@ -287,12 +292,14 @@ export class UserAdmin {
     const hash = password === undefined ? null : await this.hasher.hash(password);
     // Only what is changed goes to the store, which merges it under the row's lock.
     if (Object.keys(change).length > 0) {
+      let written = false;
       try {
-        await this.store.update(user.id, change, change.home === undefined ? undefined : homeApart(change.home));
-      } catch (err) {
-        if (createdHome !== null) unmakeHome(change.home as string, createdHome);
-        throw err;
+        written = await this.store.update(user.id, change, change.home === undefined ? undefined : homeApart(change.home));
+      } finally {
+        // Refused, failed, or the user removed meanwhile: the home made for it goes.
+        if (!written && createdHome !== null) unmakeHome(change.home as string, createdHome, await this.storedHomes());
       }
+      if (!written) throw new NoSuchUser(name);
     }
     if (hash !== null) await this.store.setPasswordHash(user.id, hash);
     return this.require(name);
@@ -399,12 +406,14 @@ export function makeHome(home: string): string | null {
 
 /**
  * Undo makeHome for a user that was not made: the home, then each parent it
- * made, up to `first`, while empty. Never a directory with something in it:
- * a home made at the same moment inside this one (the add that won a race
- * of nested homes, HomeCheck) is another user's.
+ * made, up to `first`, while empty and no user's home (`kept`). Never a
+ * directory with something in it, nor a stored home: in a race of nested
+ * homes (HomeCheck) the winner's home may be inside this one, or be a
+ * parent this one made (found by a review: a refused inner add removed the
+ * empty home of the outer user that won).
  */
-function unmakeHome(home: string, first: string): void {
-  for (let dir = home; ; dir = dirname(dir)) {
+function unmakeHome(home: string, first: string, kept: ReadonlySet<string>): void {
+  for (let dir = home; !kept.has(dir); dir = dirname(dir)) {
     try {
       rmdirSync(dir);
     } catch {

@@ -102,7 +102,10 @@ export class PostgresUsers implements UserRepository {
   async create(name: string, passwordHash: string | null, s: UserSettings, keys: NewKey[] = [], checkHome?: HomeCheck): Promise<UserRecord> {
     try {
       return await transaction(this.pool, async (c) => {
-        if (checkHome) checkHome(await otherHomes(c, null));
+        if (checkHome) {
+          await lockHomes(c);
+          checkHome(await otherHomes(c, null));
+        }
         const now = Date.now();
         const { rows } = await c.query<{ id: number }>(INSERT_USER, [name, passwordHash, ...settings(s), now]);
         const id = (rows[0] as { id: number }).id;
@@ -117,16 +120,19 @@ export class PostgresUsers implements UserRepository {
     }
   }
 
-  async update(id: number, patch: Partial<UserSettings>, checkHome?: HomeCheck): Promise<void> {
-    await this.changing(() => transaction(this.pool, async (c) => {
+  async update(id: number, patch: Partial<UserSettings>, checkHome?: HomeCheck): Promise<boolean> {
+    return this.changing(() => transaction(this.pool, async (c) => {
+      // The homes' lock before the row's, in the order create takes them (it takes only the first).
+      if (checkHome) await lockHomes(c);
       // The lock first, then a read that sees what any update before ours committed.
-      if ((await c.query('SELECT id FROM users WHERE id = $1 FOR UPDATE', [id])).rowCount === 0) return;
+      if ((await c.query('SELECT id FROM users WHERE id = $1 FOR UPDATE', [id])).rowCount === 0) return false;
       if (checkHome) checkHome(await otherHomes(c, id));
       const current = (await this.one(c, `${SELECT_USER} WHERE u.id = $1`, [id])) as UserRecord;
       const s = { ...settingsOf(current), ...patch };
       await c.query(UPDATE_USER, [id, ...settings(s), Date.now()]);
       await c.query('DELETE FROM user_ip_rules WHERE user_id = $1', [id]);
       await writeIpRules(c, id, s);
+      return true;
     }));
   }
 
@@ -261,14 +267,17 @@ function hydrate(r: UserRow): UserRecord {
 /** "slhm" in ASCII: the advisory lock of transactions that write a home (HomeCheck). */
 const HOMES_LOCK = 0x736c686d;
 
+/** HOMES_LOCK, for the rest of the transaction: one transaction that writes a home at a time, on every node. */
+async function lockHomes(c: pg.PoolClient): Promise<void> {
+  await c.query('SELECT pg_advisory_xact_lock($1)', [HOMES_LOCK]);
+}
+
 /**
- * The homes of the users other than `self`, read after taking HOMES_LOCK for
- * the rest of the transaction: in READ COMMITTED each statement sees what
- * committed before it, so a home written by a transaction that held the lock
- * before this one is seen.
+ * The homes of the users other than `self`, read under HOMES_LOCK: in READ
+ * COMMITTED each statement sees what committed before it, so a home written
+ * by a transaction that held the lock before this one is seen.
  */
 async function otherHomes(c: pg.PoolClient, self: number | null): Promise<HomeOfUser[]> {
-  await c.query('SELECT pg_advisory_xact_lock($1)', [HOMES_LOCK]);
   const { rows } = await c.query<HomeOfUser>('SELECT id, name, home FROM users WHERE id IS DISTINCT FROM $1', [self]);
   return rows;
 }
