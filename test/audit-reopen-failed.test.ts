@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -147,5 +147,37 @@ console.log(JSON.stringify(errors));
     assert.equal(paths.at(-1), '/after');
     const verify = sluice(root, ['audit', 'verify']);
     assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+  });
+});
+
+// Found by a review of b9b27d8, which refused a FIFO as the trail at start only: one put in the trail's place
+// before a SIGHUP held the reopen in its open for ever, and the stop behind it (still running 60 s later).
+describe('audit: a FIFO in the trail\'s place at a reopen', () => {
+  it('is refused as the new file, the records going on into the old one, and the stop ends', { timeout: 60_000 }, async () => {
+    const srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }] });
+    try {
+      const trail = join(srv.dir, 'data', 'audit.log');
+      const { uid, gid } = statSync(trail);
+      renameSync(trail, `${trail}.1`);
+      assert.equal(spawnSync('mkfifo', [trail]).status, 0);
+      chownSync(trail, uid, gid);
+      srv.signal('SIGHUP');
+      // O_NONBLOCK makes the open of a FIFO with no reader fail at once (ENXIO); one with a reader is refused by its type.
+      await srv.logs(/"msg":"audit log"/);
+      assert.match(srv.log, /ENXIO|a FIFO, not a regular file/);
+      const child = srv.process;
+      assert.ok(child);
+      const exited = new Promise((r) => child.once('exit', () => r('exited')));
+      srv.signal('SIGTERM');
+      assert.equal(await Promise.race([exited, new Promise((r) => setTimeout(() => r('still running 20 s after SIGTERM'), 20_000))]), 'exited');
+      // The records went on into the moved file: it is the whole trail.
+      rmSync(trail);
+      renameSync(`${trail}.1`, trail);
+      const verify = sluice(srv.dir, ['audit', 'verify']);
+      assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+    } finally {
+      await srv.kill();
+      await srv.stop();
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { closeSync, fstatSync, mkdirSync, open as openFd, openSync, promises as fsp, readSync, writeSync, type Stats } from 'node:fs';
+import { close as closeFd, closeSync, constants, fstat, fstatSync, mkdirSync, open as openFd, openSync, promises as fsp, readSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import pino from 'pino';
 import { rotatedSiblings } from './files.js';
@@ -292,7 +292,7 @@ export class LogFile {
  * fragment. Returns the file's size.
  */
 function endLine(path: string): number {
-  const fd = openSync(path, 'a+', 0o600);
+  const fd = openSync(path, constants.O_RDWR | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK, 0o600);
   try {
     const { size } = regularFile(fstatSync(fd), path);
     const last = Buffer.alloc(1);
@@ -303,6 +303,9 @@ function endLine(path: string): number {
     closeSync(fd);
   }
 }
+
+/** Appending, created 0600 when missing, never waiting in the open (see openAppend). */
+const APPEND_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK;
 
 /**
  * `st` when it is a regular file; else throws, saying what it is. A log is
@@ -318,7 +321,17 @@ export function regularFile(st: Stats, name?: string): Stats {
 /** Open (or create, 0600) `path` for appending, its directory made if missing: the descriptor. */
 async function openAppend(path: string): Promise<number> {
   await fsp.mkdir(dirname(path), { recursive: true }).catch(() => undefined);
-  return new Promise((resolve, reject) => openFd(path, 'a', 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
+  // Not blocking, and a regular file only: a FIFO put in the log's place before a SIGHUP held the switch
+  // in this open for ever, and the stop behind it (found by a review).
+  // A bare descriptor, not a FileHandle: the stream owns it, and a FileHandle let go closes it when collected.
+  const fd = await new Promise<number>((resolve, reject) => openFd(path, APPEND_FLAGS, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
+  try {
+    regularFile(await new Promise<Stats>((resolve, reject) => fstat(fd, (err, st) => (err ? reject(err) : resolve(st)))), path);
+  } catch (err) {
+    closeFd(fd, () => undefined);
+    throw err;
+  }
+  return fd;
 }
 
 /**
