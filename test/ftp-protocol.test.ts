@@ -301,6 +301,12 @@ describe('FTP control channel', () => {
     assert.equal((await c.cmd('REST 5')).code, 350);
     assert.equal((await c.cmd('REST x')).code, 501);
     assert.equal(await transfer('RETR ten.bin'), '0123456789', 'a bad REST takes the offset before it away');
+    // Found by a review of that fix: a data command refused for its missing argument left the offset.
+    assert.equal((await c.cmd('REST 4')).code, 350);
+    assert.equal((await c.cmd('RETR')).code, 501);
+    await transfer('STOR ten.bin', 'NEW');
+    assert.equal(readFileSync(file, 'utf8'), 'NEW', 'written from the start after RETR without a name');
+    writeFileSync(file, '0123456789');
     assert.equal((await c.cmd('REST 6')).code, 350);
     assert.equal(await transfer('RETR ten.bin'), '6789', 'before a transfer, with its EPSV between, it holds');
     c.close();

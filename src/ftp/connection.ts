@@ -284,12 +284,11 @@ export class FtpConnection implements FtpControl {
       this.reply(Code.NotLoggedIn, 'Please login with USER and PASS.');
       return;
     }
-    if (spec.arg === 'required' && arg.trim() === '') {
-      this.reply(Code.ArgumentError, 'Missing argument.');
-      return;
-    }
-    if (spec.arg === 'none' && arg.trim() !== '') {
-      this.reply(Code.ArgumentError, 'No argument allowed.');
+    const badArgument = spec.arg === 'required' && arg.trim() === '' ? 'Missing argument.' : spec.arg === 'none' && arg.trim() !== '' ? 'No argument allowed.' : null;
+    if (badArgument !== null) {
+      // Found by a review: RETR with no argument left a REST offset for the STOR after it.
+      if (spec.data) this.takeRestOffset();
+      this.reply(Code.ArgumentError, badArgument);
       return;
     }
     // Only a few commands make sense while data flows; the rest wait for the transfer to end.

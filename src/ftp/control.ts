@@ -95,6 +95,12 @@ interface Common {
   readonly arg: 'none' | 'optional' | 'required';
   /** May run while a data transfer is in progress (ABOR, STAT, NOOP, QUIT). */
   readonly duringTransfer?: boolean;
+  /**
+   * Moves data on a data connection (RETR, STOR, LIST...): it takes the REST
+   * offset, run or refused (see startDataCommand), so that no later transfer
+   * gets it.
+   */
+  readonly data?: true;
   /** Its FEAT line (RFC 2389), if it is an extension; a function where the line depends on the connection. */
   readonly feat?: string | ((c: FtpControl) => string);
   /** Syntax for `HELP verb`. */

@@ -8,6 +8,7 @@ import { Code } from '../replies.js';
 export const listing = {
   LIST: {
     auth: true,
+    data: true,
     arg: 'optional',
     help: 'LIST [-flags] [path]',
     async run(c, arg, s) {
@@ -18,6 +19,7 @@ export const listing = {
   },
   NLST: {
     auth: true,
+    data: true,
     arg: 'optional',
     help: 'NLST [-flags] [path]',
     async run(c, arg, s) {
@@ -27,6 +29,7 @@ export const listing = {
   },
   MLSD: {
     auth: true,
+    data: true,
     arg: 'optional',
     help: 'MLSD [directory]',
     async run(c, arg, s) {

@@ -25,6 +25,7 @@ async function store(c: FtpControl, s: Session, path: string, mode: 'store' | 'a
 export const transfer = {
   RETR: {
     auth: true,
+    data: true,
     arg: 'required',
     help: 'RETR <path>',
     async run(c, arg, s) {
@@ -41,10 +42,11 @@ export const transfer = {
       );
     },
   },
-  STOR: { auth: true, arg: 'required', help: 'STOR <path>', run: (c, arg, s) => store(c, s, arg, 'store') },
-  APPE: { auth: true, arg: 'required', help: 'APPE <path>', run: (c, arg, s) => store(c, s, arg, 'append') },
+  STOR: { auth: true, data: true, arg: 'required', help: 'STOR <path>', run: (c, arg, s) => store(c, s, arg, 'store') },
+  APPE: { auth: true, data: true, arg: 'required', help: 'APPE <path>', run: (c, arg, s) => store(c, s, arg, 'append') },
   STOU: {
     auth: true,
+    data: true,
     arg: 'optional',
     help: 'STOU (stores under a new unique name)',
     run: (c, _arg, s) => store(c, s, `stou-${randomBytes(6).toString('hex')}`, 'unique'),
