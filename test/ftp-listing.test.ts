@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Client } from 'basic-ftp';
 import { RawFtp, readAll } from './helpers/ftp-raw.js';
+import { hasUnsafeChar } from '../src/session/unsafe-chars.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
@@ -111,6 +112,10 @@ describe('names made on the host that no client may give', () => {
   before(async () => {
     srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }] });
     for (const name of [...hostile, 'plain.txt']) writeFileSync(join(srv.home('alice'), name), 'x');
+    const evil = 'evil\x1b]0;owned\x07\u202e';
+    mkdirSync(join(srv.home('alice'), evil));
+    writeFileSync(join(srv.home('alice'), evil, 'f.txt'), 'reachable through the link');
+    symlinkSync(evil, join(srv.home('alice'), 'to-evil'));
   });
   after(() => srv.stop());
 
@@ -118,11 +123,15 @@ describe('names made on the host that no client may give', () => {
     const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
     try {
       for (const command of ['LIST', 'NLST', 'MLSD']) {
-        assert.deepEqual((await listing(c, command)).map((l) => l.slice(l.lastIndexOf(' ') + 1)), ['plain.txt'], command);
+        const lines = await listing(c, command);
+        assert.ok(!lines.some((l) => hasUnsafeChar(l)), `${command}: ${JSON.stringify(lines)}`);
+        const names = lines.map((l) => l.replace(/ -> .*$/, '')).map((l) => l.slice(l.lastIndexOf(' ') + 1));
+        assert.deepEqual(names, ['plain.txt', 'to-evil'], command);
       }
       const stat = await c.cmd('STAT .');
       assert.equal(stat.code, 213);
-      assert.equal(stat.lines.length, 3, JSON.stringify(stat.lines));
+      assert.equal(stat.lines.length, 4, JSON.stringify(stat.lines));
+      assert.ok(!stat.lines.some((l) => hasUnsafeChar(l)), JSON.stringify(stat.lines));
       assert.match(stat.lines[1] ?? '', / plain\.txt$/);
     } finally {
       c.close();
@@ -131,7 +140,10 @@ describe('names made on the host that no client may give', () => {
     try {
       const s = await sftpOf(conn);
       const names = (await call<{ filename: string }[]>((cb) => s.readdir('/', cb))).map((e) => e.filename);
-      assert.deepEqual(names, ['plain.txt']);
+      assert.deepEqual(names.filter((n) => n !== 'to-evil'), ['plain.txt']);
+      // Found by a review: through a link the host made, REALPATH gave such a name to the client's prompt.
+      assert.equal(await call<string>((cb) => s.realpath('to-evil', cb)), '/to-evil');
+      assert.equal((await call<Buffer>((cb) => s.readFile('to-evil/f.txt', cb))).toString(), 'reachable through the link');
     } finally {
       conn.end();
     }

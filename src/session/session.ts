@@ -18,6 +18,7 @@ import { SessionChecksums, hashRange, type Checksum, type ChecksumRange, type Up
 import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile, type Storage, type StorageOpener } from './storage/storage.js';
 import { Download, Upload, type TransferOptions, type TransferRecord } from './transfer.js';
 import { planUpload, type UploadRefusal } from './upload-plan.js';
+import { hasUnsafeChar } from './unsafe-chars.js';
 
 export interface SessionContext {
   /** Connection id: the login event and every later event of the connection carry it. */
@@ -376,7 +377,9 @@ export class Session implements LiveSession {
   realpath(clientPath: string): Promise<string> {
     const path = this.resolve(clientPath);
     return this.guard('realpath', path, () =>
-      this.within(path, true, 'look', async (loc) => loc.virtualPath).catch((err: unknown) => {
+      // A link the host made may lead to a name no client may give: the path as asked, as FTP's CWD keeps
+      // it, rather than that name's ESC or bidi controls in the client's prompt (found by a review).
+      this.within(path, true, 'look', async (loc) => (hasUnsafeChar(loc.virtualPath) ? path : loc.virtualPath)).catch((err: unknown) => {
         if (err instanceof Unseen) return path;
         throw err;
       }),
