@@ -22,41 +22,56 @@ export interface ConnectionBudget {
  * SSH connection opens a session per channel (up to
  * sftp.maxChannelsPerConnection), and each had limits of its own, so a user
  * limited to 1 MiB/s read at 8.5 MiB/s on eight channels, and ten channels
- * hashed at ten times limits.hashRate (found by a review). Sessions of one
- * connection with the same limits share one budget: a connection keeps the
- * limits as sessions on one connection do over FTP. A session opened after
- * an administrator changed the user's limits gets a budget of its own at the
- * new ones: the connection's older sessions keep theirs, as any session
- * keeps the limits it opened with.
+ * hashed at ten times limits.hashRate (found by a review). The sessions of
+ * one connection take turns at one hashing rate, and those with the same
+ * limits share one bandwidth budget: a session opened after an
+ * administrator changed the user's limits gets a budget of its own at the
+ * new ones (the connection's older sessions keep theirs, as any session
+ * keeps the limits it opened with), but still hashes in the connection's turns.
  */
 export class ConnectionBudgets {
-  private readonly shared = new Map<string, { budget: ConnectionBudget; sessions: number }>();
+  private readonly hashing = new Map<string, Counted<HashingTurns>>();
+  private readonly rates = new Map<string, Counted<Rates>>();
 
   constructor(private readonly defaults: BudgetDefaults) {}
 
   join(connectionId: string, account: Pick<Account, 'rateUp' | 'rateDown'>): ConnectionBudget {
     const up = account.rateUp ?? this.defaults.up;
     const down = account.rateDown ?? this.defaults.down;
-    const key = `${connectionId} ${up} ${down}`;
-    const held = this.shared.get(key);
-    if (held) {
-      held.sessions++;
-      return held.budget;
-    }
-    const budget: ConnectionBudget = {
-      rates: ratesOf(up, down),
-      hashing: new HashingTurns(this.defaults.hash > 0 ? new RateLimit(this.defaults.hash) : null),
+    const { hash } = this.defaults;
+    const hashing = joined(this.hashing, connectionId, () => new HashingTurns(hash > 0 ? new RateLimit(hash) : null));
+    const rates = joined(this.rates, `${connectionId} ${up} ${down}`, () => ratesOf(up, down));
+    return {
+      rates: rates.value,
+      hashing: hashing.value,
       leave: () => {
-        const entry = this.shared.get(key);
-        if (entry && --entry.sessions === 0) this.shared.delete(key);
+        hashing.leave();
+        rates.leave();
       },
     };
-    this.shared.set(key, { budget, sessions: 1 });
-    return budget;
   }
 
-  /** Connections with a live budget (for tests and metrics of the shared layer). */
+  /** Connections with a live budget (for tests of the shared layer). */
   get size(): number {
-    return this.shared.size;
+    return this.hashing.size;
   }
+}
+
+interface Counted<T> {
+  readonly value: T;
+  sessions: number;
+}
+
+/** `key`'s entry of `map`, made if missing, with one session more; leave() gives it back, the last one removes it. */
+function joined<T>(map: Map<string, Counted<T>>, key: string, make: () => T): { value: T; leave(): void } {
+  let entry = map.get(key);
+  if (entry) entry.sessions++;
+  else map.set(key, (entry = { value: make(), sessions: 1 }));
+  const held = entry;
+  return {
+    value: held.value,
+    leave: () => {
+      if (--held.sessions === 0 && map.get(key) === held) map.delete(key);
+    },
+  };
 }
