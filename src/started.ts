@@ -13,6 +13,8 @@ export interface StartReport {
   readonly certsDir: string;
   readonly dataDir: string;
   readonly workers: number;
+  /** The admin API serves HTTPS, with the TLS certificate and key the FTPS listeners use. */
+  readonly adminTls: boolean;
 }
 
 /**
@@ -35,7 +37,7 @@ export async function logStarted(log: Logger, report: StartReport): Promise<void
   if (tls) {
     await fingerprint(log, `TLS certificate ${TLS_CERT}`, async () => certificateFingerprint(await fsp.readFile(join(report.certsDir, TLS_CERT))));
   }
-  for (const { file, mode } of await exposedKeys(report.certsDir, [...(sftp ? HOST_KEYS : []), ...(tls ? [TLS_KEY] : [])])) {
+  for (const { file, mode } of await exposedKeys(report.certsDir, [...(sftp ? HOST_KEYS : []), ...(tls || report.adminTls ? [TLS_KEY] : [])])) {
     log.warn({ file, mode }, `private key ${file} is readable by others than its owner (mode ${mode}): chmod 600 it`);
   }
   log.info({ frontEnds: report.frontEnds, dataDir: report.dataDir, workers: report.workers }, 'sluice started');
@@ -60,4 +62,9 @@ export async function hostKeyFingerprint(certsDir: string, name: string): Promis
     return `${key.type} ${key.getPublicSSH().toString('base64')} ${key.comment}`;
   });
   return sshKeyFingerprint(line.split('\n')[0] ?? '');
+}
+
+/** Whether the admin API listens (admin.listen) and serves HTTPS there (admin.tls). */
+export function adminServesTls(admin: { readonly listen: string; readonly tls: boolean }): boolean {
+  return admin.listen !== '' && admin.tls;
 }

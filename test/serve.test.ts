@@ -83,6 +83,13 @@ describe('sluice serve on a fresh machine', () => {
       assert.match(stdout, /private key \S+\/certs\/ssh_host_ed25519_key is readable by others than its owner \(mode 0644\): chmod 600 it/);
       assert.match(stdout, /private key \S+\/certs\/tls-key\.pem is readable by others than its owner \(mode 0640\)/);
       assert.doesNotMatch(stdout, /ssh_host_rsa_key is readable/, 'the one at 0600 is not named');
+      // Found by a review: with SFTP alone listening, the TLS key the admin API's HTTPS serves went unnamed.
+      const [sftpOnly, admin] = (await freePorts(2)) as [number, number];
+      writeFileSync(join(dir, 'admin-tls.yaml'), `admin:\n  listen: 127.0.0.1:${admin}\n  tls: true\n`);
+      const alone = startServe(dir, { ...env, SLUICE_SFTP_PORT: String(sftpOnly), SLUICE_LOG_LEVEL: 'info', SLUICE_CONFIG: join(dir, 'admin-tls.yaml') }, /sluice started/);
+      await alone.ready;
+      assert.equal(await alone.stop(), 0);
+      assert.match(alone.output().stdout, /private key \S+\/certs\/tls-key\.pem is readable by others than its owner/);
     } finally {
       chmodSync(ed, 0o600);
       chmodSync(tlsKey, 0o600);

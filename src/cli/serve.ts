@@ -17,7 +17,7 @@ import { reportNestedHomes } from '../session/nested-homes.js';
 import { sweepHomes } from '../session/home-sweep.js';
 import { drainSummary } from '../session/live.js';
 import { localStorageUsable } from '../session/storage/local.js';
-import { logStarted } from '../started.js';
+import { adminServesTls, logStarted } from '../started.js';
 import { nextStopSignal } from '../stop-signal.js';
 import { provisionAnonymous } from '../users/anonymous.js';
 
@@ -154,7 +154,14 @@ async function serveHere(services: Services, coordination: Coordination, stopped
   coordination.serving.started(0);
   const { dataDir, certsDir } = services.config;
   const leave = coordination.sessions.join(services.live);
-  const report = { listeners: running.flatMap((fe) => fe.listeners), frontEnds: running.map((fe) => fe.name), dataDir, certsDir, workers: 1 };
+  const report = {
+    listeners: running.flatMap((fe) => fe.listeners),
+    frontEnds: running.map((fe) => fe.name),
+    dataDir,
+    certsDir,
+    workers: 1,
+    adminTls: adminServesTls(services.config.admin),
+  };
   await logStarted(log, coordination.started.keep(report));
   // With every port set to 0 nothing else holds the process until a signal comes.
   const keepAlive = setInterval(() => undefined, 1 << 30);

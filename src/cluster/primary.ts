@@ -5,7 +5,7 @@ import { WorkerLink } from '../coordinator/ipc-server.js';
 import { isMessage, type PrimaryMessage, type WorkerMessage } from '../coordinator/ipc-messages.js';
 import { StartRefused, startFailed, type Listening } from '../listening.js';
 import { drainSummary, type DrainCounts } from '../session/live.js';
-import { logStarted } from '../started.js';
+import { adminServesTls, logStarted } from '../started.js';
 import { nextStopSignal } from '../stop-signal.js';
 import { allocatorEnv, workerExecArgv } from './allocator.js';
 
@@ -27,7 +27,12 @@ const RESTART_DELAY_MS = 1000;
  */
 export async function superviseWorkers(
   count: number,
-  settings: { readonly dataDir: string; readonly certsDir: string; readonly shutdown: { readonly drainTimeout: number } },
+  settings: {
+    readonly dataDir: string;
+    readonly certsDir: string;
+    readonly shutdown: { readonly drainTimeout: number };
+    readonly admin: { readonly listen: string; readonly tls: boolean };
+  },
   coordination: Coordination,
   stopped: Promise<string>,
   log: Logger,
@@ -130,7 +135,8 @@ export async function superviseWorkers(
   };
   process.on('SIGHUP', onHangup);
   const { dataDir, certsDir } = settings;
-  await logStarted(log, coordination.started.keep({ listeners, frontEnds, dataDir, certsDir, workers: count }));
+  const adminTls = adminServesTls(settings.admin);
+  await logStarted(log, coordination.started.keep({ listeners, frontEnds, dataDir, certsDir, workers: count, adminTls }));
   const signal = await stopped;
   clearInterval(keepAlive);
   process.off('SIGHUP', onHangup);
