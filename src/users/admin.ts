@@ -224,9 +224,9 @@ export class UserAdmin {
     homeApart(home)((await this.store.all()).filter((u) => u.id !== self));
   }
 
-  /** Every stored home, resolved: what unmakeHome must leave, an add or change that won a race among them. */
-  private async storedHomes(): Promise<Set<string>> {
-    return new Set((await this.store.all().catch(() => [])).map((u) => resolve(u.home)));
+  /** unmakeHome, leaving every home stored now: an add or change that won a race among them. */
+  private async unmake(home: string, first: string): Promise<void> {
+    unmakeHome(home, first, new Set((await this.store.all().catch(() => [])).map((u) => resolve(u.home))));
   }
 
   async require(name: string): Promise<UserRecord> {
@@ -270,7 +270,7 @@ export class UserAdmin {
       // Another administrator (or node) added the same name since the check above: the new
       // home is removed unless it is the one that user got (the same path, made by either).
       const winner = err instanceof StoreConflict ? await this.store.get(u.name) : null;
-      if (createdHome !== null && winner?.home !== home) unmakeHome(home, createdHome, await this.storedHomes());
+      if (createdHome !== null && winner?.home !== home) await this.unmake(home, createdHome);
       if (err instanceof AdminError) throw err;
       if (err instanceof StoreConflict) throw new AdminError(`user "${u.name}" already exists`);
       throw new AdminError(`could not add user: ${(err as Error).message}`);
@@ -297,7 +297,7 @@ export class UserAdmin {
         written = await this.store.update(user.id, change, change.home === undefined ? undefined : homeApart(change.home));
       } finally {
         // Refused, failed, or the user removed meanwhile: the home made for it goes.
-        if (!written && createdHome !== null) unmakeHome(change.home as string, createdHome, await this.storedHomes());
+        if (!written && createdHome !== null) await this.unmake(change.home as string, createdHome);
       }
       if (!written) throw new NoSuchUser(name);
     }
