@@ -127,7 +127,21 @@ describe('admin API resources', () => {
     assert.match((big.json as Json).error as string, /^body: larger than 65536 bytes$/);
     const garbled = await adminRequest(api, 'POST', '/api/v1/users', { rawBody: '{"name": ' });
     assert.equal(garbled.status, 400);
+    assert.match((garbled.json as Json).error as string, /^body: not valid JSON \(.+\)$/);
+    // Keys that would reach an object's prototype are refused by name, at any depth (found by a review:
+    // "Body is not valid JSON" for a body that is).
+    for (const rawBody of ['{"name": "erin", "__proto__": {"admin": true}}', '{"name": "erin", "rules": [{"constructor": {"prototype": {}}}]}']) {
+      const polluted = await adminRequest(api, 'POST', '/api/v1/users', { rawBody });
+      assert.equal(polluted.status, 400, polluted.text);
+      assert.match((polluted.json as Json).error as string, /^body\.(__proto__|constructor): not allowed$/);
+    }
+    assert.equal((await call('GET', '/users/erin')).status, 404, 'nothing was written');
     assert.equal((await call('GET', '/widgets')).status, 404);
+    // A resource there under other methods: 405 naming them, not 404 (found by a review).
+    const wrongMethod = await call('PUT', '/users/nobody', { quotaBytes: 1 });
+    assert.equal(wrongMethod.status, 405, wrongMethod.text);
+    assert.equal(wrongMethod.headers.allow, 'GET, HEAD, PATCH, DELETE');
+    assert.match((wrongMethod.json as Json).error as string, /^PUT is not allowed on \/api\/v1\/users\/nobody \(allowed: GET, HEAD, PATCH, DELETE\)$/);
     assert.equal((await call('GET', '/users/nobody')).status, 404);
     assert.deepEqual((await call('GET', '/users')).json, []);
   });

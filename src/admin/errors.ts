@@ -86,5 +86,49 @@ export function answerErrors(app: FastifyInstance, log: Logger): void {
     log.error({ err, method: req.method, url: req.url }, 'admin API');
     return reply.code(500).send({ error: 'internal error (see the server log)' });
   });
-  app.setNotFoundHandler(async (req, reply) => reply.code(404).send({ error: `no resource ${req.method} ${req.url.split('?')[0]}` }));
+  app.setNotFoundHandler(async (req, reply) => {
+    const path = req.url.split('?')[0] ?? '';
+    // A resource that is there under other methods: 405 with what it takes (RFC 9110 15.5.6), so a client
+    // that sent PUT for PATCH is told its method is wrong, not that the user is missing.
+    const allowed = METHODS.filter((method) => app.findRoute({ method, url: path }) !== null);
+    if (allowed.length > 0) {
+      return reply.code(405).header('allow', allowed.join(', ')).send({ error: `${req.method} is not allowed on ${path} (allowed: ${allowed.join(', ')})` });
+    }
+    return reply.code(404).send({ error: `no resource ${req.method} ${path}` });
+  });
+}
+
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
+
+/**
+ * The API's JSON body parser in place of Fastify's, for its messages: a body
+ * that is not JSON says where it breaks, and one naming `__proto__` or
+ * `constructor` (keys no resource has, refused as prototype pollution) says
+ * so, where Fastify answers both with "Body is not valid JSON".
+ */
+export function parseJsonBodies(app: FastifyInstance): void {
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: BODY_LIMIT }, (_req, text, done) => {
+    try {
+      done(null, parseBody(text as string));
+    } catch (err) {
+      done(err as Error, undefined);
+    }
+  });
+}
+
+/** Pure: a request body as parsed JSON, or a BadInput naming what is wrong with it. */
+export function parseBody(text: string): unknown {
+  if (text.trim() === '') throw new BadInput('body', 'empty; send a JSON object');
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text, (key, value: unknown) => {
+      if (key === '__proto__' || key === 'constructor') throw new BadInput(`body.${key}`, 'not allowed');
+      return value;
+    });
+  } catch (err) {
+    if (err instanceof BadInput) throw err;
+    throw new BadInput('body', `not valid JSON (${(err as Error).message})`);
+  }
+  return parsed;
 }

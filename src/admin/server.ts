@@ -13,7 +13,7 @@ import { version } from '../version.js';
 import { authenticate, clientAddress } from './auth.js';
 import type { AdminContext, AdminRoutes } from './context.js';
 import { adminEndpoint } from './endpoint.js';
-import { answerErrors, BODY_LIMIT } from './errors.js';
+import { answerErrors, BODY_LIMIT, parseJsonBodies } from './errors.js';
 import { apiRoutes } from './routes.js';
 
 /** A connection with nothing read or written this long is closed. */
@@ -63,6 +63,7 @@ export async function startAdminApi(
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
   });
   answerErrors(app, log);
+  parseJsonBodies(app);
   // A banned address is refused at accept, as on every other port, and a connection it kept
   // alive from before its ban is served nothing more: its next request ends it.
   const bans = new BanCheck(context.base.bans, config.defender.allowList, config.limits.ipv6Prefix);
