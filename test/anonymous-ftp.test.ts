@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { sluice } from './helpers/cli.js';
@@ -11,8 +12,8 @@ import { TestServer } from './helpers/server.js';
 import { sshConnect } from './helpers/ssh.js';
 
 /** A raw control connection past its greeting. */
-async function control(port: number): Promise<RawFtp> {
-  const c = await RawFtp.connect(port);
+async function control(port: number, from?: string): Promise<RawFtp> {
+  const c = await RawFtp.connect(port, false, from);
   assert.equal((await c.read())?.code, 220);
   return c;
 }
@@ -59,7 +60,7 @@ describe('anonymous FTP', () => {
     mkdirSync(join(root, 'pub'));
     writeFileSync(join(root, 'pub', 'readme.txt'), 'public file\n');
     srv = await TestServer.start({
-      yaml: `ftp:\n  tls: optional\n  anonymous:\n    enabled: true\n    root: ${root}\n    incoming: /incoming\n    maxSessions: 2\n`,
+      yaml: `ftp:\n  tls: optional\n  anonymous:\n    enabled: true\n    root: ${root}\n    incoming: /incoming\n    maxSessions: 3\n    maxSessionsPerIp: 2\n`,
       users: [{ name: 'alice', password: 'alice password' }],
     });
   });
@@ -99,22 +100,38 @@ describe('anonymous FTP', () => {
     assert.equal(readFileSync(join(root, 'incoming', 'from-python.txt'), 'utf8'), 'python upload', 'not overwritten');
   });
 
-  it('the e-mail given is recorded, the user is "anonymous" whichever name was typed, and the session limit is its own', async () => {
+  it('the e-mail given is recorded, the user is "anonymous" whichever name was typed, and the session limits are its own', async () => {
     const a = await control(srv.ftpPort);
     const b = await control(srv.ftpPort);
     const c = await control(srv.ftpPort);
+    const elsewhere = await control(srv.ftpPort, '127.0.0.37');
+    const third = await control(srv.ftpPort, '127.0.0.38');
     try {
       assert.equal((await a.login('ftp', 'someone@example.org')).code, 230);
       assert.equal((await b.login('ANONYMOUS', '')).code, 230);
-      const third = await c.login('anonymous', 'x@y');
-      assert.equal(third.code, 530);
-      assert.match(third.text, /Too many sessions/);
-      // A real user is not held to the anonymous limit.
+      // Found by a review: one address took every anonymous session. Now maxSessionsPerIp of them at most.
+      const beyondShare = await c.login('anonymous', 'x@y');
+      assert.equal(beyondShare.code, 530);
+      assert.match(beyondShare.text, /Too many sessions/);
+      assert.equal((await elsewhere.login('anonymous', 'x@y')).code, 230, 'another address still has room');
+      const beyondAll = await third.login('anonymous', 'x@y');
+      assert.equal(beyondAll.code, 530, 'maxSessions holds for all addresses together');
+      // A real user is not held to the anonymous limits.
       const d = await control(srv.ftpPort);
       assert.equal((await d.login('alice', 'alice password')).code, 230);
       d.socket.destroy();
+      // A session that ends gives its address's share back.
+      assert.equal((await a.cmd('QUIT')).code, 221);
+      // Freed when the server sees the close, on whichever worker held it: a few tries.
+      let code = 0;
+      for (let i = 0; i < 30 && code !== 230; i++, await sleep(100)) {
+        const again = await control(srv.ftpPort);
+        code = (await again.login('anonymous', 'x@y')).code;
+        again.socket.destroy();
+      }
+      assert.equal(code, 230);
     } finally {
-      for (const x of [a, b, c]) x.socket.destroy();
+      for (const x of [a, b, c, elsewhere, third]) x.socket.destroy();
     }
     const logins = (await srv.audit()).filter((l) => l.event === 'login' && l.method === 'anonymous');
     assert.ok(logins.some((l) => l.user === 'anonymous' && l.email === 'someone@example.org'));

@@ -47,14 +47,20 @@ export const ANONYMOUS = 'anonymous';
 /** What a client may type as USER for an anonymous login (vsftpd's and ProFTPD's names). */
 export const ANONYMOUS_LOGINS: readonly string[] = [ANONYMOUS, 'ftp'];
 
+/** How many sessions of one user may be open at once; unset: the server's per-user limit. */
+export interface SessionLimits {
+  readonly max?: number;
+  /** From one client source (an address, an IPv6 network) as well. */
+  readonly perSource?: number;
+}
+
 /**
  * Called once the credentials are good, with the stored name: a session slot
- * for `user`, under `max` sessions of theirs when given (else the server's
- * per-user limit). Refused: none free ('limit'), the client gone meanwhile
- * ('closed'), or the connection spent while the credentials were verified
- * ('exhausted': its address banned, or its tries used up).
+ * for `user` within `limits`. Refused: none free ('limit'), the client gone
+ * meanwhile ('closed'), or the connection spent while the credentials were
+ * verified ('exhausted': its address banned, or its tries used up).
  */
-export type Claim = (user: string, max?: number) => Promise<'ok' | 'limit' | 'closed' | 'exhausted'>;
+export type Claim = (user: string, limits?: SessionLimits) => Promise<'ok' | 'limit' | 'closed' | 'exhausted'>;
 
 /** Front-ends answer every failure alike ("login incorrect"); the reason goes to the audit log only. */
 export class AuthError extends Error {
@@ -110,13 +116,13 @@ export class Authenticator {
     private readonly audit: AuditSink | null,
     private readonly metrics: MetricsSink,
     /** Anonymous FTP, when ftp.anonymous.enabled; see users/anonymous.ts. */
-    private readonly anonymous: { readonly maxSessions: number } | null = null,
+    private readonly anonymous: { readonly maxSessions: number; readonly maxSessionsPerIp: number } | null = null,
   ) {}
 
   async password(req: AuthRequest, password: string, claim?: Claim): Promise<Account> {
     if (impossible(req.username)) return this.fail(req, 'password', 'bad-name');
     if (this.anonymous && ANONYMOUS_LOGINS.includes(req.username.toLowerCase()) && (req.protocol === 'ftp' || req.protocol === 'ftps')) {
-      return this.anonymousLogin(req, password, this.anonymous.maxSessions, claim);
+      return this.anonymousLogin(req, password, { max: this.anonymous.maxSessions, perSource: this.anonymous.maxSessionsPerIp }, claim);
     }
     const asked = performance.now();
     const found = await this.users.credentials(req.username);
@@ -192,14 +198,14 @@ export class Authenticator {
    * and never checked. The stored account's rules (enabled, protocols, TLS,
    * addresses) and its own session limit still apply.
    */
-  private async anonymousLogin(req: AuthRequest, password: string, maxSessions: number, claim: Claim | undefined): Promise<Account> {
+  private async anonymousLogin(req: AuthRequest, password: string, limits: SessionLimits, claim: Claim | undefined): Promise<Account> {
     const asked = performance.now();
     const found = await this.users.credentials(ANONYMOUS);
     const user = found?.user;
     const readAt = found?.readAt ?? asked;
     if (!user) return this.fail(req, 'password', 'unknown-user');
     this.checkRules(req, user, 'password');
-    await this.claimSlot(req, 'password', user, claim, maxSessions);
+    await this.claimSlot(req, 'password', user, claim, limits);
     return await this.loggedIn(req, user, { event: 'login', method: 'anonymous', email: password.slice(0, 100) }, readAt);
   }
 
@@ -250,8 +256,8 @@ export class Authenticator {
     return toAccount(user, event.method, readAt, key);
   }
 
-  private async claimSlot(req: AuthRequest, method: 'password' | 'publickey', user: UserRecord, claim: Claim | undefined, max?: number): Promise<void> {
-    const got = claim ? await claim(user.name, max) : 'ok';
+  private async claimSlot(req: AuthRequest, method: 'password' | 'publickey', user: UserRecord, claim: Claim | undefined, limits?: SessionLimits): Promise<void> {
+    const got = claim ? await claim(user.name, limits) : 'ok';
     if (got === 'limit') this.fail(req, method, 'session-limit', user);
     if (got === 'closed') this.fail(req, method, 'connection-closed', user);
     if (got === 'exhausted') this.fail(req, method, 'too-many-tries', user);

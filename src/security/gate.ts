@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { AuthError, type Authenticator, type AuthRequest, type Claim } from '../auth/authenticator.js';
+import { AuthError, type Authenticator, type AuthRequest, type Claim, type SessionLimits } from '../auth/authenticator.js';
 import type { Config } from '../config/schema.js';
 import type { Coordinator, Offence, Release } from '../coordinator/coordinator.js';
 import type { Account, Protocol } from '../session/account.js';
@@ -477,19 +477,41 @@ export class Guest {
   }
 
   /** The per-user session limit, checked by the authenticator once the credentials are good. */
-  private readonly claim: Claim = async (user, max) => {
+  private readonly claim: Claim = async (user, limits = {}) => {
     // A login that completes after its connection closed must not take a slot nobody frees.
     if (this.closed) return 'closed';
     // Banned while its password waited for a hash slot and was verified: refused as any failure is, and as
     // late (attemptNow), so the answer does not tell a right guess. Before (found by a review), a burst of
     // guesses on maxSessionsPerIp connections had every one verified after the ban, and the right one got in.
     if (this.exhausted) return 'exhausted';
-    const slot = await this.gate.coordinator.claimUser(user, max);
+    const slot = await this.claimSlots(user, limits);
     if (slot && this.closed) slot();
     if (this.closed) return 'closed';
     this.userSlot = slot;
     return slot ? 'ok' : 'limit';
   };
+
+  /**
+   * The user's slot, and with `perSource` one of the user's slots from this
+   * source, counted by the coordinator under a key no user name can be (a
+   * space), so the share holds across workers and nodes as the user's does.
+   */
+  private async claimSlots(user: string, { max, perSource }: SessionLimits): Promise<Release | null> {
+    const slot = await this.gate.coordinator.claimUser(user, max);
+    if (slot === null || perSource === undefined) return slot;
+    const fromHere = await this.gate.coordinator.claimUser(`${user} ${this.source}`, perSource).catch((err: unknown) => {
+      slot();
+      throw err;
+    });
+    if (fromHere === null) {
+      slot();
+      return null;
+    }
+    return () => {
+      fromHere();
+      slot();
+    };
+  }
 
   /**
    * One login attempt at a time per connection, each checked against the
