@@ -4,7 +4,7 @@ import { ANONYMOUS } from '../auth/authenticator.js';
 import type { Config } from '../config/schema.js';
 import { homeNesting } from '../session/storage/server-places.js';
 import { settingsOf, type UserRecord, type UserSettings } from '../store/records.js';
-import { StoreConflict, type UserRepository } from '../store/store.js';
+import { StoreConflict, type HomeCheck, type UserRepository } from '../store/store.js';
 import { makeHome, parseVirtualDir } from './admin.js';
 import { AdminError } from './errors.js';
 
@@ -47,8 +47,9 @@ async function provision(users: UserRepository, settings: AnonymousSettings): Pr
   const incoming = settings.incoming === '' ? '' : parseVirtualDir(settings.incoming);
   if (incoming !== settings.incoming) throw new AdminError(`ftp.anonymous.incoming: "${settings.incoming}" is not a clean path (try "${incoming}")`);
   // Else a user holding the root could put a link in its place, and anonymous logins would serve wherever it leads.
-  const nested = homeNesting(settings.root, (await users.all()).filter((u) => u.name !== ANONYMOUS));
-  if (nested) throw new AdminError(`ftp.anonymous.root ${settings.root} ${nested}: anonymous FTP needs a root of its own`);
+  // Looked at here so a refused start makes no directory, and again in the store's transaction (rootApart)
+  // for a user added meanwhile, by the CLI or another node, as every home is checked.
+  rootApart(settings.root)((await users.all()).filter((u) => u.name !== ANONYMOUS));
   makeHome(settings.root);
   if (incoming !== '') mkdirSync(join(settings.root, incoming), { recursive: true, mode: 0o750 });
   const wanted: UserSettings = {
@@ -61,10 +62,18 @@ async function provision(users: UserRepository, settings: AnonymousSettings): Pr
     requireKey: false,
     permissions: ['list', 'download'],
   };
-  const id = existing ? existing.id : (await users.create(ANONYMOUS, null, wanted)).id;
-  if (existing) await users.update(id, wanted);
+  const id = existing ? existing.id : (await users.create(ANONYMOUS, null, wanted, [], rootApart(settings.root))).id;
+  if (existing && !(await users.update(id, wanted, rootApart(settings.root)))) throw new StoreConflict(`user "${ANONYMOUS}" was removed meanwhile`);
   for (const d of existing?.dirPermissions ?? []) if (d.path !== settings.incoming) await users.setDirPermissions(id, d.path, null);
   if (settings.incoming !== '') await users.setDirPermissions(id, settings.incoming, ['upload']);
+}
+
+/** The check of the anonymous root against the homes of users: none may hold it or lie in it. */
+function rootApart(root: string): HomeCheck {
+  return (others) => {
+    const nested = homeNesting(root, others);
+    if (nested) throw new AdminError(`ftp.anonymous.root ${root} ${nested}: anonymous FTP needs a root of its own`);
+  };
 }
 
 async function hasCredentials(users: UserRepository, user: UserRecord): Promise<boolean> {

@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { openSqliteStore } from '../src/store/sqlite/store.js';
+import type { UserRepository } from '../src/store/store.js';
+import { provisionAnonymous } from '../src/users/anonymous.js';
+
+/*
+ * The anonymous account made at start against the real SQLite store, with a
+ * Proxy only to let a user in at the moment a race would.
+ */
+describe('anonymous FTP provisioning', () => {
+  it('a user whose home lies in the root, added after the first look, is seen in the transaction that writes the account', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-anon-provision-'));
+    const store = await openSqliteStore(join(dir, 'sluice.db'));
+    try {
+      const root = join(dir, 'ftp');
+      const settings = { enabled: true, root, incoming: '', maxSessions: 10, maxSessionsPerIp: 3 };
+      // Found by a review: the root was looked at once, outside the store's lock on homes, so a user added
+      // by the CLI (or another node) between that look and the write held a home inside the anonymous root,
+      // which anonymous logins then read (and the user could put a link there).
+      const users: UserRepository = new Proxy(store.users, {
+        get(target, prop, recv) {
+          const v = Reflect.get(target, prop, recv);
+          if (prop !== 'all') return typeof v === 'function' ? v.bind(target) : v;
+          return async () => {
+            const seen = await target.all();
+            if (!seen.some((u) => u.name === 'late')) {
+              await target.create('late', null, { home: join(root, 'late'), quotaBytes: 0, quotaFiles: 0, rateUp: null, rateDown: null, scan: null, allowIps: [], denyIps: [], enabled: true, expiresAt: null, protocols: ['ftp', 'sftp'], requireTls: false, requireKey: false, permissions: ['list', 'download', 'upload'] });
+            }
+            return seen;
+          };
+        },
+      });
+      await assert.rejects(provisionAnonymous(users, settings), /ftp\.anonymous\.root .* needs a root of its own/);
+      assert.equal(await store.users.get('anonymous'), null, 'no account was written');
+      // Without such a user it is made, and made again the same at the next start.
+      await store.users.remove((await store.users.get('late'))!.id);
+      await provisionAnonymous(store.users, settings);
+      await provisionAnonymous(store.users, settings);
+      assert.equal((await store.users.get('anonymous'))?.home, root);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
