@@ -37,10 +37,21 @@ export async function logStarted(log: Logger, report: StartReport): Promise<void
   if (tls) {
     await fingerprint(log, `TLS certificate ${TLS_CERT}`, async () => certificateFingerprint(await fsp.readFile(join(report.certsDir, TLS_CERT))));
   }
+  await warnExposedKeys(log, report);
+  log.info({ frontEnds: report.frontEnds, dataDir: report.dataDir, workers: report.workers }, 'sluice started');
+}
+
+/**
+ * A warning for each private key the listeners serve that others than its
+ * owner may read: at start, and again at each SIGHUP, which reloads keys an
+ * administrator may have replaced with wider modes.
+ */
+export async function warnExposedKeys(log: Logger, report: StartReport): Promise<void> {
+  const sftp = report.listeners.some((l) => l.protocol === 'sftp');
+  const tls = report.listeners.some((l) => l.protocol !== 'sftp');
   for (const { file, mode } of await exposedKeys(report.certsDir, [...(sftp ? HOST_KEYS : []), ...(tls || report.adminTls ? [TLS_KEY] : [])])) {
     log.warn({ file, mode }, `private key ${file} is readable by others than its owner (mode ${mode}): chmod 600 it`);
   }
-  log.info({ frontEnds: report.frontEnds, dataDir: report.dataDir, workers: report.workers }, 'sluice started');
 }
 
 async function fingerprint(log: Logger, what: string, compute: () => Promise<string>): Promise<void> {

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
 import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import ssh2 from 'ssh2';
 import { BIN, sluice, startServe } from './helpers/cli.js';
 import { connectClient } from './helpers/file-clients.js';
@@ -93,6 +94,28 @@ describe('sluice serve on a fresh machine', () => {
     } finally {
       chmodSync(ed, 0o600);
       chmodSync(tlsKey, 0o600);
+    }
+  });
+
+  // Found by a review: a key an administrator replaced with a wider mode and reloaded by SIGHUP went unnamed until the next start.
+  it('says it again at SIGHUP, which reloads the keys, in one process and with workers', { timeout: 60_000 }, async () => {
+    const ed = join(dir, 'certs/ssh_host_ed25519_key');
+    try {
+      for (const workers of ['1', '2']) {
+        const [ftp, sftp] = (await freePorts(2)) as [number, number];
+        const serve = startServe(dir, { ...env, SLUICE_FTP_PORT: String(ftp), SLUICE_SFTP_PORT: String(sftp), SLUICE_WORKERS: workers, SLUICE_LOG_LEVEL: 'info' }, /sluice started/);
+        await serve.ready;
+        const warning = /private key \S+\/certs\/ssh_host_ed25519_key is readable by others than its owner \(mode 0604\)/;
+        assert.doesNotMatch(serve.output().stdout, warning);
+        chmodSync(ed, 0o604);
+        serve.child.kill('SIGHUP');
+        for (let i = 0; i < 50 && !warning.test(serve.output().stdout); i++) await sleep(100);
+        chmodSync(ed, 0o600);
+        assert.equal(await serve.stop(), 0);
+        assert.match(serve.output().stdout, warning, `workers ${workers}`);
+      }
+    } finally {
+      chmodSync(ed, 0o600);
     }
   });
 

@@ -17,7 +17,7 @@ import { reportNestedHomes } from '../session/nested-homes.js';
 import { sweepHomes } from '../session/home-sweep.js';
 import { drainSummary } from '../session/live.js';
 import { localStorageUsable } from '../session/storage/local.js';
-import { adminServesTls, logStarted } from '../started.js';
+import { adminServesTls, logStarted, warnExposedKeys } from '../started.js';
 import { nextStopSignal } from '../stop-signal.js';
 import { provisionAnonymous } from '../users/anonymous.js';
 
@@ -145,15 +145,7 @@ async function serveHere(services: Services, coordination: Coordination, stopped
     startFailed(log, err, 'could not start');
     return 1;
   }
-  // SIGHUP: new certificates and keys, and new log files after logrotate moved them.
-  const onHangup = () => {
-    running.forEach((fe) => fe.reload?.());
-    coordination.auditLog?.reopen().catch((err: unknown) => log.error({ err }, 'audit log reopen'));
-  };
-  process.on('SIGHUP', onHangup);
-  coordination.serving.started(0);
   const { dataDir, certsDir } = services.config;
-  const leave = coordination.sessions.join(services.live);
   const report = {
     listeners: running.flatMap((fe) => fe.listeners),
     frontEnds: running.map((fe) => fe.name),
@@ -162,6 +154,15 @@ async function serveHere(services: Services, coordination: Coordination, stopped
     workers: 1,
     adminTls: adminServesTls(services.config.admin),
   };
+  // SIGHUP: new certificates and keys, and new log files after logrotate moved them.
+  const onHangup = () => {
+    running.forEach((fe) => fe.reload?.());
+    coordination.auditLog?.reopen().catch((err: unknown) => log.error({ err }, 'audit log reopen'));
+    void warnExposedKeys(log, report);
+  };
+  process.on('SIGHUP', onHangup);
+  coordination.serving.started(0);
+  const leave = coordination.sessions.join(services.live);
   await logStarted(log, coordination.started.keep(report));
   // With every port set to 0 nothing else holds the process until a signal comes.
   const keepAlive = setInterval(() => undefined, 1 << 30);

@@ -5,7 +5,7 @@ import { WorkerLink } from '../coordinator/ipc-server.js';
 import { isMessage, type PrimaryMessage, type WorkerMessage } from '../coordinator/ipc-messages.js';
 import { StartRefused, startFailed, type Listening } from '../listening.js';
 import { drainSummary, type DrainCounts } from '../session/live.js';
-import { adminServesTls, logStarted } from '../started.js';
+import { adminServesTls, logStarted, warnExposedKeys } from '../started.js';
 import { nextStopSignal } from '../stop-signal.js';
 import { allocatorEnv, workerExecArgv } from './allocator.js';
 
@@ -129,14 +129,15 @@ export async function superviseWorkers(
   }
   // With every worker dead and the next not yet started, nothing else would hold the process.
   const keepAlive = setInterval(() => undefined, 1 << 30);
+  const { dataDir, certsDir } = settings;
+  const report = { listeners, frontEnds, dataDir, certsDir, workers: count, adminTls: adminServesTls(settings.admin) };
   const onHangup = () => {
     for (const worker of ready) if (worker.isConnected()) worker.send({ t: 'reload' } satisfies PrimaryMessage);
     coordination.auditLog?.reopen().catch((err: unknown) => log.error({ err }, 'audit log reopen'));
+    void warnExposedKeys(log, report);
   };
   process.on('SIGHUP', onHangup);
-  const { dataDir, certsDir } = settings;
-  const adminTls = adminServesTls(settings.admin);
-  await logStarted(log, coordination.started.keep({ listeners, frontEnds, dataDir, certsDir, workers: count, adminTls }));
+  await logStarted(log, coordination.started.keep(report));
   const signal = await stopped;
   clearInterval(keepAlive);
   process.off('SIGHUP', onHangup);
