@@ -63,6 +63,33 @@ describe('admin API connections have a budget of their own', () => {
     }
     assert.equal(status, 401);
   });
+
+  // Found by a review: 4 addresses of 16 requests sent a byte at a time, each cut at the request deadline and
+  // sent again, held every place (and /healthz with them) and were never scored.
+  it('connections never answered add their time to their address\'s, scored until it is banned; answered ones do not', { timeout: 60_000 }, async () => {
+    const slow = async (from: string, count: number, ms: number) => {
+      const sockets = await Promise.all(
+        Array.from({ length: count }, async () => {
+          const s = net.connect({ port, host: '127.0.0.1', localAddress: from });
+          s.on('error', () => undefined);
+          await new Promise((r) => s.once('connect', r));
+          s.write('GET /healthz HTTP/1.1\r\nHost: sluice\r\n');
+          return s;
+        }),
+      );
+      await new Promise((r) => setTimeout(r, ms));
+      await Promise.all(sockets.map((s) => (s.closed ? undefined : new Promise((r) => s.once('close', r).destroy()))));
+    };
+    // Each left before a third of the deadline (10 s): together they held 24 s.
+    await slow('127.0.0.8', 16, 1500);
+    const deadline = Date.now() + 5_000;
+    while (!srv.bans().includes('127.0.0.8') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(srv.bans().includes('127.0.0.8'), `bans: ${srv.bans().join(', ')}`);
+    assert.equal(await RawFtp.greeting(srv.ftpPort, '127.0.0.8'), 'closed', 'banned on every port');
+    // As many answered requests, each on its connection: nothing scored.
+    for (let i = 0; i < 16; i++) assert.equal((await adminRequest({ port, from: '127.0.0.9' }, 'GET', '/healthz')).status, 200);
+    assert.ok(!srv.bans().includes('127.0.0.9'));
+  });
 });
 
 describe('admin API at a stop', () => {

@@ -165,8 +165,9 @@ describe('the defender against guesses queued before a ban and keys asked about'
  * just before the login deadline, and came back at once, was never scored:
  * 25 addresses of 20 such connections held all of the server's 500 places,
  * and no user could log in for as long as they went on. A connection that
- * holds its place for a third of the deadline and leaves without a login
- * attempt now counts as a login timeout; one that leaves at once does not.
+ * leaves without a login attempt now adds the time it held its place to its
+ * source's: each third of the deadline so summed counts as a login timeout.
+ * One that leaves at once adds next to nothing.
  */
 describe('the defender against places held until just before the login deadline', () => {
   let srv: TestServer;
@@ -191,7 +192,8 @@ describe('the defender against places held until just before the login deadline'
       }),
     );
     await new Promise((r) => setTimeout(r, ms));
-    await Promise.all(sockets.map((s) => new Promise((r) => s.once('close', r).destroy())));
+    // One the server closed meanwhile (its address banned) has closed already.
+    await Promise.all(sockets.map((s) => (s.closed ? undefined : new Promise((r) => s.once('close', r).destroy()))));
   };
 
   it('held a third of the deadline (1 s of 3) and left before it: scored, on FTP and SSH alike', { timeout: 60_000 }, async () => {
@@ -200,6 +202,16 @@ describe('the defender against places held until just before the login deadline'
     const bans = srv.bans();
     assert.ok(bans.includes('127.0.0.61') && bans.includes('127.0.0.62'), `bans: ${bans.join(', ')}`);
     assert.equal(await RawFtp.greeting(srv.ftpPort, '127.0.0.61'), 'closed');
+  });
+
+  // Found by a review of the rule before: each connection was scored only if it alone held a third of the
+  // deadline, so connections that left just before that and came back at once held every place unscored.
+  it('left before a third of the deadline and came back at once: their time is summed, and scored', { timeout: 60_000 }, async () => {
+    for (const [port, from] of [[srv.ftpPort, '127.0.0.64'], [srv.sftpPort, '127.0.0.65']] as const) {
+      for (let round = 0; round < 2; round++) await hold(port, from, 10, 600);
+      assert.ok(srv.bans().includes(from), `${from} banned; bans: ${srv.bans().join(', ')}`);
+    }
+    assert.equal(await RawFtp.greeting(srv.ftpPort, '127.0.0.64'), 'closed');
   });
 
   it('connected and left at once (a health check, a port scan): not scored', { timeout: 60_000 }, async () => {

@@ -1,4 +1,5 @@
 import { promises as fsp } from 'node:fs';
+import type http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
 import swagger from '@fastify/swagger';
@@ -7,7 +8,8 @@ import type { Logger } from 'pino';
 import { readTlsMaterial } from '../certs/tls-material.js';
 import { listenOn } from '../listening.js';
 import { BanCheck } from '../security/ban-check.js';
-import { countConnection } from '../security/gate.js';
+import { countConnection, HELD_SHARE } from '../security/gate.js';
+import { HeldTime } from '../security/held-time.js';
 import { ConnectionRegistry } from '../session/registry.js';
 import { version } from '../version.js';
 import { authenticate, clientAddress } from './auth.js';
@@ -100,14 +102,36 @@ export async function startAdminApi(
   // cannot lock out the other (an operator banning the flood, a scrape of /metrics). Answered in
   // microtasks, before the socket's first read.
   const admission = { admit: async (source: string) => connections.tryAcquire(source) };
+  // A connection that held its place and was never answered (no request, or one sent too slowly to arrive
+  // before REQUEST_MS) adds that time to its source's, scored as the protocols' idle connections are (found by
+  // a review: 4 addresses of 16 slow requests, each cut at 10 s and sent again, held every place and
+  // /healthz with them, never scored).
+  const unanswered = new HeldTime(REQUEST_MS * HELD_SHARE, config.defender.window * 1000);
+  // By the peer's address and port: with TLS a request's socket wraps the one 'connection' gave.
+  const answered = new Set<string>();
+  const peer = (socket: net.Socket) => `${socket.remoteAddress}|${socket.remotePort}`;
+  if (!local) {
+    app.server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      res.once('finish', () => answered.add(peer(req.socket)));
+    });
+  }
   app.server.on('connection', (socket: net.Socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     if (local) return;
     const ip = clientAddress(socket);
     if (bans.banned(ip)) return void socket.destroy();
-    void countConnection(admission, bans.source(ip), socket, log).then((counted) => {
-      if (counted !== 'counted') socket.destroy();
+    const source = bans.source(ip);
+    const since = performance.now();
+    const key = peer(socket);
+    void countConnection(admission, source, socket, log).then((counted) => {
+      if (counted !== 'counted') return void socket.destroy();
+      socket.once('close', () => {
+        if (answered.delete(key)) return;
+        for (let n = unanswered.add(source, performance.now() - since); n > 0; n--) {
+          void context.coordination.coordinator.score(ip, 'admin', 'login-timeout').catch((err: unknown) => log.error({ err, ip }, 'offence not scored'));
+        }
+      });
     });
   });
   if (local) await listenOnSocket(app, endpoint.path);

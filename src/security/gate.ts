@@ -7,6 +7,7 @@ import type { Coordinator, Offence, Release } from '../coordinator/coordinator.j
 import type { Account, Protocol } from '../session/account.js';
 import { SluiceError } from '../session/errors.js';
 import type { BanCheck } from './ban-check.js';
+import { HeldTime } from './held-time.js';
 import { ProxyHeaders, type Origin, type ProxyMode } from './proxy-header.js';
 
 /** After the pre-login deadline the front-end may say goodbye; this long later the socket is destroyed anyway. */
@@ -28,16 +29,16 @@ const MAX_KEY_OFFERS = 10;
  */
 const KEY_REFUSAL_MS = 5;
 /**
- * The share of limits.loginTimeout a connection may hold its place before
- * logging in and leave unscored (see dispose): a client logs in within a
- * second or two, and one that connects and leaves at once is a probe.
+ * Of the time connections from one source held their places and left without
+ * a login attempt, each such share of limits.loginTimeout, summed, scores one
+ * login timeout (see HeldTime): a client logs in within a second or two.
  */
-const HELD_SHARE = 1 / 3;
+export const HELD_SHARE = 1 / 3;
 
 export interface GateSettings {
   readonly limits: Config['limits'];
   readonly auth: Config['auth'];
-  readonly defender: Pick<Config['defender'], 'threshold'>;
+  readonly defender: Pick<Config['defender'], 'threshold' | 'window'>;
   readonly trustedProxies: Config['trustedProxies'];
   readonly ftp: { readonly proxyProtocol: ProxyMode };
   readonly sftp: { readonly proxyProtocol: ProxyMode };
@@ -59,6 +60,8 @@ export class Gate {
   private refused = 0;
   private warnedAt = 0;
   private readonly proxies: ProxyHeaders;
+  /** Time connections held their places and left without a login attempt (see Guest.dispose). */
+  readonly heldWithoutLogin: HeldTime;
 
   constructor(
     readonly coordinator: Coordinator,
@@ -68,6 +71,7 @@ export class Gate {
     readonly log: Logger,
   ) {
     this.proxies = new ProxyHeaders(settings.trustedProxies, log);
+    this.heldWithoutLogin = new HeldTime(settings.limits.loginTimeout * 1000 * HELD_SHARE, settings.defender.window * 1000);
   }
 
   /**
@@ -449,13 +453,12 @@ export class Guest {
     // reconnecting was never scored: any number of public keys tried against a user, and the answer's
     // timing read for which names exist.
     if (this.keysAsked > 0 && !this.attempted && this.keyOffers < MAX_KEY_OFFERS) void this.score('login-failed', this.protocol);
-    // Held its slot a good part of the deadline, then left with no login attempted: scored as the deadline
-    // would have. Found by a review: connections that sent nothing and closed just before the deadline, and
+    // Held its slot, then left with no login attempted: its time counts toward login timeouts of its source
+    // (HeldTime). Found by reviews: connections that sent nothing and closed just before the deadline, and
     // came back at once, were never scored, and 25 addresses of 20 such connections held every one of the
-    // server's 500 places, so no user could log in, for as long as they went on. A client that connects and
-    // leaves at once (a health check, a port scan) is not scored.
-    else if (!this.attempted && !this.vouched && !this.inSession && performance.now() - this.armedAt >= this.gate.settings.limits.loginTimeout * 1000 * HELD_SHARE) {
-      this.offence('login-timeout');
+    // server's 500 places, so no user could log in, for as long as they went on.
+    else if (!this.attempted && !this.vouched && !this.inSession) {
+      for (let n = this.gate.heldWithoutLogin.add(this.source, performance.now() - this.armedAt); n > 0; n--) this.offence('login-timeout');
     }
     if (this.deadline) clearTimeout(this.deadline);
     this.deadline = null;
