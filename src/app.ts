@@ -28,6 +28,7 @@ import { LocalRooms, QuotaBook, type QuotaRooms } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
 import type { InFlightTransfers, SessionDeps } from './session/session.js';
 import { openLocalStorage } from './session/storage/local.js';
+import { WALKS_PER_HOME, WalkTurns } from './session/storage/walk-turns.js';
 import { ServerPlaces } from './session/storage/server-places.js';
 import { StartRecord } from './start-record.js';
 import { SqliteStore } from './store/sqlite/store.js';
@@ -196,6 +197,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
   const scanning = scanningOf(config);
   const live = new LiveRegistry(worker, authenticator, (setting) => scansWith(scanning, setting));
   const serverPlaces = new ServerPlaces(config.dataDir, serverFilesOf(config));
+  const walks = new WalkTurns(WALKS_PER_HOME);
   return {
     ...base,
     coordinator,
@@ -207,7 +209,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
       quotas: coordinator.ledgers,
       openHandles: new HandleBook(config.sftp.maxHandlesPerUser),
       atomicUploads: config.uploads.atomic,
-      storage: (home) => openLocalStorage(home, serverPlaces),
+      storage: (home) => openLocalStorage(home, serverPlaces, walks),
       hashResumedUploads: config.audit.hashResumedUploads,
       budgets: new ConnectionBudgets({ up: config.limits.rateUp, down: config.limits.rateDown, hash: config.limits.hashRate }),
       receipts: new UploadReceipts(),

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { loggedIn, type RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
+import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
 let srv: TestServer;
 const deep = Array.from({ length: 1000 }, () => 'x').join('/');
@@ -40,4 +41,26 @@ it('ten sessions asking SIZE 1,000 directories deep hold a few descriptors each,
     for (const c of sessions) c.close();
   }
   assert.ok(peak - base <= 400, `descriptors rose by ${peak - base} (10 sessions, 1,000 directories deep)`);
+});
+
+// Found by a review: with many requests in flight on many SFTP channels, each walking a deep path at once,
+// one user held 20,000 descriptors (the process's limit) and other users' sessions failed.
+it('STATs 1,000 directories deep in flight on 20 SFTP channels walk a few at a time: descriptors stay bounded', { timeout: 120_000 }, async () => {
+  const fds = () => readdirSync(`/proc/${srv.pid}/fd`).length;
+  const connections = await Promise.all([0, 1].map(() => sshConnect({ port: srv.sftpPort, username: 'carol', password: 'carol password' })));
+  try {
+    const channels = await Promise.all(connections.flatMap((c) => Array.from({ length: 10 }, () => sftpOf(c))));
+    const base = fds();
+    let peak = base;
+    const sampler = setInterval(() => (peak = Math.max(peak, fds())), 2);
+    try {
+      const sizes = await Promise.all(channels.flatMap((sftp) => Array.from({ length: 32 }, () => call<{ size: number }>((cb) => sftp.stat(`/${deep}/f`, cb)))));
+      assert.deepEqual(new Set(sizes.map((st) => st.size)), new Set([5]));
+    } finally {
+      clearInterval(sampler);
+    }
+    assert.ok(peak - base <= 600, `descriptors rose by ${peak - base} (640 STATs in flight, 1,000 directories deep)`);
+  } finally {
+    for (const c of connections) c.end();
+  }
 });

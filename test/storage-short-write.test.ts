@@ -20,7 +20,8 @@ describe('storage: a short write fails the write', () => {
         script,
         `import { openLocalStorage } from ${JSON.stringify(local)};
 import { ServerPlaces } from ${JSON.stringify(local.replace('/local.ts', '/server-places.ts'))};
-const storage = await openLocalStorage(process.argv[2], new ServerPlaces("/nonexistent-sluice-data", []));
+import { WalkTurns } from ${JSON.stringify(local.replace('/local.ts', '/walk-turns.ts'))};
+const storage = await openLocalStorage(process.argv[2], new ServerPlaces("/nonexistent-sluice-data", []), new WalkTurns(1));
 const loc = await storage.resolve('/big', false);
 const file = await loc.openWrite({ create: true, truncate: false, append: false });
 try {

@@ -6,6 +6,7 @@ import { SluiceError, Unseen } from '../errors.js';
 import { UPLOAD_TEMP_PREFIX, splitVirtual } from '../paths.js';
 import { errnoCode, fromErrno, sys } from './errno.js';
 import { kernelFileSystem, type ServerPlaces } from './server-places.js';
+import type { WalkTurns } from './walk-turns.js';
 import type {
   DirectoryReader,
   HeldNode,
@@ -56,7 +57,7 @@ export function procPath(fd: number, name = ''): string {
  * first, and refused when it overlaps the server's own files: homes stored
  * before that was checked, or made so by a later change of config.
  */
-export async function openLocalStorage(home: string, serverPlaces: ServerPlaces): Promise<Storage> {
+export async function openLocalStorage(home: string, serverPlaces: ServerPlaces, walks: WalkTurns): Promise<Storage> {
   try {
     const root = await fsp.realpath(home);
     if (!(await fsp.stat(root)).isDirectory()) throw new Error('home is not a directory');
@@ -64,7 +65,7 @@ export async function openLocalStorage(home: string, serverPlaces: ServerPlaces)
     if (conflict) throw new Error(`home ${root} ${conflict}`);
     const kernel = await kernelFileSystem(root);
     if (kernel) throw new Error(`home ${root} is on the kernel's ${kernel} file system`);
-    return new LocalStorage(root);
+    return new LocalStorage(root, walks);
   } catch (err) {
     throw new SluiceError('failure', 'Home directory unavailable', err instanceof Error ? err.message : String(err));
   }
@@ -617,8 +618,14 @@ export class LocalStorage implements Storage {
   private readonly home: HomeDirectory;
   private readonly chain = new DirectoryChain();
 
-  /** @param root real path of the home (already resolved with realpath). */
-  constructor(private readonly root: string) {
+  /**
+   * @param root real path of the home (already resolved with realpath).
+   * @param walks turns to walk, shared with the other sessions of the home.
+   */
+  constructor(
+    private readonly root: string,
+    private readonly walks: WalkTurns,
+  ) {
     this.home = new HomeDirectory(root, () => this.chain.keep([]));
   }
 
@@ -654,7 +661,12 @@ export class LocalStorage implements Storage {
       void this.letGo(home);
       return new LocalLocation(this, fh, parts[parts.length - 1] as string, '/' + parts.join('/'), blind, found);
     }
-    return this.walk(home, kept?.links ?? [], parts, look, blindAt);
+    const done = await this.walks.take(this.root);
+    try {
+      return await this.walk(home, kept?.links ?? [], parts, look, blindAt);
+    } finally {
+      done();
+    }
   }
 
   /**
