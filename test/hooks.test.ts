@@ -63,6 +63,11 @@ describe('hook argv templates', () => {
       ['python3', '-m', '{user}'],
       ['perl', '-I', '{path}', 'x.pl'],
       ['python3', '{path}'],
+      // Behind a wrapper this does not know (found by a review: these passed).
+      ['/usr/bin/time', '-o', '/dev/null', 'sh', '-c', 'echo "failed login {user}"'],
+      ['strace', '-f', 'bash', '-ec', 'x {path}'],
+      ['find', '/', '-maxdepth', '0', '-exec', 'sh', '-c', 'echo {path}', ';'],
+      ['unknown-wrapper', 'python3', '-u', '-c', 'f("{path}")'],
     ];
     for (const argv of refused) assert.notEqual(placeholderInCode(argv), null, argv.join(' '));
     const allowed = [
@@ -77,6 +82,8 @@ describe('hook argv templates', () => {
       ['nice', '-n', '5', 'notify', '{path}'],
       ['timeout', '-s', 'KILL', '10', 'logger', '-t', 'sluice', '{path}'],
       ['ionice', '-c', '3', 'notify', '{user}'],
+      ['/usr/bin/time', 'sh', '-c', 'run.sh "$1"', 'sh', '{path}'],
+      ['strace', '-f', 'sh', '/opt/x/run.sh', '{path}'],
     ];
     for (const argv of allowed) assert.equal(placeholderInCode(argv), null, argv.join(' '));
   });

@@ -66,6 +66,25 @@ export function runnerOf(argv: readonly string[]): { at: number; kind: Kind | nu
 }
 
 /**
+ * With no runner known (the first word no launcher this knows: `time`,
+ * `strace -f`, `find / -exec`), the code after a shell's or interpreter's
+ * code option anywhere in the argv, when it holds a `{field}`. Found by a
+ * review: `['/usr/bin/time', 'sh', '-c', 'echo {user}']` passed, and a
+ * failed login as `$(id>p)` ran as the server. Only code options: past an
+ * unknown program a shell's name may be a value of its own (`rsync -e ssh`).
+ */
+function codeBehindAnyWrapper(argv: readonly string[]): string | null {
+  for (let k = 1; k < argv.length; k++) {
+    const kind = kindOf(argv[k] as string);
+    if (kind !== 'shell' && kind !== 'interpreter') continue;
+    for (let j = k + 1; j < argv.length - 1 && (argv[j] as string).startsWith('-'); j++) {
+      if (takesCode(kind, argv[j] as string) && holdsPlaceholder(argv[j + 1] as string)) return argv[j + 1] as string;
+    }
+  }
+  return null;
+}
+
+/**
  * Pure: the first argument of `argv` holding a `{field}` that a shell, an
  * interpreter or a remote host runs as code, or null:
  * - a launcher's command option (`su -c`, `runuser -c`, `flock -c`, `env -S`);
@@ -87,7 +106,7 @@ export function placeholderInCode(argv: readonly string[]): string | null {
     const value = holdsPlaceholder(word) ? word : argv[k + 1];
     if (value !== undefined && holdsPlaceholder(value)) return value;
   }
-  if (kind === null) return null;
+  if (kind === null) return codeBehindAnyWrapper(argv);
   const rest = argv.slice(at + 1);
   if (kind === 'command line') return rest.find(holdsPlaceholder) ?? null;
   let first = 0;
