@@ -14,6 +14,7 @@ import { pino } from 'pino';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
+import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 import { hookRecorder } from './helpers/hook-recorder.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -141,7 +142,7 @@ describe('hooks on a running server: commands without a shell, signed webhooks w
       'hooks:',
       '  actions:',
       '    - name: record',
-      '      on: [upload, download, delete, rename, login, login-failed, quota-exceeded]',
+      '      on: [upload, upload-failed, download, delete, rename, login, login-failed, quota-exceeded]',
       `      command: ['${process.execPath}', '${script}', '${out()}', '{event}', '{user}', '{path}', '{target}', '{sha256}', '{reason}']`,
       '    - name: web',
       '      on: [upload]',
@@ -215,13 +216,31 @@ describe('hooks on a running server: commands without a shell, signed webhooks w
     assert.equal(sluice(srv.dir, ['audit', 'verify']).code, 0);
   });
 
-  it('over quota runs the quota-exceeded hook', async () => {
+  it('over quota runs the quota-exceeded hook, and upload-failed with why', async () => {
     const big = join(dir, 'big.bin');
     writeFileSync(big, randomBytes(200_000));
     assert.notEqual(curl(['-T', big, ftp('/big.bin')]).status, 0);
-    const seen = async () => (await lines(out(), 1)).some((r) => r[0] === 'quota-exceeded' && r[2] === '/big.bin');
-    for (let i = 0; i < 50 && !(await seen()); i++) await sleep(100);
-    assert.ok(await seen());
+    const seen = async (event: string) => (await lines(out(), 1)).some((r) => r[0] === event && r[2] === '/big.bin');
+    for (let i = 0; i < 50 && !(await seen('quota-exceeded')); i++) await sleep(100);
+    assert.ok(await seen('quota-exceeded'));
+    const failed = (await lines(out(), 1)).find((r) => r[0] === 'upload-failed' && r[2] === '/big.bin');
+    assert.match(failed?.[5] ?? '', /^failed: /, JSON.stringify(failed));
+  });
+
+  // Found by a review: bytes written in place by an upload that did not complete reached no hook.
+  it('an upload written in place and cut off runs upload-failed, its bytes left under the name', async () => {
+    writeFileSync(join(srv.home('alice'), 'inplace.txt'), 'original content');
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    const sftp = await sftpOf(conn);
+    const handle = await call<Buffer>((cb) => sftp.open('/inplace.txt', 'r+', cb));
+    await call((cb) => sftp.write(handle, Buffer.from('EVIL'), 0, 4, 0, cb));
+    conn.end();
+    for (let i = 0; i < 50 && !(await lines(out(), 1)).some((r) => r[0] === 'upload-failed' && r[2] === '/inplace.txt'); i++) await sleep(100);
+    const run = (await lines(out(), 1)).find((r) => r[0] === 'upload-failed' && r[2] === '/inplace.txt');
+    assert.ok(run, 'the hook ran');
+    assert.deepEqual(run.slice(0, 5), ['upload-failed', 'alice', '/inplace.txt', '', '']);
+    assert.match(run[5] as string, /^aborted/);
+    assert.equal(readFileSync(join(srv.home('alice'), 'inplace.txt'), 'utf8'), 'EVILinal content');
   });
 });
 

@@ -2,7 +2,7 @@ import type { Actor, AuditEvent } from '../audit/events.js';
 import { shown } from '../session/unsafe-chars.js';
 
 /** What a hook can be run on. */
-export const HOOK_EVENTS = ['upload', 'download', 'delete', 'rename', 'login', 'login-failed', 'quota-exceeded'] as const;
+export const HOOK_EVENTS = ['upload', 'upload-failed', 'download', 'delete', 'rename', 'login', 'login-failed', 'quota-exceeded'] as const;
 export type HookEvent = (typeof HOOK_EVENTS)[number];
 
 /**
@@ -15,7 +15,12 @@ export type HookFields = Record<(typeof HOOK_FIELDS)[number], string>;
 /**
  * The hook event an audit event is, with its fields; null for events no hook
  * runs on. Transfers count only when they completed: a hook on `upload` is
- * told of files that are there.
+ * told of files that are there. An upload that did not complete is
+ * `upload-failed`, its result and why in `reason`: one written in place (a
+ * resume, an append, an SFTP write without truncation, or any upload with
+ * uploads.atomic off) leaves what arrived under its name, and a hook that
+ * checks files must hear of it (found by a review: such bytes reached no
+ * hook at all).
  *
  * The user is shown escaped (session/unsafe-chars.ts): a failed login of an
  * unknown user carries the name the client sent, which may hold a line break
@@ -29,7 +34,11 @@ export function hookEventOf(actor: Actor, e: AuditEvent, time: Date): { event: H
   switch (e.event) {
     case 'upload':
     case 'download':
-      if (e.result !== 'ok') return null;
+      if (e.result !== 'ok') {
+        if (e.event === 'download') return null;
+        const reason = e.reason === undefined ? e.result : `${e.result}: ${e.reason}`;
+        return { event: 'upload-failed', fields: { ...base, event: 'upload-failed', path: e.path, bytes: String(e.bytes), size: String(e.size), reason, replaced: replacedField(e) } };
+      }
       return {
         event: e.event,
         fields: { ...base, event: e.event, path: e.path, bytes: String(e.bytes), size: String(e.size), sha256: e.file_sha256 ?? e.sha256 ?? '', replaced: replacedField(e) },
