@@ -158,7 +158,7 @@ export const configSchema = z
             incoming: z.union([z.literal(''), z.string().regex(/^\/[^\0]*[^/]$/, 'an absolute virtual path such as /incoming')]).default(''),
             /** Anonymous sessions at once, all addresses together. */
             maxSessions: z.number().int().min(1).max(100000).default(10),
-            /** Of those, from one address (limits.ipv6Prefix applies): one client cannot take them all. */
+            /** Of those, from one address (limits.ipv6Prefix applies; per node): one client cannot take them all. */
             maxSessionsPerIp: z.number().int().min(1).max(100000).default(3),
           })
           .strict()

@@ -9,6 +9,16 @@ import type { Ledgers } from '../session/quota.js';
  */
 export type Offence = 'login-failed' | 'login-timeout' | 'protocol-abuse' | 'handshake-failed';
 
+/**
+ * A share of a user's sessions from one source (BanCheck.source), so one
+ * client cannot take them all (anonymous FTP). Counted by the process that
+ * holds the coordinator: on several nodes, each node's share.
+ */
+export interface SourceShare {
+  readonly source: string;
+  readonly max: number;
+}
+
 /** Gives back a counted place (a connection, a user's session); only the first call counts. */
 export type Release = () => void;
 
@@ -37,8 +47,12 @@ export interface Coordinator {
    * not take (Scorer.holds), which the gate's own look-up cannot see.
    */
   admit(source: string): Promise<Release | 'banned' | null>;
-  /** A slot for one logged-in session of `user` (its stored name), or null at the per-user limit (`max` when given). */
-  claimUser(user: string, max?: number): Promise<Release | null>;
+  /**
+   * A slot for one logged-in session of `user` (its stored name), or null at
+   * the per-user limit (`max` when given), or at `from.max` of the user's
+   * sessions from `from.source`.
+   */
+  claimUser(user: string, max?: number, from?: SourceShare): Promise<Release | null>;
   /** Count one offence of `ip`; true when it got the address banned (on every process at once: the ban is stored). */
   score(ip: string, protocol: Protocol, offence: Offence): Promise<boolean>;
   readonly ledgers: Ledgers;

@@ -5,7 +5,7 @@ import { SluiceError } from '../session/errors.js';
 import type { LiveSessionsView } from '../session/live.js';
 import type { Ledger, Ledgers } from '../session/quota.js';
 import type { InFlightTransfers } from '../session/session.js';
-import type { AuditTrail, Coordinator, Offence, Release } from './coordinator.js';
+import type { AuditTrail, Coordinator, Offence, Release, SourceShare } from './coordinator.js';
 import {
   isMessage, type Answer, type LedgerNote, type LedgerOpened, type LedgerQuestion, type PrimaryMessage, type Question, type SessionsAnswer, type SessionsQuestion,
   type SingleWorkerMessage, type WorkerMessage,
@@ -89,8 +89,8 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
     return answer === 'banned' ? answer : this.slot(answer);
   }
 
-  async claimUser(user: string, max?: number): Promise<Release | null> {
-    return this.slot(await this.ask({ op: 'claim-user', user, ...(max === undefined ? {} : { max }) }));
+  async claimUser(user: string, max?: number, from?: SourceShare): Promise<Release | null> {
+    return this.slot(await this.ask({ op: 'claim-user', user, ...(max === undefined ? {} : { max }), ...(from === undefined ? {} : { from }) }));
   }
 
   async score(ip: string, protocol: Protocol, offence: Offence): Promise<boolean> {

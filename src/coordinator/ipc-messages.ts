@@ -5,7 +5,7 @@ import type { ErrorKind } from '../session/errors.js';
 import type { DrainCounts, LiveSessionInfo, UserChangeCounts } from '../session/live.js';
 import type { SaidStep, UploadStart } from '../session/quota.js';
 import type { Listening } from '../listening.js';
-import type { Offence } from './coordinator.js';
+import type { Offence, SourceShare } from './coordinator.js';
 
 /** What a worker's ledger asks and waits for. */
 export type LedgerQuestion =
@@ -37,7 +37,7 @@ export interface LedgerAccount {
 
 export type Question =
   | { op: 'admit'; ip: string }
-  | { op: 'claim-user'; user: string; max?: number }
+  | { op: 'claim-user'; user: string; max?: number; from?: SourceShare }
   | { op: 'score'; ip: string; protocol: Protocol; offence: Offence }
   | { op: 'ledger'; account: LedgerAccount }
   | ({ op: 'ledger-ask'; handle: number } & LedgerQuestion);

@@ -221,7 +221,7 @@ export class WorkerLink {
         return admitted === 'banned' ? admitted : this.keep(admitted);
       }
       case 'claim-user':
-        return this.keep(await this.coordinator.claimUser(q.user, q.max), q.user);
+        return this.keep(await this.coordinator.claimUser(q.user, q.max, q.from), q.user);
       case 'score':
         return this.coordinator.score(q.ip, q.protocol, q.offence);
       case 'ledger': {

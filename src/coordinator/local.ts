@@ -2,7 +2,7 @@ import type { Service } from '../audit/events.js';
 import type { ServerMetricsSink } from '../metrics/events.js';
 import type { Ledgers } from '../session/quota.js';
 import type { ConnectionRegistry } from '../session/registry.js';
-import type { AuditTrail, Coordinator, Offence, Release, Scorer } from './coordinator.js';
+import type { AuditTrail, Coordinator, Offence, Release, Scorer, SourceShare } from './coordinator.js';
 import type { UserSessionCounts } from './shared-state.js';
 
 /**
@@ -29,9 +29,30 @@ export class LocalCoordinator implements Coordinator {
     return this.registry.tryAcquire(ip);
   }
 
-  async claimUser(user: string, max?: number): Promise<Release | null> {
+  async claimUser(user: string, max?: number, from?: SourceShare): Promise<Release | null> {
     // Connections admitted before admission closed log in no more while it is (their records too would wait).
     if (this.closed()) return null;
+    // The source's share first, here and at once: a client at its share takes no place of the user's, not even
+    // for the round trip of a shared store (found by a review: an address at its share, trying again and again,
+    // held the user's last place often enough to refuse others).
+    if (!from) return this.claimUserOnly(user, max);
+    const share = this.registry.tryAcquireUser(`${user} ${from.source}`, from.max);
+    if (!share) return null;
+    const slot = await this.claimUserOnly(user, max).catch((err: unknown) => {
+      share();
+      throw err;
+    });
+    if (!slot) {
+      share();
+      return null;
+    }
+    return () => {
+      slot();
+      share();
+    };
+  }
+
+  private async claimUserOnly(user: string, max: number | undefined): Promise<Release | null> {
     const shared = this.userSessions;
     if (!shared) return this.registry.tryAcquireUser(user, max);
     if (!(await shared.claim(user, max ?? this.registry.maxPerUser))) return null;

@@ -480,41 +480,19 @@ export class Guest {
   }
 
   /** The per-user session limit, checked by the authenticator once the credentials are good. */
-  private readonly claim: Claim = async (user, limits = {}) => {
+  private readonly claim: Claim = async (user, limits: SessionLimits = {}) => {
     // A login that completes after its connection closed must not take a slot nobody frees.
     if (this.closed) return 'closed';
     // Banned while its password waited for a hash slot and was verified: refused as any failure is, and as
     // late (attemptNow), so the answer does not tell a right guess. Before (found by a review), a burst of
     // guesses on maxSessionsPerIp connections had every one verified after the ban, and the right one got in.
     if (this.exhausted) return 'exhausted';
-    const slot = await this.claimSlots(user, limits);
+    const slot = await this.gate.coordinator.claimUser(user, limits.max, limits.perSource === undefined ? undefined : { source: this.source, max: limits.perSource });
     if (slot && this.closed) slot();
     if (this.closed) return 'closed';
     this.userSlot = slot;
     return slot ? 'ok' : 'limit';
   };
-
-  /**
-   * The user's slot, and with `perSource` one of the user's slots from this
-   * source, counted by the coordinator under a key no user name can be (a
-   * space), so the share holds across workers and nodes as the user's does.
-   */
-  private async claimSlots(user: string, { max, perSource }: SessionLimits): Promise<Release | null> {
-    const slot = await this.gate.coordinator.claimUser(user, max);
-    if (slot === null || perSource === undefined) return slot;
-    const fromHere = await this.gate.coordinator.claimUser(`${user} ${this.source}`, perSource).catch((err: unknown) => {
-      slot();
-      throw err;
-    });
-    if (fromHere === null) {
-      slot();
-      return null;
-    }
-    return () => {
-      fromHere();
-      slot();
-    };
-  }
 
   /**
    * One login attempt at a time per connection, each checked against the
