@@ -69,6 +69,12 @@ describe('hook argv templates', () => {
       ['strace', '-f', 'bash', '-ec', 'x {path}'],
       ['find', '/', '-maxdepth', '0', '-exec', 'sh', '-c', 'echo {path}', ';'],
       ['unknown-wrapper', 'python3', '-u', '-c', 'f("{path}")'],
+      // ... and as a review of that fix found, with options taking values before the code, or code joined to its option.
+      ['/usr/bin/time', '-o', '/dev/null', 'bash', '-o', 'pipefail', '-c', 'echo failed {user}'],
+      ['/usr/bin/time', 'sh', '-o', 'errexit', '-c', 'x {user}'],
+      ['/usr/bin/time', 'python3', '-cimport os; os.system("{user}")'],
+      ['/usr/bin/time', 'perl', '-esystem("{user}")'],
+      ['/usr/bin/time', 'node', '--eval=x("{user}")'],
     ];
     for (const argv of refused) assert.notEqual(placeholderInCode(argv), null, argv.join(' '));
     const allowed = [
@@ -85,6 +91,7 @@ describe('hook argv templates', () => {
       ['ionice', '-c', '3', 'notify', '{user}'],
       ['/usr/bin/time', 'sh', '-c', 'run.sh "$1"', 'sh', '{path}'],
       ['strace', '-f', 'sh', '/opt/x/run.sh', '{path}'],
+      ['rsync', '-e', 'ssh', '{path}', 'backup@host:/srv/'],
     ];
     for (const argv of allowed) assert.equal(placeholderInCode(argv), null, argv.join(' '));
   });

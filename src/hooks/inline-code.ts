@@ -67,21 +67,16 @@ export function runnerOf(argv: readonly string[]): { at: number; kind: Kind | nu
 
 /**
  * With no runner known (the first word no launcher this knows: `time`,
- * `strace -f`, `find / -exec`), the code after a shell's or interpreter's
- * code option anywhere in the argv, when it holds a `{field}`. Found by a
- * review: `['/usr/bin/time', 'sh', '-c', 'echo {user}']` passed, and a
- * failed login as `$(id>p)` ran as the server. Only code options: past an
- * unknown program a shell's name may be a value of its own (`rsync -e ssh`).
+ * `strace -f`, `find / -exec`), the first shell or interpreter in the argv
+ * is taken for it, and read as if the argv began there; what follows it is
+ * its own (`sh -c 'run.sh "$1"' sh {path}`). Found by a review:
+ * `['/usr/bin/time', 'sh', '-c', 'echo {user}']` passed, and a failed login
+ * as `$(id>p)` ran as the server. Not a command-line program: past an
+ * unknown program its name may be a value (`rsync -e ssh {path} host:`).
  */
 function codeBehindAnyWrapper(argv: readonly string[]): string | null {
-  for (let k = 1; k < argv.length; k++) {
-    const kind = kindOf(argv[k] as string);
-    if (kind !== 'shell' && kind !== 'interpreter') continue;
-    for (let j = k + 1; j < argv.length - 1 && (argv[j] as string).startsWith('-'); j++) {
-      if (takesCode(kind, argv[j] as string) && holdsPlaceholder(argv[j + 1] as string)) return argv[j + 1] as string;
-    }
-  }
-  return null;
+  const at = argv.findIndex((word, k) => k > 0 && (kindOf(word) === 'shell' || kindOf(word) === 'interpreter'));
+  return at < 0 ? null : codeOfRunner(kindOf(argv[at] as string) as Kind, argv.slice(at + 1));
 }
 
 /**
@@ -107,7 +102,11 @@ export function placeholderInCode(argv: readonly string[]): string | null {
     if (value !== undefined && holdsPlaceholder(value)) return value;
   }
   if (kind === null) return codeBehindAnyWrapper(argv);
-  const rest = argv.slice(at + 1);
+  return codeOfRunner(kind, argv.slice(at + 1));
+}
+
+/** The first of a runner's arguments `rest` that holds a `{field}` it runs as code (see placeholderInCode), or null. */
+function codeOfRunner(kind: Kind, rest: readonly string[]): string | null {
   if (kind === 'command line') return rest.find(holdsPlaceholder) ?? null;
   let first = 0;
   while (rest[first]?.startsWith('-')) first++;
