@@ -90,6 +90,17 @@ describe('admin API connections have a budget of their own', () => {
     for (let i = 0; i < 16; i++) assert.equal((await adminRequest({ port, from: '127.0.0.9' }, 'GET', '/healthz')).status, 200);
     assert.ok(!srv.bans().includes('127.0.0.9'));
   });
+
+  // Found by a review: one idle connection the server itself closed after 30 s scored 9 offences, and its address
+  // (a browser's preconnect, a proxy's spare connection) was banned on every port.
+  it('one idle connection the server closes costs one offence, not a ban', { timeout: 60_000 }, async () => {
+    const lone = idle(port, '127.0.0.10', 45_000);
+    lone.socket.resume(); // to see the server's close
+    assert.equal(await lone.ended, 'closed', 'closed by the server when idle');
+    await new Promise((r) => setTimeout(r, 500));
+    assert.ok(!srv.bans().includes('127.0.0.10'), `bans: ${srv.bans().join(', ')}`);
+    assert.equal((await adminRequest({ port, from: '127.0.0.10' }, 'GET', '/healthz')).status, 200);
+  });
 });
 
 describe('admin API at a stop', () => {
