@@ -136,6 +136,10 @@ describe('admin API resources', () => {
       assert.match((polluted.json as Json).error as string, /^body\.(__proto__|constructor): not allowed$/);
     }
     assert.equal((await call('GET', '/users/erin')).status, 404, 'nothing was written');
+    // A byte-order mark before the JSON is taken, as before (found by a review of the parser).
+    const bom = await adminRequest(api, 'POST', '/api/v1/users', { rawBody: '\uFEFF{"name": "erin"}' });
+    assert.equal(bom.status, 400, bom.text);
+    assert.match((bom.json as Json).error as string, /password or a public key/);
     assert.equal((await call('GET', '/widgets')).status, 404);
     // A resource there under other methods: 405 naming them, not 404 (found by a review).
     const wrongMethod = await call('PUT', '/users/nobody', { quotaBytes: 1 });

@@ -118,7 +118,9 @@ export function parseJsonBodies(app: FastifyInstance): void {
 }
 
 /** Pure: a request body as parsed JSON, or a BadInput naming what is wrong with it. */
-export function parseBody(text: string): unknown {
+export function parseBody(raw: string): unknown {
+  // A byte-order mark, which PowerShell and .NET tools write, is no error (Fastify's parser took it too).
+  const text = raw.startsWith('\uFEFF') ? raw.slice(1) : raw;
   if (text.trim() === '') throw new BadInput('body', 'empty; send a JSON object');
   let parsed: unknown;
   try {
