@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSy
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, type FTPError } from 'basic-ftp';
 import { RawFtp, readAll } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
@@ -309,6 +310,26 @@ describe('FTP control channel', () => {
     writeFileSync(file, '0123456789');
     assert.equal((await c.cmd('REST 6')).code, 350);
     assert.equal(await transfer('RETR ten.bin'), '6789', 'before a transfer, with its EPSV between, it holds');
+    c.close();
+  });
+
+  // Found by an adversarial review: a transfer refused after its client had connected and sent left that data
+  // connection for the next data command: a STOU stored the bytes meant for the refused STOR under its name.
+  it('a data command refused after the client connected ends that data connection; the next one needs PASV again', async () => {
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+    const before = new Set(readdirSync(srv.home('alice')));
+    for (const refused of ['RETR not-there.bin', 'STOR /no-such-dir/x.bin', 'LIST /no-such-dir']) {
+      const data = await c.passive(true);
+      const sock = await data.open();
+      sock.on('error', () => undefined);
+      sock.write(`bytes meant for ${refused}`);
+      assert.equal((await c.cmd(refused)).code, 550, refused);
+      const closed = new Promise((r) => sock.once('close', () => r('closed')));
+      sock.resume();
+      assert.equal(await Promise.race([closed, sleep(5000).then(() => 'open')]), 'closed', `${refused}: its data connection ended`);
+      assert.equal((await c.cmd('STOU')).code, 425, `after ${refused}: no data connection left`);
+    }
+    assert.deepEqual(readdirSync(srv.home('alice')).filter((n) => !before.has(n)), [], 'nothing stored');
     c.close();
   });
 

@@ -287,7 +287,7 @@ export class FtpConnection implements FtpControl {
     const badArgument = spec.arg === 'required' && arg.trim() === '' ? 'Missing argument.' : spec.arg === 'none' && arg.trim() !== '' ? 'No argument allowed.' : null;
     if (badArgument !== null) {
       // Found by a review: RETR with no argument left a REST offset for the STOR after it.
-      if (spec.data) this.takeRestOffset();
+      if (spec.data) this.endDataCommand();
       this.reply(Code.ArgumentError, badArgument);
       return;
     }
@@ -304,7 +304,21 @@ export class FtpConnection implements FtpControl {
       }
       this.log.error({ err, verb }, 'command failed');
       this.reply(Code.LocalError, 'Local error in processing.');
+    } finally {
+      if (spec.data) this.endDataCommand();
     }
+  }
+
+  /**
+   * A data command, run or refused, leaves no REST offset and no data
+   * endpoint behind (a transfer took its own), as vsftpd ends its PASV and
+   * PORT state with every one: found by a review, a STOR refused after its
+   * client had connected and sent left that connection, bytes and all, to the
+   * STOU after it, which stored them under its own name.
+   */
+  private endDataCommand(): void {
+    this.takeRestOffset();
+    if (this.endpoint) this.setEndpoint(null);
   }
 
   /**
