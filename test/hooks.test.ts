@@ -228,7 +228,7 @@ describe('hooks on a running server: commands without a shell, signed webhooks w
     writeFileSync(big, randomBytes(200_000));
     assert.notEqual(curl(['-T', big, ftp('/big.bin')]).status, 0);
     const seen = async (event: string) => (await lines(out(), 1)).some((r) => r[0] === event && r[2] === '/big.bin');
-    for (let i = 0; i < 50 && !(await seen('quota-exceeded')); i++) await sleep(100);
+    for (let i = 0; i < 50 && !((await seen('quota-exceeded')) && (await seen('upload-failed'))); i++) await sleep(100);
     assert.ok(await seen('quota-exceeded'));
     const failed = (await lines(out(), 1)).find((r) => r[0] === 'upload-failed' && r[2] === '/big.bin');
     assert.match(failed?.[5] ?? '', /^failed: /, JSON.stringify(failed));

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { readTlsMaterial } from '../certs/tls-material.js';
 import { listenOn } from '../listening.js';
 import { BanCheck } from '../security/ban-check.js';
-import { countConnection, HELD_SHARE } from '../security/gate.js';
+import { countConnection } from '../security/gate.js';
 import { HeldTime } from '../security/held-time.js';
 import { ConnectionRegistry } from '../session/registry.js';
 import { version } from '../version.js';
@@ -106,7 +106,9 @@ export async function startAdminApi(
   // before REQUEST_MS) adds that time to its source's, scored as the protocols' idle connections are (found by
   // a review: 4 addresses of 16 slow requests, each cut at 10 s and sent again, held every place and
   // /healthz with them, never scored).
-  const unanswered = new HeldTime(REQUEST_MS * HELD_SHARE, config.defender.window * 1000);
+  // Each REQUEST_MS of it one offence: a slow request cut at that deadline is one, as a protocol's connection
+  // that reaches its login deadline is; a browser's preconnected socket or two, closed unused, come to less.
+  const unanswered = new HeldTime(REQUEST_MS, config.defender.window * 1000);
   // By the peer's address and port: with TLS a request's socket wraps the one 'connection' gave.
   const answered = new Set<string>();
   const peer = (socket: net.Socket) => `${socket.remoteAddress}|${socket.remotePort}`;

@@ -33,7 +33,7 @@ const KEY_REFUSAL_MS = 5;
  * a login attempt, each such share of limits.loginTimeout, summed, scores one
  * login timeout (see HeldTime): a client logs in within a second or two.
  */
-export const HELD_SHARE = 1 / 3;
+const HELD_SHARE = 1 / 3;
 
 export interface GateSettings {
   readonly limits: Config['limits'];
