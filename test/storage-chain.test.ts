@@ -42,6 +42,15 @@ describe('storage: directories kept between operations', () => {
   });
   after(() => world.close());
 
+  // Found by an adversarial review: a READDIR still reading when its channel closed logged ERR_DIR_CLOSED as a failure.
+  it('a directory closed while it is read ends its listing; it is no failure', async () => {
+    writeFileSync(join(home, 'listed.txt'), 'x');
+    const storage = await world.services.sessionDeps.storage(home);
+    const dir = await (await storage.resolve('/', false)).openDir();
+    await dir.close();
+    assert.deepEqual(await dir.names(100), []);
+  });
+
   it('a directory renamed away and made anew: the next upload lands in the new one', async () => {
     mkdirSync(join(home, 'site/css'), { recursive: true });
     await writeFile(s, 'site/css/a.css', 'A');

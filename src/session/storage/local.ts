@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { constants as C, promises as fsp, type Dir, type Stats } from 'node:fs';
+import { constants as C, promises as fsp, type Dir, type Dirent, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { SluiceError, Unseen } from '../errors.js';
@@ -243,6 +243,8 @@ class HeldPath implements HeldNode {
 }
 
 class LocalDirectory implements DirectoryReader {
+  private closed = false;
+
   constructor(
     private readonly dirFile: FileHandle,
     private readonly dir: Dir,
@@ -251,8 +253,16 @@ class LocalDirectory implements DirectoryReader {
 
   async names(max: number): Promise<string[]> {
     const out: string[] = [];
-    while (out.length < max) {
-      const entry = await sys(this.dir.read());
+    while (out.length < max && !this.closed) {
+      let entry: Dirent | null;
+      try {
+        entry = await this.dir.read();
+      } catch (err) {
+        // Closed while it read (its SFTP channel closed meanwhile): the end, not a failure of the server's
+        // to log (found by a review: ERR_DIR_CLOSED logged as a failed handler).
+        if (this.closed) break;
+        throw fromErrno(err);
+      }
       if (entry === null) break;
       if (!entry.name.startsWith(UPLOAD_TEMP_PREFIX)) out.push(entry.name);
     }
@@ -275,6 +285,7 @@ class LocalDirectory implements DirectoryReader {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await this.dir.close().catch(() => undefined);
     await this.dirFile.close().catch(() => undefined);
   }
