@@ -144,7 +144,11 @@ export class RawFtp {
       port,
       open: async () => {
         const raw = net.connect(port, '127.0.0.1');
-        await new Promise((res) => raw.once('connect', res));
+        // A port the server closed meanwhile (a refused data command ends it) rejects, not an uncaught error.
+        await new Promise((res, rej) => {
+          raw.once('connect', res);
+          raw.once('error', rej);
+        });
         if (!secure) return raw;
         const s = tls.connect({ socket: raw, rejectUnauthorized: false, session: this.session });
         s.on('error', () => undefined);
