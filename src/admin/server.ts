@@ -105,9 +105,8 @@ export async function startAdminApi(
   // A connection that held its place and was never answered (no request, or one sent too slowly to arrive
   // before REQUEST_MS) adds that time to its source's, scored as the protocols' idle connections are (found by
   // a review: 4 addresses of 16 slow requests, each cut at 10 s and sent again, held every place and
-  // /healthz with them, never scored).
-  // Each REQUEST_MS of it one offence: a slow request cut at that deadline is one, as a protocol's connection
-  // that reaches its login deadline is; a browser's preconnected socket or two, closed unused, come to less.
+  // /healthz with them, never scored). Each REQUEST_MS of it is one offence, as a protocol's connection that
+  // reaches its login deadline is; a browser's preconnected socket or two, closed unused, come to less.
   const unanswered = new HeldTime(REQUEST_MS, config.defender.window * 1000);
   // By the peer's address and port: with TLS a request's socket wraps the one 'connection' gave.
   const answered = new Set<string>();

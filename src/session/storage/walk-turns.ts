@@ -1,4 +1,4 @@
-/** Walks at once in one home: about 400 descriptors at most, and more than one user's clients keep busy. */
+/** Walks at once in one home: about 400 descriptors at most, more than a user's clients run at once. */
 export const WALKS_PER_HOME = 8;
 
 /**
