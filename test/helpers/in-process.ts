@@ -39,7 +39,8 @@ export class InProcessServer {
         SLUICE_FTPS_PORT: '0',
         SLUICE_SFTP_PORT: String(sftp),
         SLUICE_FTP_TLS: 'optional',
-        SLUICE_PASV_PORTS: `${Math.max(pasv, 1024)}-${Math.max(pasv, 1024) + 20}`,
+        // Within the valid ports: a free port near the top once made a range past 65535 (a refused config).
+        SLUICE_PASV_PORTS: `${Math.min(Math.max(pasv, 1024), 65_515)}-${Math.min(Math.max(pasv, 1024), 65_515) + 20}`,
         ...(typeof env === 'function' ? env(dir) : env),
       },
     });
