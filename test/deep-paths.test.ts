@@ -64,3 +64,28 @@ it('STATs 1,000 directories deep in flight on 20 SFTP channels walk a few at a t
     for (const c of connections) c.end();
   }
 });
+
+// Found by a review: requests a connection left in flight kept walking after it closed, each waiting its
+// turn and then walking the whole path, while the user's other sessions waited behind them.
+it('a connection that leaves gives up its walks: another session of the user is not held behind them', { timeout: 120_000 }, async () => {
+  const other = await sshConnect({ port: srv.sftpPort, username: 'carol', password: 'carol password' });
+  const leaving = await sshConnect({ port: srv.sftpPort, username: 'carol', password: 'carol password' });
+  try {
+    const [mine, ...channels] = await Promise.all([sftpOf(other), ...Array.from({ length: 8 }, () => sftpOf(leaving))]);
+    // One walk alone, for the scale of the bound below.
+    let t = Date.now();
+    await call<unknown>((cb) => mine!.stat(`/${deep}/f`, cb));
+    const alone = Date.now() - t;
+    const left = channels.flatMap((sftp) => Array.from({ length: 64 }, () => call<unknown>((cb) => sftp.stat(`/${deep}/f`, cb)).catch(() => undefined)));
+    await Promise.race(left);
+    leaving.destroy();
+    t = Date.now();
+    await call<unknown>((cb) => mine!.stat(`/${deep}/f`, cb));
+    const behind = Date.now() - t;
+    // 512 walks at 8 at once would be 64 rounds of one walk; a few rounds' worth is the walks under way.
+    assert.ok(behind <= 5 * alone + 500, `a STAT took ${behind} ms after the other connection left (${alone} ms alone)`);
+  } finally {
+    other.end();
+    leaving.end();
+  }
+});

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { SluiceError } from './errors.js';
+import { SluiceError, sessionClosed } from './errors.js';
 import type { RateLimit } from './rate-limit.js';
 import type { OpenFile } from './storage/storage.js';
 
@@ -140,7 +140,7 @@ export class SessionChecksums {
 
   /** Stop them all; resolves once none of this session's runs, its file closed. */
   async end(): Promise<void> {
-    this.ending.abort(new SluiceError('failure', 'Session is closed'));
+    this.ending.abort(sessionClosed());
     await this.last;
   }
 }

@@ -55,6 +55,11 @@ export class SluiceError extends Error {
   }
 }
 
+/** What a request of a session that has ended gets, from whichever step notices. */
+export function sessionClosed(): SluiceError {
+  return new SluiceError('failure', 'Session is closed');
+}
+
 /**
  * A SluiceError as it is; anything else reaching the session's edge is a
  * failure of ours, never a client's fault, and says nothing more to one.

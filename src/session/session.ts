@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Actor, AuditEvent, AuditSink, Replaced } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
 import type { Account, Protocol } from './account.js';
-import { SluiceError, Unseen, movedMeanwhile, toSluiceError } from './errors.js';
+import { SluiceError, Unseen, movedMeanwhile, sessionClosed, toSluiceError } from './errors.js';
 import { linkInfo, toFileInfo, type FileInfo } from './file-info.js';
 import type { LiveConnection, LiveRegistry, LiveSession } from './live.js';
 import { DirectoryListing } from './listing.js';
@@ -231,6 +231,8 @@ export class Session implements LiveSession {
     if (this.closed) return;
     this.closed = true;
     this.unregister();
+    // Lookups still waiting, or walking, for requests the client left behind stop here (see Storage.close).
+    this.storage.close();
     // Before the transfers this ends: a checksum through a handle (SFTP check-file-handle) reads its transfer's
     // file. (A front-end that closed its handles first has ended those already; that checksum then fails on the closed file.)
     await this.checksums.end();
@@ -276,7 +278,7 @@ export class Session implements LiveSession {
 
   /** Refuses a new transfer once the server is ending the session. */
   private startable(): void {
-    if (this.closed) throw new SluiceError('failure', 'Session is closed');
+    if (this.closed) throw sessionClosed();
     if (this.endReason !== null) throw new SluiceError('failure', 'Server is ending this session');
   }
 
@@ -301,7 +303,7 @@ export class Session implements LiveSession {
    * again and again, and a removal failed after its unlink, unrecorded.
    */
   private async acting<T>(change: () => Promise<T>): Promise<T> {
-    if (this.closed) throw new SluiceError('failure', 'Session is closed');
+    if (this.closed) throw sessionClosed();
     const act = change();
     this.acts.add(act);
     try {
@@ -317,7 +319,7 @@ export class Session implements LiveSession {
     const reason = this.closed ? 'connection closed' : this.endReason;
     if (reason === null) return transfer;
     await transfer.abort(reason);
-    throw new SluiceError('failure', this.closed ? 'Session is closed' : 'Server is ending this session');
+    throw this.closed ? sessionClosed() : new SluiceError('failure', 'Server is ending this session');
   }
 
   // --- navigation and metadata -------------------------------------------

@@ -85,6 +85,7 @@ export class World {
       return {
         resolve: async (...a) => raced(await s.resolve(...a)),
         resolveForRead: async (...a) => raced(await s.resolveForRead(...a)),
+        close: () => s.close(),
       } satisfies Storage;
     };
     return this.session(name, 'sftp', storage);

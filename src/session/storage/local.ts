@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { constants as C, promises as fsp, type Dir, type Dirent, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { SluiceError, Unseen } from '../errors.js';
+import { SluiceError, Unseen, sessionClosed } from '../errors.js';
 import { UPLOAD_TEMP_PREFIX, splitVirtual } from '../paths.js';
 import { errnoCode, fromErrno, sys } from './errno.js';
 import { kernelFileSystem, type ServerPlaces } from './server-places.js';
@@ -628,6 +628,7 @@ class DirectoryChain {
 export class LocalStorage implements Storage {
   private readonly home: HomeDirectory;
   private readonly chain = new DirectoryChain();
+  private closed = false;
 
   /**
    * @param root real path of the home (already resolved with realpath).
@@ -646,6 +647,13 @@ export class LocalStorage implements Storage {
     this.chain.release(fh);
   }
 
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.walks.abandon(this.root, this, sessionClosed());
+    this.chain.keep([]);
+  }
+
   resolve(virtualPath: string, followFinal: boolean, unseen?: (dir: string, name: string) => boolean): Promise<Location> {
     return this.find(virtualPath, followFinal ? 'lstat' : 'none', unseen);
   }
@@ -656,6 +664,7 @@ export class LocalStorage implements Storage {
 
   /** `look`: none leaves a final symlink be; lstat and read follow it. */
   private async find(virtualPath: string, look: FinalLook, unseen?: (dir: string, name: string) => boolean): Promise<Location> {
+    if (this.closed) throw sessionClosed();
     const parts = splitVirtual(virtualPath);
     const blindAt = (dirs: readonly string[], name: string) => unseen?.('/' + dirs.join('/'), name) ?? false;
     let home: FileHandle;
@@ -672,7 +681,14 @@ export class LocalStorage implements Storage {
       void this.letGo(home);
       return new LocalLocation(this, fh, parts[parts.length - 1] as string, '/' + parts.join('/'), blind, found);
     }
-    const done = await this.walks.take(this.root);
+    let done: () => void;
+    try {
+      done = await this.walks.take(this.root, this);
+    } catch (err) {
+      for (const l of kept?.links ?? []) this.chain.release(l.fh);
+      void this.letGo(home);
+      throw err;
+    }
     try {
       return await this.walk(home, kept?.links ?? [], parts, look, blindAt);
     } finally {
@@ -805,6 +821,8 @@ export class LocalStorage implements Storage {
     };
     try {
       while (pending.length > 0) {
+        // A walk under way stops at its next directory once the session is gone (see close).
+        if (this.closed) throw sessionClosed();
         const name = pending.shift() as string;
         if (name === '.') continue;
         if (name === '..') {
@@ -860,7 +878,7 @@ export class LocalStorage implements Storage {
 
   /** Keep the directories below the home that a plain walk opened (stack[1..], named by `names`), for the next resolve. */
   private keepChain(stack: readonly FileHandle[], names: readonly string[], reused: readonly ChainLink[]): void {
-    if (names.length === 0 || names.length > MAX_CHAIN) return;
+    if (names.length === 0 || names.length > MAX_CHAIN || this.closed) return;
     this.chain.keep(
       names.map((name, i) => {
         const fh = stack[i + 1] as FileHandle;

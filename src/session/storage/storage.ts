@@ -223,6 +223,12 @@ export interface Storage {
    * the disk fewer). Nothing is read before the path is proven inside the home.
    */
   resolveForRead(virtualPath: string, unseen?: (dir: string, name: string) => boolean): Promise<Location>;
+  /**
+   * The session is over: resolves waiting for their turn, and those it asks
+   * later, are refused, and a walk under way stops at its next directory.
+   * Locations already resolved (a transfer's, ending) stay usable.
+   */
+  close(): void;
 }
 
 /** A home's storage, for a user's sessions; fails (typed) when the home is unusable. */
