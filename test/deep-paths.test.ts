@@ -89,3 +89,28 @@ it('a connection that leaves gives up its walks: another session of the user is 
     leaving.end();
   }
 });
+
+// One connection's burst must not stall the user's other sessions: turns go round the sessions waiting.
+it('a session with hundreds of deep walks in line does not hold up another session of the user', { timeout: 120_000 }, async () => {
+  const other = await sshConnect({ port: srv.sftpPort, username: 'carol', password: 'carol password' });
+  const busy = await sshConnect({ port: srv.sftpPort, username: 'carol', password: 'carol password' });
+  try {
+    const [mine, ...channels] = await Promise.all([sftpOf(other), ...Array.from({ length: 8 }, () => sftpOf(busy))]);
+    let t = Date.now();
+    await call<unknown>((cb) => mine!.stat(`/${deep}/f`, cb));
+    const alone = Date.now() - t;
+    const queued = channels.flatMap((sftp) => Array.from({ length: 64 }, () => call<unknown>((cb) => sftp.stat(`/${deep}/f`, cb)).then(() => 'ok', () => 'failed')));
+    await Promise.race(queued);
+    t = Date.now();
+    await call<unknown>((cb) => mine!.stat(`/${deep}/f`, cb));
+    const waited = Date.now() - t;
+    assert.ok(waited <= 5 * alone + 1000, `a STAT took ${waited} ms behind another session's 512 (${alone} ms alone)`);
+    // The busy session's walks were still in line, not refused to make room.
+    const settled = await Promise.all(queued.map((q) => Promise.race([q, Promise.resolve('pending')])));
+    assert.ok(settled.includes('pending'), 'the busy session still had walks in line');
+    assert.ok(!settled.includes('failed'), 'none of its walks was refused');
+  } finally {
+    other.end();
+    busy.end();
+  }
+});
