@@ -115,9 +115,15 @@ it('a connection that leaves gives up its walks: another session of the user is 
 
 // One connection's burst must not stall the user's other sessions: turns go round the sessions waiting.
 it('a session with hundreds of deep walks in line does not hold up another session of the user', { timeout: 120_000 }, () =>
-  besideBurst(async ({ queued, timedStat, alone }) => {
-    const waited = await timedStat();
-    assert.ok(waited <= 5 * alone + 1000, `a STAT took ${waited} ms behind another session's 512 (${alone} ms alone)`);
+  besideBurst(async ({ queued, timedStat }) => {
+    // Counted in the other session's walks, not in time (a load's pace varies): in one line it would wait
+    // for about 500 of them; going round, for one round of its 8 channels' (each channel is a session).
+    let done = 0;
+    for (const q of queued) void q.then(() => done++);
+    const before = done;
+    await timedStat();
+    const meanwhile = done - before;
+    assert.ok(meanwhile <= 40, `${meanwhile} of the other session's walks ended while one STAT waited`);
     // The busy session's walks were still in line, not refused to make room.
     const settled = await Promise.all(queued.map((q) => Promise.race([q, Promise.resolve('pending')])));
     assert.ok(settled.includes('pending'), 'the busy session still had walks in line');

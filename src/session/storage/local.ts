@@ -683,6 +683,8 @@ export class LocalStorage implements Storage {
     }
     let done: () => void;
     try {
+      // Again here: the session may have closed while this resolve looked at the kept directories.
+      if (this.closed) throw sessionClosed();
       done = await this.walks.take(this.root, this);
     } catch (err) {
       for (const l of kept?.links ?? []) this.chain.release(l.fh);

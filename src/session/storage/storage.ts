@@ -224,9 +224,11 @@ export interface Storage {
    */
   resolveForRead(virtualPath: string, unseen?: (dir: string, name: string) => boolean): Promise<Location>;
   /**
-   * The session is over: resolves waiting for their turn, and those it asks
-   * later, are refused, and a walk under way stops at its next directory.
-   * Locations already resolved (a transfer's, ending) stay usable.
+   * The session is over: resolves waiting for their turn to walk, those
+   * that would wait for one and those asked later are refused, and a walk
+   * under way stops at its next directory. A resolve answered from the
+   * directories kept open still completes, as a change under way does;
+   * locations already resolved (a transfer's, ending) stay usable.
    */
   close(): void;
 }
