@@ -96,6 +96,42 @@ describe('RETR sends the file as it was at the open', () => {
     }
   });
 
+  // Found by an operator's review: a plain download that fits in the socket buffers was handed to the kernel
+  // whole, so a client that read a tenth and closed got 226 and the audit said ok with the file's full size.
+  it('FTP: a client that closes with the file only part read gets no 226, the audit says failed', { timeout: 60_000 }, async () => {
+    const mid = randomBytes(2 << 20);
+    writeFileSync(join(srv.home('alice'), 'mid.bin'), mid);
+    const client = await FtpClient.connect('ftp', srv, 'alice', 'alice password');
+    try {
+      assert.equal((await client.cmd('TYPE I')).code, 200);
+      const endpoint = await client.raw.passive(false);
+      const sock: net.Socket = await endpoint.open();
+      sock.pause();
+      client.raw.send('RETR mid.bin\r\n');
+      assert.equal((await client.raw.read())?.code, 150);
+      // Time for the server to hand all of it to the kernel, then read a little and leave with the rest unread.
+      await new Promise((r) => setTimeout(r, 500));
+      const first: Buffer | null = sock.read();
+      assert.ok(first && first.length > 0, 'some of the file arrived');
+      sock.on('error', () => undefined);
+      sock.destroy();
+      const reply = await client.raw.read();
+      assert.notEqual(reply?.code, 226, `${reply?.text}`);
+      const records = await srv.auditUntil((r) => r.event === 'download' && r.path === '/mid.bin', 5000);
+      const record = records.find((r) => r.event === 'download' && r.path === '/mid.bin');
+      assert.equal(record?.result, 'failed');
+      // And the connection serves on: the whole file, read to its end.
+      const again = await client.raw.passive(false);
+      const whole = await again.open();
+      client.raw.send('RETR mid.bin\r\n');
+      assert.equal((await client.raw.read())?.code, 150);
+      assert.ok((await readAll(whole)).equals(mid));
+      assert.equal((await client.raw.read())?.code, 226);
+    } finally {
+      client.close();
+    }
+  });
+
   it('FTPS: a client that closes as soon as it has the announced bytes gets 226 every time', { timeout: 120_000 }, async () => {
     const client = await FtpClient.connect('ftpes', srv, 'alice', 'alice password');
     try {

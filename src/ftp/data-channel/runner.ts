@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { SluiceError } from '../../session/errors.js';
-import { Upload, type Download } from '../../session/transfer.js';
+import { Download, Upload } from '../../session/transfer.js';
 import type { FtpControl } from '../control.js';
 import { Code, errorReply } from '../replies.js';
 import { DataChannelError, openDataStream } from './channel.js';
@@ -77,10 +77,17 @@ export function runTransfer(
       flowing = true;
       await pump(stream);
       flowing = false;
-      // Every byte has passed: the file's end (close, rename, audit) needs nothing more from the data
-      // connection, so it runs while the connection closes (for a download, a round trip to the client).
-      const [, ended] = await Promise.allSettled([closeGracefully(stream, security.handshakeTimeoutMs), transfer?.close()]);
-      if (ended.status === 'rejected') throw ended.reason;
+      if (transfer instanceof Download) {
+        // The last byte left the server, not yet the client's socket buffer: a download is complete
+        // only once its connection closed well (see closeGracefully), and is recorded after that.
+        await closeGracefully(stream, security.handshakeTimeoutMs, security.tls === null);
+        await transfer.close();
+      } else {
+        // Every byte has arrived: the file's end (close, rename, audit) needs nothing more from the data
+        // connection, so it runs while the connection closes.
+        const [, ended] = await Promise.allSettled([closeGracefully(stream, security.handshakeTimeoutMs, false), transfer?.close()]);
+        if (ended.status === 'rejected') throw ended.reason;
+      }
       c.reply(Code.TransferComplete, 'Transfer complete.');
     } catch (err) {
       await finishFailed(c, transfer, err, aborted);
@@ -119,10 +126,19 @@ export function runTransfer(
  * wait for the peer to close. An OpenSSL client that sees a TLS 1.3 connection
  * end without close_notify marks its session unresumable, and every later
  * data connection of that control connection would then fail the reuse check.
+ *
+ * `resetFails`: a reset instead of the peer's close fails the transfer. In
+ * clear, a client that closes with bytes of ours unread resets the
+ * connection (one that read to our FIN closes it), and a file that fits in
+ * the socket buffers has left the server whole by then: a client that read
+ * a tenth of 2 MiB and left got 226, recorded ok (found by an operator's
+ * review). Under TLS a reset says nothing: our close_notify, sent after the
+ * last byte, meets a client that closed as soon as it had them (curl).
  */
-async function closeGracefully(stream: Duplex, timeoutMs: number): Promise<void> {
+async function closeGracefully(stream: Duplex, timeoutMs: number, resetFails: boolean): Promise<void> {
   if (stream.destroyed) return;
-  await new Promise<void>((resolve) => {
+  await new Promise<void>((resolve, reject) => {
+    let failure: Error | null = null;
     const timer = setTimeout(() => {
       stream.destroy();
       resolve();
@@ -130,9 +146,12 @@ async function closeGracefully(stream: Duplex, timeoutMs: number): Promise<void>
     timer.unref();
     stream.once('close', () => {
       clearTimeout(timer);
-      resolve();
+      if (failure) reject(failure);
+      else resolve();
     });
-    stream.on('error', () => undefined);
+    stream.on('error', (err: Error) => {
+      if (resetFails) failure ??= err;
+    });
     // The peer may still send its own close_notify: read and drop whatever is left.
     stream.resume();
     // A download's pipe has ended it already: another end() would only build an ERR_STREAM_ALREADY_FINISHED
@@ -160,6 +179,21 @@ async function finishFailed(c: FtpControl, transfer: Upload | Download | null, e
     return c.reply(r.code, r.text);
   }
   c.log.info({ err: String(err) }, 'transfer interrupted');
-  await transfer?.abort(`connection: ${(err as NodeJS.ErrnoException).code ?? 'closed'}`, 'failed');
+  await transfer?.abort(`data connection ${interruption((err as NodeJS.ErrnoException).code)}`, 'failed');
   c.reply(Code.TransferAborted, 'Connection closed; transfer aborted.');
+}
+
+/** The audit record's words for how a data connection broke off (Node's own codes mean nothing to a reader). */
+function interruption(code: string | undefined): string {
+  switch (code) {
+    case 'ECONNRESET':
+      return 'reset by the client';
+    case 'EPIPE':
+    case 'ERR_STREAM_PREMATURE_CLOSE':
+      return 'closed by the client before the end';
+    case undefined:
+      return 'closed';
+    default:
+      return `failed (${code})`;
+  }
 }
