@@ -26,6 +26,16 @@ describe('configuration', () => {
     assert.equal(c.source, null);
   });
 
+  // Found by an operator's review: the shipped logrotate file keeps 520 weeks, but with rotateSize 0 the
+  // default keep.count of 30 made sluice delete every rotated file past the 30th itself.
+  it('keeps 30 rotated audit files when it rotates them, no limit by count when logrotate does, unless told', () => {
+    assert.equal(load().audit.keep.count, 30);
+    writeFileSync(join(dir, 'logrotate.yaml'), 'audit:\n  rotateSize: 0\n');
+    assert.equal(load({}, 'logrotate.yaml').audit.keep.count, 0);
+    writeFileSync(join(dir, 'logrotate-kept.yaml'), 'audit:\n  rotateSize: 0\n  keep:\n    count: 600\n');
+    assert.equal(load({}, 'logrotate-kept.yaml').audit.keep.count, 600);
+  });
+
   it('reads YAML and lets the environment override it', () => {
     writeFileSync(join(dir, 'a.yaml'), 'ftp:\n  port: 2100\n  tls: optional\nsftp:\n  port: 0\nlogLevel: debug\n');
     const c = load({ SLUICE_FTP_PORT: '2200', SLUICE_PASV_PORTS: '40000-40010', SLUICE_BIND: '127.0.0.1' }, 'a.yaml');

@@ -331,8 +331,12 @@ export const configSchema = z
          */
         keep: z
           .object({
-            /** Rotated files kept, newest first; 0: no limit by count. */
-            count: z.number().int().min(0).default(30),
+            /**
+             * Rotated files kept, newest first; 0: no limit by count. Unset: 30 when
+             * sluice rotates, none when logrotate does (rotateSize 0): its `rotate N`
+             * is the limit then, and this one had deleted the weeks its config keeps.
+             */
+            count: z.number().int().min(0).optional(),
             /** Rotated files last written more than this many days ago are deleted; 0: no limit by age. */
             days: z.number().int().min(0).default(0),
           })
@@ -344,6 +348,7 @@ export const configSchema = z
         hashResumedUploads: z.boolean().default(false),
       })
       .strict()
+      .transform((audit) => ({ ...audit, keep: { ...audit.keep, count: audit.keep.count ?? (audit.rotateSize === 0 ? 0 : 30) } }))
       .prefault({}),
     auth: z
       .object({
