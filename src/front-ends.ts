@@ -21,7 +21,7 @@ export type FrontEndStarter = (services: Services) => Promise<FrontEnd | null>;
 /** Front-ends in start order; each returns null when its ports are 0. */
 export const FRONT_ENDS: FrontEndStarter[] = [
   FtpFrontEnd.start,
-  async (services) => SftpFrontEnd.start(services, { hostKeys: await readHostKeys(services.config.certsDir) }),
+  async (services) => SftpFrontEnd.start(services, { hostKeys: () => readHostKeys(services.config.certsDir) }),
 ];
 
 /**

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type ssh2 from 'ssh2';
 import type { Services } from '../app.js';
 import { AuthError, type AuthRequest } from '../auth/authenticator.js';
+import { fingerprint } from '../auth/public-keys.js';
 import type { HostKeyFile } from '../certs/ensure.js';
 import { listenOn, type Listening } from '../listening.js';
 import type { Account } from '../session/account.js';
@@ -42,6 +43,13 @@ function hostKeysFor(files: readonly HostKeyFile[], allowed: readonly string[]):
     }
   }
   return keys;
+}
+
+/** OpenSSH's SHA256 fingerprint of a host key file's public half. */
+function publicKeyFingerprint(file: HostKeyFile): string {
+  const parsed = ssh2Library().utils.parseKey(file.data);
+  const key = Array.isArray(parsed) ? parsed[0] : parsed;
+  return !key || key instanceof Error ? 'unreadable' : fingerprint(key.getPublicSSH());
 }
 
 /** The algorithm a public-key request signs with: ssh2 names every RSA key `ssh-rsa` and reports the hash apart. */
@@ -97,8 +105,8 @@ function tellClient(channel: ssh2.ServerChannel, text: string): void {
 
 /** What the SFTP front-end takes besides the shared services. */
 export interface SftpOptions {
-  /** Private host keys; the start-up reads them (certs/ensure.ts), this layer touches no file. */
-  readonly hostKeys: readonly HostKeyFile[];
+  /** Private host keys, read at start and again at each reload (certs/ensure.ts): this layer touches no file. */
+  readonly hostKeys: () => Promise<readonly HostKeyFile[]>;
 }
 
 /** Per connection: who it is, how often it failed, and its timers. */
@@ -156,7 +164,8 @@ interface ChannelLimits {
  */
 export class SftpFrontEnd {
   readonly name = 'sftp';
-  private readonly server: ssh2.Server;
+  /** Takes the connections admitted from now on; replaced at a reload (connections made before keep theirs). */
+  private server: ssh2.Server;
   private readonly listener: net.Server;
   readonly listeners: Listening[] = [];
   private readonly clients = new Set<ssh2.Connection>();
@@ -172,14 +181,23 @@ export class SftpFrontEnd {
 
   private constructor(
     private readonly services: Services,
-    options: SftpOptions,
+    private readonly options: SftpOptions,
+    hostKeys: readonly HostKeyFile[],
   ) {
-    const { config } = services;
     this.log = services.log.child({ frontEnd: 'sftp' });
-    const { algorithms } = config.sftp;
-    this.server = new (ssh2Library().Server)(
+    this.server = this.sshServer(hostKeys);
+    this.listener = net.createServer((socket) => void this.admit(socket));
+  }
+
+  /**
+   * ssh2's server with `hostKeys`: it reads them once, when made, so a reload
+   * makes another for the connections that come after it.
+   */
+  private sshServer(hostKeys: readonly HostKeyFile[]): ssh2.Server {
+    const { algorithms } = this.services.config.sftp;
+    const server = new (ssh2Library().Server)(
       {
-        hostKeys: hostKeysFor(options.hostKeys, algorithms.serverHostKey),
+        hostKeys: hostKeysFor(hostKeys, algorithms.serverHostKey),
         ident: 'sluice',
         algorithms: {
           kex: algorithms.kex as ssh2.KexAlgorithm[],
@@ -191,19 +209,36 @@ export class SftpFrontEnd {
       },
       (client, info) => this.accept(client, info),
     );
-    this.server.on('error', (err: Error) => this.log.error({ err }, 'ssh server error'));
-    this.listener = net.createServer((socket) => void this.admit(socket));
+    server.on('error', (err: Error) => this.log.error({ err }, 'ssh server error'));
+    return server;
   }
 
   static async start(services: Services, options: SftpOptions): Promise<SftpFrontEnd | null> {
     if (services.config.sftp.port === 0) return null;
-    const fe = new SftpFrontEnd(services, options);
+    const fe = new SftpFrontEnd(services, options, await options.hostKeys());
     await listenOn(fe.listener, 'SFTP', { host: services.config.bind, port: services.config.sftp.port });
     // After the listen: its refusal is the start's failure, said once.
     fe.listener.on('error', (err) => fe.log.error({ err }, 'listener error'));
     const { address, port } = fe.listener.address() as net.AddressInfo;
     fe.listeners.push({ protocol: 'sftp', address, port });
     return fe;
+  }
+
+  /**
+   * SIGHUP: the host keys read again. Before, only the TLS certificate was,
+   * and the admin API showed the new key's fingerprint while clients were
+   * still offered the old one (found by an operator's review). A key that
+   * does not parse keeps the old ones in use.
+   */
+  reload(): void {
+    this.options
+      .hostKeys()
+      .then((keys) => {
+        this.server = this.sshServer(keys);
+        const fingerprints = keys.map((k) => `${k.name} ${publicKeyFingerprint(k)}`);
+        this.log.info({ fingerprints }, `SSH host keys reloaded: ${fingerprints.join(', ')}`);
+      })
+      .catch((err: unknown) => this.log.error({ err }, 'SSH host key reload failed; the old keys stay in use'));
   }
 
   /** Counted and timed from accept, before the client has sent a byte. */
