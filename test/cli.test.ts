@@ -212,6 +212,23 @@ describe('sluice CLI', () => {
     assert.equal(run(['user', 'show', 'piped']).code, 2);
   });
 
+  // Found by an operator's review: the removed user's home stays, and a new user of the same name got it
+  // by default, the old customer's files with it.
+  it('a new user of a removed user\'s name does not get the files left in the home by default', () => {
+    assert.equal(run(['user', 'add', 'gina', '--password-stdin'], 'gina password one\n').code, 0);
+    const home = join(dir, 'data/homes/gina');
+    writeFileSync(join(home, 'old.txt'), 'the first gina\'s');
+    assert.equal(run(['user', 'remove', 'gina']).code, 0);
+    const again = run(['user', 'add', 'gina', '--password-stdin'], 'gina password two\n');
+    assert.equal(again.code, 2, again.stdout + again.stderr);
+    assert.match(again.stderr, /already holds files/);
+    assert.equal(run(['user', 'show', 'gina']).code, 2, 'no user was made');
+    assert.equal(readFileSync(join(home, 'old.txt'), 'utf8'), 'the first gina\'s', 'the files stay where they were');
+    // Named on purpose, the home is taken over.
+    assert.equal(run(['user', 'add', 'gina', '--home', home, '--password-stdin'], 'gina password two\n').code, 0);
+    assert.equal(run(['user', 'remove', 'gina']).code, 0);
+  });
+
   /**
    * Every user as the store holds it, password hashes and keys included,
    * read in this process: two more CLI runs per case made this file the

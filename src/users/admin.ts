@@ -1,4 +1,4 @@
-import { mkdirSync, rmdirSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmdirSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { ANONYMOUS_LOGINS, USER_NAME, permissionRulesOf, refusal } from '../auth/authenticator.js';
 import { parseCidr } from '../auth/ip-rules.js';
@@ -245,6 +245,7 @@ export class UserAdmin {
     checkExpiry(u.expiresAt);
     const home = u.home === undefined ? join(this.dataDir, 'homes', u.name) : resolve(validateHome(u.home));
     if (!isAbsolute(home)) throw new AdminError(`home "${u.home}" must be a path`);
+    if (u.home === undefined) refuseLeftHome(home);
     await this.checkHome(home);
     const settings: UserSettings = {
       home,
@@ -388,6 +389,26 @@ function homeApart(home: string): HomeCheck {
  * are missing. Returns the first directory it created (the home, or the
  * highest parent it made), null if the home was there. Refuses a file in the way.
  */
+/**
+ * A user removed keeps their home, files and all (the store forgets the user,
+ * not the data). A new user of the same name got it by default, and with it
+ * every file of the one before, and was charged for none of them until the
+ * next start's recount (found by an operator's review). The default home is
+ * taken only while it is missing or empty; a home given on purpose may hold
+ * files (a customer's directory moved in), which the next start counts.
+ */
+function refuseLeftHome(home: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(home);
+  } catch {
+    return; // missing, or not a directory: makeHome says which
+  }
+  if (names.length > 0) {
+    throw new AdminError(`home ${home} already holds files (left by a removed user?): move them away, or name that home explicitly (--home, or "home" in the API) to take them over`);
+  }
+}
+
 export function makeHome(home: string): string | null {
   try {
     if (statSync(home).isDirectory()) return null;
