@@ -207,6 +207,20 @@ describe('sluice CLI', () => {
     });
   }
 
+  // Found by an operator's review: run away from the server's directory, `user add` made a store of its own and said nothing.
+  it('says so when a command makes a new user database, once', () => {
+    const elsewhere = mkdtempSync(join(tmpdir(), 'sluice-cli-elsewhere-'));
+    try {
+      const first = sluice(elsewhere, ['user', 'list']);
+      assert.equal(first.code, 0, first.stderr);
+      assert.match(first.stderr, /no user database was at .*sluice\.db: made a new one/);
+      const second = sluice(elsewhere, ['user', 'list']);
+      assert.equal(second.stderr, '');
+    } finally {
+      rmSync(elsewhere, { recursive: true, force: true });
+    }
+  });
+
   it('removes a user', () => {
     assert.equal(run(['user', 'remove', 'piped']).code, 0);
     assert.equal(run(['user', 'show', 'piped']).code, 2);

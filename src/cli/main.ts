@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { AdminServices } from '../admin-services.js';
 import { ApiError, adminClient } from '../admin/client.js';
 import { ConfigError } from '../config/errors.js';
@@ -58,7 +60,13 @@ export async function main(argv: string[]): Promise<number> {
     return client;
   };
   // Opened lazily, so --help and argument errors never touch the database.
-  const open = () => (services ??= import('../admin-services.js').then((m) => m.openAdmin(config())));
+  const open = () =>
+    (services ??= import('../admin-services.js').then(async (m) => {
+      const fresh = newStoreAt(config());
+      const opened = await m.openAdmin(config());
+      if (fresh !== null) noteNewStore(fresh);
+      return opened;
+    }));
   try {
     switch (command) {
       case 'serve': {
@@ -116,6 +124,25 @@ function noteUnreached(config: Config): void {
     `sluice: note: sluice serve (pid ${pid}) serves ${config.dataDir} with its admin API off (admin.listen): ` +
       'this change is written to the store only, and its live sessions go on as they logged in until they end ' +
       '(set admin.listen, a unix socket is enough, for changes to reach them at once; see README, Admin API)\n',
+  );
+}
+
+/** The SQLite database a command would create, because none is there yet; null when it exists or the store is PostgreSQL. */
+function newStoreAt(config: Config): string | null {
+  if (config.store !== '') return null;
+  const file = join(config.dataDir, 'sluice.db');
+  return existsSync(file) ? null : file;
+}
+
+/**
+ * Run outside the server's directory, or without its --config or
+ * SLUICE_DATA_DIR, a command made a store of its own and said nothing: an
+ * operator added users the server never saw (found by an operator's review).
+ */
+function noteNewStore(file: string): void {
+  process.stderr.write(
+    `sluice: note: no user database was at ${file}: made a new one. A server reads the one of its own data ` +
+      'directory: run this where it runs, with its --config or SLUICE_DATA_DIR (see README, Configuration)\n',
   );
 }
 
