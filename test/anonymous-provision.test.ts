@@ -5,7 +5,11 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { openSqliteStore } from '../src/store/sqlite/store.js';
 import type { UserRepository } from '../src/store/store.js';
+import { ServerPlaces } from '../src/session/storage/server-places.js';
 import { provisionAnonymous } from '../src/users/anonymous.js';
+
+/** The server's own places for a data directory in `dir`, with a hook script beside it. */
+const places = (dir: string) => new ServerPlaces(join(dir, 'data'), [join(dir, 'data'), join(dir, 'hooks', 'notify.sh')]);
 
 /*
  * The anonymous account made at start against the real SQLite store, with a
@@ -34,13 +38,30 @@ describe('anonymous FTP provisioning', () => {
           };
         },
       });
-      await assert.rejects(provisionAnonymous(users, settings), /ftp\.anonymous\.root .* needs a root of its own/);
+      await assert.rejects(provisionAnonymous(users, settings, places(dir)), /ftp\.anonymous\.root .* needs a root of its own/);
       assert.equal(await store.users.get('anonymous'), null, 'no account was written');
       // Without such a user it is made, and made again the same at the next start.
       await store.users.remove((await store.users.get('late'))!.id);
-      await provisionAnonymous(store.users, settings);
-      await provisionAnonymous(store.users, settings);
+      await provisionAnonymous(store.users, settings, places(dir));
+      await provisionAnonymous(store.users, settings, places(dir));
       assert.equal((await store.users.get('anonymous'))?.home, root);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  // Found by an operator's review: a root that would lie in the server's own files (here a hook's directory)
+  // started the server, and every anonymous login then failed with "Home directory unavailable".
+  it('a root among the server\'s own files refuses the start, naming them', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-anon-provision-'));
+    const store = await openSqliteStore(join(dir, 'sluice.db'));
+    try {
+      for (const root of [join(dir, 'hooks'), join(dir, 'data', 'audit')]) {
+        const settings = { enabled: true, root, incoming: '', maxSessions: 10, maxSessionsPerIp: 3 };
+        await assert.rejects(provisionAnonymous(store.users, settings, places(dir)), /ftp\.anonymous\.root: .* would (hold|lie in) the server's own/);
+        assert.equal(await store.users.get('anonymous'), null, 'no account was written');
+      }
     } finally {
       await store.close();
       rmSync(dir, { recursive: true, force: true });

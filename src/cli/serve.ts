@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { AdminServer } from '../admin/server.js';
 import { strayNetworks } from '../auth/ip-rules.js';
-import { openAdmin, type AdminServices } from '../admin-services.js';
+import { openAdmin, serverFilesOf, type AdminServices } from '../admin-services.js';
 import { openCoordination, servicesOn, type Coordination, type Services } from '../app.js';
 import { ensureKeys } from '../certs/ensure.js';
 import { superviseWorkers } from '../cluster/primary.js';
@@ -17,6 +17,7 @@ import { reportNestedHomes } from '../session/nested-homes.js';
 import { sweepHomes } from '../session/home-sweep.js';
 import { drainSummary } from '../session/live.js';
 import { localStorageUsable } from '../session/storage/local.js';
+import { ServerPlaces } from '../session/storage/server-places.js';
 import { adminServesTls, logStarted, warnExposedKeys } from '../started.js';
 import { nextStopSignal } from '../stop-signal.js';
 import { provisionAnonymous } from '../users/anonymous.js';
@@ -79,7 +80,7 @@ async function serveHeld(config: Config, out: (s: string) => void): Promise<numb
 async function serveOn(base: AdminServices, stopped: Promise<string>, out: (s: string) => void): Promise<number> {
   const { config } = base;
   try {
-    await provisionAnonymous(base.users, config.ftp.anonymous);
+    await provisionAnonymous(base.users, config.ftp.anonymous, new ServerPlaces(config.dataDir, serverFilesOf(config)));
   } catch (err) {
     out(`${(err as Error).message}\n`);
     return 1;

@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ANONYMOUS } from '../auth/authenticator.js';
 import type { Config } from '../config/schema.js';
-import { homeNesting } from '../session/storage/server-places.js';
+import { ServerPlaces, homeNesting, realPlace } from '../session/storage/server-places.js';
 import { settingsOf, type UserRecord, type UserSettings } from '../store/records.js';
 import { StoreConflict, type HomeCheck, type UserRepository } from '../store/store.js';
 import { makeHome, parseVirtualDir } from './admin.js';
@@ -21,17 +21,17 @@ type AnonymousSettings = Config['ftp']['anonymous'];
  * A real user named `anonymous` or `ftp` (one with credentials) is never
  * taken over: the start is refused instead.
  */
-export async function provisionAnonymous(users: UserRepository, settings: AnonymousSettings): Promise<void> {
+export async function provisionAnonymous(users: UserRepository, settings: AnonymousSettings, places: ServerPlaces): Promise<void> {
   try {
-    await provision(users, settings);
+    await provision(users, settings, places);
   } catch (err) {
     // Another node sharing the store made the account at the same moment: theirs is updated instead.
     if (!(err instanceof StoreConflict)) throw err;
-    await provision(users, settings);
+    await provision(users, settings, places);
   }
 }
 
-async function provision(users: UserRepository, settings: AnonymousSettings): Promise<void> {
+async function provision(users: UserRepository, settings: AnonymousSettings, places: ServerPlaces): Promise<void> {
   const existing = await users.get(ANONYMOUS);
   if (existing && (await hasCredentials(users, existing))) {
     if (!settings.enabled) return;
@@ -50,6 +50,9 @@ async function provision(users: UserRepository, settings: AnonymousSettings): Pr
   // Looked at here so a refused start makes no directory, and again in the store's transaction (rootApart)
   // for a user added meanwhile, by the CLI or another node, as every home is checked.
   rootApart(settings.root)((await users.all()).filter((u) => u.name !== ANONYMOUS));
+  // As every home: else the start went well and each anonymous login failed on it (found by an operator's review).
+  const conflict = places.conflict(realPlace(settings.root));
+  if (conflict) throw new AdminError(`ftp.anonymous.root: ${settings.root} ${conflict}`);
   makeHome(settings.root);
   if (incoming !== '') mkdirSync(join(settings.root, incoming), { recursive: true, mode: 0o750 });
   const wanted: UserSettings = {
