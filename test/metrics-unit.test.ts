@@ -138,13 +138,12 @@ describe('readiness, on real files', () => {
   const base: ReadinessSources = { serving, storeAnswers: async () => undefined, auditFile: join(dir, 'audit', 'audit.log'), certFile: long };
 
   test('all well: ready, no reasons', async () => {
-    assert.deepEqual(await readiness(base), { ready: true, reasons: [] });
+    assert.deepEqual(await readiness(base), { ready: true, reasons: [], warnings: [] });
   });
 
   test('each problem is named', async () => {
     // The reason is a fixed label (/readyz is public); the detail, for the log, says what and where.
     const cases: [string, Partial<ReadinessSources>, string, RegExp][] = [
-      ['short certificate', { certFile: short }, 'certificate expires within 7 days', /^certificate .*short\.pem expires at \d{4}-.*, within 7 days$/],
       ['no certificate', { certFile: join(dir, 'none.pem') }, 'certificate unreadable', /^certificate unreadable: ENOENT on .*none\.pem$/],
       ['store fails', { storeAnswers: async () => { throw new Error('database is locked'); } }, 'store unavailable', /^store does not answer: database is locked$/],
       ['audit directory missing', { auditFile: join(dir, 'gone', 'audit.log') }, 'audit log not writable', /^audit log not writable: ENOENT on .*gone$/],
@@ -160,6 +159,14 @@ describe('readiness, on real files', () => {
     }
   });
 
+  test('a certificate within 7 days of its end is a warning: still ready, and logged', async () => {
+    const { log, lines } = recorder();
+    const r = await readiness({ ...base, certFile: short, details: new ReadinessLog(log) });
+    assert.deepEqual(r, { ready: true, reasons: [], warnings: ['certificate expires within 7 days'] });
+    assert.equal(lines.length, 1);
+    assert.match(lines[0] ?? '', /^40 ready, but: certificate .*short\.pem expires at \d{4}-.*, within 7 days$/);
+  });
+
   test('the details are logged when they change, not at every probe', async () => {
     const { log, lines } = recorder();
     const details = new ReadinessLog(log);
@@ -169,7 +176,7 @@ describe('readiness, on real files', () => {
     await readiness({ ...base, details });
     await readiness({ ...base, details });
     assert.equal(lines.length, 2, lines.join('\n'));
-    assert.match(lines[0] ?? '', /^40 not ready: certificate .*short\.pem expires at/);
+    assert.match(lines[0] ?? '', /^40 ready, but: certificate .*short\.pem expires at/);
     assert.match(lines[1] ?? '', /^30 ready/);
   });
 

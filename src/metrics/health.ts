@@ -91,12 +91,21 @@ export type ReadinessReason = (typeof READINESS_REASONS)[number];
 export interface Problem {
   readonly reason: ReadinessReason;
   readonly detail: string;
+  /**
+   * Said, but the node stays ready: a certificate close to its end still
+   * serves, and every node sharing it would leave the balancer's rotation at
+   * the same moment (found by an operator's review: an expiry warning became
+   * an outage a week early).
+   */
+  readonly warning?: true;
 }
 
 export interface Readiness {
   ready: boolean;
-  /** Empty when ready. */
+  /** What makes the node not ready; empty when ready. */
   reasons: ReadinessReason[];
+  /** What needs mending soon, ready or not (a certificate that expires within CERT_MIN_DAYS). */
+  warnings: ReadinessReason[];
 }
 
 /**
@@ -113,8 +122,9 @@ export class ReadinessLog {
     const key = (list: readonly Problem[]) => JSON.stringify(list.map((p) => p.detail));
     if (key(problems) === key(this.last)) return;
     this.last = problems;
-    if (problems.length === 0) this.log.info('ready: every /readyz check passes again');
-    else this.log.warn({ problems: problems.map((p) => p.detail) }, `not ready: ${problems.map((p) => p.detail).join('; ')}`);
+    if (problems.length === 0) return this.log.info('ready: every /readyz check passes again');
+    const heading = problems.some((p) => !p.warning) ? 'not ready' : 'ready, but';
+    this.log.warn({ problems: problems.map((p) => p.detail) }, `${heading}: ${problems.map((p) => p.detail).join('; ')}`);
   }
 }
 
@@ -135,7 +145,8 @@ export async function readiness(src: ReadinessSources, now = new Date()): Promis
   const cert = await certFileProblem(src.certFile, now);
   if (cert) problems.push(cert);
   src.details?.note(problems);
-  return { ready: problems.length === 0, reasons: problems.map((p) => p.reason) };
+  const reasons = problems.filter((p) => !p.warning).map((p) => p.reason);
+  return { ready: reasons.length === 0, reasons, warnings: problems.filter((p) => p.warning).map((p) => p.reason) };
 }
 
 /**
@@ -173,7 +184,7 @@ async function certFileProblem(file: string, now: Date): Promise<Problem | null>
   if (Number.isNaN(validTo.getTime())) return { reason: 'certificate unreadable', detail: `certificate ${file}: ${problem}` };
   const at = validTo.toISOString();
   if (validTo.getTime() <= now.getTime()) return { reason: 'certificate expired', detail: `certificate ${file} expired at ${at}` };
-  return { reason: `certificate expires within ${CERT_MIN_DAYS} days`, detail: `certificate ${file} expires at ${at}, within ${CERT_MIN_DAYS} days` };
+  return { reason: `certificate expires within ${CERT_MIN_DAYS} days`, detail: `certificate ${file} expires at ${at}, within ${CERT_MIN_DAYS} days`, warning: true };
 }
 
 function codeOf(err: unknown): string {

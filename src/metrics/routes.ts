@@ -38,8 +38,12 @@ export const monitorRoutes: AdminRoutes = async (app, context) => {
 
 const READINESS = {
   type: 'object',
-  properties: { ready: { type: 'boolean' }, reasons: { type: 'array', items: { type: 'string', enum: [...READINESS_REASONS] } } },
-  required: ['ready', 'reasons'],
+  properties: {
+    ready: { type: 'boolean' },
+    reasons: { type: 'array', items: { type: 'string', enum: [...READINESS_REASONS] } },
+    warnings: { type: 'array', items: { type: 'string', enum: [...READINESS_REASONS] } },
+  },
+  required: ['ready', 'reasons', 'warnings'],
   additionalProperties: false,
 } as const;
 
@@ -50,7 +54,7 @@ const HEALTHZ = {
   response: { 200: { type: 'object', properties: { status: { type: 'string', enum: ['ok'] } }, required: ['status'], additionalProperties: false } },
 };
 const READYZ = {
-  summary: 'Listeners up, store answering, audit log writable, certificate valid for more than 7 days; else 503 with the reasons (no token)',
+  summary: 'Listeners up, store answering, audit log writable, certificate valid; else 503 with the reasons; a certificate within 7 days of its end is a warning (no token)',
   security: [],
   response: { 200: READINESS, 503: READINESS },
 };
