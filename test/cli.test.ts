@@ -129,6 +129,11 @@ describe('sluice CLI', () => {
     assert.match(run(['user', 'list']).stdout, /gen\s+disabled/);
     assert.equal(run(['user', 'enable', 'gen']).code, 0);
     assert.equal(json(['user', 'show', 'gen', '--json']).enabled, true);
+    // Past its expiry, enabled or not, a user is refused: show says so as list does.
+    assert.equal(run(['user', 'set', 'gen', '--expires', '2020-01-01']).code, 0);
+    assert.match(run(['user', 'show', 'gen']).stdout, /^state\s+expired$/m);
+    assert.match(run(['user', 'list']).stdout, /gen\s+expired/);
+    assert.equal(run(['user', 'set', 'gen', '--expires', '2099-01-01']).code, 0);
   });
 
   it('changes a password', async () => {

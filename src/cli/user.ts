@@ -195,7 +195,7 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       }
       const rows = users.map((u) => [
         u.name,
-        u.enabled ? (u.expiresAt && u.expiresAt.getTime() <= Date.now() ? 'expired' : 'enabled') : 'disabled',
+        stateOf(u),
         u.protocols.join(','),
         u.lastLoginAt ? u.lastLoginAt.toISOString() : '-',
         u.home,
@@ -378,6 +378,12 @@ function parseRate(flag: string, text: string): number | null {
   return text === 'default' ? null : parseSize(flag, text);
 }
 
+/** As logins see it: a user past its expiry is refused however enabled (found by an operator's review: `show` said enabled). */
+function stateOf(u: UserView): 'enabled' | 'disabled' | 'expired' {
+  if (!u.enabled) return 'disabled';
+  return u.expiresAt && u.expiresAt.getTime() <= Date.now() ? 'expired' : 'enabled';
+}
+
 function describeRate(rate: number | null): string {
   if (rate === null) return 'server default';
   return rate === 0 ? 'unlimited' : `${rate} bytes/s`;
@@ -386,7 +392,7 @@ function describeRate(rate: number | null): string {
 function describeUser(u: UserView): string {
   const lines = [
     ['name', u.name],
-    ['state', u.enabled ? 'enabled' : 'disabled'],
+    ['state', stateOf(u)],
     ['expires', u.expiresAt ? u.expiresAt.toISOString() : 'never'],
     ['home', u.home],
     ['password', u.password],
