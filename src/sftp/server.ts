@@ -383,7 +383,7 @@ export class SftpFrontEnd {
       }
       if (err.reason === 'withdrawn') return;
       if (err.reason === 'session-limit') {
-        state.log.warn({ user: ctx.username }, 'too many sessions for this user');
+        state.log.warn({ user: ctx.username }, 'too many sessions (the user\'s limit, or its share per address)');
         ctx.reject([]);
         client.end();
         return;

@@ -53,7 +53,8 @@ export const access = {
         if (err instanceof SluiceError && err.kind === 'permission-denied') return c.reply(Code.NotLoggedIn, 'Login incorrect.');
         if (!(err instanceof AuthError)) throw err;
         c.log.info({ user: username.slice(0, 64), reason: err.reason }, 'login failed');
-        if (err.reason === 'session-limit') return c.reply(Code.NotLoggedIn, 'Too many sessions for this user; try again later.');
+        // The user's limit, or anonymous FTP's share per address: one text for both (found by an operator's review).
+        if (err.reason === 'session-limit') return c.reply(Code.NotLoggedIn, 'Too many sessions; try again later.');
         if (c.guest.exhausted) return c.closeAfterReply(Code.ServiceUnavailable, 'Too many failed logins.');
         c.reply(Code.NotLoggedIn, 'Login incorrect.');
       }
