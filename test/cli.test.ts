@@ -134,6 +134,14 @@ describe('sluice CLI', () => {
     assert.match(run(['user', 'show', 'gen']).stdout, /^state\s+expired$/m);
     assert.match(run(['user', 'list']).stdout, /gen\s+expired/);
     assert.equal(run(['user', 'set', 'gen', '--expires', '2099-01-01']).code, 0);
+    // Address lists set, then dropped (only the API could drop one before).
+    assert.equal(run(['user', 'set', 'gen', '--allow-ip', '10.0.0.0/8', '--allow-ip', '::1/128', '--deny-ip', '10.1.0.0/16']).code, 0);
+    assert.deepEqual([json(['user', 'show', 'gen', '--json']).allowIps, json(['user', 'show', 'gen', '--json']).denyIps], [['10.0.0.0/8', '::1/128'], ['10.1.0.0/16']]);
+    const mixed = run(['user', 'set', 'gen', '--allow-ip', 'any', '--allow-ip', '10.0.0.0/8']);
+    assert.equal(mixed.code, 2);
+    assert.match(mixed.stderr, /--allow-ip any drops the list: give it alone/);
+    assert.equal(run(['user', 'set', 'gen', '--allow-ip', 'any', '--deny-ip', 'none']).code, 0);
+    assert.deepEqual([json(['user', 'show', 'gen', '--json']).allowIps, json(['user', 'show', 'gen', '--json']).denyIps], [[], []]);
   });
 
   it('changes a password', async () => {

@@ -35,7 +35,7 @@ export const USER_HELP = `Usage: sluice user <command> ...
   set NAME [--home DIR] [--perms LIST] [--protocols LIST] [--quota-bytes N]
            [--quota-files N] [--rate-up RATE] [--rate-down RATE] [--scan | --no-scan]
            [--[no-]require-tls] [--[no-]require-key]
-           [--allow-ip CIDR]... [--deny-ip CIDR]... [--expires DATE|never]
+           [--allow-ip CIDR|any]... [--deny-ip CIDR|none]... [--expires DATE|never]
   disable NAME | enable NAME | remove NAME
                           (disable, remove, key remove, and set or perm where they refuse
                           a live session or take a permission from it, end those sessions;
@@ -100,8 +100,8 @@ function settingsFrom(v: SettingValues): Partial<UserSettings> {
   if (v['rate-down'] !== undefined) out.rateDown = parseRate('rate-down', v['rate-down']);
   if (v.scan && v['no-scan']) throw new UsageError('--scan and --no-scan exclude each other');
   if (v.scan || v['no-scan']) out.scan = Boolean(v.scan);
-  if (v['allow-ip'] !== undefined) out.allowIps = parseCidrs(v['allow-ip']);
-  if (v['deny-ip'] !== undefined) out.denyIps = parseCidrs(v['deny-ip']);
+  if (v['allow-ip'] !== undefined) out.allowIps = addressList('--allow-ip', v['allow-ip'], 'any');
+  if (v['deny-ip'] !== undefined) out.denyIps = addressList('--deny-ip', v['deny-ip'], 'none');
   if (v.expires !== undefined) out.expiresAt = parseExpiry(v.expires);
   return out;
 }
@@ -376,6 +376,17 @@ async function keyCommand(args: string[], open: () => Promise<AdminServices>, re
 /** `--rate-up 5M`: bytes per second; 0 for none, `default` for the server's limits.rateUp/rateDown. */
 function parseRate(flag: string, text: string): number | null {
   return text === 'default' ? null : parseSize(flag, text);
+}
+
+/**
+ * An address list's CIDRs, or `clear` alone for no list (`--allow-ip any`:
+ * every address may log in; `--deny-ip none`: none is refused). Before, only
+ * the API could drop a list (found by an operator's review).
+ */
+function addressList(option: string, values: readonly string[], clear: string): string[] {
+  if (!values.includes(clear)) return parseCidrs(values);
+  if (values.length > 1) throw new UsageError(`${option} ${clear} drops the list: give it alone`);
+  return [];
 }
 
 /** As logins see it: a user past its expiry is refused however enabled (found by an operator's review: `show` said enabled). */
