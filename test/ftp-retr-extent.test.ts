@@ -20,6 +20,18 @@ import { TestServer } from './helpers/server.js';
 
 const BIG = 32 << 20;
 
+/** RETR `name` in binary over a plain passive connection, paused: its socket half a second after the 150, nothing read yet. */
+async function unreadRetr(client: FtpClient, name: string): Promise<net.Socket> {
+  assert.equal((await client.cmd('TYPE I')).code, 200);
+  const endpoint = await client.raw.passive(false);
+  const sock: net.Socket = await endpoint.open();
+  sock.pause();
+  client.raw.send(`RETR ${name}\r\n`);
+  assert.equal((await client.raw.read())?.code, 150);
+  await new Promise((r) => setTimeout(r, 500));
+  return sock;
+}
+
 describe('RETR sends the file as it was at the open', () => {
   let srv: TestServer;
   const big = randomBytes(BIG);
@@ -38,14 +50,8 @@ describe('RETR sends the file as it was at the open', () => {
   it('bytes appended while the download runs are not sent', { timeout: 60_000 }, async () => {
     const client = await FtpClient.connect('ftp', srv, 'alice', 'alice password');
     try {
-      assert.equal((await client.cmd('TYPE I')).code, 200);
-      const endpoint = await client.raw.passive(false);
-      const sock: net.Socket = await endpoint.open();
       // Not read yet: the server fills the socket buffers and waits, far short of 32 MiB.
-      sock.pause();
-      client.raw.send('RETR big.bin\r\n');
-      assert.equal((await client.raw.read())?.code, 150);
-      await new Promise((r) => setTimeout(r, 500));
+      const sock = await unreadRetr(client, 'big.bin');
       appendFileSync(join(srv.home('alice'), 'big.bin'), randomBytes(1 << 20));
       const data = await readAll(sock);
       assert.equal((await client.raw.read())?.code, 226);
@@ -103,14 +109,8 @@ describe('RETR sends the file as it was at the open', () => {
     writeFileSync(join(srv.home('alice'), 'mid.bin'), mid);
     const client = await FtpClient.connect('ftp', srv, 'alice', 'alice password');
     try {
-      assert.equal((await client.cmd('TYPE I')).code, 200);
-      const endpoint = await client.raw.passive(false);
-      const sock: net.Socket = await endpoint.open();
-      sock.pause();
-      client.raw.send('RETR mid.bin\r\n');
-      assert.equal((await client.raw.read())?.code, 150);
       // Time for the server to hand all of it to the kernel, then read a little and leave with the rest unread.
-      await new Promise((r) => setTimeout(r, 500));
+      const sock = await unreadRetr(client, 'mid.bin');
       const first: Buffer | null = sock.read();
       assert.ok(first && first.length > 0, 'some of the file arrived');
       sock.on('error', () => undefined);
