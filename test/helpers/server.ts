@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sluice, startServe } from './cli.js';
 
-/** A free TCP port on loopback (released before use; the race is harmless in tests). */
+/** A free TCP port on loopback, reserved for this test process (see freePorts). */
 export async function freePort(): Promise<number> {
   const [port] = await freePorts(1);
   return port as number;
@@ -20,9 +20,51 @@ export async function freePorts(n: number): Promise<number[]> {
   const ports: number[] = [];
   while (ports.length < n) {
     const port = LISTEN_PORTS.from + Math.floor(Math.random() * (LISTEN_PORTS.to - LISTEN_PORTS.from + 1));
-    if (!ports.includes(port) && (await listenable(port))) ports.push(port);
+    if (!ports.includes(port) && reserve(port) && (await listenable(port))) ports.push(port);
   }
   return ports;
+}
+
+/**
+ * The suite's files run in parallel, each drawing ports at random from the
+ * same range: two could draw one port in the second before either server
+ * bound it, and the later start failed (a clean run once lost the admin
+ * API's port so; TestServer.start's retry draws new front-end ports, not a
+ * port the test put in its own config). A port drawn is reserved for a
+ * minute by a file only one process can create; this process's are removed
+ * as it exits.
+ */
+const RESERVED = join(tmpdir(), `sluice-test-ports-${process.getuid?.() ?? 'any'}`);
+const RESERVED_MS = 60_000;
+const reserved: string[] = [];
+
+/** This process's reservations, and their directory once no process holds one (another's reserve() makes it again). */
+function releaseAll(): void {
+  for (const file of reserved) rmSync(file, { force: true });
+  try {
+    rmdirSync(RESERVED);
+  } catch {
+    // another process's reservations are still there
+  }
+}
+
+function reserve(port: number): boolean {
+  const file = join(RESERVED, String(port));
+  mkdirSync(RESERVED, { recursive: true });
+  try {
+    writeFileSync(file, String(process.pid), { flag: 'wx' });
+  } catch {
+    // Another process's, unless it is stale (that process gone without removing it).
+    try {
+      if (Date.now() - statSync(file).mtimeMs < RESERVED_MS) return false;
+      writeFileSync(file, String(process.pid));
+    } catch {
+      return false;
+    }
+  }
+  if (reserved.length === 0) process.once('exit', releaseAll);
+  reserved.push(file);
+  return true;
 }
 
 /**
