@@ -117,10 +117,12 @@ describe('passwords kept after they verified', () => {
     // password of another user (which also pays for a failed password's scoring) made the ratio 0.30-0.55
     // when both verified in full, too close to the quarter a kept password would give (failed once in CI).
     const refusedWrong = async () => assert.equal(await ftp('far', 'not the password', '127.0.0.4'), 530);
-    const [used, verifying] = await interleaved(srv.pid, refused, refusedWrong, 6);
-    // Kept after the first, the other five would be answered at once: about a sixth of the yardstick.
+    const [used, verifying] = await interleaved(srv.pid, refused, refusedWrong, 8);
+    // Kept after the first, the other seven would be answered at once: about an eighth of the yardstick.
+    // Verified in full it is about 1, but CPU read in 10 ms ticks on a loaded machine gave 0.53 once
+    // (a clean-clone run; the bound was 0.6 then): the bound sits between the two.
     t.diagnostic(`refusals ${used} ms, with a wrong password ${verifying} ms: ${(used / verifying).toFixed(2)}`);
-    assert.ok(used > verifying * 0.6, `6 refusals took ${used} ms of server CPU, 6 with a wrong password ${verifying} ms`);
+    assert.ok(used > verifying * 0.4, `8 refusals took ${used} ms of server CPU, 8 with a wrong password ${verifying} ms`);
     const right = (await srv.audit()).filter((r) => r.event === 'login-failed' && r.user === 'far' && r.ip === '127.0.0.1');
     assert.ok(right.length > 0 && right.every((r) => r.reason === 'address-not-allowed'), JSON.stringify(right.map((r) => r.reason)));
   });
