@@ -1,5 +1,4 @@
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import type { AdminServices } from '../admin-services.js';
 import { ApiError, adminClient } from '../admin/client.js';
 import { ConfigError } from '../config/errors.js';
@@ -62,7 +61,7 @@ export async function main(argv: string[]): Promise<number> {
   // Opened lazily, so --help and argument errors never touch the database.
   const open = () =>
     (services ??= import('../admin-services.js').then(async (m) => {
-      const fresh = newStoreAt(config());
+      const fresh = newStoreAt(config(), (await import('../store/open.js')).sqliteFile);
       const opened = await m.openAdmin(config());
       if (fresh !== null) noteNewStore(fresh);
       return opened;
@@ -128,9 +127,9 @@ function noteUnreached(config: Config): void {
 }
 
 /** The SQLite database a command would create, because none is there yet; null when it exists or the store is PostgreSQL. */
-function newStoreAt(config: Config): string | null {
+function newStoreAt(config: Config, sqliteFile: (dataDir: string) => string): string | null {
   if (config.store !== '') return null;
-  const file = join(config.dataDir, 'sluice.db');
+  const file = sqliteFile(config.dataDir);
   return existsSync(file) ? null : file;
 }
 

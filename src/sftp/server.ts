@@ -31,9 +31,7 @@ const METHODS: ssh2.AuthenticationType[] = ['publickey', 'password', 'keyboard-i
 function hostKeysFor(files: readonly HostKeyFile[], allowed: readonly string[]): { key: ssh2.ParsedKey }[] {
   const keys: { key: ssh2.ParsedKey }[] = [];
   for (const file of files) {
-    const parsed = ssh2Library().utils.parseKey(file.data);
-    const key = Array.isArray(parsed) ? parsed[0] : parsed;
-    if (!key || key instanceof Error) throw new Error(`host key ${file.name}: ${key instanceof Error ? key.message : 'unreadable'}`);
+    const key = parsedHostKey(file);
     if (key.type !== 'ssh-rsa') {
       if (allowed.includes(key.type)) keys.push({ key });
       continue;
@@ -45,11 +43,12 @@ function hostKeysFor(files: readonly HostKeyFile[], allowed: readonly string[]):
   return keys;
 }
 
-/** OpenSSH's SHA256 fingerprint of a host key file's public half. */
-function publicKeyFingerprint(file: HostKeyFile): string {
+/** A host key file's key as ssh2 parses it; throws, naming the file, when it does not parse. */
+function parsedHostKey(file: HostKeyFile): ssh2.ParsedKey {
   const parsed = ssh2Library().utils.parseKey(file.data);
   const key = Array.isArray(parsed) ? parsed[0] : parsed;
-  return !key || key instanceof Error ? 'unreadable' : fingerprint(key.getPublicSSH());
+  if (!key || key instanceof Error) throw new Error(`host key ${file.name}: ${key instanceof Error ? key.message : 'unreadable'}`);
+  return key;
 }
 
 /** The algorithm a public-key request signs with: ssh2 names every RSA key `ssh-rsa` and reports the hash apart. */
@@ -235,7 +234,8 @@ export class SftpFrontEnd {
       .hostKeys()
       .then((keys) => {
         this.server = this.sshServer(keys);
-        const fingerprints = keys.map((k) => `${k.name} ${publicKeyFingerprint(k)}`);
+        // sshServer parsed each key already: none throws here.
+        const fingerprints = keys.map((k) => `${k.name} ${fingerprint(parsedHostKey(k).getPublicSSH())}`);
         this.log.info({ fingerprints }, `SSH host keys reloaded: ${fingerprints.join(', ')}`);
       })
       .catch((err: unknown) => this.log.error({ err }, 'SSH host key reload failed; the old keys stay in use'));

@@ -56,9 +56,10 @@ export class WalkTurns {
    * sessions waiting behind walks nobody would read.
    */
   abandon(home: string, walker: object, why: Error): void {
-    const line = this.homes.get(home)?.waiting.get(walker);
-    if (!line) return;
-    this.homes.get(home)?.waiting.delete(walker);
+    const waiting = this.homes.get(home)?.waiting;
+    const line = waiting?.get(walker);
+    if (!waiting || !line) return;
+    waiting.delete(walker);
     for (const w of line) w.reject(why);
   }
 }
