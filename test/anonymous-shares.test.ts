@@ -22,11 +22,15 @@ import { TestServer } from './helpers/server.js';
 const skipPostgres = postgresMissing();
 if (skipPostgres) console.log(`# ${skipPostgres}`);
 
-async function anonymous(port: number, from: string): Promise<{ c: RawFtp; code: number }> {
+async function anonymous(port: number, from: string): Promise<{ c: RawFtp; code: number; text: string }> {
   const c = await RawFtp.connect(port, false, from);
   await c.read();
-  return { c, code: (await c.login('anonymous', 'me@example.org')).code };
+  const { code, text } = await c.login('anonymous', 'me@example.org');
+  return { c, code, text };
 }
+
+/** The reply and what the server logged with it: a refusal that seldom happens says why. */
+const why = (reply: { text: string }, srv: TestServer) => `${reply.text}\n${srv.log.split('\n').filter((l) => /"level":(4|5|6)0/.test(l)).join('\n')}`;
 
 function anonymousRoot(): { dir: string; root: string } {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-anon-shares-'));
@@ -45,7 +49,7 @@ describe('anonymous shares with workers', () => {
     let stop = false;
     try {
       const held = await anonymous(srv.ftpPort, '127.0.0.52');
-      assert.equal(held.code, 230);
+      assert.equal(held.code, 230, why(held, srv));
       let tries = 0;
       const loops = Array.from({ length: 8 }, async () => {
         const c = await RawFtp.connect(srv.ftpPort, false, '127.0.0.52');
@@ -93,10 +97,11 @@ describe('anonymous shares on PostgreSQL', { skip: skipPostgres ?? false }, () =
       srv = await TestServer.start({ env, yaml: `ftp:\n  tls: optional\n  anonymous:\n    enabled: true\n    root: ${root}\n    maxSessionsPerIp: 2\n` });
       await client.connect();
       const one = await anonymous(srv.ftpPort, '127.0.0.54');
-      assert.equal(one.code, 230);
+      // A clean-clone run once got 451 here, under load; what it said was not kept.
+      assert.equal(one.code, 230, why(one, srv));
       for (let i = 1; i <= 5; i++) {
         const passing = await anonymous(srv.ftpPort, `127.0.2.${i}`);
-        assert.equal(passing.code, 230);
+        assert.equal(passing.code, 230, why(passing, srv));
         await passing.c.cmd('QUIT');
         passing.c.socket.destroy();
       }
