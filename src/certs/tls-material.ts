@@ -1,6 +1,7 @@
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import tls from 'node:tls';
+import { StartRefused } from '../listening.js';
 import { TLS_CERT, TLS_KEY } from './names.js';
 
 /** The FTPS certificate chain and private key, PEM. */
@@ -16,11 +17,24 @@ export interface TlsMaterial {
  * the server would start (or reload) and fail every TLS handshake after it.
  */
 export async function readTlsMaterial(certsDir: string): Promise<TlsMaterial> {
-  const [key, cert] = await Promise.all([fsp.readFile(join(certsDir, TLS_KEY)), fsp.readFile(join(certsDir, TLS_CERT))]);
+  // A refusal in the operator's words, one line: not a stack for a file to put right.
+  const refused = (err: unknown) =>
+    new StartRefused(`TLS certificate ${TLS_CERT} with key ${TLS_KEY} (in ${certsDir}) cannot be used: ${plainReason((err as Error).message)}`);
+  let key: Buffer, cert: Buffer;
+  try {
+    [key, cert] = await Promise.all([fsp.readFile(join(certsDir, TLS_KEY)), fsp.readFile(join(certsDir, TLS_CERT))]);
+  } catch (err) {
+    throw refused(err);
+  }
   try {
     tls.createSecureContext({ key, cert });
   } catch (err) {
-    throw new Error(`TLS certificate ${TLS_CERT} with key ${TLS_KEY} (in ${certsDir}) cannot be used: ${(err as Error).message}`);
+    throw refused(err);
   }
   return { key, cert };
+}
+
+/** OpenSSL's reason for the most common mistake, a renewal's certificate beside the old key, in words; others as they come. */
+function plainReason(message: string): string {
+  return /key values mismatch/.test(message) ? `the key is not the certificate's (${message})` : message;
 }
