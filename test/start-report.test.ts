@@ -147,5 +147,24 @@ for (const workers of ['1', '2']) {
         renameSync(join(kept, missing), join(certs, missing));
       }
     });
+
+    it('a start with an SSH host key cut short fails in one line naming the file, and leaves it as it was', async () => {
+      const certs = join(srv.dir, 'certs');
+      const path = join(certs, 'ssh_host_ed25519_key');
+      const whole = readFileSync(path);
+      const cut = whole.subarray(0, 100);
+      // The cases before left a TLS pair that does not start: without either half, a new pair is made.
+      rmSync(join(certs, 'tls-cert.pem'));
+      rmSync(join(certs, 'tls-key.pem'));
+      await srv.restart(() => writeFileSync(path, cut)).then(
+        () => assert.fail('the server started'),
+        (err: Error) => assert.match(err.message, /^serve exited 1:/),
+      );
+      await srv.logs(/SSH host key ssh_host_ed25519_key \(in .*certs\) cannot be used: /);
+      const refusals = srv.log.split('\n').filter((l) => l.includes('cannot be used'));
+      assert.ok(refusals.every((l) => !l.includes('"stack"')), refusals.join('\n'));
+      assert.deepEqual(readFileSync(path), cut, 'not replaced by a new key');
+      await srv.restart(() => writeFileSync(path, whole));
+    });
   });
 }

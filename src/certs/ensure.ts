@@ -1,6 +1,7 @@
 import { promises as fsp } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { StartRefused } from '../listening.js';
 import { ssh2Library } from '../ssh2.js';
 import { HOST_KEYS, TLS_CERT, TLS_KEY } from './names.js';
 import { selfSignedCertificate } from './self-signed.js';
@@ -43,12 +44,22 @@ export async function ensureKeys(dir: string): Promise<string[]> {
 
 /** The SSH host keys (private, OpenSSH format) as the SFTP front-end takes them. */
 export async function readHostKeys(dir: string): Promise<HostKeyFile[]> {
-  return Promise.all(HOST_KEYS.map(async (name) => ({ name, data: await fsp.readFile(join(dir, name)) })));
+  return Promise.all(
+    HOST_KEYS.map(async (name) => {
+      try {
+        return { name, dir, data: await fsp.readFile(join(dir, name)) };
+      } catch (err) {
+        throw new StartRefused(`SSH host key ${name} (in ${dir}) cannot be read: ${(err as Error).message}`);
+      }
+    }),
+  );
 }
 
 export interface HostKeyFile {
   /** The file's name, for messages. */
   readonly name: string;
+  /** The directory it is in, for messages. */
+  readonly dir: string;
   readonly data: Buffer;
 }
 

@@ -6,7 +6,7 @@ import type { Services } from '../app.js';
 import { AuthError, type AuthRequest } from '../auth/authenticator.js';
 import { fingerprint } from '../auth/public-keys.js';
 import type { HostKeyFile } from '../certs/ensure.js';
-import { listenOn, type Listening } from '../listening.js';
+import { StartRefused, listenOn, type Listening } from '../listening.js';
 import type { Account } from '../session/account.js';
 import type { Guest } from '../security/gate.js';
 import { SluiceError } from '../session/errors.js';
@@ -43,11 +43,13 @@ function hostKeysFor(files: readonly HostKeyFile[], allowed: readonly string[]):
   return keys;
 }
 
-/** A host key file's key as ssh2 parses it; throws, naming the file, when it does not parse. */
+/** A host key file's key as ssh2 parses it; refuses, naming the file, when it does not parse. */
 function parsedHostKey(file: HostKeyFile): ssh2.ParsedKey {
   const parsed = ssh2Library().utils.parseKey(file.data);
   const key = Array.isArray(parsed) ? parsed[0] : parsed;
-  if (!key || key instanceof Error) throw new Error(`host key ${file.name}: ${key instanceof Error ? key.message : 'unreadable'}`);
+  if (!key || key instanceof Error) {
+    throw new StartRefused(`SSH host key ${file.name} (in ${file.dir}) cannot be used: ${key instanceof Error ? key.message : 'no key in the file'}`);
+  }
   return key;
 }
 
