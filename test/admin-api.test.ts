@@ -83,6 +83,9 @@ describe('admin API over TCP: bearer tokens', () => {
     assert.equal(await RawFtp.greeting(srv.ftpPort, from), 'closed');
     const ban = (await srv.audit()).find((r) => r.event === 'ban' && r.ip === from);
     assert.equal(ban?.protocol, 'admin');
+    assert.equal(ban?.offence, 'token-refused', 'not said to be a login');
+    const listed = JSON.parse(sluice(srv.dir, ['ban', 'list', '--json']).stdout) as { address: string; reason: string }[];
+    assert.match(listed.find((b) => b.address === from)?.reason ?? '', /the last token-refused$/);
   });
 
   it('a ban ends what its address still has open: a kept-alive connection is served no more', { timeout: 60_000 }, async () => {

@@ -71,7 +71,8 @@ export function authenticate(app: FastifyInstance, options: AuthOptions): void {
       req.principal = name;
       return;
     }
-    await options.scorer.score(clientAddress(req.socket), 'admin', 'login-failed');
+    // Its own offence, so a ban's reason says it was the API's tokens (a monitor with a stale one, say), not a login.
+    await options.scorer.score(clientAddress(req.socket), 'admin', 'token-refused');
     await reply
       .code(401)
       .header('www-authenticate', 'Bearer realm="sluice"')

@@ -7,7 +7,7 @@ import type { Ledgers } from '../session/quota.js';
  * What an address is scored for. A bare connect-and-close (health checks,
  * port probes) is none of these and scores nothing.
  */
-export type Offence = 'login-failed' | 'login-timeout' | 'protocol-abuse' | 'handshake-failed';
+export type Offence = 'login-failed' | 'login-timeout' | 'protocol-abuse' | 'handshake-failed' | 'token-refused';
 
 /**
  * A share of a user's sessions from one source (BanCheck.source), so one
