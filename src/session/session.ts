@@ -560,14 +560,14 @@ export class Session implements LiveSession {
     let replacedAtOpen: Replaced | null = null;
     let was: number | null = null;
     try {
-      // Just before the open: the lookup may have taken long, its directories pinned all the while.
-      await inPlace(loc);
       if (atomic) {
         // Permission bits only: a setuid or setgid bit is the server's to drop, as a write would (the
         // mode is set while the bytes arrive, so no write comes after it to drop them).
-        staged = await loc.stage(st ? st.mode & 0o777 : null);
+        staged = await stagedInPlace(loc, st ? st.mode & 0o777 : null);
         file = staged.file;
       } else if (st) {
+        // Just before the open: the lookup may have taken long, its directories pinned all the while.
+        await inPlace(loc);
         file = await loc.openWrite({ create: false, truncate: false, append });
         const now = await file.stat();
         // The file looked at, whose lock and quota steps were taken: another that took the name since is
@@ -581,6 +581,7 @@ export class Session implements LiveSession {
         else was = now.size;
         if (truncate) await file.truncate(0);
       } else {
+        await inPlace(loc);
         file = await loc.openWrite({ create: true, truncate: false, append });
         lock = await this.lockCreated(loc, file);
       }
@@ -1183,6 +1184,26 @@ async function inPlace(...locs: Location[]): Promise<void> {
   const places = await Promise.all(locs.map((l) => l.whereNow()));
   if (places.some((place, i) => place !== parentOf((locs[i] as Location).virtualPath))) throw movedMeanwhile();
   for (const l of locs) placeLooked.add(l);
+}
+
+/**
+ * An atomic upload's staged file, made beside inPlace's look rather than
+ * after it: one trip to the thread pool less per upload. The staged file has
+ * a hidden name no client can name, and takes its own name only at the
+ * commit, so making it is no act of the user's until then; the look still
+ * comes before every act. Found out of place, it goes again.
+ */
+async function stagedInPlace(loc: Location, mode: number | null): Promise<StagedFile> {
+  const [placed, staging] = await Promise.allSettled([inPlace(loc), loc.stage(mode)]);
+  if (placed.status === 'rejected') {
+    if (staging.status === 'fulfilled') {
+      await staging.value.file.close().catch(() => undefined);
+      await staging.value.discard().catch(() => undefined);
+    }
+    throw placed.reason;
+  }
+  if (staging.status === 'rejected') throw staging.reason;
+  return staging.value;
 }
 
 /** Locations inPlace found in place (or, for a listing, whose directory was): told() need not look again. */
