@@ -28,12 +28,13 @@ describe('hard links give a file no rights it lacks where it is', () => {
     srv = await TestServer.start({
       users: [{ name: user, password, args: ['--perms', 'list,download,upload,overwrite,delete,rename,mkdir,rmdir,chtimes,symlink'] }],
     });
-    for (const [dir, perms] of [['/pub', 'list,download'], ['/incoming', 'upload']] as const) {
+    for (const [dir, perms] of [['/pub', 'list,download'], ['/incoming', 'upload'], ['/box', 'list,upload,symlink']] as const) {
       assert.equal(sluice(srv.dir, ['user', 'perm', user, dir, perms], undefined, { SLUICE_LOG_LEVEL: 'warn' }).code, 0);
     }
     home = srv.home(user);
     mkdirSync(join(home, 'pub'));
     mkdirSync(join(home, 'incoming'));
+    mkdirSync(join(home, 'box'));
     writeFileSync(join(home, 'pub/data.txt'), 'ORIGINAL');
     writeFileSync(join(home, 'incoming/drop.txt'), 'DROPPED');
     sftp = await SftpClient.connect(srv, user, password);
@@ -101,5 +102,26 @@ describe('hard links give a file no rights it lacks where it is', () => {
     assert.equal(await ftpAppend('/mine2.txt', '+A'), '150 226');
     assert.equal(await ftpRestStore('/mine2.txt', 7, '+R'), '150 226');
     assert.equal(readFileSync(join(home, 'mine2.txt'), 'utf8'), 'NEW+S+A+R');
+  });
+
+  it('no second name for a file while it is written in place: the writer would go on changing it there', async () => {
+    // Found by an adversarial review: an in-place handle opened first, the file linked into a drop box
+    // (/box: list, upload and links; no overwrite, no append), then changed through the handle after its delivery.
+    writeFileSync(join(home, 'live.txt'), 'GOOD CONTENT');
+    const handle = await call<Buffer>((cb) => sftp.sftp.open('/live.txt', 0x01 | OPEN.WRITE, cb));
+    try {
+      const linked = await outcome(hardlink('/live.txt', '/box/live.txt'));
+      assert.match(linked, /being written by another transfer/);
+      assert.ok(!existsSync(join(home, 'box/live.txt')));
+      await call((cb) => sftp.sftp.write(handle, Buffer.from('EVIL'), 0, 4, 0, cb));
+    } finally {
+      await call((cb) => sftp.sftp.close(handle, cb));
+    }
+    assert.equal(readFileSync(join(home, 'live.txt'), 'utf8'), 'EVIL CONTENT');
+    assert.equal(statSync(join(home, 'live.txt')).nlink, 1);
+    // Once the writer is done, the link is made, and the file is written in place no more.
+    await hardlink('/live.txt', '/box/live.txt');
+    assert.notEqual(await outcome(sftpWrite('/live.txt', OPEN.WRITE, 'X', 0)), 'ok');
+    assert.equal(readFileSync(join(home, 'box/live.txt'), 'utf8'), 'EVIL CONTENT');
   });
 });

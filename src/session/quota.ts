@@ -407,11 +407,21 @@ export function freeingKey(st: NodeStat): string | null {
  * write, remove, fail). So the file must be nobody's in-place write, as for a
  * truncation: refused with "being written by another transfer" until it is.
  */
-export async function dropFile<T>(ledger: Ledger, key: string | null, drop: () => Promise<T>): Promise<T> {
-  if (key === null) return drop();
+export function dropFile<T>(ledger: Ledger, key: string | null, drop: () => Promise<T>): Promise<T> {
+  return key === null ? drop() : outsideInPlaceWrites(ledger, key, drop);
+}
+
+/**
+ * Act on the file `key` (dev:ino) while nobody writes it in place, nor can
+ * begin to until the act is done: refused with "being written by another
+ * transfer" while one does. For an act that an in-place writer must not
+ * miss: a removal (dropFile), or a second name (a file with several is never
+ * written in place, and the writer looks at its links under this lock).
+ */
+export async function outsideInPlaceWrites<T>(ledger: Ledger, key: string, act: () => Promise<T>): Promise<T> {
   await ledger.lockInPlace(key);
   try {
-    return await drop();
+    return await act();
   } finally {
     ledger.unlockInPlace(key);
     // The node's key may come back with a new file at once: its next writer must find it unlocked.

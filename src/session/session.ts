@@ -9,7 +9,7 @@ import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission, type PermissionRules } from './permissions.js';
-import { addName, dropFile, freeingKey, removedThrough, type Ledger, type Ledgers } from './quota.js';
+import { addName, dropFile, freeingKey, outsideInPlaceWrites, removedThrough, type Ledger, type Ledgers } from './quota.js';
 import type { RateLimit } from './rate-limit.js';
 import type { ConnectionBudget, ConnectionBudgets } from './connection-budgets.js';
 import { replacedFields, replacedThrough } from './replaced.js';
@@ -575,6 +575,8 @@ export class Session implements LiveSession {
         if (now.ino !== st.ino || now.dev !== st.dev) {
           throw new SluiceError('failure', 'File changed while it was opened; try again', 'another file took the name between the look and the open');
         }
+        // Linked since the look, before the lock: a second name is made only under it (hardlink).
+        if (now.nlink > 1) throw refusal('linked-elsewhere');
         existingSize = now.size;
         // Emptied here, whatever the upload's end: its record says what was destroyed (its hash only if known).
         if (truncate) replacedAtOpen = { size: now.size, ...knownSha(this.deps.receipts, now) };
@@ -620,11 +622,17 @@ export class Session implements LiveSession {
    * this upload removes its own name and gives up.
    */
   private async lockCreated(loc: Location, file: OpenFile): Promise<string> {
+    let locked: string | null = null;
     try {
       const key = nodeKey(await file.stat());
       await this.ledger.lockInPlace(key);
+      locked = key;
+      // Linked by another session between the create and the lock (a second name is made only under
+      // it): a file with several names is never written in place.
+      if ((await file.stat()).nlink > 1) throw refusal('linked-elsewhere');
       return key;
     } catch (err) {
+      if (locked !== null) this.ledger.unlockInPlace(locked);
       await file.close().catch(() => undefined);
       await loc.unlink().catch(() => undefined);
       throw err;
@@ -1026,7 +1034,10 @@ export class Session implements LiveSession {
           if (!st) throw new SluiceError('not-found');
           if (st.type !== 'file') throw new SluiceError('permission-denied', 'Only files can be hard-linked', 'hard link to a non-file');
           await inPlace(src, dst);
-          await addName(this.ledger, () => dst.link(src));
+          // Not while the file is written in place: the writer, which looked at its links before this one
+          // came, would go on changing a file that has a second name, here (found by a review: an append
+          // handle kept open, the file linked into a drop box without overwrite, then changed there).
+          await outsideInPlaceWrites(this.ledger, nodeKey(st), () => addName(this.ledger, () => dst.link(src)));
         }),
       );
       this.audit({ event: 'hardlink', path: link, target });
