@@ -75,6 +75,14 @@ describe('hook argv templates', () => {
       ['/usr/bin/time', 'python3', '-cimport os; os.system("{user}")'],
       ['/usr/bin/time', 'perl', '-esystem("{user}")'],
       ['/usr/bin/time', 'node', '--eval=x("{user}")'],
+      // Text tools whose program runs commands (found by an operator's walk: the awk one passed).
+      ['awk', 'BEGIN { print "{path}" > "/tmp/log" }'],
+      ['/usr/bin/gawk', '-F', ':', '{ print "{user}" }', '/etc/passwd'],
+      ['busybox', 'awk', '-e', 'BEGIN{print "{path}"}'],
+      ['sed', '-n', 's/^/{user}/ep', '/tmp/x'],
+      ['m4', '-D', 'X={path}', '/opt/x/t.m4'],
+      ['dc', '-e', '[{user}]p'],
+      ['/usr/bin/time', 'awk', '{ print "{user}" }'],
     ];
     for (const argv of refused) assert.notEqual(placeholderInCode(argv), null, argv.join(' '));
     const allowed = [
@@ -92,6 +100,8 @@ describe('hook argv templates', () => {
       ['/usr/bin/time', 'sh', '-c', 'run.sh "$1"', 'sh', '{path}'],
       ['strace', '-f', 'sh', '/opt/x/run.sh', '{path}'],
       ['rsync', '-e', 'ssh', '{path}', 'backup@host:/srv/'],
+      // A text tool gets values as a script's arguments (awk's -v would do, but its options are not told apart).
+      ['sh', '-c', 'awk -f /opt/x/log.awk "$1"', 'sh', '{path}'],
     ];
     for (const argv of allowed) assert.equal(placeholderInCode(argv), null, argv.join(' '));
   });

@@ -11,7 +11,16 @@ import { holdsPlaceholder } from './events.js';
  * (`['sh', '-c', 'run.sh "$1"', 'sh', '{path}']`).
  */
 const SHELLS = /^(?:sh|bash|dash|zsh|ksh|mksh|ash|fish|csh|tcsh)$/;
-const INTERPRETERS = /^(?:python[0-9.]*|perl[0-9.]*|ruby[0-9.]*|node|nodejs|php[0-9.]*|lua[0-9.]*|tclsh[0-9.]*|osascript|pwsh)$/;
+const INTERPRETERS = /^(?:python[0-9.]*|perl[0-9.]*|ruby[0-9.]*|node|nodejs|deno|bun|php[0-9.]*|lua[0-9.]*|tclsh[0-9.]*|wish[0-9.]*|expect|osascript|pwsh|Rscript|julia)$/;
+/**
+ * Text tools whose program can run commands: awk's system(), GNU sed's `e`,
+ * m4's syscmd, dc's `!`. Their options' values cannot be told from their
+ * program (`awk -F : '{ print "{user}" }'`), so a `{field}` in any of their
+ * arguments is refused (found by an operator's walk: `['awk', 'BEGIN {
+ * print "{path}" }']` passed, and an upload named `x" ; system("id>p") ;
+ * print "y` ran as the server).
+ */
+const TEXT_TOOLS = /^(?:[gmn]?awk|g?sed|m4|dc)$/;
 /** Programs whose arguments make one command line that a shell parses: ssh's on the remote host, watch's `sh -c`. */
 const COMMAND_LINES = /^(?:ssh|rsh|watch)$/;
 /**
@@ -27,12 +36,13 @@ const LAUNCHERS = /^(?:env|nice|nohup|setsid|ionice|timeout|stdbuf|chrt|taskset|
  */
 const COMMAND_OPTION = /^(?:-[a-zA-Z]*[cS]|--command|--session-command|--split-string)/;
 
-type Kind = 'shell' | 'interpreter' | 'command line';
+type Kind = 'shell' | 'interpreter' | 'text tool' | 'command line';
 
 function kindOf(word: string): Kind | null {
   const name = basename(word);
   if (SHELLS.test(name)) return 'shell';
   if (INTERPRETERS.test(name)) return 'interpreter';
+  if (TEXT_TOOLS.test(name)) return 'text tool';
   return COMMAND_LINES.test(name) ? 'command line' : null;
 }
 
@@ -75,7 +85,7 @@ export function runnerOf(argv: readonly string[]): { at: number; kind: Kind | nu
  * unknown program its name may be a value (`rsync -e ssh {path} host:`).
  */
 function codeBehindAnyWrapper(argv: readonly string[]): string | null {
-  const at = argv.findIndex((word, k) => k > 0 && (kindOf(word) === 'shell' || kindOf(word) === 'interpreter'));
+  const at = argv.findIndex((word, k) => k > 0 && ['shell', 'interpreter', 'text tool'].includes(kindOf(word) ?? ''));
   return at < 0 ? null : codeOfRunner(kindOf(argv[at] as string) as Kind, argv.slice(at + 1));
 }
 
@@ -83,7 +93,8 @@ function codeBehindAnyWrapper(argv: readonly string[]): string | null {
  * Pure: the first argument of `argv` holding a `{field}` that a shell, an
  * interpreter or a remote host runs as code, or null:
  * - a launcher's command option (`su -c`, `runuser -c`, `flock -c`, `env -S`);
- * - any argument of a command-line program (ssh joins them for the remote shell);
+ * - any argument of a command-line program (ssh joins them for the remote shell)
+ *   or of a text tool that runs commands (awk, sed);
  * - a shell's or interpreter's own options, and the script, module or code
  *   they lead to (`node --require={path}`, `python3 -m {user}`, `python3 {path}`);
  * - the code after `-c`, `-e` and the like, anywhere after it.
@@ -107,7 +118,7 @@ export function placeholderInCode(argv: readonly string[]): string | null {
 
 /** The first of a runner's arguments `rest` that holds a `{field}` it runs as code (see placeholderInCode), or null. */
 function codeOfRunner(kind: Kind, rest: readonly string[]): string | null {
-  if (kind === 'command line') return rest.find(holdsPlaceholder) ?? null;
+  if (kind === 'command line' || kind === 'text tool') return rest.find(holdsPlaceholder) ?? null;
   let first = 0;
   while (rest[first]?.startsWith('-')) first++;
   const own = rest.slice(0, first + 1).find(holdsPlaceholder);
