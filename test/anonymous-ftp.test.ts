@@ -151,6 +151,23 @@ describe('anonymous FTP', () => {
     assert.match(r.stdout, /protocols\s+ftp\n/);
     assert.match(r.stdout, /permissions\s+list,download\n\s+\/incoming\s+upload\n/);
   });
+
+  it('what ftp.anonymous sets at every start is not changed by hand, which held only until then (or broke it meanwhile)', async () => {
+    // Found by an operator's walk: --protocols sftp was taken, and every anonymous login refused until the next start.
+    for (const args of [['set', 'anonymous', '--protocols', 'sftp'], ['set', 'anonymous', '--perms', 'list,download,upload'], ['perm', 'anonymous', '/pub', 'list']]) {
+      const r = sluice(srv.dir, ['user', ...args]);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stdout}`);
+      assert.match(r.stderr, /"anonymous" is the anonymous FTP account: its (protocols|permissions|directory permissions) come from ftp\.anonymous in the config/);
+    }
+    const c = await control(srv.ftpPort, '127.0.0.39');
+    try {
+      assert.equal((await c.login('anonymous', 'me@example.org')).code, 230, 'anonymous FTP still logs in');
+    } finally {
+      c.socket.destroy();
+    }
+    const limited = sluice(srv.dir, ['user', 'set', 'anonymous', '--rate-down', '1M']);
+    assert.equal(limited.code, 0, limited.stderr);
+  });
 });
 
 describe('anonymous FTP off (the default), or misconfigured', () => {

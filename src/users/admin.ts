@@ -282,6 +282,7 @@ export class UserAdmin {
   async update(name: string, patch: Partial<UserSettings>, password?: string): Promise<UserRecord> {
     const user = await this.require(name);
     checkExpiry(patch.expiresAt);
+    await this.checkAnonymousSettings(user, patch);
     if (password !== undefined) await this.checkCredentialsAllowed(user);
     const change = { ...patch };
     let createdHome: string | null = null;
@@ -313,8 +314,27 @@ export class UserAdmin {
    * names were reserved, with credentials already, keeps them changeable.
    */
   private async checkCredentialsAllowed(user: UserRecord): Promise<void> {
-    if (!isAnonymousLogin(user.name) || user.passwordHash !== null || (await this.store.keys(user.id)).length > 0) return;
+    if (!(await this.isAnonymousAccount(user))) return;
     throw new AdminError(`"${user.name}" is the anonymous FTP account: it takes no password or key (anonymous logins need none)`);
+  }
+
+  /** The account anonymous.ts made (a reserved name, no credentials), not a user of that name made before. */
+  private async isAnonymousAccount(user: UserRecord): Promise<boolean> {
+    return isAnonymousLogin(user.name) && user.passwordHash === null && (await this.store.keys(user.id)).length === 0;
+  }
+
+  /**
+   * What ftp.anonymous sets on its account at every start (anonymous.ts):
+   * changed here, it held only until then, and meanwhile could break
+   * anonymous FTP (found by an operator's walk: `--protocols sftp` was taken,
+   * and every anonymous login refused). Its quota, rates, scanning and
+   * address lists are the administrator's, and disabling it stops it at once.
+   */
+  private async checkAnonymousSettings(user: UserRecord, patch: Partial<UserSettings>, dirs = false): Promise<void> {
+    const fromConfig = (['home', 'protocols', 'requireTls', 'requireKey', 'permissions'] as const).filter((k) => patch[k] !== undefined);
+    if ((fromConfig.length === 0 && !dirs) || !(await this.isAnonymousAccount(user))) return;
+    const what = dirs ? 'directory permissions' : fromConfig.join(', ');
+    throw new AdminError(`"${user.name}" is the anonymous FTP account: its ${what} come from ftp.anonymous in the config, set at every start; change them there`);
   }
 
   async setPassword(name: string, password: string): Promise<void> {
@@ -363,9 +383,10 @@ export class UserAdmin {
     if (path === '/') {
       if (permissions === null) throw new AdminError('the home (/) has no parent to inherit from');
       await this.update(name, { permissions });
-    } else if (!(await this.store.setDirPermissions(user.id, path, permissions))) {
-      throw new NotStored(`no override on ${path}`);
+      return path;
     }
+    await this.checkAnonymousSettings(user, {}, true);
+    if (!(await this.store.setDirPermissions(user.id, path, permissions))) throw new NotStored(`no override on ${path}`);
     return path;
   }
 
