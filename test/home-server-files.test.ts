@@ -151,6 +151,15 @@ describe("a stored home that holds the server's own files is not opened at login
   it('everyone else logs in as before', { timeout: 60_000 }, async () => {
     assert.equal(await passReply('other', 'other password'), 230);
   });
+
+  it('the next start says which users every login will refuse, once each, before the first attempt', { timeout: 60_000 }, async () => {
+    // Found by an operator's walk: a quarantine configured inside a home locked its user out, said only at each login.
+    await srv.restart();
+    const lines = srv.log.split('\n').filter((l) => l.includes('every login of'));
+    const users = lines.map((l) => (JSON.parse(l) as { user: string }).user).sort();
+    assert.deepEqual(users, ['kernel', 'older', 'relative', 'shelled']);
+    assert.match(lines.find((l) => l.includes('"older"')) ?? '', /would hold the server's own [^"]*notify\.sh: every login of older is refused until the home or the configured place moves/);
+  });
 });
 
 describe('ServerPlaces, hookNamedFiles', () => {

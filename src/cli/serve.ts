@@ -13,6 +13,7 @@ import type { FrontEnd } from '../front-ends.js';
 import { checkDescriptorLimit } from '../security/descriptors.js';
 import { startFailed } from '../listening.js';
 import { holdServedPlaces } from '../served-places.js';
+import { reportHomesOnServerFiles } from '../session/homes-on-server-files.js';
 import { reportNestedHomes } from '../session/nested-homes.js';
 import { sweepHomes } from '../session/home-sweep.js';
 import { drainSummary } from '../session/live.js';
@@ -111,6 +112,7 @@ async function serveWith(base: AdminServices, coordination: Coordination, stoppe
     await sweepHomes(join(config.dataDir, 'homes'), users, base.users, coordination.coordinator.audit, log);
   }
   await reportNestedHomes(users, log);
+  await reportHomesOnServerFiles(users, new ServerPlaces(config.dataDir, serverFilesOf(config)), log);
   warnStrayNetworks(await base.bans.active(), config.limits.ipv6Prefix, log);
   let admin: AdminServer | null;
   try {
