@@ -376,3 +376,28 @@ describe('hook queue', () => {
     }
   });
 });
+
+describe('hooks at start', () => {
+  it('a program spawn will not start is said at start, once per hook; one it finds is not', { timeout: 60_000 }, async () => {
+    // Found by an operator's walk: a missing or bare-named program passed, and only each event's failure said so.
+    const yaml = [
+      'hooks:',
+      '  actions:',
+      ...[['gone', '/nonexistent/notify'], ['bare', 'no-such-notify.sh'], ['here', 'true']].flatMap(([name, program]) => [
+        `    - name: ${name}`,
+        '      on: [upload]',
+        `      command: ['${program}', '{path}']`,
+      ]),
+      '',
+    ].join('\n');
+    const srv = await TestServer.start({ yaml });
+    try {
+      const said = srv.log.split('\n').filter((l) => l.includes('"hook":')).map((l) => JSON.parse(l) as { hook: string; msg: string });
+      assert.deepEqual(said.map((l) => l.hook), ['gone', 'bare']);
+      assert.match(said[0]?.msg ?? '', /^hook gone: \/nonexistent\/notify: no such file$/);
+      assert.match(said[1]?.msg ?? '', /^hook bare: no-such-notify\.sh: not found in PATH/);
+    } finally {
+      await srv.stop();
+    }
+  });
+});

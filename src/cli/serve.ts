@@ -7,6 +7,7 @@ import { strayNetworks } from '../auth/ip-rules.js';
 import { openAdmin, serverFilesOf, type AdminServices } from '../admin-services.js';
 import { openCoordination, servicesOn, type Coordination, type Services } from '../app.js';
 import { ensureKeys } from '../certs/ensure.js';
+import { reportHookPrograms } from '../hooks/named-files.js';
 import { superviseWorkers } from '../cluster/primary.js';
 import type { Config } from '../config/schema.js';
 import type { FrontEnd } from '../front-ends.js';
@@ -113,6 +114,7 @@ async function serveWith(base: AdminServices, coordination: Coordination, stoppe
   }
   await reportNestedHomes(users, log);
   await reportHomesOnServerFiles(users, new ServerPlaces(config.dataDir, serverFilesOf(config)), log);
+  reportHookPrograms(config.hooks.actions, log);
   warnStrayNetworks(await base.bans.active(), config.limits.ipv6Prefix, log);
   let admin: AdminServer | null;
   try {

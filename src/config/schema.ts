@@ -306,7 +306,15 @@ export const configSchema = z
                 }
               }),
           )
-          .default([]),
+          .default([])
+          // A hook's name is how the audit trail and the log tell which one failed.
+          .superRefine((actions, ctx) => {
+            const seen = new Set<string>();
+            actions.forEach((a, i) => {
+              if (seen.has(a.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `"${a.name}" names another hook already: each needs a name of its own` });
+              seen.add(a.name);
+            });
+          }),
       })
       .strict()
       .prefault({}),

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { runnerOf } from './inline-code.js';
 
@@ -15,6 +15,25 @@ import { runnerOf } from './inline-code.js';
 export function hookNamedFiles(command: readonly string[], path = process.env.PATH ?? ''): string[] {
   const [program = '', ...args] = command;
   return [...programFiles(program, path), ...args.flatMap(pathWords)];
+}
+
+/**
+ * Why spawn will not start the program of `command`, or null: a config can
+ * name one that is not there (yet), and every event of its hook then fails
+ * (found by an operator's walk: nothing said so before the first event).
+ * Read once at start, not on any transfer's path.
+ */
+export function hookProgramProblem(command: readonly string[], path = process.env.PATH ?? ''): string | null {
+  const program = command[0] ?? '';
+  const [found] = programFiles(program, path);
+  if (found === undefined) return program.includes('/') ? `${program}: no such file` : `${program}: not found in PATH (${path})`;
+  try {
+    if (!statSync(found).isFile()) return `${found}: not a file`;
+    accessSync(found, constants.X_OK);
+  } catch (err) {
+    return `${found}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : 'not executable by the server'}`;
+  }
+  return program.includes('/') && !program.startsWith('/') ? `${program}: relative to the server's working directory (${process.cwd()}); name it by its full path` : null;
 }
 
 /** The program as spawn finds it: by its path, or in PATH when named bare. */
@@ -42,7 +61,7 @@ function pathWords(arg: string): string[] {
  */
 export function hookCodePlaces(command: readonly string[], path = process.env.PATH ?? ''): string[] {
   const { at, kind } = runnerOf(command);
-  const script = kind === 'shell' || kind === 'interpreter' ? command.slice(at + 1).find((a) => !a.startsWith('-')) : undefined;
+  const script = kind === 'shell' || kind === 'interpreter' || kind === 'text tool' ? command.slice(at + 1).find((a) => !a.startsWith('-')) : undefined;
   const dirs = [...programFiles(command[at] ?? '', path), ...(script === undefined ? [] : pathWords(script))].map((f) => dirname(f));
   return [...new Set(dirs.flatMap((dir) => [dir, ...ancestors(dir).map((d) => join(d, 'node_modules'))]))];
 }
@@ -50,4 +69,12 @@ export function hookCodePlaces(command: readonly string[], path = process.env.PA
 function ancestors(dir: string): string[] {
   const up = dirname(dir);
   return up === dir ? [dir] : [dir, ...ancestors(up)];
+}
+
+/** Start-up: each hook whose program spawn will not start, said once (hookProgramProblem). */
+export function reportHookPrograms(actions: readonly { name: string; command?: readonly string[] | undefined }[], log: { warn(obj: object, msg: string): void }): void {
+  for (const { name, command } of actions) {
+    const problem = command === undefined ? null : hookProgramProblem(command);
+    if (problem !== null) log.warn({ hook: name, problem }, `hook ${name}: ${problem}`);
+  }
 }
