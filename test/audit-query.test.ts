@@ -99,6 +99,39 @@ describe('audit query', () => {
     assert.match(r.stderr, /odd\.log:1: malformed line skipped\n.*odd\.log:3: malformed line skipped\n.*odd\.log:4: truncated last line skipped/s);
   });
 
+  it('a damaged rotated .gz: query and report answer from every other file, name it on stderr and exit 1', () => {
+    // Found by an operator's walkthrough: one truncated .gz failed every query and report with "cannot read ...: Z_BUF_ERROR".
+    const root = join(dir, 'damaged');
+    const rotated = join(root, 'data');
+    mkdirSync(rotated, { recursive: true });
+    const gz = (records: object[]) => gzipSync(records.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    writeFileSync(join(rotated, 'audit.log.3.gz'), gz([OLD[0] as object]));
+    const damaged = join(rotated, 'audit.log.2.gz');
+    writeFileSync(damaged, gz([OLD[1] as object]).subarray(0, 30));
+    writeFileSync(join(rotated, 'audit.log.1'), JSON.stringify(NEW[0]) + '\n');
+    writeFileSync(join(rotated, 'audit.log'), NEW.slice(1).map((r) => JSON.stringify(r)).join('\n') + '\n');
+    const told = `sluice: ${damaged}: compressed file is cut short or damaged (unexpected end of gzip data); its records are left out\n`;
+
+    const q = sluice(root, ['audit', 'query', '--json']);
+    assert.equal(q.code, 1, q.stderr);
+    assert.deepEqual(paths(q.stdout), ['2026-11-01T10', '2026-11-20T09', '2026-11-21T09', '2026-11-22T09']);
+    assert.equal(q.stderr, told);
+    const table = sluice(root, ['audit', 'query', '--user', 'carol']);
+    assert.equal(table.code, 1);
+    assert.match(table.stdout, /carol\s+ftp/);
+
+    // Bob's failed login was in the damaged file; his upload is in the live one.
+    const json = sluice(root, ['audit', 'report', '--json']);
+    assert.equal(json.code, 1, json.stderr);
+    assert.equal(json.stderr, told);
+    const bob = (JSON.parse(json.stdout) as { user: string; uploads: number; failedLogins: number }[]).find((u) => u.user === 'bob');
+    assert.deepEqual([bob?.uploads, bob?.failedLogins], [1, 0]);
+    const report = sluice(root, ['audit', 'report']);
+    assert.equal(report.code, 1, report.stderr);
+    assert.equal(report.stderr, told);
+    assert.match(report.stdout, /^bob\s+1\s+5\s+0\s+0\s+0\s+0$/m);
+  });
+
   for (const [args, message] of [
     [['--since', 'yesterday'], /--since: "yesterday" is not a date/],
     [['--ip', '10.0.0.0/40'], /--ip: .*bad prefix/],

@@ -1,6 +1,7 @@
 import { readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { nextFileHint } from './chain.js';
+import { DamagedFile } from './compressed.js';
 import type { ReadLines } from './verify.js';
 
 export interface RotatedFile {
@@ -69,9 +70,11 @@ export function seriesOf(paths: readonly string[], follows: (before: string, fil
  * seriesOf. A file is taken as given, in the order given: named as no
  * rotation of a log before it, it continues the file given last in its
  * directory when its first record carries on that file's node or sequence
- * (nextFileHint). A directory stands for every log in it and below it, each
- * oldest file first, grouped by name; names starting with a dot (editors',
- * rsync's temporary files) are passed over. A file named twice counts once.
+ * (nextFileHint), or either of the two is a damaged compressed file (then
+ * the order given is all there is to go by). A directory stands for every
+ * log in it and below it, each oldest file first, grouped by name; names
+ * starting with a dot (editors', rsync's temporary files) are passed over.
+ * A file named twice counts once.
  */
 export function collectSeries(args: readonly string[], read: ReadLines): string[][] {
   const files: string[] = [];
@@ -94,7 +97,15 @@ export function collectSeries(args: readonly string[], read: ReadLines): string[
   // The file compared last is compared again, as `before`, with the next one: read once.
   let cached: { file: string; lines: Buffer[] } | null = null;
   const linesOf = (file: string) => (cached?.file === file ? cached.lines : (cached = { file, lines: read(file) }).lines);
-  return seriesOf(files, (before, file) => given.has(file) && nextFileHint(linesOf(before), linesOf(file)));
+  const follows = (before: string, file: string) => {
+    try {
+      return nextFileHint(linesOf(before), linesOf(file));
+    } catch (err) {
+      if (err instanceof DamagedFile) return true;
+      throw err;
+    }
+  };
+  return seriesOf(files, (before, file) => given.has(file) && follows(before, file));
 }
 
 function isDirectory(path: string): boolean {

@@ -1,6 +1,11 @@
-import { GENESIS, verifyLines, type ChainBreak, type ChainHead, type ChainStart } from './chain.js';
+import { GENESIS, verifyLines, type ChainHead, type ChainStart } from './chain.js';
+import { DamagedFile } from './compressed.js';
 
-/** A file's lines as raw bytes (a torn fragment's are hashed as written), without the newlines. */
+/**
+ * A file's lines as raw bytes (a torn fragment's are hashed as written),
+ * without the newlines; a DamagedFile thrown for a compressed file that does
+ * not decompress.
+ */
 export type ReadLines = (file: string) => Buffer[];
 
 /** One series (a log and its rotated files, oldest first) checked as one chain. */
@@ -11,8 +16,13 @@ export interface SeriesResult {
   lines: number;
   /** `FILE:LINE (N bytes)` of each line torn by a crash and recorded at restart. */
   torn: string[];
-  /** The first break; the lines after it are not checked. */
-  break: (ChainBreak & { file: string }) | null;
+  /** The first break (line null: the file as a whole, a DamagedFile); the lines after it are not checked. */
+  break: { file: string; line: number | null; reason: string } | null;
+  /**
+   * After a damaged file, the files that follow it, checked as a chain of
+   * their own: what is lost is that file's lines, not the trust in the rest.
+   */
+  after: SeriesResult | null;
   /** The sequence number the series starts at: 0, or after files retention deleted (or, with fromRotation, others pruned). */
   from: number;
 }
@@ -33,7 +43,7 @@ export interface SeriesOptions {
  * record a tear at this one's end.
  */
 export function verifySeries(files: readonly string[], read: ReadLines, options: SeriesOptions = {}): SeriesResult {
-  const result: SeriesResult = { files, node: null, lines: 0, torn: [], break: null, from: 0 };
+  const result: SeriesResult = { files, node: null, lines: 0, torn: [], break: null, after: null, from: 0 };
   let first: (ChainStart & { file: string }) | null = null;
   const deleted = new Set<number>();
   let start: ChainHead | undefined;
@@ -41,11 +51,26 @@ export function verifySeries(files: readonly string[], read: ReadLines, options:
   let startAt = { file: '', lines: 0 };
   let startNode: string | null = null;
   let afterTear = false;
-  let lines = files.length > 0 ? read(files[0] as string) : [];
+  const readOrDamage = (file: string): Buffer[] | DamagedFile => {
+    try {
+      return read(file);
+    } catch (err) {
+      if (err instanceof DamagedFile) return err;
+      throw err;
+    }
+  };
+  let lines = files.length > 0 ? readOrDamage(files[0] as string) : [];
   for (let i = 0; i < files.length; i++) {
     const file = files[i] as string;
-    const following = i + 1 < files.length ? read(files[i + 1] as string) : [];
-    const checked = verifyLines(lines, { start, startNode, afterTear, next: following[0] });
+    if (lines instanceof DamagedFile) {
+      result.break = { file, line: null, reason: lines.reason };
+      // The next file's first line chains to lines nobody can read: its chain starts at that rotation.
+      result.after = i + 1 < files.length ? verifySeries(files.slice(i + 1), read, { fromRotation: true }) : null;
+      result.node ??= result.after?.node ?? null;
+      return result;
+    }
+    const following = i + 1 < files.length ? readOrDamage(files[i + 1] as string) : [];
+    const checked = verifyLines(lines, { start, startNode, afterTear, next: Array.isArray(following) ? following[0] : undefined });
     result.node = checked.node ?? result.node;
     if (checked.break) {
       const { line, reason } = checked.break;
@@ -94,6 +119,18 @@ export function seriesLabel(r: SeriesResult): string {
   return r.node !== null ? `node ${r.node}` : `${r.files.at(-1) ?? '(no file)'} (no node id)`;
 }
 
+/** Pure: `ok: ...` or `FILE:LINE: why`; a damaged file `FILE: why`, then how the files after it stand. */
+function stateOf(r: SeriesResult): string {
+  if (r.break) {
+    const { file, line, reason } = r.break;
+    const at = line === null ? `${file}: ${reason}` : `${file}:${line}: ${reason}`;
+    return r.after ? `${at}; after it: ${stateOf(r.after)}` : at;
+  }
+  const torn = r.torn.length === 0 ? '' : `; torn by a crash and recorded at restart: ${r.torn.join(', ')}`;
+  const from = r.from === 0 ? '' : ` from seq ${r.from}`;
+  return `ok: ${r.lines} lines${from}, chain intact${torn}`;
+}
+
 /**
  * Pure: the report of `sluice audit verify`, one line per chain, each node's
  * apart: a break in one does not hide the others. A node id found in two
@@ -105,15 +142,8 @@ export function verdict(results: readonly SeriesResult[]): { ok: boolean; lines:
   const lines: string[] = [];
   const failed: string[] = [];
   for (const r of results) {
-    const label = seriesLabel(r);
-    if (r.break) {
-      lines.push(`${label}: ${r.break.file}:${r.break.line}: ${r.break.reason}`);
-      failed.push(label);
-      continue;
-    }
-    const torn = r.torn.length === 0 ? '' : `; torn by a crash and recorded at restart: ${r.torn.join(', ')}`;
-    const from = r.from === 0 ? '' : ` from seq ${r.from}`;
-    lines.push(`${label}: ok: ${r.lines} lines${from}, chain intact${torn}`);
+    lines.push(`${seriesLabel(r)}: ${stateOf(r)}`);
+    if (r.break) failed.push(seriesLabel(r));
   }
   const byNode = new Map<string, SeriesResult[]>();
   for (const r of results) if (r.node !== null) byNode.set(r.node, [...(byNode.get(r.node) ?? []), r]);

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { gunzipSync } from 'node:zlib';
 import { parseCidr } from '../auth/ip-rules.js';
 import { resolve } from 'node:path';
+import { DamagedFile, gunzipped } from '../audit/compressed.js';
 import { collectSeries, logFiles } from '../audit/files.js';
 import { formatCsv, place, recordMatcher, summarize, tableOf, timeOrder, type AuditFilter, type AuditRecord, type Placed } from '../audit/query.js';
 import { textTable } from './table.js';
@@ -40,13 +40,18 @@ export const AUDIT_HELP = `Usage: sluice audit verify [FILE|DIR...] [--file FILE
             the files audit.keep deleted (the trail records each), so lines
             or files cut from its start are a break too. --from-rotation:
             older files were pruned outside sluice (logrotate, an archive);
-            accept a chain that starts at a rotation.
+            accept a chain that starts at a rotation. A compressed file that
+            does not decompress is a break; the files after it are checked
+            as a chain of their own.
   query     the records that match every filter, every node's merged in time
             order (equal times by node id, then sequence), as a table, JSON
             lines or CSV. T is YYYY-MM-DD[THH:MM[:SS]][Z]; GLOB uses * within
             a name and ** across names, e.g. '/incoming/**'.
+            A damaged compressed file is named on stderr and its records
+            left out; the others answer, and the exit is 1.
   report    per user, over every node given: completed uploads and downloads
-            (count, bytes), failed logins and refusals.
+            (count, bytes), failed logins and refusals; a damaged compressed
+            file as in query.
 `;
 
 export function auditCommand(args: string[], configFile: string | undefined, out: (s: string) => void): number {
@@ -93,16 +98,15 @@ function queryCommand(args: string[], configFile: string | undefined, out: (s: s
   if (v.json && v.csv) throw new UsageError('--json and --csv exclude each other');
   const filter = auditFilter(v);
   const matches = recordMatcher(filter);
-  const records = readPlaced(auditSeries(v.file ?? [], configFile), matches)
-    .sort(timeOrder)
-    .map((p) => p.record);
+  const { placed, complete } = readPlaced(auditSeries(v.file ?? [], configFile), matches);
+  const records = placed.sort(timeOrder).map((p) => p.record);
   if (v.json) out(records.map((r) => safeJson(r)).join('\n') + (records.length ? '\n' : ''));
   else if (v.csv) out(formatCsv(records));
   else {
     const { head, rows } = tableOf(records);
     out(textTable(head, rows));
   }
-  return 0;
+  return complete ? 0 : 1;
 }
 
 /** The filter options of `audit query`, as text. */
@@ -148,13 +152,18 @@ function auditSeries(args: readonly string[], configFile: string | undefined): s
   return [logFiles(resolve(config.dataDir, config.audit.file))];
 }
 
-/** A log file's lines as raw bytes (a torn fragment's are hashed as written), gunzipped if need be, without the final newline. */
+/**
+ * A log file's lines as raw bytes (a torn fragment's are hashed as written),
+ * gunzipped if need be, without the final newline. A compressed file that
+ * does not decompress is a DamagedFile, for the caller to report and read on.
+ */
 function readLines(file: string): Buffer[] {
   let raw: Buffer;
   try {
     raw = readFileSync(file);
-    if (file.endsWith('.gz')) raw = gunzipSync(raw);
+    if (file.endsWith('.gz')) raw = gunzipped(file, raw);
   } catch (err) {
+    if (err instanceof DamagedFile) throw err;
     throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   const lines: Buffer[] = [];
@@ -192,35 +201,45 @@ function parseRecord(line: Buffer): AuditRecord | null {
 /**
  * The records that match, each placed by its node: a record from before node
  * ids takes the node its log names later (the upgraded node that wrote it).
+ * A damaged compressed file is named on stderr and passed over: the other
+ * files still answer, and `complete` false tells the caller the answer is not whole.
  */
-function readPlaced(series: readonly string[][], matches: (r: AuditRecord) => boolean): Placed[] {
+function readPlaced(series: readonly string[][], matches: (r: AuditRecord) => boolean): { placed: Placed[]; complete: boolean } {
   const placed: Placed[] = [];
+  let complete = true;
   for (const files of series) {
     const found: AuditRecord[] = [];
     let node = '';
     for (const file of files) {
-      for (const r of readRecords(file)) {
-        if (typeof r.node === 'string') node = r.node;
-        if (matches(r)) found.push(r);
+      try {
+        for (const r of readRecords(file)) {
+          if (typeof r.node === 'string') node = r.node;
+          if (matches(r)) found.push(r);
+        }
+      } catch (err) {
+        if (!(err instanceof DamagedFile)) throw err;
+        process.stderr.write(`sluice: ${err.message}; its records are left out\n`);
+        complete = false;
       }
     }
     // One at a time: spread into push(), a series of 125,000 records overflowed the stack.
     for (const r of found) placed.push(place(r, node));
   }
-  return placed;
+  return { placed, complete };
 }
 
 function reportCommand(args: string[], configFile: string | undefined, out: (s: string) => void): number {
   const { values: v } = parse(args, { since: { type: 'string' }, json: { type: 'boolean' }, file: { type: 'string', multiple: true } }, []);
   const since = v.since === undefined ? undefined : parseTime('since', v.since);
-  const summary = summarize(readPlaced(auditSeries(v.file ?? [], configFile), recordMatcher({ since })).map((p) => p.record));
+  const { placed, complete } = readPlaced(auditSeries(v.file ?? [], configFile), recordMatcher({ since }));
+  const summary = summarize(placed.map((p) => p.record));
   if (v.json) {
     out(safeJson(summary, 2) + '\n');
-    return 0;
+    return complete ? 0 : 1;
   }
   const head = ['USER', 'UPLOADS', 'UP BYTES', 'DOWNLOADS', 'DOWN BYTES', 'FAILED LOGINS', 'REFUSALS'];
   // The user name may be any a client tried: shown escaped, as in the query table.
   const rows = summary.map((u) => [shown(u.user), ...[u.uploads, u.uploadBytes, u.downloads, u.downloadBytes, u.failedLogins, u.refusals].map(String)]);
   out(textTable(head, rows, (column) => column > 0));
-  return 0;
+  return complete ? 0 : 1;
 }
