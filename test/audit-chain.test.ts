@@ -382,6 +382,24 @@ describe('audit log rotation', () => {
     assert.equal(sluice(root, ['audit', 'verify']).code, 0);
   });
 
+  it('an emptied newest file is a break, alone or after rotated files: every file begins with a record', async () => {
+    // Found by an operator's walk: `: > audit.log` verified as "ok: 0 lines, chain intact".
+    for (const rotations of [false, true]) {
+      const { root, file } = fresh(rotations ? 'emptied-after-rotations' : 'emptied');
+      const log = openLog(file, { rotateSize: rotations ? 2000 : 0 });
+      for (let i = 0; i < (rotations ? 40 : 3); i++) {
+        log.record(actor, { event: 'mkdir', path: `/d${i}` });
+        if (i % 10 === 9) await log.flush();
+      }
+      await log.close();
+      assert.equal(sluice(root, ['audit', 'verify']).code, 0);
+      writeFileSync(file, '');
+      const emptied = sluice(root, ['audit', 'verify']);
+      assert.equal(emptied.code, 1, emptied.stdout + emptied.stderr);
+      assert.match(emptied.stdout, /audit\.log: no records: every start and every new file writes one first/);
+    }
+  });
+
   it("a record cannot set the writer's node or time", async () => {
     const { file } = fresh('stamp');
     const log = openLog(file);

@@ -85,6 +85,13 @@ export function verifySeries(files: readonly string[], read: ReadLines, options:
     start = checked.head ?? start;
     afterTear = checked.endsTorn;
     result.lines += lines.length;
+    if (i === files.length - 1 && lines.length === 0) {
+      // Every file of the trail begins with a record (audit-start, audit-rotated), written within a second
+      // of its opening: the newest without one was emptied (found by an operator's walk: `: > audit.log`
+      // verified as intact), unless its server opened it in the last second.
+      result.break = { file, line: null, reason: 'no records: every start and every new file writes one first (audit-start, audit-rotated), so this file was emptied, unless its server opened it within the last second' };
+      return result;
+    }
     lines = following;
   }
   // Unbroken to its end: the last line's node names the chain (nothing after it could vouch for it).
