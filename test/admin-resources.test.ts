@@ -128,6 +128,10 @@ describe('admin API resources', () => {
     const garbled = await adminRequest(api, 'POST', '/api/v1/users', { rawBody: '{"name": ' });
     assert.equal(garbled.status, 400);
     assert.match((garbled.json as Json).error as string, /^body: not valid JSON \(.+\)$/);
+    // JSON sent as text is refused for its type, not for its shape (found by an operator's walk: "body: must be object").
+    const asText = await adminRequest(api, 'POST', '/api/v1/users', { rawBody: '{"name": "erin"}', contentType: 'text/plain' });
+    assert.equal(asText.status, 415, asText.text);
+    assert.match((asText.json as Json).error as string, /text\/plain/);
     // Keys that would reach an object's prototype are refused by name, at any depth (found by a review:
     // "Body is not valid JSON" for a body that is).
     for (const rawBody of ['{"name": "erin", "__proto__": {"admin": true}}', '{"name": "erin", "rules": [{"constructor": {"prototype": {}}}]}']) {

@@ -77,6 +77,10 @@ export function answerErrors(app: FastifyInstance, log: Logger): void {
       return reply.code(400).send({ error: first ? describeIssue(where, first) : err.message });
     }
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(400).send({ error: `body: larger than ${BODY_LIMIT} bytes` });
+    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+      const type = String(req.headers['content-type'] ?? 'none').slice(0, 100);
+      return reply.code(415).send({ error: `body: content type ${JSON.stringify(type)} is not taken: send JSON as application/json` });
+    }
     if (err instanceof NotFound || err instanceof NotStored) return reply.code(404).send({ error: err.message });
     if (err instanceof BadInput || err instanceof AdminError || err instanceof UsageError) return reply.code(400).send({ error: err.message });
     if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
@@ -107,7 +111,9 @@ const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
  * so, where Fastify answers both with "Body is not valid JSON".
  */
 export function parseJsonBodies(app: FastifyInstance): void {
-  app.removeContentTypeParser('application/json');
+  // Fastify's own text/plain parser handed JSON sent as text on as a string, refused as "body: must be
+  // object" (found by an operator's walk): without it, such a body gets the 415 that names its type.
+  app.removeContentTypeParser(['application/json', 'text/plain']);
   app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: BODY_LIMIT }, (_req, text, done) => {
     try {
       done(null, parseBody(text as string));

@@ -22,12 +22,12 @@ export function adminRequest(
   target: AdminTarget,
   method: string,
   path: string,
-  options: { token?: string; body?: unknown; rawBody?: string | Buffer; localAddress?: string } = {},
+  options: { token?: string; body?: unknown; rawBody?: string | Buffer; contentType?: string; localAddress?: string } = {},
 ): Promise<AdminReply> {
   const body = options.rawBody ?? (options.body === undefined ? undefined : JSON.stringify(options.body));
   const headers: Record<string, string> = {};
   if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
-  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (body !== undefined) headers['content-type'] = options.contentType ?? 'application/json';
   const lib = target.tls ? https : http;
   return new Promise((resolve, reject) => {
     const req = lib.request(
