@@ -121,6 +121,8 @@ describe('configuration', () => {
     ['workers that are no count', { SLUICE_WORKERS: 'many' }, null, /^config: workers \(from SLUICE_WORKERS\): must be 'auto' \(one per core\) or a whole number from 1 to 256$/],
     ['a negative number of workers', { SLUICE_WORKERS: '-3' }, null, /^config: workers \(from SLUICE_WORKERS\): Too small: expected number to be >=1$/],
     ['a YAML indentation error', {}, 'ftp:\n  port: a: b\n', /not valid YAML: .* at line 2, column \d+$/],
+    ['clamd named twice', {}, "uploads:\n  scan: clamd\n  clamdSocket: /run/clamav/clamd.ctl\n  clamdHost: 127.0.0.1:3310\n", /^config: uploads\.clamdSocket: give clamdSocket or clamdHost, not both/],
+    ['clamd named nowhere', {}, "uploads:\n  scan: clamd\n", /^config: uploads\.clamdSocket: scan: clamd needs clamdSocket or clamdHost$/],
     ['two hooks of one name', {}, "hooks:\n  actions:\n    - name: a\n      on: [upload]\n      command: ['logger']\n    - name: a\n      on: [login]\n      command: ['logger']\n", /^config: hooks\.actions\.1\.name: "a" names another hook already/],
     ['a hook field inside the script sh -c runs', {}, "hooks:\n  actions:\n    - name: a\n      on: [login-failed]\n      command: ['sh', '-c', '/opt/x/run.sh \"{user}\"']\n", /^config: hooks\.actions\.0\.command: a \{field\} inside code a shell, an interpreter, awk or sed, or a remote host runs \("\/opt\/x\/run\.sh \\"\{user\}\\""\) would run what a client sends/],
     ['a hook field in perl -ne code behind env', {}, "hooks:\n  actions:\n    - name: a\n      on: [upload]\n      command: ['/usr/bin/env', 'LC_ALL=C', 'perl', '-ne', 'print \"{path}\"']\n", /hooks\.actions\.0\.command: a \{field\} inside code/],

@@ -425,7 +425,9 @@ export const configSchema = z
     }
     const { uploads } = config;
     if (uploads.scan === 'clamd' && (uploads.clamdSocket === '') === (uploads.clamdHost === '')) {
-      ctx.addIssue({ code: 'custom', path: ['uploads', 'clamdSocket'], message: 'scan: clamd needs clamdSocket or clamdHost (one of them)' });
+      // Both given read as neither before (found by an operator's walk): say which mistake it is.
+      const message = uploads.clamdSocket === '' ? 'scan: clamd needs clamdSocket or clamdHost' : 'give clamdSocket or clamdHost, not both: scan: clamd talks to one clamd';
+      ctx.addIssue({ code: 'custom', path: ['uploads', 'clamdSocket'], message });
     }
     if (uploads.scan !== 'off' && !uploads.atomic) {
       ctx.addIssue({ code: 'custom', path: ['uploads', 'atomic'], message: 'scanned uploads must be atomic (a file written in place would be there unscanned)' });
