@@ -53,6 +53,21 @@ describe('anonymous FTP provisioning', () => {
 
   // Found by an operator's review: a root that would lie in the server's own files (here a hook's directory)
   // started the server, and every anonymous login then failed with "Home directory unavailable".
+  it('a root that does not exist is made, and said to be made once (a typo in its path shows at start)', async () => {
+    // Found by an operator's walk: a mistyped root was made empty without a word, and served.
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-anon-made-'));
+    const store = await openSqliteStore(join(dir, 'sluice.db'));
+    try {
+      const root = join(dir, 'fpt');
+      const settings = { enabled: true, root, incoming: '/incoming', maxSessions: 10, maxSessionsPerIp: 3 };
+      assert.deepEqual(await provisionAnonymous(store.users, settings, places(dir)), { madeRoot: root });
+      assert.deepEqual(await provisionAnonymous(store.users, settings, places(dir)), { madeRoot: null });
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a root among the server\'s own files refuses the start, naming them', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sluice-anon-provision-'));
     const store = await openSqliteStore(join(dir, 'sluice.db'));

@@ -82,7 +82,9 @@ async function serveHeld(config: Config, out: (s: string) => void): Promise<numb
 async function serveOn(base: AdminServices, stopped: Promise<string>, out: (s: string) => void): Promise<number> {
   const { config } = base;
   try {
-    await provisionAnonymous(base.users, config.ftp.anonymous, new ServerPlaces(config.dataDir, serverFilesOf(config)));
+    const { madeRoot } = await provisionAnonymous(base.users, config.ftp.anonymous, new ServerPlaces(config.dataDir, serverFilesOf(config)));
+    // A root that did not exist is made empty, as homes are; said, so that a typo in its path shows (found by an operator's walk).
+    if (madeRoot !== null) base.log.warn({ root: madeRoot }, `ftp.anonymous.root ${madeRoot} did not exist: made it, empty`);
   } catch (err) {
     out(`${(err as Error).message}\n`);
     return 1;

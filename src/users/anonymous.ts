@@ -21,26 +21,27 @@ type AnonymousSettings = Config['ftp']['anonymous'];
  * A real user named `anonymous` or `ftp` (one with credentials) is never
  * taken over: the start is refused instead.
  */
-export async function provisionAnonymous(users: UserRepository, settings: AnonymousSettings, places: ServerPlaces): Promise<void> {
+export async function provisionAnonymous(users: UserRepository, settings: AnonymousSettings, places: ServerPlaces): Promise<{ madeRoot: string | null }> {
   try {
-    await provision(users, settings, places);
+    return await provision(users, settings, places);
   } catch (err) {
     // Another node sharing the store made the account at the same moment: theirs is updated instead.
     if (!(err instanceof StoreConflict)) throw err;
-    await provision(users, settings, places);
+    return provision(users, settings, places);
   }
 }
 
-async function provision(users: UserRepository, settings: AnonymousSettings, places: ServerPlaces): Promise<void> {
+/** `madeRoot`: the root did not exist and was made, empty (a typo in its path shows so). */
+async function provision(users: UserRepository, settings: AnonymousSettings, places: ServerPlaces): Promise<{ madeRoot: string | null }> {
   const existing = await users.get(ANONYMOUS);
   if (existing && (await hasCredentials(users, existing))) {
-    if (!settings.enabled) return;
+    if (!settings.enabled) return { madeRoot: null };
     throw new AdminError(`user "${ANONYMOUS}" has a password or keys: rename it (or remove it) before enabling ftp.anonymous`);
   }
   if (!settings.enabled) {
     // Left from a run with anonymous FTP on: nothing logs in with it while it is off.
     if (existing?.enabled) await users.update(existing.id, { enabled: false });
-    return;
+    return { madeRoot: null };
   }
   const ftp = await users.get('ftp');
   if (ftp) throw new AdminError('user "ftp" exists, and with ftp.anonymous enabled "ftp" is an anonymous login: rename or remove that user');
@@ -53,7 +54,7 @@ async function provision(users: UserRepository, settings: AnonymousSettings, pla
   // As every home: else the start went well and each anonymous login failed on it (found by an operator's review).
   const conflict = places.conflict(realPlace(settings.root));
   if (conflict) throw new AdminError(`ftp.anonymous.root: ${settings.root} ${conflict}`);
-  makeHome(settings.root);
+  const madeRoot = makeHome(settings.root) === null ? null : settings.root;
   if (incoming !== '') mkdirSync(join(settings.root, incoming), { recursive: true, mode: 0o750 });
   const wanted: UserSettings = {
     ...(existing ? settingsOf(existing) : { quotaBytes: 0, quotaFiles: 0, rateUp: null, rateDown: null, scan: null, allowIps: [], denyIps: [] }),
@@ -69,6 +70,7 @@ async function provision(users: UserRepository, settings: AnonymousSettings, pla
   if (existing && !(await users.update(id, wanted, rootApart(settings.root)))) throw new StoreConflict(`user "${ANONYMOUS}" was removed meanwhile`);
   for (const d of existing?.dirPermissions ?? []) if (d.path !== settings.incoming) await users.setDirPermissions(id, d.path, null);
   if (settings.incoming !== '') await users.setDirPermissions(id, settings.incoming, ['upload']);
+  return { madeRoot };
 }
 
 /** The check of the anonymous root against the homes of users: none may hold it or lie in it. */
