@@ -183,6 +183,7 @@ describe('sluice CLI', () => {
     ['bad permission', ['user', 'add', 'x', '--perms', 'list,fly', '--password-stdin'], 'long password\n', /unknown permission "fly"/],
     ['bad protocol', ['user', 'add', 'x', '--protocols', 'http', '--password-stdin'], 'long password\n', /unknown protocol "http"/],
     ['bad quota', ['user', 'add', 'x', '--quota-bytes', 'lots', '--password-stdin'], 'long password\n', /--quota-bytes: "lots" is not a size/],
+    ['a value with a dash', ['user', 'add', 'x', '--quota-bytes', '-1', '--password-stdin'], 'long password\n', /^sluice: --quota-bytes needs a value; one that starts with a dash is given as --quota-bytes=-VALUE\n$/],
     ['bad CIDR', ['user', 'add', 'x', '--allow-ip', '10.0.0.0/99', '--password-stdin'], 'long password\n', /bad prefix length/],
     ['bad date', ['user', 'add', 'x', '--expires', 'tomorrow', '--password-stdin'], 'long password\n', /--expires: "tomorrow" is not a date/],
     ['short password', ['user', 'add', 'x', '--password-stdin'], 'short\n', /password too short/],

@@ -22,8 +22,13 @@ export function parse<O extends Options>(args: string[], options: O, positionals
   try {
     parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
   } catch (err) {
+    const message = (err as Error).message;
+    // A value that starts with a dash (`--rate-up -1`): parseArgs's first sentence, "argument is ambiguous",
+    // said nothing of what to do (found by an operator's walk); its advice, in one line.
+    const dashed = /^Option '(--[^']+)' argument is ambiguous/.exec(message);
+    if (dashed) throw new UsageError(`${dashed[1]} needs a value; one that starts with a dash is given as ${dashed[1]}=-VALUE`);
     // parseArgs appends advice on `--`; the first sentence is the problem.
-    throw new UsageError((err as Error).message.split(/\.\s|\n/)[0] ?? 'bad arguments');
+    throw new UsageError(message.split(/\.\s|\n/)[0] ?? 'bad arguments');
   }
   const given = parsed.positionals.length;
   if (given > positionals.length) throw new UsageError(`unexpected argument "${parsed.positionals[positionals.length]}"`);
