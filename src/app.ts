@@ -88,6 +88,8 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
         keep: settings.keep,
         xferlog: settings.xferlog === '' ? null : resolve(config.dataDir, settings.xferlog),
         onError: (err) => base.log.error({ err }, 'audit log'),
+        // Said where the operator looks after a crash, not only in the trail (found by an operator's walk).
+        onTorn: (bytes) => base.log.warn({ bytes }, `audit trail: its last line (${bytes} bytes) was torn by a crash; it stays, outside the chain, and this start's record names it (sluice audit verify)`),
         onBacklog: (over) => {
           trailBehind = over;
           if (!over) return base.log.warn('audit trail written again: connections admitted');

@@ -42,7 +42,8 @@ async function stopWith(srv: TestServer, signal: NodeJS.Signals): Promise<void> 
 }
 
 /** Restart `sluice serve` in the same directory, run `during`, stop it cleanly (SIGTERM flushes the log). */
-async function restart(srv: TestServer, during: () => Promise<void>): Promise<void> {
+/** What the restarted server logged. */
+async function restart(srv: TestServer, during: () => Promise<void>): Promise<string> {
   const again = startServe(srv.dir, envOf(srv), /sluice started/);
   try {
     await again.ready;
@@ -50,6 +51,7 @@ async function restart(srv: TestServer, during: () => Promise<void>): Promise<vo
   } finally {
     assert.equal(await again.stop(), 0, again.output().stdout + again.output().stderr);
   }
+  return again.output().stdout + again.output().stderr;
 }
 
 const recordsIn = (file: string): Rec[] =>
@@ -76,7 +78,7 @@ describe('audit trail across a crash that tears the last line', () => {
       const fragment = readFileSync(file).subarray(readFileSync(file).lastIndexOf(0x0a) + 1);
       assert.ok(fragment.length > 0);
 
-      await restart(srv, () => upload(srv.sftpPort, '/after.txt', 'after the restart'));
+      const restarted = await restart(srv, () => upload(srv.sftpPort, '/after.txt', 'after the restart'));
 
       const text = readFileSync(file);
       const lines = text.toString('utf8').split('\n');
@@ -87,6 +89,7 @@ describe('audit trail across a crash that tears the last line', () => {
       assert.equal(anchor.torn?.bytes, fragment.length);
       assert.equal(anchor.seq, (JSON.parse(lines[at - 1] as string) as Rec).seq + 1, 'the chain goes on from the last whole line');
       assert.ok(recordsIn(file).some((r) => r.event === 'upload' && r.path === '/after.txt'));
+      assert.match(restarted, new RegExp(`audit trail: its last line \\(${fragment.length} bytes\\) was torn by a crash`), 'said in the log too');
 
       const ok = sluice(srv.dir, ['audit', 'verify']);
       assert.equal(ok.code, 0, ok.stdout + ok.stderr);

@@ -65,6 +65,8 @@ export interface AuditLogOptions {
    * its file has not taken (true), and when both are back under half of it.
    */
   onBacklog?: (over: boolean) => void;
+  /** Told, at the start, of a last line a crash left torn (its size), which the start's anchor records. */
+  onTorn?: (bytes: number) => void;
 }
 
 /**
@@ -119,6 +121,7 @@ export class AuditLog implements AuditSink, SystemAuditSink {
             onBacklog: (over) => this.backlog(xferlog, over),
           });
     this.write({ event: 'audit-start', pid: process.pid, ...(fragment ? { torn: tearOf(fragment) } : {}) });
+    if (fragment) options.onTorn?.(fragment.length);
     this.applyKeep();
     if (xferlog !== null) this.applyXferlogKeep(xferlog);
   }
