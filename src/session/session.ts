@@ -1037,7 +1037,12 @@ export class Session implements LiveSession {
           // Not while the file is written in place: the writer, which looked at its links before this one
           // came, would go on changing a file that has a second name, here (found by a review: an append
           // handle kept open, the file linked into a drop box without overwrite, then changed there).
-          await outsideInPlaceWrites(this.ledger, nodeKey(st), () => addName(this.ledger, () => dst.link(src)));
+          await outsideInPlaceWrites(this.ledger, nodeKey(st), () =>
+            addName(this.ledger, async () => {
+              await dst.link(src);
+              await linkedAsLocked(dst, st);
+            }),
+          );
         }),
       );
       this.audit({ event: 'hardlink', path: link, target });
@@ -1195,6 +1200,26 @@ async function inPlace(...locs: Location[]): Promise<void> {
   const places = await Promise.all(locs.map((l) => l.whereNow()));
   if (places.some((place, i) => place !== parentOf((locs[i] as Location).virtualPath))) throw movedMeanwhile();
   for (const l of locs) placeLooked.add(l);
+}
+
+/**
+ * The link `dst` just made names the file that was looked at and locked
+ * (`locked`), or goes again: the link is made by the source's name, and a
+ * rename between the look and the link put another file there, one written
+ * in place under a lock nobody took here (found by a review: 5 races in 600
+ * gave a drop box a second name of a file whose in-place handle then changed
+ * it).
+ */
+async function linkedAsLocked(dst: Location, locked: NodeStat): Promise<void> {
+  const held = await dst.hold();
+  try {
+    const made = held && (await held.stat());
+    if (made === null || (made.ino === locked.ino && made.dev === locked.dev)) return;
+  } finally {
+    await held?.close();
+  }
+  await dst.unlink().catch(() => undefined);
+  throw new SluiceError('failure', 'File changed while it was linked; try again', 'another file took the source name between the look and the link');
 }
 
 /**
