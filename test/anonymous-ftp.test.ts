@@ -154,11 +154,19 @@ describe('anonymous FTP', () => {
 
   it('what ftp.anonymous sets at every start is not changed by hand, which held only until then (or broke it meanwhile)', async () => {
     // Found by an operator's walk: --protocols sftp was taken, and every anonymous login refused until the next start.
-    for (const args of [['set', 'anonymous', '--protocols', 'sftp'], ['set', 'anonymous', '--perms', 'list,download,upload'], ['perm', 'anonymous', '/pub', 'list']]) {
+    for (const args of [
+      ['set', 'anonymous', '--protocols', 'sftp'],
+      ['set', 'anonymous', '--perms', 'list,download,upload'],
+      ['set', 'anonymous', '--expires', '2030-01-01'],
+      ['perm', 'anonymous', '/pub', 'list'],
+    ]) {
       const r = sluice(srv.dir, ['user', ...args]);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stdout}`);
-      assert.match(r.stderr, /"anonymous" is the anonymous FTP account: its (protocols|permissions|directory permissions) come from ftp\.anonymous in the config/);
+      assert.match(r.stderr, /"anonymous" is the anonymous FTP account: its (protocols|permissions|expiry|directory permissions) come from ftp\.anonymous in the config/);
     }
+    // Given as they are (a client sending back the record it read), they change nothing and pass.
+    const same = sluice(srv.dir, ['user', 'set', 'anonymous', '--protocols', 'ftp', '--perms', 'download,list', '--quota-bytes', '1G']);
+    assert.equal(same.code, 0, same.stderr);
     const c = await control(srv.ftpPort, '127.0.0.39');
     try {
       assert.equal((await c.login('anonymous', 'me@example.org')).code, 230, 'anonymous FTP still logs in');

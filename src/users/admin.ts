@@ -282,7 +282,7 @@ export class UserAdmin {
   async update(name: string, patch: Partial<UserSettings>, password?: string): Promise<UserRecord> {
     const user = await this.require(name);
     checkExpiry(patch.expiresAt);
-    await this.checkAnonymousSettings(user, patch);
+    await this.refuseAnonymousChange(user, changedFromConfig(user, patch));
     if (password !== undefined) await this.checkCredentialsAllowed(user);
     const change = { ...patch };
     let createdHome: string | null = null;
@@ -324,17 +324,16 @@ export class UserAdmin {
   }
 
   /**
-   * What ftp.anonymous sets on its account at every start (anonymous.ts):
-   * changed here, it held only until then, and meanwhile could break
-   * anonymous FTP (found by an operator's walk: `--protocols sftp` was taken,
-   * and every anonymous login refused). Its quota, rates, scanning and
-   * address lists are the administrator's, and disabling it stops it at once.
+   * What ftp.anonymous sets on its account at every start (anonymous.ts,
+   * `what`): changed here, it held only until then, and meanwhile could
+   * break anonymous FTP (found by an operator's walk: `--protocols sftp` was
+   * taken, and every anonymous login refused). Its quota, rates, scanning and
+   * address lists are the administrator's, and disabling it stops it until
+   * the next start.
    */
-  private async checkAnonymousSettings(user: UserRecord, patch: Partial<UserSettings>, dirs = false): Promise<void> {
-    const fromConfig = (['home', 'protocols', 'requireTls', 'requireKey', 'permissions'] as const).filter((k) => patch[k] !== undefined);
-    if ((fromConfig.length === 0 && !dirs) || !(await this.isAnonymousAccount(user))) return;
-    const what = dirs ? 'directory permissions' : fromConfig.join(', ');
-    throw new AdminError(`"${user.name}" is the anonymous FTP account: its ${what} come from ftp.anonymous in the config, set at every start; change them there`);
+  private async refuseAnonymousChange(user: UserRecord, what: readonly string[]): Promise<void> {
+    if (what.length === 0 || !(await this.isAnonymousAccount(user))) return;
+    throw new AdminError(`"${user.name}" is the anonymous FTP account: its ${what.join(', ')} come from ftp.anonymous in the config, set at every start; change them there`);
   }
 
   async setPassword(name: string, password: string): Promise<void> {
@@ -385,7 +384,7 @@ export class UserAdmin {
       await this.update(name, { permissions });
       return path;
     }
-    await this.checkAnonymousSettings(user, {}, true);
+    await this.refuseAnonymousChange(user, ['directory permissions']);
     if (!(await this.store.setDirPermissions(user.id, path, permissions))) throw new NotStored(`no override on ${path}`);
     return path;
   }
@@ -500,4 +499,11 @@ export function validatePassword(password: string): string {
   if (password.length < 8) throw new AdminError('password too short (at least 8 characters)');
   if (password.length > 1024) throw new AdminError('password too long (at most 1024 characters)');
   return password;
+}
+
+/** The settings of `patch` that anonymous.ts sets, where they differ from `user`'s: given as they are, they change nothing (a client may send back the whole record it read). */
+function changedFromConfig(user: UserRecord, patch: Partial<UserSettings>): string[] {
+  const same = (a: unknown, b: unknown) => JSON.stringify(Array.isArray(a) ? [...a].sort() : a) === JSON.stringify(Array.isArray(b) ? [...b].sort() : b);
+  const words = { home: 'home', expiresAt: 'expiry', protocols: 'protocols', requireTls: 'TLS requirement', requireKey: 'key requirement', permissions: 'permissions' } as const;
+  return (Object.keys(words) as (keyof typeof words)[]).filter((k) => patch[k] !== undefined && !same(patch[k], user[k])).map((k) => words[k]);
 }
