@@ -132,6 +132,10 @@ describe('admin API resources', () => {
     const asText = await adminRequest(api, 'POST', '/api/v1/users', { rawBody: '{"name": "erin"}', contentType: 'text/plain' });
     assert.equal(asText.status, 415, asText.text);
     assert.match((asText.json as Json).error as string, /text\/plain/);
+    // ...but an empty one, as fetch() sends to routes that take no body, is no body (found by a review).
+    const bodiless = await adminRequest(api, 'DELETE', '/api/v1/bans/203.0.113.9', { rawBody: '', contentType: 'text/plain' });
+    assert.notEqual(bodiless.status, 415, bodiless.text);
+    assert.ok(bodiless.status < 500, bodiless.text);
     // Keys that would reach an object's prototype are refused by name, at any depth (found by a review:
     // "Body is not valid JSON" for a body that is).
     for (const rawBody of ['{"name": "erin", "__proto__": {"admin": true}}', '{"name": "erin", "rules": [{"constructor": {"prototype": {}}}]}']) {

@@ -111,9 +111,14 @@ const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
  * so, where Fastify answers both with "Body is not valid JSON".
  */
 export function parseJsonBodies(app: FastifyInstance): void {
-  // Fastify's own text/plain parser handed JSON sent as text on as a string, refused as "body: must be
-  // object" (found by an operator's walk): without it, such a body gets the 415 that names its type.
   app.removeContentTypeParser(['application/json', 'text/plain']);
+  // Fastify's own text/plain parser handed JSON sent as text on as a string, refused as "body: must be
+  // object" (found by an operator's walk). An empty one stays nothing: fetch() sends text/plain with
+  // `body: ''`, to routes that take no body (found by a review).
+  app.addContentTypeParser('text/plain', { parseAs: 'string', bodyLimit: BODY_LIMIT }, (_req, text, done) => {
+    if (text === '') return done(null, undefined);
+    done(Object.assign(new Error('content type "text/plain" is not taken: send JSON as application/json'), { statusCode: 415 }), undefined);
+  });
   app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: BODY_LIMIT }, (_req, text, done) => {
     try {
       done(null, parseBody(text as string));
