@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { expandArgv, hookEventOf, unknownPlaceholders, type HookFields } from '../src/hooks/events.js';
 import { placeholderInCode } from '../src/hooks/inline-code.js';
+import { hookProgramProblem } from '../src/hooks/named-files.js';
 import { Hooks } from '../src/hooks/runner.js';
 import { pino } from 'pino';
 import { RawFtp } from './helpers/ftp-raw.js';
@@ -83,6 +84,9 @@ describe('hook argv templates', () => {
       ['m4', '-D', 'X={path}', '/opt/x/t.m4'],
       ['dc', '-e', '[{user}]p'],
       ['/usr/bin/time', 'awk', '{ print "{user}" }'],
+      ['vim', '-es', '-c', '!notify {path}'],
+      ['gdb', '-batch', '-ex', 'shell echo {user}'],
+      ['sqlite3', '/var/lib/x.db', "insert into t values ('{path}')"],
     ];
     for (const argv of refused) assert.notEqual(placeholderInCode(argv), null, argv.join(' '));
     const allowed = [
@@ -378,6 +382,22 @@ describe('hook queue', () => {
 });
 
 describe('hooks at start', () => {
+  it('a program is looked for in PATH as execvp does: past a match it may not run, to the next', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-hook-path-'));
+    try {
+      for (const [d, mode] of [['plain', 0o644], ['runs', 0o755]] as const) {
+        mkdirSync(join(dir, d));
+        writeFileSync(join(dir, d, 'notify'), '#!/bin/sh\n', { mode });
+      }
+      const [plain, runs] = [join(dir, 'plain'), join(dir, 'runs')];
+      assert.equal(hookProgramProblem(['notify', '{path}'], `${plain}:${runs}`), null);
+      assert.equal(hookProgramProblem(['notify'], plain), `${join(plain, 'notify')}: not executable by the server`);
+      assert.match(hookProgramProblem(['absent'], `${plain}:${runs}`) ?? '', /^absent: not found in PATH/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a program spawn will not start is said at start, once per hook; one it finds is not', { timeout: 60_000 }, async () => {
     // Found by an operator's walk: a missing or bare-named program passed, and only each event's failure said so.
     const yaml = [

@@ -301,7 +301,7 @@ export const configSchema = z
                   ctx.addIssue({
                     code: 'custom',
                     path: ['command'],
-                    message: `a {field} inside code a shell, an interpreter, awk or sed, or a remote host runs (${JSON.stringify(code)}) would run what a client sends: pass it as an argument of its own after the script, as in ['sh', '-c', 'run.sh "$1"', 'sh', '{path}']`,
+                    message: `a {field} inside code a shell, an interpreter, a tool such as awk or sed, or a remote host runs (${JSON.stringify(code)}) would run what a client sends: pass it to a script as an argument of its own, as in ['sh', '-c', 'run.sh "$1"', 'sh', '{path}']`,
                   });
                 }
               }),

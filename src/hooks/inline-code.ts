@@ -13,14 +13,15 @@ import { holdsPlaceholder } from './events.js';
 const SHELLS = /^(?:sh|bash|dash|zsh|ksh|mksh|ash|fish|csh|tcsh)$/;
 const INTERPRETERS = /^(?:python[0-9.]*|perl[0-9.]*|ruby[0-9.]*|node|nodejs|deno|bun|php[0-9.]*|lua[0-9.]*|tclsh[0-9.]*|wish[0-9.]*|expect|osascript|pwsh|Rscript|julia)$/;
 /**
- * Text tools whose program can run commands: awk's system(), GNU sed's `e`,
- * m4's syscmd, dc's `!`. Their options' values cannot be told from their
+ * Tools whose arguments hold commands they run: awk's program (system()),
+ * GNU sed's `e`, m4's syscmd, dc's `!`, vim's `-c`, gdb's `-ex`, sqlite3's
+ * SQL and `.shell`. Their options' values cannot be told from their
  * program (`awk -F : '{ print "{user}" }'`), so a `{field}` in any of their
  * arguments is refused (found by an operator's walk: `['awk', 'BEGIN {
  * print "{path}" }']` passed, and an upload named `x" ; system("id>p") ;
  * print "y` ran as the server).
  */
-const TEXT_TOOLS = /^(?:[gmn]?awk|g?sed|m4|dc)$/;
+const TEXT_TOOLS = /^(?:[gmn]?awk|g?sed|m4|dc|ex|vim?|nvim|gdb|sqlite3)$/;
 /** Programs whose arguments make one command line that a shell parses: ssh's on the remote host, watch's `sh -c`. */
 const COMMAND_LINES = /^(?:ssh|rsh|watch)$/;
 /**

@@ -25,14 +25,19 @@ export function hookNamedFiles(command: readonly string[], path = process.env.PA
  */
 export function hookProgramProblem(command: readonly string[], path = process.env.PATH ?? ''): string | null {
   const program = command[0] ?? '';
-  const [found] = programFiles(program, path);
-  if (found === undefined) return program.includes('/') ? `${program}: no such file` : `${program}: not found in PATH (${path})`;
-  try {
-    if (!statSync(found).isFile()) return `${found}: not a file`;
-    accessSync(found, constants.X_OK);
-  } catch (err) {
-    return `${found}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : 'not executable by the server'}`;
-  }
+  const found = programFiles(program, path);
+  if (found.length === 0) return program.includes('/') ? `${program}: no such file` : `${program}: not found in PATH (${path})`;
+  // As execvp, past a match in PATH it may not run to the next one (found by a review: only the first was looked at).
+  const problems = found.map((file) => {
+    try {
+      if (!statSync(file).isFile()) return `${file}: not a file`;
+      accessSync(file, constants.X_OK);
+      return null;
+    } catch (err) {
+      return `${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : 'not executable by the server'}`;
+    }
+  });
+  if (!problems.includes(null)) return problems[0] ?? null;
   return program.includes('/') && !program.startsWith('/') ? `${program}: relative to the server's working directory (${process.cwd()}); name it by its full path` : null;
 }
 
@@ -61,7 +66,7 @@ function pathWords(arg: string): string[] {
  */
 export function hookCodePlaces(command: readonly string[], path = process.env.PATH ?? ''): string[] {
   const { at, kind } = runnerOf(command);
-  const script = kind === 'shell' || kind === 'interpreter' || kind === 'text tool' ? command.slice(at + 1).find((a) => !a.startsWith('-')) : undefined;
+  const script = kind === 'shell' || kind === 'interpreter' ? command.slice(at + 1).find((a) => !a.startsWith('-')) : undefined;
   const dirs = [...programFiles(command[at] ?? '', path), ...(script === undefined ? [] : pathWords(script))].map((f) => dirname(f));
   return [...new Set(dirs.flatMap((dir) => [dir, ...ancestors(dir).map((d) => join(d, 'node_modules'))]))];
 }
