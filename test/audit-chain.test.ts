@@ -380,6 +380,15 @@ describe('audit log rotation', () => {
 
     writeFileSync(damaged, whole);
     assert.equal(sluice(root, ['audit', 'verify']).code, 0);
+
+    // A start missing before a damaged file is the first break, and the one named (found by a review: the damage hid it).
+    assert.ok(rotated.length >= 4, `rotations enough, got ${rotated.join(' ')}`);
+    rmSync(join(data, `${rotated[0]}.gz`));
+    const later = join(data, `${rotated[2]}.gz`);
+    writeFileSync(later, readFileSync(later).subarray(0, 30));
+    const both = sluice(root, ['audit', 'verify']);
+    assert.equal(both.code, 1, both.stdout + both.stderr);
+    assert.match(both.stdout, new RegExp(`^node n1: ${escaped(damaged)}:1: the chain's start is missing`));
   });
 
   it('an emptied newest file is a break, alone or after rotated files: every file begins with a record', async () => {

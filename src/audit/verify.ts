@@ -63,6 +63,13 @@ export function verifySeries(files: readonly string[], read: ReadLines, options:
   for (let i = 0; i < files.length; i++) {
     const file = files[i] as string;
     if (lines instanceof DamagedFile) {
+      // A start missing before it is the first break, and names where (found by a review: the damage hid it).
+      const missing = first && startMissing(first, deleted, options);
+      if (first && missing) {
+        result.break = { file: first.file, line: first.line, reason: missing };
+        result.from = first.seq;
+        return result;
+      }
       result.break = { file, line: null, reason: lines.reason };
       // The next file's first line chains to lines nobody can read: its chain starts at that rotation.
       result.after = i + 1 < files.length ? verifySeries(files.slice(i + 1), read, { fromRotation: true }) : null;
