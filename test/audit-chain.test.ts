@@ -391,6 +391,21 @@ describe('audit log rotation', () => {
     assert.match(both.stdout, new RegExp(`^node n1: ${escaped(damaged)}:1: the chain's start is missing`));
   });
 
+  it('a new run\'s and a new file\'s first record reaches the file at once, not within the second', async () => {
+    // Found by a review: verify right after a logrotate move read the new file empty (1 run in 8), a false break.
+    const { file } = fresh('first-line-at-once');
+    const log = openLog(file, { rotateSize: 600 });
+    try {
+      await new Promise((r) => setTimeout(r, 150));
+      assert.deepEqual(recordsOf(file).map((r) => r.event), ['audit-start']);
+      for (let i = 0; i < 4; i++) log.record(actor, { event: 'mkdir', path: `/${'d'.repeat(100)}${i}` });
+      await new Promise((r) => setTimeout(r, 150));
+      assert.equal(recordsOf(file)[0]?.event, 'audit-rotated', 'the new file begins with its record already');
+    } finally {
+      await log.close();
+    }
+  });
+
   it('an emptied newest file is a break, alone or after rotated files: every file begins with a record', async () => {
     // Found by an operator's walk: `: > audit.log` verified as "ok: 0 lines, chain intact".
     for (const rotations of [false, true]) {

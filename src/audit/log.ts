@@ -122,6 +122,7 @@ export class AuditLog implements AuditSink, SystemAuditSink {
           });
     this.write({ event: 'audit-start', pid: process.pid, ...(fragment ? { torn: tearOf(fragment) } : {}) });
     if (fragment) options.onTorn?.(fragment.length);
+    this.file.flushNow();
     this.applyKeep();
     if (xferlog !== null) this.applyXferlogKeep(xferlog);
   }

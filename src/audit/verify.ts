@@ -95,8 +95,8 @@ export function verifySeries(files: readonly string[], read: ReadLines, options:
     if (i === files.length - 1 && lines.length === 0) {
       // Every file of the trail begins with a record (audit-start, audit-rotated), written within a second
       // of its opening: the newest without one was emptied (found by an operator's walk: `: > audit.log`
-      // verified as intact), unless its server opened it in the last second.
-      result.break = { file, line: null, reason: 'no records: every start and every new file writes one first (audit-start, audit-rotated), so this file was emptied, unless its server opened it within the last second' };
+      // verified as intact), unless its server is opening it at this moment (the first line is written at once).
+      result.break = { file, line: null, reason: 'no records: every start and every new file writes one first (audit-start, audit-rotated), so this file was emptied, unless its server is opening it at this moment' };
       return result;
     }
     lines = following;
