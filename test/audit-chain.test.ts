@@ -237,17 +237,23 @@ describe('audit log rotation', () => {
     return { root, data: join(root, 'data'), file: join(root, 'data', 'audit.log') };
   };
 
-  it('rotates by size into audit.log.1, .2, ..., the chain running on across the files', async () => {
-    const { root, data, file } = fresh('by-size');
-    const log = openLog(file, { rotateSize: 2000 });
+  /** 60 records rotated by size into `name`'s data directory: the rotated files' names, oldest first. */
+  const rotatedTrail = async (name: string) => {
+    const where = fresh(name);
+    const log = openLog(where.file, { rotateSize: 2000 });
     for (let i = 0; i < 60; i++) {
       log.record(actor, { event: 'mkdir', path: `/d${i}` });
       // Let rotations finish between records, as they do between real events (a fixed pause is too short on a busy machine).
       if (i % 10 === 9) await log.flush();
     }
     await log.close();
-    const rotated = readdirSync(data).filter((n) => /^audit\.log\.\d+$/.test(n)).sort((a, b) => Number(b.slice(10)) - Number(a.slice(10)));
+    const rotated = readdirSync(where.data).filter((n) => /^audit\.log\.\d+$/.test(n)).sort((a, b) => Number(b.slice(10)) - Number(a.slice(10)));
     assert.ok(rotated.length >= 3, `several rotations, got ${rotated.join(' ')}`);
+    return { ...where, rotated };
+  };
+
+  it('rotates by size into audit.log.1, .2, ..., the chain running on across the files', async () => {
+    const { root, data, file, rotated } = await rotatedTrail('by-size');
     const files = [...rotated.map((n) => join(data, n)), file];
     const records = files.flatMap(recordsOf);
     assert.deepEqual(records.map((r) => r.seq), [...records.keys()], 'one gapless sequence, oldest file first');
@@ -334,15 +340,7 @@ describe('audit log rotation', () => {
 
   it('a damaged rotated .gz is a break named in words; the files after it are verified on their own', async () => {
     // Found by an operator's walkthrough: one truncated .gz made verify exit 2 with "cannot read ...: Z_BUF_ERROR", checking nothing.
-    const { root, data, file } = fresh('damaged-gz');
-    const log = openLog(file, { rotateSize: 2000 });
-    for (let i = 0; i < 60; i++) {
-      log.record(actor, { event: 'mkdir', path: `/d${i}` });
-      if (i % 10 === 9) await log.flush();
-    }
-    await log.close();
-    const rotated = readdirSync(data).filter((n) => /^audit\.log\.\d+$/.test(n)).sort((a, b) => Number(b.slice(10)) - Number(a.slice(10)));
-    assert.ok(rotated.length >= 3, `several rotations, got ${rotated.join(' ')}`);
+    const { root, data, file, rotated } = await rotatedTrail('damaged-gz');
     for (const name of rotated) {
       writeFileSync(join(data, name + '.gz'), gzipSync(readFileSync(join(data, name))));
       rmSync(join(data, name));

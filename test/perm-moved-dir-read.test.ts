@@ -1,13 +1,10 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type ssh2 from 'ssh2';
-import { sluice } from './helpers/cli.js';
-import { TestServer } from './helpers/server.js';
-import { call, sftpOf, sshConnect, statusOf } from './helpers/ssh.js';
+import { DOWN, PINNED, longLookupSuite } from './helpers/long-lookup.js';
+import { call, statusOf } from './helpers/ssh.js';
 
 /*
  * A lookup pins each directory it opens and keeps some open while it goes on
@@ -22,64 +19,40 @@ import { call, sftpOf, sshConnect, statusOf } from './helpers/ssh.js';
  * before the fix.
  */
 describe('a download through a long lookup whose directory was moved meanwhile reads nothing the rights where it is refuse', () => {
-  let srv: TestServer;
-  const user = 'reader';
-  const password = 'reader password';
-  let home: string;
-  const conns: ssh2.Client[] = [];
-  let a: ssh2.SFTPWrapper;
-  let b: ssh2.SFTPWrapper;
-  // P the 64th directory down: a walk keeps it open however deep it goes on.
-  const p = '/work' + '/w'.repeat(62) + '/P';
-  const down = Array.from({ length: 1300 }, () => 'x').join('/');
-
-  before(async () => {
-    srv = await TestServer.start({ users: [{ name: user, password, args: ['--perms', 'all'] }] });
-    assert.equal(sluice(srv.dir, ['user', 'perm', user, '/inbox', 'list,upload,mkdir,rename'], undefined, { SLUICE_LOG_LEVEL: 'warn' }).code, 0);
-    home = srv.home(user);
-    mkdirSync(join(home, 'inbox'), { recursive: true });
-    mkdirSync(join(home, p, down), { recursive: true });
-    for (let i = 0; i < 2; i++) conns.push(await sshConnect({ port: srv.sftpPort, username: user, password }));
-    a = await sftpOf(conns[0] as ssh2.Client);
-    b = await sftpOf(conns[1] as ssh2.Client);
-  });
-  after(async () => {
-    for (const c of conns) c.end();
-    // Too deep for the stop's rmSync (its recursion overflows the stack): rm(1) walks it.
-    execFileSync('rm', ['-rf', join(home, 'work'), join(home, 'inbox')]);
-    await srv.stop();
-  });
+  const w = longLookupSuite('reader', '/inbox', 'list,upload,mkdir,rename');
+  const p = PINNED;
+  const down = DOWN;
 
   async function read(path: string): Promise<string> {
-    return call<Buffer>((cb) => a.readFile(path, cb)).then((buf) => buf.toString(), (err: unknown) => `refused: ${String(err)}`);
+    return call<Buffer>((cb) => w.a.readFile(path, cb)).then((buf) => buf.toString(), (err: unknown) => `refused: ${String(err)}`);
   }
 
   it('the rights are as configured: a file in /inbox cannot be read nor moved out', async () => {
-    writeFileSync(join(home, 'inbox/a.txt'), 'A');
+    writeFileSync(join(w.home, 'inbox/a.txt'), 'A');
     assert.match(await read('/inbox/a.txt'), /^refused/);
-    assert.notEqual(await statusOf(call((cb) => a.rename('/inbox/a.txt', '/work/a.txt', cb))), 'ok');
+    assert.notEqual(await statusOf(call((cb) => w.a.rename('/inbox/a.txt', '/work/a.txt', cb))), 'ok');
   });
 
   it('P moved into /inbox and an inbox file onto P/n while the download of P/L looks up its links: nothing is read', async () => {
-    writeFileSync(join(home, 'inbox/secret.txt'), 'SECRET');
+    writeFileSync(join(w.home, 'inbox/secret.txt'), 'SECRET');
     // Made by the user (ssh2 sends the link's path second, as sluice takes it from a client that is not OpenSSH).
-    await call((cb) => a.symlink(`${p}/n`, `${p}/${down}/L2`, cb));
-    await call((cb) => a.symlink(`${p}/${down}/L2`, `${p}/L`, cb));
-    assert.equal(readlinkSync(join(home, p, 'L')), `${down}/L2`);
-    assert.equal(readlinkSync(join(home, p, down, 'L2')), '../'.repeat(1300) + 'n');
-    writeFileSync(join(home, p, 'n'), 'MINE');
+    await call((cb) => w.a.symlink(`${p}/n`, `${p}/${down}/L2`, cb));
+    await call((cb) => w.a.symlink(`${p}/${down}/L2`, `${p}/L`, cb));
+    assert.equal(readlinkSync(join(w.home, p, 'L')), `${down}/L2`);
+    assert.equal(readlinkSync(join(w.home, p, down, 'L2')), '../'.repeat(1300) + 'n');
+    writeFileSync(join(w.home, p, 'n'), 'MINE');
     assert.equal(await read(`${p}/L`), 'MINE');
-    await call((cb) => a.unlink(`${p}/n`, cb));
+    await call((cb) => w.a.unlink(`${p}/n`, cb));
 
     let pending = true;
     const reading = read(`${p}/L`).finally(() => (pending = false));
     await sleep(15);
-    await call((cb) => b.rename(p, '/inbox/P', cb));
-    await call((cb) => b.rename('/inbox/secret.txt', '/inbox/P/n', cb));
+    await call((cb) => w.b.rename(p, '/inbox/P', cb));
+    await call((cb) => w.b.rename('/inbox/secret.txt', '/inbox/P/n', cb));
     const raced = pending;
     const got = await reading;
     assert.ok(raced, 'both moves landed while the download was still looking up its links');
     assert.notEqual(got, 'SECRET', 'the download read a file of /inbox');
-    assert.equal(readFileSync(join(home, 'inbox/P/n'), 'utf8'), 'SECRET');
+    assert.equal(readFileSync(join(w.home, 'inbox/P/n'), 'utf8'), 'SECRET');
   });
 });
