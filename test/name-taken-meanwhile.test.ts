@@ -248,6 +248,65 @@ describe('a rename onto a free name whose old or new name another session remove
   });
 });
 
+describe('a hard link whose source name another session gave to a file written in place after the look', () => {
+  let world: World;
+  let home: string;
+
+  before(async () => {
+    world = await World.open();
+    await world.addUser('alice', { permissions: ['list', 'download', 'upload', 'rename', 'delete', 'overwrite', 'symlink'] });
+    home = world.home('alice');
+  });
+  after(() => world.close());
+
+  it('makes no second name of that file: the link that named it goes again', async () => {
+    // Found by a review: the link took the lock of the file it looked at, then linked whatever the name held,
+    // and an in-place handle of the file renamed there changed it under its new name in a drop box.
+    const other = await world.session('alice');
+    await writeFile(other, '/x', 'GOOD CONTENT');
+    await writeFile(other, '/y', 'other');
+    mkdirSync(join(home, 'box'));
+    const up = await (await world.session('alice')).openWrite('/x', { offset: 12, truncate: false });
+    const xIno = statSync(join(home, 'x')).ino;
+    // After the link looked at /y, before it took /y's lock: /x (written in place) is renamed over /y.
+    const s = await world.sessionRacedBy('alice', '/y', ['whereNow'], () => other.rename('/x', '/y', 'replace'));
+    await assert.rejects(s.hardlink('/y', '/box/l'), /File changed while it was linked/);
+    assert.equal(statSync(join(home, 'y')).ino, xIno, 'the race landed');
+    assert.deepEqual(readdirSync(join(home, 'box')), [], 'no second name');
+    assert.equal(statSync(join(home, 'y')).nlink, 1);
+    await up.close().catch(() => undefined);
+  });
+
+  it('an in-place upload whose file was linked between its look and its lock writes nothing through either name', async () => {
+    const other = await world.session('alice');
+    await writeFile(other, '/a', 'GOOD CONTENT');
+    const s = await world.sessionRacedBy('alice', '/a', ['stat'], () => other.hardlink('/a', '/a-link'), 'after');
+    await assert.rejects(s.openWrite('/a', { offset: 12, truncate: false }), /other links/);
+    assert.equal(statSync(join(home, 'a-link')).nlink, 2, 'the race landed');
+    assert.equal(readFileSync(join(home, 'a'), 'utf8'), 'GOOD CONTENT');
+  });
+});
+
+describe('a file created in place and linked by another session before its lock (uploads.atomic: false)', () => {
+  let world: World;
+  let home: string;
+
+  before(async () => {
+    world = await World.open({ uploads: { ...configSchema.parse({}).uploads, atomic: false } });
+    await world.addUser('alice', { permissions: ['list', 'download', 'upload', 'rename', 'delete', 'overwrite', 'symlink'] });
+    home = world.home('alice');
+  });
+  after(() => world.close());
+
+  it('is not written in place: the upload gives up its name, the link keeps the empty file', async () => {
+    const other = await world.session('alice');
+    const s = await world.sessionRacedBy('alice', '/new', ['openWrite'], () => other.hardlink('/new', '/l'), 'after');
+    await assert.rejects(s.openWrite('/new', {}), /other links/);
+    assert.equal(readFileSync(join(home, 'l'), 'utf8'), '', 'the race landed, and nothing was written');
+    assert.equal(statSync(join(home, 'l')).nlink, 1, "the upload's own name went");
+  });
+});
+
 describe('statvfs of a directory that a symlink out of the home replaced after the look', () => {
   let world: World;
   let home: string;
