@@ -17,21 +17,14 @@ export interface TlsMaterial {
  * the server would start (or reload) and fail every TLS handshake after it.
  */
 export async function readTlsMaterial(certsDir: string): Promise<TlsMaterial> {
-  // A refusal in the operator's words, one line: not a stack for a file to put right.
-  const refused = (err: unknown) =>
-    new StartRefused(`TLS certificate ${TLS_CERT} with key ${TLS_KEY} (in ${certsDir}) cannot be used: ${plainReason((err as Error).message)}`);
-  let key: Buffer, cert: Buffer;
   try {
-    [key, cert] = await Promise.all([fsp.readFile(join(certsDir, TLS_KEY)), fsp.readFile(join(certsDir, TLS_CERT))]);
-  } catch (err) {
-    throw refused(err);
-  }
-  try {
+    const [key, cert] = await Promise.all([fsp.readFile(join(certsDir, TLS_KEY)), fsp.readFile(join(certsDir, TLS_CERT))]);
     tls.createSecureContext({ key, cert });
+    return { key, cert };
   } catch (err) {
-    throw refused(err);
+    // A refusal in the operator's words, one line: not a stack for a file to put right.
+    throw new StartRefused(`TLS certificate ${TLS_CERT} with key ${TLS_KEY} (in ${certsDir}) cannot be used: ${plainReason((err as Error).message)}`);
   }
-  return { key, cert };
 }
 
 /** OpenSSL's reason for the most common mistake, a renewal's certificate beside the old key, in words; others as they come. */

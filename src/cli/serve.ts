@@ -81,8 +81,9 @@ async function serveHeld(config: Config, out: (s: string) => void): Promise<numb
 
 async function serveOn(base: AdminServices, stopped: Promise<string>, out: (s: string) => void): Promise<number> {
   const { config } = base;
+  const places = new ServerPlaces(config.dataDir, serverFilesOf(config));
   try {
-    const { madeRoot } = await provisionAnonymous(base.users, config.ftp.anonymous, new ServerPlaces(config.dataDir, serverFilesOf(config)));
+    const { madeRoot } = await provisionAnonymous(base.users, config.ftp.anonymous, places);
     // A root that did not exist is made empty, as homes are; said, so that a typo in its path shows (found by an operator's walk).
     if (madeRoot !== null) base.log.warn({ root: madeRoot }, `ftp.anonymous.root ${madeRoot} did not exist: made it, empty`);
   } catch (err) {
@@ -91,13 +92,13 @@ async function serveOn(base: AdminServices, stopped: Promise<string>, out: (s: s
   }
   const coordination = await openCoordination(base);
   try {
-    return await serveWith(base, coordination, stopped, out);
+    return await serveWith(base, coordination, places, stopped, out);
   } finally {
     await coordination.close();
   }
 }
 
-async function serveWith(base: AdminServices, coordination: Coordination, stopped: Promise<string>, out: (s: string) => void): Promise<number> {
+async function serveWith(base: AdminServices, coordination: Coordination, places: ServerPlaces, stopped: Promise<string>, out: (s: string) => void): Promise<number> {
   const { config, log } = base;
   checkDescriptorLimit(config.limits.maxSessions, log);
   if ((await base.users.count()) === 0) {
@@ -115,7 +116,7 @@ async function serveWith(base: AdminServices, coordination: Coordination, stoppe
     await sweepHomes(join(config.dataDir, 'homes'), users, base.users, coordination.coordinator.audit, log);
   }
   await reportNestedHomes(users, log);
-  await reportHomesOnServerFiles(users, new ServerPlaces(config.dataDir, serverFilesOf(config)), log);
+  await reportHomesOnServerFiles(users, places, log);
   reportHookPrograms(config.hooks.actions, log);
   warnStrayNetworks(await base.bans.active(), config.limits.ipv6Prefix, log);
   let admin: AdminServer | null;

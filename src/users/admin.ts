@@ -405,11 +405,6 @@ function homeApart(home: string): HomeCheck {
 }
 
 /**
- * Create the home if missing (owner-only), with any directories above it that
- * are missing. Returns the first directory it created (the home, or the
- * highest parent it made), null if the home was there. Refuses a file in the way.
- */
-/**
  * A user removed keeps their home, files and all (the store forgets the user,
  * not the data). A new user of the same name got it by default, and with it
  * every file of the one before, and was charged for none of them until the
@@ -429,6 +424,11 @@ function refuseLeftHome(home: string): void {
   }
 }
 
+/**
+ * Create the home if missing (owner-only), with any directories above it that
+ * are missing. Returns the first directory it created (the home, or the
+ * highest parent it made), null if the home was there. Refuses a file in the way.
+ */
 export function makeHome(home: string): string | null {
   try {
     if (statSync(home).isDirectory()) return null;

@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ANONYMOUS } from '../auth/authenticator.js';
 import type { Config } from '../config/schema.js';
-import { ServerPlaces, homeNesting, realPlace } from '../session/storage/server-places.js';
+import { homeNesting, realPlace, type ServerPlaces } from '../session/storage/server-places.js';
 import { settingsOf, type UserRecord, type UserSettings } from '../store/records.js';
 import { StoreConflict, type HomeCheck, type UserRepository } from '../store/store.js';
 import { makeHome, parseVirtualDir } from './admin.js';
