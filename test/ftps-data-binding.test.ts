@@ -59,7 +59,11 @@ async function authTlsOnly(port: number, v: Variant): Promise<{ session: Buffer;
   return { session: await session, close: () => secure.destroy() };
 }
 
-/** Connect to a data port and offer `session`; the socket if the server accepted the handshake. */
+/**
+ * Connect to a data port and offer `session`; the socket if the server accepted the handshake.
+ * The server starts TLS on a data connection only once the transfer command has come (as vsftpd
+ * accepts it only then): send it before awaiting this.
+ */
 async function dataConnect(port: number, v: Variant, session?: Buffer): Promise<{ secure: tls.TLSSocket | null; session: Promise<Buffer> }> {
   const raw = net.connect(port, '127.0.0.1');
   raw.on('error', () => undefined);
@@ -116,9 +120,10 @@ describe('FTPS data connections are bound to their own control connection', () =
   /** The victim, undisturbed, still downloads with its own session. */
   async function legitimateDownload(c: RawFtp, v: Variant): Promise<void> {
     const port = await epsv(c);
-    const data = await dataConnect(port, v, c.session);
-    assert.ok(data.secure, 'the victim resumes its own session');
+    const connecting = dataConnect(port, v, c.session);
     c.send('RETR secret.bin\r\n');
+    const data = await connecting;
+    assert.ok(data.secure, 'the victim resumes its own session');
     const got = await readAll(data.secure);
     assert.equal((await finalReply(c))?.code, 226);
     assert.ok(got.equals(secret), 'the victim got its file');
@@ -131,8 +136,9 @@ describe('FTPS data connections are bound to their own control connection', () =
         const attacker = await authTlsOnly(srv.ftpPort, v);
         open.push(attacker);
         const port = await epsv(c);
-        const stolen = await dataConnect(port, v, attacker.session);
+        const stealing = dataConnect(port, v, attacker.session);
         c.send('RETR secret.bin\r\n');
+        const stolen = await stealing;
         const [bytes, reply] = await Promise.all([drain(stolen.secure), finalReply(c)]);
         assert.equal(bytes.length, 0, `the attacker received ${bytes.length} bytes of the victim's download`);
         assert.equal(reply?.code, 425);
@@ -145,17 +151,18 @@ describe('FTPS data connections are bound to their own control connection', () =
         const attacker = await authTlsOnly(srv.ftpPort, v);
         open.push(attacker);
         const port = await epsv(c);
-        const injected = await dataConnect(port, v, attacker.session);
-        injected.secure?.end('INJECTED BY THE ATTACKER');
+        const injecting = dataConnect(port, v, attacker.session);
         c.send('STOR upload.txt\r\n');
+        (await injecting).secure?.end('INJECTED BY THE ATTACKER');
         const reply = await finalReply(c);
         assert.equal(reply?.code, 425);
         const path = join(srv.home('alice'), 'upload.txt');
         assert.ok(!existsSync(path) || !readFileSync(path, 'utf8').includes('INJECTED'), "the attacker's bytes landed in the victim's file");
         // The victim's own upload still works.
-        const again = await dataConnect(await epsv(c), v, c.session);
-        assert.ok(again.secure);
+        const connecting = dataConnect(await epsv(c), v, c.session);
         c.send('STOR upload.txt\r\n');
+        const again = await connecting;
+        assert.ok(again.secure);
         again.secure.end('the victim wrote this');
         assert.equal((await finalReply(c))?.code, 226);
         assert.equal(readFileSync(path, 'utf8'), 'the victim wrote this');
@@ -164,15 +171,17 @@ describe('FTPS data connections are bound to their own control connection', () =
       it("a session begun on the victim's own data port resumes nothing on the next one", async () => {
         const c = await victim(v);
         // First race: a full handshake on the victim's passive port (refused, but did it leave a session behind?).
-        const first = await dataConnect(await epsv(c), v);
+        const racing = dataConnect(await epsv(c), v);
         c.send('LIST\r\n');
+        const first = await racing;
         assert.equal((await finalReply(c))?.code, 425);
         first.secure?.destroy();
         const leftover = await Promise.race([first.session, new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000))]);
         // Second race: resume whatever that handshake handed out.
         const port = await epsv(c);
-        const stolen = await dataConnect(port, v, leftover);
+        const stealing = dataConnect(port, v, leftover);
         c.send('RETR secret.bin\r\n');
+        const stolen = await stealing;
         const [bytes, reply] = await Promise.all([drain(stolen.secure), finalReply(c)]);
         assert.equal(bytes.length, 0, `the attacker received ${bytes.length} bytes of the victim's download`);
         assert.equal(reply?.code, 425);

@@ -88,10 +88,11 @@ describe('TLS renegotiation is refused on every FTP TLS socket', () => {
     await new Promise((resolve) => raw.once('connect', resolve));
     const data = tls.connect({ ...opts, socket: raw, rejectUnauthorized: false, session: c.session });
     data.on('error', () => undefined);
+    // The server starts a data connection's TLS once the transfer command has come.
+    c.send('STOR reneg.bin\r\n');
     await new Promise((resolve) => data.once('secureConnect', resolve));
     assert.ok(data.isSessionReused());
     // Renegotiate in the middle of an upload, while the server reads the data connection.
-    c.send('STOR reneg.bin\r\n');
     assert.equal((await c.read())?.code, 150);
     data.write(Buffer.alloc(16 * 1024));
     // Keep reading, or the client never processes the server's answer.

@@ -142,6 +142,8 @@ export const configSchema = z
         activeMode: z.boolean().default(true),
         /** Data connections must resume the control connection's TLS session (vsftpd's require_ssl_reuse). */
         requireTlsSessionReuse: z.boolean().default(true),
+        /** An FTPS upload must end with the client's TLS close_notify, or it is aborted (vsftpd's strict_ssl_read_eof). */
+        requireTlsCloseNotify: z.boolean().default(true),
         /** Seconds without a command before the control connection is closed. */
         idleTimeout: z.number().int().min(10).max(86400).default(300),
         /** Seconds to wait for a data connection. */

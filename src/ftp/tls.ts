@@ -3,6 +3,7 @@ import { EventEmitter } from 'node:events';
 import type { Server, Socket } from 'node:net';
 import tls from 'node:tls';
 import type { TlsMaterial } from '../certs/tls-material.js';
+import { TcpUnderTls } from './tls-close-notify.js';
 
 /** TLS 1.2 suites with forward secrecy and AEAD only; TLS 1.3 suites are all AEAD. */
 const CIPHERS = [
@@ -97,7 +98,7 @@ export class TlsBinding {
   }
 
   /** Server side of TLS with the certificate: the control connection's handshake. */
-  accept(socket: Socket, handshakeTimeoutMs: number): Promise<tls.TLSSocket> {
+  accept(socket: Socket | TcpUnderTls, handshakeTimeoutMs: number): Promise<tls.TLSSocket> {
     this.control ??= this.context(true);
     return this.handshake(socket, this.control, handshakeTimeoutMs);
   }
@@ -106,13 +107,16 @@ export class TlsBinding {
    * Server side of TLS on a data connection. With `mustResume` only a
    * resumption of this binding's sessions completes; anything else fails with
    * ResumptionRequiredError. Without it, any client may do a full handshake.
+   * With `needCloseNotify` (an upload's) the socket fails with
+   * NoCloseNotifyError if the client's TCP ends before its TLS does.
    */
-  async acceptData(socket: Socket, handshakeTimeoutMs: number, mustResume: boolean): Promise<tls.TLSSocket> {
-    if (!mustResume) return this.accept(socket, handshakeTimeoutMs);
+  async acceptData(socket: Socket, handshakeTimeoutMs: number, mustResume: boolean, needCloseNotify: boolean): Promise<tls.TLSSocket> {
+    const tcp = needCloseNotify ? new TcpUnderTls(socket) : socket;
+    if (!mustResume) return this.accept(tcp, handshakeTimeoutMs);
     this.resumeOnly ??= this.context(false);
     let secure;
     try {
-      secure = await this.handshake(socket, this.resumeOnly, handshakeTimeoutMs);
+      secure = await this.handshake(tcp, this.resumeOnly, handshakeTimeoutMs);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       throw code !== undefined && FULL_HANDSHAKE_REFUSED.has(code) ? new ResumptionRequiredError() : err;
@@ -125,7 +129,7 @@ export class TlsBinding {
     return secure;
   }
 
-  private handshake(socket: Socket, secureContext: tls.SecureContext, timeoutMs: number): Promise<tls.TLSSocket> {
+  private handshake(socket: Socket | TcpUnderTls, secureContext: tls.SecureContext, timeoutMs: number): Promise<tls.TLSSocket> {
     const secure = new tls.TLSSocket(socket, {
       isServer: true,
       server: this.sessions as unknown as Server,
@@ -133,6 +137,7 @@ export class TlsBinding {
       ALPNProtocols: ['ftp'],
       requestCert: false,
     });
+    if (socket instanceof TcpUnderTls) socket.guard(secure);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => fail(new Error('TLS handshake timed out')), timeoutMs);
       timer.unref();

@@ -136,7 +136,12 @@ export class RawFtp {
     return this.cmd(`PASS ${password}`);
   }
 
-  /** Open a passive data connection (TLS resuming the control session when `secure`). */
+  /**
+   * Open a passive data connection (TLS resuming the control session when `secure`). Under TLS
+   * the socket comes before its handshake is done: the server starts TLS only once the transfer
+   * command has come, as every client must allow (vsftpd does not even accept the connection
+   * before), so waiting for the handshake before sending the command would wait forever.
+   */
   async passive(secure: boolean): Promise<{ port: number; open: () => Promise<net.Socket> }> {
     const r = await this.cmd('EPSV');
     const port = Number(/\|\|\|(\d+)\|/.exec(r.text)?.[1]);
@@ -152,7 +157,6 @@ export class RawFtp {
         if (!secure) return raw;
         const s = tls.connect({ socket: raw, rejectUnauthorized: false, session: this.session });
         s.on('error', () => undefined);
-        await new Promise((res) => s.once('secureConnect', res));
         return s;
       },
     };

@@ -21,6 +21,8 @@ export interface DataSecurity {
   /** The control connection's TLS binding under PROT P, null under PROT C. */
   tls: TlsBinding | null;
   requireReuse: boolean;
+  /** An upload's TLS must end with the client's close_notify (see NoCloseNotifyError). */
+  needCloseNotify: boolean;
   handshakeTimeoutMs: number;
 }
 
@@ -35,16 +37,16 @@ export interface DataSecurity {
  * from the same address cannot take the transfer, and a stranger is stopped
  * by the peer address check already.
  */
-export async function openDataStream(endpoint: DataEndpoint, security: DataSecurity, announce: () => void): Promise<Duplex> {
+export async function openDataStream(endpoint: DataEndpoint, security: DataSecurity, upload: boolean, announce: () => void): Promise<Duplex> {
   if (endpoint instanceof PassiveEndpoint && endpoint.tlsReady !== (security.tls !== null)) {
     throw new DataChannelError('tls', 'PROT changed after PASV');
   }
   if (security.tls && endpoint instanceof PassiveEndpoint && endpoint.tlsReady) {
     // One turn of the event loop reads a ClientHello already waiting in the kernel.
     await new Promise((resolve) => setImmediate(resolve));
-    const early = endpoint.tlsStarted;
+    const early = endpoint.clientSpoke;
     if (!early) announce();
-    const secure = await withTimeout(endpoint.secureConnection(), security.handshakeTimeoutMs);
+    const secure = await withTimeout(endpoint.secureConnection(upload), security.handshakeTimeoutMs);
     secure.on('error', () => undefined);
     if (early) {
       // Let the session ticket written at the end of the handshake leave first.
@@ -64,7 +66,7 @@ export async function openDataStream(endpoint: DataEndpoint, security: DataSecur
   if (!security.tls) return raw;
   let secure;
   try {
-    secure = await security.tls.acceptData(raw, security.handshakeTimeoutMs, security.requireReuse);
+    secure = await security.tls.acceptData(raw, security.handshakeTimeoutMs, security.requireReuse, upload && security.needCloseNotify);
   } catch (err) {
     raw.destroy();
     throw handshakeFailure(err);

@@ -24,8 +24,8 @@ export interface PassiveOptions {
   /** A data connection's client address, found as the control connection's was (PROXY header); null: it was closed. */
   origin(socket: Socket): Promise<string | null>;
   timeoutMs: number;
-  /** PROT P at the time of PASV: TLS starts as soon as the client sends its first bytes. */
-  tls: { binding: TlsBinding; mustResume: boolean; timeoutMs: number } | null;
+  /** PROT P at the time of PASV: TLS starts once the client speaks and the transfer command has come. */
+  tls: { binding: TlsBinding; mustResume: boolean; needCloseNotify: boolean; timeoutMs: number } | null;
   onForeignPeer(address: string): void;
   /** The port is no longer listening: accepted, timed out or closed (may come more than once). */
   onStopListening(): void;
@@ -41,9 +41,12 @@ export class PassiveEndpoint {
   private settle!: { resolve(s: Socket): void; reject(e: Error): void };
   private readonly timer: NodeJS.Timeout;
   private socket: Socket | null = null;
+  private spoke = false;
+  /** Set by the transfer command: whether the handshake may start, and whether it is an upload's. */
+  private upload: boolean | null = null;
   private handshakeStarted = false;
   private alive = true;
-  private readonly secureMode: boolean;
+  private readonly tls: PassiveOptions['tls'];
   private readonly secured = deferred<TLSSocket>();
   private readonly onStopListening: () => void;
 
@@ -52,7 +55,7 @@ export class PassiveEndpoint {
     readonly port: number,
     opts: PassiveOptions,
   ) {
-    this.secureMode = opts.tls !== null;
+    this.tls = opts.tls;
     this.onStopListening = opts.onStopListening;
     this.accepted = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     // Nobody may be waiting yet; an unobserved failure is not an error of the process.
@@ -74,13 +77,12 @@ export class PassiveEndpoint {
     this.socket = socket;
     // The TLS session ticket for the next transfer must not wait behind Nagle's algorithm.
     socket.setNoDelay(true);
-    // Under PROT P the handshake starts when the client speaks: some clients finish it
-    // before they send the transfer command, others wait for 150 (see openDataStream).
-    const tls = opts.tls;
-    if (tls) {
+    // Under PROT P the handshake starts once the client speaks and the transfer command has
+    // come: some clients speak before they send the command, others wait for 150 (see openDataStream).
+    if (opts.tls) {
       socket.once('readable', () => {
-        this.handshakeStarted = true;
-        tls.binding.acceptData(socket, tls.timeoutMs, tls.mustResume).then(this.secured.resolve, this.secured.reject);
+        this.spoke = true;
+        this.startTls();
       });
     }
     clearTimeout(this.timer);
@@ -116,17 +118,35 @@ export class PassiveEndpoint {
 
   /** Whether this endpoint runs the TLS handshake itself (PROT P at PASV time). */
   get tlsReady(): boolean {
-    return this.secureMode;
+    return this.tls !== null;
   }
 
   /** Whether the client has begun the TLS handshake (it spoke before being told 150). */
-  get tlsStarted(): boolean {
-    return this.handshakeStarted;
+  get clientSpoke(): boolean {
+    return this.spoke;
   }
 
-  /** Under PROT P: the data connection once its handshake is done. */
-  secureConnection(): Promise<TLSSocket> {
+  /**
+   * Under PROT P: the data connection once its handshake is done. The
+   * handshake waits for this call, as TLS over an upload's connection is
+   * made so that its end can be checked (TlsBinding.acceptData), which
+   * would cost a download dearly. vsftpd does not even accept the data
+   * connection before the command, so no client can need the handshake
+   * before it sends one.
+   */
+  secureConnection(upload: boolean): Promise<TLSSocket> {
+    this.upload = upload;
+    this.startTls();
     return this.secured.promise;
+  }
+
+  private startTls(): void {
+    const tls = this.tls;
+    if (!tls || !this.spoke || this.upload === null || this.handshakeStarted || !this.socket) return;
+    this.handshakeStarted = true;
+    tls.binding
+      .acceptData(this.socket, tls.timeoutMs, tls.mustResume, this.upload && tls.needCloseNotify)
+      .then(this.secured.resolve, this.secured.reject);
   }
 
   /** The accepted connection (waits for it until the timeout). */
@@ -136,7 +156,30 @@ export class PassiveEndpoint {
 
   close(): void {
     this.fail(new Error('data channel closed'));
-    this.socket?.destroy();
+    if (this.tls && this.spoke && !this.handshakeStarted && this.socket) this.endHandshaken(this.socket, this.tls);
+    else this.socket?.destroy();
+  }
+
+  /**
+   * A connection whose client began TLS but that no transfer took (its
+   * command was refused, or never came): its handshake is finished and the
+   * connection ended with close_notify. Cut off mid-handshake, clients that
+   * handshake before the command (basic-ftp) report that, not the refusal
+   * sent on the control connection.
+   */
+  private endHandshaken(socket: Socket, tls: NonNullable<PassiveOptions['tls']>): void {
+    this.handshakeStarted = true;
+    const timer = setTimeout(() => socket.destroy(), tls.timeoutMs);
+    timer.unref();
+    tls.binding.acceptData(socket, tls.timeoutMs, tls.mustResume, false).then(
+      (secure) => {
+        secure.on('error', () => undefined);
+        secure.on('close', () => clearTimeout(timer));
+        secure.end();
+        secure.resume();
+      },
+      () => socket.destroy(),
+    );
   }
 
   private stopListening(): void {

@@ -4,6 +4,7 @@ import { Download, Upload } from '../../session/transfer.js';
 import type { FtpControl } from '../control.js';
 import { Code, errorReply } from '../replies.js';
 import { DataChannelError, openDataStream } from './channel.js';
+import { NoCloseNotifyError } from '../tls-close-notify.js';
 import { PassiveEndpoint } from './passive.js';
 import { drainRefused } from './receive.js';
 
@@ -68,11 +69,12 @@ export function runTransfer(
   const security = {
     tls: c.prot === 'P' ? c.tlsBinding : null,
     requireReuse: c.ctx.config.requireTlsSessionReuse,
+    needCloseNotify: c.ctx.config.requireTlsCloseNotify,
     handshakeTimeoutMs: c.ctx.config.dataTimeout * 1000,
   };
   const done = (async () => {
     try {
-      stream = await openDataStream(endpoint, security, () => c.reply(Code.FileStatusOk, opening));
+      stream = await openDataStream(endpoint, security, transfer instanceof Upload, () => c.reply(Code.FileStatusOk, opening));
       if (aborted) throw new Error('aborted');
       flowing = true;
       await pump(stream);
@@ -180,7 +182,8 @@ async function finishFailed(c: FtpControl, transfer: Upload | Download | null, e
   }
   c.log.info({ err: String(err) }, 'transfer interrupted');
   await transfer?.abort(`data connection ${interruption((err as NodeJS.ErrnoException).code)}`, 'failed');
-  c.reply(Code.TransferAborted, 'Connection closed; transfer aborted.');
+  const text = err instanceof NoCloseNotifyError ? 'Data connection closed without TLS close_notify; transfer aborted.' : 'Connection closed; transfer aborted.';
+  c.reply(Code.TransferAborted, text);
 }
 
 /** The audit record's words for how a data connection broke off (Node's own codes mean nothing to a reader). */
@@ -191,6 +194,8 @@ function interruption(code: string | undefined): string {
     case 'EPIPE':
     case 'ERR_STREAM_PREMATURE_CLOSE':
       return 'closed by the client before the end';
+    case 'ERR_TLS_NO_CLOSE_NOTIFY':
+      return 'closed without TLS close_notify: the file may be cut short';
     case undefined:
       return 'closed';
     default:

@@ -1,0 +1,81 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { TestServer } from './helpers/server.js';
+
+/**
+ * An FTPS upload is whole only when the client ends its TLS with close_notify:
+ * in FTP's stream mode the end of the data connection is the end of the file,
+ * and a FIN alone (a client killed mid-file, or one forged on the path) cut
+ * such an upload short and stored it, 226 and recorded ok, over the good file.
+ */
+const PY = fileURLToPath(new URL('./fixtures/ftplib_client.py', import.meta.url));
+const SIZE = 1_000_000;
+const GOOD = Buffer.alloc(SIZE, 7);
+const expected = Buffer.from(Array.from({ length: SIZE }, (_, i) => i % 251));
+
+function cutUpload(port: number, user: string, path: string, sent: number, ending: 'notify' | 'fin' | 'reset', mode: 'pasv' | 'port'): string {
+  const args = [PY, String(port), user, `${user} password`, 'cut_upload', path, String(SIZE), String(sent), ending, mode];
+  const r = spawnSync('python3', args, { encoding: 'utf8', timeout: 60_000 });
+  if (r.status !== 0) throw new Error(`ftplib cut_upload failed: ${r.stderr}`);
+  return (JSON.parse(r.stdout) as { reply: string }).reply;
+}
+
+function leftovers(home: string): string[] {
+  return readdirSync(home).filter((n) => n.startsWith('.sluice'));
+}
+
+describe('FTPS upload ends', () => {
+  let strict: TestServer;
+  let lax: TestServer;
+  before(async () => {
+    strict = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }] });
+    lax = await TestServer.start({ users: [{ name: 'bob', password: 'bob password' }], yaml: 'ftp:\n  requireTlsCloseNotify: false\n' });
+  });
+  after(async () => {
+    await Promise.all([strict?.stop(), lax?.stop()]);
+  });
+
+  for (const mode of ['pasv', 'port'] as const) {
+    it(`${mode}: a FIN without close_notify mid-file aborts the upload and keeps the old file`, async () => {
+      const path = `kept-${mode}.bin`;
+      writeFileSync(join(strict.home('alice'), path), GOOD);
+      const reply = cutUpload(strict.ftpPort, 'alice', path, SIZE / 2, 'fin', mode);
+      assert.match(reply, /^426 .*close_notify/, reply);
+      assert.ok(readFileSync(join(strict.home('alice'), path)).equals(GOOD), 'the old file is untouched');
+      assert.deepEqual(leftovers(strict.home('alice')), [], 'no staged file is left');
+      const records = await strict.auditUntil((r) => r.event === 'upload' && r.path === `/${path}`);
+      const record = records.find((r) => r.event === 'upload' && r.path === `/${path}`);
+      assert.equal(record?.result, 'failed');
+      assert.match(String(record?.reason), /without TLS close_notify/);
+    });
+
+    it(`${mode}: the whole file ended by close_notify is stored`, () => {
+      const path = `whole-${mode}.bin`;
+      const reply = cutUpload(strict.ftpPort, 'alice', path, SIZE, 'notify', mode);
+      assert.match(reply, /^226 /, reply);
+      assert.ok(readFileSync(join(strict.home('alice'), path)).equals(expected));
+    });
+  }
+
+  it('a whole file ended by a FIN alone is refused as well: nothing tells it from a cut one', () => {
+    const reply = cutUpload(strict.ftpPort, 'alice', 'fin-whole.bin', SIZE, 'fin', 'pasv');
+    assert.match(reply, /^426 /, reply);
+    assert.deepEqual(readdirSync(strict.home('alice')).filter((n) => n.includes('fin-whole')), []);
+  });
+
+  it('a reset mid-file aborts the upload', () => {
+    const reply = cutUpload(strict.ftpPort, 'alice', 'reset.bin', SIZE / 2, 'reset', 'pasv');
+    assert.match(reply, /^426 /, reply);
+    assert.deepEqual(leftovers(strict.home('alice')), []);
+  });
+
+  it('ftp.requireTlsCloseNotify false takes a FIN as the end, for clients that never send close_notify', () => {
+    const reply = cutUpload(lax.ftpPort, 'bob', 'lax.bin', SIZE / 2, 'fin', 'pasv');
+    assert.match(reply, /^226 /, reply);
+    assert.equal(readFileSync(join(lax.home('bob'), 'lax.bin')).length, SIZE / 2);
+  });
+});
