@@ -3,8 +3,8 @@ import { SluiceError } from '../../session/errors.js';
 import { Download, Upload } from '../../session/transfer.js';
 import type { FtpControl } from '../control.js';
 import { Code, errorReply } from '../replies.js';
-import { DataChannelError, openDataStream } from './channel.js';
 import { NoCloseNotifyError } from '../tls-close-notify.js';
+import { DataChannelError, openDataStream } from './channel.js';
 import { PassiveEndpoint } from './passive.js';
 import { drainRefused } from './receive.js';
 
