@@ -87,6 +87,8 @@ describe('hook argv templates', () => {
       ['vim', '-es', '-c', '!notify {path}'],
       ['gdb', '-batch', '-ex', 'shell echo {user}'],
       ['sqlite3', '/var/lib/x.db', "insert into t values ('{path}')"],
+      ['ed', '-s', '{user}'],
+      ['/usr/bin/time', '/bin/ed', '{user}'],
     ];
     for (const argv of refused) assert.notEqual(placeholderInCode(argv), null, argv.join(' '));
     const allowed = [
