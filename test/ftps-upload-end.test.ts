@@ -17,7 +17,7 @@ const SIZE = 1_000_000;
 const GOOD = Buffer.alloc(SIZE, 7);
 const expected = Buffer.from(Array.from({ length: SIZE }, (_, i) => i % 251));
 
-function cutUpload(port: number, user: string, path: string, sent: number, ending: 'notify' | 'fin' | 'reset', mode: 'pasv' | 'port'): string {
+function cutUpload(port: number, user: string, path: string, sent: number, ending: 'notify' | 'notify-fin' | 'fin' | 'reset', mode: 'pasv' | 'port'): string {
   const args = [PY, String(port), user, `${user} password`, 'cut_upload', path, String(SIZE), String(sent), ending, mode];
   const r = spawnSync('python3', args, { encoding: 'utf8', timeout: 60_000 });
   if (r.status !== 0) throw new Error(`ftplib cut_upload failed: ${r.stderr}`);
@@ -32,7 +32,13 @@ describe('FTPS upload ends', () => {
   let strict: TestServer;
   let lax: TestServer;
   before(async () => {
-    strict = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }] });
+    strict = await TestServer.start({
+      users: [
+        { name: 'alice', password: 'alice password' },
+        // Read at 2 MB/s: the client's close_notify and FIN are in long before the server reads them.
+        { name: 'slow', password: 'slow password', args: ['--rate-up', '2M'] },
+      ],
+    });
     lax = await TestServer.start({ users: [{ name: 'bob', password: 'bob password' }], yaml: 'ftp:\n  requireTlsCloseNotify: false\n' });
   });
   after(async () => {
@@ -60,6 +66,13 @@ describe('FTPS upload ends', () => {
       assert.ok(readFileSync(join(strict.home('alice'), path)).equals(expected));
     });
   }
+
+  it('read slower than it came, a close_notify is still told from a FIN alone', () => {
+    assert.match(cutUpload(strict.ftpPort, 'slow', 'slow-whole.bin', SIZE, 'notify-fin', 'pasv'), /^226 /);
+    assert.ok(readFileSync(join(strict.home('slow'), 'slow-whole.bin')).equals(expected));
+    assert.match(cutUpload(strict.ftpPort, 'slow', 'slow-cut.bin', SIZE, 'fin', 'pasv'), /^426 .*close_notify/);
+    assert.deepEqual(readdirSync(strict.home('slow')), ['slow-whole.bin']);
+  });
 
   it('a whole file ended by a FIN alone is refused as well: nothing tells it from a cut one', () => {
     const reply = cutUpload(strict.ftpPort, 'alice', 'fin-whole.bin', SIZE, 'fin', 'pasv');
