@@ -48,6 +48,16 @@ describe('audit hash chain (pure)', () => {
     assert.equal(b?.line, 4);
     assert.match(b?.reason ?? '', /removed/);
   });
+  it('line endings converted to CRLF break the chain at line 1 and say so', () => {
+    const lines = chain(5).map((l) => `${l}\r`);
+    const b = verifyLines(lines).break;
+    assert.equal(b?.line, 1);
+    assert.match(b?.reason ?? '', /^altered: .*converted to CRLF/);
+    // An alteration of a line without a carriage return gets no such hint.
+    const edited = chain(5);
+    edited[1] = (edited[1] as string).replace('"bytes":1', '"bytes":2');
+    assert.doesNotMatch(verifyLines(edited).break?.reason ?? '', /CRLF/);
+  });
   it('two swapped lines are found', () => {
     const lines = chain(10);
     [lines[5], lines[6]] = [lines[6] as string, lines[5] as string];

@@ -100,6 +100,16 @@ function recordedTear(rec: ChainRecord | null): Tear | null {
   return t && typeof t.bytes === 'number' && typeof t.sha256 === 'string' ? { bytes: t.bytes, sha256: t.sha256 } : null;
 }
 
+/**
+ * A file whose line endings a copy or an editor turned into CRLF breaks at
+ * its first line, as altered: every line's hash takes its carriage return.
+ * The reason then says so, since converting back restores the chain.
+ */
+function withLineEndingHint(reason: string, line: Line | undefined): string {
+  if (line === undefined || !textOf(line).endsWith('\r')) return reason;
+  return `${reason} (the line ends in a carriage return: the file's line endings were converted to CRLF; convert them back, as dos2unix does, and verify again)`;
+}
+
 /** Pure: why `rec` cannot follow `head`, or null when it does. */
 function linkBreak(head: ChainHead, rec: ChainRecord): string | null {
   if (rec.seq > head.seq) return `sequence jumps from ${head.seq - 1} to ${rec.seq}: line(s) removed or reordered`;
@@ -250,7 +260,10 @@ export function verifyLines(
     afterTear = false;
     if (head) {
       const reason = linkBreak(head, rec);
-      if (reason) return result({ line: reason.startsWith('altered') ? headLine : i + 1, reason });
+      if (reason) {
+        const at = reason.startsWith('altered') ? headLine : i + 1;
+        return result({ line: at, reason: withLineEndingHint(reason, lines[at - 1]) });
+      }
     }
     if (!head) first = { line: i + 1, seq: rec.seq, prev: rec.prev, event: rec.event };
     if (rec.event === 'audit-deleted' && typeof rec.last_seq === 'number') deleted.push(rec.last_seq);
