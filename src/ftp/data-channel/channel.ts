@@ -41,12 +41,13 @@ export async function openDataStream(endpoint: DataEndpoint, security: DataSecur
   if (endpoint instanceof PassiveEndpoint && endpoint.tlsReady !== (security.tls !== null)) {
     throw new DataChannelError('tls', 'PROT changed after PASV');
   }
+  const needCloseNotify = upload && security.needCloseNotify;
   if (security.tls && endpoint instanceof PassiveEndpoint && endpoint.tlsReady) {
     // One turn of the event loop reads a ClientHello already waiting in the kernel.
     await new Promise((resolve) => setImmediate(resolve));
     const early = endpoint.clientSpoke;
     if (!early) announce();
-    const secure = await withTimeout(endpoint.secureConnection(upload), security.handshakeTimeoutMs);
+    const secure = await withTimeout(endpoint.secureConnection(needCloseNotify), security.handshakeTimeoutMs);
     secure.on('error', () => undefined);
     if (early) {
       // Let the session ticket written at the end of the handshake leave first.
@@ -66,7 +67,7 @@ export async function openDataStream(endpoint: DataEndpoint, security: DataSecur
   if (!security.tls) return raw;
   let secure;
   try {
-    secure = await security.tls.acceptData(raw, security.handshakeTimeoutMs, security.requireReuse, upload && security.needCloseNotify);
+    secure = await security.tls.acceptData(raw, security.handshakeTimeoutMs, security.requireReuse, needCloseNotify);
   } catch (err) {
     raw.destroy();
     throw handshakeFailure(err);

@@ -25,7 +25,7 @@ export interface PassiveOptions {
   origin(socket: Socket): Promise<string | null>;
   timeoutMs: number;
   /** PROT P at the time of PASV: TLS starts once the client speaks and the transfer command has come. */
-  tls: { binding: TlsBinding; mustResume: boolean; needCloseNotify: boolean; timeoutMs: number } | null;
+  tls: { binding: TlsBinding; mustResume: boolean; timeoutMs: number } | null;
   onForeignPeer(address: string): void;
   /** The port is no longer listening: accepted, timed out or closed (may come more than once). */
   onStopListening(): void;
@@ -42,8 +42,8 @@ export class PassiveEndpoint {
   private readonly timer: NodeJS.Timeout;
   private socket: Socket | null = null;
   private spoke = false;
-  /** Set by the transfer command: whether the handshake may start, and whether it is an upload's. */
-  private upload: boolean | null = null;
+  /** Set by the transfer command, which lets the handshake start: whether its TLS must end with close_notify. */
+  private needCloseNotify: boolean | null = null;
   private handshakeStarted = false;
   private alive = true;
   private readonly tls: PassiveOptions['tls'];
@@ -129,24 +129,22 @@ export class PassiveEndpoint {
   /**
    * Under PROT P: the data connection once its handshake is done. The
    * handshake waits for this call, as TLS over an upload's connection is
-   * made so that its end can be checked (TlsBinding.acceptData), which
-   * would cost a download dearly. vsftpd does not even accept the data
-   * connection before the command, so no client can need the handshake
-   * before it sends one.
+   * made so that its end can be checked (`needCloseNotify`, see
+   * TlsBinding.acceptData), which would cost a download dearly. vsftpd does
+   * not even accept the data connection before the command, so no client
+   * can need the handshake before it sends one.
    */
-  secureConnection(upload: boolean): Promise<TLSSocket> {
-    this.upload = upload;
+  secureConnection(needCloseNotify: boolean): Promise<TLSSocket> {
+    this.needCloseNotify = needCloseNotify;
     this.startTls();
     return this.secured.promise;
   }
 
   private startTls(): void {
     const tls = this.tls;
-    if (!tls || !this.spoke || this.upload === null || this.handshakeStarted || !this.socket) return;
+    if (!tls || !this.spoke || this.needCloseNotify === null || this.handshakeStarted || !this.socket) return;
     this.handshakeStarted = true;
-    tls.binding
-      .acceptData(this.socket, tls.timeoutMs, tls.mustResume, this.upload && tls.needCloseNotify)
-      .then(this.secured.resolve, this.secured.reject);
+    tls.binding.acceptData(this.socket, tls.timeoutMs, tls.mustResume, this.needCloseNotify).then(this.secured.resolve, this.secured.reject);
   }
 
   /** The accepted connection (waits for it until the timeout). */
