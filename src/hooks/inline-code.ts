@@ -16,10 +16,10 @@ const INTERPRETERS = /^(?:python[0-9.]*|perl[0-9.]*|ruby[0-9.]*|node|nodejs|deno
  * Tools whose arguments hold commands they run: awk's program (system()),
  * GNU sed's `e`, m4's syscmd, dc's `!`, vim's `-c`, gdb's `-ex`, sqlite3's
  * SQL and `.shell`, and ed's file, which it runs as a shell command when it
- * starts with `!` (`['ed', '-s', '{user}']` ran the user name of a failed
- * login as `!id`; found by the last stop's review). Their options' values cannot be told from their
- * program (`awk -F : '{ print "{user}" }'`), so a `{field}` in any of their
- * arguments is refused (found by an operator's walk: `['awk', 'BEGIN {
+ * starts with `!` (`['ed', '-s', '{user}']` ran a failed login's user name
+ * `!id`; found by a review). Their options' values cannot be told from
+ * their program (`awk -F : '{ print "{user}" }'`), so a `{field}` in any of
+ * their arguments is refused (found by an operator's walk: `['awk', 'BEGIN {
  * print "{path}" }']` passed, and an upload named `x" ; system("id>p") ;
  * print "y` ran as the server).
  */
