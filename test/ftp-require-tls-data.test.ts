@@ -10,7 +10,8 @@ import { TestServer } from './helpers/server.js';
  * that other users may work in plain FTP): the user's login is refused
  * without TLS, and so must their files be. A client that does AUTH TLS and
  * logs in, then never sends PROT P (or sends PROT C), had its downloads and
- * uploads carried in clear: the flag guarded the password only.
+ * uploads carried in clear: the flag guarded the password only. A user
+ * whose protocols leave out plain `ftp` is held to the same.
  */
 describe('--require-tls covers the data connections too', () => {
   let srv: TestServer;
@@ -19,10 +20,13 @@ describe('--require-tls covers the data connections too', () => {
       yaml: 'ftp:\n  tls: optional\n',
       users: [
         { name: 'secret', password: 'secret password', args: ['--require-tls'] },
+        // Not allowed plain FTP: the same holds without the flag (a review found PROT C moving its files in clear).
+        { name: 'tlsonly', password: 'tlsonly password', args: ['--protocols', 'ftps,sftp'] },
         { name: 'plain', password: 'plain password' },
       ],
     });
     writeFileSync(join(srv.home('secret'), 'payroll.csv'), 'CONFIDENTIAL\n');
+    writeFileSync(join(srv.home('tlsonly'), 'payroll.csv'), 'CONFIDENTIAL\n');
     writeFileSync(join(srv.home('plain'), 'notes.txt'), 'public\n');
   });
   after(() => srv.stop());
@@ -56,26 +60,28 @@ describe('--require-tls covers the data connections too', () => {
     return { code: last?.code, bytes };
   }
 
-  for (const prot of [null, 'C'] as const) {
-    it(`refuses a clear data connection to a require-TLS user (${prot === null ? 'no PROT sent' : 'PROT C'})`, async () => {
-      const c = await tlsLogin('secret', 'secret password', prot);
-      try {
-        const r = await clearRetr(c, 'payroll.csv');
-        assert.equal(r.bytes, '', 'the file went over the wire in clear');
-        assert.ok(r.code !== undefined && r.code >= 400, `RETR answered ${r.code}`);
-        // Under PROT P it goes through.
-        assert.equal((await c.cmd('PBSZ 0')).code, 200);
-        assert.equal((await c.cmd('PROT P')).code, 200);
-        const pasv = await c.passive(true);
-        c.send('RETR payroll.csv\r\n');
-        const data = await pasv.open();
-        assert.equal((await c.read())?.code, 150);
-        assert.equal((await readAll(data)).toString(), 'CONFIDENTIAL\n');
-        assert.equal((await c.read())?.code, 226);
-      } finally {
-        c.close();
-      }
-    });
+  for (const [user, who] of [['secret', 'a require-TLS user'], ['tlsonly', 'a user not allowed plain FTP']] as const) {
+    for (const prot of [null, 'C'] as const) {
+      it(`refuses a clear data connection to ${who} (${prot === null ? 'no PROT sent' : 'PROT C'})`, async () => {
+        const c = await tlsLogin(user, `${user} password`, prot);
+        try {
+          const r = await clearRetr(c, 'payroll.csv');
+          assert.equal(r.bytes, '', 'the file went over the wire in clear');
+          assert.ok(r.code !== undefined && r.code >= 400, `RETR answered ${r.code}`);
+          // Under PROT P it goes through.
+          assert.equal((await c.cmd('PBSZ 0')).code, 200);
+          assert.equal((await c.cmd('PROT P')).code, 200);
+          const pasv = await c.passive(true);
+          c.send('RETR payroll.csv\r\n');
+          const data = await pasv.open();
+          assert.equal((await c.read())?.code, 150);
+          assert.equal((await readAll(data)).toString(), 'CONFIDENTIAL\n');
+          assert.equal((await c.read())?.code, 226);
+        } finally {
+          c.close();
+        }
+      });
+    }
   }
 
   it('a user without the flag still may use PROT C', async () => {

@@ -100,7 +100,9 @@ export function toAccount(u: UserRecord, method: LoginMethod, readAt: number, ke
     rateUp: u.rateUp,
     rateDown: u.rateDown,
     scan: u.scan,
-    requireTls: u.requireTls,
+    // A user not allowed plain FTP may not move files in clear either: the login over TLS alone
+    // was guarded, and PROT C after it carried an ftps-only user's files in clear (found by a review).
+    requireTls: u.requireTls || !u.protocols.includes('ftp'),
     revision: u.updatedAt.getTime(),
     readAt,
     method,

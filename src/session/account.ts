@@ -29,9 +29,10 @@ export interface Account {
   /** Uploads scanned for malware; null: the server's uploads.scan. */
   readonly scan: boolean | null;
   /**
-   * Files move only under TLS (the account's --require-tls): over FTP the
-   * login needs TLS (the authenticator checks it), and so does every data
-   * connection (PROT P), whatever ftp.tls lets other users do.
+   * Files move only under TLS (the account's --require-tls, or protocols
+   * without plain `ftp`): over FTP the login needs TLS (the authenticator
+   * checks it), and so does every data connection (PROT P), whatever
+   * ftp.tls lets other users do.
    */
   readonly requireTls: boolean;
   /**
