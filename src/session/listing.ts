@@ -90,6 +90,8 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
     private readonly linkTarget: (text: string | null) => string | null,
     /** The directory's virtual path, where its rights were checked: it is read only while it is there. */
     private readonly path: string,
+    /** Told once, at the close (the session keeps its open listings, to close them at its end). */
+    private readonly onClose: () => void = () => undefined,
   ) {}
 
   /**
@@ -183,6 +185,7 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
     this.closed = true;
     this.names = [];
     this.release();
+    this.onClose();
     await this.dir.close();
   }
 

@@ -117,6 +117,13 @@ export class Session implements LiveSession {
   /** Changes of the tree under way (see acting): close() waits for them too. */
   private readonly acts = new Set<Promise<unknown>>();
   /**
+   * Listings opened and not yet closed: closed with the session. Found by a
+   * review: an FTP client that sent MLSD and left at once had its listing
+   * opened after its data endpoint was gone, and nothing closed the
+   * directory's descriptors until a garbage collection did.
+   */
+  private readonly listings = new Set<DirectoryListing>();
+  /**
    * The directory each open file really is in, links resolved: the one whose
    * permissions its handle's changes take. The path it was opened by may lead
    * through a link into a directory with other rights.
@@ -241,6 +248,7 @@ export class Session implements LiveSession {
     // ledger goes. Otherwise it lived on unrecorded, its descriptors and temporary kept for good.
     await Promise.allSettled([...this.opening]);
     await Promise.all([...this.transfers].map((t) => t.abort('connection closed')));
+    await Promise.all([...this.listings].map((l) => l.close()));
     // After the transfers (a copy between two of them ends with them): a change that lands once the
     // ledger is gone goes uncharged, and its last step and record fail with it (see acting). Waited for
     // at most ACTS_WAIT_MS: one stuck on something outside the server (a shared store that is down holds
@@ -410,7 +418,14 @@ export class Session implements LiveSession {
         return { reader, dir: loc.virtualPath };
       }),
     );
-    return new DirectoryListing(reader, (text) => visibleLinkTarget(dir, text), dir);
+    const listing = new DirectoryListing(reader, (text) => visibleLinkTarget(dir, text), dir, () => this.listings.delete(listing));
+    // Opened as the session closed: its end has passed the listings already.
+    if (this.closed) {
+      await listing.close();
+      throw sessionClosed();
+    }
+    this.listings.add(listing);
+    return listing;
   }
 
   /** The permissions over a file this session has open: those of the directory it really is in. */

@@ -60,7 +60,12 @@ export function runTransfer(
 ): void {
   const endpoint = c.endpoint;
   c.endpoint = null;
-  if (!endpoint) throw new Error('runTransfer without endpoint');
+  if (!endpoint) {
+    // The control connection closed while the command opened its file or directory (its close drops the
+    // endpoint): there is nobody to answer, and the session's end closes what was opened.
+    if (c.isClosed) return;
+    throw new Error('runTransfer without endpoint');
+  }
   let stream: Duplex | null = null;
   /** The data connection is open and bytes flow: what an idle look may judge (ActiveTransfer.moved). */
   let flowing = false;
