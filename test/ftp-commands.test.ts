@@ -95,11 +95,13 @@ describe('FTP FEAT, HELP and OPTS MLST', () => {
     assert.equal((await c.cmd('OPTS MLST modify;UNIX.MODE')).text, '200 MLST OPTS modify;unix.mode;');
     assert.match((await mlsd(c))[0] ?? '', /^modify=\d{14};unix\.mode=0644; five\.txt$/);
 
-    // REIN resets every parameter: the next login gets every fact again.
+    // REIN resets every parameter: the next login gets every fact again, and PASV after EPSV ALL (a review found it kept).
+    assert.equal((await c.cmd('EPSV ALL')).code, 200);
     assert.match((await c.cmd('REIN')).text, /^220/);
     assert.match((await c.cmd('USER alice')).text, /^331/);
     assert.match((await c.cmd('PASS alice password')).text, /^230/);
     assert.equal((await c.cmd('MLST five.txt')).lines[1], all);
+    assert.equal((await c.cmd('PASV')).code, 227);
     c.close();
   });
 

@@ -178,6 +178,7 @@ export class FtpConnection implements FtpControl {
   /** Log out but keep the connection (REIN, AUTH): the next USER starts afresh, with every parameter at its default (RFC 959 REIN). */
   async logout(): Promise<void> {
     this.setEndpoint(null);
+    this.epsvAll = false;
     this.ascii = true;
     this.mlstFacts = ALL_FACTS;
     this.userName = null;
