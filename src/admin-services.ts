@@ -1,11 +1,14 @@
 import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { adminEndpoint } from './admin/endpoint.js';
 import { createLogger } from './audit/log.js';
 import { ARGON2_PARAMS, PasswordHasher } from './auth/passwords.js';
 import type { Config } from './config/schema.js';
 import { hookCodePlaces, hookNamedFiles } from './hooks/named-files.js';
+import { migrationsDir } from './store/migrations.js';
 import { openStore } from './store/open.js';
 import type { AdminTokenRepository, BanRepository, Store, UserRepository } from './store/store.js';
 import { UserAdmin } from './users/admin.js';
@@ -51,16 +54,18 @@ export async function openAdmin(config: Config & { readonly source?: string | nu
 
 /**
  * The server's own files and directories, which no user's home may be, hold
- * or lie in (UserAdmin): its data, keys and config, the directories its audit
- * trail and xferlog rotate in, the quarantine, the admin socket, and the
- * programs and scripts its hooks run or name (hookNamedFiles) and the
- * directories those may load code from (hookCodePlaces).
+ * or lie in (UserAdmin): its program (programPlaces), its data, keys and
+ * config, the directories its audit trail and xferlog rotate in, the
+ * quarantine, the admin socket, and the programs and scripts its hooks run
+ * or name (hookNamedFiles) and the directories those may load code from
+ * (hookCodePlaces).
  */
 export function serverFilesOf(config: Config & { readonly source?: string | null }): string[] {
   const inData = (path: string) => resolve(config.dataDir, path);
   const { audit, uploads, admin, hooks } = config;
   const socket = admin.listen === '' ? null : adminEndpoint(admin.listen);
   return [
+    ...programPlaces(),
     config.dataDir,
     config.certsDir,
     ...(config.source ? [config.source] : []),
@@ -72,3 +77,20 @@ export function serverFilesOf(config: Config & { readonly source?: string | null
   ];
 }
 
+/**
+ * What the server runs from: its compiled code, its launcher, its
+ * package.json (module type and resolution), its migrations, every
+ * node_modules a module of it may load a dependency from (Node's lookup
+ * paths from the install, the global folders and NODE_PATH included), and
+ * the Node binary. A home holding one let a user replace code the server
+ * runs at its next start (found by a review: a user made through the API
+ * with its home at the checkout's dist/ overwrote bin.cjs over SFTP). Not
+ * the install directory as a whole: `npm start` keeps the data directory,
+ * with the homes in it, there.
+ */
+function programPlaces(): string[] {
+  const code = dirname(fileURLToPath(import.meta.url));
+  const root = dirname(code);
+  const lookups = createRequire(join(root, 'package.json')).resolve.paths('sluice') ?? [];
+  return [code, join(root, 'bin'), join(root, 'package.json'), dirname(migrationsDir('sqlite')), ...lookups, process.execPath];
+}

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { ServerPlaces, kernelFileSystem } from '../src/session/storage/server-places.js';
@@ -145,6 +146,16 @@ describe("a stored home that holds the server's own files is not opened at login
       const added = sluice(srv.dir, ['user', 'add', 'kernel2', '--password-stdin', '--home', home], 'kernel2 password\n');
       assert.equal(added.code, 2, `${home}: ${added.stderr}`);
       assert.match(added.stderr, /would lie in the kernel's \/(proc|sys|dev)/);
+    }
+  });
+
+  it("a home that is, holds or lies in the server's program is refused", { timeout: 60_000 }, () => {
+    // Found by a review: a user made through the API with its home at the checkout's dist/ overwrote bin.cjs over SFTP.
+    const install = fileURLToPath(new URL('..', import.meta.url));
+    for (const home of [join(install, 'dist'), join(install, 'node_modules', 'ssh2'), join(install, 'migrations'), install, dirname(realpathSync(process.execPath))]) {
+      const added = sluice(srv.dir, ['user', 'add', 'coder', '--password-stdin', '--home', home], 'coder password\n');
+      assert.equal(added.code, 2, `${home}: ${added.stderr}`);
+      assert.match(added.stderr, /(would hold|would lie in) the server's own/);
     }
   });
 
