@@ -1,3 +1,4 @@
+import { ANONYMOUS } from '../session/account.js';
 import { UNSAFE_CHAR_CLASS } from '../session/unsafe-chars.js';
 import type { Actor, AuditEvent } from './events.js';
 
@@ -33,6 +34,9 @@ function field(text: string): string {
  * transfer-type special-action direction access-mode username service-name
  * authentication-method authenticated-user-id completion-status. The file
  * size field is the bytes transferred; the name is the path the user sees.
+ * Anonymous FTP's transfers have access mode `a`, so that analysers count
+ * them apart from real users' (its username field is the account's name;
+ * the address the client gave as its password is in the login's record).
  */
 export function xferlogLine(actor: Actor, event: TransferEvent, end: Date): string {
   return [
@@ -45,7 +49,7 @@ export function xferlogLine(actor: Actor, event: TransferEvent, end: Date): stri
     event.type === 'ascii' ? 'a' : 'b',
     '_',
     event.event === 'upload' ? 'i' : 'o',
-    'r',
+    actor.user === ANONYMOUS ? 'a' : 'r',
     field(actor.user),
     actor.protocol,
     0,

@@ -1,6 +1,6 @@
 import type { AuditEvent, AuditSink } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
-import type { Account, LoginMethod, Protocol } from '../session/account.js';
+import { ANONYMOUS, type Account, type LoginMethod, type Protocol } from '../session/account.js';
 import type { StoredAccess } from '../session/live.js';
 import { isPermission, type Permission, type PermissionRules } from '../session/permissions.js';
 import type { UserRecord } from '../store/records.js';
@@ -42,8 +42,6 @@ export const USER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** The longest user name, in bytes: longer ones are never written whole to the audit trail. */
 export const MAX_USER_NAME_BYTES = 64;
 
-/** The stored account anonymous FTP logins use (users/anonymous.ts makes it); the audit trail names them by it. */
-export const ANONYMOUS = 'anonymous';
 /** What a client may type as USER for an anonymous login (vsftpd's and ProFTPD's names). */
 export const ANONYMOUS_LOGINS: readonly string[] = [ANONYMOUS, 'ftp'];
 

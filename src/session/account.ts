@@ -10,6 +10,12 @@ export const PROTOCOLS: readonly Protocol[] = ['ftp', 'ftps', 'sftp'];
 /** What audit records may name. */
 export const AUDITED_PROTOCOLS: readonly string[] = [...PROTOCOLS, 'scp'];
 
+/**
+ * The stored account anonymous FTP logins use (users/anonymous.ts makes it;
+ * no other user may take the name): the audit trail names them by it.
+ */
+export const ANONYMOUS = 'anonymous';
+
 /** How a login proved itself (`anonymous`: FTP's anonymous user, whose password is not checked). */
 export type LoginMethod = 'password' | 'publickey' | 'anonymous';
 

@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ANONYMOUS } from '../auth/authenticator.js';
+import { ANONYMOUS } from '../session/account.js';
 import type { Config } from '../config/schema.js';
 import { homeNesting, realPlace, type ServerPlaces } from '../session/storage/server-places.js';
 import { settingsOf, type UserRecord, type UserSettings } from '../store/records.js';
