@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
-import { globMatcher, recordMatcher } from '../src/audit/query.js';
+import { globMatcher, recordMatcher, summarize } from '../src/audit/query.js';
 import { textTable } from '../src/cli/table.js';
 import { sluice } from './helpers/cli.js';
 import { cpuSince } from './helpers/cpu-time.js';
@@ -328,3 +328,15 @@ function parseCsv(text: string): string[][] {
   if (field !== '' || row.length > 0) rows.push([...row, field]);
   return rows;
 }
+
+describe('audit report', () => {
+  it('counts the failed logins the throttle kept only as a count (found by a review: they were left out)', () => {
+    const records = [
+      rec('2026-11-03T00:00:00.000Z', 'carol', 'sftp', '10.0.0.9', 'login-failed', { reason: 'bad-password' }),
+      rec('2026-11-03T00:00:01.000Z', 'dave', 'sftp', '10.0.0.9', 'login-failed', { reason: 'unknown-user' }),
+      rec('2026-11-03T00:01:00.000Z', '', 'sftp', '10.0.0.9', 'login-failed-repeated', { count: 40, window_s: 60 }),
+    ];
+    const failed = summarize(records).map((u) => [u.user, u.failedLogins]);
+    assert.deepEqual(failed, [['', 40], ['carol', 1], ['dave', 1]]);
+  });
+});

@@ -164,7 +164,12 @@ export interface UserSummary {
   refusals: number;
 }
 
-/** Pure: per user, completed transfers (count, bytes), failed logins and refusals. */
+/**
+ * Pure: per user, completed transfers (count, bytes), failed logins and
+ * refusals. Failed logins past the throttle's share of a minute are
+ * recorded only as a count per address (`login-failed-repeated`, user ''):
+ * they count for user '', the names they tried not known.
+ */
 export function summarize(records: Iterable<AuditRecord>): UserSummary[] {
   const by = new Map<string, UserSummary>();
   const of = (user: string) => {
@@ -185,6 +190,7 @@ export function summarize(records: Iterable<AuditRecord>): UserSummary[] {
       of(r.user).downloads++;
       of(r.user).downloadBytes += bytes;
     } else if (r.event === 'login-failed') of(r.user).failedLogins++;
+    else if (r.event === 'login-failed-repeated' && typeof r.count === 'number') of(r.user).failedLogins += r.count;
     else if (r.event === 'denied' || r.event === 'quota-exceeded') of(r.user).refusals++;
   }
   return [...by.values()].sort((a, b) => a.user.localeCompare(b.user));

@@ -239,7 +239,7 @@ function reportCommand(args: string[], configFile: string | undefined, out: (s: 
   }
   const head = ['USER', 'UPLOADS', 'UP BYTES', 'DOWNLOADS', 'DOWN BYTES', 'FAILED LOGINS', 'REFUSALS'];
   // The user name may be any a client tried: shown escaped, as in the query table.
-  const rows = summary.map((u) => [shown(u.user), ...[u.uploads, u.uploadBytes, u.downloads, u.downloadBytes, u.failedLogins, u.refusals].map(String)]);
+  const rows = summary.map((u) => [u.user === '' ? '(names not recorded)' : shown(u.user), ...[u.uploads, u.uploadBytes, u.downloads, u.downloadBytes, u.failedLogins, u.refusals].map(String)]);
   out(textTable(head, rows, (column) => column > 0));
   return complete ? 0 : 1;
 }
