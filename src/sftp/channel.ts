@@ -50,7 +50,8 @@ const TURN_BYTES = 256 * 1024;
  * the data it will answer with, a copy its chunk); replies count until the
  * client has taken them. Otherwise the framed requests wait and reading
  * stops, so the client's window shuts and memory stays bounded whatever the
- * client does. Every request gets exactly one reply.
+ * client does. Every request gets exactly one reply, those that came
+ * before the client's EOF included (see finishInput).
  */
 export class SftpChannel {
   private readonly framer = new PacketFramer();
@@ -74,6 +75,10 @@ export class SftpChannel {
   private turnEnding = false;
   /** Waiting for every request to be answered (see answered()). */
   private answeredWaiters: (() => void)[] = [];
+  /** Woken whenever a request starts or ends, a reply is taken, or the channel closes (see until()). */
+  private progressWaiters: (() => void)[] = [];
+  /** Closing the handles and the session, once begun (see endSession). */
+  private sessionEnd: Promise<void> | null = null;
   private readonly unwatch: () => void;
   private ended!: () => void;
   /** Settles once the session is closed and its end recorded: a server stopping waits for it. */
@@ -100,15 +105,47 @@ export class SftpChannel {
     stream.on('close', closed);
     if (options.gone.aborted) closed();
     else options.gone.addEventListener('abort', closed, { once: true });
-    // The client's EOF ends the session: close our side too, or OpenSSH waits for it. Replies already made
-    // go out first, as the window lets them (a client that pipes its requests sends EOF right after them).
-    stream.on('end', () => {
-      void this.shutdown('client finished').then(() => {
-        for (const reply of this.outbox.splice(0)) stream.write(reply);
-        options.exit(0);
-        stream.end();
-      });
-    });
+    stream.on('end', () => void this.finishInput());
+  }
+
+  /**
+   * The client's EOF: it sends nothing more, but what it sent before is
+   * answered as ever, started in the order received and, on one handle, run
+   * in that order (a client that pipes its requests, `sftp -b` or a script,
+   * sends EOF right after them: its last WRITEs and the CLOSE that commits
+   * them among them). The channel is half-closed, so replies
+   * still go out. Once every request has its reply, the handles still open
+   * can no longer be named: those transfers were abandoned, and are aborted
+   * with the session's end. Then the replies go out as the window lets them,
+   * still counted in the budget, and our side ends too, or OpenSSH waits for it.
+   *
+   * Before (found by a review), the EOF closed everything at once: requests
+   * not yet answered were dropped, and an upload whose WRITEs and CLOSE were
+   * still queued was aborted and recorded so, though the client had been told
+   * Success for some of its writes.
+   *
+   * Bounds as before: no request is read after the EOF, so the work left is
+   * what the in-flight cap and the budget let in. A client that then never
+   * reads its replies holds their bytes of the budget (and its session while
+   * requests wait behind them), as one that sent no EOF, until it closes the
+   * channel or the idle timeout ends the connection; the channel's close
+   * aborts at once, as ever (shutdown).
+   */
+  private async finishInput(): Promise<void> {
+    // The requests framed (the bytes of one the EOF cut short are no request), started and answered.
+    await this.until(() => this.waiting.length === 0 && this.inFlight === 0);
+    if (this.closed) return;
+    await this.endSession('client finished');
+    await this.until(() => this.unsent === 0);
+    if (this.closed) return;
+    this.stop();
+    this.options.exit(0);
+    this.stream.end();
+  }
+
+  /** Resolves once `done()` holds, or the channel closed. */
+  private async until(done: () => boolean): Promise<void> {
+    while (!this.closed && !done()) await new Promise<void>((resolve) => this.progressWaiters.push(resolve));
   }
 
   private receive(chunk: Buffer): void {
@@ -170,6 +207,7 @@ export class SftpChannel {
 
   private wakeAnswered(): void {
     if (this.quiet) for (const resolve of this.answeredWaiters.splice(0)) resolve();
+    for (const resolve of this.progressWaiters.splice(0)) resolve();
   }
 
   private dispatch(packet: Packet, cost: number): void {
@@ -327,21 +365,35 @@ export class SftpChannel {
     this.stream.destroy();
   }
 
-  private async shutdown(reason: string): Promise<void> {
+  /** The channel is gone (closed by the client, dropped, or a violation): everything stops at once. */
+  private shutdown(reason: string): Promise<void> {
+    this.stop();
+    return this.endSession(reason);
+  }
+
+  /** Nothing more is started or sent, and the channel's share of the budget goes back. */
+  private stop(): void {
     if (this.closed) return;
     this.closed = true;
     this.waiting = [];
     this.unwatch();
     // Replies still queued are dropped with the channel (ssh2 never completes writes on a closed channel);
-    // after the client's EOF the outbox still goes out (see the 'end' listener).
+    // after the client's EOF, stop() comes only once they were all taken (finishInput).
     this.options.budget.give(this.held);
     this.held = 0;
     this.wakeAnswered();
-    try {
-      await this.handles.closeAll(reason);
-      await this.session.close();
-    } finally {
-      this.ended();
-    }
+  }
+
+  /** Once: abort the transfers still open (recorded as such), close listings and the session. */
+  private endSession(reason: string): Promise<void> {
+    this.sessionEnd ??= (async () => {
+      try {
+        await this.handles.closeAll(reason);
+        await this.session.close();
+      } finally {
+        this.ended();
+      }
+    })();
+    return this.sessionEnd;
   }
 }
