@@ -2,7 +2,10 @@
 // server cannot send: its session must still end. ssh2 completes no write on
 // a closing channel and emits the channel's 'close' only once what the client
 // sent has been read; a channel whose reading stopped (its budget full of
-// replies nobody will take) would wait for that for ever.
+// replies nobody will take) would wait for that for ever. Nor does an EOF
+// first change it: the requests before it are still being answered (see
+// sftp-eof.test.ts) when the channel's close ends them; a client that sends
+// EOF and then neither reads nor closes is ended by the idle timeout.
 import assert from 'node:assert/strict';
 import { closeSync, ftruncateSync, openSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,7 +22,7 @@ describe('an SFTP download whose client stops taking replies, then goes', () => 
   let srv: TestServer;
   let pid: number;
   before(async () => {
-    srv = await TestServer.start({ users: [{ name: 'nia', password: 'nia password' }], yaml: 'sftp:\n  maxQueuedBytes: 2MiB\n' });
+    srv = await TestServer.start({ users: [{ name: 'nia', password: 'nia password' }], yaml: 'sftp:\n  maxQueuedBytes: 2MiB\n  idleTimeout: 10\n' });
     pid = srv.pid as number;
     const fd = openSync(join(srv.home('nia'), 'big.bin'), 'w');
     ftruncateSync(fd, BIG);
@@ -31,8 +34,11 @@ describe('an SFTP download whose client stops taking replies, then goes', () => 
     'its SSH window shut': (ch: import('ssh2').ClientChannel) => ch.pause(),
     'its socket full': stallWideOpen,
   };
-  const cases: [keyof typeof stalls, 'closes the channel' | 'drops the connection'][] = [
+  type End = 'closes the channel' | 'sends EOF, then closes the channel' | 'sends EOF, then nothing' | 'drops the connection';
+  const cases: [keyof typeof stalls, End][] = [
     ['its SSH window shut', 'closes the channel'],
+    ['its SSH window shut', 'sends EOF, then closes the channel'],
+    ['its SSH window shut', 'sends EOF, then nothing'],
     ['its socket full', 'closes the channel'],
     ['its socket full', 'drops the connection'],
   ];
@@ -55,9 +61,15 @@ describe('an SFTP download whose client stops taking replies, then goes', () => 
         ch.write(Buffer.concat(reads));
         await new Promise((r) => setTimeout(r, 500));
         assert.ok(holds(pid, 'big.bin'), 'the download is under way');
-        if (end === 'closes the channel') ch.close();
-        else internals._sock.destroy();
-        const records = await srv.auditUntil((r) => r.event === 'logout' && r.port === port, 15_000);
+        if (end.startsWith('sends EOF')) {
+          ch.end();
+          await new Promise((r) => setTimeout(r, 300));
+          assert.ok(holds(pid, 'big.bin'), 'the READs before the EOF are still being answered');
+        }
+        if (end === 'drops the connection') internals._sock.destroy();
+        else if (end !== 'sends EOF, then nothing') ch.close();
+        // Silent, it is the idle timeout (10 s here) that ends the connection.
+        const records = await srv.auditUntil((r) => r.event === 'logout' && r.port === port, 30_000);
         const download = records.find((r) => r.event === 'download' && r.port === port);
         assert.equal(download?.result, 'aborted', JSON.stringify(download));
         assert.ok(records.some((r) => r.event === 'logout' && r.port === port), 'the session logged out');
