@@ -3,8 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { Client as FtpClient } from 'basic-ftp';
+import { FXP, OPEN_FLAGS, STATUS, Writer } from '../src/sftp/codec.js';
 import { TestServer } from './helpers/server.js';
-import { call } from './helpers/ssh.js';
+import { call, initialised, sshConnect } from './helpers/ssh.js';
 import { KiB, MiB, diskUsage, persistedUsage, sftpRemote } from './helpers/quota.js';
 
 /*
@@ -19,7 +20,7 @@ import { KiB, MiB, diskUsage, persistedUsage, sftpRemote } from './helpers/quota
 
 const QUOTA = MiB;
 const PASSWORD = 'in place quota password';
-const USERS = ['pipelined', 'truncated', 'appends', 'renamed', 'resizer', 'remover', 'replacer', 'overwriter'];
+const USERS = ['pipelined', 'truncated', 'appends', 'renamed', 'resizer', 'remover', 'replacer', 'overwriter', 'emptywrite'];
 
 describe('quota: writes racing their end or another writer of the same file', () => {
   let srv: TestServer;
@@ -53,6 +54,42 @@ describe('quota: writes racing their end or another writer of the same file', ()
     const disk = diskUsage(srv.home('farsize'));
     assert.equal(disk.bytes, 100);
     assert.deepEqual(persistedUsage(srv, 'farsize'), { bytes: disk.bytes, files: disk.files });
+  });
+
+  /*
+   * An empty WRITE lands no byte wherever it points. It reserved the room up
+   * to its offset all the same (and moved the upload's idea of the file's
+   * size there) until its handle closed: the user's other uploads, which fit
+   * the room really left, were refused 'Quota exceeded' (found by a review).
+   */
+  it('SFTP: an empty WRITE far past the end of a file written in place reserves nothing', async () => {
+    const r = await sftpRemote(srv, 'emptywrite', PASSWORD);
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'emptywrite', password: PASSWORD });
+    try {
+      await r.put('/fill', randomBytes(600 * KiB));
+      await r.put('/w', Buffer.from('abc'));
+      // Raw packets: ssh2's client will not send a WRITE of no bytes.
+      const { ch, next } = await initialised(conn);
+      ch.write(new Writer(FXP.OPEN, 1).string('/w').uint32(OPEN_FLAGS.WRITE).uint32(0).finish());
+      const opened = await next();
+      assert.equal(opened[0], FXP.HANDLE);
+      const handle = opened.subarray(9, 9 + opened.readUInt32BE(5));
+      // 300 KiB past the end: within the room left (424 KiB), so it was taken, leaving 124 KiB.
+      ch.write(new Writer(FXP.WRITE, 2).bytes(handle).uint64(300 * KiB).bytes(Buffer.alloc(0)).finish());
+      const written = await next();
+      assert.equal(written[0], FXP.STATUS);
+      assert.equal(written.readUInt32BE(5), STATUS.OK);
+      // Another upload that fits the room really left, while the handle is still open.
+      await r.put('/second', randomBytes(200 * KiB));
+      ch.write(new Writer(FXP.CLOSE, 3).bytes(handle).finish());
+      const closed = await next();
+      assert.equal(closed.readUInt32BE(5), STATUS.OK);
+      assert.equal(diskUsage(srv.home('emptywrite')).bytes, 600 * KiB + 3 + 200 * KiB, 'the empty WRITE grew nothing');
+      assertAccounted('emptywrite');
+    } finally {
+      conn.end();
+      await r.close();
+    }
   });
 
   it('SFTP: a CLOSE sent right behind a WRITE charges the bytes that WRITE lands', async () => {

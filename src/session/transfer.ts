@@ -539,10 +539,10 @@ export class Upload extends Transfer {
   }
 
   private async resizeNow(size: number): Promise<void> {
-    // Every byte written or pipelined so far lies below this.size (reserve() moves it before the ledger answers).
+    // Every byte written or pipelined so far lies below this.size (growTo() moves it before the ledger answers).
     const cut = size < this.size;
     try {
-      await this.reserve(size, 0);
+      await this.growTo(size);
     } catch (err) {
       // As for a refused write: the size was taken before the ledger answered, and writes
       // pipelined meanwhile counted on it, so the upload cannot go on within the quota.
@@ -561,16 +561,31 @@ export class Upload extends Transfer {
 
   /**
    * Grow the reservation for `length` bytes at `position` (null: at the end)
-   * and say where they go. Credit for the file an overwrite replaces is asked
-   * for only when the growth does not fit without it, and measured then: a
-   * target renamed, deleted or hard-linked since the start frees nothing.
+   * and say where they go. A write of no bytes reserves nothing wherever it
+   * points: it lands nothing, so the file does not grow (pwrite of nothing
+   * extends no file), and its offset is no size. Counted as one, an empty
+   * SFTP WRITE far past the end of a file written in place held room up to
+   * its offset until the handle closed, and the user's other uploads were
+   * refused within the quota (found by a review).
    */
   private async reserve(position: number | null, length: number): Promise<number> {
+    const at = position ?? this.size;
+    if (length > 0) await this.growTo(at + length);
+    return at;
+  }
+
+  /**
+   * Reserve room for the file to reach `end` bytes (a write's last byte, or
+   * the size FSETSTAT sets, which does extend the file). Credit for the file
+   * an overwrite replaces is asked for only when the growth does not fit
+   * without it, and measured then: a target renamed, deleted or hard-linked
+   * since the start frees nothing.
+   */
+  private async growTo(end: number): Promise<void> {
     // Taken before the ledger answers: writes pipelined meanwhile count from
     // this size, so no byte is reserved twice.
-    const at = position ?? this.size;
-    const growth = Math.max(0, at + length - this.size);
-    if (growth === 0) return at;
+    const growth = Math.max(0, end - this.size);
+    if (growth === 0) return;
     this.size += growth;
     this.reserved += growth;
     try {
@@ -585,7 +600,6 @@ export class Upload extends Transfer {
       this.reserved -= growth;
       throw err;
     }
-    return at;
   }
 
   /** What replacing the target would free now; 0 once it is no longer the claimed, singly linked file. */
