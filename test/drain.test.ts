@@ -14,7 +14,8 @@ import { sshConnect, sftpOf } from './helpers/ssh.js';
  * Issue #15, lifecycle: SIGTERM stops accepting at once, ends idle sessions at
  * once, lets transfers in progress finish up to shutdown.drainTimeout, then
  * ends the rest as aborted; the audit is flushed and the process exits 0,
- * having logged one line with the counts. On one process and on workers.
+ * having logged one line with the counts. On one process and on workers. A
+ * SIGHUP meanwhile reloads, as while serving.
  */
 
 const PASSWORD = 'drain test password';
@@ -109,6 +110,10 @@ for (const workers of [1, 2]) {
           }
         }
         assert.equal(srv.process?.exitCode, null, 'the server did not wait for the transfers');
+        // A reload during the drain (logrotate's postrotate) reloads; it ended the server before (found by a review).
+        srv.signal('SIGHUP');
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal(srv.process?.exitCode, null, 'a SIGHUP during the drain ended the server');
 
         // The uploads complete, each answered as usual; then their sessions end.
         const ftpClosed = closed(ftp.control.socket);

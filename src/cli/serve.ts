@@ -11,6 +11,7 @@ import { reportHookPrograms } from '../hooks/named-files.js';
 import { superviseWorkers } from '../cluster/primary.js';
 import type { Config } from '../config/schema.js';
 import type { FrontEnd } from '../front-ends.js';
+import { HangUps } from '../hang-up.js';
 import { checkDescriptorLimit } from '../security/descriptors.js';
 import { startFailed } from '../listening.js';
 import { holdServedPlaces } from '../served-places.js';
@@ -65,21 +66,27 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
 }
 
 async function serveHeld(config: Config, out: (s: string) => void): Promise<number> {
-  // Listen for the stop signal first: a stop during start-up must still close cleanly.
+  // Listen for the stop signal first: a stop during start-up must still close cleanly. A hang-up too.
   const stopped = new Promise<string>((resolve) => {
     for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, () => resolve(s));
   });
-  await createKeys(config, out);
-  const base = await openAdmin(config);
+  const hangUps = new HangUps();
   try {
-    return await serveOn(base, stopped, out);
+    await createKeys(config, out);
+    const base = await openAdmin(config);
+    hangUps.noteWith(() => base.log.warn('SIGHUP before the server serves: nothing to reload yet'));
+    try {
+      return await serveOn(base, stopped, hangUps, out);
+    } finally {
+      // Also when starting failed: an open PostgreSQL pool would keep the process alive.
+      await base.close();
+    }
   } finally {
-    // Also when starting failed: an open PostgreSQL pool would keep the process alive.
-    await base.close();
+    hangUps.dispose();
   }
 }
 
-async function serveOn(base: AdminServices, stopped: Promise<string>, out: (s: string) => void): Promise<number> {
+async function serveOn(base: AdminServices, stopped: Promise<string>, hangUps: HangUps, out: (s: string) => void): Promise<number> {
   const { config } = base;
   const places = new ServerPlaces(config.dataDir, serverFilesOf(config));
   try {
@@ -92,13 +99,20 @@ async function serveOn(base: AdminServices, stopped: Promise<string>, out: (s: s
   }
   const coordination = await openCoordination(base);
   try {
-    return await serveWith(base, coordination, places, stopped, out);
+    return await serveWith(base, coordination, places, stopped, hangUps, out);
   } finally {
     await coordination.close();
   }
 }
 
-async function serveWith(base: AdminServices, coordination: Coordination, places: ServerPlaces, stopped: Promise<string>, out: (s: string) => void): Promise<number> {
+async function serveWith(
+  base: AdminServices,
+  coordination: Coordination,
+  places: ServerPlaces,
+  stopped: Promise<string>,
+  hangUps: HangUps,
+  out: (s: string) => void,
+): Promise<number> {
   const { config, log } = base;
   checkDescriptorLimit(config.limits.maxSessions, log);
   if ((await base.users.count()) === 0) {
@@ -130,8 +144,8 @@ async function serveWith(base: AdminServices, coordination: Coordination, places
   coordination.serving.expect(workers);
   const code =
     workers === 1
-      ? await serveHere(servicesOn(base, coordination.coordinator), coordination, stopped, log)
-      : await superviseWorkers(workers, config, coordination, stopped, log);
+      ? await serveHere(servicesOn(base, coordination.coordinator), coordination, stopped, hangUps, log)
+      : await superviseWorkers(workers, config, coordination, stopped, hangUps, log);
   await admin?.close();
   return code;
 }
@@ -144,7 +158,7 @@ async function startAdmin(base: AdminServices, coordination: Coordination, log: 
 }
 
 /** workers: 1: the front-ends run in this process, on its own coordinator. */
-async function serveHere(services: Services, coordination: Coordination, stopped: Promise<string>, log: Logger): Promise<number> {
+async function serveHere(services: Services, coordination: Coordination, stopped: Promise<string>, hangUps: HangUps, log: Logger): Promise<number> {
   let running: FrontEnd[];
   try {
     const { startFrontEnds } = await import('../front-ends.js');
@@ -162,13 +176,12 @@ async function serveHere(services: Services, coordination: Coordination, stopped
     workers: 1,
     adminTls: adminServesTls(services.config.admin),
   };
-  // SIGHUP: new certificates and keys, and new log files after logrotate moved them.
-  const onHangup = () => {
+  // SIGHUP: new certificates and keys, and new log files after logrotate moved them (during the drain too).
+  hangUps.reloadWith(() => {
     running.forEach((fe) => fe.reload?.());
     coordination.auditLog?.reopen().catch((err: unknown) => log.error({ err }, 'audit log reopen'));
     void warnExposedKeys(log, report);
-  };
-  process.on('SIGHUP', onHangup);
+  });
   coordination.serving.started(0);
   const leave = coordination.sessions.join(services.live);
   await logStarted(log, coordination.started.keep(report));
@@ -176,7 +189,6 @@ async function serveHere(services: Services, coordination: Coordination, stopped
   const keepAlive = setInterval(() => undefined, 1 << 30);
   const signal = await stopped;
   clearInterval(keepAlive);
-  process.off('SIGHUP', onHangup);
   coordination.serving.stopping();
   log.info({ signal }, 'stopping');
   const hurry = nextStopSignal();

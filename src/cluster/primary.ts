@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Coordination } from '../app.js';
 import { WorkerLink } from '../coordinator/ipc-server.js';
 import { isMessage, type PrimaryMessage, type WorkerMessage } from '../coordinator/ipc-messages.js';
+import type { HangUps } from '../hang-up.js';
 import { StartRefused, startFailed, type Listening } from '../listening.js';
 import { drainSummary, type DrainCounts } from '../session/live.js';
 import { adminServesTls, logStarted, warnExposedKeys } from '../started.js';
@@ -35,6 +36,7 @@ export async function superviseWorkers(
   },
   coordination: Coordination,
   stopped: Promise<string>,
+  hangUps: HangUps,
   log: Logger,
 ): Promise<number> {
   let frontEnds: string[] = [];
@@ -131,16 +133,15 @@ export async function superviseWorkers(
   const keepAlive = setInterval(() => undefined, 1 << 30);
   const { dataDir, certsDir } = settings;
   const report = { listeners, frontEnds, dataDir, certsDir, workers: count, adminTls: adminServesTls(settings.admin) };
-  const onHangup = () => {
+  // During the drain too: logrotate may move the trail while the last transfers finish.
+  hangUps.reloadWith(() => {
     for (const worker of ready) if (worker.isConnected()) worker.send({ t: 'reload' } satisfies PrimaryMessage);
     coordination.auditLog?.reopen().catch((err: unknown) => log.error({ err }, 'audit log reopen'));
     void warnExposedKeys(log, report);
-  };
-  process.on('SIGHUP', onHangup);
+  });
   await logStarted(log, coordination.started.keep(report));
   const signal = await stopped;
   clearInterval(keepAlive);
-  process.off('SIGHUP', onHangup);
   const live = [...links.values()].map((l) => ({ worker: l.worker, ...l.live }));
   log.info({ signal, workers: live }, 'stopping');
   const hurry = nextStopSignal();

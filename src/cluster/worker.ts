@@ -13,8 +13,11 @@ import { SqliteStore } from '../store/sqlite/store.js';
 /**
  * A worker: every front-end on the listening ports the primary shares, its
  * own sessions, its own handle on the store; the shared state is the
- * primary's (RemoteCoordinator). It stops when the primary says so, or when
- * the primary is gone.
+ * primary's (RemoteCoordinator). It stops when the primary says so. When the
+ * primary is gone, Node's cluster module ends the worker at once (its own
+ * 'disconnect' listener, which runs before any of ours, calls process.exit):
+ * the primary wrote the audit trail, so nothing of its sessions' ends could
+ * be recorded anyway (SECURITY.md, What a crash loses).
  */
 export async function serveAsWorker(config: Config): Promise<number> {
   // Signals are the primary's to act on: a Ctrl-C reaches the whole process
@@ -53,18 +56,11 @@ async function serveWithCoordinator(config: Config, channel: Channel, coordinato
   const services = servicesOn(base, coordinator, coordinator, cluster.worker?.id ?? 0);
   let hurry: () => void = () => undefined;
   const hurried = new Promise<void>((resolve) => (hurry = resolve));
-  const stop = new Promise<'stop' | 'primary gone'>((resolve) => {
+  const stop = new Promise<void>((resolve) => {
     channel.onMessage((m) => {
       if (m.t !== 'stop') return;
-      resolve('stop');
+      resolve();
       if (m.now) hurry();
-    });
-    // Also during a drain: nobody is left to answer or record what it would wait for.
-    process.once('disconnect', () => {
-      base.log.error('primary process gone: stopping');
-      coordinator.primaryGone();
-      resolve('primary gone');
-      hurry();
     });
   });
   channel.onMessage((m) => {
@@ -87,13 +83,8 @@ async function serveWithCoordinator(config: Config, channel: Channel, coordinato
   channel.send({ t: 'ready', frontEnds: running.map((fe) => fe.name), listeners: running.flatMap((fe) => fe.listeners) });
   // The primary labels this worker's samples with its id; not ordered with anything else, so sent at once.
   const stopSampling = sampleProcess((sample) => channel.send({ t: 'process-sample', sample }));
-  const reason = await stop;
+  await stop;
   stopSampling();
-  if (reason === 'primary gone') {
-    await Promise.all(running.map((fe) => fe.close()));
-    await base.close();
-    return { code: 0 };
-  }
   const drained = await drainFrontEnds(running, services.live, config.shutdown.drainTimeout, hurried);
   await base.close();
   return { code: 0, drained };

@@ -24,7 +24,7 @@ export interface Channel {
 export function processChannel(): Channel {
   return {
     send: (message) => {
-      // Closed: the primary is gone (the worker is stopping, see primaryGone), and with it whoever would read this.
+      // Closed: the worker is stopping, and the primary reads nothing more from it.
       if (process.connected) process.send?.(message);
     },
     onMessage: (listener) =>
@@ -56,7 +56,6 @@ export function processChannel(): Channel {
  */
 export class RemoteCoordinator implements Coordinator, InFlightTransfers {
   private next = 1;
-  private gone = false;
   private pending: SingleWorkerMessage[] = [];
   private readonly waiting = new Map<number, { resolve: (v: Answer) => void; reject: (e: Error) => void; arrived?: (v: Answer) => void }>();
   /** Open ledger handles that say their steps (no quota when opened): told here when the ledger gets one. */
@@ -99,13 +98,6 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
 
   started(actor: Actor, direction: 'upload' | 'download', path: string, offset: number, started: Date): void {
     if (this.audit) this.post({ t: 'transfer-open', actor, direction, path, offset, started: started.toISOString() });
-  }
-
-  /** Requests still unanswered get an error when the primary is gone: nothing else would ever settle them. */
-  primaryGone(): void {
-    this.gone = true;
-    for (const w of this.waiting.values()) w.reject(new SluiceError('failure', 'Server is stopping'));
-    this.waiting.clear();
   }
 
   private slot(answer: Answer): Release | null {
@@ -171,7 +163,6 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
 
   /** `arrived`: called with the answer the moment it is read, before the promise resolves. */
   private ask(question: Question, arrived?: (answer: Answer) => void): Promise<Answer> {
-    if (this.gone) return Promise.reject(new SluiceError('failure', 'Server is stopping'));
     const id = this.next++;
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject, ...(arrived ? { arrived } : {}) });
