@@ -1,6 +1,5 @@
 import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { SystemAuditSink } from '../audit/events.js';
 import { plainAddress } from '../auth/ip-rules.js';
 import type { LocalCoordinator } from '../coordinator/local.js';
 import type { AdminTokenRepository } from '../store/store.js';
@@ -39,7 +38,6 @@ declare module 'fastify' {
 export interface AuthOptions {
   readonly tokens: AdminTokenRepository;
   readonly scorer: Pick<LocalCoordinator, 'score'>;
-  readonly audit: SystemAuditSink | null;
   /** The listener is a unix socket: see LOCAL_SOCKET. */
   readonly local: boolean;
   readonly metricsPublic: boolean;
@@ -54,7 +52,7 @@ export function clientAddress(socket: Socket): string {
 /**
  * Bearer-token authentication on every route that needs it, a failure scored
  * as a failed login (the defender bans an address guessing tokens as one
- * guessing passwords), and every answered request audited.
+ * guessing passwords). The refusals are audited with the rest (request-audit.ts).
  */
 export function authenticate(app: FastifyInstance, options: AuthOptions): void {
   app.decorateRequest('principal', null);
@@ -77,18 +75,5 @@ export function authenticate(app: FastifyInstance, options: AuthOptions): void {
       .code(401)
       .header('www-authenticate', 'Bearer realm="sluice"')
       .send({ error: token === null ? 'a bearer token is needed (sluice admin token create NAME)' : 'unknown token' });
-  });
-  // Probes of the public routes come every few seconds from machines, not from
-  // administrators: recording them would bury the trail's real entries.
-  app.addHook('onResponse', async (req: FastifyRequest, reply: FastifyReply) => {
-    if (req.routeOptions.config.access === 'public') return;
-    options.audit?.system({
-      event: 'admin',
-      token: req.principal,
-      ip: clientAddress(req.socket),
-      method: req.method,
-      path: req.url.slice(0, 1024),
-      status: reply.statusCode,
-    });
   });
 }

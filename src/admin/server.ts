@@ -15,6 +15,7 @@ import { version } from '../version.js';
 import { authenticate, clientAddress } from './auth.js';
 import type { AdminContext, AdminRoutes } from './context.js';
 import { adminEndpoint } from './endpoint.js';
+import { auditRequests } from './request-audit.js';
 import { answerErrors, BODY_LIMIT, parseJsonBodies } from './errors.js';
 import { apiRoutes } from './routes.js';
 
@@ -77,10 +78,11 @@ export async function startAdminApi(
       req.socket.destroy();
     });
   }
+  // Before authentication's hook, so that a request it refuses is recorded too.
+  auditRequests(app, context.coordination.coordinator.audit);
   authenticate(app, {
     tokens: context.base.tokens,
     scorer: context.coordination.coordinator,
-    audit: context.coordination.coordinator.audit,
     local,
     metricsPublic: config.admin.metricsPublic,
   });

@@ -115,10 +115,12 @@ export type SystemEvent =
   /** The start-up recount found a user's stored usage differing from the disk and stored the disk's. */
   | { event: 'usage-recounted'; user: string; home: string; oldBytes: number; oldFiles: number; bytes: number; files: number }
   /**
-   * One request to the admin API, answered: `token` the name of the bearer
-   * token, `local-socket` over the unix socket, null when none was valid.
+   * One request to the admin API, answered or refused: `token` the name of the
+   * bearer token, `local-socket` over the unix socket, null when none was valid;
+   * `client_left` when the client closed the connection before the reply was
+   * written (`status` is then what the server set, which the client never saw).
    */
-  | { event: 'admin'; token: string | null; ip: string; method: string; path: string; status: number }
+  | { event: 'admin'; token: string | null; ip: string; method: string; path: string; status: number; client_left?: true }
   /** A configured hook (hooks.actions) failed or was dropped; what triggered it, and why. */
   | { event: 'hook-failed'; hook: string; trigger: string; user: string; path: string; reason: string };
 

@@ -1,0 +1,72 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { SystemAuditSink } from '../audit/events.js';
+import { clientAddress } from './auth.js';
+
+/** The longest path recorded: the request line may be up to Node's 16 KiB of headers. */
+const MAX_PATH = 1024;
+
+/** Per request: the reply's status is final (onSend ran); set by the onSend hook, read by the watcher. */
+const answered = new WeakMap<FastifyRequest, () => void>();
+
+/**
+ * Every request that reached a route's handler or was refused (401 in
+ * onRequest), except the public probes, becomes one `admin` record, exactly
+ * once. Fastify's onResponse fires on the response's 'finish' only: a client
+ * that closed or reset the connection before its reply was written (a POST
+ * /users whose argon2 hash was still running, a DELETE pipelined behind it)
+ * left no record of a request the server acted on (found by a review). So
+ * the record is written at the first of:
+ * - the response finished: what the client was sent;
+ * - the client gone (the response's or the connection's 'close', the latter
+ *   for a pipelined request whose response Node has queued and will never
+ *   close) and the status final: recorded with `client_left: true`. A
+ *   handler still at work when the client leaves goes on (its change is
+ *   made), so the record waits for its status rather than guess one.
+ * A request hijacked (the ban check cuts a banned address's connection) has
+ * no reply and no record: the ban was recorded when it was made.
+ */
+export function auditRequests(app: FastifyInstance, audit: SystemAuditSink | null): void {
+  if (audit === null) return;
+  app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
+    // Probes of the public routes come every few seconds from machines, not from
+    // administrators: recording them would bury the trail's real entries.
+    if (req.routeOptions.config.access === 'public') return;
+    const res = reply.raw;
+    const socket = req.raw.socket;
+    let final = false;
+    let left = false;
+    let recorded = false;
+    const record = (clientLeft: boolean) => {
+      if (recorded) return;
+      recorded = true;
+      res.off('close', gone);
+      socket.off('close', gone);
+      answered.delete(req);
+      audit.system({
+        event: 'admin',
+        token: req.principal,
+        ip: clientAddress(socket),
+        method: req.method,
+        path: req.url.slice(0, MAX_PATH),
+        status: reply.statusCode,
+        ...(clientLeft ? { client_left: true as const } : {}),
+      });
+    };
+    function gone(): void {
+      if (res.writableFinished) return record(false);
+      left = true;
+      if (final) record(true);
+    }
+    answered.set(req, () => {
+      final = true;
+      if (left) record(true);
+    });
+    res.once('finish', () => record(false));
+    res.once('close', gone);
+    socket.once('close', gone);
+  });
+  app.addHook('onSend', async (req: FastifyRequest, _reply: FastifyReply, payload: unknown) => {
+    answered.get(req)?.();
+    return payload;
+  });
+}

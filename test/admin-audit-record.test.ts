@@ -1,0 +1,110 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
+import { sluice } from './helpers/cli.js';
+import { freePort, TestServer } from './helpers/server.js';
+
+/*
+ * The `admin` audit record of each request against the real server: written
+ * once per request, also when the client is gone before its reply (found by
+ * a review: only Fastify's onResponse wrote it, which a reset connection
+ * never reaches).
+ */
+
+type Json = { [k: string]: unknown };
+
+function rawRequest(token: string, method: string, path: string, body?: unknown): string {
+  const text = body === undefined ? '' : JSON.stringify(body);
+  const head = `${method} ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n`;
+  return head + (text ? `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n` : '') + '\r\n' + text;
+}
+
+/**
+ * Sends `requests` on one connection at once (pipelined), then leaves before
+ * any reply: with a TCP reset, or a FIN. Resolves to the bytes the server got
+ * back to us before that (none, or the test proves nothing).
+ */
+function sendAndLeave(port: number, from: string, requests: string, how: 'reset' | 'fin'): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host: '127.0.0.1', localAddress: from });
+    let got = '';
+    socket.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    socket.on('error', () => undefined);
+    socket.once('connect', () => {
+      socket.write(requests, () => {
+        // The server reads loopback bytes within a millisecond; the POST's argon2 hash takes tens.
+        setTimeout(() => {
+          if (how === 'reset') socket.resetAndDestroy();
+          else socket.end();
+          setTimeout(() => {
+            socket.destroy();
+            resolve(got);
+          }, 50);
+        }, 5);
+      });
+    });
+    socket.once('error', reject);
+  });
+}
+
+describe('admin audit records', () => {
+  let srv: TestServer;
+  let api: AdminTarget;
+  let token: string;
+  before(async () => {
+    const port = await freePort();
+    api = { port, from: '127.0.0.60' };
+    srv = await TestServer.start({ env: { SLUICE_ADMIN_LISTEN: `127.0.0.1:${port}` } });
+    const r = sluice(srv.dir, ['admin', 'token', 'create', 'ops']);
+    assert.equal(r.code, 0, r.stderr);
+    token = r.stdout.trim();
+  });
+  after(async () => {
+    await srv.stop();
+  });
+
+  const admins = (records: Json[]) => records.filter((r) => r.event === 'admin');
+  /** The trail once it holds an admin record for each of `wanted`, or after 10 s (for the assertions to say what is missing). */
+  const auditWith = async (...wanted: ((r: Json) => boolean)[]): Promise<Json[]> => {
+    const end = Date.now() + 10_000;
+    for (;;) {
+      const records = await srv.audit(200);
+      if (wanted.every((w) => admins(records).some(w)) || Date.now() > end) return records;
+    }
+  };
+
+  it('records requests the server acted on when the client reset the connection before the replies (pipelined)', { timeout: 60_000 }, async () => {
+    assert.equal((await adminRequest(api, 'POST', '/api/v1/users', { token, body: { name: 'victim', password: 'victim-secret-1' } })).status, 201);
+    const requests = rawRequest(token, 'POST', '/api/v1/users', { name: 'ghost', password: 'correct horse battery' })
+      + rawRequest(token, 'DELETE', '/api/v1/users/victim');
+    assert.equal(await sendAndLeave(api.port as number, '127.0.0.61', requests, 'reset'), '', 'no reply came before the reset');
+    const records = await auditWith((r) => r.method === 'DELETE' && r.ip === '127.0.0.61', (r) => r.method === 'POST' && r.ip === '127.0.0.61');
+    // The server acted on both...
+    assert.equal(sluice(srv.dir, ['user', 'show', 'ghost']).code, 0, 'ghost was created');
+    assert.notEqual(sluice(srv.dir, ['user', 'show', 'victim']).code, 0, 'victim was removed');
+    // ...and the trail says so, once each, with the status the server set and that the client never saw it.
+    const post = admins(records).filter((r) => r.method === 'POST' && r.ip === '127.0.0.61');
+    const del = admins(records).filter((r) => r.method === 'DELETE' && r.path === '/api/v1/users/victim');
+    assert.deepEqual(post.map((r) => [r.token, r.path, r.status, r.client_left]), [['ops', '/api/v1/users', 201, true]], JSON.stringify(records.slice(-6)));
+    assert.deepEqual(del.map((r) => [r.token, r.status, r.client_left]), [['ops', 200, true]]);
+    assert.equal(sluice(srv.dir, ['audit', 'verify']).code, 0);
+  });
+
+  it('records a request whose client closed (FIN) before the reply', { timeout: 60_000 }, async () => {
+    const request = rawRequest(token, 'POST', '/api/v1/users', { name: 'halfway', password: 'correct horse battery' });
+    assert.equal(await sendAndLeave(api.port as number, '127.0.0.62', request, 'fin'), '', 'no reply came before the FIN');
+    const records = await srv.auditUntil((r) => r.event === 'admin' && r.ip === '127.0.0.62');
+    assert.equal(sluice(srv.dir, ['user', 'show', 'halfway']).code, 0, 'halfway was created');
+    const posts = admins(records).filter((r) => r.ip === '127.0.0.62');
+    assert.deepEqual(posts.map((r) => [r.method, r.status, r.client_left]), [['POST', 201, true]]);
+  });
+
+  it('records an answered request exactly once, without client_left', { timeout: 60_000 }, async () => {
+    assert.equal((await adminRequest(api, 'GET', '/api/v1/users?once=1', { token })).status, 200);
+    assert.equal((await adminRequest(api, 'GET', '/api/v1/nothing?once=2', { token })).status, 404);
+    const records = await srv.auditUntil((r) => r.path === '/api/v1/nothing?once=2');
+    const once = admins(records).filter((r) => /\?once=/.test(String(r.path)));
+    assert.deepEqual(once.map((r) => [r.path, r.status, 'client_left' in r]), [['/api/v1/users?once=1', 200, false], ['/api/v1/nothing?once=2', 404, false]]);
+  });
+});
