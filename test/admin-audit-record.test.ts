@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
 import { sluice } from './helpers/cli.js';
@@ -9,7 +11,7 @@ import { freePort, TestServer } from './helpers/server.js';
  * The `admin` audit record of each request against the real server: written
  * once per request, also when the client is gone before its reply (found by
  * a review: only Fastify's onResponse wrote it, which a reset connection
- * never reaches).
+ * never reaches), and never with a credential from the URL in it.
  */
 
 type Json = { [k: string]: unknown };
@@ -106,5 +108,17 @@ describe('admin audit records', () => {
     const records = await srv.auditUntil((r) => r.path === '/api/v1/nothing?once=2');
     const once = admins(records).filter((r) => /\?once=/.test(String(r.path)));
     assert.deepEqual(once.map((r) => [r.path, r.status, 'client_left' in r]), [['/api/v1/users?once=1', 200, false], ['/api/v1/nothing?once=2', 404, false]]);
+  });
+
+  it('never writes a token sent in the query string, in the trail or the server log', { timeout: 60_000 }, async () => {
+    const leaked = `sluice_${'A'.repeat(43)}`;
+    const r = await adminRequest(api, 'GET', `/api/v1/users?token=${leaked}&user=alice`);
+    assert.equal(r.status, 401);
+    assert.equal((await adminRequest(api, 'GET', `/api/v1/users?${token}`)).status, 401);
+    const records = await srv.auditUntil((rec) => rec.event === 'admin' && rec.path === '/api/v1/users?[redacted]');
+    assert.ok(admins(records).some((rec) => rec.path === '/api/v1/users?token=[redacted]&user=alice' && rec.status === 401), JSON.stringify(records.slice(-3)));
+    const trail = readFileSync(join(srv.dir, 'data', 'audit.log'), 'utf8');
+    assert.ok(!trail.includes(leaked) && !trail.includes(token), 'no token in the trail');
+    assert.ok(!srv.log.includes(leaked) && !srv.log.includes(token), 'no token in the server log');
   });
 });

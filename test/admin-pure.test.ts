@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { adminEndpoint } from '../src/admin/endpoint.js';
 import { describeIssue } from '../src/admin/errors.js';
+import { auditedPath } from '../src/admin/request-audit.js';
 import { bearerToken, hashToken, newToken } from '../src/admin/tokens.js';
 
 describe('adminEndpoint', () => {
@@ -53,4 +54,28 @@ describe('describeIssue', () => {
   ] as const) {
     it(expected, () => assert.equal(describeIssue(where, issue), expected));
   }
+});
+
+describe('auditedPath: the URL the trail and the log show, credentials redacted', () => {
+  const token = `sluice_${'x'.repeat(43)}`;
+  const cases: [string, string][] = [
+    ['/api/v1/server', '/api/v1/server'],
+    ['/api/v1/audit?user=alice&since=2026-12-01', '/api/v1/audit?user=alice&since=2026-12-01'],
+    ['/api/v1/users?token=abc', '/api/v1/users?token=[redacted]'],
+    ['/api/v1/users?access_token=abc&x=1', '/api/v1/users?access_token=[redacted]&x=1'],
+    ['/api/v1/users?Password=p&api_key=k&X-Amz-Signature=s', '/api/v1/users?Password=[redacted]&api_key=[redacted]&X-Amz-Signature=[redacted]'],
+    ['/api/v1/users?%74oken=abc', '/api/v1/users?%74oken=[redacted]'],
+    [`/api/v1/users?t=${token}`, '/api/v1/users?t=[redacted]'],
+    [`/api/v1/users?${token}`, '/api/v1/users?[redacted]'],
+    [`/api/v1/${token}/x`, '/api/v1/[redacted]/x'],
+    ['/api/v1/users?token', '/api/v1/users?token'],
+    ['/api/v1/users?%zz=1', '/api/v1/users?%zz=1'],
+  ];
+  for (const [url, want] of cases) it(url, () => assert.equal(auditedPath(url), want));
+  it('cuts at 1024 characters after redacting', () => {
+    const long = `/api/v1/users?pad=${'p'.repeat(1000)}&token=${token}`;
+    const got = auditedPath(long);
+    assert.equal(got.length, 1024);
+    assert.ok(!got.includes('sluice_'));
+  });
 });

@@ -2,6 +2,7 @@ import type { FastifyError, FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { UsageError } from '../cli/args.js';
 import { AdminError, NotStored } from '../users/errors.js';
+import { auditedPath } from './request-audit.js';
 
 /** Bodies larger than this are refused before they are parsed. */
 export const BODY_LIMIT = 64 * 1024;
@@ -87,7 +88,8 @@ export function answerErrors(app: FastifyInstance, log: Logger): void {
       // Fastify's own refusals: a body that is not JSON, an unsupported content type.
       return reply.code(err.statusCode).send({ error: `body: ${err.message}` });
     }
-    log.error({ err, method: req.method, url: req.url }, 'admin API');
+    // The URL as the trail records it: a credential put in the query must reach no log line.
+    log.error({ err, method: req.method, url: auditedPath(req.url) }, 'admin API');
     return reply.code(500).send({ error: 'internal error (see the server log)' });
   });
   app.setNotFoundHandler(async (req, reply) => {

@@ -2,8 +2,54 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { SystemAuditSink } from '../audit/events.js';
 import { clientAddress } from './auth.js';
 
+/**
+ * Query parameters whose values are credentials by their name (`?token=`,
+ * `?access_token=`, `?password=`, `?api_key=`, `?X-Amz-Signature=`...),
+ * matched anywhere in the decoded name, any case.
+ */
+const CREDENTIAL_NAME = /token|passw|pwd|secret|auth|bearer|key|credential|signature|sig$|session_?id|cookie/i;
+/** A sluice admin token (tokens.ts), wherever it stands: a value under any name, a bare `?sluice_...`, the path. */
+const TOKEN_SHAPE = /sluice_[A-Za-z0-9_-]{20,}/g;
+export const REDACTED = '[redacted]';
 /** The longest path recorded: the request line may be up to Node's 16 KiB of headers. */
 const MAX_PATH = 1024;
+
+/**
+ * Pure: a request's URL as the trail and the server log may show it. The
+ * query is kept (the filters of GET /audit are evidence of what an
+ * administrator looked for), but the values of credential-like parameters,
+ * and anything shaped like an admin token, are replaced by `[redacted]`: a
+ * client that put its token in the URL (refused 401, only the Authorization
+ * header counts) must not leave it in a log line that outlives the token
+ * and is read by more people than hold it. The rest is left as sent, not
+ * re-encoded, so what is recorded is what came.
+ */
+export function auditedPath(url: string): string {
+  const q = url.indexOf('?');
+  let out = url;
+  if (q >= 0) {
+    const params = url
+      .slice(q + 1)
+      .split('&')
+      .map((param) => {
+        const eq = param.indexOf('=');
+        if (eq < 0) return param;
+        return CREDENTIAL_NAME.test(decoded(param.slice(0, eq))) ? `${param.slice(0, eq)}=${REDACTED}` : param;
+      });
+    out = `${url.slice(0, q)}?${params.join('&')}`;
+  }
+  // After the names: a token under a name no pattern knows, or given bare, or in the path. Cut only
+  // after redacting, so that a cut never leaves a token's head too short for the pattern to see.
+  return out.replace(TOKEN_SHAPE, REDACTED).slice(0, MAX_PATH);
+}
+
+function decoded(text: string): string {
+  try {
+    return decodeURIComponent(text.replace(/\+/g, ' '));
+  } catch {
+    return text;
+  }
+}
 
 /** Per request: the reply's status is final (onSend ran); set by the onSend hook, read by the watcher. */
 const answered = new WeakMap<FastifyRequest, () => void>();
@@ -47,7 +93,7 @@ export function auditRequests(app: FastifyInstance, audit: SystemAuditSink | nul
         token: req.principal,
         ip: clientAddress(socket),
         method: req.method,
-        path: req.url.slice(0, MAX_PATH),
+        path: auditedPath(req.url),
         status: reply.statusCode,
         ...(clientLeft ? { client_left: true as const } : {}),
       });

@@ -117,6 +117,7 @@ export type SystemEvent =
   /**
    * One request to the admin API, answered or refused: `token` the name of the
    * bearer token, `local-socket` over the unix socket, null when none was valid;
+   * `path` with credential-like query values redacted (admin/request-audit.ts);
    * `client_left` when the client closed the connection before the reply was
    * written (`status` is then what the server set, which the client never saw).
    */
