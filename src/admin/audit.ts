@@ -1,4 +1,3 @@
-import { createReadStream } from 'node:fs';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
@@ -6,7 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import { TRANSFER_RESULTS } from '../audit/events.js';
-import { logFiles } from '../audit/files.js';
+import { openLogFiles, type LogSnapshot } from '../audit/snapshot.js';
 import { recordMatcher, type AuditRecord } from '../audit/query.js';
 import { UsageError } from '../cli/args.js';
 import { auditFilter, type FilterOptions } from '../cli/audit.js';
@@ -49,35 +48,47 @@ export function auditRoutes(api: FastifyInstance, { base, coordination }: AdminC
       }
       // What the server has recorded up to this request is in the files before they are read.
       await coordination.auditLog?.flush();
-      const files = logFiles(resolve(base.config.dataDir, base.config.audit.file));
+      // Every file opened now, as one set: a rotation while the reply streams moves names, not these.
+      const snapshot = await openLogFiles(resolve(base.config.dataDir, base.config.audit.file));
       // A narrow filter over many rotated files may write nothing for longer than the API's idle timeout:
       // this response is a token holder's, and backpressure bounds what it holds.
       req.raw.socket.setTimeout(0);
-      return reply.type('application/x-ndjson').send(Readable.from(matching(files, matches)));
+      const body = Readable.from(matching(snapshot, matches));
+      // A client gone before the first read: the generator never runs, so its finally closes nothing.
+      body.once('close', () => void snapshot.close());
+      return reply.type('application/x-ndjson').send(body);
     },
   );
 }
 
-async function* matching(files: readonly string[], matches: (r: AuditRecord) => boolean): AsyncGenerator<string> {
-  for (const file of files) {
-    const raw = createReadStream(file);
-    // A file rotated away or deleted by retention since it was listed holds nothing more to show.
-    const opened = await new Promise<boolean>((done) => raw.once('open', () => done(true)).once('error', () => done(false)));
-    if (!opened) continue;
-    let input: Readable = raw;
-    if (file.endsWith('.gz')) {
-      const gunzip = createGunzip();
-      pipeline(raw, gunzip).catch(() => undefined);
-      input = gunzip;
-    }
-    for await (const line of createInterface({ input, crlfDelay: Infinity })) {
-      let record: AuditRecord;
-      try {
-        record = JSON.parse(line) as AuditRecord;
-      } catch {
-        continue; // a line torn by a crash: `sluice audit verify` reports it
+/** The snapshot's records that match, as NDJSON lines; its files closed at the end, or when the client leaves (the generator is returned). */
+async function* matching(snapshot: LogSnapshot, matches: (r: AuditRecord) => boolean): AsyncGenerator<string> {
+  try {
+    for (const file of snapshot.files) {
+      if (file.handle === null) continue; // the live file not started yet
+      // Its own handle's stream closes the handle at its end; snapshot.close() then closes the rest.
+      const raw = file.handle.createReadStream();
+      let input: Readable = raw;
+      if (file.gz) {
+        const gunzip = createGunzip();
+        pipeline(raw, gunzip).catch(() => undefined);
+        input = gunzip;
       }
-      if (matches(record)) yield safeJson(record) + '\n';
+      try {
+        for await (const line of createInterface({ input, crlfDelay: Infinity })) {
+          let record: AuditRecord;
+          try {
+            record = JSON.parse(line) as AuditRecord;
+          } catch {
+            continue; // a line torn by a crash: `sluice audit verify` reports it
+          }
+          if (matches(record)) yield safeJson(record) + '\n';
+        }
+      } finally {
+        raw.destroy();
+      }
     }
+  } finally {
+    await snapshot.close();
   }
 }

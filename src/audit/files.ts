@@ -23,7 +23,11 @@ export function rotatedSiblings(base: string, names: readonly string[]): Rotated
   return found.sort((a, b) => b.n - a.n);
 }
 
-/** For the CLI: a log and its rotated siblings, oldest first, the live file last. */
+/**
+ * A log and its rotated siblings by name, oldest first, the live file last.
+ * Names move at each rotation: a reader of a log being written opens its
+ * files with openLogFiles (snapshot.ts) instead.
+ */
 export function logFiles(path: string): string[] {
   let names: string[];
   try {

@@ -3,11 +3,12 @@ import { parseArgs } from 'node:util';
 import { parseCidr } from '../auth/ip-rules.js';
 import { resolve } from 'node:path';
 import { DamagedFile, gunzipped } from '../audit/compressed.js';
-import { collectSeries, logFiles } from '../audit/files.js';
+import { collectSeries } from '../audit/files.js';
+import { openLogFiles, readOpenedSync } from '../audit/snapshot.js';
 import { formatCsv, place, recordMatcher, summarize, tableOf, timeOrder, type AuditFilter, type AuditRecord, type Placed } from '../audit/query.js';
 import { textTable } from './table.js';
 import { safeJson, shown } from '../session/unsafe-chars.js';
-import { verdict, verifySeries } from '../audit/verify.js';
+import { verdict, verifySeries, type ReadLines } from '../audit/verify.js';
 import { loadConfig } from '../config/load.js';
 import { AUDITED_PROTOCOLS } from '../session/account.js';
 import { TRANSFER_RESULTS, type TransferResult } from '../audit/events.js';
@@ -54,20 +55,25 @@ export const AUDIT_HELP = `Usage: sluice audit verify [FILE|DIR...] [--file FILE
             file as in query.
 `;
 
-export function auditCommand(args: string[], configFile: string | undefined, out: (s: string) => void): number {
+export async function auditCommand(args: string[], configFile: string | undefined, out: (s: string) => void): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === undefined || sub === 'help') {
     out(AUDIT_HELP);
     return sub === undefined ? 2 : 0;
   }
-  if (sub === 'query') return queryCommand(rest, configFile, out);
-  if (sub === 'report') return reportCommand(rest, configFile, out);
+  if (sub === 'query') return await queryCommand(rest, configFile, out);
+  if (sub === 'report') return await reportCommand(rest, configFile, out);
   if (sub !== 'verify') throw new UsageError(`unknown audit command "${sub}"; see sluice audit --help`);
   const { files, fromRotation } = parseVerify(rest);
-  const results = auditSeries(files, configFile).map((files) => verifySeries(files, readLines, { fromRotation }));
-  const { ok, lines } = verdict(results);
-  out(lines.map((l) => l + '\n').join(''));
-  return ok ? 0 : 1;
+  const trail = await auditSeries(files, configFile);
+  try {
+    const results = trail.series.map((files) => verifySeries(files, trail.read, { fromRotation }));
+    const { ok, lines } = verdict(results);
+    out(lines.map((l) => l + '\n').join(''));
+    return ok ? 0 : 1;
+  } finally {
+    await trail.close();
+  }
 }
 
 /** verify takes its files and directories as arguments, or with --file as query and report do, in the order given. */
@@ -82,7 +88,7 @@ function parseVerify(args: string[]): { files: string[]; fromRotation: boolean }
   return { files, fromRotation: values['from-rotation'] === true };
 }
 
-function queryCommand(args: string[], configFile: string | undefined, out: (s: string) => void): number {
+async function queryCommand(args: string[], configFile: string | undefined, out: (s: string) => void): Promise<number> {
   const { values: v } = parse(args, {
     user: { type: 'string' },
     ip: { type: 'string' },
@@ -98,7 +104,7 @@ function queryCommand(args: string[], configFile: string | undefined, out: (s: s
   if (v.json && v.csv) throw new UsageError('--json and --csv exclude each other');
   const filter = auditFilter(v);
   const matches = recordMatcher(filter);
-  const { placed, complete } = readPlaced(auditSeries(v.file ?? [], configFile), matches);
+  const { placed, complete } = await readPlaced(await auditSeries(v.file ?? [], configFile), matches);
   const records = placed.sort(timeOrder).map((p) => p.record);
   if (v.json) out(records.map((r) => safeJson(r)).join('\n') + (records.length ? '\n' : ''));
   else if (v.csv) out(formatCsv(records));
@@ -145,11 +151,36 @@ export function auditFilter(v: FilterOptions): AuditFilter {
 
 const isResult = (text: string): text is TransferResult => (TRANSFER_RESULTS as readonly string[]).includes(text);
 
-/** The series (one per node's log) named by `args`, files and directories; none: the configured log and its rotated files. */
-function auditSeries(args: readonly string[], configFile: string | undefined): string[][] {
-  if (args.length > 0) return collectSeries(args, readLines);
+/** The files to read, as series (one per node's log), and how to read each: close() once read. */
+interface Trail {
+  series: string[][];
+  read: ReadLines;
+  close(): Promise<void>;
+}
+
+/**
+ * The series named by `args`, files and directories, read by name; none:
+ * the configured log and its rotated files, every one opened first as one
+ * consistent set (openLogFiles) and read from its descriptor, so that the
+ * running server's rotations while the command reads cannot skip a file or
+ * give one twice.
+ */
+async function auditSeries(args: readonly string[], configFile: string | undefined): Promise<Trail> {
+  if (args.length > 0) return { series: collectSeries(args, readLines), read: readLines, close: async () => undefined };
   const config = loadConfig({ file: configFile });
-  return [logFiles(resolve(config.dataDir, config.audit.file))];
+  const snapshot = await openLogFiles(resolve(config.dataDir, config.audit.file));
+  const handles = new Map(snapshot.files.map((f) => [f.path, f.handle]));
+  const read = (file: string) => {
+    const handle = handles.get(file);
+    // The live file missing: read by name, which says so as before.
+    return handle ? linesOf(file, () => readOpenedSync(handle)) : readLines(file);
+  };
+  return { series: [snapshot.files.map((f) => f.path)], read, close: () => snapshot.close() };
+}
+
+/** A log file's lines, read by its name. */
+function readLines(file: string): Buffer[] {
+  return linesOf(file, () => readFileSync(file));
 }
 
 /**
@@ -157,10 +188,10 @@ function auditSeries(args: readonly string[], configFile: string | undefined): s
  * gunzipped if need be, without the final newline. A compressed file that
  * does not decompress is a DamagedFile, for the caller to report and read on.
  */
-function readLines(file: string): Buffer[] {
+function linesOf(file: string, bytes: () => Buffer): Buffer[] {
   let raw: Buffer;
   try {
-    raw = readFileSync(file);
+    raw = bytes();
     if (file.endsWith('.gz')) raw = gunzipped(file, raw);
   } catch (err) {
     if (err instanceof DamagedFile) throw err;
@@ -176,8 +207,8 @@ function readLines(file: string): Buffer[] {
   return lines;
 }
 
-function* readRecords(file: string): Generator<AuditRecord> {
-  const lines = readLines(file);
+function* readRecords(file: string, read: ReadLines): Generator<AuditRecord> {
+  const lines = read(file);
   for (let i = 0; i < lines.length; i++) {
     const record = parseRecord(lines[i] as Buffer);
     if (record) yield record;
@@ -204,7 +235,15 @@ function parseRecord(line: Buffer): AuditRecord | null {
  * A damaged compressed file is named on stderr and passed over: the other
  * files still answer, and `complete` false tells the caller the answer is not whole.
  */
-function readPlaced(series: readonly string[][], matches: (r: AuditRecord) => boolean): { placed: Placed[]; complete: boolean } {
+async function readPlaced(trail: Trail, matches: (r: AuditRecord) => boolean): Promise<{ placed: Placed[]; complete: boolean }> {
+  try {
+    return placedIn(trail, matches);
+  } finally {
+    await trail.close();
+  }
+}
+
+function placedIn({ series, read }: Trail, matches: (r: AuditRecord) => boolean): { placed: Placed[]; complete: boolean } {
   const placed: Placed[] = [];
   let complete = true;
   for (const files of series) {
@@ -212,7 +251,7 @@ function readPlaced(series: readonly string[][], matches: (r: AuditRecord) => bo
     let node = '';
     for (const file of files) {
       try {
-        for (const r of readRecords(file)) {
+        for (const r of readRecords(file, read)) {
           if (typeof r.node === 'string') node = r.node;
           if (matches(r)) found.push(r);
         }
@@ -228,10 +267,10 @@ function readPlaced(series: readonly string[][], matches: (r: AuditRecord) => bo
   return { placed, complete };
 }
 
-function reportCommand(args: string[], configFile: string | undefined, out: (s: string) => void): number {
+async function reportCommand(args: string[], configFile: string | undefined, out: (s: string) => void): Promise<number> {
   const { values: v } = parse(args, { since: { type: 'string' }, json: { type: 'boolean' }, file: { type: 'string', multiple: true } }, []);
   const since = v.since === undefined ? undefined : parseTime('since', v.since);
-  const { placed, complete } = readPlaced(auditSeries(v.file ?? [], configFile), recordMatcher({ since }));
+  const { placed, complete } = await readPlaced(await auditSeries(v.file ?? [], configFile), recordMatcher({ since }));
   const summary = summarize(placed.map((p) => p.record));
   if (v.json) {
     out(safeJson(summary, 2) + '\n');

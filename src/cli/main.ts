@@ -81,7 +81,7 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       }
       case 'audit':
-        return (await import('./audit.js')).auditCommand(rest, configFile, out);
+        return await (await import('./audit.js')).auditCommand(rest, configFile, out);
       case 'admin':
         return await (await import('./admin.js')).adminCommand(rest, open, out);
       case 'ban':

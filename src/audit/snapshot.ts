@@ -1,0 +1,97 @@
+import { fstatSync, promises as fsp, readSync, type Stats } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { rotatedSiblings } from './files.js';
+
+/** One file of a log, opened: read it through `handle`, never again by its name, which a rotation moves. */
+export interface OpenedLogFile {
+  /** Its name when it was opened: its place in the order, and how it is reported. */
+  readonly path: string;
+  readonly gz: boolean;
+  /** null: the live file did not exist (not yet written, or moved by logrotate and not yet started again). */
+  readonly handle: FileHandle | null;
+}
+
+/** A log's files as they stood at one instant, each open; close() once read. */
+export interface LogSnapshot {
+  /** Oldest first, the live file last. */
+  readonly files: readonly OpenedLogFile[];
+  /** Closes every file; again, does nothing more. */
+  close(): Promise<void>;
+}
+
+/** Rotations that may come between the opens and the check before giving up: each needs rotateSize bytes of records. */
+const TRIES = 5;
+
+/**
+ * `path` (a live log) and its rotated siblings, every one opened before any
+ * is read, and shown to be one consistent set. Listing the names and opening
+ * each later by name, as the API and the CLI did, reads whatever the name
+ * holds by then: a rotation meanwhile (every audit.log.N moves up one, the
+ * live file becomes audit.log.1) made a reader skip a whole file, or read
+ * one twice, and answer as if complete (found by a review). Here, once every
+ * file is open, the directory is listed again and each name stat'ed: the
+ * same names, each still the file (dev, ino) that was opened, means no
+ * rotation or deletion came between the first listing and the last open,
+ * so the open files are the log as it stood then, each exactly once. A
+ * rotation after that moves names, not the open files, and its records come
+ * after the snapshot. Otherwise everything is closed and tried again.
+ */
+export async function openLogFiles(path: string): Promise<LogSnapshot> {
+  for (let attempt = 1; ; attempt++) {
+    const opened: (OpenedLogFile & { id: string | null })[] = [];
+    const closeAll = () => Promise.all(opened.map((f) => f.handle?.close())).then(() => undefined);
+    try {
+      for (const file of await listed(path)) {
+        const handle = await fsp.open(file.path, 'r').catch(absent);
+        opened.push({ ...file, handle, id: handle ? identity(await handle.stat()) : null });
+      }
+      const again = await listed(path);
+      const ids = await Promise.all(again.map((file) => fsp.stat(file.path).then(identity, absent)));
+      const same = again.length === opened.length && again.every((file, i) => file.path === opened[i]?.path && ids[i] === opened[i]?.id);
+      if (same) {
+        const files = opened.map(({ path, gz, handle }) => ({ path, gz, handle }));
+        let closing: Promise<void> | null = null;
+        return { files, close: () => (closing ??= closeAll()) };
+      }
+    } catch (err) {
+      await closeAll();
+      throw err;
+    }
+    await closeAll();
+    if (attempt === TRIES) throw new Error(`${path}: the log rotated ${TRIES} times while its files were opened; try again`);
+  }
+}
+
+/** The names of the log's files now, oldest first; the live file always last (it may not exist). */
+async function listed(path: string): Promise<{ path: string; gz: boolean }[]> {
+  const names = await fsp.readdir(dirname(path)).catch(() => [] as string[]);
+  const rotated = rotatedSiblings(basename(path), names).map((f) => ({ path: join(dirname(path), f.name), gz: f.gz }));
+  return [...rotated, { path, gz: false }];
+}
+
+function identity(stats: Stats): string {
+  return `${stats.dev}:${stats.ino}`;
+}
+
+function absent(err: NodeJS.ErrnoException): null {
+  if (err.code === 'ENOENT') return null;
+  throw err;
+}
+
+/**
+ * For the CLI, whose readers are synchronous: an opened file's bytes, read
+ * whole by position (not from the descriptor's offset, so a second read
+ * gets them again) up to its size when read.
+ */
+export function readOpenedSync(handle: FileHandle): Buffer {
+  const size = fstatSync(handle.fd).size;
+  const buffer = Buffer.alloc(size);
+  let at = 0;
+  while (at < size) {
+    const n = readSync(handle.fd, buffer, at, size - at, at);
+    if (n === 0) break;
+    at += n;
+  }
+  return buffer.subarray(0, at);
+}
