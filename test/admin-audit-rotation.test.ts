@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
+import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { openLogFiles, readOpenedSync } from '../src/audit/snapshot.js';
@@ -12,7 +13,8 @@ import { TestServer } from './helpers/server.js';
  * GET /api/v1/audit while the log rotates under it: the files it reads are
  * the ones it opened, each exactly once (found by a review: it listed the
  * names, opened each later by name, and a rotation in between skipped a
- * whole file, or gave one twice, in a normal complete 200).
+ * whole file, or gave one twice, in a normal complete 200). And with a
+ * damaged rotated .gz among them.
  */
 
 type Json = { [k: string]: unknown };
@@ -76,6 +78,27 @@ describe('GET /audit and a rotation while it streams', () => {
     const own = seqs('server');
     assert.ok(own.length > before, `at least every record up to the request (seq ${before}), got ${own.length}`);
     assert.deepEqual(own, Array.from({ length: own.length }, (_, i) => i), 'the server\'s records from seq 0, each once, none missing');
+  });
+
+  it('passes over a damaged .gz, answers from the other files, logs it and ends with a line saying the answer is not whole', { timeout: 60_000 }, async () => {
+    // Found by a review: the stream ended at the damage, none of the newer files' records sent, nothing logged.
+    const data = join(srv.dir, 'data');
+    const lines = Array.from({ length: 2000 }, (_, seq) => JSON.stringify({ seq, prev: 'x', node: 'damaged', time: '2026-01-01T00:00:00Z', event: 'login', user: `gz${seq}` }));
+    writeFileSync(join(data, 'audit.log.20.gz'), gzipSync(lines.join('\n') + '\n').subarray(0, 3000));
+    await adminRequest(api, 'GET', '/api/v1/users?damaged=1');
+    const r = await adminRequest(api, 'GET', '/api/v1/audit');
+    assert.equal(r.status, 200);
+    const got = r.text.trim().split('\n').map((l) => JSON.parse(l) as Json);
+    const last = got.at(-1) as Json;
+    const fromDamaged = got.filter((l) => l.node === 'damaged').length;
+    assert.deepEqual(last, {
+      incomplete: true,
+      damaged: [{ file: 'audit.log.20.gz', reason: 'compressed file is cut short or damaged (unexpected end of gzip data)', sent: fromDamaged }],
+    });
+    assert.ok(fromDamaged < 2000, 'what decompressed before the damage, not more');
+    assert.ok(got.some((l) => l.node === 'seed' && l.seq === SEEDED - 1), 'the files after it answer');
+    assert.ok(got.some((l) => l.event === 'admin' && l.path === '/api/v1/users?damaged=1'), 'up to the newest records');
+    await srv.logs(/damaged compressed file.*audit\.log\.20\.gz|audit\.log\.20\.gz.*damaged compressed file/);
   });
 });
 

@@ -1,9 +1,11 @@
-import { resolve } from 'node:path';
-import { createInterface } from 'node:readline';
+import { basename, resolve } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { damageOf } from '../audit/compressed.js';
 import { TRANSFER_RESULTS } from '../audit/events.js';
 import { openLogFiles, type LogSnapshot } from '../audit/snapshot.js';
 import { recordMatcher, type AuditRecord } from '../audit/query.js';
@@ -36,7 +38,18 @@ const querySchema = {
 export function auditRoutes(api: FastifyInstance, { base, coordination }: AdminContext): void {
   api.get<{ Querystring: FilterOptions }>(
     '/audit',
-    { schema: { summary: 'Query the audit trail (NDJSON, one record a line)', querystring: querySchema } },
+    {
+      schema: {
+        summary: 'Query the audit trail (NDJSON, one record a line)',
+        // What the document tells a client that reads no README: the one line that is no record.
+        description:
+          'Records oldest first, each a JSON object on its own line, read from the log and its rotated files as they stood ' +
+          'when the request came. When a rotated .gz file does not decompress, its records are left out (those of it that ' +
+          'matched and were sent before the damage showed are counted in `sent`), the other files still answer, and the ' +
+          'last line is {"incomplete":true,"damaged":[{"file","reason","sent"}]}: no record has an `incomplete` field.',
+        querystring: querySchema,
+      },
+    },
     async (req, reply) => {
       let matches: (r: AuditRecord) => boolean;
       try {
@@ -53,7 +66,7 @@ export function auditRoutes(api: FastifyInstance, { base, coordination }: AdminC
       // A narrow filter over many rotated files may write nothing for longer than the API's idle timeout:
       // this response is a token holder's, and backpressure bounds what it holds.
       req.raw.socket.setTimeout(0);
-      const body = Readable.from(matching(snapshot, matches));
+      const body = Readable.from(matching(snapshot, matches, base.log));
       // A client gone before the first read: the generator never runs, so its finally closes nothing.
       body.once('close', () => void snapshot.close());
       return reply.type('application/x-ndjson').send(body);
@@ -61,8 +74,26 @@ export function auditRoutes(api: FastifyInstance, { base, coordination }: AdminC
   );
 }
 
-/** The snapshot's records that match, as NDJSON lines; its files closed at the end, or when the client leaves (the generator is returned). */
-async function* matching(snapshot: LogSnapshot, matches: (r: AuditRecord) => boolean): AsyncGenerator<string> {
+/** A file whose compression broke while it was read: named in the reply's last line (see README, Admin API). */
+interface Damaged {
+  file: string;
+  reason: string;
+  /** Records of it that matched and were sent before the damage showed. */
+  sent: number;
+}
+
+/**
+ * The snapshot's records that match, as NDJSON lines; its files closed at
+ * the end, or when the client leaves (the generator is returned). A .gz
+ * that does not decompress is passed over as the CLI passes over it
+ * (DamagedFile): the newer files still answer, the server log names it,
+ * and a last line tells the client the answer is not whole. The status and
+ * the lines before were sent already: a stream cannot take them back, so
+ * the line says how many of that file's records went out (they decompressed,
+ * but the gzip check that would vouch for them never came).
+ */
+async function* matching(snapshot: LogSnapshot, matches: (r: AuditRecord) => boolean, log: Logger): AsyncGenerator<string> {
+  const damaged: Damaged[] = [];
   try {
     for (const file of snapshot.files) {
       if (file.handle === null) continue; // the live file not started yet
@@ -71,24 +102,51 @@ async function* matching(snapshot: LogSnapshot, matches: (r: AuditRecord) => boo
       let input: Readable = raw;
       if (file.gz) {
         const gunzip = createGunzip();
+        // Its failure is the loop's, below: the pipeline destroys the gunzip stream with it.
         pipeline(raw, gunzip).catch(() => undefined);
         input = gunzip;
       }
+      let sent = 0;
       try {
-        for await (const line of createInterface({ input, crlfDelay: Infinity })) {
+        for await (const line of linesOf(input)) {
           let record: AuditRecord;
           try {
             record = JSON.parse(line) as AuditRecord;
           } catch {
             continue; // a line torn by a crash: `sluice audit verify` reports it
           }
-          if (matches(record)) yield safeJson(record) + '\n';
+          if (!matches(record)) continue;
+          sent++;
+          yield safeJson(record) + '\n';
         }
+      } catch (err) {
+        const damage = file.gz ? damageOf(file.path, err) : null;
+        if (damage === null) throw err;
+        log.warn({ file: file.path, reason: damage.reason, sent }, 'admin API: audit query passed over a damaged compressed file; its answer is not whole');
+        damaged.push({ file: basename(file.path), reason: damage.reason, sent });
       } finally {
         raw.destroy();
       }
     }
+    if (damaged.length > 0) yield safeJson({ incomplete: true, damaged }) + '\n';
   } finally {
     await snapshot.close();
   }
+}
+
+/**
+ * A file's lines, split at \n alone as the CLI splits them (readline would
+ * also split at a lone \r, and does not end its iteration when its input
+ * fails, which a damaged .gz must do here).
+ */
+async function* linesOf(input: Readable): AsyncGenerator<string> {
+  const decoder = new StringDecoder('utf8');
+  let carry = '';
+  for await (const chunk of input) {
+    const parts = (carry + decoder.write(chunk as Buffer)).split('\n');
+    carry = parts.pop() ?? '';
+    yield* parts;
+  }
+  carry += decoder.end();
+  if (carry !== '') yield carry;
 }

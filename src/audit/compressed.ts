@@ -20,10 +20,19 @@ export function gunzipped(file: string, raw: Buffer): Buffer {
   try {
     return gunzipSync(raw);
   } catch (err) {
-    // zlib's codes are the only thing telling damage from the rest (memory, a result too large for a Buffer).
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'Z_BUF_ERROR') throw new DamagedFile(file, 'compressed file is cut short or damaged (unexpected end of gzip data)');
-    if (code === 'Z_DATA_ERROR') throw new DamagedFile(file, `compressed file is damaged or not gzip (${(err as Error).message})`);
-    throw err;
+    throw damageOf(file, err) ?? err;
   }
+}
+
+/**
+ * The DamagedFile that `err`, thrown while `file` was gunzipped (whole, or
+ * as a stream: zlib gives the same codes), says it is; null when it is
+ * something else, for the caller to throw.
+ */
+export function damageOf(file: string, err: unknown): DamagedFile | null {
+  // zlib's codes are the only thing telling damage from the rest (memory, a result too large for a Buffer).
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'Z_BUF_ERROR') return new DamagedFile(file, 'compressed file is cut short or damaged (unexpected end of gzip data)');
+  if (code === 'Z_DATA_ERROR') return new DamagedFile(file, `compressed file is damaged or not gzip (${(err as Error).message})`);
+  return null;
 }
