@@ -71,7 +71,7 @@ const answered = new WeakMap<FastifyRequest, () => void>();
  * A request hijacked (the ban check cuts a banned address's connection) has
  * no reply and no record: the ban was recorded when it was made.
  */
-export function auditRequests(app: FastifyInstance, audit: SystemAuditSink | null): void {
+export function auditRequests(app: FastifyInstance, audit: SystemAuditSink | null, local: boolean): void {
   if (audit === null) return;
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     // Probes of the public routes come every few seconds from machines, not from
@@ -79,6 +79,9 @@ export function auditRequests(app: FastifyInstance, audit: SystemAuditSink | nul
     if (req.routeOptions.config.access === 'public') return;
     const res = reply.raw;
     const socket = req.raw.socket;
+    // Taken now, not when recorded: the kernel forgets a reset connection's peer. A TCP connection reset
+    // before it was even accepted has none to give (its bytes are still read): 'unknown', not 'local'.
+    const ip = local || socket.remoteAddress !== undefined ? clientAddress(socket) : 'unknown';
     let final = false;
     let left = false;
     let recorded = false;
@@ -91,7 +94,7 @@ export function auditRequests(app: FastifyInstance, audit: SystemAuditSink | nul
       audit.system({
         event: 'admin',
         token: req.principal,
-        ip: clientAddress(socket),
+        ip,
         method: req.method,
         path: auditedPath(req.url),
         status: reply.statusCode,

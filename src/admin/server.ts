@@ -79,7 +79,7 @@ export async function startAdminApi(
     });
   }
   // Before authentication's hook, so that a request it refuses is recorded too.
-  auditRequests(app, context.coordination.coordinator.audit);
+  auditRequests(app, context.coordination.coordinator.audit, local);
   authenticate(app, {
     tokens: context.base.tokens,
     scorer: context.coordination.coordinator,
