@@ -47,7 +47,10 @@ export type AuditEvent =
   | { event: 'logout'; duration_ms: number; reason?: string }
   | {
       event: 'upload' | 'download';
+      /** Where the file is: an upload's where it ended, when its directory was moved since the open. */
       path: string;
+      /** An upload's path at its open, when its directory was moved meanwhile. */
+      path_at_open?: string;
       bytes: number;
       size: number;
       offset: number;

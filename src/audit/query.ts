@@ -73,7 +73,7 @@ export function globMatcher(glob: string): (path: string) => boolean {
 }
 
 const pathsOf = (r: AuditRecord): string[] =>
-  ['path', 'from', 'to'].map((k) => r[k]).filter((v): v is string => typeof v === 'string');
+  ['path', 'path_at_open', 'from', 'to'].map((k) => r[k]).filter((v): v is string => typeof v === 'string');
 
 /** Pure: does one record pass every given filter? For readers that stream. */
 export function recordMatcher(f: AuditFilter): (r: AuditRecord) => boolean {

@@ -746,6 +746,7 @@ export class Session implements LiveSession {
     this.audit({
       event: r.direction,
       path: r.path,
+      ...(r.openedAs === undefined ? {} : { path_at_open: r.openedAs }),
       bytes: r.bytes,
       size: r.size,
       offset: r.offset,

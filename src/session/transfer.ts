@@ -3,7 +3,7 @@ import { Transform, Writable, type Readable } from 'node:stream';
 import type { Replaced, TransferResult } from '../audit/events.js';
 import { SluiceError, Unseen, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
-import { baseName } from './paths.js';
+import { baseName, parentOf, resolveVirtual } from './paths.js';
 import { dropFile, freedBytes, freeingKey, type Ledger } from './quota.js';
 import { pieces, type RateLimit } from './rate-limit.js';
 import { SequenceHash } from './sequence-hash.js';
@@ -16,7 +16,10 @@ import { nodeKey, type HeldNode, type Location, type NodeStat, type OpenFile, ty
 /** What a finished transfer reports to its session for the audit trail. */
 export interface TransferRecord {
   direction: 'upload' | 'download';
+  /** Where the file is: an upload's where it ended, if its directory moved since the open (see openedAs). */
   path: string;
+  /** An upload's path at its open, when its directory was moved meanwhile and `path` says where it went. */
+  openedAs?: string;
   bytes: number;
   size: number;
   offset: number;
@@ -164,13 +167,16 @@ abstract class Transfer {
     node?: TransferRecord['node'],
     quarantined?: TransferRecord['quarantined'],
     replaced?: Pick<TransferRecord, 'replaced' | 'was'>,
+    endedIn?: string | null,
   ): Promise<void> {
     this.result = result;
     // Past its first batch, the hash is the hashing thread's: the record waits for its last bytes.
     const sha256 = this.hash ? await this.hash.digest() : null;
+    const endedAs = endedIn == null ? this.path : resolveVirtual(endedIn, baseName(this.path));
     this.report({
       direction: this.direction,
-      path: this.path,
+      path: endedAs,
+      ...(endedAs === this.path ? {} : { openedAs: this.path }),
       bytes: this.bytes,
       size,
       offset: this.offset,
@@ -646,6 +652,8 @@ export class Upload extends Transfer {
     /** Why a scanned upload got no verdict. */
     let unscanned: string | undefined;
     let stagedLeft = staged !== null;
+    /** The directory the file ended in, when moved since the open (null: where it was, or no longer in the home). */
+    let endedIn: string | null = null;
     // The final name held for replace(), until replace() takes it.
     let targetLeft: Promise<Target> | null = null;
     try {
@@ -665,7 +673,12 @@ export class Upload extends Transfer {
         // taken no earlier than that one wait before the rename: with a scan, after the verdict.
         let target = (targetLeft = replacing && !scanned ? holdTarget(loc) : null);
         const closing = staged !== null && !scanned ? staged.close() : null;
-        const st = await (closing ?? this.file.stat());
+        // Where the file ends, looked at in the same wait: its directory, pinned, may have been moved since the
+        // open, and the record and the hooks must name where the bytes are (found by a review: a rename of the
+        // directory mid-upload left the record, and an upload hook's {path}, on a name the user could fill with
+        // another file meanwhile).
+        const [st, dirNow] = await Promise.all([closing ?? this.file.stat(), result === 'ok' ? loc.whereNow() : null]);
+        if (dirNow !== null && dirNow !== parentOf(loc.virtualPath)) endedIn = dirNow;
         const written = st.size;
         // In place, the file's ctime is final now; a staged one's changes with its rename (looked at after it).
         node = staged === null ? { key: nodeKey(st), ctimeMs: st.ctimeMs } : undefined;
@@ -734,10 +747,19 @@ export class Upload extends Transfer {
     if (heldFile) await this.ledger.synced().catch(() => undefined);
     const { replacedAtOpen, was } = this.target;
     if (replacedAtOpen) replaced = replacedAtOpen;
-    await this.record(finalSize, result, reason, fileSha256, node, quarantined, {
-      ...(replaced === undefined ? {} : { replaced }),
-      ...(was === null ? {} : { was }),
-    });
+    await this.record(
+      finalSize,
+      result,
+      reason,
+      fileSha256,
+      node,
+      quarantined,
+      {
+        ...(replaced === undefined ? {} : { replaced }),
+        ...(was === null ? {} : { was }),
+      },
+      endedIn,
+    );
   }
 
   /** The refusal of an upload whose name was taken after its open by a file it may not replace. */
