@@ -49,6 +49,16 @@ export interface TransferRecord {
 const RECEIPT_MIN_BYTES = 1024 * 1024;
 
 /**
+ * The virtual path of `loc`'s name when its directory, `dirNow` now, was
+ * moved since the open; null when it was not, or is gone (a removed
+ * directory's magic link reads its last path and " (deleted)").
+ */
+function movedTo(loc: Location, dirNow: string | null | undefined): string | null {
+  if (dirNow == null || dirNow.endsWith(' (deleted)') || dirNow === parentOf(loc.virtualPath)) return null;
+  return resolveVirtual(dirNow, loc.name);
+}
+
+/**
  * The staged file `st` as its name now shows it, after its rename; undefined
  * if the name holds another file already, or the file changed since it was
  * measured (a write in place between the rename and this look would
@@ -167,16 +177,15 @@ abstract class Transfer {
     node?: TransferRecord['node'],
     quarantined?: TransferRecord['quarantined'],
     replaced?: Pick<TransferRecord, 'replaced' | 'was'>,
-    endedIn?: string | null,
+    endedAs: string | null = null,
   ): Promise<void> {
     this.result = result;
     // Past its first batch, the hash is the hashing thread's: the record waits for its last bytes.
     const sha256 = this.hash ? await this.hash.digest() : null;
-    const endedAs = endedIn == null ? this.path : resolveVirtual(endedIn, baseName(this.path));
     this.report({
       direction: this.direction,
-      path: endedAs,
-      ...(endedAs === this.path ? {} : { openedAs: this.path }),
+      path: endedAs ?? this.path,
+      ...(endedAs === null ? {} : { openedAs: this.path }),
       bytes: this.bytes,
       size,
       offset: this.offset,
@@ -652,8 +661,8 @@ export class Upload extends Transfer {
     /** Why a scanned upload got no verdict. */
     let unscanned: string | undefined;
     let stagedLeft = staged !== null;
-    /** The directory the file ended in, when moved since the open (null: where it was, or no longer in the home). */
-    let endedIn: string | null = null;
+    /** Where the file's directory is now (see the close below); none: not looked at. */
+    let where: Promise<string | null> | null = null;
     // The final name held for replace(), until replace() takes it.
     let targetLeft: Promise<Target> | null = null;
     try {
@@ -673,12 +682,12 @@ export class Upload extends Transfer {
         // taken no earlier than that one wait before the rename: with a scan, after the verdict.
         let target = (targetLeft = replacing && !scanned ? holdTarget(loc) : null);
         const closing = staged !== null && !scanned ? staged.close() : null;
-        // Where the file ends, looked at in the same wait: its directory, pinned, may have been moved since the
-        // open, and the record and the hooks must name where the bytes are (found by a review: a rename of the
-        // directory mid-upload left the record, and an upload hook's {path}, on a name the user could fill with
-        // another file meanwhile).
-        const [st, dirNow] = await Promise.all([closing ?? this.file.stat(), result === 'ok' ? loc.whereNow() : null]);
-        if (dirNow !== null && dirNow !== parentOf(loc.virtualPath)) endedIn = dirNow;
+        // Where the file ends, looked at beside the waits there are anyway (here, and again with the hold after a
+        // scan's verdict): its directory, pinned, may have been moved since the open, and the record and the hooks
+        // must name where the bytes are (found by a review: a rename of the directory mid-upload left the record,
+        // and an upload hook's {path}, on a name the user could fill with another file meanwhile).
+        where = loc.whereNow();
+        const st = await (closing ?? this.file.stat());
         const written = st.size;
         // In place, the file's ctime is final now; a staged one's changes with its rename (looked at after it).
         node = staged === null ? { key: nodeKey(st), ctimeMs: st.ctimeMs } : undefined;
@@ -701,6 +710,7 @@ export class Upload extends Transfer {
             throw new SluiceError('rejected', `Upload rejected: malware found (${verdict.signature})`);
           }
           target = targetLeft = holdTarget(loc);
+          where = loc.whereNow();
         }
         if (!closing) await this.file.close();
         if (staged !== null && target === null) {
@@ -758,7 +768,7 @@ export class Upload extends Transfer {
         ...(replaced === undefined ? {} : { replaced }),
         ...(was === null ? {} : { was }),
       },
-      endedIn,
+      movedTo(loc, await where?.catch(() => null)),
     );
   }
 
