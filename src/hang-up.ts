@@ -1,3 +1,6 @@
+import type { Logger } from 'pino';
+import type { Coordination } from './app.js';
+
 /**
  * SIGHUP for the whole life of `sluice serve`, from its first step to its
  * last. Node's default for SIGHUP ends the process, and the reload used to be
@@ -5,8 +8,11 @@
  * home sweep of a large tree takes many seconds) or during the drain
  * (logrotate's postrotate, `systemctl reload`) killed the server at once,
  * its transfers and logouts never recorded and its pid file left behind
- * (found by a review). Until `reloadWith` names what a hang-up does, one is
- * noted and passed over: nothing is loaded yet that it could reload.
+ * (found by a review). What a hang-up does grows with what is open: from
+ * the audit trail's opening its reopen (a rotation during a long home sweep
+ * must not leave the chain in the moved file), once serving every reload;
+ * before the trail opens and after it closes, a hang-up is noted and passed
+ * over.
  */
 export class HangUps {
   private reload: (() => void) | null = null;
@@ -22,8 +28,8 @@ export class HangUps {
     this.note = note;
   }
 
-  /** From now on, until dispose(): new certificates and keys, new log files (the drain included). */
-  reloadWith(reload: () => void): void {
+  /** What a hang-up does from now on (null: only noted). */
+  reloadWith(reload: (() => void) | null): void {
     this.reload = reload;
   }
 
@@ -31,4 +37,9 @@ export class HangUps {
   dispose(): void {
     process.off('SIGHUP', this.listener);
   }
+}
+
+/** A hang-up's part for the audit trail (and the xferlog): continue in new files if logrotate moved them. */
+export function reopenTrail(coordination: Coordination, log: Logger): void {
+  coordination.auditLog?.reopen().catch((err: unknown) => log.error({ err }, 'audit log reopen'));
 }

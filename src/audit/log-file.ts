@@ -146,6 +146,8 @@ export class LogFile {
    */
   async reopen(): Promise<void> {
     await this.switching;
+    // Closed: a new file now would be one nothing writes to, and its retention would delete unrecorded.
+    if (this.closed) return;
     const current = await this.current.identity;
     const atPath = await fsp.stat(this.path).catch(() => null);
     if (atPath && current && atPath.ino === current.ino && atPath.dev === current.dev) return;

@@ -11,7 +11,7 @@ import { reportHookPrograms } from '../hooks/named-files.js';
 import { superviseWorkers } from '../cluster/primary.js';
 import type { Config } from '../config/schema.js';
 import type { FrontEnd } from '../front-ends.js';
-import { HangUps } from '../hang-up.js';
+import { HangUps, reopenTrail } from '../hang-up.js';
 import { checkDescriptorLimit } from '../security/descriptors.js';
 import { startFailed } from '../listening.js';
 import { holdServedPlaces } from '../served-places.js';
@@ -98,9 +98,12 @@ async function serveOn(base: AdminServices, stopped: Promise<string>, hangUps: H
     return 1;
   }
   const coordination = await openCoordination(base);
+  // From here the trail is open: a logrotate during the start must reach it (see HangUps).
+  hangUps.reloadWith(() => reopenTrail(coordination, base.log));
   try {
     return await serveWith(base, coordination, places, stopped, hangUps, out);
   } finally {
+    hangUps.reloadWith(null);
     await coordination.close();
   }
 }
@@ -179,7 +182,7 @@ async function serveHere(services: Services, coordination: Coordination, stopped
   // SIGHUP: new certificates and keys, and new log files after logrotate moved them (during the drain too).
   hangUps.reloadWith(() => {
     running.forEach((fe) => fe.reload?.());
-    coordination.auditLog?.reopen().catch((err: unknown) => log.error({ err }, 'audit log reopen'));
+    reopenTrail(coordination, log);
     void warnExposedKeys(log, report);
   });
   coordination.serving.started(0);

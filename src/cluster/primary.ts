@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Coordination } from '../app.js';
 import { WorkerLink } from '../coordinator/ipc-server.js';
 import { isMessage, type PrimaryMessage, type WorkerMessage } from '../coordinator/ipc-messages.js';
-import type { HangUps } from '../hang-up.js';
+import { reopenTrail, type HangUps } from '../hang-up.js';
 import { StartRefused, startFailed, type Listening } from '../listening.js';
 import { drainSummary, type DrainCounts } from '../session/live.js';
 import { adminServesTls, logStarted, warnExposedKeys } from '../started.js';
@@ -136,7 +136,7 @@ export async function superviseWorkers(
   // During the drain too: logrotate may move the trail while the last transfers finish.
   hangUps.reloadWith(() => {
     for (const worker of ready) if (worker.isConnected()) worker.send({ t: 'reload' } satisfies PrimaryMessage);
-    coordination.auditLog?.reopen().catch((err: unknown) => log.error({ err }, 'audit log reopen'));
+    reopenTrail(coordination, log);
     void warnExposedKeys(log, report);
   });
   await logStarted(log, coordination.started.keep(report));
