@@ -120,6 +120,21 @@ describe('admin audit records', () => {
     assert.deepEqual(once.map((r) => [r.path, r.status, 'client_left' in r]), [['/api/v1/users?once=1', 200, false], ['/api/v1/nothing?once=2', 404, false]]);
   });
 
+  it('30 requests pipelined on one connection: 30 records, and no pile of listeners on its socket', { timeout: 60_000 }, async () => {
+    // Found by a second review: a 'close' listener per request in flight warned MaxListenersExceeded at 11.
+    const socket = net.connect({ port: api.port as number, host: '127.0.0.1', localAddress: '127.0.0.63' });
+    let got = '';
+    socket.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    socket.write(Array.from({ length: 30 }, (_, i) => rawRequest(token, 'GET', `/api/v1/users?piped=${i}`)).join(''));
+    const end = Date.now() + 20_000;
+    while ((got.match(/^HTTP\/1\.1 200/gm) ?? []).length < 30 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    socket.destroy();
+    const records = await srv.auditUntil((r) => r.path === '/api/v1/users?piped=29');
+    assert.equal(admins(records).filter((r) => /\?piped=/.test(String(r.path))).length, 30);
+    assert.doesNotMatch(srv.stderr + srv.log, /MaxListenersExceeded/);
+  });
+
   it('never writes a token sent in the query string, in the trail or the server log', { timeout: 60_000 }, async () => {
     const leaked = `sluice_${'A'.repeat(43)}`;
     const r = await adminRequest(api, 'GET', `/api/v1/users?token=${leaked}&user=alice`);

@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { SystemAuditSink } from '../audit/events.js';
 import { clientAddress } from './auth.js';
@@ -7,7 +8,7 @@ import { clientAddress } from './auth.js';
  * `?access_token=`, `?password=`, `?api_key=`, `?X-Amz-Signature=`...),
  * matched anywhere in the decoded name, any case.
  */
-const CREDENTIAL_NAME = /token|passw|pwd|secret|auth|bearer|key|credential|signature|sig$|session_?id|cookie/i;
+const CREDENTIAL_NAME = /token|pass|pwd|^pw$|secret|auth|bearer|key|credential|signature|sig$|session_?id|cookie/i;
 /** A sluice admin token (tokens.ts), wherever it stands: a value under any name, a bare `?sluice_...`, the path. */
 const TOKEN_SHAPE = /sluice_[A-Za-z0-9_-]{20,}/g;
 export const REDACTED = '[redacted]';
@@ -51,6 +52,28 @@ function decoded(text: string): string {
   }
 }
 
+/**
+ * Per connection: what its requests waiting for their records do at its
+ * close, behind one listener however many a client pipelines (a listener
+ * each put 33 on one socket for 30 pipelined GETs, and Node warned).
+ */
+const atClose = new WeakMap<Socket, Set<() => void>>();
+
+/** Call `then` when `socket` closes; returns what stops that. */
+function whenClosed(socket: Socket, then: () => void): () => void {
+  let waiting = atClose.get(socket);
+  if (!waiting) {
+    const fresh = new Set<() => void>();
+    atClose.set(socket, (waiting = fresh));
+    socket.once('close', () => {
+      for (const call of [...fresh]) call();
+    });
+  }
+  waiting.add(then);
+  const own = waiting;
+  return () => void own.delete(then);
+}
+
 /** Per request: the reply's status is final (onSend ran); set by the onSend hook, read by the watcher. */
 const answered = new WeakMap<FastifyRequest, () => void>();
 
@@ -89,7 +112,7 @@ export function auditRequests(app: FastifyInstance, audit: SystemAuditSink | nul
       if (recorded) return;
       recorded = true;
       res.off('close', gone);
-      socket.off('close', gone);
+      unwatch();
       answered.delete(req);
       audit.system({
         event: 'admin',
@@ -112,7 +135,7 @@ export function auditRequests(app: FastifyInstance, audit: SystemAuditSink | nul
     });
     res.once('finish', () => record(false));
     res.once('close', gone);
-    socket.once('close', gone);
+    const unwatch = whenClosed(socket, gone);
   });
   app.addHook('onSend', async (req: FastifyRequest, _reply: FastifyReply, payload: unknown) => {
     answered.get(req)?.();

@@ -121,8 +121,10 @@ export type SystemEvent =
    * One request to the admin API, answered or refused: `token` the name of the
    * bearer token, `local-socket` over the unix socket, null when none was valid;
    * `path` with credential-like query values redacted (admin/request-audit.ts);
-   * `client_left` when the client closed the connection before the reply was
-   * written (`status` is then what the server set, which the client never saw).
+   * `client_left` when the connection closed before the reply was written:
+   * the client closed or reset it, or the server did (a pipelined request
+   * behind one refused for its body); `status` is then what the server set,
+   * which the client never saw.
    */
   | { event: 'admin'; token: string | null; ip: string; method: string; path: string; status: number; client_left?: true }
   /** A configured hook (hooks.actions) failed or was dropped; what triggered it, and why. */

@@ -44,7 +44,10 @@ export async function openLogFiles(path: string): Promise<LogSnapshot> {
     try {
       for (const file of await listed(path)) {
         const handle = await fsp.open(file.path, 'r').catch(absent);
-        opened.push({ ...file, handle, id: handle ? identity(await handle.stat()) : null });
+        // Pushed before its stat, so that a stat that fails leaves it for closeAll.
+        const entry: OpenedLogFile & { id: string | null } = { ...file, handle, id: null };
+        opened.push(entry);
+        if (handle) entry.id = identity(await handle.stat());
       }
       const again = await listed(path);
       const ids = await Promise.all(again.map((file) => fsp.stat(file.path).then(identity, absent)));

@@ -75,7 +75,7 @@ export class SftpChannel {
   private turnEnding = false;
   /** Waiting for every request to be answered (see answered()). */
   private answeredWaiters: (() => void)[] = [];
-  /** Woken whenever a request starts or ends, a reply is taken, or the channel closes (see until()). */
+  /** Woken whenever a request ends, a reply is taken, or the channel closes (see until()). */
   private progressWaiters: (() => void)[] = [];
   /** Closing the handles and the session, once begun (see endSession). */
   private sessionEnd: Promise<void> | null = null;
