@@ -119,7 +119,15 @@ for (const workers of ['1', '2']) {
     it('a start with a certificate cut short or a key of another certificate fails, naming the files', async () => {
       const certs = join(srv.dir, 'certs');
       const good = readFileSync(join(srv.dir, 'next', 'tls-cert.pem'), 'utf8');
-      for (const [what, cert] of [['cut short', good.slice(0, 200)], ['key of another', good]] as const) {
+      // An RSA certificate beside the installed ECDSA key: OpenSSL compares a key only with a certificate of its
+      // type, so this one started and failed every handshake (found by a review).
+      const rsaDir = join(srv.dir, 'next-rsa');
+      mkdirSync(rsaDir, { recursive: true });
+      const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=rsa.example', '-days', '2',
+        '-keyout', join(rsaDir, 'tls-key.pem'), '-out', join(rsaDir, 'tls-cert.pem')]);
+      assert.equal(gen.status, 0, String(gen.stderr));
+      const rsa = readFileSync(join(rsaDir, 'tls-cert.pem'), 'utf8');
+      for (const [what, cert] of [['cut short', good.slice(0, 200)], ['key of another', good], ['key of another type', rsa]] as const) {
         await srv.restart(() => writeFileSync(join(certs, 'tls-cert.pem'), cert)).then(
           () => assert.fail(`${what}: the server started`),
           (err: Error) => assert.match(err.message, /^serve exited 1:/, what),

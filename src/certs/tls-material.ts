@@ -1,3 +1,4 @@
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import tls from 'node:tls';
@@ -20,6 +21,9 @@ export async function readTlsMaterial(certsDir: string): Promise<TlsMaterial> {
   try {
     const [key, cert] = await Promise.all([fsp.readFile(join(certsDir, TLS_KEY)), fsp.readFile(join(certsDir, TLS_CERT))]);
     tls.createSecureContext({ key, cert });
+    // OpenSSL compares a key only with a certificate of its own type: an RSA key beside the default
+    // ECDSA certificate passed, and every handshake failed after it (found by a review).
+    if (!new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) throw new Error('key values mismatch: the key is of another type');
     return { key, cert };
   } catch (err) {
     // A refusal in the operator's words, one line: not a stack for a file to put right.
