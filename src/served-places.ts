@@ -1,5 +1,5 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { Config } from './config/schema.js';
 import { PID_FILE, readPid } from './serve-pid.js';
 import { lockFile, type HeldLock } from './store/sqlite/file-lock.js';
@@ -25,8 +25,10 @@ export function holdServedPlaces(config: Config): { release(): void } | { refuse
   if (!data) return { refused: `${dataDir} is already served by ${holder(dataDir)}: stop that server first` };
   held.push(data);
   const trail = resolve(dataDir, config.audit.file);
-  // A trail under the data directory is that directory's; one elsewhere may be named by another's config too.
-  if (config.audit.enabled && relative(dataDir, trail).startsWith('..')) {
+  // Wherever it is: another server's config may name this trail too, from a data directory of its own, even
+  // one whose trail lies in this data directory (found by a review: a trail under the data directory was left
+  // to serve.lock, which a server with another data directory never takes, and the chain forked).
+  if (config.audit.enabled) {
     mkdirSync(dirname(trail), { recursive: true });
     const lock = lockFile(`${trail}.lock`);
     if (!lock) {

@@ -11,8 +11,7 @@ import { sluice, startServe } from './helpers/cli.js';
  * sequence number the running server used next, then failed on EADDRINUSE;
  * `sluice audit verify` failed from there on ("sequence goes back"). Nothing
  * kept a second server out. Now the first holds the data directory's lock
- * (and its trail's, when that lies elsewhere) and a second refuses before
- * writing anything.
+ * and its trail's, and a second refuses before writing anything.
  */
 const root = mkdtempSync(join(tmpdir(), 'sluice-lock-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -85,5 +84,23 @@ describe('one sluice serve per data directory and per audit trail', () => {
     t.after(() => later.stop());
     await later.ready;
     assert.equal(await later.stop(), 0);
+  });
+
+  it("a config that names another data directory's own trail: the second refuses", { timeout: 90_000 }, async (t) => {
+    // Found by a review: a trail inside its server's data directory was guarded by serve.lock alone, which a
+    // server with another data directory never takes; both served, and verify failed ("sequence goes back").
+    const owner = place('owner');
+    const trail = join(owner, 'data', 'audit.log');
+    const other = place('other', `audit:\n  file: ${trail}\n`);
+    const first = startServe(owner, env, STARTED);
+    t.after(() => first.stop());
+    await first.ready;
+    const before = readFileSync(trail);
+    const second = sluice(other, ['serve'], undefined, env);
+    assert.equal(second.code, 1, second.stdout + second.stderr);
+    assert.match(second.stdout, /audit\.log is already written by another sluice serve/);
+    assert.deepEqual(readFileSync(trail), before, 'the refused server wrote to the trail');
+    assert.equal(await first.stop(), 0);
+    verified(owner, trail);
   });
 });
