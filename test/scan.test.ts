@@ -93,6 +93,26 @@ describe('quarantine mode with a real clamd', () => {
     assert.ok(!existsSync(join(srv.home('alice'), 'by-scp.com')));
   });
 
+  // Found by a review: OpenSSH 9's scp (SFTP mode, the default) opens WRITE|CREAT without TRUNC, which was
+  // planned in place and refused (scan-needs-whole) even for a new name: a scanned user could upload nothing with it.
+  it('OpenSSH scp in SFTP mode (no -O) uploads a new clean file for a scanned user: scanned, whole, audited ok', async (t) => {
+    if (spawnSync('sh', ['-c', 'command -v sshpass']).status !== 0) {
+      if (process.env.CI) assert.fail('sshpass must be installed in CI');
+      return t.skip('sshpass is not installed (.ci/run installs it)');
+    }
+    const body = 'clean, sent by scp over SFTP\n'.repeat(2000);
+    writeFileSync(join(local, 'by-sftp-scp.txt'), body);
+    const opts = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'BatchMode=no', '-P', String(srv.sftpPort)];
+    const r = spawnSync('sshpass', ['-p', 'alice password', 'scp', ...opts, join(local, 'by-sftp-scp.txt'), 'alice@127.0.0.1:/by-sftp-scp.txt'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(readFileSync(join(srv.home('alice'), 'by-sftp-scp.txt'), 'utf8'), body);
+    const audit = await srv.auditUntil((l) => l.event === 'upload' && l.path === '/by-sftp-scp.txt');
+    const up = audit.find((l) => l.event === 'upload' && l.path === '/by-sftp-scp.txt');
+    assert.equal(up?.result, 'ok');
+    assert.equal(up?.protocol, 'sftp');
+    assert.equal(up?.bytes, Buffer.byteLength(body));
+  });
+
   it('resuming is refused for a scanned user: bytes written in place would be there unscanned', () => {
     const r = spawnSync('curl', ['-sS', '-C', '5', '-T', join(local, 'clean.txt'), `ftp://alice:alice%20password@127.0.0.1:${srv.ftpPort}/clean.txt`], { encoding: 'utf8' });
     assert.notEqual(r.status, 0);

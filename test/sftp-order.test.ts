@@ -102,8 +102,11 @@ describe('SFTP request order', () => {
         return reply.subarray(9, 9 + reply.readUInt32BE(5));
       };
       const size = 64 * 1024;
-      const seed = new Writer(FXP.WRITE, 3).bytes(await open(1, '/source.bin', OPEN_FLAGS.WRITE | OPEN_FLAGS.CREAT)).uint64(0);
-      ch.write(seed.bytes(Buffer.alloc(size, 0xcc)).finish());
+      const seeding = await open(1, '/source.bin', OPEN_FLAGS.WRITE | OPEN_FLAGS.CREAT);
+      ch.write(new Writer(FXP.WRITE, 3).bytes(seeding).uint64(0).bytes(Buffer.alloc(size, 0xcc)).finish());
+      assert.equal((await next()).readUInt32BE(5), STATUS.OK);
+      // A new name is staged until its CLOSE, TRUNC or not: only then is there a file to read.
+      ch.write(new Writer(FXP.CLOSE, 2).bytes(seeding).finish());
       assert.equal((await next()).readUInt32BE(5), STATUS.OK);
       const source = await open(4, '/source.bin', OPEN_FLAGS.READ);
       const target = await open(5, '/mixed.bin', OPEN_FLAGS.WRITE | OPEN_FLAGS.CREAT | OPEN_FLAGS.APPEND);

@@ -46,7 +46,9 @@ function* everyCase(): Generator<Case> {
 
 /** Where the first byte goes, and whether the file is emptied first, as the client asked. */
 const startsAt = (c: Case) => (c.request.append ? (c.node?.size ?? 0) : (c.request.offset ?? 0));
-const empties = (c: Case) => c.request.truncate ?? (startsAt(c) === 0 && !c.request.append);
+const asksToEmpty = (c: Case) => c.request.truncate ?? (startsAt(c) === 0 && !c.request.append);
+/** A new name written from the start is a whole new file, truncation asked or not: nothing is there to keep. */
+const empties = (c: Case) => asksToEmpty(c) || (c.node === null && startsAt(c) === 0 && !c.request.append);
 
 /**
  * The decision table, first matching row wins: each row one rule of what
@@ -84,6 +86,8 @@ function expected(c: Case): UploadPlan | { refused: UploadRefusal } {
     // Writing over bytes that exist needs overwrite; growing a file at its end does not.
     needsOverwrite: c.node !== null && (truncate || (!c.request.append && offset < c.node.size)),
     createsFile: c.node === null,
+    // What took the name since the look is replaced only if the client asked for a replacement.
+    mayReplace: asksToEmpty(c) && !c.request.exclusive,
   };
 }
 
@@ -117,56 +121,85 @@ describe('planUpload', () => {
       null,
       { append: false, exclusive: false, mustExist: false },
       { atomicUploads: true, blind: false, scanned: false },
-      { offset: 0, truncate: true, append: false, atomic: true, needsOverwrite: false, createsFile: true },
+      { offset: 0, truncate: true, append: false, atomic: true, needsOverwrite: false, createsFile: true, mayReplace: true },
     ],
     [
       'FTP STOR over a file',
       EXISTING.file ?? null,
       { append: false, exclusive: false, mustExist: false },
       { atomicUploads: true, blind: false, scanned: false },
-      { offset: 0, truncate: true, append: false, atomic: true, needsOverwrite: true, createsFile: false },
+      { offset: 0, truncate: true, append: false, atomic: true, needsOverwrite: true, createsFile: false, mayReplace: true },
     ],
     [
       'FTP REST 10 + STOR: a resume at the end is an upload, not an overwrite',
       EXISTING.file ?? null,
       { offset: 10, append: false, exclusive: false, mustExist: false },
       { atomicUploads: true, blind: false, scanned: false },
-      { offset: 10, truncate: false, append: false, atomic: false, needsOverwrite: false, createsFile: false },
+      { offset: 10, truncate: false, append: false, atomic: false, needsOverwrite: false, createsFile: false, mayReplace: false },
     ],
     [
       'FTP REST 4 + STOR: writes over bytes 4..9',
       EXISTING.file ?? null,
       { offset: 4, append: false, exclusive: false, mustExist: false },
       { atomicUploads: true, blind: false, scanned: false },
-      { offset: 4, truncate: false, append: false, atomic: false, needsOverwrite: true, createsFile: false },
+      { offset: 4, truncate: false, append: false, atomic: false, needsOverwrite: true, createsFile: false, mayReplace: false },
     ],
     [
       'FTP APPE: starts at the end',
       EXISTING.file ?? null,
       { append: true, exclusive: false, mustExist: false },
       { atomicUploads: true, blind: false, scanned: false },
-      { offset: 10, truncate: false, append: true, atomic: false, needsOverwrite: false, createsFile: false },
+      { offset: 10, truncate: false, append: true, atomic: false, needsOverwrite: false, createsFile: false, mayReplace: false },
     ],
     [
       'SFTP OPEN WRITE without CREAT or TRUNC: in place from 0',
       EXISTING.file ?? null,
       { offset: 0, truncate: false, append: false, exclusive: false, mustExist: true },
       { atomicUploads: true, blind: false, scanned: false },
-      { offset: 0, truncate: false, append: false, atomic: false, needsOverwrite: true, createsFile: false },
+      { offset: 0, truncate: false, append: false, atomic: false, needsOverwrite: true, createsFile: false, mayReplace: false },
+    ],
+    [
+      // OpenSSH 9's scp (SFTP mode) and sftp's put without -a: nothing to keep, so a whole new file, staged.
+      'SFTP OPEN WRITE|CREAT without TRUNC of a new name: atomic, but never over a file that appears meanwhile',
+      null,
+      { offset: 0, truncate: false, append: false, exclusive: false, mustExist: false },
+      { atomicUploads: true, blind: false, scanned: false },
+      { offset: 0, truncate: true, append: false, atomic: true, needsOverwrite: false, createsFile: true, mayReplace: false },
+    ],
+    [
+      'the same for a scanned user: staged, so scannable',
+      null,
+      { offset: 0, truncate: false, append: false, exclusive: false, mustExist: false },
+      { atomicUploads: true, blind: false, scanned: true },
+      { offset: 0, truncate: true, append: false, atomic: true, needsOverwrite: false, createsFile: true, mayReplace: false },
+    ],
+    [
+      'SFTP OPEN WRITE|CREAT without TRUNC of an existing file: in place',
+      EXISTING.file ?? null,
+      { offset: 0, truncate: false, append: false, exclusive: false, mustExist: false },
+      { atomicUploads: true, blind: false, scanned: false },
+      { offset: 0, truncate: false, append: false, atomic: false, needsOverwrite: true, createsFile: false, mayReplace: false },
+    ],
+    [
+      'the same for a scanned user: refused, bytes written in place would be unscanned',
+      EXISTING.file ?? null,
+      { offset: 0, truncate: false, append: false, exclusive: false, mustExist: false },
+      { atomicUploads: true, blind: false, scanned: true },
+      { refused: 'scan-needs-whole' },
     ],
     [
       'STOR into a drop box over a name that exists: replaced whole',
       EXISTING.file ?? null,
       { append: false, exclusive: false, mustExist: false },
       { atomicUploads: false, blind: true, scanned: false },
-      { offset: 0, truncate: true, append: false, atomic: false, needsOverwrite: true, createsFile: false },
+      { offset: 0, truncate: true, append: false, atomic: false, needsOverwrite: true, createsFile: false, mayReplace: true },
     ],
     [
       'APPE in a drop box',
       null,
       { append: true, exclusive: false, mustExist: false },
       { atomicUploads: true, blind: true, scanned: false },
-      { offset: 0, truncate: false, append: true, atomic: false, needsOverwrite: false, createsFile: true },
+      { offset: 0, truncate: false, append: true, atomic: false, needsOverwrite: false, createsFile: true, mayReplace: false },
     ],
     [
       'APPE in a drop box over a name that exists',

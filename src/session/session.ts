@@ -612,7 +612,8 @@ export class Session implements LiveSession {
     // An in-place truncation has already freed the old bytes: account for them now; the name stays.
     const truncatedInPlace = truncate && !atomic && existingSize !== null;
     if (truncatedInPlace) this.ledger.settle(0, -(existingSize ?? 0), 0);
-    const mayReplace = !(options.exclusive ?? false) && allows(this.account.permissions, 'overwrite', dir);
+    // Not over what took the name since the look when the client asked for none to be replaced (see UploadPlan).
+    const mayReplace = plan.mayReplace && allows(this.account.permissions, 'overwrite', dir);
     // The directory, pinned, may have been moved since (found by a review: a user without overwrite in
     // /archive moved the upload's directory there, then an archived file onto its name, and the end replaced it).
     const mayReplaceWhereNow = async (): Promise<boolean> => {

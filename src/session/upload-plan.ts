@@ -41,6 +41,12 @@ export interface UploadPlan {
   needsOverwrite: boolean;
   /** A new name: it takes a slot of the file quota. */
   createsFile: boolean;
+  /**
+   * A staged file may, at its end, replace a file that took the name since the
+   * look: not for an exclusive create, nor for a new name opened without
+   * truncation (the client asked to keep what is there, so what appeared is kept).
+   */
+  mayReplace: boolean;
 }
 
 export type UploadRefusal =
@@ -73,7 +79,10 @@ export function planUpload(existing: ExistingNode | null, request: UploadRequest
   const size = existing?.size ?? 0;
   // Appending is resuming at the end: the record says from where.
   const offset = append ? size : (request.offset ?? 0);
-  const truncate = request.truncate ?? (offset === 0 && !append);
+  const asked = request.truncate ?? (offset === 0 && !append);
+  // Nothing at the name: nothing to keep in place. Written from the start without truncation (OpenSSH 9's
+  // scp opens WRITE|CREAT, no TRUNC) it is a whole new file, planned as a truncating open's: staged, scannable.
+  const truncate = asked || (existing === null && offset === 0 && !append);
   if (setting.blind && (offset !== 0 || request.mustExist || (existing !== null && !truncate))) return { refused: 'unseen' };
   const atomic = setting.atomicUploads && truncate;
   if (existing && existing.nlink > 1 && !atomic) return { refused: 'linked-elsewhere' };
@@ -86,5 +95,6 @@ export function planUpload(existing: ExistingNode | null, request: UploadRequest
     atomic,
     needsOverwrite: existing !== null && (truncate || (!append && offset < existing.size)),
     createsFile: existing === null,
+    mayReplace: asked && !request.exclusive,
   };
 }
