@@ -97,6 +97,17 @@ const UPLOAD_BATCH = 256 * 1024;
 /** How long the first bytes of a batch wait for the rest at most (see Upload.writable). */
 const UPLOAD_LINGER_MS = 20;
 
+/** Why an upload's finishing steps were cut short: it was aborted (see Upload.abort). */
+class UploadStopped extends Error {
+  constructor(
+    readonly reason: string,
+    readonly result: TransferResult,
+  ) {
+    super(`upload aborted: ${reason}`);
+    this.name = 'UploadStopped';
+  }
+}
+
 abstract class Transfer {
   abstract readonly direction: 'upload' | 'download';
   readonly started = new Date();
@@ -371,6 +382,12 @@ export class Upload extends Transfer {
   private closeError: SluiceError | null = null;
   /** Writes and resizes still running. */
   private readonly changing = new Set<Promise<void>>();
+  /**
+   * Aborted by abort(), with an UploadStopped: ends the one finishing step that waits on something
+   * outside the server, a scan's verdict, so that a stop's drain, or a session's end, ends the upload
+   * as aborted instead of waiting for the scanner and letting the file in after all.
+   */
+  private readonly finishing = new AbortController();
 
   constructor(
     file: OpenFile,
@@ -635,6 +652,11 @@ export class Upload extends Transfer {
     return e;
   }
 
+  override abort(reason: string, result: TransferResult = 'aborted'): Promise<void> {
+    if (!this.finishing.signal.aborted) this.finishing.abort(new UploadStopped(reason, result));
+    return super.abort(reason, result);
+  }
+
   /** Successful end, unless a write failed or the bytes cannot land within the quota: then it rejects. */
   override async close(): Promise<void> {
     await super.close();
@@ -693,7 +715,8 @@ export class Upload extends Transfer {
         node = staged === null ? { key: nodeKey(st), ctimeMs: st.ctimeMs } : undefined;
         if (scanned) {
           // Still under its hidden name: nothing can see or fetch it until the verdict. Unscannable fails closed (throws).
-          const verdict = await verdictWithin(scanned.scanning, () => this.file.readStream(0, written)).catch((err: unknown) => {
+          const verdict = await verdictWithin(scanned.scanning, () => this.file.readStream(0, written), this.finishing.signal).catch((err: unknown) => {
+            if (err instanceof UploadStopped) throw err;
             unscanned = err instanceof SluiceError ? (err.detail ?? err.message) : String(err);
             throw err;
           });
@@ -734,11 +757,13 @@ export class Upload extends Transfer {
         if (result === 'ok' && this.offset > 0 && this.uploadOptions.hashWholeFile) fileSha256 = await hashFile(loc, st).catch(() => undefined);
       }
     } catch (err) {
-      const e = toSluiceError(err);
+      const e = err instanceof UploadStopped ? new SluiceError('failure', 'Transfer is closed') : toSluiceError(err);
       if (e.kind === 'quota-exceeded') this.quotaHit = true;
       if (result === 'ok') this.closeError = e;
       result = 'failed';
-      reason = quarantined ? `malware: ${quarantined.signature}` : unscanned ? `not scanned: ${unscanned}` : `finishing upload: ${e.kind}`;
+      // Aborted while it waited for its verdict: ended as the abort says (the drain's reason), the file never let in.
+      if (err instanceof UploadStopped) [result, reason] = [err.result, err.reason];
+      else reason = quarantined ? `malware: ${quarantined.signature}` : unscanned ? `not scanned: ${unscanned}` : `finishing upload: ${e.kind}`;
       await this.file.close().catch(() => undefined);
       if (staged !== null && stagedLeft) await staged.discard().catch(() => undefined);
     } finally {
