@@ -68,6 +68,18 @@ describe('sluice CLI', () => {
     assert.equal(r.stderr, '');
   });
 
+  it('--scan on a server with no scanner is taken, and said to scan nothing', () => {
+    // Found by a review: it passed in silence, user show said scan yes, and malware landed.
+    const added = run(['user', 'add', 'scanned', '--scan', '--generate-password']);
+    assert.equal(added.code, 0, added.stderr);
+    assert.match(added.stdout, /note: user scanned is set to be scanned, but no scanner is configured .* not scanned/);
+    const set = run(['user', 'set', 'scanned', '--no-scan']);
+    assert.equal(set.code, 0, set.stderr);
+    assert.doesNotMatch(set.stdout, /note:/);
+    assert.match(run(['user', 'set', 'scanned', '--scan']).stdout, /note: user scanned is set to be scanned/);
+    assert.equal(run(['user', 'remove', 'scanned']).code, 0, 'the other cases count the users');
+  });
+
   it('names the argument that is missing', () => {
     for (const [args, missing] of [[['user', 'add'], 'argument NAME'], [['user', 'perm', 'alice'], 'arguments /PATH LIST']] as const) {
       const r = run([...args]);

@@ -19,6 +19,7 @@ import { reportHomesOnServerFiles } from '../session/homes-on-server-files.js';
 import { reportNestedHomes } from '../session/nested-homes.js';
 import { sweepHomes } from '../session/home-sweep.js';
 import { drainSummary } from '../session/live.js';
+import { scanSettingIdle } from '../session/scanning.js';
 import { localStorageUsable } from '../session/storage/local.js';
 import { ServerPlaces } from '../session/storage/server-places.js';
 import { adminServesTls, logStarted, warnExposedKeys } from '../started.js';
@@ -135,6 +136,8 @@ async function serveWith(
   await reportNestedHomes(users, log);
   await reportHomesOnServerFiles(users, places, log);
   reportHookPrograms(config.hooks.actions, log);
+  const idleScans = users.filter((u) => scanSettingIdle(config.uploads, u.scan) !== null).map((u) => u.name);
+  if (idleScans.length > 0) log.warn({ users: idleScans.slice(0, 20), count: idleScans.length }, `users set to be scanned, but ${scanSettingIdle(config.uploads, true)}`);
   warnStrayNetworks(await base.bans.active(), config.limits.ipv6Prefix, log);
   let admin: AdminServer | null;
   try {

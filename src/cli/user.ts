@@ -4,6 +4,7 @@ import { ApiError, ifRunning, type Reach } from '../admin/client.js';
 import type { LiveSessionInfo } from '../session/live.js';
 import type { AdminServices } from '../admin-services.js';
 import { PERMISSIONS } from '../session/permissions.js';
+import { scanSettingIdle } from '../session/scanning.js';
 import type { UserRecord, UserSettings } from '../store/records.js';
 import {
   changesLoginRules,
@@ -184,6 +185,7 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       });
       out(`added user ${user.name} (home ${user.home})\n`);
       if (chosen?.generated) out(`password: ${chosen.password}\n`);
+      noteIdleScan(s.config, user.name, settings.scan, out);
       return 0;
     }
     case 'list': {
@@ -235,8 +237,10 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       if (Object.keys(patch).length === 0) throw new UsageError('nothing to set; see sluice user --help');
       const name = positionals[0] as string;
       await mayTell(reach);
-      const after = await (await open()).admin.update(name, patch);
+      const s = await open();
+      const after = await s.admin.update(name, patch);
       out(`updated user ${name}${await toLiveSessions(reach, after, patch)}\n`);
+      noteIdleScan(s.config, name, patch.scan, out);
       return 0;
     }
     case 'enable':
@@ -428,4 +432,10 @@ function describeUser(u: UserView): string {
 /** `rows` escaped (shown) in a table: what these commands list may hold a client's choice. */
 export function table(head: string[], rows: string[][]): string {
   return textTable(head, rows.map((r) => r.map(shown)));
+}
+
+/** A --scan this server's config gives no scanner to: said, as the setting is taken all the same. */
+function noteIdleScan(config: AdminServices['config'], name: string, scan: boolean | null | undefined, out: (s: string) => void): void {
+  const idle = scanSettingIdle(config.uploads, scan ?? null);
+  if (idle) out(`note: user ${name} is set to be scanned, but ${idle}\n`);
 }

@@ -50,6 +50,17 @@ export interface UploadScanning {
   readonly byDefault: boolean;
 }
 
+/**
+ * Why a user's own `--scan` scans nothing on a server with `uploads` as
+ * configured; null when it does. Scanning needs a scanner (a clamd address):
+ * without one the setting is kept but no upload is scanned (found by a
+ * review: `user set --scan` passed in silence, and malware landed).
+ */
+export function scanSettingIdle(uploads: { readonly clamdSocket: string; readonly clamdHost: string }, setting: boolean | null): string | null {
+  if (setting !== true || uploads.clamdSocket !== '' || uploads.clamdHost !== '') return null;
+  return 'no scanner is configured (uploads.clamdSocket or uploads.clamdHost), so its uploads are not scanned';
+}
+
 /** Whether a session of a user whose own setting is `setting` (null: none) scans its uploads here. */
 export function scansWith(scanning: UploadScanning | null, setting: boolean | null): boolean {
   return scanning !== null && (setting ?? scanning.byDefault);
