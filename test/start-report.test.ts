@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import type tls from 'node:tls';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { RawFtp } from './helpers/ftp-raw.js';
@@ -173,6 +173,26 @@ for (const workers of ['1', '2']) {
       assert.ok(refusals.every((l) => !l.includes('"stack"')), refusals.join('\n'));
       assert.deepEqual(readFileSync(path), cut, 'not replaced by a new key');
       await srv.restart(() => writeFileSync(path, whole));
+    });
+
+    it('a host key that is a link to nothing fails the start naming it, and its .pub stays', async () => {
+      // Found by a review: taken as missing, a new key was written through the link (EEXIST) after the .pub was deleted.
+      const certs = join(srv.dir, 'certs');
+      const path = join(certs, 'ssh_host_ed25519_key');
+      const moved = join(srv.dir, 'ed25519-moved');
+      const pub = readFileSync(`${path}.pub`);
+      await srv.restart(() => {
+        renameSync(path, moved);
+        symlinkSync(join(srv.dir, 'nowhere', 'key'), path);
+      }).then(
+        () => assert.fail('the server started'),
+        (err: Error) => assert.match(err.message, /^serve exited 1:[^]*ssh_host_ed25519_key \(in .*certs\) cannot be read: ENOENT/),
+      );
+      assert.deepEqual(readFileSync(`${path}.pub`), pub, 'the .pub beside it is kept');
+      await srv.restart(() => {
+        rmSync(path);
+        renameSync(moved, path);
+      });
     });
   });
 }

@@ -7,7 +7,13 @@ import { HOST_KEYS, TLS_CERT, TLS_KEY } from './names.js';
 import { selfSignedCertificate } from './self-signed.js';
 
 
-const exists = (p: string) => fsp.access(p).then(() => true, () => false);
+/**
+ * Whether the name is there, a link included, wherever it leads: a link to a
+ * file that is gone is the operator's to mend, and reading it says why. Taken
+ * as missing (access follows links), a new key was written through it and
+ * failed, after the public half beside it was deleted (found by a review).
+ */
+const exists = (p: string) => fsp.lstat(p).then(() => true, () => false);
 
 /** Write a new file, never replacing one: 0600 for secrets, 0644 for public parts. */
 async function writeNew(path: string, data: string, secret: boolean): Promise<void> {
