@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import type { Logger } from 'pino';
 import { openAdmin, serverFilesOf, type AdminServices } from './admin-services.js';
 import { MAX_UNWRITTEN } from './audit/log-file.js';
 import { AuditLog } from './audit/log.js';
@@ -18,6 +19,7 @@ import { FailureThrottle } from './security/failure-throttle.js';
 import { MemoryFailureTally } from './security/failure-tally.js';
 import { Gate } from './security/gate.js';
 import { ClamdScanner } from './scan/clamd.js';
+import { loggedQuarantine, loggedScanner } from './scan/logged.js';
 import { QuarantineDir } from './scan/quarantine.js';
 import { UploadReceipts } from './session/checksum.js';
 import { LiveRegistry } from './session/live.js';
@@ -196,7 +198,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
   const { config } = base;
   const { anonymous } = config.ftp;
   const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit, coordinator.metrics, anonymous.enabled ? anonymous : null);
-  const scanning = scanningOf(config);
+  const scanning = scanningOf(config, base.log);
   const live = new LiveRegistry(worker, authenticator, (setting) => scansWith(scanning, setting));
   const serverPlaces = new ServerPlaces(config.dataDir, serverFilesOf(config));
   const walks = new WalkTurns(WALKS_PER_HOME);
@@ -227,13 +229,16 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
  * Quarantine mode, whenever a scanner is configured: users may be scanned by
  * their own setting even when the server's default is off.
  */
-function scanningOf(config: Config): UploadScanning | null {
+function scanningOf(config: Config, log: Logger): UploadScanning | null {
   const { uploads } = config;
   const address = uploads.clamdSocket !== '' ? { path: uploads.clamdSocket } : uploads.clamdHost !== '' ? hostPort(uploads.clamdHost) : null;
   if (!address) return null;
   return {
-    scanner: new ClamdScanner(address),
-    quarantine: new QuarantineDir(resolve(config.dataDir, uploads.quarantineDir), { totalBytes: uploads.quarantineMaxBytes, userBytes: uploads.quarantineUserMaxBytes }),
+    scanner: loggedScanner(new ClamdScanner(address), log),
+    quarantine: loggedQuarantine(
+      new QuarantineDir(resolve(config.dataDir, uploads.quarantineDir), { totalBytes: uploads.quarantineMaxBytes, userBytes: uploads.quarantineUserMaxBytes }),
+      log,
+    ),
     timeoutMs: uploads.scanTimeout * 1000,
     byDefault: uploads.scan === 'clamd',
   };

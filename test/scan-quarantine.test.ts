@@ -126,4 +126,18 @@ describe('the quarantine (a real clamd)', () => {
     assert.equal(kept(srv, 'alice').length, 0);
     assert.deepEqual(readdirSync(srv.home('alice')), []);
   });
+
+  it('a quarantine that cannot be written: refused all the same, and said in the server log', async (t) => {
+    if (!clamd) return t.skip('no clamd');
+    // Found by a review: a quarantineDir that was a file lost each infected file and its hash without a log line.
+    const notDir = join(local, 'not-a-directory');
+    writeFileSync(notDir, '');
+    const srv = await start(`  quarantineDir: ${notDir}\n`);
+    assert.match(curl(srv, 'alice', '/q.com').stderr, /550/);
+    const [q] = await records(srv, 1);
+    assert.equal(q?.kept, false);
+    assert.match(String(q?.why), /keeping it failed/);
+    await srv.logs(/quarantine could not keep an infected upload/);
+    assert.deepEqual(readdirSync(srv.home('alice')), []);
+  });
 });
