@@ -80,6 +80,13 @@ describe('sluice CLI', () => {
     assert.equal(run(['user', 'remove', 'scanned']).code, 0, 'the other cases count the users');
   });
 
+  it('--home given empty is refused, not taken for the directory the command runs in', () => {
+    // Found by a review: `--home=` added a user whose home was the current directory.
+    const r = run(['user', 'add', 'nohome', '--home=', '--generate-password']);
+    assert.equal(r.code, 2, r.stdout);
+    assert.match(r.stderr, /--home: give a directory/);
+  });
+
   it('names the argument that is missing', () => {
     for (const [args, missing] of [[['user', 'add'], 'argument NAME'], [['user', 'perm', 'alice'], 'arguments /PATH LIST']] as const) {
       const r = run([...args]);

@@ -89,6 +89,8 @@ describe('configuration', () => {
     assert.equal(load().ftp.port, 2333);
     writeFileSync(join(dir, 'other.yaml'), 'ftp:\n  port: 2444\n');
     assert.equal(load({ SLUICE_CONFIG: 'other.yaml' }).ftp.port, 2444);
+    // Empty, as every SLUICE_* variable: the default file (a review found the directory read as the config, EISDIR).
+    assert.equal(load({ SLUICE_CONFIG: '' }).ftp.port, 2333);
     rmSync(join(dir, 'sluice.yaml'));
   });
 
@@ -130,6 +132,8 @@ describe('configuration', () => {
     ['a hook env that names no variable', {}, "hooks:\n  actions:\n    - name: a\n      on: [upload]\n      command: ['true']\n      env: ['A=B']\n", /hooks\.actions\.0\.env\.0: an environment variable name/],
     ['a hook env with no command', {}, "hooks:\n  actions:\n    - name: a\n      on: [upload]\n      url: 'http://127.0.0.1:1/'\n      env: ['A']\n", /hooks\.actions\.0\.env: env is given to a command/],
     ['PROXY v2 with no trusted proxy', { SLUICE_FTP_PROXY_PROTOCOL: 'v2' }, null, /ftp\.proxyProtocol.*needs trustedProxies/],
+    // Found by a review: a name failed the start with getaddrinfo's stack, exit 1.
+    ['a bind address that is a name', { SLUICE_BIND: 'not-an-ip' }, null, /^config: bind \(from SLUICE_BIND\): must be an IP address to listen on/],
   ];
   for (const [what, env, yaml, pattern] of bad) {
     it(`refuses ${what} with one line naming the key`, () => {

@@ -92,6 +92,7 @@ type SettingValues = {
 function settingsFrom(v: SettingValues): Partial<UserSettings> {
   const out: Partial<UserSettings> = {};
   // Relative to where the command runs, as for any path given to a command (the API takes absolute ones only).
+  if (v.home === '') throw new UsageError('--home: give a directory (an empty one resolved to the directory the command runs in)');
   if (v.home !== undefined) out.home = resolve(v.home);
   if (v.perms !== undefined) out.permissions = parsePerms(v.perms);
   if (v.protocols !== undefined) out.protocols = parseProtocols(v.protocols);

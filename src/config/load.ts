@@ -52,7 +52,8 @@ export function loadConfig(
 ): Config & { source: string | null } {
   const env = options.env ?? process.env;
   const cwd = options.cwd ?? process.cwd();
-  const explicit = options.file ?? env.SLUICE_CONFIG;
+  // Set empty, as every SLUICE_* variable, it leaves the default (README): not the directory '' resolves to.
+  const explicit = options.file ?? (env.SLUICE_CONFIG || undefined);
   const file = explicit ?? (existsSync(resolve(cwd, 'sluice.yaml')) ? 'sluice.yaml' : undefined);
   const raw: Raw = file === undefined ? {} : readYaml(resolve(cwd, file));
 

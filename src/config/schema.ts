@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseCidr } from '../auth/ip-rules.js';
 import { bytesOf } from './size.js';
@@ -106,7 +107,11 @@ export const configSchema = z
       .default(''),
     dataDir: z.string().min(1).default('./data'),
     certsDir: z.string().min(1).default('./certs'),
-    bind: z.string().min(1).default('0.0.0.0'),
+    // An address, not a host name: a name failed the start with getaddrinfo's stack (found by a review).
+    bind: z
+      .string()
+      .refine((s) => isIP(s) !== 0, 'must be an IP address to listen on (0.0.0.0 or :: for every one, 127.0.0.1 for this host only)')
+      .default('0.0.0.0'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** Console log: 'auto' human lines on a terminal, JSON lines otherwise; the audit file is JSON whatever this says. */
     logFormat: z.enum(['auto', 'json', 'pretty']).default('auto'),
