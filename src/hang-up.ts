@@ -23,7 +23,7 @@ export class HangUps {
     process.on('SIGHUP', this.listener);
   }
 
-  /** What a hang-up before the reload is named does (a log line, once there is a log). */
+  /** What a hang-up does while no reload is named (a log line, once there is a log). */
   noteWith(note: () => void): void {
     this.note = note;
   }

@@ -75,7 +75,7 @@ async function serveHeld(config: Config, out: (s: string) => void): Promise<numb
   try {
     await createKeys(config, out);
     const base = await openAdmin(config);
-    hangUps.noteWith(() => base.log.warn('SIGHUP before the server serves: nothing to reload yet'));
+    hangUps.noteWith(() => base.log.warn('SIGHUP with no audit trail open (before it opens, or once it closed): nothing to reload'));
     try {
       return await serveOn(base, stopped, hangUps, out);
     } finally {
