@@ -77,7 +77,8 @@ export function seriesOf(paths: readonly string[], follows: (before: string, fil
  * (nextFileHint), or either of the two is a damaged compressed file (then
  * the order given is all there is to go by). A directory stands for every
  * log in it and below it, each oldest file first, grouped by name; names
- * starting with a dot (editors', rsync's temporary files) are passed over.
+ * starting with a dot (editors', rsync's temporary files) and lock files
+ * (`audit.log.lock`) are passed over.
  * A file named twice counts once.
  */
 export function collectSeries(args: readonly string[], read: ReadLines): string[][] {
@@ -120,9 +121,14 @@ function isDirectory(path: string): boolean {
   }
 }
 
-/** Every log in `dir` and below, each one's rotated files oldest first then the live one, in name order. */
+/**
+ * Every log in `dir` and below, each one's rotated files oldest first then
+ * the live one, in name order. A server's lock files (`audit.log.lock`,
+ * `serve.lock`: empty, never records) are passed over, as a copy of a data
+ * directory or of `audit.log*` brings them along.
+ */
 function logsUnder(dir: string): string[] {
-  const names = readdirSync(dir).filter((n) => !n.startsWith('.')).sort();
+  const names = readdirSync(dir).filter((n) => !n.startsWith('.') && !n.endsWith('.lock')).sort();
   const out: string[] = [];
   const subdirs: string[] = [];
   const files = names.filter((n) => {
