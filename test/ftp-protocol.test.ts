@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import tls from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, type FTPError } from 'basic-ftp';
 import { RawFtp, readAll } from './helpers/ftp-raw.js';
@@ -244,6 +246,38 @@ describe('FTP control channel', () => {
     assert.deepEqual(readdirSync(srv.home('alice')).filter((n) => /[\u0080-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/.test(n)), []);
     assert.ok(existsSync(join(srv.home('alice'), 'plain.txt')));
     c.close();
+  });
+
+  it('a PROT P data connection whose command is refused before its client spoke still ends with a TLS handshake and close_notify', async () => {
+    // basic-ftp sends its ClientHello as it connects, the command at once: refused before the server saw the
+    // hello, the connection was destroyed, the hello came to a closed socket, and the client reported
+    // ECONNRESET on the data socket rather than the 553 (a flake of the case above). Here the hello comes
+    // only after the refusal, which makes that order certain.
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+    try {
+      for (const round of [1, 2]) {
+        const r = await c.cmd('EPSV');
+        const port = Number(/\|\|\|(\d+)\|/.exec(r.text)?.[1]);
+        const raw = net.connect(port, '127.0.0.1');
+        await new Promise((resolve, reject) => raw.once('connect', resolve).once('error', reject));
+        // Accepted by the server, its origin checked: what a quick client's connection is when its command comes.
+        await sleep(100);
+        assert.equal((await c.cmd('STOR bad\u0085name')).code, 553, `round ${round}`);
+        const secure = tls.connect({ socket: raw, rejectUnauthorized: false, session: c.session });
+        const outcome = await new Promise<string>((resolve) => {
+          secure.once('error', (err: NodeJS.ErrnoException) => resolve(`error ${err.code ?? err.message}`));
+          secure.once('secureConnect', () => {
+            secure.once('end', () => resolve('close_notify'));
+            secure.resume();
+          });
+        });
+        secure.destroy();
+        assert.equal(outcome, 'close_notify', `round ${round}: the handshake is finished and the connection ended cleanly`);
+      }
+      assert.equal((await c.cmd('NOOP')).code, 200);
+    } finally {
+      c.close();
+    }
   });
 
   it('answers STAT, MLST, SIZE, MDTM, MFMT, SITE CHMOD and HELP', async () => {

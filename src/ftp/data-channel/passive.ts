@@ -69,9 +69,15 @@ export class PassiveEndpoint {
     socket.on('error', () => undefined);
     const from = await opts.origin(socket);
     if (from === null) return;
-    if (from !== plainAddress(opts.peer) || this.socket || !this.alive) {
+    if (from !== plainAddress(opts.peer) || this.socket) {
       opts.onForeignPeer(from);
       socket.destroy();
+      return;
+    }
+    if (!this.alive) {
+      // The client's own, come while its origin was looked up, after the command was refused (or the wait
+      // ended): not a foreign one, and ended as every connection no transfer took (a review saw it warned of).
+      this.dismiss(socket);
       return;
     }
     this.socket = socket;
@@ -154,18 +160,25 @@ export class PassiveEndpoint {
 
   close(): void {
     this.fail(new Error('data channel closed'));
-    if (this.tls && this.spoke && !this.handshakeStarted && this.socket) this.endHandshaken(this.socket, this.tls);
-    else this.socket?.destroy();
+    if (this.socket) this.dismiss(this.socket);
   }
 
   /**
-   * A connection whose client began TLS but that no transfer took (its
-   * command was refused, or never came): its handshake is finished and the
-   * connection ended with close_notify. Cut off mid-handshake, clients that
-   * handshake before the command (basic-ftp) report that, not the refusal
-   * sent on the control connection.
+   * A connection that no transfer took (its command was refused, or never
+   * came). Under PROT P its handshake is finished, whether the client began
+   * it yet or not, and the connection ended with close_notify: cut off, or
+   * closed before its ClientHello came (which the kernel then answers with a
+   * reset), clients that handshake before the command (basic-ftp) report
+   * that, not the refusal sent on the control connection (seen as a flaky
+   * ECONNRESET in the suite). A client that never speaks is cut at the
+   * handshake's timeout.
    */
-  private endHandshaken(socket: Socket, tls: NonNullable<PassiveOptions['tls']>): void {
+  private dismiss(socket: Socket): void {
+    if (!this.tls || this.handshakeStarted) {
+      socket.destroy();
+      return;
+    }
+    const tls = this.tls;
     this.handshakeStarted = true;
     const timer = setTimeout(() => socket.destroy(), tls.timeoutMs);
     timer.unref();
