@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { openLogFiles, readOpenedSync } from '../src/audit/snapshot.js';
+import { openLogFiles } from '../src/audit/snapshot.js';
+import { logFileLines } from '../src/audit/file-lines.js';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
 import { TestServer } from './helpers/server.js';
 
@@ -102,6 +103,14 @@ describe('GET /audit and a rotation while it streams', () => {
   });
 });
 
+/** An opened file's text, as the readers stream it (lines joined again). */
+async function textOf(file: { path: string; gz: boolean; handle: import('node:fs/promises').FileHandle | null }): Promise<string | null> {
+  if (!file.handle) return null;
+  let text = '';
+  for await (const lines of logFileLines(file)) for (const line of lines) text += `${line.toString()}\n`;
+  return text;
+}
+
 describe('openLogFiles: one set, read from descriptors', () => {
   it('reads the files as they were opened after a rotation renamed them all', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sluice-snapshot-'));
@@ -113,17 +122,17 @@ describe('openLogFiles: one set, read from descriptors', () => {
       const snapshot = await openLogFiles(path);
       rotate(dir, 'audit.log', 2);
       writeFileSync(path, 'new\n');
-      assert.deepEqual(snapshot.files.map((f) => [f.path, f.handle ? readOpenedSync(f.handle).toString() : null]), [
+      assert.deepEqual(await Promise.all(snapshot.files.map(async (f) => [f.path, await textOf(f)])), [
         [`${path}.2`, 'two\n'],
         [`${path}.1`, 'one\n'],
         [path, 'live\n'],
       ]);
       // Read twice, the same bytes: by position, not the descriptor's offset.
-      assert.equal(readOpenedSync(snapshot.files[0]?.handle as NonNullable<(typeof snapshot.files)[0]['handle']>).toString(), 'two\n');
+      assert.equal(await textOf(snapshot.files[0] as (typeof snapshot.files)[0]), 'two\n');
       await snapshot.close();
       await snapshot.close();
       const again = await openLogFiles(path);
-      assert.deepEqual(again.files.map((f) => [f.path.slice(dir.length + 1), f.handle ? readOpenedSync(f.handle).toString() : null]), [
+      assert.deepEqual(await Promise.all(again.files.map(async (f) => [f.path.slice(dir.length + 1), await textOf(f)])), [
         ['audit.log.3', 'two\n'],
         ['audit.log.2', 'one\n'],
         ['audit.log.1', 'live\n'],

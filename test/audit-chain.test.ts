@@ -6,7 +6,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { GENESIS, chainLine, chainsInto, lastLines, nextFileHint, tearOf, verifyLines, type ChainHead } from '../src/audit/chain.js';
+import { ChainCheck, GENESIS, chainLine, chainsInto, lastLines, nextFileHint, tearOf, type ChainHead, type VerifyOptions } from '../src/audit/chain.js';
 import { beyondKeep } from '../src/audit/retention.js';
 import { AuditLog, type AuditLogOptions } from '../src/audit/log.js';
 import { sluice } from './helpers/cli.js';
@@ -20,6 +20,13 @@ function openLog(file: string, options: Partial<AuditLogOptions> = {}): AuditLog
 }
 const linesOf = (f: string) => readFileSync(f, 'utf8').trim().split('\n');
 const recordsOf = (f: string) => linesOf(f).map((l) => JSON.parse(l) as { seq: number; event: string; reason?: string });
+
+/** A file's lines checked by ChainCheck, as the readers feed it: one by one, then the next file's first line. */
+function verifyLines(lines: readonly string[], options: VerifyOptions & { next?: string } = {}) {
+  const check = new ChainCheck(options);
+  for (const line of lines) if (!check.push(line)) break;
+  return check.end(options.next);
+}
 
 function chain(n: number): string[] {
   let head: ChainHead = { seq: 0, prev: GENESIS };

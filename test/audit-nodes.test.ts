@@ -83,7 +83,7 @@ describe('merging and grouping (pure)', () => {
     );
   });
 
-  it('a chain is named by its last line\'s node, never by a line its break names, across rotated files', () => {
+  it('a chain is named by its last line\'s node, never by a line its break names, across rotated files', async () => {
     let head: ChainHead = { seq: 0, prev: GENESIS };
     const line = (fields: Record<string, unknown>) => {
       const r = chainLine(head, fields);
@@ -93,13 +93,17 @@ describe('merging and grouping (pure)', () => {
     // Two lines from before node ids, then node a; rotated after the fourth line.
     const lines = [line({ event: 'audit-start' }), line({ event: 'mkdir' }), line({ node: 'a', event: 'audit-start' }), line({ node: 'a', event: 'mkdir' }), line({ node: 'a', event: 'audit-rotated' }), line({ node: 'a', event: 'mkdir' })];
     const files = (l: string[]) => new Map([['f.1', l.slice(0, 4)], ['f', l.slice(4)]]);
-    const check = (m: Map<string, string[]>) => verifySeries(['f.1', 'f'], (f) => (m.get(f) ?? []).map((x) => Buffer.from(x)));
-    assert.deepEqual([check(files(lines)).node, check(files(lines)).break], ['a', null]);
-    const old = verifySeries(['f.1'], () => lines.slice(0, 2).map((x) => Buffer.from(x)));
+    const batches = async function* (l: string[]) {
+      yield l.map((x) => Buffer.from(x));
+    };
+    const check = (m: Map<string, string[]>) => verifySeries(['f.1', 'f'], (f) => batches(m.get(f) ?? []));
+    const whole = await check(files(lines));
+    assert.deepEqual([whole.node, whole.break], ['a', null]);
+    const old = await verifySeries(['f.1'], () => batches(lines.slice(0, 2)));
     assert.deepEqual([old.node, old.break], [null, null]);
     for (const at of [3, 4]) {
       const edited = lines.map((l, i) => (i === at ? l.replace('"node":"a"', '"node":"b"') : l));
-      const r = check(files(edited));
+      const r = await check(files(edited));
       assert.match(r.break?.reason ?? '', /altered/, `line ${at + 1} edited`);
       assert.equal(r.node, 'a', `the edited line ${at + 1} does not name the chain`);
       assert.deepEqual([r.break?.file, r.break?.line], at === 3 ? ['f.1', 4] : ['f', 1], 'the edited line is named');
@@ -121,13 +125,13 @@ describe('merging and grouping (pure)', () => {
     ]);
   });
 
-  it('a directory stands for every log below it, oldest file first, dot files passed over', () => {
+  it('a directory stands for every log below it, oldest file first, dot files passed over', async () => {
     const root = join(dir, 'collect');
     for (const f of ['n1/audit.log', 'n1/audit.log.1', 'n1/audit.log.10.gz', 'n1/audit.log.2', 'n2/x/audit.log', 'n2/.audit.log.tmp']) {
       mkdirSync(join(root, f, '..'), { recursive: true });
       writeFileSync(join(root, f), '');
     }
-    assert.deepEqual(collectSeries([root, join(root, 'n1', 'audit.log')], () => []), [
+    assert.deepEqual(await collectSeries([root, join(root, 'n1', 'audit.log')]), [
       ['n1/audit.log.10.gz', 'n1/audit.log.2', 'n1/audit.log.1', 'n1/audit.log'].map((f) => join(root, f)),
       [join(root, 'n2/x/audit.log')],
     ]);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
-import { globMatcher, recordMatcher, summarize } from '../src/audit/query.js';
+import { UserTotals, globMatcher, recordMatcher } from '../src/audit/query.js';
 import { textTable } from '../src/cli/table.js';
 import { sluice } from './helpers/cli.js';
 import { cpuSince } from './helpers/cpu-time.js';
@@ -336,7 +336,14 @@ describe('audit report', () => {
       rec('2026-11-03T00:00:01.000Z', 'dave', 'sftp', '10.0.0.9', 'login-failed', { reason: 'unknown-user' }),
       rec('2026-11-03T00:01:00.000Z', '', 'sftp', '10.0.0.9', 'login-failed-repeated', { count: 40, window_s: 60 }),
     ];
-    const failed = summarize(records).map((u) => [u.user, u.failedLogins]);
-    assert.deepEqual(failed, [['', 40], ['carol', 1], ['dave', 1]]);
+    const totals = new UserTotals();
+    for (const r of records.slice(0, 2)) totals.add(r);
+    // As the report counts them: a file at a time, merged.
+    const second = new UserTotals();
+    second.add(records[2] as (typeof records)[2]);
+    totals.merge(second);
+    totals.merge(second);
+    const failed = totals.list().map((u) => [u.user, u.failedLogins]);
+    assert.deepEqual(failed, [['', 80], ['carol', 1], ['dave', 1]]);
   });
 });

@@ -1,11 +1,9 @@
 import { basename, resolve } from 'node:path';
-import { StringDecoder } from 'node:string_decoder';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { damageOf } from '../audit/compressed.js';
+import { DamagedFile } from '../audit/compressed.js';
+import { logFileLines } from '../audit/file-lines.js';
 import { TRANSFER_RESULTS } from '../audit/events.js';
 import { openLogFiles, type LogSnapshot } from '../audit/snapshot.js';
 import { recordMatcher, type AuditRecord } from '../audit/query.js';
@@ -97,56 +95,29 @@ async function* matching(snapshot: LogSnapshot, matches: (r: AuditRecord) => boo
   try {
     for (const file of snapshot.files) {
       if (file.handle === null) continue; // the live file not started yet
-      // Its own handle's stream closes the handle at its end; snapshot.close() then closes the rest.
-      const raw = file.handle.createReadStream();
-      let input: Readable = raw;
-      if (file.gz) {
-        const gunzip = createGunzip();
-        // Its failure is the loop's, below: the pipeline destroys the gunzip stream with it.
-        pipeline(raw, gunzip).catch(() => undefined);
-        input = gunzip;
-      }
       let sent = 0;
       try {
-        for await (const line of linesOf(input)) {
-          let record: AuditRecord;
-          try {
-            record = JSON.parse(line) as AuditRecord;
-          } catch {
-            continue; // a line torn by a crash: `sluice audit verify` reports it
+        for await (const lines of logFileLines(file)) {
+          for (const line of lines) {
+            let record: AuditRecord;
+            try {
+              record = JSON.parse(line.toString('utf8')) as AuditRecord;
+            } catch {
+              continue; // a line torn by a crash: `sluice audit verify` reports it
+            }
+            if (!matches(record)) continue;
+            sent++;
+            yield safeJson(record) + '\n';
           }
-          if (!matches(record)) continue;
-          sent++;
-          yield safeJson(record) + '\n';
         }
       } catch (err) {
-        const damage = file.gz ? damageOf(file.path, err) : null;
-        if (damage === null) throw err;
-        log.warn({ file: file.path, reason: damage.reason, sent }, 'admin API: audit query passed over a damaged compressed file; its answer is not whole');
-        damaged.push({ file: basename(file.path), reason: damage.reason, sent });
-      } finally {
-        raw.destroy();
+        if (!(err instanceof DamagedFile)) throw err;
+        log.warn({ file: file.path, reason: err.reason, sent }, 'admin API: audit query passed over a damaged compressed file; its answer is not whole');
+        damaged.push({ file: basename(file.path), reason: err.reason, sent });
       }
     }
     if (damaged.length > 0) yield safeJson({ incomplete: true, damaged }) + '\n';
   } finally {
     await snapshot.close();
   }
-}
-
-/**
- * A file's lines, split at \n alone as the CLI splits them (readline would
- * also split at a lone \r, and does not end its iteration when its input
- * fails, which a damaged .gz must do here).
- */
-async function* linesOf(input: Readable): AsyncGenerator<string> {
-  const decoder = new StringDecoder('utf8');
-  let carry = '';
-  for await (const chunk of input) {
-    const parts = (carry + decoder.write(chunk as Buffer)).split('\n');
-    carry = parts.pop() ?? '';
-    yield* parts;
-  }
-  carry += decoder.end();
-  if (carry !== '') yield carry;
 }

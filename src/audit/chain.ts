@@ -198,24 +198,18 @@ export interface VerifyOptions {
   startNode?: string | null;
   /** The previous file ended in a torn line this file's first line must record. */
   afterTear?: boolean;
-  /** The first line of the following file, which may record a tear at this file's end. */
-  next?: Line;
 }
 
 /**
- * Pure: check a file's lines (without newlines; Buffers keep a torn
- * fragment's exact bytes). Returns the first break, the chain head after the
- * last good line, the torn lines found recorded by the restart after
- * them (`endsTorn`: the last line is one). And the chain's node: `node`,
- * the id of the last line naming one that the next line chains to (null:
- * none, as in files from before node ids), and `headNode`, the last line's,
- * which nothing vouches for yet (the next file's first line may): the line a
- * break names cannot rename the chain it breaks.
+ * What checking a file's lines found: the first break, the chain head after
+ * the last good line, the torn lines found recorded by the restart after
+ * them (`endsTorn`: the last line is one), and the chain's node: `node`, the
+ * id of the last line naming one that the next line chains to (null: none,
+ * as in files from before node ids), and `headNode`, the last line's, which
+ * nothing vouches for yet (the next file's first line may): the line a break
+ * names cannot rename the chain it breaks.
  */
-export function verifyLines(
-  lines: readonly Line[],
-  options: VerifyOptions = {},
-): {
+export interface FileCheck {
   break: ChainBreak | null;
   head: ChainHead | null;
   torn: TornLine[];
@@ -224,54 +218,99 @@ export function verifyLines(
   headNode: string | null;
   first: ChainStart | null;
   deleted: number[];
-} {
-  let head: ChainHead | null = options.start ?? null;
-  const torn: TornLine[] = [];
+  /** The lines pushed (with a break, up to the line after it). */
+  lines: number;
+}
+
+/**
+ * A file's lines checked as they come (without newlines; Buffers keep a
+ * torn fragment's exact bytes): push() each, then end() with the first line
+ * of the following file, which may record a tear at this file's end. A line
+ * is judged once the one after it is known, so only two are held, whatever
+ * the file's size.
+ */
+export class ChainCheck {
+  private head: ChainHead | null;
+  private readonly torn: TornLine[] = [];
   // The line before was passed over as a tear: the record that names it must come now.
-  let afterTear = options.afterTear ?? false;
-  let seenAny = head !== null;
-  // The line `head` was taken from (0: the previous file's last): an alteration is named there.
-  let headLine = 0;
-  let node: string | null = null;
+  private afterTear: boolean;
+  private seenAny: boolean;
+  // The line `head` was taken from (0: the previous file's last), and its bytes: an alteration is named there.
+  private headLine = 0;
+  private headRaw: Line | undefined;
+  private node: string | null = null;
   // The node named by the line `head` was taken from, not yet vouched for by a next line.
-  let headNode = options.startNode ?? null;
+  private headNode: string | null;
   // Without `start`, the first line begins what these lines can vouch for: the caller judges whether the chain may begin there.
-  let first: ChainStart | null = null;
-  const deleted: number[] = [];
-  const result = (b: ChainBreak | null) => ({ break: b, head, torn, endsTorn: afterTear, node, headNode, first, deleted });
-  for (let i = 0; i < lines.length; i++) {
-    const raw = lines[i] as Line;
+  private first: ChainStart | null = null;
+  private readonly deleted: number[] = [];
+  private broken: ChainBreak | null = null;
+  /** The line pushed last, judged when the next one comes. */
+  private pending: Line | undefined;
+  private count = 0;
+
+  constructor(options: VerifyOptions = {}) {
+    this.head = options.start ?? null;
+    this.afterTear = options.afterTear ?? false;
+    this.seenAny = this.head !== null;
+    this.headNode = options.startNode ?? null;
+  }
+
+  /** Takes the next line; false once the chain broke (the caller may stop reading). */
+  push(line: Line): boolean {
+    if (this.broken) return false;
+    if (this.pending !== undefined) this.judge(this.pending, line, false);
+    this.pending = line;
+    this.count++;
+    return this.broken === null;
+  }
+
+  /** The file ended; `next` is the first line of the file after it, if any. */
+  end(next?: Line): FileCheck {
+    if (this.pending !== undefined && !this.broken) this.judge(this.pending, next, true);
+    this.pending = undefined;
+    const { broken, head, torn, afterTear, node, headNode, first, deleted, count } = this;
+    return { break: broken, head, torn, endsTorn: afterTear, node, headNode, first, deleted, lines: count };
+  }
+
+  private judge(raw: Line, after: Line | undefined, last: boolean): void {
+    const at = this.count;
     const text = textOf(raw);
-    const after = i + 1 < lines.length ? lines[i + 1] : options.next;
     if (after !== undefined && tornBy(bytesOf(raw), textOf(after))) {
       // Torn by a crash and recorded by the restart: outside the chain, checked by that record.
-      torn.push({ line: i + 1, bytes: bytesOf(raw).length });
-      afterTear = true;
-      continue;
+      this.torn.push({ line: at, bytes: bytesOf(raw).length });
+      this.afterTear = true;
+      return;
     }
     const rec = parseLine(text);
     if (rec === 'not-json') {
-      return result({ line: i + 1, reason: i === lines.length - 1 ? 'truncated or malformed last line' : 'not a JSON line (altered)' });
+      this.broken = { line: at, reason: last ? 'truncated or malformed last line' : 'not a JSON line (altered)' };
+      return;
     }
-    if (rec === 'not-chained') return result({ line: i + 1, reason: 'no sequence number or chain hash (altered)' });
-    if (recordedTear(rec) && !afterTear && seenAny) {
-      return result({ line: i + 1, reason: 'records a torn line that is not before it (removed or altered)' });
+    if (rec === 'not-chained') {
+      this.broken = { line: at, reason: 'no sequence number or chain hash (altered)' };
+      return;
     }
-    afterTear = false;
-    if (head) {
-      const reason = linkBreak(head, rec);
+    if (recordedTear(rec) && !this.afterTear && this.seenAny) {
+      this.broken = { line: at, reason: 'records a torn line that is not before it (removed or altered)' };
+      return;
+    }
+    this.afterTear = false;
+    if (this.head) {
+      const reason = linkBreak(this.head, rec);
       if (reason) {
-        const at = reason.startsWith('altered') ? headLine : i + 1;
-        return result({ line: at, reason: withLineEndingHint(reason, lines[at - 1]) });
+        const altered = reason.startsWith('altered');
+        this.broken = { line: altered ? this.headLine : at, reason: withLineEndingHint(reason, altered ? this.headRaw : raw) };
+        return;
       }
     }
-    if (!head) first = { line: i + 1, seq: rec.seq, prev: rec.prev, event: rec.event };
-    if (rec.event === 'audit-deleted' && typeof rec.last_seq === 'number') deleted.push(rec.last_seq);
-    node = headNode ?? node;
-    head = { seq: rec.seq + 1, prev: lineHash(text) };
-    headLine = i + 1;
-    headNode = typeof rec.node === 'string' ? rec.node : null;
-    seenAny = true;
+    if (!this.head) this.first = { line: at, seq: rec.seq, prev: rec.prev, event: rec.event };
+    if (rec.event === 'audit-deleted' && typeof rec.last_seq === 'number') this.deleted.push(rec.last_seq);
+    this.node = this.headNode ?? this.node;
+    this.head = { seq: rec.seq + 1, prev: lineHash(text) };
+    this.headLine = at;
+    this.headRaw = raw;
+    this.headNode = typeof rec.node === 'string' ? rec.node : null;
+    this.seenAny = true;
   }
-  return result(null);
 }

@@ -1,5 +1,3 @@
-import { gunzipSync } from 'node:zlib';
-
 /**
  * A rotated file whose compression is broken (cut short in a copy, bytes
  * altered on disk): none of its lines can be trusted, but the files beside
@@ -15,18 +13,9 @@ export class DamagedFile extends Error {
   }
 }
 
-/** `raw`, a gzip file's bytes, decompressed; a DamagedFile when they are no whole gzip data. */
-export function gunzipped(file: string, raw: Buffer): Buffer {
-  try {
-    return gunzipSync(raw);
-  } catch (err) {
-    throw damageOf(file, err) ?? err;
-  }
-}
-
 /**
- * The DamagedFile that `err`, thrown while `file` was gunzipped (whole, or
- * as a stream: zlib gives the same codes), says it is; null when it is
+ * The DamagedFile that `err`, thrown while `file` was gunzipped as it
+ * streamed, says it is; null when it is
  * something else, for the caller to throw.
  */
 export function damageOf(file: string, err: unknown): DamagedFile | null {

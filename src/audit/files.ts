@@ -2,7 +2,7 @@ import { readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { nextFileHint } from './chain.js';
 import { DamagedFile } from './compressed.js';
-import type { ReadLines } from './verify.js';
+import { fileEndByName, firstLineOf } from './file-lines.js';
 
 export interface RotatedFile {
   name: string;
@@ -73,7 +73,7 @@ export function seriesOf(paths: readonly string[], follows: (before: string, fil
  * Files and directories (collected from several nodes) as series, see
  * seriesOf. A file is taken as given, in the order given: named as no
  * rotation of a log before it, it continues the file given last in its
- * directory when its first record carries on that file's node or sequence
+ * directory when its first line carries on that file's node or sequence
  * (nextFileHint), or either of the two is a damaged compressed file (then
  * the order given is all there is to go by). A directory stands for every
  * log in it and below it, each oldest file first, grouped by name; names
@@ -81,7 +81,7 @@ export function seriesOf(paths: readonly string[], follows: (before: string, fil
  * (`audit.log.lock`) are passed over.
  * A file named twice counts once.
  */
-export function collectSeries(args: readonly string[], read: ReadLines): string[][] {
+export async function collectSeries(args: readonly string[]): Promise<string[][]> {
   const files: string[] = [];
   const given = new Set<string>();
   const seen = new Set<string>();
@@ -99,18 +99,27 @@ export function collectSeries(args: readonly string[], read: ReadLines): string[
       add(arg);
     }
   }
-  // The file compared last is compared again, as `before`, with the next one: read once.
-  let cached: { file: string; lines: Buffer[] } | null = null;
-  const linesOf = (file: string) => (cached?.file === file ? cached.lines : (cached = { file, lines: read(file) }).lines);
-  const follows = (before: string, file: string) => {
+  // Only the edges are read: the older file's end, the newer one's first line, whatever their sizes.
+  const follows = async (before: string, file: string) => {
     try {
-      return nextFileHint(linesOf(before), linesOf(file));
+      const end = (await fileEndByName(before)).toString('latin1').split('\n').map((l) => Buffer.from(l, 'latin1'));
+      const first = await firstLineOf({ path: file, gz: file.endsWith('.gz') });
+      return nextFileHint(end, first === null ? [] : [first]);
     } catch (err) {
       if (err instanceof DamagedFile) return true;
-      throw err;
+      // Unreadable: not joined on a guess; reading it for the command says why.
+      return false;
     }
   };
-  return seriesOf(files, (before, file) => given.has(file) && follows(before, file));
+  // What seriesOf asks, answered first: whether each file given continues the one given last in its directory.
+  const pairs = new Map<string, boolean>();
+  const lastIn = new Map<string, string>();
+  for (const file of files) {
+    const before = lastIn.get(dirname(resolve(file)));
+    if (before !== undefined && given.has(file)) pairs.set(`${before}\0${file}`, await follows(before, file));
+    lastIn.set(dirname(resolve(file)), file);
+  }
+  return seriesOf(files, (before, file) => given.has(file) && pairs.get(`${before}\0${file}`) === true);
 }
 
 function isDirectory(path: string): boolean {

@@ -165,33 +165,53 @@ export interface UserSummary {
 }
 
 /**
- * Pure: per user, completed transfers (count, bytes), failed logins and
- * refusals. Failed logins past the throttle's share of a minute are
- * recorded only as a count per address (`login-failed-repeated`, user ''):
- * they count for user '', the names they tried not known.
+ * Per user, completed transfers (count, bytes), failed logins and refusals,
+ * counted as records come: a report holds one row per user, not the
+ * records. Failed logins past the throttle's share of a minute are recorded
+ * only as a count per address (`login-failed-repeated`, user ''): they count
+ * for user '', the names they tried not known.
  */
-export function summarize(records: Iterable<AuditRecord>): UserSummary[] {
-  const by = new Map<string, UserSummary>();
-  const of = (user: string) => {
-    let s = by.get(user);
-    if (!s) {
-      s = { user, uploads: 0, uploadBytes: 0, downloads: 0, downloadBytes: 0, failedLogins: 0, refusals: 0 };
-      by.set(user, s);
-    }
-    return s;
-  };
-  for (const r of records) {
-    if (typeof r.user !== 'string') continue;
+export class UserTotals {
+  private readonly by = new Map<string, UserSummary>();
+
+  add(r: AuditRecord): void {
+    if (typeof r.user !== 'string') return;
     const bytes = typeof r.bytes === 'number' ? r.bytes : 0;
     if (r.event === 'upload' && r.result === 'ok') {
-      of(r.user).uploads++;
-      of(r.user).uploadBytes += bytes;
+      this.of(r.user).uploads++;
+      this.of(r.user).uploadBytes += bytes;
     } else if (r.event === 'download' && r.result === 'ok') {
-      of(r.user).downloads++;
-      of(r.user).downloadBytes += bytes;
-    } else if (r.event === 'login-failed') of(r.user).failedLogins++;
-    else if (r.event === 'login-failed-repeated' && typeof r.count === 'number') of(r.user).failedLogins += r.count;
-    else if (r.event === 'denied' || r.event === 'quota-exceeded') of(r.user).refusals++;
+      this.of(r.user).downloads++;
+      this.of(r.user).downloadBytes += bytes;
+    } else if (r.event === 'login-failed') this.of(r.user).failedLogins++;
+    else if (r.event === 'login-failed-repeated' && typeof r.count === 'number') this.of(r.user).failedLogins += r.count;
+    else if (r.event === 'denied' || r.event === 'quota-exceeded') this.of(r.user).refusals++;
   }
-  return [...by.values()].sort((a, b) => a.user.localeCompare(b.user));
+
+  /** Adds another's counts to these. */
+  merge(other: UserTotals): void {
+    for (const [user, o] of other.by) {
+      const s = this.of(user);
+      s.uploads += o.uploads;
+      s.uploadBytes += o.uploadBytes;
+      s.downloads += o.downloads;
+      s.downloadBytes += o.downloadBytes;
+      s.failedLogins += o.failedLogins;
+      s.refusals += o.refusals;
+    }
+  }
+
+  /** One row per user, by name. */
+  list(): UserSummary[] {
+    return [...this.by.values()].sort((a, b) => a.user.localeCompare(b.user));
+  }
+
+  private of(user: string): UserSummary {
+    let s = this.by.get(user);
+    if (!s) {
+      s = { user, uploads: 0, uploadBytes: 0, downloads: 0, downloadBytes: 0, failedLogins: 0, refusals: 0 };
+      this.by.set(user, s);
+    }
+    return s;
+  }
 }

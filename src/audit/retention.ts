@@ -3,7 +3,7 @@ import { basename, dirname, join } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { chainsInto, lastLines } from './chain.js';
 import { rotatedSiblings } from './files.js';
-import { LastLine, lastLine } from './log-file.js';
+import { fileEnd } from './file-lines.js';
 
 /** audit.keep: how many rotated files, and how old, the server keeps; 0 in either: no limit by it. */
 export interface KeepPolicy {
@@ -118,14 +118,6 @@ async function endOf(file: string): Promise<{ end: ReturnType<typeof lastLines>;
   } finally {
     await fh.close();
   }
-}
-
-/** A log's end from its last complete line on, however long that line (gunzipped when it is .gz). */
-async function fileEnd(fh: fsp.FileHandle, file: string): Promise<Buffer> {
-  if (!file.endsWith('.gz')) return lastLine(fh, file);
-  const end = new LastLine();
-  for await (const chunk of fh.createReadStream({ start: 0, autoClose: false }).pipe(createGunzip())) end.push(chunk as Buffer);
-  return end.text;
 }
 
 /** A log's first two lines (fewer if it has fewer), however long, gunzipped when it is .gz. */

@@ -1,4 +1,4 @@
-import { fstatSync, promises as fsp, readSync, type Stats } from 'node:fs';
+import { promises as fsp, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { rotatedSiblings } from './files.js';
@@ -80,21 +80,4 @@ function identity(stats: Stats): string {
 function absent(err: NodeJS.ErrnoException): null {
   if (err.code === 'ENOENT') return null;
   throw err;
-}
-
-/**
- * For the CLI, whose readers are synchronous: an opened file's bytes, read
- * whole by position (not from the descriptor's offset, so a second read
- * gets them again) up to its size when read.
- */
-export function readOpenedSync(handle: FileHandle): Buffer {
-  const size = fstatSync(handle.fd).size;
-  const buffer = Buffer.alloc(size);
-  let at = 0;
-  while (at < size) {
-    const n = readSync(handle.fd, buffer, at, size - at, at);
-    if (n === 0) break;
-    at += n;
-  }
-  return buffer.subarray(0, at);
 }

@@ -1,12 +1,12 @@
-import { GENESIS, verifyLines, type ChainHead, type ChainStart } from './chain.js';
+import { ChainCheck, GENESIS, type ChainHead, type ChainStart } from './chain.js';
 import { DamagedFile } from './compressed.js';
 
 /**
- * A file's lines as raw bytes (a torn fragment's are hashed as written),
- * without the newlines; a DamagedFile thrown for a compressed file that does
- * not decompress.
+ * A file's lines as they stream, in batches: raw bytes (a torn fragment's
+ * are hashed as written), without the newlines; a DamagedFile thrown from
+ * the iteration for a compressed file that does not decompress.
  */
-export type ReadLines = (file: string) => Buffer[];
+export type ReadLines = (file: string) => AsyncIterable<Buffer[]>;
 
 /** One series (a log and its rotated files, oldest first) checked as one chain. */
 export interface SeriesResult {
@@ -39,10 +39,10 @@ export interface SeriesOptions {
 
 /**
  * The files of one writer, in order: the chain continues from each file into
- * the next. Each file is checked knowing the next one's first line, which may
- * record a tear at this one's end.
+ * the next. Each file is checked as it streams, knowing the next one's first
+ * line, which may record a tear at this one's end.
  */
-export function verifySeries(files: readonly string[], read: ReadLines, options: SeriesOptions = {}): SeriesResult {
+export async function verifySeries(files: readonly string[], read: ReadLines, options: SeriesOptions = {}): Promise<SeriesResult> {
   const result: SeriesResult = { files, node: null, lines: 0, torn: [], break: null, after: null, from: 0 };
   let first: (ChainStart & { file: string }) | null = null;
   const deleted = new Set<number>();
@@ -51,18 +51,11 @@ export function verifySeries(files: readonly string[], read: ReadLines, options:
   let startAt = { file: '', lines: 0 };
   let startNode: string | null = null;
   let afterTear = false;
-  const readOrDamage = (file: string): Buffer[] | DamagedFile => {
-    try {
-      return read(file);
-    } catch (err) {
-      if (err instanceof DamagedFile) return err;
-      throw err;
-    }
-  };
-  let lines = files.length > 0 ? readOrDamage(files[0] as string) : [];
   for (let i = 0; i < files.length; i++) {
     const file = files[i] as string;
-    if (lines instanceof DamagedFile) {
+    const check = new ChainCheck({ start, startNode, afterTear });
+    const damage = await fed(check, read(file), file.endsWith('.gz'));
+    if (damage) {
       // A start missing before it is the first break, and names where (found by a review: the damage hid it).
       const missing = first && startMissing(first, deleted, options);
       if (first && missing) {
@@ -70,14 +63,13 @@ export function verifySeries(files: readonly string[], read: ReadLines, options:
         result.from = first.seq;
         return result;
       }
-      result.break = { file, line: null, reason: lines.reason };
+      result.break = { file, line: null, reason: damage.reason };
       // The next file's first line chains to lines nobody can read: its chain starts at that rotation.
-      result.after = i + 1 < files.length ? verifySeries(files.slice(i + 1), read, { fromRotation: true }) : null;
+      result.after = i + 1 < files.length ? await verifySeries(files.slice(i + 1), read, { fromRotation: true }) : null;
       result.node ??= result.after?.node ?? null;
       return result;
     }
-    const following = i + 1 < files.length ? readOrDamage(files[i + 1] as string) : [];
-    const checked = verifyLines(lines, { start, startNode, afterTear, next: Array.isArray(following) ? following[0] : undefined });
+    const checked = check.end(i + 1 < files.length ? await firstLine(read(files[i + 1] as string)) : undefined);
     result.node = checked.node ?? result.node;
     if (checked.break) {
       const { line, reason } = checked.break;
@@ -88,18 +80,17 @@ export function verifySeries(files: readonly string[], read: ReadLines, options:
     for (const seq of checked.deleted) deleted.add(seq);
     startNode = checked.headNode;
     for (const t of checked.torn) result.torn.push(`${file}:${t.line} (${t.bytes} bytes)`);
-    if (checked.head && checked.head !== start) startAt = { file, lines: lines.length - (checked.endsTorn ? 1 : 0) };
+    if (checked.head && checked.head !== start) startAt = { file, lines: checked.lines - (checked.endsTorn ? 1 : 0) };
     start = checked.head ?? start;
     afterTear = checked.endsTorn;
-    result.lines += lines.length;
-    if (i === files.length - 1 && lines.length === 0) {
+    result.lines += checked.lines;
+    if (i === files.length - 1 && checked.lines === 0) {
       // Every file of the trail begins with a record (audit-start, audit-rotated), written within a second
       // of its opening: the newest without one was emptied (found by an operator's walk: `: > audit.log`
       // verified as intact), unless its server is opening it at this moment (the first line is written at once).
       result.break = { file, line: null, reason: 'no records: every start and every new file writes one first (audit-start, audit-rotated), so this file was emptied, unless its server is opening it at this moment' };
       return result;
     }
-    lines = following;
   }
   // Unbroken to its end: the last line's node names the chain (nothing after it could vouch for it).
   result.node = startNode ?? result.node;
@@ -109,6 +100,38 @@ export function verifySeries(files: readonly string[], read: ReadLines, options:
     result.from = first.seq;
   }
   return result;
+}
+
+/**
+ * Feeds `check` a file's lines until they end or the chain breaks; the
+ * DamagedFile that stopped them, if one did. A compressed file is read to
+ * its end even after a break: damage shows only there (the gzip check), and
+ * a file that does not decompress is reported as that, whatever bytes its
+ * damage made of the lines before.
+ */
+async function fed(check: ChainCheck, lines: AsyncIterable<Buffer[]>, gz: boolean): Promise<DamagedFile | null> {
+  try {
+    let taking = true;
+    for await (const batch of lines) {
+      for (let i = 0; taking && i < batch.length; i++) taking = check.push(batch[i] as Buffer);
+      if (!taking && !gz) break;
+    }
+    return null;
+  } catch (err) {
+    if (err instanceof DamagedFile) return err;
+    throw err;
+  }
+}
+
+/** A file's first line; undefined when it has none, or does not decompress (its own turn reports that). */
+async function firstLine(lines: AsyncIterable<Buffer[]>): Promise<Buffer | undefined> {
+  try {
+    for await (const batch of lines) if (batch.length > 0) return batch[0];
+    return undefined;
+  } catch (err) {
+    if (err instanceof DamagedFile) return undefined;
+    throw err;
+  }
 }
 
 /**

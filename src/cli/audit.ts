@@ -1,11 +1,11 @@
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parseCidr } from '../auth/ip-rules.js';
 import { resolve } from 'node:path';
-import { DamagedFile, gunzipped } from '../audit/compressed.js';
+import { DamagedFile } from '../audit/compressed.js';
+import { logFileLines, type LogFileSource } from '../audit/file-lines.js';
 import { collectSeries } from '../audit/files.js';
-import { openLogFiles, readOpenedSync } from '../audit/snapshot.js';
-import { formatCsv, place, recordMatcher, summarize, tableOf, timeOrder, type AuditFilter, type AuditRecord, type Placed } from '../audit/query.js';
+import { openLogFiles } from '../audit/snapshot.js';
+import { UserTotals, formatCsv, place, recordMatcher, tableOf, timeOrder, type AuditFilter, type AuditRecord, type Placed } from '../audit/query.js';
 import { textTable } from './table.js';
 import { safeJson, shown } from '../session/unsafe-chars.js';
 import { verdict, verifySeries, type ReadLines } from '../audit/verify.js';
@@ -67,7 +67,8 @@ export async function auditCommand(args: string[], configFile: string | undefine
   const { files, fromRotation } = parseVerify(rest);
   const trail = await auditSeries(files, configFile);
   try {
-    const results = trail.series.map((files) => verifySeries(files, trail.read, { fromRotation }));
+    const results = [];
+    for (const files of trail.series) results.push(await verifySeries(files, trail.read, { fromRotation }));
     const { ok, lines } = verdict(results);
     out(lines.map((l) => l + '\n').join(''));
     return ok ? 0 : 1;
@@ -166,57 +167,45 @@ interface Trail {
  * give one twice.
  */
 async function auditSeries(args: readonly string[], configFile: string | undefined): Promise<Trail> {
-  if (args.length > 0) return { series: collectSeries(args, readLines), read: readLines, close: async () => undefined };
-  const config = loadConfig({ file: configFile });
+  const byName = (file: string) => readLines({ path: file, gz: file.endsWith('.gz') });
+  if (args.length > 0) return { series: await collectSeries(args), read: byName, close: async () => undefined };
+  const config = loadConfig({ file: configFile, makeDirs: false });
   const snapshot = await openLogFiles(resolve(config.dataDir, config.audit.file));
-  const handles = new Map(snapshot.files.map((f) => [f.path, f.handle]));
-  const read = (file: string) => {
-    const handle = handles.get(file);
-    // The live file missing: read by name, which says so as before.
-    return handle ? linesOf(file, () => readOpenedSync(handle)) : readLines(file);
-  };
+  const opened = new Map(snapshot.files.map((f) => [f.path, f]));
+  // The live file missing: read by name, which says so as before.
+  const read = (file: string) => readLines(opened.get(file) ?? { path: file, gz: false });
   return { series: [snapshot.files.map((f) => f.path)], read, close: () => snapshot.close() };
 }
 
-/** A log file's lines, read by its name. */
-function readLines(file: string): Buffer[] {
-  return linesOf(file, () => readFileSync(file));
-}
-
 /**
- * A log file's lines as raw bytes (a torn fragment's are hashed as written),
- * gunzipped if need be, without the final newline. A compressed file that
- * does not decompress is a DamagedFile, for the caller to report and read on.
+ * A log file's lines as they stream (logFileLines); a file that cannot be
+ * read is a UsageError naming it, a compressed one that does not decompress
+ * a DamagedFile, for the caller to report and read on.
  */
-function linesOf(file: string, bytes: () => Buffer): Buffer[] {
-  let raw: Buffer;
+async function* readLines(file: LogFileSource): AsyncGenerator<Buffer[]> {
   try {
-    raw = bytes();
-    if (file.endsWith('.gz')) raw = gunzipped(file, raw);
+    yield* logFileLines(file);
   } catch (err) {
     if (err instanceof DamagedFile) throw err;
-    throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new UsageError(`cannot read ${file.path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  const lines: Buffer[] = [];
-  let from = 0;
-  for (let nl = raw.indexOf(0x0a); nl >= 0; nl = raw.indexOf(0x0a, from)) {
-    lines.push(raw.subarray(from, nl));
-    from = nl + 1;
-  }
-  if (from < raw.length) lines.push(raw.subarray(from));
-  return lines;
 }
 
-function* readRecords(file: string, read: ReadLines): Generator<AuditRecord> {
-  const lines = read(file);
-  for (let i = 0; i < lines.length; i++) {
-    const record = parseRecord(lines[i] as Buffer);
-    if (record) yield record;
-    else {
-      const where = i === lines.length - 1 ? 'truncated last line' : 'malformed line';
-      process.stderr.write(`sluice: ${file}:${i + 1}: ${where} skipped\n`);
+async function* readRecords(file: string, read: ReadLines): AsyncGenerator<AuditRecord> {
+  let n = 0;
+  let torn: number | null = null;
+  for await (const lines of read(file)) {
+    for (const line of lines) {
+      n++;
+      // Whether a line that is no record was the last one shows only at the next.
+      if (torn !== null) process.stderr.write(`sluice: ${file}:${torn}: malformed line skipped\n`);
+      torn = null;
+      const record = parseRecord(line);
+      if (record) yield record;
+      else torn = n;
     }
   }
+  if (torn !== null) process.stderr.write(`sluice: ${file}:${torn}: truncated last line skipped\n`);
 }
 
 /** A line as a record, or null when it is none (torn, or not a JSON object). */
@@ -229,49 +218,76 @@ function parseRecord(line: Buffer): AuditRecord | null {
   }
 }
 
+/** What one file's matching records go into: kept only once the file read to its end. */
+interface FilePart<T> {
+  add(record: AuditRecord): void;
+  readonly value: T;
+}
+
 /**
- * The records that match, each placed by its node: a record from before node
- * ids takes the node its log names later (the upgraded node that wrote it).
- * A damaged compressed file is named on stderr and passed over: the other
- * files still answer, and `complete` false tells the caller the answer is not whole.
+ * Every series' records that match, read a file at a time into a part of
+ * its own (`part()`); the parts of each series with the node its log names
+ * last (a record from before node ids takes the node of the upgraded node
+ * that wrote it). A damaged compressed file is named on stderr and its part
+ * left out, records before the damage too: the other files still answer,
+ * and `complete` false tells the caller the answer is not whole. The trail
+ * is closed at the end.
  */
-async function readPlaced(trail: Trail, matches: (r: AuditRecord) => boolean): Promise<{ placed: Placed[]; complete: boolean }> {
+async function readMatching<T>(trail: Trail, matches: (r: AuditRecord) => boolean, part: () => FilePart<T>): Promise<{ series: { parts: T[]; node: string }[]; complete: boolean }> {
   try {
-    return placedIn(trail, matches);
+    const series: { parts: T[]; node: string }[] = [];
+    let complete = true;
+    for (const files of trail.series) {
+      const parts: T[] = [];
+      let node = '';
+      for (const file of files) {
+        const fromFile = part();
+        let fileNode = node;
+        try {
+          for await (const r of readRecords(file, trail.read)) {
+            if (typeof r.node === 'string') fileNode = r.node;
+            if (matches(r)) fromFile.add(r);
+          }
+        } catch (err) {
+          if (!(err instanceof DamagedFile)) throw err;
+          process.stderr.write(`sluice: ${err.message}; its records are left out\n`);
+          complete = false;
+          continue;
+        }
+        node = fileNode;
+        parts.push(fromFile.value);
+      }
+      series.push({ parts, node });
+    }
+    return { series, complete };
   } finally {
     await trail.close();
   }
 }
 
-function placedIn({ series, read }: Trail, matches: (r: AuditRecord) => boolean): { placed: Placed[]; complete: boolean } {
+/** The records that match, each placed by its node (see readMatching), held for sorting. */
+async function readPlaced(trail: Trail, matches: (r: AuditRecord) => boolean): Promise<{ placed: Placed[]; complete: boolean }> {
+  const { series, complete } = await readMatching(trail, matches, () => {
+    const value: AuditRecord[] = [];
+    return { add: (r) => value.push(r), value };
+  });
   const placed: Placed[] = [];
-  let complete = true;
-  for (const files of series) {
-    const found: AuditRecord[] = [];
-    let node = '';
-    for (const file of files) {
-      try {
-        for (const r of readRecords(file, read)) {
-          if (typeof r.node === 'string') node = r.node;
-          if (matches(r)) found.push(r);
-        }
-      } catch (err) {
-        if (!(err instanceof DamagedFile)) throw err;
-        process.stderr.write(`sluice: ${err.message}; its records are left out\n`);
-        complete = false;
-      }
-    }
-    // One at a time: spread into push(), a series of 125,000 records overflowed the stack.
-    for (const r of found) placed.push(place(r, node));
-  }
+  // One at a time: spread into push(), a series of 125,000 records overflowed the stack.
+  for (const { parts, node } of series) for (const records of parts) for (const r of records) placed.push(place(r, node));
   return { placed, complete };
 }
 
 async function reportCommand(args: string[], configFile: string | undefined, out: (s: string) => void): Promise<number> {
   const { values: v } = parse(args, { since: { type: 'string' }, json: { type: 'boolean' }, file: { type: 'string', multiple: true } }, []);
   const since = v.since === undefined ? undefined : parseTime('since', v.since);
-  const { placed, complete } = await readPlaced(await auditSeries(v.file ?? [], configFile), recordMatcher({ since }));
-  const summary = summarize(placed.map((p) => p.record));
+  // Counted as read: a report over a long trail holds a row per user, not the records.
+  const { series, complete } = await readMatching(await auditSeries(v.file ?? [], configFile), recordMatcher({ since }), () => {
+    const value = new UserTotals();
+    return { add: (r) => value.add(r), value };
+  });
+  const totals = new UserTotals();
+  for (const { parts } of series) for (const part of parts) totals.merge(part);
+  const summary = totals.list();
   if (v.json) {
     out(safeJson(summary, 2) + '\n');
     return complete ? 0 : 1;

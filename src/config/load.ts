@@ -45,10 +45,11 @@ const ENV: readonly [string, string[], 'string' | 'port' | 'workers' | 'list' | 
 /**
  * Defaults, then the YAML file (`--config`, SLUICE_CONFIG, or ./sluice.yaml
  * if present), then the environment. Relative directories are taken from the
- * working directory. Throws ConfigError.
+ * working directory. The data and certificate directories are made (and
+ * must be usable) unless `makeDirs` is false. Throws ConfigError.
  */
 export function loadConfig(
-  options: { file?: string | undefined; env?: NodeJS.ProcessEnv; cwd?: string; hostname?: string } = {},
+  options: { file?: string | undefined; env?: NodeJS.ProcessEnv; cwd?: string; hostname?: string; makeDirs?: boolean } = {},
 ): Config & { source: string | null } {
   const env = options.env ?? process.env;
   const cwd = options.cwd ?? process.cwd();
@@ -71,8 +72,11 @@ export function loadConfig(
   config.certsDir = resolve(cwd, config.certsDir);
   if (config.ftp.anonymous.root !== '') config.ftp.anonymous.root = resolve(cwd, config.ftp.anonymous.root);
   if (config.uploads.clamdSocket !== '') config.uploads.clamdSocket = resolve(cwd, config.uploads.clamdSocket);
-  ensureWritableDir('dataDir', config.dataDir);
-  ensureWritableDir('certsDir', config.certsDir);
+  // A command that only reads (the audit readers) makes nothing: run in the wrong directory, it left data/ and certs/ there.
+  if (options.makeDirs !== false) {
+    ensureWritableDir('dataDir', config.dataDir);
+    ensureWritableDir('certsDir', config.certsDir);
+  }
   return { ...config, source: file === undefined ? null : resolve(cwd, file) };
 }
 

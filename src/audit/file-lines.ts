@@ -1,0 +1,110 @@
+import { promises as fsp } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { damageOf } from './compressed.js';
+import { LastLine, lastLine } from './log-file.js';
+
+/** One file of a log: read through `handle` when it is open (a snapshot's), else opened by `path`. */
+export interface LogFileSource {
+  readonly path: string;
+  readonly gz: boolean;
+  readonly handle?: FileHandle | null;
+}
+
+/** A reader's bite: few system calls per MiB, and what is held at once stays one chunk and the longest line. */
+const CHUNK = 1024 * 1024;
+
+/**
+ * A log file's lines, as they stream (gunzipped when it is .gz), in batches:
+ * raw bytes without the newline, so that a torn fragment is hashed as it was
+ * written, and a last line without a newline given as it stands. Memory is
+ * one chunk and the longest line, whatever the file's size: the readers
+ * read whole files once (`readFileSync`), which refused a file over 2 GiB and
+ * held every line of a large one at once. A file is read from 0 to its size
+ * when the reading begins, so lines the server appends meanwhile wait for
+ * the next reader; a handle given stays open. A .gz that does not decompress throws a
+ * DamagedFile from the iteration, after the lines that came before it.
+ */
+export async function* logFileLines(file: LogFileSource): AsyncGenerator<Buffer[]> {
+  const handle = file.handle ?? (await fsp.open(file.path, 'r'));
+  try {
+    const raw = chunksOf(handle, (await handle.stat()).size);
+    let carry: Buffer[] = [];
+    try {
+      for await (const chunk of file.gz ? gunzipped(raw) : raw) {
+        const lines: Buffer[] = [];
+        let from = 0;
+        for (let nl = chunk.indexOf(0x0a); nl >= 0; nl = chunk.indexOf(0x0a, from)) {
+          const piece = chunk.subarray(from, nl);
+          lines.push(carry.length === 0 ? piece : Buffer.concat([...carry, piece]));
+          carry = [];
+          from = nl + 1;
+        }
+        if (from < chunk.length) carry.push(chunk.subarray(from));
+        if (lines.length > 0) yield lines;
+      }
+    } catch (err) {
+      throw (file.gz ? damageOf(file.path, err) : null) ?? err;
+    }
+    if (carry.length > 0) yield [Buffer.concat(carry)];
+  } finally {
+    if (!file.handle) await handle.close();
+  }
+}
+
+/**
+ * An open file's bytes from 0 to `size`, by position: read again, the same
+ * bytes. Not a stream of the handle: Node closes a FileHandle whose stream
+ * is destroyed, as a reader that stops early destroys it, autoClose or not.
+ */
+async function* chunksOf(handle: FileHandle, size: number): AsyncGenerator<Buffer> {
+  for (let at = 0; at < size; ) {
+    const buffer = Buffer.allocUnsafe(Math.min(CHUNK, size - at));
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, at);
+    if (bytesRead === 0) return; // cut short meanwhile: what there was
+    at += bytesRead;
+    yield buffer.subarray(0, bytesRead);
+  }
+}
+
+/** `chunks` gunzipped as they come; zlib's errors thrown from the iteration. */
+function gunzipped(chunks: AsyncIterable<Buffer>): AsyncIterable<Buffer> {
+  const gunzip = createGunzip({ chunkSize: CHUNK });
+  // Its failure is the iteration's: the pipeline destroys the gunzip stream with it.
+  pipeline(Readable.from(chunks), gunzip).catch(() => undefined);
+  return gunzip;
+}
+
+/** A log file's first line (null: none), read no further than that. */
+export async function firstLineOf(file: LogFileSource): Promise<Buffer | null> {
+  for await (const lines of logFileLines(file)) return lines[0] ?? null;
+  return null;
+}
+
+/**
+ * A log file's end from its last complete line on, however long (see
+ * lastLine): read back from the end, or, gzipped, streamed through. A .gz
+ * that does not decompress throws a DamagedFile.
+ */
+export async function fileEnd(fh: FileHandle, file: string): Promise<Buffer> {
+  if (!file.endsWith('.gz')) return lastLine(fh, file);
+  const end = new LastLine();
+  try {
+    for await (const chunk of gunzipped(chunksOf(fh, (await fh.stat()).size))) end.push(chunk as Buffer);
+  } catch (err) {
+    throw damageOf(file, err) ?? err;
+  }
+  return end.text;
+}
+
+/** fileEnd of a file named by its path. */
+export async function fileEndByName(file: string): Promise<Buffer> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    return await fileEnd(fh, file);
+  } finally {
+    await fh.close();
+  }
+}
