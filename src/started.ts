@@ -1,4 +1,4 @@
-import { promises as fsp } from 'node:fs';
+import { readRegularFile } from './regular-file.js';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { HOST_KEYS, TLS_CERT, TLS_KEY } from './certs/names.js';
@@ -35,7 +35,7 @@ export async function logStarted(log: Logger, report: StartReport): Promise<void
     }
   }
   if (tls) {
-    await fingerprint(log, `TLS certificate ${TLS_CERT}`, async () => certificateFingerprint(await fsp.readFile(join(report.certsDir, TLS_CERT))));
+    await fingerprint(log, `TLS certificate ${TLS_CERT}`, async () => certificateFingerprint(await readRegularFile(join(report.certsDir, TLS_CERT))));
   }
   await warnExposedKeys(log, report);
   log.info({ frontEnds: report.frontEnds, dataDir: report.dataDir, workers: report.workers }, 'sluice started');
@@ -66,9 +66,9 @@ async function fingerprint(log: Logger, what: string, compute: () => Promise<str
 
 /** From the `.pub` file, as `ssh-keygen -lf` reads it; from the private key when there is none. */
 export async function hostKeyFingerprint(certsDir: string, name: string): Promise<string> {
-  const line = await fsp.readFile(join(certsDir, `${name}.pub`), 'utf8').catch(async (err: NodeJS.ErrnoException) => {
+  const line = await readRegularFile(join(certsDir, `${name}.pub`)).then((b) => b.toString('utf8')).catch(async (err: NodeJS.ErrnoException) => {
     if (err.code !== 'ENOENT') throw err;
-    const key = ssh2Library().utils.parseKey(await fsp.readFile(join(certsDir, name)));
+    const key = ssh2Library().utils.parseKey(await readRegularFile(join(certsDir, name)));
     if (!key || key instanceof Error || Array.isArray(key)) throw new Error(`host key ${name}: unreadable`);
     return `${key.type} ${key.getPublicSSH().toString('base64')} ${key.comment}`;
   });

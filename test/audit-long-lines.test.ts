@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { AuditLog } from '../src/audit/log.js';
-import { LastLine, lastLine, lastLineSync } from '../src/audit/log-file.js';
+import { LastLine, lastLine, lastLineSync } from '../src/audit/file-end.js';
 import { sluice, startServe } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
 import { sshConnect } from './helpers/ssh.js';

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -150,6 +151,15 @@ describe('configuration', () => {
     assert.throws(() => load({}, 'missing.yaml'), fails(/cannot read it \(ENOENT\)/));
     writeFileSync(join(dir, 'afile'), '');
     assert.throws(() => load({ SLUICE_DATA_DIR: 'afile/sub' }), fails(/dataDir: .* is not a usable directory/));
+  });
+
+  it('a config file that is no regular file is refused at once, saying what it is', () => {
+    // A FIFO named by --config held the CLI in its read for ever (the command never answered).
+    const fifo = join(dir, 'config.fifo');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    const r = sluice(dir, ['--config', fifo, 'user', 'list']);
+    assert.deepEqual([r.code, r.stderr], [2, `sluice: config file ${fifo}: cannot read it (${fifo} is a FIFO, not a regular file)\n`]);
+    assert.throws(() => load({}, dir), fails(/cannot read it \(.* is a directory, not a regular file\)/));
   });
 
   it('the CLI exits 2 with one line on a bad config', () => {

@@ -127,12 +127,18 @@ for (const workers of ['1', '2']) {
         '-keyout', join(rsaDir, 'tls-key.pem'), '-out', join(rsaDir, 'tls-cert.pem')]);
       assert.equal(gen.status, 0, String(gen.stderr));
       const rsa = readFileSync(join(rsaDir, 'tls-cert.pem'), 'utf8');
-      for (const [what, cert] of [['cut short', good.slice(0, 200)], ['key of another', good], ['key of another type', rsa]] as const) {
-        await srv.restart(() => writeFileSync(join(certs, 'tls-cert.pem'), cert)).then(
+      // A FIFO in the certificate's place held the start in its read for ever (and each /readyz took a thread).
+      for (const [what, cert] of [['a FIFO', null], ['cut short', good.slice(0, 200)], ['key of another', good], ['key of another type', rsa]] as const) {
+        const put = () => {
+          rmSync(join(certs, 'tls-cert.pem'));
+          if (cert !== null) writeFileSync(join(certs, 'tls-cert.pem'), cert);
+          else assert.equal(spawnSync('mkfifo', [join(certs, 'tls-cert.pem')]).status, 0);
+        };
+        await srv.restart(put).then(
           () => assert.fail(`${what}: the server started`),
           (err: Error) => assert.match(err.message, /^serve exited 1:/, what),
         );
-        await srv.logs(/TLS certificate tls-cert\.pem with key tls-key\.pem \(in .*\) cannot be used: .*(PEM|the key is not the certificate's)/);
+        await srv.logs(/TLS certificate tls-cert\.pem with key tls-key\.pem \(in .*\) cannot be used: .*(PEM|the key is not the certificate's|tls-cert\.pem is a FIFO, not a regular file)/);
         // One line in the operator's words, as a port in use is: not an error object with its stack.
         const refusals = srv.log.split('\n').filter((l) => l.includes('cannot be used'));
         assert.ok(refusals.length > 0 && refusals.every((l) => !l.includes('"stack"')), refusals.join('\n'));

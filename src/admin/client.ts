@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readRegularFileSync } from '../regular-file.js';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
@@ -57,7 +57,7 @@ export function adminClient(config: Config, env: NodeJS.ProcessEnv = process.env
     new ApiError(`the admin API listens on TCP (${config.admin.listen}): set SLUICE_ADMIN_TOKEN to a token from \`sluice admin token create NAME\``);
   const secure = config.admin.tls && !('path' in endpoint);
   // The server's own certificate is the only one trusted, whatever name it carries (a self-signed one names the host, not 127.0.0.1).
-  const tls = secure ? { ca: readFileSync(join(config.certsDir, TLS_CERT)), checkServerIdentity: () => undefined } : {};
+  const tls = secure ? { ca: readRegularFileSync(join(config.certsDir, TLS_CERT)), checkServerIdentity: () => undefined } : {};
   return {
     address: config.admin.listen,
     request: (method, path, body) =>

@@ -1,4 +1,4 @@
-import { promises as fsp } from 'node:fs';
+import { readRegularFile } from '../regular-file.js';
 import { X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -61,7 +61,7 @@ export function statusRoutes(api: FastifyInstance, { base, coordination }: Admin
 }
 
 async function certificate(file: string) {
-  const pem = await fsp.readFile(file).catch(() => null);
+  const pem = await readRegularFile(file).catch(() => null);
   if (pem === null) return null;
   const cert = new X509Certificate(pem);
   const notAfter = new Date(cert.validTo);

@@ -51,7 +51,7 @@ export function chainLine(head: ChainHead, record: Record<string, unknown>): { l
  * Pure: a file's end split into its last complete chain line and the torn
  * fragment after it (null when the text ends in a newline), with the node
  * that line names (null: none). Unparsable complete lines are passed over;
- * the readers of a file's end (log-file.ts lastLine) hand it only the last
+ * the readers of a file's end (file-end.ts lastLine) hand it only the last
  * complete one, which a restart and retention take as it is.
  */
 export function lastLines(text: Buffer): { head: ChainHead | null; fragment: Buffer | null; node: string | null } {

@@ -4,7 +4,6 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { damageOf } from './compressed.js';
-import { LastLine, lastLine } from './log-file.js';
 
 /** One file of a log: read through `handle` when it is open (a snapshot's), else opened by `path`. */
 export interface LogFileSource {
@@ -59,7 +58,7 @@ export async function* logFileLines(file: LogFileSource): AsyncGenerator<Buffer[
  * bytes. Not a stream of the handle: Node closes a FileHandle whose stream
  * is destroyed, as a reader that stops early destroys it, autoClose or not.
  */
-async function* chunksOf(handle: FileHandle, size: number): AsyncGenerator<Buffer> {
+export async function* chunksOf(handle: FileHandle, size: number): AsyncGenerator<Buffer> {
   for (let at = 0; at < size; ) {
     const buffer = Buffer.allocUnsafe(Math.min(CHUNK, size - at));
     const { bytesRead } = await handle.read(buffer, 0, buffer.length, at);
@@ -70,7 +69,7 @@ async function* chunksOf(handle: FileHandle, size: number): AsyncGenerator<Buffe
 }
 
 /** `chunks` gunzipped as they come; zlib's errors thrown from the iteration. */
-function gunzipped(chunks: AsyncIterable<Buffer>): AsyncIterable<Buffer> {
+export function gunzipped(chunks: AsyncIterable<Buffer>): AsyncIterable<Buffer> {
   const gunzip = createGunzip({ chunkSize: CHUNK });
   // Its failure is the iteration's: the pipeline destroys the gunzip stream with it.
   pipeline(Readable.from(chunks), gunzip).catch(() => undefined);
@@ -81,30 +80,4 @@ function gunzipped(chunks: AsyncIterable<Buffer>): AsyncIterable<Buffer> {
 export async function firstLineOf(file: LogFileSource): Promise<Buffer | null> {
   for await (const lines of logFileLines(file)) return lines[0] ?? null;
   return null;
-}
-
-/**
- * A log file's end from its last complete line on, however long (see
- * lastLine): read back from the end, or, gzipped, streamed through. A .gz
- * that does not decompress throws a DamagedFile.
- */
-export async function fileEnd(fh: FileHandle, file: string): Promise<Buffer> {
-  if (!file.endsWith('.gz')) return lastLine(fh, file);
-  const end = new LastLine();
-  try {
-    for await (const chunk of gunzipped(chunksOf(fh, (await fh.stat()).size))) end.push(chunk as Buffer);
-  } catch (err) {
-    throw damageOf(file, err) ?? err;
-  }
-  return end.text;
-}
-
-/** fileEnd of a file named by its path. */
-export async function fileEndByName(file: string): Promise<Buffer> {
-  const fh = await fsp.open(file, 'r');
-  try {
-    return await fileEnd(fh, file);
-  } finally {
-    await fh.close();
-  }
 }

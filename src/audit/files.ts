@@ -2,7 +2,8 @@ import { readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { nextFileHint } from './chain.js';
 import { DamagedFile } from './compressed.js';
-import { fileEndByName, firstLineOf } from './file-lines.js';
+import { fileEndByName } from './file-end.js';
+import { firstLineOf } from './file-lines.js';
 
 export interface RotatedFile {
   name: string;

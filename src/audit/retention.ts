@@ -3,7 +3,7 @@ import { basename, dirname, join } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { chainsInto, lastLines } from './chain.js';
 import { rotatedSiblings } from './files.js';
-import { fileEnd } from './file-lines.js';
+import { fileEnd } from './file-end.js';
 
 /** audit.keep: how many rotated files, and how old, the server keeps; 0 in either: no limit by it. */
 export interface KeepPolicy {

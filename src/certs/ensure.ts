@@ -1,4 +1,5 @@
 import { promises as fsp } from 'node:fs';
+import { readRegularFile } from '../regular-file.js';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { StartRefused } from '../listening.js';
@@ -53,7 +54,7 @@ export async function readHostKeys(dir: string): Promise<HostKeyFile[]> {
   return Promise.all(
     HOST_KEYS.map(async (name) => {
       try {
-        return { name, dir, data: await fsp.readFile(join(dir, name)) };
+        return { name, dir, data: await readRegularFile(join(dir, name)) };
       } catch (err) {
         throw new StartRefused(`SSH host key ${name} (in ${dir}) cannot be read: ${(err as Error).message}`);
       }

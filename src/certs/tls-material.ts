@@ -1,8 +1,8 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { StartRefused } from '../listening.js';
+import { readRegularFile } from '../regular-file.js';
 import { TLS_CERT, TLS_KEY } from './names.js';
 
 /** The FTPS certificate chain and private key, PEM. */
@@ -19,7 +19,7 @@ export interface TlsMaterial {
  */
 export async function readTlsMaterial(certsDir: string): Promise<TlsMaterial> {
   try {
-    const [key, cert] = await Promise.all([fsp.readFile(join(certsDir, TLS_KEY)), fsp.readFile(join(certsDir, TLS_CERT))]);
+    const [key, cert] = await Promise.all([readRegularFile(join(certsDir, TLS_KEY)), readRegularFile(join(certsDir, TLS_CERT))]);
     tls.createSecureContext({ key, cert });
     // OpenSSL compares a key only with a certificate of its own type: an RSA key beside the default
     // ECDSA certificate passed, and every handshake failed after it (found by a review).

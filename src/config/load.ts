@@ -1,4 +1,5 @@
-import { accessSync, constants, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync } from 'node:fs';
+import { readRegularFileSync } from '../regular-file.js';
 import { hostname } from 'node:os';
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
@@ -90,9 +91,9 @@ function nodeIdOf(configured: string, host: string): string {
 function readYaml(path: string): Raw {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readRegularFileSync(path).toString('utf8');
   } catch (err) {
-    throw new ConfigError(`config file ${path}: cannot read it (${(err as NodeJS.ErrnoException).code ?? err})`);
+    throw new ConfigError(`config file ${path}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
   let doc: unknown;
   try {

@@ -1,5 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import { constants, promises as fsp } from 'node:fs';
+import { readRegularFile } from '../regular-file.js';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 
@@ -174,7 +175,7 @@ async function auditProblem(file: string): Promise<string | null> {
 async function certFileProblem(file: string, now: Date): Promise<Problem | null> {
   let validTo: Date;
   try {
-    validTo = new Date(new X509Certificate(await fsp.readFile(file)).validTo);
+    validTo = new Date(new X509Certificate(await readRegularFile(file)).validTo);
   } catch (err) {
     return { reason: 'certificate unreadable', detail: `certificate unreadable: ${codeOf(err)} on ${file}` };
   }

@@ -1,0 +1,124 @@
+import { fstatSync, promises as fsp, readSync } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { damageOf } from './compressed.js';
+import { chunksOf, gunzipped } from './file-lines.js';
+
+/*
+ * A log's end, from its last complete line on: where a restart continues the
+ * chain, what retention checks before it deletes a file, and what tells
+ * whether one file carries on another.
+ */
+
+/** Bytes read at a time, backwards, when looking for a log's last line. */
+const END_CHUNK = 64 * 1024;
+
+/**
+ * Pure steps of reading the end of a file of `size` bytes backwards: yields
+ * each `[position, length]` to read and is handed those bytes; returns the
+ * file from the start of its last complete line on (that line, its newline
+ * and any torn fragment after it), or the whole file when it holds at most
+ * one newline. It reads back as far as that line begins, however long: a
+ * reader that gave up after a fixed window would take the middle of a long
+ * line for the end of the chain. Memory: that line, the fragment, one chunk.
+ */
+function* fromLastLine(size: number): Generator<[number, number], Buffer, Buffer> {
+  const parts: Buffer[] = [];
+  let newlines = 0;
+  for (let pos = size; pos > 0; ) {
+    const length = Math.min(END_CHUNK, pos);
+    pos -= length;
+    const chunk = yield [pos, length];
+    parts.unshift(chunk);
+    for (let i = chunk.length; i > 0; ) {
+      const nl = chunk.lastIndexOf(0x0a, i - 1);
+      if (nl < 0) break;
+      // The first newline found ends the last complete line, the second is just before it.
+      if (++newlines === 2) {
+        parts[0] = chunk.subarray(nl + 1);
+        return Buffer.concat(parts);
+      }
+      i = nl;
+    }
+  }
+  return Buffer.concat(parts);
+}
+
+function fullRead(file: string, position: number, length: number, read: number): void {
+  if (read !== length) throw new Error(`${file}: changed while read (${read} of ${length} bytes at ${position})`);
+}
+
+/** Synchronous (start-up): the end of an open file from its last complete line on, see fromLastLine. */
+export function lastLineSync(fd: number, file: string): Buffer {
+  const steps = fromLastLine(fstatSync(fd).size);
+  for (let step = steps.next(); ; ) {
+    if (step.done) return step.value;
+    const [position, length] = step.value;
+    const buf = Buffer.alloc(length);
+    fullRead(file, position, length, readSync(fd, buf, 0, length, position));
+    step = steps.next(buf);
+  }
+}
+
+/** The end of an open file from its last complete line on, see fromLastLine. */
+export async function lastLine(fh: FileHandle, file: string): Promise<Buffer> {
+  const steps = fromLastLine((await fh.stat()).size);
+  for (let step = steps.next(); ; ) {
+    if (step.done) return step.value;
+    const [position, length] = step.value;
+    const buf = Buffer.alloc(length);
+    fullRead(file, position, length, (await fh.read(buf, 0, length, position)).bytesRead);
+    step = steps.next(buf);
+  }
+}
+
+/**
+ * The same for bytes that can only be read forwards (a gzipped log): fed the
+ * stream, keeps its last complete line and what follows, however long.
+ */
+export class LastLine {
+  /** The last complete line, its newline included. */
+  private line: Buffer[] = [];
+  /** What came after that newline. */
+  private rest: Buffer[] = [];
+
+  push(chunk: Buffer): void {
+    const last = chunk.lastIndexOf(0x0a);
+    if (last < 0) {
+      this.rest.push(chunk);
+      return;
+    }
+    const before = last > 0 ? chunk.lastIndexOf(0x0a, last - 1) : -1;
+    this.line = before >= 0 ? [chunk.subarray(before + 1, last + 1)] : [...this.rest, chunk.subarray(0, last + 1)];
+    this.rest = last + 1 < chunk.length ? [chunk.subarray(last + 1)] : [];
+  }
+
+  get text(): Buffer {
+    return Buffer.concat([...this.line, ...this.rest]);
+  }
+}
+
+/**
+ * A log file's end from its last complete line on, however long (see
+ * lastLine): read back from the end, or, gzipped, streamed through. A .gz
+ * that does not decompress throws a DamagedFile.
+ */
+export async function fileEnd(fh: FileHandle, file: string): Promise<Buffer> {
+  if (!file.endsWith('.gz')) return lastLine(fh, file);
+  const end = new LastLine();
+  try {
+    for await (const chunk of gunzipped(chunksOf(fh, (await fh.stat()).size))) end.push(chunk as Buffer);
+  } catch (err) {
+    throw damageOf(file, err) ?? err;
+  }
+  return end.text;
+}
+
+/** fileEnd of a file named by its path. */
+export async function fileEndByName(file: string): Promise<Buffer> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    return await fileEnd(fh, file);
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,41 @@
+import { closeSync, constants, fstatSync, openSync, promises as fsp, readFileSync, type Stats } from 'node:fs';
+
+/**
+ * The server's own files (its config, keys and certificate, its logs) are
+ * regular files. A FIFO in the place of one held its reader in the open, or
+ * in the read, for ever: `sluice --config fifo` never answered, and a FIFO
+ * as the TLS key stopped the start and, read at every /readyz, took a thread
+ * of libuv's pool each time until none was left. Opened without waiting and
+ * refused unless regular, they fail at once, saying what is there.
+ */
+
+/** `st` when it is a regular file; else throws, saying what it is. */
+export function regularFile(st: Stats, name?: string): Stats {
+  if (st.isFile()) return st;
+  const kind = st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : st.isSocket() ? 'a socket' : 'a device';
+  throw new Error(`${name === undefined ? '' : `${name} is `}${kind}, not a regular file`);
+}
+
+const READ_NOW = constants.O_RDONLY | constants.O_NONBLOCK;
+
+/** A regular file's bytes (see above); its open's errors as fs gives them (ENOENT, EACCES). */
+export async function readRegularFile(path: string): Promise<Buffer> {
+  const handle = await fsp.open(path, READ_NOW);
+  try {
+    regularFile(await handle.stat(), path);
+    return await handle.readFile();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The same, synchronously: for the CLI's start, before anything else runs. */
+export function readRegularFileSync(path: string): Buffer {
+  const fd = openSync(path, READ_NOW);
+  try {
+    regularFile(fstatSync(fd), path);
+    return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
