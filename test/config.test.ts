@@ -133,6 +133,7 @@ describe('configuration', () => {
     ['a hook env that names no variable', {}, "hooks:\n  actions:\n    - name: a\n      on: [upload]\n      command: ['true']\n      env: ['A=B']\n", /hooks\.actions\.0\.env\.0: an environment variable name/],
     ['a hook env with no command', {}, "hooks:\n  actions:\n    - name: a\n      on: [upload]\n      url: 'http://127.0.0.1:1/'\n      env: ['A']\n", /hooks\.actions\.0\.env: env is given to a command/],
     ['PROXY v2 with no trusted proxy', { SLUICE_FTP_PROXY_PROTOCOL: 'v2' }, null, /ftp\.proxyProtocol.*needs trustedProxies/],
+    ['a first ban longer than the longest', {}, 'defender:\n  banTime: 172800\n', /^config: defender\.banTime: 172800 s is longer than defender\.maxBanTime \(86400 s\), the longest ban: raise maxBanTime too$/],
     // Found by a review: a name failed the start with getaddrinfo's stack, exit 1.
     ['a bind address that is a name', { SLUICE_BIND: 'not-an-ip' }, null, /^config: bind \(from SLUICE_BIND\): must be an IP address to listen on/],
   ];

@@ -451,6 +451,11 @@ export const configSchema = z
       if (other) ctx.addIssue({ code: 'custom', path: [front, name], message: `port ${value} is ${other}'s too` });
       taken.set(value, `${front}.${name}`);
     }
+    // A first ban longer than the longest was cut to the longest without a word: what was asked is not what runs.
+    const { banTime, maxBanTime } = config.defender;
+    if (banTime > maxBanTime) {
+      ctx.addIssue({ code: 'custom', path: ['defender', 'banTime'], message: `${banTime} s is longer than defender.maxBanTime (${maxBanTime} s), the longest ban: raise maxBanTime too` });
+    }
     // v1/v2 with nobody trusted would refuse every connection: surely a mistake, said at start rather than at each accept.
     for (const front of ['ftp', 'sftp'] as const) {
       const mode = config[front].proxyProtocol;
