@@ -15,12 +15,12 @@ import { BIN } from './helpers/cli.js';
  * rotateSize 0) could not be read at all, and a large one was held in
  * memory with every line as an object. They now stream: memory is a chunk
  * and a line, whatever the files' sizes. Measured here as the command's
- * peak RSS over a trail of 192 MiB (a gzipped rotated file and the live
+ * peak RSS over a trail of 128 MiB (a gzipped rotated file and the live
  * one), which the whole-file readers held at once.
  */
 const MiB = 1024 * 1024;
-const HALF = 96 * MiB;
-/** A bound the streaming readers stay under (102-118 MiB seen, 172 for a 2.2 GiB file), and the whole-file ones far over (389-401 MiB). */
+const HALF = 64 * MiB;
+/** A bound the streaming readers stay under (99-113 MiB seen here, 172 for a 2.2 GiB file), and the whole-file ones far over (279-296 MiB). */
 const RSS_LIMIT_MiB = 200;
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-audit-large-'));

@@ -52,8 +52,9 @@ it('ten sessions asking SIZE 1,000 directories deep hold a few descriptors each,
 
 // Found by a review: with many requests in flight on many SFTP channels, each walking a deep path at once,
 // one user held 20,000 descriptors (the process's limit) and other users' sessions failed.
-// It takes 60-90 s in a full run on 2 cores and passed 120 s once with other work on the machine: it bounds descriptors, not time.
-it('STATs 1,000 directories deep in flight on 20 SFTP channels walk a few at a time: descriptors stay bounded', { timeout: 240_000 }, async () => {
+// 160 STATs in flight: the walks' descriptors rose by 284 here with 640 in flight and with 160 alike (the user's walks
+// go a few at a time, whatever waits), and 640 took 42 s alone, 60-104 s in a full run, of the suite's two cores.
+it('STATs 1,000 directories deep in flight on 20 SFTP channels walk a few at a time: descriptors stay bounded', { timeout: 240_000 }, async (t) => {
   const fds = () => readdirSync(`/proc/${srv.pid}/fd`).length;
   const connections = await Promise.all([0, 1].map(() => sshConnect({ port: srv.sftpPort, username: 'carol', password: 'carol password' })));
   try {
@@ -62,12 +63,13 @@ it('STATs 1,000 directories deep in flight on 20 SFTP channels walk a few at a t
     let peak = base;
     const sampler = setInterval(() => (peak = Math.max(peak, fds())), 2);
     try {
-      const sizes = await Promise.all(channels.flatMap((sftp) => Array.from({ length: 32 }, () => call<{ size: number }>((cb) => sftp.stat(`/${deep}/f`, cb)))));
+      const sizes = await Promise.all(channels.flatMap((sftp) => Array.from({ length: 8 }, () => call<{ size: number }>((cb) => sftp.stat(`/${deep}/f`, cb)))));
       assert.deepEqual(new Set(sizes.map((st) => st.size)), new Set([5]));
     } finally {
       clearInterval(sampler);
     }
-    assert.ok(peak - base <= 600, `descriptors rose by ${peak - base} (640 STATs in flight, 1,000 directories deep)`);
+    t.diagnostic(`descriptors rose by ${peak - base}`);
+    assert.ok(peak - base <= 600, `descriptors rose by ${peak - base} (160 STATs in flight, 1,000 directories deep)`);
   } finally {
     for (const c of connections) c.end();
   }
