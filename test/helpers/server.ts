@@ -1,9 +1,14 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { sluice, startServe } from './cli.js';
+
+/** Adds a test server's users in one process (see the file). */
+const ADD_USERS = fileURLToPath(new URL('../fixtures/add-users.mjs', import.meta.url));
 
 /** A free TCP port on loopback, reserved for this test process (see freePorts). */
 export async function freePort(): Promise<number> {
@@ -153,9 +158,10 @@ export class TestServer {
     // The run's one set (test/helpers/as-test-user.ts), unless the test keeps its certificates elsewhere.
     const shared = process.env.SLUICE_TEST_CERTS;
     if (shared && !options.env?.SLUICE_CERTS_DIR && !/^certsDir:/m.test(options.yaml ?? '')) cpSync(shared, join(this.dir, 'certs'), { recursive: true });
-    for (const u of options.users ?? []) {
-      const r = sluice(this.dir, ['user', 'add', u.name, '--password-stdin', ...(u.args ?? [])], `${u.password}\n`, env);
-      if (r.code !== 0) throw new Error(`user add ${u.name}: ${r.stderr}`);
+    const users = (options.users ?? []).map((u) => ({ name: u.name, password: u.password, args: u.args ?? [] }));
+    if (users.length > 0) {
+      const r = spawnSync(process.execPath, [ADD_USERS, JSON.stringify(users)], { cwd: this.dir, encoding: 'utf8', env: { ...process.env, ...env }, timeout: 60_000 });
+      if (r.status !== 0) throw new Error(`user add ${users.map((u) => u.name).join(', ')}: ${r.stderr}`);
     }
     this.env = env;
     this.nodeArgs = options.nodeArgs ?? [];
