@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { HOST_KEYS, TLS_CERT, TLS_KEY } from './certs/names.js';
 import { exposedKeys } from './certs/private-modes.js';
+import { certificateEnding } from './certs/expiry.js';
 import { certificateFingerprint, sshKeyFingerprint } from './certs/fingerprints.js';
 import type { Listening } from './listening.js';
 import { ssh2Library } from './ssh2.js';
@@ -35,7 +36,12 @@ export async function logStarted(log: Logger, report: StartReport): Promise<void
     }
   }
   if (tls) {
-    await fingerprint(log, `TLS certificate ${TLS_CERT}`, async () => certificateFingerprint(await readRegularFile(join(report.certsDir, TLS_CERT))));
+    await fingerprint(log, `TLS certificate ${TLS_CERT}`, async () => {
+      const pem = await readRegularFile(join(report.certsDir, TLS_CERT));
+      const ending = certificateEnding(pem);
+      if (ending) log.warn(`TLS certificate ${TLS_CERT}: ${ending}`);
+      return certificateFingerprint(pem);
+    });
   }
   await warnExposedKeys(log, report);
   log.info({ frontEnds: report.frontEnds, dataDir: report.dataDir, workers: report.workers }, 'sluice started');

@@ -10,7 +10,8 @@ import { Writable } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import pino from 'pino';
 import type { MetricEvent } from '../src/metrics/events.js';
-import { certificateProblem, readiness, ReadinessLog, ServingState, type ReadinessSources } from '../src/metrics/health.js';
+import { certificateProblem } from '../src/certs/expiry.js';
+import { readiness, ReadinessLog, ServingState, type ReadinessSources } from '../src/metrics/health.js';
 import { ServerMetrics } from '../src/metrics/registry.js';
 import { parseMetrics, sample } from './helpers/prometheus.js';
 

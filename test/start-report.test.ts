@@ -7,6 +7,7 @@ import type tls from 'node:tls';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { selfSignedCertificate } from '../src/certs/self-signed.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { waitFor } from './helpers/quota.js';
 import { TestServer } from './helpers/server.js';
@@ -81,6 +82,9 @@ for (const workers of ['1', '2']) {
       const reloaded = () => logLines(srv).filter((l) => l.msg === `TLS certificate reloaded: ${now}`);
       await waitFor('the reload line', () => reloaded().length === Number(workers));
       assert.equal(reloaded()[0]?.fingerprint, now);
+      // Two days left: a warning at the reload (it expires within 7).
+      const ending = () => logLines(srv).filter((l) => l.level === 40 && /^TLS certificate reloaded: certificate expires in [12]\.\d days .*renew it, then send SIGHUP$/.test(String(l.msg)));
+      await waitFor('a warning per serving process', () => ending().length === Number(workers));
       installed = now;
     });
 
@@ -199,6 +203,18 @@ for (const workers of ['1', '2']) {
         rmSync(path);
         renameSync(moved, path);
       });
+    });
+
+    it('a start on an expired certificate says so in a warning', async () => {
+      // Found by a review: /readyz said it, to whoever asked; the log said nothing, and FTPS clients refused every connection.
+      const certs = join(srv.dir, 'certs');
+      const expired = await selfSignedCertificate(['localhost'], ['127.0.0.1'], new Date(Date.now() - 900 * 86_400_000));
+      await srv.restart(() => {
+        writeFileSync(join(certs, 'tls-cert.pem'), expired.cert);
+        writeFileSync(join(certs, 'tls-key.pem'), expired.key);
+      });
+      const warned = () => logLines(srv).filter((l) => l.level === 40 && /^TLS certificate tls-cert\.pem: certificate expired at \d{4}-.*: FTPS clients that check it refuse it/.test(String(l.msg)));
+      await waitFor('the warning', () => warned().length > 0);
     });
   });
 }

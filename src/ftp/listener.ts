@@ -1,5 +1,6 @@
 import net from 'node:net';
 import type { Services } from '../app.js';
+import { certificateEnding } from '../certs/expiry.js';
 import { certificateFingerprint } from '../certs/fingerprints.js';
 import { readTlsMaterial, type TlsMaterial } from '../certs/tls-material.js';
 import { listenOn, type Listening } from '../listening.js';
@@ -62,6 +63,8 @@ export class FtpFrontEnd {
         const fingerprint = certificateFingerprint(material.cert);
         this.ctx.tls.reload(material);
         this.ctx.log.info({ fingerprint }, `TLS certificate reloaded: ${fingerprint}`);
+        const ending = certificateEnding(material.cert);
+        if (ending) this.ctx.log.warn(`TLS certificate reloaded: ${ending}`);
       })
       .catch((err: unknown) => this.ctx.log.error({ err }, 'TLS certificate reload failed; the old one stays in use'));
   }

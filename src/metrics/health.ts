@@ -1,12 +1,10 @@
 import { X509Certificate } from 'node:crypto';
 import { constants, promises as fsp } from 'node:fs';
+import { CERT_MIN_DAYS, certificateProblem } from '../certs/expiry.js';
 import { readRegularFile } from '../regular-file.js';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 
-/** /readyz turns 503 when the TLS certificate has less than this left. */
-export const CERT_MIN_DAYS = 7;
-const DAY_MS = 86_400_000;
 
 /**
  * Whether the processes that serve are listening: set by whoever starts them
@@ -51,14 +49,6 @@ export class ServingState {
   }
 }
 
-/** Pure: what is wrong with a certificate valid until `validTo`, seen at `now`; null when nothing is. */
-export function certificateProblem(validTo: Date, now: Date, minDays = CERT_MIN_DAYS): string | null {
-  const left = validTo.getTime() - now.getTime();
-  if (Number.isNaN(left)) return 'certificate has no readable expiry date';
-  if (left <= 0) return `certificate expired at ${validTo.toISOString()}`;
-  if (left <= minDays * DAY_MS) return `certificate expires in ${(left / DAY_MS).toFixed(1)} days (${validTo.toISOString()}), less than ${minDays}`;
-  return null;
-}
 
 export interface ReadinessSources {
   readonly serving: ServingState;
