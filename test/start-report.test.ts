@@ -83,7 +83,7 @@ for (const workers of ['1', '2']) {
       await waitFor('the reload line', () => reloaded().length === Number(workers));
       assert.equal(reloaded()[0]?.fingerprint, now);
       // Two days left: a warning at the reload (it expires within 7).
-      const ending = () => logLines(srv).filter((l) => l.level === 40 && /^TLS certificate reloaded: certificate expires in [12]\.\d days .*renew it, then send SIGHUP$/.test(String(l.msg)));
+      const ending = () => logLines(srv).filter((l) => l.level === 40 && /^TLS certificate tls-cert\.pem: certificate expires in [12]\.\d days .*renew it, then send SIGHUP$/.test(String(l.msg)));
       await waitFor('a warning per serving process', () => ending().length === Number(workers));
       installed = now;
     });

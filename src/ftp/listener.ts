@@ -2,6 +2,7 @@ import net from 'node:net';
 import type { Services } from '../app.js';
 import { certificateEnding } from '../certs/expiry.js';
 import { certificateFingerprint } from '../certs/fingerprints.js';
+import { TLS_CERT } from '../certs/names.js';
 import { readTlsMaterial, type TlsMaterial } from '../certs/tls-material.js';
 import { listenOn, type Listening } from '../listening.js';
 import { COMMANDS } from './commands/table.js';
@@ -64,7 +65,8 @@ export class FtpFrontEnd {
         this.ctx.tls.reload(material);
         this.ctx.log.info({ fingerprint }, `TLS certificate reloaded: ${fingerprint}`);
         const ending = certificateEnding(material.cert);
-        if (ending) this.ctx.log.warn(`TLS certificate reloaded: ${ending}`);
+        // Worded as at start, not as the reload line: whoever counts those counts reloads.
+        if (ending) this.ctx.log.warn(`TLS certificate ${TLS_CERT}: ${ending}`);
       })
       .catch((err: unknown) => this.ctx.log.error({ err }, 'TLS certificate reload failed; the old one stays in use'));
   }
