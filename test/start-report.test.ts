@@ -185,6 +185,19 @@ for (const workers of ['1', '2']) {
       await srv.restart(() => writeFileSync(path, whole));
     });
 
+    it('a host key of another type than its file is for fails the start naming both', async () => {
+      // Found by a review: the Ed25519 key copied over the RSA one served two Ed25519 keys and no RSA key.
+      const certs = join(srv.dir, 'certs');
+      const path = join(certs, 'ssh_host_rsa_key');
+      const rsa = readFileSync(path);
+      await srv.restart(() => copyFileSync(join(certs, 'ssh_host_ed25519_key'), path)).then(
+        () => assert.fail('the server started'),
+        (err: Error) => assert.match(err.message, /^serve exited 1:/),
+      );
+      await srv.logs(/SSH host key ssh_host_rsa_key \(in .*certs\) cannot be used: it holds an ssh-ed25519 key, not ssh-rsa/);
+      await srv.restart(() => writeFileSync(path, rsa));
+    });
+
     it('a host key that is a link to nothing fails the start naming it, and its .pub stays', async () => {
       // Found by a review: taken as missing, a new key was written through the link (EEXIST) after the .pub was deleted.
       const certs = join(srv.dir, 'certs');

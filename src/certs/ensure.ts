@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { StartRefused } from '../listening.js';
 import { ssh2Library } from '../ssh2.js';
-import { HOST_KEYS, TLS_CERT, TLS_KEY } from './names.js';
+import { HOST_KEYS, HOST_KEY_TYPES, TLS_CERT, TLS_KEY } from './names.js';
 import { selfSignedCertificate } from './self-signed.js';
 
 
@@ -54,7 +54,7 @@ export async function readHostKeys(dir: string): Promise<HostKeyFile[]> {
   return Promise.all(
     HOST_KEYS.map(async (name) => {
       try {
-        return { name, dir, data: await readRegularFile(join(dir, name)) };
+        return { name, dir, data: await readRegularFile(join(dir, name)), keyType: HOST_KEY_TYPES[name] };
       } catch (err) {
         throw new StartRefused(`SSH host key ${name} (in ${dir}) cannot be read: ${(err as Error).message}`);
       }
@@ -68,6 +68,8 @@ export interface HostKeyFile {
   /** The directory it is in, for messages. */
   readonly dir: string;
   readonly data: Buffer;
+  /** The key type its slot is for (ssh2's name): another is refused, not served in its place. */
+  readonly keyType: string;
 }
 
 /**

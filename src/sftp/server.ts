@@ -50,6 +50,11 @@ function parsedHostKey(file: HostKeyFile): ssh2.ParsedKey {
   if (!key || key instanceof Error) {
     throw new StartRefused(`SSH host key ${file.name} (in ${file.dir}) cannot be used: ${key instanceof Error ? key.message : 'no key in the file'}`);
   }
+  // An Ed25519 key copied into the RSA slot served two Ed25519 keys and no RSA one: clients that know this
+  // host by its RSA key were refused, while the files looked complete (found by a review).
+  if (key.type !== file.keyType) {
+    throw new StartRefused(`SSH host key ${file.name} (in ${file.dir}) cannot be used: it holds an ${key.type} key, not ${file.keyType}`);
+  }
   return key;
 }
 
