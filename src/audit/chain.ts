@@ -164,13 +164,19 @@ type Line = string | Buffer;
 const textOf = (l: Line) => (typeof l === 'string' ? l : l.toString('utf8'));
 const bytesOf = (l: Line) => (typeof l === 'string' ? Buffer.from(l) : l);
 
+/** Pure: does the line parse as a chain record (JSON with its seq and prev)? */
+export function isChainRecord(line: Line): boolean {
+  return parseRecord(textOf(line)) !== null;
+}
+
 /**
  * Pure: may a file whose lines are `after` be the next file of the log whose
  * file held `before`, whatever the files are named (logrotate's dateext,
  * names an operator chose)? Its first record names the node the other's last
  * record names, or, where either names none (a log from before node ids),
- * carries the next sequence number. A hint for grouping files
- * into one writer's chain, not a proof: verifyLines checks the chain.
+ * carries the next sequence number: only those two records count, so a
+ * caller may pass just them. A hint for grouping files into one writer's
+ * chain, not a proof: ChainCheck checks the chain.
  */
 export function nextFileHint(before: readonly Line[], after: readonly Line[]): boolean {
   let last: ChainRecord | null = null;

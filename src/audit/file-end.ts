@@ -1,4 +1,4 @@
-import { fstatSync, promises as fsp, readSync } from 'node:fs';
+import { fstatSync, readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { damageOf } from './compressed.js';
 import { chunksOf, gunzipped } from './file-lines.js';
@@ -111,14 +111,4 @@ export async function fileEnd(fh: FileHandle, file: string): Promise<Buffer> {
     throw damageOf(file, err) ?? err;
   }
   return end.text;
-}
-
-/** fileEnd of a file named by its path. */
-export async function fileEndByName(file: string): Promise<Buffer> {
-  const fh = await fsp.open(file, 'r');
-  try {
-    return await fileEnd(fh, file);
-  } finally {
-    await fh.close();
-  }
 }

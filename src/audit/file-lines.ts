@@ -76,8 +76,25 @@ export function gunzipped(chunks: AsyncIterable<Buffer>): AsyncIterable<Buffer> 
   return gunzip;
 }
 
-/** A log file's first line (null: none), read no further than that. */
-export async function firstLineOf(file: LogFileSource): Promise<Buffer | null> {
-  for await (const lines of logFileLines(file)) return lines[0] ?? null;
-  return null;
+/** The first `count` lines of a log file that `accept` takes (fewer if it has fewer), read no further than those. */
+export async function firstLinesOf(file: LogFileSource, count: number, accept: (line: Buffer) => boolean = () => true): Promise<Buffer[]> {
+  const found: Buffer[] = [];
+  for await (const lines of logFileLines(file)) {
+    for (const line of lines) if (accept(line) && found.push(line) === count) return found;
+  }
+  return found;
+}
+
+/** The last line of a log file that `accept` takes (null: none), the file streamed through. */
+export async function lastLineOf(file: LogFileSource, accept: (line: Buffer) => boolean): Promise<Buffer | null> {
+  let last: Buffer | null = null;
+  for await (const lines of logFileLines(file)) {
+    for (let i = lines.length - 1; i >= 0; i--) {
+      if (accept(lines[i] as Buffer)) {
+        last = lines[i] as Buffer;
+        break;
+      }
+    }
+  }
+  return last;
 }

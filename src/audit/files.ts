@@ -1,9 +1,8 @@
 import { readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { nextFileHint } from './chain.js';
+import { isChainRecord, nextFileHint } from './chain.js';
 import { DamagedFile } from './compressed.js';
-import { fileEndByName } from './file-end.js';
-import { firstLineOf } from './file-lines.js';
+import { firstLinesOf, lastLineOf } from './file-lines.js';
 
 export interface RotatedFile {
   name: string;
@@ -100,24 +99,29 @@ export async function collectSeries(args: readonly string[]): Promise<string[][]
       add(arg);
     }
   }
-  // Only the edges are read: the older file's end, the newer one's first line, whatever their sizes.
+  // The older file's last record and the newer one's first, each file streamed: a line that is no record (a
+  // tear, an altered line) at the join is passed over, as nextFileHint passes over it in whole files.
   const follows = async (before: string, file: string) => {
     try {
-      const end = (await fileEndByName(before)).toString('latin1').split('\n').map((l) => Buffer.from(l, 'latin1'));
-      const first = await firstLineOf({ path: file, gz: file.endsWith('.gz') });
-      return nextFileHint(end, first === null ? [] : [first]);
+      const last = await lastLineOf({ path: before, gz: before.endsWith('.gz') }, isChainRecord);
+      const first = await firstLinesOf({ path: file, gz: file.endsWith('.gz') }, 1, isChainRecord);
+      return nextFileHint(last === null ? [] : [last], first);
     } catch (err) {
       if (err instanceof DamagedFile) return true;
       // Unreadable: not joined on a guess; reading it for the command says why.
       return false;
     }
   };
-  // What seriesOf asks, answered first: whether each file given continues the one given last in its directory.
+  // What seriesOf asks, answered first: whether a file given continues the one given last in its directory,
+  // asked only of a file whose name is no rotation of a log before it (seriesOf groups those by name).
   const pairs = new Map<string, boolean>();
   const lastIn = new Map<string, string>();
+  const logs = new Set<string>();
   for (const file of files) {
     const before = lastIn.get(dirname(resolve(file)));
-    if (before !== undefined && given.has(file)) pairs.set(`${before}\0${file}`, await follows(before, file));
+    const log = join(dirname(file), liveName(basename(file)));
+    if (before !== undefined && given.has(file) && !logs.has(log)) pairs.set(`${before}\0${file}`, await follows(before, file));
+    logs.add(log);
     lastIn.set(dirname(resolve(file)), file);
   }
   return seriesOf(files, (before, file) => given.has(file) && pairs.get(`${before}\0${file}`) === true);

@@ -1,9 +1,9 @@
-import { createReadStream, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { createGunzip } from 'node:zlib';
 import { chainsInto, lastLines } from './chain.js';
 import { rotatedSiblings } from './files.js';
 import { fileEnd } from './file-end.js';
+import { firstLinesOf } from './file-lines.js';
 
 /** audit.keep: how many rotated files, and how old, the server keeps; 0 in either: no limit by it. */
 export interface KeepPolicy {
@@ -120,23 +120,7 @@ async function endOf(file: string): Promise<{ end: ReturnType<typeof lastLines>;
   }
 }
 
-/** A log's first two lines (fewer if it has fewer), however long, gunzipped when it is .gz. */
-async function firstLines(file: string): Promise<Buffer[]> {
-  const source = createReadStream(file);
-  const stream = file.endsWith('.gz') ? source.pipe(createGunzip()) : source;
-  const parts: Buffer[] = [];
-  try {
-    let newlines = 0;
-    for await (const chunk of stream) {
-      parts.push(chunk as Buffer);
-      for (let i = (chunk as Buffer).indexOf(0x0a); i >= 0 && newlines < 2; i = (chunk as Buffer).indexOf(0x0a, i + 1)) newlines++;
-      if (newlines >= 2) break;
-    }
-  } catch {
-    return [];
-  } finally {
-    source.destroy();
-  }
-  const lines = Buffer.concat(parts).toString('latin1').split('\n').slice(0, 2);
-  return lines.filter((l, i) => i < lines.length - 1 || l !== '').map((l) => Buffer.from(l, 'latin1'));
+/** A log's first two lines (fewer if it has fewer), however long, gunzipped when it is .gz; none when it cannot be read. */
+function firstLines(file: string): Promise<Buffer[]> {
+  return firstLinesOf({ path: file, gz: file.endsWith('.gz') }, 2).catch(() => []);
 }

@@ -5,7 +5,6 @@ import { readRegularFile } from '../regular-file.js';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 
-
 /**
  * Whether the processes that serve are listening: set by whoever starts them
  * (serve for one process, the primary for its workers), read by /readyz.
@@ -48,7 +47,6 @@ export class ServingState {
     return null;
   }
 }
-
 
 export interface ReadinessSources {
   readonly serving: ServingState;
