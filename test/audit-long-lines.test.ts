@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { AuditLog } from '../src/audit/log.js';
-import { LastLine, lastLine, lastLineSync } from '../src/audit/file-end.js';
+import { LastLine, lastLine, lastLineOf, lastLineSync, linesFromEnd } from '../src/audit/file-end.js';
+import { logFileLines } from '../src/audit/file-lines.js';
 import { sluice, startServe } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
 import { sshConnect } from './helpers/ssh.js';
@@ -79,6 +80,34 @@ describe('audit lines longer than a MiB', () => {
         for (let at = 0; at < c.length; at += piece) end.push(c.subarray(at, at + piece));
         assert.ok(end.text.equals(want), `stream in pieces of ${piece}, case ${i}`);
       }
+    }
+  });
+
+  it('read back from the end, a file gives the lines it gives forwards, in reverse, at any chunk boundary', async () => {
+    const K = 64 * 1024;
+    const cases: Buffer[] = [Buffer.alloc(0), Buffer.from('\n'), Buffer.from('\n\n'), Buffer.from('a'), Buffer.from('a\n'), Buffer.from('\na'), Buffer.from('a\n\nb\n')];
+    for (const line of [K - 1, K, K + 1, 3 * K + 5]) {
+      for (const tail of [0, 1, K - 1, K, 2 * K + 3]) {
+        cases.push(Buffer.concat([Buffer.alloc(line, 0x6c), Buffer.from('\n\n'), Buffer.from('r'.repeat(90) + '\n'), Buffer.alloc(tail, 0x66)]));
+        cases.push(Buffer.concat([Buffer.from('\n'), Buffer.alloc(tail, 0x66), Buffer.from('\n'), Buffer.alloc(line, 0x6c), Buffer.from('\n')]));
+      }
+    }
+    const f = join(dir, 'backwards');
+    for (const [i, c] of cases.entries()) {
+      writeFileSync(f, c);
+      const forwards: Buffer[] = [];
+      for await (const lines of logFileLines({ path: f, gz: false })) forwards.push(...lines);
+      const fh = await open(f, 'r');
+      try {
+        const backwards: Buffer[] = [];
+        for await (const line of linesFromEnd(fh, f)) backwards.push(line);
+        assert.deepEqual(backwards.reverse().map(String), forwards.map(String), `case ${i}`);
+      } finally {
+        await fh.close();
+      }
+      // The last record is the last line the test takes, however far back: here the last line starting with 'r' or 'l'.
+      const takes = (l: Buffer) => l[0] === 0x72 || l[0] === 0x6c;
+      assert.equal(String(await lastLineOf({ path: f, gz: false }, takes)), String(forwards.filter(takes).at(-1) ?? null), `lastLineOf, case ${i}`);
     }
   });
 

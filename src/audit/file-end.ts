@@ -1,7 +1,8 @@
 import { fstatSync, readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { damageOf } from './compressed.js';
-import { chunksOf, gunzipped } from './file-lines.js';
+import { promises as fsp } from 'node:fs';
+import { chunksOf, gunzipped, logFileLines, type LogFileSource } from './file-lines.js';
 
 /*
  * A log's end, from its last complete line on: where a restart continues the
@@ -111,4 +112,59 @@ export async function fileEnd(fh: FileHandle, file: string): Promise<Buffer> {
     throw damageOf(file, err) ?? err;
   }
   return end.text;
+}
+
+/**
+ * The lines of an open plain file from its last to its first, raw bytes
+ * without the newline, as logFileLines gives them (a last line without a
+ * newline included, nothing after a final newline). Each byte is read once;
+ * memory is one chunk and the longest line.
+ */
+export async function* linesFromEnd(fh: FileHandle, file: string): AsyncGenerator<Buffer> {
+  // The start of the line being read back: its beginning lies before what is read so far.
+  let carry: Buffer[] = [];
+  let last = true;
+  for (let pos = (await fh.stat()).size; pos > 0; ) {
+    const length = Math.min(END_CHUNK, pos);
+    pos -= length;
+    const chunk = Buffer.alloc(length);
+    fullRead(file, pos, length, (await fh.read(chunk, 0, length, pos)).bytesRead);
+    let end = chunk.length;
+    for (let nl = chunk.lastIndexOf(0x0a); nl >= 0; nl = end > 0 ? chunk.lastIndexOf(0x0a, end - 1) : -1) {
+      const line = carry.length === 0 ? chunk.subarray(nl + 1, end) : Buffer.concat([chunk.subarray(nl + 1, end), ...carry]);
+      carry = [];
+      if (!last || line.length > 0) yield line;
+      last = false;
+      end = nl;
+    }
+    if (end > 0) carry.unshift(chunk.subarray(0, end));
+  }
+  if (!last || carry.length > 0) yield Buffer.concat(carry);
+}
+
+/**
+ * The last line of a log file that `accept` takes (null: none): a plain
+ * file read back from its end only as far as that line, a gzipped one
+ * streamed through.
+ */
+export async function lastLineOf(file: LogFileSource, accept: (line: Buffer) => boolean): Promise<Buffer | null> {
+  if (file.gz) {
+    let found: Buffer | null = null;
+    for await (const lines of logFileLines(file)) {
+      for (let i = lines.length - 1; i >= 0; i--) {
+        if (accept(lines[i] as Buffer)) {
+          found = lines[i] as Buffer;
+          break;
+        }
+      }
+    }
+    return found;
+  }
+  const fh = file.handle ?? (await fsp.open(file.path, 'r'));
+  try {
+    for await (const line of linesFromEnd(fh, file.path)) if (accept(line)) return line;
+    return null;
+  } finally {
+    if (!file.handle) await fh.close();
+  }
 }

@@ -84,17 +84,3 @@ export async function firstLinesOf(file: LogFileSource, count: number, accept: (
   }
   return found;
 }
-
-/** The last line of a log file that `accept` takes (null: none), the file streamed through. */
-export async function lastLineOf(file: LogFileSource, accept: (line: Buffer) => boolean): Promise<Buffer | null> {
-  let last: Buffer | null = null;
-  for await (const lines of logFileLines(file)) {
-    for (let i = lines.length - 1; i >= 0; i--) {
-      if (accept(lines[i] as Buffer)) {
-        last = lines[i] as Buffer;
-        break;
-      }
-    }
-  }
-  return last;
-}

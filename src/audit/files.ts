@@ -2,7 +2,8 @@ import { readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { isChainRecord, nextFileHint } from './chain.js';
 import { DamagedFile } from './compressed.js';
-import { firstLinesOf, lastLineOf } from './file-lines.js';
+import { lastLineOf } from './file-end.js';
+import { firstLinesOf } from './file-lines.js';
 
 export interface RotatedFile {
   name: string;
@@ -99,8 +100,8 @@ export async function collectSeries(args: readonly string[]): Promise<string[][]
       add(arg);
     }
   }
-  // The older file's last record and the newer one's first, each file streamed: a line that is no record (a
-  // tear, an altered line) at the join is passed over, as nextFileHint passes over it in whole files.
+  // The older file's last record and the newer one's first, each file read only as far as those: a line that
+  // is no record (a tear, an altered line) at the join is passed over, as nextFileHint passes over it in whole files.
   const follows = async (before: string, file: string) => {
     try {
       const last = await lastLineOf({ path: before, gz: before.endsWith('.gz') }, isChainRecord);
