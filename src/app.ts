@@ -83,7 +83,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   // the live sessions end and connections are refused until the files take the lines again.
   let trailBehind = false;
   const auditLog = settings.enabled
-    ? new AuditLog({
+    ? await AuditLog.open({
         file: resolve(config.dataDir, settings.file),
         node: config.nodeId,
         rotateSize: settings.rotateSize,

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { closeSync, createReadStream, createWriteStream, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, createWriteStream, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { createGzip } from 'node:zlib';
 import { pipeline } from 'node:stream/promises';
 import { after, before, describe, it } from 'node:test';
@@ -93,6 +94,40 @@ describe('audit readers stream large trail files', () => {
     const r = audit(dir, ['verify', join(data, 'audit.log.1.gz'), join(data, 'audit.log')]);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(r.rssMiB < RSS_LIMIT_MiB, `peak RSS ${r.rssMiB.toFixed(1)} MiB`);
+  });
+
+  it('a start after logrotate compressed the live file continues the chain from the .gz, read as it streams', (t) => {
+    // Only the newest rotated file's last record matters to a start: 256 MiB of filler before three records.
+    const moved = join(dir, 'rotated');
+    mkdirSync(moved);
+    const fd = openSync(join(moved, 'raw'), 'w');
+    const filler = Buffer.alloc(MiB, 0x78);
+    for (let i = 0; i < MiB; i += 1000) filler[i] = 0x0a;
+    for (let i = 0; i < 256; i++) writeSync(fd, filler);
+    let head: ChainHead = { seq: 0, prev: GENESIS };
+    for (const event of ['audit-start', 'mkdir', 'mkdir']) {
+      const r = chainLine(head, { time: '2026-12-05T00:00:00.000Z', node: 'n1', event });
+      writeSync(fd, '\n' + r.line);
+      head = r.head;
+    }
+    writeSync(fd, '\n');
+    closeSync(fd);
+    const gz = spawnSync('gzip', ['-1', join(moved, 'raw')]);
+    assert.equal(gz.status, 0, String(gz.stderr));
+    renameSync(join(moved, 'raw.gz'), join(moved, 'audit.log.1.gz'));
+    const log = pathToFileURL(join(import.meta.dirname, '../src/audit/log.ts')).href;
+    const file = join(moved, 'audit.log');
+    const options = { file, node: 'n1', rotateSize: 0, keep: { count: 0, days: 0 }, xferlog: null };
+    const script = `import { AuditLog } from ${JSON.stringify(log)};
+      const log = await AuditLog.open({ ...${JSON.stringify(options)}, onError: (e) => { console.error(e.message); process.exitCode = 1; } });
+      await log.close();`;
+    const r = spawnSync(process.execPath, ['--require', rssProbe, '--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 120_000 });
+    const rssMiB = Number(/peak-rss (\d+)/.exec(r.stderr)?.[1]) / 1024;
+    t.diagnostic(`start: peak RSS ${rssMiB.toFixed(1)} MiB`);
+    assert.equal(r.status, 0, r.stderr);
+    const [anchor] = readFileSync(file, 'utf8').split('\n').map((l) => (l === '' ? null : (JSON.parse(l) as { seq: number; prev: string; event: string })));
+    assert.deepEqual([anchor?.event, anchor?.seq, anchor?.prev], ['audit-start', head.seq, head.prev], 'the chain goes on from the .gz\'s last record');
+    assert.ok(rssMiB < RSS_LIMIT_MiB, `peak RSS ${rssMiB.toFixed(1)} MiB for a .gz of 256 MiB`);
   });
 
   it('makes no data or certificate directory where it is run', () => {

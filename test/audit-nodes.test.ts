@@ -179,7 +179,7 @@ describe('one audit file, one writer', () => {
   /** Open the log as `node`, write one line, close it; what it reported. */
   async function writeAs(file: string, node: string): Promise<string[]> {
     const errors: string[] = [];
-    const log = new AuditLog({ file, node, rotateSize: 0, keep: { count: 0, days: 0 }, xferlog: null, onError: (e) => errors.push(e.message) });
+    const log = await AuditLog.open({ file, node, rotateSize: 0, keep: { count: 0, days: 0 }, xferlog: null, onError: (e) => errors.push(e.message) });
     log.system({ event: 'hook-failed', hook: 'h', trigger: 't', user: 'u', path: '/p', reason: 'r' });
     await log.close();
     return errors;

@@ -35,7 +35,7 @@ describe('audit: a reopen whose new file cannot be made loses nothing', () => {
   it('the writer keeps the moved file until a new one opens; the chain stays whole', async (t) => {
     if (asRoot) return t.skip('running as root: a directory without write permission refuses root nothing');
     const { root, data, file } = freshRoot(dir, 'unit');
-    const { log, errors } = openAuditLog(file);
+    const { log, errors } = await openAuditLog(file);
     log.record(actor, { event: 'mkdir', path: '/before' });
     await log.flush();
     renameSync(file, `${file}.1`);
@@ -118,7 +118,7 @@ import { join } from 'node:path';
 import { AuditLog } from ${JSON.stringify(auditLog)};
 const [dir, out] = process.argv.slice(2);
 const errors = [];
-const log = new AuditLog({ file: join(dir, 'audit.log'), node: 'n1', rotateSize: 4096, keep: { count: 0, days: 0 }, xferlog: null, onError: (e) => errors.push(e.code ?? e.message) });
+const log = await AuditLog.open({ file: join(dir, 'audit.log'), node: 'n1', rotateSize: 4096, keep: { count: 0, days: 0 }, xferlog: null, onError: (e) => errors.push(e.code ?? e.message) });
 const actor = { session: 's', user: 'u', protocol: 'sftp', ip: '127.0.0.1', port: 1 };
 await log.flush();
 const fillers = [];

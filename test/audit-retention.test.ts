@@ -22,7 +22,7 @@ const rotatedOf = (data: string, base: string) =>
 describe('audit.keep while rotations keep coming', () => {
   it('bursts of records rotating every few bursts: retention deletes only whole files beyond the count and the chain verifies', async () => {
     const { root, data, file } = fresh('bursts');
-    const { log, errors } = openLog(file, { rotateSize: 16 * 1024, keep: { count: 3, days: 0 } });
+    const { log, errors } = await openLog(file, { rotateSize: 16 * 1024, keep: { count: 3, days: 0 } });
     for (let burst = 0; burst < 100; burst++) {
       for (let i = 0; i < 40; i++) log.record(actor, { event: 'rename', from: `/in/${burst}/${i}.part`, to: `/in/${burst}/${i}.dat` });
       await new Promise((r) => setTimeout(r, 5));
@@ -55,7 +55,7 @@ describe('audit.keep for the xferlog', () => {
       event: 'upload' as const, path: `/in/${dirs}/file-${n}.dat`, bytes: n, size: n, offset: 0, resumed: false,
       started: new Date().toISOString(), duration_ms: 3, result: 'ok' as const, sha256: null, type: 'binary' as const,
     });
-    const { log, errors } = openLog(file, options);
+    const { log, errors } = await openLog(file, options);
     for (let burst = 0; burst < 25; burst++) {
       for (let i = 0; i < 20; i++) log.record(actor, upload(burst * 20 + i));
       await new Promise((r) => setTimeout(r, 5));
@@ -77,11 +77,11 @@ describe('audit.keep for the xferlog', () => {
     assert.deepEqual(numbers, numbers.map((_, i) => 499 - (numbers.length - 1) + i));
 
     // At start as well: a larger backlog left with keep off goes down to the count.
-    const off = openLog(file, { ...options, keep: { count: 0, days: 0 } });
+    const off = await openLog(file, { ...options, keep: { count: 0, days: 0 } });
     for (let i = 0; i < 300; i++) off.log.record(actor, upload(i));
     await off.log.close();
     assert.ok(rotatedOf(data, 'xferlog').length > 2);
-    const again = openLog(file, options);
+    const again = await openLog(file, options);
     await again.log.close();
     assert.deepEqual([...off.errors, ...again.errors], []);
     assert.equal(rotatedOf(data, 'xferlog').length, 2);

@@ -1,7 +1,6 @@
-import { fstatSync, readSync } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { damageOf } from './compressed.js';
-import { promises as fsp } from 'node:fs';
 import { chunksOf, gunzipped, logFileLines, type LogFileSource } from './file-lines.js';
 
 /*
@@ -46,18 +45,6 @@ function* fromLastLine(size: number): Generator<[number, number], Buffer, Buffer
 
 function fullRead(file: string, position: number, length: number, read: number): void {
   if (read !== length) throw new Error(`${file}: changed while read (${read} of ${length} bytes at ${position})`);
-}
-
-/** Synchronous (start-up): the end of an open file from its last complete line on, see fromLastLine. */
-export function lastLineSync(fd: number, file: string): Buffer {
-  const steps = fromLastLine(fstatSync(fd).size);
-  for (let step = steps.next(); ; ) {
-    if (step.done) return step.value;
-    const [position, length] = step.value;
-    const buf = Buffer.alloc(length);
-    fullRead(file, position, length, readSync(fd, buf, 0, length, position));
-    step = steps.next(buf);
-  }
 }
 
 /** The end of an open file from its last complete line on, see fromLastLine. */

@@ -1,7 +1,7 @@
-import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
+import { constants, promises as fsp } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { isatty } from 'node:tty';
-import { gunzipSync } from 'node:zlib';
 import type { prettyFactory } from 'pino-pretty';
 import pino, { type Logger } from 'pino';
 import type { AuditMetrics } from '../metrics/events.js';
@@ -10,7 +10,7 @@ import { escapedJsonText } from '../session/unsafe-chars.js';
 import type { Actor, AuditEvent, AuditSink, SystemAuditSink, SystemEvent } from './events.js';
 import { GENESIS, chainLine, lastLines, tearOf, type ChainHead } from './chain.js';
 import { logFiles } from './files.js';
-import { LastLine, lastLineSync } from './file-end.js';
+import { fileEnd } from './file-end.js';
 import { LogFile } from './log-file.js';
 import { applyKeep, applyKeepUnchained, type KeepOutcome, type KeepPolicy } from './retention.js';
 import { stdoutLines } from './stdout.js';
@@ -93,8 +93,15 @@ export class AuditLog implements AuditSink, SystemAuditSink {
   /** Its files over their backlog (LogFileOptions.onBacklog). */
   private readonly behind = new Set<string>();
 
-  constructor(private readonly options: AuditLogOptions) {
-    const { head, fragment, node } = recover(options.file);
+  /** The trail of `options.file`, its chain continued from where the files on disk leave it (see recover). */
+  static async open(options: AuditLogOptions): Promise<AuditLog> {
+    return new AuditLog(options, await recover(options.file));
+  }
+
+  private constructor(
+    private readonly options: AuditLogOptions,
+    { head, fragment, node }: Recovered,
+  ) {
     this.head = head;
     if (node !== null && node !== options.node) {
       // One chain has one writer: a file another node writes too would interleave two chains into a broken one.
@@ -210,8 +217,14 @@ export class AuditLog implements AuditSink, SystemAuditSink {
   }
 }
 
+interface Recovered {
+  head: ChainHead;
+  fragment: Buffer | null;
+  node: string | null;
+}
+
 /**
- * Start-up only (synchronous by design): continue the chain from the last
+ * Start-up only, before the trail is written: continue the chain from the last
  * complete line, in the live file or, when logrotate has just moved it away,
  * in the newest rotated one; and find a line torn by a crash at the end of
  * the newest file written (the chain continues from the line before it);
@@ -219,10 +232,10 @@ export class AuditLog implements AuditSink, SystemAuditSink {
  * not a chain record stops the start: going on from an older line, or from
  * nothing, would write a chain `sluice audit verify` rejects for good.
  */
-function recover(path: string): { head: ChainHead; fragment: Buffer | null; node: string | null } {
+async function recover(path: string): Promise<Recovered> {
   let fragment: Buffer | null | undefined;
   for (const file of [...logFiles(path)].reverse().slice(0, 2)) {
-    const text = tail(file);
+    const text = await tail(file);
     if (text === null || text.length === 0) continue;
     const end = lastLines(text);
     if (fragment === undefined) fragment = end.fragment;
@@ -239,26 +252,28 @@ function recover(path: string): { head: ChainHead; fragment: Buffer | null; node
   return { head: { seq: 0, prev: GENESIS }, fragment: fragment ?? null, node: null };
 }
 
-/** A log's end from its last complete line on (see lastLineSync); a gzipped one is read whole. null: no such file. */
-function tail(file: string): Buffer | null {
-  let fd: number;
+/**
+ * A log's end from its last complete line on (see fileEnd): read back from
+ * the end, a gzipped one streamed through (read whole, a .gz logrotate made
+ * of a day's trail held its whole text at once, and over 2 GiB stopped the
+ * start). null: no such file.
+ */
+async function tail(file: string): Promise<Buffer | null> {
+  let fh: FileHandle;
   try {
     // Not blocking: a FIFO put in the log's place held the start in this open for ever, deaf to SIGTERM (found by a review).
-    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+    fh = await fsp.open(file, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
   try {
-    regularFile(fstatSync(fd));
-    if (!file.endsWith('.gz')) return lastLineSync(fd, file);
-    const end = new LastLine();
-    end.push(gunzipSync(readFileSync(fd)));
-    return end.text;
+    regularFile(await fh.stat());
+    return await fileEnd(fh, file);
   } catch (err) {
     // Read errors (a directory configured as the log) name no file of their own.
     throw new Error(`cannot read the audit log ${file}: ${(err as Error).message}`);
   } finally {
-    closeSync(fd);
+    await fh.close();
   }
 }

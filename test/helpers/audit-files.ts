@@ -12,9 +12,9 @@ export function freshRoot(dir: string, name: string): { root: string; data: stri
 }
 
 /** The trail's writer on `file`, as the server opens it (no rotation or retention unless given), its errors collected. */
-export function openAuditLog(file: string, options: Partial<AuditLogOptions> = {}): { log: AuditLog; errors: string[] } {
+export async function openAuditLog(file: string, options: Partial<AuditLogOptions> = {}): Promise<{ log: AuditLog; errors: string[] }> {
   const errors: string[] = [];
-  const log = new AuditLog({ file, node: 'n1', rotateSize: 0, keep: { count: 0, days: 0 }, xferlog: null, onError: (e) => errors.push(e.message), ...options });
+  const log = await AuditLog.open({ file, node: 'n1', rotateSize: 0, keep: { count: 0, days: 0 }, xferlog: null, onError: (e) => errors.push(e.message), ...options });
   return { log, errors };
 }
 
