@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loggedIn, startUpload } from './helpers/ftp-raw.js';
+import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 import { TestServer } from './helpers/server.js';
 
 /**
@@ -14,11 +15,19 @@ import { TestServer } from './helpers/server.js';
  */
 describe('an upload into a directory renamed meanwhile is recorded where it ended', () => {
   let srv: TestServer;
+  /** A tree of 16 directories of 250-byte names: 4,016 bytes, a path a client may still name. */
+  const deep = Array.from({ length: 16 }, (_, i) => '/' + String(i).padEnd(250, 'd')).join('');
+  const longName = 'f'.repeat(255);
   before(async () => {
     srv = await TestServer.start({ yaml: 'ftp:\n  tls: optional\n', users: [{ name: 'mover', password: 'mover password', args: ['--perms', 'all'] }] });
     mkdirSync(join(srv.home('mover'), 'd1'));
+    mkdirSync(join(srv.home('mover'), deep), { recursive: true });
   });
-  after(() => srv.stop());
+  after(async () => {
+    // Paths in that tree now pass PATH_MAX on the host: its lower half is moved up, so the server's cleanup can remove it.
+    renameSync(join(srv.home('mover'), deep.split('/').slice(0, 9).join('/')), join(srv.home('mover'), 'lower-half'));
+    await srv.stop();
+  });
 
   it('records the path it ended at, and the path of its open beside it', async () => {
     const control = await loggedIn(srv.ftpPort, 'mover', 'mover password');
@@ -66,6 +75,64 @@ describe('an upload into a directory renamed meanwhile is recorded where it ende
     const upload = (await srv.audit()).find((r) => r.event === 'upload' && r.path_at_open === '/d/alias');
     assert.equal(upload?.path, '/y/target.bin', JSON.stringify(upload));
   });
+
+  // Found by a review: a directory moved deeper left the open file at a path longer than a client may
+  // type (4,096 bytes), and the upload's end threw on it after its commit: no record, and the rejection
+  // ended the server's process, every user's session with it. Each case sees the server serve again after.
+  const stillServes = async () => {
+    const c = await loggedIn(srv.ftpPort, 'mover', 'mover password');
+    try {
+      assert.equal((await c.cmd('PWD')).code, 257);
+    } finally {
+      c.close();
+    }
+  };
+
+  it('FTP: moved deeper than a client may name it, the upload ends recorded at its long path', async () => {
+    mkdirSync(join(srv.home('mover'), 'm1'));
+    const control = await loggedIn(srv.ftpPort, 'mover', 'mover password');
+    const other = await loggedIn(srv.ftpPort, 'mover', 'mover password');
+    try {
+      const data = await startUpload(control, `/m1/${longName}`);
+      await new Promise<void>((resolve) => data.write(Buffer.alloc(1000, 1), () => resolve()));
+      assert.equal((await other.cmd('RNFR /m1')).code, 350);
+      assert.equal((await other.cmd(`RNTO ${deep}/m1`)).code, 250);
+      await new Promise<void>((resolve) => data.end(Buffer.alloc(1000, 2), () => resolve()));
+      assert.equal((await control.read())?.code, 226);
+    } finally {
+      control.close();
+      other.close();
+    }
+    await stillServes();
+    const upload = (await srv.audit()).find((r) => r.event === 'upload' && r.path_at_open === `/m1/${longName}`);
+    assert.equal(upload?.path, `${deep}/m1/${longName}`, JSON.stringify(upload)?.slice(0, 300));
+    assert.equal(upload?.result, 'ok');
+  });
+
+  for (const how of ['closed', 'left open'] as const) {
+    it(`SFTP: moved deeper than a client may name it in the same session, the upload ${how} ends recorded at its long path`, async () => {
+      const top = `/s-${how.replace(' ', '-')}`;
+      const conn = await sshConnect({ port: srv.sftpPort, username: 'mover', password: 'mover password' });
+      try {
+        const sftp = await sftpOf(conn);
+        await call((cb) => sftp.mkdir(top, cb));
+        const handle = await call<Buffer>((cb) => sftp.open(`${top}/${longName}`, 'w', cb));
+        await call((cb) => sftp.write(handle, Buffer.from('hello'), 0, 5, 0, cb));
+        await call((cb) => sftp.rename(top, deep + top, cb));
+        if (how === 'closed') await call((cb) => sftp.close(handle, cb));
+        sftp.end();
+      } finally {
+        conn.end();
+      }
+      const path = `${deep}${top}/${longName}`;
+      const deadline = Date.now() + 10_000;
+      let upload;
+      while (!(upload = (await srv.audit()).find((r) => r.event === 'upload' && r.path === path)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(upload?.result, how === 'closed' ? 'ok' : 'aborted', JSON.stringify(upload)?.slice(-300));
+      assert.equal(upload?.path_at_open, `${top}/${longName}`);
+      await stillServes();
+    });
+  }
 
   it('an upload whose directory stayed has no path_at_open', async () => {
     const control = await loggedIn(srv.ftpPort, 'mover', 'mover password');

@@ -247,8 +247,9 @@ export class Session implements LiveSession {
     // then aborted and recorded (see track), and what it took from the ledger given back, before the
     // ledger goes. Otherwise it lived on unrecorded, its descriptors and temporary kept for good.
     await Promise.allSettled([...this.opening]);
-    await Promise.all([...this.transfers].map((t) => t.abort('connection closed')));
-    await Promise.all([...this.listings].map((l) => l.close()));
+    // Settled, not all: one end that fails (a bug) must not keep the others, and the releases below, from running.
+    await Promise.allSettled([...this.transfers].map((t) => t.abort('connection closed')));
+    await Promise.allSettled([...this.listings].map((l) => l.close()));
     // After the transfers (a copy between two of them ends with them): a change that lands once the
     // ledger is gone goes uncharged, and its last step and record fail with it (see acting). Waited for
     // at most ACTS_WAIT_MS: one stuck on something outside the server (a shared store that is down holds
@@ -280,7 +281,7 @@ export class Session implements LiveSession {
    */
   async windDown(reason: string, abort: boolean): Promise<void> {
     this.endReason = reason;
-    if (abort) await Promise.all([...this.transfers].map((t) => t.abort(reason)));
+    if (abort) await Promise.allSettled([...this.transfers].map((t) => t.abort(reason)));
     while (this.transfers.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 

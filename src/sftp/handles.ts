@@ -66,6 +66,7 @@ export class HandleTable {
     const all = [...this.entries.values()];
     this.entries.clear();
     for (let i = 0; i < all.length; i++) this.user.release();
-    await Promise.all(all.map((e) => (e.kind === 'file' ? e.transfer.abort(reason) : e.listing.close())));
+    // Settled: one that fails must not keep the session's close (its releases, its logout) from running after it.
+    await Promise.allSettled(all.map((e) => (e.kind === 'file' ? e.transfer.abort(reason) : e.listing.close())));
   }
 }
