@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { AuthError, type Authenticator, type AuthRequest, type Claim, type SessionLimits } from '../auth/authenticator.js';
 import type { Config } from '../config/schema.js';
 import type { Coordinator, Offence, Release } from '../coordinator/coordinator.js';
-import type { Account, Protocol } from '../session/account.js';
+import { ANONYMOUS, type Account, type Protocol } from '../session/account.js';
 import { SluiceError } from '../session/errors.js';
 import type { BanCheck } from './ban-check.js';
 import { HeldTime } from './held-time.js';
@@ -246,8 +246,16 @@ export class Guest {
   private armedAt = 0;
   private closed = false;
   private banned = false;
-  /** Good credentials were given, though no session opened: the deadline then scores nothing. */
+  /** Good credentials were given, though no session opened: the deadline then scores nothing. Ends at logout. */
   private vouched = false;
+  /**
+   * Nothing to score as held time when the connection closes (see dispose):
+   * a failure of it was scored (a failed login, the deadline), or its login
+   * was refused for no doing of the client's that anyone could repeat (the
+   * server failed, or a user's good password met that user's session limit).
+   * Anonymous FTP's limit does not settle it: anyone can meet that one.
+   */
+  private settled = false;
   /**
    * A login that succeeded (audited as one) and has not opened a session yet:
    * one that never will (refused, replaced by another login, the connection
@@ -436,11 +444,21 @@ export class Guest {
     return this.inSession;
   }
 
-  /** FTP REIN and AUTH TLS: logged out but still connected, so the login deadline runs again. */
+  /**
+   * FTP REIN and AUTH TLS: logged out but still connected, so the login
+   * deadline runs again, and the connection is judged from here as a new
+   * one: the vouch of the login that ended does not outlive it. Kept, an
+   * anonymous login (which anyone can make) followed by REIN held a place
+   * until the deadline, unscored there and at the close, again and again
+   * (found by a review: 60 login timeouts in 3 rounds, never banned).
+   */
   logout(): void {
     if (!this.userSlot) return;
     this.freeSlot();
     this.inSession = false;
+    this.attempted = false;
+    this.vouched = false;
+    this.settled = false;
     this.arm();
   }
 
@@ -453,11 +471,13 @@ export class Guest {
     // reconnecting was never scored: any number of public keys tried against a user, and the answer's
     // timing read for which names exist.
     if (this.keysAsked > 0 && !this.attempted && this.keyOffers < MAX_KEY_OFFERS) void this.score('login-failed', this.protocol);
-    // Held its slot, then left with no login attempted: its time counts toward login timeouts of its source
-    // (HeldTime). Found by reviews: connections that sent nothing and closed just before the deadline, and
-    // came back at once, were never scored, and 25 addresses of 20 such connections held every one of the
-    // server's 500 places, so no user could log in, for as long as they went on.
-    else if (!this.attempted && !this.vouched && !this.inSession) {
+    // Held its slot, then left with no session and nothing scored: its time counts toward login timeouts of
+    // its source (HeldTime). Found by reviews: connections that sent nothing and closed just before the
+    // deadline, and came back at once, were never scored, and 25 addresses of 20 such connections held every
+    // one of the server's 500 places, so no user could log in, for as long as they went on. A login attempt
+    // does not excuse it unless scored or settled: before (found by a review), one refused at anonymous FTP's
+    // session limit (kept full by the same address's own sessions) held its place as long, unscored.
+    else if (!this.settled && !this.vouched && !this.inSession) {
       for (let n = this.gate.heldWithoutLogin.add(this.source, performance.now() - this.armedAt); n > 0; n--) this.offence('login-timeout');
     }
     if (this.deadline) clearTimeout(this.deadline);
@@ -491,6 +511,8 @@ export class Guest {
     if (slot && this.closed) slot();
     if (this.closed) return 'closed';
     this.userSlot = slot;
+    // A user's own limit, met with its good password: neither scored nor held against the source (see settled).
+    if (!slot && user !== ANONYMOUS) this.settled = true;
     return slot ? 'ok' : 'limit';
   };
 
@@ -555,9 +577,13 @@ export class Guest {
       }
       return account;
     } catch (err) {
-      // None is the client's fault: good credentials, no slot free, nobody left to log in, or not heard.
+      // None is the client's fault: good credentials, no slot free, nobody left to log in, or not heard. Only
+      // the server's failure settles the held time by itself (a limit settles it in claim, the others end or
+      // replace the attempt): a client can bring the rest about at will.
+      if (!(err instanceof AuthError)) this.settled = true;
       if (!(err instanceof AuthError) || err.reason === 'session-limit' || err.reason === 'connection-closed' || err.reason === 'withdrawn') throw err;
       this.failures++;
+      this.settled = true;
       await this.score('login-failed', req.protocol);
       await sleep(untilAnswer(performance.now() - began, this.gate.settings.auth.failureDelay * 1000));
       throw err;
@@ -569,6 +595,7 @@ export class Guest {
     this.deadline = setTimeout(() => {
       this.gate.log.info({ ip: this.ip }, 'login timeout');
       this.attempted = true;
+      this.settled = true;
       if (!this.vouched) this.offence('login-timeout');
       this.onExpired();
       setTimeout(() => this.socket.destroy(), GOODBYE_MS).unref();
