@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { adminRequest } from './helpers/admin-http.js';
+import { sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { freePort, TestServer } from './helpers/server.js';
 import { sampleProcess } from '../src/metrics/sampler.js';
@@ -101,6 +104,36 @@ describe('admin API connections have a budget of their own', () => {
     await new Promise((r) => setTimeout(r, 500));
     assert.ok(!srv.bans().includes('127.0.0.10'), `bans: ${srv.bans().join(', ')}`);
     assert.equal((await adminRequest({ port, from: '127.0.0.10' }, 'GET', '/healthz')).status, 200);
+  });
+  // Found by a review: GET /audit streams that their client stopped reading and closed (a pager quit early,
+  // `| head`, a client's timeout) never finished, were scored as idle connections, and banned the operator's
+  // address on every port.
+  it('a token holder\'s stream that its client stops reading and closes is answered, not scored', { timeout: 60_000 }, async () => {
+    const created = sluice(srv.dir, ['admin', 'token', 'create', 'pager']);
+    assert.equal(created.code, 0, created.stderr);
+    const token = created.stdout.trim();
+    // A trail far longer than every buffer between the server and a client that reads no more: each reply stays unfinished.
+    const line = JSON.stringify({ seq: 0, prev: '0'.repeat(64), node: 'old', time: '2026-01-01T00:00:00Z', event: 'download', user: 'alice', path: '/x'.repeat(40), bytes: 1, result: 'ok' });
+    writeFileSync(join(srv.dir, 'data', 'audit.log.1'), `${line}\n`.repeat(200_000));
+    const from = '127.0.0.12';
+    // 16 at once for 4 s each: 64 s held, the 6 offences of the second case's slow requests had they been unanswered.
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        const s = net.connect({ port, host: '127.0.0.1', localAddress: from });
+        s.on('error', () => undefined);
+        await new Promise((r) => s.once('connect', r));
+        s.write(`GET /api/v1/audit HTTP/1.1\r\nHost: sluice\r\nAuthorization: Bearer ${token}\r\n\r\n`);
+        const first = await new Promise<string>((r) => s.once('data', (d: Buffer) => r(d.toString('latin1'))));
+        assert.match(first, /^HTTP\/1\.1 200 /);
+        s.pause();
+        await new Promise((r) => setTimeout(r, 4000));
+        await new Promise((r) => s.once('close', r).destroy());
+      }),
+    );
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.ok(!srv.bans().includes(from), `bans: ${srv.bans().join(', ')}`);
+    assert.equal(await RawFtp.greeting(srv.ftpPort, from), 220);
+    assert.equal((await adminRequest({ port, from }, 'GET', '/api/v1/server', { token })).status, 200);
   });
 });
 

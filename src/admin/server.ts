@@ -86,6 +86,25 @@ export async function startAdminApi(
     local,
     metricsPublic: config.admin.metricsPublic,
   });
+  // By the peer's address and port: with TLS a request's socket wraps the one 'connection' gave.
+  const answered = new Set<string>();
+  // A token holder's reply that has begun answers its connection, finished or not: a stream (GET /audit) that
+  // its client stops reading and closes (a pager quit, `| head`, a timeout) never finishes, and was scored
+  // as an idle connection until the address was banned (found by a review). Looked at when the connection
+  // closes, as its status line may go out at any time before.
+  const begun = new Map<string, http.ServerResponse>();
+  const peer = (socket: net.Socket) => `${socket.remoteAddress}|${socket.remotePort}`;
+  if (!local) {
+    app.server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      res.once('finish', () => answered.add(peer(req.socket)));
+    });
+    // After authentication's hook: a request it refused never gets here. A reply begun already is kept, not
+    // replaced by that of a request pipelined behind it.
+    app.addHook('onRequest', async (req, reply) => {
+      const key = peer(req.raw.socket);
+      if (req.principal !== null && begun.get(key)?.headersSent !== true) begun.set(key, reply.raw);
+    });
+  }
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
@@ -110,14 +129,6 @@ export async function startAdminApi(
   // /healthz with them, never scored). Each REQUEST_MS of it is one offence, as a protocol's connection that
   // reaches its login deadline is; a browser's preconnected socket or two, closed unused, come to less.
   const unanswered = new HeldTime(REQUEST_MS, config.defender.window * 1000);
-  // By the peer's address and port: with TLS a request's socket wraps the one 'connection' gave.
-  const answered = new Set<string>();
-  const peer = (socket: net.Socket) => `${socket.remoteAddress}|${socket.remotePort}`;
-  if (!local) {
-    app.server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-      res.once('finish', () => answered.add(peer(req.socket)));
-    });
-  }
   app.server.on('connection', (socket: net.Socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
@@ -130,7 +141,9 @@ export async function startAdminApi(
     void countConnection(admission, source, socket, log).then((counted) => {
       if (counted !== 'counted') return void socket.destroy();
       socket.once('close', () => {
-        if (answered.delete(key)) return;
+        const reply = begun.get(key);
+        begun.delete(key);
+        if (answered.delete(key) || reply?.headersSent === true) return;
         for (let n = unanswered.add(source, performance.now() - since); n > 0; n--) {
           void context.coordination.coordinator.score(ip, 'admin', 'login-timeout').catch((err: unknown) => log.error({ err, ip }, 'offence not scored'));
         }
