@@ -113,6 +113,29 @@ describe('admin API over TCP: bearer tokens', () => {
     await closed;
   });
 
+  // Found by a review: OPTIONS /readyz (HAProxy's `option httpchk` by default) was a token route's 401,
+  // scored as a guess, and six probes banned the balancer's address, /readyz with it.
+  it('a public path answers any other method 405 with Allow, unscored; a token route\'s stays 401 without one', { timeout: 60_000 }, async () => {
+    const from = '127.0.0.45';
+    for (let i = 0; i < 6; i++) {
+      for (const [method, path] of [['OPTIONS', '/readyz'], ['POST', '/healthz']] as const) {
+        const r = await adminRequest(api, method, path, { localAddress: from });
+        assert.equal(r.status, 405, `${method} ${path}: ${r.text}`);
+        assert.equal(r.headers.allow, 'GET, HEAD');
+      }
+    }
+    assert.ok(!srv.bans().includes(from), `bans: ${srv.bans().join(', ')}`);
+    assert.equal((await adminRequest(api, 'GET', '/readyz', { localAddress: from })).status, 200);
+    // Without a token nothing tells a stranger which methods a token route takes.
+    const other = { localAddress: '127.0.0.46' };
+    assert.equal((await adminRequest(api, 'OPTIONS', '/api/v1/users', other)).status, 401);
+    assert.equal((await adminRequest(api, 'POST', '/metrics', other)).status, 401, 'metrics needs a token here (admin.metricsPublic off)');
+    const token = createToken(srv, 'prober');
+    const wrong = await adminRequest(api, 'OPTIONS', '/api/v1/users', { ...other, token });
+    assert.equal(wrong.status, 405, wrong.text);
+    assert.equal(wrong.headers.allow, 'GET, HEAD, POST');
+  });
+
   it('audits every request (token name, method, path, status) and keeps the chain intact', { timeout: 60_000 }, async () => {
     api = { ...api, from: '127.0.0.43' };
     const token = createToken(srv, 'auditor');

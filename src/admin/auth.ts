@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { plainAddress } from '../auth/ip-rules.js';
 import type { LocalCoordinator } from '../coordinator/local.js';
 import type { AdminTokenRepository } from '../store/store.js';
+import { allowedMethods, pathOf } from './methods.js';
 import { bearerToken, hashToken } from './tokens.js';
 
 /**
@@ -14,6 +15,8 @@ import { bearerToken, hashToken } from './tokens.js';
  *   nothing an operator would hide.
  * - 'metrics': anyone when admin.metricsPublic is true (a Prometheus on a
  *   trusted network), else as 'token': the counters show users' activity.
+ * A method no route of a path takes has the access its routes share (see
+ * accessOf).
  */
 export type Access = 'token' | 'public' | 'metrics';
 
@@ -32,6 +35,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The token's name (or LOCAL_SOCKET) once authenticated; null before, and on public routes. */
     principal: string | null;
+    /** Who may make this request (see Access). */
+    readonly access: Access;
   }
 }
 
@@ -56,8 +61,18 @@ export function clientAddress(socket: Socket): string {
  */
 export function authenticate(app: FastifyInstance, options: AuthOptions): void {
   app.decorateRequest('principal', null);
+  // Each route's access by method and the path it was registered with; this runs before any route is added.
+  const registered = new Map<string, Access>();
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) registered.set(`${method} ${route.url}`, route.config?.access ?? 'token');
+  });
+  app.decorateRequest('access', {
+    getter(this: FastifyRequest) {
+      return accessOf(app, registered, this);
+    },
+  });
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
-    const access = req.routeOptions.config.access ?? 'token';
+    const access = req.access;
     if (access === 'public' || (access === 'metrics' && options.metricsPublic)) return;
     if (options.local) {
       req.principal = LOCAL_SOCKET;
@@ -76,4 +91,24 @@ export function authenticate(app: FastifyInstance, options: AuthOptions): void {
       .header('www-authenticate', 'Bearer realm="sluice"')
       .send({ error: token === null ? 'a bearer token is needed (sluice admin token create NAME)' : 'unknown token' });
   });
+}
+
+/**
+ * A request no route takes (the not-found handler answers it) is the
+ * resource's at its path: when every route there has one access, it has
+ * that one. OPTIONS or POST /readyz, a balancer's probe (HAProxy's httpchk
+ * sends OPTIONS), is public, told 405 and what the path allows, unscored:
+ * it was a token route, 401 and scored as a guess, and six banned the
+ * balancer's address (found by a review). A method not taken on a token
+ * route, and a path with no route, still need a token: a stranger learns
+ * nothing of what exists. Routes are looked up by the path they were
+ * registered with, so one with a parameter counts as a token route: the
+ * public ones have fixed paths.
+ */
+function accessOf(app: FastifyInstance, registered: ReadonlyMap<string, Access>, req: FastifyRequest): Access {
+  if (!req.is404) return req.routeOptions.config.access ?? 'token';
+  const path = pathOf(req.url);
+  const shared = new Set(allowedMethods(app, path).map((method) => registered.get(`${method} ${path}`) ?? 'token'));
+  const [only] = shared;
+  return shared.size === 1 && only !== undefined ? only : 'token';
 }

@@ -2,6 +2,7 @@ import type { FastifyError, FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { UsageError } from '../cli/args.js';
 import { AdminError, NotStored } from '../users/errors.js';
+import { allowedMethods, pathOf } from './methods.js';
 import { auditedPath } from './request-audit.js';
 
 /** Bodies larger than this are refused before they are parsed. */
@@ -93,18 +94,16 @@ export function answerErrors(app: FastifyInstance, log: Logger): void {
     return reply.code(500).send({ error: 'internal error (see the server log)' });
   });
   app.setNotFoundHandler(async (req, reply) => {
-    const path = req.url.split('?')[0] ?? '';
+    const path = pathOf(req.url);
     // A resource that is there under other methods: 405 with what it takes (RFC 9110 15.5.6), so a client
     // that sent PUT for PATCH is told its method is wrong, not that the user is missing.
-    const allowed = METHODS.filter((method) => app.findRoute({ method, url: path }) !== null);
+    const allowed = allowedMethods(app, path);
     if (allowed.length > 0) {
       return reply.code(405).header('allow', allowed.join(', ')).send({ error: `${req.method} is not allowed on ${path} (allowed: ${allowed.join(', ')})` });
     }
     return reply.code(404).send({ error: `no resource ${req.method} ${path}` });
   });
 }
-
-const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
 
 /**
  * The API's JSON body parser in place of Fastify's, for its messages: a body

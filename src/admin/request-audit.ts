@@ -99,7 +99,7 @@ export function auditRequests(app: FastifyInstance, audit: SystemAuditSink | nul
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     // Probes of the public routes come every few seconds from machines, not from
     // administrators: recording them would bury the trail's real entries.
-    if (req.routeOptions.config.access === 'public') return;
+    if (req.access === 'public') return;
     const res = reply.raw;
     const socket = req.raw.socket;
     // Taken now, not when recorded: the kernel forgets a reset connection's peer. A TCP connection reset
