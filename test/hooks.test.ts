@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { expandArgv, hookEventOf, unknownPlaceholders, type HookFields } from '../src/hooks/events.js';
-import { placeholderInCode } from '../src/hooks/inline-code.js';
+import { placeholderInCode, placeholderInText } from '../src/hooks/inline-code.js';
 import { hookProgramProblem } from '../src/hooks/named-files.js';
 import { Hooks } from '../src/hooks/runner.js';
 import { pino } from 'pino';
@@ -110,6 +110,41 @@ describe('hook argv templates', () => {
       ['sh', '-c', 'awk -f /opt/x/log.awk "$1"', 'sh', '{path}'],
     ];
     for (const argv of allowed) assert.equal(placeholderInCode(argv), null, argv.join(' '));
+  });
+  it('finds a field with other text in its argument, whatever the program, and in the program\'s own word', () => {
+    // Found by a review: each passed placeholderInCode, and rbash's ran a failed login as `$(touch p)`.
+    const runners = [
+      ['rbash', '-c', '{user}'],
+      ['perl5.36-x86_64-linux-gnu', '-e', '{path}'],
+      ['pypy3', '-c', '{path}'],
+      ['luajit', '-e', '{user}'],
+      ['R', '-e', '{user}'],
+      ['yash', '-c', '{user}'],
+    ];
+    for (const argv of runners) assert.notEqual(placeholderInCode(argv), null, argv.join(' '));
+    const refused = [
+      ['rbash', '-c', 'logger -t sluice failed login {user}'],
+      ['perl5.36-x86_64-linux-gnu', '-e', 'print "{path}"'],
+      ['some-interpreter', '-x', 'run("{path}")'],
+      ['psql', '-c', "insert into uploads values ('{path}')"],
+      ['mysql', '-e', "insert into t values ('{user}')"],
+      ['powershell', '-Command', 'Write-Host {user}'],
+      ['scp', '-O', '{path}', 'backup@host:{path}'],
+      ['mail', '-s', 'Upload from {user}', 'ops@example.com'],
+      ['notify', '{event}:{user}'],
+      ['notify', '--eval={path}'],
+      ['notify', '-c={user}'],
+      ['{path}'],
+      ['/srv/{user}/hook'],
+    ];
+    for (const argv of refused) assert.notEqual(placeholderInText(argv), null, argv.join(' '));
+    const allowed = [
+      ['/usr/local/bin/on-upload', '{user}', '{path}', '{sha256}'],
+      ['notify', '--path={path}', 'user={user}', '-d', '{user}'],
+      ['curl', '--data-urlencode', 'path={path}', 'https://example.com/hook'],
+      ['sh', '-c', 'run.sh "$1"', 'sh', '{path}'],
+    ];
+    for (const argv of allowed) assert.equal(placeholderInText(argv), null, argv.join(' '));
   });
   it('{replaced}: what a rename or an upload replaced, as its audit record says', () => {
     const actor = { session: 's', user: 'alice', protocol: 'sftp', ip: '127.0.0.1', port: 1 } as const;

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { parseCidr } from '../auth/ip-rules.js';
 import { bytesOf } from './size.js';
 import { HOOK_EVENTS, HOOK_FIELDS, unknownPlaceholders } from '../hooks/events.js';
-import { placeholderInCode } from '../hooks/inline-code.js';
+import { placeholderInCode, placeholderInText } from '../hooks/inline-code.js';
 import { MAX_PACKET } from '../sftp/codec.js';
 
 /** A port to listen on; 0 switches the listener off. */
@@ -304,11 +304,18 @@ export const configSchema = z
                   ctx.addIssue({ code: 'custom', path: ['command'], message: `unknown placeholder {${unknown[0]}} (one of: ${HOOK_FIELDS.join(', ')})` });
                 }
                 const code = placeholderInCode(a.command ?? []);
+                const text = code === null ? placeholderInText(a.command ?? []) : null;
                 if (code !== null) {
                   ctx.addIssue({
                     code: 'custom',
                     path: ['command'],
                     message: `a {field} inside code a shell, an interpreter, a tool such as awk or sed, or a remote host runs (${JSON.stringify(code)}) would run what a client sends: pass it to a script as an argument of its own, as in ['sh', '-c', 'run.sh "$1"', 'sh', '{path}']`,
+                  });
+                } else if (text !== null) {
+                  ctx.addIssue({
+                    code: 'custom',
+                    path: ['command'],
+                    message: `a {field} with other text in its argument (${JSON.stringify(text)}) makes a string some program may parse, and run what a client sends: give each {field} as an argument of its own ('{path}') or as an option's value ('--path={path}'), not in the program's name`,
                   });
                 }
               }),

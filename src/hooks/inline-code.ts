@@ -10,8 +10,9 @@ import { holdsPlaceholder } from './events.js';
  * a program safely as arguments of their own after the script
  * (`['sh', '-c', 'run.sh "$1"', 'sh', '{path}']`).
  */
-const SHELLS = /^(?:sh|bash|dash|zsh|ksh|mksh|ash|fish|csh|tcsh)$/;
-const INTERPRETERS = /^(?:python[0-9.]*|perl[0-9.]*|ruby[0-9.]*|node|nodejs|deno|bun|php[0-9.]*|lua[0-9.]*|tclsh[0-9.]*|wish[0-9.]*|expect|osascript|pwsh|Rscript|julia)$/;
+const SHELLS = /^(?:sh|r?bash|dash|r?zsh|r?ksh|mksh|pdksh|l?oksh|ash|yash|posh|fish|csh|tcsh|xonsh|elvish)$/;
+const INTERPRETERS =
+  /^(?:python[0-9.]*|pypy[0-9.]*|perl[0-9.]*|ruby[0-9.]*|node|nodejs|ts-node|tsx|deno|bun|php[0-9.]*|lua[0-9.]*|luajit|tclsh[0-9.]*|wish[0-9.]*|expect|osascript|pwsh|powershell|R|Rscript|julia|guile[0-9.]*|racket|sbcl|groovy|jshell|scala)$/;
 /**
  * Tools whose arguments hold commands they run: awk's program (system()),
  * GNU sed's `e`, m4's syscmd, dc's `!`, vim's `-c`, gdb's `-ex`, sqlite3's
@@ -42,7 +43,8 @@ const COMMAND_OPTION = /^(?:-[a-zA-Z]*[cS]|--command|--session-command|--split-s
 type Kind = 'shell' | 'interpreter' | 'text tool' | 'command line';
 
 function kindOf(word: string): Kind | null {
-  const name = basename(word);
+  // Debian's versioned names carry the platform too: perl5.36-x86_64-linux-gnu is perl (found by a review).
+  const name = basename(word).replace(/-[a-z0-9_]+-linux-gnu[a-z]*$/, '');
   if (SHELLS.test(name)) return 'shell';
   if (INTERPRETERS.test(name)) return 'interpreter';
   if (TEXT_TOOLS.test(name)) return 'text tool';
@@ -130,4 +132,25 @@ function codeOfRunner(kind: Kind, rest: readonly string[]): string | null {
     if (takesCode(kind, rest[k] as string) && holdsPlaceholder(rest[k + 1] as string)) return rest[k + 1] as string;
   }
   return null;
+}
+
+/** A value given whole: `{path}`, or as an option's or a name's value, `--file={path}`, `user={user}`. */
+const WHOLE_VALUE = /^(?:-{0,2}[A-Za-z][A-Za-z0-9_.-]*=)?\{[a-z0-9]+\}$/;
+/** Option names that mean code in many programs: a value there is code whatever the program (`--eval={path}`). */
+const CODE_OPTION = /^-{1,2}(?:c|e|command|eval|exec|execute|script|code|expr|expression|run)=/i;
+
+/**
+ * Pure: the first argument of `argv` holding a `{field}` other than as a
+ * value given whole (see WHOLE_VALUE), or null; the program's own word
+ * holds none at all. Text around a value (`'logger {user}'`, `"... '{path}'"`,
+ * `host:{path}`) is a string being composed for something that parses it:
+ * a script, SQL, a remote command line. placeholderInCode knows the programs
+ * that run such text, but no list knows them all (found by a review: rbash,
+ * perl5.36-x86_64-linux-gnu, pypy3, luajit, R -e, psql -c, mysql -e and
+ * scp's remote side all passed it, and a failed login as `$(touch p)` ran as
+ * the server), so the rule here names no program: a value is an argument,
+ * or an option's value, of its own.
+ */
+export function placeholderInText(argv: readonly string[]): string | null {
+  return argv.find((arg, i) => holdsPlaceholder(arg) && (i === 0 || !WHOLE_VALUE.test(arg) || CODE_OPTION.test(arg))) ?? null;
 }
