@@ -72,4 +72,20 @@ describe('sluice user add --password-stdin with bytes that are not UTF-8', () =>
     assert.match((r.json as { error: string }).error, /^body\.password: the password is not UTF-8/);
     assert.equal((await adminRequest(api, 'GET', '/api/v1/users/latapi')).status, 404);
   });
+
+  it('a password or home holding half of a UTF-16 surrogate pair (a JSON escape) is a 400, not the same text as U+FFFD', { timeout: 60_000 }, async () => {
+    // Found by a review: UTF-8 writes each lone surrogate as U+FFFD, so this password let in any two bytes that are not UTF-8.
+    const api = { socketPath: join(srv.dir, 'admin.sock') };
+    const post = (body: string) => adminRequest(api, 'POST', '/api/v1/users', { rawBody: Buffer.from(body) });
+    const password = await post('{"name":"surrogate","password":"secret-pw\\ud800\\udbff"}');
+    if (password.status === 201) assert.notEqual(await ftpLogin('surrogate', Buffer.from([...Buffer.from('secret-pw'), 0xc0, 0x80])), 230, 'logged in with bytes that are not UTF-8');
+    assert.equal(password.status, 400, password.text);
+    assert.match((password.json as { error: string }).error, /^body\.password: the password holds half of a UTF-16 surrogate pair/);
+    const home = await post(`{"name":"surrogate","password":"secret-pw-1","home":"${join(srv.dir, 'h')}\\udfff"}`);
+    assert.equal(home.status, 400, home.text);
+    assert.match((home.json as { error: string }).error, /the home holds half of a UTF-16 surrogate pair/);
+    assert.equal((await adminRequest(api, 'GET', '/api/v1/users/surrogate')).status, 404);
+    // A pair whole is a character like any other.
+    assert.equal((await post('{"name":"surrogate","password":"secret-pw-\\ud83d\\ude00"}')).status, 201);
+  });
 });

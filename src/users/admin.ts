@@ -69,6 +69,21 @@ export function parseCidrs(texts: readonly string[]): string[] {
 function refuseUnprintable(what: string, text: string): void {
   const c = firstUnsafeChar(text);
   if (c !== null) throw new AdminError(`${what} holds the control character U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`);
+  refuseLoneSurrogate(what, text);
+}
+
+/** Half of a UTF-16 pair without its other half (a JSON body may send one, `\ud800`). */
+const LONE_SURROGATE = /\p{Surrogate}/u;
+
+/**
+ * UTF-8 has no form for a lone surrogate: written out it becomes U+FFFD, as
+ * every other one does, so two homes of different text would be one
+ * directory on disk, and two passwords one password (found by a review: a
+ * password set to `secret-pw\ud800\udbff` let in `secret-pw` and any two
+ * bytes that are not UTF-8).
+ */
+function refuseLoneSurrogate(what: string, text: string): void {
+  if (LONE_SURROGATE.test(text)) throw new AdminError(`${what} holds half of a UTF-16 surrogate pair, which UTF-8 cannot hold: give it in UTF-8`);
 }
 
 /**
@@ -496,6 +511,7 @@ export function validatePassword(password: string): string {
   // What a byte that is not UTF-8 becomes when read (a Latin-1 terminal or file piped to --password-stdin,
   // a JSON body in another encoding): every such byte would be the same character, and log in for any other.
   if (password.includes('\uFFFD')) throw new AdminError('the password is not UTF-8 (it holds U+FFFD, what bytes that are not UTF-8 are read as): give it in UTF-8');
+  refuseLoneSurrogate('the password', password);
   if (password.length < 8) throw new AdminError('password too short (at least 8 characters)');
   if (password.length > 1024) throw new AdminError('password too long (at most 1024 characters)');
   return password;
