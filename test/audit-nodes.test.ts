@@ -148,6 +148,31 @@ describe('merging and grouping (pure)', () => {
     }
   });
 
+  it('verify shows node ids and file names escaped: one node\'s trail cannot paint over another\'s break', () => {
+    // Found by a review: a node id with CR and cursor controls erased the line of the other node's break on a terminal.
+    const d = join(dir, 'painted');
+    mkdirSync(d);
+    const trail = (node: string, alter: boolean) => {
+      let head: ChainHead = { seq: 0, prev: GENESIS };
+      const lines = ['audit-start', 'mkdir', 'mkdir'].map((event) => {
+        const r = chainLine(head, { node, event, path: '/x' });
+        head = r.head;
+        return r.line;
+      });
+      if (alter) lines[1] = (lines[1] as string).replace('"/x"', '"/y"');
+      return lines.join('\n') + '\n';
+    };
+    const painter = 'vm2\r\x1b[1A\x1b[2K\x1b[8m';
+    writeFileSync(join(d, 'vm.log'), trail('vm', true));
+    writeFileSync(join(d, 'vm2\x1b.log'), trail(painter, false));
+    const r = sluice(dir, ['audit', 'verify', join(d, 'vm.log'), join(d, 'vm2\x1b.log')]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.doesNotMatch(r.stdout, /[\r\x1b]/, JSON.stringify(r.stdout));
+    assert.match(r.stdout, /^node vm: .*vm\.log:2: altered/m);
+    assert.match(r.stdout, /^node vm2\\r\\x1b\[1A\\x1b\[2K\\x1b\[8m: ok: 3 lines, chain intact$/m);
+    assert.match(r.stdout, /^broken: node vm$/m);
+  });
+
   it('a directory stands for every log below it, oldest file first, dot files passed over', async () => {
     const root = join(dir, 'collect');
     for (const f of ['n1/audit.log', 'n1/audit.log.1', 'n1/audit.log.10.gz', 'n1/audit.log.2', 'n2/x/audit.log', 'n2/.audit.log.tmp']) {

@@ -1,5 +1,6 @@
 import { ChainCheck, GENESIS, type ChainHead, type ChainStart } from './chain.js';
 import { DamagedFile } from './compressed.js';
+import { shown } from '../session/unsafe-chars.js';
 
 /**
  * A file's lines as they stream, in batches: raw bytes (a torn fragment's
@@ -193,5 +194,7 @@ export function verdict(results: readonly SeriesResult[]): { ok: boolean; lines:
   if (results.length > 1) {
     lines.push(failed.length === 0 ? `ok: ${results.length} chains, each intact` : `broken: ${[...new Set(failed)].join(', ')}`);
   }
-  return { ok: failed.length === 0, lines };
+  // Node ids and file names are the trails' own text: one node's trail named `vm2\r\x1b[1A\x1b[2K` painted over
+  // the line above it on a terminal, another node's break (found by a review). Shown escaped, as the query's table is.
+  return { ok: failed.length === 0, lines: lines.map(shown) };
 }
