@@ -288,6 +288,24 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', { skip: wit
     }
   });
 
+  it('a source run whose client leaves before its first OK ends with status 1, not logged as a server error', async () => {
+    // Found by a review: the wait for that OK stood outside the run's handling of a client that stops.
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const { ch, closed } = await rawSink(c, "scp -f 'a b'");
+        const status = new Promise<number>((resolve) => ch.on('exit', (code: number) => resolve(code)));
+        ch.end();
+        await closed;
+        assert.equal(await status, 1);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      assert.ok(!srv.log.includes('"msg":"scp failed"'), 'logged as a server error');
+    } finally {
+      c.end();
+    }
+  });
+
   it('a control line sent a byte per SSH message is read whole (held in the shared byte queue)', async () => {
     const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
     try {

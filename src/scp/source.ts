@@ -22,9 +22,6 @@ export async function send(wire: ScpWire, session: Session, cmd: { paths: readon
     failures++;
     await wire.fail(`${path}: ${toSluiceError(err).message}`);
   };
-  // The client's first OK says it is ready.
-  await expectOk(wire);
-
   /** `linked`: a symlink met inside a tree, followed to a file but never to a directory (a loop would never end). */
   const sendPath = async (path: string, depth: number, linked = false): Promise<void> => {
     if (nameOf(path, session).includes('\n')) return warn(path, new SluiceError('failure', 'name contains a newline'));
@@ -132,6 +129,9 @@ export async function send(wire: ScpWire, session: Session, cmd: { paths: readon
   };
 
   try {
+    // The client's first OK says it is ready; one that leaves instead stops the run as any other stop does
+    // (found by a review: outside this try, each such client was logged as an error with its stack).
+    await expectOk(wire);
     for (const path of cmd.paths) await sendPath(session.resolve(path), 0);
   } catch (err) {
     if (!(err instanceof Stopped)) throw err;
