@@ -11,6 +11,7 @@ import type { Account } from '../session/account.js';
 import type { Guest } from '../security/gate.js';
 import { SluiceError } from '../session/errors.js';
 import { Session } from '../session/session.js';
+import { shown } from '../session/unsafe-chars.js';
 import { ByteBudget } from './budget.js';
 import { SftpChannel } from './channel.js';
 import { WindowPool, acceptWithWindow, channelWindow, ownWindow, type PoolMember } from './window.js';
@@ -106,7 +107,8 @@ function coalesceWrites(socket: net.Socket): void {
 
 /** A line on the channel's stderr, which OpenSSH's sftp and scp print: why the server ends it. */
 function tellClient(channel: ssh2.ServerChannel, text: string): void {
-  if (channel.writable) channel.stderr.write(`sluice: ${text}\n`);
+  // An operator's reason goes to the user's terminal: one line, its controls shown escaped.
+  if (channel.writable) channel.stderr.write(`sluice: ${shown(text)}\n`);
 }
 
 /** What the SFTP front-end takes besides the shared services. */
