@@ -280,6 +280,32 @@ describe('FTP control channel', () => {
     }
   });
 
+  it('PROT P data connections no transfer took that never speak: at most two per control connection wait for their handshake', async () => {
+    // Found by a review: each waited for dataTimeout (30 s here), so a client that connected to every passive
+    // port it asked for and said nothing held a socket of the server's for each EPSV it sent.
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+    const sockets: net.Socket[] = [];
+    try {
+      for (let i = 0; i < 8; i++) {
+        const r = await c.cmd('EPSV');
+        const raw = net.connect(Number(/\|\|\|(\d+)\|/.exec(r.text)?.[1]), '127.0.0.1');
+        raw.on('error', () => undefined);
+        await new Promise((resolve, reject) => raw.once('connect', resolve).once('error', reject));
+        sockets.push(raw);
+        // Accepted and its origin checked before the next EPSV dismisses it.
+        await sleep(50);
+      }
+      await sleep(300);
+      const open = sockets.filter((s) => !s.readableEnded && !s.destroyed).length;
+      // The last EPSV's connection, still its endpoint's, and two dismissed ones finishing their handshake.
+      assert.equal(open, 3, `${open} of 8 data connections still held by the server`);
+      assert.equal((await c.cmd('NOOP')).code, 200);
+    } finally {
+      sockets.forEach((s) => s.destroy());
+      c.close();
+    }
+  });
+
   it('answers STAT, MLST, SIZE, MDTM, MFMT, SITE CHMOD and HELP', async () => {
     const c = await fresh();
     await c.startTls();

@@ -53,6 +53,7 @@ export class FtpConnection implements FtpControl {
   transfer: ActiveTransfer | null = null;
   /** This connection's own TLS sessions: its data connections must resume one of them. */
   readonly tlsBinding: TlsBinding;
+  readonly closingData = { count: 0 };
 
   private readonly reader = new LineReader();
   /** Replies due while a streamed one goes out (a transfer's 226 during STAT): they follow its last line. */

@@ -56,6 +56,8 @@ export interface FtpControl {
   readonly isClosed: boolean;
   /** This connection's own TLS sessions: its data connections must resume one of them. */
   readonly tlsBinding: TlsBinding;
+  /** Its data connections no transfer took, finishing their TLS handshake to close cleanly (PassiveEndpoint's dismiss). */
+  readonly closingData: { count: number };
   /** Every verb this connection answers; FEAT and HELP are derived from it. */
   readonly commands: CommandTable;
   readonly secure: boolean;

@@ -34,7 +34,7 @@ async function openPassive(c: FtpControl, s: Session): Promise<PassiveEndpoint |
       origin: (socket) => c.guest.dataOrigin(socket),
       timeoutMs: c.ctx.config.dataTimeout * 1000,
       tls: c.prot === 'P'
-        ? { binding: c.tlsBinding, mustResume: c.ctx.config.requireTlsSessionReuse, timeoutMs: c.ctx.config.dataTimeout * 1000 }
+        ? { binding: c.tlsBinding, mustResume: c.ctx.config.requireTlsSessionReuse, timeoutMs: c.ctx.config.dataTimeout * 1000, closing: c.closingData }
         : null,
       onForeignPeer: (address) => {
         // One line per port, and a count when it closes: a scan of the passive range wrote a line per connect.

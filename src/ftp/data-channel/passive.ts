@@ -24,12 +24,22 @@ export interface PassiveOptions {
   /** A data connection's client address, found as the control connection's was (PROXY header); null: it was closed. */
   origin(socket: Socket): Promise<string | null>;
   timeoutMs: number;
-  /** PROT P at the time of PASV: TLS starts once the client speaks and the transfer command has come. */
-  tls: { binding: TlsBinding; mustResume: boolean; timeoutMs: number } | null;
+  /**
+   * PROT P at the time of PASV: TLS starts once the client speaks and the
+   * transfer command has come. `closing`: the control connection's count of
+   * connections no transfer took still finishing their handshake (see dismiss).
+   */
+  tls: { binding: TlsBinding; mustResume: boolean; timeoutMs: number; closing: { count: number } } | null;
   onForeignPeer(address: string): void;
   /** The port is no longer listening: accepted, timed out or closed (may come more than once). */
   onStopListening(): void;
 }
+
+/**
+ * Connections no transfer took that one control connection may have finishing
+ * their handshake at once (see dismiss): more are cut at once.
+ */
+const MAX_CLOSING = 2;
 
 /**
  * One passive data port: listens on a free port of the range, accepts exactly
@@ -171,15 +181,19 @@ export class PassiveEndpoint {
    * reset), clients that handshake before the command (basic-ftp) report
    * that, not the refusal sent on the control connection (seen as a flaky
    * ECONNRESET in the suite). A client that never speaks is cut at the
-   * handshake's timeout.
+   * handshake's timeout. At most MAX_CLOSING per control connection wait so:
+   * uncounted, a client that connected to each passive port and never spoke
+   * held a socket for each EPSV it sent for dataTimeout (found by a review).
    */
   private dismiss(socket: Socket): void {
-    if (!this.tls || this.handshakeStarted) {
+    if (!this.tls || this.handshakeStarted || this.tls.closing.count >= MAX_CLOSING) {
       socket.destroy();
       return;
     }
     const tls = this.tls;
     this.handshakeStarted = true;
+    tls.closing.count++;
+    socket.once('close', () => tls.closing.count--);
     const timer = setTimeout(() => socket.destroy(), tls.timeoutMs);
     timer.unref();
     tls.binding.acceptData(socket, tls.timeoutMs, tls.mustResume, false).then(
