@@ -40,6 +40,41 @@ describe('migrations', () => {
     db2.close();
   });
 
+  it('two processes migrating a new database at once take turns: the second finds the work done', () => {
+    // Found by a walk: of two `sluice init`s at once, the second failed on schema_migrations' key. The race made
+    // certain here: another connection applies everything just after this one first looked at the version.
+    const file = join(dir, 'at-once.db');
+    const first = new Database(file);
+    first.pragma('busy_timeout = 5000');
+    const second = new Database(file);
+    second.pragma('busy_timeout = 5000');
+    const all = loadMigrations(MIGRATIONS_DIR);
+    let looked = false;
+    const racing = new Proxy(second, {
+      get(target, key) {
+        if (key !== 'prepare') return Reflect.get(target, key, target) as unknown;
+        return (sql: string) => {
+          const statement = target.prepare(sql);
+          if (!sql.startsWith('SELECT MAX(version)')) return statement;
+          return {
+            get: () => {
+              const row = statement.get();
+              if (!looked) {
+                looked = true;
+                assert.deepEqual(migrate(first, all), all.map((m) => m.version), 'the other connection applies them all');
+              }
+              return row;
+            },
+          };
+        };
+      },
+    });
+    assert.deepEqual(migrate(racing, all), [], 'nothing left to apply');
+    assert.equal((second.prepare('SELECT COUNT(*) AS n FROM schema_migrations').get() as { n: number }).n, all.length);
+    first.close();
+    second.close();
+  });
+
   it('a failing migration leaves the database as it was', () => {
     const mdir = join(dir, 'mig-fail');
     mkdirSync(mdir);

@@ -1,7 +1,9 @@
+import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { readRegularFile } from '../regular-file.js';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { StartRefused } from '../listening.js';
 import { ssh2Library } from '../ssh2.js';
 import { HOST_KEYS, HOST_KEY_TYPES, TLS_CERT, TLS_KEY } from './names.js';
@@ -16,16 +18,42 @@ import { selfSignedCertificate } from './self-signed.js';
  */
 const exists = (p: string) => fsp.lstat(p).then(() => true, () => false);
 
-/** Write a new file, never replacing one: 0600 for secrets, 0644 for public parts. */
-async function writeNew(path: string, data: string, secret: boolean): Promise<void> {
-  await fsp.writeFile(path, data, { mode: secret ? 0o600 : 0o644, flag: 'wx' });
+/**
+ * Put `data` in place as `path`, whole or not at all (written beside it, then
+ * linked or renamed): 0600 for secrets, 0644 for public parts. `replace`
+ * false never replaces a file: false when one is there, as when another
+ * `init` or first start made it first (found by a walk: the second of two at
+ * once failed with EEXIST, after deleting the first's new public key).
+ */
+async function publish(path: string, data: string, secret: boolean, replace: boolean): Promise<boolean> {
+  const staged = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.new`;
+  await fsp.writeFile(staged, data, { mode: secret ? 0o600 : 0o644, flag: 'wx' });
+  try {
+    if (replace) await fsp.rename(staged, path);
+    else await fsp.link(staged, path);
+    return true;
+  } catch (err) {
+    if (!replace && (err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    await fsp.rm(staged, { force: true });
+  }
 }
+
+/** How long a TLS pair half there is waited for its other half before it is taken for an operator's. */
+const HALF_PAIR_WAIT_MS = 1000;
 
 /** Create whatever is missing in `dir`; returns the names created. */
 export async function ensureKeys(dir: string): Promise<string[]> {
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
   const created: string[] = [];
-  const [hasCert, hasKey] = [await exists(join(dir, TLS_CERT)), await exists(join(dir, TLS_KEY))];
+  const pairThere = async () => [await exists(join(dir, TLS_CERT)), await exists(join(dir, TLS_KEY))] as const;
+  let [hasCert, hasKey] = await pairThere();
+  // Another first start or `init` at once puts the key in place just before the certificate: a moment.
+  for (let wait = 0; hasCert !== hasKey && wait < HALF_PAIR_WAIT_MS; wait += 50) {
+    await sleep(50);
+    [hasCert, hasKey] = await pairThere();
+  }
   // One half alone is an operator's (a renewal half copied in, a key moved away): a new pair would
   // overwrite it, as it did before a new user's try found it. Only a directory with neither gets one.
   if (hasCert !== hasKey) {
@@ -34,16 +62,18 @@ export async function ensureKeys(dir: string): Promise<string[]> {
   }
   if (!hasCert) {
     const { cert, key } = await selfSignedCertificate(['localhost', hostname()], ['127.0.0.1', '::1']);
-    await writeNew(join(dir, TLS_KEY), key, true);
-    await writeNew(join(dir, TLS_CERT), cert, false);
-    created.push(TLS_CERT, TLS_KEY);
+    // Whoever puts the key in place first makes the pair; the other leaves both to it.
+    if (await publish(join(dir, TLS_KEY), key, true, false)) {
+      await publish(join(dir, TLS_CERT), cert, false, false);
+      created.push(TLS_CERT, TLS_KEY);
+    }
   }
   for (const name of HOST_KEYS) {
     if (await exists(join(dir, name))) continue;
     const pair = await generateHostKey(name === 'ssh_host_rsa_key' ? 'rsa' : 'ed25519');
-    await fsp.rm(join(dir, `${name}.pub`), { force: true });
-    await writeNew(join(dir, name), pair.private, true);
-    await writeNew(join(dir, `${name}.pub`), pair.public + '\n', false);
+    if (!(await publish(join(dir, name), pair.private, true, false))) continue;
+    // A public half left from a key that is gone describes another key: this one's replaces it.
+    await publish(join(dir, `${name}.pub`), pair.public + '\n', false, true);
     created.push(name, `${name}.pub`);
   }
   return created;

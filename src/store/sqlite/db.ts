@@ -16,9 +16,10 @@ export function openDatabase(file: string, dir = migrationsDir('sqlite')): Datab
   let db: Database.Database | null = null;
   try {
     db = new Database(file);
+    // First: the switch to WAL and the migrations take locks another process opening the file at once may hold.
+    db.pragma('busy_timeout = 5000');
     db.pragma('journal_mode = WAL');
     db.pragma('foreign_keys = ON');
-    db.pragma('busy_timeout = 5000');
     db.pragma('synchronous = NORMAL');
     migrate(db, loadMigrations(dir));
   } catch (err) {
