@@ -106,6 +106,20 @@ function coalesceWrites(socket: net.Socket): void {
 }
 
 /** A line on the channel's stderr, which OpenSSH's sftp and scp print: why the server ends it. */
+/**
+ * A public key as the client sent it: ssh2's parser returns an Error for
+ * most malformed blobs but throws for some (an ssh-rsa key of empty fields),
+ * and a throw was an unexpected error, logged with its stack and answered
+ * at once, uncounted, as often as a client sent one (found by a review).
+ */
+function clientKey(data: Buffer): ssh2.ParsedKey | Error {
+  try {
+    return ssh2Library().utils.parseKey(data);
+  } catch (err) {
+    return err instanceof Error ? err : new Error(String(err));
+  }
+}
+
 function tellClient(channel: ssh2.ServerChannel, text: string): void {
   // An operator's reason goes to the user's terminal: one line, its controls shown escaped.
   if (channel.writable) channel.stderr.write(`sluice: ${shown(text)}\n`);
@@ -348,7 +362,11 @@ export class SftpFrontEnd {
     try {
       switch (ctx.method) {
         case 'password':
-          state.account = await guest.password(req, ctx.password);
+          // A request to change the password (RFC 4252 8) carries the old one and a new one: sluice changes
+          // none (as OpenSSH's server), so it is a wrong password, counted, delayed and audited as one. Passed
+          // on as ssh2 gives it (an object), it threw in the password cache for a user in it, uncounted, and its
+          // 1 ms answer against 1 s told who had logged in lately (found by a review).
+          state.account = await guest.password(req, typeof ctx.password === 'string' ? ctx.password : '');
           return ctx.accept();
         case 'keyboard-interactive': {
           // A client's next request before this one's answer withdraws it (RFC 4252; ssh2 then ignores our
@@ -362,7 +380,7 @@ export class SftpFrontEnd {
         }
         case 'publickey': {
           const accepted: readonly string[] = this.services.config.sftp.algorithms.userAuthSignatures;
-          const key = ssh2Library().utils.parseKey(ctx.key.data);
+          const key = clientKey(ctx.key.data);
           // SHA-1 `ssh-rsa` (or any unlisted algorithm) is refused before the key is even looked at. The
           // name is the client's word and the key's own type decides how its signature is checked: an RSA
           // key named ssh-ed25519 was verified with SHA-1 under a policy that refuses it (found by a review).
