@@ -376,19 +376,50 @@ export function freedBytes(st: NodeStat): number {
 /**
  * What removing a name took away, measured after the removal (an unlink, a
  * rename over it) through a hold of the file the name led to when it was
- * looked at (`before`; `after` is the hold's stat now). Another session may
+ * looked at (`before`: its stat just before the removal, see dropThrough;
+ * `after` the hold's stat now). Another session may
  * have moved that file away and put another under the name meanwhile: taking
  * the looked-at file's size off the usage then let a user take any file's
  * size off it again and again (found by a review). So a name counts as
  * removed only if the held file lost one, and its bytes as freed only if that
  * was its last name and the removal held the file's in-place lock (`locked`,
- * see dropFile: an upload's growth not yet charged must not be given back).
+ * see dropThrough: an upload's growth not yet charged must not be given back).
  * Whatever else was removed is not counted: the usage errs high until the
  * next recount, never low.
  */
-export function removedThrough(before: NodeStat, after: NodeStat, locked: boolean): { bytes: number; names: number } {
+function removedThrough(before: NodeStat, after: NodeStat, locked: boolean): { bytes: number; names: number } {
   const hit = after.nlink < before.nlink;
   return { bytes: hit && locked && after.type === 'file' && after.nlink === 0 ? after.size : 0, names: hit ? 1 : 0 };
+}
+
+/**
+ * Remove a name (`drop`: an unlink, a rename over it, an upload's commit)
+ * that led to the file `held` holds when it was looked at (`looked`), and
+ * measure what that took away (see removedThrough). The links are counted
+ * again just before the act, under the file's in-place lock: counted at the
+ * look, another session's removal of the same file in between (which gave
+ * its bytes back itself) made the count fall as if this act had, and the
+ * bytes were given back twice (found by a review: a delete raced against an
+ * upload's or a rename's replacing of the same file, 4 in 120 rounds with
+ * workers, and the user then stored 26 MiB under a 16 MiB quota). Every
+ * file's removal takes the lock, a file of several names too (it frees no
+ * bytes, but a name counted twice is as wrong), so the count cannot move
+ * between that look and the act. `before` is that last look.
+ */
+export async function dropThrough<T>(
+  ledger: Ledger,
+  looked: NodeStat,
+  held: { stat(): Promise<NodeStat> },
+  drop: () => Promise<T>,
+): Promise<{ result: T; gone: { bytes: number; names: number }; before: NodeStat; after: NodeStat }> {
+  let before = looked;
+  const act = async () => {
+    before = await held.stat();
+    return drop();
+  };
+  const result = looked.type === 'file' ? await outsideInPlaceWrites(ledger, nodeKey(looked), act) : await act();
+  const after = await held.stat();
+  return { result, gone: removedThrough(before, after, looked.type === 'file'), before, after };
 }
 
 /** The file whose bytes removing this name frees (see dropFile); null when it frees none. */

@@ -9,7 +9,7 @@ import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission, type PermissionRules } from './permissions.js';
-import { addName, dropFile, freeingKey, outsideInPlaceWrites, removedThrough, type Ledger, type Ledgers } from './quota.js';
+import { addName, dropThrough, outsideInPlaceWrites, type Ledger, type Ledgers } from './quota.js';
 import type { RateLimit } from './rate-limit.js';
 import type { ConnectionBudget, ConnectionBudgets } from './connection-budgets.js';
 import { replacedFields, replacedThrough } from './replaced.js';
@@ -840,15 +840,13 @@ export class Session implements LiveSession {
       const path = this.resolve(clientPath);
       await this.change('delete', path, false, async (loc) => {
         this.requireNoOverride(loc.virtualPath);
-        // Looked at through a hold, and measured through it after the unlink (see removedThrough).
+        // Looked at through a hold, and measured through it across the unlink (see dropThrough).
         const held = await loc.hold();
         if (!held) throw new SluiceError('not-found');
         try {
           const st = await held.stat();
           if (st.type === 'dir') throw new SluiceError('is-a-directory');
-          const key = freeingKey(st);
-          await dropFile(this.ledger, key, () => loc.unlink());
-          const gone = removedThrough(st, await held.stat(), key !== null);
+          const { gone } = await dropThrough(this.ledger, st, held, () => loc.unlink());
           this.ledger.settle(0, -gone.bytes, -gone.names);
         } finally {
           void held.close().catch(() => undefined);
@@ -886,7 +884,7 @@ export class Session implements LiveSession {
               this.require(srcStat.type === 'dir' ? 'mkdir' : 'upload', dstDir);
               this.requireNarrows(srcDir, dstDir);
             }
-            // The target looked at through a hold, and measured through it after the rename (see removedThrough).
+            // The target looked at through a hold, and measured through it across the rename (see dropThrough).
             const held = await dst.hold();
             try {
               const dstStat = held ? await held.stat() : null;
@@ -909,19 +907,18 @@ export class Session implements LiveSession {
               }
               // A directory can only replace an empty directory, which rename(2) refuses for any other; a name
               // replaced by another link to the same file is left alone by rename(2).
-              const replaces = dstStat !== null && !(dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev);
-              const key = replaces ? freeingKey(dstStat) : null;
-              // Its hash only if already known (a whole upload's receipt): the file is never read for it.
-              const known = replaces ? (knownSha(this.deps.receipts, dstStat).sha256 ?? null) : null;
-              await dropFile(this.ledger, key, () => src.renameTo(dst));
-              if (replaces && held) {
-                const after = await held.stat();
-                const gone = removedThrough(dstStat, after, key !== null);
-                this.ledger.settle(0, -gone.bytes, -gone.names);
-                // On record as the quota counts it: the file looked at, if it lost its name (found by a review:
-                // a file destroyed by a rename over it left no trace but in the records before).
-                replaced = replacedThrough(dstStat, after, known) ?? 'unknown';
+              const replaces = dstStat !== null && held !== null && !(dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev);
+              if (!replaces) {
+                await src.renameTo(dst);
+                return;
               }
+              // Its hash only if already known (a whole upload's receipt): the file is never read for it.
+              const known = knownSha(this.deps.receipts, dstStat).sha256 ?? null;
+              const { gone, before, after } = await dropThrough(this.ledger, dstStat, held, () => src.renameTo(dst));
+              this.ledger.settle(0, -gone.bytes, -gone.names);
+              // On record as the quota counts it: the file looked at, if it lost its name (found by a review:
+              // a file destroyed by a rename over it left no trace but in the records before).
+              replaced = replacedThrough(before, after, known) ?? 'unknown';
             } finally {
               void held?.close().catch(() => undefined);
             }

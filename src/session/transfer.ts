@@ -4,7 +4,7 @@ import type { Replaced, TransferResult } from '../audit/events.js';
 import { SluiceError, Unseen, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
 import { baseName, parentOf } from './paths.js';
-import { dropFile, freedBytes, freeingKey, type Ledger } from './quota.js';
+import { dropFile, dropThrough, freedBytes, freeingKey, type Ledger } from './quota.js';
 import { pieces, type RateLimit } from './rate-limit.js';
 import { SequenceHash } from './sequence-hash.js';
 import { Sha256Stream } from './offloaded-sha256.js';
@@ -834,25 +834,25 @@ export class Upload extends Transfer {
       if (now !== null && !mayReplace) throw this.nameTaken();
       const expected = now ? freedBytes(now) : 0;
       await this.ledger.checkCommit(this.reserved, written, expected, now === null && !this.target.holdsFile);
-      const freeing = now ? freeingKey(now) : null;
       // Its hash only if already known (a whole upload's receipt): the old file is never read for it.
       const known = now ? this.uploadOptions.knownSha256(now) : null;
-      await dropFile(this.ledger, freeing, () => staged.commit(mayReplace)).catch((err: unknown) => {
-        throw err instanceof SluiceError && err.kind === 'already-exists' ? this.nameTaken() : err;
-      });
-      let freed = expected;
-      // On record as the quota counts it: the node looked at, if it lost its name (found by a review: a file
-      // replaced by an upload left no trace). Nothing there when looked at is recorded as nothing replaced,
-      // though with mayReplace the commit's rename(2) replaces a file that took the name since: a window
-      // left (README, audit trail). Something there but not held: what the commit replaced is unknown.
-      let replaced: TransferRecord['replaced'];
-      if (now !== null) replaced = 'unknown';
+      const commit = () =>
+        staged.commit(mayReplace).catch((err: unknown) => {
+          throw err instanceof SluiceError && err.kind === 'already-exists' ? this.nameTaken() : err;
+        });
       if (old && now) {
-        const after = await old.stat();
-        freed = now.type === 'file' && after.nlink === 0 ? after.size : 0;
-        replaced = replacedThrough(now, after, known) ?? 'unknown';
+        // Measured across the commit (see dropThrough): the file looked at lost its name to it, or was gone
+        // already (another session's removal, which gave its bytes back), and the commit made a name more.
+        const { gone, before, after } = await dropThrough(this.ledger, now, old, commit);
+        // On record as the quota counts it: the node looked at, if it lost its name (found by a review: a file
+        // replaced by an upload left no trace).
+        return { bytes: written - gone.bytes, files: 1 - gone.names, replaced: replacedThrough(before, after, known) ?? 'unknown' };
       }
-      return { bytes: written - freed, files: now === null ? 1 : 0, replaced };
+      await dropFile(this.ledger, now ? freeingKey(now) : null, commit);
+      // Nothing there when looked at is recorded as nothing replaced, though with mayReplace the commit's
+      // rename(2) replaces a file that took the name since: a window left (README, audit trail). Something
+      // there but not held: what the commit replaced is unknown, and what it freed the look's guess.
+      return { bytes: written - expected, files: now === null ? 1 : 0, replaced: now === null ? undefined : 'unknown' };
     } finally {
       // Not waited for: the answer needs nothing more from it.
       void old?.close().catch(() => undefined);

@@ -43,7 +43,7 @@ export function diskUsage(home: string): { bytes: number; files: number; temps: 
 }
 
 /** The usage the server persisted, as an administrator reads it. */
-export function persistedUsage(srv: TestServer, user: string): { bytes: number; files: number } {
+export function persistedUsage(srv: Pick<TestServer, 'dir'>, user: string): { bytes: number; files: number } {
   const r = sluice(srv.dir, ['user', 'show', user, '--json']);
   if (r.code !== 0) throw new Error(`user show ${user}: ${r.stderr}`);
   const u = JSON.parse(r.stdout) as { usedBytes: number; usedFiles: number };
