@@ -91,3 +91,21 @@ it('of two transfers of one key from different offsets, the record of one ends t
   link.workerGone('killed', audit as never);
   assert.deepEqual(recorded.filter((r) => r.event === 'download').map((r) => r.offset), [0]);
 });
+
+it("an upload recorded where it ended (its directory renamed while open) ends the transfer its open started: none is left to record aborted", () => {
+  // Found by a review: matched by `path`, not the path of the open, the entry stayed for the worker's lifetime
+  // and its exit recorded aborted an upload whose ok record was in the trail.
+  const recorded: { event: string }[] = [];
+  const audit = { record: (_actor: unknown, event: { event: string }) => recorded.push(event), system: () => undefined };
+  const link = new WorkerLink(5, coordination.coordinator, coordination.quotas, () => undefined);
+  const actor = { session: 's3', user: 'hal', protocol: 'sftp' as const, ip: '10.0.0.1', port: 2222 };
+  const started = new Date().toISOString();
+  link.handle({ t: 'transfer-open', actor, direction: 'upload', path: '/d0/f.bin', offset: 0, started });
+  link.handle({
+    t: 'audit',
+    actor,
+    event: { event: 'upload', path: '/e0/f.bin', path_at_open: '/d0/f.bin', bytes: 1, size: 1, offset: 0, resumed: false, started, duration_ms: 0, result: 'ok', sha256: null, type: 'binary' },
+  });
+  link.workerGone('worker process exited with code 0', audit as never);
+  assert.deepEqual(recorded, []);
+});

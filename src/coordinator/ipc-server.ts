@@ -46,7 +46,7 @@ export class WorkerLink {
   private readonly slots = new Map<number, { release: Release; user?: string }>();
   private readonly handles = new Map<number, LedgerHandle>();
   /**
-   * Transfers in flight, by session, path and start (to the millisecond):
+   * Transfers in flight, by session, path of the open and start (to the millisecond), none of which a rename changes:
    * several may share one, as an SFTP client's parallel OPENs of one file
    * arriving in one read do, and each is ended by a record of its own.
    */
@@ -159,9 +159,17 @@ export class WorkerLink {
     if (same.length === 0) this.transfers.delete(key);
   }
 
-  /** What a record of the worker's closes or opens: a transfer it ends, a session it logs in or out. */
+  /**
+   * What a record of the worker's closes or opens: a transfer it ends, a session it logs in or out.
+   * A transfer is found by the path of its open (its `transfer-open`'s): an upload whose directory was
+   * renamed meanwhile is recorded where it ended, with `path_at_open` beside it. Found by a review: matched
+   * by `path`, such an entry stayed for the worker's lifetime (memory any user with rename could grow) and
+   * its exit recorded the upload aborted beside its real record.
+   */
   private opened(actor: Actor, event: AuditEvent): void {
-    if (event.event === 'upload' || event.event === 'download') this.transferEnded(transferKey(actor, event.path, event.started), event.event, event.offset);
+    if (event.event === 'upload' || event.event === 'download') {
+      this.transferEnded(transferKey(actor, event.path_at_open ?? event.path, event.started), event.event, event.offset);
+    }
     else if (event.event === 'login' && actor.session) this.loggedIn.set(actor.session, { actor, since: Date.now() });
     else if (event.event === 'logout' && actor.session) this.loggedIn.delete(actor.session);
   }
