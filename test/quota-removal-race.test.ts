@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { existsSync, linkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
@@ -53,6 +54,21 @@ describe('a file removed by another session just before an upload or a rename re
     return () => done;
   };
 
+  /** The next in-place lock taken, once taken, is held until `meanwhile` is done. */
+  const nextLockHeldDuring = (meanwhile: () => Promise<unknown>) => {
+    let armed = true;
+    let done: Promise<unknown> | null = null;
+    LedgerHandle.prototype.lockInPlace = async function (this: LedgerHandle, key: string) {
+      await original.call(this, key);
+      if (armed) {
+        armed = false;
+        done = meanwhile();
+        await done.catch(() => undefined);
+      }
+    };
+    return () => done;
+  };
+
   /** The usage as stored, once the deferred writes are in, against what the home holds. */
   const usage = async () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
@@ -82,5 +98,20 @@ describe('a file removed by another session just before an upload or a rename re
     const { stored, disk } = await usage();
     assert.deepEqual([disk.bytes, disk.files], [500, 1]);
     assert.deepEqual(stored, { bytes: disk.bytes, files: disk.files }, 'the usage is what the home holds');
+  });
+
+  it('two names of one file removed at once by two sessions: neither refuses the other', async () => {
+    // Found by a review of the fix above: locking every file's removal made two removals of two names of one
+    // file refuse each other ("being written by another transfer"). A file of several names takes no lock.
+    await call((cb) => one.writeFile('/linked', Buffer.alloc(700, 3), cb));
+    const home = join(srv.dir, 'data', 'homes', 'racer');
+    linkSync(join(home, 'linked'), join(home, 'second'));
+    let other: Promise<unknown> | null = null;
+    const during = nextLockHeldDuring(() => (other = call((cb) => two.unlink('/second', cb))));
+    await call((cb) => one.unlink('/linked', cb));
+    LedgerHandle.prototype.lockInPlace = original;
+    await (during() ?? (other = call((cb) => two.unlink('/second', cb))));
+    await other;
+    assert.deepEqual([existsSync(join(home, 'linked')), existsSync(join(home, 'second'))], [false, false], 'both names removed');
   });
 });

@@ -394,17 +394,16 @@ function removedThrough(before: NodeStat, after: NodeStat, locked: boolean): { b
 
 /**
  * Remove a name (`drop`: an unlink, a rename over it, an upload's commit)
- * that led to the file `held` holds when it was looked at (`looked`), and
+ * that led to the node `held` holds when it was looked at (`looked`), and
  * measure what that took away (see removedThrough). The links are counted
- * again just before the act, under the file's in-place lock: counted at the
- * look, another session's removal of the same file in between (which gave
- * its bytes back itself) made the count fall as if this act had, and the
- * bytes were given back twice (found by a review: a delete raced against an
- * upload's or a rename's replacing of the same file, 4 in 120 rounds with
- * workers, and the user then stored 26 MiB under a 16 MiB quota). Every
- * file's removal takes the lock, a file of several names too (it frees no
- * bytes, but a name counted twice is as wrong), so the count cannot move
- * between that look and the act. `before` is that last look.
+ * again just before the act, under the node's in-place lock when it has
+ * one (see dropKey): counted at the look, another session's removal of the
+ * same file in between (which gave its bytes back itself) made the count
+ * fall as if this act had, and the bytes were given back twice (found by a
+ * review: a delete raced against an upload's or a rename's replacing of the
+ * same file, 4 in 120 rounds with workers, and the user then stored 26 MiB
+ * under a 16 MiB quota). Under the lock the count cannot move between that
+ * look and the act. `before` is that last look.
  */
 export async function dropThrough<T>(
   ledger: Ledger,
@@ -417,9 +416,21 @@ export async function dropThrough<T>(
     before = await held.stat();
     return drop();
   };
-  const result = looked.type === 'file' ? await outsideInPlaceWrites(ledger, nodeKey(looked), act) : await act();
+  const key = dropKey(looked);
+  const result = key === null ? await act() : await outsideInPlaceWrites(ledger, key, act);
   const after = await held.stat();
-  return { result, gone: removedThrough(before, after, looked.type === 'file'), before, after };
+  return { result, gone: removedThrough(before, after, key !== null), before, after };
+}
+
+/**
+ * The lock a removal of this node takes: a file whose bytes it frees (see
+ * dropFile), and a symlink (a name only, but one counted twice lets the file
+ * quota be beaten as surely). A file of several names takes none: removals
+ * of two of its names would refuse each other ("being written by another
+ * transfer"), so what races there errs as before; nor does a directory.
+ */
+function dropKey(st: NodeStat): string | null {
+  return st.type === 'symlink' ? nodeKey(st) : freeingKey(st);
 }
 
 /** The file whose bytes removing this name frees (see dropFile); null when it frees none. */
@@ -430,7 +441,8 @@ export function freeingKey(st: NodeStat): string | null {
 /**
  * Remove a name whose file's bytes go with it (`key`: its dev:ino, null when
  * it frees none: a directory, a symlink, a file with other links) by `drop`:
- * an unlink, a rename or an upload's file put over it. Its size is what it
+ * an upload's file put over it where the target could not be held (else see
+ * dropThrough, which takes this lock as well). Its size is what it
  * frees, which is what the ledger charged for it only while no upload writes
  * it in place: such an upload's growth is reserved, and charged only at its
  * end, which would then give back, over the quota, what it had never been
@@ -446,7 +458,7 @@ export function dropFile<T>(ledger: Ledger, key: string | null, drop: () => Prom
  * Act on the file `key` (dev:ino) while nobody writes it in place, nor can
  * begin to until the act is done: refused with "being written by another
  * transfer" while one does. For an act that an in-place writer must not
- * miss: a removal (dropFile), or a second name (a file with several is never
+ * miss: a removal (dropThrough, dropFile), or a second name (a file with several is never
  * written in place, and the writer looks at its links under this lock).
  */
 export async function outsideInPlaceWrites<T>(ledger: Ledger, key: string, act: () => Promise<T>): Promise<T> {
