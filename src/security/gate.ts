@@ -513,6 +513,10 @@ export class Guest {
     this.userSlot = slot;
     // A user's own limit, met with its good password: neither scored nor held against the source (see settled).
     if (!slot && user !== ANONYMOUS) this.settled = true;
+    // Anonymous FTP's limit, met: the time it took to come here was a login's, not a place held for nothing. What
+    // the connection holds from now on counts (a busy public server refuses clients that retry, and each retry's
+    // round trips, summed from the connect, would add up to a ban: found by a review).
+    if (!slot && user === ANONYMOUS) this.armedAt = performance.now();
     return slot ? 'ok' : 'limit';
   };
 
