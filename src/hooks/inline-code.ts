@@ -82,16 +82,28 @@ export function runnerOf(argv: readonly string[]): { at: number; kind: Kind | nu
 
 /**
  * With no runner known (the first word no launcher this knows: `time`,
- * `strace -f`, `find / -exec`), the first shell or interpreter in the argv
- * is taken for it, and read as if the argv began there; what follows it is
- * its own (`sh -c 'run.sh "$1"' sh {path}`). Found by a review:
- * `['/usr/bin/time', 'sh', '-c', 'echo {user}']` passed, and a failed login
- * as `$(id>p)` ran as the server. Not a command-line program: past an
- * unknown program its name may be a value (`rsync -e ssh {path} host:`).
+ * `strace -f`, `find / -exec`), the first shell, interpreter, text tool or
+ * ssh in the argv (see runsBehind) is taken for it, and read as if the argv
+ * began there; what follows it is its own (`sh -c 'run.sh "$1"' sh {path}`).
+ * Found by a review: `['/usr/bin/time', 'sh', '-c', 'echo {user}']` passed,
+ * and a failed login as `$(id>p)` ran as the server.
  */
 function codeBehindAnyWrapper(argv: readonly string[]): string | null {
-  const at = argv.findIndex((word, k) => k > 0 && ['shell', 'interpreter', 'text tool'].includes(kindOf(word) ?? ''));
+  const at = argv.findIndex((word, k) => k > 0 && runsBehind(kindOf(word), argv[k - 1] as string));
   return at < 0 ? null : codeOfRunner(kindOf(argv[at] as string) as Kind, argv.slice(at + 1));
+}
+
+/**
+ * Whether a program of `kind` after `before` is the one an unknown wrapper
+ * runs: a shell, an interpreter or a text tool anywhere, ssh unless it is
+ * the value of an option naming the remote shell (`rsync -e ssh`, `--rsh
+ * ssh`). Found by a review: `['/usr/bin/time', 'ssh', 'h', 'notify',
+ * '{path}']` and `sshpass -f pw ssh ...` passed, and the remote shell parses
+ * the line ssh sends.
+ */
+function runsBehind(kind: Kind | null, before: string): boolean {
+  if (kind === 'command line') return !['-e', '--rsh'].includes(before);
+  return kind !== null;
 }
 
 /**
@@ -136,8 +148,12 @@ function codeOfRunner(kind: Kind, rest: readonly string[]): string | null {
 
 /** A value given whole: `{path}`, or as an option's or a name's value, `--file={path}`, `user={user}`. */
 const WHOLE_VALUE = /^(?:-{0,2}[A-Za-z][A-Za-z0-9_.-]*=)?\{[a-z0-9]+\}$/;
-/** Option names that mean code in many programs: a value there is code whatever the program (`--eval={path}`). */
-const CODE_OPTION = /^-{1,2}(?:c|e|command|eval|exec|execute|script|code|expr|expression|run)=/i;
+/**
+ * Option names that mean code in many programs (`psql -c`, `mysql -e`,
+ * `emacs --eval`): a value given there, joined (`--eval={path}`) or as the
+ * next argument (`-c {user}`), is code whatever the program.
+ */
+const CODE_OPTION = /^-{1,2}(?:c|e|command|eval|exec|execute|script|code|expr|expression|run)(?:=|$)/i;
 
 /**
  * Pure: the first argument of `argv` holding a `{field}` other than as a
@@ -152,5 +168,6 @@ const CODE_OPTION = /^-{1,2}(?:c|e|command|eval|exec|execute|script|code|expr|ex
  * or an option's value, of its own.
  */
 export function placeholderInText(argv: readonly string[]): string | null {
-  return argv.find((arg, i) => holdsPlaceholder(arg) && (i === 0 || !WHOLE_VALUE.test(arg) || CODE_OPTION.test(arg))) ?? null;
+  const isCode = (arg: string, i: number) => i === 0 || !WHOLE_VALUE.test(arg) || CODE_OPTION.test(arg) || CODE_OPTION.test(argv[i - 1] as string);
+  return argv.find((arg, i) => holdsPlaceholder(arg) && isCode(arg, i)) ?? null;
 }
