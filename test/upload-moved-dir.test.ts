@@ -104,7 +104,8 @@ describe('an upload into a directory renamed meanwhile is recorded where it ende
       other.close();
     }
     await stillServes();
-    const upload = (await srv.audit()).find((r) => r.event === 'upload' && r.path_at_open === `/m1/${longName}`);
+    const moved = (r: Record<string, unknown>) => r.event === 'upload' && r.path_at_open === `/m1/${longName}`;
+    const upload = (await srv.auditUntil(moved)).find(moved);
     assert.equal(upload?.path, `${deep}/m1/${longName}`, JSON.stringify(upload)?.slice(0, 300));
     assert.equal(upload?.result, 'ok');
   });
@@ -125,9 +126,7 @@ describe('an upload into a directory renamed meanwhile is recorded where it ende
         conn.end();
       }
       const path = `${deep}${top}/${longName}`;
-      const deadline = Date.now() + 10_000;
-      let upload;
-      while (!(upload = (await srv.audit()).find((r) => r.event === 'upload' && r.path === path)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      const upload = (await srv.auditUntil((r) => r.event === 'upload' && r.path === path)).find((r) => r.event === 'upload' && r.path === path);
       assert.equal(upload?.result, how === 'closed' ? 'ok' : 'aborted', JSON.stringify(upload)?.slice(-300));
       assert.equal(upload?.path_at_open, `${top}/${longName}`);
       await stillServes();

@@ -27,8 +27,9 @@ const exists = (p: string) => fsp.lstat(p).then(() => true, () => false);
  */
 async function publish(path: string, data: string, secret: boolean, replace: boolean): Promise<boolean> {
   const staged = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.new`;
-  await fsp.writeFile(staged, data, { mode: secret ? 0o600 : 0o644, flag: 'wx' });
   try {
+    // Inside the try: a write that fails (a full disk) leaves no part of a key behind.
+    await fsp.writeFile(staged, data, { mode: secret ? 0o600 : 0o644, flag: 'wx' });
     if (replace) await fsp.rename(staged, path);
     else await fsp.link(staged, path);
     return true;
@@ -48,12 +49,16 @@ export async function ensureKeys(dir: string): Promise<string[]> {
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
   const created: string[] = [];
   const pairThere = async () => [await exists(join(dir, TLS_CERT)), await exists(join(dir, TLS_KEY))] as const;
-  let [hasCert, hasKey] = await pairThere();
   // Another first start or `init` at once puts the key in place just before the certificate: a moment.
-  for (let wait = 0; hasCert !== hasKey && wait < HALF_PAIR_WAIT_MS; wait += 50) {
-    await sleep(50);
-    [hasCert, hasKey] = await pairThere();
-  }
+  const wholePair = async () => {
+    let pair = await pairThere();
+    for (let wait = 0; pair[0] !== pair[1] && wait < HALF_PAIR_WAIT_MS; wait += 50) {
+      await sleep(50);
+      pair = await pairThere();
+    }
+    return pair;
+  };
+  const [hasCert, hasKey] = await wholePair();
   // One half alone is an operator's (a renewal half copied in, a key moved away): a new pair would
   // overwrite it, as it did before a new user's try found it. Only a directory with neither gets one.
   if (hasCert !== hasKey) {
@@ -66,7 +71,7 @@ export async function ensureKeys(dir: string): Promise<string[]> {
     if (await publish(join(dir, TLS_KEY), key, true, false)) {
       await publish(join(dir, TLS_CERT), cert, false, false);
       created.push(TLS_CERT, TLS_KEY);
-    }
+    } else await wholePair(); // the other's certificate, before this process reads the pair
   }
   for (const name of HOST_KEYS) {
     if (await exists(join(dir, name))) continue;

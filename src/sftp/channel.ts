@@ -135,7 +135,8 @@ export class SftpChannel {
     // The requests framed (the bytes of one the EOF cut short are no request), started and answered.
     await this.until(() => this.waiting.length === 0 && this.inFlight === 0);
     if (this.closed) return;
-    await this.endSession('client finished');
+    // One that fails (a bug) is logged, and the client still gets its exit and EOF rather than wait for ever.
+    await this.endSession('client finished').catch((err: unknown) => this.failed(err));
     await this.until(() => this.unsent === 0);
     if (this.closed) return;
     this.stop();
@@ -397,7 +398,7 @@ export class SftpChannel {
   private endSession(reason: string): Promise<void> {
     this.sessionEnd ??= (async () => {
       try {
-        await this.handles.closeAll(reason);
+        for (const err of await this.handles.closeAll(reason)) this.failed(err);
         await this.session.close();
       } finally {
         this.ended();

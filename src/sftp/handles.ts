@@ -61,12 +61,14 @@ export class HandleTable {
   }
 
   /** Channel gone: abort unfinished transfers (recorded as such), close listings. */
-  async closeAll(reason: string): Promise<void> {
+  /** Returns what failed (a bug), for the channel to log: settled, so that one failure stops no other end. */
+  async closeAll(reason: string): Promise<unknown[]> {
     this.closed = true;
     const all = [...this.entries.values()];
     this.entries.clear();
     for (let i = 0; i < all.length; i++) this.user.release();
     // Settled: one that fails must not keep the session's close (its releases, its logout) from running after it.
-    await Promise.allSettled(all.map((e) => (e.kind === 'file' ? e.transfer.abort(reason) : e.listing.close())));
+    const ends = await Promise.allSettled(all.map((e) => (e.kind === 'file' ? e.transfer.abort(reason) : e.listing.close())));
+    return ends.flatMap((end) => (end.status === 'rejected' ? [end.reason] : []));
   }
 }

@@ -105,7 +105,6 @@ function coalesceWrites(socket: net.Socket): void {
   }) as typeof socket.write;
 }
 
-/** A line on the channel's stderr, which OpenSSH's sftp and scp print: why the server ends it. */
 /**
  * A public key as the client sent it: ssh2's parser returns an Error for
  * most malformed blobs but throws for some (an ssh-rsa key of empty fields),
@@ -120,6 +119,7 @@ function clientKey(data: Buffer): ssh2.ParsedKey | Error {
   }
 }
 
+/** A line on the channel's stderr, which OpenSSH's sftp and scp print: why the server ends it. */
 function tellClient(channel: ssh2.ServerChannel, text: string): void {
   // An operator's reason goes to the user's terminal: one line, its controls shown escaped.
   if (channel.writable) channel.stderr.write(`sluice: ${shown(text)}\n`);

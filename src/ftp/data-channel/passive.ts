@@ -186,6 +186,8 @@ export class PassiveEndpoint {
    * held a socket for each EPSV it sent for dataTimeout (found by a review).
    */
   private dismiss(socket: Socket): void {
+    // Gone already (the client closed it): nothing waits, and its close, past, would never take it off the count.
+    if (socket.destroyed) return;
     if (!this.tls || this.handshakeStarted || this.tls.closing.count >= MAX_CLOSING) {
       socket.destroy();
       return;
