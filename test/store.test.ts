@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import Database from 'better-sqlite3';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +10,7 @@ import type { UserSettings } from '../src/store/records.js';
 import { openDatabase } from '../src/store/sqlite/db.js';
 import { migrate } from '../src/store/sqlite/migrate.js';
 import { SqliteUsers } from '../src/store/sqlite/users.js';
+import { BIN } from './helpers/cli.js';
 
 const MIGRATIONS_DIR = migrationsDir('sqlite');
 
@@ -73,6 +75,17 @@ describe('migrations', () => {
     assert.equal((second.prepare('SELECT COUNT(*) AS n FROM schema_migrations').get() as { n: number }).n, all.length);
     first.close();
     second.close();
+  });
+
+  it('a FIFO where the database goes is refused at once, naming it, not waited on for ever', () => {
+    // Found by a review: the open before SQLite's blocked on it, every CLI command and `serve` (deaf to SIGTERM) with it.
+    const root = join(dir, 'fifo-db');
+    mkdirSync(join(root, 'data'), { recursive: true });
+    assert.equal(spawnSync('mkfifo', [join(root, 'data', 'sluice.db')]).status, 0);
+    const r = spawnSync(process.execPath, [BIN, 'user', 'list'], { cwd: root, encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.signal, null, 'still waiting after 20 s');
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /sluice\.db is a FIFO, not a regular file/);
   });
 
   it('a failing migration leaves the database as it was', () => {

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
-import { chmodSync, closeSync, mkdirSync, openSync, statfsSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync, statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { regularFile } from '../../regular-file.js';
 import { loadMigrations, migrationsDir } from '../migrations.js';
 import { migrate } from './migrate.js';
 
@@ -10,9 +11,16 @@ import { migrate } from './migrate.js';
  */
 export function openDatabase(file: string, dir = migrationsDir('sqlite')): Database.Database {
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-  // Create it 0600 ourselves: SQLite would use the umask, and its -wal/-shm follow the main file's mode.
-  closeSync(openSync(file, 'a', 0o600));
-  chmodSync(file, 0o600);
+  // Create it 0600 ourselves: SQLite would use the umask, and its -wal/-shm follow the main file's mode. Opened
+  // without waiting and looked at before its mode is set (found by a review: a FIFO there held every command, and
+  // `serve` deaf to SIGTERM, in this open for ever, and whatever a link there led to was made 0600 first).
+  const fd = openSync(file, constants.O_RDWR | constants.O_CREAT | constants.O_NONBLOCK, 0o600);
+  try {
+    regularFile(fstatSync(fd), file);
+    fchmodSync(fd, 0o600);
+  } finally {
+    closeSync(fd);
+  }
   let db: Database.Database | null = null;
   try {
     db = new Database(file);
