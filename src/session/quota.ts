@@ -405,21 +405,21 @@ function removedThrough(before: NodeStat, after: NodeStat, locked: boolean): { b
  * under a 16 MiB quota). Under the lock the count cannot move between that
  * look and the act. `before` is that last look.
  */
-export async function dropThrough<T>(
+export async function dropThrough(
   ledger: Ledger,
   looked: NodeStat,
   held: { stat(): Promise<NodeStat> },
-  drop: () => Promise<T>,
-): Promise<{ result: T; gone: { bytes: number; names: number }; before: NodeStat; after: NodeStat }> {
+  drop: () => Promise<unknown>,
+): Promise<{ gone: { bytes: number; names: number }; before: NodeStat; after: NodeStat }> {
   let before = looked;
   const act = async () => {
     before = await held.stat();
     return drop();
   };
   const key = dropKey(looked);
-  const result = key === null ? await act() : await outsideInPlaceWrites(ledger, key, act);
+  await (key === null ? act() : outsideInPlaceWrites(ledger, key, act));
   const after = await held.stat();
-  return { result, gone: removedThrough(before, after, key !== null), before, after };
+  return { gone: removedThrough(before, after, key !== null), before, after };
 }
 
 /**
