@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, linkSync } from 'node:fs';
+import { existsSync, linkSync, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
@@ -98,6 +98,34 @@ describe('a file removed by another session just before an upload or a rename re
     const { stored, disk } = await usage();
     assert.deepEqual([disk.bytes, disk.files], [500, 1]);
     assert.deepEqual(stored, { bytes: disk.bytes, files: disk.files }, 'the usage is what the home holds');
+  });
+
+  it('a rename over an empty directory another session removes meanwhile: the name comes off the usage once', async () => {
+    // Found by a review: rmdir took no lock, so one between the rename's look at the directory it replaces and
+    // its act was counted by both, a name more off the usage for every such race. Made certain here: the
+    // other session's RMDIR runs just before the rename(2) itself.
+    await call((cb) => one.mkdir('/moving', cb));
+    await call((cb) => one.mkdir('/target', cb));
+    const rename = fsp.rename;
+    let rmdir: Promise<unknown> | null = null;
+    fsp.rename = async (from, to) => {
+      if (String(to).endsWith('/target') && rmdir === null) {
+        rmdir = call((cb) => two.rmdir('/target', cb)).catch((err: Error) => err);
+        await rmdir;
+      }
+      return rename(from, to);
+    };
+    try {
+      await call((cb) => one.ext_openssh_rename('/moving', '/target', cb));
+    } finally {
+      fsp.rename = rename;
+    }
+    assert.ok(rmdir, 'the rmdir ran in the rename');
+    const { stored, disk } = await usage();
+    const home = join(srv.dir, 'data', 'homes', 'racer');
+    assert.deepEqual([existsSync(join(home, 'moving')), existsSync(join(home, 'target'))], [false, true], 'moved');
+    assert.deepEqual(stored, { bytes: disk.bytes, files: disk.files }, 'the usage is what the home holds');
+    await call((cb) => one.rmdir('/target', cb));
   });
 
   it('two names of one file removed at once by two sessions: neither refuses the other', async () => {

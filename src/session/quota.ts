@@ -424,13 +424,25 @@ export async function dropThrough(
 
 /**
  * The lock a removal of this node takes: a file whose bytes it frees (see
- * dropFile), and a symlink (a name only, but one counted twice lets the file
- * quota be beaten as surely). A file of several names takes none: removals
- * of two of its names would refuse each other ("being written by another
- * transfer"), so what races there errs as before; nor does a directory.
+ * dropFile), and a symlink or a directory (a name only, but one counted twice
+ * lets the file quota be beaten as surely: an rmdir between a rename's look
+ * at the empty directory it replaces and its act was counted by both, found
+ * by a review; rmdir takes the lock too, see removeDirectory). A file of
+ * several names takes none: removals of two of its names would refuse each
+ * other ("being written by another transfer"), so what races there errs as
+ * before.
  */
 function dropKey(st: NodeStat): string | null {
-  return st.type === 'symlink' ? nodeKey(st) : freeingKey(st);
+  return st.type === 'symlink' || st.type === 'dir' ? nodeKey(st) : freeingKey(st);
+}
+
+/**
+ * Remove an empty directory (`drop`: the rmdir) that `looked` describes,
+ * under its lock (see dropKey): a rename over it that looked at it first
+ * measures, under the same lock, whether its own act took the name away.
+ */
+export function removeDirectory(ledger: Ledger, looked: NodeStat, drop: () => Promise<void>): Promise<void> {
+  return outsideInPlaceWrites(ledger, nodeKey(looked), drop);
 }
 
 /** The file whose bytes removing this name frees (see dropFile); null when it frees none. */

@@ -9,7 +9,7 @@ import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission, type PermissionRules } from './permissions.js';
-import { addName, dropThrough, outsideInPlaceWrites, type Ledger, type Ledgers } from './quota.js';
+import { addName, dropThrough, outsideInPlaceWrites, removeDirectory, type Ledger, type Ledgers } from './quota.js';
 import type { RateLimit } from './rate-limit.js';
 import type { ConnectionBudget, ConnectionBudgets } from './connection-budgets.js';
 import { replacedFields, replacedThrough } from './replaced.js';
@@ -828,7 +828,11 @@ export class Session implements LiveSession {
       await this.change('rmdir', path, false, async (loc) => {
         if (loc.isRoot || path === this.cwd) throw new SluiceError('permission-denied', undefined, loc.isRoot ? 'the home itself' : 'the working directory');
         this.requireNoOverride(loc.virtualPath);
-        await loc.rmdir();
+        const st = await loc.stat();
+        if (!st) throw new SluiceError('not-found');
+        if (st.type !== 'dir') throw new SluiceError('not-a-directory');
+        // rmdir(2) removes only a directory, and its success says this act took the name: counted here.
+        await removeDirectory(this.ledger, st, () => loc.rmdir());
         this.ledger.settle(0, 0, -1);
       });
       this.audit({ event: 'rmdir', path });
