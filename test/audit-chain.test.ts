@@ -85,6 +85,16 @@ describe('audit hash chain (pure)', () => {
     assert.deepEqual(Object.keys(rec).slice(0, 2), ['seq', 'prev'], 'seq and prev stay first on the line');
     assert.equal(verifyLines([...lines, forged.line]).break, null);
   });
+  it('a sequence number no count reaches (1e300, -1, 1.5) is an altered line, and a restart counts on from the line before', () => {
+    for (const seq of [1e300, -1, 1.5]) {
+      const lines = chain(3);
+      const prev = createHash('sha256').update(lines[2] as string).digest('hex');
+      const forged = JSON.stringify({ seq, prev, event: 'delete', path: '/x' });
+      const b = verifyLines([...lines, forged]).break;
+      assert.deepEqual([b?.line, b?.reason], [4, 'no sequence number or chain hash (altered)'], String(seq));
+      assert.equal(lastLines(Buffer.from(`${[...lines, forged].join('\n')}\n`)).head?.seq, 3, String(seq));
+    }
+  });
   it('a truncated last line is reported by its number', () => {
     const lines = chain(10);
     lines[9] = (lines[9] as string).slice(0, 20);

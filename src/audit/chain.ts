@@ -87,7 +87,9 @@ function parseLine(text: string): ChainRecord | 'not-json' | 'not-chained' {
   } catch {
     return 'not-json';
   }
-  return rec && typeof rec.seq === 'number' && typeof rec.prev === 'string' ? (rec as ChainRecord) : 'not-chained';
+  // A sequence number a restart can count on from: 1e300 + 1 is 1e300, so a trail whose last line was edited to
+  // carry it went on with one number for every record after it (found by a review).
+  return rec && Number.isSafeInteger(rec.seq) && (rec.seq as number) >= 0 && typeof rec.prev === 'string' ? (rec as ChainRecord) : 'not-chained';
 }
 
 function parseRecord(text: string): ChainRecord | null {
