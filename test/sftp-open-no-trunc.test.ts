@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -9,6 +10,8 @@ import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 // SSH_FXF_* (draft-ietf-secsh-filexfer-02): OpenSSH 9's scp (SFTP mode) opens its target WRITE|CREAT, without TRUNC.
 const WRITE = 0x02;
 const CREAT = 0x08;
+const APPEND = 0x04;
+const TRUNC = 0x10;
 
 describe('SFTP OPEN WRITE|CREAT without TRUNC (OpenSSH 9 scp)', () => {
   let srv: TestServer;
@@ -63,5 +66,19 @@ describe('SFTP OPEN WRITE|CREAT without TRUNC (OpenSSH 9 scp)', () => {
     assert.deepEqual(staged(), []);
     await close(h);
     assert.equal(readFileSync(join(home(), 'old.txt'), 'utf8'), 'Jello world');
+  });
+
+  // Found by a review: APPEND with TRUNC empties the file first, yet the upload was planned to start at the
+  // old size, and its record said it resumed there, with no hash, though it wrote the whole file.
+  it('WRITE|APPEND|CREAT|TRUNC over a file: a whole upload from 0, recorded so with its hash', async () => {
+    writeFileSync(join(home(), 'emptied.txt'), 'B'.repeat(100));
+    const h = await call<Buffer>((cb) => s.open('/emptied.txt', WRITE | APPEND | CREAT | TRUNC, cb));
+    await write(h, 'hello', 0);
+    await close(h);
+    assert.equal(readFileSync(join(home(), 'emptied.txt'), 'utf8'), 'hello');
+    const up = (await srv.auditUntil((l) => l.event === 'upload' && l.path === '/emptied.txt')).find((l) => l.event === 'upload' && l.path === '/emptied.txt');
+    assert.equal(up?.result, 'ok');
+    assert.deepEqual([up?.offset, up?.resumed, up?.bytes, up?.size], [0, false, 5, 5]);
+    assert.equal(up?.sha256, createHash('sha256').update('hello').digest('hex'));
   });
 });

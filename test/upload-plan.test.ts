@@ -45,7 +45,7 @@ function* everyCase(): Generator<Case> {
 }
 
 /** Where the first byte goes, and whether the file is emptied first, as the client asked. */
-const startsAt = (c: Case) => (c.request.append ? (c.node?.size ?? 0) : (c.request.offset ?? 0));
+const startsAt = (c: Case) => (c.request.append ? (c.request.truncate === true ? 0 : (c.node?.size ?? 0)) : (c.request.offset ?? 0));
 const asksToEmpty = (c: Case) => c.request.truncate ?? (startsAt(c) === 0 && !c.request.append);
 /** A new name written from the start is a whole new file, truncation asked or not: nothing is there to keep. */
 const empties = (c: Case) => asksToEmpty(c) || (c.node === null && startsAt(c) === 0 && !c.request.append);
@@ -186,6 +186,13 @@ describe('planUpload', () => {
       { offset: 0, truncate: false, append: false, exclusive: false, mustExist: false },
       { atomicUploads: true, blind: false, scanned: true },
       { refused: 'scan-needs-whole' },
+    ],
+    [
+      'SFTP OPEN WRITE|APPEND|CREAT|TRUNC over a file: emptied first, so a whole upload from 0, staged',
+      EXISTING.file ?? null,
+      { offset: 0, truncate: true, append: true, exclusive: false, mustExist: false },
+      { atomicUploads: true, blind: false, scanned: true },
+      { offset: 0, truncate: true, append: true, atomic: true, needsOverwrite: true, createsFile: false, mayReplace: true },
     ],
     [
       'STOR into a drop box over a name that exists: replaced whole',

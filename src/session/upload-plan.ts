@@ -77,8 +77,10 @@ export function planUpload(existing: ExistingNode | null, request: UploadRequest
   if (!existing && request.mustExist) return { refused: 'not-found' };
   const { append } = request;
   const size = existing?.size ?? 0;
-  // Appending is resuming at the end: the record says from where.
-  const offset = append ? size : (request.offset ?? 0);
+  // Appending is resuming at the end: the record says from where. An append to a file emptied first
+  // (SFTP APPEND|TRUNC, O_APPEND|O_TRUNC) starts at 0: it writes the whole file, and its record and
+  // hash say so (found by a review: recorded as resumed at the old size, with no hash, though whole).
+  const offset = append ? (request.truncate === true ? 0 : size) : (request.offset ?? 0);
   const asked = request.truncate ?? (offset === 0 && !append);
   // Nothing at the name: nothing to keep in place. Written from the start without truncation (OpenSSH 9's
   // scp opens WRITE|CREAT, no TRUNC) it is a whole new file, planned as a truncating open's: staged, scannable.
