@@ -182,3 +182,53 @@ describe('the hook queue is shared fairly between users', () => {
     }
   });
 });
+
+describe("a client's words in an upload-failed reason reach hooks escaped", () => {
+  // Found by a review: legacy SCP's client ends a file with its own error line (status 1), which became the
+  // upload's reason, `client: ...`, and reached {reason} as sent: a carriage return, U+2028 and ESC included.
+  let srv: TestServer;
+  let dir: string;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-hook-reason-'));
+    const yaml = [
+      'hooks:',
+      '  actions:',
+      '    - name: record',
+      '      on: [upload-failed]',
+      `      command: ['${process.execPath}', '${hookRecorder(dir)}', '${join(dir, 'runs.jsonl')}', '{path}', '{reason}']`,
+      '',
+    ].join('\n');
+    srv = await TestServer.start({ yaml, users: [{ name: 'alice', password: 'alice password' }] });
+  });
+  after(async () => {
+    await srv?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('legacy SCP: the error line the client sent after a file', async () => {
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const ch = await call<import('ssh2').ClientChannel>((cb) => c.exec('scp -t /told.txt', cb));
+      let got = Buffer.alloc(0);
+      ch.on('data', (d: Buffer) => (got = Buffer.concat([got, d])));
+      const acks = async (n: number) => {
+        for (let i = 0; i < 100 && got.length < n; i++) await sleep(50);
+        assert.equal(got.length, n, JSON.stringify(got.toString()));
+      };
+      await acks(1);
+      ch.write('C0644 5 told.txt\n');
+      await acks(2);
+      ch.write('hello');
+      ch.write('\x01could not read\rFAKE\u2028LINE \x1b[2J\n');
+      await acks(3);
+      ch.end();
+    } finally {
+      c.end();
+    }
+    const [run] = await runs(join(dir, 'runs.jsonl'), 1);
+    assert.deepEqual(run, ['/told.txt', 'failed: client: could not read\\rFAKE\\u{2028}LINE \\x1b[2J']);
+    // The audit trail keeps the words as they were sent.
+    assert.ok((await srv.audit()).some((l) => l.event === 'upload' && l.reason === 'client: could not read\rFAKE\u2028LINE \x1b[2J'));
+  });
+});

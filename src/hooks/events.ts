@@ -27,7 +27,8 @@ export type HookFields = Record<(typeof HOOK_FIELDS)[number], string>;
  * (a forged line in what the hook writes), ESC or a bidi override. Stored
  * names are letters, digits, `.`, `_` and `-` (users/admin.ts), which escaping
  * leaves as they are, so only a client's name is ever changed, for commands
- * and webhooks alike. The audit trail keeps the name as sent.
+ * and webhooks alike. The audit trail keeps the name as sent. So is a
+ * reason: an upload's may quote the client.
  */
 export function hookEventOf(actor: Actor, e: AuditEvent, time: Date): { event: HookEvent; fields: HookFields } | null {
   const base = { time: time.toISOString(), user: shown(actor.user), protocol: actor.protocol, ip: actor.ip, session: actor.session, path: '', target: '', bytes: '', size: '', sha256: '', reason: '', replaced: '' };
@@ -36,7 +37,9 @@ export function hookEventOf(actor: Actor, e: AuditEvent, time: Date): { event: H
     case 'download':
       if (e.result !== 'ok') {
         if (e.event === 'download') return null;
-        const reason = e.reason === undefined ? e.result : `${e.result}: ${e.reason}`;
+        // Escaped as the user is: a reason may quote the client (legacy SCP's own error line for the file,
+        // `client: ...`), which may hold a carriage return, NEL, U+2028, ESC or a bidi override (found by a review).
+        const reason = shown(e.reason === undefined ? e.result : `${e.result}: ${e.reason}`);
         return { event: 'upload-failed', fields: { ...base, event: 'upload-failed', path: e.path, bytes: String(e.bytes), size: String(e.size), reason, replaced: replacedField(e) } };
       }
       return {
@@ -51,7 +54,7 @@ export function hookEventOf(actor: Actor, e: AuditEvent, time: Date): { event: H
     case 'login':
       return { event: 'login', fields: { ...base, event: 'login' } };
     case 'login-failed':
-      return { event: 'login-failed', fields: { ...base, event: 'login-failed', reason: e.reason } };
+      return { event: 'login-failed', fields: { ...base, event: 'login-failed', reason: shown(e.reason) } };
     default:
       return null;
   }
