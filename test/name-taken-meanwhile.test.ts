@@ -138,9 +138,10 @@ describe('a removal, or a rename over a file, whose file another session moved a
       await writeFile(other, '/t', Buffer.alloc(1000, 1));
       await writeFile(other, '/y', Buffer.alloc(10, 2));
       await writeFile(other, '/new', 'new');
+      // By a shell: a session's rename of /t now waits for the lock the act holds (that of a file written in place).
       const s = await world.sessionRacedBy(user, path, methods, async () => {
-        await other.rename('/t', '/x', 'fail');
-        await other.rename('/y', '/t', 'fail');
+        await fsp.rename(join(home, 't'), join(home, 'x'));
+        await fsp.rename(join(home, 'y'), join(home, 't'));
       }, at);
       await (act === 'DELE/REMOVE' ? s.remove('/t') : s.rename('/new', '/t', 'replace'));
       const usage = await used(s);
@@ -182,9 +183,10 @@ describe('a removal, or a rename over a file, whose file another session moved a
     await writeFile(other, '/new', 'new');
     const up = await (await world.session('ub')).openWrite('/y', { offset: 10, truncate: false });
     await up.write(Buffer.alloc(200_000, 3));
+    // By a shell: a session may not rename a file written in place (see upload-moved-dir).
     const s = await world.sessionRacedBy('ub', '/t', ['stat', 'hold'], async () => {
-      await other.rename('/t', '/x', 'fail');
-      await other.rename('/y', '/t', 'fail');
+      await fsp.rename(join(home, 't'), join(home, 'x'));
+      await fsp.rename(join(home, 'y'), join(home, 't'));
     }, 'after');
     await s.rename('/new', '/t', 'replace');
     await up.write(Buffer.alloc(QUOTA, 4)).catch(() => undefined);
@@ -269,7 +271,8 @@ describe('a hard link whose source name another session gave to a file written i
     const up = await (await world.session('alice')).openWrite('/x', { offset: 12, truncate: false });
     const xIno = statSync(join(home, 'x')).ino;
     // After the link looked at /y, before it took /y's lock: /x (written in place) is renamed over /y.
-    const s = await world.sessionRacedBy('alice', '/y', ['whereNow'], () => other.rename('/x', '/y', 'replace'));
+    // By a shell: a session may not rename a file written in place (see upload-moved-dir).
+    const s = await world.sessionRacedBy('alice', '/y', ['whereNow'], () => fsp.rename(join(home, 'x'), join(home, 'y')));
     await assert.rejects(s.hardlink('/y', '/box/l'), /File changed while it was linked/);
     assert.equal(statSync(join(home, 'y')).ino, xIno, 'the race landed');
     assert.deepEqual(readdirSync(join(home, 'box')), [], 'no second name');

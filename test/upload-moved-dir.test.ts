@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, renameSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loggedIn, startUpload } from './helpers/ftp-raw.js';
@@ -74,6 +74,38 @@ describe('an upload into a directory renamed meanwhile is recorded where it ende
     assert.equal(readFileSync(join(home, 'y', 'target.bin')).length, 2000);
     const upload = (await srv.audit()).find((r) => r.event === 'upload' && r.path_at_open === '/d/alias');
     assert.equal(upload?.path, '/y/target.bin', JSON.stringify(upload));
+  });
+
+  // Found by a review: an upload written in place (an append, a resume) whose file itself was renamed meanwhile
+  // was recorded, and told to hooks, under the name of its open, which the user had given another file. The
+  // file keeps its name while it is written in place, as it cannot be removed then either.
+  it('the file of an append under way cannot be renamed: its record names where its bytes are', async () => {
+    const home = srv.home('mover');
+    writeFileSync(join(home, 'log.txt'), 'start\n');
+    const control = await loggedIn(srv.ftpPort, 'mover', 'mover password');
+    const other = await loggedIn(srv.ftpPort, 'mover', 'mover password');
+    try {
+      const data = await startUpload(control, '/log.txt', false, 'APPE');
+      await new Promise<void>((resolve) => data.write(Buffer.alloc(1000, 1), () => resolve()));
+      assert.equal((await other.cmd('RNFR log.txt')).code, 350);
+      const refused = await other.cmd('RNTO kept.txt');
+      assert.equal(refused.code, 451, refused.text);
+      assert.match(refused.text, /being written/);
+      await new Promise<void>((resolve) => data.end(Buffer.alloc(1000, 2), () => resolve()));
+      assert.equal((await control.read())?.code, 226);
+      // Once the append is over, the file moves as any other.
+      assert.equal((await other.cmd('RNFR log.txt')).code, 350);
+      assert.equal((await other.cmd('RNTO kept.txt')).code, 250);
+    } finally {
+      control.close();
+      other.close();
+    }
+    assert.equal(readFileSync(join(home, 'kept.txt')).length, 6 + 2000);
+    const records = await srv.audit();
+    const upload = records.find((r) => r.event === 'upload' && (r.path === '/log.txt' || r.path_at_open === '/log.txt'));
+    assert.deepEqual([upload?.path, upload?.path_at_open, upload?.result], ['/log.txt', undefined, 'ok']);
+    const renamed = records.filter((r) => r.event === 'rename' && r.from === '/log.txt');
+    assert.deepEqual(renamed.map((r) => [r.to, (r.seq as number) > (upload?.seq as number)]), [['/kept.txt', true]]);
   });
 
   // Found by a review: a directory moved deeper left the open file at a path longer than a client may

@@ -888,44 +888,51 @@ export class Session implements LiveSession {
               this.require(srcStat.type === 'dir' ? 'mkdir' : 'upload', dstDir);
               this.requireNarrows(srcDir, dstDir);
             }
-            // The target looked at through a hold, and measured through it across the rename (see dropThrough).
-            const held = await dst.hold();
-            try {
-              const dstStat = held ? await held.stat() : null;
-              if (dstStat) {
-                if (ifExists === 'fail') throw new SluiceError('already-exists');
-                if ((dstStat.type === 'dir') !== (srcStat.type === 'dir')) {
-                  throw new SluiceError(dstStat.type === 'dir' ? 'is-a-directory' : 'not-a-directory');
+            // Not while the file is written in place: that upload's record, and its hooks' {path}, would name the
+            // old name, which the user may give another file meanwhile (found by a review: an APPE's file renamed
+            // mid-transfer, another put under its name, and the append recorded there). A removal waits the same.
+            const written = srcStat.type === 'file' && srcStat.nlink <= 1 ? nodeKey(srcStat) : null;
+            const act = async (): Promise<void> => {
+              // The target looked at through a hold, and measured through it across the rename (see dropThrough).
+              const held = await dst.hold();
+              try {
+                const dstStat = held ? await held.stat() : null;
+                if (dstStat) {
+                  if (ifExists === 'fail') throw new SluiceError('already-exists');
+                  if ((dstStat.type === 'dir') !== (srcStat.type === 'dir')) {
+                    throw new SluiceError(dstStat.type === 'dir' ? 'is-a-directory' : 'not-a-directory');
+                  }
+                  this.require('overwrite', parentOf(dst.virtualPath));
                 }
-                this.require('overwrite', parentOf(dst.virtualPath));
+                // Checked last, just before the act: the target's lookup may take long (a deep path).
+                await inPlace(src, dst);
+                if (dstStat === null && srcStat.type !== 'dir') {
+                  // The check above is not the rename: a name taken since (another request of this user, another
+                  // client) must not be replaced by rename(2), which would replace it without overwrite and
+                  // unaccounted. A free target is taken without replacing. Should the old name have been moved or
+                  // removed by another session meanwhile, the new one is a name more.
+                  if (!(await src.moveNoReplace(dst, srcStat))) this.ledger.settle(0, 0, 1);
+                  return;
+                }
+                // A directory can only replace an empty directory, which rename(2) refuses for any other; a name
+                // replaced by another link to the same file is left alone by rename(2).
+                const replaces = dstStat !== null && held !== null && !(dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev);
+                if (!replaces) {
+                  await src.renameTo(dst);
+                  return;
+                }
+                // Its hash only if already known (a whole upload's receipt): the file is never read for it.
+                const known = knownSha(this.deps.receipts, dstStat).sha256 ?? null;
+                const { gone, before, after } = await dropThrough(this.ledger, dstStat, held, () => src.renameTo(dst));
+                this.ledger.settle(0, -gone.bytes, -gone.names);
+                // On record as the quota counts it: the file looked at, if it lost its name (found by a review:
+                // a file destroyed by a rename over it left no trace but in the records before).
+                replaced = replacedThrough(before, after, known) ?? 'unknown';
+              } finally {
+                void held?.close().catch(() => undefined);
               }
-              // Checked last, just before the act: the target's lookup may take long (a deep path).
-              await inPlace(src, dst);
-              if (dstStat === null && srcStat.type !== 'dir') {
-                // The check above is not the rename: a name taken since (another request of this user, another
-                // client) must not be replaced by rename(2), which would replace it without overwrite and
-                // unaccounted. A free target is taken without replacing. Should the old name have been moved or
-                // removed by another session meanwhile, the new one is a name more.
-                if (!(await src.moveNoReplace(dst, srcStat))) this.ledger.settle(0, 0, 1);
-                return;
-              }
-              // A directory can only replace an empty directory, which rename(2) refuses for any other; a name
-              // replaced by another link to the same file is left alone by rename(2).
-              const replaces = dstStat !== null && held !== null && !(dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev);
-              if (!replaces) {
-                await src.renameTo(dst);
-                return;
-              }
-              // Its hash only if already known (a whole upload's receipt): the file is never read for it.
-              const known = knownSha(this.deps.receipts, dstStat).sha256 ?? null;
-              const { gone, before, after } = await dropThrough(this.ledger, dstStat, held, () => src.renameTo(dst));
-              this.ledger.settle(0, -gone.bytes, -gone.names);
-              // On record as the quota counts it: the file looked at, if it lost its name (found by a review:
-              // a file destroyed by a rename over it left no trace but in the records before).
-              replaced = replacedThrough(before, after, known) ?? 'unknown';
-            } finally {
-              void held?.close().catch(() => undefined);
-            }
+            };
+            await (written === null ? act() : outsideInPlaceWrites(this.ledger, written, act));
           }),
         ),
       );

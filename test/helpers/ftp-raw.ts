@@ -192,11 +192,11 @@ export async function codeOrEnded(c: RawFtp, line: string): Promise<number | 'en
   }
 }
 
-/** A STOR whose bytes the caller sends when it likes: its data connection (TLS when `secure`), once the server said 150. */
-export async function startUpload(control: RawFtp, path: string, secure = false): Promise<net.Socket> {
+/** A STOR (or `verb`: APPE) whose bytes the caller sends when it likes: its data connection (TLS when `secure`), once the server said 150. */
+export async function startUpload(control: RawFtp, path: string, secure = false, verb: 'STOR' | 'APPE' = 'STOR'): Promise<net.Socket> {
   if ((await control.cmd('TYPE I')).code !== 200) throw new Error('TYPE I refused');
   const pasv = await control.passive(secure);
-  control.send(`STOR ${path}\r\n`);
+  control.send(`${verb} ${path}\r\n`);
   const data = await pasv.open();
   const opening = await control.read();
   if (opening?.code !== 150) throw new Error(`STOR: ${opening?.text ?? 'closed'}`);
