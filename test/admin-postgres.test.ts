@@ -229,4 +229,41 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
     assert.deepEqual([(shown.json as Json).name, (shown.json as Json).home], ['Hal', join(homes, 'Hal')]);
     assert.ok(!existsSync(home), 'the refused user\'s home is removed');
   });
+
+  // Found by a review: pg emits 'error' on a checked-out client whose connection PostgreSQL ends, and a
+  // transaction's client had no listener, so the node's whole process died with every session on it.
+  it("PostgreSQL ending the connection of B's write under way answers 500, changes nothing, and B serves on", async () => {
+    const created = await request('POST', '/users', { name: 'ivy', password: 'ivy-secret-12', home: join(homes, 'ivy') });
+    assert.equal(created.status, 201, created.text);
+    const sql = new pg.Client({ connectionString: db.url });
+    // pg_stat_activity read inside a transaction stays as it was at its first read: looked at from outside it.
+    const look = new pg.Client({ connectionString: db.url });
+    await sql.connect();
+    await look.connect();
+    try {
+      // The row's lock held elsewhere: B's PATCH waits in its transaction, on its own connection.
+      await sql.query('BEGIN');
+      await sql.query("SELECT id FROM users WHERE name = 'ivy' FOR UPDATE");
+      const reply = request('PATCH', '/users/ivy', { quotaBytes: 5_000 });
+      let waiting: number[] = [];
+      assert.ok(await until(10_000, async () => {
+        const found = await look.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'");
+        waiting = found.rows.map((r) => r.pid);
+        return waiting.length === 1;
+      }), 'B\'s PATCH waits for the row');
+      await look.query('SELECT pg_terminate_backend($1)', waiting);
+      const ended = await reply;
+      assert.equal(ended.status, 500, ended.text);
+      await sql.query('ROLLBACK');
+    } finally {
+      await sql.end();
+      await look.end();
+    }
+    assert.ok(b.alive, 'node B still runs');
+    const shown = await request('GET', '/users/ivy');
+    assert.equal((shown.json as Json).quotaBytes, 0, 'nothing of the PATCH was written');
+    const again = await request('PATCH', '/users/ivy', { quotaBytes: 5_000 });
+    assert.equal(again.status, 200, again.text);
+    assert.equal((again.json as Json).quotaBytes, 5_000);
+  });
 });

@@ -43,20 +43,50 @@ export function uniqueViolation(err: unknown, constraint?: string): boolean {
   return e.code === '23505' && (constraint === undefined || e.constraint === constraint);
 }
 
-/** Run `fn` in one transaction on one pooled connection: all of it or none of it. */
-export async function transaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+/**
+ * `fn` on one pooled connection of its own, then `end` (a ROLLBACK), then the
+ * connection handed back, or dropped from the pool when PostgreSQL or `end`
+ * broke it. While a connection is checked out, pg-pool listens for nothing on
+ * it, and pg emits 'error' on a client whose server ends it (a restart, a
+ * failover, pg_terminate_backend, a timeout of the server's): with no
+ * listener that error ended the whole process, every session of the node
+ * with it (found by a review: a backend ended while an admin API PATCH of a
+ * user waited for the row's lock). The query under way rejects as well, so
+ * the caller hears of it there.
+ */
+export async function onConnection<T>(
+  pool: pg.Pool,
+  fn: (client: pg.PoolClient) => Promise<T>,
+  end?: (client: pg.PoolClient) => Promise<unknown>,
+): Promise<T> {
   const client = await pool.connect();
-  let broken = false;
+  let broken: Error | undefined;
+  const lost = (err: Error): void => void (broken ??= err);
+  client.on('error', lost);
   try {
-    await client.query('BEGIN');
-    const result = await fn(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    // A connection that cannot even roll back is not handed to the next caller.
-    await client.query('ROLLBACK').catch(() => (broken = true));
-    throw err;
+    return await fn(client);
   } finally {
+    if (end) await end(client).catch((err: unknown) => lost(err instanceof Error ? err : new Error(String(err))));
+    client.removeListener('error', lost);
     client.release(broken);
   }
+}
+
+/** Run `fn` in one transaction on one pooled connection: all of it or none of it. */
+export async function transaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  let committed = false;
+  return onConnection(
+    pool,
+    async (client) => {
+      await client.query('BEGIN');
+      const result = await fn(client);
+      await client.query('COMMIT');
+      committed = true;
+      return result;
+    },
+    // A connection that cannot even roll back is not handed to the next caller.
+    async (client) => {
+      if (!committed) await client.query('ROLLBACK');
+    },
+  );
 }

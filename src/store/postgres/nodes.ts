@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { NodeHolding, NodeRegistry } from '../store.js';
-import { transaction } from './connection.js';
+import { onConnection, transaction } from './connection.js';
 import { KeptConnection } from './kept-connection.js';
 import { dropNodeHolds } from './quota.js';
 import { dropNodeSessions } from './user-sessions.js';
@@ -62,18 +62,17 @@ export class PostgresNodes implements NodeRegistry {
 
   /** Each node's holdings, and whether it runs: its lock cannot be taken (tried in a transaction that lets go of it). */
   async list(): Promise<NodeHolding[]> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
-      const nodes = await listOn(client);
-      for (const n of nodes) n.running = !(await tryLock(client, n.nodeId));
-      return nodes;
-    } finally {
+    return onConnection(
+      this.pool,
+      async (client) => {
+        await client.query('BEGIN');
+        const nodes = await listOn(client);
+        for (const n of nodes) n.running = !(await tryLock(client, n.nodeId));
+        return nodes;
+      },
       // A connection that cannot roll back may still hold the locks it tried: not handed on.
-      let broken = false;
-      await client.query('ROLLBACK').catch(() => (broken = true));
-      client.release(broken);
-    }
+      (client) => client.query('ROLLBACK'),
+    );
   }
 
   async forget(nodeId: string): Promise<NodeHolding | 'running'> {

@@ -3,7 +3,7 @@ import { loadMigrations, migrationsDir } from '../migrations.js';
 import type { Store } from '../store.js';
 import { PostgresAdminTokens } from './admin-tokens.js';
 import { PostgresBans } from './bans.js';
-import { clientConfig, describeUrl } from './connection.js';
+import { clientConfig, describeUrl, onConnection } from './connection.js';
 import { LastLogins } from './last-logins.js';
 import { migrate } from './migrate.js';
 import { NodeLock, PostgresNodes } from './nodes.js';
@@ -50,12 +50,7 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
   const changes = new UserChanges(cache);
   notices.subscribe(USER_CHANGED_CHANNEL, changes);
   try {
-    const client = await pool.connect();
-    try {
-      await migrate(client, loadMigrations(migrationsDir('postgres')));
-    } finally {
-      client.release();
-    }
+    await onConnection(pool, (client) => migrate(client, loadMigrations(migrationsDir('postgres'))));
     await notices.start();
   } catch (err) {
     await notices.close();
