@@ -266,4 +266,41 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
     assert.equal(again.status, 200, again.text);
     assert.equal((again.json as Json).quotaBytes, 5_000);
   });
+
+  // Found by a review: the user read, then removed (by another node or the CLI) before the key's or the
+  // override's insert, whose foreign key then failed: a 500 "internal error" for what is a 404.
+  it("a key or an override added through B's API as another node removes the user is a 404, and leaves no row", async () => {
+    const look = new pg.Client({ connectionString: db.url });
+    await look.connect();
+    try {
+      for (const [i, add] of [
+        ['keys', () => request('POST', '/users/jon/keys', { key: userKeyPair('jon@test').public })],
+        ['permissions', () => request('PUT', '/users/jon/permissions', { path: '/in', permissions: ['list'] })],
+      ] as const) {
+        const created = await request('POST', '/users', { name: 'jon', password: 'jon-secret-12', home: join(homes, `jon-${i}`) });
+        assert.equal(created.status, 201, created.text);
+        const sql = new pg.Client({ connectionString: db.url });
+        await sql.connect();
+        try {
+          // The removal not committed yet: B reads the user, and its insert waits for the removal's end.
+          await sql.query('BEGIN');
+          await sql.query("DELETE FROM users WHERE name = 'jon'");
+          const reply = add();
+          assert.ok(await until(10_000, async () =>
+            (await look.query("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO user_%'")).rowCount === 1),
+          `B's ${i} insert waits for the removal`);
+          await sql.query('COMMIT');
+          const refused = await reply;
+          assert.equal(refused.status, 404, `${i}: ${refused.text}`);
+          assert.match((refused.json as Json).error as string, /jon/);
+        } finally {
+          await sql.end();
+        }
+      }
+      assert.equal((await look.query('SELECT 1 FROM user_keys k LEFT JOIN users u ON u.id = k.user_id WHERE u.id IS NULL')).rowCount, 0);
+      assert.equal((await look.query('SELECT 1 FROM user_dir_permissions d LEFT JOIN users u ON u.id = d.user_id WHERE u.id IS NULL')).rowCount, 0);
+    } finally {
+      await look.end();
+    }
+  });
 });

@@ -97,6 +97,15 @@ export class StoreConflict extends Error {
 }
 
 /**
+ * The user a key or a directory's permissions were written for is gone:
+ * removed (by another node, the CLI, another request) after the caller read
+ * it. Both databases' foreign keys, as one error; nothing is written.
+ */
+export class StoreUserGone extends Error {
+  override readonly name = 'StoreUserGone';
+}
+
+/**
  * A check of a home about to be written, against the homes of the other
  * users as stored, run inside the transaction that writes it and under a
  * lock every such transaction takes, on every node: two users added at once,
@@ -146,10 +155,10 @@ export interface UserRepository {
   addUsage(userId: number, bytes: number, files: number): Promise<void>;
   /** Replace the counters with a recount of the disk. */
   setUsage(userId: number, bytes: number, files: number): Promise<void>;
-  /** null removes the directory's override; false when there was none to remove. */
+  /** null removes the directory's override; false when there was none to remove. StoreUserGone when there is no such user. */
   setDirPermissions(userId: number, path: string, permissions: UserRecord['permissions'] | null): Promise<boolean>;
   keys(userId: number): Promise<PublicKeyRecord[]>;
-  /** StoreConflict when the user has that key already. */
+  /** StoreConflict when the user has that key already, StoreUserGone when there is no such user. */
   addKey(userId: number, key: NewKey): Promise<void>;
   removeKey(userId: number, fingerprint: string): Promise<boolean>;
 }

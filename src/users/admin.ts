@@ -10,7 +10,7 @@ import { ServerPlaces, homeNesting, realPlace } from '../session/storage/server-
 import { outlivesHome, type LiveSessionInfo } from '../session/live.js';
 import { DEFAULT_PERMISSIONS, parsePermissions, rulesOfList, takesAnyAway, type Permission } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
-import { StoreConflict, type HomeCheck, type UserRepository } from '../store/store.js';
+import { StoreConflict, StoreUserGone, type HomeCheck, type UserRepository } from '../store/store.js';
 import { firstUnsafeChar } from '../session/unsafe-chars.js';
 import { AdminError, NoSuchUser, NotStored } from './errors.js';
 
@@ -378,6 +378,8 @@ export class UserAdmin {
       await this.store.addKey(user.id, key);
     } catch (err) {
       if (err instanceof StoreConflict) throw new AdminError(`${name} already has key ${key.fingerprint}`);
+      // Removed since it was read above (another node, the CLI, another request).
+      if (err instanceof StoreUserGone) throw new NoSuchUser(name);
       throw err;
     }
   }
@@ -400,7 +402,15 @@ export class UserAdmin {
       return path;
     }
     await this.refuseAnonymousChange(user, ['directory permissions']);
-    if (!(await this.store.setDirPermissions(user.id, path, permissions))) throw new NotStored(`no override on ${path}`);
+    let changed: boolean;
+    try {
+      changed = await this.store.setDirPermissions(user.id, path, permissions);
+    } catch (err) {
+      // Removed since it was read above (another node, the CLI, another request).
+      if (err instanceof StoreUserGone) throw new NoSuchUser(name);
+      throw err;
+    }
+    if (!changed) throw new NotStored(`no override on ${path}`);
     return path;
   }
 

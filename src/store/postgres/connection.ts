@@ -72,6 +72,11 @@ export async function onConnection<T>(
   }
 }
 
+/** A foreign key refused the row: what it names is gone (a user removed meanwhile). */
+export function foreignKeyViolation(err: unknown): boolean {
+  return (err as { code?: unknown }).code === '23503';
+}
+
 /** Run `fn` in one transaction on one pooled connection: all of it or none of it. */
 export async function transaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   let committed = false;

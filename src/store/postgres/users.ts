@@ -3,8 +3,8 @@ import type { Protocol } from '../../session/account.js';
 import type { Permission } from '../../session/permissions.js';
 import { keyOf, type KeyRow } from '../rows.js';
 import { settingsOf, type NewKey, type PublicKeyRecord, type UserRecord, type UserSettings } from '../records.js';
-import { StoreConflict, type Credentials, type HomeCheck, type HomeOfUser, type UserRepository } from '../store.js';
-import { transaction, uniqueViolation } from './connection.js';
+import { StoreConflict, StoreUserGone, type Credentials, type HomeCheck, type HomeOfUser, type UserRepository } from '../store.js';
+import { foreignKeyViolation, transaction, uniqueViolation } from './connection.js';
 import type { LastLogins } from './last-logins.js';
 import type { UserCache } from './user-cache.js';
 
@@ -169,8 +169,13 @@ export class PostgresUsers implements UserRepository {
       const r = await this.changing(() => this.pool.query('DELETE FROM user_dir_permissions WHERE user_id = $1 AND path = $2', [userId, path]));
       return (r.rowCount ?? 0) > 0;
     }
-    await this.changing(() => this.pool.query(`INSERT INTO user_dir_permissions (user_id, path, permissions) VALUES ($1, $2, $3)
-      ON CONFLICT (user_id, path) DO UPDATE SET permissions = excluded.permissions`, [userId, path, permissions.join(',')]));
+    try {
+      await this.changing(() => this.pool.query(`INSERT INTO user_dir_permissions (user_id, path, permissions) VALUES ($1, $2, $3)
+        ON CONFLICT (user_id, path) DO UPDATE SET permissions = excluded.permissions`, [userId, path, permissions.join(',')]));
+    } catch (err) {
+      if (foreignKeyViolation(err)) throw new StoreUserGone(`no user with id ${userId}`);
+      throw err;
+    }
     return true;
   }
 
@@ -184,6 +189,7 @@ export class PostgresUsers implements UserRepository {
       await this.changing(() => insertKey(this.pool, userId, key, Date.now()));
     } catch (err) {
       if (uniqueViolation(err)) throw new StoreConflict(`the user has the key ${key.fingerprint} already`);
+      if (foreignKeyViolation(err)) throw new StoreUserGone(`no user with id ${userId}`);
       throw err;
     }
   }

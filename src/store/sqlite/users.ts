@@ -3,7 +3,7 @@ import type { Protocol } from '../../session/account.js';
 import type { Permission } from '../../session/permissions.js';
 import { keyOf, type KeyRow } from '../rows.js';
 import { settingsOf, type NewKey, type PublicKeyRecord, type UserRecord, type UserSettings } from '../records.js';
-import { StoreConflict, type Credentials, type HomeCheck, type HomeOfUser, type UserRepository } from '../store.js';
+import { StoreConflict, StoreUserGone, type Credentials, type HomeCheck, type HomeOfUser, type UserRepository } from '../store.js';
 import { DeferredUserWrites } from './deferred-writes.js';
 
 interface UserRow {
@@ -165,7 +165,7 @@ export class SqliteUsers implements UserRepository {
 
   async setDirPermissions(userId: number, path: string, permissions: Permission[] | null): Promise<boolean> {
     if (permissions === null) return this.q.removeDirPerm!.run(userId, path).changes > 0;
-    this.q.setDirPerm!.run(userId, path, permissions.join(','));
+    conflictsAsStoreConflict(() => this.q.setDirPerm!.run(userId, path, permissions.join(',')));
     return true;
   }
 
@@ -220,13 +220,17 @@ export class SqliteUsers implements UserRepository {
   }
 }
 
-/** SQLite's unique constraints (a taken name, a key the user has) as the store's one conflict error. */
+/**
+ * SQLite's unique constraints (a taken name, a key the user has) as the store's one conflict error, and its
+ * foreign keys (a user removed by another process since it was read) as StoreUserGone.
+ */
 function conflictsAsStoreConflict<T>(write: () => T): T {
   try {
     return write();
   } catch (err) {
     const code = (err as { code?: string }).code;
     if (code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new StoreConflict((err as Error).message);
+    if (code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw new StoreUserGone((err as Error).message);
     throw err;
   }
 }
