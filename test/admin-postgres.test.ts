@@ -303,4 +303,34 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
       await look.end();
     }
   });
+
+  // Found by a review: each admin write waiting for a row someone else holds kept its pooled connection,
+  // five took the whole pool, and every login of the node then failed after 10 s, /readyz too.
+  it("B's admin writes waiting for a row held elsewhere leave logins on B and /readyz their connections", async () => {
+    for (const name of ['kim', 'lee']) {
+      const created = await request('POST', '/users', { name, password: `${name}-secret-12`, home: join(homes, name) });
+      assert.equal(created.status, 201, created.text);
+    }
+    const sql = new pg.Client({ connectionString: db.url });
+    await sql.connect();
+    let patches: Promise<number>[] = [];
+    try {
+      await sql.query('BEGIN');
+      await sql.query("SELECT id FROM users WHERE name = 'kim' FOR UPDATE");
+      patches = [1, 2, 3, 4, 5, 6].map((n) => request('PATCH', '/users/kim', { quotaBytes: n * 1000 }).then((r) => r.status));
+      // Given time to take what they can.
+      await new Promise((r) => setTimeout(r, 500));
+      const began = Date.now();
+      const listed = await withSftp({ port: b.sftpPort, localAddress: '127.0.0.67', username: 'lee', password: 'lee-secret-12' },
+        (s) => call<unknown[]>((cb) => s.readdir('/', cb)));
+      assert.deepEqual(listed, []);
+      assert.ok(Date.now() - began < 5000, `lee's login took ${Date.now() - began} ms`);
+      const ready = await adminRequest(api, 'GET', '/readyz');
+      assert.equal(ready.status, 200, ready.text);
+    } finally {
+      await sql.query('ROLLBACK').catch(() => undefined);
+      await sql.end();
+    }
+    assert.deepEqual(await Promise.all(patches), [200, 200, 200, 200, 200, 200], 'each write goes through once the row is let go');
+  });
 });

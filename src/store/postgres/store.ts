@@ -16,6 +16,7 @@ import { PostgresQuota } from './quota.js';
 import { PostgresWriteLocks } from './write-locks.js';
 import { PostgresUserSessions } from './user-sessions.js';
 import { PostgresUsers } from './users.js';
+import { WriteTurns } from './write-turns.js';
 
 export interface PostgresStoreOptions {
   /** Connections this Store holds at most, besides the one that listens for notices. */
@@ -29,6 +30,8 @@ export interface PostgresStoreOptions {
  * is one round trip), so a few connections per process carry the load.
  */
 const DEFAULT_POOL_SIZE = 4;
+/** Connections of the pool no administrator's write may take (WriteTurns): logins' and their counts'. */
+const KEPT_FROM_WRITES = 2;
 
 /**
  * The Store in PostgreSQL, shared by several nodes: connect, apply missing
@@ -37,7 +40,8 @@ const DEFAULT_POOL_SIZE = 4;
  * any of that fails.
  */
 export async function openPostgresStore(url: string, options: PostgresStoreOptions = {}): Promise<Store> {
-  const pool = new pg.Pool({ ...clientConfig(url), max: options.poolSize ?? DEFAULT_POOL_SIZE });
+  const poolSize = options.poolSize ?? DEFAULT_POOL_SIZE;
+  const pool = new pg.Pool({ ...clientConfig(url), max: poolSize });
   // An idle connection that breaks (a server restart) is dropped by the pool and the next query
   // connects anew; without a listener the 'error' event would end the process.
   pool.on('error', () => undefined);
@@ -59,7 +63,7 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
   }
   return {
     kind: 'postgres',
-    users: new PostgresUsers(pool, cache, lastLogins),
+    users: new PostgresUsers(pool, cache, lastLogins, new WriteTurns(Math.max(1, poolSize - KEPT_FROM_WRITES))),
     bans,
     tokens: new PostgresAdminTokens(pool),
     nodes: new PostgresNodes(pool),

@@ -7,6 +7,7 @@ import { StoreConflict, StoreUserGone, type Credentials, type HomeCheck, type Ho
 import { foreignKeyViolation, transaction, uniqueViolation } from './connection.js';
 import type { LastLogins } from './last-logins.js';
 import type { UserCache } from './user-cache.js';
+import type { WriteTurns } from './write-turns.js';
 
 interface UserRow {
   id: number;
@@ -69,6 +70,8 @@ export class PostgresUsers implements UserRepository {
     /** Logins' copy; every write here drops it at once, other nodes' writes by their notice. */
     private readonly cache: UserCache,
     private readonly lastLogins: LastLogins,
+    /** Every write below takes one; reads and logins never wait for them. */
+    private readonly writes: WriteTurns,
   ) {}
 
   async count(): Promise<number> {
@@ -101,7 +104,7 @@ export class PostgresUsers implements UserRepository {
 
   async create(name: string, passwordHash: string | null, s: UserSettings, keys: NewKey[] = [], checkHome?: HomeCheck): Promise<UserRecord> {
     try {
-      return await transaction(this.pool, async (c) => {
+      return await this.writes.run(() => transaction(this.pool, async (c) => {
         if (checkHome) {
           await lockHomes(c);
           checkHome(await otherHomes(c, null));
@@ -112,7 +115,7 @@ export class PostgresUsers implements UserRepository {
         await writeIpRules(c, id, s);
         for (const k of keys) await insertKey(c, id, k, now);
         return (await this.one(c, `${SELECT_USER} WHERE u.id = $1`, [id])) as UserRecord;
-      });
+      }));
     } catch (err) {
       if (uniqueViolation(err, 'users_name_nocase')) throw new StoreConflict(`user ${name} exists already`);
       if (uniqueViolation(err)) throw new StoreConflict(`user ${name}: the same key given twice`);
@@ -199,10 +202,13 @@ export class PostgresUsers implements UserRepository {
     return (r.rowCount ?? 0) > 0;
   }
 
-  /** A write to what logins read: this node's copy goes however it ends (its notice reaches the other nodes). */
+  /**
+   * A write to what logins read, in its turn (WriteTurns): this node's copy goes however it ends (its notice
+   * reaches the other nodes).
+   */
   private async changing<T>(write: () => Promise<T>): Promise<T> {
     try {
-      return await write();
+      return await this.writes.run(write);
     } finally {
       this.cache.forget();
     }
