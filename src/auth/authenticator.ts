@@ -156,7 +156,7 @@ export class Authenticator {
   private async rehashed(userId: number, password: string): Promise<string | null> {
     try {
       const hash = await this.hasher.hash(password);
-      await this.users.setPasswordHash(userId, hash);
+      await this.users.setPasswordHash(userId, hash, true);
       return hash;
     } catch {
       return null;

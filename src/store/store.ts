@@ -147,7 +147,11 @@ export interface UserRepository {
    */
   update(id: number, patch: Partial<UserSettings>, checkHome?: HomeCheck): Promise<boolean>;
   remove(id: number): Promise<void>;
-  setPasswordHash(id: number, hash: string | null): Promise<void>;
+  /**
+   * `rehash`: a login storing its password at today's parameters, which never waits behind administrators'
+   * writes (PostgreSQL's WriteTurns) for a turn: it is bookkeeping, and its login must not hang on them.
+   */
+  setPasswordHash(id: number, hash: string | null, rehash?: boolean): Promise<void>;
   /** Settles at once; both stores write these in batches, up to a second (postgres/last-logins.ts) or 100 ms (sqlite/deferred-writes.ts) later. */
   recordLogin(id: number): Promise<void>;
   usage(userId: number): Promise<{ bytes: number; files: number }>;

@@ -143,8 +143,9 @@ export class PostgresUsers implements UserRepository {
     await this.changing(() => this.pool.query('DELETE FROM users WHERE id = $1', [id]));
   }
 
-  async setPasswordHash(id: number, hash: string | null): Promise<void> {
-    await this.changing(() => this.pool.query('UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3', [hash, Date.now(), id]));
+  async setPasswordHash(id: number, hash: string | null, rehash = false): Promise<void> {
+    const write = () => this.pool.query('UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3', [hash, Date.now(), id]);
+    await this.changing(write, !rehash);
   }
 
   recordLogin(id: number): Promise<void> {
@@ -206,9 +207,9 @@ export class PostgresUsers implements UserRepository {
    * A write to what logins read, in its turn (WriteTurns): this node's copy goes however it ends (its notice
    * reaches the other nodes).
    */
-  private async changing<T>(write: () => Promise<T>): Promise<T> {
+  private async changing<T>(write: () => Promise<T>, inTurn = true): Promise<T> {
     try {
-      return await this.writes.run(write);
+      return await (inTurn ? this.writes.run(write) : write());
     } finally {
       this.cache.forget();
     }
