@@ -143,9 +143,10 @@ export interface UserRepository {
    * Change the settings `patch` names, the others as they are: read and
    * written under the row's lock, so concurrent updates of other settings
    * (from any node or the CLI) are never lost. False, and nothing written, when there is no such user.
-   * `checkHome` runs in the same transaction first (see HomeCheck).
+   * `checkHome` runs in the same transaction first (see HomeCheck). `passwordHash`, when given, is written in
+   * the same transaction: a request that changes settings and the password changes both or neither.
    */
-  update(id: number, patch: Partial<UserSettings>, checkHome?: HomeCheck): Promise<boolean>;
+  update(id: number, patch: Partial<UserSettings>, checkHome?: HomeCheck, passwordHash?: string): Promise<boolean>;
   remove(id: number): Promise<void>;
   /**
    * `rehash`: a login storing its password at today's parameters, which never waits behind administrators'

@@ -307,18 +307,18 @@ export class UserAdmin {
       createdHome = makeHome(change.home);
     }
     const hash = password === undefined ? null : await this.hasher.hash(password);
-    // Only what is changed goes to the store, which merges it under the row's lock.
+    // Only what is changed goes to the store, which merges it under the row's lock; the new password in the
+    // same transaction (found by a review: written apart, a password the store refused left the settings changed).
     if (Object.keys(change).length > 0) {
       let written = false;
       try {
-        written = await this.store.update(user.id, change, change.home === undefined ? undefined : homeApart(change.home));
+        written = await this.store.update(user.id, change, change.home === undefined ? undefined : homeApart(change.home), hash ?? undefined);
       } finally {
         // Refused, failed, or the user removed meanwhile: the home made for it goes.
         if (!written && createdHome !== null) await this.unmake(change.home as string, createdHome);
       }
       if (!written) throw new NoSuchUser(name);
-    }
-    if (hash !== null) await this.store.setPasswordHash(user.id, hash);
+    } else if (hash !== null) await this.store.setPasswordHash(user.id, hash);
     return this.require(name);
   }
 

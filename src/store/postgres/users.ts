@@ -123,7 +123,7 @@ export class PostgresUsers implements UserRepository {
     }
   }
 
-  async update(id: number, patch: Partial<UserSettings>, checkHome?: HomeCheck): Promise<boolean> {
+  async update(id: number, patch: Partial<UserSettings>, checkHome?: HomeCheck, passwordHash?: string): Promise<boolean> {
     return this.changing(() => transaction(this.pool, async (c) => {
       // The homes' lock before the row's, in the order create takes them (it takes only the first).
       if (checkHome) await lockHomes(c);
@@ -135,6 +135,7 @@ export class PostgresUsers implements UserRepository {
       await c.query(UPDATE_USER, [id, ...settings(s), Date.now()]);
       await c.query('DELETE FROM user_ip_rules WHERE user_id = $1', [id]);
       await writeIpRules(c, id, s);
+      if (passwordHash !== undefined) await c.query('UPDATE users SET password_hash = $1 WHERE id = $2', [passwordHash, id]);
       return true;
     }));
   }

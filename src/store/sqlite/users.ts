@@ -122,16 +122,18 @@ export class SqliteUsers implements UserRepository {
     return this.hydrate(this.q.byId!.get(id) as UserRow);
   }
 
-  async update(id: number, patch: Partial<UserSettings>, checkHome?: HomeCheck): Promise<boolean> {
+  async update(id: number, patch: Partial<UserSettings>, checkHome?: HomeCheck, passwordHash?: string): Promise<boolean> {
     // IMMEDIATE: the write lock before the read, or the CLI and the server could merge over each other.
     return this.db.transaction(() => {
       const row = this.q.byId!.get(id) as UserRow | undefined;
       if (!row) return false;
       checkHome?.((this.q.homes!.all() as HomeOfUser[]).filter((u) => u.id !== id));
       const s = { ...settingsOf(this.hydrate(row)), ...patch };
-      this.q.update!.run({ id, now: Date.now(), ...columns(s) });
+      const now = Date.now();
+      this.q.update!.run({ id, now, ...columns(s) });
       this.q.clearIpRules!.run(id);
       this.writeIpRules(id, s);
+      if (passwordHash !== undefined) this.q.setHash!.run(passwordHash, now, id);
       return true;
     }).immediate();
   }
