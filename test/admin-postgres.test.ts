@@ -367,4 +367,36 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
     assert.deepEqual(await withSftp({ port: b.sftpPort, localAddress: '127.0.0.68', username: 'mo', password: 'mo-secret-456' },
       (s) => call<unknown[]>((cb) => s.readdir('/', cb))), []);
   });
+
+  // Found by a review: each upload's grant of quota room waited for the user's row, held elsewhere (here an
+  // open transaction, as a node frozen in the middle of changing the user holds it), keeping its pooled
+  // connection; five of one user's uploads took B's pool, and another user's login on B failed after 10 s.
+  it("one user's uploads waiting on B for its row held elsewhere leave another user's login on B its connection", async () => {
+    for (const [name, quotaBytes] of [['nia', 100_000_000], ['oz', 0]] as const) {
+      const created = await request('POST', '/users', { name, password: `${name}-secret-12`, home: join(homes, name), quotaBytes });
+      assert.equal(created.status, 201, created.text);
+    }
+    const sql = new pg.Client({ connectionString: db.url });
+    await sql.connect();
+    const nia = await sshConnect({ port: b.sftpPort, localAddress: '127.0.0.69', username: 'nia', password: 'nia-secret-12' });
+    try {
+      const s = await sftpOf(nia);
+      await sql.query('BEGIN');
+      await sql.query("SELECT id FROM users WHERE name = 'nia' FOR UPDATE");
+      // Five uploads at once, each asking for room before its first bytes land.
+      const uploads = [1, 2, 3, 4, 5].map((n) => put(s, `/f${n}.bin`, Buffer.alloc(1000, n)));
+      await new Promise((r) => setTimeout(r, 500));
+      const began = Date.now();
+      const listed = await withSftp({ port: b.sftpPort, localAddress: '127.0.0.69', username: 'oz', password: 'oz-secret-12' },
+        (o) => call<unknown[]>((cb) => o.readdir('/', cb)));
+      assert.deepEqual(listed, []);
+      assert.ok(Date.now() - began < 5000, `oz's login took ${Date.now() - began} ms`);
+      await sql.query('ROLLBACK');
+      assert.deepEqual(await Promise.all(uploads), ['ok', 'ok', 'ok', 'ok', 'ok'], 'each upload goes through once the row is let go');
+    } finally {
+      await sql.query('ROLLBACK').catch(() => undefined);
+      await sql.end();
+      nia.end();
+    }
+  });
 });

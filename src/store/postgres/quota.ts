@@ -196,8 +196,18 @@ export class PostgresQuota implements QuotaRooms {
     let lease = leaseOf(account);
     // Unlimited: nothing is held, so nothing moves in or out of a hold.
     const only = (u: Usage): Usage => ({ bytes: limited.bytes ? u.bytes : 0, files: limited.files ? u.files : 0 });
-    const grant = async (room: Usage): Promise<boolean> =>
-      (await this.pool.query(GRANT, [this.nodeId, id, room.bytes, room.files])).rowCount === 1;
+    /**
+     * One grant of the user's at a time on this node, the others waiting here: a grant waits in PostgreSQL
+     * for as long as another holds the user's row (a node frozen in the middle of a change of the user, an
+     * operator's open transaction), keeping its pooled connection. Side by side, five uploads of that user
+     * took the pool and every other login of the node failed (found by a review); in turn they hold one.
+     */
+    let granting: Promise<unknown> = Promise.resolve();
+    const grant = (room: Usage): Promise<boolean> => {
+      const turn = granting.then(() => this.pool.query(GRANT, [this.nodeId, id, room.bytes, room.files]));
+      granting = turn.catch(() => undefined);
+      return turn.then((r) => r.rowCount === 1);
+    };
     return {
       used: { bytes: row?.used_bytes ?? 0, files: row?.used_files ?? 0 },
       room: { bytes: row?.held_bytes ?? 0, files: row?.held_files ?? 0 },
