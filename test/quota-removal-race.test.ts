@@ -25,55 +25,102 @@ describe('a file removed by another session just before an upload or a rename re
   const clients: ssh2.Client[] = [];
   let one: ssh2.SFTPWrapper;
   let two: ssh2.SFTPWrapper;
-  const original = LedgerHandle.prototype.lockInPlace;
+  let tightOne: ssh2.SFTPWrapper;
+  let tightTwo: ssh2.SFTPWrapper;
+  // The locks a removal takes: of a node's names (quota.ts, namesLocked), which were in-place locks before.
+  const LOCKS = ['lockNames', 'lockInPlace'] as const;
+  const originals = { lockNames: LedgerHandle.prototype.lockNames, lockInPlace: LedgerHandle.prototype.lockInPlace };
+  const restoreLocks = () => Object.assign(LedgerHandle.prototype, originals);
+  /** Each lock method, wrapped: `wrap` gets the call of the original. */
+  const patchLocks = (wrap: (take: () => Promise<unknown>) => Promise<unknown>) => {
+    for (const name of LOCKS) {
+      const real = originals[name] as ((this: LedgerHandle, key: string) => Promise<unknown>) | undefined;
+      if (!real) continue;
+      (LedgerHandle.prototype as unknown as Record<string, unknown>)[name] = function (this: LedgerHandle, key: string) {
+        return wrap(() => real.call(this, key));
+      };
+    }
+  };
 
   before(async () => {
     srv = await InProcessServer.start();
     await srv.base.admin.add({ name: 'racer', password: PASSWORD, keys: [], quotaBytes: 4 * 1024 * KiB, quotaFiles: 100 });
+    await srv.base.admin.add({ name: 'tight', password: PASSWORD, keys: [], quotaBytes: 64 * KiB, quotaFiles: 100 });
     for (let i = 0; i < 2; i++) clients.push(await sshConnect({ port: srv.sftpPort, username: 'racer', password: PASSWORD }));
-    [one, two] = (await Promise.all(clients.map((c) => sftpOf(c)))) as [ssh2.SFTPWrapper, ssh2.SFTPWrapper];
+    for (let i = 0; i < 2; i++) clients.push(await sshConnect({ port: srv.sftpPort, username: 'tight', password: PASSWORD }));
+    [one, two, tightOne, tightTwo] = (await Promise.all(clients.map((c) => sftpOf(c)))) as [ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper];
   });
   after(async () => {
-    LedgerHandle.prototype.lockInPlace = original;
+    restoreLocks();
     clients.forEach((c) => c.end());
     await srv.close();
   });
 
-  /** The next in-place lock taken waits until `meanwhile` is done; locks taken by `meanwhile` itself go through. */
+  /** The next lock a removal takes waits until `meanwhile` is done; locks taken by `meanwhile` itself go through. */
   const nextLockWaitsFor = (meanwhile: () => Promise<void>) => {
     let armed = true;
     let done: Promise<void> = Promise.resolve();
-    LedgerHandle.prototype.lockInPlace = async function (this: LedgerHandle, key: string) {
+    patchLocks(async (take) => {
       if (armed) {
         armed = false;
         done = meanwhile();
         await done;
       }
-      return original.call(this, key);
-    };
+      return take();
+    });
     return () => done;
   };
 
-  /** The next in-place lock taken, once taken, is held until `meanwhile` is done. */
+  /** The next lock a removal takes, once taken, is held until `meanwhile` is done. */
   const nextLockHeldDuring = (meanwhile: () => Promise<unknown>) => {
     let armed = true;
     let done: Promise<unknown> | null = null;
-    LedgerHandle.prototype.lockInPlace = async function (this: LedgerHandle, key: string) {
-      await original.call(this, key);
-      if (armed) {
+    patchLocks(async (take) => {
+      const got = await take();
+      // lockNames says whether it took the lock; lockInPlace throws when it did not.
+      if (armed && (got === undefined || got === 'locked')) {
         armed = false;
         done = meanwhile();
         await done.catch(() => undefined);
       }
-    };
+      return got;
+    });
     return () => done;
   };
 
   /** The usage as stored, once the deferred writes are in, against what the home holds. */
-  const usage = async () => {
+  const usage = async (user = 'racer') => {
     await new Promise((resolve) => setTimeout(resolve, 300));
-    return { stored: persistedUsage(srv, 'racer'), disk: diskUsage(join(srv.dir, 'data', 'homes', 'racer')) };
+    return { stored: persistedUsage(srv, user), disk: diskUsage(join(srv.dir, 'data', 'homes', user)) };
   };
+
+  /** Calls of fs.promises[name] whose path argument `which` ends with `suffix` run `meanwhile` first (once); others go through. */
+  const hookFs = <K extends 'rename' | 'unlink' | 'link'>(name: K, which: 0 | 1, suffix: string, meanwhile: () => Promise<unknown>) => {
+    const real = fsp[name] as (...args: unknown[]) => Promise<void>;
+    let ran: Promise<unknown> | null = null;
+    (fsp as unknown as Record<string, unknown>)[name] = async (...args: unknown[]) => {
+      if (ran === null && String(args[which]).endsWith(suffix)) {
+        ran = meanwhile().catch((err: unknown) => err);
+        await ran;
+      }
+      return real(...args);
+    };
+    return { ran: () => ran, restore: () => void ((fsp as unknown as Record<string, unknown>)[name] = real) };
+  };
+
+  /**
+   * How far the stored usage is above what the home holds (names, bytes): a case's race must not lower it (the
+   * case before left a name linked outside the server, which the usage never counted).
+   */
+  const margin = async (user = 'racer') => {
+    const { stored, disk } = await usage(user);
+    return { files: stored.files - disk.files, bytes: stored.bytes - disk.bytes };
+  };
+  const assertNotLowered = (was: { files: number; bytes: number }, now: { files: number; bytes: number }) =>
+    assert.ok(now.files >= was.files && now.bytes >= was.bytes, `the usage fell below what the home holds: ${JSON.stringify(was)} above it before, ${JSON.stringify(now)} after`);
+
+  /** `p`, or undefined once `ms` passed: a hook that waits for a request the fix makes wait for the hooked act. */
+  const within = (p: Promise<unknown>, ms: number) => Promise.race([p, new Promise((resolve) => setTimeout(resolve, ms))]);
 
   it('an upload over it: its bytes come off the usage once', async () => {
     await call((cb) => one.writeFile('/victim', randomBytes(1024 * KiB), cb));
@@ -135,11 +182,89 @@ describe('a file removed by another session just before an upload or a rename re
     const home = join(srv.dir, 'data', 'homes', 'racer');
     linkSync(join(home, 'linked'), join(home, 'second'));
     let other: Promise<unknown> | null = null;
-    const during = nextLockHeldDuring(() => (other = call((cb) => two.unlink('/second', cb))));
+    // Held while the other starts (it waits for the lock, a few system calls' change of the file's names).
+    const during = nextLockHeldDuring(() => within((other = call((cb) => two.unlink('/second', cb))), 300));
     await call((cb) => one.unlink('/linked', cb));
-    LedgerHandle.prototype.lockInPlace = original;
+    restoreLocks();
     await (during() ?? (other = call((cb) => two.unlink('/second', cb))));
     await other;
     assert.deepEqual([existsSync(join(home, 'linked')), existsSync(join(home, 'second'))], [false, false], 'both names removed');
+  });
+
+  it("a rename over a file another session is moving away: the move's passing second name is not taken for the rename's act", async () => {
+    // Found by a review: a rename onto a free name links the file there and then unlinks its old name, taking no
+    // lock, so the file had two names for a moment. A rename over that file that counted its links then (under
+    // the file's lock) and acted after the move's unlink landed on a free name, removed nothing, yet saw the
+    // count fall: a name off the file quota for every race won. Made certain here: the move links, the rename
+    // counts, the move unlinks, the rename acts.
+    await call((cb) => one.writeFile('/t', Buffer.alloc(1000, 1), cb));
+    await call((cb) => one.writeFile('/s', Buffer.alloc(300, 2), cb));
+    const was = await margin();
+    let moved: Promise<unknown> = Promise.resolve();
+    // The move waits at its unlink of /t until the rename's act is about to run (or a while, should it never link).
+    let actNow!: () => void;
+    const acting = new Promise<void>((resolve) => (actNow = resolve));
+    const moverUnlink = hookFs('unlink', 0, '/t', () => within(acting, 1000));
+    const renameAct = hookFs('rename', 1, '/t', async () => {
+      actNow();
+      await within(moved, 1000);
+    });
+    const locked = nextLockHeldDuring(async () => {
+      moved = call((cb) => two.rename('/t', '/u', cb)).catch((err: Error) => err);
+      // Long enough for the move to link /u (an SFTP round trip), not for anything the fix makes it wait for.
+      await within(moved, 300);
+    });
+    try {
+      await call((cb) => one.ext_openssh_rename('/s', '/t', cb)).catch((err: Error) => err);
+      await locked();
+      await moved;
+    } finally {
+      restoreLocks();
+      moverUnlink.restore();
+      renameAct.restore();
+    }
+    assert.ok(renameAct.ran(), 'the move ran into the rename');
+    assertNotLowered(was, await margin());
+    for (const name of ['/s', '/t', '/u']) await call((cb) => one.unlink(name, cb)).catch(() => undefined);
+  });
+
+  it('a rename over a name of a linked file another session removes meanwhile: the name comes off the usage once', async () => {
+    // Found by a review: a file of several names took no lock to be removed, so a DELE of its name between a
+    // rename's count of its links and the act left the rename on a free name; both counted a name removed.
+    await call((cb) => one.writeFile('/t', Buffer.alloc(700, 3), cb));
+    await call((cb) => one.writeFile('/s', Buffer.alloc(200, 4), cb));
+    const home = join(srv.dir, 'data', 'homes', 'racer');
+    linkSync(join(home, 't'), join(home, 'x'));
+    const was = await margin();
+    let removed: Promise<unknown> = Promise.resolve();
+    const act = hookFs('rename', 1, '/t', () => {
+      removed = call((cb) => two.unlink('/t', cb)).catch((err: Error) => err);
+      return within(removed, 500);
+    });
+    try {
+      await call((cb) => one.ext_openssh_rename('/s', '/t', cb));
+      await removed;
+    } finally {
+      act.restore();
+    }
+    assert.ok(act.ran(), 'the removal ran in the rename');
+    assertNotLowered(was, await margin());
+    for (const name of ['/s', '/t', '/x']) await call((cb) => one.unlink(name, cb)).catch(() => undefined);
+  });
+
+  it('a new file written in place over the quota and moved away as its upload gives it up: its name stays counted', async () => {
+    // Found by a review: the upload removes the name it made when it still names its file, but a move between
+    // that look and the unlink left the unlink nothing to remove; the file, under its new name, was never counted.
+    const handle = await call<Buffer>((cb) => tightOne.open('/n', 'a', cb));
+    await call((cb) => tightOne.write(handle, randomBytes(100 * KiB), 0, 100 * KiB, 0, cb)).catch(() => undefined);
+    const move = hookFs('unlink', 0, '/n', () => call((cb) => tightTwo.rename('/n', '/m', cb)));
+    try {
+      await call((cb) => tightOne.close(handle, cb)).catch(() => undefined);
+    } finally {
+      move.restore();
+    }
+    assert.equal(move.ran() !== null && !((await move.ran()) instanceof Error), true, 'moved as the upload gave up its name');
+    assert.equal(existsSync(join(srv.dir, 'data', 'homes', 'tight', 'm')), true);
+    assertNotLowered({ files: 0, bytes: 0 }, await margin('tight'));
   });
 });

@@ -3,7 +3,7 @@ import type { MetricsSink } from '../metrics/events.js';
 import type { Account, Protocol } from '../session/account.js';
 import { SluiceError } from '../session/errors.js';
 import type { LiveSessionsView } from '../session/live.js';
-import type { Ledger, Ledgers } from '../session/quota.js';
+import type { Ledger, Ledgers, NamesLock } from '../session/quota.js';
 import type { InFlightTransfers } from '../session/session.js';
 import type { AuditTrail, Coordinator, Offence, Release, SourceShare } from './coordinator.js';
 import {
@@ -145,6 +145,7 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
       reserve: async (bytes, credit) =>
         unlimited ? note({ method: 'reserve', args: [bytes, credit] }) : void (await ask({ method: 'reserve', args: [bytes, credit] })),
       lockInPlace: async (key) => void (await ask({ method: 'lockInPlace', args: [key] })),
+      lockNames: async (key) => (await ask({ method: 'lockNames', args: [key] })) as NamesLock,
       checkCommit: async (...args) => (unlimited ? undefined : void (await ask({ method: 'checkCommit', args }))),
       usage: async () => (await ask({ method: 'usage', args: [] })) as { bytes: number; files: number },
       synced: async () => void (await ask({ method: 'synced', args: [] })),

@@ -3,7 +3,7 @@ import type { MetricEvent, ProcessSample } from '../metrics/events.js';
 import type { Protocol } from '../session/account.js';
 import type { ErrorKind } from '../session/errors.js';
 import type { DrainCounts, LiveSessionInfo, UserChangeCounts } from '../session/live.js';
-import type { SaidStep, UploadStart } from '../session/quota.js';
+import type { NamesLock, SaidStep, UploadStart } from '../session/quota.js';
 import type { Listening } from '../listening.js';
 import type { Offence, SourceShare } from './coordinator.js';
 
@@ -13,6 +13,7 @@ export type LedgerQuestion =
   | { method: 'holdFile'; args: [] }
   | { method: 'reserve'; args: [bytes: number, credit: number] }
   | { method: 'lockInPlace'; args: [key: string] }
+  | { method: 'lockNames'; args: [key: string] }
   | { method: 'checkCommit'; args: [reserved: number, written: number, freed: number, newName: boolean] }
   | { method: 'usage'; args: [] }
   /** Answered once the notes before it are applied (they are, in order): a barrier. */
@@ -69,7 +70,7 @@ export type SingleWorkerMessage =
 export type WorkerMessage = SingleWorkerMessage | { t: 'batch'; messages: SingleWorkerMessage[] };
 
 /** A slot (admit, claim-user) or ledger handle is a number the worker gives back; null: refused. */
-export type Answer = boolean | number | null | 'banned' | { bytes: number; files: number } | LedgerOpened | void;
+export type Answer = boolean | number | null | 'banned' | NamesLock | { bytes: number; files: number } | LedgerOpened | void;
 
 /** The answer to `ledger`: the handle, and whether the ledger has no quota (then its checks are said, not asked). */
 export interface LedgerOpened {

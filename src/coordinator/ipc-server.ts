@@ -265,6 +265,8 @@ export class WorkerLink {
         return h.reserve(...q.args);
       case 'lockInPlace':
         return h.lockInPlace(...q.args);
+      case 'lockNames':
+        return h.lockNames(...q.args);
       case 'checkCommit':
         return h.checkCommit(...q.args);
       case 'usage':

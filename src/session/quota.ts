@@ -143,8 +143,8 @@ export class QuotaLedger {
   private inflightFiles = 0;
   /** Files (dev:ino) whose size an overwrite in flight counts on freeing: one claimant each. */
   private readonly claims = new Set<string>();
-  /** Files (dev:ino) being changed in place, by an upload or a truncation. */
-  private readonly writers = new Set<string>();
+  /** Files (dev:ino) locked: being changed in place (an upload, a truncation), or having their names changed (see NamesLock). */
+  private readonly writers = new Map<string, 'write' | 'names'>();
 
   constructor(
     account: Account,
@@ -263,7 +263,15 @@ export class QuotaLedger {
    */
   lockInPlace(key: string): void {
     if (this.writers.has(key)) throw new SluiceError('failure', 'File is being written by another transfer');
-    this.writers.add(key);
+    this.writers.set(key, 'write');
+  }
+
+  /** The same lock, for a brief change of the node's names (see Ledger.lockNames); says who holds it when taken. */
+  lockNames(key: string): NamesLock {
+    const holder = this.writers.get(key);
+    if (holder !== undefined) return holder === 'write' ? 'written' : 'busy';
+    this.writers.set(key, 'names');
+    return 'locked';
   }
 
   unlockInPlace(key: string): void {
@@ -324,6 +332,13 @@ export interface Ledger {
   reserve(bytes: number, credit: number): Promise<void>;
   unclaim(key: string): void;
   lockInPlace(key: string): Promise<void>;
+  /**
+   * The same lock for a brief change of the node's names (a removal, a move,
+   * a hard link): 'locked' when taken (let go with unlockInPlace), else who
+   * holds it: 'written', an in-place write (for as long as its transfer
+   * runs), or 'busy', another change of its names (a few system calls).
+   */
+  lockNames(key: string): Promise<NamesLock>;
   unlockInPlace(key: string): void;
   checkCommit(reserved: number, written: number, freed: number, newName: boolean): Promise<void>;
   settle(reserved: number, bytesDelta: number, filesDelta: number): void;
@@ -333,6 +348,9 @@ export interface Ledger {
   /** The session has ended. */
   release(): void;
 }
+
+/** What Ledger.lockNames found. */
+export type NamesLock = 'locked' | 'written' | 'busy';
 
 /** The steps of an unlimited ledger a worker says without waiting (LedgerHandle.said). */
 export type SaidStep =
@@ -382,28 +400,32 @@ export function freedBytes(st: NodeStat): number {
  * the looked-at file's size off the usage then let a user take any file's
  * size off it again and again (found by a review). So a name counts as
  * removed only if the held file lost one, and its bytes as freed only if that
- * was its last name and the removal held the file's in-place lock (`locked`,
- * see dropThrough: an upload's growth not yet charged must not be given back).
+ * was its last name (the removal held the file's lock, see dropThrough: an
+ * upload's growth not yet charged must not be given back).
  * Whatever else was removed is not counted: the usage errs high until the
  * next recount, never low.
  */
-function removedThrough(before: NodeStat, after: NodeStat, locked: boolean): { bytes: number; names: number } {
+function removedThrough(before: NodeStat, after: NodeStat): { bytes: number; names: number } {
   const hit = after.nlink < before.nlink;
-  return { bytes: hit && locked && after.type === 'file' && after.nlink === 0 ? after.size : 0, names: hit ? 1 : 0 };
+  return { bytes: hit && after.type === 'file' && after.nlink === 0 ? after.size : 0, names: hit ? 1 : 0 };
 }
 
 /**
  * Remove a name (`drop`: an unlink, a rename over it, an upload's commit)
  * that led to the node `held` holds when it was looked at (`looked`), and
  * measure what that took away (see removedThrough). The links are counted
- * again just before the act, under the node's in-place lock when it has
- * one (see dropKey): counted at the look, another session's removal of the
- * same file in between (which gave its bytes back itself) made the count
- * fall as if this act had, and the bytes were given back twice (found by a
- * review: a delete raced against an upload's or a rename's replacing of the
- * same file, 4 in 120 rounds with workers, and the user then stored 26 MiB
- * under a 16 MiB quota). Under the lock the count cannot move between that
- * look and the act. `before` is that last look.
+ * again just before the act, under the node's lock, which every change of a
+ * node's names takes (see namesLocked): counted at the look, another
+ * session's removal of the same file in between (which gave its bytes back
+ * itself) made the count fall as if this act had, and the bytes were given
+ * back twice (found by a review: a delete raced against an upload's or a
+ * rename's replacing of the same file, 4 in 120 rounds with workers, and the
+ * user then stored 26 MiB under a 16 MiB quota). Under the lock the count
+ * cannot move between that look and the act. A file of several names took
+ * none, nor did a move's passing second name (see moveUnderLock), and a
+ * removal of another name, or the end of that move, between the count and an
+ * act that then found the name free was counted by both (found by a review:
+ * a name off the file quota each time). `before` is that last look.
  */
 export async function dropThrough(
   ledger: Ledger,
@@ -412,37 +434,37 @@ export async function dropThrough(
   drop: () => Promise<unknown>,
 ): Promise<{ gone: { bytes: number; names: number }; before: NodeStat; after: NodeStat }> {
   let before = looked;
-  const act = async () => {
+  // Another change of its names is a few system calls: waited for. An in-place write refuses, as before.
+  await namesLocked(ledger, nodeKey(looked), { written: 'refuse', busy: 'wait' }, async () => {
     before = await held.stat();
     return drop();
-  };
-  const key = dropKey(looked);
-  await (key === null ? act() : outsideInPlaceWrites(ledger, key, act));
+  });
   const after = await held.stat();
-  return { gone: removedThrough(before, after, key !== null), before, after };
-}
-
-/**
- * The lock a removal of this node takes: a file whose bytes it frees (see
- * dropFile), and a symlink or a directory (a name only, but one counted twice
- * lets the file quota be beaten as surely: an rmdir between a rename's look
- * at the empty directory it replaces and its act was counted by both, found
- * by a review; rmdir takes the lock too, see removeDirectory). A file of
- * several names takes none: removals of two of its names would refuse each
- * other ("being written by another transfer"), so what races there errs as
- * before.
- */
-function dropKey(st: NodeStat): string | null {
-  return st.type === 'symlink' || st.type === 'dir' ? nodeKey(st) : freeingKey(st);
+  return { gone: removedThrough(before, after), before, after };
 }
 
 /**
  * Remove an empty directory (`drop`: the rmdir) that `looked` describes,
- * under its lock (see dropKey): a rename over it that looked at it first
+ * under its lock (see namesLocked): a rename over it that looked at it first
  * measures, under the same lock, whether its own act took the name away.
+ * One of the two is refused while the other acts.
  */
 export function removeDirectory(ledger: Ledger, looked: NodeStat, drop: () => Promise<void>): Promise<void> {
   return outsideInPlaceWrites(ledger, nodeKey(looked), drop);
+}
+
+/**
+ * Move a file or symlink (`looked`) to a free name by `move`: a link at the
+ * new name, then the old one's unlink (Location.moveNoReplace), under the
+ * node's lock. For that moment the node has a name more: a removal that
+ * counted its links then and acted after the unlink, on a name the move had
+ * freed, saw the count fall and took a name off the usage for nothing (found
+ * by a review). So a move waits while another change of the node's names
+ * holds the lock, and takes it; a file written in place is moved all the
+ * same, without it (no removal can hold that lock meanwhile).
+ */
+export function moveUnderLock<T>(ledger: Ledger, looked: NodeStat, move: () => Promise<T>): Promise<T> {
+  return namesLocked(ledger, nodeKey(looked), { written: 'act', busy: 'wait' }, move);
 }
 
 /** The file whose bytes removing this name frees (see dropFile); null when it frees none. */
@@ -469,12 +491,35 @@ export function dropFile<T>(ledger: Ledger, key: string | null, drop: () => Prom
 /**
  * Act on the file `key` (dev:ino) while nobody writes it in place, nor can
  * begin to until the act is done: refused with "being written by another
- * transfer" while one does. For an act that an in-place writer must not
- * miss: a removal (dropThrough, dropFile), or a second name (a file with several is never
+ * transfer" while one does, or while another change of its names holds it. For an act that an in-place writer must not
+ * miss: a removal (dropFile), or a second name (a file with several is never
  * written in place, and the writer looks at its links under this lock).
  */
-export async function outsideInPlaceWrites<T>(ledger: Ledger, key: string, act: () => Promise<T>): Promise<T> {
-  await ledger.lockInPlace(key);
+export function outsideInPlaceWrites<T>(ledger: Ledger, key: string, act: () => Promise<T>): Promise<T> {
+  return namesLocked(ledger, key, { written: 'refuse', busy: 'refuse' }, act);
+}
+
+/** How long a change of a node's names waits for another one to let go of the node (see namesLocked). */
+const NAMES_WAIT_MS = 2000;
+
+/**
+ * Run `act`, a change of the node `key`'s names, under its lock
+ * (Ledger.lockNames); where another holds it: an in-place write (`written`)
+ * refuses the act, or lets it run unlocked; another change of its names
+ * (`busy`) refuses it, or is waited for (a few system calls; refused after
+ * NAMES_WAIT_MS all the same).
+ */
+async function namesLocked<T>(ledger: Ledger, key: string, ifHeld: { written: 'refuse' | 'act'; busy: 'refuse' | 'wait' }, act: () => Promise<T>): Promise<T> {
+  const until = Date.now() + NAMES_WAIT_MS;
+  for (let pause = 1; ; pause = Math.min(pause * 2, 20)) {
+    const got = await ledger.lockNames(key);
+    if (got === 'locked') break;
+    if (got === 'written' && ifHeld.written === 'act') return act();
+    if (got === 'written' || ifHeld.busy === 'refuse' || Date.now() >= until) {
+      throw new SluiceError('failure', 'File is being written by another transfer');
+    }
+    await new Promise((resolve) => setTimeout(resolve, pause));
+  }
   try {
     return await act();
   } finally {
@@ -621,6 +666,20 @@ export class LedgerHandle implements Ledger {
     this.ledger.lockInPlace(key);
     this.locks.add(key);
     await this.lockShared(key);
+  }
+
+  async lockNames(key: string): Promise<NamesLock> {
+    const got = this.ledger.lockNames(key);
+    if (got !== 'locked') return got;
+    this.locks.add(key);
+    try {
+      await this.lockShared(key);
+    } catch (err) {
+      // Another node's: whether a transfer writes it there is not known here, so as if one did.
+      if (err instanceof SluiceError && err.kind === 'failure') return 'written';
+      throw err;
+    }
+    return 'locked';
   }
 
   /** The lock of `key`, held here already, among the nodes too; refused: let go here as well. */

@@ -9,7 +9,7 @@ import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission, type PermissionRules } from './permissions.js';
-import { addName, dropThrough, outsideInPlaceWrites, removeDirectory, type Ledger, type Ledgers } from './quota.js';
+import { addName, dropThrough, moveUnderLock, outsideInPlaceWrites, removeDirectory, type Ledger, type Ledgers } from './quota.js';
 import type { RateLimit } from './rate-limit.js';
 import type { ConnectionBudget, ConnectionBudgets } from './connection-budgets.js';
 import { replacedFields, replacedThrough } from './replaced.js';
@@ -888,10 +888,10 @@ export class Session implements LiveSession {
               this.require(srcStat.type === 'dir' ? 'mkdir' : 'upload', dstDir);
               this.requireNarrows(srcDir, dstDir);
             }
-            // Not while the file is written in place: that upload's record, and its hooks' {path}, would name the
-            // old name, which the user may give another file meanwhile (found by a review: an APPE's file renamed
-            // mid-transfer, another put under its name, and the append recorded there). A removal waits the same.
-            const written = srcStat.type === 'file' && srcStat.nlink <= 1 ? nodeKey(srcStat) : null;
+            // All of it under the moved node's lock (see moveUnderLock): not while the file is written in place, as
+            // that upload's record and its hooks' {path} would name the old name, which the user may give another
+            // file meanwhile (found by a review: an APPE's file renamed mid-transfer, another put under its name,
+            // and the append recorded there); and no other change of its names in between.
             const act = async (): Promise<void> => {
               // The target looked at through a hold, and measured through it across the rename (see dropThrough).
               const held = await dst.hold();
@@ -932,7 +932,7 @@ export class Session implements LiveSession {
                 void held?.close().catch(() => undefined);
               }
             };
-            await (written === null ? act() : outsideInPlaceWrites(this.ledger, written, act));
+            await (srcStat.type === 'dir' ? act() : moveUnderLock(this.ledger, srcStat, act));
           }),
         ),
       );

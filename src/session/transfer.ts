@@ -807,13 +807,20 @@ export class Upload extends Transfer {
     return this.target.loc.blind ? new Unseen(new SluiceError('already-exists')) : new SluiceError('already-exists');
   }
 
-  /** Remove the name this upload created, if it still names this file; false when it was renamed away. */
+  /**
+   * Remove the name this upload created, if it still names this file; false when it was renamed away, or
+   * the unlink failed: the name stays, or went with the file (another session moved it between the look and
+   * the unlink), and is counted. Found by a review: that unlink's failure ended the upload without counting
+   * the name, and the file stayed under its new one, off the file quota, each round.
+   */
   private async unlinkIfStillNamed(): Promise<boolean> {
     const { loc } = this.target;
     const [mine, there] = await Promise.all([this.file.stat(), loc.stat()]);
     if (there === null || there.ino !== mine.ino || there.dev !== mine.dev) return false;
-    await loc.unlink();
-    return true;
+    return loc.unlink().then(
+      () => true,
+      () => false,
+    );
   }
 
   /**
