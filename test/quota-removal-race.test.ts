@@ -27,6 +27,8 @@ describe('a file removed by another session just before an upload or a rename re
   let two: ssh2.SFTPWrapper;
   let tightOne: ssh2.SFTPWrapper;
   let tightTwo: ssh2.SFTPWrapper;
+  let linkOne: ssh2.SFTPWrapper;
+  let linkTwo: ssh2.SFTPWrapper;
   // The locks a removal takes: of a node's names (quota.ts, namesLocked), which were in-place locks before.
   const LOCKS = ['lockNames', 'lockInPlace'] as const;
   const originals = { lockNames: LedgerHandle.prototype.lockNames, lockInPlace: LedgerHandle.prototype.lockInPlace };
@@ -46,9 +48,14 @@ describe('a file removed by another session just before an upload or a rename re
     srv = await InProcessServer.start();
     await srv.base.admin.add({ name: 'racer', password: PASSWORD, keys: [], quotaBytes: 4 * 1024 * KiB, quotaFiles: 100 });
     await srv.base.admin.add({ name: 'tight', password: PASSWORD, keys: [], quotaBytes: 64 * KiB, quotaFiles: 100 });
+    const linking = ['list', 'download', 'upload', 'overwrite', 'delete', 'rename', 'symlink'] as const;
+    await srv.base.admin.add({ name: 'linker', password: PASSWORD, keys: [], quotaBytes: 4 * 1024 * KiB, quotaFiles: 100, permissions: [...linking] });
     for (let i = 0; i < 2; i++) clients.push(await sshConnect({ port: srv.sftpPort, username: 'racer', password: PASSWORD }));
     for (let i = 0; i < 2; i++) clients.push(await sshConnect({ port: srv.sftpPort, username: 'tight', password: PASSWORD }));
-    [one, two, tightOne, tightTwo] = (await Promise.all(clients.map((c) => sftpOf(c)))) as [ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper];
+    for (let i = 0; i < 2; i++) clients.push(await sshConnect({ port: srv.sftpPort, username: 'linker', password: PASSWORD }));
+    [one, two, tightOne, tightTwo, linkOne, linkTwo] = (await Promise.all(clients.map((c) => sftpOf(c)))) as ssh2.SFTPWrapper[] as [
+      ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper,
+    ];
   });
   after(async () => {
     restoreLocks();
@@ -266,5 +273,32 @@ describe('a file removed by another session just before an upload or a rename re
     assert.equal(move.ran() !== null && !((await move.ran()) instanceof Error), true, 'moved as the upload gave up its name');
     assert.equal(existsSync(join(srv.dir, 'data', 'homes', 'tight', 'm')), true);
     assertNotLowered({ files: 0, bytes: 0 }, await margin('tight'));
+  });
+
+  it('a hard link that goes again as another file took its source name, but was moved away first: it stays counted', async () => {
+    // Found by a review: a hard link made by the source's name checks it names the file looked at, and removes
+    // it if not; that unlink failed, unseen, when another session had moved the new link away just before, and
+    // the link was never counted (two races, a name off the file quota each time they were won).
+    await call((cb) => linkOne.writeFile('/src', Buffer.alloc(100, 1), cb));
+    await call((cb) => linkOne.writeFile('/x', Buffer.alloc(50, 2), cb));
+    await call((cb) => linkOne.writeFile('/g', Buffer.alloc(70, 3), cb));
+    const was = await margin('linker');
+    // Before the link: the source's file goes (over /x), another takes its name.
+    const swap = hookFs('link', 1, '/dst', async () => {
+      await call((cb) => linkTwo.ext_openssh_rename('/src', '/x', cb));
+      await call((cb) => linkTwo.rename('/g', '/src', cb));
+    });
+    // Before the link's removal: the link is moved away.
+    const away = hookFs('unlink', 0, '/dst', () => call((cb) => linkTwo.rename('/dst', '/moved', cb)));
+    try {
+      await assert.rejects(call((cb) => linkOne.ext_openssh_hardlink('/src', '/dst', cb)), /changed while it was linked/);
+    } finally {
+      swap.restore();
+      away.restore();
+    }
+    for (const hook of [swap, away]) assert.equal((await hook.ran()) instanceof Error, false, 'the other session acted');
+    const home = join(srv.dir, 'data', 'homes', 'linker');
+    assert.deepEqual(['src', 'x', 'moved', 'dst', 'g'].map((n) => existsSync(join(home, n))), [true, true, true, false, false]);
+    assertNotLowered(was, await margin('linker'));
   });
 });

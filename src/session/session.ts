@@ -1063,12 +1063,11 @@ export class Session implements LiveSession {
           // Not while the file is written in place: the writer, which looked at its links before this one
           // came, would go on changing a file that has a second name, here (found by a review: an append
           // handle kept open, the file linked into a drop box without overwrite, then changed there).
-          await outsideInPlaceWrites(this.ledger, nodeKey(st), () =>
-            addName(this.ledger, async () => {
-              await dst.link(src);
-              await linkedAsLocked(dst, st);
-            }),
-          );
+          await outsideInPlaceWrites(this.ledger, nodeKey(st), async () => {
+            // Counted once made: a link that goes again is taken off by the unlink that removes it.
+            await addName(this.ledger, () => dst.link(src));
+            await linkedAsLocked(this.ledger, dst, st);
+          });
         }),
       );
       this.audit({ event: 'hardlink', path: link, target });
@@ -1236,7 +1235,7 @@ async function inPlace(...locs: Location[]): Promise<void> {
  * gave a drop box a second name of a file whose in-place handle then changed
  * it).
  */
-async function linkedAsLocked(dst: Location, locked: NodeStat): Promise<void> {
+async function linkedAsLocked(ledger: Ledger, dst: Location, locked: NodeStat): Promise<void> {
   const held = await dst.hold();
   try {
     const made = held && (await held.stat());
@@ -1244,7 +1243,13 @@ async function linkedAsLocked(dst: Location, locked: NodeStat): Promise<void> {
   } finally {
     await held?.close();
   }
-  await dst.unlink().catch(() => undefined);
+  // The link was counted: an unlink removes one name, whatever it is by now. Should another session have moved
+  // the link away meanwhile, it stays counted where it went (found by a review: it was uncounted, a name off
+  // the file quota each round).
+  await dst.unlink().then(
+    () => ledger.settle(0, 0, -1),
+    () => undefined,
+  );
   throw new SluiceError('failure', 'File changed while it was linked; try again', 'another file took the source name between the look and the link');
 }
 
