@@ -301,4 +301,28 @@ describe('a file removed by another session just before an upload or a rename re
     assert.deepEqual(['src', 'x', 'moved', 'dst', 'g'].map((n) => existsSync(join(home, n))), [true, true, true, false, false]);
     assertNotLowered(was, await margin('linker'));
   });
+
+  it('a rename over a directory another session moves away and empties of a subdirectory meanwhile: no name comes off for it', async () => {
+    // Found by a review: a directory's link count is its subdirectories', so a directory moved away (a rename takes
+    // no lock of it) and rid of a subdirectory (whose RMDIR counted itself) between a rename's count and its act,
+    // which then found the name free, made the count fall as if the act had removed it: a name off each time.
+    await call((cb) => one.mkdir('/s', cb));
+    await call((cb) => one.mkdir('/t', cb));
+    await call((cb) => one.mkdir('/t/sub', cb));
+    const was = await margin();
+    const act = hookFs('rename', 1, '/t', async () => {
+      await call((cb) => two.rename('/t', '/u', cb));
+      await call((cb) => two.rmdir('/u/sub', cb));
+    });
+    try {
+      await call((cb) => one.ext_openssh_rename('/s', '/t', cb));
+    } finally {
+      act.restore();
+    }
+    assert.equal((await act.ran()) instanceof Error, false, 'moved and emptied in the rename');
+    const home = join(srv.dir, 'data', 'homes', 'racer');
+    assert.deepEqual(['s', 't', 'u', 'u/sub'].map((n) => existsSync(join(home, n))), [false, true, true, false]);
+    assertNotLowered(was, await margin());
+    for (const name of ['/t', '/u']) await call((cb) => one.rmdir(name, cb)).catch(() => undefined);
+  });
 });

@@ -406,7 +406,10 @@ export function freedBytes(st: NodeStat): number {
  * next recount, never low.
  */
 function removedThrough(before: NodeStat, after: NodeStat): { bytes: number; names: number } {
-  const hit = after.nlink < before.nlink;
+  // A directory's links are its subdirectories' too, which another session may move out or remove (counting
+  // that itself) while this act finds the name free, the directory having been moved away (its rename takes no
+  // lock of it): the count fell for nothing (found by a review). A directory has one name, and none once removed.
+  const hit = after.type === 'dir' ? after.nlink === 0 && before.nlink > 0 : after.nlink < before.nlink;
   return { bytes: hit && after.type === 'file' && after.nlink === 0 ? after.size : 0, names: hit ? 1 : 0 };
 }
 
