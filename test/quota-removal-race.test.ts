@@ -325,4 +325,31 @@ describe('a file removed by another session just before an upload or a rename re
     assertNotLowered(was, await margin());
     for (const name of ['/t', '/u']) await call((cb) => one.rmdir(name, cb)).catch(() => undefined);
   });
+
+  it('a new file another session opens in place and moves away before the upload that made it locks it: its name stays counted', async () => {
+    // Found by a review: the upload that made a name and could not lock its file (another writer in place had
+    // it, or a move of it held the lock) unlinks the name again, and ignored that unlink's failure: the file
+    // moved away meanwhile stayed under its new name, never counted.
+    const was = await margin('tight');
+    let other: Buffer | null = null;
+    let armed = true;
+    LedgerHandle.prototype.lockInPlace = async function (this: LedgerHandle, key: string) {
+      if (armed) {
+        armed = false;
+        other = await call<Buffer>((cb) => tightTwo.open('/fresh', 'r+', cb));
+        await call((cb) => tightTwo.rename('/fresh', '/away', cb));
+      }
+      return originals.lockInPlace.call(this, key);
+    };
+    try {
+      await assert.rejects(call<Buffer>((cb) => tightOne.open('/fresh', 'a', cb)), /being written by another transfer/);
+    } finally {
+      restoreLocks();
+    }
+    assert.ok(other, 'the other session opened the new file in place');
+    await call((cb) => tightTwo.close(other as unknown as Buffer, cb));
+    const home = join(srv.dir, 'data', 'homes', 'tight');
+    assert.deepEqual(['fresh', 'away'].map((n) => existsSync(join(home, n))), [false, true]);
+    assertNotLowered(was, await margin('tight'));
+  });
 });
