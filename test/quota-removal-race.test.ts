@@ -101,16 +101,20 @@ describe('a file removed by another session just before an upload or a rename re
     return { stored: persistedUsage(srv, user), disk: diskUsage(join(srv.dir, 'data', 'homes', user)) };
   };
 
-  /** Calls of fs.promises[name] whose path argument `which` ends with `suffix` run `meanwhile` first (once); others go through. */
-  const hookFs = <K extends 'rename' | 'unlink' | 'link'>(name: K, which: 0 | 1, suffix: string, meanwhile: () => Promise<unknown>) => {
+  /**
+   * Calls of fs.promises[name] whose path argument `which` ends with `suffix` run `meanwhile` first (once;
+   * `after`: right after the call); others go through.
+   */
+  const hookFs = <K extends 'rename' | 'unlink' | 'link'>(name: K, which: 0 | 1, suffix: string, meanwhile: () => Promise<unknown>, after = false) => {
     const real = fsp[name] as (...args: unknown[]) => Promise<void>;
     let ran: Promise<unknown> | null = null;
     (fsp as unknown as Record<string, unknown>)[name] = async (...args: unknown[]) => {
-      if (ran === null && String(args[which]).endsWith(suffix)) {
-        ran = meanwhile().catch((err: unknown) => err);
-        await ran;
-      }
-      return real(...args);
+      if (ran !== null || !String(args[which]).endsWith(suffix)) return real(...args);
+      let result: Promise<void> | null = null;
+      if (after) result = real(...args);
+      ran = (result ?? Promise.resolve()).then(() => meanwhile()).catch((err: unknown) => err);
+      await ran;
+      return result ?? real(...args);
     };
     return { ran: () => ran, restore: () => void ((fsp as unknown as Record<string, unknown>)[name] = real) };
   };
@@ -351,5 +355,44 @@ describe('a file removed by another session just before an upload or a rename re
     const home = join(srv.dir, 'data', 'homes', 'tight');
     assert.deepEqual(['fresh', 'away'].map((n) => existsSync(join(home, n))), [false, true]);
     assertNotLowered(was, await margin('tight'));
+  });
+
+  it('a rename over a file whose in-place write ends while another session moves it: the passing name is not counted', async () => {
+    // Found by a review of the move's lock: a move goes on past an in-place write without the lock, and a write
+    // that ended while the file had the move's second name let a rename over the old name count that name and
+    // then act after the move's unlink, on a free name. The lock is the move's once the write ends.
+    const third = await sshConnect({ port: srv.sftpPort, username: 'racer', password: PASSWORD });
+    clients.push(third);
+    const writer = await sftpOf(third);
+    await call((cb) => one.writeFile('/w', Buffer.alloc(400, 5), cb));
+    await call((cb) => one.writeFile('/s2', Buffer.alloc(100, 6), cb));
+    const was = await margin();
+    const handle = await call<Buffer>((cb) => writer.open('/w', 'r+', cb));
+    await call((cb) => writer.write(handle, Buffer.alloc(10, 7), 0, 10, 0, cb));
+    let renamed: Promise<unknown> = Promise.resolve();
+    let acting!: () => void;
+    const atAct = new Promise<void>((resolve) => (acting = resolve));
+    let moved: Promise<unknown> = Promise.resolve();
+    // The move's link made: the write ends, and a rename over the old name looks, locks and counts.
+    const linked = hookFs('link', 1, '/w2', async () => {
+      await call((cb) => writer.close(handle, cb));
+      renamed = call((cb) => two.ext_openssh_rename('/s2', '/w', cb)).catch((err: Error) => err);
+      await within(atAct, 500);
+    }, true);
+    // Its act waits for the move's unlink (for a while: with the lock the move's, the rename cannot be here yet).
+    const act = hookFs('rename', 1, '/w', async () => {
+      acting();
+      await within(moved, 1000);
+    });
+    try {
+      moved = call((cb) => one.rename('/w', '/w2', cb)).catch((err: Error) => err);
+      await moved;
+      await renamed;
+    } finally {
+      linked.restore();
+      act.restore();
+    }
+    assert.equal((await moved) instanceof Error, false, 'moved');
+    assertNotLowered(was, await margin());
   });
 });

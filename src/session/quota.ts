@@ -143,8 +143,13 @@ export class QuotaLedger {
   private inflightFiles = 0;
   /** Files (dev:ino) whose size an overwrite in flight counts on freeing: one claimant each. */
   private readonly claims = new Set<string>();
-  /** Files (dev:ino) locked: being changed in place (an upload, a truncation), or having their names changed (see NamesLock). */
-  private readonly writers = new Map<string, 'write' | 'names'>();
+  /**
+   * Files (dev:ino) locked: being changed in place (an upload, a truncation), or having their names changed
+   * (see NamesLock); 'passing': by the changes of names that went on past an in-place write now ended.
+   */
+  private readonly writers = new Map<string, 'write' | 'names' | 'passing'>();
+  /** Changes of names under way past an in-place write of the file (see lockNames), by file. */
+  private readonly passing = new Map<string, number>();
 
   constructor(
     account: Account,
@@ -269,13 +274,29 @@ export class QuotaLedger {
   /** The same lock, for a brief change of the node's names (see Ledger.lockNames); says who holds it when taken. */
   lockNames(key: string): NamesLock {
     const holder = this.writers.get(key);
-    if (holder !== undefined) return holder === 'write' ? 'written' : 'busy';
+    if (holder === 'write') {
+      // Goes on unlocked, and holds the lock once the write ends, until passed(): its file has a name more
+      // for a moment, which no removal may count.
+      this.passing.set(key, (this.passing.get(key) ?? 0) + 1);
+      return 'written';
+    }
+    if (holder !== undefined) return 'busy';
     this.writers.set(key, 'names');
     return 'locked';
   }
 
   unlockInPlace(key: string): void {
-    this.writers.delete(key);
+    // A change of its names that went on past this write is under way still: the lock stays, that change's.
+    if (this.passing.has(key)) this.writers.set(key, 'passing');
+    else this.writers.delete(key);
+  }
+
+  /** A change of names that went on past an in-place write (lockNames said 'written') is done. */
+  passed(key: string): void {
+    const left = (this.passing.get(key) ?? 0) - 1;
+    if (left > 0) return void this.passing.set(key, left);
+    this.passing.delete(key);
+    if (this.writers.get(key) === 'passing') this.writers.delete(key);
   }
 
   /**
@@ -339,6 +360,12 @@ export interface Ledger {
    * runs), or 'busy', another change of its names (a few system calls).
    */
   lockNames(key: string): Promise<NamesLock>;
+  /**
+   * A change of names that lockNames let go on past an in-place write is
+   * done, or did not go on: each 'written' holds the lock, once the write
+   * ends, until its passed().
+   */
+  passed(key: string): void;
   unlockInPlace(key: string): void;
   checkCommit(reserved: number, written: number, freed: number, newName: boolean): Promise<void>;
   settle(reserved: number, bytesDelta: number, filesDelta: number): void;
@@ -464,7 +491,8 @@ export function removeDirectory(ledger: Ledger, looked: NodeStat, drop: () => Pr
  * freed, saw the count fall and took a name off the usage for nothing (found
  * by a review). So a move waits while another change of the node's names
  * holds the lock, and takes it; a file written in place is moved all the
- * same, without it (no removal can hold that lock meanwhile).
+ * same (no removal can hold that lock meanwhile), and should the write end
+ * first, the lock stays the move's until it is done.
  */
 export function moveUnderLock<T>(ledger: Ledger, looked: NodeStat, move: () => Promise<T>): Promise<T> {
   return namesLocked(ledger, nodeKey(looked), { written: 'act', busy: 'wait' }, move);
@@ -517,7 +545,13 @@ async function namesLocked<T>(ledger: Ledger, key: string, ifHeld: { written: 'r
   for (let pause = 1; ; pause = Math.min(pause * 2, 20)) {
     const got = await ledger.lockNames(key);
     if (got === 'locked') break;
-    if (got === 'written' && ifHeld.written === 'act') return act();
+    if (got === 'written') {
+      try {
+        if (ifHeld.written === 'act') return await act();
+      } finally {
+        ledger.passed(key);
+      }
+    }
     if (got === 'written' || ifHeld.busy === 'refuse' || Date.now() >= until) {
       throw new SluiceError('failure', 'File is being written by another transfer');
     }
@@ -543,6 +577,8 @@ export class LedgerHandle implements Ledger {
   private files = 0;
   private readonly claims = new Set<string>();
   private readonly locks = new Set<string>();
+  /** Changes of names going on past an in-place write (see QuotaLedger.lockNames), by file. */
+  private readonly passing = new Map<string, number>();
   private released = false;
   /** The gives of shared locks let go so far (SharedWriteLocks.give), for synced(). */
   private letGo: Promise<unknown> = Promise.resolve();
@@ -673,6 +709,7 @@ export class LedgerHandle implements Ledger {
 
   async lockNames(key: string): Promise<NamesLock> {
     const got = this.ledger.lockNames(key);
+    if (got === 'written') this.passing.set(key, (this.passing.get(key) ?? 0) + 1);
     if (got !== 'locked') return got;
     this.locks.add(key);
     try {
@@ -696,6 +733,14 @@ export class LedgerHandle implements Ledger {
       if (!taken && this.locks.delete(key)) this.ledger.unlockInPlace(key);
     }
     if (!taken) throw new SluiceError('failure', 'File is being written by another transfer');
+  }
+
+  passed(key: string): void {
+    const left = (this.passing.get(key) ?? 0) - 1;
+    if (left < 0) return;
+    if (left > 0) this.passing.set(key, left);
+    else this.passing.delete(key);
+    this.ledger.passed(key);
   }
 
   unlockInPlace(key: string): void {
@@ -732,6 +777,8 @@ export class LedgerHandle implements Ledger {
     for (; this.files > 0; this.files--) this.ledger.releaseFile();
     for (const key of this.claims) this.ledger.unclaim(key);
     for (const key of [...this.locks]) this.unlockInPlace(key);
+    for (const [key, n] of this.passing) for (let i = 0; i < n; i++) this.ledger.passed(key);
+    this.passing.clear();
     this.claims.clear();
     this.onRelease();
   }
