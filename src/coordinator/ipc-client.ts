@@ -152,7 +152,6 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
       releaseFile: () => note({ method: 'releaseFile', args: [] }),
       unclaim: (key) => note({ method: 'unclaim', args: [key] }),
       unlockInPlace: (key) => note({ method: 'unlockInPlace', args: [key] }),
-      passed: (key) => note({ method: 'passed', args: [key] }),
       settle: (...args) => note({ method: 'settle', args }),
       release: () => {
         if (released) return;

@@ -25,7 +25,6 @@ export type LedgerNote =
   | { method: 'releaseFile'; args: [] }
   | { method: 'unclaim'; args: [key: string] }
   | { method: 'unlockInPlace'; args: [key: string] }
-  | { method: 'passed'; args: [key: string] }
   | { method: 'settle'; args: [reserved: number, bytesDelta: number, filesDelta: number] }
   | { method: 'release'; args: [] };
 

@@ -290,8 +290,6 @@ export class WorkerLink {
         return h.unclaim(...n.args);
       case 'unlockInPlace':
         return h.unlockInPlace(...n.args);
-      case 'passed':
-        return h.passed(...n.args);
       case 'settle':
         return h.settle(...n.args);
       case 'release':

@@ -143,13 +143,8 @@ export class QuotaLedger {
   private inflightFiles = 0;
   /** Files (dev:ino) whose size an overwrite in flight counts on freeing: one claimant each. */
   private readonly claims = new Set<string>();
-  /**
-   * Files (dev:ino) locked: being changed in place (an upload, a truncation), or having their names changed
-   * (see NamesLock); 'passing': by the changes of names that went on past an in-place write now ended.
-   */
-  private readonly writers = new Map<string, 'write' | 'names' | 'passing'>();
-  /** Changes of names under way past an in-place write of the file (see lockNames), by file. */
-  private readonly passing = new Map<string, number>();
+  /** Files (dev:ino) locked: being changed in place (an upload, a truncation), or having their names changed (see NamesLock). */
+  private readonly writers = new Map<string, 'write' | 'names'>();
 
   constructor(
     account: Account,
@@ -274,29 +269,13 @@ export class QuotaLedger {
   /** The same lock, for a brief change of the node's names (see Ledger.lockNames); says who holds it when taken. */
   lockNames(key: string): NamesLock {
     const holder = this.writers.get(key);
-    if (holder === 'write') {
-      // Goes on unlocked, and holds the lock once the write ends, until passed(): its file has a name more
-      // for a moment, which no removal may count.
-      this.passing.set(key, (this.passing.get(key) ?? 0) + 1);
-      return 'written';
-    }
-    if (holder !== undefined) return 'busy';
+    if (holder !== undefined) return holder === 'write' ? 'written' : 'busy';
     this.writers.set(key, 'names');
     return 'locked';
   }
 
   unlockInPlace(key: string): void {
-    // A change of its names that went on past this write is under way still: the lock stays, that change's.
-    if (this.passing.has(key)) this.writers.set(key, 'passing');
-    else this.writers.delete(key);
-  }
-
-  /** A change of names that went on past an in-place write (lockNames said 'written') is done. */
-  passed(key: string): void {
-    const left = (this.passing.get(key) ?? 0) - 1;
-    if (left > 0) return void this.passing.set(key, left);
-    this.passing.delete(key);
-    if (this.writers.get(key) === 'passing') this.writers.delete(key);
+    this.writers.delete(key);
   }
 
   /**
@@ -360,12 +339,6 @@ export interface Ledger {
    * runs), or 'busy', another change of its names (a few system calls).
    */
   lockNames(key: string): Promise<NamesLock>;
-  /**
-   * A change of names that lockNames let go on past an in-place write is
-   * done, or did not go on: each 'written' holds the lock, once the write
-   * ends, until its passed().
-   */
-  passed(key: string): void;
   unlockInPlace(key: string): void;
   checkCommit(reserved: number, written: number, freed: number, newName: boolean): Promise<void>;
   settle(reserved: number, bytesDelta: number, filesDelta: number): void;
@@ -465,7 +438,7 @@ export async function dropThrough(
 ): Promise<{ gone: { bytes: number; names: number }; before: NodeStat; after: NodeStat }> {
   let before = looked;
   // Another change of its names is a few system calls: waited for. An in-place write refuses, as before.
-  await namesLocked(ledger, nodeKey(looked), { written: 'refuse', busy: 'wait' }, async () => {
+  await namesLocked(ledger, nodeKey(looked), 'wait', async () => {
     before = await held.stat();
     return drop();
   });
@@ -484,18 +457,19 @@ export function removeDirectory(ledger: Ledger, looked: NodeStat, drop: () => Pr
 }
 
 /**
- * Move a file or symlink (`looked`) to a free name by `move`: a link at the
- * new name, then the old one's unlink (Location.moveNoReplace), under the
- * node's lock. For that moment the node has a name more: a removal that
- * counted its links then and acted after the unlink, on a name the move had
- * freed, saw the count fall and took a name off the usage for nothing (found
- * by a review). So a move waits while another change of the node's names
- * holds the lock, and takes it; a file written in place is moved all the
- * same (no removal can hold that lock meanwhile), and should the write end
- * first, the lock stays the move's until it is done.
+ * Move a file or symlink (`looked`) by `move` (a rename, over a name or to a
+ * free one) under the node's lock. A move to a free name is a link at the
+ * new name, then the old one's unlink (Location.moveNoReplace): for that
+ * moment the node has a name more, and a removal that counted its links then
+ * and acted after the unlink, on a name the move had freed, saw the count
+ * fall and took a name off the usage for nothing (found by a review). So a
+ * move waits while another change of the node's names holds the lock, and
+ * is refused while the file is written in place: that upload's record and
+ * hooks name the name it had (found by a review: an APPE's file renamed
+ * mid-transfer, another put under its name, and the append recorded there).
  */
 export function moveUnderLock<T>(ledger: Ledger, looked: NodeStat, move: () => Promise<T>): Promise<T> {
-  return namesLocked(ledger, nodeKey(looked), { written: 'act', busy: 'wait' }, move);
+  return namesLocked(ledger, nodeKey(looked), 'wait', move);
 }
 
 /** The file whose bytes removing this name frees (see dropFile); null when it frees none. */
@@ -527,7 +501,7 @@ export function dropFile<T>(ledger: Ledger, key: string | null, drop: () => Prom
  * written in place, and the writer looks at its links under this lock).
  */
 export function outsideInPlaceWrites<T>(ledger: Ledger, key: string, act: () => Promise<T>): Promise<T> {
-  return namesLocked(ledger, key, { written: 'refuse', busy: 'refuse' }, act);
+  return namesLocked(ledger, key, 'refuse', act);
 }
 
 /** How long a change of a node's names waits for another one to let go of the node (see namesLocked). */
@@ -535,24 +509,16 @@ const NAMES_WAIT_MS = 2000;
 
 /**
  * Run `act`, a change of the node `key`'s names, under its lock
- * (Ledger.lockNames); where another holds it: an in-place write (`written`)
- * refuses the act, or lets it run unlocked; another change of its names
- * (`busy`) refuses it, or is waited for (a few system calls; refused after
- * NAMES_WAIT_MS all the same).
+ * (Ledger.lockNames); refused while an in-place write holds it; while
+ * another change of its names does (`busy`), refused, or waited for (a few
+ * system calls; refused after NAMES_WAIT_MS all the same).
  */
-async function namesLocked<T>(ledger: Ledger, key: string, ifHeld: { written: 'refuse' | 'act'; busy: 'refuse' | 'wait' }, act: () => Promise<T>): Promise<T> {
+async function namesLocked<T>(ledger: Ledger, key: string, busy: 'refuse' | 'wait', act: () => Promise<T>): Promise<T> {
   const until = Date.now() + NAMES_WAIT_MS;
   for (let pause = 1; ; pause = Math.min(pause * 2, 20)) {
     const got = await ledger.lockNames(key);
     if (got === 'locked') break;
-    if (got === 'written') {
-      try {
-        if (ifHeld.written === 'act') return await act();
-      } finally {
-        ledger.passed(key);
-      }
-    }
-    if (got === 'written' || ifHeld.busy === 'refuse' || Date.now() >= until) {
+    if (got === 'written' || busy === 'refuse' || Date.now() >= until) {
       throw new SluiceError('failure', 'File is being written by another transfer');
     }
     await new Promise((resolve) => setTimeout(resolve, pause));
@@ -577,8 +543,6 @@ export class LedgerHandle implements Ledger {
   private files = 0;
   private readonly claims = new Set<string>();
   private readonly locks = new Set<string>();
-  /** Changes of names going on past an in-place write (see QuotaLedger.lockNames), by file. */
-  private readonly passing = new Map<string, number>();
   private released = false;
   /** The gives of shared locks let go so far (SharedWriteLocks.give), for synced(). */
   private letGo: Promise<unknown> = Promise.resolve();
@@ -709,7 +673,6 @@ export class LedgerHandle implements Ledger {
 
   async lockNames(key: string): Promise<NamesLock> {
     const got = this.ledger.lockNames(key);
-    if (got === 'written') this.passing.set(key, (this.passing.get(key) ?? 0) + 1);
     if (got !== 'locked') return got;
     this.locks.add(key);
     try {
@@ -733,14 +696,6 @@ export class LedgerHandle implements Ledger {
       if (!taken && this.locks.delete(key)) this.ledger.unlockInPlace(key);
     }
     if (!taken) throw new SluiceError('failure', 'File is being written by another transfer');
-  }
-
-  passed(key: string): void {
-    const left = (this.passing.get(key) ?? 0) - 1;
-    if (left < 0) return;
-    if (left > 0) this.passing.set(key, left);
-    else this.passing.delete(key);
-    this.ledger.passed(key);
   }
 
   unlockInPlace(key: string): void {
@@ -777,8 +732,6 @@ export class LedgerHandle implements Ledger {
     for (; this.files > 0; this.files--) this.ledger.releaseFile();
     for (const key of this.claims) this.ledger.unclaim(key);
     for (const key of [...this.locks]) this.unlockInPlace(key);
-    for (const [key, n] of this.passing) for (let i = 0; i < n; i++) this.ledger.passed(key);
-    this.passing.clear();
     this.claims.clear();
     this.onRelease();
   }
