@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { loggedIn, RawFtp, type Reply } from './helpers/ftp-raw.js';
+import { loggedIn, RawFtp, readAll, type Reply } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
 /*
@@ -134,5 +134,76 @@ describe('FTP: STAT of a large directory to clients that never read', () => {
     assertComplete(await late.read(60_000));
     assert.equal((await late.cmd('NOOP')).code, 200);
     for (const c of [reader, ...hogs]) c.close();
+  });
+});
+
+/*
+ * Found by an adversarial review: TYPE A, every connection's default,
+ * converted line ends a byte at a time through an array of numbers: 60-130 ms
+ * of the event loop for each 256 KiB chunk of a download. While one client
+ * downloaded 16 MiB of empty lines, another session's NOOP waited a median
+ * 113 ms, 664 at worst, and the download took 7.8 s of a core.
+ */
+describe('FTP TYPE A: line ends converted without holding the event loop', () => {
+  const SIZE = 4 * 1024 * 1024;
+  const LFS = Buffer.alloc(SIZE, 0x0a);
+  const CRLFS = Buffer.from('\r\n'.repeat(SIZE));
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      env: { SLUICE_FTP_TLS: 'optional' },
+      users: [{ name: 'carol', password: 'carol password', args: ['--protocols', 'ftp,ftps,sftp'] }],
+    });
+    writeFileSync(join(srv.home('carol'), 'lines.txt'), LFS);
+  });
+  after(() => srv.stop());
+
+  /** Server CPU (ms) to download lines.txt and upload 4 MiB of CRLF, in the connection's TYPE; what arrived and what was stored are checked. */
+  async function roundTrip(c: RawFtp, ascii: boolean): Promise<number> {
+    const pid = srv.pid as number;
+    const cpuBefore = cpuTicks(pid);
+    const down = await c.passive(false);
+    c.send('RETR lines.txt\r\n');
+    const received = readAll(await down.open());
+    assert.equal((await c.read())?.code, 150);
+    assert.ok((await received).equals(ascii ? CRLFS : LFS), 'the file as the TYPE sends it');
+    assert.equal((await c.read(60_000))?.code, 226);
+    const up = await c.passive(false);
+    c.send('STOR back.txt\r\n');
+    const sending = await up.open();
+    assert.equal((await c.read())?.code, 150);
+    sending.end(CRLFS);
+    assert.equal((await c.read(60_000))?.code, 226);
+    const cpuMs = (cpuTicks(pid) - cpuBefore) * 10;
+    assert.ok(readFileSync(join(srv.home('carol'), 'back.txt')).equals(ascii ? LFS : CRLFS), 'the upload as the TYPE stores it');
+    return cpuMs;
+  }
+
+  it('a download and an upload of nothing but line ends cost the server about what TYPE I does, and another session is answered at once', { timeout: 60_000 }, async (t) => {
+    const c = await loggedIn(srv.ftpPort, 'carol', 'carol password');
+    const other = await loggedIn(srv.ftpPort, 'carol', 'carol password');
+    let worst = 0;
+    let probing = true;
+    const probe = (async () => {
+      while (probing) {
+        const t0 = performance.now();
+        assert.equal((await other.cmd('NOOP')).code, 200);
+        worst = Math.max(worst, performance.now() - t0);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+    // No TYPE command: A is the default. The first round also warms the code up; the second is measured.
+    await roundTrip(c, true);
+    const ascii = await roundTrip(c, true);
+    const noopA = worst;
+    assert.equal((await c.cmd('TYPE I')).code, 200);
+    const binary = await roundTrip(c, false);
+    probing = false;
+    await probe;
+    c.close();
+    other.close();
+    t.diagnostic(`${SIZE >> 20} MiB down and up: server CPU ${ascii} ms in TYPE A, ${binary} ms in TYPE I; another session's NOOP at most ${noopA.toFixed(0)} ms meanwhile`);
+    // Before: about 1.8 s of CPU a MiB each way in TYPE A, several times TYPE I.
+    assert.ok(ascii < 3 * binary + 400, `the server spent ${ascii} ms of CPU in TYPE A, ${binary} ms in TYPE I`);
   });
 });
