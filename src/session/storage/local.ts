@@ -638,7 +638,7 @@ export class LocalStorage implements Storage {
     private readonly root: string,
     private readonly walks: WalkTurns,
   ) {
-    this.home = new HomeDirectory(root, () => this.chain.keep([]));
+    this.home = new HomeDirectory(root, () => this.dropChain());
   }
 
   /** Let go of a directory handle of a resolve or a location (closed once unused). Never rejects. */
@@ -651,7 +651,7 @@ export class LocalStorage implements Storage {
     if (this.closed) return;
     this.closed = true;
     this.walks.abandon(this.root, this, sessionClosed());
-    this.chain.keep([]);
+    this.dropChain();
   }
 
   resolve(virtualPath: string, followFinal: boolean, unseen?: (dir: string, name: string) => boolean): Promise<Location> {
@@ -878,9 +878,13 @@ export class LocalStorage implements Storage {
     }
   }
 
-  /** Keep the directories below the home that a plain walk opened (stack[1..], named by `names`), for the next resolve. */
+  /**
+   * Keep the directories below the home that a plain walk opened (stack[1..], named by `names`), for the
+   * next resolve: only while this session holds one of its home's places for a kept chain (WalkTurns).
+   */
   private keepChain(stack: readonly FileHandle[], names: readonly string[], reused: readonly ChainLink[]): void {
     if (names.length === 0 || names.length > MAX_CHAIN || this.closed) return;
+    if (!this.walks.keepChain(this.root, this)) return;
     this.chain.keep(
       names.map((name, i) => {
         const fh = stack[i + 1] as FileHandle;
@@ -890,6 +894,12 @@ export class LocalStorage implements Storage {
         return { name, fh, identity };
       }),
     );
+  }
+
+  /** The kept chain closed, and its place given back to the home. */
+  private dropChain(): void {
+    this.chain.keep([]);
+    this.walks.dropChain(this.root, this);
   }
 
   /** Real absolute path -> virtual path, or null when it is not inside the home. */
