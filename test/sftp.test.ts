@@ -221,6 +221,23 @@ describe('SFTP', () => {
       assert.ok(lines <= 5, `${lines} lines for ${n} refusals`);
     });
 
+    // Found by a review: each session channel refused past sftp.maxChannelsPerConnection was a warn line of its own.
+    it('counts session channels refused past the limit as it counts other refusals: they cannot fill the log either', async () => {
+      const c = await login();
+      const open = await Promise.all(Array.from({ length: 10 }, () => sftpOf(c)));
+      assert.equal(open.length, 10);
+      const tooMany = (l: string) => l.includes('session channel refused: too many on this connection');
+      const before = srv.log.split('\n').filter(tooMany).length;
+      const n = 200;
+      await Promise.all(
+        Array.from({ length: n }, () => assert.rejects(new Promise((res, rej) => c.exec('scp -f x', (err, s) => (err ? rej(err) : res(s)))))),
+      );
+      c.end();
+      await srv.logs(new RegExp(`"refused":${n}.*requests refused on this connection`));
+      const lines = srv.log.split('\n').filter(tooMany).length - before;
+      assert.ok(lines <= 5, `${lines} lines for ${n} refused channels`);
+    });
+
     it('refuses a disabled user, a wrong password, a wrong key, and a password for a key-only user', async () => {
       await assert.rejects(login({ username: 'dis', password: 'dis password' }), /authentication/i);
       await assert.rejects(login({ password: 'wrong' }), /authentication/i);

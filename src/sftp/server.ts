@@ -451,7 +451,8 @@ export class SftpFrontEnd {
     const limits = this.limitsOf(client, state.log);
     // Each channel may hold handles and buffers: a connection gets a few, like OpenSSH's MaxSessions.
     if (limits.channels >= this.services.config.sftp.maxChannelsPerConnection) {
-      state.log.warn({ channels: limits.channels }, 'session channel refused: too many on this connection');
+      // Counted as the other refusals: one a line, a review's client had 3,000 warn lines written in 0.2 s.
+      refused(state, { channels: limits.channels }, 'session channel refused: too many on this connection');
       return reject();
     }
     const window = limits.windows.share;
