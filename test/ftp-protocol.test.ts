@@ -159,6 +159,20 @@ describe('FTP control channel', () => {
     await srv.logs(/active data target refused/);
   });
 
+  // Found by a review: each refused PORT was a warn line of its own, 3,000 of them in 0.4 s from one session.
+  it('logs a few refusals of a session one by one, then counts them: a flood of PORTs cannot fill the log', async () => {
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+    const refusedPort = (l: string) => l.includes('active data target refused');
+    const before = srv.log.split('\n').filter(refusedPort).length;
+    const n = 200;
+    c.send('PORT 127,0,0,1,0,21\r\n'.repeat(n));
+    for (let i = 0; i < n; i++) assert.equal((await c.read())?.code, 500);
+    c.close();
+    await srv.logs(new RegExp(`"refused":${n}.*requests refused on this connection`));
+    const lines = srv.log.split('\n').filter(refusedPort).length - before;
+    assert.ok(lines <= 5, `${lines} lines for ${n} refused PORT commands`);
+  });
+
   it('refuses a data connection that does not resume the control TLS session', async () => {
     const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
     const { port } = await c.passive(true);

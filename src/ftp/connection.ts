@@ -4,6 +4,7 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { plainAddress } from '../auth/ip-rules.js';
 import type { Guest } from '../security/gate.js';
+import { RefusalLog } from '../security/refusals.js';
 import { SluiceError } from '../session/errors.js';
 import type { Session } from '../session/session.js';
 import { drainedOrEnded } from '../wire/drained.js';
@@ -37,6 +38,7 @@ export class FtpConnection implements FtpControl {
   readonly remoteAddress: string;
   readonly remotePort: number;
   readonly log: Logger;
+  readonly refusals: RefusalLog;
   socket: Socket;
   secure = false;
   pbsz = false;
@@ -80,6 +82,7 @@ export class FtpConnection implements FtpControl {
     this.remoteAddress = guest.ip;
     this.remotePort = guest.port;
     this.log = ctx.log.child({ conn: this.id, ip: this.remoteAddress });
+    this.refusals = new RefusalLog(this.log);
     raw.on('error', (err) => this.log.debug({ err: err.message }, 'control socket error'));
     raw.on('close', () => void this.close('peer closed'));
     this.idle = setTimeout(() => this.onIdle(), ctx.config.idleTimeout * 1000);
@@ -355,6 +358,7 @@ export class FtpConnection implements FtpControl {
     this.closed = true;
     clearTimeout(this.idle);
     this.log.debug({ reason }, 'closing');
+    this.refusals.close();
     this.transfer?.abort();
     await this.transfer?.done.catch(() => undefined);
     this.setEndpoint(null);

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { RefusalLog } from '../security/refusals.js';
 import type { Authenticator } from '../auth/authenticator.js';
 import type { Config } from '../config/schema.js';
 import type { Guest } from '../security/gate.js';
@@ -44,6 +45,8 @@ export interface FtpControl {
   readonly id: string;
   readonly ctx: FtpContext;
   readonly log: Logger;
+  /** What the client is refused at will (PORT targets, passive shares, data connections): a few logged, then counted. */
+  readonly refusals: RefusalLog;
   readonly remoteAddress: string;
   readonly remotePort: number;
   /** The local address clients reached us at (PASV replies, passive listeners). */

@@ -9,6 +9,7 @@ import type { HostKeyFile } from '../certs/ensure.js';
 import { StartRefused, listenOn, type Listening } from '../listening.js';
 import type { Account } from '../session/account.js';
 import type { Guest } from '../security/gate.js';
+import { RefusalLog } from '../security/refusals.js';
 import { SluiceError } from '../session/errors.js';
 import { Session } from '../session/session.js';
 import { shown } from '../session/unsafe-chars.js';
@@ -141,8 +142,8 @@ interface ConnectionState {
   account: Account | null;
   /** SYMLINK arrives as (target, link): see HandlerContext.symlinkTargetFirst. */
   symlinkTargetFirst: boolean;
-  /** Requests refused so far (see refused()). */
-  refusals: number;
+  /** Requests refused (forwarding, shells, subsystems, exec, channels past the limit): a few logged, then counted. */
+  readonly refusals: RefusalLog;
   /**
    * The session channels open now, each aborted when it or the connection
    * closes (see openSession): one 'close' listener on the connection for
@@ -151,16 +152,8 @@ interface ConnectionState {
   readonly channels: Set<AbortController>;
 }
 
-/**
- * Refused requests (forwarding, shells, subsystems, exec) logged one by one
- * on a connection, at most; the rest at debug and as a count when it closes.
- * A review sent 5,000 global requests in 3 s and got 5,000 warn lines.
- */
-const REFUSALS_LOGGED = 5;
-
 function refused(state: ConnectionState, fields: object, msg: string): void {
-  if (++state.refusals <= REFUSALS_LOGGED) state.log.warn(fields, msg);
-  else state.log.debug(fields, msg);
+  state.refusals.warn(fields, msg);
 }
 
 /** Per logged-in connection, from its first session channel on. */
@@ -303,17 +296,18 @@ export class SftpFrontEnd {
     this.clients.add(client);
     const id = randomUUID();
     guest.whenExpired(() => client.end());
+    const log = this.log.child({ conn: id, ip });
     const state: ConnectionState = {
       id,
       ip,
       port: guest.port,
-      log: this.log.child({ conn: id, ip }),
+      log,
       guest,
       account: null,
       // OpenSSH's order is the de facto standard (OpenSSH, libssh2/curl, ...); ssh2 and
       // WinSCP switch to the draft's order when the server is not OpenSSH.
       symlinkTargetFirst: !/^(ssh2js|WinSCP)/i.test(info.header.versions.software),
-      refusals: 0,
+      refusals: new RefusalLog(log),
       channels: new Set(),
     };
     const { sftp } = this.services.config;
@@ -344,7 +338,7 @@ export class SftpFrontEnd {
       for (const channel of state.channels) channel.abort();
       clearTimeout(idle);
       this.clients.delete(client);
-      if (state.refusals > REFUSALS_LOGGED) state.log.warn({ refused: state.refusals }, 'requests refused on this connection');
+      state.refusals.close();
     });
   }
 
@@ -451,7 +445,7 @@ export class SftpFrontEnd {
     const limits = this.limitsOf(client, state.log);
     // Each channel may hold handles and buffers: a connection gets a few, like OpenSSH's MaxSessions.
     if (limits.channels >= this.services.config.sftp.maxChannelsPerConnection) {
-      // Counted as the other refusals: one a line, a review's client had 3,000 warn lines written in 0.2 s.
+      // One a line, a review's client had 3,000 warn lines written in 0.2 s.
       refused(state, { channels: limits.channels }, 'session channel refused: too many on this connection');
       return reject();
     }

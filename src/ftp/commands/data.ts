@@ -20,7 +20,7 @@ async function openPassive(c: FtpControl, s: Session): Promise<PassiveEndpoint |
   c.setEndpoint(null);
   const slot = c.ctx.passivePorts.take(c.guest.source, s.account.name);
   if ('refused' in slot) {
-    c.log.warn({ per: slot.refused }, 'passive port share used up');
+    c.refusals.warn({ per: slot.refused }, 'passive port share used up');
     c.reply(Code.CantOpenData, `Too many passive ports open for this ${slot.refused}; try again later.`);
     return null;
   }
@@ -63,7 +63,7 @@ function setActive(c: FtpControl, target: HostPort | null): void {
   if (!target) return c.reply(Code.ArgumentError, 'Illegal PORT command.');
   const refusal = activeTargetRefusal(target, c.remoteAddress);
   if (refusal) {
-    c.log.warn({ target: `${target.host}:${target.port}`, refusal }, 'active data target refused');
+    c.refusals.warn({ target: `${target.host}:${target.port}`, refusal }, 'active data target refused');
     return c.reply(Code.SyntaxError, 'Illegal PORT command.');
   }
   c.setEndpoint(new ActiveEndpoint(target.host, target.port, c.localAddress, c.ctx.config.dataTimeout * 1000));

@@ -173,7 +173,7 @@ async function finishFailed(c: FtpControl, transfer: Upload | Download | null, e
     return c.reply(Code.TransferAborted, 'Transfer aborted.');
   }
   if (err instanceof DataChannelError) {
-    c.log.warn({ reason: err.reason, detail: err.message }, 'data connection failed');
+    c.refusals.warn({ reason: err.reason, detail: err.message }, 'data connection failed');
     await transfer?.abort(`data connection: ${err.reason}`, 'failed');
     const text = err.reason === 'no-reuse'
       ? 'Data connection must resume the TLS session of the control connection.'
