@@ -186,6 +186,29 @@ describe('a file removed by another session just before an upload or a rename re
     await call((cb) => one.rmdir('/target', cb));
   });
 
+  it('a rename whose source name another session gives a file written in place before the rename locks: refused', async () => {
+    // Found by a review: the rename locked the file its resolve had looked at, then moved whatever had the name
+    // by then; a file another session put there and appends to got a second name (or was moved, its record then
+    // naming its old name). The source is looked at again under the lock.
+    await call((cb) => one.writeFile('/a', Buffer.alloc(300, 1), cb));
+    await call((cb) => one.writeFile('/b', Buffer.alloc(200, 2), cb));
+    let handle: Buffer | null = null;
+    const waited = nextLockWaitsFor(async () => {
+      await call((cb) => two.ext_openssh_rename('/b', '/a', cb));
+      handle = await call<Buffer>((cb) => two.open('/a', 'a', cb));
+      await call((cb) => two.write(handle as Buffer, Buffer.alloc(50, 3), 0, 50, 0, cb));
+    });
+    const renamed = await call((cb) => one.rename('/a', '/moved', cb)).catch((err: Error) => err);
+    await waited();
+    assert.ok(handle, 'the other session appends to the file now under the name');
+    await call((cb) => two.close(handle as unknown as Buffer, cb));
+    assert.match(String(renamed), /changed while it was renamed/);
+    const home = join(srv.dir, 'data', 'homes', 'racer');
+    assert.deepEqual([existsSync(join(home, 'a')), existsSync(join(home, 'moved'))], [true, false]);
+    assert.equal(statSync(join(home, 'a')).nlink, 1, 'one name');
+    await call((cb) => one.unlink('/a', cb));
+  });
+
   it('two names of one file removed at once by two sessions: neither refuses the other', async () => {
     // Found by a review of the fix above: locking every file's removal made two removals of two names of one
     // file refuse each other ("being written by another transfer"). A file of several names takes no lock.

@@ -423,8 +423,9 @@ function removedThrough(before: NodeStat, after: NodeStat): { bytes: number; nam
  * itself) made the count fall as if this act had, and the bytes were given
  * back twice (found by a review: a delete raced against an upload's or a
  * rename's replacing of the same file, 4 in 120 rounds with workers, and the
- * user then stored 26 MiB under a 16 MiB quota). Under the lock the count
- * cannot move between that look and the act. A file of several names took
+ * user then stored 26 MiB under a 16 MiB quota). Under the lock a file's
+ * count cannot move between that look and the act (a directory's moves with
+ * its subdirectories: see removedThrough). A file of several names took
  * none, nor did a move's passing second name (see moveUnderLock), and a
  * removal of another name, or the end of that move, between the count and an
  * act that then found the name free was counted by both (found by a review:
@@ -450,7 +451,7 @@ export async function dropThrough(
  * Remove an empty directory (`drop`: the rmdir) that `looked` describes,
  * under its lock (see namesLocked): a rename over it that looked at it first
  * measures, under the same lock, whether its own act took the name away.
- * One of the two is refused while the other acts.
+ * An rmdir that finds the lock held is refused; a rename waits for it.
  */
 export function removeDirectory(ledger: Ledger, looked: NodeStat, drop: () => Promise<void>): Promise<void> {
   return outsideInPlaceWrites(ledger, nodeKey(looked), drop);
@@ -518,9 +519,8 @@ async function namesLocked<T>(ledger: Ledger, key: string, busy: 'refuse' | 'wai
   for (let pause = 1; ; pause = Math.min(pause * 2, 20)) {
     const got = await ledger.lockNames(key);
     if (got === 'locked') break;
-    if (got === 'written' || busy === 'refuse' || Date.now() >= until) {
-      throw new SluiceError('failure', 'File is being written by another transfer');
-    }
+    if (got === 'written') throw new SluiceError('failure', 'File is being written by another transfer');
+    if (busy === 'refuse' || Date.now() >= until) throw new SluiceError('failure', 'File is being changed by another request; try again');
     await new Promise((resolve) => setTimeout(resolve, pause));
   }
   try {

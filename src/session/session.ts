@@ -895,6 +895,14 @@ export class Session implements LiveSession {
             // file meanwhile (found by a review: an APPE's file renamed mid-transfer, another put under its name,
             // and the append recorded there); and no other change of its names in between.
             const act = async (): Promise<void> => {
+              // Looked at again, under the lock: the look of the source's resolve is older than the target's whole
+              // resolve, and another session may have put another file under the name meanwhile, one written in
+              // place even (found by a review: the lock was then of a file no longer there, and the move gave the
+              // file written in place a second name, or moved it).
+              const now = await src.stat();
+              if (!now || now.dev !== srcStat.dev || now.ino !== srcStat.ino) {
+                throw new SluiceError('failure', 'File changed while it was renamed; try again', 'another file took the source name after the look');
+              }
               // The target looked at through a hold, and measured through it across the rename (see dropThrough).
               const held = await dst.hold();
               try {
