@@ -51,7 +51,7 @@ async function openPassive(c: FtpControl, s: Session): Promise<PassiveEndpoint |
     return endpoint;
   } catch (err) {
     slot.release();
-    c.log.warn({ err: String(err) }, 'no passive port');
+    c.refusals.warn({ err: String(err) }, 'no passive port');
     c.reply(Code.CantOpenData, 'No passive port available; try again later.');
     return null;
   }
