@@ -356,6 +356,31 @@ describe('a file removed by another session just before an upload or a rename re
     for (const name of ['/t', '/u']) await call((cb) => one.rmdir(name, cb)).catch(() => undefined);
   });
 
+  it('a new file another session moves away before the upload in place that made it locks it: refused, and counted where it went', async () => {
+    // Found by a review: a rename holds the file's lock only while it acts, so one between the upload's create
+    // and its lock left the upload writing a file under another name, its record and hooks naming the old one.
+    const was = await margin('tight');
+    let moved: unknown = null;
+    let armed = true;
+    LedgerHandle.prototype.lockInPlace = async function (this: LedgerHandle, key: string) {
+      if (armed) {
+        armed = false;
+        moved = await call((cb) => tightTwo.rename('/made', '/went', cb)).catch((err: Error) => err);
+      }
+      return originals.lockInPlace.call(this, key);
+    };
+    try {
+      await assert.rejects(call<Buffer>((cb) => tightOne.open('/made', 'a', cb)), /changed while it was opened/);
+    } finally {
+      restoreLocks();
+    }
+    assert.equal(moved instanceof Error, false, 'the other session moved the new file');
+    const home = join(srv.dir, 'data', 'homes', 'tight');
+    assert.deepEqual(['made', 'went'].map((n) => existsSync(join(home, n))), [false, true]);
+    assertNotLowered(was, await margin('tight'));
+    await call((cb) => tightTwo.unlink('/went', cb));
+  });
+
   it('a new file another session opens in place, and cannot move away, before the upload that made it locks it: its name stays counted', async () => {
     // Found by a review: the upload that made a name and could not lock its file (another writer in place had
     // it, or a move of it held the lock) unlinks the name again, and ignored that unlink's failure: the file

@@ -640,20 +640,31 @@ export class Session implements LiveSession {
    */
   private async lockCreated(loc: Location, file: OpenFile): Promise<string> {
     let locked: string | null = null;
+    let movedAway = false;
     try {
       const key = nodeKey(await file.stat());
       await this.ledger.lockInPlace(key);
       locked = key;
+      const [now, there] = await Promise.all([file.stat(), loc.stat()]);
+      // Moved by another session between the create and the lock (a rename holds the lock only while it
+      // acts): the upload's record and hooks would name a name its file no longer has (found by a review).
+      if (!there || there.ino !== now.ino || there.dev !== now.dev) {
+        movedAway = true;
+        throw new SluiceError('failure', 'File changed while it was opened; try again', 'the new file was moved before its lock');
+      }
       // Linked by another session between the create and the lock (a second name is made only under
       // it): a file with several names is never written in place.
-      if ((await file.stat()).nlink > 1) throw refusal('linked-elsewhere');
+      if (now.nlink > 1) throw refusal('linked-elsewhere');
       return key;
     } catch (err) {
       if (locked !== null) this.ledger.unlockInPlace(locked);
       await file.close().catch(() => undefined);
       // The name made goes again. One that stays (another session moved the file away meanwhile, and the
       // unlink found nothing) is counted: found by a review, it was counted nowhere, a name off each time.
-      await loc.unlink().catch(() => this.ledger.settle(0, 0, 1));
+      // A file moved away before the lock is counted where it went, and its old name, which may be another
+      // file's by now, is left alone.
+      if (movedAway) this.ledger.settle(0, 0, 1);
+      else await loc.unlink().catch(() => this.ledger.settle(0, 0, 1));
       throw err;
     }
   }
