@@ -361,14 +361,9 @@ describe('a file removed by another session just before an upload or a rename re
     // and its lock left the upload writing a file under another name, its record and hooks naming the old one.
     const was = await margin('tight');
     let moved: unknown = null;
-    let armed = true;
-    LedgerHandle.prototype.lockInPlace = async function (this: LedgerHandle, key: string) {
-      if (armed) {
-        armed = false;
-        moved = await call((cb) => tightTwo.rename('/made', '/went', cb)).catch((err: Error) => err);
-      }
-      return originals.lockInPlace.call(this, key);
-    };
+    nextLockWaitsFor(async () => {
+      moved = await call((cb) => tightTwo.rename('/made', '/went', cb)).catch((err: Error) => err);
+    });
     try {
       await assert.rejects(call<Buffer>((cb) => tightOne.open('/made', 'a', cb)), /changed while it was opened/);
     } finally {
@@ -388,15 +383,10 @@ describe('a file removed by another session just before an upload or a rename re
     const was = await margin('tight');
     let other: Buffer | null = null;
     let moved: unknown = null;
-    let armed = true;
-    LedgerHandle.prototype.lockInPlace = async function (this: LedgerHandle, key: string) {
-      if (armed) {
-        armed = false;
-        other = await call<Buffer>((cb) => tightTwo.open('/fresh', 'r+', cb));
-        moved = await call((cb) => tightTwo.rename('/fresh', '/away', cb)).catch((err: Error) => err);
-      }
-      return originals.lockInPlace.call(this, key);
-    };
+    nextLockWaitsFor(async () => {
+      other = await call<Buffer>((cb) => tightTwo.open('/fresh', 'r+', cb));
+      moved = await call((cb) => tightTwo.rename('/fresh', '/away', cb)).catch((err: Error) => err);
+    });
     try {
       await assert.rejects(call<Buffer>((cb) => tightOne.open('/fresh', 'a', cb)), /being written by another transfer/);
     } finally {

@@ -901,64 +901,69 @@ export class Session implements LiveSession {
               this.require(srcStat.type === 'dir' ? 'mkdir' : 'upload', dstDir);
               this.requireNarrows(srcDir, dstDir);
             }
-            // All of it under the moved node's lock (see moveUnderLock): not while the file is written in place, as
-            // that upload's record and its hooks' {path} would name the old name, which the user may give another
-            // file meanwhile (found by a review: an APPE's file renamed mid-transfer, another put under its name,
-            // and the append recorded there); and no other change of its names in between.
-            const act = async (): Promise<void> => {
-              // Looked at again, under the lock: the look of the source's resolve is older than the target's whole
-              // resolve, and another session may have put another file under the name meanwhile, one written in
-              // place even (found by a review: the lock was then of a file no longer there, and the move gave the
-              // file written in place a second name, or moved it).
-              const now = await src.stat();
-              if (!now || now.dev !== srcStat.dev || now.ino !== srcStat.ino) {
-                throw new SluiceError('failure', 'File changed while it was renamed; try again', 'another file took the source name after the look');
-              }
-              // The target looked at through a hold, and measured through it across the rename (see dropThrough).
-              const held = await dst.hold();
-              try {
-                const dstStat = held ? await held.stat() : null;
-                if (dstStat) {
-                  if (ifExists === 'fail') throw new SluiceError('already-exists');
-                  if ((dstStat.type === 'dir') !== (srcStat.type === 'dir')) {
-                    throw new SluiceError(dstStat.type === 'dir' ? 'is-a-directory' : 'not-a-directory');
-                  }
-                  this.require('overwrite', parentOf(dst.virtualPath));
-                }
-                // Checked last, just before the act: the target's lookup may take long (a deep path).
-                await inPlace(src, dst);
-                if (dstStat === null && srcStat.type !== 'dir') {
-                  // The check above is not the rename: a name taken since (another request of this user, another
-                  // client) must not be replaced by rename(2), which would replace it without overwrite and
-                  // unaccounted. A free target is taken without replacing. Should the old name have been moved or
-                  // removed by another session meanwhile, the new one is a name more.
-                  if (!(await src.moveNoReplace(dst, srcStat))) this.ledger.settle(0, 0, 1);
-                  return;
-                }
-                // A directory can only replace an empty directory, which rename(2) refuses for any other; a name
-                // replaced by another link to the same file is left alone by rename(2).
-                const replaces = dstStat !== null && held !== null && !(dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev);
-                if (!replaces) {
-                  await src.renameTo(dst);
-                  return;
-                }
-                // Its hash only if already known (a whole upload's receipt): the file is never read for it.
-                const known = knownSha(this.deps.receipts, dstStat).sha256 ?? null;
-                const { gone, before, after } = await dropThrough(this.ledger, dstStat, held, () => src.renameTo(dst));
-                this.ledger.settle(0, -gone.bytes, -gone.names);
-                // On record as the quota counts it: the file looked at, if it lost its name (found by a review:
-                // a file destroyed by a rename over it left no trace but in the records before).
-                replaced = replacedThrough(before, after, known) ?? 'unknown';
-              } finally {
-                void held?.close().catch(() => undefined);
-              }
-            };
-            await (srcStat.type === 'dir' ? act() : moveUnderLock(this.ledger, srcStat, act));
+            // A file's or symlink's under its lock (see moveUnderLock): not while it is written in place, and no
+            // other change of its names in between.
+            const move = () => this.moveOnto(src, dst, srcStat, ifExists);
+            replaced = await (srcStat.type === 'dir' ? move() : moveUnderLock(this.ledger, srcStat, move));
           }),
         ),
       );
       this.audit({ event: 'rename', from, to, ...replacedFields(replaced) });
     });
+  }
+
+  /**
+   * A rename's act, its checks passed, on the source looked at (`srcStat`): onto a free name without
+   * replacing, or over the target, measured through a hold (see dropThrough). What it replaced, for the
+   * record (null: nothing).
+   */
+  private async moveOnto(src: Location, dst: Location, srcStat: NodeStat, ifExists: IfExists): Promise<Replaced | 'unknown' | null> {
+    // Looked at again, under the lock: the look of the source's resolve is older than the target's whole
+    // resolve, and another session may have put another file under the name meanwhile, one written in
+    // place even (found by a review: the lock was then of a file no longer there, and the move gave the
+    // file written in place a second name, or moved it).
+    const now = await src.stat();
+    if (!now || now.dev !== srcStat.dev || now.ino !== srcStat.ino) {
+      throw new SluiceError('failure', 'File changed while it was renamed; try again', 'another file took the source name after the look');
+    }
+    // The target looked at through a hold, and measured through it across the rename (see dropThrough).
+    const held = await dst.hold();
+    try {
+      const dstStat = held ? await held.stat() : null;
+      if (dstStat) {
+        if (ifExists === 'fail') throw new SluiceError('already-exists');
+        if ((dstStat.type === 'dir') !== (srcStat.type === 'dir')) {
+          throw new SluiceError(dstStat.type === 'dir' ? 'is-a-directory' : 'not-a-directory');
+        }
+        this.require('overwrite', parentOf(dst.virtualPath));
+      }
+      // Checked last, just before the act: the target's lookup may take long (a deep path).
+      await inPlace(src, dst);
+      if (dstStat === null && srcStat.type !== 'dir') {
+        // The check above is not the rename: a name taken since (another request of this user, another
+        // client) must not be replaced by rename(2), which would replace it without overwrite and
+        // unaccounted. A free target is taken without replacing. Should the old name have been moved or
+        // removed by another session meanwhile, the new one is a name more.
+        if (!(await src.moveNoReplace(dst, srcStat))) this.ledger.settle(0, 0, 1);
+        return null;
+      }
+      // A directory can only replace an empty directory, which rename(2) refuses for any other; a name
+      // replaced by another link to the same file is left alone by rename(2).
+      const replaces = dstStat !== null && held !== null && !(dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev);
+      if (!replaces) {
+        await src.renameTo(dst);
+        return null;
+      }
+      // Its hash only if already known (a whole upload's receipt): the file is never read for it.
+      const known = knownSha(this.deps.receipts, dstStat).sha256 ?? null;
+      const { gone, before, after } = await dropThrough(this.ledger, dstStat, held, () => src.renameTo(dst));
+      this.ledger.settle(0, -gone.bytes, -gone.names);
+      // On record as the quota counts it: the file looked at, if it lost its name (found by a review:
+      // a file destroyed by a rename over it left no trace but in the records before).
+      return replacedThrough(before, after, known) ?? 'unknown';
+    } finally {
+      void held?.close().catch(() => undefined);
+    }
   }
 
   chmod(clientPath: string, mode: number): Promise<void> {
