@@ -158,6 +158,50 @@ describe('a file removed by another session just before an upload or a rename re
     assert.deepEqual(stored, { bytes: disk.bytes, files: disk.files }, 'the usage is what the home holds');
   });
 
+  it('two renames crossing (A over B, B over A): one wins at once, the other is told its source changed', async () => {
+    // Each rename holds its source's lock and takes its target's to replace it. Both held theirs before either
+    // took the other's (made certain here: the first two locks taken wait for each other), and each waited for
+    // the other's, 2 s, and both failed. The one whose target's lock is held now lets go of its own and begins
+    // again, so the other goes through.
+    await call((cb) => one.writeFile('/cross-a', Buffer.alloc(300, 1), cb));
+    await call((cb) => one.writeFile('/cross-b', Buffer.alloc(200, 2), cb));
+    let arrive: () => void = () => undefined;
+    const bothHold = new Promise<void>((resolve) => {
+      let held = 0;
+      arrive = () => void (++held === 2 && resolve());
+    });
+    let taken = 0;
+    patchLocks(async (take) => {
+      const got = await take();
+      if (++taken <= 2) {
+        arrive();
+        await bothHold;
+      }
+      return got;
+    });
+    const started = Date.now();
+    let results: PromiseSettledResult<unknown>[];
+    try {
+      results = await Promise.allSettled([
+        call((cb) => one.ext_openssh_rename('/cross-a', '/cross-b', cb)),
+        call((cb) => two.ext_openssh_rename('/cross-b', '/cross-a', cb)),
+      ]);
+    } finally {
+      restoreLocks();
+    }
+    const took = Date.now() - started;
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    assert.equal(failed.length, 1, `one rename goes through: ${JSON.stringify(results.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok')))}`);
+    assert.match(String(failed[0]?.reason), /changed while it was renamed/);
+    assert.ok(took < 1000, `no wait for the other's lock to run out: ${took} ms`);
+    const { stored, disk } = await usage();
+    assert.deepEqual(stored, { bytes: disk.bytes, files: disk.files }, 'the usage is what the home holds');
+    const home = join(srv.dir, 'data', 'homes', 'racer');
+    const left = ['cross-a', 'cross-b'].filter((n) => existsSync(join(home, n)));
+    assert.equal(left.length, 1, 'one of the two names is left');
+    await call((cb) => one.unlink(`/${left[0]}`, cb));
+  });
+
   it('a rename over an empty directory another session removes meanwhile: the name comes off the usage once', async () => {
     // Found by a review: rmdir took no lock, so one between the rename's look at the directory it replaces and
     // its act was counted by both, a name more off the usage for every such race. Made certain here: the

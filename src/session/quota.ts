@@ -436,10 +436,12 @@ export async function dropThrough(
   looked: NodeStat,
   held: { stat(): Promise<NodeStat> },
   drop: () => Promise<unknown>,
+  busy: NamesBusy = 'wait',
 ): Promise<{ gone: { bytes: number; names: number }; before: NodeStat; after: NodeStat }> {
   let before = looked;
-  // Another change of its names is a few system calls: waited for. An in-place write refuses, as before.
-  await namesLocked(ledger, nodeKey(looked), 'wait', async () => {
+  // Another change of its names is a few system calls: waited for (unless this one holds a lock already:
+  // see moveUnderLock). An in-place write refuses, as before.
+  await namesLocked(ledger, nodeKey(looked), busy, async () => {
     before = await held.stat();
     return drop();
   });
@@ -468,9 +470,27 @@ export function removeDirectory(ledger: Ledger, looked: NodeStat, drop: () => Pr
  * is refused while the file is written in place: that upload's record and
  * hooks name the name it had (found by a review: an APPE's file renamed
  * mid-transfer, another put under its name, and the append recorded there).
+ *
+ * A move over a file takes that file's lock too (dropThrough), while it
+ * holds its own: `move` is given 'yield' for it. Found held, the move lets go
+ * of its own and begins again after a pause of a few ms, at random, within
+ * NAMES_WAIT_MS: two renames crossing (A over B, B over A) each held its
+ * source and waited for the other's, and both failed after 2 s. Now one of
+ * them wins, and the other finds its source replaced ("File changed while it
+ * was renamed; try again"). A move acts only once it holds both, so a move
+ * begun again has changed nothing before.
  */
-export function moveUnderLock<T>(ledger: Ledger, looked: NodeStat, move: () => Promise<T>): Promise<T> {
-  return namesLocked(ledger, nodeKey(looked), 'wait', move);
+export async function moveUnderLock<T>(ledger: Ledger, looked: NodeStat, move: (busy: NamesBusy) => Promise<T>): Promise<T> {
+  const until = Date.now() + NAMES_WAIT_MS;
+  for (;;) {
+    try {
+      return await namesLocked(ledger, nodeKey(looked), 'wait', () => move('yield'), until);
+    } catch (err) {
+      if (!(err instanceof HeldUp)) throw err;
+      if (Date.now() >= until) throw changingElsewhere();
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1 + Math.random() * 20));
+  }
 }
 
 /** The file whose bytes removing this name frees (see dropFile); null when it frees none. */
@@ -509,18 +529,30 @@ export function outsideInPlaceWrites<T>(ledger: Ledger, key: string, act: () => 
 const NAMES_WAIT_MS = 2000;
 
 /**
+ * What a change of names does when another brief change holds its node:
+ * waits for it, or, when it holds another node's lock itself, yields (see
+ * moveUnderLock).
+ */
+export type NamesBusy = 'wait' | 'yield';
+
+/** A change of names that yielded (NamesBusy) found its node held: the change that holds a lock lets go of it and begins again. */
+class HeldUp extends Error {}
+
+const changingElsewhere = () => new SluiceError('failure', 'File is being changed by another request; try again');
+
+/**
  * Run `act`, a change of the node `key`'s names, under its lock
  * (Ledger.lockNames); refused while an in-place write holds it; while
  * another change of its names does (`busy`), refused, or waited for (a few
  * system calls; refused after NAMES_WAIT_MS all the same).
  */
-async function namesLocked<T>(ledger: Ledger, key: string, busy: 'refuse' | 'wait', act: () => Promise<T>): Promise<T> {
-  const until = Date.now() + NAMES_WAIT_MS;
+async function namesLocked<T>(ledger: Ledger, key: string, busy: 'refuse' | NamesBusy, act: () => Promise<T>, until = Date.now() + NAMES_WAIT_MS): Promise<T> {
   for (let pause = 1; ; pause = Math.min(pause * 2, 20)) {
     const got = await ledger.lockNames(key);
     if (got === 'locked') break;
     if (got === 'written') throw new SluiceError('failure', 'File is being written by another transfer');
-    if (busy === 'refuse' || Date.now() >= until) throw new SluiceError('failure', 'File is being changed by another request; try again');
+    if (busy === 'yield') throw new HeldUp();
+    if (busy === 'refuse' || Date.now() >= until) throw changingElsewhere();
     await new Promise((resolve) => setTimeout(resolve, pause));
   }
   try {

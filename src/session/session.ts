@@ -9,7 +9,7 @@ import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission, type PermissionRules } from './permissions.js';
-import { addName, dropThrough, moveUnderLock, outsideInPlaceWrites, removeDirectory, type Ledger, type Ledgers } from './quota.js';
+import { addName, dropThrough, moveUnderLock, outsideInPlaceWrites, removeDirectory, type Ledger, type Ledgers, type NamesBusy } from './quota.js';
 import type { RateLimit } from './rate-limit.js';
 import type { ConnectionBudget, ConnectionBudgets } from './connection-budgets.js';
 import { replacedFields, replacedThrough } from './replaced.js';
@@ -903,8 +903,8 @@ export class Session implements LiveSession {
             }
             // A file's or symlink's under its lock (see moveUnderLock): not while it is written in place, and no
             // other change of its names in between.
-            const move = () => this.moveOnto(src, dst, srcStat, ifExists);
-            replaced = await (srcStat.type === 'dir' ? move() : moveUnderLock(this.ledger, srcStat, move));
+            const move = (busy: NamesBusy) => this.moveOnto(src, dst, srcStat, ifExists, busy);
+            replaced = await (srcStat.type === 'dir' ? move('wait') : moveUnderLock(this.ledger, srcStat, move));
           }),
         ),
       );
@@ -917,7 +917,7 @@ export class Session implements LiveSession {
    * replacing, or over the target, measured through a hold (see dropThrough). What it replaced, for the
    * record (null: nothing).
    */
-  private async moveOnto(src: Location, dst: Location, srcStat: NodeStat, ifExists: IfExists): Promise<Replaced | 'unknown' | null> {
+  private async moveOnto(src: Location, dst: Location, srcStat: NodeStat, ifExists: IfExists, busy: NamesBusy): Promise<Replaced | 'unknown' | null> {
     // Looked at again, under the lock: the look of the source's resolve is older than the target's whole
     // resolve, and another session may have put another file under the name meanwhile, one written in
     // place even (found by a review: the lock was then of a file no longer there, and the move gave the
@@ -956,7 +956,7 @@ export class Session implements LiveSession {
       }
       // Its hash only if already known (a whole upload's receipt): the file is never read for it.
       const known = knownSha(this.deps.receipts, dstStat).sha256 ?? null;
-      const { gone, before, after } = await dropThrough(this.ledger, dstStat, held, () => src.renameTo(dst));
+      const { gone, before, after } = await dropThrough(this.ledger, dstStat, held, () => src.renameTo(dst), busy);
       this.ledger.settle(0, -gone.bytes, -gone.names);
       // On record as the quota counts it: the file looked at, if it lost its name (found by a review:
       // a file destroyed by a rename over it left no trace but in the records before).
