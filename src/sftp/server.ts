@@ -15,6 +15,7 @@ import { Session } from '../session/session.js';
 import { shown } from '../session/unsafe-chars.js';
 import { ByteBudget } from './budget.js';
 import { SftpChannel } from './channel.js';
+import { RekeyAllowance, watchKeyExchanges } from './rekeys.js';
 import { WindowPool, acceptWithWindow, channelWindow, ownWindow, type PoolMember } from './window.js';
 import { parseScpCommand, ScpCommandError, type ScpCommand } from '../scp/command.js';
 import { runScp } from '../scp/run.js';
@@ -310,6 +311,7 @@ export class SftpFrontEnd {
       refusals: new RefusalLog(log),
       channels: new Set(),
     };
+    this.limitKeyExchanges(client, state);
     const { sftp } = this.services.config;
     const idle = setTimeout(() => {
       state.log.info('idle timeout');
@@ -340,6 +342,22 @@ export class SftpFrontEnd {
       this.clients.delete(client);
       state.refusals.close();
     });
+  }
+
+  /** Key re-exchanges past the connection's allowance (see RekeyAllowance) end it, refused before ssh2 does any of the work. */
+  private limitKeyExchanges(client: ssh2.Connection, state: ConnectionState): void {
+    const allowance = new RekeyAllowance();
+    let started = 0;
+    const start = (): boolean => {
+      started++;
+      if (allowance.take()) return true;
+      refused(state, { rekeys: started }, 'key re-exchange refused: too many on this connection; connection closed');
+      client.end();
+      return false;
+    };
+    if (watchKeyExchanges(client, start)) return;
+    state.log.error('cannot see key re-exchanges begin with this ssh2 version: each is counted once done');
+    client.on('rekey', start);
   }
 
   private async authenticate(client: ssh2.Connection, state: ConnectionState, ctx: ssh2.AuthContext): Promise<void> {
