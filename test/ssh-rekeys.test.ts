@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
 import { REKEY_BURST, REKEY_REFILL_MS, RekeyAllowance } from '../src/sftp/rekeys.js';
+import { GOODBYE_MS } from '../src/wire/goodbye.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
@@ -25,6 +28,20 @@ function rekey(c: ssh2.Client): Promise<boolean> {
     c.once('close', closed);
     (c as unknown as RawClient)._protocol.rekey();
   });
+}
+
+/**
+ * Whether a process still holds the server's end of the TCP connection from
+ * `clientPort` to `serverPort`: /proc/net/tcp lists an end its process has
+ * closed (an orphan, in FIN-WAIT) with inode 0.
+ */
+function serverEndHeld(serverPort: number, clientPort: number): boolean {
+  const hex = (port: number) => port.toString(16).toUpperCase().padStart(4, '0');
+  return readFileSync('/proc/net/tcp', 'utf8')
+    .split('\n')
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .some((f) => f[1]?.endsWith(`:${hex(serverPort)}`) && f[2]?.endsWith(`:${hex(clientPort)}`) && f[9] !== '0');
 }
 
 /*
@@ -69,6 +86,32 @@ describe('SSH: key re-exchanges per connection', () => {
     assert.equal((await call<{ isDirectory(): boolean }>((cb) => sftp.stat('.', cb))).isDirectory(), true);
     await srv.logs(/key re-exchange refused: too many on this connection/);
     other.end();
+  });
+
+  it('a client it disconnected that never closes its side loses the connection all the same', { timeout: 60_000 }, async () => {
+    // ssh2's end() only ends the server's side: a client that kept its own open held the connection, its slot
+    // and its memory for as long as it liked (an idle timeout's end as well as this one's).
+    const raw = new Socket({ allowHalfOpen: true });
+    await new Promise<void>((resolve, reject) => raw.once('error', reject).connect(srv.sftpPort, '127.0.0.1', resolve));
+    raw.setNoDelay(true);
+    // Neither ssh2 nor anything else closes this side.
+    raw.end = () => raw;
+    raw.destroy = () => raw;
+    const clientPort = raw.localPort as number;
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password', sock: raw });
+    c.on('error', () => undefined);
+    const ended = new Promise<number>((resolve) => raw.once('end', () => resolve(Date.now())));
+    // The refused exchange never completes: the server's end is what stops the flood.
+    let stop = false;
+    void ended.then(() => (stop = true));
+    while (!stop && (await Promise.race([rekey(c), ended.then(() => false)])));
+    const endedAt = await ended;
+    assert.equal(serverEndHeld(srv.sftpPort, clientPort), true, 'the server holds its end once it has ended it');
+    while (serverEndHeld(srv.sftpPort, clientPort) && Date.now() - endedAt < GOODBYE_MS + 3000) await new Promise((r) => setTimeout(r, 100));
+    const held = Date.now() - endedAt;
+    assert.ok(!serverEndHeld(srv.sftpPort, clientPort), `the server still held the connection ${held} ms after it ended it`);
+    assert.ok(held >= GOODBYE_MS - 200, `the client had ${GOODBYE_MS} ms to close: ${held} ms`);
+    Socket.prototype.destroy.call(raw);
   });
 
   it('a client re-keying a few times, slowly, stays connected', { timeout: 60_000 }, async () => {

@@ -8,6 +8,7 @@ import { RefusalLog } from '../security/refusals.js';
 import { SluiceError } from '../session/errors.js';
 import type { Session } from '../session/session.js';
 import { drainedOrEnded } from '../wire/drained.js';
+import { GOODBYE_MS } from '../wire/goodbye.js';
 import type { ActiveTransfer, CommandSpec, CommandTable, FtpContext, FtpControl } from './control.js';
 import type { DataEndpoint } from './data-channel/channel.js';
 import { ALL_FACTS, type Fact } from './facts.js';
@@ -365,7 +366,7 @@ export class FtpConnection implements FtpControl {
     await this.session?.close().catch((err: unknown) => this.log.error({ err }, 'session close failed'));
     this.session = null;
     this.socket.end();
-    setTimeout(() => this.socket.destroy(), 2000).unref();
+    setTimeout(() => this.socket.destroy(), GOODBYE_MS).unref();
     this.release();
   }
 

@@ -7,11 +7,10 @@ import type { Coordinator, Offence, Release } from '../coordinator/coordinator.j
 import { ANONYMOUS, type Account, type Protocol } from '../session/account.js';
 import { SluiceError } from '../session/errors.js';
 import type { BanCheck } from './ban-check.js';
+import { GOODBYE_MS } from '../wire/goodbye.js';
 import { HeldTime } from './held-time.js';
 import { ProxyHeaders, type Origin, type ProxyMode } from './proxy-header.js';
 
-/** After the pre-login deadline the front-end may say goodbye; this long later the socket is destroyed anyway. */
-const GOODBYE_MS = 2000;
 /** At most one "connection limit reached" line this often. */
 const REFUSAL_LOG_MS = 10_000;
 /**

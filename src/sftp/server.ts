@@ -21,6 +21,7 @@ import { parseScpCommand, ScpCommandError, type ScpCommand } from '../scp/comman
 import { runScp } from '../scp/run.js';
 import { ssh2Library } from '../ssh2.js';
 import { READ_SLACK, readOnlyWhileSent, TransportBacklog } from '../wire/backlog.js';
+import { destroyAfterGoodbye } from '../wire/goodbye.js';
 
 const METHODS: ssh2.AuthenticationType[] = ['publickey', 'password', 'keyboard-interactive'];
 
@@ -272,6 +273,8 @@ export class SftpFrontEnd {
     // unacknowledged waits for the client's delayed ACK (40 ms on Linux), and logins took
     // 27 or 70 ms by chance. Writes are batched per turn already (coalesceWrites).
     socket.setNoDelay(true);
+    // ssh2's end() only ends this side: a client that never closed its own kept the connection for ever.
+    destroyAfterGoodbye(socket);
     coalesceWrites(socket);
     readOnlyWhileSent(socket, this.services.config.sftp.maxQueuedBytes + READ_SLACK);
     // Until ssh2 has a client object, the deadline can only drop the socket (the gate destroys it).

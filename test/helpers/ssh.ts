@@ -15,6 +15,8 @@ export interface SshLogin {
   localPort?: number;
   /** The authentication attempts, in order, instead of one from password/privateKey. */
   authHandler?: ssh2.ConnectConfig['authHandler'];
+  /** A socket connected already, instead of one to host and port. */
+  sock?: ssh2.ConnectConfig['sock'];
 }
 
 /** An ssh2 client connection; rejects on authentication failure. */
