@@ -36,6 +36,7 @@ const ENV: readonly [string, string[], 'string' | 'port' | 'workers' | 'list' | 
   ['SLUICE_FTP_TLS', ['ftp', 'tls'], 'string'],
   ['SLUICE_WORKERS', ['workers'], 'workers'],
   ['SLUICE_STORE_URL', ['store'], 'string', true],
+  ['SLUICE_STORE_HOLD_TIMEOUT', ['storeHoldTimeout'], 'number'],
   ['SLUICE_FTP_PROXY_PROTOCOL', ['ftp', 'proxyProtocol'], 'string'],
   ['SLUICE_SFTP_PROXY_PROTOCOL', ['sftp', 'proxyProtocol'], 'string'],
   ['SLUICE_TRUSTED_PROXIES', ['trustedProxies'], 'list', true],

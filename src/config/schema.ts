@@ -126,6 +126,13 @@ export const configSchema = z
       // The URL holds a password: the message names the port only.
       .refine((s) => badUrlPort(s) === null, { error: (issue) => `the port in the URL (${badUrlPort(String(issue.input))}) must be 1-65535` })
       .default(''),
+    /**
+     * PostgreSQL store: seconds a connection of sluice's may sit in an open
+     * transaction before PostgreSQL ends it, and the locks it took go with
+     * it (a node frozen in one); a write waits for a lock 5 s longer, any
+     * statement 15 s longer (store/postgres/connection.ts).
+     */
+    storeHoldTimeout: z.number().int().min(1).max(3600).default(15),
     /** Processes serving connections: 'auto' one per core; 1 serves in the one process, without a primary. */
     workers: z
       .union([z.literal('auto'), z.number().int().min(1).max(256)], { error: "must be 'auto' (one per core) or a whole number from 1 to 256" })

@@ -8,9 +8,9 @@ export function sqliteFile(dataDir: string): string {
 }
 
 /** The configured store: PostgreSQL when `store` is a URL, else SQLite in the data directory. */
-export async function openStore(settings: { store: string; dataDir: string }): Promise<Store> {
+export async function openStore(settings: { store: string; dataDir: string; storeHoldTimeout: number }): Promise<Store> {
   if (settings.store === '') return openSqliteStore(sqliteFile(settings.dataDir));
   // Loaded only when used: a single machine never has the driver in memory.
   const { openPostgresStore } = await import('./postgres/store.js');
-  return openPostgresStore(settings.store);
+  return openPostgresStore(settings.store, { holdTimeout: settings.storeHoldTimeout });
 }

@@ -13,9 +13,55 @@ const types: pg.CustomTypesConfig = {
     oid === INT8 && format !== 'binary' ? Number : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
 };
 
-/** Connection settings for `url`; the password stays inside pg's config, never in a message of ours. */
-export function clientConfig(url: string, applicationName = 'sluice'): pg.ClientConfig {
-  return { connectionString: url, types, application_name: applicationName, connectionTimeoutMillis: 10_000 };
+/**
+ * A node that stops running in the middle of a transaction (SIGSTOP, a
+ * paused VM, a hung process) keeps the locks it took, and PostgreSQL never
+ * ends a session that is merely idle in a transaction: a node frozen in a
+ * change of a user held that user's row (in a change of a home, the lock
+ * every change of a home takes) from every node for as long as it was
+ * frozen, their uploads' grants, logins' counts and admin writes waiting
+ * all that time. sluice's transactions are a few statements sent back to
+ * back, with no file, hash or network work between them, over in
+ * milliseconds: only a node that stopped running sits in one for seconds,
+ * so PostgreSQL ends such a session (its transaction rolled back, its locks
+ * given up) after the hold timeout (storeHoldTimeout, in seconds).
+ */
+const HOLD_TIMEOUT_S = 15;
+/**
+ * A wait for a lock outlasts the hold timeout, so a write queued behind a
+ * frozen node goes through once PostgreSQL ends the holder; one behind a
+ * holder PostgreSQL does not end (an operator's open transaction in psql)
+ * then fails rather than keep its pooled connection for good.
+ */
+const LOCK_WAIT_BEYOND_HOLD_MS = 5_000;
+/** Above both, a last bound on a statement that never answers. */
+const STATEMENT_BEYOND_HOLD_MS = 15_000;
+/**
+ * TCP keepalive after this long without traffic (Node probes every second
+ * from then on, ten times): a database host that vanished without a word
+ * (powered off, a network cut) is noticed on an idle connection, which the
+ * pool then drops, instead of by the next query after hours.
+ */
+const KEEPALIVE_IDLE_MS = 10_000;
+
+/**
+ * Connection settings for `url`; the password stays inside pg's config,
+ * never in a message of ours. The limits are asked for in the startup
+ * message, so they hold from the connection's first statement on.
+ */
+export function clientConfig(url: string, applicationName = 'sluice', holdTimeoutS = HOLD_TIMEOUT_S): pg.ClientConfig {
+  const holdMs = holdTimeoutS * 1000;
+  return {
+    connectionString: url,
+    types,
+    application_name: applicationName,
+    connectionTimeoutMillis: 10_000,
+    idle_in_transaction_session_timeout: holdMs,
+    lock_timeout: holdMs + LOCK_WAIT_BEYOND_HOLD_MS,
+    statement_timeout: holdMs + STATEMENT_BEYOND_HOLD_MS,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_IDLE_MS,
+  };
 }
 
 /**

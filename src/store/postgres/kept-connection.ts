@@ -68,7 +68,8 @@ export class KeptConnection {
 
   private async connect(): Promise<void> {
     this.connecting = true;
-    const client = new pg.Client({ ...clientConfig(this.url, this.name), keepAlive: true });
+    // The default limits: it opens no transaction and waits for no lock.
+    const client = new pg.Client(clientConfig(this.url, this.name));
     // Listened to before anything can fail: an 'error' without a listener would end the process.
     client.on('error', () => this.drop(client));
     client.on('end', () => this.drop(client));

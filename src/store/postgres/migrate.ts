@@ -11,6 +11,9 @@ const MIGRATION_LOCK = 0x736c7569636531;
  * the work done. Returns the versions applied.
  */
 export async function migrate(client: pg.ClientBase, migrations: readonly Migration[]): Promise<number[]> {
+  // A node waits here while another migrates, and a migration may rewrite a large table: neither is the frozen
+  // holder or the stuck statement the connection's limits are for (connection.ts), so this session's turn has none.
+  await client.query('SET lock_timeout = 0; SET statement_timeout = 0');
   await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
   try {
     await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -39,5 +42,7 @@ export async function migrate(client: pg.ClientBase, migrations: readonly Migrat
   } finally {
     // Fails only with the connection, and the lock (held by the session) goes with it.
     await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
+    // Back to the connection's own limits before the pool hands it on; a connection that cannot is gone.
+    await client.query('RESET lock_timeout; RESET statement_timeout').catch(() => undefined);
   }
 }

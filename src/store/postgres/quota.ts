@@ -198,9 +198,10 @@ export class PostgresQuota implements QuotaRooms {
     const only = (u: Usage): Usage => ({ bytes: limited.bytes ? u.bytes : 0, files: limited.files ? u.files : 0 });
     /**
      * One grant of the user's at a time on this node, the others waiting here: a grant waits in PostgreSQL
-     * for as long as another holds the user's row (a node frozen in the middle of a change of the user, an
-     * operator's open transaction), keeping its pooled connection. Side by side, five uploads of that user
-     * took the pool and every other login of the node failed (found by a review); in turn they hold one.
+     * while another holds the user's row (a node frozen in the middle of a change of the user, an operator's
+     * open transaction), up to the lock timeout (connection.ts), keeping its pooled connection. Side by side,
+     * five uploads of that user took the pool and every other login of the node failed (found by a review);
+     * in turn they hold one.
      */
     let granting: Promise<unknown> = Promise.resolve();
     const grant = (room: Usage): Promise<boolean> => {

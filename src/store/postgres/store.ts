@@ -21,6 +21,8 @@ import { WriteTurns } from './write-turns.js';
 export interface PostgresStoreOptions {
   /** Connections this Store holds at most, besides the one that listens for notices. */
   poolSize?: number;
+  /** Seconds a pooled connection may sit in an open transaction (storeHoldTimeout; clientConfig). */
+  holdTimeout?: number;
 }
 
 /**
@@ -41,7 +43,7 @@ const KEPT_FROM_WRITES = 2;
  */
 export async function openPostgresStore(url: string, options: PostgresStoreOptions = {}): Promise<Store> {
   const poolSize = options.poolSize ?? DEFAULT_POOL_SIZE;
-  const pool = new pg.Pool({ ...clientConfig(url), max: poolSize });
+  const pool = new pg.Pool({ ...clientConfig(url, 'sluice', options.holdTimeout), max: poolSize });
   // An idle connection that breaks (a server restart) is dropped by the pool and the next query
   // connects anew; without a listener the 'error' event would end the process.
   pool.on('error', () => undefined);

@@ -2,8 +2,8 @@
  * Turns for the writes an administrator makes (users, keys, permissions), at
  * most `max` at once on this process's pool, the rest waiting here in order.
  * Such a write may wait in PostgreSQL for a row another holds (an operator's
- * open transaction in psql, a node frozen in the middle of one) for as long
- * as it is held, and it holds its pooled connection meanwhile. Unbounded,
+ * open transaction in psql, a node frozen in the middle of one) up to the
+ * lock timeout (connection.ts), and it holds its pooled connection meanwhile. Unbounded,
  * five admin API requests on one such user took every connection of the pool
  * (found by a review), and every login of the node then failed after the
  * pool's 10 s wait for a connection, /readyz too, until the row was let go;
