@@ -106,6 +106,15 @@ export class StoreUserGone extends Error {
 }
 
 /**
+ * The database gave up waiting for a lock another holds (or for an answer)
+ * and wrote nothing: the same write may go through later (the admin API
+ * answers 503). Only PostgreSQL's limits raise it (store/postgres/connection.ts).
+ */
+export class StoreBusy extends Error {
+  override readonly name = 'StoreBusy';
+}
+
+/**
  * A check of a home about to be written, against the homes of the other
  * users as stored, run inside the transaction that writes it and under a
  * lock every such transaction takes, on every node: two users added at once,

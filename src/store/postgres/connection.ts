@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { StoreBusy } from '../store.js';
 
 const INT8 = 20;
 
@@ -31,7 +32,7 @@ const HOLD_TIMEOUT_S = 15;
  * A wait for a lock outlasts the hold timeout, so a write queued behind a
  * frozen node goes through once PostgreSQL ends the holder; one behind a
  * holder PostgreSQL does not end (an operator's open transaction in psql)
- * then fails rather than keep its pooled connection for good.
+ * then fails as StoreBusy rather than keep its pooled connection for good.
  */
 const LOCK_WAIT_BEYOND_HOLD_MS = 5_000;
 /** Above both, a last bound on a statement that never answers. */
@@ -62,6 +63,23 @@ export function clientConfig(url: string, applicationName = 'sluice', holdTimeou
     keepAlive: true,
     keepAliveInitialDelayMillis: KEEPALIVE_IDLE_MS,
   };
+}
+
+/**
+ * PostgreSQL gave up waiting, not on what was asked: a lock held past
+ * lock_timeout, a statement past statement_timeout (or cancelled), a session
+ * ended for sitting in a transaction. Nothing of it was written; the same
+ * request may go through later.
+ */
+export function gaveUp(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === '55P03' || code === '57014' || code === '25P03';
+}
+
+/** `err`, as StoreBusy when PostgreSQL gave up waiting (gaveUp). */
+export function busyOr(err: unknown): unknown {
+  if (!gaveUp(err)) return err;
+  return new StoreBusy(`the store gave up waiting (${(err as Error).message}); try again`, { cause: err });
 }
 
 /**
@@ -111,6 +129,10 @@ export async function onConnection<T>(
   client.on('error', lost);
   try {
     return await fn(client);
+  } catch (err) {
+    // The statement after the end of the session hears only that the connection is gone; why (PostgreSQL ended a
+    // transaction left idle, a node frozen in it) came as the 'error' event, and is what the caller is told.
+    throw broken !== undefined && gaveUp(broken) ? broken : err;
   } finally {
     if (end) await end(client).catch((err: unknown) => lost(err instanceof Error ? err : new Error(String(err))));
     client.removeListener('error', lost);

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { Account } from '../../session/account.js';
 import { SluiceError } from '../../session/errors.js';
 import type { QuotaRoom, QuotaRooms, Usage } from '../../session/quota.js';
+import { gaveUp } from './connection.js';
 
 /**
  * A node asks for this much more than it needs, so that the next uploads'
@@ -207,7 +208,11 @@ export class PostgresQuota implements QuotaRooms {
     const grant = (room: Usage): Promise<boolean> => {
       const turn = granting.then(() => this.pool.query(GRANT, [this.nodeId, id, room.bytes, room.files]));
       granting = turn.catch(() => undefined);
-      return turn.then((r) => r.rowCount === 1);
+      return turn.then((r) => r.rowCount === 1, (err: unknown) => {
+        // The user's row held past the lock timeout (connection.ts): the client may try again, as for any busy server.
+        if (gaveUp(err)) throw new SluiceError('failure', 'Server busy; try again later', `quota grant: ${(err as Error).message}`);
+        throw err;
+      });
     };
     return {
       used: { bytes: row?.used_bytes ?? 0, files: row?.used_files ?? 0 },

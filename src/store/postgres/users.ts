@@ -4,7 +4,7 @@ import type { Permission } from '../../session/permissions.js';
 import { keyOf, type KeyRow } from '../rows.js';
 import { settingsOf, type NewKey, type PublicKeyRecord, type UserRecord, type UserSettings } from '../records.js';
 import { StoreConflict, StoreUserGone, type Credentials, type HomeCheck, type HomeOfUser, type UserRepository } from '../store.js';
-import { foreignKeyViolation, transaction, uniqueViolation } from './connection.js';
+import { busyOr, foreignKeyViolation, transaction, uniqueViolation } from './connection.js';
 import type { LastLogins } from './last-logins.js';
 import type { UserCache } from './user-cache.js';
 import type { WriteTurns } from './write-turns.js';
@@ -119,7 +119,7 @@ export class PostgresUsers implements UserRepository {
     } catch (err) {
       if (uniqueViolation(err, 'users_name_nocase')) throw new StoreConflict(`user ${name} exists already`);
       if (uniqueViolation(err)) throw new StoreConflict(`user ${name}: the same key given twice`);
-      throw err;
+      throw busyOr(err);
     }
   }
 
@@ -211,6 +211,8 @@ export class PostgresUsers implements UserRepository {
   private async changing<T>(write: () => Promise<T>, inTurn = true): Promise<T> {
     try {
       return await (inTurn ? this.writes.run(write) : write());
+    } catch (err) {
+      throw busyOr(err);
     } finally {
       this.cache.forget();
     }
