@@ -279,10 +279,11 @@ describe('a file removed by another session just before an upload or a rename re
     await call((cb) => one.writeFile('/s', Buffer.alloc(300, 2), cb));
     const was = await margin();
     let moved: Promise<unknown> = Promise.resolve();
-    // The move waits at its unlink of /t until the rename's act is about to run (or a while, should it never link).
+    // The move waits at its unlink of /t until the rename's act is about to run, or a while: the rename that finds
+    // the move holding /t's lock lets go and begins again (see moveUnderLock), and acts only once the move is done.
     let actNow!: () => void;
     const acting = new Promise<void>((resolve) => (actNow = resolve));
-    const moverUnlink = hookFs('unlink', 0, '/t', () => within(acting, 1000));
+    const moverUnlink = hookFs('unlink', 0, '/t', () => within(acting, 500));
     const renameAct = hookFs('rename', 1, '/t', async () => {
       actNow();
       await within(moved, 1000);
@@ -301,7 +302,11 @@ describe('a file removed by another session just before an upload or a rename re
       moverUnlink.restore();
       renameAct.restore();
     }
-    assert.ok(renameAct.ran(), 'the move ran into the rename');
+    // Both went through, the rename after the move: over the name the move had freed (before, it waited at the
+    // lock in place), or onto it, free, once begun again.
+    const home = join(srv.dir, 'data', 'homes', 'racer');
+    assert.deepEqual(['s', 't', 'u'].map((n) => existsSync(join(home, n))), [false, true, true], 'renamed and moved');
+    assert.deepEqual([statSync(join(home, 't')).size, statSync(join(home, 'u')).size], [300, 1000], 'each file where it went');
     assertNotLowered(was, await margin());
     for (const name of ['/s', '/t', '/u']) await call((cb) => one.unlink(name, cb)).catch(() => undefined);
   });
