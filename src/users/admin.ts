@@ -6,7 +6,7 @@ import type { PasswordHasher } from '../auth/passwords.js';
 import { parsePublicKey } from '../auth/public-keys.js';
 import { PROTOCOLS, type Protocol } from '../session/account.js';
 import { resolveVirtual } from '../session/paths.js';
-import { ServerPlaces, homeNesting, realPlace } from '../session/storage/server-places.js';
+import { ServerPlaces, homeNesting, realPlace, realPlacesOf } from '../session/storage/server-places.js';
 import { outlivesHome, type LiveSessionInfo } from '../session/live.js';
 import { DEFAULT_PERMISSIONS, parsePermissions, rulesOfList, takesAnyAway, type Permission } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
@@ -233,10 +233,13 @@ export class UserAdmin {
    * is not another. Checked here before anything is made, and again by the
    * store as it writes the home (homeApart).
    */
-  private async checkHome(home: string, self?: number): Promise<void> {
+  private async checkHome(home: string, self?: number): Promise<HomeCheck> {
     const why = new ServerPlaces(this.dataDir, this.serverFiles).conflict(realPlace(home));
     if (why) throw new AdminError(`home ${home} ${why}`);
-    homeApart(home)((await this.store.all()).filter((u) => u.id !== self));
+    const stored = await this.store.all();
+    const check = homeApart(home, realPlacesOf([home, ...stored.map((u) => u.home)]));
+    check(stored.filter((u) => u.id !== self));
+    return check;
   }
 
   /** unmakeHome, leaving every home stored now: an add or change that won a race among them. */
@@ -261,7 +264,7 @@ export class UserAdmin {
     const home = u.home === undefined ? join(this.dataDir, 'homes', u.name) : resolve(validateHome(u.home));
     if (!isAbsolute(home)) throw new AdminError(`home "${u.home}" must be a path`);
     if (u.home === undefined) refuseLeftHome(home);
-    await this.checkHome(home);
+    const homeCheck = await this.checkHome(home);
     const settings: UserSettings = {
       home,
       enabled: true,
@@ -281,7 +284,7 @@ export class UserAdmin {
     const hash = u.password === null ? null : await this.hasher.hash(u.password);
     const createdHome = makeHome(home);
     try {
-      return await this.store.create(u.name, hash, settings, u.keys, homeApart(home));
+      return await this.store.create(u.name, hash, settings, u.keys, homeCheck);
     } catch (err) {
       // Another administrator (or node) added the same name since the check above: the new
       // home is removed unless it is the one that user got (the same path, made by either).
@@ -301,9 +304,10 @@ export class UserAdmin {
     if (password !== undefined) await this.checkCredentialsAllowed(user);
     const change = { ...patch };
     let createdHome: string | null = null;
+    let homeCheck: HomeCheck | undefined;
     if (patch.home !== undefined) {
       change.home = resolve(validateHome(patch.home));
-      await this.checkHome(change.home, user.id);
+      homeCheck = await this.checkHome(change.home, user.id);
       createdHome = makeHome(change.home);
     }
     const hash = password === undefined ? null : await this.hasher.hash(password);
@@ -312,7 +316,7 @@ export class UserAdmin {
     if (Object.keys(change).length > 0) {
       let written = false;
       try {
-        written = await this.store.update(user.id, change, change.home === undefined ? undefined : homeApart(change.home), hash ?? undefined);
+        written = await this.store.update(user.id, change, homeCheck, hash ?? undefined);
       } finally {
         // Refused, failed, or the user removed meanwhile: the home made for it goes.
         if (!written && createdHome !== null) await this.unmake(change.home as string, createdHome);
@@ -421,10 +425,14 @@ export class UserAdmin {
   }
 }
 
-/** The store's HomeCheck for `home`: no other user's home, as stored when it is written, may hold it or lie in it. */
-function homeApart(home: string): HomeCheck {
+/**
+ * The store's HomeCheck for `home`: no other user's home, as stored when it
+ * is written, may hold it or lie in it. `realOf`: where the homes looked up
+ * before lead (see realPlacesOf); one stored since is looked up in the check.
+ */
+function homeApart(home: string, realOf: (path: string) => string): HomeCheck {
   return (others) => {
-    const why = homeNesting(home, others);
+    const why = homeNesting(home, others, realOf);
     if (why) throw new AdminError(`home ${home} ${why}`);
   };
 }

@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ANONYMOUS } from '../session/account.js';
 import type { Config } from '../config/schema.js';
-import { homeNesting, realPlace, type ServerPlaces } from '../session/storage/server-places.js';
+import { homeNesting, realPlace, realPlacesOf, type ServerPlaces } from '../session/storage/server-places.js';
 import { settingsOf, type UserRecord, type UserSettings } from '../store/records.js';
 import { StoreConflict, type HomeCheck, type UserRepository } from '../store/store.js';
 import { makeHome, parseVirtualDir } from './admin.js';
@@ -50,7 +50,9 @@ async function provision(users: UserRepository, settings: AnonymousSettings, pla
   // Else a user holding the root could put a link in its place, and anonymous logins would serve wherever it leads.
   // Looked at here so a refused start makes no directory, and again in the store's transaction (rootApart)
   // for a user added meanwhile, by the CLI or another node, as every home is checked.
-  rootApart(settings.root)((await users.all()).filter((u) => u.name !== ANONYMOUS));
+  const stored = await users.all();
+  const apart = rootApart(settings.root, realPlacesOf([settings.root, ...stored.map((u) => u.home)]));
+  apart(stored.filter((u) => u.name !== ANONYMOUS));
   // As every home: else the start went well and each anonymous login failed on it (found by an operator's review).
   const conflict = places.conflict(realPlace(settings.root));
   if (conflict) throw new AdminError(`ftp.anonymous.root: ${settings.root} ${conflict}`);
@@ -66,17 +68,17 @@ async function provision(users: UserRepository, settings: AnonymousSettings, pla
     requireKey: false,
     permissions: ['list', 'download'],
   };
-  const id = existing ? existing.id : (await users.create(ANONYMOUS, null, wanted, [], rootApart(settings.root))).id;
-  if (existing && !(await users.update(id, wanted, rootApart(settings.root)))) throw new StoreConflict(`user "${ANONYMOUS}" was removed meanwhile`);
+  const id = existing ? existing.id : (await users.create(ANONYMOUS, null, wanted, [], apart)).id;
+  if (existing && !(await users.update(id, wanted, apart))) throw new StoreConflict(`user "${ANONYMOUS}" was removed meanwhile`);
   for (const d of existing?.dirPermissions ?? []) if (d.path !== settings.incoming) await users.setDirPermissions(id, d.path, null);
   if (settings.incoming !== '') await users.setDirPermissions(id, settings.incoming, ['upload']);
   return { madeRoot };
 }
 
 /** The check of the anonymous root against the homes of users: none may hold it or lie in it. */
-function rootApart(root: string): HomeCheck {
+function rootApart(root: string, realOf: (path: string) => string): HomeCheck {
   return (others) => {
-    const nested = homeNesting(root, others);
+    const nested = homeNesting(root, others, realOf);
     if (nested) throw new AdminError(`ftp.anonymous.root ${root} ${nested}: anonymous FTP needs a root of its own`);
   };
 }

@@ -105,7 +105,22 @@ function nestedHome(home: string, others: readonly { name: string; home: string 
  * user's home (`/srv/alice/L/bob`, L alice's) is elsewhere for realpath, but
  * its every login resolves alice's L, which she may point anywhere.
  */
-export function homeNesting(home: string, others: readonly { name: string; home: string }[]): string | null {
-  const places = others.flatMap((u) => [{ name: u.name, home: resolve(u.home) }, { name: u.name, home: realPlace(u.home) }]);
-  return nestedHome(realPlace(home), places) ?? nestedHome(resolve(home), places);
+export function homeNesting(home: string, others: readonly { name: string; home: string }[], realOf: (path: string) => string = realPlace): string | null {
+  const places = others.flatMap((u) => [{ name: u.name, home: resolve(u.home) }, { name: u.name, home: realOf(u.home) }]);
+  return nestedHome(realOf(home), places) ?? nestedHome(resolve(home), places);
+}
+
+/**
+ * realPlace of `paths`, each looked up now, once; a path not among them is
+ * looked up when asked. For a check that runs inside a transaction holding
+ * locks (a store's HomeCheck): the lookups of every stored home, a few
+ * system calls each and a network round trip each on shared storage, are
+ * made before it begins, not while it holds the locks, which PostgreSQL
+ * ends after storeHoldTimeout (found by a review: with some thousands of
+ * users on network storage a change of a home failed every time).
+ */
+export function realPlacesOf(paths: Iterable<string>): (path: string) => string {
+  const known = new Map<string, string>();
+  for (const path of paths) if (!known.has(path)) known.set(path, realPlace(path));
+  return (path) => known.get(path) ?? realPlace(path);
 }
