@@ -84,6 +84,16 @@ export const SSH_ALGORITHMS = {
 } as const satisfies Record<string, readonly string[]>;
 
 /** A list of names from `known`, most preferred first; `what`: how the refusal calls a name not in it. */
+/**
+ * Key exchanges ssh2 can do as the server: its Diffie-Hellman group
+ * exchanges are a client's only ("Group exchange not implemented for
+ * server", lib/protocol/kex.js). Offered (they were in the defaults), a
+ * client that preferred one failed every handshake: OpenSSH told to, and old
+ * JSch, whose list has group exchange before group14-sha256 and after the
+ * NIST curves sluice leaves out.
+ */
+const SERVER_KEX = SSH_ALGORITHMS.kex.filter((name) => !name.startsWith('diffie-hellman-group-exchange-'));
+
 function algorithmList(what: string, known: readonly string[], defaults: string[]) {
   return z
     .array(z.string().refine((name) => known.includes(name), { error: (issue) => `"${String(issue.input)}" is no ${what} (one of: ${known.join(', ')})` }))
@@ -205,7 +215,7 @@ export const configSchema = z
          */
         algorithms: z
           .object({
-            kex: algorithmList('key exchange ssh2 supports', SSH_ALGORITHMS.kex, ['curve25519-sha256', 'curve25519-sha256@libssh.org', 'diffie-hellman-group-exchange-sha256', 'diffie-hellman-group14-sha256']),
+            kex: algorithmList('key exchange ssh2 supports as a server', SERVER_KEX, ['curve25519-sha256', 'curve25519-sha256@libssh.org', 'diffie-hellman-group14-sha256']),
             cipher: algorithmList('cipher ssh2 supports', SSH_ALGORITHMS.cipher, ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'chacha20-poly1305@openssh.com', 'aes128-ctr', 'aes192-ctr', 'aes256-ctr']),
             hmac: algorithmList('MAC ssh2 supports', SSH_ALGORITHMS.hmac, ['hmac-sha2-256-etm@openssh.com', 'hmac-sha2-512-etm@openssh.com']),
             /** Host key algorithms: ssh2 knows more, sluice has ed25519 and RSA keys (ssh-rsa is SHA-1, offered only if listed). */
