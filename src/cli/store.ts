@@ -49,7 +49,7 @@ export async function storeCommand(args: string[], config: () => Config, out: (s
   const from = openSqliteStore(file);
   let to: Store | null = null;
   try {
-    to = await openPostgresStore(url);
+    to = await openPostgresStore(url, { holdTimeout: config().storeHoldTimeout });
     const r = await copyStore(from, to);
     out(`copied ${r.users} users (${r.keys} keys) and ${r.bans} bans from ${file} into ${describeUrl(url)}\n`);
     if (r.tokensNotCopied.length > 0) {
@@ -66,7 +66,7 @@ async function nodesCommand(sub: 'nodes' | 'forget-node', rest: string[], config
   const { positionals } = parse(rest, {}, sub === 'nodes' ? [] : ['NODE_ID']);
   const url = config().store;
   if (!POSTGRES.test(url)) throw new UsageError(`store ${sub}: only with a PostgreSQL store (store: or SLUICE_STORE_URL); one SQLite node holds nothing for others`);
-  const store = await openPostgresStore(url);
+  const store = await openPostgresStore(url, { holdTimeout: config().storeHoldTimeout });
   try {
     const nodes = store.nodes as NodeRegistry;
     if (sub === 'nodes') {

@@ -475,10 +475,11 @@ export function removeDirectory(ledger: Ledger, looked: NodeStat, drop: () => Pr
  * holds its own: `move` is given 'yield' for it. Found held, the move lets go
  * of its own and begins again after a pause of a few ms, at random, within
  * NAMES_WAIT_MS: two renames crossing (A over B, B over A) each held its
- * source and waited for the other's, and both failed after 2 s. Now one of
- * them wins, and the other finds its source replaced ("File changed while it
- * was renamed; try again"). A move acts only once it holds both, so a move
- * begun again has changed nothing before.
+ * source and waited for the other's, and the first to give up failed after
+ * 2 s. Now one of them wins, and the other finds its source replaced ("File
+ * changed while it was renamed; try again"). A move acts only once it holds
+ * both, so a move begun again has changed nothing before. Across nodes a lock
+ * another node holds is refused at once ('written'), as before.
  */
 export async function moveUnderLock<T>(ledger: Ledger, looked: NodeStat, move: (busy: NamesBusy) => Promise<T>): Promise<T> {
   const until = Date.now() + NAMES_WAIT_MS;

@@ -16,7 +16,10 @@ const KEXINIT = 20;
  * GB. At the 350 MB/s one connection moves at most, that is once every 3 s:
  * one back every 2 s never runs out at that pace, and the burst covers
  * clients that re-key early on, or a while more often. A flooder gets the
- * burst, then one exchange every 2 s: 0.1 to 0.25 % of the loop.
+ * burst, then one exchange every 2 s: 0.1 to 0.25 % of the loop. Those are
+ * the default key exchanges' figures; an operator who lists the 4096- or
+ * 8192-bit groups (diffie-hellman-group16/18-sha512) pays many times more
+ * for each.
  */
 export const REKEY_BURST = 10;
 export const REKEY_REFILL_MS = 2000;

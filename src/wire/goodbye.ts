@@ -15,7 +15,9 @@ export const GOODBYE_MS = 2000;
  * the session, the drain, a protocol error), each of which only ended this
  * side. A client that did not close its own (found here: a half-open SSH
  * connection after its idle timeout was held for as long as the client
- * liked) kept the connection.
+ * liked) kept the connection. Node ends this side itself when the client
+ * ends its own (allowHalfOpen off), so a client that half-closes and reads
+ * on has the same 2 s: SSH clients never half-close.
  */
 export function destroyAfterGoodbye(socket: Socket): void {
   const end = socket.end;
