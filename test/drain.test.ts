@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -8,7 +8,7 @@ import type ssh2 from 'ssh2';
 import { loggedIn, RawFtp, startUpload } from './helpers/ftp-raw.js';
 import { sftpRemote, waitFor, type PacedUpload } from './helpers/quota.js';
 import { TestServer } from './helpers/server.js';
-import { sshConnect, sftpOf } from './helpers/ssh.js';
+import { call, sshConnect, sftpOf } from './helpers/ssh.js';
 
 /*
  * Issue #15, lifecycle: SIGTERM stops accepting at once, ends idle sessions at
@@ -197,3 +197,36 @@ for (const workers of [1, 2]) {
     });
   });
 }
+
+describe('SIGTERM drain: an SFTP client that stops reading once its last transfer is sent', () => {
+  it('holds the stop no longer than the drain timeout', { timeout: 60_000 }, async () => {
+    const srv = await start(1, 2);
+    try {
+      // A listing whose replies outgrow the SSH window the client gives: 6,000 names of 200 characters.
+      const big = join(srv.home('alice'), 'big');
+      mkdirSync(big);
+      for (let i = 0; i < 6000; i++) writeFileSync(join(big, `${String(i).padStart(5, '0')}${'n'.repeat(195)}`), '');
+      const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: PASSWORD });
+      c.on('error', () => undefined);
+      const sftp = await sftpOf(c);
+      const up = await call<Buffer>((cb) => sftp.open('/late.bin', 'w', cb));
+      await call((cb) => sftp.write(up, Buffer.alloc(1024, 7), 0, 1024, 0, cb));
+      const dir = await call<Buffer>((cb) => sftp.opendir('/big', cb));
+      const exited = exitOf(srv);
+      srv.signal('SIGTERM');
+      await waitFor('the stop under way', () => srv.log.includes('"msg":"stopping"'));
+      // From here the client reads nothing, so its window never opens again: the upload's end goes in, its
+      // reply waits behind the listing's.
+      (c as unknown as { _sock: net.Socket })._sock.pause();
+      for (let i = 0; i < 60; i++) sftp.readdir(dir, () => undefined);
+      sftp.close(up, () => undefined);
+      const code = await Promise.race([exited, new Promise((resolve) => setTimeout(() => resolve('still running 10 s after SIGTERM'), 10_000))]);
+      assert.equal(code, 0, srv.log + srv.stderr);
+      c.end();
+    } finally {
+      // One still waiting would wait for ever.
+      await srv.kill();
+      await srv.stop();
+    }
+  });
+});

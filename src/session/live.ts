@@ -307,8 +307,11 @@ export class LiveRegistry implements LiveSessionsView {
           return this.endNow(entry, reason);
         }
         const cut = await Promise.race([entry.session.windDown(reason, false).then(() => null), deadline]);
-        if (cut !== null) await this.endNow(entry, cut);
-        else await entry.connection.end(reason, true);
+        // Ending after the last reply waits for the client to take it, which one that stopped reading never does
+        // (found by a review: an SFTP client that opened no more window after its last CLOSE held the stop for
+        // good): the deadline ends that wait too.
+        const late = cut ?? (await Promise.race([entry.connection.end(reason, true).then(() => null), deadline]));
+        if (late !== null) await this.endNow(entry, late);
         for (const t of running) {
           if (t.outcome === 'ok') counts.transfersFinished++;
           else counts.transfersAborted++;

@@ -125,7 +125,7 @@ function clientKey(data: Buffer): ssh2.ParsedKey | Error {
 /** A line on the channel's stderr, which OpenSSH's sftp and scp print: why the server ends it. */
 function tellClient(channel: ssh2.ServerChannel, text: string): void {
   // An operator's reason goes to the user's terminal: one line, its controls shown escaped.
-  if (channel.writable) channel.stderr.write(`sluice: ${shown(text)}\n`);
+  if (channel.writable && channel.stderr.writable) channel.stderr.write(`sluice: ${shown(text)}\n`);
 }
 
 /** What the SFTP front-end takes besides the shared services. */
@@ -607,14 +607,20 @@ export class SftpFrontEnd {
     }
     const where = { id: state.id, protocol, remoteAddress: state.ip, remotePort: state.port } as const;
     let served: ReturnType<typeof serve> | null = null;
+    // Once: an end that waited for the last reply may go on after another ended the connection meanwhile
+    // (the drain's deadline, when the client stopped reading), and its note then hit a closed stream.
+    let ended = false;
     const connection = {
       end: async (reason: string, afterReply: boolean) => {
         if (afterReply) await served?.answered();
-        state.log.info({ reason }, 'session ended by the server');
-        // ssh2 sends its DISCONNECT without a description: OpenSSH's clients print the channel's
-        // stderr, so the user reads why, as an FTP client reads its 421 (found by a new user's try).
-        tellClient(channel, `session ended: ${reason}`);
-        client.end();
+        if (!ended) {
+          ended = true;
+          state.log.info({ reason }, 'session ended by the server');
+          // ssh2 sends its DISCONNECT without a description: OpenSSH's clients print the channel's
+          // stderr, so the user reads why, as an FTP client reads its 421 (found by a new user's try).
+          tellClient(channel, `session ended: ${reason}`);
+          client.end();
+        }
         await served?.done;
       },
     };
