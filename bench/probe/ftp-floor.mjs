@@ -13,29 +13,17 @@
 // A RETR opens, fstats, reads and closes in every mode. Passive ports: PASV_BASE to PASV_BASE + 99.
 import net from 'node:net';
 import { constants as C } from 'node:fs';
-import { lstat, mkdir, open, readlink, rename } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { mkdir, open, rename } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { commitChecked, stageChecked } from './floor-checks.mjs';
 
 const [port, root, mode, pasvBase] = [Number(process.argv[2]), process.argv[3], process.argv[4], Number(process.argv[5])];
 if (!port || !root || !['direct', 'atomic', 'checks'].includes(mode) || !pasvBase) {
   console.error('usage: ftp-floor.mjs PORT ROOT direct|atomic|checks PASV_BASE');
   process.exit(2);
 }
-const O_PATH = 0o10000000;
-const proc = (fd, name) => (name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`);
 let nextPort = 0;
 let staged = 0;
-
-/** checks: the directory of the last STOR stays open, as sluice's kept chain does. */
-const kept = { path: '', fh: null };
-async function keptDir(path) {
-  if (kept.path !== path) {
-    await kept.fh?.close();
-    kept.fh = await open(path, C.O_RDONLY | C.O_DIRECTORY);
-    kept.path = path;
-  }
-  return kept.fh;
-}
 
 async function store(name, data) {
   const final = join(root, name);
@@ -51,19 +39,9 @@ async function store(name, data) {
     await fh.close();
     return rename(join(dirname(final), tmp), final);
   }
-  const dir = await keptDir(dirname(final));
-  const base = basename(final);
-  await Promise.all([lstat(dirname(final)), lstat(proc(dir.fd, base)).catch(() => null)]);
-  await readlink(proc(dir.fd));
-  const fh = await open(proc(dir.fd, tmp), C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644);
-  for await (const chunk of data) await fh.write(chunk);
-  const [held] = await Promise.all([
-    open(proc(dir.fd, base), C.O_RDONLY | C.O_NOFOLLOW | O_PATH).catch(() => null),
-    lstat(proc(dir.fd, tmp)),
-    fh.close(),
-  ]);
-  await rename(proc(dir.fd, tmp), proc(dir.fd, base));
-  await held?.close();
+  const upload = await stageChecked(final);
+  for await (const chunk of data) await upload.fh.write(chunk);
+  return commitChecked(upload);
 }
 
 async function retrieve(name, data) {

@@ -15,10 +15,11 @@
 //           beside its close
 // HOST_KEY: a private key file ssh2 can read (sluice's certs/ssh_host_ed25519_key).
 import { constants as C, readFileSync } from 'node:fs';
-import { lstat, mkdir, open, opendir, readlink, rename, stat } from 'node:fs/promises';
+import { lstat, mkdir, open, opendir, rename, stat } from 'node:fs/promises';
 import net from 'node:net';
-import { basename, dirname, join, normalize } from 'node:path';
+import { join, normalize } from 'node:path';
 import ssh2 from 'ssh2';
+import { commitChecked, stageChecked } from './floor-checks.mjs';
 
 const [port, root, mode, hostKey] = [Number(process.argv[2]), process.argv[3], process.argv[4], process.argv[5]];
 if (!port || !root || !['direct', 'atomic', 'checks'].includes(mode) || !hostKey) {
@@ -27,20 +28,6 @@ if (!port || !root || !['direct', 'atomic', 'checks'].includes(mode) || !hostKey
 }
 const { OPEN_MODE, STATUS_CODE } = ssh2.utils.sftp;
 let staged = 0;
-const O_PATH = 0o10000000;
-const proc = (fd, name) => (name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`);
-
-/** checks: the directory of the last upload stays open, as sluice's kept chain does. */
-const kept = { path: '', fh: null };
-async function keptDir(path) {
-  if (kept.path !== path) {
-    await kept.fh?.close();
-    kept.fh = await open(path, C.O_RDONLY | C.O_DIRECTORY);
-    kept.path = path;
-  }
-  return kept.fh;
-}
-
 /** A client's path, under ROOT (no confinement beyond normalize: a probe, not a server). */
 const real = (path) => join(root, normalize(`/${path}`));
 const attrsOf = (st) => ({ mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, atime: Math.floor(st.atimeMs / 1000), mtime: Math.floor(st.mtimeMs / 1000) });
@@ -99,14 +86,12 @@ function serve(sftp) {
     try {
       if (!(pflags & OPEN_MODE.WRITE)) return give(reqid, { fh: await open(final, 'r') });
       if (mode === 'direct') return give(reqid, { fh: await open(final, flagsOf(pflags), 0o644) });
-      const tmp = `.floor-${process.pid}-${staged++}`;
-      if (mode === 'atomic') return give(reqid, { fh: await open(join(final, '..', tmp), 'wx', 0o644), tmp: join(final, '..', tmp), final });
-      const dir = await keptDir(dirname(final));
-      const base = basename(final);
-      await Promise.all([lstat(dirname(final)), lstat(proc(dir.fd, base)).catch(() => null)]);
-      await readlink(proc(dir.fd));
-      const fh = await open(proc(dir.fd, tmp), C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644);
-      give(reqid, { fh, kept: dir, tmpName: tmp, base });
+      if (mode === 'checks') {
+        const checked = await stageChecked(final);
+        return give(reqid, { fh: checked.fh, checked });
+      }
+      const tmp = join(final, '..', `.floor-${process.pid}-${staged++}`);
+      give(reqid, { fh: await open(tmp, 'wx', 0o644), tmp, final });
     } catch (err) {
       fail(reqid)(err);
     }
@@ -131,15 +116,8 @@ function serve(sftp) {
     handles.delete(key);
     try {
       if (h?.dir) await h.dir.close();
-      if (h?.tmpName) {
-        const [held] = await Promise.all([
-          open(proc(h.kept.fd, h.base), C.O_RDONLY | C.O_NOFOLLOW | O_PATH).catch(() => null),
-          lstat(proc(h.kept.fd, h.tmpName)),
-          h.fh.close(),
-        ]);
-        await rename(proc(h.kept.fd, h.tmpName), proc(h.kept.fd, h.base));
-        await held?.close();
-      } else if (h?.fh) await h.fh.close();
+      if (h?.checked) await commitChecked(h.checked);
+      else if (h?.fh) await h.fh.close();
       if (h?.tmp) await rename(h.tmp, h.final);
       sftp.status(reqid, STATUS_CODE.OK);
     } catch (err) {
