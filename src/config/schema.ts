@@ -83,20 +83,29 @@ export const SSH_ALGORITHMS = {
   serverHostKey: ['ssh-ed25519', 'rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'],
 } as const satisfies Record<string, readonly string[]>;
 
-/** A list of names from `known`, most preferred first; `what`: how the refusal calls a name not in it. */
 /**
  * Key exchanges ssh2 can do as the server: its Diffie-Hellman group
  * exchanges are a client's only ("Group exchange not implemented for
- * server", lib/protocol/kex.js). Offered (they were in the defaults), a
- * client that preferred one failed every handshake: OpenSSH told to, and old
- * JSch, whose list has group exchange before group14-sha256 and after the
- * NIST curves sluice leaves out.
+ * server", lib/protocol/kex.js). Offered (they were in the defaults and the
+ * example configuration), a client that preferred one failed every
+ * handshake: OpenSSH told to, and old JSch, whose list has group exchange
+ * before group14-sha256 and after the NIST curves sluice leaves out. A
+ * configuration copied from the old example names one: its refusal says why.
  */
-const SERVER_KEX = SSH_ALGORITHMS.kex.filter((name) => !name.startsWith('diffie-hellman-group-exchange-'));
+const CLIENT_ONLY_KEX = 'diffie-hellman-group-exchange-';
+const SERVER_KEX = SSH_ALGORITHMS.kex.filter((name) => !name.startsWith(CLIENT_ONLY_KEX));
 
+function refusedAlgorithm(name: string, what: string, known: readonly string[]): string {
+  if (name.startsWith(CLIENT_ONLY_KEX) && (SSH_ALGORITHMS.kex as readonly string[]).includes(name)) {
+    return `"${name}": ssh2 can do it only as a client, so no client that chose it could connect: remove it from the list`;
+  }
+  return `"${name}" is no ${what} (one of: ${known.join(', ')})`;
+}
+
+/** A list of names from `known`, most preferred first; `what`: how the refusal calls a name not in it. */
 function algorithmList(what: string, known: readonly string[], defaults: string[]) {
   return z
-    .array(z.string().refine((name) => known.includes(name), { error: (issue) => `"${String(issue.input)}" is no ${what} (one of: ${known.join(', ')})` }))
+    .array(z.string().refine((name) => known.includes(name), { error: (issue) => refusedAlgorithm(String(issue.input), what, known) }))
     .min(1)
     .default(defaults);
 }
