@@ -107,7 +107,8 @@ function nestedHome(home: string, others: readonly { name: string; home: string 
  */
 export function homeNesting(home: string, others: readonly { name: string; home: string }[], realOf: (path: string) => string = realPlace): string | null {
   const places = others.flatMap((u) => [{ name: u.name, home: resolve(u.home) }, { name: u.name, home: realOf(u.home) }]);
-  return nestedHome(realOf(home), places) ?? nestedHome(resolve(home), places);
+  // The home itself where it leads now: it may have been made, or replaced, since the others were looked up.
+  return nestedHome(realPlace(home), places) ?? nestedHome(resolve(home), places);
 }
 
 /**
