@@ -379,6 +379,8 @@ export class FtpConnection implements FtpControl {
   async endByServer(reason: string, afterReply: boolean): Promise<void> {
     // The transfer has ended in the shared layer; its 226 goes out once the data connection is closed.
     if (afterReply) await this.transfer?.done.catch(() => undefined);
+    // Ended meanwhile (the drain's deadline while this waited): said once.
+    if (this.closed) return;
     this.log.info({ reason }, 'session ended by the server');
     // The reason is the operator's text, not the client's: still kept to one printable line.
     await this.closeAfterReply(Code.ServiceUnavailable, `Session ended: ${reason.replace(/[^\x20-\x7e]/g, ' ').slice(0, 200)}.`);

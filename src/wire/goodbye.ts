@@ -21,11 +21,11 @@ export const GOODBYE_MS = 2000;
  */
 export function destroyAfterGoodbye(socket: Socket): void {
   const end = socket.end;
-  let timed = false;
+  let timer: NodeJS.Timeout | null = null;
   socket.end = function (this: Socket, ...args: unknown[]) {
-    if (!timed) {
-      timed = true;
-      setTimeout(() => socket.destroy(), GOODBYE_MS).unref();
+    if (timer === null) {
+      timer = setTimeout(() => socket.destroy(), GOODBYE_MS).unref();
+      socket.once('close', () => clearTimeout(timer ?? undefined));
     }
     return (end as (...a: unknown[]) => Socket).apply(this, args);
   } as Socket['end'];
