@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -73,6 +73,32 @@ describe('a home made for a change that was not written', () => {
       const moved = join(dir, 'new', 'bob');
       await assert.rejects(admin.update('bob', { home: moved }), /no user named "bob"/);
       assert.ok(!existsSync(join(dir, 'new')), 'the home made for a user that is gone is left behind');
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a link put at the new home's path after the first check is seen by the store's: the add is refused", async () => {
+    // Found by a review: the home itself was looked up before the transaction with the stored homes, so a link
+    // made at its path in between (by someone who may write its parent) was not seen, and a home leading into
+    // another user's was written. The password's hash runs between the two checks.
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-unmake-'));
+    const store = await openSqliteStore(join(dir, 'sluice.db'));
+    try {
+      mkdirSync(join(dir, 'shared'));
+      const hasher = new PasswordHasher(2, { memoryCost: 1024, timeCost: 1, parallelism: 1 });
+      const admin = new UserAdmin(store.users, hasher, join(dir, 'data'), []);
+      await admin.add({ name: 'bob', password: 'bob password 1', keys: [], home: join(dir, 'bob') });
+      const planted = join(dir, 'shared', 'carol');
+      const hash = hasher.hash.bind(hasher);
+      hasher.hash = async (password: string) => {
+        mkdirSync(join(dir, 'bob', 'sub'));
+        symlinkSync(join(dir, 'bob', 'sub'), planted);
+        return hash(password);
+      };
+      await assert.rejects(admin.add({ name: 'carol', password: 'carol password 1', keys: [], home: planted }), /would lie in user bob's home/);
+      assert.equal(await store.users.get('carol'), null);
     } finally {
       await store.close();
       rmSync(dir, { recursive: true, force: true });
