@@ -27,6 +27,7 @@ describe('PostgreSQL: a change of a home on slow storage, with a short hold time
   let admin: UserAdmin;
   const dir = mkdtempSync(join(tmpdir(), 'sluice-homecheck-'));
   const realpath = fs.realpathSync;
+  const realpathAsync = fs.promises.realpath;
 
   before(async () => {
     pg = await startPostgres();
@@ -41,25 +42,53 @@ describe('PostgreSQL: a change of a home on slow storage, with a short hold time
     rmSync(dir, { recursive: true, force: true });
   });
 
-  /** Each realpath takes LOOKUP_MS, as a lookup on a slow network file system may (the whole check: over the timeout). */
+  /**
+   * Each realpath takes LOOKUP_MS, as a lookup on a slow network file system may (the whole check: over the
+   * timeout): the synchronous one holds the event loop meanwhile, the asynchronous one a thread of the pool.
+   */
   const slowDown = () => {
     const slow = (...args: Parameters<typeof realpath>) => {
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, LOOKUP_MS);
       return realpath(...args);
     };
     fs.realpathSync = Object.assign(slow, { native: realpath.native }) as typeof realpath;
+    fs.promises.realpath = (async (path: string) => {
+      await new Promise((resolve) => setTimeout(resolve, LOOKUP_MS));
+      return realpathAsync(path);
+    }) as typeof realpathAsync;
     syncBuiltinESMExports();
   };
   const restore = () => {
     fs.realpathSync = realpath;
+    fs.promises.realpath = realpathAsync;
     syncBuiltinESMExports();
   };
 
-  it('a new home, and a user added with one, are written', { timeout: 60_000 }, async () => {
+  /** The longest the event loop went without turning while `act` ran. */
+  const longestStall = async (act: () => Promise<unknown>): Promise<number> => {
+    let last = performance.now();
+    let longest = 0;
+    const tick = setInterval(() => {
+      const now = performance.now();
+      longest = Math.max(longest, now - last);
+      last = now;
+    }, 5);
+    try {
+      await act();
+    } finally {
+      clearInterval(tick);
+    }
+    return longest;
+  };
+
+  it('a new home, and a user added with one, are written, and the lookups do not hold the event loop', { timeout: 60_000 }, async () => {
     slowDown();
     try {
-      const moved = await admin.update('u0', { home: join(dir, 'homes', 'moved') });
-      assert.equal(moved.home, join(dir, 'homes', 'moved'));
+      const moving = admin.update('u0', { home: join(dir, 'homes', 'moved') });
+      const stall = await longestStall(() => moving);
+      assert.equal((await moving).home, join(dir, 'homes', 'moved'));
+      // One lookup in the check (the home itself, where it leads now), the stored homes' off the loop.
+      assert.ok(stall < 4 * LOOKUP_MS, `the event loop stood still ${stall.toFixed(0)} ms`);
       const added = await admin.add({ name: 'late', password: 'a password 1', keys: [], home: join(dir, 'homes', 'late') });
       assert.equal(added.home, join(dir, 'homes', 'late'));
     } finally {

@@ -237,7 +237,7 @@ export class UserAdmin {
     const why = new ServerPlaces(this.dataDir, this.serverFiles).conflict(realPlace(home));
     if (why) throw new AdminError(`home ${home} ${why}`);
     const stored = await this.store.all();
-    const check = homeApart(home, realPlacesOf(stored.map((u) => u.home)));
+    const check = homeApart(home, await realPlacesOf(stored.map((u) => u.home)));
     check(stored.filter((u) => u.id !== self));
     return check;
   }

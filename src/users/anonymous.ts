@@ -51,7 +51,7 @@ async function provision(users: UserRepository, settings: AnonymousSettings, pla
   // Looked at here so a refused start makes no directory, and again in the store's transaction (rootApart)
   // for a user added meanwhile, by the CLI or another node, as every home is checked.
   const stored = await users.all();
-  const apart = rootApart(settings.root, realPlacesOf(stored.map((u) => u.home)));
+  const apart = rootApart(settings.root, await realPlacesOf(stored.map((u) => u.home)));
   apart(stored.filter((u) => u.name !== ANONYMOUS));
   // As every home: else the start went well and each anonymous login failed on it (found by an operator's review).
   const conflict = places.conflict(realPlace(settings.root));

@@ -1,5 +1,5 @@
 import { existsSync, realpathSync } from 'node:fs';
-import { statfs } from 'node:fs/promises';
+import { realpath, statfs } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 
 /** Where `path` is on disk, links resolved, whether or not all of it exists yet. */
@@ -111,17 +111,35 @@ export function homeNesting(home: string, others: readonly { name: string; home:
   return nestedHome(realPlace(home), places) ?? nestedHome(resolve(home), places);
 }
 
+/** realPlace, off the event loop: a path that does not resolve is taken as its parent's place and its name. */
+async function realPlaceAsync(path: string): Promise<string> {
+  const full = resolve(path);
+  const real = await realpath(full).catch(() => null);
+  if (real !== null) return real;
+  const parent = dirname(full);
+  return parent === full ? full : join(await realPlaceAsync(parent), basename(full));
+}
+
+/** Lookups realPlacesOf has under way at once. */
+const LOOKUPS_AT_ONCE = 16;
+
 /**
- * realPlace of `paths`, each looked up now, once; a path not among them is
- * looked up when asked. For a check that runs inside a transaction holding
- * locks (a store's HomeCheck): the lookups of every stored home, a few
- * system calls each and a network round trip each on shared storage, are
- * made before it begins, not while it holds the locks, which PostgreSQL
- * ends after storeHoldTimeout (found by a review: with some thousands of
- * users on network storage a change of a home failed every time).
+ * realPlace of `paths`, each looked up now, once, off the event loop; a path
+ * not among them is looked up when asked. For a check that runs inside a
+ * transaction holding locks (a store's HomeCheck): the lookups of every
+ * stored home, a few system calls each and a network round trip each on
+ * shared storage, are made before it begins, not while it holds the locks,
+ * which PostgreSQL ends after storeHoldTimeout (found by a review: with some
+ * thousands of users on network storage a change of a home failed every
+ * time), and not on the event loop, which every session of the process (with
+ * workers, the primary every worker asks) shares.
  */
-export function realPlacesOf(paths: Iterable<string>): (path: string) => string {
+export async function realPlacesOf(paths: Iterable<string>): Promise<(path: string) => string> {
   const known = new Map<string, string>();
-  for (const path of paths) if (!known.has(path)) known.set(path, realPlace(path));
+  const left = [...new Set(paths)];
+  const lookUp = async (): Promise<void> => {
+    for (let path = left.pop(); path !== undefined; path = left.pop()) known.set(path, await realPlaceAsync(path));
+  };
+  await Promise.all(Array.from({ length: LOOKUPS_AT_ONCE }, lookUp));
   return (path) => known.get(path) ?? realPlace(path);
 }
