@@ -16,8 +16,13 @@ import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 20 * MiB;
-/** 20 MiB at 5 MiB/s: 4 s, less the bucket's first burst (0.1 s); ±10%. */
-const [LOW, HIGH] = [3.6, 4.4];
+/**
+ * 20 MiB at 5 MiB/s: 4 s, less the bucket's first burst (0.1 s); 10% less at
+ * most (a limit let through is the defect this guards), 20% more (CI on 2
+ * busy cores, four clients at once: 3.91-4.16 s in three runs, then 4.08 to
+ * 4.66 s in one whose whole suite ran 10 % slower).
+ */
+const [LOW, HIGH] = [3.6, 4.8];
 
 describe('RateLimit', () => {
   it('lets a burst of a tenth of a second through, then charges the rest in time', () => {
