@@ -119,7 +119,8 @@ describe('SFTP throughput (OpenSSH-sized requests)', () => {
       }
       rounds.sort((a, b) => a - b);
       const median = rounds[15] as number;
-      assert.ok(median < 20, `median of 30 rounds of 4 pipelined STATs: ${median.toFixed(1)} ms (all: ${rounds.map((r) => r.toFixed(0)).join(' ')})`);
+      // Nagle makes every round wait 40 ms or more; a loaded CI once gave a median of 21.6 ms without it (2-129).
+      assert.ok(median < 35, `median of 30 rounds of 4 pipelined STATs: ${median.toFixed(1)} ms (all: ${rounds.map((r) => r.toFixed(0)).join(' ')})`);
     } finally {
       conn.end();
     }
