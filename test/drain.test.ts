@@ -198,6 +198,48 @@ for (const workers of [1, 2]) {
   });
 }
 
+describe('SIGTERM drain: one SSH connection of several channels', () => {
+  it('ends once the transfers of all its channels have: an idle channel beside them, or one whose upload ends first, cuts none', { timeout: 60_000 }, async () => {
+    const srv = await start(1, 60);
+    try {
+      const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: PASSWORD });
+      c.on('error', () => undefined);
+      let gone = false;
+      const connectionClosed = closed(c).then(() => void (gone = true));
+      // What OpenSSH's ControlMaster or a GUI client does: channels multiplexed on one connection, one of them idle.
+      const [first, second] = [await sftpOf(c), await sftpOf(c), await sftpOf(c)];
+      const body = randomBytes(2 * HALF);
+      const ups = await Promise.all(['/first.bin', '/second.bin'].map(async (path, i) => {
+        const sftp = (i === 0 ? first : second) as ssh2.SFTPWrapper;
+        const handle = await call<Buffer>((cb) => sftp.open(path, 'w', cb));
+        await call((cb) => sftp.write(handle, body, 0, HALF, 0, cb));
+        return async () => {
+          await call((cb) => sftp.write(handle, body, HALF, HALF, HALF, cb));
+          await call((cb) => sftp.close(handle, cb));
+        };
+      }));
+      const exited = exitOf(srv);
+      srv.signal('SIGTERM');
+      await waitFor('the stop under way', () => srv.log.includes('"msg":"stopping"'));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.ok(!gone, 'the idle channel ended the connection');
+      await (ups[0] as () => Promise<void>)();
+      await new Promise((r) => setTimeout(r, 300));
+      assert.ok(!gone, 'the first upload to end ended the connection');
+      await (ups[1] as () => Promise<void>)();
+      assert.equal(await exited, 0, srv.log + srv.stderr);
+      await connectionClosed;
+      for (const name of ['first.bin', 'second.bin']) assert.ok(readFileSync(join(srv.home('alice'), name)).equals(body), name);
+      const records = await srv.audit(0);
+      for (const path of ['/first.bin', '/second.bin']) assert.equal(uploads(records, path)[0]?.result, 'ok', path);
+      const line = drainLine(srv);
+      assert.deepEqual([line.endedIdle, line.transfersFinished, line.transfersAborted], [1, 2, 0], JSON.stringify(line));
+    } finally {
+      await srv.stop();
+    }
+  });
+});
+
 describe('SIGTERM drain: an SFTP client that stops reading once its last transfer is sent', () => {
   it('holds the stop no longer than the drain timeout', { timeout: 60_000 }, async () => {
     const srv = await start(1, 2);

@@ -95,13 +95,17 @@ export interface StoredUsers {
 /**
  * How a front-end ends one of its connections (FTP: a 421 reply then close;
  * SFTP: close the SSH connection). The shared layer has already aborted the
- * session's transfers, or waited for them, and recorded why.
+ * transfers of its sessions, or waited for them, and recorded why. A
+ * connection that serves several sessions at once (an SSH connection, one
+ * per channel) registers each with the same LiveConnection: they end
+ * together.
  */
 export interface LiveConnection {
   /**
-   * `afterReply`: the session's last transfer has ended in the shared layer
-   * but its client may still be owed the protocol's final reply (FTP 226):
-   * send it first. Settles once the session is closed and its end recorded.
+   * `afterReply`: the last transfer of its sessions has ended in the shared
+   * layer but its client may still be owed the protocol's final reply (FTP
+   * 226): send it first. Settles once its sessions are closed and their end
+   * recorded.
    */
   end(reason: string, afterReply: boolean): Promise<void>;
 }
@@ -299,19 +303,26 @@ export class LiveRegistry implements LiveSessionsView {
   async drain(reason: string, deadline: Promise<string>): Promise<DrainCounts> {
     this.stopping = true;
     const counts: DrainCounts = { endedIdle: 0, transfersFinished: 0, transfersAborted: 0 };
+    // By connection: ending one session of an SSH connection ends its others, so an idle channel, or a
+    // channel whose last transfer ended first, waits for the transfers of the rest.
+    const byConnection = new Map<LiveConnection, Entry[]>();
+    for (const entry of this.entries) {
+      const group = byConnection.get(entry.connection);
+      if (group) group.push(entry);
+      else byConnection.set(entry.connection, [entry]);
+    }
     await Promise.all(
-      [...this.entries].map(async (entry) => {
-        const running = entry.session.inProgress;
-        if (running.length === 0) {
-          counts.endedIdle++;
-          return this.endNow(entry, reason);
-        }
-        const cut = await Promise.race([entry.session.windDown(reason, false).then(() => null), deadline]);
+      [...byConnection].map(async ([connection, entries]) => {
+        const running = entries.flatMap((e) => e.session.inProgress);
+        counts.endedIdle += entries.filter((e) => e.session.inProgress.length === 0).length;
+        if (running.length === 0) return void (await Promise.all(entries.map((e) => this.endNow(e, reason))));
+        const wound = Promise.all(entries.map((e) => e.session.windDown(reason, false)));
+        const cut = await Promise.race([wound.then(() => null), deadline]);
         // Ending after the last reply waits for the client to take it, which one that stopped reading never does
         // (found by a review: an SFTP client that opened no more window after its last CLOSE held the stop for
         // good): the deadline ends that wait too.
-        const late = cut ?? (await Promise.race([entry.connection.end(reason, true).then(() => null), deadline]));
-        if (late !== null) await this.endNow(entry, late);
+        const late = cut ?? (await Promise.race([connection.end(reason, true).then(() => null), deadline]));
+        if (late !== null) await Promise.all(entries.map((e) => this.endNow(e, late)));
         for (const t of running) {
           if (t.outcome === 'ok') counts.transfersFinished++;
           else counts.transfersAborted++;

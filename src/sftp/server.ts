@@ -12,9 +12,9 @@ import type { Guest } from '../security/gate.js';
 import { RefusalLog } from '../security/refusals.js';
 import { SluiceError } from '../session/errors.js';
 import { Session } from '../session/session.js';
-import { shown } from '../session/unsafe-chars.js';
 import { ByteBudget } from './budget.js';
 import { SftpChannel } from './channel.js';
+import { ServedChannels, tellClient } from './connection-end.js';
 import { RekeyAllowance, watchKeyExchanges } from './rekeys.js';
 import { WindowPool, acceptWithWindow, channelWindow, ownWindow, type PoolMember } from './window.js';
 import { parseScpCommand, ScpCommandError, type ScpCommand } from '../scp/command.js';
@@ -122,12 +122,6 @@ function clientKey(data: Buffer): ssh2.ParsedKey | Error {
   }
 }
 
-/** A line on the channel's stderr, which OpenSSH's sftp and scp print: why the server ends it. */
-function tellClient(channel: ssh2.ServerChannel, text: string): void {
-  // An operator's reason goes to the user's terminal: one line, its controls shown escaped.
-  if (channel.writable && channel.stderr.writable) channel.stderr.write(`sluice: ${shown(text)}\n`);
-}
-
 /** What the SFTP front-end takes besides the shared services. */
 export interface SftpOptions {
   /** Private host keys, read at start and again at each reload (certs/ensure.ts): this layer touches no file. */
@@ -152,6 +146,8 @@ interface ConnectionState {
    * them all, and nothing kept of a channel once it is gone.
    */
   readonly channels: Set<AbortController>;
+  /** Its channels' sessions, as the shared layer ends them: together. */
+  readonly sessions: ServedChannels;
 }
 
 function refused(state: ConnectionState, fields: object, msg: string): void {
@@ -313,6 +309,7 @@ export class SftpFrontEnd {
       symlinkTargetFirst: !/^(ssh2js|WinSCP)/i.test(info.header.versions.software),
       refusals: new RefusalLog(log),
       channels: new Set(),
+      sessions: new ServedChannels(client, log),
     };
     this.limitKeyExchanges(client, state);
     const { sftp } = this.services.config;
@@ -582,8 +579,7 @@ export class SftpFrontEnd {
    * Accept a session channel for `protocol` on the account logged in, with
    * its SSH window under our control, open the account's session and hand
    * both to `serve`; the server's close() waits for its `done`. The server
-   * ending the session (LiveConnection) closes the SSH connection, once the
-   * client has been `answered` when its last transfer has just ended.
+   * ends the connection's sessions together (ServedChannels).
    */
   private serveChannel(
     client: ssh2.Connection,
@@ -606,38 +602,20 @@ export class SftpFrontEnd {
       return void channel.close();
     }
     const where = { id: state.id, protocol, remoteAddress: state.ip, remotePort: state.port } as const;
-    let served: ReturnType<typeof serve> | null = null;
-    // Once: an end that waited for the last reply may go on after another ended the connection meanwhile
-    // (the drain's deadline, when the client stopped reading), and its note then hit a closed stream.
-    let ended = false;
-    const connection = {
-      end: async (reason: string, afterReply: boolean) => {
-        if (afterReply) await served?.answered();
-        if (!ended) {
-          ended = true;
-          state.log.info({ reason }, 'session ended by the server');
-          // ssh2 sends its DISCONNECT without a description: OpenSSH's clients print the channel's
-          // stderr, so the user reads why, as an FTP client reads its 421 (found by a new user's try).
-          tellClient(channel, `session ended: ${reason}`);
-          client.end();
-        }
-        await served?.done;
-      },
-    };
     // The account as stored now, checked inside enter(): one changed since the login (a notice
     // not yet here) fails the session's open like a missing home, and its login gets its logout.
     const open = (): Promise<Session> =>
       state.guest.enter(account.name, async () => {
         const now = await this.services.authenticator.refreshed(account, { protocol, remoteAddress: state.ip });
         if (!now) throw new SluiceError('permission-denied', undefined, 'account disabled, removed or expired since the login, or its rules refuse this connection now');
-        return Session.open(now, where, this.services.sessionDeps, connection);
+        return Session.open(now, where, this.services.sessionDeps, state.sessions);
       });
     void open().then(
       (s) => {
         // The client closed the channel while its session opened: the session is closed at once.
         if (closed.aborted) return void this.closeUnserved(s);
-        served = serve(channel, s, reopen);
-        const { done } = served;
+        const { done, answered } = serve(channel, s, reopen);
+        state.sessions.add({ channel, answered, done });
         this.running.add(done);
         void done.finally(() => this.running.delete(done));
       },

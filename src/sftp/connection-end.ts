@@ -1,0 +1,61 @@
+import type { Logger } from 'pino';
+import type ssh2 from 'ssh2';
+import type { LiveConnection } from '../session/live.js';
+import { shown } from '../session/unsafe-chars.js';
+
+/** A line on the channel's stderr, which OpenSSH's sftp and scp print: why the server ends it. */
+export function tellClient(channel: ssh2.ServerChannel, text: string): void {
+  // An operator's reason goes to the user's terminal: one line, its controls shown escaped.
+  if (channel.writable && channel.stderr.writable) channel.stderr.write(`sluice: ${shown(text)}\n`);
+}
+
+/** A session channel being served: see ServedChannels.add. */
+export interface ServedChannel {
+  readonly channel: ssh2.ServerChannel;
+  /** Settles once the client has been sent the replies to what it asked so far. */
+  answered(): Promise<void>;
+  /** Settles once the channel's session is closed and its end recorded. */
+  readonly done: Promise<void>;
+}
+
+/**
+ * The sessions of one SSH connection, one per SFTP or SCP channel, as the
+ * shared layer ends them (LiveConnection): together, since ending any of them
+ * closes the connection. Each channel's session registers this same object,
+ * so the drain (LiveRegistry.drain) waits for the transfers of every channel
+ * before it ends the connection. One per channel ended the connection for
+ * all as soon as one was idle or its own last transfer ended: a client
+ * multiplexing an idle channel (OpenSSH's ControlMaster, a GUI's browsing
+ * channel) beside an upload had the upload cut at a stop.
+ */
+export class ServedChannels implements LiveConnection {
+  private readonly served = new Set<ServedChannel>();
+  // Once: an end that waited for the last replies may go on after another ended the connection meanwhile
+  // (the drain's deadline, when the client stopped reading), and its note then hit a closed stream.
+  private ended = false;
+
+  constructor(
+    private readonly client: ssh2.Connection,
+    private readonly log: Logger,
+  ) {}
+
+  /** A channel's session is served from now until its `done`. */
+  add(channel: ServedChannel): void {
+    this.served.add(channel);
+    void channel.done.finally(() => this.served.delete(channel));
+  }
+
+  async end(reason: string, afterReply: boolean): Promise<void> {
+    const now = [...this.served];
+    if (afterReply) await Promise.all(now.map((c) => c.answered()));
+    if (!this.ended) {
+      this.ended = true;
+      this.log.info({ reason }, 'session ended by the server');
+      // ssh2 sends its DISCONNECT without a description: OpenSSH's clients print the channel's
+      // stderr, so the user reads why, as an FTP client reads its 421 (found by a new user's try).
+      for (const c of this.served) tellClient(c.channel, `session ended: ${reason}`);
+      this.client.end();
+    }
+    await Promise.all(now.map((c) => c.done));
+  }
+}
