@@ -38,6 +38,7 @@ describe('admin API: permissions taken away end the live sessions that had them'
         { name: 'hal', password: 'hal-secret-1', args: ['--perms', 'list,download,upload'] },
         { name: 'ivy', password: 'ivy-secret-1', args: ['--perms', 'list,download,upload,rename'] },
         { name: 'jo', password: 'jo-secret-12', args: ['--perms', 'list,download,upload,mkdir'] },
+        { name: 'kit', password: 'kit-secret-1' },
       ],
     });
     api = { socketPath: join(srv.dir, 'admin.sock') };
@@ -117,6 +118,33 @@ describe('admin API: permissions taken away end the live sessions that had them'
       assert.notEqual(await codeOrEnded(c, 'RNTO drop/keep.txt'), 250, 'the session open before moved a file into the widened /drop');
     } finally {
       c.close();
+    }
+  });
+
+  it('an SSH connection of several channels: the session of every channel ends for the change, its upload and logout saying why', { timeout: 60_000 }, async () => {
+    const ssh = await sshConnect({ port: srv.sftpPort, username: 'kit', password: 'kit-secret-1' });
+    ssh.on('error', () => undefined);
+    try {
+      const gone = new Promise<void>((resolve) => ssh.once('close', () => resolve()));
+      // Channels multiplexed on one connection (OpenSSH's ControlMaster, a GUI client), an upload on each but the last.
+      const channels = [await sftpOf(ssh), await sftpOf(ssh), await sftpOf(ssh)];
+      for (const [i, sftp] of channels.slice(0, 2).entries()) {
+        const handle = await sftpCall<Buffer>((cb) => sftp.open(`/up${i}.bin`, 'w', cb));
+        await sftpCall((cb) => sftp.write(handle, Buffer.alloc(4096, 1), 0, 4096, 0, cb));
+      }
+      const r = await call('PATCH', '/users/kit', { permissions: ['list', 'download'] });
+      assert.equal(r.status, 200, r.text);
+      assert.equal((r.json as { sessionsEnded: number }).sessionsEnded, 1);
+      await gone;
+      const why = 'permissions taken away by an administrator';
+      let records: Record<string, unknown>[] = [];
+      for (let i = 0; i < 50 && records.filter((x) => x.event === 'logout').length < 3; i++) records = (await srv.audit(200)).filter((x) => x.user === 'kit');
+      // Only the first channel's did, before: the others were cut by the connection's close, 'channel closed', their logouts without a reason.
+      const uploads = records.filter((x) => x.event === 'upload').map((x) => `${String(x.path)} ${String(x.result)}: ${String(x.reason)}`);
+      assert.deepEqual(uploads.sort(), [`/up0.bin aborted: ${why}`, `/up1.bin aborted: ${why}`]);
+      assert.deepEqual(records.filter((x) => x.event === 'logout').map((x) => x.reason), [why, why, why]);
+    } finally {
+      ssh.end();
     }
   });
 

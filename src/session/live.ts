@@ -251,6 +251,8 @@ export class LiveRegistry implements LiveSessionsView {
         : access instanceof Unread ? `user changed by an administrator, and its permissions could not be read (${access.message})`
         : outlivesAccess({ home: account.home, scans: entry.session.scans }, { home: access.home, scans: this.scansFor(access.scan) })
         ?? (takesAnyAway(account.permissions, access.permissions) ? 'permissions taken away by an administrator' : null);
+      // Ended already with another session of its connection (an SSH connection's channels share its id).
+      if (ended.has(entry.session.id)) continue;
       if (why !== null) {
         await this.endNow(entry, why);
         ended.add(entry.session.id);
@@ -315,14 +317,14 @@ export class LiveRegistry implements LiveSessionsView {
       [...byConnection].map(async ([connection, entries]) => {
         const running = entries.flatMap((e) => e.session.inProgress);
         counts.endedIdle += entries.filter((e) => e.session.inProgress.length === 0).length;
-        if (running.length === 0) return void (await Promise.all(entries.map((e) => this.endNow(e, reason))));
+        if (running.length === 0) return this.endConnection(connection, reason);
         const wound = Promise.all(entries.map((e) => e.session.windDown(reason, false)));
         const cut = await Promise.race([wound.then(() => null), deadline]);
         // Ending after the last reply waits for the client to take it, which one that stopped reading never does
         // (found by a review: an SFTP client that opened no more window after its last CLOSE held the stop for
         // good): the deadline ends that wait too.
         const late = cut ?? (await Promise.race([connection.end(reason, true).then(() => null), deadline]));
-        if (late !== null) await Promise.all(entries.map((e) => this.endNow(e, late)));
+        if (late !== null) await this.endConnection(connection, late);
         for (const t of running) {
           if (t.outcome === 'ok') counts.transfersFinished++;
           else counts.transfersAborted++;
@@ -338,9 +340,24 @@ export class LiveRegistry implements LiveSessionsView {
     return new Set(chosen.map((e) => e.session.id));
   }
 
-  /** Abort first: the records then carry `reason`, not whatever the front-end's close would say. */
-  private async endNow(entry: Entry, reason: string): Promise<void> {
-    await Promise.all([entry.session.windDown(reason, true), entry.connection.end(reason, false)]);
+  private endNow(entry: Entry, reason: string): Promise<void> {
+    return this.endConnection(entry.connection, reason, entry);
+  }
+
+  /**
+   * Ending a session ends its connection, and with it every session on it
+   * (an SSH connection's channels): all are wound down first, aborted for
+   * `reason`, so their records carry it, not whatever the front-end's close
+   * would say. Only the one chosen was, before (found by a review): a
+   * permission change ended one channel's session for its reason, and cut
+   * the uploads of the others as 'channel closed', their logouts saying
+   * nothing.
+   */
+  private async endConnection(connection: LiveConnection, reason: string, chosen?: Entry): Promise<void> {
+    const sessions = [...this.entries].filter((e) => e.connection === connection).map((e) => e.session);
+    // One no longer registered (closed meanwhile) is wound down all the same: that does nothing.
+    if (chosen && !sessions.includes(chosen.session)) sessions.push(chosen.session);
+    await Promise.all([...sessions.map((s) => s.windDown(reason, true)), connection.end(reason, false)]);
   }
 }
 
