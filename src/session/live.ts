@@ -157,6 +157,8 @@ interface Entry {
  */
 export class LiveRegistry implements LiveSessionsView {
   private readonly entries = new Set<Entry>();
+  /** The same entries by connection: the sessions of one end together (endConnection). */
+  private readonly byConnection = new Map<LiveConnection, Set<Entry>>();
   /** Set once the server is stopping: no session opens after that. */
   private stopping = false;
 
@@ -182,7 +184,13 @@ export class LiveRegistry implements LiveSessionsView {
   add(session: LiveSession, connection: LiveConnection): () => void {
     const entry = { session, connection };
     this.entries.add(entry);
-    return () => void this.entries.delete(entry);
+    const group = this.byConnection.get(connection) ?? new Set<Entry>();
+    this.byConnection.set(connection, group.add(entry));
+    return () => {
+      this.entries.delete(entry);
+      group.delete(entry);
+      if (group.size === 0 && this.byConnection.get(connection) === group) this.byConnection.delete(connection);
+    };
   }
 
   async list(): Promise<LiveSessionInfo[]> {
@@ -307,14 +315,9 @@ export class LiveRegistry implements LiveSessionsView {
     const counts: DrainCounts = { endedIdle: 0, transfersFinished: 0, transfersAborted: 0 };
     // By connection: ending one session of an SSH connection ends its others, so an idle channel, or a
     // channel whose last transfer ended first, waits for the transfers of the rest.
-    const byConnection = new Map<LiveConnection, Entry[]>();
-    for (const entry of this.entries) {
-      const group = byConnection.get(entry.connection);
-      if (group) group.push(entry);
-      else byConnection.set(entry.connection, [entry]);
-    }
     await Promise.all(
-      [...byConnection].map(async ([connection, entries]) => {
+      [...this.byConnection].map(async ([connection, group]) => {
+        const entries = [...group];
         const running = entries.flatMap((e) => e.session.inProgress);
         counts.endedIdle += entries.filter((e) => e.session.inProgress.length === 0).length;
         if (running.length === 0) return this.endConnection(connection, reason);
@@ -336,7 +339,9 @@ export class LiveRegistry implements LiveSessionsView {
 
   private async endWhere(match: (s: LiveSession) => boolean, reason: string): Promise<Set<string>> {
     const chosen = [...this.entries].filter((e) => match(e.session));
-    await Promise.all(chosen.map((e) => this.endNow(e, reason)));
+    // One end per connection: it ends every session on it.
+    const byConnection = new Map(chosen.map((e) => [e.connection, e]));
+    await Promise.all([...byConnection.values()].map((e) => this.endNow(e, reason)));
     return new Set(chosen.map((e) => e.session.id));
   }
 
@@ -354,7 +359,7 @@ export class LiveRegistry implements LiveSessionsView {
    * nothing.
    */
   private async endConnection(connection: LiveConnection, reason: string, chosen?: Entry): Promise<void> {
-    const sessions = [...this.entries].filter((e) => e.connection === connection).map((e) => e.session);
+    const sessions = [...(this.byConnection.get(connection) ?? [])].map((e) => e.session);
     // One no longer registered (closed meanwhile) is wound down all the same: that does nothing.
     if (chosen && !sessions.includes(chosen.session)) sessions.push(chosen.session);
     await Promise.all([...sessions.map((s) => s.windDown(reason, true)), connection.end(reason, false)]);
