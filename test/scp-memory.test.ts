@@ -173,6 +173,46 @@ describe('scp -f to a client that stops reading TCP', () => {
     }
   });
 
+  it('a file cut short while it is sent: the zeros that make up its announced size wait for the client as its bytes do', async (t) => {
+    // Found by an adversarial review: the missing bytes were made in one buffer and written at once, past every
+    // wait: a file of 256 MiB emptied by another session after its C line put 256 MiB into the server's socket.
+    const path = join(srv.home('mona'), 'shrinks.bin');
+    const fd = openSync(path, 'w');
+    ftruncateSync(fd, BIG);
+    closeSync(fd);
+    const conn = await login();
+    conn.on('error', () => undefined);
+    const before = await warmedRss(conn, pid);
+    const internals = conn as unknown as Internals;
+    try {
+      const scp = await ScpClient.open(conn, 'scp -f /shrinks.bin');
+      scp.ok();
+      assert.match(await scp.line(), new RegExp(`^C0644 ${BIG} shrinks.bin$`));
+      // Opened and announced: emptied now, before the client's OK lets the first byte go.
+      const cut = openSync(path, 'r+');
+      ftruncateSync(cut, 0);
+      closeSync(cut);
+      stallWideOpen(scp.channel, conn);
+      scp.ok();
+      let peak = before;
+      for (let i = 0; i < 15; i++) {
+        await sleep(150);
+        peak = Math.max(peak, rssOf(pid));
+      }
+      t.diagnostic(`server grew by ${Math.round((peak - before) / MiB)} MiB`);
+      assert.ok(peak - before < 64 * MiB, `server grew by ${Math.round((peak - before) / MiB)} MiB`);
+      internals._sock.resume();
+      // The client gets the size it was promised, then the warning in place of the OK.
+      await scp.skip(BIG, 60_000);
+      assert.match((await scp.line()).toString(), /^\x01scp: \/shrinks\.bin: file changed while read$/);
+      scp.ok();
+      await until('the exit status', () => scp.exit !== null);
+      assert.equal(scp.exit, 1);
+    } finally {
+      internals._sock.destroy();
+    }
+  });
+
   it('ten downloads stalled on one connection wait without a listener each on its socket', async () => {
     const conn = await login();
     conn.on('error', () => undefined);

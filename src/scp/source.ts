@@ -10,6 +10,9 @@ class Stopped extends Error {}
 /** Directories nested deeper than this are not sent: a tree that deep is a loop of links or an attack. */
 const MAX_DEPTH = 64;
 
+/** Zeros in place of a file's bytes that are gone: sent a piece at a time. */
+const PAD = Buffer.alloc(64 * 1024);
+
 /**
  * `scp -f PATH...`: we send, the client stores. Each file is a download of
  * the session (permission, audit with SHA-256), streamed with backpressure
@@ -65,8 +68,10 @@ export async function send(wire: ScpWire, session: Session, cmd: { paths: readon
         await wire.send(chunk as Buffer);
       }
       if (sent !== download.size) {
-        // The file shrank while it was read: the client counts on the size announced.
-        await wire.send(Buffer.alloc(download.size - sent));
+        // The file shrank while it was read: the client counts on the size announced. The zeros go a piece
+        // at a time, each waiting for room as the file's bytes do: made in one buffer, a file of 256 MiB
+        // emptied by another session put 256 MiB into the socket of a client that stopped reading.
+        for (let left = download.size - sent; left > 0; left -= PAD.length) await wire.send(PAD.subarray(0, Math.min(left, PAD.length)));
         await download.abort('file changed while read', 'failed');
         await warn(path, new SluiceError('failure', 'file changed while read'));
         await expectOk(wire);
