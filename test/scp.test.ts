@@ -288,6 +288,27 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', { skip: wit
     }
   });
 
+  it('scp -f of several paths: one the session refuses (a reserved name, a control character) is a warning, and the next is sent', async () => {
+    // Found by an adversarial review: session.resolve's refusal ended the run with a fatal reply, the later paths unsent.
+    writeFileSync(join(srv.home('alice'), 'after.txt'), 'after');
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const { ch, closed, replies } = await rawSink(c, "scp -f /.sluice-upload-x '/a\x01b' /after.txt");
+      const status = new Promise<number>((resolve) => ch.on('exit', (code: number) => resolve(code)));
+      ch.write(Buffer.of(0));
+      const head = '\x01scp: /.sluice-upload-x: Reserved file name\n\x01scp: /a\x01b: Invalid character in path\nC0644 5 after.txt\n';
+      const warned = (await replies(head.length)).toString();
+      assert.equal(warned.slice(0, head.length), head, JSON.stringify(warned));
+      ch.write(Buffer.of(0));
+      assert.equal((await replies(head.length + 6)).subarray(head.length).toString(), 'after\0');
+      ch.write(Buffer.of(0));
+      await closed;
+      assert.equal(await status, 1);
+    } finally {
+      c.end();
+    }
+  });
+
   it('a source run whose client leaves before its first OK ends with status 1, not logged as a server error', async () => {
     // Found by a review: the wait for that OK stood outside the run's handling of a client that stops.
     const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });

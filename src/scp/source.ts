@@ -137,7 +137,18 @@ export async function send(wire: ScpWire, session: Session, cmd: { paths: readon
     // The client's first OK says it is ready; one that leaves instead stops the run as any other stop does
     // (found by a review: outside this try, each such client was logged as an error with its stack).
     await expectOk(wire);
-    for (const path of cmd.paths) await sendPath(session.resolve(path), 0);
+    for (const path of cmd.paths) {
+      // A path the session refuses (an unsafe character, a reserved or too long name) fails alone, as a missing
+      // one does: thrown, it ended the whole run with a fatal reply and the paths after it were never sent.
+      let resolved: string;
+      try {
+        resolved = session.resolve(path);
+      } catch (err) {
+        await warn(path, err);
+        continue;
+      }
+      await sendPath(resolved, 0);
+    }
   } catch (err) {
     if (!(err instanceof Stopped)) throw err;
     failures++;
