@@ -309,6 +309,23 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', { skip: wit
     }
   });
 
+  it("a sink run the client tells of its own failure (\\x01, \\x02) ends with status 1, as OpenSSH's sink does", async () => {
+    // Found by an adversarial review: the status was 0, as if every file had gone through.
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      for (const said of ['\x01scp: gone.txt: Permission denied\n', '\x02scp: lost\n']) {
+        const { ch, closed, replies } = await rawSink(c, 'scp -t /');
+        const status = new Promise<number>((resolve) => ch.on('exit', (code: number) => resolve(code)));
+        await replies(1);
+        ch.end(said);
+        await closed;
+        assert.equal(await status, 1, JSON.stringify(said));
+      }
+    } finally {
+      c.end();
+    }
+  });
+
   it('a source run whose client leaves before its first OK ends with status 1, not logged as a server error', async () => {
     // Found by a review: the wait for that OK stood outside the run's handling of a client that stops.
     const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });

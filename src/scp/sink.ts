@@ -47,7 +47,9 @@ export async function receive(
     if (line === null) break;
     const kind = line[0];
     if (kind === '\x01' || kind === '\x02') {
-      // The client's own failure with a file it meant to send: its message is for its user.
+      // The client's own failure with a file it meant to send: its message is for its user, and the run's
+      // status says it failed, as OpenSSH's sink counts it (a fatal one ends the run).
+      failures++;
       if (kind === '\x02') break;
       continue;
     }
