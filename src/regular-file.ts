@@ -29,11 +29,20 @@ export async function readRegularFile(path: string): Promise<Buffer> {
   }
 }
 
-/** The same, synchronously: for the CLI's start, before anything else runs. */
-export function readRegularFileSync(path: string): Buffer {
+/** A file larger than its reader takes: refused before a byte of it is read. */
+export class FileTooLarge extends Error {
+  constructor(path: string, readonly size: number, readonly limit: number) {
+    super(`${path} is ${size} bytes, more than ${limit}`);
+    this.name = 'FileTooLarge';
+  }
+}
+
+/** The same, synchronously: for the CLI's start, before anything else runs. Larger than `maxBytes`, a FileTooLarge. */
+export function readRegularFileSync(path: string, maxBytes = Infinity): Buffer {
   const fd = openSync(path, READ_NOW);
   try {
-    regularFile(fstatSync(fd), path);
+    const { size } = regularFile(fstatSync(fd), path);
+    if (size > maxBytes) throw new FileTooLarge(path, size, maxBytes);
     return readFileSync(fd);
   } finally {
     closeSync(fd);

@@ -83,6 +83,12 @@ describe('configuration', () => {
     assert.equal(load().shutdown.drainTimeout, 30);
     assert.equal(load({ SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '5' }).shutdown.drainTimeout, 5);
     assert.equal(load({ SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '0.5' }).shutdown.drainTimeout, 0.5);
+    // Decimal numbers are taken as written, spaces around them and exponents too.
+    assert.deepEqual(
+      [' 5 ', '1e2', '+7', '.5'].map((t) => load({ SLUICE_SHUTDOWN_DRAIN_TIMEOUT: t }).shutdown.drainTimeout),
+      [5, 100, 7, 0.5],
+    );
+    assert.equal(load({ SLUICE_WORKERS: ' 4 ' }).workers, 4);
   });
 
   it('finds ./sluice.yaml and SLUICE_CONFIG', () => {
@@ -95,7 +101,13 @@ describe('configuration', () => {
     rmSync(join(dir, 'sluice.yaml'));
   });
 
-  const bad: [string, NodeJS.ProcessEnv, string | null, RegExp][] = [
+  it('reads a UTF-8 file, with a byte order mark or without, its names as written', () => {
+    writeFileSync(join(dir, 'utf8.yaml'), 'dataDir: ./données\n');
+    writeFileSync(join(dir, 'bom.yaml'), '\ufeffdataDir: ./données\n');
+    assert.deepEqual([load({}, 'utf8.yaml').dataDir, load({}, 'bom.yaml').dataDir], [join(dir, 'données'), join(dir, 'données')]);
+  });
+
+  const bad: [string, NodeJS.ProcessEnv, string | Buffer | null, RegExp][] = [
     ['unknown top-level key', {}, 'colour: blue\n', /unknown key "colour"/],
     ['unknown nested key', {}, 'ftp:\n  prot: 21\n', /unknown key "ftp.prot"/],
     ['a key that moved', {}, 'sftp:\n  maxAuthTries: 3\n', /"sftp.maxAuthTries" is now "auth.maxTries"/],
@@ -137,6 +149,15 @@ describe('configuration', () => {
     ['a first ban longer than the longest', {}, 'defender:\n  banTime: 172800\n', /^config: defender\.banTime: 172800 s is longer than defender\.maxBanTime \(86400 s\), the longest ban: raise maxBanTime too$/],
     // Found by a review: a name failed the start with getaddrinfo's stack, exit 1.
     ['a bind address that is a name', { SLUICE_BIND: 'not-an-ip' }, null, /^config: bind \(from SLUICE_BIND\): must be an IP address to listen on/],
+    // Found by a hostile-input review: read with toString(), each byte that is no UTF-8 became U+FFFD without a word,
+    // and a Latin-1 file's dataDir was a directory no one named, made for the server.
+    ['a file that is not UTF-8', {}, Buffer.from('logLevel: info\ndataDir: ./donn\xe9es\n', 'latin1'), /^config file .*: line 2 is not UTF-8: save the file as UTF-8$/],
+    // Found likewise: a 100 MB file held the CLI 11 to 36 s and 1 to 3.4 GB in the YAML parser.
+    ['a file larger than any configuration', {}, `${'#'.repeat(1024 * 1024)}\n`, /^config file .*: 1048577 bytes, more than any configuration needs \(at most 1 MiB\)$/],
+    // Found likewise: Number() read these as 16, 3 and 15, where the ports refuse them.
+    ['workers in hexadecimal', { SLUICE_WORKERS: '0x10' }, null, /^config: workers \(from SLUICE_WORKERS\): must be 'auto'/],
+    ['a drain timeout in binary', { SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '0b11' }, null, /^config: shutdown\.drainTimeout \(from SLUICE_SHUTDOWN_DRAIN_TIMEOUT\): /],
+    ['a hold timeout in octal', { SLUICE_STORE_HOLD_TIMEOUT: '0o17' }, null, /^config: storeHoldTimeout \(from SLUICE_STORE_HOLD_TIMEOUT\): /],
   ];
   for (const [what, env, yaml, pattern] of bad) {
     it(`refuses ${what} with one line naming the key`, () => {

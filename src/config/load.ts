@@ -1,5 +1,5 @@
 import { accessSync, constants, existsSync, mkdirSync } from 'node:fs';
-import { readRegularFileSync } from '../regular-file.js';
+import { FileTooLarge, readRegularFileSync } from '../regular-file.js';
 import { hostname } from 'node:os';
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
@@ -89,12 +89,28 @@ function nodeIdOf(configured: string, host: string): string {
   throw new ConfigError(`config: nodeId: the host name ${JSON.stringify(host)} is no node id (${NODE_ID_RULE}): set nodeId or SLUICE_NODE_ID`);
 }
 
+/**
+ * More than any configuration needs (the example, every key documented, is
+ * some 20 KB): a 100 MB file held the CLI for 11 to 36 s and 1 to 3.4 GB of
+ * memory in the YAML parser before any answer.
+ */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
 function readYaml(path: string): Raw {
+  let bytes: Buffer;
+  try {
+    bytes = readRegularFileSync(path, MAX_CONFIG_BYTES);
+  } catch (err) {
+    if (err instanceof FileTooLarge) throw new ConfigError(`config file ${path}: ${err.size} bytes, more than any configuration needs (at most ${MAX_CONFIG_BYTES / 1024 / 1024} MiB)`);
+    throw new ConfigError(`config file ${path}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
   let text: string;
   try {
-    text = readRegularFileSync(path).toString('utf8');
-  } catch (err) {
-    throw new ConfigError(`config file ${path}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    // Not toString(): it made each byte that is no UTF-8 a U+FFFD without a word, and a Latin-1
+    // `dataDir: ./donn\xe9es` ran the server on a directory no one named, made for it.
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new ConfigError(`config file ${path}: line ${firstNonUtf8Line(bytes)} is not UTF-8: save the file as UTF-8`);
   }
   let doc: unknown;
   try {
@@ -108,11 +124,32 @@ function readYaml(path: string): Raw {
   return doc as Raw;
 }
 
+/** Pure: the number of the first line of `bytes` that is not UTF-8 (a newline byte is never part of a longer character). */
+function firstNonUtf8Line(bytes: Buffer): number {
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  let line = 1;
+  for (let start = 0; start <= bytes.length; line++) {
+    const end = bytes.indexOf(0x0a, start);
+    try {
+      decoder.decode(bytes.subarray(start, end === -1 ? bytes.length : end));
+    } catch {
+      return line;
+    }
+    if (end === -1) break;
+    start = end + 1;
+  }
+  return line;
+}
+
+/** `5`, ` 5 `, `-1`, `0.5`, `1e3`: a decimal number, spaces around it allowed. */
+const DECIMAL = /^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i;
+
 function envValue(name: string, text: string, kind: (typeof ENV)[number][2]): unknown {
   if (kind === 'port') return parsePort(name, text);
-  // A number, whatever its sign or form, is read as one, for the schema to say what range it must be in
+  // A decimal number, whatever its sign, is read as one, for the schema to say what range it must be in
   // (-1 was left as text: "expected number, received string"); anything else stays text, for the schema to refuse.
-  if ((kind === 'workers' || kind === 'number') && text.trim() !== '' && Number.isFinite(Number(text))) return Number(text);
+  // Decimal only, as the ports: Number() read SLUICE_WORKERS=0x10 as 16 and 0b11 as 3, without a word.
+  if ((kind === 'workers' || kind === 'number') && DECIMAL.test(text)) return Number(text);
   if (kind === 'list') return text === '' ? [] : text.split(',').map((item) => item.trim());
   return text;
 }
