@@ -9,7 +9,7 @@ import { after, describe, it } from 'node:test';
 import { ChainCheck, GENESIS, chainLine, chainsInto, lastLines, nextFileHint, tearOf, type ChainHead, type VerifyOptions } from '../src/audit/chain.js';
 import { beyondKeep } from '../src/audit/retention.js';
 import { AuditLog, type AuditLogOptions } from '../src/audit/log.js';
-import { sluice } from './helpers/cli.js';
+import { BIN, sluice } from './helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-audit-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -252,6 +252,21 @@ describe('audit log file and sluice audit verify', () => {
     const r = verify(join(dir, 'missing.log'));
     assert.equal(r.code, 2);
     assert.match(r.stderr, /cannot read .*missing\.log: ENOENT/);
+  });
+
+  // Found by a hostile-input review: opened blocking, a FIFO (given, or in a directory given) held verify, query and
+  // report in the open for ever, and /dev/zero verified as an emptied log.
+  it('refuses a log that is no regular file at once, saying what it is', () => {
+    const logs = join(dir, 'fifo-logs');
+    mkdirSync(logs);
+    const fifo = join(logs, 'audit.log');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    const runs = [['verify', fifo], ['verify', logs], ['query', '--file', fifo], ['report', '--file', logs], ['verify', '/dev/zero']].map((args) => {
+      const r = spawnSync(process.execPath, [BIN, 'audit', ...args], { cwd: dir, encoding: 'utf8', timeout: 10_000 });
+      return [r.status, r.stderr];
+    });
+    const refused = (file: string, kind: string) => [2, `sluice: cannot read ${file}: ${kind}, not a regular file\n`];
+    assert.deepEqual(runs, [refused(fifo, 'a FIFO'), refused(fifo, 'a FIFO'), refused(fifo, 'a FIFO'), refused(fifo, 'a FIFO'), refused('/dev/zero', 'a device')]);
   });
 });
 

@@ -1,4 +1,4 @@
-import { promises as fsp } from 'node:fs';
+import { openRegularFile } from '../regular-file.js';
 import type { FileHandle } from 'node:fs/promises';
 import { damageOf } from './compressed.js';
 import { chunksOf, gunzipped, logFileLines, type LogFileSource } from './file-lines.js';
@@ -147,7 +147,7 @@ export async function lastLineOf(file: LogFileSource, accept: (line: Buffer) => 
     }
     return found;
   }
-  const fh = file.handle ?? (await fsp.open(file.path, 'r'));
+  const fh = file.handle ?? (await openRegularFile(file.path));
   try {
     for await (const line of linesFromEnd(fh, file.path)) if (accept(line)) return line;
     return null;

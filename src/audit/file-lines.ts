@@ -1,4 +1,4 @@
-import { promises as fsp } from 'node:fs';
+import { openRegularFile } from '../regular-file.js';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -27,7 +27,7 @@ const CHUNK = 1024 * 1024;
  * DamagedFile from the iteration, after the lines that came before it.
  */
 export async function* logFileLines(file: LogFileSource): AsyncGenerator<Buffer[]> {
-  const handle = file.handle ?? (await fsp.open(file.path, 'r'));
+  const handle = file.handle ?? (await openRegularFile(file.path));
   try {
     const raw = chunksOf(handle, (await handle.stat()).size);
     let carry: Buffer[] = [];

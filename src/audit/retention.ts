@@ -1,4 +1,5 @@
 import { promises as fsp } from 'node:fs';
+import { openRegularFile } from '../regular-file.js';
 import { basename, dirname, join } from 'node:path';
 import { chainsInto, lastLines } from './chain.js';
 import { rotatedSiblings } from './files.js';
@@ -111,7 +112,7 @@ export async function applyKeepUnchained(path: string, keep: KeepPolicy, now: nu
 
 /** A log's last complete line and what follows (gunzipped when it is .gz), however long, and which file it was read from. */
 async function endOf(file: string): Promise<{ end: ReturnType<typeof lastLines>; id: { dev: number; ino: number } }> {
-  const fh = await fsp.open(file, 'r');
+  const fh = await openRegularFile(file);
   try {
     const { dev, ino } = await fh.stat();
     return { end: lastLines(await fileEnd(fh, file)), id: { dev, ino } };

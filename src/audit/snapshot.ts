@@ -1,4 +1,5 @@
 import { promises as fsp, type Stats } from 'node:fs';
+import { openRegularFile } from '../regular-file.js';
 import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { rotatedSiblings } from './files.js';
@@ -43,7 +44,7 @@ export async function openLogFiles(path: string): Promise<LogSnapshot> {
     const closeAll = () => Promise.all(opened.map((f) => f.handle?.close())).then(() => undefined);
     try {
       for (const file of await listed(path)) {
-        const handle = await fsp.open(file.path, 'r').catch(absent);
+        const handle = await openRegularFile(file.path).catch(absent);
         // Pushed before its stat, so that a stat that fails leaves it for closeAll.
         const entry: OpenedLogFile & { id: string | null } = { ...file, handle, id: null };
         opened.push(entry);
