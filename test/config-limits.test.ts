@@ -65,6 +65,11 @@ describe('every port is checked when the configuration is read, with one line na
     ['two front-ends on one port', 'sftp:\n  port: 2121\n', /^sluice: config: sftp\.port: port 2121 is ftp\.port's too$/],
     ['a front-end port past 65535', 'ftp:\n  port: 70000\n', /^sluice: config: ftp\.port: /],
     ['a passive range past 65535', 'ftp:\n  passivePorts: 65000-99999\n', /^sluice: config: ftp\.passivePorts: /],
+    // Found by a hostile-input review: serve stopped with "the port is in use (another process listens there...)": its own API.
+    ['the admin API on a front-end\'s port', 'admin:\n  listen: "127.0.0.1:2222"\n', /^sluice: config: admin\.listen: port 2222 is sftp\.port's too$/],
+    ['the admin API on every address, on a front-end\'s port', 'bind: 127.0.0.1\nadmin:\n  listen: "[::]:2121"\n', /^sluice: config: admin\.listen: port 2121 is ftp\.port's too$/],
+    // Found likewise: taken silently, a passive range holding a front-end's port.
+    ['a passive range that holds a front-end\'s port', 'ftp:\n  passivePorts: 2000-2500\n', /^sluice: config: ftp\.passivePorts: 2000-2500 holds ftp\.port \(2121\): a front-end's port is no passive port$/],
   ];
   for (const [what, yaml, line] of bad) {
     it(`refuses ${what}`, () => {
@@ -88,6 +93,9 @@ describe('every port is checked when the configuration is read, with one line na
     accepts('admin:\n  listen: ./admin.sock\n');
     accepts('uploads:\n  clamdHost: "127.0.0.1:3310"\n');
     accepts('ftp:\n  port: 0\n  implicitTlsPort: 0\nsftp:\n  port: 0\n', { SLUICE_FTP_PORT: '', SLUICE_FTPS_PORT: '', SLUICE_SFTP_PORT: '' });
+    // The admin API on a front-end's port of another address; the passive range, unused with FTP off, holding SFTP's.
+    accepts('bind: 127.0.0.2\nadmin:\n  listen: "127.0.0.1:2121"\n', { SLUICE_FTP_PORT: '', SLUICE_FTPS_PORT: '', SLUICE_SFTP_PORT: '' });
+    accepts('ftp:\n  port: 0\n  implicitTlsPort: 0\n  passivePorts: 2000-2500\n', { SLUICE_FTP_PORT: '', SLUICE_FTPS_PORT: '', SLUICE_SFTP_PORT: '' });
   });
 });
 

@@ -113,6 +113,16 @@ function algorithmList(what: string, known: readonly string[], defaults: string[
 /** Whether connections carry a PROXY protocol header (see src/security/proxy-header.ts). */
 const proxyProtocol = z.enum(['off', 'v1', 'v2', 'optional']).default('off');
 
+/** Addresses that listen on every address of their family, and of both for `::`. */
+const WILDCARD = new Set(['0.0.0.0', '::']);
+
+/** Pure: admin.listen's host (without brackets) and port when it is TCP; null for '' or a unix socket. */
+function adminTcp(listen: string): { host: string; port: number } | null {
+  if (listen === '' || listen.includes('/')) return null;
+  const at = listen.lastIndexOf(':');
+  return { host: listen.slice(0, at).replace(/^\[(.*)\]$/, '$1'), port: Number(listen.slice(at + 1)) };
+}
+
 /** Every key and its default, in one place; deploy/sluice.example.yaml documents them. */
 export const configSchema = z
   .object({
@@ -483,6 +493,20 @@ export const configSchema = z
       const other = taken.get(value);
       if (other) ctx.addIssue({ code: 'custom', path: [front, name], message: `port ${value} is ${other}'s too` });
       taken.set(value, `${front}.${name}`);
+    }
+    // The admin API on a front-end's port stopped serve with "the port is in use (another process listens there...)":
+    // no other process, its own API (found by a hostile-input review). Refused when the two addresses overlap.
+    const admin = adminTcp(config.admin.listen);
+    const clash = admin && taken.get(admin.port);
+    if (admin && clash && (WILDCARD.has(admin.host) || WILDCARD.has(config.bind) || admin.host === config.bind)) {
+      ctx.addIssue({ code: 'custom', path: ['admin', 'listen'], message: `port ${admin.port} is ${clash}'s too` });
+    }
+    // A passive listener binds the address a client reached the control connection on, every front-end's too.
+    const ftpOn = config.ftp.port !== 0 || config.ftp.implicitTlsPort !== 0;
+    const [lo = 0, hi = 0] = config.ftp.passivePorts.split('-').map(Number);
+    const inRange = [...taken].find(([value]) => value >= lo && value <= hi);
+    if (ftpOn && inRange) {
+      ctx.addIssue({ code: 'custom', path: ['ftp', 'passivePorts'], message: `${config.ftp.passivePorts} holds ${inRange[1]} (${inRange[0]}): a front-end's port is no passive port` });
     }
     // A first ban longer than the longest was cut to the longest without a word: what was asked is not what runs.
     const { banTime, maxBanTime } = config.defender;

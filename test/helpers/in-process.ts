@@ -29,7 +29,11 @@ export class InProcessServer {
 
   static async start(env: NodeJS.ProcessEnv | ((dir: string) => NodeJS.ProcessEnv) = {}, users: string[] = [], password = ''): Promise<InProcessServer> {
     const dir = mkdtempSync(join(tmpdir(), 'sluice-inproc-'));
-    const [ftp, sftp, pasv] = (await freePorts(3)) as [number, number, number];
+    const [ftp, sftp, drawn] = (await freePorts(3)) as [number, number, number];
+    // A front-end's port inside the passive range is a refused config: drawn again until neither is in it.
+    const rangeFrom = (port: number) => Math.min(Math.max(port, 1024), 65_515);
+    let pasv = drawn;
+    while ([ftp, sftp].some((port) => port >= rangeFrom(pasv) && port <= rangeFrom(pasv) + 20)) pasv = (await freePorts(1))[0] as number;
     const config = loadConfig({
       cwd: dir,
       env: {
@@ -40,7 +44,7 @@ export class InProcessServer {
         SLUICE_SFTP_PORT: String(sftp),
         SLUICE_FTP_TLS: 'optional',
         // Within the valid ports: a free port near the top once made a range past 65535 (a refused config).
-        SLUICE_PASV_PORTS: `${Math.min(Math.max(pasv, 1024), 65_515)}-${Math.min(Math.max(pasv, 1024), 65_515) + 20}`,
+        SLUICE_PASV_PORTS: `${rangeFrom(pasv)}-${rangeFrom(pasv) + 20}`,
         ...(typeof env === 'function' ? env(dir) : env),
       },
     });
