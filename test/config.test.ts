@@ -124,6 +124,14 @@ describe('configuration', () => {
     ['a negative size', {}, 'audit:\n  rotateSize: -1\n', /audit\.rotateSize/],
     ['not YAML', {}, 'ftp: [\n', /not valid YAML/],
     ['not a mapping', {}, '- a\n- b\n', /must be a mapping/],
+    // Found by a hostile-input review: an unknown tag was warned of on stderr and dropped (this ran at info), !!binary
+    // gave a Buffer refused with its hundred method names as unknown keys, a second document was refused with the
+    // parser's advice to a programmer (use YAML.parseAllDocuments()).
+    ['a YAML tag', {}, 'logLevel: !custom debug\n', /^config file .*: not valid YAML: Unresolved tag: !custom at line 1, column 11$/],
+    ['a YAML 1.1 type', {}, 'ftp: !!binary aGVsbG8=\n', /^config file .*: not valid YAML: Unresolved tag: tag:yaml\.org,2002:binary at line 1, column 6$/],
+    ['two YAML documents', {}, 'dataDir: ./a\n---\ndataDir: ./b\n', /^config file .*: more than one YAML document \(a --- after the first\): a configuration is one$/],
+    ['an alias bomb', {}, `a: &a [1,1,1,1,1,1,1,1,1]\n${['b', 'c', 'd', 'e'].map((k, i) => `${k}: &${k} [${Array(9).fill(`*${'abcd'[i]}`).join(',')}]\n`).join('')}`, /not valid YAML: Excessive alias count/],
+    ['a key given twice', {}, 'ftp:\n  port: 2100\n  port: 2200\n', /^config file .*: not valid YAML: Map keys must be unique at line 3, column 3$/],
     ['a bad trusted proxy', { SLUICE_TRUSTED_PROXIES: '10.0.0.0/8, 300.1.2.3' }, null, /^config: trustedProxies\.1 \(from SLUICE_TRUSTED_PROXIES\): "300\.1\.2\.3" is not an IP/],
     ['a bad IPv6 prefix', {}, 'trustedProxies: ["fd00::/129"]\n', /trustedProxies\.0: "fd00::\/129" has a bad prefix length/],
     ['an unknown PROXY mode', { SLUICE_SFTP_PROXY_PROTOCOL: 'v3' }, null, /sftp\.proxyProtocol \(from SLUICE_SFTP_PROXY_PROTOCOL\)/],

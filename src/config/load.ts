@@ -9,7 +9,7 @@ import { NODE_ID, NODE_ID_RULE, configSchema, type Config } from './schema.js';
 
 // Loaded when a file is read: the parser is some 70 modules, and every CLI
 // command loads the configuration, most of them with no file at all.
-const yamlParser = (): typeof import('yaml').parse => (createRequire(import.meta.url)('yaml') as typeof import('yaml')).parse;
+const yamlParser = (): typeof import('yaml').parseDocument => (createRequire(import.meta.url)('yaml') as typeof import('yaml')).parseDocument;
 
 type Raw = Record<string, unknown>;
 
@@ -114,8 +114,16 @@ function readYaml(path: string): Raw {
   }
   let doc: unknown;
   try {
-    doc = yamlParser()(text);
+    // A tag is refused, not warned of on stderr and dropped (`logLevel: !custom info` ran as info), nor made a
+    // value no key takes (`!!binary` gave a Buffer, refused with its hundred method names as unknown keys).
+    const parsed = yamlParser()(text, { resolveKnownTags: false });
+    const problem = parsed.errors[0] ?? parsed.warnings[0];
+    // The parser's words for this one are a programmer's (use YAML.parseAllDocuments()).
+    if (problem?.code === 'MULTIPLE_DOCS') throw new ConfigError(`config file ${path}: more than one YAML document (a --- after the first): a configuration is one`);
+    if (problem) throw problem;
+    doc = parsed.toJS();
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     // The parser's first line ends with a colon that led to the excerpt it shows after it.
     throw new ConfigError(`config file ${path}: not valid YAML: ${(err as Error).message.split('\n')[0]?.replace(/:$/, '')}`);
   }
