@@ -131,6 +131,11 @@ describe('configuration', () => {
     ['a YAML 1.1 type', {}, 'ftp: !!binary aGVsbG8=\n', /^config file .*: not valid YAML: Unresolved tag: tag:yaml\.org,2002:binary at line 1, column 6$/],
     ['two YAML documents', {}, 'dataDir: ./a\n---\ndataDir: ./b\n', /^config file .*: more than one YAML document \(a --- after the first\): a configuration is one$/],
     ['an alias bomb', {}, `a: &a [1,1,1,1,1,1,1,1,1]\n${['b', 'c', 'd', 'e'].map((k, i) => `${k}: &${k} [${Array(9).fill(`*${'abcd'[i]}`).join(',')}]\n`).join('')}`, /not valid YAML: Excessive alias count/],
+    // Found by a hostile-input review: taken, a quarantine directory with a NUL byte ran a server whose every scan
+    // failed, an audit file with one stopped the start with Node's "must be ... without null bytes", a hook never ran.
+    ['a NUL byte in a path', {}, 'uploads:\n  quarantineDir: "q\\0d"\n', /^config: uploads\.quarantineDir: holds a NUL byte, which no path or argument can$/],
+    ['a NUL byte in the audit file', {}, 'audit:\n  file: "au\\0dit.log"\n', /^config: audit\.file: holds a NUL byte/],
+    ['a NUL byte in a hook argument', {}, 'hooks:\n  actions:\n    - name: a\n      on: [upload]\n      command: ["logger", "a\\0b"]\n', /^config: hooks\.actions\.0\.command\.1: holds a NUL byte/],
     ['a key given twice', {}, 'ftp:\n  port: 2100\n  port: 2200\n', /^config file .*: not valid YAML: Map keys must be unique at line 3, column 3$/],
     ['a bad trusted proxy', { SLUICE_TRUSTED_PROXIES: '10.0.0.0/8, 300.1.2.3' }, null, /^config: trustedProxies\.1 \(from SLUICE_TRUSTED_PROXIES\): "300\.1\.2\.3" is not an IP/],
     ['a bad IPv6 prefix', {}, 'trustedProxies: ["fd00::/129"]\n', /trustedProxies\.0: "fd00::\/129" has a bad prefix length/],

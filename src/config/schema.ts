@@ -6,6 +6,14 @@ import { HOOK_EVENTS, HOOK_FIELDS, unknownPlaceholders } from '../hooks/events.j
 import { placeholderInCode, placeholderInText } from '../hooks/inline-code.js';
 import { MAX_PACKET } from '../sftp/codec.js';
 
+/**
+ * Text the system takes as a path or an argument: no NUL byte, which no path
+ * or argument can hold. Taken, `uploads.quarantineDir: "q\0"` ran a server
+ * whose every scan failed, and `audit.file` stopped the start with Node's
+ * "The argument 'path' must be ... without null bytes".
+ */
+const text = () => z.string().refine((s) => !s.includes('\0'), 'holds a NUL byte, which no path or argument can');
+
 /** A port to listen on; 0 switches the listener off. */
 const port = z.number().int().min(0).max(65535);
 /**
@@ -134,8 +142,8 @@ export const configSchema = z
       .string()
       .refine((s) => s === '' || NODE_ID.test(s), `must be ${NODE_ID_RULE}`)
       .default(''),
-    dataDir: z.string().min(1).default('./data'),
-    certsDir: z.string().min(1).default('./certs'),
+    dataDir: text().min(1).default('./data'),
+    certsDir: text().min(1).default('./certs'),
     // An address, not a host name: a name failed the start with getaddrinfo's stack (found by a review).
     bind: z
       .string()
@@ -196,7 +204,7 @@ export const configSchema = z
           .object({
             enabled: z.boolean().default(false),
             /** The anonymous files: a directory on the host, relative to the working directory. */
-            root: z.string().default(''),
+            root: text().default(''),
             /** A virtual directory under root where anonymous users may only upload ('' for none). */
             incoming: z.union([z.literal(''), z.string().regex(/^\/[^\0]*[^/]$/, 'an absolute virtual path such as /incoming')]).default(''),
             /** Anonymous sessions at once, all addresses together. */
@@ -284,7 +292,7 @@ export const configSchema = z
         /** Quarantine mode for users without their own setting: each complete upload is scanned before it takes its name. */
         scan: z.enum(['off', 'clamd']).default('off'),
         /** clamd's unix socket, or its address as HOST:PORT (one of them with scan: clamd). */
-        clamdSocket: z.string().default(''),
+        clamdSocket: text().default(''),
         clamdHost: z
           .string()
           .regex(/^[^:\s]+:\d{1,5}$/, 'HOST:PORT')
@@ -294,7 +302,7 @@ export const configSchema = z
         /** Seconds an upload waits for the verdict (the scanner down included); then it is refused. */
         scanTimeout: z.number().int().min(1).max(3600).default(60),
         /** Where infected uploads are kept, outside every home; relative to dataDir. */
-        quarantineDir: z.string().min(1).default('quarantine'),
+        quarantineDir: text().min(1).default('quarantine'),
         /** Bytes of infected uploads the quarantine keeps at most, all users together; past it one is refused as ever but not kept. 0: keep none. */
         quarantineMaxBytes: size.default(1073741824),
         /** The same for each user's share of the quarantine (anonymous FTP included). */
@@ -313,7 +321,7 @@ export const configSchema = z
                 name: z.string().min(1).max(64),
                 on: z.array(z.enum(HOOK_EVENTS)).min(1),
                 /** argv, each `{field}` replaced (see hooks/events.ts); never run through a shell. */
-                command: z.array(z.string().min(1)).min(1).optional(),
+                command: z.array(text().min(1)).min(1).optional(),
                 /**
                  * Names of the server's environment variables the command is
                  * given; otherwise it has only PATH, HOME, LANG, LC_ALL and TZ
@@ -376,7 +384,7 @@ export const configSchema = z
          */
         enabled: z.boolean().default(true),
         /** The hash-chained JSON lines; relative to dataDir. */
-        file: z.string().min(1).default('audit.log'),
+        file: text().min(1).default('audit.log'),
         /** Start a new file (audit.log -> audit.log.1, ...) at this size; 0: only on SIGHUP after a move. */
         rotateSize: size.default(104857600),
         /**
@@ -401,7 +409,7 @@ export const configSchema = z
           .strict()
           .prefault({}),
         /** A second output in wu-ftpd xferlog format, relative to dataDir; empty: none. */
-        xferlog: z.string().default(''),
+        xferlog: text().default(''),
         /** After a resumed upload, hash the whole file too (reads it once more). */
         hashResumedUploads: z.boolean().default(false),
       })
@@ -431,8 +439,7 @@ export const configSchema = z
          * The admin HTTP API: '' off; `ADDRESS:PORT` (e.g. 127.0.0.1:8022), or a
          * unix socket path (anything with a / in it), created mode 0600.
          */
-        listen: z
-          .string()
+        listen: text()
           .refine((s) => s === '' || s.includes('/') || /^(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}$/.test(s), 'must be ADDRESS:PORT (e.g. 127.0.0.1:8022) or a unix socket path')
           .refine((s) => s === '' || s.includes('/') || portInRange(s), { error: (issue) => `"${String(issue.input)}": ${PORT_RANGE}` })
           .default(''),
