@@ -207,6 +207,11 @@ describe('sluice CLI', () => {
     ['bad date', ['user', 'add', 'x', '--expires', 'tomorrow', '--password-stdin'], 'long password\n', /--expires: "tomorrow" is not a date/],
     ['short password', ['user', 'add', 'x', '--password-stdin'], 'short\n', /password too short/],
     ['empty stdin', ['user', 'add', 'x', '--password-stdin'], '', /no password on standard input/],
+    // Found by a hostile-input review: the last of each was taken, the first dropped without a word.
+    ['an option given twice', ['user', 'add', 'x', '--home', 'h1', '--home=h2', '--password-stdin'], 'long password\n', /^sluice: --home is given twice: give it once\n$/],
+    ['a size given twice', ['user', 'set', 'alice', '--quota-bytes', '1G', '--quota-bytes', '2G'], '', /^sluice: --quota-bytes is given twice: give it once\n$/],
+    ['--config given twice', ['--config', 'a.yaml', '--config=b.yaml', 'user', 'list'], '', /^sluice: --config is given twice: give it once\n$/],
+    ['--config after the command', ['user', 'list', '--config', 'a.yaml'], '', /^sluice: --config goes before the command: sluice --config FILE <command> \.\.\.\n$/],
     ['bad key file', ['user', 'add', 'x', '--key', '/nonexistent.pub'], '', /cannot read key file/],
     ['private key as key', ['user', 'add', 'x', '--key', 'PRIVATE'], '', /private key/],
     ['duplicate user', ['user', 'add', 'ALICE', '--password-stdin'], 'long password\n', /already exists/],

@@ -20,15 +20,25 @@ type Options = NonNullable<ParseArgsConfig['options']>;
 export function parse<O extends Options>(args: string[], options: O, positionals: readonly string[]) {
   let parsed;
   try {
-    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true, tokens: true });
   } catch (err) {
     const message = (err as Error).message;
+    // Given after the command, it is no option of the command's: where it goes, not "Unknown option".
+    if (/^Unknown option '--config'/.test(message)) throw new UsageError('--config goes before the command: sluice --config FILE <command> ...');
     // A value that starts with a dash (`--rate-up -1`): parseArgs's first sentence, "argument is ambiguous",
     // said nothing of what to do (found by an operator's walk); its advice, in one line.
     const dashed = /^Option '(--[^']+)' argument is ambiguous/.exec(message);
     if (dashed) throw new UsageError(`${dashed[1]} needs a value; one that starts with a dash is given as ${dashed[1]}=-VALUE`);
     // parseArgs appends advice on `--`; the first sentence is the problem.
     throw new UsageError(message.split(/\.\s|\n/)[0] ?? 'bad arguments');
+  }
+  // A value given twice kept the last without a word (`--home /a --home /b` made /b, `--quota-bytes 1G --quota-bytes 2G` 2G):
+  // which one was meant is for the operator to say. A flag given twice says the same twice.
+  const seen = new Set<string>();
+  for (const t of parsed.tokens) {
+    if (t.kind !== 'option' || t.value === undefined || options[t.name]?.multiple) continue;
+    if (seen.has(t.name)) throw new UsageError(`--${t.name} is given twice: give it once`);
+    seen.add(t.name);
   }
   const given = parsed.positionals.length;
   if (given > positionals.length) throw new UsageError(`unexpected argument "${parsed.positionals[positionals.length]}"`);

@@ -25,6 +25,8 @@ export async function main(argv: string[]): Promise<number> {
   const args = [...argv];
   while (args[0] === '--config' || args[0]?.startsWith('--config=')) {
     const flag = args.shift() as string;
+    // The first was dropped without a word: which file was meant is for the operator to say.
+    if (configFile !== undefined) return fail(new UsageError('--config is given twice: give it once'));
     configFile = flag.includes('=') ? flag.slice('--config='.length) : args.shift();
     if (!configFile) return fail(new UsageError('--config needs a file'));
   }
