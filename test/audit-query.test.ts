@@ -137,6 +137,8 @@ describe('audit query', () => {
     [['--ip', '10.0.0.0/40'], /--ip: .*bad prefix/],
     [['--result', 'maybe'], /--result: one of ok, aborted, failed$/m],
     [['--json', '--csv'], /exclude each other/],
+    // Found by a hostile-input review: reversed, they answered an empty table, exit 0.
+    [['--since', '2026-12-01', '--until', '2026-01-01'], /^sluice: --since: "2026-12-01" is later than --until "2026-01-01": no record could match$/m],
     [['--file', join(dir, 'nope.log')], /cannot read .*nope\.log: ENOENT/],
   ] as [string[], RegExp][]) {
     it(`refuses ${args.join(' ')} with one clear line`, () => {

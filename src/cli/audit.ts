@@ -139,15 +139,11 @@ export function auditFilter(v: FilterOptions): AuditFilter {
       throw new UsageError(`--ip: ${(err as Error).message}`);
     }
   }
-  return {
-    user: v.user,
-    cidr,
-    protocol: v.protocol,
-    pathGlob: v.path,
-    since: v.since === undefined ? undefined : parseTime('since', v.since),
-    until: v.until === undefined ? undefined : parseTime('until', v.until),
-    result: v.result,
-  };
+  const since = v.since === undefined ? undefined : parseTime('since', v.since);
+  const until = v.until === undefined ? undefined : parseTime('until', v.until);
+  // Reversed, they answered an empty table and exit 0, as if nothing had happened then.
+  if (since && until && since > until) throw new UsageError(`--since: "${v.since}" is later than --until "${v.until}": no record could match`);
+  return { user: v.user, cidr, protocol: v.protocol, pathGlob: v.path, since, until, result: v.result };
 }
 
 const isResult = (text: string): text is TransferResult => (TRANSFER_RESULTS as readonly string[]).includes(text);
