@@ -157,5 +157,13 @@ describe('sluice session with the API off, or on TCP', () => {
     const ok = sluice(srv.dir, ['session', 'list', '--json'], '', { ...env, SLUICE_ADMIN_TOKEN: token });
     assert.equal(ok.code, 0, ok.stderr);
     assert.deepEqual(JSON.parse(ok.stdout), []);
+    // Found by a hostile-input review: with a carriage return (a CRLF file) Node's 'Invalid character in header content
+    // ["authorization"]' named no variable; a token in a document's curly quotes was sent mangled and told "a bearer
+    // token is needed".
+    const bad = [`${token.slice(0, 10)}\r${token.slice(10)}`, `\u201c${token}\u201d`].map((t) => sluice(srv.dir, ['session', 'list'], '', { ...env, SLUICE_ADMIN_TOKEN: t }));
+    const refusal = 'sluice: SLUICE_ADMIN_TOKEN holds a character no token has (a control character or one that is not ASCII): give the token `sluice admin token create` printed\n';
+    assert.deepEqual(bad.map((r) => [r.code, r.stderr]), [[1, refusal], [1, refusal]]);
+    // Spaces around it, and a CRLF file's carriage return, are no part of it.
+    assert.deepEqual([` ${token} `, `${token}\r`].map((t) => sluice(srv.dir, ['session', 'list'], '', { ...env, SLUICE_ADMIN_TOKEN: t }).code), [0, 0]);
   });
 });

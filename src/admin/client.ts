@@ -46,15 +46,22 @@ export function adminClient(config: Config, env: NodeJS.ProcessEnv = process.env
   let target: http.RequestOptions;
   // Missing on TCP: said only once a server answers there; with none running, the commands that can act on the store do so.
   let noToken = false;
+  let badToken = false;
   if ('path' in endpoint) target = { socketPath: endpoint.path };
   else {
-    const token = env.SLUICE_ADMIN_TOKEN;
-    if (token) headers.authorization = `Bearer ${token}`;
+    // Spaces around it are no part of it (HTTP drops them too). A token is printable ASCII: a carriage return
+    // (a file with CRLF line ends) failed with Node's 'Invalid character in header content ["authorization"]',
+    // and a non-ASCII character was sent mangled, told "a bearer token is needed".
+    const token = env.SLUICE_ADMIN_TOKEN?.trim();
+    if (token && !/^[\x21-\x7e]+$/.test(token)) badToken = true;
+    else if (token) headers.authorization = `Bearer ${token}`;
     else noToken = true;
     target = { host: endpoint.host, port: endpoint.port };
   }
   const missingToken = () =>
-    new ApiError(`the admin API listens on TCP (${config.admin.listen}): set SLUICE_ADMIN_TOKEN to a token from \`sluice admin token create NAME\``);
+    badToken
+      ? new ApiError('SLUICE_ADMIN_TOKEN holds a character no token has (a control character or one that is not ASCII): give the token `sluice admin token create` printed')
+      : new ApiError(`the admin API listens on TCP (${config.admin.listen}): set SLUICE_ADMIN_TOKEN to a token from \`sluice admin token create NAME\``);
   const secure = config.admin.tls && !('path' in endpoint);
   // The server's own certificate is the only one trusted, whatever name it carries (a self-signed one names the host, not 127.0.0.1).
   const tls = secure ? { ca: readRegularFileSync(join(config.certsDir, TLS_CERT)), checkServerIdentity: () => undefined } : {};
@@ -62,7 +69,7 @@ export function adminClient(config: Config, env: NodeJS.ProcessEnv = process.env
     address: config.admin.listen,
     request: (method, path, body) =>
       new Promise((resolve, reject) => {
-        if (noToken && !('path' in endpoint)) {
+        if ((noToken || badToken) && !('path' in endpoint)) {
           // A bare connect: no request, so no 401 for the defender to score against this host.
           const probe = net.connect({ host: endpoint.host, port: endpoint.port });
           probe.once('connect', () => {
