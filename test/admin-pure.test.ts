@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { adminEndpoint } from '../src/admin/endpoint.js';
-import { describeIssue } from '../src/admin/errors.js';
+import { describeIssue, repeatedName } from '../src/admin/errors.js';
 import { auditedPath } from '../src/admin/request-audit.js';
 import { bearerToken, hashToken, newToken } from '../src/admin/tokens.js';
 
@@ -53,6 +53,21 @@ describe('describeIssue', () => {
     ['params', { instancePath: '/name', keyword: 'maxLength', params: {} }, 'params.name: maxLength'],
   ] as const) {
     it(expected, () => assert.equal(describeIssue(where, issue), expected));
+  }
+});
+
+describe('repeatedName: a name given twice in one object of a body', () => {
+  for (const [text, expected] of [
+    ['{"a": 1, "b": 2}', null],
+    ['{"a": 1, "a": 2}', ['a']],
+    ['{ "a" :1,"\\u0061"\t:\n2}', ['a']],
+    ['{"a": {"a": {"a": 1}}, "b": [{"a": 1}, {"a": 2}]}', null],
+    ['{"a": ["a", "a"], "b": "a", "c": {"x": "a", "y": "a"}}', null],
+    ['{"k": "\\"a\\": 1, \\"a\\": 2", "a": 1}', null],
+    ['[0, {"a": 1}, {"b": [{}, {"c": 1, "c\\u0000": 2, "c": 3}]}]', [2, 'b', 1, 'c']],
+    ['{"": 1, "": 2}', ['']],
+  ] as const) {
+    it(`${text} -> ${JSON.stringify(expected)}`, () => assert.deepEqual(repeatedName(text), expected));
   }
 });
 

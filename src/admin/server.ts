@@ -16,7 +16,7 @@ import { authenticate, clientAddress } from './auth.js';
 import type { AdminContext, AdminRoutes } from './context.js';
 import { adminEndpoint } from './endpoint.js';
 import { auditRequests } from './request-audit.js';
-import { answerErrors, BODY_LIMIT, parseJsonBodies } from './errors.js';
+import { answerErrors, BODY_LIMIT, parseJsonBodies, refuseUnusedBodies } from './errors.js';
 import { apiRoutes } from './routes.js';
 
 /** A connection with nothing read or written this long is closed. */
@@ -67,6 +67,7 @@ export async function startAdminApi(
   });
   answerErrors(app, log);
   parseJsonBodies(app);
+  refuseUnusedBodies(app);
   // A banned address is refused at accept, as on every other port, and a connection it kept
   // alive from before its ban is served nothing more: its next request ends it.
   const bans = new BanCheck(context.base.bans, config.defender.allowList, config.limits.ipv6Prefix);

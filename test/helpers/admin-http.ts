@@ -28,6 +28,8 @@ export function adminRequest(
   const headers: Record<string, string> = {};
   if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
   if (body !== undefined) headers['content-type'] = options.contentType ?? 'application/json';
+  // Node sends a DELETE's body neither chunked nor with a length unless told: the server reads it as the next request.
+  if (body !== undefined && (method === 'DELETE' || method === 'OPTIONS')) headers['content-length'] = String(Buffer.byteLength(body));
   const lib = target.tls ? https : http;
   return new Promise((resolve, reject) => {
     const req = lib.request(
