@@ -93,6 +93,8 @@ describe('admin API resources', () => {
     ['a bad key', 'POST', '/users', { name: 'dave', keys: ['ssh-ed25519 AAAA'] }, /^body\.keys\.0: public key: /],
     ['an empty change', 'PATCH', '/users/nobody', {}, /^body: must NOT have fewer than 1 properties$/],
     ['a relative directory', 'PUT', '/users/nobody/permissions', { path: 'in', permissions: [] }, /^body\.path: /],
+    // Found by an attack on the API: taken, and stored as /a\uFFFD\uFFFD\uFFFD (the override of a path a client names in bytes that are not UTF-8), the reply saying /a\ud800.
+    ['half a surrogate pair in a directory', 'PUT', '/users/nobody/permissions', { path: '/a\ud800', permissions: ['list'] }, /^body\.path: .*surrogate pair/],
     ['a bad address', 'POST', '/bans', { address: '10.0.0.300' }, /^body\.address: "10\.0\.0\.300" is not an IP address or an IPv6 network \/64$/],
     ['a ban of no length', 'POST', '/bans', { address: '10.0.0.3', seconds: 0 }, /^body\.seconds: must be >= 1$/],
     ['a negative rate', 'POST', '/users', { name: 'dave', password: 'dave-secret', rateDown: -1 }, /^body\.rateDown: must be >= 0$/],

@@ -177,6 +177,8 @@ export function outlivedBy(user: UserRecord | null, live: LiveSessionInfo, keys:
 /** A clean virtual directory for a permission override; `..` tricks fold away before storage. */
 export function parseVirtualDir(text: string): string {
   if (!text.startsWith('/')) throw new AdminError(`"${text}" must be an absolute virtual path such as /incoming`);
+  // Stored, it would be the U+FFFD of bytes that are not UTF-8, not the path the reply names.
+  refuseLoneSurrogate(`"${text}"`, text);
   try {
     return resolveVirtual('/', text);
   } catch (err) {
