@@ -136,6 +136,39 @@ describe('admin API over TCP: bearer tokens', () => {
     assert.equal(wrong.headers.allow, 'GET, HEAD, POST');
   });
 
+  // Found by an attack on the API: Fastify's router answered a path that does not decode (`%`, `%C0%AE`) 400
+  // and a parameter over 100 characters 414 itself, before any hook: no token asked, no guess scored, no
+  // record, a banned address's kept-alive connection answered, the URL echoed in a body of another shape.
+  it('a path that does not decode, or a parameter too long, is authenticated, scored, audited and refused like any other', { timeout: 60_000 }, async () => {
+    const from = '127.0.0.47';
+    const bad = ['/api/v1/users/%', '/api/v1/users/%C0%AE', `/api/v1/users/${'a'.repeat(200)}`, `/api/v1/sessions/${'b'.repeat(300)}`] as const;
+    for (const path of bad) {
+      const r = await adminRequest(api, 'GET', path, { localAddress: from });
+      assert.equal(r.status, 401, `${path}: ${r.text}`);
+    }
+    assert.equal((await adminRequest(api, 'GET', '/api/v1/users/%25', { localAddress: from })).status, 401);
+    assert.ok(srv.bans().includes(from), `five refusals ban: ${srv.bans().join(', ')}`);
+    const token = createToken(srv, 'decoder');
+    const other = { localAddress: '127.0.0.48', token };
+    for (const [method, path, error] of [
+      ['GET', bad[0], /^path: not a valid URL/],
+      ['DELETE', bad[1], /^path: not a valid URL/],
+      ['GET', bad[2], /^params\.name: must NOT have more than 64 characters$/],
+      ['DELETE', bad[3], /^params\.id: must NOT have more than 128 characters$/],
+    ] as const) {
+      const r = await adminRequest(api, method, path, other);
+      assert.equal(r.status, 400, `${method} ${path}: ${r.text}`);
+      assert.match((r.json as Record).error as string, error);
+    }
+    const records = adminEvents(await srv.audit()).filter((e) => e.ip === '127.0.0.48');
+    assert.deepEqual(records.map((e) => [e.token, e.method, e.path, e.status]), [
+      ['decoder', 'GET', bad[0], 400],
+      ['decoder', 'DELETE', bad[1], 400],
+      ['decoder', 'GET', bad[2], 400],
+      ['decoder', 'DELETE', bad[3], 400],
+    ]);
+  });
+
   it('audits every request (token name, method, path, status) and keeps the chain intact', { timeout: 60_000 }, async () => {
     api = { ...api, from: '127.0.0.43' };
     const token = createToken(srv, 'auditor');

@@ -1,3 +1,4 @@
+import type http from 'node:http';
 import type { FastifyError, FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { UsageError } from '../cli/args.js';
@@ -93,10 +94,11 @@ export function answerErrors(app: FastifyInstance, log: Logger): void {
       return reply.code(err.statusCode).send({ error: `body: ${err.message}` });
     }
     // The URL as the trail records it: a credential put in the query must reach no log line.
-    log.error({ err, method: req.method, url: auditedPath(req.url) }, 'admin API');
+    log.error({ err, method: req.method, url: auditedPath(req.originalUrl) }, 'admin API');
     return reply.code(500).send({ error: 'internal error (see the server log)' });
   });
   app.setNotFoundHandler(async (req, reply) => {
+    if (undecodable.has(req.raw)) return reply.code(400).send({ error: 'path: not a valid URL (a % must begin two hex digits that encode UTF-8)' });
     const path = pathOf(req.url);
     // A resource that is there under other methods: 405 with what it takes (RFC 9110 15.5.6), so a client
     // that sent PUT for PATCH is told its method is wrong, not that the user is missing.
@@ -202,4 +204,29 @@ export function refuseUnusedBodies(app: FastifyInstance): void {
     if (typeof body === 'object' && body !== null && !Array.isArray(body) && Object.keys(body).length === 0) return;
     throw new BadInput('body', `${req.method} ${pathOf(req.url)} takes none`);
   });
+}
+
+/** Requests whose path does not decode: see routableUrl. */
+const undecodable = new WeakSet<http.IncomingMessage>();
+/** Where they are routed: to no route. */
+const UNDECODABLE = '/(undecodable)';
+
+/**
+ * The URL to route a request by (Fastify's rewriteUrl): its own, unless its
+ * path does not decode (`%`, `%C0%AE`). The router answered those 400 itself,
+ * before any hook (found by an attack on the API): no token asked, no guess
+ * scored, no record, a banned address's connection served. Routed to no
+ * route instead, such a request goes through the hooks as any other (the
+ * trail records the URL as sent, req.originalUrl) and the not-found handler
+ * refuses it 400.
+ */
+export function routableUrl(req: http.IncomingMessage): string {
+  const url = req.url ?? '/';
+  try {
+    decodeURIComponent(url.split(/[?#]/, 1)[0] ?? '');
+    return url;
+  } catch {
+    undecodable.add(req);
+    return UNDECODABLE;
+  }
 }

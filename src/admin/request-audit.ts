@@ -119,7 +119,8 @@ export function auditRequests(app: FastifyInstance, audit: SystemAuditSink | nul
         token: req.principal,
         ip,
         method: req.method,
-        path: auditedPath(req.url),
+        // As sent: a path that does not decode is routed by another (routableUrl).
+        path: auditedPath(req.originalUrl),
         status: reply.statusCode,
         ...(clientLeft ? { client_left: true as const } : {}),
       });

@@ -16,7 +16,7 @@ import { authenticate, clientAddress } from './auth.js';
 import type { AdminContext, AdminRoutes } from './context.js';
 import { adminEndpoint } from './endpoint.js';
 import { auditRequests } from './request-audit.js';
-import { answerErrors, BODY_LIMIT, parseJsonBodies, refuseUnusedBodies } from './errors.js';
+import { answerErrors, BODY_LIMIT, parseJsonBodies, refuseUnusedBodies, routableUrl } from './errors.js';
 import { apiRoutes } from './routes.js';
 
 /** A connection with nothing read or written this long is closed. */
@@ -27,6 +27,8 @@ const KEEP_ALIVE_MS = 5_000;
 const REQUEST_MS = 10_000;
 /** At a stop, what is left open this long after the listener closed is cut. */
 const CLOSE_GRACE_MS = 1_000;
+/** Longer than any request line Node takes: a parameter's schema says how long it may be. */
+const MAX_PARAM_LENGTH = 16 * 1024;
 /** TCP connections to the API at once, in all and from one address (limits.ipv6Prefix applies). */
 const MAX_CONNECTIONS = 64;
 const MAX_CONNECTIONS_PER_IP = 16;
@@ -64,6 +66,10 @@ export async function startAdminApi(
     // Schemas are the contract: an unknown field is an error, never silently dropped,
     // and "5" is not a number.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    // A path that does not decode, and a parameter of any length (the request line is bounded by Node's 16 KiB
+    // of headers), reach the hooks (token, ban, trail) and are refused there, not by the router before them.
+    rewriteUrl: routableUrl,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
   });
   answerErrors(app, log);
   parseJsonBodies(app);
