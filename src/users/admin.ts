@@ -122,7 +122,6 @@ export function parseExpiresAt(text: string): Date {
   return at;
 }
 
-
 /** An expiry given as a Date: an Invalid Date would be stored as NULL, "never". */
 function checkExpiry(at: Date | null | undefined): void {
   if (at && !Number.isFinite(at.getTime())) throw new AdminError('expiry: not a valid date');
