@@ -169,6 +169,23 @@ describe('admin API over TCP: bearer tokens', () => {
     ]);
   });
 
+  it('Authorization given twice is refused, whichever of the two is the valid one', async () => {
+    // Found by an attack on the API: Node keeps the first header, so a valid token then junk was served.
+    const token = createToken(srv, 'twice');
+    const statusOf = (values: string[]) =>
+      new Promise<string>((resolve, reject) => {
+        const s = net.connect({ host: '127.0.0.1', port: api.port as number, localAddress: '127.0.0.49' });
+        let text = '';
+        s.on('data', (d: Buffer) => (text += d.toString()));
+        s.on('error', reject);
+        s.on('close', () => resolve(text.split('\r\n')[0] ?? ''));
+        s.write(`GET /api/v1/server HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${values.map((v) => `Authorization: ${v}\r\n`).join('')}\r\n`);
+      });
+    assert.equal(await statusOf([`Bearer ${token}`]), 'HTTP/1.1 200 OK');
+    assert.equal(await statusOf([`Bearer ${token}`, 'Bearer junk']), 'HTTP/1.1 400 Bad Request');
+    assert.equal(await statusOf(['Bearer junk', `Bearer ${token}`]), 'HTTP/1.1 400 Bad Request');
+  });
+
   it('audits every request (token name, method, path, status) and keeps the chain intact', { timeout: 60_000 }, async () => {
     api = { ...api, from: '127.0.0.43' };
     const token = createToken(srv, 'auditor');

@@ -78,6 +78,11 @@ export function authenticate(app: FastifyInstance, options: AuthOptions): void {
       req.principal = LOCAL_SOCKET;
       return;
     }
+    // Node keeps the first of several and drops the rest: a proxy or a log that reads the last would take the
+    // request for another client's than the one let in (found by an attack on the API).
+    if (headerCount(req.raw.rawHeaders, 'authorization') > 1) {
+      return reply.code(400).send({ error: 'headers: Authorization given more than once: send one' });
+    }
     const token = bearerToken(req.headers.authorization);
     const name = token === null ? null : await options.tokens.use(hashToken(token));
     if (name !== null) {
@@ -91,6 +96,13 @@ export function authenticate(app: FastifyInstance, options: AuthOptions): void {
       .header('www-authenticate', 'Bearer realm="sluice"')
       .send({ error: token === null ? 'a bearer token is needed (sluice admin token create NAME)' : 'unknown token' });
   });
+}
+
+/** Pure: how many times `name` (lower case) is among Node's raw headers, names and values in turn. */
+export function headerCount(raw: readonly string[], name: string): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]?.toLowerCase() === name) n++;
+  return n;
 }
 
 /**
