@@ -85,6 +85,9 @@ describe('auditedPath: the URL the trail and the log show, credentials redacted'
     [`/api/v1/${token}/x`, '/api/v1/[redacted]/x'],
     ['/api/v1/users?token', '/api/v1/users?token'],
     ['/api/v1/users?%zz=1', '/api/v1/users?%zz=1'],
+    [`/api/v1/users?q=${token.replace('_', '%5F')}&n=1`, '/api/v1/users?q=[redacted]&n=1'],
+    [`/api/v1/users?${token.replace('_', '%5f')}`, '/api/v1/users?[redacted]'],
+    [`/api/v1/${token.replace('s', '%73')}/x`, '/api/v1/[redacted]/x'],
   ];
   for (const [url, want] of cases) it(url, () => assert.equal(auditedPath(url), want));
   it('cuts at 1024 characters after redacting', () => {
