@@ -88,6 +88,8 @@ describe('auditedPath: the URL the trail and the log show, credentials redacted'
     [`/api/v1/users?q=${token.replace('_', '%5F')}&n=1`, '/api/v1/users?q=[redacted]&n=1'],
     [`/api/v1/users?${token.replace('_', '%5f')}`, '/api/v1/users?[redacted]'],
     [`/api/v1/${token.replace('s', '%73')}/x`, '/api/v1/[redacted]/x'],
+    ['http://root:hunter2@sluice.example/api/v1/server', 'http://[redacted]@sluice.example/api/v1/server'],
+    ['http://sluice.example/api/v1/server?a=b@c', 'http://sluice.example/api/v1/server?a=b@c'],
   ];
   for (const [url, want] of cases) it(url, () => assert.equal(auditedPath(url), want));
   it('cuts at 1024 characters after redacting', () => {

@@ -25,7 +25,9 @@ const MAX_PATH = 1024;
  * and is read by more people than hold it. The rest is left as sent, not
  * re-encoded, so what is recorded is what came.
  */
-export function auditedPath(url: string): string {
+export function auditedPath(sent: string): string {
+  // An absolute-form target (RFC 9112 3.2.2) may carry a user and password before its host.
+  const url = sent.replace(USER_INFO, `$1${REDACTED}@`);
   const q = url.indexOf('?');
   let out = (q >= 0 ? url.slice(0, q) : url).split('/').map(tokenFree).join('/');
   if (q >= 0) {
@@ -55,6 +57,8 @@ function tokenFree(piece: string): string {
 }
 
 const ONE_TOKEN = new RegExp(TOKEN_SHAPE.source);
+/** `scheme://user:password@` at the start of an absolute-form target. */
+const USER_INFO = /^([a-z][a-z0-9+.-]*:\/\/)[^/?#@]*@/i;
 
 function decoded(text: string): string {
   try {
