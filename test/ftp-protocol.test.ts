@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import net from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -349,6 +351,42 @@ describe('FTP control channel', () => {
   // Found by a review: a REST offset stayed pending past a transfer refused for want of PASV and past a
   // listing, so a later STOR wrote over the old file from that byte on (0123NEW789 for NEW), and a later RETR
   // began there. Every data command now takes it, whatever happens next (as vsftpd does).
+  // Found by an attack on the data channel: an active data connection still being made (the client's own
+  // port drops SYNs) that ABOR or a closing control connection gave up on never settled, and the session
+  // hung for good: ABOR unanswered, its upload open, the session never closed.
+  it('ABOR while an active data connection is still being made answers, and the session goes on', async () => {
+    // A listener whose accept queue is full: connections to it stay half made (the SYN is dropped).
+    const python = spawn('python3', ['-c', [
+      'import socket, sys, time',
+      "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(0)",
+      'fill = [socket.socket() for _ in range(3)]',
+      "[(f.setblocking(False), f.connect_ex(('127.0.0.1', s.getsockname()[1]))) for f in fill]",
+      'print(s.getsockname()[1], flush=True); sys.stdin.read()',
+    ].join('\n')], { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      const [line] = (await once(python.stdout, 'data')) as [Buffer];
+      const port = Number(line.toString().trim());
+      const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+      assert.equal((await c.cmd(`PORT 127,0,0,1,${port >> 8},${port & 255}`)).code, 200);
+      assert.equal((await c.cmd('STOR half-made.bin')).code, 150);
+      c.send('ABOR\r\n');
+      assert.equal((await c.read(3000))?.code, 426, 'the transfer ends aborted');
+      assert.equal((await c.read(3000))?.code, 226, 'ABOR is answered');
+      assert.equal((await c.cmd('NOOP')).code, 200);
+      assert.equal(existsSync(join(srv.home('alice'), 'half-made.bin')), false);
+      c.close();
+      // The control connection closed instead: the session ends, its upload recorded aborted.
+      const d = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+      assert.equal((await d.cmd(`EPRT |1|127.0.0.1|${port}|`)).code, 200);
+      assert.equal((await d.cmd('STOR half-closed.bin')).code, 150);
+      d.close();
+      const records = await srv.auditUntil((r) => r.path === '/half-closed.bin', 3000);
+      assert.equal(records.find((r) => r.path === '/half-closed.bin')?.result, 'aborted');
+    } finally {
+      python.kill();
+    }
+  });
+
   it('a REST offset is taken by the next data command, however that ends', async () => {
     const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
     const file = join(srv.home('alice'), 'ten.bin');

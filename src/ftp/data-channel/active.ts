@@ -30,6 +30,9 @@ export class ActiveEndpoint {
         reject(err);
       };
       socket.once('error', onError);
+      // Closed before it was made (ABOR, the control connection's end: close() destroys it without an
+      // error): nothing else would settle this, and the transfer, its ABOR and its session waited for good.
+      socket.once('close', () => onError(new Error('data channel closed')));
     });
   }
 
