@@ -21,6 +21,7 @@ export class ActiveEndpoint {
         clearTimeout(timer);
         socket.setNoDelay(true);
         socket.off('error', onError);
+        socket.off('close', onClose);
         socket.on('error', () => undefined);
         socket.pause();
         resolve(socket);
@@ -29,10 +30,11 @@ export class ActiveEndpoint {
         clearTimeout(timer);
         reject(err);
       };
-      socket.once('error', onError);
       // Closed before it was made (ABOR, the control connection's end: close() destroys it without an
       // error): nothing else would settle this, and the transfer, its ABOR and its session waited for good.
-      socket.once('close', () => onError(new Error('data channel closed')));
+      const onClose = () => onError(new Error('data channel closed'));
+      socket.once('error', onError);
+      socket.once('close', onClose);
     });
   }
 
