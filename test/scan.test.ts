@@ -62,6 +62,10 @@ describe('quarantine mode with a real clamd', () => {
     const up = audit.find((l) => l.event === 'upload' && l.path === '/eicar.com');
     assert.equal(up?.result, 'failed');
     assert.equal(up?.reason, `malware: ${EICAR_SIGNATURE}`);
+    // Each scanned upload's record says what the scan found (found by a review: a clean upload's record
+    // was the same as an unscanned user's, so the trail could not tell a scanned file from one never scanned).
+    assert.equal(up?.scan, 'infected');
+    assert.equal(audit.find((l) => l.event === 'upload' && l.path === '/clean.txt')?.scan, 'clean');
     assert.equal(sluice(srv.dir, ['audit', 'verify']).code, 0);
   });
 
@@ -79,6 +83,9 @@ describe('quarantine mode with a real clamd', () => {
     assert.equal(curl('bob', join(local, 'eicar.com'), '/eicar.com').status, 0);
     assert.equal(readFileSync(join(srv.home('bob'), 'eicar.com'), 'utf8'), EICAR);
     assert.match(sluice(srv.dir, ['user', 'show', 'bob']).stdout, /scan\s+no/);
+    const bobs = (await srv.auditUntil((l) => l.event === 'upload' && l.user === 'bob')).find((l) => l.event === 'upload' && l.user === 'bob');
+    assert.equal(bobs?.result, 'ok');
+    assert.equal(bobs?.scan, undefined, 'a user who is not scanned has no scan in its records');
   });
 
   it('legacy SCP is scanned the same: the infected file is refused with the reason and never lands', (t) => {
@@ -205,6 +212,7 @@ describe('quarantine mode with a real clamd', () => {
     assert.ok(!existsSync(join(srv.home('alice'), 'waiting.txt')));
     const up = (await srv.audit()).find((l) => l.event === 'upload' && l.path === '/waiting.txt');
     assert.equal(up?.result, 'failed');
+    assert.equal(up?.scan, 'unscanned');
     // The operator reads it in the server's log too, once for the retries of a burst (found by a review: nothing there).
     const said = srv.log.split('\n').filter((l) => l.includes('virus scanner failed'));
     assert.equal(said.length, 1, srv.log.slice(-2000));

@@ -77,6 +77,8 @@ export type AuditEvent =
       replaced_unknown?: ReplacedUnknown;
       /** An upload's into an existing file it did not empty (resume, append, SFTP without TRUNC): the file's size before. */
       was?: number;
+      /** A scanned upload's (uploads.scan, user set --scan): clamd said clean, found malware, or gave no verdict; none: not scanned. */
+      scan?: 'clean' | 'infected' | 'unscanned';
     }
   | { event: 'delete' | 'mkdir' | 'rmdir'; path: string }
   /** `replaced`: the node the rename took the name of (see Replaced). */

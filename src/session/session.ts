@@ -777,6 +777,7 @@ export class Session implements LiveSession {
       ...(copied === undefined || copied.others === 0 ? {} : { copied_others: copied.others }),
       ...replacedFields(r.replaced ?? null),
       ...(r.was === undefined ? {} : { was: r.was }),
+      ...(r.scan === undefined ? {} : { scan: r.scan }),
     });
   }
 

@@ -37,6 +37,11 @@ export interface TransferRecord {
   replaced?: Replaced | 'unknown';
   /** An upload's into an existing file it did not empty: that file's size at the open. */
   was?: number;
+  /**
+   * A scanned upload's (none: this upload is not scanned): the verdict it took its name on (`clean`),
+   * malware found (`infected`), or no verdict (`unscanned`: the scanner down or refusing, the upload ended first).
+   */
+  scan?: 'clean' | 'infected' | 'unscanned';
   /** The scanner found malware: kept in quarantine at `file`, or not (`why`). */
   quarantined?: { signature: string; size: number; sha256: string | null; kept: boolean; file?: string; why?: string };
 }
@@ -191,7 +196,7 @@ abstract class Transfer {
     fileSha256?: string,
     node?: TransferRecord['node'],
     quarantined?: TransferRecord['quarantined'],
-    replaced?: Pick<TransferRecord, 'replaced' | 'was'>,
+    replaced?: Pick<TransferRecord, 'replaced' | 'was' | 'scan'>,
     endedAs: string | null = null,
   ): Promise<void> {
     this.result = result;
@@ -686,6 +691,8 @@ export class Upload extends Transfer {
     let replaced: TransferRecord['replaced'];
     /** Why a scanned upload got no verdict. */
     let unscanned: string | undefined;
+    /** What its record says of a scanned upload: no verdict until one came. */
+    let scanned: TransferRecord['scan'] = this.uploadOptions.scan ? 'unscanned' : undefined;
     let stagedLeft = staged !== null;
     /** Where the file's directory is now (see the close below); none: not looked at. */
     let where: Promise<string | null> | null = null;
@@ -701,13 +708,13 @@ export class Upload extends Transfer {
       } else {
         const replacing = staged !== null && result === 'ok';
         const { scan } = this.uploadOptions;
-        const scanned = scan && replacing ? scan : null;
+        const scanning = scan && replacing ? scan : null;
         // The final name is held and looked at while the staged file is measured and closed (the
         // storage describes it by its hidden name during the close), one wait for all, unless a scan
         // reads the file first. What the hold describes must be what the rename replaces, so it is
         // taken no earlier than that one wait before the rename: with a scan, after the verdict.
-        let target = (targetLeft = replacing && !scanned ? holdTarget(loc) : null);
-        const closing = staged !== null && !scanned ? staged.close() : null;
+        let target = (targetLeft = replacing && !scanning ? holdTarget(loc) : null);
+        const closing = staged !== null && !scanning ? staged.close() : null;
         // Where the file ends, looked at beside the waits there are anyway (here, and again with the hold after a
         // scan's verdict): its directory, pinned, may have been moved since the open, and the record and the hooks
         // must name where the bytes are (found by a review: a rename of the directory mid-upload left the record,
@@ -717,18 +724,19 @@ export class Upload extends Transfer {
         const written = st.size;
         // In place, the file's ctime is final now; a staged one's changes with its rename (looked at after it).
         node = staged === null ? { key: nodeKey(st), ctimeMs: st.ctimeMs } : undefined;
-        if (scanned) {
+        if (scanning) {
           // Still under its hidden name: nothing can see or fetch it until the verdict. Unscannable fails closed (throws).
-          const verdict = await verdictWithin(scanned.scanning, () => this.file.readStream(0, written), this.finishing.signal).catch((err: unknown) => {
+          const verdict = await verdictWithin(scanning.scanning, () => this.file.readStream(0, written), this.finishing.signal).catch((err: unknown) => {
             if (err instanceof UploadStopped) throw err;
             unscanned = err instanceof SluiceError ? (err.detail ?? err.message) : String(err);
             throw err;
           });
+          scanned = verdict.clean ? 'clean' : 'infected';
           if (!verdict.clean) {
             // The verdict is recorded first: a keep that fails loses the copy, never the record.
             quarantined = { signature: verdict.signature, size: written, sha256: null, kept: false };
             try {
-              const kept = await scanned.scanning.quarantine.keep(() => this.file.readStream(0, written), { user: scanned.user, path: this.path, size: written });
+              const kept = await scanning.scanning.quarantine.keep(() => this.file.readStream(0, written), { user: scanning.user, path: this.path, size: written });
               quarantined = kept.kept ? { ...quarantined, sha256: kept.sha256, kept: true, file: kept.file } : { ...quarantined, sha256: kept.sha256, why: kept.why };
             } catch (err) {
               const e = err as NodeJS.ErrnoException;
@@ -796,6 +804,7 @@ export class Upload extends Transfer {
       {
         ...(replaced === undefined ? {} : { replaced }),
         ...(was === null ? {} : { was }),
+        ...(scanned === undefined ? {} : { scan: scanned }),
       },
       movedTo(loc, await where?.catch(() => null)),
     );
