@@ -189,6 +189,31 @@ describe('quarantine mode with a real clamd', () => {
     assert.equal(readFileSync(join(srv.home('alice'), 'after-scan-set.txt'), 'utf8'), 'still here');
   });
 
+  // Found by a review: with a scanner configured, `scan: off` and `uploads.atomic: false` (allowed: no one is
+  // scanned by default), a user with --scan could upload nothing: every whole upload was planned in place,
+  // then refused as a resume ("resuming or appending is not possible"). A scanned upload is always staged.
+  it('a user with --scan on a server with uploads.atomic: false: whole uploads are staged and scanned', async () => {
+    const plain = await TestServer.start({
+      yaml: `uploads:\n  atomic: false\n  clamdSocket: ${clamd.socket}\n  scanTimeout: 3\n`,
+      users: [{ name: 'dora', password: 'dora password', args: ['--scan'] }],
+    });
+    try {
+      const c = await sshConnect({ port: plain.sftpPort, username: 'dora', password: 'dora password' });
+      try {
+        const s = await sftpOf(c);
+        await call((cb) => s.writeFile('/fine.txt', 'fine', cb));
+        await assert.rejects(call((cb) => s.writeFile('/bad.com', EICAR, cb)), /malware found/);
+        await assert.rejects(call((cb) => s.appendFile('/fine.txt', 'more', cb)), /send the whole file/);
+      } finally {
+        c.end();
+      }
+      assert.equal(readFileSync(join(plain.home('dora'), 'fine.txt'), 'utf8'), 'fine');
+      assert.deepEqual(readdirSync(plain.home('dora')), ['fine.txt']);
+    } finally {
+      await plain.stop();
+    }
+  });
+
   it('clamd down: the upload waits, hidden, then fails closed with a clear error; nothing lands unscanned', async () => {
     await clamd.stop();
     const t0 = performance.now();

@@ -54,6 +54,9 @@ const empties = (c: Case) => asksToEmpty(c) || (c.node === null && startsAt(c) =
  * The decision table, first matching row wins: each row one rule of what
  * sluice does with an upload, in the words of the README and SECURITY.md.
  */
+/** Whole uploads are staged with uploads.atomic, and scanned ones whatever it says (in place they would be there unscanned). */
+const staged = (c: Case): boolean => c.setting.atomicUploads || c.setting.scanned;
+
 const REFUSALS: [string, (c: Case) => boolean, UploadRefusal][] = [
   ['a directory is not written to', (c) => c.node?.type === 'dir', 'is-a-directory'],
   ['nor is anything but a regular file (symlink, FIFO)', (c) => c.node !== null && c.node.type !== 'file', 'not-a-file'],
@@ -64,10 +67,10 @@ const REFUSALS: [string, (c: Case) => boolean, UploadRefusal][] = [
   ['in a drop box, writing into an existing file tells it exists', (c) => c.setting.blind && c.node !== null && !empties(c), 'unseen'],
   [
     'a hard-linked file is only replaced whole, by an atomic upload',
-    (c) => (c.node?.nlink ?? 0) > 1 && !(empties(c) && c.setting.atomicUploads),
+    (c) => (c.node?.nlink ?? 0) > 1 && !(empties(c) && staged(c)),
     'linked-elsewhere',
   ],
-  ['a scanned upload is whole and staged, never written in place', (c) => c.setting.scanned && !(c.setting.atomicUploads && empties(c)), 'scan-needs-whole'],
+  ['a scanned upload is whole and staged, never written in place', (c) => c.setting.scanned && !empties(c), 'scan-needs-whole'],
   ['no negative offset', (c) => startsAt(c) < 0, 'beyond-end'],
   ['no offset past the end of the file (or of nothing)', (c) => startsAt(c) > (c.node?.size ?? 0), 'beyond-end'],
 ];
@@ -82,7 +85,7 @@ function expected(c: Case): UploadPlan | { refused: UploadRefusal } {
     truncate,
     append: c.request.append,
     // Only uploads that replace the whole file go through a staged file.
-    atomic: c.setting.atomicUploads && truncate,
+    atomic: staged(c) && truncate,
     // Writing over bytes that exist needs overwrite; growing a file at its end does not.
     needsOverwrite: c.node !== null && (truncate || (!c.request.append && offset < c.node.size)),
     createsFile: c.node === null,

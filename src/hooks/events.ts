@@ -17,8 +17,8 @@ export type HookFields = Record<(typeof HOOK_FIELDS)[number], string>;
  * runs on. Transfers count only when they completed: a hook on `upload` is
  * told of files that are there. An upload that did not complete is
  * `upload-failed`, its result and why in `reason`: one written in place (a
- * resume, an append, an SFTP write without truncation, or any upload with
- * uploads.atomic off) leaves what arrived under its name, and a hook that
+ * resume, an append, an SFTP write without truncation, or any unscanned
+ * upload with uploads.atomic off) leaves what arrived under its name, and a hook that
  * checks files must hear of it (found by a review: such bytes reached no
  * hook at all).
  *

@@ -86,7 +86,9 @@ export function planUpload(existing: ExistingNode | null, request: UploadRequest
   // scp opens WRITE|CREAT, no TRUNC) it is a whole new file, planned as a truncating open's: staged, scannable.
   const truncate = asked || (existing === null && offset === 0 && !append);
   if (setting.blind && (offset !== 0 || request.mustExist || (existing !== null && !truncate))) return { refused: 'unseen' };
-  const atomic = setting.atomicUploads && truncate;
+  // A scanned upload is staged whatever uploads.atomic says: in place its bytes would be there unscanned, and
+  // refused (scan-needs-whole), a user scanned by its own setting on a server with atomic: false could upload nothing.
+  const atomic = (setting.atomicUploads || setting.scanned) && truncate;
   if (existing && existing.nlink > 1 && !atomic) return { refused: 'linked-elsewhere' };
   if (setting.scanned && !atomic) return { refused: 'scan-needs-whole' };
   if (offset < 0 || offset > size) return { refused: 'beyond-end' };
