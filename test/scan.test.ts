@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import net from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
@@ -211,6 +212,43 @@ describe('quarantine mode with a real clamd', () => {
       assert.deepEqual(readdirSync(plain.home('dora')), ['fine.txt']);
     } finally {
       await plain.stop();
+    }
+  });
+
+  // Found by a review: a reply that came before the whole file was sent (here at the connect, from something
+  // that is not clamd on its socket) was taken as the verdict, and every upload landed unscanned.
+  it('a scanner that answers "OK" before it has the whole file gave no verdict: the upload is refused', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-hasty-'));
+    const socket = join(dir, 'clamd.sock');
+    const conns = new Set<net.Socket>();
+    const hasty = net.createServer((c) => {
+      conns.add(c);
+      c.on('close', () => conns.delete(c));
+      c.on('error', () => undefined);
+      c.end('stream: OK\0');
+    });
+    await new Promise<void>((resolve) => hasty.listen(socket, resolve));
+    const other = await TestServer.start({
+      yaml: `uploads:\n  scan: clamd\n  clamdSocket: ${socket}\n  scanTimeout: 1\n`,
+      users: [{ name: 'erin', password: 'erin password' }],
+    });
+    try {
+      const c = await sshConnect({ port: other.sftpPort, username: 'erin', password: 'erin password' });
+      try {
+        const s = await sftpOf(c);
+        await assert.rejects(call((cb) => s.writeFile('/unseen.com', EICAR, cb)), /could not be scanned/);
+      } finally {
+        c.end();
+      }
+      assert.deepEqual(readdirSync(other.home('erin')), []);
+      const up = (await other.auditUntil((l) => l.event === 'upload')).find((l) => l.event === 'upload');
+      assert.equal(up?.result, 'failed');
+      assert.equal(up?.scan, 'unscanned');
+    } finally {
+      await other.stop();
+      for (const c of conns) c.destroy();
+      await new Promise((resolve) => hasty.close(resolve));
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -33,6 +33,8 @@ export class ClamdScanner implements Scanner {
       /** Bytes of the file written to clamd so far. */
       let sent = 0;
       let cut = false;
+      /** The whole file, and its end, were written to clamd. */
+      let whole = false;
       const done = (err: Error | null, verdict?: ScanVerdict) => {
         if (settled) return;
         settled = true;
@@ -48,7 +50,15 @@ export class ClamdScanner implements Scanner {
         const end = reply.indexOf('\0');
         return end < 0 ? null : parse(reply.slice(0, end));
       };
-      const settle = (verdict: ScanVerdict | Error) => (verdict instanceof Error ? done(verdict) : done(null, verdict));
+      // "Clean" holds only for the bytes clamd had: one that came before the whole file was sent
+      // (a scanner that answers before it read, something else on its address) is no verdict, and
+      // was taken for one (found by a review: a reply of "stream: OK" at the connect let every
+      // upload in). Malware found in part of the file is found, and a refusal is a refusal.
+      const settle = (verdict: ScanVerdict | Error) => {
+        if (verdict instanceof Error) return done(verdict);
+        if (verdict.clean && !whole) return done(new Error('clamd: answered OK before the whole file was sent'));
+        done(null, verdict);
+      };
       // The connection ended with no reply. clamd answers its size limit and closes while the
       // file is still coming: the write that meets the closed socket (EPIPE, ECONNRESET) can
       // destroy it before the reply is read. A cut after bytes were sent is asked about once,
@@ -89,7 +99,10 @@ export class ClamdScanner implements Scanner {
           }
         });
         socket.on('drain', () => source.resume());
-        source.on('end', () => socket.write(Buffer.alloc(4)));
+        source.on('end', () => {
+          whole = true;
+          socket.write(Buffer.alloc(4));
+        });
       });
     });
   }
