@@ -37,9 +37,15 @@ async function ftpUpload(srv: TestServer, path: string): Promise<{ control: RawF
   return { control, data: await startUpload(control, path) };
 }
 
-async function sftpLogin(srv: TestServer): Promise<ssh2.Client> {
+/** alice's SSH connection; its errors (the server ending it) are the test's to look at, not thrown. */
+async function sshLogin(srv: TestServer): Promise<ssh2.Client> {
   const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: PASSWORD });
   c.on('error', () => undefined);
+  return c;
+}
+
+async function sftpLogin(srv: TestServer): Promise<ssh2.Client> {
+  const c = await sshLogin(srv);
   await sftpOf(c);
   return c;
 }
@@ -202,8 +208,7 @@ describe('SIGTERM drain: one SSH connection of several channels', () => {
   it('ends once the transfers of all its channels have: an idle channel beside them, or one whose upload ends first, cuts none', { timeout: 60_000 }, async () => {
     const srv = await start(1, 60);
     try {
-      const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: PASSWORD });
-      c.on('error', () => undefined);
+      const c = await sshLogin(srv);
       let gone = false;
       const connectionClosed = closed(c).then(() => void (gone = true));
       // What OpenSSH's ControlMaster or a GUI client does: channels multiplexed on one connection, one of them idle.
@@ -249,8 +254,7 @@ describe('SIGTERM drain: an SFTP client that stops reading once its last transfe
       const big = join(srv.home('alice'), 'big');
       mkdirSync(big);
       for (let i = 0; i < 1000; i++) writeFileSync(join(big, `${String(i).padStart(5, '0')}${'n'.repeat(195)}`), '');
-      const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: PASSWORD });
-      c.on('error', () => undefined);
+      const c = await sshLogin(srv);
       const sftp = await sftpOf(c);
       const up = await call<Buffer>((cb) => sftp.open('/late.bin', 'w', cb));
       await call((cb) => sftp.write(up, Buffer.alloc(1024, 7), 0, 1024, 0, cb));

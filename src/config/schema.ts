@@ -5,6 +5,7 @@ import { bytesOf } from './size.js';
 import { HOOK_EVENTS, HOOK_FIELDS, unknownPlaceholders } from '../hooks/events.js';
 import { placeholderInCode, placeholderInText } from '../hooks/inline-code.js';
 import { MAX_PACKET } from '../sftp/codec.js';
+import { adminEndpoint } from '../admin/endpoint.js';
 
 /**
  * Text the system takes as a path or an argument: no NUL byte, which no path
@@ -123,13 +124,6 @@ const proxyProtocol = z.enum(['off', 'v1', 'v2', 'optional']).default('off');
 
 /** Addresses that listen on every address of their family, and of both for `::`. */
 const WILDCARD = new Set(['0.0.0.0', '::']);
-
-/** Pure: admin.listen's host (without brackets) and port when it is TCP; null for '' or a unix socket. */
-function adminTcp(listen: string): { host: string; port: number } | null {
-  if (listen === '' || listen.includes('/')) return null;
-  const at = listen.lastIndexOf(':');
-  return { host: listen.slice(0, at).replace(/^\[(.*)\]$/, '$1'), port: Number(listen.slice(at + 1)) };
-}
 
 /** Every key and its default, in one place; deploy/sluice.example.yaml documents them. */
 export const configSchema = z
@@ -503,9 +497,9 @@ export const configSchema = z
     }
     // The admin API on a front-end's port stopped serve with "the port is in use (another process listens there...)":
     // no other process, its own API (found by a hostile-input review). Refused when the two addresses overlap.
-    const admin = adminTcp(config.admin.listen);
-    const clash = admin && taken.get(admin.port);
-    if (admin && clash && (WILDCARD.has(admin.host) || WILDCARD.has(config.bind) || admin.host === config.bind)) {
+    const admin = config.admin.listen === '' ? null : adminEndpoint(config.admin.listen);
+    const clash = admin && 'port' in admin ? taken.get(admin.port) : undefined;
+    if (admin && 'port' in admin && clash && (WILDCARD.has(admin.host) || WILDCARD.has(config.bind) || admin.host === config.bind)) {
       ctx.addIssue({ code: 'custom', path: ['admin', 'listen'], message: `port ${admin.port} is ${clash}'s too` });
     }
     // A passive listener binds the address a client reached the control connection on, every front-end's too.
