@@ -30,6 +30,8 @@ describe('checksums: FTP HASH / XSHA256, SFTP check-file-name / check-file-handl
       users: [
         { name: 'alice', password: 'alice password' },
         { name: 'drop', password: 'drop password', args: ['--perms', 'upload'] },
+        // Shares alice's home (see the shared-home case below).
+        { name: 'carol', password: 'carol password', args: ['--home', 'data/homes/alice'] },
       ],
     });
     writeFileSync(join(local, 'up.bin'), up);
@@ -91,6 +93,33 @@ describe('checksums: FTP HASH / XSHA256, SFTP check-file-name / check-file-handl
     assert.equal(record?.result, 'ok');
     assert.equal(record?.sha256, null, 'no hash of the bytes sent, which are not the file');
     assert.equal((await ftp.cmd('XSHA256 cut.bin')).text, `250 ${sha256sum(file)}`);
+  });
+
+  // Found by a review: an upload in place was remembered with the file's ctime at its end, and its bytes'
+  // hash as the file's. Another user sharing the home (the in-place lock is each user's) wrote the file over
+  // meanwhile: HASH answered alice's hash of bytes the file no longer held.
+  it('an upload in place written over meanwhile by another user of the home: HASH tells what the file holds', async () => {
+    const file = join(srv.home('alice'), 'shared.bin');
+    const size = 64 * 1024;
+    writeFileSync(file, Buffer.alloc(size));
+    const [a, b] = [randomBytes(size), randomBytes(size)];
+    const alice = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    const carol = await sshConnect({ port: srv.sftpPort, username: 'carol', password: 'carol password' });
+    try {
+      const [sa, sc] = [await sftpOf(alice), await sftpOf(carol)];
+      // r+: WRITE without CREAT or TRUNC, so both write the file where it lies.
+      const ha = await call<Buffer>((cb) => sa.open('/shared.bin', 'r+', cb));
+      const hc = await call<Buffer>((cb) => sc.open('/shared.bin', 'r+', cb));
+      await call((cb) => sa.write(ha, a, 0, size, 0, cb));
+      await call((cb) => sc.write(hc, b, 0, size, 0, cb));
+      await call((cb) => sc.close(hc, cb));
+      await call((cb) => sa.close(ha, cb));
+    } finally {
+      alice.end();
+      carol.end();
+    }
+    assert.equal(sha256sum(file), sha256(b));
+    assert.equal((await ftp.cmd('HASH /shared.bin')).text, `213 SHA-256 0-${size} ${sha256(b)} /shared.bin`);
   });
 
   it('any other file is read at the session hashing rate, and matches sha256sum', async () => {

@@ -754,7 +754,7 @@ export class Session implements LiveSession {
     this.deps.metrics.count({ m: 'transfer', protocol: this.context.protocol, direction: r.direction, bytes: r.bytes, seconds: durationMs / 1000, result: r.result });
     if (r.quarantined) this.audit({ event: 'quarantined', path: r.path, ...r.quarantined });
     if (r.direction === 'upload' && r.result === 'ok' && r.node && !r.convertedLineEndings) {
-      // The hash covers the whole file only if the upload wrote all of it, or hashed it after a resume.
+      // The hash covers the whole file only if the upload wrote all of it, or hashed it after a resume (node: see TransferRecord).
       const whole = r.fileSha256 ?? (r.offset === 0 && r.bytes === r.size ? r.sha256 : null);
       if (whole) this.deps.receipts.remember(r.node.key, r.size, r.node.ctimeMs, whole);
     }

@@ -31,7 +31,10 @@ export interface TransferRecord {
   /** The whole file after a resumed upload, when configured. */
   fileSha256?: string;
   convertedLineEndings: boolean;
-  /** An upload's file as it ended under its name (dev:ino and ctime), for UploadReceipts; none: keep no receipt. */
+  /**
+   * An upload's file as it ended under its name (dev:ino and ctime), for UploadReceipts; none: keep no receipt.
+   * Given only where a hash stands for the file: a staged file's bytes sent, or fileSha256 read from it.
+   */
   node?: { key: string; ctimeMs: number };
   /** An upload's: the file it replaced whole; 'unknown' when the one looked at was not what its rename replaced (see replacedThrough). */
   replaced?: Replaced | 'unknown';
@@ -722,8 +725,12 @@ export class Upload extends Transfer {
         where = loc.whereNow();
         const st = await (closing ?? this.file.stat());
         const written = st.size;
-        // In place, the file's ctime is final now; a staged one's changes with its rename (looked at after it).
-        node = staged === null ? { key: nodeKey(st), ctimeMs: st.ctimeMs } : undefined;
+        // In place, the file's ctime is final now, but the bytes sent are no receipt for it: another user sharing
+        // the home may have written it meanwhile (the in-place lock is the user's), and the stream's hash then
+        // vouched for bytes the file lacks (found by a review: HASH answered the upload's hash of a file a second
+        // user had written over during it). Only a hash read from the file itself (a resume's, below) stands for
+        // it. A staged file is named by nobody else; its ctime changes with its rename (looked at after it).
+        const inPlace = staged === null ? { key: nodeKey(st), ctimeMs: st.ctimeMs } : undefined;
         if (scanning) {
           // Still under its hidden name: nothing can see or fetch it until the verdict. Unscannable fails closed (throws).
           const verdict = await verdictWithin(scanning.scanning, () => this.file.readStream(0, written), this.finishing.signal).catch((err: unknown) => {
@@ -766,7 +773,10 @@ export class Upload extends Transfer {
           bytesDelta = written - (existingSize ?? 0);
           filesDelta = existingSize === null ? 1 : 0;
         }
-        if (result === 'ok' && this.offset > 0 && this.uploadOptions.hashWholeFile) fileSha256 = await hashFile(loc, st).catch(() => undefined);
+        if (result === 'ok' && this.offset > 0 && this.uploadOptions.hashWholeFile) {
+          fileSha256 = await hashFile(loc, st).catch(() => undefined);
+          if (fileSha256 !== undefined) node = inPlace;
+        }
       }
     } catch (err) {
       const e = err instanceof UploadStopped ? new SluiceError('failure', 'Transfer is closed') : toSluiceError(err);
