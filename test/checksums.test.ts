@@ -144,6 +144,28 @@ describe('checksums: FTP HASH / XSHA256, SFTP check-file-name / check-file-handl
     d.socket.destroy();
   });
 
+  // Found by a review: the refusal went unrecorded (no `denied` record), as the checksum of a path's is.
+  it("SFTP check-file-handle of a drop box's upload: refused, and the refusal is on record", async () => {
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'drop', password: 'drop password' });
+    try {
+      const { ch, next } = await initialised(conn);
+      ch.write(new Writer(FXP.OPEN, 1).string('/dropped.bin').uint32(OPEN_FLAGS.WRITE | OPEN_FLAGS.CREAT | OPEN_FLAGS.TRUNC).uint32(0).finish());
+      const open = await next();
+      assert.equal(open[0], FXP.HANDLE);
+      const handle = open.subarray(9, 9 + open.readUInt32BE(5));
+      ch.write(new Writer(FXP.WRITE, 2).bytes(handle).uint64(0).bytes(Buffer.from('dropped')).finish());
+      assert.equal((await next()).readUInt32BE(5), STATUS.OK);
+      ch.write(new Writer(FXP.EXTENDED, 3).string('check-file-handle').bytes(handle).string('sha256').uint64(0).uint64(0).uint32(0).finish());
+      const reply = await next();
+      assert.equal(reply[0], FXP.STATUS);
+      assert.equal(reply.readUInt32BE(5), STATUS.PERMISSION_DENIED);
+    } finally {
+      conn.end();
+    }
+    const denied = (r: Record<string, unknown>) => r.event === 'denied' && r.operation === 'checksum' && r.user === 'drop' && r.path === '/dropped.bin';
+    assert.ok((await srv.auditUntil(denied, 5000)).some(denied), 'a denied checksum record');
+  });
+
   it('SFTP check-file-name and check-file-handle: whole files and blocks, raw requests', async () => {
     const file = join(srv.home('alice'), 'blocks.bin');
     const data = randomBytes(Math.floor(2.5 * MiB));

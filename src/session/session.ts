@@ -791,10 +791,16 @@ export class Session implements LiveSession {
    */
   checksum(target: string | Upload | Download, range: ChecksumRange = { offset: 0, length: 0, blockSize: 0 }): Promise<Checksum> {
     if (typeof target !== 'string') {
-      return this.checksums.run(async (pace) => {
-        if (target instanceof Upload) this.require('download', this.dirOf(target));
-        return this.checksummed(target.path, await target.checksum(range, pace));
-      });
+      // In guard, as the checksum of a path: a drop box's upload asked for its hash is a refusal on record (found by a review).
+      return this.checksums.run(async (pace) =>
+        this.checksummed(
+          target.path,
+          await this.guard('checksum', target.path, async () => {
+            if (target instanceof Upload) this.require('download', this.dirOf(target));
+            return target.checksum(range, pace);
+          }),
+        ),
+      );
     }
     // Resolved now: the working directory may change while it waits its turn.
     const path = this.resolve(target);
