@@ -166,6 +166,26 @@ describe('checksums: FTP HASH / XSHA256, SFTP check-file-name / check-file-handl
     assert.ok((await srv.auditUntil(denied, 5000)).some(denied), 'a denied checksum record');
   });
 
+  it('SFTP check-file-handle of a file written in place: a clear refusal (no read through that handle), not a failed read', async () => {
+    writeFileSync(join(srv.home('alice'), 'inplace.bin'), 'in place');
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const { ch, next } = await initialised(conn);
+      // WRITE without CREAT or TRUNC: written where it lies, its descriptor open for writing only.
+      ch.write(new Writer(FXP.OPEN, 1).string('/inplace.bin').uint32(OPEN_FLAGS.WRITE).uint32(0).finish());
+      const open = await next();
+      assert.equal(open[0], FXP.HANDLE);
+      const handle = open.subarray(9, 9 + open.readUInt32BE(5));
+      ch.write(new Writer(FXP.EXTENDED, 2).string('check-file-handle').bytes(handle).string('sha256').uint64(0).uint64(0).uint32(0).finish());
+      const reply = await next();
+      assert.equal(reply[0], FXP.STATUS);
+      assert.equal(reply.readUInt32BE(5), STATUS.OP_UNSUPPORTED);
+      assert.match(reply.subarray(13, 13 + reply.readUInt32BE(9)).toString(), /not open for reading/);
+    } finally {
+      conn.end();
+    }
+  });
+
   it('SFTP check-file-name and check-file-handle: whole files and blocks, raw requests', async () => {
     const file = join(srv.home('alice'), 'blocks.bin');
     const data = randomBytes(Math.floor(2.5 * MiB));

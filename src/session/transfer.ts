@@ -416,6 +416,16 @@ export class Upload extends Transfer {
   }
 
   /**
+   * A staged file is open for reading too; a file written in place only for writing (opening it for
+   * reading would need a read bit its owner may have taken away), so its hash is asked of its name.
+   * Said so, rather than the read's EBADF as "Operation failed".
+   */
+  override checksum(range: ChecksumRange, pace: Pace): Promise<Checksum> {
+    if (this.target.staged === null) return Promise.reject(new SluiceError('unsupported', 'Handle not open for reading: ask for the checksum by name'));
+    return super.checksum(range, pace);
+  }
+
+  /**
    * Write at `position` (ignored in append mode); resolves once the bytes are
    * in the file. Several buffers are consecutive bytes, written in one call.
    */
