@@ -32,6 +32,7 @@ describe('checksums: FTP HASH / XSHA256, SFTP check-file-name / check-file-handl
         { name: 'drop', password: 'drop password', args: ['--perms', 'upload'] },
         // Shares alice's home (see the shared-home case below).
         { name: 'carol', password: 'carol password', args: ['--home', 'data/homes/alice'] },
+        { name: 'slow', password: 'slow password', args: ['--rate-down', '256K'] },
       ],
     });
     writeFileSync(join(local, 'up.bin'), up);
@@ -130,6 +131,23 @@ describe('checksums: FTP HASH / XSHA256, SFTP check-file-name / check-file-handl
     const seconds = (performance.now() - t0) / 1000;
     assert.equal(r.text, `213 SHA-256 0-${10 * MiB} ${sha256sum(file)} disk.bin`);
     assert.ok(seconds > 2, `10 MiB at 4 MiB/s took ${seconds.toFixed(2)} s`);
+  });
+
+  // Found by a review: a user limited to 256 KiB/s down had the server read for HASH at limits.hashRate,
+  // so anonymous sessions could make it read at ten times 128 MiB/s by asking again and again.
+  it("a user's download rate bounds its hashing too: a checksum is a read", async () => {
+    writeFileSync(join(srv.home('slow'), 'half.bin'), randomBytes(512 * 1024));
+    const c = await RawFtp.connect(srv.ftpPort);
+    try {
+      await c.read();
+      assert.equal((await c.login('slow', 'slow password')).code, 230);
+      const t0 = performance.now();
+      assert.equal((await c.cmd('HASH half.bin')).code, 213);
+      const seconds = (performance.now() - t0) / 1000;
+      assert.ok(seconds > 1.5, `512 KiB at 256 KiB/s took ${seconds.toFixed(2)} s`);
+    } finally {
+      c.socket.destroy();
+    }
   });
 
   it('refusals: no file, a directory, no download right (a drop box gives no hashes)', async () => {

@@ -27,7 +27,9 @@ export interface ConnectionBudget {
  * limits share one bandwidth budget: a session opened after an
  * administrator changed the user's limits gets a budget of its own at the
  * new ones (the connection's older sessions keep theirs, as any session
- * keeps the limits it opened with), but still hashes in the connection's turns.
+ * keeps the limits it opened with), but still hashes in the connection's
+ * turns, at the rate its first session got: limits.hashRate, or the user's
+ * download rate where that is lower.
  */
 export class ConnectionBudgets {
   private readonly hashing = new Map<string, Counted<HashingTurns>>();
@@ -38,7 +40,9 @@ export class ConnectionBudgets {
   join(connectionId: string, account: Pick<Account, 'rateUp' | 'rateDown'>): ConnectionBudget {
     const up = account.rateUp ?? this.defaults.up;
     const down = account.rateDown ?? this.defaults.down;
-    const { hash } = this.defaults;
+    // A checksum reads the file: no faster than the user may download it (found by a review: anonymous
+    // sessions limited to 1 MiB/s each had the server read 128 MiB/s each by asking HASH again and again).
+    const hash = slowest(this.defaults.hash, down);
     const hashing = joined(this.hashing, connectionId, () => new HashingTurns(hash > 0 ? new RateLimit(hash) : null));
     const rates = joined(this.rates, `${connectionId} ${up} ${down}`, () => ratesOf(up, down));
     return {
@@ -55,6 +59,12 @@ export class ConnectionBudgets {
   get size(): number {
     return this.hashing.size;
   }
+}
+
+/** The lower of two rates, where 0 is no limit. */
+function slowest(a: number, b: number): number {
+  if (a === 0) return b;
+  return b === 0 ? a : Math.min(a, b);
 }
 
 interface Counted<T> {
