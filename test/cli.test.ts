@@ -1,13 +1,15 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import argon2 from 'argon2';
 import { userKeyPair } from './helpers/ssh.js';
 import { openSqliteStore } from '../src/store/sqlite/store.js';
-import { BIN, sluice } from './helpers/cli.js';
+import { BIN, sluice, sluiceAsync } from './helpers/cli.js';
+import { freePort } from './helpers/server.js';
 import { COMMANDS, topHelp, wantsHelp, type CommandName, type CommandSpec } from '../src/cli/commands.js';
 
 describe('sluice CLI', () => {
@@ -259,6 +261,39 @@ describe('sluice CLI', () => {
     }
   });
 
+  // Found by a review: run in an empty directory, a failed command left data/ (a new database in it) and certs/,
+  // and migrate-from-sqlite with an unreachable target had made its FILE 0600 (and migrated it).
+  it('a failed command leaves the file system as it found it', async () => {
+    const empty = mkdtempSync(join(tmpdir(), 'sluice-cli-failed-'));
+    try {
+      const db = join(empty, 'old.db');
+      await openSqliteStore(db).close();
+      chmodSync(db, 0o644);
+      writeFileSync(join(empty, 'notes.db'), 'not a database\n');
+      const before = snapshot(empty);
+      const unreachable = `postgres://sluice:pw@127.0.0.1:${await freePort()}/sluice`;
+      const runs: [string[], RegExp, NodeJS.ProcessEnv?][] = [
+        [['store', 'nodes'], /only with a PostgreSQL store/],
+        [['store', 'nodes'], /ECONNREFUSED/, { SLUICE_STORE_URL: unreachable }],
+        [['store', 'migrate-from-sqlite', db, '--to', unreachable], /ECONNREFUSED/],
+        [['store', 'migrate-from-sqlite', 'notes.db', '--to', unreachable], /^sluice: notes\.db is not a SQLite database\n$/],
+        [['stroe', 'nodes'], /unknown command "stroe"/],
+        [['user', 'show', 'nobody'], /no user named "nobody"\nsluice: note: no user database is at .* \(none was made\)/],
+        [['ban', 'remove', '192.0.2.1'], /no user database is at/],
+        [['session', 'list'], /the admin API is off/],
+      ];
+      const results = await Promise.all(runs.map(([args, , env]) => sluiceAsync(empty, args, env)));
+      assert.deepEqual(snapshot(empty), before);
+      results.forEach((r, i) => {
+        const [args, pattern] = runs[i]!;
+        assert.notEqual(r.code, 0, args.join(' '));
+        assert.match(r.stderr, pattern, args.join(' '));
+      });
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
+
   it('removes a user', () => {
     assert.equal(run(['user', 'remove', 'piped']).code, 0);
     assert.equal(run(['user', 'show', 'piped']).code, 2);
@@ -324,3 +359,12 @@ describe('sluice CLI: help from the one table of commands (pure)', () => {
     for (const [name, args, expected] of cases) assert.equal(wantsHelp(name, args), expected, `${name} ${args.join(' ')}`);
   });
 });
+
+/** Every entry under `dir`: its path, mode and, for a file, its bytes' SHA-256. */
+function snapshot(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).sort().map((name) => {
+    const path = join(dir, name);
+    const st = statSync(path);
+    return `${name} ${st.mode.toString(8)} ${st.isFile() ? createHash('sha256').update(readFileSync(path)).digest('hex') : ''}`;
+  });
+}

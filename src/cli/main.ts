@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import type { AdminServices } from '../admin-services.js';
 import { ApiError, adminClient } from '../admin/client.js';
 import { ConfigError } from '../config/errors.js';
@@ -8,6 +7,7 @@ import { servingPid } from '../serve-pid.js';
 import { version } from '../version.js';
 import { UsageError } from './args.js';
 import { commandHelp, isCommand, topHelp, wantsHelp } from './commands.js';
+import type { StorePlaces } from './store-places.js';
 import { dropOutputWhenReaderGone } from './stdio.js';
 
 // Each command loads what it needs when it runs: `sluice version` and
@@ -51,7 +51,9 @@ export async function main(argv: string[]): Promise<number> {
   let services: Promise<AdminServices> | null = null;
   let loaded: Config | null = null;
   const { loadConfig } = await import('../config/load.js');
-  const config = () => (loaded ??= loadConfig({ file: configFile }));
+  // Only serving makes the data and certificate directories up front; a command that opens the store makes what
+  // it needs there (storePlaces), and a failed command leaves nothing (found by a review: it left data/ and certs/).
+  const config = () => (loaded ??= loadConfig({ file: configFile, makeDirs: command === 'serve' || command === 'init' }));
   const reach = () => adminClient(config());
   let unreached = false;
   /** For a change of a user: with the API off, said once the change is made, if a server runs (noteUnreached). */
@@ -60,14 +62,15 @@ export async function main(argv: string[]): Promise<number> {
     if (client === null) unreached = true;
     return client;
   };
+  let places: StorePlaces | null = null;
   // Opened lazily, so --help and argument errors never touch the database.
   const open = () =>
     (services ??= import('../admin-services.js').then(async (m) => {
-      const fresh = newStoreAt(config(), (await import('../store/open.js')).sqliteFile);
-      const opened = await m.openAdmin(config());
-      if (fresh !== null) noteNewStore(fresh);
-      return opened;
+      const { prepareStorePlaces } = await import('./store-places.js');
+      places = prepareStorePlaces(config(), (await import('../store/open.js')).sqliteFile);
+      return m.openAdmin(config());
     }));
+  let code = 1;
   try {
     switch (command) {
       case 'serve': {
@@ -85,11 +88,11 @@ export async function main(argv: string[]): Promise<number> {
       case 'audit':
         return await (await import('./audit.js')).auditCommand(rest, configFile, out);
       case 'admin':
-        return await (await import('./admin.js')).adminCommand(rest, open, out);
+        return (code = await (await import('./admin.js')).adminCommand(rest, open, out));
       case 'ban':
-        return await (await import('./ban.js')).banCommand(rest, () => config().limits.ipv6Prefix, open, reach, out);
+        return (code = await (await import('./ban.js')).banCommand(rest, () => config().limits.ipv6Prefix, open, reach, out));
       case 'user': {
-        const code = await (await import('./user.js')).userCommand(rest, open, reachForChange, out);
+        code = await (await import('./user.js')).userCommand(rest, open, reachForChange, out);
         // After the change, not before it: a change refused (an unknown user) was written nowhere.
         if (code === 0 && unreached) noteUnreached(config());
         return code;
@@ -107,6 +110,7 @@ export async function main(argv: string[]): Promise<number> {
     // A store that failed to open has reported why already: nothing to close.
     const opened = await services?.catch(() => null);
     await opened?.close();
+    settlePlaces(places, code);
   }
 }
 
@@ -128,11 +132,13 @@ function noteUnreached(config: Config): void {
   );
 }
 
-/** The SQLite database a command would create, because none is there yet; null when it exists or the store is PostgreSQL. */
-function newStoreAt(config: Config, sqliteFile: (dataDir: string) => string): string | null {
-  if (config.store !== '') return null;
-  const file = sqliteFile(config.dataDir);
-  return existsSync(file) ? null : file;
+/** After a command that opened the store: what it made is kept (and a new database said) if it succeeded, else undone. */
+function settlePlaces(places: StorePlaces | null, code: number): void {
+  if (places === null) return;
+  if (code !== 0) places.undo();
+  if (places.fresh === null) return;
+  if (code === 0) noteNewStore(places.fresh);
+  else noteNoStore(places.fresh);
 }
 
 /**
@@ -143,6 +149,14 @@ function newStoreAt(config: Config, sqliteFile: (dataDir: string) => string): st
 function noteNewStore(file: string): void {
   process.stderr.write(
     `sluice: note: no user database was at ${file}: made a new one. A server reads the one of its own data ` +
+      'directory: run this where it runs, with its --config or SLUICE_DATA_DIR (see README, Configuration)\n',
+  );
+}
+
+/** A command that failed where no database is: maybe the operator's mistake was the directory. */
+function noteNoStore(file: string): void {
+  process.stderr.write(
+    `sluice: note: no user database is at ${file} (none was made). A server reads the one of its own data ` +
       'directory: run this where it runs, with its --config or SLUICE_DATA_DIR (see README, Configuration)\n',
   );
 }

@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
-import { copyStore } from '../store/copy.js';
+import { copyStore, requireEmpty } from '../store/copy.js';
 import { describeUrl } from '../store/postgres/connection.js';
 import { openPostgresStore } from '../store/postgres/store.js';
+import { notSluiceDatabase } from '../store/sqlite/db.js';
 import { openSqliteStore } from '../store/sqlite/store.js';
 import type { NodeHolding, NodeRegistry, Store } from '../store/store.js';
 import { UsageError, parse } from './args.js';
@@ -15,7 +16,8 @@ export const STORE_HELP = `Usage: sluice store <command> ...
       PostgreSQL, once: the target must be empty. The target is --to URL, else
       the configured store (store: or SLUICE_STORE_URL); prefer those, as a
       password on the command line is visible to other local users.
-      FILE is brought to this version's schema first, then only read.
+      FILE must be a sluice database; once the target is reached and found
+      empty, FILE is brought to this version's schema, then only read.
       Admin tokens are not copied (only their hashes are kept): create them again.
 
   nodes
@@ -46,10 +48,16 @@ export async function storeCommand(args: string[], config: () => Config, out: (s
   if (!POSTGRES.test(url)) {
     throw new UsageError('no PostgreSQL store to copy into: pass --to postgres://... or set store (SLUICE_STORE_URL)');
   }
-  const from = openSqliteStore(file);
-  let to: Store | null = null;
+  // FILE is opened to be migrated only once the copy can be made: a file that is no sluice database, a target that
+  // cannot be reached or is not empty, leave it as it was (found by a review: they left it migrated, or made 0600 and
+  // given sluice's tables).
+  const why = notSluiceDatabase(file);
+  if (why !== null) throw new UsageError(why);
+  let from: Store | null = null;
+  const to = await openPostgresStore(url, { holdTimeout: config().storeHoldTimeout });
   try {
-    to = await openPostgresStore(url, { holdTimeout: config().storeHoldTimeout });
+    await requireEmpty(to);
+    from = openSqliteStore(file);
     const r = await copyStore(from, to);
     out(`copied ${r.users} users (${r.keys} keys) and ${r.bans} bans from ${file} into ${describeUrl(url)}\n`);
     if (r.tokensNotCopied.length > 0) {
@@ -57,8 +65,8 @@ export async function storeCommand(args: string[], config: () => Config, out: (s
     }
     return 0;
   } finally {
-    await from.close();
-    await to?.close();
+    await from?.close();
+    await to.close();
   }
 }
 

@@ -201,10 +201,12 @@ function describe(error: z.ZodError, envMap: typeof ENV, env: NodeJS.ProcessEnv)
   return `config: ${key}${fromEnv ? ` (from ${fromEnv[0]})` : ''}: ${issue.message}`;
 }
 
-function ensureWritableDir(key: string, dir: string): void {
+/** Make `dir` (0700) if it is not there and check it is usable; the first directory made, if any (mkdirSync's answer). */
+export function ensureWritableDir(key: string, dir: string): string | undefined {
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const made = mkdirSync(dir, { recursive: true, mode: 0o700 });
     accessSync(dir, constants.R_OK | constants.W_OK | constants.X_OK);
+    return made;
   } catch (err) {
     throw new ConfigError(`config: ${key}: ${dir} is not a usable directory (${(err as NodeJS.ErrnoException).code ?? err})`);
   }

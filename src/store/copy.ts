@@ -23,11 +23,7 @@ export interface CopyReport {
  * removed again (the error says if that failed too), so the copy can be retried.
  */
 export async function copyStore(from: Store, to: Store): Promise<CopyReport> {
-  // A ban "in force at time 0" is every ban row: each ends after 1970 or never.
-  const [users, bans, tokens] = await Promise.all([to.users.count(), to.bans.active(0), to.tokens.all()]);
-  if (users + bans.length + tokens.length > 0) {
-    throw new Error(`the target store is not empty (${users} users, ${bans.length} bans, ${tokens.length} admin tokens): copy into an empty database only`);
-  }
+  await requireEmpty(to);
   const created: number[] = [];
   const banned: string[] = [];
   const report: CopyReport = { users: 0, keys: 0, bans: 0, tokensNotCopied: [] };
@@ -54,6 +50,15 @@ export async function copyStore(from: Store, to: Store): Promise<CopyReport> {
   }
   report.tokensNotCopied = (await from.tokens.all()).map((t) => t.name);
   return report;
+}
+
+/** Throws unless `to` holds nothing copyStore would copy into it: checked before the source is opened (sluice store). */
+export async function requireEmpty(to: Store): Promise<void> {
+  // A ban "in force at time 0" is every ban row: each ends after 1970 or never.
+  const [users, bans, tokens] = await Promise.all([to.users.count(), to.bans.active(0), to.tokens.all()]);
+  if (users + bans.length + tokens.length > 0) {
+    throw new Error(`the target store is not empty (${users} users, ${bans.length} bans, ${tokens.length} admin tokens): copy into an empty database only`);
+  }
 }
 
 /** Remove what a failed copy wrote; false when some of it could not be removed. */

@@ -23,6 +23,20 @@ export function sluice(cwd: string, args: string[], input?: string, env: NodeJS.
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** As sluice(), without holding this process: for several runs at once. */
+export function sluiceAsync(cwd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, SLUICE_LOG_LEVEL: 'warn', ...env } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d));
+  child.stderr.on('data', (d: Buffer) => (stderr += d));
+  child.stdin.end();
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
 /** Start `sluice serve` (node run with `nodeArgs` first) and resolve once `marker` appears on stdout. */
 export function startServe(cwd: string, env: NodeJS.ProcessEnv, marker: RegExp, nodeArgs: readonly string[] = []) {
   const child = spawn(process.execPath, [...nodeArgs, BIN, 'serve'], { cwd, env: { ...process.env, ...env } });

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync, statfsSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync, readSync, statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { regularFile } from '../../regular-file.js';
 import { loadMigrations, migrationsDir } from '../migrations.js';
@@ -52,4 +52,34 @@ export function whyNotOpened(file: string, err: unknown): unknown {
     }
   })();
   return new Error(`${file}: ${(err as Error).message} (${code})${full ? '; its file system is full' : ''}`);
+}
+
+const MAGIC = Buffer.from('SQLite format 3\0', 'latin1');
+
+/**
+ * Why `file` is no sluice database, or null; `file` is only read. For a
+ * command that copies from a file it is given (`sluice store
+ * migrate-from-sqlite`), before openDatabase, which would make any file 0600
+ * and give any SQLite database (one given by mistake) sluice's tables.
+ */
+export function notSluiceDatabase(file: string): string | null {
+  const header = Buffer.alloc(MAGIC.length);
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    regularFile(fstatSync(fd), file);
+    if (readSync(fd, header, 0, header.length, 0) < header.length || !header.equals(MAGIC)) return `${file} is not a SQLite database`;
+  } finally {
+    closeSync(fd);
+  }
+  let db: Database.Database | null = null;
+  try {
+    db = new Database(file, { fileMustExist: true });
+    db.pragma('busy_timeout = 5000');
+    const found = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").get();
+    return found === undefined ? `${file} is a SQLite database, but not sluice's (it has no schema_migrations table)` : null;
+  } catch (err) {
+    throw whyNotOpened(file, err);
+  } finally {
+    db?.close();
+  }
 }
