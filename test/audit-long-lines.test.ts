@@ -1,14 +1,15 @@
 import assert from 'node:assert/strict';
 import { appendFileSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
+import { spawnSync } from 'node:child_process';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { AuditLog } from '../src/audit/log.js';
 import { LastLine, lastLine, lastLineOf, linesFromEnd } from '../src/audit/file-end.js';
-import { logFileLines } from '../src/audit/file-lines.js';
-import { sluice, startServe } from './helpers/cli.js';
+import { logFileLines, type LogLine } from '../src/audit/file-lines.js';
+import { BIN, sluice, startServe } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
 import { sshConnect } from './helpers/ssh.js';
 import { freshRoot, openAuditLog, type Rec } from './helpers/audit-files.js';
@@ -89,18 +90,18 @@ describe('audit lines longer than a MiB', () => {
     const f = join(dir, 'backwards');
     for (const [i, c] of cases.entries()) {
       writeFileSync(f, c);
-      const forwards: Buffer[] = [];
+      const forwards: LogLine[] = [];
       for await (const lines of logFileLines({ path: f, gz: false })) forwards.push(...lines);
       const fh = await open(f, 'r');
       try {
-        const backwards: Buffer[] = [];
+        const backwards: LogLine[] = [];
         for await (const line of linesFromEnd(fh, f)) backwards.push(line);
         assert.deepEqual(backwards.reverse().map(String), forwards.map(String), `case ${i}`);
       } finally {
         await fh.close();
       }
       // The last record is the last line the test takes, however far back: here the last line starting with 'r' or 'l'.
-      const takes = (l: Buffer) => l[0] === 0x72 || l[0] === 0x6c;
+      const takes = (l: LogLine) => l instanceof Buffer && (l[0] === 0x72 || l[0] === 0x6c);
       assert.equal(String(await lastLineOf({ path: f, gz: false }, takes)), String(forwards.filter(takes).at(-1) ?? null), `lastLineOf, case ${i}`);
     }
   });
@@ -204,6 +205,71 @@ describe('audit lines longer than a MiB', () => {
       const before = readFileSync(file);
       await assert.rejects(openLog(file), /audit\.log: its last complete line is not an audit record/, name);
       assert.deepEqual(readFileSync(file), before, 'nothing written');
+    }
+  });
+});
+
+// Records are bounded (MAX_RECORD_BYTES): a line longer, corrupted or planted, is damage the readers name
+// at its line, holding no more of it than a record's length. A line of 2.5 GB made `audit verify` take some 5 GB.
+describe('a line longer than any record', () => {
+  const rssProbe = join(dir, 'peak-rss.cjs');
+  /** `sluice audit ...` in `cwd`, its exit, output and peak RSS in MiB. */
+  const audit = (cwd: string, args: string[]) => {
+    writeFileSync(rssProbe, "process.on('exit', () => process.stderr.write(`peak-rss ${process.resourceUsage().maxRSS}\\n`));\n");
+    const r = spawnSync(process.execPath, ['--require', rssProbe, BIN, 'audit', ...args], { cwd, encoding: 'utf8', timeout: 60_000 });
+    const peak = /peak-rss (\d+)\n$/.exec(r.stderr)?.[1];
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr.replace(/peak-rss \d+\n$/, ''), rssMiB: Number(peak) / 1024 };
+  };
+
+  it('verify breaks the chain at its line, query and report skip it saying so, each in bounded memory', async () => {
+    const { root, file } = fresh('planted');
+    const { log } = await openLog(file);
+    log.record(actor, { event: 'mkdir', path: '/a' });
+    await log.close();
+    // 64 MiB in one line, then records after it: held whole, the line took four times its size (some 260 MiB peak).
+    const big = Buffer.alloc(64 * MiB, 0x78);
+    appendFileSync(file, big);
+    appendFileSync(file, '\n{"seq":3}\n');
+    const verify = audit(root, ['verify']);
+    const query = audit(root, ['query', '--json']);
+    for (const [what, r] of [['verify', verify], ['query', query]] as const) {
+      assert.ok(r.rssMiB < 160, `${what}: peak RSS ${r.rssMiB.toFixed(1)} MiB for a line of 64 MiB`);
+    }
+    assert.equal(verify.code, 1, verify.stderr);
+    assert.equal(verify.stdout, `node n1: ${file}:3: a line of ${64 * MiB} bytes, longer than any audit record (${8 * MiB} bytes at most): corrupted or altered\n`);
+    assert.equal(query.code, 0, query.stderr);
+    // The records before and after it (the one after has no time: it sorts first).
+    assert.deepEqual(query.stdout.trim().split('\n').map((l) => (JSON.parse(l) as Rec).seq), [3, 0, 1]);
+    assert.equal(query.stderr, `sluice: ${file}:3: a line of ${64 * MiB} bytes, longer than any audit record (${8 * MiB} bytes at most): corrupted or altered; skipped\n`);
+  });
+
+  it('the writer writes none: a record that would be longer is recorded as too long, and the chain verifies', async () => {
+    const { root, file } = fresh('too-long');
+    const { log, errors } = await openLog(file);
+    log.record(actor, bigUpload(9 * MiB));
+    await log.close();
+    const last = recordsOf(file).at(-1) as Rec & { record_event?: string; bytes?: number };
+    assert.deepEqual([last.event, last.record_event, last.user], ['audit-record-too-long', 'upload', 'alice']);
+    assert.ok((last.bytes ?? 0) > 9 * MiB);
+    assert.match(errors.join('\n'), /a record \(upload\) of \d+ bytes is longer than any record may be/);
+    const r = sluice(root, ['audit', 'verify']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+  });
+
+  it('a start whose last line, or what follows it, is longer stops, saying so, without reading it whole', async () => {
+    for (const [name, tail, pattern] of [
+      ['long-last', '\n', /its last complete line is over 8388608 bytes, longer than any audit record/],
+      ['long-fragment', '', /the 8388608 bytes or more after its last newline are longer than any audit record/],
+    ] as const) {
+      const { file } = fresh(name);
+      const { log } = await openLog(file);
+      log.record(actor, { event: 'mkdir', path: '/a' });
+      await log.close();
+      appendFileSync(file, Buffer.alloc(9 * MiB, 0x78));
+      appendFileSync(file, tail);
+      const before = readFileSync(file).length;
+      await assert.rejects(openLog(file), pattern, name);
+      assert.equal(readFileSync(file).length, before, 'nothing written');
     }
   });
 });

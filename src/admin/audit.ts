@@ -3,6 +3,7 @@ import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { DamagedFile } from '../audit/compressed.js';
+import { LongLine } from '../audit/chain.js';
 import { logFileLines } from '../audit/file-lines.js';
 import { TRANSFER_RESULTS } from '../audit/events.js';
 import { openLogFiles, type LogSnapshot } from '../audit/snapshot.js';
@@ -99,6 +100,8 @@ async function* matching(snapshot: LogSnapshot, matches: (r: AuditRecord) => boo
       try {
         for await (const lines of logFileLines(file)) {
           for (const line of lines) {
+            // Longer than any record: no record (`sluice audit verify` reports it).
+            if (line instanceof LongLine) continue;
             let record: AuditRecord;
             try {
               record = JSON.parse(line.toString('utf8')) as AuditRecord;

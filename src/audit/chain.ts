@@ -4,6 +4,26 @@ import { safeJson } from '../session/unsafe-chars.js';
 /** `prev` of the first line ever written. */
 export const GENESIS = '0'.repeat(64);
 
+/**
+ * The longest line of the trail, in bytes without its newline. Records are
+ * bounded (a path is at most 4 KiB, some 24 KiB escaped; a transfer's record
+ * names at most 16 files at the other end of a copy; a client's text is cut),
+ * well under 1 MiB; the writer writes nothing longer (AuditLog), and the
+ * readers hold no more of a longer line than this: a 2.5 GB line, corrupted
+ * or planted, made `audit verify` take some 5 GB.
+ */
+export const MAX_RECORD_BYTES = 8 * 1024 * 1024;
+
+/** A line of a log longer than MAX_RECORD_BYTES, as the readers give it: its length only, no record. */
+export class LongLine {
+  constructor(readonly bytes: number) {}
+}
+
+/** Pure: why a line of `bytes` bytes is none of the trail's. */
+export function longLineReason(bytes: number): string {
+  return `a line of ${bytes} bytes, longer than any audit record (${MAX_RECORD_BYTES} bytes at most): corrupted or altered`;
+}
+
 export function lineHash(line: string | Uint8Array): string {
   return createHash('sha256').update(line).digest('hex');
 }
@@ -125,15 +145,15 @@ function linkBreak(head: ChainHead, rec: ChainRecord): string | null {
  * `end` (the end of the older one)? A tear recorded by the restart, at the end
  * of the older file or as the newer file's first line, is accepted.
  */
-export function chainsInto(end: { head: ChainHead | null; fragment: Buffer | null }, next: readonly Buffer[]): boolean {
+export function chainsInto(end: { head: ChainHead | null; fragment: Buffer | null }, next: readonly (Buffer | LongLine)[]): boolean {
   let fragment = end.fragment;
   let target = next[0];
   const second = next[1];
-  if (!fragment && target && second && tornBy(target, second.toString('utf8'))) {
+  if (!fragment && target && !(target instanceof LongLine) && second && tornBy(target, textOf(second))) {
     fragment = target;
     target = second;
   }
-  const rec = target === undefined ? null : parseRecord(target.toString('utf8'));
+  const rec = target === undefined ? null : parseRecord(textOf(target));
   if (!rec || !end.head || linkBreak(end.head, rec) !== null) return false;
   const tear = recordedTear(rec);
   if (!fragment) return tear === null;
@@ -162,9 +182,10 @@ export interface TornLine {
   bytes: number;
 }
 
-type Line = string | Buffer;
-const textOf = (l: Line) => (typeof l === 'string' ? l : l.toString('utf8'));
-const bytesOf = (l: Line) => (typeof l === 'string' ? Buffer.from(l) : l);
+type Line = string | Buffer | LongLine;
+// A long line is no record: its text parses as none.
+const textOf = (l: Line) => (typeof l === 'string' ? l : l instanceof LongLine ? '' : l.toString('utf8'));
+const bytesOf = (l: string | Buffer) => (typeof l === 'string' ? Buffer.from(l) : l);
 
 /** Pure: does the line parse as a chain record (JSON with its seq and prev)? */
 export function isChainRecord(line: Line): boolean {
@@ -283,6 +304,11 @@ export class ChainCheck {
 
   private judge(raw: Line, after: Line | undefined, last: boolean): void {
     const at = this.count;
+    if (raw instanceof LongLine) {
+      // Not a tear either: a crash tears a record, which is shorter.
+      this.broken = { line: at, reason: longLineReason(raw.bytes) };
+      return;
+    }
     const text = textOf(raw);
     if (after !== undefined && tornBy(bytesOf(raw), textOf(after))) {
       // Torn by a crash and recorded by the restart: outside the chain, checked by that record.

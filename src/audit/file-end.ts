@@ -1,7 +1,8 @@
 import { openRegularFile } from '../regular-file.js';
 import type { FileHandle } from 'node:fs/promises';
 import { damageOf } from './compressed.js';
-import { chunksOf, gunzipped, logFileLines, type LogFileSource } from './file-lines.js';
+import { MAX_RECORD_BYTES } from './chain.js';
+import { LineParts, chunksOf, gunzipped, logFileLines, type LogFileSource, type LogLine } from './file-lines.js';
 
 /*
  * A log's end, from its last complete line on: where a restart continues the
@@ -13,25 +14,47 @@ import { chunksOf, gunzipped, logFileLines, type LogFileSource } from './file-li
 const END_CHUNK = 64 * 1024;
 
 /**
+ * A log's end that no writer of the trail made: its last complete line, or
+ * what follows it (a tear is part of a record), is longer than any record
+ * (MAX_RECORD_BYTES), and is not read on.
+ */
+export class LongEnd extends Error {
+  constructor(file: string, what: 'line' | 'fragment', over: number) {
+    super(
+      what === 'line'
+        ? `${file}: its last complete line is over ${over} bytes, longer than any audit record (${MAX_RECORD_BYTES} bytes at most): corrupted or altered`
+        : `${file}: the ${over} bytes or more after its last newline are longer than any audit record (${MAX_RECORD_BYTES} bytes at most), so no crash tore them from one: corrupted or altered`,
+    );
+    this.name = 'LongEnd';
+  }
+}
+
+/**
  * Pure steps of reading the end of a file of `size` bytes backwards: yields
  * each `[position, length]` to read and is handed those bytes; returns the
  * file from the start of its last complete line on (that line, its newline
  * and any torn fragment after it), or the whole file when it holds at most
- * one newline. It reads back as far as that line begins, however long: a
- * reader that gave up after a fixed window would take the middle of a long
- * line for the end of the chain. Memory: that line, the fragment, one chunk.
+ * one newline. It reads back as far as that line begins, however long up to
+ * MAX_RECORD_BYTES: a reader that gave up after a fixed window would take the
+ * middle of a long line for the end of the chain. A line or a fragment longer
+ * throws a LongEnd. Memory: that line, the fragment, one chunk.
  */
-function* fromLastLine(size: number): Generator<[number, number], Buffer, Buffer> {
+function* fromLastLine(size: number, file: string): Generator<[number, number], Buffer, Buffer> {
   const parts: Buffer[] = [];
   let newlines = 0;
+  // Bytes read back since the last newline found (the fragment's, then the line's).
+  let since = 0;
   for (let pos = size; pos > 0; ) {
     const length = Math.min(END_CHUNK, pos);
     pos -= length;
     const chunk = yield [pos, length];
     parts.unshift(chunk);
-    for (let i = chunk.length; i > 0; ) {
+    let i = chunk.length;
+    for (; i > 0; ) {
       const nl = chunk.lastIndexOf(0x0a, i - 1);
       if (nl < 0) break;
+      if (since + (i - nl - 1) > MAX_RECORD_BYTES) throw new LongEnd(file, newlines === 0 ? 'fragment' : 'line', MAX_RECORD_BYTES);
+      since = 0;
       // The first newline found ends the last complete line, the second is just before it.
       if (++newlines === 2) {
         parts[0] = chunk.subarray(nl + 1);
@@ -39,6 +62,8 @@ function* fromLastLine(size: number): Generator<[number, number], Buffer, Buffer
       }
       i = nl;
     }
+    since += i;
+    if (since > MAX_RECORD_BYTES) throw new LongEnd(file, newlines === 0 ? 'fragment' : 'line', MAX_RECORD_BYTES);
   }
   return Buffer.concat(parts);
 }
@@ -49,7 +74,7 @@ function fullRead(file: string, position: number, length: number, read: number):
 
 /** The end of an open file from its last complete line on, see fromLastLine. */
 export async function lastLine(fh: FileHandle, file: string): Promise<Buffer> {
-  const steps = fromLastLine((await fh.stat()).size);
+  const steps = fromLastLine((await fh.stat()).size, file);
   for (let step = steps.next(); ; ) {
     if (step.done) return step.value;
     const [position, length] = step.value;
@@ -61,26 +86,47 @@ export async function lastLine(fh: FileHandle, file: string): Promise<Buffer> {
 
 /**
  * The same for bytes that can only be read forwards (a gzipped log): fed the
- * stream, keeps its last complete line and what follows, however long.
+ * stream, keeps its last complete line and what follows, each up to
+ * MAX_RECORD_BYTES; `text` throws a LongEnd when either is longer.
  */
 export class LastLine {
   /** The last complete line, its newline included. */
   private line: Buffer[] = [];
+  private lineLong = false;
   /** What came after that newline. */
   private rest: Buffer[] = [];
+  private restBytes = 0;
+
+  constructor(private readonly file = 'the log') {}
 
   push(chunk: Buffer): void {
     const last = chunk.lastIndexOf(0x0a);
     if (last < 0) {
-      this.rest.push(chunk);
+      this.addRest(chunk);
       return;
     }
     const before = last > 0 ? chunk.lastIndexOf(0x0a, last - 1) : -1;
-    this.line = before >= 0 ? [chunk.subarray(before + 1, last + 1)] : [...this.rest, chunk.subarray(0, last + 1)];
-    this.rest = last + 1 < chunk.length ? [chunk.subarray(last + 1)] : [];
+    if (before >= 0) {
+      this.line = [chunk.subarray(before + 1, last + 1)];
+      this.lineLong = last - before - 1 > MAX_RECORD_BYTES;
+    } else {
+      this.lineLong = this.restBytes + last > MAX_RECORD_BYTES;
+      this.line = this.lineLong ? [] : [...this.rest, chunk.subarray(0, last + 1)];
+    }
+    this.rest = [];
+    this.restBytes = 0;
+    if (last + 1 < chunk.length) this.addRest(chunk.subarray(last + 1));
+  }
+
+  private addRest(piece: Buffer): void {
+    this.restBytes += piece.length;
+    if (this.restBytes > MAX_RECORD_BYTES) this.rest = [];
+    else this.rest.push(piece);
   }
 
   get text(): Buffer {
+    if (this.lineLong) throw new LongEnd(this.file, 'line', MAX_RECORD_BYTES);
+    if (this.restBytes > MAX_RECORD_BYTES) throw new LongEnd(this.file, 'fragment', MAX_RECORD_BYTES);
     return Buffer.concat([...this.line, ...this.rest]);
   }
 }
@@ -92,7 +138,7 @@ export class LastLine {
  */
 export async function fileEnd(fh: FileHandle, file: string): Promise<Buffer> {
   if (!file.endsWith('.gz')) return lastLine(fh, file);
-  const end = new LastLine();
+  const end = new LastLine(file);
   try {
     for await (const chunk of gunzipped(chunksOf(fh, (await fh.stat()).size))) end.push(chunk as Buffer);
   } catch (err) {
@@ -104,12 +150,13 @@ export async function fileEnd(fh: FileHandle, file: string): Promise<Buffer> {
 /**
  * The lines of an open plain file from its last to its first, raw bytes
  * without the newline, as logFileLines gives them (a last line without a
- * newline included, nothing after a final newline). Each byte is read once;
- * memory is one chunk and the longest line.
+ * newline included, nothing after a final newline; a line longer than any
+ * record as a LongLine). Each byte is read once; memory is one chunk and at
+ * most MAX_RECORD_BYTES of a line.
  */
-export async function* linesFromEnd(fh: FileHandle, file: string): AsyncGenerator<Buffer> {
-  // The start of the line being read back: its beginning lies before what is read so far.
-  let carry: Buffer[] = [];
+export async function* linesFromEnd(fh: FileHandle, file: string): AsyncGenerator<LogLine> {
+  // The line being read back: its beginning lies before what is read so far.
+  const line = new LineParts();
   let last = true;
   for (let pos = (await fh.stat()).size; pos > 0; ) {
     const length = Math.min(END_CHUNK, pos);
@@ -118,15 +165,16 @@ export async function* linesFromEnd(fh: FileHandle, file: string): AsyncGenerato
     fullRead(file, pos, length, (await fh.read(chunk, 0, length, pos)).bytesRead);
     let end = chunk.length;
     for (let nl = chunk.lastIndexOf(0x0a); nl >= 0; nl = end > 0 ? chunk.lastIndexOf(0x0a, end - 1) : -1) {
-      const line = carry.length === 0 ? chunk.subarray(nl + 1, end) : Buffer.concat([chunk.subarray(nl + 1, end), ...carry]);
-      carry = [];
-      if (!last || line.length > 0) yield line;
+      line.add(chunk.subarray(nl + 1, end), true);
+      const empty = line.bytes === 0;
+      const taken = line.take();
+      if (!last || !empty) yield taken;
       last = false;
       end = nl;
     }
-    if (end > 0) carry.unshift(chunk.subarray(0, end));
+    if (end > 0) line.add(chunk.subarray(0, end), true);
   }
-  if (!last || carry.length > 0) yield Buffer.concat(carry);
+  if (!last || line.bytes > 0) yield line.take();
 }
 
 /**
@@ -134,13 +182,13 @@ export async function* linesFromEnd(fh: FileHandle, file: string): AsyncGenerato
  * file read back from its end only as far as that line, a gzipped one
  * streamed through.
  */
-export async function lastLineOf(file: LogFileSource, accept: (line: Buffer) => boolean): Promise<Buffer | null> {
+export async function lastLineOf(file: LogFileSource, accept: (line: LogLine) => boolean): Promise<LogLine | null> {
   if (file.gz) {
-    let found: Buffer | null = null;
+    let found: LogLine | null = null;
     for await (const lines of logFileLines(file)) {
       for (let i = lines.length - 1; i >= 0; i--) {
-        if (accept(lines[i] as Buffer)) {
-          found = lines[i] as Buffer;
+        if (accept(lines[i] as LogLine)) {
+          found = lines[i] as LogLine;
           break;
         }
       }

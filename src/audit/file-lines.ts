@@ -3,6 +3,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
+import { LongLine, MAX_RECORD_BYTES } from './chain.js';
 import { damageOf } from './compressed.js';
 
 /** One file of a log: read through `handle` when it is open (a snapshot's), else opened by `path`. */
@@ -12,44 +13,72 @@ export interface LogFileSource {
   readonly handle?: FileHandle | null;
 }
 
-/** A reader's bite: few system calls per MiB, and what is held at once stays one chunk and the longest line. */
+/** A reader's bite: few system calls per MiB, and what is held at once stays one chunk and one line (at most MAX_RECORD_BYTES). */
 const CHUNK = 1024 * 1024;
+
+/** A line as the readers give it: its bytes, or, longer than any record, its length only. */
+export type LogLine = Buffer | LongLine;
 
 /**
  * A log file's lines, as they stream (gunzipped when it is .gz), in batches:
  * raw bytes without the newline, so that a torn fragment is hashed as it was
- * written, and a last line without a newline given as it stands. Memory is
- * one chunk and the longest line, whatever the file's size: the readers
- * read whole files once (`readFileSync`), which refused a file over 2 GiB and
- * held every line of a large one at once. A file is read from 0 to its size
- * when the reading begins, so lines the server appends meanwhile wait for
- * the next reader; a handle given stays open. A .gz that does not decompress throws a
- * DamagedFile from the iteration, after the lines that came before it.
+ * written, and a last line without a newline given as it stands. A line
+ * longer than MAX_RECORD_BYTES is given as a LongLine, its length, and not
+ * held: memory is one chunk and at most MAX_RECORD_BYTES of a line, whatever
+ * the file holds (the readers read whole files once, `readFileSync`, which
+ * refused a file over 2 GiB and held every line of a large one at once; then
+ * they held the longest line whole, 5 GB for a line of 2.5 GB). A file is
+ * read from 0 to its size when the reading begins, so lines the server
+ * appends meanwhile wait for the next reader; a handle given stays open. A
+ * .gz that does not decompress throws a DamagedFile from the iteration,
+ * after the lines that came before it.
  */
-export async function* logFileLines(file: LogFileSource): AsyncGenerator<Buffer[]> {
+export async function* logFileLines(file: LogFileSource): AsyncGenerator<LogLine[]> {
   const handle = file.handle ?? (await openRegularFile(file.path));
   try {
     const raw = chunksOf(handle, (await handle.stat()).size);
-    let carry: Buffer[] = [];
+    const line = new LineParts();
     try {
       for await (const chunk of file.gz ? gunzipped(raw) : raw) {
-        const lines: Buffer[] = [];
+        const lines: LogLine[] = [];
         let from = 0;
         for (let nl = chunk.indexOf(0x0a); nl >= 0; nl = chunk.indexOf(0x0a, from)) {
-          const piece = chunk.subarray(from, nl);
-          lines.push(carry.length === 0 ? piece : Buffer.concat([...carry, piece]));
-          carry = [];
+          line.add(chunk.subarray(from, nl));
+          lines.push(line.take());
           from = nl + 1;
         }
-        if (from < chunk.length) carry.push(chunk.subarray(from));
+        if (from < chunk.length) line.add(chunk.subarray(from));
         if (lines.length > 0) yield lines;
       }
     } catch (err) {
       throw (file.gz ? damageOf(file.path, err) : null) ?? err;
     }
-    if (carry.length > 0) yield [Buffer.concat(carry)];
+    if (line.bytes > 0) yield [line.take()];
   } finally {
     if (!file.handle) await handle.close();
+  }
+}
+
+/**
+ * The pieces of one line as they come, in order (prepend: read backwards),
+ * held up to MAX_RECORD_BYTES; past that only counted, and taken as a LongLine.
+ */
+export class LineParts {
+  private parts: Buffer[] = [];
+  bytes = 0;
+
+  add(piece: Buffer, prepend = false): void {
+    this.bytes += piece.length;
+    if (this.bytes > MAX_RECORD_BYTES) this.parts = [];
+    else if (piece.length > 0) prepend ? this.parts.unshift(piece) : this.parts.push(piece);
+  }
+
+  /** The line, and a fresh start for the next. */
+  take(): LogLine {
+    const line = this.bytes > MAX_RECORD_BYTES ? new LongLine(this.bytes) : this.parts.length === 1 ? (this.parts[0] as Buffer) : Buffer.concat(this.parts);
+    this.parts = [];
+    this.bytes = 0;
+    return line;
   }
 }
 
@@ -77,8 +106,8 @@ export function gunzipped(chunks: AsyncIterable<Buffer>): AsyncIterable<Buffer> 
 }
 
 /** The first `count` lines of a log file that `accept` takes (fewer if it has fewer), read no further than those. */
-export async function firstLinesOf(file: LogFileSource, count: number, accept: (line: Buffer) => boolean = () => true): Promise<Buffer[]> {
-  const found: Buffer[] = [];
+export async function firstLinesOf(file: LogFileSource, count: number, accept: (line: LogLine) => boolean = () => true): Promise<LogLine[]> {
+  const found: LogLine[] = [];
   for await (const lines of logFileLines(file)) {
     for (const line of lines) if (accept(line) && found.push(line) === count) return found;
   }

@@ -8,9 +8,9 @@ import type { AuditMetrics } from '../metrics/events.js';
 import { regularFile } from '../regular-file.js';
 import { escapedJsonText } from '../session/unsafe-chars.js';
 import type { Actor, AuditEvent, AuditSink, SystemAuditSink, SystemEvent } from './events.js';
-import { GENESIS, chainLine, lastLines, tearOf, type ChainHead } from './chain.js';
+import { GENESIS, MAX_RECORD_BYTES, chainLine, lastLines, tearOf, type ChainHead } from './chain.js';
 import { logFiles } from './files.js';
-import { fileEnd } from './file-end.js';
+import { LongEnd, fileEnd } from './file-end.js';
 import { LogFile } from './log-file.js';
 import { applyKeep, applyKeepUnchained, type KeepOutcome, type KeepPolicy } from './retention.js';
 import { stdoutLines } from './stdout.js';
@@ -188,7 +188,15 @@ export class AuditLog implements AuditSink, SystemAuditSink {
     const stamped: Record<string, unknown> = { node, time: at, ...actor, ...fields };
     stamped.node = node;
     stamped.time = at;
-    const { line, head } = chainLine(this.head, stamped);
+    let { line, head } = chainLine(this.head, stamped);
+    // A line's UTF-8 is at most 3 bytes a UTF-16 unit: most need no count. Records are bounded (MAX_RECORD_BYTES);
+    // one that is not would be a line every reader refuses, breaking the chain for good: its place is said instead.
+    if (line.length * 3 > MAX_RECORD_BYTES && Buffer.byteLength(line) > MAX_RECORD_BYTES) {
+      const bytes = Buffer.byteLength(line);
+      const event = (fields as { event?: unknown }).event;
+      ({ line, head } = chainLine(this.head, { node, time: at, ...actor, event: 'audit-record-too-long', record_event: typeof event === 'string' ? event : null, bytes }));
+      this.options.onError(new Error(`audit: a record (${String(event)}) of ${bytes} bytes is longer than any record may be (${MAX_RECORD_BYTES}): written as audit-record-too-long`));
+    }
     this.head = head;
     this.file.write(line + '\n');
     this.options.metrics?.linesWritten(1);
@@ -271,7 +279,8 @@ async function tail(file: string): Promise<Buffer | null> {
     regularFile(await fh.stat());
     return await fileEnd(fh, file);
   } catch (err) {
-    // Read errors (a directory configured as the log) name no file of their own.
+    // Read errors (a directory configured as the log) name no file of their own; a LongEnd says what to look at.
+    if (err instanceof LongEnd) throw new Error(`${err.message}. Look at that end of the file: the chain cannot be continued from it; then start sluice again`);
     throw new Error(`cannot read the audit log ${file}: ${(err as Error).message}`);
   } finally {
     await fh.close();

@@ -4,7 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import { chainsInto, lastLines } from './chain.js';
 import { rotatedSiblings } from './files.js';
 import { fileEnd } from './file-end.js';
-import { firstLinesOf } from './file-lines.js';
+import { firstLinesOf, type LogLine } from './file-lines.js';
 
 /** audit.keep: how many rotated files, and how old, the server keeps; 0 in either: no limit by it. */
 export interface KeepPolicy {
@@ -122,6 +122,6 @@ async function endOf(file: string): Promise<{ end: ReturnType<typeof lastLines>;
 }
 
 /** A log's first two lines (fewer if it has fewer), however long, gunzipped when it is .gz; none when it cannot be read. */
-function firstLines(file: string): Promise<Buffer[]> {
+function firstLines(file: string): Promise<LogLine[]> {
   return firstLinesOf({ path: file, gz: file.endsWith('.gz') }, 2).catch(() => []);
 }

@@ -1,13 +1,15 @@
 import { ChainCheck, GENESIS, type ChainHead, type ChainStart } from './chain.js';
 import { DamagedFile } from './compressed.js';
+import type { LogLine } from './file-lines.js';
 import { shown } from '../session/unsafe-chars.js';
 
 /**
  * A file's lines as they stream, in batches: raw bytes (a torn fragment's
- * are hashed as written), without the newlines; a DamagedFile thrown from
+ * are hashed as written), without the newlines, a line longer than any
+ * record as a LongLine; a DamagedFile thrown from
  * the iteration for a compressed file that does not decompress.
  */
-export type ReadLines = (file: string) => AsyncIterable<Buffer[]>;
+export type ReadLines = (file: string) => AsyncIterable<LogLine[]>;
 
 /** One series (a log and its rotated files, oldest first) checked as one chain. */
 export interface SeriesResult {
@@ -110,11 +112,11 @@ export async function verifySeries(files: readonly string[], read: ReadLines, op
  * a file that does not decompress is reported as that, whatever bytes its
  * damage made of the lines before.
  */
-async function fed(check: ChainCheck, lines: AsyncIterable<Buffer[]>, gz: boolean): Promise<DamagedFile | null> {
+async function fed(check: ChainCheck, lines: AsyncIterable<LogLine[]>, gz: boolean): Promise<DamagedFile | null> {
   try {
     let taking = true;
     for await (const batch of lines) {
-      for (let i = 0; taking && i < batch.length; i++) taking = check.push(batch[i] as Buffer);
+      for (let i = 0; taking && i < batch.length; i++) taking = check.push(batch[i] as LogLine);
       if (!taking && !gz) break;
     }
     return null;
@@ -125,7 +127,7 @@ async function fed(check: ChainCheck, lines: AsyncIterable<Buffer[]>, gz: boolea
 }
 
 /** A file's first line; undefined when it has none, or does not decompress (its own turn reports that). */
-async function firstLine(lines: AsyncIterable<Buffer[]>): Promise<Buffer | undefined> {
+async function firstLine(lines: AsyncIterable<LogLine[]>): Promise<LogLine | undefined> {
   try {
     for await (const batch of lines) if (batch.length > 0) return batch[0];
     return undefined;

@@ -2,7 +2,8 @@ import { parseArgs } from 'node:util';
 import { parseCidr } from '../auth/ip-rules.js';
 import { resolve } from 'node:path';
 import { DamagedFile } from '../audit/compressed.js';
-import { logFileLines, type LogFileSource } from '../audit/file-lines.js';
+import { logFileLines, type LogFileSource, type LogLine } from '../audit/file-lines.js';
+import { LongLine, longLineReason } from '../audit/chain.js';
 import { collectSeries } from '../audit/files.js';
 import { openLogFiles } from '../audit/snapshot.js';
 import { UserTotals, formatCsv, place, recordMatcher, tableOf, timeOrder, type AuditFilter, type AuditRecord, type Placed } from '../audit/query.js';
@@ -178,7 +179,7 @@ async function auditSeries(args: readonly string[], configFile: string | undefin
  * read is a UsageError naming it, a compressed one that does not decompress
  * a DamagedFile, for the caller to report and read on.
  */
-async function* readLines(file: LogFileSource): AsyncGenerator<Buffer[]> {
+async function* readLines(file: LogFileSource): AsyncGenerator<LogLine[]> {
   try {
     yield* logFileLines(file);
   } catch (err) {
@@ -196,6 +197,10 @@ async function* readRecords(file: string, read: ReadLines): AsyncGenerator<Audit
       // Whether a line that is no record was the last one shows only at the next.
       if (torn !== null) process.stderr.write(`sluice: ${file}:${torn}: malformed line skipped\n`);
       torn = null;
+      if (line instanceof LongLine) {
+        process.stderr.write(`sluice: ${file}:${n}: ${longLineReason(line.bytes)}; skipped\n`);
+        continue;
+      }
       const record = parseRecord(line);
       if (record) yield record;
       else torn = n;
