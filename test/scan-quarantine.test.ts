@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -124,6 +124,29 @@ describe('the quarantine (a real clamd)', () => {
     assert.equal(q?.kept, false);
     assert.equal(q?.sha256, EICAR_SHA256);
     assert.equal(kept(srv, 'alice').length, 0);
+    assert.deepEqual(readdirSync(srv.home('alice')), []);
+  });
+
+  // Found by a review: the quarantine and its user directories were followed where a symlink led, so whoever could
+  // make one there (or an operator's mistake) chose where infected files went.
+  it('a symlink for the quarantine or a user\'s directory in it is not followed: not kept, hash recorded, said in the log', async (t) => {
+    if (!clamd) return t.skip('no clamd');
+    const srv = await start('');
+    const quarantine = join(srv.dir, 'data', 'quarantine');
+    const elsewhere = mkdtempSync(join(local, 'elsewhere-'));
+    mkdirSync(quarantine, { mode: 0o700 });
+    symlinkSync(elsewhere, join(quarantine, 'alice'));
+    assert.match(curl(srv, 'alice', '/a.com').stderr, /550/);
+    // Then the quarantine itself, moved away and replaced by a symlink.
+    renameSync(quarantine, join(srv.dir, 'data', 'moved'));
+    symlinkSync(elsewhere, quarantine);
+    assert.match(curl(srv, 'carol', '/c.com').stderr, /550/);
+    const found = await records(srv, 2);
+    assert.deepEqual(found.map((q) => [q.user, q.kept, q.sha256]), [['alice', false, EICAR_SHA256], ['carol', false, EICAR_SHA256]]);
+    assert.match(String(found[0]?.why), /quarantine\/alice is a symlink, not followed/);
+    assert.match(String(found[1]?.why), /quarantine is a symlink, not followed/);
+    assert.deepEqual(readdirSync(elsewhere), [], 'nothing went where the symlinks led');
+    await srv.logs(/quarantine refused to keep an infected upload/);
     assert.deepEqual(readdirSync(srv.home('alice')), []);
   });
 

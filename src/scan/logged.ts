@@ -36,7 +36,9 @@ export function loggedQuarantine(quarantine: QuarantineStore, log: Logger): Quar
   return {
     keep: async (open, info): Promise<Kept> => {
       try {
-        return await quarantine.keep(open, info);
+        const kept = await quarantine.keep(open, info);
+        if (!kept.kept && kept.fault) log.error({ err: kept.why, user: info.user }, 'quarantine refused to keep an infected upload: it was refused, its hash recorded, but its file is lost');
+        return kept;
       } catch (err) {
         log.error({ err: (err as Error).message, user: info.user }, 'quarantine could not keep an infected upload: it was refused, but its file and hash are lost');
         throw err;

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdir, opendir, readdir, rm, stat } from 'node:fs/promises';
+import { constants as C, promises as fsp } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, opendir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -43,14 +44,6 @@ export class QuarantineDir implements QuarantineStore {
   }
 
   private async keepNow(open: () => Readable, { user, size }: { user: string; size: number }): Promise<Kept> {
-    const total = await this.used();
-    const mine = this.known.get(user)?.bytes ?? 0;
-    const why =
-      mine + size > this.limits.userBytes
-        ? `the user's quarantine is full (uploads.quarantineUserMaxBytes: ${this.limits.userBytes})`
-        : total + size > this.limits.totalBytes
-          ? `the quarantine is full (uploads.quarantineMaxBytes: ${this.limits.totalBytes})`
-          : null;
     const hash = createHash('sha256');
     const hashing = new Transform({
       transform(chunk: Buffer, _enc, cb) {
@@ -58,39 +51,69 @@ export class QuarantineDir implements QuarantineStore {
         cb(null, chunk);
       },
     });
-    if (why !== null) {
+    const notKept = async (why: string, fault?: true): Promise<Kept> => {
       await pipeline(open(), hashing, new Writable({ write: (_c, _e, cb) => cb() }));
-      return { kept: false, why, sha256: hash.digest('hex') };
-    }
-    const dir = join(this.dir, user);
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const stamp = new Date().toISOString().replace(/[:.]/g, '');
-    const file = join(dir, `${stamp}-${randomBytes(8).toString('hex')}`);
+      return { kept: false, why, sha256: hash.digest('hex'), ...(fault ? { fault } : {}) };
+    };
+    const userFull = `the user's quarantine is full (uploads.quarantineUserMaxBytes: ${this.limits.userBytes})`;
+    const allFull = `the quarantine is full (uploads.quarantineMaxBytes: ${this.limits.totalBytes})`;
+    // Too large whatever is kept: nothing to look at on disk (quarantineMaxBytes: 0 makes no directory).
+    if (size > this.limits.userBytes || size > this.limits.totalBytes) return notKept(size > this.limits.userBytes ? userFull : allFull);
+    // A stored name is one (USER_NAME); a name that is none could lead out of the quarantine.
+    if (user === '' || user === '.' || user === '..' || /[/\0]/.test(user)) return notKept(`the user name ${JSON.stringify(user)} is no directory name`, true);
+    const root = await this.openRoot();
+    if (typeof root === 'string') return notKept(root, true);
     try {
-      await pipeline(open(), hashing, createWriteStream(file, { flags: 'wx', mode: 0o600 }));
-    } catch (err) {
-      await rm(file, { force: true }).catch(() => undefined);
-      throw err;
+      const total = await this.used(root);
+      const mine = this.known.get(user)?.bytes ?? 0;
+      const full = mine + size > this.limits.userBytes ? userFull : total + size > this.limits.totalBytes ? allFull : null;
+      if (full !== null) return notKept(full);
+      await mkdir(procPath(root.fd, user), { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+      });
+      const dir = await openOwnDir(procPath(root.fd, user), join(this.dir, user));
+      if (typeof dir === 'string') return notKept(dir, true);
+      try {
+        const stamp = new Date().toISOString().replace(/[:.]/g, '');
+        const name = `${stamp}-${randomBytes(8).toString('hex')}`;
+        const file = await fsp.open(procPath(dir.fd, name), C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+        try {
+          await pipeline(open(), hashing, file.createWriteStream());
+        } catch (err) {
+          await rm(procPath(dir.fd, name), { force: true }).catch(() => undefined);
+          throw err;
+        } finally {
+          await file.close().catch(() => undefined);
+        }
+        const st = await dir.stat({ bigint: true });
+        this.known.set(user, { stamp: st.mtimeNs, bytes: mine + size });
+        return { kept: true, file: join(this.dir, user, name), sha256: hash.digest('hex') };
+      } finally {
+        await dir.close();
+      }
+    } finally {
+      await root.close();
     }
-    const st = await stat(dir, { bigint: true });
-    this.known.set(user, { stamp: st.mtimeNs, bytes: mine + size });
-    return { kept: true, file, sha256: hash.digest('hex') };
+  }
+
+  /**
+   * The quarantine directory, made if need be, opened without following a
+   * symlink, for each keep (one an administrator removed is made again); or
+   * why not, when it is not this server's own (see openOwnDir).
+   */
+  private async openRoot(): Promise<FileHandle | string> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    return openOwnDir(this.dir, this.dir);
   }
 
   /** Bytes kept now, all users; a user directory is counted only when it changed since last seen. */
-  private async used(): Promise<number> {
-    let names: string[];
-    try {
-      names = await readdir(this.dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      names = [];
-    }
+  private async used(root: FileHandle): Promise<number> {
     const seen = new Set<string>();
     let total = 0;
-    for (const name of names) {
-      const path = join(this.dir, name);
-      const st = await stat(path, { bigint: true }).catch(() => null);
+    for (const name of await readdir(procPath(root.fd))) {
+      const path = procPath(root.fd, name);
+      // Not followed: a symlink there is no user's directory, and what it leads to is none of the quarantine.
+      const st = await lstat(path, { bigint: true }).catch(() => null);
       if (!st?.isDirectory()) continue;
       seen.add(name);
       let entry = this.known.get(name);
@@ -105,12 +128,42 @@ export class QuarantineDir implements QuarantineStore {
   }
 }
 
+const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
+const procPath = (fd: number, name = '') => (name === '' ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`);
+
+/**
+ * A directory of the quarantine, opened with O_NOFOLLOW, every step after
+ * through its descriptor (/proc/self/fd), so no name swapped meanwhile can
+ * redirect a keep; or why it is refused: a symlink (where an infected file
+ * would go is for whoever made it to say), or a directory another user owns
+ * or may write in (they could swap its entries). `shown` names it.
+ */
+async function openOwnDir(path: string, shown: string): Promise<FileHandle | string> {
+  let dir: FileHandle;
+  try {
+    dir = await fsp.open(path, DIR_FLAGS);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // With O_DIRECTORY, Linux answers ENOTDIR for a symlink (to a directory too): told apart by lstat, for the message only.
+    if (code !== 'ELOOP' && code !== 'ENOTDIR') throw err;
+    const symlink = code === 'ELOOP' || (await lstat(path).catch(() => null))?.isSymbolicLink() === true;
+    return symlink ? `${shown} is a symlink, not followed: the quarantine keeps files only in directories of its own` : `${shown} is not a directory`;
+  }
+  const st = await dir.stat();
+  const uid = process.getuid?.() ?? st.uid;
+  if (st.uid !== uid || (st.mode & 0o022) !== 0) {
+    await dir.close();
+    return `${shown} is not this server's own (owner uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)}): the quarantine keeps files only in directories no one else may change`;
+  }
+  return dir;
+}
+
 /** The sizes of the files directly in `dir`. */
 async function bytesIn(dir: string): Promise<number> {
   let bytes = 0;
   for await (const entry of await opendir(dir)) {
     if (!entry.isFile()) continue;
-    const st = await stat(join(dir, entry.name)).catch(() => null);
+    const st = await lstat(join(dir, entry.name)).catch(() => null);
     bytes += st?.size ?? 0;
   }
   return bytes;

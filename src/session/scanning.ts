@@ -29,8 +29,13 @@ export interface Scanner {
   scan(source: Readable, deadline: AbortSignal): Promise<ScanVerdict>;
 }
 
-/** What the quarantine did with an infected upload: kept at `file`, or not kept and why; `sha256` of its bytes either way. */
-export type Kept = { readonly kept: true; readonly file: string; readonly sha256: string } | { readonly kept: false; readonly why: string; readonly sha256: string };
+/**
+ * What the quarantine did with an infected upload: kept at `file`, or not kept and why; `sha256` of its bytes
+ * either way. `fault`: not kept for a fault of the quarantine's directories, not its limits (for the server log too).
+ */
+export type Kept =
+  | { readonly kept: true; readonly file: string; readonly sha256: string }
+  | { readonly kept: false; readonly why: string; readonly sha256: string; readonly fault?: true };
 
 /**
  * Where infected uploads are kept, outside every home (scan/quarantine.ts), within its limits.
