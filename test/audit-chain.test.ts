@@ -248,6 +248,29 @@ describe('audit log file and sluice audit verify', () => {
     assert.match(rr.stdout, /audit\.log\.1:12 /);
   });
 
+  // Found by a hostile-input review: each line was hashed as decoded, so U+FFFD (EF BF BD) swapped for one byte
+  // that is no UTF-8 (which decodes to U+FFFD) changed the file and verified as intact.
+  it('a line whose bytes are no longer UTF-8 is altered, though it decodes to the same text; a restart chains from its bytes', async () => {
+    const written = join(dir, 'not-utf8.log');
+    const log = await openLog(written);
+    log.record(actor, { event: 'mkdir', path: '/caf\uFFFD' });
+    log.record(actor, { event: 'mkdir', path: '/next' });
+    await log.close();
+    const bytes = readFileSync(written);
+    const at = bytes.indexOf(Buffer.from('\uFFFD'));
+    const swapped = Buffer.concat([bytes.subarray(0, at), Buffer.from([0xff]), bytes.subarray(at + 3)]);
+    writeFileSync(written, swapped);
+    const r = verify(written);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stdout, /not-utf8\.log:2: altered: the next line does not chain to it/);
+    // As the last line, nothing after it vouches for it: a restart continues the chain from its bytes as they are.
+    writeFileSync(written, swapped.subarray(0, swapped.lastIndexOf(0x0a, swapped.length - 2) + 1));
+    const again = await openLog(written);
+    await again.close();
+    const rr = verify(written);
+    assert.equal(rr.code, 0, rr.stdout + rr.stderr);
+  });
+
   it('reports an unreadable file clearly', () => {
     const r = verify(join(dir, 'missing.log'));
     assert.equal(r.code, 2);

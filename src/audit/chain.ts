@@ -77,13 +77,16 @@ export function chainLine(head: ChainHead, record: Record<string, unknown>): { l
 export function lastLines(text: Buffer): { head: ChainHead | null; fragment: Buffer | null; node: string | null } {
   const end = text.lastIndexOf(0x0a);
   const fragment = end === text.length - 1 ? null : text.subarray(end + 1);
-  const lines = text.subarray(0, end + 1).toString('utf8').split('\n');
-  for (let i = lines.length - 1; i >= 0; i--) {
-    const rec = parseRecord(lines[i] as string);
+  // Hashed as the bytes stand, as verify hashes them (see ChainCheck.judge).
+  for (let stop = end, nl = end; stop >= 0; stop = nl) {
+    nl = stop > 0 ? text.lastIndexOf(0x0a, stop - 1) : -1;
+    const line = text.subarray(nl + 1, Math.max(stop, nl + 1));
+    const rec = parseRecord(line.toString('utf8'));
     if (rec) {
       const node = typeof rec.node === 'string' ? rec.node : null;
-      return { head: { seq: rec.seq + 1, prev: lineHash(lines[i] as string) }, fragment, node };
+      return { head: { seq: rec.seq + 1, prev: lineHash(line) }, fragment, node };
     }
+    if (nl < 0) break;
   }
   return { head: null, fragment, node: null };
 }
@@ -341,7 +344,9 @@ export class ChainCheck {
     if (!this.head) this.first = { line: at, seq: rec.seq, prev: rec.prev, event: rec.event };
     if (rec.event === 'audit-deleted' && typeof rec.last_seq === 'number') this.deleted.push(rec.last_seq);
     this.node = this.headNode ?? this.node;
-    this.head = { seq: rec.seq + 1, prev: lineHash(text) };
+    // The bytes as they stand: a line not UTF-8 (which the writer never writes) decodes with U+FFFD for each bad
+    // byte, so hashing the decoded text let an EF BF BD (U+FFFD itself) be swapped for one 0xFF unseen (found by a review).
+    this.head = { seq: rec.seq + 1, prev: lineHash(bytesOf(raw)) };
     this.headLine = at;
     this.headRaw = raw;
     this.headNode = typeof rec.node === 'string' ? rec.node : null;
