@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -180,6 +180,13 @@ describe('merging and grouping (pure)', () => {
       writeFileSync(join(root, f), '');
     }
     assert.deepEqual(await collectSeries([root, join(root, 'n1', 'audit.log')]), [
+      ['n1/audit.log.10.gz', 'n1/audit.log.2', 'n1/audit.log.1', 'n1/audit.log'].map((f) => join(root, f)),
+      [join(root, 'n2/x/audit.log')],
+    ]);
+    // Found by a hostile-input review: symlinks to directories above ran into ELOOP, or overflowed the stack.
+    symlinkSync('..', join(root, 'n2', 'x', 'up'));
+    symlinkSync('.', join(root, 'n2', 'x', 'here'));
+    assert.deepEqual(await collectSeries([root]), [
       ['n1/audit.log.10.gz', 'n1/audit.log.2', 'n1/audit.log.1', 'n1/audit.log'].map((f) => join(root, f)),
       [join(root, 'n2/x/audit.log')],
     ]);

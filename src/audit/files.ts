@@ -140,9 +140,15 @@ function isDirectory(path: string): boolean {
  * Every log in `dir` and below, each one's rotated files oldest first then
  * the live one, in name order. A server's lock files (`audit.log.lock`,
  * `serve.lock`: empty, never records) are passed over, as a copy of a data
- * directory or of `audit.log*` brings them along.
+ * directory or of `audit.log*` brings them along. A directory is read once
+ * however many names lead to it (`seen`, by device and inode): a symlink to
+ * `.` below a directory given ran into ELOOP, or, with two, overflowed the
+ * stack (found by a hostile-input review).
  */
-function logsUnder(dir: string): string[] {
+function logsUnder(dir: string, seen = new Set<string>()): string[] {
+  const { dev, ino } = statSync(dir);
+  if (seen.has(`${dev}:${ino}`)) return [];
+  seen.add(`${dev}:${ino}`);
   const names = readdirSync(dir).filter((n) => !n.startsWith('.') && !n.endsWith('.lock')).sort();
   const out: string[] = [];
   const subdirs: string[] = [];
@@ -155,6 +161,6 @@ function logsUnder(dir: string): string[] {
     out.push(...rotatedSiblings(live, files).map((f) => join(dir, f.name)));
     if (files.includes(live)) out.push(join(dir, live));
   }
-  for (const sub of subdirs) out.push(...logsUnder(join(dir, sub)));
+  for (const sub of subdirs) out.push(...logsUnder(join(dir, sub), seen));
   return out;
 }
