@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { appendFileSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { spawnSync } from 'node:child_process';
+import { gzipSync } from 'node:zlib';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -230,9 +231,13 @@ describe('a line longer than any record', () => {
     const big = Buffer.alloc(64 * MiB, 0x78);
     appendFileSync(file, big);
     appendFileSync(file, '\n{"seq":3}\n');
+    // The same line gzipped: 64 KiB that gunzip to it, a rotated file's (a few MiB would give gigabytes).
+    const gz = join(root, 'bomb.gz');
+    writeFileSync(gz, gzipSync(big, { level: 9 }));
     const verify = audit(root, ['verify']);
     const query = audit(root, ['query', '--json']);
-    for (const [what, r] of [['verify', verify], ['query', query]] as const) {
+    const bomb = audit(root, ['verify', gz]);
+    for (const [what, r] of [['verify', verify], ['query', query], ['verify of a .gz', bomb]] as const) {
       assert.ok(r.rssMiB < 160, `${what}: peak RSS ${r.rssMiB.toFixed(1)} MiB for a line of 64 MiB`);
     }
     assert.equal(verify.code, 1, verify.stderr);
@@ -241,6 +246,8 @@ describe('a line longer than any record', () => {
     // The records before and after it (the one after has no time: it sorts first).
     assert.deepEqual(query.stdout.trim().split('\n').map((l) => (JSON.parse(l) as Rec).seq), [3, 0, 1]);
     assert.equal(query.stderr, `sluice: ${file}:3: a line of ${64 * MiB} bytes, longer than any audit record (${8 * MiB} bytes at most): corrupted or altered; skipped\n`);
+    assert.equal(bomb.code, 1, bomb.stderr);
+    assert.ok(bomb.stdout.startsWith(`${gz} (no node id): ${gz}:1: a line of ${64 * MiB} bytes, longer than any audit record`), bomb.stdout);
   });
 
   it('the writer writes none: a record that would be longer is recorded as too long, and the chain verifies', async () => {
