@@ -2,6 +2,7 @@ import { existsSync, rmdirSync, rmSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { ensureWritableDir } from '../config/load.js';
 import type { Config } from '../config/schema.js';
+import { holdsNothing } from '../store/sqlite/db.js';
 
 /**
  * What a command made on its way to the store (the data directory, its
@@ -29,8 +30,9 @@ export function prepareStorePlaces(config: Config, sqliteFile: (dataDir: string)
   return {
     fresh,
     undo: () => {
-      // A server that started here meanwhile took serve.lock before it opened the database: then the database is its.
-      if (fresh !== null && !existsSync(join(dataDir, 'serve.lock'))) {
+      // A server that started here meanwhile took serve.lock before it opened the database: then the database is its;
+      // another command may have written to it meanwhile too. (One writing at the very moment it is removed is not seen.)
+      if (fresh !== null && !existsSync(join(dataDir, 'serve.lock')) && holdsNothing(fresh)) {
         for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(fresh + suffix, { force: true });
       }
       const made = [

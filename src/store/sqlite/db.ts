@@ -83,3 +83,23 @@ export function notSluiceDatabase(file: string): string | null {
     db?.close();
   }
 }
+
+/**
+ * Whether the database at `file` holds no user, ban or admin token: for a
+ * command that made it and failed, before it removes it again, in case
+ * another command made use of it meanwhile (cli/store-places.ts). False when
+ * it cannot tell.
+ */
+export function holdsNothing(file: string): boolean {
+  let db: Database.Database | null = null;
+  try {
+    db = new Database(file, { fileMustExist: true });
+    db.pragma('busy_timeout = 5000');
+    const row = db.prepare('SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM bans) + (SELECT count(*) FROM admin_tokens) AS n').get() as { n: number };
+    return row.n === 0;
+  } catch {
+    return false;
+  } finally {
+    db?.close();
+  }
+}
