@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { RawFtp } from './helpers/ftp-raw.js';
+import { loggedIn, RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
 /** Issue #11, limits: the passive port range is not exhaustible by one user or one address. */
@@ -55,5 +57,56 @@ describe('passive ports: a share per address and per user', () => {
     b1.close();
     await new Promise((resolve) => setTimeout(resolve, 300));
     assert.equal((await c1.cmd('EPSV')).code, 229, "bob's closed session gave its slot back");
+  });
+});
+
+/** The TCP ports process `pid` listens on, on any address (its sockets in /proc/net/tcp and tcp6 with state LISTEN). */
+function listeningPorts(pid: number): Set<number> {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1] as string);
+    } catch {
+      // closed while we looked
+    }
+  }
+  const ports = new Set<number>();
+  const table = ['/proc/net/tcp', '/proc/net/tcp6'].flatMap((file) => readFileSync(file, 'utf8').split('\n').slice(1));
+  for (const line of table) {
+    const f = line.trim().split(/\s+/);
+    if (f[3] === '0A' && inodes.has(f[9] as string)) ports.add(parseInt((f[1] as string).split(':')[1] as string, 16));
+  }
+  return ports;
+}
+
+/**
+ * Found by a review: a PASV/EPSV sent behind a running transfer waits for it; a client that then
+ * closed its control connection ended the transfer, and the waiting command ran after the
+ * connection's close and set a fresh passive listener on it, which nothing closed: it held its
+ * port and its share of the range until dataTimeout (and a connection made to it for good), kept
+ * the server's stop waiting as long, and, the closed control socket having no local address any
+ * more, listened on every address of the host, not the one sluice is bound to.
+ */
+describe('passive ports: none outlives its control connection', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({ yaml: 'ftp:\n  tls: optional\n', users: [{ name: 'dave', password: 'dave password' }] });
+    writeFileSync(join(srv.home('dave'), 'f'), 'x'.repeat(1000));
+  });
+  after(() => srv.stop());
+
+  it('closes a passive port asked for behind a transfer when the client leaves', async () => {
+    const pid = srv.pid as number;
+    const c = await loggedIn(srv.ftpPort, 'dave', 'dave password');
+    const idle = listeningPorts(pid);
+    await c.passive(false);
+    // A download whose data connection never comes: it runs until dataTimeout, or the client's close.
+    assert.equal((await c.cmd('RETR f')).code, 150);
+    c.send('EPSV\r\n');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    c.close();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.deepEqual([...listeningPorts(pid)].filter((p) => !idle.has(p)), [], 'a passive port listens after its session ended');
   });
 });

@@ -175,9 +175,12 @@ export class FtpConnection implements FtpControl {
     return offset;
   }
 
+  /** Replace the data endpoint, closing the previous one; once the connection has closed, the new one is closed too. */
   setEndpoint(endpoint: DataEndpoint | null): void {
     this.endpoint?.close();
-    this.endpoint = endpoint;
+    this.endpoint = null;
+    if (this.closed) endpoint?.close();
+    else this.endpoint = endpoint;
   }
 
   /** Log out but keep the connection (REIN, AUTH): the next USER starts afresh, with every parameter at its default (RFC 959 REIN). */
@@ -298,7 +301,13 @@ export class FtpConnection implements FtpControl {
       return;
     }
     // Only a few commands make sense while data flows; the rest wait for the transfer to end.
-    if (this.transfer && !spec.duringTransfer) await this.transfer.done;
+    if (this.transfer && !spec.duringTransfer) {
+      await this.transfer.done;
+      // The transfer ended because the connection closed (its close aborts it): nobody is left to answer,
+      // and what the command would open, nothing would close (found by a review: a PASV sent behind a
+      // download, then the client's close, left a passive port listening on every address until dataTimeout).
+      if (this.closed) return;
+    }
     try {
       if (spec.auth) await spec.run(this, arg, session as Session);
       else await spec.run(this, arg);

@@ -107,6 +107,8 @@ export class PassiveEndpoint {
   }
 
   static async open(opts: PassiveOptions): Promise<PassiveEndpoint> {
+    // A closed control socket has no local address, and listen() without a host takes every address.
+    if (net.isIP(opts.host) === 0) throw new Error('no local address to listen on');
     for (const port of randomPortOrder(...opts.range)) {
       const server = net.createServer({ pauseOnConnect: true });
       const ok = await new Promise<boolean>((resolve) => {
