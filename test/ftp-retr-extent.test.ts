@@ -6,7 +6,7 @@ import type net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { FtpClient } from './helpers/file-clients.js';
-import { RawFtp, readAll } from './helpers/ftp-raw.js';
+import { loggedIn, RawFtp, readAll } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
 /*
@@ -164,4 +164,46 @@ describe('RETR sends the file as it was at the open', () => {
       client.close();
     }
   });
+});
+
+/*
+ * Found by a review: a download that fits in the socket buffers was done once the server had ended its data
+ * connection, and the wait for the client's close that decides whether it read it all gave up after
+ * ftp.dataTimeout as if the client had closed: a client that read a tenth and then held the connection open,
+ * reading nothing, got 226 and an audit record ok with the file's full size, as one that closed had before.
+ */
+describe('RETR whose client stops reading before the end and keeps the connection', () => {
+  let srv: TestServer;
+  const mid = randomBytes(2 << 20);
+  before(async () => {
+    srv = await TestServer.start({ yaml: 'ftp:\n  tls: optional\n  dataTimeout: 1\n', users: [{ name: 'alice', password: 'alice password' }] });
+    for (const name of ['ftp.bin', 'ftps.bin']) writeFileSync(join(srv.home('alice'), name), mid);
+  });
+  after(() => srv.stop());
+
+  for (const secure of [false, true]) {
+    it(`${secure ? 'FTPS' : 'FTP'}: gets no 226 once the data timeout passes, and the audit says failed`, { timeout: 30_000 }, async () => {
+      const c = secure ? await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password') : await loggedIn(srv.ftpPort, 'alice', 'alice password');
+      try {
+        assert.equal((await c.cmd('TYPE I')).code, 200);
+        const name = secure ? 'ftps.bin' : 'ftp.bin';
+        const endpoint = await c.passive(secure);
+        c.send(`RETR ${name}\r\n`);
+        const sock = await endpoint.open();
+        sock.on('error', () => undefined);
+        assert.equal((await c.read())?.code, 150);
+        // A little of it read, then nothing more, the connection left open.
+        const [first] = (await once(sock, 'data')) as [Buffer];
+        sock.pause();
+        assert.ok(first.length < mid.length);
+        const reply = await c.read();
+        assert.notEqual(reply?.code, 226, `${reply?.text}`);
+        const records = await srv.auditUntil((r) => r.event === 'download' && r.path === `/${name}`, 5000);
+        assert.equal(records.find((r) => r.event === 'download' && r.path === `/${name}`)?.result, 'failed');
+        sock.destroy();
+      } finally {
+        c.close();
+      }
+    });
+  }
 });

@@ -87,12 +87,12 @@ export function runTransfer(
       if (transfer instanceof Download) {
         // The last byte left the server, not yet the client's socket buffer: a download is complete
         // only once its connection closed well (see closeGracefully), and is recorded after that.
-        await closeGracefully(stream, security.handshakeTimeoutMs, security.tls === null);
+        await closeGracefully(stream, security.handshakeTimeoutMs, security.tls === null, true);
         await transfer.close();
       } else {
         // Every byte has arrived: the file's end (close, rename, audit) needs nothing more from the data
         // connection, so it runs while the connection closes.
-        const [, ended] = await Promise.allSettled([closeGracefully(stream, security.handshakeTimeoutMs, false), transfer?.close()]);
+        const [, ended] = await Promise.allSettled([closeGracefully(stream, security.handshakeTimeoutMs, false, false), transfer?.close()]);
         if (ended.status === 'rejected') throw ended.reason;
       }
       c.reply(Code.TransferComplete, 'Transfer complete.');
@@ -141,14 +141,22 @@ export function runTransfer(
  * a tenth of 2 MiB and left got 226, recorded ok (found by an operator's
  * review). Under TLS a reset says nothing: our close_notify, sent after the
  * last byte, meets a client that closed as soon as it had them (curl).
+ *
+ * `timeoutFails`: a peer that has not closed by `timeoutMs` fails the
+ * transfer. A client closes a download's connection once it has read to its
+ * end; one that keeps it open has not, and the rest of the file, in the
+ * socket buffers, is lost with the connection (found by a review: a client
+ * that read a tenth of 2 MiB and then held the connection got 226, recorded
+ * ok, at the data timeout).
  */
-async function closeGracefully(stream: Duplex, timeoutMs: number, resetFails: boolean): Promise<void> {
+async function closeGracefully(stream: Duplex, timeoutMs: number, resetFails: boolean, timeoutFails: boolean): Promise<void> {
   if (stream.destroyed) return;
   await new Promise<void>((resolve, reject) => {
     let failure: Error | null = null;
     const timer = setTimeout(() => {
       stream.destroy();
-      resolve();
+      if (timeoutFails) reject(Object.assign(new Error('data connection not closed by the client in time'), { code: 'ETIMEDOUT' }));
+      else resolve();
     }, timeoutMs);
     timer.unref();
     stream.once('close', () => {
@@ -199,6 +207,8 @@ function interruption(code: string | undefined): string {
     case 'EPIPE':
     case 'ERR_STREAM_PREMATURE_CLOSE':
       return 'closed by the client before the end';
+    case 'ETIMEDOUT':
+      return 'not closed by the client in time: it may not have read it all';
     case 'ERR_TLS_NO_CLOSE_NOTIFY':
       return 'closed without TLS close_notify: the file may be cut short';
     case undefined:
