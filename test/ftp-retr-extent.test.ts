@@ -176,8 +176,8 @@ describe('RETR whose client stops reading before the end and keeps the connectio
   let srv: TestServer;
   const mid = randomBytes(2 << 20);
   before(async () => {
-    srv = await TestServer.start({ yaml: 'ftp:\n  tls: optional\n  dataTimeout: 1\n', users: [{ name: 'alice', password: 'alice password' }] });
-    for (const name of ['ftp.bin', 'ftps.bin']) writeFileSync(join(srv.home('alice'), name), mid);
+    srv = await TestServer.start({ yaml: 'ftp:\n  tls: optional\n  dataTimeout: 2\n', users: [{ name: 'alice', password: 'alice password' }] });
+    for (const name of ['ftp.bin', 'ftps.bin', 'abor.bin']) writeFileSync(join(srv.home('alice'), name), mid);
   });
   after(() => srv.stop());
 
@@ -206,4 +206,29 @@ describe('RETR whose client stops reading before the end and keeps the connectio
       }
     });
   }
+
+  // The server has handed the whole file to the kernel and waits for the client's close, when its ABOR comes:
+  // the transfer did not complete (before, 226 twice, and the audit said ok).
+  it('ABOR after the last byte left the server, before the client read it: 426, then 226, recorded aborted', { timeout: 30_000 }, async () => {
+    const c = await loggedIn(srv.ftpPort, 'alice', 'alice password');
+    try {
+      assert.equal((await c.cmd('TYPE I')).code, 200);
+      const endpoint = await c.passive(false);
+      c.send('RETR abor.bin\r\n');
+      const sock = await endpoint.open();
+      sock.on('error', () => undefined);
+      assert.equal((await c.read())?.code, 150);
+      await once(sock, 'data');
+      sock.pause();
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      c.send('ABOR\r\n');
+      assert.equal((await c.read())?.code, 426);
+      assert.equal((await c.read())?.code, 226);
+      const records = await srv.auditUntil((r) => r.event === 'download' && r.path === '/abor.bin', 5000);
+      assert.equal(records.find((r) => r.event === 'download' && r.path === '/abor.bin')?.result, 'aborted');
+      sock.destroy();
+    } finally {
+      c.close();
+    }
+  });
 });

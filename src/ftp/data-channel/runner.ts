@@ -88,6 +88,8 @@ export function runTransfer(
         // The last byte left the server, not yet the client's socket buffer: a download is complete
         // only once its connection closed well (see closeGracefully), and is recorded after that.
         await closeGracefully(stream, security.handshakeTimeoutMs, security.tls === null, true);
+        // ABOR while the server waited for that close: the client had not read to the end (it closes when it has).
+        if (aborted) throw new Error('aborted');
         await transfer.close();
       } else {
         // Every byte has arrived: the file's end (close, rename, audit) needs nothing more from the data
