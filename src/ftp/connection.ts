@@ -53,7 +53,7 @@ export class FtpConnection implements FtpControl {
   epsvAll = false;
   mlstFacts: ReadonlySet<Fact> = ALL_FACTS;
   endpoint: DataEndpoint | null = null;
-  transfer: ActiveTransfer | null = null;
+  private running: ActiveTransfer | null = null;
   /** This connection's own TLS sessions: its data connections must resume one of them. */
   readonly tlsBinding: TlsBinding;
   readonly closingData = { count: 0 };
@@ -148,7 +148,7 @@ export class FtpConnection implements FtpControl {
         written = true;
         if (this.socket.writableLength > MAX_UNSENT) {
           await drainedOrEnded(this.socket, 'close');
-          this.idle.refresh();
+          this.active();
         }
       }
       this.write(chunk + replyLine(code, pending ?? '', 'last'));
@@ -273,8 +273,29 @@ export class FtpConnection implements FtpControl {
     }
   }
 
+  get transfer(): ActiveTransfer | null {
+    return this.running;
+  }
+
+  /** A transfer's end starts the idle timer again: the client was busy with it until then. */
+  set transfer(transfer: ActiveTransfer | null) {
+    this.running = transfer;
+    if (transfer === null && !this.closed) this.idle.refresh();
+  }
+
+  /**
+   * The client did something: the idle timer starts again, unless a transfer
+   * runs. Then what counts is whether its data connection moves (onIdle):
+   * found by a review, a client that sent NOOP every few seconds while its
+   * download was never read put the idle look off each time, and held the
+   * stalled transfer for good.
+   */
+  private active(): void {
+    if (!this.transfer) this.idle.refresh();
+  }
+
   private async execute(line: string): Promise<void> {
-    this.idle.refresh();
+    this.active();
     const space = line.indexOf(' ');
     const verb = (space < 0 ? line : line.slice(0, space)).toUpperCase();
     const arg = space < 0 ? '' : line.slice(space + 1);
@@ -307,6 +328,7 @@ export class FtpConnection implements FtpControl {
       // and what the command would open, nothing would close (found by a review: a PASV sent behind a
       // download, then the client's close, left a passive port listening on every address until dataTimeout).
       if (this.closed) return;
+      this.active();
     }
     try {
       if (spec.auth) await spec.run(this, arg, session as Session);
