@@ -110,3 +110,42 @@ describe('passive ports: none outlives its control connection', () => {
     assert.deepEqual([...listeningPorts(pid)].filter((p) => !idle.has(p)), [], 'a passive port listens after its session ended');
   });
 });
+
+/**
+ * Found by a review: a failed listen (its port taken) returns its error on process.nextTick, so the search
+ * of the passive range for a free port ran without a turn of the event loop. With the range taken, one
+ * EPSV stopped every session of the process for the whole range (0.3 s for 2,000 ports), as often as a
+ * client sent one. Here the range is held by the test: another session's NOOP must not wait for the search.
+ */
+describe('passive ports: the search of a taken range leaves other sessions served', () => {
+  const [lo, hi] = [6000, 7999];
+  let srv: TestServer;
+  const held: net.Server[] = [];
+  before(async () => {
+    srv = await TestServer.start({ env: { SLUICE_PASV_PORTS: `${lo}-${hi}` }, yaml: 'ftp:\n  tls: optional\n', users: [{ name: 'erin', password: 'erin password' }] });
+    // Each port of the range held (one another process holds already is as good).
+    for (let port = lo; port <= hi; port++) {
+      const s = net.createServer();
+      if (await new Promise((resolve) => (s.once('error', () => resolve(false)), s.listen({ host: '127.0.0.1', port }, () => resolve(true))))) held.push(s);
+    }
+  });
+  after(async () => {
+    held.forEach((s) => s.close());
+    await srv.stop();
+  });
+
+  it("answers another session's NOOP while an EPSV searches, and the EPSV gets 425", async () => {
+    const [a, b] = [await loggedIn(srv.ftpPort, 'erin', 'erin password'), await loggedIn(srv.ftpPort, 'erin', 'erin password')];
+    const started = performance.now();
+    const epsv = a.cmd('EPSV').then((r) => ({ code: r.code, ms: performance.now() - started }));
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const sent = performance.now();
+    assert.equal((await b.cmd('NOOP')).code, 200);
+    const noop = performance.now() - sent;
+    const { code, ms } = await epsv;
+    assert.equal(code, 425);
+    assert.ok(noop < ms / 2, `NOOP took ${noop.toFixed(0)} ms of the EPSV's ${ms.toFixed(0)} ms`);
+    a.close();
+    b.close();
+  });
+});

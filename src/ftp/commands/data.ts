@@ -3,7 +3,7 @@ import type { Session } from '../../session/session.js';
 import type { CommandSpec, FtpControl } from '../control.js';
 import { activeTargetRefusal, parseEprtArg, parsePortArg, pasvText, type HostPort } from '../data-channel/address.js';
 import { ActiveEndpoint } from '../data-channel/active.js';
-import { PassiveEndpoint } from '../data-channel/passive.js';
+import { PassiveAbandoned, PassiveEndpoint } from '../data-channel/passive.js';
 import { Code } from '../replies.js';
 
 function passiveRange(c: FtpControl): [number, number] {
@@ -46,11 +46,13 @@ async function openPassive(c: FtpControl, s: Session): Promise<PassiveEndpoint |
         if (foreign > 1 && !counted) c.log.warn({ refused: foreign }, 'passive data connections from foreign addresses refused on this port');
         counted = true;
       },
+      abandoned: () => c.isClosed,
     });
     c.setEndpoint(endpoint);
     return endpoint;
   } catch (err) {
     slot.release();
+    if (err instanceof PassiveAbandoned) return null;
     c.refusals.warn({ err: String(err) }, 'no passive port');
     c.reply(Code.CantOpenData, 'No passive port available; try again later.');
     return null;
