@@ -148,4 +148,19 @@ describe('passive ports: the search of a taken range leaves other sessions serve
     a.close();
     b.close();
   });
+
+  it('a client that leaves while its EPSV searches leaves no port listening', async () => {
+    // One port free, found after a search of about half the range.
+    await new Promise((resolve) => held.pop()?.close(resolve));
+    const pid = srv.pid as number;
+    for (let i = 0; i < 3; i++) {
+      const c = await loggedIn(srv.ftpPort, 'erin', 'erin password');
+      const idle = listeningPorts(pid);
+      c.send('EPSV\r\n');
+      await new Promise((resolve) => setTimeout(resolve, 10 + 20 * i));
+      c.close();
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      assert.deepEqual([...listeningPorts(pid)].filter((p) => !idle.has(p)), [], 'a passive port listens after its session ended');
+    }
+  });
 });
