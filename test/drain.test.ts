@@ -8,7 +8,8 @@ import type ssh2 from 'ssh2';
 import { loggedIn, RawFtp, startUpload } from './helpers/ftp-raw.js';
 import { sftpRemote, waitFor, type PacedUpload } from './helpers/quota.js';
 import { TestServer } from './helpers/server.js';
-import { call, sshConnect, sftpOf } from './helpers/ssh.js';
+import { call, initialised, sshConnect, sftpOf } from './helpers/ssh.js';
+import { FXP, Writer } from '../src/sftp/codec.js';
 
 /*
  * Issue #15, lifecycle: SIGTERM stops accepting at once, ends idle sessions at
@@ -21,9 +22,9 @@ import { call, sshConnect, sftpOf } from './helpers/ssh.js';
 const PASSWORD = 'drain test password';
 const HALF = 256 * 1024;
 
-async function start(workers: number, drainTimeout: number): Promise<TestServer> {
+async function start(workers: number, drainTimeout: number, yaml = ''): Promise<TestServer> {
   return TestServer.start({
-    yaml: 'ftp:\n  tls: optional\n',
+    yaml: `ftp:\n  tls: optional\n${yaml}`,
     users: [{ name: 'alice', password: PASSWORD }],
     env: { SLUICE_WORKERS: String(workers), SLUICE_SHUTDOWN_DRAIN_TIMEOUT: String(drainTimeout) },
   });
@@ -240,6 +241,65 @@ describe('SIGTERM drain: one SSH connection of several channels', () => {
       const line = drainLine(srv);
       assert.deepEqual([line.endedIdle, line.transfersFinished, line.transfersAborted], [1, 2, 0], JSON.stringify(line));
     } finally {
+      await srv.stop();
+    }
+  });
+});
+
+/**
+ * An SFTP channel on `c` whose client grants the server `window` bytes at its
+ * open and never more (ssh2's client adjusts only once a megabyte came):
+ * replies past them stay unsent.
+ */
+function narrowChannel(c: ssh2.Client, window: number): ReturnType<typeof initialised> {
+  const protocol = (c as unknown as { _protocol: { session(chan: number, window: number, packet: number): void } })._protocol;
+  const open = protocol.session;
+  protocol.session = (chan, _window, packet) => {
+    protocol.session = open;
+    open.call(protocol, chan, window, packet);
+  };
+  return initialised(c);
+}
+
+describe('SIGTERM drain: what an SSH connection is held for once its transfers have ended', () => {
+  it('only the transfers\' own replies: a request still being answered, or replies a channel never reads, end with it', { timeout: 60_000 }, async () => {
+    // A checksum of a file not just uploaded is read at limits.hashRate: this one takes 16 s.
+    const srv = await start(1, 30, 'limits:\n  hashRate: 1048576\n');
+    try {
+      writeFileSync(join(srv.home('alice'), 'big.bin'), Buffer.alloc(16 * 1024 * 1024, 1));
+      const c = await sshLogin(srv);
+      let gone = false;
+      const connectionClosed = closed(c).then(() => void (gone = true));
+      const sftp = await sftpOf(c);
+      const body = randomBytes(2 * HALF);
+      const up = await call<Buffer>((cb) => sftp.open('/held.bin', 'w', cb));
+      await call((cb) => sftp.write(up, body, 0, HALF, 0, cb));
+      // A channel whose client reads nothing more: its replies past 4 KiB wait for a window that never opens.
+      const unread = await narrowChannel(c, 4096);
+      for (let id = 10; id < 200; id++) unread.ch.write(new Writer(FXP.STAT, id).string('/').finish());
+      // A request the server is still answering.
+      const hashing = await initialised(c);
+      hashing.ch.write(new Writer(FXP.EXTENDED, 1).string('check-file-name').string('/big.bin').string('sha256').uint64(0).uint64(0).uint32(0).finish());
+      const exited = exitOf(srv);
+      srv.signal('SIGTERM');
+      await waitFor('the stop under way', () => srv.log.includes('"msg":"stopping"'));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.ok(!gone, 'the connection ended before its upload');
+      await call((cb) => sftp.write(up, body, HALF, HALF, HALF, cb));
+      await call((cb) => sftp.close(up, cb));
+      const t0 = performance.now();
+      await connectionClosed;
+      const code = await exited;
+      const seconds = (performance.now() - t0) / 1000;
+      assert.equal(code, 0, srv.log + srv.stderr);
+      assert.ok(seconds < 5, `the server exited ${seconds.toFixed(1)} s after the last transfer ended`);
+      assert.ok(readFileSync(join(srv.home('alice'), 'held.bin')).equals(body));
+      const records = await srv.audit(0);
+      assert.equal(uploads(records, '/held.bin')[0]?.result, 'ok');
+      const line = drainLine(srv);
+      assert.deepEqual([line.endedIdle, line.transfersFinished, line.transfersAborted], [2, 1, 0], JSON.stringify(line));
+    } finally {
+      await srv.kill();
       await srv.stop();
     }
   });

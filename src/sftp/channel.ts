@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { SluiceError } from '../session/errors.js';
 import type { Session } from '../session/session.js';
 import type { ByteBudget } from './budget.js';
-import { BadMessage, FXP, PacketFramer, STATUS, Writer, recycleReply, statusPacket, type Packet } from './codec.js';
+import { BadMessage, FXP, PacketFramer, Reader, STATUS, Writer, recycleReply, statusPacket, type Packet } from './codec.js';
 import { HandleTable } from './handles.js';
 import {
   advertisedExtensions, handleOrderKey, leadingRun, ok, specFor, workingBytes, writeRequest, writeThrough, type HandlerContext, type WriteRequest,
@@ -29,6 +29,12 @@ export interface ChannelOptions {
    * nobody will take) never got there: its session never ended.
    */
   gone: AbortSignal;
+}
+
+/** A reply owed to the client (see SftpChannel.answered): `taken` settles once the transport took it, or never will. */
+interface Owed {
+  readonly taken: Promise<void>;
+  settle(): void;
 }
 
 /** A request waiting for the ones before it ordered on the same handle (RequestSpec.orderedOn). */
@@ -70,11 +76,17 @@ export class SftpChannel {
   private unsent = 0;
   /** Replies not yet handed to ssh2 (see flush). */
   private readonly outbox: Buffer[] = [];
+  /** Those of the unsent replies that are owed (see answered()). */
+  private readonly owedReplies = new Map<Buffer, Owed>();
   /** Bytes handed to ssh2 in this turn of the event loop. */
   private sentThisTurn = 0;
   private turnEnding = false;
-  /** Waiting for every request to be answered (see answered()). */
-  private answeredWaiters: (() => void)[] = [];
+  /**
+   * Requests on a file's handle (a transfer's WRITEs, READs, its CLOSE...)
+   * whose reply the transport has not taken yet, each settled once it has or
+   * the channel closed (see answered()).
+   */
+  private readonly owed = new Set<Owed>();
   /** Woken whenever a request ends, a reply is taken, or the channel closes (see until()). */
   private progressWaiters: (() => void)[] = [];
   /** Closing the handles and the session, once begun (see endSession). */
@@ -193,35 +205,62 @@ export class SftpChannel {
   }
 
   /**
-   * Settles once every request started so far has its reply taken by the
-   * transport: the server ending the session after a transfer lets the
-   * client hear how its CLOSE went first.
+   * Settles once the requests on a file's handle started so far have their
+   * replies taken by the transport, or the channel closed: the server ending
+   * the session after a transfer lets the client hear how its WRITEs and its
+   * CLOSE went first. Nothing else is waited for: before (found by a review),
+   * every request was, so a checksum still being read, or replies to a
+   * listing that the client never took, held a stopping server's connection
+   * until the drain's deadline, though the transfers had ended long before
+   * and an idle session is ended at once. A client that does not take a
+   * transfer's last reply still holds it, as it holds its transfer: until
+   * the deadline.
    */
   answered(): Promise<void> {
-    if (this.quiet) return Promise.resolve();
-    return new Promise((resolve) => this.answeredWaiters.push(resolve));
+    return Promise.all([...this.owed].map((o) => o.taken)).then(() => undefined);
   }
 
-  private get quiet(): boolean {
-    return this.closed || (this.inFlight === 0 && this.unsent === 0);
-  }
-
-  private wakeAnswered(): void {
-    if (this.quiet) for (const resolve of this.answeredWaiters.splice(0)) resolve();
+  private wakeProgress(): void {
     for (const resolve of this.progressWaiters.splice(0)) resolve();
   }
 
   private dispatch(packet: Packet, cost: number): void {
     if (packet.type === FXP.INIT || packet.id === null) return this.violation('INIT twice');
     const id = packet.id;
+    const key = handleOrderKey(packet);
+    const owed = this.onFile(packet, key) ? this.owe() : null;
     this.inFlight++;
-    void this.ordered(packet, () => this.handle(packet.type, id, packet)).then((reply) => {
+    void this.ordered(key, packet, () => this.handle(packet.type, id, packet)).then((reply) => {
       this.inFlight--;
       // The reply takes the place of what the request held.
-      this.send(reply);
+      this.send(reply, owed);
       this.release(cost);
-      this.wakeAnswered();
+      this.wakeProgress();
     });
+  }
+
+  /** Whether `packet` names a file's handle: ordered on it (`key`, see handleOrderKey), or a READ. */
+  private onFile(packet: Packet, key: string | null): boolean {
+    if (packet.type === FXP.READ) {
+      try {
+        return this.handles.holdsFile(new Reader(packet.payload).bytes().toString('hex'));
+      } catch {
+        return false; // malformed: answered BAD_MESSAGE at once
+      }
+    }
+    return key !== null && this.handles.holdsFile(key);
+  }
+
+  /** A reply owed (see answered()), settled by its write's callback or the channel's close. */
+  private owe(): Owed {
+    let settle!: () => void;
+    const owed: Owed = { taken: new Promise<void>((resolve) => (settle = resolve)), settle: () => undefined };
+    owed.settle = () => {
+      this.owed.delete(owed);
+      settle();
+    };
+    this.owed.add(owed);
+    return owed;
   }
 
   /**
@@ -233,8 +272,7 @@ export class SftpChannel {
    * beside the WRITEs before it would commit the file without them.
    * Everything else runs at once.
    */
-  private ordered(packet: Packet, run: () => Promise<Buffer>): Promise<Buffer> {
-    const key = handleOrderKey(packet);
+  private ordered(key: string | null, packet: Packet, run: () => Promise<Buffer>): Promise<Buffer> {
     if (key === null) return run();
     return new Promise((done) => {
       const item = { packet, run, done };
@@ -302,12 +340,13 @@ export class SftpChannel {
     return statusPacket(id, code, message);
   }
 
-  private send(reply: Buffer): void {
-    if (this.closed) return;
+  private send(reply: Buffer, owed: Owed | null = null): void {
+    if (this.closed) return owed?.settle();
     this.options.budget.take(reply.length);
     this.held += reply.length;
     this.unsent++;
     this.outbox.push(reply);
+    if (owed) this.owedReplies.set(reply, owed);
     this.flush();
   }
 
@@ -330,8 +369,10 @@ export class SftpChannel {
       this.stream.write(reply, (err) => {
         this.unsent--;
         this.release(reply.length);
+        this.owedReplies.get(reply)?.settle();
+        this.owedReplies.delete(reply);
         if (!err) recycleReply(reply);
-        this.wakeAnswered();
+        this.wakeProgress();
         this.flush();
       });
     }
@@ -391,7 +432,10 @@ export class SftpChannel {
     // after the client's EOF, stop() comes only once they were all taken (finishInput).
     this.options.budget.give(this.held);
     this.held = 0;
-    this.wakeAnswered();
+    // Nothing more is sent: the replies owed never will be.
+    for (const owed of [...this.owed]) owed.settle();
+    this.owedReplies.clear();
+    this.wakeProgress();
   }
 
   /** Once: abort the transfers still open (recorded as such), close listings and the session. */

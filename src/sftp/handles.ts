@@ -44,6 +44,11 @@ export class HandleTable {
     return e.transfer;
   }
 
+  /** Whether `key` (a handle, as hex) names an open file. */
+  holdsFile(key: string): boolean {
+    return this.entries.get(key)?.kind === 'file';
+  }
+
   dir(handle: Buffer): { listing: DirectoryListing; path: string } {
     const e = this.entries.get(handle.toString('hex'));
     if (e?.kind !== 'dir') throw new SluiceError('failure', 'Invalid handle');
