@@ -235,3 +235,87 @@ describe('a change told while the store cannot be read', () => {
     assert.match(ended[0] ?? '', /could not be read \(connection terminated unexpectedly/);
   });
 });
+
+/*
+ * Found by a review: a session still opening (its login accepted, its home
+ * not open yet) when an end came was not among those the end waited for. An
+ * administrator ending a user's sessions was answered with none ended while
+ * such a login went on to open its session and serve; a stop's drain was done
+ * before such a login's logout was recorded. The registry now knows the
+ * sessions opening: an end refuses them and waits for them, their logouts
+ * recorded first.
+ */
+describe('a session still opening when an end comes', () => {
+  /** A server of its own: the drain ends its serving. Opening the home of `held.user` waits (see hold). */
+  let own: InProcessServer;
+  let held: { user: string; entered: () => void; gate: Promise<void> } | null = null;
+  const hold = (user: string): { inHold: Promise<void>; release: () => void } => {
+    let entered: () => void = () => undefined;
+    const inHold = new Promise<void>((r) => (entered = r));
+    let release: () => void = () => undefined;
+    held = { user, entered, gate: new Promise<void>((r) => (release = r)) };
+    return { inHold, release };
+  };
+  const ownAudit = async (): Promise<Record<string, unknown>[]> => {
+    await own.coordination.auditLog?.flush();
+    const text = readFileSync(join(own.base.config.dataDir, 'audit.log'), 'utf8');
+    return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+  };
+  const logoutsOf = async (user: string) => (await ownAudit()).filter((r) => r.user === user && r.event === 'logout').map((r) => r.reason);
+
+  before(async () => {
+    own = await InProcessServer.start({}, ['cal', 'dot', 'eli'], PASSWORD);
+    const deps = own.services.sessionDeps as { storage: Services['sessionDeps']['storage'] };
+    const open = deps.storage;
+    deps.storage = async (home) => {
+      const h = held;
+      if (h && home.endsWith(`/${h.user}`)) {
+        held = null;
+        h.entered();
+        await h.gate;
+      }
+      return open(home);
+    };
+  });
+  after(() => own?.close());
+
+  it("ending a user's sessions ends a login of theirs whose home is opening: it opens none, its logout recorded first", async () => {
+    const { inHold, release } = hold('cal');
+    const c = await RawFtp.connect(own.ftpPort);
+    try {
+      assert.equal((await c.read())?.code, 220);
+      assert.equal((await c.cmd('USER cal')).code, 331);
+      const pass = c.cmd(`PASS ${PASSWORD}`);
+      await inHold;
+      const ending = own.coordination.sessions.endUser('cal', REASON);
+      setTimeout(release, 200);
+      assert.equal(await ending, 1, 'the login under way was not ended');
+      assert.deepEqual(await logoutsOf('cal'), [`session not opened: ${REASON}`], 'its logout was not recorded when the end returned');
+      assert.notEqual((await pass).code, 230, 'the login opened its session after its user\'s sessions were ended');
+      assert.deepEqual(await own.coordination.sessions.list(), []);
+    } finally {
+      c.close();
+    }
+  });
+
+  it('a stop waits for an SFTP session opening: it opens none, its logout recorded before the drain is done', { timeout: 30_000 }, async () => {
+    const other = await loggedIn(own.ftpPort, 'dot', PASSWORD);
+    const conn = await sshConnect({ port: own.sftpPort, username: 'eli', password: PASSWORD });
+    conn.on('error', () => undefined);
+    try {
+      const { inHold, release } = hold('eli');
+      const channel = sftpOf(conn).then(() => 'opened', () => 'refused');
+      await inHold;
+      const deadline = new Promise<string>((resolve) => setTimeout(() => resolve('server shutting down: drain timeout'), 10_000).unref());
+      const drained = own.services.live.drain('server shutting down', deadline);
+      setTimeout(release, 200);
+      const counts = await drained;
+      assert.deepEqual(counts, { endedIdle: 1, transfersFinished: 0, transfersAborted: 0 });
+      assert.deepEqual(await logoutsOf('eli'), ['session not opened: Server is shutting down'], 'the drain was done before the logout of the session opening');
+      assert.equal(await channel, 'refused');
+    } finally {
+      other.close();
+      conn.end();
+    }
+  });
+});

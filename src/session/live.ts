@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Account, LoginMethod, Protocol } from './account.js';
 import { SluiceError } from './errors.js';
 import { listOfRules, sameRules, takesAnyAway, type PermissionList, type PermissionRules } from './permissions.js';
@@ -149,6 +150,25 @@ interface Entry {
   readonly connection: LiveConnection;
 }
 
+/** A session being opened (Session.open), from its start until it is open or has failed: see LiveRegistry.opening. */
+export interface Opening {
+  /** Throws once the server is stopping, or an end came for it meanwhile: it must not open. */
+  check(): void;
+  /** It is open (registered: add) or has failed, its session ended. */
+  done(): void;
+}
+
+interface OpeningEntry {
+  readonly id: string;
+  readonly user: string;
+  readonly userId: number;
+  readonly connection: LiveConnection;
+  /** Why an end refused it, once one came. */
+  refused: string | null;
+  /** Settles a turn of the event loop after done(): once what its failure records (the login's logout) is recorded. */
+  readonly settled: Promise<void>;
+}
+
 /**
  * The logged-in sessions of this process, whatever their front-end: a
  * session is added when it opens (Session.open) and removed when it closes.
@@ -159,8 +179,18 @@ export class LiveRegistry implements LiveSessionsView {
   private readonly entries = new Set<Entry>();
   /** The same entries by connection: the sessions of one end together (endConnection). */
   private readonly byConnection = new Map<LiveConnection, Set<Entry>>();
+  /**
+   * Sessions being opened: an end that concerns one refuses it and waits for
+   * it. Found by a review: a login whose home was still opening was in no
+   * list, so ending its user's sessions ended none and answered, and the
+   * session then opened and served; a stop's drain was done before such a
+   * login's logout was recorded.
+   */
+  private readonly openings = new Set<OpeningEntry>();
   /** Set once the server is stopping: no session opens after that. */
   private stopping = false;
+  /** Once the server is stopping: the drain's deadline, which no wait of an end outlasts. */
+  private deadline: Promise<unknown> = new Promise(() => undefined);
 
   /** When this process was last told that a user changed (performance.now()), per user id. */
   private readonly told = new Map<number, number>();
@@ -175,9 +205,52 @@ export class LiveRegistry implements LiveSessionsView {
     private readonly scansFor: (setting: boolean | null) => boolean,
   ) {}
 
-  /** Throws once the server is stopping: a login then opens no session (Session.open asks before and after it opens one). */
+  /** Throws once the server is stopping: a login then opens no session. */
   admit(): void {
     if (this.stopping) throw new SluiceError('failure', 'Server is shutting down');
+  }
+
+  /**
+   * A session of `account` on `connection` begins to open (Session.open):
+   * until its done(), an end of its id, its user or its connection refuses
+   * it (its check() throws) and waits for it, and a stop's drain waits for
+   * it. Throws once the server is stopping.
+   */
+  opening(id: string, account: Pick<Account, 'id' | 'name'>, connection: LiveConnection): Opening {
+    this.admit();
+    let settle: () => void = () => undefined;
+    const settled = new Promise<void>((resolve) => (settle = resolve));
+    const entry: OpeningEntry = { id, user: account.name, userId: account.id, connection, refused: null, settled };
+    this.openings.add(entry);
+    return {
+      check: () => {
+        this.admit();
+        if (entry.refused !== null) throw new SluiceError('failure', 'Session ended by the server', entry.refused);
+      },
+      done: () => {
+        // A turn later: a failed open's logout is recorded by its login (the gate), as the failure reaches it.
+        if (this.openings.delete(entry)) setImmediate(settle);
+      },
+    };
+  }
+
+  /**
+   * Refuses the sessions opening that `match` chooses, for `reason`, and
+   * waits until each has failed and its end is recorded: at most
+   * OPENING_WAIT_MS (one held by something outside the server, a hung file
+   * system under its home, still fails when it gets on, for this reason),
+   * or until the drain's deadline. Their ids.
+   */
+  private async refuseOpenings(match: (o: OpeningEntry) => boolean, reason: string): Promise<Set<string>> {
+    const chosen = [...this.openings].filter(match);
+    for (const o of chosen) o.refused ??= reason;
+    await this.awaitOpenings(chosen);
+    return new Set(chosen.map((o) => o.id));
+  }
+
+  private async awaitOpenings(chosen: readonly OpeningEntry[]): Promise<void> {
+    if (chosen.length === 0) return;
+    await Promise.race([Promise.all(chosen.map((o) => o.settled)), sleep(OPENING_WAIT_MS, undefined, { ref: false }), this.deadline]);
   }
 
   /** A session has logged in; the returned function removes it (when it closes). */
@@ -231,12 +304,13 @@ export class LiveRegistry implements LiveSessionsView {
   }
 
   async end(id: string, reason: string): Promise<boolean> {
-    const ended = await this.endWhere((s) => s.id === id, reason);
-    return ended.size > 0;
+    const [ended, refused] = await Promise.all([this.endWhere((s) => s.id === id, reason), this.refuseOpenings((o) => o.id === id, reason)]);
+    return ended.size + refused.size > 0;
   }
 
   async endUser(user: string, reason: string): Promise<number> {
-    return (await this.endWhere((s) => s.account.name === user, reason)).size;
+    const [ended, refused] = await Promise.all([this.endWhere((s) => s.account.name === user, reason), this.refuseOpenings((o) => o.user === user, reason)]);
+    return new Set([...ended, ...refused]).size;
   }
 
   async userChanged(userId: number | null): Promise<UserChangeCounts> {
@@ -245,6 +319,9 @@ export class LiveRegistry implements LiveSessionsView {
     this.noteChange(userId);
     if (userId === null) return { renewed: 0, ended: 0 };
     const chosen = [...this.entries].filter((e) => e.session.account.id === userId);
+    // The user's sessions opening read it again as they register (catchUp): those it refuses then are
+    // recorded before this returns. Taken now: one that begins after this call read the user after the change.
+    const opening = [...this.openings].filter((o) => o.userId === userId);
     const renewed = new Set<string>();
     const ended = new Set<string>();
     const now = new Map<string, StoredAccess | null | Unread>();
@@ -269,6 +346,7 @@ export class LiveRegistry implements LiveSessionsView {
         renewed.add(entry.session.id);
       }
     }
+    await this.awaitOpenings(opening);
     return { renewed: renewed.size, ended: ended.size };
   }
 
@@ -312,7 +390,11 @@ export class LiveRegistry implements LiveSessionsView {
    */
   async drain(reason: string, deadline: Promise<string>): Promise<DrainCounts> {
     this.stopping = true;
+    this.deadline = deadline;
     const counts: DrainCounts = { endedIdle: 0, transfersFinished: 0, transfersAborted: 0 };
+    // Sessions opening now open none (their check() throws): waited for, so that their logouts are recorded
+    // before the drain is done, and none is left opening while the server closes.
+    const opening = this.awaitOpenings([...this.openings]);
     // By connection: ending one session of an SSH connection ends its others, so an idle channel, or a
     // channel whose last transfer ended first, waits for the transfers of the rest.
     await Promise.all(
@@ -334,6 +416,7 @@ export class LiveRegistry implements LiveSessionsView {
         }
       }),
     );
+    await opening;
     return counts;
   }
 
@@ -362,7 +445,12 @@ export class LiveRegistry implements LiveSessionsView {
     const sessions = [...(this.byConnection.get(connection) ?? [])].map((e) => e.session);
     // One no longer registered (closed meanwhile) is wound down all the same: that does nothing.
     if (chosen && !sessions.includes(chosen.session)) sessions.push(chosen.session);
-    await Promise.all([...sessions.map((s) => s.windDown(reason, true)), connection.end(reason, false)]);
+    // A session opening on the connection (an SSH channel opened beside those) ends with it: it opens none.
+    await Promise.all([
+      ...sessions.map((s) => s.windDown(reason, true)),
+      connection.end(reason, false),
+      this.refuseOpenings((o) => o.connection === connection, reason),
+    ]);
   }
 }
 
@@ -409,6 +497,13 @@ class Unread {
  * user as it opens): a change told longer ago concerns no login under way.
  */
 const LOGIN_SPAN_MS = 10 * 60 * 1000;
+
+/**
+ * How long an end waits for a session opening that it refused to fail: a
+ * home opens in milliseconds; one held longer by something outside the
+ * server (a hung file system) fails whenever it gets on, for the end's reason.
+ */
+const OPENING_WAIT_MS = 10_000;
 
 function liveTransfer(t: LiveTransferState): LiveTransfer {
   return { direction: t.direction, path: t.path, bytes: t.transferred, started: t.started.toISOString() };

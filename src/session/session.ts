@@ -165,20 +165,32 @@ export class Session implements LiveSession {
     deps.metrics.count({ m: 'session', protocol: context.protocol, change: 1 });
   }
 
-  /** `connection`: how the front-end ends this session's connection when the server ends the session. */
-  static async open(account: Account, context: SessionContext, deps: SessionDeps, connection: LiveConnection): Promise<Session> {
-    deps.live.admit();
-    const storage = await deps.storage(account.home);
-    const session = new Session(account, context, storage, await deps.quotas.acquire(account), deps, connection);
+  /**
+   * `connection`: how the front-end ends this session's connection when the
+   * server ends the session. `current`: the account as it may open a session
+   * now, read again (an SSH channel opened a while after its login); it
+   * throws when it may not. From the start, the registry knows the session
+   * is opening (LiveRegistry.opening): an end or a stop that comes meanwhile
+   * refuses it, and waits for it.
+   */
+  static async open(account: Account, context: SessionContext, deps: SessionDeps, connection: LiveConnection, current?: () => Promise<Account>): Promise<Session> {
+    const opening = deps.live.opening(context.id, account, connection);
+    let session: Session | null = null;
     try {
-      // The server began to stop while this one opened: a drain that started without it would not end it.
-      deps.live.admit();
+      const now = current ? await current() : account;
+      const storage = await deps.storage(now.home);
+      session = new Session(now, context, storage, await deps.quotas.acquire(now), deps, connection);
+      // Registered from here: an end that comes now finds it, or refuses it at the next check.
+      opening.check();
       if (!(await deps.live.catchUp(session))) throw new SluiceError('permission-denied', undefined, 'the user changed since the login read it and may not open a session now');
+      opening.check();
+      return session;
     } catch (err) {
-      await session.end(false);
+      await session?.end(false);
       throw err;
+    } finally {
+      opening.done();
     }
-    return session;
   }
 
   get id(): string {
@@ -283,6 +295,11 @@ export class Session implements LiveSession {
     this.endReason = reason;
     if (abort) await Promise.allSettled([...this.transfers].map((t) => t.abort(reason)));
     while (this.transfers.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Whether the server is ending it (windDown): a front-end that has not served it yet must not begin. */
+  get ending(): boolean {
+    return this.endReason !== null;
   }
 
   /** Refuses a new transfer once the server is ending the session. */

@@ -602,18 +602,19 @@ export class SftpFrontEnd {
       return void channel.close();
     }
     const where = { id: state.id, protocol, remoteAddress: state.ip, remotePort: state.port } as const;
-    // The account as stored now, checked inside enter(): one changed since the login (a notice
+    // The account as stored now, read as the session opens: one changed since the login (a notice
     // not yet here) fails the session's open like a missing home, and its login gets its logout.
-    const open = (): Promise<Session> =>
-      state.guest.enter(account.name, async () => {
-        const now = await this.services.authenticator.refreshed(account, { protocol, remoteAddress: state.ip });
-        if (!now) throw new SluiceError('permission-denied', undefined, 'account disabled, removed or expired since the login, or its rules refuse this connection now');
-        return Session.open(now, where, this.services.sessionDeps, state.sessions);
-      });
+    const current = async (): Promise<Account> => {
+      const now = await this.services.authenticator.refreshed(account, { protocol, remoteAddress: state.ip });
+      if (!now) throw new SluiceError('permission-denied', undefined, 'account disabled, removed or expired since the login, or its rules refuse this connection now');
+      return now;
+    };
+    const open = (): Promise<Session> => state.guest.enter(account.name, () => Session.open(account, where, this.services.sessionDeps, state.sessions, current));
     void open().then(
       (s) => {
-        // The client closed the channel while its session opened: the session is closed at once.
-        if (closed.aborted) return void this.closeUnserved(s);
+        // The client closed the channel while its session opened, or the server ended it in the turn since it
+        // opened (its connection's end did not know this channel yet): the session is closed at once, unserved.
+        if (closed.aborted || s.ending) return void this.closeUnserved(s);
         const { done, answered } = serve(channel, s, reopen);
         state.sessions.add({ channel, answered, done });
         this.running.add(done);
