@@ -344,7 +344,15 @@ export class SftpFrontEnd {
     });
   }
 
-  /** Key re-exchanges past the connection's allowance (see RekeyAllowance) end it, refused before ssh2 does any of the work. */
+  /**
+   * Key re-exchanges past the connection's allowance (see RekeyAllowance) end
+   * it, refused before ssh2 does any of the work. An ssh2 whose packets
+   * cannot be watched so serves no connection, as one whose windows cannot
+   * be set (acceptWithWindow): there was a fallback on ssh2's 'rekey' event,
+   * which comes once an exchange is done, but no ssh2 this server installs
+   * lacks the watch, so it never ran, and nothing tested it (found by a
+   * review).
+   */
   private limitKeyExchanges(client: ssh2.Connection, state: ConnectionState): void {
     const allowance = new RekeyAllowance();
     let started = 0;
@@ -356,8 +364,8 @@ export class SftpFrontEnd {
       return false;
     };
     if (watchKeyExchanges(client, start)) return;
-    state.log.error('cannot see key re-exchanges begin with this ssh2 version: each is counted once done');
-    client.on('rekey', start);
+    state.log.error('cannot watch key re-exchanges with this ssh2 version; connection closed');
+    client.end();
   }
 
   private async authenticate(client: ssh2.Connection, state: ConnectionState, ctx: ssh2.AuthContext): Promise<void> {
