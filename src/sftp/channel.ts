@@ -31,12 +31,6 @@ export interface ChannelOptions {
   gone: AbortSignal;
 }
 
-/** A reply owed to the client (see SftpChannel.answered): `taken` settles once the transport took it, or never will. */
-interface Owed {
-  readonly taken: Promise<void>;
-  settle(): void;
-}
-
 /** A request waiting for the ones before it ordered on the same handle (RequestSpec.orderedOn). */
 interface Queued {
   packet: Packet;
@@ -76,17 +70,21 @@ export class SftpChannel {
   private unsent = 0;
   /** Replies not yet handed to ssh2 (see flush). */
   private readonly outbox: Buffer[] = [];
-  /** Those of the unsent replies that are owed (see answered()). */
-  private readonly owedReplies = new Map<Buffer, Owed>();
+  /** Those of the unsent replies that are owed (see answered()), with their numbers. */
+  private readonly owedReplies = new Map<Buffer, number>();
   /** Bytes handed to ssh2 in this turn of the event loop. */
   private sentThisTurn = 0;
   private turnEnding = false;
   /**
    * Requests on a file's handle (a transfer's WRITEs, READs, its CLOSE...)
-   * whose reply the transport has not taken yet, each settled once it has or
-   * the channel closed (see answered()).
+   * whose reply the transport has not taken yet, by number, in the order
+   * numbered (see answered()).
    */
-  private readonly owed = new Set<Owed>();
+  private readonly owed = new Set<number>();
+  /** The number of the next request owed a reply. */
+  private owedNext = 0;
+  /** Waiting for the replies owed to the requests numbered below `upTo`. */
+  private owedWaiters: { upTo: number; resolve: () => void }[] = [];
   /** Woken whenever a request ends, a reply is taken, or the channel closes (see until()). */
   private progressWaiters: (() => void)[] = [];
   /** Closing the handles and the session, once begun (see endSession). */
@@ -217,7 +215,27 @@ export class SftpChannel {
    * the deadline.
    */
   answered(): Promise<void> {
-    return Promise.all([...this.owed].map((o) => o.taken)).then(() => undefined);
+    const upTo = this.owedNext;
+    if (!this.owes(upTo)) return Promise.resolve();
+    return new Promise((resolve) => this.owedWaiters.push({ upTo, resolve }));
+  }
+
+  /** Whether a reply owed to a request numbered below `upTo` is still to be taken (the set keeps them in order). */
+  private owes(upTo: number): boolean {
+    const first = this.owed.values().next();
+    return !this.closed && !first.done && first.value < upTo;
+  }
+
+  /** The reply owed to request `n` is taken, or never will be. */
+  private settle(n: number): void {
+    this.owed.delete(n);
+    if (this.owedWaiters.length === 0) return;
+    const still = [];
+    for (const w of this.owedWaiters) {
+      if (this.owes(w.upTo)) still.push(w);
+      else w.resolve();
+    }
+    this.owedWaiters = still;
   }
 
   private wakeProgress(): void {
@@ -251,16 +269,11 @@ export class SftpChannel {
     return key !== null && this.handles.holdsFile(key);
   }
 
-  /** A reply owed (see answered()), settled by its write's callback or the channel's close. */
-  private owe(): Owed {
-    let settle!: () => void;
-    const owed: Owed = { taken: new Promise<void>((resolve) => (settle = resolve)), settle: () => undefined };
-    owed.settle = () => {
-      this.owed.delete(owed);
-      settle();
-    };
-    this.owed.add(owed);
-    return owed;
+  /** A reply owed (see answered()): its number, settled by its write's callback or the channel's close. */
+  private owe(): number {
+    const n = this.owedNext++;
+    this.owed.add(n);
+    return n;
   }
 
   /**
@@ -340,13 +353,13 @@ export class SftpChannel {
     return statusPacket(id, code, message);
   }
 
-  private send(reply: Buffer, owed: Owed | null = null): void {
-    if (this.closed) return owed?.settle();
+  private send(reply: Buffer, owed: number | null = null): void {
+    if (this.closed) return void (owed !== null && this.settle(owed));
     this.options.budget.take(reply.length);
     this.held += reply.length;
     this.unsent++;
     this.outbox.push(reply);
-    if (owed) this.owedReplies.set(reply, owed);
+    if (owed !== null) this.owedReplies.set(reply, owed);
     this.flush();
   }
 
@@ -369,8 +382,11 @@ export class SftpChannel {
       this.stream.write(reply, (err) => {
         this.unsent--;
         this.release(reply.length);
-        this.owedReplies.get(reply)?.settle();
-        this.owedReplies.delete(reply);
+        const owed = this.owedReplies.get(reply);
+        if (owed !== undefined) {
+          this.owedReplies.delete(reply);
+          this.settle(owed);
+        }
         if (!err) recycleReply(reply);
         this.wakeProgress();
         this.flush();
@@ -433,8 +449,9 @@ export class SftpChannel {
     this.options.budget.give(this.held);
     this.held = 0;
     // Nothing more is sent: the replies owed never will be.
-    for (const owed of [...this.owed]) owed.settle();
+    this.owed.clear();
     this.owedReplies.clear();
+    for (const w of this.owedWaiters.splice(0)) w.resolve();
     this.wakeProgress();
   }
 
