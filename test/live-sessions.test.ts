@@ -298,6 +298,30 @@ describe('a session still opening when an end comes', () => {
     }
   });
 
+  it('ending an SSH connection by id ends a channel whose session is opening beside its open one, and waits for it', { timeout: 30_000 }, async () => {
+    const conn = await sshConnect({ port: own.sftpPort, username: 'cal', password: PASSWORD });
+    conn.on('error', () => undefined);
+    try {
+      await sftpOf(conn);
+      const [{ id }] = (await own.coordination.sessions.list()).filter((x) => x.user === 'cal') as [LiveSessionInfo];
+      const { inHold, release } = hold('cal');
+      const second = sftpOf(conn).then(() => 'opened', () => 'refused');
+      await inHold;
+      let endedAt = Infinity;
+      const ending = own.coordination.sessions.end(id, REASON).then((ended) => ((endedAt = performance.now()), ended));
+      await new Promise((r) => setTimeout(r, 300));
+      const releasedAt = performance.now();
+      release();
+      assert.equal(await ending, true);
+      assert.ok(endedAt >= releasedAt, 'the end was answered while a channel of the connection was still opening its session');
+      assert.equal(await second, 'refused');
+      assert.ok(!(await own.coordination.sessions.list()).some((x) => x.id === id), 'listed after its end');
+      assert.deepEqual((await ownAudit()).filter((r) => r.session === id && r.event === 'logout').map((r) => r.reason), [REASON]);
+    } finally {
+      conn.end();
+    }
+  });
+
   it('a stop waits for an SFTP session opening: it opens none, its logout recorded before the drain is done', { timeout: 30_000 }, async () => {
     const other = await loggedIn(own.ftpPort, 'dot', PASSWORD);
     const conn = await sshConnect({ port: own.sftpPort, username: 'eli', password: PASSWORD });
