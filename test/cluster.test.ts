@@ -438,5 +438,9 @@ describe('workers: 2 — the primary outlives its workers', () => {
     assert.equal(await exited, 0);
     // The grace for a worker that does not stop is 30 s; a stop that reached it takes a few.
     assert.ok(Date.now() - t0 < 15_000, `stopping took ${Date.now() - t0} ms`);
+    // Told to stop before it listened: it never opened the ports again, which the others had closed
+    // (found by a review: it got ready, so listened, during the drain, until told to stop).
+    assert.equal(readyLines(), restarts, 'the new worker listened after the stop');
+    assert.doesNotMatch(srv.log, /"msg":"worker restart"/);
   });
 });

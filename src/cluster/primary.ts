@@ -42,8 +42,10 @@ export async function superviseWorkers(
   let frontEnds: string[] = [];
   let listeners: Listening[] = [];
   const links = new Map<Worker, WorkerLink>();
-  /** Workers listening for messages: one still starting would not hear `stop`, so it is told once ready. */
+  /** Workers whose front-ends listen: a reload goes to them. */
   const ready = new Set<Worker>();
+  /** Workers that said `starting`: they hear `stop` from then on, ready or not. */
+  const starting = new Set<Worker>();
   let stopping = false;
   const exited = new Set<Promise<void>>();
   const drained: DrainCounts = { endedIdle: 0, transfersFinished: 0, transfersAborted: 0 };
@@ -61,6 +63,10 @@ export async function superviseWorkers(
     const leave = coordination.sessions.join(link.sessions);
     worker.on('message', (m: unknown) => {
       if (!isMessage<WorkerMessage>(m)) return;
+      if (m.t === 'starting') {
+        starting.add(worker);
+        send(stopping ? { t: 'stop' } : { t: 'start' });
+      }
       try {
         link.handle(m);
       } catch (err) {
@@ -78,6 +84,7 @@ export async function superviseWorkers(
       const wasReady = ready.has(worker);
       links.delete(worker);
       ready.delete(worker);
+      starting.delete(worker);
       coordination.serving.stopped(worker.id);
       leave();
       if (link.drained) addTo(drained, link.drained);
@@ -87,7 +94,8 @@ export async function superviseWorkers(
       if (!stopping && wasReady) {
         log.error({ worker: worker.id, workerPid: worker.process.pid, code, signal }, 'worker died: starting another');
         setTimeout(() => {
-          if (!stopping) fork().catch((err: unknown) => log.error({ err }, 'worker restart'));
+          // One told to stop before it listened exits unready: no failure.
+          if (!stopping) fork().catch((err: unknown) => stopping || log.error({ err }, 'worker restart'));
         }, RESTART_DELAY_MS).unref();
       }
     });
@@ -114,7 +122,7 @@ export async function superviseWorkers(
   const stopAll = async (): Promise<void> => {
     stopping = true;
     coordination.serving.stopping();
-    for (const worker of ready) if (worker.isConnected()) worker.send({ t: 'stop' } satisfies PrimaryMessage);
+    for (const worker of starting) if (worker.isConnected()) worker.send({ t: 'stop' } satisfies PrimaryMessage);
     const grace = setTimeout(() => {
       for (const worker of links.keys()) worker.process.kill('SIGKILL');
     }, settings.shutdown.drainTimeout * 1000 + STOP_MARGIN_MS);
@@ -146,7 +154,7 @@ export async function superviseWorkers(
   log.info({ signal, workers: live }, 'stopping');
   const hurry = nextStopSignal();
   void hurry.signalled.then(() => {
-    for (const worker of ready) if (worker.isConnected()) worker.send({ t: 'stop', now: true } satisfies PrimaryMessage);
+    for (const worker of starting) if (worker.isConnected()) worker.send({ t: 'stop', now: true } satisfies PrimaryMessage);
   });
   await stopAll();
   hurry.dispose();

@@ -71,6 +71,17 @@ async function serveWithCoordinator(config: Config, channel: Channel, coordinato
       (err: unknown) => base.log.error({ err, op: m.op }, 'answering the primary about the sessions'),
     );
   });
+  // Asked before listening: a worker started again while the server stops must not open the ports again.
+  // Before (found by a review), one that got ready during the drain reopened them, the others closed, until
+  // it was told to stop on its ready.
+  const go = await new Promise<boolean>((resolve) => {
+    channel.onMessage((m) => (m.t === 'start' || m.t === 'stop') && resolve(m.t === 'start'));
+    channel.send({ t: 'starting' });
+  });
+  if (!go) {
+    await base.close();
+    return { code: 0 };
+  }
   let running: FrontEnd[];
   try {
     running = await startFrontEnds(services);

@@ -55,6 +55,8 @@ export type SingleWorkerMessage =
   | { t: 'process-sample'; sample: ProcessSample }
   /** An upload has started: if the worker dies before its audit record arrives, the primary records it aborted. */
   | { t: 'transfer-open'; actor: Actor; direction: 'upload' | 'download'; path: string; offset: number; started: string }
+  /** About to start its front-ends, listening for `stop` already: the primary answers `start`, or `stop` once it is stopping. */
+  | { t: 'starting' }
   /** The front-ends are listening. */
   | { t: 'ready'; frontEnds: string[]; listeners: Listening[] }
   /** The answer to a SessionsQuestion of the same id. */
@@ -94,6 +96,8 @@ export type PrimaryMessage =
   | { t: 'error'; id: number; kind: ErrorKind; message: string }
   /** Stop accepting, drain the sessions, send what is left, exit. `now`: a second signal, end the drain at once. */
   | { t: 'stop'; now?: boolean }
+  /** The answer to `starting` while the server is not stopping: listen. */
+  | { t: 'start' }
   | ({ t: 'sessions'; id: number } & SessionsQuestion)
   /** SIGHUP reached the primary: reload certificates and keys. */
   | { t: 'reload' }

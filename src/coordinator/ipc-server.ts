@@ -136,6 +136,7 @@ export class WorkerLink {
       case 'stopped':
         this.drained = m.drained ?? null;
         return;
+      case 'starting':
       case 'ready':
         return;
     }
