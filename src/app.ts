@@ -11,7 +11,8 @@ import { LocalCoordinator } from './coordinator/local.js';
 import type { FailureTally } from './coordinator/shared-state.js';
 import { AllSessions } from './coordinator/sessions.js';
 import { ServingState } from './metrics/health.js';
-import { ServerMetrics } from './metrics/registry.js';
+import { UNCOUNTED } from './metrics/events.js';
+import type { ServerMetrics } from './metrics/registry.js';
 import { sampleProcess } from './metrics/sampler.js';
 import { BanCheck } from './security/ban-check.js';
 import { Defender } from './security/defender.js';
@@ -56,8 +57,8 @@ export interface Coordination {
   readonly auditLog: AuditLog | null;
   /** Each user's ledger, for the primary answering workers synchronously. */
   readonly quotas: QuotaBook;
-  /** The server's numbers, every worker's included (/metrics). */
-  readonly metrics: ServerMetrics;
+  /** The server's numbers, every worker's included (/metrics); null with the admin API off (admin.listen), which alone serves them. */
+  readonly metrics: ServerMetrics | null;
   /** Whether the serving processes listen (/readyz). */
   readonly serving: ServingState;
   /** What the start report said (listeners, front-ends), for the admin API. */
@@ -74,8 +75,9 @@ export interface Coordination {
 export async function openCoordination(base: AdminServices): Promise<Coordination> {
   const { config } = base;
   const { audit: settings } = config;
-  const metrics = new ServerMetrics(() => base.bans.activeCount());
-  const stopSampling = sampleProcess((sample) => metrics.sampled('0', sample));
+  // Kept only where /metrics is served: the admin API, which starts with the rest or fails the start.
+  const metrics = config.admin.listen === '' ? null : new (await import('./metrics/registry.js')).ServerMetrics(() => base.bans.activeCount());
+  const stopSampling = metrics ? sampleProcess((sample) => metrics.sampled('0', sample)) : () => undefined;
   // One per server, here where its coordination is: every process's commits leave the checkpoints to it (Checkpointer).
   const checkpointer = base.store instanceof SqliteStore ? base.store.checkpointOnThread((message) => base.log.error(`SQLite: ${message}`)) : null;
   // The trail's files have not taken MAX_UNWRITTEN bytes of lines (their disk full). None may be lost and
@@ -98,7 +100,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
           base.log.error(`audit trail: over ${MAX_UNWRITTEN / 1048576} MiB not written (its disk full?): live sessions ended, connections refused until it is`);
           sessions.endAll('audit trail cannot be written').catch((err: unknown) => base.log.error({ err }, 'ending sessions'));
         },
-        metrics,
+        metrics: metrics ?? undefined,
       })
     : null;
   if (!auditLog) base.log.warn('audit trail disabled (audit.enabled: false): nothing is recorded');
@@ -137,7 +139,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   }
   const defender = new Defender(sources, counts.failures, config.defender, audit, base.log.child({ part: 'defender' }));
   return {
-    coordinator: new LocalCoordinator(registry, shared?.userSessions ?? null, defender, quotas, audit, metrics, () => trailBehind),
+    coordinator: new LocalCoordinator(registry, shared?.userSessions ?? null, defender, quotas, audit, metrics ?? UNCOUNTED, () => trailBehind),
     auditLog,
     quotas,
     metrics,

@@ -25,6 +25,8 @@ export function readinessSources({ base, coordination }: Pick<AdminContext, 'bas
 export const monitorRoutes: AdminRoutes = async (app, context) => {
   const sources = readinessSources(context);
   const { metrics } = context.coordination;
+  // Kept whenever admin.listen is set, the only way to this API.
+  if (!metrics) throw new Error('the admin API runs on a coordination that keeps no metrics');
   // The process answers: nothing else is looked at, so a slow disk cannot make it fail.
   app.get('/healthz', { config: { access: 'public' }, schema: HEALTHZ }, async () => ({ status: 'ok' }));
   app.get('/readyz', { config: { access: 'public' }, schema: READYZ }, async (_request, reply) => {
