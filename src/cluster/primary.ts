@@ -131,7 +131,12 @@ export async function superviseWorkers(
   };
 
   try {
-    await Promise.all(Array.from({ length: count }, fork));
+    // One worker first, the others once it listens: a start that is refused (a certificate or host key that
+    // cannot be used, a port in use) fails in that one worker, not in `count` processes that each load all
+    // the protocol code to fail alike (about 0.8 s of CPU each). Starting the others in parallel after it
+    // keeps a large server's start to about twice one worker's.
+    await fork();
+    await Promise.all(Array.from({ length: count - 1 }, fork));
   } catch (err) {
     startFailed(log, err, 'could not start');
     await stopAll();
