@@ -1,9 +1,24 @@
-import argon2 from 'argon2';
 import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
+import type * as Argon2 from 'argon2';
 import { VerifiedPasswords } from './verified-passwords.js';
 
+let library: typeof Argon2 | undefined;
+
+/**
+ * argon2, loaded at its first use: most CLI commands (user list, show, perm,
+ * ban ...) hash nothing, and loading its native binding was about 20 ms of
+ * each one's CPU. `sluice serve` loads it at its start (cli/serve.ts), so an
+ * install whose binding does not load fails the start, not a login.
+ */
+export function argon2(): typeof Argon2 {
+  return (library ??= createRequire(import.meta.url)('argon2') as typeof Argon2);
+}
+
+const ARGON2ID: typeof Argon2.argon2id = 2;
+
 /** OWASP's argon2id recommendation: 19 MiB, 2 passes, 1 lane. */
-export const ARGON2_PARAMS = { type: argon2.argon2id, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const;
+export const ARGON2_PARAMS = { type: ARGON2ID, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const;
 
 /**
  * argon2 runs in libuv's thread pool, which file I/O shares. A bounded number
@@ -26,14 +41,14 @@ export class PasswordHasher {
   }
 
   hash(password: string): Promise<string> {
-    return this.limited(() => argon2.hash(password, { ...this.params, type: argon2.argon2id }));
+    return this.limited(() => argon2().hash(password, { ...this.params, type: ARGON2ID }));
   }
 
   /** Unknown users cost what a wrong password does: a full verification against a dummy hash. */
   async verify(hash: string | null, password: string): Promise<boolean> {
-    this.dummy ??= argon2.hash(randomBytes(16).toString('hex'), { ...this.params, type: argon2.argon2id });
+    this.dummy ??= argon2().hash(randomBytes(16).toString('hex'), { ...this.params, type: ARGON2ID });
     const target = hash ?? (await this.dummy);
-    return (await this.limited(() => argon2.verify(target, password).catch(() => false))) && hash !== null;
+    return (await this.limited(() => argon2().verify(target, password).catch(() => false))) && hash !== null;
   }
 
   /** Did `password` verify against `hash` lately, for a login that went through (remember)? */
@@ -52,7 +67,7 @@ export class PasswordHasher {
 
   needsRehash(hash: string): boolean {
     try {
-      return argon2.needsRehash(hash, this.params);
+      return argon2().needsRehash(hash, this.params);
     } catch {
       return true;
     }

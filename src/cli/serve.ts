@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { AdminServer } from '../admin/server.js';
 import { strayNetworks } from '../auth/ip-rules.js';
+import { argon2 } from '../auth/passwords.js';
 import { openAdmin, serverFilesOf, type AdminServices } from '../admin-services.js';
 import { openCoordination, servicesOn, type Coordination, type Services } from '../app.js';
 import { ensureKeys } from '../certs/ensure.js';
@@ -51,6 +52,8 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
     out('sluice serve needs /proc mounted (/proc/self/fd confines every file operation to the home)\n');
     return 1;
   }
+  // Loaded here, where CLI commands leave it until they hash: a binding that does not load fails the start, not a login.
+  argon2();
   // The protocol code is loaded only where sessions run: the primary of workers
   // never serves one, and each module it loads is memory in one more process.
   if (cluster.isWorker) return (await import('../cluster/worker.js')).serveAsWorker(config);
