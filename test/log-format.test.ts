@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { BIN, sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
-import { freePorts, TestServer } from './helpers/server.js';
+import { freePorts, TestServer, withRunCertificates } from './helpers/server.js';
 
 const USERS = [{ name: 'alice', password: 'alice password' }];
 /** The console lines of the log: without the one `serve` prints itself (not through the log) on a first start. */
@@ -70,6 +70,7 @@ describe('logFormat', () => {
   it('auto: on a terminal, human lines', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sluice-tty-'));
     after(() => rmSync(dir, { recursive: true, force: true }));
+    withRunCertificates(dir);
     const [sftpPort] = await freePorts(1);
     // script(1) gives the server a pseudo-terminal for stdout, and copies what it shows to our pipe.
     const command = `exec '${process.execPath}' '${BIN}' serve`;

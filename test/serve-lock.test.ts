@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { sluice, startServe } from './helpers/cli.js';
+import { withRunCertificates } from './helpers/server.js';
 
 /**
  * Found in a new user's try: a second `npm start` on a data directory already
@@ -21,6 +22,8 @@ const STARTED = /sluice started/;
 function place(name: string, yaml = ''): string {
   const dir = join(root, name);
   mkdirSync(dir);
+  // Keys are no part of what is tested here: the run's, not a new set per directory.
+  withRunCertificates(dir);
   if (yaml) writeFileSync(join(dir, 'sluice.yaml'), yaml);
   assert.equal(sluice(dir, ['user', 'add', 'mira', '--generate-password'], undefined, env).code, 0);
   return dir;

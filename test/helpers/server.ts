@@ -92,6 +92,16 @@ function listenable(port: number): Promise<boolean> {
   });
 }
 
+/**
+ * The run's one set of host keys and TLS certificate (test/helpers/as-test-user.ts makes it), copied
+ * into `dir`/certs, where a server run there looks by default: each new set costs about 0.4 s of CPU
+ * (an RSA-3072 key among them). Nothing when the run has none (a file run without the launcher).
+ */
+export function withRunCertificates(dir: string): void {
+  const shared = process.env.SLUICE_TEST_CERTS;
+  if (shared) cpSync(shared, join(dir, 'certs'), { recursive: true });
+}
+
 export interface ServerOptions {
   env?: NodeJS.ProcessEnv;
   /** Written to the server's ./sluice.yaml. */
@@ -156,8 +166,7 @@ export class TestServer {
     };
     if (options.yaml) writeFileSync(join(this.dir, 'sluice.yaml'), options.yaml);
     // The run's one set (test/helpers/as-test-user.ts), unless the test keeps its certificates elsewhere.
-    const shared = process.env.SLUICE_TEST_CERTS;
-    if (shared && !options.env?.SLUICE_CERTS_DIR && !/^certsDir:/m.test(options.yaml ?? '')) cpSync(shared, join(this.dir, 'certs'), { recursive: true });
+    if (!options.env?.SLUICE_CERTS_DIR && !/^certsDir:/m.test(options.yaml ?? '')) withRunCertificates(this.dir);
     const users = (options.users ?? []).map((u) => ({ name: u.name, password: u.password, args: u.args ?? [] }));
     if (users.length > 0) {
       const r = spawnSync(process.execPath, [ADD_USERS, JSON.stringify(users)], { cwd: this.dir, encoding: 'utf8', env: { ...process.env, ...env }, timeout: 60_000 });
