@@ -93,7 +93,8 @@ async function serveWithCoordinator(config: Config, channel: Channel, coordinato
   channel.onMessage((m) => m.t === 'reload' && running.forEach((fe) => fe.reload?.()));
   channel.send({ t: 'ready', frontEnds: running.map((fe) => fe.name), listeners: running.flatMap((fe) => fe.listeners) });
   // The primary labels this worker's samples with its id; not ordered with anything else, so sent at once.
-  const stopSampling = sampleProcess((sample) => channel.send({ t: 'process-sample', sample }));
+  // None with the admin API off: the primary keeps no metrics then (see openCoordination), nothing reads them.
+  const stopSampling = config.admin.listen === '' ? () => undefined : sampleProcess((sample) => channel.send({ t: 'process-sample', sample }));
   await stop;
   stopSampling();
   const drained = await drainFrontEnds(running, services.live, config.shutdown.drainTimeout, hurried);
