@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { describe, it } from 'node:test';
+import { PassiveEndpoint } from '../src/ftp/data-channel/passive.js';
 import { randomPortOrder } from '../src/ftp/data-channel/ports.js';
 
 describe('passive ports: the order they are tried in', () => {
@@ -42,5 +44,43 @@ describe('passive ports: the order they are tried in', () => {
     const wide = Math.min(time(1024, 65535), time(1024, 65535));
     // A shuffle of the whole range up front took about 5 ms a draw here (2.5 s for these 500); a lazy draw takes µs.
     assert.ok(wide < 250, `500 first ports of 64,512 took ${wide.toFixed(1)} ms`);
+  });
+});
+
+/**
+ * Found by a review: the search went on after any listen error, not only a port in use. An address that
+ * cannot be listened on (a control connection's IPv6 link-local address without its scope, an address
+ * gone) fails every port alike, and each EPSV tried the whole range before its 425.
+ */
+describe('passive ports: a listen error of the address, not of the port, ends the search', () => {
+  it('EADDRNOTAVAIL at the first port of 2,000 is the answer, after that one try', async () => {
+    const listen = net.Server.prototype.listen;
+    let tries = 0;
+    net.Server.prototype.listen = function (this: net.Server, ...args: unknown[]) {
+      tries++;
+      return (listen as (...a: unknown[]) => net.Server).apply(this, args);
+    } as typeof listen;
+    try {
+      const started = performance.now();
+      await assert.rejects(
+        PassiveEndpoint.open({
+          // TEST-NET-1 (RFC 5737): no address of this host.
+          host: '192.0.2.1',
+          range: [40000, 41999],
+          peer: '127.0.0.1',
+          origin: () => Promise.resolve(null),
+          timeoutMs: 1000,
+          tls: null,
+          onForeignPeer: () => undefined,
+          abandoned: () => false,
+          onStopListening: () => undefined,
+        }),
+        { code: 'EADDRNOTAVAIL' },
+      );
+      assert.equal(tries, 1, 'ports tried');
+      assert.ok(performance.now() - started < 100, `took ${(performance.now() - started).toFixed(0)} ms`);
+    } finally {
+      net.Server.prototype.listen = listen;
+    }
   });
 });

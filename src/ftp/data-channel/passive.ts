@@ -46,6 +46,15 @@ export interface PassiveOptions {
  */
 const TRIES_PER_TURN = 16;
 
+/**
+ * The listen errors that belong to one port: the next port may do. Any other
+ * (EADDRNOTAVAIL: the control connection's local address cannot be listened
+ * on, an IPv6 link-local address without its scope, an address gone) every
+ * port gives alike, and searched on, every EPSV tried the whole range for
+ * nothing (found by a review): the first ends the search.
+ */
+const PORT_ERRORS = new Set(['EADDRINUSE', 'EACCES']);
+
 /** The search stopped: the control connection closed meanwhile. */
 export class PassiveAbandoned extends Error {}
 
@@ -130,15 +139,16 @@ export class PassiveEndpoint {
         if (opts.abandoned()) throw new PassiveAbandoned('control connection closed');
       }
       const server = net.createServer({ pauseOnConnect: true });
-      const ok = await new Promise<boolean>((resolve) => {
-        server.once('error', () => resolve(false));
-        server.listen({ host: opts.host, port, exclusive: true }, () => resolve(true));
+      const failure = await new Promise<NodeJS.ErrnoException | null>((resolve) => {
+        server.once('error', resolve);
+        server.listen({ host: opts.host, port, exclusive: true }, () => resolve(null));
       });
-      if (ok) {
+      if (!failure) {
         server.on('error', () => undefined);
         return new PassiveEndpoint(server, port, opts);
       }
       server.close();
+      if (!PORT_ERRORS.has(failure.code ?? '')) throw failure;
     }
     throw new Error('no passive port free');
   }
