@@ -164,3 +164,91 @@ describe('passive ports: the search of a taken range leaves other sessions serve
     }
   });
 });
+
+/** How many of the client ports `ours` the server process `pid` still holds a connection from (its sockets in /proc/net/tcp*). */
+function heldFrom(pid: number, ours: ReadonlySet<number>): number {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1] as string);
+    } catch {
+      // closed while we looked
+    }
+  }
+  let held = 0;
+  for (const line of ['/proc/net/tcp', '/proc/net/tcp6'].flatMap((file) => readFileSync(file, 'utf8').split('\n').slice(1))) {
+    const f = line.trim().split(/\s+/);
+    if (f[3] !== '0A' && inodes.has(f[9] as string) && ours.has(parseInt((f[2] as string).split(':')[1] as string, 16))) held++;
+  }
+  return held;
+}
+
+/** A PROT P session that connects to each of `n` passive ports and says nothing there: its data connections' client ports. */
+async function silentDataConnections(c: RawFtp, n: number, sockets: net.Socket[]): Promise<Set<number>> {
+  const ports = new Set<number>();
+  for (let i = 0; i < n; i++) {
+    const r = await c.cmd('EPSV');
+    const raw = net.connect(Number(/\|\|\|(\d+)\|/.exec(r.text)?.[1]), '127.0.0.1');
+    raw.on('error', () => undefined);
+    await new Promise((resolve, reject) => raw.once('connect', resolve).once('error', reject));
+    sockets.push(raw);
+    ports.add(raw.localPort as number);
+    // Accepted and its origin checked before the next EPSV (or the close) dismisses it.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return ports;
+}
+
+/**
+ * Found by a review: under PROT P a data connection no transfer took is kept to finish its TLS handshake and
+ * end with close_notify, two per control connection at most, each until dataTimeout (30 s here): the control
+ * connection's close left them so, and a client that logged in, asked for passive ports, connected to them and
+ * left, over and over, had the server hold two sockets more for each round.
+ */
+describe('passive ports: PROT P data connections no transfer took end with their session', () => {
+  let srv: TestServer;
+  const sockets: net.Socket[] = [];
+  before(async () => {
+    srv = await TestServer.start({
+      yaml: 'ftp:\n  tls: optional\n  maxPassivePortsPerIp: 40\n  maxPassivePortsPerUser: 40\nlimits:\n  maxSessionsPerIp: 40\n  maxSessionsPerUser: 40\n',
+      users: [{ name: 'fay', password: 'fay password' }],
+    });
+  });
+  after(async () => {
+    sockets.forEach((s) => s.destroy());
+    await srv.stop();
+  });
+
+  it("a session's end closes them within a short grace, not at dataTimeout", async () => {
+    const pid = srv.pid as number;
+    const ours = new Set<number>();
+    for (let round = 0; round < 3; round++) {
+      const c = await RawFtp.secureLogin(srv.ftpPort, 'fay', 'fay password');
+      for (const port of await silentDataConnections(c, 3, sockets)) ours.add(port);
+      c.close();
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    assert.equal(heldFrom(pid, ours), 0, 'data connections of ended sessions still held by the server');
+  });
+
+  it('live sessions together hold at most 32 of them', async () => {
+    const pid = srv.pid as number;
+    const ours = new Set<number>();
+    const sessions = await Promise.all(Array.from({ length: 17 }, () => RawFtp.secureLogin(srv.ftpPort, 'fay', 'fay password')));
+    try {
+      await Promise.all(
+        sessions.map(async (c) => {
+          // Two dismissed by the EPSV after them and the refused RETR: two per session may wait, 34 in all.
+          for (const port of await silentDataConnections(c, 2, sockets)) ours.add(port);
+          assert.equal((await c.cmd('RETR not-there')).code, 550);
+        }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const held = heldFrom(pid, ours);
+      assert.ok(held <= 32, `${held} data connections no transfer took held by the server`);
+    } finally {
+      sessions.forEach((c) => c.close());
+    }
+  });
+});

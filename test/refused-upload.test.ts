@@ -34,6 +34,39 @@ describe('an FTP upload refused while its client still sends', () => {
     data.destroy();
     c.close();
   });
+
+  /** A refused upload whose client then holds its data connection open without sending; `closed` settles when the server ends it. */
+  async function refusedAndHeld(c: RawFtp, name: string): Promise<{ closed: Promise<number> }> {
+    const data = await startUpload(c, name, true);
+    data.on('error', () => undefined);
+    data.write(randomBytes(256 * 1024));
+    const refused = await c.read(10_000);
+    assert.equal(refused?.code, 552, refused?.text);
+    data.resume();
+    return { closed: new Promise((resolve) => data.once('close', () => resolve(performance.now()))) };
+  }
+
+  // Found by a review: the drain of a refused upload ran its 5 s whatever the control connection did, and each
+  // refused upload had its own, so one control connection could hold a data connection per upload refused.
+  it("the session's end ends the drain at once, not after its 5 s", async () => {
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'full', 'full password');
+    const { closed } = await refusedAndHeld(c, 'over.bin');
+    const left = performance.now();
+    c.close();
+    const ms = (await Promise.race([closed, new Promise<number>((resolve) => setTimeout(() => resolve(Infinity), 3000))])) - left;
+    assert.ok(ms < 1000, `the data connection closed ${ms.toFixed(0)} ms after its session`);
+  });
+
+  it('one control connection holds at most two refused uploads draining', async () => {
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'full', 'full password');
+    const held = [await refusedAndHeld(c, 'a.bin'), await refusedAndHeld(c, 'b.bin'), await refusedAndHeld(c, 'c.bin')];
+    let open = held.length;
+    held.forEach((h) => void h.closed.then(() => open--));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(open, 2, 'data connections of refused uploads still open');
+    assert.equal((await c.cmd('NOOP')).code, 200);
+    c.close();
+  });
 });
 
 describe('what a refused upload drops', () => {

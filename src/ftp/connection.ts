@@ -11,6 +11,7 @@ import { drainedOrEnded } from '../wire/drained.js';
 import { GOODBYE_MS } from '../wire/goodbye.js';
 import type { ActiveTransfer, CommandSpec, CommandTable, FtpContext, FtpControl } from './control.js';
 import type { DataEndpoint } from './data-channel/channel.js';
+import { ClosingData } from './data-channel/closing.js';
 import { ALL_FACTS, type Fact } from './facts.js';
 import { LineReader, isHttpVerb } from './lines.js';
 import { Code, errorReply, formatReply, replyLine } from './replies.js';
@@ -56,7 +57,7 @@ export class FtpConnection implements FtpControl {
   private running: ActiveTransfer | null = null;
   /** This connection's own TLS sessions: its data connections must resume one of them. */
   readonly tlsBinding: TlsBinding;
-  readonly closingData = { count: 0 };
+  readonly closingData: ClosingData;
 
   private readonly reader = new LineReader();
   /** Replies due while a streamed one goes out (a transfer's 226 during STAT): they follow its last line. */
@@ -79,6 +80,7 @@ export class FtpConnection implements FtpControl {
   ) {
     this.socket = raw;
     this.tlsBinding = ctx.tls.bind();
+    this.closingData = new ClosingData(ctx.closingData);
     // The gate's address for this client: a trusted balancer's PROXY header, else the socket's peer.
     this.remoteAddress = guest.ip;
     this.remotePort = guest.port;
@@ -388,6 +390,8 @@ export class FtpConnection implements FtpControl {
   async close(reason: string): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Its data connections held to end cleanly (and those its end dismisses) get a short grace, not their deadlines.
+    this.closingData.end();
     clearTimeout(this.idle);
     this.log.debug({ reason }, 'closing');
     this.refusals.close();

@@ -5,6 +5,7 @@ import type { Config } from '../config/schema.js';
 import type { Guest } from '../security/gate.js';
 import type { Session, SessionDeps } from '../session/session.js';
 import type { DataEndpoint } from './data-channel/channel.js';
+import type { ClosingCount, ClosingData } from './data-channel/closing.js';
 import type { PassivePortShares } from './data-channel/ports.js';
 import type { Fact } from './facts.js';
 import type { TlsBinding, TlsEngine } from './tls.js';
@@ -21,6 +22,8 @@ export interface FtpContext {
   readonly config: Config['ftp'];
   readonly tls: TlsEngine;
   readonly passivePorts: PassivePortShares;
+  /** Data connections held open to end cleanly, every control connection's together (ClosingData). */
+  readonly closingData: ClosingCount;
   readonly authenticator: Authenticator;
   readonly sessionDeps: SessionDeps;
   readonly log: Logger;
@@ -59,8 +62,8 @@ export interface FtpControl {
   readonly isClosed: boolean;
   /** This connection's own TLS sessions: its data connections must resume one of them. */
   readonly tlsBinding: TlsBinding;
-  /** Its data connections no transfer took, finishing their TLS handshake to close cleanly (PassiveEndpoint's dismiss). */
-  readonly closingData: { count: number };
+  /** Its data connections held open a while to end cleanly (a dismissed one's TLS handshake, a refused upload's drain). */
+  readonly closingData: ClosingData;
   /** Every verb this connection answers; FEAT and HELP are derived from it. */
   readonly commands: CommandTable;
   readonly secure: boolean;

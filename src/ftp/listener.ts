@@ -31,6 +31,7 @@ export class FtpFrontEnd {
       config: services.config.ftp,
       tls: new TlsEngine(material),
       passivePorts: new PassivePortShares(services.config.ftp.maxPassivePortsPerIp, services.config.ftp.maxPassivePortsPerUser),
+      closingData: { count: 0 },
       authenticator: services.authenticator,
       sessionDeps: services.sessionDeps,
       log: services.log.child({ frontEnd: 'ftp' }),

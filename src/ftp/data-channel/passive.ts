@@ -2,6 +2,7 @@ import net, { type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { plainAddress } from '../../auth/ip-rules.js';
 import type { TlsBinding } from '../tls.js';
+import type { ClosingData } from './closing.js';
 import { randomPortOrder } from './ports.js';
 
 function deferred<T>() {
@@ -26,10 +27,10 @@ export interface PassiveOptions {
   timeoutMs: number;
   /**
    * PROT P at the time of PASV: TLS starts once the client speaks and the
-   * transfer command has come. `closing`: the control connection's count of
-   * connections no transfer took still finishing their handshake (see dismiss).
+   * transfer command has come. `closing`: the control connection's data
+   * connections held open to end cleanly (see dismiss).
    */
-  tls: { binding: TlsBinding; mustResume: boolean; timeoutMs: number; closing: { count: number } } | null;
+  tls: { binding: TlsBinding; mustResume: boolean; timeoutMs: number; closing: ClosingData } | null;
   onForeignPeer(address: string): void;
   /** The control connection has closed: the search for a free port stops. */
   abandoned(): boolean;
@@ -57,12 +58,6 @@ const PORT_ERRORS = new Set(['EADDRINUSE', 'EACCES']);
 
 /** The search stopped: the control connection closed meanwhile. */
 export class PassiveAbandoned extends Error {}
-
-/**
- * Connections no transfer took that one control connection may have finishing
- * their handshake at once (see dismiss): more are cut at once.
- */
-const MAX_CLOSING = 2;
 
 /**
  * One passive data port: listens on a free port of the range, accepts exactly
@@ -212,27 +207,23 @@ export class PassiveEndpoint {
    * reset), clients that handshake before the command (basic-ftp) report
    * that, not the refusal sent on the control connection (seen as a flaky
    * ECONNRESET in the suite). A client that never speaks is cut at the
-   * handshake's timeout. At most MAX_CLOSING per control connection wait so:
-   * uncounted, a client that connected to each passive port and never spoke
-   * held a socket for each EPSV it sent for dataTimeout (found by a review).
+   * handshake's timeout, or soon after its control connection closed; how
+   * many may wait so is bounded (ClosingData): uncounted, a client that
+   * connected to each passive port and never spoke held a socket for each
+   * EPSV it sent for dataTimeout (found by a review).
    */
   private dismiss(socket: Socket): void {
     // Gone already (the client closed it): nothing waits, and its close, past, would never take it off the count.
     if (socket.destroyed) return;
-    if (!this.tls || this.handshakeStarted || this.tls.closing.count >= MAX_CLOSING) {
+    const tls = this.tls;
+    if (!tls || this.handshakeStarted || !tls.closing.hold(socket, tls.timeoutMs)) {
       socket.destroy();
       return;
     }
-    const tls = this.tls;
     this.handshakeStarted = true;
-    tls.closing.count++;
-    socket.once('close', () => tls.closing.count--);
-    const timer = setTimeout(() => socket.destroy(), tls.timeoutMs);
-    timer.unref();
     tls.binding.acceptData(socket, tls.timeoutMs, tls.mustResume, false).then(
       (secure) => {
         secure.on('error', () => undefined);
-        secure.on('close', () => clearTimeout(timer));
         secure.end();
         secure.resume();
       },

@@ -102,8 +102,12 @@ export function runTransfer(
       await finishFailed(c, transfer, err, aborted);
       // An upload refused while its client still sends (see receive): the reply is out, let the rest
       // arrive. Not waited for: the client's next command need not wait on a data connection it may
-      // hold open without sending.
-      if (stream && err instanceof SluiceError && transfer instanceof Upload) draining = drainRefused(stream, transfer.leftovers(), REFUSED_DRAIN_MS);
+      // hold open without sending. Held as a connection closing (ClosingData): before, a client that had
+      // its uploads refused one after another held a data connection for each for REFUSED_DRAIN_MS,
+      // its control connection's close included (found by a review).
+      if (stream && err instanceof SluiceError && transfer instanceof Upload && c.closingData.hold(stream, REFUSED_DRAIN_MS)) {
+        draining = drainRefused(stream, transfer.leftovers(), REFUSED_DRAIN_MS);
+      }
     } finally {
       // The endpoint holds the accepted connection too: closed once the drain is over.
       if (draining) void draining.finally(() => endpoint.close());
