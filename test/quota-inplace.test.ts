@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { Client as FtpClient } from 'basic-ftp';
 import { FXP, OPEN_FLAGS, STATUS, Writer } from '../src/sftp/codec.js';
+import { RawFtp, startUpload } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 import { call, initialised, sshConnect } from './helpers/ssh.js';
 import { KiB, MiB, diskUsage, persistedUsage, sftpRemote } from './helpers/quota.js';
@@ -230,4 +233,52 @@ describe('quota: writes racing their end or another writer of the same file', ()
       b.close();
     }
   });
+});
+
+/*
+ * Found by a review: the in-place lock was each user's, and two users may share a home. Two APPEs of one
+ * file by two such users ran at once, their bytes interleaved in the file (each audit record telling of
+ * bytes in a row the file did not hold); a whole upload by one replaced the file under the other's APPE,
+ * whose 226 then told of bytes no name held.
+ */
+describe('two users sharing a home: one writer in place of a file at a time', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      users: [
+        { name: 'owner', password: PASSWORD },
+        { name: 'sharer', password: PASSWORD, args: ['--home', 'data/homes/owner'] },
+      ],
+    });
+  });
+  after(() => srv.stop());
+
+  for (const second of ['APPE', 'STOR'] as const) {
+    it(`an APPE under way, the other user's ${second} of the file is refused, and the file is the APPE's whole`, async () => {
+      const name = `log-${second}`;
+      const start = Buffer.alloc(1000, 'x');
+      writeFileSync(join(srv.home('owner'), name), start);
+      const [a, b] = [await RawFtp.secureLogin(srv.ftpPort, 'owner', PASSWORD), await RawFtp.secureLogin(srv.ftpPort, 'sharer', PASSWORD)];
+      try {
+        const [mine, theirs] = [randomBytes(300 * KiB), randomBytes(20 * KiB)];
+        const appending = await startUpload(a, name, true, 'APPE');
+        await new Promise<void>((resolve) => appending.write(mine.subarray(0, 100 * KiB), () => resolve()));
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        const other = await startUpload(b, name, true, second).then(
+          async (data) => {
+            data.end(theirs);
+            return (await b.read())?.code;
+          },
+          (err: Error) => err.message,
+        );
+        assert.match(String(other), /451/, `the other user's ${second}`);
+        appending.end(mine.subarray(100 * KiB));
+        assert.equal((await a.read())?.code, 226);
+        assert.ok(readFileSync(join(srv.home('owner'), name)).equals(Buffer.concat([start, mine])), 'the file is the first bytes and the whole APPE');
+      } finally {
+        a.close();
+        b.close();
+      }
+    });
+  }
 });

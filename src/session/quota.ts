@@ -143,12 +143,11 @@ export class QuotaLedger {
   private inflightFiles = 0;
   /** Files (dev:ino) whose size an overwrite in flight counts on freeing: one claimant each. */
   private readonly claims = new Set<string>();
-  /** Files (dev:ino) locked: being changed in place (an upload, a truncation), or having their names changed (see NamesLock). */
-  private readonly writers = new Map<string, 'write' | 'names'>();
-
   constructor(
     account: Account,
     private readonly source: QuotaRoom,
+    /** The process's locked files (see InPlaceWriters): every user's, not this user's only. */
+    private readonly writers: InPlaceWriters = new Map(),
   ) {
     this.limits = { quotaBytes: account.quotaBytes, quotaFiles: account.quotaFiles, revision: account.revision };
     this.used = { ...source.used };
@@ -771,6 +770,17 @@ export class LedgerHandle implements Ledger {
 }
 
 /**
+ * Files (dev:ino) locked: being changed in place (an upload, a truncation),
+ * or having their names changed (see NamesLock). One map for every ledger of
+ * the process (QuotaBook): two users may share a home, and with a map per
+ * user two APPEs of one file by two such users ran at once and interleaved
+ * their bytes, and one's whole upload replaced the file under the other's
+ * append, whose 226 and audit record then told of bytes no name held (found
+ * by a review).
+ */
+export type InPlaceWriters = Map<string, 'write' | 'names'>;
+
+/**
  * The ledgers of the users with live sessions, kept in this process: made at
  * a user's first session, closed after the last, when the room they held
  * goes back.
@@ -778,6 +788,7 @@ export class LedgerHandle implements Ledger {
 export class QuotaBook implements Ledgers {
   private readonly rooms: QuotaRooms;
   private readonly ledgers = new Map<number, BookEntry>();
+  private readonly writers: InPlaceWriters = new Map();
 
   /**
    * `source`: a store's own counters (one node), or the rooms several nodes
@@ -804,7 +815,7 @@ export class QuotaBook implements Ledgers {
   async handle(account: Account, onLimited?: () => void): Promise<LedgerHandle> {
     let entry = this.ledgers.get(account.id);
     if (!entry) {
-      entry = { ledger: this.rooms.open(account).then((room) => new QuotaLedger(account, room)), refs: 0, unlimitedHandles: new Set() };
+      entry = { ledger: this.rooms.open(account).then((room) => new QuotaLedger(account, room, this.writers)), refs: 0, unlimitedHandles: new Set() };
       this.ledgers.set(account.id, entry);
     }
     entry.refs++;
