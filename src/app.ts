@@ -9,7 +9,7 @@ import type { AuditTrail, Coordinator } from './coordinator/coordinator.js';
 import { Hooks } from './hooks/runner.js';
 import { LocalCoordinator } from './coordinator/local.js';
 import type { FailureTally } from './coordinator/shared-state.js';
-import { AllSessions } from './coordinator/sessions.js';
+import { AllSessions, BANNED_BY_ADMIN, endSessionsFrom } from './coordinator/sessions.js';
 import { ServingState } from './metrics/health.js';
 import { UNCOUNTED } from './metrics/events.js';
 import type { ServerMetrics } from './metrics/registry.js';
@@ -126,6 +126,11 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   // as the admin API's own changes end them; its notice for a change made here finds none left.
   shared?.onUserRevoked((user, why) => {
     sessions.endUser(user, `${why} by an administrator`).catch((err: unknown) => base.log.error({ err, user }, 'ending sessions'));
+  });
+  // An address an administrator banned through another node (or the CLI) loses its sessions here too, as the
+  // node that took the ban ends its own; its notice for a ban made here finds none left.
+  shared?.onAddressBanned((address) => {
+    endSessionsFrom(sessions, address, limits.ipv6Prefix, BANNED_BY_ADMIN).catch((err: unknown) => base.log.error({ err, address }, 'ending sessions'));
   });
   if (shared) {
     // Any other change there (rules, permissions) ends here the sessions it would refuse or narrow, as the admin API does for its own.

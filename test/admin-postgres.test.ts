@@ -189,6 +189,28 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
     assert.ok(await until(1000, () => greeted(a.sftpPort, from)), 'served on A again within 1 s');
   });
 
+  it("a ban posted to B's API ends the address's live session on A within 1 s, as it does B's own; another address's goes on", async () => {
+    const created = await request('POST', '/users', { name: 'gus', password: 'gus-secret-12', home: join(homes, 'gus') });
+    assert.equal(created.status, 201, created.text);
+    const login = (from: string) => ({ port: a.sftpPort, localAddress: from, username: 'gus', password: 'gus-secret-12' });
+    const banned = await sshConnect(login('127.0.0.66'));
+    const spared = await sshConnect(login('127.0.0.67'));
+    try {
+      let closed = false;
+      banned.on('close', () => (closed = true));
+      await sftpOf(banned);
+      const posted = await request('POST', '/bans', { address: '127.0.0.66' });
+      assert.equal(posted.status, 201, posted.text);
+      assert.ok(await until(1000, async () => closed), "the banned address's session on A ended within 1 s");
+      const s = await sftpOf(spared);
+      assert.deepEqual(await call<unknown[]>((cb) => s.readdir('/', cb)), [], "the other address's session goes on");
+    } finally {
+      banned.end();
+      spared.end();
+      await request('DELETE', '/bans/127.0.0.66');
+    }
+  });
+
   it("a name differing only in case from one A's CLI made is refused by B's API (400), leaving no row and no home", async () => {
     const added = cli(['user', 'add', 'Fay', '--password-stdin', '--home', join(homes, 'Fay')], 'fay-secret-12\n');
     assert.equal(added.code, 0, added.stderr);

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { banTarget, notBanTarget, sourceOf } from '../auth/ip-rules.js';
 import { MAX_BAN_SECONDS } from '../cli/ban.js';
-import type { LiveSessionsView } from '../session/live.js';
+import { BANNED_BY_ADMIN, endSessionsFrom } from '../coordinator/sessions.js';
 import { clientAddress } from './auth.js';
 import type { AdminContext } from './context.js';
 import { BadInput, NotFound } from './errors.js';
@@ -29,13 +29,6 @@ function addressIn(field: string, text: string, ipv6Prefix: number, anySize = fa
   const address = banTarget(text, ipv6Prefix, anySize);
   if (address === null) throw new BadInput(field, notBanTarget(text, ipv6Prefix));
   return address;
-}
-
-/** Ends the live sessions from `address` (or from within it, a network): how many. */
-async function endAddress(sessions: LiveSessionsView, address: string, ipv6Prefix: number): Promise<number> {
-  const from = (await sessions.list()).filter((s) => s.ip === address || sourceOf(s.ip, ipv6Prefix) === address);
-  const ended = await Promise.all(from.map((s) => sessions.end(s.id, 'address banned by an administrator')));
-  return ended.filter(Boolean).length;
 }
 
 export function banRoutes(api: FastifyInstance, { base, coordination, sessions }: AdminContext): void {
@@ -71,7 +64,8 @@ export function banRoutes(api: FastifyInstance, { base, coordination, sessions }
       }
       const { seconds } = req.body;
       await base.bans.add(address, seconds === undefined ? null : new Date(Date.now() + seconds * 1000));
-      const sessionsEnded = await endAddress(sessions, address, ipv6Prefix);
+      // This node's; every other node ends its own at the ban's notice (a shared store).
+      const sessionsEnded = await endSessionsFrom(sessions, address, ipv6Prefix, BANNED_BY_ADMIN);
       return reply.code(201).send({ ...(await base.bans.get(address)), sessionsEnded });
     },
   );

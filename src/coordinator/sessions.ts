@@ -1,3 +1,4 @@
+import { sourceOf } from '../auth/ip-rules.js';
 import type { LiveSessionInfo, LiveSessionsView, UserChangeCounts } from '../session/live.js';
 
 /**
@@ -38,4 +39,18 @@ export class AllSessions implements LiveSessionsView {
     const counts = await Promise.all([...this.parts].map((p) => p.userChanged(userId)));
     return { renewed: counts.reduce((n, c) => n + c.renewed, 0), ended: counts.reduce((n, c) => n + c.ended, 0) };
   }
+}
+
+/** Why a session ends when an administrator bans its address (as its record says). */
+export const BANNED_BY_ADMIN = 'address banned by an administrator';
+
+/**
+ * Ends the live sessions from `address`, or from within it (an IPv6 network
+ * of `ipv6Prefix` bits, as bans name one): how many. For a ban an
+ * administrator made, on this node (admin API) or on another (its notice).
+ */
+export async function endSessionsFrom(sessions: LiveSessionsView, address: string, ipv6Prefix: number, reason: string): Promise<number> {
+  const from = (await sessions.list()).filter((s) => s.ip === address || sourceOf(s.ip, ipv6Prefix) === address);
+  const ended = await Promise.all(from.map((s) => sessions.end(s.id, reason)));
+  return ended.filter(Boolean).length;
 }

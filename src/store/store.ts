@@ -54,6 +54,12 @@ export interface SharedCounts {
    * that user or of all, are to be checked against their users as stored now.
    */
   onUserChanged(listener: (userId: number | null) => void): void;
+  /**
+   * `listener` is told of every address (or IPv6 network) an administrator
+   * banned on any node or in the CLI, to end its sessions here as the node
+   * that took the ban ends its own (the defender's bans are not told).
+   */
+  onAddressBanned(listener: (address: string) => void): void;
   /** A clean stop: this node's leases, session counts and locks go back. */
   stop(): Promise<void>;
 }

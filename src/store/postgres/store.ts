@@ -2,6 +2,7 @@ import pg from 'pg';
 import { loadMigrations, migrationsDir } from '../migrations.js';
 import type { Store } from '../store.js';
 import { PostgresAdminTokens } from './admin-tokens.js';
+import { BAN_ENDS_CHANNEL, BanEnds } from './ban-ends.js';
 import { PostgresBans } from './bans.js';
 import { clientConfig, describeUrl, onConnection } from './connection.js';
 import { LastLogins } from './last-logins.js';
@@ -51,6 +52,8 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
   const bans = new PostgresBans(pool, notices);
   const revocations = new Revocations();
   notices.subscribe(REVOKED_CHANNEL, revocations);
+  const banEnds = new BanEnds();
+  notices.subscribe(BAN_ENDS_CHANNEL, banEnds);
   const cache = new UserCache();
   const lastLogins = new LastLogins(pool);
   const changes = new UserChanges(cache);
@@ -91,6 +94,7 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
         writeLocks,
         onUserRevoked: (listener) => revocations.on(listener),
         onUserChanged: (listener) => changes.on(listener),
+        onAddressBanned: (listener) => banEnds.on(listener),
         stop: async () => {
           try {
             // Each says what it could not give back: one failing must not hide another's account.
