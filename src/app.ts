@@ -67,6 +67,11 @@ export interface Coordination {
   readonly sessions: AllSessions;
   /** The defender of every serving process: the bans it holds that the store has not taken are listed and lifted through it. */
   readonly defender: Defender;
+  /**
+   * Tells every node sharing the store, this one included, to end a user's
+   * sessions (each ends its own at the notice); null: this node is the only one.
+   */
+  readonly everyNode: { endUserSessions(user: string, reason: string): Promise<void> } | null;
   /** Ends the failure-throttle window and flushes the trail. */
   close(): Promise<void>;
 }
@@ -129,6 +134,10 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   });
   // An address an administrator banned through another node (or the CLI) loses its sessions here too, as the
   // node that took the ban ends its own; its notice for a ban made here finds none left.
+  // A user whose sessions an administrator ended through another node loses them here too, with the same reason.
+  shared?.onUserSessionsEnded((user, reason) => {
+    sessions.endUser(user, reason).catch((err: unknown) => base.log.error({ err, user }, 'ending sessions'));
+  });
   shared?.onAddressBanned((address) => {
     endSessionsFrom(sessions, address, limits.ipv6Prefix, BANNED_BY_ADMIN).catch((err: unknown) => base.log.error({ err, address }, 'ending sessions'));
   });
@@ -152,6 +161,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
     started: new StartRecord(),
     sessions,
     defender,
+    everyNode: shared ? { endUserSessions: (user, reason) => shared.endUserSessions(user, reason) } : null,
     async close() {
       stopSampling();
       throttle?.flush();

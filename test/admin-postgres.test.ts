@@ -211,6 +211,30 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
     }
   });
 
+  it("DELETE /users/NAME/sessions on B's API ends that user's live session on A within 1 s, with its reason; another user's goes on", async () => {
+    for (const name of ['kai', 'lia']) {
+      const created = await request('POST', '/users', { name, password: `${name}-secret-12`, home: join(homes, name) });
+      assert.equal(created.status, 201, created.text);
+    }
+    const kai = await sshConnect({ port: a.sftpPort, localAddress: '127.0.0.68', username: 'kai', password: 'kai-secret-12' });
+    const lia = await sshConnect({ port: a.sftpPort, localAddress: '127.0.0.68', username: 'lia', password: 'lia-secret-12' });
+    try {
+      let closed = false;
+      kai.on('close', () => (closed = true));
+      await sftpOf(kai);
+      const ended = await request('DELETE', '/users/kai/sessions?reason=password%20leaked');
+      assert.equal(ended.status, 200, ended.text);
+      assert.ok(await until(1000, async () => closed), "kai's session on A ended within 1 s");
+      const s = await sftpOf(lia);
+      assert.deepEqual(await call<unknown[]>((cb) => s.readdir('/', cb)), [], "lia's session goes on");
+      const records = await a.auditUntil((r) => r.event === 'logout' && r.user === 'kai');
+      assert.equal(records.find((r) => r.event === 'logout' && r.user === 'kai')?.reason, 'password leaked');
+    } finally {
+      kai.end();
+      lia.end();
+    }
+  });
+
   it("a name differing only in case from one A's CLI made is refused by B's API (400), leaving no row and no home", async () => {
     const added = cli(['user', 'add', 'Fay', '--password-stdin', '--home', join(homes, 'Fay')], 'fay-secret-12\n');
     assert.equal(added.code, 0, added.stderr);

@@ -37,7 +37,7 @@ const session = {
 const ended = { type: 'object', properties: { sessionsEnded: { type: 'integer' } } } as const;
 const reasonQuery = { type: 'object', additionalProperties: false, properties: { reason: { type: 'string', maxLength: 200 } } } as const;
 
-export function sessionRoutes(api: FastifyInstance, { base, sessions }: AdminContext): void {
+export function sessionRoutes(api: FastifyInstance, { base, coordination, sessions }: AdminContext): void {
   const why = (reason: string | undefined) => reason ?? 'ended by an administrator';
   /** Sessions carry the user's name as stored, found whatever the case asked; a user removed since keeps the name asked for. */
   const storedName = async (name: string) => (await base.admin.require(name).catch(() => null))?.name ?? name;
@@ -90,7 +90,11 @@ export function sessionRoutes(api: FastifyInstance, { base, sessions }: AdminCon
         if (err instanceof NoSuchUser) return null;
         throw err;
       });
-      const sessionsEnded = await sessions.endUser(user?.name ?? req.params.name, why(req.query.reason));
+      const name = user?.name ?? req.params.name;
+      const sessionsEnded = await sessions.endUser(name, why(req.query.reason));
+      // The other nodes' sessions of the user end at this notice, each node ending its own (a shared store); this
+      // count is this node's. Before, they went on (found by a review).
+      await coordination.everyNode?.endUserSessions(name, why(req.query.reason));
       // A user removed since may still have sessions to end; a name no user has and no session has is a mistake: 404, as every /users/:name.
       if (!user && sessionsEnded === 0) throw new NoSuchUser(req.params.name);
       return { sessionsEnded };

@@ -60,6 +60,14 @@ export interface SharedCounts {
    * that took the ban ends its own (the defender's bans are not told).
    */
   onAddressBanned(listener: (address: string) => void): void;
+  /** `listener` is told of every user whose sessions an administrator ended through any node (endUserSessions), to end them here. */
+  onUserSessionsEnded(listener: (user: string, reason: string) => void): void;
+  /**
+   * Tell every node, this one included, to end `user`'s live sessions with
+   * `reason` (DELETE /users/NAME/sessions): each ends its own. Rejects when
+   * the store does not take it: the other nodes were not told.
+   */
+  endUserSessions(user: string, reason: string): Promise<void>;
   /** A clean stop: this node's leases, session counts and locks go back. */
   stop(): Promise<void>;
 }

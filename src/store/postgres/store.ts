@@ -2,7 +2,6 @@ import pg from 'pg';
 import { loadMigrations, migrationsDir } from '../migrations.js';
 import type { Store } from '../store.js';
 import { PostgresAdminTokens } from './admin-tokens.js';
-import { BAN_ENDS_CHANNEL, BanEnds } from './ban-ends.js';
 import { PostgresBans } from './bans.js';
 import { clientConfig, describeUrl, onConnection } from './connection.js';
 import { LastLogins } from './last-logins.js';
@@ -10,6 +9,7 @@ import { migrate } from './migrate.js';
 import { NodeLock, PostgresNodes } from './nodes.js';
 import { Notices } from './notices.js';
 import { REVOKED_CHANNEL, Revocations } from './revocations.js';
+import { endUserSessionsEverywhere, SESSION_ENDS_CHANNEL, SessionEnds } from './session-ends.js';
 import { USER_CHANGED_CHANNEL, UserCache } from './user-cache.js';
 import { UserChanges } from './user-changes.js';
 import { PostgresFailureTally } from './failures.js';
@@ -52,8 +52,8 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
   const bans = new PostgresBans(pool, notices);
   const revocations = new Revocations();
   notices.subscribe(REVOKED_CHANNEL, revocations);
-  const banEnds = new BanEnds();
-  notices.subscribe(BAN_ENDS_CHANNEL, banEnds);
+  const sessionEnds = new SessionEnds();
+  notices.subscribe(SESSION_ENDS_CHANNEL, sessionEnds);
   const cache = new UserCache();
   const lastLogins = new LastLogins(pool);
   const changes = new UserChanges(cache);
@@ -94,7 +94,9 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
         writeLocks,
         onUserRevoked: (listener) => revocations.on(listener),
         onUserChanged: (listener) => changes.on(listener),
-        onAddressBanned: (listener) => banEnds.on(listener),
+        onAddressBanned: (listener) => sessionEnds.onAddress(listener),
+        onUserSessionsEnded: (listener) => sessionEnds.onUser(listener),
+        endUserSessions: (user, reason) => endUserSessionsEverywhere(pool, user, reason),
         stop: async () => {
           try {
             // Each says what it could not give back: one failing must not hide another's account.
