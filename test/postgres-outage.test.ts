@@ -14,6 +14,7 @@ import { postgresMissing, startPostgres, type TestPostgres } from './helpers/pos
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect, userKeyPair } from './helpers/ssh.js';
 import { until } from './helpers/probe.js';
+import { RawFtp } from './helpers/ftp-raw.js';
 
 const skip = postgresMissing();
 if (skip) console.log(`# ${skip}`);
@@ -60,6 +61,31 @@ describe('a PostgreSQL outage on a node of several', { skip: skip ?? false, time
   const login = (username: string, password: string) => sshConnect({ port: node.sftpPort, username, password });
   /** Lines of the log past `from` (a length of it) matching `pattern`. */
   const lines = (from: number, pattern: RegExp) => node.log.slice(from).split('\n').filter((l) => pattern.test(l)).length;
+
+  it("a login while PostgreSQL is down is told to try again later (FTPS 451), not 'Local error', and goes through once it is up", async () => {
+    const ftps = async () => {
+      const c = await RawFtp.connect(node.ftpPort);
+      await c.read();
+      await c.startTls();
+      return c;
+    };
+    await db.down();
+    try {
+      const c = await ftps();
+      const refused = await c.login('dan', 'dan-pw-12345');
+      c.close();
+      assert.equal(refused.code, 451, refused.text);
+      assert.match(refused.text, /^451 Service not available; try again later\.$/);
+    } finally {
+      await db.up();
+    }
+    assert.ok(await until(8000, async () => {
+      const c = await ftps();
+      const r = await c.login('dan', 'dan-pw-12345');
+      c.close();
+      return r.code === 230;
+    }), 'dan logs in once PostgreSQL is back');
+  });
 
   it('a session that ends while PostgreSQL is down gives its slot back once it is up, logged once', async () => {
     const conn = await login('alice', 'alice-pw-123');

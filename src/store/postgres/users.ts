@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { SluiceError } from '../../session/errors.js';
 import type { Protocol } from '../../session/account.js';
 import type { Permission } from '../../session/permissions.js';
 import { keyOf, type KeyRow } from '../rows.js';
@@ -86,7 +87,9 @@ export class PostgresUsers implements UserRepository {
   credentials(name: string): Promise<Credentials | null> {
     return this.cache.get(name, async () => {
       const { rows } = await this.pool.query<UserRow & { keys: (Omit<KeyRow, 'public_key'> & { public_key: string })[] }>(
-        SELECT_CREDENTIALS, [name]);
+        SELECT_CREDENTIALS, [name]).catch((err: unknown) => {
+        throw storeAway(err);
+      });
       const row = rows[0];
       if (!row) return null;
       return { user: hydrate(row), keys: row.keys.map((k) => keyOf({ ...k, public_key: Buffer.from(k.public_key, 'base64') })) };
@@ -222,6 +225,17 @@ export class PostgresUsers implements UserRepository {
     const { rows } = await db.query<UserRow>(sql, values);
     return rows[0] ? hydrate(rows[0]) : null;
   }
+}
+
+/**
+ * A login's read the database did not answer (it is away, restarting, out of
+ * connections): the client is told to come back, in each protocol's words for
+ * a server's transient failure (FTP 451), where it was told "Local error in
+ * processing" as for a fault of ours. Nothing was checked: not counted as a
+ * failed login.
+ */
+export function storeAway(err: unknown): SluiceError {
+  return new SluiceError('failure', 'Service not available; try again later', `user store: ${(err as Error).message}`);
 }
 
 /** unix ms, or null for "never"; an Invalid Date is refused, never taken for "never" (as in the SQLite store). */
