@@ -87,6 +87,32 @@ describe('a PostgreSQL outage on a node of several', { skip: skip ?? false, time
     }), 'dan logs in once PostgreSQL is back');
   });
 
+  it('a login read from the copy whose session count finds no connection (the database full) is told to try again later too', async () => {
+    const ftps = async () => {
+      const c = await RawFtp.connect(node.ftpPort);
+      await c.read();
+      await c.startTls();
+      const r = await c.login('dan', 'dan-pw-12345');
+      c.close();
+      return r;
+    };
+    // Read into the node's copy (the last case's session may still hold dan's one slot for a moment).
+    assert.ok(await until(5000, async () => (await ftps()).code === 230));
+    const admin = new pg.Client({ connectionString: db.url });
+    await admin.connect();
+    try {
+      // No new connection (the notices one stays, and the copy with it); the pool's go.
+      await admin.query('ALTER DATABASE sluice CONNECTION LIMIT 0');
+      await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sluice' AND pid <> pg_backend_pid()");
+      const refused = await ftps();
+      assert.match(refused.text, /^451 Service not available; try again later\.$/);
+    } finally {
+      await admin.query('ALTER DATABASE sluice CONNECTION LIMIT -1');
+      await admin.end();
+    }
+    assert.ok(await until(8000, async () => (await ftps()).code === 230), 'dan logs in once connections are let in');
+  });
+
   it('a session that ends while PostgreSQL is down gives its slot back once it is up, logged once', async () => {
     const conn = await login('alice', 'alice-pw-123');
     await sftpOf(conn);

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { SluiceError } from '../../session/errors.js';
 import { StoreBusy } from '../store.js';
 
 const INT8 = 20;
@@ -80,6 +81,17 @@ export function gaveUp(err: unknown): boolean {
 export function busyOr(err: unknown): unknown {
   if (!gaveUp(err)) return err;
   return new StoreBusy(`the store gave up waiting (${(err as Error).message}); try again`, { cause: err });
+}
+
+/**
+ * A login's read or session count the database did not answer (it is away,
+ * restarting, out of connections): the client is told to come back, in each protocol's words for
+ * a server's transient failure (FTP 451), where it was told "Local error in
+ * processing" as for a fault of ours. Nothing was checked: not counted as a
+ * failed login.
+ */
+export function storeAway(err: unknown): SluiceError {
+  return new SluiceError('failure', 'Service not available; try again later', `user store: ${(err as Error).message}`);
 }
 
 /**

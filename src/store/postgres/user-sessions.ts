@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { UserSessionCounts } from '../../coordinator/shared-state.js';
-import { transaction } from './connection.js';
+import { storeAway, transaction } from './connection.js';
 
 /**
  * One more session of the user unless the sum over nodes is at the limit
@@ -102,7 +102,7 @@ export class PostgresUserSessions implements UserSessionCounts {
     } catch (err) {
       // Refused here, but it may have been counted there.
       this.owe(user);
-      throw err;
+      throw storeAway(err);
     } finally {
       this.leave(user);
     }

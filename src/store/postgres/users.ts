@@ -1,11 +1,10 @@
 import type pg from 'pg';
-import { SluiceError } from '../../session/errors.js';
 import type { Protocol } from '../../session/account.js';
 import type { Permission } from '../../session/permissions.js';
 import { keyOf, type KeyRow } from '../rows.js';
 import { settingsOf, type NewKey, type PublicKeyRecord, type UserRecord, type UserSettings } from '../records.js';
 import { StoreConflict, StoreUserGone, type Credentials, type HomeCheck, type HomeOfUser, type UserRepository } from '../store.js';
-import { busyOr, foreignKeyViolation, transaction, uniqueViolation } from './connection.js';
+import { busyOr, foreignKeyViolation, storeAway, transaction, uniqueViolation } from './connection.js';
 import type { LastLogins } from './last-logins.js';
 import type { UserCache } from './user-cache.js';
 import type { WriteTurns } from './write-turns.js';
@@ -225,17 +224,6 @@ export class PostgresUsers implements UserRepository {
     const { rows } = await db.query<UserRow>(sql, values);
     return rows[0] ? hydrate(rows[0]) : null;
   }
-}
-
-/**
- * A login's read the database did not answer (it is away, restarting, out of
- * connections): the client is told to come back, in each protocol's words for
- * a server's transient failure (FTP 451), where it was told "Local error in
- * processing" as for a fault of ours. Nothing was checked: not counted as a
- * failed login.
- */
-export function storeAway(err: unknown): SluiceError {
-  return new SluiceError('failure', 'Service not available; try again later', `user store: ${(err as Error).message}`);
 }
 
 /** unix ms, or null for "never"; an Invalid Date is refused, never taken for "never" (as in the SQLite store). */
