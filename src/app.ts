@@ -132,12 +132,12 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   shared?.onUserRevoked((user, why) => {
     sessions.endUser(user, `${why} by an administrator`).catch((err: unknown) => base.log.error({ err, user }, 'ending sessions'));
   });
-  // An address an administrator banned through another node (or the CLI) loses its sessions here too, as the
-  // node that took the ban ends its own; its notice for a ban made here finds none left.
   // A user whose sessions an administrator ended through another node loses them here too, with the same reason.
   shared?.onUserSessionsEnded((user, reason) => {
     sessions.endUser(user, reason).catch((err: unknown) => base.log.error({ err, user }, 'ending sessions'));
   });
+  // An address an administrator banned through another node (or the CLI) loses its sessions here too, as the
+  // node that took the ban ends its own; its notice for a ban made here finds none left.
   shared?.onAddressBanned((address) => {
     endSessionsFrom(sessions, address, limits.ipv6Prefix, BANNED_BY_ADMIN).catch((err: unknown) => base.log.error({ err, address }, 'ending sessions'));
   });
