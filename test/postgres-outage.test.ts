@@ -76,6 +76,16 @@ describe('a PostgreSQL outage on a node of several', { skip: skip ?? false, time
       c.close();
       assert.equal(refused.code, 451, refused.text);
       assert.match(refused.text, /^451 Service not available; try again later\.$/);
+      // Over SFTP the connection ends at the first attempt: a client trying again and again within it was
+      // answered as fast as it asked, each attempt an error line with its stack (found by a review).
+      const mark = node.log.length;
+      let attempts = 0;
+      const password = { type: 'password' as const, username: 'dan', password: 'dan-pw-12345' };
+      await assert.rejects(sshConnect({ port: node.sftpPort, username: 'dan', authHandler: () => (++attempts <= 3 ? password : false) }));
+      assert.ok(await until(3000, async () => lines(mark, /login not possible now/) >= 1), node.log.slice(mark));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(lines(mark, /login not possible now/), 1, 'the connection ended after its first attempt of three');
+      assert.equal(lines(mark, /authentication failed unexpectedly/), 0);
     } finally {
       await db.up();
     }

@@ -423,6 +423,15 @@ export class SftpFrontEnd {
           return ctx.reject(METHODS);
       }
     } catch (err) {
+      if (err instanceof SluiceError) {
+        // The shared layer's own answer that no login can be served now (its user store away): nothing the
+        // client did, and no failed login. The connection ends: retried within it, each attempt logged an
+        // error with its stack, with no failure delay, as fast as the client sent them (found by a review).
+        state.log.warn({ user: ctx.username.slice(0, 64), err: err.message, detail: err.detail }, 'login not possible now');
+        // Unanswered: a refusal first would let the client's next attempt in before the end.
+        client.end();
+        return;
+      }
       if (!(err instanceof AuthError)) {
         state.log.error({ err }, 'authentication failed unexpectedly');
         ctx.reject(METHODS);
