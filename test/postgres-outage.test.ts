@@ -15,6 +15,7 @@ import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect, userKeyPair } from './helpers/ssh.js';
 import { until } from './helpers/probe.js';
 import { RawFtp } from './helpers/ftp-raw.js';
+import { adminRequest } from './helpers/admin-http.js';
 
 const skip = postgresMissing();
 if (skip) console.log(`# ${skip}`);
@@ -42,12 +43,13 @@ describe('a PostgreSQL outage on a node of several', { skip: skip ?? false, time
       }
     };
     node = await TestServer.start({
-      env: { SLUICE_STORE_URL: db.url, SLUICE_NODE_ID: 'node-a' },
+      env: { SLUICE_STORE_URL: db.url, SLUICE_NODE_ID: 'node-a', SLUICE_ADMIN_LISTEN: './admin.sock' },
       yaml: 'limits:\n  maxSessionsPerIp: 100\n  maxSessionsPerUser: 1\n',
       users: [
         { name: 'alice', password: 'alice-pw-123' },
         { name: 'bob', password: 'bob-pw-12345', args: ['--quota-bytes', '100M'] },
         { name: 'dan', password: 'dan-pw-12345' },
+        { name: 'erin', password: 'erin-pw-1234' },
         { name: 'cara', password: 'cara-pw-1234', args: ['--key', caraKeyFile] },
       ],
     });
@@ -225,6 +227,24 @@ describe('a PostgreSQL outage on a node of several', { skip: skip ?? false, time
     const conn = await sshConnect({ port: node.sftpPort, username: 'cara', privateKey: caraKey.private });
     await sftpOf(conn);
     await unheard(conn, 'cara', "DELETE FROM user_keys WHERE user_id = (SELECT id FROM users WHERE name = 'cara')", 'key removed by an administrator');
+  });
+
+  // Found by a review: the route read the user from the store first, so with PostgreSQL down it answered 500
+  // and ended nothing, not even here: the administrator's kill switch failed when the store did.
+  it("DELETE /users/NAME/sessions while PostgreSQL is down still ends the user's sessions here, and says the rest is not done (503)", async () => {
+    const conn = await login('erin', 'erin-pw-1234');
+    await sftpOf(conn);
+    conn.on('error', () => undefined);
+    const closed = new Promise<void>((r) => conn.once('close', () => r()));
+    await db.down();
+    try {
+      const r = await adminRequest({ socketPath: join(node.dir, 'admin.sock') }, 'DELETE', '/api/v1/users/erin/sessions');
+      assert.equal(r.status, 503, r.text);
+      assert.match(r.text, /1 sessions of erin ended on this node; the user store could not be read/);
+      await closed;
+    } finally {
+      await db.up();
+    }
   });
 
   it('a node stopped while PostgreSQL is down makes a last attempt and says what it could not write', async () => {

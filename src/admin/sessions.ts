@@ -87,12 +87,20 @@ export function sessionRoutes(api: FastifyInstance, { base, coordination, sessio
       },
     },
     async (req) => {
+      let unread: unknown = null;
       const user = await base.admin.require(req.params.name).catch((err: unknown) => {
         if (err instanceof NoSuchUser) return null;
-        throw err;
+        unread = err;
+        return null;
       });
       const name = user?.name ?? req.params.name;
       const sessionsEnded = await sessions.endUser(name, why(req.query.reason));
+      // The store away (PostgreSQL down): the sessions here under the name given still end, as a kill switch
+      // must; they failed with the read before (found by a review). 503 says what was done: the same request
+      // again, once the store is back, ends what is left here and on the other nodes.
+      if (unread !== null) {
+        throw new StoreBusy(`${sessionsEnded} sessions of ${name} ended on this node; the user store could not be read (${(unread as Error).message}): try again`, { cause: unread });
+      }
       // The other nodes' sessions of the user end at this notice, each node ending its own (a shared store); this
       // count is this node's. Before, they went on (found by a review).
       await coordination.everyNode?.endUserSessions(name, why(req.query.reason)).catch((err: unknown) => {
