@@ -189,4 +189,28 @@ describe('FTPS data connections are bound to their own control connection', () =
       });
     });
   }
+
+  it("implicit FTPS: the client's data connections resume its control session", async () => {
+    // Node 22 offers a session only to a connection made for the server name it came from: the
+    // control connection's 127.0.0.1, not the 'localhost' a TLS socket over a bare socket defaults to.
+    const c = await RawFtp.connect(srv.ftpsPort, true);
+    open.push(c);
+    assert.equal((await c.read())?.code, 220);
+    assert.equal((await c.login('alice', 'alice password')).code, 230);
+    assert.equal((await c.cmd('PBSZ 0')).code, 200);
+    assert.equal((await c.cmd('PROT P')).code, 200);
+    assert.equal((await c.cmd('TYPE I')).code, 200);
+    for (const round of [1, 2]) {
+      const pasv = await c.passive(true);
+      c.send('RETR secret.bin\r\n');
+      const data = (await pasv.open()) as tls.TLSSocket;
+      const resumed = new Promise((resolve) => data.once('secureConnect', () => resolve(data.isSessionReused())));
+      const opening = await c.read();
+      assert.equal(opening?.code, 150, `round ${round}: ${opening?.text}`);
+      const got = await readAll(data);
+      assert.equal((await finalReply(c))?.code, 226);
+      assert.equal(await resumed, true, `round ${round}: resumed`);
+      assert.ok(got.equals(secret), `round ${round}: the file`);
+    }
+  });
 });

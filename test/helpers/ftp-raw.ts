@@ -15,6 +15,12 @@ export class RawFtp {
   private pending: string[] = [];
   closed = false;
   session: Buffer | undefined;
+  /**
+   * The server name the control connection's TLS was made for. Node 22 files a client session under
+   * it (servername, else host, else 'localhost') and offers it only to a connection made for the same
+   * name, so each data connection names it again, or it does a full handshake the server refuses.
+   */
+  private identity: Pick<tls.ConnectionOptions, 'host' | 'servername'> = {};
 
   private constructor(public socket: net.Socket) {
     this.attach(socket);
@@ -34,12 +40,19 @@ export class RawFtp {
     const where: net.TcpNetConnectOpts = { port, host: '127.0.0.1', localAddress };
     // tls.connect hands its options on to net.connect, localAddress too (its type leaves that out).
     const socket = implicit ? tls.connect({ ...where, rejectUnauthorized: false }) : net.connect(where);
+    // Under TLS 1.2 the session comes during the handshake, before secureConnect: listen from the start.
+    let session: Buffer | undefined;
+    if (implicit) (socket as tls.TLSSocket).on('session', (s: Buffer) => (session = s));
     await new Promise((r, j) => {
       socket.once(implicit ? 'secureConnect' : 'connect', r);
       socket.once('error', j);
     });
     const c = new RawFtp(socket);
-    if (implicit) (socket as tls.TLSSocket).on('session', (s) => (c.session = s));
+    if (implicit) {
+      c.identity = { host: where.host };
+      c.session = session;
+      (socket as tls.TLSSocket).on('session', (s: Buffer) => (c.session = s));
+    }
     return c;
   }
 
@@ -124,6 +137,7 @@ export class RawFtp {
     if (r.code !== 234) throw new Error(`AUTH TLS: ${r.text}`);
     this.socket.removeAllListeners('data');
     this.socket.removeAllListeners('close');
+    this.identity = { host: options.host, servername: options.servername };
     const secure = tls.connect({ rejectUnauthorized: false, ...options, socket: this.socket });
     secure.on('session', (s) => (this.session = s));
     await new Promise((r2) => secure.once('secureConnect', r2));
@@ -155,7 +169,7 @@ export class RawFtp {
           raw.once('error', rej);
         });
         if (!secure) return raw;
-        const s = tls.connect({ socket: raw, rejectUnauthorized: false, session: this.session });
+        const s = tls.connect({ ...this.identity, socket: raw, rejectUnauthorized: false, session: this.session });
         s.on('error', () => undefined);
         return s;
       },
