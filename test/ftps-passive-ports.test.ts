@@ -60,8 +60,8 @@ describe('passive ports: a share per address and per user', () => {
   });
 });
 
-/** The TCP ports process `pid` listens on, on any address (its sockets in /proc/net/tcp and tcp6 with state LISTEN). */
-function listeningPorts(pid: number): Set<number> {
+/** The TCP sockets process `pid` holds, as /proc/net/tcp and tcp6 list them: local and remote port, and whether it listens. */
+function tcpSockets(pid: number): { local: number; remote: number; listening: boolean }[] {
   const inodes = new Set<string>();
   for (const fd of readdirSync(`/proc/${pid}/fd`)) {
     try {
@@ -71,13 +71,17 @@ function listeningPorts(pid: number): Set<number> {
       // closed while we looked
     }
   }
-  const ports = new Set<number>();
-  const table = ['/proc/net/tcp', '/proc/net/tcp6'].flatMap((file) => readFileSync(file, 'utf8').split('\n').slice(1));
-  for (const line of table) {
-    const f = line.trim().split(/\s+/);
-    if (f[3] === '0A' && inodes.has(f[9] as string)) ports.add(parseInt((f[1] as string).split(':')[1] as string, 16));
-  }
-  return ports;
+  const port = (address: string | undefined) => parseInt((address as string).split(':')[1] as string, 16);
+  return ['/proc/net/tcp', '/proc/net/tcp6']
+    .flatMap((file) => readFileSync(file, 'utf8').split('\n').slice(1))
+    .map((line) => line.trim().split(/\s+/))
+    .filter((f) => inodes.has(f[9] as string))
+    .map((f) => ({ local: port(f[1]), remote: port(f[2]), listening: f[3] === '0A' }));
+}
+
+/** The TCP ports process `pid` listens on, on any address. */
+function listeningPorts(pid: number): Set<number> {
+  return new Set(tcpSockets(pid).filter((s) => s.listening).map((s) => s.local));
 }
 
 /**
@@ -165,23 +169,9 @@ describe('passive ports: the search of a taken range leaves other sessions serve
   });
 });
 
-/** How many of the client ports `ours` the server process `pid` still holds a connection from (its sockets in /proc/net/tcp*). */
+/** How many of the client ports `ours` the server process `pid` still holds a connection from. */
 function heldFrom(pid: number, ours: ReadonlySet<number>): number {
-  const inodes = new Set<string>();
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (m) inodes.add(m[1] as string);
-    } catch {
-      // closed while we looked
-    }
-  }
-  let held = 0;
-  for (const line of ['/proc/net/tcp', '/proc/net/tcp6'].flatMap((file) => readFileSync(file, 'utf8').split('\n').slice(1))) {
-    const f = line.trim().split(/\s+/);
-    if (f[3] !== '0A' && inodes.has(f[9] as string) && ours.has(parseInt((f[2] as string).split(':')[1] as string, 16))) held++;
-  }
-  return held;
+  return tcpSockets(pid).filter((s) => !s.listening && ours.has(s.remote)).length;
 }
 
 /** A PROT P session that connects to each of `n` passive ports and says nothing there: its data connections' client ports. */
