@@ -67,7 +67,10 @@ describe('refused logins are answered auth.failureDelay after they began, whatev
     }
   }
 
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+  // The fastest of each kind: the machine's load only ever adds to a time, so
+  // the minimum is what the server itself took; medians under the load of a
+  // parallel suite were 60 ms apart with the server answering alike.
+  const fastest = (xs: number[]) => Math.min(...xs);
 
   it('a wrong password for a weakly hashed account, an unknown name and a wrong password answer alike', { timeout: 120_000 }, async () => {
     const kinds: Record<string, [string, string]> = {
@@ -77,14 +80,14 @@ describe('refused logins are answered auth.failureDelay after they began, whatev
     };
     const times: Record<string, number[]> = Object.fromEntries(Object.keys(kinds).map((k) => [k, []]));
     // Interleaved, so that the machine's load falls on every kind alike.
-    for (let round = 0; round < 7; round++) {
+    for (let round = 0; round < 9; round++) {
       for (const [kind, [user, password]] of Object.entries(kinds)) times[kind]!.push(await refusal(user, password));
     }
-    const medians = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
-    const shown = JSON.stringify(medians, (_k, v: unknown) => (typeof v === 'number' ? Math.round(v * 10) / 10 : v));
-    for (const ms of Object.values(medians)) assert.ok(ms >= DELAY_MS - 5, `answered before the failure delay: ${shown}`);
+    const fastests = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, fastest(v)]));
+    const shown = JSON.stringify(fastests, (_k, v: unknown) => (typeof v === 'number' ? Math.round(v * 10) / 10 : v));
+    for (const ms of Object.values(fastests)) assert.ok(ms >= DELAY_MS - 5, `answered before the failure delay: ${shown}`);
     // Before, the weakly hashed account answered a full argon2 verification (about 30 ms here) sooner.
-    const spread = Math.max(...Object.values(medians)) - Math.min(...Object.values(medians));
+    const spread = Math.max(...Object.values(fastests)) - Math.min(...Object.values(fastests));
     assert.ok(spread < 10, `refusals told apart by their timing: ${shown}`);
   });
 });
