@@ -69,6 +69,8 @@ describe('anonymous FTP', () => {
     rmSync(root, { recursive: true, force: true });
   });
 
+  it('the start says that uploads into incoming have no quota', () => srv.logs(/anonymous uploads to \/incoming are not bounded by a quota/));
+
   it('curl logs in anonymously: lists and downloads, and uploads into incoming only', () => {
     const base = `ftp://127.0.0.1:${srv.ftpPort}`;
     assert.match(curl([`${base}/pub/`]).stdout, /readme\.txt/);

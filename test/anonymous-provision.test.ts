@@ -60,8 +60,29 @@ describe('anonymous FTP provisioning', () => {
     try {
       const root = join(dir, 'fpt');
       const settings = { enabled: true, root, incoming: '/incoming', maxSessions: 10, maxSessionsPerIp: 3 };
-      assert.deepEqual(await provisionAnonymous(store.users, settings, places(dir)), { madeRoot: root });
-      assert.deepEqual(await provisionAnonymous(store.users, settings, places(dir)), { madeRoot: null });
+      assert.deepEqual(await provisionAnonymous(store.users, settings, places(dir)), { madeRoot: root, unboundedUploads: true });
+      assert.deepEqual(await provisionAnonymous(store.users, settings, places(dir)), { madeRoot: null, unboundedUploads: true });
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('uploads into incoming without a quota of bytes and of files are said to be unbounded, at every start until both are set', async () => {
+    // Found by a review: strangers could fill the disk through incoming, and nothing at start said so.
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-anon-quota-'));
+    const store = await openSqliteStore(join(dir, 'sluice.db'));
+    try {
+      const settings = { enabled: true, root: join(dir, 'ftp'), incoming: '/incoming', maxSessions: 10, maxSessionsPerIp: 3 };
+      const unbounded = async (s = settings) => (await provisionAnonymous(store.users, s, places(dir))).unboundedUploads;
+      assert.equal(await unbounded(), true);
+      const id = (await store.users.get('anonymous'))!.id;
+      await store.users.update(id, { quotaBytes: 1 << 30 });
+      assert.equal(await unbounded(), true, 'bytes bounded, files not');
+      await store.users.update(id, { quotaFiles: 10_000 });
+      assert.equal(await unbounded(), false, 'both set, kept across starts');
+      await store.users.update(id, { quotaBytes: 0, quotaFiles: 0 });
+      assert.equal(await unbounded({ ...settings, incoming: '' }), false, 'no incoming: nothing to upload into');
     } finally {
       await store.close();
       rmSync(dir, { recursive: true, force: true });

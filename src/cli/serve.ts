@@ -94,9 +94,13 @@ async function serveOn(base: AdminServices, stopped: Promise<string>, hangUps: H
   const { config } = base;
   const places = new ServerPlaces(config.dataDir, serverFilesOf(config));
   try {
-    const { madeRoot } = await provisionAnonymous(base.users, config.ftp.anonymous, places);
+    const { madeRoot, unboundedUploads } = await provisionAnonymous(base.users, config.ftp.anonymous, places);
     // A root that did not exist is made empty, as homes are; said, so that a typo in its path shows (found by an operator's walk).
     if (madeRoot !== null) base.log.warn({ root: madeRoot }, `ftp.anonymous.root ${madeRoot} did not exist: made it, empty`);
+    if (unboundedUploads) {
+      const { incoming } = config.ftp.anonymous;
+      base.log.warn({ incoming }, `anonymous uploads to ${incoming} are not bounded by a quota of bytes and of files: anyone can fill the disk; set both (sluice user set anonymous --quota-bytes 1G --quota-files 10000)`);
+    }
   } catch (err) {
     out(`${(err as Error).message}\n`);
     return 1;

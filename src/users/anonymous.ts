@@ -21,7 +21,7 @@ type AnonymousSettings = Config['ftp']['anonymous'];
  * A real user named `anonymous` or `ftp` (one with credentials) is never
  * taken over: the start is refused instead.
  */
-export async function provisionAnonymous(users: UserRepository, settings: AnonymousSettings, places: ServerPlaces): Promise<{ madeRoot: string | null }> {
+export async function provisionAnonymous(users: UserRepository, settings: AnonymousSettings, places: ServerPlaces): Promise<Provisioned> {
   try {
     return await provision(users, settings, places);
   } catch (err) {
@@ -31,17 +31,28 @@ export async function provisionAnonymous(users: UserRepository, settings: Anonym
   }
 }
 
-/** `madeRoot`: the root did not exist and was made, empty (a typo in its path shows so). */
-async function provision(users: UserRepository, settings: AnonymousSettings, places: ServerPlaces): Promise<{ madeRoot: string | null }> {
+/**
+ * `madeRoot`: the root did not exist and was made, empty (a typo in its path
+ * shows so). `unboundedUploads`: strangers may upload into `incoming` with no
+ * quota on the account, so they can fill the disk. No quota is set by
+ * default because the quota counts the whole root, whose published files
+ * only the operator can size; serve says so at every start instead.
+ */
+interface Provisioned {
+  madeRoot: string | null;
+  unboundedUploads: boolean;
+}
+
+async function provision(users: UserRepository, settings: AnonymousSettings, places: ServerPlaces): Promise<Provisioned> {
   const existing = await users.get(ANONYMOUS);
   if (existing && (await hasCredentials(users, existing))) {
-    if (!settings.enabled) return { madeRoot: null };
+    if (!settings.enabled) return { madeRoot: null, unboundedUploads: false };
     throw new AdminError(`user "${ANONYMOUS}" has a password or keys: rename it (or remove it) before enabling ftp.anonymous`);
   }
   if (!settings.enabled) {
     // Left from a run with anonymous FTP on: nothing logs in with it while it is off.
     if (existing?.enabled) await users.update(existing.id, { enabled: false });
-    return { madeRoot: null };
+    return { madeRoot: null, unboundedUploads: false };
   }
   const ftp = await users.get('ftp');
   if (ftp) throw new AdminError('user "ftp" exists, and with ftp.anonymous enabled "ftp" is an anonymous login: rename or remove that user');
@@ -72,7 +83,7 @@ async function provision(users: UserRepository, settings: AnonymousSettings, pla
   if (existing && !(await users.update(id, wanted, apart))) throw new StoreConflict(`user "${ANONYMOUS}" was removed meanwhile`);
   for (const d of existing?.dirPermissions ?? []) if (d.path !== settings.incoming) await users.setDirPermissions(id, d.path, null);
   if (settings.incoming !== '') await users.setDirPermissions(id, settings.incoming, ['upload']);
-  return { madeRoot };
+  return { madeRoot, unboundedUploads: incoming !== '' && (wanted.quotaBytes === 0 || wanted.quotaFiles === 0) };
 }
 
 /** The check of the anonymous root against the homes of users: none may hold it or lie in it. */
