@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import argon2 from 'argon2';
 import pg from 'pg';
+import { randomBytes } from 'node:crypto';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
+import { RawFtp, startUpload } from './helpers/ftp-raw.js';
 import { sluice } from './helpers/cli.js';
 import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { freePort, TestServer } from './helpers/server.js';
@@ -443,6 +445,47 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
       await sql.query('ROLLBACK').catch(() => undefined);
       await sql.end();
       nia.end();
+    }
+  });
+
+  // Found by a review: across nodes the in-place lock was each user's (a row per user and inode), and two
+  // users may share a home: logged in on two nodes, both appended to one file at once and interleaved
+  // their bytes, as on one node before c435fef.
+  it("two users of one home: an APPE under way on A, the other user's APPE of the file on B is refused, and the file is the first APPE's whole", async () => {
+    const home = join(homes, 'pair');
+    for (const name of ['pia', 'quin']) {
+      const created = await request('POST', '/users', { name, password: `${name}-secret-12`, home });
+      assert.equal(created.status, 201, created.text);
+    }
+    const [x, y] = [await RawFtp.secureLogin(a.ftpPort, 'pia', 'pia-secret-12'), await RawFtp.secureLogin(b.ftpPort, 'quin', 'quin-secret-12')];
+    try {
+      const start = Buffer.alloc(1000, 'x');
+      const made = await startUpload(x, 'log', true);
+      made.end(start);
+      assert.equal((await x.read())?.code, 226);
+      const [mine, theirs] = [randomBytes(300 * 1024), randomBytes(20 * 1024)];
+      const appending = await startUpload(x, 'log', true, 'APPE');
+      await new Promise<void>((resolve) => appending.write(mine.subarray(0, 100 * 1024), () => resolve()));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const other = await startUpload(y, 'log', true, 'APPE').then(
+        async (data) => {
+          data.end(theirs);
+          return (await y.read())?.text;
+        },
+        (err: Error) => err.message,
+      );
+      assert.match(String(other), /451.*being written by another transfer/, "the other user's APPE on B");
+      appending.end(mine.subarray(100 * 1024));
+      assert.equal((await x.read())?.code, 226);
+      assert.ok(readFileSync(join(home, 'log')).equals(Buffer.concat([start, mine])), 'the file is the first bytes and the whole APPE');
+      // Let go at its end: the other node's user appends now.
+      const later = await startUpload(y, 'log', true, 'APPE');
+      later.end(theirs);
+      assert.equal((await y.read())?.code, 226);
+      assert.equal(readFileSync(join(home, 'log')).length, start.length + mine.length + theirs.length);
+    } finally {
+      x.close();
+      y.close();
     }
   });
 });

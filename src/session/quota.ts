@@ -60,7 +60,11 @@ export interface QuotaRoom {
  * never charged, round after round (found by a review).
  */
 export interface SharedWriteLocks {
-  /** True when the file `inode` of user `userId` was nobody else's and is now this node's. */
+  /**
+   * True when the file `inode` was nobody else's and is now this node's: any
+   * user's session on any node holds it against every other (two users may
+   * share a home); `userId` only says whose session took it.
+   */
   take(userId: number, inode: string): Promise<boolean>;
   /**
    * This node is done with it: let go once the store takes it. Resolves when
@@ -582,7 +586,7 @@ export class LedgerHandle implements Ledger {
   constructor(
     private readonly ledger: QuotaLedger,
     private readonly onRelease: () => void,
-    /** Several nodes: the in-place locks among them, for this user. */
+    /** Several nodes: the in-place locks among them (every user's files), and whose handle this is. */
     private readonly shared: { locks: SharedWriteLocks; userId: number } | null = null,
   ) {}
 

@@ -1,12 +1,17 @@
 import type pg from 'pg';
 import type { SharedWriteLocks } from '../../session/quota.js';
 
-/** Taken, or this node's already (a take whose answer was lost): the row is this node's now. */
+/**
+ * Taken, or this node's already (a take whose answer was lost): the row is
+ * this node's now. The file is the key, whoever's session asks: two users
+ * may share a home (migrations/postgres/013).
+ */
 const TAKE = `
   INSERT INTO write_locks (user_id, inode, node_id) VALUES ($1, $2, $3)
-  ON CONFLICT (user_id, inode) DO UPDATE SET node_id = EXCLUDED.node_id WHERE write_locks.node_id = EXCLUDED.node_id`;
+  ON CONFLICT (inode) DO UPDATE SET node_id = EXCLUDED.node_id, user_id = EXCLUDED.user_id
+  WHERE write_locks.node_id = EXCLUDED.node_id`;
 
-const GIVE = 'DELETE FROM write_locks WHERE user_id = $1 AND inode = $2 AND node_id = $3';
+const GIVE = 'DELETE FROM write_locks WHERE inode = $1 AND node_id = $2';
 
 const DROP_NODE = 'DELETE FROM write_locks WHERE node_id = $1';
 
@@ -23,8 +28,11 @@ interface Row {
 
 /**
  * The in-place locks of several nodes on one PostgreSQL: a row per locked
- * file, naming its node. A take is one conditional insert, so two nodes
- * cannot both get a file. A give is not waited for: the row stays, and keeps
+ * file (its inode, whichever user's session locks it), naming its node. A
+ * take is one conditional insert, so two nodes cannot both get a file. Each
+ * node's ledgers lock the file (dev:ino) among its own sessions first, so a
+ * take of an inode this node holds already is of another file with the same
+ * inode number (another file system): refused, as one that waits its turn. A give is not waited for: the row stays, and keeps
  * the file from the other nodes, until its delete has run, retried while the
  * database is away (the row errs on the side of a refusal, never of a second
  * writer). This node's next take of the same file waits for that delete.
@@ -46,12 +54,10 @@ export class PostgresWriteLocks implements SharedWriteLocks {
   }
 
   async take(userId: number, inode: string): Promise<boolean> {
-    const key = `${userId}:${inode}`;
+    const key = inode;
     for (let row = this.rows.get(key); row; row = this.rows.get(key)) {
-      if (!row.giving) {
-        row.held = true;
-        return true;
-      }
+      // Held here: by the local lock, another file (dev) of the same inode. Its give must not free this one.
+      if (!row.giving) return false;
       await row.giving;
     }
     const row: Row = { held: true, giving: null };
@@ -66,23 +72,23 @@ export class PostgresWriteLocks implements SharedWriteLocks {
     return taken;
   }
 
-  give(userId: number, inode: string): Promise<void> {
-    const key = `${userId}:${inode}`;
+  give(_userId: number, inode: string): Promise<void> {
+    const key = inode;
     const row = this.rows.get(key);
     if (!row || row.giving) return Promise.resolve();
     row.held = false;
     let tried: () => void = () => undefined;
     const firstTry = new Promise<void>((resolve) => (tried = resolve));
-    row.giving = this.deleted(userId, inode, tried).then(() => void this.rows.delete(key));
+    row.giving = this.deleted(inode, tried).then(() => void this.rows.delete(key));
     return firstTry;
   }
 
   /** The row's delete, tried until the store takes it or the node stops (its stop drops every row). */
-  private async deleted(userId: number, inode: string, tried: () => void): Promise<void> {
+  private async deleted(inode: string, tried: () => void): Promise<void> {
     let told = false;
     for (let wait = RETRY_MIN_MS; !this.stopped; wait = Math.min(2 * wait, RETRY_MAX_MS)) {
       try {
-        await this.pool.query(GIVE, [userId, inode, this.nodeId]);
+        await this.pool.query(GIVE, [inode, this.nodeId]);
         return;
       } catch (err) {
         if (!told) this.onError(err);

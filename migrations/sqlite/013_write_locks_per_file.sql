@@ -1,0 +1,4 @@
+-- Intentionally empty: version 13 of the PostgreSQL schema keys the nodes'
+-- in-place locks by the file alone, whatever user's session takes one; one
+-- SQLite node keeps them in its own memory, one map for every user. The
+-- version exists here so both dialects keep the same list.
