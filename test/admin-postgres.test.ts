@@ -488,4 +488,54 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
       y.close();
     }
   });
+
+  // Found by a review: a ban or a kill reached each node only as a notice, and a node whose notices connection
+  // was down when it was sent missed it for good: the banned address's and the killed user's sessions went on.
+  it("a ban and a kill made through B while A hears no notices end A's sessions once A listens again; another's goes on", async () => {
+    for (const name of ['rex', 'sam']) {
+      const created = await request('POST', '/users', { name, password: `${name}-secret-12`, home: join(homes, name) });
+      assert.equal(created.status, 201, created.text);
+    }
+    const login = (username: string, from: string) => sshConnect({ port: a.sftpPort, localAddress: from, username, password: `${username}-secret-12` });
+    const [banned, killed, spared] = [await login('rex', '127.0.0.70'), await login('sam', '127.0.0.71'), await login('rex', '127.0.0.72')];
+    const closed = new Set<string>();
+    for (const [name, conn] of [['banned', banned], ['killed', killed], ['spared', spared]] as const) {
+      conn.on('error', () => undefined);
+      conn.on('close', () => closed.add(name));
+      await sftpOf(conn);
+    }
+    const look = new pg.Client({ connectionString: db.url });
+    await look.connect();
+    try {
+      // A frozen, its notices connection is ended (B's too, which B makes again), and the ban and the kill are
+      // made through B: nothing A listens on carries them. Then A runs again and connects anew.
+      a.signal('SIGSTOP');
+      try {
+        const { rows } = await look.query<{ gone: boolean }>(
+          "SELECT pg_terminate_backend(pid, 5000) AS gone FROM pg_stat_activity WHERE application_name = 'sluice notices'");
+        assert.ok(rows.length >= 2 && rows.every((r) => r.gone), 'both nodes\' notices connections ended');
+        const posted = await request('POST', '/bans', { address: '127.0.0.70' });
+        assert.equal(posted.status, 201, posted.text);
+        const ended = await request('DELETE', '/users/sam/sessions?reason=key%20leaked');
+        assert.equal(ended.status, 200, ended.text);
+        assert.deepEqual([...closed], [], 'nothing ended on A while it was frozen');
+      } finally {
+        a.signal('SIGCONT');
+      }
+      assert.ok(await until(5000, async () => closed.has('banned') && closed.has('killed')),
+        `the sessions of the banned address and the killed user on A ended once it listened again (ended: ${[...closed].join(', ') || 'none'})`);
+      const s = await sftpOf(spared);
+      assert.deepEqual(await call<unknown[]>((cb) => s.readdir('/', cb)), [], 'another address\'s session of another user goes on');
+      const why = (user: string, reason: string) => (r: Record<string, unknown>) => r.event === 'logout' && r.user === user && r.reason === reason;
+      assert.ok((await a.auditUntil(why('sam', 'key leaked'))).some(why('sam', 'key leaked')), "the killed user's logout says why");
+      assert.ok((await a.auditUntil(why('rex', 'address banned by an administrator'))).some(why('rex', 'address banned by an administrator')),
+        "the banned address's logout says why");
+    } finally {
+      await look.end();
+      banned.end();
+      killed.end();
+      spared.end();
+      await request('DELETE', '/bans/127.0.0.70');
+    }
+  });
 });

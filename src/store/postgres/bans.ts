@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { BanRecord } from '../records.js';
 import { banOf, type BanRow } from '../rows.js';
 import type { BanRepository } from '../store.js';
-import { SESSION_ENDS_CHANNEL } from './session-ends.js';
+import { storeSessionEnd } from './session-ends.js';
 import { noticeObject, type Notices, type Subscriber } from './notices.js';
 
 /** What migrations/postgres/002_bans.sql's trigger sends on channel sluice_bans. */
@@ -59,14 +59,15 @@ export class PostgresBans implements BanRepository, Subscriber {
 
   async add(address: string, until: Date | null): Promise<void> {
     // One statement, so two administrators (or nodes) adding at once both count; its notice to end the address's
-    // sessions on every node (SESSION_ENDS_CHANNEL) goes with the row's commit, or not at all.
+    // sessions on every node, and the row a node not listening then reads later (session-ends.ts), go with the
+    // ban's commit, or not at all.
     await this.pool.query(`WITH banned AS (
       INSERT INTO bans (address, until, count, reason, created_at) VALUES ($1, $2, 1, $3, $4)
       ON CONFLICT (address) DO UPDATE SET until = excluded.until, count = bans.count + 1, reason = excluded.reason,
       created_at = excluded.created_at
-      RETURNING address)
-      SELECT pg_notify($5, json_build_object('address', address)::text) FROM banned`,
-    [address, until?.getTime() ?? null, 'added by an administrator', Date.now(), SESSION_ENDS_CHANNEL]);
+      RETURNING address),
+      ${storeSessionEnd('SELECT address, NULL, NULL FROM banned')}`,
+    [address, until?.getTime() ?? null, 'added by an administrator', Date.now()]);
     this.note({ address, until: until?.getTime() ?? null });
   }
 

@@ -11,25 +11,54 @@ import { noticeObject, type Subscriber } from './notices.js';
  */
 export const SESSION_ENDS_CHANNEL = 'sluice_session_ends';
 
+/**
+ * Each end is also a row of session_ends (migrations/postgres/014), written
+ * in the statement that sends its notice, with the number the notice
+ * carries: a node that listens again reads those it missed. Rows older than
+ * this go, pruned by the statements that add one.
+ */
+const KEPT = "interval '1 day'";
+const KEPT_MS = 24 * 3600_000;
+
+/** The end's row, and its notice with the row's number; `rows` yields the address or user and reason, as the notice names them. */
+export function storeSessionEnd(rows: string): string {
+  return `ended AS (INSERT INTO session_ends (address, user_name, reason) ${rows} RETURNING seq, address, user_name, reason),
+    pruned AS (DELETE FROM session_ends WHERE at < now() - ${KEPT})
+    SELECT pg_notify('${SESSION_ENDS_CHANNEL}', json_strip_nulls(json_build_object(
+      'seq', seq, 'address', address, 'user', user_name, 'reason', reason))::text) FROM ended`;
+}
+
 /** Longer is no ban's address nor user's name, nor a reason the API takes (anyone with access to the database may NOTIFY). */
 const MAX_ADDRESS = 64;
 const MAX_USER = 64;
 const MAX_REASON = 200;
 
-/** Tell every node, this one included, to end `user`'s sessions with `reason`: one statement, nothing stored. */
+/** Tell every node, this one included, to end `user`'s sessions with `reason`: one statement, stored with its notice. */
 export async function endUserSessionsEverywhere(pool: pg.Pool, user: string, reason: string): Promise<void> {
-  await pool.query('SELECT pg_notify($1, $2)', [SESSION_ENDS_CHANNEL, JSON.stringify({ user, reason })]);
+  await pool.query(`WITH ${storeSessionEnd('VALUES (NULL, $1::text, $2::text)')}`, [user, reason]);
+}
+
+interface EndRow {
+  seq: string;
+  address: string | null;
+  user_name: string | null;
+  reason: string | null;
 }
 
 /**
  * Addresses banned and users whose sessions were ended by an administrator
  * on any node, passed on so that each node ends those sessions. While the
- * notices connection is lost these are missed: those sessions then go on
- * (a banned address is still refused at its next connection).
+ * notices connection is lost these are missed; once it listens again, the
+ * ends stored since this node first listened that it has not acted on are
+ * read and acted on (up to a day back: older ones are pruned).
  */
 export class SessionEnds implements Subscriber {
   private readonly banned = new Set<(address: string) => void>();
   private readonly users = new Set<(user: string, reason: string) => void>();
+  /** The newest end stored when this node first listened: the ones before concern sessions it never had. */
+  private from: string | null = null;
+  /** The ends acted on since (their numbers, and when), so that neither a notice nor a read acts twice. */
+  private readonly seen = new Map<string, number>();
 
   onAddress(listener: (address: string) => void): void {
     this.banned.add(listener);
@@ -42,15 +71,37 @@ export class SessionEnds implements Subscriber {
   notice(payload: string): void {
     const o = noticeObject(payload);
     if (o === null) return;
-    if (typeof o.address === 'string' && o.address !== '' && o.address.length <= MAX_ADDRESS) {
-      for (const listener of this.banned) listener(o.address);
-    } else if (typeof o.user === 'string' && o.user !== '' && o.user.length <= MAX_USER
-      && typeof o.reason === 'string' && o.reason.length <= MAX_REASON) {
-      for (const listener of this.users) listener(o.user, o.reason);
-    }
+    // A number it does not carry (a notice sent by hand, or by a node from before 014) is acted on as it comes.
+    const seq = typeof o.seq === 'number' && Number.isSafeInteger(o.seq) ? String(o.seq) : null;
+    this.act(seq, o.address, o.user, o.reason);
   }
 
-  async listening(): Promise<void> {}
+  async listening(client: pg.Client): Promise<void> {
+    if (this.from === null) {
+      const { rows } = await client.query<{ seq: string }>('SELECT COALESCE(max(seq), 0) AS seq FROM session_ends');
+      this.from = rows[0]?.seq ?? '0';
+      return;
+    }
+    // After LISTEN (Notices.listen): what commits from here on comes as a notice too, and is acted on once.
+    const { rows } = await client.query<EndRow>(
+      'SELECT seq, address, user_name, reason FROM session_ends WHERE seq > $1 ORDER BY seq', [this.from]);
+    for (const r of rows) this.act(String(r.seq), r.address, r.user_name, r.reason);
+    const old = Date.now() - 2 * KEPT_MS;
+    for (const [seq, at] of this.seen) if (at < old) this.seen.delete(seq);
+  }
 
   lost(): void {}
+
+  private act(seq: string | null, address: unknown, user: unknown, reason: unknown): void {
+    if (seq !== null) {
+      if (this.seen.has(seq)) return;
+      this.seen.set(seq, Date.now());
+    }
+    if (typeof address === 'string' && address !== '' && address.length <= MAX_ADDRESS) {
+      for (const listener of this.banned) listener(address);
+    } else if (typeof user === 'string' && user !== '' && user.length <= MAX_USER
+      && typeof reason === 'string' && reason.length <= MAX_REASON) {
+      for (const listener of this.users) listener(user, reason);
+    }
+  }
 }

@@ -1,0 +1,5 @@
+-- Intentionally empty: version 14 of the PostgreSQL schema stores the
+-- sessions an administrator ended on every node, so that a node that missed
+-- the notice reads them when it listens again. One node on SQLite ends its
+-- own sessions at once; the version exists here so both dialects keep the
+-- same list.
