@@ -83,11 +83,10 @@ export class SessionEnds implements Subscriber {
       return;
     }
     // After LISTEN (Notices.listen): what commits from here on comes as a notice too, and is acted on once.
+    // Not older than KEPT: a row outlives that until the next end prunes it, and its number is forgotten here after twice that.
     const { rows } = await client.query<EndRow>(
-      'SELECT seq, address, user_name, reason FROM session_ends WHERE seq > $1 ORDER BY seq', [this.from]);
+      `SELECT seq, address, user_name, reason FROM session_ends WHERE seq > $1 AND at >= now() - ${KEPT} ORDER BY seq`, [this.from]);
     for (const r of rows) this.act(String(r.seq), r.address, r.user_name, r.reason);
-    const old = Date.now() - 2 * KEPT_MS;
-    for (const [seq, at] of this.seen) if (at < old) this.seen.delete(seq);
   }
 
   lost(): void {}
@@ -95,6 +94,12 @@ export class SessionEnds implements Subscriber {
   private act(seq: string | null, address: unknown, user: unknown, reason: unknown): void {
     if (seq !== null) {
       if (this.seen.has(seq)) return;
+      // In the order acted on: those long pruned from the table, which no read can bring again, go from the front.
+      const old = Date.now() - 2 * KEPT_MS;
+      for (const [s, at] of this.seen) {
+        if (at >= old) break;
+        this.seen.delete(s);
+      }
       this.seen.set(seq, Date.now());
     }
     if (typeof address === 'string' && address !== '' && address.length <= MAX_ADDRESS) {
