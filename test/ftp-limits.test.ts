@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { RawFtp } from './helpers/ftp-raw.js';
+import { RawFtp, startUpload } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
 const local = mkdtempSync(join(tmpdir(), 'sluice-limits-'));
@@ -20,7 +20,8 @@ describe('FTP limits, timeouts, ABOR, active mode, certificate reload', () => {
   let srv: TestServer;
   before(async () => {
     srv = await TestServer.start({
-      yaml: 'limits:\n  maxSessions: 50\n  maxSessionsPerIp: 4\nftp:\n  idleTimeout: 10\n  dataTimeout: 2\n',
+      // tls optional: an ABOR sent urgent is a plain-FTP matter (TLS has no urgent data).
+      yaml: 'limits:\n  maxSessions: 50\n  maxSessionsPerIp: 4\nftp:\n  tls: optional\n  idleTimeout: 10\n  dataTimeout: 2\n',
       users: [{ name: 'carol', password: 'carol password' }],
     });
     writeFileSync(join(srv.home('carol'), 'big.bin'), randomBytes(64 * 1024 * 1024));
@@ -85,6 +86,49 @@ describe('FTP limits, timeouts, ABOR, active mode, certificate reload', () => {
     assert.equal(rec?.result, 'aborted');
     assert.ok((rec?.bytes as number) > 0 && (rec?.bytes as number) < 64 * 1024 * 1024);
     c.close();
+  });
+
+  // Found by a review: an ABOR pipelined behind a second STOR waited behind that STOR, which waited for the
+  // upload in progress to end, which only the client could end: no reply at all until the idle timeout.
+  it('ABOR pipelined behind a second STOR aborts the upload in progress, and every command is answered in order', async () => {
+    const c = await loggedIn(srv);
+    const data = await startUpload(c, 'first.bin', true);
+    data.write(randomBytes(1000));
+    c.send('STOR second.bin\r\nABOR\r\n');
+    assert.equal((await c.read(3000))?.code, 426, 'the upload in progress is aborted');
+    assert.equal((await c.read(3000))?.code, 425, 'the STOR behind it is answered: it has no data connection');
+    assert.equal((await c.read(3000))?.code, 226, 'then the ABOR');
+    assert.equal((await c.cmd('NOOP')).code, 200);
+    data.destroy();
+    c.close();
+    const records = await srv.auditUntil((r) => r.path === '/first.bin');
+    assert.deepEqual(records.filter((r) => r.event === 'upload' && /^\/(first|second)\.bin$/.test(r.path as string)).map((r) => [r.path, r.result]), [['/first.bin', 'aborted']]);
+    assert.deepEqual(readdirSync(srv.home('carol')).filter((n) => /first|second|sluice-upload/.test(n)), [], 'nothing stored, nothing staged left');
+  });
+
+  // Found by a review: an ABOR sent as urgent data lost a byte in the kernel (a socket reads urgent data out
+  // of the stream) and was never taken for one. Python's ftplib sends `ABOR\r\n` urgent, and its LF never
+  // came: the client timed out, and its upload was stored whole when it closed the data connection. lftp
+  // sends the Telnet Synch's DM urgent (IAC IP IAC DM), and the A of ABOR was read as the Telnet command: 500.
+  it('ABOR sent urgent, as ftplib and lftp send it in clear, aborts the transfer', () => {
+    const script = [
+      'import ftplib, json, socket, sys',
+      "f = ftplib.FTP(); f.connect('127.0.0.1', int(sys.argv[1]), timeout=5); f.login('carol', 'carol password'); f.voidcmd('TYPE I')",
+      'out = {}',
+      "conn = f.transfercmd('STOR urgent-ftplib.bin'); conn.sendall(b'x' * 1000)",
+      "out['ftplib'] = [f.abort()[:3], f.getmultiline()[:3]]",
+      'conn.close()',
+      "conn = f.transfercmd('STOR urgent-synch.bin'); conn.sendall(b'x' * 1000)",
+      "f.sock.sendall(b'\\xff\\xf4\\xff'); f.sock.send(b'\\xf2', socket.MSG_OOB); f.sock.sendall(b'ABOR\\r\\n')",
+      "out['synch'] = [f.getmultiline()[:3], f.getmultiline()[:3]]",
+      'conn.close()',
+      "out['noop'] = f.sendcmd('NOOP')[:3]",
+      'print(json.dumps(out))',
+    ].join('\n');
+    const r = spawnSync('python3', ['-c', script, String(srv.ftpPort)], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { ftplib: ['426', '226'], synch: ['426', '226'], noop: '200' });
+    for (const name of ['urgent-ftplib.bin', 'urgent-synch.bin']) assert.equal(existsSync(join(srv.home('carol'), name)), false, name);
   });
 
   it('active mode (PORT) to the client itself works, TLS included (ftplib)', () => {

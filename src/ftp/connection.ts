@@ -13,7 +13,7 @@ import type { ActiveTransfer, CommandSpec, CommandTable, FtpContext, FtpControl 
 import type { DataEndpoint } from './data-channel/channel.js';
 import { ClosingData } from './data-channel/closing.js';
 import { ALL_FACTS, type Fact } from './facts.js';
-import { LineReader, isHttpVerb } from './lines.js';
+import { LineReader, MAX_LINE, isAbort, isHttpVerb, type LineEvent } from './lines.js';
 import { Code, errorReply, formatReply, replyLine } from './replies.js';
 import type { TlsBinding } from './tls.js';
 
@@ -28,8 +28,19 @@ const MAX_UNREAD = 16 * 1024;
 const MAX_UNSENT = 64 * 1024;
 /** Lines of a streamed reply gathered into one write: a TLS record, not one per line. */
 const REPLY_CHUNK = 16 * 1024;
+/** About what a line kept as a string in an object costs in V8's heap, whatever its length. */
+const LINE_OBJECT_BYTES = 64;
 /** Commands run back to back before the event loop gets a turn: pipelined ones that answer at once never wait. */
 const COMMANDS_PER_TURN = 8;
+
+/**
+ * What a line read ahead counts for: its bytes, or, too long to keep, the
+ * bytes it took to be one; at least what its object costs in the heap, so
+ * that MAX_UNREAD of empty lines is a few hundred objects, not thousands.
+ */
+function lineCost(event: LineEvent): number {
+  return 'line' in event ? Math.max(Buffer.byteLength(event.line) + 2, LINE_OBJECT_BYTES) : MAX_LINE;
+}
 
 /**
  * One control connection: greeting, pre-auth, authenticated. It owns the
@@ -60,6 +71,14 @@ export class FtpConnection implements FtpControl {
   readonly closingData: ClosingData;
 
   private readonly reader = new LineReader();
+  /**
+   * Lines read on while a command waits for the running transfer (readAhead): they run next, in
+   * order, and `aheadBytes` counts them with what the reader holds.
+   */
+  private readonly ahead: LineEvent[] = [];
+  private aheadBytes = 0;
+  /** The transfer a command waits for before it can run: an ABOR read behind that command aborts it. */
+  private waitingFor: ActiveTransfer | null = null;
   /** Replies due while a streamed one goes out (a transfer's 226 during STAT): they follow its last line. */
   private held: string[] | null = null;
   private draining = false;
@@ -208,7 +227,8 @@ export class FtpConnection implements FtpControl {
   async upgradeToTls(): Promise<void> {
     this.socket.off('data', this.onData);
     this.socket.pause();
-    if (this.reader.pending > 0) {
+    // Lines read ahead while AUTH waited for a transfer count too: they were sent in clear.
+    if (this.unread > 0) {
       this.log.warn('bytes pipelined after AUTH TLS; closing');
       this.reply(Code.ProtectionRefused, 'Pipelined commands after AUTH are refused.');
       this.guest.offence('protocol-abuse');
@@ -236,10 +256,45 @@ export class FtpConnection implements FtpControl {
     secure.on('close', () => void this.close('peer closed'));
   }
 
+  /** Bytes received and not yet run as commands: in the reader, or read ahead. */
+  private get unread(): number {
+    return this.reader.pending + this.aheadBytes;
+  }
+
   private receive(chunk: Buffer): void {
     this.reader.feed(chunk);
-    if (this.reader.pending >= MAX_UNREAD) this.socket.pause();
+    this.readAhead();
+    if (this.unread >= MAX_UNREAD) this.socket.pause();
     void this.drain();
+  }
+
+  /**
+   * While a command waits for the running transfer to end, the lines behind
+   * it are read on (up to MAX_UNREAD), kept to run in order after it, and an
+   * ABOR among them aborts that transfer at once: ABOR is the one command a
+   * client sends to end a transfer it no longer wants (RFC 959 4.1.3), and
+   * found by a review, one pipelined behind a second STOR (`STOR a`, `STOR
+   * b`, `ABOR`) waited behind that STOR, which waited for the first upload to
+   * end, which nothing ended: no reply until the idle timeout ended the
+   * session. The replies still come in order: the aborted transfer's 426,
+   * then the commands between, then the ABOR's own 226.
+   */
+  private readAhead(): void {
+    while (this.waitingFor && this.aheadBytes < MAX_UNREAD) {
+      const event = this.reader.next();
+      if (!event) return;
+      this.ahead.push(event);
+      this.aheadBytes += lineCost(event);
+      if ('line' in event && isAbort(event.line)) this.waitingFor.abort();
+    }
+  }
+
+  /** The next command line: one read ahead first, else the reader's. */
+  private nextEvent(): LineEvent | null {
+    const event = this.ahead.shift();
+    if (!event) return this.reader.next();
+    this.aheadBytes -= lineCost(event);
+    return event;
   }
 
   /**
@@ -258,9 +313,9 @@ export class FtpConnection implements FtpControl {
         if (this.socket.writableLength > MAX_UNSENT) await drainedOrEnded(this.socket, 'close');
         if (++run % COMMANDS_PER_TURN === 0) await new Promise(setImmediate);
         if (this.closed) break;
-        const event = this.reader.next();
+        const event = this.nextEvent();
         // Also when no line came: the bytes may have been part of one too long to keep.
-        if (this.reader.pending < MAX_UNREAD / 2 && this.socket.isPaused() && this.socket.listenerCount('data') > 0) {
+        if (this.unread < MAX_UNREAD / 2 && this.socket.isPaused() && this.socket.listenerCount('data') > 0) {
           this.socket.resume();
         }
         if (!event) break;
@@ -325,7 +380,13 @@ export class FtpConnection implements FtpControl {
     }
     // Only a few commands make sense while data flows; the rest wait for the transfer to end.
     if (this.transfer && !spec.duringTransfer) {
-      await this.transfer.done;
+      this.waitingFor = this.transfer;
+      this.readAhead();
+      try {
+        await this.transfer.done;
+      } finally {
+        this.waitingFor = null;
+      }
       // The transfer ended because the connection closed (its close aborts it): nobody is left to answer,
       // and what the command would open, nothing would close (found by a review: a PASV sent behind a
       // download, then the client's close, left a passive port listening on every address until dataTimeout).

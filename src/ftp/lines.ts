@@ -6,8 +6,12 @@ export const MAX_LINE = 4096;
 export type LineEvent = { line: string } | { tooLong: true };
 
 const IAC = 0xff;
+/** The lowest Telnet command byte (SE): below it, the byte after an IAC is text. */
+const FIRST_COMMAND = 240;
+const CR = 0x0d;
+const LF = 0x0a;
 const SB = 250;
-const SE = 240;
+const SE = FIRST_COMMAND;
 const WILL = 251;
 const DONT = 254;
 
@@ -23,6 +27,8 @@ export class LineReader {
   /** The line so far (a client may send it a byte per segment). */
   private readonly buf = new ByteQueue();
   private discarding = false;
+  /** The last line ended at a CR (an ABOR): an LF right after it belongs to that line. */
+  private dropLf = false;
   /** Telnet state carried between chunks: 0 none, 1 after IAC, 2 option byte due, 3 in subnegotiation, 4 IAC in subnegotiation. */
   private telnet = 0;
   /** Chunks fed and not yet read through; the first from `offset`. */
@@ -45,16 +51,38 @@ export class LineReader {
       };
       for (let i = this.offset; i < chunk.length; i++) {
         const b = chunk[i] as number;
-        if (this.telnet !== 0 || b === IAC) {
+        if (this.dropLf) {
+          this.dropLf = false;
+          if (b === LF) {
+            start = i + 1;
+            continue;
+          }
+        }
+        if (this.telnet === 1 && b < FIRST_COMMAND) {
+          // An IAC with no command after it: the Telnet Synch before an ABOR (IAC IP IAC DM) sends its
+          // DM as urgent data, which the kernel takes out of the stream, and the ABOR's A was taken for
+          // the command (lftp's ABOR came as BOR, 500, its transfer never aborted). The byte is text.
+          this.telnet = 0;
+        } else if (this.telnet !== 0 || b === IAC) {
           flushText(i);
           start = i + 1;
           const literal = this.stepTelnet(b);
           if (literal !== null && !this.discarding) this.append(Buffer.from([literal]));
           continue;
         }
-        if (b === 0x0a) {
+        if (b === LF) {
           flushText(i);
           this.consume(i + 1);
+          return this.takeLine();
+        }
+        if (b === CR && !this.discarding && this.isAbort(chunk.subarray(start, i))) {
+          // ABOR ends at its CR: a client that sends it urgent (Python's ftplib: `ABOR\r\n` with MSG_OOB)
+          // has its last byte, the LF, taken out of the stream by the kernel, and the line waited for an
+          // LF that never came (the client timed out, and its upload was stored whole when it closed the
+          // data connection). An LF right after it is dropped.
+          flushText(i);
+          this.consume(i + 1);
+          this.dropLf = true;
           return this.takeLine();
         }
         if (!this.discarding && this.buf.size + (i - start) >= MAX_LINE) {
@@ -66,6 +94,13 @@ export class LineReader {
       this.consume(chunk.length);
     }
     return null;
+  }
+
+  /** The line so far, the buffered part and `tail`, reads ABOR. */
+  private isAbort(tail: Buffer): boolean {
+    if (this.buf.size + tail.length !== ABOR.length) return false;
+    const head = this.buf.size > 0 ? this.buf.peek(this.buf.size) : Buffer.alloc(0);
+    return isAbort(Buffer.concat([head, tail]).toString('latin1'));
   }
 
   /** Bytes received but not yet taken as lines: pipelined data the caller may need to refuse, or stop reading for. */
@@ -130,6 +165,13 @@ export class LineReader {
         return null;
     }
   }
+}
+
+const ABOR = 'ABOR';
+
+/** The line is an ABOR command (it takes no argument; spaces around it are let pass, as the dispatcher does). */
+export function isAbort(line: string): boolean {
+  return line.length < 16 && line.trim().toUpperCase() === ABOR;
 }
 
 const HTTP_VERBS = new Set(['GET', 'POST', 'PUT', 'HEAD', 'CONNECT', 'DELETE', 'OPTIONS', 'PATCH', 'TRACE']);
