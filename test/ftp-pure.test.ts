@@ -70,6 +70,12 @@ describe('LineReader (ftp/lines.ts)', () => {
     ['subnegotiation up to IAC SE vanishes, LF inside it included', [bytes([IAC, 0xfa, 0x18, 0x0a, 0x41, IAC, 0xf0], 'NOOP\r\n')], lines('NOOP')],
     ['IAC IAC in subnegotiation does not end it', [bytes([IAC, 0xfa, IAC, IAC, 0x42, IAC, 0xf0], 'X\r\n')], lines('X')],
     ['IAC IAC is a literal 0xFF byte', [bytes('A', [IAC, IAC], 'B\r\n')], lines(Buffer.from([0x41, 0xff, 0x42]).toString('utf8'))],
+    // ABOR sent urgent: the kernel takes the urgent byte (the last one sent) out of the stream.
+    ['ABOR whose LF was sent urgent (ftplib) ends at its CR', [bytes('ABOR\r')], lines('ABOR')],
+    ['an LF right after such an ABOR belongs to it, in the next chunk too', [bytes('abor\r'), bytes('\nNOOP\r\n')], lines('abor', 'NOOP')],
+    ['a line after such an ABOR is its own', [bytes('ABOR\rNOOP\r\n')], lines('ABOR', 'NOOP')],
+    ['only ABOR ends at a CR', [bytes('NOOP\r'), bytes('X\r\n')], lines('NOOP\rX')],
+    ['an IAC whose DM was sent urgent (lftp: IAC IP IAC, then ABOR) keeps the A', [bytes([IAC, 0xf4, IAC]), bytes('ABOR\r\n')], lines('ABOR')],
   ];
   for (const [what, chunks, expected] of cases) {
     it(what, () => assert.deepEqual(feed(chunks), expected));
