@@ -106,6 +106,20 @@ describe('FTP limits, timeouts, ABOR, active mode, certificate reload', () => {
     assert.deepEqual(readdirSync(srv.home('carol')).filter((n) => /first|second|sluice-upload/.test(n)), [], 'nothing stored, nothing staged left');
   });
 
+  // Found by a review: QUIT waits for the transfer in progress, and an ABOR pipelined behind it was not read.
+  it('ABOR pipelined behind a QUIT aborts the upload in progress; the QUIT is then answered', async () => {
+    const c = await loggedIn(srv);
+    const data = await startUpload(c, 'quitting.bin', true);
+    data.write(randomBytes(1000));
+    c.send('QUIT\r\nABOR\r\n');
+    assert.equal((await c.read(3000))?.code, 426, 'the upload in progress is aborted');
+    assert.equal((await c.read(3000))?.code, 221, 'then the QUIT is answered');
+    data.destroy();
+    const records = await srv.auditUntil((r) => r.path === '/quitting.bin');
+    assert.deepEqual(records.filter((r) => r.event === 'upload' && r.path === '/quitting.bin').map((r) => r.result), ['aborted']);
+    assert.equal(existsSync(join(srv.home('carol'), 'quitting.bin')), false);
+  });
+
   // Found by a review: an ABOR sent as urgent data lost a byte in the kernel (a socket reads urgent data out
   // of the stream) and was never taken for one. Python's ftplib sends `ABOR\r\n` urgent, and its LF never
   // came: the client timed out, and its upload was stored whole when it closed the data connection. lftp

@@ -289,6 +289,18 @@ export class FtpConnection implements FtpControl {
     }
   }
 
+  async transferEnded(): Promise<void> {
+    const transfer = this.transfer;
+    if (!transfer) return;
+    this.waitingFor = transfer;
+    this.readAhead();
+    try {
+      await transfer.done;
+    } finally {
+      this.waitingFor = null;
+    }
+  }
+
   /** The next command line: one read ahead first, else the reader's. */
   private nextEvent(): LineEvent | null {
     const event = this.ahead.shift();
@@ -380,13 +392,7 @@ export class FtpConnection implements FtpControl {
     }
     // Only a few commands make sense while data flows; the rest wait for the transfer to end.
     if (this.transfer && !spec.duringTransfer) {
-      this.waitingFor = this.transfer;
-      this.readAhead();
-      try {
-        await this.transfer.done;
-      } finally {
-        this.waitingFor = null;
-      }
+      await this.transferEnded();
       // The transfer ended because the connection closed (its close aborts it): nobody is left to answer,
       // and what the command would open, nothing would close (found by a review: a PASV sent behind a
       // download, then the client's close, left a passive port listening on every address until dataTimeout).

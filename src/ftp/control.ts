@@ -94,6 +94,12 @@ export interface FtpControl {
   upgradeToTls(): Promise<void>;
   /** Close after the reply went out (QUIT, too many failures). */
   closeAfterReply(code: number, text: string): Promise<void>;
+  /**
+   * Waits for the running transfer (if any) to end, reading the lines the
+   * client sends meanwhile: an ABOR among them aborts it (RFC 959 4.1.3),
+   * and the rest run in order after the command that waited.
+   */
+  transferEnded(): Promise<void>;
   /** The server ends the session (LiveConnection.end): 421, then close. */
   endByServer(reason: string, afterReply: boolean): Promise<void>;
 }

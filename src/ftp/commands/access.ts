@@ -76,7 +76,8 @@ export const access = {
     duringTransfer: true,
     help: 'QUIT',
     async run(c) {
-      await c.transfer?.done;
+      // Read on meanwhile: an ABOR behind the QUIT aborts the transfer rather than wait for its end (found by a review).
+      await c.transferEnded();
       await c.closeAfterReply(Code.Closing, 'Goodbye.');
     },
   },
