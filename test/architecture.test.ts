@@ -5,9 +5,9 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { REPO } from './helpers/repo.js';
 
-const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../src');
+const SRC = join(REPO, 'src');
 
 function sources(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
@@ -26,6 +26,7 @@ export function specifiers(text: string): string[] {
 }
 
 const files = sources(SRC);
+test('reads the TypeScript sources of src/ (with none, every check below would pass)', () => assert.ok(files.length > 100, `${files.length} files in ${SRC}`));
 const name = (file: string) => relative(SRC, file).replaceAll('\\', '/');
 const imports = new Map<string, { spec: string; target: string | null }[]>(
   files.map((file) => [

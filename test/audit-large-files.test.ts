@@ -115,7 +115,7 @@ describe('audit readers stream large trail files', () => {
     const gz = spawnSync('gzip', ['-1', join(moved, 'raw')]);
     assert.equal(gz.status, 0, String(gz.stderr));
     renameSync(join(moved, 'raw.gz'), join(moved, 'audit.log.1.gz'));
-    const log = pathToFileURL(join(import.meta.dirname, '../src/audit/log.ts')).href;
+    const log = pathToFileURL(join(import.meta.dirname, '../src/audit/log.js')).href;
     const file = join(moved, 'audit.log');
     const options = { file, node: 'n1', rotateSize: 0, keep: { count: 0, days: 0 }, xferlog: null };
     const script = `import { AuditLog } from ${JSON.stringify(log)};

@@ -165,7 +165,7 @@ describe('RateLimit: a wait longer than one timer holds', () => {
   it('a tiny rate with a debt of more than 24.8 days waits, instead of firing at once with a TimeoutOverflowWarning', () => {
     // In a child process: the waits it starts would keep this one alive for weeks.
     const script = `
-      import { RateLimit } from ${JSON.stringify(new URL('../src/session/rate-limit.ts', import.meta.url).href)};
+      import { RateLimit } from ${JSON.stringify(new URL('../src/session/rate-limit.js', import.meta.url).href)};
       const warnings = [];
       process.on('warning', (w) => warnings.push(w.name));
       const limit = new RateLimit(1);

@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { ServerPlaces, kernelFileSystem } from '../src/session/storage/server-places.js';
@@ -10,6 +9,7 @@ import { hookNamedFiles } from '../src/hooks/named-files.js';
 import { sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
+import { REPO } from './helpers/repo.js';
 import { sshConnect } from './helpers/ssh.js';
 
 /*
@@ -151,7 +151,7 @@ describe("a stored home that holds the server's own files is not opened at login
 
   it("a home that is, holds or lies in the server's program is refused", { timeout: 60_000 }, () => {
     // Found by a review: a user made through the API with its home at the checkout's dist/ overwrote bin.cjs over SFTP.
-    const install = fileURLToPath(new URL('..', import.meta.url));
+    const install = REPO;
     for (const home of [join(install, 'dist'), join(install, 'node_modules', 'ssh2'), join(install, 'migrations'), install, dirname(realpathSync(process.execPath))]) {
       const added = sluice(srv.dir, ['user', 'add', 'coder', '--password-stdin', '--home', home], 'coder password\n');
       assert.equal(added.code, 2, `${home}: ${added.stderr}`);

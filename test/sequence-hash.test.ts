@@ -160,7 +160,7 @@ describe('Sha256Stream: the hashing is off the event loop', () => {
     dropped.update(big.subarray(0, 8 * 1024 * 1024));
     dropped.drop();
     assert.equal(dropped.caughtUp(), null);
-    const url = new URL('../src/session/offloaded-sha256.ts', import.meta.url).href;
+    const url = new URL('../src/session/offloaded-sha256.js', import.meta.url).href;
     const code = `const { Sha256Stream } = await import(${JSON.stringify(url)}); new Sha256Stream().update(Buffer.alloc(1024 * 1024));`;
     const t = Date.now();
     const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { timeout: 20_000 });

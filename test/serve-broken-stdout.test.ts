@@ -90,7 +90,7 @@ for (const users of [false, true]) {
 test('a fatal log line with a dead stdout does not hang the process', async () => {
   // The lines before it are still queued when the fatal one comes, as at a failed start.
   const script = `
-    import { createLogger } from ${JSON.stringify(new URL('../src/audit/log.ts', import.meta.url).href)};
+    import { createLogger } from ${JSON.stringify(new URL('../src/audit/log.js', import.meta.url).href)};
     const log = createLogger('info');
     log.info('one');
     log.info('two');

@@ -1,7 +1,7 @@
 /**
- * `npm test` runs the test runner through this launcher:
+ * `npm test` runs the test runner through this launcher, compiled (test/build.mjs):
  *
- *   node --import tsx test/helpers/as-test-user.ts <node arguments...>
+ *   node build/test/helpers/as-test-user.js <node arguments...>
  *
  * Run as root, it drops to an unprivileged user before starting
  * `node <node arguments...>`, so the servers under test, the clients the tests
@@ -16,7 +16,11 @@
  *
  * The user: $SLUICE_TEST_USER if set (it must exist), else `sluice-test`
  * (.ci/run creates it; required when $CI is set), else `nobody`. Not root:
- * runs as is. Run one file the same way:
+ * runs as is. Run one file the same way, after `npm run build:test`:
+ *
+ *   node build/test/helpers/as-test-user.js --test build/test/<file>.test.js
+ *
+ * or from its TypeScript under tsx, with nothing compiled but dist/:
  *
  *   node --import tsx test/helpers/as-test-user.ts --import tsx --test test/<file>.test.ts
  */
@@ -25,6 +29,7 @@ import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
 import { constants as os, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { REPO } from './repo.js';
 
 interface Account {
   name: string;
@@ -73,12 +78,12 @@ if (account) {
     fail(`could not become ${account.name}: still uid ${process.getuid?.()}, groups ${process.getgroups?.()}`);
   }
   // `pretest` builds as root: a checkout this user cannot read would fail every test, so say it once.
-  const repo = fileURLToPath(new URL('../../', import.meta.url));
-  for (const path of ['dist/bin.cjs', 'node_modules/tsx/package.json']) {
+  // This file stands for the tests: build/test/ once compiled, test/ under tsx.
+  for (const path of [join(REPO, 'dist/bin.cjs'), join(REPO, 'node_modules/tsx/package.json'), fileURLToPath(import.meta.url)]) {
     try {
-      accessSync(join(repo, path), constants.R_OK);
+      accessSync(path, constants.R_OK);
     } catch {
-      fail(`user ${account.name} cannot read ${join(repo, path)}: make the checkout readable by it`);
+      fail(`user ${account.name} cannot read ${path}: make the checkout readable by it`);
     }
   }
   // A private, writable HOME: curl, lftp and python read their dot files from there, and root's

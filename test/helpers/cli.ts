@@ -1,7 +1,8 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { REPO } from './repo.js';
 
-export const BIN = fileURLToPath(new URL('../../dist/bin.cjs', import.meta.url));
+export const BIN = join(REPO, 'dist/bin.cjs');
 
 export interface Run {
   code: number | null;
