@@ -9,7 +9,7 @@ import type { AuditTrail, Coordinator } from './coordinator/coordinator.js';
 import { Hooks } from './hooks/runner.js';
 import { LocalCoordinator } from './coordinator/local.js';
 import type { FailureTally } from './coordinator/shared-state.js';
-import { AllSessions, BANNED_BY_ADMIN, endSessionsFrom } from './coordinator/sessions.js';
+import { AllSessions, BANNED_BY_ADMIN, endSessionsFrom, endUserSessions } from './coordinator/sessions.js';
 import { ServingState } from './metrics/health.js';
 import { UNCOUNTED } from './metrics/events.js';
 import type { ServerMetrics } from './metrics/registry.js';
@@ -133,13 +133,17 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
     sessions.endUser(user, `${why} by an administrator`).catch((err: unknown) => base.log.error({ err, user }, 'ending sessions'));
   });
   // A user whose sessions an administrator ended through another node loses them here too, with the same reason.
-  shared?.onUserSessionsEnded((user, reason) => {
-    sessions.endUser(user, reason).catch((err: unknown) => base.log.error({ err, user }, 'ending sessions'));
+  // One this node learns of late (its notices connection was down) ends those logged in when it was made only.
+  shared?.onUserSessionsEnded((user, reason, before) => {
+    endUserSessions(sessions, user, reason, before).catch((err: unknown) => base.log.error({ err, user }, 'ending sessions'));
   });
   // An address an administrator banned through another node (or the CLI) loses its sessions here too, as the
   // node that took the ban ends its own; its notice for a ban made here finds none left.
-  shared?.onAddressBanned((address) => {
-    endSessionsFrom(sessions, address, limits.ipv6Prefix, BANNED_BY_ADMIN).catch((err: unknown) => base.log.error({ err, address }, 'ending sessions'));
+  // One learnt late ends, besides those live when it was made, those logged in since while it is still in force
+  // (this node's copy of the bans, refilled before, missed it meanwhile): an address unbanned since keeps its new ones.
+  shared?.onAddressBanned((address, before) => {
+    const since = before !== null && base.store.bans.banned(address) ? null : before;
+    endSessionsFrom(sessions, address, limits.ipv6Prefix, BANNED_BY_ADMIN, since).catch((err: unknown) => base.log.error({ err, address }, 'ending sessions'));
   });
   if (shared) {
     // Any other change there (rules, permissions) ends here the sessions it would refuse or narrow, as the admin API does for its own.

@@ -538,4 +538,55 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
       await request('DELETE', '/bans/127.0.0.70');
     }
   });
+
+  // Found by a review: an end A read late (its notices connection was down when it was made) took every session of
+  // that user, or from that address, that A had then, those logged in after it included: a user's new session after
+  // the administrator's kill (or another user made again under the name), an address's after it was unbanned.
+  it("an end A reads late ends the sessions live when it was made, not those logged in on A since", async () => {
+    for (const name of ['uma', 'val']) {
+      const created = await request('POST', '/users', { name, password: `${name}-secret-12`, home: join(homes, name) });
+      assert.equal(created.status, 201, created.text);
+    }
+    const login = (username: string, from: string) => sshConnect({ port: a.sftpPort, localAddress: from, username, password: `${username}-secret-12` });
+    const closed = new Set<string>();
+    const conns: Awaited<ReturnType<typeof sshConnect>>[] = [];
+    const watch = async (name: string, conn: Awaited<ReturnType<typeof sshConnect>>) => {
+      conns.push(conn);
+      conn.on('error', () => undefined);
+      conn.on('close', () => closed.add(name));
+      return sftpOf(conn);
+    };
+    await watch('killed', await login('uma', '127.0.0.80'));
+    await watch('banned', await login('val', '127.0.0.81'));
+    const look = new pg.Client({ connectionString: db.url });
+    await look.connect();
+    try {
+      a.signal('SIGSTOP');
+      try {
+        await look.query("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = 'sluice notices'");
+        assert.equal((await request('DELETE', '/users/uma/sessions?reason=rotated')).status, 200);
+        assert.equal((await request('POST', '/bans', { address: '127.0.0.81' })).status, 201);
+        assert.equal((await request('DELETE', '/bans/127.0.0.81')).status, 200);
+        // A's read of the ends waits, so that sessions log in on A after them and before it.
+        await look.query('BEGIN');
+        await look.query('LOCK TABLE session_ends IN ACCESS EXCLUSIVE MODE');
+      } finally {
+        a.signal('SIGCONT');
+      }
+      const blocked = async () => (await look.query(
+        "SELECT 1 FROM pg_locks l JOIN pg_stat_activity s USING (pid) WHERE NOT l.granted AND s.application_name = 'sluice notices'")).rows.length > 0;
+      assert.ok(await until(5000, blocked), "A listens again, its read of the ends waiting");
+      const later = [await watch('uma later', await login('uma', '127.0.0.82')), await watch('val later', await login('val', '127.0.0.81'))];
+      await look.query('COMMIT');
+      assert.ok(await until(5000, async () => closed.has('killed') && closed.has('banned')),
+        `the sessions live at the kill and at the ban ended once A read them (ended: ${[...closed].join(', ') || 'none'})`);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.deepEqual([...closed].sort(), ['banned', 'killed'], 'only those live when the ends were made ended');
+      for (const s of later) assert.deepEqual(await call<unknown[]>((cb) => s.readdir('/', cb)), [], 'a session logged in after the end goes on');
+    } finally {
+      await look.query('ROLLBACK').catch(() => undefined);
+      await look.end();
+      for (const c of conns) c.end();
+    }
+  });
 });

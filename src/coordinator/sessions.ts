@@ -49,8 +49,28 @@ export const BANNED_BY_ADMIN = 'address banned by an administrator';
  * of `ipv6Prefix` bits, as bans name one): how many. For a ban an
  * administrator made, on this node (admin API) or on another (its notice).
  */
-export async function endSessionsFrom(sessions: LiveSessionsView, address: string, ipv6Prefix: number, reason: string): Promise<number> {
-  const from = (await sessions.list()).filter((s) => s.ip === address || sourceOf(s.ip, ipv6Prefix) === address);
+export async function endSessionsFrom(sessions: LiveSessionsView, address: string, ipv6Prefix: number, reason: string, before: number | null = null): Promise<number> {
+  const from = (await sessions.list()).filter((s) => (s.ip === address || sourceOf(s.ip, ipv6Prefix) === address) && loggedInBefore(s, before));
   const ended = await Promise.all(from.map((s) => sessions.end(s.id, reason)));
   return ended.filter(Boolean).length;
+}
+
+/**
+ * Ends the live sessions of `user` (its stored name) with `reason`: how
+ * many. `before` (unix ms on this node's clock): only those logged in
+ * before then, for an end this node learns of late (another node's,
+ * read when its notices connection listens again): the sessions that
+ * logged in since are another's (a user made again under the name) or
+ * came after the end was made, as the other nodes' did, and go on.
+ */
+export async function endUserSessions(sessions: LiveSessionsView, user: string, reason: string, before: number | null): Promise<number> {
+  if (before === null) return sessions.endUser(user, reason);
+  const of = (await sessions.list()).filter((s) => s.user === user && loggedInBefore(s, before));
+  const ended = await Promise.all(of.map((s) => sessions.end(s.id, reason)));
+  return ended.filter(Boolean).length;
+}
+
+/** Whether session `s` was logged in at `before` (null: any live session is). */
+function loggedInBefore(s: LiveSessionInfo, before: number | null): boolean {
+  return before === null || Date.parse(s.since) <= before;
 }

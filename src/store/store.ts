@@ -59,9 +59,15 @@ export interface SharedCounts {
    * banned on any node or in the CLI, to end its sessions here as the node
    * that took the ban ends its own (the defender's bans are not told).
    */
-  onAddressBanned(listener: (address: string) => void): void;
-  /** `listener` is told of every user whose sessions an administrator ended through any node (endUserSessions), to end them here. */
-  onUserSessionsEnded(listener: (user: string, reason: string) => void): void;
+  onAddressBanned(listener: (address: string, before: number | null) => void): void;
+  /**
+   * `listener` is told of every user whose sessions an administrator ended
+   * through any node (endUserSessions), to end them here. `before` (both
+   * listeners): null for an end told as it is made; for one read late (this
+   * node was not listening then), when it was made, on this node's clock
+   * (unix ms): the sessions that logged in after it are not its to end.
+   */
+  onUserSessionsEnded(listener: (user: string, reason: string, before: number | null) => void): void;
   /**
    * Tell every node, this one included, to end `user`'s live sessions with
    * `reason` (DELETE /users/NAME/sessions): each ends its own. Rejects when

@@ -43,6 +43,8 @@ interface EndRow {
   address: string | null;
   user_name: string | null;
   reason: string | null;
+  /** How long ago it was made, by the database's clock (the one that stamped it): no node's clock is compared with another's. */
+  age_ms: number;
 }
 
 /**
@@ -53,18 +55,18 @@ interface EndRow {
  * read and acted on (up to a day back: older ones are pruned).
  */
 export class SessionEnds implements Subscriber {
-  private readonly banned = new Set<(address: string) => void>();
-  private readonly users = new Set<(user: string, reason: string) => void>();
+  private readonly banned = new Set<(address: string, before: number | null) => void>();
+  private readonly users = new Set<(user: string, reason: string, before: number | null) => void>();
   /** The newest end stored when this node first listened: the ones before concern sessions it never had. */
   private from: string | null = null;
   /** The ends acted on since (their numbers, and when), so that neither a notice nor a read acts twice. */
   private readonly seen = new Map<string, number>();
 
-  onAddress(listener: (address: string) => void): void {
+  onAddress(listener: (address: string, before: number | null) => void): void {
     this.banned.add(listener);
   }
 
-  onUser(listener: (user: string, reason: string) => void): void {
+  onUser(listener: (user: string, reason: string, before: number | null) => void): void {
     this.users.add(listener);
   }
 
@@ -73,7 +75,7 @@ export class SessionEnds implements Subscriber {
     if (o === null) return;
     // A number it does not carry (a notice sent by hand, or by a node from before 014) is acted on as it comes.
     const seq = typeof o.seq === 'number' && Number.isSafeInteger(o.seq) ? String(o.seq) : null;
-    this.act(seq, o.address, o.user, o.reason);
+    this.act(seq, o.address, o.user, o.reason, null);
   }
 
   async listening(client: pg.Client): Promise<void> {
@@ -84,14 +86,18 @@ export class SessionEnds implements Subscriber {
     }
     // After LISTEN (Notices.listen): what commits from here on comes as a notice too, and is acted on once.
     // Not older than KEPT: a row outlives that until the next end prunes it, and its number is forgotten here after twice that.
+    // Each says when it was made, on this node's clock: it ends the sessions that were live then, as the notice would
+    // have, not those logged in since (a user made again under the name, this node's own end read back; found by a review).
     const { rows } = await client.query<EndRow>(
-      `SELECT seq, address, user_name, reason FROM session_ends WHERE seq > $1 AND at >= now() - ${KEPT} ORDER BY seq`, [this.from]);
-    for (const r of rows) this.act(String(r.seq), r.address, r.user_name, r.reason);
+      `SELECT seq, address, user_name, reason, (extract(epoch FROM now() - at) * 1000)::float8 AS age_ms
+       FROM session_ends WHERE seq > $1 AND at >= now() - ${KEPT} ORDER BY seq`, [this.from]);
+    const now = Date.now();
+    for (const r of rows) this.act(String(r.seq), r.address, r.user_name, r.reason, now - Math.max(0, r.age_ms));
   }
 
   lost(): void {}
 
-  private act(seq: string | null, address: unknown, user: unknown, reason: unknown): void {
+  private act(seq: string | null, address: unknown, user: unknown, reason: unknown, before: number | null): void {
     if (seq !== null) {
       if (this.seen.has(seq)) return;
       // In the order acted on: those long pruned from the table, which no read can bring again, go from the front.
@@ -103,10 +109,10 @@ export class SessionEnds implements Subscriber {
       this.seen.set(seq, Date.now());
     }
     if (typeof address === 'string' && address !== '' && address.length <= MAX_ADDRESS) {
-      for (const listener of this.banned) listener(address);
+      for (const listener of this.banned) listener(address, before);
     } else if (typeof user === 'string' && user !== '' && user.length <= MAX_USER
       && typeof reason === 'string' && reason.length <= MAX_REASON) {
-      for (const listener of this.users) listener(user, reason);
+      for (const listener of this.users) listener(user, reason, before);
     }
   }
 }
