@@ -22,8 +22,11 @@ describe('the quarantine (a real clamd)', () => {
   const servers: TestServer[] = [];
   const curl = (srv: TestServer, user: string, path: string) =>
     spawnSync('curl', ['-sS', '--max-time', '60', '-T', join(local, 'eicar.com'), `ftp://${user}:${user}%20password@127.0.0.1:${srv.ftpPort}${path}`], { encoding: 'utf8' });
+  /** The user's stored id (its quarantine directory is USER@ID). */
+  const idOf = (srv: TestServer, user: string) => (JSON.parse(sluice(srv.dir, ['user', 'show', user, '--json']).stdout) as { id: number }).id;
+  const userDir = (srv: TestServer, user: string) => join(srv.dir, 'data', 'quarantine', `${user}@${idOf(srv, user)}`);
   const kept = (srv: TestServer, user: string) => {
-    const dir = join(srv.dir, 'data', 'quarantine', user);
+    const dir = userDir(srv, user);
     return existsSync(dir) ? readdirSync(dir) : [];
   };
   /** The quarantined records once there are `n` (polling up to 15 s). */
@@ -68,7 +71,7 @@ describe('the quarantine (a real clamd)', () => {
     const files = kept(srv, 'alice');
     assert.equal(files.length, 1);
     assert.ok(!(files[0] as string).includes('nnnn'), `the client's name is not in ${files[0]}`);
-    assert.equal(join(srv.dir, 'data', 'quarantine', 'alice', files[0] as string), q.file);
+    assert.equal(join(userDir(srv, 'alice'), files[0] as string), q.file);
     assert.equal(readFileSync(q.file as string, 'utf8'), EICAR);
     const up = (await srv.audit(0)).find((l) => l.event === 'upload' && l.path === `/${name}`);
     assert.equal(up?.reason, `malware: ${EICAR_SIGNATURE}`);
@@ -102,7 +105,7 @@ describe('the quarantine (a real clamd)', () => {
     // What is on disk at start counts; what an administrator removes frees room.
     await srv.restart();
     assert.match(curl(srv, 'alice', '/a4.com').stderr, /550/);
-    rmSync(join(srv.dir, 'data', 'quarantine', 'carol'), { recursive: true });
+    rmSync(userDir(srv, 'carol'), { recursive: true });
     assert.match(curl(srv, 'carol', '/c3.com').stderr, /550/);
     q = await records(srv, 7);
     assert.deepEqual(
@@ -114,6 +117,27 @@ describe('the quarantine (a real clamd)', () => {
     );
     assert.equal(kept(srv, 'alice').length, 2);
     assert.equal(sluice(srv.dir, ['audit', 'verify']).code, 0);
+  });
+
+  // Found by a review: the quarantine's directories were named by the user's name alone, so a new user given a
+  // removed user's name had the old one's files counted against its share, and its own mixed with them.
+  it("a new user of a removed user's name starts with a quarantine of its own; the old one's files are kept", async (t) => {
+    if (!clamd) return t.skip('no clamd');
+    // Room for one EICAR file (68 bytes) per user.
+    const srv = await start('  quarantineUserMaxBytes: 100\n');
+    assert.match(curl(srv, 'alice', '/old.com').stderr, /550/);
+    const oldDir = userDir(srv, 'alice');
+    assert.equal(sluice(srv.dir, ['user', 'remove', 'alice']).code, 0);
+    const add = sluice(srv.dir, ['user', 'add', 'alice', '--password-stdin'], 'alice password\n');
+    assert.equal(add.code, 0, add.stderr);
+    assert.notEqual(userDir(srv, 'alice'), oldDir);
+    assert.match(curl(srv, 'alice', '/new.com').stderr, /550/);
+    const q = await records(srv, 2);
+    assert.deepEqual(q.map((l) => [l.path, l.kept, l.why ?? null]), [['/old.com', true, null], ['/new.com', true, null]]);
+    assert.equal(readdirSync(oldDir).length, 1, "the old user's file is where it was");
+    assert.equal(kept(srv, 'alice').length, 1, "the new user's file is in a directory of its own");
+    assert.notEqual(q[0]?.file, q[1]?.file);
+    assert.equal(readFileSync(q[0]?.file as string, 'utf8'), EICAR);
   });
 
   it('quarantineMaxBytes: 0 keeps nothing, and still records every infected upload', async (t) => {
@@ -135,7 +159,7 @@ describe('the quarantine (a real clamd)', () => {
     const quarantine = join(srv.dir, 'data', 'quarantine');
     const elsewhere = mkdtempSync(join(local, 'elsewhere-'));
     mkdirSync(quarantine, { mode: 0o700 });
-    symlinkSync(elsewhere, join(quarantine, 'alice'));
+    symlinkSync(elsewhere, userDir(srv, 'alice'));
     assert.match(curl(srv, 'alice', '/a.com').stderr, /550/);
     // Then the quarantine itself, moved away and replaced by a symlink.
     renameSync(quarantine, join(srv.dir, 'data', 'moved'));
@@ -143,7 +167,7 @@ describe('the quarantine (a real clamd)', () => {
     assert.match(curl(srv, 'carol', '/c.com').stderr, /550/);
     const found = await records(srv, 2);
     assert.deepEqual(found.map((q) => [q.user, q.kept, q.sha256]), [['alice', false, EICAR_SHA256], ['carol', false, EICAR_SHA256]]);
-    assert.match(String(found[0]?.why), /quarantine\/alice is a symlink, not followed/);
+    assert.match(String(found[0]?.why), /quarantine\/alice@\d+ is a symlink, not followed/);
     assert.match(String(found[1]?.why), /quarantine is a symlink, not followed/);
     assert.deepEqual(readdirSync(elsewhere), [], 'nothing went where the symlinks led');
     await srv.logs(/quarantine refused to keep an infected upload/);

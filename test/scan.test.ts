@@ -18,8 +18,10 @@ describe('quarantine mode with a real clamd', () => {
   let local: string;
   const curl = (user: string, file: string, path: string) =>
     spawnSync('curl', ['-sS', '--max-time', '60', '-T', file, `ftp://${user}:${user}%20password@127.0.0.1:${srv.ftpPort}${path}`], { encoding: 'utf8' });
+  /** The user's directory in the quarantine: USER@ID. */
+  const quarantineOf = (user: string) => join(srv.dir, 'data', 'quarantine', `${user}@${(JSON.parse(sluice(srv.dir, ['user', 'show', user, '--json']).stdout) as { id: number }).id}`);
   const quarantined = (user: string) => {
-    const dir = join(srv.dir, 'data', 'quarantine', user);
+    const dir = quarantineOf(user);
     return existsSync(dir) ? readdirSync(dir) : [];
   };
 
@@ -56,7 +58,7 @@ describe('quarantine mode with a real clamd', () => {
     assert.deepEqual(readdirSync(srv.home('alice')).sort(), ['clean.txt'], 'nothing under the name, no staged file left');
     const kept = quarantined('alice');
     assert.equal(kept.length, 1);
-    assert.equal(readFileSync(join(srv.dir, 'data', 'quarantine', 'alice', kept[0] as string), 'utf8'), EICAR);
+    assert.equal(readFileSync(join(quarantineOf('alice'), kept[0] as string), 'utf8'), EICAR);
     const audit = await srv.audit();
     const q = audit.find((l) => l.event === 'quarantined');
     assert.equal(q?.signature, EICAR_SIGNATURE);

@@ -15,9 +15,13 @@ export interface QuarantineLimits {
 
 /**
  * Infected uploads, kept for the administrator in a directory outside every
- * home: DIR/USER/TIME-RANDOM, owner-only. The name is the server's alone (a
+ * home: DIR/USER@ID/TIME-RANDOM, owner-only. The name is the server's alone (a
  * client's name could be too long for the file system, or anything else);
  * the upload's path, size and SHA-256 are in the `quarantined` audit record.
+ * A user's directory is named by its id too, never given twice: a removed
+ * user's name given to a new user gave it the old one's directory, its files
+ * counted against the new user's share and mixed with its own (found by a
+ * review). The old one's files stay where they are, evidence, counted in all.
  *
  * Bounded: a file that would take the user's share past `userBytes`, or the
  * whole past `totalBytes`, is not kept (its record says so and why), so
@@ -37,13 +41,13 @@ export class QuarantineDir implements QuarantineStore {
     private readonly limits: QuarantineLimits,
   ) {}
 
-  keep(open: () => Readable, info: { user: string; path: string; size: number }): Promise<Kept> {
+  keep(open: () => Readable, info: { user: string; userId: number; path: string; size: number }): Promise<Kept> {
     const run = this.queue.then(() => this.keepNow(open, info));
     this.queue = run.catch(() => undefined);
     return run;
   }
 
-  private async keepNow(open: () => Readable, { user, size }: { user: string; size: number }): Promise<Kept> {
+  private async keepNow(open: () => Readable, { user, userId, size }: { user: string; userId: number; size: number }): Promise<Kept> {
     const hash = createHash('sha256');
     const hashing = new Transform({
       transform(chunk: Buffer, _enc, cb) {
@@ -60,18 +64,21 @@ export class QuarantineDir implements QuarantineStore {
     // Too large whatever is kept: nothing to look at on disk (quarantineMaxBytes: 0 makes no directory).
     if (size > this.limits.userBytes || size > this.limits.totalBytes) return notKept(size > this.limits.userBytes ? userFull : allFull);
     // A stored name is one (USER_NAME); a name that is none could lead out of the quarantine.
-    if (user === '' || user === '.' || user === '..' || /[/\0]/.test(user)) return notKept(`the user name ${JSON.stringify(user)} is no directory name`, true);
+    if (user === '' || /[/\0]/.test(user)) return notKept(`the user name ${JSON.stringify(user)} is no directory name`, true);
+    if (!Number.isSafeInteger(userId) || userId < 1) return notKept(`the user id ${JSON.stringify(userId)} is no stored user's`, true);
+    // No user name has an @ (USER_NAME), so no directory of the old layout (DIR/USER) is any user's now.
+    const mineDir = `${user}@${userId}`;
     const root = await this.openRoot();
     if (typeof root === 'string') return notKept(root, true);
     try {
       const total = await this.used(root);
-      const mine = this.known.get(user)?.bytes ?? 0;
+      const mine = this.known.get(mineDir)?.bytes ?? 0;
       const full = mine + size > this.limits.userBytes ? userFull : total + size > this.limits.totalBytes ? allFull : null;
       if (full !== null) return notKept(full);
-      await mkdir(procPath(root.fd, user), { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+      await mkdir(procPath(root.fd, mineDir), { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
         if (err.code !== 'EEXIST') throw err;
       });
-      const dir = await openOwnDir(procPath(root.fd, user), join(this.dir, user));
+      const dir = await openOwnDir(procPath(root.fd, mineDir), join(this.dir, mineDir));
       if (typeof dir === 'string') return notKept(dir, true);
       try {
         const stamp = new Date().toISOString().replace(/[:.]/g, '');
@@ -86,8 +93,8 @@ export class QuarantineDir implements QuarantineStore {
           await file.close().catch(() => undefined);
         }
         const st = await dir.stat({ bigint: true });
-        this.known.set(user, { stamp: st.mtimeNs, bytes: mine + size });
-        return { kept: true, file: join(this.dir, user, name), sha256: hash.digest('hex') };
+        this.known.set(mineDir, { stamp: st.mtimeNs, bytes: mine + size });
+        return { kept: true, file: join(this.dir, mineDir, name), sha256: hash.digest('hex') };
       } finally {
         await dir.close();
       }

@@ -40,9 +40,10 @@ export type Kept =
 /**
  * Where infected uploads are kept, outside every home (scan/quarantine.ts), within its limits.
  * `open` gives the upload's bytes (again, when needed); throws when keeping failed.
+ * `userId`: the user's id, never given to another user (a name is, once its user is removed).
  */
 export interface QuarantineStore {
-  keep(open: () => Readable, info: { readonly user: string; readonly path: string; readonly size: number }): Promise<Kept>;
+  keep(open: () => Readable, info: { readonly user: string; readonly userId: number; readonly path: string; readonly size: number }): Promise<Kept>;
 }
 
 /** Quarantine mode (uploads.scan): each complete upload is scanned before it takes its name. */

@@ -643,7 +643,7 @@ export class Session implements LiveSession {
       ...this.transferOptions(options, this.budget.rates.up),
       hashWholeFile: this.deps.hashResumedUploads,
       knownSha256: (node) => knownSha(this.deps.receipts, node).sha256 ?? null,
-      scan: this.scanning ? { scanning: this.scanning, user: this.account.name } : null,
+      scan: this.scanning ? { scanning: this.scanning, user: this.account.name, userId: this.account.id } : null,
     });
     this.placed.set(upload, dir);
     this.deps.inFlight?.started(this.actor, 'upload', path, plan.offset, upload.started);

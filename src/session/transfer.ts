@@ -97,7 +97,7 @@ export interface UploadOptions extends TransferOptions {
   /** After a resumed upload, hash the whole file (a second read). */
   hashWholeFile: boolean;
   /** Scan the complete upload before it takes its name; null: not scanned. */
-  scan: { scanning: UploadScanning; user: string } | null;
+  scan: { scanning: UploadScanning; user: string; userId: number } | null;
   /** The SHA-256 the server already holds for a file as `st` describes it (a receipt); null: none, and it is never read for one. */
   knownSha256: (st: NodeStat) => string | null;
 }
@@ -753,7 +753,7 @@ export class Upload extends Transfer {
             // The verdict is recorded first: a keep that fails loses the copy, never the record.
             quarantined = { signature: verdict.signature, size: written, sha256: null, kept: false };
             try {
-              const kept = await scanning.scanning.quarantine.keep(() => this.file.readStream(0, written), { user: scanning.user, path: this.path, size: written });
+              const kept = await scanning.scanning.quarantine.keep(() => this.file.readStream(0, written), { user: scanning.user, userId: scanning.userId, path: this.path, size: written });
               quarantined = kept.kept ? { ...quarantined, sha256: kept.sha256, kept: true, file: kept.file } : { ...quarantined, sha256: kept.sha256, why: kept.why };
             } catch (err) {
               const e = err as NodeJS.ErrnoException;
