@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -160,6 +161,42 @@ describe('audit.keep: retention of rotated files', () => {
       const refused = allRecords(data).filter((r) => r.event === 'audit-keep-refused');
       assert.ok(refused.length >= 1, 'the refusal is audited');
       assert.match(String(refused[0]?.reason), /does not chain into audit\.log/);
+    } finally {
+      await srv.stop();
+    }
+  });
+
+  // Found by a review: a rotated file whose end could not be read (a .gz cut short, bytes past any record's length
+  // after its last line) stopped retention with a line in the server log only: the trail said nothing of the file kept.
+  it('a rotated file whose end is damaged is kept, and the trail records why', async () => {
+    const srv = await TestServer.start({ yaml: yaml(0), users: [{ name: 'alice', password: 'alice password' }] });
+    try {
+      const data = join(srv.dir, 'data');
+      for (let i = 0; i < 6; i++) await upload(srv.sftpPort, `/f${i}.txt`, `file ${i}`);
+      await srv.audit();
+      await stopWith(srv, 'SIGTERM');
+      const kept = rotated(data);
+      assert.ok(kept.length >= 3, `rotated files: ${kept.join(' ')}`);
+      const [oldest, next] = kept as [string, string];
+      // The oldest compressed and cut short, the next with more bytes after its last line than any record has.
+      const gz = gzipSync(readFileSync(join(data, oldest)));
+      writeFileSync(join(data, `${oldest}.gz`), gz.subarray(0, gz.length - 20));
+      rmSync(join(data, oldest));
+      appendFileSync(join(data, next), Buffer.alloc(8 * 1024 * 1024 + 1, 0x41));
+      writeFileSync(join(srv.dir, 'sluice.yaml'), yaml(1));
+      await restart(srv, async () => {});
+      assert.ok(readdirSync(data).includes(`${oldest}.gz`), 'the damaged file is kept');
+      assert.ok(readdirSync(data).includes(next), 'and so is every file after it');
+      const refused = recordsIn(join(data, 'audit.log')).filter((r) => r.event === 'audit-keep-refused');
+      assert.deepEqual(refused.map((r) => r.file), [`${oldest}.gz`], 'the refusal is in the trail');
+      assert.match(String(refused[0]?.reason), /cut short or damaged/);
+      // The operator takes the damaged file away: the next one, its end longer than any record, is kept the same.
+      rmSync(join(data, `${oldest}.gz`));
+      await restart(srv, async () => {});
+      assert.ok(readdirSync(data).includes(next), 'the file with the long end is kept');
+      const again = recordsIn(join(data, 'audit.log')).filter((r) => r.event === 'audit-keep-refused');
+      assert.deepEqual(again.map((r) => r.file).at(-1), next);
+      assert.match(String(again.at(-1)?.reason), /longer than any audit record/);
     } finally {
       await srv.stop();
     }

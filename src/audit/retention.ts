@@ -76,7 +76,14 @@ export async function applyKeep(path: string, keep: KeepPolicy, now: number, rep
   for (const { name, reason } of beyondKeep(rotated, keep, now)) {
     const i = rotated.findIndex((f) => f.name === name);
     const newer = rotated[i + 1]?.name ?? basename(path);
-    const { end, id } = await endOf(join(dir, name));
+    // A file whose end cannot be read (a .gz cut short, more after its last line than any record) is kept, and that
+    // is recorded: it stopped retention with a line in the server log only (found by a review).
+    const read = await endOf(join(dir, name)).catch((err: Error) => err);
+    if (read instanceof Error) {
+      report({ event: 'audit-keep-refused', file: name, reason: `its end cannot be read: ${read.message}` });
+      return;
+    }
+    const { end, id } = read;
     if (!end.head || !chainsInto(end, await firstLines(join(dir, newer)))) {
       report({ event: 'audit-keep-refused', file: name, reason: `its last line does not chain into ${newer}` });
       return;
@@ -86,7 +93,7 @@ export async function applyKeep(path: string, keep: KeepPolicy, now: number, rep
       report({ event: 'audit-keep-refused', file: name, reason: MOVED });
       return;
     }
-    await fsp.unlink(join(dir, name));
+    if (!(await deleted(join(dir, name), name, report))) return;
     report({ event: 'audit-deleted', file: name, reason, last_seq: end.head.seq - 1 });
   }
 }
@@ -105,8 +112,19 @@ export async function applyKeepUnchained(path: string, keep: KeepPolicy, now: nu
       report({ event: 'audit-keep-refused', file: name, reason: MOVED });
       return;
     }
-    await fsp.unlink(join(dir, name));
+    if (!(await deleted(join(dir, name), name, report))) return;
     report({ event: 'xferlog-deleted', file: name, reason });
+  }
+}
+
+/** Delete `file`; when it cannot be, that is recorded as a refusal (retention stops there) and false returned. */
+async function deleted(file: string, name: string, report: (o: KeepOutcome) => void): Promise<boolean> {
+  try {
+    await fsp.unlink(file);
+    return true;
+  } catch (err) {
+    report({ event: 'audit-keep-refused', file: name, reason: `it could not be deleted: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` });
+    return false;
   }
 }
 
