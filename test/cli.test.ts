@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import argon2 from 'argon2';
+import Database from 'better-sqlite3';
 import { userKeyPair } from './helpers/ssh.js';
 import { openSqliteStore } from '../src/store/sqlite/store.js';
 import { BIN, sluice, sluiceAsync } from './helpers/cli.js';
@@ -296,6 +298,51 @@ describe('sluice CLI', () => {
         assert.match(r.stderr, pattern, args.join(' '));
       });
     } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
+
+  // Found by a review: a command that failed on a new data directory removed the database it had made, though
+  // another command had opened it meanwhile; that one's user went to a file no longer there, and it said added.
+  it('a failed command does not remove the new database another command is using', async () => {
+    const empty = mkdtempSync(join(tmpdir(), 'sluice-cli-beside-'));
+    const file = join(empty, 'data', 'sluice.db');
+    const start = (name: string) => {
+      const child = spawn(process.execPath, [BIN, 'user', 'add', name, '--password-stdin'], { cwd: empty, env: { ...process.env, SLUICE_LOG_LEVEL: 'warn' } });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d));
+      child.stdin.end(`${name} password here\n`);
+      return { exited: once(child, 'exit').then(([code]) => code as number | null), stderr: () => stderr };
+    };
+    let lock: Database.Database | null = null;
+    try {
+      // The first command makes the database; its write waits for the lock held here, until it gives up.
+      const first = start('ann');
+      for (let i = 0; i < 2000 && lock === null; i++) {
+        const db = existsSync(file) ? new Database(file) : null;
+        if (db?.prepare("SELECT 1 FROM sqlite_master WHERE name = 'users'").get()) {
+          db.pragma('busy_timeout = 10000');
+          db.exec('BEGIN IMMEDIATE');
+          lock = db;
+        } else {
+          db?.close();
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      }
+      assert.ok(lock, 'the database was made');
+      // The second opens it and waits to write too; the first fails meanwhile.
+      const second = start('bob');
+      assert.notEqual(await first.exited, 0, first.stderr());
+      assert.match(first.stderr(), /database is locked/);
+      lock.close();
+      lock = null;
+      assert.equal(await second.exited, 0, second.stderr());
+      const shown = sluice(empty, ['user', 'show', 'bob']);
+      assert.equal(shown.code, 0, `bob was written to the database there: ${shown.stderr}`);
+      assert.match(first.stderr(), /the one made is kept, another command or a server uses it now/);
+      assert.deepEqual(readdirSync(join(empty, 'data')).filter((n) => n.includes('lock')), [], 'no lock file is left');
+    } finally {
+      lock?.close();
       rmSync(empty, { recursive: true, force: true });
     }
   });

@@ -135,10 +135,16 @@ function noteUnreached(config: Config): void {
 /** After a command that opened the store: what it made is kept (and a new database said) if it succeeded, else undone. */
 function settlePlaces(places: StorePlaces | null, code: number): void {
   if (places === null) return;
-  if (code !== 0) places.undo();
+  const { kept } = places.settle(code === 0);
   if (places.fresh === null) return;
   if (code === 0) noteNewStore(places.fresh);
+  else if (kept) noteStoreInUse(places.fresh);
   else noteNoStore(places.fresh);
+}
+
+/** A command that failed where it made a database another command (or a server) uses meanwhile: it is theirs now. */
+function noteStoreInUse(file: string): void {
+  process.stderr.write(`sluice: note: no user database was at ${file}: the one made is kept, another command or a server uses it now\n`);
 }
 
 /**

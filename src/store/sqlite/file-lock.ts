@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, statSync } from 'node:fs';
 import { whyNotOpened } from './db.js';
 
 /** A lock that one process in the machine holds until it releases it or ends. */
@@ -33,4 +33,34 @@ export function lockFile(file: string): HeldLock | null {
     throw whyNotOpened(file, err);
   }
   return { release: () => db.close() };
+}
+
+/**
+ * Takes a shared hold of `file` for this process, waiting up to `waitMs` while
+ * another holds it alone (lockFile), so that lockFile elsewhere answers null
+ * for as long as it is held; or throws. The same POSIX locks through SQLite
+ * as lockFile (a read transaction left open holds a shared one), let go of
+ * when the process ends however it ends. A holder of lockFile may unlink the
+ * file: a hold taken on a file no longer under its name is let go and taken
+ * again on the one there now. As for lockFile, nothing else in the process
+ * may open `file`.
+ */
+export function shareLockFile(file: string, waitMs: number): HeldLock {
+  for (;;) {
+    closeSync(openSync(file, 'a', 0o600));
+    const before = statSync(file, { throwIfNoEntry: false });
+    const db = new Database(file);
+    try {
+      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(waitMs))}`);
+      db.pragma('journal_mode = MEMORY');
+      db.exec('BEGIN');
+      db.prepare('SELECT count(*) FROM sqlite_master').get();
+    } catch (err) {
+      db.close();
+      throw whyNotOpened(file, err);
+    }
+    const after = statSync(file, { throwIfNoEntry: false });
+    if (before && after && before.dev === after.dev && before.ino === after.ino) return { release: () => db.close() };
+    db.close();
+  }
 }
