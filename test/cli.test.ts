@@ -203,6 +203,28 @@ describe('sluice CLI', () => {
     assert.deepEqual(shown.dirPermissions, []);
   });
 
+  // Found by a review: a date-time without an offset was read in local time (a date alone in UTC), so west of UTC
+  // `--expires 9999-12-31T23:59:59` stored a date in the year 10000 (+010000-01-01T07:59:59Z), which the API then
+  // showed and no date-time parser reads back; and an offset could carry any expiry there.
+  it('--expires is UTC unless it gives an offset, whatever TZ says, and within the years 0000 to 9999', () => {
+    const expiry = (tz: string, value: string) => {
+      const r = sluice(dir, ['user', 'set', 'gen', '--expires', value], '', { TZ: tz });
+      return r.code === 0 ? (json(['user', 'show', 'gen', '--json']).expiresAt as string) : r;
+    };
+    for (const tz of ['America/Los_Angeles', 'Asia/Tokyo', 'UTC']) {
+      assert.equal(expiry(tz, '9999-12-31'), '9999-12-31T00:00:00.000Z', tz);
+      assert.equal(expiry(tz, '9999-12-31T23:59:59'), '9999-12-31T23:59:59.000Z', tz);
+      assert.equal(expiry(tz, '9999-12-31 23:59'), '9999-12-31T23:59:00.000Z', tz);
+      assert.equal(expiry(tz, '2099-06-01T12:00+02:00'), '2099-06-01T10:00:00.000Z', tz);
+    }
+    const past = expiry('Asia/Tokyo', '9999-12-31T23:59:59-12:00');
+    assert.equal(typeof past === 'string' ? past : past.stderr, 'sluice: --expires: "9999-12-31T23:59:59-12:00" is, in UTC, past 9999-12-31T23:59:59.999Z, the last date an expiry can be\n');
+    const before = expiry('UTC', '0000-01-01T00:30+01:00');
+    assert.equal(typeof before === 'string' ? before : before.code, 2);
+    assert.equal(json(['user', 'show', 'gen', '--json']).expiresAt, '2099-06-01T10:00:00.000Z', 'a refused expiry changes nothing');
+    assert.equal(run(['user', 'set', 'gen', '--expires', '2099-01-01']).code, 0);
+  });
+
   const badArgs: [string, string[], string, RegExp][] = [
     ['unknown option', ['user', 'add', 'x', '--frob'], '', /^sluice: Unknown option '--frob'\n$/],
     ['bad name', ['user', 'add', '../evil', '--password-stdin'], 'long password\n', /invalid user name/],

@@ -1,5 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { bytesOf } from '../config/size.js';
+import { expiryOutside } from '../users/expiry.js';
 
 /** A command-line mistake: printed as one line, exit code 2. */
 export class UsageError extends Error {
@@ -59,19 +60,25 @@ export function parseCount(option: string, text: string): number {
   return Number(text);
 }
 
-const TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,3})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/;
+const TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,3})?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
 
 /**
- * ISO date or date-time: `2026-11-24`, `2026-11-24T10:00`, `2026-11-24T10:00:00Z`.
+ * ISO date or date-time: `2026-11-24`, `2026-11-24T10:00`, `2026-11-24T10:00:00Z`,
+ * `2026-11-24T10:00+01:00`. In UTC unless it gives an offset, the date alone
+ * too, whatever TZ says: the audit trail's times are UTC, and a date-time
+ * read in local time differed from the same day given as a date (found by a
+ * review: `--expires 9999-12-31T23:59:59` west of UTC was a date in 10000).
  * Each field in its range: Date rolls `2026-02-30` over to March 2, which
  * no one meant.
  */
 export function parseTime(option: string, text: string): Date {
   const m = TIME.exec(text);
-  const [y, mo, d, h, mi, s] = (m?.slice(1) ?? []).map((f) => (f === undefined ? 0 : Number(f)));
+  const [y, mo, d, h, mi, s] = (m?.slice(1, 7) ?? []).map((f) => (f === undefined ? 0 : Number(f)));
   const valid = m !== null && mo! >= 1 && mo! <= 12 && d! >= 1 && d! <= daysIn(y!, mo!) && h! <= 23 && mi! <= 59 && s! <= 59;
-  const at = valid ? new Date(text) : new Date(NaN);
-  if (Number.isNaN(at.getTime())) throw new UsageError(`--${option}: "${text}" is not a date (YYYY-MM-DD[THH:MM[:SS]][Z])`);
+  // A date-time with no offset is given one (Z): Date reads it in local time. A date alone is UTC to Date already.
+  const iso = m?.[4] !== undefined && m[7] === undefined ? `${text.replace(' ', 'T')}Z` : text;
+  const at = valid ? new Date(iso) : new Date(NaN);
+  if (Number.isNaN(at.getTime())) throw new UsageError(`--${option}: "${text}" is not a date (YYYY-MM-DD[THH:MM[:SS]][Z|+HH:MM], UTC unless an offset is given)`);
   return at;
 }
 
@@ -80,12 +87,16 @@ function daysIn(year: number, month: number): number {
   return new Date(Date.UTC(year, month, 0)).getUTCDate();
 }
 
-/** ISO date or date-time, or `never`. */
+/** ISO date or date-time (UTC unless it gives an offset), or `never`; in UTC within the years 0000 to 9999. */
 export function parseExpiry(text: string): Date | null {
   if (text === 'never') return null;
+  let at: Date;
   try {
-    return parseTime('expires', text);
+    at = parseTime('expires', text);
   } catch {
-    throw new UsageError(`--expires: "${text}" is not a date (YYYY-MM-DD[THH:MM[:SS]][Z]) or "never"`);
+    throw new UsageError(`--expires: "${text}" is not a date (YYYY-MM-DD[THH:MM[:SS]][Z|+HH:MM], UTC unless an offset is given) or "never"`);
   }
+  const outside = expiryOutside(at);
+  if (outside !== null) throw new UsageError(`--expires: "${text}" is, in UTC, ${outside}`);
+  return at;
 }

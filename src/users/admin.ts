@@ -13,6 +13,7 @@ import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store
 import { StoreConflict, StoreUserGone, type HomeCheck, type UserRepository } from '../store/store.js';
 import { firstUnsafeChar } from '../session/unsafe-chars.js';
 import { AdminError, NoSuchUser, NotStored } from './errors.js';
+import { expiryOutside } from './expiry.js';
 
 /**
  * A new user's name. The anonymous FTP logins (`anonymous`, `ftp`, in any
@@ -108,23 +109,20 @@ export function parseKey(text: string): NewKey {
   return key;
 }
 
-/** The dates a date-time (RFC 3339, a four-digit year) can name in UTC, as the API shows them. */
-const FIRST_DATE = Date.parse('0000-01-01T00:00:00.000Z');
-const LAST_DATE = Date.parse('9999-12-31T23:59:59.999Z');
-
 /** An expiry as a date-time text; what no Date can hold (a leap second, an impossible day) is refused, never taken for "never". */
 export function parseExpiresAt(text: string): Date {
   const at = new Date(text);
   if (!Number.isFinite(at.getTime())) throw new AdminError(`"${text}" is not a date-time sluice can keep (a leap second, or a day the month lacks?)`);
-  // An offset can carry a date past 9999 or before 0000 in UTC: shown as +010000-... or -000001-..., which no
-  // date-time parser reads back (found by an attack on the API: GET /users then broke for its clients).
-  if (at.getTime() < FIRST_DATE || at.getTime() > LAST_DATE) throw new AdminError(`"${text}" is, in UTC, outside the years 0000 to 9999`);
+  const outside = expiryOutside(at);
+  if (outside !== null) throw new AdminError(`"${text}" is, in UTC, ${outside}`);
   return at;
 }
 
-/** An expiry given as a Date: an Invalid Date would be stored as NULL, "never". */
+/** An expiry given as a Date, whatever gave it: an Invalid Date would be stored as NULL, "never"; one outside the years 0000 to 9999 in UTC no client reads back. */
 function checkExpiry(at: Date | null | undefined): void {
   if (at && !Number.isFinite(at.getTime())) throw new AdminError('expiry: not a valid date');
+  const outside = at ? expiryOutside(at) : null;
+  if (outside !== null) throw new AdminError(`expiry ${at?.toISOString()}: ${outside}`);
 }
 
 /**
