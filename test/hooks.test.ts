@@ -385,6 +385,29 @@ describe('hook time-out', () => {
   });
 });
 
+describe('a command that exits leaving what it started running', () => {
+  // Found by a review: only a time-out or the stop ended a command's group, so what a command left running when
+  // it exited (a shell's `job &`) ran on unbounded, past hooks.concurrency, and outlived the stopping server.
+  it('ends it with the command: no more than hooks.concurrency run, and nothing outlives the hook', { timeout: 60_000 }, async () => {
+    const pids = join(mkdtempSync(join(tmpdir(), 'sluice-hook-pids-')), 'pids');
+    const alive = (pid: number) => {
+      const stat = existsSync(`/proc/${pid}/stat`) ? readFileSync(`/proc/${pid}/stat`, 'utf8') : '';
+      return stat !== '' && !/^\d+ \(.*\) Z/.test(stat);
+    };
+    await afterUploadsWithHook(`sleep 30 </dev/null >/dev/null 2>&1 & echo $! >> ${pids}`, 60, 3, async () => {
+      let started: number[] = [];
+      for (let i = 0; i < 100 && started.length < 3; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        started = existsSync(pids) ? readFileSync(pids, 'utf8').split('\n').filter((l) => l !== '').map(Number) : [];
+      }
+      assert.equal(started.length, 3, 'each hook ran');
+      await new Promise((r) => setTimeout(r, 500));
+      assert.deepEqual(started.filter(alive), [], 'what the commands left running is ended with them');
+    });
+    rmSync(join(pids, '..'), { recursive: true, force: true });
+  });
+});
+
 describe('hook queue', () => {
   it('failed logins hold at most a quarter of it: a flood of them cannot crowd out the hooks of what users do', async () => {
     // Found by an adversarial review: 450 failed logins from 150 addresses filled the 1,000 places

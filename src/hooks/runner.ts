@@ -185,7 +185,10 @@ export class Hooks implements AuditSink {
  * A command in a process group of its own: a time-out or the server's stop
  * kills the whole group, so a script's own children (a shell's `sleep`) do
  * not outlive it, holding its stderr open and with it the hook's slot and the
- * stopping server. The hook ends when the command exits.
+ * stopping server. The hook ends when the command exits, and so does what it
+ * left running in its group (found by a review: a shell's `job &` ran on
+ * after the command's exit, past hooks.concurrency, the time-out and the
+ * server's stop, one more for each event).
  */
 function runCommand(argv: string[], env: NodeJS.ProcessEnv, timeoutMs: number, stopping: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -218,6 +221,14 @@ function runCommand(argv: string[], env: NodeJS.ProcessEnv, timeoutMs: number, s
       reject(new Error(ended === 'stopping' ? 'command ended: server stopping' : `command: ${err.message}`));
     });
     child.on('exit', (code, signal) => {
+      // The group outlives its leader while anything in it runs, so its id is no other process's yet.
+      if (child.pid !== undefined) {
+        try {
+          process.kill(-child.pid, 'SIGKILL');
+        } catch {
+          // Nothing left in it.
+        }
+      }
       const settle = () => {
         done();
         if (code === 0 && ended === null) return resolve();
