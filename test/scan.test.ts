@@ -257,6 +257,81 @@ describe('quarantine mode with a real clamd', () => {
     }
   });
 
+  // Found by a review: a reply was read whole however long, until the scan's deadline (hundreds of MiB a second
+  // into memory), and a signature's name went to the client as it came, so "X\r\n226 Forged" gave an FTP client
+  // a reply of its own making.
+  it('a scanner that lies: a reply without end is cut short, a signature with a line break reaches no one as one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-liar-'));
+    const socket = join(dir, 'clamd.sock');
+    const CAP = 64 * 1024 * 1024;
+    const endless: { written: number; closed: boolean; ms: number }[] = [];
+    const conns = new Set<net.Socket>();
+    const liar = net.createServer((c) => {
+      conns.add(c);
+      c.on('close', () => conns.delete(c));
+      c.on('error', () => undefined);
+      // Read the INSTREAM to its zero-length chunk, then answer as the file's name asks.
+      let got = Buffer.alloc(0);
+      c.on('data', (d: Buffer) => {
+        got = Buffer.concat([got, d]);
+        let at = 10;
+        let body = '';
+        while (at + 4 <= got.length) {
+          const n = got.readUInt32BE(at);
+          if (n === 0) break;
+          body += got.subarray(at + 4, at + 4 + n).toString();
+          at += 4 + n;
+        }
+        if (at + 4 > got.length || got.readUInt32BE(at) !== 0) return;
+        c.removeAllListeners('data');
+        if (body.startsWith('forge')) return void c.end('stream: Evil\r\n226 Forged FOUND\0');
+        const state = { written: 0, closed: false, ms: 0 };
+        endless.push(state);
+        const t0 = performance.now();
+        c.on('close', () => {
+          state.closed = state.written < CAP;
+          state.ms = Math.round(performance.now() - t0);
+        });
+        const chunk = Buffer.alloc(64 * 1024, 0x41);
+        const pump = () => {
+          while (!c.destroyed && state.written < CAP) {
+            state.written += chunk.length;
+            if (!c.write(chunk)) return void c.once('drain', pump);
+          }
+        };
+        pump();
+      });
+    });
+    await new Promise<void>((resolve) => liar.listen(socket, resolve));
+    const other = await TestServer.start({
+      yaml: `ftp:\n  tls: optional\nuploads:\n  scan: clamd\n  clamdSocket: ${socket}\n  scanTimeout: 2\n`,
+      users: [{ name: 'erin', password: 'erin password' }],
+    });
+    try {
+      // Not spawnSync: the scanner answers from this process.
+      const put = async (name: string, body: string) => {
+        writeFileSync(join(dir, name), body);
+        return promisify(execFile)('curl', ['-sS', '-v', '--max-time', '30', '-T', join(dir, name), `ftp://erin:erin%20password@127.0.0.1:${other.ftpPort}/${name}`]).catch((err: { stderr: string }) => err);
+      };
+      const long = await put('long.txt', 'endless\n');
+      assert.match(long.stderr, /< 550 Upload could not be scanned for malware/);
+      assert.ok(endless.length >= 1, 'the scanner was asked');
+      // At once, not when the scan's time (2 s) ran out, having read all it could until then.
+      assert.ok(endless.every((e) => e.closed && e.ms < 1000), `the server closed each endless reply at once: ${JSON.stringify(endless)}`);
+      const forged = await put('forge.com', 'forge\n');
+      assert.match(forged.stderr, /< 550 Upload rejected: malware found \(Evil\\r\\n226 Forged\)/);
+      assert.doesNotMatch(forged.stderr, /< 226 Forged/);
+      assert.deepEqual(readdirSync(other.home('erin')), []);
+      const records = await other.auditUntil((l) => l.event === 'quarantined');
+      assert.equal(records.find((l) => l.event === 'quarantined')?.signature, 'Evil\\r\\n226 Forged');
+    } finally {
+      await other.stop();
+      for (const c of conns) c.destroy();
+      await new Promise((resolve) => liar.close(resolve));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('clamd down: the upload waits, hidden, then fails closed with a clear error; nothing lands unscanned', async () => {
     await clamd.stop();
     const t0 = performance.now();

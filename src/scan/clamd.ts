@@ -1,12 +1,23 @@
 import net from 'node:net';
 import type { Readable } from 'node:stream';
 import { ScanRefused, type ScanVerdict, type Scanner } from '../session/scanning.js';
+import { shown } from '../session/unsafe-chars.js';
 
 /** Where clamd listens: its unix socket, or host and port. */
 export type ClamdAddress = { readonly path: string } | { readonly host: string; readonly port: number };
 
 /** clamd's StreamMaxLength is 100 MiB by default: chunks stay far below any limit. */
 const CHUNK = 64 * 1024;
+/**
+ * The most of a reply read before its end (NUL): clamd's is a line ("stream:
+ * NAME FOUND", a signature name of a few dozen characters). Something else
+ * on its address, or a clamd gone wrong, sending without end was read into
+ * memory until the scan's deadline, hundreds of MiB a second (found by a
+ * review); past this it is no reply, and the connection is closed.
+ */
+export const MAX_REPLY = 4096;
+/** The longest signature name kept for the client, the trail and hooks; a longer one is cut, and says so. */
+const MAX_SIGNATURE = 200;
 
 /**
  * ClamAV's clamd over INSTREAM: the file's bytes in length-prefixed chunks,
@@ -79,6 +90,7 @@ export class ClamdScanner implements Scanner {
         reply += d.toString('utf8');
         const verdict = answered();
         if (verdict) settle(verdict);
+        else if (reply.length > MAX_REPLY) done(new Error(`clamd: a reply longer than ${MAX_REPLY} bytes with no end, not clamd's: ${shown(reply.slice(0, 80))}...`));
       });
       socket.on('close', () => {
         const verdict = answered();
@@ -128,6 +140,7 @@ export class ClamdScanner implements Scanner {
       socket.on('data', (d: Buffer) => {
         reply += d.toString('utf8');
         const end = reply.indexOf('\0');
+        if (end < 0 && reply.length > MAX_REPLY) return finish(null);
         if (end < 0) return;
         const verdict = parse(reply.slice(0, end));
         finish(verdict instanceof ScanRefused ? verdict : null);
@@ -144,16 +157,27 @@ export class ClamdScanner implements Scanner {
 /** How long the probe after a cut stream waits for clamd's refusal. */
 const PROBE_MS = 1000;
 
-/** clamd's reply to one INSTREAM, as a verdict; an ERROR reply is a ScanRefused, anything else an Error. */
+/**
+ * clamd's reply to one INSTREAM, as a verdict; an ERROR reply is a ScanRefused, anything else an Error.
+ * A signature's name reaches the client's error, the trail and hooks: its line breaks and other control
+ * characters are escaped, and a long one is cut (found by a review: a reply "stream: X\r\n226 ok FOUND"
+ * gave an FTP client a second reply it never asked for).
+ */
 export function parse(line: string): ScanVerdict | Error {
   const text = line.replace(/^stream: /, '').trim();
   if (text === 'OK') return { clean: true };
-  const found = /^(.+) FOUND$/.exec(text);
-  if (found) return { clean: false, signature: found[1] as string };
-  const refused = /^(.*) ERROR$/.exec(text);
+  const found = /^(.+) FOUND$/s.exec(text);
+  if (found) return { clean: false, signature: signatureOf(found[1] as string) };
+  const refused = /^(.*) ERROR$/s.exec(text);
   if (refused) {
     const what = refused[1] as string;
-    return new ScanRefused(/size limit exceeded/i.test(what) ? 'too large to scan' : 'the scanner refused it', `clamd: ${text}`);
+    return new ScanRefused(/size limit exceeded/i.test(what) ? 'too large to scan' : 'the scanner refused it', `clamd: ${shown(text)}`);
   }
-  return new Error(`clamd: ${text}`);
+  return new Error(`clamd: ${shown(text)}`);
+}
+
+/** A signature's name as it may be shown: one printable line of at most MAX_SIGNATURE characters. */
+function signatureOf(name: string): string {
+  const safe = shown(name);
+  return safe.length <= MAX_SIGNATURE ? safe : `${safe.slice(0, MAX_SIGNATURE)}... (cut)`;
 }
