@@ -250,6 +250,9 @@ describe('sluice CLI', () => {
     ['extra argument', ['user', 'show', 'alice', 'bob'], '', /unexpected argument "bob"/],
     ['relative perm path', ['user', 'perm', 'alice', 'drop', 'upload'], '', /must be an absolute virtual path/],
     ['bad perm list', ['user', 'perm', 'alice', '/drop', 'list,fly'], '', /unknown permission "fly"/],
+    // Found by a hostile-input review: an empty list (an unset variable) took every permission away in silence.
+    ['empty perm list', ['user', 'perm', 'alice', '/drop', ''], '', /^sluice: "" names no permission: give none to take every permission away\n$/],
+    ['empty --perms', ['user', 'set', 'alice', '--perms', ' , '], '', /^sluice: " , " names no permission: give none/],
     ['perm of an unknown user', ['user', 'perm', 'nobody', '/drop', 'upload'], '', /no user named "nobody"/],
     ['home cannot inherit', ['user', 'perm', 'alice', '/', 'inherit'], '', /the home \(\/\) has no parent to inherit from/],
     ['no override to drop', ['user', 'perm', 'alice', '/never/set', 'inherit'], '', /no override on \/never\/set/],

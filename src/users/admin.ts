@@ -47,6 +47,9 @@ export function parseProtocols(text: string): Protocol[] {
 }
 
 export function parsePerms(text: string): Permission[] {
+  // An empty list (`--perms "$UNSET"`, `--perms ,`) took every permission away without a word (found by a
+  // hostile-input review): that is said with `none`.
+  if (text.split(',').every((w) => w.trim() === '')) throw new AdminError(`"${text}" names no permission: give none to take every permission away`);
   try {
     return parsePermissions(text);
   } catch (err) {
