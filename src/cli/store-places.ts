@@ -42,8 +42,18 @@ export function prepareStorePlaces(config: Config, sqliteFile: (dataDir: string)
   const homesThere = existsSync(homes);
   const firstMade = ensureWritableDir('dataDir', dataDir);
   const lockName = file === null ? null : `${file}.cli-lock`;
-  // Before the database is looked at: a command removing what it made holds the lock alone meanwhile.
-  let held: HeldLock | null = lockName === null ? null : shareLockFile(lockName, WAIT_MS);
+  // Before the database is looked at: a command removing what it made holds the lock alone meanwhile. One that
+  // cannot be taken (another user's, left by a command killed as root) does not stop the command; it then
+  // removes no database, whoever may use it.
+  let held: HeldLock | null = null;
+  let unlocked = false;
+  if (lockName !== null) {
+    try {
+      held = shareLockFile(lockName, WAIT_MS);
+    } catch {
+      unlocked = true;
+    }
+  }
   // Made here, exclusively: a database another command made the moment before is that command's.
   const fresh = file !== null && madeNow(file) ? file : null;
   return {
@@ -52,7 +62,7 @@ export function prepareStorePlaces(config: Config, sqliteFile: (dataDir: string)
       held?.release();
       held = null;
       // Alone, or not at all: another command holding the lock uses the database, made by either.
-      const alone = lockName === null ? null : lockFile(lockName);
+      const alone = lockName === null || unlocked ? null : takenAlone(lockName);
       if (lockName !== null && alone === null) return { kept: fresh !== null };
       try {
         let kept = fresh !== null;
@@ -71,6 +81,15 @@ export function prepareStorePlaces(config: Config, sqliteFile: (dataDir: string)
       }
     },
   };
+}
+
+/** The lock taken alone, or null: another holds it, or it cannot be taken. */
+function takenAlone(file: string): HeldLock | null {
+  try {
+    return lockFile(file);
+  } catch {
+    return null;
+  }
 }
 
 /** Whether `file` is as madeNow left it: empty, the store never opened on it (the command failed before). */
