@@ -23,8 +23,8 @@ const querySchema = {
     ip: { ...text, description: 'address or CIDR block' },
     protocol: { type: 'string', enum: AUDITED_PROTOCOLS },
     path: { ...text, description: "glob: * within a name, ** across names, e.g. /incoming/**" },
-    since: { ...text, description: 'YYYY-MM-DD[THH:MM[:SS]][Z]' },
-    until: { ...text, description: 'YYYY-MM-DD[THH:MM[:SS]][Z]' },
+    since: { ...text, description: 'YYYY-MM-DD[THH:MM[:SS]][Z|+HH:MM], UTC unless an offset is given' },
+    until: { ...text, description: 'YYYY-MM-DD[THH:MM[:SS]][Z|+HH:MM], UTC unless an offset is given' },
     result: { type: 'string', enum: TRANSFER_RESULTS },
   },
 } as const;
