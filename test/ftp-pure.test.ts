@@ -405,6 +405,10 @@ describe('replies (ftp/replies.ts)', () => {
     // An inner line that starts with the code would end the reply early for the client: it gets a leading space.
     ['an inner line starting with the code is indented', 213, ['Status:', '213 x', '2131', 'End.'], '213-Status:\r\n 213 x\r\n 2131\r\n213 End.\r\n'],
     ['an inner line with another code is left alone', 213, ['Status:', '250 x', 'End.'], '213-Status:\r\n250 x\r\n213 End.\r\n'],
+    // Found by a review: a line quoting what came from elsewhere (a scanner's verdict, an error's text) with CR LF in
+    // it wrote a second reply of the quoted text's choosing ("550 ...\r\n226 Forged").
+    ['CR and LF inside a line never end it', 550, ['stream: Evil\r\n226 Forged FOUND.'], '550 stream: Evil  226 Forged FOUND.\r\n'],
+    ['nor inside a first or inner line', 211, ['a\nb', 'c\rd', 'e'], '211-a b\r\nc d\r\n211 e\r\n'],
   ];
   for (const [what, code, ls, wire] of formats) {
     it(`formatReply: ${what}`, () => assert.equal(formatReply(code, ls), wire));

@@ -72,12 +72,17 @@ export function errorReply(err: SluiceError): Reply {
   }
 }
 
+const LINE_BREAKS = /[\r\n]/g;
+
 /**
  * Wire form of one line of a reply: the first of several `code-`, the last
  * (or only) `code `. An inner line that starts with the code is indented: a
  * client would take it for the last.
  */
-export function replyLine(code: number, line: string, at: 'first' | 'inner' | 'last'): string {
+export function replyLine(code: number, text: string, at: 'first' | 'inner' | 'last'): string {
+  // CR and LF end a line on the wire: inside one they would let the text a reply quotes (a name, an error's
+  // message, a scanner's verdict) write replies of its own. Every reply passes here, so none can.
+  const line = text.replace(LINE_BREAKS, ' ');
   if (at === 'first') return `${code}-${line}\r\n`;
   if (at === 'last') return `${code} ${line}\r\n`;
   return (line.startsWith(String(code)) ? ` ${line}` : line) + '\r\n';
