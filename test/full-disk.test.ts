@@ -200,6 +200,29 @@ for (const workers of ['1', '2']) describe(`the data directory full: the server 
     assert.equal(lifted.status, 200, lifted.text);
     assert.equal(await RawFtp.greeting(srv.ftpPort, ATTACKER), 220, 'the address is still refused after its held ban was lifted');
   });
+
+  // Found by an adversarial review: a held ban was seen at admission only. Connections the address had opened
+  // before it went on logging in, the right password included, as if no ban were in force (a stored one
+  // refuses them at their next login).
+  it('a connection opened before the held ban is refused at its next login, with the right password too', { timeout: 60_000 }, async (t) => {
+    const srv = server();
+    if (!srv) return t.skip(NO_NAMESPACES);
+    srv.fill();
+    const from = '127.0.0.4';
+    const open: RawFtp[] = [];
+    for (let i = 0; i < 6; i++) {
+      const c = await RawFtp.connect(srv.ftpPort, false, from);
+      assert.equal((await c.read())?.code, 220);
+      open.push(c);
+    }
+    for (const [i, c] of open.slice(0, 5).entries()) await c.login('alice', `wrong ${i}`).catch(() => null);
+    assert.equal(await until(5000, async () => (await RawFtp.greeting(srv.ftpPort, from)) !== 220), true, 'five failed logins: still greeted');
+    const late = open[5] as RawFtp;
+    const reply = await late.login('alice', PASSWORD).catch(() => null);
+    assert.notEqual(reply?.code, 230, 'logged in from an address under a held ban');
+    for (const c of open) c.close();
+    assert.equal((await adminRequest({ socketPath: srv.adminSocket }, 'DELETE', `/api/v1/bans/${from}`)).status, 200);
+  });
 });
 
 /*

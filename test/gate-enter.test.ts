@@ -17,6 +17,7 @@ function guestOf() {
     turnToJudge: async () => () => undefined,
     coordinator: {
       score: async () => false,
+      heldBan: async () => false,
       claimUser: async () => {
         slots.taken++;
         return () => void slots.freed++;

@@ -48,6 +48,12 @@ export interface Coordinator {
    */
   admit(source: string): Promise<Release | 'banned' | null>;
   /**
+   * Is `source` under a ban the store could not take (Scorer.holds)? Asked
+   * before a login is let in: connections admitted before such a ban cannot
+   * see it in the store.
+   */
+  heldBan(source: string): Promise<boolean>;
+  /**
    * A slot for one logged-in session of `user` (its stored name), or null at
    * the per-user limit (`max` when given), or at `from.max` of the user's
    * sessions from `from.source`.

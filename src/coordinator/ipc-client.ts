@@ -88,6 +88,10 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
     return answer === 'banned' ? answer : this.slot(answer);
   }
 
+  async heldBan(source: string): Promise<boolean> {
+    return (await this.ask({ op: 'held-ban', source })) === true;
+  }
+
   async claimUser(user: string, max?: number, from?: SourceShare): Promise<Release | null> {
     return this.slot(await this.ask({ op: 'claim-user', user, ...(max === undefined ? {} : { max }), ...(from === undefined ? {} : { from }) }));
   }

@@ -38,6 +38,7 @@ export interface LedgerAccount {
 
 export type Question =
   | { op: 'admit'; ip: string }
+  | { op: 'held-ban'; source: string }
   | { op: 'claim-user'; user: string; max?: number; from?: SourceShare }
   | { op: 'score'; ip: string; protocol: Protocol; offence: Offence }
   | { op: 'ledger'; account: LedgerAccount }

@@ -229,6 +229,8 @@ export class WorkerLink {
         const admitted = await this.coordinator.admit(q.ip);
         return admitted === 'banned' ? admitted : this.keep(admitted);
       }
+      case 'held-ban':
+        return this.coordinator.heldBan(q.source);
       case 'claim-user':
         return this.keep(await this.coordinator.claimUser(q.user, q.max, q.from), q.user);
       case 'score':

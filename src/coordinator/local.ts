@@ -29,6 +29,10 @@ export class LocalCoordinator implements Coordinator {
     return this.registry.tryAcquire(ip);
   }
 
+  async heldBan(source: string): Promise<boolean> {
+    return this.defender.holds(source);
+  }
+
   async claimUser(user: string, max?: number, from?: SourceShare): Promise<Release | null> {
     // Connections admitted before admission closed log in no more while it is (their records too would wait).
     if (this.closed()) return null;

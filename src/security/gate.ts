@@ -506,6 +506,14 @@ export class Guest {
     // late (attemptNow), so the answer does not tell a right guess. Before (found by a review), a burst of
     // guesses on maxSessionsPerIp connections had every one verified after the ban, and the right one got in.
     if (this.exhausted) return 'exhausted';
+    // A ban the store could not take (its disk full) is the defender's alone, and the store's look-up above
+    // cannot see it: found by an adversarial review, a connection opened before such a ban logged in with the
+    // right password after it, where a stored ban refuses it.
+    if (await this.gate.coordinator.heldBan(this.source)) {
+      this.banned = true;
+      return 'exhausted';
+    }
+    if (this.closed) return 'closed';
     const slot = await this.gate.coordinator.claimUser(user, limits.max, limits.perSource === undefined ? undefined : { source: this.source, max: limits.perSource });
     if (slot && this.closed) slot();
     if (this.closed) return 'closed';
