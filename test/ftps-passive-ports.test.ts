@@ -58,6 +58,28 @@ describe('passive ports: a share per address and per user', () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     assert.equal((await c1.cmd('EPSV')).code, 229, "bob's closed session gave its slot back");
   });
+
+  // Found by an adversarial review: one warn line per passive port a second address of the client's own
+  // connected to, 1,000 a second from one session (EPSV, connect, again); now among the session's refusals.
+  it("connections from a foreign address to a session's passive ports are logged a few times, then counted", async () => {
+    const c = await RawFtp.connect(srv.ftpPort, false, '127.0.0.5');
+    open.push(c);
+    assert.equal((await c.read())?.code, 220);
+    assert.equal((await c.login('carol', 'carol password')).code, 230);
+    for (let i = 0; i < 30; i++) {
+      const r = await c.cmd('EPSV');
+      assert.equal(r.code, 229);
+      const thief = net.connect({ port: Number(/\|\|\|(\d+)\|/.exec(r.text)?.[1]), host: '127.0.0.1', localAddress: '127.0.0.6' });
+      thief.on('error', () => undefined);
+      thief.resume();
+      await new Promise((resolve) => thief.once('close', resolve));
+    }
+    assert.equal((await c.cmd('QUIT')).code, 221);
+    await srv.logs(/"ip":"127\.0\.0\.5".*"refused":30,"msg":"requests refused on this connection"/).catch(() => undefined);
+    const warned = srv.log.split('\n').filter((l) => l.includes('"ip":"127.0.0.5"') && l.includes('foreign address'));
+    assert.ok(warned.length <= 5, `${warned.length} lines for 30 refused connections`);
+    assert.match(srv.log, /"ip":"127\.0\.0\.5".*"refused":30,"msg":"requests refused on this connection"/);
+  });
 });
 
 /** The TCP sockets process `pid` holds, as /proc/net/tcp and tcp6 list them: local and remote port, and whether it listens. */

@@ -461,10 +461,11 @@ export class FtpConnection implements FtpControl {
     this.closingData.end();
     clearTimeout(this.idle);
     this.log.debug({ reason }, 'closing');
-    this.refusals.close();
     this.transfer?.abort();
     await this.transfer?.done.catch(() => undefined);
     this.setEndpoint(null);
+    // After the transfer and the passive port have ended: what they refused last is in the count.
+    this.refusals.close();
     await this.session?.close().catch((err: unknown) => this.log.error({ err }, 'session close failed'));
     this.session = null;
     this.socket.end();

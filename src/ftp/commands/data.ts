@@ -38,12 +38,14 @@ async function openPassive(c: FtpControl, s: Session): Promise<PassiveEndpoint |
         : null,
       onForeignPeer: (address) => {
         // One line per port, and a count when it closes: a scan of the passive range wrote a line per connect.
-        if (foreign++ === 0) c.log.warn({ from: address }, 'passive data connection from a foreign address refused');
+        // Among the connection's refusals: found by an adversarial review, a client that sent a connection from
+        // a second address of its own to each passive port it asked for wrote a warn line per EPSV (1,000 a second).
+        if (foreign++ === 0) c.refusals.warn({ from: address }, 'passive data connection from a foreign address refused');
       },
       onStopListening: () => {
         slot.release();
         // Said once (this may be called again), with what was refused by then.
-        if (foreign > 1 && !counted) c.log.warn({ refused: foreign }, 'passive data connections from foreign addresses refused on this port');
+        if (foreign > 1 && !counted) c.refusals.warn({ refused: foreign }, 'passive data connections from foreign addresses refused on this port');
         counted = true;
       },
       abandoned: () => c.isClosed,
