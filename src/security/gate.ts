@@ -326,6 +326,21 @@ export class Guest {
     );
   }
 
+  /**
+   * `exhausted`, or the address is under a ban the store could not take (its
+   * disk full), which is the defender's alone: the store's look-up in
+   * `exhausted` cannot see it. Found by an adversarial review: a connection
+   * opened before such a ban logged in with the right password after it, and
+   * was told which keys the user has, where a stored ban refuses both. Asked
+   * before a login's work and again at its claim (a ban may come meanwhile).
+   */
+  private async refusing(): Promise<boolean> {
+    if (this.exhausted) return true;
+    if (!(await this.gate.coordinator.heldBan(this.source))) return false;
+    this.banned = true;
+    return true;
+  }
+
   /** Protocol abuse or a failed handshake before login, seen by the front-end: scored by the defender. */
   offence(offence: Offence): void {
     void this.score(offence, this.protocol);
@@ -362,7 +377,7 @@ export class Guest {
    * scored once as it closes (see dispose).
    */
   async offerKey(login: LoginRequest, blob: Buffer): Promise<void> {
-    if (this.exhausted) throw new AuthError('too-many-tries');
+    if (await this.refusing()) throw new AuthError('too-many-tries');
     this.keysAsked++;
     const began = performance.now();
     try {
@@ -505,14 +520,7 @@ export class Guest {
     // Banned while its password waited for a hash slot and was verified: refused as any failure is, and as
     // late (attemptNow), so the answer does not tell a right guess. Before (found by a review), a burst of
     // guesses on maxSessionsPerIp connections had every one verified after the ban, and the right one got in.
-    if (this.exhausted) return 'exhausted';
-    // A ban the store could not take (its disk full) is the defender's alone, and the store's look-up above
-    // cannot see it: found by an adversarial review, a connection opened before such a ban logged in with the
-    // right password after it, where a stored ban refuses it.
-    if (await this.gate.coordinator.heldBan(this.source)) {
-      this.banned = true;
-      return 'exhausted';
-    }
+    if (await this.refusing()) return 'exhausted';
     if (this.closed) return 'closed';
     const slot = await this.gate.coordinator.claimUser(user, limits.max, limits.perSource === undefined ? undefined : { source: this.source, max: limits.perSource });
     if (slot && this.closed) slot();
@@ -571,7 +579,8 @@ export class Guest {
   private async judged(req: AuthRequest, login: () => Promise<Account>, withdrawn: AbortSignal | undefined): Promise<Account> {
     if (this.closed) throw new AuthError('connection-closed');
     if (withdrawn?.aborted) throw new AuthError('withdrawn');
-    if (this.exhausted) throw new AuthError('too-many-tries');
+    if (await this.refusing()) throw new AuthError('too-many-tries');
+    if (this.closed) throw new AuthError('connection-closed');
     // Every login ends at once when it can open nothing (below), so none should be pending here; if one
     // ever were, the claim would overwrite its session slot, never freed.
     if (this.pending && !this.inSession) this.endPending('another login of the connection replaced it');
