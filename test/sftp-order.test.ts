@@ -58,6 +58,41 @@ describe('SFTP request order', () => {
     assert.equal(rec?.sha256, createHash('sha256').update(first).digest('hex'));
   });
 
+  it('records a download closed right behind its READs with every byte the READs sent', async () => {
+    const data = randomBytes(MAX_READ + 1000);
+    writeFileSync(join(srv.home('ola'), 'closed-behind.bin'), data);
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'ola', password: 'ola password' });
+    try {
+      const { ch, next } = await initialised(conn);
+      ch.write(new Writer(FXP.OPEN, 1).string('/closed-behind.bin').uint32(OPEN_FLAGS.READ).uint32(0).finish());
+      const opened = await next();
+      assert.equal(opened[0], FXP.HANDLE);
+      const handle = opened.subarray(9, 9 + opened.readUInt32BE(5));
+      // READs run at once, CLOSE beside them: the client may get the file while the record says it got nothing.
+      ch.write(
+        Buffer.concat([
+          new Writer(FXP.READ, 2).bytes(handle).uint64(0).uint32(MAX_READ).finish(),
+          new Writer(FXP.READ, 3).bytes(handle).uint64(MAX_READ).uint32(MAX_READ).finish(),
+          new Writer(FXP.CLOSE, 4).bytes(handle).finish(),
+        ]),
+      );
+      const got: Buffer[] = [];
+      for (let i = 0; i < 3; i++) {
+        const reply = await next();
+        if (reply[0] === FXP.DATA) got[reply.readUInt32BE(1) - 2] = reply.subarray(9);
+        else assert.equal(reply.readUInt32BE(5), STATUS.OK, `request ${reply.readUInt32BE(1)}`);
+      }
+      const sent = Buffer.concat(got.filter((b) => b !== undefined));
+      const rec = (await srv.auditUntil((l) => l.event === 'download' && l.path === '/closed-behind.bin')).findLast(
+        (l) => l.event === 'download' && l.path === '/closed-behind.bin',
+      );
+      assert.equal(rec?.bytes, sent.length, 'the record counts the bytes the READs sent');
+      assert.equal(rec?.sha256, createHash('sha256').update(sent).digest('hex'));
+    } finally {
+      conn.end();
+    }
+  });
+
   it('lands pipelined APPEND writes in the order sent (OpenSSH reput)', async () => {
     const conn = await sshConnect({ port: srv.sftpPort, username: 'ola', password: 'ola password' });
     try {

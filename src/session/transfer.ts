@@ -238,6 +238,13 @@ export class Download extends Transfer {
   readonly direction = 'download';
   /** The first chunk of readable(), read ahead. */
   private ahead: Promise<Buffer> | undefined;
+  /**
+   * readInto()s still running: the end waits for them, so that the record counts and hashes every byte
+   * a client got. Before (found by a review), an SFTP CLOSE sent right behind a READ (READs are not
+   * ordered on their handle) recorded the download before the READ landed: `bytes: 0` and the SHA-256
+   * of nothing in the audit trail, while the client got the whole file.
+   */
+  private readonly reading = new Set<Promise<number>>();
 
   constructor(file: OpenFile, path: string, offset: number, readonly size: number, report: Reporter, options: TransferOptions) {
     // Hashed on the event loop: measured with OpenSSH sftp get (quick bench, three pairs of runs
@@ -273,8 +280,16 @@ export class Download extends Transfer {
    * most the bucket's burst, as SFTP allows (clients ask again for the rest):
    * one 255 KiB READ charged whole sent nothing for half a minute at 8 KiB/s.
    */
-  async readInto(target: Buffer, offset: number, length: number, position: number): Promise<number> {
-    if (this.isFinished) throw new SluiceError('failure', 'Transfer is closed');
+  readInto(target: Buffer, offset: number, length: number, position: number): Promise<number> {
+    if (this.isFinished) return Promise.reject(new SluiceError('failure', 'Transfer is closed'));
+    const read = this.readIntoNow(target, offset, length, position);
+    this.reading.add(read);
+    const done = () => void this.reading.delete(read);
+    read.then(done, done);
+    return read;
+  }
+
+  private async readIntoNow(target: Buffer, offset: number, length: number, position: number): Promise<number> {
     const { rate } = this.options;
     const granted = rate && length > 0 ? await rate.next(length, this.stopping?.signal) : length;
     if (rate && this.isFinished) {
@@ -336,6 +351,9 @@ export class Download extends Transfer {
   }
 
   protected async settle(result: TransferResult, reason?: string): Promise<void> {
+    // A read still waiting for the rate limit's room ends now (it refunds, and reads nothing); one reading lands first.
+    if (this.stopping?.signal.aborted === false) this.stopping.abort(new SluiceError('failure', 'Transfer is closed'));
+    await Promise.allSettled([...this.reading]);
     // What a read descriptor's close reports changes nothing, so the end (SFTP CLOSE's answer) does
     // not wait a thread-pool round trip for it: one of the few a small file's download takes.
     this.file.close().catch(() => undefined);
