@@ -135,3 +135,42 @@ describe('quota: an overwrite is accounted when its bytes land, against what the
     });
   }
 });
+
+/*
+ * A file whose last name goes while a download holds it open stays on the
+ * disk until the download lets go. Freed at once, a user uploaded a file,
+ * opened it for reading, removed it and uploaded again, round after round:
+ * one SFTP channel held 256 times the quota on the disk, off the usage.
+ */
+describe('quota: a file removed while a download holds it open is freed when the download lets go', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({ users: [{ name: 'reader', password: PASSWORD, args: ['--quota-bytes', String(QUOTA)] }] });
+  });
+  after(() => srv.stop());
+
+  for (const how of ['removed', 'uploaded over', 'renamed over'] as const) {
+    it(`its last name ${how}: no room until the handle closes`, async () => {
+      const r = await sftpRemote(srv, 'reader', PASSWORD);
+      try {
+        await r.put('/held.bin', randomBytes(700 * KiB));
+        const handle = await call<Buffer>((cb) => r.sftp.open('/held.bin', 'r', cb));
+        if (how === 'removed') await r.remove('/held.bin');
+        else if (how === 'uploaded over') await r.put('/held.bin', Buffer.from('small'));
+        else {
+          await r.put('/other.bin', Buffer.from('small'));
+          await call((cb) => r.sftp.ext_openssh_rename('/other.bin', '/held.bin', cb));
+        }
+        // The 700 KiB are on the disk still, through the handle: another 700 KiB would pass the quota.
+        await assert.rejects(r.put('/next.bin', randomBytes(700 * KiB)), /Quota exceeded/);
+        await call((cb) => r.sftp.close(handle, cb));
+        await r.put('/next.bin', randomBytes(700 * KiB));
+        await r.remove('/next.bin');
+        if (how !== 'removed') await r.remove('/held.bin');
+      } finally {
+        await r.close();
+      }
+      await waitFor('the usage to be persisted', () => persistedUsage(srv, 'reader').bytes === 0);
+    });
+  }
+});

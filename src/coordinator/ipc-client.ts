@@ -157,6 +157,9 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
       unclaim: (key) => note({ method: 'unclaim', args: [key] }),
       unlockInPlace: (key) => note({ method: 'unlockInPlace', args: [key] }),
       settle: (...args) => note({ method: 'settle', args }),
+      reading: (key) => note({ method: 'reading', args: [key] }),
+      doneReading: (key) => note({ method: 'doneReading', args: [key] }),
+      freed: (...args) => note({ method: 'freed', args }),
       release: () => {
         if (released) return;
         released = true;

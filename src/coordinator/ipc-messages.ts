@@ -26,6 +26,9 @@ export type LedgerNote =
   | { method: 'unclaim'; args: [key: string] }
   | { method: 'unlockInPlace'; args: [key: string] }
   | { method: 'settle'; args: [reserved: number, bytesDelta: number, filesDelta: number] }
+  | { method: 'reading'; args: [key: string] }
+  | { method: 'doneReading'; args: [key: string] }
+  | { method: 'freed'; args: [key: string, bytes: number, names: number] }
   | { method: 'release'; args: [] };
 
 /** The quota-relevant part of an account: what the primary's ledger needs. */

@@ -295,6 +295,12 @@ export class WorkerLink {
         return h.unlockInPlace(...n.args);
       case 'settle':
         return h.settle(...n.args);
+      case 'reading':
+        return h.reading(...n.args);
+      case 'doneReading':
+        return h.doneReading(...n.args);
+      case 'freed':
+        return h.freed(...n.args);
       case 'release':
         h.release();
         this.handles.delete(handle);

@@ -147,6 +147,10 @@ export class QuotaLedger {
   private inflightFiles = 0;
   /** Files (dev:ino) whose size an overwrite in flight counts on freeing: one claimant each. */
   private readonly claims = new Set<string>();
+  /** Files (dev:ino) the user's downloads hold open, with how many hold each (see reading). */
+  private readonly readers = new Map<string, number>();
+  /** Bytes of files whose last name went while a download held them: freed when the last one lets go. */
+  private readonly unfreed = new Map<string, number>();
   constructor(
     account: Account,
     private readonly source: QuotaRoom,
@@ -307,6 +311,41 @@ export class QuotaLedger {
     this.room = { bytes: this.room.bytes - back.bytes, files: this.room.files - back.files };
   }
 
+  /**
+   * A download holds the file `key` (dev:ino) open: its bytes stay on the
+   * disk, whatever becomes of its names, until the download lets go
+   * (doneReading). See freed.
+   */
+  reading(key: string): void {
+    this.readers.set(key, (this.readers.get(key) ?? 0) + 1);
+  }
+
+  doneReading(key: string): void {
+    const n = this.readers.get(key) ?? 0;
+    if (n > 1) return void this.readers.set(key, n - 1);
+    this.readers.delete(key);
+    const bytes = this.unfreed.get(key);
+    if (bytes === undefined) return;
+    this.unfreed.delete(key);
+    this.settle(0, -bytes, 0);
+  }
+
+  /**
+   * A removal (a delete, a rename or an upload over the name) took `names`
+   * names and, with the last name of the file `key`, its `bytes`. Those
+   * bytes leave the usage only once no download of the user holds the file
+   * open: until then they are on the disk still. Before (found by a
+   * review), a user with a 1 MiB quota uploaded a file, opened it for
+   * reading, removed it, and did so again and again: each file held its
+   * bytes on the disk through its open handle, off the usage, and one SFTP
+   * channel held 256 times the quota.
+   */
+  freed(key: string, bytes: number, names: number): void {
+    const held = bytes > 0 && this.readers.has(key);
+    if (held) this.unfreed.set(key, (this.unfreed.get(key) ?? 0) + bytes);
+    this.settle(0, held ? 0 : -bytes, -names);
+  }
+
   /** The last session of the user in this process has ended. */
   close(): void {
     this.source.close();
@@ -345,6 +384,11 @@ export interface Ledger {
   unlockInPlace(key: string): void;
   checkCommit(reserved: number, written: number, freed: number, newName: boolean): Promise<void>;
   settle(reserved: number, bytesDelta: number, filesDelta: number): void;
+  /** A download holds the file `key` (dev:ino) open, until doneReading (see QuotaLedger.reading). */
+  reading(key: string): void;
+  doneReading(key: string): void;
+  /** A removal took names and, with a file's last, its bytes: freed once no download holds it (see QuotaLedger.freed). */
+  freed(key: string, bytes: number, names: number): void;
   usage(): Promise<{ bytes: number; files: number }>;
   /** Resolves once everything said before has reached the ledger. */
   synced(): Promise<void>;
@@ -579,6 +623,8 @@ export class LedgerHandle implements Ledger {
   private files = 0;
   private readonly claims = new Set<string>();
   private readonly locks = new Set<string>();
+  /** Files this session's downloads hold open, with how many each (see QuotaLedger.reading). */
+  private readonly readings = new Map<string, number>();
   private released = false;
   /** The gives of shared locks let go so far (SharedWriteLocks.give), for synced(). */
   private letGo: Promise<unknown> = Promise.resolve();
@@ -750,6 +796,23 @@ export class LedgerHandle implements Ledger {
     this.ledger.settle(dropped, bytesDelta, filesDelta);
   }
 
+  reading(key: string): void {
+    this.readings.set(key, (this.readings.get(key) ?? 0) + 1);
+    this.ledger.reading(key);
+  }
+
+  doneReading(key: string): void {
+    const n = this.readings.get(key) ?? 0;
+    if (n === 0) return;
+    if (n > 1) this.readings.set(key, n - 1);
+    else this.readings.delete(key);
+    this.ledger.doneReading(key);
+  }
+
+  freed(key: string, bytes: number, names: number): void {
+    this.ledger.freed(key, bytes, names);
+  }
+
   async usage(): Promise<{ bytes: number; files: number }> {
     return this.ledger.usage;
   }
@@ -768,6 +831,8 @@ export class LedgerHandle implements Ledger {
     for (; this.files > 0; this.files--) this.ledger.releaseFile();
     for (const key of this.claims) this.ledger.unclaim(key);
     for (const key of [...this.locks]) this.unlockInPlace(key);
+    for (const [key, n] of this.readings) for (let i = 0; i < n; i++) this.ledger.doneReading(key);
+    this.readings.clear();
     this.claims.clear();
     this.onRelease();
   }

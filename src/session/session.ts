@@ -489,7 +489,14 @@ export class Session implements LiveSession {
     const offset = options.offset ?? 0;
     const download: Download = await this.readable('download', path, true, async (file, st, dir) => {
       if (offset < 0 || offset > st.size) throw new SluiceError('invalid-path', 'Offset beyond end of file');
-      const opened = new Download(file, path, offset, st.size, (r) => this.finished(download, r), this.transferOptions(options, this.budget.rates.down));
+      // The file's bytes stay on the disk while it is open, whatever becomes of its names: the quota counts them so.
+      const key = nodeKey(st);
+      const done = (r: TransferRecord) => {
+        this.ledger.doneReading(key);
+        this.finished(download, r);
+      };
+      const opened = new Download(file, path, offset, st.size, done, this.transferOptions(options, this.budget.rates.down));
+      this.ledger.reading(key);
       this.placed.set(opened, dir);
       this.deps.inFlight?.started(this.actor, 'download', path, offset, opened.started);
       return opened;
@@ -888,7 +895,7 @@ export class Session implements LiveSession {
           const st = await held.stat();
           if (st.type === 'dir') throw new SluiceError('is-a-directory');
           const { gone } = await dropThrough(this.ledger, st, held, () => loc.unlink());
-          this.ledger.settle(0, -gone.bytes, -gone.names);
+          this.ledger.freed(nodeKey(st), gone.bytes, gone.names);
         } finally {
           void held.close().catch(() => undefined);
         }
@@ -981,7 +988,7 @@ export class Session implements LiveSession {
       // Its hash only if already known (a whole upload's receipt): the file is never read for it.
       const known = knownSha(this.deps.receipts, dstStat).sha256 ?? null;
       const { gone, before, after } = await dropThrough(this.ledger, dstStat, held, () => src.renameTo(dst), busy);
-      this.ledger.settle(0, -gone.bytes, -gone.names);
+      this.ledger.freed(nodeKey(dstStat), gone.bytes, gone.names);
       // On record as the quota counts it: the file looked at, if it lost its name (found by a review:
       // a file destroyed by a rename over it left no trace but in the records before).
       return replacedThrough(before, after, known) ?? 'unknown';

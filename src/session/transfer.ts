@@ -725,6 +725,8 @@ export class Upload extends Transfer {
     /** What its record says of a scanned upload: no verdict until one came. */
     let scanned: TransferRecord['scan'] = this.uploadOptions.scan ? 'unscanned' : undefined;
     let stagedLeft = staged !== null;
+    /** The file the commit replaced, and what it freed (see replace()). */
+    let freedOld: { key: string; bytes: number } | null = null;
     /** Where the file's directory is now (see the close below); none: not looked at. */
     let where: Promise<string | null> | null = null;
     // The final name held for replace(), until replace() takes it.
@@ -790,6 +792,7 @@ export class Upload extends Transfer {
           targetLeft = null;
           const change = await this.replace(staged, written, await target);
           stagedLeft = false;
+          freedOld = change.freed;
           replaced = change.replaced;
           if (written >= RECEIPT_MIN_BYTES) node = await receiptNode(loc, st);
           finalSize = written;
@@ -824,6 +827,7 @@ export class Upload extends Transfer {
       if (this.target.claim) this.ledger.unclaim(this.target.claim.key);
       if (this.target.lock) this.ledger.unlockInPlace(this.target.lock);
       this.ledger.settle(this.reserved, bytesDelta, filesDelta);
+      if (freedOld) this.ledger.freed(freedOld.key, freedOld.bytes, 0);
       void loc.close();
     }
     // The releases reach the ledger before the client hears of the end: its next upload of
@@ -882,7 +886,7 @@ export class Upload extends Transfer {
     staged: StagedFile,
     written: number,
     { st: now, held: old }: Target,
-  ): Promise<{ bytes: number; files: number; replaced: TransferRecord['replaced'] }> {
+  ): Promise<{ bytes: number; files: number; replaced: TransferRecord['replaced']; freed: { key: string; bytes: number } | null }> {
     try {
       const mayReplace = this.target.mayReplace && (now === null || (await this.target.mayReplaceWhereNow()));
       if (now !== null && !mayReplace) throw this.nameTaken();
@@ -900,13 +904,14 @@ export class Upload extends Transfer {
         const { gone, before, after } = await dropThrough(this.ledger, now, old, commit);
         // On record as the quota counts it: the node looked at, if it lost its name (found by a review: a file
         // replaced by an upload left no trace).
-        return { bytes: written - gone.bytes, files: 1 - gone.names, replaced: replacedThrough(before, after, known) ?? 'unknown' };
+        // The bytes it freed go off the usage apart, once no download holds that file open (see QuotaLedger.freed).
+        return { bytes: written, files: 1 - gone.names, replaced: replacedThrough(before, after, known) ?? 'unknown', freed: { key: nodeKey(now), bytes: gone.bytes } };
       }
       await dropFile(this.ledger, now ? freeingKey(now) : null, commit);
       // Nothing there when looked at is recorded as nothing replaced, though with mayReplace the commit's
       // rename(2) replaces a file that took the name since: a window left (README, audit trail). Something
       // there but not held: what the commit replaced is unknown, and what it freed the look's guess.
-      return { bytes: written - expected, files: now === null ? 1 : 0, replaced: now === null ? undefined : 'unknown' };
+      return { bytes: written, files: now === null ? 1 : 0, replaced: now === null ? undefined : 'unknown', freed: now === null ? null : { key: nodeKey(now), bytes: expected } };
     } finally {
       // Not waited for: the answer needs nothing more from it.
       void old?.close().catch(() => undefined);
