@@ -93,6 +93,45 @@ describe('SFTP request order', () => {
     }
   });
 
+  it('holds the out-of-order bytes of all downloads within one budget: past it, a download gives up its hash', async () => {
+    const chunks = 52; // 13 MiB: each download holds 12.75 MiB while its first chunk waits, under its own 16 MiB
+    const data = randomBytes(chunks * MAX_READ);
+    writeFileSync(join(srv.home('ola'), 'waiting.bin'), data);
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'ola', password: 'ola password' });
+    const handles: Buffer[] = [];
+    try {
+      const { ch, next } = await initialised(conn);
+      let id = 1;
+      for (let h = 0; h < 3; h++) {
+        ch.write(new Writer(FXP.OPEN, ++id).string('/waiting.bin').uint32(OPEN_FLAGS.READ).uint32(0).finish());
+        const opened = await next();
+        assert.equal(opened[0], FXP.HANDLE);
+        const handle = opened.subarray(9, 9 + opened.readUInt32BE(5));
+        handles.push(handle);
+        // All but the first chunk: the hash holds them until it comes. Three such downloads held 38 MiB (256 of them 4 GiB).
+        for (let k = 1; k < chunks; k += 16) {
+          const n = Math.min(16, chunks - k);
+          for (let j = 0; j < n; j++) ch.write(new Writer(FXP.READ, ++id).bytes(handle).uint64((k + j) * MAX_READ).uint32(MAX_READ).finish());
+          for (let j = 0; j < n; j++) assert.equal((await next())[0], FXP.DATA);
+        }
+      }
+      for (const handle of handles) {
+        ch.write(new Writer(FXP.READ, ++id).bytes(handle).uint64(0).uint32(MAX_READ).finish());
+        assert.equal((await next())[0], FXP.DATA);
+        ch.write(new Writer(FXP.CLOSE, ++id).bytes(handle).finish());
+        assert.equal((await next()).readUInt32BE(5), STATUS.OK);
+      }
+    } finally {
+      conn.end();
+    }
+    const isIt = (l: Record<string, unknown>) => l.event === 'download' && l.path === '/waiting.bin';
+    let records: Record<string, unknown>[] = [];
+    for (const end = Date.now() + 10_000; records.length < 3 && Date.now() < end; ) records = (await srv.audit(200)).filter(isIt);
+    assert.equal(records.length, 3);
+    const whole = createHash('sha256').update(data).digest('hex');
+    assert.deepEqual(records.map((r) => r.sha256), [whole, whole, null], 'the third did not fit: its hash is given up, not held');
+  });
+
   it('lands pipelined APPEND writes in the order sent (OpenSSH reput)', async () => {
     const conn = await sshConnect({ port: srv.sftpPort, username: 'ola', password: 'ola password' });
     try {

@@ -2,6 +2,17 @@ import { Sha256Stream } from './offloaded-sha256.js';
 
 /** Out-of-order bytes held for the hash at most; beyond that the hash is given up. */
 const MAX_REORDER_BYTES = 16 * 1024 * 1024;
+/**
+ * Out-of-order bytes all transfers of this process may hold between them;
+ * past it, the transfer whose bytes would not fit gives up its hash. Per
+ * transfer alone the bound was no bound: a user opened 256 SFTP handles
+ * and read each one's file from its second chunk on, and the process held
+ * 16 MiB for each, 4 GiB, none of it counted in the connection's budget
+ * (found by a review: 12 handles on one channel grew the process by 200 MiB).
+ */
+const PROCESS_REORDER_BYTES = 32 * 1024 * 1024;
+/** Out-of-order bytes held by every SequenceHash of this process. */
+let heldForOrder = 0;
 
 /**
  * SHA-256 of the bytes in file order, computed as they pass. Pipelined SFTP
@@ -34,9 +45,11 @@ export class SequenceHash {
       // would replace the earlier in the hash while the file still holds the earlier's longer tail.
       // Chunks that overlap at other offsets are left waiting when the gap fills, and give null there.
       if (this.waiting.has(position)) return this.spoil();
+      // Refused before the copy: what would not fit is never held.
+      if (this.waitingBytes + data.length > MAX_REORDER_BYTES || heldForOrder + data.length > PROCESS_REORDER_BYTES) return this.spoil();
       this.waiting.set(position, Buffer.from(data));
       this.waitingBytes += data.length;
-      if (this.waitingBytes > MAX_REORDER_BYTES) this.spoil();
+      heldForOrder += data.length;
       return;
     }
     this.hash.update(data);
@@ -44,6 +57,7 @@ export class SequenceHash {
     for (let more = this.waiting.get(this.next); more; more = this.waiting.get(this.next)) {
       this.waiting.delete(this.next);
       this.waitingBytes -= more.length;
+      heldForOrder -= more.length;
       this.hash.update(more);
       this.next += more.length;
     }
@@ -72,6 +86,7 @@ export class SequenceHash {
     this.hash?.drop();
     this.hash = null;
     this.waiting.clear();
+    heldForOrder -= this.waitingBytes;
     this.waitingBytes = 0;
   }
 }
