@@ -8,6 +8,7 @@ import { createLogger } from './audit/log.js';
 import { ARGON2_PARAMS, PasswordHasher } from './auth/passwords.js';
 import type { Config } from './config/schema.js';
 import { hookCodePlaces, hookNamedFiles } from './hooks/named-files.js';
+import type { ServerFile } from './session/storage/server-places.js';
 import { migrationsDir } from './store/migrations.js';
 import { openStore } from './store/open.js';
 import type { AdminTokenRepository, BanRepository, Store, UserRepository } from './store/store.js';
@@ -60,7 +61,7 @@ export async function openAdmin(config: Config & { readonly source?: string | nu
  * or name (hookNamedFiles) and the directories those may load code from
  * (hookCodePlaces).
  */
-export function serverFilesOf(config: Config & { readonly source?: string | null }): string[] {
+export function serverFilesOf(config: Config & { readonly source?: string | null }): ServerFile[] {
   const inData = (path: string) => resolve(config.dataDir, path);
   const { audit, uploads, admin, hooks } = config;
   const socket = admin.listen === '' ? null : adminEndpoint(admin.listen);
@@ -73,7 +74,13 @@ export function serverFilesOf(config: Config & { readonly source?: string | null
     ...(audit.xferlog === '' ? [] : [dirname(inData(audit.xferlog))]),
     inData(uploads.quarantineDir),
     ...(socket && 'path' in socket ? [resolve(socket.path)] : []),
-    ...hooks.actions.flatMap((a) => [...hookNamedFiles(a.command ?? []), ...hookCodePlaces(a.command ?? [])]),
+    ...hooks.actions.flatMap((a) => [
+      ...hookNamedFiles(a.command ?? []).map((path) => ({ path, what: `named by hook ${a.name}` })),
+      ...hookCodePlaces(a.command ?? []).map((path) => ({
+        path,
+        what: `hook ${a.name} may load code from there: give its program or script a directory of its own, apart from the data directory and the homes`,
+      })),
+    ]),
   ];
 }
 

@@ -89,7 +89,7 @@ describe("a stored home that holds the server's own files is not opened at login
     assert.notEqual((await c.cmd('STOR notify.sh')).code, 150, 'no upload without a session');
     c.close();
     assert.equal(readFileSync(script(), 'utf8'), '#!/bin/sh\n');
-    await srv.logs(/"reason":"home [^"]* would hold the server's own [^"]*notify\.sh"/);
+    await srv.logs(/"reason":"home [^"]* would hold the server's own [^"]*notify\.sh \(named by hook notify\)"/);
   });
 
   it('a script named relative to the server, or in a shell command, is a server file too; a directory beside them is not', { timeout: 60_000 }, async () => {
@@ -99,6 +99,14 @@ describe("a stored home that holds the server's own files is not opened at login
     const added = sluice(srv.dir, ['user', 'add', 'newbie', '--password-stdin', '--home', join(srv.dir, 'scripts')], 'newbie password\n');
     assert.notEqual(added.code, 0, 'the CLI refuses it too');
     assert.match(added.stderr, /would hold the server's own/);
+  });
+
+  it("a home in a hook's script directory is refused naming the hook and what to do, not the directory alone", { timeout: 60_000 }, () => {
+    // Found by an operator's walk: a hook's script put beside the data directory refused every default home with
+    // "would lie in the server's own /srv/sluice", nothing saying that the hook made that directory the server's.
+    const added = sluice(srv.dir, ['user', 'add', 'beside2', '--password-stdin', '--home', join(outside, 'hooks', 'sub')], 'beside2 password\n');
+    assert.equal(added.code, 2, added.stderr);
+    assert.match(added.stderr, /would lie in the server's own \S*hooks \(hook notify may load code from there: give its program or script a directory of its own/);
   });
 
   it('SFTP: no session opens', { timeout: 60_000 }, async () => {
@@ -169,7 +177,7 @@ describe("a stored home that holds the server's own files is not opened at login
     const lines = srv.log.split('\n').filter((l) => l.includes('every login of'));
     const users = lines.map((l) => (JSON.parse(l) as { user: string }).user).sort();
     assert.deepEqual(users, ['kernel', 'older', 'relative', 'shelled']);
-    assert.match(lines.find((l) => l.includes('"older"')) ?? '', /would hold the server's own [^"]*notify\.sh: every login of older is refused until the home or the configured place moves/);
+    assert.match(lines.find((l) => l.includes('"older"')) ?? '', /would hold the server's own [^"]*notify\.sh \(named by hook notify\): every login of older is refused until the home or the configured place moves/);
   });
 });
 

@@ -6,7 +6,7 @@ import type { PasswordHasher } from '../auth/passwords.js';
 import { parsePublicKey } from '../auth/public-keys.js';
 import { PROTOCOLS, type Protocol } from '../session/account.js';
 import { resolveVirtual } from '../session/paths.js';
-import { ServerPlaces, homeNesting, realPlace, realPlacesOf } from '../session/storage/server-places.js';
+import { ServerPlaces, homeNesting, realPlace, realPlacesOf, type ServerFile } from '../session/storage/server-places.js';
 import { outlivesHome, type LiveSessionInfo } from '../session/live.js';
 import { DEFAULT_PERMISSIONS, parsePermissions, rulesOfList, takesAnyAway, type Permission } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
@@ -233,7 +233,7 @@ export class UserAdmin {
     private readonly store: UserRepository,
     private readonly hasher: PasswordHasher,
     private readonly dataDir: string,
-    private readonly serverFiles: readonly string[],
+    private readonly serverFiles: readonly ServerFile[],
   ) {}
 
   /**

@@ -44,6 +44,16 @@ export async function kernelFileSystem(home: string): Promise<string | null> {
 }
 
 /**
+ * One of the server's own files or directories, with what it is when that is
+ * not plain from its path: a hook's script directory (hookCodePlaces) is the
+ * server's only through the hook, and a refusal naming the directory alone
+ * left an operator who had put a hook's script beside the data directory
+ * with every default home refused and nothing saying why (found by an
+ * operator's walk).
+ */
+export type ServerFile = string | { readonly path: string; readonly what: string };
+
+/**
  * The server's own files and directories (app.ts serverFilesOf), which no
  * home may be, hold or lie in, except under dataDir/homes where the default
  * homes are; nor may a home lie in the kernel's places (KERNEL_PLACES). A home is a user's whole view of the disk, served with the
@@ -53,12 +63,12 @@ export async function kernelFileSystem(home: string): Promise<string | null> {
  * (synchronously: at start, or once per administrative change).
  */
 export class ServerPlaces {
-  private readonly own: string[];
+  private readonly own: { real: string; what: string }[];
   private readonly data: string;
   private readonly homes: string;
 
-  constructor(dataDir: string, files: readonly string[]) {
-    this.own = files.map(realPlace);
+  constructor(dataDir: string, files: readonly ServerFile[]) {
+    this.own = files.map((f) => (typeof f === 'string' ? { real: realPlace(f), what: '' } : { real: realPlace(f.path), what: ` (${f.what})` }));
     this.data = realPlace(dataDir);
     this.homes = join(this.data, 'homes');
   }
@@ -68,11 +78,11 @@ export class ServerPlaces {
     for (const place of KERNEL_PLACES) {
       if (home === place || home.startsWith(place + sep)) return `would lie in the kernel's ${place}`;
     }
-    for (const own of this.own) {
-      if (own === home || own.startsWith(home === sep ? sep : home + sep)) return `would hold the server's own ${own}`;
+    for (const { real: own, what } of this.own) {
+      if (own === home || own.startsWith(home === sep ? sep : home + sep)) return `would hold the server's own ${own}${what}`;
       // Only the data directory has homes in it: a quarantine or trail configured under homes/ is no home.
       const homesHere = own === this.data && home.startsWith(this.homes + sep);
-      if (home.startsWith(own + sep) && !homesHere) return `would lie in the server's own ${own}`;
+      if (home.startsWith(own + sep) && !homesHere) return `would lie in the server's own ${own}${what}`;
     }
     return null;
   }
