@@ -345,9 +345,11 @@ export const configSchema = z
               .superRefine((a, ctx) => {
                 if (!a.command && !a.url) ctx.addIssue({ code: 'custom', message: 'a hook needs a command or a url' });
                 if (!a.command && a.env.length > 0) ctx.addIssue({ code: 'custom', path: ['env'], message: 'env is given to a command; this hook has none' });
+                // The line names the hook, not only its place in the list (README: "a line naming the hook"; found by an operator's walk).
+                const hook = `hook ${JSON.stringify(a.name)}: `;
                 const unknown = unknownPlaceholders(a.command ?? []);
                 if (unknown.length > 0) {
-                  ctx.addIssue({ code: 'custom', path: ['command'], message: `unknown placeholder {${unknown[0]}} (one of: ${HOOK_FIELDS.join(', ')})` });
+                  ctx.addIssue({ code: 'custom', path: ['command'], message: `${hook}unknown placeholder {${unknown[0]}} (one of: ${HOOK_FIELDS.join(', ')})` });
                 }
                 const code = placeholderInCode(a.command ?? []);
                 const text = code === null ? placeholderInText(a.command ?? []) : null;
@@ -355,13 +357,13 @@ export const configSchema = z
                   ctx.addIssue({
                     code: 'custom',
                     path: ['command'],
-                    message: `a {field} inside code a shell, an interpreter, a tool such as awk or sed, or a remote host runs (${JSON.stringify(code)}) would run what a client sends: pass it to a script as an argument of its own, as in ['sh', '-c', 'run.sh "$1"', 'sh', '{path}']`,
+                    message: `${hook}a {field} inside code a shell, an interpreter, a tool such as awk or sed, or a remote host runs (${JSON.stringify(code)}) would run what a client sends: pass it to a script as an argument of its own, as in ['sh', '-c', 'run.sh "$1"', 'sh', '{path}']`,
                   });
                 } else if (text !== null) {
                   ctx.addIssue({
                     code: 'custom',
                     path: ['command'],
-                    message: `a {field} with other text in its argument (${JSON.stringify(text)}) makes a string some program may parse, and run what a client sends: give each {field} as an argument of its own ('{path}') or as an option's value ('--path={path}'), not in the program's name`,
+                    message: `${hook}a {field} with other text in its argument (${JSON.stringify(text)}) makes a string some program may parse, and run what a client sends: give each {field} as an argument of its own ('{path}') or as an option's value ('--path={path}'), not in the program's name`,
                   });
                 }
               }),
