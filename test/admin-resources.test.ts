@@ -92,6 +92,9 @@ describe('admin API resources', () => {
     ['a bad CIDR', 'POST', '/users', { name: 'dave', password: 'dave-secret', denyIps: ['10.0.0.0/33'] }, /^body\.denyIps: "10\.0\.0\.0\/33" has a bad prefix length$/],
     ['a bad key', 'POST', '/users', { name: 'dave', keys: ['ssh-ed25519 AAAA'] }, /^body\.keys\.0: public key: /],
     ['an empty change', 'PATCH', '/users/nobody', {}, /^body: must NOT have fewer than 1 properties$/],
+    // Found by an operator's walk: these said only `must match pattern "^/"` and the name's regular expression.
+    ['a relative home', 'POST', '/users', { name: 'dave', password: 'dave-secret', home: 'homes/dave' }, /^body\.home: must be an absolute path on the server \(starting with \/\)$/],
+    ['a bad name in the path', 'DELETE', '/users/a%20b/sessions', undefined, /^params\.name: must be a user name: 1-64 of letters/],
     ['a relative directory', 'PUT', '/users/nobody/permissions', { path: 'in', permissions: [] }, /^body\.path: /],
     // Found by an attack on the API: taken, and stored as /a\uFFFD\uFFFD\uFFFD (the override of a path a client names in bytes that are not UTF-8), the reply saying /a\ud800.
     ['half a surrogate pair in a directory', 'PUT', '/users/nobody/permissions', { path: '/a\ud800', permissions: ['list'] }, /^body\.path: .*surrogate pair/],

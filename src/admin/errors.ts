@@ -1,6 +1,7 @@
 import type http from 'node:http';
 import type { FastifyError, FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { USER_NAME } from '../auth/authenticator.js';
 import { UsageError } from '../cli/args.js';
 import { StoreBusy } from '../store/store.js';
 import { AdminError, NotStored } from '../users/errors.js';
@@ -58,12 +59,24 @@ interface SchemaIssue {
   params: Record<string, unknown>;
 }
 
+/**
+ * What a pattern of the routes' schemas asks, said as the README and the CLI
+ * say it: AJV's "must match pattern \"^/\"" told an operator who gave a
+ * relative home only a regular expression (found by an operator's walk).
+ */
+const PATTERN_SENTENCES = new Map<string, string>([
+  ['^/', 'must be an absolute path on the server (starting with /)'],
+  [USER_NAME.source, 'must be a user name: 1-64 of letters, digits, . _ - and starting with a letter or digit'],
+]);
+
 /** Pure: one schema violation as a sentence naming its field, e.g. `body.quotaBytes: must be integer`. */
 export function describeIssue(where: string, issue: SchemaIssue): string {
   const at = [where, ...issue.instancePath.split('/').filter((p) => p !== '')].join('.');
   if (issue.keyword === 'additionalProperties') return `${at}.${String(issue.params.additionalProperty)}: unknown field`;
   if (issue.keyword === 'required') return `${at}.${String(issue.params.missingProperty)}: missing`;
   if (issue.keyword === 'enum' && Array.isArray(issue.params.allowedValues)) return `${at}: must be one of ${issue.params.allowedValues.join(', ')}`;
+  const sentence = issue.keyword === 'pattern' ? PATTERN_SENTENCES.get(String(issue.params.pattern)) : undefined;
+  if (sentence !== undefined) return `${at}: ${sentence}`;
   return `${at}: ${issue.message ?? issue.keyword}`;
 }
 
