@@ -209,6 +209,16 @@ describe('admin API over TCP: bearer tokens', () => {
     const doc = r.json as { openapi: string; paths: { [path: string]: unknown } };
     assert.match(doc.openapi, /^3\./);
     assert.ok(doc.paths['/api/v1/server'], Object.keys(doc.paths).join(' '));
+    // Found by an operator's walk: the document gave each route its success only, none of the errors it answers.
+    const codes = (path: string, method: string) => Object.keys((doc.paths[path] as { [method: string]: { responses: object } | undefined })[method]?.responses ?? {}).sort();
+    assert.deepEqual(codes('/api/v1/users/{name}', 'patch'), ['200', '400', '401', '404']);
+    assert.deepEqual(codes('/api/v1/users', 'post'), ['201', '400', '401']);
+    assert.deepEqual(codes('/api/v1/users', 'get'), ['200', '401']);
+    assert.deepEqual(codes('/healthz', 'get'), ['200']);
+    // What it documents happens: an unknown user, a bad field, no token.
+    assert.equal((await adminRequest(api, 'PATCH', '/api/v1/users/nobody', { token, body: { enabled: false } })).status, 404);
+    assert.equal((await adminRequest(api, 'PATCH', '/api/v1/users/nobody', { token, body: { enabled: 'no' } })).status, 400);
+    assert.equal((await adminRequest(api, 'PATCH', '/api/v1/users/nobody', { body: { enabled: false } })).status, 401);
   });
 });
 

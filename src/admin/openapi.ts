@@ -7,3 +7,26 @@ import type { FastifyInstance } from 'fastify';
 export function openApiRoute(api: FastifyInstance): void {
   api.get('/openapi.json', { schema: { hide: true } }, async () => api.swagger());
 }
+
+/** The one shape of every error reply (errors.ts answerErrors). */
+const ERROR_REPLY = { type: 'object', required: ['error'], properties: { error: { type: 'string' } } } as const;
+
+/**
+ * Pure: a route's schema as the document shows it, with the errors every
+ * route of the API answers (errors.ts, auth): 401 without a valid token on
+ * each; 400 naming the field where it takes a body, a query or path
+ * parameters; 404 where a path parameter names something. The routes'
+ * schemas give only their successes, and the document said nothing of the
+ * errors the README promises (found by an operator's walk). For the
+ * document only: replies are not serialized through it.
+ */
+export function withDocumentedErrors(schema: Record<string, unknown> | undefined, url: string): Record<string, unknown> | undefined {
+  if (schema === undefined || schema.hide === true || !url.startsWith('/api/v1/')) return schema;
+  const response = { ...((schema.response as Record<string, unknown> | undefined) ?? {}) };
+  response['401'] ??= { description: 'no token, or one that is not (or no longer) valid', ...ERROR_REPLY };
+  if (schema.body !== undefined || schema.querystring !== undefined || schema.params !== undefined) {
+    response['400'] ??= { description: 'bad input, the reply naming the field', ...ERROR_REPLY };
+  }
+  if (schema.params !== undefined) response['404'] ??= { description: 'no such resource', ...ERROR_REPLY };
+  return { ...schema, response };
+}

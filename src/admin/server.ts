@@ -17,6 +17,7 @@ import type { AdminContext, AdminRoutes } from './context.js';
 import { adminEndpoint } from './endpoint.js';
 import { auditRequests } from './request-audit.js';
 import { answerErrors, BODY_LIMIT, parseJsonBodies, refuseUnusedBodies, routableUrl } from './errors.js';
+import { withDocumentedErrors } from './openapi.js';
 import { apiRoutes } from './routes.js';
 
 /** A connection with nothing read or written this long is closed. */
@@ -119,6 +120,7 @@ export async function startAdminApi(
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }],
     },
+    transform: ({ schema, url }) => ({ schema: withDocumentedErrors(schema as Record<string, unknown> | undefined, url) as typeof schema, url }),
   });
   await app.register(async (api) => apiRoutes(api, context), { prefix: '/api/v1' });
   for (const routes of extensions) await app.register(async (scope) => routes(scope, context));
