@@ -271,7 +271,18 @@ describe('audit log file and sluice audit verify', () => {
     assert.equal(rr.code, 0, rr.stdout + rr.stderr);
   });
 
-  it('reports an unreadable file clearly', () => {
+  it('run where no server runs, says where to run it instead of only ENOENT', () => {
+    // Found by an operator's walk: `sluice audit verify` in another directory said "cannot read .../data/audit.log: ENOENT".
+    const empty = mkdtempSync(join(dir, 'elsewhere-'));
+    for (const command of [['verify'], ['query'], ['report']]) {
+      const r = sluice(empty, ['audit', ...command]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /cannot read .*data\/audit\.log: ENOENT \(no audit log there: run this where the server runs, with its --config or SLUICE_DATA_DIR, or name the files\)/);
+    }
+    assert.deepEqual(readdirSync(empty), [], 'nothing made');
+  });
+
+    it('reports an unreadable file clearly', () => {
     const r = verify(join(dir, 'missing.log'));
     assert.equal(r.code, 2);
     assert.match(r.stderr, /cannot read .*missing\.log: ENOENT/);

@@ -169,22 +169,26 @@ async function auditSeries(args: readonly string[], configFile: string | undefin
   const config = loadConfig({ file: configFile, makeDirs: false });
   const snapshot = await openLogFiles(resolve(config.dataDir, config.audit.file));
   const opened = new Map(snapshot.files.map((f) => [f.path, f]));
-  // The live file missing: read by name, which says so as before.
-  const read = (file: string) => readLines(opened.get(file) ?? { path: file, gz: false });
+  // The live file missing: read by name, which says so, and where to run instead (found by an operator's walk: run
+  // outside the server's directory, the commands said only "cannot read .../data/audit.log: ENOENT").
+  const elsewhere = 'no audit log there: run this where the server runs, with its --config or SLUICE_DATA_DIR, or name the files';
+  const read = (file: string) => readLines(opened.get(file) ?? { path: file, gz: false }, elsewhere);
   return { series: [snapshot.files.map((f) => f.path)], read, close: () => snapshot.close() };
 }
 
 /**
  * A log file's lines as they stream (logFileLines); a file that cannot be
- * read is a UsageError naming it, a compressed one that does not decompress
+ * read is a UsageError naming it (and saying `whenMissing` when it is not there), a compressed one that does not decompress
  * a DamagedFile, for the caller to report and read on.
  */
-async function* readLines(file: LogFileSource): AsyncGenerator<LogLine[]> {
+async function* readLines(file: LogFileSource, whenMissing?: string): AsyncGenerator<LogLine[]> {
   try {
     yield* logFileLines(file);
   } catch (err) {
     if (err instanceof DamagedFile) throw err;
-    throw new UsageError(`cannot read ${file.path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    const code = (err as NodeJS.ErrnoException).code;
+    const hint = code === 'ENOENT' && whenMissing !== undefined ? ` (${whenMissing})` : '';
+    throw new UsageError(`cannot read ${file.path}: ${code ?? (err as Error).message}${hint}`);
   }
 }
 
