@@ -489,6 +489,74 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
     }
   });
 
+  // Found by a review: forget-node dropped the in-place lock of a node cut off from PostgreSQL (shown not running)
+  // while that node still wrote the file: another node's APPE was accepted and the two APPEs' bytes interleaved.
+  it("A frozen mid-APPE and cut off: forget-node waits out A's lease, and then B's APPE is whole while A's is ended, not 226", async () => {
+    const created = await request('POST', '/users', { name: 'tia', password: 'tia-secret-12', home: join(homes, 'tia') });
+    assert.equal(created.status, 201, created.text);
+    const [x, y] = [await RawFtp.secureLogin(a.ftpPort, 'tia', 'tia-secret-12'), await RawFtp.secureLogin(b.ftpPort, 'tia', 'tia-secret-12')];
+    const look = new pg.Client({ connectionString: db.url });
+    await look.connect();
+    const file = join(homes, 'tia', 'log');
+    try {
+      const start = Buffer.alloc(1000, 's');
+      const made = await startUpload(x, 'log', true);
+      made.end(start);
+      assert.equal((await x.read())?.code, 226);
+      const [mine, theirs] = [randomBytes(200 * 1024), randomBytes(20 * 1024)];
+      const appending = await startUpload(x, 'log', true, 'APPE');
+      await new Promise<void>((resolve) => appending.write(mine.subarray(0, 100 * 1024), () => resolve()));
+      assert.ok(await until(2000, async () => readFileSync(file).length === start.length + 100 * 1024), "A wrote the APPE's first bytes");
+      assert.equal((await look.query("SELECT 1 FROM write_locks WHERE node_id = 'node-a'")).rowCount, 1, "A's in-place lock row");
+      const answers: string[] = [];
+      a.signal('SIGSTOP');
+      try {
+        const { rows } = await look.query<{ gone: boolean }>(
+          "SELECT pg_terminate_backend(pid, 5000) AS gone FROM pg_stat_activity WHERE application_name = 'sluice node node-a'");
+        assert.ok(rows.length === 1 && rows[0]?.gone, "A's node-lock connection ended");
+        // As an operator would: `sluice store nodes` says not running; forget it, again until it is done.
+        const deadline = Date.now() + 15_000;
+        for (;;) {
+          const run = sluice(b.dir, ['store', 'forget-node', 'node-a'], undefined, env('node-b'));
+          answers.push(`${run.code} ${run.stdout}${run.stderr}`);
+          if (run.code === 0 || Date.now() > deadline) break;
+          // Tried again once the 6 s it names have passed.
+          const ago = Number(/was alive ([\d.]+) s ago/.exec(run.stdout)?.[1] ?? 5.5);
+          await new Promise((resolve) => setTimeout(resolve, Math.max(200, (6.1 - ago) * 1000)));
+        }
+        assert.match(answers.at(-1) ?? '', /^0 node node-a: gave back/, 'forget-node done in the end');
+        assert.equal((await look.query("SELECT 1 FROM write_locks WHERE node_id = 'node-a'")).rowCount, 0, "A's rows are gone");
+      } finally {
+        a.signal('SIGCONT');
+      }
+      const other = await startUpload(y, 'log', true, 'APPE');
+      other.end(theirs);
+      assert.equal((await y.read())?.code, 226, "B's APPE, the lock given back");
+      appending.on('error', () => undefined);
+      appending.end(mine.subarray(100 * 1024));
+      const ended = await x.read();
+      assert.notEqual(ended?.code, 226, `A's APPE, resumed after its lock was given away, must not write on: ${ended?.text}`);
+      assert.match(String(ended?.text), /^451 .*lost its lock in the shared store/, "A's client is told why");
+      const failed = (r: Record<string, unknown>) => r.event === 'upload' && r.user === 'tia' && r.path === '/log' && r.result === 'failed';
+      assert.ok((await a.auditUntil(failed)).some(failed), "A's APPE is recorded failed");
+      assert.ok(readFileSync(file).equals(Buffer.concat([start, mine.subarray(0, 100 * 1024), theirs])),
+        "the file is A's bytes written while it held the lock, then B's APPE whole: nothing interleaved");
+      assert.match(answers[0] ?? '', /^1 node node-a was alive [\d.]+ s ago: it may be cut off from PostgreSQL, or frozen, and still writing files in place/,
+        'forget-node refused at first, saying why');
+      // A takes its lock back and writes in place again.
+      assert.ok(await until(5000, async () => {
+        const again = await startUpload(x, 'log', true, 'APPE').catch(() => null);
+        if (!again) return false;
+        again.end(Buffer.from('z'));
+        return (await x.read())?.code === 226;
+      }), 'A appends again once its lock is back');
+    } finally {
+      await look.end();
+      x.close();
+      y.close();
+    }
+  });
+
   // Found by a review: a ban or a kill reached each node only as a notice, and a node whose notices connection
   // was down when it was sent missed it for good: the banned address's and the killed user's sessions went on.
   it("a ban and a kill made through B while A hears no notices end A's sessions once A listens again; another's goes on", async () => {

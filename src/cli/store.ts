@@ -3,6 +3,7 @@ import type { Config } from '../config/schema.js';
 import { copyStore, requireEmpty } from '../store/copy.js';
 import { describeUrl } from '../store/postgres/connection.js';
 import { openPostgresStore } from '../store/postgres/store.js';
+import { FORGET_AFTER_S } from '../store/postgres/nodes.js';
 import { notSluiceDatabase } from '../store/sqlite/db.js';
 import { openSqliteStore } from '../store/sqlite/store.js';
 import type { NodeHolding, NodeRegistry, Store } from '../store/store.js';
@@ -24,10 +25,13 @@ export const STORE_HELP = `Usage: sluice store <command> ...
       the nodes sharing the configured PostgreSQL store that hold quota leases
       or count sessions there, and whether each is running.
 
-  forget-node NODE_ID
-      give back what node NODE_ID holds (its quota leases and session counts),
-      as its own next start would: for a node that will not return. Refused
-      while a node with that id runs.
+  forget-node NODE_ID [--force]
+      give back what node NODE_ID holds (its quota leases, session counts and
+      in-place locks), as its own next start would: for a node that will not
+      return. Refused while a node with that id runs, and for 6 s after its
+      last heartbeat (a node cut off from PostgreSQL, or frozen, shows as not
+      running at once but may still be writing files in place until then).
+      --force skips that wait: only for a node known stopped (process gone).
 `;
 
 const POSTGRES = /^postgres(ql)?:\/\/./;
@@ -71,7 +75,7 @@ export async function storeCommand(args: string[], config: () => Config, out: (s
 }
 
 async function nodesCommand(sub: 'nodes' | 'forget-node', rest: string[], config: () => Config, out: (s: string) => void): Promise<number> {
-  const { positionals } = parse(rest, {}, sub === 'nodes' ? [] : ['NODE_ID']);
+  const { values, positionals } = parse(rest, sub === 'nodes' ? {} : { force: { type: 'boolean' as const } }, sub === 'nodes' ? [] : ['NODE_ID']);
   const url = config().store;
   if (!POSTGRES.test(url)) throw new UsageError(`store ${sub}: only with a PostgreSQL store (store: or SLUICE_STORE_URL); one SQLite node holds nothing for others`);
   const store = await openPostgresStore(url, { holdTimeout: config().storeHoldTimeout });
@@ -84,9 +88,14 @@ async function nodesCommand(sub: 'nodes' | 'forget-node', rest: string[], config
       return 0;
     }
     const nodeId = positionals[0] as string;
-    const gone = await nodes.forget(nodeId);
+    const gone = await nodes.forget(nodeId, (values as { force?: boolean }).force === true);
     if (gone === 'running') {
       out(`node ${nodeId} is running: stop it first (a running node's leases are in use)\n`);
+      return 1;
+    }
+    if ('seenSecondsAgo' in gone) {
+      out(`node ${nodeId} was alive ${gone.seenSecondsAgo.toFixed(1)} s ago: it may be cut off from PostgreSQL, or frozen, and still writing files in place; `
+        + `try again once it has been silent for ${FORGET_AFTER_S} s (it stops writing in place by then), or --force if its process is known gone\n`);
       return 1;
     }
     out(`node ${nodeId}: gave back ${describe(gone)}\n`);

@@ -106,9 +106,12 @@ export interface NodeRegistry {
   /**
    * What node `nodeId` holds goes back, as its own next start would give it
    * back: for a node that will not return. 'running' (and nothing changes)
-   * while a node with that id runs.
+   * while a node with that id runs; the seconds since its last heartbeat
+   * (and nothing changes) while it was seen alive too recently to be known
+   * done writing files in place (a node cut off from PostgreSQL, or frozen,
+   * shows as not running at once), unless `force`.
    */
-  forget(nodeId: string): Promise<NodeHolding | 'running'>;
+  forget(nodeId: string, force?: boolean): Promise<NodeHolding | 'running' | { seenSecondsAgo: number }>;
 }
 
 /** A name or key that exists already: both databases' unique constraints, as one error. */

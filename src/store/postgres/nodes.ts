@@ -1,4 +1,6 @@
 import type pg from 'pg';
+import { performance } from 'node:perf_hooks';
+import { inPlaceFence } from '../../session/fence.js';
 import type { NodeHolding, NodeRegistry } from '../store.js';
 import { onConnection, transaction } from './connection.js';
 import { KeptConnection } from './kept-connection.js';
@@ -10,6 +12,26 @@ import { dropNodeWriteLocks } from './write-locks.js';
 const NODE_LOCK_CLASS = 0x736c6e64; // "slnd"
 
 const TAKE = 'SELECT pg_try_advisory_lock($1, hashtext($2)) AS taken';
+
+/**
+ * The node's heartbeat, on its lock's connection: it proves the lock held
+ * (a session-level lock on that very connection) and tells forget-node the
+ * node was alive then.
+ */
+const BEAT = `INSERT INTO node_heartbeats (node_id, seen_at) VALUES ($1, now())
+  ON CONFLICT (node_id) DO UPDATE SET seen_at = now()`;
+const BEAT_MS = 1_000;
+/**
+ * How long after a heartbeat was sent the node may still write in place
+ * (InPlaceFence): it stops by then whatever it notices of its connection.
+ */
+export const LEASE_MS = 3_000;
+/**
+ * forget-node refuses a node seen alive within this (twice the lease, on
+ * PostgreSQL's clock): by then its lease has run out, the heartbeat's own
+ * time in flight and a write issued at the lease's last moment with it.
+ */
+export const FORGET_AFTER_S = 6;
 
 const LIST = `
   WITH h AS (SELECT node_id, sum(bytes) AS bytes, sum(files) AS files FROM quota_holds GROUP BY node_id),
@@ -29,15 +51,24 @@ const LIST = `
  * `onLost` hears of the gap, and of a lock someone else took meanwhile.
  */
 export class NodeLock {
-  private constructor(private readonly connection: KeptConnection) {}
+  private beat: NodeJS.Timeout | null = null;
+
+  private constructor(
+    private readonly connection: KeptConnection,
+    private readonly nodeId: string,
+  ) {}
 
   static async take(url: string, nodeId: string, onLost: (err: Error) => void): Promise<NodeLock> {
     let held = false;
+    // In place only while proven held, from now on (one node, SQLite, never fences).
+    inPlaceFence.fenced();
+    let lock: NodeLock | null = null;
     const connection = new KeptConnection(url, `sluice node ${nodeId}`.slice(0, 63), {
       up: async (client) => {
         const { rows } = await client.query<{ taken: boolean }>(TAKE, [NODE_LOCK_CLASS, nodeId]);
         if (rows[0]?.taken) {
           held = true;
+          await beatOn(client, nodeId, inPlaceFence.epoch);
           return;
         }
         const err = new Error(`node id "${nodeId}" is in use by a running node: give each node its own nodeId (SLUICE_NODE_ID)`);
@@ -45,16 +76,47 @@ export class NodeLock {
         throw err;
       },
       down: () => {
-        if (held) onLost(new Error(`the connection holding node id "${nodeId}" was lost; taking it again`));
+        // Whatever rode on the lock (forget-node is no longer refused): in-place writes begun so far stop for good.
+        inPlaceFence.lost();
+        if (held) onLost(new Error(`the connection holding node id "${nodeId}" was lost; in-place uploads under way end; taking it again`));
       },
     });
     await connection.start();
-    return new NodeLock(connection);
+    lock = new NodeLock(connection, nodeId);
+    lock.beat = setInterval(() => lock?.heartbeat(), BEAT_MS);
+    lock.beat.unref();
+    return lock;
   }
 
-  release(): Promise<void> {
-    return this.connection.close();
+  /** One heartbeat; one that fails or takes a lease's time gives the connection up (its lock may be gone). */
+  private heartbeat(): void {
+    const client = this.connection.current;
+    if (!client) return;
+    const timer = setTimeout(() => this.connection.drop(client), LEASE_MS);
+    timer.unref();
+    beatOn(client, this.nodeId, inPlaceFence.epoch).then(
+      () => clearTimeout(timer),
+      () => {
+        clearTimeout(timer);
+        this.connection.drop(client);
+      },
+    );
   }
+
+  async release(): Promise<void> {
+    if (this.beat) clearInterval(this.beat);
+    const client = this.connection.current;
+    // A clean stop is not one to wait out: its heartbeat goes (forget-node need not wait). Best effort.
+    await client?.query('DELETE FROM node_heartbeats WHERE node_id = $1', [this.nodeId]).catch(() => undefined);
+    await this.connection.close();
+  }
+}
+
+/** Write the heartbeat on the lock's connection; its answer renews the lease of `epoch` from when it was sent. */
+async function beatOn(client: pg.Client, nodeId: string, epoch: number): Promise<void> {
+  const since = performance.now();
+  await client.query(BEAT, [nodeId]);
+  inPlaceFence.renewed(epoch, since, LEASE_MS);
 }
 
 export class PostgresNodes implements NodeRegistry {
@@ -75,10 +137,16 @@ export class PostgresNodes implements NodeRegistry {
     );
   }
 
-  async forget(nodeId: string): Promise<NodeHolding | 'running'> {
+  async forget(nodeId: string, force = false): Promise<NodeHolding | 'running' | { seenSecondsAgo: number }> {
     return transaction(this.pool, async (c) => {
       // Transaction-level: held until the drops commit, so the node cannot start in between.
       if (!(await tryLock(c, nodeId))) return 'running';
+      // Not running, but maybe only cut off (or frozen) and still writing in place until its lease runs out.
+      const seen = await c.query<{ ago: number }>(
+        'SELECT extract(epoch FROM now() - seen_at)::float8 AS ago FROM node_heartbeats WHERE node_id = $1', [nodeId]);
+      const ago = seen.rows[0]?.ago;
+      if (!force && ago !== undefined && ago < FORGET_AFTER_S) return { seenSecondsAgo: Math.max(0, ago) };
+      await c.query('DELETE FROM node_heartbeats WHERE node_id = $1', [nodeId]);
       const before = (await listOn(c)).find((n) => n.nodeId === nodeId) ?? { nodeId, heldBytes: 0, heldFiles: 0, sessions: 0, running: false };
       await dropNodeHolds(c, nodeId);
       await dropNodeSessions(c, nodeId);

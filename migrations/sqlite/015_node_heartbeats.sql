@@ -1,0 +1,5 @@
+-- Intentionally empty: version 15 of the PostgreSQL schema stores each
+-- node's heartbeat, so that `sluice store forget-node` refuses a node seen
+-- alive in the last seconds (it may be cut off yet still writing in place).
+-- One node on SQLite has no other node to fence; the version exists here so
+-- both dialects keep the same list.

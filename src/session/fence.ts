@@ -1,0 +1,85 @@
+import { performance } from 'node:perf_hooks';
+import { SluiceError } from './errors.js';
+
+/**
+ * Several nodes: may this process still write files in place under the
+ * in-place locks it took in the shared store (store/postgres/write-locks.ts)?
+ * Those rows are dropped by `sluice store forget-node` once the node's lock
+ * connection is gone, so a node cut off from PostgreSQL, or frozen, must stop
+ * writing in place before another node can be given the file. The store
+ * renews a lease here at each heartbeat that proves its node-id lock still
+ * held (until: a moment of this clock a few seconds on); a write in place asks
+ * `check` right before it is issued, with no round trip, so a frozen process
+ * that resumes finds its lease run out before it writes another byte. A lost
+ * lock connection ends the epoch: uploads begun in it never write in place
+ * again, even once the lock is back (their rows may have been given away).
+ * One node (SQLite) never fences: the lease is endless.
+ */
+export class InPlaceFence {
+  private until = Infinity;
+  private current = 0;
+  private readonly listeners = new Set<(state: FenceState) => void>();
+
+  /** The epoch an in-place upload begins in (see check). */
+  get epoch(): number {
+    return this.current;
+  }
+
+  /** The lock connection is gone: every in-place upload begun so far is done writing. */
+  lost(): void {
+    this.current++;
+    this.until = 0;
+    this.told();
+  }
+
+  /** The lock was proven held, in `epoch`, at `since` (performance.now() when asked): good for `leaseMs` from then. */
+  renewed(epoch: number, since: number, leaseMs: number): void {
+    if (epoch !== this.current) return;
+    this.until = Math.max(this.until === Infinity ? 0 : this.until, since + leaseMs);
+    this.told();
+  }
+
+  /** Workers: what they copy (adopt), until as a time all processes of the machine read alike; null: one node, no fence. */
+  state(): FenceState | null {
+    return this.until === Infinity ? null : { epoch: this.current, until: performance.timeOrigin + this.until };
+  }
+
+  /** A worker: the primary's fence (it holds the node lock), as the primary sent it. */
+  adopt(state: FenceState): void {
+    this.current = state.epoch;
+    this.until = state.until - performance.timeOrigin;
+  }
+
+  /** The primary: each change of the fence, to send to the workers (adopt). Returns the unsubscribe. */
+  watch(listener: (state: FenceState) => void): () => void {
+    this.listeners.add(listener);
+    return () => void this.listeners.delete(listener);
+  }
+
+  private told(): void {
+    const state = this.state();
+    if (state) for (const listener of this.listeners) listener(state);
+  }
+
+  /** Leases from now on (a shared store): none until the first renewal. */
+  fenced(): void {
+    this.lost();
+  }
+
+  /** Null when an upload begun in `epoch` may write in place now; else why not. */
+  check(epoch: number): SluiceError | null {
+    if (epoch === this.current && performance.now() < this.until) return null;
+    return new SluiceError('failure', 'Write stopped: this node lost its lock in the shared store; upload again',
+      epoch === this.current ? 'in-place write refused: node lease ran out (no heartbeat proved the node lock held)' : 'in-place write refused: the node lock connection was lost since the upload began');
+  }
+}
+
+/** The fence as sent from the primary to its workers (see InPlaceFence.adopt). */
+export interface FenceState {
+  readonly epoch: number;
+  /** performance.timeOrigin + performance.now() at which the lease runs out. */
+  readonly until: number;
+}
+
+/** This process's fence: the PostgreSQL store renews it; nothing else writes it. */
+export const inPlaceFence = new InPlaceFence();
