@@ -5,6 +5,7 @@ import { WorkerLink } from '../coordinator/ipc-server.js';
 import { isMessage, type PrimaryMessage, type WorkerMessage } from '../coordinator/ipc-messages.js';
 import { reopenTrail, type HangUps } from '../hang-up.js';
 import { StartRefused, startFailed, type Listening } from '../listening.js';
+import { inPlaceFence } from '../session/fence.js';
 import { drainSummary, type DrainCounts } from '../session/live.js';
 import { adminServesTls, logStarted, warnExposedKeys } from '../started.js';
 import { nextStopSignal } from '../stop-signal.js';
@@ -59,12 +60,18 @@ export async function superviseWorkers(
       if (worker.isConnected()) worker.send(m);
     };
     const link = new WorkerLink(worker.id, coordination.coordinator, coordination.quotas, send);
+    let unwatch = (): void => undefined;
     links.set(worker, link);
     const leave = coordination.sessions.join(link.sessions);
     worker.on('message', (m: unknown) => {
       if (!isMessage<WorkerMessage>(m)) return;
       if (m.t === 'starting') {
         starting.add(worker);
+        // Its in-place writes are fenced as this process's would be (it holds the node lock): told before it listens.
+        const fence = inPlaceFence.state();
+        if (fence) send({ t: 'fence', ...fence });
+        unwatch();
+        unwatch = inPlaceFence.watch((state) => send({ t: 'fence', ...state }));
         send(stopping ? { t: 'stop' } : { t: 'start' });
       }
       try {
@@ -87,6 +94,7 @@ export async function superviseWorkers(
       starting.delete(worker);
       coordination.serving.stopped(worker.id);
       leave();
+      unwatch();
       if (link.drained) addTo(drained, link.drained);
       const why = signal ? `worker process ended by ${signal}` : `worker process exited with code ${code}`;
       link.workerGone(why, coordination.coordinator.audit);

@@ -7,6 +7,7 @@ import type { WorkerMessage } from '../coordinator/ipc-messages.js';
 import { drainFrontEnds, startFrontEnds, type FrontEnd } from '../front-ends.js';
 import { startFailed } from '../listening.js';
 import { sampleProcess } from '../metrics/sampler.js';
+import { inPlaceFence } from '../session/fence.js';
 import type { DrainCounts } from '../session/live.js';
 import { SqliteStore } from '../store/sqlite/store.js';
 
@@ -63,6 +64,8 @@ async function serveWithCoordinator(config: Config, channel: Channel, coordinato
       if (m.now) hurry();
     });
   });
+  // Several nodes: the primary's in-place fence, from before this worker listens (see InPlaceFence).
+  channel.onMessage((m) => m.t === 'fence' && inPlaceFence.adopt(m));
   channel.onMessage((m) => {
     if (m.t !== 'sessions') return;
     // A question that fails goes unanswered: the primary stops waiting for this worker's answer (SESSIONS_ANSWER_MS).

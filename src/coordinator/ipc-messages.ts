@@ -2,6 +2,7 @@ import type { Actor, AuditEvent, SystemEvent } from '../audit/events.js';
 import type { MetricEvent, ProcessSample } from '../metrics/events.js';
 import type { Protocol } from '../session/account.js';
 import type { ErrorKind } from '../session/errors.js';
+import type { FenceState } from '../session/fence.js';
 import type { DrainCounts, LiveSessionInfo, UserChangeCounts } from '../session/live.js';
 import type { NamesLock, SaidStep, UploadStart } from '../session/quota.js';
 import type { Listening } from '../listening.js';
@@ -106,7 +107,9 @@ export type PrimaryMessage =
   /** SIGHUP reached the primary: reload certificates and keys. */
   | { t: 'reload' }
   /** The ledger of a handle opened unlimited has got a quota (a later login's): its steps are asked from now on. */
-  | { t: 'ledger-limited'; handle: number };
+  | { t: 'ledger-limited'; handle: number }
+  /** Several nodes: the in-place fence of the node (the primary holds its lock); sent before `start` and at each change. */
+  | ({ t: 'fence' } & FenceState);
 
 /** One of ours (either direction): the channel also carries the cluster module's own messages. */
 export function isMessage<M extends WorkerMessage | PrimaryMessage>(m: unknown): m is M {
