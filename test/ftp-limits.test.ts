@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { RawFtp, startUpload } from './helpers/ftp-raw.js';
+import { RawFtp, loggedIn as plainLoggedIn, startUpload } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
 const local = mkdtempSync(join(tmpdir(), 'sluice-limits-'));
@@ -118,6 +118,27 @@ describe('FTP limits, timeouts, ABOR, active mode, certificate reload', () => {
     const records = await srv.auditUntil((r) => r.path === '/quitting.bin');
     assert.deepEqual(records.filter((r) => r.event === 'upload' && r.path === '/quitting.bin').map((r) => r.result), ['aborted']);
     assert.equal(existsSync(join(srv.home('carol'), 'quitting.bin')), false);
+  });
+
+  // Found by a review: read ahead while AUTH TLS waited for an upload, bytes behind it that made no line (a
+  // Telnet command begun, the start of a line too long) were read through, counted nowhere, and AUTH got 234:
+  // in clear, they set how the first commands under TLS were read (swallowed as a Telnet subnegotiation, or
+  // dropped with the line too long). Lines read ahead were refused already; both must be.
+  it('bytes pipelined behind an AUTH TLS that waits for an upload are refused, whole lines or not', async () => {
+    for (const [what, tail] of [
+      ['a command', Buffer.from('USER carol\r\n')],
+      ['a Telnet subnegotiation begun', Buffer.from([0xff, 0xfa])],
+      ['the start of a line too long', Buffer.alloc(5000, 'X')],
+    ] as const) {
+      const c = await plainLoggedIn(srv.ftpPort, 'carol', 'carol password');
+      const data = await startUpload(c, 'before-tls.bin');
+      c.send(Buffer.concat([Buffer.from('AUTH TLS\r\n'), tail]));
+      await new Promise((r) => setTimeout(r, 200));
+      data.end(randomBytes(100));
+      assert.equal((await c.read(3000))?.code, 226, what);
+      assert.equal((await c.read(3000))?.code, 534, `${what}: refused, not 234`);
+      assert.equal(await c.read(3000), null, `${what}: closed`);
+    }
   });
 
   // Found by a review: an ABOR sent as urgent data lost a byte in the kernel (a socket reads urgent data out

@@ -227,8 +227,10 @@ export class FtpConnection implements FtpControl {
   async upgradeToTls(): Promise<void> {
     this.socket.off('data', this.onData);
     this.socket.pause();
-    // Lines read ahead while AUTH waited for a transfer count too: they were sent in clear.
-    if (this.unread > 0) {
+    // Lines read ahead while AUTH waited for a transfer count too: they were sent in clear. So do bytes read
+    // ahead that made no line (found by a review: `AUTH TLS` behind an upload, then IAC SB, or the start of a
+    // line too long, got 234, and the Telnet state or the line being dropped swallowed the commands under TLS).
+    if (this.unread > 0 || this.reader.midLine) {
       this.log.warn('bytes pipelined after AUTH TLS; closing');
       this.reply(Code.ProtectionRefused, 'Pipelined commands after AUTH are refused.');
       this.guest.offence('protocol-abuse');

@@ -29,6 +29,11 @@ export class LineReader {
   private discarding = false;
   /** The last line ended at a CR (an ABOR): an LF right after it belongs to that line. */
   private dropLf = false;
+  /**
+   * Bytes read through toward the line in progress: its text so far, and what `buf` does not hold (Telnet
+   * commands, the bytes of a line too long to keep). See midLine.
+   */
+  private lineBytes = 0;
   /** Telnet state carried between chunks: 0 none, 1 after IAC, 2 option byte due, 3 in subnegotiation, 4 IAC in subnegotiation. */
   private telnet = 0;
   /** Chunks fed and not yet read through; the first from `offset`. */
@@ -55,6 +60,8 @@ export class LineReader {
           this.dropLf = false;
           if (b === LF) {
             start = i + 1;
+            // Read through with the next bytes, it is the ABOR's, not the next line's.
+            this.lineBytes -= 1;
             continue;
           }
         }
@@ -108,10 +115,20 @@ export class LineReader {
     return this.buf.size + this.unreadSize;
   }
 
+  /**
+   * Bytes were read through that no line has come out of yet: part of one, or only a Telnet command, or the
+   * start of one too long to keep, none of which `pending` counts once read through. Their effect outlives
+   * them (the Telnet state, a line being dropped): bytes the next line is read with.
+   */
+  get midLine(): boolean {
+    return this.lineBytes > 0;
+  }
+
   /** The first unread chunk is read through `end`. */
   private consume(end: number): void {
     const chunk = this.unread[0] as Buffer;
     this.unreadSize -= end - this.offset;
+    this.lineBytes += end - this.offset;
     if (end < chunk.length) {
       this.offset = end;
       return;
@@ -129,6 +146,7 @@ export class LineReader {
   }
 
   private takeLine(): LineEvent {
+    this.lineBytes = 0;
     if (this.discarding) {
       this.discarding = false;
       this.buf.clear();
