@@ -141,6 +141,22 @@ describe('FTP limits, timeouts, ABOR, active mode, certificate reload', () => {
     }
   });
 
+  // Found by a review: the read-ahead took ` ABOR` for an ABOR (it trimmed the line), aborted the upload in
+  // progress, and the line was then answered 500 Unknown command, as the dispatcher reads it.
+  it('a line read ahead that the dispatcher does not run as ABOR aborts nothing', async () => {
+    const c = await plainLoggedIn(srv.ftpPort, 'carol', 'carol password');
+    const data = await startUpload(c, 'not-aborted.bin');
+    c.send('PWD\r\n ABOR\r\nABOR\tx\r\n');
+    await new Promise((r) => setTimeout(r, 200));
+    data.end(Buffer.alloc(100, 'y'));
+    assert.equal((await c.read(3000))?.code, 226, 'the upload ends as its client ended it');
+    assert.equal((await c.read(3000))?.code, 257);
+    assert.equal((await c.read(3000))?.code, 500);
+    assert.equal((await c.read(3000))?.code, 500);
+    c.close();
+    assert.equal(readFileSync(join(srv.home('carol'), 'not-aborted.bin'), 'utf8'), 'y'.repeat(100));
+  });
+
   // Found by a review: an ABOR sent as urgent data lost a byte in the kernel (a socket reads urgent data out
   // of the stream) and was never taken for one. Python's ftplib sends `ABOR\r\n` urgent, and its LF never
   // came: the client timed out, and its upload was stored whole when it closed the data connection. lftp

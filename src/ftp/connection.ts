@@ -13,7 +13,7 @@ import type { ActiveTransfer, CommandSpec, CommandTable, FtpContext, FtpControl 
 import type { DataEndpoint } from './data-channel/channel.js';
 import { ClosingData } from './data-channel/closing.js';
 import { ALL_FACTS, type Fact } from './facts.js';
-import { LineReader, MAX_LINE, isAbort, isHttpVerb, type LineEvent } from './lines.js';
+import { LineReader, MAX_LINE, isAbort, isHttpVerb, parseCommand, type LineEvent } from './lines.js';
 import { Code, errorReply, formatReply, replyLine } from './replies.js';
 import type { TlsBinding } from './tls.js';
 
@@ -367,9 +367,7 @@ export class FtpConnection implements FtpControl {
 
   private async execute(line: string): Promise<void> {
     this.active();
-    const space = line.indexOf(' ');
-    const verb = (space < 0 ? line : line.slice(0, space)).toUpperCase();
-    const arg = space < 0 ? '' : line.slice(space + 1);
+    const { verb, arg } = parseCommand(line);
     if (isHttpVerb(verb, line, this.session === null)) {
       this.log.warn({ verb: verb.slice(0, 16) }, 'HTTP request on the FTP port; closing');
       this.guest.offence('protocol-abuse');

@@ -187,9 +187,20 @@ export class LineReader {
 
 const ABOR = 'ABOR';
 
-/** The line is an ABOR command (it takes no argument; spaces around it are let pass, as the dispatcher does). */
+/** A command line as the dispatcher reads it: the verb (upper case) up to the first space, the argument after it. */
+export function parseCommand(line: string): { verb: string; arg: string } {
+  const space = line.indexOf(' ');
+  return { verb: (space < 0 ? line : line.slice(0, space)).toUpperCase(), arg: space < 0 ? '' : line.slice(space + 1) };
+}
+
+/**
+ * The line is one the dispatcher runs as ABOR (no argument but spaces): read ahead, it aborts the transfer
+ * at once. Found by a review: read as `line.trim()`, ` ABOR` aborted the upload in progress, then was
+ * answered `500 Unknown command`, as the dispatcher reads it.
+ */
 export function isAbort(line: string): boolean {
-  return line.length < 16 && line.trim().toUpperCase() === ABOR;
+  const { verb, arg } = parseCommand(line);
+  return verb === ABOR && arg.trim() === '';
 }
 
 const HTTP_VERBS = new Set(['GET', 'POST', 'PUT', 'HEAD', 'CONNECT', 'DELETE', 'OPTIONS', 'PATCH', 'TRACE']);
