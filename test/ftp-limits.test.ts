@@ -183,6 +183,18 @@ describe('FTP limits, timeouts, ABOR, active mode, certificate reload', () => {
     for (const name of ['urgent-ftplib.bin', 'urgent-synch.bin']) assert.equal(existsSync(join(srv.home('carol'), name)), false, name);
   });
 
+  // Found by a review: an ABOR ended at its CR wherever it came, and `ABOR\rMKD x\r\n`, one line to whatever
+  // reads lines by their LF (a command-filtering proxy, an IDS), ran as ABOR then MKD. It ends there only at
+  // the last byte received, as an urgent ABOR comes (the test above): its client sends nothing before the reply.
+  it('ABOR followed on the same line by more than its LF is one line, not two commands', async () => {
+    const c = await plainLoggedIn(srv.ftpPort, 'carol', 'carol password');
+    c.send('ABOR\rMKD smuggled\r\nNOOP\r\n');
+    assert.equal((await c.read(3000))?.code, 500);
+    assert.equal((await c.read(3000))?.code, 200);
+    c.close();
+    assert.equal(existsSync(join(srv.home('carol'), 'smuggled')), false);
+  });
+
   it('active mode (PORT) to the client itself works, TLS included (ftplib)', () => {
     // curl 7.88 sends active-mode FTPS data unencrypted (a client bug), so ftplib drives this one.
     const r = spawnSync('python3', [PY, String(srv.ftpPort), 'carol', 'carol password', 'active'], { encoding: 'utf8' });

@@ -73,13 +73,22 @@ describe('LineReader (ftp/lines.ts)', () => {
     // ABOR sent urgent: the kernel takes the urgent byte (the last one sent) out of the stream.
     ['ABOR whose LF was sent urgent (ftplib) ends at its CR', [bytes('ABOR\r')], lines('ABOR')],
     ['an LF right after such an ABOR belongs to it, in the next chunk too', [bytes('abor\r'), bytes('\nNOOP\r\n')], lines('abor', 'NOOP')],
-    ['a line after such an ABOR is its own', [bytes('ABOR\rNOOP\r\n')], lines('ABOR', 'NOOP')],
+    ['a line sent after such an ABOR is its own', [bytes('ABOR\r'), bytes('NOOP\r\n')], lines('ABOR', 'NOOP')],
+    // Found by a review: one line to whatever reads lines by their LF (a filtering proxy, an IDS) ran two commands.
+    ['ABOR followed at once by more than its LF is one line with the rest', [bytes('ABOR\rMKD x\r\n')], lines('ABOR\rMKD x')],
     ['only ABOR ends at a CR', [bytes('NOOP\r'), bytes('X\r\n')], lines('NOOP\rX')],
     ['an IAC whose DM was sent urgent (lftp: IAC IP IAC, then ABOR) keeps the A', [bytes([IAC, 0xf4, IAC]), bytes('ABOR\r\n')], lines('ABOR')],
   ];
   for (const [what, chunks, expected] of cases) {
     it(what, () => assert.deepEqual(feed(chunks), expected));
   }
+
+  it('ABOR followed by more than its LF in a later chunk, fed before the line was read, is one line with the rest', () => {
+    const reader = new LineReader();
+    reader.feed(bytes('ABOR\r'));
+    reader.feed(bytes('MKD x\r\n'));
+    assert.deepEqual(reader.next(), { line: 'ABOR\rMKD x' });
+  });
 
   it(`takes a line of MAX_LINE bytes with its CRLF (${MAX_LINE})`, () => {
     const text = 'x'.repeat(MAX_LINE - 2);

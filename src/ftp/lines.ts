@@ -82,11 +82,13 @@ export class LineReader {
           this.consume(i + 1);
           return this.takeLine();
         }
-        if (b === CR && !this.discarding && this.isAbort(chunk.subarray(start, i))) {
+        if (b === CR && !this.discarding && this.lastReceived(i) && this.isAbort(chunk.subarray(start, i))) {
           // ABOR ends at its CR: a client that sends it urgent (Python's ftplib: `ABOR\r\n` with MSG_OOB)
           // has its last byte, the LF, taken out of the stream by the kernel, and the line waited for an
           // LF that never came (the client timed out, and its upload was stored whole when it closed the
-          // data connection). An LF right after it is dropped.
+          // data connection). An LF right after it is dropped. Only at the last byte received: such a
+          // client sends nothing more before the ABOR's reply. Found by a review: `ABOR\rMKD x\r\n`, one
+          // line to whatever reads lines by their LF (a command-filtering proxy, an IDS), ran MKD.
           flushText(i);
           this.consume(i + 1);
           this.dropLf = true;
@@ -101,6 +103,11 @@ export class LineReader {
       this.consume(chunk.length);
     }
     return null;
+  }
+
+  /** The byte at `i` of the first unread chunk is the last byte fed so far. */
+  private lastReceived(i: number): boolean {
+    return i === (this.unread[0] as Buffer).length - 1 && this.unread.length === 1;
   }
 
   /** The line so far, the buffered part and `tail`, reads ABOR. */
