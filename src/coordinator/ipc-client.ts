@@ -160,6 +160,7 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
       reading: (key) => note({ method: 'reading', args: [key] }),
       doneReading: (key) => note({ method: 'doneReading', args: [key] }),
       freed: (...args) => note({ method: 'freed', args }),
+      heldGone: (...args) => note({ method: 'heldGone', args }),
       release: () => {
         if (released) return;
         released = true;

@@ -30,6 +30,7 @@ export type LedgerNote =
   | { method: 'reading'; args: [key: string] }
   | { method: 'doneReading'; args: [key: string] }
   | { method: 'freed'; args: [key: string, bytes: number, names: number] }
+  | { method: 'heldGone'; args: [key: string, bytes: number] }
   | { method: 'release'; args: [] };
 
 /** The quota-relevant part of an account: what the primary's ledger needs. */

@@ -301,6 +301,8 @@ export class WorkerLink {
         return h.doneReading(...n.args);
       case 'freed':
         return h.freed(...n.args);
+      case 'heldGone':
+        return h.heldGone(...n.args);
       case 'release':
         h.release();
         this.handles.delete(handle);

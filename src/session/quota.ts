@@ -151,6 +151,8 @@ export class QuotaLedger {
   private readonly readers = new Map<string, number>();
   /** Bytes of files whose last name went while a download held them: freed when the last one lets go. */
   private readonly unfreed = new Map<string, number>();
+  /** Files of unfreed charged again by heldGone before their removal's freed came: that freed credits them (see heldGone). */
+  private readonly prepaid = new Set<string>();
   constructor(
     account: Account,
     private readonly source: QuotaRoom,
@@ -324,6 +326,7 @@ export class QuotaLedger {
     const n = this.readers.get(key) ?? 0;
     if (n > 1) return void this.readers.set(key, n - 1);
     this.readers.delete(key);
+    this.prepaid.delete(key);
     const bytes = this.unfreed.get(key);
     if (bytes === undefined) return;
     this.unfreed.delete(key);
@@ -341,9 +344,28 @@ export class QuotaLedger {
    * channel held 256 times the quota.
    */
   freed(key: string, bytes: number, names: number): void {
+    // Charged again already, by the download that found the file gone (see heldGone): the removal takes that off.
+    if (bytes > 0 && this.prepaid.delete(key)) return this.settle(0, -bytes, -names);
     const held = bytes > 0 && this.readers.has(key);
     if (held) this.unfreed.set(key, (this.unfreed.get(key) ?? 0) + bytes);
     this.settle(0, held ? 0 : -bytes, -names);
+  }
+
+  /**
+   * A download (reading `key` already) found the file it holds open with no
+   * name left (a link count of 0): its removal may have been freed before
+   * the download was known here, its bytes then off the usage while still on
+   * the disk. They go back on it until the last download lets go, unless
+   * they are held already. If that removal's freed is still to come (another
+   * worker's, or behind), it takes this charge off rather than holding the
+   * bytes twice. Before (found by a review), a REMOVE landing between a
+   * download's open and its registration here freed the file at once.
+   */
+  heldGone(key: string, bytes: number): void {
+    if (bytes <= 0 || !this.readers.has(key) || this.unfreed.has(key)) return;
+    this.unfreed.set(key, bytes);
+    this.prepaid.add(key);
+    this.settle(0, bytes, 0);
   }
 
   /** The last session of the user in this process has ended. */
@@ -389,6 +411,8 @@ export interface Ledger {
   doneReading(key: string): void;
   /** A removal took names and, with a file's last, its bytes: freed once no download holds it (see QuotaLedger.freed). */
   freed(key: string, bytes: number, names: number): void;
+  /** A download reading `key` found it with no name left: its bytes stay on the usage until it lets go (see QuotaLedger.heldGone). */
+  heldGone(key: string, bytes: number): void;
   usage(): Promise<{ bytes: number; files: number }>;
   /** Resolves once everything said before has reached the ledger. */
   synced(): Promise<void>;
@@ -811,6 +835,10 @@ export class LedgerHandle implements Ledger {
 
   freed(key: string, bytes: number, names: number): void {
     this.ledger.freed(key, bytes, names);
+  }
+
+  heldGone(key: string, bytes: number): void {
+    if (this.readings.has(key)) this.ledger.heldGone(key, bytes);
   }
 
   async usage(): Promise<{ bytes: number; files: number }> {

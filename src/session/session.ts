@@ -489,14 +489,14 @@ export class Session implements LiveSession {
     const offset = options.offset ?? 0;
     const download: Download = await this.readable('download', path, true, async (file, st, dir) => {
       if (offset < 0 || offset > st.size) throw new SluiceError('invalid-path', 'Offset beyond end of file');
-      // The file's bytes stay on the disk while it is open, whatever becomes of its names: the quota counts them so.
+      // The file's bytes stay on the disk while it is open, whatever becomes of its names: the quota counts them so
+      // (readable registered it; the download lets go when it ends).
       const key = nodeKey(st);
       const done = (r: TransferRecord) => {
         this.ledger.doneReading(key);
         this.finished(download, r);
       };
       const opened = new Download(file, path, offset, st.size, done, this.transferOptions(options, this.budget.rates.down));
-      this.ledger.reading(key);
       this.placed.set(opened, dir);
       this.deps.inFlight?.started(this.actor, 'download', path, offset, opened.started);
       return opened;
@@ -507,7 +507,9 @@ export class Session implements LiveSession {
   /**
    * A regular file opened for reading where the user may download it, handed
    * to `use` with its metadata; closed when `use` fails, or always unless
-   * `keep` (a Download owns it from then on).
+   * `keep` (a Download owns it from then on, and lets the ledger know when it
+   * lets go: doneReading). The quota's ledger knows it open (reading) before
+   * `use` runs: its bytes stay on the disk whatever becomes of its names.
    */
   private readable<T>(operation: string, path: string, keep: boolean, use: (file: OpenFile, st: NodeStat, dir: string) => Promise<T>): Promise<T> {
     return this.guard(operation, path, async () =>
@@ -516,6 +518,8 @@ export class Session implements LiveSession {
         this.require('download', dir);
         const file = await loc.openRead();
         let kept = false;
+        /** The file as the ledger knows it read (see reading), once it does. */
+        let key: string | null = null;
         try {
           // Looked at once the file is open, before any byte is read: a lookup that followed links may
           // have taken long, its directories pinned all the while (found by a review: a download read
@@ -523,11 +527,21 @@ export class Session implements LiveSession {
           const [st] = await Promise.all([file.stat(), inPlace(loc)]);
           if (st.type === 'dir') throw new SluiceError('is-a-directory');
           if (st.type !== 'file') throw new SluiceError('permission-denied', 'Not a regular file');
+          key = nodeKey(st);
+          this.ledger.reading(key);
+          // Looked at again once the ledger knows the file open: a removal done before (between the open and
+          // now) was freed at once, though the open file keeps its bytes on the disk; no link left says so
+          // (found by a review: a REMOVE landing between a download's open and its registration freed it).
+          const now = await file.stat();
+          if (now.nlink === 0) this.ledger.heldGone(key, now.size);
           const out = await use(file, st, dir);
           kept = keep;
           return out;
         } finally {
-          if (!kept) await file.close();
+          if (!kept) {
+            await file.close();
+            if (key !== null) this.ledger.doneReading(key);
+          }
         }
       }),
     );
