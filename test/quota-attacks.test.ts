@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { chmodSync, readdirSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 import { call } from './helpers/ssh.js';
 import { KiB, MiB, diskUsage, ftpsRemote, persistedUsage, sftpRemote, waitFor, type PacedUpload, type Remote } from './helpers/quota.js';
@@ -145,9 +148,58 @@ describe('quota: an overwrite is accounted when its bytes land, against what the
 describe('quota: a file removed while a download holds it open is freed when the download lets go', () => {
   let srv: TestServer;
   before(async () => {
-    srv = await TestServer.start({ users: [{ name: 'reader', password: PASSWORD, args: ['--quota-bytes', String(QUOTA)] }] });
+    srv = await TestServer.start({
+      yaml: 'ftp:\n  tls: optional\n',
+      users: [
+        { name: 'reader', password: PASSWORD, args: ['--quota-bytes', String(QUOTA)] },
+        // Its checksums read at its download rate: one of 700 KiB holds the file open for seconds.
+        { name: 'hasher', password: PASSWORD, args: ['--quota-bytes', String(QUOTA), '--rate-down', '256K'] },
+      ],
+    });
   });
   after(() => srv.stop());
+
+  /** Whether a process of the server has `name` open (read from /proc: the servers run as this test's user). */
+  const holdsOpen = (name: string): boolean => {
+    const pid = srv.pid;
+    if (pid === undefined) return false;
+    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith(`${srv.home('hasher')}/${name}`);
+      } catch {
+        return false;
+      }
+    });
+  };
+
+  // Found by a review: only downloads counted. A checksum (FTP HASH, SFTP check-file) reads the file as long
+  // as a download, paced alike, and a file removed under it came off the usage at once while still on the disk.
+  it('a checksum reading the file holds it as a download does', async () => {
+    const r = await sftpRemote(srv, 'hasher', PASSWORD);
+    const ftp = await RawFtp.connect(srv.ftpPort);
+    try {
+      await ftp.read();
+      assert.equal((await ftp.login('hasher', PASSWORD)).code, 230);
+      await r.put('/held.bin', randomBytes(700 * KiB));
+      // Its ctime moved (by the host): the upload's receipt no longer answers HASH, which reads the file (about 3 s at 256 KiB/s).
+      chmodSync(join(srv.home('hasher'), 'held.bin'), 0o640);
+      const hashing = ftp.cmd('HASH held.bin');
+      hashing.catch(() => undefined);
+      await waitFor('the checksum to open the file', () => holdsOpen('held.bin'));
+      await r.remove('/held.bin');
+      await assert.rejects(r.put('/next.bin', randomBytes(700 * KiB)), /Quota exceeded/);
+      // The session's end stops its checksum and closes the file: the room comes back.
+      ftp.socket.destroy();
+      await hashing.catch(() => undefined);
+      await waitFor('the checksum to let go', () => !holdsOpen('held.bin'));
+      await r.put('/next.bin', randomBytes(700 * KiB));
+      await r.remove('/next.bin');
+    } finally {
+      ftp.socket.destroy();
+      await r.close();
+    }
+    await waitFor('the usage to be persisted', () => persistedUsage(srv, 'hasher').bytes === 0);
+  });
 
   for (const how of ['removed', 'uploaded over', 'renamed over'] as const) {
     it(`its last name ${how}: no room until the handle closes`, async () => {
