@@ -532,10 +532,14 @@ export class Session implements LiveSession {
           // Looked at again once the ledger knows the file open: a removal done before (between the open and
           // now) was freed at once, though the open file keeps its bytes on the disk; no link left says so
           // (found by a review: a REMOVE landing between a download's open and its registration freed it).
-          // Without a quota nothing is refused by the usage: no look, no thread-pool round trip per file.
+          // Not waited for: the reply needs nothing of it (a file let go meanwhile is no longer held, and the
+          // ledger ignores it). Without a quota nothing is refused by the usage: no look at all.
           if (!this.ledger.unlimited) {
-            const now = await file.stat();
-            if (now.nlink === 0) this.ledger.heldGone(key, now.size);
+            const held = key;
+            void file.stat().then(
+              (now) => now.nlink === 0 && this.ledger.heldGone(held, now.size),
+              () => undefined,
+            );
           }
           const out = await use(file, st, dir);
           kept = keep;
