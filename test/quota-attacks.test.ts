@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, readdirSync, readlinkSync } from 'node:fs';
+import { chmodSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { RawFtp } from './helpers/ftp-raw.js';
@@ -159,13 +159,27 @@ describe('quota: a file removed while a download holds it open is freed when the
   });
   after(() => srv.stop());
 
-  /** Whether a process of the server has `name` open (read from /proc: the servers run as this test's user). */
+  /** Whether a process of the server (the primary or a worker) has `name` open, read from /proc: they run as this test's user. */
   const holdsOpen = (name: string): boolean => {
-    const pid = srv.pid;
-    if (pid === undefined) return false;
-    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+    const primary = srv.pid;
+    if (primary === undefined) return false;
+    const parentOf = (pid: string): string | undefined => {
       try {
-        return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith(`${srv.home('hasher')}/${name}`);
+        return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ')[1];
+      } catch {
+        return undefined;
+      }
+    };
+    const pids = [String(primary), ...readdirSync('/proc').filter((p) => /^\d+$/.test(p) && parentOf(p) === String(primary))];
+    return pids.some((pid) => {
+      try {
+        return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+          try {
+            return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith(`${srv.home('hasher')}/${name}`);
+          } catch {
+            return false; // closed meanwhile
+          }
+        });
       } catch {
         return false;
       }
