@@ -557,6 +557,41 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
     }
   });
 
+  // Found by a review: a heartbeat answered late (a lock on node_heartbeats held 4 s) dropped A's node-lock connection
+  // at 3 s and ran its lease out: the APPE under way on a healthy node ended 451, its lock given up for nothing.
+  it("a heartbeat held up 4 s by a lock on node_heartbeats: A's APPE under way waits for its lease and ends 226, whole", async () => {
+    const created = await request('POST', '/users', { name: 'hal', password: 'hal-secret-12', home: join(homes, 'hal') });
+    assert.equal(created.status, 201, created.text);
+    const x = await RawFtp.secureLogin(a.ftpPort, 'hal', 'hal-secret-12');
+    const locker = new pg.Client({ connectionString: db.url });
+    await locker.connect();
+    const file = join(homes, 'hal', 'log');
+    try {
+      const made = await startUpload(x, 'log', true);
+      made.end(Buffer.alloc(1000, 's'));
+      assert.equal((await x.read())?.code, 226);
+      const mine = randomBytes(64 * 1024);
+      const appending = await startUpload(x, 'log', true, 'APPE');
+      await new Promise<void>((resolve) => appending.write(mine.subarray(0, 32 * 1024), () => resolve()));
+      assert.ok(await until(2000, async () => readFileSync(file).length === 1000 + 32 * 1024), "A wrote the APPE's first bytes");
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE node_heartbeats');
+      await new Promise((resolve) => setTimeout(resolve, 3500));
+      // Past the lease of the last heartbeat answered: the write waits for the next one.
+      appending.write(mine.subarray(32 * 1024));
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await locker.query('COMMIT');
+      appending.end();
+      const ended = await x.read();
+      assert.equal(ended?.code, 226, `A's APPE across a 4 s stall of its heartbeat: ${ended?.text}`);
+      assert.ok(readFileSync(file).equals(Buffer.concat([Buffer.alloc(1000, 's'), mine])), 'the file holds the APPE whole');
+    } finally {
+      await locker.query('ROLLBACK').catch(() => undefined);
+      await locker.end();
+      x.close();
+    }
+  });
+
   // Found by a review: a ban or a kill reached each node only as a notice, and a node whose notices connection
   // was down when it was sent missed it for good: the banned address's and the killed user's sessions went on.
   it("a ban and a kill made through B while A hears no notices end A's sessions once A listens again; another's goes on", async () => {

@@ -19,6 +19,8 @@ export class InPlaceFence {
   private until = Infinity;
   private current = 0;
   private readonly listeners = new Set<(state: FenceState) => void>();
+  /** Writes waiting for the lease back (see wait): woken at each change. */
+  private readonly waiting = new Set<() => void>();
 
   /** The epoch an in-place upload begins in (see check). */
   get epoch(): number {
@@ -30,6 +32,7 @@ export class InPlaceFence {
     this.current++;
     this.until = 0;
     this.told();
+    this.wake();
   }
 
   /** The lock was proven held, in `epoch`, at `since` (performance.now() when asked): good for `leaseMs` from then. */
@@ -37,6 +40,7 @@ export class InPlaceFence {
     if (epoch !== this.current) return;
     this.until = Math.max(this.until === Infinity ? 0 : this.until, since + leaseMs);
     this.told();
+    this.wake();
   }
 
   /** Workers: what they copy (adopt), until as a time all processes of the machine read alike; null: one node, no fence. */
@@ -48,6 +52,7 @@ export class InPlaceFence {
   adopt(state: FenceState): void {
     this.current = state.epoch;
     this.until = state.until - performance.timeOrigin;
+    this.wake();
   }
 
   /** The primary: each change of the fence, to send to the workers (adopt). Returns the unsubscribe. */
@@ -66,6 +71,34 @@ export class InPlaceFence {
     this.lost();
   }
 
+  /**
+   * A write whose check failed only because the lease ran out, in its own
+   * epoch (the lock connection never seen lost): wait for the next renewal
+   * (a heartbeat answered late: PostgreSQL slow, a table lock, this event
+   * loop or the primary's busy) for up to `ms`, then ask `check` again. The
+   * lease only ever comes back from a heartbeat answered on the same lock
+   * connection, so nothing is written that check would not allow.
+   */
+  async wait(epoch: number, ms = LEASE_WAIT_MS): Promise<void> {
+    if (epoch !== this.current || performance.now() < this.until) return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.waiting.delete(woken);
+        resolve();
+      };
+      const woken = (): void => {
+        if (epoch !== this.current || performance.now() < this.until) done();
+      };
+      const timer = setTimeout(done, ms);
+      this.waiting.add(woken);
+    });
+  }
+
+  private wake(): void {
+    for (const woken of [...this.waiting]) woken();
+  }
+
   /** Null when an upload begun in `epoch` may write in place now; else why not. */
   check(epoch: number): SluiceError | null {
     if (epoch === this.current && performance.now() < this.until) return null;
@@ -73,6 +106,13 @@ export class InPlaceFence {
       epoch === this.current ? 'in-place write refused: node lease ran out (no heartbeat proved the node lock held)' : 'in-place write refused: the node lock connection was lost since the upload began');
   }
 }
+
+/**
+ * How long a write in place waits for a late heartbeat before the upload
+ * ends failed: a PostgreSQL or event loop held up this long is treated as
+ * cut off (the kept connection's own probe gives a silent link up by then).
+ */
+export const LEASE_WAIT_MS = 10_000;
 
 /** The fence as sent from the primary to its workers (see InPlaceFence.adopt). */
 export interface FenceState {

@@ -504,7 +504,8 @@ export class Upload extends Transfer {
     } catch (err) {
       throw this.failWrite(err);
     }
-    // Asked right before the write is issued, with nothing awaited in between.
+    // Asked right before the write is issued, with nothing awaited in between (a late heartbeat waited for first).
+    if (this.fenceEpoch !== null && this.fenced()) await inPlaceFence.wait(this.fenceEpoch);
     const fenced = this.fenced();
     if (fenced) throw this.failWrite(fenced);
     // The write starts first and the hash is fed while the thread pool
@@ -636,6 +637,7 @@ export class Upload extends Transfer {
     // hash never saw): the hash would describe bytes the file does not hold, and answer HASH and
     // check-file from its receipt with them. Given up, as for a rewrite.
     if (cut) this.hash?.spoil();
+    if (this.fenceEpoch !== null && this.fenced()) await inPlaceFence.wait(this.fenceEpoch);
     const fenced = this.fenced();
     if (fenced) throw this.failWrite(fenced);
     await this.file.truncate(size);

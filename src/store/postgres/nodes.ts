@@ -52,6 +52,7 @@ const LIST = `
  */
 export class NodeLock {
   private beat: NodeJS.Timeout | null = null;
+  private beating: pg.Client | null = null;
 
   private constructor(
     private readonly connection: KeptConnection,
@@ -88,19 +89,25 @@ export class NodeLock {
     return lock;
   }
 
-  /** One heartbeat; one that fails or takes a lease's time gives the connection up (its lock may be gone). */
+  /**
+   * One heartbeat, none while one is still unanswered; one that fails gives the connection up (its lock may be
+   * gone). One answered late (PostgreSQL slow, a lock on the table) does not: the lease runs out by itself
+   * meanwhile, and in-place writes wait for it back (InPlaceFence.wait). Dropping the connection gave the node
+   * lock up and ended every in-place upload under way for a stall of 3 s; a silent link is the kept connection's
+   * own probe to find.
+   */
   private heartbeat(): void {
     const client = this.connection.current;
-    if (!client) return;
-    const timer = setTimeout(() => this.connection.drop(client), LEASE_MS);
-    timer.unref();
-    beatOn(client, this.nodeId, inPlaceFence.epoch).then(
-      () => clearTimeout(timer),
-      () => {
-        clearTimeout(timer);
-        this.connection.drop(client);
-      },
-    );
+    // A query on a connection given up may never settle: only the current one's unanswered beat holds the next back.
+    if (!client || this.beating === client) return;
+    this.beating = client;
+    const done = (): void => {
+      if (this.beating === client) this.beating = null;
+    };
+    beatOn(client, this.nodeId, inPlaceFence.epoch).then(done, () => {
+      done();
+      this.connection.drop(client);
+    });
   }
 
   async release(): Promise<void> {
