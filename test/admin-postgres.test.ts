@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +26,12 @@ const skip = postgresMissing();
 if (skip) console.log(`# ${skip}`);
 
 type Json = { [k: string]: unknown };
+
+/** Debian's libfaketime (package faketime), to step one server's wall clock; null when not installed. */
+function libfaketime(): string | null {
+  const found = readdirSync('/usr/lib').map((d) => `/usr/lib/${d}/faketime/libfaketime.so.1`).find((f) => existsSync(f));
+  return found ?? null;
+}
 
 /** Does a connection from `from` to `port` get an SSH banner (true) or get closed first (false)? */
 function greeted(port: number, from: string): Promise<boolean> {
@@ -589,6 +596,44 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
       await locker.query('ROLLBACK').catch(() => undefined);
       await locker.end();
       x.close();
+    }
+  });
+
+  // Found by a review: the lease crossed to workers as performance.timeOrigin + ms, and timeOrigin is each
+  // process's wall clock at its start: a clock stepped forward after the primary started put the lease of a
+  // worker started after it that far in the past, and every in-place write there was refused (back: written late).
+  it('a wall clock stepped 1 h forward before the workers restart: an APPE is still written (the lease is on the monotonic clock)', { skip: libfaketime() === null ? 'libfaketime missing (Debian: faketime)' : false }, async () => {
+    const created = await request('POST', '/users', { name: 'stu', password: 'stu-secret-12', home: join(homes, 'stu') });
+    assert.equal(created.status, 201, created.text);
+    // Only this node's clocks are stepped, by libfaketime reading the offset from a file at each call; monotonic ones are not.
+    const offset = join(shared, 'clock-offset');
+    writeFileSync(offset, '+0\n', { mode: 0o644 });
+    const c = await TestServer.start({ env: {
+      ...env('node-c'), SLUICE_WORKERS: '2', LD_PRELOAD: libfaketime() as string,
+      FAKETIME_TIMESTAMP_FILE: offset, FAKETIME_NO_CACHE: '1', FAKETIME_DONT_FAKE_MONOTONIC: '1',
+    } });
+    try {
+      const ready = () => c.log.split('\n').filter((l) => l.includes('"msg":"worker ready"')).length;
+      assert.ok(await until(10_000, async () => ready() === 2), `the workers started: ${c.log}`);
+      writeFileSync(offset, '+3600\n');
+      for (const pid of execFileSync('pgrep', ['-P', String(c.pid)]).toString().trim().split('\n').map(Number)) process.kill(pid, 'SIGKILL');
+      assert.ok(await until(10_000, async () => ready() === 4), 'the workers restarted');
+      const x = await RawFtp.secureLogin(c.ftpPort, 'stu', 'stu-secret-12');
+      try {
+        const made = await startUpload(x, 'log', true);
+        made.end(Buffer.from('first '));
+        assert.equal((await x.read())?.code, 226);
+        const appending = await startUpload(x, 'log', true, 'APPE');
+        appending.end(Buffer.from('second'));
+        const ended = await x.read();
+        assert.equal(ended?.code, 226, `the APPE on a worker started after the step: ${ended?.text}`);
+        assert.equal(readFileSync(join(homes, 'stu', 'log'), 'utf8'), 'first second');
+      } finally {
+        x.close();
+      }
+    } finally {
+      writeFileSync(offset, '+0\n');
+      await c.stop();
     }
   });
 

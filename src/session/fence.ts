@@ -1,4 +1,3 @@
-import { performance } from 'node:perf_hooks';
 import { SluiceError } from './errors.js';
 
 /**
@@ -35,7 +34,7 @@ export class InPlaceFence {
     this.wake();
   }
 
-  /** The lock was proven held, in `epoch`, at `since` (performance.now() when asked): good for `leaseMs` from then. */
+  /** The lock was proven held, in `epoch`, at `since` (monotonicMs() when asked): good for `leaseMs` from then. */
   renewed(epoch: number, since: number, leaseMs: number): void {
     if (epoch !== this.current) return;
     this.until = Math.max(this.until === Infinity ? 0 : this.until, since + leaseMs);
@@ -43,15 +42,15 @@ export class InPlaceFence {
     this.wake();
   }
 
-  /** Workers: what they copy (adopt), until as a time all processes of the machine read alike; null: one node, no fence. */
+  /** Workers: what they copy (adopt), until on the machine's monotonic clock, which all its processes read alike; null: one node, no fence. */
   state(): FenceState | null {
-    return this.until === Infinity ? null : { epoch: this.current, until: performance.timeOrigin + this.until };
+    return this.until === Infinity ? null : { epoch: this.current, until: this.until };
   }
 
   /** A worker: the primary's fence (it holds the node lock), as the primary sent it. */
   adopt(state: FenceState): void {
     this.current = state.epoch;
-    this.until = state.until - performance.timeOrigin;
+    this.until = state.until;
     this.wake();
   }
 
@@ -80,7 +79,7 @@ export class InPlaceFence {
    * connection, so nothing is written that check would not allow.
    */
   async wait(epoch: number, ms = LEASE_WAIT_MS): Promise<void> {
-    if (epoch !== this.current || performance.now() < this.until) return;
+    if (epoch !== this.current || monotonicMs() < this.until) return;
     await new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
@@ -88,7 +87,7 @@ export class InPlaceFence {
         resolve();
       };
       const woken = (): void => {
-        if (epoch !== this.current || performance.now() < this.until) done();
+        if (epoch !== this.current || monotonicMs() < this.until) done();
       };
       const timer = setTimeout(done, ms);
       this.waiting.add(woken);
@@ -101,7 +100,7 @@ export class InPlaceFence {
 
   /** Null when an upload begun in `epoch` may write in place now; else why not. */
   check(epoch: number): SluiceError | null {
-    if (epoch === this.current && performance.now() < this.until) return null;
+    if (epoch === this.current && monotonicMs() < this.until) return null;
     return new SluiceError('failure', 'Write stopped: this node lost its lock in the shared store; upload again',
       epoch === this.current ? 'in-place write refused: node lease ran out (no heartbeat proved the node lock held)' : 'in-place write refused: the node lock connection was lost since the upload began');
   }
@@ -117,8 +116,18 @@ export const LEASE_WAIT_MS = 10_000;
 /** The fence as sent from the primary to its workers (see InPlaceFence.adopt). */
 export interface FenceState {
   readonly epoch: number;
-  /** performance.timeOrigin + performance.now() at which the lease runs out. */
+  /**
+   * monotonicMs() at which the lease runs out. Not performance.timeOrigin + performance.now(): timeOrigin is
+   * the wall clock at each process's start, so a clock stepped between the primary's start and a worker's moved
+   * the worker's lease by the step (found by a review: stepped forward, every in-place write on a worker started
+   * after it was refused; stepped back, a worker wrote in place that long past the lease).
+   */
   readonly until: number;
+}
+
+/** The machine's monotonic clock in ms (CLOCK_MONOTONIC: the same for every process, never stepped). */
+export function monotonicMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
 }
 
 /** This process's fence: the PostgreSQL store renews it; nothing else writes it. */

@@ -1,6 +1,5 @@
 import type pg from 'pg';
-import { performance } from 'node:perf_hooks';
-import { inPlaceFence } from '../../session/fence.js';
+import { inPlaceFence, monotonicMs } from '../../session/fence.js';
 import type { NodeHolding, NodeRegistry } from '../store.js';
 import { onConnection, transaction } from './connection.js';
 import { KeptConnection } from './kept-connection.js';
@@ -121,7 +120,7 @@ export class NodeLock {
 
 /** Write the heartbeat on the lock's connection; its answer renews the lease of `epoch` from when it was sent. */
 async function beatOn(client: pg.Client, nodeId: string, epoch: number): Promise<void> {
-  const since = performance.now();
+  const since = monotonicMs();
   await client.query(BEAT, [nodeId]);
   inPlaceFence.renewed(epoch, since, LEASE_MS);
 }
