@@ -599,6 +599,44 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
     }
   });
 
+  // Found by a review: the cut of a truncating upload in place (uploads.atomic off) was issued at the open with no
+  // look at the lease, and the upload's epoch was read after its lock row was taken: a node that could not prove
+  // its lock emptied the file (which forget-node may have given to another node's writer meanwhile).
+  it('a truncating STOR in place while the lease is out (heartbeat held up) cuts nothing until the lease is back, then ends 226', async () => {
+    const created = await request('POST', '/users', { name: 'tom', password: 'tom-secret-12', home: join(homes, 'tom') });
+    assert.equal(created.status, 201, created.text);
+    const d = await TestServer.start({ env: env('node-d'), yaml: 'uploads:\n  atomic: false\n' });
+    const locker = new pg.Client({ connectionString: db.url });
+    await locker.connect();
+    const file = join(homes, 'tom', 'f');
+    try {
+      const x = await RawFtp.secureLogin(d.ftpPort, 'tom', 'tom-secret-12');
+      try {
+        const made = await startUpload(x, 'f', true);
+        made.end(Buffer.alloc(1000, 'o'));
+        assert.equal((await x.read())?.code, 226);
+        await locker.query('BEGIN');
+        await locker.query('LOCK TABLE node_heartbeats');
+        await new Promise((resolve) => setTimeout(resolve, 3500));
+        const starting = startUpload(x, 'f', true);
+        await new Promise((resolve) => setTimeout(resolve, 400));
+        assert.equal(readFileSync(file).length, 1000, 'nothing cut while the node cannot prove its lock');
+        await locker.query('COMMIT');
+        const data = await starting;
+        data.end(Buffer.from('new'));
+        const ended = await x.read();
+        assert.equal(ended?.code, 226, String(ended?.text));
+        assert.equal(readFileSync(file, 'utf8'), 'new');
+      } finally {
+        x.close();
+      }
+    } finally {
+      await locker.query('ROLLBACK').catch(() => undefined);
+      await locker.end();
+      await d.stop();
+    }
+  });
+
   // Found by a review: the lease crossed to workers as performance.timeOrigin + ms, and timeOrigin is each
   // process's wall clock at its start: a clock stepped forward after the primary started put the lease of a
   // worker started after it that far in the past, and every in-place write there was refused (back: written late).

@@ -3,6 +3,7 @@ import type { Actor, AuditEvent, AuditSink, Replaced } from '../audit/events.js'
 import type { MetricsSink } from '../metrics/events.js';
 import type { Account, Protocol } from './account.js';
 import { SluiceError, Unseen, movedMeanwhile, sessionClosed, toSluiceError } from './errors.js';
+import { inPlaceFence } from './fence.js';
 import { linkInfo, toFileInfo, type FileInfo } from './file-info.js';
 import type { LiveConnection, LiveRegistry, LiveSession } from './live.js';
 import { DirectoryListing } from './listing.js';
@@ -608,6 +609,9 @@ export class Session implements LiveSession {
     // In place, the lock is taken before the open: a truncation would cut the file under its other writer.
     // One step with the claim and the check: with workers, one round trip to the primary.
     let lock: string | null = !atomic && st ? key : null;
+    // Several nodes: read before the lock is taken, so a lock connection lost (and forget-node run) while it is
+    // taken and the file opened stops this upload, even once the lock is back before its first write.
+    const fenceEpoch = inPlaceFence.epoch;
     const claimed = await this.ledger.checkStart({ createsFile: holdsFile, credit, claim: claimable ? key : null, lock });
     const claim = claimed && st ? { key, ino: st.ino, dev: st.dev } : null;
 
@@ -642,7 +646,13 @@ export class Session implements LiveSession {
         // Emptied here, whatever the upload's end: its record says what was destroyed (its hash only if known).
         if (truncate) replacedAtOpen = { size: now.size, ...knownSha(this.deps.receipts, now) };
         else was = now.size;
-        if (truncate) await file.truncate(0);
+        if (truncate) {
+          // A cut is a write in place: only while this node proves it holds its lock (see InPlaceFence).
+          await inPlaceFence.wait(fenceEpoch);
+          const fenced = inPlaceFence.check(fenceEpoch);
+          if (fenced) throw fenced;
+          await file.truncate(0);
+        }
       } else {
         await inPlace(loc);
         file = await loc.openWrite({ create: true, truncate: false, append });
@@ -666,7 +676,7 @@ export class Session implements LiveSession {
       const where = await loc.whereNow();
       return where !== null && allows(this.account.permissions, 'overwrite', where);
     };
-    const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, staged, append, holdsFile, claim, lock, mayReplace, mayReplaceWhereNow, replacedAtOpen, was };
+    const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, staged, append, holdsFile, claim, lock, fenceEpoch, mayReplace, mayReplaceWhereNow, replacedAtOpen, was };
     const upload: Upload = new Upload(file, path, plan.offset, target, this.ledger, (r) => this.finished(upload, r), {
       ...this.transferOptions(options, this.budget.rates.up),
       hashWholeFile: this.deps.hashResumedUploads,

@@ -379,6 +379,8 @@ export interface UploadTarget {
   claim: { key: string; ino: number; dev: number } | null;
   /** The file (dev:ino) an in-place upload holds the ledger's in-place lock of; null for an atomic upload. */
   lock: string | null;
+  /** In place: the fence's epoch read before that lock was taken (InPlaceFence); else the one at construction. */
+  fenceEpoch?: number;
   /**
    * An atomic upload may put its file in place of one found under its name
    * at the end: the user has overwrite there, and the client did not ask for
@@ -434,7 +436,7 @@ export class Upload extends Transfer {
     // On the hashing thread: the loop's CPU per MiB of a 1 GiB FTP put fell from 1.5-1.8 to 1.0-1.1 ms.
     super(file, path, offset, report, uploadOptions, true);
     this.size = target.staged === null ? (target.existingSize ?? 0) : 0;
-    this.fenceEpoch = target.lock === null ? null : inPlaceFence.epoch;
+    this.fenceEpoch = target.lock === null ? null : (target.fenceEpoch ?? inPlaceFence.epoch);
   }
 
   /** In place, several nodes: refused once this node can no longer prove it holds the file's lock (synchronous, no round trip). */
