@@ -567,12 +567,12 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
   // Found by a review: a heartbeat answered late (a lock on node_heartbeats held 4 s) dropped A's node-lock connection
   // at 3 s and ran its lease out: the APPE under way on a healthy node ended 451, its lock given up for nothing.
   it("a heartbeat held up 4 s by a lock on node_heartbeats: A's APPE under way waits for its lease and ends 226, whole", async () => {
-    const created = await request('POST', '/users', { name: 'hal', password: 'hal-secret-12', home: join(homes, 'hal') });
+    const created = await request('POST', '/users', { name: 'hank', password: 'hank-secret-12', home: join(homes, 'hank') });
     assert.equal(created.status, 201, created.text);
-    const x = await RawFtp.secureLogin(a.ftpPort, 'hal', 'hal-secret-12');
+    const x = await RawFtp.secureLogin(a.ftpPort, 'hank', 'hank-secret-12');
     const locker = new pg.Client({ connectionString: db.url });
     await locker.connect();
-    const file = join(homes, 'hal', 'log');
+    const file = join(homes, 'hank', 'log');
     try {
       const made = await startUpload(x, 'log', true);
       made.end(Buffer.alloc(1000, 's'));
