@@ -18,11 +18,13 @@ const MiB = 1024 * 1024;
 const SIZE = 20 * MiB;
 /**
  * 20 MiB at 5 MiB/s: 4 s, less the bucket's first burst (0.1 s); 10% less at
- * most (a limit let through is the defect this guards), 20% more (CI on 2
- * busy cores, four clients at once: 3.91-4.16 s in three runs, then 4.08 to
- * 4.66 s in one whose whole suite ran 10 % slower).
+ * most (a limit let through is the defect this guards), 50% more (CI on 2
+ * busy cores, four clients at once: 3.91-4.16 s in three runs, 4.08 to
+ * 4.66 s in one whose whole suite ran 10 % slower, and an SFTP upload 5.21 s
+ * in a run with other tests beside the suite; a limiter that halved the rate
+ * would still take 8 s).
  */
-const [LOW, HIGH] = [3.6, 4.8];
+const [LOW, HIGH] = [3.6, 6];
 
 describe('RateLimit', () => {
   it('lets a burst of a tenth of a second through, then charges the rest in time', () => {
