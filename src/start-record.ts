@@ -5,11 +5,23 @@ export class StartRecord {
   /** When this process began serving (the start of its uptime). */
   readonly since = new Date();
   private report: StartReport | null = null;
+  private announce: () => void = () => undefined;
+  /**
+   * Resolves once the start line is logged: what is said only to a server
+   * that started (a hint for its first user) waits for it, so a start that
+   * fails (a port in use) ends on its error, not on advice.
+   */
+  readonly logged = new Promise<void>((resolve) => (this.announce = resolve));
 
   /** Keeps `report` and gives it back, for logStarted. */
   keep(report: StartReport): StartReport {
     this.report = report;
     return report;
+  }
+
+  /** The start line is out (logStarted). */
+  announced(): void {
+    this.announce();
   }
 
   /** null until every listener is up. */

@@ -6,6 +6,7 @@ import { exposedKeys } from './certs/private-modes.js';
 import { certificateEnding } from './certs/expiry.js';
 import { certificateFingerprint, sshKeyFingerprint } from './certs/fingerprints.js';
 import type { Listening } from './listening.js';
+import type { StartRecord } from './start-record.js';
 import { ssh2Library } from './ssh2.js';
 
 export interface StartReport {
@@ -24,7 +25,8 @@ export interface StartReport {
  * `ssh-keygen -lf` and `openssl x509 -fingerprint -sha256`, so a user can
  * check what a client is shown on first contact; then the start line.
  */
-export async function logStarted(log: Logger, report: StartReport): Promise<void> {
+export async function logStarted(log: Logger, record: StartRecord, started: StartReport): Promise<void> {
+  const report = record.keep(started);
   for (const { protocol, address, port } of report.listeners) {
     log.info({ protocol, address, port }, `listening: ${protocol} ${address.includes(':') ? `[${address}]` : address}:${port}`);
   }
@@ -45,6 +47,7 @@ export async function logStarted(log: Logger, report: StartReport): Promise<void
   }
   await warnExposedKeys(log, report);
   log.info({ frontEnds: report.frontEnds, dataDir: report.dataDir, workers: report.workers }, 'sluice started');
+  record.announced();
 }
 
 /**

@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import ssh2 from 'ssh2';
 import { BIN, sluice, startServe } from './helpers/cli.js';
 import { connectClient } from './helpers/file-clients.js';
-import { TestServer, freePorts } from './helpers/server.js';
+import { TestServer, freePorts, withRunCertificates } from './helpers/server.js';
 import { sshConnect } from './helpers/ssh.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-serve-'));
@@ -21,10 +21,12 @@ const env = { SLUICE_FTP_PORT: '0', SLUICE_FTPS_PORT: '0', SLUICE_SFTP_PORT: '0'
 describe('sluice serve on a fresh machine', () => {
   it('creates data, database, certificate and host keys, prints the hint, stops on SIGTERM', async () => {
     const serve = startServe(dir, env, /No users yet/);
-    await serve.ready;
-    const { stdout } = serve.output();
-    assert.match(stdout, /sluice user add alice/);
-    assert.equal(await serve.stop(), 0);
+    try {
+      await serve.ready;
+      assert.match(serve.output().stdout, /sluice user add alice/);
+    } finally {
+      assert.equal(await serve.stop(), 0);
+    }
 
     const mode = (p: string) => statSync(join(dir, p)).mode & 0o777;
     assert.equal(mode('data/sluice.db'), 0o600);
@@ -50,6 +52,29 @@ describe('sluice serve on a fresh machine', () => {
     assert.equal(rsaKey?.type, 'ssh-rsa');
     // 3072-bit modulus: the public blob of ssh-rsa is 4+7 + 4+3 + 4+1+384 bytes.
     assert.equal(rsaKey?.getPublicSSH().length, 407);
+  });
+
+  // Found by an operator's walk: a start that failed printed the hint first, then its error.
+  it('a start that fails (its port taken) ends on its error, without the hint for a first user', async () => {
+    const fresh = mkdtempSync(join(tmpdir(), 'sluice-serve-taken-'));
+    withRunCertificates(fresh);
+    const taken = net.createServer().listen(0, '127.0.0.1');
+    try {
+      await once(taken, 'listening');
+      const port = (taken.address() as net.AddressInfo).port;
+      const serve = startServe(fresh, { ...env, SLUICE_FTP_PORT: String(port) }, /sluice started/);
+      try {
+        await assert.rejects(serve.ready, /serve exited 1/);
+      } finally {
+        await serve.stop();
+      }
+      const { stdout, stderr } = serve.output();
+      assert.match(stdout + stderr, /in use/);
+      assert.doesNotMatch(stdout + stderr, /No users yet/);
+    } finally {
+      taken.close();
+      rmSync(fresh, { recursive: true, force: true });
+    }
   });
 
   it('keeps existing keys on the next start and stays quiet once a user exists', async () => {

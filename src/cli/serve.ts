@@ -127,10 +127,12 @@ async function serveWith(
   const { config, log } = base;
   checkDescriptorLimit(config.limits.maxSessions, log);
   if ((await base.users.count()) === 0) {
-    out(
-      'No users yet. Add one with:\n' +
-        '  npx sluice user add alice --generate-password\n' +
-        `(data in ${config.dataDir}; see README.md)\n`,
+    void coordination.started.logged.then(() =>
+      out(
+        'No users yet. Add one with:\n' +
+          '  npx sluice user add alice --generate-password\n' +
+          `(data in ${config.dataDir}; see README.md)\n`,
+      ),
     );
   }
   // Before any session, so no upload in progress can be taken for a crash's leftover
@@ -197,7 +199,7 @@ async function serveHere(services: Services, coordination: Coordination, stopped
   });
   coordination.serving.started(0);
   const leave = coordination.sessions.join(services.live);
-  await logStarted(log, coordination.started.keep(report));
+  await logStarted(log, coordination.started, report);
   // With every port set to 0 nothing else holds the process until a signal comes.
   const keepAlive = setInterval(() => undefined, 1 << 30);
   const signal = await stopped;

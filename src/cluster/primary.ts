@@ -160,7 +160,7 @@ export async function superviseWorkers(
     reopenTrail(coordination, log);
     void warnExposedKeys(log, report);
   });
-  await logStarted(log, coordination.started.keep(report));
+  await logStarted(log, coordination.started, report);
   const signal = await stopped;
   clearInterval(keepAlive);
   const live = [...links.values()].map((l) => ({ worker: l.worker, ...l.live }));
