@@ -154,10 +154,13 @@ describe('sluice CLI', () => {
     assert.equal(run(['user', 'enable', 'gen']).code, 0);
     assert.equal(json(['user', 'show', 'gen', '--json']).enabled, true);
     // Past its expiry, enabled or not, a user is refused: show says so as list does.
-    assert.equal(run(['user', 'set', 'gen', '--expires', '2020-01-01']).code, 0);
+    const expired = run(['user', 'set', 'gen', '--expires', '2020-01-01']);
+    assert.equal(expired.code, 0);
+    // Taken, but said: a mistyped year locks the customer out (a review found it silent).
+    assert.equal(expired.stdout, 'updated user gen\nnote: user gen expired at 2020-01-01T00:00:00.000Z, already past: it cannot log in until --expires is later or never\n');
     assert.match(run(['user', 'show', 'gen']).stdout, /^state\s+expired$/m);
     assert.match(run(['user', 'list']).stdout, /gen\s+expired/);
-    assert.equal(run(['user', 'set', 'gen', '--expires', '2099-01-01']).code, 0);
+    assert.equal(run(['user', 'set', 'gen', '--expires', '2099-01-01']).stdout, 'updated user gen\n');
     // Address lists set, then dropped (only the API could drop one before).
     assert.equal(run(['user', 'set', 'gen', '--allow-ip', '10.0.0.0/8', '--allow-ip', '::1/128', '--deny-ip', '10.1.0.0/16']).code, 0);
     const listed = json(['user', 'show', 'gen', '--json']);

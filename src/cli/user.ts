@@ -187,6 +187,7 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       out(`added user ${user.name} (home ${user.home})\n`);
       if (chosen?.generated) out(`password: ${chosen.password}\n`);
       noteIdleScan(s.config, user.name, settings.scan, out);
+      notePastExpiry(user.name, settings.expiresAt, out);
       return 0;
     }
     case 'list': {
@@ -242,6 +243,7 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       const after = await s.admin.update(name, patch);
       out(`updated user ${name}${await toLiveSessions(reach, after, patch)}\n`);
       noteIdleScan(s.config, name, patch.scan, out);
+      notePastExpiry(name, patch.expiresAt, out);
       return 0;
     }
     case 'enable':
@@ -436,6 +438,13 @@ export function table(head: string[], rows: string[][]): string {
 }
 
 /** A --scan this server's config gives no scanner to: said, as the setting is taken all the same. */
+/** A date already past is taken (it ends the account now), but said: a mistyped year would otherwise lock a customer out unseen. */
+function notePastExpiry(name: string, expiresAt: Date | null | undefined, out: (s: string) => void): void {
+  if (expiresAt && expiresAt.getTime() <= Date.now()) {
+    out(`note: user ${name} expired at ${expiresAt.toISOString()}, already past: it cannot log in until --expires is later or never\n`);
+  }
+}
+
 function noteIdleScan(config: AdminServices['config'], name: string, scan: boolean | null | undefined, out: (s: string) => void): void {
   const idle = scanSettingIdle(config.uploads, scan ?? null);
   if (idle) out(`note: user ${name} is set to be scanned, but ${idle}\n`);
