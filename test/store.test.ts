@@ -31,6 +31,30 @@ describe('migrations', () => {
     db.close();
   });
 
+  // Found by a review: releases before the range check stored expiries in the year 10000, which GET /users then
+  // showed as +010000-..., and no client's parser reads; the fix refused new ones, and the stored ones stayed.
+  it('016 moves a stored expiry outside the years 0000-9999 to the nearest date inside, and leaves the others', async () => {
+    const file = join(dir, 'expiry-range.db');
+    const all = loadMigrations(MIGRATIONS_DIR);
+    const old = new Database(file);
+    migrate(old, all.filter((m) => m.version < 16));
+    const users = new SqliteUsers(old);
+    const expiries: [string, number | null][] = [['late', Date.parse('9999-12-31T23:59:59Z') + 8 * 3_600_000], ['early', -62167219200001],
+      ['edge', Date.parse('9999-12-31T23:59:59.999Z')], ['usual', Date.parse('2027-03-31T00:00:00Z')], ['never', null]];
+    for (const [name, at] of expiries) {
+      await users.create(name, null, settings());
+      old.prepare('UPDATE users SET expires_at = ? WHERE name = ?').run(at, name);
+    }
+    old.close();
+    const db = openDatabase(file);
+    try {
+      const shown = await Promise.all(expiries.map(async ([name]) => (await new SqliteUsers(db).get(name))?.expiresAt?.toISOString() ?? 'never'));
+      assert.deepEqual(shown, ['9999-12-31T23:59:59.999Z', '0000-01-01T00:00:00.000Z', '9999-12-31T23:59:59.999Z', '2027-03-31T00:00:00.000Z', 'never']);
+    } finally {
+      db.close();
+    }
+  });
+
   it('re-running applies nothing and keeps data', async () => {
     const file = join(dir, 'rerun.db');
     const db1 = openDatabase(file);
