@@ -599,6 +599,43 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
     }
   });
 
+  // Found by a review: a write in place waiting for the lease (up to 10 s) held an ABOR's answer until the heartbeat
+  // came back or the wait ran out: the client that gave the upload up waited for nothing, as did a session's end.
+  it("an ABOR of an APPE whose write waits for the lease (heartbeat held up) is answered at once, the file as it was", async (t) => {
+    const created = await request('POST', '/users', { name: 'abe', password: 'abe-secret-123', home: join(homes, 'abe') });
+    assert.equal(created.status, 201, created.text);
+    const x = await RawFtp.secureLogin(a.ftpPort, 'abe', 'abe-secret-123');
+    const locker = new pg.Client({ connectionString: db.url });
+    await locker.connect();
+    const file = join(homes, 'abe', 'log');
+    try {
+      const made = await startUpload(x, 'log', true);
+      made.end(Buffer.alloc(1000, 'a'));
+      assert.equal((await x.read())?.code, 226);
+      const appending = await startUpload(x, 'log', true, 'APPE');
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE node_heartbeats');
+      await new Promise((resolve) => setTimeout(resolve, 3500));
+      // Past the lease: the write waits for a heartbeat the lock holds back.
+      appending.write(Buffer.alloc(32 * 1024, 'b'));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const asked = Date.now();
+      x.send('ABOR\r\n');
+      const replies = [await x.read(5000), await x.read(5000)].map((r) => r?.code);
+      const took = Date.now() - asked;
+      await locker.query('COMMIT');
+      assert.deepEqual(replies, [426, 226]);
+      assert.ok(took < 1000, `the ABOR was answered after ${took} ms, with the heartbeat still held up`);
+      t.diagnostic(`ABOR answered in ${took} ms`);
+      assert.equal(readFileSync(file).length, 1000, 'nothing of the aborted APPE written');
+      appending.destroy();
+    } finally {
+      await locker.query('ROLLBACK').catch(() => undefined);
+      await locker.end();
+      x.close();
+    }
+  });
+
   // Found by a review: the cut of a truncating upload in place (uploads.atomic off) was issued at the open with no
   // look at the lease, and the upload's epoch was read after its lock row was taken: a node that could not prove
   // its lock emptied the file (which forget-node may have given to another node's writer meanwhile).

@@ -76,14 +76,16 @@ export class InPlaceFence {
    * (a heartbeat answered late: PostgreSQL slow, a table lock, this event
    * loop or the primary's busy) for up to `ms`, then ask `check` again. The
    * lease only ever comes back from a heartbeat answered on the same lock
-   * connection, so nothing is written that check would not allow.
+   * connection, so nothing is written that check would not allow. `stop`
+   * (the upload aborted) ends the wait at once.
    */
-  async wait(epoch: number, ms = LEASE_WAIT_MS): Promise<void> {
-    if (epoch !== this.current || monotonicMs() < this.until) return;
+  async wait(epoch: number, stop: AbortSignal, ms = LEASE_WAIT_MS): Promise<void> {
+    if (epoch !== this.current || monotonicMs() < this.until || stop.aborted) return;
     await new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
         this.waiting.delete(woken);
+        stop.removeEventListener('abort', done);
         resolve();
       };
       const woken = (): void => {
@@ -91,6 +93,7 @@ export class InPlaceFence {
       };
       const timer = setTimeout(done, ms);
       this.waiting.add(woken);
+      stop.addEventListener('abort', done, { once: true });
     });
   }
 

@@ -138,6 +138,8 @@ export class Session implements LiveSession {
   /** Transfers a copy read from or wrote to (see copy()): the paths at the other end, the first MAX_COPY_PATHS named. */
   private readonly copies = new Map<Upload | Download, { paths: Set<string>; others: number }>();
   private closed = false;
+  /** Aborted as the session ends: an open waiting for the node's lease (see open's truncation) stops waiting. */
+  private readonly closing = new AbortController();
   /** The user's open handles, counted across all their sessions (front-ends that hold handles use it). */
   readonly openHandles: UserHandles;
   /**
@@ -250,6 +252,7 @@ export class Session implements LiveSession {
   private async end(loggedOut: boolean): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.closing.abort();
     this.unregister();
     // Lookups still waiting, or walking, for requests the client left behind stop here (see Storage.close).
     this.storage.close();
@@ -648,7 +651,7 @@ export class Session implements LiveSession {
         else was = now.size;
         if (truncate) {
           // A cut is a write in place: only while this node proves it holds its lock (see InPlaceFence).
-          await inPlaceFence.wait(fenceEpoch);
+          await inPlaceFence.wait(fenceEpoch, this.closing.signal);
           const fenced = inPlaceFence.check(fenceEpoch);
           if (fenced) throw fenced;
           await file.truncate(0);

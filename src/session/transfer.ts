@@ -416,9 +416,10 @@ export class Upload extends Transfer {
   /** Writes and resizes still running. */
   private readonly changing = new Set<Promise<void>>();
   /**
-   * Aborted by abort(), with an UploadStopped: ends the one finishing step that waits on something
-   * outside the server, a scan's verdict, so that a stop's drain, or a session's end, ends the upload
-   * as aborted instead of waiting for the scanner and letting the file in after all.
+   * Aborted by abort(), with an UploadStopped: ends the steps that wait on something outside the
+   * server, a scan's verdict and a write in place's wait for the node's lease (a late heartbeat), so
+   * that an ABOR, a stop's drain or a session's end ends the upload as aborted at once, instead of
+   * waiting for the scanner and letting the file in after all, or for up to LEASE_WAIT_MS.
    */
   private readonly finishing = new AbortController();
   /** In place: the fence's epoch it began in (see InPlaceFence); null for an atomic upload. */
@@ -507,7 +508,7 @@ export class Upload extends Transfer {
       throw this.failWrite(err);
     }
     // Asked right before the write is issued, with nothing awaited in between (a late heartbeat waited for first).
-    if (this.fenceEpoch !== null && this.fenced()) await inPlaceFence.wait(this.fenceEpoch);
+    if (this.fenceEpoch !== null && this.fenced()) await inPlaceFence.wait(this.fenceEpoch, this.finishing.signal);
     const fenced = this.fenced();
     if (fenced) throw this.failWrite(fenced);
     // The write starts first and the hash is fed while the thread pool
@@ -639,7 +640,7 @@ export class Upload extends Transfer {
     // hash never saw): the hash would describe bytes the file does not hold, and answer HASH and
     // check-file from its receipt with them. Given up, as for a rewrite.
     if (cut) this.hash?.spoil();
-    if (this.fenceEpoch !== null && this.fenced()) await inPlaceFence.wait(this.fenceEpoch);
+    if (this.fenceEpoch !== null && this.fenced()) await inPlaceFence.wait(this.fenceEpoch, this.finishing.signal);
     const fenced = this.fenced();
     if (fenced) throw this.failWrite(fenced);
     await this.file.truncate(size);
