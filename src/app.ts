@@ -145,6 +145,12 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
     const since = before !== null && base.store.bans.banned(address) ? null : before;
     endSessionsFrom(sessions, address, limits.ipv6Prefix, BANNED_BY_ADMIN, since).catch((err: unknown) => base.log.error({ err, address }, 'ending sessions'));
   });
+  // Forgotten while cut off: its sessions' counts and quota leases were given to the other nodes. Ended, their
+  // uploads aborted, so that what they hold leaves this node's books too and the users' limits hold again.
+  shared?.onForgotten(() => {
+    base.log.error(`this node (${config.nodeId}) was forgotten (sluice store forget-node) while cut off from the store: its live sessions end`);
+    sessions.endAll('this node was forgotten while cut off from the store').catch((err: unknown) => base.log.error({ err }, 'ending sessions'));
+  });
   if (shared) {
     // Any other change there (rules, permissions) ends here the sessions it would refuse or narrow, as the admin API does for its own.
     const outlived = new OutlivedSessions(

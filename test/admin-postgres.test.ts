@@ -502,6 +502,7 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
     const created = await request('POST', '/users', { name: 'tia', password: 'tia-secret-12', home: join(homes, 'tia') });
     assert.equal(created.status, 201, created.text);
     const [x, y] = [await RawFtp.secureLogin(a.ftpPort, 'tia', 'tia-secret-12'), await RawFtp.secureLogin(b.ftpPort, 'tia', 'tia-secret-12')];
+    let z: RawFtp | null = null;
     const look = new pg.Client({ connectionString: db.url });
     await look.connect();
     const file = join(homes, 'tia', 'log');
@@ -550,17 +551,27 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
         "the file is A's bytes written while it held the lock, then B's APPE whole: nothing interleaved");
       assert.match(answers[0] ?? '', /^1 node node-a was alive [\d.]+ s ago: it may be cut off from PostgreSQL, or frozen, and still writing files in place/,
         'forget-node refused at first, saying why');
-      // A takes its lock back and writes in place again.
+      // A takes its lock back and finds it was forgotten: its session's count (and any quota lease) went to the
+      // other nodes, so the session ends rather than pass the user's limits unseen (found by a review: it went on).
+      const logout = (r: Record<string, unknown>) => r.event === 'logout' && r.user === 'tia' && r.reason === 'this node was forgotten while cut off from the store';
+      assert.ok((await a.auditUntil(logout)).some(logout), "A's session ended, its record saying why");
+      await a.logs(/"msg":"this node \(node-a\) was forgotten \(sluice store forget-node\) while cut off from the store: its live sessions end"/);
+      // A new session on A writes in place again, the lock back.
+      z = await RawFtp.secureLogin(a.ftpPort, 'tia', 'tia-secret-12');
+      const session = z;
       assert.ok(await until(5000, async () => {
-        const again = await startUpload(x, 'log', true, 'APPE').catch(() => null);
+        const again = await startUpload(session, 'log', true, 'APPE').catch(() => null);
         if (!again) return false;
         again.end(Buffer.from('z'));
-        return (await x.read())?.code === 226;
+        return (await session.read())?.code === 226;
       }), 'A appends again once its lock is back');
+      assert.deepEqual((await look.query("SELECT count FROM user_session_totals WHERE user_name = 'tia'")).rows, [{ count: 2 }],
+        "tia's sessions counted as they are: y's on B and z's on A, the ended one not taken off twice");
     } finally {
       await look.end();
       x.close();
       y.close();
+      z?.close();
     }
   });
 

@@ -74,6 +74,14 @@ export interface SharedCounts {
    * the store does not take it: the other nodes were not told.
    */
   endUserSessions(user: string, reason: string): Promise<void>;
+  /**
+   * `listener` is told when this node, taking its id again after its lock's
+   * connection was lost, finds that `sluice store forget-node` gave back what
+   * it held meanwhile: its live sessions' counts and quota leases are no
+   * longer in the store, so the sessions are to end (they would pass the
+   * users' limits unseen by the other nodes).
+   */
+  onForgotten(listener: () => void): void;
   /** A clean stop: this node's leases, session counts and locks go back. */
   stop(): Promise<void>;
 }

@@ -20,6 +20,7 @@ const TAKE = 'SELECT pg_try_advisory_lock($1, hashtext($2)) AS taken';
 const BEAT = `INSERT INTO node_heartbeats (node_id, seen_at) VALUES ($1, now())
   ON CONFLICT (node_id) DO UPDATE SET seen_at = now()`;
 const BEAT_MS = 1_000;
+const SEEN = 'SELECT 1 FROM node_heartbeats WHERE node_id = $1';
 /**
  * How long after a heartbeat was sent the node may still write in place
  * (InPlaceFence): it stops by then whatever it notices of its connection.
@@ -58,7 +59,7 @@ export class NodeLock {
     private readonly nodeId: string,
   ) {}
 
-  static async take(url: string, nodeId: string, onLost: (err: Error) => void): Promise<NodeLock> {
+  static async take(url: string, nodeId: string, onLost: (err: Error) => void, onForgotten: () => void): Promise<NodeLock> {
     let held = false;
     // In place only while proven held, from now on (one node, SQLite, never fences).
     inPlaceFence.fenced();
@@ -67,8 +68,12 @@ export class NodeLock {
       up: async (client) => {
         const { rows } = await client.query<{ taken: boolean }>(TAKE, [NODE_LOCK_CLASS, nodeId]);
         if (rows[0]?.taken) {
+          // Taken again: forget-node, which runs only while nobody holds the lock, removes the heartbeat's row
+          // with everything else it gives back, and nothing else removes it while the node runs.
+          const forgotten = held && (await client.query(SEEN, [nodeId])).rowCount === 0;
           held = true;
           await beatOn(client, nodeId, inPlaceFence.epoch);
+          if (forgotten) onForgotten();
           return;
         }
         const err = new Error(`node id "${nodeId}" is in use by a running node: give each node its own nodeId (SLUICE_NODE_ID)`);

@@ -73,7 +73,8 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
     tokens: new PostgresAdminTokens(pool),
     nodes: new PostgresNodes(pool),
     async shared(nodeId, onError) {
-      const lock = await NodeLock.take(url, nodeId, onError);
+      const forgotten = new Set<() => void>();
+      const lock = await NodeLock.take(url, nodeId, onError, () => forgotten.forEach((listener) => listener()));
       let quota: PostgresQuota;
       let userSessions: PostgresUserSessions;
       let writeLocks: PostgresWriteLocks;
@@ -97,6 +98,7 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
         onAddressBanned: (listener) => sessionEnds.onAddress(listener),
         onUserSessionsEnded: (listener) => sessionEnds.onUser(listener),
         endUserSessions: (user, reason) => endUserSessionsEverywhere(pool, user, reason),
+        onForgotten: (listener) => void forgotten.add(listener),
         stop: async () => {
           try {
             // Each says what it could not give back: one failing must not hide another's account.
