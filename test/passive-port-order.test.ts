@@ -61,7 +61,6 @@ describe('passive ports: a listen error of the address, not of the port, ends th
       return (listen as (...a: unknown[]) => net.Server).apply(this, args);
     } as typeof listen;
     try {
-      const started = performance.now();
       await assert.rejects(
         PassiveEndpoint.open({
           // TEST-NET-1 (RFC 5737): no address of this host.
@@ -77,8 +76,9 @@ describe('passive ports: a listen error of the address, not of the port, ends th
         }),
         { code: 'EADDRNOTAVAIL' },
       );
+      // The count of tries is the proof, not the time: the one try took 6 to 91 ms of wall time on a loaded
+      // machine (a bound of 100 ms once stood here), the whole range's 2,000 far longer on any.
       assert.equal(tries, 1, 'ports tried');
-      assert.ok(performance.now() - started < 100, `took ${(performance.now() - started).toFixed(0)} ms`);
     } finally {
       net.Server.prototype.listen = listen;
     }
