@@ -347,12 +347,25 @@ describe('two nodes on one PostgreSQL behind HAProxy', { skip: skip ?? false, ti
       await assert.rejects(call((cb) => sB.open('/x.bin', 'r+', cb)), busy);
       assert.match(await put(sB, '/x.bin', Buffer.alloc(10, 3)), busy);
       await call((cb) => sA.close(handle, cb));
-      // Let go before A answered the close: B may remove it at once.
-      await call((cb) => sB.unlink('/x.bin', cb));
-      // Settles gather for a moment before they are written.
+      // Let go before A answered the close: B may remove it at once. And the 4 MiB A's write grew the file by are
+      // in the user's row by then: A frozen from its answer on (a loaded run's late timer, made certain), B's
+      // removal takes the whole 5 MiB off. Before (a loaded run found it), A's settle went 50 ms after the lock's
+      // delete; B's removal floored the usage at 0 first, A's growth landed after on a file gone: 4 MiB for good.
       const usage = () => JSON.parse(cli(b, ['user', 'show', 'inplace', '--json']).stdout) as { usedBytes: number; usedFiles: number };
-      assert.ok(await until(2000, async () => usage().usedBytes === 0), JSON.stringify(usage()));
-      assert.equal(usage().usedFiles, 0);
+      a.signal('SIGSTOP');
+      try {
+        await call((cb) => sB.unlink('/x.bin', cb));
+        // Settles gather for a moment before they are written.
+        assert.ok(await until(5000, async () => usage().usedFiles === 0), JSON.stringify(usage()));
+      } finally {
+        a.signal('SIGCONT');
+      }
+      // A's statements of the user go in order: once its next upload is counted, any settle it still had is in too.
+      assert.equal(await put(sA, '/y.bin', Buffer.alloc(10, 4)), 'ok');
+      assert.ok(await until(5000, async () => usage().usedFiles === 1), JSON.stringify(usage()));
+      const after = usage();
+      assert.deepEqual({ bytes: after.usedBytes, files: after.usedFiles }, { bytes: 10, files: 1 }, 'the usage is what the home holds');
+      await call((cb) => sA.unlink('/y.bin', cb));
     } finally {
       connA.end();
       connB.end();

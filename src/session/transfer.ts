@@ -844,8 +844,9 @@ export class Upload extends Transfer {
       void untaken?.held?.close().catch(() => undefined);
       if (this.target.holdsFile) this.ledger.releaseFile();
       if (this.target.claim) this.ledger.unclaim(this.target.claim.key);
-      if (this.target.lock) this.ledger.unlockInPlace(this.target.lock);
+      // Settled before the lock goes: on several nodes the lock's give waits for this settle (PostgresWriteLocks.give).
       this.ledger.settle(this.reserved, bytesDelta, filesDelta);
+      if (this.target.lock) this.ledger.unlockInPlace(this.target.lock);
       if (freedOld) this.ledger.freed(freedOld.key, freedOld.bytes, 0);
       void loc.close();
     }

@@ -116,6 +116,12 @@ interface OpenRow {
  * Node ids must be unique: a node's holds are found, and at its start
  * dropped, by its id.
  */
+/** settledFor: `taken` once the user's statements so far went through; `away` once one of them failed an attempt. */
+export interface UserSettled {
+  readonly taken: Promise<void>;
+  readonly away: Promise<void>;
+}
+
 export class PostgresQuota implements QuotaRooms {
   /** The tail of each user's ordered statements. */
   private readonly queues = new Map<number, Promise<void>>();
@@ -136,6 +142,8 @@ export class PostgresQuota implements QuotaRooms {
   private told = false;
   /** Ends the pauses between attempts (a stop makes the last attempts at once). */
   private readonly wakes = new Set<() => void>();
+  /** Per user, those waiting for its statements (settledFor) to hear that one failed an attempt. */
+  private readonly failing = new Map<number, Set<() => void>>();
   /** Users' names, for the stop's account of what was not written. */
   private readonly names = new Map<number, string>();
   /** Changes to what is used that were given up at the stop, per user: [bytes, files]. */
@@ -167,6 +175,25 @@ export class PostgresQuota implements QuotaRooms {
   async settled(): Promise<void> {
     for (const userId of [...this.gathering.keys()]) this.sendSettle(userId);
     await Promise.all(this.queues.values());
+  }
+
+  /**
+   * Resolves once the user's statements made so far (a gathering settle sent
+   * now) have gone through, or were given up at the stop. An in-place lock's
+   * give waits for it (PostgresWriteLocks): the file's growth is in the
+   * user's row before another node may remove the file and take its size off.
+   */
+  settledFor(userId: number): UserSettled {
+    let away: () => void = () => undefined;
+    const failed = new Promise<void>((resolve) => (away = resolve));
+    const waiting = this.failing.get(userId) ?? new Set<() => void>();
+    waiting.add(away);
+    this.failing.set(userId, waiting);
+    const taken = this.run(userId, async () => undefined).finally(() => {
+      waiting.delete(away);
+      if (waiting.size === 0 && this.failing.get(userId) === waiting) this.failing.delete(userId);
+    });
+    return { taken, away: failed };
   }
 
   /**
@@ -286,7 +313,7 @@ export class PostgresQuota implements QuotaRooms {
       const sum = this.pending.get(userId) ?? [];
       this.pending.delete(userId);
       const seq = ++this.seq;
-      if (await this.written(async () => void (await this.pool.query(SETTLE, [this.nodeId, userId, ...sum, seq])))) return;
+      if (await this.written(async () => void (await this.pool.query(SETTLE, [this.nodeId, userId, ...sum, seq])), userId)) return;
       // The hold part is the node's: its drop, at its stop or next start, gives the holds back.
       const lost = this.unsent.get(userId) ?? [0, 0];
       this.unsent.set(userId, [(lost[0] ?? 0) + (sum[0] ?? 0), (lost[1] ?? 0) + (sum[1] ?? 0)]);
@@ -298,7 +325,7 @@ export class PostgresQuota implements QuotaRooms {
    * with a growing pause, unless the node is stopping: then one attempt more
    * (at once) and false. Said once per outage, not per attempt.
    */
-  private async written(attempt: () => Promise<void>): Promise<boolean> {
+  private async written(attempt: () => Promise<void>, userId?: number): Promise<boolean> {
     let failed = false;
     try {
       for (let wait = RETRY_MIN_MS; ; wait = Math.min(2 * wait, RETRY_MAX_MS)) {
@@ -309,6 +336,7 @@ export class PostgresQuota implements QuotaRooms {
         } catch (err) {
           if (!failed) this.retrying++;
           failed = true;
+          if (userId !== undefined) for (const away of this.failing.get(userId) ?? []) away();
           if (!this.told) {
             this.told = true;
             this.onError(new Error('quota usage or holds not written: kept and sent again until the database takes them', { cause: err }));

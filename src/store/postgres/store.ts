@@ -82,7 +82,8 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
         [quota, userSessions, writeLocks] = await Promise.all([
           PostgresQuota.start(pool, nodeId, onError),
           PostgresUserSessions.start(pool, nodeId, onError),
-          PostgresWriteLocks.start(pool, nodeId, onError),
+          // A give waits for the user's settles so far: the growth is counted before another node may remove the file.
+          PostgresWriteLocks.start(pool, nodeId, onError, (userId) => quota.settledFor(userId)),
         ]);
       } catch (err) {
         await lock.release().catch(() => undefined);

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { SharedWriteLocks } from '../../session/quota.js';
+import type { UserSettled } from './quota.js';
 
 /**
  * Taken, or this node's already (a take whose answer was lost): the row is
@@ -45,12 +46,17 @@ export class PostgresWriteLocks implements SharedWriteLocks {
     private readonly pool: pg.Pool,
     private readonly nodeId: string,
     private readonly onError: (err: unknown) => void,
+    private readonly settled: (userId: number) => UserSettled,
   ) {}
 
-  /** Node `nodeId`'s locks, once those it left when it last stopped (or died) are gone. */
-  static async start(pool: pg.Pool, nodeId: string, onError: (err: unknown) => void): Promise<PostgresWriteLocks> {
+  /**
+   * Node `nodeId`'s locks, once those it left when it last stopped (or died)
+   * are gone. `settled`: the node's quota statements of a user made so far
+   * (PostgresQuota.settledFor), which a give waits for.
+   */
+  static async start(pool: pg.Pool, nodeId: string, onError: (err: unknown) => void, settled: (userId: number) => UserSettled): Promise<PostgresWriteLocks> {
     await dropNodeWriteLocks(pool, nodeId);
-    return new PostgresWriteLocks(pool, nodeId, onError);
+    return new PostgresWriteLocks(pool, nodeId, onError, settled);
   }
 
   async take(userId: number, inode: string): Promise<boolean> {
@@ -72,14 +78,26 @@ export class PostgresWriteLocks implements SharedWriteLocks {
     return taken;
   }
 
-  give(_userId: number, inode: string): Promise<void> {
+  /**
+   * The row goes once the user's quota statements made before it (the
+   * settle of what the lock's writer grew the file by) have gone through:
+   * before (found by a loaded test run), the delete went at once and the
+   * settle 50 ms later, so another node could take the lock, remove the file
+   * and take its whole size off the usage first; floored at 0 there, the
+   * growth then landed on a file gone, and the usage stayed above the disk.
+   * Resolves after the delete's first attempt, or once a statement it waits
+   * for failed one (the database is away: the row stays, a refusal).
+   */
+  give(userId: number, inode: string): Promise<void> {
     const key = inode;
     const row = this.rows.get(key);
     if (!row || row.giving) return Promise.resolve();
     row.held = false;
     let tried: () => void = () => undefined;
     const firstTry = new Promise<void>((resolve) => (tried = resolve));
-    row.giving = this.deleted(inode, tried).then(() => void this.rows.delete(key));
+    const settled = this.settled(userId);
+    void settled.away.then(() => tried());
+    row.giving = settled.taken.then(() => this.deleted(inode, tried)).then(() => void this.rows.delete(key));
     return firstTry;
   }
 
