@@ -430,7 +430,10 @@ describe('SFTP transport limits', () => {
   it('refuses connections past the per-address limit, and frees the slots', async () => {
     const open = await Promise.all([0, 1, 2].map(() => sshConnect({ port: srv.sftpPort, username: 'erin', password: 'erin password' })));
     await assert.rejects(sshConnect({ port: srv.sftpPort, username: 'erin', password: 'erin password' }));
+    // Their ends seen here first (a loaded machine may take longer than the 300 ms that follow), then the server's.
+    const closed = open.map((c) => new Promise((resolve) => c.once('close', () => resolve(undefined))));
     open.forEach((c) => c.end());
+    await Promise.all(closed);
     await new Promise((r) => setTimeout(r, 300));
     const again = await sshConnect({ port: srv.sftpPort, username: 'erin', password: 'erin password' });
     again.end();
