@@ -78,7 +78,8 @@ describe('RateLimit', () => {
     const started = performance.now();
     await r.next(1024);
     const ms = performance.now() - started;
-    assert.ok(ms < 300, `the next KiB waited ${ms.toFixed(0)} ms`);
+    // About 125 ms (1 KiB at 8 KiB/s; the whole case took 124 to 219 ms in 22 full runs); the debt not given back is 4 s.
+    assert.ok(ms < 2000, `the next KiB waited ${ms.toFixed(0)} ms`);
   });
 });
 
