@@ -91,7 +91,8 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', { skip: wit
     r = scp('alice', [remote('alice', '/one.bin'), 'back.bin']);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(sha256(readFileSync(join(local, 'back.bin'))), sha256(data));
-    const audit = await srv.audit();
+    // The download is recorded as the server ends its channel, which may be after scp exits: waited for, not a fixed 1.2 s.
+    const audit = await srv.auditUntil((l) => l.event === 'download' && l.path === '/one.bin');
     const up = audit.find((l) => l.event === 'upload' && l.path === '/one.bin');
     const down = audit.find((l) => l.event === 'download' && l.path === '/one.bin');
     assert.equal(up?.protocol, 'scp');
@@ -370,7 +371,8 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', { skip: wit
     ch.write(Buffer.alloc(5000, 1));
     await new Promise((r) => setTimeout(r, 200));
     c.end();
-    const audit = await srv.audit();
+    // Recorded as the server sees the client gone, after this end: waited for, not a fixed 1.2 s.
+    const audit = await srv.auditUntil((l) => l.event === 'upload' && l.path === '/cut.bin');
     const rec = audit.find((l) => l.event === 'upload' && l.path === '/cut.bin');
     assert.equal(rec?.result, 'aborted');
     assert.equal(rec?.protocol, 'scp');
