@@ -87,6 +87,12 @@ interface OpenRow {
   held_files: number;
 }
 
+/** settledFor: `taken` once the user's statements so far went through; `away` once one of them failed an attempt. */
+export interface UserSettled {
+  readonly taken: Promise<void>;
+  readonly away: Promise<void>;
+}
+
 /**
  * Quota room for the ledgers of one node of several on one PostgreSQL: the
  * node holds a lease of each user's quota (a row of quota_holds) and hands it
@@ -116,12 +122,6 @@ interface OpenRow {
  * Node ids must be unique: a node's holds are found, and at its start
  * dropped, by its id.
  */
-/** settledFor: `taken` once the user's statements so far went through; `away` once one of them failed an attempt. */
-export interface UserSettled {
-  readonly taken: Promise<void>;
-  readonly away: Promise<void>;
-}
-
 export class PostgresQuota implements QuotaRooms {
   /** The tail of each user's ordered statements. */
   private readonly queues = new Map<number, Promise<void>>();
