@@ -71,6 +71,7 @@ describe('refused logins are answered auth.failureDelay after they began, whatev
   // the minimum is what the server itself took; medians under the load of a
   // parallel suite were 60 ms apart with the server answering alike.
   const fastest = (xs: number[]) => Math.min(...xs);
+  const SPREAD_MS = 10;
 
   it('a wrong password for a weakly hashed account, an unknown name and a wrong password answer alike', { timeout: 120_000 }, async () => {
     const kinds: Record<string, [string, string]> = {
@@ -79,15 +80,21 @@ describe('refused logins are answered auth.failureDelay after they began, whatev
       'wrong password': ['current', 'not it'],
     };
     const times: Record<string, number[]> = Object.fromEntries(Object.keys(kinds).map((k) => [k, []]));
-    // Interleaved, so that the machine's load falls on every kind alike.
-    for (let round = 0; round < 9; round++) {
+    const fastests = () => Object.fromEntries(Object.entries(times).map(([k, v]) => [k, fastest(v)]));
+    const spread = () => Math.max(...Object.values(fastests())) - Math.min(...Object.values(fastests()));
+    // Interleaved, so that the machine's load falls on every kind alike: 9 rounds, then more while the
+    // fastest are still apart, for a minute at most. Under a loaded machine's load a full verification (the
+    // unknown name's and the wrong password's, not the weak hash's) often takes more than the delay, its
+    // refusal then answered at 600 ms or later, and 9 rounds once left the unknown name's fastest 13 ms
+    // above the weak hash's. More rounds do not hide the old gap: a full verification's own time, which
+    // load only adds to, keeps those kinds' fastest that much above the weak hash's however many there are.
+    const started = performance.now();
+    for (let round = 0; round < 9 || (spread() >= SPREAD_MS && performance.now() - started < 60_000); round++) {
       for (const [kind, [user, password]] of Object.entries(kinds)) times[kind]!.push(await refusal(user, password));
     }
-    const fastests = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, fastest(v)]));
-    const shown = JSON.stringify(fastests, (_k, v: unknown) => (typeof v === 'number' ? Math.round(v * 10) / 10 : v));
-    for (const ms of Object.values(fastests)) assert.ok(ms >= DELAY_MS - 5, `answered before the failure delay: ${shown}`);
+    const shown = `${JSON.stringify(fastests(), (_k, v: unknown) => (typeof v === 'number' ? Math.round(v * 10) / 10 : v))} in ${times['unknown name']!.length} rounds`;
+    for (const ms of Object.values(fastests())) assert.ok(ms >= DELAY_MS - 5, `answered before the failure delay: ${shown}`);
     // Before, the weakly hashed account answered a full argon2 verification (about 30 ms here) sooner.
-    const spread = Math.max(...Object.values(fastests)) - Math.min(...Object.values(fastests));
-    assert.ok(spread < 10, `refusals told apart by their timing: ${shown}`);
+    assert.ok(spread() < SPREAD_MS, `refusals told apart by their timing: ${shown}`);
   });
 });
