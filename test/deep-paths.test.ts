@@ -117,16 +117,20 @@ it('a connection that leaves gives up its walks: another session of the user is 
 );
 
 // One connection's burst must not stall the user's other sessions: turns go round the sessions waiting.
-it('a session with hundreds of deep walks in line does not hold up another session of the user', { timeout: 120_000 }, () =>
+it('a session with hundreds of deep walks in line does not hold up another session of the user', { timeout: 120_000 }, (t) =>
   besideBurst(async ({ queued, timedStat }) => {
     // Counted in the other session's walks, not in time (a load's pace varies): in one line it would wait
-    // for about 500 of them; going round, for one round of its 8 channels' (each channel is a session).
+    // for about 500 of them; going round, for one round of its 8 channels' (each channel is a session), with
+    // the 8 under way and those walked beside its own, and what the client had not yet read of them: 16-21 on an
+    // idle machine, 24-28 with four test files beside it, where the bound was 40. A quarter of the line's 512
+    // is still far from either.
     let done = 0;
     for (const q of queued) void q.then(() => done++);
     const before = done;
     await timedStat();
     const meanwhile = done - before;
-    assert.ok(meanwhile <= 40, `${meanwhile} of the other session's walks ended while one STAT waited`);
+    t.diagnostic(`${meanwhile} of the other session's walks ended while one STAT waited`);
+    assert.ok(meanwhile <= 128, `${meanwhile} of the other session's walks ended while one STAT waited`);
     // The busy session's walks were still in line, not refused to make room.
     const settled = await Promise.all(queued.map((q) => Promise.race([q, Promise.resolve('pending')])));
     assert.ok(settled.includes('pending'), 'the busy session still had walks in line');
