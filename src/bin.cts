@@ -2,12 +2,24 @@
 // CommonJS on purpose: it runs before the ESM loader touches libuv's thread
 // pool, so the larger pool (argon2 and file I/O share it) takes effect.
 process.env.UV_THREADPOOL_SIZE ??= '16';
+import cluster from 'node:cluster';
+/**
+ * A worker that ends with its channel to the primary still open (it failed before serving: code that did
+ * not load, a start refused) leaves now: the channel would keep it running, never ready, and the primary
+ * waiting for it, a SIGTERM too (heeded once the start is done); only a SIGKILL ended such a server. Its
+ * exit fails the primary's start (`worker exited before it was ready`). A worker that served has closed it.
+ */
+function leaveIfWorker(): void {
+  if (cluster.isWorker && process.connected) process.exit();
+}
 import('./cli/main.js').then((m: { main(argv: string[]): Promise<number> }) => m.main(process.argv.slice(2))).then(
   (code) => {
     process.exitCode = code;
+    leaveIfWorker();
   },
   (err: unknown) => {
     process.stderr.write(`sluice: ${String(err)}\n`);
     process.exitCode = 1;
+    leaveIfWorker();
   },
 );

@@ -1,17 +1,18 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PassThrough, Writable } from 'node:stream';
 import type tls from 'node:tls';
 import { Client as FtpClient } from 'basic-ftp';
 import { allocatorEnv } from '../src/cluster/allocator.js';
-import { sluice } from './helpers/cli.js';
+import { sluice, startServe } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { KiB, MiB, diskUsage, ftpsRemote, persistedUsage, sftpRemote, waitFor } from './helpers/quota.js';
-import { TestServer } from './helpers/server.js';
+import { freePorts, TestServer, withRunCertificates } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
 /*
@@ -442,5 +443,50 @@ describe('workers: 2 — the primary outlives its workers', () => {
     // (found by a review: it got ready, so listened, during the drain, until told to stop).
     assert.equal(readyLines(), restarts, 'the new worker listened after the stop');
     assert.doesNotMatch(srv.log, /"msg":"worker restart"/);
+  });
+});
+
+// Found while loading the machine for the suite (a build rewrote dist/ as a worker started): a worker whose code failed to
+// load said so on stderr and stayed, its channel to the primary keeping it alive, never ready; the primary waited for it
+// and a SIGTERM (which it heeds only once started) left it running: only SIGKILL ended the server.
+describe('workers: 2 — a worker that cannot load its code', () => {
+  it('ends the start: the server exits 1, the worker\'s reason on stderr, and leaves no process', { timeout: 60_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-worker-load-'));
+    try {
+      withRunCertificates(dir);
+      // In workers only (the primary loads the same code): the module a worker serves with fails to load.
+      const hook = join(dir, 'worker-fails.mjs');
+      writeFileSync(hook, [
+        "import cluster from 'node:cluster';",
+        "import { register } from 'node:module';",
+        'if (cluster.isWorker) register(`data:text/javascript,${encodeURIComponent("export async function resolve(s, c, n) { if (s.endsWith(\'/cluster/worker.js\')) throw new Error(\'worker code not loaded\'); return n(s, c); }")}`);',
+        '',
+      ].join('\n'));
+      const [ftp, ftps, sftp] = await freePorts(3);
+      const base = 20000 + Math.floor(Math.random() * 400) * 100;
+      const serve = startServe(dir, {
+        SLUICE_BIND: '127.0.0.1', SLUICE_FTP_PORT: String(ftp), SLUICE_FTPS_PORT: String(ftps), SLUICE_SFTP_PORT: String(sftp),
+        SLUICE_PASV_PORTS: `${base}-${base + 99}`, SLUICE_WORKERS: '2', SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '2',
+      }, /sluice started/, ['--import', hook]);
+      serve.ready.catch(() => undefined);
+      const exited = new Promise<number | null>((resolve) => serve.child.once('exit', (code) => resolve(code)));
+      const workers = () => spawnSync('pgrep', ['-P', String(serve.child.pid)], { encoding: 'utf8' }).stdout.trim();
+      let outcome = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('still running after 20 s'), 20_000))]);
+      if (typeof outcome === 'string') {
+        const left = workers();
+        serve.child.kill('SIGTERM');
+        const after = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('and 5 s after a SIGTERM'), 5000))]);
+        if (typeof after === 'string') {
+          for (const pid of left.split('\n').filter((p) => p !== '')) process.kill(Number(pid), 'SIGKILL');
+          serve.child.kill('SIGKILL');
+          outcome = `${outcome} ${after}`;
+        }
+      }
+      assert.equal(outcome, 1, `the start with a worker that could not load: ${serve.output().stderr}`);
+      assert.match(serve.output().stderr, /worker code not loaded/);
+      assert.match(serve.output().stdout, /could not start/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
