@@ -39,6 +39,9 @@ export function sluiceAsync(cwd: string, args: string[], env: NodeJS.ProcessEnv 
 }
 
 /** Start `sluice serve` (node run with `nodeArgs` first) and resolve once `marker` appears on stdout. */
+/** How long a test's server may take to stop after SIGTERM: its drain (2 s in tests, 30 s by default) and its exit. */
+const STOP_PATIENCE_MS = 60_000;
+
 export function startServe(cwd: string, env: NodeJS.ProcessEnv, marker: RegExp, nodeArgs: readonly string[] = []) {
   const child = spawn(process.execPath, [...nodeArgs, BIN, 'serve'], { cwd, env: { ...process.env, ...env } });
   let stdout = '';
@@ -59,11 +62,23 @@ export function startServe(cwd: string, env: NodeJS.ProcessEnv, marker: RegExp, 
       reject(new Error(`serve exited ${code}:\n${stdout}\n${stderr}`));
     });
   });
+  /**
+   * SIGTERM, and its exit code. A server still running STOP_PATIENCE_MS later is killed and the stop fails:
+   * waiting on for ever (a primary whose worker never became ready ignored SIGTERM) held the test file
+   * open until CI's time ran out, with nothing said.
+   */
   const stop = async (): Promise<number | null> => {
     if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
     const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
     child.kill('SIGTERM');
-    return exited;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), STOP_PATIENCE_MS)));
+    const ended = await Promise.race([exited, late]);
+    clearTimeout(timer);
+    if (ended !== 'late') return ended;
+    child.kill('SIGKILL');
+    await exited;
+    throw new Error(`serve did not stop within ${STOP_PATIENCE_MS / 1000} s of SIGTERM (killed):\n${stdout.slice(-2000)}\n${stderr.slice(-2000)}`);
   };
   return { child, ready, stop, output: () => ({ stdout, stderr }) };
 }
