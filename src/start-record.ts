@@ -1,4 +1,15 @@
-import type { StartReport } from './started.js';
+import type { Listening } from './listening.js';
+
+/** Where a started server listens and what it serves with (logStarted, the admin API's /server). */
+export interface StartReport {
+  readonly listeners: readonly Listening[];
+  readonly frontEnds: readonly string[];
+  readonly certsDir: string;
+  readonly dataDir: string;
+  readonly workers: number;
+  /** The admin API serves HTTPS, with the TLS certificate and key the FTPS listeners use. */
+  readonly adminTls: boolean;
+}
 
 /** The start report, kept for whoever asks later (the admin API's /server). */
 export class StartRecord {

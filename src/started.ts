@@ -5,19 +5,9 @@ import { HOST_KEYS, TLS_CERT, TLS_KEY } from './certs/names.js';
 import { exposedKeys } from './certs/private-modes.js';
 import { certificateEnding } from './certs/expiry.js';
 import { certificateFingerprint, sshKeyFingerprint } from './certs/fingerprints.js';
-import type { Listening } from './listening.js';
-import type { StartRecord } from './start-record.js';
+import type { StartRecord, StartReport } from './start-record.js';
 import { ssh2Library } from './ssh2.js';
 
-export interface StartReport {
-  readonly listeners: readonly Listening[];
-  readonly frontEnds: readonly string[];
-  readonly certsDir: string;
-  readonly dataDir: string;
-  readonly workers: number;
-  /** The admin API serves HTTPS, with the TLS certificate and key the FTPS listeners use. */
-  readonly adminTls: boolean;
-}
 
 /**
  * Once, when every listener is up: where the server listens and the

@@ -97,7 +97,7 @@ describe('sluice session|ban|user through the admin API on the unix socket', () 
     const ftp = await ftpSession(srv.ftpPort, 'erin');
     const gone = closed(socketOf(ftp));
     const r = sluice(srv.dir, ['user', 'set', 'erin', '--expires', '2020-01-01'], '', SOCKET);
-    assert.equal(r.stdout, 'updated user erin; 1 live session(s) ended\n', r.stderr);
+    assert.equal(r.stdout, 'updated user erin; 1 live session(s) ended\nnote: user erin expired at 2020-01-01T00:00:00.000Z, already past: it cannot log in until --expires is later or never\n', r.stderr);
     await gone;
     const later = sluice(srv.dir, ['user', 'set', 'erin', '--expires', '2999-01-01'], '', SOCKET);
     assert.equal(later.stdout, 'updated user erin\n', 'an expiry still to come ends nothing');
