@@ -446,45 +446,77 @@ describe('workers: 2 — the primary outlives its workers', () => {
   });
 });
 
-// Found while loading the machine for the suite (a build rewrote dist/ as a worker started): a worker whose code failed to
-// load said so on stderr and stayed, its channel to the primary keeping it alive, never ready; the primary waited for it
-// and a SIGTERM (which it heeds only once started) left it running: only SIGKILL ended the server.
-describe('workers: 2 — a worker that cannot load its code', () => {
-  it('ends the start: the server exits 1, the worker\'s reason on stderr, and leaves no process', { timeout: 60_000 }, async () => {
+/**
+ * `sluice serve` with 2 workers in a directory of its own, whose workers (not the primary, which loads the same
+ * code) resolve their serving module (cluster/worker.js) as `resolveBody`, JavaScript in a resolve hook, says.
+ */
+async function serveWithWorkerModule(dir: string, resolveBody: string) {
+  withRunCertificates(dir);
+  const hook = join(dir, 'worker-module.mjs');
+  const resolver = `export async function resolve(s, c, n) { if (s.endsWith('/cluster/worker.js')) ${resolveBody}; return n(s, c); }`;
+  writeFileSync(hook, [
+    "import cluster from 'node:cluster';",
+    "import { register } from 'node:module';",
+    `if (cluster.isWorker) register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(resolver)}`)});`,
+    '',
+  ].join('\n'));
+  const [ftp, ftps, sftp] = await freePorts(3);
+  const base = 20000 + Math.floor(Math.random() * 400) * 100;
+  const serve = startServe(dir, {
+    SLUICE_BIND: '127.0.0.1', SLUICE_FTP_PORT: String(ftp), SLUICE_FTPS_PORT: String(ftps), SLUICE_SFTP_PORT: String(sftp),
+    SLUICE_PASV_PORTS: `${base}-${base + 99}`, SLUICE_WORKERS: '2', SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '2',
+  }, /sluice started/, ['--import', hook]);
+  serve.ready.catch(() => undefined);
+  const exited = new Promise<number | null>((resolve) => serve.child.once('exit', (code) => resolve(code)));
+  const workers = () => spawnSync('pgrep', ['-P', String(serve.child.pid)], { encoding: 'utf8' }).stdout.trim().split('\n').filter((p) => p !== '');
+  /** The exit code within `ms`, else `late` and every process of it killed. */
+  const exitWithin = async (ms: number, late: string): Promise<number | null | string> => {
+    const left = workers();
+    const outcome = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r(late), ms))]);
+    if (typeof outcome === 'string') {
+      for (const pid of left) process.kill(Number(pid), 'SIGKILL');
+      serve.child.kill('SIGKILL');
+    }
+    return outcome;
+  };
+  return { serve, exited, workers, exitWithin };
+}
+
+describe('workers: 2 — a worker that fails or hangs before it is ready', () => {
+  // Found while loading the machine for the suite (a build rewrote dist/ as a worker started): a worker whose code failed
+  // to load said so on stderr and stayed, its channel to the primary keeping it alive, never ready; the primary waited
+  // for it and a SIGTERM (which it heeded only once started) left it running: only SIGKILL ended the server.
+  it('one that cannot load its code ends the start: the server exits 1, the worker\'s reason on stderr, and leaves no process', { timeout: 60_000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sluice-worker-load-'));
     try {
-      withRunCertificates(dir);
-      // In workers only (the primary loads the same code): the module a worker serves with fails to load.
-      const hook = join(dir, 'worker-fails.mjs');
-      writeFileSync(hook, [
-        "import cluster from 'node:cluster';",
-        "import { register } from 'node:module';",
-        'if (cluster.isWorker) register(`data:text/javascript,${encodeURIComponent("export async function resolve(s, c, n) { if (s.endsWith(\'/cluster/worker.js\')) throw new Error(\'worker code not loaded\'); return n(s, c); }")}`);',
-        '',
-      ].join('\n'));
-      const [ftp, ftps, sftp] = await freePorts(3);
-      const base = 20000 + Math.floor(Math.random() * 400) * 100;
-      const serve = startServe(dir, {
-        SLUICE_BIND: '127.0.0.1', SLUICE_FTP_PORT: String(ftp), SLUICE_FTPS_PORT: String(ftps), SLUICE_SFTP_PORT: String(sftp),
-        SLUICE_PASV_PORTS: `${base}-${base + 99}`, SLUICE_WORKERS: '2', SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '2',
-      }, /sluice started/, ['--import', hook]);
-      serve.ready.catch(() => undefined);
-      const exited = new Promise<number | null>((resolve) => serve.child.once('exit', (code) => resolve(code)));
-      const workers = () => spawnSync('pgrep', ['-P', String(serve.child.pid)], { encoding: 'utf8' }).stdout.trim();
+      const { serve, exited, exitWithin } = await serveWithWorkerModule(dir, "throw new Error('worker code not loaded')");
       let outcome = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('still running after 20 s'), 20_000))]);
       if (typeof outcome === 'string') {
-        const left = workers();
         serve.child.kill('SIGTERM');
-        const after = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('and 5 s after a SIGTERM'), 5000))]);
-        if (typeof after === 'string') {
-          for (const pid of left.split('\n').filter((p) => p !== '')) process.kill(Number(pid), 'SIGKILL');
-          serve.child.kill('SIGKILL');
-          outcome = `${outcome} ${after}`;
-        }
+        outcome = `${outcome} ${await exitWithin(5000, 'and 5 s after a SIGTERM')}`;
       }
       assert.equal(outcome, 1, `the start with a worker that could not load: ${serve.output().stderr}`);
       assert.match(serve.output().stderr, /worker code not loaded/);
       assert.match(serve.output().stdout, /could not start/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  // Found by a review: the primary heeded SIGTERM only once every worker was ready; a worker that hung in its start
+  // (never ready, never exiting) left the server to a SIGKILL.
+  it('with one hung in loading its code, a SIGTERM stops the server: exit 0 within seconds, the worker gone', { timeout: 60_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-worker-hang-'));
+    try {
+      const { serve, workers, exitWithin } = await serveWithWorkerModule(dir, 'return new Promise(() => {})');
+      // Its first worker forked, and hanging.
+      await waitFor('its first worker', () => workers().length === 1, 20_000);
+      const [worker] = workers();
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      serve.child.kill('SIGTERM');
+      assert.equal(await exitWithin(8000, 'still running 8 s after a SIGTERM'), 0, serve.output().stderr);
+      assert.match(serve.output().stdout, /"msg":"stopping before every worker was ready"/);
+      assert.throws(() => process.kill(Number(worker), 0), { code: 'ESRCH' }, 'the hung worker is gone');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -131,6 +131,9 @@ export async function superviseWorkers(
     stopping = true;
     coordination.serving.stopping();
     for (const worker of starting) if (worker.isConnected()) worker.send({ t: 'stop' } satisfies PrimaryMessage);
+    // One that has not said `starting` holds no session and has not taken its signals over: SIGTERM ends it (one
+    // still loading its code, or hung there, would hear no `stop`).
+    for (const worker of links.keys()) if (!starting.has(worker)) worker.process.kill('SIGTERM');
     const grace = setTimeout(() => {
       for (const worker of links.keys()) worker.process.kill('SIGKILL');
     }, settings.shutdown.drainTimeout * 1000 + STOP_MARGIN_MS);
@@ -138,17 +141,30 @@ export async function superviseWorkers(
     clearTimeout(grace);
   };
 
-  try {
-    // One worker first, the others once it listens: a start that is refused (a certificate or host key that
-    // cannot be used, a port in use) fails in that one worker, not in `count` processes that each load all
-    // the protocol code to fail alike (about 0.8 s of CPU each). Starting the others in parallel after it
-    // keeps a large server's start to about twice one worker's.
+  // One worker first, the others once it listens: a start that is refused (a certificate or host key that
+  // cannot be used, a port in use) fails in that one worker, not in `count` processes that each load all
+  // the protocol code to fail alike (about 0.8 s of CPU each). Starting the others in parallel after it
+  // keeps a large server's start to about twice one worker's.
+  const starts = (async () => {
     await fork();
     await Promise.all(Array.from({ length: count - 1 }, fork));
+  })();
+  // A stop asked for during the start is heeded then: a worker that hung in its start (never ready, never
+  // exiting) left the server deaf to SIGTERM, only a SIGKILL ending it (found by a review).
+  let stoppedEarly: string | null;
+  try {
+    stoppedEarly = await Promise.race([starts.then(() => null), stopped]);
   } catch (err) {
     startFailed(log, err, 'could not start');
     await stopAll();
     return 1;
+  }
+  if (stoppedEarly !== null) {
+    // The workers the stop ends before they are ready fail the start's promise: no failure now.
+    starts.catch(() => undefined);
+    log.info({ signal: stoppedEarly, ready: ready.size, workers: count }, 'stopping before every worker was ready');
+    await stopAll();
+    return 0;
   }
   // With every worker dead and the next not yet started, nothing else would hold the process.
   const keepAlive = setInterval(() => undefined, 1 << 30);
