@@ -577,17 +577,27 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
 
   // Found by a review: a heartbeat answered late (a lock on node_heartbeats held 4 s) dropped A's node-lock connection
   // at 3 s and ran its lease out: the APPE under way on a healthy node ended 451, its lock given up for nothing.
-  it("a heartbeat held up 4 s by a lock on node_heartbeats: A's APPE under way waits for its lease and ends 226, whole", async () => {
-    const created = await request('POST', '/users', { name: 'hank', password: 'hank-secret-12', home: join(homes, 'hank') });
+  /** A new user logged in on A over FTPS with a 1,000-byte `log` of `fill` uploaded, and a connection to lock tables with. */
+  async function logOnA(name: string, fill: string): Promise<{ x: RawFtp; locker: pg.Client; file: string }> {
+    const created = await request('POST', '/users', { name, password: `${name}-secret-12`, home: join(homes, name) });
     assert.equal(created.status, 201, created.text);
-    const x = await RawFtp.secureLogin(a.ftpPort, 'hank', 'hank-secret-12');
-    const locker = new pg.Client({ connectionString: db.url });
-    await locker.connect();
-    const file = join(homes, 'hank', 'log');
+    const x = await RawFtp.secureLogin(a.ftpPort, name, `${name}-secret-12`);
     try {
       const made = await startUpload(x, 'log', true);
-      made.end(Buffer.alloc(1000, 's'));
+      made.end(Buffer.alloc(1000, fill));
       assert.equal((await x.read())?.code, 226);
+      const locker = new pg.Client({ connectionString: db.url });
+      await locker.connect();
+      return { x, locker, file: join(homes, name, 'log') };
+    } catch (err) {
+      x.close();
+      throw err;
+    }
+  }
+
+  it("a heartbeat held up 4 s by a lock on node_heartbeats: A's APPE under way waits for its lease and ends 226, whole", async () => {
+    const { x, locker, file } = await logOnA('hank', 's');
+    try {
       const mine = randomBytes(64 * 1024);
       const appending = await startUpload(x, 'log', true, 'APPE');
       await new Promise<void>((resolve) => appending.write(mine.subarray(0, 32 * 1024), () => resolve()));
@@ -613,16 +623,8 @@ describe('sluice CLI on node A and the admin API on node B share one PostgreSQL'
   // Found by a review: a write in place waiting for the lease (up to 10 s) held an ABOR's answer until the heartbeat
   // came back or the wait ran out: the client that gave the upload up waited for nothing, as did a session's end.
   it("an ABOR of an APPE whose write waits for the lease (heartbeat held up) is answered at once, the file as it was", async (t) => {
-    const created = await request('POST', '/users', { name: 'abe', password: 'abe-secret-123', home: join(homes, 'abe') });
-    assert.equal(created.status, 201, created.text);
-    const x = await RawFtp.secureLogin(a.ftpPort, 'abe', 'abe-secret-123');
-    const locker = new pg.Client({ connectionString: db.url });
-    await locker.connect();
-    const file = join(homes, 'abe', 'log');
+    const { x, locker, file } = await logOnA('abe', 'a');
     try {
-      const made = await startUpload(x, 'log', true);
-      made.end(Buffer.alloc(1000, 'a'));
-      assert.equal((await x.read())?.code, 226);
       const appending = await startUpload(x, 'log', true, 'APPE');
       await locker.query('BEGIN');
       await locker.query('LOCK TABLE node_heartbeats');
