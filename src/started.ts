@@ -8,7 +8,6 @@ import { certificateFingerprint, sshKeyFingerprint } from './certs/fingerprints.
 import type { StartRecord, StartReport } from './start-record.js';
 import { ssh2Library } from './ssh2.js';
 
-
 /**
  * Once, when every listener is up: where the server listens and the
  * fingerprints of its SSH host keys and TLS certificate, in the text of

@@ -437,7 +437,6 @@ export function table(head: string[], rows: string[][]): string {
   return textTable(head, rows.map((r) => r.map(shown)));
 }
 
-/** A --scan this server's config gives no scanner to: said, as the setting is taken all the same. */
 /** A date already past is taken (it ends the account now), but said: a mistyped year would otherwise lock a customer out unseen. */
 function notePastExpiry(name: string, expiresAt: Date | null | undefined, out: (s: string) => void): void {
   if (expiresAt && expiresAt.getTime() <= Date.now()) {
@@ -445,6 +444,7 @@ function notePastExpiry(name: string, expiresAt: Date | null | undefined, out: (
   }
 }
 
+/** A --scan this server's config gives no scanner to: said, as the setting is taken all the same. */
 function noteIdleScan(config: AdminServices['config'], name: string, scan: boolean | null | undefined, out: (s: string) => void): void {
   const idle = scanSettingIdle(config.uploads, scan ?? null);
   if (idle) out(`note: user ${name} is set to be scanned, but ${idle}\n`);
