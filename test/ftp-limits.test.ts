@@ -121,6 +121,22 @@ describe('FTP limits, timeouts, ABOR, active mode, certificate reload', () => {
     assert.equal(existsSync(join(srv.home('carol'), 'quitting.bin')), false);
   });
 
+  // Found by a review: an ABOR read ahead behind a REIN aborted the upload, then, run after the REIN had
+  // logged the session out, was answered 530 as a command that needs a login: it had done its work.
+  it('ABOR pipelined behind a REIN aborts the upload in progress and is answered for it', async () => {
+    const c = await loggedIn(srv);
+    const data = await startUpload(c, 'reinitialised.bin', true);
+    data.write(randomBytes(1000));
+    c.send('REIN\r\nABOR\r\n');
+    assert.equal((await c.read(3000))?.code, 426, 'the upload in progress is aborted');
+    assert.equal((await c.read(3000))?.code, 220, 'then the REIN is answered');
+    assert.equal((await c.read(3000))?.text, '226 ABOR successful.', 'then the ABOR, for what it did');
+    assert.equal((await c.cmd('PWD')).code, 530, 'logged out');
+    data.destroy();
+    c.close();
+    assert.equal(existsSync(join(srv.home('carol'), 'reinitialised.bin')), false);
+  });
+
   // Found by a review: read ahead while AUTH TLS waited for an upload, bytes behind it that made no line (a
   // Telnet command begun, the start of a line too long) were read through, counted nowhere, and AUTH got 234:
   // in clear, they set how the first commands under TLS were read (swallowed as a Telnet subnegotiation, or

@@ -43,6 +43,13 @@ function lineCost(event: LineEvent): number {
 }
 
 /**
+ * A line read ahead; an ABOR among them has aborted the transfer it was read behind, and is answered for
+ * that whatever runs between (found by a review: behind a REIN, it aborted the upload, then was answered
+ * 530 as a command of no session, and one behind a STOR was answered `No transfer to abort.`).
+ */
+type AheadEvent = LineEvent | { line: string; aborted: ActiveTransfer };
+
+/**
  * One control connection: greeting, pre-auth, authenticated. It owns the
  * socket, the session and the data endpoint, and closes all of them once.
  */
@@ -75,7 +82,7 @@ export class FtpConnection implements FtpControl {
    * Lines read on while a command waits for the running transfer (readAhead): they run next, in
    * order, and `aheadBytes` counts them with what the reader holds.
    */
-  private readonly ahead: LineEvent[] = [];
+  private readonly ahead: AheadEvent[] = [];
   private aheadBytes = 0;
   /** The transfer a command waits for before it can run: an ABOR read behind that command aborts it. */
   private waitingFor: ActiveTransfer | null = null;
@@ -285,10 +292,20 @@ export class FtpConnection implements FtpControl {
     while (this.waitingFor && this.aheadBytes < MAX_UNREAD) {
       const event = this.reader.next();
       if (!event) return;
-      this.ahead.push(event);
       this.aheadBytes += lineCost(event);
-      if ('line' in event && isAbort(event.line)) this.waitingFor.abort();
+      if ('line' in event && isAbort(event.line)) {
+        this.waitingFor.abort();
+        this.ahead.push({ ...event, aborted: this.waitingFor });
+      } else {
+        this.ahead.push(event);
+      }
     }
+  }
+
+  async abortTransfer(transfer: ActiveTransfer): Promise<void> {
+    transfer.abort();
+    await transfer.done;
+    this.reply(Code.TransferComplete, 'ABOR successful.');
   }
 
   async transferEnded(): Promise<void> {
@@ -304,7 +321,7 @@ export class FtpConnection implements FtpControl {
   }
 
   /** The next command line: one read ahead first, else the reader's. */
-  private nextEvent(): LineEvent | null {
+  private nextEvent(): AheadEvent | null {
     const event = this.ahead.shift();
     if (!event) return this.reader.next();
     this.aheadBytes -= lineCost(event);
@@ -337,7 +354,8 @@ export class FtpConnection implements FtpControl {
           this.reply(Code.SyntaxError, 'Command line too long.');
           continue;
         }
-        await this.execute(event.line);
+        if ('aborted' in event) await this.abortTransfer(event.aborted);
+        else await this.execute(event.line);
       }
     } finally {
       this.draining = false;

@@ -100,6 +100,8 @@ export interface FtpControl {
    * and the rest run in order after the command that waited.
    */
   transferEnded(): Promise<void>;
+  /** ABOR's work: abort `transfer` (its own reply, 426, goes first), then answer the ABOR once it has ended. */
+  abortTransfer(transfer: ActiveTransfer): Promise<void>;
   /** The server ends the session (LiveConnection.end): 421, then close. */
   endByServer(reason: string, afterReply: boolean): Promise<void>;
 }

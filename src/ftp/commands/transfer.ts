@@ -76,9 +76,7 @@ export const transfer = {
         c.setEndpoint(null);
         return c.reply(Code.TransferComplete, 'No transfer to abort.');
       }
-      running.abort();
-      await running.done;
-      c.reply(Code.TransferComplete, 'ABOR successful.');
+      await c.abortTransfer(running);
     },
   },
 } satisfies Record<string, CommandSpec>;
