@@ -320,6 +320,27 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     assert.equal(await nodes[1]!.claim('alice', 0), true, '0: no limit');
   });
 
+  // Found by a loaded run (a 451 at an anonymous login): a release locked the node's row, then the sum's;
+  // a claim the sum's, then the node's. A release and a claim of one user at once deadlocked, and
+  // PostgreSQL, a second later, ended one of them: a refused login, or a count left owed.
+  it('sessions per user: claims and releases of one user at once never deadlock, and the counts come out right', { timeout: 60_000 }, async () => {
+    const [a, b] = await database(2);
+    const errors: unknown[] = [];
+    const nodes = [await PostgresUserSessions.start(a!, 'node-a', (e) => errors.push(e)), await PostgresUserSessions.start(b!, 'node-b', (e) => errors.push(e))];
+    for (let round = 0; round < 40; round++) {
+      // Each node holds some sessions of the user; then every one of them ends while as many new ones begin.
+      const held = await Promise.all(Array.from({ length: 6 }, (_, i) => nodes[i % 2]!.claim('carol', 0)));
+      assert.ok(held.every(Boolean));
+      const results = await Promise.allSettled(Array.from({ length: 12 }, (_, i) => i % 2 === 0 ? nodes[(i / 2) % 2]!.release('carol') : nodes[((i - 1) / 2) % 2]!.claim('carol', 0)));
+      const refused = results.filter((r) => r.status === 'rejected');
+      assert.deepEqual(refused.map((r) => String((r as PromiseRejectedResult).reason?.detail ?? (r as PromiseRejectedResult).reason)), [], `round ${round}`);
+      await Promise.all(Array.from({ length: 6 }, (_, i) => nodes[i % 2]!.release('carol')));
+    }
+    assert.deepEqual(errors.map(String), []);
+    const { rows } = await a!.query("SELECT (SELECT count FROM user_session_totals WHERE user_name = 'carol') AS total, (SELECT COALESCE(SUM(count), 0)::int FROM user_sessions WHERE user_name = 'carol') AS per_node");
+    assert.deepEqual(rows[0], { total: 0, per_node: 0 });
+  });
+
   it("sessions per user: a node's counts from before its restart are dropped, the other node's kept", async () => {
     const [a, b, restarted] = await database(3);
     const na = await PostgresUserSessions.start(a!, 'node-a');

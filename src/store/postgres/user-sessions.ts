@@ -17,9 +17,16 @@ const CLAIM = `
   INSERT INTO user_sessions (node_id, user_name, count) SELECT $1, user_name, 1 FROM total
   ON CONFLICT (node_id, user_name) DO UPDATE SET count = user_sessions.count + 1`;
 
+/**
+ * The sum's row is locked first, as a claim and a repair lock it: found by a loaded run, a release that
+ * locked this node's row first deadlocked with a claim of the same user (each holding the row the
+ * other wanted), and PostgreSQL ended one of them a second later: a login refused (451), or a count owed.
+ */
 const RELEASE = `
-  WITH mine AS (
-    UPDATE user_sessions SET count = count - 1 WHERE node_id = $1 AND user_name = $2 AND count > 0
+  WITH total AS (
+    SELECT user_name FROM user_session_totals WHERE user_name = $2 FOR UPDATE),
+  mine AS (
+    UPDATE user_sessions SET count = count - 1 WHERE node_id = $1 AND user_name = (SELECT user_name FROM total) AND count > 0
     RETURNING user_name)
   UPDATE user_session_totals t SET count = t.count - 1 FROM mine WHERE t.user_name = mine.user_name`;
 
