@@ -73,11 +73,14 @@ describe('a PostgreSQL outage on a node of several', { skip: skip ?? false, time
     };
     await db.down();
     try {
+      const before = node.log.length;
       const c = await ftps();
       const refused = await c.login('dan', 'dan-pw-12345');
       c.close();
       assert.equal(refused.code, 451, refused.text);
       assert.match(refused.text, /^451 Service not available; try again later\.$/);
+      // The operator is told why, whichever protocol (FTP's 451 came with no line at all).
+      assert.ok(await until(3000, async () => /"protocol":"ftps".*"detail":"user store: [^"]+".*login not possible now/.test(node.log.slice(before))), node.log.slice(before));
       // Over SFTP the connection ends at the first attempt: a client trying again and again within it was
       // answered as fast as it asked, each attempt an error line with its stack (found by a review).
       const mark = node.log.length;

@@ -601,6 +601,12 @@ export class Guest {
       // the server's failure settles the held time by itself (a limit settles it in claim, the others end or
       // replace the attempt): a client can bring the rest about at will.
       if (!(err instanceof AuthError)) this.settled = true;
+      // The server's own answer that no login can be served now (its user store away, or a statement of it
+      // refused): said here once for every protocol, with its cause. FTP answered 451 and logged nothing, so a
+      // refusal a loaded test run saw twice could not say why (it was a deadlock between two statements).
+      if (err instanceof SluiceError) {
+        this.gate.log.warn({ user: req.username.slice(0, 64), ip: this.ip, protocol: req.protocol, err: err.message, detail: err.detail }, 'login not possible now');
+      }
       if (!(err instanceof AuthError) || err.reason === 'session-limit' || err.reason === 'connection-closed' || err.reason === 'withdrawn') throw err;
       this.failures++;
       this.settled = true;

@@ -424,10 +424,10 @@ export class SftpFrontEnd {
       }
     } catch (err) {
       if (err instanceof SluiceError) {
-        // The shared layer's own answer that no login can be served now (its user store away): nothing the
-        // client did, and no failed login. The connection ends: retried within it, each attempt logged an
-        // error with its stack, with no failure delay, as fast as the client sent them (found by a review).
-        state.log.warn({ user: ctx.username.slice(0, 64), err: err.message, detail: err.detail }, 'login not possible now');
+        // The shared layer's own answer that no login can be served now (its user store away; the gate logged
+        // it): nothing the client did, and no failed login. The connection ends: retried within it, each
+        // attempt logged an error with its stack, with no failure delay, as fast as the client sent them
+        // (found by a review).
         // Unanswered: a refusal first would let the client's next attempt in before the end.
         client.end();
         return;
