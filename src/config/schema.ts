@@ -1,4 +1,3 @@
-import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import type * as Zod from 'zod';
 import { parseCidr } from '../auth/ip-rules.js';
@@ -7,13 +6,7 @@ import { HOOK_EVENTS, HOOK_FIELDS, unknownPlaceholders } from '../hooks/events.j
 import { placeholderInCode, placeholderInText } from '../hooks/inline-code.js';
 import { MAX_PACKET } from '../sftp/codec.js';
 import { adminEndpoint } from '../admin/endpoint.js';
-
-/**
- * zod by require, as config/load.ts takes yaml: Node's ESM loader takes
- * about 30 ms more CPU than require for its ~100 files, and every process
- * (each CLI command, a server and each of its workers) loads the config.
- */
-const { z } = createRequire(import.meta.url)('zod') as typeof Zod;
+import * as z from './zod.js';
 
 /**
  * Text the system takes as a path or an argument: no NUL byte, which no path
