@@ -417,4 +417,69 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     await na.release('dave');
     assert.deepEqual(await count(), { total: 3, mine: 0 });
   });
+
+  /**
+   * `first` and `second` run so that, if they lock two rows in opposite orders, each takes its first before the
+   * other's second, every time: `hold` (run in a transaction on a connection of its own) takes the row `first`
+   * locks first; `first` starts and waits for it; `second` starts and runs up to its own wait (behind `first`);
+   * then `hold` lets go. Locked in one order, they take turns; in opposite orders, they deadlock, and PostgreSQL
+   * ends one of them a second later (deadlock_timeout).
+   */
+  async function crossed(pool: pg.Pool, hold: string, values: unknown[], first: () => Promise<unknown>, second: () => Promise<unknown>): Promise<unknown[]> {
+    const holder = await pool.connect();
+    try {
+      await holder.query('BEGIN');
+      assert.equal((await holder.query(hold, values)).rowCount, 1, 'the row to hold');
+      const one = Promise.allSettled([first()]);
+      await waitingForLocks(holder, 1);
+      const two = Promise.allSettled([second()]);
+      await waitingForLocks(holder, 2);
+      await holder.query('COMMIT');
+      return [...await one, ...await two].flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+    } finally {
+      holder.release();
+    }
+  }
+
+  /** Until `n` sessions of this database wait for a lock. */
+  async function waitingForLocks(client: pg.PoolClient, n: number): Promise<void> {
+    for (const deadline = Date.now() + 5000; ;) {
+      const { rows } = await client.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
+      if (rows[0]!.n >= n) return;
+      assert.ok(Date.now() < deadline, `${n} statements waiting for a lock`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  /** Errors as said, with their causes (a deadlock is the cause of the background writes' errors). */
+  const said = (errors: unknown[]) => errors.map((e) => `${String(e)} ${String((e as Error).cause ?? '')}`);
+
+  it("sessions per user: a node's stop while one of its sessions ends does not deadlock (the sums locked first, by name)", async () => {
+    const [a] = await database(1);
+    const errors: unknown[] = [];
+    const na = await PostgresUserSessions.start(a!, 'node-a', (e) => errors.push(e));
+    assert.equal(await na.claim('erin', 0), true);
+    assert.equal(await na.claim('erin', 0), true);
+    const refused = await crossed(a!, "SELECT 1 FROM user_sessions WHERE node_id = 'node-a' AND user_name = 'erin' FOR UPDATE", [],
+      () => na.stop(), () => na.release('erin'));
+    assert.deepEqual([...said(refused), ...said(errors)], []);
+    const { rows } = await a!.query("SELECT (SELECT count FROM user_session_totals WHERE user_name = 'erin') AS total, (SELECT count(*)::int FROM user_sessions) AS rows");
+    assert.deepEqual(rows[0], { total: 0, rows: 0 });
+  });
+
+  it('sessions per user: two nodes stopping at once, each with sessions of the same users, do not deadlock', async () => {
+    const [a, b] = await database(2);
+    const errors: unknown[] = [];
+    const na = await PostgresUserSessions.start(a!, 'node-a', (e) => errors.push(e));
+    const nb = await PostgresUserSessions.start(b!, 'node-b', (e) => errors.push(e));
+    // Each node's rows in the other order.
+    for (const user of ['u1', 'u2', 'u3']) assert.equal(await na.claim(user, 0), true);
+    for (const user of ['u3', 'u2', 'u1']) assert.equal(await nb.claim(user, 0), true);
+    const refused = await crossed(a!, "SELECT 1 FROM user_session_totals WHERE user_name = 'u2' FOR UPDATE", [],
+      () => na.stop(), () => nb.stop());
+    assert.deepEqual([...said(refused), ...said(errors)], []);
+    const { rows } = await a!.query('SELECT (SELECT sum(count)::int FROM user_session_totals) AS total, (SELECT count(*)::int FROM user_sessions) AS rows');
+    assert.deepEqual(rows[0], { total: 0, rows: 0 });
+  });
 });

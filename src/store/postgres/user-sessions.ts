@@ -2,6 +2,12 @@ import type pg from 'pg';
 import type { UserSessionCounts } from '../../coordinator/shared-state.js';
 import { storeAway, transaction } from './connection.js';
 
+/*
+ * The order of locks, in every statement and transaction here (a cycle is a deadlock, which PostgreSQL
+ * ends a second later by failing one of them): a user's row of user_session_totals first, then the
+ * node's row of user_sessions. A statement of several users locks their sums in the order of their names.
+ */
+
 /**
  * One more session of the user unless the sum over nodes is at the limit
  * ($3; 0: none), and this node's count with it. The upsert of the sum locks
@@ -30,9 +36,20 @@ const RELEASE = `
     RETURNING user_name)
   UPDATE user_session_totals t SET count = t.count - 1 FROM mine WHERE t.user_name = mine.user_name`;
 
-/** Sessions a node counted before it stopped or died: theirs are gone with it. */
+/**
+ * Sessions a node counted before it stopped or died: theirs are gone with it. The sums' rows are locked
+ * first, in the order of their names, and a row of the node's is deleted only once its sum is locked (it
+ * is joined with `sums`). Before, each node row was deleted, then its sum updated, in the order the scan
+ * found them: a stop deadlocked with a release of the node's that locked the sum first (the stop of a
+ * node whose last sessions were ending), and two nodes stopping (or starting, or one forgotten) at once
+ * with sessions of the same users, found in other orders, deadlocked with each other (found by a review).
+ */
 const DROP_NODE = `
-  WITH dropped AS (DELETE FROM user_sessions WHERE node_id = $1 RETURNING user_name, count)
+  WITH sums AS (
+    SELECT user_name FROM user_session_totals WHERE user_name IN (SELECT user_name FROM user_sessions WHERE node_id = $1)
+    ORDER BY user_name FOR UPDATE),
+  dropped AS (
+    DELETE FROM user_sessions WHERE node_id = $1 AND user_name IN (SELECT user_name FROM sums) RETURNING user_name, count)
   UPDATE user_session_totals t SET count = t.count - dropped.count FROM dropped WHERE t.user_name = dropped.user_name`;
 
 /** The sum's row first, as a claim locks it, then this node's. */
