@@ -14,6 +14,10 @@ import { PostgresFailureTally } from '../src/store/postgres/failures.js';
 import { migrate } from '../src/store/postgres/migrate.js';
 import { PostgresQuota } from '../src/store/postgres/quota.js';
 import { PostgresUserSessions } from '../src/store/postgres/user-sessions.js';
+import { LastLogins } from '../src/store/postgres/last-logins.js';
+import { UserCache } from '../src/store/postgres/user-cache.js';
+import { PostgresUsers } from '../src/store/postgres/users.js';
+import { WriteTurns } from '../src/store/postgres/write-turns.js';
 import { postgresMissing, startPostgres, unexpected, type TestPostgres } from './helpers/postgres.js';
 
 const overQuota = (e: unknown) => e instanceof SluiceError && e.kind === 'quota-exceeded';
@@ -452,6 +456,15 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     }
   }
 
+  /**
+   * 2000 more users, as a real deployment has: PostgreSQL then updates the users' rows of a statement in the
+   * order it is given them (a nested loop over the key), not in the table's order as it does in a tiny table.
+   */
+  async function otherUsers(pool: pg.Pool): Promise<void> {
+    await pool.query(`INSERT INTO users (name, home, protocols, permissions, created_at, updated_at)
+      SELECT 'other' || i, '/nonexistent', 'sftp', '', 0, 0 FROM generate_series(1, 2000) AS i`);
+  }
+
   /** Errors as said, with their causes (a deadlock is the cause of the background writes' errors). */
   const said = (errors: unknown[]) => errors.map((e) => `${String(e)} ${String((e as Error).cause ?? '')}`);
 
@@ -481,5 +494,61 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     assert.deepEqual([...said(refused), ...said(errors)], []);
     const { rows } = await a!.query('SELECT (SELECT sum(count)::int FROM user_session_totals) AS total, (SELECT count(*)::int FROM user_sessions) AS rows');
     assert.deepEqual(rows[0], { total: 0, rows: 0 });
+  });
+
+  it("quota: a ledger closed while its grant is under way does not deadlock (the user's row locked first)", async () => {
+    const [a] = await database(1);
+    const account = await addUser(a!, 'closing', 100_000);
+    const errors: unknown[] = [];
+    const quota = await PostgresQuota.start(a!, 'node-a', (e) => errors.push(e));
+    const room = await quota.open(account);
+    await room.grow!({ bytes: 1000, files: 0 });
+    const refused = await crossed(a!, "SELECT 1 FROM quota_holds WHERE node_id = 'node-a' AND user_id = $1 FOR UPDATE", [account.id],
+      async () => {
+        room.close();
+        await quota.settled();
+      },
+      () => room.grow!({ bytes: 10, files: 0 }));
+    assert.deepEqual([...said(refused), ...said(errors)], []);
+    await quota.stop();
+    assert.deepEqual(await counters(a!, account.id), { used_bytes: 0, used_files: 0, held_bytes: 0, held_files: 0 });
+  });
+
+  it('quota: two nodes stopping at once, each holding leases of the same users, do not deadlock', async () => {
+    const [a, b] = await database(2);
+    await otherUsers(a!);
+    const users = [await addUser(a!, 'v1', 100_000), await addUser(a!, 'v2', 100_000), await addUser(a!, 'v3', 100_000)];
+    const errors: unknown[] = [];
+    const qa = await PostgresQuota.start(a!, 'node-a', (e) => errors.push(e));
+    const qb = await PostgresQuota.start(b!, 'node-b', (e) => errors.push(e));
+    // Each node's holds in the other order.
+    for (const u of users) await (await qa.open(u)).grow!({ bytes: 100, files: 0 });
+    for (const u of [...users].reverse()) await (await qb.open(u)).grow!({ bytes: 100, files: 0 });
+    const refused = await crossed(a!, 'SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE', [users[1]!.id],
+      () => qa.stop(), () => qb.stop());
+    assert.deepEqual([...said(refused), ...said(errors)], []);
+    for (const u of users) assert.deepEqual(await counters(a!, u.id), { used_bytes: 0, used_files: 0, held_bytes: 0, held_files: 0 });
+  });
+
+  it("quota: a user removed while one of its uploads is settled does not deadlock (the user's row locked first)", async () => {
+    const [a] = await database(1);
+    const account = await addUser(a!, 'leaving', 100_000);
+    const errors: unknown[] = [];
+    const quota = await PostgresQuota.start(a!, 'node-a', (e) => errors.push(e));
+    const room = await quota.open(account);
+    await room.grow!({ bytes: 1000, files: 0 });
+    // The settle's number stored: the next settle of the user updates that row.
+    room.settle({ bytes: 100, files: 1 }, { bytes: 100, files: 0 }, { bytes: 0, files: 0 });
+    await quota.settled();
+    const users = new PostgresUsers(a!, new UserCache(), new LastLogins(a!), new WriteTurns(2));
+    const refused = await crossed(a!, "SELECT 1 FROM quota_settles WHERE node_id = 'node-a' AND user_id = $1 FOR UPDATE", [account.id],
+      async () => {
+        room.settle({ bytes: 100, files: 1 }, { bytes: 100, files: 0 }, { bytes: 0, files: 0 });
+        await quota.settled();
+      },
+      () => users.remove(account.id));
+    assert.deepEqual([...said(refused), ...said(errors)], []);
+    assert.equal((await a!.query('SELECT 1 FROM users WHERE id = $1', [account.id])).rowCount, 0, 'removed');
+    await quota.stop();
   });
 });

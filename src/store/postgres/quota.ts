@@ -25,6 +25,14 @@ const GATHER_MS = 50;
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 1_000;
 
+/*
+ * The order of locks, in every statement here and in the store's other writes (a cycle is a deadlock,
+ * which PostgreSQL ends a second later by failing one of them): a user's row of users first, then the
+ * node's rows of the user (quota_settles, quota_holds); a statement of several users locks their rows
+ * of users in the order of their ids. A user's removal (DELETE FROM users) locks the row, then its
+ * cascade the rest, in this order too; last-logins.ts locks users' rows by id as well.
+ */
+
 /** Room for `need` (and `extra` more), all of it or none: used + held stays within the quota. */
 const GRANT = `
   WITH granted AS (
@@ -44,11 +52,14 @@ const GRANT = `
  * node) is stored for the node and the user in the same statement, and one
  * not above the stored one changes nothing, so a settle sent again after its
  * answer was lost (it may have committed) is not counted twice. A user
- * removed meanwhile: nothing to change.
+ * removed meanwhile: nothing to change. The user's row is locked first (FOR NO KEY UPDATE, as the
+ * UPDATE takes it): the settle's number's row was locked before it, and a removal of the user (its row,
+ * then by cascade the number's) and a settle at once deadlocked (found by a review).
  */
 const SETTLE = `
   WITH fresh AS (
-    INSERT INTO quota_settles (node_id, user_id, seq) SELECT $1::text, id, $7::bigint FROM users WHERE id = $2::integer
+    INSERT INTO quota_settles (node_id, user_id, seq)
+    SELECT $1::text, id, $7::bigint FROM users WHERE id = $2::integer FOR NO KEY UPDATE
     ON CONFLICT (node_id, user_id) DO UPDATE SET seq = EXCLUDED.seq WHERE quota_settles.seq < EXCLUDED.seq
     RETURNING user_id),
   hold AS (
@@ -64,12 +75,23 @@ const SETTLE = `
  * A node's holds (one user's, or all when $2 is null) go back to the users'
  * rows, and its settles' numbers go (no settle made before is sent after
  * this). Done twice, the second finds no row: a drop sent again after its
- * answer was lost changes nothing more.
+ * answer was lost changes nothing more. The users' rows are locked first,
+ * by id, and a row of the node's is deleted only once its user's is locked
+ * (joined with `mine`). Before, each hold was deleted, then its user's row
+ * updated, in the order the scan found them: a ledger's close deadlocked
+ * with a grant of the same user under way (it locks the user's row first),
+ * and two nodes stopping (or starting, or one forgotten) at once with holds
+ * of the same users, found in other orders, with each other (found by a review).
  */
 const DROP = `
-  WITH numbers AS (DELETE FROM quota_settles WHERE node_id = $1 AND ($2::integer IS NULL OR user_id = $2)),
+  WITH mine AS (
+    SELECT id FROM users WHERE id IN (
+      SELECT user_id FROM quota_holds WHERE node_id = $1 AND ($2::integer IS NULL OR user_id = $2)
+      UNION SELECT user_id FROM quota_settles WHERE node_id = $1 AND ($2::integer IS NULL OR user_id = $2))
+    ORDER BY id FOR NO KEY UPDATE),
+  numbers AS (DELETE FROM quota_settles WHERE node_id = $1 AND user_id IN (SELECT id FROM mine)),
   dropped AS (
-    DELETE FROM quota_holds WHERE node_id = $1 AND ($2::integer IS NULL OR user_id = $2)
+    DELETE FROM quota_holds WHERE node_id = $1 AND user_id IN (SELECT id FROM mine)
     RETURNING user_id, bytes, files)
   UPDATE users SET held_bytes = users.held_bytes - dropped.bytes, held_files = users.held_files - dropped.files
   FROM dropped WHERE users.id = dropped.user_id`;
