@@ -551,4 +551,25 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     assert.equal((await a!.query('SELECT 1 FROM users WHERE id = $1', [account.id])).rowCount, 0, 'removed');
     await quota.stop();
   });
+
+  it("last logins: two nodes' batches of the same users do not deadlock (written in the users' order)", async () => {
+    const [a, b] = await database(2);
+    await otherUsers(a!);
+    const users = [await addUser(a!, 'w1', 0), await addUser(a!, 'w2', 0), await addUser(a!, 'w3', 0)];
+    const [la, lb] = [new LastLogins(a!), new LastLogins(b!)];
+    const written: Promise<void>[] = [];
+    const refused = await crossed(a!, 'SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE', [users[1]!.id],
+      async () => {
+        for (const u of users) written.push(la.record(u.id));
+        await la.close();
+      },
+      async () => {
+        for (const u of [users[2]!, users[1]!]) written.push(lb.record(u.id));
+        await lb.close();
+      });
+    const failed = (await Promise.allSettled(written)).flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+    assert.deepEqual([...said(refused), ...said(failed)], []);
+    const { rows } = await a!.query('SELECT count(*)::int AS n FROM users WHERE last_login_at IS NOT NULL');
+    assert.deepEqual(rows[0], { n: 3 });
+  });
 });

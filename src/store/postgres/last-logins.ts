@@ -3,8 +3,18 @@ import type pg from 'pg';
 /** How long a login's time waits for others to go with it. */
 const BATCH_MS = 1_000;
 
-const WRITE = `UPDATE users u SET last_login_at = GREATEST(coalesce(u.last_login_at, 0), v.at)
-  FROM unnest($1::integer[], $2::bigint[]) AS v (id, at) WHERE u.id = v.id`;
+/**
+ * The users' rows are locked first, by id (the order of quota.ts), and each written once locked (joined
+ * with `locked`). Before, they were written in the order the plan met them, which with a users table of
+ * any size is the batch's, the order of the logins: two nodes' batches of the same users in other orders
+ * deadlocked (and so did a batch and a node's drop of its quota holds), every login time of the failed
+ * one lost (found by a review).
+ */
+const WRITE = `
+  WITH v AS (SELECT * FROM unnest($1::integer[], $2::bigint[]) AS v (id, at)),
+  locked AS (SELECT id FROM users WHERE id IN (SELECT id FROM v) ORDER BY id FOR NO KEY UPDATE)
+  UPDATE users u SET last_login_at = GREATEST(coalesce(u.last_login_at, 0), v.at)
+  FROM v, locked WHERE u.id = v.id AND u.id = locked.id`;
 
 interface Batch {
   readonly at: Map<number, number>;
