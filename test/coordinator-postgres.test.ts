@@ -14,6 +14,7 @@ import { PostgresFailureTally } from '../src/store/postgres/failures.js';
 import { migrate } from '../src/store/postgres/migrate.js';
 import { PostgresQuota } from '../src/store/postgres/quota.js';
 import { PostgresUserSessions } from '../src/store/postgres/user-sessions.js';
+import { PostgresWriteLocks } from '../src/store/postgres/write-locks.js';
 import { LastLogins } from '../src/store/postgres/last-logins.js';
 import { UserCache } from '../src/store/postgres/user-cache.js';
 import { PostgresUsers } from '../src/store/postgres/users.js';
@@ -571,5 +572,23 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     assert.deepEqual([...said(refused), ...said(failed)], []);
     const { rows } = await a!.query('SELECT count(*)::int AS n FROM users WHERE last_login_at IS NOT NULL');
     assert.deepEqual(rows[0], { n: 3 });
+  });
+
+  it('in-place locks: a user removed while a node drops its locks (two of the user\'s files) does not deadlock', async () => {
+    const [a] = await database(1);
+    const account = await addUser(a!, 'inplace', 0);
+    await otherUsers(a!);
+    // Other files written in place on node b, one per user: PostgreSQL then finds rows by its indexes.
+    await a!.query("INSERT INTO write_locks (user_id, inode, node_id) SELECT id, 'f' || id, 'node-b' FROM users WHERE name LIKE 'other%'");
+    await a!.query('ANALYZE write_locks');
+    const locks = await PostgresWriteLocks.start(a!, 'node-a', unexpected, () => ({ taken: Promise.resolve(), away: new Promise<void>(() => undefined) }));
+    assert.equal(await locks.take(account.id, '9002'), true);
+    assert.equal(await locks.take(account.id, '9001'), true);
+    const users = new PostgresUsers(a!, new UserCache(), new LastLogins(a!), new WriteTurns(2));
+    const refused = await crossed(a!, "SELECT 1 FROM write_locks WHERE inode = '9002' FOR UPDATE", [],
+      () => locks.stop(), () => users.remove(account.id));
+    assert.deepEqual(said(refused), []);
+    const { rows } = await a!.query("SELECT count(*)::int AS n FROM write_locks WHERE node_id = 'node-a'");
+    assert.deepEqual(rows[0], { n: 0 });
   });
 });

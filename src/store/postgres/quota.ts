@@ -30,7 +30,7 @@ const RETRY_MAX_MS = 1_000;
  * which PostgreSQL ends a second later by failing one of them): a user's row of users first, then the
  * node's rows of the user (quota_settles, quota_holds); a statement of several users locks their rows
  * of users in the order of their ids. A user's removal (DELETE FROM users) locks the row, then its
- * cascade the rest, in this order too; last-logins.ts locks users' rows by id as well.
+ * cascade the rest, in this order too; last-logins.ts and write-locks.ts lock users' rows by id as well.
  */
 
 /** Room for `need` (and `extra` more), all of it or none: used + held stays within the quota. */

@@ -14,7 +14,18 @@ const TAKE = `
 
 const GIVE = 'DELETE FROM write_locks WHERE inode = $1 AND node_id = $2';
 
-const DROP_NODE = 'DELETE FROM write_locks WHERE node_id = $1';
+/**
+ * The users' rows first, by id (FOR KEY SHARE: only a removal of the user waits, as it waits for a take's
+ * foreign key), and a row of the node's deleted only once its user's is locked (joined with `mine`): the
+ * order of quota.ts, a user's row before what hangs off it. Before, the node's rows were deleted in the
+ * order its index gave them, and a removal of a user with two files written in place on the node (its row,
+ * then the cascade, in the order of the key) deadlocked with the node's stop, start or forget-node (found
+ * by a review).
+ */
+const DROP_NODE = `
+  WITH mine AS (
+    SELECT id FROM users WHERE id IN (SELECT user_id FROM write_locks WHERE node_id = $1) ORDER BY id FOR KEY SHARE)
+  DELETE FROM write_locks WHERE node_id = $1 AND user_id IN (SELECT id FROM mine)`;
 
 const RETRY_MIN_MS = 250;
 const RETRY_MAX_MS = 5_000;
