@@ -196,11 +196,16 @@ export class TestServer {
     return join(this.dir, 'data', 'homes', user);
   }
 
-  /** Audit records so far (the server flushes at least every second). */
+  /**
+   * Audit records so far (the server flushes at least every second), after a
+   * fixed wait: prefer auditUntil/auditUntilAll/auditWhen, which wait for what
+   * the caller then checks. A last line not ended yet (the server is writing
+   * it) is left for the next read.
+   */
   async audit(wait = 1200): Promise<Record<string, unknown>[]> {
     await new Promise((r) => setTimeout(r, wait));
     const text = readFileSync(join(this.dir, 'data', 'audit.log'), 'utf8');
-    return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+    return text.split('\n').slice(0, -1).filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
   }
 
   /**
@@ -209,10 +214,31 @@ export class TestServer {
    * fixed wait on a loaded machine.
    */
   async auditUntil(found: (record: Record<string, unknown>) => boolean, timeoutMs = 10_000): Promise<Record<string, unknown>[]> {
+    return this.auditWhen((records) => records.some(found), timeoutMs);
+  }
+
+  /**
+   * Audit records once each of `found` is satisfied by some record (not
+   * necessarily the same one), polling like auditUntil: for a caller that
+   * needs several records whose order in the trail is not fixed (written by
+   * different sessions, or workers).
+   */
+  async auditUntilAll(found: ((record: Record<string, unknown>) => boolean)[], timeoutMs = 10_000): Promise<Record<string, unknown>[]> {
+    return this.auditWhen((records) => found.every((f) => records.some(f)), timeoutMs);
+  }
+
+  /**
+   * Audit records once `done` holds of them all (e.g. a count of records
+   * reached), polling every 200 ms up to `timeoutMs`. On timeout it returns
+   * the records as they are, so the caller's own assertion fails with its own
+   * message. Polling cannot prove a record absent: to assert one is not
+   * there, wait first for a record written after it would have been.
+   */
+  async auditWhen(done: (records: Record<string, unknown>[]) => boolean, timeoutMs = 10_000): Promise<Record<string, unknown>[]> {
     const end = Date.now() + timeoutMs;
     for (;;) {
       const records = await this.audit(200);
-      if (records.some(found) || Date.now() > end) return records;
+      if (done(records) || Date.now() > end) return records;
     }
   }
 
