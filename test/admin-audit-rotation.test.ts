@@ -45,7 +45,7 @@ describe('GET /audit and a rotation while it streams', () => {
     const seeded = Array.from({ length: SEEDED }, (_, seq) => JSON.stringify({ seq, prev: 'x', node: 'seed', time: '2026-01-01T00:00:00Z', event: 'login', user: `old${seq}` }));
     writeFileSync(join(data, 'audit.log.5'), seeded.join('\n') + '\n');
     for (let i = 0; i < 5; i++) await adminRequest(api, 'GET', `/api/v1/users?before=${i}`);
-    const before = (await srv.audit()).filter((r) => r.node !== 'seed').at(-1)?.seq as number;
+    const before = (await srv.auditUntil((r) => r.event === 'admin' && r.path === '/api/v1/users?before=4')).filter((r) => r.node !== 'seed').at(-1)?.seq as number;
     assert.ok(!existsSync(join(data, 'audit.log.1')), 'no rotation yet');
 
     let body = '';

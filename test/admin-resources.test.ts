@@ -214,7 +214,7 @@ describe('admin API resources', () => {
     await call('POST', '/users', { name: 'frank', password: 'frank-secret' });
     assert.equal(await ftpLogin('frank', 'frank-secret'), 230);
     assert.equal(await ftpLogin('frank', 'wrong-password'), 530);
-    await srv.audit();
+    await srv.auditUntilAll(['login', 'logout', 'login-failed'].map((event) => (r) => r.event === event && r.user === 'frank'));
     const r = await adminRequest(api, 'GET', '/api/v1/audit?user=frank&protocol=ftp&since=2020-01-01');
     assert.equal(r.status, 200, r.text);
     assert.match(r.headers['content-type'] ?? '', /^application\/x-ndjson/);

@@ -135,7 +135,12 @@ describe('anonymous FTP', () => {
     } finally {
       for (const x of [a, b, c, elsewhere, third]) x.socket.destroy();
     }
-    const logins = (await srv.audit()).filter((l) => l.event === 'login' && l.method === 'anonymous');
+    // elsewhere's login came after a's and b's (typed 'ftp' and 'ANONYMOUS'), and its logout after it.
+    const trail = await srv.auditUntilAll([
+      (l) => l.event === 'login' && l.email === 'someone@example.org',
+      (l) => l.event === 'logout' && l.ip === '127.0.0.37',
+    ]);
+    const logins = trail.filter((l) => l.event === 'login' && l.method === 'anonymous');
     assert.ok(logins.some((l) => l.user === 'anonymous' && l.email === 'someone@example.org'));
     assert.ok(logins.every((l) => l.user === 'anonymous'));
   });
