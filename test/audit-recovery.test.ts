@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { sluice, startServe } from './helpers/cli.js';
+import { until } from './helpers/probe.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
@@ -70,7 +71,7 @@ describe('audit trail across a crash that tears the last line', () => {
     try {
       const file = join(srv.dir, 'data', 'audit.log');
       await upload(srv.sftpPort, '/before.txt', 'before the crash');
-      const before = await srv.audit();
+      const before = await srv.auditUntil((r) => r.event === 'upload' && r.path === '/before.txt');
       assert.ok(before.some((r) => r.event === 'upload' && r.path === '/before.txt'), 'the upload is on disk');
       await stopWith(srv, 'SIGKILL');
       // A crash mid-write: the last line loses its end and its newline.
@@ -130,7 +131,11 @@ describe('audit.keep: retention of rotated files', () => {
     try {
       const data = join(srv.dir, 'data');
       for (let i = 0; i < 12; i++) await upload(srv.sftpPort, `/f${i}.txt`, `file ${i}`);
-      await srv.audit();
+      // Until the last upload is on disk and retention has done what is checked below (SIGTERM flushes the rest).
+      await until(10_000, async () => {
+        const records = allRecords(data);
+        return records.some((r) => r.event === 'upload' && r.path === '/f11.txt') && rotated(data).length <= 2 && records.filter((r) => r.event === 'audit-deleted').length >= 3;
+      });
       await stopWith(srv, 'SIGTERM');
       const kept = rotated(data);
       assert.ok(kept.length <= 2, `at most 2 rotated files kept, found ${kept.join(' ')}`);
@@ -173,7 +178,7 @@ describe('audit.keep: retention of rotated files', () => {
     try {
       const data = join(srv.dir, 'data');
       for (let i = 0; i < 6; i++) await upload(srv.sftpPort, `/f${i}.txt`, `file ${i}`);
-      await srv.audit();
+      await until(10_000, async () => allRecords(data).some((r) => r.event === 'upload' && r.path === '/f5.txt'));
       await stopWith(srv, 'SIGTERM');
       const kept = rotated(data);
       assert.ok(kept.length >= 3, `rotated files: ${kept.join(' ')}`);

@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { Client } from 'basic-ftp';
 import type ssh2 from 'ssh2';
 import { sluice } from './helpers/cli.js';
+import { until } from './helpers/probe.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
@@ -76,7 +77,12 @@ describe('audit trail of a running server', () => {
     assert.equal(sha256(Buffer.concat(back)), sha256(data));
     ssh.end();
 
-    const records = await srv.audit();
+    // The six transfers' records, then the SFTP session's logout (written after its transfers'): a second
+    // record of a transfer would have come by then.
+    const records = await srv.auditUntilAll([
+      ...['/plain.bin', '/tls.bin', '/ssh.bin'].flatMap((path) => (['upload', 'download'] as const).map((direction) => (r: Rec) => r.event === direction && r.path === path)),
+      (r) => r.event === 'logout' && r.protocol === 'sftp' && r.user === 'alice',
+    ]);
     for (const [path, protocol] of [['/plain.bin', 'ftp'], ['/tls.bin', 'ftps'], ['/ssh.bin', 'sftp']] as const) {
       assert.equal(sha256(readFileSync(join(srv.home('alice'), path))), sha256(data));
       for (const direction of ['upload', 'download'] as const) {
@@ -105,7 +111,7 @@ describe('audit trail of a running server', () => {
     await c.uploadFrom(Readable.from([data.subarray(0, half)]), 'resumed.bin');
     await c.appendFrom(Readable.from([data.subarray(half)]), 'resumed.bin');
     c.close();
-    const [rec] = transfers(await srv.audit(), '/resumed.bin', 'upload').slice(1);
+    const [rec] = transfers(await srv.auditWhen((all) => transfers(all, '/resumed.bin', 'upload').length >= 2), '/resumed.bin', 'upload').slice(1);
     assert.ok(rec);
     assert.equal(rec.resumed, true);
     assert.equal(rec.offset, half);
@@ -124,7 +130,7 @@ describe('audit trail of a running server', () => {
       await call((cb) => sftp.write(handle, sent, at, 32768, at, cb));
     }
     ssh.end();
-    const [rec] = transfers(await srv.audit(), '/cut.bin', 'upload');
+    const [rec] = transfers(await srv.auditUntil((r) => r.event === 'upload' && r.path === '/cut.bin'), '/cut.bin', 'upload');
     assert.equal(rec?.result, 'aborted');
     assert.equal(rec?.bytes, sent.length);
     assert.equal(rec?.sha256, sha256(sent));
@@ -139,7 +145,13 @@ describe('audit trail of a running server', () => {
     await call((cb) => sftp.setstat('/cut-me.txt', { size: 0 } as ssh2.InputAttributes, cb));
     await call((cb) => sftp.setstat('/cut-me.txt', { size: 5000 } as ssh2.InputAttributes, cb));
     ssh.end();
-    const cuts = (await srv.audit()).filter((r) => r.event === 'truncate');
+    // The session's logout comes after both cuts' records (and any third one).
+    const cuts = (
+      await srv.auditWhen((all) => {
+        const session = all.find((r) => r.event === 'truncate' && r.path === '/cut-me.txt')?.session;
+        return session !== undefined && all.some((r) => r.event === 'logout' && r.session === session);
+      })
+    ).filter((r) => r.event === 'truncate');
     assert.deepEqual(cuts.map((r) => [r.user, r.path, r.was, r.size]), [['alice', '/cut-me.txt', 18, 0], ['alice', '/cut-me.txt', 0, 5000]]);
   });
 
@@ -153,7 +165,8 @@ describe('audit trail of a running server', () => {
     await assert.rejects(call((cb) => sftp.mkdir('/second', cb)));
     await assert.rejects(call((cb) => sftp.setstat('/first', { uid: 0, gid: 0 } as ssh2.InputAttributes, cb)), /owner/);
     ssh.end();
-    const mine = (await srv.audit()).filter((r) => r.user === 'olga');
+    // Her session's logout comes after all its refusals.
+    const mine = (await srv.auditUntil((r) => r.event === 'logout' && r.user === 'olga')).filter((r) => r.user === 'olga');
     const denied = mine.filter((r) => r.event === 'denied').map((r) => [r.operation, r.path]);
     assert.deepEqual(denied, [['rmdir', '/'], ['rename', '/'], ['chown', '/first']]);
     assert.deepEqual(mine.filter((r) => r.event === 'quota-exceeded').map((r) => r.path), ['/second']);
@@ -165,7 +178,9 @@ describe('audit trail of a running server', () => {
     await c.send('TYPE A');
     await ftpDownload(c, 'name with spaces.txt');
     c.close();
-    await srv.audit();
+    // The xferlog is flushed on its own timer: until the last line read below is in it.
+    const xferlog = join(srv.dir, 'data', 'xferlog');
+    await until(10_000, async () => / \/name_with_spaces\.txt a _ o .*\n/.test(readFileSync(xferlog, 'utf8')));
     const lines = parseXferlog(readFileSync(join(srv.dir, 'data', 'xferlog'), 'utf8'));
     const mine = (file: string, direction: string) => lines.filter((l) => l.file === file && l.direction === direction);
     const [up] = mine('/plain.bin', 'i');
@@ -192,7 +207,9 @@ describe('audit trail of a running server', () => {
     const c = await ftp(srv.ftpPort, true);
     await c.uploadFrom(Readable.from([Buffer.from('after rotation')]), 'after.txt');
     c.close();
-    const records = await srv.audit();
+    const records = await srv.auditUntil((r) => r.event === 'upload' && r.path === '/after.txt');
+    // The transfer's xferlog line, flushed on its own timer.
+    await until(10_000, async () => existsSync(join(dir, 'xferlog')) && readFileSync(join(dir, 'xferlog'), 'utf8') !== '');
     assert.equal(records[0]?.event, 'audit-rotated');
     assert.ok(transfers(records, '/after.txt', 'upload')[0], 'the new record is in the new file');
     assert.ok(existsSync(join(dir, 'xferlog')), 'a new xferlog');
