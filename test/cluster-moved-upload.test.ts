@@ -57,7 +57,11 @@ describe('workers: 2 — an upload whose directory was renamed while open', () =
     // Both workers: whichever served the upload.
     for (const pid of execFileSync('pgrep', ['-P', String(srv.pid)]).toString().trim().split('\n').map(Number)) process.kill(pid, 'SIGKILL');
     await waitFor('two new workers', () => readyLines() === 4);
-    assert.deepEqual(uploadsOf(await srv.audit(), 0), [['/e0/f.bin', '/d0/f.bin', 'ok']]);
+    // An aborted record would be written as the primary saw the workers die: a failed login on a new
+    // worker is recorded after it, and waited for.
+    await assert.rejects(sshConnect({ port: srv.sftpPort, username: 'mover', password: 'not the password' }));
+    const records = await srv.auditUntil((r) => r.event === 'login-failed' && r.user === 'mover');
+    assert.deepEqual(uploadsOf(records, 0), [['/e0/f.bin', '/d0/f.bin', 'ok']]);
   });
 
   it('has one record, ok, when the server stops cleanly afterwards: no aborted one', async () => {

@@ -200,7 +200,7 @@ for (const workers of [1, 2]) {
           [true, false],
           `results: ${results.map(String).join(', ')}`,
         );
-        const records = await srv.audit();
+        const records = await srv.auditUntil((r) => r.event === 'quota-exceeded' && r.path === '/second.bin');
         assert.ok(records.some((r) => r.event === 'quota-exceeded' && r.path === '/second.bin'));
         const disk = diskUsage(srv.home('quota'));
         assert.ok(disk.bytes <= MiB, `${disk.bytes} bytes on disk`);
@@ -304,7 +304,7 @@ describe('workers: 2 — a worker killed mid-upload', () => {
 
     assert.ok(!existsSync(join(srv.home('alice'), 'doomed.bin')));
     assert.ok(!readdirSync(srv.home('alice')).includes('doomed.bin'));
-    const records = await srv.audit();
+    const records = await srv.auditUntil((r) => r.event === 'upload' && r.path === '/doomed.bin');
     const aborted = records.find((r) => r.event === 'upload' && r.path === '/doomed.bin');
     assert.ok(aborted, 'no record of the killed upload');
     assert.equal(aborted.result, 'aborted');
@@ -342,7 +342,11 @@ describe('workers: 2 — a worker killed mid-download', () => {
     other.close();
     victim.close();
 
-    const records = await srv.audit();
+    // The download's record, then its session's logout.
+    const records = await srv.auditWhen((all) => {
+      const session = all.find((r) => r.event === 'download' && r.path === '/big.bin')?.session;
+      return session !== undefined && all.some((r) => r.event === 'logout' && r.session === session);
+    });
     const aborted = records.find((r) => r.event === 'download' && r.path === '/big.bin');
     assert.ok(aborted, 'no record of the killed download');
     assert.equal(aborted.result, 'aborted');

@@ -42,7 +42,13 @@ describe('defender: connections opened before the ban guess no more after it', (
     }
     // Three tries on the first connection, the ban at the fifth failure on the second, then nothing.
     assert.deepEqual(codes, [[530, 530, 421], [530, 421], [421], [421], [421], [421]]);
-    const failed = (await srv.audit()).filter((l) => l.event === 'login-failed' && l.ip === ATTACKER);
+    // A sixth check would have been recorded before its reply: a failure from another address, made now,
+    // is recorded after it, and waited for.
+    const later = await RawFtp.connect(srv.ftpPort, false, '127.0.0.52');
+    assert.equal((await later.read())?.code, 220);
+    assert.equal((await later.login('carol', 'wrong again')).code, 530);
+    later.close();
+    const failed = (await srv.auditUntil((l) => l.event === 'login-failed' && l.ip === '127.0.0.52')).filter((l) => l.event === 'login-failed' && l.ip === ATTACKER);
     assert.equal(failed.length, 5, 'five password checks, no more');
   });
 });
