@@ -201,7 +201,7 @@ describe('FTPS with real clients', () => {
       const c = await basic(srv.ftpPort, true, 'bob', 'bob password');
       assert.ok((await c.list()).some((f) => f.name === 'large.bin'));
       c.close();
-      const rec = (await srv.audit()).findLast((l) => l.event === 'download' && l.path === '/large.bin');
+      const rec = (await srv.auditUntil((l) => l.event === 'download' && l.path === '/large.bin')).findLast((l) => l.event === 'download' && l.path === '/large.bin');
       assert.ok(rec, 'download recorded');
       assert.notEqual(rec.result, 'ok');
       assert.ok((rec.bytes as number) > 0 && (rec.bytes as number) < 32 * 1024 * 1024, `bytes ${rec.bytes}`);
@@ -235,7 +235,7 @@ describe('FTPS over quota (in-place uploads)', () => {
     assert.equal(r.code, 70, r.stderr);
     const path = join(srv.home('small'), 'too-big.bin');
     assert.ok(!existsSync(path) || statSync(path).size <= 1024 * 1024);
-    const rec = (await srv.audit()).find((l) => l.event === 'quota-exceeded');
+    const rec = (await srv.auditUntil((l) => l.event === 'quota-exceeded' && l.path === '/too-big.bin')).find((l) => l.event === 'quota-exceeded');
     assert.equal(rec?.path, '/too-big.bin');
     // Still usable for a file that fits.
     writeFileSync(file, 'fits');

@@ -57,7 +57,7 @@ describe('RETR sends the file as it was at the open', () => {
       assert.equal((await client.raw.read())?.code, 226);
       assert.equal(data.length, BIG, 'the size at the open, not the size at the end');
       assert.ok(data.equals(big));
-      const record = (await srv.audit()).find((r) => r.event === 'download' && r.path === '/big.bin');
+      const record = (await srv.auditUntil((r) => r.event === 'download' && r.path === '/big.bin')).find((r) => r.event === 'download' && r.path === '/big.bin');
       assert.equal(record?.bytes, BIG);
       assert.equal(record?.size, BIG);
       assert.equal(record?.result, 'ok');

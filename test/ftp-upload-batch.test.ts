@@ -75,7 +75,7 @@ describe('FTP uploads gathered into large writes', () => {
       const stored = readFileSync(join(srv.home('batch'), name));
       assert.equal(stored.length, data.length);
       assert.ok(stored.equals(data), 'content identical');
-      const rec = (await srv.audit()).find((r) => r.event === 'upload' && r.path === `/${name}`);
+      const rec = (await srv.auditUntil((r) => r.event === 'upload' && r.path === `/${name}`)).find((r) => r.event === 'upload' && r.path === `/${name}`);
       assert.equal(rec?.result, 'ok');
       assert.equal(rec?.bytes, data.length);
       assert.equal(rec?.sha256, sha256(data));
@@ -109,7 +109,7 @@ describe('FTP uploads gathered into large writes', () => {
     data$.destroy();
     c.close();
     assert.ok(!existsSync(join(srv.home('batch'), 'stalled.bin')), 'nothing under the final name');
-    const rec = (await srv.audit()).find((r) => r.event === 'upload' && r.path === '/stalled.bin');
+    const rec = (await srv.auditUntil((r) => r.event === 'upload' && r.path === '/stalled.bin')).find((r) => r.event === 'upload' && r.path === '/stalled.bin');
     assert.equal(rec?.result, 'aborted');
     assert.ok(Number(rec?.bytes) <= 2 * MiB + 300 * 1024);
   });
