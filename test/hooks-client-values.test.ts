@@ -97,7 +97,7 @@ describe('the name of a failed login reaches hooks neither as an option nor with
     assert.ok(posted.length >= 1, JSON.stringify(bodies));
     assert.ok(posted.every((b) => b.user === '-la\\nFAKE LINE: login ok for root'), JSON.stringify(posted));
     // The audit trail keeps the name as it was sent.
-    assert.ok((await srv.audit()).some((l) => l.event === 'login-failed' && l.user === forged));
+    assert.ok((await srv.auditUntil((l) => l.event === 'login-failed' && l.user === forged)).some((l) => l.event === 'login-failed' && l.user === forged));
   });
 });
 
@@ -170,7 +170,9 @@ describe('the hook queue is shared fairly between users', () => {
       const got = (await runs(out, 2, 15_000)).filter((r) => r[0] === 'alice');
       assert.deepEqual(got, [['alice', '/mine']]);
       assert.ok(Date.now() - t0 < 10_000, `${Date.now() - t0} ms`);
-      const failed = (await srv.audit()).filter((l) => l.event === 'hook-failed');
+      // Alice's hooks were queued (or dropped, recorded) as her upload ended: her session's logout comes after.
+      alice.end();
+      const failed = (await srv.auditUntil((l) => l.event === 'logout' && l.user === 'alice')).filter((l) => l.event === 'hook-failed');
       assert.ok(!failed.some((l) => l.user === 'alice'), JSON.stringify(failed.filter((l) => l.user === 'alice')));
       const bobs = failed.filter((l) => l.user === 'bob' && l.reason === 'queue full' && l.trigger === 'download');
       // 1,100 downloads: a few run, 250 wait, the rest are dropped, each recorded.
@@ -229,6 +231,7 @@ describe("a client's words in an upload-failed reason reach hooks escaped", () =
     const [run] = await runs(join(dir, 'runs.jsonl'), 1);
     assert.deepEqual(run, ['/told.txt', 'failed: client: could not read\\rFAKE\\u{2028}LINE \\x1b[2J']);
     // The audit trail keeps the words as they were sent.
-    assert.ok((await srv.audit()).some((l) => l.event === 'upload' && l.reason === 'client: could not read\rFAKE\u2028LINE \x1b[2J'));
+    const records = await srv.auditUntil((l) => l.event === 'upload' && l.path === '/told.txt');
+    assert.ok(records.some((l) => l.event === 'upload' && l.reason === 'client: could not read\rFAKE\u2028LINE \x1b[2J'));
   });
 });
