@@ -24,7 +24,7 @@ describe('logFormat', () => {
       assert.ok(out.some((l) => /^\[[\d-]+ [\d:.]+\] INFO \(\d+\): sluice started$/.test(l)), srv.log);
       assert.ok(out.some((l) => /^\[[\d-]+ [\d:.]+\] INFO \(\d+\): listening: sftp 127\.0\.0\.1:\d+$/.test(l)), srv.log);
       assert.ok(!srv.log.includes('\x1b['), 'no colours on a pipe');
-      const audit = await srv.audit();
+      const audit = await srv.auditUntil((r) => r.event === 'audit-start');
       assert.equal(audit[0]?.event, 'audit-start');
     } finally {
       await srv.stop();
