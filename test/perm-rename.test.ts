@@ -97,7 +97,7 @@ describe('permission overrides cannot be renamed away', () => {
   }
 
   it('refusals are audited as denied', async () => {
-    const lines = await srv.audit();
+    const lines = await srv.auditUntilAll(KINDS.map((k) => (l) => l.event === 'denied' && l.operation === 'rename' && l.user === user(k) && l.path === '/incoming'));
     const denied = lines.filter((l) => l.event === 'denied' && l.operation === 'rename');
     for (const k of KINDS) {
       assert.ok(denied.some((l) => l.user === user(k) && l.path === '/incoming'), `${k}: rename of /incoming audited`);

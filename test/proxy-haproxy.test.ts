@@ -59,7 +59,9 @@ describe('behind HAProxy with PROXY protocol v2', { skip: skip ?? false }, () =>
   const fronts = { ftp: 0, ftps: 0, sftp: 0 };
   const pasv = 20000 + Math.floor(Math.random() * 4000) * 10;
   const ftpUrl = (implicit = false) => `${implicit ? 'ftps' : 'ftp'}://${BALANCER}:${implicit ? fronts.ftps : fronts.ftp}`;
-  const logins = async (user: string) => (await srv.audit()).filter((r) => r.event === 'login' && r.user === user).map((r) => r.ip);
+  /** The addresses `user`'s logins were recorded with, once one from `ip` is. */
+  const logins = async (user: string, ip: string) =>
+    (await srv.auditUntil((r) => r.event === 'login' && r.user === user && r.ip === ip)).filter((r) => r.event === 'login' && r.user === user).map((r) => r.ip);
 
   before(async () => {
     srv = await TestServer.start({
@@ -87,7 +89,7 @@ describe('behind HAProxy with PROXY protocol v2', { skip: skip ?? false }, () =>
     const [localPort] = (await freePorts(1)) as [number];
     const c = await sshConnect({ host: BALANCER, port: fronts.sftp, localAddress: '127.0.0.2', localPort, username: 'alice', password: 'alice-pw-123' });
     c.end();
-    assert.deepEqual(await logins('alice'), ['127.0.0.2']);
+    assert.deepEqual(await logins('alice', '127.0.0.2'), ['127.0.0.2']);
     const login = (await srv.audit(0)).find((r) => r.event === 'login' && r.user === 'alice');
     assert.equal(login?.port, localPort);
   });
@@ -100,7 +102,11 @@ describe('behind HAProxy with PROXY protocol v2', { skip: skip ?? false }, () =>
     const down = await curl(['--interface', '127.0.0.2', '--ssl-reqd', '-u', 'bob:bob-pw-1234', `${ftpUrl()}/up.txt`]);
     assert.equal(down.code, 0, down.stderr);
     assert.equal(down.stdout, readFileSync(file, 'utf8'));
-    const records = await srv.audit();
+    // Both transfers, then the second curl session's logout (written after its transfer): a third transfer record would be in by then.
+    const records = await srv.auditWhen((all) => {
+      const session = all.find((r) => r.user === 'bob' && r.event === 'download')?.session;
+      return all.some((r) => r.user === 'bob' && r.event === 'upload') && session !== undefined && all.some((r) => r.event === 'logout' && r.session === session);
+    });
     const transfers = records.filter((r) => r.user === 'bob' && (r.event === 'upload' || r.event === 'download'));
     assert.deepEqual(transfers.map((r) => [r.event, r.ip]), [['upload', '127.0.0.2'], ['download', '127.0.0.2']]);
   });
@@ -112,7 +118,7 @@ describe('behind HAProxy with PROXY protocol v2', { skip: skip ?? false }, () =>
     const to = Math.min(from + 20, 65_535);
     const r = await curl(['--interface', '127.0.0.3', '--local-port', `${from}-${to}`, '-u', 'bob:bob-pw-1234', `${ftpUrl(true)}/up.txt`]);
     assert.equal(r.code, 0, r.stderr);
-    assert.ok((await logins('bob')).includes('127.0.0.3'));
+    assert.ok((await logins('bob', '127.0.0.3')).includes('127.0.0.3'));
     const login = (await srv.audit(0)).find((r) => r.event === 'login' && r.user === 'bob' && r.ip === '127.0.0.3');
     const port = Number(login?.port);
     assert.ok(port >= from && port <= to, `login port ${port}, the client's from ${from}-${to}`);

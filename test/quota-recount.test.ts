@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
 import { KiB, diskUsage, persistedUsage, sftpRemote, waitFor } from './helpers/quota.js';
-import { call } from './helpers/ssh.js';
+import { call, sshConnect } from './helpers/ssh.js';
 
 /*
  * Issue #11: the stored quota usage could drift from the disk, after a crash
@@ -33,8 +33,8 @@ describe('usage recounted from the disk at start', () => {
     await srv.stop();
   });
 
-  const recounted = async (user: string) =>
-    (await srv.audit()).filter((l) => l.event === 'usage-recounted' && l.user === user);
+  const recounted = (records: Record<string, unknown>[], user: string) => records.filter((l) => l.event === 'usage-recounted' && l.user === user);
+  const isRecount = (user: string) => (l: Record<string, unknown>) => l.event === 'usage-recounted' && l.user === user;
 
   for (const flags of ['r+', 'a'] as const) {
     it(`SIGKILL while an SFTP '${flags}' handle has grown a file: the growth is counted at restart`, async () => {
@@ -60,7 +60,7 @@ describe('usage recounted from the disk at start', () => {
       const disk = diskUsage(srv.home('grower'));
       assert.deepEqual(persistedUsage(srv, 'grower'), { bytes: disk.bytes, files: disk.files });
       assert.equal(disk.bytes, before.bytes + 400 * KiB);
-      const records = (await recounted('grower')).filter((l) => l.bytes === disk.bytes);
+      const records = recounted(await srv.auditUntil((l) => isRecount('grower')(l) && l.bytes === disk.bytes), 'grower').filter((l) => l.bytes === disk.bytes);
       assert.equal(records.length, 1, 'one usage-recounted record');
       assert.deepEqual(
         { oldBytes: records[0]!.oldBytes, oldFiles: records[0]!.oldFiles, files: records[0]!.files },
@@ -92,8 +92,10 @@ describe('usage recounted from the disk at start', () => {
     assert.deepEqual(disk, { bytes: 74 * KiB, files: 6, temps: [], tempBytes: 0 });
     assert.deepEqual(persistedUsage(srv, 'legacy'), { bytes: disk.bytes, files: disk.files });
     assert.deepEqual(persistedUsage(srv, 'sharer'), { bytes: disk.bytes, files: disk.files });
-    assert.equal((await recounted('sharer')).length, 1, 'one usage-recounted record for the other user');
-    const records = await recounted('legacy');
+    // The start's sweep records both users' recounts together.
+    const trail = await srv.auditUntilAll([isRecount('sharer'), isRecount('legacy')]);
+    assert.equal(recounted(trail, 'sharer').length, 1, 'one usage-recounted record for the other user');
+    const records = recounted(trail, 'legacy');
     assert.equal(records.length, 1, 'one usage-recounted record');
     assert.deepEqual(
       { oldBytes: records[0]!.oldBytes, oldFiles: records[0]!.oldFiles, bytes: records[0]!.bytes, files: records[0]!.files },
@@ -102,7 +104,10 @@ describe('usage recounted from the disk at start', () => {
 
     // A start with nothing to correct records nothing.
     await srv.restart();
-    assert.equal((await recounted('legacy')).length, 1);
-    assert.equal((await recounted('sharer')).length, 1);
+    // The sweep is done before the server serves: a failed login, made now, is recorded after anything it recorded.
+    await assert.rejects(sshConnect({ port: srv.sftpPort, username: 'legacy', password: 'not the password' }));
+    const after = await srv.auditUntil((l) => l.event === 'login-failed' && l.user === 'legacy');
+    assert.equal(recounted(after, 'legacy').length, 1);
+    assert.equal(recounted(after, 'sharer').length, 1);
   });
 });

@@ -200,7 +200,7 @@ describe('bandwidth limits: per user and the server default, over FTP, FTPS and 
     const opts = ['-O', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'BatchMode=no', '-P', String(srv.sftpPort)];
     const r = spawnSync('sshpass', ['-p', 'slow password', 'scp', ...opts, file, 'slow@127.0.0.1:/up-scp.bin'], { encoding: 'utf8', timeout: 60_000 });
     assert.equal(r.status, 0, r.stderr);
-    const rec = (await srv.audit()).find((l) => l.event === 'upload' && l.path === '/up-scp.bin');
+    const rec = (await srv.auditUntil((l) => l.event === 'upload' && l.path === '/up-scp.bin')).find((l) => l.event === 'upload' && l.path === '/up-scp.bin');
     const seconds = Number(rec?.duration_ms) / 1000;
     t.diagnostic(`SCP upload: ${seconds.toFixed(2)} s`);
     assert.equal(rec?.protocol, 'scp');
@@ -220,7 +220,8 @@ describe('bandwidth limits: per user and the server default, over FTP, FTPS and 
     t.diagnostic(`refused SCP upload: ${seconds.toFixed(2)} s`);
     assert.notEqual(r.status, 0, 'the upload over the quota is refused');
     assert.ok(seconds >= 3, `the refused upload's bytes went through in ${seconds.toFixed(2)} s`);
-    assert.ok((await srv.audit()).some((l) => l.event === 'quota-exceeded' && l.path === '/over.bin'));
+    const over = (l: Record<string, unknown>) => l.event === 'quota-exceeded' && l.path === '/over.bin';
+    assert.ok((await srv.auditUntil(over)).some(over));
   });
 
   // Found by a review: each SSH channel was a session with limits of its own, so a user limited to 1 MiB/s
