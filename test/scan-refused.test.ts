@@ -47,7 +47,7 @@ describe('a file clamd refuses to scan (a real clamd with StreamMaxLength 1M)', 
     assert.ok(attempts >= 1 && attempts <= 2, `clamd refused ${attempts} streams; log:\n${clamd.log().slice(-2000)}`);
     assert.ok(seconds < 10, `failed after ${seconds.toFixed(1)} s; scanTimeout is 20 s`);
     assert.deepEqual(readdirSync(srv.home('alice')), [], 'nothing under the name, no staged file left');
-    const up = (await srv.audit()).find((l) => l.event === 'upload' && l.path === '/big.bin');
+    const up = (await srv.auditUntil((l) => l.event === 'upload' && l.path === '/big.bin')).find((l) => l.event === 'upload' && l.path === '/big.bin');
     assert.equal(up?.result, 'failed');
     assert.match(String(up?.reason), /too large to scan/);
   });

@@ -59,7 +59,7 @@ describe('quarantine mode with a real clamd', () => {
     const kept = quarantined('alice');
     assert.equal(kept.length, 1);
     assert.equal(readFileSync(join(quarantineOf('alice'), kept[0] as string), 'utf8'), EICAR);
-    const audit = await srv.audit();
+    const audit = await srv.auditUntilAll([(l) => l.event === 'quarantined', (l) => l.event === 'upload' && l.path === '/eicar.com']);
     const q = audit.find((l) => l.event === 'quarantined');
     assert.equal(q?.signature, EICAR_SIGNATURE);
     assert.equal(q?.path, '/eicar.com');
@@ -353,7 +353,7 @@ describe('quarantine mode with a real clamd', () => {
     assert.match(r.stderr, /550/);
     assert.ok(seconds >= 2.5, `failed after ${seconds.toFixed(1)} s, scanTimeout is 3 s`);
     assert.ok(!existsSync(join(srv.home('alice'), 'waiting.txt')));
-    const up = (await srv.audit()).find((l) => l.event === 'upload' && l.path === '/waiting.txt');
+    const up = (await srv.auditUntil((l) => l.event === 'upload' && l.path === '/waiting.txt')).find((l) => l.event === 'upload' && l.path === '/waiting.txt');
     assert.equal(up?.result, 'failed');
     assert.equal(up?.scan, 'unscanned');
     // The operator reads it in the server's log too, once for the retries of a burst (found by a review: nothing there).

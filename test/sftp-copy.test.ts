@@ -59,7 +59,11 @@ describe('SFTP copy-data with OpenSSH sftp cp', () => {
     assert.equal(sha256(readFileSync(join(home, 'sub/copy.bin'))), sha256(data));
     assert.equal(sha256(readFileSync(join(home, 'src.bin'))), sha256(data), 'the source is untouched');
 
-    const audit = await srv.audit();
+    const audit = await srv.auditUntilAll([
+      (l) => l.event === 'upload' && l.path === '/src.bin',
+      (l) => l.event === 'upload' && l.path === '/sub/copy.bin',
+      (l) => l.event === 'download' && l.path === '/src.bin',
+    ]);
     const upload = audit.find((l) => l.event === 'upload' && l.path === '/sub/copy.bin');
     assert.ok(upload, 'the copy is recorded as an upload of its target');
     assert.equal(upload.result, 'ok');
@@ -90,7 +94,12 @@ describe('SFTP copy-data with OpenSSH sftp cp', () => {
     assert.notEqual(over.status, 0);
     assert.match(over.stderr, /Permission denied/);
     assert.equal(readFileSync(join(srv.home('copier'), 'drop/copy.txt'), 'utf8'), 'small', 'the existing file stays');
-    const denied = (await srv.audit()).filter((l) => l.event === 'denied' && l.operation === 'upload').map((l) => l.path);
+    // The second refusal, then its session's logout: a third would be in by then.
+    const records = await srv.auditWhen((all) => {
+      const at = all.findIndex((l) => l.event === 'denied' && l.operation === 'upload' && l.path === '/drop/copy.txt');
+      return at >= 0 && all.slice(at).some((l) => l.event === 'logout' && l.session === all[at]?.session);
+    });
+    const denied = records.filter((l) => l.event === 'denied' && l.operation === 'upload').map((l) => l.path);
     assert.deepEqual(denied, ['/ro/copy.txt', '/drop/copy.txt']);
   });
 
@@ -106,7 +115,7 @@ describe('SFTP copy-data with OpenSSH sftp cp', () => {
     const disk = diskUsage(home);
     assert.deepEqual(disk.temps, [], 'no temporary left');
     assert.deepEqual({ bytes: disk.bytes, files: disk.files }, { bytes: data.length, files: 1 });
-    const audit = await srv.audit();
+    const audit = await srv.auditUntilAll([(l) => l.event === 'quota-exceeded' && l.path === '/twice.bin', (l) => l.event === 'upload' && l.path === '/twice.bin']);
     assert.ok(audit.some((l) => l.event === 'quota-exceeded' && l.path === '/twice.bin'));
     const upload = audit.find((l) => l.event === 'upload' && l.path === '/twice.bin');
     assert.equal(upload?.result, 'failed');

@@ -53,7 +53,7 @@ describe('SFTP request order', () => {
     } finally {
       conn.end();
     }
-    const rec = (await srv.audit()).findLast((l) => l.event === 'download' && l.path === '/first.bin');
+    const rec = (await srv.auditUntil((l) => l.event === 'download' && l.path === '/first.bin')).findLast((l) => l.event === 'download' && l.path === '/first.bin');
     assert.equal(rec?.result, 'ok');
     assert.equal(rec?.sha256, createHash('sha256').update(first).digest('hex'));
   });

@@ -209,7 +209,7 @@ describe('SFTP protocol edges, against the running server', () => {
     }
     await raw.closeAll();
     raw.channel.close();
-    const upload = (await srv.audit()).find((l) => l.event === 'upload' && l.path === '/many-sink.bin');
+    const upload = (await srv.auditUntil((l) => l.event === 'upload' && l.path === '/many-sink.bin')).find((l) => l.event === 'upload' && l.path === '/many-sink.bin');
     assert.ok(upload);
     assert.deepEqual(upload.copied_from, names.slice(0, 16));
     assert.equal(upload.copied_others, 4, 'the repeated name counts once');
