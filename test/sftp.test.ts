@@ -134,7 +134,7 @@ describe('SFTP', () => {
       assert.equal(sha256(readFileSync(join(srv.home('alice'), 'big.bin'))), sha256(data));
       await call((cb) => sftp.fastGet('/big.bin', back, { concurrency: 64 }, cb));
       assert.equal(sha256(readFileSync(back)), sha256(data));
-      const rec = (await srv.audit()).findLast((l) => l.event === 'upload' && l.path === '/big.bin');
+      const rec = (await srv.auditUntil((l) => l.event === 'upload' && l.path === '/big.bin')).findLast((l) => l.event === 'upload' && l.path === '/big.bin');
       assert.equal(rec?.result, 'ok');
       assert.equal(rec?.protocol, 'sftp');
       assert.equal(rec?.sha256, sha256(data));
@@ -245,7 +245,8 @@ describe('SFTP', () => {
       await assert.rejects(login({ username: 'keyonly', password: 'keyonly password' }), /authentication/i);
       const c = await login({ username: 'keyonly', password: undefined, privateKey: readFileSync(key.priv) });
       c.end();
-      const audit = await srv.audit();
+      // keyonly's logout: after every refusal above, and her login.
+      const audit = await srv.auditUntil((l) => l.event === 'logout' && l.user === 'keyonly');
       const reasons = audit.filter((l) => l.event === 'login-failed').map((l) => l.reason);
       for (const r of ['disabled', 'bad-password', 'key-required']) assert.ok(reasons.includes(r), r);
       // An unknown key is refused when the client asks about it, before any signature:
@@ -409,7 +410,10 @@ describe('SFTP transport limits', () => {
     });
     assert.notEqual(outcome, 'ready');
     // The client may try once more before it sees the disconnect; the server counted four.
-    const failed = (await srv.audit()).filter((l) => l.event === 'login-failed' && l.user === 'erin');
+    // A fifth check would be recorded as it was made: a failed login from another address, made now, is
+    // recorded after it, and waited for.
+    await assert.rejects(sshConnect({ port: srv.sftpPort, username: 'nobody', password: 'no password', localAddress: '127.0.0.8' }));
+    const failed = (await srv.auditUntil((l) => l.event === 'login-failed' && l.ip === '127.0.0.8')).filter((l) => l.event === 'login-failed' && l.user === 'erin');
     assert.equal(failed.length, 4);
     assert.ok(tries <= 5);
   });

@@ -90,7 +90,10 @@ describe('SSH: a password change request and a key the parser throws on are refu
       const [, original] = patched.pop() as [string, (...args: unknown[]) => unknown];
       Protocol.prototype.authPassword = original;
     }
-    const failed = (await srv.audit()).filter((e) => e.event === 'login-failed' && e.user === 'alice');
+    // A fourth check would be recorded as it was made: a failed login from another address, made now, is
+    // recorded after it, and waited for.
+    await assert.rejects(sshConnect({ port: srv.sftpPort, username: 'nobody', password: 'no password', localAddress: '127.0.0.8' }));
+    const failed = (await srv.auditUntil((e) => e.event === 'login-failed' && e.ip === '127.0.0.8')).filter((e) => e.event === 'login-failed' && e.user === 'alice');
     assert.equal(failed.length, 3, JSON.stringify(failed));
     assert.doesNotMatch(srv.log, /authentication failed unexpectedly/);
   });

@@ -45,7 +45,7 @@ describe('an upload into a directory renamed meanwhile is recorded where it ende
     }
     assert.equal(readFileSync(join(srv.home('mover'), 'd2', 'x.bin')).length, 128 * 1024);
     assert.ok(!existsSync(join(srv.home('mover'), 'd1')));
-    const upload = (await srv.audit()).find((r) => r.event === 'upload');
+    const upload = (await srv.auditUntil((r) => r.event === 'upload')).find((r) => r.event === 'upload');
     assert.equal(upload?.path, '/d2/x.bin', JSON.stringify(upload));
     assert.equal(upload?.path_at_open, '/d1/x.bin');
     assert.equal(upload?.result, 'ok');
@@ -72,7 +72,10 @@ describe('an upload into a directory renamed meanwhile is recorded where it ende
       other.close();
     }
     assert.equal(readFileSync(join(home, 'y', 'target.bin')).length, 2000);
-    const upload = (await srv.audit()).find((r) => r.event === 'upload' && r.path_at_open === '/d/alias');
+    // This upload's record, under whichever name it was given.
+    const upload = (await srv.auditUntil((r) => r.event === 'upload' && (r.path_at_open === '/d/alias' || r.path === '/d/alias'))).find(
+      (r) => r.event === 'upload' && r.path_at_open === '/d/alias',
+    );
     assert.equal(upload?.path, '/y/target.bin', JSON.stringify(upload));
   });
 
@@ -101,7 +104,11 @@ describe('an upload into a directory renamed meanwhile is recorded where it ende
       other.close();
     }
     assert.equal(readFileSync(join(home, 'kept.txt')).length, 6 + 2000);
-    const records = await srv.audit();
+    // The upload's record and the rename's, each recorded as it was made (only one rename was).
+    const records = await srv.auditUntilAll([
+      (r) => r.event === 'upload' && (r.path === '/log.txt' || r.path_at_open === '/log.txt'),
+      (r) => r.event === 'rename' && r.from === '/log.txt',
+    ]);
     const upload = records.find((r) => r.event === 'upload' && (r.path === '/log.txt' || r.path_at_open === '/log.txt'));
     assert.deepEqual([upload?.path, upload?.path_at_open, upload?.result], ['/log.txt', undefined, 'ok']);
     const renamed = records.filter((r) => r.event === 'rename' && r.from === '/log.txt');
@@ -174,7 +181,7 @@ describe('an upload into a directory renamed meanwhile is recorded where it ende
     } finally {
       control.close();
     }
-    const upload = (await srv.audit()).find((r) => r.event === 'upload' && r.path === '/d2/y.bin');
+    const upload = (await srv.auditUntil((r) => r.event === 'upload' && r.path === '/d2/y.bin')).find((r) => r.event === 'upload' && r.path === '/d2/y.bin');
     assert.ok(upload, 'recorded');
     assert.equal('path_at_open' in upload, false, JSON.stringify(upload));
   });
