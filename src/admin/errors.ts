@@ -3,7 +3,7 @@ import type { FastifyError, FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { USER_NAME } from '../auth/authenticator.js';
 import { UsageError } from '../cli/args.js';
-import { StoreBusy } from '../store/store.js';
+import { StoreUnavailable } from '../store/store.js';
 import { AdminError, NotStored } from '../users/errors.js';
 import { allowedMethods, pathOf } from './methods.js';
 import { auditedPath } from './request-audit.js';
@@ -83,7 +83,7 @@ export function describeIssue(where: string, issue: SchemaIssue): string {
 /**
  * Every error becomes one JSON `{ "error": "..." }`: schema violations and
  * routes' own checks 400 naming the field, oversized or malformed bodies
- * 400, unknown things 404, a store that gave up waiting 503; anything else 500, logged, its text kept from
+ * 400, unknown things 404, a store that cannot take the write now 503; anything else 500, logged, its text kept from
  * the client.
  */
 export function answerErrors(app: FastifyInstance, log: Logger): void {
@@ -101,7 +101,7 @@ export function answerErrors(app: FastifyInstance, log: Logger): void {
     if (err instanceof NotFound || err instanceof NotStored) return reply.code(404).send({ error: err.message });
     if (err instanceof BadInput || err instanceof AdminError || err instanceof UsageError) return reply.code(400).send({ error: err.message });
     // Nothing was written and the same request may go through later: not the server's fault, nor the client's.
-    if (err instanceof StoreBusy) return reply.code(503).header('retry-after', '5').send({ error: err.message });
+    if (err instanceof StoreUnavailable) return reply.code(503).header('retry-after', '5').send({ error: err.message });
     if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
       // Fastify's own refusals: a body that is not JSON, an unsupported content type.
       return reply.code(err.statusCode).send({ error: `body: ${err.message}` });

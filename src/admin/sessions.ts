@@ -3,7 +3,7 @@ import { USER_NAME } from '../auth/authenticator.js';
 import type { AdminContext } from './context.js';
 import { NotFound } from './errors.js';
 import { NoSuchUser } from '../users/errors.js';
-import { StoreBusy } from '../store/store.js';
+import { StoreUnavailable } from '../store/store.js';
 
 /*
  * Live sessions, wherever they run (this process or the workers), through
@@ -99,13 +99,13 @@ export function sessionRoutes(api: FastifyInstance, { base, coordination, sessio
       // must; they failed with the read before (found by a review). 503 says what was done: the same request
       // again, once the store is back, ends what is left here and on the other nodes.
       if (unread !== null) {
-        throw new StoreBusy(`${sessionsEnded} sessions of ${name} ended on this node; the user store could not be read (${(unread as Error).message}): try again`, { cause: unread });
+        throw new StoreUnavailable(`${sessionsEnded} sessions of ${name} ended on this node; the user store could not be read (${(unread as Error).message}): try again`, { cause: unread });
       }
       // The other nodes' sessions of the user end at this notice, each node ending its own (a shared store); this
       // count is this node's. Before, they went on (found by a review).
       await coordination.everyNode?.endUserSessions(name, why(req.query.reason)).catch((err: unknown) => {
         // 503: the same request again ends what is left, here and on the others.
-        throw new StoreBusy(`${sessionsEnded} sessions of ${name} ended on this node; the other nodes were not told (${(err as Error).message}): try again`, { cause: err });
+        throw new StoreUnavailable(`${sessionsEnded} sessions of ${name} ended on this node; the other nodes were not told (${(err as Error).message}): try again`, { cause: err });
       });
       // A user removed since may still have sessions to end; a name no user has and no session has is a mistake: 404, as every /users/:name.
       if (!user && sessionsEnded === 0) throw new NoSuchUser(req.params.name);

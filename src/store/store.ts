@@ -137,12 +137,14 @@ export class StoreUserGone extends Error {
 }
 
 /**
- * The database gave up waiting for a lock another holds (or for an answer)
- * and wrote nothing: the same write may go through later (the admin API
- * answers 503). Only PostgreSQL's limits raise it (store/postgres/connection.ts).
+ * The database cannot take the write now and wrote nothing: it gave up
+ * waiting for a lock another holds (or for an answer), or its file system
+ * is full. The same write may go through later (the admin API answers 503).
+ * Raised by PostgreSQL's limits (store/postgres/connection.ts) and SQLite's
+ * refused writes (store/sqlite/write-errors.ts).
  */
-export class StoreBusy extends Error {
-  override readonly name = 'StoreBusy';
+export class StoreUnavailable extends Error {
+  override readonly name = 'StoreUnavailable';
 }
 
 /**

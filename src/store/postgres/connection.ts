@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { SluiceError } from '../../session/errors.js';
-import { StoreBusy } from '../store.js';
+import { StoreUnavailable } from '../store.js';
 
 const INT8 = 20;
 
@@ -33,7 +33,7 @@ const HOLD_TIMEOUT_S = 15;
  * A wait for a lock outlasts the hold timeout, so a write queued behind a
  * frozen node goes through once PostgreSQL ends the holder; one behind a
  * holder PostgreSQL does not end (an operator's open transaction in psql)
- * then fails as StoreBusy rather than keep its pooled connection for good.
+ * then fails as StoreUnavailable rather than keep its pooled connection for good.
  */
 const LOCK_WAIT_BEYOND_HOLD_MS = 5_000;
 /** Above both, a last bound on a statement that never answers. */
@@ -77,10 +77,10 @@ export function gaveUp(err: unknown): boolean {
   return code === '55P03' || code === '57014' || code === '25P03';
 }
 
-/** `err`, as StoreBusy when PostgreSQL gave up waiting (gaveUp). */
+/** `err`, as StoreUnavailable when PostgreSQL gave up waiting (gaveUp). */
 export function busyOr(err: unknown): unknown {
   if (!gaveUp(err)) return err;
-  return new StoreBusy(`the store gave up waiting (${(err as Error).message}); try again`, { cause: err });
+  return new StoreUnavailable(`the store gave up waiting (${(err as Error).message}); try again`, { cause: err });
 }
 
 /**

@@ -2,6 +2,8 @@ import type { Database, Statement } from 'better-sqlite3';
 import type { AdminTokenRepository } from '../store.js';
 import type { AdminTokenRecord } from '../records.js';
 import { tokenOf, type TokenRow } from '../rows.js';
+import { StoreConflict } from '../store.js';
+import { sqliteWrite } from './write-errors.js';
 
 /**
  * The admin API's tokens, by name, as the SHA-256 of each (admin/tokens.ts
@@ -24,24 +26,24 @@ export class SqliteAdminTokens implements AdminTokenRepository {
   /** False: a token of that name exists already. */
   async add(name: string, hash: Buffer): Promise<boolean> {
     try {
-      this.q.add.run(name, hash, Date.now());
+      sqliteWrite(() => this.q.add.run(name, hash, Date.now()));
       return true;
     } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') return false;
+      if (err instanceof StoreConflict) return false;
       throw err;
     }
   }
 
   /** False: there was none of that name. */
   async remove(name: string): Promise<boolean> {
-    return this.q.remove.run(name).changes > 0;
+    return sqliteWrite(() => this.q.remove.run(name)).changes > 0;
   }
 
   /** The name of the token with this hash, noted as used now; null: no such token. */
   async use(hash: Buffer): Promise<string | null> {
     const row = this.q.byHash.get(hash) as { name: string } | undefined;
     if (!row) return null;
-    this.q.used.run(Date.now(), row.name);
+    sqliteWrite(() => this.q.used.run(Date.now(), row.name));
     return row.name;
   }
 

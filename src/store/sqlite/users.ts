@@ -3,8 +3,9 @@ import type { Protocol } from '../../session/account.js';
 import type { Permission } from '../../session/permissions.js';
 import { keyOf, type KeyRow } from '../rows.js';
 import { settingsOf, type NewKey, type PublicKeyRecord, type UserRecord, type UserSettings } from '../records.js';
-import { StoreConflict, StoreUserGone, type Credentials, type HomeCheck, type HomeOfUser, type UserRepository } from '../store.js';
+import type { Credentials, HomeCheck, HomeOfUser, UserRepository } from '../store.js';
 import { DeferredUserWrites } from './deferred-writes.js';
+import { sqliteWrite } from './write-errors.js';
 
 interface UserRow {
   id: number;
@@ -108,7 +109,7 @@ export class SqliteUsers implements UserRepository {
 
   /** Insert a user with its address rules and keys in one transaction. */
   async create(name: string, passwordHash: string | null, s: UserSettings, keys: NewKey[] = [], checkHome?: HomeCheck): Promise<UserRecord> {
-    const id = conflictsAsStoreConflict(() =>
+    const id = sqliteWrite(() =>
       // IMMEDIATE: the write lock before checkHome reads the other homes.
       this.db.transaction(() => {
         checkHome?.(this.q.homes!.all() as HomeOfUser[]);
@@ -124,7 +125,7 @@ export class SqliteUsers implements UserRepository {
 
   async update(id: number, patch: Partial<UserSettings>, checkHome?: HomeCheck, passwordHash?: string): Promise<boolean> {
     // IMMEDIATE: the write lock before the read, or the CLI and the server could merge over each other.
-    return this.db.transaction(() => {
+    return sqliteWrite(() => this.db.transaction(() => {
       const row = this.q.byId!.get(id) as UserRow | undefined;
       if (!row) return false;
       checkHome?.((this.q.homes!.all() as HomeOfUser[]).filter((u) => u.id !== id));
@@ -135,18 +136,18 @@ export class SqliteUsers implements UserRepository {
       this.writeIpRules(id, s);
       if (passwordHash !== undefined) this.q.setHash!.run(passwordHash, now, id);
       return true;
-    }).immediate();
+    }).immediate());
   }
 
   async remove(id: number): Promise<void> {
-    this.q.remove!.run(id);
+    sqliteWrite(() => this.q.remove!.run(id));
     // SQLite gives a removed user's id to the next user made (INTEGER PRIMARY KEY takes max + 1):
     // its usage and last login still waiting to be written would become theirs.
     this.counters.forget(id);
   }
 
   async setPasswordHash(id: number, hash: string | null): Promise<void> {
-    this.q.setHash!.run(hash, Date.now(), id);
+    sqliteWrite(() => this.q.setHash!.run(hash, Date.now(), id));
   }
 
   async recordLogin(id: number): Promise<void> {
@@ -166,8 +167,8 @@ export class SqliteUsers implements UserRepository {
   }
 
   async setDirPermissions(userId: number, path: string, permissions: Permission[] | null): Promise<boolean> {
-    if (permissions === null) return this.q.removeDirPerm!.run(userId, path).changes > 0;
-    conflictsAsStoreConflict(() => this.q.setDirPerm!.run(userId, path, permissions.join(',')));
+    if (permissions === null) return sqliteWrite(() => this.q.removeDirPerm!.run(userId, path)).changes > 0;
+    sqliteWrite(() => this.q.setDirPerm!.run(userId, path, permissions.join(',')));
     return true;
   }
 
@@ -176,11 +177,11 @@ export class SqliteUsers implements UserRepository {
   }
 
   async addKey(userId: number, key: NewKey): Promise<void> {
-    conflictsAsStoreConflict(() => this.insertKey(userId, key));
+    sqliteWrite(() => this.insertKey(userId, key));
   }
 
   async removeKey(userId: number, fingerprint: string): Promise<boolean> {
-    return this.q.removeKey!.run(userId, fingerprint).changes > 0;
+    return sqliteWrite(() => this.q.removeKey!.run(userId, fingerprint)).changes > 0;
   }
 
   private insertKey(userId: number, k: NewKey): void {
@@ -219,21 +220,6 @@ export class SqliteUsers implements UserRepository {
       denyIps: rules.filter((x) => x.kind === 'deny').map((x) => x.cidr),
       dirPermissions: dirs.map((d) => ({ path: d.path, permissions: list(d.permissions) as Permission[] })),
     };
-  }
-}
-
-/**
- * SQLite's unique constraints (a taken name, a key the user has) as the store's one conflict error, and its
- * foreign keys (a user removed by another process since it was read) as StoreUserGone.
- */
-function conflictsAsStoreConflict<T>(write: () => T): T {
-  try {
-    return write();
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new StoreConflict((err as Error).message);
-    if (code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw new StoreUserGone((err as Error).message);
-    throw err;
   }
 }
 
