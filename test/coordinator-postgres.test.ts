@@ -428,31 +428,62 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
    * other's second, every time: `hold` (run in a transaction on a connection of its own) takes the row `first`
    * locks first; `first` starts and waits for it; `second` starts and runs up to its own wait (behind `first`);
    * then `hold` lets go. Locked in one order, they take turns; in opposite orders, they deadlock, and PostgreSQL
-   * ends one of them a second later (deadlock_timeout).
+   * ends one of them a second later (deadlock_timeout). One that waits for no lock (it skips those held) is
+   * let run to its end.
    */
   async function crossed(pool: pg.Pool, hold: string, values: unknown[], first: () => Promise<unknown>, second: () => Promise<unknown>): Promise<unknown[]> {
-    const holder = await pool.connect();
+    const holder = await holding(pool, hold, values);
     try {
-      await holder.query('BEGIN');
-      assert.equal((await holder.query(hold, values)).rowCount, 1, 'the row to hold');
-      const one = Promise.allSettled([first()]);
-      await waitingForLocks(holder, 1);
-      const two = Promise.allSettled([second()]);
-      await waitingForLocks(holder, 2);
-      await holder.query('COMMIT');
-      return [...await one, ...await two].flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+      const one = started(first);
+      await waitingOrDone(holder.client, [one]);
+      const two = started(second);
+      await waitingOrDone(holder.client, [one, two]);
+      await holder.letGo();
+      return refusals([one, two]);
     } finally {
-      holder.release();
+      holder.client.release();
     }
   }
 
-  /** Until `n` sessions of this database wait for a lock. */
-  async function waitingForLocks(client: pg.PoolClient, n: number): Promise<void> {
+  /** `hold` run in a transaction on a connection of its own: it holds the row it locked until letGo(). */
+  async function holding(pool: pg.Pool, hold: string, values: unknown[] = []): Promise<{ client: pg.PoolClient; pid: number; letGo(): Promise<void> }> {
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      assert.equal((await client.query(hold, values)).rowCount, 1, 'the row to hold');
+      const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      return { client, pid, letGo: async () => void await client.query('COMMIT') };
+    } catch (err) {
+      client.release(true);
+      throw err;
+    }
+  }
+
+  interface Started {
+    readonly result: Promise<PromiseSettledResult<unknown>[]>;
+    done: boolean;
+  }
+
+  function started(run: () => Promise<unknown>): Started {
+    const s: Started = { result: Promise.allSettled([run()]), done: false };
+    void s.result.then(() => (s.done = true));
+    return s;
+  }
+
+  /** What each of `statements` failed with. */
+  async function refusals(statements: Started[]): Promise<unknown[]> {
+    const results = (await Promise.all(statements.map((s) => s.result))).flat();
+    return results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+  }
+
+  /** Until each of `statements` that is not done waits for a lock (held by `pid` alone, if given). */
+  async function waitingOrDone(client: pg.PoolClient, statements: Started[], pid?: number): Promise<void> {
     for (const deadline = Date.now() + 5000; ;) {
       const { rows } = await client.query<{ n: number }>(
-        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
-      if (rows[0]!.n >= n) return;
-      assert.ok(Date.now() < deadline, `${n} statements waiting for a lock`);
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
+         AND ($1::int IS NULL OR pg_blocking_pids(pid) = ARRAY[$1::int])`, [pid ?? null]);
+      if (rows[0]!.n >= statements.filter((s) => !s.done).length) return;
+      assert.ok(Date.now() < deadline, 'the statements started wait for a lock, or are done');
       await new Promise((r) => setTimeout(r, 5));
     }
   }
@@ -590,5 +621,40 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     assert.deepEqual(said(refused), []);
     const { rows } = await a!.query("SELECT count(*)::int AS n FROM write_locks WHERE node_id = 'node-a'");
     assert.deepEqual(rows[0], { n: 0 });
+  });
+
+  // The prunes of two nodes met the rows in two orders when one moved between their snapshots: each held one
+  // the other wanted. Crossed here with two holders: node a's prune starts while W is held, X then moves, and
+  // node b's prune starts while Z (between X and Y for node a) is held. A prune that skips rows held runs through.
+  it("offences: two nodes' prunes at once do not deadlock when a row moved between them, and what one skipped goes next time", async () => {
+    const [a, b, c] = await database(3);
+    // W, X, Z, Y in this order in the table: W and Z past node a's window only, X and Y past node b's too.
+    await a!.query(`INSERT INTO offences (address, times, last_at) VALUES ('192.0.2.1', '{1500000}', 1500000),
+      ('192.0.2.2', '{1000000}', 1000000), ('192.0.2.3', '{1500000}', 1500000), ('192.0.2.4', '{1000000}', 1000000)`);
+    const held = async (address: string) => holding(a!, 'SELECT 1 FROM offences WHERE address = $1 FOR UPDATE', [address]);
+    const [w, z] = [await held('192.0.2.1'), await held('192.0.2.3')];
+    let refused: unknown[];
+    try {
+      // Node a's prune (its window began at 1 600 000) sees X where it was, before Y.
+      const pruneA = started(() => new PostgresFailureTally(a!).add('198.51.100.1', 2_200_000, 1_600_000));
+      await waitingOrDone(w.client, [pruneA], w.pid);
+      // Node c, whose clock lags, counts an offence of X: X stays old, and its new version comes after Y.
+      await new PostgresFailureTally(c!).add('192.0.2.2', 1_100_000, 500_000);
+      await w.letGo();
+      // Node a has X (and W), and waits for Z; node b's prune (its window began at 1 400 000) meets Y first, then X.
+      await waitingOrDone(z.client, [pruneA], z.pid);
+      const pruneB = started(() => new PostgresFailureTally(b!).add('198.51.100.2', 2_000_000, 1_400_000));
+      await waitingOrDone(z.client, [pruneA, pruneB]);
+      await z.letGo();
+      refused = await refusals([pruneA, pruneB]);
+    } finally {
+      w.client.release();
+      z.client.release();
+    }
+    assert.deepEqual(said(refused), []);
+    // Node a's next prune takes what was held from the last one.
+    assert.equal(await new PostgresFailureTally(a!).add('198.51.100.1', 2_300_000, 1_600_000), 2);
+    const { rows } = await a!.query('SELECT address FROM offences ORDER BY address');
+    assert.deepEqual(rows.map((r) => r.address), ['198.51.100.1', '198.51.100.2']);
   });
 });

@@ -13,15 +13,29 @@ const MAX_TRACKED = 100_000;
 const PRUNE_EVERY_MS = 60_000;
 
 /**
+ * The prune waits for no row: it locks those to delete that no one holds, and
+ * leaves the others to the next prune (one node's or another's). A DELETE of
+ * them all locked them in the order it met them, which differs between two
+ * nodes' prunes when a row moved between their snapshots (an offence counted
+ * by a node whose clock lags leaves it old, and writes its new version after
+ * the others): each then held a row the other wanted, and PostgreSQL ended
+ * one of them, whose add failed after its offence was counted (found by a
+ * review).
+ */
+const PRUNE = `
+  WITH gone AS (
+    SELECT address FROM offences WHERE last_at <= $1
+      OR last_at < (SELECT last_at FROM offences ORDER BY last_at DESC OFFSET $2 LIMIT 1)
+    FOR UPDATE SKIP LOCKED)
+  DELETE FROM offences o USING gone WHERE o.address = gone.address`;
+
+/**
  * One statement per offence: the upsert locks the address's row, so offences
  * counted at once on several nodes take turns and each sees the others'
  * (five on two nodes reach five). The times before the window are dropped
- * as each one is added.
+ * as each one is added. It locks that one row, and waits (for a prune that
+ * holds it, say) only before it has it: it takes part in no deadlock.
  */
-const PRUNE = `
-  DELETE FROM offences WHERE last_at <= $1
-    OR last_at < (SELECT last_at FROM offences ORDER BY last_at DESC OFFSET $2 LIMIT 1)`;
-
 const ADD = `
   INSERT INTO offences (address, times, last_at) VALUES ($1, ARRAY[$2::bigint], $2)
   ON CONFLICT (address) DO UPDATE SET
