@@ -13,6 +13,7 @@ import { clientConfig } from '../src/store/postgres/connection.js';
 import { PostgresFailureTally } from '../src/store/postgres/failures.js';
 import { migrate } from '../src/store/postgres/migrate.js';
 import { PostgresQuota } from '../src/store/postgres/quota.js';
+import { endUserSessionsEverywhere } from '../src/store/postgres/session-ends.js';
 import { PostgresUserSessions } from '../src/store/postgres/user-sessions.js';
 import { PostgresWriteLocks } from '../src/store/postgres/write-locks.js';
 import { LastLogins } from '../src/store/postgres/last-logins.js';
@@ -30,17 +31,20 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
   afterEach(() => Promise.all(pools.splice(0).map((p) => p.end())));
   after(() => server?.stop());
 
-  /** A fresh, migrated database and `n` pools on it: one per node. */
-  async function database(n: number): Promise<pg.Pool[]> {
+  /**
+   * A fresh database, migrated up to `upTo` (all of them by default), and `n` pools on it: one per node,
+   * with the server settings `options[i]` (libpq's options) for node i's connections.
+   */
+  async function database(n: number, { upTo = Infinity, options = [] }: { upTo?: number; options?: string[] } = {}): Promise<pg.Pool[]> {
     const url = await server.createDatabase();
     const client = new pg.Client(clientConfig(url));
     await client.connect();
     try {
-      await migrate(client, loadMigrations(migrationsDir('postgres')));
+      await migrate(client, loadMigrations(migrationsDir('postgres')).filter((m) => m.version <= upTo));
     } finally {
       await client.end();
     }
-    const made = Array.from({ length: n }, () => new pg.Pool(clientConfig(url)));
+    const made = Array.from({ length: n }, (_, i) => new pg.Pool({ ...clientConfig(url), options: options[i] }));
     pools.push(...made);
     // Connections made up front: the statements of a test then run at once, not one login apart.
     await Promise.all(made.map(async (pool) => {
@@ -656,5 +660,21 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     assert.equal(await new PostgresFailureTally(a!).add('198.51.100.1', 2_300_000, 1_600_000), 2);
     const { rows } = await a!.query('SELECT address FROM offences ORDER BY address');
     assert.deepEqual(rows.map((r) => r.address), ['198.51.100.1', '198.51.100.2']);
+  });
+
+  it("session ends: two nodes' prunes at once do not deadlock when their plans meet the old rows in two orders", async () => {
+    // Node a's plan reads the table, node b's the index on `at` (as statistics may decide, between two nodes or two moments).
+    const [a, b] = await database(2, { options: ['-c enable_indexscan=off -c enable_bitmapscan=off', '-c enable_seqscan=off -c enable_bitmapscan=off'] });
+    // Two ends older than the day kept: in the table the later one first, in the index the earlier.
+    const { rows: old } = await a!.query<{ seq: number }>(`INSERT INTO session_ends (at, user_name, reason)
+      VALUES (now() - interval '2 days', 'old1', 'ended'), (now() - interval '3 days', 'old2', 'ended') RETURNING seq`);
+    const refused = await crossed(a!, 'SELECT 1 FROM session_ends WHERE seq = $1 FOR UPDATE', [old[0]!.seq],
+      () => endUserSessionsEverywhere(a!, 'erin', 'ended by an administrator'),
+      () => endUserSessionsEverywhere(b!, 'frank', 'ended by an administrator'));
+    assert.deepEqual(said(refused), []);
+    // The next end prunes what a prune skipped.
+    await endUserSessionsEverywhere(a!, 'grace', 'ended by an administrator');
+    const { rows } = await a!.query('SELECT user_name FROM session_ends ORDER BY seq');
+    assert.deepEqual(rows.map((r) => r.user_name), ['erin', 'frank', 'grace']);
   });
 });

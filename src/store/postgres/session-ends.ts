@@ -20,10 +20,16 @@ export const SESSION_ENDS_CHANNEL = 'sluice_session_ends';
 const KEPT = "interval '1 day'";
 const KEPT_MS = 24 * 3600_000;
 
-/** The end's row, and its notice with the row's number; `rows` yields the address or user and reason, as the notice names them. */
+/**
+ * The end's row, and its notice with the row's number; `rows` yields the address or user and reason, as the notice names them.
+ * The prune locks the old rows no one holds and leaves the others to the next end, so it waits for no row: a DELETE of them
+ * all locked them in its plan's order (the table's, or the index's on `at`), and two ends at once whose plans differed each
+ * held a row the other wanted; PostgreSQL ended one, a ban or a session kill refused (found by a review).
+ */
 export function storeSessionEnd(rows: string): string {
   return `ended AS (INSERT INTO session_ends (address, user_name, reason) ${rows} RETURNING seq, address, user_name, reason),
-    pruned AS (DELETE FROM session_ends WHERE at < now() - ${KEPT})
+    expired AS (SELECT seq FROM session_ends WHERE at < now() - ${KEPT} FOR UPDATE SKIP LOCKED),
+    pruned AS (DELETE FROM session_ends s USING expired WHERE s.seq = expired.seq)
     SELECT pg_notify('${SESSION_ENDS_CHANNEL}', json_strip_nulls(json_build_object(
       'seq', seq, 'address', address, 'user', user_name, 'reason', reason))::text) FROM ended`;
 }
