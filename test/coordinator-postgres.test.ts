@@ -677,4 +677,30 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     const { rows } = await a!.query('SELECT user_name FROM session_ends ORDER BY seq');
     assert.deepEqual(rows.map((r) => r.user_name), ['erin', 'frank', 'grace']);
   });
+
+  it("migration 016, run while a node writes last logins of the users it changes, does not deadlock (their rows locked by id first)", async () => {
+    const [a, b] = await database(2, { upTo: 15 });
+    // The earlier user's expiry before the year 0000, the later one's after 9999: 016 changes the later one first.
+    const [early, late] = [await addUser(a!, 'x1', 0), await addUser(a!, 'x2', 0)];
+    await a!.query('UPDATE users SET expires_at = $2 WHERE id = $1', [early.id, -62167219200001]);
+    await a!.query('UPDATE users SET expires_at = $2 WHERE id = $1', [late.id, 253402300800000]);
+    const logins = new LastLogins(b!);
+    const refused = await crossed(a!, 'SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE', [late.id],
+      async () => {
+        const client = await a!.connect();
+        try {
+          assert.deepEqual(await migrate(client, loadMigrations(migrationsDir('postgres'))), [16]);
+        } finally {
+          client.release();
+        }
+      },
+      async () => {
+        const written = [logins.record(early.id), logins.record(late.id)];
+        await logins.close();
+        await Promise.all(written);
+      });
+    assert.deepEqual(said(refused), []);
+    const { rows } = await a!.query('SELECT expires_at, last_login_at IS NOT NULL AS logged_in FROM users ORDER BY id');
+    assert.deepEqual(rows, [{ expires_at: -62167219200000, logged_in: true }, { expires_at: 253402300799999, logged_in: true }]);
+  });
 });
