@@ -689,7 +689,7 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
       async () => {
         const client = await a!.connect();
         try {
-          assert.deepEqual(await migrate(client, loadMigrations(migrationsDir('postgres'))), [16]);
+          assert.deepEqual(await migrate(client, loadMigrations(migrationsDir('postgres')).filter((m) => m.version <= 16)), [16]);
         } finally {
           client.release();
         }
