@@ -303,6 +303,22 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
     assert.deepEqual(rows, [{ address: '192.0.2.2', times: [String(later)] }]);
   });
 
+  it('an offence is counted though the prune after it fails, and the prune runs again at the next', async () => {
+    const [a] = await database(1);
+    await a!.query('INSERT INTO offences (address, times, last_at) VALUES ($1, $2, $3)', ['192.0.2.5', [1_000_000], 1_000_000]);
+    // A prune PostgreSQL refuses (a statement timeout or a lost connection would do the same to the statement).
+    await a!.query(`CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no prune now'; END $$;
+      CREATE TRIGGER refuse_delete BEFORE DELETE ON offences FOR EACH ROW EXECUTE FUNCTION refuse_delete()`);
+    const tally = new PostgresFailureTally(a!);
+    const later = 2_000_000;
+    assert.equal(await tally.add('192.0.2.6', later, later - 600_000), 1, 'the offence counted');
+    assert.equal(await tally.add('192.0.2.6', later + 1, later - 600_000), 2, 'the next counted too');
+    await a!.query('DROP TRIGGER refuse_delete ON offences');
+    assert.equal(await tally.add('192.0.2.6', later + 2, later - 600_000), 3);
+    const { rows } = await a!.query('SELECT address FROM offences ORDER BY address');
+    assert.deepEqual(rows.map((r) => r.address), ['192.0.2.6'], 'the prune ran again at the next offence');
+  });
+
   it('a flood of addresses within the window is cut to the newest 100 000 at the next prune', async () => {
     const [a] = await database(1);
     const now = 10_000_000;
