@@ -249,14 +249,15 @@ for (const workers of ['1', '2']) describe(`the data directory full: the server 
     assert.equal(refused.reply.status, 503, refused.reply.text);
     assert.equal(refused.reply.headers['retry-after'], '5');
     assert.match(refused.reply.text, /the user store cannot be written now \(database or disk is full\); nothing was changed: try again/);
+    // A removal needs one page of the log where the refused insert needed more (a split): it may still fit.
     const removal = await adminRequest(api, 'DELETE', `/api/v1/bans/${stored}`);
-    assert.equal(removal.status, 503, removal.text);
+    assert.ok(removal.status === 503 || removal.status === 200, `${removal.status} ${removal.text}`);
     const listed = (await adminRequest(api, 'GET', '/api/v1/bans')).json as { address: string }[];
-    assert.ok(listed.some((b) => b.address === stored), 'the ban whose removal was refused is gone');
+    assert.equal(listed.some((b) => b.address === stored), removal.status === 503, `answered ${removal.status}, and the ban is ${listed.some((b) => b.address === stored) ? 'still' : 'not'} listed`);
     assert.ok(!listed.some((b) => b.address === refused.address), 'the refused ban is listed');
     assert.doesNotMatch(srv.log, /"msg":"admin API"/, 'a refused write logged as the server\'s own error');
     for (const name of ['filler', 'filler-rest']) rmSync(join(srv.seenData, name), { force: true });
-    assert.equal((await adminRequest(api, 'DELETE', `/api/v1/bans/${stored}`)).status, 200);
+    if (removal.status === 503) assert.equal((await adminRequest(api, 'DELETE', `/api/v1/bans/${stored}`)).status, 200);
     assert.equal((await adminRequest(api, 'POST', '/api/v1/bans', { body: { address: refused.address } })).status, 201);
   });
 });

@@ -5,6 +5,7 @@ import { BANNED_BY_ADMIN, endSessionsFrom } from '../coordinator/sessions.js';
 import { clientAddress } from './auth.js';
 import type { AdminContext } from './context.js';
 import { BadInput, NotFound } from './errors.js';
+import { StoreUnavailable } from '../store/store.js';
 
 /*
  * Bans, in the store the server checks at every accept (as `sluice ban`
@@ -77,7 +78,12 @@ export function banRoutes(api: FastifyInstance, { base, coordination, sessions }
       const address = addressIn('params.address', req.params.address, ipv6Prefix, true);
       // The held one first: it needs no store, which may be what cannot take it.
       const held = coordination.defender.lift(address);
-      if (!(await base.bans.remove(address)) && !held) throw new NotFound(`${address} is not banned`);
+      const removed = await base.bans.remove(address).catch((err: unknown) => {
+        // Its 503 must not say nothing changed when the ban in force is lifted already (found by a review).
+        if (held && err instanceof StoreUnavailable) throw new StoreUnavailable(`the ban in force on ${address} is lifted; its stored record could not be removed (${err.message})`, { cause: err });
+        throw err;
+      });
+      if (!removed && !held) throw new NotFound(`${address} is not banned`);
       return { lifted: address };
     },
   );

@@ -101,7 +101,11 @@ export function answerErrors(app: FastifyInstance, log: Logger): void {
     if (err instanceof NotFound || err instanceof NotStored) return reply.code(404).send({ error: err.message });
     if (err instanceof BadInput || err instanceof AdminError || err instanceof UsageError) return reply.code(400).send({ error: err.message });
     // Nothing was written and the same request may go through later: not the server's fault, nor the client's.
-    if (err instanceof StoreUnavailable) return reply.code(503).header('retry-after', '5').send({ error: err.message });
+    if (err instanceof StoreUnavailable) {
+      // Not the server's fault, but an operator should see it: a full disk refuses every write until it is freed.
+      log.warn({ err: err.message, method: req.method, url: auditedPath(req.originalUrl) }, 'admin API request not served now: the store refused the write');
+      return reply.code(503).header('retry-after', '5').send({ error: err.message });
+    }
     if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
       // Fastify's own refusals: a body that is not JSON, an unsupported content type.
       return reply.code(err.statusCode).send({ error: `body: ${err.message}` });

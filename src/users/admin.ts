@@ -10,7 +10,7 @@ import { ServerPlaces, homeNesting, realPlace, realPlacesOf, type ServerFile } f
 import { outlivesHome, type LiveSessionInfo } from '../session/live.js';
 import { DEFAULT_PERMISSIONS, parsePermissions, rulesOfList, takesAnyAway, type Permission } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
-import { StoreConflict, StoreUserGone, type HomeCheck, type UserRepository } from '../store/store.js';
+import { StoreConflict, StoreUnavailable, StoreUserGone, type HomeCheck, type UserRepository } from '../store/store.js';
 import { firstUnsafeChar } from '../session/unsafe-chars.js';
 import { AdminError, NoSuchUser, NotStored } from './errors.js';
 import { expiryOutside } from './expiry.js';
@@ -300,7 +300,8 @@ export class UserAdmin {
       // home is removed unless it is the one that user got (the same path, made by either).
       const winner = err instanceof StoreConflict ? await this.store.get(u.name) : null;
       if (createdHome !== null && winner?.home !== home) await this.unmake(home, createdHome);
-      if (err instanceof AdminError) throw err;
+      // The store's 'not now' stays itself: the API answers it 503, not 400 (found by a review).
+      if (err instanceof AdminError || err instanceof StoreUnavailable) throw err;
       if (err instanceof StoreConflict) throw new AdminError(`user "${u.name}" already exists`);
       throw new AdminError(`could not add user: ${(err as Error).message}`);
     }

@@ -2,7 +2,7 @@ import type { Database, Statement } from 'better-sqlite3';
 import type { AdminTokenRepository } from '../store.js';
 import type { AdminTokenRecord } from '../records.js';
 import { tokenOf, type TokenRow } from '../rows.js';
-import { StoreConflict } from '../store.js';
+import { StoreConflict, StoreUnavailable } from '../store.js';
 import { sqliteWrite } from './write-errors.js';
 
 /**
@@ -43,7 +43,13 @@ export class SqliteAdminTokens implements AdminTokenRepository {
   async use(hash: Buffer): Promise<string | null> {
     const row = this.q.byHash.get(hash) as { name: string } | undefined;
     if (!row) return null;
-    sqliteWrite(() => this.q.used.run(Date.now(), row.name));
+    try {
+      sqliteWrite(() => this.q.used.run(Date.now(), row.name));
+    } catch (err) {
+      // The token is good; only the note of its use waits for room: a full disk (or the CLI holding the
+      // database) refused every request with a token, the monitoring of that disk included (found by a review).
+      if (!(err instanceof StoreUnavailable)) throw err;
+    }
     return row.name;
   }
 

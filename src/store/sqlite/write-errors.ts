@@ -1,16 +1,16 @@
 import { StoreConflict, StoreUnavailable, StoreUserGone } from '../store.js';
 
 /**
- * Result codes (primary, before any `_`) of a write SQLite could not make now and rolled back: the file
- * system full, an I/O error (ENOSPC shows as SQLITE_IOERR_WRITE when the WAL grows), or a lock another
- * process (the CLI, a checkpoint) held past busy_timeout.
+ * A write SQLite refused for now and rolled back: its file system full (ENOSPC is SQLITE_FULL), or a lock
+ * another process (the CLI, a checkpoint) held past busy_timeout (SQLITE_BUSY and its extended codes). Other
+ * I/O errors (a failing disk, a damaged file) are not "try again": they stay errors of the server, logged.
  */
-const UNWRITABLE = new Set(['SQLITE_FULL', 'SQLITE_IOERR', 'SQLITE_BUSY', 'SQLITE_LOCKED']);
+const UNWRITABLE = /^SQLITE_(FULL|BUSY)(_|$)/;
 
 /**
  * `write()`, with SQLite's errors as the store's own: its unique constraints (a taken name, a key the user
  * has) as StoreConflict, its foreign keys (a user removed by another process since it was read) as
- * StoreUserGone, and a write it could not make now as StoreUnavailable (the admin API answered a ban's
+ * StoreUserGone, and a write it could not make now (UNWRITABLE) as StoreUnavailable (the admin API answered a ban's
  * removal on a full disk with 500 and 'internal error', where nothing was wrong with the request or the
  * server and the same request went through once there was room: found in a clean run).
  */
@@ -22,7 +22,7 @@ export function sqliteWrite<T>(write: () => T): T {
     if (typeof code !== 'string') throw err;
     if (code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new StoreConflict((err as Error).message);
     if (code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw new StoreUserGone((err as Error).message);
-    if (UNWRITABLE.has(/^SQLITE_[A-Z]+/.exec(code)?.[0] ?? '')) {
+    if (UNWRITABLE.test(code)) {
       throw new StoreUnavailable(`the user store cannot be written now (${(err as Error).message}); nothing was changed: try again`, { cause: err });
     }
     throw err;

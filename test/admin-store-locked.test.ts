@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
+import { sluice } from './helpers/cli.js';
+import { freePort, TestServer } from './helpers/server.js';
+
+/*
+ * The SQLite database held by another process past SQLite's busy timeout
+ * (5 s): a CLI command, a backup, an operator's sqlite3 shell in a
+ * transaction. Found by a review: `POST /users` answered 400 "could not add
+ * user" (the request was sound), the removal of a ban 500, and every
+ * request with a token 500 or 503, the monitoring included, because the
+ * token's last use could not be noted.
+ */
+describe('admin API: the user store locked by another process', () => {
+  let srv: TestServer;
+  let api: AdminTarget;
+  let token: string;
+  before(async () => {
+    const port = await freePort();
+    api = { port, from: '127.0.0.62' };
+    srv = await TestServer.start({ env: { SLUICE_ADMIN_LISTEN: `127.0.0.1:${port}` } });
+    const r = sluice(srv.dir, ['admin', 'token', 'create', 'ops']);
+    assert.equal(r.code, 0, r.stderr);
+    token = r.stdout.trim();
+  });
+  after(async () => {
+    await srv.stop();
+  });
+
+  /** `run` while another connection holds the database's write lock. */
+  async function whileLocked<T>(run: () => Promise<T>): Promise<T> {
+    const db = new Database(join(srv.dir, 'data', 'sluice.db'));
+    try {
+      db.exec('BEGIN IMMEDIATE');
+      return await run();
+    } finally {
+      db.exec('ROLLBACK');
+      db.close();
+    }
+  }
+
+  it('writes are answered 503 with Retry-After and change nothing; reads and the token still work; the writes go through after', { timeout: 60_000 }, async () => {
+    assert.equal((await adminRequest(api, 'POST', '/api/v1/bans', { token, body: { address: '10.9.0.2' } })).status, 201);
+    const [added, lifted, listed] = await whileLocked(() => Promise.all([
+      adminRequest(api, 'POST', '/api/v1/users', { token, body: { name: 'late', password: 'late password 1' } }),
+      adminRequest(api, 'DELETE', '/api/v1/bans/10.9.0.2', { token }),
+      adminRequest(api, 'GET', '/api/v1/bans', { token }),
+    ]));
+    for (const reply of [added, lifted]) {
+      assert.equal(reply.status, 503, reply.text);
+      assert.equal(reply.headers['retry-after'], '5');
+      assert.match(reply.text, /the user store cannot be written now \(database is locked\); nothing was changed: try again/);
+    }
+    assert.equal(listed.status, 200, `a read with a token while the store is locked: ${listed.text}`);
+    assert.ok((listed.json as { address: string }[]).some((b) => b.address === '10.9.0.2'), listed.text);
+    assert.notEqual(sluice(srv.dir, ['user', 'show', 'late']).code, 0, 'the refused user was stored');
+    assert.match(srv.log, /admin API request not served now: the store refused the write/);
+    assert.equal((await adminRequest(api, 'POST', '/api/v1/users', { token, body: { name: 'late', password: 'late password 1' } })).status, 201);
+    assert.equal((await adminRequest(api, 'DELETE', '/api/v1/bans/10.9.0.2', { token })).status, 200);
+  });
+});
