@@ -11,6 +11,8 @@ const MAX_KEPT = 1000;
 const MAX_TRACKED = 100_000;
 /** Rows whose last offence left the window, and those past MAX_TRACKED, are deleted at most this often by each node. */
 const PRUNE_EVERY_MS = 60_000;
+/** A prune that failed is tried again this much later, not at every offence. */
+const PRUNE_RETRY_MS = 5_000;
 
 /**
  * The prune waits for no row: it locks those to delete that no one holds, and
@@ -56,9 +58,10 @@ export class PostgresFailureTally implements FailureTally {
       // Addresses that stopped offending: the table holds only the window's, and at most MAX_TRACKED. The offence
       // is counted whatever the prune meets: a prune that failed (a statement timeout, a lost connection) failed
       // the add after its offence was written, and the defender skipped that offence's ban check (found by a
-      // review). It is tried again at the next offence; what it would have removed only waits.
-      await this.pool.query(PRUNE, [since, MAX_TRACKED - 1]).catch(() => {
-        this.pruneAfter = 0;
+      // review). It is tried again after PRUNE_RETRY_MS; what it would have removed only waits.
+      await this.pool.query(PRUNE, [since, MAX_TRACKED - 1]).catch((err: unknown) => {
+        this.pruneAfter = now + PRUNE_RETRY_MS;
+        process.emitWarning(`offences not pruned (tried again in ${PRUNE_RETRY_MS / 1000} s): ${(err as Error).message}`, 'SluiceStoreWarning');
       });
     }
     return rows[0]?.n ?? 1;
