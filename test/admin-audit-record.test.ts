@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
 import { sluice } from './helpers/cli.js';
-import { freePort, TestServer } from './helpers/server.js';
+import { serverWithAdminToken } from './helpers/admin-server.js';
+import type { TestServer } from './helpers/server.js';
 
 /*
  * The `admin` audit record of each request against the real server: written
@@ -65,12 +66,7 @@ describe('admin audit records', () => {
   let api: AdminTarget;
   let token: string;
   before(async () => {
-    const port = await freePort();
-    api = { port, from: '127.0.0.60' };
-    srv = await TestServer.start({ env: { SLUICE_ADMIN_LISTEN: `127.0.0.1:${port}` } });
-    const r = sluice(srv.dir, ['admin', 'token', 'create', 'ops']);
-    assert.equal(r.code, 0, r.stderr);
-    token = r.stdout.trim();
+    ({ srv, api, token } = await serverWithAdminToken('127.0.0.60'));
   });
   after(async () => {
     await srv.stop();

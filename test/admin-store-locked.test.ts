@@ -4,7 +4,8 @@ import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
 import { sluice } from './helpers/cli.js';
-import { freePort, TestServer } from './helpers/server.js';
+import { serverWithAdminToken } from './helpers/admin-server.js';
+import type { TestServer } from './helpers/server.js';
 
 /*
  * The SQLite database held by another process past SQLite's busy timeout
@@ -19,12 +20,7 @@ describe('admin API: the user store locked by another process', () => {
   let api: AdminTarget;
   let token: string;
   before(async () => {
-    const port = await freePort();
-    api = { port, from: '127.0.0.62' };
-    srv = await TestServer.start({ env: { SLUICE_ADMIN_LISTEN: `127.0.0.1:${port}` } });
-    const r = sluice(srv.dir, ['admin', 'token', 'create', 'ops']);
-    assert.equal(r.code, 0, r.stderr);
-    token = r.stdout.trim();
+    ({ srv, api, token } = await serverWithAdminToken('127.0.0.62'));
   });
   after(async () => {
     await srv.stop();
