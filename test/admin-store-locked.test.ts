@@ -5,6 +5,8 @@ import Database from 'better-sqlite3';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
 import { sluice } from './helpers/cli.js';
 import { serverWithAdminToken } from './helpers/admin-server.js';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { until } from './helpers/probe.js';
 import type { TestServer } from './helpers/server.js';
 
 /*
@@ -20,7 +22,7 @@ describe('admin API: the user store locked by another process', () => {
   let api: AdminTarget;
   let token: string;
   before(async () => {
-    ({ srv, api, token } = await serverWithAdminToken('127.0.0.62'));
+    ({ srv, api, token } = await serverWithAdminToken('127.0.0.62', { yaml: 'ftp:\n  tls: optional\nauth:\n  failureDelay: 0\n' }));
   });
   after(async () => {
     await srv.stop();
@@ -56,5 +58,29 @@ describe('admin API: the user store locked by another process', () => {
     assert.match(srv.log, /admin API request not served now: the store refused the write/);
     assert.equal((await adminRequest(api, 'POST', '/api/v1/users', { token, body: { name: 'late', password: 'late password 1' } })).status, 201);
     assert.equal((await adminRequest(api, 'DELETE', '/api/v1/bans/10.9.0.2', { token })).status, 200);
+  });
+
+  // Found by a review: the removal lifted the ban held in memory, then answered the store's refusal with
+  // "nothing was changed".
+  it('a ban the defender holds (the store refused it) is lifted, and the 503 of its stored record says so', { timeout: 60_000 }, async () => {
+    const from = '127.0.0.63';
+    // A past ban of the address, stored: its row stays once it has run out.
+    assert.equal((await adminRequest(api, 'POST', '/api/v1/bans', { token, body: { address: from, seconds: 1 } })).status, 201);
+    assert.equal(await until(5000, async () => (await RawFtp.greeting(srv.ftpPort, from)) === 220), true, 'the ban of 1 s did not run out');
+    const lifted = await whileLocked(async () => {
+      for (let i = 0; i < 5; i++) {
+        const c = await RawFtp.connect(srv.ftpPort, false, from).catch(() => null);
+        if (!c) break;
+        await c.read();
+        await c.login('nobody', `guess ${i}`).catch(() => null);
+        c.close();
+      }
+      assert.equal(await until(15_000, async () => (await RawFtp.greeting(srv.ftpPort, from)) !== 220), true, 'five failed logins: not banned');
+      return adminRequest(api, 'DELETE', `/api/v1/bans/${from}`, { token });
+    });
+    assert.equal(lifted.status, 503, lifted.text);
+    assert.match(lifted.text, new RegExp(`the ban in force on ${from.replaceAll('.', '\\.')} is lifted; its stored record could not be removed \\(database is locked\\): try again`));
+    assert.equal(await RawFtp.greeting(srv.ftpPort, from), 220, 'the held ban was not lifted');
+    assert.equal((await adminRequest(api, 'DELETE', `/api/v1/bans/${from}`, { token })).status, 200, 'the stored record then removed');
   });
 });

@@ -80,7 +80,10 @@ export function banRoutes(api: FastifyInstance, { base, coordination, sessions }
       const held = coordination.defender.lift(address);
       const removed = await base.bans.remove(address).catch((err: unknown) => {
         // Its 503 must not say nothing changed when the ban in force is lifted already (found by a review).
-        if (held && err instanceof StoreUnavailable) throw new StoreUnavailable(`the ban in force on ${address} is lifted; its stored record could not be removed (${err.message})`, { cause: err });
+        if (held && err instanceof StoreUnavailable) {
+          const why = err.cause instanceof Error ? err.cause.message : err.message;
+          throw new StoreUnavailable(`the ban in force on ${address} is lifted; its stored record could not be removed (${why}): try again`, { cause: err });
+        }
         throw err;
       });
       if (!removed && !held) throw new NotFound(`${address} is not banned`);
