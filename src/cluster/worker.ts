@@ -53,7 +53,7 @@ async function serveUntilStopped(config: Config): Promise<{ code: number; draine
 async function serveWithCoordinator(config: Config, channel: Channel, coordinator: RemoteCoordinator): Promise<{ code: number; drained?: DrainCounts }> {
   const base = await openAdmin(config);
   // The primary's thread checkpoints (Checkpointer): this worker's commits only if it cannot.
-  if (base.store instanceof SqliteStore) base.store.leaveCheckpoints();
+  if (base.store instanceof SqliteStore) base.store.serve();
   const services = servicesOn(base, coordinator, coordinator, cluster.worker?.id ?? 0);
   let hurry: () => void = () => undefined;
   const hurried = new Promise<void>((resolve) => (hurry = resolve));

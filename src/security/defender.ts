@@ -19,8 +19,10 @@ export class Defender implements Scorer {
   /** Bans the store did not take (its disk full, its server gone), per address: in force here until stored. */
   private readonly held = new Map<string, HeldBan>();
   private storing: NodeJS.Timeout | null = null;
-  /** The held ban storeHeld is writing, and whether an administrator lifted it meanwhile. */
-  private writing: { ban: HeldBan; lifted: boolean } | null = null;
+  /** A round of storeHeld is under way: the store may take seconds, and the rounds are a second apart. */
+  private storingRound = false;
+  /** Held bans being written to the store, and whether an administrator lifted each meanwhile. */
+  private readonly writing = new Map<HeldBan, { lifted: boolean }>();
 
   constructor(
     private readonly check: BanCheck,
@@ -57,14 +59,17 @@ export class Defender implements Scorer {
     const seconds = Math.min(banTime * 2 ** Math.min(count - 1, 30), maxBanTime);
     const until = new Date(now + seconds * 1000);
     const reason = `${threshold} failures in ${window} s, the last ${offence}`;
+    const ban: HeldBan = { until, count, reason, since: new Date(now) };
+    // Held from now, as admission asks here (holds): the store may wait seconds for another process's lock,
+    // and the address was let in meanwhile.
+    this.held.set(source, ban);
     try {
-      await this.check.bans.put(source, until, count, reason);
-      this.held.delete(source);
+      await this.store(source, ban);
     } catch (err) {
       // Found by a review: with the store's disk full the ban was lost and the count begun again, so a
-      // user who filled the disk could then guess passwords unbanned. Admission asks here (holds).
+      // user who filled the disk could then guess passwords unbanned.
       this.log.error({ err, source }, 'ban not stored: in force in this process, stored again each second');
-      this.hold(source, { until, count, reason, since: new Date(now) });
+      if (this.held.get(source) === ban) this.storing ??= setInterval(() => void this.storeHeld(), HELD_RETRY_MS).unref();
     }
     this.log.warn({ ip, source, until: until.toISOString(), count, offence }, 'address banned');
     this.audit?.record({ session: '', user: '', protocol, ip, port: 0 }, { event: 'ban', address: source, until: until.toISOString(), seconds, count, offence });
@@ -89,34 +94,44 @@ export class Defender implements Scorer {
     const ban = this.held.get(source);
     if (!ban) return false;
     this.held.delete(source);
-    if (this.writing?.ban === ban) this.writing.lifted = true;
+    const writing = this.writing.get(ban);
+    if (writing) writing.lifted = true;
     return true;
   }
 
-  private hold(source: string, ban: HeldBan): void {
-    this.held.set(source, ban);
-    this.storing ??= setInterval(() => void this.storeHeld(), HELD_RETRY_MS).unref();
+  /**
+   * The held `ban` into the store, no longer held once it is there; throws what the store refused with. False:
+   * an administrator lifted it meanwhile, whose removal found nothing yet, so it is removed again.
+   */
+  private async store(source: string, ban: HeldBan): Promise<boolean> {
+    const writing = { lifted: false };
+    this.writing.set(ban, writing);
+    try {
+      await this.check.bans.put(source, ban.until, ban.count, ban.reason);
+    } finally {
+      this.writing.delete(ban);
+    }
+    if (writing.lifted) {
+      await this.check.bans.remove(source).catch((err: unknown) => this.log.error({ err, source }, 'a held ban lifted while it was stored is still in the store'));
+      return false;
+    }
+    if (this.held.get(source) === ban) this.held.delete(source);
+    return true;
   }
 
   /** Each held ban into the store, oldest first; one the store still refuses waits, with those after it, for the next round. */
   private async storeHeld(): Promise<void> {
-    for (const [source, ban] of [...this.held]) {
-      if (!this.holds(source) || this.held.get(source) !== ban) continue;
-      const writing = (this.writing = { ban, lifted: false });
-      try {
-        await this.check.bans.put(source, ban.until, ban.count, ban.reason);
-      } catch {
-        return;
-      } finally {
-        this.writing = null;
+    if (this.storingRound) return;
+    this.storingRound = true;
+    try {
+      for (const [source, ban] of [...this.held]) {
+        if (!this.holds(source) || this.held.get(source) !== ban || this.writing.has(ban)) continue;
+        if (await this.store(source, ban)) this.log.info({ source }, 'held ban stored');
       }
-      if (writing.lifted) {
-        // Lifted while it was written: the administrator's removal found nothing yet, so this one undoes the write.
-        await this.check.bans.remove(source).catch((err: unknown) => this.log.error({ err, source }, 'a held ban lifted while it was stored is still in the store'));
-        continue;
-      }
-      if (this.held.get(source) === ban) this.held.delete(source);
-      this.log.info({ source }, 'held ban stored');
+    } catch {
+      return;
+    } finally {
+      this.storingRound = false;
     }
     if (this.held.size === 0 && this.storing) {
       clearInterval(this.storing);

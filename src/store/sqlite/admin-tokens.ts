@@ -3,7 +3,7 @@ import type { AdminTokenRepository } from '../store.js';
 import type { AdminTokenRecord } from '../records.js';
 import { tokenOf, type TokenRow } from '../rows.js';
 import { StoreConflict, StoreUnavailable } from '../store.js';
-import { sqliteWrite } from './write-errors.js';
+import { sqliteWrite, sqliteWriteSoon } from './write-errors.js';
 
 /**
  * The admin API's tokens, by name, as the SHA-256 of each (admin/tokens.ts
@@ -26,7 +26,7 @@ export class SqliteAdminTokens implements AdminTokenRepository {
   /** False: a token of that name exists already. */
   async add(name: string, hash: Buffer): Promise<boolean> {
     try {
-      sqliteWrite(() => this.q.add.run(name, hash, Date.now()));
+      await sqliteWriteSoon(() => this.q.add.run(name, hash, Date.now()));
       return true;
     } catch (err) {
       if (err instanceof StoreConflict) return false;
@@ -36,7 +36,7 @@ export class SqliteAdminTokens implements AdminTokenRepository {
 
   /** False: there was none of that name. */
   async remove(name: string): Promise<boolean> {
-    return sqliteWrite(() => this.q.remove.run(name)).changes > 0;
+    return (await sqliteWriteSoon(() => this.q.remove.run(name))).changes > 0;
   }
 
   /** The name of the token with this hash, noted as used now; null: no such token. */

@@ -2,7 +2,7 @@ import type { Database, Statement } from 'better-sqlite3';
 import type { BanRepository } from '../store.js';
 import type { BanRecord } from '../records.js';
 import { banOf, type BanRow } from '../rows.js';
-import { sqliteWrite } from './write-errors.js';
+import { sqliteWriteSoon } from './write-errors.js';
 
 /**
  * Banned addresses, shared by the server (checked at every accept: one
@@ -47,7 +47,7 @@ export class SqliteBans implements BanRepository {
   }
 
   async put(address: string, until: Date | null, count: number, reason: string): Promise<void> {
-    sqliteWrite(() => this.q.put.run({ address, until: until?.getTime() ?? null, count, reason, now: Date.now() }));
+    await sqliteWriteSoon(() => this.q.put.run({ address, until: until?.getTime() ?? null, count, reason, now: Date.now() }));
   }
 
   /** A ban by an administrator: counted as one more in the address's row, so the defender's next one is longer. */
@@ -57,6 +57,6 @@ export class SqliteBans implements BanRepository {
 
   /** Lift the ban and forget the address's history; false when there was none. */
   async remove(address: string): Promise<boolean> {
-    return sqliteWrite(() => this.q.remove.run(address)).changes > 0;
+    return (await sqliteWriteSoon(() => this.q.remove.run(address))).changes > 0;
   }
 }

@@ -83,7 +83,7 @@ parentPort.on('message', (m) => {
  * commit: on a serving process's event loop, with the fsyncs of the WAL and
  * of the database file (13 ms of a worker's loop in one strace here, and
  * every session of the process waits meanwhile). Serving connections raise
- * that to FALLBACK_FRAMES (SqliteStore.leaveCheckpoints) and the process
+ * that to FALLBACK_FRAMES (SqliteStore.serve) and the process
  * that coordinates (the primary, or the one process) runs this thread.
  * Its checkpoints take no lock a commit needs, except the RESTART one of a
  * long WAL. What stays with a commit is the fsync of a

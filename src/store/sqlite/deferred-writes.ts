@@ -1,5 +1,6 @@
 import type { Database, Statement } from 'better-sqlite3';
 import type { UsageStore } from '../../session/account.js';
+import { lockedOut, WRITE_PATIENCE_MS } from './write-errors.js';
 
 interface Usage {
   bytes: number;
@@ -8,8 +9,10 @@ interface Usage {
 
 /** How long a change may wait to be written with the others. */
 const FLUSH_MS = 100;
-/** How long after a failed write it is tried again. */
+/** How long after a failed write it is tried again, at most. */
 const RETRY_MS = 1000;
+/** After a write refused for another process's lock, the first retry; doubled up to RETRY_MS while it is refused. */
+const LOCKED_RETRY_MS = 25;
 
 /**
  * The users' usage counters and last logins in SQLite, written in batches:
@@ -28,6 +31,8 @@ export class DeferredUserWrites implements UsageStore {
   private logins = new Map<number, number>();
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
+  /** Since when the writes have been refused, the next retry's delay, and whether that was said. */
+  private refused: { since: number; retryMs: number; said: boolean } | null = null;
   private readonly q: Record<'usage' | 'add' | 'set' | 'login', Statement>;
   private readonly write: (usage: Map<number, Usage>, logins: Map<number, number>) => void;
 
@@ -100,15 +105,19 @@ export class DeferredUserWrites implements UsageStore {
   }
 
   setUsage(userId: number, bytes: number, files: number): void {
-    this.pending.delete(userId);
     this.q.set.run(bytes, files, userId);
+    // Only once the recount is written: a refused one leaves the changes it would have replaced.
+    this.pending.delete(userId);
   }
 
   /**
    * Write the changes kept so far; called on the timer and by close(). A
-   * write that fails (the database locked past busy_timeout by another
-   * process, a full disk) keeps them, and is tried again a second later: thrown from the timer it would have ended
-   * the process, and lost them. False when it failed.
+   * write that fails (the database locked by another process, a full disk)
+   * keeps them, and is tried again: thrown from the timer it would have ended
+   * the process, and lost them. A lock is waited for between tries, on timers,
+   * as sqliteWriteSoon does, and said once it has lasted WRITE_PATIENCE_MS;
+   * anything else is said at once and tried again each RETRY_MS. False when
+   * it failed.
    */
   flush(): boolean {
     if (this.timer) clearTimeout(this.timer);
@@ -117,16 +126,25 @@ export class DeferredUserWrites implements UsageStore {
     const [usage, logins] = [this.pending, this.logins];
     this.pending = new Map();
     this.logins = new Map();
+    const tried = Date.now();
     try {
       this.write(usage, logins);
-      return true;
     } catch (err) {
       // The transaction wrote nothing, and nothing was added meanwhile (it runs synchronously): keep them as they were.
       [this.pending, this.logins] = [usage, logins];
-      process.emitWarning(`usage and last logins not written to SQLite yet, trying again: ${(err as Error).message}`, 'SluiceStoreWarning');
-      this.schedule(RETRY_MS);
+      const refused = (this.refused ??= { since: tried, retryMs: LOCKED_RETRY_MS / 2, said: false });
+      const locked = lockedOut(err);
+      refused.retryMs = locked ? Math.min(refused.retryMs * 2, RETRY_MS) : RETRY_MS;
+      if (!refused.said && (!locked || Date.now() - refused.since >= WRITE_PATIENCE_MS)) {
+        refused.said = true;
+        process.emitWarning(`usage and last logins not written to SQLite yet, trying again until they are: ${(err as Error).message}`, 'SluiceStoreWarning');
+      }
+      this.schedule(refused.retryMs);
       return false;
     }
+    if (this.refused?.said) process.emitWarning(`usage and last logins written to SQLite, ${Math.round((Date.now() - this.refused.since) / 1000)} s late`, 'SluiceStoreWarning');
+    this.refused = null;
+    return true;
   }
 
   /** The last write, before the database closes: what it cannot write is lost, as in a crash (see above). */

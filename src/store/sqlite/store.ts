@@ -5,6 +5,7 @@ import { SqliteBans } from './bans.js';
 import { Checkpointer, FALLBACK_FRAMES } from './checkpointer.js';
 import { openDatabase } from './db.js';
 import { SqliteUsers } from './users.js';
+import { SERVING_BUSY_MS } from './write-errors.js';
 
 /** The embedded store: one SQLite file in this machine's data directory. */
 export class SqliteStore implements Store {
@@ -30,16 +31,18 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * A serving process's connection: the coordinating process's thread
-   * checkpoints (see Checkpointer); its commits only as a fallback.
+   * A serving process's connection: it waits for another's lock SERVING_BUSY_MS at most on its event loop
+   * (sqliteWriteSoon and the deferred writes wait longer between tries), and the coordinating process's
+   * thread checkpoints (see Checkpointer); its commits only as a fallback. The CLI keeps the long wait.
    */
-  leaveCheckpoints(): void {
+  serve(): void {
+    this.db.pragma(`busy_timeout = ${SERVING_BUSY_MS}`);
     this.db.pragma(`wal_autocheckpoint = ${FALLBACK_FRAMES}`);
   }
 
-  /** The coordinating process: checkpoints on a thread from now on, for every process of the server. */
+  /** The coordinating process, serving: checkpoints on a thread from now on, for every process of the server. */
   checkpointOnThread(onError: (message: string) => void): Checkpointer {
-    this.leaveCheckpoints();
+    this.serve();
     return new Checkpointer(this.file, onError);
   }
 

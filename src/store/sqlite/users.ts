@@ -5,7 +5,7 @@ import { keyOf, type KeyRow } from '../rows.js';
 import { settingsOf, type NewKey, type PublicKeyRecord, type UserRecord, type UserSettings } from '../records.js';
 import type { Credentials, HomeCheck, HomeOfUser, UserRepository } from '../store.js';
 import { DeferredUserWrites } from './deferred-writes.js';
-import { sqliteWrite } from './write-errors.js';
+import { sqliteWriteSoon } from './write-errors.js';
 
 interface UserRow {
   id: number;
@@ -109,7 +109,7 @@ export class SqliteUsers implements UserRepository {
 
   /** Insert a user with its address rules and keys in one transaction. */
   async create(name: string, passwordHash: string | null, s: UserSettings, keys: NewKey[] = [], checkHome?: HomeCheck): Promise<UserRecord> {
-    const id = sqliteWrite(() =>
+    const id = await sqliteWriteSoon(() =>
       // IMMEDIATE: the write lock before checkHome reads the other homes.
       this.db.transaction(() => {
         checkHome?.(this.q.homes!.all() as HomeOfUser[]);
@@ -125,7 +125,7 @@ export class SqliteUsers implements UserRepository {
 
   async update(id: number, patch: Partial<UserSettings>, checkHome?: HomeCheck, passwordHash?: string): Promise<boolean> {
     // IMMEDIATE: the write lock before the read, or the CLI and the server could merge over each other.
-    return sqliteWrite(() => this.db.transaction(() => {
+    return sqliteWriteSoon(() => this.db.transaction(() => {
       const row = this.q.byId!.get(id) as UserRow | undefined;
       if (!row) return false;
       checkHome?.((this.q.homes!.all() as HomeOfUser[]).filter((u) => u.id !== id));
@@ -140,14 +140,14 @@ export class SqliteUsers implements UserRepository {
   }
 
   async remove(id: number): Promise<void> {
-    sqliteWrite(() => this.q.remove!.run(id));
+    await sqliteWriteSoon(() => this.q.remove!.run(id));
     // SQLite gives a removed user's id to the next user made (INTEGER PRIMARY KEY takes max + 1):
     // its usage and last login still waiting to be written would become theirs.
     this.counters.forget(id);
   }
 
   async setPasswordHash(id: number, hash: string | null): Promise<void> {
-    sqliteWrite(() => this.q.setHash!.run(hash, Date.now(), id));
+    await sqliteWriteSoon(() => this.q.setHash!.run(hash, Date.now(), id));
   }
 
   async recordLogin(id: number): Promise<void> {
@@ -159,16 +159,16 @@ export class SqliteUsers implements UserRepository {
   }
 
   async addUsage(userId: number, bytes: number, files: number): Promise<void> {
-    this.counters.addNow(userId, bytes, files);
+    await sqliteWriteSoon(() => this.counters.addNow(userId, bytes, files));
   }
 
   async setUsage(userId: number, bytes: number, files: number): Promise<void> {
-    this.counters.setUsage(userId, bytes, files);
+    await sqliteWriteSoon(() => this.counters.setUsage(userId, bytes, files));
   }
 
   async setDirPermissions(userId: number, path: string, permissions: Permission[] | null): Promise<boolean> {
-    if (permissions === null) return sqliteWrite(() => this.q.removeDirPerm!.run(userId, path)).changes > 0;
-    sqliteWrite(() => this.q.setDirPerm!.run(userId, path, permissions.join(',')));
+    if (permissions === null) return (await sqliteWriteSoon(() => this.q.removeDirPerm!.run(userId, path))).changes > 0;
+    await sqliteWriteSoon(() => this.q.setDirPerm!.run(userId, path, permissions.join(',')));
     return true;
   }
 
@@ -177,11 +177,11 @@ export class SqliteUsers implements UserRepository {
   }
 
   async addKey(userId: number, key: NewKey): Promise<void> {
-    sqliteWrite(() => this.insertKey(userId, key));
+    await sqliteWriteSoon(() => this.insertKey(userId, key));
   }
 
   async removeKey(userId: number, fingerprint: string): Promise<boolean> {
-    return sqliteWrite(() => this.q.removeKey!.run(userId, fingerprint)).changes > 0;
+    return (await sqliteWriteSoon(() => this.q.removeKey!.run(userId, fingerprint))).changes > 0;
   }
 
   private insertKey(userId: number, k: NewKey): void {
