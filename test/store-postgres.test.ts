@@ -445,6 +445,34 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
     }
   });
 
+  it("a token is taken though its use cannot be noted now (read only, disk full); another refusal of the note is not hidden", async () => {
+    const url = await server.createDatabase();
+    const store = await openPostgresStore(url);
+    try {
+      const hash = Buffer.alloc(32, 5);
+      assert.equal(await store.tokens.add('ops', hash), true);
+      assert.equal(await store.tokens.use(hash), 'ops');
+      const noted = async () => (await store.tokens.all()).find((t) => t.name === 'ops')?.lastUsed?.getTime();
+      const first = await noted();
+      assert.ok(first !== undefined, 'its use was noted');
+      for (const [errcode, taken] of [['read_only_sql_transaction', true], ['disk_full', true], ['raise_exception', false]] as const) {
+        await withClient(url, (sql) => sql.query(`CREATE FUNCTION refuse_note() RETURNS trigger LANGUAGE plpgsql AS $$
+          BEGIN RAISE EXCEPTION 'not now' USING ERRCODE = '${errcode}'; END $$;
+          CREATE TRIGGER refuse_note BEFORE UPDATE ON admin_tokens FOR EACH ROW EXECUTE FUNCTION refuse_note()`));
+        try {
+          if (taken) assert.equal(await store.tokens.use(hash), 'ops', `the note refused with ${errcode}`);
+          else await assert.rejects(store.tokens.use(hash), /not now/, 'a refusal that is not the state of the database');
+          assert.equal(await noted(), first, 'noted though refused?');
+          assert.equal(await store.tokens.use(Buffer.alloc(32, 6)), null, 'an unknown token');
+        } finally {
+          await withClient(url, (sql) => sql.query('DROP TRIGGER refuse_note ON admin_tokens; DROP FUNCTION refuse_note()'));
+        }
+      }
+    } finally {
+      await store.close();
+    }
+  });
+
   it('close() ends the pool and the notification connection', async () => {
     const url = await server.createDatabase();
     const store: Store = await openPostgresStore(url);

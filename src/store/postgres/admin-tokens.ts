@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { AdminTokenRecord } from '../records.js';
 import { tokenOf, type TokenRow } from '../rows.js';
 import type { AdminTokenRepository } from '../store.js';
-import { uniqueViolation } from './connection.js';
+import { cannotWriteNow, uniqueViolation } from './connection.js';
 
 /** The admin API's tokens, as the SQLite AdminTokenStore keeps them: only each token's SHA-256. */
 export class PostgresAdminTokens implements AdminTokenRepository {
@@ -24,9 +24,16 @@ export class PostgresAdminTokens implements AdminTokenRepository {
   }
 
   async use(hash: Buffer): Promise<string | null> {
-    const { rows } = await this.pool.query<{ name: string }>(
-      'UPDATE admin_tokens SET last_used = $1 WHERE hash = $2 RETURNING name', [Date.now(), hash]);
-    return rows[0]?.name ?? null;
+    const { rows } = await this.pool.query<{ name: string }>('SELECT name FROM admin_tokens WHERE hash = $1', [hash]);
+    const name = rows[0]?.name;
+    if (name === undefined) return null;
+    // The token is good whether or not its use can be noted: as SQLite's, a database that cannot take the
+    // note now (read only, its disk full, the row locked past the limits) must not refuse every request
+    // with a token, the monitoring of that database included. One round trip more, on the API only.
+    await this.pool.query('UPDATE admin_tokens SET last_used = $1 WHERE name = $2', [Date.now(), name]).catch((err: unknown) => {
+      if (!cannotWriteNow(err)) throw err;
+    });
+    return name;
   }
 
   async all(): Promise<AdminTokenRecord[]> {

@@ -77,6 +77,16 @@ export function gaveUp(err: unknown): boolean {
   return code === '55P03' || code === '57014' || code === '25P03';
 }
 
+/**
+ * PostgreSQL refused a write for the state it is in, not for what was asked: gaveUp, a read-only
+ * transaction (a standby, default_transaction_read_only) or its resources short (class 53: a full disk,
+ * no memory, no connection left).
+ */
+export function cannotWriteNow(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return gaveUp(err) || code === '25006' || (typeof code === 'string' && code.startsWith('53'));
+}
+
 /** `err`, as StoreUnavailable when PostgreSQL gave up waiting (gaveUp). */
 export function busyOr(err: unknown): unknown {
   if (!gaveUp(err)) return err;
