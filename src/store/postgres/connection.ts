@@ -88,7 +88,7 @@ export function cannotWriteNow(err: unknown): boolean {
 }
 
 /** `err`, as StoreUnavailable when PostgreSQL gave up waiting (gaveUp). */
-export function busyOr(err: unknown): unknown {
+export function gaveUpAsUnavailable(err: unknown): unknown {
   if (!gaveUp(err)) return err;
   return new StoreUnavailable(`the store gave up waiting (${(err as Error).message}); try again`, { cause: err });
 }

@@ -4,7 +4,7 @@ import type { Permission } from '../../session/permissions.js';
 import { keyOf, type KeyRow } from '../rows.js';
 import { settingsOf, type NewKey, type PublicKeyRecord, type UserRecord, type UserSettings } from '../records.js';
 import { StoreConflict, StoreUserGone, type Credentials, type HomeCheck, type HomeOfUser, type UserRepository } from '../store.js';
-import { busyOr, foreignKeyViolation, storeAway, transaction, uniqueViolation } from './connection.js';
+import { gaveUpAsUnavailable, foreignKeyViolation, storeAway, transaction, uniqueViolation } from './connection.js';
 import type { LastLogins } from './last-logins.js';
 import type { UserCache } from './user-cache.js';
 import type { WriteTurns } from './write-turns.js';
@@ -121,7 +121,7 @@ export class PostgresUsers implements UserRepository {
     } catch (err) {
       if (uniqueViolation(err, 'users_name_nocase')) throw new StoreConflict(`user ${name} exists already`);
       if (uniqueViolation(err)) throw new StoreConflict(`user ${name}: the same key given twice`);
-      throw busyOr(err);
+      throw gaveUpAsUnavailable(err);
     }
   }
 
@@ -214,7 +214,7 @@ export class PostgresUsers implements UserRepository {
     try {
       return await (inTurn ? this.writes.run(write) : write());
     } catch (err) {
-      throw busyOr(err);
+      throw gaveUpAsUnavailable(err);
     } finally {
       this.cache.forget();
     }
