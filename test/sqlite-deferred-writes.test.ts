@@ -124,4 +124,34 @@ describe('SQLite deferred writes when the database refuses them', () => {
     }
     await store.close();
   });
+
+  it("a serving process's close waits, off its loop, for a lock another process holds a moment: nothing it kept is lost", async () => {
+    // Found by a review of 5deb893: a serving connection waits 20 ms per try (SqliteStore.serve), and close()
+    // tried once, so the usage and last logins kept were lost to any lock held past that at the stop (a
+    // checkpoint's RESTART, another process's write), where the 5 s busy timeout had waited for them before.
+    const store = openSqliteStore(file);
+    store.serve();
+    const u = await store.users.create('mo', null, { home: dir, enabled: true, expiresAt: null, protocols: ['sftp'], requireTls: false, requireKey: false, permissions: [], quotaBytes: 0, quotaFiles: 0, rateUp: null, rateDown: null, scan: null, allowIps: [], denyIps: [], dirPermissions: [] } as never);
+    store.users.counters.addUsage(u.id, 2000, 2);
+    await store.users.recordLogin(u.id);
+    const other = new Database(file);
+    other.exec('BEGIN IMMEDIATE');
+    const released = new Promise<void>((resolve) =>
+      setTimeout(() => {
+        other.exec('ROLLBACK');
+        other.close();
+        resolve();
+      }, 300),
+    );
+    await store.close();
+    await released;
+    const reader = new Database(file, { readonly: true });
+    try {
+      const row = reader.prepare('SELECT used_bytes AS bytes, used_files AS files, last_login_at AS at FROM users WHERE id = ?').get(u.id) as { bytes: number; files: number; at: number | null };
+      assert.deepEqual([row.bytes, row.files], [2000, 2], 'the usage written at the close');
+      assert.notEqual(row.at, null, 'the last login too');
+    } finally {
+      reader.close();
+    }
+  });
 });

@@ -51,7 +51,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
-    this.users.counters.close();
+    await this.users.counters.close();
     this.db.close();
   }
 }
