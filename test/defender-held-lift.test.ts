@@ -27,14 +27,19 @@ class SlowBans implements BanRepository {
   async active(now = Date.now()) { return [...this.rows.values()].filter((b) => b.until === null || b.until.getTime() > now); }
   async activeCount(now = Date.now()) { return (await this.active(now)).length; }
   put(address: string, until: Date | null, count: number, reason: string): Promise<void> {
-    if (this.failing) return Promise.reject(Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' }));
-    return new Promise((resolve) => this.waiting.push(() => {
-      this.rows.set(address, { address, until, count, reason, createdAt: new Date() });
-      resolve();
-    }));
+    return this.landing(() => void this.rows.set(address, { address, until, count, reason, createdAt: new Date() }));
+  }
+  putUnlessBanned(address: string, until: Date, count: number, reason: string, since: Date): Promise<boolean> {
+    return this.landing(() => !this.banned(address) && !!this.rows.set(address, { address, until, count, reason, createdAt: since }));
   }
   async add(address: string, until: Date | null) { await this.put(address, until, 1, 'added by an administrator'); }
   async remove(address: string) { return this.rows.delete(address); }
+  async removeOwn(address: string, since: Date) { return this.rows.get(address)?.createdAt.getTime() === since.getTime() && this.rows.delete(address); }
+  /** `write` once the test lets it land. */
+  private landing<T>(write: () => T): Promise<T> {
+    if (this.failing) return Promise.reject(Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' }));
+    return new Promise((resolve) => this.waiting.push(() => resolve(write())));
+  }
   banned(address: string) {
     const b = this.rows.get(address);
     return b !== undefined && (b.until === null || b.until.getTime() > Date.now());

@@ -316,6 +316,25 @@ for (const backend of [sqlite(), postgres()]) {
       assert.deepEqual(await a.users.usage(u.id), { bytes: 30_000, files: 30 });
     });
 
+    it("bans: the defender's putUnlessBanned leaves a ban in force standing, and removeOwn removes only its own", async () => {
+      const [store] = await fresh();
+      const since = new Date(Date.now() - 1000);
+      const until = new Date(Date.now() + 60_000);
+      await store.bans.put('192.0.2.1', new Date(Date.now() - 500), 1, 'over');
+      assert.equal(await store.bans.putUnlessBanned('192.0.2.1', until, 2, 'login failures', since), true, 'over a past ban');
+      const mine = await store.bans.get('192.0.2.1');
+      assert.deepEqual([mine?.until?.getTime(), mine?.count, mine?.createdAt.getTime()], [until.getTime(), 2, since.getTime()]);
+      assert.equal(store.bans.banned('192.0.2.1'), true);
+      await store.bans.add('192.0.2.2', null);
+      assert.equal(await store.bans.putUnlessBanned('192.0.2.2', until, 1, 'login failures', since), false, 'a ban in force stands');
+      assert.equal((await store.bans.get('192.0.2.2'))?.until, null);
+      assert.equal(await store.bans.removeOwn('192.0.2.2', since), false, "another's ban is not the defender's to remove");
+      assert.equal(store.bans.banned('192.0.2.2'), true);
+      assert.equal(await store.bans.removeOwn('192.0.2.1', since), true);
+      assert.equal(await store.bans.get('192.0.2.1'), null);
+      assert.equal(store.bans.banned('192.0.2.1'), false);
+    });
+
     it('bans: put, get, active, count, banned, expiry, add, remove', async () => {
       const [store] = await fresh();
       const soon = new Date(Date.now() + 60_000);

@@ -101,21 +101,26 @@ export class Defender implements Scorer {
 
   /**
    * The held `ban` into the store, no longer held once it is there; throws what the store refused with. False:
-   * an administrator lifted it meanwhile, whose removal found nothing yet, so it is removed again.
+   * an administrator lifted it meanwhile, whose removal found nothing yet, so it is removed again. A ban another
+   * wrote while this one waited for the store (an administrator's, `sluice ban add`) stands, and this one is
+   * dropped: found by a review of 5deb893, the waiting write replaced a permanent ban made meanwhile with its
+   * minutes, and when lifted meanwhile, its removal took the administrator's ban with it.
    */
   private async store(source: string, ban: HeldBan): Promise<boolean> {
     const writing = { lifted: false };
     this.writing.set(ban, writing);
+    let written: boolean;
     try {
-      await this.check.bans.put(source, ban.until, ban.count, ban.reason);
+      written = await this.check.bans.putUnlessBanned(source, ban.until, ban.count, ban.reason, ban.since);
     } finally {
       this.writing.delete(ban);
     }
     if (writing.lifted) {
-      await this.check.bans.remove(source).catch((err: unknown) => this.log.error({ err, source }, 'a held ban lifted while it was stored is still in the store'));
+      if (written) await this.check.bans.removeOwn(source, ban.since).catch((err: unknown) => this.log.error({ err, source }, 'a held ban lifted while it was stored is still in the store'));
       return false;
     }
     if (this.held.get(source) === ban) this.held.delete(source);
+    if (!written) this.log.info({ source }, 'another ban on the address was stored meanwhile: it stands');
     return true;
   }
 

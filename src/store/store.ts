@@ -217,6 +217,13 @@ export interface BanRepository {
   active(now?: number): Promise<BanRecord[]>;
   activeCount(now?: number): Promise<number>;
   put(address: string, until: Date | null, count: number, reason: string): Promise<void>;
+  /**
+   * The defender's ban, decided at `since` with none in force: written unless another is in force by now (an
+   * administrator's or another node's, made while this one waited for the store), which stands. False: it stood.
+   */
+  putUnlessBanned(address: string, until: Date, count: number, reason: string, since: Date): Promise<boolean>;
+  /** Remove the defender's ban decided at `since` (putUnlessBanned), and no other; false when the row is not that one. */
+  removeOwn(address: string, since: Date): Promise<boolean>;
   /** A ban by an administrator: counted as one more in the address's row, so the defender's next one is longer. */
   add(address: string, until: Date | null): Promise<void>;
   /** Lift the ban and forget the address's history; false when there was none. */

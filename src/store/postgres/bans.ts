@@ -57,6 +57,23 @@ export class PostgresBans implements BanRepository, Subscriber {
     this.note({ address, until: until?.getTime() ?? null });
   }
 
+  async putUnlessBanned(address: string, until: Date, count: number, reason: string, since: Date): Promise<boolean> {
+    const r = await this.pool.query(`INSERT INTO bans (address, until, count, reason, created_at) VALUES ($1, $2, $3, $4, $5)
+      ON CONFLICT (address) DO UPDATE SET until = excluded.until, count = excluded.count, reason = excluded.reason,
+      created_at = excluded.created_at WHERE bans.until IS NOT NULL AND bans.until <= $6`,
+    [address, until.getTime(), count, reason, since.getTime(), Date.now()]);
+    if ((r.rowCount ?? 0) === 0) return false;
+    this.note({ address, until: until.getTime() });
+    return true;
+  }
+
+  async removeOwn(address: string, since: Date): Promise<boolean> {
+    const r = await this.pool.query('DELETE FROM bans WHERE address = $1 AND created_at = $2', [address, since.getTime()]);
+    if ((r.rowCount ?? 0) === 0) return false;
+    this.note({ address, removed: true });
+    return true;
+  }
+
   async add(address: string, until: Date | null): Promise<void> {
     // One statement, so two administrators (or nodes) adding at once both count; its notice to end the address's
     // sessions on every node, and the row a node not listening then reads later (session-ends.ts), go with the

@@ -10,7 +10,7 @@ import { sqliteWriteSoon } from './write-errors.js';
  * server sees its bans at the next connection).
  */
 export class SqliteBans implements BanRepository {
-  private readonly q: Record<'get' | 'active' | 'activeCount' | 'put' | 'remove', Statement>;
+  private readonly q: Record<'get' | 'active' | 'activeCount' | 'put' | 'putUnlessBanned' | 'remove' | 'removeOwn', Statement>;
 
   constructor(db: Database) {
     this.q = {
@@ -20,7 +20,11 @@ export class SqliteBans implements BanRepository {
       put: db.prepare(`INSERT INTO bans (address, until, count, reason, created_at) VALUES (@address, @until, @count, @reason, @now)
         ON CONFLICT (address) DO UPDATE SET until = excluded.until, count = excluded.count, reason = excluded.reason,
         created_at = excluded.created_at`),
+      putUnlessBanned: db.prepare(`INSERT INTO bans (address, until, count, reason, created_at) VALUES (@address, @until, @count, @reason, @since)
+        ON CONFLICT (address) DO UPDATE SET until = excluded.until, count = excluded.count, reason = excluded.reason,
+        created_at = excluded.created_at WHERE bans.until IS NOT NULL AND bans.until <= @now`),
       remove: db.prepare('DELETE FROM bans WHERE address = ?'),
+      removeOwn: db.prepare('DELETE FROM bans WHERE address = ? AND created_at = ?'),
     };
   }
 
@@ -48,6 +52,15 @@ export class SqliteBans implements BanRepository {
 
   async put(address: string, until: Date | null, count: number, reason: string): Promise<void> {
     await sqliteWriteSoon(() => this.q.put.run({ address, until: until?.getTime() ?? null, count, reason, now: Date.now() }));
+  }
+
+  async putUnlessBanned(address: string, until: Date, count: number, reason: string, since: Date): Promise<boolean> {
+    const put = () => this.q.putUnlessBanned.run({ address, until: until.getTime(), count, reason, since: since.getTime(), now: Date.now() });
+    return (await sqliteWriteSoon(put)).changes > 0;
+  }
+
+  async removeOwn(address: string, since: Date): Promise<boolean> {
+    return (await sqliteWriteSoon(() => this.q.removeOwn.run(address, since.getTime()))).changes > 0;
   }
 
   /** A ban by an administrator: counted as one more in the address's row, so the defender's next one is longer. */
