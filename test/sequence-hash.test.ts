@@ -131,10 +131,12 @@ describe('Sha256Stream: the hashing is off the event loop', () => {
   };
 
   it('feeding 64 MiB costs the loop a fraction of hashing them there, and the digest is right', async () => {
-    // Interleaved, best of three each: the loop's share is a copy into the batch, the thread's a SHA-256.
+    // Interleaved, best of five each: the loop's share is a copy into the batch, the thread's a SHA-256. Best
+    // of three failed a clean run under the suite's load (19.5 ms against 37.6: the bound is 18.8); hashed on
+    // the loop, the two are equal however many are taken.
     const loop: number[] = [];
     const inline: number[] = [];
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 5; i++) {
       const [ns, digest] = await feed(new Sha256Stream());
       loop.push(ns);
       assert.equal(await digest, sha256(big));
