@@ -227,6 +227,29 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
     }
   });
 
+  it("a node whose defender's ban stood down for another's has that ban in force at once, before its notice", async () => {
+    const url = await server.createDatabase();
+    const node = await openPostgresStore(url);
+    const [listener] = await withClient(url, async (c) => (await c.query(
+      "SELECT pid FROM pg_stat_activity WHERE application_name = 'sluice notices' AND datname = current_database()")).rows);
+    const other = await openPostgresStore(url);
+    // This node's notices held back (its connection lost or behind): only its own reading can tell it.
+    process.kill(listener.pid, 'SIGSTOP');
+    try {
+      const until = new Date(Date.now() + 60_000);
+      assert.equal(await other.bans.putUnlessBanned('203.0.113.7', until, 1, 'login failures', new Date()), true);
+      await other.bans.add('203.0.113.8', null);
+      for (const address of ['203.0.113.7', '203.0.113.8']) {
+        assert.equal(await node.bans.putUnlessBanned(address, until, 1, 'login failures', new Date()), false, address);
+        assert.equal(node.bans.banned(address), true, `${address}: the ban that stood is in force here`);
+      }
+    } finally {
+      process.kill(listener.pid, 'SIGCONT');
+      await other.close();
+      await node.close();
+    }
+  });
+
   it("logins' copy of a user is kept across usage and last-login writes, and dropped by any change or a lost connection", async () => {
     const url = await server.createDatabase();
     const store = await openPostgresStore(url);

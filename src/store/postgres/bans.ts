@@ -62,9 +62,16 @@ export class PostgresBans implements BanRepository, Subscriber {
       ON CONFLICT (address) DO UPDATE SET until = excluded.until, count = excluded.count, reason = excluded.reason,
       created_at = excluded.created_at WHERE bans.until IS NOT NULL AND bans.until <= $6`,
     [address, until.getTime(), count, reason, since.getTime(), Date.now()]);
-    if ((r.rowCount ?? 0) === 0) return false;
-    this.note({ address, until: until.getTime() });
-    return true;
+    if ((r.rowCount ?? 0) > 0) {
+      this.note({ address, until: until.getTime() });
+      return true;
+    }
+    // The ban that stood is another's (a node's, `sluice ban add`), whose notice may not have come (the notices
+    // connection lost or behind): noted here as read now, as a write of this node's is, since the defender drops
+    // its own for it (found by a review: the address this node had just decided to ban was let in).
+    const { rows } = await this.pool.query<{ until: number | null }>('SELECT until FROM bans WHERE address = $1', [address]);
+    this.note(rows[0] ? { address, until: rows[0].until } : { address, removed: true });
+    return false;
   }
 
   async removeOwn(address: string, since: Date): Promise<boolean> {
