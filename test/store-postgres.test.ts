@@ -496,6 +496,27 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
     }
   });
 
+  it('a token whose removal commits while its use waits for the row is refused', async () => {
+    const url = await server.createDatabase();
+    const store = await openPostgresStore(url);
+    try {
+      const hash = Buffer.alloc(32, 7);
+      assert.equal(await store.tokens.add('gone', hash), true);
+      await withClient(url, async (remover) => {
+        await remover.query('BEGIN');
+        await remover.query("DELETE FROM admin_tokens WHERE name = 'gone'");
+        const use = store.tokens.use(hash);
+        const waiting = () => withClient(url, async (c) => (await c.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")).rows[0]!.n > 0);
+        assert.ok(await within(5000, waiting), 'the use waits for the row the removal holds');
+        await remover.query('COMMIT');
+        assert.equal(await use, null, 'taken after its removal committed');
+      });
+    } finally {
+      await store.close();
+    }
+  });
+
   it('close() ends the pool and the notification connection', async () => {
     const url = await server.createDatabase();
     const store: Store = await openPostgresStore(url);
