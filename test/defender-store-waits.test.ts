@@ -27,7 +27,9 @@ describe("a defender's ban waiting for the lock while an operator bans the addre
       const store = openSqliteStore(file);
       store.serve();
       const settings = configSchema.parse({ defender: { threshold: 1, banTime: 600 } }).defender;
-      const defender = new Defender(new BanCheck(store.bans, [], 64), new MemoryFailureTally(), settings, null, pino({ level: 'silent' }));
+      const recorded: string[] = [];
+      const audit = { record: (_actor: unknown, e: { event: string }) => recorded.push(e.event) };
+      const defender = new Defender(new BanCheck(store.bans, [], 64), new MemoryFailureTally(), settings, audit, pino({ level: 'silent' }));
       const ip = '192.0.2.9';
       // Another process's transaction holds the lock; the defender's write waits for it.
       const other = new Database(file);
@@ -45,6 +47,9 @@ describe("a defender's ban waiting for the lock while an operator bans the addre
       const row = await store.bans.get(ip);
       await store.close();
       assert.deepEqual([row?.until, row?.reason], [null, 'added by an administrator']);
+      // Found by the review: the trail said the defender banned the address for ten minutes, a ban never stored
+      // (the operator's, which stood, has its own record). One lifted meanwhile was in force until then: recorded.
+      assert.deepEqual(recorded, lifted ? ['ban'] : [], 'the defender\'s ban in the trail');
     });
   }
 });

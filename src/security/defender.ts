@@ -64,7 +64,8 @@ export class Defender implements Scorer {
     // and the address was let in meanwhile.
     this.held.set(source, ban);
     try {
-      await this.store(source, ban);
+      // Another's ban in force by now (an administrator's, another node's) stands, with its own record: as one found above.
+      if ((await this.store(source, ban)) === 'stood') return true;
     } catch (err) {
       // Found by a review: with the store's disk full the ban was lost and the count begun again, so a
       // user who filled the disk could then guess passwords unbanned.
@@ -100,13 +101,13 @@ export class Defender implements Scorer {
   }
 
   /**
-   * The held `ban` into the store, no longer held once it is there; throws what the store refused with. False:
-   * an administrator lifted it meanwhile, whose removal found nothing yet, so it is removed again. A ban another
-   * wrote while this one waited for the store (an administrator's, `sluice ban add`) stands, and this one is
-   * dropped: found by a review of 5deb893, the waiting write replaced a permanent ban made meanwhile with its
-   * minutes, and when lifted meanwhile, its removal took the administrator's ban with it.
+   * The held `ban` into the store, no longer held once it is there; throws what the store refused with.
+   * 'lifted': an administrator lifted it meanwhile, whose removal found nothing yet, so it is removed again.
+   * 'stood': a ban another wrote while this one waited for the store (an administrator's, `sluice ban add`)
+   * stands, and this one is dropped: found by a review of 5deb893, the waiting write replaced a permanent ban
+   * made meanwhile with its minutes, and when lifted meanwhile, its removal took the administrator's ban with it.
    */
-  private async store(source: string, ban: HeldBan): Promise<boolean> {
+  private async store(source: string, ban: HeldBan): Promise<'stored' | 'lifted' | 'stood'> {
     const writing = { lifted: false };
     this.writing.set(ban, writing);
     let written: boolean;
@@ -117,11 +118,12 @@ export class Defender implements Scorer {
     }
     if (writing.lifted) {
       if (written) await this.check.bans.removeOwn(source, ban.since).catch((err: unknown) => this.log.error({ err, source }, 'a held ban lifted while it was stored is still in the store'));
-      return false;
+      return 'lifted';
     }
     if (this.held.get(source) === ban) this.held.delete(source);
-    if (!written) this.log.info({ source }, 'another ban on the address was stored meanwhile: it stands');
-    return true;
+    if (written) return 'stored';
+    this.log.info({ source }, 'another ban on the address was stored meanwhile: it stands');
+    return 'stood';
   }
 
   /** Each held ban into the store, oldest first; one the store still refuses waits, with those after it, for the next round. */
@@ -131,7 +133,7 @@ export class Defender implements Scorer {
     try {
       for (const [source, ban] of [...this.held]) {
         if (!this.holds(source) || this.held.get(source) !== ban || this.writing.has(ban)) continue;
-        if (await this.store(source, ban)) this.log.info({ source }, 'held ban stored');
+        if ((await this.store(source, ban)) === 'stored') this.log.info({ source }, 'held ban stored');
       }
     } catch {
       return;
