@@ -1,5 +1,6 @@
 import { closeSync, openSync, write, writeSync } from 'node:fs';
 import { isatty } from 'node:tty';
+import { blockingPause } from '../blocking-pause.js';
 
 /** Bytes (about) queued for stdout beyond which new lines are dropped: a terminal paused (Ctrl-S), a reader that stopped reading. */
 const MAX_QUEUED = 4 * 1024 * 1024;
@@ -96,7 +97,7 @@ class StdoutLines {
         at += writeSync(this.fd, rest, at);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || Date.now() > giveUpAt) return;
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+        blockingPause(10);
       }
     }
   }

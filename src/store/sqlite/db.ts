@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync, readSync, statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { blockingPause } from '../../blocking-pause.js';
 import { regularFile } from '../../regular-file.js';
 import { loadMigrations, migrationsDir } from '../migrations.js';
 import { migrate } from './migrate.js';
@@ -52,7 +53,7 @@ function switchToWal(db: Database.Database, ms: number): void {
       return;
     } catch (err) {
       if (!lockedOut(err) || Date.now() >= deadline) throw err;
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+      blockingPause(10);
     }
   }
 }
