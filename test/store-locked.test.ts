@@ -8,7 +8,7 @@ import { serverWithAdminToken } from './helpers/admin-server.js';
 import { loggedIn, RawFtp, startUpload } from './helpers/ftp-raw.js';
 import { until } from './helpers/probe.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { TestServer } from './helpers/server.js';
+import { TestServer } from './helpers/server.js';
 
 /*
  * The SQLite database held by another process: a CLI command, a backup, an
@@ -186,5 +186,44 @@ describe('the user store locked by another process', () => {
     assert.match(lifted.text, new RegExp(`the ban in force on ${from.replaceAll('.', '\\.')} is lifted; its stored record could not be removed \\(database is locked\\): try again`));
     assert.equal(await RawFtp.greeting(srv.ftpPort, from), 220, 'the held ban was not lifted');
     assert.equal((await adminRequest(api, 'DELETE', `/api/v1/bans/${from}`, { token })).status, 200, 'the stored record then removed');
+  });
+});
+
+describe('a stop while the user store is locked by another process', () => {
+  it("a second SIGTERM after the drain is said and waited out: the usage not yet written is written once the lock goes, and the process exits 0", { timeout: 60_000 }, async () => {
+    const srv = await TestServer.start({ yaml: 'ftp:\n  tls: optional\n', users: [{ name: 'ann', password: 'ann password 1' }] });
+    const db = join(srv.dir, 'data', 'sluice.db');
+    const used = () => {
+      const r = new Database(db, { readonly: true });
+      try {
+        return (r.prepare("SELECT used_bytes AS b FROM users WHERE name = 'ann'").get() as { b: number }).b;
+      } finally {
+        r.close();
+      }
+    };
+    const held = new Database(db);
+    try {
+      const child = srv.process!;
+      const exited = new Promise<[number | null, string | null]>((r) => child.once('exit', (code, signal) => r([code, signal])));
+      const ftp = await loggedIn(srv.ftpPort, 'ann', 'ann password 1');
+      held.exec('BEGIN IMMEDIATE');
+      const data = await startUpload(ftp, 'late.bin');
+      data.end(Buffer.alloc(1000, 7));
+      assert.equal((await ftp.read())?.code, 226);
+      srv.signal('SIGTERM');
+      await srv.logs(/drained: 1 idle sessions ended/);
+      // The close now waits for the lock to write the upload's usage: on the code before, this killed the process.
+      srv.signal('SIGTERM');
+      await sleep(500);
+      assert.equal(child.signalCode, null, 'the second SIGTERM killed the process');
+      assert.equal(used(), 0, 'the usage was written while the lock was held?');
+      await srv.logs(/SIGTERM while closing: writing the audit trail's and the store's last changes first/);
+      held.exec('ROLLBACK');
+      assert.deepEqual(await exited, [0, null], `the stop: ${srv.stderr.slice(-1000)}`);
+      assert.equal(used(), 1000, 'the usage of the upload before the stop');
+    } finally {
+      held.close();
+      await srv.stop();
+    }
   });
 });

@@ -24,7 +24,7 @@ import { scanSettingIdle } from '../session/scanning.js';
 import { localStorageUsable } from '../session/storage/local.js';
 import { ServerPlaces } from '../session/storage/server-places.js';
 import { adminServesTls, logStarted, warnExposedKeys } from '../started.js';
-import { nextStopSignal } from '../stop-signal.js';
+import { nextStopSignal, stopSignal } from '../stop-signal.js';
 import { provisionAnonymous } from '../users/anonymous.js';
 
 /** `sluice init`: data directory, database and keys, nothing served. */
@@ -71,9 +71,7 @@ export async function serve(config: Config, out: (s: string) => void): Promise<n
 
 async function serveHeld(config: Config, out: (s: string) => void): Promise<number> {
   // Listen for the stop signal first: a stop during start-up must still close cleanly. A hang-up too.
-  const stopped = new Promise<string>((resolve) => {
-    for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, () => resolve(s));
-  });
+  const stopped = stopSignal();
   const hangUps = new HangUps();
   try {
     await createKeys(config, out);
@@ -206,10 +204,10 @@ async function serveHere(services: Services, coordination: Coordination, stopped
   clearInterval(keepAlive);
   coordination.serving.stopping();
   log.info({ signal }, 'stopping');
-  const hurry = nextStopSignal();
+  const hurry = nextStopSignal(log);
   const { drainFrontEnds } = await import('../front-ends.js');
   const drained = await drainFrontEnds(running, services.live, services.config.shutdown.drainTimeout, hurry.signalled);
-  hurry.dispose();
+  hurry.drained();
   leave();
   log.info(drained, drainSummary(drained));
   return 0;

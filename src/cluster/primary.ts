@@ -181,12 +181,12 @@ export async function superviseWorkers(
   clearInterval(keepAlive);
   const live = [...links.values()].map((l) => ({ worker: l.worker, ...l.live }));
   log.info({ signal, workers: live }, 'stopping');
-  const hurry = nextStopSignal();
+  const hurry = nextStopSignal(log);
   void hurry.signalled.then(() => {
     for (const worker of starting) if (worker.isConnected()) worker.send({ t: 'stop', now: true } satisfies PrimaryMessage);
   });
   await stopAll();
-  hurry.dispose();
+  hurry.drained();
   log.info(drained, drainSummary(drained));
   return 0;
 }
