@@ -1,4 +1,4 @@
-import { mkdirSync, readdirSync, rmdirSync, statSync } from 'node:fs';
+import { mkdir, readdir, rmdir, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { ANONYMOUS_LOGINS, USER_NAME, permissionRulesOf, refusal } from '../auth/authenticator.js';
 import { parseCidr } from '../auth/ip-rules.js';
@@ -6,7 +6,7 @@ import type { PasswordHasher } from '../auth/passwords.js';
 import { parsePublicKey } from '../auth/public-keys.js';
 import { PROTOCOLS, type Protocol } from '../session/account.js';
 import { resolveVirtual } from '../session/paths.js';
-import { ServerPlaces, homeNesting, realPlace, realPlacesOf, type ServerFile } from '../session/storage/server-places.js';
+import { ServerPlaces, homeNesting, realPlaceAsync, realPlacesOf, type ServerFile } from '../session/storage/server-places.js';
 import { outlivesHome, type LiveSessionInfo } from '../session/live.js';
 import { DEFAULT_PERMISSIONS, parsePermissions, rulesOfList, takesAnyAway, type Permission } from '../session/permissions.js';
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
@@ -224,6 +224,8 @@ export type UserView = Omit<UserRecord, 'passwordHash'> & { password: 'set' | 'n
  * users goes through here, so each is validated the same way, then written once.
  */
 export class UserAdmin {
+  private readonly serverPlaces: ServerPlaces;
+
   /**
    * @param serverFiles the server's own files and directories (app.ts
    * serverFilesOf): no home may be, hold or lie in one, except under
@@ -233,8 +235,11 @@ export class UserAdmin {
     private readonly store: UserRepository,
     private readonly hasher: PasswordHasher,
     private readonly dataDir: string,
-    private readonly serverFiles: readonly ServerFile[],
-  ) {}
+    serverFiles: readonly ServerFile[],
+  ) {
+    // Resolved here, at start, as the logins' check is: not on the event loop at each change.
+    this.serverPlaces = new ServerPlaces(dataDir, serverFiles);
+  }
 
   /**
    * Whoever may set a home would otherwise control the server (ServerPlaces);
@@ -243,18 +248,27 @@ export class UserAdmin {
    * is not another. Checked here before anything is made, and again by the
    * store as it writes the home (homeApart).
    */
-  private async checkHome(home: string, self?: number): Promise<HomeCheck> {
-    const why = new ServerPlaces(this.dataDir, this.serverFiles).conflict(realPlace(home));
+  private async checkHome(home: string, self?: number): Promise<HomeLookups> {
+    const realHome = await realPlaceAsync(home);
+    const why = this.serverPlaces.conflict(realHome);
     if (why) throw new AdminError(`home ${home} ${why}`);
     const stored = await this.store.all();
-    const check = homeApart(home, await realPlacesOf(stored.map((u) => u.home)));
-    check(stored.filter((u) => u.id !== self));
-    return check;
+    const realOf = await realPlacesOf(stored.map((u) => u.home));
+    homeApart(home, realHome, realOf)(stored.filter((u) => u.id !== self));
+    return realOf;
+  }
+
+  /**
+   * The store's check of `home`, made once the home is: where it leads is
+   * looked up again, as it may have been made, or replaced, since checkHome.
+   */
+  private async storeCheck(home: string, realOf: HomeLookups): Promise<HomeCheck> {
+    return homeApart(home, await realPlaceAsync(home), realOf);
   }
 
   /** unmakeHome, leaving every home stored now: an add or change that won a race among them. */
   private async unmake(home: string, first: string): Promise<void> {
-    unmakeHome(home, first, new Set((await this.store.all().catch(() => [])).map((u) => resolve(u.home))));
+    await unmakeHome(home, first, new Set((await this.store.all().catch(() => [])).map((u) => resolve(u.home))));
   }
 
   async require(name: string): Promise<UserRecord> {
@@ -273,8 +287,8 @@ export class UserAdmin {
     checkExpiry(u.expiresAt);
     const home = u.home === undefined ? join(this.dataDir, 'homes', u.name) : resolve(validateHome(u.home));
     if (!isAbsolute(home)) throw new AdminError(`home "${u.home}" must be a path`);
-    if (u.home === undefined) refuseLeftHome(home);
-    const homeCheck = await this.checkHome(home);
+    if (u.home === undefined) await refuseLeftHome(home);
+    const realOf = await this.checkHome(home);
     const settings: UserSettings = {
       home,
       enabled: true,
@@ -292,9 +306,9 @@ export class UserAdmin {
       denyIps: u.denyIps ?? [],
     };
     const hash = u.password === null ? null : await this.hasher.hash(u.password);
-    const createdHome = makeHome(home);
+    const createdHome = await makeHome(home);
     try {
-      return await this.store.create(u.name, hash, settings, u.keys, homeCheck);
+      return await this.store.create(u.name, hash, settings, u.keys, await this.storeCheck(home, realOf));
     } catch (err) {
       // Another administrator (or node) added the same name since the check above: the new
       // home is removed unless it is the one that user got (the same path, made by either).
@@ -318,8 +332,9 @@ export class UserAdmin {
     let homeCheck: HomeCheck | undefined;
     if (patch.home !== undefined) {
       change.home = resolve(validateHome(patch.home));
-      homeCheck = await this.checkHome(change.home, user.id);
-      createdHome = makeHome(change.home);
+      const realOf = await this.checkHome(change.home, user.id);
+      createdHome = await makeHome(change.home);
+      homeCheck = await this.storeCheck(change.home, realOf);
     }
     const hash = password === undefined ? null : await this.hasher.hash(password);
     // Only what is changed goes to the store, which merges it under the row's lock; the new password in the
@@ -436,14 +451,18 @@ export class UserAdmin {
   }
 }
 
+/** Where homes lead, looked up off the event loop (realPlacesOf). */
+type HomeLookups = (path: string) => string;
+
 /**
  * The store's HomeCheck for `home`: no other user's home, as stored when it
- * is written, may hold it or lie in it. `realOf`: where the homes looked up
- * before lead (see realPlacesOf); one stored since is looked up in the check.
+ * is written, may hold it or lie in it. `realHome`: where `home` leads;
+ * `realOf`: where the homes looked up before lead (see realPlacesOf); one
+ * stored since is looked up in the check.
  */
-function homeApart(home: string, realOf: (path: string) => string): HomeCheck {
+function homeApart(home: string, realHome: string, realOf: HomeLookups): HomeCheck {
   return (others) => {
-    const why = homeNesting(home, others, realOf);
+    const why = homeNesting(home, realHome, others, realOf);
     if (why) throw new AdminError(`home ${home} ${why}`);
   };
 }
@@ -456,10 +475,10 @@ function homeApart(home: string, realOf: (path: string) => string): HomeCheck {
  * taken only while it is missing or empty; a home given on purpose may hold
  * files (a customer's directory moved in), which the next start counts.
  */
-function refuseLeftHome(home: string): void {
+async function refuseLeftHome(home: string): Promise<void> {
   let names: string[];
   try {
-    names = readdirSync(home);
+    names = await readdir(home);
   } catch {
     return; // missing, or not a directory: makeHome says which
   }
@@ -473,9 +492,9 @@ function refuseLeftHome(home: string): void {
  * are missing. Returns the first directory it created (the home, or the
  * highest parent it made), null if the home was there. Refuses a file in the way.
  */
-export function makeHome(home: string): string | null {
+export async function makeHome(home: string): Promise<string | null> {
   try {
-    if (statSync(home).isDirectory()) return null;
+    if ((await stat(home)).isDirectory()) return null;
     throw new AdminError(`home ${home} exists and is not a directory`);
   } catch (err) {
     if (err instanceof AdminError) throw err;
@@ -483,7 +502,7 @@ export function makeHome(home: string): string | null {
   }
   try {
     // Made by another request since the look above: nothing of it is ours to take away.
-    return mkdirSync(home, { recursive: true, mode: 0o750 }) ?? null;
+    return (await mkdir(home, { recursive: true, mode: 0o750 })) ?? null;
   } catch (err) {
     throw homeError(home, err);
   }
@@ -497,10 +516,10 @@ export function makeHome(home: string): string | null {
  * parent this one made (found by a review: a refused inner add removed the
  * empty home of the outer user that won).
  */
-function unmakeHome(home: string, first: string, kept: ReadonlySet<string>): void {
+async function unmakeHome(home: string, first: string, kept: ReadonlySet<string>): Promise<void> {
   for (let dir = home; !kept.has(dir); dir = dirname(dir)) {
     try {
-      rmdirSync(dir);
+      await rmdir(dir);
     } catch {
       return;
     }

@@ -1,8 +1,8 @@
-import { mkdirSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ANONYMOUS } from '../session/account.js';
 import type { Config } from '../config/schema.js';
-import { homeNesting, realPlace, realPlacesOf, type ServerPlaces } from '../session/storage/server-places.js';
+import { homeNesting, realPlaceAsync, realPlacesOf, type ServerPlaces } from '../session/storage/server-places.js';
 import { settingsOf, type UserRecord, type UserSettings } from '../store/records.js';
 import { StoreConflict, type HomeCheck, type UserRepository } from '../store/store.js';
 import { makeHome, parseVirtualDir } from './admin.js';
@@ -62,13 +62,16 @@ async function provision(users: UserRepository, settings: AnonymousSettings, pla
   // Looked at here so a refused start makes no directory, and again in the store's transaction (rootApart)
   // for a user added meanwhile, by the CLI or another node, as every home is checked.
   const stored = await users.all();
-  const apart = rootApart(settings.root, await realPlacesOf(stored.map((u) => u.home)));
-  apart(stored.filter((u) => u.name !== ANONYMOUS));
+  const realOf = await realPlacesOf(stored.map((u) => u.home));
+  const realRoot = await realPlaceAsync(settings.root);
+  rootApart(settings.root, realRoot, realOf)(stored.filter((u) => u.name !== ANONYMOUS));
   // As every home: else the start went well and each anonymous login failed on it (found by an operator's review).
-  const conflict = places.conflict(realPlace(settings.root));
+  const conflict = places.conflict(realRoot);
   if (conflict) throw new AdminError(`ftp.anonymous.root: ${settings.root} ${conflict}`);
-  const madeRoot = makeHome(settings.root) === null ? null : settings.root;
-  if (incoming !== '') mkdirSync(join(settings.root, incoming), { recursive: true, mode: 0o750 });
+  const madeRoot = (await makeHome(settings.root)) === null ? null : settings.root;
+  // Where the root leads once it is made, for the store's check.
+  const apart = rootApart(settings.root, await realPlaceAsync(settings.root), realOf);
+  if (incoming !== '') await mkdir(join(settings.root, incoming), { recursive: true, mode: 0o750 });
   const wanted: UserSettings = {
     ...(existing ? settingsOf(existing) : { quotaBytes: 0, quotaFiles: 0, rateUp: null, rateDown: null, scan: null, allowIps: [], denyIps: [] }),
     home: settings.root,
@@ -87,9 +90,9 @@ async function provision(users: UserRepository, settings: AnonymousSettings, pla
 }
 
 /** The check of the anonymous root against the homes of users: none may hold it or lie in it. */
-function rootApart(root: string, realOf: (path: string) => string): HomeCheck {
+function rootApart(root: string, realRoot: string, realOf: (path: string) => string): HomeCheck {
   return (others) => {
-    const nested = homeNesting(root, others, realOf);
+    const nested = homeNesting(root, realRoot, others, realOf);
     if (nested) throw new AdminError(`ftp.anonymous.root ${root} ${nested}: anonymous FTP needs a root of its own`);
   };
 }

@@ -3,7 +3,7 @@ import { realpath, statfs } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 
 /** Where `path` is on disk, links resolved, whether or not all of it exists yet. */
-export function realPlace(path: string): string {
+function realPlace(path: string): string {
   const full = resolve(path);
   if (existsSync(full)) return realpathSync(full);
   const parent = dirname(full);
@@ -60,7 +60,7 @@ export type ServerFile = string | { readonly path: string; readonly what: string
  * server's own rights: one holding the server's files would hand out its
  * keys, its database and its config, or let a user replace a hook's script.
  * Compared as real paths, so a link is no way around it; resolved when made
- * (synchronously: at start, or once per administrative change).
+ * (synchronously: at start).
  */
 export class ServerPlaces {
   private readonly own: { real: string; what: string }[];
@@ -115,14 +115,13 @@ function nestedHome(home: string, others: readonly { name: string; home: string 
  * user's home (`/srv/alice/L/bob`, L alice's) is elsewhere for realpath, but
  * its every login resolves alice's L, which she may point anywhere.
  */
-export function homeNesting(home: string, others: readonly { name: string; home: string }[], realOf: (path: string) => string = realPlace): string | null {
+export function homeNesting(home: string, realHome: string, others: readonly { name: string; home: string }[], realOf: (path: string) => string): string | null {
   const places = others.flatMap((u) => [{ name: u.name, home: resolve(u.home) }, { name: u.name, home: realOf(u.home) }]);
-  // The home itself where it leads now: it may have been made, or replaced, since the others were looked up.
-  return nestedHome(realPlace(home), places) ?? nestedHome(resolve(home), places);
+  return nestedHome(realHome, places) ?? nestedHome(resolve(home), places);
 }
 
 /** realPlace, off the event loop: a path that does not resolve is taken as its parent's place and its name. */
-async function realPlaceAsync(path: string): Promise<string> {
+export async function realPlaceAsync(path: string): Promise<string> {
   const full = resolve(path);
   const real = await realpath(full).catch(() => null);
   if (real !== null) return real;
