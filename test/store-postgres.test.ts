@@ -19,6 +19,11 @@ import type { Store } from '../src/store/store.js';
 import type { UserRecord } from '../src/store/records.js';
 import { Notices } from '../src/store/postgres/notices.js';
 import { UserCache } from '../src/store/postgres/user-cache.js';
+import pino from 'pino';
+import { configSchema } from '../src/config/schema.js';
+import { BanCheck } from '../src/security/ban-check.js';
+import { Defender } from '../src/security/defender.js';
+import { MemoryFailureTally } from '../src/security/failure-tally.js';
 import { sluice } from './helpers/cli.js';
 import { postgresMissing, startPostgres, unexpected, type TestPostgres } from './helpers/postgres.js';
 
@@ -247,6 +252,45 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
       process.kill(listener.pid, 'SIGCONT');
       await other.close();
       await node.close();
+    }
+  });
+
+  it("a new ban on an address whose lifted ban's row is being removed again is stored, not taken for that row", { timeout: 30_000 }, async () => {
+    const url = await server.createDatabase();
+    const store = await openPostgresStore(url);
+    const settings = configSchema.parse({ defender: { threshold: 1, banTime: 600 } }).defender;
+    const defender = new Defender(new BanCheck(store.bans, [], 64), new MemoryFailureTally(), settings, null, pino({ level: 'silent' }));
+    const ip = '198.51.100.4';
+    const first = new pg.Client(clientConfig(url, 'test'));
+    const second = new pg.Client(clientConfig(url, 'test'));
+    await Promise.all([first.connect(), second.connect()]);
+    try {
+      // The defender's write waits behind another transaction's lock on the table.
+      await first.query('BEGIN');
+      await first.query('LOCK TABLE bans IN EXCLUSIVE MODE');
+      const scored = defender.score(ip, 'ftp', 'login-failed');
+      const waiting = (n: number) => async () => (await withClient(url, (c) => c.query("SELECT 1 FROM pg_locks l JOIN pg_class t ON t.oid = l.relation WHERE t.relname = 'bans' AND NOT l.granted"))).rowCount === n;
+      assert.ok(await within(5000, waiting(1)), "the defender's write waits for the lock");
+      // Queued behind that write: granted once it commits, it holds the removal of the lifted ban's row back.
+      await second.query('BEGIN');
+      const held = second.query('LOCK TABLE bans IN EXCLUSIVE MODE');
+      assert.ok(await within(5000, waiting(2)), 'queued behind it');
+      assert.equal(defender.lift(ip), true, 'the held ban lifted by an administrator');
+      await first.query('COMMIT');
+      await held;
+      assert.ok(await within(5000, async () => (await store.bans.get(ip)) !== null), "the lifted ban's row, written: its removal waits");
+      // The address offends again: a new ban. On the code before, it was taken for the lifted one, whose removal
+      // then took the row with it.
+      const again = defender.score(ip, 'ftp', 'login-failed');
+      await new Promise((r) => setTimeout(r, 300));
+      await second.query('COMMIT');
+      assert.deepEqual(await Promise.all([scored, again]), [true, true]);
+      const row = await store.bans.get(ip);
+      assert.ok(row?.until && row.until.getTime() > Date.now(), `the new ban in the store: ${inspect(row)}`);
+      assert.equal(store.bans.banned(ip), true, 'the new ban in force');
+    } finally {
+      await Promise.all([first.end(), second.end()]);
+      await store.close();
     }
   });
 

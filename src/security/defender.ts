@@ -23,6 +23,8 @@ export class Defender implements Scorer {
   private storingRound = false;
   /** Held bans being written to the store, and whether an administrator lifted each meanwhile. */
   private readonly writing = new Map<HeldBan, { lifted: boolean }>();
+  /** Lifted bans whose row, written meanwhile, is being removed again, per address: a new ban waits for it. */
+  private readonly undoing = new Map<string, Promise<unknown>>();
 
   constructor(
     private readonly check: BanCheck,
@@ -51,6 +53,8 @@ export class Defender implements Scorer {
   private async ban(source: string, ip: string, protocol: Service, offence: Offence, now: number): Promise<boolean> {
     const { banTime, maxBanTime, threshold, window } = this.settings;
     await this.tally.clear(source);
+    // Else the row of a lifted ban, still there, read as the ban in force, and its removal then took the new one with it.
+    await this.undoing.get(source);
     const previous = await this.check.bans.get(source);
     // Connections admitted before the ban may still fail: that is the same ban, recorded once.
     if (previous && (previous.until === null || previous.until.getTime() > now)) return true;
@@ -117,13 +121,25 @@ export class Defender implements Scorer {
       this.writing.delete(ban);
     }
     if (writing.lifted) {
-      if (written) await this.check.bans.removeOwn(source, ban.since).catch((err: unknown) => this.log.error({ err, source }, 'a held ban lifted while it was stored is still in the store'));
+      // Not waited for here: the address offending again meanwhile is a new ban (see ban), not this one's.
+      if (written) this.undo(source, ban);
       return 'lifted';
     }
     if (this.held.get(source) === ban) this.held.delete(source);
     if (written) return 'stored';
     this.log.info({ source }, 'another ban on the address was stored meanwhile: it stands');
     return 'stood';
+  }
+
+  /** Remove the row of the lifted `ban`, written while it was lifted. */
+  private undo(source: string, ban: HeldBan): void {
+    const undone = this.check.bans
+      .removeOwn(source, ban.since)
+      .catch((err: unknown) => this.log.error({ err, source }, 'a held ban lifted while it was stored is still in the store'))
+      .finally(() => {
+        if (this.undoing.get(source) === undone) this.undoing.delete(source);
+      });
+    this.undoing.set(source, undone);
   }
 
   /** Each held ban into the store, oldest first; one the store still refuses waits, with those after it, for the next round. */
