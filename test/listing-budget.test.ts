@@ -92,19 +92,20 @@ describe('DirectoryListing: bounded sorting', () => {
   });
 
   it('shares a budget among open listings, and gives it back on close', async () => {
-    // 10,000 names of 1,000 characters hold about 10 MiB each: six fill the 64 MiB budget.
-    const names = named(10_000, 1000);
-    const open = Array.from({ length: 8 }, () => new DirectoryListing(directory(names), () => null, '/'));
+    // 20,000 names of 255 bytes, the longest a name can be (longer ones are not listed), hold about 6 MiB
+    // each: ten all but fill the 64 MiB budget.
+    const names = named(20_000, 254);
+    const open = Array.from({ length: 12 }, () => new DirectoryListing(directory(names), () => null, '/'));
     // Each holds its first run until it has been read through: all eight are started before any is.
     const heads = [];
     for (const listing of open) heads.push(await listing.read(1));
     const firstRuns: number[] = [];
     for (const [i, listing] of open.entries()) {
-      const listed: string[] = [...(heads[i] ?? []), ...(await listing.read(10_000))].map((e) => e.name);
-      assert.equal(listed.length, 10_000);
+      const listed: string[] = [...(heads[i] ?? []), ...(await listing.read(20_000))].map((e) => e.name);
+      assert.equal(listed.length, 20_000);
       firstRuns.push(runs(listed)[0] as number);
     }
-    assert.deepEqual(firstRuns.slice(0, 6), [10_000, 10_000, 10_000, 10_000, 10_000, 10_000]);
+    assert.deepEqual(firstRuns.slice(0, 10), Array.from({ length: 10 }, () => 20_000));
     assert.ok(firstRuns.slice(-1)[0]! <= 512, `with the budget spent, runs of a batch: ${firstRuns}`);
     for (const listing of open) await listing.close();
     const again = new DirectoryListing(directory(names), () => null, '/');
@@ -113,14 +114,14 @@ describe('DirectoryListing: bounded sorting', () => {
 
   it('a listing closed while it gathers keeps no charge', async () => {
     // Found by a review: a batch read after close() was charged after close() had given back the rest.
-    const long = named(512, 1000);
-    for (let i = 0; i < 130; i++) {
+    const long = named(512, 254);
+    for (let i = 0; i < 420; i++) {
       const listing = new DirectoryListing(directory(long), () => null, '/');
       const reading = listing.read(10);
       await listing.close();
       await reading;
     }
-    // 130 leaked batches of about 0.5 MiB would hold the whole budget: this one would come in runs of 512.
+    // 420 leaked batches of about 160 KiB would hold the whole budget: this one would come in runs of 512.
     const names = named(2000);
     assert.deepEqual(await all(new DirectoryListing(directory(names), () => null, '/')), names);
   });

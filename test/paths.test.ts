@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { SluiceError } from '../src/session/errors.js';
-import { checkName, relativeVirtual, resolveVirtual, visibleLinkTarget } from '../src/session/paths.js';
+import { checkName, isClientName, relativeVirtual, resolveVirtual, visibleLinkTarget } from '../src/session/paths.js';
 
 describe('resolveVirtual (pure)', () => {
   const cases: [cwd: string, input: string, expected: string][] = [
@@ -70,6 +70,8 @@ describe('checkName (pure): what can break an MLSx entry is refused at creation'
   for (const name of refused) {
     it(`refuses ${JSON.stringify(name)}`, () => {
       assert.throws(() => checkName(name), (e: unknown) => e instanceof SluiceError && e.kind === 'invalid-path');
+      // What a listing leaves out (names made on the host): exactly what a client may not give.
+      assert.equal(isClientName(name), false);
     });
   }
   // C1 (NEL ends log lines, CSI drives terminals), line and paragraph separators, every bidi embedding, override and isolate control.
@@ -81,7 +83,10 @@ describe('checkName (pure): what can break an MLSx entry is refused at creation'
   // An MLSx entry's name is everything after the first space: these cannot split it.
   // The neighbours of what is refused are fine: U+00A0 and U+00A1 after C1, U+2027 and U+202F around the bidi controls, U+206A after the isolates.
   for (const name of ['a;b', 'type=file;', ' leading space', 'trailing ', 'a b; c=d', '名前', 'a\u00a0b\u00a1', 'a\u2027b\u202f\u206a']) {
-    it(`accepts ${JSON.stringify(name)}`, () => assert.doesNotThrow(() => checkName(name)));
+    it(`accepts ${JSON.stringify(name)}`, () => {
+      assert.doesNotThrow(() => checkName(name));
+      assert.equal(isClientName(name), true);
+    });
   }
 });
 

@@ -1,5 +1,5 @@
 import { movedMeanwhile } from './errors.js';
-import { hasUnsafeChar } from './unsafe-chars.js';
+import { isClientName } from './paths.js';
 import { linkInfo, toFileInfo, type FileInfo } from './file-info.js';
 import type { DirectoryReader } from './storage/storage.js';
 
@@ -160,10 +160,10 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
     if (!this.closed) this.unchecked = true;
     const batch = this.closed ? [] : await this.dir.names(NAME_BATCH);
     if (batch.length === 0) this.drained = true;
-    // Names no client may give (paths.ts checkName refuses their characters) were made on the host: not
-    // listed, by any protocol. They could not be reached, and their ESC, C1 or bidi controls went to the
-    // clients' terminals as they were, in LIST and STAT replies and SFTP READDIR (found by a review).
-    return batch.filter((name) => !hasUnsafeChar(name));
+    // Names no client may give (paths.ts isClientName) were made on the host: not listed, by any protocol.
+    // They could not be reached, and their ESC, C1 or bidi controls went to the clients' terminals as they
+    // were, in LIST and STAT replies and SFTP READDIR (found by a review); a backslash's led elsewhere.
+    return batch.filter(isClientName);
   }
 
   private release(): void {

@@ -55,13 +55,30 @@ export function resolveVirtual(cwd: string, input: string): string {
  * listed (listing.ts DirectoryListing).
  */
 export function checkName(name: string): void {
-  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\\')) {
-    throw new SluiceError('invalid-path');
-  }
-  if (hasUnsafeChar(name)) throw new SluiceError('invalid-path', 'Invalid character in path');
-  if (name.includes(NOT_DECODED)) throw new SluiceError('invalid-path', 'Path is not UTF-8');
-  if (Buffer.byteLength(name) > MAX_NAME_BYTES) throw new SluiceError('invalid-path', 'File name too long');
-  if (name.startsWith(UPLOAD_TEMP_PREFIX)) throw new SluiceError('invalid-path', 'Reserved file name');
+  const refused = nameRefusal(name);
+  if (refused) throw refused;
+}
+
+/**
+ * Pure: may a client give `name`? A name on the disk that none may give was
+ * made on the host, and is not listed (listing.ts): given back by a client,
+ * it would not name that entry. A backslash separates, so a listed `x\y`
+ * read, replaced or removed `x/y` instead, and a directory named `a\..` was
+ * the directory holding it again to `scp -r`, whose walk of two such never
+ * ended (found by a review).
+ */
+export function isClientName(name: string): boolean {
+  return nameRefusal(name) === null;
+}
+
+/** Why checkName refuses `name`, or null. */
+function nameRefusal(name: string): SluiceError | null {
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\\')) return new SluiceError('invalid-path');
+  if (hasUnsafeChar(name)) return new SluiceError('invalid-path', 'Invalid character in path');
+  if (name.includes(NOT_DECODED)) return new SluiceError('invalid-path', 'Path is not UTF-8');
+  if (Buffer.byteLength(name) > MAX_NAME_BYTES) return new SluiceError('invalid-path', 'File name too long');
+  if (name.startsWith(UPLOAD_TEMP_PREFIX)) return new SluiceError('invalid-path', 'Reserved file name');
+  return null;
 }
 
 /** Components of an already clean virtual path. */

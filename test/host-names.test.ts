@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type ssh2 from 'ssh2';
+import { RawFtp, readAll } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+
+/*
+ * Names made on the host (another process, a local account) that a client can
+ * read in a listing but not give back as the same name: a backslash separates
+ * in every path a client gives (Windows clients send them), so `x\y` listed
+ * and given back named `x/y`. Found by an adversarial review: a listed `x\y`
+ * read another file's bytes (and a DELE or REMOVE of it removed that file),
+ * and a directory holding two directories named `a\..` and `b\..` (each
+ * naming the directory holding it again) made `scp -r -f` walk it for ever.
+ */
+describe('names made on the host that a client would give back as another name', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }] });
+    const home = srv.home('alice');
+    mkdirSync(join(home, 'd', 'x'), { recursive: true });
+    writeFileSync(join(home, 'd', 'x', 'y'), 'x/y, a file of its own');
+    writeFileSync(join(home, 'd', 'x\\y'), 'x\\y');
+    writeFileSync(join(home, 'd', 'plain.txt'), 'plain');
+    mkdirSync(join(home, 'tree', 'a\\..'), { recursive: true });
+    mkdirSync(join(home, 'tree', 'b\\..'), { recursive: true });
+    writeFileSync(join(home, 'tree', 'f'), 'f');
+  });
+  after(() => srv.stop());
+
+  it('every name SFTP READDIR and FTP NLST list leads to the entry listed', async () => {
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const s = await sftpOf(conn);
+      const listed = await call<ssh2.FileEntryWithStats[]>((cb) => s.readdir('/d', cb));
+      for (const entry of listed) {
+        const named = await call<ssh2.Stats>((cb) => s.lstat(`/d/${entry.filename}`, cb));
+        assert.deepEqual([named.size, named.mode], [entry.attrs.size, entry.attrs.mode], `${entry.filename} listed, but that name leads to another entry`);
+      }
+      assert.deepEqual(listed.map((e) => e.filename).sort(), ['plain.txt', 'x']);
+    } finally {
+      conn.end();
+    }
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+    try {
+      const data = await c.passive(true);
+      c.send('NLST d\r\n');
+      const socket = await data.open();
+      assert.equal((await c.read())?.code, 150);
+      const names = (await readAll(socket)).toString('utf8').split('\r\n').filter((l) => l !== '');
+      assert.equal((await c.read())?.code, 226);
+      assert.deepEqual(names.sort(), ['plain.txt', 'x']);
+    } finally {
+      c.close();
+    }
+  });
+
+  it('scp -r -f of a directory holding such names sends it once and ends', async () => {
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const ch = await new Promise<ssh2.ClientChannel>((resolve, reject) => conn.exec('scp -r -f /tree', (err, c) => (err ? reject(err) : resolve(c))));
+      let got = '';
+      const sent = new Promise<string>((resolve, reject) => {
+        ch.on('data', (d: Buffer) => {
+          got += d.toString('latin1');
+          // The whole tree is 30 bytes or so; a walk that never ends is stopped here rather than by the test's timeout.
+          if (got.length > 64 * 1024) reject(new Error(`scp -r sent ${got.length} bytes and goes on: ${JSON.stringify(got.slice(0, 120))}...`));
+          // Each line and each file's bytes is answered OK, as OpenSSH's scp does.
+          else ch.write(Buffer.from([0]));
+        });
+        ch.on('close', () => resolve(got));
+      });
+      ch.write(Buffer.from([0]));
+      assert.equal(await sent, 'D0755 0 tree\nC0644 1 f\nf\0E\n');
+    } finally {
+      conn.end();
+    }
+  });
+});
