@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
@@ -11,10 +11,12 @@ import { call, sftpOf, sshConnect } from './helpers/ssh.js';
  * Names made on the host (another process, a local account) that a client can
  * read in a listing but not give back as the same name: a backslash separates
  * in every path a client gives (Windows clients send them), so `x\y` listed
- * and given back named `x/y`. Found by an adversarial review: a listed `x\y`
- * read another file's bytes (and a DELE or REMOVE of it removed that file),
- * and a directory holding two directories named `a\..` and `b\..` (each
- * naming the directory holding it again) made `scp -r -f` walk it for ever.
+ * and given back named `x/y`. Found by an adversarial review: a listed `p\q`
+ * read another file's bytes (and a DELE or REMOVE of it removed that file);
+ * SFTP REALPATH through a link to `x\y` answered that name, and the client's
+ * next path led into `x/y`; and a directory holding two directories named
+ * `a\..` and `b\..` (each naming the directory holding it again) made
+ * `scp -r -f` walk it for ever.
  */
 describe('names made on the host that a client would give back as another name', () => {
   let srv: TestServer;
@@ -22,9 +24,15 @@ describe('names made on the host that a client would give back as another name',
     srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }] });
     const home = srv.home('alice');
     mkdirSync(join(home, 'd', 'x'), { recursive: true });
-    writeFileSync(join(home, 'd', 'x', 'y'), 'x/y, a file of its own');
-    writeFileSync(join(home, 'd', 'x\\y'), 'x\\y');
+    mkdirSync(join(home, 'd', 'x', 'y'));
+    mkdirSync(join(home, 'd', 'x\\y'));
     writeFileSync(join(home, 'd', 'plain.txt'), 'plain');
+    writeFileSync(join(home, 'd', 'x\\y', 'f'), 'f in x\\y');
+    writeFileSync(join(home, 'd', 'x', 'y', 'f'), 'f in x/y');
+    symlinkSync('d/x\\y', join(home, 'link'));
+    mkdirSync(join(home, 'd', 'p'));
+    writeFileSync(join(home, 'd', 'p', 'q'), 'p/q, a file of its own');
+    writeFileSync(join(home, 'd', 'p\\q'), 'p\\q');
     mkdirSync(join(home, 'tree', 'a\\..'), { recursive: true });
     mkdirSync(join(home, 'tree', 'b\\..'), { recursive: true });
     writeFileSync(join(home, 'tree', 'f'), 'f');
@@ -40,7 +48,7 @@ describe('names made on the host that a client would give back as another name',
         const named = await call<ssh2.Stats>((cb) => s.lstat(`/d/${entry.filename}`, cb));
         assert.deepEqual([named.size, named.mode], [entry.attrs.size, entry.attrs.mode], `${entry.filename} listed, but that name leads to another entry`);
       }
-      assert.deepEqual(listed.map((e) => e.filename).sort(), ['plain.txt', 'x']);
+      assert.deepEqual(listed.map((e) => e.filename).sort(), ['p', 'plain.txt', 'x']);
     } finally {
       conn.end();
     }
@@ -52,9 +60,21 @@ describe('names made on the host that a client would give back as another name',
       assert.equal((await c.read())?.code, 150);
       const names = (await readAll(socket)).toString('utf8').split('\r\n').filter((l) => l !== '');
       assert.equal((await c.read())?.code, 226);
-      assert.deepEqual(names.sort(), ['plain.txt', 'x']);
+      assert.deepEqual(names.sort(), ['p', 'plain.txt', 'x']);
     } finally {
       c.close();
+    }
+  });
+
+  it('SFTP REALPATH through a link to such a name answers the path as asked, which leads where the link does', async () => {
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const s = await sftpOf(conn);
+      // As OpenSSH's sftp does for `cd link` and then `get f`.
+      const dir = await call<string>((cb) => s.realpath('link', cb));
+      assert.equal((await call<Buffer>((cb) => s.readFile(`${dir}/f`, cb))).toString(), 'f in x\\y', `REALPATH answered ${dir}`);
+    } finally {
+      conn.end();
     }
   });
 

@@ -8,7 +8,7 @@ import { linkInfo, toFileInfo, type FileInfo } from './file-info.js';
 import type { LiveConnection, LiveRegistry, LiveSession } from './live.js';
 import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
-import { checkName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, visibleLinkTarget } from './paths.js';
+import { checkName, isClientName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, splitVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission, type PermissionRules } from './permissions.js';
 import { addName, dropThrough, moveUnderLock, outsideInPlaceWrites, removeDirectory, type Ledger, type Ledgers, type NamesBusy } from './quota.js';
 import type { RateLimit } from './rate-limit.js';
@@ -19,7 +19,6 @@ import { SessionChecksums, hashRange, type Checksum, type ChecksumRange, type Up
 import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile, type Storage, type StorageOpener } from './storage/storage.js';
 import { Download, Upload, type TransferOptions, type TransferRecord } from './transfer.js';
 import { planUpload, type UploadRefusal } from './upload-plan.js';
-import { hasUnsafeChar } from './unsafe-chars.js';
 
 export interface SessionContext {
   /** Connection id: the login event and every later event of the connection carry it. */
@@ -410,8 +409,9 @@ export class Session implements LiveSession {
     const path = this.resolve(clientPath);
     return this.guard('realpath', path, () =>
       // A link the host made may lead to a name no client may give: the path as asked, as FTP's CWD keeps
-      // it, rather than that name's ESC or bidi controls in the client's prompt (found by a review).
-      this.within(path, true, 'look', async (loc) => (hasUnsafeChar(loc.virtualPath) ? path : loc.virtualPath)).catch((err: unknown) => {
+      // it, rather than that name's ESC or bidi controls in the client's prompt (found by a review), or a
+      // backslash, which the client's next path would give back as a separator, into another directory.
+      this.within(path, true, 'look', async (loc) => (splitVirtual(loc.virtualPath).every(isClientName) ? loc.virtualPath : path)).catch((err: unknown) => {
         if (err instanceof Unseen) return path;
         throw err;
       }),
