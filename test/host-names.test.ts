@@ -30,6 +30,7 @@ describe('names made on the host that a client would give back as another name',
     writeFileSync(join(home, 'd', 'x\\y', 'f'), 'f in x\\y');
     writeFileSync(join(home, 'd', 'x', 'y', 'f'), 'f in x/y');
     symlinkSync('d/x\\y', join(home, 'link'));
+    symlinkSync(join(home, 'd', 'x\\y'), join(home, 'absolute-link'));
     mkdirSync(join(home, 'd', 'p'));
     writeFileSync(join(home, 'd', 'p', 'q'), 'p/q, a file of its own');
     writeFileSync(join(home, 'd', 'p\\q'), 'p\\q');
@@ -73,6 +74,22 @@ describe('names made on the host that a client would give back as another name',
       // As OpenSSH's sftp does for `cd link` and then `get f`.
       const dir = await call<string>((cb) => s.realpath('link', cb));
       assert.equal((await call<Buffer>((cb) => s.readFile(`${dir}/f`, cb))).toString(), 'f in x\\y', `REALPATH answered ${dir}`);
+    } finally {
+      conn.end();
+    }
+  });
+
+  it('SFTP READLINK of a link to such a name answers nothing that, given back, leads elsewhere', async () => {
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const s = await sftpOf(conn);
+      for (const link of ['/link', '/absolute-link']) {
+        // As WinSCP does to open a linked directory: the target read, then used as a path.
+        const target = await call<string>((cb) => s.readlink(link, cb)).catch(() => null);
+        if (target === null) continue;
+        const f = await call<Buffer>((cb) => s.readFile(`${target.startsWith('/') ? '' : '/'}${target}/f`, cb)).catch((e: unknown) => String(e));
+        assert.equal(f.toString(), 'f in x\\y', `READLINK ${link} answered ${target}`);
+      }
     } finally {
       conn.end();
     }

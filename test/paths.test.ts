@@ -113,6 +113,10 @@ describe('visibleLinkTarget (pure)', () => {
     ['/', '/../x'],
     ['/', 'bad\nname'],
     ['/', '/dir/x\r\n'],
+    // One name to the kernel, two to a client given the text back.
+    ['/', 'd/x\\y'],
+    ['/a', '/d/x\\y'],
+    ['/', 'caf\uFFFD'],
   ];
   for (const [dir, text] of refused) {
     it(`${dir}: ${JSON.stringify(text)} throws`, () => assert.throws(() => visibleLinkTarget(dir, text), SluiceError));

@@ -129,10 +129,17 @@ export function resolveStrict(cwd: string, input: string): string {
  * absolute target already made a virtual path, or null when that target lies
  * outside the home (then nothing is shown). Relative text is shown as stored,
  * unless its `..` climbs above the home (then it throws): the rest would name
- * what lies outside. Throws, as resolveVirtual does, on text that is no clean path.
+ * what lies outside. Throws, as resolveVirtual does, on text that is no clean path,
+ * and on a name in it that no client may give (isClientName): the link leads
+ * to that name, which a client given the text back names otherwise (`x\y` as
+ * `x/y`; found by a review).
  */
 export function visibleLinkTarget(linkDir: string, text: string | null): string | null {
   if (text === null) return null;
+  // The kernel, and the storage's walk, part link text at slashes only.
+  if (!text.split('/').every((name) => name === '' || name === '.' || name === '..' || isClientName(name))) {
+    throw new SluiceError('invalid-path', undefined, 'link text names what no client may give');
+  }
   if (text.startsWith('/')) return resolveStrict('/', text);
   resolveStrict(linkDir, text);
   return text;
