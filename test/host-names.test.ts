@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
 import { RawFtp, readAll } from './helpers/ftp-raw.js';
+import { hookRecorder } from './helpers/hook-recorder.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
@@ -115,5 +117,51 @@ describe('names made on the host that a client would give back as another name',
     } finally {
       conn.end();
     }
+  });
+});
+
+/*
+ * A directory renamed on the host while an upload into it runs: the upload's
+ * record names where its file is at the end, and so do its hooks' {path}. A
+ * review had the host rename the directory to `Q<LF><ESC>[31mFAKE LINE`
+ * meanwhile: the line break and the escape reached the hook's argv as they
+ * were (a forged line in what it writes), where a client's words are escaped.
+ */
+describe('a path that names what no client may give reaches hooks escaped', () => {
+  let srv: TestServer;
+  let dir: string;
+  const out = () => join(dir, 'runs.jsonl');
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-host-names-'));
+    const yaml = [
+      'hooks:',
+      '  actions:',
+      '    - name: record',
+      '      on: [upload]',
+      `      command: ['${process.execPath}', '${hookRecorder(dir)}', '${out()}', '{path}']`,
+      '',
+    ].join('\n');
+    srv = await TestServer.start({ yaml, users: [{ name: 'alice', password: 'alice password' }] });
+    mkdirSync(join(srv.home('alice'), 'work'));
+  });
+  after(async () => {
+    await srv?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('SFTP upload whose directory the host renamed to a name with a line break and ESC meanwhile', async () => {
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const s = await sftpOf(conn);
+      const handle = await call<Buffer>((cb) => s.open('/work/f', 'w', cb));
+      await call((cb) => s.write(handle, Buffer.from('data'), 0, 4, 0, cb));
+      renameSync(join(srv.home('alice'), 'work'), join(srv.home('alice'), 'Q\n\x1b[31mFAKE LINE'));
+      await call((cb) => s.close(handle, cb));
+    } finally {
+      conn.end();
+    }
+    for (const t0 = Date.now(); !existsSync(out()) && Date.now() - t0 < 10_000; ) await new Promise((r) => setTimeout(r, 50));
+    const [path] = JSON.parse(readFileSync(out(), 'utf8').split('\n')[0] as string) as string[];
+    assert.equal(path, '/Q\\n\\x1b[31mFAKE LINE/f');
   });
 });

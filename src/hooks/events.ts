@@ -28,7 +28,11 @@ export type HookFields = Record<(typeof HOOK_FIELDS)[number], string>;
  * names are letters, digits, `.`, `_` and `-` (users/admin.ts), which escaping
  * leaves as they are, so only a client's name is ever changed, for commands
  * and webhooks alike. The audit trail keeps the name as sent. So is a
- * reason: an upload's may quote the client.
+ * reason: an upload's may quote the client. And so are paths: a client's
+ * have none of those characters (session/paths.ts), and escaping leaves them
+ * as they are, but a transfer's is where its file is at the end, which names
+ * a directory renamed on the host meanwhile (found by a review: renamed to
+ * `Q<LF><ESC>[31mFAKE LINE`, it reached {path} as it was).
  */
 export function hookEventOf(actor: Actor, e: AuditEvent, time: Date): { event: HookEvent; fields: HookFields } | null {
   const base = { time: time.toISOString(), user: shown(actor.user), protocol: actor.protocol, ip: actor.ip, session: actor.session, path: '', target: '', bytes: '', size: '', sha256: '', reason: '', replaced: '' };
@@ -40,17 +44,17 @@ export function hookEventOf(actor: Actor, e: AuditEvent, time: Date): { event: H
         // Escaped as the user is: a reason may quote the client (legacy SCP's own error line for the file,
         // `client: ...`), which may hold a carriage return, NEL, U+2028, ESC or a bidi override (found by a review).
         const reason = shown(e.reason === undefined ? e.result : `${e.result}: ${e.reason}`);
-        return { event: 'upload-failed', fields: { ...base, event: 'upload-failed', path: e.path, bytes: String(e.bytes), size: String(e.size), reason, replaced: replacedField(e) } };
+        return { event: 'upload-failed', fields: { ...base, event: 'upload-failed', path: shown(e.path), bytes: String(e.bytes), size: String(e.size), reason, replaced: replacedField(e) } };
       }
       return {
         event: e.event,
-        fields: { ...base, event: e.event, path: e.path, bytes: String(e.bytes), size: String(e.size), sha256: e.file_sha256 ?? e.sha256 ?? '', replaced: replacedField(e) },
+        fields: { ...base, event: e.event, path: shown(e.path), bytes: String(e.bytes), size: String(e.size), sha256: e.file_sha256 ?? e.sha256 ?? '', replaced: replacedField(e) },
       };
     case 'delete':
     case 'quota-exceeded':
-      return { event: e.event, fields: { ...base, event: e.event, path: e.path } };
+      return { event: e.event, fields: { ...base, event: e.event, path: shown(e.path) } };
     case 'rename':
-      return { event: 'rename', fields: { ...base, event: 'rename', path: e.from, target: e.to, replaced: replacedField(e) } };
+      return { event: 'rename', fields: { ...base, event: 'rename', path: shown(e.from), target: shown(e.to), replaced: replacedField(e) } };
     case 'login':
       return { event: 'login', fields: { ...base, event: 'login' } };
     case 'login-failed':
