@@ -65,6 +65,22 @@ describe('FTP listings: name order and symlink targets', () => {
     c.close();
   });
 
+  it("NLST names what it lists as paths from the working directory: a directory's entries after the name given, a file as given", async () => {
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+    // vsftpd and ProFTPD answer so; bare names sent for `NLST sub` were taken for files of the working directory
+    // by a client acting on each line (classic ftp's `mget sub`, and its `mdelete sub`, deleting those).
+    assert.deepEqual(await listing(c, 'NLST sub'), ['sub/deep.txt']);
+    assert.deepEqual(await listing(c, 'NLST sub/'), ['sub/deep.txt']);
+    assert.deepEqual(await listing(c, 'NLST /sub'), ['/sub/deep.txt']);
+    assert.deepEqual(await listing(c, 'NLST -a sub'), ['sub/deep.txt']);
+    assert.deepEqual(await listing(c, 'NLST sub/deep.txt'), ['sub/deep.txt']);
+    assert.deepEqual(await listing(c, 'NLST /'), all.map((n) => `/${n}`));
+    assert.equal((await c.cmd('CWD sub')).code, 250);
+    assert.deepEqual(await listing(c, 'NLST ..').then((l) => l.slice(0, 2)), all.slice(0, 2).map((n) => `../${n}`));
+    assert.deepEqual(await listing(c, 'NLST'), ['deep.txt']);
+    c.close();
+  });
+
   it('LIST shows a symlink as name -> target as the user sees it, never a host path', async () => {
     const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
     const lines = await listing(c, 'LIST -la');

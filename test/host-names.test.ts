@@ -63,7 +63,7 @@ describe('names made on the host that a client would give back as another name',
       assert.equal((await c.read())?.code, 150);
       const names = (await readAll(socket)).toString('utf8').split('\r\n').filter((l) => l !== '');
       assert.equal((await c.read())?.code, 226);
-      assert.deepEqual(names.sort(), ['p', 'plain.txt', 'x']);
+      assert.deepEqual(names.sort(), ['d/p', 'd/plain.txt', 'd/x']);
     } finally {
       c.close();
     }

@@ -20,14 +20,32 @@ export function splitListArgs(arg: string): { flags: string; path: string } {
     flags += (m[1] as string).slice(1);
     rest = rest.slice(m[0].length);
   }
-  return { flags, path: rest === '' ? '.' : rest };
+  return { flags, path: rest };
 }
 
-/** Entries to list for a path: the directory's entries, or the file itself. */
+/** Entries to list for a path ('' for the working directory): the directory's entries, or the file itself. */
 export async function entries(s: Session, path: string): Promise<Entries> {
-  const info = await s.stat(path);
-  if (info.type !== 'dir') return (async function* () { yield { ...info, name: baseName(s.resolve(path)) }; })();
-  return s.list(path);
+  return (await listed(s, path)).entries;
+}
+
+async function listed(s: Session, path: string): Promise<{ entries: Entries; dir: boolean }> {
+  const info = await s.stat(path || '.');
+  if (info.type !== 'dir') return { entries: (async function* () { yield { ...info, name: baseName(s.resolve(path)) }; })(), dir: false };
+  return { entries: await s.list(path || '.'), dir: true };
+}
+
+/**
+ * NLST's entries of `path` as the client gave it ('' for none), each line a
+ * path the client can give back from where it is, as vsftpd sends them: the
+ * names of a directory it named after that name, a file as named. Bare names were taken for files of the working directory by a
+ * client acting on each line NLST sends (classic ftp's `mget dir`, and its
+ * `mdelete dir`, which deleted them).
+ */
+export async function nameList(s: Session, path: string): Promise<{ entries: Entries; line: (f: FileInfo) => string }> {
+  const { entries, dir } = await listed(s, path);
+  if (!dir) return { entries, line: () => path };
+  const prefix = path === '' ? '' : `${path.replace(/\/+$/, '')}/`;
+  return { entries, line: (f) => prefix + f.name };
 }
 
 /** LIST and STAT lines: `ls -l`, a symlink followed by `-> target` as vsftpd and Pure-FTPd send it. */

@@ -98,7 +98,8 @@ export class FtpClient implements FileClient {
 
   async list(dir: string): Promise<string[]> {
     const data = await this.run(`NLST ${dir}`);
-    return data.toString().split('\r\n').filter((l) => l !== '');
+    // NLST names a directory's entries after the path given (`dir/name`): the names alone, as SFTP's READDIR gives them.
+    return data.toString().split('\r\n').filter((l) => l !== '').map((l) => l.slice(l.lastIndexOf('/') + 1));
   }
 
   get(path: string): Promise<Buffer> {

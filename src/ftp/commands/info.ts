@@ -117,7 +117,7 @@ export const info = {
     async run(c, arg, s) {
       if (arg.trim() === '') return c.reply(Code.SystemStatus, ...statusLines(c));
       const { path } = splitListArgs(arg);
-      await c.streamReply(Code.FileStatus, statLines(s.resolve(path), await entries(s, path)));
+      await c.streamReply(Code.FileStatus, statLines(s.resolve(path || '.'), await entries(s, path)));
     },
   },
 } satisfies Record<string, CommandSpec>;

@@ -2,7 +2,7 @@ import { parentOf } from '../../session/paths.js';
 import type { CommandSpec } from '../control.js';
 import { startDataCommand } from '../data-channel/runner.js';
 import { factList, mlsxLine } from '../facts.js';
-import { entries, ftpListLine, sendListing, splitListArgs } from '../listing.js';
+import { entries, ftpListLine, nameList, sendListing, splitListArgs } from '../listing.js';
 import { Code } from '../replies.js';
 
 export const listing = {
@@ -24,7 +24,8 @@ export const listing = {
     help: 'NLST [-flags] [path]',
     async run(c, arg, s) {
       if (startDataCommand(c) === null) return;
-      sendListing(c, await entries(s, splitListArgs(arg).path), (f) => f.name);
+      const { entries, line } = await nameList(s, splitListArgs(arg).path);
+      sendListing(c, entries, line);
     },
   },
   MLSD: {
