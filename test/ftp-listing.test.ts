@@ -81,6 +81,29 @@ describe('FTP listings: name order and symlink targets', () => {
     c.close();
   });
 
+  it('LIST and NLST take a wildcard in their last component, as classic ftp\'s mget *.txt sends it; a name that exists is itself', async () => {
+    writeFileSync(join(home, 'sub', 'other.csv'), 'csv');
+    writeFileSync(join(home, 'sub', 'star*'), 'a star in its name');
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+    try {
+      assert.deepEqual(await listing(c, 'NLST sub/*.txt'), ['sub/deep.txt']);
+      assert.deepEqual(await listing(c, 'NLST sub/*'), ['sub/deep.txt', 'sub/other.csv', 'sub/star*']);
+      assert.deepEqual(await listing(c, 'NLST /sub/[do]*'), ['/sub/deep.txt', '/sub/other.csv']);
+      assert.deepEqual((await listing(c, 'LIST -l sub/*.csv')).map(lsName), ['other.csv']);
+      assert.deepEqual(await listing(c, 'NLST sub/star*'), ['sub/star*'], 'a name that exists is listed as itself');
+      assert.deepEqual(await listing(c, 'NLST sub/*.none'), [], 'nothing matches: an empty listing');
+      assert.deepEqual(await listing(c, 'NLST z*'), ['zeta']);
+      assert.equal((await c.cmd('CWD sub')).code, 250);
+      assert.deepEqual(await listing(c, 'NLST *.csv'), ['other.csv']);
+      // Only the last component: a wildcard before it names nothing.
+      await c.passive(true);
+      c.send('NLST /s*/deep.txt\r\n');
+      assert.equal((await c.read())?.code, 550);
+    } finally {
+      c.close();
+    }
+  });
+
   it('LIST shows a symlink as name -> target as the user sees it, never a host path', async () => {
     const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
     const lines = await listing(c, 'LIST -la');
