@@ -6,7 +6,7 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import type ssh2 from 'ssh2';
 import { TestServer } from './helpers/server.js';
 import { sshConnect } from './helpers/ssh.js';
-import { holds, stallWideOpen, until, type Internals } from './helpers/stall.js';
+import { holds, openWide, stallKeyExchange, stallWideOpen, until, type Internals } from './helpers/stall.js';
 
 const MiB = 1024 * 1024;
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -164,6 +164,24 @@ describe('scp -f to a client that stops reading TCP', () => {
     } finally {
       // A paused socket with bytes queued at the server would hold its stop for ever.
       internals._sock.destroy();
+    }
+  });
+
+  it('opens its SSH window wide and starts a key re-exchange it never finishes: the server waits while ssh2 holds sftp.maxQueuedBytes back', async (t) => {
+    const conn = await login();
+    conn.on('error', () => undefined);
+    const before = await warmedRss(conn, pid);
+    try {
+      const scp = await ScpClient.open(conn, 'scp -f /big.bin');
+      scp.ok();
+      assert.match(await scp.line(), new RegExp(`^C0644 ${BIG} big.bin$`));
+      openWide(scp.channel, conn);
+      scp.ok();
+      stallKeyExchange(conn);
+      // Before, ssh2 queued the whole file while the exchange waited: 256 MiB and more.
+      await growsLittle(t, pid, before, 20);
+    } finally {
+      (conn as unknown as Internals)._sock.destroy();
     }
   });
 

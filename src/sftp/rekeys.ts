@@ -1,4 +1,5 @@
 import type ssh2 from 'ssh2';
+import type { HeldBack } from '../wire/backlog.js';
 
 /** SSH_MSG_KEXINIT (RFC 4253 7.1). */
 const KEXINIT = 20;
@@ -43,9 +44,12 @@ export class RekeyAllowance {
   }
 }
 
-/** What ssh2's Connection keeps of its wire protocol: the function each decrypted packet goes to. */
+/**
+ * What ssh2's Connection keeps of its wire protocol: the function each
+ * decrypted packet goes to, and the packets it may not send yet.
+ */
 interface Wire {
-  _protocol?: { _onPayload?: unknown };
+  _protocol?: { _onPayload?: unknown; _queue?: readonly Uint8Array[] };
 }
 
 /**
@@ -74,4 +78,41 @@ export function watchKeyExchanges(client: ssh2.Connection, started: () => boolea
     return passOn(payload);
   };
   return true;
+}
+
+/**
+ * What ssh2 holds back while a key exchange runs: from the client's KEXINIT
+ * to the exchange's end only the exchange may be sent (RFC 4253 7.1), so
+ * ssh2 queues every other packet (a channel's data as far as the client's
+ * window admits) in its Protocol, and hands the queue to the socket once the
+ * new keys are in ('handshake'). The socket's backlog does not show it:
+ * found by an attack, a client that granted a 4 GiB window, pipelined READs
+ * and started a re-exchange it never finished had every reply queued there,
+ * the SFTP budget given back as each went in, 3 GiB in 9 s. The queue is
+ * only appended to until it is handed on, and then replaced: its sum is
+ * kept as it grows, not added up again at each look (a client's small
+ * packets make it long). A connection served has that Protocol: one whose
+ * packets cannot be watched is closed first (watchKeyExchanges).
+ */
+export function heldDuringKeyExchange(client: ssh2.Connection): HeldBack {
+  const wire = client as unknown as Wire;
+  let counted: readonly Uint8Array[] | undefined;
+  let upTo = 0;
+  let sum = 0;
+  return {
+    bytes(): number {
+      const queue = wire._protocol?._queue;
+      if (queue !== counted) {
+        counted = queue;
+        upTo = 0;
+        sum = 0;
+      }
+      if (!queue) return 0;
+      for (; upTo < queue.length; upTo++) sum += (queue[upTo] as Uint8Array).length;
+      return sum;
+    },
+    onRelease(wake: () => void): void {
+      client.on('handshake', wake);
+    },
+  };
 }

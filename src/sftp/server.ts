@@ -15,7 +15,7 @@ import { Session } from '../session/session.js';
 import { ByteBudget } from './budget.js';
 import { SftpChannel } from './channel.js';
 import { ServedChannels, tellClient } from './connection-end.js';
-import { RekeyAllowance, watchKeyExchanges } from './rekeys.js';
+import { RekeyAllowance, heldDuringKeyExchange, watchKeyExchanges } from './rekeys.js';
 import { WindowPool, acceptWithWindow, channelWindow, ownWindow, type PoolMember } from './window.js';
 import { parseScpCommand, ScpCommandError, type ScpCommand } from '../scp/command.js';
 import { runScp } from '../scp/run.js';
@@ -70,10 +70,10 @@ function signatureAlgorithm(ctx: ssh2.PublicKeyAuthContext): string {
   return 'ssh-rsa';
 }
 
-/** What the connection's socket has not sent (see TransportBacklog); every writer on the connection waits on it. */
+/** What the connection's transport has not sent (see TransportBacklog); every writer on the connection waits on it. */
 function transportBacklog(client: ssh2.Connection, log: Logger): TransportBacklog {
   const socket = (client as unknown as { _sock?: unknown })._sock;
-  if (socket instanceof net.Socket) return new TransportBacklog(socket);
+  if (socket instanceof net.Socket) return new TransportBacklog(socket, heldDuringKeyExchange(client));
   log.error('ssh2 connection without a socket: unsent bytes are not counted');
   return new TransportBacklog(null);
 }

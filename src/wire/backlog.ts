@@ -1,11 +1,22 @@
 import type net from 'node:net';
 
 /**
- * What a connection's socket was handed and has not sent yet. ssh2 writes to
- * the socket whatever the client's SSH window admits and ignores the
+ * Bytes a transport holds back before they reach its socket, and when it
+ * lets them go there (ssh2 during a key exchange: see heldDuringKeyExchange).
+ */
+export interface HeldBack {
+  bytes(): number;
+  /** `wake` runs each time what was held back has been handed to the socket. */
+  onRelease(wake: () => void): void;
+}
+
+/**
+ * What a connection's transport was handed and has not sent yet. ssh2 writes
+ * to the socket whatever the client's SSH window admits and ignores the
  * socket's own backpressure: a client that opens a wide window and stops
- * reading TCP has every byte sent to it pile up here, in our memory. Each
- * writer on the connection (the SFTP budget, an SCP download) must also
+ * reading TCP has every byte sent to it pile up here, in our memory; and
+ * while a key exchange runs it holds them in a queue of its own (HeldBack).
+ * Each writer on the connection (the SFTP budget, an SCP download) must also
  * stop while this backlog is large.
  */
 export class TransportBacklog {
@@ -13,7 +24,10 @@ export class TransportBacklog {
   private readonly waiters = new Set<() => void>();
 
   /** `socket` null: ssh2 kept its socket out of reach, and nothing is counted. */
-  constructor(private readonly socket: net.Socket | null) {
+  constructor(
+    private readonly socket: net.Socket | null,
+    private readonly heldBack: HeldBack | null = null,
+  ) {
     // One 'drain' and one 'close' listener for every writer: ten SCP downloads waiting on one connection
     // (sftp.maxChannelsPerConnection) added ten of each, past the emitter's warning at eleven.
     const wake = () => {
@@ -21,23 +35,26 @@ export class TransportBacklog {
     };
     socket?.on('drain', wake);
     socket?.on('close', wake);
+    heldBack?.onRelease(wake);
   }
 
-  /** Bytes handed to the socket and not yet sent. */
+  /** Bytes handed to the transport and not yet sent. */
   get size(): number {
-    return this.socket?.writableLength ?? 0;
+    return (this.socket?.writableLength ?? 0) + (this.heldBack?.bytes() ?? 0);
   }
 
-  /** `wake` runs each time the socket has sent all it held. */
+  /** `wake` runs each time the socket has sent all it held, and each time the transport lets go what it held back. */
   onDrain(wake: () => void): void {
     this.socket?.on('drain', wake);
+    this.heldBack?.onRelease(wake);
   }
 
-  /** Until at most `limit` bytes wait in the socket, or it is gone, or `stop` aborts (the writer is gone). */
+  /** Until at most `limit` bytes wait in the transport, or its socket is gone, or `stop` aborts (the writer is gone). */
   async within(limit: number, stop?: AbortSignal): Promise<void> {
     const socket = this.socket;
-    // Past the socket's high-water mark its write() has said false, so 'drain' comes once it is empty.
-    while (socket && !socket.destroyed && !stop?.aborted && socket.writableLength > limit) await this.woken(stop);
+    // Past the socket's high-water mark its write() has said false, so 'drain' comes once it is empty; what
+    // was held back wakes the writers as it goes to the socket.
+    while (socket && !socket.destroyed && !stop?.aborted && this.size > limit) await this.woken(stop);
   }
 
   private woken(stop?: AbortSignal): Promise<void> {
