@@ -75,6 +75,7 @@ interface Internals {
     channelWindowAdjust(id: number, amount: number): void;
     tcpipForward(address: string, port: number, wantReply: boolean): void;
     authNone(user: string): void;
+    session(chan: number, window: number, packetSize: number): void;
   };
   _sock: Socket;
 }
@@ -317,6 +318,35 @@ describe('SFTP memory stays bounded whatever a logged-in client does', { concurr
     conn.end();
     internals._sock.destroy();
     t.diagnostic(`server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    assert.ok(peak - before < BOUND, `server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    await stillServes();
+  });
+
+  it('refuses channels whose client takes packets of one byte, whose data would take about 40 times its bytes', async (t) => {
+    const { pid, login, stillServes } = await victim(t);
+    const before = rssOf(pid);
+    const conn = await login();
+    const internals = conn as unknown as Internals;
+    let closed = false;
+    conn.on('close', () => (closed = true));
+    conn.on('error', () => undefined);
+    // Every channel this client opens says it takes packets of 1 byte at most.
+    const open = internals._protocol.session.bind(internals._protocol);
+    internals._protocol.session = (chan, window) => open(chan, window, 1);
+    const peak = await peakRss(pid, async () => {
+      const channels: { ch: ssh2.ClientChannel; handle: Buffer }[] = [];
+      for (let c = 0; c < 10 && !closed; c++) {
+        const ch = await subsystem(conn).catch(() => null);
+        const handle = ch && (await Promise.race([openForRead(ch, '/big.bin'), sleep(2000).then(() => null)]));
+        if (ch && handle) channels.push({ ch, handle });
+      }
+      internals._sock.pause();
+      for (const { ch, handle } of channels) ch.write(reads(handle, 64, 2 ** 31, 10));
+      await sleep(5000);
+    });
+    internals._sock.destroy();
+    t.diagnostic(`server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    assert.ok(closed, 'the server closed the connection');
     assert.ok(peak - before < BOUND, `server grew by ${Math.round((peak - before) / MiB)} MiB`);
     await stillServes();
   });

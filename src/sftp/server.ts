@@ -16,7 +16,7 @@ import { ByteBudget } from './budget.js';
 import { SftpChannel } from './channel.js';
 import { ServedChannels, tellClient } from './connection-end.js';
 import { RekeyAllowance, heldDuringKeyExchange, watchKeyExchanges } from './rekeys.js';
-import { WindowPool, acceptWithWindow, channelWindow, ownWindow, type PoolMember } from './window.js';
+import { MIN_CLIENT_PACKET, WindowPool, acceptWithWindow, channelWindow, clientMaxPacket, ownWindow, type PoolMember } from './window.js';
 import { parseScpCommand, ScpCommandError, type ScpCommand } from '../scp/command.js';
 import { runScp } from '../scp/run.js';
 import { ssh2Library } from '../ssh2.js';
@@ -488,6 +488,12 @@ export class SftpFrontEnd {
     const session = acceptWithWindow(client, accept, window);
     if (!session) {
       state.log.error('cannot set the SSH window with this ssh2 version; connection closed');
+      client.end();
+      return;
+    }
+    const packet = clientMaxPacket(session);
+    if (packet === null || packet < MIN_CLIENT_PACKET) {
+      refused(state, { maxPacket: packet }, `session channel refused: the client takes packets below ${MIN_CLIENT_PACKET} bytes (or says nothing of them); connection closed`);
       client.end();
       return;
     }

@@ -92,6 +92,28 @@ export function acceptWithWindow(client: ssh2.Connection, accept: () => ssh2.Ses
 }
 
 /**
+ * The smallest packet a client may ask us to send its session channel's data
+ * in. ssh2 cuts what a channel writes into packets of the client's maximum,
+ * whatever it is: at 1 byte, each byte became a packet of about 40 on the
+ * wire, each encrypted on its own. Found by an attack: the byte budget counts
+ * the replies' bytes, so one connection of 10 such channels that read
+ * nothing grew the server by 427 MiB (24 MiB at 32 KiB packets), one that
+ * read had the server spend 11 µs of the event loop per byte it sent, and
+ * a socket so full it stopped reading (readOnlyWhileSent) read the client's
+ * EOF unseen, after which ssh2's end() did nothing and the connection
+ * outlived its idle timeout and the server's stop. Clients ask for 16 KiB
+ * (PuTTY, WinSCP) or 32 KiB (OpenSSH, libssh2, paramiko, ssh2, Go); at 1 KiB
+ * a packet's framing adds 4 % to its bytes.
+ */
+export const MIN_CLIENT_PACKET = 1024;
+
+/** The largest packet the client takes on an accepted session channel, as its CHANNEL_OPEN said; null when ssh2 keeps it elsewhere. */
+export function clientMaxPacket(session: ssh2.Session): number | null {
+  const size = (session as unknown as { _chanInfo?: { outgoing?: { packetSize?: unknown } } })._chanInfo?.outgoing?.packetSize;
+  return typeof size === 'number' ? size : null;
+}
+
+/**
  * Take the window of an accepted subsystem channel over from ssh2, which
  * re-opens it to 2 MiB whenever its stream buffer is below 2 MiB, paused or
  * not. Here the window plus what the stream holds unread never passes what
