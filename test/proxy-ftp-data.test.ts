@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -174,6 +174,30 @@ describe('FTP data connections under PROXY protocol optional', () => {
     const content = Buffer.from('direct data\n');
     assert.equal(await store(c, 'direct.txt', content, undefined, '127.0.0.5'), 226);
     assert.deepEqual(readFileSync(join(srv.home('dave'), 'direct.txt')), content);
+    c.close();
+  });
+
+  // Found by an adversarial review: a client on the balancer host (a trusted address, no header) had its data
+  // connections read without one, so a connection the balancer forwarded from anyone came from the same address
+  // and took its passive port, a download's bytes with it, its header read as the client's bytes.
+  it('a client on the balancer host: a connection the balancer forwards from another client does not take its data connection', { timeout: 60_000 }, async () => {
+    writeFileSync(join(srv.home('dave'), 'secret.txt'), 'for dave only\n');
+    const c = await RawFtp.connect(srv.ftpPort, false, '127.0.0.1');
+    assert.equal((await c.read())?.code, 220);
+    assert.equal((await c.login('dave', 'dave password')).code, 230);
+    c.send('TYPE I\r\n');
+    assert.equal((await c.read())?.code, 200);
+    const { port } = await c.passive(false);
+    const thief = await dataFrom(port, [127, 0, 0, 9]);
+    const stolen = readAll(thief);
+    const own = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.1' });
+    own.on('error', () => undefined);
+    await new Promise((r) => own.once('connect', r));
+    c.send('RETR secret.txt\r\n');
+    assert.equal((await stolen).toString(), '', 'the forwarded connection was closed without a byte');
+    assert.equal((await c.read())?.code, 150);
+    assert.equal((await readAll(own)).toString(), 'for dave only\n');
+    assert.equal((await c.read())?.code, 226);
     c.close();
   });
 

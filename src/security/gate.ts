@@ -91,6 +91,11 @@ export class Gate {
     return this.proxies.origin(socket, mode);
   }
 
+  /** A connection from a balancer's host: its client, there or forwarded (see ProxyHeaders.hostOrForwarded). */
+  hostOrForwarded(socket: Socket): Promise<Origin> {
+    return this.proxies.hostOrForwarded(socket);
+  }
+
   /** Is the socket's own peer a trusted balancer? */
   trusts(socket: Socket): boolean {
     return this.proxies.trusts(socket);
@@ -291,18 +296,20 @@ export class Guest {
    * A data connection of this client's: its client address, read as the
    * control connection's was (null: closed). Under `optional`, that of a
    * client that came direct from a trusted address (a host of the balancers'
-   * own) is read without a header: its first bytes were taken for a possible
-   * one (found by a review: an upload that began with a PROXY line naming the
-   * client was stored without it, and an empty one, or one that began with
-   * CRLF, waited for a header until the data timeout and failed). Any other
-   * client's may come either way, as its control connection could: through
-   * a balancer with a header, or direct (passive ports reached without the
-   * balancer, which forwards the control port only).
+   * own) comes without a header, and its first bytes are its own, kept
+   * whatever they look like (found by a review: an upload that began with a
+   * PROXY line naming the client was stored without it, and an empty one, or
+   * one that began with CRLF, waited for a header until the data timeout and
+   * failed); but a connection the balancer forwarded comes from that host's
+   * address too, and is told by the header it begins with (hostOrForwarded).
+   * Any other client's may come either way, as its control connection could:
+   * through a balancer with a header, or direct (passive ports reached
+   * without the balancer, which forwards the control port only).
    */
   async dataOrigin(socket: Socket): Promise<string | null> {
     const mode = this.gate.proxyMode(this.protocol);
     const onBalancerHost = mode === 'optional' && this.proxy === undefined && this.gate.trusts(this.socket);
-    return (await this.gate.originAs(socket, onBalancerHost ? 'off' : mode))?.address ?? null;
+    return (await (onBalancerHost ? this.gate.hostOrForwarded(socket) : this.gate.originAs(socket, mode)))?.address ?? null;
   }
 
   /** What the front-end says when the login deadline passes (the socket is destroyed shortly after regardless). */

@@ -15,6 +15,13 @@ const V1_SIGNATURE = Buffer.from('PROXY ');
 const V2_SIGNATURE = Buffer.from('\r\n\r\n\0\r\nQUIT\n', 'binary');
 /** A balancer sends its header with the connection: a peer this slow is broken or hostile, and must not hold the socket. */
 export const HEADER_TIMEOUT_MS = 3000;
+/**
+ * How long a connection from a balancer's own host is watched for a header
+ * (see ProxyHeaders.hostOrForwarded): the balancer writes one as soon as its
+ * connection to us is made, whatever its client does or sends, so it comes
+ * with the connection, not a round trip after it.
+ */
+const FORWARDED_HEADER_MS = 100;
 const REFUSAL_LOG_MS = 10_000;
 
 /** What the first bytes of a connection say, as far as they go. */
@@ -154,6 +161,25 @@ export class ProxyHeaders {
     return { address: header.address, port: header.port, proxy: header.version };
   }
 
+  /**
+   * The client of a connection from a trusted balancer's address that may be
+   * a client on that host itself, which sends no header (an FTP data
+   * connection of such a client, see Guest.dataOrigin), or one the balancer
+   * forwarded from anyone, which begins with its header: the address that
+   * header names when one comes within FORWARDED_HEADER_MS, else the
+   * socket's own peer. Every byte is handed back, a header's too: the host's
+   * client may send bytes that read as one (an upload of a PROXY line), and
+   * the caller takes a connection naming another client for none of its own.
+   * Found by an adversarial review: read without a header, a connection the
+   * balancer forwarded came from the host's address, took such a client's
+   * passive port, and was sent its download.
+   */
+  async hostOrForwarded(socket: Socket): Promise<Origin> {
+    const header = await readHeader(socket, FORWARDED_HEADER_MS, 'all');
+    if (header.kind === 'proxied') return { address: header.address, port: header.port, proxy: header.version };
+    return { address: plainAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 };
+  }
+
   /** Logged in sums at most every REFUSAL_LOG_MS: a flood of bad connections cannot fill the log. */
   private refuse(socket: Socket, peer: string, reason: string): null {
     socket.destroy();
@@ -172,9 +198,10 @@ export class ProxyHeaders {
  * Reads until parseProxyHeader decides (its limits bound the bytes held),
  * then unshifts whatever follows the header. A peer that sends nothing within
  * the timeout has sent no header ('absent'); one that stops halfway, an
- * invalid one.
+ * invalid one. With `handBack` 'all', every byte read is handed back, the
+ * header's too, and the first bytes decide: a header must be whole in them.
  */
-function readHeader(socket: Socket, timeoutMs: number): Promise<HeaderParse> {
+function readHeader(socket: Socket, timeoutMs: number, handBack: 'after' | 'all' = 'after'): Promise<HeaderParse> {
   return new Promise((resolve) => {
     let buf = Buffer.alloc(0);
     const finish = (result: HeaderParse, rest: Buffer): void => {
@@ -190,9 +217,12 @@ function readHeader(socket: Socket, timeoutMs: number): Promise<HeaderParse> {
         buf = Buffer.concat([buf, chunk]);
         const result = parseProxyHeader(buf);
         if (result.kind === 'incomplete') continue;
-        const used = result.kind === 'proxied' || result.kind === 'local' ? result.length : 0;
+        const used = handBack === 'after' && (result.kind === 'proxied' || result.kind === 'local') ? result.length : 0;
         return finish(result, buf.subarray(used));
       }
+      // A balancer writes its header at once, whole: what came first is no beginning of one. Decided now, before the
+      // stream's end is emitted, after which nothing can be handed back (an upload of "\r\n" and its FIN lost them).
+      if (handBack === 'all') finish({ kind: 'absent' }, buf);
     };
     const onClose = (): void => finish({ kind: 'invalid', reason: 'closed before the header' }, Buffer.alloc(0));
     const timer = setTimeout(() => finish(buf.length === 0 ? { kind: 'absent' } : { kind: 'invalid', reason: 'header timeout' }, buf), timeoutMs);
