@@ -7,7 +7,7 @@ import { adminEndpoint } from './admin/endpoint.js';
 import { createLogger } from './audit/log.js';
 import { ARGON2_PARAMS, PasswordHasher } from './auth/passwords.js';
 import type { Config } from './config/schema.js';
-import { hookCodePlaces, hookNamedFiles } from './hooks/named-files.js';
+import { hookCodePlaces, hookNamedFiles, hookSearchPath } from './hooks/named-files.js';
 import type { ServerFile } from './session/storage/server-places.js';
 import { migrationsDir } from './store/migrations.js';
 import { openStore } from './store/open.js';
@@ -58,8 +58,9 @@ export async function openAdmin(config: Config & { readonly source?: string | nu
  * or lie in (UserAdmin): its program (programPlaces), its data, keys and
  * config, the directories its audit trail and xferlog rotate in, the
  * quarantine, the admin socket, and the programs and scripts its hooks run
- * or name (hookNamedFiles) and the directories those may load code from
- * (hookCodePlaces).
+ * or name (hookNamedFiles), the directories those may load code from
+ * (hookCodePlaces), and, with a hook command, the directories of the PATH
+ * it runs with (hookSearchPath), which a home may not be or hold.
  */
 export function serverFilesOf(config: Config & { readonly source?: string | null }): ServerFile[] {
   const inData = (path: string) => resolve(config.dataDir, path);
@@ -81,6 +82,9 @@ export function serverFilesOf(config: Config & { readonly source?: string | null
         what: `hook ${a.name} may load code from there: give its program or script a directory of its own, apart from the data directory and the homes`,
       })),
     ]),
+    ...(hooks.actions.some((a) => a.command)
+      ? hookSearchPath().map((path) => ({ path, what: 'in the PATH hook commands run with: a program put there would run as the server', holdOnly: true as const }))
+      : []),
   ];
 }
 

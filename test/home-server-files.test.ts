@@ -1,16 +1,28 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { ServerPlaces, kernelFileSystem } from '../src/session/storage/server-places.js';
-import { hookNamedFiles } from '../src/hooks/named-files.js';
+import { hookNamedFiles, hookSearchPath } from '../src/hooks/named-files.js';
 import { sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 import { REPO } from './helpers/repo.js';
-import { sshConnect } from './helpers/ssh.js';
+import type ssh2 from 'ssh2';
+import { call, sshConnect } from './helpers/ssh.js';
+
+/** Point `user`'s home at `home` in sluice.db, as a release before the check stored it, or an edit of the database. */
+function storedHome(srv: TestServer, user: string, home: string): void {
+  const db = new Database(join(srv.dir, 'data', 'sluice.db'));
+  try {
+    db.pragma('busy_timeout = 5000');
+    assert.equal(db.prepare('UPDATE users SET home = ? WHERE name = ?').run(home, user).changes, 1);
+  } finally {
+    db.close();
+  }
+}
 
 /*
  * Administration refuses a home that holds the server's own files, but a
@@ -22,16 +34,7 @@ describe("a stored home that holds the server's own files is not opened at login
   let srv: TestServer;
   let outside: string;
   const script = () => join(outside, 'hooks', 'notify.sh');
-  /** Point `user`'s home at `home` in sluice.db, as a release before the check stored it, or an edit of the database. */
-  const storeHome = (user: string, home: string) => {
-    const db = new Database(join(srv.dir, 'data', 'sluice.db'));
-    try {
-      db.pragma('busy_timeout = 5000');
-      assert.equal(db.prepare('UPDATE users SET home = ? WHERE name = ?').run(home, user).changes, 1);
-    } finally {
-      db.close();
-    }
-  };
+  const storeHome = (user: string, home: string) => storedHome(srv, user, home);
   const passReply = async (user: string, password: string) => {
     const c = await RawFtp.connect(srv.ftpPort, false);
     await c.read();
@@ -207,5 +210,65 @@ describe('ServerPlaces, hookNamedFiles', () => {
   it('names the program as PATH finds it and every path in the arguments, placeholders aside', () => {
     const files = hookNamedFiles(['sh', '-c', '/opt/x/run.sh "{path}" > /var/log/x.log; ./local/y.sh', '{path}', '/srv/{user}/z'], '/nonexistent:/bin');
     assert.deepEqual(files, ['/bin/sh', '/opt/x/run.sh', '/var/log/x.log', join(process.cwd(), 'local/y.sh')]);
+  });
+  it("keeps homes from being or holding the PATH hooks run with, an empty or relative entry the working directory's; one inside is free", () => {
+    assert.deepEqual(hookSearchPath('/opt/bin::rel:/opt/bin'), ['/opt/bin', process.cwd(), join(process.cwd(), 'rel')]);
+    const data = mkdtempSync(join(tmpdir(), 'sluice-places-'));
+    try {
+      const bin = join(data, 'bin');
+      const places = new ServerPlaces(join(data, 'data'), [{ path: bin, what: 'in the PATH', holdOnly: true }]);
+      assert.match(places.conflict(bin) ?? '', /would hold the server's own \S*bin \(in the PATH\)/);
+      assert.match(places.conflict(data) ?? '', /would hold/);
+      assert.equal(places.conflict(join(bin, 'alice')), null);
+    } finally {
+      rmSync(data, { recursive: true, force: true });
+    }
+  });
+});
+
+/*
+ * Found by an adversarial review: what a hook runs by a bare name (its
+ * program, or one its script calls) is looked for in PATH at each run, and
+ * a home at a directory of PATH (a ~/bin of the service account) let its
+ * user upload a file of that name, chmod it 755, and have it run as the
+ * server at the next event. Such a home now opens no session.
+ */
+describe('a home at a directory of the PATH hooks run with', () => {
+  let srv: TestServer;
+  const bin = mkdtempSync(join(tmpdir(), 'sluice-path-home-'));
+  const marker = join(bin, 'ran-as-server');
+  before(async () => {
+    chmodSync(bin, 0o777);
+    srv = await TestServer.start({
+      env: { PATH: `${bin}:${process.env.PATH ?? ''}` },
+      yaml: ['hooks:', '  actions:', '    - name: note', '      on: [login]', "      command: ['/bin/sh', '-c', 'sluice-test-notify']", ''].join('\n'),
+      users: [{ name: 'pathy', password: 'pathy password', args: ['--perms', 'list,download,upload,overwrite,chmod'] }],
+    });
+    // The CLI refuses it now (see below): stored as an older release took it.
+    storedHome(srv, 'pathy', bin);
+  });
+  after(async () => {
+    await srv.stop();
+    rmSync(bin, { recursive: true, force: true });
+  });
+
+  it('opens no session: its user cannot put there a program that a hook runs', { timeout: 60_000 }, async () => {
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'pathy', password: 'pathy password' });
+    const sftp = await new Promise<ssh2.SFTPWrapper | null>((resolve) => conn.sftp((err, s) => resolve(err ? null : s)));
+    if (sftp) {
+      // What the user could do with it: the program the hook's script calls, of their own, run at the next login.
+      await call((cb) => sftp.writeFile('/sluice-test-notify', `#!/bin/sh\nid > ${marker}\n`, cb));
+      await call((cb) => sftp.chmod('/sluice-test-notify', 0o755, cb));
+      conn.end();
+      (await sshConnect({ port: srv.sftpPort, username: 'pathy', password: 'pathy password' })).end();
+      const ran = () => (existsSync(marker) ? readFileSync(marker, 'utf8') : '');
+      for (let i = 0; i < 100 && ran() === ''; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.fail(`a session opened on a home in the hooks' PATH; the hook ran the user's file: ${ran() || 'not yet'}`);
+    }
+    conn.end();
+    await srv.logs(/"reason":"home [^"]* would hold the server's own [^"]*sluice-path-home-[^"]* \(in the PATH hook commands run with/);
+    const added = sluice(srv.dir, ['user', 'add', 'pathy2', '--password-stdin', '--home', bin], 'pathy2 password\n', { PATH: `${bin}:${process.env.PATH ?? ''}` });
+    assert.notEqual(added.code, 0, 'the CLI refuses it too');
+    assert.match(added.stderr, /would hold the server's own \S*sluice-path-home-\S* \(in the PATH hook commands run with/);
   });
 });

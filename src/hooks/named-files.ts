@@ -53,6 +53,22 @@ function pathWords(arg: string): string[] {
 }
 
 /**
+ * The directories of the PATH hook commands run with (BASE_ENV in
+ * runner.ts), where every program a hook runs or starts by a bare name is
+ * looked for, at each run: the hook's own, a launcher's (`nice notify`),
+ * and what a hook's script calls (`curl`, `logger`). An empty or relative
+ * entry is taken from the working directory, as execvp takes it. No home
+ * may be or hold one (serverFilesOf): found by an adversarial review, a
+ * home at the service account's `~/bin`, first in PATH, let its user upload
+ * `true`, chmod it 755, and have a hook `['true']` run it as the server at
+ * the next login. A home inside one is no matter: only the files right in
+ * it are looked up.
+ */
+export function hookSearchPath(path = process.env.PATH ?? ''): string[] {
+  return [...new Set(path.split(delimiter).map((dir) => resolve(dir)))];
+}
+
+/**
  * The directories from which the program a hook runs, and the script an
  * interpreter it starts is given (its first argument that is no option),
  * may load code: the directory each is in (Python imports from its

@@ -51,7 +51,7 @@ export async function kernelFileSystem(home: string): Promise<string | null> {
  * with every default home refused and nothing saying why (found by an
  * operator's walk).
  */
-export type ServerFile = string | { readonly path: string; readonly what: string };
+export type ServerFile = string | { readonly path: string; readonly what: string; readonly holdOnly?: true };
 
 /**
  * The server's own files and directories (app.ts serverFilesOf), which no
@@ -63,12 +63,15 @@ export type ServerFile = string | { readonly path: string; readonly what: string
  * (synchronously: at start).
  */
 export class ServerPlaces {
-  private readonly own: { real: string; what: string }[];
+  /** `holdOnly`: a home may lie in it, only not be or hold it (a directory whose own entries alone count: PATH's). */
+  private readonly own: { real: string; what: string; holdOnly: boolean }[];
   private readonly data: string;
   private readonly homes: string;
 
   constructor(dataDir: string, files: readonly ServerFile[]) {
-    this.own = files.map((f) => (typeof f === 'string' ? { real: realPlace(f), what: '' } : { real: realPlace(f.path), what: ` (${f.what})` }));
+    this.own = files.map((f) =>
+      typeof f === 'string' ? { real: realPlace(f), what: '', holdOnly: false } : { real: realPlace(f.path), what: ` (${f.what})`, holdOnly: f.holdOnly ?? false },
+    );
     this.data = realPlace(dataDir);
     this.homes = join(this.data, 'homes');
   }
@@ -78,11 +81,11 @@ export class ServerPlaces {
     for (const place of KERNEL_PLACES) {
       if (home === place || home.startsWith(place + sep)) return `would lie in the kernel's ${place}`;
     }
-    for (const { real: own, what } of this.own) {
+    for (const { real: own, what, holdOnly } of this.own) {
       if (own === home || own.startsWith(home === sep ? sep : home + sep)) return `would hold the server's own ${own}${what}`;
       // Only the data directory has homes in it: a quarantine or trail configured under homes/ is no home.
       const homesHere = own === this.data && home.startsWith(this.homes + sep);
-      if (home.startsWith(own + sep) && !homesHere) return `would lie in the server's own ${own}${what}`;
+      if (home.startsWith(own + sep) && !homesHere && !holdOnly) return `would lie in the server's own ${own}${what}`;
     }
     return null;
   }
