@@ -24,6 +24,7 @@ import { loggedQuarantine, loggedScanner } from './scan/logged.js';
 import { QuarantineDir } from './scan/quarantine.js';
 import { UploadReceipts } from './session/checksum.js';
 import { LiveRegistry } from './session/live.js';
+import { ScanTurns } from './session/scan-turns.js';
 import { scansWith, type UploadScanning } from './session/scanning.js';
 import { ConnectionBudgets } from './session/connection-budgets.js';
 import { HandleBook } from './session/open-handles.js';
@@ -267,6 +268,7 @@ function scanningOf(config: Config, log: Logger): UploadScanning | null {
       log,
     ),
     timeoutMs: uploads.scanTimeout * 1000,
+    turns: new ScanTurns(),
     byDefault: uploads.scan === 'clamd',
   };
 }

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loggedIn, startUpload } from './helpers/ftp-raw.js';
+import { SlowClamd } from './helpers/clamd.js';
 import { TestServer } from './helpers/server.js';
 
 /*
@@ -18,57 +17,6 @@ import { TestServer } from './helpers/server.js';
  */
 
 const PASSWORD = 'alice password';
-
-/** A clamd that answers every INSTREAM "stream: OK" after `delayMs`; counts the streams it got whole. */
-class SlowClamd {
-  readonly dir = mkdtempSync(join(tmpdir(), 'sluice-slow-clamd-'));
-  readonly socket = join(this.dir, 'clamd.sock');
-  /** Streams received whole (their verdict is then pending). */
-  streams = 0;
-  private readonly server: net.Server;
-  private readonly open = new Set<net.Socket>();
-
-  constructor(readonly delayMs: number) {
-    this.server = net.createServer((c) => {
-      this.open.add(c);
-      c.on('close', () => this.open.delete(c));
-      c.on('error', () => undefined);
-      let buf = Buffer.alloc(0);
-      let command = false;
-      let whole = false;
-      c.on('data', (d: Buffer) => {
-        buf = Buffer.concat([buf, d]);
-        if (!command) {
-          const i = buf.indexOf(0);
-          if (i < 0) return;
-          buf = buf.subarray(i + 1);
-          command = true;
-        }
-        while (!whole && buf.length >= 4) {
-          const n = buf.readUInt32BE(0);
-          if (n === 0) {
-            whole = true;
-            this.streams++;
-            setTimeout(() => c.end('stream: OK\0'), this.delayMs).unref();
-            return;
-          }
-          if (buf.length < 4 + n) return;
-          buf = buf.subarray(4 + n);
-        }
-      });
-    });
-  }
-
-  start(): Promise<void> {
-    return new Promise((resolve) => this.server.listen(this.socket, resolve));
-  }
-
-  async cleanup(): Promise<void> {
-    for (const c of this.open) c.destroy();
-    await new Promise((resolve) => this.server.close(resolve));
-    rmSync(this.dir, { recursive: true, force: true });
-  }
-}
 
 async function until(what: string, ok: () => boolean, timeoutMs = 10_000): Promise<void> {
   const end = Date.now() + timeoutMs;

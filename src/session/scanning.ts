@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SluiceError } from './errors.js';
+import type { ScanTurns } from './scan-turns.js';
 
 export type ScanVerdict = { readonly clean: true } | { readonly clean: false; readonly signature: string };
 
@@ -50,8 +51,10 @@ export interface QuarantineStore {
 export interface UploadScanning {
   readonly scanner: Scanner;
   readonly quarantine: QuarantineStore;
-  /** How long an upload waits for a verdict, the scanner being down included. */
+  /** How long an upload waits for a verdict, the scanner being down and its turn (turns) included. */
   readonly timeoutMs: number;
+  /** Each user's turns at the scanner, so that one user's many uploads do not keep others' from it. */
+  readonly turns: ScanTurns;
   /** For users without a setting of their own (sluice user set --scan / --no-scan). */
   readonly byDefault: boolean;
 }
@@ -84,11 +87,21 @@ const RETRY_MS = 1000;
  * timeout, a second signal, the session's end) ends the wait at once: it then
  * throws `stop.reason`, no verdict and no scanner error (found by a review:
  * a stop's drain waited for clamd, then let the file in and recorded it ok).
+ * The wait for `user`'s turn at the scanner (ScanTurns) counts in it.
  */
-export async function verdictWithin(scanning: UploadScanning, open: () => Readable, stop?: AbortSignal): Promise<ScanVerdict> {
+export async function verdictWithin(scanning: UploadScanning, user: string, open: () => Readable, stop?: AbortSignal): Promise<ScanVerdict> {
   const timeout = AbortSignal.timeout(scanning.timeoutMs);
   const deadline = stop ? AbortSignal.any([timeout, stop]) : timeout;
-  let last = 'no answer';
+  const release = await scanning.turns.take(user, deadline).catch(() => null);
+  try {
+    return await askWithin(scanning, open, deadline, stop, release === null ? "its turn did not come: the user's other uploads were being scanned" : 'no answer');
+  } finally {
+    release?.();
+  }
+}
+
+/** verdictWithin's asking, its turn taken: `last`, what is said should no answer come. */
+async function askWithin(scanning: UploadScanning, open: () => Readable, deadline: AbortSignal, stop: AbortSignal | undefined, last: string): Promise<ScanVerdict> {
   while (!deadline.aborted) {
     try {
       const verdict = await scanning.scanner.scan(open(), deadline);

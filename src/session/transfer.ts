@@ -782,7 +782,7 @@ export class Upload extends Transfer {
         const inPlace = staged === null ? { key: nodeKey(st), ctimeMs: st.ctimeMs } : undefined;
         if (scanning) {
           // Still under its hidden name: nothing can see or fetch it until the verdict. Unscannable fails closed (throws).
-          const verdict = await verdictWithin(scanning.scanning, () => this.file.readStream(0, written), this.finishing.signal).catch((err: unknown) => {
+          const verdict = await verdictWithin(scanning.scanning, scanning.user, () => this.file.readStream(0, written), this.finishing.signal).catch((err: unknown) => {
             if (err instanceof UploadStopped) throw err;
             unscanned = err instanceof SluiceError ? (err.detail ?? err.message) : String(err);
             throw err;

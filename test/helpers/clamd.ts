@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
+import net from 'node:net';
 
 /** The EICAR test file: every scanner's agreed harmless "virus". */
 export const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
@@ -76,6 +77,78 @@ export class Clamd {
 
   async cleanup(): Promise<void> {
     await this.stop();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A clamd that answers every INSTREAM "stream: OK" `delayMs` after it got it
+ * whole; counts the streams it got whole. With `threads`, as clamd's
+ * MaxThreads, it scans that many at once and the rest in the order they came,
+ * each `delayMs` once its turn comes: a clamd at its capacity.
+ */
+export class SlowClamd {
+  readonly dir = mkdtempSync(join(tmpdir(), 'sluice-slow-clamd-'));
+  readonly socket = join(this.dir, 'clamd.sock');
+  /** Streams received whole (their verdict is then pending). */
+  streams = 0;
+  private readonly server: net.Server;
+  private readonly open = new Set<net.Socket>();
+  /** When each thread is free again (threads only). */
+  private readonly freeAt: number[];
+
+  constructor(
+    readonly delayMs: number,
+    threads = Infinity,
+  ) {
+    this.freeAt = Number.isFinite(threads) ? Array<number>(threads).fill(0) : [];
+    this.server = net.createServer((c) => {
+      this.open.add(c);
+      c.on('close', () => this.open.delete(c));
+      c.on('error', () => undefined);
+      let buf = Buffer.alloc(0);
+      let command = false;
+      let whole = false;
+      c.on('data', (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        if (!command) {
+          const i = buf.indexOf(0);
+          if (i < 0) return;
+          buf = buf.subarray(i + 1);
+          command = true;
+        }
+        while (!whole && buf.length >= 4) {
+          const n = buf.readUInt32BE(0);
+          if (n === 0) {
+            whole = true;
+            this.streams++;
+            setTimeout(() => c.end('stream: OK\0'), this.answerIn()).unref();
+            return;
+          }
+          if (buf.length < 4 + n) return;
+          buf = buf.subarray(4 + n);
+        }
+      });
+    });
+  }
+
+  /** How long until the stream just received is answered: delayMs, after the streams before it when threads are few. */
+  private answerIn(): number {
+    const now = Date.now();
+    if (this.freeAt.length === 0) return this.delayMs;
+    const thread = this.freeAt.indexOf(Math.min(...this.freeAt));
+    const done = Math.max(now, this.freeAt[thread] as number) + this.delayMs;
+    this.freeAt[thread] = done;
+    return done - now;
+  }
+
+  start(): Promise<void> {
+    return new Promise((resolve) => this.server.listen(this.socket, resolve));
+  }
+
+  async cleanup(): Promise<void> {
+    for (const c of this.open) c.destroy();
+    await new Promise((resolve) => this.server.close(resolve));
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

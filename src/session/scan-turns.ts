@@ -1,0 +1,50 @@
+/** How many of one user's uploads may be at the scanner at once; the rest wait their turn (ScanTurns). */
+export const SCANS_PER_USER = 2;
+
+/**
+ * Turns at the scanner, per user: at most SCANS_PER_USER of a user's uploads
+ * are being scanned at once, the rest wait here in the order they came. clamd
+ * scans a few files at once (its MaxThreads, 10 by default) and queues the
+ * rest in the order they connect: found by an adversarial review, one user's
+ * many uploads at once (files slow to scan, archives clamd unpacks) took
+ * every place there, and another user's upload waited behind them past
+ * uploads.scanTimeout and was refused. Now a user's flood waits in front of
+ * the scanner, against its own uploads' deadlines, and others go past it.
+ * Per process: with workers, each counts its own sessions' scans.
+ */
+export class ScanTurns {
+  private readonly users = new Map<string, { scanning: number; waiting: (() => void)[] }>();
+
+  /**
+   * A turn for one of `user`'s uploads: resolves with its release once it
+   * may be scanned; rejects with `signal`'s reason if that aborts first (the
+   * deadline, the upload stopped), taking no turn.
+   */
+  take(user: string, signal: AbortSignal): Promise<() => void> {
+    signal.throwIfAborted();
+    let entry = this.users.get(user);
+    if (!entry) this.users.set(user, (entry = { scanning: 0, waiting: [] }));
+    const here = entry;
+    const release = (): void => {
+      const next = here.waiting.shift();
+      if (next) return next();
+      if (--here.scanning === 0) this.users.delete(user);
+    };
+    if (here.scanning < SCANS_PER_USER) {
+      here.scanning++;
+      return Promise.resolve(release);
+    }
+    return new Promise((resolve, reject) => {
+      const go = (): void => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(release);
+      };
+      const onAbort = (): void => {
+        here.waiting.splice(here.waiting.indexOf(go), 1);
+        reject(signal.reason);
+      };
+      here.waiting.push(go);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+}
