@@ -48,12 +48,16 @@ export function auditedPath(sent: string): string {
 }
 
 /**
- * A path segment, query name or value that holds a token only once decoded
- * (`sluice%5F...`, found by an attack on the API: the shape alone let it
- * through): redacted whole. One that holds it as sent is left for the shape.
+ * A path segment, query name or value that holds a token once decoded, and
+ * is not as sent (`sluice%5F...`, found by an attack on the API: the shape
+ * alone let it through): redacted whole. Nor may part of one be encoded: the
+ * shape matched the head of `sluice_` and twenty characters, then `%78` and
+ * the rest, and only the head was redacted (found by an adversarial review).
+ * One sent plain is left for the shape, which keeps the text around it.
  */
 function tokenFree(piece: string): string {
-  return ONE_TOKEN.test(decoded(piece)) && !ONE_TOKEN.test(piece) ? REDACTED : piece;
+  const text = decoded(piece);
+  return text !== piece && ONE_TOKEN.test(text) ? REDACTED : piece;
 }
 
 const ONE_TOKEN = new RegExp(TOKEN_SHAPE.source);
