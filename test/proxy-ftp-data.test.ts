@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Command, IPv4Address, IPv4ProxyAddress, IPv6Address, IPv6ProxyAddress, TransportProtocol, V2ProxyProtocol } from 'proxy-protocol-js';
@@ -209,5 +210,74 @@ describe('FTP data connections under PROXY protocol optional', () => {
     assert.equal(await store(c, 'balanced.txt', content, header([127, 0, 0, 6])), 226);
     assert.deepEqual(readFileSync(join(srv.home('dave'), 'balanced.txt')), content);
     c.close();
+  });
+});
+
+/*
+ * A balancer that is not on this host, whose header names a loopback client:
+ * a connection from the balancer's own host (a local user, an ssh -L tunnel,
+ * a forwarder there). Found by an adversarial review: taken as it stood, it
+ * passed for a client on this host: an account allowed from 127.0.0.1 only
+ * logged in, and PORT 127,0,0,1,... had the server connect to its own
+ * loopback services and send them a file. Such a client is the balancer's
+ * host. The balancer plays from this machine's own non-loopback address,
+ * connecting to the server's 127.0.0.1.
+ */
+const hostAddress = Object.values(networkInterfaces())
+  .flat()
+  .find((a) => a !== undefined && !a.internal && a.family === 'IPv4')?.address;
+
+describe('a loopback client in the header of a balancer on another host', { skip: hostAddress === undefined ? 'no non-loopback IPv4 address here' : false }, () => {
+  const balancer = hostAddress as string;
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      env: { SLUICE_TRUSTED_PROXIES: balancer, SLUICE_FTP_PROXY_PROTOCOL: 'v2', SLUICE_FTP_TLS: 'optional' },
+      users: [
+        { name: 'local', password: 'local password', args: ['--allow-ip', '127.0.0.1/32'] },
+        { name: 'erin', password: 'erin password' },
+      ],
+    });
+  });
+  after(async () => {
+    await srv.stop();
+  });
+
+  const through = async (): Promise<RawFtp> => {
+    const c = await RawFtp.connect(srv.ftpPort, false, balancer);
+    c.send(header([127, 0, 0, 1]));
+    assert.equal((await c.read())?.code, 220);
+    return c;
+  };
+
+  it('is the balancer\'s host: not let in as an account allowed from this host\'s loopback, recorded with the balancer\'s address', { timeout: 60_000 }, async () => {
+    const c = await through();
+    assert.equal((await c.login('local', 'local password')).code, 530);
+    c.close();
+    const failed = (await srv.audit(0)).find((r) => r.event === 'login-failed' && r.user === 'local');
+    assert.equal(failed?.ip, balancer);
+  });
+
+  it('may not have the server connect to its own loopback (PORT 127.0.0.1)', { timeout: 60_000 }, async () => {
+    let received = '';
+    const internal = net.createServer((s) => s.on('data', (d: Buffer) => (received += d.toString())));
+    await new Promise<void>((r) => internal.listen(0, '127.0.0.1', r));
+    try {
+      const { port } = internal.address() as net.AddressInfo;
+      writeFileSync(join(srv.home('erin'), 'payload.txt'), 'SET pwned 1\r\n');
+      const c = await through();
+      assert.equal((await c.login('erin', 'erin password')).code, 230);
+      const reply = await c.cmd(`PORT 127,0,0,1,${port >> 8},${port & 255}`);
+      if (reply.code === 200) {
+        c.send('RETR payload.txt\r\n');
+        await c.read();
+        await c.read();
+      }
+      c.close();
+      assert.equal(reply.code, 500, `PORT to this host's loopback: ${reply.text}; the service there got ${JSON.stringify(received)}`);
+      assert.equal(received, '');
+    } finally {
+      internal.close();
+    }
   });
 });

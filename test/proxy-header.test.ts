@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { Command, IPv4Address, IPv4ProxyAddress, IPv6Address, IPv6ProxyAddress, TransportProtocol, UnspecProxyAddress, V2ProxyProtocol } from 'proxy-protocol-js';
-import { HEADER_TIMEOUT_MS, ProxyHeaders, parseProxyHeader, type HeaderParse, type Origin, type ProxyMode } from '../src/security/proxy-header.js';
+import { HEADER_TIMEOUT_MS, ProxyHeaders, headerClient, parseProxyHeader, type HeaderParse, type Origin, type ProxyMode } from '../src/security/proxy-header.js';
 
 const v2 = (command: Command, address: IPv4ProxyAddress | IPv6ProxyAddress | UnspecProxyAddress): Buffer =>
   Buffer.from(new V2ProxyProtocol(command, command === Command.LOCAL ? TransportProtocol.UNSPEC : TransportProtocol.STREAM, address).build());
@@ -77,6 +77,19 @@ async function originOf(mode: ProxyMode, trusted: string[], chunks: Buffer[], so
   server.close();
   return { origin, rest, clientPort };
 }
+
+describe('headerClient: a loopback client of a balancer elsewhere is that balancer', () => {
+  const cases: [string, string, string][] = [
+    ['127.0.0.1', '192.0.2.5', '192.0.2.5'],
+    ['127.8.9.10', '192.0.2.5', '192.0.2.5'],
+    ['::1', '2001:db8::5', '2001:db8::5'],
+    ['127.0.0.1', '127.0.0.1', '127.0.0.1'],
+    ['127.0.0.1', '::1', '127.0.0.1'],
+    ['198.51.100.7', '192.0.2.5', '198.51.100.7'],
+    ['::2', '192.0.2.5', '::2'],
+  ];
+  for (const [client, peer, want] of cases) it(`${client} from ${peer}: ${want}`, () => assert.equal(headerClient(client, peer), want));
+});
 
 describe('ProxyHeaders.origin', () => {
   it('takes the v2 address and port from a trusted proxy and hands on the bytes after it', async () => {

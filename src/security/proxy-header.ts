@@ -158,7 +158,7 @@ export class ProxyHeaders {
     }
     if (header.kind !== 'proxied') return this.refuse(socket, peer, header.kind === 'invalid' ? header.reason : 'no PROXY header');
     if (mode !== 'optional' && `v${header.version}` !== mode) return this.refuse(socket, peer, `PROXY v${header.version} header, ${mode} expected`);
-    return { address: header.address, port: header.port, proxy: header.version };
+    return { address: headerClient(header.address, peer), port: header.port, proxy: header.version };
   }
 
   /**
@@ -176,8 +176,9 @@ export class ProxyHeaders {
    */
   async hostOrForwarded(socket: Socket): Promise<Origin> {
     const header = await readHeader(socket, FORWARDED_HEADER_MS, 'all');
-    if (header.kind === 'proxied') return { address: header.address, port: header.port, proxy: header.version };
-    return { address: plainAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 };
+    const peer = plainAddress(socket.remoteAddress ?? '');
+    if (header.kind === 'proxied') return { address: headerClient(header.address, peer), port: header.port, proxy: header.version };
+    return { address: peer, port: socket.remotePort ?? 0 };
   }
 
   /** Logged in sums at most every REFUSAL_LOG_MS: a flood of bad connections cannot fill the log. */
@@ -192,6 +193,22 @@ export class ProxyHeaders {
     }
     return null;
   }
+}
+
+const loopback = cidrMatcher(['127.0.0.0/8', '::1/128']);
+
+/**
+ * Pure: the client a trusted balancer's header names, as this host must take
+ * it. A loopback address there is the balancer's own host (a local user's
+ * connection, an ssh -L tunnel, a forwarder there), not this one, unless the
+ * balancer is on loopback itself: its client is then the balancer's address.
+ * Taken as it stood, it passed for a client on this host (found by an
+ * adversarial review): an account allowed from 127.0.0.1 only logged in from
+ * the balancer's host, and PORT 127,0,0,1,... had the server connect to its
+ * own loopback services and send them a file.
+ */
+export function headerClient(address: string, peer: string): string {
+  return loopback(address) && !loopback(peer) ? peer : address;
 }
 
 /**
