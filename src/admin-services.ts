@@ -1,5 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
@@ -60,7 +61,11 @@ export async function openAdmin(config: Config & { readonly source?: string | nu
  * quarantine, the admin socket, and the programs and scripts its hooks run
  * or name (hookNamedFiles), the directories those may load code from
  * (hookCodePlaces), and, with a hook command, the directories of the PATH
- * it runs with (hookSearchPath), which a home may not be or hold.
+ * it runs with (hookSearchPath), which a home may not be or hold. Nor may
+ * one be or hold the service account's own home, or lie in a dot-directory
+ * of it: what runs as the server reads its settings there (a hook's curl its
+ * ~/.curlrc, git and Python theirs, sshd the account's .ssh/authorized_keys;
+ * found by an adversarial review).
  */
 export function serverFilesOf(config: Config & { readonly source?: string | null }): ServerFile[] {
   const inData = (path: string) => resolve(config.dataDir, path);
@@ -82,6 +87,7 @@ export function serverFilesOf(config: Config & { readonly source?: string | null
         what: `hook ${a.name} may load code from there: give its program or script a directory of its own, apart from the data directory and the homes`,
       })),
     ]),
+    { path: homedir(), what: "the server account's home: what runs as the server reads its settings there", holdOnly: true },
     ...(hooks.actions.some((a) => a.command)
       ? hookSearchPath().map((path) => ({ path, what: 'in the PATH hook commands run with: a program put there would run as the server', holdOnly: true as const }))
       : []),

@@ -176,6 +176,26 @@ describe("a stored home that holds the server's own files is not opened at login
     }
   });
 
+  it("a home that is or holds the server account's home, or lies in a hidden directory of it, is refused; one elsewhere in it is not", { timeout: 60_000 }, () => {
+    // Found by an adversarial review: what runs as the server reads its settings there (a hook's curl its ~/.curlrc,
+    // sshd the account's .ssh/authorized_keys), which such a home's user could write.
+    const account = process.env.HOME as string;
+    const refusals: [string, RegExp][] = [
+      // Refused for holding Node's ~/.node_modules as well, which comes first.
+      [account, /would hold the server's own/],
+      [dirname(account), /would hold the server's own/],
+      [join(account, '.config', 'curl'), /would lie in a hidden directory of the server's own \S+ \(the server account's home/],
+      [join(account, '.ssh'), /would lie in a hidden directory of the server's own \S+ \(the server account's home/],
+    ];
+    for (const [home, why] of refusals) {
+      const added = sluice(srv.dir, ['user', 'add', 'dotty', '--password-stdin', '--home', home], 'dotty password\n');
+      assert.equal(added.code, 2, `${home}: ${added.stderr}`);
+      assert.match(added.stderr, why);
+    }
+    const inside = sluice(srv.dir, ['user', 'add', 'dotty', '--password-stdin', '--home', join(account, 'ftp', 'dotty')], 'dotty password\n');
+    assert.equal(inside.code, 0, inside.stderr);
+  });
+
   it('everyone else logs in as before', { timeout: 60_000 }, async () => {
     assert.equal(await passReply('other', 'other password'), 230);
   });
@@ -220,6 +240,10 @@ describe('ServerPlaces, hookNamedFiles', () => {
       assert.match(places.conflict(bin) ?? '', /would hold the server's own \S*bin \(in the PATH\)/);
       assert.match(places.conflict(data) ?? '', /would hold/);
       assert.equal(places.conflict(join(bin, 'alice')), null);
+      assert.match(places.conflict(join(bin, '.config', 'alice')) ?? '', /would lie in a hidden directory of the server's own \S*bin/);
+      assert.equal(places.conflict(join(bin, 'a.b', '.c')), null, 'a hidden entry further down is the home\'s own');
+      const hiddenData = new ServerPlaces(join(bin, '.local', 'sluice'), [{ path: bin, what: 'an account home', holdOnly: true }]);
+      assert.equal(hiddenData.conflict(join(bin, '.local', 'sluice', 'homes', 'alice')), null, 'the default homes of a data directory kept in a hidden one');
     } finally {
       rmSync(data, { recursive: true, force: true });
     }

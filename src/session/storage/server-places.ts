@@ -63,7 +63,11 @@ export type ServerFile = string | { readonly path: string; readonly what: string
  * (synchronously: at start).
  */
 export class ServerPlaces {
-  /** `holdOnly`: a home may lie in it, only not be or hold it (a directory whose own entries alone count: PATH's). */
+  /**
+   * `holdOnly`: a home may lie in it, only not be or hold it, nor lie in one
+   * of its hidden entries (a directory whose own entries alone count: PATH's,
+   * and the service account's home, whose dot-directories programs read).
+   */
   private readonly own: { real: string; what: string; holdOnly: boolean }[];
   private readonly data: string;
   private readonly homes: string;
@@ -86,6 +90,10 @@ export class ServerPlaces {
       // Only the data directory has homes in it: a quarantine or trail configured under homes/ is no home.
       const homesHere = own === this.data && home.startsWith(this.homes + sep);
       if (home.startsWith(own + sep) && !homesHere && !holdOnly) return `would lie in the server's own ${own}${what}`;
+      // Where a home may lie, only not in a hidden entry: the settings programs read from a home directory
+      // (~/.config). The data directory's homes/ excepted: a data directory of ~/.local/share/sluice holds them.
+      const hidden = home.startsWith(`${own === sep ? '' : own}${sep}.`) && !home.startsWith(this.homes + sep);
+      if (holdOnly && hidden) return `would lie in a hidden directory of the server's own ${own}${what}`;
     }
     return null;
   }
