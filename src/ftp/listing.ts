@@ -34,7 +34,8 @@ export async function entries(s: Session, path: string): Promise<Entries> {
  * What `path` lists: a directory's entries, a file, or, when no entry has
  * that name and its last component is a wildcard (`*.csv`), the entries of
  * the directory before it that match. `within`: the path as given that the
- * entries' names follow, for NLST; null for a file, named by `path` itself.
+ * entries' names follow, for NLST ('' or ending in one `/`, or in several a
+ * wildcard's directory was given with); null for a file, named by `path` itself.
  */
 async function listed(s: Session, path: string): Promise<{ entries: Entries; within: string | null }> {
   let info: FileInfo;
@@ -48,7 +49,7 @@ async function listed(s: Session, path: string): Promise<{ entries: Entries; wit
     return { entries: matching(await s.list(dir || '.'), glob), within: dir };
   }
   if (info.type !== 'dir') return { entries: (async function* () { yield { ...info, name: baseName(s.resolve(path)) }; })(), within: null };
-  return { entries: await s.list(path || '.'), within: path === '' || path.endsWith('/') ? path : `${path}/` };
+  return { entries: await s.list(path || '.'), within: path === '' ? '' : path.replace(/\/*$/, '/') };
 }
 
 function matching(list: Entries, glob: NameGlob): Entries {
@@ -70,7 +71,7 @@ function matching(list: Entries, glob: NameGlob): Entries {
  */
 export async function nameList(s: Session, path: string): Promise<{ entries: Entries; line: (f: FileInfo) => string }> {
   const { entries, within } = await listed(s, path);
-  return { entries, line: within === null ? () => path : (f) => `${within.replace(/\/+$/, '/')}${f.name}` };
+  return { entries, line: within === null ? () => path : (f) => within + f.name };
 }
 
 /** LIST and STAT lines: `ls -l`, a symlink followed by `-> target` as vsftpd and Pure-FTPd send it. */
