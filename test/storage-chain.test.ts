@@ -46,9 +46,16 @@ describe('storage: directories kept between operations', () => {
   it('a directory closed while it is read ends its listing; it is no failure', async () => {
     writeFileSync(join(home, 'listed.txt'), 'x');
     const storage = await world.services.sessionDeps.storage(home);
-    const dir = await (await storage.resolve('/', false)).openDir();
-    await dir.close();
-    assert.deepEqual(await dir.names(100), []);
+    const root = await storage.resolve('/', false);
+    try {
+      const dir = await root.openDir();
+      await dir.close();
+      assert.deepEqual(await dir.names(100), []);
+    } finally {
+      // Left open, the home's handle stayed until a garbage collection closed it, and a later case saw it.
+      await root.close();
+      storage.close();
+    }
   });
 
   it('a directory renamed away and made anew: the next upload lands in the new one', async () => {
