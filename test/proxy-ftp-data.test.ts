@@ -21,11 +21,16 @@ const header = (client: [number, number, number, number]): Buffer =>
   );
 
 /** A data connection to `port` from the proxy, its header naming `client`; what the server then sends, or 'closed' at once. */
-async function dataFrom(port: number, client: [number, number, number, number]): Promise<net.Socket> {
+function dataFrom(port: number, client: [number, number, number, number]): Promise<net.Socket> {
+  return rawFrom(port, header(client));
+}
+
+/** A connection to `port` from the proxy that begins with `head`. */
+async function rawFrom(port: number, head: Buffer): Promise<net.Socket> {
   const socket = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.1' });
   socket.on('error', () => undefined);
   await new Promise((r) => socket.once('connect', r));
-  socket.write(header(client));
+  socket.write(head);
   return socket;
 }
 
@@ -108,6 +113,9 @@ describe('a banned client through a dual-stack balancer', () => {
  * empty one, or one that began with CRLF, waited for a header until the data
  * timeout and failed (425).
  */
+/** A PROXY v2 header with the LOCAL command and no addresses: its 12-byte signature, version 2 LOCAL, UNSPEC, length 0. */
+const LOCAL_V2 = Buffer.concat([Buffer.from('0d0a0d0a000d0a515549540a', 'hex'), Buffer.from([0x20, 0x00, 0x00, 0x00])]);
+
 describe('FTP data connections under PROXY protocol optional', () => {
   let srv: TestServer;
   before(async () => {
@@ -181,26 +189,34 @@ describe('FTP data connections under PROXY protocol optional', () => {
   // Found by an adversarial review: a client on the balancer host (a trusted address, no header) had its data
   // connections read without one, so a connection the balancer forwarded from anyone came from the same address
   // and took its passive port, a download's bytes with it, its header read as the client's bytes.
-  it('a client on the balancer host: a connection the balancer forwards from another client does not take its data connection', { timeout: 60_000 }, async () => {
-    writeFileSync(join(srv.home('dave'), 'secret.txt'), 'for dave only\n');
-    const c = await RawFtp.connect(srv.ftpPort, false, '127.0.0.1');
-    assert.equal((await c.read())?.code, 220);
-    assert.equal((await c.login('dave', 'dave password')).code, 230);
-    c.send('TYPE I\r\n');
-    assert.equal((await c.read())?.code, 200);
-    const { port } = await c.passive(false);
-    const thief = await dataFrom(port, [127, 0, 0, 9]);
-    const stolen = readAll(thief);
-    const own = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.1' });
-    own.on('error', () => undefined);
-    await new Promise((r) => own.once('connect', r));
-    c.send('RETR secret.txt\r\n');
-    assert.equal((await stolen).toString(), '', 'the forwarded connection was closed without a byte');
-    assert.equal((await c.read())?.code, 150);
-    assert.equal((await readAll(own)).toString(), 'for dave only\n');
-    assert.equal((await c.read())?.code, 226);
-    c.close();
-  });
+  // And the balancer's own connections, which carry a header naming no client (v2 LOCAL, v1 UNKNOWN: health checks).
+  const thieves: [string, (port: number) => Promise<net.Socket>][] = [
+    ['a connection the balancer forwards from another client', (port) => dataFrom(port, [127, 0, 0, 9])],
+    ["the balancer's own connection (PROXY v2 LOCAL)", (port) => rawFrom(port, LOCAL_V2)],
+    ["the balancer's own connection (PROXY UNKNOWN)", (port) => rawFrom(port, Buffer.from('PROXY UNKNOWN\r\n'))],
+  ];
+  for (const [who, connect] of thieves) {
+    it(`a client on the balancer host: ${who} does not take its data connection`, { timeout: 60_000 }, async () => {
+      writeFileSync(join(srv.home('dave'), 'secret.txt'), 'for dave only\n');
+      const c = await RawFtp.connect(srv.ftpPort, false, '127.0.0.1');
+      assert.equal((await c.read())?.code, 220);
+      assert.equal((await c.login('dave', 'dave password')).code, 230);
+      c.send('TYPE I\r\n');
+      assert.equal((await c.read())?.code, 200);
+      const { port } = await c.passive(false);
+      const thief = await connect(port);
+      const stolen = readAll(thief);
+      const own = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.1' });
+      own.on('error', () => undefined);
+      await new Promise((r) => own.once('connect', r));
+      c.send('RETR secret.txt\r\n');
+      assert.equal((await stolen).toString(), '', 'that connection was closed without a byte');
+      assert.equal((await c.read())?.code, 150);
+      assert.equal((await readAll(own)).toString(), 'for dave only\n');
+      assert.equal((await c.read())?.code, 226);
+      c.close();
+    });
+  }
 
   it('control direct, data through the balancer: served', { timeout: 60_000 }, async () => {
     const c = await RawFtp.connect(srv.ftpPort, false, '127.0.0.6');

@@ -172,12 +172,18 @@ export class ProxyHeaders {
    * the caller takes a connection naming another client for none of its own.
    * Found by an adversarial review: read without a header, a connection the
    * balancer forwarded came from the host's address, took such a client's
-   * passive port, and was sent its download.
+   * passive port, and was sent its download. A header without a client (a
+   * health check) is the balancer's own connection, no client's: closed, as
+   * origin() closes it, rather than taken for the host's client.
    */
   async hostOrForwarded(socket: Socket): Promise<Origin> {
     const header = await readHeader(socket, FORWARDED_HEADER_MS, 'all');
     const peer = plainAddress(socket.remoteAddress ?? '');
     if (header.kind === 'proxied') return { address: headerClient(header.address, peer), port: header.port, proxy: header.version };
+    if (header.kind === 'local') {
+      socket.destroy();
+      return null;
+    }
     return { address: peer, port: socket.remotePort ?? 0 };
   }
 
