@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ScanTurns, SCANS_PER_USER } from '../src/session/scan-turns.js';
 import { SlowClamd } from './helpers/clamd.js';
+import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
@@ -48,6 +53,59 @@ describe("one user's uploads do not keep another's from the scanner", () => {
       bob.end();
     }
     const record = (await srv.audit(0)).find((r) => r.event === 'upload' && r.user === 'bob');
+    assert.equal(record?.result, 'ok', JSON.stringify(record));
+    assert.equal(record?.scan, 'clean');
+  });
+});
+
+/** An anonymous FTP upload of `content` into /incoming from `from`: the reply to STOR's end. */
+async function anonymousUpload(port: number, from: string, name: string, content: string): Promise<string> {
+  const c = await RawFtp.connect(port, false, from);
+  try {
+    assert.equal((await c.read())?.code, 220);
+    assert.equal((await c.login('anonymous', 'x@example.org')).code, 230);
+    assert.equal((await c.cmd('TYPE I')).code, 200);
+    const { port: dataPort } = await c.passive(false);
+    const data = net.connect({ port: dataPort, host: '127.0.0.1', localAddress: from });
+    data.on('error', () => undefined);
+    await new Promise((r) => data.once('connect', r));
+    assert.equal((await c.cmd(`STOR /incoming/${name}`)).code, 150);
+    data.end(content);
+    return (await c.read(30_000))?.text ?? 'closed';
+  } finally {
+    c.close();
+  }
+}
+
+// Anonymous clients share one stored name: found by a review, one address's uploads took that name's turns,
+// and every other anonymous client's waited behind them.
+describe("one anonymous client's uploads do not keep another's from the scanner", () => {
+  const clamd = new SlowClamd(700, 1);
+  let srv: TestServer;
+  let root: string;
+  before(async () => {
+    root = mkdtempSync(join(tmpdir(), 'sluice-anon-scan-'));
+    mkdirSync(join(root, 'incoming'));
+    await clamd.start();
+    srv = await TestServer.start({
+      yaml:
+        `uploads:\n  scan: clamd\n  clamdSocket: ${clamd.socket}\n  scanTimeout: 4\n` +
+        `ftp:\n  tls: optional\n  anonymous:\n    enabled: true\n    root: ${root}\n    incoming: /incoming\n    maxSessions: 20\n    maxSessionsPerIp: 10\n`,
+    });
+  });
+  after(async () => {
+    await srv?.stop();
+    await clamd.cleanup();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('an upload from another address is scanned in time while one address has eight waiting', { timeout: 60_000 }, async () => {
+    const flood = Array.from({ length: 8 }, (_, i) => anonymousUpload(srv.ftpPort, '127.0.0.2', `a${i}.txt`, `flood ${i}\n`));
+    for (let i = 0; i < 100 && clamd.streams < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(clamd.streams >= 2, 'the flood reached the scanner');
+    assert.match(await anonymousUpload(srv.ftpPort, '127.0.0.3', 'other.txt', 'other\n'), /^226/);
+    await Promise.all(flood);
+    const record = (await srv.audit(0)).find((r) => r.event === 'upload' && r.ip === '127.0.0.3');
     assert.equal(record?.result, 'ok', JSON.stringify(record));
     assert.equal(record?.scan, 'clean');
   });

@@ -10,6 +10,7 @@ export const SCANS_PER_USER = 2;
  * every place there, and another user's upload waited behind them past
  * uploads.scanTimeout and was refused. Now a user's flood waits in front of
  * the scanner, against its own uploads' deadlines, and others go past it.
+ * Anonymous FTP clients, who share one stored name, take turns per address.
  * Per process: with workers, each counts its own sessions' scans.
  */
 export class ScanTurns {

@@ -87,12 +87,12 @@ const RETRY_MS = 1000;
  * timeout, a second signal, the session's end) ends the wait at once: it then
  * throws `stop.reason`, no verdict and no scanner error (found by a review:
  * a stop's drain waited for clamd, then let the file in and recorded it ok).
- * The wait for `user`'s turn at the scanner (ScanTurns) counts in it.
+ * The wait for a turn at the scanner among `turns`' uploads (ScanTurns) counts in it.
  */
-export async function verdictWithin(scanning: UploadScanning, user: string, open: () => Readable, stop?: AbortSignal): Promise<ScanVerdict> {
+export async function verdictWithin(scanning: UploadScanning, turns: string, open: () => Readable, stop?: AbortSignal): Promise<ScanVerdict> {
   const timeout = AbortSignal.timeout(scanning.timeoutMs);
   const deadline = stop ? AbortSignal.any([timeout, stop]) : timeout;
-  const release = await scanning.turns.take(user, deadline).catch(() => null);
+  const release = await scanning.turns.take(turns, deadline).catch(() => null);
   try {
     return await askWithin(scanning, open, deadline, stop, release === null ? "its turn did not come: the user's other uploads were being scanned" : 'no answer');
   } finally {

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Actor, AuditEvent, AuditSink, Replaced } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
-import type { Account, Protocol } from './account.js';
+import { ANONYMOUS, type Account, type Protocol } from './account.js';
 import { SluiceError, Unseen, movedMeanwhile, sessionClosed, toSluiceError } from './errors.js';
 import { inPlaceFence } from './fence.js';
 import { linkInfo, toFileInfo, type FileInfo } from './file-info.js';
@@ -684,7 +684,15 @@ export class Session implements LiveSession {
       ...this.transferOptions(options, this.budget.rates.up),
       hashWholeFile: this.deps.hashResumedUploads,
       knownSha256: (node) => knownSha(this.deps.receipts, node).sha256 ?? null,
-      scan: this.scanning ? { scanning: this.scanning, user: this.account.name, userId: this.account.id } : null,
+      // Anonymous clients share one stored name: each address takes its own turns, as a user does.
+      scan: this.scanning
+        ? {
+            scanning: this.scanning,
+            user: this.account.name,
+            userId: this.account.id,
+            turns: this.account.name === ANONYMOUS ? `${ANONYMOUS} ${this.context.remoteAddress}` : this.account.name,
+          }
+        : null,
     });
     this.placed.set(upload, dir);
     this.deps.inFlight?.started(this.actor, 'upload', path, plan.offset, upload.started);

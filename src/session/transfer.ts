@@ -98,7 +98,8 @@ export interface UploadOptions extends TransferOptions {
   /** After a resumed upload, hash the whole file (a second read). */
   hashWholeFile: boolean;
   /** Scan the complete upload before it takes its name; null: not scanned. */
-  scan: { scanning: UploadScanning; user: string; userId: number } | null;
+  /** `turns`: whose turns at the scanner the upload waits in (ScanTurns). */
+  scan: { scanning: UploadScanning; user: string; userId: number; turns: string } | null;
   /** The SHA-256 the server already holds for a file as `st` describes it (a receipt); null: none, and it is never read for one. */
   knownSha256: (st: NodeStat) => string | null;
 }
@@ -782,7 +783,7 @@ export class Upload extends Transfer {
         const inPlace = staged === null ? { key: nodeKey(st), ctimeMs: st.ctimeMs } : undefined;
         if (scanning) {
           // Still under its hidden name: nothing can see or fetch it until the verdict. Unscannable fails closed (throws).
-          const verdict = await verdictWithin(scanning.scanning, scanning.user, () => this.file.readStream(0, written), this.finishing.signal).catch((err: unknown) => {
+          const verdict = await verdictWithin(scanning.scanning, scanning.turns, () => this.file.readStream(0, written), this.finishing.signal).catch((err: unknown) => {
             if (err instanceof UploadStopped) throw err;
             unscanned = err instanceof SluiceError ? (err.detail ?? err.message) : String(err);
             throw err;
