@@ -140,13 +140,13 @@ describe('FTP listings: name order and symlink targets', () => {
 
 /*
  * Names made on the host with characters no client may give (C0 such as CR,
- * LF, ESC and tab, C1 such as CSI, bidi controls): not listed by any
+ * LF, ESC and tab, C1 such as CSI, bidi controls, invisible characters): not listed by any
  * protocol. Before, FTP left out only CR and LF, and a review found ESC, CSI
  * and a bidi override sent as they were in LIST, NLST, MLSD and the STAT
  * reply on the control connection, and every one of them in SFTP READDIR.
  */
 describe('names made on the host that no client may give', () => {
-  const hostile = ['esc\x1b[31mred', 'csi\u009b2J', 'bidi\u202etxt.exe', 'tab\tname', 'cr\rname', 'lf\n226 forged', 'nel\u0085x'];
+  const hostile = ['esc\x1b[31mred', 'csi\u009b2J', 'bidi\u202etxt.exe', 'tab\tname', 'cr\rname', 'lf\n226 forged', 'nel\u0085x', 'invoice\u200b.pdf', 'soft\u00adhyphen', 'rlm\u200f'];
   let srv: TestServer;
   before(async () => {
     srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }] });

@@ -10,6 +10,7 @@ import tls from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, type FTPError } from 'basic-ftp';
 import { RawFtp, readAll } from './helpers/ftp-raw.js';
+import { hasUnsafeChar } from '../src/session/unsafe-chars.js';
 import { TestServer } from './helpers/server.js';
 
 /** The control channel as a hostile client sees it (default policy: TLS required). */
@@ -248,9 +249,11 @@ describe('FTP control channel', () => {
     c.close();
   });
 
-  it('refuses names with C1, bidi or line-separator characters in STOR, MKD and RNTO, with 553 and a clear reason', async () => {
+  it('refuses names with C1, bidi, invisible or line-separator characters in STOR, MKD and RNTO, with 553 and a clear reason', async () => {
     // NEL (a line break to many xferlog readers), C1 (CSI drives terminals), U+2028/U+2029, bidi controls (RLO spoofs `aexe.txt`).
-    const names = ['a\u0085b\u202Etxt.exe', 'c1\u009b2J', 'ls\u2028ps\u2029', 'lre\u202A', 'pdi\u2069', 'lri\u2066'];
+    const names = ['a\u0085b\u202Etxt.exe', 'c1\u009b2J', 'ls\u2028ps\u2029', 'lre\u202A', 'pdi\u2069', 'lri\u2066', 'rlo\u202D', 'pdf\u202C'];
+    // Invisible and bidi-mark characters: `invoice<U+200B>.pdf` looks like `invoice.pdf` in listings and the audit trail.
+    names.push('lrm\u200E', 'rlm\u200F', 'alm\u061C', 'invoice\u200B.pdf', 'wj\u2060', 'bom\uFEFFmid', '\uFEFFbom', 'mvs\u180E', 'soft\u00ADhyphen', 'op\u2062');
     const ascii = (s: string) => [...s].map((c) => (c >= ' ' && c <= '~' ? c : `<U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}>`)).join('');
     const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
     writeFileSync(join(srv.home('alice'), 'plain.txt'), 'x');
@@ -266,8 +269,13 @@ describe('FTP control channel', () => {
     const client = new Client(30_000);
     await client.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'alice', password: 'alice password', secure: true, secureOptions: { rejectUnauthorized: false } });
     await assert.rejects(client.uploadFrom(Readable.from([Buffer.from('MZ')]), 'a\u0085b\u202Etxt.exe'), (e: FTPError) => e.code === 553 && /Invalid character in path/.test(e.message));
+    // ZWNJ is ordinary Persian spelling (`mi-khaham`), ZWJ joins an emoji sequence (woman technologist): both kept.
+    const joined = ['\u0645\u06CC\u200C\u062E\u0648\u0627\u0647\u0645.txt', '\u{1F469}\u200D\u{1F4BB}.txt'];
+    for (const name of joined) await client.uploadFrom(Readable.from([Buffer.from('ok')]), name);
+    const listed = (await client.list()).map((f) => f.name);
+    for (const name of joined) assert.ok(listed.includes(name), ascii(name));
     client.close();
-    assert.deepEqual(readdirSync(srv.home('alice')).filter((n) => /[\u0080-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/.test(n)), []);
+    assert.deepEqual(readdirSync(srv.home('alice')).filter(hasUnsafeChar), []);
     assert.ok(existsSync(join(srv.home('alice'), 'plain.txt')));
     c.close();
   });

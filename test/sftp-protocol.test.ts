@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
 import { advertisedExtensions } from '../src/sftp/handlers.js';
+import { hasUnsafeChar } from '../src/session/unsafe-chars.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sftpPackets, sshConnect } from './helpers/ssh.js';
 
@@ -277,9 +278,11 @@ describe('SFTP protocol edges, against the running server', () => {
     assert.equal(String(await call<Buffer>((cb) => sftp.readFile('/c.txt', cb))), 'copy me', 'the first channel still works');
   });
 
-  it('refuses names with C1, bidi or line-separator characters in OPEN, MKDIR, RENAME and SYMLINK, with a clear FAILURE', async () => {
+  it('refuses names with C1, bidi, invisible or line-separator characters in OPEN, MKDIR, RENAME and SYMLINK, with a clear FAILURE', async () => {
     // NEL (a line break to many xferlog readers), C1 (CSI drives terminals), U+2028/U+2029, bidi controls (RLO spoofs `aexe.txt`).
-    const names = ['a\u0085b\u202Etxt.exe', 'c1\u009b2J', 'ls\u2028ps\u2029', 'lre\u202A', 'pdi\u2069', 'lri\u2066'];
+    const names = ['a\u0085b\u202Etxt.exe', 'c1\u009b2J', 'ls\u2028ps\u2029', 'lre\u202A', 'pdi\u2069', 'lri\u2066', 'rlo\u202D', 'pdf\u202C'];
+    // Invisible and bidi-mark characters: `invoice<U+200B>.pdf` looks like `invoice.pdf` in listings and the audit trail.
+    names.push('lrm\u200E', 'rlm\u200F', 'alm\u061C', 'invoice\u200B.pdf', 'wj\u2060', 'bom\uFEFFmid', '\uFEFFbom', 'mvs\u180E', 'soft\u00ADhyphen', 'op\u2062');
     await call((cb) => sftp.writeFile('/plain.txt', 'x', cb));
     const FAILURE = 4;
     const ascii = (s: string) => [...s].map((c) => (c >= ' ' && c <= '~' ? c : `<U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}>`)).join('');
@@ -294,8 +297,16 @@ describe('SFTP protocol edges, against the running server', () => {
       await refused(`rename to ${what}`, call((cb) => sftp.rename('/plain.txt', `/${name}`, cb)));
       await refused(`symlink ${what}`, call((cb) => sftp.symlink('plain.txt', `/${name}`, cb)));
     }
-    assert.deepEqual(readdirSync(srv.home('pat')).filter((n) => /[\u0080-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/.test(n)), []);
+    assert.deepEqual(readdirSync(srv.home('pat')).filter(hasUnsafeChar), []);
     assert.equal(readFileSync(join(srv.home('pat'), 'plain.txt'), 'utf8'), 'x');
+    // ZWNJ is ordinary Persian spelling (`mi-khaham`), ZWJ joins an emoji sequence (woman technologist): both kept.
+    const joined = ['\u0645\u06CC\u200C\u062E\u0648\u0627\u0647\u0645', '\u{1F469}\u200D\u{1F4BB}'];
+    for (const name of joined) {
+      await call((cb) => sftp.writeFile(`/${name}.txt`, 'ok', cb));
+      await call((cb) => sftp.mkdir(`/${name}-dir`, cb));
+    }
+    const listed = (await call<ssh2.FileEntry[]>((cb) => sftp.readdir('/', cb))).map((e) => e.filename);
+    for (const name of joined) assert.ok(listed.includes(`${name}.txt`) && listed.includes(`${name}-dir`), ascii(name));
   });
 
   it('a failing request never shows a server path in its STATUS', async () => {

@@ -45,14 +45,16 @@ export function resolveVirtual(cwd: string, input: string): string {
 /**
  * One name as a client gives it: resolveVirtual checks every component with
  * it, and operations that create a name check the final one. Refusing the
- * characters of unsafe-chars.ts (C0, DEL, C1, U+2028/U+2029, bidi controls)
- * is what keeps every name made through sluice whole in line-based output:
+ * characters of unsafe-chars.ts (C0, DEL, C1, U+2028/U+2029, bidi controls
+ * and marks, invisible characters) is what keeps every name made through
+ * sluice whole, and told apart from its look-alikes, in line-based output:
  * LIST/NLST lines, and MLSD/MLST entries, `facts SP name CRLF` (RFC 3659
  * 7.2), where only CR or LF can end a name early (`;`, `=` and spaces are
  * fine after the first space); the xferlog and other logs, whose readers
  * also end lines at NEL or U+2028; and shown names, which a bidi override
- * would reorder. Names made on the host with such characters are not
- * listed (listing.ts DirectoryListing).
+ * would reorder and a zero width space make a look-alike of another.
+ * Names made on the host with such characters are not listed (listing.ts
+ * DirectoryListing).
  */
 export function checkName(name: string): void {
   const refused = nameRefusal(name);

@@ -1,3 +1,6 @@
+/** The unsafe characters above C0 (see UNSAFE_CHAR_CLASS), which JSON.stringify leaves as they are. */
+const UNSAFE_ABOVE_C0 = '\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff';
+
 /**
  * Characters that client-chosen text (names, paths, user names) may not carry
  * into a line of output as they are, defined once for every place that needs
@@ -8,12 +11,19 @@
  * - the line and paragraph separators U+2028 and U+2029;
  * - the bidi embedding, override and isolate controls U+202A-U+202E and
  *   U+2066-U+2069, which reorder what is displayed (`a\u202Etxt.exe` shows as
- *   `aexe.txt`).
+ *   `aexe.txt`), and the bidi marks U+200E LRM, U+200F RLM and U+061C ALM;
+ * - characters that show as nothing: U+00AD soft hyphen, U+180E Mongolian
+ *   vowel separator, U+200B zero width space, U+2060 word joiner and the
+ *   invisible operators U+2061-U+2064, U+FEFF (a BOM, anywhere in the text).
+ *   With one, `invoice\u200B.pdf` is another name that looks like
+ *   `invoice.pdf` in a listing, a log or the audit trail read as proof
+ *   (found by a review). U+200C ZWNJ and U+200D ZWJ are kept: ZWNJ is part
+ *   of ordinary Persian spelling, ZWJ of emoji sequences.
  * Client paths holding one are refused (paths.ts), as are homes and key
  * comments (users/admin.ts); the xferlog writes `_` for them, and the CLI's
  * tables show them escaped (shown).
  */
-export const UNSAFE_CHAR_CLASS = '\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069';
+export const UNSAFE_CHAR_CLASS = '\\u0000-\\u001f' + UNSAFE_ABOVE_C0;
 
 const UNSAFE = new RegExp(`[${UNSAFE_CHAR_CLASS}]`);
 
@@ -45,8 +55,7 @@ export function shown(text: string): string {
   });
 }
 
-/** The unsafe characters JSON.stringify leaves as they are (it escapes C0 in strings; outside them, C0 is its own line breaks). */
-const JSON_UNESCAPED = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const JSON_UNESCAPED = new RegExp(`[${UNSAFE_ABOVE_C0}]`, 'g');
 
 /**
  * Pure: JSON.stringify, with every unsafe character a \uNNNN escape. JSON

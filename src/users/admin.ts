@@ -72,7 +72,7 @@ export function parseCidrs(texts: readonly string[]): string[] {
  */
 function refuseUnprintable(what: string, text: string): void {
   const c = firstUnsafeChar(text);
-  if (c !== null) throw new AdminError(`${what} holds the control character U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`);
+  if (c !== null) throw new AdminError(`${what} holds the control or invisible character U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`);
   refuseLoneSurrogate(what, text);
 }
 
