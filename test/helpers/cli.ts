@@ -38,12 +38,17 @@ export function sluiceAsync(cwd: string, args: string[], env: NodeJS.ProcessEnv 
   });
 }
 
-/** Start `sluice serve` (node run with `nodeArgs` first) and resolve once `marker` appears on stdout. */
 /** How long a test's server may take to stop after SIGTERM: its drain (2 s in tests, 30 s by default) and its exit. */
 const STOP_PATIENCE_MS = 60_000;
 
-export function startServe(cwd: string, env: NodeJS.ProcessEnv, marker: RegExp, nodeArgs: readonly string[] = []) {
-  const child = spawn(process.execPath, [...nodeArgs, BIN, 'serve'], { cwd, env: { ...process.env, ...env } });
+/**
+ * Start `sluice serve` (node run with `nodeArgs` first) and resolve once `marker` appears on stdout.
+ * `runner`: a command that execs the rest in its own process (`setsid`, `prlimit --nofile=64 --`),
+ * so that the child's pid stays the server's.
+ */
+export function startServe(cwd: string, env: NodeJS.ProcessEnv, marker: RegExp, nodeArgs: readonly string[] = [], runner: readonly string[] = []) {
+  const [command = process.execPath, ...args] = [...runner, process.execPath, ...nodeArgs, BIN, 'serve'];
+  const child = spawn(command, args, { cwd, env: { ...process.env, ...env } });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d));

@@ -109,6 +109,8 @@ export interface ServerOptions {
   users?: { name: string; password: string; args?: string[] }[];
   /** Flags for node itself, before the script (as `npm start` gives them). */
   nodeArgs?: string[];
+  /** A command the server is started under, which execs it (startServe's runner). */
+  runner?: string[];
 }
 
 /**
@@ -127,6 +129,7 @@ export class TestServer {
   private proc: ReturnType<typeof startServe> | null = null;
   private env: NodeJS.ProcessEnv = {};
   private nodeArgs: readonly string[] = [];
+  private runner: readonly string[] = [];
 
   /**
    * A port free when picked may be bound by another test file's server before
@@ -174,7 +177,8 @@ export class TestServer {
     }
     this.env = env;
     this.nodeArgs = options.nodeArgs ?? [];
-    this.proc = startServe(this.dir, env, /sluice started/, this.nodeArgs);
+    this.runner = options.runner ?? [];
+    this.proc = startServe(this.dir, env, /sluice started/, this.nodeArgs, this.runner);
     await this.proc.ready;
   }
 
@@ -182,7 +186,7 @@ export class TestServer {
   async restart(whileStopped?: () => void): Promise<void> {
     await this.proc?.stop();
     whileStopped?.();
-    this.proc = startServe(this.dir, this.env, /sluice started/, this.nodeArgs);
+    this.proc = startServe(this.dir, this.env, /sluice started/, this.nodeArgs, this.runner);
     await this.proc.ready;
   }
 

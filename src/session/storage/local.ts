@@ -133,7 +133,20 @@ interface FinalFound {
   symlink: boolean;
 }
 
-const READ_FLAGS = C.O_RDONLY | C.O_NONBLOCK | C.O_NOFOLLOW;
+/**
+ * Every open of a name a client gave may meet a device node made on the host
+ * (a tty, a tape): its type is known only once it is open (an O_PATH look
+ * first, to refuse it unopened, cost a second open per file, some 90 us of
+ * a small download's ~2 ms when measured). So the open itself must not act:
+ * O_NOCTTY, or a tty opened by the server as a session leader without one
+ * (systemd's service, a `setsid` start) became its controlling terminal,
+ * whose hangup would then send the server SIGHUP; O_NONBLOCK, or a FIFO or a serial
+ * line waiting for its carrier held the open (and a thread of libuv's pool).
+ * What a driver's own open does (a tape loaded) is left: see SECURITY.md,
+ * homes mounted nodev.
+ */
+const NO_SIDE_EFFECTS = C.O_NOCTTY | C.O_NONBLOCK;
+const READ_FLAGS = C.O_RDONLY | NO_SIDE_EFFECTS | C.O_NOFOLLOW;
 
 async function lookFinal(dir: FileHandle, name: string, look: FinalLook): Promise<FinalFound> {
   const path = procPath(dir.fd, name);
@@ -146,7 +159,6 @@ async function lookFinal(dir: FileHandle, name: string, look: FinalLook): Promis
     }
     case 'read':
       try {
-        // O_NONBLOCK: a FIFO put in a home must not hang the open.
         return { opened: await fsp.open(path, READ_FLAGS), symlink: false };
       } catch (err) {
         // O_NOFOLLOW refuses a final symlink with ELOOP. Any other failure is openRead's to report (it tries again).
@@ -348,8 +360,8 @@ class LocalLocation implements Location {
   }
 
   async openWrite(mode: WriteMode): Promise<OpenFile> {
-    // O_NONBLOCK as for reads: an open for writing of a FIFO without a reader would otherwise hold a pool thread.
-    let flags = C.O_WRONLY | C.O_NONBLOCK | (mode.append ? C.O_APPEND : 0);
+    // As for reads (NO_SIDE_EFFECTS): an open for writing of a FIFO without a reader would otherwise hold a pool thread.
+    let flags = C.O_WRONLY | NO_SIDE_EFFECTS | (mode.append ? C.O_APPEND : 0);
     if (mode.create) flags |= C.O_CREAT | C.O_EXCL;
     else if (mode.truncate) flags |= C.O_TRUNC;
     return new LocalFile(await this.open(flags));

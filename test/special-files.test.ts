@@ -1,0 +1,70 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { RawFtp } from './helpers/ftp-raw.js';
+import { TestServer } from './helpers/server.js';
+import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+
+/** The controlling terminal of process `pid` (field 7 of /proc/<pid>/stat, tty_nr): 0 is none. */
+function controllingTty(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name, in parentheses, may hold blanks: count the fields after its end.
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[4]);
+}
+
+/**
+ * A device node in a home, opened for a download: its type is known only once
+ * it is open, so the open must not act (storage/local.ts NO_SIDE_EFFECTS).
+ * Found by a review: without O_NOCTTY a tty opened by a server that is a
+ * session leader without a terminal (systemd's service, or started under
+ * setsid as here) became its controlling terminal. Making a device node needs
+ * root, and the tests run unprivileged: the server runs in a user and mount
+ * namespace of its own (unshare -Urm, as test/full-disk does), where the
+ * slave of the test's own pseudo-terminal is bind-mounted over a file of the
+ * home. Skipped where unprivileged user namespaces are off.
+ */
+describe('a device node in a home: refused for download, opened without side effects', () => {
+  const namespaces = spawnSync('unshare', ['-Urm', 'true']).status === 0;
+  let srv: TestServer | undefined;
+  let pty: ChildProcessWithoutNullStreams | undefined;
+  before(async () => {
+    if (!namespaces) return;
+    // The master held open while the test runs (until its stdin ends); the slave's path printed.
+    pty = spawn('python3', ['-c', 'import os, pty, sys\nm, s = pty.openpty()\nprint(os.ttyname(s), flush=True)\nos.close(s)\nsys.stdin.read()']);
+    const [line] = (await once(pty.stdout, 'data')) as [Buffer];
+    const plant = 'touch "$1" && mount --bind "$2" "$1" && shift 2 && exec setsid "$@"';
+    srv = await TestServer.start({
+      users: [{ name: 'alice', password: 'alice password' }],
+      runner: ['unshare', '-Urm', 'sh', '-c', plant, 'sh', 'data/homes/alice/tty', String(line).trim()],
+    });
+  });
+  after(async () => {
+    await srv?.stop();
+    pty?.stdin.end();
+    if (pty && pty.exitCode === null) await once(pty, 'exit');
+  });
+
+  it('RETR and SFTP GET refuse it as no regular file, and the server takes no terminal', async (t) => {
+    if (!srv) return t.skip('unshare -Urm fails here (unprivileged user namespaces off)');
+    assert.equal(controllingTty(srv.pid as number), 0, 'under setsid, the server starts without a terminal');
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+    try {
+      await c.passive(true);
+      const r = await c.cmd('RETR /tty');
+      assert.deepEqual([r.code, r.text], [550, '550 Not a regular file.']);
+    } finally {
+      c.close();
+    }
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const sftp = await sftpOf(conn);
+      await assert.rejects(call((cb) => sftp.readFile('/tty', cb)), /Not a regular file/);
+    } finally {
+      conn.end();
+    }
+    assert.equal(controllingTty(srv.pid as number), 0, 'the server made the tty its controlling terminal');
+    assert.ok(srv.alive);
+  });
+});
