@@ -23,8 +23,9 @@ const NOT_DECODED = '\uFFFD';
  * path. Backslashes are separators (Windows clients send them), `.` and `//`
  * vanish, and `..` stops at the virtual root, as it does under chroot(2).
  * Everything is decided here, before any permission check or disk access.
+ * A path longer than `maxBytes` (the storage's Storage.maxPathBytes) is refused.
  */
-export function resolveVirtual(cwd: string, input: string): string {
+export function resolveVirtual(cwd: string, input: string, maxBytes = MAX_PATH_BYTES): string {
   if (hasUnsafeChar(input)) throw new SluiceError('invalid-path', 'Invalid character in path');
   if (input.includes(NOT_DECODED)) throw new SluiceError('invalid-path', 'Path is not UTF-8');
   const parts = input.startsWith('/') || input.startsWith('\\') ? [] : splitVirtual(cwd);
@@ -38,7 +39,7 @@ export function resolveVirtual(cwd: string, input: string): string {
     parts.push(seg);
   }
   const result = '/' + parts.join('/');
-  if (Buffer.byteLength(result) > MAX_PATH_BYTES) throw new SluiceError('invalid-path', 'Path too long');
+  if (Buffer.byteLength(result) > Math.min(maxBytes, MAX_PATH_BYTES)) throw new SluiceError('invalid-path', 'Path too long');
   return result;
 }
 

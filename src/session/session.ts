@@ -231,7 +231,7 @@ export class Session implements LiveSession {
 
   /** Clean virtual path of a client path, relative to the cwd. */
   resolve(clientPath: string): string {
-    return resolveVirtual(this.cwd, clientPath);
+    return resolveVirtual(this.cwd, clientPath, this.storage.maxPathBytes);
   }
 
   audit(event: AuditEvent): void {

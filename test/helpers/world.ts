@@ -105,6 +105,7 @@ export class World {
     const storage: StorageOpener = async (home) => {
       const s = await real(home);
       return {
+        maxPathBytes: s.maxPathBytes,
         resolve: async (...a) => raced(await s.resolve(...a)),
         resolveForRead: async (...a) => raced(await s.resolveForRead(...a)),
         close: () => s.close(),

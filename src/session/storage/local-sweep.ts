@@ -52,7 +52,7 @@ export async function walkHome(home: string): Promise<{ walk: HomeWalk; error: u
   }
   const walk: HomeWalk = { temps: { count: 0, bytes: 0 }, usage: { bytes: 0, files: 0 }, linked: new Set() };
   try {
-    await walkDir(dir, walk);
+    await walkTree(dir, walk);
     return { walk, error: null };
   } catch (err) {
     return { walk, error: err };
@@ -64,8 +64,96 @@ export async function walkHome(home: string): Promise<{ walk: HomeWalk; error: u
 /** Errors that mean a name went away or is not a directory any more: nothing to count under it. */
 const VANISHED = new Set(['ENOENT', 'ENOTDIR', 'ELOOP']);
 
-async function walkDir(dir: FileHandle, walk: HomeWalk): Promise<void> {
-  // Subdirectories are walked once this listing is closed: one open listing at a time.
+/**
+ * Directories held open above the one being walked (the home as well, and
+ * the listing of one: 35 descriptors at most). A tree may be deeper
+ * than any path a client can give (MKD one level at a time to the path
+ * limit, then the tree moved down into another one, as often as wanted; or
+ * made on the host): held one per level, the start's sweep ran out of
+ * descriptors in it (found by the paths review), and with it whatever else
+ * the process opened meanwhile. Deeper ones are let go on the way down and
+ * opened again on the way back up through `..`, known again by device and
+ * inode: each directory is opened at most twice.
+ */
+const HELD_LEVELS = 32;
+
+/** One directory of the path being walked. */
+interface Level {
+  /** Open, or null once let go (see HELD_LEVELS). */
+  fh: FileHandle | null;
+  /** What it was when let go, `dev:ino`, to know it again when climbed back to. */
+  id: string | null;
+  /** Its subdirectories not walked yet. */
+  subdirs: string[];
+}
+
+async function walkTree(home: FileHandle, walk: HomeWalk): Promise<void> {
+  const levels: Level[] = [{ fh: home, id: null, subdirs: await listDir(home, walk) }];
+  try {
+    for (let level = levels[0]; level !== undefined; level = levels[levels.length - 1]) {
+      const dir = level.fh as FileHandle;
+      const name = level.subdirs.pop();
+      if (name === undefined) {
+        levels.pop();
+        await climb(dir, levels[levels.length - 1]);
+        continue;
+      }
+      const child = await openChild(dir, name);
+      if (child === null) continue;
+      const entered: Level = { fh: child, id: null, subdirs: [] };
+      levels.push(entered);
+      const far = levels.length - 1 - HELD_LEVELS;
+      if (far > 0) await letGo(levels[far] as Level);
+      entered.subdirs = await listDir(child, walk);
+    }
+  } finally {
+    // The home (levels[0]) is its caller's to close.
+    await Promise.all(levels.slice(1).map((l) => l.fh?.close()));
+  }
+}
+
+/** Leave the walked directory `dir` for `parent` (none: `dir` is the home), which is opened again if it was let go. */
+async function climb(dir: FileHandle, parent: Level | undefined): Promise<void> {
+  if (parent === undefined) return;
+  try {
+    if (parent.fh === null) {
+      const up = await fsp.open(procPath(dir.fd, '..'), DIR_FLAGS);
+      parent.fh = up;
+      // Moved meanwhile (on the host: clients are not served yet), `..` is another directory: nothing to walk on from.
+      if (identity(await up.stat()) !== parent.id) throw new Error('a directory was moved while the sweep walked it');
+    }
+  } finally {
+    await dir.close();
+  }
+}
+
+async function letGo(level: Level): Promise<void> {
+  const { fh } = level;
+  if (fh === null) return;
+  level.fh = null;
+  try {
+    level.id = identity(await fh.stat());
+  } finally {
+    await fh.close();
+  }
+}
+
+function identity(st: { dev: number; ino: number }): string {
+  return `${st.dev}:${st.ino}`;
+}
+
+/** The subdirectory `name` of `dir` opened, or null when it went away or is no directory now. */
+async function openChild(dir: FileHandle, name: string): Promise<FileHandle | null> {
+  try {
+    return await fsp.open(procPath(dir.fd, name), DIR_FLAGS);
+  } catch (err) {
+    if (VANISHED.has(errnoCode(err) ?? '')) return null; // swapped for a symlink since it was listed: not ours to follow
+    throw err;
+  }
+}
+
+/** Count `dir`'s entries and remove its upload temporaries; its subdirectories, to walk once this listing is closed. */
+async function listDir(dir: FileHandle, walk: HomeWalk): Promise<string[]> {
   const subdirs: string[] = [];
   for await (const entry of await fsp.opendir(procPath(dir.fd), { bufferSize: 128 })) {
     if (entry.name.startsWith(UPLOAD_TEMP_PREFIX)) {
@@ -77,20 +165,7 @@ async function walkDir(dir: FileHandle, walk: HomeWalk): Promise<void> {
     if (entry.isDirectory()) subdirs.push(entry.name);
     else if (!entry.isSymbolicLink() && (await countBytes(dir, entry.name, walk)) === 'directory') subdirs.push(entry.name);
   }
-  for (const name of subdirs) {
-    let child: FileHandle;
-    try {
-      child = await fsp.open(procPath(dir.fd, name), DIR_FLAGS);
-    } catch (err) {
-      if (VANISHED.has(errnoCode(err) ?? '')) continue; // swapped for a symlink since it was listed: not ours to follow
-      throw err;
-    }
-    try {
-      await walkDir(child, walk);
-    } finally {
-      await child.close();
-    }
-  }
+  return subdirs;
 }
 
 /** Count a regular file's bytes; says 'directory' for one the listing could not type (DT_UNKNOWN). */

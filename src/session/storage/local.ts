@@ -637,7 +637,21 @@ class DirectoryChain {
   }
 }
 
+/** Linux's PATH_MAX, its NUL included: the longest path the kernel writes out (d_path). */
+const PATH_MAX = 4096;
+
 export class LocalStorage implements Storage {
+  /**
+   * What PATH_MAX leaves after the home's real path. A directory's place is
+   * read back whole from its /proc/self/fd link (whereNow), which fails past
+   * PATH_MAX (ENAMETOOLONG): a working directory made there by MKD one level
+   * at a time then read as moved, and its listings were refused (found by the
+   * paths review). The kernel itself has no such bound for a walk by
+   * descriptors, nor for depth, and neither has this storage (its walks hold
+   * a bounded number of descriptors): a tree moved down into another may lie
+   * deeper, unreachable until moved back up.
+   */
+  readonly maxPathBytes: number;
   private readonly home: HomeDirectory;
   private readonly chain = new DirectoryChain();
   private closed = false;
@@ -651,6 +665,7 @@ export class LocalStorage implements Storage {
     private readonly walks: WalkTurns,
   ) {
     this.home = new HomeDirectory(root, () => this.dropChain());
+    this.maxPathBytes = PATH_MAX - 1 - Buffer.byteLength(root);
   }
 
   /** Let go of a directory handle of a resolve or a location (closed once unused). Never rejects. */

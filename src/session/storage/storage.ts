@@ -209,6 +209,11 @@ export interface Location {
 /** One user's home. */
 export interface Storage {
   /**
+   * The longest virtual path it holds, in UTF-8 bytes: the session refuses
+   * a longer one as too long (paths.ts resolveVirtual), whatever the operation.
+   */
+  readonly maxPathBytes: number;
+  /**
    * Resolve a clean virtual path. `followFinal` decides whether a symlink as
    * the last component is followed (stat, open) or acted on (lstat, remove).
    * `unseen(dir, name)` says whether looking `name` up in `dir` is something
