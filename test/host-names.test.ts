@@ -165,3 +165,33 @@ describe('a path that names what no client may give reaches hooks escaped', () =
     assert.equal(path, '/Q\\n\\x1b[31mFAKE LINE/f');
   });
 });
+
+/*
+ * Such names, and those an older version let clients make before their
+ * characters were refused (a zero width space), are reached by nobody but the
+ * operator: the start says how many each home holds, with one shown escaped.
+ */
+describe('names no client may give, found at the start', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }] });
+  });
+  after(() => srv.stop());
+
+  it('are counted per home in a warning', async () => {
+    const home = srv.home('alice');
+    await srv.restart(() => {
+      mkdirSync(join(home, 'sub\\dir'));
+      writeFileSync(join(home, 'sub\\dir', 'inside.txt'), 'x');
+      writeFileSync(join(home, 'invoice\u200b.pdf'), 'look-alike');
+      writeFileSync(join(home, 'invoice.pdf'), 'the real one');
+    });
+    await srv.logs(/no client may give/);
+    const line = srv.log.split('\n').find((l) => l.includes('no client may give'));
+    const warning = JSON.parse(line ?? '{}') as Record<string, unknown>;
+    assert.equal(warning.names, 2, line);
+    assert.equal(warning.level, 40, line);
+    // Shown as a terminal may print it: the backslash doubled, the zero width space an escape.
+    assert.ok(warning.example === 'sub\\\\dir' || warning.example === 'invoice\\u{200b}.pdf', line);
+  });
+});

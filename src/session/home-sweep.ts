@@ -1,6 +1,7 @@
 import type { SystemAuditSink } from '../audit/events.js';
 import type { StoredUsage } from './account.js';
 import { realHome, subdirectories, walkHome } from './storage/local-sweep.js';
+import { shown } from './unsafe-chars.js';
 
 /** A user whose home the sweep recounts. */
 export interface SweptUser {
@@ -12,6 +13,7 @@ export interface SweptUser {
 /** The slice of a pino logger the sweep writes to. */
 interface SweepLog {
   info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
   error(obj: object, msg: string): void;
 }
 
@@ -26,6 +28,9 @@ interface SweepLog {
  *   differs, store the disk's. A crash during an in-place upload leaves growth
  *   that was only to be recorded when the upload settled, and older versions
  *   counted neither directories nor symlinks; one audit line per corrected user.
+ *
+ * - say (warn) how many names in the home no client may give, which no
+ *   client sees or reaches (paths.ts isClientName).
  *
  * Each home is walked once however many users share it, and each of them gets
  * its count: every one of them sees, and is charged for, all of it. A home
@@ -69,6 +74,12 @@ export async function sweepHomes(
       const removed = { home, ...walk.temps };
       audit?.system({ event: 'upload-temps-removed', ...removed });
       log.info(removed, 'removed upload temporaries left by an earlier run');
+    }
+    if (walk.unreachable.count > 0) {
+      // Made on the host, or through an older version before such names were refused (a zero width space, a
+      // bidi mark): no client can list, read or remove them, and the operator is the one who can rename them.
+      const { count, example } = walk.unreachable;
+      log.warn({ home, names: count, example: shown(example ?? '') }, 'names in this home that no client may give are not listed or served: rename them on the host');
     }
     if (error === null) for (const user of owners) await recordUsage(user, home, walk.usage, store, audit, log);
   }

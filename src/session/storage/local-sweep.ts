@@ -1,7 +1,7 @@
 import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { UPLOAD_TEMP_PREFIX } from '../paths.js';
+import { isClientName, UPLOAD_TEMP_PREFIX } from '../paths.js';
 import { errnoCode, fromErrno } from './errno.js';
 import { DIR_FLAGS, procPath } from './local.js';
 
@@ -20,6 +20,8 @@ export interface HomeWalk {
   usage: { bytes: number; files: number };
   /** Files with several links already counted: their bytes count once. */
   linked: Set<string>;
+  /** Names no client may give (isClientName), so not listed or served: how many, and the first met. */
+  unreachable: { count: number; example: string | null };
 }
 
 /** The directories in `dir` (none when it does not exist). */
@@ -50,7 +52,7 @@ export async function walkHome(home: string): Promise<{ walk: HomeWalk; error: u
   } catch {
     return null;
   }
-  const walk: HomeWalk = { temps: { count: 0, bytes: 0 }, usage: { bytes: 0, files: 0 }, linked: new Set() };
+  const walk: HomeWalk = { temps: { count: 0, bytes: 0 }, usage: { bytes: 0, files: 0 }, linked: new Set(), unreachable: { count: 0, example: null } };
   try {
     await walkTree(dir, walk);
     return { walk, error: null };
@@ -160,6 +162,10 @@ async function listDir(dir: FileHandle, walk: HomeWalk): Promise<string[]> {
       // Hidden from clients, so not theirs to count; a file of that name is a crash's leftover.
       if (entry.isFile()) await removeTemp(dir, entry.name, walk);
       continue;
+    }
+    if (!isClientName(entry.name)) {
+      walk.unreachable.count++;
+      walk.unreachable.example ??= entry.name;
     }
     walk.usage.files++;
     if (entry.isDirectory()) subdirs.push(entry.name);
