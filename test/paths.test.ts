@@ -74,15 +74,19 @@ describe('checkName (pure): what can break an MLSx entry is refused at creation'
       assert.equal(isClientName(name), false);
     });
   }
-  // C1 (NEL ends log lines, CSI drives terminals), line and paragraph separators, every bidi embedding, override and isolate control.
-  for (const c of [0x80, 0x85, 0x9b, 0x9f, 0x2028, 0x2029, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069]) {
+  // C1 (NEL ends log lines, CSI drives terminals), line and paragraph separators, every bidi embedding, override and isolate
+  // control, the bidi marks, and what shows as nothing (look-alikes of other names).
+  const invisible = [0xad, 0x34f, 0x115f, 0x1160, 0x180e, 0x200b, 0x2060, 0x2064, 0x206a, 0x206f, 0x3164, 0xfeff, 0xffa0];
+  for (const c of [0x80, 0x85, 0x9b, 0x9f, 0x2028, 0x2029, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069, 0x200e, 0x200f, 0x61c, ...invisible]) {
     it(`refuses a name holding U+${c.toString(16).toUpperCase().padStart(4, '0')}`, () => {
       assert.throws(() => checkName(`n${String.fromCharCode(c)}me`), (e: unknown) => e instanceof SluiceError && e.kind === 'invalid-path');
     });
   }
   // An MLSx entry's name is everything after the first space: these cannot split it.
-  // The neighbours of what is refused are fine: U+00A0 and U+00A1 after C1, U+2027 and U+202F around the bidi controls, U+206A after the isolates.
-  for (const name of ['a;b', 'type=file;', ' leading space', 'trailing ', 'a b; c=d', '名前', 'a\u00a0b\u00a1', 'a\u2027b\u202f\u206a']) {
+  // The neighbours of what is refused are fine: U+00A0 and U+00A1 after C1, U+2027 and U+202F around the bidi controls, U+2070
+  // after the format characters; and what Persian spelling (ZWNJ), emoji (ZWJ, a variation selector) and flags (tags) need.
+  const kept = ['\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645', '\u{1f469}\u200d\u{1f4bb}', '\u2764\ufe0f', '\u{1f3f4}\u{e0067}\u{e0062}\u{e0073}\u{e0063}\u{e0074}\u{e007f}'];
+  for (const name of ['a;b', 'type=file;', ' leading space', 'trailing ', 'a b; c=d', '名前', 'a\u00a0b\u00a1', 'a\u2027b\u202f\u2070', ...kept]) {
     it(`accepts ${JSON.stringify(name)}`, () => {
       assert.doesNotThrow(() => checkName(name));
       assert.equal(isClientName(name), true);

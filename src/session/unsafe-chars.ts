@@ -1,5 +1,6 @@
 /** The unsafe characters above C0 (see UNSAFE_CHAR_CLASS), which JSON.stringify leaves as they are. */
-const UNSAFE_ABOVE_C0 = '\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff';
+const UNSAFE_ABOVE_C0 =
+  '\\u007f-\\u009f\\u00ad\\u034f\\u061c\\u115f\\u1160\\u180e\\u200b\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2060-\\u206f\\u3164\\ufeff\\uffa0';
 
 /**
  * Characters that client-chosen text (names, paths, user names) may not carry
@@ -12,13 +13,16 @@ const UNSAFE_ABOVE_C0 = '\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b\\u200e\\u20
  * - the bidi embedding, override and isolate controls U+202A-U+202E and
  *   U+2066-U+2069, which reorder what is displayed (`a\u202Etxt.exe` shows as
  *   `aexe.txt`), and the bidi marks U+200E LRM, U+200F RLM and U+061C ALM;
- * - characters that show as nothing: U+00AD soft hyphen, U+180E Mongolian
- *   vowel separator, U+200B zero width space, U+2060 word joiner and the
- *   invisible operators U+2061-U+2064, U+FEFF (a BOM, anywhere in the text).
- *   With one, `invoice\u200B.pdf` is another name that looks like
- *   `invoice.pdf` in a listing, a log or the audit trail read as proof
- *   (found by a review). U+200C ZWNJ and U+200D ZWJ are kept: ZWNJ is part
- *   of ordinary Persian spelling, ZWJ of emoji sequences.
+ * - characters that show as nothing: U+00AD soft hyphen, U+034F combining
+ *   grapheme joiner, U+180E Mongolian vowel separator, U+200B zero width
+ *   space, U+2060 word joiner, the invisible operators U+2061-U+2064 and the
+ *   deprecated format characters U+206A-U+206F, the Hangul fillers U+115F,
+ *   U+1160, U+3164 and U+FFA0 (blank, though letters to a regular
+ *   expression), U+FEFF (a BOM, anywhere in the text). With one,
+ *   `invoice\u200B.pdf` is another name that looks like `invoice.pdf` in a
+ *   listing, a log or the audit trail read as proof (found by a review).
+ *   Kept: U+200C ZWNJ, part of ordinary Persian spelling; U+200D ZWJ, the
+ *   variation selectors and the tag characters, parts of emoji and flags.
  * Client paths holding one are refused (paths.ts), as are homes and key
  * comments (users/admin.ts); the xferlog writes `_` for them, and the CLI's
  * tables show them escaped (shown).
