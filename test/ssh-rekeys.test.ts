@@ -11,6 +11,7 @@ import { REKEY_BURST, REKEY_REFILL_MS, RekeyAllowance } from '../src/sftp/rekeys
 import { GOODBYE_MS } from '../src/wire/goodbye.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+import { serverEndHeld } from './helpers/tcp.js';
 
 /** ssh2's client has no rekey(): its wire protocol starts one. */
 interface RawClient {
@@ -32,20 +33,6 @@ function rekey(c: ssh2.Client): Promise<boolean> {
     c.once('close', closed);
     (c as unknown as RawClient)._protocol.rekey();
   });
-}
-
-/**
- * Whether a process still holds the server's end of the TCP connection from
- * `clientPort` to `serverPort`: /proc/net/tcp lists an end its process has
- * closed (an orphan, in FIN-WAIT) with inode 0.
- */
-function serverEndHeld(serverPort: number, clientPort: number): boolean {
-  const hex = (port: number) => port.toString(16).toUpperCase().padStart(4, '0');
-  return readFileSync('/proc/net/tcp', 'utf8')
-    .split('\n')
-    .slice(1)
-    .map((line) => line.trim().split(/\s+/))
-    .some((f) => f[1]?.endsWith(`:${hex(serverPort)}`) && f[2]?.endsWith(`:${hex(clientPort)}`) && f[9] !== '0');
 }
 
 /*

@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type ssh2 from 'ssh2';
 import type { LiveConnection } from '../session/live.js';
@@ -7,6 +8,27 @@ import { shown } from '../session/unsafe-chars.js';
 export function tellClient(channel: ssh2.ServerChannel, text: string): void {
   // An operator's reason goes to the user's terminal: one line, its controls shown escaped.
   if (channel.writable && channel.stderr.writable) channel.stderr.write(`sluice: ${shown(text)}\n`);
+}
+
+/**
+ * Makes every end() of `client`, whoever calls it (the idle timeout, the
+ * login deadline, a refusal, the drain, the stop), end its socket as well;
+ * the socket's end destroys it GOODBYE_MS later (destroyAfterGoodbye). ssh2's
+ * end() sends its DISCONNECT and ends the socket only while the socket reads
+ * on (its isWritable): a socket the server had stopped reading, its client
+ * not reading its replies (readOnlyWhileSent), which then took the client's
+ * FIN without a word ('end' waits for a reader) had every end() pass over
+ * it. Found by a test: a client that sent requests until the server stopped
+ * reading it, then half-closed, kept its connection and the megabytes
+ * unsent to it past its idle timeout and held the server's stop for ever.
+ */
+export function endsItsSocket(client: ssh2.Connection, socket: Socket): void {
+  const end = client.end.bind(client);
+  client.end = (): ssh2.Connection => {
+    end();
+    socket.end();
+    return client;
+  };
 }
 
 /** A session channel being served: see ServedChannels.add. */

@@ -14,7 +14,7 @@ import { SluiceError } from '../session/errors.js';
 import { Session } from '../session/session.js';
 import { ByteBudget } from './budget.js';
 import { SftpChannel } from './channel.js';
-import { ServedChannels, tellClient } from './connection-end.js';
+import { endsItsSocket, ServedChannels, tellClient } from './connection-end.js';
 import { RekeyAllowance, heldDuringKeyExchange, watchKeyExchanges } from './rekeys.js';
 import { MIN_CLIENT_PACKET, WindowPool, acceptWithWindow, channelWindow, clientMaxPacket, ownWindow, type PoolMember } from './window.js';
 import { parseScpCommand, ScpCommandError, type ScpCommand } from '../scp/command.js';
@@ -281,12 +281,14 @@ export class SftpFrontEnd {
     // A reset connection must never take the process down (ssh2#902).
     client.on('error', (err: Error) => this.log.debug({ err: err.message }, 'ssh client error'));
     const key = `${info.ip}|${info.port}`;
-    const guest = this.admitted.get(key)?.guest;
-    if (!guest) {
+    const admitted = this.admitted.get(key);
+    if (!admitted) {
       // Only sockets we admitted reach ssh2; one missing here closed in between.
       client.end();
       return;
     }
+    const { guest, socket } = admitted;
+    endsItsSocket(client, socket);
     // A handshake or protocol error before login (garbage, a broken key exchange) is scored; a declined one or a reset is not.
     client.on('error', (err: Error & { level?: string }) => {
       if (!client.authenticated && (err.level === 'handshake' || err.level === 'protocol')) guest.handshakeFailed(err);
