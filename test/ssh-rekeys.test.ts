@@ -157,3 +157,58 @@ describe('SSH: key re-exchanges per connection', () => {
     for (let i = 1; i <= 10_000; i++) assert.equal(steady.take(i * 3000), true, `re-exchange ${i}`);
   });
 });
+
+/*
+ * The first key exchange is under the login deadline; a later one had no
+ * bound of its own, and while it runs nothing else may pass, so a client
+ * that began one and went silent held its connection until its idle timeout.
+ */
+describe('SSH: a key re-exchange has limits.loginTimeout to finish', () => {
+  const LOGIN_TIMEOUT = 3;
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({
+      yaml: `limits:\n  loginTimeout: ${LOGIN_TIMEOUT}\nsftp:\n  idleTimeout: 120\n`,
+      users: [{ name: 'alice', password: 'alice password' }],
+    });
+  });
+  after(() => srv.stop());
+
+  const login = async (): Promise<ssh2.Client> => {
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    c.on('error', () => undefined);
+    return c;
+  };
+
+  it('a client that starts one and stalls it is disconnected then, not at its idle timeout', { timeout: 60_000 }, async () => {
+    const c = await login();
+    // A session open: the login deadline is over.
+    await sftpOf(c);
+    const sock = (c as unknown as { _sock: Socket })._sock;
+    const clientPort = sock.localPort as number;
+    // Its KEXINIT goes out; the server's answer is never read, so the exchange goes no further.
+    sock.pause();
+    (c as unknown as RawClient)._protocol.rekey();
+    const began = Date.now();
+    const deadline = began + LOGIN_TIMEOUT * 1000 + GOODBYE_MS + 3000;
+    while (serverEndHeld(srv.sftpPort, clientPort) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const held = Date.now() - began;
+    assert.ok(!serverEndHeld(srv.sftpPort, clientPort), `the server still held the connection ${held} ms after the exchange began`);
+    assert.ok(held >= LOGIN_TIMEOUT * 1000 - 200, `disconnected ${held} ms after the exchange began`);
+    await srv.logs(new RegExp(`key re-exchange not finished within ${LOGIN_TIMEOUT} s; connection closed`));
+    c.destroy();
+  });
+
+  it('one that finishes does not count against the next: the connection stays', { timeout: 60_000 }, async () => {
+    const c = await login();
+    let closed = false;
+    c.once('close', () => (closed = true));
+    const sftp = await sftpOf(c);
+    assert.equal(await rekey(c), true);
+    // Past the bound of the exchange that finished, and the goodbye of an end.
+    await new Promise((r) => setTimeout(r, LOGIN_TIMEOUT * 1000 + GOODBYE_MS + 500));
+    assert.equal(closed, false, 'the server ended the connection');
+    assert.equal((await call<{ isDirectory(): boolean }>((cb) => sftp.stat('.', cb))).isDirectory(), true);
+    c.end();
+  });
+});

@@ -354,13 +354,34 @@ export class SftpFrontEnd {
    * which comes once an exchange is done, but no ssh2 this server installs
    * lacks the watch, so it never ran, and nothing tested it (found by a
    * review).
+   *
+   * A re-exchange not done within limits.loginTimeout of its KEXINIT ends the
+   * connection too: the first exchange is under the login deadline, and a
+   * later one takes milliseconds unless its client is dead or stalls it on
+   * purpose. Before, a client that began one and sent no more held its
+   * connection until its idle timeout (found by a review): nothing but the
+   * exchange may pass meanwhile, so no request refreshes that either.
    */
   private limitKeyExchanges(client: ssh2.Connection, state: ConnectionState): void {
     const allowance = new RekeyAllowance();
+    const { loginTimeout } = this.services.config.limits;
     let started = 0;
+    let unfinished: NodeJS.Timeout | undefined;
+    const done = (): void => {
+      clearTimeout(unfinished);
+      unfinished = undefined;
+    };
+    client.on('rekey', done);
+    client.on('close', done);
     const start = (): boolean => {
       started++;
-      if (allowance.take()) return true;
+      if (allowance.take()) {
+        unfinished ??= setTimeout(() => {
+          state.log.warn({ rekeys: started }, `key re-exchange not finished within ${loginTimeout} s; connection closed`);
+          client.end();
+        }, loginTimeout * 1000).unref();
+        return true;
+      }
       refused(state, { rekeys: started }, 'key re-exchange refused: too many on this connection; connection closed');
       client.end();
       return false;
