@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { Socket } from 'node:net';
+import { connect, createServer, type Server, Socket } from 'node:net';
+import { Transform, pipeline } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -158,6 +159,26 @@ describe('SSH: key re-exchanges per connection', () => {
   });
 });
 
+/** A link from the server to its client that carries `rate` bytes a second, as a slow line does. */
+function slowLink(to: number, rate: number): Promise<{ port: number; server: Server; sockets: Set<Socket> }> {
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(to, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    const throttle = new Transform({
+      highWaterMark: 16 * 1024,
+      transform(chunk: Buffer, _enc, done) {
+        setTimeout(() => done(null, chunk), (chunk.length / rate) * 1000);
+      },
+    });
+    pipeline(client, upstream, () => client.destroy());
+    pipeline(upstream, throttle, client, () => upstream.destroy());
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve({ port: (server.address() as { port: number }).port, server, sockets })),
+  );
+}
+
 /*
  * The first key exchange is under the login deadline; a later one had no
  * bound of its own, and while it runs nothing else may pass, so a client
@@ -166,13 +187,17 @@ describe('SSH: key re-exchanges per connection', () => {
 describe('SSH: a key re-exchange has limits.loginTimeout to finish', () => {
   const LOGIN_TIMEOUT = 3;
   let srv: TestServer;
+  const local = mkdtempSync(join(tmpdir(), 'sluice-rekey-bound-'));
   before(async () => {
     srv = await TestServer.start({
       yaml: `limits:\n  loginTimeout: ${LOGIN_TIMEOUT}\nsftp:\n  idleTimeout: 120\n`,
       users: [{ name: 'alice', password: 'alice password' }],
     });
   });
-  after(() => srv.stop());
+  after(async () => {
+    await srv.stop();
+    rmSync(local, { recursive: true, force: true });
+  });
 
   const login = async (): Promise<ssh2.Client> => {
     const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
@@ -180,22 +205,34 @@ describe('SSH: a key re-exchange has limits.loginTimeout to finish', () => {
     return c;
   };
 
-  it('a client that starts one and stalls it is disconnected then, not at its idle timeout', { timeout: 60_000 }, async () => {
+  it('a client that answers the server\'s KEXINIT and stalls is disconnected then, not at its idle timeout', { timeout: 60_000 }, async () => {
     const c = await login();
     // A session open: the login deadline is over.
     await sftpOf(c);
     const sock = (c as unknown as { _sock: Socket })._sock;
     const clientPort = sock.localPort as number;
-    // Its KEXINIT goes out; the server's answer is never read, so the exchange goes no further.
-    sock.pause();
+    // Its KEXINIT goes out, then, once it has read the server's, its answer (ssh2 writes a packet a write);
+    // the server's reply is never read, so the exchange goes no further.
+    const write = sock.write.bind(sock) as (chunk: Buffer) => boolean;
+    let writes = 0;
+    let answered = (): void => undefined;
+    const answer = new Promise<void>((resolve) => (answered = resolve));
+    sock.write = ((chunk: Buffer) => {
+      if (++writes === 2) {
+        sock.pause();
+        answered();
+      }
+      return write(chunk);
+    }) as typeof sock.write;
     (c as unknown as RawClient)._protocol.rekey();
+    await answer;
     const began = Date.now();
     const deadline = began + LOGIN_TIMEOUT * 1000 + GOODBYE_MS + 3000;
     while (serverEndHeld(srv.sftpPort, clientPort) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     const held = Date.now() - began;
     assert.ok(!serverEndHeld(srv.sftpPort, clientPort), `the server still held the connection ${held} ms after the exchange began`);
     assert.ok(held >= LOGIN_TIMEOUT * 1000 - 200, `disconnected ${held} ms after the exchange began`);
-    await srv.logs(new RegExp(`key re-exchange not finished within ${LOGIN_TIMEOUT} s; connection closed`));
+    await srv.logs(new RegExp(`key re-exchange not finished within ${LOGIN_TIMEOUT} s of the client's answer; connection closed`));
     c.destroy();
   });
 
@@ -210,5 +247,30 @@ describe('SSH: a key re-exchange has limits.loginTimeout to finish', () => {
     assert.equal(closed, false, 'the server ended the connection');
     assert.equal((await call<{ isDirectory(): boolean }>((cb) => sftp.stat('.', cb))).isDirectory(), true);
     c.end();
+  });
+
+  it("OpenSSH's sftp downloading over a slow link, re-keying by volume, is not cut", { timeout: 120_000 }, async (t) => {
+    if (spawnSync('which', ['sshpass']).status !== 0) {
+      if (process.env.CI === 'true') assert.fail('sshpass must be installed in CI');
+      return t.skip('sshpass is not installed (.ci/run installs it)');
+    }
+    const body = randomBytes(4 * 1024 * 1024);
+    writeFileSync(join(srv.home('alice'), 'big.bin'), body);
+    // 400 KB/s: the ~2 MiB the client's window lets be on the way before the server's KEXINIT take ~5 s.
+    const link = await slowLink(srv.sftpPort, 400_000);
+    writeFileSync(join(local, 'batch'), 'get big.bin down.bin\n');
+    const logFrom = srv.log.length;
+    const r = await new Promise<{ status: number | null; stderr: string }>((resolve) => {
+      const p = spawn('sshpass', ['-p', 'alice password', 'sftp', '-v', '-o', 'BatchMode=no', '-o', 'StrictHostKeyChecking=no',
+        '-o', 'UserKnownHostsFile=/dev/null', '-o', 'RekeyLimit=1M', '-P', String(link.port), '-b', 'batch', 'alice@127.0.0.1'], { cwd: local });
+      let stderr = '';
+      p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      p.on('close', (status) => resolve({ status, stderr }));
+    });
+    link.server.close();
+    for (const s of link.sockets) s.destroy();
+    assert.doesNotMatch(srv.log.slice(logFrom), /key re-exchange not finished/);
+    assert.equal(r.status, 0, r.stderr.split('\n').slice(-15).join('\n'));
+    assert.ok(readFileSync(join(local, 'down.bin')).equals(body), 'the download arrived whole');
   });
 });

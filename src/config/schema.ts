@@ -270,7 +270,7 @@ export const configSchema = z
         /**
          * Seconds from accept to a successful login, on every port (SSH banner
          * and authentication, FTP greeting to PASS); commands before login do not extend it.
-         * Also the most an SSH key re-exchange may take, from the client's KEXINIT.
+         * Also the most an SSH key re-exchange may take, from the client's answer to the server's KEXINIT.
          */
         loginTimeout: z.number().int().min(1).max(600).default(30),
         /** Bytes per second each connection may upload / download, for users without their own limit; 0: none. */

@@ -3,6 +3,9 @@ import type { HeldBack } from '../wire/backlog.js';
 
 /** SSH_MSG_KEXINIT (RFC 4253 7.1). */
 const KEXINIT = 20;
+/** The messages of a key exchange method's own (RFC 4250 4.1.2: 30 to 49), the client's first one its answer to ours. */
+const KEX_METHOD_FIRST = 30;
+const KEX_METHOD_LAST = 49;
 
 /**
  * Key re-exchanges one connection may start at once, and how fast that
@@ -46,36 +49,85 @@ export class RekeyAllowance {
 
 /**
  * What ssh2's Connection keeps of its wire protocol: the function each
- * decrypted packet goes to, and the packets it may not send yet.
+ * decrypted packet goes to, its Decipher's own (where a running exchange's
+ * packets go), and the packets it may not send yet.
  */
 interface Wire {
-  _protocol?: { _onPayload?: unknown; _queue?: readonly Uint8Array[] };
+  _protocol?: { _onPayload?: unknown; _queue?: readonly Uint8Array[]; _decipher?: { _onPayload?: unknown } };
+}
+
+/** What a connection's key re-exchanges are told as the client's packets arrive, before ssh2 sees them. */
+export interface KeyExchangeWatch {
+  /** The client's KEXINIT began one: false refuses it (that KEXINIT and every packet after it are dropped). */
+  started(): boolean;
+  /**
+   * The client's first key exchange method message of it (a guess sent with
+   * its KEXINIT passed over): sent once it had read the server's KEXINIT, so
+   * what the server had queued before it has reached the client. From here
+   * the exchange is a round trip and the server's own work; before, it takes
+   * as long as that queue takes to cross the link, a download's whole
+   * window on a slow one.
+   */
+  answered(): void;
 }
 
 /**
- * Calls `started` as each key re-exchange the client starts arrives (its
- * KEXINIT), before ssh2 answers it; ssh2 itself only says so once the
- * exchange is done ('rekey'), its work spent. When `started` returns false
- * that KEXINIT and every packet after it are dropped: the exchange never
- * begins, and the connection is to be ended. ssh2 hands each packet to its
+ * Whether a KEXINIT payload says a guessed key exchange packet follows it
+ * (RFC 4253 7.1 first_kex_packet_follows): the boolean after its ten
+ * name-lists. A malformed one is ssh2's to refuse.
+ */
+function guessFollows(payload: Buffer): boolean {
+  let at = 17; // the message type and the 16-byte cookie
+  for (let list = 0; list < 10; list++) {
+    if (at + 4 > payload.length) return false;
+    at += 4 + payload.readUInt32BE(at);
+  }
+  return payload[at] === 1;
+}
+
+/**
+ * Tells `watch` of each key re-exchange the client starts as its packets
+ * arrive, before ssh2 answers them; ssh2 itself only says so once the
+ * exchange is done ('rekey'), its work spent. ssh2 hands each packet to its
  * Protocol's `_onPayload`, and each new set of keys takes the function from
  * there (kex.js): replaced before the first exchange ends, it sees every
  * packet after it, while the first exchange, which is no re-exchange, goes
- * to ssh2's own handler. The message type is the payload's first byte as
- * sluice offers no compression. False if this ssh2 has no such function.
+ * to ssh2's own handler. A re-exchange's own packets, after its KEXINIT, go
+ * to a handler ssh2 gives the Decipher as it takes that KEXINIT: wrapped
+ * then, to see the client's answer. The message type is the payload's
+ * first byte as sluice offers no compression. False if this ssh2 has no
+ * such function; one whose Decipher has none tells no answer (the exchange
+ * is then left to the idle timeout, as before it had a bound).
  */
-export function watchKeyExchanges(client: ssh2.Connection, started: () => boolean): boolean {
+export function watchKeyExchanges(client: ssh2.Connection, watch: KeyExchangeWatch): boolean {
   const protocol = (client as unknown as Wire)._protocol;
   if (!protocol || typeof protocol._onPayload !== 'function') return false;
   const passOn = protocol._onPayload as (payload: Buffer) => unknown;
   let refused = false;
   protocol._onPayload = (payload: Buffer): unknown => {
     if (refused) return undefined;
-    if (payload[0] === KEXINIT && !started()) {
+    if (payload[0] !== KEXINIT) return passOn(payload);
+    if (!watch.started()) {
       refused = true;
       return undefined;
     }
-    return passOn(payload);
+    const result = passOn(payload);
+    const decipher = protocol._decipher;
+    if (decipher && typeof decipher._onPayload === 'function') {
+      const exchangeOn = decipher._onPayload as (payload: Buffer) => unknown;
+      let toSkip: number | null = guessFollows(payload) ? 1 : 0;
+      decipher._onPayload = (packet: Buffer): unknown => {
+        const type = packet[0] ?? 0;
+        if (toSkip !== null && type >= KEX_METHOD_FIRST && type <= KEX_METHOD_LAST) {
+          if (toSkip === 0) {
+            toSkip = null;
+            watch.answered();
+          } else toSkip--;
+        }
+        return exchangeOn(packet);
+      };
+    }
+    return result;
   };
   return true;
 }
