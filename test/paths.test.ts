@@ -82,10 +82,21 @@ describe('checkName (pure): what can break an MLSx entry is refused at creation'
       assert.throws(() => checkName(`n${String.fromCharCode(c)}me`), (e: unknown) => e instanceof SluiceError && e.kind === 'invalid-path');
     });
   }
+  // Those kept for Persian, emoji and flags, where they do nothing: `invoice<ZWJ>.pdf` looks like `invoice.pdf` (found by a review).
+  const stray = ['invoice\u200d.pdf', 'invoice\u200c.pdf', 'invoice\ufe0f.pdf', '\u200dlead', 'trail\u{1f469}\u200d', 'a\u2764\ufe0f\ufe0f',
+    'hidden\u{e0041}\u{e0042}', '\u{1f3f4}\u{e0067}\u{e0062}', '\u{1f3f4}\u{e0067}x\u{e007f}', 'cancel\u{e007f}', 'lang\u{e0001}', 'unassigned\u{e0fff}', '\u00e9\u200d\u00e9', '\u0430\u200c\u0431'];
+  for (const name of stray) {
+    it(`refuses ${JSON.stringify(name)}, an invisible character out of place`, () => {
+      assert.throws(() => checkName(name), (e: unknown) => e instanceof SluiceError && e.kind === 'invalid-path');
+      assert.equal(isClientName(name), false);
+    });
+  }
   // An MLSx entry's name is everything after the first space: these cannot split it.
   // The neighbours of what is refused are fine: U+00A0 and U+00A1 after C1, U+2027 and U+202F around the bidi controls, U+2070
   // after the format characters; and what Persian spelling (ZWNJ), emoji (ZWJ, a variation selector) and flags (tags) need.
   const kept = ['\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645', '\u{1f469}\u200d\u{1f4bb}', '\u2764\ufe0f', '\u{1f3f4}\u{e0067}\u{e0062}\u{e0073}\u{e0063}\u{e0074}\u{e007f}'];
+  // Each of them also where it does something: Indic conjuncts, emoji with skin tones and presentation, a keycap, several flags.
+  kept.push('\u0915\u094d\u200d\u0937', '\u0936\u094d\u200c\u0930', '\u{1f469}\u{1f3fd}\u200d\u{1f4bb}', '\u{1f3f3}\ufe0f\u200d\u{1f308}', '\u{1f469}\u200d\u2764\ufe0f\u200d\u{1f468}', '1\ufe0f\u20e3.txt', '\u{1f3f4}\u{e0067}\u{e0062}\u{e0065}\u{e006e}\u{e0067}\u{e007f}\u{1f3f4}\u{e0067}\u{e0062}\u{e0077}\u{e006c}\u{e0073}\u{e007f}', '\u8fbb\u{e0100}');
   for (const name of ['a;b', 'type=file;', ' leading space', 'trailing ', 'a b; c=d', '名前', 'a\u00a0b\u00a1', 'a\u2027b\u202f\u2070', ...kept]) {
     it(`accepts ${JSON.stringify(name)}`, () => {
       assert.doesNotThrow(() => checkName(name));

@@ -283,6 +283,8 @@ describe('SFTP protocol edges, against the running server', () => {
     const names = ['a\u0085b\u202Etxt.exe', 'c1\u009b2J', 'ls\u2028ps\u2029', 'lre\u202A', 'pdi\u2069', 'lri\u2066', 'rlo\u202D', 'pdf\u202C'];
     // Invisible and bidi-mark characters: `invoice<U+200B>.pdf` looks like `invoice.pdf` in listings and the audit trail.
     names.push('lrm\u200E', 'rlm\u200F', 'alm\u061C', 'invoice\u200B.pdf', 'wj\u2060', 'bom\uFEFFmid', '\uFEFFbom', 'mvs\u180E', 'soft\u00ADhyphen', 'op\u2062');
+    // A joiner, a variation selector or tags where they do nothing: `invoice<ZWJ>.pdf` looks like `invoice.pdf` just as well.
+    names.push('invoice\u200D.pdf', 'invoice\u200C.pdf', 'invoice\uFE0F.pdf', 'hidden\u{E0041}\u{E0042}');
     await call((cb) => sftp.writeFile('/plain.txt', 'x', cb));
     const FAILURE = 4;
     const ascii = (s: string) => [...s].map((c) => (c >= ' ' && c <= '~' ? c : `<U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}>`)).join('');

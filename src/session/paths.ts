@@ -1,4 +1,5 @@
 import { SluiceError } from './errors.js';
+import { strayInvisible } from './look-alikes.js';
 import { hasUnsafeChar } from './unsafe-chars.js';
 
 /** Longest single name and whole path we accept, in UTF-8 bytes (Linux NAME_MAX, PATH_MAX). */
@@ -53,7 +54,8 @@ export function resolveVirtual(cwd: string, input: string, maxBytes = MAX_PATH_B
  * 7.2), where only CR or LF can end a name early (`;`, `=` and spaces are
  * fine after the first space); the xferlog and other logs, whose readers
  * also end lines at NEL or U+2028; and shown names, which a bidi override
- * would reorder and a zero width space make a look-alike of another.
+ * would reorder and a zero width space make a look-alike of another, as
+ * would a joiner, variation selector or tag out of place (look-alikes.ts).
  * Names made on the host with such characters are not listed (listing.ts
  * DirectoryListing).
  */
@@ -77,7 +79,7 @@ export function isClientName(name: string): boolean {
 /** Why checkName refuses `name`, or null. */
 function nameRefusal(name: string): SluiceError | null {
   if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\\')) return new SluiceError('invalid-path');
-  if (hasUnsafeChar(name)) return new SluiceError('invalid-path', 'Invalid character in path');
+  if (hasUnsafeChar(name) || strayInvisible(name) !== null) return new SluiceError('invalid-path', 'Invalid character in path');
   if (name.includes(NOT_DECODED)) return new SluiceError('invalid-path', 'Path is not UTF-8');
   if (Buffer.byteLength(name) > MAX_NAME_BYTES) return new SluiceError('invalid-path', 'File name too long');
   if (name.startsWith(UPLOAD_TEMP_PREFIX)) return new SluiceError('invalid-path', 'Reserved file name');

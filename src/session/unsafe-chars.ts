@@ -22,7 +22,8 @@ const UNSAFE_ABOVE_C0 =
  *   `invoice\u200B.pdf` is another name that looks like `invoice.pdf` in a
  *   listing, a log or the audit trail read as proof (found by a review).
  *   Kept: U+200C ZWNJ, part of ordinary Persian spelling; U+200D ZWJ, the
- *   variation selectors and the tag characters, parts of emoji and flags.
+ *   variation selectors and the tag characters, parts of emoji and flags;
+ *   names hold them only where they do that (look-alikes.ts).
  * Client paths holding one are refused (paths.ts), as are homes and key
  * comments (users/admin.ts); the xferlog writes `_` for them, and the CLI's
  * tables show them escaped (shown).
