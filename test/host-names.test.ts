@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
 import { RawFtp, readAll } from './helpers/ftp-raw.js';
 import { hookRecorder } from './helpers/hook-recorder.js';
+import { persistedUsage } from './helpers/quota.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
@@ -174,7 +175,7 @@ describe('a path that names what no client may give reaches hooks escaped', () =
 describe('names no client may give, found at the start', () => {
   let srv: TestServer;
   before(async () => {
-    srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }] });
+    srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }, { name: 'carol', password: 'carol password' }] });
   });
   after(() => srv.stop());
 
@@ -193,5 +194,24 @@ describe('names no client may give, found at the start', () => {
     assert.equal(warning.level, 40, line);
     // Shown as a terminal may print it: the backslash doubled, the zero width space an escape.
     assert.ok(warning.example === 'sub\\\\dir' || warning.example === 'invoice\\u{200b}.pdf', line);
+  });
+
+  // Names of bytes that are no UTF-8 (Latin-1 ones): read as text, each such byte was U+FFFD, and the sweep
+  // counted `caf<U+FFFD>` for both Latin-1 names and did not walk the directory (found by a review).
+  it('of bytes that are no UTF-8 are counted whole in the recounted usage, and temporaries under them removed', async () => {
+    const home = srv.home('carol');
+    const bytes = (...parts: (string | Buffer)[]) => Buffer.concat([Buffer.from(`${home}/`), ...parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : p))]);
+    const latin1 = (text: string) => Buffer.from(text, 'latin1');
+    const temp = bytes(latin1('bad\xe9dir'), '/.sluice-upload-left');
+    await srv.restart(() => {
+      writeFileSync(bytes(latin1('caf\xe9')), 'x'.repeat(10));
+      writeFileSync(bytes(latin1('caf\xe8')), 'x'.repeat(20));
+      writeFileSync(bytes('caf\ufffd'), 'x'.repeat(5));
+      mkdirSync(bytes(latin1('bad\xe9dir')));
+      writeFileSync(bytes(latin1('bad\xe9dir'), '/f'), 'x'.repeat(100));
+      writeFileSync(temp, 'partial');
+    });
+    assert.deepEqual(persistedUsage(srv, 'carol'), { bytes: 135, files: 5 });
+    assert.equal(existsSync(temp), false, 'the temporary under the Latin-1 directory was removed');
   });
 });

@@ -1,4 +1,4 @@
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, type Dirent } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isClientName, UPLOAD_TEMP_PREFIX } from '../paths.js';
@@ -86,7 +86,7 @@ interface Level {
   /** What it was when let go, `dev:ino`, to know it again when climbed back to. */
   id: string | null;
   /** Its subdirectories not walked yet. */
-  subdirs: string[];
+  subdirs: Buffer[];
 }
 
 async function walkTree(home: FileHandle, walk: HomeWalk): Promise<void> {
@@ -144,10 +144,21 @@ function identity(st: { dev: number; ino: number }): string {
   return `${st.dev}:${st.ino}`;
 }
 
+/**
+ * The entry `name` of `dir`, by the bytes the directory holds. Names are read
+ * as bytes (listDir): decoded, each byte that is no UTF-8 became U+FFFD, and
+ * the walk opened another name or none (found by a review: `caf\xe9` and
+ * `caf\xe8` each counted as a `caf\uFFFD` beside them, a directory so named
+ * was not walked, nor its files counted nor its temporaries removed).
+ */
+function entryPath(dir: FileHandle, name: Buffer): Buffer {
+  return Buffer.concat([Buffer.from(`${procPath(dir.fd)}/`), name]);
+}
+
 /** The subdirectory `name` of `dir` opened, or null when it went away or is no directory now. */
-async function openChild(dir: FileHandle, name: string): Promise<FileHandle | null> {
+async function openChild(dir: FileHandle, name: Buffer): Promise<FileHandle | null> {
   try {
-    return await fsp.open(procPath(dir.fd, name), DIR_FLAGS);
+    return await fsp.open(entryPath(dir, name), DIR_FLAGS);
   } catch (err) {
     if (VANISHED.has(errnoCode(err) ?? '')) return null; // swapped for a symlink since it was listed: not ours to follow
     throw err;
@@ -155,17 +166,21 @@ async function openChild(dir: FileHandle, name: string): Promise<FileHandle | nu
 }
 
 /** Count `dir`'s entries and remove its upload temporaries; its subdirectories, to walk once this listing is closed. */
-async function listDir(dir: FileHandle, walk: HomeWalk): Promise<string[]> {
-  const subdirs: string[] = [];
-  for await (const entry of await fsp.opendir(procPath(dir.fd), { bufferSize: 128 })) {
-    if (entry.name.startsWith(UPLOAD_TEMP_PREFIX)) {
+async function listDir(dir: FileHandle, walk: HomeWalk): Promise<Buffer[]> {
+  const subdirs: Buffer[] = [];
+  // Node gives names as bytes with encoding 'buffer', as readdir does; its types for opendir leave that out.
+  const listing = await fsp.opendir(procPath(dir.fd), { bufferSize: 128, encoding: 'buffer' as BufferEncoding });
+  for await (const entry of listing as AsyncIterable<Dirent> as AsyncIterable<Dirent<Buffer>>) {
+    // As clients and listings read it (see entryPath): any byte that is no UTF-8 makes it no client's name.
+    const text = entry.name.toString('utf8');
+    if (text.startsWith(UPLOAD_TEMP_PREFIX)) {
       // Hidden from clients, so not theirs to count; a file of that name is a crash's leftover.
       if (entry.isFile()) await removeTemp(dir, entry.name, walk);
       continue;
     }
-    if (!isClientName(entry.name)) {
+    if (!isClientName(text)) {
       walk.unreachable.count++;
-      walk.unreachable.example ??= entry.name;
+      walk.unreachable.example ??= text;
     }
     walk.usage.files++;
     if (entry.isDirectory()) subdirs.push(entry.name);
@@ -175,10 +190,10 @@ async function listDir(dir: FileHandle, walk: HomeWalk): Promise<string[]> {
 }
 
 /** Count a regular file's bytes; says 'directory' for one the listing could not type (DT_UNKNOWN). */
-async function countBytes(dir: FileHandle, name: string, walk: HomeWalk): Promise<'directory' | null> {
+async function countBytes(dir: FileHandle, name: Buffer, walk: HomeWalk): Promise<'directory' | null> {
   let st;
   try {
-    st = await fsp.lstat(procPath(dir.fd, name));
+    st = await fsp.lstat(entryPath(dir, name));
   } catch (err) {
     if (VANISHED.has(errnoCode(err) ?? '')) return null;
     throw err;
@@ -195,8 +210,8 @@ async function countBytes(dir: FileHandle, name: string, walk: HomeWalk): Promis
   return null;
 }
 
-async function removeTemp(dir: FileHandle, name: string, walk: HomeWalk): Promise<void> {
-  const path = procPath(dir.fd, name);
+async function removeTemp(dir: FileHandle, name: Buffer, walk: HomeWalk): Promise<void> {
+  const path = entryPath(dir, name);
   try {
     const st = await fsp.lstat(path);
     if (!st.isFile()) return;
