@@ -22,7 +22,8 @@ describe('a path whose place on the disk would pass PATH_MAX', () => {
   /** A directory 10 bytes short of it, made on the disk. */
   let near: string;
   before(async () => {
-    srv = await TestServer.start({ yaml: 'ftp:\n  tls: optional\n', users: [USER] });
+    // SYMLINK needs its permission.
+    srv = await TestServer.start({ yaml: 'ftp:\n  tls: optional\n', users: [{ ...USER, args: ['--perms', 'all'] }] });
     room = 4095 - Buffer.byteLength(realpathSync(srv.home('carol')));
     const names: string[] = [];
     while (room - 10 - (names.length * 201 + 1) > 201) names.push('n'.repeat(200));
@@ -58,6 +59,19 @@ describe('a path whose place on the disk would pass PATH_MAX', () => {
       await call((cb) => sftp.mkdir(`${near}/${'e'.repeat(9)}`, cb));
       const listed = await call<{ filename: string }[]>((cb) => sftp.readdir(`${near}/${'e'.repeat(9)}`, cb));
       assert.deepEqual(listed, []);
+    } finally {
+      conn.end();
+    }
+  });
+
+  // Found by a review: the link's path was bounded, its target only by 4,096 bytes.
+  it('SFTP SYMLINK to a target past it is refused as too long; to one at it, made', async () => {
+    const conn = await sshConnect({ port: srv.sftpPort, username: USER.name, password: USER.password });
+    try {
+      const sftp = await sftpOf(conn);
+      await assert.rejects(call((cb) => sftp.symlink(`${near}/${'t'.repeat(10)}`, '/link-over', cb)), /Path too long/);
+      assert.ok(!existsSync(join(srv.home('carol'), 'link-over')));
+      await call((cb) => sftp.symlink(`${near}/${'t'.repeat(9)}`, '/link-at', cb));
     } finally {
       conn.end();
     }

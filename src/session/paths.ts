@@ -118,7 +118,7 @@ export function isWithin(path: string, dir: string): boolean {
 }
 
 /** Like resolveVirtual, but a `..` that would climb above the home is an error, not a no-op. */
-export function resolveStrict(cwd: string, input: string): string {
+export function resolveStrict(cwd: string, input: string, maxBytes = MAX_PATH_BYTES): string {
   const depth = (p: string) => p.split(/[/\\]/).filter((s) => s !== '' && s !== '.');
   const start = input.startsWith('/') || input.startsWith('\\') ? 0 : depth(cwd).length;
   let level = start;
@@ -126,7 +126,7 @@ export function resolveStrict(cwd: string, input: string): string {
     level += seg === '..' ? -1 : 1;
     if (level < 0) throw new SluiceError('permission-denied', 'Permission denied', 'link target outside the home');
   }
-  return resolveVirtual(cwd, input);
+  return resolveVirtual(cwd, input, maxBytes);
 }
 
 /**

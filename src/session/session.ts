@@ -1128,7 +1128,8 @@ export class Session implements LiveSession {
   symlink(targetClient: string, linkClient: string): Promise<void> {
     return this.acting(async () => {
       const link = this.resolve(linkClient);
-      const target = resolveStrict(parentOf(link), targetClient);
+      // Bounded as every client path is (resolve): a target no path may reach is no place to link to.
+      const target = resolveStrict(parentOf(link), targetClient, this.storage.maxPathBytes);
       await this.change('symlink', link, false, async (loc) => {
         if (loc.isRoot) throw new SluiceError('already-exists');
         checkName(loc.name);
