@@ -14,22 +14,23 @@ export const SCANS_PER_USER = 2;
  * Per process: with workers, each counts its own sessions' scans.
  */
 export class ScanTurns {
-  private readonly users = new Map<string, { scanning: number; waiting: (() => void)[] }>();
+  private readonly queues = new Map<string, { scanning: number; waiting: (() => void)[] }>();
 
   /**
-   * A turn for one of `user`'s uploads: resolves with its release once it
-   * may be scanned; rejects with `signal`'s reason if that aborts first (the
+   * A turn for one of `who`'s uploads (a user's name, or an anonymous
+   * client's: see Session's upload): resolves with its release once it may
+   * be scanned; rejects with `signal`'s reason if that aborts first (the
    * deadline, the upload stopped), taking no turn.
    */
-  take(user: string, signal: AbortSignal): Promise<() => void> {
+  take(who: string, signal: AbortSignal): Promise<() => void> {
     signal.throwIfAborted();
-    let entry = this.users.get(user);
-    if (!entry) this.users.set(user, (entry = { scanning: 0, waiting: [] }));
+    let entry = this.queues.get(who);
+    if (!entry) this.queues.set(who, (entry = { scanning: 0, waiting: [] }));
     const here = entry;
     const release = (): void => {
       const next = here.waiting.shift();
       if (next) return next();
-      if (--here.scanning === 0) this.users.delete(user);
+      if (--here.scanning === 0) this.queues.delete(who);
     };
     if (here.scanning < SCANS_PER_USER) {
       here.scanning++;
