@@ -3,12 +3,22 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { ScanTurns, SCANS_PER_USER } from '../src/session/scan-turns.js';
 import { SlowClamd } from './helpers/clamd.js';
 import { RawFtp } from './helpers/ftp-raw.js';
+import { jsonLinesIn, netnsMissing, netnsRunner } from './helpers/netns.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+import { until } from './helpers/stall.js';
+
+const UPLOADS_PY = fileURLToPath(new URL('./fixtures/ftp_anonymous_uploads.py', import.meta.url));
+
+/** A server scanning with `clamd` (scanTimeout 4 s) that takes anonymous uploads into `root`/incoming. */
+const anonymousScanning = (clamd: SlowClamd, root: string): string =>
+  `uploads:\n  scan: clamd\n  clamdSocket: ${clamd.socket}\n  scanTimeout: 4\n` +
+  `ftp:\n  tls: optional\n  anonymous:\n    enabled: true\n    root: ${root}\n    incoming: /incoming\n    maxSessions: 20\n    maxSessionsPerIp: 10\n`;
 
 /*
  * clamd scans a few files at once (its MaxThreads) and queues the rest. Found
@@ -87,11 +97,7 @@ describe("one anonymous client's uploads do not keep another's from the scanner"
     root = mkdtempSync(join(tmpdir(), 'sluice-anon-scan-'));
     mkdirSync(join(root, 'incoming'));
     await clamd.start();
-    srv = await TestServer.start({
-      yaml:
-        `uploads:\n  scan: clamd\n  clamdSocket: ${clamd.socket}\n  scanTimeout: 4\n` +
-        `ftp:\n  tls: optional\n  anonymous:\n    enabled: true\n    root: ${root}\n    incoming: /incoming\n    maxSessions: 20\n    maxSessionsPerIp: 10\n`,
-    });
+    srv = await TestServer.start({ yaml: anonymousScanning(clamd, root) });
   });
   after(async () => {
     await srv?.stop();
@@ -106,6 +112,60 @@ describe("one anonymous client's uploads do not keep another's from the scanner"
     assert.match(await anonymousUpload(srv.ftpPort, '127.0.0.3', 'other.txt', 'other\n'), /^226/);
     await Promise.all(flood);
     const record = (await srv.audit(0)).find((r) => r.event === 'upload' && r.ip === '127.0.0.3');
+    assert.equal(record?.result, 'ok', JSON.stringify(record));
+    assert.equal(record?.scan, 'clean');
+  });
+});
+
+/*
+ * Found by a review: anonymous clients took turns per address, where every other per-client limit
+ * (connections, bans, the defender) counts an IPv6 network of limits.ipv6Prefix bits as one source. One
+ * host holds a whole /64: it took two turns per address it used, and every place at the scanner. Its
+ * clients use four addresses of 2001:db8::/64, the other client 2001:db8:1::/64, in a network namespace
+ * of the test's own (test/helpers/netns.ts).
+ */
+describe("one IPv6 network's anonymous uploads do not keep another's from the scanner", () => {
+  const clamd = new SlowClamd(700, 1);
+  let srv: TestServer | undefined;
+  let root = '';
+  let missing: string | null = null;
+  before(async () => {
+    missing = netnsMissing();
+    if (missing) return;
+    root = mkdtempSync(join(tmpdir(), 'sluice-anon-scan6-'));
+    mkdirSync(join(root, 'incoming'));
+    await clamd.start();
+    srv = await TestServer.start({
+      yaml: anonymousScanning(clamd, root),
+      env: { SLUICE_BIND: '2001:db8::1' },
+      runner: netnsRunner(['2001:db8::1/64', '2001:db8::2/64', '2001:db8::3/64', '2001:db8::4/64', '2001:db8::5/64', '2001:db8:1::1/64']),
+    });
+  });
+  after(async () => {
+    await srv?.stop();
+    await clamd.cleanup();
+    if (root) rmSync(root, { recursive: true, force: true });
+  });
+
+  it('an upload from another network is scanned in time while four addresses of one have eight waiting', { timeout: 60_000 }, async (t) => {
+    const pid = srv?.pid;
+    if (!srv || pid === undefined) return t.skip(missing ?? 'no server');
+    const port = String(srv.ftpPort);
+    /** Uploads to /incoming, each [from, name], by ftplib in the server's namespace. */
+    const uploads = (list: [string, string][]) =>
+      jsonLinesIn(pid, 'python3', [UPLOADS_PY, '2001:db8::1', port, JSON.stringify(list.map(([from, name]) => [from, `/incoming/${name}`, `${name}\n`]))]);
+    const flood = uploads(Array.from({ length: 8 }, (_, i) => [`2001:db8::${2 + (i % 4)}`, `a${i}.txt`]));
+    try {
+      // Every flood upload sent whole and the first at the scanner: by address, all eight would be there now.
+      await until('the flood sent and at the scanner', () => flood.lines.filter((l) => l.sent).length === 8 && clamd.streams >= 2);
+      const other = await uploads([['2001:db8:1::1', 'other.txt']]).done;
+      assert.match(String(other.find((l) => 'reply' in l)?.reply), /^226/);
+      await flood.done;
+    } finally {
+      flood.stop();
+    }
+    const others = (r: Record<string, unknown>) => r.event === 'upload' && r.ip === '2001:db8:1::1';
+    const record = (await srv.auditUntil(others)).find(others);
     assert.equal(record?.result, 'ok', JSON.stringify(record));
     assert.equal(record?.scan, 'clean');
   });

@@ -10,7 +10,8 @@ export const SCANS_PER_USER = 2;
  * every place there, and another user's upload waited behind them past
  * uploads.scanTimeout and was refused. Now a user's flood waits in front of
  * the scanner, against its own uploads' deadlines, and others go past it.
- * Anonymous FTP clients, who share one stored name, take turns per address.
+ * Anonymous FTP clients, who share one stored name, take turns per source
+ * (an address, or an IPv6 network of limits.ipv6Prefix bits).
  * Per process: with workers, each counts its own sessions' scans.
  */
 export class ScanTurns {

@@ -26,6 +26,8 @@ export interface SessionContext {
   readonly protocol: Protocol;
   readonly remoteAddress: string;
   readonly remotePort: number;
+  /** What the client is counted as by every per-client limit: its address, or its IPv6 network (limits.ipv6Prefix). */
+  readonly source: string;
 }
 
 export interface SessionDeps {
@@ -684,13 +686,15 @@ export class Session implements LiveSession {
       ...this.transferOptions(options, this.budget.rates.up),
       hashWholeFile: this.deps.hashResumedUploads,
       knownSha256: (node) => knownSha(this.deps.receipts, node).sha256 ?? null,
-      // Anonymous clients share one stored name: each address takes its own turns, as a user does.
+      // Anonymous clients share one stored name: each source takes its own turns, as a user does. Its source, not
+      // its address: one host holds a whole IPv6 network, and by address took a client's turns per address it used
+      // (up to the connections its network may have), every place at the scanner (found by a review).
       scan: this.scanning
         ? {
             scanning: this.scanning,
             user: this.account.name,
             userId: this.account.id,
-            turns: this.account.name === ANONYMOUS ? `${ANONYMOUS} ${this.context.remoteAddress}` : this.account.name,
+            turns: this.account.name === ANONYMOUS ? `${ANONYMOUS} ${this.context.source}` : this.account.name,
           }
         : null,
     });

@@ -655,7 +655,7 @@ export class SftpFrontEnd {
       state.log.error('cannot enforce the SSH window with this ssh2 version; channel closed');
       return void channel.close();
     }
-    const where = { id: state.id, protocol, remoteAddress: state.ip, remotePort: state.port } as const;
+    const where = { id: state.id, protocol, remoteAddress: state.ip, remotePort: state.port, source: state.guest.source } as const;
     // The account as stored now, read as the session opens: one changed since the login (a notice
     // not yet here) fails the session's open like a missing home, and its login gets its logout.
     const current = async (): Promise<Account> => {

@@ -65,7 +65,7 @@ export class World {
     const connection = { end: () => s.close() };
     const s: Session = await Session.open(
       toAccount(user, 'password', performance.now()),
-      { id: `test-${this.sessions.length}`, protocol, remoteAddress: '127.0.0.1', remotePort: 40000 },
+      { id: `test-${this.sessions.length}`, protocol, remoteAddress: '127.0.0.1', remotePort: 40000, source: '127.0.0.1' },
       { ...this.services.sessionDeps, storage },
       connection,
     );

@@ -39,7 +39,7 @@ export const access = {
       };
       try {
         const account = await c.guest.password(request, arg);
-        const where = { id: c.id, protocol: c.protocol, remoteAddress: c.remoteAddress, remotePort: c.remotePort };
+        const where = { id: c.id, protocol: c.protocol, remoteAddress: c.remoteAddress, remotePort: c.remotePort, source: c.guest.source };
         const connection = { end: (reason: string, afterReply: boolean) => c.endByServer(reason, afterReply) };
         const session = await c.guest.enter(account.name, () => Session.open(account, where, c.ctx.sessionDeps, connection));
         // The client left while its session opened: the connection's close has passed (found by a review).
