@@ -179,7 +179,7 @@ export const configSchema = z
         passivePorts: portRange.default('50000-50100'),
         /** Address announced in PASV replies (NAT); empty: the address the client connected to. */
         passiveAddress: z.union([z.ipv4(), z.literal('')]).default(''),
-        /** Passive ports one client address, and one user, may hold open at once (the rest of the range stays for others). */
+        /** Passive ports one client address (an IPv6 network: limits.ipv6Prefix), and one user, may hold open at once (the rest of the range stays for others). */
         maxPassivePortsPerIp: z.number().int().min(1).max(65535).default(10),
         maxPassivePortsPerUser: z.number().int().min(1).max(65535).default(10),
         /** Allow PORT/EPRT (active mode); always limited to the client's own address and ports >= 1024. */
