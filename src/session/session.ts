@@ -1043,10 +1043,16 @@ export class Session implements LiveSession {
     }
   }
 
-  chmod(clientPath: string, mode: number): Promise<void> {
+  /**
+   * `follow`: a final symlink is followed; false, the name's own node is
+   * changed, the one the storage opens by it, and a symlink there is refused
+   * (SFTP lsetstat: a type looked at first, then a change by a path that
+   * follows, changed the target of a symlink swapped in between).
+   */
+  chmod(clientPath: string, mode: number, follow = true): Promise<void> {
     return this.acting(async () => {
       const path = this.resolve(clientPath);
-      await this.change('chmod', path, true, (loc) => {
+      await this.change('chmod', path, follow, (loc) => {
         // The modes of the home and of directories given rights of their own (see carriesOverride) are the
         // administrator's: a user could shut the server out of them or open them to every local account.
         if (loc.isRoot || carriesOverride(this.account.permissions, loc.virtualPath)) {
@@ -1064,18 +1070,19 @@ export class Session implements LiveSession {
    * through a look of its own, which a directory whose names the user may
    * not see refuses after the change was made (found by a review: MFMT, as
    * FileZilla sends after each upload, answered 550 into a drop box).
+   * `follow`: see chmod.
    */
-  setTimes(clientPath: string, mtime: Date, atime?: Date): Promise<Date> {
+  setTimes(clientPath: string, mtime: Date, atime?: Date, follow = true): Promise<Date> {
     return this.acting(async () => {
       const path = this.resolve(clientPath);
-      const kept = await this.change('chtimes', path, true, (loc) => loc.setTimes(mtime, atime));
+      const kept = await this.change('chtimes', path, follow, (loc) => loc.setTimes(mtime, atime));
       this.audit({ event: 'chtimes', path });
       return kept;
     });
   }
 
-  /** SFTP SETSTAT size: cut or extend a file in place. */
-  truncate(clientPath: string, size: number): Promise<void> {
+  /** SFTP SETSTAT size: cut or extend a file in place (`follow`: see chmod). */
+  truncate(clientPath: string, size: number, follow = true): Promise<void> {
     return this.acting(async () => {
       const path = this.resolve(clientPath);
       // Where uploads are scanned, as an in-place write is refused (scan-needs-whole): a file scanned whole
@@ -1085,7 +1092,7 @@ export class Session implements LiveSession {
         throw new SluiceError('unsupported', 'Files are scanned here: a size may not be changed in place, send the whole file');
       }
       let was = 0;
-      await this.change('overwrite', path, true, async (loc) => {
+      await this.change('overwrite', path, follow, async (loc) => {
         const file = await loc.openWrite({ create: false, truncate: false, append: false });
         try {
           const looked = await file.stat();

@@ -67,9 +67,10 @@ function seconds(t: number): Date {
 /**
  * The one attribute step (SETSTAT, FSETSTAT, lsetstat): owners cannot change;
  * every other attribute goes through its own permission, on a path or, for an
- * open file, through its descriptor.
+ * open file, through its descriptor. `follow`: a final symlink of the path is
+ * followed (false: the name's own node is changed, and a symlink refused).
  */
-async function applyAttrs(s: Session, target: string | Upload | Download, a: Attrs): Promise<void> {
+async function applyAttrs(s: Session, target: string | Upload | Download, a: Attrs, follow = true): Promise<void> {
   if (a.uid !== undefined) return s.refuseOwnerChange(target);
   const times = a.mtime === undefined ? undefined : { mtime: seconds(a.mtime), atime: seconds(a.atime ?? a.mtime) };
   if (typeof target !== 'string') {
@@ -79,9 +80,9 @@ async function applyAttrs(s: Session, target: string | Upload | Download, a: Att
       ...(a.size === undefined ? {} : { size: a.size }),
     });
   }
-  if (a.size !== undefined) await s.truncate(target, a.size);
-  if (a.permissions !== undefined) await s.chmod(target, a.permissions);
-  if (times) await s.setTimes(target, times.mtime, times.atime);
+  if (a.size !== undefined) await s.truncate(target, a.size, follow);
+  if (a.permissions !== undefined) await s.chmod(target, a.permissions, follow);
+  if (times) await s.setTimes(target, times.mtime, times.atime, follow);
 }
 
 /** Every request type served but EXTENDED (see specFor); anything else is OP_UNSUPPORTED. */
@@ -425,11 +426,9 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
     version: '1',
     writes: true,
     async run({ session }, id, body) {
-      const path = body.string();
-      const attrs = body.attrs();
-      const info = await session.stat(path, false);
-      if (info.type === 'symlink') throw new SluiceError('unsupported', 'Attributes of a symlink itself cannot be set');
-      await applyAttrs(session, path, attrs);
+      // No look at the type first: a symlink put in the name's place after it was followed by each change
+      // (found by the paths review). Each change acts on the node it opens by the name, and refuses a symlink.
+      await applyAttrs(session, body.string(), body.attrs(), false);
       return ok(id);
     },
   },

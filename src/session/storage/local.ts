@@ -483,7 +483,7 @@ class LocalLocation implements Location {
     const fh = this.isRoot ? this.dir : await this.open(O_PATH);
     try {
       const st = await sys(fh.stat());
-      if (st.isSymbolicLink()) throw new SluiceError('permission-denied', undefined, 'attributes of a symlink itself');
+      if (st.isSymbolicLink()) throw new SluiceError('unsupported', 'Attributes of a symlink itself cannot be set');
       await sys(act(procPath(fh.fd), st));
     } finally {
       if (fh !== this.dir) await fh.close();
