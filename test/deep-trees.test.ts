@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loggedIn } from './helpers/ftp-raw.js';
@@ -72,6 +72,24 @@ describe('a path whose place on the disk would pass PATH_MAX', () => {
       await assert.rejects(call((cb) => sftp.symlink(`${near}/${'t'.repeat(10)}`, '/link-over', cb)), /Path too long/);
       assert.ok(!existsSync(join(srv.home('carol'), 'link-over')));
       await call((cb) => sftp.symlink(`${near}/${'t'.repeat(9)}`, '/link-at', cb));
+    } finally {
+      conn.end();
+    }
+  });
+
+  // Found by a review: a link deep down to a target near the top is stored as `../` per level, text the
+  // kernel takes up to 4,095 bytes (PATH_MAX with its NUL), though the link's path and its target's are short.
+  it('SFTP SYMLINK whose relative text would pass 4,095 bytes is refused as too long; at 4,095, made', async () => {
+    const dirs = (levels: number) => '/' + Array.from({ length: levels }, () => 'd').join('/');
+    // 1,364 levels of `../` and a 3-byte name: 4,095 bytes. One level more: 4,098.
+    mkdirSync(join(srv.home('carol'), dirs(1365)), { recursive: true });
+    const conn = await sshConnect({ port: srv.sftpPort, username: USER.name, password: USER.password });
+    try {
+      const sftp = await sftpOf(conn);
+      await assert.rejects(call((cb) => sftp.symlink('/xyz', `${dirs(1365)}/over`, cb)), /Path too long/);
+      assert.ok(!existsSync(join(srv.home('carol'), dirs(1365), 'over')));
+      await call((cb) => sftp.symlink('/xyz', `${dirs(1364)}/at`, cb));
+      assert.equal(Buffer.byteLength(readlinkSync(join(srv.home('carol'), dirs(1364), 'at'))), 4095);
     } finally {
       conn.end();
     }

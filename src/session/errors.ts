@@ -55,6 +55,15 @@ export class SluiceError extends Error {
   }
 }
 
+/**
+ * A path past a bound: the client's (paths.ts) or the kernel's, ENAMETOOLONG
+ * (storage/errno.ts), as for the text of a link deep down to a place near the
+ * top, `../` a level, which passes PATH_MAX where neither path does.
+ */
+export function pathTooLong(detail?: string): SluiceError {
+  return new SluiceError('invalid-path', 'Path too long', detail);
+}
+
 /** What a request of a session that has ended gets, from whichever step notices. */
 export function sessionClosed(): SluiceError {
   return new SluiceError('failure', 'Session is closed');

@@ -1,4 +1,4 @@
-import { SluiceError } from './errors.js';
+import { SluiceError, pathTooLong } from './errors.js';
 import { strayInvisible } from './look-alikes.js';
 import { hasUnsafeChar } from './unsafe-chars.js';
 
@@ -40,7 +40,7 @@ export function resolveVirtual(cwd: string, input: string, maxBytes = MAX_PATH_B
     parts.push(seg);
   }
   const result = '/' + parts.join('/');
-  if (Buffer.byteLength(result) > Math.min(maxBytes, MAX_PATH_BYTES)) throw new SluiceError('invalid-path', 'Path too long');
+  if (Buffer.byteLength(result) > Math.min(maxBytes, MAX_PATH_BYTES)) throw pathTooLong();
   return result;
 }
 

@@ -1,4 +1,4 @@
-import { SluiceError, type ErrorKind } from '../errors.js';
+import { SluiceError, pathTooLong, type ErrorKind } from '../errors.js';
 
 const ERRNO_KINDS: Readonly<Record<string, ErrorKind>> = {
   ENOENT: 'not-found',
@@ -12,7 +12,6 @@ const ERRNO_KINDS: Readonly<Record<string, ErrorKind>> = {
   EISDIR: 'is-a-directory',
   ENOSPC: 'no-space',
   EDQUOT: 'no-space',
-  ENAMETOOLONG: 'invalid-path',
   EINVAL: 'invalid-path',
   EXDEV: 'unsupported',
   ENOTSUP: 'unsupported',
@@ -27,6 +26,8 @@ const ERRNO_KINDS: Readonly<Record<string, ErrorKind>> = {
 export function fromErrno(err: unknown): SluiceError {
   if (err instanceof SluiceError) return err;
   const code = errnoCode(err);
+  // Told as every over-long path is: 'Invalid path' said nothing of what to change.
+  if (code === 'ENAMETOOLONG') return pathTooLong(code);
   const kind = (code && ERRNO_KINDS[code]) || 'failure';
   return new SluiceError(kind, undefined, code ?? String(err));
 }
