@@ -7,7 +7,12 @@ import type { FileHandle } from 'node:fs/promises';
  * in the read, for ever: `sluice --config fifo` never answered, and a FIFO
  * as the TLS key stopped the start and, read at every /readyz, took a thread
  * of libuv's pool each time until none was left. Opened without waiting and
- * refused unless regular, they fail at once, saying what is there.
+ * refused unless regular, they fail at once, saying what is there. Nor does
+ * the open take a tty for the server's terminal (O_NOCTTY): the server, a
+ * session leader without one (systemd's service, a `setsid` start), made a
+ * tty put in a certificate's place its controlling terminal at the SIGHUP
+ * that reloads it, as the storage's opens of client names once did. Only a
+ * read needs it: the kernel gives no terminal to an open for writing alone.
  */
 
 /** `st` when it is a regular file; else throws, saying what it is. */
@@ -17,7 +22,7 @@ export function regularFile(st: Stats, name?: string): Stats {
   throw new Error(`${name === undefined ? '' : `${name} is `}${kind}, not a regular file`);
 }
 
-const READ_NOW = constants.O_RDONLY | constants.O_NONBLOCK;
+const READ_NOW = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
 
 /**
  * A regular file opened to read (see above), for a reader that reads it by

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
@@ -29,15 +30,18 @@ describe('a device node in a home: refused for download, opened without side eff
   const namespaces = spawnSync('unshare', ['-Urm', 'true']).status === 0;
   let srv: TestServer | undefined;
   let pty: ChildProcessWithoutNullStreams | undefined;
+  /** The path of the pty's slave. */
+  let slave = '';
   before(async () => {
     if (!namespaces) return;
     // The master held open while the test runs (until its stdin ends); the slave's path printed.
     pty = spawn('python3', ['-c', 'import os, pty, sys\nm, s = pty.openpty()\nprint(os.ttyname(s), flush=True)\nos.close(s)\nsys.stdin.read()']);
     const [line] = (await once(pty.stdout, 'data')) as [Buffer];
+    slave = String(line).trim();
     const plant = 'touch "$1" && mount --bind "$2" "$1" && shift 2 && exec setsid "$@"';
     srv = await TestServer.start({
       users: [{ name: 'alice', password: 'alice password' }],
-      runner: ['unshare', '-Urm', 'sh', '-c', plant, 'sh', 'data/homes/alice/tty', String(line).trim()],
+      runner: ['unshare', '-Urm', 'sh', '-c', plant, 'sh', 'data/homes/alice/tty', slave],
     });
   });
   after(async () => {
@@ -66,5 +70,25 @@ describe('a device node in a home: refused for download, opened without side eff
     }
     assert.equal(controllingTty(srv.pid as number), 0, 'the server made the tty its controlling terminal');
     assert.ok(srv.alive);
+  });
+
+  /**
+   * The tty bound over `file` (relative to the server's directory) in the server's own mount namespace,
+   * after its start: as a file the operator's tools replace (a renewed certificate).
+   */
+  function plantTty(file: string): void {
+    const server = srv as TestServer;
+    const r = spawnSync('nsenter', ['-t', String(server.pid), '-U', '-m', '--preserve-credentials', 'mount', '--bind', slave, join(server.dir, file)], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+  }
+
+  // Found by a review of the server's own opens (regular-file.ts): they were O_NONBLOCK only, and a tty
+  // in a certificate's place became the server's controlling terminal before the check refused it.
+  it('a SIGHUP that finds a tty in the certificate\'s place: the reload fails, and the server takes no terminal', async (t) => {
+    if (!srv) return t.skip('unshare -Urm fails here (unprivileged user namespaces off)');
+    plantTty('certs/tls-cert.pem');
+    process.kill(srv.pid as number, 'SIGHUP');
+    await srv.logs(/TLS certificate reload failed/);
+    assert.equal(controllingTty(srv.pid as number), 0, 'the server made the tty its controlling terminal');
   });
 });
