@@ -1,4 +1,4 @@
-import { movedMeanwhile } from './errors.js';
+import { movedMeanwhile, sessionClosed } from './errors.js';
 import { isClientName } from './paths.js';
 import { linkInfo, toFileInfo, type FileInfo } from './file-info.js';
 import type { DirectoryReader } from './storage/storage.js';
@@ -88,8 +88,8 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
     private readonly dir: DirectoryReader,
     /** A symlink's text (see Location.readlink) -> what the user may see of it (null: nothing); may throw on text that is no clean path. */
     private readonly linkTarget: (text: string | null) => string | null,
-    /** The directory's virtual path, where its rights were checked: it is read only while it is there. */
-    private readonly path: string,
+    /** The directory's virtual path, where its rights were checked: it is read or changed only while it is there. */
+    readonly path: string,
     /** Told once, at the close (the session keeps its open listings, to close them at its end). */
     private readonly onClose: () => void = () => undefined,
   ) {}
@@ -178,6 +178,19 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
     if (info.type !== 'symlink') return info;
     const target = await this.dir.readlink(name).then(this.linkTarget).catch(() => null);
     return linkInfo(info, target);
+  }
+
+  /**
+   * Change the directory itself (SFTP FSETSTAT on its handle) through the
+   * descriptor it is read from, never by its path: a symlink put in its
+   * place had the symlink's target changed (found by the paths review).
+   * As a read, only while it is where its rights were checked.
+   */
+  async change(act: (dir: DirectoryReader) => Promise<void>): Promise<void> {
+    // Closed with its session (a CLOSE takes the handle first): its descriptor is no longer its own.
+    if (this.closed) throw sessionClosed();
+    if ((await this.dir.whereNow()) !== this.path) throw movedMeanwhile();
+    await act(this.dir);
   }
 
   async close(): Promise<void> {

@@ -771,8 +771,38 @@ export class Session implements LiveSession {
         }
         await transfer.changeFile(change);
       }, true);
-      if (change.mode !== undefined) this.audit({ event: 'chmod', path: transfer.path, mode: (change.mode & 0o777).toString(8).padStart(4, '0') });
-      if (change.mtime !== undefined) this.audit({ event: 'chtimes', path: transfer.path });
+      this.auditChanged(transfer.path, change);
+    });
+  }
+
+  /** The records of a change through a handle: one per attribute changed, as the path-based calls make. */
+  private auditChanged(path: string, change: { mode?: number; mtime?: Date }): void {
+    if (change.mode !== undefined) this.audit({ event: 'chmod', path, mode: modeText(change.mode) });
+    if (change.mtime !== undefined) this.audit({ event: 'chtimes', path });
+  }
+
+  /**
+   * SFTP FSETSTAT on a directory handle: the directory its listing opened,
+   * through that listing's descriptor (DirectoryListing.change), under the
+   * rights chmod and setTimes check by path.
+   */
+  changeOpenDir(listing: DirectoryListing, change: { mode?: number; atime?: Date; mtime?: Date; size?: number }): Promise<void> {
+    return this.acting(async () => {
+      if (!this.listings.has(listing)) throw new SluiceError('failure', 'Not a directory this session opened');
+      const { path } = listing;
+      await this.guard('setstat', path, async () => {
+        if (change.size !== undefined) throw new SluiceError('is-a-directory');
+        if (change.mode !== undefined) {
+          this.require('chmod', parentOf(path));
+          this.requireOwnMode(path);
+        }
+        if (change.mtime !== undefined) this.require('chtimes', parentOf(path));
+        await listing.change(async (dir) => {
+          if (change.mode !== undefined) await dir.chmod(change.mode & 0o777);
+          if (change.mtime !== undefined) await dir.setTimes(change.mtime, change.atime);
+        });
+      });
+      this.auditChanged(path, change);
     });
   }
 
@@ -1053,14 +1083,10 @@ export class Session implements LiveSession {
     return this.acting(async () => {
       const path = this.resolve(clientPath);
       await this.change('chmod', path, follow, (loc) => {
-        // The modes of the home and of directories given rights of their own (see carriesOverride) are the
-        // administrator's: a user could shut the server out of them or open them to every local account.
-        if (loc.isRoot || carriesOverride(this.account.permissions, loc.virtualPath)) {
-          throw new SluiceError('permission-denied', 'Permission denied', 'chmod of the home or a configured directory');
-        }
+        this.requireOwnMode(loc.virtualPath);
         return loc.chmod(mode & 0o777);
       });
-      this.audit({ event: 'chmod', path, mode: (mode & 0o777).toString(8).padStart(4, '0') });
+      this.audit({ event: 'chmod', path, mode: modeText(mode) });
     });
   }
 
@@ -1260,6 +1286,16 @@ export class Session implements LiveSession {
     }
   }
 
+  /**
+   * The modes of the home and of directories given rights of their own (see carriesOverride) are the
+   * administrator's: a user could shut the server out of them or open them to every local account.
+   */
+  private requireOwnMode(path: string): void {
+    if (path === '/' || carriesOverride(this.account.permissions, path)) {
+      throw new SluiceError('permission-denied', 'Permission denied', 'chmod of the home or a configured directory');
+    }
+  }
+
   private requireNarrows(from: string, to: string): void {
     if (!narrows(this.account.permissions, from, to)) {
       throw new SluiceError('permission-denied', 'Permission denied', `rights at ${to} exceed those at ${from}`);
@@ -1304,6 +1340,11 @@ export class Session implements LiveSession {
   private quotaRefused(): void {
     this.deps.metrics.count({ m: 'quota-refused', protocol: this.context.protocol });
   }
+}
+
+/** A mode as the chmod record gives it: its permission bits, four octal digits. */
+function modeText(mode: number): string {
+  return (mode & 0o777).toString(8).padStart(4, '0');
 }
 
 /** Work on a location: where it is blind, any failure is the one Unseen refusal. */

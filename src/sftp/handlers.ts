@@ -1,4 +1,5 @@
 import { SluiceError } from '../session/errors.js';
+import { DirectoryListing } from '../session/listing.js';
 import type { Session } from '../session/session.js';
 import { Download, Upload } from '../session/transfer.js';
 import { longname, toAttrs } from './attrs.js';
@@ -70,15 +71,16 @@ function seconds(t: number): Date {
  * open file, through its descriptor. `follow`: a final symlink of the path is
  * followed (false: the name's own node is changed, and a symlink refused).
  */
-async function applyAttrs(s: Session, target: string | Upload | Download, a: Attrs, follow = true): Promise<void> {
-  if (a.uid !== undefined) return s.refuseOwnerChange(target);
+async function applyAttrs(s: Session, target: string | Upload | Download | DirectoryListing, a: Attrs, follow = true): Promise<void> {
+  if (a.uid !== undefined) return s.refuseOwnerChange(target instanceof DirectoryListing ? target.path : target);
   const times = a.mtime === undefined ? undefined : { mtime: seconds(a.mtime), atime: seconds(a.atime ?? a.mtime) };
   if (typeof target !== 'string') {
-    return s.changeOpenFile(target, {
+    const change = {
       ...(a.permissions === undefined ? {} : { mode: a.permissions }),
       ...times,
       ...(a.size === undefined ? {} : { size: a.size }),
-    });
+    };
+    return target instanceof DirectoryListing ? s.changeOpenDir(target, change) : s.changeOpenFile(target, change);
   }
   if (a.size !== undefined) await s.truncate(target, a.size, follow);
   if (a.permissions !== undefined) await s.chmod(target, a.permissions, follow);
@@ -174,7 +176,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
     orderedOn: handleField,
     async run({ session, handles }, id, body) {
       const handle = body.bytes();
-      const info = await fileOrDir(handles, handle, (t) => t.info(), (path) => session.stat(path));
+      const info = await fileOrDir(handles, handle, (t) => t.info(), (dir) => session.stat(dir.path));
       return new Writer(FXP.ATTRS, id).attrs(toAttrs(info)).finish();
     },
   },
@@ -195,7 +197,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
     async run({ session, handles }, id, body) {
       const handle = body.bytes();
       const a = body.attrs();
-      await fileOrDir(handles, handle, (t) => applyAttrs(session, t, a), (path) => applyAttrs(session, path, a));
+      await fileOrDir(handles, handle, (t) => applyAttrs(session, t, a), (dir) => applyAttrs(session, dir.listing, a));
       return ok(id);
     },
   },
@@ -378,7 +380,7 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
     writes: false,
     async run({ session, handles }, id, body) {
       const handle = body.bytes();
-      const path = await fileOrDir(handles, handle, async (t) => t.path, async (p) => p);
+      const path = await fileOrDir(handles, handle, async (t) => t.path, async (dir) => dir.path);
       return statvfs(session, id, path);
     },
   },
@@ -567,13 +569,13 @@ async function fileOrDir<T>(
   handles: HandleTable,
   handle: Buffer,
   onFile: (t: Upload | Download) => Promise<T>,
-  onDir: (path: string) => Promise<T>,
+  onDir: (dir: ReturnType<HandleTable['dir']>) => Promise<T>,
 ): Promise<T> {
   let transfer: Upload | Download | null = null;
   try {
     transfer = handles.file(handle);
   } catch {
-    return onDir(handles.dir(handle).path);
+    return onDir(handles.dir(handle));
   }
   return onFile(transfer);
 }

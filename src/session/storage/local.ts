@@ -233,13 +233,18 @@ class LocalFile implements OpenFile {
     return sys(this.fh.chmod(mode));
   }
 
-  async setTimes(mtime: Date, atime?: Date): Promise<void> {
-    await sys(this.fh.utimes(atime ?? (await this.fh.stat()).atime, mtime));
+  setTimes(mtime: Date, atime?: Date): Promise<void> {
+    return setTimesOf(this.fh, mtime, atime);
   }
 
   close(): Promise<void> {
     return sys(this.fh.close());
   }
+}
+
+/** Times of the node open as `fh` (`atime` undefined: left as it is). */
+async function setTimesOf(fh: FileHandle, mtime: Date, atime?: Date): Promise<void> {
+  await sys(fh.utimes(atime ?? (await sys(fh.stat())).atime, mtime));
 }
 
 class HeldPath implements HeldNode {
@@ -294,6 +299,16 @@ class LocalDirectory implements DirectoryReader {
     // As LocalLocation.whereNow, of the directory read itself.
     const real = await fsp.readlink(procPath(this.dirFile.fd)).catch(() => null);
     return real === null ? null : this.storage.placeOf(real);
+  }
+
+  // Through the descriptor the names are read from: the directory opened, wherever it is now. Open for
+  // reading, so no access is missing; fchmod and futimes need only to own it.
+  chmod(mode: number): Promise<void> {
+    return sys(this.dirFile.chmod(mode));
+  }
+
+  setTimes(mtime: Date, atime?: Date): Promise<void> {
+    return setTimesOf(this.dirFile, mtime, atime);
   }
 
   async close(): Promise<void> {
