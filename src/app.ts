@@ -110,16 +110,17 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
       })
     : null;
   if (!auditLog) base.log.warn('audit trail disabled (audit.enabled: false): nothing is recorded');
+  // What a client is counted as (an address, an IPv6 network), as the gate counts it: by hooks and the throttle below.
+  const sources = banCheck(base);
   const { hooks: hookSettings } = config;
   const hooks =
     hookSettings.actions.length > 0
-      ? new Hooks(hookSettings.actions, hookSettings.concurrency, base.log.child({ part: 'hooks' }), (e) => auditLog?.system(e))
+      ? new Hooks(hookSettings.actions, hookSettings.concurrency, base.log.child({ part: 'hooks' }), (e) => auditLog?.system(e), (ip) => sources.source(ip))
       : null;
   // Hooks see the events as the trail records them (after the throttle below), even with the file off.
   const trail = teeTrail(auditLog, hooks);
-  // Failed logins come before any login, as fast as an attacker likes: aggregated per source
-  // (an address, an IPv6 network). Every other event passes the throttle untouched.
-  const sources = banCheck(base);
+  // Failed logins come before any login, as fast as an attacker likes: aggregated per source.
+  // Every other event passes the throttle untouched.
   const throttle = trail ? new FailureThrottle(trail, (ip) => sources.source(ip)) : null;
   const audit = trail && throttle ? { record: throttle.record.bind(throttle), system: trail.system.bind(trail) } : null;
   const { limits } = config;

@@ -11,8 +11,9 @@ import { expandArgv, hookEventOf, unknownPlaceholders, type HookFields } from '.
 import { placeholderInCode, placeholderInText } from '../src/hooks/inline-code.js';
 import { hookProgramProblem } from '../src/hooks/named-files.js';
 import { Hooks } from '../src/hooks/runner.js';
+import { sourceOf } from '../src/auth/ip-rules.js';
 import { pino } from 'pino';
-import { RawFtp } from './helpers/ftp-raw.js';
+import { anonymousUpload, loggedIn, passiveFrom, RawFtp, readAll } from './helpers/ftp-raw.js';
 import { sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
@@ -418,7 +419,7 @@ describe('hook queue', () => {
     // behind a slow hook, and the next upload's hooks were dropped.
     const failed: { trigger: string; reason: string }[] = [];
     const action = { name: 'slow', on: ['login-failed', 'upload'] as const, command: ['sleep', '30'], secret: '', timeout: 60, retries: 0 };
-    const hooks = new Hooks([action] as never, 1, pino({ level: 'silent' }), (e) => failed.push(e as never));
+    const hooks = new Hooks([action] as never, 1, pino({ level: 'silent' }), (e) => failed.push(e as never), (ip) => sourceOf(ip, 64));
     const actor = (i: number) => ({ session: `s${i}`, user: 'x', protocol: 'ftp' as const, ip: `10.0.${i >> 8}.${i & 255}`, port: 1 });
     for (let i = 0; i < 600; i++) hooks.record(actor(i), { event: 'login-failed', method: 'password', reason: 'bad-password' });
     hooks.record(actor(9999), { event: 'upload', path: '/u', bytes: 1, size: 1, offset: 0, resumed: false, started: '', duration_ms: 1, result: 'ok', sha256: null, type: 'binary' });
@@ -432,7 +433,7 @@ describe('hook queue', () => {
   it('no user holds more than a quarter of it, and a full queue drops the newest of whoever holds the most', async () => {
     const failed: { trigger: string; user: string; reason: string; path: string }[] = [];
     const action = { name: 'slow', on: ['upload'] as const, command: ['sleep', '30'], secret: '', timeout: 60, retries: 0 };
-    const hooks = new Hooks([action] as never, 1, pino({ level: 'silent' }), (e) => failed.push(e as never));
+    const hooks = new Hooks([action] as never, 1, pino({ level: 'silent' }), (e) => failed.push(e as never), (ip) => sourceOf(ip, 64));
     const upload = (user: string, path: string) =>
       hooks.record({ session: 's', user, protocol: 'sftp', ip: '10.0.0.1', port: 1 }, { event: 'upload', path, bytes: 1, size: 1, offset: 0, resumed: false, started: '', duration_ms: 1, result: 'ok', sha256: null, type: 'binary' });
     try {
@@ -450,6 +451,77 @@ describe('hook queue', () => {
     } finally {
       // A failed assertion must not leave the running `sleep 30` holding the test process.
       await hooks.drain(0);
+    }
+  });
+});
+
+/** One download of `path` over `c`, its data connection from `from` as its control connection is. */
+async function downloadFrom(c: RawFtp, from: string, path: string): Promise<void> {
+  const data = await passiveFrom(c, from);
+  assert.equal((await c.cmd(`RETR ${path}`)).code, 150);
+  await readAll(data);
+  assert.equal((await c.read())?.code, 226);
+}
+
+describe('hook queue shares of anonymous FTP clients', () => {
+  // Found by a review: the queue's shares were per user name, and anonymous clients all share one. One anonymous
+  // client downloading a small file in a loop held the whole share of `anonymous`, and every other anonymous
+  // client's hooks were dropped as `queue full`, as their scan turns had been (877b740).
+  it("one client's flood of downloads leaves room for another client's upload hook", { timeout: 60_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-hook-anon-'));
+    // Apart from the hook's script: the server refuses a home where a hook may load code from.
+    const root = mkdtempSync(join(tmpdir(), 'sluice-hook-anon-root-'));
+    mkdirSync(join(root, 'incoming'));
+    writeFileSync(join(root, 'tiny'), 'x');
+    const out = join(dir, 'runs.jsonl');
+    const done = join(dir, 'done');
+    const yaml = [
+      'ftp:',
+      '  tls: optional',
+      '  anonymous:',
+      '    enabled: true',
+      `    root: ${root}`,
+      '    incoming: /incoming',
+      'hooks:',
+      '  concurrency: 1',
+      '  actions:',
+      // One download's hook at a time, 1 s each until the test is done: the rest of the flood waits, past its share dropped.
+      '    - name: busy',
+      '      on: [download]',
+      `      command: ['/bin/sh', '-c', '[ -e "$1" ] || sleep 1', 'busy', '${done}']`,
+      '    - name: record',
+      '      on: [upload]',
+      `      command: ['${process.execPath}', '${hookRecorder(dir)}', '${out}', '{user}', '{ip}', '{path}']`,
+      '',
+    ].join('\n');
+    const srv = await TestServer.start({ yaml });
+    const clients: RawFtp[] = [];
+    try {
+      // 300 downloads from 127.0.0.2 over its three sessions (ftp.anonymous.maxSessionsPerIp): 250 wait, the rest are dropped.
+      await Promise.all(
+        Array.from({ length: 3 }, async () => {
+          const a = await loggedIn(srv.ftpPort, 'anonymous', 'a@example.org', '127.0.0.2');
+          clients.push(a);
+          assert.equal((await a.cmd('TYPE I')).code, 200);
+          for (let i = 0; i < 100; i++) await downloadFrom(a, '127.0.0.2', '/tiny');
+        }),
+      );
+      const flooded = (l: Record<string, unknown>) => l.event === 'hook-failed' && l.trigger === 'download' && l.reason === 'queue full';
+      assert.ok((await srv.auditUntil(flooded)).some(flooded), "the flood filled its client's share");
+      assert.match(await anonymousUpload(srv.ftpPort, '127.0.0.3', 'b.txt', 'b\n'), /^226/);
+      // Its hook runs after the one running and at most one more of the flood's, or, as before, is dropped at once.
+      const mine = (l: Record<string, unknown>) => l.event === 'hook-failed' && l.path === '/incoming/b.txt';
+      for (const t0 = Date.now(); Date.now() - t0 < 10_000 && !existsSync(out); ) {
+        if ((await srv.audit(200)).some(mine)) break;
+      }
+      assert.deepEqual((await srv.audit(0)).filter(mine), [], 'no hook of the other client dropped');
+      assert.deepEqual(JSON.parse(readFileSync(out, 'utf8')), ['anonymous', '127.0.0.3', '/incoming/b.txt']);
+    } finally {
+      // The flood's hooks left end at once: the stop need not wait for them (hooks' drain, 5 s).
+      writeFileSync(done, '');
+      for (const c of clients) c.close();
+      await srv.stop();
+      for (const d of [dir, root]) rmSync(d, { recursive: true, force: true });
     }
   });
 });

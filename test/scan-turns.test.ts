@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { ScanTurns, SCANS_PER_USER } from '../src/session/scan-turns.js';
 import { SlowClamd } from './helpers/clamd.js';
-import { RawFtp } from './helpers/ftp-raw.js';
+import { anonymousUpload } from './helpers/ftp-raw.js';
 import { jsonLinesIn, netnsMissing, netnsRunner } from './helpers/netns.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
@@ -67,25 +66,6 @@ describe("one user's uploads do not keep another's from the scanner", () => {
     assert.equal(record?.scan, 'clean');
   });
 });
-
-/** An anonymous FTP upload of `content` into /incoming from `from`: the reply to STOR's end. */
-async function anonymousUpload(port: number, from: string, name: string, content: string): Promise<string> {
-  const c = await RawFtp.connect(port, false, from);
-  try {
-    assert.equal((await c.read())?.code, 220);
-    assert.equal((await c.login('anonymous', 'x@example.org')).code, 230);
-    assert.equal((await c.cmd('TYPE I')).code, 200);
-    const { port: dataPort } = await c.passive(false);
-    const data = net.connect({ port: dataPort, host: '127.0.0.1', localAddress: from });
-    data.on('error', () => undefined);
-    await new Promise((r) => data.once('connect', r));
-    assert.equal((await c.cmd(`STOR /incoming/${name}`)).code, 150);
-    data.end(content);
-    return (await c.read(30_000))?.text ?? 'closed';
-  } finally {
-    c.close();
-  }
-}
 
 // Anonymous clients share one stored name: found by a review, one address's uploads took that name's turns,
 // and every other anonymous client's waited behind them.

@@ -3,6 +3,7 @@ import { createHmac } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Actor, AuditEvent, AuditSink, SystemEvent } from '../audit/events.js';
+import { ANONYMOUS } from '../session/account.js';
 import { expandArgv, hookEventOf, type HookEvent, type HookFields } from './events.js';
 
 /** One configured action (config hooks.actions). */
@@ -31,14 +32,15 @@ interface Queued {
 /** Hooks waiting for a free slot; past this, new ones are dropped (and audited) rather than held without end. */
 const MAX_QUEUED = 1000;
 /**
- * Of those, the most that one source may hold: each user, and failed logins
- * all together (anyone can fail a login, under any name, from as many
- * addresses as they have; a failed login as alice takes none of alice's
- * places). One user downloading a small file in a loop would otherwise fill
- * the queue and have everyone else's hooks dropped.
+ * Of those, the most that one source may hold: each user, each anonymous FTP
+ * client (see sourceOf), and failed logins all together (anyone can fail a
+ * login, under any name, from as many addresses as they have; a failed login
+ * as alice takes none of alice's places). One user downloading a small file
+ * in a loop would otherwise fill the queue and have everyone else's hooks
+ * dropped.
  */
 const MAX_QUEUED_PER_SOURCE = MAX_QUEUED / 4;
-/** The source of failed logins; users' are `user NAME`, which no name can make this. */
+/** The source of failed logins; users' are `user NAME` and anonymous clients' `anonymous SOURCE`, which no name can make this. */
 const FAILED_LOGINS = 'failed logins';
 /**
  * What a command is given of the server's environment, when set, besides the
@@ -79,12 +81,29 @@ export class Hooks implements AuditSink {
     private readonly concurrency: number,
     private readonly log: Logger,
     private readonly failed: (event: SystemEvent) => void,
+    /** What a client address is counted as by every per-client limit: the address, or its IPv6 network (BanCheck.source). */
+    private readonly clientSource: (ip: string) => string,
   ) {}
 
   record(actor: Actor, event: AuditEvent): void {
     const hit = hookEventOf(actor, event, new Date());
     if (!hit) return;
-    for (const action of this.actions) if (action.on.includes(hit.event)) this.enqueue(action, hit.fields);
+    const source = this.sourceOf(actor, hit.event);
+    for (const action of this.actions) if (action.on.includes(hit.event)) this.enqueue(action, hit.fields, source);
+  }
+
+  /**
+   * Whose share of the queue a hook takes. Anonymous FTP clients share one
+   * stored name: under it, one client downloading a small file in a loop
+   * held the whole share and every other anonymous client's hooks were
+   * dropped (found by a review, as their scan turns had been). Each takes
+   * the share of its source, as it takes its own scan turns (Session's
+   * upload) and its own connections: a host holds a whole IPv6 network.
+   * A named user is one customer, whatever addresses it comes from.
+   */
+  private sourceOf(actor: Actor, event: HookEvent): string {
+    if (event === 'login-failed') return FAILED_LOGINS;
+    return actor.user === ANONYMOUS ? `${ANONYMOUS} ${this.clientSource(actor.ip)}` : `user ${actor.user}`;
   }
 
   /**
@@ -121,9 +140,8 @@ export class Hooks implements AuditSink {
    * dropping the newest hook of the source holding the most: the flooding
    * source loses its own, never the others. Each drop is recorded.
    */
-  private enqueue(action: HookAction, fields: HookFields): void {
+  private enqueue(action: HookAction, fields: HookFields, source: string): void {
     if (this.stopping.signal.aborted) return this.fail(action, fields, 'server stopping');
-    const source = fields.event === 'login-failed' ? FAILED_LOGINS : `user ${fields.user}`;
     const mine = this.queues.get(source) ?? [];
     if (mine.length >= MAX_QUEUED_PER_SOURCE || this.queued >= MAX_QUEUED) {
       const [flooding, most] = this.queued >= MAX_QUEUED ? this.mostQueued() : ['', []];

@@ -216,3 +216,27 @@ export async function startUpload(control: RawFtp, path: string, secure = false,
   if (opening?.code !== 150) throw new Error(`STOR: ${opening?.text ?? 'closed'}`);
   return data;
 }
+
+/** A passive data connection for `c`'s next transfer, from `from`: the address its control connection came from, as the server requires. */
+export async function passiveFrom(c: RawFtp, from: string): Promise<net.Socket> {
+  const { port } = await c.passive(false);
+  const data = net.connect({ port, host: '127.0.0.1', localAddress: from });
+  data.on('error', () => undefined);
+  await new Promise((r) => data.once('connect', r));
+  return data;
+}
+
+/** An anonymous FTP upload of `content` into /incoming from `from`: the reply to STOR's end. */
+export async function anonymousUpload(port: number, from: string, name: string, content: string): Promise<string> {
+  const c = await loggedIn(port, 'anonymous', 'x@example.org', from);
+  try {
+    if ((await c.cmd('TYPE I')).code !== 200) throw new Error('TYPE I refused');
+    const data = await passiveFrom(c, from);
+    const opening = await c.cmd(`STOR /incoming/${name}`);
+    if (opening.code !== 150) throw new Error(`STOR: ${opening.text}`);
+    data.end(content);
+    return (await c.read(30_000))?.text ?? 'closed';
+  } finally {
+    c.close();
+  }
+}
