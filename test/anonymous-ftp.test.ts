@@ -71,6 +71,12 @@ describe('anonymous FTP', () => {
 
   it('the start says that uploads into incoming have no quota', () => srv.logs(/anonymous uploads to \/incoming are not bounded by a quota/));
 
+  it('the start says nothing of passive ports when one client cannot hold every anonymous one', async () => {
+    // Said right after the line above, in the same step of the start.
+    await srv.logs(/anonymous uploads to \/incoming are not bounded/);
+    assert.doesNotMatch(srv.log, /maxPassivePortsPerUser/);
+  });
+
   it('curl logs in anonymously: lists and downloads, and uploads into incoming only', () => {
     const base = `ftp://127.0.0.1:${srv.ftpPort}`;
     assert.match(curl([`${base}/pub/`]).stdout, /readme\.txt/);
@@ -195,6 +201,19 @@ describe('anonymous FTP off (the default), or misconfigured', () => {
       assert.notEqual(curl([`ftp://127.0.0.1:${srv.ftpPort}/`]).status, 0);
     } finally {
       await srv.stop();
+    }
+  });
+
+  it('warns at the start when one anonymous client may hold every passive port anonymous clients share', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'sluice-anon-ports-'));
+    const srv = await TestServer.start({
+      yaml: `ftp:\n  tls: optional\n  maxPassivePortsPerUser: 4\n  anonymous:\n    enabled: true\n    root: ${root}\n    maxSessionsPerIp: 4\n`,
+    });
+    try {
+      await srv.logs(/ftp\.anonymous\.maxSessionsPerIp \(4\) is not below ftp\.maxPassivePortsPerUser \(4\): one anonymous client can hold every passive port/);
+    } finally {
+      await srv.stop();
+      rmSync(root, { recursive: true, force: true });
     }
   });
 

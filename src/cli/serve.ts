@@ -99,6 +99,16 @@ async function serveOn(base: AdminServices, stopped: Promise<string>, hangUps: H
       const { incoming } = config.ftp.anonymous;
       base.log.warn({ incoming }, `anonymous uploads to ${incoming} are not bounded by a quota of bytes and of files: anyone can fill the disk; set both (sluice user set anonymous --quota-bytes 1G --quota-files 10000)`);
     }
+    const { maxSessionsPerIp } = config.ftp.anonymous;
+    const shared = config.ftp.maxPassivePortsPerUser;
+    if (config.ftp.anonymous.enabled && maxSessionsPerIp >= shared) {
+      // Anonymous clients share their one name's passive ports, and a session holds at most one: with as many
+      // sessions as that share, one client can hold it all, each session asking for a port it never connects to.
+      base.log.warn(
+        { maxSessionsPerIp, maxPassivePortsPerUser: shared },
+        `ftp.anonymous.maxSessionsPerIp (${maxSessionsPerIp}) is not below ftp.maxPassivePortsPerUser (${shared}): one anonymous client can hold every passive port anonymous clients share, and the others get 425; keep it below`,
+      );
+    }
   } catch (err) {
     out(`${(err as Error).message}\n`);
     return 1;
