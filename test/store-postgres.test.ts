@@ -25,6 +25,7 @@ import { BanCheck } from '../src/security/ban-check.js';
 import { Defender } from '../src/security/defender.js';
 import { MemoryFailureTally } from '../src/security/failure-tally.js';
 import { sluice } from './helpers/cli.js';
+import { NoticesGate } from './helpers/pg-notices-gate.js';
 import { postgresMissing, startPostgres, unexpected, type TestPostgres } from './helpers/postgres.js';
 
 const MIGRATIONS = loadMigrations(migrationsDir('postgres'));
@@ -291,6 +292,42 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
     } finally {
       await Promise.all([first.end(), second.end()]);
       await store.close();
+    }
+  });
+
+  // Found by a clean run's contract test: a ban just stored was not banned. The node applies its own write at once,
+  // and the notice of an earlier commit to the address, still on its way, took it back to that earlier state
+  // until the write's own notice came. The gate holds the node's notices and lets them through one at a time.
+  it("a notice of an earlier commit that comes after a node's own write does not undo that write here", { timeout: 30_000 }, async () => {
+    const url = await server.createDatabase();
+    const gate = await NoticesGate.start(Number(new URL(url).port));
+    const store = await openPostgresStore(gate.through(url));
+    try {
+      assert.ok(await within(5000, () => gate.connected), 'the notices connection through the gate');
+      // A notice through the gate: the node listens (its first notice has come).
+      await store.bans.put('192.0.2.50', null, 1, 'probe');
+      assert.ok(await within(5000, () => store.bans.banned('192.0.2.50')));
+      gate.hold();
+      const soon = new Date(Date.now() + 60_000);
+      await store.bans.put('192.0.2.51', new Date(Date.now() - 500), 1, 'over');
+      assert.equal(await store.bans.putUnlessBanned('192.0.2.51', soon, 2, 'login failures', new Date(Date.now() - 1000)), true);
+      await store.bans.put('192.0.2.52', soon, 1, 'login failures');
+      assert.equal(await store.bans.removeOwn('192.0.2.52', (await store.bans.get('192.0.2.52'))!.createdAt), true);
+      assert.ok(await within(5000, () => gate.heldTypes() === 'AAAA'), `four notices held: ${gate.heldTypes()}`);
+      assert.deepEqual([store.bans.banned('192.0.2.51'), store.bans.banned('192.0.2.52')], [true, false], 'as written');
+      // The first ban's notice (over), then the second's (in force until removed: the ban the removal took).
+      for (const [n, what] of [[1, 'the over ban'], [3, "the removed ban's own"]] as const) {
+        for (let i = 0; i < n; i++) assert.ok(gate.releaseOne());
+        const undone = await within(300, () => store.bans.banned('192.0.2.51') !== true || store.bans.banned('192.0.2.52') !== false);
+        assert.equal(undone, false, `a write undone by ${what} notice`);
+      }
+      gate.releaseAll();
+      // Notices after the awaited ones are applied: a removal by another (psql) is heard.
+      await withClient(url, (sql) => sql.query("DELETE FROM bans WHERE address = '192.0.2.51'"));
+      assert.ok(await within(5000, () => !store.bans.banned('192.0.2.51')), 'a later removal heard');
+    } finally {
+      await store.close();
+      await gate.close();
     }
   });
 

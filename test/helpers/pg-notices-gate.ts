@@ -1,0 +1,103 @@
+import net from 'node:net';
+
+/**
+ * A TCP proxy in front of PostgreSQL that can hold back what the server
+ * sends to the connection named `sluice notices`, and let it through one
+ * protocol message at a time: the order in which a node hears of commits
+ * against what it does meanwhile, which PostgreSQL alone gives no way to set
+ * (a stopped server process sends everything it queued at once).
+ */
+export class NoticesGate {
+  private readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+  /** The notices connection's client side, once its startup message named it. */
+  private notices: net.Socket | null = null;
+  private holding = false;
+  /** What its server sent while held, not yet passed on. */
+  private held = Buffer.alloc(0);
+
+  private constructor(
+    private readonly pgPort: number,
+    readonly port: number,
+    server: net.Server,
+  ) {
+    this.server = server;
+  }
+
+  /** A gate on 127.0.0.1 in front of PostgreSQL listening on 127.0.0.1:`pgPort`. */
+  static async start(pgPort: number): Promise<NoticesGate> {
+    let gate: NoticesGate | null = null;
+    const server = net.createServer((client) => gate?.accept(client));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    gate = new NoticesGate(pgPort, (server.address() as net.AddressInfo).port, server);
+    return gate;
+  }
+
+  /** `url` (postgres://…@127.0.0.1:PORT/…) through the gate. */
+  through(url: string): string {
+    return url.replace(`:${this.pgPort}/`, `:${this.port}/`);
+  }
+
+  /** Whether the notices connection has come through. */
+  get connected(): boolean {
+    return this.notices !== null;
+  }
+
+  /** From now on, what the server sends the notices connection waits here. */
+  hold(): void {
+    this.holding = true;
+  }
+
+  /** Pass the first whole message held on; false when none is held whole. */
+  releaseOne(): boolean {
+    if (this.held.length < 5) return false;
+    const size = 1 + this.held.readUInt32BE(1);
+    if (this.held.length < size) return false;
+    this.notices?.write(this.held.subarray(0, size));
+    this.held = this.held.subarray(size);
+    return true;
+  }
+
+  /** The type bytes of the messages held, in order (`A`: a notification). */
+  heldTypes(): string {
+    let types = '';
+    for (let at = 0; at + 5 <= this.held.length; at += 1 + this.held.readUInt32BE(at + 1)) types += String.fromCharCode(this.held[at] as number);
+    return types;
+  }
+
+  /** Pass on everything held, and hold nothing more. */
+  releaseAll(): void {
+    this.holding = false;
+    if (this.held.length > 0) this.notices?.write(this.held);
+    this.held = Buffer.alloc(0);
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private accept(client: net.Socket): void {
+    const upstream = net.connect(this.pgPort, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      this.sockets.add(s);
+      s.on('error', () => undefined);
+      s.on('close', () => {
+        this.sockets.delete(s);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    let first = true;
+    client.on('data', (chunk: Buffer) => {
+      // The startup message (no SSL asked in tests) carries application_name in the clear.
+      if (first && chunk.includes('sluice notices')) this.notices = client;
+      first = false;
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      if (client === this.notices && this.holding) this.held = Buffer.concat([this.held, chunk]);
+      else client.write(chunk);
+    });
+  }
+}
