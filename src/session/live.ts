@@ -150,6 +150,9 @@ interface Entry {
   readonly connection: LiveConnection;
 }
 
+/** A login as the registry knows it apart from its sessions (see LiveRegistry.login). */
+export type LiveLogin = Pick<LiveSession, 'id' | 'account' | 'context' | 'since'>;
+
 /** A session being opened (Session.open), from its start until it is open or has failed: see LiveRegistry.opening. */
 export interface Opening {
   /** Throws once the server is stopping, or an end came for it meanwhile: it must not open. */
@@ -187,6 +190,10 @@ export class LiveRegistry implements LiveSessionsView {
    * login's logout was recorded.
    */
   private readonly openings = new Set<OpeningEntry>();
+  /** Logins that outlast their sessions (see login), by their connection. */
+  private readonly logins = new Map<LiveConnection, LiveLogin>();
+  /** Connections the server has ended, and why: no session opens on one after that (see opening). */
+  private readonly ended = new WeakMap<LiveConnection, string>();
   /** Set once the server is stopping: no session opens after that. */
   private stopping = false;
   /** Once the server is stopping: the drain's deadline, which no wait of an end outlasts. */
@@ -220,7 +227,7 @@ export class LiveRegistry implements LiveSessionsView {
     this.admit();
     let settle: () => void = () => undefined;
     const settled = new Promise<void>((resolve) => (settle = resolve));
-    const entry: OpeningEntry = { id, user: account.name, userId: account.id, connection, refused: null, settled };
+    const entry: OpeningEntry = { id, user: account.name, userId: account.id, connection, refused: this.ended.get(connection) ?? null, settled };
     this.openings.add(entry);
     return {
       check: () => {
@@ -266,6 +273,25 @@ export class LiveRegistry implements LiveSessionsView {
     };
   }
 
+  /**
+   * A login whose connection opens its sessions after it, one or several
+   * at a time, and may hold none between them (an SSH connection: each
+   * channel a session), from its login until the connection closes (the
+   * returned function): listed as a session without one of its own, and
+   * ended as its sessions are, by its id, its user's name or (a ban) its
+   * address, so that its client opens no session after that. Before (found
+   * by a review), such a connection with no channel open, or none opened
+   * yet, was in no list: ending the user's sessions (after a password was
+   * stolen) or banning its address ended none, and it opened new SFTP
+   * sessions afterwards for as long as it stayed.
+   */
+  login(login: LiveLogin, connection: LiveConnection): () => void {
+    this.logins.set(connection, login);
+    return () => {
+      if (this.logins.get(connection) === login) this.logins.delete(connection);
+    };
+  }
+
   async list(): Promise<LiveSessionInfo[]> {
     // An SFTP connection may hold several sessions (one per subsystem channel): one line, all their transfers.
     const byId = new Map<string, LiveSessionInfo>();
@@ -283,22 +309,16 @@ export class LiveRegistry implements LiveSessionsView {
               transfers: [...seen.transfers, ...transfers],
             }
           : {
-              id: s.id,
-              user: s.account.name,
-              userId: s.account.id,
-              protocol: s.context.protocol,
-              ip: s.context.remoteAddress,
-              port: s.context.remotePort,
-              method: s.account.method,
-              key: s.account.key,
+              ...liveInfo(s, this.worker),
               permissions: [listOfRules(s.account.permissions)],
               homes: [s.account.home],
               revisions: [s.account.revision],
-              worker: this.worker,
-              since: s.since.toISOString(),
               transfers,
             },
       );
+    }
+    for (const login of this.logins.values()) {
+      if (!byId.has(login.id)) byId.set(login.id, { ...liveInfo(login, this.worker), permissions: [], homes: [], revisions: [], transfers: [] });
     }
     return [...byId.values()];
   }
@@ -420,12 +440,15 @@ export class LiveRegistry implements LiveSessionsView {
     return counts;
   }
 
-  private async endWhere(match: (s: LiveSession) => boolean, reason: string): Promise<Set<string>> {
+  private async endWhere(match: (s: LiveLogin) => boolean, reason: string): Promise<Set<string>> {
     const chosen = [...this.entries].filter((e) => match(e.session));
     // One end per connection: it ends every session on it.
-    const byConnection = new Map(chosen.map((e) => [e.connection, e]));
-    await Promise.all([...byConnection.values()].map((e) => this.endNow(e, reason)));
-    return new Set(chosen.map((e) => e.session.id));
+    const byConnection = new Map<LiveConnection, Entry | undefined>(chosen.map((e) => [e.connection, e]));
+    // A login between its sessions (see login) ends with its connection, as they would.
+    const standing = [...this.logins].filter(([connection, login]) => match(login) && !byConnection.has(connection));
+    for (const [connection] of standing) byConnection.set(connection, undefined);
+    await Promise.all([...byConnection].map(([connection, entry]) => this.endConnection(connection, reason, entry)));
+    return new Set([...chosen.map((e) => e.session.id), ...standing.map(([, login]) => login.id)]);
   }
 
   private endNow(entry: Entry, reason: string): Promise<void> {
@@ -442,6 +465,8 @@ export class LiveRegistry implements LiveSessionsView {
    * nothing.
    */
   private async endConnection(connection: LiveConnection, reason: string, chosen?: Entry): Promise<void> {
+    // Until it has closed, its client may still ask for a session (an SSH channel sent behind the end): refused.
+    this.ended.set(connection, reason);
     const sessions = [...(this.byConnection.get(connection) ?? [])].map((e) => e.session);
     // One no longer registered (closed meanwhile) is wound down all the same: that does nothing.
     if (chosen && !sessions.includes(chosen.session)) sessions.push(chosen.session);
@@ -504,6 +529,22 @@ const LOGIN_SPAN_MS = 10 * 60 * 1000;
  * server (a hung file system) fails whenever it gets on, for the end's reason.
  */
 const OPENING_WAIT_MS = 10_000;
+
+/** What the list says of a session, or of a login between its sessions, whatever it holds. */
+function liveInfo(s: LiveLogin, worker: number): Omit<LiveSessionInfo, 'permissions' | 'homes' | 'revisions' | 'transfers'> {
+  return {
+    id: s.id,
+    user: s.account.name,
+    userId: s.account.id,
+    protocol: s.context.protocol,
+    ip: s.context.remoteAddress,
+    port: s.context.remotePort,
+    method: s.account.method,
+    key: s.account.key,
+    worker,
+    since: s.since.toISOString(),
+  };
+}
 
 function liveTransfer(t: LiveTransferState): LiveTransfer {
   return { direction: t.direction, path: t.path, bytes: t.transferred, started: t.started.toISOString() };

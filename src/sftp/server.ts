@@ -323,6 +323,11 @@ export class SftpFrontEnd {
 
     client.on('authentication', (ctx) => void this.authenticate(client, state, ctx));
     client.on('ready', () => {
+      // The login stands from here until the connection closes, with channels open or not: ending its
+      // user's sessions, or banning its address, ends it too (LiveRegistry.login).
+      const context = { protocol: 'sftp', remoteAddress: state.ip, remotePort: state.port } as const;
+      const standing = this.services.sessionDeps.live.login({ id: state.id, account: state.account as Account, context, since: new Date() }, state.sessions);
+      client.once('close', standing);
       client.on('session', (accept, reject) => this.openSession(client, state, accept, reject, () => idle.refresh()));
     });
     // Everything else a client may ask for is refused.
