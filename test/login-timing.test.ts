@@ -3,7 +3,7 @@ import Database from 'better-sqlite3';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { untilAnswer } from '../src/security/gate.js';
+import { untilAnswer } from '../src/security/answer-moment.js';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 

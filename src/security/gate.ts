@@ -1,11 +1,11 @@
 import type { Socket } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { AuthError, type Authenticator, type AuthRequest, type Claim, type SessionLimits } from '../auth/authenticator.js';
 import type { Config } from '../config/schema.js';
 import type { Coordinator, Offence, Release } from '../coordinator/coordinator.js';
 import { ANONYMOUS, type Account, type Protocol } from '../session/account.js';
 import { SluiceError } from '../session/errors.js';
+import { answerMoment } from './answer-moment.js';
 import type { BanCheck } from './ban-check.js';
 import { GOODBYE_MS } from '../wire/goodbye.js';
 import { HeldTime } from './held-time.js';
@@ -206,20 +206,6 @@ function declined(err: unknown): boolean {
   return typeof e?.message === 'string' && e.message.startsWith('Handshake failed: no matching ');
 }
 
-/**
- * How long a failed login still waits, `elapsedMs` after it began: until the
- * first whole multiple of the failure delay, at least one. Guessing stays
- * slow, and the answer's time does not tell which refusal it was: a
- * verification against a hash of older, weaker parameters takes less than
- * one against the dummy hash of an unknown name. When verifications queue
- * (auth.maxConcurrentHashes) past the delay, the answer waits for the next
- * multiple rather than come as soon as the work is done.
- */
-export function untilAnswer(elapsedMs: number, delayMs: number): number {
-  if (delayMs <= 0) return 0;
-  return delayMs * Math.max(1, Math.ceil(elapsedMs / delayMs)) - elapsedMs;
-}
-
 /** Close now; a reply first if there is one, and never wait for a peer that does not read. */
 function refuse(socket: Socket, reply: string | undefined): void {
   if (reply === undefined) {
@@ -391,7 +377,7 @@ export class Guest {
       await this.gate.authenticator.publicKey({ ...login, remoteAddress: this.ip }, blob, false);
     } catch (err) {
       if (err instanceof AuthError && ++this.keyOffers === MAX_KEY_OFFERS) await this.score('login-failed', login.protocol);
-      await sleep(untilAnswer(performance.now() - began, KEY_REFUSAL_MS));
+      await answerMoment(began, KEY_REFUSAL_MS);
       throw err;
     }
   }
@@ -618,7 +604,7 @@ export class Guest {
       this.failures++;
       this.settled = true;
       await this.score('login-failed', req.protocol);
-      await sleep(untilAnswer(performance.now() - began, this.gate.settings.auth.failureDelay * 1000));
+      await answerMoment(began, this.gate.settings.auth.failureDelay * 1000);
       throw err;
     }
   }
