@@ -82,7 +82,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   const { config } = base;
   const { audit: settings } = config;
   // Kept only where /metrics is served: the admin API, which starts with the rest or fails the start.
-  const metrics = config.admin.listen === '' ? null : new (await import('./metrics/registry.js')).ServerMetrics(() => base.bans.activeCount());
+  const metrics = config.admin.listen === '' ? null : new (await import('./metrics/registry.js')).ServerMetrics(() => base.bans.activeCount(), config.admin.metricsPublic);
   const stopSampling = metrics ? sampleProcess((sample) => metrics.sampled('0', sample)) : () => undefined;
   // One per server, here where its coordination is: every process's commits leave the checkpoints to it (Checkpointer).
   const checkpointer = base.store instanceof SqliteStore ? base.store.checkpointOnThread((message) => base.log.error(`SQLite: ${message}`)) : null;

@@ -12,7 +12,7 @@ import pino from 'pino';
 import type { MetricEvent } from '../src/metrics/events.js';
 import { certificateProblem } from '../src/certs/expiry.js';
 import { readiness, ReadinessLog, ServingState, type ReadinessSources } from '../src/metrics/health.js';
-import { ServerMetrics } from '../src/metrics/registry.js';
+import { countedReason, ServerMetrics } from '../src/metrics/registry.js';
 import { parseMetrics, sample } from './helpers/prometheus.js';
 
 const DAY = 86_400_000;
@@ -50,6 +50,21 @@ test('ServingState: ready only with every expected process up, and never while s
   assert.equal(s.problem(), null);
   s.stopping();
   assert.match(s.problem() ?? '', /not serving/);
+});
+
+test('countedReason: read by anyone, a failed login says only what its client was told', () => {
+  const cases: [string, boolean, string][] = [
+    ['', true, ''],
+    ['session-limit', true, 'session-limit'],
+    ['bad-password', true, 'refused'],
+    ['unknown-user', true, 'refused'],
+    ['key-required', true, 'refused'],
+    ['address-not-allowed', true, 'refused'],
+    ['connection-closed', true, 'refused'],
+    ['bad-password', false, 'bad-password'],
+    ['key-required', false, 'key-required'],
+  ];
+  for (const [reason, readByAnyone, counted] of cases) assert.equal(countedReason(reason, readByAnyone), counted, `${reason} ${readByAnyone}`);
 });
 
 test('ServerMetrics: each event counts where it says, and nothing else moves', async () => {

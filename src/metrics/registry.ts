@@ -7,6 +7,21 @@ const PROTOCOLS = Object.keys({ ftp: true, ftps: true, sftp: true, scp: true } s
 const DIRECTIONS = ['upload', 'download'] as const;
 
 /**
+ * The reason a failed login is counted under. Read with a token, the
+ * failure's own (the audit trail's); read by anyone (admin.metricsPublic),
+ * only what its client was told: that the user's sessions were all taken
+ * (SECURITY.md, the one exception), or else 'refused'. Found by a review:
+ * public counters told `unknown-user` from `bad-password` (which names
+ * exist), and `key-required`, `address-not-allowed`, `disabled` and the
+ * like, judged only once the password verified, from both: a guess at a
+ * key-only account, or from outside an account's allowed addresses, was
+ * told right through /metrics.
+ */
+export function countedReason(reason: string, readByAnyone: boolean): string {
+  return !readByAnyone || reason === '' || reason === 'session-limit' ? reason : 'refused';
+}
+
+/**
  * The server's numbers, in the one process that keeps them (the primary of
  * workers, or the only process): workers send their MetricEvents here over
  * the IPC channel they already use, so the counts survive a worker's restart
@@ -29,7 +44,11 @@ export class ServerMetrics implements ServerMetricsSink, AuditMetrics {
   /** CPU seconds each worker had at its last sample: the counter grows by the difference. */
   private readonly cpuSeen = new Map<string, number>();
 
-  constructor(bansActive: () => Promise<number>) {
+  constructor(
+    bansActive: () => Promise<number>,
+    /** admin.metricsPublic: anyone may read them (see countedReason). */
+    private readonly readByAnyone = false,
+  ) {
     const registers = [this.registry];
     this.sessions = new Gauge({ name: 'sluice_sessions', help: 'Logged-in sessions now', labelNames: ['protocol'], registers });
     this.logins = new Counter({
@@ -87,7 +106,7 @@ export class ServerMetrics implements ServerMetricsSink, AuditMetrics {
   count(e: MetricEvent): void {
     switch (e.m) {
       case 'login':
-        this.logins.inc({ protocol: e.protocol, result: e.result, reason: e.reason });
+        this.logins.inc({ protocol: e.protocol, result: e.result, reason: countedReason(e.reason, this.readByAnyone) });
         return;
       case 'session':
         this.sessions.inc({ protocol: e.protocol }, e.change);
