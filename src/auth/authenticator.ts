@@ -7,7 +7,7 @@ import type { UserRecord } from '../store/records.js';
 import type { UserRepository } from '../store/store.js';
 import { addressAllowed } from './ip-rules.js';
 import type { PasswordHasher } from './passwords.js';
-import { sameKey } from './public-keys.js';
+import { sameKey, weakKey } from './public-keys.js';
 
 export type AuthFailure =
   | 'unknown-user'
@@ -15,6 +15,8 @@ export type AuthFailure =
   | 'bad-key'
   | 'bad-signature'
   | 'weak-algorithm'
+  /** A stored key too weak to log in with (an RSA key under MIN_RSA_BITS, stored before they were refused). */
+  | 'weak-key'
   | 'disabled'
   | 'expired'
   | 'protocol-not-allowed'
@@ -177,12 +179,16 @@ export class Authenticator {
     const user = found?.user ?? null;
     const readAt = found?.readAt ?? asked;
     const known = found?.keys.find((k) => sameKey(k.blob, blob)) ?? null;
+    // One stored before such keys were refused (or by hand) proves nothing: anyone may have factored it.
+    const weak = known !== null && weakKey(known.blob) !== null;
     if (!verified) {
       if (!known) throw new AuthError(user ? 'bad-key' : 'unknown-user');
+      if (weak) throw new AuthError('weak-key');
       return toAccount(user as UserRecord, 'publickey', readAt, known.fingerprint);
     }
     if (!user) return this.fail(req, 'publickey', 'unknown-user');
     if (!known) return this.fail(req, 'publickey', 'bad-key', user);
+    if (weak) return this.fail(req, 'publickey', 'weak-key', user);
     this.checkRules(req, user, 'publickey');
     return await this.succeed(req, user, 'publickey', claim, readAt, known.fingerprint);
   }

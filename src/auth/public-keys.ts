@@ -16,6 +16,39 @@ export function fingerprint(blob: Buffer): string {
   return 'SHA256:' + createHash('sha256').update(blob).digest('base64').replace(/=+$/, '');
 }
 
+/**
+ * The smallest RSA modulus a key may have. OpenSSH's sshd refuses under 1024
+ * bits (RequiredRSASize); here under 2048, what NIST has allowed since 2013
+ * (SP 800-131A): 512-bit moduli are factored in hours on rented machines and
+ * 1024-bit ones are within reach of large adversaries, and whoever factors a
+ * user's public key (often public: a forge's NAME.keys) logs in as that user.
+ */
+export const MIN_RSA_BITS = 2048;
+
+/** The bits of the modulus of a wire-format `ssh-rsa` key (string type, mpint e, mpint n); null: not one. */
+export function rsaBits(blob: Buffer): number | null {
+  let at = 0;
+  const field = (): Buffer | null => {
+    if (at + 4 > blob.length) return null;
+    const length = blob.readUInt32BE(at);
+    if (at + 4 + length > blob.length) return null;
+    const value = blob.subarray(at + 4, at + 4 + length);
+    at += 4 + length;
+    return value;
+  };
+  if (field()?.toString('latin1') !== 'ssh-rsa' || field() === null) return null;
+  const n = field();
+  if (n === null) return null;
+  const first = n.findIndex((byte) => byte !== 0);
+  return first < 0 ? 0 : (n.length - first - 1) * 8 + (32 - Math.clz32(n[first] as number));
+}
+
+/** Why a key (wire format) is too weak to log in with; null: it is not. */
+export function weakKey(blob: Buffer): string | null {
+  const bits = rsaBits(blob);
+  return bits !== null && bits < MIN_RSA_BITS ? `an RSA key of ${bits} bits: at least ${MIN_RSA_BITS} are needed` : null;
+}
+
 /** Parse one `authorized_keys`-style line (`type base64 [comment]`); throws a one-line reason. */
 export function parsePublicKey(line: string): ParsedPublicKey {
   const text = line.trim();
@@ -26,6 +59,8 @@ export function parsePublicKey(line: string): ParsedPublicKey {
   if (!key) throw new Error('no public key found');
   if (key.isPrivateKey()) throw new Error('that is a private key; give the .pub file');
   const blob = key.getPublicSSH();
+  const weak = weakKey(blob);
+  if (weak !== null) throw new Error(weak);
   const comment = text.split(/\s+/).slice(2).join(' ');
   return { algorithm: key.type, blob, fingerprint: fingerprint(blob), comment };
 }
