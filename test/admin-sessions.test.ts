@@ -163,7 +163,10 @@ describe('admin API: live sessions', () => {
     const channel = await new Promise<ssh2.ClientChannel>((resolve, reject) => conn.subsys('sftp', (err, ch) => (err ? reject(err) : resolve(ch))));
     let told = '';
     channel.stderr.on('data', (d: Buffer) => (told += d.toString()));
-    for (let i = 0; i < 50 && (await sessionsOf('alice')).length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    // Its SFTP session open, which answers INIT with VERSION: the list shows the SSH login from its start on.
+    const version = new Promise((resolve) => channel.once('data', resolve));
+    channel.write(Buffer.from([0, 0, 0, 5, 1, 0, 0, 0, 3]));
+    await version;
     const gone = closed(conn);
     // The operator's text reaches the user's terminal: its controls are shown escaped (found by a review: they went raw, where FTP's 421 blanks them).
     assert.equal(((await request('DELETE', `/users/alice/sessions?reason=${encodeURIComponent('maintenance\x1b[2J\nnext')}`)).json as Json).sessionsEnded, 1);

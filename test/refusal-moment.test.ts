@@ -33,8 +33,9 @@ describe('answerMoment: settles the delay after the work began, however long the
     }
     const said = Object.entries(took).map(([work, ms]) => `${work} ms of work: min ${Math.min(...ms).toFixed(3)}, median ${median(ms).toFixed(3)}`).join('; ');
     for (const ms of Object.values(took)) assert.ok(Math.min(...ms) >= 5, `sooner than 5 ms: ${said}`);
-    // A timer for what was left of the 5 ms: 0.9 ms apart, the work's own difference.
-    assert.ok(Math.abs(median(took['1']!) - median(took['0.05']!)) < 0.3, `the moment moved with the work: ${said}`);
+    // A timer for what was left of the 5 ms: 0.9 ms apart, the work's own difference. The soonest of each, as a
+    // loaded machine makes answers later, never sooner (medians moved 0.7 ms apart under a full test run's load).
+    assert.ok(Math.abs(Math.min(...took['1']!) - Math.min(...took['0.05']!)) < 0.3, `the moment moved with the work: ${said}`);
   });
 });
 
