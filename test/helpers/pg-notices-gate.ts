@@ -48,21 +48,32 @@ export class NoticesGate {
     this.holding = true;
   }
 
-  /** Pass the first whole message held on; false when none is held whole. */
-  releaseOne(): boolean {
-    if (this.held.length < 5) return false;
-    const size = 1 + this.held.readUInt32BE(1);
-    if (this.held.length < size) return false;
-    this.notices?.write(this.held.subarray(0, size));
-    this.held = this.held.subarray(size);
-    return true;
+  /**
+   * Pass on what is held up to and including its first notification (`A`),
+   * with any other message before it (a heartbeat's answer); false when no
+   * whole notification is held.
+   */
+  releaseNotice(): boolean {
+    for (let at = 0; at + 5 <= this.held.length; ) {
+      const end = at + 1 + this.held.readUInt32BE(at + 1);
+      if (end > this.held.length) return false;
+      if (this.held[at] === 0x41) {
+        this.notices?.write(this.held.subarray(0, end));
+        this.held = this.held.subarray(end);
+        return true;
+      }
+      at = end;
+    }
+    return false;
   }
 
-  /** The type bytes of the messages held, in order (`A`: a notification). */
-  heldTypes(): string {
-    let types = '';
-    for (let at = 0; at + 5 <= this.held.length; at += 1 + this.held.readUInt32BE(at + 1)) types += String.fromCharCode(this.held[at] as number);
-    return types;
+  /** How many whole notifications are held. */
+  heldNotices(): number {
+    let n = 0;
+    for (let at = 0; at + 5 <= this.held.length; at += 1 + this.held.readUInt32BE(at + 1)) {
+      if (at + 1 + this.held.readUInt32BE(at + 1) <= this.held.length && this.held[at] === 0x41) n++;
+    }
+    return n;
   }
 
   /** Pass on everything held, and hold nothing more. */
