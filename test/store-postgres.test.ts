@@ -332,6 +332,42 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
     }
   });
 
+  // Found by a review of the fix above: PostgreSQL signals the listeners at commit, before the writer's answer goes
+  // out, so a node may hear its write's notice before the write's answer. The write was then awaited after its
+  // notice had come: every later notice of the address was skipped as older, for ever (a removal by another not
+  // heard); and the late answer put back the write's state over a newer commit already heard. The gate holds the
+  // store's answers while the notice comes through.
+  it("a node that hears its own write's notice before the write's answer goes on hearing the address", { timeout: 30_000 }, async () => {
+    const url = await server.createDatabase();
+    const gate = await NoticesGate.start(Number(new URL(url).port));
+    const store = await openPostgresStore(gate.through(url));
+    try {
+      assert.ok(await within(5000, () => gate.connected), 'the notices connection through the gate');
+      await store.bans.put('192.0.2.59', null, 1, 'probe');
+      assert.ok(await within(5000, () => store.bans.banned('192.0.2.59')), 'listening');
+      gate.holdAnswers();
+      const written = store.bans.put('192.0.2.60', null, 1, 'login failures');
+      assert.ok(await within(5000, () => store.bans.banned('192.0.2.60')), 'its notice heard before its answer');
+      gate.releaseAnswers();
+      await written;
+      await withClient(url, (sql) => sql.query("DELETE FROM bans WHERE address = '192.0.2.60'"));
+      assert.ok(await within(5000, () => !store.bans.banned('192.0.2.60')), 'a later removal by another heard');
+
+      gate.holdAnswers();
+      const late = store.bans.put('192.0.2.61', null, 1, 'login failures');
+      assert.ok(await within(5000, () => store.bans.banned('192.0.2.61')), 'its notice heard before its answer');
+      await withClient(url, (sql) => sql.query("DELETE FROM bans WHERE address = '192.0.2.61'"));
+      assert.ok(await within(5000, () => !store.bans.banned('192.0.2.61')), 'the removal after it heard');
+      gate.releaseAnswers();
+      await late;
+      assert.equal(await within(300, () => store.bans.banned('192.0.2.61')), false, 'the newer removal kept over the late answer');
+    } finally {
+      gate.releaseAnswers();
+      await store.close();
+      await gate.close();
+    }
+  });
+
   it("a node's own ban is in force here at once while its copy of the bans is being read again", async () => {
     const url = await server.createDatabase();
     const store = await openPostgresStore(url);

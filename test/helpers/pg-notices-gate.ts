@@ -3,9 +3,11 @@ import net from 'node:net';
 /**
  * A TCP proxy in front of PostgreSQL that can hold back what the server
  * sends to the connection named `sluice notices`, and let it through one
- * protocol message at a time: the order in which a node hears of commits
- * against what it does meanwhile, which PostgreSQL alone gives no way to set
- * (a stopped server process sends everything it queued at once).
+ * protocol message at a time, or hold back what it sends every other
+ * connection (the answers to the store's queries): the order in which a node
+ * hears of commits against what it does meanwhile, which PostgreSQL alone
+ * gives no way to set (a stopped server process sends everything it queued at
+ * once).
  */
 export class NoticesGate {
   private readonly server: net.Server;
@@ -15,6 +17,8 @@ export class NoticesGate {
   private holding = false;
   /** What its server sent while held, not yet passed on. */
   private held = Buffer.alloc(0);
+  /** What the server sent the other connections while their answers are held, per connection, not yet passed on. */
+  private answers: Map<net.Socket, Buffer[]> | null = null;
 
   private constructor(
     private readonly pgPort: number,
@@ -83,6 +87,18 @@ export class NoticesGate {
     this.held = Buffer.alloc(0);
   }
 
+  /** From now on, what the server sends every connection but the notices one waits here. */
+  holdAnswers(): void {
+    this.answers ??= new Map();
+  }
+
+  /** Pass on every answer held, in order, and hold none more. */
+  releaseAnswers(): void {
+    const answers = this.answers;
+    this.answers = null;
+    for (const [client, chunks] of answers ?? []) for (const chunk of chunks) client.write(chunk);
+  }
+
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -108,6 +124,7 @@ export class NoticesGate {
     });
     upstream.on('data', (chunk: Buffer) => {
       if (client === this.notices && this.holding) this.held = Buffer.concat([this.held, chunk]);
+      else if (client !== this.notices && this.answers) this.answers.set(client, [...this.answers.get(client) ?? [], chunk]);
       else client.write(chunk);
     });
   }

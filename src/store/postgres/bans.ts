@@ -8,6 +8,13 @@ import { noticeObject, type Notices, type Subscriber } from './notices.js';
 /** What migrations/postgres/002_bans.sql's trigger sends on channel sluice_bans. */
 type Notice = { reload: true } | AddressNotice;
 type AddressNotice = { address: string; removed: true } | { address: string; until: number | null };
+/** A write of this node's, sent and not answered yet. */
+interface Sent {
+  /** The listening it was sent in (listenings), or null when sent while not listening. */
+  listening: number | null;
+  /** The notices of its address heard since it was sent, its own among them when it came before the answer. */
+  meanwhile: AddressNotice[];
+}
 
 const BANS_CHANNEL = 'sluice_bans';
 
@@ -36,6 +43,8 @@ export class PostgresBans implements BanRepository, Subscriber {
   private client: pg.Client | null = null;
   /** Counts each start and end of listening: a write sent and answered within one hears its own notice. */
   private listenings = 0;
+  /** This node's writes sent and not answered yet, per address. */
+  private readonly sending = new Map<string, Set<Sent>>();
   /** This node's writes whose notices have not come back yet, per address, oldest first. */
   private readonly unechoed = new Map<string, AddressNotice[]>();
 
@@ -64,23 +73,19 @@ export class PostgresBans implements BanRepository, Subscriber {
   }
 
   async put(address: string, until: Date | null, count: number, reason: string): Promise<void> {
-    const heard = this.hearing();
-    await this.pool.query(`INSERT INTO bans (address, until, count, reason, created_at) VALUES ($1, $2, $3, $4, $5)
-      ON CONFLICT (address) DO UPDATE SET until = excluded.until, count = excluded.count, reason = excluded.reason,
-      created_at = excluded.created_at`, [address, until?.getTime() ?? null, count, reason, Date.now()]);
-    this.noteOwn({ address, until: until?.getTime() ?? null }, heard);
+    await this.write(address, () => this.pool.query(`INSERT INTO bans (address, until, count, reason, created_at)
+      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (address) DO UPDATE SET until = excluded.until, count = excluded.count,
+      reason = excluded.reason, created_at = excluded.created_at`, [address, until?.getTime() ?? null, count, reason,
+      Date.now()]), () => ({ address, until: until?.getTime() ?? null }));
   }
 
   async putUnlessBanned(address: string, until: Date, count: number, reason: string, since: Date): Promise<boolean> {
-    const heard = this.hearing();
-    const r = await this.pool.query(`INSERT INTO bans (address, until, count, reason, created_at) VALUES ($1, $2, $3, $4, $5)
-      ON CONFLICT (address) DO UPDATE SET until = excluded.until, count = excluded.count, reason = excluded.reason,
-      created_at = excluded.created_at WHERE bans.until IS NOT NULL AND bans.until <= $6`,
-    [address, until.getTime(), count, reason, since.getTime(), Date.now()]);
-    if ((r.rowCount ?? 0) > 0) {
-      this.noteOwn({ address, until: until.getTime() }, heard);
-      return true;
-    }
+    const r = await this.write(address, () => this.pool.query(`INSERT INTO bans (address, until, count, reason,
+      created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (address) DO UPDATE SET until = excluded.until,
+      count = excluded.count, reason = excluded.reason, created_at = excluded.created_at
+      WHERE bans.until IS NOT NULL AND bans.until <= $6`, [address, until.getTime(), count, reason, since.getTime(),
+      Date.now()]), (a) => (changed(a) ? { address, until: until.getTime() } : null));
+    if (changed(r)) return true;
     // The ban that stood is another's (a node's, `sluice ban add`), whose notice may not have come (the notices
     // connection lost or behind): noted here as read now, as a write of this node's is, since the defender drops
     // its own for it (found by a review: the address this node had just decided to ban was let in). A read, no
@@ -91,38 +96,31 @@ export class PostgresBans implements BanRepository, Subscriber {
   }
 
   async removeOwn(address: string, since: Date): Promise<boolean> {
-    const heard = this.hearing();
-    const r = await this.pool.query('DELETE FROM bans WHERE address = $1 AND created_at = $2', [address, since.getTime()]);
-    if ((r.rowCount ?? 0) === 0) return false;
-    this.noteOwn({ address, removed: true }, heard);
-    return true;
+    const r = await this.write(address, () => this.pool.query('DELETE FROM bans WHERE address = $1 AND created_at = $2',
+      [address, since.getTime()]), (a) => (changed(a) ? { address, removed: true } : null));
+    return changed(r);
   }
 
   async add(address: string, until: Date | null): Promise<void> {
     // One statement, so two administrators (or nodes) adding at once both count; its notice to end the address's
     // sessions on every node, and the row a node not listening then reads later (session-ends.ts), go with the
     // ban's commit, or not at all.
-    const heard = this.hearing();
-    await this.pool.query(`WITH banned AS (
+    await this.write(address, () => this.pool.query(`WITH banned AS (
       INSERT INTO bans (address, until, count, reason, created_at) VALUES ($1, $2, 1, $3, $4)
       ON CONFLICT (address) DO UPDATE SET until = excluded.until, count = bans.count + 1, reason = excluded.reason,
       created_at = excluded.created_at
       RETURNING address),
       ${storeSessionEnd('SELECT address, NULL, NULL FROM banned')}`,
-    [address, until?.getTime() ?? null, 'added by an administrator', Date.now()]);
-    this.noteOwn({ address, until: until?.getTime() ?? null }, heard);
+    [address, until?.getTime() ?? null, 'added by an administrator', Date.now()]),
+    () => ({ address, until: until?.getTime() ?? null }));
   }
 
   async remove(address: string): Promise<boolean> {
-    const heard = this.hearing();
-    const r = await this.pool.query('DELETE FROM bans WHERE address = $1', [address]);
+    const r = await this.write(address, () => this.pool.query('DELETE FROM bans WHERE address = $1', [address]),
+      (a) => (changed(a) ? { address, removed: true } : null));
     // No row, no notice: nothing of it comes back.
-    if ((r.rowCount ?? 0) === 0) {
-      this.note({ address, removed: true });
-      return false;
-    }
-    this.noteOwn({ address, removed: true }, heard);
-    return true;
+    if (!changed(r)) this.note({ address, removed: true });
+    return changed(r);
   }
 
   banned(address: string): boolean {
@@ -146,9 +144,26 @@ export class PostgresBans implements BanRepository, Subscriber {
     this.held?.push(notice);
   }
 
-  /** Before a write: the listening its notice will come back on, or null while not listening. */
-  private hearing(): number | null {
-    return this.client === null ? null : this.listenings;
+  /**
+   * Sends a write of `address`'s row and notes what it changed (`wrote`
+   * of its answer: the state its notice carries, or null when it changed no
+   * row, which sends none) as this node's own.
+   */
+  private async write<T>(address: string, send: () => Promise<T>, wrote: (answer: T) => AddressNotice | null): Promise<T> {
+    const sent: Sent = { listening: this.client === null ? null : this.listenings, meanwhile: [] };
+    let pending = this.sending.get(address);
+    if (!pending) this.sending.set(address, (pending = new Set()));
+    pending.add(sent);
+    let answer: T;
+    try {
+      answer = await send();
+    } finally {
+      pending.delete(sent);
+      if (pending.size === 0) this.sending.delete(address);
+    }
+    const notice = wrote(answer);
+    if (notice) this.noteOwn(notice, sent);
+    return answer;
   }
 
   /**
@@ -156,11 +171,20 @@ export class PostgresBans implements BanRepository, Subscriber {
    * when the write was sent after LISTEN took hold and the connection has
    * not been lost since: then it surely comes (a write committed before
    * LISTEN sends none here, and one that never comes would have every later
-   * notice of the address skipped).
+   * notice of the address skipped). Unless it came already: PostgreSQL
+   * signals the listeners at commit, before the write's answer goes out, so
+   * the notice may be heard first (found by a review: awaited then, it never
+   * came again, and every later notice of the address was skipped for ever).
    */
-  private noteOwn(notice: AddressNotice, heard: number | null): void {
+  private noteOwn(notice: AddressNotice, sent: Sent): void {
+    if (sent.meanwhile.some((heard) => sameNotice(heard, notice))) {
+      // Its notice, or one of the same state, was heard since it was sent: the copy has it and what came after,
+      // newer than this answer. During a refill those are held for after the read: it is in force at once meanwhile.
+      if (this.held) this.apply(notice);
+      return;
+    }
     this.note(notice);
-    if (heard === null || heard !== this.listenings) return;
+    if (sent.listening === null || sent.listening !== this.listenings) return;
     const waiting = this.unechoed.get(notice.address);
     if (waiting) waiting.push(notice);
     else this.unechoed.set(notice.address, [notice]);
@@ -169,7 +193,10 @@ export class PostgresBans implements BanRepository, Subscriber {
   notice(payload: string): void {
     const notice = parseNotice(payload);
     if (notice === null) return;
-    if (!('reload' in notice) && this.older(notice)) return;
+    if (!('reload' in notice)) {
+      for (const sent of this.sending.get(notice.address) ?? []) sent.meanwhile.push(notice);
+      if (this.older(notice)) return;
+    }
     if (this.held) this.held.push(notice);
     else this.apply(notice);
   }
@@ -228,6 +255,11 @@ export class PostgresBans implements BanRepository, Subscriber {
       this.inForce.set(notice.address, notice.until);
     }
   }
+}
+
+/** Whether a write's answer says it changed a row (and so sends a notice). */
+function changed(answer: pg.QueryResult): boolean {
+  return (answer.rowCount ?? 0) > 0;
 }
 
 function sameNotice(a: AddressNotice, b: AddressNotice): boolean {
