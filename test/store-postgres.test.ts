@@ -368,6 +368,45 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
     }
   });
 
+  // Found by the same review: two writes of one node to one address, on two of the pool's connections, may be
+  // answered in another order than they committed. The awaited notices were kept in answer order and only the
+  // first could end a wait: the other's notice was skipped, and it was awaited for ever (every later notice of the
+  // address skipped); and the copy kept the state of the write answered last, not of the one committed last.
+  it("a node's two writes of one address answered out of commit order leave the copy at the last commit", { timeout: 30_000 }, async () => {
+    const url = await server.createDatabase();
+    const gate = await NoticesGate.start(Number(new URL(url).port));
+    const store = await openPostgresStore(gate.through(url));
+    const row = () => withClient(url, async (sql) => (await sql.query<{ until: string | null }>(
+      "SELECT until FROM bans WHERE address = '192.0.2.62'")).rows);
+    try {
+      assert.ok(await within(5000, () => gate.connected), 'the notices connection through the gate');
+      await store.bans.put('192.0.2.59', null, 1, 'probe');
+      assert.ok(await within(5000, () => store.bans.banned('192.0.2.59')), 'listening');
+      // Two of the pool's connections open, so that neither write waits for a new one's (held) handshake.
+      await Promise.all([store.bans.get('192.0.2.1'), store.bans.get('192.0.2.2')]);
+      gate.hold();
+      gate.holdAnswers();
+      const soon = Date.now() + 60_000;
+      const banning = store.bans.put('192.0.2.62', new Date(soon), 1, 'login failures');
+      assert.ok(await within(5000, async () => Number((await row())[0]?.until) === soon), 'the ban committed');
+      const removing = store.bans.remove('192.0.2.62');
+      assert.ok(await within(5000, async () => (await row()).length === 0), 'its removal committed after it');
+      gate.releaseLastAnswers();
+      assert.equal(await removing, true);
+      gate.releaseAnswers();
+      await banning;
+      gate.releaseAll();
+      assert.ok(await within(5000, () => !store.bans.banned('192.0.2.62')), 'the copy at the last commit: removed');
+      await withClient(url, (sql) => sql.query("INSERT INTO bans (address, until, reason, created_at) VALUES ('192.0.2.62', NULL, 'psql', 1)"));
+      assert.ok(await within(5000, () => store.bans.banned('192.0.2.62')), 'a later ban by another heard');
+    } finally {
+      gate.releaseAnswers();
+      gate.releaseAll();
+      await store.close();
+      await gate.close();
+    }
+  });
+
   it("a node's own ban is in force here at once while its copy of the bans is being read again", async () => {
     const url = await server.createDatabase();
     const store = await openPostgresStore(url);

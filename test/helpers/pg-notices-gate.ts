@@ -99,6 +99,14 @@ export class NoticesGate {
     for (const [client, chunks] of answers ?? []) for (const chunk of chunks) client.write(chunk);
   }
 
+  /** Pass on the answers held for the connection whose first held answer came last; the others stay held. */
+  releaseLastAnswers(): void {
+    const last = [...this.answers?.keys() ?? []].at(-1);
+    if (!last || !this.answers) return;
+    for (const chunk of this.answers.get(last) ?? []) last.write(chunk);
+    this.answers.delete(last);
+  }
+
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));

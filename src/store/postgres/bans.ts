@@ -202,19 +202,24 @@ export class PostgresBans implements BanRepository, Subscriber {
   }
 
   /**
-   * Whether `notice` is of a commit before a write of this node's still
-   * awaited (so already applied, and newer): skipped. The first awaited
-   * write's own notice ends its wait, and is skipped too: it says what was
-   * applied when the write was noted.
+   * Whether `notice` is to be skipped: while a write of this node's is
+   * awaited, each notice of its address is of a commit before that write's
+   * (already applied, and newer). An awaited write's own notice ends its
+   * wait, whichever it is: two writes on two of the pool's connections may
+   * be answered in another order than they committed (found by a review:
+   * only the first answered could end its wait, and the other was awaited
+   * for ever). The notice that ends the last wait is of the last commit of
+   * them all: applied as any other, the copy ends at what committed last,
+   * not at what was answered last.
    */
   private older(notice: AddressNotice): boolean {
     const waiting = this.unechoed.get(notice.address);
     if (!waiting) return false;
-    if (sameNotice(waiting[0] as AddressNotice, notice)) {
-      waiting.shift();
-      if (waiting.length === 0) this.unechoed.delete(notice.address);
-    }
-    return true;
+    const own = waiting.findIndex((awaited) => sameNotice(awaited, notice));
+    if (own >= 0) waiting.splice(own, 1);
+    if (waiting.length > 0) return true;
+    this.unechoed.delete(notice.address);
+    return false;
   }
 
   async listening(client: pg.Client): Promise<void> {
