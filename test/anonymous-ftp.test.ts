@@ -210,7 +210,24 @@ describe('anonymous FTP off (the default), or misconfigured', () => {
       yaml: `ftp:\n  tls: optional\n  maxPassivePortsPerUser: 4\n  anonymous:\n    enabled: true\n    root: ${root}\n    maxSessionsPerIp: 4\n`,
     });
     try {
-      await srv.logs(/ftp\.anonymous\.maxSessionsPerIp \(4\) is not below ftp\.maxPassivePortsPerUser \(4\): one anonymous client can hold every passive port/);
+      await srv.logs(/ftp\.anonymous\.maxSessionsPerIp \(4\) and ftp\.maxPassivePortsPerIp \(10\) are not below ftp\.maxPassivePortsPerUser \(4\): one anonymous client can hold every passive port/);
+    } finally {
+      await srv.stop();
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  // Found by a review: the warning looked at the sessions alone, and came where the ports one source may hold were
+  // below the share, which alone keeps ports for the other clients.
+  it('does not warn when the ports one source may hold are below those anonymous clients share', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'sluice-anon-ports-'));
+    const srv = await TestServer.start({
+      yaml: `ftp:\n  tls: optional\n  maxPassivePortsPerUser: 4\n  maxPassivePortsPerIp: 3\n  anonymous:\n    enabled: true\n    root: ${root}\n    incoming: /incoming\n    maxSessionsPerIp: 4\n`,
+    });
+    try {
+      // Said right after the quota's warning, in the same step of the start.
+      await srv.logs(/anonymous uploads to \/incoming are not bounded/);
+      assert.doesNotMatch(srv.log, /maxPassivePortsPerUser/);
     } finally {
       await srv.stop();
       rmSync(root, { recursive: true, force: true });
