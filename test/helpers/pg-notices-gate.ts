@@ -55,14 +55,15 @@ export class NoticesGate {
   /**
    * Pass on what is held up to and including its first notification (`A`),
    * with any other message before it (a heartbeat's answer); false when no
-   * whole notification is held.
+   * whole notification is held. `drop`: that notification is not passed on,
+   * as one that never came.
    */
-  releaseNotice(): boolean {
+  releaseNotice(drop = false): boolean {
     for (let at = 0; at + 5 <= this.held.length; ) {
       const end = at + 1 + this.held.readUInt32BE(at + 1);
       if (end > this.held.length) return false;
       if (this.held[at] === 0x41) {
-        this.notices?.write(this.held.subarray(0, end));
+        this.notices?.write(this.held.subarray(0, drop ? at : end));
         this.held = this.held.subarray(end);
         return true;
       }

@@ -17,6 +17,15 @@ interface Sent {
 }
 
 const BANS_CHANNEL = 'sluice_bans';
+/**
+ * The longest a write's own notice is awaited, every other notice of its
+ * address skipped meanwhile. It comes within milliseconds, and a notices
+ * connection silent for 5 s is replaced (KeptConnection), which forgets the
+ * waits; this bound is for a case no one foresaw (two were found by a review),
+ * so that a notice that never comes cannot have the address's later ones
+ * skipped for ever.
+ */
+const ECHO_WAIT_MS = 10_000;
 
 /**
  * Banned addresses in PostgreSQL, shared by every node. banned() is asked at
@@ -45,8 +54,8 @@ export class PostgresBans implements BanRepository, Subscriber {
   private listenings = 0;
   /** This node's writes sent and not answered yet, per address. */
   private readonly sending = new Map<string, Set<Sent>>();
-  /** This node's writes whose notices have not come back yet, per address, oldest first. */
-  private readonly unechoed = new Map<string, AddressNotice[]>();
+  /** This node's writes whose notices have not come back yet, per address, each with when its wait ends. */
+  private readonly unechoed = new Map<string, { notice: AddressNotice; by: number }[]>();
 
   constructor(
     private readonly pool: pg.Pool,
@@ -185,9 +194,10 @@ export class PostgresBans implements BanRepository, Subscriber {
     }
     this.note(notice);
     if (sent.listening === null || sent.listening !== this.listenings) return;
+    const awaited = { notice, by: performance.now() + ECHO_WAIT_MS };
     const waiting = this.unechoed.get(notice.address);
-    if (waiting) waiting.push(notice);
-    else this.unechoed.set(notice.address, [notice]);
+    if (waiting) waiting.push(awaited);
+    else this.unechoed.set(notice.address, [awaited]);
   }
 
   notice(payload: string): void {
@@ -213,10 +223,14 @@ export class PostgresBans implements BanRepository, Subscriber {
    * not at what was answered last.
    */
   private older(notice: AddressNotice): boolean {
-    const waiting = this.unechoed.get(notice.address);
-    if (!waiting) return false;
-    const own = waiting.findIndex((awaited) => sameNotice(awaited, notice));
+    const all = this.unechoed.get(notice.address);
+    if (!all) return false;
+    // A wait past its end is given up (see ECHO_WAIT_MS).
+    const now = performance.now();
+    const waiting = all.filter((awaited) => awaited.by > now);
+    const own = waiting.findIndex((awaited) => sameNotice(awaited.notice, notice));
     if (own >= 0) waiting.splice(own, 1);
+    this.unechoed.set(notice.address, waiting);
     if (waiting.length > 0) return true;
     this.unechoed.delete(notice.address);
     return false;
