@@ -50,6 +50,23 @@ async function within(ms: number, probe: () => boolean | Promise<boolean>): Prom
   return true;
 }
 
+/**
+ * A store on `url` whose notices pass through a NoticesGate, once a ban
+ * written by another (psql) is heard through it: it listens, and no notice of
+ * its own is on its way (its own write is in force at once, so proves neither).
+ */
+async function gatedStore(url: string): Promise<{ gate: NoticesGate; store: Store }> {
+  const gate = await NoticesGate.start(Number(new URL(url).port));
+  const store = await openPostgresStore(gate.through(url));
+  await withClient(url, (sql) => sql.query("INSERT INTO bans (address, until, reason, created_at) VALUES ('192.0.2.250', NULL, 'psql', 1)"));
+  if (!(await within(5000, () => store.bans.banned('192.0.2.250')))) {
+    await store.close();
+    await gate.close();
+    throw new Error('no notice heard through the gate');
+  }
+  return { gate, store };
+}
+
 const versions = (url: string) =>
   withClient(url, async (c) => (await c.query('SELECT version, name FROM schema_migrations ORDER BY version')).rows);
 
@@ -300,14 +317,8 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
   // until the write's own notice came. The gate holds the node's notices and lets them through one at a time.
   it("a notice of an earlier commit that comes after a node's own write does not undo that write here", { timeout: 30_000 }, async () => {
     const url = await server.createDatabase();
-    const gate = await NoticesGate.start(Number(new URL(url).port));
-    const store = await openPostgresStore(gate.through(url));
+    const { gate, store } = await gatedStore(url);
     try {
-      assert.ok(await within(5000, () => gate.connected), 'the notices connection through the gate');
-      // A ban written by another (psql), heard through the gate: the node listens, and no notice of its own is
-      // still on its way.
-      await withClient(url, (sql) => sql.query("INSERT INTO bans (address, until, reason, created_at) VALUES ('192.0.2.50', NULL, 'psql', 1)"));
-      assert.ok(await within(5000, () => store.bans.banned('192.0.2.50')), 'heard through the gate');
       gate.hold();
       const soon = new Date(Date.now() + 60_000);
       await store.bans.put('192.0.2.51', new Date(Date.now() - 500), 1, 'over');
@@ -336,12 +347,9 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
   // the address's later notices are heard again after ECHO_WAIT_MS (10 s), not skipped for ever.
   it("a node's own write whose notice never comes has the address's later notices skipped 10 s at most", { timeout: 60_000 }, async () => {
     const url = await server.createDatabase();
-    const gate = await NoticesGate.start(Number(new URL(url).port));
-    const store = await openPostgresStore(gate.through(url));
+    const { gate, store } = await gatedStore(url);
     const psql = (text: string) => withClient(url, (sql) => sql.query(text));
     try {
-      await psql("INSERT INTO bans (address, until, reason, created_at) VALUES ('192.0.2.60', NULL, 'psql', 1)");
-      assert.ok(await within(5000, () => store.bans.banned('192.0.2.60')), 'heard through the gate');
       gate.hold();
       await store.bans.put('192.0.2.61', null, 1, 'login failures');
       assert.ok(await within(5000, () => gate.heldNotices() === 1));
@@ -369,12 +377,8 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
   // store's answers while the notice comes through.
   it("a node that hears its own write's notice before the write's answer goes on hearing the address", { timeout: 30_000 }, async () => {
     const url = await server.createDatabase();
-    const gate = await NoticesGate.start(Number(new URL(url).port));
-    const store = await openPostgresStore(gate.through(url));
+    const { gate, store } = await gatedStore(url);
     try {
-      assert.ok(await within(5000, () => gate.connected), 'the notices connection through the gate');
-      await store.bans.put('192.0.2.59', null, 1, 'probe');
-      assert.ok(await within(5000, () => store.bans.banned('192.0.2.59')), 'listening');
       gate.holdAnswers();
       const written = store.bans.put('192.0.2.60', null, 1, 'login failures');
       assert.ok(await within(5000, () => store.bans.banned('192.0.2.60')), 'its notice heard before its answer');
@@ -404,14 +408,10 @@ describe('PostgreSQL store', { skip: postgresMissing() ?? false }, () => {
   // address skipped); and the copy kept the state of the write answered last, not of the one committed last.
   it("a node's two writes of one address answered out of commit order leave the copy at the last commit", { timeout: 30_000 }, async () => {
     const url = await server.createDatabase();
-    const gate = await NoticesGate.start(Number(new URL(url).port));
-    const store = await openPostgresStore(gate.through(url));
+    const { gate, store } = await gatedStore(url);
     const row = () => withClient(url, async (sql) => (await sql.query<{ until: string | null }>(
       "SELECT until FROM bans WHERE address = '192.0.2.62'")).rows);
     try {
-      assert.ok(await within(5000, () => gate.connected), 'the notices connection through the gate');
-      await store.bans.put('192.0.2.59', null, 1, 'probe');
-      assert.ok(await within(5000, () => store.bans.banned('192.0.2.59')), 'listening');
       // Two of the pool's connections open, so that neither write waits for a new one's (held) handshake.
       await Promise.all([store.bans.get('192.0.2.1'), store.bans.get('192.0.2.2')]);
       gate.hold();

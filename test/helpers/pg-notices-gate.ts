@@ -42,11 +42,6 @@ export class NoticesGate {
     return url.replace(`:${this.pgPort}/`, `:${this.port}/`);
   }
 
-  /** Whether the notices connection has come through. */
-  get connected(): boolean {
-    return this.notices !== null;
-  }
-
   /** From now on, what the server sends the notices connection waits here. */
   hold(): void {
     this.holding = true;
