@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { writeFileSync } from 'node:fs';
@@ -60,6 +61,16 @@ describe('RSA user keys under 2048 bits', () => {
     const a = await adminRequest(api, 'POST', '/api/v1/users/alice/keys', { body: { key: weak.public } });
     assert.equal(a.status, 400, a.text);
     assert.match(a.text, /RSA key of 1024 bits/);
+  });
+
+  // No signature algorithm takes DSA (sftp.algorithms.userAuthSignatures): such a key was added, and never logged in.
+  it('DSA keys are refused by `user key add`, saying why', () => {
+    const file = join(srv.dir, 'dsa');
+    const made = spawnSync('ssh-keygen', ['-q', '-t', 'dsa', '-N', '', '-f', file], { encoding: 'utf8' });
+    assert.equal(made.status, 0, made.stderr);
+    const r = sluice(srv.dir, ['user', 'key', 'add', 'alice', `${file}.pub`]);
+    assert.notEqual(r.code, 0, r.stdout);
+    assert.match(r.stderr, /a DSA key, which no login takes/);
   });
 
   it('one stored before logs in no more: refused and audited as weak-key', { timeout: 60_000 }, async () => {

@@ -45,6 +45,11 @@ export function rsaBits(blob: Buffer): number | null {
 
 /** Why a key (wire format) is too weak to log in with; null: it is not. */
 export function weakKey(blob: Buffer): string | null {
+  // DSA: 1024 bits and SHA-1 by its standard; no signature algorithm here takes it (sftp.algorithms), so
+  // one added could never log in, and the user was told nothing of it (found by a review).
+  if (blob.subarray(4, 11).toString('latin1') === 'ssh-dss' && blob.readUInt32BE(0) === 7) {
+    return 'a DSA key, which no login takes (OpenSSH has dropped them too): use ed25519, ECDSA or RSA';
+  }
   const bits = rsaBits(blob);
   return bits !== null && bits < MIN_RSA_BITS ? `an RSA key of ${bits} bits: at least ${MIN_RSA_BITS} are needed` : null;
 }
