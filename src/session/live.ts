@@ -203,6 +203,8 @@ export class LiveRegistry implements LiveSessionsView {
   private readonly told = new Map<number, number>();
   /** When it was last told that some user changed, unnamed. */
   private toldAny = -Infinity;
+  /** When this process last ended a user's sessions (performance.now()) and why, by the user's name: see opening. */
+  private readonly userEnds = new Map<string, { at: number; reason: string }>();
 
   constructor(
     /** The cluster worker id of this process; 0 when one process serves everything. */
@@ -223,16 +225,21 @@ export class LiveRegistry implements LiveSessionsView {
    * it (its check() throws) and waits for it, and a stop's drain waits for
    * it. Throws once the server is stopping.
    */
-  opening(id: string, account: Pick<Account, 'id' | 'name'>, connection: LiveConnection): Opening {
+  opening(id: string, account: Pick<Account, 'id' | 'name' | 'readAt'>, connection: LiveConnection): Opening {
     this.admit();
     let settle: () => void = () => undefined;
     const settled = new Promise<void>((resolve) => (settle = resolve));
-    const entry: OpeningEntry = { id, user: account.name, userId: account.id, connection, refused: this.ended.get(connection) ?? null, settled };
+    // A login that read its user before an end of the user's sessions is one of them, though it had no session
+    // yet: it was verifying a password the end was made to shut out (a password changed, then every session
+    // ended). Found by a review: such a login opened its session after the end and went on.
+    const userEnd = this.userEnds.get(account.name);
+    const endedBefore = userEnd !== undefined && userEnd.at >= account.readAt ? userEnd.reason : null;
+    const entry: OpeningEntry = { id, user: account.name, userId: account.id, connection, refused: this.ended.get(connection) ?? endedBefore, settled };
     this.openings.add(entry);
     return {
       check: () => {
         this.admit();
-        if (entry.refused !== null) throw new SluiceError('failure', 'Session ended by the server', entry.refused);
+        if (entry.refused !== null) throw new SluiceError('permission-denied', 'Session ended by the server', entry.refused);
       },
       done: () => {
         // A turn later: a failed open's logout is recorded by its login (the gate), as the failure reaches it.
@@ -329,6 +336,10 @@ export class LiveRegistry implements LiveSessionsView {
   }
 
   async endUser(user: string, reason: string): Promise<number> {
+    const at = performance.now();
+    this.userEnds.delete(user);
+    this.userEnds.set(user, { at, reason });
+    forgetOld(this.userEnds, at, (end) => end.at);
     const [ended, refused] = await Promise.all([this.endWhere((s) => s.account.name === user, reason), this.refuseOpenings((o) => o.user === user, reason)]);
     return new Set([...ended, ...refused]).size;
   }
@@ -396,10 +407,7 @@ export class LiveRegistry implements LiveSessionsView {
     if (userId === null) return void (this.toldAny = at);
     this.told.delete(userId);
     this.told.set(userId, at);
-    for (const [id, when] of this.told) {
-      if (at - when <= LOGIN_SPAN_MS) break;
-      this.told.delete(id);
-    }
+    forgetOld(this.told, at, (when) => when);
   }
 
   /**
@@ -522,6 +530,18 @@ class Unread {
  * user as it opens): a change told longer ago concerns no login under way.
  */
 const LOGIN_SPAN_MS = 10 * 60 * 1000;
+
+/**
+ * Drops from the front of `map`, whose entries are in the order of their
+ * times (each note moves its key to the end), those older than
+ * LOGIN_SPAN_MS at `at`: they concern no login under way.
+ */
+function forgetOld<K, V>(map: Map<K, V>, at: number, when: (value: V) => number): void {
+  for (const [key, value] of map) {
+    if (at - when(value) <= LOGIN_SPAN_MS) break;
+    map.delete(key);
+  }
+}
 
 /**
  * How long an end waits for a session opening that it refused to fail: a
