@@ -29,7 +29,7 @@ describe("a login under way when its user's sessions are ended", () => {
     api = { socketPath: join(srv.dir, 'admin.sock') };
     // A hash of costly parameters (an older or a stricter setting: any argon2id hash verifies), so that the
     // login's verification takes seconds and the end surely comes during it.
-    const slow = await argon2.hash(password, { type: argon2.argon2id, memoryCost: 19456, timeCost: 120, parallelism: 1 });
+    const slow = await argon2.hash(password, { type: argon2.argon2id, memoryCost: 19456, timeCost: 240, parallelism: 1 });
     const db = new Database(join(srv.dir, 'data', 'sluice.db'));
     try {
       db.pragma('busy_timeout = 5000');
@@ -49,11 +49,11 @@ describe("a login under way when its user's sessions are ended", () => {
       const login = c.cmd(`PASS ${password}`);
       // The user is read within milliseconds of PASS, its verification then takes seconds (see before): the end
       // comes between the two. A fixed wait, since nothing outside the server shows the read.
-      await sleep(500);
+      await sleep(1000);
       const ended = await adminRequest(api, 'DELETE', '/api/v1/users/alice/sessions');
       assert.equal(ended.status, 200, ended.text);
       const reply = await login;
-      assert.ok(performance.now() - began > 1000, 'the verification outlasted the end (else the test proves nothing)');
+      assert.ok(performance.now() - began > 1500, 'the verification outlasted the end (else the test proves nothing)');
       assert.notEqual(reply.code, 230, `logged in after its sessions were ended: ${reply.code} ${reply.text}`);
       assert.match(`${reply.code} ${reply.text}`, /^530 /);
     } finally {
