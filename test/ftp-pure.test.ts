@@ -198,6 +198,11 @@ describe('PORT, EPRT and PASV text (ftp/data-channel/address.ts)', () => {
     [{ host: '127.0.0.1', port: 0 }, '127.0.0.1', true],
     [{ host: '127.0.0.2', port: 5000 }, '127.0.0.1', true],
     [{ host: '192.0.2.7', port: 5000 }, '::1', true],
+    // The client's own address, spelt another way: the same address (found by a review: refused before).
+    [{ host: '2001:DB8:0:0:0:0:0:2', port: 5000 }, '2001:db8::2', false],
+    [{ host: '0:0:0:0:0:0:0:1', port: 5000 }, '::1', false],
+    [{ host: '::ffff:7f00:1', port: 5000 }, '127.0.0.1', false],
+    [{ host: '2001:db8::3', port: 5000 }, '2001:db8::2', true],
   ];
   for (const [target, peer, refused] of refusal) {
     it(`active ${target.host}:${target.port} from ${peer} ${refused ? 'refused' : 'allowed'}`, () =>

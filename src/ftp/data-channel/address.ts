@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { plainAddress } from '../../auth/ip-rules.js';
+import { canonicalAddress } from '../../auth/ip-rules.js';
 
 export interface HostPort {
   host: string;
@@ -31,9 +31,13 @@ export function parseEprtArg(arg: string): HostPort | null {
 /**
  * No FTP bounce: an active data connection goes only back to the client that
  * asked for it, and never to a privileged port. Returns why not, or null.
+ * Addresses are compared as the same address however written: an IPv6 one
+ * has many spellings (case, zero runs, a mapped IPv4 address in hex), and a
+ * client's own spelling of its address was refused as another's (found by a
+ * review).
  */
 export function activeTargetRefusal(target: HostPort, controlPeer: string): string | null {
-  if (plainAddress(target.host) !== plainAddress(controlPeer)) return 'address differs from the control connection';
+  if (canonicalAddress(target.host) !== canonicalAddress(controlPeer)) return 'address differs from the control connection';
   if (target.port < 1024) return 'privileged port';
   return null;
 }
