@@ -3,7 +3,7 @@ import { createHmac } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Actor, AuditEvent, AuditSink, SystemEvent } from '../audit/events.js';
-import { ANONYMOUS } from '../session/account.js';
+import { shareOf } from '../session/account.js';
 import { expandArgv, hookEventOf, type HookEvent, type HookFields } from './events.js';
 
 /** One configured action (config hooks.actions). */
@@ -40,7 +40,7 @@ const MAX_QUEUED = 1000;
  * dropped.
  */
 const MAX_QUEUED_PER_SOURCE = MAX_QUEUED / 4;
-/** The source of failed logins; users' are `user NAME` and anonymous clients' `anonymous SOURCE`, which no name can make this. */
+/** The source of failed logins; users' are `user NAME` (an anonymous client's `user anonymous SOURCE`, see shareOf), which no name can make this. */
 const FAILED_LOGINS = 'failed logins';
 /**
  * What a command is given of the server's environment, when set, besides the
@@ -93,17 +93,13 @@ export class Hooks implements AuditSink {
   }
 
   /**
-   * Whose share of the queue a hook takes. Anonymous FTP clients share one
-   * stored name: under it, one client downloading a small file in a loop
-   * held the whole share and every other anonymous client's hooks were
-   * dropped (found by a review, as their scan turns had been). Each takes
-   * the share of its source, as it takes its own scan turns (Session's
-   * upload) and its own connections: a host holds a whole IPv6 network.
-   * A named user is one customer, whatever addresses it comes from.
+   * Whose share of the queue a hook takes: its user's, an anonymous FTP
+   * client's own (shareOf; one client downloading a small file in a loop
+   * had every other anonymous client's hooks dropped), or failed logins'.
    */
   private sourceOf(actor: Actor, event: HookEvent): string {
     if (event === 'login-failed') return FAILED_LOGINS;
-    return actor.user === ANONYMOUS ? `${ANONYMOUS} ${this.clientSource(actor.ip)}` : `user ${actor.user}`;
+    return `user ${shareOf(actor.user, this.clientSource(actor.ip))}`;
   }
 
   /**

@@ -16,6 +16,17 @@ export const AUDITED_PROTOCOLS: readonly string[] = [...PROTOCOLS, 'scp'];
  */
 export const ANONYMOUS = 'anonymous';
 
+/**
+ * Whose share a client takes of what is shared out per user (scan turns,
+ * hook queue places): its user's; but anonymous FTP clients, who share one
+ * stored name, each their source's (an address, or an IPv6 network of
+ * limits.ipv6Prefix bits, as every per-client limit counts them): under the
+ * one name, one client held the share of all (found by reviews).
+ */
+export function shareOf(user: string, source: string): string {
+  return user === ANONYMOUS ? `${ANONYMOUS} ${source}` : user;
+}
+
 /** How a login proved itself (`anonymous`: FTP's anonymous user, whose password is not checked). */
 export type LoginMethod = 'password' | 'publickey' | 'anonymous';
 

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Actor, AuditEvent, AuditSink, Replaced } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
-import { ANONYMOUS, type Account, type Protocol } from './account.js';
+import { shareOf, type Account, type Protocol } from './account.js';
 import { SluiceError, Unseen, movedMeanwhile, sessionClosed, toSluiceError } from './errors.js';
 import { inPlaceFence } from './fence.js';
 import { linkInfo, toFileInfo, type FileInfo } from './file-info.js';
@@ -686,16 +686,8 @@ export class Session implements LiveSession {
       ...this.transferOptions(options, this.budget.rates.up),
       hashWholeFile: this.deps.hashResumedUploads,
       knownSha256: (node) => knownSha(this.deps.receipts, node).sha256 ?? null,
-      // Anonymous clients share one stored name: each source takes its own turns, as a user does. Its source, not
-      // its address: one host holds a whole IPv6 network, and by address took a client's turns per address it used
-      // (up to the connections its network may have), every place at the scanner (found by a review).
       scan: this.scanning
-        ? {
-            scanning: this.scanning,
-            user: this.account.name,
-            userId: this.account.id,
-            turns: this.account.name === ANONYMOUS ? `${ANONYMOUS} ${this.context.source}` : this.account.name,
-          }
+        ? { scanning: this.scanning, user: this.account.name, userId: this.account.id, turns: shareOf(this.account.name, this.context.source) }
         : null,
     });
     this.placed.set(upload, dir);
