@@ -39,6 +39,9 @@ function directory(names: readonly string[]): DirectoryReader & { closed: boolea
     async whereNow() {
       return '/';
     },
+    async info() {
+      return stat;
+    },
     // Listings never change their directory.
     async chmod() {},
     async setTimes() {},

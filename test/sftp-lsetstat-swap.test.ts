@@ -3,9 +3,8 @@ import { lstatSync, promises as fsp, renameSync, statSync, symlinkSync, writeFil
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
-import { PERMISSIONS } from '../src/session/permissions.js';
-import { InProcessServer } from './helpers/in-process.js';
-import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+import { sftpWithEveryRight } from './helpers/in-process.js';
+import { call } from './helpers/ssh.js';
 
 /*
  * lsetstat@openssh.com changes a name's own attributes, never those of what a
@@ -18,26 +17,14 @@ import { call, sftpOf, sshConnect } from './helpers/ssh.js';
  * another file takes its name. The change must land on the file looked at.
  */
 describe('lsetstat acts on the node it looked at, whatever takes its name meanwhile', () => {
-  const PASSWORD = 'lsetstat password';
-  let srv: InProcessServer;
-  let conn: ssh2.Client;
   let sftp: ssh2.SFTPWrapper;
   let home: string;
+  let close: () => Promise<void>;
 
   before(async () => {
-    srv = await InProcessServer.start();
-    // chmod is not among the default rights.
-    await srv.base.admin.add({ name: 'linker', password: PASSWORD, keys: [], permissions: [...PERMISSIONS] });
-    home = join(srv.dir, 'data', 'homes', 'linker');
-    conn = await sshConnect({ port: srv.sftpPort, username: 'linker', password: PASSWORD });
-    sftp = await sftpOf(conn);
-    // The home is made at the first login; a write makes sure it is there.
-    await call((cb) => sftp.writeFile('/.ready', '', cb));
+    ({ sftp, home, close } = await sftpWithEveryRight('linker'));
   });
-  after(async () => {
-    conn.end();
-    await srv.close();
-  });
+  after(() => close());
 
   /**
    * The first fs.promises.lstat or open of a path ending in `/${name}` is let

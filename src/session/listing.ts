@@ -1,5 +1,5 @@
 import { movedMeanwhile, sessionClosed } from './errors.js';
-import { isClientName } from './paths.js';
+import { baseName, isClientName } from './paths.js';
 import { linkInfo, toFileInfo, type FileInfo } from './file-info.js';
 import type { DirectoryReader } from './storage/storage.js';
 
@@ -186,11 +186,24 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
    * place had the symlink's target changed (found by the paths review).
    * As a read, only while it is where its rights were checked.
    */
-  async change(act: (dir: DirectoryReader) => Promise<void>): Promise<void> {
+  change(act: (dir: DirectoryReader) => Promise<void>): Promise<void> {
+    return this.inPlace(act);
+  }
+
+  /**
+   * The directory itself (SFTP FSTAT on its handle), by the same
+   * descriptor: by its path, a directory moved away and replaced described
+   * what now had its name.
+   */
+  info(): Promise<FileInfo> {
+    return this.inPlace(async (dir) => toFileInfo(this.path === '/' ? '/' : baseName(this.path), await dir.info()));
+  }
+
+  private async inPlace<T>(act: (dir: DirectoryReader) => Promise<T>): Promise<T> {
     // Closed with its session (a CLOSE takes the handle first): its descriptor is no longer its own.
     if (this.closed) throw sessionClosed();
     if ((await this.dir.whereNow()) !== this.path) throw movedMeanwhile();
-    await act(this.dir);
+    return await act(this.dir);
   }
 
   async close(): Promise<void> {

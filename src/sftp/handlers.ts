@@ -174,9 +174,9 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
     name: 'fstat',
     writes: false,
     orderedOn: handleField,
-    async run({ session, handles }, id, body) {
+    async run({ handles }, id, body) {
       const handle = body.bytes();
-      const info = await fileOrDir(handles, handle, (t) => t.info(), (dir) => session.stat(dir.path));
+      const info = await fileOrDir(handles, handle, (t) => t.info(), (dir) => dir.listing.info());
       return new Writer(FXP.ATTRS, id).attrs(toAttrs(info)).finish();
     },
   },

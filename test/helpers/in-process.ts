@@ -6,7 +6,10 @@ import { openCoordination, servicesOn, type Coordination, type Services } from '
 import { ensureKeys } from '../../src/certs/ensure.js';
 import { loadConfig } from '../../src/config/load.js';
 import { startFrontEnds, type FrontEnd } from '../../src/front-ends.js';
+import type ssh2 from 'ssh2';
+import { PERMISSIONS } from '../../src/session/permissions.js';
 import { freePorts, withRunCertificates } from './server.js';
+import { call, sftpOf, sshConnect } from './ssh.js';
 
 /**
  * The serving code of `sluice serve` in this process, on loopback ports of
@@ -67,4 +70,27 @@ export class InProcessServer {
     await this.base.close();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * An in-process server with one user who holds every right (chmod is not
+ * among the defaults), logged in over SFTP with its home made.
+ */
+export async function sftpWithEveryRight(name: string): Promise<{ srv: InProcessServer; sftp: ssh2.SFTPWrapper; home: string; close(): Promise<void> }> {
+  const password = `${name} password`;
+  const srv = await InProcessServer.start();
+  await srv.base.admin.add({ name, password, keys: [], permissions: [...PERMISSIONS] });
+  const conn = await sshConnect({ port: srv.sftpPort, username: name, password });
+  const sftp = await sftpOf(conn);
+  // The home is made at the first login; a look at it makes sure it is there.
+  await call<ssh2.Stats>((cb) => sftp.stat('/', cb));
+  return {
+    srv,
+    sftp,
+    home: join(srv.dir, 'data', 'homes', name),
+    async close() {
+      conn.end();
+      await srv.close();
+    },
+  };
 }

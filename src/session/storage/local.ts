@@ -301,6 +301,10 @@ class LocalDirectory implements DirectoryReader {
     return real === null ? null : this.storage.placeOf(real);
   }
 
+  async info(): Promise<NodeStat> {
+    return toNodeStat(await sys(this.dirFile.stat()));
+  }
+
   // Through the descriptor the names are read from: the directory opened, wherever it is now. Open for
   // reading, so no access is missing; fchmod and futimes need only to own it.
   chmod(mode: number): Promise<void> {

@@ -116,6 +116,8 @@ export interface DirectoryReader {
   readlink(name: string): Promise<string | null>;
   /** Where the directory read is now, as Location.whereNow says of a location's directory. */
   whereNow(): Promise<string | null>;
+  /** The directory read itself, as chmod changes it. */
+  info(): Promise<NodeStat>;
   /** Permission bits of the directory read itself, the one opened, whatever its name leads to now. */
   chmod(mode: number): Promise<void>;
   /** Its times (`atime` undefined: left as it is), as chmod. */
