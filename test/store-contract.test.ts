@@ -291,6 +291,8 @@ for (const backend of [sqlite(), postgres()]) {
       assert.equal(await store.users.removeKey(u.id, key(1).fingerprint), false);
       assert.deepEqual((await store.users.keys(u.id)).map((k) => k.comment), ['k2']);
       assert.deepEqual((await store.users.keys(other.id)).map((k) => k.comment), ['k1']);
+      const every = (await store.users.everyKey()).map(({ userId, key: k }) => [userId, k.comment, k.blob.equals(key(k.comment === 'k1' ? 1 : 2).blob)]);
+      assert.deepEqual(every, [[u.id, 'k2', true], [other.id, 'k1', true]].sort((a, b) => (a[0] as number) - (b[0] as number)));
     });
 
     it('usage: add, never below zero, set; an unknown user has none', async () => {

@@ -102,4 +102,22 @@ describe('RSA user keys under 2048 bits', () => {
     const trail = await srv.auditUntil((l) => l.event === 'login-failed' && l.user === 'bob');
     assert.ok(trail.some((l) => l.event === 'login-failed' && l.user === 'bob' && l.reason === 'weak-key'), JSON.stringify(trail.filter((l) => l.user === 'bob')));
   });
+
+  // Runs after the one above, which stored bob's weak key.
+  it('one stored before is shown as refused: key list, user show, the API, and a warning at start', async () => {
+    const list = sluice(srv.dir, ['user', 'key', 'list', 'bob']);
+    assert.equal(list.code, 0, list.stderr);
+    assert.match(list.stdout, /REFUSED/);
+    assert.match(list.stdout, /an RSA key of 1024 bits: at least 2048 are needed/);
+    assert.match(sluice(srv.dir, ['user', 'show', 'bob']).stdout, /no login takes it: an RSA key of 1024 bits/);
+    const shown = await adminRequest(api, 'GET', '/api/v1/users/bob');
+    const keys = (JSON.parse(shown.text) as { keys: { refused: string | null }[] }).keys;
+    assert.deepEqual(keys.map((k) => k.refused), ['an RSA key of 1024 bits: at least 2048 are needed']);
+    const alice = JSON.parse((await adminRequest(api, 'GET', '/api/v1/users/alice')).text) as { keys: unknown[] };
+    assert.deepEqual(alice.keys, [], 'alice has no key: none was taken above');
+    await srv.restart();
+    const warning = srv.log.split('\n').find((l) => l.includes('no login takes'));
+    assert.ok(warning, srv.log);
+    assert.deepEqual((JSON.parse(warning) as { users: string[]; count: number }).users, ['bob']);
+  });
 });

@@ -60,7 +60,10 @@ const publicKey = { type: 'string', minLength: 1, maxLength: 16384, description:
 
 const keyView = {
   type: 'object',
-  properties: { id: { type: 'integer' }, algorithm: { type: 'string' }, fingerprint: { type: 'string' }, comment: { type: 'string' }, createdAt: { type: 'string', format: 'date-time' } },
+  properties: {
+    id: { type: 'integer' }, algorithm: { type: 'string' }, fingerprint: { type: 'string' }, comment: { type: 'string' }, createdAt: { type: 'string', format: 'date-time' },
+    refused: { type: 'string', nullable: true, description: 'why no login takes this key (stored before such keys were refused); null: logins take it' },
+  },
 } as const;
 const date = { type: 'string', format: 'date-time' } as const;
 const userView = {

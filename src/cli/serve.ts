@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { AdminServer } from '../admin/server.js';
 import { strayNetworks } from '../auth/ip-rules.js';
 import { argon2 } from '../auth/passwords.js';
+import { weakKey } from '../auth/public-keys.js';
 import { openAdmin, serverFilesOf, type AdminServices } from '../admin-services.js';
 import { openCoordination, servicesOn, type Coordination, type Services } from '../app.js';
 import { ensureKeys } from '../certs/ensure.js';
@@ -25,6 +26,7 @@ import { localStorageUsable } from '../session/storage/local.js';
 import { ServerPlaces } from '../session/storage/server-places.js';
 import { adminServesTls, logStarted, warnExposedKeys } from '../started.js';
 import { nextStopSignal, stopSignal } from '../stop-signal.js';
+import type { PublicKeyRecord, UserRecord } from '../store/records.js';
 import { provisionAnonymous } from '../users/anonymous.js';
 
 /** `sluice init`: data directory, database and keys, nothing served. */
@@ -159,6 +161,7 @@ async function serveWith(
   const idleScans = users.filter((u) => scanSettingIdle(config.uploads, u.scan) !== null).map((u) => u.name);
   if (idleScans.length > 0) log.warn({ users: idleScans.slice(0, 20), count: idleScans.length }, `users set to be scanned, but ${scanSettingIdle(config.uploads, true)}`);
   warnStrayNetworks(await base.bans.active(), config.limits.ipv6Prefix, log);
+  warnRefusedKeys(users, await base.users.everyKey(), log);
   let admin: AdminServer | null;
   try {
     admin = await startAdmin(base, coordination, log);
@@ -224,6 +227,18 @@ async function serveHere(services: Services, coordination: Coordination, stopped
   leave();
   log.info(drained, drainSummary(drained));
   return 0;
+}
+
+/**
+ * Keys stored before such keys were refused (an RSA key under MIN_RSA_BITS, a DSA key) log no one in: said at start,
+ * so that the operator replaces them before their users find out.
+ */
+function warnRefusedKeys(users: readonly UserRecord[], keys: readonly { userId: number; key: PublicKeyRecord }[], log: Logger): void {
+  const holders = new Set(keys.filter(({ key }) => weakKey(key.blob) !== null).map(({ userId }) => userId));
+  const names = users.filter((u) => holders.has(u.id)).map((u) => u.name);
+  if (names.length > 0) {
+    log.warn({ users: names.slice(0, 20), count: names.length }, 'users with stored public keys no login takes (RSA under 2048 bits, DSA): sluice user key list NAME shows them; add a new key and remove those');
+  }
 }
 
 /** Bans of IPv6 networks of another size than limits.ipv6Prefix (set before it changed, or by a node configured otherwise) match no client: say so at start. */

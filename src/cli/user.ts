@@ -357,8 +357,8 @@ async function keyCommand(args: string[], open: () => Promise<AdminServices>, re
     case 'list': {
       const { positionals } = parse(rest, {}, ['NAME']);
       const { keys } = await (await open()).admin.show(positionals[0] as string);
-      out(table(['FINGERPRINT', 'TYPE', 'COMMENT', 'ADDED'], keys.map((k) => [
-        k.fingerprint, k.algorithm, k.comment || '-', k.createdAt.toISOString(),
+      out(table(['FINGERPRINT', 'TYPE', 'COMMENT', 'ADDED', 'REFUSED'], keys.map((k) => [
+        k.fingerprint, k.algorithm, k.comment || '-', k.createdAt.toISOString(), k.refused ?? '-',
       ])));
       return 0;
     }
@@ -427,7 +427,7 @@ function describeUser(u: UserView): string {
     ['allow ip', u.allowIps.join(' ') || 'any'],
     ['deny ip', u.denyIps.join(' ') || '-'],
     ['last login', u.lastLoginAt ? u.lastLoginAt.toISOString() : 'never'],
-    ...u.keys.map((k) => ['key', `${k.fingerprint} ${k.algorithm} ${k.comment}`]),
+    ...u.keys.map((k) => ['key', `${k.fingerprint} ${k.algorithm} ${k.comment}${k.refused === null ? '' : ` (no login takes it: ${k.refused})`}`]),
   ];
   return lines.map(([k, v]) => `${shown(String(k)).padEnd(13)}${shown(String(v))}`).join('\n') + '\n';
 }

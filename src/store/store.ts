@@ -205,6 +205,8 @@ export interface UserRepository {
   /** null removes the directory's override; false when there was none to remove. StoreUserGone when there is no such user. */
   setDirPermissions(userId: number, path: string, permissions: UserRecord['permissions'] | null): Promise<boolean>;
   keys(userId: number): Promise<PublicKeyRecord[]>;
+  /** Every user's keys, by user id: what the start reads to say which no login takes. */
+  everyKey(): Promise<{ userId: number; key: PublicKeyRecord }[]>;
   /** StoreConflict when the user has that key already, StoreUserGone when there is no such user. */
   addKey(userId: number, key: NewKey): Promise<void>;
   removeKey(userId: number, fingerprint: string): Promise<boolean>;

@@ -3,7 +3,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { ANONYMOUS_LOGINS, USER_NAME, permissionRulesOf, refusal } from '../auth/authenticator.js';
 import { parseCidr } from '../auth/ip-rules.js';
 import type { PasswordHasher } from '../auth/passwords.js';
-import { parsePublicKey } from '../auth/public-keys.js';
+import { parsePublicKey, weakKey } from '../auth/public-keys.js';
 import { PROTOCOLS, type Protocol } from '../session/account.js';
 import { resolveVirtual } from '../session/paths.js';
 import { ServerPlaces, homeNesting, realPlaceAsync, realPlacesOf, type ServerFile } from '../session/storage/server-places.js';
@@ -213,8 +213,12 @@ export interface NewUser {
   expiresAt?: Date | null | undefined;
 }
 
-/** A key as administration shows it: the fingerprint, not the blob. */
-export type KeyView = Omit<PublicKeyRecord, 'blob'>;
+/**
+ * A key as administration shows it: the fingerprint, not the blob; and
+ * `refused`, why no login takes it (weakKey: one stored before such keys
+ * were refused), null when logins do.
+ */
+export type KeyView = Omit<PublicKeyRecord, 'blob'> & { refused: string | null };
 
 /** A user as administration shows it: whether a password is set, never its hash. */
 export type UserView = Omit<UserRecord, 'passwordHash'> & { password: 'set' | 'none'; keys: KeyView[] };
@@ -446,7 +450,7 @@ export class UserAdmin {
 
   private async view(user: UserRecord): Promise<UserView> {
     const { passwordHash, ...rest } = user;
-    const keys = (await this.store.keys(user.id)).map(({ blob: _blob, ...key }) => key);
+    const keys = (await this.store.keys(user.id)).map(({ blob, ...key }) => ({ ...key, refused: weakKey(blob) }));
     return { ...rest, password: passwordHash ? 'set' : 'none', keys };
   }
 }

@@ -191,6 +191,11 @@ export class PostgresUsers implements UserRepository {
     return rows.map(keyOf);
   }
 
+  async everyKey(): Promise<{ userId: number; key: PublicKeyRecord }[]> {
+    const { rows } = await this.pool.query<KeyRow & { user_id: number }>('SELECT * FROM user_keys ORDER BY user_id, id');
+    return rows.map((r) => ({ userId: r.user_id, key: keyOf(r) }));
+  }
+
   async addKey(userId: number, key: NewKey): Promise<void> {
     try {
       await this.changing(() => insertKey(this.pool, userId, key, Date.now()));

@@ -76,6 +76,7 @@ export class SqliteUsers implements UserRepository {
         ON CONFLICT (user_id, path) DO UPDATE SET permissions = excluded.permissions`),
       removeDirPerm: prepare('DELETE FROM user_dir_permissions WHERE user_id = ? AND path = ?'),
       keys: prepare('SELECT * FROM user_keys WHERE user_id = ? ORDER BY id'),
+      everyKey: prepare('SELECT * FROM user_keys ORDER BY user_id, id'),
       addKey: prepare(`INSERT INTO user_keys (user_id, algorithm, public_key, fingerprint, comment, created_at)
         VALUES (?, ?, ?, ?, ?, ?)`),
       removeKey: prepare('DELETE FROM user_keys WHERE user_id = ? AND fingerprint = ?'),
@@ -174,6 +175,10 @@ export class SqliteUsers implements UserRepository {
 
   async keys(userId: number): Promise<PublicKeyRecord[]> {
     return (this.q.keys!.all(userId) as KeyRow[]).map(keyOf);
+  }
+
+  async everyKey(): Promise<{ userId: number; key: PublicKeyRecord }[]> {
+    return (this.q.everyKey!.all() as (KeyRow & { user_id: number })[]).map((r) => ({ userId: r.user_id, key: keyOf(r) }));
   }
 
   async addKey(userId: number, key: NewKey): Promise<void> {
