@@ -6,7 +6,8 @@
  * Matched by walking name and pattern once, going back only to the last `*`
  * (at most name × pattern steps). A regular expression backtracks through
  * every way of placing each `*`: `^.*a.*a.*a.*a.*b$` took 43 s against 250
- * `a`s here, and any client could ask for it.
+ * `a`s here, and any client could ask for it. Each step tests one character
+ * in a time that does not grow with the pattern (see bracket).
  */
 export class NameGlob {
   private constructor(private readonly tokens: readonly Token[]) {}
@@ -71,26 +72,64 @@ function literal(ch: string): Token {
   return (c) => c === ch;
 }
 
-/** `[...]` starting at chars[open]: its test and the index of its `]`, or null when it is not closed (a literal `[`). */
+/**
+ * `[...]` starting at chars[open]: its test and the index of its `]`, or null
+ * when it is not closed (a literal `[`). Its characters and ranges are merged
+ * into sorted spans of code points and a character found among them by
+ * bisection. Found by a review: tested against each member in turn, one
+ * bracket of 250 characters, tried at every character of every name, took
+ * 0.8 ms a name of 255, 16 s of the event loop for one NLST of a directory of
+ * 20,000 such names (vsftpd's CVE-2011-0762 was that kind of wildcard).
+ */
 function bracket(chars: readonly string[], open: number): { test: Token; end: number } | null {
   let i = open + 1;
   const negated = chars[i] === '!' || chars[i] === '^';
   if (negated) i++;
-  const ranges: [string, string][] = [];
+  const ranges: [number, number][] = [];
   // A `]` first is one of the set.
   for (let first = true; i < chars.length; first = false) {
     const ch = chars[i] as string;
     if (ch === ']' && !first) {
-      const test: Token = (c) => ranges.some(([lo, hi]) => lo <= c && c <= hi) !== negated;
+      const spans = merged(ranges);
+      const test: Token = (c) => within(spans, c.codePointAt(0) as number) !== negated;
       return { test, end: i };
     }
     if (chars[i + 1] === '-' && chars[i + 2] !== undefined && chars[i + 2] !== ']') {
-      ranges.push([ch, chars[i + 2] as string]);
+      ranges.push([codeOf(ch), codeOf(chars[i + 2] as string)]);
       i += 3;
     } else {
-      ranges.push([ch, ch]);
+      ranges.push([codeOf(ch), codeOf(ch)]);
       i++;
     }
   }
   return null;
+}
+
+function codeOf(ch: string): number {
+  return ch.codePointAt(0) as number;
+}
+
+/** Ranges as sorted spans that neither overlap nor touch; a reversed range (`[z-a]`) holds nothing. */
+function merged(ranges: readonly [number, number][]): [number, number][] {
+  const spans: [number, number][] = [];
+  for (const [lo, hi] of ranges.filter(([lo, hi]) => lo <= hi).sort((a, b) => a[0] - b[0])) {
+    const last = spans.at(-1);
+    if (last && lo <= last[1] + 1) last[1] = Math.max(last[1], hi);
+    else spans.push([lo, hi]);
+  }
+  return spans;
+}
+
+/** Whether `code` lies in one of `spans`. */
+function within(spans: readonly [number, number][], code: number): boolean {
+  let lo = 0;
+  let hi = spans.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const [from, to] = spans[mid] as [number, number];
+    if (code < from) hi = mid - 1;
+    else if (code > to) lo = mid + 1;
+    else return true;
+  }
+  return false;
 }
