@@ -11,6 +11,14 @@ const MAX_REORDER_BYTES = 16 * 1024 * 1024;
  * (found by a review: 12 handles on one channel grew the process by 200 MiB).
  */
 const PROCESS_REORDER_BYTES = 32 * 1024 * 1024;
+/**
+ * What holding one chunk costs beyond its bytes (its Buffer, its share of a
+ * slab, its map entry: about 140 bytes measured on Node 20), counted in both
+ * bounds with them. Counting the bytes alone let tiny chunks through: one-byte
+ * WRITEs ahead of a gap held some 140 times what was counted, about 6 GiB
+ * within the process's 32 MiB (found by the review of what clients can grow).
+ */
+const HELD_OVERHEAD = 192;
 /** Out-of-order bytes held by every SequenceHash of this process. */
 let heldForOrder = 0;
 
@@ -28,6 +36,7 @@ let heldForOrder = 0;
 export class SequenceHash {
   private hash: Sha256Stream | null;
   private readonly waiting = new Map<number, Buffer>();
+  /** What the waiting chunks cost, HELD_OVERHEAD each included. */
   private waitingBytes = 0;
   /** `offload`: see Sha256Stream. */
   constructor(
@@ -46,18 +55,19 @@ export class SequenceHash {
       // Chunks that overlap at other offsets are left waiting when the gap fills, and give null there.
       if (this.waiting.has(position)) return this.spoil();
       // Refused before the copy: what would not fit is never held.
-      if (this.waitingBytes + data.length > MAX_REORDER_BYTES || heldForOrder + data.length > PROCESS_REORDER_BYTES) return this.spoil();
+      const cost = data.length + HELD_OVERHEAD;
+      if (this.waitingBytes + cost > MAX_REORDER_BYTES || heldForOrder + cost > PROCESS_REORDER_BYTES) return this.spoil();
       this.waiting.set(position, Buffer.from(data));
-      this.waitingBytes += data.length;
-      heldForOrder += data.length;
+      this.waitingBytes += cost;
+      heldForOrder += cost;
       return;
     }
     this.hash.update(data);
     this.next += data.length;
     for (let more = this.waiting.get(this.next); more; more = this.waiting.get(this.next)) {
       this.waiting.delete(this.next);
-      this.waitingBytes -= more.length;
-      heldForOrder -= more.length;
+      this.waitingBytes -= more.length + HELD_OVERHEAD;
+      heldForOrder -= more.length + HELD_OVERHEAD;
       this.hash.update(more);
       this.next += more.length;
     }
