@@ -24,7 +24,7 @@ import { loggedQuarantine, loggedScanner } from './scan/logged.js';
 import { QuarantineDir } from './scan/quarantine.js';
 import { UploadReceipts } from './session/checksum.js';
 import { LiveRegistry } from './session/live.js';
-import { ScanTurns } from './session/scan-turns.js';
+import type { ScanQueue } from './session/scan-turns.js';
 import { scansWith, type UploadScanning } from './session/scanning.js';
 import { ConnectionBudgets } from './session/connection-budgets.js';
 import { HandleBook } from './session/open-handles.js';
@@ -227,7 +227,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
   const { config } = base;
   const { anonymous } = config.ftp;
   const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit, coordinator.metrics, anonymous.enabled ? anonymous : null);
-  const scanning = scanningOf(config, base.log);
+  const scanning = scanningOf(config, base.log, coordinator.scanTurns);
   const live = new LiveRegistry(worker, authenticator, (setting) => scansWith(scanning, setting));
   const serverPlaces = new ServerPlaces(config.dataDir, serverFilesOf(config));
   const walks = new WalkTurns(WALKS_PER_HOME);
@@ -258,7 +258,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
  * Quarantine mode, whenever a scanner is configured: users may be scanned by
  * their own setting even when the server's default is off.
  */
-function scanningOf(config: Config, log: Logger): UploadScanning | null {
+function scanningOf(config: Config, log: Logger, turns: ScanQueue): UploadScanning | null {
   const { uploads } = config;
   const address = uploads.clamdSocket !== '' ? { path: uploads.clamdSocket } : uploads.clamdHost !== '' ? hostPort(uploads.clamdHost) : null;
   if (!address) return null;
@@ -269,7 +269,7 @@ function scanningOf(config: Config, log: Logger): UploadScanning | null {
       log,
     ),
     timeoutMs: uploads.scanTimeout * 1000,
-    turns: new ScanTurns(),
+    turns,
     byDefault: uploads.scan === 'clamd',
   };
 }

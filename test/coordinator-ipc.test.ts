@@ -11,6 +11,7 @@ import { RemoteCoordinator, type Channel } from '../src/coordinator/ipc-client.j
 import type { PrimaryMessage, SingleWorkerMessage, WorkerMessage } from '../src/coordinator/ipc-messages.js';
 import { WorkerLink } from '../src/coordinator/ipc-server.js';
 import type { Account } from '../src/session/account.js';
+import { SCANS_PER_USER } from '../src/session/scan-turns.js';
 import { waitFor } from './helpers/quota.js';
 
 /*
@@ -326,5 +327,37 @@ describe("an upload's start: claim, check and in-place lock in one round trip, h
     b.releaseFile();
     assert.equal(await b.checkStart({ createsFile: true, credit: 0, claim: null, lock: '1:88' }), false);
     for (const l of [a, b]) l.release();
+  });
+});
+
+describe("a user's turns at the scanner are the primary's, whichever worker asks", () => {
+  const { primary } = primaryOnTempStore();
+  const never = new AbortController().signal;
+  /** The single messages of `sent`, batches opened. */
+  const flat = (sent: WorkerMessage[]): SingleWorkerMessage[] => sent.flatMap((m) => (m.t === 'batch' ? m.messages : [m]));
+
+  it("a worker's turns count against another's; a wait given up takes none, nor does the turn of a worker gone", async () => {
+    const a = wire(primary(), 1);
+    const b = wire(primary(), 2);
+    const held = await Promise.all(Array.from({ length: SCANS_PER_USER }, () => a.coordinator.scanTurns.take('erin', never)));
+    // b's wait, given up: it rejects with the reason, and the primary is told.
+    const givenUp = new AbortController();
+    const abandoned = b.coordinator.scanTurns.take('erin', givenUp.signal);
+    let came = false;
+    const next = b.coordinator.scanTurns.take('erin', never).then((release) => ((came = true), release));
+    await waitFor("b's two questions at the primary", () => flat(b.sent).filter((m) => m.t === 'ask').length === 2);
+    givenUp.abort(new Error('deadline'));
+    await assert.rejects(abandoned, /deadline/);
+    await waitFor('the cancel sent', () => flat(b.sent).some((m) => m.t === 'cancel'));
+    assert.equal(came, false, "a's turns are all of erin's");
+    // a's first turn given back goes to b's wait still there, not to the one given up.
+    held[0]?.();
+    const turn = await next;
+    assert.equal(flat(b.sent).filter((m) => m.t === 'release').length, 0, 'no turn came to the wait given up');
+    // a worker gone gives back its turns: b takes another at once.
+    a.link.workerGone('SIGKILL', null);
+    const more = await b.coordinator.scanTurns.take('erin', AbortSignal.timeout(5000));
+    turn();
+    more();
   });
 });

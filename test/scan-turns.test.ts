@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
+import { Readable } from 'node:stream';
+import { Client as FtpClient } from 'basic-ftp';
 import { ScanTurns, SCANS_PER_USER } from '../src/session/scan-turns.js';
 import { SlowClamd } from './helpers/clamd.js';
 import { anonymousUpload } from './helpers/ftp-raw.js';
@@ -150,6 +152,47 @@ describe("one IPv6 network's anonymous uploads do not keep another's from the sc
     assert.equal(record?.scan, 'clean');
   });
 });
+
+/*
+ * Issue #14: the turns were kept per process, so with workers a user's uploads on two workers had
+ * SCANS_PER_USER at the scanner on each, twice the share another user's waited behind. The turns are
+ * the coordinator's now (the primary's with workers): the same on workers: 1 and 2.
+ */
+for (const workers of [1, 2]) {
+  describe(`workers: ${workers} — a user's turns at the scanner hold across the server`, () => {
+    // Every stream answered a second after it came, however many: the peak is what the server let through.
+    const clamd = new SlowClamd(1000);
+    let srv: TestServer;
+    before(async () => {
+      await clamd.start();
+      srv = await TestServer.start({
+        yaml: `ftp:\n  tls: optional\nuploads:\n  scan: clamd\n  clamdSocket: ${clamd.socket}\n  scanTimeout: 20\n`,
+        users: [{ name: 'alice', password: 'alice password' }],
+        env: { SLUICE_WORKERS: String(workers) },
+      });
+    });
+    after(async () => {
+      await srv?.stop();
+      await clamd.cleanup();
+    });
+
+    it("at most SCANS_PER_USER of alice's six uploads on six connections are at the scanner at once", { timeout: 60_000 }, async () => {
+      const clients = Array.from({ length: 6 }, () => new FtpClient(30_000));
+      try {
+        await Promise.all(clients.map((c) => c.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'alice', password: 'alice password' })));
+        // Node's cluster module hands connections to the workers in turn: alice's six are on both.
+        const logins = () => srv.log.split('\n').filter((l) => l.includes('"msg":"login"')).map((l) => (JSON.parse(l) as { pid: number }).pid);
+        await until('six login lines', () => logins().length >= 6);
+        assert.equal(new Set(logins()).size, workers, `logins came from ${logins().join(', ')}`);
+        await Promise.all(clients.map((c, i) => c.uploadFrom(Readable.from([`alice ${i}\n`]), `a${i}.txt`)));
+      } finally {
+        for (const c of clients) c.close();
+      }
+      assert.equal(clamd.streams, 6);
+      assert.equal(clamd.peak, SCANS_PER_USER);
+    });
+  });
+}
 
 describe('ScanTurns', () => {
   it('lets SCANS_PER_USER of a user through, the next when one ends; a wait given up takes no turn; other users pass', { timeout: 5000 }, async () => {

@@ -4,6 +4,7 @@ import type { Account, Protocol } from '../session/account.js';
 import { SluiceError } from '../session/errors.js';
 import type { LiveSessionsView } from '../session/live.js';
 import type { Ledger, Ledgers, NamesLock } from '../session/quota.js';
+import type { ScanQueue } from '../session/scan-turns.js';
 import type { InFlightTransfers } from '../session/session.js';
 import type { AuditTrail, Coordinator, Offence, Release, SourceShare } from './coordinator.js';
 import {
@@ -61,6 +62,7 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
   /** Open ledger handles that say their steps (no quota when opened): told here when the ledger gets one. */
   private readonly unlimited = new Map<number, () => void>();
   readonly ledgers: Ledgers;
+  readonly scanTurns: ScanQueue = { take: (who, signal) => this.scanTurn(who, signal) };
   readonly audit: AuditTrail | null;
   /** Counts go to the primary with the next message said: they are never what wakes it. */
   readonly metrics: MetricsSink = { count: (event) => this.linger({ t: 'metric', event }) };
@@ -100,6 +102,14 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
     return (await this.ask({ op: 'score', ip, protocol, offence })) === true;
   }
 
+  /** Waits in the primary's queue; `signal` gives the wait up there too (cancel). */
+  private async scanTurn(who: string, signal: AbortSignal): Promise<Release> {
+    signal.throwIfAborted();
+    const turn = this.slot(await this.ask({ op: 'scan-turn', who }, { signal }));
+    if (!turn) throw new Error(`no turn at the scanner for ${who}`);
+    return turn;
+  }
+
   started(actor: Actor, direction: 'upload' | 'download', path: string, offset: number, started: Date): void {
     if (this.audit) this.post({ t: 'transfer-open', actor, direction, path, offset, started: started.toISOString() });
   }
@@ -125,7 +135,7 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
       unlimited = true;
       this.unlimited.set(opened.handle, () => (unlimited = false));
     };
-    const { handle } = (await this.ask({ op: 'ledger', account: { id, quotaBytes, quotaFiles, revision: account.revision } }, arrived)) as LedgerOpened;
+    const { handle } = (await this.ask({ op: 'ledger', account: { id, quotaBytes, quotaFiles, revision: account.revision } }, { arrived })) as LedgerOpened;
     const ask = (q: LedgerQuestion) => this.ask({ op: 'ledger-ask', handle, ...q });
     // A ledger without a quota only counts; a limited one's notes give back room another upload may wait for.
     const note = (n: LedgerNote) => {
@@ -170,11 +180,32 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
     };
   }
 
-  /** `arrived`: called with the answer the moment it is read, before the promise resolves. */
-  private ask(question: Question, arrived?: (answer: Answer) => void): Promise<Answer> {
+  /**
+   * `arrived`: called with the answer the moment it is read, before the promise resolves. `signal`: the
+   * question is given up when it aborts: the promise rejects with its reason, the primary is told
+   * (cancel), and a slot its answer brings all the same (sent before the cancel reached it) is given back.
+   */
+  private ask(question: Question, { arrived, signal }: { arrived?: (answer: Answer) => void; signal?: AbortSignal } = {}): Promise<Answer> {
     const id = this.next++;
     return new Promise((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject, ...(arrived ? { arrived } : {}) });
+      const giveUp = (): void => {
+        this.waiting.set(id, { resolve: (answer) => this.slot(answer)?.(), reject: () => undefined });
+        this.post({ t: 'cancel', id });
+        reject(signal?.reason);
+      };
+      const done = (): void => signal?.removeEventListener('abort', giveUp);
+      this.waiting.set(id, {
+        resolve: (answer) => {
+          done();
+          resolve(answer);
+        },
+        reject: (err) => {
+          done();
+          reject(err);
+        },
+        ...(arrived ? { arrived } : {}),
+      });
+      signal?.addEventListener('abort', giveUp, { once: true });
       this.pending.push({ t: 'ask', id, ...question });
       this.flush();
     });

@@ -46,6 +46,8 @@ export type Question =
   | { op: 'held-ban'; source: string }
   | { op: 'claim-user'; user: string; max?: number; from?: SourceShare }
   | { op: 'score'; ip: string; protocol: Protocol; offence: Offence }
+  /** Answered with a slot once `who`'s upload may be scanned (ScanTurns); given up by `cancel`. */
+  | { op: 'scan-turn'; who: string }
   | { op: 'ledger'; account: LedgerAccount }
   | ({ op: 'ledger-ask'; handle: number } & LedgerQuestion);
 
@@ -53,6 +55,8 @@ export type Question =
 export type SingleWorkerMessage =
   | ({ t: 'ask'; id: number } & Question)
   | { t: 'release'; slot: number }
+  /** The question `id` is given up (a scan turn's deadline): the primary stops waiting for it; a slot answered before this is given back. */
+  | { t: 'cancel'; id: number }
   | ({ t: 'ledger-note'; handle: number } & LedgerNote)
   | { t: 'audit'; actor: Actor; event: AuditEvent }
   | { t: 'system'; event: SystemEvent }
@@ -77,7 +81,7 @@ export type SingleWorkerMessage =
  */
 export type WorkerMessage = SingleWorkerMessage | { t: 'batch'; messages: SingleWorkerMessage[] };
 
-/** A slot (admit, claim-user) or ledger handle is a number the worker gives back; null: refused. */
+/** A slot (admit, claim-user, scan-turn) or ledger handle is a number the worker gives back; null: refused. */
 export type Answer = boolean | number | null | 'banned' | NamesLock | { bytes: number; files: number } | LedgerOpened | void;
 
 /** The answer to `ledger`: the handle, and whether the ledger has no quota (then its checks are said, not asked). */

@@ -42,8 +42,13 @@ interface OpenSession {
  */
 export class WorkerLink {
   private nextId = 1;
-  /** Connection slots (no user) and logged-in sessions (their user): this worker's part of the session registry. */
-  private readonly slots = new Map<number, { release: Release; user?: string }>();
+  /**
+   * What the worker holds by number: connection slots and logged-in sessions (their user), its part of the
+   * session registry, and its uploads' turns at the scanner.
+   */
+  private readonly slots = new Map<number, { release: Release; holds: Holds }>();
+  /** Turns at the scanner the worker waits for, by question: a cancel (or its exit) gives the wait up. */
+  private readonly turnWaits = new Map<number, AbortController>();
   private readonly handles = new Map<number, LedgerHandle>();
   /**
    * Transfers in flight, by session, path of the open and start (to the millisecond), none of which a rename changes:
@@ -78,8 +83,8 @@ export class WorkerLink {
 
   /** Connections open on this worker, and the users logged in on it (one entry per session). */
   get live(): { connections: number; users: string[] } {
-    const users = [...this.slots.values()].flatMap((s) => (s.user === undefined ? [] : [s.user]));
-    return { connections: this.slots.size - users.length, users };
+    const held = [...this.slots.values()].map((s) => s.holds);
+    return { connections: held.filter((h) => h === 'connection').length, users: held.flatMap((h) => (typeof h === 'object' ? [h.user] : [])) };
   }
 
   handle(m: WorkerMessage): void {
@@ -109,6 +114,9 @@ export class WorkerLink {
       case 'release':
         this.slots.get(m.slot)?.release();
         this.slots.delete(m.slot);
+        return;
+      case 'cancel':
+        this.turnWaits.get(m.id)?.abort(new Error('given up by the worker'));
         return;
       case 'ledger-note':
         this.note(m.handle, m);
@@ -185,6 +193,7 @@ export class WorkerLink {
     this.gone = true;
     for (const s of this.slots.values()) s.release();
     this.slots.clear();
+    for (const w of this.turnWaits.values()) w.abort(new Error(reason));
     for (const h of this.handles.values()) h.release();
     this.handles.clear();
     for (const same of this.transfers.values()) for (const t of same) audit?.record(t.actor, abortedTransfer(t, reason));
@@ -215,26 +224,28 @@ export class WorkerLink {
 
   private async answer(id: number, q: Question): Promise<void> {
     try {
-      this.send({ t: 'answer', id, value: await this.ask(q) });
+      this.send({ t: 'answer', id, value: await this.ask(id, q) });
     } catch (err) {
       const e = toSluiceError(err);
       this.send({ t: 'error', id, kind: e.kind, message: e.message });
     }
   }
 
-  private async ask(q: Question): Promise<Answer> {
+  private async ask(id: number, q: Question): Promise<Answer> {
     switch (q.op) {
       case 'admit':
       {
         const admitted = await this.coordinator.admit(q.ip);
-        return admitted === 'banned' ? admitted : this.keep(admitted);
+        return admitted === 'banned' ? admitted : this.keep(admitted, 'connection');
       }
       case 'held-ban':
         return this.coordinator.heldBan(q.source);
       case 'claim-user':
-        return this.keep(await this.coordinator.claimUser(q.user, q.max, q.from), q.user);
+        return this.keep(await this.coordinator.claimUser(q.user, q.max, q.from), { user: q.user });
       case 'score':
         return this.coordinator.score(q.ip, q.protocol, q.offence);
+      case 'scan-turn':
+        return this.keep(await this.scanTurn(id, q.who), 'scan-turn');
       case 'ledger': {
         const id = this.nextId++;
         const account = { ...q.account, name: '', home: '', rateUp: null, rateDown: null, scan: null, requireTls: false, permissions: { root: new Set(), dirs: new Map() }, readAt: 0, method: 'password', key: null } satisfies Account;
@@ -310,7 +321,18 @@ export class WorkerLink {
     }
   }
 
-  private keep(release: Release | null, user?: string): number | null {
+  /** A turn for the worker's question `id`, waited for until the worker gives it up or exits. */
+  private async scanTurn(id: number, who: string): Promise<Release> {
+    const wait = new AbortController();
+    this.turnWaits.set(id, wait);
+    try {
+      return await this.coordinator.scanTurns.take(who, wait.signal);
+    } finally {
+      this.turnWaits.delete(id);
+    }
+  }
+
+  private keep(release: Release | null, holds: Holds): number | null {
     if (!release) return null;
     // The worker died while the coordinator answered: nothing would ever release it but this.
     if (this.gone) {
@@ -318,10 +340,13 @@ export class WorkerLink {
       return null;
     }
     const slot = this.nextId++;
-    this.slots.set(slot, user === undefined ? { release } : { release, user });
+    this.slots.set(slot, { release, holds });
     return slot;
   }
 }
+
+/** What a worker's slot holds: a connection, a user's logged-in session, a turn at the scanner. */
+type Holds = 'connection' | { user: string } | 'scan-turn';
 
 function transferKey(actor: Actor, path: string, started: string): string {
   return `${actor.session}\0${path}\0${started}`;

@@ -2,6 +2,7 @@ import type { Service } from '../audit/events.js';
 import type { ServerMetricsSink } from '../metrics/events.js';
 import type { Ledgers } from '../session/quota.js';
 import type { ConnectionRegistry } from '../session/registry.js';
+import { ScanTurns } from '../session/scan-turns.js';
 import type { AuditTrail, Coordinator, Offence, Release, Scorer, SourceShare } from './coordinator.js';
 import type { UserSessionCounts } from './shared-state.js';
 
@@ -11,6 +12,8 @@ import type { UserSessionCounts } from './shared-state.js';
  * primary keeps one and answers the workers' questions from it.
  */
 export class LocalCoordinator implements Coordinator {
+  readonly scanTurns = new ScanTurns();
+
   constructor(
     private readonly registry: ConnectionRegistry,
     /** Sessions per user counted with the other nodes' (a shared store); null: in the registry. */

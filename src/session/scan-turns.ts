@@ -1,6 +1,11 @@
 /** How many of one user's uploads may be at the scanner at once; the rest wait their turn (ScanTurns). */
 export const SCANS_PER_USER = 2;
 
+/** Where uploads wait for their turn at the scanner (ScanTurns.take): the coordinator's (Coordinator.scanTurns). */
+export interface ScanQueue {
+  take(who: string, signal: AbortSignal): Promise<() => void>;
+}
+
 /**
  * Turns at the scanner, per user: at most SCANS_PER_USER of a user's uploads
  * are being scanned at once, the rest wait here in the order they came. clamd
@@ -12,9 +17,12 @@ export const SCANS_PER_USER = 2;
  * the scanner, against its own uploads' deadlines, and others go past it.
  * Anonymous FTP clients, who share one stored name, take turns per source
  * (an address, or an IPv6 network of limits.ipv6Prefix bits).
- * Per process: with workers, each counts its own sessions' scans.
+ * Kept by the coordinator, so that they hold for the whole server: with
+ * workers, the primary's are taken over IPC (issue #14: each worker kept its
+ * own, and a user's uploads on two workers had twice the places at the
+ * scanner).
  */
-export class ScanTurns {
+export class ScanTurns implements ScanQueue {
   private readonly queues = new Map<string, { scanning: number; waiting: (() => void)[] }>();
 
   /**

@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SluiceError } from './errors.js';
-import type { ScanTurns } from './scan-turns.js';
+import type { ScanQueue } from './scan-turns.js';
 
 export type ScanVerdict = { readonly clean: true } | { readonly clean: false; readonly signature: string };
 
@@ -54,7 +54,7 @@ export interface UploadScanning {
   /** How long an upload waits for a verdict, the scanner being down and its turn (turns) included. */
   readonly timeoutMs: number;
   /** Each user's turns at the scanner, so that one user's many uploads do not keep others' from it. */
-  readonly turns: ScanTurns;
+  readonly turns: ScanQueue;
   /** For users without a setting of their own (sluice user set --scan / --no-scan). */
   readonly byDefault: boolean;
 }

@@ -83,7 +83,8 @@ export class Clamd {
 
 /**
  * A clamd that answers every INSTREAM "stream: OK" `delayMs` after it got it
- * whole; counts the streams it got whole. With `threads`, as clamd's
+ * whole; counts the streams it got whole, and the most it held unanswered
+ * at once (peak: the uploads at the scanner together). With `threads`, as clamd's
  * MaxThreads, it scans that many at once and the rest in the order they came,
  * each `delayMs` once its turn comes: a clamd at its capacity.
  */
@@ -92,6 +93,9 @@ export class SlowClamd {
   readonly socket = join(this.dir, 'clamd.sock');
   /** Streams received whole (their verdict is then pending). */
   streams = 0;
+  /** The most streams held whole and unanswered at once. */
+  peak = 0;
+  private unanswered = 0;
   private readonly server: net.Server;
   private readonly open = new Set<net.Socket>();
   /** When each thread is free again (threads only). */
@@ -122,7 +126,11 @@ export class SlowClamd {
           if (n === 0) {
             whole = true;
             this.streams++;
-            setTimeout(() => c.end('stream: OK\0'), this.answerIn()).unref();
+            this.peak = Math.max(this.peak, ++this.unanswered);
+            setTimeout(() => {
+              this.unanswered--;
+              c.end('stream: OK\0');
+            }, this.answerIn()).unref();
             return;
           }
           if (buf.length < 4 + n) return;
