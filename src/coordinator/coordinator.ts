@@ -3,6 +3,7 @@ import type { MetricsSink } from '../metrics/events.js';
 import type { Protocol } from '../session/account.js';
 import type { Ledgers } from '../session/quota.js';
 import type { ScanQueue } from '../session/scan-turns.js';
+import type { PassivePorts } from './passive-ports.js';
 
 /**
  * What an address is scored for. A bare connect-and-close (health checks,
@@ -36,8 +37,8 @@ export type AuditTrail = AuditSink & SystemAuditSink;
 /**
  * Everything that must hold for the whole server however many processes
  * serve it: connection and session limits, the defender's failure counts,
- * each user's quota ledger and turns at the scanner, and the audit trail's
- * one writer. Kept in this
+ * each user's quota ledger and turns at the scanner, the shares of the FTP
+ * passive port range, and the audit trail's one writer. Kept in this
  * process (`LocalCoordinator`) or, with workers, in the primary, which the
  * workers ask over IPC (`ipc-client.ts`, answered by `ipc-server.ts`). Answers may take a round trip, so every
  * question is asynchronous; what needs no answer is sent and never waited on.
@@ -66,6 +67,8 @@ export interface Coordinator {
   readonly ledgers: Ledgers;
   /** Each user's (or anonymous source's) turns at the scanner (ScanTurns). */
   readonly scanTurns: ScanQueue;
+  /** The passive port range's shares per address and per user (ftp.maxPassivePortsPerIp, ftp.maxPassivePortsPerUser). */
+  readonly passivePorts: PassivePorts;
   /** null: the audit trail is switched off. */
   readonly audit: AuditTrail | null;
   /** Counted whether the audit trail is on or off. */

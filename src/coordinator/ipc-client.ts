@@ -7,6 +7,7 @@ import type { Ledger, Ledgers, NamesLock } from '../session/quota.js';
 import type { ScanQueue } from '../session/scan-turns.js';
 import type { InFlightTransfers } from '../session/session.js';
 import type { AuditTrail, Coordinator, Offence, Release, SourceShare } from './coordinator.js';
+import type { PassivePortPlace, PassivePorts } from './passive-ports.js';
 import {
   isMessage, type Answer, type LedgerNote, type LedgerOpened, type LedgerQuestion, type PrimaryMessage, type Question, type SessionsAnswer, type SessionsQuestion,
   type SingleWorkerMessage, type WorkerMessage,
@@ -63,6 +64,7 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
   private readonly unlimited = new Map<number, () => void>();
   readonly ledgers: Ledgers;
   readonly scanTurns: ScanQueue = { take: (who, signal) => this.scanTurn(who, signal) };
+  readonly passivePorts: PassivePorts = { take: (address, user) => this.passivePort(address, user) };
   readonly audit: AuditTrail | null;
   /** Counts go to the primary with the next message said: they are never what wakes it. */
   readonly metrics: MetricsSink = { count: (event) => this.linger({ t: 'metric', event }) };
@@ -108,6 +110,14 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
     const turn = this.slot(await this.ask({ op: 'scan-turn', who }, { signal }));
     if (!turn) throw new Error(`no turn at the scanner for ${who}`);
     return turn;
+  }
+
+  private async passivePort(address: string, user: string): Promise<PassivePortPlace> {
+    const answer = await this.ask({ op: 'passive-port', address, user });
+    if (answer === 'address' || answer === 'user') return { refused: answer };
+    const release = this.slot(answer);
+    if (!release) throw new Error('no passive port place');
+    return { release };
   }
 
   started(actor: Actor, direction: 'upload' | 'download', path: string, offset: number, started: Date): void {

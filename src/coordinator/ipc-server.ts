@@ -44,7 +44,7 @@ export class WorkerLink {
   private nextId = 1;
   /**
    * What the worker holds by number: connection slots and logged-in sessions (their user), its part of the
-   * session registry, and its uploads' turns at the scanner.
+   * session registry, its uploads' turns at the scanner and its passive ports' places.
    */
   private readonly slots = new Map<number, { release: Release; holds: Holds }>();
   /** Turns at the scanner the worker waits for, by question: a cancel (or its exit) gives the wait up. */
@@ -246,6 +246,10 @@ export class WorkerLink {
         return this.coordinator.score(q.ip, q.protocol, q.offence);
       case 'scan-turn':
         return this.keep(await this.scanTurn(id, q.who), 'scan-turn');
+      case 'passive-port': {
+        const place = await this.coordinator.passivePorts.take(q.address, q.user);
+        return 'refused' in place ? place.refused : this.keep(place.release, 'passive-port');
+      }
       case 'ledger': {
         const id = this.nextId++;
         const account = { ...q.account, name: '', home: '', rateUp: null, rateDown: null, scan: null, requireTls: false, permissions: { root: new Set(), dirs: new Map() }, readAt: 0, method: 'password', key: null } satisfies Account;
@@ -345,8 +349,8 @@ export class WorkerLink {
   }
 }
 
-/** What a worker's slot holds: a connection, a user's logged-in session, a turn at the scanner. */
-type Holds = 'connection' | { user: string } | 'scan-turn';
+/** What a worker's slot holds: a connection, a user's logged-in session, a turn at the scanner, a passive port's place. */
+type Holds = 'connection' | { user: string } | 'scan-turn' | 'passive-port';
 
 function transferKey(actor: Actor, path: string, started: string): string {
   return `${actor.session}\0${path}\0${started}`;

@@ -4,6 +4,7 @@ import type { Ledgers } from '../session/quota.js';
 import type { ConnectionRegistry } from '../session/registry.js';
 import { ScanTurns } from '../session/scan-turns.js';
 import type { AuditTrail, Coordinator, Offence, Release, Scorer, SourceShare } from './coordinator.js';
+import type { PassivePortShares } from './passive-ports.js';
 import type { UserSessionCounts } from './shared-state.js';
 
 /**
@@ -22,6 +23,7 @@ export class LocalCoordinator implements Coordinator {
     readonly ledgers: Ledgers,
     readonly audit: AuditTrail | null,
     readonly metrics: ServerMetricsSink,
+    readonly passivePorts: PassivePortShares,
     /** No connection is admitted while this says so (the audit trail cannot be written: app.ts). */
     private readonly closed: () => boolean = () => false,
   ) {}
