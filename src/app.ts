@@ -25,7 +25,7 @@ import { loggedQuarantine, loggedScanner } from './scan/logged.js';
 import { QuarantineDir } from './scan/quarantine.js';
 import { UploadReceipts } from './session/checksum.js';
 import { LiveRegistry } from './session/live.js';
-import type { ScanQueue } from './session/scan-turns.js';
+import type { TurnQueue } from './session/turns.js';
 import { scansWith, type UploadScanning } from './session/scanning.js';
 import { ConnectionBudgets } from './session/connection-budgets.js';
 import { HandleBook } from './session/open-handles.js';
@@ -166,7 +166,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   }
   const defender = new Defender(sources, counts.failures, config.defender, audit, base.log.child({ part: 'defender' }));
   return {
-    coordinator: new LocalCoordinator(registry, shared?.userSessions ?? null, defender, quotas, audit, metrics ?? UNCOUNTED, passivePortShares(config), () => trailBehind),
+    coordinator: new LocalCoordinator(registry, shared?.userSessions ?? null, defender, quotas, audit, metrics ?? UNCOUNTED, passivePortShares(config), config.defender.threshold, () => trailBehind),
     auditLog,
     quotas,
     metrics,
@@ -259,7 +259,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
  * Quarantine mode, whenever a scanner is configured: users may be scanned by
  * their own setting even when the server's default is off.
  */
-function scanningOf(config: Config, log: Logger, turns: ScanQueue): UploadScanning | null {
+function scanningOf(config: Config, log: Logger, turns: TurnQueue): UploadScanning | null {
   const { uploads } = config;
   const address = uploads.clamdSocket !== '' ? { path: uploads.clamdSocket } : uploads.clamdHost !== '' ? hostPort(uploads.clamdHost) : null;
   if (!address) return null;

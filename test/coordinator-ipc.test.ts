@@ -11,7 +11,7 @@ import { RemoteCoordinator, type Channel } from '../src/coordinator/ipc-client.j
 import type { PrimaryMessage, SingleWorkerMessage, WorkerMessage } from '../src/coordinator/ipc-messages.js';
 import { WorkerLink } from '../src/coordinator/ipc-server.js';
 import type { Account } from '../src/session/account.js';
-import { SCANS_PER_USER } from '../src/session/scan-turns.js';
+import { SCANS_PER_USER } from '../src/session/scanning.js';
 import { waitFor } from './helpers/quota.js';
 
 /*

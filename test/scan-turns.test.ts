@@ -6,7 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { Readable } from 'node:stream';
 import { Client as FtpClient } from 'basic-ftp';
-import { ScanTurns, SCANS_PER_USER } from '../src/session/scan-turns.js';
+import { SCANS_PER_USER } from '../src/session/scanning.js';
+import { Turns } from '../src/session/turns.js';
 import { SlowClamd } from './helpers/clamd.js';
 import { anonymousUpload } from './helpers/ftp-raw.js';
 import { jsonLinesIn, netnsMissing, netnsRunner } from './helpers/netns.js';
@@ -194,9 +195,9 @@ for (const workers of [1, 2]) {
   });
 }
 
-describe('ScanTurns', () => {
+describe('Turns', () => {
   it('lets SCANS_PER_USER of a user through, the next when one ends; a wait given up takes no turn; other users pass', { timeout: 5000 }, async () => {
-    const turns = new ScanTurns();
+    const turns = new Turns(SCANS_PER_USER);
     const never = new AbortController().signal;
     const first = await Promise.all(Array.from({ length: SCANS_PER_USER }, () => turns.take('alice', never)));
     const givenUp = new AbortController();

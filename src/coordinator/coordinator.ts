@@ -2,7 +2,7 @@ import type { AuditSink, Service, SystemAuditSink } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
 import type { Protocol } from '../session/account.js';
 import type { Ledgers } from '../session/quota.js';
-import type { ScanQueue } from '../session/scan-turns.js';
+import type { TurnQueue } from '../session/turns.js';
 import type { PassivePorts } from './passive-ports.js';
 
 /**
@@ -37,7 +37,8 @@ export type AuditTrail = AuditSink & SystemAuditSink;
 /**
  * Everything that must hold for the whole server however many processes
  * serve it: connection and session limits, the defender's failure counts,
- * each user's quota ledger and turns at the scanner, the shares of the FTP
+ * each user's quota ledger and turns at the scanner, each source's turns to
+ * have a login judged, the shares of the FTP
  * passive port range, and the audit trail's one writer. Kept in this
  * process (`LocalCoordinator`) or, with workers, in the primary, which the
  * workers ask over IPC (`ipc-client.ts`, answered by `ipc-server.ts`). Answers may take a round trip, so every
@@ -65,8 +66,10 @@ export interface Coordinator {
   /** Count one offence of `ip`; true when it got the address banned (on every process at once: the ban is stored). */
   score(ip: string, protocol: Protocol, offence: Offence): Promise<boolean>;
   readonly ledgers: Ledgers;
-  /** Each user's (or anonymous source's) turns at the scanner (ScanTurns). */
-  readonly scanTurns: ScanQueue;
+  /** Each user's (or anonymous source's) turns at the scanner (SCANS_PER_USER at once). */
+  readonly scanTurns: TurnQueue;
+  /** Each source's turns to have a login attempt judged (defender.threshold at once: Gate.turnToJudge). */
+  readonly judgeTurns: TurnQueue;
   /** The passive port range's shares per address and per user (ftp.maxPassivePortsPerIp, ftp.maxPassivePortsPerUser). */
   readonly passivePorts: PassivePorts;
   /** null: the audit trail is switched off. */

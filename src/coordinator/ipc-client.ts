@@ -4,13 +4,13 @@ import type { Account, Protocol } from '../session/account.js';
 import { SluiceError } from '../session/errors.js';
 import type { LiveSessionsView } from '../session/live.js';
 import type { Ledger, Ledgers, NamesLock } from '../session/quota.js';
-import type { ScanQueue } from '../session/scan-turns.js';
 import type { InFlightTransfers } from '../session/session.js';
+import type { TurnQueue } from '../session/turns.js';
 import type { AuditTrail, Coordinator, Offence, Release, SourceShare } from './coordinator.js';
 import type { PassivePortPlace, PassivePorts } from './passive-ports.js';
 import {
   isMessage, type Answer, type LedgerNote, type LedgerOpened, type LedgerQuestion, type PrimaryMessage, type Question, type SessionsAnswer, type SessionsQuestion,
-  type SingleWorkerMessage, type WorkerMessage,
+  type SingleWorkerMessage, type TurnQueueName, type WorkerMessage,
 } from './ipc-messages.js';
 
 /** How long a message that only counts may wait for another to go with (RemoteCoordinator). */
@@ -63,7 +63,8 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
   /** Open ledger handles that say their steps (no quota when opened): told here when the ledger gets one. */
   private readonly unlimited = new Map<number, () => void>();
   readonly ledgers: Ledgers;
-  readonly scanTurns: ScanQueue = { take: (who, signal) => this.scanTurn(who, signal) };
+  readonly scanTurns: TurnQueue = this.turns('scan');
+  readonly judgeTurns: TurnQueue = this.turns('judge');
   readonly passivePorts: PassivePorts = { take: (address, user) => this.passivePort(address, user) };
   readonly audit: AuditTrail | null;
   /** Counts go to the primary with the next message said: they are never what wakes it. */
@@ -104,12 +105,16 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
     return (await this.ask({ op: 'score', ip, protocol, offence })) === true;
   }
 
-  /** Waits in the primary's queue; `signal` gives the wait up there too (cancel). */
-  private async scanTurn(who: string, signal: AbortSignal): Promise<Release> {
-    signal.throwIfAborted();
-    const turn = this.slot(await this.ask({ op: 'scan-turn', who }, { signal }));
-    if (!turn) throw new Error(`no turn at the scanner for ${who}`);
-    return turn;
+  /** The primary's queue `queue`: a wait there, which `signal` gives up there too (cancel). */
+  private turns(queue: TurnQueueName): TurnQueue {
+    return {
+      take: async (who, signal) => {
+        signal.throwIfAborted();
+        const turn = this.slot(await this.ask({ op: 'turn', queue, who }, { signal }));
+        if (!turn) throw new Error(`no ${queue} turn for ${who}`);
+        return turn;
+      },
+    };
   }
 
   private async passivePort(address: string, user: string): Promise<PassivePortPlace> {

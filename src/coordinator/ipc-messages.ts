@@ -8,6 +8,9 @@ import type { NamesLock, SaidStep, UploadStart } from '../session/quota.js';
 import type { Listening } from '../listening.js';
 import type { Offence, SourceShare } from './coordinator.js';
 
+/** The coordinator's turn queues a worker waits in. */
+export type TurnQueueName = 'scan' | 'judge';
+
 /** What a worker's ledger asks and waits for. */
 export type LedgerQuestion =
   | { method: 'checkStart'; args: [start: UploadStart] }
@@ -46,8 +49,8 @@ export type Question =
   | { op: 'held-ban'; source: string }
   | { op: 'claim-user'; user: string; max?: number; from?: SourceShare }
   | { op: 'score'; ip: string; protocol: Protocol; offence: Offence }
-  /** Answered with a slot once `who`'s upload may be scanned (ScanTurns); given up by `cancel`. */
-  | { op: 'scan-turn'; who: string }
+  /** Answered with a slot once `who`'s turn in `queue` comes (Coordinator.scanTurns, judgeTurns); given up by `cancel`. */
+  | { op: 'turn'; queue: TurnQueueName; who: string }
   /** Answered with a slot, or the share used up (PassivePorts.take). */
   | { op: 'passive-port'; address: string; user: string }
   | { op: 'ledger'; account: LedgerAccount }
@@ -57,7 +60,7 @@ export type Question =
 export type SingleWorkerMessage =
   | ({ t: 'ask'; id: number } & Question)
   | { t: 'release'; slot: number }
-  /** The question `id` is given up (a scan turn's deadline): the primary stops waiting for it; a slot answered before this is given back. */
+  /** The question `id` is given up (a turn's deadline): the primary stops waiting for it; a slot answered before this is given back. */
   | { t: 'cancel'; id: number }
   | ({ t: 'ledger-note'; handle: number } & LedgerNote)
   | { t: 'audit'; actor: Actor; event: AuditEvent }
@@ -83,7 +86,7 @@ export type SingleWorkerMessage =
  */
 export type WorkerMessage = SingleWorkerMessage | { t: 'batch'; messages: SingleWorkerMessage[] };
 
-/** A slot (admit, claim-user, scan-turn, passive-port) or ledger handle is a number the worker gives back; null: refused. */
+/** A slot (admit, claim-user, turn, passive-port) or ledger handle is a number the worker gives back; null: refused. */
 export type Answer = boolean | number | null | 'banned' | 'address' | 'user' | NamesLock | { bytes: number; files: number } | LedgerOpened | void;
 
 /** The answer to `ledger`: the handle, and whether the ledger has no quota (then its checks are said, not asked). */

@@ -6,7 +6,7 @@ import type { LedgerHandle, QuotaBook } from '../session/quota.js';
 import type { AuditTrail, Release } from './coordinator.js';
 import type { LocalCoordinator } from './local.js';
 import type {
-  Answer, LedgerNote, LedgerOpened, LedgerQuestion, PrimaryMessage, Question, SessionsAnswer, SessionsQuestion, SingleWorkerMessage, WorkerMessage,
+  Answer, LedgerNote, LedgerOpened, LedgerQuestion, PrimaryMessage, Question, SessionsAnswer, SessionsQuestion, SingleWorkerMessage, TurnQueueName, WorkerMessage,
 } from './ipc-messages.js';
 
 /**
@@ -44,10 +44,10 @@ export class WorkerLink {
   private nextId = 1;
   /**
    * What the worker holds by number: connection slots and logged-in sessions (their user), its part of the
-   * session registry, its uploads' turns at the scanner and its passive ports' places.
+   * session registry, its turns (uploads at the scanner, logins judged) and its passive ports' places.
    */
   private readonly slots = new Map<number, { release: Release; holds: Holds }>();
-  /** Turns at the scanner the worker waits for, by question: a cancel (or its exit) gives the wait up. */
+  /** Turns the worker waits for, by question: a cancel (or its exit) gives the wait up. */
   private readonly turnWaits = new Map<number, AbortController>();
   private readonly handles = new Map<number, LedgerHandle>();
   /**
@@ -244,8 +244,8 @@ export class WorkerLink {
         return this.keep(await this.coordinator.claimUser(q.user, q.max, q.from), { user: q.user });
       case 'score':
         return this.coordinator.score(q.ip, q.protocol, q.offence);
-      case 'scan-turn':
-        return this.keep(await this.scanTurn(id, q.who), 'scan-turn');
+      case 'turn':
+        return this.keep(await this.turn(id, q.queue, q.who), 'turn');
       case 'passive-port': {
         const place = await this.coordinator.passivePorts.take(q.address, q.user);
         return 'refused' in place ? place.refused : this.keep(place.release, 'passive-port');
@@ -325,12 +325,12 @@ export class WorkerLink {
     }
   }
 
-  /** A turn for the worker's question `id`, waited for until the worker gives it up or exits. */
-  private async scanTurn(id: number, who: string): Promise<Release> {
+  /** A turn in `queue` for the worker's question `id`, waited for until the worker gives it up or exits. */
+  private async turn(id: number, queue: TurnQueueName, who: string): Promise<Release> {
     const wait = new AbortController();
     this.turnWaits.set(id, wait);
     try {
-      return await this.coordinator.scanTurns.take(who, wait.signal);
+      return await (queue === 'scan' ? this.coordinator.scanTurns : this.coordinator.judgeTurns).take(who, wait.signal);
     } finally {
       this.turnWaits.delete(id);
     }
@@ -349,8 +349,8 @@ export class WorkerLink {
   }
 }
 
-/** What a worker's slot holds: a connection, a user's logged-in session, a turn at the scanner, a passive port's place. */
-type Holds = 'connection' | { user: string } | 'scan-turn' | 'passive-port';
+/** What a worker's slot holds: a connection, a user's logged-in session, a turn (at the scanner, to be judged), a passive port's place. */
+type Holds = 'connection' | { user: string } | 'turn' | 'passive-port';
 
 function transferKey(actor: Actor, path: string, started: string): string {
   return `${actor.session}\0${path}\0${started}`;

@@ -2,7 +2,8 @@ import type { Service } from '../audit/events.js';
 import type { ServerMetricsSink } from '../metrics/events.js';
 import type { Ledgers } from '../session/quota.js';
 import type { ConnectionRegistry } from '../session/registry.js';
-import { ScanTurns } from '../session/scan-turns.js';
+import { SCANS_PER_USER } from '../session/scanning.js';
+import { Turns } from '../session/turns.js';
 import type { AuditTrail, Coordinator, Offence, Release, Scorer, SourceShare } from './coordinator.js';
 import type { PassivePortShares } from './passive-ports.js';
 import type { UserSessionCounts } from './shared-state.js';
@@ -13,7 +14,8 @@ import type { UserSessionCounts } from './shared-state.js';
  * primary keeps one and answers the workers' questions from it.
  */
 export class LocalCoordinator implements Coordinator {
-  readonly scanTurns = new ScanTurns();
+  readonly scanTurns = new Turns(SCANS_PER_USER);
+  readonly judgeTurns: Turns;
 
   constructor(
     private readonly registry: ConnectionRegistry,
@@ -24,9 +26,13 @@ export class LocalCoordinator implements Coordinator {
     readonly audit: AuditTrail | null,
     readonly metrics: ServerMetricsSink,
     readonly passivePorts: PassivePortShares,
+    /** defender.threshold: the login attempts of one source judged at once. */
+    judgedAtOnce: number,
     /** No connection is admitted while this says so (the audit trail cannot be written: app.ts). */
     private readonly closed: () => boolean = () => false,
-  ) {}
+  ) {
+    this.judgeTurns = new Turns(judgedAtOnce);
+  }
 
   async admit(ip: string): Promise<Release | 'banned' | null> {
     if (this.defender.holds(ip)) return 'banned';

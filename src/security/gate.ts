@@ -37,7 +37,7 @@ const HELD_SHARE = 1 / 3;
 export interface GateSettings {
   readonly limits: Config['limits'];
   readonly auth: Config['auth'];
-  readonly defender: Pick<Config['defender'], 'threshold' | 'window'>;
+  readonly defender: Pick<Config['defender'], 'window'>;
   readonly trustedProxies: Config['trustedProxies'];
   readonly ftp: { readonly proxyProtocol: ProxyMode };
   readonly sftp: { readonly proxyProtocol: ProxyMode };
@@ -101,9 +101,6 @@ export class Gate {
     return this.proxies.trusts(socket);
   }
 
-  /** Login attempts being judged per source, and those waiting for a turn (see judging). */
-  private readonly judging = new Map<string, { count: number; waiting: (() => void)[] }>();
-
   /**
    * A turn to judge a login attempt from `source`: at most defender.threshold
    * at once, the rest waiting, so that no more guesses are judged than the
@@ -111,19 +108,14 @@ export class Gate {
    * against the ban when its turn comes). Before (found by reviews), guesses
    * sent at once on maxSessionsPerIp connections were all judged, and a right
    * one whose password the cache held skipped the hash queue and logged in
-   * wherever it was sent among them. Returns the turn's release.
+   * wherever it was sent among them. The turns are the coordinator's, so
+   * that they hold for the whole server: each worker kept its own, and with
+   * two a right guess sent behind seven wrong ones was judged before their
+   * ban and logged in (issue #14). Returns the turn's release; rejects when
+   * `gone` aborts first (the connection closed), taking no turn.
    */
-  async turnToJudge(source: string): Promise<() => void> {
-    let entry = this.judging.get(source);
-    if (!entry) this.judging.set(source, (entry = { count: 0, waiting: [] }));
-    const here = entry;
-    if (here.count >= this.settings.defender.threshold) await new Promise<void>((r) => here.waiting.push(r));
-    else here.count++;
-    return () => {
-      const next = here.waiting.shift();
-      if (next) return next();
-      if (--here.count === 0) this.judging.delete(source);
-    };
+  turnToJudge(source: string, gone: AbortSignal): Promise<() => void> {
+    return this.coordinator.judgeTurns.take(source, gone);
   }
 
   /**
@@ -235,6 +227,8 @@ export class Guest {
   /** When the login deadline last started (performance.now()). */
   private armedAt = 0;
   private closed = false;
+  /** Aborted as the connection closes: a login attempt waiting for its turn to be judged gives it up. */
+  private readonly gone = new AbortController();
   private banned = false;
   /** Good credentials were given, though no session opened: the deadline then scores nothing. Ends at logout. */
   private vouched = false;
@@ -472,6 +466,7 @@ export class Guest {
   /** The socket closed: stop the timer, free the user's session slot. */
   dispose(): void {
     this.closed = true;
+    this.gone.abort();
     // Only asked which keys would do, and left without attempting a login (one attempted was judged as it
     // ended: a failure scored, the session limit not): one failed login, as OpenSSH's PerSourcePenalties
     // count such a connection. Before (found by a review), a client asking 9 keys a connection and
@@ -561,7 +556,9 @@ export class Guest {
   }
 
   private async attemptNow(req: AuthRequest, login: () => Promise<Account>, withdrawn: AbortSignal | undefined): Promise<Account> {
-    const done = await this.gate.turnToJudge(this.source);
+    const done = await this.gate.turnToJudge(this.source, this.gone.signal).catch(() => {
+      throw new AuthError('connection-closed');
+    });
     try {
       return await this.judged(req, login, withdrawn);
     } finally {

@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SluiceError } from './errors.js';
-import type { ScanQueue } from './scan-turns.js';
+import type { TurnQueue } from './turns.js';
 
 export type ScanVerdict = { readonly clean: true } | { readonly clean: false; readonly signature: string };
 
@@ -47,6 +47,20 @@ export interface QuarantineStore {
   keep(open: () => Readable, info: { readonly user: string; readonly userId: number; readonly path: string; readonly size: number }): Promise<Kept>;
 }
 
+/**
+ * How many of one user's uploads may be at the scanner at once; the rest
+ * wait their turn (Turns), in the order they came. clamd scans a few files
+ * at once (its MaxThreads, 10 by default) and queues the rest in the order
+ * they connect: found by an adversarial review, one user's many uploads at
+ * once (files slow to scan, archives clamd unpacks) took every place there,
+ * and another user's upload waited behind them past uploads.scanTimeout and
+ * was refused. Now a user's flood waits in front of the scanner, against its
+ * own uploads' deadlines, and others go past it. Anonymous FTP clients, who
+ * share one stored name, take turns per source (an address, or an IPv6
+ * network of limits.ipv6Prefix bits): see Session's upload.
+ */
+export const SCANS_PER_USER = 2;
+
 /** Quarantine mode (uploads.scan): each complete upload is scanned before it takes its name. */
 export interface UploadScanning {
   readonly scanner: Scanner;
@@ -54,7 +68,7 @@ export interface UploadScanning {
   /** How long an upload waits for a verdict, the scanner being down and its turn (turns) included. */
   readonly timeoutMs: number;
   /** Each user's turns at the scanner, so that one user's many uploads do not keep others' from it. */
-  readonly turns: ScanQueue;
+  readonly turns: TurnQueue;
   /** For users without a setting of their own (sluice user set --scan / --no-scan). */
   readonly byDefault: boolean;
 }
@@ -87,7 +101,7 @@ const RETRY_MS = 1000;
  * timeout, a second signal, the session's end) ends the wait at once: it then
  * throws `stop.reason`, no verdict and no scanner error (found by a review:
  * a stop's drain waited for clamd, then let the file in and recorded it ok).
- * The wait for a turn at the scanner among `turns`' uploads (ScanTurns) counts in it.
+ * The wait for a turn at the scanner among `turns`' uploads (SCANS_PER_USER) counts in it.
  */
 export async function verdictWithin(scanning: UploadScanning, turns: string, open: () => Readable, stop?: AbortSignal): Promise<ScanVerdict> {
   const timeout = AbortSignal.timeout(scanning.timeoutMs);
