@@ -25,7 +25,6 @@ import { loggedQuarantine, loggedScanner } from './scan/logged.js';
 import { QuarantineDir } from './scan/quarantine.js';
 import { UploadReceipts } from './session/checksum.js';
 import { LiveRegistry } from './session/live.js';
-import type { TurnQueue } from './session/turns.js';
 import { scansWith, type UploadScanning } from './session/scanning.js';
 import { ConnectionBudgets } from './session/connection-budgets.js';
 import { HandleBook } from './session/open-handles.js';
@@ -228,7 +227,7 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
   const { config } = base;
   const { anonymous } = config.ftp;
   const authenticator = new Authenticator(base.users, base.hasher, coordinator.audit, coordinator.metrics, anonymous.enabled ? anonymous : null);
-  const scanning = scanningOf(config, base.log, coordinator.scanTurns);
+  const scanning = scanningOf(config, base.log, coordinator);
   const live = new LiveRegistry(worker, authenticator, (setting) => scansWith(scanning, setting));
   const serverPlaces = new ServerPlaces(config.dataDir, serverFilesOf(config));
   const walks = new WalkTurns(WALKS_PER_HOME);
@@ -259,18 +258,18 @@ export function servicesOn(base: AdminServices, coordinator: Coordinator, inFlig
  * Quarantine mode, whenever a scanner is configured: users may be scanned by
  * their own setting even when the server's default is off.
  */
-function scanningOf(config: Config, log: Logger, turns: TurnQueue): UploadScanning | null {
+function scanningOf(config: Config, log: Logger, coordinator: Pick<Coordinator, 'scanTurns' | 'keepTurns'>): UploadScanning | null {
   const { uploads } = config;
   const address = uploads.clamdSocket !== '' ? { path: uploads.clamdSocket } : uploads.clamdHost !== '' ? hostPort(uploads.clamdHost) : null;
   if (!address) return null;
   return {
     scanner: loggedScanner(new ClamdScanner(address), log),
     quarantine: loggedQuarantine(
-      new QuarantineDir(resolve(config.dataDir, uploads.quarantineDir), { totalBytes: uploads.quarantineMaxBytes, userBytes: uploads.quarantineUserMaxBytes }),
+      new QuarantineDir(resolve(config.dataDir, uploads.quarantineDir), { totalBytes: uploads.quarantineMaxBytes, userBytes: uploads.quarantineUserMaxBytes }, coordinator.keepTurns),
       log,
     ),
     timeoutMs: uploads.scanTimeout * 1000,
-    turns,
+    turns: coordinator.scanTurns,
     byDefault: uploads.scan === 'clamd',
   };
 }

@@ -1,13 +1,16 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import { EICAR, EICAR_SIGNATURE, startedClamd, type Clamd } from './helpers/clamd.js';
+import { Client as FtpClient } from 'basic-ftp';
+import { EICAR, EICAR_SIGNATURE, SlowClamd, startedClamd, type Clamd } from './helpers/clamd.js';
 import { sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
+import { until } from './helpers/stall.js';
 
 const EICAR_SHA256 = createHash('sha256').update(EICAR).digest('hex');
 
@@ -188,3 +191,47 @@ describe('the quarantine (a real clamd)', () => {
     assert.deepEqual(readdirSync(srv.home('alice')), []);
   });
 });
+
+/*
+ * Issue #14: each worker took its keeps one at a time, seeing the ones before it, but not the other
+ * workers' under way: two infected uploads of one user, their verdicts at the same moment on two workers,
+ * were both kept past uploads.quarantineUserMaxBytes. The keeps take turns on the whole server now.
+ */
+for (const workers of [1, 2]) {
+  describe(`workers: ${workers} — the quarantine's limits hold for keeps at the same moment on every worker`, () => {
+    const clamd = new SlowClamd(0, Infinity, { found: 'Sluice.Test.Held', held: true });
+    let srv: TestServer;
+    before(async () => {
+      await clamd.start();
+      srv = await TestServer.start({
+        yaml: `ftp:\n  tls: optional\nuploads:\n  scan: clamd\n  clamdSocket: ${clamd.socket}\n  scanTimeout: 30\n  quarantineUserMaxBytes: ${30 * 2 ** 20}\n`,
+        users: [{ name: 'alice', password: 'alice password' }],
+        env: { SLUICE_WORKERS: String(workers) },
+      });
+    });
+    after(async () => {
+      await srv?.stop();
+      await clamd.cleanup();
+    });
+
+    it('of two 20 MiB infected uploads whose verdicts come together, one is kept, the other is not: the 30 MiB share is full', { timeout: 60_000 }, async () => {
+      const clients = [new FtpClient(30_000), new FtpClient(30_000)];
+      try {
+        await Promise.all(clients.map((c) => c.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'alice', password: 'alice password' })));
+        const logins = () => srv.log.split('\n').filter((l) => l.includes('"msg":"login"')).map((l) => (JSON.parse(l) as { pid: number }).pid);
+        await until('two login lines', () => logins().length >= 2);
+        assert.equal(new Set(logins()).size, workers, `logins came from ${logins().join(', ')}`);
+        const body = randomBytes(20 * 2 ** 20);
+        const uploads = clients.map((c, i) => c.uploadFrom(Readable.from([body]), `v${i}.bin`).then(() => 'stored', (err: Error) => err.message));
+        await until('both at the scanner', () => clamd.streams === 2, 30_000);
+        clamd.answerHeld();
+        for (const result of await Promise.all(uploads)) assert.match(result, /^550/);
+      } finally {
+        for (const c of clients) c.close();
+      }
+      const quarantined = (r: Record<string, unknown>) => r.event === 'quarantined';
+      const records = (await srv.auditWhen((all) => all.filter(quarantined).length === 2)).filter(quarantined);
+      assert.deepEqual(records.map((r) => r.kept).sort(), [false, true], JSON.stringify(records));
+    });
+  });
+}

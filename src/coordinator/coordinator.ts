@@ -38,7 +38,7 @@ export type AuditTrail = AuditSink & SystemAuditSink;
  * Everything that must hold for the whole server however many processes
  * serve it: connection and session limits, the defender's failure counts,
  * each user's quota ledger and turns at the scanner, each source's turns to
- * have a login judged, the shares of the FTP
+ * have a login judged, the quarantine's keeps, the shares of the FTP
  * passive port range, and the audit trail's one writer. Kept in this
  * process (`LocalCoordinator`) or, with workers, in the primary, which the
  * workers ask over IPC (`ipc-client.ts`, answered by `ipc-server.ts`). Answers may take a round trip, so every
@@ -70,6 +70,8 @@ export interface Coordinator {
   readonly scanTurns: TurnQueue;
   /** Each source's turns to have a login attempt judged (defender.threshold at once: Gate.turnToJudge). */
   readonly judgeTurns: TurnQueue;
+  /** The quarantine's keeps, one at a time, each seeing the ones before it (QuarantineDir). */
+  readonly keepTurns: TurnQueue;
   /** The passive port range's shares per address and per user (ftp.maxPassivePortsPerIp, ftp.maxPassivePortsPerUser). */
   readonly passivePorts: PassivePorts;
   /** null: the audit trail is switched off. */

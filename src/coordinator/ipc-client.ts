@@ -65,6 +65,7 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
   readonly ledgers: Ledgers;
   readonly scanTurns: TurnQueue = this.turns('scan');
   readonly judgeTurns: TurnQueue = this.turns('judge');
+  readonly keepTurns: TurnQueue = this.turns('keep');
   readonly passivePorts: PassivePorts = { take: (address, user) => this.passivePort(address, user) };
   readonly audit: AuditTrail | null;
   /** Counts go to the primary with the next message said: they are never what wakes it. */

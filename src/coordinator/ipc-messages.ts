@@ -9,7 +9,7 @@ import type { Listening } from '../listening.js';
 import type { Offence, SourceShare } from './coordinator.js';
 
 /** The coordinator's turn queues a worker waits in. */
-export type TurnQueueName = 'scan' | 'judge';
+export type TurnQueueName = 'scan' | 'judge' | 'keep';
 
 /** What a worker's ledger asks and waits for. */
 export type LedgerQuestion =
@@ -49,7 +49,7 @@ export type Question =
   | { op: 'held-ban'; source: string }
   | { op: 'claim-user'; user: string; max?: number; from?: SourceShare }
   | { op: 'score'; ip: string; protocol: Protocol; offence: Offence }
-  /** Answered with a slot once `who`'s turn in `queue` comes (Coordinator.scanTurns, judgeTurns); given up by `cancel`. */
+  /** Answered with a slot once `who`'s turn in `queue` comes (Coordinator.scanTurns, judgeTurns, keepTurns); given up by `cancel`. */
   | { op: 'turn'; queue: TurnQueueName; who: string }
   /** Answered with a slot, or the share used up (PassivePorts.take). */
   | { op: 'passive-port'; address: string; user: string }

@@ -3,6 +3,7 @@ import type { Account, Protocol } from '../session/account.js';
 import { toSluiceError } from '../session/errors.js';
 import type { DrainCounts, LiveSessionInfo, LiveSessionsView, UserChangeCounts } from '../session/live.js';
 import type { LedgerHandle, QuotaBook } from '../session/quota.js';
+import type { TurnQueue } from '../session/turns.js';
 import type { AuditTrail, Release } from './coordinator.js';
 import type { LocalCoordinator } from './local.js';
 import type {
@@ -330,9 +331,20 @@ export class WorkerLink {
     const wait = new AbortController();
     this.turnWaits.set(id, wait);
     try {
-      return await (queue === 'scan' ? this.coordinator.scanTurns : this.coordinator.judgeTurns).take(who, wait.signal);
+      return await this.queue(queue).take(who, wait.signal);
     } finally {
       this.turnWaits.delete(id);
+    }
+  }
+
+  private queue(name: TurnQueueName): TurnQueue {
+    switch (name) {
+      case 'scan':
+        return this.coordinator.scanTurns;
+      case 'judge':
+        return this.coordinator.judgeTurns;
+      case 'keep':
+        return this.coordinator.keepTurns;
     }
   }
 

@@ -16,6 +16,7 @@ import type { UserSessionCounts } from './shared-state.js';
 export class LocalCoordinator implements Coordinator {
   readonly scanTurns = new Turns(SCANS_PER_USER);
   readonly judgeTurns: Turns;
+  readonly keepTurns = new Turns(1);
 
   constructor(
     private readonly registry: ConnectionRegistry,

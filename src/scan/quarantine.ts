@@ -6,6 +6,12 @@ import { join } from 'node:path';
 import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Kept, QuarantineStore } from '../session/scanning.js';
+import type { TurnQueue } from '../session/turns.js';
+
+/** The one key of the keeps' turns (QuarantineDir.keep): one keep at a time, on the whole server. */
+const KEEP = 'keep';
+/** A keep waits for its turn as long as the ones before it take: no deadline of its own (the upload's scanTimeout is past). */
+const NEVER = new AbortController().signal;
 
 /** How many bytes the quarantine keeps at most (uploads.quarantineMaxBytes, uploads.quarantineUserMaxBytes); 0: none. */
 export interface QuarantineLimits {
@@ -33,18 +39,24 @@ export interface QuarantineLimits {
 export class QuarantineDir implements QuarantineStore {
   /** Bytes per user directory, as of its modification time. */
   private readonly known = new Map<string, { stamp: bigint; bytes: number }>();
-  /** One keep at a time in this process: each sees the ones before it. */
-  private queue: Promise<unknown> = Promise.resolve();
-
   constructor(
     private readonly dir: string,
     private readonly limits: QuarantineLimits,
+    /**
+     * One keep at a time, each seeing the ones before it: the coordinator's turns (Coordinator.keepTurns), so
+     * that the limits hold however many workers keep (issue #14: each worker took its own turns, and two
+     * keeps at the same moment on two workers were both kept past the user's share).
+     */
+    private readonly turns: TurnQueue,
   ) {}
 
-  keep(open: () => Readable, info: { user: string; userId: number; path: string; size: number }): Promise<Kept> {
-    const run = this.queue.then(() => this.keepNow(open, info));
-    this.queue = run.catch(() => undefined);
-    return run;
+  async keep(open: () => Readable, info: { user: string; userId: number; path: string; size: number }): Promise<Kept> {
+    const release = await this.turns.take(KEEP, NEVER);
+    try {
+      return await this.keepNow(open, info);
+    } finally {
+      release();
+    }
   }
 
   private async keepNow(open: () => Readable, { user, userId, size }: { user: string; userId: number; size: number }): Promise<Kept> {

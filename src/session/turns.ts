@@ -1,4 +1,4 @@
-/** Where a limited thing is waited for by key (Turns.take): the coordinator's queues (Coordinator.scanTurns, judgeTurns). */
+/** Where a limited thing is waited for by key (Turns.take): the coordinator's queues (Coordinator.scanTurns, judgeTurns, keepTurns). */
 export interface TurnQueue {
   take(who: string, signal: AbortSignal): Promise<() => void>;
 }
@@ -6,8 +6,8 @@ export interface TurnQueue {
 /**
  * Turns by key: at most `perKey` of one key's holders at once, the rest
  * waiting here in the order they came. The scanner's turns per user
- * (SCANS_PER_USER) and the defender's turns to judge a login per source
- * (Gate.turnToJudge). Kept by the coordinator, so that they hold for the
+ * (SCANS_PER_USER), the defender's turns to judge a login per source
+ * (Gate.turnToJudge) and the quarantine's keeps (QuarantineDir). Kept by the coordinator, so that they hold for the
  * whole server: with workers, the primary's are taken over IPC (issue #14:
  * each worker kept its own, and a user's uploads on two workers had twice
  * the places at the scanner, an address's guesses twice the judging).

@@ -86,7 +86,9 @@ export class Clamd {
  * whole; counts the streams it got whole, and the most it held unanswered
  * at once (peak: the uploads at the scanner together). With `threads`, as clamd's
  * MaxThreads, it scans that many at once and the rest in the order they came,
- * each `delayMs` once its turn comes: a clamd at its capacity.
+ * each `delayMs` once its turn comes: a clamd at its capacity. `found`: the
+ * signature it finds in every stream instead; `held`: no stream is answered
+ * until answerHeld(), then all at once.
  */
 export class SlowClamd {
   readonly dir = mkdtempSync(join(tmpdir(), 'sluice-slow-clamd-'));
@@ -101,9 +103,13 @@ export class SlowClamd {
   /** When each thread is free again (threads only). */
   private readonly freeAt: number[];
 
+  /** Answers kept back (held) until answerHeld(). */
+  private readonly held: (() => void)[] = [];
+
   constructor(
     readonly delayMs: number,
     threads = Infinity,
+    private readonly options: { found?: string; held?: boolean } = {},
   ) {
     this.freeAt = Number.isFinite(threads) ? Array<number>(threads).fill(0) : [];
     this.server = net.createServer((c) => {
@@ -127,10 +133,12 @@ export class SlowClamd {
             whole = true;
             this.streams++;
             this.peak = Math.max(this.peak, ++this.unanswered);
-            setTimeout(() => {
+            const answer = (): void => {
               this.unanswered--;
-              c.end('stream: OK\0');
-            }, this.answerIn()).unref();
+              c.end(this.options.found === undefined ? 'stream: OK\0' : `stream: ${this.options.found} FOUND\0`);
+            };
+            if (this.options.held) this.held.push(answer);
+            else setTimeout(answer, this.answerIn()).unref();
             return;
           }
           if (buf.length < 4 + n) return;
@@ -148,6 +156,11 @@ export class SlowClamd {
     const done = Math.max(now, this.freeAt[thread] as number) + this.delayMs;
     this.freeAt[thread] = done;
     return done - now;
+  }
+
+  /** Answers every stream held so far, at once. */
+  answerHeld(): void {
+    for (const answer of this.held.splice(0)) answer();
   }
 
   start(): Promise<void> {
