@@ -8,7 +8,6 @@ import type { Config } from './config/schema.js';
 import type { AuditTrail, Coordinator } from './coordinator/coordinator.js';
 import { Hooks } from './hooks/runner.js';
 import { LocalCoordinator } from './coordinator/local.js';
-import { PassivePortShares } from './coordinator/passive-ports.js';
 import type { FailureTally } from './coordinator/shared-state.js';
 import { AllSessions, BANNED_BY_ADMIN, endSessionsFrom, endUserSessions } from './coordinator/sessions.js';
 import { ServingState } from './metrics/health.js';
@@ -165,7 +164,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   }
   const defender = new Defender(sources, counts.failures, config.defender, audit, base.log.child({ part: 'defender' }));
   return {
-    coordinator: new LocalCoordinator(registry, shared?.userSessions ?? null, defender, quotas, audit, metrics ?? UNCOUNTED, passivePortShares(config), config.defender.threshold, () => trailBehind),
+    coordinator: new LocalCoordinator(registry, shared?.userSessions ?? null, defender, quotas, audit, metrics ?? UNCOUNTED, config.defender.threshold, () => trailBehind),
     auditLog,
     quotas,
     metrics,
@@ -272,11 +271,6 @@ function scanningOf(config: Config, log: Logger, coordinator: Pick<Coordinator, 
     turns: coordinator.scanTurns,
     byDefault: uploads.scan === 'clamd',
   };
-}
-
-/** The shares are the coordinator's: with workers, one count in the primary for the range they all open ports in. */
-function passivePortShares(config: Config): PassivePortShares {
-  return new PassivePortShares(config.ftp.maxPassivePortsPerIp, config.ftp.maxPassivePortsPerUser);
 }
 
 function hostPort(text: string): { host: string; port: number } {

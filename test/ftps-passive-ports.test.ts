@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loggedIn, RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
-import { until } from './helpers/stall.js';
 
 /** Issue #11, limits: the passive port range is not exhaustible by one user or one address. */
 describe('passive ports: a share per address and per user', () => {
@@ -115,53 +114,6 @@ function listeningPorts(pid: number): Set<number> {
  * the server's stop waiting as long, and, the closed control socket having no local address any
  * more, listened on every address of the host, not the one sluice is bound to.
  */
-/*
- * Issue #14: the shares were counted by each worker, and with workers: 2 one user held twice its share of
- * the range (and an address twice its own): both are the coordinator's now, the primary's with workers.
- */
-for (const workers of [1, 2]) {
-  describe(`workers: ${workers} — the passive port shares hold across the server`, () => {
-    let srv: TestServer;
-    const open: RawFtp[] = [];
-    before(async () => {
-      srv = await TestServer.start({
-        yaml: 'ftp:\n  tls: optional\n  maxPassivePortsPerIp: 3\n  maxPassivePortsPerUser: 2\n',
-        users: ['alice', 'bob'].map((name) => ({ name, password: `${name} password` })),
-        env: { SLUICE_WORKERS: String(workers) },
-      });
-    });
-    after(async () => {
-      open.forEach((c) => c.close());
-      await srv.stop();
-    });
-
-    it("a user's and an address's sessions on both workers share one count", async () => {
-      const sessions: RawFtp[] = [];
-      for (const user of ['alice', 'alice', 'alice', 'alice', 'bob', 'bob']) {
-        const c = await RawFtp.connect(srv.ftpPort);
-        open.push(c);
-        assert.equal((await c.read())?.code, 220);
-        assert.equal((await c.login(user, `${user} password`)).code, 230);
-        sessions.push(c);
-      }
-      // Node's cluster module hands connections to the workers in turn: alice's four are on both.
-      const logins = () => srv.log.split('\n').filter((l) => l.includes('"msg":"login"')).map((l) => (JSON.parse(l) as { pid: number }).pid);
-      await until('six login lines', () => logins().length >= 6);
-      assert.equal(new Set(logins().slice(0, 4)).size, workers, `logins came from ${logins().join(', ')}`);
-      const replies = [];
-      for (const c of sessions) replies.push(await c.cmd('EPSV'));
-      assert.deepEqual(replies.map((r) => r.code), [229, 229, 425, 425, 229, 425], replies.map((r) => r.text).join(' / '));
-      assert.match(replies[2]?.text ?? '', /for this user/);
-      assert.match(replies[5]?.text ?? '', /for this address/);
-      // A closed session's port is given back, whichever worker another of her sessions is on.
-      sessions[0]?.close();
-      let code = 0;
-      for (let i = 0; i < 100 && (code = (await (sessions[3] as RawFtp).cmd('EPSV')).code) !== 229; i++) await new Promise((r) => setTimeout(r, 50));
-      assert.equal(code, 229, "alice's closed session gave its port back");
-    });
-  });
-}
-
 describe('passive ports: none outlives its control connection', () => {
   let srv: TestServer;
   before(async () => {

@@ -3,7 +3,6 @@ import type { MetricsSink } from '../metrics/events.js';
 import type { Protocol } from '../session/account.js';
 import type { Ledgers } from '../session/quota.js';
 import type { TurnQueue } from '../session/turns.js';
-import type { PassivePorts } from './passive-ports.js';
 
 /**
  * What an address is scored for. A bare connect-and-close (health checks,
@@ -38,8 +37,8 @@ export type AuditTrail = AuditSink & SystemAuditSink;
  * Everything that must hold for the whole server however many processes
  * serve it: connection and session limits, the defender's failure counts,
  * each user's quota ledger and turns at the scanner, each source's turns to
- * have a login judged, the quarantine's keeps, the shares of the FTP
- * passive port range, and the audit trail's one writer. Kept in this
+ * have a login judged, the quarantine's keeps, and the audit trail's one
+ * writer. Kept in this
  * process (`LocalCoordinator`) or, with workers, in the primary, which the
  * workers ask over IPC (`ipc-client.ts`, answered by `ipc-server.ts`). Answers may take a round trip, so every
  * question is asynchronous; what needs no answer is sent and never waited on.
@@ -72,8 +71,6 @@ export interface Coordinator {
   readonly judgeTurns: TurnQueue;
   /** The quarantine's keeps, one at a time, each seeing the ones before it (QuarantineDir). */
   readonly keepTurns: TurnQueue;
-  /** The passive port range's shares per address and per user (ftp.maxPassivePortsPerIp, ftp.maxPassivePortsPerUser). */
-  readonly passivePorts: PassivePorts;
   /** null: the audit trail is switched off. */
   readonly audit: AuditTrail | null;
   /** Counted whether the audit trail is on or off. */

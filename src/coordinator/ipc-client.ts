@@ -7,7 +7,6 @@ import type { Ledger, Ledgers, NamesLock } from '../session/quota.js';
 import type { InFlightTransfers } from '../session/session.js';
 import type { TurnQueue } from '../session/turns.js';
 import type { AuditTrail, Coordinator, Offence, Release, SourceShare } from './coordinator.js';
-import type { PassivePortPlace, PassivePorts } from './passive-ports.js';
 import {
   isMessage, type Answer, type LedgerNote, type LedgerOpened, type LedgerQuestion, type PrimaryMessage, type Question, type SessionsAnswer, type SessionsQuestion,
   type SingleWorkerMessage, type TurnQueueName, type WorkerMessage,
@@ -66,7 +65,6 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
   readonly scanTurns: TurnQueue = this.turns('scan');
   readonly judgeTurns: TurnQueue = this.turns('judge');
   readonly keepTurns: TurnQueue = this.turns('keep');
-  readonly passivePorts: PassivePorts = { take: (address, user) => this.passivePort(address, user) };
   readonly audit: AuditTrail | null;
   /** Counts go to the primary with the next message said: they are never what wakes it. */
   readonly metrics: MetricsSink = { count: (event) => this.linger({ t: 'metric', event }) };
@@ -116,14 +114,6 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
         return turn;
       },
     };
-  }
-
-  private async passivePort(address: string, user: string): Promise<PassivePortPlace> {
-    const answer = await this.ask({ op: 'passive-port', address, user });
-    if (answer === 'address' || answer === 'user') return { refused: answer };
-    const release = this.slot(answer);
-    if (!release) throw new Error('no passive port place');
-    return { release };
   }
 
   started(actor: Actor, direction: 'upload' | 'download', path: string, offset: number, started: Date): void {

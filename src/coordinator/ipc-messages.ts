@@ -51,8 +51,6 @@ export type Question =
   | { op: 'score'; ip: string; protocol: Protocol; offence: Offence }
   /** Answered with a slot once `who`'s turn in `queue` comes (Coordinator.scanTurns, judgeTurns, keepTurns); given up by `cancel`. */
   | { op: 'turn'; queue: TurnQueueName; who: string }
-  /** Answered with a slot, or the share used up (PassivePorts.take). */
-  | { op: 'passive-port'; address: string; user: string }
   | { op: 'ledger'; account: LedgerAccount }
   | ({ op: 'ledger-ask'; handle: number } & LedgerQuestion);
 
@@ -86,8 +84,8 @@ export type SingleWorkerMessage =
  */
 export type WorkerMessage = SingleWorkerMessage | { t: 'batch'; messages: SingleWorkerMessage[] };
 
-/** A slot (admit, claim-user, turn, passive-port) or ledger handle is a number the worker gives back; null: refused. */
-export type Answer = boolean | number | null | 'banned' | 'address' | 'user' | NamesLock | { bytes: number; files: number } | LedgerOpened | void;
+/** A slot (admit, claim-user, turn) or ledger handle is a number the worker gives back; null: refused. */
+export type Answer = boolean | number | null | 'banned' | NamesLock | { bytes: number; files: number } | LedgerOpened | void;
 
 /** The answer to `ledger`: the handle, and whether the ledger has no quota (then its checks are said, not asked). */
 export interface LedgerOpened {

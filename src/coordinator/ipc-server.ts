@@ -45,7 +45,7 @@ export class WorkerLink {
   private nextId = 1;
   /**
    * What the worker holds by number: connection slots and logged-in sessions (their user), its part of the
-   * session registry, its turns (uploads at the scanner, logins judged) and its passive ports' places.
+   * session registry, and its turns (uploads at the scanner, logins judged, keeps).
    */
   private readonly slots = new Map<number, { release: Release; holds: Holds }>();
   /** Turns the worker waits for, by question: a cancel (or its exit) gives the wait up. */
@@ -247,10 +247,6 @@ export class WorkerLink {
         return this.coordinator.score(q.ip, q.protocol, q.offence);
       case 'turn':
         return this.keep(await this.turn(id, q.queue, q.who), 'turn');
-      case 'passive-port': {
-        const place = await this.coordinator.passivePorts.take(q.address, q.user);
-        return 'refused' in place ? place.refused : this.keep(place.release, 'passive-port');
-      }
       case 'ledger': {
         const id = this.nextId++;
         const account = { ...q.account, name: '', home: '', rateUp: null, rateDown: null, scan: null, requireTls: false, permissions: { root: new Set(), dirs: new Map() }, readAt: 0, method: 'password', key: null } satisfies Account;
@@ -361,8 +357,8 @@ export class WorkerLink {
   }
 }
 
-/** What a worker's slot holds: a connection, a user's logged-in session, a turn (at the scanner, to be judged), a passive port's place. */
-type Holds = 'connection' | { user: string } | 'turn' | 'passive-port';
+/** What a worker's slot holds: a connection, a user's logged-in session, a turn (at the scanner, to be judged, to keep). */
+type Holds = 'connection' | { user: string } | 'turn';
 
 function transferKey(actor: Actor, path: string, started: string): string {
   return `${actor.session}\0${path}\0${started}`;

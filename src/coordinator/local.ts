@@ -5,7 +5,6 @@ import type { ConnectionRegistry } from '../session/registry.js';
 import { SCANS_PER_USER } from '../session/scanning.js';
 import { Turns } from '../session/turns.js';
 import type { AuditTrail, Coordinator, Offence, Release, Scorer, SourceShare } from './coordinator.js';
-import type { PassivePortShares } from './passive-ports.js';
 import type { UserSessionCounts } from './shared-state.js';
 
 /**
@@ -26,7 +25,6 @@ export class LocalCoordinator implements Coordinator {
     readonly ledgers: Ledgers,
     readonly audit: AuditTrail | null,
     readonly metrics: ServerMetricsSink,
-    readonly passivePorts: PassivePortShares,
     /** defender.threshold: the login attempts of one source judged at once. */
     judgedAtOnce: number,
     /** No connection is admitted while this says so (the audit trail cannot be written: app.ts). */

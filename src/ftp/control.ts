@@ -6,7 +6,7 @@ import type { Guest } from '../security/gate.js';
 import type { Session, SessionDeps } from '../session/session.js';
 import type { DataEndpoint } from './data-channel/channel.js';
 import type { ClosingCount, ClosingData } from './data-channel/closing.js';
-import type { PassivePorts } from '../coordinator/passive-ports.js';
+import type { PassivePortShares } from './data-channel/ports.js';
 import type { Fact } from './facts.js';
 import type { TlsBinding, TlsEngine } from './tls.js';
 
@@ -21,7 +21,7 @@ import type { TlsBinding, TlsEngine } from './tls.js';
 export interface FtpContext {
   readonly config: Config['ftp'];
   readonly tls: TlsEngine;
-  readonly passivePorts: PassivePorts;
+  readonly passivePorts: PassivePortShares;
   /** Data connections held open to end cleanly, every control connection's together (ClosingData). */
   readonly closingData: ClosingCount;
   readonly authenticator: Authenticator;

@@ -18,12 +18,7 @@ function passiveRange(c: FtpControl): [number, number] {
  */
 async function openPassive(c: FtpControl, s: Session): Promise<PassiveEndpoint | null> {
   c.setEndpoint(null);
-  const slot = await c.ctx.passivePorts.take(c.guest.source, s.account.name);
-  // The client left while the coordinator answered (a round trip to the primary with workers).
-  if (c.isClosed && 'release' in slot) {
-    slot.release();
-    return null;
-  }
+  const slot = c.ctx.passivePorts.take(c.guest.source, s.account.name);
   if ('refused' in slot) {
     c.refusals.warn({ per: slot.refused }, 'passive port share used up');
     c.reply(Code.CantOpenData, `Too many passive ports open for this ${slot.refused}; try again later.`);
