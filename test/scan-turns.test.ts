@@ -214,5 +214,8 @@ describe('Turns', () => {
     for (const release of first.slice(1)) release();
     // Every turn given back: alice takes SCANS_PER_USER again at once.
     await Promise.all(Array.from({ length: SCANS_PER_USER }, () => turns.take('alice', never)));
+    // A wait given up before it is asked for is refused as one given up later: a rejection, never a throw.
+    const gone = AbortSignal.abort(new Error('gone already'));
+    await assert.rejects(turns.take('carol', gone).catch((err: Error) => Promise.reject(new Error(`caught: ${err.message}`))), /caught: gone already/);
   });
 });
