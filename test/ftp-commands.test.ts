@@ -3,7 +3,7 @@ import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type tls from 'node:tls';
-import { RawFtp, readAll } from './helpers/ftp-raw.js';
+import { RawFtp, listingLines } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
 /** What FEAT, HELP and OPTS MLST tell a client, checked against what the server then does. */
@@ -26,15 +26,7 @@ describe('FTP FEAT, HELP and OPTS MLST', () => {
   };
 
   /** The MLSD lines of the current directory over a TLS data connection. */
-  const mlsd = async (c: RawFtp): Promise<string[]> => {
-    const data = await c.passive(true);
-    c.send('MLSD\r\n');
-    const socket = await data.open();
-    assert.equal((await c.read())?.code, 150);
-    const text = (await readAll(socket)).toString('utf8');
-    assert.equal((await c.read())?.code, 226);
-    return text.split('\r\n').filter((l) => l !== '');
-  };
+  const mlsd = (c: RawFtp): Promise<string[]> => listingLines(c, 'MLSD', true);
 
   it('advertises only features whose command answers', async () => {
     const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');

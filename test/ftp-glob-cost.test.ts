@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
-import { loggedIn, readAll, type RawFtp } from './helpers/ftp-raw.js';
+import { listingLines, loggedIn, type RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
 let srv: TestServer;
@@ -25,15 +25,7 @@ before(async () => {
 });
 after(() => srv.stop());
 
-async function nameList(c: RawFtp, command: string): Promise<string[]> {
-  const data = await c.passive(false);
-  c.send(`${command}\r\n`);
-  const socket = await data.open();
-  assert.equal((await c.read())?.code, 150);
-  const text = (await readAll(socket)).toString('utf8');
-  assert.equal((await c.read())?.code, 226);
-  return text.split('\r\n').filter((l) => l !== '');
-}
+const nameList = (c: RawFtp, command: string): Promise<string[]> => listingLines(c, command, false);
 
 it('NLST with a wildcard as long as a command line costs the server a bounded time per name', async () => {
   const c = await loggedIn(srv.ftpPort, 'carol', 'carol password');

@@ -4,7 +4,7 @@ import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Client } from 'basic-ftp';
-import { RawFtp, readAll } from './helpers/ftp-raw.js';
+import { RawFtp, listingLines } from './helpers/ftp-raw.js';
 import { hasUnsafeChar } from '../src/session/unsafe-chars.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
@@ -21,15 +21,7 @@ function lsName(line: string): string {
 }
 
 /** One listing command's data, as lines, over a TLS data connection. */
-async function listing(c: RawFtp, command: string): Promise<string[]> {
-  const data = await c.passive(true);
-  c.send(`${command}\r\n`);
-  const socket = await data.open();
-  assert.equal((await c.read())?.code, 150);
-  const text = (await readAll(socket)).toString('utf8');
-  assert.equal((await c.read())?.code, 226);
-  return text.split('\r\n').filter((l) => l !== '');
-}
+const listing = (c: RawFtp, command: string): Promise<string[]> => listingLines(c, command, true);
 
 describe('FTP listings: name order and symlink targets', () => {
   let srv: TestServer;

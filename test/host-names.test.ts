@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
-import { RawFtp, readAll } from './helpers/ftp-raw.js';
+import { RawFtp, listingLines } from './helpers/ftp-raw.js';
 import { hookRecorder } from './helpers/hook-recorder.js';
 import { persistedUsage } from './helpers/quota.js';
 import { TestServer } from './helpers/server.js';
@@ -58,12 +58,7 @@ describe('names made on the host that a client would give back as another name',
     }
     const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
     try {
-      const data = await c.passive(true);
-      c.send('NLST d\r\n');
-      const socket = await data.open();
-      assert.equal((await c.read())?.code, 150);
-      const names = (await readAll(socket)).toString('utf8').split('\r\n').filter((l) => l !== '');
-      assert.equal((await c.read())?.code, 226);
+      const names = await listingLines(c, 'NLST d', true);
       assert.deepEqual(names.sort(), ['d/p', 'd/plain.txt', 'd/x']);
     } finally {
       c.close();

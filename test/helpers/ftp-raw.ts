@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import net from 'node:net';
 import tls from 'node:tls';
 
@@ -185,6 +186,17 @@ export async function readAll(socket: net.Socket): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of socket) chunks.push(c as Buffer);
   return Buffer.concat(chunks);
+}
+
+/** The lines a listing command (LIST, NLST, MLSD) sends over a passive data connection, TLS or not, between its 150 and 226. */
+export async function listingLines(c: RawFtp, command: string, secure: boolean): Promise<string[]> {
+  const data = await c.passive(secure);
+  c.send(`${command}\r\n`);
+  const socket = await data.open();
+  assert.equal((await c.read())?.code, 150);
+  const text = (await readAll(socket)).toString('utf8');
+  assert.equal((await c.read())?.code, 226);
+  return text.split('\r\n').filter((l) => l !== '');
 }
 
 /** A control connection past its greeting, logged in as `user`. */
