@@ -12,15 +12,30 @@ const MAX_REORDER_BYTES = 16 * 1024 * 1024;
  */
 const PROCESS_REORDER_BYTES = 32 * 1024 * 1024;
 /**
- * What holding one chunk costs beyond its bytes (its Buffer, its share of a
- * slab, its map entry: about 140 bytes measured on Node 20), counted in both
- * bounds with them. Counting the bytes alone let tiny chunks through: one-byte
- * WRITEs ahead of a gap held some 140 times what was counted, about 6 GiB
- * within the process's 32 MiB (found by the review of what clients can grow).
+ * What holding one chunk costs beyond its bytes (its Buffer, the memory of
+ * its own it is copied to, its map entry: 300-450 bytes measured on Node 20
+ * for a one-byte chunk), counted in both bounds with them. Counting the bytes
+ * alone let tiny chunks through: one-byte WRITEs ahead of a gap held some 140
+ * times what was counted, about 6 GiB within the process's 32 MiB (found by
+ * the review of what clients can grow).
  */
-const HELD_OVERHEAD = 192;
+const HELD_OVERHEAD = 512;
 /** Out-of-order bytes held by every SequenceHash of this process. */
 let heldForOrder = 0;
+
+/**
+ * A chunk's copy in memory of its own, never in Node's shared pool (where
+ * Buffer.from puts one under 4 KiB): a held copy there keeps its whole 8 KiB
+ * slab alive, whatever else shared it. Found by the second review of the
+ * count: ssh2 decrypts each packet under 4 KiB into that pool, and one-byte
+ * WRITEs ahead of a gap with other requests between them had each held byte
+ * keep most of a slab (about 1.9 KiB measured) for the 192 bytes counted.
+ */
+function heldCopy(data: Buffer): Buffer {
+  const copy = Buffer.allocUnsafeSlow(data.length);
+  data.copy(copy);
+  return copy;
+}
 
 /**
  * SHA-256 of the bytes in file order, computed as they pass. Pipelined SFTP
@@ -57,7 +72,7 @@ export class SequenceHash {
       // Refused before the copy: what would not fit is never held.
       const cost = data.length + HELD_OVERHEAD;
       if (this.waitingBytes + cost > MAX_REORDER_BYTES || heldForOrder + cost > PROCESS_REORDER_BYTES) return this.spoil();
-      this.waiting.set(position, Buffer.from(data));
+      this.waiting.set(position, heldCopy(data));
       this.waitingBytes += cost;
       heldForOrder += cost;
       return;
