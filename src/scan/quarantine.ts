@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { constants as C, promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { lstat, mkdir, opendir, readdir, rm } from 'node:fs/promises';
@@ -12,6 +13,8 @@ import type { TurnQueue } from '../session/turns.js';
 const KEEP = 'keep';
 /** A keep waits for its turn as long as the ones before it take: no deadline of its own (the upload's scanTimeout is past). */
 const NEVER = new AbortController().signal;
+// Every keep waiting in the process listens on it, as many as infected uploads end at once: no leak to warn of.
+setMaxListeners(0, NEVER);
 
 /** How many bytes the quarantine keeps at most (uploads.quarantineMaxBytes, uploads.quarantineUserMaxBytes); 0: none. */
 export interface QuarantineLimits {
