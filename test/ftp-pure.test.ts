@@ -400,6 +400,15 @@ describe('wildcards of LIST and NLST (ftp/glob.ts)', () => {
     ['?', '😀', true],
     ['**', '', true],
     ['*', 'anything at all', true],
+    ['*abc', 'abcabc', true],
+    ['*abc', 'bc', false],
+    ['a*bc', 'abcbc', true],
+    ['a*bc', 'abc', true],
+    ['ab*ab', 'ab', false],
+    ['a?c', 'abc', true],
+    ['a?c', 'abcd', false],
+    ['*?', '', false],
+    ['*b*', 'aaab', true],
   ];
   for (const [pattern, name, expected] of cases) {
     it(`${pattern} ${expected ? 'matches' : 'does not match'} ${JSON.stringify(name)}`, () => {
@@ -408,6 +417,14 @@ describe('wildcards of LIST and NLST (ftp/glob.ts)', () => {
       assert.equal(glob.matches(name), expected);
     });
   }
+
+  it('a name past the steps a character allows is not matched (vsftpd bounds its matching so too)', () => {
+    // A run between two stars that almost matches at each place: matched, it would take some 5,000 steps.
+    const glob = NameGlob.of(`*${'a'.repeat(60)}*`);
+    assert.ok(glob);
+    assert.equal(glob.matches(`${'a'.repeat(59)}c`.repeat(3) + 'a'.repeat(60)), false);
+    assert.equal(glob.matches(`${'a'.repeat(59)}c` + 'a'.repeat(60)), true);
+  });
 
   it('a name without a wildcard is no glob: it names one entry', () => {
     assert.equal(NameGlob.of('plain.txt'), null);
