@@ -38,10 +38,12 @@ export interface QuarantineLimits {
  * What is kept is counted once per user directory and then kept as a running
  * total; a directory whose modification time moved (another worker's keep,
  * an administrator's clean-up) is counted again, so no keep walks it all.
+ * A time is trusted only once it is older than STAMP_GRAIN_NS was when it
+ * was read (as git trusts an index entry only if it is not "racily clean").
  */
 export class QuarantineDir implements QuarantineStore {
-  /** Bytes per user directory, as of its modification time. */
-  private readonly known = new Map<string, { stamp: bigint; bytes: number }>();
+  /** Bytes per user directory, as of its modification time (`stamp`), read at `seenAt` (ns since the epoch). */
+  private readonly known = new Map<string, { stamp: bigint; bytes: number; seenAt: bigint }>();
   constructor(
     private readonly dir: string,
     private readonly limits: QuarantineLimits,
@@ -107,8 +109,9 @@ export class QuarantineDir implements QuarantineStore {
         } finally {
           await file.close().catch(() => undefined);
         }
+        const seenAt = nowNs();
         const st = await dir.stat({ bigint: true });
-        this.known.set(mineDir, { stamp: st.mtimeNs, bytes: mine + size });
+        this.known.set(mineDir, { stamp: st.mtimeNs, bytes: mine + size, seenAt });
         return { kept: true, file: join(this.dir, mineDir, name), sha256: hash.digest('hex') };
       } finally {
         await dir.close();
@@ -134,13 +137,14 @@ export class QuarantineDir implements QuarantineStore {
     let total = 0;
     for (const name of await readdir(procPath(root.fd))) {
       const path = procPath(root.fd, name);
+      const seenAt = nowNs();
       // Not followed: a symlink there is no user's directory, and what it leads to is none of the quarantine.
       const st = await lstat(path, { bigint: true }).catch(() => null);
       if (!st?.isDirectory()) continue;
       seen.add(name);
       let entry = this.known.get(name);
-      if (entry?.stamp !== st.mtimeNs) {
-        entry = { stamp: st.mtimeNs, bytes: await bytesIn(path) };
+      if (entry?.stamp !== st.mtimeNs || entry.stamp + STAMP_GRAIN_NS >= entry.seenAt) {
+        entry = { stamp: st.mtimeNs, bytes: await bytesIn(path), seenAt };
         this.known.set(name, entry);
       }
       total += entry.bytes;
@@ -148,6 +152,22 @@ export class QuarantineDir implements QuarantineStore {
     for (const name of this.known.keys()) if (!seen.has(name)) this.known.delete(name);
     return total;
   }
+}
+
+/**
+ * How long after a directory's change another may leave it the same modification time. File systems take
+ * the time of a change from a clock that moves a tick at a time (Linux's coarse clock: 1-10 ms), except
+ * where Linux 6.13's multigrain timestamps give a change after a look a time of its own (ext4, xfs, btrfs,
+ * tmpfs). Found by the second review of the keeps' turns: a worker trusted its count of a directory whose
+ * time another worker's keep, in the same tick, had left as it was, and kept past the user's share (on
+ * ramfs, as on ext4 before 6.13, in about half of such rounds). A time that recent when read is counted
+ * again at the next keep: a user's keeps in a row count that user's directory each time.
+ */
+const STAMP_GRAIN_NS = 50_000_000n;
+
+/** The time now, in ns since the epoch, as file times are read. */
+function nowNs(): bigint {
+  return BigInt(Date.now()) * 1_000_000n;
 }
 
 const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
