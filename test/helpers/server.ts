@@ -200,6 +200,13 @@ export class TestServer {
     return join(this.dir, 'data', 'homes', user);
   }
 
+  /** The file `user` uploaded to `path` (a path in the home), and the upload's audit record once it is written. */
+  async uploaded(user: string, path: string): Promise<{ stored: Buffer; record: Record<string, unknown> | undefined }> {
+    const stored = readFileSync(join(this.home(user), path));
+    const records = await this.auditUntil((r) => r.event === 'upload' && r.path === path);
+    return { stored, record: records.find((r) => r.event === 'upload' && r.path === path) };
+  }
+
   /**
    * Audit records so far (the server flushes at least every second), after a
    * fixed wait: prefer auditUntil/auditUntilAll/auditWhen, which wait for what
