@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { readRegularFileSync } from './regular-file.js';
 
 /*
  * The pid file a `sluice serve` writes beside its data directory's lock
@@ -10,9 +11,16 @@ import { join, resolve } from 'node:path';
 /** Where the serving process writes its pid, beside the data directory's lock. */
 export const PID_FILE = 'serve.pid';
 
+/** Longer is no pid file of ours. */
+const PID_BYTES = 32;
+
+/**
+ * The pid in `file`; null when there is none. Read as a regular file only: a
+ * FIFO put there held `sluice user …` and the server's own stop for ever.
+ */
 export function readPid(file: string): string | null {
   try {
-    return /^(\d+)\n?$/.exec(readFileSync(file, 'utf8'))?.[1] ?? null;
+    return /^(\d+)\n?$/.exec(readRegularFileSync(file, PID_BYTES).toString('utf8'))?.[1] ?? null;
   } catch {
     return null;
   }

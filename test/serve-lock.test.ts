@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { sluice, startServe } from './helpers/cli.js';
+import { sluice, sluiceAsync, startServe } from './helpers/cli.js';
 import { withRunCertificates } from './helpers/server.js';
 
 /**
@@ -105,5 +106,36 @@ describe('one sluice serve per data directory and per audit trail', () => {
     assert.deepEqual(readFileSync(trail), before, 'the refused server wrote to the trail');
     assert.equal(await first.stop(), 0);
     verified(owner, trail);
+  });
+  it('a FIFO in the pid file\'s place holds neither a command nor the stop', { timeout: 90_000 }, async (t) => {
+    // The pid file is only ever read for a note or to remove one's own: read with a plain blocking read, a
+    // FIFO there (the data directory's owner can put one) held `user disable` and the server's stop for ever.
+    const dir = place('fifo');
+    const server = startServe(dir, { ...env, SLUICE_WORKERS: '1' }, STARTED);
+    const pidFile = join(dir, 'data/serve.pid');
+    t.after(async () => {
+      // Failed: whatever still reads the FIFO gets its end of file, so that nothing outlives the test.
+      for (let readers = 0; readers < 3; readers++) {
+        try {
+          closeSync(openSync(pidFile, constants.O_WRONLY | constants.O_NONBLOCK));
+        } catch {
+          break; // ENXIO: no reader (ENOENT: no FIFO).
+        }
+      }
+      rmSync(pidFile, { force: true });
+      await server.stop();
+    });
+    await server.ready;
+    rmSync(pidFile);
+    execFileSync('mkfifo', [pidFile]);
+    const within = <T>(ms: number, what: string, p: Promise<T>): Promise<T> =>
+      Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} still waits after ${ms} ms`)), ms).unref())]);
+    const disable = await within(20_000, 'user disable', sluiceAsync(dir, ['user', 'disable', 'mira'], env));
+    assert.equal(disable.code, 0, disable.stdout + disable.stderr);
+    const exited = new Promise<number | null>((resolve) => server.child.once('exit', (code) => resolve(code)));
+    server.child.kill('SIGTERM');
+    assert.equal(await within(20_000, 'the stop', exited), 0);
+    assert.ok(lstatSync(pidFile).isFIFO(), 'what was not its pid file was removed');
+    verified(dir);
   });
 });
