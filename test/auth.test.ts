@@ -183,6 +183,23 @@ describe('authentication', () => {
     assert.equal(await auth.refreshed({ ...byPassword, method: 'publickey' }, where).then((a) => a?.method), 'publickey');
   });
 
+  it('a new session of a password login is refused once the password changed, not after the login\'s own rehash', async () => {
+    const where = { protocol: 'sftp', remoteAddress: '127.0.0.1' } as const;
+    await userWithWeakHash('pwc', 'first password');
+    // Two logins at once, each rehashing the weak hash: the second's rehash finds the first's stored, which its
+    // password verifies against as well; both logins' sessions open.
+    const logins = await Promise.all([auth.password(req('pwc'), 'first password'), auth.password(req('pwc'), 'first password')]);
+    for (const login of logins) assert.equal((await auth.refreshed(login, where))?.name, 'pwc');
+    assert.equal(new Set(logins.map((l) => l.passwordMark)).size, 1);
+    await world.services.admin.setPassword('pwc', 'second password');
+    for (const login of logins) assert.equal(await auth.refreshed(login, where), null);
+    const fresh = await auth.password(req('pwc'), 'second password');
+    assert.equal((await auth.refreshed(fresh, where))?.name, 'pwc');
+    // What the account keeps is a mark of the hash, neither the hash nor the password.
+    const stored = (await world.services.users.get('pwc'))!.passwordHash!;
+    assert.ok(!stored.includes(fresh.passwordMark!) && fresh.passwordMark!.length <= 16);
+  });
+
   it('accepts a registered public key; a query without signature is not audited', async () => {
     const pair = userKeyPair();
     const other = userKeyPair();

@@ -49,7 +49,7 @@ function wire(coordination: Coordination, worker: number): { coordinator: Remote
   return { coordinator: new RemoteCoordinator(channel, true), link, sent };
 }
 
-const account: Account = { id: 4242, name: 'carol', home: '', quotaBytes: 0, quotaFiles: 1, rateUp: null, rateDown: null, scan: null, requireTls: false, revision: 0, readAt: 0, method: 'password', key: null, permissions: { root: new Set(), dirs: new Map() } };
+const account: Account = { id: 4242, name: 'carol', home: '', quotaBytes: 0, quotaFiles: 1, rateUp: null, rateDown: null, scan: null, requireTls: false, revision: 0, readAt: 0, method: 'password', key: null, passwordMark: null, permissions: { root: new Set(), dirs: new Map() } };
 const actor: Actor = { session: 's1', user: 'carol', protocol: 'sftp', ip: '127.0.0.1', port: 40000 };
 
 /** The primary's real coordination on a store in a temp dir, opened before the suite's cases and closed after them. */

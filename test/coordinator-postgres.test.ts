@@ -59,7 +59,7 @@ describe('coordination across nodes on PostgreSQL', { skip: postgresMissing() ??
       `INSERT INTO users (name, home, protocols, permissions, quota_bytes, quota_files, created_at, updated_at)
        VALUES ($1, '/nonexistent', 'sftp', '', $2, $3, 0, 0) RETURNING id`, [name, quotaBytes, quotaFiles]);
     const id = rows[0]!.id;
-    return { id, name, home: '/nonexistent', permissions: { root: new Set(), dirs: new Map() }, quotaBytes, quotaFiles, rateUp: null, rateDown: null, scan: null, requireTls: false, revision: 0, readAt: 0, method: 'password', key: null };
+    return { id, name, home: '/nonexistent', permissions: { root: new Set(), dirs: new Map() }, quotaBytes, quotaFiles, rateUp: null, rateDown: null, scan: null, requireTls: false, revision: 0, readAt: 0, method: 'password', key: null, passwordMark: null };
   }
 
   async function counters(pool: pg.Pool, id: number) {

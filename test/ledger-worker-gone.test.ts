@@ -39,7 +39,7 @@ it('a ledger asked for by a worker that dies before the answer is closed, not ke
   await new Promise((r) => setImmediate(r));
   // A recount since: a ledger made now reads it, one the dead worker still held would not.
   await base.users.setUsage(user.id, 500, 5);
-  const account: Account = { id: user.id, name: 'dora', home: dir, quotaBytes: 1000, quotaFiles: 10, rateUp: null, rateDown: null, scan: null, requireTls: false, revision: 0, readAt: 0, method: 'password', key: null, permissions: { root: new Set(), dirs: new Map() } };
+  const account: Account = { id: user.id, name: 'dora', home: dir, quotaBytes: 1000, quotaFiles: 10, rateUp: null, rateDown: null, scan: null, requireTls: false, revision: 0, readAt: 0, method: 'password', key: null, passwordMark: null, permissions: { root: new Set(), dirs: new Map() } };
   const ledger = await coordination.quotas.acquire(account);
   assert.deepEqual(await ledger.usage(), { bytes: 500, files: 5 });
   ledger.release();

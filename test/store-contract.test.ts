@@ -178,6 +178,11 @@ for (const backend of [sqlite(), postgres()]) {
       assert.equal((await store.users.getById(u.id))?.passwordHash, null);
       await store.users.setPasswordHash(u.id, 'h2');
       assert.equal((await store.users.getById(u.id))?.passwordHash, 'h2');
+      // A login's rehash replaces only the hash it verified: never one written since (an administrator's change).
+      assert.equal(await store.users.rehashPassword(u.id, 'h1', 'h1 rehashed'), false);
+      assert.equal((await store.users.getById(u.id))?.passwordHash, 'h2');
+      assert.equal(await store.users.rehashPassword(u.id, 'h2', 'h2 rehashed'), true);
+      assert.equal((await store.users.getById(u.id))?.passwordHash, 'h2 rehashed');
       const before = Date.now();
       await store.users.recordLogin(u.id);
       assert.ok(((await store.users.getById(u.id))?.lastLoginAt?.getTime() ?? 0) >= before);

@@ -6,7 +6,7 @@ import { isPermission, type Permission, type PermissionRules } from '../session/
 import type { UserRecord } from '../store/records.js';
 import type { UserRepository } from '../store/store.js';
 import { addressAllowed } from './ip-rules.js';
-import type { PasswordHasher } from './passwords.js';
+import { passwordMark, type PasswordHasher } from './passwords.js';
 import { sameKey, weakKey } from './public-keys.js';
 
 export type AuthFailure =
@@ -107,6 +107,7 @@ export function toAccount(u: UserRecord, method: LoginMethod, readAt: number, ke
     readAt,
     method,
     key,
+    passwordMark: method === 'password' && u.passwordHash !== null ? passwordMark(u.passwordHash) : null,
   };
 }
 
@@ -149,19 +150,29 @@ export class Authenticator {
     // Past the rules only the session limit, or a client gone meanwhile, refuses; both say the password was
     // right whatever the time (SECURITY.md), so the entry stays for the login that comes next.
     const account = await this.succeed(req, user, 'password', claim, readAt);
-    const current = this.hasher.needsRehash(hash) ? ((await this.rehashed(user.id, password)) ?? hash) : hash;
+    const current = this.hasher.needsRehash(hash) ? await this.rehashed(user, hash, password) : hash;
     if (!kept || current !== hash) this.hasher.remember(current, password);
-    return account;
+    // The login's own rehash is no change of its password: its sessions open under the hash stored now.
+    return current === hash ? account : { ...account, passwordMark: passwordMark(current) };
   }
 
-  /** The password hashed at today's parameters and stored; null if the store refused (the next login tries again). */
-  private async rehashed(userId: number, password: string): Promise<string | null> {
+  /**
+   * The hash of `password` stored now, once the login stored it at today's
+   * parameters in place of `from`; `from` when the store refused (the next
+   * login tries again), or when the password stored now is another.
+   */
+  private async rehashed(user: UserRecord, from: string, password: string): Promise<string> {
     try {
       const hash = await this.hasher.hash(password);
-      await this.users.setPasswordHash(userId, hash, true);
-      return hash;
+      if (await this.users.rehashPassword(user.id, from, hash)) return hash;
+      // Replaced since the login read it: by another login's rehash, whose hash this password verifies against as
+      // well (the login proved that one, and its SSH channels open), or by an administrator's change, which it
+      // does not (its sessions do not open: refreshed).
+      const now = await this.users.get(user.name);
+      const stored = now?.id === user.id ? now.passwordHash : null;
+      return stored !== null && (this.hasher.kept(stored, password) || (await this.hasher.verify(stored, password))) ? stored : from;
     } catch {
-      return null;
+      return from;
     }
   }
 
@@ -230,6 +241,10 @@ export class Authenticator {
     if (user === null || user.id !== account.id) return null;
     // A key removed since: a connection that proved it opens no more sessions, as a login with it would be refused.
     if (account.key !== null && !(await this.users.keys(user.id)).some((k) => k.fingerprint === account.key)) return null;
+    // A password changed since, likewise: a password leaked and changed let a login that was verifying the old
+    // one as the change was written open its session, and an SSH connection that logged in with it before open
+    // new SFTP and SCP sessions after it (found by a review). Only ending the user's sessions refused them.
+    if (account.passwordMark !== null && (user.passwordHash === null || passwordMark(user.passwordHash) !== account.passwordMark)) return null;
     // The rules a login is refused by, as they are now: an address denied or a protocol taken away since the
     // login held only for new logins, and a standing SSH connection (OpenSSH's ControlMaster) went on opening
     // SFTP and SCP sessions (found by a review).

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type * as Argon2 from 'argon2';
 import { VerifiedPasswords } from './verified-passwords.js';
@@ -16,6 +16,15 @@ export function argon2(): typeof Argon2 {
 }
 
 const ARGON2ID: typeof Argon2.argon2id = 2;
+
+/**
+ * What a password login keeps of the stored hash it verified against
+ * (Account.passwordMark): enough to tell a hash written since from it (a
+ * new hash has a new salt), too little to try passwords against.
+ */
+export function passwordMark(hash: string): string {
+  return createHash('sha256').update(hash, 'utf8').digest('base64url').slice(0, 16);
+}
 
 /** OWASP's argon2id recommendation: 19 MiB, 2 passes, 1 lane. */
 export const ARGON2_PARAMS = { type: ARGON2ID, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const;

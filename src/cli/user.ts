@@ -217,11 +217,14 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
     case 'passwd': {
       const { values: v, positionals } = parse(rest, PASSWORD, ['NAME']);
       const name = positionals[0] as string;
+      // Told like any change: a login verifying the old password as it is written then opens no session, nor
+      // does a new SSH channel of a connection that logged in with it (Authenticator.refreshed).
+      await mayTell(reach);
       const s = await open();
       await s.admin.require(name);
       const chosen = await choosePassword(v);
       await s.admin.setPassword(name, chosen.password);
-      out(`password changed for ${name}\n`);
+      out(`password changed for ${name}${await toLiveSessions(reach, await s.admin.require(name), {})}\n`);
       if (chosen.generated) out(`password: ${chosen.password}\n`);
       return 0;
     }

@@ -249,7 +249,7 @@ export class WorkerLink {
         return this.keep(await this.turn(id, q.queue, q.who), 'turn');
       case 'ledger': {
         const id = this.nextId++;
-        const account = { ...q.account, name: '', home: '', rateUp: null, rateDown: null, scan: null, requireTls: false, permissions: { root: new Set(), dirs: new Map() }, readAt: 0, method: 'password', key: null } satisfies Account;
+        const account = { ...q.account, name: '', home: '', rateUp: null, rateDown: null, scan: null, requireTls: false, permissions: { root: new Set(), dirs: new Map() }, readAt: 0, method: 'password', key: null, passwordMark: null } satisfies Account;
         const handle = await this.quotas.handle(account, () => this.send({ t: 'ledger-limited', handle: id }));
         // The worker died while the ledger opened: nothing will release it but this.
         if (this.gone) handle.release();

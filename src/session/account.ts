@@ -76,6 +76,14 @@ export interface Account {
    * (Authenticator.refreshed).
    */
   readonly key: string | null;
+  /**
+   * A password login's mark of the stored password hash its password
+   * verified against (a short digest, not the hash); null for other logins.
+   * A session of the login opens only while the user's password is still
+   * that one (Authenticator.refreshed): a password changed during the login,
+   * or before a later SSH channel of it, refuses the session.
+   */
+  readonly passwordMark: string | null;
 }
 
 /** The stored usage counters as the start-up recount reads and replaces them, wherever the store is. */

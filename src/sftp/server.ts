@@ -665,7 +665,7 @@ export class SftpFrontEnd {
     // not yet here) fails the session's open like a missing home, and its login gets its logout.
     const current = async (): Promise<Account> => {
       const now = await this.services.authenticator.refreshed(account, { protocol, remoteAddress: state.ip });
-      if (!now) throw new SluiceError('permission-denied', undefined, 'account disabled, removed or expired since the login, or its rules refuse this connection now');
+      if (!now) throw new SluiceError('permission-denied', undefined, 'account disabled, removed or expired since the login, its password changed or its key removed, or its rules refuse this connection now');
       return now;
     };
     const open = (): Promise<Session> => state.guest.enter(account.name, () => Session.open(account, where, this.services.sessionDeps, state.sessions, current));

@@ -190,11 +190,17 @@ export interface UserRepository {
    */
   update(id: number, patch: Partial<UserSettings>, checkHome?: HomeCheck, passwordHash?: string): Promise<boolean>;
   remove(id: number): Promise<void>;
+  setPasswordHash(id: number, hash: string | null): Promise<void>;
   /**
-   * `rehash`: a login storing its password at today's parameters, which never waits behind administrators'
-   * writes (PostgreSQL's WriteTurns) for a turn: it is bookkeeping, and its login must not hang on them.
+   * A login storing its password at today's parameters: `to` replaces `from`
+   * only while `from` is still the stored hash; false when it is not (an
+   * administrator changed the password after the login read it, or another
+   * login rehashed it first). Written unconditionally, a rehash put the old
+   * password back over an administrator's change made during its login.
+   * It never waits behind administrators' writes (PostgreSQL's WriteTurns)
+   * for a turn: it is bookkeeping, and its login must not hang on them.
    */
-  setPasswordHash(id: number, hash: string | null, rehash?: boolean): Promise<void>;
+  rehashPassword(id: number, from: string, to: string): Promise<boolean>;
   /** Settles at once; both stores write these in batches, up to a second (postgres/last-logins.ts) or 100 ms (sqlite/deferred-writes.ts) later. */
   recordLogin(id: number): Promise<void>;
   usage(userId: number): Promise<{ bytes: number; files: number }>;

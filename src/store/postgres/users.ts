@@ -146,9 +146,13 @@ export class PostgresUsers implements UserRepository {
     await this.changing(() => this.pool.query('DELETE FROM users WHERE id = $1', [id]));
   }
 
-  async setPasswordHash(id: number, hash: string | null, rehash = false): Promise<void> {
-    const write = () => this.pool.query('UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3', [hash, Date.now(), id]);
-    await this.changing(write, !rehash);
+  async setPasswordHash(id: number, hash: string | null): Promise<void> {
+    await this.changing(() => this.pool.query('UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3', [hash, Date.now(), id]));
+  }
+
+  async rehashPassword(id: number, from: string, to: string): Promise<boolean> {
+    const write = () => this.pool.query('UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4', [to, Date.now(), id, from]);
+    return (await this.changing(write, false)).rowCount === 1;
   }
 
   recordLogin(id: number): Promise<void> {

@@ -68,6 +68,7 @@ export class SqliteUsers implements UserRepository {
         updated_at = @now WHERE id = @id`),
       remove: prepare('DELETE FROM users WHERE id = ?'),
       setHash: prepare('UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?'),
+      rehash: prepare('UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ? AND password_hash = ?'),
       ipRules: prepare('SELECT kind, cidr FROM user_ip_rules WHERE user_id = ? ORDER BY cidr'),
       clearIpRules: prepare('DELETE FROM user_ip_rules WHERE user_id = ?'),
       addIpRule: prepare('INSERT OR IGNORE INTO user_ip_rules (user_id, kind, cidr) VALUES (?, ?, ?)'),
@@ -149,6 +150,10 @@ export class SqliteUsers implements UserRepository {
 
   async setPasswordHash(id: number, hash: string | null): Promise<void> {
     await sqliteWriteSoon(() => this.q.setHash!.run(hash, Date.now(), id));
+  }
+
+  async rehashPassword(id: number, from: string, to: string): Promise<boolean> {
+    return (await sqliteWriteSoon(() => this.q.rehash!.run(to, Date.now(), id, from))).changes === 1;
   }
 
   async recordLogin(id: number): Promise<void> {
