@@ -4,10 +4,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import argon2 from 'argon2';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import type ssh2 from 'ssh2';
 import { adminRequest, type AdminTarget } from './helpers/admin-http.js';
 import { sluiceAsync } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
+import { postgresMissing, startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 import { TestServer } from './helpers/server.js';
 
@@ -24,9 +26,9 @@ import { TestServer } from './helpers/server.js';
 
 const SOCKET = { SLUICE_ADMIN_LISTEN: './admin.sock' };
 
-/** Stores `user`'s password as argon2id of `params`, as an older release (or a stricter setting) wrote it. */
+/** Stores `user`'s password (SQLite) as argon2id of `params`, as an older release (or a stricter setting) wrote it. */
 async function storeHash(srv: TestServer, user: string, password: string, params: { memoryCost: number; timeCost: number }): Promise<void> {
-  const hash = await argon2.hash(password, { type: argon2.argon2id, parallelism: 1, ...params });
+  const hash = await hashOf(password, params);
   const db = new Database(join(srv.dir, 'data', 'sluice.db'));
   try {
     db.pragma('busy_timeout = 5000');
@@ -34,6 +36,10 @@ async function storeHash(srv: TestServer, user: string, password: string, params
   } finally {
     db.close();
   }
+}
+
+function hashOf(password: string, params: { memoryCost: number; timeCost: number }): Promise<string> {
+  return argon2.hash(password, { type: argon2.argon2id, parallelism: 1, ...params });
 }
 
 /** Costly enough that the verification takes seconds and the change surely comes during it. */
@@ -177,5 +183,34 @@ describe('an SSH connection logged in by password', () => {
     } finally {
       db.close();
     }
+  });
+});
+
+describe('a password changed on a shared store (PostgreSQL) while a login on a node verifies the old one', { skip: postgresMissing() ?? false }, () => {
+  let db: TestPostgres;
+  let srv: TestServer;
+  const env = () => ({ SLUICE_STORE_URL: db.url, SLUICE_NODE_ID: 'node-a' });
+  before(async () => {
+    db = await startPostgres();
+    srv = await TestServer.start({ yaml: 'ftp:\n  tls: optional\n', env: env(), users: [{ name: 'erin', password: 'erin old password' }] });
+    const sql = new pg.Client({ connectionString: db.url });
+    await sql.connect();
+    try {
+      await sql.query("UPDATE users SET password_hash = $1 WHERE name = 'erin'", [await hashOf('erin old password', SLOW)]);
+    } finally {
+      await sql.end();
+    }
+  });
+  after(async () => {
+    await srv?.stop();
+    await db?.stop();
+  });
+
+  it("through the CLI, with no admin API (the store's notice alone tells the node): the same", { timeout: 60_000 }, async () => {
+    await loginDuringChange(srv, 'erin', 'erin old password', async () => {
+      const r = await sluiceAsync(srv.dir, ['user', 'passwd', 'erin', '--generate-password'], env());
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      return /^password: (.+)$/m.exec(r.stdout)?.[1] ?? assert.fail(r.stdout);
+    });
   });
 });
