@@ -96,6 +96,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
         rotateSize: settings.rotateSize,
         keep: settings.keep,
         xferlog: settings.xferlog === '' ? null : resolve(config.dataDir, settings.xferlog),
+        anonymousFtp: config.ftp.anonymous.enabled,
         onError: (err) => base.log.error({ err }, 'audit log'),
         // Said where the operator looks after a crash, not only in the trail (found by an operator's walk).
         onTorn: (bytes) => base.log.warn({ bytes }, `audit trail: its last line (${bytes} bytes) was torn by a crash; it stays, outside the chain, and this start's record names it (sluice audit verify)`),
@@ -114,7 +115,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   const { hooks: hookSettings } = config;
   const hooks =
     hookSettings.actions.length > 0
-      ? new Hooks(hookSettings.actions, hookSettings.concurrency, base.log.child({ part: 'hooks' }), (e) => auditLog?.system(e), (ip) => sources.source(ip))
+      ? new Hooks(hookSettings.actions, hookSettings.concurrency, base.log.child({ part: 'hooks' }), (e) => auditLog?.system(e), (ip) => sources.source(ip), config.ftp.anonymous.enabled)
       : null;
   // Hooks see the events as the trail records them (after the throttle below), even with the file off.
   const trail = teeTrail(auditLog, hooks);

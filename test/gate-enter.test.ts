@@ -25,7 +25,7 @@ function guestOf() {
     },
     authenticator: {
       password: async (_req: AuthRequest, _password: string, claim: Claim) => {
-        assert.equal(await claim('bob'), 'ok');
+        assert.equal(await claim('bob', 'password'), 'ok');
         return { name: 'bob' } as Account;
       },
       notOpened: (_req: AuthRequest, _user: string, reason: string) => void logouts.push(reason),

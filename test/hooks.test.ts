@@ -419,7 +419,7 @@ describe('hook queue', () => {
     // behind a slow hook, and the next upload's hooks were dropped.
     const failed: { trigger: string; reason: string }[] = [];
     const action = { name: 'slow', on: ['login-failed', 'upload'] as const, command: ['sleep', '30'], secret: '', timeout: 60, retries: 0 };
-    const hooks = new Hooks([action] as never, 1, pino({ level: 'silent' }), (e) => failed.push(e as never), (ip) => sourceOf(ip, 64));
+    const hooks = new Hooks([action] as never, 1, pino({ level: 'silent' }), (e) => failed.push(e as never), (ip) => sourceOf(ip, 64), true);
     const actor = (i: number) => ({ session: `s${i}`, user: 'x', protocol: 'ftp' as const, ip: `10.0.${i >> 8}.${i & 255}`, port: 1 });
     for (let i = 0; i < 600; i++) hooks.record(actor(i), { event: 'login-failed', method: 'password', reason: 'bad-password' });
     hooks.record(actor(9999), { event: 'upload', path: '/u', bytes: 1, size: 1, offset: 0, resumed: false, started: '', duration_ms: 1, result: 'ok', sha256: null, type: 'binary' });
@@ -433,7 +433,7 @@ describe('hook queue', () => {
   it('no user holds more than a quarter of it, and a full queue drops the newest of whoever holds the most', async () => {
     const failed: { trigger: string; user: string; reason: string; path: string }[] = [];
     const action = { name: 'slow', on: ['upload'] as const, command: ['sleep', '30'], secret: '', timeout: 60, retries: 0 };
-    const hooks = new Hooks([action] as never, 1, pino({ level: 'silent' }), (e) => failed.push(e as never), (ip) => sourceOf(ip, 64));
+    const hooks = new Hooks([action] as never, 1, pino({ level: 'silent' }), (e) => failed.push(e as never), (ip) => sourceOf(ip, 64), true);
     const upload = (user: string, path: string) =>
       hooks.record({ session: 's', user, protocol: 'sftp', ip: '10.0.0.1', port: 1 }, { event: 'upload', path, bytes: 1, size: 1, offset: 0, resumed: false, started: '', duration_ms: 1, result: 'ok', sha256: null, type: 'binary' });
     try {
@@ -453,6 +453,29 @@ describe('hook queue', () => {
       await hooks.drain(0);
     }
   });
+
+  // Found by a review: a share per address was given by the name, so a real user named `anonymous` (made before the
+  // name was reserved, logging in with its password while ftp.anonymous is off) held a share from each of its addresses.
+  for (const anonymousFtp of [true, false]) {
+    const whose = anonymousFtp ? 'anonymous FTP on: each address of `anonymous` has its own' : 'anonymous FTP off: the user named `anonymous` has one, from all its addresses';
+    it(`the share of the queue, ${whose}`, async () => {
+      const failed: { path: string; reason: string }[] = [];
+      const action = { name: 'slow', on: ['upload'] as const, command: ['sleep', '30'], secret: '', timeout: 60, retries: 0 };
+      const hooks = new Hooks([action] as never, 1, pino({ level: 'silent' }), (e) => failed.push(e as never), (ip) => sourceOf(ip, 64), anonymousFtp);
+      const upload = (ip: string, path: string) =>
+        hooks.record({ session: 's', user: 'anonymous', protocol: 'ftp', ip, port: 1 }, { event: 'upload', path, bytes: 1, size: 1, offset: 0, resumed: false, started: '', duration_ms: 1, result: 'ok', sha256: null, type: 'binary' });
+      try {
+        // One runs, 250 wait (a share), the rest are dropped.
+        for (let i = 0; i < 260; i++) upload('10.0.0.1', `/a${i}`);
+        assert.equal(failed.length, 9);
+        upload('10.0.0.2', '/b');
+        const dropped = failed.filter((f) => f.path === '/b').map((f) => f.reason);
+        assert.deepEqual(dropped, anonymousFtp ? [] : ['queue full']);
+      } finally {
+        await hooks.drain(0);
+      }
+    });
+  }
 });
 
 /** One download of `path` over `c`, its data connection from `from` as its control connection is. */

@@ -33,18 +33,23 @@ describe('xferlogLine (pure): a client-chosen name stays one field of one line',
   ];
   for (const [what, path, field] of cases) {
     it(`${what}: ${shown(path)} -> ${shown(field)}`, () => {
-      const line = xferlogLine(actor('alice'), upload(path), new Date(2026, 10, 4, 9, 5, 1));
+      const line = xferlogLine(actor('alice'), upload(path), new Date(2026, 10, 4, 9, 5, 1), true);
       assert.equal(line, `Wed Nov  4 09:05:01 2026 1 10.0.0.5 7 ${field} b _ i r alice ftps 0 * c`);
     });
   }
 
   it('anonymous FTP has access mode a, as xferlog(5) says (a review found r)', () => {
-    const line = xferlogLine({ ...actor('anonymous'), protocol: 'ftp' }, upload('/incoming/f'), new Date(2026, 10, 4, 9, 5, 1));
+    const line = xferlogLine({ ...actor('anonymous'), protocol: 'ftp' }, upload('/incoming/f'), new Date(2026, 10, 4, 9, 5, 1), true);
     assert.equal(line, 'Wed Nov  4 09:05:01 2026 1 10.0.0.5 7 /incoming/f b _ i a anonymous ftp 0 * c');
   });
 
+  it('with ftp.anonymous off, a real user named anonymous has access mode r (a review found a)', () => {
+    const line = xferlogLine(actor('anonymous'), upload('/f'), new Date(2026, 10, 4, 9, 5, 1), false);
+    assert.equal(line, 'Wed Nov  4 09:05:01 2026 1 10.0.0.5 7 /f b _ i r anonymous ftps 0 * c');
+  });
+
   it('a user name alike', () => {
-    const line = xferlogLine(actor('ev\u0085il \u202Eroot'), upload('/f'), new Date(2026, 10, 4, 9, 5, 1));
+    const line = xferlogLine(actor('ev\u0085il \u202Eroot'), upload('/f'), new Date(2026, 10, 4, 9, 5, 1), true);
     assert.equal(line, 'Wed Nov  4 09:05:01 2026 1 10.0.0.5 7 /f b _ i r ev_il__root ftps 0 * c');
   });
 });

@@ -58,6 +58,8 @@ export interface AuditLogOptions {
   keep: KeepPolicy;
   /** wu-ftpd xferlog of the transfers as well; null: none. */
   xferlog: string | null;
+  /** ftp.anonymous is on (absent: off): the xferlog marks its logins' transfers (xferlogLine). */
+  anonymousFtp?: boolean;
   /** Where a failing write or rotation is reported; the server keeps serving. */
   onError: (err: Error) => void;
   /** Told of each line of the trail and how long each timed flush of the file took. */
@@ -171,7 +173,7 @@ export class AuditLog implements AuditSink, SystemAuditSink {
     const time = new Date();
     this.write(event, time, actor);
     if (this.xferlog && (event.event === 'upload' || event.event === 'download')) {
-      this.xferlog.write(xferlogLine(actor, event, time) + '\n');
+      this.xferlog.write(xferlogLine(actor, event, time, this.options.anonymousFtp ?? false) + '\n');
     }
   }
 

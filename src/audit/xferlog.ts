@@ -1,5 +1,5 @@
-import { ANONYMOUS } from '../session/account.js';
 import { UNSAFE_CHAR_CLASS } from '../session/unsafe-chars.js';
+import { anonymousActor } from './anonymous-actor.js';
 import type { Actor, AuditEvent } from './events.js';
 
 type TransferEvent = Extract<AuditEvent, { event: 'upload' | 'download' }>;
@@ -36,9 +36,10 @@ function field(text: string): string {
  * size field is the bytes transferred; the name is the path the user sees.
  * Anonymous FTP's transfers have access mode `a`, so that analysers count
  * them apart from real users' (its username field is the account's name;
- * the address the client gave as its password is in the login's record).
+ * the address the client gave as its password is in the login's record):
+ * `anonymousFtp` says whether ftp.anonymous is on (see anonymousActor).
  */
-export function xferlogLine(actor: Actor, event: TransferEvent, end: Date): string {
+export function xferlogLine(actor: Actor, event: TransferEvent, end: Date, anonymousFtp: boolean): string {
   return [
     ctime(end),
     // wu-ftpd counts whole seconds and never writes 0.
@@ -49,7 +50,7 @@ export function xferlogLine(actor: Actor, event: TransferEvent, end: Date): stri
     event.type === 'ascii' ? 'a' : 'b',
     '_',
     event.event === 'upload' ? 'i' : 'o',
-    actor.user === ANONYMOUS ? 'a' : 'r',
+    anonymousActor(actor, anonymousFtp) ? 'a' : 'r',
     field(actor.user),
     actor.protocol,
     0,

@@ -55,12 +55,13 @@ export interface SessionLimits {
 }
 
 /**
- * Called once the credentials are good, with the stored name: a session slot
- * for `user` within `limits`. Refused: none free ('limit'), the client gone
- * meanwhile ('closed'), or the connection spent while the credentials were
- * verified ('exhausted': its address banned, or its tries used up).
+ * Called once the credentials are good, with the stored name and how the
+ * login proved itself: a session slot for `user` within `limits`. Refused:
+ * none free ('limit'), the client gone meanwhile ('closed'), or the
+ * connection spent while the credentials were verified ('exhausted': its
+ * address banned, or its tries used up).
  */
-export type Claim = (user: string, limits?: SessionLimits) => Promise<'ok' | 'limit' | 'closed' | 'exhausted'>;
+export type Claim = (user: string, method: LoginMethod, limits?: SessionLimits) => Promise<'ok' | 'limit' | 'closed' | 'exhausted'>;
 
 /** Front-ends answer every failure alike ("login incorrect"); the reason goes to the audit log only. */
 export class AuthError extends Error {
@@ -222,7 +223,7 @@ export class Authenticator {
     const readAt = found?.readAt ?? asked;
     if (!user) return this.fail(req, 'password', 'unknown-user');
     this.checkRules(req, user, 'password');
-    await this.claimSlot(req, 'password', user, claim, limits);
+    await this.claimSlot(req, 'anonymous', user, claim, limits);
     return await this.loggedIn(req, user, { event: 'login', method: 'anonymous', email: password.slice(0, 100) }, readAt);
   }
 
@@ -277,8 +278,10 @@ export class Authenticator {
     return toAccount(user, event.method, readAt, key);
   }
 
-  private async claimSlot(req: AuthRequest, method: 'password' | 'publickey', user: UserRecord, claim: Claim | undefined, limits?: SessionLimits): Promise<void> {
-    const got = claim ? await claim(user.name, limits) : 'ok';
+  private async claimSlot(req: AuthRequest, login: LoginMethod, user: UserRecord, claim: Claim | undefined, limits?: SessionLimits): Promise<void> {
+    const got = claim ? await claim(user.name, login, limits) : 'ok';
+    // An anonymous login's failures are recorded as password ones, as the rest of anonymousLogin's are.
+    const method = login === 'anonymous' ? 'password' : login;
     if (got === 'limit') this.fail(req, method, 'session-limit', user);
     if (got === 'closed') this.fail(req, method, 'connection-closed', user);
     if (got === 'exhausted') this.fail(req, method, 'too-many-tries', user);

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
+import { anonymousActor } from '../audit/anonymous-actor.js';
 import type { Actor, AuditEvent, AuditSink, SystemEvent } from '../audit/events.js';
 import { shareOf } from '../session/account.js';
 import { expandArgv, hookEventOf, type HookEvent, type HookFields } from './events.js';
@@ -83,6 +84,8 @@ export class Hooks implements AuditSink {
     private readonly failed: (event: SystemEvent) => void,
     /** What a client address is counted as by every per-client limit: the address, or its IPv6 network (BanCheck.source). */
     private readonly clientSource: (ip: string) => string,
+    /** ftp.anonymous is on: the actor named `anonymous` is its login, whose clients each take their own share (anonymousActor). */
+    private readonly anonymousFtp: boolean,
   ) {}
 
   record(actor: Actor, event: AuditEvent): void {
@@ -99,7 +102,7 @@ export class Hooks implements AuditSink {
    */
   private sourceOf(actor: Actor, event: HookEvent): string {
     if (event === 'login-failed') return FAILED_LOGINS;
-    return `user ${shareOf(actor.user, this.clientSource(actor.ip))}`;
+    return `user ${shareOf(actor.user, anonymousActor(actor, this.anonymousFtp), this.clientSource(actor.ip))}`;
   }
 
   /**

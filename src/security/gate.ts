@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { AuthError, type Authenticator, type AuthRequest, type Claim, type SessionLimits } from '../auth/authenticator.js';
 import type { Config } from '../config/schema.js';
 import type { Coordinator, Offence, Release } from '../coordinator/coordinator.js';
-import { ANONYMOUS, type Account, type Protocol } from '../session/account.js';
+import type { Account, Protocol } from '../session/account.js';
 import { SluiceError } from '../session/errors.js';
 import { answerMoment } from './answer-moment.js';
 import type { BanCheck } from './ban-check.js';
@@ -502,7 +502,7 @@ export class Guest {
   }
 
   /** The per-user session limit, checked by the authenticator once the credentials are good. */
-  private readonly claim: Claim = async (user, limits: SessionLimits = {}) => {
+  private readonly claim: Claim = async (user, method, limits: SessionLimits = {}) => {
     // A login that completes after its connection closed must not take a slot nobody frees.
     if (this.closed) return 'closed';
     // Banned while its password waited for a hash slot and was verified: refused as any failure is, and as
@@ -514,12 +514,15 @@ export class Guest {
     if (slot && this.closed) slot();
     if (this.closed) return 'closed';
     this.userSlot = slot;
+    // Told by how the login was made, not by the name: a user named `anonymous` before the name was reserved
+    // logs in with its own password (found by a review).
+    const anonymous = method === 'anonymous';
     // A user's own limit, met with its good password: neither scored nor held against the source (see settled).
-    if (!slot && user !== ANONYMOUS) this.settled = true;
+    if (!slot && !anonymous) this.settled = true;
     // Anonymous FTP's limit, met: the time it took to come here was a login's, not a place held for nothing. What
     // the connection holds from now on counts (a busy public server refuses clients that retry, and each retry's
     // round trips, summed from the connect, would add up to a ban: found by a review).
-    if (!slot && user === ANONYMOUS) this.armedAt = performance.now();
+    if (!slot && anonymous) this.armedAt = performance.now();
     return slot ? 'ok' : 'limit';
   };
 

@@ -18,13 +18,16 @@ export const ANONYMOUS = 'anonymous';
 
 /**
  * Whose share a client takes of what is shared out per user (scan turns,
- * hook queue places): its user's; but anonymous FTP clients, who share one
- * stored name, each their source's (an address, or an IPv6 network of
+ * hook queue places): its user's; but anonymous logins, who share one stored
+ * name, each their source's (an address, or an IPv6 network of
  * limits.ipv6Prefix bits, as every per-client limit counts them): under the
- * one name, one client held the share of all (found by reviews).
+ * one name, one client held the share of all (found by reviews). Whether a
+ * client is anonymous is told by how it logged in, never by its name: a user
+ * named `anonymous` before the name was reserved, logging in with its own
+ * password, took a share per address (found by a review).
  */
-export function shareOf(user: string, source: string): string {
-  return user === ANONYMOUS ? `${ANONYMOUS} ${source}` : user;
+export function shareOf(user: string, anonymous: boolean, source: string): string {
+  return anonymous ? `${ANONYMOUS} ${source}` : user;
 }
 
 /** How a login proved itself (`anonymous`: FTP's anonymous user, whose password is not checked). */

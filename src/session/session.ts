@@ -687,7 +687,7 @@ export class Session implements LiveSession {
       hashWholeFile: this.deps.hashResumedUploads,
       knownSha256: (node) => knownSha(this.deps.receipts, node).sha256 ?? null,
       scan: this.scanning
-        ? { scanning: this.scanning, user: this.account.name, userId: this.account.id, turns: shareOf(this.account.name, this.context.source) }
+        ? { scanning: this.scanning, user: this.account.name, userId: this.account.id, turns: shareOf(this.account.name, this.account.method === 'anonymous', this.context.source) }
         : null,
     });
     this.placed.set(upload, dir);
