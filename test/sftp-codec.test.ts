@@ -1,10 +1,18 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { BadMessage, FXP, MAX_PACKET, MAX_READ, PacketFramer, Reader, STATUS, Writer, dataPacket, decodePacket, replyDataLength, statusPacket } from '../src/sftp/codec.js';
+import { BadMessage, FXP, MAX_PACKET, MAX_READ, PacketFramer, Reader, STATUS, Writer, dataPacket, decodePacket, replyDataLength, statusPacket, type Packet } from '../src/sftp/codec.js';
 import { workingBytes } from '../src/sftp/handlers.js';
 import { statusFor } from '../src/sftp/status.js';
 import { SluiceError, type ErrorKind } from '../src/session/errors.js';
 import { cpuSince } from './helpers/cpu-time.js';
+
+/** Push `chunk`, then take every whole packet there is, as the channel does while it can start them all. */
+function framed(f: PacketFramer, chunk: Buffer): Packet[] {
+  f.push(chunk);
+  const out: Packet[] = [];
+  for (let p = f.next(); p !== null; p = f.next()) out.push(p);
+  return out;
+}
 
 describe('SFTP codec (pure)', () => {
   it('round-trips every field type, attrs included', () => {
@@ -46,19 +54,31 @@ describe('SFTP codec (pure)', () => {
     const all = Buffer.concat([a, b]);
     for (let cut = 1; cut < all.length; cut++) {
       const f = new PacketFramer();
-      const got = [...f.push(all.subarray(0, cut)), ...f.push(all.subarray(cut))];
+      const got = [...framed(f, all.subarray(0, cut)), ...framed(f, all.subarray(cut))];
       assert.deepEqual(got.map((p) => [p.type, p.id, p.body.string()]), [[FXP.STAT, 1, '/a'], [FXP.LSTAT, 2, '/b']], `cut at ${cut}`);
       // A byte left behind would shift the next packet's frame.
-      const next = f.push(c);
+      const next = framed(f, c);
       assert.deepEqual(next.map((p) => [p.type, p.id, p.body.string()]), [[FXP.READLINK, 3, '/c']], `after a cut at ${cut}`);
     }
+  });
+
+  it('frames a packet only when asked: those not taken stay bytes, whatever came after them', () => {
+    const stats = Array.from({ length: 3 }, (_, i) => new Writer(FXP.STAT, i + 1).string('/').finish());
+    const f = new PacketFramer();
+    f.push(Buffer.concat(stats));
+    assert.equal(f.next()?.id, 1);
+    // A bad length behind them is seen once reached, not before the requests ahead of it are taken.
+    f.push(Buffer.from([0, 0, 0, 1]));
+    assert.equal(f.next()?.id, 2);
+    assert.equal(f.next()?.id, 3);
+    assert.throws(() => f.next(), BadMessage);
   });
 
   it('frames a packet spread over many chunks, one byte each', () => {
     const name = `/${'x'.repeat(300)}`;
     const all = Buffer.concat([new Writer(FXP.STAT, 1).string(name).finish(), new Writer(FXP.LSTAT, 2).string('/b').finish()]);
     const f = new PacketFramer();
-    const got = [...all].flatMap((byte) => f.push(Buffer.from([byte])));
+    const got = [...all].flatMap((byte) => framed(f, Buffer.from([byte])));
     assert.deepEqual(got.map((p) => [p.type, p.id, p.body.string()]), [[FXP.STAT, 1, name], [FXP.LSTAT, 2, '/b']]);
   });
 
@@ -78,7 +98,7 @@ describe('SFTP codec (pure)', () => {
       const got = [];
       for (let at = 0; at < wire.length; ) {
         const end = Math.min(wire.length, at + 1 + rand(rand(2) === 0 ? 40 : 40_000));
-        got.push(...f.push(Buffer.from(wire.subarray(at, end))));
+        got.push(...framed(f, Buffer.from(wire.subarray(at, end))));
         at = end;
       }
       assert.equal(got.length, sent.length, `round ${round}`);
@@ -97,7 +117,7 @@ describe('SFTP codec (pure)', () => {
     const f = new PacketFramer();
     const spent = cpuSince();
     const got = [];
-    for (let i = 0; i < wire.length; i++) got.push(...f.push(wire.subarray(i, i + 1)));
+    for (let i = 0; i < wire.length; i++) got.push(...framed(f, wire.subarray(i, i + 1)));
     const ms = spent();
     assert.deepEqual(got.map((p) => p.id), [9]);
     // Linear: well under a second here. Shifting the used-up chunks off one by one took 4.5 s, joining them all on each push far longer.
@@ -110,8 +130,8 @@ describe('SFTP codec (pure)', () => {
     const tail = Buffer.allocUnsafeSlow(wire.length - 100);
     wire.copy(tail, 0, 100);
     const f = new PacketFramer();
-    assert.deepEqual(f.push(wire.subarray(0, 100)), []);
-    const packets = f.push(tail);
+    assert.deepEqual(framed(f, wire.subarray(0, 100)), []);
+    const packets = framed(f, tail);
     assert.deepEqual(packets.map((p) => p.id), [1, 2, 3]);
     for (const p of packets) assert.ok(p.payload.subarray(-(32 * 1024)).every((b) => b === p.id), `WRITE ${p.id}'s data`);
     assert.notEqual(packets[0]!.payload.buffer, tail.buffer, 'the packet that spans is a copy');
@@ -124,11 +144,11 @@ describe('SFTP codec (pure)', () => {
     for (const length of [0, 1, 2, 3, 4, MAX_PACKET + 1, 0xffffffff]) {
       const head = Buffer.alloc(4);
       head.writeUInt32BE(length);
-      assert.throws(() => new PacketFramer().push(head), BadMessage, `length ${length}`);
+      assert.throws(() => framed(new PacketFramer(), head), BadMessage, `length ${length}`);
     }
     const init = new Writer(FXP.INIT).uint32(3).finish();
     assert.equal(init.length - 4, 5, 'INIT: the smallest packet there is');
-    assert.deepEqual(new PacketFramer().push(init).map((p) => p.type), [FXP.INIT]);
+    assert.deepEqual(framed(new PacketFramer(), init).map((p) => p.type), [FXP.INIT]);
   });
 
   it('a truncated field is BadMessage, never an out-of-bounds read', () => {

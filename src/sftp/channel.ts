@@ -57,8 +57,8 @@ export class SftpChannel {
   private readonly framer = new PacketFramer();
   private readonly handles: HandleTable;
   private readonly ctx: HandlerContext;
-  /** Framed but not started: at most what one incoming chunk held. */
-  private waiting: Packet[] = [];
+  /** Framed but not started, as the limits held it back: one request at most (the rest wait as bytes in the framer). */
+  private framed: Packet | null = null;
   private inFlight = 0;
   /** Per handle, the requests ordered on it, in order, the one running first (see ordered()). */
   private readonly writes = new Map<string, Queued[]>();
@@ -143,7 +143,7 @@ export class SftpChannel {
    */
   private async finishInput(): Promise<void> {
     // The requests framed (the bytes of one the EOF cut short are no request), started and answered.
-    await this.until(() => this.waiting.length === 0 && this.inFlight === 0);
+    await this.until(() => this.framed === null && this.inFlight === 0);
     if (this.closed) return;
     // One that fails (a bug) is logged, and the client still gets its exit and EOF rather than wait for ever.
     await this.endSession('client finished').catch((err: unknown) => this.failed(err));
@@ -162,34 +162,34 @@ export class SftpChannel {
   private receive(chunk: Buffer): void {
     // Chunks ssh2 had already buffered still flow after a violation destroyed the stream.
     if (this.closed) return;
-    try {
-      this.waiting.push(...this.framer.push(chunk));
-    } catch (err) {
-      return this.violation(String(err));
-    }
+    this.framer.push(chunk);
     this.pump();
   }
 
-  /** Start what the limits allow; read on only once nothing waits. */
+  /** Start what the limits allow; read on only once no whole request waits. */
   private pump(): void {
-    let started = 0;
-    for (const packet of this.waiting) {
-      if (this.closed) return;
-      if (!this.initialized) {
-        started++;
-        this.init(packet);
-        continue;
+    while (!this.closed) {
+      try {
+        this.framed ??= this.framer.next();
+      } catch (err) {
+        return this.violation(String(err));
       }
-      if (this.inFlight >= this.options.maxInFlight) break;
-      const cost = packet.size + workingBytes(packet);
-      if (!this.options.budget.tryTake(cost, this.held === 0)) break;
-      this.held += cost;
-      started++;
-      this.dispatch(packet, cost);
+      const packet = this.framed;
+      if (packet === null) break;
+      if (this.initialized) {
+        if (this.inFlight >= this.options.maxInFlight) break;
+        const cost = packet.size + workingBytes(packet);
+        if (!this.options.budget.tryTake(cost, this.held === 0)) break;
+        this.held += cost;
+        this.framed = null;
+        this.dispatch(packet, cost);
+      } else {
+        this.framed = null;
+        this.init(packet);
+      }
     }
-    if (started > 0) this.waiting = this.waiting.slice(started);
     if (this.closed) return;
-    if (this.waiting.length > 0) this.stream.pause();
+    if (this.framed !== null) this.stream.pause();
     else this.stream.resume();
   }
 
@@ -442,7 +442,7 @@ export class SftpChannel {
   private stop(): void {
     if (this.closed) return;
     this.closed = true;
-    this.waiting = [];
+    this.framed = null;
     this.unwatch();
     // Replies still queued are dropped with the channel (ssh2 never completes writes on a closed channel);
     // after the client's EOF, stop() comes only once they were all taken (finishInput).

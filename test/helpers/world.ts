@@ -22,7 +22,8 @@ process.on('warning', (w) => {
   if (/on garbage collection/.test(w.message)) leaks.push(w.message);
 });
 setFlagsFromString('--expose-gc');
-const collectGarbage = runInNewContext('gc') as () => void;
+/** A full collection, for tests that weigh what is still held. */
+export const collectGarbage = runInNewContext('gc') as () => void;
 
 async function assertNoLeaks(): Promise<void> {
   // A handle whose open ended in this very turn is still held by its request: collectable a turn later.
