@@ -1,13 +1,20 @@
 import assert from 'node:assert/strict';
 import { Duplex } from 'node:stream';
 import { describe, it } from 'node:test';
-import { setImmediate as turn } from 'node:timers/promises';
+import { setImmediate as turn, setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
+import type { Session } from '../src/session/session.js';
 import { ByteBudget } from '../src/sftp/budget.js';
 import { SftpChannel } from '../src/sftp/channel.js';
 import { FXP, Writer } from '../src/sftp/codec.js';
 import { World, collectGarbage } from './helpers/world.js';
 
+/**
+ * What the channel was measured to hold for each STAT reply (41 bytes) its
+ * client had not taken, on Node 20: its Buffer object and its share of the
+ * pool slabs, after a full collection (see HELD_OVERHEAD).
+ */
+const HELD_PER_REPLY = 240;
 const BUDGET = 256 * 1024;
 
 /**
@@ -15,7 +22,7 @@ const BUDGET = 256 * 1024;
  * takes nothing the server writes, past INIT: every reply waits in the
  * channel, held against `budget`.
  */
-async function unreadChannel(): Promise<{ client: Duplex; budget: ByteBudget; close(): Promise<void> }> {
+async function unreadChannel(): Promise<{ session: Session; client: Duplex; budget: ByteBudget; close(): Promise<void> }> {
   const world = await World.open();
   await world.addUser('mona');
   const session = await world.session('mona');
@@ -33,6 +40,7 @@ async function unreadChannel(): Promise<{ client: Duplex; budget: ByteBudget; cl
   });
   client.push(new Writer(FXP.INIT).uint32(3).finish());
   return {
+    session,
     client,
     budget,
     async close() {
@@ -49,6 +57,36 @@ function send(client: Duplex, wire: Buffer): void {
 }
 
 describe('SFTP replies a client does not read', () => {
+  it('stop the channel reading once what holding them costs fills the budget, not once their bytes do', async (t) => {
+    const { session, client, close } = await unreadChannel();
+    try {
+      // The STATs the channel started, and those done: once even, with the client's requests left
+      // unread, nothing is under way that could start another.
+      let begun = 0;
+      let ended = 0;
+      const stat = session.stat.bind(session);
+      session.stat = async (...args) => {
+        begun++;
+        try {
+          return await stat(...args);
+        } finally {
+          ended++;
+        }
+      };
+      // More than the budget holds by their bytes alone (6,393 replies of 41 bytes).
+      const count = 8000;
+      send(client, Buffer.concat(Array.from({ length: count }, (_, i) => new Writer(FXP.STAT, i + 1).string('/').finish())));
+      while (!(begun > 0 && begun === ended && (client.isPaused() || begun === count))) await sleep(5);
+      t.diagnostic(`${begun} STATs read of ${count}`);
+      assert.ok(client.readableLength > 0, `the channel read all ${count} STATs`);
+      // One request past the budget may be let in: the first a channel holding nothing asks for.
+      assert.ok(begun * HELD_PER_REPLY <= BUDGET + HELD_PER_REPLY, `${begun} STAT replies held, about ${(begun * HELD_PER_REPLY) >> 10} KiB for a budget of ${BUDGET >> 10} KiB`);
+      assert.ok(begun * HELD_PER_REPLY > BUDGET / 2, `only ${begun} STATs were read`);
+    } finally {
+      await close();
+    }
+  });
+
   it('leave the requests behind them as bytes, not an object each', async (t) => {
     const { client, budget, close } = await unreadChannel();
     try {

@@ -2,7 +2,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { SluiceError } from '../session/errors.js';
 import type { Session } from '../session/session.js';
-import type { ByteBudget } from './budget.js';
+import { HELD_OVERHEAD, type ByteBudget } from './budget.js';
 import { BadMessage, FXP, PacketFramer, Reader, STATUS, Writer, recycleReply, statusPacket, type Packet } from './codec.js';
 import { HandleTable } from './handles.js';
 import {
@@ -42,6 +42,11 @@ interface Queued {
 const MAX_WRITE_RUN = 2 * 1024 * 1024;
 /** Reply bytes handed to ssh2 in one turn of the event loop at most (see SftpChannel.flush). */
 const TURN_BYTES = 256 * 1024;
+
+/** What a reply holds of the budget until the transport has taken it: its bytes and its keeping. */
+function replyCost(reply: Buffer): number {
+  return reply.length + HELD_OVERHEAD;
+}
 
 /**
  * The SFTP request loop on one subsystem channel. Backpressure both ways:
@@ -178,7 +183,8 @@ export class SftpChannel {
       if (packet === null) break;
       if (this.initialized) {
         if (this.inFlight >= this.options.maxInFlight) break;
-        const cost = packet.size + workingBytes(packet);
+        // Its own bytes, what it works with, and what holding it costs: at least what its reply will.
+        const cost = packet.size + workingBytes(packet) + HELD_OVERHEAD;
         if (!this.options.budget.tryTake(cost, this.held === 0)) break;
         this.held += cost;
         this.framed = null;
@@ -355,8 +361,8 @@ export class SftpChannel {
 
   private send(reply: Buffer, owed: number | null = null): void {
     if (this.closed) return void (owed !== null && this.settle(owed));
-    this.options.budget.take(reply.length);
-    this.held += reply.length;
+    this.options.budget.take(replyCost(reply));
+    this.held += replyCost(reply);
     this.unsent++;
     this.outbox.push(reply);
     if (owed !== null) this.owedReplies.set(reply, owed);
@@ -381,7 +387,7 @@ export class SftpChannel {
       // ssh2 copied it into its packets, so a READ reply's buffer may serve the next READ.
       this.stream.write(reply, (err) => {
         this.unsent--;
-        this.release(reply.length);
+        this.release(replyCost(reply));
         const owed = this.owedReplies.get(reply);
         if (owed !== undefined) {
           this.owedReplies.delete(reply);
