@@ -42,9 +42,12 @@ function directory(names: readonly string[]): DirectoryReader & { closed: boolea
     async info() {
       return stat;
     },
-    // Listings never change their directory.
+    // Listings never change their directory, nor ask for its room.
     async chmod() {},
     async setTimes() {},
+    async space() {
+      throw new Error('not asked of a listing');
+    },
     async close() {
       this.closed = true;
     },

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, renameSync, statSync, symlinkSync } from 'node:fs';
+import { mkdirSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
@@ -14,6 +14,9 @@ import { call } from './helpers/ssh.js';
  * changed: a directory the handle never named. FSTAT described whatever had
  * the name by then. As a listing is read, a directory handle is used only
  * while the directory is still where its rights were checked.
+ * fstatvfs@openssh.com on a handle went by the handle's path too, so it
+ * described the file system of whatever had the name by then; it answers
+ * for the node open, as FSTAT does.
  */
 describe('a directory handle', () => {
   let sftp: ssh2.SFTPWrapper;
@@ -34,6 +37,14 @@ describe('a directory handle', () => {
     } finally {
       await call((cb) => sftp.close(handle, cb));
     }
+  }
+
+  type Vfs = { f_bsize: number; f_blocks: number };
+  /** The home's file system, with its size: it holds everything the tests open. */
+  async function sameFileSystemAsHome(vfs: Vfs): Promise<void> {
+    const home = await call<Vfs>((cb) => sftp.ext_openssh_statvfs('/', cb));
+    assert.ok(vfs.f_bsize > 0 && vfs.f_blocks > 0);
+    assert.deepEqual([vfs.f_bsize, vfs.f_blocks], [home.f_bsize, home.f_blocks]);
   }
 
   it('FSETSTAT changes the directory opened, in place', () =>
@@ -74,5 +85,31 @@ describe('a directory handle', () => {
       symlinkSync('other', join(home, 'first'));
       await assert.rejects(call((cb) => sftp.fstat(handle, cb)), /moved meanwhile/);
     });
+  });
+
+  it('fstatvfs describes the file system of the directory opened', () =>
+    withDir('/here', async (handle) => {
+      await sameFileSystemAsHome(await call<Vfs>((cb) => sftp.ext_openssh_fstatvfs(handle, cb)));
+    }));
+
+  it('fstatvfs never describes what took the directory\'s name', async () => {
+    mkdirSync(join(home, 'room'));
+    mkdirSync(join(home, 'elsewhere'));
+    await withDir('/room', async (handle) => {
+      renameSync(join(home, 'room'), join(home, 'room.moved'));
+      symlinkSync('elsewhere', join(home, 'room'));
+      await assert.rejects(call((cb) => sftp.ext_openssh_fstatvfs(handle, cb)), /moved meanwhile/);
+    });
+  });
+
+  it('fstatvfs on a file\'s handle answers for the file open, whatever its name leads to now', async () => {
+    writeFileSync(join(home, 'held.bin'), 'x');
+    const handle = await call<Buffer>((cb) => sftp.open('/held.bin', 'r', cb));
+    try {
+      unlinkSync(join(home, 'held.bin'));
+      await sameFileSystemAsHome(await call<Vfs>((cb) => sftp.ext_openssh_fstatvfs(handle, cb)));
+    } finally {
+      await call((cb) => sftp.close(handle, cb));
+    }
   });
 });

@@ -1,7 +1,7 @@
 import { movedMeanwhile, sessionClosed } from './errors.js';
 import { baseName, isClientName } from './paths.js';
 import { linkInfo, toFileInfo, type FileInfo } from './file-info.js';
-import type { DirectoryReader } from './storage/storage.js';
+import type { DirectoryReader, StorageSpace } from './storage/storage.js';
 
 /** Names taken from the storage per call while a directory's are gathered. */
 const NAME_BATCH = 512;
@@ -197,6 +197,11 @@ export class DirectoryListing implements AsyncIterable<FileInfo> {
    */
   info(): Promise<FileInfo> {
     return this.inPlace(async (dir) => toFileInfo(this.path === '/' ? '/' : baseName(this.path), await dir.info()));
+  }
+
+  /** Room on the storage the directory lies on (SFTP fstatvfs on its handle), by the same descriptor, as info(). */
+  space(): Promise<StorageSpace> {
+    return this.inPlace((dir) => dir.space());
   }
 
   private async inPlace<T>(act: (dir: DirectoryReader) => Promise<T>): Promise<T> {

@@ -16,7 +16,7 @@ import type { ConnectionBudget, ConnectionBudgets } from './connection-budgets.j
 import { replacedFields, replacedThrough } from './replaced.js';
 import { scansWith, type UploadScanning } from './scanning.js';
 import { SessionChecksums, hashRange, type Checksum, type ChecksumRange, type UploadReceipts } from './checksum.js';
-import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile, type Storage, type StorageOpener } from './storage/storage.js';
+import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile, type Storage, type StorageOpener, type StorageSpace } from './storage/storage.js';
 import { Download, Upload, type TransferOptions, type TransferRecord } from './transfer.js';
 import { planUpload, type UploadRefusal } from './upload-plan.js';
 
@@ -1204,13 +1204,15 @@ export class Session implements LiveSession {
   }
 
   /**
-   * Room where `clientPath` lies, as `df` should show it to this user: where
+   * Room where `where` lies, as `df` should show it to this user: where
    * the user has a quota, its limits and what is left of them; elsewhere the
-   * file system's.
+   * file system's. An open file or directory (SFTP fstatvfs) is looked at
+   * through its own descriptor, as FSTAT looks at it: by its path, a
+   * directory moved away and replaced by a symlink described where the
+   * symlink led, and an upload not yet in place was not found.
    */
-  async space(clientPath: string): Promise<Space> {
-    const path = this.resolve(clientPath);
-    const fs = await this.guard('statfs', path, () => this.within(path, true, 'look', (loc) => loc.space()));
+  async space(where: string | Upload | Download | DirectoryListing): Promise<Space> {
+    const fs = await this.storageSpace(where);
     const blockSize = fs.blockSize || 4096;
     const { quotaBytes, quotaFiles } = this.account;
     const used = await this.ledger.usage();
@@ -1219,6 +1221,12 @@ export class Session implements LiveSession {
     const bytes = quotaBytes > 0 ? { totalBytes: quotaBytes, freeBytes: Math.min(disk.freeBytes, left), availableBytes: left } : disk;
     const files = quotaFiles > 0 ? { files: quotaFiles, freeFiles: Math.max(0, quotaFiles - used.files) } : { files: fs.files, freeFiles: fs.filesFree };
     return { blockSize, ...bytes, ...files };
+  }
+
+  private storageSpace(where: string | Upload | Download | DirectoryListing): Promise<StorageSpace> {
+    if (typeof where !== 'string') return this.guard('statfs', where.path, () => where.space());
+    const path = this.resolve(where);
+    return this.guard('statfs', path, () => this.within(path, true, 'look', (loc) => loc.space()));
   }
 
   // --- shared plumbing ------------------------------------------------------

@@ -12,7 +12,7 @@ import { hashRange, type Checksum, type ChecksumRange, type Pace } from './check
 import { replacedThrough } from './replaced.js';
 import { inPlaceFence } from './fence.js';
 import { verdictWithin, type UploadScanning } from './scanning.js';
-import { nodeKey, type HeldNode, type Location, type NodeStat, type OpenFile, type StagedFile } from './storage/storage.js';
+import { nodeKey, type HeldNode, type Location, type NodeStat, type OpenFile, type StagedFile, type StorageSpace } from './storage/storage.js';
 
 /** What a finished transfer reports to its session for the audit trail. */
 export interface TransferRecord {
@@ -168,6 +168,11 @@ abstract class Transfer {
   /** Metadata of the open file (SFTP FSTAT). */
   async info(): Promise<FileInfo> {
     return toFileInfo(baseName(this.path), await this.file.stat());
+  }
+
+  /** Room on the storage the open file lies on (SFTP fstatvfs), by its descriptor, as info(). */
+  space(): Promise<StorageSpace> {
+    return this.file.space();
   }
 
   /** Change mode or times through the open descriptor; permission checks are the session's. */

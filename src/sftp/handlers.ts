@@ -309,8 +309,8 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
 };
 
 /** statvfs reply: the session's numbers in blocks of its block size (with a quota, the quota's: `df` in sftp shows it). */
-async function statvfs(session: Session, id: number, path: string): Promise<Buffer> {
-  const space = await session.space(path);
+async function statvfs(session: Session, id: number, where: string | Upload | Download | DirectoryListing): Promise<Buffer> {
+  const space = await session.space(where);
   const blocks = (bytes: number) => Math.floor(bytes / space.blockSize);
   const w = new Writer(FXP.EXTENDED_REPLY, id);
   // f_bsize, f_frsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree, f_favail, f_fsid, f_flag, f_namemax
@@ -380,8 +380,7 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
     writes: false,
     async run({ session, handles }, id, body) {
       const handle = body.bytes();
-      const path = await fileOrDir(handles, handle, async (t) => t.path, async (dir) => dir.path);
-      return statvfs(session, id, path);
+      return fileOrDir(handles, handle, (t) => statvfs(session, id, t), (dir) => statvfs(session, id, dir.listing));
     },
   },
   'hardlink@openssh.com': {

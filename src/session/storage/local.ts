@@ -237,6 +237,10 @@ class LocalFile implements OpenFile {
     return setTimesOf(this.fh, mtime, atime);
   }
 
+  space(): Promise<StorageSpace> {
+    return spaceOf(this.fh);
+  }
+
   close(): Promise<void> {
     return sys(this.fh.close());
   }
@@ -245,6 +249,16 @@ class LocalFile implements OpenFile {
 /** Times of the node open as `fh` (`atime` undefined: left as it is). */
 async function setTimesOf(fh: FileHandle, mtime: Date, atime?: Date): Promise<void> {
   await sys(fh.utimes(atime ?? (await sys(fh.stat())).atime, mtime));
+}
+
+/**
+ * Room on the file system of the node open as `fh`. Node has no fstatfs:
+ * statfs(2) of the descriptor's /proc/self/fd magic link reaches that very
+ * node, wherever it is now (its path would follow whatever took its name).
+ */
+async function spaceOf(fh: FileHandle): Promise<StorageSpace> {
+  const fs = await sys(fsp.statfs(procPath(fh.fd)));
+  return { blockSize: fs.bsize, blocks: fs.blocks, blocksFree: fs.bfree, blocksAvailable: fs.bavail, files: fs.files, filesFree: fs.ffree };
 }
 
 class HeldPath implements HeldNode {
@@ -313,6 +327,10 @@ class LocalDirectory implements DirectoryReader {
 
   setTimes(mtime: Date, atime?: Date): Promise<void> {
     return setTimesOf(this.dirFile, mtime, atime);
+  }
+
+  space(): Promise<StorageSpace> {
+    return spaceOf(this.dirFile);
   }
 
   async close(): Promise<void> {
@@ -513,14 +531,12 @@ class LocalLocation implements Location {
     // As onNode: statfs(2) follows a final symlink, and one may have been swapped in since resolve
     // looked; the O_PATH descriptor's magic link names the node found under the pinned parent.
     const fh = this.isRoot ? this.dir : await this.open(O_PATH);
-    let fs;
     try {
       if ((await sys(fh.stat())).isSymbolicLink()) throw new SluiceError('permission-denied', undefined, 'statfs of a symlink itself');
-      fs = await sys(fsp.statfs(procPath(fh.fd)));
+      return await spaceOf(fh);
     } finally {
       if (fh !== this.dir) await fh.close();
     }
-    return { blockSize: fs.bsize, blocks: fs.blocks, blocksFree: fs.bfree, blocksAvailable: fs.bavail, files: fs.files, filesFree: fs.ffree };
   }
 
   async whereNow(): Promise<string | null> {

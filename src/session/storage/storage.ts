@@ -85,6 +85,8 @@ export interface OpenFile extends HeldNode {
   chmod(mode: number): Promise<void>;
   /** `atime` undefined: left as it is. */
   setTimes(mtime: Date, atime?: Date): Promise<void>;
+  /** Room on the storage the open file lies on, whatever its name leads to now. */
+  space(): Promise<StorageSpace>;
 }
 
 /**
@@ -122,6 +124,8 @@ export interface DirectoryReader {
   chmod(mode: number): Promise<void>;
   /** Its times (`atime` undefined: left as it is), as chmod. */
   setTimes(mtime: Date, atime?: Date): Promise<void>;
+  /** Room on the storage the directory read lies on, as chmod finds it. */
+  space(): Promise<StorageSpace>;
   close(): Promise<void>;
 }
 
