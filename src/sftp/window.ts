@@ -107,6 +107,11 @@ export function acceptWithWindow(client: ssh2.Connection, accept: () => ssh2.Ses
  */
 export const MIN_CLIENT_PACKET = 1024;
 
+/** Chunks of the client's channel data below this many bytes are gathered while others wait unread (see ownWindow)... */
+const GATHER_BELOW = 1024;
+/** ...into buffers of this size. */
+const GATHER_ROOM = 16 * 1024;
+
 /** The largest packet the client takes on an accepted session channel, as its CHANNEL_OPEN said; null when ssh2 keeps it elsewhere. */
 export function clientMaxPacket(session: ssh2.Session): number | null {
   const size = (session as unknown as { _chanInfo?: { outgoing?: { packetSize?: unknown } } })._chanInfo?.outgoing?.packetSize;
@@ -126,6 +131,15 @@ export function clientMaxPacket(session: ssh2.Session): number | null {
  * buffered. The window we grant is exact, so any byte past it is a broken or
  * hostile peer: drop what it sent and let `onOverrun` end the connection, as
  * OpenSSH does ("peer ignored channel window").
+ *
+ * Each chunk ssh2 pushes waits in the stream as a Buffer of its own, about
+ * 140 bytes of objects besides its bytes, where the window counts only the
+ * bytes: a client whose channel had stopped reading sent its window a byte
+ * per SSH message and held 144 bytes of the server per byte (837 KiB of
+ * window left on one channel: 115 MiB). So a small chunk that comes while
+ * others wait unread is copied after them into a buffer gathering such
+ * chunks, which goes into the stream once full, or as the reader takes
+ * data, or at the client's EOF (OpenSSH keeps a channel's input as bytes).
  *
  * Returns what the channel's reader must call whenever it took data (a
  * 'data' event), or null when this ssh2 keeps its window elsewhere: the
@@ -157,11 +171,34 @@ export function ownWindow(
   const peer = outgoing as { id: number; state: string };
   const push = channel.push.bind(channel);
   let overrun = false;
-  const held = (): number => Math.max(0, state.window) + channel.readableLength;
+  /** Small chunks that came while others waited unread, copied together; `gatheredAt` is its first free byte. */
+  let gathered: Buffer | null = null;
+  let gatheredAt = 0;
+  let releasing = false;
+  const release = (): void => {
+    releasing = false;
+    if (gathered === null) return;
+    const bytes = gathered.subarray(0, gatheredAt);
+    gathered = null;
+    gatheredAt = 0;
+    push(bytes);
+  };
+  const gather = (chunk: Buffer): void => {
+    if (gathered !== null && gatheredAt + chunk.length > gathered.length) release();
+    gathered ??= Buffer.allocUnsafeSlow(GATHER_ROOM);
+    chunk.copy(gathered, gatheredAt);
+    gatheredAt += chunk.length;
+  };
+  const held = (): number => Math.max(0, state.window) + channel.readableLength + gatheredAt;
   member.held = held;
   /** What the channel may hold as of the last re-opening: the next comes once half of it is used. */
   let granted = share;
   const reopen = (): void => {
+    // After the reader's own turn: pushed from within its 'data', the bytes would reach it before the chunk it is handling.
+    if (gathered !== null && !releasing) {
+      releasing = true;
+      process.nextTick(release);
+    }
     if (overrun || peer.state !== 'open') return;
     const open = held();
     // In halves, as ssh2 and OpenSSH do: one adjust per packet would double the packets.
@@ -173,7 +210,10 @@ export function ownWindow(
   };
   // ssh2 subtracts the data's length from the window, then pushes it, and re-opens the window when the push returns true.
   channel.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
-    if (chunk === null) return push(chunk, encoding);
+    if (chunk === null) {
+      release();
+      return push(chunk, encoding);
+    }
     if (overrun || state.window < 0) {
       if (!overrun) {
         overrun = true;
@@ -181,7 +221,12 @@ export function ownWindow(
       }
       return false;
     }
-    push(chunk, encoding);
+    // What comes after gathered bytes goes after them.
+    if (Buffer.isBuffer(chunk) && chunk.length < GATHER_BELOW && (gathered !== null || channel.readableLength > 0)) gather(chunk);
+    else {
+      release();
+      push(chunk, encoding);
+    }
     return false;
   };
   // ssh2's _read re-opens the window to 2 MiB. The stream calls it only once between two pushes,
