@@ -1,5 +1,6 @@
 import type ssh2 from 'ssh2';
 import type { HeldBack } from '../wire/backlog.js';
+import { HELD_OVERHEAD } from './budget.js';
 
 /** SSH_MSG_KEXINIT (RFC 4253 7.1). */
 const KEXINIT = 20;
@@ -143,8 +144,11 @@ export function watchKeyExchanges(client: ssh2.Connection, watch: KeyExchangeWat
  * the SFTP budget given back as each went in, 3 GiB in 9 s. The queue is
  * only appended to until it is handed on, and then replaced: its sum is
  * kept as it grows, not added up again at each look (a client's small
- * packets make it long). A connection served has that Protocol: one whose
- * packets cannot be watched is closed first (watchKeyExchanges).
+ * packets make it long). Each packet queued counts HELD_OVERHEAD besides
+ * its bytes, as a reply in a channel does: by their bytes alone, 60,000
+ * STAT replies queued so (about 60 bytes each) grew the server by 18 MiB.
+ * A connection served has that Protocol: one whose packets cannot be
+ * watched is closed first (watchKeyExchanges).
  */
 export function heldDuringKeyExchange(client: ssh2.Connection): HeldBack {
   const wire = client as unknown as Wire;
@@ -160,7 +164,7 @@ export function heldDuringKeyExchange(client: ssh2.Connection): HeldBack {
         sum = 0;
       }
       if (!queue) return 0;
-      for (; upTo < queue.length; upTo++) sum += (queue[upTo] as Uint8Array).length;
+      for (; upTo < queue.length; upTo++) sum += (queue[upTo] as Uint8Array).length + HELD_OVERHEAD;
       return sum;
     },
     onRelease(wake: () => void): void {
