@@ -26,6 +26,7 @@ import { UploadReceipts } from './session/checksum.js';
 import { LiveRegistry } from './session/live.js';
 import { scansWith, type UploadScanning } from './session/scanning.js';
 import { ConnectionBudgets } from './session/connection-budgets.js';
+import { DataPlaces } from './session/data-places.js';
 import { HandleBook } from './session/open-handles.js';
 import { LocalRooms, QuotaBook, type QuotaRooms } from './session/quota.js';
 import { ConnectionRegistry } from './session/registry.js';
@@ -165,7 +166,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
   }
   const defender = new Defender(sources, counts.failures, config.defender, audit, base.log.child({ part: 'defender' }));
   return {
-    coordinator: new LocalCoordinator(registry, shared?.userSessions ?? null, defender, quotas, audit, metrics ?? UNCOUNTED, config.defender.threshold, () => trailBehind),
+    coordinator: new LocalCoordinator(registry, shared?.userSessions ?? null, defender, quotas, audit, metrics ?? UNCOUNTED, config.defender.threshold, new DataPlaces(config.ftp.maxPassivePortsPerIp, config.ftp.maxPassivePortsPerUser), () => trailBehind),
     auditLog,
     quotas,
     metrics,

@@ -3,8 +3,20 @@ import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { loggedIn, RawFtp } from './helpers/ftp-raw.js';
+import { listingLines, loggedIn, RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
+import { until } from './helpers/stall.js';
+import { PLACE_LINGER_MS } from '../src/ftp/data-channel/place.js';
+
+/** `line`'s reply code once it is `code`, sent again every 50 ms up to `ms`; else the last one. */
+async function codeWithin(c: RawFtp, line: string, code: number, ms: number): Promise<number> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const got = (await c.cmd(line)).code;
+    if (got === code || Date.now() > end) return got;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 /** Issue #11, limits: the passive port range is not exhaustible by one user or one address. */
 describe('passive ports: a share per address and per user', () => {
@@ -46,17 +58,16 @@ describe('passive ports: a share per address and per user', () => {
     assert.equal(overAddress.code, 425, 'a fifth passive port for one address');
     assert.match(overAddress.text, /for this address/);
 
-    // A port no longer listening is no longer held: once connected to...
+    // A port no longer listening is no longer held once the linger after it is over (PLACE_LINGER_MS): once connected to...
     const r = await a2.cmd('EPSV');
     const data = net.connect(Number(/\|\|\|(\d+)\|/.exec(r.text)?.[1]), '127.0.0.1');
     await new Promise((resolve) => data.once('connect', resolve));
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    assert.equal((await a3.cmd('EPSV')).code, 229, "alice's connected port gave its slot back");
+    assert.equal(await codeWithin(a3, 'EPSV', 229, PLACE_LINGER_MS + 5000), 229, "alice's connected port gave its place back");
     data.destroy();
     // ...or once its session is gone.
     b1.close();
     await new Promise((resolve) => setTimeout(resolve, 300));
-    assert.equal((await c1.cmd('EPSV')).code, 229, "bob's closed session gave its slot back");
+    assert.equal((await c1.cmd('EPSV')).code, 229, "bob's closed session gave its place back");
   });
 
   // Found by an adversarial review: one warn line per passive port a second address of the client's own
@@ -81,6 +92,101 @@ describe('passive ports: a share per address and per user', () => {
     assert.match(srv.log, /"ip":"127\.0\.0\.5".*"refused":30,"msg":"requests refused on this connection"/);
   });
 });
+
+/*
+ * Issue #14: each worker counted its own shares, and with workers: 2 one address held twice its share of
+ * the range (an adversarial review held 20 ports of 10), one user twice its own. The coordinator keeps the
+ * places now, the primary's with workers; a session keeps its place a short while after its port stopped
+ * listening, so that its next PASV/EPSV asks the primary nothing (PassivePlace).
+ */
+for (const workers of [1, 2]) {
+  describe(`workers: ${workers} — the passive port shares hold across the server`, () => {
+    let srv: TestServer;
+    const open: RawFtp[] = [];
+    before(async () => {
+      srv = await TestServer.start({
+        yaml: 'ftp:\n  tls: optional\n  maxPassivePortsPerIp: 3\n  maxPassivePortsPerUser: 2\n',
+        users: ['alice', 'bob', 'carol'].map((name) => ({ name, password: `${name} password` })),
+        env: { SLUICE_WORKERS: String(workers) },
+      });
+    });
+    after(async () => {
+      open.forEach((c) => c.close());
+      await srv.stop();
+    });
+
+    /** Worker pids that logged an FTP login so far, in order (pino lines carry the pid). */
+    const logins = () => srv.log.split('\n').filter((l) => l.includes('"msg":"login"')).map((l) => (JSON.parse(l) as { pid: number }).pid);
+
+    /**
+     * Sessions of `users` from `from`, in order; with workers, the logins came from both (the cluster module
+     * deals connections in turn). Each case has an address of its own: the last one's places go back as its
+     * sessions' closes reach the server.
+     */
+    async function sessions(from: string, ...users: string[]): Promise<RawFtp[]> {
+      const seen = logins().length;
+      const made: RawFtp[] = [];
+      for (const user of users) {
+        const c = await loggedIn(srv.ftpPort, user, `${user} password`, from);
+        open.push(c);
+        made.push(c);
+      }
+      await until(`${users.length} login lines`, () => logins().length >= seen + users.length);
+      assert.equal(new Set(logins().slice(seen)).size, workers, `logins came from ${logins().slice(seen).join(', ')}`);
+      return made;
+    }
+
+    it("a user's sessions and an address's, on both workers, hold their shares together; a closed one gives its place back", async () => {
+      const held = await sessions('127.0.0.11', 'alice', 'alice', 'alice', 'alice', 'bob', 'bob');
+      const replies = [];
+      for (const c of held) replies.push(await c.cmd('EPSV'));
+      assert.deepEqual(replies.map((r) => r.code), [229, 229, 425, 425, 229, 425], replies.map((r) => r.text).join(' / '));
+      assert.match(replies[2]?.text ?? '', /for this user/);
+      assert.match(replies[5]?.text ?? '', /for this address/);
+      // A closed session's place is given back at once (no linger), whichever worker her other session is on.
+      held[0]?.close();
+      assert.equal(await codeWithin(held[3] as RawFtp, 'EPSV', 229, 5000), 229, "alice's closed session gave its place back");
+      for (const c of held) c.close();
+    });
+
+    it('a session keeps its place for its next transfer, a short while after its last one, then gives it back', async () => {
+      // From 127.0.0.1, where listingLines connects from.
+      const [first, second, third] = (await sessions('127.0.0.1', 'carol', 'carol', 'carol')) as [RawFtp, RawFtp, RawFtp];
+      // Carol's share is 2: the first two sessions take it and move files one after another.
+      for (let i = 0; i < 5; i++) {
+        assert.deepEqual(await listingLines(first, 'NLST', false), []);
+        assert.deepEqual(await listingLines(second, 'NLST', false), []);
+        // Their ports stopped listening at the transfers' start: their places are kept all the same...
+        const refused = await third.cmd('EPSV');
+        assert.equal(refused.code, 425, `between transfers: ${refused.text}`);
+        assert.match(refused.text, /for this user/);
+      }
+      // ...and given back once the linger after the last transfer is over, for another session to take.
+      assert.equal(await codeWithin(third, 'EPSV', 229, PLACE_LINGER_MS + 5000), 229, 'the places lingered for good');
+      assert.equal((await second.cmd('EPSV')).code, 229);
+      assert.equal((await first.cmd('EPSV')).code, 425, 'a third place for carol');
+      // Active mode gives the place back at once, with no linger: PORT on the third, and the first gets it.
+      assert.equal((await third.cmd('PORT 127,0,0,1,200,10')).code, 200);
+      assert.equal((await first.cmd('EPSV')).code, 229, "the third's place after its PORT");
+      for (const c of [first, second, third]) c.close();
+    });
+
+    if (workers > 1) {
+      it("a worker killed gives back its sessions' places", async () => {
+        const [held, victim, waiting] = (await sessions('127.0.0.13', 'bob', 'bob', 'bob')) as [RawFtp, RawFtp, RawFtp];
+        const [heldPid, victimPid, waitingPid] = logins().slice(-3);
+        // The cluster module deals connections in turn: the third is on the first's worker, which lives on.
+        assert.ok(heldPid !== victimPid && waitingPid === heldPid, `logins came from ${logins().slice(-3).join(', ')}`);
+        assert.equal((await held.cmd('EPSV')).code, 229);
+        assert.equal((await victim.cmd('EPSV')).code, 229);
+        assert.equal((await waiting.cmd('EPSV')).code, 425, 'a third place for bob');
+        process.kill(victimPid as number, 'SIGKILL');
+        assert.equal(await codeWithin(waiting, 'EPSV', 229, 10_000), 229, "the dead worker's session kept its place");
+        for (const c of [held, victim, waiting]) c.close();
+      });
+    }
+  });
+}
 
 /** The TCP sockets process `pid` holds, as /proc/net/tcp and tcp6 list them: local and remote port, and whether it listens. */
 function tcpSockets(pid: number): { local: number; remote: number; listening: boolean }[] {

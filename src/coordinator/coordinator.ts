@@ -1,6 +1,7 @@
 import type { AuditSink, Service, SystemAuditSink } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
 import type { Protocol } from '../session/account.js';
+import type { DataPlaceRefusal } from '../session/data-places.js';
 import type { Ledgers } from '../session/quota.js';
 import type { TurnQueue } from '../session/turns.js';
 
@@ -35,7 +36,8 @@ export type AuditTrail = AuditSink & SystemAuditSink;
 
 /**
  * Everything that must hold for the whole server however many processes
- * serve it: connection and session limits, the defender's failure counts,
+ * serve it: connection and session limits, the places of data connections,
+ * the defender's failure counts,
  * each user's quota ledger and turns at the scanner, each source's turns to
  * have a login judged, the quarantine's keeps, and the audit trail's one
  * writer. Kept in this
@@ -62,6 +64,13 @@ export interface Coordinator {
    * sessions from `from.source`.
    */
   claimUser(user: string, max?: number, from?: SourceShare): Promise<Release | null>;
+  /**
+   * A place of a data connection (an FTP passive port) for `source`
+   * (BanCheck.source) and `user` (its stored name), or which share of them
+   * is used up (DataPlaces). A round trip with workers: the session keeps
+   * the place a while for its next one (ftp/data-channel/place.ts).
+   */
+  dataPlace(source: string, user: string): Promise<Release | DataPlaceRefusal>;
   /** Count one offence of `ip`; true when it got the address banned (on every process at once: the ban is stored). */
   score(ip: string, protocol: Protocol, offence: Offence): Promise<boolean>;
   readonly ledgers: Ledgers;

@@ -1,6 +1,7 @@
 import type { Actor, AuditEvent, SystemEvent } from '../audit/events.js';
 import type { MetricEvent, ProcessSample } from '../metrics/events.js';
 import type { Protocol } from '../session/account.js';
+import type { DataPlaceRefusal } from '../session/data-places.js';
 import type { ErrorKind } from '../session/errors.js';
 import type { FenceState } from '../session/fence.js';
 import type { DrainCounts, LiveSessionInfo, UserChangeCounts } from '../session/live.js';
@@ -48,6 +49,7 @@ export type Question =
   | { op: 'admit'; ip: string }
   | { op: 'held-ban'; source: string }
   | { op: 'claim-user'; user: string; max?: number; from?: SourceShare }
+  | { op: 'data-place'; source: string; user: string }
   | { op: 'score'; ip: string; protocol: Protocol; offence: Offence }
   /** Answered with a slot once `who`'s turn in `queue` comes (Coordinator.scanTurns, judgeTurns, keepTurns); given up by `cancel`. */
   | { op: 'turn'; queue: TurnQueueName; who: string }
@@ -84,8 +86,8 @@ export type SingleWorkerMessage =
  */
 export type WorkerMessage = SingleWorkerMessage | { t: 'batch'; messages: SingleWorkerMessage[] };
 
-/** A slot (admit, claim-user, turn) or ledger handle is a number the worker gives back; null: refused. */
-export type Answer = boolean | number | null | 'banned' | NamesLock | { bytes: number; files: number } | LedgerOpened | void;
+/** A slot (admit, claim-user, data-place, turn) or ledger handle is a number the worker gives back; null (or which share): refused. */
+export type Answer = boolean | number | null | 'banned' | DataPlaceRefusal | NamesLock | { bytes: number; files: number } | LedgerOpened | void;
 
 /** The answer to `ledger`: the handle, and whether the ledger has no quota (then its checks are said, not asked). */
 export interface LedgerOpened {

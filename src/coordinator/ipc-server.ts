@@ -45,7 +45,7 @@ export class WorkerLink {
   private nextId = 1;
   /**
    * What the worker holds by number: connection slots and logged-in sessions (their user), its part of the
-   * session registry, and its turns (uploads at the scanner, logins judged, keeps).
+   * session registry, its sessions' places of data connections, and its turns (uploads at the scanner, logins judged, keeps).
    */
   private readonly slots = new Map<number, { release: Release; holds: Holds }>();
   /** Turns the worker waits for, by question: a cancel (or its exit) gives the wait up. */
@@ -243,6 +243,10 @@ export class WorkerLink {
         return this.coordinator.heldBan(q.source);
       case 'claim-user':
         return this.keep(await this.coordinator.claimUser(q.user, q.max, q.from), { user: q.user });
+      case 'data-place': {
+        const place = await this.coordinator.dataPlace(q.source, q.user);
+        return typeof place === 'string' ? place : this.keep(place, 'data place');
+      }
       case 'score':
         return this.coordinator.score(q.ip, q.protocol, q.offence);
       case 'turn':
@@ -357,8 +361,11 @@ export class WorkerLink {
   }
 }
 
-/** What a worker's slot holds: a connection, a user's logged-in session, a turn (at the scanner, to be judged, to keep). */
-type Holds = 'connection' | { user: string } | 'turn';
+/**
+ * What a worker's slot holds: a connection, a user's logged-in session, a place of a data connection (a
+ * passive port), a turn (at the scanner, to be judged, to keep).
+ */
+type Holds = 'connection' | { user: string } | 'data place' | 'turn';
 
 function transferKey(actor: Actor, path: string, started: string): string {
   return `${actor.session}\0${path}\0${started}`;

@@ -1,6 +1,7 @@
 import type { Service } from '../audit/events.js';
 import type { ServerMetricsSink } from '../metrics/events.js';
 import type { Ledgers } from '../session/quota.js';
+import type { DataPlaceRefusal, DataPlaces } from '../session/data-places.js';
 import type { ConnectionRegistry } from '../session/registry.js';
 import { SCANS_PER_USER } from '../session/scanning.js';
 import { Turns } from '../session/turns.js';
@@ -27,6 +28,8 @@ export class LocalCoordinator implements Coordinator {
     readonly metrics: ServerMetricsSink,
     /** defender.threshold: the login attempts of one source judged at once. */
     judgedAtOnce: number,
+    /** FTP's passive ports per source and per user (ftp.maxPassivePortsPerIp, ftp.maxPassivePortsPerUser). */
+    private readonly places: DataPlaces,
     /** No connection is admitted while this says so (the audit trail cannot be written: app.ts). */
     private readonly closed: () => boolean = () => false,
   ) {
@@ -77,6 +80,10 @@ export class LocalCoordinator implements Coordinator {
       // Not waited on: a count the database does not take now is set right once it answers (store/postgres/user-sessions.ts).
       void shared.release(user).catch(() => undefined);
     };
+  }
+
+  async dataPlace(source: string, user: string): Promise<Release | DataPlaceRefusal> {
+    return this.places.take(source, user);
   }
 
   /** Wider than Coordinator's: the admin API, which runs only beside this coordinator, scores too. */

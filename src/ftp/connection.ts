@@ -12,6 +12,7 @@ import { GOODBYE_MS } from '../wire/goodbye.js';
 import type { ActiveTransfer, CommandSpec, CommandTable, FtpContext, FtpControl } from './control.js';
 import type { DataEndpoint } from './data-channel/channel.js';
 import { ClosingData } from './data-channel/closing.js';
+import { PassivePlace } from './data-channel/place.js';
 import { ALL_FACTS, type Fact } from './facts.js';
 import { LineReader, MAX_LINE, isAbort, isHttpVerb, parseCommand, type LineEvent } from './lines.js';
 import { Code, errorReply, formatReply, replyLine } from './replies.js';
@@ -76,6 +77,7 @@ export class FtpConnection implements FtpControl {
   /** This connection's own TLS sessions: its data connections must resume one of them. */
   readonly tlsBinding: TlsBinding;
   readonly closingData: ClosingData;
+  readonly passivePlace: PassivePlace;
 
   private readonly reader = new LineReader();
   /**
@@ -107,6 +109,7 @@ export class FtpConnection implements FtpControl {
     this.socket = raw;
     this.tlsBinding = ctx.tls.bind();
     this.closingData = new ClosingData(ctx.closingData);
+    this.passivePlace = new PassivePlace(ctx.dataPlace);
     // The gate's address for this client: a trusted balancer's PROXY header, else the socket's peer.
     this.remoteAddress = guest.ip;
     this.remotePort = guest.port;
@@ -214,6 +217,8 @@ export class FtpConnection implements FtpControl {
   /** Log out but keep the connection (REIN, AUTH): the next USER starts afresh, with every parameter at its default (RFC 959 REIN). */
   async logout(): Promise<void> {
     this.setEndpoint(null);
+    // Counted for the user logged in: the next one takes a place of its own.
+    this.passivePlace.giveBack();
     this.epsvAll = false;
     this.ascii = true;
     this.mlstFacts = ALL_FACTS;
@@ -482,6 +487,7 @@ export class FtpConnection implements FtpControl {
     this.transfer?.abort();
     await this.transfer?.done.catch(() => undefined);
     this.setEndpoint(null);
+    this.passivePlace.end();
     // After the transfer and the passive port have ended: what they refused last is in the count.
     this.refusals.close();
     await this.session?.close().catch((err: unknown) => this.log.error({ err }, 'session close failed'));

@@ -2,11 +2,12 @@ import type { Logger } from 'pino';
 import type { RefusalLog } from '../security/refusals.js';
 import type { Authenticator } from '../auth/authenticator.js';
 import type { Config } from '../config/schema.js';
+import type { Coordinator } from '../coordinator/coordinator.js';
 import type { Guest } from '../security/gate.js';
 import type { Session, SessionDeps } from '../session/session.js';
 import type { DataEndpoint } from './data-channel/channel.js';
 import type { ClosingCount, ClosingData } from './data-channel/closing.js';
-import type { PassivePortShares } from './data-channel/ports.js';
+import type { PassivePlace } from './data-channel/place.js';
 import type { Fact } from './facts.js';
 import type { TlsBinding, TlsEngine } from './tls.js';
 
@@ -21,7 +22,8 @@ import type { TlsBinding, TlsEngine } from './tls.js';
 export interface FtpContext {
   readonly config: Config['ftp'];
   readonly tls: TlsEngine;
-  readonly passivePorts: PassivePortShares;
+  /** A session's place among its address's and its user's passive ports (PassivePlace). */
+  readonly dataPlace: Coordinator['dataPlace'];
   /** Data connections held open to end cleanly, every control connection's together (ClosingData). */
   readonly closingData: ClosingCount;
   readonly authenticator: Authenticator;
@@ -62,6 +64,8 @@ export interface FtpControl {
   readonly isClosed: boolean;
   /** This connection's own TLS sessions: its data connections must resume one of them. */
   readonly tlsBinding: TlsBinding;
+  /** Its place among the passive ports of its address and user, kept a while for the next PASV/EPSV. */
+  readonly passivePlace: PassivePlace;
   /** Its data connections held open a while to end cleanly (a dismissed one's TLS handshake, a refused upload's drain). */
   readonly closingData: ClosingData;
   /** Every verb this connection answers; FEAT and HELP are derived from it. */

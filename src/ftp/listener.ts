@@ -8,7 +8,6 @@ import { listenOn, type Listening } from '../listening.js';
 import { COMMANDS } from './commands/table.js';
 import { FtpConnection } from './connection.js';
 import type { FtpContext } from './control.js';
-import { PassivePortShares } from './data-channel/ports.js';
 import { formatReply, Code } from './replies.js';
 import { TlsEngine } from './tls.js';
 
@@ -30,7 +29,7 @@ export class FtpFrontEnd {
     this.ctx = {
       config: services.config.ftp,
       tls: new TlsEngine(material),
-      passivePorts: new PassivePortShares(services.config.ftp.maxPassivePortsPerIp, services.config.ftp.maxPassivePortsPerUser),
+      dataPlace: (source, user) => services.coordinator.dataPlace(source, user),
       closingData: { count: 0 },
       authenticator: services.authenticator,
       sessionDeps: services.sessionDeps,

@@ -13,15 +13,17 @@ function passiveRange(c: FtpControl): [number, number] {
 
 /**
  * A new PASV/EPSV/PORT/EPRT replaces the previous endpoint: one data channel
- * per session. A passive listener also needs a slot of its address's and its
- * user's share of the range.
+ * per session. A passive listener also needs the session's place among its
+ * address's and its user's passive ports (PassivePlace).
  */
 async function openPassive(c: FtpControl, s: Session): Promise<PassiveEndpoint | null> {
   c.setEndpoint(null);
-  const slot = c.ctx.passivePorts.take(c.guest.source, s.account.name);
-  if ('refused' in slot) {
-    c.refusals.warn({ per: slot.refused }, 'passive port share used up');
-    c.reply(Code.CantOpenData, `Too many passive ports open for this ${slot.refused}; try again later.`);
+  const place = await c.passivePlace.take(c.guest.source, s.account.name);
+  // The connection closed while the coordinator answered: its close gave the place back.
+  if (place === null) return null;
+  if (typeof place === 'string') {
+    c.refusals.warn({ per: place }, 'passive port share used up');
+    c.reply(Code.CantOpenData, `Too many passive ports open for this ${place}; try again later.`);
     return null;
   }
   let foreign = 0;
@@ -43,7 +45,7 @@ async function openPassive(c: FtpControl, s: Session): Promise<PassiveEndpoint |
         if (foreign++ === 0) c.refusals.warn({ from: address }, 'passive data connection from a foreign address refused');
       },
       onStopListening: () => {
-        slot.release();
+        place.end();
         // Said once (this may be called again), with what was refused by then.
         if (foreign > 1 && !counted) c.refusals.warn({ refused: foreign }, 'passive data connections from foreign addresses refused on this port');
         counted = true;
@@ -53,7 +55,7 @@ async function openPassive(c: FtpControl, s: Session): Promise<PassiveEndpoint |
     c.setEndpoint(endpoint);
     return endpoint;
   } catch (err) {
-    slot.release();
+    place.end();
     if (err instanceof PassiveAbandoned) return null;
     c.refusals.warn({ err: String(err) }, 'no passive port');
     c.reply(Code.CantOpenData, 'No passive port available; try again later.');
@@ -71,6 +73,8 @@ function setActive(c: FtpControl, target: HostPort | null): void {
     return c.reply(Code.SyntaxError, 'Illegal PORT command.');
   }
   c.setEndpoint(new ActiveEndpoint(target.host, target.port, c.localAddress, c.ctx.config.dataTimeout * 1000));
+  // Its passive port closed: the place it kept for the next one goes back now, not after the linger.
+  c.passivePlace.giveBack();
   c.reply(Code.Ok, 'PORT command successful. Consider using PASV.');
 }
 
