@@ -405,6 +405,71 @@ describe('workers: 2 — signals reach every worker', () => {
   });
 });
 
+describe('workers: 2 — a worker that hangs', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await start(2, 'workerHangTimeout: 2\n');
+  });
+  after(() => srv.stop());
+
+  it('a primary stopped longer than the timeout ends no worker when it runs again', async () => {
+    // Its first tick after it runs again comes before the answers that waited meanwhile are read. (No login here:
+    // the next case finds its sessions' workers by the server's first login lines.)
+    const workers = () => execFileSync('pgrep', ['-P', String(srv.pid)]).toString().trim().split('\n').sort();
+    const before = workers();
+    assert.equal(before.length, 2);
+    srv.signal('SIGSTOP');
+    await new Promise((r) => setTimeout(r, 4_000));
+    srv.signal('SIGCONT');
+    await new Promise((r) => setTimeout(r, 3_000));
+    assert.doesNotMatch(srv.log, /ending it as hung/);
+    assert.deepEqual(workers(), before);
+  });
+
+  it('is ended as hung and replaced; its upload is recorded aborted, and the other worker serves on', async () => {
+    // Found by a review: a worker that stopped answering (here SIGSTOP; in life a loop stuck, or every pool thread on
+    // a hung mount) was never replaced. Its sessions hung, it kept the source's server-wide turns to judge logins,
+    // and the cluster module went on handing it every other new connection, which nobody answered.
+    const { other, victim, victimPid } = await sessionsOnBothWorkers(srv);
+    const source = new PassThrough();
+    const upload = victim.uploadFrom(source, 'stuck.bin').then(() => null, (e: Error) => e);
+    source.write(randomBytes(256 * KiB));
+    await waitFor('the upload to start', () => diskUsage(srv.home('alice')).tempBytes > 0);
+    process.kill(victimPid, 'SIGSTOP');
+    const stoppedAt = Date.now();
+    await waitFor('the hung worker ended', () => srv.log.includes('"msg":"worker answers nothing: ending it as hung"'), 20_000);
+    // 2 s without an answer, pinged every 0.5 s: ended within a few seconds, not at once.
+    const took = Date.now() - stoppedAt;
+    assert.ok(took >= 1_500, `ended after ${took} ms, before its timeout`);
+    assert.ok((await upload) instanceof Error);
+    source.destroy();
+    victim.close();
+
+    const records = await srv.auditUntil((r) => r.event === 'upload' && r.path === '/stuck.bin');
+    const aborted = records.find((r) => r.event === 'upload' && r.path === '/stuck.bin');
+    assert.ok(aborted, 'no record of the hung worker\'s upload');
+    assert.equal(aborted.result, 'aborted');
+    assert.match(String(aborted.reason), /hung \(no answer for 2 s\)/);
+    assert.ok(!existsSync(join(srv.home('alice'), 'stuck.bin')));
+
+    // The other worker's session went on, and a new worker took the hung one's place.
+    const body = randomBytes(64 * KiB);
+    const src = new PassThrough();
+    src.end(body);
+    await other.uploadFrom(src, 'alive.bin');
+    assert.deepEqual(readFileSync(join(srv.home('alice'), 'alive.bin')), body);
+    other.close();
+    await waitFor('a new worker', () => srv.log.split('\n').filter((l) => l.includes('"msg":"worker ready"')).length === 3);
+    const seen = loginPids(srv).length;
+    for (let i = 0; i < 4; i++) (await ftpLogin(srv)).close();
+    const pids = new Set(await newLogins(srv, seen, 4));
+    assert.equal(pids.size, 2);
+    assert.ok(!pids.has(victimPid));
+    // A worker that only works is not taken for hung: the survivor was never ended.
+    assert.equal(srv.log.split('\n').filter((l) => l.includes('ending it as hung')).length, 1);
+  });
+});
+
 describe('workers: 2 — the primary outlives its workers', () => {
   let srv: TestServer;
   before(async () => {

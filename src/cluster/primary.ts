@@ -10,6 +10,7 @@ import { drainSummary, type DrainCounts } from '../session/live.js';
 import { adminServesTls, logStarted, warnExposedKeys } from '../started.js';
 import { nextStopSignal } from '../stop-signal.js';
 import { allocatorEnv, workerExecArgv } from './allocator.js';
+import { watchWorker } from './watchdog.js';
 
 /**
  * A worker that has not stopped this long after its drain's deadline (see
@@ -34,6 +35,8 @@ export async function superviseWorkers(
     readonly certsDir: string;
     readonly shutdown: { readonly drainTimeout: number };
     readonly admin: { readonly listen: string; readonly tls: boolean };
+    /** Seconds a worker may answer no ping before it is ended as hung; 0: never (cluster/watchdog.ts). */
+    readonly workerHangTimeout: number;
   },
   coordination: Coordination,
   stopped: Promise<string>,
@@ -49,6 +52,8 @@ export async function superviseWorkers(
   const starting = new Set<Worker>();
   let stopping = false;
   const exited = new Set<Promise<void>>();
+  /** Each worker's watch's end: a stopping worker is no longer watched (its stop has its own deadline, STOP_MARGIN_MS). */
+  const watches = new Set<() => void>();
   const drained: DrainCounts = { endedIdle: 0, transfersFinished: 0, transfersAborted: 0 };
 
   const threads = threadsPerWorker(count);
@@ -61,10 +66,16 @@ export async function superviseWorkers(
     };
     const link = new WorkerLink(worker.id, coordination.coordinator, coordination.quotas, send);
     let unwatch = (): void => undefined;
+    /** Watched once ready (pings before would wait behind its start); ended as hung by the watch, if it was. */
+    let watch: ReturnType<typeof watchWorker> | null = null;
+    let hung = false;
+    const stopWatch = (): void => watch?.stop();
+    watches.add(stopWatch);
     links.set(worker, link);
     const leave = coordination.sessions.join(link.sessions);
     worker.on('message', (m: unknown) => {
       if (!isMessage<WorkerMessage>(m)) return;
+      if (m.t === 'pong') watch?.answered();
       if (m.t === 'starting') {
         starting.add(worker);
         // Its in-place writes are fenced as this process's would be (it holds the node lock): told before it listens.
@@ -95,8 +106,14 @@ export async function superviseWorkers(
       coordination.serving.stopped(worker.id);
       leave();
       unwatch();
+      stopWatch();
+      watches.delete(stopWatch);
       if (link.drained) addTo(drained, link.drained);
-      const why = signal ? `worker process ended by ${signal}` : `worker process exited with code ${code}`;
+      const why = hung
+        ? `worker process hung (no answer for ${settings.workerHangTimeout} s): ended by ${signal ?? 'SIGKILL'}`
+        : signal
+          ? `worker process ended by ${signal}`
+          : `worker process exited with code ${code}`;
       link.workerGone(why, coordination.coordinator.audit);
       // One that never got ready failed its start, which says so (and starts no other).
       if (!stopping && wasReady) {
@@ -118,6 +135,13 @@ export async function superviseWorkers(
           frontEnds = m.frontEnds;
           listeners = m.listeners;
           log.info({ worker: worker.id, workerPid: worker.process.pid }, 'worker ready');
+          if (settings.workerHangTimeout > 0 && !stopping) {
+            watch = watchWorker(() => send({ t: 'ping' }), settings.workerHangTimeout * 1000, () => {
+              hung = true;
+              log.error({ worker: worker.id, workerPid: worker.process.pid, seconds: settings.workerHangTimeout }, 'worker answers nothing: ending it as hung');
+              worker.process.kill('SIGKILL');
+            });
+          }
           if (stopping) send({ t: 'stop' });
           resolve();
         }
@@ -129,6 +153,7 @@ export async function superviseWorkers(
 
   const stopAll = async (): Promise<void> => {
     stopping = true;
+    for (const stop of watches) stop();
     coordination.serving.stopping();
     for (const worker of starting) if (worker.isConnected()) worker.send({ t: 'stop' } satisfies PrimaryMessage);
     // One that has not said `starting` holds no session and has not taken its signals over: SIGTERM ends it (one

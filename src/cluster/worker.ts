@@ -10,6 +10,7 @@ import { sampleProcess } from '../metrics/sampler.js';
 import { inPlaceFence } from '../session/fence.js';
 import type { DrainCounts } from '../session/live.js';
 import { SqliteStore } from '../store/sqlite/store.js';
+import { answerPings } from './watchdog.js';
 
 /**
  * A worker: every front-end on the listening ports the primary shares, its
@@ -64,6 +65,7 @@ async function serveWithCoordinator(config: Config, channel: Channel, coordinato
       if (m.now) hurry();
     });
   });
+  answerPings(channel);
   // Several nodes: the primary's in-place fence, from before this worker listens (see InPlaceFence).
   channel.onMessage((m) => m.t === 'fence' && inPlaceFence.adopt(m));
   channel.onMessage((m) => {

@@ -169,6 +169,12 @@ export const configSchema = z
     workers: z
       .union([z.literal('auto'), z.number().int().min(1).max(256)], { error: "must be 'auto' (one per core) or a whole number from 1 to 256" })
       .default('auto'),
+    /**
+     * Seconds a worker may leave the primary's pings unanswered (its event
+     * loop or its whole thread pool stuck) before it is ended and another
+     * started, its transfers recorded aborted; 0: never (cluster/watchdog.ts).
+     */
+    workerHangTimeout: z.number().int().min(0).max(3600).default(30),
     /** Load balancers whose PROXY headers are believed; nobody else may send one. */
     trustedProxies: z.array(cidr).default([]),
     ftp: z

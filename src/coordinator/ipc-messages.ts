@@ -77,7 +77,9 @@ export type SingleWorkerMessage =
   /** The answer to a SessionsQuestion of the same id. */
   | { t: 'sessions-answer'; id: number; value: SessionsAnswer }
   /** The worker has stopped serving; everything it had to send was sent before this. What its drain did, if it drained. */
-  | { t: 'stopped'; drained?: DrainCounts };
+  | { t: 'stopped'; drained?: DrainCounts }
+  /** The answer to a `ping`, once the worker's event loop and thread pool have both run since it came (cluster/watchdog.ts). */
+  | { t: 'pong' };
 
 /**
  * What a worker sends: one message, or several said in one tick of its event
@@ -119,7 +121,9 @@ export type PrimaryMessage =
   /** The ledger of a handle opened unlimited has got a quota (a later login's): its steps are asked from now on. */
   | { t: 'ledger-limited'; handle: number }
   /** Several nodes: the in-place fence of the node (the primary holds its lock); sent before `start` and at each change. */
-  | ({ t: 'fence' } & FenceState);
+  | ({ t: 'fence' } & FenceState)
+  /** Is the worker alive? Answered with `pong` (cluster/watchdog.ts). */
+  | { t: 'ping' };
 
 /** One of ours (either direction): the channel also carries the cluster module's own messages. */
 export function isMessage<M extends WorkerMessage | PrimaryMessage>(m: unknown): m is M {

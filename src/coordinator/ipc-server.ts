@@ -145,8 +145,10 @@ export class WorkerLink {
       case 'stopped':
         this.drained = m.drained ?? null;
         return;
+      // The supervisor's own (cluster/primary.ts).
       case 'starting':
       case 'ready':
+      case 'pong':
         return;
     }
   }
