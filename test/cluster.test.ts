@@ -275,6 +275,51 @@ async function sessionsOnBothWorkers(srv: TestServer): Promise<{ other: FtpClien
   return { other, victim, victimPid };
 }
 
+/** As sessionsOnBothWorkers, with the victim's upload of `name` under way (its temporary on disk, the upload not ended). */
+async function uploadUnderWay(srv: TestServer, name: string) {
+  const sessions = await sessionsOnBothWorkers(srv);
+  const source = new PassThrough();
+  const upload = sessions.victim.uploadFrom(source, name).then(() => null, (e: Error) => e);
+  source.write(randomBytes(256 * KiB));
+  await waitFor('the upload to start', () => diskUsage(srv.home('alice')).tempBytes > 0);
+  return { ...sessions, source, upload };
+}
+
+/**
+ * After the victim's worker ended (`why` in the record): its upload of `name` failed at the client, left no
+ * file and was recorded aborted; the other worker's session goes on (a whole upload and a listing); a new
+ * worker took the place, and new logins land on it and the survivor.
+ */
+async function servedOnWithout(srv: TestServer, run: Awaited<ReturnType<typeof uploadUnderWay>>, name: string, why: RegExp): Promise<void> {
+  const { other, victim, victimPid, source, upload } = run;
+  assert.ok((await upload) instanceof Error);
+  source.destroy();
+  victim.close();
+
+  const body = randomBytes(64 * KiB);
+  const src = new PassThrough();
+  src.end(body);
+  await other.uploadFrom(src, 'survivor.bin');
+  assert.deepEqual(readFileSync(join(srv.home('alice'), 'survivor.bin')), body);
+  assert.ok((await other.list()).some((f) => f.name === 'survivor.bin'));
+  other.close();
+
+  assert.ok(!existsSync(join(srv.home('alice'), name)));
+  assert.ok(!readdirSync(srv.home('alice')).includes(name));
+  const records = await srv.auditUntil((r) => r.event === 'upload' && r.path === `/${name}`);
+  const aborted = records.find((r) => r.event === 'upload' && r.path === `/${name}`);
+  assert.ok(aborted, 'no record of the ended worker\'s upload');
+  assert.equal(aborted.result, 'aborted');
+  assert.match(String(aborted.reason), why);
+
+  await waitFor('a new worker', () => srv.log.split('\n').filter((l) => l.includes('"msg":"worker ready"')).length === 3);
+  const seen = loginPids(srv).length;
+  for (let i = 0; i < 4; i++) (await ftpLogin(srv)).close();
+  const pids = new Set(await newLogins(srv, seen, 4));
+  assert.equal(pids.size, 2);
+  assert.ok(!pids.has(victimPid));
+}
+
 describe('workers: 2 — a worker killed mid-upload', () => {
   let srv: TestServer;
   before(async () => {
@@ -283,41 +328,9 @@ describe('workers: 2 — a worker killed mid-upload', () => {
   after(() => srv.stop());
 
   it('is restarted; its upload is recorded aborted, leaves no file, and the other worker serves on', async () => {
-    const { other, victim, victimPid } = await sessionsOnBothWorkers(srv);
-
-    const source = new PassThrough();
-    const upload = victim.uploadFrom(source, 'doomed.bin').then(() => null, (e: Error) => e);
-    source.write(randomBytes(256 * KiB));
-    await waitFor('the upload to start', () => diskUsage(srv.home('alice')).tempBytes > 0);
-    process.kill(victimPid, 'SIGKILL');
-    assert.ok((await upload) instanceof Error);
-    source.destroy();
-
-    // The other worker's session goes on: a whole upload and a listing.
-    const body = randomBytes(64 * KiB);
-    const src = new PassThrough();
-    src.end(body);
-    await other.uploadFrom(src, 'survivor.bin');
-    assert.deepEqual(readFileSync(join(srv.home('alice'), 'survivor.bin')), body);
-    assert.ok((await other.list()).some((f) => f.name === 'survivor.bin'));
-    other.close();
-
-    assert.ok(!existsSync(join(srv.home('alice'), 'doomed.bin')));
-    assert.ok(!readdirSync(srv.home('alice')).includes('doomed.bin'));
-    const records = await srv.auditUntil((r) => r.event === 'upload' && r.path === '/doomed.bin');
-    const aborted = records.find((r) => r.event === 'upload' && r.path === '/doomed.bin');
-    assert.ok(aborted, 'no record of the killed upload');
-    assert.equal(aborted.result, 'aborted');
-    assert.match(String(aborted.reason), /SIGKILL/);
-
-    // A new worker took its place: two workers ready again, new logins work.
-    await waitFor('a new worker', () => srv.log.split('\n').filter((l) => l.includes('"msg":"worker ready"')).length === 3);
-    const seen = loginPids(srv).length;
-    for (let i = 0; i < 4; i++) (await ftpLogin(srv)).close();
-    const pids = new Set(await newLogins(srv, seen, 4));
-    assert.equal(pids.size, 2);
-    assert.ok(!pids.has(victimPid));
-    victim.close();
+    const run = await uploadUnderWay(srv, 'doomed.bin');
+    process.kill(run.victimPid, 'SIGKILL');
+    await servedOnWithout(srv, run, 'doomed.bin', /SIGKILL/);
   });
 });
 
@@ -430,41 +443,14 @@ describe('workers: 2 — a worker that hangs', () => {
     // Found by a review: a worker that stopped answering (here SIGSTOP; in life a loop stuck, or every pool thread on
     // a hung mount) was never replaced. Its sessions hung, it kept the source's server-wide turns to judge logins,
     // and the cluster module went on handing it every other new connection, which nobody answered.
-    const { other, victim, victimPid } = await sessionsOnBothWorkers(srv);
-    const source = new PassThrough();
-    const upload = victim.uploadFrom(source, 'stuck.bin').then(() => null, (e: Error) => e);
-    source.write(randomBytes(256 * KiB));
-    await waitFor('the upload to start', () => diskUsage(srv.home('alice')).tempBytes > 0);
-    process.kill(victimPid, 'SIGSTOP');
+    const run = await uploadUnderWay(srv, 'stuck.bin');
+    process.kill(run.victimPid, 'SIGSTOP');
     const stoppedAt = Date.now();
     await waitFor('the hung worker ended', () => srv.log.includes('"msg":"worker answers nothing: ending it as hung"'), 20_000);
     // 2 s without an answer, pinged every 0.5 s: ended within a few seconds, not at once.
     const took = Date.now() - stoppedAt;
     assert.ok(took >= 1_500, `ended after ${took} ms, before its timeout`);
-    assert.ok((await upload) instanceof Error);
-    source.destroy();
-    victim.close();
-
-    const records = await srv.auditUntil((r) => r.event === 'upload' && r.path === '/stuck.bin');
-    const aborted = records.find((r) => r.event === 'upload' && r.path === '/stuck.bin');
-    assert.ok(aborted, 'no record of the hung worker\'s upload');
-    assert.equal(aborted.result, 'aborted');
-    assert.match(String(aborted.reason), /hung \(no answer for 2 s\)/);
-    assert.ok(!existsSync(join(srv.home('alice'), 'stuck.bin')));
-
-    // The other worker's session went on, and a new worker took the hung one's place.
-    const body = randomBytes(64 * KiB);
-    const src = new PassThrough();
-    src.end(body);
-    await other.uploadFrom(src, 'alive.bin');
-    assert.deepEqual(readFileSync(join(srv.home('alice'), 'alive.bin')), body);
-    other.close();
-    await waitFor('a new worker', () => srv.log.split('\n').filter((l) => l.includes('"msg":"worker ready"')).length === 3);
-    const seen = loginPids(srv).length;
-    for (let i = 0; i < 4; i++) (await ftpLogin(srv)).close();
-    const pids = new Set(await newLogins(srv, seen, 4));
-    assert.equal(pids.size, 2);
-    assert.ok(!pids.has(victimPid));
+    await servedOnWithout(srv, run, 'stuck.bin', /hung \(no answer for 2 s\)/);
     // A worker that only works is not taken for hung: the survivor was never ended.
     assert.equal(srv.log.split('\n').filter((l) => l.includes('ending it as hung')).length, 1);
   });
