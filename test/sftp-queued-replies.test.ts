@@ -105,8 +105,10 @@ describe('SFTP replies a client does not read', () => {
       collectGarbage();
       const grown = process.memoryUsage().heapUsed - before;
       t.diagnostic(`heap grew by ${grown >> 10} KiB while 3,639 requests waited`);
-      // Framed at once, each waiting request held about 200 bytes of heap, none of it counted.
-      assert.ok(grown < 128 * 1024, `heap grew by ${grown >> 10} KiB`);
+      // Framed at once, each waiting request held about 200 bytes of heap, none of it counted: +723 KiB. Held as
+      // bytes, nothing or close to it; a clean CI run of the whole suite measured +132 KiB once (what else the
+      // process compiled and kept meanwhile), so the bound is half the old growth.
+      assert.ok(grown < 360 * 1024, `heap grew by ${grown >> 10} KiB`);
     } finally {
       await close();
     }
