@@ -112,6 +112,22 @@ const GATHER_BELOW = 1024;
 /** ...into buffers of this size. */
 const GATHER_ROOM = 16 * 1024;
 
+/**
+ * The `used` first bytes of a gathering room, as they go into the stream: the
+ * room itself when mostly filled, else a copy of just those bytes. Pushed as
+ * a view of the room, a few bytes held all GATHER_ROOM, and a client that
+ * sent a byte before each message of GATHER_BELOW made each of them a room of
+ * its own: 16 KiB held per byte counted (found by a review). Copied into a
+ * buffer of their own size (allocUnsafeSlow): a piece of the shared pool
+ * would hold its 8 KiB slab as long as it waits unread.
+ */
+function roomOrCopy(room: Buffer, used: number): Buffer {
+  if (used > room.length / 2) return room.subarray(0, used);
+  const bytes = Buffer.allocUnsafeSlow(used);
+  room.copy(bytes, 0, 0, used);
+  return bytes;
+}
+
 /** The largest packet the client takes on an accepted session channel, as its CHANNEL_OPEN said; null when ssh2 keeps it elsewhere. */
 export function clientMaxPacket(session: ssh2.Session): number | null {
   const size = (session as unknown as { _chanInfo?: { outgoing?: { packetSize?: unknown } } })._chanInfo?.outgoing?.packetSize;
@@ -178,7 +194,7 @@ export function ownWindow(
   const release = (): void => {
     releasing = false;
     if (gathered === null) return;
-    const bytes = gathered.subarray(0, gatheredAt);
+    const bytes = roomOrCopy(gathered, gatheredAt);
     gathered = null;
     gatheredAt = 0;
     push(bytes);
