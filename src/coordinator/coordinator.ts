@@ -1,7 +1,7 @@
 import type { AuditSink, Service, SystemAuditSink } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
 import type { Protocol } from '../session/account.js';
-import type { DataPlaceRefusal } from '../session/data-places.js';
+import type { DataPlace, DataPlaceRefusal } from '../session/data-places.js';
 import type { Ledgers } from '../session/quota.js';
 import type { TurnQueue } from '../session/turns.js';
 
@@ -68,9 +68,10 @@ export interface Coordinator {
    * A place of a data connection (an FTP passive port) for `source`
    * (BanCheck.source) and `user` (its stored name), or which share of them
    * is used up (DataPlaces). A round trip with workers: the session keeps
-   * the place a while for its next one (ftp/data-channel/place.ts).
+   * the place a while for its next one (ftp/data-channel/place.ts), whose
+   * `idle` and `busy` are said, not asked.
    */
-  dataPlace(source: string, user: string): Promise<Release | DataPlaceRefusal>;
+  dataPlace(source: string, user: string): Promise<DataPlace | DataPlaceRefusal>;
   /** Count one offence of `ip`; true when it got the address banned (on every process at once: the ban is stored). */
   score(ip: string, protocol: Protocol, offence: Offence): Promise<boolean>;
   readonly ledgers: Ledgers;

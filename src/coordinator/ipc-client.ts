@@ -1,7 +1,7 @@
 import type { Actor, AuditEvent, SystemEvent } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
 import type { Account, Protocol } from '../session/account.js';
-import type { DataPlaceRefusal } from '../session/data-places.js';
+import type { DataPlace, DataPlaceRefusal } from '../session/data-places.js';
 import { SluiceError } from '../session/errors.js';
 import type { LiveSessionsView } from '../session/live.js';
 import type { Ledger, Ledgers, NamesLock } from '../session/quota.js';
@@ -101,12 +101,17 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
     return this.slot(await this.ask({ op: 'claim-user', user, ...(max === undefined ? {} : { max }), ...(from === undefined ? {} : { from }) }));
   }
 
-  async dataPlace(source: string, user: string): Promise<Release | DataPlaceRefusal> {
+  async dataPlace(source: string, user: string): Promise<DataPlace | DataPlaceRefusal> {
     const answer = await this.ask({ op: 'data-place', source, user });
     if (answer === 'address' || answer === 'user') return answer;
-    const place = this.slot(answer);
-    if (!place) throw new Error(`no answer for a data place of ${user}`);
-    return place;
+    const release = this.slot(answer);
+    if (!release) throw new Error(`no answer for a data place of ${user}`);
+    const slot = answer as number;
+    return {
+      idle: () => this.post({ t: 'place', slot, state: 'idle' }),
+      busy: () => this.post({ t: 'place', slot, state: 'busy' }),
+      release,
+    };
   }
 
   async score(ip: string, protocol: Protocol, offence: Offence): Promise<boolean> {

@@ -60,6 +60,8 @@ export type Question =
 export type SingleWorkerMessage =
   | ({ t: 'ask'; id: number } & Question)
   | { t: 'release'; slot: number }
+  /** A data place's port stopped listening (idle), or its session's next one listens (busy): see DataPlace. */
+  | { t: 'place'; slot: number; state: 'idle' | 'busy' }
   /** The question `id` is given up (a turn's deadline): the primary stops waiting for it; a slot answered before this is given back. */
   | { t: 'cancel'; id: number }
   | ({ t: 'ledger-note'; handle: number } & LedgerNote)

@@ -1,6 +1,7 @@
 import type { Actor, AuditEvent } from '../audit/events.js';
 import type { Account, Protocol } from '../session/account.js';
 import { toSluiceError } from '../session/errors.js';
+import type { DataPlace } from '../session/data-places.js';
 import type { DrainCounts, LiveSessionInfo, LiveSessionsView, UserChangeCounts } from '../session/live.js';
 import type { LedgerHandle, QuotaBook } from '../session/quota.js';
 import type { TurnQueue } from '../session/turns.js';
@@ -48,6 +49,8 @@ export class WorkerLink {
    * session registry, its sessions' places of data connections, and its turns (uploads at the scanner, logins judged, keeps).
    */
   private readonly slots = new Map<number, { release: Release; holds: Holds }>();
+  /** The data places among the slots, by slot: their `idle` and `busy` are said by the worker. */
+  private readonly places = new Map<number, DataPlace>();
   /** Turns the worker waits for, by question: a cancel (or its exit) gives the wait up. */
   private readonly turnWaits = new Map<number, AbortController>();
   private readonly handles = new Map<number, LedgerHandle>();
@@ -115,6 +118,10 @@ export class WorkerLink {
       case 'release':
         this.slots.get(m.slot)?.release();
         this.slots.delete(m.slot);
+        this.places.delete(m.slot);
+        return;
+      case 'place':
+        this.places.get(m.slot)?.[m.state]();
         return;
       case 'cancel':
         this.turnWaits.get(m.id)?.abort(new Error('given up by the worker'));
@@ -196,6 +203,7 @@ export class WorkerLink {
     this.gone = true;
     for (const s of this.slots.values()) s.release();
     this.slots.clear();
+    this.places.clear();
     for (const w of this.turnWaits.values()) w.abort(new Error(reason));
     for (const h of this.handles.values()) h.release();
     this.handles.clear();
@@ -247,7 +255,10 @@ export class WorkerLink {
         return this.keep(await this.coordinator.claimUser(q.user, q.max, q.from), { user: q.user });
       case 'data-place': {
         const place = await this.coordinator.dataPlace(q.source, q.user);
-        return typeof place === 'string' ? place : this.keep(place, 'data place');
+        if (typeof place === 'string') return place;
+        const slot = this.keep(place.release, 'data place');
+        if (slot !== null) this.places.set(slot, place);
+        return slot;
       }
       case 'score':
         return this.coordinator.score(q.ip, q.protocol, q.offence);

@@ -1,7 +1,7 @@
 import type { Service } from '../audit/events.js';
 import type { ServerMetricsSink } from '../metrics/events.js';
 import type { Ledgers } from '../session/quota.js';
-import type { DataPlaceRefusal, DataPlaces } from '../session/data-places.js';
+import type { DataPlace, DataPlaceRefusal, DataPlaces } from '../session/data-places.js';
 import type { ConnectionRegistry } from '../session/registry.js';
 import { SCANS_PER_USER } from '../session/scanning.js';
 import { Turns } from '../session/turns.js';
@@ -82,7 +82,7 @@ export class LocalCoordinator implements Coordinator {
     };
   }
 
-  async dataPlace(source: string, user: string): Promise<Release | DataPlaceRefusal> {
+  async dataPlace(source: string, user: string): Promise<DataPlace | DataPlaceRefusal> {
     return this.places.take(source, user);
   }
 

@@ -1,4 +1,4 @@
-import type { DataPlaceRefusal } from '../../session/data-places.js';
+import type { DataPlace, DataPlaceRefusal } from '../../session/data-places.js';
 
 /**
  * How long a session keeps its place after its passive port stopped
@@ -7,8 +7,8 @@ import type { DataPlaceRefusal } from '../../session/data-places.js';
  * round trip to the primary, and asked per file it cost FTP gets of
  * 4 KiB files about a third of their rate; a client moving files one after
  * another sends its next PASV within milliseconds of the last transfer's
- * end, so a second covers it on a loaded machine, and a place not used
- * again is held that much longer than its port, at most.
+ * end, so a second covers it on a loaded machine. Kept, the place counts
+ * against no share (PassivePlace).
  */
 export const PLACE_LINGER_MS = 1000;
 
@@ -19,28 +19,27 @@ export interface PlaceUse {
 
 /**
  * A control connection's place among the passive ports of its address and
- * of its user (Coordinator.dataPlace), held from its PASV/EPSV until
- * PLACE_LINGER_MS after that port stopped listening, so that its next
- * PASV/EPSV reuses it. A session holds one place at most, as it holds one
- * passive port: what it holds is counted once, and given back when the
- * linger ends, at `giveBack` (active mode, a logout) or at `end` (the
- * connection's close), a place answered after that included.
- *
- * The linger runs from the port's stop, not from the end of the transfer it
- * carries: what the shares keep for others is the range's ports, which a
- * transfer under way no longer listens on. Held to the transfer's end, 10
- * places of an address (ftp.maxPassivePortsPerIp) would let only 10 of the
- * 20 sessions it may have (limits.maxSessionsPerIp) transfer at once. A
- * transfer longer than the linger costs its next PASV/EPSV one question.
+ * of its user (Coordinator.dataPlace), kept from its first PASV/EPSV until
+ * PLACE_LINGER_MS after a port of it stopped listening, so that its next
+ * PASV/EPSV takes it again without a question. It counts against the shares
+ * only while a port of it listens (DataPlace: idle when the port stops, busy
+ * when the next listens), as the ports themselves did before: counted while
+ * kept, a client moving files back to back held its place all the time, and
+ * an address's sessions past ftp.maxPassivePortsPerIp (10; an office behind
+ * one address, FileZilla's transfers beside its browsing) got 425 although
+ * no port was left listening (found by a review). A session holds one place
+ * at most: given back when the linger ends, at `giveBack` (active mode, a
+ * logout) or at `end` (the connection's close), a place answered after that
+ * included.
  */
 export class PassivePlace {
-  private held: (() => void) | null = null;
+  private held: DataPlace | null = null;
   /** The port that uses the place: only its end starts the linger (an older port's late end must not). */
   private using: PlaceUse | null = null;
   private linger: NodeJS.Timeout | null = null;
   private ended = false;
 
-  constructor(private readonly claim: (source: string, user: string) => Promise<(() => void) | DataPlaceRefusal>) {}
+  constructor(private readonly claim: (source: string, user: string) => Promise<DataPlace | DataPlaceRefusal>) {}
 
   /**
    * The place for a new passive port of `user` from `source`: the one held,
@@ -53,16 +52,17 @@ export class PassivePlace {
       const answer = await this.claim(source, user);
       if (typeof answer === 'string') return answer;
       if (this.ended) {
-        answer();
+        answer.release();
         return null;
       }
       this.held = answer;
-    }
+    } else this.held.busy();
     this.stopLinger();
     const use: PlaceUse = {
       end: () => {
         if (this.using !== use) return;
         this.using = null;
+        this.held?.idle();
         this.linger = setTimeout(() => this.giveBack(), PLACE_LINGER_MS);
         this.linger.unref();
       },
@@ -75,7 +75,7 @@ export class PassivePlace {
   giveBack(): void {
     this.stopLinger();
     this.using = null;
-    this.held?.();
+    this.held?.release();
     this.held = null;
   }
 
