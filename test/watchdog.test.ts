@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { REPO } from './helpers/repo.js';
+import { watchWorker, type Hang } from '../src/cluster/watchdog.js';
 
 /*
  * The worker's answer to the primary's pings (cluster/watchdog.ts) waits for
@@ -19,7 +20,7 @@ const dir = mkdtempSync(join(tmpdir(), 'sluice-watchdog-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('a worker answers pings', () => {
-  it('at once while its thread pool runs, and not while every pool thread is stuck', () => {
+  it('from the loop at once, and from the thread pool only once a job got through it', () => {
     const fifo = join(dir, 'never-written');
     execFileSync('mkfifo', [fifo]);
     const watchdog = pathToFileURL(join(REPO, 'dist/cluster/watchdog.js')).href;
@@ -29,8 +30,8 @@ describe('a worker answers pings', () => {
       let hear;
       const t0 = performance.now();
       const say = (line) => console.log(line + ' ' + Math.round(performance.now() - t0));
-      answerPings({ onMessage: (l) => (hear = l), send: () => say('pong ' + ++pongs) });
-      let pongs = 0;
+      const pongs = { loop: 0, pool: 0 };
+      answerPings({ onMessage: (l) => (hear = l), send: (m) => say(m.from + ' ' + ++pongs[m.from]) });
       hear({ t: 'ping' });
       setTimeout(() => {
         // Read and write: the open does not wait for a writer, the read waits for bytes on the pool's one thread.
@@ -55,9 +56,36 @@ describe('a worker answers pings', () => {
       assert.ok(line, `no "${what}" in:\n${run.stdout}`);
       return Number(line.at(-1));
     };
-    assert.ok(at('pong 1') < 300, `the free pool's answer took ${at('pong 1')} ms`);
-    // Held until the pool's thread was free again, and then given.
-    assert.ok(at('pong 2') >= at('unblocking'), `answered while the pool was stuck:\n${run.stdout}`);
-    assert.ok(at('read') <= at('pong 2'));
+    assert.ok(at('pool 1') < 300, `the free pool's answer took ${at('pool 1')} ms`);
+    // The loop answers at once, the pool's answer is held until its thread is free again, and then given.
+    assert.ok(at('loop 2') < at('unblocking'), `the loop did not answer while the pool was stuck:\n${run.stdout}`);
+    assert.ok(at('pool 2') >= at('unblocking'), `the pool answered while it was stuck:\n${run.stdout}`);
+    assert.ok(at('read') <= at('pool 2'));
   });
 });
+
+describe("the primary's watch", () => {
+  /** How long `answer` (told of each ping) keeps a watch of `timeoutMs` from finding a hang, and which. */
+  function watched(timeoutMs: number, answer: (answered: (from: Hang) => void) => void): Promise<{ hang: Hang; after: number }> {
+    const t0 = performance.now();
+    // The watch's timer does not hold a process (the primary's own stop does not wait for it): this does meanwhile.
+    const alive = setInterval(() => undefined, 1000);
+    return new Promise((resolve) => {
+      const watch = watchWorker(() => answer((from) => watch.answered(from)), timeoutMs, (hang) => {
+        clearInterval(alive);
+        resolve({ hang, after: performance.now() - t0 });
+      });
+    });
+  }
+
+  it('ends a worker whose loop answers nothing after its timeout, and one whose pool answers nothing after four', async () => {
+    const loop = await watched(200, () => undefined);
+    assert.equal(loop.hang, 'loop');
+    assert.ok(loop.after >= 200 && loop.after < 600, `the silent loop found after ${loop.after} ms`);
+    // The loop answers every ping, the pool none: a pool that waits longer than the loop's timeout is only loaded.
+    const pool = await watched(200, (answered) => answered('loop'));
+    assert.equal(pool.hang, 'pool');
+    assert.ok(pool.after >= 800, `the silent pool found after ${pool.after} ms, before four timeouts`);
+  });
+});
+

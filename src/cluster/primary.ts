@@ -10,7 +10,7 @@ import { drainSummary, type DrainCounts } from '../session/live.js';
 import { adminServesTls, logStarted, warnExposedKeys } from '../started.js';
 import { nextStopSignal } from '../stop-signal.js';
 import { allocatorEnv, workerExecArgv } from './allocator.js';
-import { watchWorker } from './watchdog.js';
+import { POOL_TIMEOUTS, watchWorker, type Hang } from './watchdog.js';
 
 /**
  * A worker that has not stopped this long after its drain's deadline (see
@@ -57,6 +57,7 @@ export async function superviseWorkers(
   const drained: DrainCounts = { endedIdle: 0, transfersFinished: 0, transfersAborted: 0 };
 
   const threads = threadsPerWorker(count);
+  const hungFor = (hang: Hang): number => settings.workerHangTimeout * (hang === 'pool' ? POOL_TIMEOUTS : 1);
   const allocator = allocatorEnv(process.env);
   cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv, process.env.NODE_OPTIONS) });
   const fork = (): Promise<void> => {
@@ -68,14 +69,14 @@ export async function superviseWorkers(
     let unwatch = (): void => undefined;
     /** Watched once ready (pings before would wait behind its start); ended as hung by the watch, if it was. */
     let watch: ReturnType<typeof watchWorker> | null = null;
-    let hung = false;
+    let hung: Hang | null = null;
     const stopWatch = (): void => watch?.stop();
     watches.add(stopWatch);
     links.set(worker, link);
     const leave = coordination.sessions.join(link.sessions);
     worker.on('message', (m: unknown) => {
       if (!isMessage<WorkerMessage>(m)) return;
-      if (m.t === 'pong') watch?.answered();
+      if (m.t === 'pong') watch?.answered(m.from);
       if (m.t === 'starting') {
         starting.add(worker);
         // Its in-place writes are fenced as this process's would be (it holds the node lock): told before it listens.
@@ -110,7 +111,7 @@ export async function superviseWorkers(
       watches.delete(stopWatch);
       if (link.drained) addTo(drained, link.drained);
       const why = hung
-        ? `worker process hung (no answer for ${settings.workerHangTimeout} s): ended by ${signal ?? 'SIGKILL'}`
+        ? `worker process hung (${hung === 'loop' ? 'no answer' : 'its thread pool ran nothing'} for ${hungFor(hung)} s): ended by ${signal ?? 'SIGKILL'}`
         : signal
           ? `worker process ended by ${signal}`
           : `worker process exited with code ${code}`;
@@ -136,9 +137,9 @@ export async function superviseWorkers(
           listeners = m.listeners;
           log.info({ worker: worker.id, workerPid: worker.process.pid }, 'worker ready');
           if (settings.workerHangTimeout > 0 && !stopping) {
-            watch = watchWorker(() => send({ t: 'ping' }), settings.workerHangTimeout * 1000, () => {
-              hung = true;
-              log.error({ worker: worker.id, workerPid: worker.process.pid, seconds: settings.workerHangTimeout }, 'worker answers nothing: ending it as hung');
+            watch = watchWorker(() => send({ t: 'ping' }), settings.workerHangTimeout * 1000, (hang) => {
+              hung = hang;
+              log.error({ worker: worker.id, workerPid: worker.process.pid, stuck: hang, seconds: hungFor(hang) }, 'worker answers nothing: ending it as hung');
               worker.process.kill('SIGKILL');
             });
           }

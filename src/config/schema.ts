@@ -170,8 +170,8 @@ export const configSchema = z
       .union([z.literal('auto'), z.number().int().min(1).max(256)], { error: "must be 'auto' (one per core) or a whole number from 1 to 256" })
       .default('auto'),
     /**
-     * Seconds a worker may leave the primary's pings unanswered (its event
-     * loop or its whole thread pool stuck) before it is ended and another
+     * Seconds a worker's event loop may leave the primary's pings unanswered
+     * (its thread pool: four times as long) before it is ended and another
      * started, its transfers recorded aborted; 0: never (cluster/watchdog.ts).
      */
     workerHangTimeout: z.number().int().min(0).max(3600).default(30),

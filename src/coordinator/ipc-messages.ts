@@ -80,8 +80,8 @@ export type SingleWorkerMessage =
   | { t: 'sessions-answer'; id: number; value: SessionsAnswer }
   /** The worker has stopped serving; everything it had to send was sent before this. What its drain did, if it drained. */
   | { t: 'stopped'; drained?: DrainCounts }
-  /** The answer to a `ping`, once the worker's event loop and thread pool have both run since it came (cluster/watchdog.ts). */
-  | { t: 'pong' };
+  /** The answers to a `ping`: from the worker's event loop, then once its thread pool ran a job (cluster/watchdog.ts). */
+  | { t: 'pong'; from: 'loop' | 'pool' };
 
 /**
  * What a worker sends: one message, or several said in one tick of its event
