@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
-import { RawFtp } from './helpers/ftp-raw.js';
+import { passiveFrom, RawFtp, readAll } from './helpers/ftp-raw.js';
 import { sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
 import { sshConnect } from './helpers/ssh.js';
@@ -16,6 +16,15 @@ async function control(port: number, from?: string): Promise<RawFtp> {
   const c = await RawFtp.connect(port, false, from);
   assert.equal((await c.read())?.code, 220);
   return c;
+}
+
+/** An NLST whose data connection comes from `from` (the control connection's address): its port has stopped listening by its 226. */
+async function listFrom(c: RawFtp, from: string): Promise<void> {
+  const data = await passiveFrom(c, from);
+  c.send('NLST\r\n');
+  assert.equal((await c.read())?.code, 150);
+  await readAll(data);
+  assert.equal((await c.read())?.code, 226);
 }
 
 /** curl as an anonymous client (curl logs in as anonymous by itself when the URL names no user). */
@@ -210,25 +219,49 @@ describe('anonymous FTP off (the default), or misconfigured', () => {
       yaml: `ftp:\n  tls: optional\n  maxPassivePortsPerUser: 4\n  anonymous:\n    enabled: true\n    root: ${root}\n    maxSessionsPerIp: 4\n`,
     });
     try {
-      await srv.logs(/ftp\.anonymous\.maxSessionsPerIp \(4\) and ftp\.maxPassivePortsPerIp \(10\) are not below ftp\.maxPassivePortsPerUser \(4\): one anonymous client can hold every passive port/);
+      await srv.logs(/ftp\.anonymous\.maxSessionsPerIp \(4\) is not below ftp\.maxPassivePortsPerUser \(4\): one anonymous client can hold every passive port/);
     } finally {
       await srv.stop();
       rmSync(root, { recursive: true, force: true });
     }
   });
 
-  // Found by a review: the warning looked at the sessions alone, and came where the ports one source may hold were
-  // below the share, which alone keeps ports for the other clients.
-  it('does not warn when the ports one source may hold are below those anonymous clients share', async () => {
+  // Found by a review of b7a1877: a place taken again between a session's transfers counts without being asked
+  // for, so the ports of one source (ftp.maxPassivePortsPerIp) no longer bound what one client holds, its sessions
+  // do. The warning was left out here (07947df), while one client's four sessions held the four ports all
+  // anonymous clients share, two ports per address notwithstanding.
+  it('warns where only the ports per address are below the share: one client holds it all, a port per session', async () => {
     const root = mkdtempSync(join(tmpdir(), 'sluice-anon-ports-'));
     const srv = await TestServer.start({
-      yaml: `ftp:\n  tls: optional\n  maxPassivePortsPerUser: 4\n  maxPassivePortsPerIp: 3\n  anonymous:\n    enabled: true\n    root: ${root}\n    incoming: /incoming\n    maxSessionsPerIp: 4\n`,
+      yaml: `ftp:\n  tls: optional\n  maxPassivePortsPerUser: 4\n  maxPassivePortsPerIp: 2\n  anonymous:\n    enabled: true\n    root: ${root}\n    maxSessionsPerIp: 4\n`,
     });
+    const from = '127.0.0.40';
+    const open: RawFtp[] = [];
+    const anonymous = async (address: string): Promise<RawFtp> => {
+      const c = await control(srv.ftpPort, address);
+      open.push(c);
+      assert.equal((await c.login('anonymous', 'me@example.org')).code, 230);
+      return c;
+    };
     try {
-      // Said right after the quota's warning, in the same step of the start.
-      await srv.logs(/anonymous uploads to \/incoming are not bounded/);
-      assert.doesNotMatch(srv.log, /maxPassivePortsPerUser/);
+      const [a, b, c, d] = [await anonymous(from), await anonymous(from), await anonymous(from), await anonymous(from)];
+      // The address's share holds for places asked for: two listen, a third is refused.
+      assert.equal((await a.cmd('EPSV')).code, 229);
+      assert.equal((await b.cmd('EPSV')).code, 229);
+      const third = await c.cmd('EPSV');
+      assert.equal(third.code, 425);
+      assert.match(third.text, /for this address/);
+      // Two transfers end their ports, the other two sessions take the address's two places, and the first two
+      // take theirs again within the linger: four ports of one address listen.
+      await listFrom(a, from);
+      await listFrom(b, from);
+      for (const s of [c, d, a, b]) assert.equal((await s.cmd('EPSV')).code, 229);
+      const other = await (await anonymous('127.0.0.41')).cmd('EPSV');
+      assert.equal(other.code, 425, 'another anonymous client got a port');
+      assert.match(other.text, /for this user/);
+      await srv.logs(/ftp\.anonymous\.maxSessionsPerIp \(4\) is not below ftp\.maxPassivePortsPerUser \(4\): one anonymous client can hold every passive port/);
     } finally {
+      open.forEach((c) => c.close());
       await srv.stop();
       rmSync(root, { recursive: true, force: true });
     }

@@ -102,16 +102,17 @@ async function serveOn(base: AdminServices, stopped: Promise<string>, hangUps: H
       base.log.warn({ incoming }, `anonymous uploads to ${incoming} are not bounded by a quota of bytes and of files: anyone can fill the disk; set both (sluice user set anonymous --quota-bytes 1G --quota-files 10000)`);
     }
     const { maxSessionsPerIp } = config.ftp.anonymous;
-    const { maxPassivePortsPerIp, maxPassivePortsPerUser: shared } = config.ftp;
+    const { maxPassivePortsPerUser: shared } = config.ftp;
     // Anonymous clients share their one name's passive ports, and a session holds at most one: a client holding as
     // many as that share holds it all, each session asking for a port it never connects to. What one client holds
-    // is bounded by its sessions and by the ports of its source: either below the share leaves ports to the others
-    // (found by a review: the warning came where ftp.maxPassivePortsPerIp alone kept them).
-    const held = Math.min(maxSessionsPerIp, config.limits.maxSessionsPerIp, maxPassivePortsPerIp);
+    // is bounded by its sessions alone: a place its session takes again between transfers is never refused
+    // (DataPlace.busy), so the ports of its source (ftp.maxPassivePortsPerIp) are passed (found by a review: the
+    // warning was left out where they were below the share, one client's 4 sessions held all 4 with 2 per address).
+    const held = Math.min(maxSessionsPerIp, config.limits.maxSessionsPerIp);
     if (config.ftp.anonymous.enabled && held >= shared) {
       base.log.warn(
-        { maxSessionsPerIp, maxPassivePortsPerIp, maxPassivePortsPerUser: shared },
-        `ftp.anonymous.maxSessionsPerIp (${maxSessionsPerIp}) and ftp.maxPassivePortsPerIp (${maxPassivePortsPerIp}) are not below ftp.maxPassivePortsPerUser (${shared}): one anonymous client can hold every passive port anonymous clients share, and the others get 425; keep one of them below`,
+        { maxSessionsPerIp, maxPassivePortsPerUser: shared },
+        `ftp.anonymous.maxSessionsPerIp (${maxSessionsPerIp}) is not below ftp.maxPassivePortsPerUser (${shared}): one anonymous client can hold every passive port anonymous clients share, and the others get 425; keep it below`,
       );
     }
   } catch (err) {
