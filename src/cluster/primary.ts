@@ -35,7 +35,7 @@ export async function superviseWorkers(
     readonly certsDir: string;
     readonly shutdown: { readonly drainTimeout: number };
     readonly admin: { readonly listen: string; readonly tls: boolean };
-    /** Seconds a worker may answer no ping before it is ended as hung; 0: never (cluster/watchdog.ts). */
+    /** Seconds a worker's event loop may answer no ping (its pool: POOL_TIMEOUTS times) before it is ended as hung; 0: never (cluster/watchdog.ts). */
     readonly workerHangTimeout: number;
   },
   coordination: Coordination,
@@ -139,7 +139,7 @@ export async function superviseWorkers(
           if (settings.workerHangTimeout > 0 && !stopping) {
             watch = watchWorker(() => send({ t: 'ping' }), settings.workerHangTimeout * 1000, (hang) => {
               hung = hang;
-              log.error({ worker: worker.id, workerPid: worker.process.pid, stuck: hang, seconds: hungFor(hang) }, 'worker answers nothing: ending it as hung');
+              log.error({ worker: worker.id, workerPid: worker.process.pid, stuck: hang, seconds: hungFor(hang) }, 'worker hung: ending it');
               worker.process.kill('SIGKILL');
             });
           }
