@@ -386,6 +386,42 @@ export class Session implements LiveSession {
    */
   stat(clientPath: string, follow = true): Promise<FileInfo> {
     const path = this.resolve(clientPath);
+    return this.namedOrStaged(path, () => this.statNamed(path, follow), (upload) => upload.info());
+  }
+
+  /**
+   * `named`, the operation on the name; where it finds no such name and this
+   * session's own atomic upload will give it, `staged` on that upload instead,
+   * as OpenSSH, which creates the file at the open, would act on the file.
+   * sshfs looks at each file it creates right behind its OPEN (pipelined), and
+   * sets its times by name (touch, cp -p) while it is open: a name not found
+   * failed `cp` into a mount for every file. Only where the name was looked at
+   * and is not there: what other sessions see of an upload under way stays
+   * nothing, as atomic uploads promise.
+   */
+  private async namedOrStaged<T>(path: string, named: () => Promise<T>, staged: (upload: Upload) => Promise<T>): Promise<T> {
+    try {
+      return await named();
+    } catch (err) {
+      if (!(err instanceof SluiceError) || err.kind !== 'not-found') throw err;
+      const upload = await this.ownStagedUpload(path);
+      if (upload === null) throw err;
+      return staged(upload);
+    }
+  }
+
+  /**
+   * This session's atomic upload under `path`, still running, once the opens
+   * it has under way are done: a request pipelined right behind an OPEN may
+   * run before that open has made the upload.
+   */
+  private async ownStagedUpload(path: string): Promise<Upload | null> {
+    await Promise.allSettled(this.opening);
+    for (const t of this.transfers) if (t instanceof Upload && t.isStaged && !t.isFinished && t.path === path) return t;
+    return null;
+  }
+
+  private statNamed(path: string, follow: boolean): Promise<FileInfo> {
     return this.guard('stat', path, () =>
       this.within(path, follow, 'look', async (loc) => {
         const st = await loc.stat();
@@ -1071,15 +1107,20 @@ export class Session implements LiveSession {
    * (SFTP lsetstat: a type looked at first, then a change by a path that
    * follows, changed the target of a symlink swapped in between).
    */
-  chmod(clientPath: string, mode: number, follow = true): Promise<void> {
-    return this.acting(async () => {
-      const path = this.resolve(clientPath);
-      await this.change('chmod', path, follow, (loc) => {
-        this.requireOwnMode(loc.virtualPath);
-        return loc.chmod(mode & 0o777);
-      });
-      this.audit({ event: 'chmod', path, mode: modeText(mode) });
-    });
+  async chmod(clientPath: string, mode: number, follow = true): Promise<void> {
+    const path = this.resolve(clientPath);
+    return this.namedOrStaged(
+      path,
+      () =>
+        this.acting(async () => {
+          await this.change('chmod', path, follow, (loc) => {
+            this.requireOwnMode(loc.virtualPath);
+            return loc.chmod(mode & 0o777);
+          });
+          this.audit({ event: 'chmod', path, mode: modeText(mode) });
+        }),
+      (upload) => this.changeOpenFile(upload, { mode }),
+    );
   }
 
   /**
@@ -1090,13 +1131,21 @@ export class Session implements LiveSession {
    * FileZilla sends after each upload, answered 550 into a drop box).
    * `follow`: see chmod.
    */
-  setTimes(clientPath: string, mtime: Date, atime?: Date, follow = true): Promise<Date> {
-    return this.acting(async () => {
-      const path = this.resolve(clientPath);
-      const kept = await this.change('chtimes', path, follow, (loc) => loc.setTimes(mtime, atime));
-      this.audit({ event: 'chtimes', path });
-      return kept;
-    });
+  async setTimes(clientPath: string, mtime: Date, atime?: Date, follow = true): Promise<Date> {
+    const path = this.resolve(clientPath);
+    return this.namedOrStaged(
+      path,
+      () =>
+        this.acting(async () => {
+          const kept = await this.change('chtimes', path, follow, (loc) => loc.setTimes(mtime, atime));
+          this.audit({ event: 'chtimes', path });
+          return kept;
+        }),
+      async (upload) => {
+        await this.changeOpenFile(upload, { mtime, ...(atime === undefined ? {} : { atime }) });
+        return (await upload.info()).mtime;
+      },
+    );
   }
 
   /** SFTP SETSTAT size: cut or extend a file in place (`follow`: see chmod). */

@@ -446,6 +446,11 @@ export class Upload extends Transfer {
     this.fenceEpoch = target.lock === null ? null : (target.fenceEpoch ?? inPlaceFence.epoch);
   }
 
+  /** Written to a staged file that takes its name only at the end (an atomic upload). */
+  get isStaged(): boolean {
+    return this.target.staged !== null;
+  }
+
   /** In place, several nodes: refused once this node can no longer prove it holds the file's lock (synchronous, no round trip). */
   private fenced(): SluiceError | null {
     return this.fenceEpoch === null ? null : inPlaceFence.check(this.fenceEpoch);

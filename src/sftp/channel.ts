@@ -67,6 +67,11 @@ export class SftpChannel {
   private inFlight = 0;
   /** Per handle, the requests ordered on it, in order, the one running first (see ordered()). */
   private readonly writes = new Map<string, Queued[]>();
+  /**
+   * CLOSEs of files received and not yet answered (see dispatch): a request
+   * received after one of them and naming a path runs once they are done.
+   */
+  private readonly fileCloses = new Set<Promise<Buffer>>();
   /** Bytes of the budget this channel holds. */
   private held = 0;
   private initialized = false;
@@ -254,7 +259,18 @@ export class SftpChannel {
     const key = handleOrderKey(packet);
     const owed = this.onFile(packet, key) ? this.owe() : null;
     this.inFlight++;
-    void this.ordered(key, packet, () => this.handle(packet.type, id, packet)).then((reply) => {
+    const run = () => this.handle(packet.type, id, packet);
+    // Not ordered on a handle, and not a READ: a request by path, which must find what a file's CLOSE sent
+    // before it did (an atomic upload's name), as a server running one request at a time would have it.
+    // Found with sshfs: its close(2) does not wait for the CLOSE's reply, and an open(2) of the file just
+    // written, sent right behind it, ran beside the CLOSE, found no file yet, and failed with ENOENT.
+    const closes = key === null && packet.type !== FXP.READ ? [...this.fileCloses] : [];
+    const reply = this.ordered(key, packet, closes.length === 0 ? run : () => Promise.allSettled(closes).then(run));
+    if (packet.type === FXP.CLOSE && owed !== null) {
+      this.fileCloses.add(reply);
+      void reply.then(() => this.fileCloses.delete(reply));
+    }
+    void reply.then((reply) => {
       this.inFlight--;
       // The reply takes the place of what the request held.
       this.send(reply, owed);
