@@ -268,6 +268,8 @@ export class FtpConnection implements FtpControl {
     this.secure = true;
     secure.on('error', (err) => this.log.debug({ err: err.message }, 'control TLS error'));
     secure.on('close', () => void this.close('peer closed'));
+    // Closed between the handshake and now (TlsBinding.accept waits a turn): its 'close' has gone by.
+    if (secure.destroyed) void this.close('peer closed');
   }
 
   /** Bytes received and not yet run as commands: in the reader, or read ahead. */

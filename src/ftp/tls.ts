@@ -97,10 +97,22 @@ export class TlsBinding {
     });
   }
 
-  /** Server side of TLS with the certificate: the control connection's handshake. */
-  accept(socket: Socket | TcpUnderTls, handshakeTimeoutMs: number): Promise<tls.TLSSocket> {
+  /**
+   * Server side of TLS with the certificate: the control connection's
+   * handshake. Resolves a turn of the event loop after it completes: Node
+   * reports it done before OpenSSL has written the TLS 1.3 session tickets, so
+   * a reply written at once (implicit FTPS's 220) went out ahead of them. A
+   * GnuTLS client (wget --ftps-implicit) looks for a ticket only in the record
+   * right after the handshake, found the 220 there, kept no session, and every
+   * data connection, which must resume one, was refused. vsftpd's tickets come
+   * first.
+   */
+  async accept(socket: Socket | TcpUnderTls, handshakeTimeoutMs: number): Promise<tls.TLSSocket> {
     this.control ??= this.context(true);
-    return this.handshake(socket, this.control, handshakeTimeoutMs);
+    const secure = await this.handshake(socket, this.control, handshakeTimeoutMs);
+    // A close meanwhile is the caller's to see (secure.destroyed): the handshake itself succeeded.
+    await new Promise((resolve) => setImmediate(resolve));
+    return secure;
   }
 
   /**
