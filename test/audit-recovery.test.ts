@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { appendFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { once } from 'node:events';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { freshRoot, openAuditLog } from './helpers/audit-files.js';
 import { sluice, startServe } from './helpers/cli.js';
 import { until } from './helpers/probe.js';
 import { TestServer } from './helpers/server.js';
@@ -116,6 +120,37 @@ describe('audit trail across a crash that tears the last line', () => {
       assert.match(e.stdout, new RegExp(`edited\\.log:${at}: altered`));
     } finally {
       await srv.stop();
+    }
+  });
+
+  it('a start killed right after it found the tear, before its anchor was written: the next start records the tear all the same', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-torn-start-'));
+    try {
+      const { root, file } = freshRoot(dir, 'node');
+      const { log } = await openAuditLog(file);
+      await log.close();
+      // The first crash: a record's line cut short.
+      appendFileSync(file, '{"seq":1,"prev":"41c1d2');
+      // The second: the start after it killed (see the fixture). It had ended the fragment with a newline on
+      // its own, before its anchor: killed between the two, it left a last line no record names, and every
+      // start after refused the trail until an operator cut the file by hand.
+      const killed = spawnSync(process.execPath, [fileURLToPath(new URL('./fixtures/audit-open-killed.mjs', import.meta.url)), file], {
+        env: { ...process.env, UV_THREADPOOL_SIZE: '1' },
+        encoding: 'utf8',
+      });
+      assert.equal(killed.signal, 'SIGKILL', killed.stderr);
+
+      const { log: again, errors } = await openAuditLog(file);
+      await again.close();
+      assert.deepEqual(errors, []);
+      const anchors = recordsIn(file).filter((r) => r.event === 'audit-start');
+      assert.equal(anchors.length, 2, 'the killed start wrote nothing');
+      assert.deepEqual((anchors[1] as Rec & { torn?: { bytes: number } }).torn?.bytes, 23);
+      const verify = sluice(root, ['audit', 'verify']);
+      assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+      assert.match(verify.stdout, /chain intact; torn by a crash and recorded at restart: .*audit\.log:2 \(23 bytes\)/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

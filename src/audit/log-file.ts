@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { close as closeFd, closeSync, constants, fstat, fstatSync, mkdirSync, open as openFd, openSync, promises as fsp, readSync, writeSync, type Stats } from 'node:fs';
+import { close as closeFd, closeSync, constants, fstat, fstatSync, mkdirSync, open as openFd, openSync, promises as fsp, readSync, type Stats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import pino from 'pino';
 import { regularFile } from '../regular-file.js';
@@ -79,10 +79,15 @@ export class LogFile {
     // stops the server here, with the reason, rather than lose every line.
     mkdirSync(dirname(path), { recursive: true });
     // The size so far decides the first rotation.
-    this.size = endLine(path);
+    const { size, unfinished } = endOf(path);
+    this.size = size;
     this.current = this.adopt(openSync(path, 'a', 0o600));
     this.flusher = setInterval(() => this.timedFlush(), 1000);
     this.flusher.unref();
+    // A last line a crash left unfinished is ended by the first write, in the same write(2) as the line
+    // after it (the start's anchor, which records the fragment). Ended on its own, a start killed before
+    // its anchor landed left a fragment no record names, and every start after refused the trail.
+    if (unfinished) this.write('\n');
   }
 
   /**
@@ -305,18 +310,16 @@ export class LogFile {
 }
 
 /**
- * Start-up only: create the file, and when a crash left its last line
- * unfinished, end it with a newline so the next line is not glued onto the
- * fragment. Returns the file's size.
+ * Start-up only: create the file; its size, and whether a crash left its last
+ * line unfinished (the constructor ends it, so that the next line is not glued
+ * onto the fragment).
  */
-function endLine(path: string): number {
-  const fd = openSync(path, constants.O_RDWR | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK, 0o600);
+function endOf(path: string): { size: number; unfinished: boolean } {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_CREAT | constants.O_NONBLOCK, 0o600);
   try {
     const { size } = regularFile(fstatSync(fd), path);
     const last = Buffer.alloc(1);
-    if (size === 0 || (readSync(fd, last, 0, 1, size - 1) === 1 && last[0] === 0x0a)) return size;
-    writeSync(fd, '\n');
-    return size + 1;
+    return { size, unfinished: size > 0 && !(readSync(fd, last, 0, 1, size - 1) === 1 && last[0] === 0x0a) };
   } finally {
     closeSync(fd);
   }
