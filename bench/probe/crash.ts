@@ -93,6 +93,8 @@ class Actor {
   sftp: ssh2.SFTPWrapper | null = null;
   conn: ssh2.Client | null = null;
   private gone: Promise<never> = new Promise(() => undefined);
+  /** The rename under way: cut, it must leave the file under one of its names, not both. */
+  renaming: { from: string; to: string } | null = null;
   /** The change under way: the names it touches and what each may hold if it was cut. */
   pending: Map<string, Outcome[]> | null = null;
   /** Full SHA-256s of everything sent to a name, for the `ok` records to be checked against. */
@@ -160,7 +162,10 @@ class Actor {
    * one refused before is known not to have happened.
    */
   private settle(ok: boolean): boolean {
-    if (ok || killedAt === null) this.pending = null;
+    if (ok || killedAt === null) {
+      this.pending = null;
+      this.renaming = null;
+    }
     return ok;
   }
 
@@ -219,6 +224,7 @@ class Actor {
       [from, [ABSENT]],
       [to, [a]],
     ]);
+    this.renaming = { from, to };
     let ok: boolean;
     if (rand() < 0.5 && this.ftp) {
       ok = (await this.ftp.cmd(`RNFR ${from}`)).code === 350 && (await this.ftp.cmd(`RNTO ${to}`)).code === 250;
@@ -473,13 +479,22 @@ async function iteration(it: number, srv: TestServer, actors: Actor[], cli: CliA
     // The primary starts a new worker after a second; then a clean stop and start recounts the usage.
     await sleep(1500);
   }
+  // A second cut, now and then, while the server starts again: in its sweep, its recount, its audit trail's recovery.
+  let during = '';
+  if (rand() < 0.3) {
+    const starting = srv.restart().then(() => 'after it was ready', () => 'while it started');
+    await sleep(Math.floor(rand() * 600));
+    const again = srv.pid!;
+    for (const p of [again, ...childrenOf(again)]) process.kill(p, 'SIGKILL');
+    during = `, killed again ${await starting}`;
+  }
   try {
     await srv.restart();
   } catch (err) {
     violation(it, `restart failed: ${(err as Error).message.slice(0, 2000)}`);
     throw err;
   }
-  console.log(`#${it}: ${mode} killed after ${delay} ms, ${counts.steps} steps`);
+  console.log(`#${it}: ${mode} killed after ${delay} ms, ${counts.steps} steps${during}`);
   await check(it, srv, actors, killedAt, cli);
   killedAt = null;
 }
@@ -509,7 +524,12 @@ async function check(it: number, srv: TestServer, actors: Actor[], killedAt: num
       }
       a.model.set(path, found.kind === 'file' ? { kind: 'file', sha: found.sha, size: found.size } : found);
     }
+    if (a.pending && a.renaming) {
+      const [from, to] = [a.renaming.from, a.renaming.to].map((p) => lstatSync(join(home, p), { throwIfNoEntry: false }));
+      if (from && to && from.ino === to.ino) violation(it, `${a.user}: rename ${a.renaming.from} ${a.renaming.to} cut half-way: the file has both names`);
+    }
     a.pending = null;
+    a.renaming = null;
     const extra = readdirSync(join(home, a.dir)).filter((n) => !a.names().includes(`${a.dir}/${n}`));
     if (extra.length > 0) violation(it, `${a.user}${a.dir}: names nobody made: ${extra.join(' ')}`);
   }
