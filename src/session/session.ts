@@ -17,7 +17,8 @@ import { replacedFields, replacedThrough } from './replaced.js';
 import { scansWith, type UploadScanning } from './scanning.js';
 import { SessionChecksums, hashRange, type Checksum, type ChecksumRange, type UploadReceipts } from './checksum.js';
 import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile, type Storage, type StorageOpener, type StorageSpace } from './storage/storage.js';
-import { Download, Upload, type TransferOptions, type TransferRecord } from './transfer.js';
+import { Download, Upload, type TransferOptions } from './transfer.js';
+import type { TransferRecord } from './transfer-record.js';
 import { planUpload, type UploadRefusal } from './upload-plan.js';
 
 export interface SessionContext {
@@ -75,6 +76,11 @@ export interface WriteOptions {
   truncate?: boolean;
   /** The front-end converts line endings on the way (FTP TYPE A), for the audit record. */
   convertedLineEndings?: boolean;
+  /**
+   * The client reads the file through the upload too (SFTP OPEN READ|WRITE): the open needs download
+   * as well (see readBackAllowed), and the reads are recorded as a download (see ReadBack).
+   */
+  read?: boolean;
 }
 
 /** Room for a user's files (see Session.space); bytes, and names. */
@@ -603,17 +609,40 @@ export class Session implements LiveSession {
   private async openWriteNow(clientPath: string, options: WriteOptions): Promise<Upload> {
     this.startable();
     const path = this.resolve(clientPath);
+    // Reading back is downloading: refused before anything is looked up, as a download's open is (see readable).
+    if (options.read) await this.guard('download', path, async () => this.checked('download', parentOf(path), path));
     const loc = await this.guard('upload', path, () =>
       this.storage.resolve(this.checked('upload', parentOf(path), path), true, this.unseen),
     );
     let upload: Upload;
     try {
+      if (options.read) await this.readBackAllowed(loc, path);
       upload = await this.guard('upload', path, () => blindly(loc, () => told(loc, 'change', () => this.startUpload(loc, path, options))));
     } catch (err) {
       await loc.close();
       throw err;
     }
     return upload;
+  }
+
+  /**
+   * An upload the client reads through too (WriteOptions.read) needs what a download's open needs (see
+   * readable): download where the file really is, links followed, and no name on the way that the user
+   * may not learn of. Checked before anything is made or emptied, and refused on record as a download
+   * is. The rest of what a download's open refuses does not apply to reading one's own upload: a
+   * special file or a directory is no upload (planUpload refuses it); the bytes read are those at the
+   * name, where this user may download, or those this upload wrote to a staged file nobody else names,
+   * so a scan's verdict still to come guards nothing from the client that it did not send itself (and
+   * a scanned upload is always staged); and a file another upload holds in place refuses this one's
+   * open already (the ledger's in-place lock).
+   */
+  private readBackAllowed(loc: Location, path: string): Promise<void> {
+    return this.guard('download', path, () =>
+      blindly(loc, async () => {
+        if (loc.blind) throw new Unseen();
+        this.require('download', parentOf(loc.virtualPath));
+      }),
+    );
   }
 
   private async startUpload(loc: Location, path: string, options: WriteOptions): Promise<Upload> {
@@ -636,6 +665,7 @@ export class Session implements LiveSession {
     if ('refused' in plan) throw refusal(plan.refused);
     if (plan.needsOverwrite) this.require('overwrite', dir);
     const { atomic, truncate, append } = plan;
+    const read = options.read ?? false;
     // An atomic overwrite may count the old file's size as room while it runs,
     // if it is that file's only name and no other upload counts on it already;
     // what it really frees is measured again when the bytes land.
@@ -674,7 +704,7 @@ export class Session implements LiveSession {
       } else if (st) {
         // Just before the open: the lookup may have taken long, its directories pinned all the while.
         await inPlace(loc);
-        file = await loc.openWrite({ create: false, truncate: false, append });
+        file = await loc.openWrite({ create: false, truncate: false, append, read });
         const now = await file.stat();
         // The file looked at, whose lock and quota steps were taken: another that took the name since is
         // refused before anything is truncated (its lock was not this one's, so a second writer got in).
@@ -696,7 +726,7 @@ export class Session implements LiveSession {
         }
       } else {
         await inPlace(loc);
-        file = await loc.openWrite({ create: true, truncate: false, append });
+        file = await loc.openWrite({ create: true, truncate: false, append, read });
         lock = await this.lockCreated(loc, file);
       }
     } catch (err) {
@@ -724,6 +754,14 @@ export class Session implements LiveSession {
       knownSha256: (node) => knownSha(this.deps.receipts, node).sha256 ?? null,
       scan: this.scanning
         ? { scanning: this.scanning, user: this.account.name, userId: this.account.id, turns: shareOf(this.account.name, this.account.method === 'anonymous', this.context.source) }
+        : null,
+      readBack: read
+        ? {
+            rate: this.budget.rates.down,
+            hash: this.deps.audit !== null,
+            started: (at) => this.deps.inFlight?.started(this.actor, 'download', path, 0, at),
+            report: (r) => this.recorded(r),
+          }
         : null,
     });
     this.placed.set(upload, dir);
@@ -878,14 +916,19 @@ export class Session implements LiveSession {
       this.audit({ event: 'quota-exceeded', path: r.path });
       this.quotaRefused();
     }
-    const durationMs = Date.now() - r.started.getTime();
-    this.deps.metrics.count({ m: 'transfer', protocol: this.context.protocol, direction: r.direction, bytes: r.bytes, seconds: durationMs / 1000, result: r.result });
     if (r.quarantined) this.audit({ event: 'quarantined', path: r.path, ...r.quarantined });
     if (r.direction === 'upload' && r.result === 'ok' && r.node && !r.convertedLineEndings) {
       // The hash covers the whole file only if the upload wrote all of it, or hashed it after a resume (node: see TransferRecord).
       const whole = r.fileSha256 ?? (r.offset === 0 && r.bytes === r.size ? r.sha256 : null);
       if (whole) this.deps.receipts.remember(r.node.key, r.size, r.node.ctimeMs, whole);
     }
+    this.recorded(r, copied);
+  }
+
+  /** A transfer's record in the metrics and the audit trail; `copied`: see copy(). */
+  private recorded(r: TransferRecord, copied?: { paths: Set<string>; others: number }): void {
+    const durationMs = Date.now() - r.started.getTime();
+    this.deps.metrics.count({ m: 'transfer', protocol: this.context.protocol, direction: r.direction, bytes: r.bytes, seconds: durationMs / 1000, result: r.result });
     this.audit({
       event: r.direction,
       path: r.path,
@@ -1160,7 +1203,7 @@ export class Session implements LiveSession {
       }
       let was = 0;
       await this.change('overwrite', path, follow, async (loc) => {
-        const file = await loc.openWrite({ create: false, truncate: false, append: false });
+        const file = await loc.openWrite({ create: false, truncate: false, append: false, read: false });
         try {
           const looked = await file.stat();
           if (looked.type !== 'file') throw new SluiceError('permission-denied', undefined, 'not a regular file');

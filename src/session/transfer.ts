@@ -7,48 +7,15 @@ import { baseName, parentOf } from './paths.js';
 import { dropFile, dropThrough, freedBytes, freeingKey, type Ledger } from './quota.js';
 import { pieces, type RateLimit } from './rate-limit.js';
 import { SequenceHash } from './sequence-hash.js';
+import { PacedReads } from './paced-reads.js';
+import { ReadBack, type ReadBackOptions } from './read-back.js';
 import { Sha256Stream } from './offloaded-sha256.js';
 import { hashRange, type Checksum, type ChecksumRange, type Pace } from './checksum.js';
 import { replacedThrough } from './replaced.js';
+import type { TransferRecord } from './transfer-record.js';
 import { inPlaceFence } from './fence.js';
 import { verdictWithin, type UploadScanning } from './scanning.js';
 import { nodeKey, type HeldNode, type Location, type NodeStat, type OpenFile, type StagedFile, type StorageSpace } from './storage/storage.js';
-
-/** What a finished transfer reports to its session for the audit trail. */
-export interface TransferRecord {
-  direction: 'upload' | 'download';
-  /** Where the file is: an upload's where it ended, if its directory moved since the open (see openedAs). */
-  path: string;
-  /** An upload's path at its open, when its directory was moved meanwhile and `path` says where it went. */
-  openedAs?: string;
-  bytes: number;
-  size: number;
-  offset: number;
-  started: Date;
-  result: TransferResult;
-  reason?: string;
-  /** The bytes transferred, in file order; null when not computed or not computable. */
-  sha256: string | null;
-  /** The whole file after a resumed upload, when configured. */
-  fileSha256?: string;
-  convertedLineEndings: boolean;
-  /**
-   * An upload's file as it ended under its name (dev:ino and ctime), for UploadReceipts; none: keep no receipt.
-   * Given only where a hash stands for the file: a staged file's bytes sent, or fileSha256 read from it.
-   */
-  node?: { key: string; ctimeMs: number };
-  /** An upload's: the file it replaced whole; 'unknown' when the one looked at was not what its rename replaced (see replacedThrough). */
-  replaced?: Replaced | 'unknown';
-  /** An upload's into an existing file it did not empty: that file's size at the open. */
-  was?: number;
-  /**
-   * A scanned upload's (none: this upload is not scanned): the verdict it took its name on (`clean`),
-   * malware found (`infected`), or no verdict (`unscanned`: the scanner down or refusing, the upload ended first).
-   */
-  scan?: 'clean' | 'infected' | 'unscanned';
-  /** The scanner found malware: kept in quarantine at `file`, or not (`why`). */
-  quarantined?: { signature: string; size: number; sha256: string | null; kept: boolean; file?: string; why?: string };
-}
 
 /**
  * Smallest upload whose hash is kept for HASH and check-file (UploadReceipts):
@@ -102,6 +69,8 @@ export interface UploadOptions extends TransferOptions {
   scan: { scanning: UploadScanning; user: string; userId: number; turns: string } | null;
   /** The SHA-256 the server already holds for a file as `st` describes it (a receipt); null: none, and it is never read for one. */
   knownSha256: (st: NodeStat) => string | null;
+  /** The client reads the file through the upload too (SFTP OPEN READ|WRITE); null: it may not. */
+  readBack: ReadBackOptions | null;
 }
 
 type Reporter = (record: TransferRecord) => void;
@@ -199,6 +168,13 @@ abstract class Transfer {
 
   protected abstract settle(result: TransferResult, reason?: string): Promise<void>;
 
+  /**
+   * Up to `length` bytes of the file at `position` into `target` at `offset` (SFTP READ), paced by
+   * the session's download limit: the bytes read, 0 at the end. A download's, or an upload's opened
+   * for reading too; any other refuses.
+   */
+  abstract readInto(target: Buffer, offset: number, length: number, position: number): Promise<number>;
+
   protected async record(
     size: number,
     result: TransferResult,
@@ -245,13 +221,7 @@ export class Download extends Transfer {
   readonly direction = 'download';
   /** The first chunk of readable(), read ahead. */
   private ahead: Promise<Buffer> | undefined;
-  /**
-   * readInto()s still running: the end waits for them, so that the record counts and hashes every byte
-   * a client got. Before (found by a review), an SFTP CLOSE sent right behind a READ (READs are not
-   * ordered on their handle) recorded the download before the READ landed: `bytes: 0` and the SHA-256
-   * of nothing in the audit trail, while the client got the whole file.
-   */
-  private readonly reading = new Set<Promise<number>>();
+  private readonly reads: PacedReads;
 
   constructor(file: OpenFile, path: string, offset: number, readonly size: number, report: Reporter, options: TransferOptions) {
     // Hashed on the event loop: measured with OpenSSH sftp get (quick bench, three pairs of runs
@@ -259,6 +229,10 @@ export class Download extends Transfer {
     // 0.68, 0.65 and 0.99 of OpenSSH's speed against 1.17, 1.14 and 0.98 hashing inline, the
     // loop's CPU per MiB hardly lower. Uploads gain (below).
     super(file, path, offset, report, options, false);
+    this.reads = new PacedReads(file, options.rate, this.stopping?.signal, () => this.isFinished, (position, data) => {
+      this.bytes += data.length;
+      this.hash?.update(position, data);
+    });
   }
 
   /**
@@ -281,34 +255,9 @@ export class Download extends Transfer {
     return n === length ? data : data.subarray(0, n);
   }
 
-  /**
-   * As read(), into `target` at `offset` (SFTP reads straight into its DATA
-   * reply): the bytes read, 0 at the end. Under a limit, a short read of at
-   * most the bucket's burst, as SFTP allows (clients ask again for the rest):
-   * one 255 KiB READ charged whole sent nothing for half a minute at 8 KiB/s.
-   */
+  /** As read(), into `target` at `offset` (SFTP READ): see PacedReads. */
   readInto(target: Buffer, offset: number, length: number, position: number): Promise<number> {
-    if (this.isFinished) return Promise.reject(new SluiceError('failure', 'Transfer is closed'));
-    const read = this.readIntoNow(target, offset, length, position);
-    this.reading.add(read);
-    const done = () => void this.reading.delete(read);
-    read.then(done, done);
-    return read;
-  }
-
-  private async readIntoNow(target: Buffer, offset: number, length: number, position: number): Promise<number> {
-    const { rate } = this.options;
-    const granted = rate && length > 0 ? await rate.next(length, this.stopping?.signal) : length;
-    if (rate && this.isFinished) {
-      rate.refund(granted);
-      throw new SluiceError('failure', 'Transfer is closed');
-    }
-    const n = await this.file.read(target, offset, granted, position);
-    // Past the end (clients ask beyond it, in parallel): what was not sent is not charged.
-    if (rate && n < granted) rate.refund(granted - n);
-    this.bytes += n;
-    this.hash?.update(position, target.subarray(offset, offset + n));
-    return n;
+    return this.reads.readInto(target, offset, length, position);
   }
 
   /**
@@ -360,7 +309,7 @@ export class Download extends Transfer {
   protected async settle(result: TransferResult, reason?: string): Promise<void> {
     // A read still waiting for the rate limit's room ends now (it refunds, and reads nothing); one reading lands first.
     if (this.stopping?.signal.aborted === false) this.stopping.abort(new SluiceError('failure', 'Transfer is closed'));
-    await Promise.allSettled([...this.reading]);
+    await this.reads.settled();
     // What a read descriptor's close reports changes nothing, so the end (SFTP CLOSE's answer) does
     // not wait a thread-pool round trip for it: one of the few a small file's download takes.
     this.file.close().catch(() => undefined);
@@ -430,6 +379,8 @@ export class Upload extends Transfer {
   private readonly finishing = new AbortController();
   /** In place: the fence's epoch it began in (see InPlaceFence); null for an atomic upload. */
   private readonly fenceEpoch: number | null;
+  /** The client's reads of the file (see ReadBack); null: not opened for reading. */
+  private readonly readBack: ReadBack | null;
 
   constructor(
     file: OpenFile,
@@ -444,6 +395,7 @@ export class Upload extends Transfer {
     super(file, path, offset, report, uploadOptions, true);
     this.size = target.staged === null ? (target.existingSize ?? 0) : 0;
     this.fenceEpoch = target.lock === null ? null : (target.fenceEpoch ?? inPlaceFence.epoch);
+    this.readBack = uploadOptions.readBack && new ReadBack(file, uploadOptions.readBack, () => this.isFinished);
   }
 
   /** Written to a staged file that takes its name only at the end (an atomic upload). */
@@ -457,12 +409,21 @@ export class Upload extends Transfer {
   }
 
   /**
-   * A staged file is open for reading too; a file written in place only for writing (opening it for
-   * reading would need a read bit its owner may have taken away), so its hash is asked of its name.
-   * Said so, rather than the read's EBADF as "Operation failed".
+   * The file as it is now, through the handle (SFTP READ on a handle opened READ|WRITE): what the
+   * writes before it left there, never past its end. Refused on one opened for writing only.
+   */
+  readInto(target: Buffer, offset: number, length: number, position: number): Promise<number> {
+    if (this.readBack === null) return Promise.reject(new SluiceError('permission-denied', 'Handle not open for reading'));
+    return this.readBack.readInto(target, offset, length, position);
+  }
+
+  /**
+   * A staged file is open for reading too; a file written in place only for writing unless the client
+   * opened it for reading (otherwise that would need a read bit its owner may have taken away), so its
+   * hash is asked of its name. Said so, rather than the read's EBADF as "Operation failed".
    */
   override checksum(range: ChecksumRange, pace: Pace): Promise<Checksum> {
-    if (this.target.staged === null) return Promise.reject(new SluiceError('unsupported', 'Handle not open for reading: ask for the checksum by name'));
+    if (this.target.staged === null && this.readBack === null) return Promise.reject(new SluiceError('unsupported', 'Handle not open for reading: ask for the checksum by name'));
     return super.checksum(range, pace);
   }
 
@@ -735,6 +696,10 @@ export class Upload extends Transfer {
   }
 
   protected async settle(result: TransferResult, reason?: string): Promise<void> {
+    // The end the handle was given, for its reads' record (see ReadBack.record).
+    const asked = { result, reason };
+    // Reads under way land before the file is closed, as writes do.
+    await this.readBack?.end();
     while (this.changing.size > 0) await Promise.allSettled([...this.changing]);
     if (result === 'ok' && this.writeError) {
       result = 'failed';
@@ -867,6 +832,9 @@ export class Upload extends Transfer {
     if (heldFile) await this.ledger.synced().catch(() => undefined);
     const { replacedAtOpen, was } = this.target;
     if (replacedAtOpen) replaced = replacedAtOpen;
+    const endedAs = movedTo(loc, await where?.catch(() => null));
+    // Before the upload's own: the session's end waits for that one only (see Session.finished).
+    await this.readBack?.record(endedAs === null ? { path: this.path } : { path: endedAs, openedAs: this.path }, finalSize, asked.result, asked.reason);
     await this.record(
       finalSize,
       result,
@@ -879,7 +847,7 @@ export class Upload extends Transfer {
         ...(was === null ? {} : { was }),
         ...(scanned === undefined ? {} : { scan: scanned }),
       },
-      movedTo(loc, await where?.catch(() => null)),
+      endedAs,
     );
   }
 

@@ -48,6 +48,15 @@ function replyCost(reply: Buffer): number {
   return reply.length + HELD_OVERHEAD;
 }
 
+/** A READ's handle, as a map key (see handleOrderKey); null when the READ is malformed (answered BAD_MESSAGE at once). */
+function readHandle(packet: Packet): string | null {
+  try {
+    return new Reader(packet.payload).bytes().toString('hex');
+  } catch {
+    return null;
+  }
+}
+
 /**
  * The SFTP request loop on one subsystem channel. Backpressure both ways:
  * a request starts only while fewer than maxInFlight run and the connection's
@@ -67,6 +76,8 @@ export class SftpChannel {
   private inFlight = 0;
   /** Per handle, the requests ordered on it, in order, the one running first (see ordered()). */
   private readonly writes = new Map<string, Queued[]>();
+  /** Per handle, the reply of the last request ordered on it, until it is answered (see dispatch: a READ waits for it). */
+  private readonly lastOrdered = new Map<string, Promise<Buffer>>();
   /**
    * CLOSEs of files received and not yet answered (see dispatch): a request
    * received after one of them and naming a path runs once they are done.
@@ -265,7 +276,19 @@ export class SftpChannel {
     // Found with sshfs: its close(2) does not wait for the CLOSE's reply, and an open(2) of the file just
     // written, sent right behind it, ran beside the CLOSE, found no file yet, and failed with ENOENT.
     const closes = key === null && packet.type !== FXP.READ ? [...this.fileCloses] : [];
-    const reply = this.ordered(key, packet, closes.length === 0 ? run : () => Promise.allSettled(closes).then(run));
+    // A READ runs after the requests ordered on its handle received before it (WRITEs, a resize, a CLOSE),
+    // as on a server running one request at a time: on a handle opened READ|WRITE it reads what they
+    // left. sshfs does not wait for a WRITE's reply before it returns from write(2), and a read(2) of
+    // the same bytes right after sent a READ that ran beside the WRITE. READs still run side by side.
+    const before = packet.type === FXP.READ ? this.lastOrdered.get(readHandle(packet) ?? '') : undefined;
+    const waits = before === undefined ? closes : [...closes, before];
+    const reply = this.ordered(key, packet, waits.length === 0 ? run : () => Promise.allSettled(waits).then(run));
+    if (key !== null) {
+      this.lastOrdered.set(key, reply);
+      void reply.then(() => {
+        if (this.lastOrdered.get(key) === reply) this.lastOrdered.delete(key);
+      });
+    }
     if (packet.type === FXP.CLOSE && owed !== null) {
       this.fileCloses.add(reply);
       void reply.then(() => this.fileCloses.delete(reply));
@@ -282,11 +305,8 @@ export class SftpChannel {
   /** Whether `packet` names a file's handle: ordered on it (`key`, see handleOrderKey), or a READ. */
   private onFile(packet: Packet, key: string | null): boolean {
     if (packet.type === FXP.READ) {
-      try {
-        return this.handles.holdsFile(new Reader(packet.payload).bytes().toString('hex'));
-      } catch {
-        return false; // malformed: answered BAD_MESSAGE at once
-      }
+      const handle = readHandle(packet);
+      return handle !== null && this.handles.holdsFile(handle);
     }
     return key !== null && this.handles.holdsFile(key);
   }

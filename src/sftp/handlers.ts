@@ -105,6 +105,8 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
           mustExist: (flags & OPEN_FLAGS.CREAT) === 0,
           truncate: (flags & OPEN_FLAGS.TRUNC) !== 0,
           offset: 0,
+          // READ|WRITE: a handle read through as well (sshfs opens every O_RDWR file so), as OpenSSH's.
+          read: (flags & OPEN_FLAGS.READ) !== 0,
         });
       } else {
         transfer = await session.openRead(path);
@@ -144,7 +146,6 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
       const transfer = handles.file(body.bytes());
       const offset = body.uint64();
       const length = clampRead(body.uint32());
-      if (!(transfer instanceof Download)) throw new SluiceError('permission-denied', 'Handle not open for reading');
       const reply = await dataPacket(id, length, (into, at) => transfer.readInto(into, at, length, offset));
       return reply ?? statusPacket(id, STATUS.EOF, 'End of file');
     },

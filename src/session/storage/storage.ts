@@ -137,6 +137,8 @@ export interface WriteMode {
   truncate: boolean;
   /** Every write goes to the end of the file. */
   append: boolean;
+  /** Open for reading too (the client reads back through its handle): needs the file's read bit, as OpenSSH's O_RDWR open. */
+  read: boolean;
 }
 
 /**
