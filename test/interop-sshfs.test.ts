@@ -153,5 +153,30 @@ describe('sshfs and the requests it pipelines', () => {
       utimesSync(join(mnt, 'x y.txt'), 1_000_000_000, 1_000_000_000);
       assert.equal(statSync(join(mnt, 'x y.txt')).mtimeMs, 1_000_000_000_000);
     });
+
+    it("reads a file open(2)ed O_RDWR: Python's r+ and w+", () => {
+      // sshfs opens O_RDWR as READ|WRITE, and reads through that handle. sluice refused those READs: r+ read ''
+      // and the program wrote over the start of a file it believed empty; w+ could not read back what it wrote.
+      writeFileSync(join(srv.home(login.username), 'rplus.txt'), 'original content');
+      const script = [
+        'import sys',
+        "with open(sys.argv[1], 'r+') as f:",
+        '    data = f.read()',
+        '    f.seek(0)',
+        '    f.write(data.upper())',
+        "with open(sys.argv[2], 'w+') as f:",
+        "    f.write('written then read')",
+        '    f.flush()',
+        '    f.seek(0)',
+        '    back = f.read()',
+        "print(data + '|' + back, end='')",
+      ].join('\n');
+      // Debian's python3: the tests run as an unprivileged user, who may not reach another's.
+      const py = spawnSync('/usr/bin/python3', ['-c', script, join(mnt, 'rplus.txt'), join(mnt, 'wplus.txt')], { encoding: 'utf8', timeout: 20_000 });
+      assert.equal(py.status, 0, py.stderr);
+      assert.equal(py.stdout, 'original content|written then read');
+      assert.equal(readFileSync(join(mnt, 'rplus.txt'), 'utf8'), 'ORIGINAL CONTENT');
+      assert.equal(readFileSync(join(mnt, 'wplus.txt'), 'utf8'), 'written then read');
+    });
   });
 });
