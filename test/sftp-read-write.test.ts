@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
 import { sluice } from './helpers/cli.js';
+import { hookRecorder } from './helpers/hook-recorder.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect, statusOf } from './helpers/ssh.js';
+import { until } from './helpers/stall.js';
 
 /*
  * SFTP OPEN with READ and WRITE gives a handle that is both read and written,
@@ -54,8 +57,21 @@ describe('SFTP: a file opened READ|WRITE is read through its handle', () => {
     return sftp;
   };
 
+  // What a download hook is told, one JSON argv a line.
+  const hooks = mkdtempSync(join(tmpdir(), 'sluice-rw-hooks-'));
+  const told = join(hooks, 'told');
   before(async () => {
     srv = await TestServer.start({
+      yaml: [
+        'audit:',
+        '  xferlog: xferlog',
+        'hooks:',
+        '  actions:',
+        '    - name: record',
+        '      on: [download]',
+        `      command: ['${process.execPath}', '${hookRecorder(hooks)}', '${told}', '{event}', '{path}', '{bytes}', '{sha256}']`,
+        '',
+      ].join('\n'),
       users: [
         { name: 'rw', password: users.rw },
         { name: 'noread', password: users.noread, args: ['--perms', 'all'] },
@@ -80,6 +96,7 @@ describe('SFTP: a file opened READ|WRITE is read through its handle', () => {
   after(async () => {
     for (const { c } of sessions.values()) c.end();
     await srv?.stop();
+    rmSync(hooks, { recursive: true, force: true });
   });
 
   it("r+ reads the file's content, then reads back a write through the same handle (in place)", async () => {
@@ -172,6 +189,14 @@ describe('SFTP: a file opened READ|WRITE is read through its handle', () => {
     assert.equal(find('upload', '/reread.txt')?.sha256, sha256('twice'));
     // A handle opened READ|WRITE and never read leaves no download record (pipelined.bin was read, closed.txt was not).
     assert.ok(!records.some((r) => r.event === 'download' && r.path === '/closed.txt'));
+
+    // xferlog and hooks take it as any download: an outgoing line, a download hook.
+    const xferlog = join(srv.dir, 'data', 'xferlog');
+    const lines = () => (existsSync(xferlog) ? readFileSync(xferlog, 'utf8').split('\n') : []);
+    await until('the xferlog line', () => lines().some((l) => / 100000 \/audited\.bin b _ o r rw sftp 0 \* c$/.test(l)));
+    const hookArgs = () => (existsSync(told) ? readFileSync(told, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as string[]) : []);
+    await until('the download hook', () => hookArgs().some((a) => a[1] === '/audited.bin'));
+    assert.deepEqual(hookArgs().find((a) => a[1] === '/audited.bin'), ['download', '/audited.bin', '100000', sha256(data)]);
   });
 
   it('reads back at the download limit, not faster', async () => {
