@@ -262,3 +262,37 @@ describe('SFTP: a file opened READ|WRITE is read through its handle', () => {
     assert.equal(readFileSync(join(incoming, 'new.txt'), 'utf8'), 'dropped');
   });
 });
+
+describe('workers: 2 — a worker killed while a handle opened READ|WRITE was read', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({ users: [{ name: 'rw', password: 'rw password' }], env: { SLUICE_WORKERS: '2' } });
+  });
+  after(() => srv?.stop());
+
+  it('has its reads recorded aborted by the primary, beside its upload', async () => {
+    writeFileSync(join(srv.home('rw'), 'open.txt'), 'content read back');
+    const c = await sshConnect({ port: srv.sftpPort, username: 'rw', password: 'rw password' });
+    c.on('error', () => undefined);
+    try {
+      const sftp = await sftpOf(c);
+      const h = await call<Buffer>((cb) => sftp.open('/open.txt', 'r+', cb));
+      assert.equal((await readAt(sftp, h, 0, 7)).toString(), 'content');
+      // SFTP logins are not in the log with their process: both workers go.
+      const workers = srv.log.split('\n').filter((l) => l.includes('"msg":"worker ready"'));
+      assert.equal(workers.length, 2);
+      for (const l of workers) process.kill((JSON.parse(l) as { workerPid: number }).workerPid, 'SIGKILL');
+      const records = await srv.auditUntilAll([
+        (r) => r.event === 'download' && r.path === '/open.txt',
+        (r) => r.event === 'upload' && r.path === '/open.txt',
+      ]);
+      for (const event of ['download', 'upload']) {
+        const record = records.find((r) => r.event === event && r.path === '/open.txt');
+        assert.equal(record?.result, 'aborted', event);
+        assert.match(String(record?.reason), /SIGKILL/, event);
+      }
+    } finally {
+      c.end();
+    }
+  });
+});
