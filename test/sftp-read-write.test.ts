@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -121,6 +122,35 @@ describe('SFTP: a file opened READ|WRITE is read through its handle', () => {
     assert.equal(readFileSync(join(srv.home('rw'), 'replaced.txt'), 'utf8'), 'old content, longer than the new', 'atomic: the old file stays until CLOSE');
     await call((cb) => sftp.close(h, cb));
     assert.equal(readFileSync(join(srv.home('rw'), 'replaced.txt'), 'utf8'), 'new');
+  });
+
+  it("paramiko's open(f, 'w+') and 'r+' read back through the handle", (t) => {
+    const py = spawnSync('python3', ['-c', 'import paramiko'], { encoding: 'utf8' });
+    if (py.status !== 0) {
+      if (process.env.CI) assert.fail('python3-paramiko must be installed in CI');
+      t.skip('paramiko is not installed (.ci/run installs python3-paramiko)');
+      return;
+    }
+    const script = `
+import paramiko, sys
+t = paramiko.Transport(('127.0.0.1', int(sys.argv[1])))
+t.connect(username='rw', password='rw password')
+s = paramiko.SFTPClient.from_transport(t)
+with s.open('/para.txt', 'w+') as f:
+    f.write(b'written by paramiko')
+    f.seek(0)
+    first = f.read()
+with s.open('/para.txt', 'r+') as f:
+    second = f.read()
+    f.seek(0)
+    f.write(b'W')
+print(first.decode() + '|' + second.decode(), end='')
+t.close()
+`;
+    const r = spawnSync('python3', ['-c', script, String(srv.sftpPort)], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'written by paramiko|written by paramiko');
+    assert.equal(readFileSync(join(srv.home('rw'), 'para.txt'), 'utf8'), 'Written by paramiko');
   });
 
   it('a READ pipelined right behind a WRITE on the handle reads what the WRITE wrote', async () => {
