@@ -268,7 +268,11 @@ export class SftpChannel {
     if (packet.type === FXP.INIT || packet.id === null) return this.violation('INIT twice');
     const id = packet.id;
     const key = handleOrderKey(packet);
-    const owed = this.onFile(packet, key) ? this.owe() : null;
+    // A READ's handle: it is not ordered on it (READs run side by side), but waits for what is (below).
+    const reads = packet.type === FXP.READ ? readHandle(packet) : null;
+    // A reply owed on a file's handle (see answered()).
+    const fileHandle = key ?? reads;
+    const owed = fileHandle !== null && this.handles.holdsFile(fileHandle) ? this.owe() : null;
     this.inFlight++;
     const run = () => this.handle(packet.type, id, packet);
     // Not ordered on a handle, and not a READ: a request by path, which must find what a file's CLOSE sent
@@ -278,9 +282,10 @@ export class SftpChannel {
     const closes = key === null && packet.type !== FXP.READ ? [...this.fileCloses] : [];
     // A READ runs after the requests ordered on its handle received before it (WRITEs, a resize, a CLOSE),
     // as on a server running one request at a time: on a handle opened READ|WRITE it reads what they
-    // left. sshfs does not wait for a WRITE's reply before it returns from write(2), and a read(2) of
-    // the same bytes right after sent a READ that ran beside the WRITE. READs still run side by side.
-    const before = packet.type === FXP.READ ? this.lastOrdered.get(readHandle(packet) ?? '') : undefined;
+    // left. sshfs does not wait for a WRITE's reply before write(2) returns (sync_write is off by default),
+    // so a read(2) of the same bytes right after sends its READ while the WRITE may still run: run beside
+    // it, under an upload limit, such a READ found nothing there yet. READs still run side by side.
+    const before = reads === null ? undefined : this.lastOrdered.get(reads);
     const waits = before === undefined ? closes : [...closes, before];
     const reply = this.ordered(key, packet, waits.length === 0 ? run : () => Promise.allSettled(waits).then(run));
     if (key !== null) {
@@ -300,15 +305,6 @@ export class SftpChannel {
       this.release(cost);
       this.wakeProgress();
     });
-  }
-
-  /** Whether `packet` names a file's handle: ordered on it (`key`, see handleOrderKey), or a READ. */
-  private onFile(packet: Packet, key: string | null): boolean {
-    if (packet.type === FXP.READ) {
-      const handle = readHandle(packet);
-      return handle !== null && this.handles.holdsFile(handle);
-    }
-    return key !== null && this.handles.holdsFile(key);
   }
 
   /** A reply owed (see answered()): its number, settled by its write's callback or the channel's close. */
