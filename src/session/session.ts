@@ -77,8 +77,8 @@ export interface WriteOptions {
   /** The front-end converts line endings on the way (FTP TYPE A), for the audit record. */
   convertedLineEndings?: boolean;
   /**
-   * The client reads the file through the upload too (SFTP OPEN READ|WRITE): the open needs download
-   * as well (see readBackAllowed), and the reads are recorded as a download (see ReadBack).
+   * The client asks to read the file through the upload too (SFTP OPEN READ|WRITE): where the user
+   * may download (see readsBack), and the reads are recorded as a download (see ReadBack).
    */
   read?: boolean;
 }
@@ -609,15 +609,13 @@ export class Session implements LiveSession {
   private async openWriteNow(clientPath: string, options: WriteOptions): Promise<Upload> {
     this.startable();
     const path = this.resolve(clientPath);
-    // Reading back is downloading: refused before anything is looked up, as a download's open is (see readable).
-    if (options.read) await this.guard('download', path, async () => this.checked('download', parentOf(path), path));
     const loc = await this.guard('upload', path, () =>
       this.storage.resolve(this.checked('upload', parentOf(path), path), true, this.unseen),
     );
     let upload: Upload;
     try {
-      if (options.read) await this.readBackAllowed(loc, path);
-      upload = await this.guard('upload', path, () => blindly(loc, () => told(loc, 'change', () => this.startUpload(loc, path, options))));
+      const opened = { ...options, read: options.read === true && this.readsBack(loc, path) };
+      upload = await this.guard('upload', path, () => blindly(loc, () => told(loc, 'change', () => this.startUpload(loc, path, opened))));
     } catch (err) {
       await loc.close();
       throw err;
@@ -626,23 +624,20 @@ export class Session implements LiveSession {
   }
 
   /**
-   * An upload the client reads through too (WriteOptions.read) needs what a download's open needs (see
-   * readable): download where the file really is, links followed, and no name on the way that the user
-   * may not learn of. Checked before anything is made or emptied, and refused on record as a download
-   * is. The rest of what a download's open refuses does not apply to reading one's own upload: a
-   * special file or a directory is no upload (planUpload refuses it); the bytes read are those at the
-   * name, where this user may download, or those this upload wrote to a staged file nobody else names,
-   * so a scan's verdict still to come guards nothing from the client that it did not send itself (and
-   * a scanned upload is always staged); and a file another upload holds in place refuses this one's
-   * open already (the ledger's in-place lock).
+   * Whether an upload the client asks to read through too (WriteOptions.read) is read: where a
+   * download's open would read (see readable), download by the name asked and where the file really
+   * is, links followed, and no name on the way that the user may not learn of. Elsewhere it is an
+   * upload as one opened for writing only, its READs refused, as before reading back was served:
+   * refusing the open refused every upload of Go's sftp Client.Create (READ|WRITE|CREAT|TRUNC) into
+   * a drop box or a directory without download. The rest of what a download's open refuses does not
+   * apply to reading one's own upload: a special file or a directory is no upload (planUpload refuses
+   * it); the bytes read are those at the name, where this user may download, or those this upload
+   * wrote to a staged file nobody else names, so a scan's verdict still to come guards nothing from
+   * the client that it did not send itself (and a scanned upload is always staged); and a file
+   * another upload holds in place refuses this one's open already (the ledger's in-place lock).
    */
-  private readBackAllowed(loc: Location, path: string): Promise<void> {
-    return this.guard('download', path, () =>
-      blindly(loc, async () => {
-        if (loc.blind) throw new Unseen();
-        this.require('download', parentOf(loc.virtualPath));
-      }),
-    );
+  private readsBack(loc: Location, path: string): boolean {
+    return !loc.blind && allows(this.account.permissions, 'download', parentOf(path)) && allows(this.account.permissions, 'download', parentOf(loc.virtualPath));
   }
 
   private async startUpload(loc: Location, path: string, options: WriteOptions): Promise<Upload> {
