@@ -10,7 +10,7 @@ import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, isClientName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, splitVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission, type PermissionRules } from './permissions.js';
-import { addName, dropThrough, moveUnderLock, outsideInPlaceWrites, removeDirectory, type Ledger, type Ledgers, type NamesBusy } from './quota.js';
+import { addName, dropThrough, lookingAgain, moveUnderLock, outsideInPlaceWrites, removeDirectory, type Ledger, type Ledgers, type NamesBusy } from './quota.js';
 import type { RateLimit } from './rate-limit.js';
 import type { ConnectionBudget, ConnectionBudgets } from './connection-budgets.js';
 import { replacedFields, replacedThrough } from './replaced.js';
@@ -1030,17 +1030,19 @@ export class Session implements LiveSession {
       const path = this.resolve(clientPath);
       await this.change('delete', path, false, async (loc) => {
         this.requireNoOverride(loc.virtualPath);
-        // Looked at through a hold, and measured through it across the unlink (see dropThrough).
-        const held = await loc.hold();
-        if (!held) throw new SluiceError('not-found');
-        try {
-          const st = await held.stat();
-          if (st.type === 'dir') throw new SluiceError('is-a-directory');
-          const { gone } = await dropThrough(this.ledger, st, held, () => loc.unlink());
-          this.ledger.freed(nodeKey(st), gone.bytes, gone.names);
-        } finally {
-          void held.close().catch(() => undefined);
-        }
+        // Looked at through a hold, and measured through it across the unlink (see dropThrough); again if the name changed meanwhile.
+        await lookingAgain(async () => {
+          const held = await loc.hold();
+          if (!held) throw new SluiceError('not-found');
+          try {
+            const st = await held.stat();
+            if (st.type === 'dir') throw new SluiceError('is-a-directory');
+            const { gone } = await dropThrough(this.ledger, st, held, () => loc.stat(), () => loc.unlink());
+            this.ledger.freed(nodeKey(st), gone.bytes, gone.names);
+          } finally {
+            void held.close().catch(() => undefined);
+          }
+        });
       });
       this.audit({ event: 'delete', path });
     });
@@ -1077,7 +1079,8 @@ export class Session implements LiveSession {
             // A file's or symlink's under its lock (see moveUnderLock): not while it is written in place, and no
             // other change of its names in between.
             const move = (busy: NamesBusy) => this.moveOnto(src, dst, srcStat, ifExists, busy);
-            replaced = await (srcStat.type === 'dir' ? move('wait') : moveUnderLock(this.ledger, srcStat, move));
+            // Begun again, the target looked at anew, if another change put a file under its name meanwhile (see dropThrough).
+            replaced = await lookingAgain(() => (srcStat.type === 'dir' ? move('wait') : moveUnderLock(this.ledger, srcStat, move)));
           }),
         ),
       );
@@ -1129,7 +1132,7 @@ export class Session implements LiveSession {
       }
       // Its hash only if already known (a whole upload's receipt): the file is never read for it.
       const known = knownSha(this.deps.receipts, dstStat).sha256 ?? null;
-      const { gone, before, after } = await dropThrough(this.ledger, dstStat, held, () => src.renameTo(dst), busy);
+      const { gone, before, after } = await dropThrough(this.ledger, dstStat, held, () => dst.stat(), () => src.renameTo(dst), busy);
       this.ledger.freed(nodeKey(dstStat), gone.bytes, gone.names);
       // On record as the quota counts it: the file looked at, if it lost its name (found by a review:
       // a file destroyed by a rename over it left no trace but in the records before).

@@ -4,7 +4,7 @@ import type { Replaced, TransferResult } from '../audit/events.js';
 import { SluiceError, Unseen, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
 import { baseName, parentOf } from './paths.js';
-import { dropFile, dropThrough, freedBytes, freeingKey, type Ledger } from './quota.js';
+import { dropFile, dropThrough, freedBytes, freeingKey, lookingAgain, NameChanged, type Ledger } from './quota.js';
 import { pieces, type RateLimit } from './rate-limit.js';
 import { SequenceHash } from './sequence-hash.js';
 import { PacedReads } from './paced-reads.js';
@@ -881,11 +881,18 @@ export class Upload extends Transfer {
    * The old file is held open across the rename so that its link count
    * afterwards, not a guess, says whether its bytes were freed.
    */
-  private async replace(
-    staged: StagedFile,
-    written: number,
-    { st: now, held: old }: Target,
-  ): Promise<{ bytes: number; files: number; replaced: TransferRecord['replaced']; freed: { key: string; bytes: number } | null }> {
+  private replace(staged: StagedFile, written: number, first: Target): Promise<Replacement> {
+    let looked: Target | null = first;
+    // Looked at again when the name changed between the look and the commit (see lookingAgain).
+    return lookingAgain(async () => {
+      const target = looked ?? (await holdTarget(this.target.loc));
+      looked = null;
+      return this.replaceLooked(staged, written, target);
+    });
+  }
+
+  /** replace() against one look at the name (`now`, held by `old`). */
+  private async replaceLooked(staged: StagedFile, written: number, { st: now, held: old }: Target): Promise<Replacement> {
     try {
       const mayReplace = this.target.mayReplace && (now === null || (await this.target.mayReplaceWhereNow()));
       if (now !== null && !mayReplace) throw this.nameTaken();
@@ -893,14 +900,18 @@ export class Upload extends Transfer {
       await this.ledger.checkCommit(this.reserved, written, expected, now === null && !this.target.holdsFile);
       // Its hash only if already known (a whole upload's receipt): the old file is never read for it.
       const known = now ? this.uploadOptions.knownSha256(now) : null;
+      // A name free at the look is taken without replacing: a file another upload's end put there since,
+      // which rename(2) would replace unmeasured (a name and its bytes left on the usage), is looked at
+      // again and replaced through its lock, where the upload may replace it.
       const commit = () =>
-        staged.commit(mayReplace).catch((err: unknown) => {
-          throw err instanceof SluiceError && err.kind === 'already-exists' ? this.nameTaken() : err;
+        staged.commit(mayReplace && now !== null).catch((err: unknown) => {
+          if (!(err instanceof SluiceError && err.kind === 'already-exists')) throw err;
+          throw mayReplace ? new NameChanged() : this.nameTaken();
         });
       if (old && now) {
         // Measured across the commit (see dropThrough): the file looked at lost its name to it, or was gone
         // already (another session's removal, which gave its bytes back), and the commit made a name more.
-        const { gone, before, after } = await dropThrough(this.ledger, now, old, commit);
+        const { gone, before, after } = await dropThrough(this.ledger, now, old, () => this.target.loc.stat(), commit);
         // On record as the quota counts it: the node looked at, if it lost its name (found by a review: a file
         // replaced by an upload left no trace).
         // The bytes it freed go off the usage apart, once no download holds that file open (see QuotaLedger.freed).
@@ -916,6 +927,14 @@ export class Upload extends Transfer {
       void old?.close().catch(() => undefined);
     }
   }
+}
+
+/** What an upload's commit changed (see replace()). */
+interface Replacement {
+  bytes: number;
+  files: number;
+  replaced: TransferRecord['replaced'];
+  freed: { key: string; bytes: number } | null;
 }
 
 /** The final name as an upload's end finds it; `held` when something is there, for replace() to measure across the rename. */

@@ -373,6 +373,8 @@ class LocalLocation implements Location {
   }
 
   async hold(): Promise<HeldNode | null> {
+    // A later look than the lookup's: a stat after it must look again, to compare the name with the hold.
+    this.found = { ...this.found, st: undefined };
     try {
       return new HeldPath(await this.open(O_PATH));
     } catch (err) {
