@@ -416,3 +416,34 @@ describe('SETSTAT size on a file whose last name goes between its open and its l
     });
   }
 });
+
+/*
+ * Found by test/stress/one-account.ts (directory renames racing mkdir, a name more on the usage in
+ * about one pause in three): a directory moved onto a name free at the look was moved by rename(2),
+ * which replaces an empty directory made there since, unmeasured. Here another session's mkdir lands
+ * right after the look at the target.
+ */
+describe('a directory renamed onto a name another session made a directory meanwhile', () => {
+  let world: World;
+
+  before(async () => {
+    world = await World.open();
+  });
+  after(() => world.close());
+
+  for (const ifExists of ['fail', 'replace'] as const) {
+    it(`${ifExists === 'fail' ? 'SFTP RENAME' : 'posix-rename, FTP RNTO'}: the names on the usage are the names on disk`, async () => {
+      const user = `dir${ifExists}`;
+      await world.addUser(user, { quotaBytes: QUOTA, quotaFiles: 100 });
+      const home = world.home(user);
+      const other = await world.session(user);
+      await other.mkdir('/a');
+      const s = await world.sessionRacedBy(user, '/b', ['hold'], () => other.mkdir('/b'), 'after');
+      const moved = await s.rename('/a', '/b', ifExists).then(() => 'ok', (err: Error) => err.message);
+      // The directory made meanwhile is refused (SFTP RENAME), or replaced and counted (an empty one).
+      assert.equal(moved, ifExists === 'fail' ? 'File exists' : 'ok');
+      assert.deepEqual(readdirSync(home).sort(), ifExists === 'fail' ? ['a', 'b'] : ['b']);
+      assert.equal(await usedFiles(s), readdirSync(home).length);
+    });
+  }
+});

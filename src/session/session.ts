@@ -10,7 +10,7 @@ import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
 import { checkName, isClientName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, splitVirtual, visibleLinkTarget } from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission, type PermissionRules } from './permissions.js';
-import { addName, dropThrough, lookingAgain, moveUnderLock, outsideInPlaceWrites, removeDirectory, type Ledger, type Ledgers, type NamesBusy } from './quota.js';
+import { addName, dropThrough, lookingAgain, moveUnderLock, NameChanged, outsideInPlaceWrites, removeDirectory, type Ledger, type Ledgers, type NamesBusy } from './quota.js';
 import type { RateLimit } from './rate-limit.js';
 import type { ConnectionBudget, ConnectionBudgets } from './connection-budgets.js';
 import { replacedFields, replacedThrough } from './replaced.js';
@@ -1123,6 +1123,7 @@ export class Session implements LiveSession {
         if (!(await src.moveNoReplace(dst, srcStat))) this.ledger.settle(0, 0, 1);
         return null;
       }
+      if (dstStat === null) return await this.moveDirectoryOntoFree(src, dst);
       // A directory can only replace an empty directory, which rename(2) refuses for any other; a name
       // replaced by another link to the same file is left alone by rename(2).
       const replaces = dstStat !== null && held !== null && !(dstStat.ino === srcStat.ino && dstStat.dev === srcStat.dev);
@@ -1140,6 +1141,30 @@ export class Session implements LiveSession {
     } finally {
       void held?.close().catch(() => undefined);
     }
+  }
+
+  /**
+   * A directory moved onto a name free at the look. rename(2) replaces an empty directory made there
+   * since (another session's mkdir), unmeasured: a name left on the usage for good (found by
+   * test/stress/one-account.ts, directory renames racing mkdir). Node has no renameat2(RENAME_NOREPLACE),
+   * and link(2) takes no directory: the name is taken first by an empty directory of this act's own,
+   * counted, which the rename replaces. One made there meanwhile fails that mkdir, and the rename looks
+   * again (see lookingAgain): it is refused, or replaced measured, as any existing target.
+   */
+  private async moveDirectoryOntoFree(src: Location, dst: Location): Promise<null> {
+    await dst.mkdir().catch((err: unknown) => {
+      throw err instanceof SluiceError && err.kind === 'already-exists' ? new NameChanged() : err;
+    });
+    this.ledger.settle(0, 0, 1);
+    try {
+      await src.renameTo(dst);
+    } catch (err) {
+      // Not replaced: the directory made for it goes, unless another session put something in it meanwhile.
+      if (await dst.rmdir().then(() => true, () => false)) this.ledger.settle(0, 0, -1);
+      throw err;
+    }
+    this.ledger.settle(0, 0, -1);
+    return null;
   }
 
   /**
