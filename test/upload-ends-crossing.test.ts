@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
@@ -70,6 +71,48 @@ describe('two uploads of one name that end together', () => {
     await call((cb) => one.writeFile('/shared', Buffer.alloc(5000), cb));
     const { stored, disk } = await crossing('/shared', [1000, 2000]);
     assert.deepEqual(stored, disk);
+  });
+
+  /*
+   * The first end's look found a file, which a DELE removed before the end took its lock; the name free
+   * under the lock, it went on to rename(2), and a second upload put its file there just before: replaced
+   * unmeasured, a name and its bytes left on the usage. Now a name gone free is looked at again, and taken
+   * without replacing (link(2)), which finds the second file and replaces it measured.
+   */
+  it('whose look found a file removed since: a file put there just before the commit is replaced measured', async () => {
+    await call((cb) => one.writeFile('/crossed', Buffer.alloc(5000), cb));
+    const handle = await call<Buffer>((cb) => one.open('/crossed', 'w', cb));
+    await call((cb) => one.write(handle, Buffer.alloc(1000, 1), 0, 1000, 0, cb));
+    const real = { rename: fsp.rename, link: fsp.link };
+    let armed = true;
+    let putMeanwhile: Promise<unknown> = Promise.resolve();
+    const hook = (name: 'rename' | 'link') =>
+      (async (from: string, to: string) => {
+        if (armed && to.endsWith('/crossed')) {
+          armed = false;
+          putMeanwhile = call((cb) => two.writeFile('/crossed', Buffer.alloc(3000, 2), cb));
+          await putMeanwhile;
+        }
+        return real[name](from, to);
+      }) as typeof fsp.rename;
+    // The end's look is done when it checks its commit against the quota: the file goes then.
+    LedgerHandle.prototype.checkCommit = async function (this: LedgerHandle, ...args: Parameters<LedgerHandle['checkCommit']>) {
+      LedgerHandle.prototype.checkCommit = original;
+      await call((cb) => two.unlink('/crossed', cb));
+      Object.assign(fsp, { rename: hook('rename'), link: hook('link') });
+      return original.apply(this, args);
+    };
+    try {
+      await call((cb) => one.close(handle, cb));
+      await putMeanwhile;
+    } finally {
+      LedgerHandle.prototype.checkCommit = original;
+      Object.assign(fsp, real);
+    }
+    assert.equal(armed, false, 'the other upload came between');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const disk = diskUsage(join(srv.dir, 'data', 'homes', 'syncer'));
+    assert.deepEqual(persistedUsage(srv, 'syncer'), { bytes: disk.bytes, files: disk.files });
   });
 
   it('on a free name: the second replaces the first, a name more only once', async () => {

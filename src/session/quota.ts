@@ -520,8 +520,11 @@ export async function dropThrough(
     // rename over it, which took this same lock): the act would replace that file unmeasured, a name and
     // its bytes left on the usage for good (found by test/stress/one-account.ts: two clients uploading one
     // name at once, each crossing of their ends). Under the lock of the node the name leads to, no other
-    // change of that name can come between: so look again, and take that node's lock.
-    if (there !== null && (there.dev !== now.dev || there.ino !== now.ino)) throw new NameChanged();
+    // change of that name can come between: so look again, and take that node's lock. A name gone free
+    // meanwhile is looked at again too: an act that replaces (rename(2)) would replace unmeasured what
+    // another upload's end or rename then puts there, while the act looked again takes a free name
+    // without replacing.
+    if (there === null || there.dev !== now.dev || there.ino !== now.ino) throw new NameChanged();
     before = now;
     return drop();
   });
