@@ -446,6 +446,17 @@ describe('a directory renamed onto a name another session made a directory meanw
       assert.equal(await usedFiles(s), readdirSync(home).length);
     });
   }
+
+  it('the directory the move makes for itself, removed by another session meanwhile, is counted once', async () => {
+    await world.addUser('dirgone', { quotaBytes: QUOTA, quotaFiles: 100 });
+    const home = world.home('dirgone');
+    const other = await world.session('dirgone');
+    await other.mkdir('/a');
+    const s = await world.sessionRacedBy('dirgone', '/b', ['mkdir'], () => other.rmdir('/b'), 'after');
+    await s.rename('/a', '/b', 'replace');
+    assert.deepEqual(readdirSync(home), ['b']);
+    assert.equal(await usedFiles(s), 1);
+  });
 });
 
 /*

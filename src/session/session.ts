@@ -1148,22 +1148,28 @@ export class Session implements LiveSession {
    * since (another session's mkdir), unmeasured: a name left on the usage for good (found by
    * test/stress/one-account.ts, directory renames racing mkdir). Node has no renameat2(RENAME_NOREPLACE),
    * and link(2) takes no directory: the name is taken first by an empty directory of this act's own,
-   * counted, which the rename replaces. One made there meanwhile fails that mkdir, and the rename looks
-   * again (see lookingAgain): it is refused, or replaced measured, as any existing target.
+   * counted, which the rename replaces, measured as any replaced target (dropThrough): another session
+   * may remove it meanwhile (and count that), or replace it. One made there before fails that mkdir, and
+   * the rename looks again (see lookingAgain): it is refused, or replaced measured, as any existing target.
    */
   private async moveDirectoryOntoFree(src: Location, dst: Location): Promise<null> {
     await dst.mkdir().catch((err: unknown) => {
       throw err instanceof SluiceError && err.kind === 'already-exists' ? new NameChanged() : err;
     });
     this.ledger.settle(0, 0, 1);
+    const held = await dst.hold();
+    if (!held) throw new NameChanged();
     try {
-      await src.renameTo(dst);
-    } catch (err) {
-      // Not replaced: the directory made for it goes, unless another session put something in it meanwhile.
-      if (await dst.rmdir().then(() => true, () => false)) this.ledger.settle(0, 0, -1);
-      throw err;
+      const made = await held.stat();
+      const { gone } = await dropThrough(this.ledger, made, held, () => dst.stat(), () => src.renameTo(dst)).catch(async (err: unknown) => {
+        // Not moved: the directory made for it goes, unless it is gone already or another session filled it.
+        if (!(err instanceof NameChanged) && (await dst.rmdir().then(() => true, () => false))) this.ledger.settle(0, 0, -1);
+        throw err;
+      });
+      this.ledger.settle(0, 0, -gone.names);
+    } finally {
+      void held.close().catch(() => undefined);
     }
-    this.ledger.settle(0, 0, -1);
     return null;
   }
 
