@@ -118,6 +118,12 @@ const size = () => pick([1, 2, 8, 32, 64, 128]) * KiB + Math.floor(Math.random()
 
 type Op = () => Promise<void>;
 const stop = { now: false };
+/**
+ * CHECK_EVERY=seconds: the clients pause that often, and once every operation has ended the usage is
+ * compared with the disk; the first difference stops the run with the audit records since the last
+ * pause that matched, the few operations that made it.
+ */
+const gate = { open: Promise.resolve(), inflight: 0 };
 
 /** A client's loop: connect, run random ops, reconnect when the connection is gone. */
 async function clientLoop(name: string, connect: () => Promise<{ ops: [string, Op][]; alive: () => boolean; ended?: Promise<void>; close: () => void }>): Promise<void> {
@@ -134,8 +140,11 @@ async function clientLoop(name: string, connect: () => Promise<{ ops: [string, O
     const ops = c.ops.filter(([op]) => ONLY.test(op));
     if (ops.length === 0) return c.close();
     while (!stop.now && c.alive()) {
+      await gate.open;
+      if (stop.now) break;
       const [op, run] = pick(ops);
       const t0 = Date.now() - runStart;
+      gate.inflight++;
       try {
         const ended = c.ended?.then(() => Promise.reject(new Error('session ended')));
         ended?.catch(() => undefined);
@@ -144,6 +153,8 @@ async function clientLoop(name: string, connect: () => Promise<{ ops: [string, O
       } catch (err) {
         count(op, err);
         if (/timed out/.test(String(err))) violation(`${String(err)} (started ${(t0 / 1000).toFixed(1)} s into the run)`);
+      } finally {
+        gate.inflight--;
       }
     }
     c.close();
@@ -433,9 +444,33 @@ async function main(): Promise<void> {
     r = !quotas ? null : await sluiceAsync(srv.dir, ['user', 'set', USER, '--quota-bytes', String(1000 * KiB), '--quota-files', '50']);
     if (r) process.stderr.write(`quota -> 1000 KiB / 50 files: ${r.code} ${r.stderr.trim()}\n`);
     await at(0.25);
-    stop.now = true;
+  })();
+  const checkEvery = Number(process.env.CHECK_EVERY ?? 0);
+  const checks = (async () => {
+    let seenRecords = 0;
+    let drift = { bytes: 0, files: 0 };
+    let told = 0;
+    while (checkEvery > 0 && !stop.now) {
+      await new Promise((r) => setTimeout(r, checkEvery * 1000));
+      let reopen = () => undefined as void;
+      gate.open = new Promise<void>((r) => (reopen = r));
+      while (gate.inflight > 0) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 400));
+      const disk = diskUsage(srv.home(USER));
+      const stored = persistedUsage(srv, USER);
+      const records = readFileSync(join(srv.dir, 'data', 'audit.log'), 'utf8').split('\n').filter((l) => l !== '');
+      const now = { bytes: stored.bytes - disk.bytes, files: stored.files - disk.files };
+      if ((now.bytes !== drift.bytes || now.files !== drift.files) && told++ < 4) {
+        violation(`at a pause: store ${stored.bytes} B / ${stored.files} files, disk ${disk.bytes} / ${disk.files} (the difference was ${JSON.stringify(drift)}); records since the last pause:\n${records.slice(seenRecords).map((l) => l.replace(/^.*?"protocol"/, '"protocol"').replace(/,"(ip|port|started|type|sha256|prev|seq|node|time)":[^,]*/g, '')).join('\n')}`);
+      }
+      drift = now;
+      seenRecords = records.length;
+      reopen();
+    }
   })();
   await events;
+  stop.now = true;
+  await checks;
   await Promise.all(loops);
   const ran = (Date.now() - started) / 1000;
 
