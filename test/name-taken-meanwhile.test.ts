@@ -3,6 +3,7 @@ import { mkdirSync, promises as fsp, readdirSync, readFileSync, renameSync, stat
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { configSchema } from '../src/config/schema.js';
+import { LedgerHandle } from '../src/session/quota.js';
 import type { Session } from '../src/session/session.js';
 import { diskUsage } from './helpers/quota.js';
 import { World, writeFile } from './helpers/world.js';
@@ -503,4 +504,48 @@ describe('an upload onto a free name whose new name another session removes befo
       assert.equal(await usedFiles(s), readdirSync(home).length);
     });
   }
+});
+
+/*
+ * Found by test/stress/one-account.ts: a file with two names, an upload over one and a rename over the
+ * other at once, and the usage fell below the disk by the file's size. Each act measured what it took
+ * away after letting go of the file's lock: the first then found the second's act done as well, no name
+ * left, and freed the bytes that the second freed too. Here the second removal runs in that moment.
+ */
+describe('the two names of a file removed at once', () => {
+  let world: World;
+
+  before(async () => {
+    world = await World.open();
+  });
+  after(() => world.close());
+
+  it('frees its bytes once', async () => {
+    await world.addUser('twonames', { quotaBytes: QUOTA, quotaFiles: 100, permissions: ['list', 'download', 'upload', 'rename', 'delete', 'overwrite', 'symlink'] });
+    const home = world.home('twonames');
+    const one = await world.session('twonames');
+    const two = await world.session('twonames');
+    await writeFile(one, '/keep', Buffer.alloc(700, 1));
+    await writeFile(one, '/a', Buffer.alloc(1000, 2));
+    await one.hardlink('/a', '/b');
+    const synced = LedgerHandle.prototype.synced;
+    let armed = true;
+    // The first removal has let go of the file's lock (namesLocked waits for the ledger after): the second runs then.
+    LedgerHandle.prototype.synced = async function (this: LedgerHandle) {
+      await synced.call(this);
+      if (armed) {
+        armed = false;
+        await two.remove('/b');
+      }
+    };
+    try {
+      await one.remove('/a');
+    } finally {
+      LedgerHandle.prototype.synced = synced;
+    }
+    assert.equal(armed, false);
+    assert.deepEqual(readdirSync(home), ['keep']);
+    assert.equal(await used(one), 700);
+    assert.equal(await usedFiles(one), 1);
+  });
 });

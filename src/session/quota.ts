@@ -514,7 +514,7 @@ export async function dropThrough(
   let before = looked;
   // Another change of its names is a few system calls: waited for (unless this one holds a lock already:
   // see moveUnderLock). An in-place write refuses, as before.
-  await namesLocked(ledger, nodeKey(looked), busy, async () => {
+  const after = await namesLocked(ledger, nodeKey(looked), busy, async () => {
     const [now, there] = await Promise.all([held.stat(), named()]);
     // The change that held the lock before may have put its own file under the name (an upload's end, a
     // rename over it, which took this same lock): the act would replace that file unmeasured, a name and
@@ -526,9 +526,12 @@ export async function dropThrough(
     // without replacing.
     if (there === null || there.dev !== now.dev || there.ino !== now.ino) throw new NameChanged();
     before = now;
-    return drop();
+    await drop();
+    // Measured before the lock goes: once it has, another change of the file's names may take its last one
+    // too, and both acts found it gone, each freeing its bytes (found by test/stress/one-account.ts: an
+    // upload over one name of a hard-linked file and a rename over its other, the bytes freed twice).
+    return held.stat();
   });
-  const after = await held.stat();
   return { gone: removedThrough(before, after), before, after };
 }
 
