@@ -80,6 +80,34 @@ for (const atomic of [true, false]) {
   });
 }
 
+
+/**
+ * Runs `act` with `race` started right after the first link(2) this process
+ * makes to a name ending in `to`, and waited for there (at most 300 ms: an
+ * act holds the file's lock from its link to its unlink, so the race may have
+ * to wait for it); resolves once both are done, true if the link came.
+ */
+async function racedAtLink(act: () => Promise<unknown>, race: () => Promise<unknown>, to = ''): Promise<boolean> {
+  const link = fsp.link;
+  let armed = true;
+  let raced: Promise<unknown> = Promise.resolve();
+  fsp.link = (async (from: string, target: string) => {
+    await link(from, target);
+    if (armed && target.endsWith(to)) {
+      armed = false;
+      raced = race().catch((err: unknown) => err);
+      await within(raced, 300);
+    }
+  }) as typeof fsp.link;
+  try {
+    await act();
+    await raced;
+  } finally {
+    fsp.link = link;
+  }
+  return !armed;
+}
+
 describe('a rename onto a name that was free when it looked', () => {
   let world: World;
   let home: string;
@@ -226,26 +254,10 @@ describe('a rename onto a free name whose old or new name another session remove
       const other = await world.session(user);
       await writeFile(other, '/src', 'data');
       const s = await world.session(user);
-      // The storage's link(2) is the only one this process makes meanwhile.
-      const link = fsp.link;
-      let armed = true;
-      let removed: Promise<unknown> = Promise.resolve();
-      fsp.link = (async (from: string, to: string) => {
-        await link(from, to);
-        if (armed) {
-          armed = false;
-          // The rename holds the file's lock from its link to its unlink, and the removal waits for it (found by a
-          // review: a removal that counted the passing second name took a name off the usage for nothing).
-          removed = other.remove(gone).catch((err: unknown) => err);
-          await within(removed, 300);
-        }
-      }) as typeof fsp.link;
-      try {
-        await s.rename('/src', '/dst', 'fail');
-      } finally {
-        fsp.link = link;
-      }
-      await removed;
+      // The storage's link(2) is the only one this process makes meanwhile. The rename holds the file's lock
+      // from its link to its unlink, and the removal waits for it (found by a review: a removal that counted
+      // the passing second name took a name off the usage for nothing).
+      await racedAtLink(() => s.rename('/src', '/dst', 'fail'), () => other.remove(gone));
       // /dst removed: the file goes from its old name too, as a rename then a removal would leave it.
       assert.deepEqual(readdirSync(home), gone === '/dst' ? [] : ['dst']);
       assert.equal(await usedFiles(s), readdirSync(home).length);
@@ -481,25 +493,9 @@ describe('an upload onto a free name whose new name another session removes befo
       const home = world.home(user);
       const other = await world.session(user);
       const s = await world.session(user);
-      const link = fsp.link;
-      let armed = true;
-      let removed: Promise<unknown> = Promise.resolve();
-      fsp.link = (async (from: string, to: string) => {
-        await link(from, to);
-        if (armed && to.endsWith('/fresh')) {
-          armed = false;
-          removed = other.remove('/fresh').catch((err: unknown) => err);
-          // The removal waits now for the upload's end to let go of the file; not for ever here.
-          await within(removed, 300);
-        }
-      }) as typeof fsp.link;
-      try {
-        await writeFile(s, '/fresh', Buffer.alloc(5000, 1), { exclusive });
-        await removed;
-      } finally {
-        fsp.link = link;
-      }
-      assert.equal(armed, false, 'the upload took its name with link(2)');
+      // The removal waits now for the upload's end to let go of the file.
+      const linked = await racedAtLink(() => writeFile(s, '/fresh', Buffer.alloc(5000, 1), { exclusive }), () => other.remove('/fresh'), '/fresh');
+      assert.ok(linked, 'the upload took its name with link(2)');
       assert.equal(await used(s), diskUsage(home).bytes);
       assert.equal(await usedFiles(s), readdirSync(home).length);
     });
