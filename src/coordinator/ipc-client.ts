@@ -179,7 +179,7 @@ export class RemoteCoordinator implements Coordinator, InFlightTransfers {
       reserve: async (bytes, credit) =>
         unlimited ? note({ method: 'reserve', args: [bytes, credit] }) : void (await ask({ method: 'reserve', args: [bytes, credit] })),
       lockInPlace: async (key) => void (await ask({ method: 'lockInPlace', args: [key] })),
-      lockNames: async (key) => (await ask({ method: 'lockNames', args: [key] })) as NamesLock,
+      lockNames: async (key, among) => (await ask({ method: 'lockNames', args: among === undefined ? [key] : [key, among] })) as NamesLock,
       checkCommit: async (...args) => (unlimited ? undefined : void (await ask({ method: 'checkCommit', args }))),
       usage: async () => (await ask({ method: 'usage', args: [] })) as { bytes: number; files: number },
       synced: async () => void (await ask({ method: 'synced', args: [] })),

@@ -5,7 +5,7 @@ import type { DataPlaceRefusal } from '../session/data-places.js';
 import type { ErrorKind } from '../session/errors.js';
 import type { FenceState } from '../session/fence.js';
 import type { DrainCounts, LiveSessionInfo, UserChangeCounts } from '../session/live.js';
-import type { NamesLock, SaidStep, UploadStart } from '../session/quota.js';
+import type { NamesAmong, NamesLock, SaidStep, UploadStart } from '../session/quota.js';
 import type { Listening } from '../listening.js';
 import type { Offence, SourceShare } from './coordinator.js';
 
@@ -18,7 +18,7 @@ export type LedgerQuestion =
   | { method: 'holdFile'; args: [] }
   | { method: 'reserve'; args: [bytes: number, credit: number] }
   | { method: 'lockInPlace'; args: [key: string] }
-  | { method: 'lockNames'; args: [key: string] }
+  | { method: 'lockNames'; args: [key: string, among?: NamesAmong] }
   | { method: 'checkCommit'; args: [reserved: number, written: number, freed: number, newName: boolean] }
   | { method: 'usage'; args: [] }
   /** Answered once the notes before it are applied (they are, in order): a barrier. */

@@ -401,8 +401,10 @@ export interface Ledger {
    * a hard link): 'locked' when taken (let go with unlockInPlace), else who
    * holds it: 'written', an in-place write (for as long as its transfer
    * runs), or 'busy', another change of its names (a few system calls).
+   * `among`: 'nodes', the lock among every node sharing the store (several
+   * nodes); 'node', among this node's sessions only (see NamesAmong).
    */
-  lockNames(key: string): Promise<NamesLock>;
+  lockNames(key: string, among?: NamesAmong): Promise<NamesLock>;
   unlockInPlace(key: string): void;
   checkCommit(reserved: number, written: number, freed: number, newName: boolean): Promise<void>;
   settle(reserved: number, bytesDelta: number, filesDelta: number): void;
@@ -422,6 +424,14 @@ export interface Ledger {
 
 /** What Ledger.lockNames found. */
 export type NamesLock = 'locked' | 'written' | 'busy';
+
+/**
+ * Whose changes of a node's names a lock keeps out: every node's, or this
+ * node's only, for a file no other node can know of yet (a new upload's own
+ * file, named a moment ago), whose lock among the nodes would be a round trip
+ * to the store that an outage of it refuses.
+ */
+export type NamesAmong = 'nodes' | 'node';
 
 /** The steps of an unlimited ledger a worker says without waiting (LedgerHandle.said). */
 export type SaidStep =
@@ -608,8 +618,8 @@ export function dropFile<T>(ledger: Ledger, key: string | null, drop: () => Prom
  * miss: a removal (dropFile), or a second name (a file with several is never
  * written in place, and the writer looks at its links under this lock).
  */
-export function outsideInPlaceWrites<T>(ledger: Ledger, key: string, act: () => Promise<T>): Promise<T> {
-  return namesLocked(ledger, key, 'refuse', act);
+export function outsideInPlaceWrites<T>(ledger: Ledger, key: string, act: () => Promise<T>, among: NamesAmong = 'nodes'): Promise<T> {
+  return namesLocked(ledger, key, 'refuse', act, Date.now() + NAMES_WAIT_MS, among);
 }
 
 /** How long a change of a node's names waits for another one to let go of the node (see namesLocked). */
@@ -653,9 +663,16 @@ const changingElsewhere = () => new SluiceError('failure', 'File is being change
  * another change of its names does (`busy`), refused, or waited for (a few
  * system calls; refused after NAMES_WAIT_MS all the same).
  */
-async function namesLocked<T>(ledger: Ledger, key: string, busy: 'refuse' | NamesBusy, act: () => Promise<T>, until = Date.now() + NAMES_WAIT_MS): Promise<T> {
+async function namesLocked<T>(
+  ledger: Ledger,
+  key: string,
+  busy: 'refuse' | NamesBusy,
+  act: () => Promise<T>,
+  until = Date.now() + NAMES_WAIT_MS,
+  among: NamesAmong = 'nodes',
+): Promise<T> {
   for (let pause = 1; ; pause = Math.min(pause * 2, 20)) {
-    const got = await ledger.lockNames(key);
+    const got = await ledger.lockNames(key, among);
     if (got === 'locked') break;
     if (got === 'written') throw new SluiceError('failure', 'File is being written by another transfer');
     if (busy === 'yield') throw new HeldUp();
@@ -682,6 +699,8 @@ export class LedgerHandle implements Ledger {
   private files = 0;
   private readonly claims = new Set<string>();
   private readonly locks = new Set<string>();
+  /** Those of `locks` taken on this node only (NamesAmong 'node'): not among the nodes, so not given back there. */
+  private readonly nodeOnly = new Set<string>();
   /** Files this session's downloads hold open, with how many each (see QuotaLedger.reading). */
   private readonly readings = new Map<string, number>();
   private released = false;
@@ -812,10 +831,14 @@ export class LedgerHandle implements Ledger {
     await this.lockShared(key);
   }
 
-  async lockNames(key: string): Promise<NamesLock> {
+  async lockNames(key: string, among: NamesAmong = 'nodes'): Promise<NamesLock> {
     const got = this.ledger.lockNames(key);
     if (got !== 'locked') return got;
     this.locks.add(key);
+    if (among === 'node') {
+      this.nodeOnly.add(key);
+      return 'locked';
+    }
     try {
       await this.lockShared(key);
     } catch (err) {
@@ -842,6 +865,7 @@ export class LedgerHandle implements Ledger {
   unlockInPlace(key: string): void {
     if (!this.locks.delete(key)) return;
     this.ledger.unlockInPlace(key);
+    if (this.nodeOnly.delete(key)) return;
     if (this.shared) this.letGo = Promise.all([this.letGo, this.shared.locks.give(this.shared.userId, inodeOfKey(key))]);
   }
 
