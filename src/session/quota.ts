@@ -427,9 +427,9 @@ export type NamesLock = 'locked' | 'written' | 'busy';
 
 /**
  * Whose changes of a node's names a lock keeps out: every node's, or this
- * node's only, for a file no other node can know of yet (a new upload's own
- * file, named a moment ago), whose lock among the nodes would be a round trip
- * to the store that an outage of it refuses.
+ * node's only (a new upload's own file as it takes its name: see
+ * Upload.replaceLooked), where a lock among the nodes would be a round trip
+ * to the store for every such file, refused while the store is away.
  */
 export type NamesAmong = 'nodes' | 'node';
 

@@ -926,8 +926,9 @@ export class Upload extends Transfer {
       // that looked at it then counted a name off but not its bytes (not its last name), which went with the
       // hidden name's unlink, off the usage never (found by test/stress/one-account.ts, 131 KiB at once).
       // Under the file's lock such a removal waits for both.
-      // This node's lock only: no other node can know of the staged file before its link, and one among the
-      // nodes is a round trip to the store, which refused the upload's end during an outage of it.
+      // This node's lock only: among the nodes it is a round trip to the store for every new file, and during
+      // an outage of it every such upload's end was refused. A removal on another node in the moment between
+      // the link and the unlink is not kept out: the usage then errs high by the file's bytes until a recount.
       if (now === null && exact) await outsideInPlaceWrites(this.ledger, stagedKey, commit, 'node');
       else await dropFile(this.ledger, now ? freeingKey(now) : null, commit);
       // Something there but not held: what the commit replaced is unknown, and what it freed the look's guess.
