@@ -37,6 +37,23 @@ export class ResumptionRequiredError extends Error {
   }
 }
 
+/** What the transfer command made of a data connection, for its TLS. */
+export interface DataTlsUse {
+  /** An upload's: the socket fails with NoCloseNotifyError if the client's TCP ends before its TLS does. */
+  needCloseNotify: boolean;
+  /**
+   * Whether the handshake hands the client a fresh session ticket. Under TLS
+   * 1.3 the ticket is a message of the server's after the handshake, bytes on
+   * the connection the client must read: a client that only sends (an
+   * upload) and closes without reading (Go's crypto/tls: rclone) has them
+   * unread in its socket, and its kernel answers the close with a reset
+   * instead of a FIN, dropping whatever of the file and its close_notify it
+   * had not sent yet (426 for want of close_notify; vsftpd with reuse not
+   * required keeps the cut file). See openDataStream for who gets one.
+   */
+  tickets: boolean;
+}
+
 /**
  * The FTP front-end's certificate. Each control connection gets a TlsBinding
  * of its own from it: no session, ticket or ticket key is shared between two
@@ -83,8 +100,8 @@ export class TlsBinding {
   private readonly sessions = new EventEmitter();
   /** The TLS 1.2 session-ID session of the last full handshake: with reuse required, the control connection's. */
   private session: { id: string; data: Buffer } | null = null;
-  private control: tls.SecureContext | null = null;
-  private resumeOnly: tls.SecureContext | null = null;
+  /** Made on first use, keyed by context(): with or without certificate, issuing tickets or not. */
+  private readonly contexts = new Map<string, tls.SecureContext>();
 
   /** `material` is read at the control handshake, so a connection made before a reload still gets the new certificate. */
   constructor(private readonly material: () => TlsMaterial) {
@@ -105,11 +122,11 @@ export class TlsBinding {
    * GnuTLS client (wget --ftps-implicit) looks for a ticket only in the record
    * right after the handshake, found the 220 there, kept no session, and every
    * data connection, which must resume one, was refused. vsftpd's tickets come
-   * first.
+   * first. `tickets` is false only for a data connection that is to get none
+   * (DataTlsUse).
    */
-  async accept(socket: Socket | TcpUnderTls, handshakeTimeoutMs: number): Promise<tls.TLSSocket> {
-    this.control ??= this.context(true);
-    const secure = await this.handshake(socket, this.control, handshakeTimeoutMs);
+  async accept(socket: Socket | TcpUnderTls, handshakeTimeoutMs: number, tickets = true): Promise<tls.TLSSocket> {
+    const secure = await this.handshake(socket, this.context(true, tickets), handshakeTimeoutMs);
     // A close meanwhile is the caller's to see (secure.destroyed): the handshake itself succeeded.
     await new Promise((resolve) => setImmediate(resolve));
     return secure;
@@ -119,16 +136,14 @@ export class TlsBinding {
    * Server side of TLS on a data connection. With `mustResume` only a
    * resumption of this binding's sessions completes; anything else fails with
    * ResumptionRequiredError. Without it, any client may do a full handshake.
-   * With `needCloseNotify` (an upload's) the socket fails with
-   * NoCloseNotifyError if the client's TCP ends before its TLS does.
+   * `use` is what the transfer command made of the connection (DataTlsUse).
    */
-  async acceptData(socket: Socket, handshakeTimeoutMs: number, mustResume: boolean, needCloseNotify: boolean): Promise<tls.TLSSocket> {
-    const tcp = needCloseNotify ? new TcpUnderTls(socket) : socket;
-    if (!mustResume) return this.accept(tcp, handshakeTimeoutMs);
-    this.resumeOnly ??= this.context(false);
+  async acceptData(socket: Socket, handshakeTimeoutMs: number, mustResume: boolean, use: DataTlsUse): Promise<tls.TLSSocket> {
+    const tcp = use.needCloseNotify ? new TcpUnderTls(socket) : socket;
+    if (!mustResume) return this.accept(tcp, handshakeTimeoutMs, use.tickets);
     let secure;
     try {
-      secure = await this.handshake(tcp, this.resumeOnly, handshakeTimeoutMs);
+      secure = await this.handshake(tcp, this.context(false, use.tickets), handshakeTimeoutMs);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       throw code !== undefined && FULL_HANDSHAKE_REFUSED.has(code) ? new ResumptionRequiredError() : err;
@@ -170,18 +185,30 @@ export class TlsBinding {
     });
   }
 
-  private context(withCertificate: boolean): tls.SecureContext {
-    const context = tls.createSecureContext({
-      ...(withCertificate ? this.material() : {}),
-      minVersion: 'TLSv1.2',
-      ciphers: CIPHERS,
-      honorCipherOrder: true,
-      secureOptions: SECURE_OPTIONS,
-      ticketKeys: this.ticketKeys,
-      sessionIdContext: this.sessionIdContext,
-      sessionTimeout: 3600,
-    });
-    renewTicketsOnResumption(context, this.ticketKeys);
+  /**
+   * The context with the certificate (the control connection's handshake, or
+   * a data connection's without reuse required) or without (resumption
+   * only), handing out session tickets or not (see DataTlsUse.tickets). Made
+   * once per binding and kind: the certificate is read when the first
+   * handshake that needs it comes.
+   */
+  private context(withCertificate: boolean, tickets: boolean): tls.SecureContext {
+    const kind = `${withCertificate ? 'certificate' : 'resume-only'}, ${tickets ? 'tickets' : 'no tickets'}`;
+    let context = this.contexts.get(kind);
+    if (!context) {
+      context = tls.createSecureContext({
+        ...(withCertificate ? this.material() : {}),
+        minVersion: 'TLSv1.2',
+        ciphers: CIPHERS,
+        honorCipherOrder: true,
+        secureOptions: SECURE_OPTIONS,
+        ticketKeys: this.ticketKeys,
+        sessionIdContext: this.sessionIdContext,
+        sessionTimeout: 3600,
+      });
+      ticketsOnOurTerms(context, this.ticketKeys, tickets);
+      this.contexts.set(kind, context);
+    }
     return context;
   }
 }
@@ -199,17 +226,22 @@ interface NativeContext {
  * with and it is refused (vsftpd loses 7-19 of 50 uploads exactly this way).
  * Node's built-in ticket handling never renews, so we install Node's own
  * ticket-key hook and answer 2 ("valid, renew") for every ticket we issued.
+ *
+ * Without `issue` the hook accepts our tickets (1, "valid", no renewal) and
+ * issues none (0 when asked to encrypt one: OpenSSL 3 then sends no TLS 1.3
+ * NewSessionTicket at all, and an empty one in TLS 1.2, which means none).
  * Where the hook is missing, Node's default tickets stay in use.
  */
-function renewTicketsOnResumption(context: tls.SecureContext, keys: Buffer): void {
+function ticketsOnOurTerms(context: tls.SecureContext, keys: Buffer, issue: boolean): void {
   const native = (context as unknown as { context: NativeContext }).context;
   if (typeof native.enableTicketKeyCallback !== 'function') return;
   const name = keys.subarray(0, 16);
   const hmacKey = keys.subarray(16, 32);
   const aesKey = keys.subarray(32, 48);
   native.onticketkeycallback = (ticketName, _iv, encrypt) => {
-    if (encrypt) return [1, hmacKey, aesKey, name, randomBytes(16)];
-    return [ticketName.equals(name) ? 2 : 0, hmacKey, aesKey];
+    if (encrypt) return [issue ? 1 : 0, hmacKey, aesKey, name, randomBytes(16)];
+    if (!ticketName.equals(name)) return [0, hmacKey, aesKey];
+    return [issue ? 2 : 1, hmacKey, aesKey];
   };
   native.enableTicketKeyCallback();
 }

@@ -36,6 +36,19 @@ export interface DataSecurity {
  * resume a session of its own control connection (TlsBinding): another client
  * from the same address cannot take the transfer, and a stranger is stopped
  * by the peer address check already.
+ *
+ * Whether the handshake hands out a fresh session ticket (DataTlsUse.tickets):
+ * the client of a download or a listing reads its connection to the end,
+ * tickets included. An upload's client may only send, and a ticket it leaves
+ * unread turns its close into a reset that cuts the upload. So under PASV an
+ * upload's client that waited for 150 before its handshake (rclone, lftp,
+ * Python's ftplib) gets none: each resumes the control connection's session
+ * again. One that began TLS before 150 (curl) gets it, as before: curl uses
+ * each session once, and its TLS close reads what has come first. Under PORT
+ * the server connects after 150 and cannot tell them apart: tickets, as for
+ * curl (rclone has no active mode). proftpd issues no ticket on any data
+ * connection (its issue #959), which leaves curl nothing to resume its next
+ * one with.
  */
 export async function openDataStream(endpoint: DataEndpoint, security: DataSecurity, upload: boolean, announce: () => void): Promise<Duplex> {
   if (endpoint instanceof PassiveEndpoint && endpoint.tlsReady !== (security.tls !== null)) {
@@ -47,7 +60,7 @@ export async function openDataStream(endpoint: DataEndpoint, security: DataSecur
     await new Promise((resolve) => setImmediate(resolve));
     const early = endpoint.clientSpoke;
     if (!early) announce();
-    const secure = await withTimeout(endpoint.secureConnection(needCloseNotify), security.handshakeTimeoutMs);
+    const secure = await withTimeout(endpoint.secureConnection({ needCloseNotify, tickets: !upload || early }), security.handshakeTimeoutMs);
     secure.on('error', () => undefined);
     if (early) {
       // Let the session ticket written at the end of the handshake leave first.
@@ -67,7 +80,7 @@ export async function openDataStream(endpoint: DataEndpoint, security: DataSecur
   if (!security.tls) return raw;
   let secure;
   try {
-    secure = await security.tls.acceptData(raw, security.handshakeTimeoutMs, security.requireReuse, needCloseNotify);
+    secure = await security.tls.acceptData(raw, security.handshakeTimeoutMs, security.requireReuse, { needCloseNotify, tickets: true });
   } catch (err) {
     raw.destroy();
     throw handshakeFailure(err);

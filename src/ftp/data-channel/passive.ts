@@ -1,7 +1,7 @@
 import net, { type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { plainAddress } from '../../auth/ip-rules.js';
-import type { TlsBinding } from '../tls.js';
+import type { DataTlsUse, TlsBinding } from '../tls.js';
 import type { ClosingData } from './closing.js';
 import { randomPortOrder } from './ports.js';
 
@@ -70,8 +70,8 @@ export class PassiveEndpoint {
   private readonly timer: NodeJS.Timeout;
   private socket: Socket | null = null;
   private spoke = false;
-  /** Set by the transfer command, which lets the handshake start: whether its TLS must end with close_notify. */
-  private needCloseNotify: boolean | null = null;
+  /** Set by the transfer command, which lets the handshake start: what its TLS is for. */
+  private use: DataTlsUse | null = null;
   private handshakeStarted = false;
   private alive = true;
   private readonly tls: PassiveOptions['tls'];
@@ -171,22 +171,23 @@ export class PassiveEndpoint {
   /**
    * Under PROT P: the data connection once its handshake is done. The
    * handshake waits for this call, as TLS over an upload's connection is
-   * made so that its end can be checked (`needCloseNotify`, see
-   * TlsBinding.acceptData), which would cost a download dearly. vsftpd does
+   * made so that its end can be checked (`use.needCloseNotify`, see
+   * TlsBinding.acceptData), which would cost a download dearly, and whether
+   * it hands out a session ticket depends on the transfer too. vsftpd does
    * not even accept the data connection before the command, so no client
    * can need the handshake before it sends one.
    */
-  secureConnection(needCloseNotify: boolean): Promise<TLSSocket> {
-    this.needCloseNotify = needCloseNotify;
+  secureConnection(use: DataTlsUse): Promise<TLSSocket> {
+    this.use = use;
     this.startTls();
     return this.secured.promise;
   }
 
   private startTls(): void {
     const tls = this.tls;
-    if (!tls || !this.spoke || this.needCloseNotify === null || this.handshakeStarted || !this.socket) return;
+    if (!tls || !this.spoke || this.use === null || this.handshakeStarted || !this.socket) return;
     this.handshakeStarted = true;
-    tls.binding.acceptData(this.socket, tls.timeoutMs, tls.mustResume, this.needCloseNotify).then(this.secured.resolve, this.secured.reject);
+    tls.binding.acceptData(this.socket, tls.timeoutMs, tls.mustResume, this.use).then(this.secured.resolve, this.secured.reject);
   }
 
   /** The accepted connection (waits for it until the timeout). */
@@ -221,7 +222,7 @@ export class PassiveEndpoint {
       return;
     }
     this.handshakeStarted = true;
-    tls.binding.acceptData(socket, tls.timeoutMs, tls.mustResume, false).then(
+    tls.binding.acceptData(socket, tls.timeoutMs, tls.mustResume, { needCloseNotify: false, tickets: true }).then(
       (secure) => {
         secure.on('error', () => undefined);
         secure.end();
