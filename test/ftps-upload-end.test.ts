@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
+import tls from 'node:tls';
+import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
 /**
@@ -22,6 +25,41 @@ function cutUpload(port: number, user: string, path: string, sent: number, endin
   const r = spawnSync('python3', args, { encoding: 'utf8', timeout: 60_000 });
   if (r.status !== 0) throw new Error(`ftplib cut_upload failed: ${r.stderr}`);
   return (JSON.parse(r.stdout) as { reply: string }).reply;
+}
+
+/**
+ * A TLS 1.3 upload of `data` on a passive data connection whose client starts
+ * TLS after 150 (`early` false: Go's crypto/tls, lftp, ftplib) or before it
+ * sends STOR (`early` true: curl); the session tickets the server sent on it,
+ * counted until the server closed it, and the final reply.
+ */
+async function upload(port: number, path: string, data: Buffer, early: boolean): Promise<{ tickets: number; reply: string }> {
+  const c = await RawFtp.secureLogin(port, 'alice', 'alice password', { minVersion: 'TLSv1.3' });
+  try {
+    assert.equal((await c.cmd('TYPE I')).code, 200);
+    const epsv = await c.cmd('EPSV');
+    const raw = net.connect(Number(/\|\|\|(\d+)\|/.exec(epsv.text)?.[1]), '127.0.0.1');
+    await new Promise((resolve) => raw.once('connect', resolve));
+    let tickets = 0;
+    const secure = () => {
+      const s = tls.connect({ socket: raw, host: '127.0.0.1', rejectUnauthorized: false, session: c.session, minVersion: 'TLSv1.3' });
+      s.on('session', () => tickets++);
+      s.resume();
+      // The early client's handshake may be done before 150 reaches it.
+      return { s, connected: new Promise((resolve) => s.once('secureConnect', resolve)) };
+    };
+    const before = early ? secure() : null;
+    const opening = await c.cmd(`STOR ${path}`);
+    assert.equal(opening.code, 150, opening.text);
+    const { s, connected } = before ?? secure();
+    await connected;
+    assert.ok(s.isSessionReused(), 'the data connection resumed the control session');
+    s.end(data);
+    await new Promise((resolve) => s.once('close', resolve));
+    return { tickets, reply: (await c.read(30_000))?.text ?? 'closed' };
+  } finally {
+    c.close();
+  }
 }
 
 function leftovers(home: string): string[] {
@@ -90,5 +128,18 @@ describe('FTPS upload ends', () => {
     const reply = cutUpload(lax.ftpPort, 'bob', 'lax.bin', SIZE / 2, 'fin', 'pasv');
     assert.match(reply, /^226 /, reply);
     assert.equal(readFileSync(join(lax.home('bob'), 'lax.bin')).length, SIZE / 2);
+  });
+
+  // A ticket the client never reads turns its close into a reset that drops the end of the file
+  // (rclone: test/interop-rclone.test.ts). curl starts TLS before STOR, reads the ticket as it
+  // closes and needs it: it resumes each session once.
+  it('TLS 1.3: an upload whose client starts TLS after 150 gets no session ticket; one that starts it before STOR does', async () => {
+    const late = await upload(strict.ftpPort, 'late.bin', expected, false);
+    assert.match(late.reply, /^226 /, late.reply);
+    assert.equal(late.tickets, 0, 'no ticket after 150');
+    const early = await upload(strict.ftpPort, 'early.bin', expected, true);
+    assert.match(early.reply, /^226 /, early.reply);
+    assert.ok(early.tickets >= 1, 'a fresh ticket for the client that spoke first');
+    for (const name of ['late.bin', 'early.bin']) assert.ok(readFileSync(join(strict.home('alice'), name)).equals(expected), name);
   });
 });
