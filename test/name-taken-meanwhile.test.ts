@@ -5,6 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { configSchema } from '../src/config/schema.js';
 import { LedgerHandle } from '../src/session/quota.js';
 import type { Session } from '../src/session/session.js';
+import type { Upload } from '../src/session/transfer.js';
 import { diskUsage } from './helpers/quota.js';
 import { World, writeFile } from './helpers/world.js';
 
@@ -337,6 +338,77 @@ describe('a file created in place and linked by another session before its lock 
     await assert.rejects(s.openWrite('/new', {}), /other links/);
     assert.equal(readFileSync(join(home, 'l'), 'utf8'), '', 'the race landed, and nothing was written');
     assert.equal(statSync(join(home, 'l')).nlink, 1, "the upload's own name went");
+  });
+});
+
+/*
+ * Found by test/stress/one-account.ts (the usage high by whole records, 4 to 12 KiB a minute, with appends,
+ * resumes and whole uploads of the same names): an upload in place onto a free name creates its file, then
+ * takes the file's lock. In between, another act may take the new file: an append that opened it as a file
+ * there (its writer now, which counts no name for it), or a whole upload's end that replaced it (which counts
+ * the name as replaced, not made). Its lock refused, the upload removed the name it had made, by the name:
+ * the other's file, its bytes left on the usage.
+ */
+describe('an upload in place onto a free name whose new file another act takes before its lock', () => {
+  let world: World;
+
+  before(async () => {
+    world = await World.open();
+  });
+  after(() => world.close());
+
+  it('an append that opened the new file first keeps it, and the usage counts it once', async () => {
+    await world.addUser('appender', { quotaBytes: QUOTA, quotaFiles: 100 });
+    const home = world.home('appender');
+    const other = await world.session('appender');
+    const raced: { up?: Upload } = {};
+    // Right after the create, before the lock: the other append finds the empty file there and locks it.
+    const s = await world.sessionRacedBy('appender', '/log', ['openWrite'], async () => (raced.up = await other.openWrite('/log', { append: true })), 'after');
+    await assert.rejects(s.openWrite('/log', { append: true }), /being written/);
+    assert.ok(raced.up, 'the race landed');
+    await raced.up.write(Buffer.alloc(4096, 1));
+    await raced.up.close();
+    assert.equal(readFileSync(join(home, 'log')).length, 4096, "the other append's bytes are there");
+    assert.equal(await used(s), diskUsage(home).bytes);
+    assert.equal(await usedFiles(s), readdirSync(home).length);
+  });
+
+  it('a whole upload whose end replaced the new file keeps its file, and the usage counts it once', async () => {
+    await world.addUser('replacer', { quotaBytes: QUOTA, quotaFiles: 100 });
+    const home = world.home('replacer');
+    const other = await world.session('replacer');
+    const whole = await other.openWrite('/log');
+    await whole.write(Buffer.alloc(8192, 2));
+    const rename = fsp.rename;
+    let opening: Promise<unknown> = Promise.resolve();
+    let ending: Promise<unknown> = Promise.resolve();
+    let replaced = (): void => undefined;
+    const replacing = new Promise<void>((resolve) => (replaced = resolve));
+    let landed = false;
+    // The end's rename over the new file is done, its lock of that file still held, when the append goes on to take it.
+    fsp.rename = (async (from: string, to: string) => {
+      await rename(from, to);
+      if (!to.endsWith('/log')) return;
+      fsp.rename = rename;
+      landed = true;
+      replaced();
+      await within(opening.catch(() => undefined), 300);
+    }) as typeof fsp.rename;
+    try {
+      const s = await world.sessionRacedBy('replacer', '/log', ['openWrite'], () => {
+        ending = whole.close();
+        return within(replacing, 1000);
+      }, 'after');
+      opening = s.openWrite('/log', { append: true });
+      await assert.rejects(opening, /being written/);
+      await ending;
+      assert.ok(landed, 'the race landed');
+      assert.equal(readFileSync(join(home, 'log')).length, 8192, "the whole upload's file is there");
+      assert.equal(await used(s), diskUsage(home).bytes);
+      assert.equal(await usedFiles(s), readdirSync(home).length);
+    } finally {
+      fsp.rename = rename;
+    }
   });
 });
 

@@ -765,13 +765,16 @@ export class Session implements LiveSession {
   }
 
   /**
-   * The in-place lock of a file this upload has just created. Another session
-   * may have opened the new name in place first: then it is its file, and
-   * this upload removes its own name and gives up.
+   * The in-place lock of a file this upload has just created. Until it is
+   * taken the new file is anybody's: another session may open it in place as
+   * a file that is there (its writer now, which counts no name for it), or
+   * change its names (a removal, a rename, a hard link, an upload's end over
+   * it), each under that lock. Then this upload gives up, and its name is
+   * removed only under the lock, where it still leads to its file.
    */
   private async lockCreated(loc: Location, file: OpenFile): Promise<string> {
     let locked: string | null = null;
-    let movedAway = false;
+    let unnamed = false;
     try {
       const key = nodeKey(await file.stat());
       await this.ledger.lockInPlace(key);
@@ -780,22 +783,25 @@ export class Session implements LiveSession {
       // Moved by another session between the create and the lock (a rename holds the lock only while it
       // acts): the upload's record and hooks would name a name its file no longer has (found by a review).
       if (!there || there.ino !== now.ino || there.dev !== now.dev) {
-        movedAway = true;
         throw new SluiceError('failure', 'File changed while it was opened; try again', 'the new file was moved before its lock');
       }
       // Linked by another session between the create and the lock (a second name is made only under
-      // it): a file with several names is never written in place.
-      if (now.nlink > 1) throw refusal('linked-elsewhere');
+      // it): a file with several names is never written in place. The link keeps the file; this name goes.
+      if (now.nlink > 1) {
+        unnamed = await loc.unlink().then(() => true, () => false);
+        throw refusal('linked-elsewhere');
+      }
       return key;
     } catch (err) {
       if (locked !== null) this.ledger.unlockInPlace(locked);
       await file.close().catch(() => undefined);
-      // The name made goes again. One that stays (another session moved the file away meanwhile, and the
-      // unlink found nothing) is counted: found by a review, it was counted nowhere, a name off each time.
-      // A file moved away before the lock is counted where it went, and its old name, which may be another
-      // file's by now, is left alone.
-      if (movedAway) this.ledger.settle(0, 0, 1);
-      else await loc.unlink().catch(() => this.ledger.settle(0, 0, 1));
+      // Any name the create made that did not go again above is counted, wherever it is and whoever holds
+      // it now, as the act that took the new file counts on: an append that opened it counts no name, an
+      // upload's end over it or a rename that moved it counts none made, a removal counts one removed.
+      // Removed by its name without the lock (found by test/stress/one-account.ts: the usage high by whole
+      // records), it was the other's file by then: a file an append was writing, or a whole upload's, its
+      // bytes left on the usage with no name on the disk.
+      if (!unnamed) this.ledger.settle(0, 0, 1);
       throw err;
     }
   }
