@@ -669,7 +669,7 @@ export class Session implements LiveSession {
     // its release would be a round trip to the primary each. Should a quota come meanwhile, this
     // upload's later reservations go without the credit; what the commit frees is measured then.
     const claimable = atomic && st !== null && st.nlink === 1 && !this.ledger.unlimited;
-    const holdsFile = plan.createsFile;
+    let holdsFile = plan.createsFile;
     // Truncating in place frees the old bytes at once, whatever links the file has.
     const credit = claimable ? st.size : truncate && !atomic ? (st?.size ?? 0) : 0;
     // In place, the lock is taken before the open: a truncation would cut the file under its other writer.
@@ -720,8 +720,9 @@ export class Session implements LiveSession {
           await file.truncate(0);
         }
       } else {
-        await inPlace(loc);
-        file = await loc.openWrite({ create: true, truncate: false, append, read });
+        // Its slot becomes the name (see createInPlace).
+        holdsFile = false;
+        file = await this.createInPlace(loc, { append, read });
         lock = await this.lockCreated(loc, file);
       }
     } catch (err) {
@@ -765,16 +766,49 @@ export class Session implements LiveSession {
   }
 
   /**
+   * The new file of an upload in place onto a free name, its name counted
+   * before the create makes it: the slot the start held becomes that name,
+   * and a create that fails takes it off again. Counted after (at the end,
+   * or when the upload gave up), it could reach the ledger after another
+   * session's removal of the new file, made before this upload took its
+   * lock: with nothing else on the usage, which never goes below zero, that
+   * removal took nothing off, and the name counted after stayed on it for
+   * good (found by test/stress/one-account.ts). Counted first, whatever
+   * becomes of the name is counted after it. With workers and a quota, the
+   * count leaves for the primary while this upload still looks at its
+   * directory (inPlace), before the create is issued; without a quota, with
+   * the lock's question right after the create.
+   */
+  private async createInPlace(loc: Location, mode: { append: boolean; read: boolean }): Promise<OpenFile> {
+    this.ledger.settle(0, 0, 1);
+    this.ledger.releaseFile();
+    try {
+      // Just before the create: the lookup may have taken long, its directories pinned all the while.
+      await inPlace(loc);
+      return await loc.openWrite({ create: true, truncate: false, ...mode });
+    } catch (err) {
+      this.ledger.settle(0, 0, -1);
+      throw err;
+    }
+  }
+
+  /**
    * The in-place lock of a file this upload has just created. Until it is
    * taken the new file is anybody's: another session may open it in place as
    * a file that is there (its writer now, which counts no name for it), or
    * change its names (a removal, a rename, a hard link, an upload's end over
    * it), each under that lock. Then this upload gives up, and its name is
-   * removed only under the lock, where it still leads to its file.
+   * removed only under the lock, where it still leads to its file. A name
+   * left is counted already (createInPlace), as the act that took the new
+   * file counts on: an append that opened it counts no name, an upload's end
+   * over it or a rename that moved it none made, a removal one removed.
+   * Removed by its name without the lock (found by test/stress/one-account.ts:
+   * the usage high by whole records), it was the other's file by then: a file
+   * an append was writing, or a whole upload's, its bytes left on the usage
+   * with no name on the disk.
    */
   private async lockCreated(loc: Location, file: OpenFile): Promise<string> {
     let locked: string | null = null;
-    let unnamed = false;
     try {
       const key = nodeKey(await file.stat());
       await this.ledger.lockInPlace(key);
@@ -788,20 +822,13 @@ export class Session implements LiveSession {
       // Linked by another session between the create and the lock (a second name is made only under
       // it): a file with several names is never written in place. The link keeps the file; this name goes.
       if (now.nlink > 1) {
-        unnamed = await loc.unlink().then(() => true, () => false);
+        if (await loc.unlink().then(() => true, () => false)) this.ledger.settle(0, 0, -1);
         throw refusal('linked-elsewhere');
       }
       return key;
     } catch (err) {
       if (locked !== null) this.ledger.unlockInPlace(locked);
       await file.close().catch(() => undefined);
-      // Any name the create made that did not go again above is counted, wherever it is and whoever holds
-      // it now, as the act that took the new file counts on: an append that opened it counts no name, an
-      // upload's end over it or a rename that moved it counts none made, a removal counts one removed.
-      // Removed by its name without the lock (found by test/stress/one-account.ts: the usage high by whole
-      // records), it was the other's file by then: a file an append was writing, or a whole upload's, its
-      // bytes left on the usage with no name on the disk.
-      if (!unnamed) this.ledger.settle(0, 0, 1);
       throw err;
     }
   }

@@ -730,8 +730,9 @@ export class Upload extends Transfer {
       if (this.quotaHit && staged === null) {
         // Over quota, in place: give back exactly what this upload added,
         // through the open file, as the name may have been renamed meanwhile.
+        // A new file's name was counted at its create (Session.createInPlace).
         await this.file.truncate(existingSize ?? 0);
-        if (existingSize === null && !(await this.unlinkIfStillNamed())) filesDelta = 1;
+        if (existingSize === null && (await this.unlinkIfStillNamed())) filesDelta = -1;
         await this.file.close();
       } else {
         const replacing = staged !== null && result === 'ok';
@@ -794,10 +795,10 @@ export class Upload extends Transfer {
           bytesDelta = change.bytes;
           filesDelta = change.files;
         } else {
-          // In place: a partial file stays, so the client can resume it.
+          // In place: a partial file stays, so the client can resume it. A new file's name was counted at its
+          // create (Session.createInPlace).
           finalSize = written;
           bytesDelta = written - (existingSize ?? 0);
-          filesDelta = existingSize === null ? 1 : 0;
         }
         if (result === 'ok' && this.offset > 0 && this.uploadOptions.hashWholeFile) {
           fileSha256 = await hashFile(loc, st).catch(() => undefined);
