@@ -306,9 +306,9 @@ export class SftpFrontEnd {
       log,
       guest,
       account: null,
-      // OpenSSH's order is the de facto standard (OpenSSH, libssh2/curl, ...); ssh2 and
-      // WinSCP switch to the draft's order when the server is not OpenSSH.
-      symlinkTargetFirst: !/^(ssh2js|WinSCP)/i.test(info.header.versions.software),
+      // OpenSSH's order is the de facto standard (OpenSSH, libssh2/curl, ...); ssh2, WinSCP
+      // and asyncssh switch to the draft's order when the server is not OpenSSH.
+      symlinkTargetFirst: !/^(ssh2js|WinSCP|AsyncSSH)/i.test(info.header.versions.software),
       refusals: new RefusalLog(log),
       channels: new Set(),
       sessions: new ServedChannels(client, log),
