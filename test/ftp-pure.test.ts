@@ -79,6 +79,9 @@ describe('LineReader (ftp/lines.ts)', () => {
     ['ABOR followed at once by more than its LF is one line with the rest', [bytes('ABOR\rMKD x\r\n')], lines('ABOR\rMKD x')],
     ['only ABOR ends at a CR', [bytes('NOOP\r'), bytes('X\r\n')], lines('NOOP\rX')],
     ['an IAC whose DM was sent urgent (lftp: IAC IP IAC, then ABOR) keeps the A', [bytes([IAC, 0xf4, IAC]), bytes('ABOR\r\n')], lines('ABOR')],
+    ['a DM whose IAC was sent urgent (BSD ftp: IAC IP, then DM ABOR) vanishes', [bytes([IAC, 0xf4]), bytes([0xf2], 'ABOR\r\n')], lines('ABOR')],
+    ['after IAC IP, a byte other than DM is text', [bytes([IAC, 0xf4], 'NOOP\r\n')], lines('NOOP')],
+    ['a DM byte not right after IAC IP is text', [bytes([IAC, 0xf4, 0x41, 0xf2, 0x42, 0x0d, 0x0a])], lines(Buffer.from([0x41, 0xf2, 0x42]).toString('utf8'))],
   ];
   for (const [what, chunks, expected] of cases) {
     it(what, () => assert.deepEqual(feed(chunks), expected));

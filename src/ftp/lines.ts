@@ -12,6 +12,9 @@ const CR = 0x0d;
 const LF = 0x0a;
 const SB = 250;
 const SE = FIRST_COMMAND;
+/** Telnet Interrupt Process and Data Mark: the Synch a client sends before an urgent ABOR is IAC IP IAC DM. */
+const IP = 244;
+const DM = 242;
 const WILL = 251;
 const DONT = 254;
 
@@ -34,7 +37,10 @@ export class LineReader {
    * commands, the bytes of a line too long to keep). See midLine.
    */
   private lineBytes = 0;
-  /** Telnet state carried between chunks: 0 none, 1 after IAC, 2 option byte due, 3 in subnegotiation, 4 IAC in subnegotiation. */
+  /**
+   * Telnet state carried between chunks: 0 none, 1 after IAC, 2 option byte due, 3 in subnegotiation, 4 IAC in
+   * subnegotiation, 5 right after IAC IP (a Synch's DM may follow without its IAC).
+   */
   private telnet = 0;
   /** Chunks fed and not yet read through; the first from `offset`. */
   private readonly unread: Buffer[] = [];
@@ -62,6 +68,18 @@ export class LineReader {
             start = i + 1;
             // Read through with the next bytes, it is the ABOR's, not the next line's.
             this.lineBytes -= 1;
+            continue;
+          }
+        }
+        if (this.telnet === 5) {
+          this.telnet = 0;
+          if (b === DM) {
+            // The Synch's DM whose IAC was the urgent byte, taken out of the stream by the kernel: BSD's ftp
+            // (Debian's tnftp, inetutils-ftp) sends IAC IP, then IAC urgent, then DM ABOR. Read as text, the
+            // DM made the line `\xf2ABOR`: 500, and the download went on; the client drains the data
+            // connection before it reads the replies, so it read all of a 1 GB file, then both sides waited.
+            flushText(i);
+            start = i + 1;
             continue;
           }
         }
@@ -177,7 +195,7 @@ export class LineReader {
         }
         if (b >= WILL && b <= DONT) this.telnet = 2;
         else if (b === SB) this.telnet = 3;
-        else this.telnet = 0; // two-byte command: IP, DM, AYT, ...
+        else this.telnet = b === IP ? 5 : 0; // two-byte command: IP, DM, AYT, ...
         return null;
       case 2:
         this.telnet = 0;
