@@ -15,7 +15,7 @@ export interface HandlerContext {
   /**
    * OpenSSH's client sends SYMLINK as (target, link), the reverse of the draft,
    * OpenSSH's server reads it so, and most clients (libssh2, so curl) follow.
-   * A few (ssh2, WinSCP, asyncssh) use the draft's order with a server that does not
+   * A few (ssh2, WinSCP, asyncssh, libssh) use the draft's order with a server that does not
    * call itself OpenSSH, which sluice does not: the server picks by client.
    */
   readonly symlinkTargetFirst: boolean;

@@ -306,9 +306,10 @@ export class SftpFrontEnd {
       log,
       guest,
       account: null,
-      // OpenSSH's order is the de facto standard (OpenSSH, libssh2/curl, ...); ssh2, WinSCP
-      // and asyncssh switch to the draft's order when the server is not OpenSSH.
-      symlinkTargetFirst: !/^(ssh2js|WinSCP|AsyncSSH)/i.test(info.header.versions.software),
+      // OpenSSH's order is the de facto standard (OpenSSH, libssh2/curl, ...); ssh2, WinSCP, asyncssh
+      // and libssh (not libssh2: `libssh_`, KDE's kio-sftp, Remmina) switch to the draft's order when
+      // the server is not OpenSSH.
+      symlinkTargetFirst: !/^(ssh2js|WinSCP|AsyncSSH|libssh_)/i.test(info.header.versions.software),
       refusals: new RefusalLog(log),
       channels: new Set(),
       sessions: new ServedChannels(client, log),
