@@ -102,6 +102,14 @@ export class TlsBinding {
   private session: { id: string; data: Buffer } | null = null;
   /** Made on first use, keyed by context(): with or without certificate, issuing tickets or not. */
   private readonly contexts = new Map<string, tls.SecureContext>();
+  /**
+   * The certificate of every context of this binding that has one, read once, by the first that needs
+   * it: read by each context as it is made, a reload (SIGHUP) after the control handshake gave an
+   * upload's data connection without tickets, made later, the new certificate beside the control
+   * connection's old one, where reuse is not required and the client does a full handshake (a client
+   * that compares the two, FileZilla, refuses that).
+   */
+  private certificate: TlsMaterial | null = null;
 
   /** `material` is read at the control handshake, so a connection made before a reload still gets the new certificate. */
   constructor(private readonly material: () => TlsMaterial) {
@@ -197,7 +205,7 @@ export class TlsBinding {
     let context = this.contexts.get(kind);
     if (!context) {
       context = tls.createSecureContext({
-        ...(withCertificate ? this.material() : {}),
+        ...(withCertificate ? (this.certificate ??= this.material()) : {}),
         minVersion: 'TLSv1.2',
         ciphers: CIPHERS,
         honorCipherOrder: true,
