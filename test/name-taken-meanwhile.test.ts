@@ -410,6 +410,38 @@ describe('an upload in place onto a free name whose new file another act takes b
       fsp.rename = rename;
     }
   });
+
+  // Found by a review: the lock is free again once the other append has ended, and the upload took the new
+  // file as the empty one it made. It counted the other's bytes a second time at its end (its size counted from
+  // 0), and over quota it cut the file to 0 and removed it: another session's whole append gone.
+  for (const overQuota of [false, true]) {
+    it(`an append that wrote the new file and ended before the lock keeps its bytes, counted once${overQuota ? ' (the upload then over quota)' : ''}`, async () => {
+      const user = overQuota ? 'wrote-first-full' : 'wrote-first';
+      const quota = overQuota ? 6000 : QUOTA;
+      await world.addUser(user, { quotaBytes: quota, quotaFiles: 100 });
+      const home = world.home(user);
+      const other = await world.session(user);
+      let landed = false;
+      const s = await world.sessionRacedBy(user, '/log', ['openWrite'], async () => {
+        const up = await other.openWrite('/log', { append: true });
+        await up.write(Buffer.alloc(4096, 1));
+        await up.close();
+        landed = true;
+      }, 'after');
+      await s.openWrite('/log', { append: true }).then(
+        async (up) => {
+          await up.write(Buffer.alloc(4096, 2)).catch(() => undefined);
+          await up.close().catch(() => undefined);
+        },
+        (err: unknown) => assert.match(String(err), /changed|again/i),
+      );
+      assert.ok(landed, 'the race landed');
+      const file = readFileSync(join(home, 'log'));
+      assert.deepEqual(file.subarray(0, 4096), Buffer.alloc(4096, 1), "the other append's bytes are there");
+      assert.equal(quota - (await s.space('/')).availableBytes, diskUsage(home).bytes);
+      assert.equal(await usedFiles(s), readdirSync(home).length);
+    });
+  }
 });
 
 /*

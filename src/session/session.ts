@@ -819,6 +819,13 @@ export class Session implements LiveSession {
       if (!there || there.ino !== now.ino || there.dev !== now.dev) {
         throw new SluiceError('failure', 'File changed while it was opened; try again', 'the new file was moved before its lock');
       }
+      // Written by another session between the create and the lock (an append that opened it as a file there,
+      // wrote and ended, its lock let go): its bytes are counted as that writer's, and this upload, counting its
+      // file from empty, counted them again at its end, and over quota cut them and removed the file (found by a
+      // review). The file is the other's now, as when that writer still held the lock; its name stays counted.
+      if (now.size !== 0) {
+        throw new SluiceError('failure', 'File changed while it was opened; try again', 'the new file was written before its lock');
+      }
       // Linked by another session between the create and the lock (a second name is made only under
       // it): a file with several names is never written in place. The link keeps the file; this name goes.
       if (now.nlink > 1) {
