@@ -33,30 +33,35 @@ function cutUpload(port: number, user: string, path: string, sent: number, endin
  * sends STOR (`early` true: curl); the session tickets the server sent on it,
  * counted until the server closed it, and the final reply.
  */
-async function upload(port: number, path: string, data: Buffer, early: boolean): Promise<{ tickets: number; reply: string }> {
+async function upload(c: RawFtp, path: string, data: Buffer, early: boolean): Promise<{ tickets: number; reply: string }> {
+  assert.equal((await c.cmd('TYPE I')).code, 200);
+  const epsv = await c.cmd('EPSV');
+  const raw = net.connect(Number(/\|\|\|(\d+)\|/.exec(epsv.text)?.[1]), '127.0.0.1');
+  await new Promise((resolve) => raw.once('connect', resolve));
+  let tickets = 0;
+  const secure = () => {
+    const s = tls.connect({ socket: raw, host: '127.0.0.1', rejectUnauthorized: false, session: c.session, minVersion: 'TLSv1.3' });
+    s.on('session', () => tickets++);
+    s.resume();
+    // The early client's handshake may be done before 150 reaches it.
+    return { s, connected: new Promise((resolve) => s.once('secureConnect', resolve)) };
+  };
+  const before = early ? secure() : null;
+  const opening = await c.cmd(`STOR ${path}`);
+  assert.equal(opening.code, 150, opening.text);
+  const { s, connected } = before ?? secure();
+  await connected;
+  assert.ok(s.isSessionReused(), 'the data connection resumed the control session');
+  s.end(data);
+  await new Promise((resolve) => s.once('close', resolve));
+  return { tickets, reply: (await c.read(30_000))?.text ?? 'closed' };
+}
+
+/** `uploads` on one TLS 1.3 control connection of alice's. */
+async function onControl<T>(port: number, uploads: (c: RawFtp) => Promise<T>): Promise<T> {
   const c = await RawFtp.secureLogin(port, 'alice', 'alice password', { minVersion: 'TLSv1.3' });
   try {
-    assert.equal((await c.cmd('TYPE I')).code, 200);
-    const epsv = await c.cmd('EPSV');
-    const raw = net.connect(Number(/\|\|\|(\d+)\|/.exec(epsv.text)?.[1]), '127.0.0.1');
-    await new Promise((resolve) => raw.once('connect', resolve));
-    let tickets = 0;
-    const secure = () => {
-      const s = tls.connect({ socket: raw, host: '127.0.0.1', rejectUnauthorized: false, session: c.session, minVersion: 'TLSv1.3' });
-      s.on('session', () => tickets++);
-      s.resume();
-      // The early client's handshake may be done before 150 reaches it.
-      return { s, connected: new Promise((resolve) => s.once('secureConnect', resolve)) };
-    };
-    const before = early ? secure() : null;
-    const opening = await c.cmd(`STOR ${path}`);
-    assert.equal(opening.code, 150, opening.text);
-    const { s, connected } = before ?? secure();
-    await connected;
-    assert.ok(s.isSessionReused(), 'the data connection resumed the control session');
-    s.end(data);
-    await new Promise((resolve) => s.once('close', resolve));
-    return { tickets, reply: (await c.read(30_000))?.text ?? 'closed' };
+    return await uploads(c);
   } finally {
     c.close();
   }
@@ -134,12 +139,25 @@ describe('FTPS upload ends', () => {
   // (rclone: test/interop-rclone.test.ts). curl starts TLS before STOR, reads the ticket as it
   // closes and needs it: it resumes each session once.
   it('TLS 1.3: an upload whose client starts TLS after 150 gets no session ticket; one that starts it before STOR does', async () => {
-    const late = await upload(strict.ftpPort, 'late.bin', expected, false);
+    const late = await onControl(strict.ftpPort, (c) => upload(c, 'late.bin', expected, false));
     assert.match(late.reply, /^226 /, late.reply);
     assert.equal(late.tickets, 0, 'no ticket after 150');
-    const early = await upload(strict.ftpPort, 'early.bin', expected, true);
+    const early = await onControl(strict.ftpPort, (c) => upload(c, 'early.bin', expected, true));
     assert.match(early.reply, /^226 /, early.reply);
     assert.ok(early.tickets >= 1, 'a fresh ticket for the client that spoke first');
     for (const name of ['late.bin', 'early.bin']) assert.ok(readFileSync(join(strict.home('alice'), name)).equals(expected), name);
+  });
+
+  // On a real network curl's ClientHello may come after its STOR (the packet lost and sent again): without a
+  // ticket then, curl offers nothing to resume on its next data connection, which is refused (425).
+  it('TLS 1.3: a client seen starting TLS before STOR keeps getting tickets, should its TLS come after 150 once', async () => {
+    const [first, second] = await onControl(strict.ftpPort, async (c) => [
+      await upload(c, 'first.bin', expected, true),
+      await upload(c, 'second.bin', expected, false),
+    ]);
+    for (const [name, got] of [['first', first], ['second', second]] as const) {
+      assert.match(got.reply, /^226 /, `${name}: ${got.reply}`);
+      assert.ok(got.tickets >= 1, `${name}: a fresh ticket`);
+    }
   });
 });

@@ -110,6 +110,8 @@ export class TlsBinding {
    * that compares the two, FileZilla, refuses that).
    */
   private certificate: TlsMaterial | null = null;
+  /** This control connection's client has started a data connection's TLS before 150 (see startsDataTlsEarly). */
+  private earlyDataClient = false;
 
   /** `material` is read at the control handshake, so a connection made before a reload still gets the new certificate. */
   constructor(private readonly material: () => TlsMaterial) {
@@ -138,6 +140,19 @@ export class TlsBinding {
     // A close meanwhile is the caller's to see (secure.destroyed): the handshake itself succeeded.
     await new Promise((resolve) => setImmediate(resolve));
     return secure;
+  }
+
+  /**
+   * Whether this control connection's client starts a data connection's TLS
+   * before 150, from what this one showed (`early`) and what earlier ones
+   * did: once seen early (curl), always. Its ClientHello may come after its
+   * STOR on a real network (the packet lost and sent again), and curl, given
+   * no ticket then, offers nothing to resume on its next data connection,
+   * which is refused.
+   */
+  startsDataTlsEarly(early: boolean): boolean {
+    this.earlyDataClient ||= early;
+    return this.earlyDataClient;
   }
 
   /**

@@ -44,7 +44,8 @@ export interface DataSecurity {
  * upload's client that waited for 150 before its handshake (rclone, lftp,
  * Python's ftplib) gets none: each resumes the control connection's session
  * again. One that began TLS before 150 (curl) gets it, as before: curl uses
- * each session once, and its TLS close reads what has come first. Under PORT
+ * each session once, and its TLS close reads what has come first; once seen
+ * so, a client keeps getting it (TlsBinding.startsDataTlsEarly). Under PORT
  * the server connects after 150 and cannot tell them apart: tickets, as for
  * curl (rclone has no active mode). proftpd issues no ticket on any data
  * connection (its issue #959), which leaves curl nothing to resume its next
@@ -60,7 +61,8 @@ export async function openDataStream(endpoint: DataEndpoint, security: DataSecur
     await new Promise((resolve) => setImmediate(resolve));
     const early = endpoint.clientSpoke;
     if (!early) announce();
-    const secure = await withTimeout(endpoint.secureConnection({ needCloseNotify, tickets: !upload || early }), security.handshakeTimeoutMs);
+    const tickets = security.tls.startsDataTlsEarly(early) || !upload;
+    const secure = await withTimeout(endpoint.secureConnection({ needCloseNotify, tickets }), security.handshakeTimeoutMs);
     secure.on('error', () => undefined);
     if (early) {
       // Let the session ticket written at the end of the handshake leave first.
