@@ -510,7 +510,7 @@ for (const atomic of [true, false]) {
     const modes = [
       { what: 'STOR in place (truncating)', options: {}, inPlace: !atomic },
       { what: 'APPE', options: { append: true }, inPlace: true },
-      { what: 'REST 1000 + STOR', options: { offset: 1000, truncate: false }, inPlace: true },
+      { what: 'a resume from 0 without truncation', options: { offset: 0, truncate: false }, inPlace: true },
     ];
     for (const [i, { what, options, inPlace }] of modes.entries()) {
       if (!inPlace) continue;
@@ -528,6 +528,22 @@ for (const atomic of [true, false]) {
         assert.equal(await used(s), onDisk(home), `t is ${statSync(join(home, 't')).size} bytes`);
       });
     }
+
+    // Looked for after test/stress/one-account.ts found a record file with a record of zeros, no client's.
+    it('REST 1000 + STOR onto the file cut to 500 meanwhile: refused as past its end, no hole written', async () => {
+      const user = 'rest';
+      await world.addUser(user, { quotaBytes: QUOTA, permissions: ['list', 'download', 'upload', 'overwrite'] });
+      const home = world.home(user);
+      const other = await world.session(user);
+      await writeFile(other, '/t', Buffer.alloc(1000, 1));
+      // Right after the resume's look at /t (1000 bytes: REST 1000 is its end), before its lock: /t cut to 500.
+      const s = await world.sessionRacedBy(user, '/t', ['stat'], () => other.truncate('/t', 500), 'after');
+      const resumed = await writeFile(s, '/t', 'hello', { offset: 1000, truncate: false }).then(() => null, (err: Error) => err);
+      // Before: written at 1000, 500 zero bytes between the bytes that were there and the client's.
+      assert.deepEqual(readFileSync(join(home, 't')), Buffer.alloc(500, 1), 'the file as the cut left it');
+      assert.match(String(resumed), /beyond end/i);
+      assert.equal(await used(s), onDisk(home));
+    });
   });
 }
 

@@ -709,6 +709,10 @@ export class Session implements LiveSession {
         // Linked since the look, before the lock: a second name is made only under it (hardlink).
         if (now.nlink > 1) throw refusal('linked-elsewhere');
         existingSize = now.size;
+        // The offset was checked against the look (planUpload): a file cut since, under its lock (another
+        // upload's bytes given back over the quota, a SETSTAT size), is no longer that long, and written at
+        // the offset it would get a hole of zeros its client never sent.
+        if (!append && plan.offset > now.size) throw refusal('beyond-end');
         // Emptied here, whatever the upload's end: its record says what was destroyed (its hash only if known).
         if (truncate) replacedAtOpen = { size: now.size, ...knownSha(this.deps.receipts, now) };
         else was = now.size;
