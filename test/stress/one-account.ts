@@ -187,13 +187,15 @@ function sftpClient(srv: TestServer, id: string) {
     // ssh2's client fails the requests in flight when the channel closes, but never answers one made after
     // (it is buffered for ever): an operation of several requests fails with the session's end instead.
     s.on('close', gone);
-    const put = async (path: string, data: Buffer, flags: ssh2.OpenMode, at: number) => {
+    /** `at`: where the bytes go, or how to find it from the handle. */
+    const put = async (path: string, data: Buffer, flags: ssh2.OpenMode, at: number | ((h: Buffer) => Promise<number>)) => {
       const h = await call<Buffer>((cb) => s.open(path, flags, cb));
       let err: unknown = null;
       try {
+        const from = typeof at === 'number' ? at : await at(h);
         for (let o = 0; o < data.length; o += 32 * KiB) {
           const n = Math.min(32 * KiB, data.length - o);
-          await call((cb) => s.write(h, data, o, n, at + o, cb));
+          await call((cb) => s.write(h, data, o, n, from + o, cb));
         }
       } catch (e) {
         err = e;
@@ -214,8 +216,11 @@ function sftpClient(srv: TestServer, id: string) {
       ['sftp write-at', async () => {
         const p = recName();
         const st = await call<ssh2.Stats>((cb) => s.stat(p, cb)).catch(() => null);
-        const k = st ? Math.floor(Math.random() * (Math.floor(st.size / R) + 1)) : 0;
-        return put(p, record(id, ++seq), st ? 'r+' : 'w', k * R);
+        // A record's place from the size of the file opened, which the server's in-place lock keeps while
+        // the handle is open. From the stat before the open, it was at times past the end of a shorter file
+        // put under the name in between, and left a hole of zeros there (seen as a torn record at the end).
+        const place = async (h: Buffer) => R * Math.floor(Math.random() * (Math.floor((await call<ssh2.Stats>((cb) => s.fstat(h, cb))).size / R) + 1));
+        return put(p, record(id, ++seq), st ? 'r+' : 'w', st ? place : 0);
       }],
       ['sftp get-rec', async () => { const p = recName(); checkDownload('sftp get-rec', p, await call<Buffer>((cb) => s.readFile(p, cb))); }],
       ['sftp rename', () => call((cb) => s.rename(wholeName(), wholeName(), cb))],
