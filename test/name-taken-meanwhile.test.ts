@@ -321,6 +321,31 @@ describe('a hard link whose source name another session gave to a file written i
   });
 });
 
+// Found with test/stress/one-account.ts (120 s, CHECK_EVERY=3): the usage 66148 B above the disk, names equal.
+describe('a hard link that named another file than it looked at, whose name another session renamed a file onto', () => {
+  let world: World;
+  before(async () => {
+    world = await World.open();
+    await world.addUser('linker', { quotaBytes: QUOTA, permissions: ['list', 'download', 'upload', 'rename', 'delete', 'overwrite', 'symlink'] });
+  });
+  after(() => world.close());
+
+  it("leaves the file renamed onto the name: the usage is what the disk holds", async () => {
+    const home = world.home('linker');
+    const other = await world.session('linker');
+    await writeFile(other, '/src', Buffer.alloc(100, 1));
+    await writeFile(other, '/other', Buffer.alloc(1000, 2));
+    // After the link's look at /src, another file takes that name (an upload's end): the link names it, not the file
+    // looked at (whose lock it holds). Right after the link, /other is renamed onto the link's name.
+    const s = await world.sessionRacedBy('linker', '/src', ['stat'], () => writeFile(other, '/src', Buffer.alloc(50, 3)), 'after');
+    const raced = await racedAtLink(() => s.hardlink('/src', '/link').catch(() => undefined), () => other.rename('/other', '/link', 'replace'), '/link');
+    assert.ok(raced, 'the link was made');
+    // Before: the link's undo removed /link by its name, by then the renamed file: its 1000 bytes left on the usage.
+    assert.deepEqual(readFileSync(join(home, 'link')), Buffer.alloc(1000, 2), 'the file renamed onto the name is there');
+    assert.equal(await used(s), onDisk(home));
+  });
+});
+
 describe('a file created in place and linked by another session before its lock (uploads.atomic: false)', () => {
   let world: World;
   let home: string;
