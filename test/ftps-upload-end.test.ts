@@ -5,7 +5,6 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import tls from 'node:tls';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
@@ -40,7 +39,7 @@ async function upload(c: RawFtp, path: string, data: Buffer, early: boolean): Pr
   await new Promise((resolve) => raw.once('connect', resolve));
   let tickets = 0;
   const secure = () => {
-    const s = tls.connect({ socket: raw, host: '127.0.0.1', rejectUnauthorized: false, session: c.session, minVersion: 'TLSv1.3' });
+    const s = c.secureData(raw, { minVersion: 'TLSv1.3' });
     s.on('session', () => tickets++);
     s.resume();
     // The early client's handshake may be done before 150 reaches it.

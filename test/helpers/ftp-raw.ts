@@ -170,11 +170,16 @@ export class RawFtp {
           raw.once('error', rej);
         });
         if (!secure) return raw;
-        const s = tls.connect({ ...this.identity, socket: raw, rejectUnauthorized: false, session: this.session });
+        const s = this.secureData(raw);
         s.on('error', () => undefined);
         return s;
       },
     };
+  }
+
+  /** TLS on a connected data socket, resuming the control connection's session (`options` added). */
+  secureData(raw: net.Socket, options: tls.ConnectionOptions = {}): tls.TLSSocket {
+    return tls.connect({ ...options, ...this.identity, socket: raw, rejectUnauthorized: false, session: this.session });
   }
 
   close(): void {
