@@ -569,6 +569,23 @@ for (const atomic of [true, false]) {
       assert.match(String(resumed), /beyond end/i);
       assert.equal(await used(s), onDisk(home));
     });
+
+    // Noticed while the stress run above was narrowed: an append's record took its offset from the look.
+    it('APPE onto the file cut to 500 meanwhile: its record says its bytes began at 500, where they are', async () => {
+      const user = 'appe-cut';
+      await world.addUser(user, { quotaBytes: QUOTA, permissions: ['list', 'download', 'upload', 'overwrite'] });
+      const home = world.home(user);
+      const other = await world.session(user);
+      await writeFile(other, '/t', Buffer.alloc(1000, 1));
+      const s = await world.sessionRacedBy(user, '/t', ['stat'], () => other.truncate('/t', 500), 'after');
+      await writeFile(s, '/t', 'hello', { append: true });
+      assert.deepEqual(readFileSync(join(home, 't')), Buffer.concat([Buffer.alloc(500, 1), Buffer.from('hello')]));
+      const record = (await world.auditLines()).filter((l) => l.event === 'upload' && l.user === user && l.path === '/t').at(-1);
+      // Before: 1000, the size looked at.
+      assert.equal(record?.offset, 500, JSON.stringify(record));
+      assert.equal(record?.size, 505);
+      assert.equal(await used(s), onDisk(home));
+    });
   });
 }
 

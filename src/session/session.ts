@@ -748,7 +748,10 @@ export class Session implements LiveSession {
       return where !== null && allows(this.account.permissions, 'overwrite', where);
     };
     const target = { loc, existingSize: truncatedInPlace ? 0 : existingSize, staged, append, holdsFile, claim, lock, fenceEpoch, mayReplace, mayReplaceWhereNow, replacedAtOpen, was };
-    const upload: Upload = new Upload(file, path, plan.offset, target, this.ledger, (r) => this.finished(upload, r), {
+    // An append starts at the end of the file under its lock, not of the file looked at: another session may have
+    // cut or grown it in between, and the record would say the bytes began where they did not.
+    const offset = append && !truncate && existingSize !== null ? existingSize : plan.offset;
+    const upload: Upload = new Upload(file, path, offset, target, this.ledger, (r) => this.finished(upload, r), {
       ...this.transferOptions(options, this.budget.rates.up),
       hashWholeFile: this.deps.hashResumedUploads,
       knownSha256: (node) => knownSha(this.deps.receipts, node).sha256 ?? null,
@@ -765,7 +768,7 @@ export class Session implements LiveSession {
         : null,
     });
     this.placed.set(upload, dir);
-    this.deps.inFlight?.started(this.actor, 'upload', path, plan.offset, upload.started);
+    this.deps.inFlight?.started(this.actor, 'upload', path, offset, upload.started);
     return upload;
   }
 
