@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import net from 'node:net';
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { RawFtp } from './helpers/ftp-raw.js';
+import { need } from './helpers/programs.js';
 import { TestServer } from './helpers/server.js';
 
 /*
@@ -12,13 +13,6 @@ import { TestServer } from './helpers/server.js';
  * (a whole office behind one NAT). Garbage on the same ports still scores.
  */
 
-
-function need(t: TestContext, program: string): boolean {
-  if (spawnSync('which', [program]).status === 0) return true;
-  if (process.env.CI === 'true') assert.fail(`${program} must be installed in CI (.ci/run)`);
-  t.skip(`${program} is not installed (.ci/run installs it)`);
-  return false;
-}
 
 describe('defender: a client that declines the handshake is not an attacker', () => {
   let srv: TestServer;

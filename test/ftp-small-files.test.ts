@@ -4,8 +4,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { FtpClient } from './helpers/file-clients.js';
+import { need } from './helpers/programs.js';
 import { TestServer } from './helpers/server.js';
 
 /*
@@ -20,13 +21,6 @@ const BATCH_LIMIT_MS = 30_000;
 const STEP_LIMIT_MS = 900;
 const local = mkdtempSync(join(tmpdir(), 'sluice-small-'));
 const names = Array.from({ length: FILES }, (_, i) => `f${String(i).padStart(3, '0')}`);
-
-function need(t: TestContext, program: string): boolean {
-  if (spawnSync('which', [program]).status === 0) return true;
-  if (process.env.CI === 'true') assert.fail(`${program} must be installed in CI (.ci/run)`);
-  t.skip(`${program} is not installed (.ci/run installs it)`);
-  return false;
-}
 
 /**
  * curl 7.87.0 to 8.3.x (Debian 12 ships 7.88.1) idles for its whole 1 s poll

@@ -3,6 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { programMissing } from './helpers/programs.js';
 import { TestServer } from './helpers/server.js';
 
 /**
@@ -10,12 +11,6 @@ import { TestServer } from './helpers/server.js';
  * then IAC sent as urgent data, then DM ABOR. The kernel takes the urgent byte out of the stream, and the
  * server reads IAC IP, DM, ABOR.
  */
-function missing(program: string, pkg: string): string | false {
-  if (spawnSync('which', [program]).status === 0) return false;
-  if (process.env.CI) assert.fail(`${pkg} must be installed in CI`);
-  return `${program} is not installed (.ci/run installs ${pkg})`;
-}
-
 /** Larger than any loopback download gets in the test's time, and sparse: it costs no disk. */
 const SIZE = 8 * 1024 ** 3;
 
@@ -39,7 +34,7 @@ describe('BSD ftp clients abort a download with ABOR', () => {
   // inetutils-ftp sends ABOR when it cannot open the local file after the 150, then drains the data
   // connection and reads two replies. The DM read as text made `\xf2ABOR`: 500, the download went on,
   // and the client read all of it (the server then waited 30 s for its close).
-  it('inetutils-ftp: a local file it cannot write aborts the download (426, then 226)', { skip: missing('inetutils-ftp', 'inetutils-ftp') }, async () => {
+  it('inetutils-ftp: a local file it cannot write aborts the download (426, then 226)', { skip: programMissing('inetutils-ftp') }, async () => {
     const script = 'user bsd bsd-password\nbinary\npassive\nget inetutils.bin /nonexistent/inetutils.bin\npwd\nbye\n';
     const r = spawnSync('inetutils-ftp', ['-n', '-v', '127.0.0.1', String(srv.ftpPort)], { input: script, encoding: 'utf8', timeout: 20_000 });
     assert.equal(r.error, undefined, `${r.error?.message}\n${r.stdout}`);
@@ -50,7 +45,7 @@ describe('BSD ftp clients abort a download with ABOR', () => {
   });
 
   // tnftp, in a terminal (script(1)), interrupted by ^C while it downloads.
-  it('tnftp: ^C during a download aborts it (426, then 226)', { skip: missing('tnftp', 'tnftp') || missing('script', 'bsdutils') }, async () => {
+  it('tnftp: ^C during a download aborts it (426, then 226)', { skip: programMissing('tnftp') || programMissing('script', 'bsdutils') }, async () => {
     const child = spawn('script', ['-q', '-c', `tnftp -n -v 127.0.0.1 ${srv.ftpPort}`, '/dev/null'], { stdio: ['pipe', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8').replaceAll('\r', '')));

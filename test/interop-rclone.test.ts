@@ -5,14 +5,11 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { programMissing } from './helpers/programs.js';
 import { TestServer } from './helpers/server.js';
 
 /** rclone speaks TLS through Go's crypto/tls, where the other FTPS clients of the suite use OpenSSL or GnuTLS. */
-const rcloneMissing = ((): string | false => {
-  if (spawnSync('which', ['rclone']).status === 0) return false;
-  if (process.env.CI) assert.fail('rclone must be installed in CI');
-  return 'rclone is not installed (.ci/run installs it)';
-})();
+const rcloneMissing = programMissing('rclone');
 
 /**
  * Go's TLS never reads an upload's data connection and closes it with the

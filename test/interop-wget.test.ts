@@ -5,14 +5,11 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { programMissing } from './helpers/programs.js';
 import { TestServer } from './helpers/server.js';
 
 /** wget speaks TLS through GnuTLS, where the other FTPS clients of the suite use OpenSSL. */
-const wgetMissing = ((): string | false => {
-  if (spawnSync('which', ['wget']).status === 0) return false;
-  if (process.env.CI) assert.fail('wget must be installed in CI');
-  return 'wget is not installed (.ci/run installs it)';
-})();
+const wgetMissing = programMissing('wget');
 
 describe('wget (GnuTLS) over FTPS', { skip: wgetMissing }, () => {
   let srv: TestServer;
