@@ -268,6 +268,31 @@ export class TestServer {
     assert.match(this.log, pattern);
   }
 
+  /**
+   * Waits for the line a connection's RefusalLog writes at its close, saying
+   * it refused `count` requests, written after the log's length was `since`;
+   * returns how many lines with `msg` that same connection wrote. Counted by
+   * its id: a line of an earlier connection may reach the log after this one
+   * began (a full run once counted 6 where 5 were written).
+   */
+  async refusalLines(since: number, count: number, msg: string): Promise<number> {
+    const closing = new RegExp(`"refused":${count}.*requests refused on this connection`);
+    const end = Date.now() + 10_000;
+    while (!closing.test(this.log.slice(since)) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    const entries = (text: string) =>
+      text.split('\n').flatMap((l) => {
+        try {
+          return [JSON.parse(l) as { conn?: unknown; refused?: unknown; msg?: unknown }];
+        } catch {
+          return [];
+        }
+      });
+    const closed = entries(this.log.slice(since)).filter((l) => l.refused === count && l.msg === 'requests refused on this connection');
+    assert.equal(closed.length, 1, `one connection said it refused ${count} requests`);
+    const conn = closed[0]?.conn;
+    return entries(this.log).filter((l) => l.conn === conn && l.msg === msg).length;
+  }
+
   get stderr(): string {
     return this.proc?.output().stderr ?? '';
   }
