@@ -65,4 +65,15 @@ describe('asyncssh over SFTP', { skip: asyncsshMissing }, () => {
       rmtree: false,
     });
   });
+
+  // It sends its first byte before it reads; a refused scp's channel closed at once failed that write,
+  // and all it said was "Connection lost".
+  it('legacy SCP: a round trip; a wildcard or shell syntax refused with the reason, the connection serving on', () => {
+    assert.deepEqual(asyncssh('scp'), {
+      round_trip: true,
+      wildcard: 'SFTPFailure: scp: wildcards are not supported: name each file',
+      shell: 'SFTPFailure: scp: shell syntax ";" is not supported',
+      open_after: 20000,
+    });
+  });
 });

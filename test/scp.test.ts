@@ -181,27 +181,50 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', { skip: wit
     assert.ok(!existsSync(join(srv.home('quinn'), 'big.bin')));
   });
 
+  /** Runs `command` on an exec channel; `reply`, if given, is written once the first bytes arrive, as an SCP sink answers. */
+  const exec = (c: ssh2.Client, command: string, reply?: Buffer) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string; wrote: Error | null | undefined }>((resolve, reject) =>
+      c.exec(command, (err, ch) => {
+        if (err) return reject(err);
+        let stdout = '';
+        let stderr = '';
+        let code: number | null = null;
+        let wrote: Error | null | undefined;
+        ch.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        ch.on('data', (d: Buffer) => {
+          if (reply && stdout === '') ch.write(reply, (e) => (wrote = e ?? null));
+          stdout += d.toString();
+        });
+        ch.on('exit', (n: number) => (code = n));
+        // The client ends its side once it has the reply, as every scp client does.
+        ch.on('end', () => ch.end());
+        ch.on('close', () => resolve({ code, stdout, stderr, wrote }));
+      }),
+    );
+
   it('any other command is refused without a shell; scp off refuses exec altogether', async () => {
-    const exec = (c: ssh2.Client, command: string) =>
-      new Promise<{ code: number | null; stderr: string }>((resolve, reject) =>
-        c.exec(command, (err, ch) => {
-          if (err) return reject(err);
-          let stderr = '';
-          let code: number | null = null;
-          ch.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-          ch.on('exit', (n: number) => (code = n));
-          ch.on('close', () => resolve({ code, stderr }));
-          ch.resume();
-        }),
-      );
     const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
     try {
-      assert.deepEqual(await exec(c, 'id'), { code: 127, stderr: 'sluice: only scp is served here\n' });
+      assert.deepEqual(await exec(c, 'id'), { code: 127, stdout: '', stderr: 'sluice: only scp is served here\n', wrote: undefined });
       const marker = join(srv.home('alice'), 'pwned');
       const r = await exec(c, `scp -t /x; touch ${marker}`);
       assert.equal(r.code, 1);
-      assert.match(r.stderr, /shell syntax ";"/);
+      assert.equal(r.stdout, '\x02scp: shell syntax ";" is not supported\n');
       assert.ok(!existsSync(marker));
+    } finally {
+      c.end();
+    }
+  });
+
+  // Found by an interop sweep: asyncssh's scp sends its first byte (OK) before it reads, and the channel
+  // closed at once failed that write: it reported "Connection lost", not why.
+  it('an scp that cannot run says why in its protocol, as OpenSSH\'s remote scp does, to a client that writes first', async () => {
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const r = await exec(c, 'scp -f *.txt', Buffer.of(0));
+      assert.deepEqual(r, { code: 1, stdout: '\x02scp: wildcards are not supported: name each file\n', stderr: '', wrote: null });
+      // The connection serves on.
+      assert.equal((await exec(c, 'scp -f ~root/x')).stdout, '\x02scp: ~user paths are not supported\n');
     } finally {
       c.end();
     }

@@ -151,8 +151,13 @@ export class ScpWire {
     return this.send(Buffer.of(0));
   }
 
-  /** A reply of ours: this file failed (1), or the run is over (2). Newlines in the text would end it early. */
+  /** A reply of ours: scpFailure. */
   fail(message: string, fatal = false): Promise<void> {
-    return this.send(Buffer.concat([Buffer.of(fatal ? 2 : 1), Buffer.from(`scp: ${message.replace(/[\r\n]/g, ' ')}\n`)]));
+    return this.send(scpFailure(message, fatal));
   }
+}
+
+/** SCP's failure reply: this file failed (1), or the run is over (2). Newlines in the text would end it early. */
+export function scpFailure(message: string, fatal: boolean): Buffer {
+  return Buffer.concat([Buffer.of(fatal ? 2 : 1), Buffer.from(`scp: ${message.replace(/[\r\n]/g, ' ')}\n`)]);
 }

@@ -19,9 +19,10 @@ import { RekeyAllowance, heldDuringKeyExchange, watchKeyExchanges } from './reke
 import { MIN_CLIENT_PACKET, WindowPool, acceptWithWindow, channelWindow, clientMaxPacket, ownWindow, type PoolMember } from './window.js';
 import { parseScpCommand, ScpCommandError, type ScpCommand } from '../scp/command.js';
 import { runScp } from '../scp/run.js';
+import { scpFailure } from '../scp/wire.js';
 import { ssh2Library } from '../ssh2.js';
 import { READ_SLACK, readOnlyWhileSent, TransportBacklog } from '../wire/backlog.js';
-import { destroyAfterGoodbye } from '../wire/goodbye.js';
+import { destroyAfterGoodbye, GOODBYE_MS } from '../wire/goodbye.js';
 
 const METHODS: ssh2.AuthenticationType[] = ['publickey', 'password', 'keyboard-interactive'];
 
@@ -152,6 +153,29 @@ interface ConnectionState {
 
 function refused(state: ConnectionState, fields: object, msg: string): void {
   state.refusals.warn(fields, msg);
+}
+
+/**
+ * An scp that cannot run (a wildcard, shell syntax) says why in its protocol,
+ * as OpenSSH's remote scp does (run_err): on stderr, a client that reads only
+ * the protocol (asyncssh) said "Connection lost". The channel is not closed
+ * at once: a client asking for files (scp -f here) sends its first byte
+ * before it reads, and asyncssh took that write's failure on a closed channel
+ * for a lost connection. The client closes it once it has the reply;
+ * GOODBYE_MS bounds the wait. Closed on that first byte instead, asyncssh had
+ * its close crossed by a window adjust and ended the whole connection.
+ */
+function scpRefused(channel: ssh2.ServerChannel, message: string): void {
+  channel.write(scpFailure(message, true));
+  channel.exit(1);
+  channel.eof();
+  channel.resume();
+  const close = (): void => {
+    clearTimeout(timer);
+    channel.close();
+  };
+  const timer = setTimeout(close, GOODBYE_MS).unref();
+  channel.once('end', close).once('close', close);
 }
 
 /** Per logged-in connection, from its first session channel on. */
@@ -605,11 +629,13 @@ export class SftpFrontEnd {
       try {
         cmd = parseScpCommand(info.command);
       } catch (err) {
-        // Told on stderr, as a shell would: the client's scp prints it.
         refused(state, { command: info.command.slice(0, 200), err: (err as Error).message }, 'exec refused');
         const channel = begin(accept)();
-        channel.stderr.write(`sluice: ${(err as Error).message}\n`);
-        channel.exit(err instanceof ScpCommandError && info.command.trimStart().startsWith('scp') ? 1 : 127);
+        const message = (err as Error).message;
+        if (err instanceof ScpCommandError && /^\s*scp(\s|$)/.test(info.command)) return scpRefused(channel, message);
+        // Any other command: told on stderr, as a shell would.
+        channel.stderr.write(`sluice: ${message}\n`);
+        channel.exit(127);
         channel.end();
         return;
       }
