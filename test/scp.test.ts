@@ -6,13 +6,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
-import { parseScpCommand } from '../src/scp/command.js';
+import { parseExecCommand } from '../src/exec/command.js';
 import { TestServer } from './helpers/server.js';
 import { sshConnect } from './helpers/ssh.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-describe('parseScpCommand', () => {
+describe('parseExecCommand: scp', () => {
+  const served = { scp: true, hash: true };
   const ok: [string, unknown][] = [
     ['scp -t /up', { role: 'sink', target: '/up', recursive: false, preserve: false, targetIsDirectory: false }],
     ['scp -r -p -d -t -- -odd', { role: 'sink', target: '-odd', recursive: true, preserve: true, targetIsDirectory: true }],
@@ -22,7 +23,7 @@ describe('parseScpCommand', () => {
     ['scp -f ~/x ~ ~/', { role: 'source', paths: ['/x', '/', '/'], recursive: false, preserve: false }],
     ['scp -f no#comment', { role: 'source', paths: ['no#comment'], recursive: false, preserve: false }],
   ];
-  for (const [line, want] of ok) it(`takes ${line}`, () => assert.deepEqual(parseScpCommand(line), want));
+  for (const [line, want] of ok) it(`takes ${line}`, () => assert.deepEqual(parseExecCommand(line, served), { kind: 'scp', scp: want }));
 
   const refused: [string, RegExp][] = [
     ['id', /only scp/],
@@ -48,8 +49,29 @@ describe('parseScpCommand', () => {
     ['scp -t #x', /shell syntax "#"/],
     [`scp -t ${'a'.repeat(9000)}`, /too long/],
   ];
-  for (const [line, why] of refused) it(`refuses ${JSON.stringify(line.slice(0, 40))}`, () => assert.throws(() => parseScpCommand(line), why));
+  for (const [line, why] of refused) it(`refuses ${JSON.stringify(line.slice(0, 40))}`, () => assert.throws(() => parseExecCommand(line, served), why));
 });
+
+/** Runs `command` on an exec channel; `reply`, if given, is written once the first bytes arrive, as an SCP sink answers. */
+const exec = (c: ssh2.Client, command: string, reply?: Buffer) =>
+  new Promise<{ code: number | null; stdout: string; stderr: string; wrote: Error | null | undefined }>((resolve, reject) =>
+    c.exec(command, (err, ch) => {
+      if (err) return reject(err);
+      let stdout = '';
+      let stderr = '';
+      let code: number | null = null;
+      let wrote: Error | null | undefined;
+      ch.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      ch.on('data', (d: Buffer) => {
+        if (reply && stdout === '') ch.write(reply, (e) => (wrote = e ?? null));
+        stdout += d.toString();
+      });
+      ch.on('exit', (n: number) => (code = n));
+      // The client ends its side once it has the reply, as every scp client does.
+      ch.on('end', () => ch.end());
+      ch.on('close', () => resolve({ code, stdout, stderr, wrote }));
+    }),
+  );
 
 /** Why the OpenSSH scp tests cannot run here, or false; CI must have sshpass (.ci/run installs it). */
 const withoutSshpass = ((): string | false => {
@@ -181,31 +203,10 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', { skip: wit
     assert.ok(!existsSync(join(srv.home('quinn'), 'big.bin')));
   });
 
-  /** Runs `command` on an exec channel; `reply`, if given, is written once the first bytes arrive, as an SCP sink answers. */
-  const exec = (c: ssh2.Client, command: string, reply?: Buffer) =>
-    new Promise<{ code: number | null; stdout: string; stderr: string; wrote: Error | null | undefined }>((resolve, reject) =>
-      c.exec(command, (err, ch) => {
-        if (err) return reject(err);
-        let stdout = '';
-        let stderr = '';
-        let code: number | null = null;
-        let wrote: Error | null | undefined;
-        ch.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-        ch.on('data', (d: Buffer) => {
-          if (reply && stdout === '') ch.write(reply, (e) => (wrote = e ?? null));
-          stdout += d.toString();
-        });
-        ch.on('exit', (n: number) => (code = n));
-        // The client ends its side once it has the reply, as every scp client does.
-        ch.on('end', () => ch.end());
-        ch.on('close', () => resolve({ code, stdout, stderr, wrote }));
-      }),
-    );
-
   it('any other command is refused without a shell; scp off refuses exec altogether', async () => {
     const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
     try {
-      assert.deepEqual(await exec(c, 'id'), { code: 127, stdout: '', stderr: 'sluice: only scp is served here\n', wrote: undefined });
+      assert.deepEqual(await exec(c, 'id'), { code: 127, stdout: '', stderr: 'sluice: only scp, md5sum, sha1sum, sha256sum, sha384sum, sha512sum are served here\n', wrote: undefined });
       const marker = join(srv.home('alice'), 'pwned');
       const r = await exec(c, `scp -t /x; touch ${marker}`);
       assert.equal(r.code, 1);
@@ -306,7 +307,7 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', { skip: wit
         assert.match(r.subarray(fatal + 1).toString(), why);
         await closed;
       }
-      assert.ok(!srv.log.includes('"msg":"scp failed"'), 'logged as a server error');
+      assert.ok(!srv.log.includes('"msg":"exec failed"'), 'logged as a server error');
     } finally {
       c.end();
     }
@@ -362,7 +363,7 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', { skip: wit
         assert.equal(await status, 1);
       }
       await new Promise((r) => setTimeout(r, 200));
-      assert.ok(!srv.log.includes('"msg":"scp failed"'), 'logged as a server error');
+      assert.ok(!srv.log.includes('"msg":"exec failed"'), 'logged as a server error');
     } finally {
       c.end();
     }
@@ -426,8 +427,27 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', { skip: wit
 });
 
 describe('legacy SCP switched off (sftp.scp: false)', () => {
-  it('refuses the exec request itself; SFTP still works', async () => {
+  it('refuses scp as a command not served; SFTP still works', async () => {
     const srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }], yaml: 'sftp:\n  scp: false\n' });
+    try {
+      const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+      const marker = join(srv.home('alice'), 'x');
+      assert.deepEqual(await exec(c, 'scp -t /x'), {
+        code: 127,
+        stdout: '',
+        stderr: 'sluice: only md5sum, sha1sum, sha256sum, sha384sum, sha512sum are served here\n',
+        wrote: undefined,
+      });
+      assert.ok(!existsSync(marker));
+      await new Promise<void>((resolve, reject) => c.sftp((err) => (err ? reject(err) : resolve())));
+      c.end();
+    } finally {
+      await srv.stop();
+    }
+  });
+
+  it('with the checksum commands off too (sftp.hashCommands: false), refuses the exec request itself', async () => {
+    const srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }], yaml: 'sftp:\n  scp: false\n  hashCommands: false\n' });
     try {
       const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
       await assert.rejects(new Promise((resolve, reject) => c.exec('scp -t /x', (err, s) => (err ? reject(err) : resolve(s)))));

@@ -1,4 +1,5 @@
 import type { Protocol } from '../session/account.js';
+import type { HashAlgorithm } from '../session/checksum.js';
 
 /** Where a client came in: a file protocol, or the admin API (which scores failed tokens with the rest). */
 export type Service = Protocol | 'admin';
@@ -93,7 +94,7 @@ export type AuditEvent =
    * hashes: the hash of a few bytes is as good as the bytes, so this is a read of the file as a download is.
    * `from_record`: answered from the last upload's record without a read.
    */
-  | { event: 'checksum'; path: string; offset: number; end: number; blocks: number; from_record: boolean }
+  | { event: 'checksum'; path: string; algorithm: HashAlgorithm; offset: number; end: number; blocks: number; from_record: boolean }
   | { event: 'denied'; operation: string; path: string; reason: 'permission' | 'outside-home' }
   | { event: 'quota-exceeded'; path: string }
   /**

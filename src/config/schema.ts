@@ -233,6 +233,8 @@ export const configSchema = z
         maxChannelsPerConnection: z.number().int().min(1).max(100).default(10),
         /** Legacy SCP (`scp -O`, `pscp -scp`) on exec channels, for users allowed SFTP. */
         scp: z.boolean().default(true),
+        /** The checksum commands (md5sum, sha1sum, sha256sum, sha384sum, sha512sum) on exec channels, as rclone runs them to compare files. */
+        hashCommands: z.boolean().default(true),
         /** Bytes one connection may hold for requests in progress and replies its client has not read; its SSH windows at most as much again, plus the share of each channel opened after one borrowed the rest. */
         maxQueuedBytes: size
           .refine((n) => n >= MAX_PACKET, `must be at least ${MAX_PACKET / 1024}K (one SFTP message; smaller, no request could ever be taken)`)

@@ -3,6 +3,14 @@ import { SluiceError, sessionClosed } from './errors.js';
 import type { RateLimit } from './rate-limit.js';
 import type { OpenFile } from './storage/storage.js';
 
+/**
+ * The hashes a client may ask for. SHA-256 is the audit trail's own, the one
+ * FTP HASH and SFTP check-file answer; the others are there for the checksum
+ * commands that sync tools run over SSH (rclone's md5sum and sha1sum), as a
+ * shell account would answer them.
+ */
+export type HashAlgorithm = 'md5' | 'sha1' | 'sha256' | 'sha384' | 'sha512';
+
 /** What a checksum covers: bytes [offset, end) of the file, hashed in blocks of `blockSize` (0: one hash). */
 export interface ChecksumRange {
   readonly offset: number;
@@ -12,13 +20,17 @@ export interface ChecksumRange {
 }
 
 export interface Checksum {
+  readonly algorithm: HashAlgorithm;
   readonly offset: number;
   readonly end: number;
-  /** SHA-256 of each block, in order (one when blockSize is 0). */
+  /** The hash of each block, in order (one when blockSize is 0). */
   readonly digests: Buffer[];
   /** Answered from the upload's record, without reading the file. */
   readonly fromRecord: boolean;
 }
+
+/** The whole file, one hash. */
+export const WHOLE_FILE: ChecksumRange = { offset: 0, length: 0, blockSize: 0 };
 
 /** Smallest block worth a hash of its own (draft-ietf-secsh-filexfer-extensions: 256). */
 export const MIN_BLOCK = 256;
@@ -34,13 +46,13 @@ export interface Pace {
 }
 
 /**
- * SHA-256 of a range of an open file, read in pieces with positional reads:
+ * The hash of a range of an open file, read in pieces with positional reads:
  * memory stays one piece, and each piece first takes its bytes from the
  * session's hashing rate, so a client asking again and again for hashes of a
  * large file costs the server no more than that rate, and only while its
  * session lasts: the signal is looked at before every piece.
  */
-export async function hashRange(file: OpenFile, size: number, range: ChecksumRange, pace: Pace): Promise<Checksum> {
+export async function hashRange(file: OpenFile, size: number, range: ChecksumRange, pace: Pace, algorithm: HashAlgorithm): Promise<Checksum> {
   const { offset, blockSize } = range;
   if (blockSize !== 0 && blockSize < MIN_BLOCK) throw new SluiceError('failure', `Block size below ${MIN_BLOCK}`);
   if (offset > size) throw new SluiceError('invalid-path', 'Offset beyond end of file');
@@ -48,7 +60,7 @@ export async function hashRange(file: OpenFile, size: number, range: ChecksumRan
   if (blockSize !== 0 && Math.ceil((end - offset) / blockSize) > MAX_BLOCKS) throw new SluiceError('failure', 'Too many blocks: ask for larger ones');
   const digests: Buffer[] = [];
   const buf = Buffer.allocUnsafe(READ);
-  let hash = createHash('sha256');
+  let hash = createHash(algorithm);
   let inBlock = 0;
   for (let pos = offset; pos < end; ) {
     const want = Math.min(READ, end - pos, blockSize === 0 ? READ : blockSize - inBlock);
@@ -62,12 +74,12 @@ export async function hashRange(file: OpenFile, size: number, range: ChecksumRan
     inBlock += n;
     if (blockSize !== 0 && inBlock === blockSize) {
       digests.push(hash.digest());
-      hash = createHash('sha256');
+      hash = createHash(algorithm);
       inBlock = 0;
     }
   }
   if (blockSize === 0 || inBlock > 0 || digests.length === 0) digests.push(hash.digest());
-  return { offset, end, digests, fromRecord: false };
+  return { algorithm, offset, end, digests, fromRecord: false };
 }
 
 /**

@@ -15,7 +15,7 @@ import type { RateLimit } from './rate-limit.js';
 import type { ConnectionBudget, ConnectionBudgets } from './connection-budgets.js';
 import { replacedFields, replacedThrough } from './replaced.js';
 import { scansWith, type UploadScanning } from './scanning.js';
-import { SessionChecksums, hashRange, type Checksum, type ChecksumRange, type UploadReceipts } from './checksum.js';
+import { SessionChecksums, WHOLE_FILE, hashRange, type Checksum, type ChecksumRange, type HashAlgorithm, type UploadReceipts } from './checksum.js';
 import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile, type Storage, type StorageOpener, type StorageSpace } from './storage/storage.js';
 import { Download, Upload, type TransferOptions } from './transfer.js';
 import type { TransferRecord } from './transfer-record.js';
@@ -995,14 +995,15 @@ export class Session implements LiveSession {
   }
 
   /**
-   * SHA-256 receipts (FTP HASH, SFTP check-file): of a path, or of a file the
-   * session has open. Reading the bytes is downloading them, so it takes the
-   * download permission (an upload-only drop box gives no hashes back). The
-   * whole file's hash comes from its upload's record when the file is as
-   * that upload left it; anything else is read at the session's hashing rate,
-   * one checksum after another, and none goes on once the session closed.
+   * Hash receipts (FTP HASH, SFTP check-file, the SSH checksum commands): of
+   * a path, or of a file the session has open. Reading the bytes is
+   * downloading them, so it takes the download permission (an upload-only
+   * drop box gives no hashes back). The whole file's SHA-256 comes from its
+   * upload's record when the file is as that upload left it; anything else
+   * is read at the session's hashing rate, one checksum after another, and
+   * none goes on once the session closed.
    */
-  checksum(target: string | Upload | Download, range: ChecksumRange = { offset: 0, length: 0, blockSize: 0 }): Promise<Checksum> {
+  checksum(target: string | Upload | Download, range: ChecksumRange = WHOLE_FILE, algorithm: HashAlgorithm = 'sha256'): Promise<Checksum> {
     if (typeof target !== 'string') {
       // In guard, as the checksum of a path: a drop box's upload asked for its hash is a refusal on record (found by a review).
       return this.checksums.run(async (pace) =>
@@ -1010,7 +1011,7 @@ export class Session implements LiveSession {
           target.path,
           await this.guard('checksum', target.path, async () => {
             if (target instanceof Upload) this.require('download', this.dirOf(target));
-            return target.checksum(range, pace);
+            return target.checksum(range, pace, algorithm);
           }),
         ),
       );
@@ -1022,9 +1023,9 @@ export class Session implements LiveSession {
         path,
         await this.readable('checksum', path, false, async (file, st) => {
           const whole = range.offset === 0 && range.length === 0 && range.blockSize === 0;
-          const known = whole ? this.deps.receipts.lookup(nodeKey(st), st.size, st.ctimeMs) : null;
-          if (known) return { offset: 0, end: st.size, digests: [Buffer.from(known, 'hex')], fromRecord: true };
-          return hashRange(file, st.size, range, pace);
+          const known = whole && algorithm === 'sha256' ? this.deps.receipts.lookup(nodeKey(st), st.size, st.ctimeMs) : null;
+          if (known) return { algorithm, offset: 0, end: st.size, digests: [Buffer.from(known, 'hex')], fromRecord: true };
+          return hashRange(file, st.size, range, pace, algorithm);
         }),
       ),
     );
@@ -1036,7 +1037,7 @@ export class Session implements LiveSession {
    * download recorded (a review read 19 bytes in 19 requests).
    */
   private checksummed(path: string, sum: Checksum): Checksum {
-    this.audit({ event: 'checksum', path, offset: sum.offset, end: sum.end, blocks: sum.digests.length, from_record: sum.fromRecord });
+    this.audit({ event: 'checksum', path, algorithm: sum.algorithm, offset: sum.offset, end: sum.end, blocks: sum.digests.length, from_record: sum.fromRecord });
     return sum;
   }
 

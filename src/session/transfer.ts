@@ -10,7 +10,7 @@ import { SequenceHash } from './sequence-hash.js';
 import { PacedReads } from './paced-reads.js';
 import { ReadBack, type ReadBackOptions } from './read-back.js';
 import { Sha256Stream } from './offloaded-sha256.js';
-import { hashRange, type Checksum, type ChecksumRange, type Pace } from './checksum.js';
+import { hashRange, type Checksum, type ChecksumRange, type HashAlgorithm, type Pace } from './checksum.js';
 import { replacedThrough } from './replaced.js';
 import type { TransferRecord } from './transfer-record.js';
 import { inPlaceFence } from './fence.js';
@@ -207,10 +207,10 @@ abstract class Transfer {
     });
   }
 
-  /** SHA-256 of a range of the open file (SFTP check-file-handle); the session checks the permission. */
-  checksum(range: ChecksumRange, pace: Pace): Promise<Checksum> {
+  /** The hash of a range of the open file (SFTP check-file-handle); the session checks the permission. */
+  checksum(range: ChecksumRange, pace: Pace, algorithm: HashAlgorithm): Promise<Checksum> {
     if (this.isFinished) return Promise.reject(new SluiceError('failure', 'Transfer is closed'));
-    return this.file.stat().then((st) => hashRange(this.file, st.size, range, pace));
+    return this.file.stat().then((st) => hashRange(this.file, st.size, range, pace, algorithm));
   }
 }
 
@@ -422,9 +422,9 @@ export class Upload extends Transfer {
    * opened it for reading (otherwise that would need a read bit its owner may have taken away), so its
    * hash is asked of its name. Said so, rather than the read's EBADF as "Operation failed".
    */
-  override checksum(range: ChecksumRange, pace: Pace): Promise<Checksum> {
+  override checksum(range: ChecksumRange, pace: Pace, algorithm: HashAlgorithm): Promise<Checksum> {
     if (this.target.staged === null && this.readBack === null) return Promise.reject(new SluiceError('unsupported', 'Handle not open for reading: ask for the checksum by name'));
-    return super.checksum(range, pace);
+    return super.checksum(range, pace, algorithm);
   }
 
   /**

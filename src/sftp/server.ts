@@ -17,7 +17,9 @@ import { SftpChannel } from './channel.js';
 import { endsItsSocket, ServedChannels, tellClient } from './connection-end.js';
 import { RekeyAllowance, heldDuringKeyExchange, watchKeyExchanges } from './rekeys.js';
 import { MIN_CLIENT_PACKET, WindowPool, acceptWithWindow, channelWindow, clientMaxPacket, ownWindow, type PoolMember } from './window.js';
-import { parseScpCommand, ScpCommandError, type ScpCommand } from '../scp/command.js';
+import { parseExecCommand, type ExecCommand } from '../exec/command.js';
+import { runHashCommand } from '../exec/hash-command.js';
+import { CommandError } from '../exec/words.js';
 import { runScp } from '../scp/run.js';
 import { scpFailure } from '../scp/wire.js';
 import { ssh2Library } from '../ssh2.js';
@@ -621,40 +623,52 @@ export class SftpFrontEnd {
     });
     session.on('exec', (accept, reject, info) => {
       if (busy('exec', reject)) return;
-      if (!state.account || !this.services.config.sftp.scp) {
+      const served = { scp: this.services.config.sftp.scp, hash: this.services.config.sftp.hashCommands };
+      if (!state.account || !(served.scp || served.hash)) {
         refused(state, { command: info.command.slice(0, 200) }, 'exec refused');
         return reject();
       }
-      let cmd: ScpCommand;
+      let cmd: ExecCommand;
       try {
-        cmd = parseScpCommand(info.command);
+        cmd = parseExecCommand(info.command, served);
       } catch (err) {
-        refused(state, { command: info.command.slice(0, 200), err: (err as Error).message }, 'exec refused');
+        if (!(err instanceof CommandError)) throw err;
+        refused(state, { command: info.command.slice(0, 200), err: err.message }, 'exec refused');
         const channel = begin(accept)();
-        const message = (err as Error).message;
-        if (err instanceof ScpCommandError && /^\s*scp(\s|$)/.test(info.command)) return scpRefused(channel, message);
-        // Any other command: told on stderr, as a shell would.
-        channel.stderr.write(`sluice: ${message}\n`);
-        channel.exit(127);
+        if (err.program === 'scp') return scpRefused(channel, err.message);
+        // Told on stderr, as a shell or the program would; 127: no such command.
+        channel.stderr.write(`${err.program ?? 'sluice'}: ${err.message}\n`);
+        channel.exit(err.program === null ? 127 : 1);
         channel.end();
         return;
       }
+      /** Runs the command, then closes the session and ends the channel with the command's exit status. */
+      const run = async (channel: ssh2.ServerChannel, s: Session, command: () => Promise<number>): Promise<void> => {
+        const status = await command().catch((err: unknown) => {
+          state.log.error({ err, command: cmd.kind }, 'exec failed');
+          return 1;
+        });
+        await s.close();
+        channel.exit(status);
+        channel.end();
+      };
+      if (cmd.kind === 'hash') {
+        const hash = cmd.hash;
+        return this.serveChannel(client, state, begin(accept), 'sftp', member, window, gone, (channel, s) => {
+          const done = run(channel, s, () => runHashCommand(hash, s, { stdin: channel, stdout: channel, stderr: channel.stderr }));
+          return { done, answered: () => done };
+        });
+      }
+      const scp = cmd.scp;
       this.serveChannel(client, state, begin(accept), 'scp', member, window, gone, (channel, s, reopen) => {
-        const done = (async () => {
-          const status = await runScp(channel, gone, s, cmd, state.log, {
-            taken: () => {
-              activity();
-              reopen();
-            },
-            room: (stop) => limits.backlog.within(this.services.config.sftp.maxQueuedBytes, stop),
-          }).catch((err: unknown) => {
-            state.log.error({ err }, 'scp failed');
-            return 1;
-          });
-          await s.close();
-          channel.exit(status);
-          channel.end();
-        })();
+        const flow = {
+          taken: () => {
+            activity();
+            reopen();
+          },
+          room: (stop: AbortSignal) => limits.backlog.within(this.services.config.sftp.maxQueuedBytes, stop),
+        };
+        const done = run(channel, s, () => runScp(channel, gone, s, scp, state.log, flow));
         // scp acknowledges a file in the same turn of the event loop as its upload ends (sink.ts): a turn later the OK is on the channel.
         return { done, answered: () => new Promise<void>((resolve) => setImmediate(resolve)) };
       });

@@ -1,0 +1,107 @@
+import { createHash } from 'node:crypto';
+import type { Readable, Writable } from 'node:stream';
+import { WHOLE_FILE, type HashAlgorithm } from '../session/checksum.js';
+import { SluiceError } from '../session/errors.js';
+import type { Session } from '../session/session.js';
+import { shown } from '../session/unsafe-chars.js';
+import { CommandError, homePath } from './words.js';
+
+/**
+ * GNU coreutils' checksum programs, as sync tools run them over SSH where
+ * there is a shell: rclone asks `md5sum` and `sha1sum` for the hash of each
+ * file it checks (and, to find them, for the hash of an empty input), and
+ * with none answering compares sizes only. Each is a checksum of the session
+ * layer: the download permission, the hashing rate, an audit record.
+ */
+export const HASH_PROGRAMS: Readonly<Record<string, HashAlgorithm>> = {
+  md5sum: 'md5',
+  sha1sum: 'sha1',
+  sha256sum: 'sha256',
+  sha384sum: 'sha384',
+  sha512sum: 'sha512',
+};
+
+export interface HashCommand {
+  readonly program: string;
+  readonly algorithm: HashAlgorithm;
+  /** Empty: the standard input, which is answered only when it is empty. */
+  readonly paths: readonly string[];
+}
+
+/** Files one command may name: each is a checksum, read in its turn. */
+const MAX_PATHS = 64;
+/** Options that change nothing here: binary and text mode read the same bytes on every POSIX system. */
+const NO_OPS = new Set(['-b', '--binary', '-t', '--text']);
+
+/** Pure: the words of `md5sum -- /a /b` (words[0] is one of HASH_PROGRAMS) as a command, or CommandError saying why not. */
+export function parseHashCommand(words: readonly string[]): HashCommand {
+  const program = words[0] as string;
+  const algorithm = HASH_PROGRAMS[program] as HashAlgorithm;
+  let i = 1;
+  for (; i < words.length; i++) {
+    const w = words[i] as string;
+    if (w === '--') {
+      i++;
+      break;
+    }
+    if (!w.startsWith('-') || w === '-') break;
+    if (!NO_OPS.has(w)) throw new CommandError(`unsupported option ${w}`, program);
+  }
+  const paths = words.slice(i).map((w) => homePath(w, program));
+  if (paths.includes('-')) throw new CommandError('standard input is not read here: name each file', program);
+  if (paths.length > MAX_PATHS) throw new CommandError(`at most ${MAX_PATHS} files at a time`, program);
+  return { program, algorithm, paths };
+}
+
+export interface CommandIo {
+  readonly stdin: Readable;
+  readonly stdout: Writable;
+  readonly stderr: Writable;
+}
+
+/**
+ * Runs `cmd` as coreutils would: a line `HASH  NAME` on stdout for each file,
+ * `PROGRAM: NAME: why` on stderr for each that could not be hashed, and the
+ * exit status (0: all hashed, 1: not). With no file, the hash of the standard
+ * input once it ends empty (rclone's probe); input with bytes is refused, as
+ * hashing what a client streams would be CPU for nothing on record.
+ */
+export async function runHashCommand(cmd: HashCommand, session: Session, io: CommandIo): Promise<number> {
+  if (cmd.paths.length === 0) {
+    if (!(await endsEmpty(io.stdin))) {
+      io.stderr.write(`${cmd.program}: standard input is not read here: name each file\n`);
+      return 1;
+    }
+    io.stdout.write(`${createHash(cmd.algorithm).digest('hex')}  -\n`);
+    return 0;
+  }
+  io.stdin.resume();
+  let status = 0;
+  for (const path of cmd.paths) {
+    try {
+      const sum = await session.checksum(path, WHOLE_FILE, cmd.algorithm);
+      // As coreutils prints it, the name as the client wrote it: coreutils escapes a name with a line break, which
+      // the session refuses (a control character), so no line here can read as another file's.
+      io.stdout.write(`${(sum.digests[0] as Buffer).toString('hex')}  ${path}\n`);
+    } catch (err) {
+      if (!(err instanceof SluiceError)) throw err;
+      io.stderr.write(`${cmd.program}: ${shown(path)}: ${err.message}\n`);
+      status = 1;
+    }
+  }
+  return status;
+}
+
+/** Whether `input` ends before any byte comes (a channel closed before its end counts as ended: nothing reads the answer). */
+function endsEmpty(input: Readable): Promise<boolean> {
+  return new Promise((resolve) => {
+    const done = (empty: boolean) => {
+      input.off('data', onData).off('end', onEnd).off('close', onEnd);
+      if (!empty) input.resume();
+      resolve(empty);
+    };
+    const onData = () => done(false);
+    const onEnd = () => done(true);
+    input.on('data', onData).on('end', onEnd).on('close', onEnd);
+  });
+}
