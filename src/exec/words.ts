@@ -24,6 +24,21 @@ const SHELL_SPECIAL = new Set([...'|&;<>()$`{}*?[']);
 /** Longest exec line taken: a path of PATH_MAX and the flags. */
 const MAX_COMMAND = 8192;
 
+/**
+ * A command's words after its name, split as getopt does: the options before
+ * the first operand (a word not starting with '-', or '-' alone) or `--`,
+ * and the operands.
+ */
+export function optionsAndOperands(words: readonly string[]): { options: string[]; operands: string[] } {
+  let i = 1;
+  for (; i < words.length; i++) {
+    const w = words[i] as string;
+    if (w === '--') return { options: words.slice(1, i), operands: words.slice(i + 1) };
+    if (!w.startsWith('-') || w === '-') break;
+  }
+  return { options: words.slice(1, i), operands: words.slice(i) };
+}
+
 /** `~` and `~/x` are the home, the root every path of the session starts from; `~user` has no meaning here. */
 export function homePath(word: string, program: string): string {
   if (word === '~' || word === '~/') return '/';

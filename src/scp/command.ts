@@ -1,4 +1,4 @@
-import { CommandError, homePath } from '../exec/words.js';
+import { CommandError, homePath, optionsAndOperands } from '../exec/words.js';
 
 /**
  * The exec request of a legacy SCP client (`scp -O`, PuTTY's `pscp -scp`):
@@ -15,21 +15,13 @@ const FLAGS = new Set(['t', 'f', 'r', 'p', 'd', 'v']);
 /** Pure: the words of `scp -t -- /up`, `scp -r -p -f 'a b' c` (words[0] is scp) as a command, or CommandError saying why not. */
 export function parseScpCommand(words: readonly string[]): ScpCommand {
   const refused = (why: string) => new CommandError(why, 'scp');
+  const { options, operands } = optionsAndOperands(words);
   const seen = new Set<string>();
-  let i = 1;
-  for (; i < words.length; i++) {
-    const w = words[i] as string;
-    if (w === '--') {
-      i++;
-      break;
-    }
-    if (!w.startsWith('-') || w === '-') break;
-    for (const f of w.slice(1)) {
-      if (!FLAGS.has(f)) throw refused(`unsupported option -${f}`);
-      seen.add(f);
-    }
+  for (const f of options.flatMap((w) => [...w.slice(1)])) {
+    if (!FLAGS.has(f)) throw refused(`unsupported option -${f}`);
+    seen.add(f);
   }
-  const paths = words.slice(i).map((w) => homePath(w, 'scp'));
+  const paths = operands.map((w) => homePath(w, 'scp'));
   const recursive = seen.has('r');
   const preserve = seen.has('p');
   if (seen.has('t') === seen.has('f')) throw refused('exactly one of -t and -f');
