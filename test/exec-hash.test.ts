@@ -193,6 +193,34 @@ describe('checksum commands switched off (sftp.hashCommands: false)', () => {
   });
 });
 
+describe('a checksum command whose client goes away', () => {
+  it('stops reading the file: its session ends with the channel, not once the file is read at the hashing rate', async () => {
+    const srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }], yaml: 'limits:\n  hashRate: 1M\n' });
+    try {
+      // 10 s of reading at the hashing rate.
+      writeFileSync(join(srv.home('alice'), 'big.bin'), randomBytes(10 << 20));
+      const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+      const logouts = (records: Record<string, unknown>[]) => records.filter((r) => r.event === 'logout' && r.user === 'alice').length;
+      const before = logouts(await srv.audit());
+      await new Promise<void>((resolve, reject) =>
+        c.exec('sha256sum /big.bin', (err, ch) => {
+          if (err) return reject(err);
+          ch.resume();
+          ch.stderr.resume();
+          ch.on('close', () => resolve());
+          setTimeout(() => ch.close(), 500);
+        }),
+      );
+      const closed = Date.now();
+      await srv.auditWhen((records) => logouts(records) > before, 9000);
+      assert.ok(Date.now() - closed < 3000, `the channel's session ended ${Date.now() - closed} ms after its close`);
+      c.end();
+    } finally {
+      await srv.stop();
+    }
+  });
+});
+
 const rcloneMissing = programMissing('rclone');
 
 describe('rclone over SFTP finds and uses the checksum commands', { skip: rcloneMissing }, () => {

@@ -642,20 +642,25 @@ export class SftpFrontEnd {
         channel.end();
         return;
       }
-      /** Runs the command, then closes the session and ends the channel with the command's exit status. */
-      const run = async (channel: ssh2.ServerChannel, s: Session, command: () => Promise<number>): Promise<void> => {
+      /** Runs the command, then closes its session (`close`) and ends the channel with the command's exit status. */
+      const run = async (channel: ssh2.ServerChannel, close: () => Promise<void>, command: () => Promise<number>): Promise<void> => {
         const status = await command().catch((err: unknown) => {
           state.log.error({ err, command: cmd.kind }, 'exec failed');
           return 1;
         });
-        await s.close();
+        await close();
         channel.exit(status);
         channel.end();
       };
       if (cmd.kind === 'hash') {
         const hash = cmd.hash;
         return this.serveChannel(client, state, begin(accept), 'sftp', member, window, gone, (channel, s) => {
-          const done = run(channel, s, () => runHashCommand(hash, s, { stdin: channel, stdout: channel, stderr: channel.stderr }));
+          // A channel its client closes ends its session, whose end stops the checksum at its next piece:
+          // otherwise a large file went on being read, at the hashing rate, for no one.
+          let closing: Promise<void> | null = null;
+          const close = () => (closing ??= s.close());
+          channel.once('close', () => void close());
+          const done = run(channel, close, () => runHashCommand(hash, s, { stdin: channel, stdout: channel, stderr: channel.stderr }));
           return { done, answered: () => done };
         });
       }
@@ -668,7 +673,7 @@ export class SftpFrontEnd {
           },
           room: (stop: AbortSignal) => limits.backlog.within(this.services.config.sftp.maxQueuedBytes, stop),
         };
-        const done = run(channel, s, () => runScp(channel, gone, s, scp, state.log, flow));
+        const done = run(channel, () => s.close(), () => runScp(channel, gone, s, scp, state.log, flow));
         // scp acknowledges a file in the same turn of the event loop as its upload ends (sink.ts): a turn later the OK is on the channel.
         return { done, answered: () => new Promise<void>((resolve) => setImmediate(resolve)) };
       });
