@@ -1,0 +1,208 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { accessSync, appendFileSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { programMissing } from './helpers/programs.js';
+import { KiB, MiB, diskUsage, persistedUsage, waitFor } from './helpers/quota.js';
+import { TestServer } from './helpers/server.js';
+
+/** rclone's SFTP backend: Go's x/crypto/ssh and pkg/sftp, a client of its own beside OpenSSH, libssh2 and ssh2. */
+const rcloneMissing = programMissing('rclone');
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** Names that a shell, a URL or a flag parser would take apart. */
+const ODD = ['sp ace.txt', '  lead space.txt', 'trail space .txt', '-dash.txt', 'hash#tag.txt', 'per%cent.txt', 'per%20cent.txt', 'ünï cödé ✓.txt', '日本語.bin'];
+
+const files: Record<string, Buffer> = {
+  'big.bin': randomBytes(12 * MiB),
+  ...Object.fromEntries(Array.from({ length: 60 }, (_, i) => [`many/f${i}.txt`, randomBytes(i * 97)])),
+  ...Object.fromEntries(ODD.map((name) => [`odd/${name}`, Buffer.from(`${name} content\n`)])),
+};
+
+const PASSWORD = 'rclone sftp password';
+/** Less than the tree: the big file crosses it. */
+const QUOTA = 8 * MiB;
+
+type Rec = Record<string, unknown>;
+
+describe('rclone (Go pkg/sftp) over SFTP', { skip: rcloneMissing }, () => {
+  let srv: TestServer;
+  const local = mkdtempSync(join(tmpdir(), 'sluice-rclone-sftp-'));
+  const source = join(local, 'source');
+  before(async () => {
+    srv = await TestServer.start({
+      // rclone opens a connection per transfer, per part of a part-wise download, and for listing:
+      // --transfers 8 with 4 streams each went past the default 10 sessions a user may hold.
+      yaml: 'limits:\n  maxSessionsPerUser: 64\n',
+      users: [
+        { name: 'rita', password: PASSWORD },
+        { name: 'quo', password: PASSWORD, args: ['--quota-bytes', String(QUOTA)] },
+        // The default permissions but delete and overwrite (chtimes kept: rclone sets each upload's time, and fails it when refused).
+        { name: 'nod', password: PASSWORD, args: ['--perms', 'list,download,upload,rename,mkdir,rmdir,chtimes'] },
+      ],
+    });
+    for (const [name, data] of Object.entries(files)) {
+      mkdirSync(join(source, name, '..'), { recursive: true });
+      writeFileSync(join(source, name), data);
+    }
+    const pass = rclone(['obscure', PASSWORD]).stdout.trim();
+    const remotes = ['rita', 'quo', 'nod'].map((user) => `[${user}]\ntype = sftp\nhost = 127.0.0.1\nport = ${srv.sftpPort}\nuser = ${user}\npass = ${pass}\n`);
+    writeFileSync(join(local, 'rclone.conf'), remotes.join('\n'));
+  });
+  after(async () => {
+    await srv.stop();
+    rmSync(local, { recursive: true, force: true });
+  });
+
+  /** No retries: a retried transfer would hide a failure of the first. */
+  function rclone(args: string[]) {
+    const r = spawnSync('rclone', ['--config', join(local, 'rclone.conf'), '--cache-dir', join(local, 'cache'), '--retries', '1', '--low-level-retries', '1', ...args], {
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  }
+
+  function ok(args: string[]): string {
+    const r = rclone(args);
+    assert.equal(r.code, 0, `rclone ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  }
+
+  const transfers = (records: Rec[], event: string, prefix: string) => records.filter((r) => r.event === event && String(r.path).startsWith(prefix));
+
+  /** Every file of the tree recorded once under `prefix`, whole, with its SHA-256. */
+  async function recordedOnce(event: 'upload' | 'download', prefix: string): Promise<void> {
+    const records = transfers(await srv.auditWhen((all) => transfers(all, event, prefix).length >= Object.keys(files).length), event, prefix);
+    assert.equal(records.length, Object.keys(files).length, `one ${event} record a file`);
+    for (const [name, data] of Object.entries(files)) {
+      const r = records.find((x) => x.path === `${prefix}/${name}`);
+      assert.deepEqual(r && { bytes: r.bytes, offset: r.offset, result: r.result, sha256: r.sha256 }, { bytes: data.length, offset: 0, result: 'ok', sha256: sha256(data) }, name);
+    }
+  }
+
+  it('copy a tree with 255 KiB chunks, 128 requests in flight and 8 transfers; check by size, by time and by content', async () => {
+    ok(['copy', '--transfers', '8', '--sftp-chunk-size', '255k', '--sftp-concurrency', '128', source, 'rita:tree']);
+    for (const [name, data] of Object.entries(files)) assert.ok(readFileSync(join(srv.home('rita'), 'tree', name)).equals(data), name);
+    ok(['check', source, 'rita:tree']);
+    ok(['check', '--size-only', source, 'rita:tree']);
+    ok(['check', '--download', source, 'rita:tree']);
+    await recordedOnce('upload', '/tree');
+    await recordedOnce('download', '/tree');
+  });
+
+  it('sync, move, moveto, delete, rmdirs, purge, mkdir, touch and lsjson with odd names', () => {
+    const home = srv.home('rita');
+    ok(['sync', join(source, 'odd'), 'rita:work']);
+    const changed = join(local, 'changed');
+    mkdirSync(changed);
+    for (const name of ODD.slice(1)) writeFileSync(join(changed, name), `${name} changed\n`);
+    ok(['sync', changed, 'rita:work']);
+    assert.deepEqual(readdirSync(join(home, 'work')).sort(), ODD.slice(1).sort(), 'the name gone from the source is deleted');
+    for (const name of ODD.slice(1)) assert.equal(readFileSync(join(home, 'work', name), 'utf8'), `${name} changed\n`);
+
+    ok(['moveto', 'rita:work/-dash.txt', 'rita:work/moved #%ü.txt']);
+    ok(['move', 'rita:work', 'rita:moved/deeper']);
+    assert.ok(!existsSync(join(home, 'work')), 'a directory moved on the server');
+    assert.equal(readFileSync(join(home, 'moved', 'deeper', 'moved #%ü.txt'), 'utf8'), '-dash.txt changed\n');
+
+    ok(['mkdir', 'rita:moved/empty one/-x']);
+    ok(['touch', '--timestamp', '2020-01-02T03:04:05', 'rita:moved/touched #.txt']);
+    const listed = JSON.parse(ok(['lsjson', '-R', 'rita:moved'])) as { Path: string; Size: number; ModTime: string; IsDir: boolean }[];
+    const touched = listed.find((e) => e.Path === 'touched #.txt');
+    assert.deepEqual(touched && { size: touched.Size, time: touched.ModTime }, { size: 0, time: '2020-01-02T03:04:05Z' });
+    assert.ok(listed.some((e) => e.Path === 'empty one/-x' && e.IsDir));
+
+    ok(['delete', '--include', 'per*', 'rita:moved']);
+    assert.deepEqual(readdirSync(join(home, 'moved', 'deeper')).filter((n) => n.startsWith('per')), []);
+    ok(['rmdirs', 'rita:moved']);
+    assert.ok(!existsSync(join(home, 'moved', 'empty one')), 'the empty directories went');
+    assert.ok(existsSync(join(home, 'moved', 'touched #.txt')), 'files stay');
+    ok(['purge', 'rita:moved']);
+    assert.ok(!existsSync(join(home, 'moved')));
+  });
+
+  it('over the byte quota mid-copy: rclone says "Quota exceeded", the usage is exact and no file is half-written', async () => {
+    const r = rclone(['copy', source, 'quo:q']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /big\.bin: Failed to copy: .*Quota exceeded/);
+    const home = srv.home('quo');
+    assert.ok(!existsSync(join(home, 'q', 'big.bin')), 'the upload over the quota left nothing');
+    for (const name of Object.keys(files).filter((n) => n !== 'big.bin')) assert.ok(existsSync(join(home, 'q', name)), name);
+    const disk = diskUsage(home);
+    assert.deepEqual(disk.temps, [], 'no temporary left');
+    assert.deepEqual(persistedUsage(srv, 'quo'), { bytes: disk.bytes, files: disk.files });
+    assert.ok(disk.bytes <= QUOTA);
+    // about reads statvfs@openssh.com, which tells the quota.
+    assert.match(ok(['about', 'quo:']), /Total:\s+8 MiB/);
+    const records = await srv.auditUntil((x) => x.user === 'quo' && x.event === 'upload' && x.path === '/q/big.bin');
+    assert.ok(records.some((x) => x.user === 'quo' && x.event === 'quota-exceeded' && x.path === '/q/big.bin'));
+    const up = records.find((x) => x.user === 'quo' && x.event === 'upload' && x.path === '/q/big.bin');
+    assert.notEqual(up?.result, 'ok');
+  });
+
+  it('without delete or overwrite: refused with "permission denied", the stored file whole, nothing half-written', () => {
+    ok(['copy', join(source, 'odd'), 'nod:p']);
+    const home = srv.home('nod');
+    const changed = join(local, 'nod-changed');
+    mkdirSync(changed);
+    writeFileSync(join(changed, '-dash.txt'), randomBytes(300 * KiB));
+    const r = rclone(['copy', changed, 'nod:p']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /-dash\.txt: Failed to copy: .*permission denied/);
+    assert.ok(readFileSync(join(home, 'p', '-dash.txt')).equals(files['odd/-dash.txt']!), 'the stored file is whole');
+    assert.notEqual(rclone(['delete', 'nod:p/sp ace.txt']).code, 0);
+    assert.notEqual(rclone(['moveto', 'nod:p/per%cent.txt', 'nod:p/-dash.txt']).code, 0, 'a move over a file deletes it first');
+    assert.deepEqual(readdirSync(join(home, 'p')).sort(), ODD.slice().sort());
+    assert.deepEqual(diskUsage(home).temps, [], 'no temporary left');
+  });
+
+  describe('rclone mount', { skip: fuseMissing() }, () => {
+    it('--vfs-cache-mode writes: write, append, rename and edit in place through the mount, then unmount', async () => {
+      const mnt = join(local, 'mnt');
+      mkdirSync(mnt);
+      // Each file is uploaded as it is closed (no write-back delay), so the home shows it once the mount has.
+      const mount = spawn('rclone', ['--config', join(local, 'rclone.conf'), '--cache-dir', join(local, 'cache'), 'mount', 'rita:mounted', mnt, '--vfs-cache-mode', 'writes', '--vfs-write-back', '0s'], { stdio: 'ignore' });
+      const exited = new Promise<number | null>((resolve) => mount.once('exit', resolve));
+      try {
+        await waitFor('the mount', () => readFileSync('/proc/self/mounts', 'utf8').includes(` ${mnt} fuse.rclone `));
+        writeFileSync(join(mnt, 'a #%.txt'), 'hello\n');
+        appendFileSync(join(mnt, 'a #%.txt'), 'more\n');
+        renameSync(join(mnt, 'a #%.txt'), join(mnt, 'b ü.txt'));
+        writeFileSync(join(mnt, 'big.bin'), files['big.bin']!);
+        writeFileSync(join(mnt, 'edit.txt'), '0123456789');
+        const home = join(srv.home('rita'), 'mounted');
+        const read = (name: string) => (existsSync(join(home, name)) ? readFileSync(join(home, name)) : null);
+        await waitFor('the uploads', () => read('edit.txt')?.toString() === '0123456789' && read('big.bin')?.equals(files['big.bin']!) === true);
+        const fd = spawnSync('dd', ['of=' + join(mnt, 'edit.txt'), 'bs=1', 'seek=3', 'conv=notrunc'], { input: 'abc' });
+        assert.equal(fd.status, 0, String(fd.stderr));
+        await waitFor('the edit', () => read('edit.txt')?.toString() === '012abc6789');
+        assert.equal(read('b ü.txt')?.toString(), 'hello\nmore\n');
+        assert.ok(!existsSync(join(home, 'a #%.txt')));
+      } finally {
+        spawnSync('fusermount', ['-u', mnt], { timeout: 10_000 });
+        if (mount.exitCode === null) mount.kill();
+        await exited;
+      }
+      const records = await srv.auditUntil((x) => x.event === 'upload' && x.path === '/mounted/edit.txt' && x.sha256 === sha256(Buffer.from('012abc6789')));
+      const big = transfers(records, 'upload', '/mounted/big.bin');
+      assert.deepEqual(big.map((x) => [x.bytes, x.sha256]), [[files['big.bin']!.length, sha256(files['big.bin']!)]]);
+    });
+  });
+});
+
+/** Why rclone cannot mount here, or false: FUSE's device and fusermount (Debian's fuse3, which .ci/run's sshfs brings). */
+function fuseMissing(): string | false {
+  const missing = programMissing('fusermount', 'fuse3');
+  if (missing) return missing;
+  try {
+    accessSync('/dev/fuse', constants.R_OK | constants.W_OK);
+  } catch {
+    return '/dev/fuse is not usable by this user';
+  }
+  return false;
+}
