@@ -95,6 +95,29 @@ describe('rclone (Go pkg/sftp) over SFTP', { skip: rcloneMissing }, () => {
     await recordedOnce('download', '/tree');
   });
 
+  it('downloads a file in 4 parts over 4 connections: the file whole, each part recorded from where it began, with its SHA-256', async () => {
+    const into = join(local, 'parts');
+    ok(['copy', '--multi-thread-streams', '4', '--multi-thread-cutoff', '1M', 'rita:tree/big.bin', into]);
+    const big = files['big.bin']!;
+    assert.ok(readFileSync(join(into, 'big.bin')).equals(big));
+    // Each part reads on past its end (pkg/sftp reads ahead) until rclone closes it: a part's bytes are what was sent.
+    // After the whole one of check --download.
+    const done = (all: Rec[]) => transfers(all, 'download', '/tree/big.bin').length >= 1 + 4;
+    const parts = transfers(await srv.auditWhen(done), 'download', '/tree/big.bin').slice(1);
+    assert.equal(parts.length, 4);
+    parts.sort((a, b) => Number(a.offset) - Number(b.offset));
+    // Before: every part said offset 0, and all but the first had no hash (nor, its reorder room taken by theirs, the first).
+    let covered = 0;
+    for (const p of parts) {
+      const [offset, bytes] = [Number(p.offset), Number(p.bytes)];
+      assert.ok(offset <= covered && offset + bytes > covered, `part ${offset}+${bytes} goes on from ${covered}`);
+      assert.equal(p.sha256, sha256(big.subarray(offset, offset + bytes)), `part from ${offset}`);
+      assert.equal(p.resumed, offset > 0);
+      covered = offset + bytes;
+    }
+    assert.equal(covered, big.length);
+  });
+
   it('sync, move, moveto, delete, rmdirs, purge, mkdir, touch and lsjson with odd names', () => {
     const home = srv.home('rita');
     ok(['sync', join(source, 'odd'), 'rita:work']);

@@ -63,6 +63,21 @@ describe('SequenceHash: the SHA-256 of the bytes in file order, or null', () => 
     assert.equal(await h.digest(), sha256(data.subarray(32768)));
   });
 
+  it('started where the first bytes are asked for (an SFTP download read from the middle), only before any came', async () => {
+    const middle = new SequenceHash(0);
+    middle.startAt(32768);
+    // Pipelined: the second chunk lands first.
+    const [first, ...rest] = chunks(32768);
+    for (const [at, c] of [...rest.slice(0, 1), first!, ...rest.slice(1)]) middle.update(at, c);
+    assert.equal(await middle.digest(), sha256(data.subarray(32768)));
+    const late = new SequenceHash(0);
+    const [head] = chunks();
+    late.update(...head!);
+    late.startAt(32768);
+    for (const [at, c] of chunks().slice(1)) late.update(at, c);
+    assert.equal(await late.digest(), sha256(data), 'bytes had come: the start stays');
+  });
+
   it('null when a region is written twice, a gap never fills, or a write failed', async () => {
     const twice = new SequenceHash(0);
     for (const [at, c] of [...chunks(), ...chunks().slice(0, 1)]) twice.update(at, c);

@@ -41,11 +41,18 @@ describe('SFTP request order', () => {
           assert.deepEqual(reply.subarray(9), file.subarray(at * MAX_READ, (at + 1) * MAX_READ));
         }
       };
-      // All of the first file but its start: the audit's hash waits for it, holding the rest.
+      /** `length` bytes of the first file at `position`, alone. */
+      const readFirst = async (id: number, position: number, length: number) => {
+        ch.write(new Writer(FXP.READ, id).bytes(a).uint64(position).uint32(length).finish());
+        assert.deepEqual((await next()).subarray(9), first.subarray(position, position + length));
+      };
+      // Its first byte, then all but the rest of its first chunk: the audit's hash waits for that, holding the rest.
+      // (The first READ says where a download begins: one that began at the second chunk would be hashed from there.)
+      await readFirst(99, 0, 1);
       await read(a, 1, chunks, 100);
       // Meanwhile the replies' buffers serve the other file.
       await read(b, 0, chunks, 200);
-      await read(a, 0, 1, 300);
+      await readFirst(300, 1, MAX_READ - 1);
       for (const [id, handle] of [[3, a], [4, b]] as const) {
         ch.write(new Writer(FXP.CLOSE, id).bytes(handle).finish());
         assert.equal((await next()).readUInt32BE(5), STATUS.OK);
@@ -108,7 +115,10 @@ describe('SFTP request order', () => {
         assert.equal(opened[0], FXP.HANDLE);
         const handle = opened.subarray(9, 9 + opened.readUInt32BE(5));
         handles.push(handle);
-        // All but the first chunk: the hash holds them until it comes. Three such downloads held 38 MiB (256 of them 4 GiB).
+        // The first byte (the first READ says where a download begins), then all but the rest of the first chunk:
+        // the hash holds them until it comes. Three such downloads held 38 MiB (256 of them 4 GiB).
+        ch.write(new Writer(FXP.READ, ++id).bytes(handle).uint64(0).uint32(1).finish());
+        assert.equal((await next())[0], FXP.DATA);
         for (let k = 1; k < chunks; k += 16) {
           const n = Math.min(16, chunks - k);
           for (let j = 0; j < n; j++) ch.write(new Writer(FXP.READ, ++id).bytes(handle).uint64((k + j) * MAX_READ).uint32(MAX_READ).finish());
@@ -116,7 +126,7 @@ describe('SFTP request order', () => {
         }
       }
       for (const handle of handles) {
-        ch.write(new Writer(FXP.READ, ++id).bytes(handle).uint64(0).uint32(MAX_READ).finish());
+        ch.write(new Writer(FXP.READ, ++id).bytes(handle).uint64(1).uint32(MAX_READ - 1).finish());
         assert.equal((await next())[0], FXP.DATA);
         ch.write(new Writer(FXP.CLOSE, ++id).bytes(handle).finish());
         assert.equal((await next()).readUInt32BE(5), STATUS.OK);

@@ -53,6 +53,8 @@ export class SequenceHash {
   private readonly waiting = new Map<number, Buffer>();
   /** What the waiting chunks cost, HELD_OVERHEAD each included. */
   private waitingBytes = 0;
+  /** Whether any bytes came (hashed or waiting): where they begin is settled then (startAt). */
+  private began = false;
   /** `offload`: see Sha256Stream. */
   constructor(
     private next: number,
@@ -63,6 +65,7 @@ export class SequenceHash {
 
   update(position: number, data: Buffer): void {
     if (!this.hash || data.length === 0) return;
+    this.began = true;
     if (position < this.next) return this.spoil();
     if (position > this.next) {
       // A second chunk at an offset already waiting rewrites it: kept by its offset, the later one
@@ -86,6 +89,19 @@ export class SequenceHash {
       this.hash.update(more);
       this.next += more.length;
     }
+  }
+
+  /**
+   * The bytes begin at `position` rather than where the transfer opened;
+   * ignored once any came. An SFTP download opens with no offset and is read
+   * where its client asks: one that starts in the middle (a resume, one of
+   * several connections reading a file in parts, as rclone's
+   * --multi-thread-streams does) is hashed from there, rather than hold up to
+   * MAX_REORDER_BYTES of what it read for a start that never comes, then give
+   * the hash up.
+   */
+  startAt(position: number): void {
+    if (!this.began) this.next = position;
   }
 
   /**

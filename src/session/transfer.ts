@@ -116,6 +116,11 @@ abstract class Transfer {
     if (this.stopping) setMaxListeners(0, this.stopping.signal);
   }
 
+  /** Where the bytes transferred begin: the record's offset. */
+  protected get from(): number {
+    return this.offset;
+  }
+
   get transferred(): number {
     return this.bytes;
   }
@@ -194,7 +199,7 @@ abstract class Transfer {
       ...(endedAs === null ? {} : { openedAs: this.path }),
       bytes: this.bytes,
       size,
-      offset: this.offset,
+      offset: this.from,
       started: this.started,
       result,
       ...(reason === undefined ? {} : { reason }),
@@ -222,6 +227,8 @@ export class Download extends Transfer {
   /** The first chunk of readable(), read ahead. */
   private ahead: Promise<Buffer> | undefined;
   private readonly reads: PacedReads;
+  /** Where the client's first positional read began (readInto); null before it. */
+  private firstRead: number | null = null;
 
   constructor(file: OpenFile, path: string, offset: number, readonly size: number, report: Reporter, options: TransferOptions) {
     // Hashed on the event loop: measured with OpenSSH sftp get (quick bench, three pairs of runs
@@ -255,9 +262,24 @@ export class Download extends Transfer {
     return n === length ? data : data.subarray(0, n);
   }
 
-  /** As read(), into `target` at `offset` (SFTP READ): see PacedReads. */
+  /**
+   * As read(), into `target` at `offset` (SFTP READ): see PacedReads. The
+   * first read says where the download begins (SequenceHash.startAt): an SFTP
+   * OPEN carries no offset, and a client resuming, or reading its part of a
+   * file beside other connections, starts in the middle. Its record then gave
+   * offset 0 and no hash for bytes that were one pass from there (rclone's
+   * --multi-thread-streams: every part but the first).
+   */
   readInto(target: Buffer, offset: number, length: number, position: number): Promise<number> {
+    if (this.firstRead === null) {
+      this.firstRead = position;
+      this.hash?.startAt(position);
+    }
     return this.reads.readInto(target, offset, length, position);
+  }
+
+  protected override get from(): number {
+    return this.firstRead ?? this.offset;
   }
 
   /**
