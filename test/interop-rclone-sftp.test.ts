@@ -165,7 +165,30 @@ describe('rclone (Go pkg/sftp) over SFTP', { skip: rcloneMissing }, () => {
     const records = await srv.auditUntil((x) => x.user === 'quo' && x.event === 'upload' && x.path === '/q/big.bin');
     assert.ok(records.some((x) => x.user === 'quo' && x.event === 'quota-exceeded' && x.path === '/q/big.bin'));
     const up = records.find((x) => x.user === 'quo' && x.event === 'upload' && x.path === '/q/big.bin');
-    assert.notEqual(up?.result, 'ok');
+    assert.deepEqual([up?.result, up?.reason], ['failed', 'write failed: quota-exceeded']);
+  });
+
+  it('a file over the room left gives its room back at once: the next file of the run, which fits, lands', async () => {
+    const room = QUOTA - persistedUsage(srv, 'quo').bytes;
+    const dir = join(local, 'over-then-fits');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'a-over.bin'), randomBytes(room + MiB));
+    const fits = randomBytes(Math.floor(room / 2));
+    writeFileSync(join(dir, 'b-fits.bin'), fits);
+    // One at a time, in name order: pkg/sftp leaves the failed file's handle open and its connection serves the next.
+    const r = rclone(['copy', '--transfers', '1', '--order-by', 'name', dir, 'quo:next']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /a-over\.bin: Failed to copy: .*Quota exceeded/);
+    // Before: 'b-fits.bin: Failed to copy: ... Quota exceeded', the room held by a-over.bin's open handle.
+    assert.doesNotMatch(r.stderr, /b-fits/);
+    const home = srv.home('quo');
+    assert.ok(readFileSync(join(home, 'next', 'b-fits.bin')).equals(fits));
+    assert.ok(!existsSync(join(home, 'next', 'a-over.bin')));
+    const disk = diskUsage(home);
+    assert.deepEqual(persistedUsage(srv, 'quo'), { bytes: disk.bytes, files: disk.files });
+    const records = await srv.auditUntil((x) => x.user === 'quo' && x.event === 'upload' && x.path === '/next/a-over.bin');
+    const over = records.find((x) => x.user === 'quo' && x.event === 'upload' && x.path === '/next/a-over.bin');
+    assert.deepEqual([over?.result, over?.reason], ['failed', 'write failed: quota-exceeded']);
   });
 
   it('without delete or overwrite: refused with "permission denied", the stored file whole, nothing half-written', () => {

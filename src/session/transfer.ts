@@ -454,7 +454,8 @@ export class Upload extends Transfer {
    * in the file. Several buffers are consecutive bytes, written in one call.
    */
   write(data: Buffer | readonly Buffer[], position: number = this.offset + this.bytes): Promise<void> {
-    if (this.isFinished) return Promise.reject(new SluiceError('failure', 'Transfer is closed'));
+    // WRITEs pipelined behind one that failed hear why, as before the failure ended the upload (failWrite).
+    if (this.isFinished) return Promise.reject(this.writeError ?? new SluiceError('failure', 'Transfer is closed'));
     const { rate } = this.options;
     return this.track(rate ? this.writePaced(rate, data, position) : this.writeNow(data, position));
   }
@@ -698,10 +699,24 @@ export class Upload extends Transfer {
     return 0;
   }
 
+  /**
+   * The upload can only fail now: it ends at once, so that what it holds (its
+   * reservation, its staged file, the lock of a file written in place) goes
+   * back now, not when the client closes it. rclone (Go's pkg/sftp) never
+   * closes a handle whose write failed, and pools the connection with it
+   * open: an upload over the quota held the room it had reserved until rclone
+   * exited, and every later file of the run was refused over the quota, those
+   * that fitted the room left too. Its record said `aborted`, "client
+   * finished", where a client that closed got `failed`, "write failed".
+   */
   private failWrite(err: unknown): SluiceError {
     const e = toSluiceError(err);
     if (e.kind === 'quota-exceeded') this.quotaHit = true;
-    this.writeError ??= e;
+    if (this.writeError === null) {
+      this.writeError = e;
+      // Whoever ends it next (CLOSE, the session's end) gets the same end, and any failure of it.
+      this.abort(`write failed: ${e.kind}`, 'failed').catch(() => undefined);
+    }
     return e;
   }
 
