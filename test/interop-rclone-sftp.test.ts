@@ -43,6 +43,7 @@ describe('rclone (Go pkg/sftp) over SFTP', { skip: rcloneMissing }, () => {
         { name: 'quo', password: PASSWORD, args: ['--quota-bytes', String(QUOTA)] },
         // The default permissions but delete and overwrite (chtimes kept: rclone sets each upload's time, and fails it when refused).
         { name: 'nod', password: PASSWORD, args: ['--perms', 'list,download,upload,rename,mkdir,rmdir,chtimes'] },
+        { name: 'notime', password: PASSWORD, args: ['--perms', 'list,download,upload,mkdir'] },
       ],
     });
     for (const [name, data] of Object.entries(files)) {
@@ -50,7 +51,7 @@ describe('rclone (Go pkg/sftp) over SFTP', { skip: rcloneMissing }, () => {
       writeFileSync(join(source, name), data);
     }
     const pass = rclone(['obscure', PASSWORD]).stdout.trim();
-    const remotes = ['rita', 'quo', 'nod'].map((user) => `[${user}]\ntype = sftp\nhost = 127.0.0.1\nport = ${srv.sftpPort}\nuser = ${user}\npass = ${pass}\n`);
+    const remotes = ['rita', 'quo', 'nod', 'notime'].map((user) => `[${user}]\ntype = sftp\nhost = 127.0.0.1\nport = ${srv.sftpPort}\nuser = ${user}\npass = ${pass}\n`);
     writeFileSync(join(local, 'rclone.conf'), remotes.join('\n'));
   });
   after(async () => {
@@ -205,6 +206,15 @@ describe('rclone (Go pkg/sftp) over SFTP', { skip: rcloneMissing }, () => {
     assert.notEqual(rclone(['moveto', 'nod:p/per%cent.txt', 'nod:p/-dash.txt']).code, 0, 'a move over a file deletes it first');
     assert.deepEqual(readdirSync(join(home, 'p')).sort(), ODD.slice().sort());
     assert.deepEqual(diskUsage(home).temps, [], 'no temporary left');
+  });
+
+  it('without chtimes: each upload is stored, and reported failed unless rclone is told not to set times (README)', () => {
+    const r = rclone(['copy', join(source, 'odd'), 'notime:t']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /SetModTime failed: permission denied/);
+    for (const name of ODD) assert.ok(readFileSync(join(srv.home('notime'), 't', name)).equals(files[`odd/${name}`]!), name);
+    ok(['copy', '--sftp-set-modtime=false', join(source, 'many'), 'notime:m']);
+    assert.equal(readdirSync(join(srv.home('notime'), 'm')).length, 60);
   });
 
   describe('rclone mount', { skip: fuseMissing() }, () => {
