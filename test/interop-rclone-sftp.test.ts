@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { accessSync, appendFileSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, appendFileSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -218,35 +218,69 @@ describe('rclone (Go pkg/sftp) over SFTP', { skip: rcloneMissing }, () => {
   });
 
   describe('rclone mount', { skip: fuseMissing() }, () => {
-    it('--vfs-cache-mode writes: write, append, rename and edit in place through the mount, then unmount', async () => {
-      const mnt = join(local, 'mnt');
-      mkdirSync(mnt);
-      // Each file is uploaded as it is closed (no write-back delay), so the home shows it once the mount has.
-      const mount = spawn('rclone', ['--config', join(local, 'rclone.conf'), '--cache-dir', join(local, 'cache'), 'mount', 'rita:mounted', mnt, '--vfs-cache-mode', 'writes', '--vfs-write-back', '0s'], { stdio: 'ignore' });
+    /** `remote` mounted with `options` while `use` runs on its mount point, then unmounted. */
+    async function mounted(remote: string, options: string[], use: (mnt: string) => Promise<void>): Promise<void> {
+      const mnt = mkdtempSync(join(local, 'mnt-'));
+      const mount = spawn('rclone', ['--config', join(local, 'rclone.conf'), '--cache-dir', join(local, 'cache'), 'mount', remote, mnt, ...options], { stdio: 'ignore' });
       const exited = new Promise<number | null>((resolve) => mount.once('exit', resolve));
       try {
         await waitFor('the mount', () => readFileSync('/proc/self/mounts', 'utf8').includes(` ${mnt} fuse.rclone `));
-        writeFileSync(join(mnt, 'a #%.txt'), 'hello\n');
-        appendFileSync(join(mnt, 'a #%.txt'), 'more\n');
-        renameSync(join(mnt, 'a #%.txt'), join(mnt, 'b ü.txt'));
-        writeFileSync(join(mnt, 'big.bin'), files['big.bin']!);
-        writeFileSync(join(mnt, 'edit.txt'), '0123456789');
-        const home = join(srv.home('rita'), 'mounted');
-        const read = (name: string) => (existsSync(join(home, name)) ? readFileSync(join(home, name)) : null);
-        await waitFor('the uploads', () => read('edit.txt')?.toString() === '0123456789' && read('big.bin')?.equals(files['big.bin']!) === true);
-        const fd = spawnSync('dd', ['of=' + join(mnt, 'edit.txt'), 'bs=1', 'seek=3', 'conv=notrunc'], { input: 'abc' });
-        assert.equal(fd.status, 0, String(fd.stderr));
-        await waitFor('the edit', () => read('edit.txt')?.toString() === '012abc6789');
-        assert.equal(read('b ü.txt')?.toString(), 'hello\nmore\n');
-        assert.ok(!existsSync(join(home, 'a #%.txt')));
+        await use(mnt);
       } finally {
         spawnSync('fusermount', ['-u', mnt], { timeout: 10_000 });
         if (mount.exitCode === null) mount.kill();
         await exited;
       }
+    }
+
+    it('--vfs-cache-mode writes: write, append, rename and edit in place through the mount, then unmount', async () => {
+      const home = join(srv.home('rita'), 'mounted');
+      const read = (name: string) => (existsSync(join(home, name)) ? readFileSync(join(home, name)) : null);
+      // Each file is uploaded as it is closed (no write-back delay), so the home shows it once the mount has.
+      await mounted('rita:mounted', ['--vfs-cache-mode', 'writes', '--vfs-write-back', '0s'], async (mnt) => {
+        writeFileSync(join(mnt, 'a #%.txt'), 'hello\n');
+        appendFileSync(join(mnt, 'a #%.txt'), 'more\n');
+        renameSync(join(mnt, 'a #%.txt'), join(mnt, 'b ü.txt'));
+        writeFileSync(join(mnt, 'big.bin'), files['big.bin']!);
+        writeFileSync(join(mnt, 'edit.txt'), '0123456789');
+        await waitFor('the uploads', () => read('edit.txt')?.toString() === '0123456789' && read('big.bin')?.equals(files['big.bin']!) === true);
+        const dd = spawnSync('dd', ['of=' + join(mnt, 'edit.txt'), 'bs=1', 'seek=3', 'conv=notrunc'], { input: 'abc' });
+        assert.equal(dd.status, 0, String(dd.stderr));
+        await waitFor('the edit', () => read('edit.txt')?.toString() === '012abc6789');
+        await waitFor('the rename', () => read('b ü.txt')?.toString() === 'hello\nmore\n' && !existsSync(join(home, 'a #%.txt')));
+      });
       const records = await srv.auditUntil((x) => x.event === 'upload' && x.path === '/mounted/edit.txt' && x.sha256 === sha256(Buffer.from('012abc6789')));
       const big = transfers(records, 'upload', '/mounted/big.bin');
       assert.deepEqual(big.map((x) => [x.bytes, x.sha256]), [[files['big.bin']!.length, sha256(files['big.bin']!)]]);
+    });
+
+    it('--vfs-cache-mode off: a file written straight through, read back from its middle; rclone itself refuses an append', async () => {
+      const data = randomBytes(3 * MiB);
+      const home = join(srv.home('rita'), 'straight');
+      await mounted('rita:straight', ['--vfs-cache-mode', 'off'], async (mnt) => {
+        writeFileSync(join(mnt, 'file.bin'), data);
+        await waitFor('the upload', () => existsSync(join(home, 'file.bin')) && readFileSync(join(home, 'file.bin')).equals(data));
+        const fd = openSync(join(mnt, 'file.bin'), 'r');
+        try {
+          const got = Buffer.alloc(64 * KiB);
+          assert.equal(readSync(fd, got, 0, got.length, MiB), got.length);
+          assert.ok(got.equals(data.subarray(MiB, MiB + got.length)));
+        } finally {
+          closeSync(fd);
+        }
+        // "Can't open for write without O_TRUNC on existing file without --vfs-cache-mode >= writes"
+        assert.throws(() => appendFileSync(join(mnt, 'file.bin'), 'more'));
+      });
+      assert.ok(readFileSync(join(home, 'file.bin')).equals(data));
+      const records = await srv.auditUntil((x) => x.event === 'download' && x.path === '/straight/file.bin');
+      assert.deepEqual(transfers(records, 'upload', '/straight/file.bin').map((x) => [x.bytes, x.sha256]), [[data.length, sha256(data)]]);
+      // The read from the middle (rclone opens at 0, then again where the read is: two downloads), recorded from
+      // where it began, with the hash of what was sent from there.
+      const reads = transfers(records, 'download', '/straight/file.bin');
+      const middle = reads.find((x) => x.offset === MiB);
+      assert.ok(middle, JSON.stringify(reads.map((x) => [x.offset, x.bytes])));
+      assert.equal(middle.sha256, sha256(data.subarray(MiB, MiB + Number(middle.bytes))));
+      for (const x of reads) assert.equal(x.sha256, sha256(data.subarray(Number(x.offset), Number(x.offset) + Number(x.bytes))));
     });
   });
 });
