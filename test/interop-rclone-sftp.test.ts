@@ -119,6 +119,21 @@ describe('rclone (Go pkg/sftp) over SFTP', { skip: rcloneMissing }, () => {
     assert.equal(covered, big.length);
   });
 
+  it('with each of the backend options that change what it sends, a copy up and back is whole', () => {
+    const sample = join(local, 'sample');
+    mkdirSync(join(sample, 'odd'), { recursive: true });
+    writeFileSync(join(sample, 'big.bin'), files['big.bin']!.subarray(0, 3 * MiB));
+    for (const name of ODD) writeFileSync(join(sample, 'odd', name), files[`odd/${name}`]!);
+    for (const option of ['--sftp-disable-concurrent-writes', '--sftp-disable-concurrent-reads', '--sftp-use-fstat', '--sftp-disable-hashcheck', '--sftp-set-modtime=false']) {
+      const dir = option.replace(/\W/g, '');
+      ok(['copy', option, sample, `rita:options/${dir}`]);
+      ok(['check', option, sample, `rita:options/${dir}`]);
+      ok(['copy', option, `rita:options/${dir}`, join(local, 'back', dir)]);
+      assert.ok(readFileSync(join(local, 'back', dir, 'big.bin')).equals(files['big.bin']!.subarray(0, 3 * MiB)), option);
+      for (const name of ODD) assert.ok(readFileSync(join(local, 'back', dir, 'odd', name)).equals(files[`odd/${name}`]!), `${option} ${name}`);
+    }
+  });
+
   it('sync, move, moveto, delete, rmdirs, purge, mkdir, touch and lsjson with odd names', () => {
     const home = srv.home('rita');
     ok(['sync', join(source, 'odd'), 'rita:work']);
