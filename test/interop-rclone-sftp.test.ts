@@ -134,6 +134,18 @@ describe('rclone (Go pkg/sftp) over SFTP', { skip: rcloneMissing }, () => {
     }
   });
 
+  it('--sftp-chunk-size past 255k fails as against OpenSSH, whose limits these are (README)', () => {
+    // 256 KiB of data in one WRITE is more than a message may hold: the session ends.
+    const up = rclone(['copy', '--sftp-chunk-size', '256k', join(source, 'big.bin'), 'rita:chunk256']);
+    assert.notEqual(up.code, 0);
+    assert.match(up.stderr, /connection lost/);
+    assert.ok(!existsSync(join(srv.home('rita'), 'chunk256', 'big.bin')));
+    // READs are answered with 255 KiB at most; rclone 1.60 takes each short reply as all there is at its offset.
+    const down = rclone(['copy', '--sftp-chunk-size', '256k', 'rita:tree/big.bin', join(local, 'chunk256')]);
+    assert.notEqual(down.code, 0);
+    assert.match(down.stderr, /corrupted on transfer: sizes differ/);
+  });
+
   it('sync, move, moveto, delete, rmdirs, purge, mkdir, touch and lsjson with odd names', () => {
     const home = srv.home('rita');
     ok(['sync', join(source, 'odd'), 'rita:work']);
