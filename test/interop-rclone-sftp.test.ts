@@ -229,7 +229,10 @@ describe('rclone (Go pkg/sftp) over SFTP', { skip: rcloneMissing }, () => {
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /-dash\.txt: Failed to copy: .*permission denied/);
     assert.ok(readFileSync(join(home, 'p', '-dash.txt')).equals(files['odd/-dash.txt']!), 'the stored file is whole');
-    assert.notEqual(rclone(['delete', 'nod:p/sp ace.txt']).code, 0);
+    // Go's sftp tries RMDIR after the REMOVE refused and shows that answer: "Not a directory" before.
+    const deleted = rclone(['delete', 'nod:p/sp ace.txt']);
+    assert.notEqual(deleted.code, 0);
+    assert.match(deleted.stderr, /sp ace\.txt: Couldn't delete: .*permission denied/);
     assert.notEqual(rclone(['moveto', 'nod:p/per%cent.txt', 'nod:p/-dash.txt']).code, 0, 'a move over a file deletes it first');
     assert.deepEqual(readdirSync(join(home, 'p')).sort(), ODD.slice().sort());
     assert.deepEqual(diskUsage(home).temps, [], 'no temporary left');
