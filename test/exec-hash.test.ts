@@ -221,6 +221,26 @@ describe('a checksum command whose client goes away', () => {
   });
 });
 
+describe('a checksum command that takes longer than the idle timeout', () => {
+  it('is answered: a connection waiting for its hashes is not idle', async () => {
+    const srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }], yaml: 'limits:\n  hashRate: 1M\nsftp:\n  idleTimeout: 10\n' });
+    try {
+      // 12 s of reading at the hashing rate, past sftp.idleTimeout with nothing from the client meanwhile.
+      const data = randomBytes(12 << 20);
+      writeFileSync(join(srv.home('alice'), 'big.bin'), data);
+      const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+      const started = Date.now();
+      assert.deepEqual(await exec(c, 'sha1sum big.bin'), { code: 0, stdout: `${hex('sha1', data)}  big.bin\n`, stderr: '' });
+      assert.ok(Date.now() - started > 10_000, 'read at the hashing rate');
+      // Its end starts the idle timer again: the connection serves on.
+      assert.equal((await exec(c, 'md5sum')).code, 0);
+      c.end();
+    } finally {
+      await srv.stop();
+    }
+  });
+});
+
 const rcloneMissing = programMissing('rclone');
 
 describe('rclone over SFTP finds and uses the checksum commands', { skip: rcloneMissing }, () => {

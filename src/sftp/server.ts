@@ -151,6 +151,14 @@ interface ConnectionState {
   readonly channels: Set<AbortController>;
   /** Its channels' sessions, as the shared layer ends them: together. */
   readonly sessions: ServedChannels;
+  /**
+   * Checksum commands hashing files now. The connection is not idle while
+   * one runs: its client waits for the answer and the command waits on
+   * nothing from it (its output is not held back), so it ends, at the
+   * hashing rate, however long the files. Found by a review: 12 MiB at
+   * hashRate 1M behind idleTimeout 10 was cut unanswered at 10 s.
+   */
+  hashing: number;
 }
 
 function refused(state: ConnectionState, fields: object, msg: string): void {
@@ -339,10 +347,12 @@ export class SftpFrontEnd {
       refusals: new RefusalLog(log),
       channels: new Set(),
       sessions: new ServedChannels(client, log),
+      hashing: 0,
     };
     this.limitKeyExchanges(client, state);
     const { sftp } = this.services.config;
     const idle = setTimeout(() => {
+      if (state.hashing > 0) return void idle.refresh();
       state.log.info('idle timeout');
       client.end();
     }, sftp.idleTimeout * 1000);
@@ -660,7 +670,15 @@ export class SftpFrontEnd {
           let closing: Promise<void> | null = null;
           const close = () => (closing ??= s.close());
           channel.once('close', () => void close());
-          const done = run(channel, close, () => runHashCommand(hash, s, { stdin: channel, stdout: channel, stderr: channel.stderr }));
+          // Hashing files keeps the connection from idling (ConnectionState.hashing), and its end starts the
+          // idle timer again. Waiting for an empty input (rclone's probe) waits on the client: that is idle.
+          const files = hash.paths.length > 0;
+          if (files) state.hashing++;
+          const done = run(channel, close, () => runHashCommand(hash, s, { stdin: channel, stdout: channel, stderr: channel.stderr })).finally(() => {
+            if (!files) return;
+            state.hashing--;
+            activity();
+          });
           return { done, answered: () => done };
         });
       }
