@@ -22,6 +22,8 @@ describe('parseExecCommand: checksum commands', () => {
     ["sha256sum -b -- -x 'y z' ~/w", { program: 'sha256sum', algorithm: 'sha256', paths: ['-x', 'y z', '/w'] }],
     ['sha384sum --text a', { program: 'sha384sum', algorithm: 'sha384', paths: ['a'] }],
     ['sha512sum a', { program: 'sha512sum', algorithm: 'sha512', paths: ['a'] }],
+    // Escaped as rclone escapes a name (an Office lock file): a name, not a home.
+    ["md5sum \\~\\$report.docx '~'/w", { program: 'md5sum', algorithm: 'md5', paths: ['~$report.docx', '~/w'] }],
   ];
   for (const [line, want] of ok) it(`takes ${line}`, () => assert.deepEqual(parseExecCommand(line, all), { kind: 'hash', hash: want }));
 

@@ -21,6 +21,9 @@ describe('parseExecCommand: scp', () => {
     ['scp -pr -f a b', { role: 'source', paths: ['a', 'b'], recursive: true, preserve: true }],
     ["scp -f 'my file' \"it's\" a\\ b", { role: 'source', paths: ['my file', "it's", 'a b'], recursive: false, preserve: false }],
     ['scp -f ~/x ~ ~/', { role: 'source', paths: ['/x', '/', '/'], recursive: false, preserve: false }],
+    // A quoted or escaped ~ is a name, as to a shell: `\~/x` was the home's x, and an upload there replaced another file.
+    ['scp -t \\~/x', { role: 'sink', target: '~/x', recursive: false, preserve: false, targetIsDirectory: false }],
+    ['scp -f "~"/x \'~root\' ~\\/x ~"/x" a~b', { role: 'source', paths: ['~/x', '~root', '~/x', '~/x', 'a~b'], recursive: false, preserve: false }],
     ['scp -f no#comment', { role: 'source', paths: ['no#comment'], recursive: false, preserve: false }],
   ];
   for (const [line, want] of ok) it(`takes ${line}`, () => assert.deepEqual(parseExecCommand(line, served), { kind: 'scp', scp: want }));

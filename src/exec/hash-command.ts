@@ -4,7 +4,7 @@ import { WHOLE_FILE, type HashAlgorithm } from '../session/checksum.js';
 import { SluiceError } from '../session/errors.js';
 import type { Session } from '../session/session.js';
 import { shown } from '../session/unsafe-chars.js';
-import { CommandError, homePath, optionsAndOperands } from './words.js';
+import { CommandError, pathOperand, optionsAndOperands } from './words.js';
 
 /**
  * GNU coreutils' checksum programs, as sync tools run them over SSH where
@@ -40,7 +40,7 @@ export function parseHashCommand(words: readonly string[]): HashCommand {
   const { options, operands } = optionsAndOperands(words);
   const unknown = options.find((w) => !NO_OPS.has(w));
   if (unknown !== undefined) throw new CommandError(`unsupported option ${unknown}`, program);
-  const paths = operands.map((w) => homePath(w, program));
+  const paths = operands.map((w) => pathOperand(w, program));
   if (paths.includes('-')) throw new CommandError('standard input is not read here: name each file', program);
   if (paths.length > MAX_PATHS) throw new CommandError(`at most ${MAX_PATHS} files at a time`, program);
   return { program, algorithm, paths };

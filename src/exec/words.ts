@@ -1,6 +1,6 @@
 /**
  * An SSH exec request's command line, split into words as a POSIX shell
- * would for quotes and backslashes only, and never run: there is no shell.
+ * would for quotes, backslashes and `~`, and never run: there is no shell.
  * A remote shell would also expand wildcards, variables and `~user`, and
  * chain or redirect commands; those are refused with a clear message rather
  * than half-emulated. What the words mean is the command's own parser's
@@ -39,25 +39,44 @@ export function optionsAndOperands(words: readonly string[]): { options: string[
   return { options: words.slice(1, i), operands: words.slice(i) };
 }
 
-/** `~` and `~/x` are the home, the root every path of the session starts from; `~user` has no meaning here. */
-export function homePath(word: string, program: string): string {
-  if (word === '~' || word === '~/') return '/';
-  if (word.startsWith('~/')) return word.slice(1);
-  if (word.startsWith('~')) throw new CommandError('~user paths are not supported', program);
+/** A word naming a file (its ~ read by shellWords); an empty one names none. */
+export function pathOperand(word: string, program: string): string {
   if (word === '') throw new CommandError('empty path', program);
   return word;
 }
 
-/** POSIX shell word splitting for quotes and backslashes only; anything that would expand or redirect is refused. */
+/**
+ * Tilde expansion as a shell does it, of the word starting at `line[start]`
+ * with `~`: its prefix runs to the first unquoted `/` or the word's end, and
+ * is expanded only when nothing in it is quoted. `~` and `~/x` are the home,
+ * the root every path of the session starts from: `/` and `/x`; `~user` has
+ * no meaning here. Null: a name of its own (`\~/x`, `'~'/x`, `~"/x"`), which
+ * was the home's x when the quotes were taken off first: scp -t put an
+ * upload there, over another file (found by a review).
+ */
+function tilde(line: string, start: number): { word: string; next: number } | null {
+  let end = start + 1;
+  while (end < line.length && !' \t/'.includes(line[end] as string)) end++;
+  const prefix = line.slice(start + 1, end);
+  if (/['"\\]/.test(prefix)) return null;
+  if (prefix !== '') throw new CommandError('~user paths are not supported');
+  return { word: line[end] === '/' ? '' : '/', next: end - 1 };
+}
+
+/** POSIX shell word splitting for quotes, backslashes and `~` only; anything else that would expand or redirect is refused. */
 export function shellWords(line: string): string[] {
   if (line.length > MAX_COMMAND) throw new CommandError('command too long');
   const words: string[] = [];
   let word: string | null = null;
+  let expanded: { word: string; next: number } | null;
   for (let i = 0; i < line.length; i++) {
     const c = line[i] as string;
     if (c === ' ' || c === '\t') {
       if (word !== null) words.push(word);
       word = null;
+    } else if (c === '~' && word === null && (expanded = tilde(line, i)) !== null) {
+      word = expanded.word;
+      i = expanded.next;
     } else if (c === "'") {
       const end = line.indexOf("'", i + 1);
       if (end < 0) throw new CommandError('unterminated quote');

@@ -1,4 +1,4 @@
-import { CommandError, homePath, optionsAndOperands } from '../exec/words.js';
+import { CommandError, pathOperand, optionsAndOperands } from '../exec/words.js';
 
 /**
  * The exec request of a legacy SCP client (`scp -O`, PuTTY's `pscp -scp`):
@@ -21,7 +21,7 @@ export function parseScpCommand(words: readonly string[]): ScpCommand {
     if (!FLAGS.has(f)) throw refused(`unsupported option -${f}`);
     seen.add(f);
   }
-  const paths = operands.map((w) => homePath(w, 'scp'));
+  const paths = operands.map((w) => pathOperand(w, 'scp'));
   const recursive = seen.has('r');
   const preserve = seen.has('p');
   if (seen.has('t') === seen.has('f')) throw refused('exactly one of -t and -f');
