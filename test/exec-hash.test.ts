@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -10,7 +10,7 @@ import { parseExecCommand } from '../src/exec/command.js';
 import { CommandError } from '../src/exec/words.js';
 import { programMissing } from './helpers/programs.js';
 import { TestServer } from './helpers/server.js';
-import { sshConnect } from './helpers/ssh.js';
+import { sftpOf, sshConnect } from './helpers/ssh.js';
 
 const hex = (algorithm: string, data: Buffer | string) => createHash(algorithm).update(data).digest('hex');
 
@@ -237,6 +237,69 @@ describe('a checksum command that takes longer than the idle timeout', () => {
       // Its end starts the idle timer again: the connection serves on.
       assert.equal((await exec(c, 'md5sum')).code, 0);
       c.end();
+    } finally {
+      await srv.stop();
+    }
+  });
+});
+
+/** Descriptors the server's processes (its workers too) hold on `file` now. */
+function opened(srv: TestServer, file: string): number {
+  const pids = [srv.pid as number, ...spawnSync('pgrep', ['-P', String(srv.pid)], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).map(Number)];
+  let n = 0;
+  for (const pid of pids) {
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        if (readlinkSync(`/proc/${pid}/fd/${fd}`) === file) n++;
+      } catch {
+        // Closed between the listing and the look.
+      }
+    }
+  }
+  return n;
+}
+
+async function until(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
+  for (const end = Date.now() + ms; !ok(); await new Promise((r) => setTimeout(r, 50))) {
+    if (Date.now() > end) assert.fail(`not within ${ms} ms: ${what}`);
+  }
+}
+
+describe('a stop (SIGTERM) with checksum commands beside a download on one connection', () => {
+  it('ends once the download has: a command is no transfer, and waits neither for its files nor for its input', async () => {
+    const srv = await TestServer.start({
+      users: [{ name: 'alice', password: 'alice password' }],
+      env: { SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '20' },
+      yaml: 'limits:\n  hashRate: 1M\n  rateDown: 1M\n',
+    });
+    try {
+      writeFileSync(join(srv.home('alice'), 'dl.bin'), randomBytes(2 << 20));
+      // 40 s of reading at the hashing rate.
+      writeFileSync(join(srv.home('alice'), 'big.bin'), randomBytes(40 << 20));
+      const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+      const s = await sftpOf(c);
+      let got = 0;
+      const download = new Promise<void>((resolve) => {
+        const rs = s.createReadStream('/dl.bin');
+        rs.on('data', (d: Buffer) => (got += d.length));
+        rs.on('error', () => resolve()).on('close', () => resolve());
+      });
+      // rclone's probe with its input never ended, and a hash under way.
+      const channels: ssh2.ClientChannel[] = [];
+      for (const command of ['md5sum', 'sha1sum big.bin']) {
+        channels.push(await new Promise<ssh2.ClientChannel>((resolve, reject) => c.exec(command, (err, ch) => (err ? reject(err) : resolve(ch.resume())))));
+      }
+      channels[1]?.end();
+      const big = join(srv.home('alice'), 'big.bin');
+      await until('the download flowing and big.bin being hashed', () => got > 0 && opened(srv, big) > 0);
+      const exited = new Promise((resolve) => srv.process?.once('exit', resolve));
+      const stopped = Date.now();
+      srv.signal('SIGTERM');
+      await download;
+      assert.equal(got, 2 << 20, 'the download finished');
+      await exited;
+      // Before, each held the stop until its deadline (20 s here): a checksum command's end counted as the reply it was owed.
+      assert.ok(Date.now() - stopped < 8000, `stopped ${Date.now() - stopped} ms after SIGTERM`);
     } finally {
       await srv.stop();
     }

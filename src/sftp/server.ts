@@ -188,6 +188,11 @@ function scpRefused(channel: ssh2.ServerChannel, message: string): void {
   channel.once('end', close).once('close', close);
 }
 
+/** Settles a turn of the event loop later: what a command wrote to its channel in this turn is on it by then. */
+function aTurnLater(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** Per logged-in connection, from its first session channel on. */
 interface ChannelLimits {
   /** Session channels open now (sftp.maxChannelsPerConnection). */
@@ -679,7 +684,10 @@ export class SftpFrontEnd {
             state.hashing--;
             activity();
           });
-          return { done, answered: () => done };
+          // Its lines are written as each file is hashed, and the rest of its answer is no reply owed at a stop: the drain
+          // counts its session idle. Answered with its end (done), it held a stop beside a download on the same connection
+          // until the drain's deadline, hashing a large file or waiting for a probe's input (found by a review).
+          return { done, answered: aTurnLater };
         });
       }
       const scp = cmd.scp;
@@ -693,7 +701,7 @@ export class SftpFrontEnd {
         };
         const done = run(channel, () => s.close(), () => runScp(channel, gone, s, scp, state.log, flow));
         // scp acknowledges a file in the same turn of the event loop as its upload ends (sink.ts): a turn later the OK is on the channel.
-        return { done, answered: () => new Promise<void>((resolve) => setImmediate(resolve)) };
+        return { done, answered: aTurnLater };
       });
     });
   }
