@@ -295,3 +295,43 @@ t.close()
     assert.equal(out.trim(), sha256sum(join(srv.home('alice'), 'up.bin')));
   });
 });
+
+// Found by a review: the idle timeout counted a checksum under way as idleness, and cut it unanswered.
+describe('a checksum that takes longer than the idle timeout', () => {
+  it('is answered, over FTP (HASH) and SFTP (check-file-name): a client waiting for its hash is not idle', async () => {
+    const srv = await TestServer.start({
+      users: [{ name: 'alice', password: 'alice password' }],
+      yaml: 'limits:\n  hashRate: 1M\nftp:\n  tls: optional\n  idleTimeout: 10\nsftp:\n  idleTimeout: 10\n',
+    });
+    try {
+      // 12 s of reading at the hashing rate (each connection has its own).
+      const data = randomBytes(12 * MiB);
+      writeFileSync(join(srv.home('alice'), 'big.bin'), data);
+      const ftp = await RawFtp.connect(srv.ftpPort);
+      await ftp.read();
+      assert.equal((await ftp.login('alice', 'alice password')).code, 230);
+      const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+      const { ch, next } = await initialised(conn);
+      const started = Date.now();
+      ftp.send('HASH big.bin\r\n');
+      ch.write(new Writer(FXP.EXTENDED, 1).string('check-file-name').string('/big.bin').string('sha256').uint64(0).uint64(0).uint32(0).finish());
+      // The SFTP reply, or null once the connection is gone.
+      const replied = new Promise<Buffer | null>((resolve) => {
+        void next().then(resolve);
+        conn.once('close', () => resolve(null));
+      });
+      const [hash, check] = await Promise.all([ftp.read(30_000), replied]);
+      assert.ok(Date.now() - started > 10_000, 'read at the hashing rate');
+      assert.equal(hash?.text, `213 SHA-256 0-${data.length} ${sha256(data)} big.bin`);
+      assert.ok(check, 'SFTP: connection closed unanswered');
+      assert.equal(check[0], FXP.EXTENDED_REPLY);
+      assert.equal(check.subarray(check.length - 32).toString('hex'), sha256(data));
+      // Both serve on.
+      assert.equal((await ftp.cmd('NOOP')).code, 200);
+      ftp.close();
+      conn.end();
+    } finally {
+      await srv.stop();
+    }
+  });
+});

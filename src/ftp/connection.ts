@@ -437,6 +437,8 @@ export class FtpConnection implements FtpControl {
       this.reply(Code.LocalError, 'Local error in processing.');
     } finally {
       if (spec.data) this.endDataCommand();
+      // The client waited for this reply (a HASH may take minutes): idleness counts from it.
+      this.active();
     }
   }
 
@@ -458,9 +460,11 @@ export class FtpConnection implements FtpControl {
    * look ends it too: a client that never reads its download or sends the
    * rest of its upload would otherwise hold its session, descriptors and
    * quota reservation for ever (found by a review). A data connection being
-   * opened or closed is left to dataTimeout.
+   * opened or closed is left to dataTimeout. A checksum under way (HASH) is
+   * no idleness (Session.hashing); its answer starts the timer again.
    */
   private onIdle(): void {
+    if (this.session?.hashing) return void this.idle.refresh();
     const transfer = this.transfer;
     if (transfer) {
       const bytes = transfer.moved();

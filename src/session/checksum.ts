@@ -140,14 +140,23 @@ export class SessionChecksums {
   private readonly ending = new AbortController();
   /** Settles (never rejects) once this session's last checksum is over: the turns run in order. */
   private last: Promise<unknown> = Promise.resolve();
+  /** Checksums asked for and not over: waiting for their turn, or reading. */
+  private pending = 0;
 
   constructor(private readonly turns: HashingTurns) {}
 
   /** `work` in its turn; refused once the session ended. */
   run<T>(work: (pace: Pace) => Promise<T>): Promise<T> {
     const turn = this.turns.run(work, this.ending.signal);
-    this.last = turn.catch(() => undefined);
+    this.pending++;
+    const over = (): void => void this.pending--;
+    this.last = turn.then(over, over);
     return turn;
+  }
+
+  /** Whether one is under way (see Session.hashing). */
+  get busy(): boolean {
+    return this.pending > 0;
   }
 
   /** Stop them all; resolves once none of this session's runs, its file closed. */

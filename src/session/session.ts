@@ -291,6 +291,18 @@ export class Session implements LiveSession {
     return new Date(this.started);
   }
 
+  /**
+   * Whether a checksum is under way for its client, waiting for its turn or
+   * reading: a front-end's idle timer does not count that time as idleness,
+   * as a checksum waits on nothing from the client, which waits for its
+   * answer (found by a review: FTP HASH, SFTP check-file and the SSH checksum
+   * commands were cut unanswered at the idle timeout, 12 MiB at hashRate 1M
+   * behind idleTimeout 10).
+   */
+  get hashing(): boolean {
+    return this.checksums.busy;
+  }
+
   /** Transfers opened and not yet ended. */
   get inProgress(): readonly (Upload | Download)[] {
     return [...this.transfers];

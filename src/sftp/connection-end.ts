@@ -38,6 +38,8 @@ export interface ServedChannel {
   answered(): Promise<void>;
   /** Settles once the channel's session is closed and its end recorded. */
   readonly done: Promise<void>;
+  /** Whether its session has a checksum under way (Session.hashing). */
+  hashing(): boolean;
 }
 
 /**
@@ -65,6 +67,11 @@ export class ServedChannels implements LiveConnection {
   add(channel: ServedChannel): void {
     this.served.add(channel);
     void channel.done.finally(() => this.served.delete(channel));
+  }
+
+  /** Whether a session of the connection has a checksum under way: the connection is not idle (see Session.hashing). */
+  get hashing(): boolean {
+    return [...this.served].some((c) => c.hashing());
   }
 
   async end(reason: string, afterReply: boolean): Promise<void> {

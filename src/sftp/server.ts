@@ -151,14 +151,6 @@ interface ConnectionState {
   readonly channels: Set<AbortController>;
   /** Its channels' sessions, as the shared layer ends them: together. */
   readonly sessions: ServedChannels;
-  /**
-   * Checksum commands hashing files now. The connection is not idle while
-   * one runs: its client waits for the answer and the command waits on
-   * nothing from it (its output is not held back), so it ends, at the
-   * hashing rate, however long the files. Found by a review: 12 MiB at
-   * hashRate 1M behind idleTimeout 10 was cut unanswered at 10 s.
-   */
-  hashing: number;
 }
 
 function refused(state: ConnectionState, fields: object, msg: string): void {
@@ -352,12 +344,12 @@ export class SftpFrontEnd {
       refusals: new RefusalLog(log),
       channels: new Set(),
       sessions: new ServedChannels(client, log),
-      hashing: 0,
     };
     this.limitKeyExchanges(client, state);
     const { sftp } = this.services.config;
     const idle = setTimeout(() => {
-      if (state.hashing > 0) return void idle.refresh();
+      // A checksum under way (SFTP check-file, a checksum command) is no idleness: see Session.hashing.
+      if (state.sessions.hashing) return void idle.refresh();
       state.log.info('idle timeout');
       client.end();
     }, sftp.idleTimeout * 1000);
@@ -675,15 +667,9 @@ export class SftpFrontEnd {
           let closing: Promise<void> | null = null;
           const close = () => (closing ??= s.close());
           channel.once('close', () => void close());
-          // Hashing files keeps the connection from idling (ConnectionState.hashing), and its end starts the
-          // idle timer again. Waiting for an empty input (rclone's probe) waits on the client: that is idle.
-          const files = hash.paths.length > 0;
-          if (files) state.hashing++;
-          const done = run(channel, close, () => runHashCommand(hash, s, { stdin: channel, stdout: channel, stderr: channel.stderr })).finally(() => {
-            if (!files) return;
-            state.hashing--;
-            activity();
-          });
+          // Its checksums keep the connection from idling (Session.hashing), and its end starts the idle timer again:
+          // the client waited for it. Waiting for an empty input (rclone's probe) waits on the client: that is idle.
+          const done = run(channel, close, () => runHashCommand(hash, s, { stdin: channel, stdout: channel, stderr: channel.stderr })).finally(activity);
           // Its lines are written as each file is hashed, and the rest of its answer is no reply owed at a stop: the drain
           // counts its session idle. Answered with its end (done), it held a stop beside a download on the same connection
           // until the drain's deadline, hashing a large file or waiting for a probe's input (found by a review).
@@ -747,7 +733,7 @@ export class SftpFrontEnd {
         // opened (its connection's end did not know this channel yet): the session is closed at once, unserved.
         if (closed.aborted || s.ending) return void this.closeUnserved(s);
         const { done, answered } = serve(channel, s, reopen);
-        state.sessions.add({ channel, answered, done });
+        state.sessions.add({ channel, answered, done, hashing: () => s.hashing });
         this.running.add(done);
         void done.finally(() => this.running.delete(done));
       },
