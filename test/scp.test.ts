@@ -234,6 +234,29 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', { skip: wit
     }
   });
 
+  it('a refused scp lets its client send what its window granted, no more, while the reply waits for its close', async () => {
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const ch = await new Promise<ssh2.ClientChannel>((resolve, reject) => c.exec('scp -t ~root/x', (err, s) => (err ? reject(err) : resolve(s))));
+      ch.resume();
+      // A client that ignores the reply and writes on: each write's callback says the bytes left for the server.
+      let sent = 0;
+      let open = true;
+      ch.on('close', () => (open = false));
+      const piece = Buffer.alloc(64 * 1024);
+      const pump = (): void => {
+        while (open && ch.write(piece, () => (sent += piece.length)));
+        if (open) ch.once('drain', pump);
+      };
+      pump();
+      await new Promise<void>((resolve) => ch.on('close', () => resolve()));
+      // Before, the window re-opened as the server dropped what came: hundreds of MiB in the channel's 2 s.
+      assert.ok(sent <= 4 << 20, `${sent} bytes sent on a refused channel`);
+    } finally {
+      c.end();
+    }
+  });
+
   it("an env request (Debian's OpenSSH sends LANG with every session) is refused without a warning; a pty request warns", async () => {
     const run = (c: ssh2.Client, options: ssh2.ExecOptions) =>
       new Promise<void>((resolve) =>
