@@ -31,6 +31,10 @@ describe('parseExecCommand: checksum commands', () => {
     ['md5sum -c sums', /unsupported option -c/, 'md5sum'],
     ['md5sum -', /standard input is not read here/, 'md5sum'],
     ['md5sum *.txt', /wildcards/, 'md5sum'],
+    // As a shell reads the program's name: quoted, it is still md5sum's refusal (exit 1), not an unknown command's (127).
+    ["'md5sum' *", /wildcards/, 'md5sum'],
+    ['"sha1sum" a|b', /shell syntax "\|"/, 'sha1sum'],
+    ["'md5 sum' *", /wildcards/, null],
     ['sha1sum a;id', /shell syntax ";"/, 'sha1sum'],
     ['md5sum ~root/x', /~user/, 'md5sum'],
     [`md5sum ${Array.from({ length: 65 }, (_, i) => `f${i}`).join(' ')}`, /at most 64 files/, 'md5sum'],

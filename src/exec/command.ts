@@ -23,11 +23,23 @@ export function parseExecCommand(line: string, served: ServedCommands): ExecComm
   try {
     words = shellWords(line);
   } catch (err) {
-    const first = /^[ \t]*([^ \t]+)/.exec(line)?.[1];
-    if (err instanceof CommandError && first !== undefined && programs.includes(first)) throw new CommandError(err.message, first);
+    const first = programOf(line);
+    if (err instanceof CommandError && first !== null && programs.includes(first)) throw new CommandError(err.message, first);
     throw err;
   }
   const program = words[0] ?? '';
   if (!programs.includes(program)) throw new CommandError(`only ${programs.join(', ')} ${programs.length === 1 ? 'is' : 'are'} served here`);
   return program === 'scp' ? { kind: 'scp', scp: parseScpCommand(words) } : { kind: 'hash', hash: parseHashCommand(words) };
+}
+
+/** The program a line that could not be split names (quoted, as `'md5sum' *`, it is still md5sum's refusal); null if even that word cannot be read. */
+function programOf(line: string): string | null {
+  const first = /^[ \t]*([^ \t]+)/.exec(line)?.[1];
+  if (first === undefined) return null;
+  try {
+    const words = shellWords(first);
+    return words.length === 1 ? (words[0] as string) : null;
+  } catch {
+    return null;
+  }
 }
