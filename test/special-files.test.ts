@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { RawFtp } from './helpers/ftp-raw.js';
@@ -91,4 +92,55 @@ describe('a device node in a home: refused for download, opened without side eff
     await srv.logs(/TLS certificate reload failed/);
     assert.equal(controllingTty(srv.pid as number), 0, 'the server made the tty its controlling terminal');
   });
+});
+
+/**
+ * A socket or a FIFO in a home (an operator's tool left it, or a shell user
+ * made it): refused as no regular file, alike by every front-end. A socket
+ * cannot be opened at all (ENXIO), and that errno was told as 'Operation
+ * failed' where a FIFO, opened and looked at, was 'Not a regular file'.
+ */
+describe('a socket or a FIFO in a home: refused for download as no regular file', () => {
+  let srv: TestServer;
+  let socket: Server;
+  before(async () => {
+    srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password' }] });
+    socket = createServer();
+    await new Promise<void>((resolve) => socket.listen(join(srv.home('alice'), 'sock'), resolve));
+    assert.equal(spawnSync('mkfifo', [join(srv.home('alice'), 'fifo')]).status, 0);
+  });
+  after(async () => {
+    socket.close();
+    await srv.stop();
+  });
+
+  for (const name of ['sock', 'fifo']) {
+    it(`${name}: RETR, SFTP GET and md5sum`, async () => {
+      const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+      try {
+        await c.passive(true);
+        const r = await c.cmd(`RETR /${name}`);
+        assert.deepEqual([r.code, r.text], [550, '550 Not a regular file.']);
+      } finally {
+        c.close();
+      }
+      const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+      try {
+        const sftp = await sftpOf(conn);
+        await assert.rejects(call((cb) => sftp.readFile(`/${name}`, cb)), /Not a regular file/);
+        const stderr = await new Promise<string>((resolve, reject) =>
+          conn.exec(`md5sum ${name}`, (err, ch) => {
+            if (err) return reject(err);
+            let text = '';
+            ch.stderr.on('data', (d: Buffer) => (text += d.toString()));
+            ch.on('close', () => resolve(text)).resume();
+          }),
+        );
+        assert.equal(stderr, `md5sum: ${name}: Not a regular file\n`);
+      } finally {
+        conn.end();
+      }
+      assert.ok(srv.alive);
+    });
+  }
 });

@@ -28,6 +28,9 @@ export function fromErrno(err: unknown): SluiceError {
   const code = errnoCode(err);
   // Told as every over-long path is: 'Invalid path' said nothing of what to change.
   if (code === 'ENAMETOOLONG') return pathTooLong(code);
+  // What open(2) says of a socket, a device without its driver, or a FIFO without a reader opened to write:
+  // none is a regular file, as a FIFO opened and looked at is told; 'failure' told FTP clients to try again (451).
+  if (code === 'ENXIO') return new SluiceError('permission-denied', 'Not a regular file', code);
   const kind = (code && ERRNO_KINDS[code]) || 'failure';
   return new SluiceError(kind, undefined, code ?? String(err));
 }
