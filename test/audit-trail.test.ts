@@ -121,6 +121,29 @@ describe('audit trail of a running server', () => {
     assert.equal(rec.file_sha256, sha256(data), 'the whole file after it');
   });
 
+  // lftp's `reput` over SFTP: the rest written at its offset through a handle opened without APPEND. Its record said
+  // offset 0, not resumed, and no hash (the bytes held for a start that never came), nor the whole file's.
+  it('an SFTP upload resumed at its offset through a handle opened without APPEND records the same', async () => {
+    const half = 1024 * 1024 + 5;
+    writeFileSync(join(srv.home('alice'), 'reput.bin'), data.subarray(0, half));
+    const ssh = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const sftp = await sftpOf(ssh);
+      const handle = await call<Buffer>((cb) => sftp.open('/reput.bin', 'r+', cb));
+      for (let at = half; at < data.length; at += 32768) {
+        await call((cb) => sftp.write(handle, data, at, Math.min(32768, data.length - at), at, cb));
+      }
+      await call((cb) => sftp.close(handle, cb));
+    } finally {
+      ssh.end();
+    }
+    const [rec] = transfers(await srv.auditWhen((all) => transfers(all, '/reput.bin', 'upload').length >= 1), '/reput.bin', 'upload');
+    assert.deepEqual(
+      [rec?.result, rec?.resumed, rec?.offset, rec?.bytes, rec?.size, rec?.sha256, rec?.file_sha256],
+      ['ok', true, half, data.length - half, data.length, sha256(data.subarray(half)), sha256(data)],
+    );
+  });
+
   it('an SFTP upload cut off by a disconnect is recorded as aborted, with its bytes and their hash', async () => {
     const ssh = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
     const sftp = await sftpOf(ssh);
@@ -218,7 +241,7 @@ describe('audit trail of a running server', () => {
     assert.equal(verify.code, 0, verify.stdout + verify.stderr);
     const q = sluice(srv.dir, ['audit', 'query', '--json', '--user', 'alice', '--path', '/*.bin']);
     const paths = new Set(q.stdout.trim().split('\n').map((l) => (JSON.parse(l) as Rec).path));
-    assert.deepEqual([...paths].sort(), ['/cut.bin', '/plain.bin', '/resumed.bin', '/ssh.bin', '/tls.bin'], 'records from the rotated file too');
+    assert.deepEqual([...paths].sort(), ['/cut.bin', '/plain.bin', '/reput.bin', '/resumed.bin', '/ssh.bin', '/tls.bin'], 'records from the rotated file too');
   });
 });
 

@@ -7,7 +7,7 @@
 // The channel's close, unlike its EOF, still aborts at once.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -94,6 +94,70 @@ describe('SFTP: the client\'s EOF after pipelined requests', () => {
     assert.equal(abandoned?.result, 'aborted', JSON.stringify(abandoned));
     assert.equal(existsSync(join(srv.home('pia'), 'left-open.bin')), false, 'the abandoned upload took no name');
     assert.deepEqual(diskUsage(srv.home('pia')).temps, [], 'no upload temporary left');
+  });
+
+  // Found with lftp: it sends a download's CLOSE and drops its connection without waiting for the reply,
+  // and one download of a `mirror --parallel=4` in two was recorded aborted, every byte sent and taken.
+  it('a CLOSE sent right before the channel\'s close ends its transfer as asked: the upload stored whole, the download ok', async () => {
+    writeFileSync(join(srv.home('pia'), 'fetched.bin'), randomBytes(3 * CHUNK));
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'pia', password: 'pia password' });
+    conn.on('error', () => undefined);
+    const port = (conn as unknown as Internals)._sock.localPort;
+    const data = randomBytes(WRITES * CHUNK);
+    try {
+      const { ch, next } = await initialised(conn);
+      const up = await open(ch, next, 1, '/closed-after-close.bin');
+      ch.write(new Writer(FXP.OPEN, 2).string('/fetched.bin').uint32(OPEN_FLAGS.READ).uint32(0).finish());
+      const opened = await next();
+      const down = opened.subarray(9, 9 + opened.readUInt32BE(5));
+      for (let id = 3; id < 6; id++) ch.write(new Writer(FXP.READ, id).bytes(down).uint64((id - 3) * CHUNK).uint32(CHUNK).finish());
+      for (let id = 3; id < 6; id++) assert.equal((await next())[0], FXP.DATA);
+      // The upload's WRITEs and both CLOSEs, and the channel closed in the same turn: no reply awaited.
+      ch.write(Buffer.concat([...writes(up, data, 10), new Writer(FXP.CLOSE, 998).bytes(down).finish(), new Writer(FXP.CLOSE, 999).bytes(up).finish()]));
+      ch.close();
+      const records = await srv.auditUntil((r) => r.event === 'logout' && r.port === port, 15_000);
+      const upload = records.find((r) => r.event === 'upload' && r.path === '/closed-after-close.bin' && r.port === port);
+      assert.equal(upload?.result, 'ok', JSON.stringify(upload));
+      assert.equal(upload?.sha256, sha256(data));
+      assert.ok(readFileSync(join(srv.home('pia'), 'closed-after-close.bin')).equals(data), 'the file stored is the bytes sent, whole');
+      const download = records.find((r) => r.event === 'download' && r.path === '/fetched.bin' && r.port === port);
+      assert.equal(download?.result, 'ok', JSON.stringify(download));
+    } finally {
+      conn.end();
+    }
+  });
+
+  // Also lftp's: a download read to its end, then the connection dropped with its handle never closed.
+  it('a download read to its end, then the channel closed without a CLOSE: ok; one read halfway: aborted', async () => {
+    const body = randomBytes(3 * CHUNK);
+    writeFileSync(join(srv.home('pia'), 'whole.bin'), body);
+    writeFileSync(join(srv.home('pia'), 'half.bin'), body);
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'pia', password: 'pia password' });
+    conn.on('error', () => undefined);
+    const port = (conn as unknown as Internals)._sock.localPort;
+    try {
+      const { ch, next } = await initialised(conn);
+      const handles: Buffer[] = [];
+      for (const [id, path] of [[1, '/whole.bin'], [2, '/half.bin']] as const) {
+        ch.write(new Writer(FXP.OPEN, id).string(path).uint32(OPEN_FLAGS.READ).uint32(0).finish());
+        const reply = await next();
+        handles.push(reply.subarray(9, 9 + reply.readUInt32BE(5)));
+      }
+      const [whole, half] = handles as [Buffer, Buffer];
+      // The whole file, and the READ past its end answered EOF; half of the other.
+      for (let i = 0; i < 4; i++) ch.write(new Writer(FXP.READ, 10 + i).bytes(whole).uint64(i * CHUNK).uint32(CHUNK).finish());
+      ch.write(new Writer(FXP.READ, 20).bytes(half).uint64(0).uint32(CHUNK).finish());
+      const types = [];
+      for (let i = 0; i < 5; i++) types.push((await next())[0]);
+      assert.deepEqual(types.sort(), [FXP.STATUS, FXP.DATA, FXP.DATA, FXP.DATA, FXP.DATA].sort());
+      ch.close();
+      const records = await srv.auditUntil((r) => r.event === 'logout' && r.port === port, 15_000);
+      const recorded = (path: string) => records.find((r) => r.event === 'download' && r.path === path && r.port === port);
+      assert.deepEqual([recorded('/whole.bin')?.result, recorded('/whole.bin')?.sha256], ['ok', sha256(body)], JSON.stringify(recorded('/whole.bin')));
+      assert.deepEqual([recorded('/half.bin')?.result, recorded('/half.bin')?.reason], ['aborted', 'channel closed'], JSON.stringify(recorded('/half.bin')));
+    } finally {
+      conn.end();
+    }
   });
 
   it('the channel closed (not only its input) mid-upload still aborts it, and nothing takes its name', async () => {

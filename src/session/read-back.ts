@@ -26,7 +26,7 @@ export interface ReadBackOptions {
  * wrote over the start of a file it believed empty). What leaves the server
  * is on record as a download of its own, beside the upload's record (see
  * record()): an upload's record says what arrived, and xferlog, hooks and
- * `audit query --event download` read a download's bytes from a download's.
+ * `audit query` read a download's bytes from a download's.
  */
 export class ReadBack {
   /** Aborted at the end: a read waiting for the rate's room ends then. */

@@ -116,9 +116,32 @@ abstract class Transfer {
     if (this.stopping) setMaxListeners(0, this.stopping.signal);
   }
 
-  /** Where the bytes transferred begin: the record's offset. */
+  /** Where the client's first positional READ or WRITE went (see at()); null before one. */
+  private firstAt: number | null = null;
+  /** The lowest position it read or wrote at. */
+  private lowestAt = Infinity;
+
+  /**
+   * A positional read or write (SFTP READ, WRITE) at `position`. The first
+   * says where the transfer begins (SequenceHash.startAt): an SFTP OPEN
+   * carries no offset, and a client resuming, or moving its part of a file
+   * beside other connections, starts in the middle. Its record gave offset 0
+   * and no hash for bytes that were one pass from there: rclone's
+   * --multi-thread-streams (every part but the first), and lftp's `reput`
+   * over SFTP, which writes the rest at its offset through a handle opened
+   * without APPEND.
+   */
+  protected at(position: number): void {
+    if (this.firstAt === null) {
+      this.firstAt = position;
+      this.hash?.startAt(position);
+    }
+    if (position < this.lowestAt) this.lowestAt = position;
+  }
+
+  /** Where the bytes transferred begin, the record's offset: the lowest position read or written, once one was. */
   protected get from(): number {
-    return this.offset;
+    return this.firstAt === null ? this.offset : this.lowestAt;
   }
 
   get transferred(): number {
@@ -227,8 +250,8 @@ export class Download extends Transfer {
   /** The first chunk of readable(), read ahead. */
   private ahead: Promise<Buffer> | undefined;
   private readonly reads: PacedReads;
-  /** Where the client's first positional read began (readInto); null before it. */
-  private firstRead: number | null = null;
+  /** Whether a positional read at or past the size came back empty: the client was told the file ends there (SFTP EOF). */
+  private endTold = false;
 
   constructor(file: OpenFile, path: string, offset: number, readonly size: number, report: Reporter, options: TransferOptions) {
     // Hashed on the event loop: measured with OpenSSH sftp get (quick bench, three pairs of runs
@@ -237,6 +260,7 @@ export class Download extends Transfer {
     // loop's CPU per MiB hardly lower. Uploads gain (below).
     super(file, path, offset, report, options, false);
     this.reads = new PacedReads(file, options.rate, this.stopping?.signal, () => this.isFinished, (position, data) => {
+      if (data.length === 0 && position >= size) this.endTold = true;
       this.bytes += data.length;
       this.hash?.update(position, data);
     });
@@ -262,24 +286,15 @@ export class Download extends Transfer {
     return n === length ? data : data.subarray(0, n);
   }
 
-  /**
-   * As read(), into `target` at `offset` (SFTP READ): see PacedReads. The
-   * first read says where the download begins (SequenceHash.startAt): an SFTP
-   * OPEN carries no offset, and a client resuming, or reading its part of a
-   * file beside other connections, starts in the middle. Its record then gave
-   * offset 0 and no hash for bytes that were one pass from there (rclone's
-   * --multi-thread-streams: every part but the first).
-   */
-  readInto(target: Buffer, offset: number, length: number, position: number): Promise<number> {
-    if (this.firstRead === null) {
-      this.firstRead = position;
-      this.hash?.startAt(position);
-    }
-    return this.reads.readInto(target, offset, length, position);
+  /** Whether the client read to the file's end: it was answered that nothing follows (see endTold). */
+  get readToEnd(): boolean {
+    return this.endTold;
   }
 
-  protected override get from(): number {
-    return this.firstRead ?? this.offset;
+  /** As read(), into `target` at `offset` (SFTP READ): see PacedReads, and at() for where the download begins. */
+  readInto(target: Buffer, offset: number, length: number, position: number): Promise<number> {
+    this.at(position);
+    return this.reads.readInto(target, offset, length, position);
   }
 
   /**
@@ -456,6 +471,8 @@ export class Upload extends Transfer {
   write(data: Buffer | readonly Buffer[], position: number = this.offset + this.bytes): Promise<void> {
     // WRITEs pipelined behind one that failed hear why, as before the failure ended the upload (failWrite).
     if (this.isFinished) return Promise.reject(this.writeError ?? new SluiceError('failure', 'Transfer is closed'));
+    // Appended, the bytes go to the file's end whatever the position: the open's offset says where that was.
+    if (!this.target.append) this.at(position);
     const { rate } = this.options;
     return this.track(rate ? this.writePaced(rate, data, position) : this.writeNow(data, position));
   }
@@ -837,7 +854,7 @@ export class Upload extends Transfer {
           finalSize = written;
           bytesDelta = written - (existingSize ?? 0);
         }
-        if (result === 'ok' && this.offset > 0 && this.uploadOptions.hashWholeFile) {
+        if (result === 'ok' && this.from > 0 && this.uploadOptions.hashWholeFile) {
           fileSha256 = await hashFile(loc, st).catch(() => undefined);
           if (fileSha256 !== undefined) node = inPlace;
         }

@@ -42,6 +42,8 @@ interface Queued {
 const MAX_WRITE_RUN = 2 * 1024 * 1024;
 /** Reply bytes handed to ssh2 in one turn of the event loop at most (see SftpChannel.flush). */
 const TURN_BYTES = 256 * 1024;
+/** How long the CLOSEs received before the channel's close are let finish (see endSession), at most. */
+const CLOSE_GRACE_MS = 2000;
 
 /** What a reply holds of the budget until the transport has taken it: its bytes and its keeping. */
 function replyCost(reply: Buffer): number {
@@ -130,8 +132,10 @@ export class SftpChannel {
     });
     stream.on('error', (err: Error) => this.log.debug({ err: err.message }, 'sftp channel error'));
     const closed = () => {
+      // Before the outbox is dropped: whether every reply was taken (see HandleTable.closeAll).
+      const delivered = this.unsent === 0;
       this.outbox.length = 0;
-      this.shutdown('channel closed');
+      this.shutdown('channel closed', delivered);
     };
     stream.on('close', closed);
     if (options.gone.aborted) closed();
@@ -167,7 +171,7 @@ export class SftpChannel {
     await this.until(() => this.framed === null && this.inFlight === 0);
     if (this.closed) return;
     // One that fails (a bug) is logged, and the client still gets its exit and EOF rather than wait for ever.
-    await this.endSession('client finished').catch((err: unknown) => this.failed(err));
+    await this.endSession('client finished', this.unsent === 0).catch((err: unknown) => this.failed(err));
     await this.until(() => this.unsent === 0);
     if (this.closed) return;
     this.stop();
@@ -462,9 +466,9 @@ export class SftpChannel {
   }
 
   /** The channel is gone (closed by the client, dropped, or a violation): everything stops at once. */
-  private shutdown(reason: string): void {
+  private shutdown(reason: string, delivered = false): void {
     this.stop();
-    this.endSession(reason).catch((err: unknown) => this.failed(err));
+    this.endSession(reason, delivered).catch((err: unknown) => this.failed(err));
   }
 
   /**
@@ -493,11 +497,25 @@ export class SftpChannel {
     this.wakeProgress();
   }
 
-  /** Once: abort the transfers still open (recorded as such), close listings and the session. */
-  private endSession(reason: string): Promise<void> {
+  /**
+   * Once: abort the transfers still open (recorded as such), close listings
+   * and the session. A CLOSE received before the channel went first ends its
+   * transfer as the client asked, with the requests ordered before it on its
+   * handle (its WRITEs): lftp sends a download's CLOSE and drops its
+   * connection without waiting for the reply, and the race with the abort
+   * recorded one download of a `mirror --parallel=4` in two as aborted,
+   * though every byte had been sent and taken. Bounded: a CLOSE held longer
+   * (its READs waiting on a rate limit) is aborted with the rest.
+   */
+  private endSession(reason: string, delivered: boolean): Promise<void> {
     this.sessionEnd ??= (async () => {
       try {
-        for (const err of await this.handles.closeAll(reason)) this.failed(err);
+        if (this.fileCloses.size > 0) {
+          let timer: NodeJS.Timeout | undefined;
+          await Promise.race([Promise.allSettled(this.fileCloses), new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_GRACE_MS)))]);
+          clearTimeout(timer);
+        }
+        for (const err of await this.handles.closeAll(reason, delivered)) this.failed(err);
         await this.session.close();
       } finally {
         this.ended();

@@ -65,15 +65,23 @@ export class HandleTable {
     return e;
   }
 
-  /** Channel gone: abort unfinished transfers (recorded as such), close listings. */
-  /** Returns what failed (a bug), for the channel to log: settled, so that one failure stops no other end. */
-  async closeAll(reason: string): Promise<unknown[]> {
+  /**
+   * Channel gone: abort unfinished transfers (recorded as such), close
+   * listings. A download its client read to the end, every reply of the
+   * channel taken by the transport (`delivered`), ended as it would at its
+   * CLOSE: lftp drops its connections without closing their last handles,
+   * and such downloads, whole at the client, were recorded aborted.
+   * Returns what failed (a bug), for the channel to log: settled, so that
+   * one failure stops no other end.
+   */
+  async closeAll(reason: string, delivered: boolean): Promise<unknown[]> {
     this.closed = true;
     const all = [...this.entries.values()];
     this.entries.clear();
     for (let i = 0; i < all.length; i++) this.user.release();
+    const end = (t: Upload | Download): Promise<void> => (delivered && t.direction === 'download' && t.readToEnd ? t.close() : t.abort(reason));
     // Settled: one that fails must not keep the session's close (its releases, its logout) from running after it.
-    const ends = await Promise.allSettled(all.map((e) => (e.kind === 'file' ? e.transfer.abort(reason) : e.listing.close())));
+    const ends = await Promise.allSettled(all.map((e) => (e.kind === 'file' ? end(e.transfer) : e.listing.close())));
     return ends.flatMap((end) => (end.status === 'rejected' ? [end.reason] : []));
   }
 }
