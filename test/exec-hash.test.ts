@@ -17,13 +17,14 @@ const hex = (algorithm: string, data: Buffer | string) => createHash(algorithm).
 describe('parseExecCommand: checksum commands', () => {
   const all = { scp: true, hash: true };
   const ok: [string, unknown][] = [
-    ['md5sum', { program: 'md5sum', algorithm: 'md5', paths: [] }],
-    ['sha1sum /a\\ b', { program: 'sha1sum', algorithm: 'sha1', paths: ['/a b'] }],
-    ["sha256sum -b -- -x 'y z' ~/w", { program: 'sha256sum', algorithm: 'sha256', paths: ['-x', 'y z', '/w'] }],
-    ['sha384sum --text a', { program: 'sha384sum', algorithm: 'sha384', paths: ['a'] }],
-    ['sha512sum a', { program: 'sha512sum', algorithm: 'sha512', paths: ['a'] }],
+    ['md5sum', { program: 'md5sum', algorithm: 'md5', paths: [], binary: false }],
+    ['sha1sum /a\\ b', { program: 'sha1sum', algorithm: 'sha1', paths: ['/a b'], binary: false }],
+    ["sha256sum -b -- -x 'y z' ~/w", { program: 'sha256sum', algorithm: 'sha256', paths: ['-x', 'y z', '/w'], binary: true }],
+    ['sha384sum --text a', { program: 'sha384sum', algorithm: 'sha384', paths: ['a'], binary: false }],
+    ['sha384sum --binary -t a', { program: 'sha384sum', algorithm: 'sha384', paths: ['a'], binary: false }],
+    ['sha512sum -t --binary a', { program: 'sha512sum', algorithm: 'sha512', paths: ['a'], binary: true }],
     // Escaped as rclone escapes a name (an Office lock file): a name, not a home.
-    ["md5sum \\~\\$report.docx '~'/w", { program: 'md5sum', algorithm: 'md5', paths: ['~$report.docx', '~/w'] }],
+    ["md5sum \\~\\$report.docx '~'/w", { program: 'md5sum', algorithm: 'md5', paths: ['~$report.docx', '~/w'], binary: false }],
   ];
   for (const [line, want] of ok) it(`takes ${line}`, () => assert.deepEqual(parseExecCommand(line, all), { kind: 'hash', hash: want }));
 
@@ -142,6 +143,12 @@ describe('checksum commands over SSH exec (md5sum, sha1sum, ...)', () => {
     assert.equal(record.end, data.length);
     assert.equal(record.protocol, 'sftp');
     assert.equal(record.user, 'alice');
+  });
+
+  it('marks names as coreutils does in binary mode (-b: "HASH *NAME"), the last of -b and -t counting', async () => {
+    assert.deepEqual(await exec(c, 'sha256sum -b /dir/f.bin'), { code: 0, stdout: `${hex('sha256', data)} */dir/f.bin\n`, stderr: '' });
+    assert.deepEqual(await exec(c, 'sha1sum -b -t /dir/f.bin'), { code: 0, stdout: `${hex('sha1', data)}  /dir/f.bin\n`, stderr: '' });
+    assert.deepEqual(await exec(c, 'md5sum --binary'), { code: 0, stdout: 'd41d8cd98f00b204e9800998ecf8427e *-\n', stderr: '' });
   });
 
   it('names a path it refuses escaped, on one line: a line break in a name cannot forge a result', async () => {

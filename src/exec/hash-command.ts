@@ -26,24 +26,31 @@ export interface HashCommand {
   readonly algorithm: HashAlgorithm;
   /** Empty: the standard input, which is answered only when it is empty. */
   readonly paths: readonly string[];
+  /** `-b`: coreutils marks each line's name with `*` (binary mode), as tools that parse its lines expect. */
+  readonly binary: boolean;
 }
 
 /** Files one command may name: each is a checksum, read in its turn. */
 const MAX_PATHS = 64;
-/** Options that change nothing here: binary and text mode read the same bytes on every POSIX system. */
-const NO_OPS = new Set(['-b', '--binary', '-t', '--text']);
+/**
+ * Binary and text mode read the same bytes on every POSIX system; only the
+ * mark before each name differs, and the last of them given counts.
+ */
+const MODES: Readonly<Record<string, boolean>> = { '-b': true, '--binary': true, '-t': false, '--text': false };
 
 /** Pure: the words of `md5sum -- /a /b` (words[0] is one of HASH_PROGRAMS) as a command, or CommandError saying why not. */
 export function parseHashCommand(words: readonly string[]): HashCommand {
   const program = words[0] as string;
   const algorithm = HASH_PROGRAMS[program] as HashAlgorithm;
   const { options, operands } = optionsAndOperands(words);
-  const unknown = options.find((w) => !NO_OPS.has(w));
+  const unknown = options.find((w) => !Object.hasOwn(MODES, w));
   if (unknown !== undefined) throw new CommandError(`unsupported option ${unknown}`, program);
+  // Every option is a mode here: the last one given.
+  const binary = MODES[options.at(-1) ?? '-t'] === true;
   const paths = operands.map((w) => pathOperand(w, program));
   if (paths.includes('-')) throw new CommandError('standard input is not read here: name each file', program);
   if (paths.length > MAX_PATHS) throw new CommandError(`at most ${MAX_PATHS} files at a time`, program);
-  return { program, algorithm, paths };
+  return { program, algorithm, paths, binary };
 }
 
 export interface CommandIo {
@@ -65,7 +72,7 @@ export async function runHashCommand(cmd: HashCommand, session: Session, io: Com
       io.stderr.write(`${cmd.program}: standard input is not read here: name each file\n`);
       return 1;
     }
-    io.stdout.write(`${createHash(cmd.algorithm).digest('hex')}  -\n`);
+    io.stdout.write(`${createHash(cmd.algorithm).digest('hex')}${separator(cmd)}-\n`);
     return 0;
   }
   io.stdin.resume();
@@ -75,7 +82,7 @@ export async function runHashCommand(cmd: HashCommand, session: Session, io: Com
       const sum = await session.checksum(path, WHOLE_FILE, cmd.algorithm);
       // As coreutils prints it, the name as the client wrote it: coreutils escapes a name with a line break, which
       // the session refuses (a control character), so no line here can read as another file's.
-      io.stdout.write(`${(sum.digests[0] as Buffer).toString('hex')}  ${path}\n`);
+      io.stdout.write(`${(sum.digests[0] as Buffer).toString('hex')}${separator(cmd)}${path}\n`);
     } catch (err) {
       if (!(err instanceof SluiceError)) throw err;
       io.stderr.write(`${cmd.program}: ${shown(path)}: ${err.message}\n`);
@@ -83,6 +90,11 @@ export async function runHashCommand(cmd: HashCommand, session: Session, io: Com
     }
   }
   return status;
+}
+
+/** Pure: what coreutils writes between a hash and its name: a space, then `*` in binary mode or a space in text mode. */
+function separator(cmd: HashCommand): string {
+  return cmd.binary ? ' *' : '  ';
 }
 
 /** Whether `input` ends before any byte comes (a channel closed before its end counts as ended: nothing reads the answer). */
