@@ -15,8 +15,8 @@ export interface CopyReport {
  * user with its password hash, settings, address rules, keys, directory
  * permissions and usage, and every ban row (past ones too: their count makes
  * the next ban longer). Times the interface only sets to "now" (when a user
- * or key was created, a user's last login, when a ban began) become the time
- * of the copy. Admin tokens are not copied: the store hands out no token's
+ * or key was created, when a ban began) become the time of the copy, and last
+ * logins are not copied (none until the user's next). Admin tokens are not copied: the store hands out no token's
  * hash, by design, so they are listed to be created again.
  *
  * The source is only read. On failure what was written to the target is
