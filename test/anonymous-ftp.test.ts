@@ -181,10 +181,11 @@ describe('anonymous FTP', () => {
       ['set', 'anonymous', '--perms', 'list,download,upload'],
       ['set', 'anonymous', '--expires', '2030-01-01'],
       ['perm', 'anonymous', '/pub', 'list'],
+      ['set', 'anonymous', '--home', '/tmp'],
     ]) {
       const r = sluice(srv.dir, ['user', ...args]);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stdout}`);
-      assert.match(r.stderr, /"anonymous" is the anonymous FTP account: its (protocols|permissions|expiry|directory permissions) come from ftp\.anonymous in the config/);
+      assert.match(r.stderr, /"anonymous" is the anonymous FTP account: ftp\.anonymous in the config sets its (protocols|permissions|expiry|directory permissions|home) at every start; change it there$/m);
     }
     // Given as they are (a client sending back the record it read), they change nothing and pass.
     const same = sluice(srv.dir, ['user', 'set', 'anonymous', '--protocols', 'ftp', '--perms', 'download,list', '--quota-bytes', '1G']);

@@ -382,7 +382,7 @@ export class UserAdmin {
    */
   private async refuseAnonymousChange(user: UserRecord, what: readonly string[]): Promise<void> {
     if (what.length === 0 || !(await this.isAnonymousAccount(user))) return;
-    throw new AdminError(`"${user.name}" is the anonymous FTP account: its ${what.join(', ')} come from ftp.anonymous in the config, set at every start; change them there`);
+    throw new AdminError(`"${user.name}" is the anonymous FTP account: ftp.anonymous in the config sets its ${what.join(', ')} at every start; change it there`);
   }
 
   async setPassword(name: string, password: string): Promise<void> {
