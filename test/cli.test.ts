@@ -260,6 +260,9 @@ describe('sluice CLI', () => {
     ['bad key file', ['user', 'add', 'x', '--key', '/nonexistent.pub'], '', /cannot read key file/],
     ['private key as key', ['user', 'add', 'x', '--key', 'PRIVATE'], '', /private key/],
     ['duplicate user', ['user', 'add', 'ALICE', '--password-stdin'], 'long password\n', /already exists/],
+    // Found by an operator's walk: the name was checked only after the password had been typed twice.
+    ['a taken name, before any password is read', ['user', 'add', 'ALICE', '--password-stdin'], '', /already exists/],
+    ['a bad name, before any password is read', ['user', 'add', '../evil', '--password-stdin'], 'short\n', /invalid user name/],
     ['unknown user', ['user', 'show', 'nobody'], '', /no user named "nobody"/],
     ['unknown command', ['frobnicate'], '', /unknown command "frobnicate"/],
     ['missing argument', ['user', 'show'], '', /missing argument/],

@@ -164,8 +164,9 @@ export async function userCommand(args: string[], open: () => Promise<AdminServi
       const settings = settingsFrom(v);
       const keys = v.key !== undefined ? [parseKey(readKeyFile(v.key))] : [];
       const wantsPassword = v['password-stdin'] || v['generate-password'] || keys.length === 0;
-      const chosen = wantsPassword ? await choosePassword(v) : null;
       const s = await open();
+      await s.admin.refuseName(name);
+      const chosen = wantsPassword ? await choosePassword(v) : null;
       const user = await s.admin.add({
         name,
         password: chosen?.password ?? null,

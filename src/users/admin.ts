@@ -281,9 +281,14 @@ export class UserAdmin {
     return user;
   }
 
+  /** Refuses a name add() would refuse for itself: asked first by the CLI, before it prompts for a password. */
+  async refuseName(name: string): Promise<void> {
+    validateUserName(name);
+    if (await this.store.get(name)) throw new AdminError(`user "${name}" already exists`);
+  }
+
   async add(u: NewUser): Promise<UserRecord> {
-    validateUserName(u.name);
-    if (await this.store.get(u.name)) throw new AdminError(`user "${u.name}" already exists`);
+    await this.refuseName(u.name);
     if (u.password === null && u.keys.length === 0) throw new AdminError('a user needs a password or a public key');
     const twice = repeatedKey(u.keys);
     // Else the store's unique index refuses the second, and that reads as a taken name.
