@@ -35,6 +35,19 @@ describe('an FTP upload refused while its client still sends', () => {
     c.close();
   });
 
+  // Bytes past the quota that fill no whole write batch were written by the batch's timer, and its refusal kept
+  // for a next chunk: a client that sent nothing more after them heard nothing until it ended its upload.
+  it('a refusal within a write batch is answered while the client holds its data connection without sending more', async () => {
+    const c = await RawFtp.secureLogin(srv.ftpPort, 'full', 'full password');
+    const data = await startUpload(c, 'within.bin', true);
+    data.on('error', () => undefined);
+    data.write(randomBytes(100 * 1024));
+    const refused = await c.read(5_000);
+    assert.equal(refused?.code, 552, refused?.text);
+    data.destroy();
+    c.close();
+  });
+
   /** A refused upload whose client then holds its data connection open without sending; `closed` settles when the server ends it. */
   async function refusedAndHeld(c: RawFtp, name: string): Promise<{ closed: Promise<number> }> {
     const data = await startUpload(c, name, true);

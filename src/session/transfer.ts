@@ -571,7 +571,6 @@ export class Upload extends Transfer {
     let linger: NodeJS.Timeout | null = null;
     // Writes go one after another: each one's position follows from the bytes written before it.
     let writing: Promise<void> = Promise.resolve();
-    let failed: Error | null = null;
     const flush = (): Promise<void> => {
       if (linger) clearTimeout(linger);
       linger = null;
@@ -583,13 +582,15 @@ export class Upload extends Transfer {
       return writing;
     };
     const take = (chunks: Buffer[], done: (err?: Error | null) => void): void => {
-      if (failed) return done(failed);
       for (const chunk of chunks) {
         batch.push(chunk);
         gathered += chunk.length;
       }
       if (gathered >= UPLOAD_BATCH) return void flush().then(() => done(), done);
-      linger ??= setTimeout(() => void flush().catch((err: Error) => (failed = err)), UPLOAD_LINGER_MS).unref();
+      // A lingering batch refused (quota, disk full) fails the stream at once: kept for the next chunk, the
+      // refusal waited for a client that sent no more, holding its data connection open (one that stopped
+      // past the quota within a batch heard nothing until it ended the upload).
+      linger ??= setTimeout(() => void flush().catch((err: Error) => sink.destroy(err)), UPLOAD_LINGER_MS).unref();
       done();
     };
     const takePaced = (limit: RateLimit, chunks: Buffer[], done: (err?: Error | null) => void): void =>
@@ -601,7 +602,7 @@ export class Upload extends Transfer {
         }
       })().then(() => done(), (err: Error) => done(err));
     const accept = rate ? (chunks: Buffer[], done: (err?: Error | null) => void) => takePaced(rate, chunks, done) : take;
-    return new Writable({
+    const sink = new Writable({
       highWaterMark: rate ? Math.min(UPLOAD_BATCH, rate.burst) : UPLOAD_BATCH,
       write: (chunk: Buffer, _enc, done) => accept([chunk], done),
       writev: (chunks, done) => accept(chunks.map((c) => c.chunk as Buffer), done),
@@ -612,6 +613,7 @@ export class Upload extends Transfer {
         done(err);
       },
     });
+    return sink;
   }
 
   /** As write(), for bytes the limit was charged for already (writable()). */
