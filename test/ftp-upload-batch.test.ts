@@ -8,7 +8,7 @@ import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 
 /*
- * An FTP upload's chunks are gathered into larger file writes (256 KiB). These
+ * An FTP upload's chunks are gathered into larger file writes (1 MiB). These
  * uploads cross several such batches and end inside one: every byte must
  * land in order, the last partial batch included, the audit hash must be
  * the bytes', and the quota must refuse exactly the first byte beyond it.
