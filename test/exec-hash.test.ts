@@ -23,6 +23,9 @@ describe('parseExecCommand: checksum commands', () => {
     ['sha384sum --text a', { program: 'sha384sum', algorithm: 'sha384', paths: ['a'], binary: false }],
     ['sha384sum --binary -t a', { program: 'sha384sum', algorithm: 'sha384', paths: ['a'], binary: false }],
     ['sha512sum -t --binary a', { program: 'sha512sum', algorithm: 'sha512', paths: ['a'], binary: true }],
+    // Grouped as getopt takes them.
+    ['md5sum -tb a', { program: 'md5sum', algorithm: 'md5', paths: ['a'], binary: true }],
+    ['md5sum -bt a', { program: 'md5sum', algorithm: 'md5', paths: ['a'], binary: false }],
     // Escaped as rclone escapes a name (an Office lock file): a name, not a home.
     ["md5sum \\~\\$report.docx '~'/w", { program: 'md5sum', algorithm: 'md5', paths: ['~$report.docx', '~/w'], binary: false }],
   ];
@@ -30,6 +33,7 @@ describe('parseExecCommand: checksum commands', () => {
 
   const refused: [string, RegExp, string | null][] = [
     ['md5sum -c sums', /unsupported option -c/, 'md5sum'],
+    ['md5sum -bc sums', /unsupported option -c/, 'md5sum'],
     ['md5sum -', /standard input is not read here/, 'md5sum'],
     ['md5sum *.txt', /wildcards/, 'md5sum'],
     // As a shell reads the program's name: quoted, it is still md5sum's refusal (exit 1), not an unknown command's (127).

@@ -42,7 +42,9 @@ const MODES: Readonly<Record<string, boolean>> = { '-b': true, '--binary': true,
 export function parseHashCommand(words: readonly string[]): HashCommand {
   const program = words[0] as string;
   const algorithm = HASH_PROGRAMS[program] as HashAlgorithm;
-  const { options, operands } = optionsAndOperands(words);
+  const { options: given, operands } = optionsAndOperands(words);
+  // Grouped as getopt takes them: `-bt` is `-b -t`.
+  const options = given.flatMap((w) => (w.startsWith('--') ? [w] : [...w.slice(1)].map((c) => `-${c}`)));
   const unknown = options.find((w) => !Object.hasOwn(MODES, w));
   if (unknown !== undefined) throw new CommandError(`unsupported option ${unknown}`, program);
   // Every option is a mode here: the last one given.
