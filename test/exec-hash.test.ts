@@ -155,6 +155,11 @@ describe('checksum commands over SSH exec (md5sum, sha1sum, ...)', () => {
     assert.deepEqual(await exec(c, 'md5sum --binary'), { code: 0, stdout: 'd41d8cd98f00b204e9800998ecf8427e *-\n', stderr: '' });
   });
 
+  it('escapes a name with a backslash as coreutils does (a separator here, as for Windows clients)', async () => {
+    // GNU md5sum 9.1 on the name dir\f.bin: a leading backslash, the name's doubled.
+    assert.deepEqual(await exec(c, "md5sum 'dir\\f.bin'"), { code: 0, stdout: `\\${hex('md5', data)}  dir\\\\f.bin\n`, stderr: '' });
+  });
+
   it('names a path it refuses escaped, on one line: a line break in a name cannot forge a result', async () => {
     const r = await exec(c, "md5sum 'x\n0123456789abcdef0123456789abcdef  /dir/f.bin'");
     assert.equal(r.code, 1);

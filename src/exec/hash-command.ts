@@ -82,9 +82,7 @@ export async function runHashCommand(cmd: HashCommand, session: Session, io: Com
   for (const path of cmd.paths) {
     try {
       const sum = await session.checksum(path, WHOLE_FILE, cmd.algorithm);
-      // As coreutils prints it, the name as the client wrote it: coreutils escapes a name with a line break, which
-      // the session refuses (a control character), so no line here can read as another file's.
-      io.stdout.write(`${(sum.digests[0] as Buffer).toString('hex')}${separator(cmd)}${path}\n`);
+      io.stdout.write(`${line((sum.digests[0] as Buffer).toString('hex'), cmd, path)}\n`);
     } catch (err) {
       if (!(err instanceof SluiceError)) throw err;
       io.stderr.write(`${cmd.program}: ${shown(path)}: ${err.message}\n`);
@@ -92,6 +90,16 @@ export async function runHashCommand(cmd: HashCommand, session: Session, io: Com
     }
   }
   return status;
+}
+
+/**
+ * Pure: a file's line as coreutils prints it, the name as the client wrote it. A name with a
+ * backslash is escaped as coreutils escapes it (the line starts with `\`, each `\` doubled), so
+ * that `md5sum -c` and rclone read it back as given; a line break, which coreutils escapes too,
+ * never gets here: the session refuses control characters, so no line can read as another file's.
+ */
+function line(hex: string, cmd: HashCommand, path: string): string {
+  return path.includes('\\') ? `\\${hex}${separator(cmd)}${path.replaceAll('\\', '\\\\')}` : `${hex}${separator(cmd)}${path}`;
 }
 
 /** Pure: what coreutils writes between a hash and its name: a space, then `*` in binary mode or a space in text mode. */
