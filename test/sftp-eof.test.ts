@@ -49,10 +49,15 @@ describe('SFTP: the client\'s EOF after pipelined requests', () => {
   });
   after(() => srv.stop());
 
-  it('answers every request sent before it, stores the upload whole, and aborts only the handle left open', async () => {
+  /** pia's connection, and its client port: the audit records of its session carry it. */
+  async function connected(): Promise<{ conn: ssh2.Client; port: number }> {
     const conn = await sshConnect({ port: srv.sftpPort, username: 'pia', password: 'pia password' });
     conn.on('error', () => undefined);
-    const port = (conn as unknown as Internals)._sock.localPort;
+    return { conn, port: (conn as unknown as Internals)._sock.localPort as number };
+  }
+
+  it('answers every request sent before it, stores the upload whole, and aborts only the handle left open', async () => {
+    const { conn, port } = await connected();
     const data = randomBytes(WRITES * CHUNK);
     try {
       const { ch, next } = await initialised(conn);
@@ -100,9 +105,7 @@ describe('SFTP: the client\'s EOF after pipelined requests', () => {
   // and one download of a `mirror --parallel=4` in two was recorded aborted, every byte sent and taken.
   it('a CLOSE sent right before the channel\'s close ends its transfer as asked: the upload stored whole, the download ok', async () => {
     writeFileSync(join(srv.home('pia'), 'fetched.bin'), randomBytes(3 * CHUNK));
-    const conn = await sshConnect({ port: srv.sftpPort, username: 'pia', password: 'pia password' });
-    conn.on('error', () => undefined);
-    const port = (conn as unknown as Internals)._sock.localPort;
+    const { conn, port } = await connected();
     const data = randomBytes(WRITES * CHUNK);
     try {
       const { ch, next } = await initialised(conn);
@@ -132,9 +135,7 @@ describe('SFTP: the client\'s EOF after pipelined requests', () => {
     const body = randomBytes(3 * CHUNK);
     writeFileSync(join(srv.home('pia'), 'whole.bin'), body);
     writeFileSync(join(srv.home('pia'), 'half.bin'), body);
-    const conn = await sshConnect({ port: srv.sftpPort, username: 'pia', password: 'pia password' });
-    conn.on('error', () => undefined);
-    const port = (conn as unknown as Internals)._sock.localPort;
+    const { conn, port } = await connected();
     try {
       const { ch, next } = await initialised(conn);
       const handles: Buffer[] = [];
@@ -161,9 +162,7 @@ describe('SFTP: the client\'s EOF after pipelined requests', () => {
   });
 
   it('the channel closed (not only its input) mid-upload still aborts it, and nothing takes its name', async () => {
-    const conn = await sshConnect({ port: srv.sftpPort, username: 'pia', password: 'pia password' });
-    conn.on('error', () => undefined);
-    const port = (conn as unknown as Internals)._sock.localPort;
+    const { conn, port } = await connected();
     try {
       const { ch, next } = await initialised(conn);
       const handle = await open(ch, next, 1, '/closed.bin');

@@ -9,6 +9,25 @@ import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
 
+/** RETR and SFTP GET of `path` as alice: both refused as no regular file. */
+async function refusedAsNoRegularFile(srv: TestServer, path: string): Promise<void> {
+  const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
+  try {
+    await c.passive(true);
+    const r = await c.cmd(`RETR ${path}`);
+    assert.deepEqual([r.code, r.text], [550, '550 Not a regular file.']);
+  } finally {
+    c.close();
+  }
+  const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+  try {
+    const sftp = await sftpOf(conn);
+    await assert.rejects(call((cb) => sftp.readFile(path, cb)), /Not a regular file/);
+  } finally {
+    conn.end();
+  }
+}
+
 /** The controlling terminal of process `pid` (field 7 of /proc/<pid>/stat, tty_nr): 0 is none. */
 function controllingTty(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -54,21 +73,7 @@ describe('a device node in a home: refused for download, opened without side eff
   it('RETR and SFTP GET refuse it as no regular file, and the server takes no terminal', async (t) => {
     if (!srv) return t.skip('unshare -Urm fails here (unprivileged user namespaces off)');
     assert.equal(controllingTty(srv.pid as number), 0, 'under setsid, the server starts without a terminal');
-    const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
-    try {
-      await c.passive(true);
-      const r = await c.cmd('RETR /tty');
-      assert.deepEqual([r.code, r.text], [550, '550 Not a regular file.']);
-    } finally {
-      c.close();
-    }
-    const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
-    try {
-      const sftp = await sftpOf(conn);
-      await assert.rejects(call((cb) => sftp.readFile('/tty', cb)), /Not a regular file/);
-    } finally {
-      conn.end();
-    }
+    await refusedAsNoRegularFile(srv, '/tty');
     assert.equal(controllingTty(srv.pid as number), 0, 'the server made the tty its controlling terminal');
     assert.ok(srv.alive);
   });
@@ -116,18 +121,9 @@ describe('a socket or a FIFO in a home: refused for download as no regular file'
 
   for (const name of ['sock', 'fifo']) {
     it(`${name}: RETR, SFTP GET and md5sum`, async () => {
-      const c = await RawFtp.secureLogin(srv.ftpPort, 'alice', 'alice password');
-      try {
-        await c.passive(true);
-        const r = await c.cmd(`RETR /${name}`);
-        assert.deepEqual([r.code, r.text], [550, '550 Not a regular file.']);
-      } finally {
-        c.close();
-      }
+      await refusedAsNoRegularFile(srv, `/${name}`);
       const conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
       try {
-        const sftp = await sftpOf(conn);
-        await assert.rejects(call((cb) => sftp.readFile(`/${name}`, cb)), /Not a regular file/);
         const stderr = await new Promise<string>((resolve, reject) =>
           conn.exec(`md5sum ${name}`, (err, ch) => {
             if (err) return reject(err);
