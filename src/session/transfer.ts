@@ -477,8 +477,10 @@ export class Upload extends Transfer {
   write(data: Buffer | readonly Buffer[], position: number = this.offset + this.bytes): Promise<void> {
     // WRITEs pipelined behind one that failed hear why, as before the failure ended the upload (failWrite).
     if (this.isFinished) return Promise.reject(this.writeError ?? new SluiceError('failure', 'Transfer is closed'));
-    // Appended, the bytes go to the file's end whatever the position: the open's offset says where that was.
-    if (!this.target.append) this.at(position);
+    // Into an existing file it did not empty (a resume), the first write says where the upload begins. A new or
+    // emptied file begins at 0 whatever comes first: WRITEs ahead of a gap wait for it (sequence-hash.ts), and a
+    // later one at 0 then spoiled the hash begun at the first. Appended, the open's offset says where.
+    if (this.target.staged === null && !this.target.append && (this.target.existingSize ?? 0) > 0) this.at(position);
     const { rate } = this.options;
     return this.track(rate ? this.writePaced(rate, data, position) : this.writeNow(data, position));
   }
