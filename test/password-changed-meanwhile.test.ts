@@ -44,6 +44,8 @@ function hashOf(password: string, params: { memoryCost: number; timeCost: number
 
 /** Costly enough that the verification takes seconds and the change surely comes during it. */
 const SLOW = { memoryCost: 19456, timeCost: 240 };
+/** How long a PASS verified with SLOW may take on a loaded machine: RawFtp's 10 s failed a CI run beside other work. */
+const SLOW_REPLY_MS = 45_000;
 
 async function ftpLogin(port: number, user: string, password: string): Promise<number> {
   const c = await RawFtp.connect(port);
@@ -67,7 +69,7 @@ async function loginDuringChange(srv: TestServer, user: string, old: string, cha
     assert.equal((await c.read())?.code, 220);
     assert.equal((await c.cmd(`USER ${user}`)).code, 331);
     let answered = false;
-    const login = c.cmd(`PASS ${old}`).finally(() => (answered = true));
+    const login = c.cmd(`PASS ${old}`, SLOW_REPLY_MS).finally(() => (answered = true));
     // The user is read within milliseconds of PASS, its verification then takes seconds: the change comes
     // between the two. A fixed wait, since nothing outside the server shows the read.
     await sleep(500);

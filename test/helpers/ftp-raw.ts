@@ -108,9 +108,10 @@ export class RawFtp {
     this.socket.write(raw);
   }
 
-  async cmd(line: string): Promise<Reply> {
+  /** `line` sent, its reply read (a slow one, such as a PASS verified with costly parameters, given longer than read()'s default). */
+  async cmd(line: string, timeoutMs?: number): Promise<Reply> {
     this.send(line + '\r\n');
-    const r = await this.read();
+    const r = await this.read(timeoutMs);
     if (!r) throw new Error(`connection closed after ${line}`);
     return r;
   }
