@@ -1,15 +1,16 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { Client } from 'basic-ftp';
 import type ssh2 from 'ssh2';
+import { FXP, OPEN_FLAGS, Writer } from '../src/sftp/codec.js';
 import { sluice } from './helpers/cli.js';
 import { until } from './helpers/probe.js';
 import { TestServer } from './helpers/server.js';
-import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+import { call, initialised, sftpOf, sshConnect } from './helpers/ssh.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 type Rec = Record<string, unknown>;
@@ -144,6 +145,53 @@ describe('audit trail of a running server', () => {
     );
   });
 
+  // Found by a review of Transfer.at(): a READ or WRITE that moved no bytes (empty, or a READ past the end of a
+  // file cut meanwhile) took the record's offset below where the bytes hashed begin: offset 0, not resumed, beside
+  // the hash of bytes read or written from 32 KiB on.
+  it('an SFTP READ or WRITE that moves no bytes says nothing of where its transfer begins', async () => {
+    const chunk = 32768;
+    const file = join(srv.home('alice'), 'read-later.bin');
+    writeFileSync(file, data.subarray(0, 4 * chunk));
+    const ssh = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const { ch, next } = await initialised(ssh);
+      const ask = async (packet: Buffer, type: number): Promise<Buffer> => {
+        ch.write(packet);
+        const reply = await next();
+        assert.equal(reply[0], type);
+        return reply;
+      };
+      const handle = (reply: Buffer) => reply.subarray(9, 9 + reply.readUInt32BE(5));
+      const down = handle(await ask(new Writer(FXP.OPEN, 1).string('/read-later.bin').uint32(OPEN_FLAGS.READ).uint32(0).finish(), FXP.HANDLE));
+      await ask(new Writer(FXP.READ, 2).bytes(down).uint64(2 * chunk).uint32(2 * chunk).finish(), FXP.DATA);
+      await ask(new Writer(FXP.READ, 3).bytes(down).uint64(0).uint32(0).finish(), FXP.STATUS);
+      truncateSync(file, chunk);
+      await ask(new Writer(FXP.READ, 4).bytes(down).uint64(chunk).uint32(chunk).finish(), FXP.STATUS);
+      await ask(new Writer(FXP.CLOSE, 5).bytes(down).finish(), FXP.STATUS);
+      // A resume: the rest written into the file as it is (a new or emptied file begins at 0, whatever comes first).
+      writeFileSync(join(srv.home('alice'), 'write-later.bin'), data.subarray(0, chunk));
+      const up = handle(await ask(new Writer(FXP.OPEN, 6).string('/write-later.bin').uint32(OPEN_FLAGS.WRITE).uint32(0).finish(), FXP.HANDLE));
+      await ask(new Writer(FXP.WRITE, 7).bytes(up).uint64(chunk).bytes(data.subarray(chunk, 2 * chunk)).finish(), FXP.STATUS);
+      await ask(new Writer(FXP.WRITE, 8).bytes(up).uint64(0).bytes(Buffer.alloc(0)).finish(), FXP.STATUS);
+      await ask(new Writer(FXP.CLOSE, 9).bytes(up).finish(), FXP.STATUS);
+    } finally {
+      ssh.end();
+    }
+    const all = await srv.auditWhen((records) => transfers(records, '/write-later.bin', 'upload').length >= 1);
+    const [down] = transfers(all, '/read-later.bin', 'download');
+    const [up] = transfers(all, '/write-later.bin', 'upload');
+    assert.deepEqual(
+      [down?.result, down?.resumed, down?.offset, down?.bytes, down?.sha256],
+      ['ok', true, 2 * chunk, 2 * chunk, sha256(data.subarray(2 * chunk, 4 * chunk))],
+      JSON.stringify(down),
+    );
+    assert.deepEqual(
+      [up?.result, up?.resumed, up?.offset, up?.bytes, up?.size, up?.sha256],
+      ['ok', true, chunk, chunk, 2 * chunk, sha256(data.subarray(chunk, 2 * chunk))],
+      JSON.stringify(up),
+    );
+  });
+
   it('an SFTP upload cut off by a disconnect is recorded as aborted, with its bytes and their hash', async () => {
     const ssh = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
     const sftp = await sftpOf(ssh);
@@ -241,7 +289,7 @@ describe('audit trail of a running server', () => {
     assert.equal(verify.code, 0, verify.stdout + verify.stderr);
     const q = sluice(srv.dir, ['audit', 'query', '--json', '--user', 'alice', '--path', '/*.bin']);
     const paths = new Set(q.stdout.trim().split('\n').map((l) => (JSON.parse(l) as Rec).path));
-    assert.deepEqual([...paths].sort(), ['/cut.bin', '/plain.bin', '/reput.bin', '/resumed.bin', '/ssh.bin', '/tls.bin'], 'records from the rotated file too');
+    assert.deepEqual([...paths].sort(), ['/cut.bin', '/plain.bin', '/read-later.bin', '/reput.bin', '/resumed.bin', '/ssh.bin', '/tls.bin', '/write-later.bin'], 'records from the rotated file too');
   });
 });
 
