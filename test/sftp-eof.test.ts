@@ -45,7 +45,13 @@ function writes(handle: Buffer, data: Buffer, firstId: number): Buffer[] {
 describe('SFTP: the client\'s EOF after pipelined requests', () => {
   let srv: TestServer;
   before(async () => {
-    srv = await TestServer.start({ users: [{ name: 'pia', password: 'pia password' }] });
+    srv = await TestServer.start({
+      users: [
+        { name: 'pia', password: 'pia password' },
+        // Its READs wait for the rate's room: still running when the channel closes.
+        { name: 'slow', password: 'slow password', args: ['--rate-down', '64K'] },
+      ],
+    });
   });
   after(() => srv.stop());
 
@@ -156,6 +162,35 @@ describe('SFTP: the client\'s EOF after pipelined requests', () => {
       const recorded = (path: string) => records.find((r) => r.event === 'download' && r.path === path && r.port === port);
       assert.deepEqual([recorded('/whole.bin')?.result, recorded('/whole.bin')?.sha256], ['ok', sha256(body)], JSON.stringify(recorded('/whole.bin')));
       assert.deepEqual([recorded('/half.bin')?.result, recorded('/half.bin')?.reason], ['aborted', 'channel closed'], JSON.stringify(recorded('/half.bin')));
+    } finally {
+      conn.end();
+    }
+  });
+
+  // Found by a review: told EOF at the end first (an empty READ there), the client then asked for every byte and
+  // closed the channel while those READs still ran. No reply of the channel was left untaken, as none had been made
+  // yet: the download was recorded ok, though the client got none of its bytes.
+  it('a download told its end, its READs still running when the channel closes: aborted', async () => {
+    const body = randomBytes(4 * CHUNK);
+    writeFileSync(join(srv.home('slow'), 'ahead.bin'), body);
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'slow', password: 'slow password' });
+    conn.on('error', () => undefined);
+    const port = (conn as unknown as Internals)._sock.localPort;
+    try {
+      const { ch, next } = await initialised(conn);
+      ch.write(new Writer(FXP.OPEN, 1).string('/ahead.bin').uint32(OPEN_FLAGS.READ).uint32(0).finish());
+      const opened = await next();
+      const handle = opened.subarray(9, 9 + opened.readUInt32BE(5));
+      ch.write(new Writer(FXP.READ, 2).bytes(handle).uint64(body.length).uint32(0).finish());
+      const eof = await next();
+      assert.deepEqual([eof[0], eof.readUInt32BE(5)], [FXP.STATUS, STATUS.EOF]);
+      const reads = [];
+      for (let i = 0; i < 4; i++) reads.push(new Writer(FXP.READ, 10 + i).bytes(handle).uint64(i * CHUNK).uint32(CHUNK).finish());
+      ch.write(Buffer.concat(reads));
+      ch.close();
+      const records = await srv.auditUntil((r) => r.event === 'logout' && r.port === port, 15_000);
+      const download = records.find((r) => r.event === 'download' && r.path === '/ahead.bin' && r.port === port);
+      assert.deepEqual([download?.result, download?.reason], ['aborted', 'channel closed'], JSON.stringify(download));
     } finally {
       conn.end();
     }

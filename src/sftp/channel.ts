@@ -76,6 +76,8 @@ export class SftpChannel {
   /** Framed but not started, as the limits held it back: one request at most (the rest wait as bytes in the framer). */
   private framed: Packet | null = null;
   private inFlight = 0;
+  /** Of those, READs: their replies are bytes a download owes too (see closed, in the constructor). */
+  private readsInFlight = 0;
   /** Per handle, the requests ordered on it, in order, the one running first (see ordered()). */
   private readonly writes = new Map<string, Queued[]>();
   /** Per handle, the reply of the last request ordered on it, until it is answered (see dispatch: a READ waits for it). */
@@ -132,8 +134,10 @@ export class SftpChannel {
     });
     stream.on('error', (err: Error) => this.log.debug({ err: err.message }, 'sftp channel error'));
     const closed = () => {
-      // Before the outbox is dropped: whether every reply was taken (see HandleTable.closeAll).
-      const delivered = this.unsent === 0;
+      // Before the outbox is dropped: whether every reply was taken (see HandleTable.closeAll), those of READs still
+      // running included. Not counted, a download told its end by an early READ, the rest still being read when
+      // the channel closed, was recorded ok without a byte of theirs sent (found by a review).
+      const delivered = this.unsent === 0 && this.readsInFlight === 0;
       this.outbox.length = 0;
       this.shutdown('channel closed', delivered);
     };
@@ -278,6 +282,7 @@ export class SftpChannel {
     const fileHandle = key ?? reads;
     const owed = fileHandle !== null && this.handles.holdsFile(fileHandle) ? this.owe() : null;
     this.inFlight++;
+    if (reads !== null) this.readsInFlight++;
     const run = () => this.handle(packet.type, id, packet);
     // Not ordered on a handle, and not a READ: a request by path, which must find what a file's CLOSE sent
     // before it did (an atomic upload's name), as a server running one request at a time would have it.
@@ -304,6 +309,7 @@ export class SftpChannel {
     }
     void reply.then((reply) => {
       this.inFlight--;
+      if (reads !== null) this.readsInFlight--;
       // The reply takes the place of what the request held.
       this.send(reply, owed);
       this.release(cost);
