@@ -370,4 +370,41 @@ describe('SFTP memory stays bounded whatever a logged-in client does', { concurr
     assert.ok(peak - before < BOUND, `server grew by ${Math.round((peak - before) / MiB)} MiB`);
     await stillServes();
   });
+  // The CLOSEs a channel received are let finish for up to 2 s after its close (SftpChannel.endSession), with the
+  // WRITEs ordered before them. A user whose WRITEs a rate holds back sent them and a CLOSE, then closed the channel,
+  // again and again: the budget, given back at the close, let the next channel of the connection fill it at once,
+  // and the server held a budget's worth of WRITEs for each channel closed in the last 2 s.
+  it('holds a bounded amount for channels closed behind a CLOSE their rate-limited WRITEs hold back', async (t) => {
+    const srv = await TestServer.start({
+      users: [{ name: 'rita', password: 'rita password', args: ['--rate-up', '64K'] }],
+      yaml: 'limits:\n  maxSessionsPerUser: 0\n',
+    });
+    t.after(() => srv.stop());
+    const pid = srv.pid as number;
+    const conns = await Promise.all([0, 1].map(() => sshConnect({ port: srv.sftpPort, username: 'rita', password: 'rita password' })));
+    for (const conn of conns) conn.on('error', () => undefined);
+    const chunk = Buffer.alloc(255 * 1024, 0x61);
+    const rounds = (count: number) =>
+      Promise.all(
+        conns.map(async (conn, n) => {
+          for (let round = 0; round < count; round++) {
+            const ch = await subsystem(conn);
+            const handle = await openForRead(ch, `/c${n}-${round}.bin`, OPEN_FLAGS.WRITE | OPEN_FLAGS.CREAT);
+            const writes = [];
+            for (let i = 0; i < 32; i++) writes.push(new Writer(FXP.WRITE, 10 + i).bytes(handle).uint64(i * chunk.length).bytes(chunk).finish());
+            ch.write(Buffer.concat([...writes, new Writer(FXP.CLOSE, 99).bytes(handle).finish()]));
+            await sleep(150);
+            ch.close();
+          }
+        }),
+      );
+    // Warmed up by a round each, its 2 s over, so that the baseline is not the server's first growth.
+    await rounds(1);
+    await sleep(2500);
+    const before = rssOf(pid);
+    const peak = await peakRss(pid, async () => void (await rounds(16)));
+    for (const conn of conns) conn.end();
+    t.diagnostic(`server grew by ${Math.round((peak - before) / MiB)} MiB`);
+    assert.ok(peak - before < BOUND, `server grew by ${Math.round((peak - before) / MiB)} MiB`);
+  });
 });
