@@ -16,6 +16,7 @@ import type { ConnectionBudget, ConnectionBudgets } from './connection-budgets.j
 import { replacedFields, replacedThrough } from './replaced.js';
 import { scansWith, type UploadScanning } from './scanning.js';
 import { SessionChecksums, WHOLE_FILE, hashRange, type Checksum, type ChecksumRange, type HashAlgorithm, type UploadReceipts } from './checksum.js';
+import type { SharedLogin } from './shared-login.js';
 import { nodeKey, type Location, type NodeStat, type OpenFile, type StagedFile, type Storage, type StorageOpener, type StorageSpace } from './storage/storage.js';
 import { Download, Upload, type TransferOptions } from './transfer.js';
 import type { TransferRecord } from './transfer-record.js';
@@ -29,6 +30,8 @@ export interface SessionContext {
   readonly remotePort: number;
   /** What the client is counted as by every per-client limit: its address, or its IPv6 network (limits.ipv6Prefix). */
   readonly source: string;
+  /** The login this session serves with others (an SSH connection's channels), which records the logout; absent: the session is its login's one, and records it. */
+  readonly login?: SharedLogin;
 }
 
 export interface SessionDeps {
@@ -194,6 +197,8 @@ export class Session implements LiveSession {
       opening.check();
       if (!(await deps.live.catchUp(session))) throw new SluiceError('permission-denied', undefined, 'the user changed since the login read it and may not open a session now');
       opening.check();
+      // Only a session that opened counts toward its login's end: one that did not is no part of it (see end).
+      context.login?.joined();
       return session;
     } catch (err) {
       await session?.end(false);
@@ -282,7 +287,11 @@ export class Session implements LiveSession {
     this.ledger.release();
     this.deps.openHandles.release(this.account);
     this.budget.leave();
-    if (loggedOut) this.audit({ event: 'logout', duration_ms: Date.now() - this.started, ...(this.endReason === null ? {} : { reason: this.endReason }) });
+    if (loggedOut) {
+      const logout = (durationMs: number, reason: string | null) => this.audit({ event: 'logout', duration_ms: durationMs, ...(reason === null ? {} : { reason }) });
+      if (this.context.login) this.context.login.left(this.endReason, logout);
+      else logout(Date.now() - this.started, this.endReason);
+    }
     this.deps.metrics.count({ m: 'session', protocol: this.context.protocol, change: -1 });
   }
 

@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type ssh2 from 'ssh2';
 import type { LiveConnection } from '../session/live.js';
+import type { SharedLogin } from '../session/shared-login.js';
 import { shown } from '../session/unsafe-chars.js';
 
 /** A line on the channel's stderr, which OpenSSH's sftp and scp print: why the server ends it. */
@@ -57,11 +58,18 @@ export class ServedChannels implements LiveConnection {
   // Once: an end that waited for the last replies may go on after another ended the connection meanwhile
   // (the drain's deadline, when the client stopped reading), and its note then hit a closed stream.
   private ended = false;
+  /** The connection's login, once it has logged in: its sessions' logout, told why the server ended it. */
+  login: SharedLogin | null = null;
+
+  /** The connection's close, which records its login's logout once its sessions have ended (SharedLogin). */
+  private readonly closed: Promise<void>;
 
   constructor(
     private readonly client: ssh2.Connection,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.closed = new Promise((resolve) => client.once('close', () => resolve()));
+  }
 
   /** A channel's session is served from now until its `done`. */
   add(channel: ServedChannel): void {
@@ -75,6 +83,8 @@ export class ServedChannels implements LiveConnection {
   }
 
   async end(reason: string, afterReply: boolean): Promise<void> {
+    // A login with no session open now (between its channels) has its logout give the reason too.
+    this.login?.ending(reason);
     const now = [...this.served];
     if (afterReply) await Promise.all(now.map((c) => c.answered()));
     if (!this.ended) {
@@ -85,6 +95,8 @@ export class ServedChannels implements LiveConnection {
       for (const c of this.served) tellClient(c.channel, `session ended: ${reason}`);
       this.client.end();
     }
-    await Promise.all(now.map((c) => c.done));
+    // And the login's logout: a connection whose channels closed before it records that at its own close,
+    // which comes within GOODBYE_MS of the end (endsItsSocket).
+    await Promise.all([...now.map((c) => c.done), this.closed]);
   }
 }

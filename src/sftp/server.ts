@@ -12,6 +12,7 @@ import type { Guest } from '../security/gate.js';
 import { RefusalLog } from '../security/refusals.js';
 import { SluiceError } from '../session/errors.js';
 import { Session } from '../session/session.js';
+import { SharedLogin } from '../session/shared-login.js';
 import { ByteBudget } from './budget.js';
 import { SftpChannel } from './channel.js';
 import { endsItsSocket, ServedChannels, tellClient } from './connection-end.js';
@@ -362,7 +363,13 @@ export class SftpFrontEnd {
       // user's sessions, or banning its address, ends it too (LiveRegistry.login).
       const context = { protocol: 'sftp', remoteAddress: state.ip, remotePort: state.port } as const;
       const standing = this.services.sessionDeps.live.login({ id: state.id, account: state.account as Account, context, since: new Date() }, state.sessions);
-      client.once('close', standing);
+      // Its logout too, once, when the connection has closed and its channels' sessions have ended (SharedLogin).
+      const login = new SharedLogin();
+      state.sessions.login = login;
+      client.once('close', () => {
+        standing();
+        login.disconnected();
+      });
       client.on('session', (accept, reject) => this.openSession(client, state, accept, reject, () => idle.refresh()));
     });
     // Everything else a client may ask for is refused.
@@ -721,7 +728,7 @@ export class SftpFrontEnd {
       state.log.error('cannot enforce the SSH window with this ssh2 version; channel closed');
       return void channel.close();
     }
-    const where = { id: state.id, protocol, remoteAddress: state.ip, remotePort: state.port, source: state.guest.source } as const;
+    const where = { id: state.id, protocol, remoteAddress: state.ip, remotePort: state.port, source: state.guest.source, login: state.sessions.login ?? undefined } as const;
     // The account as stored now, read as the session opens: one changed since the login (a notice
     // not yet here) fails the session's open like a missing home, and its login gets its logout.
     const current = async (): Promise<Account> => {
@@ -777,10 +784,13 @@ export class SftpFrontEnd {
   /** Stop accepting, then end live connections: close() only completes once they and their sessions are gone. */
   async close(): Promise<void> {
     this.stopAccepting();
+    // A connection's own 'close' records its login's logout when its channels' sessions ended before it (SharedLogin),
+    // and may come after the listener's: the listener's close is told a turn after the socket's end, the socket's after its handle closed.
+    const gone = [...this.clients].map((client) => new Promise<void>((resolve) => client.once('close', () => resolve())));
     for (const { socket } of this.admitted.values()) socket.destroy();
     for (const client of this.clients) client.end();
     await this.listenerClosed;
     // Connections are gone, but their sessions may still be closing files and recording it.
-    await Promise.all([...this.running]);
+    await Promise.all([...this.running, ...gone]);
   }
 }
