@@ -520,11 +520,12 @@ export class SftpChannel {
    * Once: abort the transfers still open (recorded as such), close listings
    * and the session. A CLOSE received before the channel went first ends its
    * transfer as the client asked, with the requests ordered before it on its
-   * handle (its WRITEs): lftp sends a download's CLOSE and drops its
-   * connection without waiting for the reply, and the race with the abort
-   * recorded one download of a `mirror --parallel=4` in two as aborted,
-   * though every byte had been sent and taken. Bounded: a CLOSE held longer
-   * (its READs waiting on a rate limit) is aborted with the rest.
+   * handle (its WRITEs): a client that sends its last WRITEs and the CLOSE,
+   * then closes the channel without waiting for the reply, had that upload
+   * aborted by the race, though all of it had come (found by a test written
+   * while looking into lftp's mirror, which drops its connections so; what
+   * it loses is the CLOSE itself, see HandleTable.closeAll). Bounded: a CLOSE
+   * held longer (its READs waiting on a rate limit) is aborted with the rest.
    */
   private endSession(reason: string, delivered: boolean): Promise<void> {
     this.sessionEnd ??= (async () => {
