@@ -433,18 +433,30 @@ export class Session implements LiveSession {
       if (!(err instanceof SluiceError) || err.kind !== 'not-found') throw err;
       const upload = await this.ownStagedUpload(path);
       if (upload === null) throw err;
-      return staged(upload);
+      if (!upload.isFinished) {
+        try {
+          return await staged(upload);
+        } catch (stagedErr) {
+          if (!upload.isFinished) throw stagedErr;
+        }
+      }
+      // Its CLOSE, run beside this request, is giving it the name: the name is what to act on once that
+      // is done, as on a server running one request at a time. gvfs's FUSE mount looks at a file it is
+      // writing right before it sends the CLOSE (a close(2) there returns before the CLOSE goes), and an
+      // append to it (`echo >> f`) failed with ENOENT whenever that look ran during the commit.
+      await upload.ended();
+      return named();
     }
   }
 
   /**
-   * This session's atomic upload under `path`, still running, once the opens
-   * it has under way are done: a request pipelined right behind an OPEN may
-   * run before that open has made the upload.
+   * This session's atomic upload under `path`, running or ending, once the
+   * opens it has under way are done: a request pipelined right behind an
+   * OPEN may run before that open has made the upload.
    */
   private async ownStagedUpload(path: string): Promise<Upload | null> {
     await Promise.allSettled(this.opening);
-    for (const t of this.transfers) if (t instanceof Upload && t.isStaged && !t.isFinished && t.path === path) return t;
+    for (const t of this.transfers) if (t instanceof Upload && t.isStaged && t.path === path) return t;
     return null;
   }
 

@@ -212,6 +212,11 @@ abstract class Transfer {
     return this.finish(result, reason);
   }
 
+  /** Settles once its end, begun by close() or abort(), is done, however it went. */
+  ended(): Promise<void> {
+    return (this.finished ?? Promise.resolve()).catch(() => undefined);
+  }
+
   private finish(result: TransferResult, reason?: string): Promise<void> {
     this.finished ??= this.settle(result, reason);
     return this.finished;
