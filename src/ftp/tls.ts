@@ -112,6 +112,8 @@ export class TlsBinding {
   private certificate: TlsMaterial | null = null;
   /** This control connection's client has started a data connection's TLS before 150 (see startsDataTlsEarly). */
   private earlyDataClient = false;
+  /** The TLS version of the control connection, the binding's first handshake (see ticketsOnOurTerms). */
+  private controlProtocol: string | null = null;
 
   /** `material` is read at the control handshake, so a connection made before a reload still gets the new certificate. */
   constructor(private readonly material: () => TlsMaterial) {
@@ -137,6 +139,7 @@ export class TlsBinding {
    */
   async accept(socket: Socket | TcpUnderTls, handshakeTimeoutMs: number, tickets = true): Promise<tls.TLSSocket> {
     const secure = await this.handshake(socket, this.context(true, tickets), handshakeTimeoutMs);
+    this.controlProtocol ??= secure.getProtocol();
     // A close meanwhile is the caller's to see (secure.destroyed): the handshake itself succeeded.
     await new Promise((resolve) => setImmediate(resolve));
     return secure;
@@ -229,7 +232,7 @@ export class TlsBinding {
         sessionIdContext: this.sessionIdContext,
         sessionTimeout: 3600,
       });
-      ticketsOnOurTerms(context, this.ticketKeys, tickets);
+      ticketsOnOurTerms(context, this.ticketKeys, tickets, () => this.controlProtocol === 'TLSv1.3');
       this.contexts.set(kind, context);
     }
     return context;
@@ -248,14 +251,20 @@ interface NativeContext {
  * a fresh ticket, or the client has nothing to resume the next data connection
  * with and it is refused (vsftpd loses 7-19 of 50 uploads exactly this way).
  * Node's built-in ticket handling never renews, so we install Node's own
- * ticket-key hook and answer 2 ("valid, renew") for every ticket we issued.
+ * ticket-key hook and answer 2 ("valid, renew") for every ticket we issued,
+ * when the control connection speaks TLS 1.3 (`renew`). A TLS 1.2 ticket
+ * serves any number of resumptions, and a renewed one is harmful there: an
+ * OpenSSL client with a session cache (PHP's ftp extension, Perl's
+ * IO::Socket::SSL under Net::FTP) drops the session it resumed when the new
+ * ticket comes and, the handshake being a resumption, never stores the new
+ * one, so its next data connection offered nothing and was refused.
  *
  * Without `issue` the hook accepts our tickets (1, "valid", no renewal) and
  * issues none (0 when asked to encrypt one: OpenSSL 3 then sends no TLS 1.3
  * NewSessionTicket at all, and an empty one in TLS 1.2, which means none).
  * Where the hook is missing, Node's default tickets stay in use.
  */
-function ticketsOnOurTerms(context: tls.SecureContext, keys: Buffer, issue: boolean): void {
+function ticketsOnOurTerms(context: tls.SecureContext, keys: Buffer, issue: boolean, renew: () => boolean): void {
   const native = (context as unknown as { context: NativeContext }).context;
   if (typeof native.enableTicketKeyCallback !== 'function') return;
   const name = keys.subarray(0, 16);
@@ -264,7 +273,7 @@ function ticketsOnOurTerms(context: tls.SecureContext, keys: Buffer, issue: bool
   native.onticketkeycallback = (ticketName, _iv, encrypt) => {
     if (encrypt) return [issue ? 1 : 0, hmacKey, aesKey, name, randomBytes(16)];
     if (!ticketName.equals(name)) return [0, hmacKey, aesKey];
-    return [issue ? 2 : 1, hmacKey, aesKey];
+    return [issue && renew() ? 2 : 1, hmacKey, aesKey];
   };
   native.enableTicketKeyCallback();
 }
