@@ -29,6 +29,8 @@ describe('a file removed by another session just before an upload or a rename re
   let tightTwo: ssh2.SFTPWrapper;
   let linkOne: ssh2.SFTPWrapper;
   let linkTwo: ssh2.SFTPWrapper;
+  let emptyOne: ssh2.SFTPWrapper;
+  let emptyTwo: ssh2.SFTPWrapper;
   // The locks a removal takes: of a node's names (quota.ts, namesLocked), which were in-place locks before.
   const LOCKS = ['lockNames', 'lockInPlace'] as const;
   const originals = { lockNames: LedgerHandle.prototype.lockNames, lockInPlace: LedgerHandle.prototype.lockInPlace };
@@ -50,11 +52,13 @@ describe('a file removed by another session just before an upload or a rename re
     await srv.base.admin.add({ name: 'tight', password: PASSWORD, keys: [], quotaBytes: 64 * KiB, quotaFiles: 100 });
     const linking = ['list', 'download', 'upload', 'overwrite', 'delete', 'rename', 'symlink'] as const;
     await srv.base.admin.add({ name: 'linker', password: PASSWORD, keys: [], quotaBytes: 4 * 1024 * KiB, quotaFiles: 100, permissions: [...linking] });
+    await srv.base.admin.add({ name: 'empty', password: PASSWORD, keys: [], quotaBytes: 4 * 1024 * KiB, quotaFiles: 100 });
     for (let i = 0; i < 2; i++) clients.push(await sshConnect({ port: srv.sftpPort, username: 'racer', password: PASSWORD }));
     for (let i = 0; i < 2; i++) clients.push(await sshConnect({ port: srv.sftpPort, username: 'tight', password: PASSWORD }));
     for (let i = 0; i < 2; i++) clients.push(await sshConnect({ port: srv.sftpPort, username: 'linker', password: PASSWORD }));
-    [one, two, tightOne, tightTwo, linkOne, linkTwo] = (await Promise.all(clients.map((c) => sftpOf(c)))) as ssh2.SFTPWrapper[] as [
-      ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper,
+    for (let i = 0; i < 2; i++) clients.push(await sshConnect({ port: srv.sftpPort, username: 'empty', password: PASSWORD }));
+    [one, two, tightOne, tightTwo, linkOne, linkTwo, emptyOne, emptyTwo] = (await Promise.all(clients.map((c) => sftpOf(c)))) as ssh2.SFTPWrapper[] as [
+      ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper, ssh2.SFTPWrapper,
     ];
   });
   after(async () => {
@@ -452,5 +456,39 @@ describe('a file removed by another session just before an upload or a rename re
     assert.deepEqual(['fresh', 'away'].map((n) => existsSync(join(home, n))), [true, false]);
     assert.deepEqual(await margin('tight'), was);
     await call((cb) => tightTwo.unlink('/fresh', cb));
+  });
+
+  it('a new file another session removes as soon as the upload that made it lets go of its lock: the usage is what the home holds', async () => {
+    // Found by a review: an upload's end charged its file's bytes and name after letting go of the lock its commit
+    // took, a round trip to the primary later with workers (synced), and a removal of the new file could land in
+    // between. The usage never goes below zero, so with less on it than the file (an empty home here) the removal
+    // took off only what was there, and the charge after it stayed: a whole file on the usage with nothing on the
+    // disk. Made certain here: the upload's wait after letting go of its lock lasts until the removal is done.
+    const data = randomBytes(200 * KiB);
+    const realUnlock = LedgerHandle.prototype.unlockInPlace;
+    const realSynced = LedgerHandle.prototype.synced;
+    let wentFree = false;
+    let removed = null as Promise<unknown> | null;
+    LedgerHandle.prototype.unlockInPlace = function (this: LedgerHandle, key: string) {
+      realUnlock.call(this, key);
+      wentFree = true;
+    };
+    LedgerHandle.prototype.synced = async function (this: LedgerHandle) {
+      if (wentFree && removed === null) {
+        removed = call((cb) => emptyTwo.unlink('/new', cb)).catch((err: Error) => err);
+        await removed;
+      }
+      return realSynced.call(this);
+    };
+    try {
+      await call((cb) => emptyOne.writeFile('/new', data, cb));
+    } finally {
+      Object.assign(LedgerHandle.prototype, { unlockInPlace: realUnlock, synced: realSynced });
+    }
+    assert.ok(removed, 'the removal ran as the upload let go of its lock');
+    assert.equal((await removed) instanceof Error, false, 'the other session removed the new file');
+    const { stored, disk } = await usage('empty');
+    assert.deepEqual([disk.bytes, disk.files], [0, 0], 'the home is empty');
+    assert.deepEqual(stored, { bytes: disk.bytes, files: disk.files }, 'the usage is what the home holds');
   });
 });

@@ -811,7 +811,7 @@ export class Upload extends Transfer {
     let scanned: TransferRecord['scan'] = this.uploadOptions.scan ? 'unscanned' : undefined;
     let stagedLeft = staged !== null;
     /** The file the commit replaced, and what it freed (see replace()). */
-    let freedOld: { key: string; bytes: number } | null = null;
+    let freedOld: Freed | null = null;
     /** Where the file's directory is now (see the close below); none: not looked at. */
     let where: Promise<string | null> | null = null;
     // The final name held for replace(), until replace() takes it.
@@ -882,8 +882,6 @@ export class Upload extends Transfer {
           replaced = change.replaced;
           if (written >= RECEIPT_MIN_BYTES) node = await receiptNode(loc, st);
           finalSize = written;
-          bytesDelta = change.bytes;
-          filesDelta = change.files;
         } else {
           // In place: a partial file stays, so the client can resume it. A new file's name was counted at its
           // create (Session.createInPlace).
@@ -914,7 +912,7 @@ export class Upload extends Transfer {
       // Settled before the lock goes: on several nodes the lock's give waits for this settle (PostgresWriteLocks.give).
       this.ledger.settle(this.reserved, bytesDelta, filesDelta);
       if (this.target.lock) this.ledger.unlockInPlace(this.target.lock);
-      if (freedOld) this.ledger.freed(freedOld.key, freedOld.bytes, 0);
+      if (freedOld) this.ledger.freed(freedOld.key, freedOld.bytes, freedOld.names);
       void loc.close();
     }
     // The releases reach the ledger before the client hears of the end: its next upload of
@@ -940,6 +938,21 @@ export class Upload extends Transfer {
       },
       endedAs,
     );
+  }
+
+  /**
+   * The commit put the staged file's `written` bytes under the name, a name more: charged at once, under
+   * the lock the commit holds, with its slot and reservation let go; what it replaced goes off after (see
+   * replace()). Charged after that lock went (a round trip to the primary later, with workers), a removal
+   * of the new file could come first, and the usage, which never goes below zero, took off only what was
+   * on it: with less on it than the file, the charge after left bytes and a name with nothing on the disk
+   * (found by a review).
+   */
+  private landed(written: number): void {
+    if (this.target.holdsFile) this.ledger.releaseFile();
+    this.target.holdsFile = false;
+    this.ledger.settle(this.reserved, written, 1);
+    this.reserved = 0;
   }
 
   /** The refusal of an upload whose name was taken after its open by a file it may not replace. */
@@ -999,19 +1012,21 @@ export class Upload extends Transfer {
       // from 525-625 to 430-462 files/s (three interleaved pairs of the quick bench). The recount at each
       // start makes the usage exact again; the audit trail's window for such a rename stays (README).
       const exact = !this.ledger.unlimited;
-      const commit = () =>
-        staged.commit(mayReplace && (now !== null || !exact)).catch((err: unknown) => {
+      const commit = async () => {
+        await staged.commit(mayReplace && (now !== null || !exact)).catch((err: unknown) => {
           if (!(err instanceof SluiceError && err.kind === 'already-exists')) throw err;
           throw mayReplace ? new NameChanged() : this.nameTaken();
         });
+        this.landed(written);
+      };
       if (old && now) {
         // Measured across the commit (see dropThrough): the file looked at lost its name to it, or was gone
         // already (another session's removal, which gave its bytes back), and the commit made a name more.
         const { gone, before, after } = await dropThrough(this.ledger, now, old, () => this.target.loc.stat(), commit);
         // On record as the quota counts it: the node looked at, if it lost its name (found by a review: a file
         // replaced by an upload left no trace).
-        // The bytes it freed go off the usage apart, once no download holds that file open (see QuotaLedger.freed).
-        return { bytes: written, files: 1 - gone.names, replaced: replacedThrough(before, after, known) ?? 'unknown', freed: { key: nodeKey(now), bytes: gone.bytes } };
+        // The name and the bytes it freed go off the usage apart, once no download holds that file open (see QuotaLedger.freed).
+        return { replaced: replacedThrough(before, after, known) ?? 'unknown', freed: { key: nodeKey(now), ...gone } };
       }
       // Onto a free name by link(2), the staged file has two names for a moment, its hidden one too: a removal
       // that looked at it then counted a name off but not its bytes (not its last name), which went with the
@@ -1023,7 +1038,7 @@ export class Upload extends Transfer {
       if (now === null && exact) await outsideInPlaceWrites(this.ledger, stagedKey, commit, 'node');
       else await dropFile(this.ledger, now ? freeingKey(now) : null, commit);
       // Something there but not held: what the commit replaced is unknown, and what it freed the look's guess.
-      return { bytes: written, files: now === null ? 1 : 0, replaced: now === null ? undefined : 'unknown', freed: now === null ? null : { key: nodeKey(now), bytes: expected } };
+      return { replaced: now === null ? undefined : 'unknown', freed: now === null ? null : { key: nodeKey(now), bytes: expected, names: 1 } };
     } finally {
       // Not waited for: the answer needs nothing more from it.
       void old?.close().catch(() => undefined);
@@ -1031,12 +1046,17 @@ export class Upload extends Transfer {
   }
 }
 
-/** What an upload's commit changed (see replace()). */
+/** What an upload's commit changed besides its own file (see replace()). */
 interface Replacement {
-  bytes: number;
-  files: number;
   replaced: TransferRecord['replaced'];
-  freed: { key: string; bytes: number } | null;
+  freed: Freed | null;
+}
+
+/** What the commit took off the disk with the name it replaced: `names` of it, and the bytes of the file `key`. */
+interface Freed {
+  key: string;
+  bytes: number;
+  names: number;
 }
 
 /** The final name as an upload's end finds it; `held` when something is there, for replace() to measure across the rename. */
