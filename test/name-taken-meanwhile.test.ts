@@ -321,8 +321,10 @@ describe('a hard link whose source name another session gave to a file written i
   });
 });
 
-// Found with test/stress/one-account.ts (120 s, CHECK_EVERY=3): the usage 66148 B above the disk, names equal.
-describe('a hard link that named another file than it looked at, whose name another session renamed a file onto', () => {
+// Found with test/stress/one-account.ts (120 s, CHECK_EVERY=3): the usage 66148 B above the disk, names equal. The
+// link, made then by the source's name to the file another session had put there, was undone by its name, by then a
+// file renamed onto it. The link now looks at its source again under the lock and is refused before linking.
+describe('a hard link whose source name another file took after the look, the link name then renamed onto', () => {
   let world: World;
   before(async () => {
     world = await World.open();
@@ -330,17 +332,19 @@ describe('a hard link that named another file than it looked at, whose name anot
   });
   after(() => world.close());
 
-  it("leaves the file renamed onto the name: the usage is what the disk holds", async () => {
+  it("is refused before it links: the file renamed onto the name stays, and the usage is what the disk holds", async () => {
     const home = world.home('linker');
     const other = await world.session('linker');
     await writeFile(other, '/src', Buffer.alloc(100, 1));
     await writeFile(other, '/other', Buffer.alloc(1000, 2));
-    // After the link's look at /src, another file takes that name (an upload's end): the link names it, not the file
-    // looked at (whose lock it holds). Right after the link, /other is renamed onto the link's name.
+    // After the link's look at /src, another file takes that name (an upload's end). Right after any link, /other
+    // is renamed onto the link's name.
     const s = await world.sessionRacedBy('linker', '/src', ['stat'], () => writeFile(other, '/src', Buffer.alloc(50, 3)), 'after');
-    const raced = await racedAtLink(() => s.hardlink('/src', '/link').catch(() => undefined), () => other.rename('/other', '/link', 'replace'), '/link');
-    assert.ok(raced, 'the link was made');
-    // Before: the link's undo removed /link by its name, by then the renamed file: its 1000 bytes left on the usage.
+    let refused: unknown = null;
+    const raced = await racedAtLink(() => s.hardlink('/src', '/link').catch((err: unknown) => (refused = err)), () => other.rename('/other', '/link', 'replace'), '/link');
+    assert.equal(raced, false, 'no link was made');
+    assert.match(String(refused), /changed while it was linked/);
+    await other.rename('/other', '/link', 'replace');
     assert.deepEqual(readFileSync(join(home, 'link')), Buffer.alloc(1000, 2), 'the file renamed onto the name is there');
     assert.equal(await used(s), onDisk(home));
   });

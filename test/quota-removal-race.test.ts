@@ -385,6 +385,49 @@ describe('a file removed by another session just before an upload or a rename re
     assertNotLowered(was, await margin('linker'));
   });
 
+  it('a hard link whose source name another session gives another file before the link locks: refused, and no name stays on the usage', async () => {
+    // Found by a review: a hard link locks the file its look found and links by the source's name, which was not
+    // looked at again under that lock. Another file put under the name in between (a rename over it) was linked
+    // without its own lock, so a removal of that file's other name, which counts its links under that lock, counted
+    // them before the link and acted after it: no name off for its act, and the link, not of the file looked at, was
+    // refused and left in place (that file had but the one name then): a name on the usage for good. Made certain
+    // here: the link's lock waits for the rename and for the removal to reach its unlink, which waits for the link.
+    await call((cb) => linkOne.writeFile('/hsrc', Buffer.alloc(100, 1), cb));
+    await call((cb) => linkOne.writeFile('/hg', Buffer.alloc(70, 2), cb));
+    const was = await margin('linker');
+    let linkMade!: () => void;
+    const linked = new Promise<void>((resolve) => (linkMade = resolve));
+    let atUnlink!: () => void;
+    const reached = new Promise<void>((resolve) => (atUnlink = resolve));
+    const unlinkWaits = hookFs('unlink', 0, '/hsrc', () => {
+      atUnlink();
+      return within(linked, 1000);
+    });
+    const linkTells = hookFs('link', 1, '/hdst', async () => linkMade(), true);
+    let removed: Promise<unknown> = Promise.resolve();
+    let renamed: unknown = null;
+    nextLockWaitsFor(async () => {
+      renamed = await call((cb) => linkTwo.ext_openssh_rename('/hg', '/hsrc', cb)).catch((err: Error) => err);
+      removed = call((cb) => linkTwo.unlink('/hsrc', cb)).catch((err: Error) => err);
+      await within(reached, 1000);
+    });
+    let link: unknown;
+    try {
+      link = await call((cb) => linkOne.ext_openssh_hardlink('/hsrc', '/hdst', cb)).catch((err: Error) => err);
+      await removed;
+    } finally {
+      restoreLocks();
+      unlinkWaits.restore();
+      linkTells.restore();
+    }
+    assert.equal(renamed instanceof Error, false, 'the other session renamed over the source');
+    assert.equal((await removed) instanceof Error, false, 'the other session removed the source');
+    assert.match(String(link), /changed while it was linked/);
+    assertNotLowered(was, await margin('linker'));
+    assert.deepEqual(await margin('linker'), was, 'the usage is as far from what the home holds as before');
+    for (const name of ['/hsrc', '/hg', '/hdst']) await call((cb) => linkOne.unlink(name, cb)).catch(() => undefined);
+  });
+
   it('a rename over a directory another session moves away and empties of a subdirectory meanwhile: no name comes off for it', async () => {
     // Found by a review: a directory's link count is its subdirectories', so a directory moved away (a rename takes
     // no lock of it) and rid of a subdirectory (whose RMDIR counted itself) between a rename's count and its act,

@@ -1403,6 +1403,14 @@ export class Session implements LiveSession {
           // came, would go on changing a file that has a second name, here (found by a review: an append
           // handle kept open, the file linked into a drop box without overwrite, then changed there).
           await outsideInPlaceWrites(this.ledger, nodeKey(st), async () => {
+            // Looked at again, under the lock: another file put under the source's name since the look would be
+            // linked without its own lock, which a removal of its other name counts its links under (found by a
+            // review: that removal counted before the link and acted after it, no name off for its act, and the
+            // link, refused below, stayed: a name on the usage for good). Under this lock the name keeps its file.
+            const now = await src.stat();
+            if (!now || now.dev !== st.dev || now.ino !== st.ino) {
+              throw new SluiceError('failure', 'File changed while it was linked; try again', 'another file took the source name after the look');
+            }
             // Counted once made: a link that goes again is taken off by the unlink that removes it.
             await addName(this.ledger, () => dst.link(src));
             await linkedAsLocked(this.ledger, dst, st);
