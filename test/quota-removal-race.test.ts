@@ -428,6 +428,66 @@ describe('a file removed by another session just before an upload or a rename re
     for (const name of ['/hsrc', '/hg', '/hdst']) await call((cb) => linkOne.unlink(name, cb)).catch(() => undefined);
   });
 
+  it('an rmdir whose name another session gave another directory before it locked, a rename over that one meanwhile: the name comes off once', async () => {
+    // Found by a review: an RMDIR locks the directory it looked at and removes whatever the name leads to then. Another
+    // directory moved onto the name in between was removed without its lock, so a rename over that directory, which
+    // counts under that lock, counted it before the rmdir and acted after it, onto a name by then free: both took the
+    // directory's name off, one more than left the disk. Made certain here: the rmdir's lock waits for the moves; its
+    // rmdir(2) for the rename to have counted, whose rename(2) waits for the rmdir(2).
+    await call((cb) => one.mkdir('/rn', cb));
+    await call((cb) => one.mkdir('/rd2', cb));
+    await call((cb) => one.mkdir('/rs', cb));
+    const was = await margin();
+    const realRmdir = fsp.rmdir;
+    const realRename = fsp.rename;
+    let renamed: Promise<unknown> = Promise.resolve();
+    let atRename!: () => void;
+    const reached = new Promise<void>((resolve) => (atRename = resolve));
+    let rmdirDone!: () => void;
+    const removedThere = new Promise<void>((resolve) => (rmdirDone = resolve));
+    let moved: unknown = null;
+    nextLockWaitsFor(async () => {
+      moved = await call((cb) => two.rename('/rn', '/raway', cb))
+        .then(() => call((cb) => two.rename('/rd2', '/rn', cb)))
+        .catch((err: Error) => err);
+      (fsp as { rename: typeof realRename }).rename = async (from, to) => {
+        if (String(from).endsWith('/rs') && String(to).endsWith('/rn')) {
+          atRename();
+          await within(removedThere, 1000);
+        }
+        return realRename(from, to);
+      };
+      (fsp as { rmdir: typeof realRmdir }).rmdir = async (path, options) => {
+        if (String(path).endsWith('/rn')) {
+          renamed = call((cb) => two.ext_openssh_rename('/rs', '/rn', cb)).catch((err: Error) => err);
+          await within(reached, 1000);
+          try {
+            return await realRmdir(path, options);
+          } finally {
+            rmdirDone();
+          }
+        }
+        return realRmdir(path, options);
+      };
+    });
+    let removed: unknown;
+    try {
+      removed = await call((cb) => one.rmdir('/rn', cb)).catch((err: Error) => err);
+      await renamed;
+    } finally {
+      restoreLocks();
+      Object.assign(fsp, { rmdir: realRmdir, rename: realRename });
+    }
+    assert.equal(moved instanceof Error, false, 'the other session moved the directories');
+    assert.equal(removed instanceof Error, false, 'the rmdir removed a directory');
+    assert.equal((await renamed) instanceof Error, false, 'the rename went through');
+    const home = join(srv.dir, 'data', 'homes', 'racer');
+    assert.deepEqual(['rn', 'raway', 'rd2', 'rs'].map((n) => existsSync(join(home, n))), [true, true, false, false]);
+    assertNotLowered(was, await margin());
+    assert.deepEqual(await margin(), was, 'the usage is as far from what the home holds as before');
+    for (const name of ['/rn', '/raway']) await call((cb) => one.rmdir(name, cb)).catch(() => undefined);
+  });
+
   it('a rename over a directory another session moves away and empties of a subdirectory meanwhile: no name comes off for it', async () => {
     // Found by a review: a directory's link count is its subdirectories', so a directory moved away (a rename takes
     // no lock of it) and rid of a subdirectory (whose RMDIR counted itself) between a rename's count and its act,

@@ -550,9 +550,18 @@ export async function dropThrough(
  * under its lock (see namesLocked): a rename over it that looked at it first
  * measures, under the same lock, whether its own act took the name away.
  * An rmdir that finds the lock held is refused; a rename waits for it.
+ * The name (`named`: what it leads to now) is looked at again under the lock,
+ * as dropThrough does: rmdir(2) removes whatever directory it leads to, and
+ * another one moved there since the look was removed without its own lock,
+ * under which a rename over it had counted it (found by a review: both took
+ * its name off the usage). NameChanged then: look again (lookingAgain).
  */
-export function removeDirectory(ledger: Ledger, looked: NodeStat, drop: () => Promise<void>): Promise<void> {
-  return outsideInPlaceWrites(ledger, nodeKey(looked), drop);
+export function removeDirectory(ledger: Ledger, looked: NodeStat, named: () => Promise<NodeStat | null>, drop: () => Promise<void>): Promise<void> {
+  return outsideInPlaceWrites(ledger, nodeKey(looked), async () => {
+    const there = await named();
+    if (there === null || there.dev !== looked.dev || there.ino !== looked.ino) throw new NameChanged();
+    await drop();
+  });
 }
 
 /**

@@ -1098,16 +1098,19 @@ export class Session implements LiveSession {
         // deleted in GNOME Files over FTP failed, recorded as denied for a permission the user had (found by a run).
         if (loc.isRoot) throw new SluiceError('permission-denied', undefined, 'the home itself');
         this.requireNoOverride(loc.virtualPath);
-        const st = await loc.stat();
-        if (!st) throw new SluiceError('not-found');
-        if (st.type !== 'dir') {
-          // A file its user may not delete is said so: Go's sftp (rclone) tries RMDIR after a REMOVE refused and
-          // shows only the second answer, which was "Not a directory" for a delete the user is not allowed.
-          this.require('delete', parentOf(loc.virtualPath));
-          throw new SluiceError('not-a-directory');
-        }
-        // rmdir(2) removes only a directory, and its success says this act took the name: counted here.
-        await removeDirectory(this.ledger, st, () => loc.rmdir());
+        // Again if another directory took the name between the look and the lock (see removeDirectory).
+        await lookingAgain(async () => {
+          const st = await loc.stat();
+          if (!st) throw new SluiceError('not-found');
+          if (st.type !== 'dir') {
+            // A file its user may not delete is said so: Go's sftp (rclone) tries RMDIR after a REMOVE refused and
+            // shows only the second answer, which was "Not a directory" for a delete the user is not allowed.
+            this.require('delete', parentOf(loc.virtualPath));
+            throw new SluiceError('not-a-directory');
+          }
+          // rmdir(2) removes only a directory, and its success says this act took the name: counted here.
+          await removeDirectory(this.ledger, st, () => loc.stat(), () => loc.rmdir());
+        });
         this.ledger.settle(0, 0, -1);
       });
       this.audit({ event: 'rmdir', path });
