@@ -427,11 +427,15 @@ export class Session implements LiveSession {
    * nothing, as atomic uploads promise.
    */
   private async namedOrStaged<T>(path: string, named: () => Promise<T>, staged: (upload: Upload) => Promise<T>): Promise<T> {
+    // As the request came: its commit may have ended, and the upload left this session, by the time the look
+    // has missed the name (a look ends with trips to the thread pool, a commit's end on a loaded machine
+    // can fit between them: 1 append in 10 still failed in gvfs's mount so).
+    const asCame = this.ownStagedUploadNow(path);
     try {
       return await named();
     } catch (err) {
       if (!(err instanceof SluiceError) || err.kind !== 'not-found') throw err;
-      const upload = await this.ownStagedUpload(path);
+      const upload = (await this.ownStagedUpload(path)) ?? asCame;
       if (upload === null) throw err;
       if (!upload.isFinished) {
         try {
@@ -456,6 +460,10 @@ export class Session implements LiveSession {
    */
   private async ownStagedUpload(path: string): Promise<Upload | null> {
     await Promise.allSettled(this.opening);
+    return this.ownStagedUploadNow(path);
+  }
+
+  private ownStagedUploadNow(path: string): Upload | null {
     for (const t of this.transfers) if (t instanceof Upload && t.isStaged && t.path === path) return t;
     return null;
   }
