@@ -38,22 +38,21 @@ export interface DataSecurity {
  * by the peer address check already.
  *
  * Whether the handshake hands out a fresh session ticket (DataTlsUse.tickets):
- * under PASV, a client that waited for 150 before its handshake (rclone,
- * lftp, Python's ftplib) gets none: each resumes the control connection's
- * session again. A ticket is bytes on the connection the client must read:
- * an upload's client may only send, and one it leaves unread turns its close
- * into a reset that cuts the upload (rclone); and Python's ftplib from 3.10
- * on, handed the ticket, the listing and the close_notify at once (a single
- * file's listing: no disk read between), failed its TLS close ('shutdown
- * while in init') on every single-file NLST and LIST, and read the next
- * replies out of step. One that began TLS before 150 (curl, basic-ftp) gets
- * it: curl uses each session once, and its TLS close reads what has come
- * first; once seen so, a client keeps getting it
+ * under PASV, an upload whose client waited for 150 before its handshake
+ * (rclone, lftp, Python's ftplib) gets none: each resumes the control
+ * connection's session again. A ticket is bytes on the connection the client
+ * must read: an upload's client may only send, and one it leaves unread
+ * turns its close into a reset that cuts the upload (rclone). Downloads and
+ * listings, which the client reads to their end, get one: PHP's ftp
+ * extension (OpenSSL with a session cache) uses each TLS 1.3 session once,
+ * and with none on a download or a listing its next transfer offered nothing
+ * to resume and was refused. One that began TLS before 150 (curl, basic-ftp)
+ * gets it on uploads too: curl uses each session once, and its TLS close
+ * reads what has come first; once seen so, a client keeps getting it
  * (TlsBinding.startsDataTlsEarly). Under PORT the server connects after 150
  * and cannot tell them apart: tickets, as for curl (rclone has no active
- * mode; ftplib's single-file listings in active mode still fail so). proftpd issues no ticket on any data
- * connection (its issue #959), which leaves curl nothing to resume its next
- * one with.
+ * mode). proftpd issues no ticket on any data connection (its issue #959),
+ * which leaves curl nothing to resume its next one with.
  */
 export async function openDataStream(endpoint: DataEndpoint, security: DataSecurity, upload: boolean, announce: () => void): Promise<Duplex> {
   if (endpoint instanceof PassiveEndpoint && endpoint.tlsReady !== (security.tls !== null)) {
@@ -65,7 +64,7 @@ export async function openDataStream(endpoint: DataEndpoint, security: DataSecur
     await new Promise((resolve) => setImmediate(resolve));
     const early = endpoint.clientSpoke;
     if (!early) announce();
-    const tickets = security.tls.startsDataTlsEarly(early);
+    const tickets = security.tls.startsDataTlsEarly(early) || !upload;
     const secure = await withTimeout(endpoint.secureConnection({ needCloseNotify, tickets }), security.handshakeTimeoutMs);
     secure.on('error', () => undefined);
     if (early) {
