@@ -154,6 +154,19 @@ describe('sshfs and the requests it pipelines', () => {
       assert.equal(statSync(join(mnt, 'x y.txt')).mtimeMs, 1_000_000_000_000);
     });
 
+    it('a shell appends to files that are not there yet (`echo >> new`)', () => {
+      // O_APPEND|O_CREAT: an upload in place, whose file the OPEN makes; sshfs pipelines an LSTAT behind it.
+      // That LSTAT ran beside the OPEN and missed the file: every such append failed with ENOENT (5 of 5),
+      // leaving an empty file.
+      const sh = spawnSync('sh', ['-c', 'failed=0; for i in $(seq 10); do echo "line $i" >> "$MNT/log$i.txt" || failed=$((failed+1)); done; echo "appends failed: $failed"'], {
+        encoding: 'utf8',
+        timeout: 20_000,
+        env: { PATH: process.env.PATH, MNT: mnt },
+      });
+      assert.match(sh.stdout, /^appends failed: 0$/m, sh.stderr);
+      for (let i = 1; i <= 10; i++) assert.equal(readFileSync(join(srv.home(login.username), `log${i}.txt`), 'utf8'), `line ${i}\n`);
+    });
+
     it("reads a file open(2)ed O_RDWR: Python's r+ and w+", () => {
       // sshfs opens O_RDWR as READ|WRITE, and reads through that handle. sluice refused those READs: r+ read ''
       // and the program wrote over the start of a file it believed empty; w+ could not read back what it wrote.

@@ -6,7 +6,7 @@ import { HELD_OVERHEAD, type ByteBudget } from './budget.js';
 import { BadMessage, FXP, PacketFramer, Reader, STATUS, Writer, recycleReply, statusPacket, type Packet } from './codec.js';
 import { HandleTable } from './handles.js';
 import {
-  advertisedExtensions, handleOrderKey, leadingRun, ok, specFor, workingBytes, writeRequest, writeThrough, type HandlerContext, type WriteRequest,
+  advertisedExtensions, changesByPath, handleOrderKey, leadingRun, ok, specFor, workingBytes, writeRequest, writeThrough, type HandlerContext, type WriteRequest,
 } from './handlers.js';
 import { statusFor } from './status.js';
 
@@ -94,6 +94,12 @@ export class SftpChannel {
    * received after one of them and naming a path runs once they are done.
    */
   private readonly fileCloses = new Set<Promise<Buffer>>();
+  /**
+   * Changes by path received and not yet answered (see changesByPath): a
+   * request received after one of them and naming a path runs once they are
+   * done, as after those CLOSEs.
+   */
+  private readonly pathChanges = new Set<Promise<Buffer>>();
   /** Bytes of the budget this channel holds. */
   private held = 0;
   private initialized = false;
@@ -292,10 +298,14 @@ export class SftpChannel {
     if (reads !== null) this.readsInFlight++;
     const run = () => this.handle(packet.type, id, packet);
     // Not ordered on a handle, and not a READ: a request by path, which must find what a file's CLOSE sent
-    // before it did (an atomic upload's name), as a server running one request at a time would have it.
-    // Found with sshfs: its close(2) does not wait for the CLOSE's reply, and an open(2) of the file just
-    // written, sent right behind it, ran beside the CLOSE, found no file yet, and failed with ENOENT.
-    const closes = key === null && packet.type !== FXP.READ ? [...this.fileCloses] : [];
+    // before it did (an atomic upload's name), and what a change by path sent before it did (a rename's
+    // name), as a server running one request at a time would have it. Found with sshfs: its close(2) does
+    // not wait for the CLOSE's reply, and an open(2) of the file just written, sent right behind it, ran
+    // beside the CLOSE, found no file yet, and failed with ENOENT. And with gvfs's FUSE mount: `echo b > f`
+    // over an existing f ends with gvfs's RENAME of its temporary file onto f after close(2) has returned,
+    // and the LSTAT of the next open(2) of f, sent right behind that RENAME, missed f (`cat f`: ENOENT).
+    const byPath = key === null && packet.type !== FXP.READ;
+    const closes = byPath ? [...this.fileCloses, ...this.pathChanges] : [];
     // A READ runs after the requests ordered on its handle received before it (WRITEs, a resize, a CLOSE),
     // as on a server running one request at a time: on a handle opened READ|WRITE it reads what they
     // left. sshfs does not wait for a WRITE's reply before write(2) returns (sync_write is off by default),
@@ -313,6 +323,10 @@ export class SftpChannel {
     if (packet.type === FXP.CLOSE && owed !== null) {
       this.fileCloses.add(reply);
       void reply.then(() => this.fileCloses.delete(reply));
+    }
+    if (byPath && changesByPath(packet)) {
+      this.pathChanges.add(reply);
+      void reply.then(() => this.pathChanges.delete(reply));
     }
     const previous = reads === null ? undefined : this.readReplies.get(reads);
     const leaving = previous === undefined ? reply : Promise.all([reply, previous]).then(([r]) => r);

@@ -520,6 +520,26 @@ export function handleOrderKey(packet: Packet): string | null {
   }
 }
 
+/**
+ * Whether a request by path may change what a later one by path finds: a
+ * name made, moved or removed, attributes set (RequestSpec.writes), or a file
+ * an OPEN for writing may create or empty where it lies. A request ordered on
+ * a handle is no request by path; a malformed one changes nothing (it is
+ * answered BAD_MESSAGE).
+ */
+export function changesByPath(packet: Packet): boolean {
+  try {
+    const body = new Reader(packet.payload);
+    const spec = specFor(packet.type, body);
+    if (spec === null || spec.orderedOn !== undefined) return false;
+    if (packet.type !== FXP.OPEN) return spec.writes;
+    body.string();
+    return (body.uint32() & (OPEN_FLAGS.WRITE | OPEN_FLAGS.APPEND)) !== 0;
+  } catch {
+    return false;
+  }
+}
+
 /** Consecutive bytes from `offset` through a handle open for writing, in one write. */
 export async function writeThrough({ handles }: HandlerContext, handle: Buffer, offset: number, data: readonly Buffer[]): Promise<void> {
   const transfer = handles.file(handle);
