@@ -89,6 +89,16 @@ describe('sshfs and the requests it pipelines', () => {
       }
     });
 
+    it('cuts a file it is writing, and measures the room where it lies, by its name (truncate(2), statvfs(2))', async () => {
+      const handle = await call<Buffer>((cb) => sftp.open('/cut.txt', 'w', cb));
+      await call((cb) => sftp.write(handle, Buffer.from('abcdef'), 0, 6, 0, cb));
+      await call((cb) => sftp.setstat('/cut.txt', { size: 3 }, cb));
+      const room = await call<{ f_bsize: number | bigint }>((cb) => sftp.ext_openssh_statvfs('/cut.txt', cb));
+      assert.ok(Number(room.f_bsize) > 0);
+      await call((cb) => sftp.close(handle, cb));
+      assert.equal(readFileSync(join(srv.home(login.username), 'cut.txt'), 'utf8'), 'abc');
+    });
+
     it('keeps an upload under way unseen by another session', async () => {
       const other = await sshConnect({ port: srv.sftpPort, ...login });
       try {
@@ -165,6 +175,21 @@ describe('sshfs and the requests it pipelines', () => {
       });
       assert.match(sh.stdout, /^appends failed: 0$/m, sh.stderr);
       for (let i = 1; i <= 10; i++) assert.equal(readFileSync(join(srv.home(login.username), `log${i}.txt`), 'utf8'), `line ${i}\n`);
+    });
+
+    it('cuts a file still open for writing by its name, and measures the room there (os.truncate, os.statvfs)', () => {
+      const script = [
+        'import os, sys',
+        "with open(sys.argv[1], 'w') as f:",
+        "    f.write('abcdef')",
+        '    f.flush()',
+        '    os.truncate(sys.argv[1], 3)',
+        '    os.statvfs(sys.argv[1])',
+      ].join('\n');
+      const py = spawnSync('/usr/bin/python3', ['-c', script, join(mnt, 'cut-open.txt')], { encoding: 'utf8', timeout: 20_000 });
+      assert.equal(py.status, 0, py.stderr);
+      // Through the mount: its open goes behind the CLOSE, which FUSE's release sends after python has exited.
+      assert.equal(readFileSync(join(mnt, 'cut-open.txt'), 'utf8'), 'abc');
     });
 
     it("reads a file open(2)ed O_RDWR: Python's r+ and w+", () => {

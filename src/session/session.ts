@@ -1320,10 +1320,18 @@ export class Session implements LiveSession {
     );
   }
 
-  /** SFTP SETSTAT size: cut or extend a file in place (`follow`: see chmod). */
+  /**
+   * SFTP SETSTAT size: cut or extend a file in place (`follow`: see chmod);
+   * this session's own atomic upload under the name through its handle, as
+   * FSETSTAT (truncate(2) of a file still open for writing, over sshfs).
+   */
   truncate(clientPath: string, size: number, follow = true): Promise<void> {
+    const path = this.resolve(clientPath);
+    return this.namedOrStaged(path, () => this.truncateNamed(path, size, follow), (upload) => this.changeOpenFile(upload, { size }));
+  }
+
+  private truncateNamed(path: string, size: number, follow: boolean): Promise<void> {
     return this.acting(async () => {
-      const path = this.resolve(clientPath);
       // Where uploads are scanned, as an in-place write is refused (scan-needs-whole): a file scanned whole
       // and clean, cut back to the bytes before its padding, was malware under its name, never scanned
       // (found by a review: EICAR plus 7 bytes, then SETSTAT size 68). Emptying it leaves nothing to scan.
@@ -1455,7 +1463,8 @@ export class Session implements LiveSession {
   private storageSpace(where: string | Upload | Download | DirectoryListing): Promise<StorageSpace> {
     if (typeof where !== 'string') return this.guard('statfs', where.path, () => where.space());
     const path = this.resolve(where);
-    return this.guard('statfs', path, () => this.within(path, true, 'look', (loc) => loc.space()));
+    // A file this session is uploading atomically is looked at through its handle (statvfs(2) of a file still open for writing, over sshfs).
+    return this.namedOrStaged(path, () => this.guard('statfs', path, () => this.within(path, true, 'look', (loc) => loc.space())), (upload) => this.storageSpace(upload));
   }
 
   // --- shared plumbing ------------------------------------------------------

@@ -305,14 +305,14 @@ export class SftpChannel {
     // over an existing f ends with gvfs's RENAME of its temporary file onto f after close(2) has returned,
     // and the LSTAT of the next open(2) of f, sent right behind that RENAME, missed f (`cat f`: ENOENT).
     const byPath = key === null && packet.type !== FXP.READ;
-    const closes = byPath ? [...this.fileCloses, ...this.pathChanges] : [];
+    const earlier = byPath ? [...this.fileCloses, ...this.pathChanges] : [];
     // A READ runs after the requests ordered on its handle received before it (WRITEs, a resize, a CLOSE),
     // as on a server running one request at a time: on a handle opened READ|WRITE it reads what they
     // left. sshfs does not wait for a WRITE's reply before write(2) returns (sync_write is off by default),
     // so a read(2) of the same bytes right after sends its READ while the WRITE may still run: run beside
     // it, under an upload limit, such a READ found nothing there yet. READs still run side by side.
     const before = reads === null ? undefined : this.lastOrdered.get(reads);
-    const waits = before === undefined ? closes : [...closes, before];
+    const waits = before === undefined ? earlier : [...earlier, before];
     const reply = this.ordered(key, packet, waits.length === 0 ? run : () => Promise.allSettled(waits).then(run));
     if (key !== null) {
       this.lastOrdered.set(key, reply);
