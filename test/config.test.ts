@@ -174,6 +174,7 @@ describe('configuration', () => {
     ['workers in hexadecimal', { SLUICE_WORKERS: '0x10' }, null, /^config: workers \(from SLUICE_WORKERS\): must be 'auto'/],
     ['a drain timeout in binary', { SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '0b11' }, null, /^config: shutdown\.drainTimeout \(from SLUICE_SHUTDOWN_DRAIN_TIMEOUT\): /],
     ['a hold timeout in octal', { SLUICE_STORE_HOLD_TIMEOUT: '0o17' }, null, /^config: storeHoldTimeout \(from SLUICE_STORE_HOLD_TIMEOUT\): /],
+    ['a TLS version FTPS does not offer', { SLUICE_FTP_TLS_MAX_VERSION: 'TLSv1.1' }, null, /^config: ftp\.tlsMaxVersion \(from SLUICE_FTP_TLS_MAX_VERSION\): /],
   ];
   for (const [what, env, yaml, pattern] of bad) {
     it(`refuses ${what} with one line naming the key`, () => {

@@ -63,7 +63,7 @@ describe('FTPS certificate reload between control and data connection', () => {
   for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
     for (const tickets of [true, false]) {
       it(`${version}, data connection ${tickets ? 'with' : 'without'} session tickets, reuse not required: the control connection's certificate`, async () => {
-        const engine = new TlsEngine(certificate('before'));
+        const engine = new TlsEngine(certificate('before'), 'TLSv1.3');
         const binding: TlsBinding = engine.bind();
         assert.equal(await shownCertificate((s) => binding.accept(s, 5000), version), 'CN=before');
         engine.reload(certificate('after'));

@@ -34,6 +34,7 @@ const ENV: readonly [string, string[], 'string' | 'port' | 'workers' | 'list' | 
   ['SLUICE_SFTP_PORT', ['sftp', 'port'], 'port'],
   ['SLUICE_PASV_PORTS', ['ftp', 'passivePorts'], 'string'],
   ['SLUICE_FTP_TLS', ['ftp', 'tls'], 'string'],
+  ['SLUICE_FTP_TLS_MAX_VERSION', ['ftp', 'tlsMaxVersion'], 'string'],
   ['SLUICE_WORKERS', ['workers'], 'workers'],
   ['SLUICE_STORE_URL', ['store'], 'string', true],
   ['SLUICE_STORE_HOLD_TIMEOUT', ['storeHoldTimeout'], 'number'],

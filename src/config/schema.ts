@@ -192,6 +192,12 @@ export const configSchema = z
         activeMode: z.boolean().default(true),
         /** Data connections must resume the control connection's TLS session (vsftpd's require_ssl_reuse). */
         requireTlsSessionReuse: z.boolean().default(true),
+        /**
+         * The newest TLS version offered on the control and data connections (vsftpd's ssl_tlsv1_3, ProFTPD's
+         * TLSProtocol). TLSv1.2 for clients that resume a TLS 1.3 session once and get no fresh ticket on an
+         * upload (PHP's ftp extension in passive mode), or none at all (Perl's Net::FTP, commons-net's reuse subclass).
+         */
+        tlsMaxVersion: z.enum(['TLSv1.3', 'TLSv1.2']).default('TLSv1.3'),
         /** An FTPS upload must end with the client's TLS close_notify, or it is aborted (vsftpd's strict_ssl_read_eof). */
         requireTlsCloseNotify: z.boolean().default(true),
         /** Seconds without a command before the control connection is closed. */

@@ -28,7 +28,7 @@ export class FtpFrontEnd {
   ) {
     this.ctx = {
       config: services.config.ftp,
-      tls: new TlsEngine(material),
+      tls: new TlsEngine(material, services.config.ftp.tlsMaxVersion),
       dataPlace: (source, user) => services.coordinator.dataPlace(source, user),
       closingData: { count: 0 },
       authenticator: services.authenticator,

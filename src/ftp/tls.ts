@@ -60,7 +60,11 @@ export interface DataTlsUse {
  * control connections.
  */
 export class TlsEngine {
-  constructor(private material: TlsMaterial) {}
+  constructor(
+    private material: TlsMaterial,
+    /** ftp.tlsMaxVersion. */
+    private readonly maxVersion: tls.SecureVersion,
+  ) {}
 
   /** New certificate and key (SIGHUP): control handshakes from now on get them; established TLS keeps its own. */
   reload(material: TlsMaterial): void {
@@ -69,7 +73,7 @@ export class TlsEngine {
 
   /** Every TLS socket of one control connection goes through the binding this returns. */
   bind(): TlsBinding {
-    return new TlsBinding(() => this.material);
+    return new TlsBinding(() => this.material, this.maxVersion);
   }
 }
 
@@ -116,7 +120,10 @@ export class TlsBinding {
   private controlProtocol: string | null = null;
 
   /** `material` is read at the control handshake, so a connection made before a reload still gets the new certificate. */
-  constructor(private readonly material: () => TlsMaterial) {
+  constructor(
+    private readonly material: () => TlsMaterial,
+    private readonly maxVersion: tls.SecureVersion,
+  ) {
     this.sessions.on('newSession', (id: Buffer, data: Buffer, done: () => void) => {
       this.session = { id: id.toString('hex'), data };
       done();
@@ -229,6 +236,7 @@ export class TlsBinding {
       context = tls.createSecureContext({
         ...(withCertificate ? (this.certificate ??= this.material()) : {}),
         minVersion: 'TLSv1.2',
+        maxVersion: this.maxVersion,
         ciphers: CIPHERS,
         honorCipherOrder: true,
         secureOptions: SECURE_OPTIONS,
