@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { accessSync, constants, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { programMissing } from './helpers/programs.js';
+import { fuseDeviceUnusable, programMissing } from './helpers/programs.js';
 import { TestServer } from './helpers/server.js';
 
 /**
@@ -17,20 +17,12 @@ import { TestServer } from './helpers/server.js';
  * name while the CLOSE committed it, and `echo b >> f` right after
  * `echo a > f` failed with ENOENT in 4 of 6 tries.
  */
-const fuseMissing = ((): string | false => {
-  const missing =
-    programMissing('gio', 'libglib2.0-bin') ||
-    programMissing('dbus-run-session', 'dbus-daemon') ||
-    programMissing('/usr/libexec/gvfsd-sftp', 'gvfs-backends') ||
-    programMissing('/usr/libexec/gvfsd-fuse', 'gvfs-fuse');
-  if (missing) return missing;
-  try {
-    accessSync('/dev/fuse', constants.R_OK | constants.W_OK);
-  } catch {
-    return '/dev/fuse is not usable by this user';
-  }
-  return false;
-})();
+const fuseMissing =
+  programMissing('gio', 'libglib2.0-bin') ||
+  programMissing('dbus-run-session', 'dbus-daemon') ||
+  programMissing('/usr/libexec/gvfsd-sftp', 'gvfs-backends') ||
+  programMissing('/usr/libexec/gvfsd-fuse', 'gvfs-fuse') ||
+  fuseDeviceUnusable();
 
 const PASSWORD = 'gina password';
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { accessSync, appendFileSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { programMissing } from './helpers/programs.js';
+import { fuseDeviceUnusable, programMissing } from './helpers/programs.js';
 import { KiB, MiB, diskUsage, persistedUsage, waitFor } from './helpers/quota.js';
 import { TestServer } from './helpers/server.js';
 
@@ -321,12 +321,5 @@ describe('rclone (Go pkg/sftp) over SFTP', { skip: rcloneMissing }, () => {
 
 /** Why rclone cannot mount here, or false: FUSE's device and fusermount (Debian's fuse3, which .ci/run's sshfs brings). */
 function fuseMissing(): string | false {
-  const missing = programMissing('fusermount', 'fuse3');
-  if (missing) return missing;
-  try {
-    accessSync('/dev/fuse', constants.R_OK | constants.W_OK);
-  } catch {
-    return '/dev/fuse is not usable by this user';
-  }
-  return false;
+  return programMissing('fusermount', 'fuse3') || fuseDeviceUnusable();
 }

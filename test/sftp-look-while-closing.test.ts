@@ -63,9 +63,9 @@ const sizeIn = (reply: Buffer | undefined) => {
   return Number(reply.readBigUInt64BE(9));
 };
 
-describe('a look by name at an atomic upload whose CLOSE is committing it', () => {
-  const clamd = new SlowClamd(1000);
-  let srv: TestServer;
+/** The server scanning with `clamd` for the cases of a describe, started before them and stopped after. */
+function scanningFor(clamd: SlowClamd): () => TestServer {
+  let srv: TestServer | undefined;
   before(async () => {
     await clamd.start();
     srv = await scanningServer(clamd);
@@ -74,8 +74,14 @@ describe('a look by name at an atomic upload whose CLOSE is committing it', () =
     await srv?.stop();
     await clamd.cleanup();
   });
+  return () => srv as TestServer;
+}
+
+describe('a look by name at an atomic upload whose CLOSE is committing it', () => {
+  const server = scanningFor(new SlowClamd(1000));
 
   it('STAT, LSTAT and SETSTAT sent before the CLOSE act on the file it lands as', { timeout: 30_000 }, async () => {
+    const srv = server();
     const replies = await looksBeforeClose(srv, '/f.txt', [
       new Writer(FXP.STAT, 10).string('/f.txt'),
       new Writer(FXP.LSTAT, 11).string('/f.txt'),
@@ -93,18 +99,10 @@ describe('a look by name at an atomic upload whose CLOSE is committing it', () =
 });
 
 describe('a look by name at an atomic upload whose CLOSE ends it without its name (the scanner finds malware)', () => {
-  const clamd = new SlowClamd(1000, Infinity, { found: 'Test.Signature' });
-  let srv: TestServer;
-  before(async () => {
-    await clamd.start();
-    srv = await scanningServer(clamd);
-  });
-  after(async () => {
-    await srv?.stop();
-    await clamd.cleanup();
-  });
+  const server = scanningFor(new SlowClamd(1000, Infinity, { found: 'Test.Signature' }));
 
   it('finds no such file', { timeout: 30_000 }, async () => {
+    const srv = server();
     const replies = await looksBeforeClose(srv, '/g.txt', [new Writer(FXP.STAT, 10).string('/g.txt')]);
     assert.notEqual(statusOf(replies.get(99)), STATUS.OK);
     assert.equal(statusOf(replies.get(10)), STATUS.NO_SUCH_FILE);

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
 import type { TestContext } from 'node:test';
 
 /**
@@ -18,4 +19,14 @@ export function need(t: TestContext, program: string): boolean {
   const missing = programMissing(program);
   if (missing) t.skip(missing);
   return missing === false;
+}
+
+/** Why a FUSE mount cannot be made by this user here, or false: the device must be readable and writable (Debian's udev rule makes it 0666). */
+export function fuseDeviceUnusable(): string | false {
+  try {
+    accessSync('/dev/fuse', constants.R_OK | constants.W_OK);
+    return false;
+  } catch {
+    return '/dev/fuse is not usable by this user';
+  }
 }
