@@ -431,12 +431,18 @@ export class Session implements LiveSession {
     // has missed the name (a look ends with trips to the thread pool, a commit's end on a loaded machine
     // can fit between them: 1 append in 10 still failed in gvfs's mount so).
     const asCame = this.ownStagedUploadNow(path);
+    // And what the client had sent through its handle by then (WRITEs, which a rate may hold): acted on
+    // beside them, a look saw part of their bytes and a SETSTAT size cut before them, answered OK for a file
+    // the WRITEs then left longer (found by a review, with sshfs's pattern: WRITEs not waited for, then a
+    // call by name). Not what came after: a stream of WRITEs would hold the request for as long as it flows.
+    const takenAsCame = asCame?.takenSoFar();
     try {
       return await named();
     } catch (err) {
       if (!(err instanceof SluiceError) || err.kind !== 'not-found') throw err;
       const upload = (await this.ownStagedUpload(path)) ?? asCame;
       if (upload === null) throw err;
+      await (upload === asCame ? takenAsCame : upload.takenSoFar());
       if (!upload.isFinished) {
         try {
           return await staged(upload);

@@ -113,6 +113,8 @@ abstract class Transfer {
   /** Aborted by abort(): a limited request's wait for the bucket ends then, not when its debt is paid. Null: no limit. */
   protected readonly stopping: AbortController | null;
   private finished: Promise<void> | null = null;
+  /** The last request a front-end took to run through the transfer (see took). */
+  private lastTaken: Promise<unknown> | null = null;
   private result: TransferResult | null = null;
 
   constructor(
@@ -210,6 +212,27 @@ abstract class Transfer {
   abort(reason: string, result: TransferResult = 'aborted'): Promise<void> {
     if (this.stopping?.signal.aborted === false) this.stopping.abort(new SluiceError('failure', 'Transfer is closed'));
     return this.finish(result, reason);
+  }
+
+  /**
+   * A front-end took a request to run through this transfer after the ones it took before (an SFTP WRITE
+   * through its handle), which `done` settles once run: a request by name that acts on the transfer comes
+   * after it (see takenSoFar).
+   */
+  took(done: Promise<unknown>): void {
+    this.lastTaken = done;
+  }
+
+  /**
+   * Settles once the requests taken through the transfer so far (see took) have run, however they went:
+   * a request by name acting on this session's own upload (Session.namedOrStaged) sees and changes the
+   * file as they left it, as on a server running one request at a time.
+   */
+  takenSoFar(): Promise<void> {
+    return (this.lastTaken ?? Promise.resolve()).then(
+      () => undefined,
+      () => undefined,
+    );
   }
 
   /** Settles once its end, begun by close() or abort(), is done, however it went. */

@@ -315,6 +315,8 @@ export class SftpChannel {
     const waits = before === undefined ? earlier : [...earlier, before];
     const reply = this.ordered(key, packet, waits.length === 0 ? run : () => Promise.allSettled(waits).then(run));
     if (key !== null) {
+      // A request by name acting on this file's transfer comes after it (Session.namedOrStaged).
+      this.handles.fileAt(key)?.took(reply);
       this.lastOrdered.set(key, reply);
       void reply.then(() => {
         if (this.lastOrdered.get(key) === reply) this.lastOrdered.delete(key);

@@ -46,7 +46,13 @@ export class HandleTable {
 
   /** Whether `key` (a handle, as hex) names an open file. */
   holdsFile(key: string): boolean {
-    return this.entries.get(key)?.kind === 'file';
+    return this.fileAt(key) !== null;
+  }
+
+  /** The open file `key` (a handle, as hex) names, if it names one. */
+  fileAt(key: string): Upload | Download | null {
+    const e = this.entries.get(key);
+    return e?.kind === 'file' ? e.transfer : null;
   }
 
   dir(handle: Buffer): { listing: DirectoryListing; path: string } {
