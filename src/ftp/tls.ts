@@ -188,7 +188,7 @@ export class TlsBinding {
     }
     // As accept(): the session ticket goes before the first byte of the transfer. Written in the same turn,
     // a single file's listing and its close_notify went ahead of it, and Python's ftplib from 3.10 on failed
-    // its TLS close ('shutdown while in init') on every single-file NLST and LIST (10 of 10 under PORT).
+    // its TLS close ('shutdown while in init') on single-file NLST and LIST.
     await new Promise((resolve) => setImmediate(resolve));
     return secure;
   }

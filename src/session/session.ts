@@ -428,8 +428,8 @@ export class Session implements LiveSession {
    */
   private async namedOrStaged<T>(path: string, named: () => Promise<T>, staged: (upload: Upload) => Promise<T>): Promise<T> {
     // As the request came: its commit may have ended, and the upload left this session, by the time the look
-    // has missed the name (a look ends with trips to the thread pool, a commit's end on a loaded machine
-    // can fit between them: 1 append in 10 still failed in gvfs's mount so).
+    // has missed the name (a look ends with trips to the thread pool, and a commit's end on a loaded machine
+    // can fit between them: appends in gvfs's mount still failed so).
     const asCame = this.ownStagedUploadNow(path);
     // And what the client had sent through its handle by then (WRITEs, which a rate may hold): acted on
     // beside them, a look saw part of their bytes and a SETSTAT size cut before them, answered OK for a file

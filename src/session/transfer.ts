@@ -229,15 +229,12 @@ abstract class Transfer {
    * file as they left it, as on a server running one request at a time.
    */
   takenSoFar(): Promise<void> {
-    return (this.lastTaken ?? Promise.resolve()).then(
-      () => undefined,
-      () => undefined,
-    );
+    return settledOf(this.lastTaken);
   }
 
   /** Settles once its end, begun by close() or abort(), is done, however it went. */
   ended(): Promise<void> {
-    return (this.finished ?? Promise.resolve()).catch(() => undefined);
+    return settledOf(this.finished);
   }
 
   private finish(result: TransferResult, reason?: string): Promise<void> {
@@ -1140,4 +1137,12 @@ async function hashFile(loc: Location, written: NodeStat): Promise<string> {
     hash.drop();
     await file.close().catch(() => undefined);
   }
+}
+
+/** Settles once `p` has (at once for none), however it went. */
+function settledOf(p: Promise<unknown> | null): Promise<void> {
+  return (p ?? Promise.resolve()).then(
+    () => undefined,
+    () => undefined,
+  );
 }
