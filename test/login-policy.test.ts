@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -6,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import ssh2 from 'ssh2';
 import { sluice } from './helpers/cli.js';
 import { RawFtp } from './helpers/ftp-raw.js';
+import { need } from './helpers/programs.js';
 import { TestServer } from './helpers/server.js';
 import { sftpOf, sshConnect, userKeyPair } from './helpers/ssh.js';
 
@@ -40,6 +42,35 @@ describe('login policy: sessions per user over every protocol, names as stored',
     // Both refusals came while carol's first two sessions were open: any logout of hers is recorded after them.
     const refused = (await srv.auditUntil((l) => l.event === 'logout' && l.user === 'carol')).filter((l) => l.event === 'login-failed' && l.reason === 'session-limit');
     assert.equal(refused.length, 2);
+  });
+
+  it('an SSH login past the limit is told why in the DISCONNECT, not left to guess a bad password: ssh2, OpenSSH sftp, rclone', { timeout: 60_000 }, async (t) => {
+    const ftp = await RawFtp.secureLogin(srv.ftpPort, 'carol', 'carol password');
+    const ssh = await sshConnect({ port: srv.sftpPort, username: 'carol', password: 'carol password' });
+    try {
+      // ssh2 raises a DISCONNECT's description with its reason as the code (12: too many connections).
+      await assert.rejects(sshConnect({ port: srv.sftpPort, username: 'carol', password: 'carol password' }), (err: Error & { code?: unknown }) => {
+        assert.match(err.message, /too many sessions/i);
+        assert.equal(err.code, 12);
+        return true;
+      });
+      const openssh = ['-o', 'BatchMode=no', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-P', String(srv.sftpPort), '-b', '-', 'carol@127.0.0.1'];
+      if (need(t, 'sshpass') && need(t, 'sftp')) {
+        const r = spawnSync('sshpass', ['-p', 'carol password', 'sftp', ...openssh], { input: 'ls\n', encoding: 'utf8', timeout: 30_000 });
+        assert.notEqual(r.status, 0);
+        assert.match(r.stderr, /too many sessions/i, r.stderr);
+      }
+      // Go's x/crypto/ssh (rclone): "unable to authenticate" before, which reads as a wrong password.
+      if (need(t, 'rclone')) {
+        const pass = spawnSync('rclone', ['obscure', 'carol password'], { encoding: 'utf8' }).stdout.trim();
+        const r = spawnSync('rclone', ['lsf', '--config', '/dev/null', '--retries', '1', '--low-level-retries', '1', `:sftp,host=127.0.0.1,port=${srv.sftpPort},user=carol,pass=${pass}:`], { encoding: 'utf8', timeout: 30_000 });
+        assert.notEqual(r.status, 0);
+        assert.match(r.stderr, /reason 12: too many sessions/i, r.stderr);
+      }
+    } finally {
+      ssh.end();
+      ftp.close();
+    }
   });
 
   it('audits a login as CAROL under the stored name carol, on both protocols', { timeout: 60_000 }, async () => {

@@ -32,6 +32,49 @@ export function endsItsSocket(client: ssh2.Connection, socket: Socket): void {
   };
 }
 
+/** SSH_MSG_DISCONNECT's reason codes used here (RFC 4253, 11.1). */
+export const DISCONNECT = { BY_APPLICATION: 11, TOO_MANY_CONNECTIONS: 12 } as const;
+
+interface Wire {
+  _sock?: Socket;
+  _protocol?: {
+    _packetRW?: { write?: { allocStartKEX: number; alloc(length: number, force: boolean): Buffer; finalize(packet: Buffer, force: boolean): Buffer } };
+    _cipher?: { encrypt(packet: Buffer): void };
+  };
+}
+
+/**
+ * End `client` with a DISCONNECT that says why. ssh2's own (its end()) carries
+ * no description, so a client that prints no channel stderr showed a refusal
+ * at the session limit as its own guess: rclone reported "unable to
+ * authenticate", a wrong password to the user reading it. With the text, Go's
+ * clients report "ssh: disconnect, reason 12: ...", OpenSSH's "Received
+ * disconnect ...: 12: ...". Sent as ssh2 sends its own (even during a key
+ * exchange), then the socket ends; where this ssh2 keeps its writer elsewhere,
+ * its end() without the text.
+ */
+export function endTelling(client: ssh2.Connection, reason: number, text: string): void {
+  const { _protocol: protocol, _sock: socket } = client as unknown as Wire;
+  const write = protocol?._packetRW?.write;
+  const cipher = protocol?._cipher;
+  if (!write || !cipher || !socket || typeof write.alloc !== 'function' || typeof write.finalize !== 'function' || typeof cipher.encrypt !== 'function') {
+    client.end();
+    return;
+  }
+  if (socket.writable) {
+    const description = Buffer.from(shown(text), 'utf8');
+    const start = write.allocStartKEX;
+    const packet = write.alloc(1 + 4 + 4 + description.length + 4, true);
+    packet[start] = 1; // SSH_MSG_DISCONNECT
+    packet.writeUInt32BE(reason, start + 1);
+    packet.writeUInt32BE(description.length, start + 5);
+    description.copy(packet, start + 9);
+    packet.writeUInt32BE(0, start + 9 + description.length); // language tag: none
+    cipher.encrypt(write.finalize(packet, true));
+  }
+  socket.end();
+}
+
 /** A session channel being served: see ServedChannels.add. */
 export interface ServedChannel {
   readonly channel: ssh2.ServerChannel;
@@ -90,10 +133,10 @@ export class ServedChannels implements LiveConnection {
     if (!this.ended) {
       this.ended = true;
       this.log.info({ reason }, 'session ended by the server');
-      // ssh2 sends its DISCONNECT without a description: OpenSSH's clients print the channel's
-      // stderr, so the user reads why, as an FTP client reads its 421 (found by a new user's try).
+      // OpenSSH's clients print the channel's stderr, so the user reads why, as an FTP client reads its
+      // 421 (found by a new user's try); others (Go's, libssh2) only the DISCONNECT's description.
       for (const c of this.served) tellClient(c.channel, `session ended: ${reason}`);
-      this.client.end();
+      endTelling(this.client, DISCONNECT.BY_APPLICATION, `session ended: ${reason}`);
     }
     // And the login's logout: a connection whose channels closed before it records that at its own close,
     // which comes within GOODBYE_MS of the end (endsItsSocket).

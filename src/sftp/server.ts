@@ -15,7 +15,7 @@ import { Session } from '../session/session.js';
 import { SharedLogin } from '../session/shared-login.js';
 import { ByteBudget } from './budget.js';
 import { SftpChannel } from './channel.js';
-import { endsItsSocket, ServedChannels, tellClient } from './connection-end.js';
+import { DISCONNECT, endTelling, endsItsSocket, ServedChannels, tellClient } from './connection-end.js';
 import { RekeyAllowance, heldDuringKeyExchange, watchKeyExchanges } from './rekeys.js';
 import { MIN_CLIENT_PACKET, WindowPool, acceptWithWindow, channelWindow, clientMaxPacket, ownWindow, type PoolMember } from './window.js';
 import { parseExecCommand, type ExecCommand } from '../exec/command.js';
@@ -518,8 +518,8 @@ export class SftpFrontEnd {
       if (err.reason === 'withdrawn') return;
       if (err.reason === 'session-limit') {
         state.log.warn({ user: ctx.username }, 'too many sessions (the user\'s limit, or its share per address)');
-        ctx.reject([]);
-        client.end();
+        // Said after the password or key was verified (the claim comes last), as FTP's 530 says it.
+        endTelling(client, DISCONNECT.TOO_MANY_CONNECTIONS, 'Too many sessions; try again later');
         return;
       }
       if (guest.exhausted) {
