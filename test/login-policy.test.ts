@@ -87,6 +87,34 @@ describe('login policy: sessions per user over every protocol, names as stored',
   });
 });
 
+describe('an SSH connection that used up its login attempts', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({ yaml: 'defender:\n  enabled: false\nauth:\n  maxTries: 3\n  failureDelay: 0\n', users: [{ name: 'dave', password: 'dave password' }] });
+  });
+  after(() => srv.stop());
+
+  it('is ended with a DISCONNECT saying so, as OpenSSH says it', { timeout: 60_000 }, async () => {
+    let tries = 0;
+    const err = await sshConnect({
+      port: srv.sftpPort,
+      username: 'dave',
+      authHandler: (_left: unknown, _partial: unknown, next: (m: ssh2.AuthenticationType | ssh2.PasswordAuthMethod) => void) => {
+        tries++;
+        next({ type: 'password', username: 'dave', password: `wrong ${tries}` });
+      },
+    } as ssh2.ConnectConfig & { port: number; username: string }).then(
+      (c) => (c.end(), null),
+      (e: Error & { code?: unknown }) => e,
+    );
+    assert.ok(err, 'the login must fail');
+    assert.match(err.message, /too many authentication failures/i);
+    assert.equal(err.code, 14);
+    // The third refusal, then the end: ssh2 may have made its fourth attempt before it read the DISCONNECT.
+    assert.ok(tries === 3 || tries === 4, `attempts made: ${tries}`);
+  });
+});
+
 describe('a login whose home cannot be opened is no login: the deadline runs on, the session slot is freed', () => {
   let srv: TestServer;
   before(async () => {

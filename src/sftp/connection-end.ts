@@ -33,7 +33,7 @@ export function endsItsSocket(client: ssh2.Connection, socket: Socket): void {
 }
 
 /** SSH_MSG_DISCONNECT's reason codes used here (RFC 4253, 11.1). */
-export const DISCONNECT = { BY_APPLICATION: 11, TOO_MANY_CONNECTIONS: 12 } as const;
+export const DISCONNECT = { BY_APPLICATION: 11, TOO_MANY_CONNECTIONS: 12, NO_MORE_AUTH_METHODS_AVAILABLE: 14 } as const;
 
 interface Wire {
   _sock?: Socket;

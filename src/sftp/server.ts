@@ -525,7 +525,8 @@ export class SftpFrontEnd {
       if (guest.exhausted) {
         state.log.warn({ user: ctx.username.slice(0, 64) }, 'too many authentication failures');
         ctx.reject(METHODS);
-        client.end();
+        // OpenSSH's words, which its users know (an agent offering too many keys: IdentitiesOnly).
+        endTelling(client, DISCONNECT.NO_MORE_AUTH_METHODS_AVAILABLE, 'Too many authentication failures');
         return;
       }
       ctx.reject(METHODS);
