@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { RawFtp } from './helpers/ftp-raw.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
-import { hookRecorder } from './helpers/hook-recorder.js';
+import { hasRecord, hookRecorder } from './helpers/hook-recorder.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -117,7 +117,7 @@ describe('the environment of a hook command', () => {
       writeFileSync(join(dir, 'f'), 'x');
       const r = spawnSync('curl', ['-sS', '-T', join(dir, 'f'), `ftp://alice:alice%20password@127.0.0.1:${srv.ftpPort}/f`]);
       assert.equal(r.status, 0, String(r.stderr));
-      for (let i = 0; i < 100 && !existsSync(out); i++) await sleep(100);
+      for (let i = 0; i < 100 && !hasRecord(out); i++) await sleep(100);
       const env = JSON.parse(readFileSync(out, 'utf8').split('\n')[0] as string) as Record<string, string>;
       assert.equal(env.HOOK_SECRET, undefined);
       assert.deepEqual(Object.keys(env).filter((k) => k.startsWith('SLUICE_')), []);

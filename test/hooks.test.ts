@@ -17,7 +17,7 @@ import { anonymousUpload, loggedIn, passiveFrom, RawFtp, readAll } from './helpe
 import { sluice } from './helpers/cli.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
-import { hookRecorder } from './helpers/hook-recorder.js';
+import { hasRecord, hookRecorder } from './helpers/hook-recorder.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -534,7 +534,7 @@ describe('hook queue shares of anonymous FTP clients', () => {
       assert.match(await anonymousUpload(srv.ftpPort, '127.0.0.3', 'b.txt', 'b\n'), /^226/);
       // Its hook runs after the one running and at most one more of the flood's, or, as before, is dropped at once.
       const mine = (l: Record<string, unknown>) => l.event === 'hook-failed' && l.path === '/incoming/b.txt';
-      for (const t0 = Date.now(); Date.now() - t0 < 10_000 && !existsSync(out); ) {
+      for (const t0 = Date.now(); Date.now() - t0 < 10_000 && !hasRecord(out); ) {
         if ((await srv.audit(200)).some(mine)) break;
       }
       assert.deepEqual((await srv.audit(0)).filter(mine), [], 'no hook of the other client dropped');

@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -11,4 +11,14 @@ export function hookRecorder(dir: string, what: 'argv' | 'env' = 'argv'): string
   const recorded = what === 'argv' ? 'process.argv.slice(3)' : 'process.env';
   writeFileSync(script, `require('fs').appendFileSync(process.argv[2], JSON.stringify(${recorded}) + '\\n');\n`);
   return script;
+}
+
+/**
+ * Whether the recorder has written a whole record to `out`: its append
+ * creates the file before it writes the line, and a test that read the file
+ * once it existed parsed an empty one (found in CI: "Unexpected end of JSON
+ * input").
+ */
+export function hasRecord(out: string): boolean {
+  return existsSync(out) && readFileSync(out, 'utf8').includes('\n');
 }
