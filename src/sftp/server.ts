@@ -17,6 +17,7 @@ import { ByteBudget } from './budget.js';
 import { SftpChannel } from './channel.js';
 import { DISCONNECT, endTelling, endsItsSocket, ServedChannels, tellClient } from './connection-end.js';
 import { RekeyAllowance, heldDuringKeyExchange, watchKeyExchanges } from './rekeys.js';
+import { acceptRepeatedUserauth } from './service-requests.js';
 import { MIN_CLIENT_PACKET, WindowPool, acceptWithWindow, channelWindow, clientMaxPacket, ownWindow, type PoolMember } from './window.js';
 import { parseExecCommand, type ExecCommand } from '../exec/command.js';
 import { runHashCommand } from '../exec/hash-command.js';
@@ -348,6 +349,7 @@ export class SftpFrontEnd {
       sessions: new ServedChannels(client, log),
     };
     this.limitKeyExchanges(client, state);
+    acceptRepeatedUserauth(client);
     const { sftp } = this.services.config;
     const idle = setTimeout(() => {
       // A checksum under way (SFTP check-file, a checksum command) is no idleness: see Session.hashing.
