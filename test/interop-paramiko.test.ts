@@ -61,6 +61,8 @@ describe('paramiko over SFTP', { skip: paramikoMissing() }, () => {
         ['piped', 10_004, '-'],
         ['renamed', 0, '-'],
       ],
+      exclusive_new: 0,
+      exclusive_existing: 'File exists',
       missing: 2,
       exec: [127, 'sluice: only scp, md5sum, sha1sum, sha256sum, sha384sum, sha512sum are served here'],
       after_exec: 5 << 20,

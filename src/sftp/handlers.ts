@@ -87,6 +87,18 @@ async function applyAttrs(s: Session, target: string | Upload | Download | Direc
   if (times) await s.setTimes(target, times.mtime, times.atime, follow);
 }
 
+/**
+ * Whether an OPEN with these flags is an upload: one that may write, and one
+ * that may create or empty the file without WRITE (CREAT, TRUNC), which
+ * OpenSSH does (open(2) with O_RDONLY|O_CREAT) and pkg/sftp's server counts as
+ * a write. Taken for a download, paramiko's open(name, 'x') (CREAT|EXCL
+ * alone) opened an existing file for reading, EXCL unseen, and a missing one
+ * was no such file, where OpenSSH refuses the one and creates the other.
+ */
+function opensForWriting(flags: number): boolean {
+  return (flags & (OPEN_FLAGS.WRITE | OPEN_FLAGS.APPEND | OPEN_FLAGS.CREAT | OPEN_FLAGS.TRUNC)) !== 0;
+}
+
 /** Every request type served but EXTENDED (see specFor); anything else is OP_UNSUPPORTED. */
 const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.OPEN]: {
@@ -98,7 +110,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
       const flags = body.uint32();
       body.attrs(); // the client's mode for new files is not honoured: files are created 0644
       let transfer: Upload | Download;
-      if (flags & (OPEN_FLAGS.WRITE | OPEN_FLAGS.APPEND)) {
+      if (opensForWriting(flags)) {
         transfer = await session.openWrite(path, {
           append: (flags & OPEN_FLAGS.APPEND) !== 0,
           exclusive: (flags & OPEN_FLAGS.EXCL) !== 0 && (flags & OPEN_FLAGS.CREAT) !== 0,
@@ -534,7 +546,7 @@ export function changesByPath(packet: Packet): boolean {
     if (spec === null || spec.orderedOn !== undefined) return false;
     if (packet.type !== FXP.OPEN) return spec.writes;
     body.string();
-    return (body.uint32() & (OPEN_FLAGS.WRITE | OPEN_FLAGS.APPEND)) !== 0;
+    return opensForWriting(body.uint32());
   } catch {
     return false;
   }
