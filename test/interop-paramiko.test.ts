@@ -27,6 +27,7 @@ describe('paramiko over SFTP', { skip: paramikoMissing() }, () => {
       users: [
         { name: 'pam', password: 'pam password', args: ['--perms', 'all', '--key', `${key}.pub`] },
         { name: 'rob', password: 'rob password', args: ['--perms', 'list,download'] },
+        { name: 'ann', password: 'ann password' },
       ],
     });
   });
@@ -45,6 +46,19 @@ describe('paramiko over SFTP', { skip: paramikoMissing() }, () => {
   // (SERVICE_NOT_AVAILABLE), so SSHClient with a key the user lacks (an agent's, ~/.ssh's) never tried the password.
   it('logs in by key, and by password after a key the user does not have', () => {
     assert.deepEqual(paramiko('auth', 'pam', 'pam password', key, otherKey), { key: '/', other_key_then_password: '/' });
+  });
+
+  // Each such key, signed at once as paramiko signs, was a failed login, audited, delayed 1 s and scored: an
+  // Ansible or Airflow host with a key of its own in ~/.ssh was banned at its fifth login by password.
+  // OpenSSH's PerSourcePenalties count a connection that failed to log in, fail2ban no publickey failure.
+  it('a key the user does not have, signed at once before each password login, is no failed login', async () => {
+    assert.deepEqual(paramiko('logins', 'ann', 'ann password', otherKey, '6'), { logins: 6 });
+    const records = await srv.auditWhen((all) => all.filter((r) => r.event === 'logout' && r.user === 'ann').length === 6);
+    assert.deepEqual(
+      records.filter((r) => (r.event === 'login-failed' && r.user === 'ann') || r.event === 'ban'),
+      [],
+    );
+    assert.deepEqual(srv.bans(), []);
   });
 
   it('put, prefetched get, readv, check-file, pipelined and appended writes, renames, attributes, errors, exec refused', async () => {

@@ -376,6 +376,30 @@ export class Guest {
     }
   }
 
+  /**
+   * A public key the client signed without asking first: whether it is the
+   * user's. One that is not (nor any user's) is judged as the question the
+   * client could have asked (offerKey), counted among the connection's
+   * unknown keys and answered as soon, not as a failed login: paramiko signs
+   * every key it tries, the one it was given, the agent's and ~/.ssh's, before
+   * the password, and each was audited, delayed auth.failureDelay and scored,
+   * so an Ansible or Airflow host with a key of its own at hand was banned at
+   * its fifth password login (found driving paramiko). Such a key proves no
+   * more signed than asked about. OpenSSH's PerSourcePenalties count a
+   * connection that failed to log in, as dispose does; fail2ban counts no
+   * publickey failure. A stored key too weak to log in with is the user's:
+   * its signed login fails as one (weak-key).
+   */
+  async ownKey(login: LoginRequest, blob: Buffer): Promise<boolean> {
+    try {
+      await this.offerKey(login, blob);
+      return true;
+    } catch (err) {
+      if (!(err instanceof AuthError) || err.reason === 'too-many-tries') throw err;
+      return err.reason === 'weak-key';
+    }
+  }
+
   /** A public key whose signature verified. */
   async publicKey(login: LoginRequest, blob: Buffer): Promise<Account> {
     const req = { ...login, remoteAddress: this.ip };

@@ -494,6 +494,8 @@ export class SftpFrontEnd {
             await guest.offerKey(req, ctx.key.data);
             return ctx.accept();
           }
+          // Signed at once with a key that is not the user's: the same question, its signature unread (see Guest.ownKey).
+          if (!(await guest.ownKey(req, ctx.key.data))) return ctx.reject(METHODS);
           const signatureOk = !(key instanceof Error) && key.verify(ctx.blob, ctx.signature, ctx.hashAlgo) === true;
           state.account = signatureOk ? await guest.publicKey(req, ctx.key.data) : await guest.refusePublicKey(req, 'bad-signature');
           return ctx.accept();
