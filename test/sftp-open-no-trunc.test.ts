@@ -12,6 +12,8 @@ const WRITE = 0x02;
 const CREAT = 0x08;
 const APPEND = 0x04;
 const TRUNC = 0x10;
+const READ = 0x01;
+const EXCL = 0x20;
 
 describe('SFTP OPEN WRITE|CREAT without TRUNC (OpenSSH 9 scp)', () => {
   let srv: TestServer;
@@ -19,7 +21,12 @@ describe('SFTP OPEN WRITE|CREAT without TRUNC (OpenSSH 9 scp)', () => {
   let s: ssh2.SFTPWrapper;
 
   before(async () => {
-    srv = await TestServer.start({ users: [{ name: 'alice', password: 'alice password', args: ['--perms', 'all'] }] });
+    srv = await TestServer.start({
+      users: [
+        { name: 'alice', password: 'alice password', args: ['--perms', 'all'] },
+        { name: 'rita', password: 'rita password', args: ['--perms', 'list,download'] },
+      ],
+    });
     conn = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
     s = await sftpOf(conn);
   });
@@ -80,5 +87,26 @@ describe('SFTP OPEN WRITE|CREAT without TRUNC (OpenSSH 9 scp)', () => {
     assert.equal(up?.result, 'ok');
     assert.deepEqual([up?.offset, up?.resumed, up?.bytes, up?.size], [0, false, 5, 5]);
     assert.equal(up?.sha256, createHash('sha256').update('hello').digest('hex'));
+  });
+
+  // paramiko's open(name, 'x') sends CREAT|EXCL with neither READ nor WRITE: it read an existing file, EXCL
+  // unseen, and a missing one was no such file, where OpenSSH refuses the one and creates the other.
+  it('CREAT|EXCL without WRITE creates the file or is refused; READ|CREAT on an existing file reads it, for a user who may only download too', async () => {
+    const made = await call<Buffer>((cb) => s.open('/made-x.txt', CREAT | EXCL, cb));
+    await close(made);
+    assert.equal(readFileSync(join(home(), 'made-x.txt'), 'utf8'), '');
+    await assert.rejects(call<Buffer>((cb) => s.open('/made-x.txt', CREAT | EXCL, cb)), /exists/i);
+    writeFileSync(join(srv.home('rita'), 'shared.txt'), 'read me');
+    const reader = await sshConnect({ port: srv.sftpPort, username: 'rita', password: 'rita password' });
+    try {
+      const r = await sftpOf(reader);
+      const h = await call<Buffer>((cb) => r.open('/shared.txt', READ | CREAT, cb));
+      const buf = Buffer.alloc(16);
+      const n = await call<number>((cb) => r.read(h, buf, 0, 16, 0, cb));
+      assert.equal(buf.subarray(0, n).toString(), 'read me');
+      await call((cb) => r.close(h, cb));
+    } finally {
+      reader.end();
+    }
   });
 });

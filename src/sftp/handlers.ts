@@ -89,14 +89,17 @@ async function applyAttrs(s: Session, target: string | Upload | Download | Direc
 
 /**
  * Whether an OPEN with these flags is an upload: one that may write, and one
- * that may create or empty the file without WRITE (CREAT, TRUNC), which
- * OpenSSH does (open(2) with O_RDONLY|O_CREAT) and pkg/sftp's server counts as
- * a write. Taken for a download, paramiko's open(name, 'x') (CREAT|EXCL
- * alone) opened an existing file for reading, EXCL unseen, and a missing one
- * was no such file, where OpenSSH refuses the one and creates the other.
+ * that empties the file (TRUNC) or must create it (CREAT with EXCL) without
+ * WRITE, which OpenSSH does (open(2) with O_RDONLY and those flags). Taken
+ * for a download, paramiko's open(name, 'x') (CREAT|EXCL alone) opened an
+ * existing file for reading, EXCL unseen, and a missing one was no such
+ * file, where OpenSSH refuses the one and creates the other. CREAT alone
+ * with READ stays a download, as before: on an existing file it changes
+ * nothing, and a user who may only download may still read that way.
  */
 function opensForWriting(flags: number): boolean {
-  return (flags & (OPEN_FLAGS.WRITE | OPEN_FLAGS.APPEND | OPEN_FLAGS.CREAT | OPEN_FLAGS.TRUNC)) !== 0;
+  const mustCreate = (flags & OPEN_FLAGS.CREAT) !== 0 && (flags & OPEN_FLAGS.EXCL) !== 0;
+  return mustCreate || (flags & (OPEN_FLAGS.WRITE | OPEN_FLAGS.APPEND | OPEN_FLAGS.TRUNC)) !== 0;
 }
 
 /** Every request type served but EXTENDED (see specFor); anything else is OP_UNSUPPORTED. */
