@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { SluiceError, sessionClosed } from './errors.js';
 import type { RateLimit } from './rate-limit.js';
-import type { OpenFile } from './storage/storage.js';
+import { nodeKey, type NodeStat, type OpenFile } from './storage/storage.js';
 
 /**
  * The hashes a client may ask for. SHA-256 is the audit trail's own, the one
@@ -193,4 +193,42 @@ export class UploadReceipts {
     const r = this.byNode.get(node);
     return r && r.size === size && r.ctimeMs === ctimeMs ? r.sha256 : null;
   }
+
+  /** The receipt of the node `st` describes, as it is: a regular file's only. */
+  of(st: NodeStat): string | null {
+    return st.type === 'file' ? this.lookup(nodeKey(st), st.size, st.ctimeMs) : null;
+  }
+
+  /**
+   * `act`, a rename(2) or link(2) of the file `looked` describes, with its
+   * receipt kept: those move a file's ctime, not its bytes, and an upload
+   * under a temporary name renamed at its end (WinSCP's name.filepart,
+   * Net::SFTP::Foreign's atomic put, lftp's and rclone's partial names) lost
+   * it, so a HASH right after read the file again, and what later replaced
+   * the file had no sha256 on record (found by an interop sweep). Kept for
+   * the ctime `lookAfter` finds only if that is the same file, unchanged
+   * (see unchangedSince). Looked at again only for a file with a receipt: a
+   * rename of any other costs what it did.
+   */
+  async across<T>(looked: NodeStat, act: () => Promise<T>, lookAfter: () => Promise<NodeStat | null>): Promise<T> {
+    const sha256 = this.of(looked);
+    const out = await act();
+    if (sha256 !== null) {
+      const now = await lookAfter().catch(() => null);
+      if (now !== null && unchangedSince(looked, now)) this.remember(nodeKey(now), now.size, now.ctimeMs, sha256);
+    }
+    return out;
+  }
+}
+
+/**
+ * Whether `now` is the file `then` describes, its bytes unchanged as far as
+ * a look can tell: same node, size and mtime. Not its ctime, which the act
+ * between the two looks moves (an upload's rename into place, a client's
+ * rename or link); a write in place in between would otherwise lend its
+ * ctime to a hash of the bytes before it, unless it also set the mtime back
+ * within that instant.
+ */
+export function unchangedSince(then: NodeStat, now: NodeStat): boolean {
+  return now.dev === then.dev && now.ino === then.ino && now.size === then.size && now.mtime.getTime() === then.mtime.getTime();
 }

@@ -1208,6 +1208,13 @@ export class Session implements LiveSession {
     if (!now || now.dev !== srcStat.dev || now.ino !== srcStat.ino) {
       throw new SluiceError('failure', 'File changed while it was renamed; try again', 'another file took the source name after the look');
     }
+    // Under the file's lock, which no in-place write holds meanwhile. The target's stat comes after its hold,
+    // which makes it look anew.
+    return this.deps.receipts.across(now, () => this.moveOntoTarget(src, dst, srcStat, ifExists, busy), () => dst.stat());
+  }
+
+  /** moveOnto's act, the source looked at again. */
+  private async moveOntoTarget(src: Location, dst: Location, srcStat: NodeStat, ifExists: IfExists, busy: NamesBusy): Promise<Replaced | 'unknown' | null> {
     // The target looked at through a hold, and measured through it across the rename (see dropThrough).
     const held = await dst.hold();
     try {
@@ -1437,8 +1444,11 @@ export class Session implements LiveSession {
               throw new SluiceError('failure', 'File changed while it was linked; try again', 'another file took the source name after the look');
             }
             // Counted once made: a link that goes again is taken off by the unlink that removes it.
-            await addName(this.ledger, () => dst.link(src));
-            await linkedAsLocked(this.ledger, dst, st);
+            const linked = async () => {
+              await addName(this.ledger, () => dst.link(src));
+              await linkedAsLocked(this.ledger, dst, st);
+            };
+            await this.deps.receipts.across(now, linked, () => src.stat());
           });
         }),
       );
@@ -1732,7 +1742,7 @@ function refusal(why: UploadRefusal): SluiceError {
 
 /** The SHA-256 the server already holds for a file as it is (a whole upload's receipt), never read for it. */
 function knownSha(receipts: UploadReceipts, st: NodeStat): { sha256?: string } {
-  const sha256 = st.type === 'file' ? receipts.lookup(nodeKey(st), st.size, st.ctimeMs) : null;
+  const sha256 = receipts.of(st);
   return sha256 === null ? {} : { sha256 };
 }
 

@@ -10,7 +10,7 @@ import { SequenceHash } from './sequence-hash.js';
 import { PacedReads } from './paced-reads.js';
 import { ReadBack, type ReadBackOptions } from './read-back.js';
 import { Sha256Stream } from './offloaded-sha256.js';
-import { hashRange, type Checksum, type ChecksumRange, type HashAlgorithm, type Pace } from './checksum.js';
+import { hashRange, unchangedSince, type Checksum, type ChecksumRange, type HashAlgorithm, type Pace } from './checksum.js';
 import { replacedThrough } from './replaced.js';
 import type { TransferRecord } from './transfer-record.js';
 import { inPlaceFence } from './fence.js';
@@ -41,14 +41,11 @@ function movedTo(loc: Location, dirNow: string | null | undefined): string | nul
 /**
  * The staged file `st` as its name now shows it, after its rename; undefined
  * if the name holds another file already, or the file changed since it was
- * measured (a write in place between the rename and this look would
- * otherwise lend its ctime to the upload's hash, unless it also set the
- * mtime back within that instant).
+ * measured (see unchangedSince).
  */
 async function receiptNode(loc: Location, st: NodeStat): Promise<TransferRecord['node']> {
   const now = await loc.stat().catch(() => null);
-  const same = now !== null && now.dev === st.dev && now.ino === st.ino && now.size === st.size && now.mtime.getTime() === st.mtime.getTime();
-  return same ? { key: nodeKey(now), ctimeMs: now.ctimeMs } : undefined;
+  return now !== null && unchangedSince(st, now) ? { key: nodeKey(now), ctimeMs: now.ctimeMs } : undefined;
 }
 
 /** How the shared layer treats a transfer beyond its bytes. */
