@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { linkSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -28,7 +28,7 @@ async function recordOf(srv: TestServer, event: string, key: string, value: stri
  * Found by a review: a rename or an upload that replaced a file said nothing of it, so a file
  * destroyed that way left no trace unless one replayed every earlier record.
  */
-describe('audit: a record says what a rename or an upload replaced', () => {
+describe('audit: a record says what a rename or an upload replaced, or a delete removed', () => {
   let srv: TestServer;
   let home: string;
   before(async () => {
@@ -86,6 +86,27 @@ describe('audit: a record says what a rename or an upload replaced', () => {
     assert.equal(inPlace?.was, 11);
     assert.ok(!('replaced' in (inPlace ?? {})), JSON.stringify(inPlace));
     assert.equal(readFileSync(join(home, 'inplace.txt'), 'utf8'), 'ineven byte');
+  });
+
+  it('FTP DELE and SFTP REMOVE: removed with its size, and the links it keeps', async () => {
+    writeFileSync(join(home, 'gone.txt'), 'six b!');
+    writeFileSync(join(home, 'linked.txt'), 'five!');
+    linkSync(join(home, 'linked.txt'), join(home, 'other-name.txt'));
+    const c = await ftp(srv);
+    try {
+      await c.remove('/gone.txt');
+    } finally {
+      c.close();
+    }
+    const conn = await sshConnect({ port: srv.sftpPort, username: 'eve', password: 'eve password' });
+    try {
+      const sftp = await sftpOf(conn);
+      await call((cb) => sftp.unlink('/linked.txt', cb));
+    } finally {
+      conn.end();
+    }
+    assert.deepEqual((await recordOf(srv, 'delete', 'path', '/gone.txt'))?.removed, { size: 6 });
+    assert.deepEqual((await recordOf(srv, 'delete', 'path', '/linked.txt'))?.removed, { size: 5, links: 1 });
   });
 
   it('SCP over a file: replaced with its size', async () => {

@@ -91,6 +91,20 @@ for (const workers of ['1', '2']) {
       assert.deepEqual((await recordOf(srv, 'rename', 'to', '/g.bin'))?.replaced, { size: first.length, sha256: sha256(first) });
     });
 
+    it('FTP: STOR d.filepart, RNFR/RNTO d, DELE d: the removal records the sha256 of what it removed', async () => {
+      const first = randomBytes(BIG);
+      const c = new Client(20_000);
+      try {
+        await c.access({ host: '127.0.0.1', port: srv.ftpPort, user: 'eve', password: 'eve password' });
+        await c.uploadFrom(Readable.from([first]), '/d.bin.filepart');
+        await c.rename('/d.bin.filepart', '/d.bin');
+        await c.remove('/d.bin');
+      } finally {
+        c.close();
+      }
+      assert.deepEqual((await recordOf(srv, 'delete', 'path', '/d.bin'))?.removed, { size: first.length, sha256: sha256(first) });
+    });
+
     it('SFTP hardlink@openssh.com: an upload over one of the names records the sha256 of what it replaced', async () => {
       const first = randomBytes(BIG);
       const conn = await sshConnect({ port: srv.sftpPort, username: 'eve', password: 'eve password' });

@@ -81,7 +81,9 @@ export type AuditEvent =
       /** A scanned upload's (uploads.scan, user set --scan): clamd said clean, found malware, or gave no verdict; none: not scanned. */
       scan?: 'clean' | 'infected' | 'unscanned';
     }
-  | { event: 'delete' | 'mkdir' | 'rmdir'; path: string }
+  /** `removed`: the node the delete took the name of, measured as a rename's `replaced` (see Replaced). */
+  | { event: 'delete'; path: string; removed?: Replaced }
+  | { event: 'mkdir' | 'rmdir'; path: string }
   /** `replaced`: the node the rename took the name of (see Replaced). */
   | { event: 'rename'; from: string; to: string; replaced?: Replaced; replaced_unknown?: ReplacedUnknown }
   | { event: 'chmod'; path: string; mode: string }

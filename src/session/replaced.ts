@@ -3,7 +3,7 @@ import type { NodeStat } from './storage/storage.js';
 
 /**
  * What an act that takes a name (a rename over it, an upload put in its
- * place) replaced, from the node held when the name was looked at: `before`
+ * place) replaced, or a delete removed, from the node held when the name was looked at: `before`
  * its stat then, `after` through the hold once the act is done. Only if that
  * node lost a name did the act replace it. Null otherwise: another request
  * moved or removed it between the look and the act, and what the act

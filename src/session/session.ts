@@ -1134,23 +1134,27 @@ export class Session implements LiveSession {
   remove(clientPath: string): Promise<void> {
     return this.acting(async () => {
       const path = this.resolve(clientPath);
+      let removed: Replaced | null = null;
       await this.change('delete', path, false, async (loc) => {
         this.requireNoOverride(loc.virtualPath);
         // Looked at through a hold, and measured through it across the unlink (see dropThrough); again if the name changed meanwhile.
-        await lookingAgain(async () => {
+        removed = await lookingAgain(async () => {
           const held = await loc.hold();
           if (!held) throw new SluiceError('not-found');
           try {
             const st = await held.stat();
             if (st.type === 'dir') throw new SluiceError('is-a-directory');
-            const { gone } = await dropThrough(this.ledger, st, held, () => loc.stat(), () => loc.unlink());
+            const { gone, before, after } = await dropThrough(this.ledger, st, held, () => loc.stat(), () => loc.unlink());
             this.ledger.freed(nodeKey(st), gone.bytes, gone.names);
+            // Its hash only if already known (a whole upload's receipt) for the file as the lock found it just
+            // before the unlink: never read for it.
+            return replacedThrough(before, after, knownSha(this.deps.receipts, before).sha256 ?? null);
           } finally {
             void held.close().catch(() => undefined);
           }
         });
       });
-      this.audit({ event: 'delete', path });
+      this.audit({ event: 'delete', path, ...(removed === null ? {} : { removed }) });
     });
   }
 
