@@ -11,6 +11,10 @@ import type { NodeStat } from './storage/storage.js';
  * without a race; the record says so (replaced_unknown). `known`: the SHA-256
  * the server already holds for `before` (an upload's receipt), kept only while
  * size and mtime say the bytes did not change between the look and the act.
+ * For `before` itself, the look under the node's lock, never an earlier one:
+ * a write in place between that one and the lock went unseen, and the record
+ * claimed an upload's hash for bytes the file no longer held (found while
+ * carrying receipts across renames; test/receipt-window).
  */
 export function replacedThrough(before: NodeStat, after: NodeStat, known: string | null): Replaced | null {
   if (after.nlink >= before.nlink) return null;

@@ -1146,9 +1146,8 @@ export class Session implements LiveSession {
             if (st.type === 'dir') throw new SluiceError('is-a-directory');
             const { gone, before, after } = await dropThrough(this.ledger, st, held, () => loc.stat(), () => loc.unlink());
             this.ledger.freed(nodeKey(st), gone.bytes, gone.names);
-            // Its hash only if already known (a whole upload's receipt) for the file as the lock found it just
-            // before the unlink: never read for it.
-            return replacedThrough(before, after, knownSha(this.deps.receipts, before).sha256 ?? null);
+            // Its hash only if already known (a whole upload's receipt): the file is never read for it.
+            return replacedThrough(before, after, this.deps.receipts.of(before));
           } finally {
             void held.close().catch(() => undefined);
           }
@@ -1248,13 +1247,12 @@ export class Session implements LiveSession {
         await src.renameTo(dst);
         return null;
       }
-      // Its hash only if already known (a whole upload's receipt): the file is never read for it.
-      const known = knownSha(this.deps.receipts, dstStat).sha256 ?? null;
       const { gone, before, after } = await dropThrough(this.ledger, dstStat, held, () => dst.stat(), () => src.renameTo(dst), busy);
       this.ledger.freed(nodeKey(dstStat), gone.bytes, gone.names);
       // On record as the quota counts it: the file looked at, if it lost its name (found by a review:
-      // a file destroyed by a rename over it left no trace but in the records before).
-      return replacedThrough(before, after, known) ?? 'unknown';
+      // a file destroyed by a rename over it left no trace but in the records before). Its hash only if
+      // already known (a whole upload's receipt): the file is never read for it.
+      return replacedThrough(before, after, this.deps.receipts.of(before)) ?? 'unknown';
     } finally {
       void held?.close().catch(() => undefined);
     }

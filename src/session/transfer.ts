@@ -1019,8 +1019,6 @@ export class Upload extends Transfer {
       if (now !== null && !mayReplace) throw this.nameTaken();
       const expected = now ? freedBytes(now) : 0;
       await this.ledger.checkCommit(this.reserved, written, expected, now === null && !this.target.holdsFile);
-      // Its hash only if already known (a whole upload's receipt): the old file is never read for it.
-      const known = now ? this.uploadOptions.knownSha256(now) : null;
       // With a quota, a name free at the look is taken without replacing: a file another upload's end put
       // there since, which rename(2) would replace unmeasured (a name and its bytes left on the usage), is
       // looked at again and replaced through its lock, where the upload may replace it. Without one, no
@@ -1043,7 +1041,8 @@ export class Upload extends Transfer {
         // On record as the quota counts it: the node looked at, if it lost its name (found by a review: a file
         // replaced by an upload left no trace).
         // The name and the bytes it freed go off the usage apart, once no download holds that file open (see QuotaLedger.freed).
-        return { replaced: replacedThrough(before, after, known) ?? 'unknown', freed: { key: nodeKey(now), ...gone } };
+        // Its hash only if already known (a whole upload's receipt): the old file is never read for it.
+        return { replaced: replacedThrough(before, after, this.uploadOptions.knownSha256(before)) ?? 'unknown', freed: { key: nodeKey(now), ...gone } };
       }
       // Onto a free name by link(2), the staged file has two names for a moment, its hidden one too: a removal
       // that looked at it then counted a name off but not its bytes (not its last name), which went with the
