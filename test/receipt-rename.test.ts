@@ -153,10 +153,7 @@ for (const workers of ['1', '2']) {
  * after it (another worker's, the host's), or another file moved onto the name meanwhile.
  */
 describe('UploadReceipts.across: the receipt follows the act only to the same file, unchanged', () => {
-  const stat = (over: Partial<NodeStat> = {}): NodeStat => ({
-    type: 'file', size: BIG, mode: 0o100644, nlink: 1, uid: 1, gid: 1,
-    mtime: new Date(1_000), atime: new Date(1_000), ctimeMs: 2_000, ino: 7, dev: 3, ...over,
-  });
+  const stat = (over: Partial<NodeStat> = {}): NodeStat => ({ type: 'file', size: BIG, mode: 0o100644, nlink: 1, uid: 1, gid: 1, mtime: new Date(1_000), atime: new Date(1_000), ctimeMs: 2_000, ino: 7, dev: 3, ...over });
   const receipts = (): UploadReceipts => {
     const r = new UploadReceipts();
     r.remember(nodeKey(stat()), BIG, 2_000, 'ab');

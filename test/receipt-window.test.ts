@@ -68,9 +68,14 @@ describe('a file written in place between the look and the lock: no sha256 claim
     return lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.event === event && l[key] === value).at(-1);
   };
 
-  for (const act of ['an upload over it', 'a rename over it', 'a delete'] as const) {
+  /** Each act, and where its record says what it replaced or removed. */
+  const acts = {
+    'an upload over it': { name: 'upload.bin', event: 'upload', key: 'path', field: 'replaced' },
+    'a rename over it': { name: 'rename.bin', event: 'rename', key: 'to', field: 'replaced' },
+    'a delete': { name: 'delete.bin', event: 'delete', key: 'path', field: 'removed' },
+  } as const;
+  for (const [act, { name, event, key, field }] of Object.entries(acts)) {
     it(act, async () => {
-      const name = `${act.split(' ')[1]}.bin`;
       const first = randomBytes(BIG);
       await put(`/${name}`, first);
       const written = writtenAsLocked(name);
@@ -84,10 +89,8 @@ describe('a file written in place between the look and the lock: no sha256 claim
       } finally {
         written();
       }
-      const record =
-        act === 'an upload over it' ? await recordOf('upload', 'path', `/${name}`) : act === 'a rename over it' ? await recordOf('rename', 'to', `/${name}`) : await recordOf('delete', 'path', `/${name}`);
-      const gone = (act === 'a delete' ? record?.removed : record?.replaced) as Record<string, unknown> | undefined;
-      assert.notEqual(gone?.sha256, sha256(first), 'the upload\'s hash, claimed for bytes the file no longer held');
+      const gone = (await recordOf(event, key, `/${name}`))?.[field] as Record<string, unknown> | undefined;
+      assert.notEqual(gone?.sha256, sha256(first), "the upload's hash, claimed for bytes the file no longer held");
       assert.deepEqual(gone, { size: BIG });
     });
   }
