@@ -183,6 +183,8 @@ describe('SFTP codec (pure)', () => {
     assert.equal(statusFor(new SluiceError('not-found')).code, STATUS.NO_SUCH_FILE);
     assert.equal(statusFor(new SluiceError('permission-denied')).code, STATUS.PERMISSION_DENIED);
     assert.equal(statusFor(new SluiceError('unsupported')).code, STATUS.OP_UNSUPPORTED);
+    // As OpenSSH's errno_to_portable() answers ENOTDIR.
+    assert.equal(statusFor(new SluiceError('not-a-directory')).code, STATUS.NO_SUCH_FILE);
   });
 });
 

@@ -6,6 +6,10 @@ export function statusFor(err: SluiceError): { code: StatusCode; message: string
   const message = err.message;
   switch (err.kind) {
     case 'not-found':
+    // As OpenSSH's errno_to_portable() answers ENOTDIR (with ENOENT, ELOOP and EBADF): `f/` of a file, `f/x`,
+    // OPENDIR or RMDIR of a file. FAILURE told clients something went wrong where nothing by that name is there
+    // to act on (OpenSSH's sftp: "Failure" for `put x f/`, where its own server says "No such file").
+    case 'not-a-directory':
       return { code: STATUS.NO_SUCH_FILE, message };
     case 'permission-denied':
       return { code: STATUS.PERMISSION_DENIED, message };
@@ -15,7 +19,6 @@ export function statusFor(err: SluiceError): { code: StatusCode; message: string
     case 'already-exists':
     case 'not-empty':
     case 'invalid-path':
-    case 'not-a-directory':
     case 'is-a-directory':
     case 'no-space':
     case 'rejected':
