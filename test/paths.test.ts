@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { SluiceError } from '../src/session/errors.js';
-import { checkName, isClientName, relativeVirtual, resolveVirtual, visibleLinkTarget } from '../src/session/paths.js';
+import { checkName, isClientName, lookupPath, namesDirectory, relativeVirtual, resolveVirtual, visibleLinkTarget } from '../src/session/paths.js';
 
 describe('resolveVirtual (pure)', () => {
   const cases: [cwd: string, input: string, expected: string][] = [
@@ -62,6 +62,36 @@ describe('resolveVirtual (pure)', () => {
     assert.equal(relativeVirtual('/a/b', '/a/c/d'), '../c/d');
     assert.equal(relativeVirtual('/', '/x'), 'x');
     assert.equal(relativeVirtual('/a', '/a'), '.');
+  });
+});
+
+describe('namesDirectory and lookupPath (pure): a path ending in "/", "." or ".." names a directory', () => {
+  const cases: [input: string, directory: boolean][] = [
+    ['f', false],
+    ['f/', true],
+    ['f//', true],
+    ['f\\', true],
+    ['f/.', true],
+    ['f/..', true],
+    ['a/f', false],
+    ['/a/f/', true],
+    ['.', true],
+    ['..', true],
+    ['', true],
+    ['/', true],
+    ['...', false],
+    ['a/...', false],
+    ['f.', false],
+    ['f..', false],
+    ['.f', false],
+  ];
+  for (const [input, directory] of cases) {
+    it(`${JSON.stringify(input)}: ${directory}`, () => assert.equal(namesDirectory(input), directory));
+  }
+  it('lookupPath ends the clean path in "/" for a directory, the root as it is', () => {
+    assert.equal(lookupPath('/a/f', true), '/a/f/');
+    assert.equal(lookupPath('/a/f', false), '/a/f');
+    assert.equal(lookupPath('/', true), '/');
   });
 });
 

@@ -45,6 +45,28 @@ export function resolveVirtual(cwd: string, input: string, maxBytes = MAX_PATH_B
 }
 
 /**
+ * Pure: does the client path name a directory? It does when it ends in a
+ * separator, `.` or `..`, as POSIX reads `f/`, `f/.` and `f/..`: the final
+ * name must then be a directory. stat("f/") of a file is ENOTDIR, where
+ * OpenSSH's sftp-server and vsftpd hand the path to the kernel, and
+ * open("new/", O_CREAT) makes no file `new`. resolveVirtual drops that ending
+ * with the empty and `.` names, so it is read here, from the client's text:
+ * `RETR f/` downloaded f, `STOR new/` made a file new, and `DELE f/` removed f
+ * (found by a review). The empty path, the working directory, is one too.
+ */
+export function namesDirectory(input: string): boolean {
+  return /(^|[/\\])\.{0,2}$/.test(input);
+}
+
+/**
+ * The form Storage.resolve takes of a clean virtual path `path`: with a final
+ * `/` where the client named a directory (namesDirectory).
+ */
+export function lookupPath(path: string, directory: boolean): string {
+  return directory && path !== '/' ? path + '/' : path;
+}
+
+/**
  * One name as a client gives it: resolveVirtual checks every component with
  * it, and operations that create a name check the final one. Refusing the
  * characters of unsafe-chars.ts (C0, DEL, C1, U+2028/U+2029, bidi controls

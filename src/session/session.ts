@@ -8,7 +8,9 @@ import { linkInfo, toFileInfo, type FileInfo } from './file-info.js';
 import type { LiveConnection, LiveRegistry, LiveSession } from './live.js';
 import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
-import { checkName, isClientName, parentOf, relativeVirtual, resolveStrict, resolveVirtual, splitVirtual, visibleLinkTarget } from './paths.js';
+import {
+  checkName, isClientName, lookupPath, namesDirectory, parentOf, relativeVirtual, resolveStrict, resolveVirtual, splitVirtual, visibleLinkTarget,
+} from './paths.js';
 import { allows, carriesOverride, narrows, permissionsAt, seesNames, type Permission, type PermissionRules } from './permissions.js';
 import { addName, dropThrough, lookingAgain, moveUnderLock, NameChanged, outsideInPlaceWrites, removeDirectory, type Ledger, type Ledgers, type NamesBusy } from './quota.js';
 import type { RateLimit } from './rate-limit.js';
@@ -108,6 +110,17 @@ export interface ReadOptions {
 
 /** What a rename does when the target name exists. */
 export type IfExists = 'replace' | 'fail';
+
+/**
+ * A client path as an operation takes it: `path`, clean (rights, records,
+ * replies), and `at`, the form the storage resolves (Storage.resolve), which
+ * ends in `/` where the client named a directory (paths.ts namesDirectory).
+ */
+interface Named {
+  readonly path: string;
+  readonly at: string;
+  readonly directory: boolean;
+}
 
 /** Files at the other end of server-side copies that one transfer's audit record names; more are counted. */
 const MAX_COPY_PATHS = 16;
@@ -245,6 +258,21 @@ export class Session implements LiveSession {
   /** Clean virtual path of a client path, relative to the cwd. */
   resolve(clientPath: string): string {
     return resolveVirtual(this.cwd, clientPath, this.storage.maxPathBytes);
+  }
+
+  /**
+   * A client path made absolute, for a request that names it again later,
+   * whatever the working directory is by then (FTP's RNFR, for its RNTO): it
+   * names what this one does, a directory included (see Named).
+   */
+  absolute(clientPath: string): string {
+    return this.named(clientPath).at;
+  }
+
+  private named(clientPath: string): Named {
+    const path = this.resolve(clientPath);
+    const directory = namesDirectory(clientPath);
+    return { path, at: lookupPath(path, directory), directory };
   }
 
   audit(event: AuditEvent): void {
@@ -412,8 +440,9 @@ export class Session implements LiveSession {
    * directories alike, so a probe gets one answer whatever is there.
    */
   stat(clientPath: string, follow = true): Promise<FileInfo> {
-    const path = this.resolve(clientPath);
-    return this.namedOrStaged(path, () => this.statNamed(path, follow), (upload) => upload.info());
+    const { path, at, directory } = this.named(clientPath);
+    // A symlink named as a directory is followed, as lstat("l/") follows it: `ls l/` in OpenSSH's sftp looks so.
+    return this.namedOrStaged(at, () => this.statNamed(path, at, follow || directory), (upload) => upload.info());
   }
 
   /**
@@ -424,7 +453,8 @@ export class Session implements LiveSession {
    * sets its times by name (touch, cp -p) while it is open: a name not found
    * failed `cp` into a mount for every file. Only where the name was looked at
    * and is not there: what other sessions see of an upload under way stays
-   * nothing, as atomic uploads promise.
+   * nothing, as atomic uploads promise. `path` as the storage takes it: one
+   * named as a directory's (ending in `/`) is no upload's, which is a file.
    */
   private async namedOrStaged<T>(path: string, named: () => Promise<T>, staged: (upload: Upload) => Promise<T>): Promise<T> {
     // As the request came: its commit may have ended, and the upload left this session, by the time the look
@@ -474,9 +504,9 @@ export class Session implements LiveSession {
     return null;
   }
 
-  private statNamed(path: string, follow: boolean): Promise<FileInfo> {
+  private statNamed(path: string, at: string, follow: boolean): Promise<FileInfo> {
     return this.guard('stat', path, () =>
-      this.within(path, follow, 'look', async (loc) => {
+      this.within(at, follow, 'look', async (loc) => {
         const st = await loc.stat();
         if (!st) throw new SluiceError('not-found');
         const info = toFileInfo(loc.isRoot ? '/' : loc.name, st);
@@ -559,9 +589,9 @@ export class Session implements LiveSession {
 
   /** A link's target as the user sees it: a path in this home, never a name above it. */
   async readlink(clientPath: string): Promise<string> {
-    const path = this.resolve(clientPath);
+    const { path, at } = this.named(clientPath);
     return this.guard('readlink', path, () =>
-      this.within(path, false, 'look', async (loc) => {
+      this.within(at, false, 'look', async (loc) => {
         // The home's own path is a magic link to its real path.
         if (loc.isRoot) throw new SluiceError('invalid-path');
         this.require('list', parentOf(loc.virtualPath));
@@ -580,9 +610,10 @@ export class Session implements LiveSession {
 
   private async openReadNow(clientPath: string, options: ReadOptions): Promise<Download> {
     this.startable();
-    const path = this.resolve(clientPath);
+    const named = this.named(clientPath);
+    const { path } = named;
     const offset = options.offset ?? 0;
-    const download: Download = await this.readable('download', path, true, async (file, st, dir) => {
+    const download: Download = await this.readable('download', named, true, async (file, st, dir) => {
       if (offset < 0 || offset > st.size) throw new SluiceError('invalid-path', 'Offset beyond end of file');
       // The file's bytes stay on the disk while it is open, whatever becomes of its names: the quota counts them so
       // (readable registered it; the download lets go when it ends).
@@ -606,9 +637,9 @@ export class Session implements LiveSession {
    * lets go: doneReading). The quota's ledger knows it open (reading) before
    * `use` runs: its bytes stay on the disk whatever becomes of its names.
    */
-  private readable<T>(operation: string, path: string, keep: boolean, use: (file: OpenFile, st: NodeStat, dir: string) => Promise<T>): Promise<T> {
+  private readable<T>(operation: string, { path, at }: Named, keep: boolean, use: (file: OpenFile, st: NodeStat, dir: string) => Promise<T>): Promise<T> {
     return this.guard(operation, path, async () =>
-      this.at(await this.storage.resolveForRead(this.checked('download', parentOf(path), path), this.unseen), 'look', async (loc) => {
+      this.at(await this.storage.resolveForRead(this.checked('download', parentOf(path), at), this.unseen), 'look', async (loc) => {
         const dir = parentOf(loc.virtualPath);
         this.require('download', dir);
         const file = await loc.openRead();
@@ -655,9 +686,9 @@ export class Session implements LiveSession {
 
   private async openWriteNow(clientPath: string, options: WriteOptions): Promise<Upload> {
     this.startable();
-    const path = this.resolve(clientPath);
+    const { path, at } = this.named(clientPath);
     const loc = await this.guard('upload', path, () =>
-      this.storage.resolve(this.checked('upload', parentOf(path), path), true, this.unseen),
+      this.storage.resolve(this.checked('upload', parentOf(path), at), true, this.unseen),
     );
     let upload: Upload;
     try {
@@ -1064,11 +1095,11 @@ export class Session implements LiveSession {
       );
     }
     // Resolved now: the working directory may change while it waits its turn.
-    const path = this.resolve(target);
+    const named = this.named(target);
     return this.checksums.run(async (pace) =>
       this.checksummed(
-        path,
-        await this.readable('checksum', path, false, async (file, st) => {
+        named.path,
+        await this.readable('checksum', named, false, async (file, st) => {
           const whole = range.offset === 0 && range.length === 0 && range.blockSize === 0;
           const known = whole && algorithm === 'sha256' ? this.deps.receipts.lookup(nodeKey(st), st.size, st.ctimeMs) : null;
           if (known) return { algorithm, offset: 0, end: st.size, digests: [Buffer.from(known, 'hex')], fromRecord: true };
@@ -1092,8 +1123,9 @@ export class Session implements LiveSession {
 
   mkdir(clientPath: string): Promise<string> {
     return this.acting(async () => {
+      // A directory is all it makes: named as one or not, the same (mkdir("f/") of a file is EEXIST, as mkdir("f")).
       const path = this.resolve(clientPath);
-      await this.change('mkdir', path, false, async (loc) => {
+      await this.change('mkdir', { path, at: path, directory: false }, false, async (loc) => {
         if (loc.isRoot) throw new SluiceError('already-exists');
         checkName(loc.name);
         await addName(this.ledger, () => loc.mkdir());
@@ -1105,8 +1137,9 @@ export class Session implements LiveSession {
 
   rmdir(clientPath: string): Promise<void> {
     return this.acting(async () => {
-      const path = this.resolve(clientPath);
-      await this.change('rmdir', path, false, async (loc) => {
+      const named = this.named(clientPath);
+      const { path } = named;
+      await this.change('rmdir', named, false, async (loc) => {
         // The working directory may go, as rmdir(2) and vsftpd let it: what is named from there afterwards is not found.
         // GNOME's gvfs changes into a directory to learn that it is one, and removes it from there: refused, a folder
         // deleted in GNOME Files over FTP failed, recorded as denied for a permission the user had (found by a run).
@@ -1133,9 +1166,10 @@ export class Session implements LiveSession {
 
   remove(clientPath: string): Promise<void> {
     return this.acting(async () => {
-      const path = this.resolve(clientPath);
+      const named = this.named(clientPath);
+      const { path } = named;
       let removed: Replaced | null = null;
-      await this.change('delete', path, false, async (loc) => {
+      await this.change('delete', named, false, async (loc) => {
         this.requireNoOverride(loc.virtualPath);
         // Looked at through a hold, and measured through it across the unlink (see dropThrough); again if the name changed meanwhile.
         removed = await lookingAgain(async () => {
@@ -1165,12 +1199,12 @@ export class Session implements LiveSession {
    */
   rename(fromClient: string, toClient: string, ifExists: IfExists): Promise<void> {
     return this.acting(async () => {
-      const from = this.resolve(fromClient);
-      const to = this.resolve(toClient);
+      const { path: from, at: fromAt } = this.named(fromClient);
+      const { path: to, at: toAt } = this.named(toClient);
       let replaced: Replaced | 'unknown' | null = null;
       await this.guard('rename', from, () =>
-        this.within(this.checked('rename', parentOf(from), from), false, 'change', (src) =>
-          this.within(this.checked('rename', parentOf(to), to), false, 'change', async (dst) => {
+        this.within(this.checked('rename', parentOf(from), fromAt), false, 'change', (src) =>
+          this.within(this.checked('rename', parentOf(to), toAt), false, 'change', async (dst) => {
             if (src.isRoot || dst.isRoot) throw new SluiceError('permission-denied', undefined, 'the home itself');
             checkName(dst.name);
             const srcDir = parentOf(src.virtualPath);
@@ -1295,12 +1329,13 @@ export class Session implements LiveSession {
    * follows, changed the target of a symlink swapped in between).
    */
   async chmod(clientPath: string, mode: number, follow = true): Promise<void> {
-    const path = this.resolve(clientPath);
+    const named = this.named(clientPath);
+    const { path } = named;
     return this.namedOrStaged(
-      path,
+      named.at,
       () =>
         this.acting(async () => {
-          await this.change('chmod', path, follow, (loc) => {
+          await this.change('chmod', named, follow, (loc) => {
             this.requireOwnMode(loc.virtualPath);
             return loc.chmod(mode & 0o777);
           });
@@ -1319,12 +1354,13 @@ export class Session implements LiveSession {
    * `follow`: see chmod.
    */
   async setTimes(clientPath: string, mtime: Date, atime?: Date, follow = true): Promise<Date> {
-    const path = this.resolve(clientPath);
+    const named = this.named(clientPath);
+    const { path } = named;
     return this.namedOrStaged(
-      path,
+      named.at,
       () =>
         this.acting(async () => {
-          const kept = await this.change('chtimes', path, follow, (loc) => loc.setTimes(mtime, atime));
+          const kept = await this.change('chtimes', named, follow, (loc) => loc.setTimes(mtime, atime));
           this.audit({ event: 'chtimes', path });
           return kept;
         }),
@@ -1341,11 +1377,12 @@ export class Session implements LiveSession {
    * FSETSTAT (truncate(2) of a file still open for writing, over sshfs).
    */
   truncate(clientPath: string, size: number, follow = true): Promise<void> {
-    const path = this.resolve(clientPath);
-    return this.namedOrStaged(path, () => this.truncateNamed(path, size, follow), (upload) => this.changeOpenFile(upload, { size }));
+    const named = this.named(clientPath);
+    return this.namedOrStaged(named.at, () => this.truncateNamed(named, size, follow), (upload) => this.changeOpenFile(upload, { size }));
   }
 
-  private truncateNamed(path: string, size: number, follow: boolean): Promise<void> {
+  private truncateNamed(named: Named, size: number, follow: boolean): Promise<void> {
+    const { path } = named;
     return this.acting(async () => {
       // Where uploads are scanned, as an in-place write is refused (scan-needs-whole): a file scanned whole
       // and clean, cut back to the bytes before its padding, was malware under its name, never scanned
@@ -1354,7 +1391,7 @@ export class Session implements LiveSession {
         throw new SluiceError('unsupported', 'Files are scanned here: a size may not be changed in place, send the whole file');
       }
       let was = 0;
-      await this.change('overwrite', path, follow, async (loc) => {
+      await this.change('overwrite', named, follow, async (loc) => {
         const file = await loc.openWrite({ create: false, truncate: false, append: false, read: false });
         try {
           const looked = await file.stat();
@@ -1400,14 +1437,17 @@ export class Session implements LiveSession {
    */
   symlink(targetClient: string, linkClient: string): Promise<void> {
     return this.acting(async () => {
-      const link = this.resolve(linkClient);
+      const named = this.named(linkClient);
+      const link = named.path;
       // Bounded as every client path is (resolve): a target no path may reach is no place to link to.
       const target = resolveStrict(parentOf(link), targetClient, this.storage.maxPathBytes);
-      await this.change('symlink', link, false, async (loc) => {
+      await this.change('symlink', named, false, async (loc) => {
         if (loc.isRoot) throw new SluiceError('already-exists');
         checkName(loc.name);
         this.requireNoOverride(loc.virtualPath);
-        await addName(this.ledger, () => loc.symlink(relativeVirtual(parentOf(loc.virtualPath), target)));
+        // A target named as a directory stays one: the link leads to a file no more than the path did.
+        const text = relativeVirtual(parentOf(loc.virtualPath), target);
+        await addName(this.ledger, () => loc.symlink(namesDirectory(targetClient) && !namesDirectory(text) ? `${text}/` : text));
       });
       this.audit({ event: 'symlink', path: link, target });
     });
@@ -1421,10 +1461,11 @@ export class Session implements LiveSession {
    */
   hardlink(targetClient: string, linkClient: string): Promise<void> {
     return this.acting(async () => {
-      const target = this.resolve(targetClient);
-      const link = this.resolve(linkClient);
-      await this.change('symlink', link, false, (dst) =>
-        this.within(this.checked('download', parentOf(target), target), false, 'look', async (src) => {
+      const { path: target, at: targetAt } = this.named(targetClient);
+      const named = this.named(linkClient);
+      const link = named.path;
+      await this.change('symlink', named, false, (dst) =>
+        this.within(this.checked('download', parentOf(target), targetAt), false, 'look', async (src) => {
           checkName(dst.name);
           this.requireNoOverride(dst.virtualPath);
           this.require('download', parentOf(src.virtualPath));
@@ -1480,9 +1521,9 @@ export class Session implements LiveSession {
 
   private storageSpace(where: string | Upload | Download | DirectoryListing): Promise<StorageSpace> {
     if (typeof where !== 'string') return this.guard('statfs', where.path, () => where.space());
-    const path = this.resolve(where);
+    const { path, at } = this.named(where);
     // A file this session is uploading atomically is looked at through its handle (statvfs(2) of a file still open for writing, over sshfs).
-    return this.namedOrStaged(path, () => this.guard('statfs', path, () => this.within(path, true, 'look', (loc) => loc.space())), (upload) => this.storageSpace(upload));
+    return this.namedOrStaged(at, () => this.guard('statfs', path, () => this.within(at, true, 'look', (loc) => loc.space())), (upload) => this.storageSpace(upload));
   }
 
   // --- shared plumbing ------------------------------------------------------
@@ -1490,12 +1531,12 @@ export class Session implements LiveSession {
   /** Check `permission` on the directory holding `path`, resolve, act. */
   private change<T = void>(
     permission: Permission,
-    path: string,
+    { path, at }: Named,
     follow: boolean,
     act: (loc: Location) => Promise<T>,
   ): Promise<T> {
     return this.guard(permission, path, () =>
-      this.within(this.checked(permission, parentOf(path), path), follow, 'change', async (loc) => {
+      this.within(this.checked(permission, parentOf(path), at), follow, 'change', async (loc) => {
         this.require(permission, parentOf(loc.virtualPath));
         await inPlace(loc);
         return act(loc);

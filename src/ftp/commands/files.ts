@@ -44,7 +44,7 @@ export const files = {
     async run(c, arg, s) {
       c.renameFrom = null;
       await s.stat(arg, false);
-      c.renameFrom = s.resolve(arg);
+      c.renameFrom = s.absolute(arg);
       c.reply(Code.PendingInfo, 'Ready for RNTO.');
     },
   },

@@ -53,8 +53,10 @@ export const listing = {
     help: 'MLST [path]',
     feat: (c) => `MLST ${factList(c.mlstFacts, true)}`,
     async run(c, arg, s) {
-      const path = s.resolve(arg === '' ? '.' : arg);
-      const info = await s.stat(path);
+      const asked = arg === '' ? '.' : arg;
+      const path = s.resolve(asked);
+      // By the path as given: resolved, `f/` lost the final `/` that says a directory is meant.
+      const info = await s.stat(asked);
       const perms = s.permissionsIn(info.type === 'dir' ? path : parentOf(path));
       c.reply(Code.FileActionOk, `Listing ${path}`, ' ' + mlsxLine(info, perms, c.mlstFacts, path), 'End.');
     },

@@ -148,14 +148,28 @@ interface FinalFound {
 const NO_SIDE_EFFECTS = C.O_NOCTTY | C.O_NONBLOCK;
 const READ_FLAGS = C.O_RDONLY | NO_SIDE_EFFECTS | C.O_NOFOLLOW;
 
-async function lookFinal(dir: FileHandle, name: string, look: FinalLook): Promise<FinalFound> {
+/**
+ * `directory`: the name was given as a directory's (Storage.resolve), or a
+ * link's text led to it so: what is there must be one, a symlink only where
+ * the look follows it. Told by the lstat a look makes anyway; without a look
+ * ('none'), by one made for it; instead of an open for reading, which
+ * O_DIRECTORY would refuse for a final symlink (O_NOFOLLOW) as for a file,
+ * ENOTDIR alike: what is named so is never read.
+ */
+async function lookFinal(dir: FileHandle, name: string, look: FinalLook, directory: boolean): Promise<FinalFound> {
   const path = procPath(dir.fd, name);
-  switch (look) {
-    case 'none':
-      return { symlink: false };
+  switch (directory && look === 'read' ? 'lstat' : look) {
+    case 'none': {
+      if (!directory) return { symlink: false };
+      const st = await lstatOrNull(path);
+      if (st && !st.isDirectory()) throw notADirectory();
+      return { st, symlink: false };
+    }
     case 'lstat': {
       const st = await lstatOrNull(path);
-      return { st, symlink: st?.isSymbolicLink() ?? false };
+      const symlink = st?.isSymbolicLink() ?? false;
+      if (directory && st && !symlink && !st.isDirectory()) throw notADirectory();
+      return { st, symlink };
     }
     case 'read':
       try {
@@ -165,6 +179,11 @@ async function lookFinal(dir: FileHandle, name: string, look: FinalLook): Promis
         return errnoCode(err) === 'ELOOP' ? { symlink: true } : { symlink: false };
       }
   }
+}
+
+/** A name given as a directory's that is none, or under which something else would be made. */
+function notADirectory(): SluiceError {
+  return new SluiceError('not-a-directory', undefined, 'the path names a directory (it ends in "/")');
 }
 
 class LocalFile implements OpenFile {
@@ -349,8 +368,15 @@ class LocalLocation implements Location {
     readonly virtualPath: string,
     readonly blind: boolean,
     /** What resolve's look at the final name found: the first stat() or openRead() takes it. */
-    private found: FinalFound = { symlink: false },
+    private found: FinalFound,
+    /** The name was given as a directory's: only a directory is made under it (see Storage.resolve). */
+    private readonly directory: boolean,
   ) {}
+
+  /** Before anything but a directory is made under the name. */
+  private makesNoDirectory(): void {
+    if (this.directory) throw notADirectory();
+  }
 
   get isRoot(): boolean {
     return this.name === '';
@@ -401,12 +427,14 @@ class LocalLocation implements Location {
   async openWrite(mode: WriteMode): Promise<OpenFile> {
     // As for reads (NO_SIDE_EFFECTS): an open for writing of a FIFO without a reader would otherwise hold a pool thread.
     let flags = (mode.read ? C.O_RDWR : C.O_WRONLY) | NO_SIDE_EFFECTS | (mode.append ? C.O_APPEND : 0);
+    if (mode.create) this.makesNoDirectory();
     if (mode.create) flags |= C.O_CREAT | C.O_EXCL;
     else if (mode.truncate) flags |= C.O_TRUNC;
     return new LocalFile(await this.open(flags));
   }
 
   async stage(mode: number | null): Promise<StagedFile> {
+    this.makesNoDirectory();
     const temp = procPath(this.dir.fd, UPLOAD_TEMP_PREFIX + randomBytes(9).toString('base64url'));
     // Read as well as written: a scanned upload is read back before it takes its name (session/scanning.ts).
     const file = new LocalFile(await sys(fsp.open(temp, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644)));
@@ -451,7 +479,8 @@ class LocalLocation implements Location {
     return sys(fsp.unlink(this.path));
   }
 
-  symlink(text: string): Promise<void> {
+  async symlink(text: string): Promise<void> {
+    this.makesNoDirectory();
     return sys(fsp.symlink(text, this.path));
   }
 
@@ -459,7 +488,8 @@ class LocalLocation implements Location {
     return this.storage.linkText(await sys(fsp.readlink(this.path)));
   }
 
-  link(existing: Location): Promise<void> {
+  async link(existing: Location): Promise<void> {
+    this.makesNoDirectory();
     return sys(fsp.link(this.storage.own(existing).path, this.path));
   }
 
@@ -470,7 +500,9 @@ class LocalLocation implements Location {
   async moveNoReplace(target: Location, moved: { dev: number; ino: number }): Promise<boolean> {
     // Node has no renameat2(RENAME_NOREPLACE): link(2) never replaces (and never follows a final
     // symlink, so a symlink moves as itself), then the old name goes, as a staged upload takes its name.
-    const to = this.storage.own(target).path;
+    const own = this.storage.own(target);
+    own.makesNoDirectory();
+    const to = own.path;
     try {
       await fsp.link(this.path, to);
     } catch (err) {
@@ -750,6 +782,7 @@ export class LocalStorage implements Storage {
   private async find(virtualPath: string, look: FinalLook, unseen?: (dir: string, name: string) => boolean): Promise<Location> {
     if (this.closed) throw sessionClosed();
     const parts = splitVirtual(virtualPath);
+    const directory = parts.length > 0 && virtualPath.endsWith('/');
     const blindAt = (dirs: readonly string[], name: string) => unseen?.('/' + dirs.join('/'), name) ?? false;
     let home: FileHandle;
     try {
@@ -757,13 +790,13 @@ export class LocalStorage implements Storage {
     } catch (err) {
       throw fromErrno(err);
     }
-    const kept = await this.keptPrefix(home, parts, look);
+    const kept = await this.keptPrefix(home, parts, look, directory);
     if (kept && 'location' in kept) {
       let blind = false;
       for (let i = 0; i < parts.length; i++) blind ||= blindAt(parts.slice(0, i), parts[i] as string);
       const { fh, found } = kept.location;
       void this.letGo(home);
-      return new LocalLocation(this, fh, parts[parts.length - 1] as string, '/' + parts.join('/'), blind, found);
+      return new LocalLocation(this, fh, parts[parts.length - 1] as string, '/' + parts.join('/'), blind, found, directory);
     }
     let done: () => void;
     try {
@@ -776,7 +809,7 @@ export class LocalStorage implements Storage {
       throw err;
     }
     try {
-      return await this.walk(home, kept?.links ?? [], parts, look, blindAt);
+      return await this.walk(home, kept?.links ?? [], parts, look, directory, blindAt);
     } finally {
       done();
     }
@@ -793,6 +826,7 @@ export class LocalStorage implements Storage {
     home: FileHandle,
     parts: readonly string[],
     look: FinalLook,
+    directory: boolean,
   ): Promise<{ links: ChainLink[] } | { location: { fh: FileHandle; found: FinalFound } } | null> {
     if (parts.includes('.') || parts.includes('..')) return null;
     const dirs = parts.slice(0, -1);
@@ -803,7 +837,7 @@ export class LocalStorage implements Storage {
     const top = parents[parents.length - 1] as FileHandle;
     const whole = links.length === dirs.length;
     // Opened (look: read) in the same step as the checks, but returned, and so read, only once they pass.
-    const final = whole ? lookFinal(top, parts[parts.length - 1] as string, look) : undefined;
+    const final = whole ? lookFinal(top, parts[parts.length - 1] as string, look, directory) : undefined;
     const checks = links.map(async (l, i) => {
       const [now, was] = await Promise.all([lstatOrNull(procPath((parents[i] as FileHandle).fd, l.name)), l.identity]);
       // The same directory, and with the same access: a fresh walk opens each directory for
@@ -851,9 +885,12 @@ export class LocalStorage implements Storage {
     links: ChainLink[],
     parts: string[],
     look: FinalLook,
+    named: boolean,
     blindAt: (dirs: readonly string[], name: string) => boolean,
   ): Promise<Location> {
     const pending = parts.slice(links.length);
+    /** The final name must be a directory: named so, or reached through a link whose text ends in `/`. */
+    let directory = named;
     // dirs[i] is the directory names[0..i] names, open or (null) let go; the home is below them all.
     const dirs: (FileHandle | null)[] = links.map((l) => l.fh);
     const names: string[] = links.map((l) => l.name);
@@ -900,10 +937,10 @@ export class LocalStorage implements Storage {
       const open = [home, ...dirs].filter((h): h is FileHandle => h !== null && h !== keep);
       await Promise.all(open.map((h) => this.letGo(h)));
     };
-    const at = (dir: FileHandle, name: string, path: string, found?: FinalFound) => {
+    const at = (dir: FileHandle, name: string, path: string, found: FinalFound = { symlink: false }) => {
       if (plain && names.length <= MAX_CHAIN) this.keepChain([home, ...(dirs as FileHandle[])], names, links);
       void closeAll(dir);
-      return new LocalLocation(this, dir, name, path, blind, found);
+      return new LocalLocation(this, dir, name, path, blind, found, directory);
     };
     try {
       while (pending.length > 0) {
@@ -921,7 +958,7 @@ export class LocalStorage implements Storage {
         blind ||= blindAt(names, name);
         const child = procPath(top.fd, name);
         if (pending.length === 0) {
-          const found = await lookFinal(top, name, look);
+          const found = await lookFinal(top, name, look, directory);
           if (!found.symlink) return at(top, name, '/' + [...names, name].join('/'), found);
         } else {
           try {
@@ -939,6 +976,8 @@ export class LocalStorage implements Storage {
         plain = false;
         if (++followed > MAX_SYMLINKS) throw new SluiceError('invalid-path', 'Too many levels of symbolic links');
         const target = await fsp.readlink(child);
+        // The kernel reads a link's text as a path: ending in `/`, it names a directory too.
+        if (pending.length === 0 && target.endsWith('/')) directory = true;
         if (target.startsWith('/')) {
           // An absolute link is only meaningful if it names a place in this home.
           const inside = this.toVirtual(target);

@@ -228,6 +228,10 @@ export interface Storage {
   /**
    * Resolve a clean virtual path. `followFinal` decides whether a symlink as
    * the last component is followed (stat, open) or acted on (lstat, remove).
+   * A path ending in `/` (paths.ts lookupPath) names a directory, as in POSIX:
+   * a final name that is there must be one (a symlink is one only where it is
+   * followed), or resolve fails with not-a-directory, and no file, symlink or
+   * link is made under a free one (the Location refuses it so); a directory is.
    * `unseen(dir, name)` says whether looking `name` up in `dir` is something
    * the caller may not learn the outcome of: once one such lookup is made,
    * every failure is the same Unseen refusal, and the Location is `blind`.
