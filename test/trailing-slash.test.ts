@@ -311,7 +311,7 @@ describe('a path ending in "/" names a directory, in every operation', () => {
     });
   });
 
-  describe('OpenSSH clients and checksum commands', () => {
+  describe('OpenSSH clients, scp and checksum commands', () => {
     const opts = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'BatchMode=no'];
     const skip = programMissing('sshpass') || programMissing('sftp', 'openssh-client');
 
@@ -335,6 +335,30 @@ describe('a path ending in "/" names a directory, in every operation', () => {
       assert.equal(existsSync(join(local, 'got-sftp')), false);
       assert.deepEqual(tree(home), PLANTED);
       await noTransferOf(['/f', '/new'], before, 3);
+    });
+
+    const scp = (from: string, to: string) => withPassword('scp', ['-O', '-P', String(srv.sftpPort), from, to]);
+
+    it('scp -O of `f/` sends nothing: the file is not read, nor on record as sent', { skip }, async () => {
+      const before = await settledLogins();
+      assert.notEqual(scp(`${USER}@127.0.0.1:f/`, join(local, 'got-scp')).status, 0);
+      assert.equal(existsSync(join(local, 'got-scp')), false);
+      // OpenSSH's scp refused the file named `f` it got for `f/`, after the server had read it all, on record.
+      await noTransferOf(['/f'], before, 1);
+    });
+
+    it('scp -O to `new/` makes nothing, to `f/` overwrites nothing; a directory `d/` takes the file', { skip }, async () => {
+      const before = await settledLogins();
+      writeFileSync(join(local, 'x'), 'local\n');
+      for (const target of ['new/', 'f/']) {
+        const r = scp(join(local, 'x'), `${USER}@127.0.0.1:${target}`);
+        assert.notEqual(r.status, 0, target);
+        assert.match(r.stderr, new RegExp(`${target}: Not a directory`));
+      }
+      assert.deepEqual(tree(home), PLANTED);
+      await noTransferOf(['/f', '/new'], before, 2);
+      assert.equal(scp(join(local, 'x'), `${USER}@127.0.0.1:d/`).status, 0);
+      assert.equal(readFileSync(join(home, 'd', 'x'), 'utf8'), 'local\n');
     });
 
     it('md5sum and sha256sum of `f/` answer as coreutils: Not a directory', { skip }, async () => {

@@ -33,7 +33,9 @@ export async function receive(
 ): Promise<number> {
   let failures = 0;
   const target = session.resolve(cmd.target);
-  const targetIsDir = await isDirectory(session, target);
+  // Looked at, and written to as a file, by the path as given: resolved, `new/` lost the final `/` that says
+  // a directory is meant, and a file `new` was made where OpenSSH's scp refuses (open(2) with O_CREAT: EISDIR).
+  const targetIsDir = await isDirectory(session, cmd.target);
   if (cmd.targetIsDirectory && !targetIsDir) {
     await wire.fail(`${cmd.target}: Not a directory`, true);
     return 1;
@@ -91,7 +93,7 @@ export async function receive(
       await wire.ok();
       continue;
     }
-    if (!(await receiveFile(wire, session, path, size, cmd.preserve ? Number.parseInt(modeText, 8) : null, entryTimes))) failures++;
+    if (!(await receiveFile(wire, session, into === null ? cmd.target : path, size, cmd.preserve ? Number.parseInt(modeText, 8) : null, entryTimes))) failures++;
   }
   return failures;
 }

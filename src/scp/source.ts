@@ -25,12 +25,16 @@ export async function send(wire: ScpWire, session: Session, cmd: { paths: readon
     failures++;
     await wire.fail(`${path}: ${toSluiceError(err).message}`);
   };
-  /** `linked`: a symlink met inside a tree, followed to a file but never to a directory (a loop would never end). */
-  const sendPath = async (path: string, depth: number, linked = false): Promise<void> => {
+  /**
+   * `linked`: a symlink met inside a tree, followed to a file but never to a directory (a loop would never end).
+   * `asked`: the path as the client gave it, looked at by it: resolved, `f/` lost the final `/` that says a
+   * directory is meant, and the file was sent.
+   */
+  const sendPath = async (path: string, depth: number, linked = false, asked = path): Promise<void> => {
     if (nameOf(path, session).includes('\n')) return warn(path, new SluiceError('failure', 'name contains a newline'));
     let info: FileInfo;
     try {
-      info = await session.stat(path);
+      info = await session.stat(asked);
     } catch (err) {
       return warn(path, err);
     }
@@ -147,7 +151,7 @@ export async function send(wire: ScpWire, session: Session, cmd: { paths: readon
         await warn(path, err);
         continue;
       }
-      await sendPath(resolved, 0);
+      await sendPath(resolved, 0, false, path);
     }
   } catch (err) {
     if (!(err instanceof Stopped)) throw err;
