@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
 import { FXP, STATUS, Writer } from '../src/sftp/codec.js';
+import { sluice } from './helpers/cli.js';
 import { RawFtp, listingLines } from './helpers/ftp-raw.js';
 import { programMissing } from './helpers/programs.js';
 import { TestServer } from './helpers/server.js';
@@ -58,6 +59,8 @@ describe('a path ending in "/" names a directory, in every operation', () => {
   let markers = 0;
   before(async () => {
     srv = await TestServer.start({ users: [{ name: USER, password: PASSWORD, args: ['--perms', 'all'] }] });
+    // A drop box: names there may be given, never learnt.
+    assert.equal(sluice(srv.dir, ['user', 'perm', USER, '/drop', 'upload']).code, 0);
     home = srv.home(USER);
     local = mkdtempSync(join(tmpdir(), 'sluice-slash-'));
   });
@@ -170,6 +173,21 @@ describe('a path ending in "/" names a directory, in every operation', () => {
     it('listing: LIST and NLST of `f/` list nothing', () => refused(['LIST f/', 'NLST f/'], true));
 
     it('checksum: HASH and XSHA256 of `f/` read nothing', () => refused(['HASH f/', 'XSHA256 f/']));
+
+    it('a drop box answers `f/` and `new/` as any name there: the one refusal, and nothing made', async () => {
+      mkdirSync(join(home, 'drop'));
+      writeFileSync(join(home, 'drop', 'f'), 'secret\n');
+      const c = await ftp();
+      try {
+        for (const command of ['STOR drop/f/', 'STOR drop/new/', 'APPE drop/new/', 'STOR drop/f']) {
+          await c.passive(true);
+          assert.equal((await c.cmd(command)).text, '550 Permission denied.', command);
+        }
+      } finally {
+        c.close();
+      }
+      assert.deepEqual(tree(join(home, 'drop')), ['f 644 "secret\\n"']);
+    });
 
     it('directories named so work as before: CWD, MKD, RMD, LIST, NLST, MLSD, MLST, RNFR/RNTO', async () => {
       const c = await ftp();
