@@ -17,10 +17,11 @@ import { call, initialised, sftpOf, sshConnect, statusOf } from './helpers/ssh.j
  * (stat("f/") of a file is ENOTDIR, open("new/", O_CREAT) makes no file new),
  * and OpenSSH's sftp-server and vsftpd, which hand the path to the kernel,
  * answer so. sluice's paths dropped the final "/" before anything looked: a
- * client's `f/` was the file f to every operation (found by a review: RETR,
- * HASH and md5sum of `f/` read f, STOR `new/` made a file new, DELE `f/`
- * removed f). Each refusal below leaves the home as it was and the trail
- * without a record of anything done; directories named so work as before.
+ * client's `f/` was the file f to every operation (RETR, HASH and md5sum of
+ * `f/` read f, STOR `new/` made a file new, DELE `f/` removed f: a known
+ * defect, surveyed with real clients). Each refusal below leaves the home as
+ * it was and the trail without a record of anything done; directories named
+ * so work as before.
  */
 
 const USER = 'alice';

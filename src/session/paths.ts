@@ -51,8 +51,8 @@ export function resolveVirtual(cwd: string, input: string, maxBytes = MAX_PATH_B
  * OpenSSH's sftp-server and vsftpd hand the path to the kernel, and
  * open("new/", O_CREAT) makes no file `new`. resolveVirtual drops that ending
  * with the empty and `.` names, so it is read here, from the client's text:
- * `RETR f/` downloaded f, `STOR new/` made a file new, and `DELE f/` removed f
- * (found by a review). The empty path, the working directory, is one too.
+ * `RETR f/` downloaded f, `STOR new/` made a file new, and `DELE f/` removed f.
+ * The empty path, the working directory, is one too.
  */
 export function namesDirectory(input: string): boolean {
   return /(^|[/\\])\.{0,2}$/.test(input);

@@ -427,9 +427,10 @@ class LocalLocation implements Location {
   async openWrite(mode: WriteMode): Promise<OpenFile> {
     // As for reads (NO_SIDE_EFFECTS): an open for writing of a FIFO without a reader would otherwise hold a pool thread.
     let flags = (mode.read ? C.O_RDWR : C.O_WRONLY) | NO_SIDE_EFFECTS | (mode.append ? C.O_APPEND : 0);
-    if (mode.create) this.makesNoDirectory();
-    if (mode.create) flags |= C.O_CREAT | C.O_EXCL;
-    else if (mode.truncate) flags |= C.O_TRUNC;
+    if (mode.create) {
+      this.makesNoDirectory();
+      flags |= C.O_CREAT | C.O_EXCL;
+    } else if (mode.truncate) flags |= C.O_TRUNC;
     return new LocalFile(await this.open(flags));
   }
 
