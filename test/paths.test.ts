@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { SluiceError } from '../src/session/errors.js';
-import { checkName, isClientName, lookupPath, namesDirectory, relativeVirtual, resolveVirtual, visibleLinkTarget } from '../src/session/paths.js';
+import { checkName, isClientName, lookupPath, namesDirectory, overlaps, relativeVirtual, resolveVirtual, visibleLinkTarget } from '../src/session/paths.js';
 
 describe('resolveVirtual (pure)', () => {
   const cases: [cwd: string, input: string, expected: string][] = [
@@ -165,5 +165,24 @@ describe('visibleLinkTarget (pure)', () => {
   ];
   for (const [dir, text] of refused) {
     it(`${dir}: ${JSON.stringify(text)} throws`, () => assert.throws(() => visibleLinkTarget(dir, text), SluiceError));
+  }
+});
+
+describe('overlaps (pure)', () => {
+  const cases: [a: string, b: string, expected: boolean][] = [
+    ['/a', '/a', true],
+    ['/a', '/a/b', true],
+    ['/a/b/c', '/a', true],
+    ['/', '/x/y', true],
+    ['/a', '/b', false],
+    ['/d', '/dd/x', false],
+    ['/d/x', '/d/y', false],
+    ['/a b', '/a', false],
+  ];
+  for (const [a, b, expected] of cases) {
+    it(`${a} and ${b}: ${String(expected)}`, () => {
+      assert.equal(overlaps(a, b), expected);
+      assert.equal(overlaps(b, a), expected);
+    });
   }
 });

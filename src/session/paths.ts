@@ -139,6 +139,11 @@ export function isWithin(path: string, dir: string): boolean {
   return dir === '/' || path === dir || path.startsWith(dir + '/');
 }
 
+/** Do two clean virtual paths overlap: the same path, or one of them below the other? */
+export function overlaps(a: string, b: string): boolean {
+  return isWithin(a, b) || isWithin(b, a);
+}
+
 /** Like resolveVirtual, but a `..` that would climb above the home is an error, not a no-op. */
 export function resolveStrict(cwd: string, input: string, maxBytes = MAX_PATH_BYTES): string {
   const depth = (p: string) => p.split(/[/\\]/).filter((s) => s !== '' && s !== '.');

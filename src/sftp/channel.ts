@@ -1,12 +1,14 @@
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { SluiceError } from '../session/errors.js';
+import { isWithin, overlaps } from '../session/paths.js';
 import type { Session } from '../session/session.js';
 import { HELD_OVERHEAD, type ByteBudget } from './budget.js';
 import { BadMessage, FXP, PacketFramer, Reader, STATUS, Writer, recycleReply, statusPacket, type Packet } from './codec.js';
 import { HandleTable } from './handles.js';
 import {
-  advertisedExtensions, changesByPath, handleOrderKey, leadingRun, ok, specFor, workingBytes, writeRequest, writeThrough, type HandlerContext, type WriteRequest,
+  advertisedExtensions, changesByPath, handleOrderKey, leadingRun, ok, pathsNamed, specFor, workingBytes, writeRequest, writeThrough, type HandlerContext,
+  type WriteRequest,
 } from './handlers.js';
 import { statusFor } from './status.js';
 
@@ -36,6 +38,20 @@ interface Queued {
   packet: Packet;
   run(): Promise<Buffer>;
   done(reply: Buffer): void;
+}
+
+/** A CLOSE of a file or a change by path, received and not yet answered (see SftpChannel.dispatch). */
+interface PathTurn {
+  /** The clean paths it acts on; null: every path (see SftpChannel.renaming). */
+  names: string[] | null;
+  /** A CLOSE's: its file is committed wherever its directory is by then. */
+  readonly closes: boolean;
+  readonly reply: Promise<Buffer>;
+}
+
+/** Whether two requests' paths (see PathTurn.names) overlap: one the same as the other's, or above or below it. */
+function overlapping(a: readonly string[] | null, b: readonly string[] | null): boolean {
+  return a === null || b === null || a.some((x) => b.some((y) => overlaps(x, y)));
 }
 
 /** Bytes of consecutive WRITEs put in one write at most. */
@@ -89,17 +105,15 @@ export class SftpChannel {
    * answered as they completed, its get of a 5 MiB file read 9 to 16 MiB, recorded with no SHA-256.
    */
   private readonly readReplies = new Map<string, Promise<void>>();
-  /**
-   * CLOSEs of files received and not yet answered (see dispatch): a request
-   * received after one of them and naming a path runs once they are done.
-   */
+  /** CLOSEs of files received and not yet answered: the channel's end lets them finish (see endSession). */
   private readonly fileCloses = new Set<Promise<Buffer>>();
   /**
-   * Changes by path received and not yet answered (see changesByPath): a
-   * request received after one of them and naming a path runs once they are
-   * done, as after those CLOSEs.
+   * Those CLOSEs, and the changes by path (see changesByPath) received and
+   * not yet answered, with the paths they act on: a request by path received
+   * after one of them that acts on an overlapping path runs once it is done
+   * (see dispatch).
    */
-  private readonly pathChanges = new Set<Promise<Buffer>>();
+  private readonly pathTurns = new Set<PathTurn>();
   /** Bytes of the budget this channel holds. */
   private held = 0;
   private initialized = false;
@@ -296,7 +310,6 @@ export class SftpChannel {
     const owed = fileHandle !== null && this.handles.holdsFile(fileHandle) ? this.owe() : null;
     this.inFlight++;
     if (reads !== null) this.readsInFlight++;
-    const run = () => this.handle(packet.type, id, packet);
     // Not ordered on a handle, and not a READ: a request by path, which must find what a file's CLOSE sent
     // before it did (an atomic upload's name), and what a change by path sent before it did (a rename's
     // name), as a server running one request at a time would have it. Found with sshfs: its close(2) does
@@ -304,16 +317,38 @@ export class SftpChannel {
     // beside the CLOSE, found no file yet, and failed with ENOENT. And with gvfs's FUSE mount: `echo b > f`
     // over an existing f ends with gvfs's RENAME of its temporary file onto f after close(2) has returned,
     // and the LSTAT of the next open(2) of f, sent right behind that RENAME, missed f (`cat f`: ENOENT).
+    //
+    // Only after those acting on a path that overlaps one of its own: the same path, or one above the
+    // other (an RMDIR of d after the commit of d/f, a look at d/f after a RENAME of d), as the session
+    // resolves the client's strings (Session.resolve: from the home, `.`, `..`, repeated slashes). The
+    // drafts ask no more ("requests relating to the same file in the order in which they are received",
+    // filexfer-02 6.1), and waiting for all of them held every OPEN of a client uploading several files at
+    // once behind the others' OPENs and CLOSEs. A CLOSE acts where its handle was opened, or on every path
+    // once a RENAME sent since may have moved it (HandleTable.moved, renaming()). Strings only, as this
+    // layer knows no file system: a name that reaches the same file another way (l/x where the symlink l
+    // leads to d, a second hard link) is not ordered with d/x, where OpenSSH, one request at a time,
+    // orders everything; a client naming one file two ways in one pipeline and counting on their order
+    // sees what came before. sshfs and gvfs name a file one way (by default the kernel follows a mount's
+    // symlinks itself and looks up their targets), and OpenSSH's sftp keeps the directory REALPATH gave
+    // it. Nor is what a quota counts a path: beside another file's CLOSE or REMOVE, an upload may find the
+    // room as it was before them, as it may on a second connection of the same client.
     const byPath = key === null && packet.type !== FXP.READ;
-    const earlier = byPath ? [...this.fileCloses, ...this.pathChanges] : [];
+    const { names, moves } = byPath ? pathsNamed(this.ctx, packet) : { names: null, moves: null };
+    const earlier = byPath ? [...this.pathTurns] : [];
+    // Taken now: the CLOSE may take its handle out of the table before ordered() returns.
+    const closing = packet.type === FXP.CLOSE && key !== null && owed !== null ? { names: this.handles.namesAt(key) } : null;
+    const act = () => this.handle(packet.type, id, packet);
+    const run = moves === null ? act : () => this.renaming(moves, act);
     // A READ runs after the requests ordered on its handle received before it (WRITEs, a resize, a CLOSE),
     // as on a server running one request at a time: on a handle opened READ|WRITE it reads what they
     // left. sshfs does not wait for a WRITE's reply before write(2) returns (sync_write is off by default),
     // so a read(2) of the same bytes right after sends its READ while the WRITE may still run: run beside
     // it, under an upload limit, such a READ found nothing there yet. READs still run side by side.
     const before = reads === null ? undefined : this.lastOrdered.get(reads);
-    const waits = before === undefined ? earlier : [...earlier, before];
-    const reply = this.ordered(key, packet, waits.length === 0 ? run : () => Promise.allSettled(waits).then(run));
+    let start = run;
+    if (before !== undefined) start = () => Promise.allSettled([before]).then(run);
+    else if (this.unanswered(earlier, names).length > 0) start = () => this.after(earlier, names).then(run);
+    const reply = this.ordered(key, packet, start);
     if (key !== null) {
       // A request by name acting on this file's transfer comes after it (Session.namedOrStaged).
       this.handles.fileAt(key)?.took(reply);
@@ -322,14 +357,12 @@ export class SftpChannel {
         if (this.lastOrdered.get(key) === reply) this.lastOrdered.delete(key);
       });
     }
-    if (packet.type === FXP.CLOSE && owed !== null) {
+    if (closing !== null) {
       this.fileCloses.add(reply);
       void reply.then(() => this.fileCloses.delete(reply));
+      this.turn(closing.names, reply, true);
     }
-    if (byPath && changesByPath(packet)) {
-      this.pathChanges.add(reply);
-      void reply.then(() => this.pathChanges.delete(reply));
-    }
+    if (byPath && changesByPath(packet)) this.turn(names, reply, false);
     const previous = reads === null ? undefined : this.readReplies.get(reads);
     const leaving = previous === undefined ? reply : Promise.all([reply, previous]).then(([r]) => r);
     if (reads !== null) {
@@ -347,6 +380,55 @@ export class SftpChannel {
       this.release(cost);
       this.wakeProgress();
     });
+  }
+
+  /** `reply` is a CLOSE's or a change's acting on `names`: a later request by path acting on an overlapping one waits for it. */
+  private turn(names: string[] | null, reply: Promise<Buffer>, closes: boolean): void {
+    const turn = { names, closes, reply };
+    this.pathTurns.add(turn);
+    void reply.then(() => this.pathTurns.delete(turn));
+  }
+
+  /** Of `earlier`, the turns not yet answered acting on a path that overlaps one of `names`. */
+  private unanswered(earlier: readonly PathTurn[], names: readonly string[] | null): Promise<Buffer>[] {
+    return earlier.filter((t) => this.pathTurns.has(t) && overlapping(t.names, names)).map((t) => t.reply);
+  }
+
+  /**
+   * Settles once no turn of `earlier` acting on a path that overlaps one of
+   * `names` is unanswered, looked at again after each wait: a RENAME among
+   * them, run meanwhile, may have made a CLOSE received after it act on
+   * every path (see renaming()).
+   */
+  private async after(earlier: readonly PathTurn[], names: readonly string[] | null): Promise<void> {
+    for (let waits = this.unanswered(earlier, names); waits.length > 0; waits = this.unanswered(earlier, names)) await Promise.allSettled(waits);
+  }
+
+  /**
+   * A rename's run, from `from`. A file's CLOSE commits it where its
+   * directory is by then (the session holds the directory, not its name):
+   * the open files and directories at or below `from` (HandleTable.moved),
+   * and the CLOSEs not yet answered acting there, act on every path from
+   * then on, for the requests by path after them to wait on. As it starts,
+   * the requests it waited for done (the OPENs for writing there among
+   * them), and as it ends, for a file opened for reading meanwhile (a look,
+   * which it does not wait for). A CLOSE received before the rename is among
+   * those it waited for; one received after it runs beside it (CLOSEs wait
+   * only on their handle), and the requests by path after that CLOSE look
+   * again once the rename is done (after()). A change received after it and
+   * acting there waits for it, and acts on the names as the rename left them.
+   */
+  private async renaming(from: string, run: () => Promise<Buffer>): Promise<Buffer> {
+    const follow = () => {
+      this.handles.moved(from);
+      for (const t of this.pathTurns) if (t.closes && t.names?.some((name) => isWithin(name, from))) t.names = null;
+    };
+    follow();
+    try {
+      return await run();
+    } finally {
+      follow();
+    }
   }
 
   /** A reply owed (see answered()): its number, settled by its write's callback or the channel's close. */

@@ -40,6 +40,16 @@ export interface RequestSpec {
    * reads runs at once.
    */
   readonly orderedOn?: (body: Reader) => Buffer;
+  /**
+   * The paths a request by path acts on, clean (Session.resolve), read from
+   * its fields (after an extension's name): it runs after the CLOSEs of files
+   * and the changes by path received before it that act on an overlapping
+   * path (see SftpChannel.dispatch). A request with neither these nor a
+   * handle it is ordered on, READs aside, runs after all of them.
+   */
+  readonly names?: (ctx: HandlerContext, body: Reader) => string[] | null;
+  /** Its first name is a source, and what that held is elsewhere after it (a rename). */
+  readonly moves?: true;
   readonly run: Handler;
 }
 
@@ -54,6 +64,19 @@ export const ok = (id: number): Buffer => statusPacket(id, STATUS.OK, 'Success')
 
 /** A request whose first field is the handle it acts on. */
 const handleField = (body: Reader): Buffer => body.bytes();
+/** A request whose first field is the path it acts on. */
+const pathField = ({ session }: HandlerContext, body: Reader): string[] => [session.resolve(body.string())];
+/**
+ * A request whose first two fields are paths (a rename, a link). A symlink's
+ * target is text relative to the link's directory, taken here as a path:
+ * a wrong one only orders the request after more.
+ */
+const twoPaths = ({ session }: HandlerContext, body: Reader): string[] => [session.resolve(body.string()), session.resolve(body.string())];
+
+/** expand-path's path: "~" and "~/x" are relative to the home, which is the root here. */
+function expandTilde(raw: string): string {
+  return raw === '~' ? '/' : raw.startsWith('~/') ? raw.slice(1) : raw;
+}
 
 function name(id: number, entries: { filename: string; longname: string; attrs: Attrs }[]): Buffer {
   const w = new Writer(FXP.NAME, id).uint32(entries.length);
@@ -108,6 +131,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
     name: 'open',
     // Its flags decide, and the session's checks (upload, overwrite) with them: as OpenSSH's, counted as reading.
     writes: false,
+    names: pathField,
     async run({ session, handles }, id, body) {
       const path = body.string();
       const flags = body.uint32();
@@ -181,6 +205,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.LSTAT]: {
     name: 'lstat',
     writes: false,
+    names: pathField,
     async run({ session }, id, body) {
       return new Writer(FXP.ATTRS, id).attrs(toAttrs(await session.stat(body.string(), false))).finish();
     },
@@ -200,6 +225,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.SETSTAT]: {
     name: 'setstat',
     writes: true,
+    names: pathField,
     async run({ session }, id, body) {
       await applyAttrs(session, body.string(), body.attrs());
       return ok(id);
@@ -221,6 +247,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.OPENDIR]: {
     name: 'opendir',
     writes: false,
+    names: pathField,
     async run({ session, handles }, id, body) {
       const path = session.resolve(body.string());
       const listing = await session.list(path);
@@ -236,6 +263,8 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.READDIR]: {
     name: 'readdir',
     writes: false,
+    // Where its directory is (HandleTable.namesAt).
+    names: ({ handles }, body) => handles.namesAt(body.bytes().toString('hex')),
     async run({ handles }, id, body) {
       const { listing } = handles.dir(body.bytes());
       // About 100 entries a reply, then EOF: FileZilla and WinSCP loop forever without it.
@@ -249,6 +278,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.REMOVE]: {
     name: 'remove',
     writes: true,
+    names: pathField,
     async run({ session }, id, body) {
       await session.remove(body.string());
       return ok(id);
@@ -258,6 +288,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.MKDIR]: {
     name: 'mkdir',
     writes: true,
+    names: pathField,
     async run({ session }, id, body) {
       const path = body.string();
       body.attrs(); // as OPEN: directories are created 0755
@@ -269,6 +300,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.RMDIR]: {
     name: 'rmdir',
     writes: true,
+    names: pathField,
     async run({ session }, id, body) {
       await session.rmdir(body.string());
       return ok(id);
@@ -278,6 +310,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.REALPATH]: {
     name: 'realpath',
     writes: false,
+    names: pathField,
     async run({ session }, id, body) {
       // "" and "." are the home, which is "/".
       const path = await session.realpath(body.string() || '.');
@@ -288,6 +321,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.STAT]: {
     name: 'stat',
     writes: false,
+    names: pathField,
     async run({ session }, id, body) {
       return new Writer(FXP.ATTRS, id).attrs(toAttrs(await session.stat(body.string(), true))).finish();
     },
@@ -296,6 +330,8 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.RENAME]: {
     name: 'rename',
     writes: true,
+    names: twoPaths,
+    moves: true,
     async run({ session }, id, body) {
       await session.rename(body.string(), body.string(), 'fail');
       return ok(id);
@@ -305,6 +341,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.READLINK]: {
     name: 'readlink',
     writes: false,
+    names: pathField,
     async run({ session }, id, body) {
       const target = await session.readlink(body.string());
       return name(id, [{ filename: target, longname: target, attrs: {} }]);
@@ -314,6 +351,7 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
   [FXP.SYMLINK]: {
     name: 'symlink',
     writes: true,
+    names: twoPaths,
     async run({ session, symlinkTargetFirst }, id, body) {
       const first = body.string();
       const second = body.string();
@@ -377,6 +415,8 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
     name: 'posix-rename',
     version: '1',
     writes: true,
+    names: twoPaths,
+    moves: true,
     async run({ session }, id, body) {
       await session.rename(body.string(), body.string(), 'replace');
       return ok(id);
@@ -386,6 +426,7 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
     name: 'statvfs',
     version: '2',
     writes: false,
+    // No names, as fstatvfs: the space it tells (the quota's, with one) changes with a commit anywhere.
     async run({ session }, id, body) {
       return statvfs(session, id, body.string());
     },
@@ -403,6 +444,7 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
     name: 'hardlink',
     version: '1',
     writes: true,
+    names: twoPaths,
     async run({ session }, id, body) {
       await session.hardlink(body.string(), body.string());
       return ok(id);
@@ -422,6 +464,7 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
     name: 'limits',
     version: '1',
     writes: false,
+    names: () => [],
     async run({ maxHandles }, id) {
       return new Writer(FXP.EXTENDED_REPLY, id).uint64(MAX_PACKET).uint64(MAX_READ).uint64(MAX_READ).uint64(maxHandles).finish();
     },
@@ -430,11 +473,9 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
     name: 'expand-path',
     version: '1',
     writes: false,
+    names: ({ session }, body) => [session.resolve(expandTilde(body.string()))],
     async run({ session }, id, body) {
-      const raw = body.string();
-      // "~" and "~/x" are relative to the home, which is the root here.
-      const path = raw === '~' ? '/' : raw.startsWith('~/') ? raw.slice(1) : raw;
-      const resolved = await session.realpath(path || '.');
+      const resolved = await session.realpath(expandTilde(body.string()) || '.');
       return name(id, [{ filename: resolved, longname: resolved, attrs: {} }]);
     },
   },
@@ -442,6 +483,7 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
     name: 'lsetstat',
     version: '1',
     writes: true,
+    names: pathField,
     async run({ session }, id, body) {
       // No look at the type first: a symlink put in the name's place after it was followed by each change
       // (found by the paths review). Each change acts on the node it opens by the name, and refuses a symlink.
@@ -453,6 +495,7 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
     name: 'check-file-name',
     version: '1',
     writes: false,
+    names: pathField,
     holds: CHECKSUM_HOLDS,
     async run({ session }, id, body) {
       return checkFile(session, body.string(), id, body);
@@ -552,6 +595,24 @@ export function changesByPath(packet: Packet): boolean {
     return opensForWriting(body.uint32());
   } catch {
     return false;
+  }
+}
+
+/**
+ * The paths a request by path acts on (RequestSpec.names), and the source
+ * of a rename (RequestSpec.moves). Names null: every path, for a request
+ * without names and for one whose names do not read (malformed, a handle
+ * that names nothing, a path the session refuses: such a request acts on
+ * nothing, and waiting for all costs it little).
+ */
+export function pathsNamed(ctx: HandlerContext, packet: Packet): { names: string[] | null; moves: string | null } {
+  try {
+    const body = new Reader(packet.payload);
+    const spec = specFor(packet.type, body);
+    const names = spec?.names?.(ctx, body) ?? null;
+    return { names, moves: (spec?.moves && names?.[0]) ?? null };
+  } catch {
+    return { names: null, moves: null };
   }
 }
 

@@ -1,5 +1,6 @@
 import type { DirectoryListing } from '../session/listing.js';
 import { SluiceError } from '../session/errors.js';
+import { isWithin } from '../session/paths.js';
 import type { UserHandles } from '../session/open-handles.js';
 import type { Download, Upload } from '../session/transfer.js';
 
@@ -14,6 +15,13 @@ export type HandleEntry =
  */
 export class HandleTable {
   private readonly entries = new Map<string, HandleEntry>();
+  /**
+   * Per handle, the clean path its file or directory was opened at, or null
+   * once a rename sent on this channel may have moved it (see moved()).
+   * Strings only: another session's rename is not seen, and need not be, as
+   * it is not ordered with this client's requests.
+   */
+  private readonly paths = new Map<string, string | null>();
   private next = 1;
   /** After closeAll: an OPEN that finishes later gets no handle (its caller aborts what it opened). */
   private closed = false;
@@ -35,6 +43,7 @@ export class HandleTable {
     const id = Buffer.alloc(4);
     id.writeUInt32BE(this.next++);
     this.entries.set(id.toString('hex'), entry);
+    this.paths.set(id.toString('hex'), entry.kind === 'file' ? entry.transfer.path : entry.path);
     return id;
   }
 
@@ -55,6 +64,30 @@ export class HandleTable {
     return e?.kind === 'file' ? e.transfer : null;
   }
 
+  /**
+   * The paths the file or directory of `key` (a handle, as hex) is at, for
+   * the requests by path ordered with what is done through it: the one it
+   * was opened at; null (every path) once it may have moved, and for no
+   * handle.
+   */
+  namesAt(key: string): string[] | null {
+    const path = this.paths.get(key);
+    return path == null ? null : [path];
+  }
+
+  /**
+   * A rename of `from` was sent on this channel: a file or directory open
+   * at or below it may be elsewhere by now (the session holds an upload's
+   * directory, not its name, and commits there). Where, the names do not
+   * tell for sure (the rename may fail, others may follow), and following
+   * each would let a client grow a list per handle with every rename: such
+   * a handle acts on every path from then on, as every CLOSE did before
+   * requests were ordered by path.
+   */
+  moved(from: string): void {
+    for (const [key, path] of this.paths) if (path !== null && isWithin(path, from)) this.paths.set(key, null);
+  }
+
   dir(handle: Buffer): { listing: DirectoryListing; path: string } {
     const e = this.entries.get(handle.toString('hex'));
     if (e?.kind !== 'dir') throw new SluiceError('failure', 'Invalid handle');
@@ -67,6 +100,7 @@ export class HandleTable {
     const e = this.entries.get(key);
     if (!e) throw new SluiceError('failure', 'Invalid handle');
     this.entries.delete(key);
+    this.paths.delete(key);
     this.user.release();
     return e;
   }
@@ -84,6 +118,7 @@ export class HandleTable {
     this.closed = true;
     const all = [...this.entries.values()];
     this.entries.clear();
+    this.paths.clear();
     for (let i = 0; i < all.length; i++) this.user.release();
     const end = (t: Upload | Download): Promise<void> => (delivered && t.direction === 'download' && t.readToEnd ? t.close() : t.abort(reason));
     // Settled: one that fails must not keep the session's close (its releases, its logout) from running after it.

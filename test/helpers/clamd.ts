@@ -88,7 +88,7 @@ export class Clamd {
  * MaxThreads, it scans that many at once and the rest in the order they came,
  * each `delayMs` once its turn comes: a clamd at its capacity. `found`: the
  * signature it finds in every stream instead; `held`: no stream is answered
- * until answerHeld(), then all at once.
+ * until answerHeld(), then all at once, or those whose bytes it picks.
  */
 export class SlowClamd {
   readonly dir = mkdtempSync(join(tmpdir(), 'sluice-slow-clamd-'));
@@ -103,8 +103,8 @@ export class SlowClamd {
   /** When each thread is free again (threads only). */
   private readonly freeAt: number[];
 
-  /** Answers kept back (held) until answerHeld(). */
-  private readonly held: (() => void)[] = [];
+  /** Answers kept back (held) until answerHeld(), with the bytes of their streams. */
+  private held: { data: Buffer; answer: () => void }[] = [];
 
   constructor(
     readonly delayMs: number,
@@ -117,6 +117,7 @@ export class SlowClamd {
       c.on('close', () => this.open.delete(c));
       c.on('error', () => undefined);
       let buf = Buffer.alloc(0);
+      const data: Buffer[] = [];
       let command = false;
       let whole = false;
       c.on('data', (d: Buffer) => {
@@ -137,11 +138,12 @@ export class SlowClamd {
               this.unanswered--;
               c.end(this.options.found === undefined ? 'stream: OK\0' : `stream: ${this.options.found} FOUND\0`);
             };
-            if (this.options.held) this.held.push(answer);
+            if (this.options.held) this.held.push({ data: Buffer.concat(data), answer });
             else setTimeout(answer, this.answerIn()).unref();
             return;
           }
           if (buf.length < 4 + n) return;
+          data.push(buf.subarray(4, 4 + n));
           buf = buf.subarray(4 + n);
         }
       });
@@ -158,9 +160,11 @@ export class SlowClamd {
     return done - now;
   }
 
-  /** Answers every stream held so far, at once. */
-  answerHeld(): void {
-    for (const answer of this.held.splice(0)) answer();
+  /** Answers every stream held so far, at once, or those of them whose bytes `pick` takes. */
+  answerHeld(pick: (data: Buffer) => boolean = () => true): void {
+    const answering = this.held.filter((h) => pick(h.data));
+    this.held = this.held.filter((h) => !answering.includes(h));
+    for (const h of answering) h.answer();
   }
 
   start(): Promise<void> {
