@@ -123,6 +123,15 @@ describe('a path ending in "/" names a directory, in every operation', () => {
       return RawFtp.secureLogin(srv.ftpPort, USER, PASSWORD);
     }
 
+    /** The home as planted, and nothing on record of the session before a marker made now through `c`. */
+    async function untouched(c: Awaited<ReturnType<typeof ftp>>): Promise<void> {
+      const m = marker();
+      assert.equal((await c.cmd(`MKD ${m}`)).code, 257);
+      rmSync(join(home, m), { recursive: true });
+      assert.deepEqual(tree(home), PLANTED);
+      await nothingOnRecord(m);
+    }
+
     /** Each command refused with 550 (a data command before its 150), the home as planted and nothing on record. */
     async function refused(commands: string[], data = false): Promise<void> {
       const c = await ftp();
@@ -132,11 +141,7 @@ describe('a path ending in "/" names a directory, in every operation', () => {
           const r = await c.cmd(command);
           assert.equal(r.text, '550 Not a directory.', command);
         }
-        const m = marker();
-        assert.equal((await c.cmd(`MKD ${m}`)).code, 257);
-        rmSync(join(home, m), { recursive: true });
-        assert.deepEqual(tree(home), PLANTED);
-        await nothingOnRecord(m);
+        await untouched(c);
       } finally {
         c.close();
       }
@@ -158,11 +163,7 @@ describe('a path ending in "/" names a directory, in every operation', () => {
           assert.equal((await c.cmd(`RNFR ${from}`)).code, 350, from);
           assert.equal((await c.cmd(`RNTO ${to}`)).text, '550 Not a directory.', `${from} -> ${to}`);
         }
-        const m = marker();
-        assert.equal((await c.cmd(`MKD ${m}`)).code, 257);
-        rmSync(join(home, m), { recursive: true });
-        assert.deepEqual(tree(home), PLANTED);
-        await nothingOnRecord(m);
+        await untouched(c);
       } finally {
         c.close();
       }
