@@ -212,13 +212,18 @@ interface ClientProtocol {
  * of random bytes, one after the other on one connection. OpenSSH and ssh2
  * ask before signing; the attacker does not.
  */
-function bogusSignatures(port: number, name: string, attempts: number): Promise<number> {
+/**
+ * `attempts` logins on one connection, each answered before the next: public-key logins signed at once
+ * with a key nobody has, or passwords; what was sent when the connection closed, and its error, if any.
+ */
+function bogusLogins(port: number, name: string, attempts: number, method: 'signed-key' | 'password'): Promise<{ sent: number; error: (Error & { code?: unknown }) | null }> {
   const key = ssh2.utils.parseKey(userKeyPair().private) as ssh2.ParsedKey;
   return new Promise((resolve) => {
     const c = new ssh2.Client();
     let sent = 0;
-    c.on('error', () => undefined);
-    c.on('close', () => resolve(sent));
+    let error: (Error & { code?: unknown }) | null = null;
+    c.on('error', (err) => (error ??= err));
+    c.on('close', () => resolve({ sent, error }));
     c.connect({
       host: '127.0.0.1',
       port,
@@ -232,6 +237,7 @@ function bogusSignatures(port: number, name: string, attempts: number): Promise<
         }
         if (sent >= attempts) return next(false as never);
         sent++;
+        if (method === 'password') return next({ type: 'password', username: name, password: 'not it' });
         (c as unknown as { _protocol: ClientProtocol })._protocol.authPK(name, key, undefined, (_d, cb) => cb(randomBytes(64)));
         return undefined;
       },
@@ -248,7 +254,7 @@ describe('failed logins before authentication cannot fill the audit trail', () =
   });
   after(() => srv.stop());
 
-  it('2,000 bogus SSH public-key attempts with 30 KB user names add a few KB, then one summary line', { timeout: 300_000 }, async () => {
+  it('2,000 bogus SSH password attempts with 30 KB user names add a few KB, then one summary line', { timeout: 300_000 }, async () => {
     const log = join(srv.dir, 'data', 'audit.log');
     await srv.auditUntil((l) => l.event === 'audit-start');
     const before = statSync(log).size;
@@ -256,8 +262,8 @@ describe('failed logins before authentication cannot fill the audit trail', () =
     let total = 0;
     // auth.maxTries (at most 100) per connection: 20 connections, 5 at a time.
     for (let round = 0; round < 4; round++) {
-      const sent = await Promise.all([0, 1, 2, 3, 4].map(() => bogusSignatures(srv.sftpPort, name, 100)));
-      total += sent.reduce((a, b) => a + b, 0);
+      const ended = await Promise.all([0, 1, 2, 3, 4].map(() => bogusLogins(srv.sftpPort, name, 100, 'password')));
+      total += ended.reduce((a, b) => a + b.sent, 0);
     }
     assert.ok(total >= 1900, `attempts sent: ${total}`);
     // A fixed wait for the flush: what is bounded is all the attempts wrote, and no record is sure to follow
@@ -276,6 +282,27 @@ describe('failed logins before authentication cannot fill the audit trail', () =
     assert.equal(summary.length, 1);
     assert.equal(summary[0]?.ip, '127.0.0.1');
     assert.ok((summary[0]?.count as number) + failed.length >= total - 8, 'every failure accounted for');
+  });
+});
+
+describe('public-key logins signed at once with keys the user does not have (as paramiko signs)', () => {
+  let srv: TestServer;
+  before(async () => {
+    srv = await TestServer.start({ yaml: 'defender:\n  enabled: false\nauth:\n  maxTries: 100\n  failureDelay: 0\n', users: [{ name: 'erin', password: 'erin password' }] });
+  });
+  after(() => srv.stop());
+
+  // Such keys are the questions a client could have asked (Guest.ownKey): not failed logins, but as bounded.
+  it('end the connection at the 10th, as unknown keys asked about do, and write nothing to the audit trail', { timeout: 60_000 }, async () => {
+    for (const name of ['erin', 'nobody-here', 'A'.repeat(30 * 1024)]) {
+      const { sent, error } = await bogusLogins(srv.sftpPort, name, 100, 'signed-key');
+      // The 11th may be on the wire as the 10th is refused: it gets no hearing.
+      assert.ok(sent >= 10 && sent <= 11, `${name.slice(0, 20)}: attempts made before the end: ${sent}`);
+      assert.match(String(error?.message), /too many authentication failures/i);
+    }
+    await srv.restart();
+    const audit = await srv.auditUntil((l) => l.event === 'audit-start');
+    assert.deepEqual(audit.filter((l) => String(l.event).startsWith('login')), []);
   });
 });
 

