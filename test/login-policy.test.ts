@@ -113,6 +113,31 @@ describe('an SSH connection that used up its login attempts', () => {
     // The third refusal, then the end: ssh2 may have made its fourth attempt before it read the DISCONNECT.
     assert.ok(tries === 3 || tries === 4, `attempts made: ${tries}`);
   });
+
+  // Found by an adversarial review: its address banned between two attempts (by its failures on other
+  // connections, or `sluice ban add`), the next attempt got an empty list of methods and the connection stayed
+  // open, unheard, until the login deadline (paramiko: "allowed types: ['']").
+  it('banned meanwhile, its next attempt gets no hearing and the same DISCONNECT, at once', { timeout: 60_000 }, async () => {
+    let tries = 0;
+    const began = Date.now();
+    const err = await sshConnect({
+      port: srv.sftpPort,
+      username: 'dave',
+      localAddress: '127.0.0.7',
+      authHandler: (_left: unknown, _partial: unknown, next: (m: ssh2.AuthenticationType | ssh2.PasswordAuthMethod | false) => void) => {
+        if (++tries > 1) return next(false);
+        assert.equal(sluice(srv.dir, ['ban', 'add', '127.0.0.7']).code, 0);
+        next({ type: 'password', username: 'dave', password: 'dave password' });
+      },
+    } as ssh2.ConnectConfig & { port: number; username: string }).then(
+      (c) => (c.end(), null),
+      (e: Error & { code?: unknown }) => e,
+    );
+    assert.ok(err, 'the login must fail');
+    assert.match(err.message, /too many authentication failures/i);
+    assert.equal(err.code, 14);
+    assert.ok(Date.now() - began < 10_000, 'ended at once, not at the login deadline');
+  });
 });
 
 describe('a login whose home cannot be opened is no login: the deadline runs on, the session slot is freed', () => {

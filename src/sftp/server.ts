@@ -457,8 +457,11 @@ export class SftpFrontEnd {
       connection: state.id,
     };
     const { guest } = state;
-    // Attempts already on the wire when the limit was reached get no hearing.
-    if (guest.exhausted) return ctx.reject([]);
+    // No hearing once the attempts are used up or the address banned, and the end that says so: for attempts
+    // already on the wire when the limit was reached, the connection is ending already; a ban that came between
+    // two attempts (the address's failures elsewhere, `sluice ban add`) had the next refused with an empty list of
+    // methods and the connection left open until the login deadline (found by an adversarial review).
+    if (guest.exhausted) return endTelling(client, DISCONNECT.NO_MORE_AUTH_METHODS_AVAILABLE, 'Too many authentication failures');
     try {
       switch (ctx.method) {
         case 'password':
