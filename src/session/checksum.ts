@@ -189,14 +189,10 @@ export class UploadReceipts {
     if (this.byNode.size > this.max) this.byNode.delete(this.byNode.keys().next().value as string);
   }
 
-  lookup(node: string, size: number, ctimeMs: number): string | null {
-    const r = this.byNode.get(node);
-    return r && r.size === size && r.ctimeMs === ctimeMs ? r.sha256 : null;
-  }
-
   /** The receipt of the node `st` describes, as it is: a regular file's only. */
   of(st: NodeStat): string | null {
-    return st.type === 'file' ? this.lookup(nodeKey(st), st.size, st.ctimeMs) : null;
+    const r = st.type === 'file' ? this.byNode.get(nodeKey(st)) : undefined;
+    return r && r.size === st.size && r.ctimeMs === st.ctimeMs ? r.sha256 : null;
   }
 
   /**

@@ -832,7 +832,7 @@ export class Session implements LiveSession {
     const upload: Upload = new Upload(file, path, offset, target, this.ledger, (r) => this.finished(upload, r), {
       ...this.transferOptions(options, this.budget.rates.up),
       hashWholeFile: this.deps.hashResumedUploads,
-      knownSha256: (node) => knownSha(this.deps.receipts, node).sha256 ?? null,
+      knownSha256: (node) => this.deps.receipts.of(node),
       scan: this.scanning
         ? { scanning: this.scanning, user: this.account.name, userId: this.account.id, turns: shareOf(this.account.name, this.account.method === 'anonymous', this.context.source) }
         : null,
@@ -1101,7 +1101,7 @@ export class Session implements LiveSession {
         named.path,
         await this.readable('checksum', named, false, async (file, st) => {
           const whole = range.offset === 0 && range.length === 0 && range.blockSize === 0;
-          const known = whole && algorithm === 'sha256' ? this.deps.receipts.lookup(nodeKey(st), st.size, st.ctimeMs) : null;
+          const known = whole && algorithm === 'sha256' ? this.deps.receipts.of(st) : null;
           if (known) return { algorithm, offset: 0, end: st.size, digests: [Buffer.from(known, 'hex')], fromRecord: true };
           return hashRange(file, st.size, range, pace, algorithm);
         }),
