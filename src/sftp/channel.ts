@@ -105,13 +105,12 @@ export class SftpChannel {
    * answered as they completed, its get of a 5 MiB file read 9 to 16 MiB, recorded with no SHA-256.
    */
   private readonly readReplies = new Map<string, Promise<void>>();
-  /** CLOSEs of files received and not yet answered: the channel's end lets them finish (see endSession). */
-  private readonly fileCloses = new Set<Promise<Buffer>>();
   /**
-   * Those CLOSEs, and the changes by path (see changesByPath) received and
+   * CLOSEs of files and changes by path (see changesByPath) received and
    * not yet answered, with the paths they act on: a request by path received
    * after one of them that acts on an overlapping path runs once it is done
-   * (see dispatch).
+   * (see dispatch). The CLOSEs among them the channel's end lets finish (see
+   * fileCloses).
    */
   private readonly pathTurns = new Set<PathTurn>();
   /** Bytes of the budget this channel holds. */
@@ -357,11 +356,7 @@ export class SftpChannel {
         if (this.lastOrdered.get(key) === reply) this.lastOrdered.delete(key);
       });
     }
-    if (closing !== null) {
-      this.fileCloses.add(reply);
-      void reply.then(() => this.fileCloses.delete(reply));
-      this.turn(closing.names, reply, true);
-    }
+    if (closing !== null) this.turn(closing.names, reply, true);
     if (byPath && changesByPath(packet)) this.turn(names, reply, false);
     const previous = reads === null ? undefined : this.readReplies.get(reads);
     const leaving = previous === undefined ? reply : Promise.all([reply, previous]).then(([r]) => r);
@@ -380,6 +375,11 @@ export class SftpChannel {
       this.release(cost);
       this.wakeProgress();
     });
+  }
+
+  /** The CLOSEs of files received and not yet answered. */
+  private fileCloses(): Promise<Buffer>[] {
+    return [...this.pathTurns].filter((t) => t.closes).map((t) => t.reply);
   }
 
   /** `reply` is a CLOSE's or a change's acting on `names`: a later request by path acting on an overlapping one waits for it. */
@@ -608,7 +608,7 @@ export class SftpChannel {
     this.unwatch();
     // Replies still queued are dropped with the channel (ssh2 never completes writes on a closed channel);
     // after the client's EOF, stop() comes only once they were all taken (finishInput).
-    if (this.fileCloses.size === 0) this.giveBack();
+    if (this.fileCloses().length === 0) this.giveBack();
     // Nothing more is sent: the replies owed never will be.
     this.owed.clear();
     this.owedReplies.clear();
@@ -644,9 +644,10 @@ export class SftpChannel {
   private endSession(reason: string, delivered: boolean): Promise<void> {
     this.sessionEnd ??= (async () => {
       try {
-        if (this.fileCloses.size > 0) {
+        const closes = this.fileCloses();
+        if (closes.length > 0) {
           let timer: NodeJS.Timeout | undefined;
-          await Promise.race([Promise.allSettled(this.fileCloses), new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_GRACE_MS)))]);
+          await Promise.race([Promise.allSettled(closes), new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_GRACE_MS)))]);
           clearTimeout(timer);
         }
         if (this.closed) this.giveBack();
