@@ -858,11 +858,12 @@ export class Upload extends Transfer {
         where = loc.whereNow();
         const st = await (closing ?? this.file.stat());
         const written = st.size;
-        // In place, the file's ctime is final now, but the bytes sent are no receipt for it: another user sharing
-        // the home may have written it meanwhile (the in-place lock is the user's), and the stream's hash then
-        // vouched for bytes the file lacks (found by a review: HASH answered the upload's hash of a file a second
-        // user had written over during it). Only a hash read from the file itself (a resume's, below) stands for
-        // it. A staged file is named by nobody else; its ctime changes with its rename (looked at after it).
+        // In place, the file's ctime is final now, but the bytes sent are no receipt for it: a writer the in-place
+        // lock does not hold off (a program outside sluice) may have written it meanwhile, and the stream's hash then
+        // vouched for bytes the file lacks (found by a review while the lock was each user's: HASH answered the
+        // upload's hash of a file a second user had written over during it). Only a hash read from the file itself
+        // (a resume's, below) stands for it. A staged file is named by nobody else; its ctime changes with its
+        // rename (looked at after it).
         const inPlace = staged === null ? { key: nodeKey(st), ctimeMs: st.ctimeMs } : undefined;
         if (scanning) {
           // Still under its hidden name: nothing can see or fetch it until the verdict. Unscannable fails closed (throws).
