@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
-import net from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import argon2 from 'argon2';
+import Database from 'better-sqlite3';
 import ssh2 from 'ssh2';
 import { TestServer } from './helpers/server.js';
 import { sshConnect } from './helpers/ssh.js';
@@ -101,40 +103,55 @@ describe('SSH: login requests sent without waiting for answers', () => {
   });
 
   it('a login verified after the client replaced its request frees its session slot at once', { timeout: 30_000 }, async () => {
-    // The right password, then, while it is being verified, a new request whose prompt is never answered.
+    // The login must still be under way when the new request comes, however fast or loaded the machine: sent
+    // 3 ms after the answer, the request raced argon2, which at a load of 7 at times ended first. frank's stored hash
+    // is one an older release wrote (weaker parameters), which his login stores again at today's once its record
+    // is written; that write waits, up to its patience of 5 s, while another process holds the store's lock (as
+    // an operator's sqlite3 shell would). The request goes once the login is on record, and the lock is let go
+    // once the server has answered the request with its prompt.
+    const weak = await argon2.hash('frank password', { type: argon2.argon2id, memoryCost: 4096, timeCost: 1, parallelism: 1 });
+    const db = new Database(join(srv.dir, 'data', 'sluice.db'));
+    db.prepare("UPDATE users SET password_hash = ? WHERE name = 'frank'").run(weak);
+    db.exec('BEGIN IMMEDIATE');
+    const letGo = () => {
+      if (!db.open) return;
+      db.exec('ROLLBACK');
+      db.close();
+    };
     const c = new ssh2.Client();
     let closed = false;
     c.on('error', () => undefined);
     c.on('close', () => (closed = true));
-    let answered = false;
-    // Nagle's algorithm off: the new request, written while the answer is not yet acknowledged, otherwise waits
-    // for the server's delayed ACK (40 ms on Linux), and an argon2 verification about as long (35-40 ms on a
-    // faster machine) then often ended first: the login succeeded before the request came, and the test failed.
-    const sock = net.connect({ host: '127.0.0.1', port: srv.sftpPort, localAddress: '127.0.0.8', noDelay: true });
-    const replaced = new Promise<void>((resolve) => {
-      c.connect({
-        sock,
-        username: 'frank',
-        readyTimeout: 30_000,
-        authHandler: (_left, _partial, next) =>
-          next({
-            type: 'keyboard-interactive',
-            username: 'frank',
-            prompt: (_n: string, _i: string, _l: string, _p: unknown, finish: (r: string[]) => void) => {
-              // ssh2 asks again for the second request's prompt: that one is left unanswered.
-              if (answered) return;
-              answered = true;
-              finish(['frank password']);
-              setTimeout(() => {
-                (c as unknown as { _protocol: ClientProtocol })._protocol.authKeyboard('frank');
-                resolve();
-              }, 3);
-            },
-          } as never),
-      });
+    let answer: () => void = () => undefined;
+    let heard: () => void = () => undefined;
+    const answered = new Promise<void>((resolve) => (answer = resolve));
+    const promptedAgain = new Promise<void>((resolve) => (heard = resolve));
+    let prompts = 0;
+    c.connect({
+      host: '127.0.0.1',
+      port: srv.sftpPort,
+      localAddress: '127.0.0.8',
+      username: 'frank',
+      readyTimeout: 30_000,
+      authHandler: (_left, _partial, next) =>
+        next({
+          type: 'keyboard-interactive',
+          username: 'frank',
+          prompt: (_n: string, _i: string, _l: string, _p: unknown, finish: (r: string[]) => void) => {
+            // The new request's prompt, the server's answer to it, is left unanswered.
+            if (++prompts > 1) return heard();
+            finish(['frank password']);
+            answer();
+          },
+        } as never),
     });
     try {
-      await replaced;
+      await answered;
+      const login = (l: Record<string, unknown>) => l.user === 'frank' && l.event === 'login' && l.ip === '127.0.0.8';
+      assert.ok((await srv.auditUntil(login)).some(login), 'the login is on record, its new hash waiting for the lock');
+      (c as unknown as { _protocol: ClientProtocol })._protocol.authKeyboard('frank');
+      await promptedAgain;
+      letGo();
       await srv.auditUntil((l) => l.user === 'frank' && l.event === 'logout');
       // frank may have one session: the replaced login's slot must be free while its connection stays.
       assert.equal(closed, false, 'the replacing connection is still open, its prompt unanswered');
@@ -144,6 +161,7 @@ describe('SSH: login requests sent without waiting for answers', () => {
       const trail = (await srv.audit(0)).filter((l) => l.user === 'frank');
       assert.equal(trail.find((l) => l.event === 'logout')?.reason, 'session not opened: the client replaced the request');
     } finally {
+      letGo();
       c.end();
     }
   });
