@@ -455,6 +455,7 @@ describe('replies (ftp/replies.ts)', () => {
     rejected: 550,
     'quota-exceeded': 552,
     'invalid-path': 553,
+    'invalid-argument': 553,
     'no-space': 452,
     unsupported: 504,
     failure: 451,

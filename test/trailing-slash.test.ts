@@ -132,14 +132,14 @@ describe('a path ending in "/" names a directory, in every operation', () => {
       await nothingOnRecord(m);
     }
 
-    /** Each command refused with 550 (a data command before its 150), the home as planted and nothing on record. */
-    async function refused(commands: string[], data = false): Promise<void> {
+    /** Each command refused with `reply` (a data command before its 150), the home as planted and nothing on record. */
+    async function refused(commands: string[], data = false, reply = '550 Not a directory.'): Promise<void> {
       const c = await ftp();
       try {
         for (const command of commands) {
           if (data) await c.passive(true);
           const r = await c.cmd(command);
-          assert.equal(r.text, '550 Not a directory.', command);
+          assert.equal(r.text, reply, command);
         }
         await untouched(c);
       } finally {
@@ -149,8 +149,9 @@ describe('a path ending in "/" names a directory, in every operation', () => {
 
     it('read: RETR of `f/`, `f/.` and of a symlink to a file `lf/` reads nothing', () => refused(['RETR f/', 'RETR f/.', 'RETR lf/', 'RETR d/x/'], true));
 
+    // As open(2) with O_CREAT refuses any name ending in "/" (EISDIR), there or not.
     it('write and create: STOR and APPE of `f/` change nothing, of `new/` make nothing', () =>
-      refused(['STOR f/', 'APPE f/', 'STOR new/', 'APPE new/', 'STOR d/x/'], true));
+      refused(['STOR f/', 'APPE f/', 'STOR new/', 'APPE new/', 'STOR d/x/'], true, '550 Is a directory.'));
 
     it('remove: DELE of `f/`, `lf/` and `ld/` removes nothing', () => refused(['DELE f/', 'DELE lf/', 'DELE ld/']));
 
@@ -237,9 +238,12 @@ describe('a path ending in "/" names a directory, in every operation', () => {
       }
     }
 
-    /** Each request answered NO_SUCH_FILE, as OpenSSH's sftp-server answers ENOTDIR; the home as planted, nothing on record. */
-    async function refused(requests: [string, () => Promise<unknown>][]): Promise<void> {
-      for (const [what, request] of requests) assert.equal(await statusOf(request()), STATUS.NO_SUCH_FILE, what);
+    /**
+     * Each request answered `code`, by default NO_SUCH_FILE, as OpenSSH's sftp-server answers ENOTDIR; the home
+     * as planted, nothing on record.
+     */
+    async function refused(requests: [string, () => Promise<unknown>][], code: number = STATUS.NO_SUCH_FILE): Promise<void> {
+      for (const [what, request] of requests) assert.equal(await statusOf(request()), code, what);
       const m = marker();
       await call((cb) => sftp.mkdir(m, cb));
       rmSync(join(home, m), { recursive: true });
@@ -254,14 +258,34 @@ describe('a path ending in "/" names a directory, in every operation', () => {
 
     it('read: OPEN of `f/` and `lf/` for reading', () => refused([['f/', openClose('f/', 'r')], ['lf/', openClose('lf/', 'r')]]));
 
-    it('write and create: OPEN of `f/` for writing or appending, of `new/` creating', () =>
-      refused([
-        ['f/ w', openClose('f/', 'w')],
-        ['f/ r+', openClose('f/', 'r+')],
-        ['f/ a', openClose('f/', 'a')],
-        ['new/ w', openClose('new/', 'w')],
-        ['new/ wx', openClose('new/', 'wx')],
-      ]));
+    it('write: OPEN of `f/` for writing without CREAT', () => refused([['f/ r+', openClose('f/', 'r+')]]));
+
+    // As OpenSSH's sftp-server answers open(2)'s EISDIR for a name ending in "/" opened with O_CREAT, there or not.
+    it('create: OPEN with CREAT of `new/`, `f/` and `lf/` is answered FAILURE (EISDIR)', () =>
+      refused(
+        [
+          ['new/ w', openClose('new/', 'w')],
+          ['new/ wx', openClose('new/', 'wx')],
+          ['new/ a', openClose('new/', 'a')],
+          ['f/ w', openClose('f/', 'w')],
+          ['f/ a', openClose('f/', 'a')],
+          ['lf/ w', openClose('lf/', 'w')],
+        ],
+        STATUS.FAILURE,
+      ));
+
+    // As OpenSSH's sftp-server answers EINVAL: readlink("ld/") reads the directory the link leads to, no link.
+    it('READLINK of `ld/`, as of `d` or `f`, is answered BAD_MESSAGE (EINVAL)', () =>
+      refused(
+        ['ld/', 'd', 'f'].map((p) => [p, () => call((cb) => sftp.readlink(p, cb))] as [string, () => Promise<unknown>]),
+        STATUS.BAD_MESSAGE,
+      ));
+
+    // As OpenSSH's sftp-server resolves it: the name before a final "/" must be there (a file's too).
+    it('REALPATH of `new/` is answered NO_SUCH_FILE; of `f/`, `lf/` and `new` a path', async () => {
+      await refused([['new/', () => call((cb) => sftp.realpath('new/', cb))]]);
+      for (const [asked, path] of [['f/', '/f'], ['lf/', '/f'], ['new', '/new']]) assert.equal(await call<string>((cb) => sftp.realpath(asked as string, cb)), path, asked);
+    });
 
     it('remove: REMOVE of `f/`, `lf/` and `ld/`', () =>
       refused(['f/', 'lf/', 'ld/'].map((p) => [p, () => call((cb) => sftp.unlink(p, cb))] as [string, () => Promise<unknown>])));
@@ -300,6 +324,14 @@ describe('a path ending in "/" names a directory, in every operation', () => {
           throw Object.assign(new Error('check-file-name'), { code });
         }],
       ]));
+
+    it('a drop box answers `f/` and `new/` as any name there: OPEN with CREAT the one refusal, REALPATH the path as named', async () => {
+      mkdirSync(join(home, 'drop'));
+      writeFileSync(join(home, 'drop', 'f'), 'secret\n');
+      for (const p of ['drop/f/', 'drop/new/', 'drop/f']) assert.equal(await statusOf(openClose(p, 'w')()), STATUS.PERMISSION_DENIED, p);
+      for (const p of ['drop/f', 'drop/new']) assert.equal(await call<string>((cb) => sftp.realpath(`${p}/`, cb)), `/${p}`);
+      assert.deepEqual(tree(join(home, 'drop')), ['f 644 "secret\\n"']);
+    });
 
     it('directories named so work as before: STAT, OPENDIR, MKDIR, RMDIR, RENAME, REALPATH', async () => {
       assert.ok((await call<ssh2.Stats>((cb) => sftp.stat('d/', cb))).isDirectory());
@@ -373,7 +405,8 @@ describe('a path ending in "/" names a directory, in every operation', () => {
       for (const target of ['new/', 'f/']) {
         const r = scp(join(local, 'x'), `${USER}@127.0.0.1:${target}`);
         assert.notEqual(r.status, 0, target);
-        assert.match(r.stderr, new RegExp(`${target}: Not a directory`));
+        // OpenSSH's `scp -t` says so too: its open(2) with O_CREAT answers EISDIR.
+        assert.match(r.stderr, new RegExp(`${target}: Is a directory`));
       }
       assert.deepEqual(tree(home), PLANTED);
       await noTransferOf(['/f', '/new'], before, 2);

@@ -58,6 +58,7 @@ export function errorReply(err: SluiceError): Reply {
     case 'quota-exceeded':
       return { code: Code.ExceededStorage, text };
     case 'invalid-path':
+    case 'invalid-argument':
       return { code: Code.NameNotAllowed, text };
     case 'no-space':
       return { code: Code.InsufficientStorage, text };

@@ -11,6 +11,8 @@ export type ErrorKind =
   | 'already-exists'
   | 'not-empty'
   | 'invalid-path'
+  /** The file system's EINVAL: what was asked means nothing for that node (READLINK of no link, a directory moved into itself). */
+  | 'invalid-argument'
   | 'not-a-directory'
   | 'is-a-directory'
   | 'no-space'
@@ -26,6 +28,7 @@ const MESSAGES: Record<ErrorKind, string> = {
   'already-exists': 'File exists',
   'not-empty': 'Directory not empty',
   'invalid-path': 'Invalid path',
+  'invalid-argument': 'Invalid argument',
   'not-a-directory': 'Not a directory',
   'is-a-directory': 'Is a directory',
   'no-space': 'No space left on device',

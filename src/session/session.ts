@@ -523,16 +523,21 @@ export class Session implements LiveSession {
 
   /**
    * Canonical virtual path, symlinks resolved; the last component need not
-   * exist. Where the user may not learn which names exist, the path as named:
-   * resolving it would tell what is there.
+   * exist unless it is named as a directory (`new/`), as OpenSSH's
+   * sftp-server resolves it (ENOENT); `f/` of a file is f there too. Where
+   * the user may not learn which names exist, the path as named: resolving
+   * it would tell what is there.
    */
   realpath(clientPath: string): Promise<string> {
-    const path = this.resolve(clientPath);
+    const { path, directory } = this.named(clientPath);
     return this.guard('realpath', path, () =>
-      // A link the host made may lead to a name no client may give: the path as asked, as FTP's CWD keeps
-      // it, rather than that name's ESC or bidi controls in the client's prompt (found by a review), or a
-      // backslash, which the client's next path would give back as a separator, into another directory.
-      this.within(path, true, 'look', async (loc) => (splitVirtual(loc.virtualPath).every(isClientName) ? loc.virtualPath : path)).catch((err: unknown) => {
+      this.within(path, true, 'look', async (loc) => {
+        if (directory && !(await loc.stat())) throw new SluiceError('not-found');
+        // A link the host made may lead to a name no client may give: the path as asked, as FTP's CWD keeps
+        // it, rather than that name's ESC or bidi controls in the client's prompt (found by a review), or a
+        // backslash, which the client's next path would give back as a separator, into another directory.
+        return splitVirtual(loc.virtualPath).every(isClientName) ? loc.virtualPath : path;
+      }).catch((err: unknown) => {
         if (err instanceof Unseen) return path;
         throw err;
       }),
@@ -589,11 +594,12 @@ export class Session implements LiveSession {
 
   /** A link's target as the user sees it: a path in this home, never a name above it. */
   async readlink(clientPath: string): Promise<string> {
-    const { path, at } = this.named(clientPath);
+    const { path, at, directory } = this.named(clientPath);
     return this.guard('readlink', path, () =>
-      this.within(at, false, 'look', async (loc) => {
+      // `ld/` names what the link leads to, as readlink("ld/") reads it: a directory, no link (EINVAL).
+      this.within(at, directory, 'look', async (loc) => {
         // The home's own path is a magic link to its real path.
-        if (loc.isRoot) throw new SluiceError('invalid-path');
+        if (loc.isRoot) throw new SluiceError('invalid-argument');
         this.require('list', parentOf(loc.virtualPath));
         const shown = visibleLinkTarget(parentOf(loc.virtualPath), await loc.readlink());
         if (shown === null) throw new SluiceError('permission-denied', undefined, 'link leads outside the home');
@@ -686,14 +692,20 @@ export class Session implements LiveSession {
 
   private async openWriteNow(clientPath: string, options: WriteOptions): Promise<Upload> {
     this.startable();
-    const { path, at } = this.named(clientPath);
+    const { path, at, directory } = this.named(clientPath);
+    // An open that may create refuses a name given as a directory's, there or not, as open(2) with O_CREAT
+    // does (EISDIR, which OpenSSH's sftp-server and scp pass on): looked up by the name alone, so that `f/`
+    // of a file is refused so too, not as no directory by the look.
+    const createsDirectoryName = directory && options.mustExist !== true;
     const loc = await this.guard('upload', path, () =>
-      this.storage.resolve(this.checked('upload', parentOf(path), at), true, this.unseen),
+      this.storage.resolve(this.checked('upload', parentOf(path), createsDirectoryName ? path : at), true, this.unseen),
     );
     let upload: Upload;
     try {
       const opened = { ...options, read: options.read === true && this.readsBack(loc, path) };
-      upload = await this.guard('upload', path, () => blindly(loc, () => told(loc, 'change', () => this.startUpload(loc, path, opened))));
+      upload = await this.guard('upload', path, () =>
+        blindly(loc, () => told(loc, 'change', () => this.startUpload(loc, path, opened, createsDirectoryName))),
+      );
     } catch (err) {
       await loc.close();
       throw err;
@@ -718,8 +730,9 @@ export class Session implements LiveSession {
     return !loc.blind && allows(this.account.permissions, 'download', parentOf(path)) && allows(this.account.permissions, 'download', parentOf(loc.virtualPath));
   }
 
-  private async startUpload(loc: Location, path: string, options: WriteOptions): Promise<Upload> {
-    if (loc.isRoot) throw new SluiceError('is-a-directory');
+  /** `createsDirectoryName`: the open may create, and the client gave the name as a directory's (see openWriteNow). */
+  private async startUpload(loc: Location, path: string, options: WriteOptions, createsDirectoryName: boolean): Promise<Upload> {
+    if (loc.isRoot || createsDirectoryName) throw new SluiceError('is-a-directory');
     checkName(loc.name);
     const dir = parentOf(loc.virtualPath);
     this.require('upload', dir);

@@ -8,13 +8,16 @@ export function statusFor(err: SluiceError): { code: StatusCode; message: string
     case 'not-found':
     // As OpenSSH's errno_to_portable() answers ENOTDIR (with ENOENT, ELOOP and EBADF): `f/` of a file, `f/x`,
     // OPENDIR or RMDIR of a file. FAILURE told clients something went wrong where nothing by that name is there
-    // to act on (OpenSSH's sftp: "Failure" for `put x f/`, where its own server says "No such file").
+    // to act on, where OpenSSH's sftp says `File "f/" not found` for `get f/` from its own server.
     case 'not-a-directory':
       return { code: STATUS.NO_SUCH_FILE, message };
     case 'permission-denied':
       return { code: STATUS.PERMISSION_DENIED, message };
     case 'unsupported':
       return { code: STATUS.OP_UNSUPPORTED, message };
+    // As errno_to_portable() answers EINVAL: READLINK of what is no link (of `ld/` too, the directory it leads to).
+    case 'invalid-argument':
+      return { code: STATUS.BAD_MESSAGE, message };
     case 'quota-exceeded':
     case 'already-exists':
     case 'not-empty':

@@ -12,7 +12,7 @@ const ERRNO_KINDS: Readonly<Record<string, ErrorKind>> = {
   EISDIR: 'is-a-directory',
   ENOSPC: 'no-space',
   EDQUOT: 'no-space',
-  EINVAL: 'invalid-path',
+  EINVAL: 'invalid-argument',
   EXDEV: 'unsupported',
   ENOTSUP: 'unsupported',
   EOPNOTSUPP: 'unsupported',
