@@ -1,17 +1,15 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { openAdmin, type AdminServices } from '../src/admin-services.js';
-import { openCoordination, type Coordination } from '../src/app.js';
+import { describe, it } from 'node:test';
+import type { Coordination } from '../src/app.js';
 import type { Actor } from '../src/audit/events.js';
-import { loadConfig } from '../src/config/load.js';
 import { RemoteCoordinator, type Channel } from '../src/coordinator/ipc-client.js';
 import type { PrimaryMessage, SingleWorkerMessage, WorkerMessage } from '../src/coordinator/ipc-messages.js';
 import { WorkerLink } from '../src/coordinator/ipc-server.js';
 import type { Account } from '../src/session/account.js';
 import { SCANS_PER_USER } from '../src/session/scanning.js';
+import { primaryOnTempStore } from './helpers/in-process.js';
 import { waitFor } from './helpers/quota.js';
 
 /*
@@ -51,23 +49,6 @@ function wire(coordination: Coordination, worker: number): { coordinator: Remote
 
 const account: Account = { id: 4242, name: 'carol', home: '', quotaBytes: 0, quotaFiles: 1, rateUp: null, rateDown: null, scan: null, requireTls: false, revision: 0, readAt: 0, method: 'password', key: null, passwordMark: null, permissions: { root: new Set(), dirs: new Map() } };
 const actor: Actor = { session: 's1', user: 'carol', protocol: 'sftp', ip: '127.0.0.1', port: 40000 };
-
-/** The primary's real coordination on a store in a temp dir, opened before the suite's cases and closed after them. */
-function primaryOnTempStore(): { dir: string; primary: () => Coordination } {
-  const dir = mkdtempSync(join(tmpdir(), 'sluice-ipc-'));
-  let base: AdminServices;
-  let coordination: Coordination;
-  before(async () => {
-    base = await openAdmin(loadConfig({ env: { SLUICE_LOG_LEVEL: 'silent' }, cwd: dir }));
-    coordination = await openCoordination(base);
-  });
-  after(async () => {
-    await coordination.close();
-    await base.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return { dir, primary: () => coordination };
-}
 
 describe('worker to primary: what needs no answer is batched per tick', () => {
   const { dir, primary } = primaryOnTempStore();

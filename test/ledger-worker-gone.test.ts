@@ -1,57 +1,41 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, it } from 'node:test';
-import { openAdmin, type AdminServices } from '../src/admin-services.js';
-import { openCoordination, type Coordination } from '../src/app.js';
-import { loadConfig } from '../src/config/load.js';
+import { it } from 'node:test';
 import { WorkerLink } from '../src/coordinator/ipc-server.js';
 import type { Account } from '../src/session/account.js';
+import { primaryOnTempStore } from './helpers/in-process.js';
 
 /*
  * A ledger opens asynchronously (its user's usage may come from the
  * database), so a worker can die between asking for one and getting it. The
- * primary's real coordination on a store in a temp directory.
+ * primary's real coordination on a store in a temp directory (primaryOnTempStore).
  */
-const dir = mkdtempSync(join(tmpdir(), 'sluice-ledger-gone-'));
-let base: AdminServices;
-let coordination: Coordination;
-before(async () => {
-  base = await openAdmin(loadConfig({ env: { SLUICE_LOG_LEVEL: 'silent' }, cwd: dir }));
-  coordination = await openCoordination(base);
-});
-after(async () => {
-  await coordination.close();
-  await base.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { dir, primary, admin } = primaryOnTempStore();
 
 it('a ledger asked for by a worker that dies before the answer is closed, not kept for ever', async () => {
-  const user = await base.users.create('dora', null, {
+  const user = await admin().users.create('dora', null, {
     home: dir, enabled: true, expiresAt: null, protocols: ['sftp'], requireTls: false, requireKey: false, permissions: ['list'],
     quotaBytes: 1000, quotaFiles: 10, rateUp: null, rateDown: null, scan: null, allowIps: [], denyIps: [],
   });
-  const link = new WorkerLink(1, coordination.coordinator, coordination.quotas, () => undefined);
+  const link = new WorkerLink(1, primary().coordinator, primary().quotas, () => undefined);
   link.handle({ t: 'ask', id: 1, op: 'ledger', account: { id: user.id, quotaBytes: 1000, quotaFiles: 10, revision: 0 } });
   link.workerGone('killed', null);
   // Wait for the open the dead worker started to finish.
   await new Promise((r) => setImmediate(r));
   // A recount since: a ledger made now reads it, one the dead worker still held would not.
-  await base.users.setUsage(user.id, 500, 5);
+  await admin().users.setUsage(user.id, 500, 5);
   const account: Account = { id: user.id, name: 'dora', home: dir, quotaBytes: 1000, quotaFiles: 10, rateUp: null, rateDown: null, scan: null, requireTls: false, revision: 0, readAt: 0, method: 'password', key: null, passwordMark: null, permissions: { root: new Set(), dirs: new Map() } };
-  const ledger = await coordination.quotas.acquire(account);
+  const ledger = await primary().quotas.acquire(account);
   assert.deepEqual(await ledger.usage(), { bytes: 500, files: 5 });
   ledger.release();
 });
 
 it("a session slot a worker that dies before the answer asked for is given back, not counted for ever", async () => {
   // Found by a review: keep() held a claim answered after the worker was gone; nothing released it.
-  const link = new WorkerLink(2, coordination.coordinator, coordination.quotas, () => undefined);
+  const link = new WorkerLink(2, primary().coordinator, primary().quotas, () => undefined);
   link.handle({ t: 'ask', id: 1, op: 'claim-user', user: 'erin', max: 1 });
   link.workerGone('killed', null);
   await new Promise((r) => setImmediate(r));
-  const again = await coordination.coordinator.claimUser('erin', 1);
+  const again = await primary().coordinator.claimUser('erin', 1);
   assert.ok(again, "the dead worker's claim still counts: erin is at her limit of 1");
   again();
 });
@@ -60,7 +44,7 @@ it('two transfers of one path that a session opened in the same millisecond: the
   // Found by a review: keyed alike, the first one's record forgot the second, which then had no record at all.
   const recorded: { event: string; result?: unknown; path?: unknown }[] = [];
   const audit = { record: (_actor: unknown, event: { event: string; result?: unknown; path?: unknown }) => recorded.push(event), system: () => undefined };
-  const link = new WorkerLink(3, coordination.coordinator, coordination.quotas, () => undefined);
+  const link = new WorkerLink(3, primary().coordinator, primary().quotas, () => undefined);
   const actor = { session: 's1', user: 'fay', protocol: 'sftp' as const, ip: '10.0.0.1', port: 2222 };
   const started = new Date().toISOString();
   for (let i = 0; i < 2; i++) link.handle({ t: 'transfer-open', actor, direction: 'download', path: '/big.iso', offset: 0, started });
@@ -79,7 +63,7 @@ it('two transfers of one path that a session opened in the same millisecond: the
 it('of two transfers of one key from different offsets, the record of one ends that one: the survivor is recorded aborted from its own offset', () => {
   const recorded: { event: string; offset?: unknown }[] = [];
   const audit = { record: (_actor: unknown, event: { event: string; offset?: unknown }) => recorded.push(event), system: () => undefined };
-  const link = new WorkerLink(4, coordination.coordinator, coordination.quotas, () => undefined);
+  const link = new WorkerLink(4, primary().coordinator, primary().quotas, () => undefined);
   const actor = { session: 's2', user: 'gil', protocol: 'sftp' as const, ip: '10.0.0.1', port: 2222 };
   const started = new Date().toISOString();
   for (const offset of [0, 4096]) link.handle({ t: 'transfer-open', actor, direction: 'download', path: '/f', offset, started });
@@ -97,7 +81,7 @@ it("an upload recorded where it ended (its directory renamed while open) ends th
   // and its exit recorded aborted an upload whose ok record was in the trail.
   const recorded: { event: string }[] = [];
   const audit = { record: (_actor: unknown, event: { event: string }) => recorded.push(event), system: () => undefined };
-  const link = new WorkerLink(5, coordination.coordinator, coordination.quotas, () => undefined);
+  const link = new WorkerLink(5, primary().coordinator, primary().quotas, () => undefined);
   const actor = { session: 's3', user: 'hal', protocol: 'sftp' as const, ip: '10.0.0.1', port: 2222 };
   const started = new Date().toISOString();
   link.handle({ t: 'transfer-open', actor, direction: 'upload', path: '/d0/f.bin', offset: 0, started });

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import { openAdmin, type AdminServices } from '../../src/admin-services.js';
 import { openCoordination, servicesOn, type Coordination, type Services } from '../../src/app.js';
 import { ensureKeys } from '../../src/certs/ensure.js';
@@ -93,4 +94,24 @@ export async function sftpWithEveryRight(name: string): Promise<{ srv: InProcess
       await srv.close();
     },
   };
+}
+
+/**
+ * The primary's real coordination (and the admin services it stands on) on a
+ * store in a temp dir, opened before the suite's cases and closed after them.
+ */
+export function primaryOnTempStore(): { dir: string; primary: () => Coordination; admin: () => AdminServices } {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-ipc-'));
+  let base: AdminServices;
+  let coordination: Coordination;
+  before(async () => {
+    base = await openAdmin(loadConfig({ env: { SLUICE_LOG_LEVEL: 'silent' }, cwd: dir }));
+    coordination = await openCoordination(base);
+  });
+  after(async () => {
+    await coordination.close();
+    await base.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { dir, primary: () => coordination, admin: () => base };
 }
