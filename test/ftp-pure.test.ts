@@ -453,6 +453,7 @@ describe('replies (ftp/replies.ts)', () => {
     'not-a-directory': 550,
     'is-a-directory': 550,
     rejected: 550,
+    'not-open-for': 550,
     'quota-exceeded': 552,
     'invalid-path': 553,
     'invalid-argument': 553,

@@ -175,7 +175,7 @@ describe('SFTP codec (pure)', () => {
 
   // That no server path reaches a client is shown against the real server (sftp-protocol.test.ts).
   it('maps every error kind to a status', () => {
-    const kinds: ErrorKind[] = ['not-found', 'permission-denied', 'quota-exceeded', 'already-exists', 'not-empty', 'invalid-path', 'invalid-argument', 'not-a-directory', 'is-a-directory', 'no-space', 'unsupported', 'rejected', 'failure'];
+    const kinds: ErrorKind[] = ['not-found', 'permission-denied', 'quota-exceeded', 'already-exists', 'not-empty', 'invalid-path', 'invalid-argument', 'not-open-for', 'not-a-directory', 'is-a-directory', 'no-space', 'unsupported', 'rejected', 'failure'];
     for (const kind of kinds) {
       const s = statusFor(new SluiceError(kind));
       assert.ok(Object.values(STATUS).includes(s.code));
@@ -187,6 +187,8 @@ describe('SFTP codec (pure)', () => {
     assert.equal(statusFor(new SluiceError('not-a-directory')).code, STATUS.NO_SUCH_FILE);
     // And EINVAL.
     assert.equal(statusFor(new SluiceError('invalid-argument')).code, STATUS.BAD_MESSAGE);
+    // And EBADF: a WRITE through a handle opened without WRITE.
+    assert.equal(statusFor(new SluiceError('not-open-for')).code, STATUS.NO_SUCH_FILE);
   });
 });
 

@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
 import { advertisedExtensions } from '../src/sftp/handlers.js';
 import { hasUnsafeChar } from '../src/session/unsafe-chars.js';
+import { diskUsage, persistedUsage } from './helpers/quota.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sftpPackets, sshConnect } from './helpers/ssh.js';
 
@@ -109,6 +110,7 @@ describe('SFTP protocol edges, against the running server', () => {
         { name: 'pat', password: 'pat password', args: ['--perms', 'all'] },
         { name: 'quoted', password: 'quoted password', args: ['--quota-bytes', String(1024 * 1024), '--quota-files', '10'] },
         { name: 'copier', password: 'copier password', args: ['--perms', 'all', '--quota-bytes', String(1024 * 1024)] },
+        { name: 'opener', password: 'opener password', args: ['--perms', 'all', '--quota-bytes', String(1024 * 1024), '--quota-files', '10'] },
       ],
     });
     client = await sshConnect({ port: srv.sftpPort, username: 'pat', password: 'pat password' });
@@ -362,6 +364,70 @@ describe('SFTP protocol edges, against the running server', () => {
     raw.channel.close();
     assert.equal(statSync(join(srv.home('pat'), 'own.txt')).mode & 0o777, 0o644);
     assert.equal(statSync(join(srv.home('pat'), 'owndir')).mode & 0o777, 0o755);
+  });
+
+  // Measured on OpenSSH 9.2's sftp-server (run over a pipe): an OPEN without WRITE is open(2) O_RDONLY with the other
+  // flags, which empties (TRUNC) or creates (CREAT|EXCL) the file; a WRITE or copy-data into it is write(2)'s EBADF,
+  // answered NO_SUCH_FILE, and an FSETSTAT size ftruncate(2)'s EINVAL, BAD_MESSAGE; the file stays as the open left it.
+  it('a handle opened without WRITE (TRUNC, CREAT|EXCL, APPEND, READ) refuses WRITEs and size changes as OpenSSH: the file as the open left it', async () => {
+    const [TRUNC, CREAT, EXCL, APPEND] = [0x10, 0x08, 0x20, 0x04];
+    const home = srv.home('opener');
+    const c = await sshConnect({ port: srv.sftpPort, username: 'opener', password: 'opener password' });
+    try {
+      // Uploaded, so that the quota counts them from the start.
+      const planter = await sftpOf(c);
+      for (const name of ['emptied.txt', 'trunc.txt', 'appended.txt', 'read.txt', 'source.txt']) await call((cb) => planter.writeFile(`/${name}`, 'old content', cb));
+      const raw = await Raw.open(c);
+      const hello = (h: Buffer) => raw.request(6, Buffer.concat([str(h), u64(0), str('hello')]));
+      const readAt0 = (h: Buffer) => raw.request(5, Buffer.concat([str(h), u64(0), u32(100)]));
+      const resize = (h: Buffer) => raw.request(10, Buffer.concat([str(h), u32(0x01), u64(3)]));
+      const copyInto = async (h: Buffer) => {
+        const from = await raw.handle(FXP.OPEN, Buffer.concat([str('/source.txt'), u32(READ), NO_ATTRS]));
+        return raw.request(FXP.EXTENDED, Buffer.concat([str('copy-data'), str(from), u64(0), u64(0), str(h), u64(0)]));
+      };
+      // Per open: WRITE's status, FSETSTAT size's, copy-data into it, READ's (EOF or the bytes; '-': not opened
+      // READ), the file after CLOSE.
+      const expected: [string, number, number, number, string, string][] = [
+        ['TRUNC|READ emptied.txt', 2, 5, 2, 'EOF', ''],
+        ['CREAT|EXCL made.txt', 2, 5, 2, '-', ''],
+        ['CREAT|EXCL|READ made-r.txt', 2, 5, 2, 'EOF', ''],
+        ['TRUNC trunc.txt', 2, 5, 2, '-', ''],
+        ['APPEND appended.txt', 2, 5, 2, '-', 'old content'],
+        ['READ read.txt', 2, 5, 2, 'old content', 'old content'],
+      ];
+      const flags: Record<string, number> = { TRUNC, CREAT, EXCL, APPEND, READ };
+      const seen: typeof expected = [];
+      for (const [what] of expected) {
+        const [named, name] = what.split(' ') as [string, string];
+        const h = await raw.handle(FXP.OPEN, Buffer.concat([str(`/${name}`), u32(named.split('|').reduce((f, n) => f | (flags[n] as number), 0)), NO_ATTRS]));
+        const written = status(await hello(h)).code;
+        const resized = status(await resize(h)).code;
+        const copied = status(await copyInto(h)).code;
+        let read = '-';
+        if (named.includes('READ')) {
+          const r = await readAt0(h);
+          read = r.type === FXP.STATUS ? (status(r).code === 1 ? 'EOF' : `status ${status(r).code}`) : r.body.subarray(4, 4 + r.body.readUInt32BE(0)).toString();
+        }
+        await raw.closeAll();
+        seen.push([what, written, resized, copied, read, readFileSync(join(home, name), 'utf8')]);
+      }
+      assert.deepEqual(seen, expected);
+      raw.channel.close();
+    } finally {
+      c.end();
+    }
+    // Recorded as what each open did: an upload of nothing, which emptied the old file or made a new one.
+    const paths = ['/emptied.txt', '/made.txt', '/made-r.txt', '/trunc.txt'];
+    const emptied = (r: Record<string, unknown>) => r.event === 'upload' && r.user === 'opener' && paths.includes(String(r.path)) && r.bytes === 0;
+    const uploads = (await srv.auditWhen((records) => records.filter(emptied).length === paths.length)).filter(emptied);
+    for (const r of uploads) {
+      assert.deepEqual([r.result, r.size], ['ok', 0], String(r.path));
+      assert.equal(r.replaced === undefined, String(r.path).startsWith('/made'), `${String(r.path)}: replaced ${JSON.stringify(r.replaced)}`);
+    }
+    // Nothing held on the quota by the refused writes: the usage is what the disk holds.
+    assert.deepEqual(persistedUsage(srv, 'opener'), { bytes: 33, files: 7 });
+    const disk = diskUsage(home);
+    assert.deepEqual([disk.bytes, disk.files], [33, 7]);
   });
 
   it('statvfs shows a quota as the file system (df in sftp)', async () => {

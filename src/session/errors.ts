@@ -13,6 +13,11 @@ export type ErrorKind =
   | 'invalid-path'
   /** The file system's EINVAL: what was asked means nothing for that node (READLINK of no link, a directory moved into itself). */
   | 'invalid-argument'
+  /**
+   * The file system's EBADF: asked through an open file for what its open did not ask for (a write
+   * through a download, or through an SFTP OPEN without WRITE that emptied or created the file).
+   */
+  | 'not-open-for'
   | 'not-a-directory'
   | 'is-a-directory'
   | 'no-space'
@@ -29,6 +34,7 @@ const MESSAGES: Record<ErrorKind, string> = {
   'not-empty': 'Directory not empty',
   'invalid-path': 'Invalid path',
   'invalid-argument': 'Invalid argument',
+  'not-open-for': 'Handle not open for that',
   'not-a-directory': 'Not a directory',
   'is-a-directory': 'Is a directory',
   'no-space': 'No space left on device',
@@ -65,6 +71,16 @@ export class SluiceError extends Error {
  */
 export function pathTooLong(detail?: string): SluiceError {
   return new SluiceError('invalid-path', 'Path too long', detail);
+}
+
+/** A write through a file not opened for writing: a download's, or an upload's opened without WRITE (WriteOptions.write). */
+export function notOpenForWriting(): SluiceError {
+  return new SluiceError('not-open-for', 'Handle not open for writing');
+}
+
+/** A size change through such a file (see notOpenForWriting): ftruncate(2) answers EINVAL, not EBADF. */
+export function sizeNotWritable(): SluiceError {
+  return new SluiceError('invalid-argument', 'Handle not open for writing');
 }
 
 /** What a request of a session that has ended gets, from whichever step notices. */

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Actor, AuditEvent, AuditSink, Replaced } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
 import { shareOf, type Account, type Protocol } from './account.js';
-import { SluiceError, Unseen, movedMeanwhile, sessionClosed, toSluiceError } from './errors.js';
+import { SluiceError, Unseen, movedMeanwhile, sessionClosed, sizeNotWritable, toSluiceError } from './errors.js';
 import { inPlaceFence } from './fence.js';
 import { linkInfo, toFileInfo, type FileInfo } from './file-info.js';
 import type { LiveConnection, LiveRegistry, LiveSession } from './live.js';
@@ -86,6 +86,12 @@ export interface WriteOptions {
    * may download (see readsBack), and the reads are recorded as a download (see ReadBack).
    */
   read?: boolean;
+  /**
+   * false: the open only empties or creates the file, and its writes and size changes are refused
+   * (SFTP OPEN with TRUNC, or CREAT|EXCL, without WRITE, which OpenSSH's sftp-server opens read-only).
+   * Default true.
+   */
+  write?: boolean;
 }
 
 /** Room for a user's files (see Session.space); bytes, and names. */
@@ -845,6 +851,7 @@ export class Session implements LiveSession {
     const upload: Upload = new Upload(file, path, offset, target, this.ledger, (r) => this.finished(upload, r), {
       ...this.transferOptions(options, this.budget.rates.up),
       hashWholeFile: this.deps.hashResumedUploads,
+      writes: options.write ?? true,
       knownSha256: (node) => this.deps.receipts.of(node),
       scan: this.scanning
         ? { scanning: this.scanning, user: this.account.name, userId: this.account.id, turns: shareOf(this.account.name, this.account.method === 'anonymous', this.context.source) }
@@ -965,7 +972,7 @@ export class Session implements LiveSession {
         if (change.mtime !== undefined) this.require('chtimes', dir);
         if (change.size !== undefined) {
           this.require('overwrite', dir);
-          if (!(transfer instanceof Upload)) throw new SluiceError('permission-denied', 'Handle not open for writing');
+          if (!(transfer instanceof Upload)) throw sizeNotWritable();
           await transfer.resize(change.size);
         }
         await transfer.changeFile(change);

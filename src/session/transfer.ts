@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { Transform, Writable, type Readable } from 'node:stream';
 import type { Replaced, TransferResult } from '../audit/events.js';
-import { SluiceError, Unseen, toSluiceError } from './errors.js';
+import { SluiceError, Unseen, notOpenForWriting, sizeNotWritable, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
 import { baseName, parentOf } from './paths.js';
 import { dropFile, dropThrough, freedBytes, freeingKey, lookingAgain, NameChanged, outsideInPlaceWrites, type Ledger } from './quota.js';
@@ -68,6 +68,8 @@ export interface UploadOptions extends TransferOptions {
   knownSha256: (st: NodeStat) => string | null;
   /** The client reads the file through the upload too (SFTP OPEN READ|WRITE); null: it may not. */
   readBack: ReadBackOptions | null;
+  /** false: opened only to empty or create the file (see WriteOptions.write): its writes and resizes are refused. */
+  writes: boolean;
 }
 
 type Reporter = (record: TransferRecord) => void;
@@ -484,6 +486,11 @@ export class Upload extends Transfer {
     this.readBack = uploadOptions.readBack && new ReadBack(file, uploadOptions.readBack, () => this.isFinished);
   }
 
+  /** Whether it takes writes (see UploadOptions.writes). */
+  get writes(): boolean {
+    return this.uploadOptions.writes;
+  }
+
   /** Written to a staged file that takes its name only at the end (an atomic upload). */
   get isStaged(): boolean {
     return this.target.staged !== null;
@@ -518,6 +525,8 @@ export class Upload extends Transfer {
    * in the file. Several buffers are consecutive bytes, written in one call.
    */
   write(data: Buffer | readonly Buffer[], position: number = this.offset + this.bytes): Promise<void> {
+    // Refused before anything is reserved or hashed: the upload goes on, as a write(2) of EBADF leaves the file.
+    if (!this.uploadOptions.writes) return Promise.reject(notOpenForWriting());
     // WRITEs pipelined behind one that failed hear why, as before the failure ended the upload (failWrite).
     if (this.isFinished) return Promise.reject(this.writeError ?? new SluiceError('failure', 'Transfer is closed'));
     // Into an existing file it did not empty (a resume), the first write says where the upload begins. A new or
@@ -687,6 +696,7 @@ export class Upload extends Transfer {
 
   /** SFTP FSETSTAT size on an open upload: cut or extend, within the quota. */
   resize(size: number): Promise<void> {
+    if (!this.uploadOptions.writes) return Promise.reject(sizeNotWritable());
     if (this.isFinished) return Promise.reject(new SluiceError('failure', 'Transfer is closed'));
     return this.track(this.resizeNow(size));
   }

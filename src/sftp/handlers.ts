@@ -1,4 +1,4 @@
-import { SluiceError } from '../session/errors.js';
+import { SluiceError, notOpenForWriting } from '../session/errors.js';
 import { DirectoryListing } from '../session/listing.js';
 import type { Session } from '../session/session.js';
 import { Download, Upload } from '../session/transfer.js';
@@ -146,6 +146,8 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
           offset: 0,
           // READ|WRITE: a handle read through as well (sshfs opens every O_RDWR file so), as OpenSSH's.
           read: (flags & OPEN_FLAGS.READ) !== 0,
+          // Without WRITE (TRUNC, CREAT|EXCL, APPEND alone) OpenSSH opens it O_RDONLY: emptied or made, never written.
+          write: (flags & OPEN_FLAGS.WRITE) !== 0,
         });
       } else {
         transfer = await session.openRead(path);
@@ -524,7 +526,7 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
       const to = handles.file(body.bytes());
       const toOffset = body.uint64();
       if (!(from instanceof Download)) throw new SluiceError('permission-denied', 'Handle not open for reading');
-      if (!(to instanceof Upload)) throw new SluiceError('permission-denied', 'Handle not open for writing');
+      if (!(to instanceof Upload) || !to.writes) throw notOpenForWriting();
       await session.copy(from, to, { from: fromOffset, to: toOffset, length, chunk: COPY_CHUNK });
       return ok(id);
     },
@@ -619,7 +621,7 @@ export function pathsNamed(ctx: HandlerContext, packet: Packet): { names: string
 /** Consecutive bytes from `offset` through a handle open for writing, in one write. */
 export async function writeThrough({ handles }: HandlerContext, handle: Buffer, offset: number, data: readonly Buffer[]): Promise<void> {
   const transfer = handles.file(handle);
-  if (!(transfer instanceof Upload)) throw new SluiceError('permission-denied', 'Handle not open for writing');
+  if (!(transfer instanceof Upload)) throw notOpenForWriting();
   await transfer.write(data, offset);
 }
 
