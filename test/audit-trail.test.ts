@@ -192,6 +192,45 @@ describe('audit trail of a running server', () => {
     );
   });
 
+  // The trail's order is the order things were done: a download's CLOSE is answered before its line is
+  // chained (AuditLog.chainTaken), and what the client does next must not be chained before it. A SETSTAT
+  // of the owner is refused and recorded with no trip to the file system, in the very turn the CLOSE's reply
+  // lets it run (the channel holds a request by path behind a CLOSE of that path); sent once the reply came,
+  // it is the client's next request.
+  it('a download\'s record precedes the records of the requests after its CLOSE, pipelined or not', async () => {
+    writeFileSync(join(srv.home('alice'), 'order.dat'), data.subarray(0, 1000));
+    const ssh = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const { ch, next } = await initialised(ssh);
+      const status = (reply: Buffer) => [reply[0], reply.readUInt32BE(5)];
+      const chown = (id: number) => new Writer(FXP.SETSTAT, id).string('/order.dat').attrs({ uid: 0, gid: 0 }).finish();
+      let id = 0;
+      const download = async (): Promise<Buffer> => {
+        ch.write(new Writer(FXP.OPEN, ++id).string('/order.dat').uint32(OPEN_FLAGS.READ).uint32(0).finish());
+        const reply = await next();
+        assert.equal(reply[0], FXP.HANDLE);
+        const handle = reply.subarray(9, 9 + reply.readUInt32BE(5));
+        ch.write(new Writer(FXP.READ, ++id).bytes(handle).uint64(0).uint32(1000).finish());
+        assert.equal((await next())[0], FXP.DATA);
+        return handle;
+      };
+      for (let round = 0; round < 3; round++) {
+        ch.write(Buffer.concat([new Writer(FXP.CLOSE, ++id).bytes(await download()).finish(), chown(++id)]));
+        assert.deepEqual([status(await next()), status(await next())], [[FXP.STATUS, 0], [FXP.STATUS, 3]]);
+        ch.write(new Writer(FXP.CLOSE, ++id).bytes(await download()).finish());
+        assert.deepEqual(status(await next()), [FXP.STATUS, 0]);
+        ch.write(chown(++id));
+        assert.deepEqual(status(await next()), [FXP.STATUS, 3]);
+      }
+    } finally {
+      ssh.end();
+    }
+    const mine = (r: Rec) => r.path === '/order.dat' && (r.event === 'download' || (r.event === 'denied' && r.operation === 'chown'));
+    const records = await srv.auditWhen((all) => all.filter(mine).length >= 12);
+    const events = records.filter(mine).sort((a, b) => (a.seq as number) - (b.seq as number)).map((r) => r.event);
+    assert.deepEqual(events, Array(6).fill(['download', 'denied']).flat());
+  });
+
   it('an SFTP upload cut off by a disconnect is recorded as aborted, with its bytes and their hash', async () => {
     const ssh = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
     const sftp = await sftpOf(ssh);

@@ -77,10 +77,14 @@ export interface AuditLogOptions {
  * Audit trail as JSON lines, each chained to the one before (sequence number
  * and SHA-256 of the previous line), so an edit, a removal, an insertion or a
  * reordering shows (`sluice audit verify`). Lines are built here rather than
- * by pino so the bytes hashed are the bytes written. They are written
- * asynchronously from a buffer, so a transfer never waits on the audit file,
- * and never more than a second late. The chain runs on across restarts and
- * rotations: each new run and each new file starts with an anchor line.
+ * by pino so the bytes hashed are the bytes written. A record is taken as it
+ * comes (stamped with its time) and chained once the turn of the event loop
+ * that took it is over (see chainTaken), in the order taken: the reply its
+ * request waits for goes out before its line is built and hashed. Lines are
+ * written asynchronously from a buffer, so a transfer never waits on the
+ * audit file, and never more than a second late. The chain runs on across
+ * restarts and rotations: each new run and each new file starts with an
+ * anchor line.
  * A line torn by a crash stays where it is, outside the chain: the restart
  * ends it with a newline and its anchor records the fragment (`torn`).
  * Every line names its node (`node`), under the hash like the rest, so the
@@ -94,6 +98,8 @@ export class AuditLog implements AuditSink, SystemAuditSink {
   private keeping: Promise<void> = Promise.resolve();
   /** Its files over their backlog (LogFileOptions.onBacklog). */
   private readonly behind = new Set<string>();
+  /** Records taken and not chained yet, in the order taken (see chainTaken). */
+  private taken: Taken[] = [];
 
   /** The trail of `options.file`, its chain continued from where the files on disk leave it (see recover). */
   static async open(options: AuditLogOptions): Promise<AuditLog> {
@@ -114,7 +120,8 @@ export class AuditLog implements AuditSink, SystemAuditSink {
     this.file = new LogFile(options.file, {
       maxSize: options.rotateSize,
       onNewFile: (reason) => {
-        this.write({ event: 'audit-rotated', reason });
+        // The new file's first line, ahead of the records still to chain: they follow it there.
+        this.chain(this.stamped({ event: 'audit-rotated', reason }));
         this.applyKeep();
       },
       onError: options.onError,
@@ -133,6 +140,7 @@ export class AuditLog implements AuditSink, SystemAuditSink {
           });
     this.write({ event: 'audit-start', pid: process.pid, ...(fragment ? { torn: tearOf(fragment) } : {}) });
     if (fragment) options.onTorn?.(fragment.length);
+    this.chainTaken();
     this.file.flushNow();
     this.applyKeep();
     if (xferlog !== null) this.applyXferlogKeep(xferlog);
@@ -181,8 +189,20 @@ export class AuditLog implements AuditSink, SystemAuditSink {
     this.write(event);
   }
 
+  /**
+   * Take a record: chained once this turn of the event loop is over, after
+   * the records taken before it. Its fields are copied now, one level deep:
+   * a record is an object built for the call, never changed after it.
+   */
   private write(fields: object, time = new Date(), actor?: Actor): void {
-    // The writer says which node and when: a record (a worker's message among them) cannot.
+    this.taken.push(this.stamped(fields, time, actor));
+    // Once a turn: every record the turn takes waits in `taken` for the same pass.
+    if (this.taken.length === 1) setImmediate(this.chainTaken);
+    this.options.metrics?.linesWritten(1);
+  }
+
+  /** A record as its line carries it: the writer says which node and when, which a record (a worker's message among them) cannot. */
+  private stamped(fields: object, time = new Date(), actor?: Actor): Taken {
     // Built as chainLine builds its line, for the same reason (see there); the actor spread in
     // here rather than into a copy of its own, which starting with a spread was as slow.
     const { node } = this.options;
@@ -190,18 +210,37 @@ export class AuditLog implements AuditSink, SystemAuditSink {
     const stamped: Record<string, unknown> = { node, time: at, ...actor, ...fields };
     stamped.node = node;
     stamped.time = at;
+    return { stamped, actor };
+  }
+
+  /**
+   * Chain the records taken, in the order taken, once the turn that took
+   * them is over (setImmediate) rather than as they come: a line's JSON and
+   * SHA-256 are work no reply needs, and a request that records (an SFTP
+   * CLOSE, an FTP transfer's end) did it before its reply was written. A
+   * record taken later, of any session, is chained later, whenever this
+   * runs: what a client sends once it has a reply is recorded after that
+   * request's record. A crash loses no more than before: these records, as
+   * the buffer's lines, were not yet written anywhere.
+   */
+  private readonly chainTaken = (): void => {
+    const taken = this.taken;
+    this.taken = [];
+    for (const record of taken) this.chain(record);
+  };
+
+  private chain({ stamped, actor }: Taken): void {
     let { line, head } = chainLine(this.head, stamped);
     // A line's UTF-8 is at most 3 bytes a UTF-16 unit: most need no count. Records are bounded (MAX_RECORD_BYTES);
     // one that is not would be a line every reader refuses, breaking the chain for good: its place is said instead.
     if (line.length * 3 > MAX_RECORD_BYTES && Buffer.byteLength(line) > MAX_RECORD_BYTES) {
       const bytes = Buffer.byteLength(line);
-      const event = (fields as { event?: unknown }).event;
-      ({ line, head } = chainLine(this.head, { node, time: at, ...actor, event: 'audit-record-too-long', record_event: typeof event === 'string' ? event : null, bytes }));
+      const { node, time, event } = stamped;
+      ({ line, head } = chainLine(this.head, { node, time, ...actor, event: 'audit-record-too-long', record_event: typeof event === 'string' ? event : null, bytes }));
       this.options.onError(new Error(`audit: a record (${String(event)}) of ${bytes} bytes is longer than any record may be (${MAX_RECORD_BYTES}): written as audit-record-too-long`));
     }
     this.head = head;
     this.file.write(line + '\n');
-    this.options.metrics?.linesWritten(1);
   }
 
   /** SIGHUP: continue in new files if logrotate moved the current ones away. */
@@ -209,8 +248,9 @@ export class AuditLog implements AuditSink, SystemAuditSink {
     await Promise.all([this.file.reopen(), this.xferlog?.reopen()]);
   }
 
-  /** Hand everything buffered to the files. */
+  /** Hand everything buffered to the files, the records taken this turn among it. */
   async flush(): Promise<void> {
+    this.chainTaken();
     await Promise.all([this.file.flush(), this.xferlog?.flush()]);
   }
 
@@ -223,8 +263,15 @@ export class AuditLog implements AuditSink, SystemAuditSink {
       // A rotation started by that pass's records queues the next pass once it is done.
       await this.flush();
     }
+    this.chainTaken();
     await Promise.all([this.file.close(), this.xferlog?.close()]);
   }
+}
+
+/** A record taken (see AuditLog.write): its line's fields, and who acted, for a record too long to be written. */
+interface Taken {
+  stamped: Record<string, unknown>;
+  actor: Actor | undefined;
 }
 
 interface Recovered {
