@@ -1,5 +1,6 @@
 import type { Account } from './account.js';
 import { SluiceError } from './errors.js';
+import { LazyMap, LazySet } from './lazy-collections.js';
 import { inodeOfKey, nodeKey, type NodeStat } from './storage/storage.js';
 
 /** What a quota counts: bytes of regular files, and names. */
@@ -706,12 +707,12 @@ async function namesLocked<T>(
 export class LedgerHandle implements Ledger {
   private reserved = 0;
   private files = 0;
-  private readonly claims = new Set<string>();
-  private readonly locks = new Set<string>();
+  private readonly claims = new LazySet<string>();
+  private readonly locks = new LazySet<string>();
   /** Those of `locks` taken on this node only (NamesAmong 'node'): not among the nodes, so not given back there. */
-  private readonly nodeOnly = new Set<string>();
+  private readonly nodeOnly = new LazySet<string>();
   /** Files this session's downloads hold open, with how many each (see QuotaLedger.reading). */
-  private readonly readings = new Map<string, number>();
+  private readonly readings = new LazyMap<string, number>();
   private released = false;
   /** The gives of shared locks let go so far (SharedWriteLocks.give), for synced(). */
   private letGo: Promise<unknown> = Promise.resolve();

@@ -5,6 +5,7 @@ import { shareOf, type Account, type Protocol } from './account.js';
 import { SluiceError, Unseen, movedMeanwhile, sessionClosed, sizeNotWritable, toSluiceError } from './errors.js';
 import { inPlaceFence } from './fence.js';
 import { linkInfo, toFileInfo, type FileInfo } from './file-info.js';
+import { LazyMap, LazySet } from './lazy-collections.js';
 import type { LiveConnection, LiveRegistry, LiveSession } from './live.js';
 import { DirectoryListing } from './listing.js';
 import type { HandleBook, UserHandles } from './open-handles.js';
@@ -141,18 +142,18 @@ const ACTS_WAIT_MS = 10_000;
 export class Session implements LiveSession {
   cwd = '/';
   private readonly started = Date.now();
-  private readonly transfers = new Set<Upload | Download>();
+  private readonly transfers = new LazySet<Upload | Download>();
   /** Opens under way: close() waits for them (see opened). */
-  private readonly opening = new Set<Promise<unknown>>();
+  private readonly opening = new LazySet<Promise<unknown>>();
   /** Changes of the tree under way (see acting): close() waits for them too. */
-  private readonly acts = new Set<Promise<unknown>>();
+  private readonly acts = new LazySet<Promise<unknown>>();
   /**
    * Listings opened and not yet closed: closed with the session. Found by a
    * review: an FTP client that sent MLSD and left at once had its listing
    * opened after its data endpoint was gone, and nothing closed the
    * directory's descriptors until a garbage collection did.
    */
-  private readonly listings = new Set<DirectoryListing>();
+  private readonly listings = new LazySet<DirectoryListing>();
   /**
    * The directory each open file really is in, links resolved: the one whose
    * permissions its handle's changes take. The path it was opened by may lead
@@ -165,7 +166,7 @@ export class Session implements LiveSession {
   private endReason: string | null = null;
   private readonly unregister: () => void;
   /** Transfers a copy read from or wrote to (see copy()): the paths at the other end, the first MAX_COPY_PATHS named. */
-  private readonly copies = new Map<Upload | Download, { paths: Set<string>; others: number }>();
+  private readonly copies = new LazyMap<Upload | Download, { paths: Set<string>; others: number }>();
   private closed = false;
   /** Aborted as the session ends: an open waiting for the node's lease (see open's truncation) stops waiting. */
   private readonly closing = new AbortController();

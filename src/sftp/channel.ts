@@ -1,6 +1,7 @@
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { SluiceError } from '../session/errors.js';
+import { LazyMap, LazySet } from '../session/lazy-collections.js';
 import { isWithin, overlaps } from '../session/paths.js';
 import type { Session } from '../session/session.js';
 import { HELD_OVERHEAD, type ByteBudget } from './budget.js';
@@ -95,16 +96,16 @@ export class SftpChannel {
   /** Of those, READs: their replies are bytes a download owes too (see closed, in the constructor). */
   private readsInFlight = 0;
   /** Per handle, the requests ordered on it, in order, the one running first (see ordered()). */
-  private readonly writes = new Map<string, Queued[]>();
+  private readonly writes = new LazyMap<string, Queued[]>();
   /** Per handle, the reply of the last request ordered on it, until it is answered (see dispatch: a READ waits for it). */
-  private readonly lastOrdered = new Map<string, Promise<Buffer>>();
+  private readonly lastOrdered = new LazyMap<string, Promise<Buffer>>();
   /**
    * Per handle, the sending of the reply to the last READ received on it (see dispatch): READs run side by
    * side, but their replies leave in the order the READs came, as from OpenSSH's server and pkg/sftp's.
    * JSch takes a reply to any but its oldest READ as a loss, drops every READ outstanding and asks again:
    * answered as they completed, its get of a 5 MiB file read 9 to 16 MiB, recorded with no SHA-256.
    */
-  private readonly readReplies = new Map<string, Promise<void>>();
+  private readonly readReplies = new LazyMap<string, Promise<void>>();
   /**
    * CLOSEs of files and changes by path (see changesByPath) received and
    * not yet answered, with the paths they act on: a request by path received
@@ -112,7 +113,7 @@ export class SftpChannel {
    * (see dispatch). The CLOSEs among them the channel's end lets finish (see
    * fileCloses).
    */
-  private readonly pathTurns = new Set<PathTurn>();
+  private readonly pathTurns = new LazySet<PathTurn>();
   /** Bytes of the budget this channel holds. */
   private held = 0;
   private initialized = false;
@@ -122,7 +123,7 @@ export class SftpChannel {
   /** Replies not yet handed to ssh2 (see flush). */
   private readonly outbox: Buffer[] = [];
   /** Those of the unsent replies that are owed (see answered()), with their numbers. */
-  private readonly owedReplies = new Map<Buffer, number>();
+  private readonly owedReplies = new LazyMap<Buffer, number>();
   /** Bytes handed to ssh2 in this turn of the event loop. */
   private sentThisTurn = 0;
   private turnEnding = false;
@@ -131,7 +132,7 @@ export class SftpChannel {
    * whose reply the transport has not taken yet, by number, in the order
    * numbered (see answered()).
    */
-  private readonly owed = new Set<number>();
+  private readonly owed = new LazySet<number>();
   /** The number of the next request owed a reply. */
   private owedNext = 0;
   /** Waiting for the replies owed to the requests numbered below `upTo`. */

@@ -1,5 +1,6 @@
 import type { DirectoryListing } from '../session/listing.js';
 import { SluiceError } from '../session/errors.js';
+import { LazyMap } from '../session/lazy-collections.js';
 import { isWithin } from '../session/paths.js';
 import type { UserHandles } from '../session/open-handles.js';
 import type { Download, Upload } from '../session/transfer.js';
@@ -14,14 +15,14 @@ export type HandleEntry =
  * sessions. Every lookup checks the kind; close-all runs when the channel ends.
  */
 export class HandleTable {
-  private readonly entries = new Map<string, HandleEntry>();
+  private readonly entries = new LazyMap<string, HandleEntry>();
   /**
    * Per handle, the clean path its file or directory was opened at, or null
    * once a rename sent on this channel may have moved it (see moved()).
    * Strings only: another session's rename is not seen, and need not be, as
    * it is not ordered with this client's requests.
    */
-  private readonly paths = new Map<string, string | null>();
+  private readonly paths = new LazyMap<string, string | null>();
   private next = 1;
   /** After closeAll: an OPEN that finishes later gets no handle (its caller aborts what it opened). */
   private closed = false;

@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream';
+import { LazyMap } from '../../session/lazy-collections.js';
 
 /**
  * Data connections of one control connection that one may hold open at once
@@ -37,7 +38,7 @@ export interface ClosingCount {
  * control connection's close cuts them all after SESSION_END_GRACE_MS.
  */
 export class ClosingData {
-  private readonly held = new Map<Duplex, NodeJS.Timeout>();
+  private readonly held = new LazyMap<Duplex, NodeJS.Timeout>();
   private ended = false;
 
   constructor(private readonly process: ClosingCount) {}

@@ -3,6 +3,7 @@ import { constants as C, promises as fsp, type Dir, type Dirent, type Stats } fr
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { SluiceError, Unseen, sessionClosed } from '../errors.js';
+import { LazyMap } from '../lazy-collections.js';
 import { UPLOAD_TEMP_PREFIX, splitVirtual } from '../paths.js';
 import { errnoCode, fromErrno, sys } from './errno.js';
 import { kernelFileSystem, type ServerPlaces } from './server-places.js';
@@ -695,7 +696,7 @@ const WALK_CHECKPOINT = 64;
  */
 class DirectoryChain {
   private links: ChainLink[] = [];
-  private readonly users = new Map<FileHandle, number>();
+  private readonly users = new LazyMap<FileHandle, number>();
 
   /** The kept links that the directory names `dirs` begin with. */
   prefix(dirs: readonly string[]): ChainLink[] {

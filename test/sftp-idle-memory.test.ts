@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import type ssh2 from 'ssh2';
+import { TestServer } from './helpers/server.js';
+import { call, sftpOf, sshConnect } from './helpers/ssh.js';
+
+interface HeapSnapshot {
+  snapshot: { meta: { node_fields: string[]; node_types: [string[]]; edge_fields: string[]; edge_types: [string[]] } };
+  nodes: number[];
+  edges: number[];
+  strings: string[];
+}
+
+/** Of the objects whose class is one of `owners`, the Maps and Sets they hold in a field, as `Class.field`, with how many. */
+function collectionsHeld(snap: HeapSnapshot, owners: ReadonlySet<string>): { found: Map<string, number>; held: Map<string, number> } {
+  const { meta } = snap.snapshot;
+  const nf = meta.node_fields.length;
+  const ef = meta.edge_fields.length;
+  const [iType, iName, iEdges] = ['type', 'name', 'edge_count'].map((f) => meta.node_fields.indexOf(f)) as [number, number, number];
+  const [eType, eName, eTo] = ['type', 'name_or_index', 'to_node'].map((f) => meta.edge_fields.indexOf(f)) as [number, number, number];
+  const isObject = (node: number) => meta.node_types[0][snap.nodes[node + iType] as number] === 'object';
+  const nameOf = (node: number) => snap.strings[snap.nodes[node + iName] as number] as string;
+  const found = new Map<string, number>();
+  const held = new Map<string, number>();
+  for (let node = 0, edge = 0; node < snap.nodes.length; node += nf) {
+    const edges = snap.nodes[node + iEdges] as number;
+    const owner = isObject(node) && owners.has(nameOf(node)) ? nameOf(node) : null;
+    if (owner !== null) found.set(owner, (found.get(owner) ?? 0) + 1);
+    for (let k = 0; k < edges; k++, edge += ef) {
+      if (owner === null || meta.edge_types[0][snap.edges[edge + eType] as number] !== 'property') continue;
+      const to = snap.edges[edge + eTo] as number;
+      if (!isObject(to) || (nameOf(to) !== 'Map' && nameOf(to) !== 'Set')) continue;
+      const field = `${owner}.${snap.strings[snap.edges[edge + eName] as number]}`;
+      held.set(field, (held.get(field) ?? 0) + 1);
+    }
+  }
+  return { found, held };
+}
+
+/** Per SFTP session: the session, its channel and handles, its share of the quota ledger, its home's kept directories. */
+const OWNERS = ['Session', 'SftpChannel', 'HandleTable', 'LedgerHandle', 'DirectoryChain'];
+
+describe('an idle SFTP session', () => {
+  it('holds no Map or Set before it uses one (each has a table of four entries from the start, 150-190 bytes)', async (t) => {
+    const srv = await TestServer.start({
+      users: [{ name: 'ida', password: 'ida password' }],
+      nodeArgs: ['--heapsnapshot-signal=SIGUSR2'],
+    });
+    t.after(() => srv.stop());
+    const conns: ssh2.Client[] = [];
+    t.after(() => conns.forEach((c) => c.end()));
+    const sftps: ssh2.SFTPWrapper[] = [];
+    for (let i = 0; i < 3; i++) {
+      const c = await sshConnect({ port: srv.sftpPort, username: 'ida', password: 'ida password' });
+      conns.push(c);
+      sftps.push(await sftpOf(c));
+    }
+    process.kill(srv.pid as number, 'SIGUSR2');
+    // Written by the server's main thread, once begun: a reply after the file appeared comes once it is whole.
+    const written = () => readdirSync(srv.dir).find((f) => f.endsWith('.heapsnapshot'));
+    for (const deadline = Date.now() + 30_000; written() === undefined; ) {
+      assert.ok(Date.now() < deadline, 'no heap snapshot written');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await call<string>((cb) => (sftps[0] as ssh2.SFTPWrapper).realpath('.', cb));
+    const snap = JSON.parse(readFileSync(join(srv.dir, written() as string), 'utf8')) as HeapSnapshot;
+    const { found, held } = collectionsHeld(snap, new Set(OWNERS));
+    // Each found, or the check below proves nothing (ssh2 has a Session class too: at least 3).
+    for (const owner of OWNERS) assert.ok((found.get(owner) ?? 0) >= 3, `${owner}: ${found.get(owner) ?? 0} found`);
+    assert.deepEqual(Object.fromEntries(held), {});
+  });
+});
