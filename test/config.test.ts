@@ -141,6 +141,9 @@ describe('configuration', () => {
     ['a bad IPv6 prefix', {}, 'trustedProxies: ["fd00::/129"]\n', /trustedProxies\.0: "fd00::\/129" has a bad prefix length/],
     ['an unknown PROXY mode', { SLUICE_SFTP_PROXY_PROTOCOL: 'v3' }, null, /sftp\.proxyProtocol \(from SLUICE_SFTP_PROXY_PROTOCOL\)/],
     ['an admin address without a port', { SLUICE_ADMIN_LISTEN: '127.0.0.1' }, null, /^config: admin\.listen \(from SLUICE_ADMIN_LISTEN\): must be ADDRESS:PORT/],
+    // Found by an operator-side review: Node bound such a path cut to its first 108 bytes, the chmod of the path as
+    // given failed, and serve neither started nor ended (SIGTERM included) with the socket listening where no one said.
+    ['an admin socket path longer than a socket takes', { SLUICE_ADMIN_LISTEN: `/run/${'a'.repeat(104)}` }, null, /^config: admin\.listen \(from SLUICE_ADMIN_LISTEN\): a unix socket path is at most 108 bytes, this one is 109: choose a shorter one$/],
     ['TLS on the admin socket', { SLUICE_ADMIN_LISTEN: '/run/admin.sock' }, 'admin:\n  tls: true\n', /^config: admin\.tls: a unix socket takes no TLS/],
     ['a drain timeout that is not a number', { SLUICE_SHUTDOWN_DRAIN_TIMEOUT: '30s' }, null, /shutdown\.drainTimeout \(from SLUICE_SHUTDOWN_DRAIN_TIMEOUT\)/],
     ['a negative drain timeout', {}, 'shutdown:\n  drainTimeout: -1\n', /shutdown\.drainTimeout/],

@@ -16,6 +16,14 @@ import * as z from './zod.js';
  */
 const text = () => z.string().refine((s) => !s.includes('\0'), 'holds a NUL byte, which no path or argument can');
 
+/**
+ * The longest unix socket path Node binds as given on Linux (sun_path's 108
+ * bytes): a longer one was cut to its first 108 without a word, the admin API
+ * listened there, unprotected until a chmod of the path as given failed, and
+ * serve neither started nor ended, SIGTERM included.
+ */
+const MAX_SOCKET_PATH = 108;
+
 /** A port to listen on; 0 switches the listener off. */
 const port = z.number().int().min(0).max(65535);
 /**
@@ -454,6 +462,9 @@ export const configSchema = z
         listen: text()
           .refine((s) => s === '' || s.includes('/') || /^(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}$/.test(s), 'must be ADDRESS:PORT (e.g. 127.0.0.1:8022) or a unix socket path')
           .refine((s) => s === '' || s.includes('/') || portInRange(s), { error: (issue) => `"${String(issue.input)}": ${PORT_RANGE}` })
+          .refine((s) => !s.includes('/') || Buffer.byteLength(s) <= MAX_SOCKET_PATH, {
+            error: (issue) => `a unix socket path is at most ${MAX_SOCKET_PATH} bytes, this one is ${Buffer.byteLength(String(issue.input))}: choose a shorter one`,
+          })
           .default(''),
         /** HTTPS with the server's TLS certificate (certsDir/tls-cert.pem); TCP only. */
         tls: z.boolean().default(false),
