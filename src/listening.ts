@@ -23,6 +23,15 @@ const REFUSALS: Record<string, string> = {
 };
 
 /**
+ * A unix socket's path: libuv reports a missing directory as EACCES too, and
+ * "ports below 1024" sent the operator after privileges for a typo in a path.
+ */
+const SOCKET_REFUSALS: Record<string, string> = {
+  ...REFUSALS,
+  EACCES: 'its directory does not exist, or this user may not create files in it',
+};
+
+/**
  * `server` listening where `options` say (an address and port, or a unix
  * socket's path) for `what` (a front-end's name). A refusal the system
  * explains becomes a StartRefused; anything else is thrown as it came.
@@ -30,7 +39,7 @@ const REFUSALS: Record<string, string> = {
 export function listenOn(server: net.Server, what: string, options: net.ListenOptions): Promise<void> {
   return new Promise((resolve, reject) => {
     const refused = (err: NodeJS.ErrnoException) => {
-      const reason = err.code === undefined ? undefined : REFUSALS[err.code];
+      const reason = err.code === undefined ? undefined : (options.path === undefined ? REFUSALS : SOCKET_REFUSALS)[err.code];
       const where = options.path ?? `${options.host ?? '*'}:${options.port ?? 0}`;
       reject(reason === undefined ? err : new StartRefused(`${what} cannot listen on ${where}: ${reason}`));
     };

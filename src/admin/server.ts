@@ -6,7 +6,7 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { readTlsMaterial } from '../certs/tls-material.js';
-import { listenOn } from '../listening.js';
+import { StartRefused, listenOn } from '../listening.js';
 import { BanCheck } from '../security/ban-check.js';
 import { countConnection } from '../security/gate.js';
 import { HeldTime } from '../security/held-time.js';
@@ -217,7 +217,7 @@ async function removeStaleSocket(path: string): Promise<void> {
     throw err;
   });
   if (stat === null) return;
-  if (!stat.isSocket()) throw new Error(`admin.listen: ${path} exists and is not a socket; not replacing it`);
+  if (!stat.isSocket()) throw new StartRefused(`admin.listen: ${path} exists and is not a socket; not replacing it`);
   const alive = await new Promise<boolean>((resolve) => {
     const probe = net.connect({ path });
     probe.once('connect', () => {
@@ -226,6 +226,6 @@ async function removeStaleSocket(path: string): Promise<void> {
     });
     probe.once('error', () => resolve(false));
   });
-  if (alive) throw new Error(`admin.listen: ${path} is in use by a running process`);
+  if (alive) throw new StartRefused(`admin.listen: ${path} is in use by a running process`);
   await fsp.unlink(path);
 }
