@@ -302,6 +302,20 @@ describe('audit log file and sluice audit verify', () => {
     const refused = (file: string, kind: string) => [2, `sluice: cannot read ${file}: ${kind}, not a regular file\n`];
     assert.deepEqual(runs, [refused(fifo, 'a FIFO'), refused(fifo, 'a FIFO'), refused(fifo, 'a FIFO'), refused(fifo, 'a FIFO'), refused('/dev/zero', 'a device')]);
   });
+
+  // Found by an operator-side review: the configured trail (no file given) that is no regular file was refused
+  // without its name, "sluice: a directory, not a regular file"; the admin API's GET /audit logged no more.
+  it('names the configured log when it is no regular file', () => {
+    const root = join(dir, 'trail-a-directory');
+    mkdirSync(join(root, 'data', 'audit.log'), { recursive: true });
+    const log = join(root, 'data', 'audit.log');
+    const runs = ['verify', 'query', 'report'].map((command) => {
+      const r = spawnSync(process.execPath, [BIN, 'audit', command], { cwd: root, encoding: 'utf8', timeout: 10_000 });
+      return [r.status, r.stderr];
+    });
+    const refused = [1, `sluice: cannot read ${log}: a directory, not a regular file\n`];
+    assert.deepEqual(runs, [refused, refused, refused]);
+  });
 });
 
 describe('audit log rotation', () => {

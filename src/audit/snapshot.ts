@@ -44,7 +44,7 @@ export async function openLogFiles(path: string): Promise<LogSnapshot> {
     const closeAll = () => Promise.all(opened.map((f) => f.handle?.close())).then(() => undefined);
     try {
       for (const file of await listed(path)) {
-        const handle = await openRegularFile(file.path).catch(absent);
+        const handle = await openRegularFile(file.path).catch((err: NodeJS.ErrnoException) => absent(err, file.path));
         // Pushed before its stat, so that a stat that fails leaves it for closeAll.
         const entry: OpenedLogFile & { id: string | null } = { ...file, handle, id: null };
         opened.push(entry);
@@ -78,7 +78,13 @@ function identity(stats: Stats): string {
   return `${stats.dev}:${stats.ino}`;
 }
 
-function absent(err: NodeJS.ErrnoException): null {
+/**
+ * ENOENT: null. Anything else names the file: a directory in the trail's
+ * place answered `sluice audit query` with "sluice: a directory, not a
+ * regular file" and the API's 500 with a server log saying no more.
+ */
+function absent(err: NodeJS.ErrnoException, path?: string): null {
   if (err.code === 'ENOENT') return null;
-  throw err;
+  if (path === undefined) throw err;
+  throw new Error(`cannot read ${path}: ${err.code ?? err.message}`, { cause: err });
 }
