@@ -205,6 +205,15 @@ describe('configuration', () => {
     assert.throws(() => load({}, dir), fails(/cannot read it \(.* is a directory, not a regular file\)/));
   });
 
+  // Found by an operator-side review: the parser made such a key text and warned of it on stderr in five lines of
+  // its own (mapAsMap, --trace-warnings) before ours.
+  it('the CLI refuses a key that is a list or a mapping in one line, naming its line', () => {
+    writeFileSync(join(dir, 'sluice.yaml'), 'logLevel: info\n? [a, b]\n: 1\n');
+    const r = sluice(dir, ['user', 'list']);
+    rmSync(join(dir, 'sluice.yaml'));
+    assert.deepEqual([r.code, r.stderr], [2, `sluice: config file ${join(dir, 'sluice.yaml')}: line 2: a key is a list or a mapping; keys are names\n`]);
+  });
+
   it('the CLI exits 2 with one line on a bad config', () => {
     writeFileSync(join(dir, 'sluice.yaml'), 'bogus: 1\n');
     const r = sluice(dir, ['serve']);

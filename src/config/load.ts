@@ -9,7 +9,7 @@ import { NODE_ID, NODE_ID_RULE, configSchema, type Config } from './schema.js';
 
 // Loaded when a file is read: the parser is some 70 modules, and every CLI
 // command loads the configuration, most of them with no file at all.
-const yamlParser = (): typeof import('yaml').parseDocument => (createRequire(import.meta.url)('yaml') as typeof import('yaml')).parseDocument;
+const yamlModule = (): typeof import('yaml') => createRequire(import.meta.url)('yaml') as typeof import('yaml');
 
 type Raw = Record<string, unknown>;
 
@@ -117,11 +117,16 @@ function readYaml(path: string): Raw {
   try {
     // A tag is refused, not warned of on stderr and dropped (`logLevel: !custom info` ran as info), nor made a
     // value no key takes (`!!binary` gave a Buffer, refused with its hundred method names as unknown keys).
-    const parsed = yamlParser()(text, { resolveKnownTags: false });
+    const yaml = yamlModule();
+    const parsed = yaml.parseDocument(text, { resolveKnownTags: false });
     const problem = parsed.errors[0] ?? parsed.warnings[0];
     // The parser's words for this one are a programmer's (use YAML.parseAllDocuments()).
     if (problem?.code === 'MULTIPLE_DOCS') throw new ConfigError(`config file ${path}: more than one YAML document (a --- after the first): a configuration is one`);
     if (problem) throw problem;
+    // A key that is a list or a mapping (`? [a, b]`) was made text by toJS(), which said so on stderr in
+    // five lines of its own advice to a programmer (mapAsMap) before our one (found by an operator-side review).
+    const at = collectionKeyAt(yaml, parsed);
+    if (at !== null) throw new ConfigError(`config file ${path}: line ${lineAt(text, at)}: a key is a list or a mapping; keys are names`);
     doc = parsed.toJS();
   } catch (err) {
     if (err instanceof ConfigError) throw err;
@@ -131,6 +136,25 @@ function readYaml(path: string): Raw {
   if (doc === null || doc === undefined) return {};
   if (typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError(`config file ${path}: must be a mapping of keys`);
   return doc as Raw;
+}
+
+/** Where the first key of `doc` that is a list or a mapping (itself or by an alias) begins, as an offset in its text; null if none is. */
+function collectionKeyAt(yaml: typeof import('yaml'), doc: import('yaml').Document): number | null {
+  let at: number | null = null;
+  yaml.visit(doc, {
+    Pair(_, pair) {
+      const key = yaml.isAlias(pair.key) ? pair.key.resolve(doc) : pair.key;
+      if (!yaml.isCollection(key)) return undefined;
+      at = (yaml.isNode(pair.key) ? pair.key.range?.[0] : undefined) ?? 0;
+      return yaml.visit.BREAK;
+    },
+  });
+  return at;
+}
+
+/** Pure: the number of the line of `text` that holds offset `at`. */
+function lineAt(text: string, at: number): number {
+  return text.slice(0, at).split('\n').length;
 }
 
 /** Pure: the number of the first line of `bytes` that is not UTF-8 (a newline byte is never part of a longer character). */
