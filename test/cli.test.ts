@@ -58,6 +58,14 @@ describe('sluice CLI', () => {
     assert.match(run(['--help']).stdout, /^  audit \.\.\. .*\n\s+verify, query, report$/m);
   });
 
+  // Found by an operator-side review: taken and dropped without a word, exit 0.
+  it('version refuses an argument, as every command does', () => {
+    for (const args of [['version', 'extra'], ['--version', '--json']]) {
+      const r = run(args);
+      assert.deepEqual([r.code, r.stdout, r.stderr], [2, '', `sluice: unexpected argument "${args[1]}"\n`], args.join(' '));
+    }
+  });
+
   it('a closed terminal as its stdout: the output is dropped, not a crash', () => {
     // A terminal closed under a command fails its writes with EIO, which was thrown as an uncaught exception (exit 1, a stack).
     const onDeadTerminal = [

@@ -45,6 +45,8 @@ export async function main(argv: string[]): Promise<number> {
       return command === undefined ? 2 : 0;
     case 'version':
     case '--version':
+      // Refused as serve and init refuse one: `sluice version --json` printed the text, exit 0.
+      if (rest.length > 0) return fail(new UsageError(`unexpected argument "${rest[0]}"`));
       out(`sluice ${version()}\n`);
       return 0;
   }
