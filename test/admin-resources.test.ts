@@ -6,6 +6,7 @@ import { RawFtp } from './helpers/ftp-raw.js';
 import { sshConnect, userKeyPair } from './helpers/ssh.js';
 import { TestServer } from './helpers/server.js';
 import { join } from 'node:path';
+import { readdirSync } from 'node:fs';
 
 /*
  * Each admin API resource against the real server, over the unix socket (no
@@ -153,6 +154,16 @@ describe('admin API resources', () => {
       assert.match((polluted.json as Json).error as string, /^body\.(__proto__|constructor): not allowed$/);
     }
     assert.equal((await call('GET', '/users/erin')).status, 404, 'nothing was written');
+    // Bytes that are no UTF-8 are refused, whatever charset is said, not read as U+FFFD (found by an operator-side
+    // review: a Latin-1 home made a user whose home was a directory no one named, made for it).
+    const latin1Home = join(srv.dir, 'donn\u00e9es');
+    for (const contentType of ['application/json', 'application/json; charset=latin1']) {
+      const rawBody = Buffer.from(JSON.stringify({ name: 'erin', password: 'erin-secret', home: latin1Home }), 'latin1');
+      const latin1 = await adminRequest(api, 'POST', '/api/v1/users', { rawBody, contentType });
+      assert.equal(latin1.status, 400, latin1.text);
+      assert.equal((latin1.json as Json).error, 'body: not UTF-8: send JSON in UTF-8');
+    }
+    assert.deepEqual(readdirSync(srv.dir).filter((name) => name.startsWith('donn')), [], 'no home made');
     // A byte-order mark before the JSON is taken, as before (found by a review of the parser).
     const bom = await adminRequest(api, 'POST', '/api/v1/users', { rawBody: '\uFEFF{"name": "erin"}' });
     assert.equal(bom.status, 400, bom.text);

@@ -142,13 +142,28 @@ export function parseJsonBodies(app: FastifyInstance): void {
     if (text === '') return done(null, undefined);
     done(Object.assign(new Error('content type "text/plain" is not taken: send JSON as application/json'), { statusCode: 415 }), undefined);
   });
-  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: BODY_LIMIT }, (_req, text, done) => {
+  app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit: BODY_LIMIT }, (_req, bytes, done) => {
     try {
-      done(null, parseBody(text as string));
+      done(null, parseBody(utf8Body(bytes as Buffer)));
     } catch (err) {
       done(err as Error, undefined);
     }
   });
+}
+
+/**
+ * Pure: a body's bytes as text, refused unless UTF-8 (as JSON must be,
+ * whatever charset the request says). Read as a string, each byte that is
+ * no UTF-8 became U+FFFD without a word: a Latin-1 `"home": "/srv/donn\xe9es"`
+ * made a user whose home was a directory no one named, made for it (found
+ * by an operator-side review; the configuration file is refused so too).
+ */
+export function utf8Body(bytes: Buffer): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new BadInput('body', 'not UTF-8: send JSON in UTF-8');
+  }
 }
 
 /** Pure: a request body as parsed JSON, or a BadInput naming what is wrong with it. */
