@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { adminEndpoint } from '../src/admin/endpoint.js';
-import { describeIssue, repeatedName } from '../src/admin/errors.js';
+import { describeIssue, repeatedName, utf8Body } from '../src/admin/errors.js';
 import { auditedPath } from '../src/admin/request-audit.js';
 import { bearerToken, hashToken, newToken } from '../src/admin/tokens.js';
 
@@ -69,6 +69,23 @@ describe('repeatedName: a name given twice in one object of a body', () => {
   ] as const) {
     it(`${text} -> ${JSON.stringify(expected)}`, () => assert.deepEqual(repeatedName(text), expected));
   }
+});
+
+describe('utf8Body: a body that is not UTF-8 is refused, naming where', () => {
+  const latin1 = (text: string) => Buffer.from(text, 'latin1');
+  it('takes UTF-8, and refuses other bytes naming the first field they are in', () => {
+    assert.equal(utf8Body(Buffer.from('{"home":"/srv/donn\u00e9es"}', 'utf8')), '{"home":"/srv/donn\u00e9es"}');
+    const cases: [Buffer, string][] = [
+      [latin1('{"name":"a","home":"/srv/donn\u00e9es"}'), 'body.home'],
+      [latin1('{"keys":["ok","ssh-ed25519 AAAA \u00e9"]}'), 'body.keys.1'],
+      [latin1('{"a":{"b\u00e9":1}}'), 'body.a.b\uFFFD'],
+      [latin1('{"a":"\u00e9","b":"\u00e9"}'), 'body.a'],
+      [latin1('{"a":\u00e9}'), 'body'],
+    ];
+    for (const [bytes, field] of cases) {
+      assert.throws(() => utf8Body(bytes), (err: Error) => err.message === `${field}: not UTF-8: send JSON in UTF-8`, field);
+    }
+  });
 });
 
 describe('auditedPath: the URL the trail and the log show, credentials redacted', () => {

@@ -161,7 +161,7 @@ describe('admin API resources', () => {
       const rawBody = Buffer.from(JSON.stringify({ name: 'erin', password: 'erin-secret', home: latin1Home }), 'latin1');
       const latin1 = await adminRequest(api, 'POST', '/api/v1/users', { rawBody, contentType });
       assert.equal(latin1.status, 400, latin1.text);
-      assert.equal((latin1.json as Json).error, 'body: not UTF-8: send JSON in UTF-8');
+      assert.equal((latin1.json as Json).error, 'body.home: not UTF-8: send JSON in UTF-8');
     }
     assert.deepEqual(readdirSync(srv.dir).filter((name) => name.startsWith('donn')), [], 'no home made');
     // A byte-order mark before the JSON is taken, as before (found by a review of the parser).

@@ -69,7 +69,8 @@ describe('sluice user add --password-stdin with bytes that are not UTF-8', () =>
     const r = await adminRequest(api, 'POST', '/api/v1/users', { rawBody: body });
     if (r.status === 201) assert.notEqual(await ftpLogin('latapi', Buffer.from('p\xf6ssword1', 'latin1')), 230, 'logged in with "p\\xf6ssword1", a password never given');
     assert.equal(r.status, 400, r.text);
-    assert.match((r.json as { error: string }).error, /^body\.password: the password is not UTF-8/);
+    // Refused by the body's parser since the API reads bodies as UTF-8 strictly (whatever the field).
+    assert.equal((r.json as { error: string }).error, 'body.password: not UTF-8: send JSON in UTF-8');
     assert.equal((await adminRequest(api, 'GET', '/api/v1/users/latapi')).status, 404);
   });
 

@@ -162,8 +162,30 @@ export function utf8Body(bytes: Buffer): string {
   try {
     return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
-    throw new BadInput('body', 'not UTF-8: send JSON in UTF-8');
+    throw new BadInput(notUtf8Field(bytes.toString('utf8')), 'not UTF-8: send JSON in UTF-8');
   }
+}
+
+/** Pure: the field (`body.password`) of the first name or text in `lossy` holding U+FFFD, what the bytes that are not UTF-8 became; `body` if it is not JSON. */
+function notUtf8Field(lossy: string): string {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(lossy);
+  } catch {
+    return 'body';
+  }
+  const stack: [unknown, string][] = [[parsed, 'body']];
+  for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
+    const [value, at] = item;
+    if (typeof value === 'string' && value.includes('\uFFFD')) return at;
+    if (typeof value !== 'object' || value === null) continue;
+    const entries = Object.entries(value);
+    const named = entries.find(([name]) => name.includes('\uFFFD'));
+    if (named) return `${at}.${named[0]}`;
+    // Reversed onto the stack, so that the first in the text is looked at first.
+    for (const [name, inner] of entries.reverse()) stack.push([inner, `${at}.${name}`]);
+  }
+  return 'body';
 }
 
 /** Pure: a request body as parsed JSON, or a BadInput naming what is wrong with it. */
