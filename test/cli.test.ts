@@ -58,6 +58,16 @@ describe('sluice CLI', () => {
     assert.match(run(['--help']).stdout, /^  audit \.\.\. .*\n\s+verify, query, report$/m);
   });
 
+  // Found by an operator-side review: read as U+FFFD, a Latin-1 --home made a directory no one named, and the user's home.
+  it('a home that is not UTF-8 is refused, and nothing made', () => {
+    const latin1 = `${dir}/donn\\xe9es`;
+    const r = spawnSync('bash', ['-c', `exec "$0" "$1" user add latin --generate-password --home $'${latin1}'`, process.execPath, BIN], { cwd: dir, encoding: 'utf8' });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /^sluice: the home is not UTF-8 \(it holds U\+FFFD, what bytes that are not UTF-8 are read as\): give it in UTF-8\n/);
+    assert.deepEqual(readdirSync(dir).filter((name) => name.startsWith('donn')), []);
+    assert.equal(run(['user', 'show', 'latin']).code, 2);
+  });
+
   // Found by an operator-side review: taken and dropped without a word, exit 0.
   it('version refuses an argument, as every command does', () => {
     for (const args of [['version', 'extra'], ['--version', '--json']]) {

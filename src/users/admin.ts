@@ -73,6 +73,17 @@ export function parseCidrs(texts: readonly string[]): string[] {
 function refuseUnprintable(what: string, text: string): void {
   const c = firstUnsafeChar(text);
   if (c !== null) throw new AdminError(`${what} holds the control or invisible character U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`);
+  refuseNotUtf8(what, text);
+}
+
+/**
+ * What a byte that is not UTF-8 becomes when read (a Latin-1 terminal, file
+ * or argument): every such byte would be the same character. A password so
+ * read would log in for any other; a home (`--home $'/srv/donn\xe9es'`) was
+ * made a directory no one named (found by an operator-side review).
+ */
+function refuseNotUtf8(what: string, text: string): void {
+  if (text.includes('\uFFFD')) throw new AdminError(`${what} is not UTF-8 (it holds U+FFFD, what bytes that are not UTF-8 are read as): give it in UTF-8`);
   refuseLoneSurrogate(what, text);
 }
 
@@ -565,10 +576,7 @@ export function repeatedKey(keys: readonly NewKey[]): [number, number] | null {
 }
 
 export function validatePassword(password: string): string {
-  // What a byte that is not UTF-8 becomes when read (a Latin-1 terminal or file piped to --password-stdin,
-  // a JSON body in another encoding): every such byte would be the same character, and log in for any other.
-  if (password.includes('\uFFFD')) throw new AdminError('the password is not UTF-8 (it holds U+FFFD, what bytes that are not UTF-8 are read as): give it in UTF-8');
-  refuseLoneSurrogate('the password', password);
+  refuseNotUtf8('the password', password);
   if (password.length < 8) throw new AdminError('password too short (at least 8 characters)');
   if (password.length > 1024) throw new AdminError('password too long (at most 1024 characters)');
   return password;
