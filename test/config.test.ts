@@ -171,6 +171,8 @@ describe('configuration', () => {
     // Found by a hostile-input review: read with toString(), each byte that is no UTF-8 became U+FFFD without a word,
     // and a Latin-1 file's dataDir was a directory no one named, made for the server.
     ['a file that is not UTF-8', {}, Buffer.from('logLevel: info\ndataDir: ./donn\xe9es\n', 'latin1'), /^config file .*: line 2 is not UTF-8: save the file as UTF-8$/],
+    // Found by an operator-side review: the environment's bytes too (Node reads them so), a data directory no one named made.
+    ['a variable that is not UTF-8', { SLUICE_DATA_DIR: './donn\uFFFDes' }, null, /^SLUICE_DATA_DIR: not UTF-8 \(it holds U\+FFFD, what bytes that are not UTF-8 are read as\): set it in UTF-8$/],
     // Found likewise: a 100 MB file held the CLI 11 to 36 s and 1 to 3.4 GB in the YAML parser.
     ['a file larger than any configuration', {}, `${'#'.repeat(1024 * 1024)}\n`, /^config file .*: 1048577 bytes, more than any configuration needs \(at most 1 MiB\)$/],
     // Found likewise: Number() read these as 16, 3 and 15, where the ports refuse them.

@@ -64,6 +64,9 @@ export function loadConfig(
   for (const [name, path, kind, emptyIsValue] of ENV) {
     const text = env[name];
     if (text === undefined || (text === '' && !emptyIsValue)) continue;
+    // Node reads the environment as UTF-8, each byte that is not as U+FFFD: SLUICE_DATA_DIR=./donn\xe9es (Latin-1)
+    // ran the server on a directory no one named, made for it, as the file's bytes did before they were refused.
+    if (text.includes('\uFFFD')) throw new ConfigError(`${name}: not UTF-8 (it holds U+FFFD, what bytes that are not UTF-8 are read as): set it in UTF-8`);
     setPath(raw, path, envValue(name, text, kind));
   }
 
