@@ -162,6 +162,7 @@ async function serveWith(
   const idleScans = users.filter((u) => scanSettingIdle(config.uploads, u.scan) !== null).map((u) => u.name);
   if (idleScans.length > 0) log.warn({ users: idleScans.slice(0, 20), count: idleScans.length }, `users set to be scanned, but ${scanSettingIdle(config.uploads, true)}`);
   warnStrayNetworks(await base.bans.active(), config.limits.ipv6Prefix, log);
+  warnTrustingEveryone(config, log);
   warnRefusedKeys(users, await base.users.everyKey(), log);
   let admin: AdminServer | null;
   try {
@@ -240,6 +241,21 @@ function warnRefusedKeys(users: readonly UserRecord[], keys: readonly { userId: 
   if (names.length > 0) {
     log.warn({ users: names.slice(0, 20), count: names.length }, 'users with stored public keys no login takes (RSA under 2048 bits, DSA): sluice user key list NAME shows them; add a new key and remove those');
   }
+}
+
+/**
+ * A trusted proxy of prefix 0 is every address: any client may send a PROXY header naming any address, and
+ * bans, allow and deny lists, limits and the trail take it at its word. Taken as configured (a balancer
+ * whose address is not known ahead), but said at start (found by an operator-side review: it ran in silence).
+ */
+function warnTrustingEveryone(config: Config, log: Logger): void {
+  const everyone = config.trustedProxies.filter((cidr) => cidr.endsWith('/0'));
+  const fronts = (['ftp', 'sftp'] as const).filter((front) => config[front].proxyProtocol !== 'off');
+  if (everyone.length === 0 || fronts.length === 0) return;
+  log.warn(
+    { trustedProxies: everyone, proxyProtocol: fronts },
+    `trustedProxies holds ${everyone.join(' and ')}, every address: any client of ${fronts.join(' and ')} may name any address in a PROXY header, and bans, allow lists and the audit trail take it at its word; list only the balancers' addresses`,
+  );
 }
 
 /** Bans of IPv6 networks of another size than limits.ipv6Prefix (set before it changed, or by a node configured otherwise) match no client: say so at start. */
