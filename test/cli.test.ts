@@ -68,6 +68,21 @@ describe('sluice CLI', () => {
     assert.equal(run(['user', 'show', 'latin']).code, 2);
   });
 
+  // Found by an operator-side review: a comment line before the key was "no public key found", two keys
+  // "not an OpenSSH public key (Unsupported key format)".
+  it('a key file may hold comment lines around its key, and two keys are refused as two', () => {
+    // A directory of its own: the users of `dir` are listed by another test.
+    const own = mkdtempSync(join(dir, 'keys-'));
+    assert.equal(sluice(own, ['user', 'add', 'commented', '--generate-password']).code, 0);
+    const commented = join(own, 'commented.pub');
+    writeFileSync(commented, `# my laptop\n\n${readFileSync(keyFile, 'utf8')}`);
+    const added = sluice(own, ['user', 'key', 'add', 'commented', commented]);
+    assert.equal(added.code, 0, added.stderr);
+    const two = join(own, 'two.pub');
+    writeFileSync(two, `${readFileSync(keyFile, 'utf8')}${userKeyPair('other@laptop').public}\n`);
+    assert.deepEqual([sluice(own, ['user', 'key', 'add', 'commented', two]).stderr], ['sluice: public key: 2 keys in one: give one at a time\n']);
+  });
+
   // Found by an operator-side review: taken and dropped without a word, exit 0.
   it('version refuses an argument, as every command does', () => {
     for (const args of [['version', 'extra'], ['--version', '--json']]) {

@@ -54,10 +54,22 @@ export function weakKey(blob: Buffer): string | null {
   return bits !== null && bits < MIN_RSA_BITS ? `an RSA key of ${bits} bits: at least ${MIN_RSA_BITS} are needed` : null;
 }
 
-/** Parse one `authorized_keys`-style line (`type base64 [comment]`); throws a one-line reason. */
-export function parsePublicKey(line: string): ParsedPublicKey {
-  const text = line.trim();
-  if (text === '' || text.startsWith('#')) throw new Error('no public key found');
+/** An OpenSSH public key line: its type (ssh-ed25519, ecdsa-sha2-nistp256, sk-ssh-ed25519@openssh.com...) and base64. */
+const KEY_LINE = /^(ssh|ecdsa|sk)-\S+\s+[A-Za-z0-9+/]+={0,2}(\s|$)/;
+
+/**
+ * Parse one `authorized_keys`-style line (`type base64 [comment]`), blank and
+ * `#` lines around it passed over; throws a one-line reason. Found by an
+ * operator-side review: a .pub file with a comment line first was "no public
+ * key found", and one of two keys "Unsupported key format", the parser's words.
+ */
+export function parsePublicKey(input: string): ParsedPublicKey {
+  const lines = input.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  // Key lines only: a private key given by mistake (PEM, several lines) goes to the parser whole, to be named.
+  const keyLines = lines.every((l) => KEY_LINE.test(l));
+  if (keyLines && lines.length > 1) throw new Error(`${lines.length} keys in one: give one at a time`);
+  const text = keyLines ? (lines[0] ?? '') : input.trim();
+  if (text === '') throw new Error('no public key found');
   const parsed = keyParser()(text);
   if (parsed instanceof Error) throw new Error(`not an OpenSSH public key (${parsed.message})`);
   const key = Array.isArray(parsed) ? parsed[0] : parsed;
