@@ -68,6 +68,25 @@ describe('sluice CLI', () => {
     assert.equal(run(['user', 'show', 'latin']).code, 2);
   });
 
+  // Found by a review of that refusal: a home stored before it (U+FFFD made by the same misreading, the
+  // directory made by sluice) given again as it stands, as a client that sends back what it read does,
+  // was refused as "not UTF-8", and the change that came with it with it. A new one is still refused.
+  it('a home holding U+FFFD stored before such homes were refused may be given again as it stands', () => {
+    const own = mkdtempSync(join(dir, 'stored-home-'));
+    assert.equal(sluice(own, ['user', 'add', 'older', '--generate-password']).code, 0);
+    const home = join(own, 'donn\uFFFDes');
+    mkdirSync(home);
+    const db = new Database(join(own, 'data', 'sluice.db'));
+    db.prepare('UPDATE users SET home = ? WHERE name = ?').run(home, 'older');
+    db.close();
+    const again = sluice(own, ['user', 'set', 'older', '--home', home, '--quota-bytes', '1M']);
+    assert.equal(again.code, 0, again.stderr);
+    const shown = JSON.parse(sluice(own, ['user', 'show', 'older', '--json']).stdout) as { home: string; quotaBytes: number };
+    assert.deepEqual([shown.home, shown.quotaBytes], [home, 1024 * 1024]);
+    const other = sluice(own, ['user', 'set', 'older', '--home', join(own, 'autre\uFFFD')]);
+    assert.deepEqual([other.code, other.stderr], [2, 'sluice: the home is not UTF-8 (it holds U+FFFD, what bytes that are not UTF-8 are read as): give it in UTF-8\n']);
+  });
+
   // Found by an operator-side review: a comment line before the key was "no public key found", two keys
   // "not an OpenSSH public key (Unsupported key format)".
   it('a key file may hold comment lines around its key, and two keys are refused as two', () => {

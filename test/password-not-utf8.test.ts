@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { BIN } from './helpers/cli.js';
 import { adminRequest } from './helpers/admin-http.js';
 import { RawFtp } from './helpers/ftp-raw.js';
@@ -88,5 +90,29 @@ describe('sluice user add --password-stdin with bytes that are not UTF-8', () =>
     assert.equal((await adminRequest(api, 'GET', '/api/v1/users/surrogate')).status, 404);
     // A pair whole is a character like any other.
     assert.equal((await post('{"name":"surrogate","password":"secret-pw-\\ud83d\\ude00"}')).status, 201);
+  });
+
+  // Found by a review of the refusal of U+FFFD in homes: a home stored before it, sent back as it was read
+  // (GET, then PATCH with it and the change), was a 400 "not UTF-8", the change with it. A new one still is.
+  it('a home holding U+FFFD stored before such homes were refused may be sent back as it stands', { timeout: 60_000 }, async () => {
+    const api = { socketPath: join(srv.dir, 'admin.sock') };
+    assert.equal(add('storedhome', Buffer.from('secret-pw-2\n')).status, 0);
+    const home = join(srv.dir, 'donn\uFFFDes');
+    mkdirSync(home);
+    const db = new Database(join(srv.dir, 'data', 'sluice.db'));
+    try {
+      db.pragma('busy_timeout = 10000');
+      db.prepare('UPDATE users SET home = ? WHERE name = ?').run(home, 'storedhome');
+    } finally {
+      db.close();
+    }
+    const shown = await adminRequest(api, 'GET', '/api/v1/users/storedhome');
+    assert.equal((shown.json as { home: string }).home, home);
+    const again = await adminRequest(api, 'PATCH', '/api/v1/users/storedhome', { body: { home, quotaFiles: 7 } });
+    assert.equal(again.status, 200, again.text);
+    assert.deepEqual([(again.json as { home: string }).home, (again.json as { quotaFiles: number }).quotaFiles], [home, 7]);
+    const other = await adminRequest(api, 'PATCH', '/api/v1/users/storedhome', { body: { home: join(srv.dir, 'autre\uFFFD') } });
+    assert.equal(other.status, 400, other.text);
+    assert.match((other.json as { error: string }).error, /^body\.home: the home is not UTF-8/);
   });
 });

@@ -113,10 +113,10 @@ type Settings = {
   expiresAt?: string | null;
 };
 
-/** The body's settings, each checked by the CLI's own parser and named in any 400. */
-function settingsFrom(b: Settings): Partial<UserSettings> {
+/** The body's settings, each checked by the CLI's own parser and named in any 400; `storedHome`: see validateHome. */
+function settingsFrom(b: Settings, storedHome?: string): Partial<UserSettings> {
   const out: Partial<UserSettings> = {};
-  if (b.home !== undefined) out.home = inField('body.home', () => validateHome(b.home as string));
+  if (b.home !== undefined) out.home = inField('body.home', () => validateHome(b.home as string, storedHome));
   if (b.permissions !== undefined) out.permissions = inField('body.permissions', () => parsePerms(b.permissions?.join(',') || 'none'));
   if (b.protocols !== undefined) out.protocols = inField('body.protocols', () => parseProtocols((b.protocols ?? []).join(',')));
   if (b.quotaBytes !== undefined) out.quotaBytes = b.quotaBytes;
@@ -226,10 +226,10 @@ export function userRoutes(api: FastifyInstance, { base, sessions }: AdminContex
     },
     async (req) => {
       const { password: newPassword, enabled, ...rest } = req.body;
-      const patch = settingsFrom(rest);
+      const user = await admin.require(req.params.name);
+      const patch = settingsFrom(rest, user.home);
       if (enabled !== undefined) patch.enabled = enabled;
       const checked = newPassword === undefined ? null : inField('body.password', () => validatePassword(newPassword));
-      const user = await admin.require(req.params.name);
       const updated = await admin.update(req.params.name, patch, checked ?? undefined);
       const revoked = revokedBy(patch);
       // Told first: the sessions holding a permission taken away end there. Then a revocation ends every

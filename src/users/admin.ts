@@ -104,10 +104,14 @@ function refuseLoneSurrogate(what: string, text: string): void {
 /**
  * A home as given: absolute (relative to what? the server's directory is
  * not the administrator's: the CLI resolves a relative one against its own
- * before), no control characters (see firstUnsafeChar).
+ * before), no control characters (see firstUnsafeChar). `stored`: the
+ * user's home now, taken again as it stands (a client sending back what it
+ * read): one stored before U+FFFD was refused names the directory made for
+ * it then, and was refused as "not UTF-8" with the change it came with
+ * (found by a review of that refusal).
  */
-export function validateHome(text: string): string {
-  refuseUnprintable('the home', text);
+export function validateHome(text: string, stored?: string): string {
+  if (text !== stored) refuseUnprintable('the home', text);
   if (!isAbsolute(text)) throw new AdminError(`home "${text}" must be an absolute path`);
   return text;
 }
@@ -351,7 +355,7 @@ export class UserAdmin {
     let createdHome: string | null = null;
     let homeCheck: HomeCheck | undefined;
     if (patch.home !== undefined) {
-      change.home = resolve(validateHome(patch.home));
+      change.home = resolve(validateHome(patch.home, user.home));
       const realOf = await this.checkHome(change.home, user.id);
       createdHome = await makeHome(change.home);
       homeCheck = await this.storeCheck(change.home, realOf);
