@@ -155,6 +155,34 @@ describe('audit trail across a crash that tears the last line', () => {
   });
 });
 
+describe('audit trail across a crash by an exception or process.exit', () => {
+  // Found by a review of bb2d9a3 (records chained once the turn that took them is over): pino writes the trail's
+  // buffer synchronously as the process exits, so a record chained as it came was on disk after a crash by an
+  // exception; one taken and left for the turn's end was lost with it (the record of an SFTP CLOSE answered
+  // in the turn that crashed).
+  for (const [end, status] of [['throw', 1], ['exit', 3]] as const) {
+    it(`a record taken in the turn that ends the process (${end}) is on disk, the chain intact`, () => {
+      const dir = mkdtempSync(join(tmpdir(), 'sluice-crash-turn-'));
+      try {
+        const { root, file } = freshRoot(dir, 'node');
+        const crashed = spawnSync(process.execPath, [fileURLToPath(new URL('./fixtures/audit-crash-after-record.mjs', import.meta.url)), file, end], { encoding: 'utf8' });
+        assert.equal(crashed.status, status, crashed.stderr);
+        assert.deepEqual(
+          recordsIn(file).map((r) => [r.event, r.path]),
+          [
+            ['audit-start', undefined],
+            ['mkdir', '/taken-before-the-crash'],
+          ],
+        );
+        const verify = sluice(root, ['audit', 'verify']);
+        assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+});
+
 describe('audit.keep: retention of rotated files', () => {
   const yaml = (count: number, rotateSize = 1500) => `audit:\n  rotateSize: ${rotateSize}\n  keep:\n    count: ${count}\n`;
   const rotated = (data: string) =>

@@ -197,7 +197,10 @@ export class AuditLog implements AuditSink, SystemAuditSink {
   private write(fields: object, time = new Date(), actor?: Actor): void {
     this.taken.push(this.stamped(fields, time, actor));
     // Once a turn: every record the turn takes waits in `taken` for the same pass.
-    if (this.taken.length === 1) setImmediate(this.chainTaken);
+    if (this.taken.length === 1) {
+      setImmediate(this.chainTaken);
+      chainedAtExit(this.chainTaken);
+    }
     this.options.metrics?.linesWritten(1);
   }
 
@@ -220,10 +223,13 @@ export class AuditLog implements AuditSink, SystemAuditSink {
    * CLOSE, an FTP transfer's end) did it before its reply was written. A
    * record taken later, of any session, is chained later, whenever this
    * runs: what a client sends once it has a reply is recorded after that
-   * request's record. A crash loses no more than before: these records, as
-   * the buffer's lines, were not yet written anywhere.
+   * request's record. A crash loses no more than before: killed, these
+   * records are lost as the buffer's lines are; ended by an exception or
+   * process.exit, they are chained as it exits, before pino writes the
+   * buffer (pendingAtExit).
    */
   private readonly chainTaken = (): void => {
+    pendingAtExit.delete(this.chainTaken);
     const taken = this.taken;
     this.taken = [];
     for (const record of taken) this.chain(record);
@@ -266,6 +272,27 @@ export class AuditLog implements AuditSink, SystemAuditSink {
     this.chainTaken();
     await Promise.all([this.file.close(), this.xferlog?.close()]);
   }
+}
+
+/**
+ * The trails' chainTaken while they hold records taken and not chained yet,
+ * called as the process exits (an uncaught exception, process.exit) ahead
+ * of pino's own exit listener, which writes each file's buffer synchronously:
+ * chained as they came, such records were in that buffer and on disk after
+ * a crash by an exception; taken for the turn's end, they were lost with it
+ * (found by a review: the record of a request answered in the turn that
+ * crashed).
+ */
+const pendingAtExit = new Set<() => void>();
+let listeningAtExit = false;
+
+function chainedAtExit(chainTaken: () => void): void {
+  pendingAtExit.add(chainTaken);
+  if (listeningAtExit) return;
+  listeningAtExit = true;
+  process.prependListener('exit', () => {
+    for (const chain of pendingAtExit) chain();
+  });
 }
 
 /** A record taken (see AuditLog.write): its line's fields, and who acted, for a record too long to be written. */
