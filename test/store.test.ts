@@ -135,6 +135,14 @@ describe('migrations', () => {
     assert.match(r.stderr, /sluice\.db is a FIFO, not a regular file/);
   });
 
+  it('a directory where the database goes is said in one line naming it, not in libuv\'s words', () => {
+    // Found by an operator's review: "sluice: EISDIR: illegal operation on a directory, open '.../sluice.db'".
+    const root = join(dir, 'dir-db');
+    mkdirSync(join(root, 'data', 'sluice.db'), { recursive: true });
+    const r = spawnSync(process.execPath, [BIN, 'user', 'list'], { cwd: root, encoding: 'utf8', timeout: 20_000 });
+    assert.deepEqual([r.status, r.stdout, r.stderr], [1, '', `sluice: ${join(root, 'data', 'sluice.db')} is a directory, not a regular file\n`]);
+  });
+
   it('a failing migration leaves the database as it was', () => {
     const mdir = join(dir, 'mig-fail');
     mkdirSync(mdir);

@@ -1,5 +1,6 @@
 import { accessSync, constants, existsSync, mkdirSync } from 'node:fs';
 import { FileTooLarge, readRegularFileSync } from '../regular-file.js';
+import { errnoWords } from '../errno-words.js';
 import { hostname } from 'node:os';
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
@@ -236,6 +237,6 @@ export function ensureWritableDir(key: string, dir: string): string | undefined 
     accessSync(dir, constants.R_OK | constants.W_OK | constants.X_OK);
     return made;
   } catch (err) {
-    throw new ConfigError(`config: ${key}: ${dir} is not a usable directory (${(err as NodeJS.ErrnoException).code ?? err})`);
+    throw new ConfigError(`config: ${key}: ${dir} is not a usable directory (${errnoWords(err)})`);
   }
 }

@@ -12,6 +12,7 @@ import { DEFAULT_PERMISSIONS, parsePermissions, rulesOfList, takesAnyAway, type 
 import type { NewKey, PublicKeyRecord, UserRecord, UserSettings } from '../store/records.js';
 import { StoreConflict, StoreUnavailable, StoreUserGone, type HomeCheck, type UserRepository } from '../store/store.js';
 import { firstUnsafeChar } from '../session/unsafe-chars.js';
+import { errnoWords } from '../errno-words.js';
 import { AdminError, NoSuchUser, NotStored } from './errors.js';
 import { expiryOutside } from './expiry.js';
 
@@ -553,20 +554,8 @@ async function unmakeHome(home: string, first: string, kept: ReadonlySet<string>
 
 /** A home the service account cannot make or reach: the administrator's mistake (400, exit 2), one line, no stack. */
 function homeError(home: string, err: unknown): AdminError {
-  const code = (err as NodeJS.ErrnoException).code;
-  const why = HOME_ERRORS[code ?? ''] ?? code ?? (err as Error).message;
-  return new AdminError(`home "${home}": ${why}`);
+  return new AdminError(`home "${home}": ${errnoWords(err)}`);
 }
-
-const HOME_ERRORS: Record<string, string> = {
-  EACCES: 'permission denied',
-  EPERM: 'permission denied',
-  EROFS: 'read-only file system',
-  ENOTDIR: 'a directory above it is a file',
-  ENOSPC: 'no space left on the device',
-  ENAMETOOLONG: 'name too long',
-  ELOOP: 'too many symbolic links',
-};
 
 /** The first key given again, as the indexes [earlier, later], or null; by fingerprint, as the store's unique index compares them. */
 export function repeatedKey(keys: readonly NewKey[]): [number, number] | null {

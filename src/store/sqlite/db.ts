@@ -2,6 +2,7 @@ import Database from 'better-sqlite3';
 import { closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync, readSync, statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { blockingPause } from '../../blocking-pause.js';
+import { errnoWords } from '../../errno-words.js';
 import { regularFile } from '../../regular-file.js';
 import { loadMigrations, migrationsDir } from '../migrations.js';
 import { migrate } from './migrate.js';
@@ -16,7 +17,12 @@ export function openDatabase(file: string, dir = migrationsDir('sqlite')): Datab
   // Create it 0600 ourselves: SQLite would use the umask, and its -wal/-shm follow the main file's mode. Opened
   // without waiting and looked at before its mode is set (found by a review: a FIFO there held every command, and
   // `serve` deaf to SIGTERM, in this open for ever, and whatever a link there led to was made 0600 first).
-  const fd = openSync(file, constants.O_RDWR | constants.O_CREAT | constants.O_NONBLOCK, 0o600);
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDWR | constants.O_CREAT | constants.O_NONBLOCK, 0o600);
+  } catch (err) {
+    throw notOpened(file, err);
+  }
   try {
     regularFile(fstatSync(fd), file);
     fchmodSync(fd, 0o600);
@@ -37,6 +43,26 @@ export function openDatabase(file: string, dir = migrationsDir('sqlite')): Datab
     throw whyNotOpened(file, err);
   }
   return db;
+}
+
+/** The database file could not be opened to write (permission denied, a read-only file system). */
+export class DatabaseUnwritable extends Error {
+  override readonly name = 'DatabaseUnwritable';
+  constructor(readonly file: string, readonly why: string) {
+    super(`${file} cannot be written: ${why}`);
+  }
+}
+
+/**
+ * Why the database file did not open, one line naming it: libuv's words
+ * ("EISDIR: illegal operation on a directory, open '...'") were what the
+ * CLI printed (found by an operator's review).
+ */
+function notOpened(file: string, err: unknown): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'EISDIR') return new Error(`${file} is a directory, not a regular file`);
+  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return new DatabaseUnwritable(file, errnoWords(err));
+  return new Error(`${file}: ${errnoWords(err)}`);
 }
 
 /**
