@@ -34,12 +34,14 @@ export interface AdminServices {
 
 /**
  * For the CLI: no audit log. The server is the audit trail's only writer;
- * a second process appending to it would fork the hash chain.
+ * a second process appending to it would fork the hash chain. `readable`:
+ * a SQLite store this user may not write is opened to read only (the CLI's
+ * commands that read answer; a server needs to write).
  */
-export async function openAdmin(config: Config & { readonly source?: string | null }): Promise<AdminServices> {
+export async function openAdmin(config: Config & { readonly source?: string | null }, readable = false): Promise<AdminServices> {
   const log = createLogger(config.logLevel, config.logFormat);
   mkdirSync(join(config.dataDir, 'homes'), { recursive: true, mode: 0o750 });
-  const store = await openStore(config);
+  const store = await openStore(config, readable);
   const hasher = new PasswordHasher(config.auth.maxConcurrentHashes, ARGON2_PARAMS, config.auth.passwordCache * 1000);
   return {
     config,

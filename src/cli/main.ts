@@ -4,6 +4,7 @@ import { ConfigError } from '../config/errors.js';
 import type { Config } from '../config/schema.js';
 import { AdminError } from '../users/errors.js';
 import { servingPid } from '../serve-pid.js';
+import { StoreReadOnly } from '../store/store.js';
 import { version } from '../version.js';
 import { UsageError } from './args.js';
 import { commandHelp, isCommand, topHelp, wantsHelp } from './commands.js';
@@ -70,7 +71,7 @@ export async function main(argv: string[]): Promise<number> {
     (services ??= import('../admin-services.js').then(async (m) => {
       const { prepareStorePlaces } = await import('./store-places.js');
       places = prepareStorePlaces(config(), (await import('../store/open.js')).sqliteFile);
-      return m.openAdmin(config());
+      return m.openAdmin(config(), true);
     }));
   let code = 1;
   try {
@@ -107,13 +108,24 @@ export async function main(argv: string[]): Promise<number> {
         throw new UsageError(`unknown command "${command}"; see sluice --help`);
     }
   } catch (err) {
-    return fail(err);
+    return fail(await readOnlyRefusal(err, services));
   } finally {
     // A store that failed to open has reported why already: nothing to close.
     const opened = await services?.catch(() => null);
     await opened?.close();
     settlePlaces(places, code);
   }
+}
+
+/**
+ * A write refused by a store opened to read only, said naming its file and
+ * why (`DATA/sluice.db cannot be written: permission denied`), not in
+ * SQLite's words ('attempt to write a readonly database'). Exit 1.
+ */
+async function readOnlyRefusal(err: unknown, services: Promise<AdminServices> | null): Promise<unknown> {
+  if (!(err instanceof StoreReadOnly)) return err;
+  const why = (await services?.catch(() => null))?.store.readOnly;
+  return why ? new Error(`${why}: this command changes it, and nothing was changed`) : err;
 }
 
 /**

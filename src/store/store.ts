@@ -25,6 +25,11 @@ export interface Store {
    * node with this id is running already.
    */
   shared(nodeId: string, onError: (err: unknown) => void): Promise<SharedCounts | null>;
+  /**
+   * Why this store was opened to read only, naming its file (`... cannot be written: permission denied`): a
+   * CLI command's SQLite store it may not write (openStore). null: it takes writes.
+   */
+  readonly readOnly: string | null;
   /** The nodes sharing this store and what each holds; null: the store is one node's (SQLite). */
   readonly nodes: NodeRegistry | null;
   /** Answers a trivial query (for /readyz); rejects when the database does not. */
@@ -146,6 +151,9 @@ export class StoreUserGone extends Error {
 export class StoreUnavailable extends Error {
   override readonly name = 'StoreUnavailable';
 }
+
+/** A write to a store opened to read only (Store.readOnly): nothing was changed. */
+export class StoreReadOnly extends StoreUnavailable {}
 
 /**
  * A check of a home about to be written, against the homes of the other

@@ -71,6 +71,8 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
     users: new PostgresUsers(pool, cache, lastLogins, new WriteTurns(Math.max(1, poolSize - KEPT_FROM_WRITES))),
     bans,
     tokens: new PostgresAdminTokens(pool),
+    // A database that refuses writes (read only, a standby) refuses each as it comes (StoreUnavailable).
+    readOnly: null,
     nodes: new PostgresNodes(pool),
     async shared(nodeId, onError) {
       const forgotten = new Set<() => void>();

@@ -1,10 +1,10 @@
 import Database from 'better-sqlite3';
 import { closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync, readSync, statfsSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { blockingPause } from '../../blocking-pause.js';
 import { errnoWords } from '../../errno-words.js';
 import { regularFile } from '../../regular-file.js';
-import { loadMigrations, migrationsDir } from '../migrations.js';
+import { loadMigrations, migrationsDir, newerThanCode } from '../migrations.js';
 import { migrate } from './migrate.js';
 import { lockedOut } from './write-errors.js';
 
@@ -29,6 +29,7 @@ export function openDatabase(file: string, dir = migrationsDir('sqlite')): Datab
   } finally {
     closeSync(fd);
   }
+  for (const side of ['-wal', '-shm']) ownerWritable(file + side);
   let db: Database.Database | null = null;
   try {
     db = new Database(file);
@@ -43,6 +44,66 @@ export function openDatabase(file: string, dir = migrationsDir('sqlite')): Datab
     throw whyNotOpened(file, err);
   }
   return db;
+}
+
+/**
+ * `file` (a -wal or -shm) made 0600 when it is there: a read-only open of a
+ * database whose file could not be written (openDatabaseToRead, or an
+ * operator's `sqlite3 -readonly`) leaves them in that file's mode, 0400, and
+ * once the file could be written again SQLite took them as they were and
+ * refused every write, 'attempt to write a readonly database'. Not followed
+ * if a link; one this user cannot change is left for SQLite to report.
+ */
+function ownerWritable(file: string): void {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW | constants.O_NOCTTY);
+  } catch {
+    return;
+  }
+  try {
+    if (fstatSync(fd).isFile()) fchmodSync(fd, 0o600);
+  } catch {
+    // Another user's: SQLite says what it cannot do with it.
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * The database opened to read only, for a command that may not write its
+ * file (DatabaseUnwritable: its mode, a read-only mount): what reads answers
+ * (`user list`, `ban list`), and a write is refused (StoreReadOnly). Its
+ * schema must be this code's already, bringing it up to date is a write. Read
+ * with a WAL, which needs DATABASE-shm: SQLite makes it, and -wal, beside the
+ * file if they are not there, so its directory must be writable then.
+ */
+export function openDatabaseToRead(file: string, unwritable: DatabaseUnwritable, dir = migrationsDir('sqlite')): Database.Database {
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  try {
+    regularFile(fstatSync(fd), file);
+  } finally {
+    closeSync(fd);
+  }
+  let db: Database.Database | null = null;
+  try {
+    db = new Database(file, { readonly: true, fileMustExist: true });
+    db.pragma('busy_timeout = 5000');
+    const migrations = loadMigrations(dir);
+    const current = (db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null }).v ?? 0;
+    const newer = newerThanCode(current, migrations);
+    if (newer) throw newer;
+    const known = migrations.at(-1)?.version ?? 0;
+    if (current < known) throw new Error(`${unwritable.message}, and its schema (version ${current}) is older than this sluice's (${known}): only a command that may write it brings it up to date`);
+    return db;
+  } catch (err) {
+    db?.close();
+    const code = (err as { code?: unknown }).code;
+    if (code === 'SQLITE_READONLY_DIRECTORY' || code === 'SQLITE_CANTOPEN') {
+      throw new Error(`${unwritable.message}, nor read: reading it makes ${basename(file)}-shm beside it, and its directory cannot be written either`);
+    }
+    throw whyNotOpened(file, err);
+  }
 }
 
 /** The database file could not be opened to write (permission denied, a read-only file system). */

@@ -3,7 +3,7 @@ import type { Store } from '../store.js';
 import { SqliteAdminTokens } from './admin-tokens.js';
 import { SqliteBans } from './bans.js';
 import { Checkpointer, FALLBACK_FRAMES } from './checkpointer.js';
-import { openDatabase } from './db.js';
+import { DatabaseUnwritable, openDatabase, openDatabaseToRead } from './db.js';
 import { SqliteUsers } from './users.js';
 import { SERVING_BUSY_MS } from './write-errors.js';
 
@@ -19,6 +19,8 @@ export class SqliteStore implements Store {
   constructor(
     private readonly db: Database.Database,
     private readonly file: string,
+    /** Why it was opened to read only (openSqliteStore), or null. */
+    readonly readOnly: string | null = null,
   ) {
     this.users = new SqliteUsers(db);
     this.bans = new SqliteBans(db);
@@ -56,7 +58,16 @@ export class SqliteStore implements Store {
   }
 }
 
-/** Open (creating and migrating) the SQLite store at `file`. */
-export function openSqliteStore(file: string): SqliteStore {
-  return new SqliteStore(openDatabase(file), file);
+/**
+ * Open (creating and migrating) the SQLite store at `file`. `readable`: one
+ * whose file cannot be written is opened to read only (a CLI command), not
+ * refused; a write to it is then refused (StoreReadOnly).
+ */
+export function openSqliteStore(file: string, readable = false): SqliteStore {
+  try {
+    return new SqliteStore(openDatabase(file), file);
+  } catch (err) {
+    if (!readable || !(err instanceof DatabaseUnwritable)) throw err;
+    return new SqliteStore(openDatabaseToRead(file, err), file, err.message);
+  }
 }

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { StoreConflict, StoreUnavailable, StoreUserGone } from '../store.js';
+import { StoreConflict, StoreReadOnly, StoreUnavailable, StoreUserGone } from '../store.js';
 
 /**
  * A write SQLite refused for now and rolled back: its file system full (ENOSPC is SQLITE_FULL), or a lock
@@ -40,6 +40,8 @@ export function sqliteWrite<T>(write: () => T): T {
     if (typeof code !== 'string') throw err;
     if (code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new StoreConflict((err as Error).message);
     if (code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw new StoreUserGone((err as Error).message);
+    // Opened to read only (openDatabaseToRead): said as such, not as a write that may go through later.
+    if (code.startsWith('SQLITE_READONLY')) throw new StoreReadOnly(`the user store cannot be written (${(err as Error).message}); nothing was changed`, { cause: err });
     if (UNWRITABLE.test(code)) {
       throw new StoreUnavailable(`the user store cannot be written now (${(err as Error).message}); nothing was changed: try again`, { cause: err });
     }
