@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { openAdmin, serverFilesOf, type AdminServices } from './admin-services.js';
-import { MAX_UNWRITTEN } from './audit/log-file.js';
+import { FileNotMade, MAX_UNWRITTEN } from './audit/log-file.js';
 import { AuditLog } from './audit/log.js';
 import { Authenticator } from './auth/authenticator.js';
 import type { Config } from './config/schema.js';
@@ -77,6 +77,18 @@ export interface Coordination {
   close(): Promise<void>;
 }
 
+/**
+ * An error of the audit trail's files, logged. One of the file system (a
+ * code: EACCES, ENOSPC) is the operator's to fix: one line, its message
+ * naming the file where the trail knows it, no stack; anything else is a
+ * fault of the server, with its stack.
+ */
+function trailError(log: Logger, err: Error): void {
+  const { code } = err as NodeJS.ErrnoException;
+  if (code === undefined && !(err instanceof FileNotMade)) log.error({ err }, 'audit trail');
+  else log.error({ code }, `audit trail: ${err.message}`);
+}
+
 /** The coordinator's state, on the store `base` opened: the audit trail is written here and nowhere else. */
 export async function openCoordination(base: AdminServices): Promise<Coordination> {
   const { config } = base;
@@ -98,7 +110,7 @@ export async function openCoordination(base: AdminServices): Promise<Coordinatio
         keep: settings.keep,
         xferlog: settings.xferlog === '' ? null : resolve(config.dataDir, settings.xferlog),
         anonymousFtp: config.ftp.anonymous.enabled,
-        onError: (err) => base.log.error({ err }, 'audit log'),
+        onError: (err) => trailError(base.log, err),
         // Said where the operator looks after a crash, not only in the trail (found by an operator's walk).
         onTorn: (bytes) => base.log.warn({ bytes }, `audit trail: its last line (${bytes} bytes) was torn by a crash; it stays, outside the chain, and this start's record names it (sluice audit verify)`),
         onBacklog: (over) => {

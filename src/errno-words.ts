@@ -18,6 +18,8 @@ const WORDS: Readonly<Record<string, string>> = {
   ELOOP: 'too many symbolic links',
   EMFILE: 'too many open files',
   EIO: 'input/output error',
+  // open(2) of a FIFO without a reader (O_NONBLOCK), a socket, a device without its driver.
+  ENXIO: 'not a regular file',
 };
 
 export function errnoWords(err: unknown): string {

@@ -310,7 +310,7 @@ describe('the audit file system full: the server does not hold every unwritten r
     await waiting.read();
     srv.fill();
     const before = srv.rss();
-    const errorsBefore = srv.log.split('\n').filter((l) => l.includes('"msg":"audit log"')).length;
+    const errorsBefore = srv.log.split('\n').filter((l) => l.includes('"msg":"audit trail')).length;
     const PER_CLIENT = 40_000;
     const refused = await Promise.all(clients.map(async (c) => {
       let count = 0;
@@ -327,14 +327,14 @@ describe('the audit file system full: the server does not hold every unwritten r
       return count;
     }));
     const grown = srv.rss() - before;
-    const errors = srv.log.split('\n').filter((l) => l.includes('"msg":"audit log"')).length - errorsBefore;
+    const errors = srv.log.split('\n').filter((l) => l.includes('"msg":"audit trail')).length - errorsBefore;
     const mib = (grown / 1048576).toFixed(1);
     const total = refused.reduce((a, b) => a + b, 0);
     assert.ok(total < 4 * PER_CLIENT, `all ${total} commands answered: the sessions were not ended`);
     // The sessions end as the line is written; it reaches this end of the pipe a moment after (seen in CI).
     await until(5_000, async () => /live sessions ended, connections refused/.test(srv.log));
     assert.match(srv.log, /live sessions ended, connections refused/);
-    assert.ok(errors <= 50, `${errors} 'audit log' error lines for ${total} records`);
+    assert.ok(errors <= 50, `${errors} 'audit trail' error lines for ${total} records`);
     // Unbounded, 160,000 records held grew it by about 110 MiB (56 for 80,000); bounded, 25-33 here.
     assert.ok(grown < 48 * 1024 * 1024, `the server grew by ${mib} MiB holding unwritten records`);
     // Refused while the lines wait; a login again once the file system has room.

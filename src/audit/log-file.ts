@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import { close as closeFd, closeSync, constants, fstat, fstatSync, mkdirSync, open as openFd, openSync, promises as fsp, readSync, type Stats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import pino from 'pino';
+import { errnoWords } from '../errno-words.js';
 import { regularFile } from '../regular-file.js';
 import { rotatedSiblings } from './files.js';
 
@@ -214,7 +215,7 @@ export class LogFile {
         fd = await openAppend(this.path);
       } catch (err) {
         this.size = 0;
-        if (this.owed === null) this.options.onError(err as Error);
+        if (this.owed === null) this.options.onError(notMade(this.path, reason, err));
         this.owed = reason;
         return;
       }
@@ -326,6 +327,30 @@ function endOf(path: string): { size: number; unfinished: boolean } {
 }
 
 /** Appending, created 0600 when missing, never waiting in the open (see openAppend). */
+/**
+ * A new file that could not be made, in one line naming it, what it was for
+ * and what happens meanwhile: the server logged libuv's words under the
+ * message 'audit log', with a stack (found by an operator's review).
+ */
+function notMade(path: string, reason: NewFileReason, err: unknown): FileNotMade {
+  const wanted = reason === 'reopen' ? 'after the file was moved away (SIGHUP)' : 'to rotate the file at its size';
+  return new FileNotMade(
+    `a new ${path} could not be made ${wanted}: ${errnoWords(err)}; lines go on into the file before it, and the new one is tried again each second`,
+    (err as NodeJS.ErrnoException).code,
+  );
+}
+
+/** A new log file that could not be made (the file system's refusal, or what stands in its place): the operator's to fix. */
+export class FileNotMade extends Error {
+  override readonly name = 'FileNotMade';
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+  ) {
+    super(message);
+  }
+}
+
 const APPEND_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK;
 
 /** Open (or create, 0600) `path` for appending, its directory made if missing: the descriptor. */
