@@ -1,5 +1,6 @@
 import type { AdminServices } from '../admin-services.js';
 import { newToken } from '../admin/tokens.js';
+import { NotStored } from '../users/errors.js';
 import { UsageError, parse } from './args.js';
 import { table } from './user.js';
 
@@ -36,10 +37,8 @@ export async function adminCommand(args: string[], open: () => Promise<AdminServ
     case 'remove': {
       const { positionals } = parse(rest, {}, ['NAME']);
       const name = positionals[0] as string;
-      if (!(await (await open()).tokens.remove(name))) {
-        process.stderr.write(`sluice: no token named "${name}"\n`);
-        return 1;
-      }
+      // Exit 2, as `user remove` of no such user: a name that names nothing is the operator's mistake (main.ts).
+      if (!(await (await open()).tokens.remove(name))) throw new NotStored(`no token named "${name}"`);
       out(`removed token ${name}\n`);
       return 0;
     }
