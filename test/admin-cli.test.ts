@@ -64,6 +64,9 @@ describe('sluice session|ban|user through the admin API on the unix socket', () 
     const again = sluice(srv.dir, ['session', 'kill', mine[0]?.id as string], '', SOCKET);
     assert.equal(again.code, 2);
     assert.match(again.stderr, /^sluice: no live session \S+\n$/);
+    // The API's refusal echoes the id: a control character in it reaches the terminal escaped (found by an operator's review).
+    const controls = sluice(srv.dir, ['session', 'kill', '\x1b[2J\x01'], '', SOCKET);
+    assert.deepEqual([controls.code, controls.stderr], [2, 'sluice: no live session \\x1b[2J\\x01\n']);
 
     const second = await ftpSession(srv.ftpPort, 'alice');
     const secondGone = closed(socketOf(second));

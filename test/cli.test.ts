@@ -103,6 +103,21 @@ describe('sluice CLI', () => {
   });
 
   // Found by an operator-side review: taken and dropped without a word, exit 0.
+  it("an error echoing the operator's arguments shows their control characters escaped, as the tables do", () => {
+    // Found by an operator's review: `sluice session kill $'\x01'` and the like wrote the argument to the terminal as given.
+    const cases: [string[], number, string][] = [
+      [['nope\x1b[2J'], 2, 'sluice: unknown command "nope\\x1b[2J"; see sluice --help\n'],
+      [['user', 'show', 'a\u009bb\u202e'], 2, 'sluice: no user named "a\\x9bb\\u{202e}"\n'],
+      [['admin', 'token', 'remove', '\x01'], 2, 'sluice: no token named "\\x01"\n'],
+      [['user', 'list', '--\x1b'], 2, "sluice: Unknown option '--\\x1b'\n"],
+    ];
+    for (const [args, code, stderr] of cases) {
+      const r = run(args);
+      // Its first line: with no database yet, a note of that follows.
+      assert.deepEqual([r.code, r.stderr.split('\n')[0] + '\n'], [code, stderr], JSON.stringify(args));
+    }
+  });
+
   it('version refuses an argument, as every command does', () => {
     for (const args of [['version', 'extra'], ['--version', '--json']]) {
       const r = run(args);

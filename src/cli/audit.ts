@@ -14,6 +14,7 @@ import { loadConfig } from '../config/load.js';
 import { AUDITED_PROTOCOLS } from '../session/account.js';
 import { TRANSFER_RESULTS, type TransferResult } from '../audit/events.js';
 import { UsageError, parse, parseTime } from './args.js';
+import { complain } from './stdio.js';
 
 export const AUDIT_HELP = `Usage: sluice audit verify [FILE|DIR...] [--file FILE|DIR]... [--from-rotation]
        sluice audit query [--user U] [--ip CIDR] [--protocol P] [--path GLOB]
@@ -199,10 +200,10 @@ async function* readRecords(file: string, read: ReadLines): AsyncGenerator<Audit
     for (const line of lines) {
       n++;
       // Whether a line that is no record was the last one shows only at the next.
-      if (torn !== null) process.stderr.write(`sluice: ${file}:${torn}: malformed line skipped\n`);
+      if (torn !== null) complain(`${file}:${torn}: malformed line skipped`);
       torn = null;
       if (line instanceof LongLine) {
-        process.stderr.write(`sluice: ${file}:${n}: ${longLineReason(line.bytes)}; skipped\n`);
+        complain(`${file}:${n}: ${longLineReason(line.bytes)}; skipped`);
         continue;
       }
       const record = parseRecord(line);
@@ -210,7 +211,7 @@ async function* readRecords(file: string, read: ReadLines): AsyncGenerator<Audit
       else torn = n;
     }
   }
-  if (torn !== null) process.stderr.write(`sluice: ${file}:${torn}: truncated last line skipped\n`);
+  if (torn !== null) complain(`${file}:${torn}: truncated last line skipped`);
 }
 
 /** A line as a record, or null when it is none (torn, or not a JSON object). */
@@ -255,7 +256,7 @@ async function readMatching<T>(trail: Trail, matches: (r: AuditRecord) => boolea
           }
         } catch (err) {
           if (!(err instanceof DamagedFile)) throw err;
-          process.stderr.write(`sluice: ${err.message}; its records are left out\n`);
+          complain(`${err.message}; its records are left out`);
           complete = false;
           continue;
         }

@@ -2,6 +2,7 @@ import type { AdminServices } from '../admin-services.js';
 import { banTarget, notBanTarget } from '../auth/ip-rules.js';
 import { ApiError, ifRunning, type Reach } from '../admin/client.js';
 import { UsageError, parse } from './args.js';
+import { complain } from './stdio.js';
 import { table } from './user.js';
 
 export const BAN_HELP = `Usage: sluice ban <command> ...
@@ -68,7 +69,7 @@ export async function banCommand(
       // not taken. When it cannot be asked (no token for its TCP port, this host refused), the store's list, said so:
       // before, `ban list` read the store only and needed neither.
       const reply = await ifRunning(reach, 'GET', '/bans').catch((err: unknown) => {
-        process.stderr.write(`sluice: the running server could not be asked (${err instanceof Error ? err.message : String(err)}): the stored bans only, without those it holds unstored\n`);
+        complain(`the running server could not be asked (${err instanceof Error ? err.message : String(err)}): the stored bans only, without those it holds unstored`);
         return null;
       });
       const bans: ListedBan[] = (reply?.body as ListedBan[] | undefined) ??

@@ -9,7 +9,7 @@ import { version } from '../version.js';
 import { UsageError } from './args.js';
 import { commandHelp, isCommand, topHelp, wantsHelp } from './commands.js';
 import type { StorePlaces } from './store-places.js';
-import { dropOutputWhenReaderGone } from './stdio.js';
+import { complain, dropOutputWhenReaderGone } from './stdio.js';
 
 // Each command loads what it needs when it runs: `sluice version` and
 // `--help` answer without loading the protocols, the store driver or the
@@ -185,9 +185,9 @@ function fail(err: unknown): number {
   // The API's 400 and 404 are the mistakes the store's AdminError reports when no server runs: the same exit code.
   const refused = err instanceof ApiError && err.status !== null && err.status >= 400 && err.status < 500 && err.status !== 401;
   if (err instanceof UsageError || err instanceof ConfigError || err instanceof AdminError || refused) {
-    process.stderr.write(`sluice: ${err.message}\n`);
+    complain(err.message);
     return 2;
   }
-  process.stderr.write(`sluice: ${err instanceof Error ? err.message : String(err)}\n`);
+  complain(err instanceof Error ? err.message : String(err));
   return 1;
 }
