@@ -37,7 +37,7 @@ function sendAndLeave(port: number, from: string, token: string, requests: strin
     socket.once('connect', () => {
       // One request answered first: the server has accepted the connection and knows its peer (a reset
       // before the accept, on a loaded machine, leaves the kernel no address to give).
-      socket.write(rawRequest(token, 'GET', '/api/v1/users?first=1'));
+      socket.write(rawRequest(token, 'GET', '/api/v1/sessions?user=first'));
     });
     let answered = false;
     socket.on('data', () => {
@@ -109,11 +109,11 @@ describe('admin audit records', () => {
   });
 
   it('records an answered request exactly once, without client_left', { timeout: 60_000 }, async () => {
-    assert.equal((await adminRequest(api, 'GET', '/api/v1/users?once=1', { token })).status, 200);
+    assert.equal((await adminRequest(api, 'GET', '/api/v1/sessions?user=once', { token })).status, 200);
     assert.equal((await adminRequest(api, 'GET', '/api/v1/nothing?once=2', { token })).status, 404);
     const records = await srv.auditUntil((r) => r.path === '/api/v1/nothing?once=2');
-    const once = admins(records).filter((r) => /\?once=/.test(String(r.path)));
-    assert.deepEqual(once.map((r) => [r.path, r.status, 'client_left' in r]), [['/api/v1/users?once=1', 200, false], ['/api/v1/nothing?once=2', 404, false]]);
+    const once = admins(records).filter((r) => /[?=]once/.test(String(r.path)));
+    assert.deepEqual(once.map((r) => [r.path, r.status, 'client_left' in r]), [['/api/v1/sessions?user=once', 200, false], ['/api/v1/nothing?once=2', 404, false]]);
   });
 
   it('30 requests pipelined on one connection: 30 records, and no pile of listeners on its socket', { timeout: 60_000 }, async () => {
@@ -122,12 +122,12 @@ describe('admin audit records', () => {
     let got = '';
     socket.on('data', (d: Buffer) => (got += d.toString('latin1')));
     await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
-    socket.write(Array.from({ length: 30 }, (_, i) => rawRequest(token, 'GET', `/api/v1/users?piped=${i}`)).join(''));
+    socket.write(Array.from({ length: 30 }, (_, i) => rawRequest(token, 'GET', `/api/v1/sessions?user=piped-${i}`)).join(''));
     const end = Date.now() + 20_000;
     while ((got.match(/^HTTP\/1\.1 200/gm) ?? []).length < 30 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
     socket.destroy();
-    const records = await srv.auditUntil((r) => r.path === '/api/v1/users?piped=29');
-    assert.equal(admins(records).filter((r) => /\?piped=/.test(String(r.path))).length, 30);
+    const records = await srv.auditUntil((r) => r.path === '/api/v1/sessions?user=piped-29');
+    assert.equal(admins(records).filter((r) => /\?user=piped-/.test(String(r.path))).length, 30);
     assert.doesNotMatch(srv.stderr + srv.log, /MaxListenersExceeded/);
   });
 

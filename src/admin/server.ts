@@ -122,6 +122,7 @@ export async function startAdminApi(
     },
     transform: ({ schema, url }) => ({ schema: withDocumentedErrors(schema as Record<string, unknown> | undefined, url) as typeof schema, url }),
   });
+  refuseUnknownQueries(app);
   await app.register(async (api) => apiRoutes(api, context), { prefix: '/api/v1' });
   for (const routes of extensions) await app.register(async (scope) => routes(scope, context));
   await app.ready();
@@ -191,6 +192,24 @@ export async function startAdminApi(
   };
 }
 
+
+/** A query that takes no parameter: any one given is refused by name. */
+const NO_QUERY = { type: 'object', additionalProperties: false, properties: {} } as const;
+
+/**
+ * Every route of the API refuses a query parameter it does not take (400,
+ * `query.x: unknown field`), as GET /audit and /sessions did: GET /users?x=1
+ * answered as if none had been given (found by an operator's review), and a
+ * mistyped filter answers more than was asked. Routes registered after this.
+ * Not the probes and /metrics, outside /api/v1: no parameter changes what they
+ * answer, and a balancer or scraper that adds one must not take a node down.
+ */
+function refuseUnknownQueries(app: FastifyInstance): void {
+  app.addHook('onRoute', (route) => {
+    if (!route.url.startsWith('/api/v1/') || route.schema?.querystring !== undefined) return;
+    route.schema = { ...route.schema, querystring: NO_QUERY };
+  });
+}
 
 /**
  * Listen on a unix socket created mode 0600: the umask is narrowed around the
