@@ -63,6 +63,8 @@ describe('admin API over TCP: bearer tokens', () => {
     const again = sluice(srv.dir, ['admin', 'token', 'create', 'ops']);
     assert.equal(again.code, 2, 'a second token of the same name is refused');
     assert.equal(again.stdout, '');
+    const cased = sluice(srv.dir, ['admin', 'token', 'create', 'OPS']);
+    assert.deepEqual([cased.code, cased.stdout, cased.stderr], [2, '', 'sluice: a token named "ops" exists already (names are compared without case); remove it first\n']);
     const removed = sluice(srv.dir, ['admin', 'token', 'remove', 'ops']);
     assert.equal(removed.code, 0, removed.stderr);
     assert.equal((await adminRequest(api, 'GET', '/api/v1/server', { token })).status, 401);

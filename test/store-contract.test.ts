@@ -402,5 +402,15 @@ for (const backend of [sqlite(), postgres()]) {
       assert.equal(await store.tokens.remove('ops'), false);
       assert.equal(await store.tokens.use(h1), null);
     });
+
+    it('admin token names are compared without case, as user names are', async () => {
+      // Found by an operator's review: `OPS` beside `ops` was a second token, and `token remove ops` left it in force.
+      const [store] = await fresh();
+      const hash = (s: string) => createHash('sha256').update(s).digest();
+      assert.equal(await store.tokens.add('Deploy', hash('d1')), true);
+      assert.equal(await store.tokens.add('deploy', hash('d2')), false, 'a name differing in case alone is taken');
+      assert.equal(await store.tokens.remove('DEPLOY'), true);
+      assert.deepEqual(await store.tokens.all(), []);
+    });
   });
 }

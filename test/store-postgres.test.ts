@@ -121,6 +121,24 @@ describe('PostgreSQL migrations', { skip: postgresMissing() ?? false }, () => {
     assert.deepEqual(kept, [{ reason: 'kept' }]);
   });
 
+  it('017 renames a token whose name differs from an older one\'s in case alone, then keeps such names apart', async () => {
+    const url = await server.createDatabase();
+    await withClient(url, (c) => migrate(c, MIGRATIONS.filter((m) => m.version < 17)));
+    const hash = (first: number) => Buffer.concat([Buffer.from([first, 0xab, 0xcd, 0xef]), Buffer.alloc(28)]);
+    const add = (c: pg.Client, name: string, first: number, at: number) =>
+      c.query('INSERT INTO admin_tokens (name, hash, created_at) VALUES ($1, $2, $3)', [name, hash(first), at]);
+    await withClient(url, async (c) => {
+      await add(c, 'OPS', 2, 2000);
+      await add(c, 'ops', 1, 1000);
+      await add(c, 'Ops', 3, 2000);
+      await add(c, 'backup', 4, 3000);
+    });
+    await withClient(url, (c) => migrate(c, MIGRATIONS));
+    const names = await withClient(url, async (c) => (await c.query<{ name: string }>('SELECT name FROM admin_tokens ORDER BY created_at, name')).rows.map((r) => r.name));
+    assert.deepEqual(names, ['ops', 'OPS-02abcdef', 'Ops-03abcdef', 'backup'], 'the oldest keeps its name; each other its own hash in its name');
+    await assert.rejects(withClient(url, (c) => add(c, 'BACKUP', 5, 4000)), /admin_tokens_name_nocase/);
+  });
+
   it('started by several nodes at once on an empty database, all succeed and each version is applied once', async () => {
     const url = await server.createDatabase();
     const clients = await Promise.all(Array.from({ length: 4 }, async () => {

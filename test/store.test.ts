@@ -56,6 +56,27 @@ describe('migrations', () => {
     }
   });
 
+  it('017 renames a token whose name differs from an older one\'s in case alone, then keeps such names apart', () => {
+    const file = join(dir, 'token-names.db');
+    const old = new Database(file);
+    migrate(old, loadMigrations(MIGRATIONS_DIR).filter((m) => m.version < 17));
+    const add = old.prepare('INSERT INTO admin_tokens (name, hash, created_at) VALUES (?, ?, ?)');
+    const hash = (first: number) => Buffer.concat([Buffer.from([first, 0xab, 0xcd, 0xef]), Buffer.alloc(28)]);
+    add.run('OPS', hash(2), 2000);
+    add.run('ops', hash(1), 1000);
+    add.run('Ops', hash(3), 2000);
+    add.run('backup', hash(4), 3000);
+    old.close();
+    const db = openDatabase(file);
+    try {
+      const names = (db.prepare('SELECT name FROM admin_tokens ORDER BY created_at, name').all() as { name: string }[]).map((r) => r.name);
+      assert.deepEqual(names, ['ops', 'OPS-02abcdef', 'Ops-03abcdef', 'backup'], 'the oldest keeps its name; each other its own hash in its name');
+      assert.throws(() => db.prepare('INSERT INTO admin_tokens (name, hash, created_at) VALUES (?, ?, ?)').run('BACKUP', hash(5), 4000), /UNIQUE/);
+    } finally {
+      db.close();
+    }
+  });
+
   it('re-running applies nothing and keeps data', async () => {
     const file = join(dir, 'rerun.db');
     const db1 = openDatabase(file);

@@ -30,7 +30,12 @@ export async function adminCommand(args: string[], open: () => Promise<AdminServ
       const name = positionals[0] as string;
       if (!NAME.test(name)) throw new UsageError(`invalid token name "${name}": 1-64 of letters, digits, . _ - and starting with a letter or digit`);
       const { token, hash } = newToken();
-      if (!(await (await open()).tokens.add(name, hash))) throw new UsageError(`a token named "${name}" exists already; remove it first`);
+      const { tokens } = await open();
+      if (!(await tokens.add(name, hash))) {
+        // Compared without case: the one there may be spelt otherwise.
+        const taken = (await tokens.all()).find((t) => t.name.toLowerCase() === name.toLowerCase())?.name ?? name;
+        throw new UsageError(`a token named "${taken}" exists already (names are compared without case); remove it first`);
+      }
       out(`${token}\n`);
       return 0;
     }

@@ -253,9 +253,9 @@ export interface BanRepository {
 }
 
 export interface AdminTokenRepository {
-  /** False: a token of that name exists already. */
+  /** False: a token of that name exists already. Names are compared without case, as user names are. */
   add(name: string, hash: Buffer): Promise<boolean>;
-  /** False: there was none of that name. */
+  /** False: there was none of that name (in any case). */
   remove(name: string): Promise<boolean>;
   /** The name of the token with this hash, noted as used now; null: no such token. */
   use(hash: Buffer): Promise<string | null>;

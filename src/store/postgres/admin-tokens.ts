@@ -13,13 +13,14 @@ export class PostgresAdminTokens implements AdminTokenRepository {
       await this.pool.query('INSERT INTO admin_tokens (name, hash, created_at) VALUES ($1, $2, $3)', [name, hash, Date.now()]);
       return true;
     } catch (err) {
-      if (uniqueViolation(err, 'admin_tokens_pkey')) return false;
+      if (uniqueViolation(err, 'admin_tokens_pkey') || uniqueViolation(err, 'admin_tokens_name_nocase')) return false;
       throw err;
     }
   }
 
   async remove(name: string): Promise<boolean> {
-    const r = await this.pool.query('DELETE FROM admin_tokens WHERE name = $1', [name]);
+    // Names compared without case, as user names (migration 017's index keeps them apart so).
+    const r = await this.pool.query('DELETE FROM admin_tokens WHERE lower(name) = lower($1)', [name]);
     return (r.rowCount ?? 0) > 0;
   }
 

@@ -16,14 +16,15 @@ export class SqliteAdminTokens implements AdminTokenRepository {
   constructor(db: Database) {
     this.q = {
       add: db.prepare('INSERT INTO admin_tokens (name, hash, created_at) VALUES (?, ?, ?)'),
-      remove: db.prepare('DELETE FROM admin_tokens WHERE name = ?'),
+      // Names compared without case, as user names (migration 017's index keeps them apart so).
+      remove: db.prepare('DELETE FROM admin_tokens WHERE name = ? COLLATE NOCASE'),
       byHash: db.prepare('SELECT name FROM admin_tokens WHERE hash = ?'),
       used: db.prepare('UPDATE admin_tokens SET last_used = ? WHERE name = ?'),
       all: db.prepare('SELECT name, created_at, last_used FROM admin_tokens ORDER BY name'),
     };
   }
 
-  /** False: a token of that name exists already. */
+  /** False: a token of that name, in any case, exists already. */
   async add(name: string, hash: Buffer): Promise<boolean> {
     try {
       await sqliteWriteSoon(() => this.q.add.run(name, hash, Date.now()));
@@ -34,7 +35,7 @@ export class SqliteAdminTokens implements AdminTokenRepository {
     }
   }
 
-  /** False: there was none of that name. */
+  /** False: there was none of that name, in any case. */
   async remove(name: string): Promise<boolean> {
     return (await sqliteWriteSoon(() => this.q.remove.run(name))).changes > 0;
   }
