@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type ssh2 from 'ssh2';
 import { advertisedExtensions } from '../src/sftp/handlers.js';
 import { hasUnsafeChar } from '../src/session/unsafe-chars.js';
+import { sluice } from './helpers/cli.js';
 import { diskUsage, persistedUsage } from './helpers/quota.js';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sftpPackets, sshConnect } from './helpers/ssh.js';
@@ -111,6 +112,9 @@ describe('SFTP protocol edges, against the running server', () => {
         { name: 'quoted', password: 'quoted password', args: ['--quota-bytes', String(1024 * 1024), '--quota-files', '10'] },
         { name: 'copier', password: 'copier password', args: ['--perms', 'all', '--quota-bytes', String(1024 * 1024)] },
         { name: 'opener', password: 'opener password', args: ['--perms', 'all', '--quota-bytes', String(1024 * 1024), '--quota-files', '10'] },
+        { name: 'reader', password: 'reader password', args: ['--perms', 'all'] },
+        // A drop box: may only upload into /incoming.
+        { name: 'dropper', password: 'dropper password', args: ['--perms', 'none'] },
       ],
     });
     client = await sshConnect({ port: srv.sftpPort, username: 'pat', password: 'pat password' });
@@ -428,6 +432,60 @@ describe('SFTP protocol edges, against the running server', () => {
     assert.deepEqual(persistedUsage(srv, 'opener'), { bytes: 33, files: 7 });
     const disk = diskUsage(home);
     assert.deepEqual([disk.bytes, disk.files], [33, 7]);
+  });
+
+  // Measured on OpenSSH 9.2's sftp-server: an OPEN is open(2) O_RDONLY without WRITE, O_WRONLY with WRITE alone and
+  // O_RDWR with both. A READ through an O_WRONLY one, or copy-data from it, is read(2)'s EBADF, answered NO_SUCH_FILE;
+  // one opened without WRITE reads (EOF on a file TRUNC emptied or CREAT|EXCL made). A drop box is not read: a handle
+  // opened for reading there is refused its READs (PERMISSION_DENIED), one opened WRITE alone answers as anywhere.
+  it('a handle reads as OpenSSH opens it: WRITE alone is not open for reading, no WRITE is; a drop box is not read', async () => {
+    const [WRITE, APPEND, CREAT, TRUNC, EXCL] = [0x02, 0x04, 0x08, 0x10, 0x20];
+    const flags: Record<string, number> = { READ, WRITE, APPEND, CREAT, TRUNC, EXCL };
+    for (const name of ['w.txt', 'wa.txt', 't.txt', 'a.txt', 'rw.txt', 'source.txt']) writeFileSync(join(srv.home('reader'), name), 'old content');
+    mkdirSync(join(srv.home('dropper'), 'incoming'));
+    assert.equal(sluice(srv.dir, ['user', 'perm', 'dropper', '/incoming', 'upload'], undefined, { SLUICE_LOG_LEVEL: 'warn' }).code, 0);
+    // Per open: READ's answer (EOF, the bytes, or a status), copy-data's from it into a new file.
+    const expected: Record<string, [string, string, number][]> = {
+      reader: [
+        ['WRITE w.txt', 'status 2', 2],
+        ['WRITE|CREAT|TRUNC wct.txt', 'status 2', 2],
+        ['WRITE|APPEND wa.txt', 'status 2', 2],
+        // OpenSSH copies from these too (OK); sluice copies from a download only.
+        ['TRUNC t.txt', 'EOF', OP_UNSUPPORTED],
+        ['CREAT|EXCL x.txt', 'EOF', OP_UNSUPPORTED],
+        ['APPEND a.txt', 'old content', OP_UNSUPPORTED],
+        ['READ|WRITE rw.txt', 'old content', OP_UNSUPPORTED],
+      ],
+      dropper: [
+        ['WRITE|CREAT incoming/w.txt', 'status 2', 2],
+        ['CREAT|TRUNC incoming/t.txt', 'status 3', 3],
+        ['CREAT|EXCL incoming/x.txt', 'status 3', 3],
+        ['READ|WRITE|CREAT|TRUNC incoming/rw.txt', 'status 3', 3],
+      ],
+    };
+    const seen: typeof expected = {};
+    for (const [user, rows] of Object.entries(expected)) {
+      const c = await sshConnect({ port: srv.sftpPort, username: user, password: `${user} password` });
+      try {
+        const raw = await Raw.open(c);
+        const dir = user === 'dropper' ? '/incoming' : '';
+        seen[user] = [];
+        for (const [i, [what]] of rows.entries()) {
+          const [named, name] = what.split(' ') as [string, string];
+          const h = await raw.handle(FXP.OPEN, Buffer.concat([str(`/${name}`), u32(named.split('|').reduce((f, n) => f | (flags[n] as number), 0)), NO_ATTRS]));
+          const r = await raw.request(5, Buffer.concat([str(h), u64(0), u32(100)]));
+          const read = r.type === FXP.STATUS ? (status(r).code === 1 ? 'EOF' : `status ${status(r).code}`) : r.body.subarray(4, 4 + r.body.readUInt32BE(0)).toString();
+          const to = await raw.handle(FXP.OPEN, Buffer.concat([str(`${dir}/copy-${i}.txt`), u32(WRITE_CREATE_TRUNCATE), NO_ATTRS]));
+          const copied = status(await raw.request(FXP.EXTENDED, Buffer.concat([str('copy-data'), str(h), u64(0), u64(0), str(to), u64(0)]))).code;
+          await raw.closeAll();
+          seen[user].push([what, read, copied]);
+        }
+        raw.channel.close();
+      } finally {
+        c.end();
+      }
+    }
+    assert.deepEqual(seen, expected);
   });
 
   it('statvfs shows a quota as the file system (df in sftp)', async () => {

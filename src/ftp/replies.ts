@@ -54,7 +54,7 @@ export function errorReply(err: SluiceError): Reply {
     case 'not-a-directory':
     case 'is-a-directory':
     case 'rejected':
-    // Not met: an FTP upload always writes, and a download is never written.
+    // Not met: an FTP upload always writes and is never read, and a download is never written.
     case 'not-open-for':
       return { code: Code.Unavailable, text };
     case 'quota-exceeded':

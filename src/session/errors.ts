@@ -15,7 +15,8 @@ export type ErrorKind =
   | 'invalid-argument'
   /**
    * The file system's EBADF: asked through an open file for what its open did not ask for (a write
-   * through a download, or through an SFTP OPEN without WRITE that emptied or created the file).
+   * through a download, or through an SFTP OPEN without WRITE that emptied or created the file; a
+   * read through an SFTP OPEN with WRITE and without READ). Not a right refused: that is permission-denied.
    */
   | 'not-open-for'
   | 'not-a-directory'
@@ -76,6 +77,11 @@ export function pathTooLong(detail?: string): SluiceError {
 /** A write through a file not opened for writing: a download's, or an upload's opened without WRITE (WriteOptions.write). */
 export function notOpenForWriting(): SluiceError {
   return new SluiceError('not-open-for', 'Handle not open for writing');
+}
+
+/** A read through a file not opened for reading: an upload's opened WRITE without READ (WriteOptions.read). */
+export function notOpenForReading(): SluiceError {
+  return new SluiceError('not-open-for', 'Handle not open for reading');
 }
 
 /** A size change through such a file (see notOpenForWriting): ftruncate(2) answers EINVAL, not EBADF. */

@@ -83,8 +83,9 @@ export interface WriteOptions {
   /** The front-end converts line endings on the way (FTP TYPE A), for the audit record. */
   convertedLineEndings?: boolean;
   /**
-   * The client asks to read the file through the upload too (SFTP OPEN READ|WRITE): where the user
-   * may download (see readsBack), and the reads are recorded as a download (see ReadBack).
+   * The client opens the file for reading too (SFTP OPEN with READ, or without WRITE): read where the
+   * user may download (see readsBack), and the reads are recorded as a download (see ReadBack);
+   * elsewhere they are refused as not allowed, and without it as not asked for (Upload.readRefusal).
    */
   read?: boolean;
   /**
@@ -709,9 +710,9 @@ export class Session implements LiveSession {
     );
     let upload: Upload;
     try {
-      const opened = { ...options, read: options.read === true && this.readsBack(loc, path) };
+      const mayRead = options.read === true && this.readsBack(loc, path);
       upload = await this.guard('upload', path, () =>
-        blindly(loc, () => told(loc, 'change', () => this.startUpload(loc, path, opened, createsDirectoryName))),
+        blindly(loc, () => told(loc, 'change', () => this.startUpload(loc, path, options, mayRead, createsDirectoryName))),
       );
     } catch (err) {
       await loc.close();
@@ -737,8 +738,11 @@ export class Session implements LiveSession {
     return !loc.blind && allows(this.account.permissions, 'download', parentOf(path)) && allows(this.account.permissions, 'download', parentOf(loc.virtualPath));
   }
 
-  /** `createsDirectoryName`: the open may create, and the client gave the name as a directory's (see openWriteNow). */
-  private async startUpload(loc: Location, path: string, options: WriteOptions, createsDirectoryName: boolean): Promise<Upload> {
+  /**
+   * `read`: the client opened the file for reading and may read it (see readsBack). `createsDirectoryName`:
+   * the open may create, and the client gave the name as a directory's (see openWriteNow).
+   */
+  private async startUpload(loc: Location, path: string, options: WriteOptions, read: boolean, createsDirectoryName: boolean): Promise<Upload> {
     if (loc.isRoot || createsDirectoryName) throw new SluiceError('is-a-directory');
     checkName(loc.name);
     const dir = parentOf(loc.virtualPath);
@@ -758,7 +762,6 @@ export class Session implements LiveSession {
     if ('refused' in plan) throw refusal(plan.refused);
     if (plan.needsOverwrite) this.require('overwrite', dir);
     const { atomic, truncate, append } = plan;
-    const read = options.read ?? false;
     // An atomic overwrite may count the old file's size as room while it runs,
     // if it is that file's only name and no other upload counts on it already;
     // what it really frees is measured again when the bytes land.
@@ -853,6 +856,7 @@ export class Session implements LiveSession {
       ...this.transferOptions(options, this.budget.rates.up),
       hashWholeFile: this.deps.hashResumedUploads,
       writes: options.write ?? true,
+      reads: options.read ?? false,
       knownSha256: (node) => this.deps.receipts.of(node),
       scan: this.scanning
         ? { scanning: this.scanning, user: this.account.name, userId: this.account.id, turns: shareOf(this.account.name, this.account.method === 'anonymous', this.context.source) }

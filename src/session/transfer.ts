@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { Transform, Writable, type Readable } from 'node:stream';
 import type { Replaced, TransferResult } from '../audit/events.js';
-import { SluiceError, Unseen, notOpenForWriting, sizeNotWritable, toSluiceError } from './errors.js';
+import { SluiceError, Unseen, notOpenForReading, notOpenForWriting, sizeNotWritable, toSluiceError } from './errors.js';
 import { toFileInfo, type FileInfo } from './file-info.js';
 import { baseName, parentOf } from './paths.js';
 import { dropFile, dropThrough, freedBytes, freeingKey, lookingAgain, NameChanged, outsideInPlaceWrites, type Ledger } from './quota.js';
@@ -66,7 +66,9 @@ export interface UploadOptions extends TransferOptions {
   scan: { scanning: UploadScanning; user: string; userId: number; turns: string } | null;
   /** The SHA-256 the server already holds for a file as `st` describes it (a receipt); null: none, and it is never read for one. */
   knownSha256: (st: NodeStat) => string | null;
-  /** The client reads the file through the upload too (SFTP OPEN READ|WRITE); null: it may not. */
+  /** The client opened the file for reading too (see WriteOptions.read), whether or not it may read it. */
+  reads: boolean;
+  /** Its reads, where it opened the file for reading and may read it; null: no read is served. */
   readBack: ReadBackOptions | null;
   /** false: opened only to empty or create the file (see WriteOptions.write): its writes and resizes are refused. */
   writes: boolean;
@@ -502,11 +504,22 @@ export class Upload extends Transfer {
   }
 
   /**
-   * The file as it is now, through the handle (SFTP READ on a handle opened READ|WRITE): what the
-   * writes before it left there, never past its end. Refused on one opened for writing only.
+   * Why a read through it is refused; null: it is served (see readInto). Not opened for reading is
+   * the client's own flags speaking (read(2)'s EBADF), whatever is there and whatever the user may
+   * do; opened so where the user may not download (a drop box), the right is refused, and the same
+   * way whatever is there.
+   */
+  get readRefusal(): SluiceError | null {
+    if (!this.uploadOptions.reads) return notOpenForReading();
+    return this.readBack === null ? new SluiceError('permission-denied') : null;
+  }
+
+  /**
+   * The file as it is now, through the handle (SFTP READ on a handle opened READ|WRITE, or without
+   * WRITE): what the writes before it left there, never past its end. See readRefusal.
    */
   readInto(target: Buffer, offset: number, length: number, position: number): Promise<number> {
-    if (this.readBack === null) return Promise.reject(new SluiceError('permission-denied', 'Handle not open for reading'));
+    if (this.readBack === null) return Promise.reject(this.readRefusal);
     return this.readBack.readInto(target, offset, length, position);
   }
 

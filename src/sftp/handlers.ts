@@ -144,8 +144,9 @@ const REQUESTS: Partial<Record<number, RequestSpec>> = {
           mustExist: (flags & OPEN_FLAGS.CREAT) === 0,
           truncate: (flags & OPEN_FLAGS.TRUNC) !== 0,
           offset: 0,
-          // READ|WRITE: a handle read through as well (sshfs opens every O_RDWR file so), as OpenSSH's.
-          read: (flags & OPEN_FLAGS.READ) !== 0,
+          // READ|WRITE: a handle read through as well (sshfs opens every O_RDWR file so), as OpenSSH's; so is
+          // one without WRITE, which OpenSSH opens O_RDONLY. WRITE alone is O_WRONLY: its READs are EBADF.
+          read: (flags & OPEN_FLAGS.READ) !== 0 || (flags & OPEN_FLAGS.WRITE) === 0,
           // Without WRITE (TRUNC, CREAT|EXCL, APPEND alone) OpenSSH opens it O_RDONLY: emptied or made, never written.
           write: (flags & OPEN_FLAGS.WRITE) !== 0,
         });
@@ -525,7 +526,8 @@ const EXTENSIONS: Record<string, ExtensionSpec> = {
       const length = body.uint64();
       const to = handles.file(body.bytes());
       const toOffset = body.uint64();
-      if (!(from instanceof Download)) throw new SluiceError('permission-denied', 'Handle not open for reading');
+      // From an upload opened for reading OpenSSH copies too; here a copy reads a download only (see Session.copy).
+      if (from instanceof Upload) throw from.readRefusal ?? new SluiceError('unsupported', 'Copying from a file open for writing is not supported');
       if (!(to instanceof Upload) || !to.writes) throw notOpenForWriting();
       await session.copy(from, to, { from: fromOffset, to: toOffset, length, chunk: COPY_CHUNK });
       return ok(id);

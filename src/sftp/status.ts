@@ -10,7 +10,8 @@ export function statusFor(err: SluiceError): { code: StatusCode; message: string
     // OPENDIR or RMDIR of a file. FAILURE told clients something went wrong where nothing by that name is there
     // to act on, where OpenSSH's sftp says `File "f/" not found` for `get f/` from its own server.
     case 'not-a-directory':
-    // EBADF: OpenSSH's sftp-server answers so a WRITE or copy-data into a handle it opened without WRITE.
+    // EBADF: OpenSSH's sftp-server answers so a WRITE or copy-data into a handle it opened without WRITE, and a
+    // READ or copy-data from one it opened WRITE without READ.
     case 'not-open-for':
       return { code: STATUS.NO_SUCH_FILE, message };
     case 'permission-denied':
