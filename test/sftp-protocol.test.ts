@@ -488,6 +488,32 @@ describe('SFTP protocol edges, against the running server', () => {
     assert.deepEqual(seen, expected);
   });
 
+  // Measured on OpenSSH 9.2's sftp-server: process_fsetstat() tries each attribute in turn and answers the last
+  // failure, so through a handle opened READ it answers BAD_MESSAGE (ftruncate(2)'s EINVAL) yet changes the mode.
+  // sluice stops at the first step that fails, as in any FSETSTAT or SETSTAT, and the size comes first (see README).
+  it('an FSETSTAT of size and mode through a handle opened without WRITE is refused whole: BAD_MESSAGE, the mode kept', async () => {
+    const file = join(srv.home('reader'), 'sized.txt');
+    writeFileSync(file, 'old content', { mode: 0o644 });
+    const c = await sshConnect({ port: srv.sftpPort, username: 'reader', password: 'reader password' });
+    try {
+      const raw = await Raw.open(c);
+      const seen: [string, number, string, number][] = [];
+      for (const [named, flags] of [['READ', READ], ['TRUNC', 0x10]] as const) {
+        const h = await raw.handle(FXP.OPEN, Buffer.concat([str('/sized.txt'), u32(flags), NO_ATTRS]));
+        const code = status(await raw.request(10, Buffer.concat([str(h), u32(0x01 | 0x04), u64(3), u32(0o600)]))).code;
+        await raw.closeAll();
+        seen.push([named, code, readFileSync(file, 'utf8'), statSync(file).mode & 0o777]);
+      }
+      assert.deepEqual(seen, [
+        ['READ', 5, 'old content', 0o644],
+        ['TRUNC', 5, '', 0o644],
+      ]);
+      raw.channel.close();
+    } finally {
+      c.end();
+    }
+  });
+
   it('statvfs shows a quota as the file system (df in sftp)', async () => {
     const c = await sshConnect({ port: srv.sftpPort, username: 'quoted', password: 'quoted password' });
     try {
