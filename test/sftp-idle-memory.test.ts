@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import type ssh2 from 'ssh2';
 import { TestServer } from './helpers/server.js';
 import { call, sftpOf, sshConnect } from './helpers/ssh.js';
@@ -39,11 +39,51 @@ function collectionsHeld(snap: HeapSnapshot, owners: ReadonlySet<string>): { fou
   return { found, held };
 }
 
+/**
+ * The accounts (objects with an account's fields) in the heap, and the
+ * distinct objects their permissions' `root` and `dirs` are.
+ */
+function accountsIn(snap: HeapSnapshot): { accounts: number; roots: number; dirs: number } {
+  const { meta } = snap.snapshot;
+  const nf = meta.node_fields.length;
+  const ef = meta.edge_fields.length;
+  const [iName, iEdges] = ['name', 'edge_count'].map((f) => meta.node_fields.indexOf(f)) as [number, number];
+  const [eType, eName, eTo] = ['type', 'name_or_index', 'to_node'].map((f) => meta.edge_fields.indexOf(f)) as [number, number, number];
+  const firstEdge: number[] = [];
+  for (let node = 0, edge = 0; node < snap.nodes.length; node += nf) {
+    firstEdge.push(edge);
+    edge += (snap.nodes[node + iEdges] as number) * ef;
+  }
+  const fields = (node: number) => {
+    const out = new Map<string, number>();
+    const start = firstEdge[node / nf] as number;
+    for (let k = 0, edge = start; k < (snap.nodes[node + iEdges] as number); k++, edge += ef) {
+      if (meta.edge_types[0][snap.edges[edge + eType] as number] === 'property') out.set(snap.strings[snap.edges[edge + eName] as number] as string, snap.edges[edge + eTo] as number);
+    }
+    return out;
+  };
+  let accounts = 0;
+  const roots = new Set<number>();
+  const dirs = new Set<number>();
+  for (let node = 0; node < snap.nodes.length; node += nf) {
+    if (snap.strings[snap.nodes[node + iName] as number] !== 'Object') continue;
+    const f = fields(node);
+    const permissions = f.get('permissions');
+    if (!f.has('home') || !f.has('method') || !f.has('passwordMark') || permissions === undefined) continue;
+    accounts++;
+    const rules = fields(permissions);
+    roots.add(rules.get('root') as number);
+    dirs.add(rules.get('dirs') as number);
+  }
+  return { accounts, roots: roots.size, dirs: dirs.size };
+}
+
 /** Per SFTP session: the session, its channel and handles, its share of the quota ledger, its home's kept directories. */
 const OWNERS = ['Session', 'SftpChannel', 'HandleTable', 'LedgerHandle', 'DirectoryChain'];
 
 describe('an idle SFTP session', () => {
-  it('holds no Map or Set before it uses one (each has a table of four entries from the start, 150-190 bytes)', async (t) => {
+  /** A heap snapshot of a server serving `n` idle SFTP sessions of one user, each on a connection of its own. */
+  async function idleSessions(t: TestContext, n: number): Promise<HeapSnapshot> {
     const srv = await TestServer.start({
       users: [{ name: 'ida', password: 'ida password' }],
       nodeArgs: ['--heapsnapshot-signal=SIGUSR2'],
@@ -52,7 +92,7 @@ describe('an idle SFTP session', () => {
     const conns: ssh2.Client[] = [];
     t.after(() => conns.forEach((c) => c.end()));
     const sftps: ssh2.SFTPWrapper[] = [];
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < n; i++) {
       const c = await sshConnect({ port: srv.sftpPort, username: 'ida', password: 'ida password' });
       conns.push(c);
       sftps.push(await sftpOf(c));
@@ -65,10 +105,18 @@ describe('an idle SFTP session', () => {
       await new Promise((r) => setTimeout(r, 50));
     }
     await call<string>((cb) => (sftps[0] as ssh2.SFTPWrapper).realpath('.', cb));
-    const snap = JSON.parse(readFileSync(join(srv.dir, written() as string), 'utf8')) as HeapSnapshot;
-    const { found, held } = collectionsHeld(snap, new Set(OWNERS));
+    return JSON.parse(readFileSync(join(srv.dir, written() as string), 'utf8')) as HeapSnapshot;
+  }
+
+  it('holds no Map or Set before it uses one (each has a table of four entries from the start, 150-190 bytes)', async (t) => {
+    const { found, held } = collectionsHeld(await idleSessions(t, 3), new Set(OWNERS));
     // Each found, or the check below proves nothing (ssh2 has a Session class too: at least 3).
     for (const owner of OWNERS) assert.ok((found.get(owner) ?? 0) >= 3, `${owner}: ${found.get(owner) ?? 0} found`);
     assert.deepEqual(Object.fromEntries(held), {});
+  });
+
+  it("holds an account whose permissions are the same Set and Map as every other login's with the same rules", async (t) => {
+    const { roots, dirs } = accountsIn(await idleSessions(t, 3));
+    assert.deepEqual({ roots, dirs }, { roots: 1, dirs: 1 });
   });
 });

@@ -2,7 +2,7 @@ import type { AuditEvent, AuditSink } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
 import { ANONYMOUS, type Account, type LoginMethod, type Protocol } from '../session/account.js';
 import type { StoredAccess } from '../session/live.js';
-import { isPermission, type Permission, type PermissionRules } from '../session/permissions.js';
+import { isPermission, rulesOfList, type PermissionRules } from '../session/permissions.js';
 import type { UserRecord } from '../store/records.js';
 import type { UserRepository } from '../store/store.js';
 import { addressAllowed } from './ip-rules.js';
@@ -82,8 +82,8 @@ export interface AuthRequest {
 
 /** The permissions a session of `u` holds, as stored now (names no release knows are dropped). */
 export function permissionRulesOf(u: UserRecord): PermissionRules {
-  const set = (ps: readonly string[]) => new Set(ps.filter(isPermission) as Permission[]);
-  return { root: set(u.permissions), dirs: new Map(u.dirPermissions.map((d) => [d.path, set(d.permissions)])) };
+  const known = (ps: readonly string[]) => ps.filter(isPermission);
+  return rulesOfList({ root: known(u.permissions), dirs: u.dirPermissions.map((d) => [d.path, known(d.permissions)] as const) });
 }
 
 /**
