@@ -2,7 +2,7 @@ import type { AuditEvent, AuditSink } from '../audit/events.js';
 import type { MetricsSink } from '../metrics/events.js';
 import { ANONYMOUS, type Account, type LoginMethod, type Protocol } from '../session/account.js';
 import type { StoredAccess } from '../session/live.js';
-import { isPermission, rulesOfList, type PermissionRules } from '../session/permissions.js';
+import { isPermission, rulesOfList, sameRules, type PermissionRules } from '../session/permissions.js';
 import type { UserRecord } from '../store/records.js';
 import type { UserRepository } from '../store/store.js';
 import { addressAllowed } from './ip-rules.js';
@@ -249,7 +249,12 @@ export class Authenticator {
     // The rules a login is refused by, as they are now: an address denied or a protocol taken away since the
     // login held only for new logins, and a standing SSH connection (OpenSSH's ControlMaster) went on opening
     // SFTP and SCP sessions (found by a review).
-    return refusal(user, where.protocol, where.remoteAddress, account.method) === null ? toAccount(user, account.method, readAt, account.key) : null;
+    if (refusal(user, where.protocol, where.remoteAddress, account.method) !== null) return null;
+    const now = toAccount(user, account.method, readAt, account.key);
+    // Most often the user is as the login read it: the connection's sessions then hold the login's account,
+    // not a copy each (found by heap snapshots of idle SFTP sessions). Its earlier readAt only makes
+    // LiveRegistry.catchUp read the user once more, for a change told between the two reads.
+    return sameBut(account, now, 'readAt') ? account : now;
   }
 
   /** The home, permissions and scanning of the account's user as stored now; null when it was removed (or its name is another user's now). */
@@ -311,6 +316,11 @@ export class Authenticator {
       port: req.remotePort,
     };
   }
+}
+
+/** Do `a` and `b` say the same in every field but `except`? */
+function sameBut(a: Account, b: Account, except: keyof Account): boolean {
+  return (Object.keys(a) as (keyof Account)[]).every((k) => k === except || (k === 'permissions' ? sameRules(a.permissions, b.permissions) : a[k] === b[k]));
 }
 
 /**
