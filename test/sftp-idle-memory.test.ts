@@ -78,8 +78,8 @@ function accountsIn(snap: HeapSnapshot): { accounts: number; roots: number; dirs
   return { accounts, roots: roots.size, dirs: dirs.size };
 }
 
-/** Per SFTP session: the session, its channel and handles, its share of the quota ledger, its home's kept directories. */
-const OWNERS = ['Session', 'SftpChannel', 'HandleTable', 'LedgerHandle', 'DirectoryChain'];
+/** Per SFTP session: the session, its channel and handles, its share of the quota ledger, its home's kept directories, its connection's transport backlog. */
+const OWNERS = ['Session', 'SftpChannel', 'HandleTable', 'LedgerHandle', 'DirectoryChain', 'TransportBacklog'];
 
 describe('an idle SFTP session', () => {
   /** A heap snapshot of a server serving `n` idle SFTP sessions of one user, each on a connection of its own. */

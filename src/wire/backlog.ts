@@ -1,4 +1,5 @@
 import type net from 'node:net';
+import { LazySet } from '../session/lazy-collections.js';
 
 /**
  * Bytes a transport holds back before they reach its socket, and when it
@@ -20,8 +21,8 @@ export interface HeldBack {
  * stop while this backlog is large.
  */
 export class TransportBacklog {
-  /** Writers waiting for the socket to drain: woken by one listener, however many wait. */
-  private readonly waiters = new Set<() => void>();
+  /** Writers waiting for the socket to drain: woken by one listener, however many wait. None, most of the time (see LazySet). */
+  private readonly waiters = new LazySet<() => void>();
 
   /** `socket` null: ssh2 kept its socket out of reach, and nothing is counted. */
   constructor(
