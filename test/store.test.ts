@@ -189,6 +189,22 @@ describe('migrations', () => {
     assert.deepEqual([again.status, again.stderr], [0, '']);
   });
 
+  it('a read-only database whose -shm this user cannot open says so, not that its directory is unwritable', (t) => {
+    // Found by a review: a -shm left mode 0000 (or another user's) in a writable directory was said as "its
+    // directory cannot be written either".
+    if (process.getuid?.() === 0) return t.skip('running as root: a file mode refuses root nothing');
+    const root = join(dir, 'read-only-shm');
+    mkdirSync(root);
+    const run = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { cwd: root, encoding: 'utf8', timeout: 20_000 });
+    assert.equal(run('user', 'add', 'alice', '--generate-password').status, 0);
+    const file = join(root, 'data', 'sluice.db');
+    chmodSync(file, 0o400);
+    writeFileSync(`${file}-shm`, '', { mode: 0o000 });
+    const list = run('user', 'list');
+    const why = 'reading it opens sluice.db-shm beside it to read and write, and this user cannot open that one';
+    assert.deepEqual([list.status, list.stdout, list.stderr], [1, '', `sluice: ${file} cannot be written: permission denied, nor read: ${why}\n`]);
+  });
+
   it('a failing migration leaves the database as it was', () => {
     const mdir = join(dir, 'mig-fail');
     mkdirSync(mdir);

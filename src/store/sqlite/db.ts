@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync, readSync, statfsSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, readSync, statfsSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { blockingPause } from '../../blocking-pause.js';
 import { errnoWords } from '../../errno-words.js';
@@ -72,7 +72,8 @@ function ownerWritable(file: string): void {
 
 /**
  * The database opened to read only, for a command that may not write its
- * file (DatabaseUnwritable: its mode, a read-only mount): what reads answers
+ * file (DatabaseUnwritable: its mode; its directory is writable, the CLI
+ * checks it first, so a read-only mount never gets here): what reads answers
  * (`user list`, `ban list`), and a write is refused (StoreReadOnly). Its
  * schema must be this code's already, bringing it up to date is a write. Read
  * with a WAL, which needs DATABASE-shm: SQLite makes it, and -wal, beside the
@@ -99,11 +100,25 @@ export function openDatabaseToRead(file: string, unwritable: DatabaseUnwritable,
   } catch (err) {
     db?.close();
     const code = (err as { code?: unknown }).code;
-    if (code === 'SQLITE_READONLY_DIRECTORY' || code === 'SQLITE_CANTOPEN') {
-      throw new Error(`${unwritable.message}, nor read: reading it makes ${basename(file)}-shm beside it, and its directory cannot be written either`);
-    }
+    if (code === 'SQLITE_READONLY_DIRECTORY' || code === 'SQLITE_CANTOPEN') throw new Error(`${unwritable.message}, nor read: ${whyNoShm(file)}`);
     throw whyNotOpened(file, err);
   }
+}
+
+/**
+ * Why SQLite could not open DATABASE-shm, which reading a WAL database needs: made beside it when it is not
+ * there, so then the directory is what cannot be written; when it is there, it is what cannot be opened (another
+ * user's, a mode without read and write, a link). Both were said as the first (found by a review: a -shm
+ * left by root, in a directory this user may write).
+ */
+function whyNoShm(file: string): string {
+  const shm = `${basename(file)}-shm`;
+  try {
+    lstatSync(`${file}-shm`);
+  } catch {
+    return `reading it makes ${shm} beside it, and its directory cannot be written either`;
+  }
+  return `reading it opens ${shm} beside it to read and write, and this user cannot open that one`;
 }
 
 /** The database file could not be opened to write (permission denied, a read-only file system). */
