@@ -139,6 +139,22 @@ describe('PostgreSQL migrations', { skip: postgresMissing() ?? false }, () => {
     await assert.rejects(withClient(url, (c) => add(c, 'BACKUP', 5, 4000)), /admin_tokens_name_nocase/);
   });
 
+  it('017 gives the whole hash to a token whose renamed name another token has already', async () => {
+    // Found by a review: an operator's OPS-02ABCDEF beside ops and OPS (hash 02abcdef...) failed the index, and
+    // no server of this version started.
+    const url = await server.createDatabase();
+    await withClient(url, (c) => migrate(c, MIGRATIONS.filter((m) => m.version < 17)));
+    const hash = (first: number) => Buffer.concat([Buffer.from([first, 0xab, 0xcd, 0xef]), Buffer.alloc(28)]);
+    await withClient(url, async (c) => {
+      for (const [name, first, at] of [['ops', 1, 1000], ['OPS', 2, 2000], ['OPS-02ABCDEF', 3, 3000]] as const) {
+        await c.query('INSERT INTO admin_tokens (name, hash, created_at) VALUES ($1, $2, $3)', [name, hash(first), at]);
+      }
+    });
+    await withClient(url, (c) => migrate(c, MIGRATIONS));
+    const names = await withClient(url, async (c) => (await c.query<{ name: string }>('SELECT name FROM admin_tokens ORDER BY created_at, name')).rows.map((r) => r.name));
+    assert.deepEqual(names, ['ops', `OPS-${hash(2).toString('hex')}`, 'OPS-02ABCDEF']);
+  });
+
   it('started by several nodes at once on an empty database, all succeed and each version is applied once', async () => {
     const url = await server.createDatabase();
     const clients = await Promise.all(Array.from({ length: 4 }, async () => {

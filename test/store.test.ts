@@ -77,6 +77,27 @@ describe('migrations', () => {
     }
   });
 
+  it('017 gives the whole hash to a token whose renamed name another token has already', () => {
+    // Found by a review: an operator's OPS-02ABCDEF beside ops and OPS (hash 02abcdef...) failed the index, and
+    // no server of this version started.
+    const file = join(dir, 'token-names-taken.db');
+    const old = new Database(file);
+    migrate(old, loadMigrations(MIGRATIONS_DIR).filter((m) => m.version < 17));
+    const add = old.prepare('INSERT INTO admin_tokens (name, hash, created_at) VALUES (?, ?, ?)');
+    const hash = (first: number) => Buffer.concat([Buffer.from([first, 0xab, 0xcd, 0xef]), Buffer.alloc(28)]);
+    add.run('ops', hash(1), 1000);
+    add.run('OPS', hash(2), 2000);
+    add.run('OPS-02ABCDEF', hash(3), 3000);
+    old.close();
+    const db = openDatabase(file);
+    try {
+      const names = (db.prepare('SELECT name FROM admin_tokens ORDER BY created_at, name').all() as { name: string }[]).map((r) => r.name);
+      assert.deepEqual(names, ['ops', `OPS-${hash(2).toString('hex')}`, 'OPS-02ABCDEF']);
+    } finally {
+      db.close();
+    }
+  });
+
   it('re-running applies nothing and keeps data', async () => {
     const file = join(dir, 'rerun.db');
     const db1 = openDatabase(file);
