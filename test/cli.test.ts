@@ -118,6 +118,16 @@ describe('sluice CLI', () => {
     }
   });
 
+  it("a configuration error quoting a hook's command shows it once, not escaped twice", () => {
+    // Found by a review: complain() escapes each line, and the message had quoted the command with JSON.stringify,
+    // so its quotes showed as \\" ('echo \\"{path}\\"'), neither the YAML written nor JSON.
+    const file = join(dir, 'hook-quoted.yaml');
+    writeFileSync(file, 'hooks:\n  actions:\n    - name: up\n      on: [upload]\n      command: [sh, -c, \'echo "{path}" it\'\'s\']\n');
+    const r = run(['--config', file, 'user', 'list']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /runs \('echo "\{path\}" it''s'\) would run/);
+  });
+
   it('version refuses an argument, as every command does', () => {
     for (const args of [['version', 'extra'], ['--version', '--json']]) {
       const r = run(args);

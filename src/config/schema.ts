@@ -373,13 +373,13 @@ export const configSchema = z
                   ctx.addIssue({
                     code: 'custom',
                     path: ['command'],
-                    message: `${hook}a {field} inside code a shell, an interpreter, a tool such as awk or sed, or a remote host runs (${JSON.stringify(code)}) would run what a client sends: pass it to a script as an argument of its own, as in ['sh', '-c', 'run.sh "$1"', 'sh', '{path}']`,
+                    message: `${hook}a {field} inside code a shell, an interpreter, a tool such as awk or sed, or a remote host runs (${yamlQuoted(code)}) would run what a client sends: pass it to a script as an argument of its own, as in ['sh', '-c', 'run.sh "$1"', 'sh', '{path}']`,
                   });
                 } else if (text !== null) {
                   ctx.addIssue({
                     code: 'custom',
                     path: ['command'],
-                    message: `${hook}a {field} with other text in its argument (${JSON.stringify(text)}) makes a string some program may parse, and run what a client sends: give each {field} as an argument of its own ('{path}') or as an option's value ('--path={path}'), not in the program's name`,
+                    message: `${hook}a {field} with other text in its argument (${yamlQuoted(text)}) makes a string some program may parse, and run what a client sends: give each {field} as an argument of its own ('{path}') or as an option's value ('--path={path}'), not in the program's name`,
                   });
                 }
               }),
@@ -553,3 +553,12 @@ export const configSchema = z
   });
 
 export type Config = Zod.z.infer<typeof configSchema>;
+
+/**
+ * A configured string quoted as the YAML it may be written in ('it''s'), for a message: the CLI escapes each
+ * line it prints once (complain), and text JSON.stringify had escaped already came out escaped twice, a
+ * command's quotes as \\" (found by a review).
+ */
+function yamlQuoted(text: string): string {
+  return `'${text.replaceAll("'", "''")}'`;
+}
