@@ -155,3 +155,26 @@ export function cidrMatcher(cidrs: readonly string[]): (address: string) => bool
     return list.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4');
   };
 }
+
+/** Ranges whose addresses are not on the internet: loopback, link-local, RFC 1918, carrier-grade NAT, unique local. */
+const NOT_PUBLIC = ['127.0.0.0/8', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '169.254.0.0/16', '100.64.0.0/10', '::1/128', 'fc00::/7', 'fe80::/10'];
+
+/**
+ * The blocks of `cidrs` wider than `widest` that hold internet addresses: a
+ * balancer pool is a few addresses, or a private network, so a trusted proxy
+ * range past that lets the public name any address (0.0.0.0/0, or the same
+ * split in two /1s).
+ */
+export function widePublicRanges(cidrs: readonly string[], widest: { ipv4: number; ipv6: number }): string[] {
+  return cidrs.filter((cidr) => {
+    const [addr = '', bits = ''] = cidr.split('/');
+    const type = isIP(addr) === 6 ? 'ipv6' : 'ipv4';
+    const prefix = Number(bits);
+    if (prefix >= widest[type]) return false;
+    const inside = NOT_PUBLIC.some((block) => {
+      const [net = '', netBits = ''] = block.split('/');
+      return (isIP(net) === 6 ? 'ipv6' : 'ipv4') === type && prefix >= Number(netBits) && blockList([block]).check(addr, type);
+    });
+    return !inside;
+  });
+}

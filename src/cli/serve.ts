@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { AdminServer } from '../admin/server.js';
-import { strayNetworks } from '../auth/ip-rules.js';
+import { strayNetworks, widePublicRanges } from '../auth/ip-rules.js';
 import { argon2 } from '../auth/passwords.js';
 import { weakKey } from '../auth/public-keys.js';
 import { openAdmin, serverFilesOf, type AdminServices } from '../admin-services.js';
@@ -162,7 +162,7 @@ async function serveWith(
   const idleScans = users.filter((u) => scanSettingIdle(config.uploads, u.scan) !== null).map((u) => u.name);
   if (idleScans.length > 0) log.warn({ users: idleScans.slice(0, 20), count: idleScans.length }, `users set to be scanned, but ${scanSettingIdle(config.uploads, true)}`);
   warnStrayNetworks(await base.bans.active(), config.limits.ipv6Prefix, log);
-  warnTrustingEveryone(config, log);
+  warnTrustingThePublic(config, log);
   warnRefusedKeys(users, await base.users.everyKey(), log);
   let admin: AdminServer | null;
   try {
@@ -244,19 +244,23 @@ function warnRefusedKeys(users: readonly UserRecord[], keys: readonly { userId: 
 }
 
 /**
- * A trusted proxy of prefix 0 is every address: any client may send a PROXY header naming any address, and
- * bans, allow and deny lists, limits and the trail take it at its word. Taken as configured (a balancer
- * whose address is not known ahead), but said at start (found by an operator-side review: it ran in silence).
+ * A trusted proxy range of internet addresses wider than a balancer pool (0.0.0.0/0, or two /1s) lets any client in it
+ * send a PROXY header naming any address, and bans, allow and deny lists, limits and the trail take it at its word.
+ * Taken as configured (a balancer whose address is not known ahead), but said at start (found by an operator-side
+ * review: 0.0.0.0/0 ran in silence).
  */
-function warnTrustingEveryone(config: Config, log: Logger): void {
-  const everyone = config.trustedProxies.filter((cidr) => cidr.endsWith('/0'));
+function warnTrustingThePublic(config: Config, log: Logger): void {
+  const wide = widePublicRanges(config.trustedProxies, WIDEST_TRUSTED);
   const fronts = (['ftp', 'sftp'] as const).filter((front) => config[front].proxyProtocol !== 'off');
-  if (everyone.length === 0 || fronts.length === 0) return;
+  if (wide.length === 0 || fronts.length === 0) return;
   log.warn(
-    { trustedProxies: everyone, proxyProtocol: fronts },
-    `trustedProxies holds ${everyone.join(' and ')}, every address: any client of ${fronts.join(' and ')} may name any address in a PROXY header, and bans, allow lists and the audit trail take it at its word; list only the balancers' addresses`,
+    { trustedProxies: wide, proxyProtocol: fronts },
+    `trustedProxies holds ${wide.join(' and ')}, internet addresses wider than /${WIDEST_TRUSTED.ipv4} (IPv6 /${WIDEST_TRUSTED.ipv6}): any client from them of ${fronts.join(' and ')} may name any address in a PROXY header, and bans, allow lists and the audit trail take it at its word; list only the balancers' addresses`,
   );
 }
+
+/** The widest trusted proxy range of internet addresses taken in silence: a balancer pool is smaller. */
+const WIDEST_TRUSTED = { ipv4: 16, ipv6: 48 };
 
 /** Bans of IPv6 networks of another size than limits.ipv6Prefix (set before it changed, or by a node configured otherwise) match no client: say so at start. */
 function warnStrayNetworks(bans: readonly { address: string }[], ipv6Prefix: number, log: Logger): void {
