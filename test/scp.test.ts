@@ -413,6 +413,24 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', { skip: wit
     }
   });
 
+  it('a control line and its file sent in one write, before any OK: every byte lands', async () => {
+    // Found by fuzzing the running server: the line reader took the control line from the first 8 KiB of what the
+    // channel held and kept the rest of those 8 KiB, dropping what lay beyond them; the file's end never came and
+    // the run failed with "channel ended inside a file" once the client ended its side.
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const data = randomBytes(100_000);
+      const { ch, closed, replies } = await rawSink(c, 'scp -t /');
+      ch.write(Buffer.concat([Buffer.from(`C0644 ${data.length} piped.bin\n`), data, Buffer.of(0)]));
+      assert.deepEqual([...(await replies(3))], [0, 0, 0], 'ready, the line taken, the file stored');
+      ch.end();
+      await closed;
+      assert.ok(readFileSync(join(srv.home('alice'), 'piped.bin')).equals(data));
+    } finally {
+      c.end();
+    }
+  });
+
   it('a client gone in the middle of a file: the upload is recorded aborted and leaves no file under its name', async () => {
     const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
     const { ch, replies } = await rawSink(c, 'scp -t /');

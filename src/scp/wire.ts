@@ -95,6 +95,17 @@ export class ScpWire {
     }
   }
 
+  /**
+   * Bytes taken and not used: they come before any chunk() still holds, which
+   * is the rest of the same read when it returned a piece of it. Put in their
+   * place instead, a control line sent with its file in one write (a client
+   * that does not wait for our OK) lost the file beyond the line's first 8 KiB.
+   */
+  private unread(bytes: Buffer): void {
+    if (bytes.length === 0) return;
+    this.leftover = this.leftover ? Buffer.concat([bytes, this.leftover]) : bytes;
+  }
+
   /** One byte (a reply code), or null at the end. */
   async byte(): Promise<number | null> {
     const c = await this.chunk(1);
@@ -113,7 +124,7 @@ export class ScpWire {
       }
       const nl = c.indexOf(0x0a);
       if (nl >= 0) {
-        if (nl + 1 < c.length) this.leftover = c.subarray(nl + 1);
+        this.unread(c.subarray(nl + 1));
         parts.push(c.subarray(0, nl));
         return parts.takeAll().toString('utf8');
       }
