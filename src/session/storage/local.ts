@@ -231,11 +231,9 @@ class LocalFile implements OpenFile {
             if (buf.length === 0) return void this.push(null);
             position += buf.length;
             // The next chunk is read while this one is used, as fs.ReadStream does not: a download's
-            // consumer (the SHA-256, TLS, the socket's write) runs in the same turn as the push, and the
-            // stream asked for more only after it, so the event loop slept through every read. Measured
-            // on a 512 MiB RETR with curl (2-core VM, workers 1, four interleaved pairs): the loop slept
-            // 27-34 % of the time against 8-12 %, FTPS 361-425 against 518-591 MB/s, plain FTP 449-602
-            // against 748-866. Memory: one chunk more per stream, read at the position the last one ended.
+            // consumer (the SHA-256, TLS, the socket's write) runs in the same turn as the push, and a
+            // stream that asked for more only after it left the event loop asleep through every read
+            // (README, Performance). Memory: one chunk more per stream, never more than one read ahead.
             if (!this.destroyed) ahead = readAt(position);
             this.push(buf);
           },
