@@ -74,20 +74,20 @@ export class ScpWire {
     return this.broken || this.gone.aborted;
   }
 
-  /** Up to `max` bytes, or null at the end of the channel. */
-  async chunk(max: number): Promise<Buffer | null> {
+  /**
+   * What was received and not yet taken, left in place: null at the end of
+   * the channel. Readers look, then take() what they use, so nothing they
+   * looked past can be put back out of order (a line read from the head of a
+   * larger read once kept the rest of its 8 KiB and dropped what lay beyond:
+   * a control line sent with its file in one write lost the file).
+   */
+  private async peek(): Promise<Buffer | null> {
     for (;;) {
-      let c = this.leftover;
-      this.leftover = null;
-      if (!c) {
-        c = this.channel.read() as Buffer | null;
-        if (c) this.flow.taken();
-      }
+      if (this.leftover) return this.leftover;
+      const c = this.channel.read() as Buffer | null;
       if (c) {
-        if (c.length > max) {
-          this.leftover = c.subarray(max);
-          return c.subarray(0, max);
-        }
+        this.flow.taken();
+        this.leftover = c;
         return c;
       }
       if (this.ended) return null;
@@ -95,15 +95,17 @@ export class ScpWire {
     }
   }
 
-  /**
-   * Bytes taken and not used: they come before any chunk() still holds, which
-   * is the rest of the same read when it returned a piece of it. Put in their
-   * place instead, a control line sent with its file in one write (a client
-   * that does not wait for our OK) lost the file beyond the line's first 8 KiB.
-   */
-  private unread(bytes: Buffer): void {
-    if (bytes.length === 0) return;
-    this.leftover = this.leftover ? Buffer.concat([bytes, this.leftover]) : bytes;
+  /** The first `n` bytes of what peek() returned, taken. */
+  private take(n: number): Buffer {
+    const c = this.leftover as Buffer;
+    this.leftover = n < c.length ? c.subarray(n) : null;
+    return c.subarray(0, n);
+  }
+
+  /** Up to `max` bytes, or null at the end of the channel. */
+  async chunk(max: number): Promise<Buffer | null> {
+    const c = await this.peek();
+    return c && this.take(Math.min(max, c.length));
   }
 
   /** One byte (a reply code), or null at the end. */
@@ -117,18 +119,18 @@ export class ScpWire {
     // The client may send the line a byte per SSH message.
     const parts = new ByteQueue();
     for (;;) {
-      const c = await this.chunk(MAX_LINE + 1 - parts.size);
+      const c = await this.peek();
       if (!c) {
         if (parts.size === 0) return null;
         throw new ScpProtocolError('channel ended inside a line');
       }
-      const nl = c.indexOf(0x0a);
+      const room = MAX_LINE + 1 - parts.size;
+      const nl = c.subarray(0, room).indexOf(0x0a);
       if (nl >= 0) {
-        this.unread(c.subarray(nl + 1));
-        parts.push(c.subarray(0, nl));
+        parts.push(this.take(nl + 1).subarray(0, nl));
         return parts.takeAll().toString('utf8');
       }
-      parts.push(c);
+      parts.push(this.take(Math.min(room, c.length)));
       if (parts.size > MAX_LINE) throw new ScpProtocolError('line too long');
     }
   }
