@@ -71,12 +71,15 @@ function parseV1(buf: Buffer): HeaderParse {
   } catch {
     return { kind: 'invalid', reason: 'malformed v1 header' };
   }
-  // The library's pattern takes any word for an address: check it is one, of the family announced.
+  // The library's pattern takes any word for an address and any digits for a port: check each is one, of the
+  // family announced. Only the source is used, but a header with a destination no connection has is not a
+  // balancer's: the specification asks both ends to be valid.
   const family = header.inetProtocol === 'TCP4' ? 4 : 6;
   const address = header.source.ipAddress;
-  if (isIP(address) !== family) return { kind: 'invalid', reason: 'bad v1 source address' };
-  // The library takes any digits: a port the records would carry must be one.
-  if (!(header.source.port <= 65_535)) return { kind: 'invalid', reason: 'bad v1 source port' };
+  for (const [end, { ipAddress, port }] of [['source', header.source], ['destination', header.destination]] as const) {
+    if (isIP(ipAddress) !== family) return { kind: 'invalid', reason: `bad v1 ${end} address` };
+    if (!(port <= 65_535)) return { kind: 'invalid', reason: `bad v1 ${end} port` };
+  }
   return { kind: 'proxied', version: 1, address: canonicalAddress(address) as string, port: header.source.port, length };
 }
 
