@@ -431,6 +431,28 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', { skip: wit
     }
   });
 
+  it('many control lines pipelined in one write are read in time linear in their bytes', { timeout: 120_000 }, async () => {
+    // Found by an adversarial review of the fix above: each line put what followed it back before the rest of the
+    // channel's read with a copy of all of it, so a client that sent a window's worth of short lines at once (its own
+    // failure lines, which cost the server nothing else) had the server copy that window once per line, on the event
+    // loop: these 512 Ki lines of 2 bytes took 37.5 s (178 GB copied, counted in the server), the loop held throughout.
+    const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
+    try {
+      const lines = 512 * 1024;
+      const { ch, closed } = await rawSink(c, 'scp -t /');
+      const exit = new Promise<number>((resolve) => ch.on('exit', (code: number) => resolve(code)));
+      const started = Date.now();
+      // Sent before the server is ready: the window's worth waits in the channel for its first read.
+      ch.end(Buffer.alloc(lines * 2, '\x01\n'));
+      await closed;
+      const took = Date.now() - started;
+      assert.equal(await exit, 1, 'the run failed: the client said its files failed');
+      assert.ok(took < 10_000, `read in ${took} ms`);
+    } finally {
+      c.end();
+    }
+  });
+
   it('a client gone in the middle of a file: the upload is recorded aborted and leaves no file under its name', async () => {
     const c = await sshConnect({ port: srv.sftpPort, username: 'alice', password: 'alice password' });
     const { ch, replies } = await rawSink(c, 'scp -t /');
