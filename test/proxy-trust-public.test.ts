@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { widePublicRanges } from '../src/auth/ip-rules.js';
+import { cidrMatcher, widePublicRanges } from '../src/auth/ip-rules.js';
 import { TestServer } from './helpers/server.js';
 
 // Found by an operator-side review: `trustedProxies: [0.0.0.0/0]` with the PROXY protocol on ran in silence, every
@@ -31,5 +31,18 @@ describe('a trusted proxy range of the public internet', () => {
     );
     // Wider than the private block it starts in: 8.0.0.0/6 holds 10/8 and public addresses beside it.
     assert.deepEqual(widePublicRanges(['8.0.0.0/6', '172.0.0.0/8'], widest), ['8.0.0.0/6', '172.0.0.0/8']);
+  });
+
+  it('judges an IPv6 range holding IPv4-mapped addresses by the IPv4 clients the matcher takes it for', () => {
+    // Found by an adversarial review: the proxy matcher (Node's BlockList) matches an IPv4 client against the mapped
+    // range ::ffff:0:0/96, so trusting it trusts every IPv4 address, yet at /96 it passed for a pool of a few.
+    const widest = { ipv4: 16, ipv6: 48 };
+    const all = ['::ffff:0:0/96', '::FFFF:0.0.0.0/96', '::/80', '::ffff:1.0.0.0/100', '::ffff:10.0.0.0/104', '::ffff:203.0.113.0/120', '::/96', '2001:db8::/64'];
+    const trusts = cidrMatcher(all);
+    assert.ok(trusts('198.51.100.1') && trusts('::ffff:198.51.100.1'), 'an IPv4 client is trusted');
+    assert.deepEqual(widePublicRanges(all, widest), ['::ffff:0:0/96', '::FFFF:0.0.0.0/96', '::/80', '::ffff:1.0.0.0/100']);
+    for (const cidr of ['::ffff:10.0.0.0/104', '::ffff:203.0.113.0/120', '::/96', '2001:db8::/64']) {
+      assert.equal(cidrMatcher([cidr])('198.51.100.1'), false, `${cidr} does not trust a public IPv4 client`);
+    }
   });
 });

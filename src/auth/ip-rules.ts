@@ -163,18 +163,37 @@ const NOT_PUBLIC = ['127.0.0.0/8', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/1
  * The blocks of `cidrs` wider than `widest` that hold internet addresses: a
  * balancer pool is a few addresses, or a private network, so a trusted proxy
  * range past that lets the public name any address (0.0.0.0/0, or the same
- * split in two /1s).
+ * split in two /1s). An IPv6 range is judged as IPv4 too for the IPv4-mapped
+ * addresses it holds (see mappedPart).
  */
 export function widePublicRanges(cidrs: readonly string[], widest: { ipv4: number; ipv6: number }): string[] {
   return cidrs.filter((cidr) => {
     const [addr = '', bits = ''] = cidr.split('/');
-    const type = isIP(addr) === 6 ? 'ipv6' : 'ipv4';
     const prefix = Number(bits);
-    if (prefix >= widest[type]) return false;
-    const inside = NOT_PUBLIC.some((block) => {
-      const [net = '', netBits = ''] = block.split('/');
-      return (isIP(net) === 6 ? 'ipv6' : 'ipv4') === type && prefix >= Number(netBits) && blockList([block]).check(addr, type);
-    });
-    return !inside;
+    if (isIP(addr) !== 6) return widePublic(addr, prefix, 'ipv4', widest.ipv4);
+    const mapped = mappedPart(addr, prefix);
+    return widePublic(addr, prefix, 'ipv6', widest.ipv6) || (mapped !== null && widePublic(mapped.addr, mapped.prefix, 'ipv4', widest.ipv4));
   });
+}
+
+function widePublic(addr: string, prefix: number, type: 'ipv4' | 'ipv6', widest: number): boolean {
+  if (prefix >= widest) return false;
+  const inside = NOT_PUBLIC.some((block) => {
+    const [net = '', netBits = ''] = block.split('/');
+    return (isIP(net) === 6 ? 'ipv6' : 'ipv4') === type && prefix >= Number(netBits) && blockList([block]).check(addr, type);
+  });
+  return !inside;
+}
+
+/**
+ * The IPv4 block an IPv6 range holds as IPv4-mapped addresses (::ffff:0:0/96),
+ * null: none. Node's BlockList, the matcher of trusted proxies (cidrMatcher),
+ * matches an IPv4 client against them: ::ffff:0:0/96, or any range around it
+ * (::/80), trusts every IPv4 address, yet passed for a pool by its prefix
+ * (found by an adversarial review).
+ */
+function mappedPart(addr: string, prefix: number): { addr: string; prefix: number } | null {
+  if (prefix <= 96) return blockList([`${addr}/${prefix}`]).check('::ffff:0:0', 'ipv6') ? { addr: '0.0.0.0', prefix: 0 } : null;
+  const b = ipv6Bytes(addr);
+  return b.subarray(0, 10).every((x) => x === 0) && b.readUInt16BE(10) === 0xffff ? { addr: v4(b, 12), prefix: prefix - 96 } : null;
 }
