@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import type net from 'node:net';
 import { join } from 'node:path';
@@ -61,6 +61,28 @@ describe('RETR sends the file as it was at the open', () => {
       assert.equal(record?.bytes, BIG);
       assert.equal(record?.size, BIG);
       assert.equal(record?.result, 'ok');
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a file emptied while the download runs: the client is told it failed, not 226, and the audit says so', { timeout: 60_000 }, async () => {
+    // Found by an adversarial review of the read ahead: the stream ended at the file's new end, the data connection
+    // closed as after a whole file, and the client got 226 for part of the file, recorded ok (scp -f says such a file
+    // changed while read, and fails it).
+    writeFileSync(join(srv.home('alice'), 'emptied.bin'), big);
+    const client = await FtpClient.connect('ftp', srv, 'alice', 'alice password');
+    try {
+      const sock = await unreadRetr(client, 'emptied.bin');
+      truncateSync(join(srv.home('alice'), 'emptied.bin'), 0);
+      const data = await readAll(sock);
+      assert.ok(data.length < BIG, `${data.length} bytes`);
+      assert.equal((await client.raw.read())?.code, 451);
+      const record = (await srv.auditUntil((r) => r.event === 'download' && r.path === '/emptied.bin')).find((r) => r.event === 'download' && r.path === '/emptied.bin');
+      assert.equal(record?.result, 'failed');
+      assert.equal(record?.reason, 'file changed while read');
+      assert.equal(record?.size, BIG);
+      assert.equal((await client.cmd('NOOP')).code, 200, 'the session goes on');
     } finally {
       client.close();
     }

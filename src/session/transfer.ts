@@ -301,6 +301,8 @@ export class Download extends Transfer {
   private readonly reads: PacedReads;
   /** Whether a positional read at or past the size came back empty: the client was told the file ends there (SFTP EOF). */
   private endTold = false;
+  /** readable() met the file's end before the size at the open: the file shrank while read (another session truncated it). */
+  private cutShort = false;
 
   constructor(file: OpenFile, path: string, offset: number, readonly size: number, report: Reporter, options: TransferOptions) {
     // Hashed on the event loop: measured with OpenSSH sftp get (quick bench, three pairs of runs
@@ -339,6 +341,14 @@ export class Download extends Transfer {
   /** Whether the client read to the file's end: it was answered that nothing follows (see endTold). */
   get readToEnd(): boolean {
     return this.endTold;
+  }
+
+  /**
+   * Whether readable() ended short of the size offered: the file shrank while read. Its stream ends as a
+   * whole file's does, so a front-end that would call that complete must ask.
+   */
+  get shrank(): boolean {
+    return this.cutShort;
   }
 
   /** As read(), into `target` at `offset` (SFTP READ): see PacedReads, and at() for where the download begins. */
@@ -381,6 +391,10 @@ export class Download extends Transfer {
             counter.push(piece);
           }
         })().then(() => done(), (err: Error) => done(err));
+      },
+      flush: (done) => {
+        this.cutShort = position < this.size;
+        done();
       },
       destroy: (err, done) => {
         ending?.abort(err ?? new Error('download stream destroyed'));

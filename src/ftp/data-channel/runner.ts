@@ -90,6 +90,13 @@ export function runTransfer(
         await closeGracefully(stream, security.handshakeTimeoutMs, security.tls === null, true);
         // ABOR while the server waited for that close: the client had not read to the end (it closes when it has).
         if (aborted) throw new Error('aborted');
+        // Its connection closed as after a whole file: only the reply tells the client it got less (found by a review:
+        // a file emptied by another session mid-download was 226, recorded ok).
+        if (transfer.shrank) {
+          // Recorded with the reason scp -f gives it; the failure's own abort below finds it ended.
+          await transfer.abort('file changed while read', 'failed');
+          throw new SluiceError('failure', 'File changed while being read');
+        }
         await transfer.close();
       } else {
         // Every byte has arrived: the file's end (close, rename, audit) needs nothing more from the data
