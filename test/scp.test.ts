@@ -432,7 +432,7 @@ describe('legacy SCP (scp -O, pscp -scp) through the session layer', { skip: wit
   });
 
   it('many control lines pipelined in one write are read in time linear in their bytes', { timeout: 120_000 }, async () => {
-    // Found by an adversarial review of the fix above: each line put what followed it back before the rest of the
+    // Found by an adversarial review of a first version of the fix above: each line put what followed it back before the rest of the
     // channel's read with a copy of all of it, so a client that sent a window's worth of short lines at once (its own
     // failure lines, which cost the server nothing else) had the server copy that window once per line, on the event
     // loop: these 512 Ki lines of 2 bytes took 37.5 s (178 GB copied, counted in the server), the loop held throughout.
