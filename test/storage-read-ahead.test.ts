@@ -4,10 +4,11 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { openLocalStorage } from '../src/session/storage/local.js';
 import { ServerPlaces } from '../src/session/storage/server-places.js';
 import { WalkTurns } from '../src/session/storage/walk-turns.js';
+import { World } from './helpers/world.js';
 
 /*
  * A streamed read of a file (FTP RETR, a scan, a quarantine copy) has the
@@ -69,5 +70,48 @@ describe('storage: a streamed read reads the next chunk while the last is used',
       storage.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("a download's stream given up (ABOR, a data connection gone)", () => {
+  let world: World;
+  before(async () => {
+    world = await World.open();
+    await world.addUser('r');
+  });
+  after(() => world.close());
+
+  it('reads nothing more of the file once destroyed', async () => {
+    // Found by a review of the read ahead: the download's counting stage was destroyed but not the file's stream
+    // under it, which went on to read the chunk after the one under way, for no one.
+    writeFileSync(join(world.home('r'), 'big'), randomBytes(8 * 256 * 1024));
+    const s = await world.session('r');
+    const down = await s.openRead('big');
+    const probe = await open(join(world.home('r'), 'big'));
+    const proto = Object.getPrototypeOf(probe) as { read: (...args: unknown[]) => Promise<unknown> };
+    await probe.close();
+    const read = proto.read;
+    let given = false;
+    let readsAfter = 0;
+    proto.read = function (this: unknown, ...args: unknown[]) {
+      if (given) readsAfter++;
+      return read.apply(this, args);
+    };
+    try {
+      const stream = down.readable();
+      await new Promise<void>((resolve) => {
+        stream.once('data', () => {
+          // The next chunk's read is under way: it lands after this, and must start no other.
+          stream.destroy();
+          given = true;
+          resolve();
+        });
+      });
+      await new Promise((r) => setTimeout(r, 200));
+      await down.abort('given up');
+    } finally {
+      proto.read = read;
+    }
+    assert.equal(readsAfter, 0, 'no read started after the stream was destroyed');
   });
 });

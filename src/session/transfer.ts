@@ -398,6 +398,8 @@ export class Download extends Transfer {
       },
       destroy: (err, done) => {
         ending?.abort(err ?? new Error('download stream destroyed'));
+        // The file's stream under it too: left alone, it read on to fill its buffer for no one.
+        source.destroy();
         done(err);
       },
     });
