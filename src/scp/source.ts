@@ -66,17 +66,13 @@ export async function send(wire: ScpWire, session: Session, cmd: { paths: readon
         await download.abort('refused by client');
         return;
       }
-      let sent = 0;
-      for await (const chunk of download.readable()) {
-        sent += (chunk as Buffer).length;
-        await wire.send(chunk as Buffer);
-      }
-      if (sent !== download.size) {
+      for await (const chunk of download.readable()) await wire.send(chunk as Buffer);
+      if (download.shortBy > 0) {
         // The file shrank while it was read: the client counts on the size announced. The zeros go a piece
         // at a time, each waiting for room as the file's bytes do: made in one buffer, a file of 256 MiB
         // emptied by another session put 256 MiB into the socket of a client that stopped reading.
-        for (let left = download.size - sent; left > 0; left -= PAD.length) await wire.send(PAD.subarray(0, Math.min(left, PAD.length)));
-        await download.abort('file changed while read', 'failed');
+        for (let left = download.shortBy; left > 0; left -= PAD.length) await wire.send(PAD.subarray(0, Math.min(left, PAD.length)));
+        await download.shrunk();
         await warn(path, new SluiceError('failure', 'file changed while read'));
         await expectOk(wire);
         return;

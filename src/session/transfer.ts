@@ -301,8 +301,8 @@ export class Download extends Transfer {
   private readonly reads: PacedReads;
   /** Whether a positional read at or past the size came back empty: the client was told the file ends there (SFTP EOF). */
   private endTold = false;
-  /** readable() met the file's end before the size at the open: the file shrank while read (another session truncated it). */
-  private cutShort = false;
+  /** Bytes readable() ended short of the size at the open: the file shrank while read (another session truncated it). */
+  private short = 0;
 
   constructor(file: OpenFile, path: string, offset: number, readonly size: number, report: Reporter, options: TransferOptions) {
     // Hashed on the event loop: measured with OpenSSH sftp get (quick bench, three pairs of runs
@@ -344,11 +344,16 @@ export class Download extends Transfer {
   }
 
   /**
-   * Whether readable() ended short of the size offered: the file shrank while read. Its stream ends as a
-   * whole file's does, so a front-end that would call that complete must ask.
+   * How many bytes readable() ended short of the size offered: the file shrank while read. Its stream ends as a
+   * whole file's does, so a front-end that would call that complete must ask, and then end it with shrunk().
    */
-  get shrank(): boolean {
-    return this.cutShort;
+  get shortBy(): number {
+    return this.short;
+  }
+
+  /** The end of a download whose file shrank while read (see shortBy): failed, as the client did not get the size it was told. */
+  shrunk(): Promise<void> {
+    return this.abort('file changed while read', 'failed');
   }
 
   /** As read(), into `target` at `offset` (SFTP READ): see PacedReads, and at() for where the download begins. */
@@ -393,7 +398,7 @@ export class Download extends Transfer {
         })().then(() => done(), (err: Error) => done(err));
       },
       flush: (done) => {
-        this.cutShort = position < this.size;
+        this.short = Math.max(0, this.size - position);
         done();
       },
       destroy: (err, done) => {

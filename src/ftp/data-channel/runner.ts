@@ -92,9 +92,9 @@ export function runTransfer(
         if (aborted) throw new Error('aborted');
         // Its connection closed as after a whole file: only the reply tells the client it got less (found by a review:
         // a file emptied by another session mid-download was 226, recorded ok).
-        if (transfer.shrank) {
-          // Recorded with the reason scp -f gives it; the failure's own abort below finds it ended.
-          await transfer.abort('file changed while read', 'failed');
+        if (transfer.shortBy > 0) {
+          // The failure's own abort below finds it ended.
+          await transfer.shrunk();
           throw new SluiceError('failure', 'File changed while being read');
         }
         await transfer.close();
